@@ -1,0 +1,11 @@
+//! Per-architecture state and rules: the register set and its ABI, the xsave area, debug
+//! registers, the arch header that records what a task used, and how a stopped task is
+//! made to run a system call or resume an interrupted one.
+//!
+//! Everything arch-specific that `dump` and `restore` need goes through the items
+//! re-exported here, so another architecture is an addition (a sibling of `x86`), not a
+//! rewrite. Only x86-64 (with ia32 tasks) exists today.
+
+pub mod x86;
+
+pub use x86::{Abi, ArchHeader, ThreadArchState, X86Regs};

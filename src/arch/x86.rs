@@ -1,0 +1,297 @@
+//! x86-64 (and ia32 tasks on it): registers, syscall ABI, restartable system calls.
+
+use serde::{Deserialize, Serialize};
+
+/// The ABI a task runs in, judged from its code segment.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abi {
+    X86_64,
+    Ia32,
+}
+
+/// User code segment selectors of Linux on x86-64.
+pub const USER_CS_64: u64 = 0x33;
+pub const USER_CS_32: u64 = 0x23;
+
+/// `struct user_regs_struct` of x86-64, as PTRACE_GETREGS returns it. For an ia32 task a
+/// 64-bit tracer gets the same layout (the tracer's view), with the upper halves zero.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct X86Regs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub orig_rax: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub eflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub ds: u64,
+    pub es: u64,
+    pub fs: u64,
+    pub gs: u64,
+}
+
+impl X86Regs {
+    pub fn abi(&self) -> Abi {
+        if self.cs == USER_CS_32 { Abi::Ia32 } else { Abi::X86_64 }
+    }
+}
+
+/// Registers, FPU/vector state and debug registers of one thread.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ThreadArchState {
+    pub regs: X86Regs,
+    /// The NT_X86_XSTATE regset exactly as the kernel gave it (standard, non-compacted
+    /// format: the legacy 512-byte FXSAVE area, the 64-byte xsave header, then each
+    /// component at its CPUID-given offset).
+    #[serde(with = "serde_bytes")]
+    pub xsave: Vec<u8>,
+    /// DR0-DR3, DR6, DR7.
+    pub debugregs: [u64; 6],
+}
+
+impl ThreadArchState {
+    pub fn abi(&self) -> Abi {
+        self.regs.abi()
+    }
+
+    /// XSTATE_BV from the xsave header: the components the thread has in use.
+    pub fn xstate_bv(&self) -> u64 {
+        self.xsave
+            .get(512..520)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(0)
+    }
+}
+
+/// What the image's tasks used of the architecture; checked against the host before
+/// anything is created.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ArchHeader {
+    /// "x86_64": the machine the image was made on.
+    pub machine: String,
+    /// ABIs of the image's tasks.
+    pub abis: Vec<Abi>,
+    /// XCR0 of the dump host (enabled xsave components).
+    pub xcr0: u64,
+    /// Union of XSTATE_BV over all threads: components actually in use.
+    pub xfeatures_used: u64,
+    /// Size of the NT_X86_XSTATE regset on the dump host.
+    pub xsave_size: u32,
+    /// Standard-format layout of each enabled component on the dump host:
+    /// (component index, offset, size).
+    pub xsave_layout: Vec<(u32, u32, u32)>,
+    /// Size in bytes and 64-bit xxh3 of the vDSO text the tasks had mapped.
+    pub vdso_size: u64,
+    pub vdso_hash: u64,
+    /// Size of the vvar area(s) in front of the vDSO.
+    pub vvar_size: u64,
+}
+
+/// Linux x86-64 syscall numbers used by ckpt's injection.
+pub mod nr {
+    pub const READ: u64 = 0;
+    pub const CLOSE: u64 = 3;
+    pub const MMAP: u64 = 9;
+    pub const MPROTECT: u64 = 10;
+    pub const MUNMAP: u64 = 11;
+    pub const BRK: u64 = 12;
+    pub const RT_SIGACTION: u64 = 13;
+    pub const NANOSLEEP: u64 = 35;
+    pub const MADVISE: u64 = 28;
+    pub const DUP3: u64 = 292;
+    pub const LSEEK: u64 = 8;
+    pub const SIGALTSTACK: u64 = 131;
+    pub const PERSONALITY: u64 = 135;
+    pub const PRCTL: u64 = 157;
+    pub const ARCH_PRCTL: u64 = 158;
+    pub const CHROOT: u64 = 161;
+    pub const SETSID: u64 = 112;
+    pub const SET_TID_ADDRESS: u64 = 218;
+    pub const CLOCK_NANOSLEEP: u64 = 230;
+    pub const OPENAT: u64 = 257;
+    pub const SET_ROBUST_LIST: u64 = 273;
+    pub const RSEQ: u64 = 334;
+    pub const CLOSE_RANGE: u64 = 436;
+    pub const MLOCK: u64 = 149;
+    pub const FCHDIR: u64 = 81;
+    pub const UMASK: u64 = 95;
+    pub const SETRESUID: u64 = 117;
+    pub const SETRESGID: u64 = 119;
+    pub const SETGROUPS: u64 = 116;
+    pub const SETFSUID: u64 = 122;
+    pub const SETFSGID: u64 = 123;
+    pub const CAPSET: u64 = 126;
+    pub const RT_TGSIGQUEUEINFO: u64 = 297;
+    pub const GETPID: u64 = 39;
+    pub const MREMAP: u64 = 25;
+    pub const RESTART_SYSCALL: u64 = 219;
+}
+
+/// The machine code of `syscall` (x86-64).
+pub const SYSCALL_INSN: [u8; 2] = [0x0f, 0x05];
+/// Length of the syscall instruction (the kernel rewinds rip by this to restart).
+pub const SYSCALL_INSN_LEN: u64 = 2;
+
+/// `arch_prctl` code to map the 64-bit vDSO at an address (CONFIG_CHECKPOINT_RESTORE).
+pub const ARCH_MAP_VDSO_64: u64 = 0x2003;
+
+/// Set up `regs` so that, resumed at `gadget` (the address of a syscall instruction),
+/// the task performs syscall `nr` with `args`. `orig_rax` is set to -1 so the kernel's
+/// syscall-restart logic does not touch the injected registers.
+pub fn set_syscall(regs: &mut X86Regs, gadget: u64, nr: u64, args: &[u64; 6]) {
+    regs.rip = gadget;
+    regs.rax = nr;
+    regs.orig_rax = u64::MAX;
+    regs.rdi = args[0];
+    regs.rsi = args[1];
+    regs.rdx = args[2];
+    regs.r10 = args[3];
+    regs.r8 = args[4];
+    regs.r9 = args[5];
+    regs.cs = USER_CS_64;
+}
+
+/// The return value of an injected syscall at its exit stop.
+pub fn syscall_result(regs: &X86Regs) -> i64 {
+    regs.rax as i64
+}
+
+// Kernel-internal restart codes a task stopped inside a syscall carries in rax.
+const ERESTARTSYS: i64 = 512;
+const ERESTARTNOINTR: i64 = 513;
+const ERESTARTNOHAND: i64 = 514;
+const ERESTART_RESTARTBLOCK: i64 = 516;
+
+/// How a task stopped inside a system call will continue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyscallState {
+    /// Not interrupted inside a system call.
+    None,
+    /// Interrupted in syscall `nr`; it is restarted with the same arguments.
+    Restart { nr: u64 },
+    /// Interrupted in a syscall whose kernel restart block is lost with the checkpoint;
+    /// it is restarted from its arguments (a relative sleep continues with the time that
+    /// was left).
+    RestartBlock { nr: u64 },
+}
+
+pub fn syscall_state(regs: &X86Regs) -> SyscallState {
+    if (regs.orig_rax as i64) < 0 {
+        return SyscallState::None;
+    }
+    let nr = regs.orig_rax;
+    match -(regs.rax as i64) {
+        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => SyscallState::Restart { nr },
+        ERESTART_RESTARTBLOCK => SyscallState::RestartBlock { nr },
+        _ => SyscallState::None,
+    }
+}
+
+/// Turn the registers of a task stopped inside an interruptible syscall into registers
+/// that re-execute the syscall instruction when the task runs again, as the kernel would
+/// have done had the task not been checkpointed.
+///
+/// The kernel's restart block (used by -ERESTART_RESTARTBLOCK) does not survive a
+/// checkpoint, so such syscalls are re-issued from their arguments: a relative
+/// nanosleep/clock_nanosleep that was given a `rem` buffer sleeps for the remaining time
+/// the kernel wrote there (its request pointer is pointed at `rem`); any other sleeps or
+/// waits again for its original timeout, which POSIX allows (sleeps last at least as long
+/// as asked).
+pub fn resume_regs(regs: &X86Regs) -> X86Regs {
+    let mut r = *regs;
+    match syscall_state(regs) {
+        SyscallState::None => {}
+        SyscallState::Restart { nr } => {
+            r.rax = nr;
+            r.rip = r.rip.wrapping_sub(SYSCALL_INSN_LEN);
+        }
+        SyscallState::RestartBlock { nr } => {
+            r.rax = nr;
+            r.rip = r.rip.wrapping_sub(SYSCALL_INSN_LEN);
+            if regs.abi() == Abi::X86_64 {
+                match nr {
+                    nr::NANOSLEEP if r.rsi != 0 => r.rdi = r.rsi,
+                    nr::CLOCK_NANOSLEEP if r.r10 != 0 => r.rdx = r.r10,
+                    _ => {}
+                }
+            }
+        }
+    }
+    r.orig_rax = u64::MAX;
+    r
+}
+
+/// Debug-register offsets in `struct user` (for PTRACE_PEEKUSER/POKEUSER):
+/// `offsetof(struct user, u_debugreg)` is 848 on x86-64.
+pub const DEBUGREG_OFFSET: usize = 848;
+/// Which debug registers are saved (DR4/DR5 are aliases and not accessible).
+pub const DEBUGREG_INDEXES: [usize; 6] = [0, 1, 2, 3, 6, 7];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_rewinds_and_restores_nr() {
+        let regs = X86Regs {
+            orig_rax: 0,
+            rax: (-(ERESTARTSYS)) as u64,
+            rip: 0x1000,
+            cs: USER_CS_64,
+            ..Default::default()
+        };
+        let r = resume_regs(&regs);
+        assert_eq!(r.rip, 0x0ffe);
+        assert_eq!(r.rax, 0);
+        assert_eq!(r.orig_rax, u64::MAX);
+    }
+
+    #[test]
+    fn relative_nanosleep_continues_with_remaining_time() {
+        let regs = X86Regs {
+            orig_rax: nr::CLOCK_NANOSLEEP,
+            rax: (-(ERESTART_RESTARTBLOCK)) as u64,
+            rip: 0x2002,
+            rdx: 0x7000,
+            r10: 0x7100,
+            cs: USER_CS_64,
+            ..Default::default()
+        };
+        let r = resume_regs(&regs);
+        assert_eq!(r.rip, 0x2000);
+        assert_eq!(r.rax, nr::CLOCK_NANOSLEEP);
+        assert_eq!(r.rdx, 0x7100);
+    }
+
+    #[test]
+    fn completed_syscall_is_left_alone() {
+        let regs = X86Regs {
+            orig_rax: 1,
+            rax: 5,
+            rip: 0x3000,
+            cs: USER_CS_64,
+            ..Default::default()
+        };
+        let r = resume_regs(&regs);
+        assert_eq!(r.rip, 0x3000);
+        assert_eq!(r.rax, 5);
+    }
+}

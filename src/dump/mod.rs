@@ -1,0 +1,1 @@
+//! Dump: freeze -> collect -> write -> release.

@@ -1,0 +1,550 @@
+//! The image file format. Pure: no syscalls, no /proc. Never trusts a length or a count.
+//!
+//! ```text
+//! file   := header record* end-record
+//! header := magic[8] "CKPTIMG\0" | version u32 | header_len u32 | required u64 |
+//!           optional u64 | xxh3(previous 32 bytes) u64                  (40 bytes)
+//! record := tag u32 | flags u32 | len u64 | arg u64 | pad u32 |
+//!           xxh3_low32(previous 28 bytes) u32                            (32 bytes)
+//!           zero[pad] payload[len] xxh3(tag,flags,len,arg,payload) u64
+//! ```
+//! All integers are little-endian. `pad` aligns the payload of page records to 4096 bytes
+//! in the stream, so page data can be read straight into place. The end record carries
+//! the number of records before it and a running hash of their checksums, so a stream
+//! that was cut short, or had records dropped or reordered, is refused.
+//!
+//! Record flags: bit 0 `REQUIRED` — a reader that does not know the tag must refuse the
+//! image; otherwise it skips the record. Header feature bits work the same way: an unknown
+//! bit in `required` is refused by name, unknown `optional` bits are ignored.
+
+use std::io::{self, Read, Write};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+
+pub const MAGIC: [u8; 8] = *b"CKPTIMG\0";
+pub const VERSION: u32 = 1;
+pub const HEADER_LEN: usize = 40;
+pub const RECORD_HEADER_LEN: usize = 32;
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Record flag: readers that do not know this record's tag must refuse the image.
+pub const FLAG_REQUIRED: u32 = 1;
+
+/// Required-feature bits of the file header known to this reader, with their names.
+pub const KNOWN_REQUIRED_FEATURES: &[(u64, &str)] = &[];
+
+/// Record tags. Tags are never reused.
+pub mod tag {
+    /// CBOR-encoded `model::Checkpoint` (everything but page contents).
+    pub const CHECKPOINT: u32 = 1;
+    /// Raw page contents; `arg` is the virtual address of the first byte, `arg2`-less:
+    /// the record belongs to the process given by the most recent `PAGES_PID` record.
+    pub const PAGES: u32 = 2;
+    /// Selects the process (pid in `arg`) the following `PAGES` records belong to.
+    pub const PAGES_PID: u32 = 3;
+    /// End of image: payload is `record_count u64 | chain_hash u64`.
+    pub const END: u32 = 0xffff_fff0;
+
+    pub fn name(tag: u32) -> &'static str {
+        match tag {
+            CHECKPOINT => "checkpoint metadata",
+            PAGES => "page data",
+            PAGES_PID => "page data owner",
+            END => "end of image",
+            _ => "unknown",
+        }
+    }
+}
+
+/// The largest payload accepted for each tag (the decoder allocates at most this).
+pub fn max_payload(tag: u32) -> u64 {
+    match tag {
+        tag::CHECKPOINT => 256 << 20,
+        tag::PAGES => 64 << 20,
+        tag::PAGES_PID => 0,
+        tag::END => 16,
+        _ => 256 << 20,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("not a ckpt image (bad magic number)")]
+    BadMagic,
+    #[error("image format version {found} is not supported by this ckpt (it reads version {supported})")]
+    UnsupportedVersion { found: u32, supported: u32 },
+    #[error("image requires feature bit(s) {bits:#x} that this ckpt does not know; use a newer ckpt")]
+    UnknownRequiredFeature { bits: u64 },
+    #[error("image header is corrupt (checksum mismatch)")]
+    HeaderChecksum,
+    #[error("image is truncated at byte {offset} (while reading {what})")]
+    Truncated { offset: u64, what: &'static str },
+    #[error("corrupt record header at byte {offset} (checksum mismatch)")]
+    RecordHeaderChecksum { offset: u64 },
+    #[error("record at byte {offset} ({name}) is {len} bytes, more than the {max} allowed")]
+    RecordTooLarge {
+        offset: u64,
+        name: &'static str,
+        len: u64,
+        max: u64,
+    },
+    #[error("record at byte {offset} has invalid padding ({pad} bytes)")]
+    BadPadding { offset: u64, pad: u32 },
+    #[error("record at byte {offset} ({name}) is corrupt (checksum mismatch)")]
+    RecordChecksum { offset: u64, name: &'static str },
+    #[error("record at byte {offset} has unknown tag {tag:#x} marked as required; use a newer ckpt")]
+    UnknownRequiredRecord { offset: u64, tag: u32 },
+    #[error("image end record does not match its contents ({0})")]
+    BadEnd(&'static str),
+    #[error("data after the end of the image")]
+    TrailingData,
+    #[error("cannot decode {name} record: {msg}")]
+    Decode { name: &'static str, msg: String },
+    #[error("cannot encode {name} record: {msg}")]
+    Encode { name: &'static str, msg: String },
+    #[error("I/O error on image: {0}")]
+    Io(#[from] io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, ImageError>;
+
+fn header_bytes(required: u64, optional: u64) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..8].copy_from_slice(&MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+    h[16..24].copy_from_slice(&required.to_le_bytes());
+    h[24..32].copy_from_slice(&optional.to_le_bytes());
+    let c = xxh3_64(&h[0..32]);
+    h[32..40].copy_from_slice(&c.to_le_bytes());
+    h
+}
+
+fn record_header(tag: u32, flags: u32, len: u64, arg: u64, pad: u32) -> [u8; RECORD_HEADER_LEN] {
+    let mut h = [0u8; RECORD_HEADER_LEN];
+    h[0..4].copy_from_slice(&tag.to_le_bytes());
+    h[4..8].copy_from_slice(&flags.to_le_bytes());
+    h[8..16].copy_from_slice(&len.to_le_bytes());
+    h[16..24].copy_from_slice(&arg.to_le_bytes());
+    h[24..28].copy_from_slice(&pad.to_le_bytes());
+    let c = xxh3_64(&h[0..28]) as u32;
+    h[28..32].copy_from_slice(&c.to_le_bytes());
+    h
+}
+
+fn record_checksum(hdr: &[u8; RECORD_HEADER_LEN], payload: &[u8]) -> u64 {
+    let mut x = Xxh3::new();
+    x.update(&hdr[0..24]);
+    x.update(payload);
+    x.digest()
+}
+
+fn chain(prev: u64, checksum: u64) -> u64 {
+    let mut b = [0u8; 16];
+    b[0..8].copy_from_slice(&prev.to_le_bytes());
+    b[8..16].copy_from_slice(&checksum.to_le_bytes());
+    xxh3_64(&b)
+}
+
+/// Writes an image as a stream.
+pub struct ImageWriter<W: Write> {
+    out: W,
+    offset: u64,
+    records: u64,
+    chain: u64,
+}
+
+static ZEROS: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
+
+impl<W: Write> ImageWriter<W> {
+    pub fn new(mut out: W) -> Result<Self> {
+        out.write_all(&header_bytes(0, 0))?;
+        Ok(Self {
+            out,
+            offset: HEADER_LEN as u64,
+            records: 0,
+            chain: 0,
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Write one record. With `align`, zero padding makes the payload start at a
+    /// multiple of 4096 bytes in the stream.
+    pub fn write_record(
+        &mut self,
+        tag: u32,
+        flags: u32,
+        arg: u64,
+        payload: &[u8],
+        align: bool,
+    ) -> Result<()> {
+        let max = max_payload(tag);
+        if payload.len() as u64 > max {
+            return Err(ImageError::RecordTooLarge {
+                offset: self.offset,
+                name: tag::name(tag),
+                len: payload.len() as u64,
+                max,
+            });
+        }
+        let pad = if align {
+            let after = self.offset + RECORD_HEADER_LEN as u64;
+            ((PAGE_SIZE - after % PAGE_SIZE) % PAGE_SIZE) as u32
+        } else {
+            0
+        };
+        let hdr = record_header(tag, flags, payload.len() as u64, arg, pad);
+        let sum = record_checksum(&hdr, payload);
+        self.out.write_all(&hdr)?;
+        self.out.write_all(&ZEROS[..pad as usize])?;
+        self.out.write_all(payload)?;
+        self.out.write_all(&sum.to_le_bytes())?;
+        self.offset += RECORD_HEADER_LEN as u64 + u64::from(pad) + payload.len() as u64 + 8;
+        self.records += 1;
+        self.chain = chain(self.chain, sum);
+        Ok(())
+    }
+
+    /// Write a metadata record encoded as CBOR.
+    pub fn write_meta<T: Serialize>(&mut self, tag: u32, value: &T) -> Result<()> {
+        let mut buf = Vec::new();
+        ciborium::into_writer(value, &mut buf).map_err(|e| ImageError::Encode {
+            name: tag::name(tag),
+            msg: e.to_string(),
+        })?;
+        self.write_record(tag, FLAG_REQUIRED, 0, &buf, false)
+    }
+
+    /// Write page contents starting at virtual address `addr` (page aligned).
+    pub fn write_pages(&mut self, addr: u64, data: &[u8]) -> Result<()> {
+        self.write_record(tag::PAGES, FLAG_REQUIRED, addr, data, true)
+    }
+
+    /// Write the end record and flush; returns the underlying writer.
+    pub fn finish(mut self) -> Result<W> {
+        let mut p = [0u8; 16];
+        p[0..8].copy_from_slice(&self.records.to_le_bytes());
+        p[8..16].copy_from_slice(&self.chain.to_le_bytes());
+        self.write_record(tag::END, FLAG_REQUIRED, 0, &p, false)?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// One record as read from the stream (payload checked against its checksum).
+#[derive(Debug)]
+pub struct Record<'a> {
+    pub tag: u32,
+    pub flags: u32,
+    pub arg: u64,
+    /// Byte offset of the record header in the stream.
+    pub offset: u64,
+    pub payload: &'a [u8],
+}
+
+/// Reads an image as a stream, checking everything.
+pub struct ImageReader<R: Read> {
+    inp: R,
+    offset: u64,
+    records: u64,
+    chain: u64,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+fn read_exact_at<R: Read>(
+    r: &mut R,
+    buf: &mut [u8],
+    offset: u64,
+    what: &'static str,
+) -> Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => {
+                return Err(ImageError::Truncated {
+                    offset: offset + got as u64,
+                    what,
+                });
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+impl<R: Read> ImageReader<R> {
+    pub fn new(mut inp: R) -> Result<Self> {
+        let mut h = [0u8; HEADER_LEN];
+        read_exact_at(&mut inp, &mut h, 0, "file header")?;
+        if h[0..8] != MAGIC {
+            return Err(ImageError::BadMagic);
+        }
+        let c = u64::from_le_bytes(h[32..40].try_into().unwrap_or_default());
+        if xxh3_64(&h[0..32]) != c {
+            return Err(ImageError::HeaderChecksum);
+        }
+        let version = u32::from_le_bytes(h[8..12].try_into().unwrap_or_default());
+        if version != VERSION {
+            return Err(ImageError::UnsupportedVersion {
+                found: version,
+                supported: VERSION,
+            });
+        }
+        let hlen = u32::from_le_bytes(h[12..16].try_into().unwrap_or_default());
+        if hlen as usize != HEADER_LEN {
+            return Err(ImageError::HeaderChecksum);
+        }
+        let required = u64::from_le_bytes(h[16..24].try_into().unwrap_or_default());
+        let known = KNOWN_REQUIRED_FEATURES.iter().fold(0, |a, (b, _)| a | b);
+        if required & !known != 0 {
+            return Err(ImageError::UnknownRequiredFeature {
+                bits: required & !known,
+            });
+        }
+        Ok(Self {
+            inp,
+            offset: HEADER_LEN as u64,
+            records: 0,
+            chain: 0,
+            buf: Vec::new(),
+            done: false,
+        })
+    }
+
+    /// Bytes consumed so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The next record the reader understands or is required to handle; unknown optional
+    /// records are skipped. Returns `None` once the end record has been read and checked
+    /// (and nothing follows it).
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let start = self.offset;
+            let mut h = [0u8; RECORD_HEADER_LEN];
+            read_exact_at(&mut self.inp, &mut h, start, "record header")?;
+            let hc = u32::from_le_bytes(h[28..32].try_into().unwrap_or_default());
+            if xxh3_64(&h[0..28]) as u32 != hc {
+                return Err(ImageError::RecordHeaderChecksum { offset: start });
+            }
+            let tag = u32::from_le_bytes(h[0..4].try_into().unwrap_or_default());
+            let flags = u32::from_le_bytes(h[4..8].try_into().unwrap_or_default());
+            let len = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
+            let arg = u64::from_le_bytes(h[16..24].try_into().unwrap_or_default());
+            let pad = u32::from_le_bytes(h[24..28].try_into().unwrap_or_default());
+            let max = max_payload(tag);
+            if len > max {
+                return Err(ImageError::RecordTooLarge {
+                    offset: start,
+                    name: tag::name(tag),
+                    len,
+                    max,
+                });
+            }
+            if u64::from(pad) >= PAGE_SIZE {
+                return Err(ImageError::BadPadding { offset: start, pad });
+            }
+            let mut padbuf = [0u8; PAGE_SIZE as usize];
+            let pad_region = &mut padbuf[..pad as usize];
+            read_exact_at(
+                &mut self.inp,
+                pad_region,
+                start + RECORD_HEADER_LEN as u64,
+                "record padding",
+            )?;
+            if pad_region.iter().any(|&b| b != 0) {
+                return Err(ImageError::BadPadding { offset: start, pad });
+            }
+            // `len` is bounded by max_payload (at most 256 MiB) above.
+            let len = len as usize;
+            self.buf.clear();
+            self.buf.resize(len, 0);
+            let data_off = start + RECORD_HEADER_LEN as u64 + u64::from(pad);
+            read_exact_at(&mut self.inp, &mut self.buf, data_off, tag::name(tag))?;
+            let mut sum = [0u8; 8];
+            read_exact_at(
+                &mut self.inp,
+                &mut sum,
+                data_off + len as u64,
+                "record checksum",
+            )?;
+            let sum = u64::from_le_bytes(sum);
+            if record_checksum(&h, &self.buf) != sum {
+                return Err(ImageError::RecordChecksum {
+                    offset: start,
+                    name: tag::name(tag),
+                });
+            }
+            self.offset = data_off + len as u64 + 8;
+            if tag == tag::END {
+                if self.buf.len() != 16 {
+                    return Err(ImageError::BadEnd("wrong size"));
+                }
+                let count = u64::from_le_bytes(self.buf[0..8].try_into().unwrap_or_default());
+                let ch = u64::from_le_bytes(self.buf[8..16].try_into().unwrap_or_default());
+                if count != self.records {
+                    return Err(ImageError::BadEnd("record count differs: records are missing"));
+                }
+                if ch != self.chain {
+                    return Err(ImageError::BadEnd(
+                        "record chain differs: records were changed or reordered",
+                    ));
+                }
+                let mut one = [0u8; 1];
+                loop {
+                    match self.inp.read(&mut one) {
+                        Ok(0) => break,
+                        Ok(_) => return Err(ImageError::TrailingData),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                self.done = true;
+                return Ok(None);
+            }
+            self.records += 1;
+            self.chain = chain(self.chain, sum);
+            let known = matches!(tag, tag::CHECKPOINT | tag::PAGES | tag::PAGES_PID);
+            if !known {
+                if flags & FLAG_REQUIRED != 0 {
+                    return Err(ImageError::UnknownRequiredRecord { offset: start, tag });
+                }
+                continue;
+            }
+            return Ok(Some(Record {
+                tag,
+                flags,
+                arg,
+                offset: start,
+                payload: &self.buf,
+            }));
+        }
+    }
+}
+
+/// Decode a CBOR metadata payload.
+pub fn decode_meta<T: DeserializeOwned>(tag: u32, payload: &[u8]) -> Result<T> {
+    ciborium::from_reader(payload).map_err(|e| ImageError::Decode {
+        name: tag::name(tag),
+        msg: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        let mut w = ImageWriter::new(Vec::new()).unwrap();
+        w.write_meta(tag::CHECKPOINT, &vec![1u32, 2, 3]).unwrap();
+        w.write_record(tag::PAGES_PID, FLAG_REQUIRED, 42, &[], false)
+            .unwrap();
+        w.write_pages(0x1000, &[7u8; 8192]).unwrap();
+        w.finish().unwrap()
+    }
+
+    fn read_all(bytes: &[u8]) -> Result<Vec<(u32, u64, Vec<u8>)>> {
+        let mut r = ImageReader::new(bytes)?;
+        let mut out = Vec::new();
+        while let Some(rec) = r.next_record()? {
+            out.push((rec.tag, rec.arg, rec.payload.to_vec()));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn roundtrip_and_alignment() {
+        let img = sample();
+        let recs = read_all(&img).unwrap();
+        assert_eq!(recs.len(), 3);
+        let v: Vec<u32> = decode_meta(tag::CHECKPOINT, &recs[0].2).unwrap();
+        assert_eq!(v, vec![1, 2, 3]);
+        assert_eq!(recs[2].1, 0x1000);
+        assert_eq!(recs[2].2.len(), 8192);
+        // page payload is 4096-aligned in the stream
+        let pos = img.windows(8192).position(|w| w.iter().all(|&b| b == 7)).unwrap();
+        assert_eq!(pos % 4096, 0);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let img = sample();
+        for cut in 0..img.len() {
+            assert!(read_all(&img[..cut]).is_err(), "cut at {cut} accepted");
+        }
+    }
+
+    #[test]
+    fn every_bit_flip_is_an_error() {
+        let img = sample();
+        // Flip one bit in each byte outside the page payload (too slow to do all 8192
+        // payload bytes one by one, so sample them).
+        for i in (0..img.len()).step_by(7) {
+            let mut bad = img.clone();
+            bad[i] ^= 0x10;
+            assert!(read_all(&bad).is_err(), "flip at {i} accepted");
+        }
+    }
+
+    #[test]
+    fn trailing_data_is_refused() {
+        let mut img = sample();
+        img.push(0);
+        assert!(matches!(read_all(&img), Err(ImageError::TrailingData)));
+    }
+
+    #[test]
+    fn dropped_record_is_refused() {
+        // Build an image, then splice out the PAGES_PID record: checksums of each
+        // remaining record are fine, the chain in the end record is not.
+        let mut w = ImageWriter::new(Vec::new()).unwrap();
+        w.write_meta(tag::CHECKPOINT, &1u32).unwrap();
+        let a = w.offset();
+        w.write_record(tag::PAGES_PID, FLAG_REQUIRED, 42, &[], false)
+            .unwrap();
+        let b = w.offset();
+        let mut img = w.finish().unwrap();
+        img.drain(a as usize..b as usize);
+        assert!(matches!(read_all(&img), Err(ImageError::BadEnd(_))));
+    }
+
+    #[test]
+    fn unknown_optional_record_is_skipped_required_refused() {
+        let mut w = ImageWriter::new(Vec::new()).unwrap();
+        w.write_record(0x777, 0, 0, b"future", false).unwrap();
+        let img = w.finish().unwrap();
+        assert_eq!(read_all(&img).unwrap().len(), 0);
+
+        let mut w = ImageWriter::new(Vec::new()).unwrap();
+        w.write_record(0x777, FLAG_REQUIRED, 0, b"future", false)
+            .unwrap();
+        let img = w.finish().unwrap();
+        assert!(matches!(
+            read_all(&img),
+            Err(ImageError::UnknownRequiredRecord { tag: 0x777, .. })
+        ));
+    }
+
+    #[test]
+    fn huge_length_is_refused_before_allocation() {
+        let mut img = header_bytes(0, 0).to_vec();
+        img.extend_from_slice(&record_header(tag::PAGES, 1, u64::MAX, 0, 0));
+        assert!(matches!(
+            read_all(&img),
+            Err(ImageError::RecordTooLarge { .. })
+        ));
+    }
+}

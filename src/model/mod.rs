@@ -1,0 +1,251 @@
+//! What a checkpoint *is*: plain data, produced by `dump`, encoded by `image`, consumed by
+//! `restore`. Nothing here talks to the kernel.
+//!
+//! Evolution rule: fields are only ever added (with `#[serde(default)]`), never renamed or
+//! reused, so that newer tools read older images.
+
+use serde::{Deserialize, Serialize};
+
+use crate::arch::{ArchHeader, ThreadArchState};
+
+/// Descriptive facts about where and when the image was made (optional for restore).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageInfo {
+    pub tool_version: String,
+    pub created_unix: u64,
+    pub hostname: String,
+    pub kernel_release: String,
+    /// PID of the root of the dumped tree.
+    pub root_pid: i32,
+}
+
+/// The identity of a file as seen at dump time, used to refuse a restore when it changed.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct FileId {
+    #[serde(with = "serde_bytes")]
+    pub path: Vec<u8>,
+    pub dev: u64,
+    pub ino: u64,
+    pub mode: u32,
+    pub rdev: u64,
+    pub size: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: i64,
+}
+
+/// How the contents of one VMA come back.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum VmaKind {
+    /// Private anonymous memory (heap, stack, mmap(MAP_ANONYMOUS|MAP_PRIVATE)).
+    Anon,
+    /// MAP_SHARED|MAP_ANONYMOUS memory (shmem behind the scenes).
+    AnonShared,
+    /// A mapping of a file. Private mappings get their written (copy-on-write) pages from
+    /// the image on top of the file; shared ones are mapped by reference.
+    File { file: FileId },
+    /// The kernel's vDSO code.
+    Vdso,
+    /// The vDSO's data pages (`[vvar]`, `[vvar_vclock]`): recreated with the vDSO.
+    Vvar,
+}
+
+/// One virtual memory area, as in /proc/PID/maps plus smaps VmFlags.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    /// PROT_READ | PROT_WRITE | PROT_EXEC bits.
+    pub prot: u32,
+    /// MAP_SHARED (true) or MAP_PRIVATE (false).
+    pub shared: bool,
+    /// File offset in bytes (for file mappings).
+    pub offset: u64,
+    pub kind: VmaKind,
+    /// The name column of /proc/PID/maps, raw bytes (display only).
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    /// Two-letter smaps VmFlags (e.g. "gd", "lo", "dd", "hg").
+    pub vmflags: Vec<String>,
+    /// Number of pages whose contents are stored in the image.
+    pub pages_stored: u64,
+    /// Page-aligned [start, end) ranges that carry MADV_GUARD_INSTALL guard markers.
+    #[serde(default)]
+    pub guard_ranges: Vec<(u64, u64)>,
+}
+
+impl Vma {
+    pub fn len(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn has_flag(&self, f: &str) -> bool {
+        self.vmflags.iter().any(|x| x == f)
+    }
+}
+
+/// Memory-descriptor fields restored with PR_SET_MM_MAP.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct MmInfo {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    /// Saved auxiliary vector (pairs of words, ending with AT_NULL).
+    pub auxv: Vec<u64>,
+    pub exe: Option<FileId>,
+}
+
+/// Credentials (from /proc/PID/status).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Creds {
+    /// real, effective, saved, filesystem
+    pub uid: [u32; 4],
+    pub gid: [u32; 4],
+    pub groups: Vec<u32>,
+    pub cap_inh: u64,
+    pub cap_prm: u64,
+    pub cap_eff: u64,
+    pub cap_bnd: u64,
+    pub cap_amb: u64,
+    pub no_new_privs: bool,
+    /// 0 none, 1 strict, 2 filter.
+    pub seccomp: u32,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    pub resource: u32,
+    pub cur: u64,
+    pub max: u64,
+}
+
+/// One signal's disposition, as the kernel's `struct k_sigaction` holds it.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SigAction {
+    pub signo: u32,
+    /// SIG_DFL (0), SIG_IGN (1) or the handler address.
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+/// A queued signal with its full siginfo (128 bytes, as PTRACE_PEEKSIGINFO returns it).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PendingSignal {
+    pub signo: u32,
+    #[serde(with = "serde_bytes")]
+    pub siginfo: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SigAltStack {
+    pub sp: u64,
+    pub flags: i32,
+    pub size: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rseq {
+    pub addr: u64,
+    pub len: u32,
+    pub flags: u32,
+    pub signature: u32,
+}
+
+/// Per-thread state.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Thread {
+    pub tid: i32,
+    /// Registers, FPU/vector state and debug registers, in the arch layer's terms.
+    pub arch: ThreadArchState,
+    pub sigmask: u64,
+    pub sigaltstack: SigAltStack,
+    pub rseq: Option<Rseq>,
+    pub robust_list: u64,
+    pub robust_list_len: u64,
+    pub clear_child_tid: u64,
+    pub pending: Vec<PendingSignal>,
+}
+
+/// What an open file descriptor refers to.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum FdKind {
+    /// A regular file, reopened by path (identity checked) at the saved offset.
+    File { file: FileId, flags: u32, pos: u64 },
+    /// A directory.
+    Dir { file: FileId, flags: u32 },
+    /// A character or block device reopened by path (e.g. /dev/null).
+    Device { file: FileId, flags: u32, pos: u64 },
+    /// Standard input/output/error leading outside the dumped tree (a terminal, a pipe
+    /// of the old shell...). At restore it is connected to `ckpt restore`'s own fd of
+    /// the same number.
+    Inherited { what: String },
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Fd {
+    pub fd: i32,
+    pub cloexec: bool,
+    pub kind: FdKind,
+}
+
+/// Process-wide odds and ends restored with prctl.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProcMisc {
+    pub pdeathsig: i32,
+    pub dumpable: i32,
+    pub child_subreaper: bool,
+    pub timerslack_ns: u64,
+}
+
+/// One process (thread group).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Process {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    #[serde(with = "serde_bytes")]
+    pub comm: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub cwd: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub root: Vec<u8>,
+    pub umask: u32,
+    pub personality: u32,
+    pub creds: Creds,
+    pub rlimits: Vec<Rlimit>,
+    pub misc: ProcMisc,
+    pub mm: MmInfo,
+    pub vmas: Vec<Vma>,
+    pub fds: Vec<Fd>,
+    pub sigactions: Vec<SigAction>,
+    pub shared_pending: Vec<PendingSignal>,
+    pub threads: Vec<Thread>,
+}
+
+impl Process {
+    /// The VMA containing `addr`, if any (vmas are sorted and disjoint once validated).
+    pub fn vma_at(&self, addr: u64) -> Option<&Vma> {
+        let i = self.vmas.partition_point(|v| v.end <= addr);
+        self.vmas.get(i).filter(|v| v.start <= addr)
+    }
+}
+
+/// Everything the image says, except the page contents (which stream after it).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    pub info: ImageInfo,
+    pub arch: ArchHeader,
+    pub processes: Vec<Process>,
+}

@@ -1,0 +1,1 @@
+//! Restore: plan -> stage -> commit.
