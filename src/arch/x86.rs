@@ -49,7 +49,11 @@ pub struct X86Regs {
 
 impl X86Regs {
     pub fn abi(&self) -> Abi {
-        if self.cs == USER_CS_32 { Abi::Ia32 } else { Abi::X86_64 }
+        if self.cs == USER_CS_32 {
+            Abi::Ia32
+        } else {
+            Abi::X86_64
+        }
     }
 }
 
@@ -233,6 +237,27 @@ pub fn resume_regs(regs: &X86Regs) -> X86Regs {
                     _ => {}
                 }
             }
+        }
+    }
+    r.orig_rax = u64::MAX;
+    r
+}
+
+/// Registers with which a task that was stopped (and had syscalls injected, so it now
+/// sits in a syscall-exit stop) runs on in *this* kernel, exactly as the kernel's own
+/// signal-return path would have continued it: an interrupted syscall is restarted, one
+/// with a restart block through restart_syscall (the restart block is still valid).
+pub fn release_regs(regs: &X86Regs) -> X86Regs {
+    let mut r = *regs;
+    match syscall_state(regs) {
+        SyscallState::None => {}
+        SyscallState::Restart { nr } => {
+            r.rax = nr;
+            r.rip = r.rip.wrapping_sub(SYSCALL_INSN_LEN);
+        }
+        SyscallState::RestartBlock { .. } => {
+            r.rax = nr::RESTART_SYSCALL;
+            r.rip = r.rip.wrapping_sub(SYSCALL_INSN_LEN);
         }
     }
     r.orig_rax = u64::MAX;

@@ -1,1 +1,313 @@
 //! Dump: freeze -> collect -> write -> release.
+//!
+//! The target is seized with PTRACE_SEIZE (so it is detached, and runs on, if ckpt dies)
+//! and interrupted. Collection is read-only wherever the kernel allows (/proc, regsets,
+//! process_vm_readv); the few things only the task itself can tell (signal dispositions,
+//! sigaltstack, clear_child_tid, parent-death signal, brk) are read by injecting system
+//! calls through the `syscall` instruction of the task's own vDSO, into a scratch page
+//! that is unmapped again before the memory map is read. The image goes to a temporary
+//! file next to the output, is fsynced and renamed; only then is the target killed (or
+//! let go with `--leave-running`). Any failure leaves the target running as before and
+//! no file at the output path.
+
+mod collect;
+mod write;
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::arch::{self, X86Regs};
+use crate::image::ImageError;
+use crate::sys::ptrace::{self, Stop};
+use crate::sys::{self, SysError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("no process with PID {0}")]
+    NoProcess(i32),
+    #[error("cannot dump process {pid}: {why}")]
+    Unsupported { pid: i32, why: String },
+    #[error("process {0} exited while it was being dumped")]
+    Exited(i32),
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    #[error("cannot write the image: {0}")]
+    Image(#[from] ImageError),
+    #[error("cannot write the image to {path}: {source}")]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, DumpError>;
+
+/// Where the image goes.
+pub enum Output {
+    Path(PathBuf),
+    Stdout,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DumpOptions {
+    /// Let the process run on after the dump instead of killing it.
+    pub leave_running: bool,
+}
+
+/// What a dump did and how long it took.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DumpStats {
+    pub pid: i32,
+    pub vmas: usize,
+    pub pages_written: u64,
+    pub zero_pages_skipped: u64,
+    pub image_bytes: u64,
+    /// How long the target was stopped.
+    pub frozen: Duration,
+    pub total: Duration,
+}
+
+/// The seized target. Dropping it without `release` lets the task run on exactly as
+/// before: its registers and signal mask are put back and it is detached.
+pub(crate) struct Frozen {
+    pub pid: i32,
+    pub orig_regs: X86Regs,
+    pub orig_sigmask: u64,
+    /// True once the task sits in a syscall stop of ours rather than the interrupt stop:
+    /// then a pending syscall restart must be applied by us before it runs on.
+    pub injected: bool,
+    pub frozen_at: Instant,
+    done: bool,
+}
+
+impl Frozen {
+    fn freeze(pid: i32) -> Result<Self> {
+        ptrace::seize(pid, libc::PTRACE_O_TRACESYSGOOD)?;
+        let t0 = Instant::now();
+        let fail = |e: SysError| {
+            let _ = ptrace::detach(pid, 0);
+            DumpError::Sys(e)
+        };
+        ptrace::interrupt(pid).map_err(fail)?;
+        loop {
+            match ptrace::wait(pid).map_err(fail)? {
+                Stop::Event(_) => break,
+                // A signal was being delivered as we stopped it: let it be delivered
+                // (it happened before the checkpoint) and wait for the interrupt stop.
+                Stop::Signal(sig) => ptrace::cont(pid, sig).map_err(fail)?,
+                Stop::Exited(_) | Stop::Killed(_) => return Err(DumpError::Exited(pid)),
+                Stop::Syscall | Stop::OtherEvent(_) => ptrace::cont(pid, 0).map_err(fail)?,
+            }
+        }
+        let orig_regs = ptrace::get_regs(pid).map_err(fail)?;
+        let orig_sigmask = ptrace::get_sigmask(pid).map_err(fail)?;
+        Ok(Self {
+            pid,
+            orig_regs,
+            orig_sigmask,
+            injected: false,
+            frozen_at: t0,
+            done: false,
+        })
+    }
+
+    /// Put the task back as it was and let it run.
+    fn let_go(&mut self) -> Result<()> {
+        self.done = true;
+        let regs = if self.injected {
+            arch::x86::release_regs(&self.orig_regs)
+        } else {
+            self.orig_regs
+        };
+        ptrace::set_regs(self.pid, &regs)?;
+        ptrace::set_sigmask(self.pid, self.orig_sigmask)?;
+        ptrace::detach(self.pid, 0)?;
+        Ok(())
+    }
+
+    /// Kill the task (after a complete image).
+    fn kill(&mut self) -> Result<()> {
+        self.done = true;
+        sys::process::kill(self.pid, libc::SIGKILL)?;
+        let _ = ptrace::detach(self.pid, 0);
+        Ok(())
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.let_go();
+        }
+    }
+}
+
+/// A temporary output file that is removed unless committed.
+struct TempOutput {
+    tmp: PathBuf,
+    dest: PathBuf,
+    committed: bool,
+}
+
+impl TempOutput {
+    fn create(dest: &Path) -> Result<(Self, File)> {
+        let dir = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image".into());
+        let tmp = dir.join(format!(".{name}.ckpt-tmp.{}", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|source| DumpError::Output {
+                path: tmp.clone(),
+                source,
+            })?;
+        Ok((
+            Self {
+                tmp,
+                dest: dest.to_path_buf(),
+                committed: false,
+            },
+            f,
+        ))
+    }
+
+    fn commit(mut self, f: File) -> Result<()> {
+        let err = |source| DumpError::Output {
+            path: self.dest.clone(),
+            source,
+        };
+        f.sync_all().map_err(err)?;
+        drop(f);
+        std::fs::rename(&self.tmp, &self.dest).map_err(err)?;
+        if let Some(dir) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempOutput {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+fn precheck(pid: i32) -> Result<()> {
+    if pid <= 0 {
+        return Err(DumpError::NoProcess(pid));
+    }
+    if pid as u32 == std::process::id() {
+        return Err(DumpError::Unsupported {
+            pid,
+            why: "ckpt cannot dump itself".into(),
+        });
+    }
+    let st = match sys::proc::status(pid) {
+        Ok(s) => s,
+        Err(e) if e.errno() == Some(libc::ENOENT) => return Err(DumpError::NoProcess(pid)),
+        Err(e) => return Err(e.into()),
+    };
+    let unsupported = |why: String| Err(DumpError::Unsupported { pid, why });
+    if st.tgid != pid {
+        return unsupported(format!(
+            "{pid} is a thread of process {}; give the process ID",
+            st.tgid
+        ));
+    }
+    if st.threads != 1 {
+        return unsupported(format!(
+            "it has {} threads; multi-threaded processes are not supported yet",
+            st.threads
+        ));
+    }
+    match st.state {
+        'Z' | 'X' => return unsupported("it is a zombie (it has exited)".into()),
+        'T' => return unsupported("it is stopped (job control); continue it first".into()),
+        't' => {
+            return unsupported(
+                "it is being traced by another process (a debugger?); detach it first".into(),
+            );
+        }
+        _ => {}
+    }
+    if st.seccomp != 0 {
+        return unsupported("it runs under seccomp, which is not supported yet".into());
+    }
+    if st.nspid_depth > 1 {
+        return unsupported("it runs in a nested PID namespace, not supported yet".into());
+    }
+    // Children would be left behind with no parent in the image.
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    if !children.trim().is_empty() {
+        return unsupported(format!(
+            "it has child processes ({}); process trees are not supported yet",
+            children.trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Dump process `pid` to `out`.
+pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
+    let t0 = Instant::now();
+    precheck(pid)?;
+    let (tmp, file): (Option<TempOutput>, Option<File>) = match &out {
+        Output::Path(p) => {
+            let (t, f) = TempOutput::create(p)?;
+            (Some(t), Some(f))
+        }
+        Output::Stdout => (None, None),
+    };
+    let mut frozen = Frozen::freeze(pid)?;
+    let collected = collect::collect(&mut frozen)?;
+    let ckpt = &collected.ckpt;
+    let mut stats = DumpStats {
+        pid,
+        vmas: ckpt.processes.iter().map(|p| p.vmas.len()).sum(),
+        ..Default::default()
+    };
+    match (tmp, file) {
+        (Some(tmp), Some(file)) => {
+            let w = BufWriter::with_capacity(1 << 20, file);
+            let w = write::write_image(pid, &collected, w, &mut stats)?;
+            let f = w.into_inner().map_err(|e| DumpError::Output {
+                path: tmp.dest.clone(),
+                source: e.into_error(),
+            })?;
+            tmp.commit(f)?;
+        }
+        _ => {
+            let stdout = std::io::stdout().lock();
+            let w = BufWriter::with_capacity(1 << 20, stdout);
+            let mut w = write::write_image(pid, &collected, w, &mut stats)?;
+            w.flush().map_err(|source| DumpError::Output {
+                path: "-".into(),
+                source,
+            })?;
+        }
+    }
+    if opts.leave_running {
+        frozen.let_go()?;
+    } else {
+        frozen.kill()?;
+    }
+    stats.frozen = frozen.frozen_at.elapsed();
+    stats.total = t0.elapsed();
+    Ok(stats)
+}

@@ -73,9 +73,13 @@ pub fn max_payload(tag: u32) -> u64 {
 pub enum ImageError {
     #[error("not a ckpt image (bad magic number)")]
     BadMagic,
-    #[error("image format version {found} is not supported by this ckpt (it reads version {supported})")]
+    #[error(
+        "image format version {found} is not supported by this ckpt (it reads version {supported})"
+    )]
     UnsupportedVersion { found: u32, supported: u32 },
-    #[error("image requires feature bit(s) {bits:#x} that this ckpt does not know; use a newer ckpt")]
+    #[error(
+        "image requires feature bit(s) {bits:#x} that this ckpt does not know; use a newer ckpt"
+    )]
     UnknownRequiredFeature { bits: u64 },
     #[error("image header is corrupt (checksum mismatch)")]
     HeaderChecksum,
@@ -94,7 +98,9 @@ pub enum ImageError {
     BadPadding { offset: u64, pad: u32 },
     #[error("record at byte {offset} ({name}) is corrupt (checksum mismatch)")]
     RecordChecksum { offset: u64, name: &'static str },
-    #[error("record at byte {offset} has unknown tag {tag:#x} marked as required; use a newer ckpt")]
+    #[error(
+        "record at byte {offset} has unknown tag {tag:#x} marked as required; use a newer ckpt"
+    )]
     UnknownRequiredRecord { offset: u64, tag: u32 },
     #[error("image end record does not match its contents ({0})")]
     BadEnd(&'static str),
@@ -396,7 +402,9 @@ impl<R: Read> ImageReader<R> {
                 let count = u64::from_le_bytes(self.buf[0..8].try_into().unwrap_or_default());
                 let ch = u64::from_le_bytes(self.buf[8..16].try_into().unwrap_or_default());
                 if count != self.records {
-                    return Err(ImageError::BadEnd("record count differs: records are missing"));
+                    return Err(ImageError::BadEnd(
+                        "record count differs: records are missing",
+                    ));
                 }
                 if ch != self.chain {
                     return Err(ImageError::BadEnd(
@@ -475,7 +483,10 @@ mod tests {
         assert_eq!(recs[2].1, 0x1000);
         assert_eq!(recs[2].2.len(), 8192);
         // page payload is 4096-aligned in the stream
-        let pos = img.windows(8192).position(|w| w.iter().all(|&b| b == 7)).unwrap();
+        let pos = img
+            .windows(8192)
+            .position(|w| w.iter().all(|&b| b == 7))
+            .unwrap();
         assert_eq!(pos % 4096, 0);
     }
 

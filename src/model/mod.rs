@@ -66,8 +66,9 @@ pub struct Vma {
     pub name: Vec<u8>,
     /// Two-letter smaps VmFlags (e.g. "gd", "lo", "dd", "hg").
     pub vmflags: Vec<String>,
-    /// Number of pages whose contents are stored in the image.
-    pub pages_stored: u64,
+    /// Pages that were resident or swapped (private ones) at dump: their contents are
+    /// in the image, except all-zero anonymous pages, which are left out.
+    pub pages_present: u64,
     /// Page-aligned [start, end) ranges that carry MADV_GUARD_INSTALL guard markers.
     #[serde(default)]
     pub guard_ranges: Vec<(u64, u64)>,

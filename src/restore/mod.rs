@@ -1,1 +1,134 @@
 //! Restore: plan -> stage -> commit.
+//!
+//! *Plan* decodes the metadata and checks everything against this host, listing every
+//! problem (`ckpt check` is this phase plus a read of the whole image). *Stage* builds the
+//! process under a guard whose drop kills it ([`stage::Stub`]); page data is checked
+//! (record checksums, bounds) as it lands. *Commit* sets the final registers and lets the
+//! process go: the point of no return.
+
+pub mod plan;
+pub mod stage;
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use crate::image::{ImageError, ImageReader};
+use crate::sys::SysError;
+pub use plan::Problem;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{}", format_problems(.0))]
+    Problems(Vec<Problem>),
+    #[error("bad image: {0}")]
+    Image(#[from] ImageError),
+    #[error("bad image: {0}")]
+    Malformed(String),
+    #[error("restore failed: {0}")]
+    Sys(#[from] SysError),
+    #[error("restore failed: {0}")]
+    Stage(String),
+    #[error("restore failed: injected fault at step \"{0}\" (testing)")]
+    Fault(String),
+}
+
+fn format_problems(p: &[Problem]) -> String {
+    let mut s = format!(
+        "the image cannot be restored on this host ({} problem{}):",
+        p.len(),
+        if p.len() == 1 { "" } else { "s" }
+    );
+    for x in p {
+        s.push_str("\n  - ");
+        s.push_str(&x.message);
+    }
+    s
+}
+
+pub type Result<T> = std::result::Result<T, RestoreError>;
+
+/// Fault injection for the failure-path tests: with the `fault-injection` feature, the
+/// environment variable CKPT_FAULT=<step> makes the step whose name contains <step> fail,
+/// and CKPT_FAULT=#N the N-th step (1-based).
+#[cfg(feature = "fault-injection")]
+pub(crate) fn fault_point(step: &str) -> Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed) + 1;
+    if let Ok(spec) = std::env::var("CKPT_FAULT") {
+        let hit = match spec.strip_prefix('#') {
+            Some(k) => k.parse::<u64>().ok() == Some(n),
+            None => !spec.is_empty() && step.contains(spec.as_str()),
+        };
+        if hit {
+            return Err(RestoreError::Fault(step.to_string()));
+        }
+    }
+    if std::env::var_os("CKPT_FAULT_TRACE").is_some() {
+        eprintln!("ckpt: step #{n} {step}");
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn fault_point(_step: &str) -> Result<()> {
+    Ok(())
+}
+
+/// Result of `check`.
+#[derive(Debug, serde::Serialize)]
+pub struct CheckReport {
+    pub problems: Vec<Problem>,
+    pub page_bytes: u64,
+}
+
+/// Every check restore makes before its point of no return, without creating anything:
+/// the whole image is read (all checksums) and all host requirements are compared.
+pub fn check<R: Read>(input: R) -> Result<CheckReport> {
+    let mut reader = ImageReader::new(input)?;
+    let ckpt = plan::read_checkpoint(&mut reader)?;
+    let plan = plan::plan(ckpt);
+    let mut problems = plan.problems;
+    let mut page_bytes = 0;
+    if let Some(p) = plan.ckpt.processes.first() {
+        match stage::load_pages(&mut reader, p, None) {
+            Ok(b) => page_bytes = b,
+            Err(e) => problems.push(Problem {
+                code: "image",
+                message: e.to_string(),
+            }),
+        }
+    }
+    Ok(CheckReport {
+        problems,
+        page_bytes,
+    })
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RestoreStats {
+    pub pid: i32,
+    pub page_bytes: u64,
+    pub total: Duration,
+}
+
+/// Restore the image read from `input`. Returns once the process runs (it is a child of
+/// this process).
+pub fn restore<R: Read>(input: R) -> Result<RestoreStats> {
+    let t0 = Instant::now();
+    let mut reader = ImageReader::new(input)?;
+    let ckpt = plan::read_checkpoint(&mut reader)?;
+    let plan = plan::plan(ckpt);
+    if !plan.problems.is_empty() {
+        return Err(RestoreError::Problems(plan.problems));
+    }
+    let staged = stage::stage(&plan, &mut reader)?;
+    let bytes = staged.bytes;
+    let pid = stage::commit(staged, &plan.ckpt.processes[0])?;
+    Ok(RestoreStats {
+        pid,
+        page_bytes: bytes,
+        total: t0.elapsed(),
+    })
+}

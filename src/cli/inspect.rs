@@ -1,0 +1,210 @@
+//! `ckpt inspect`: show everything an image holds.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use ckpt::arch::x86::{SyscallState, syscall_state};
+use ckpt::image::{ImageReader, tag};
+use ckpt::model::{FdKind, VmaKind};
+use ckpt::restore::plan::read_checkpoint;
+
+fn prot(p: u32, shared: bool) -> String {
+    let mut s = String::new();
+    s.push(if p & 1 != 0 { 'r' } else { '-' });
+    s.push(if p & 2 != 0 { 'w' } else { '-' });
+    s.push(if p & 4 != 0 { 'x' } else { '-' });
+    s.push(if shared { 's' } else { 'p' });
+    s
+}
+
+fn size(b: u64) -> String {
+    if b >= 1 << 30 {
+        format!("{:.1}G", b as f64 / (1u64 << 30) as f64)
+    } else if b >= 1 << 20 {
+        format!("{:.1}M", b as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{}K", b >> 10)
+    }
+}
+
+pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
+    let mut reader = ImageReader::new(input).map_err(|e| e.to_string())?;
+    let ckpt = read_checkpoint(&mut reader).map_err(|e| e.to_string())?;
+    // Read the rest (checking every record) and count stored bytes per address.
+    let mut stored: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut records = 1u64;
+    while let Some(rec) = reader.next_record().map_err(|e| e.to_string())? {
+        records += 1;
+        if rec.tag == tag::PAGES {
+            *stored.entry(rec.arg).or_default() += rec.payload.len() as u64;
+        }
+    }
+    let image_bytes = reader.offset();
+    let stored_in =
+        |start: u64, end: u64| -> u64 { stored.range(start..end).map(|(_, v)| *v).sum() };
+    if json {
+        let mut v = serde_json::to_value(&ckpt).map_err(|e| e.to_string())?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert(
+                "image".into(),
+                serde_json::json!({
+                    "format_version": ckpt::image::VERSION,
+                    "bytes": image_bytes,
+                    "records": records,
+                    "page_bytes": stored.values().sum::<u64>(),
+                }),
+            );
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    let i = &ckpt.info;
+    println!(
+        "Image: format version {}, {} bytes in {} records",
+        ckpt::image::VERSION,
+        image_bytes,
+        records
+    );
+    println!(
+        "  made by ckpt {} on host {} (kernel {}) at unix time {}",
+        i.tool_version, i.hostname, i.kernel_release, i.created_unix
+    );
+    let a = &ckpt.arch;
+    println!("Architecture: {} {:?}", a.machine, a.abis);
+    println!(
+        "  xsave: {} bytes, components in use {:#x} (xcr0 {:#x}); vDSO {} bytes (hash {:016x}), vvar {} bytes",
+        a.xsave_size, a.xfeatures_used, a.xcr0, a.vdso_size, a.vdso_hash, a.vvar_size
+    );
+    for p in &ckpt.processes {
+        println!(
+            "Process {} ({}): parent {}, group {}, session {}",
+            p.pid,
+            String::from_utf8_lossy(&p.comm),
+            p.ppid,
+            p.pgid,
+            p.sid
+        );
+        if let Some(exe) = &p.mm.exe {
+            println!("  exe {}", String::from_utf8_lossy(&exe.path));
+        }
+        println!(
+            "  cwd {}  root {}  umask {:04o}  personality {:#x}",
+            String::from_utf8_lossy(&p.cwd),
+            String::from_utf8_lossy(&p.root),
+            p.umask,
+            p.personality
+        );
+        let c = &p.creds;
+        println!(
+            "  uid {:?} gid {:?} groups {:?} caps eff {:#x} prm {:#x} bnd {:#x}",
+            c.uid, c.gid, c.groups, c.cap_eff, c.cap_prm, c.cap_bnd
+        );
+        let total: u64 = p.vmas.iter().map(|v| v.len()).sum();
+        let st: u64 = stored.values().sum();
+        println!(
+            "  Memory: {} areas, {} mapped, {} stored",
+            p.vmas.len(),
+            size(total),
+            size(st)
+        );
+        for v in &p.vmas {
+            let kind = match &v.kind {
+                VmaKind::Anon => "anon",
+                VmaKind::AnonShared => "shmem",
+                VmaKind::File { .. } => "file",
+                VmaKind::Vdso => "vdso",
+                VmaKind::Vvar => "vvar",
+            };
+            println!(
+                "    {:012x}-{:012x} {} {:>7} {:>7} stored  {:<5} {} [{}]",
+                v.start,
+                v.end,
+                prot(v.prot, v.shared),
+                size(v.len()),
+                size(stored_in(v.start, v.end)),
+                kind,
+                String::from_utf8_lossy(&v.name),
+                v.vmflags.join(" ")
+            );
+        }
+        println!("  Files:");
+        for f in &p.fds {
+            let d = match &f.kind {
+                FdKind::File { file, flags, pos } => format!(
+                    "file {} flags {:#o} offset {}",
+                    String::from_utf8_lossy(&file.path),
+                    flags,
+                    pos
+                ),
+                FdKind::Device { file, flags, .. } => {
+                    format!(
+                        "device {} flags {:#o}",
+                        String::from_utf8_lossy(&file.path),
+                        flags
+                    )
+                }
+                FdKind::Dir { file, .. } => {
+                    format!("directory {}", String::from_utf8_lossy(&file.path))
+                }
+                FdKind::Inherited { what } => format!("inherited from restore ({what})"),
+            };
+            println!("    {:>3}{} {}", f.fd, if f.cloexec { "*" } else { " " }, d);
+        }
+        println!("  Signals:");
+        for s in p.sigactions.iter().filter(|s| s.handler != 0) {
+            let h = match s.handler {
+                1 => "ignored".to_string(),
+                h => format!("handler {h:#x}"),
+            };
+            println!(
+                "    {:>2}: {} flags {:#x} mask {:#x}",
+                s.signo, h, s.flags, s.mask
+            );
+        }
+        println!(
+            "    pending (process): {:?}",
+            p.shared_pending.iter().map(|s| s.signo).collect::<Vec<_>>()
+        );
+        for t in &p.threads {
+            let r = &t.arch.regs;
+            println!(
+                "  Thread {}: rip {:#x} rsp {:#x} {:?}, blocked {:#x}, pending {:?}",
+                t.tid,
+                r.rip,
+                r.rsp,
+                t.arch.abi(),
+                t.sigmask,
+                t.pending.iter().map(|s| s.signo).collect::<Vec<_>>()
+            );
+            match syscall_state(r) {
+                SyscallState::None => {}
+                SyscallState::Restart { nr } => {
+                    println!("    interrupted in system call {nr}; restarted on restore")
+                }
+                SyscallState::RestartBlock { nr } => println!(
+                    "    interrupted in system call {nr} (restart block); re-issued on restore"
+                ),
+            }
+            println!(
+                "    sigaltstack {:#x}+{} flags {}; rseq {:?}; robust list {:#x}; clear_child_tid {:#x}",
+                t.sigaltstack.sp,
+                t.sigaltstack.size,
+                t.sigaltstack.flags,
+                t.rseq.map(|r| r.addr),
+                t.robust_list,
+                t.clear_child_tid
+            );
+            let dr = t.arch.debugregs;
+            if dr[5] != 0 {
+                println!(
+                    "    debug registers: DR0-3 {:#x} {:#x} {:#x} {:#x} DR6 {:#x} DR7 {:#x}",
+                    dr[0], dr[1], dr[2], dr[3], dr[4], dr[5]
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! Argument parsing, human and JSON output, exit codes.
+//!
+//! Exit codes: 0 success; 1 the operation failed (stderr says what and what to do);
+//! 2 bad usage. `restore` without `--detach` exits with the restored process's status
+//! (128+N if it was killed by signal N), as a shell does.
+
+mod demo;
+mod inspect;
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use ckpt::dump::{self, DumpOptions, Output};
+use ckpt::restore;
+use ckpt::sys;
+
+#[derive(Parser)]
+#[command(
+    name = "ckpt",
+    version,
+    about = "Checkpoint a running Linux process into one image file and restart it later",
+    long_about = "ckpt freezes a running process, writes everything about it (memory, \
+registers, files, signal state...) into one checksummed image file, and brings it back \
+later, on this machine or another, where it continues as if nothing had happened.\n\n\
+Restore checks everything it can before the point of no return: an image this host \
+cannot run (changed files, a taken PID, a different vDSO, missing CPU features) is \
+refused with a clear error and nothing is left behind.\n\n\
+Run as root.",
+    after_help = "EXIT STATUS:\n  0  success\n  1  the operation failed (the message says why)\n  \
+2  bad usage\n  restore without --detach exits with the restored process's own status.\n\n\
+EXAMPLES:\n  ckpt dump 1234 -o job.img          checkpoint PID 1234 and stop it\n  \
+ckpt dump 1234 -o job.img --leave-running\n  ckpt check job.img                 can it be restored here?\n  \
+ckpt restore job.img               bring it back and wait for it\n  \
+ckpt inspect job.img --json        everything in the image, for scripts"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Checkpoint process PID into an image file.
+    ///
+    /// The process is frozen, its state is written to a temporary file next to IMAGE,
+    /// which is synced and renamed into place; then the process is killed (default) or
+    /// let go (--leave-running). A failed dump leaves the process running exactly as
+    /// before and no file at IMAGE.
+    Dump {
+        /// The process to checkpoint.
+        pid: i32,
+        /// Where to write the image ("-" for standard output).
+        #[arg(short = 'o', long = "output", value_name = "IMAGE")]
+        output: PathBuf,
+        /// Let the process continue after the dump instead of killing it.
+        #[arg(long)]
+        leave_running: bool,
+        /// Print statistics as JSON on standard output (not with -o -).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a process from an image.
+    ///
+    /// Everything is checked first (as `ckpt check` does). The process gets its original
+    /// PID and becomes a child of ckpt, which waits for it and exits with its status.
+    /// Standard input, output and error that led to a terminal or pipe at dump time are
+    /// connected to ckpt's own.
+    Restore {
+        /// The image file ("-" for standard input).
+        image: PathBuf,
+        /// Return as soon as the process runs, printing its PID.
+        #[arg(long)]
+        detach: bool,
+        /// Write the restored process's PID to this file.
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+    },
+    /// Check whether an image can be restored on this host, without restoring it.
+    ///
+    /// Reads the whole image (every checksum) and runs every check restore runs before
+    /// its point of no return, printing every problem found. Exit 0 when restorable.
+    Check {
+        image: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what an image holds: header, architecture, process, memory, files, signals.
+    Inspect {
+        image: PathBuf,
+        /// Print everything as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a sample workload, checkpoint it, kill it, restore it, and show it continue.
+    Demo,
+    /// The demo's workload (internal).
+    #[command(hide = true, name = "demo-workload")]
+    DemoWorkload { steps: u64 },
+}
+
+fn open_input(path: &PathBuf) -> Result<Box<dyn Read>, String> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(io::stdin().lock()));
+    }
+    let f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    Ok(Box::new(io::BufReader::with_capacity(1 << 20, f)))
+}
+
+fn err(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("ckpt: {msg}");
+    1
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Dump {
+            pid,
+            output,
+            leave_running,
+            json,
+        } => {
+            let out = if output.as_os_str() == "-" {
+                if json {
+                    return err("--json cannot be used with -o - (the image goes to stdout)");
+                }
+                Output::Stdout
+            } else {
+                Output::Path(output.clone())
+            };
+            match dump::dump(pid, out, &DumpOptions { leave_running }) {
+                Ok(st) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+                    } else if output.as_os_str() != "-" {
+                        eprintln!(
+                            "ckpt: dumped process {pid} to {} ({:.1} MiB, {} pages, {} zero pages skipped) in {:.1} ms, frozen {:.1} ms; process {}",
+                            output.display(),
+                            st.image_bytes as f64 / (1 << 20) as f64,
+                            st.pages_written,
+                            st.zero_pages_skipped,
+                            st.total.as_secs_f64() * 1e3,
+                            st.frozen.as_secs_f64() * 1e3,
+                            if leave_running {
+                                "left running"
+                            } else {
+                                "killed"
+                            }
+                        );
+                    }
+                    0
+                }
+                Err(e) => err(e),
+            }
+        }
+        Cmd::Restore {
+            image,
+            detach,
+            pid_file,
+        } => {
+            let input = match open_input(&image) {
+                Ok(i) => i,
+                Err(e) => return err(e),
+            };
+            if !detach {
+                // Like a shell waiting for its job: keyboard signals are for the job.
+                sys::process::set_signal_ignored(libc::SIGINT, true);
+                sys::process::set_signal_ignored(libc::SIGQUIT, true);
+            }
+            let st = match restore::restore(input) {
+                Ok(st) => st,
+                Err(e) => return err(e),
+            };
+            if let Some(f) = &pid_file {
+                if let Err(e) = std::fs::write(f, format!("{}\n", st.pid)) {
+                    eprintln!("ckpt: warning: cannot write pid file {}: {e}", f.display());
+                }
+            }
+            if detach {
+                println!("{}", st.pid);
+                let _ = io::stdout().flush();
+                return 0;
+            }
+            match sys::process::wait_exit(st.pid) {
+                Ok(status) => {
+                    if libc::WIFEXITED(status) {
+                        libc::WEXITSTATUS(status)
+                    } else if libc::WIFSIGNALED(status) {
+                        128 + libc::WTERMSIG(status)
+                    } else {
+                        1
+                    }
+                }
+                Err(e) => err(e),
+            }
+        }
+        Cmd::Check { image, json } => {
+            let input = match open_input(&image) {
+                Ok(i) => i,
+                Err(e) => return err(e),
+            };
+            let report = match restore::check(input) {
+                Ok(r) => r,
+                Err(e) => {
+                    if json {
+                        let v = serde_json::json!({
+                            "restorable": false,
+                            "problems": [{"code": "image", "message": e.to_string()}],
+                        });
+                        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    }
+                    return err(e);
+                }
+            };
+            let ok = report.problems.is_empty();
+            if json {
+                let v = serde_json::json!({
+                    "restorable": ok,
+                    "problems": report.problems,
+                    "page_bytes": report.page_bytes,
+                });
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else if ok {
+                println!("{}: can be restored on this host", image.display());
+            } else {
+                eprintln!(
+                    "ckpt: {} cannot be restored on this host ({} problem{}):",
+                    image.display(),
+                    report.problems.len(),
+                    if report.problems.len() == 1 { "" } else { "s" }
+                );
+                for p in &report.problems {
+                    eprintln!("  - {}", p.message);
+                }
+            }
+            if ok { 0 } else { 1 }
+        }
+        Cmd::Inspect { image, json } => {
+            let input = match open_input(&image) {
+                Ok(i) => i,
+                Err(e) => return err(e),
+            };
+            match inspect::inspect(input, json) {
+                Ok(()) => 0,
+                Err(e) => err(e),
+            }
+        }
+        Cmd::Demo => demo::run(),
+        Cmd::DemoWorkload { steps } => demo::workload(steps),
+    }
+}

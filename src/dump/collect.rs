@@ -1,0 +1,603 @@
+//! Collect: read everything about the frozen task into a `model::Checkpoint`.
+
+use std::path::PathBuf;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::{DumpError, Frozen, Result};
+use crate::arch::{self, ThreadArchState, X86Regs, x86::nr};
+use crate::model::{
+    Checkpoint, Creds, Fd, FdKind, FileId, ImageInfo, MmInfo, PendingSignal, ProcMisc, Process,
+    Rlimit, Rseq, SigAction, SigAltStack, Thread, Vma, VmaKind,
+};
+use crate::sys::inject::{Injector, find_gadget};
+use crate::sys::mem::RemoteMem;
+use crate::sys::proc::{self as procfs, MapEntry, PM_FILE, PM_GUARD_REGION, PM_PRESENT, PM_SWAP};
+use crate::sys::{self, ptrace};
+
+/// A run of pages whose contents go into the image.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Run {
+    pub addr: u64,
+    pub pages: u64,
+    /// All-zero pages need not be stored (anonymous memory reads back as zeros).
+    pub skip_zero: bool,
+}
+
+pub(crate) struct Collected {
+    pub ckpt: Checkpoint,
+    pub runs: Vec<Run>,
+}
+
+const NSIG: u32 = 64;
+
+/// What only the task itself can tell, read by injected syscalls.
+struct Injected {
+    sigactions: Vec<SigAction>,
+    altstack: SigAltStack,
+    clear_child_tid: u64,
+    pdeathsig: i32,
+    dumpable: i32,
+    child_subreaper: bool,
+    brk: u64,
+}
+
+fn unsupported(pid: i32, why: impl Into<String>) -> DumpError {
+    DumpError::Unsupported {
+        pid,
+        why: why.into(),
+    }
+}
+
+fn inject_queries(inj: &mut Injector, mem: &RemoteMem, scratch: u64) -> Result<Injected> {
+    let mut sigactions = Vec::new();
+    for sig in 1..=NSIG {
+        if sig == libc::SIGKILL as u32 || sig == libc::SIGSTOP as u32 {
+            continue;
+        }
+        inj.call(
+            "rt_sigaction",
+            nr::RT_SIGACTION,
+            [u64::from(sig), 0, scratch, 8, 0, 0],
+        )?;
+        let mut b = [0u8; 32];
+        mem.read(scratch, &mut b)?;
+        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        sigactions.push(SigAction {
+            signo: sig,
+            handler: w(0),
+            flags: w(1),
+            restorer: w(2),
+            mask: w(3),
+        });
+    }
+    inj.call("sigaltstack", nr::SIGALTSTACK, [0, scratch, 0, 0, 0, 0])?;
+    let mut b = [0u8; 24];
+    mem.read(scratch, &mut b)?;
+    let altstack = SigAltStack {
+        sp: u64::from_le_bytes(b[0..8].try_into().unwrap_or_default()),
+        flags: i32::from_le_bytes(b[8..12].try_into().unwrap_or_default()),
+        size: u64::from_le_bytes(b[16..24].try_into().unwrap_or_default()),
+    };
+    inj.call(
+        "prctl(PR_GET_TID_ADDRESS)",
+        nr::PRCTL,
+        [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0],
+    )?;
+    let clear_child_tid = mem.read_u64(scratch)?;
+    mem.write(scratch, &[0u8; 8])?;
+    inj.call(
+        "prctl(PR_GET_PDEATHSIG)",
+        nr::PRCTL,
+        [libc::PR_GET_PDEATHSIG as u64, scratch, 0, 0, 0, 0],
+    )?;
+    let pdeathsig = mem.read_u64(scratch)? as u32 as i32;
+    let dumpable = inj.call(
+        "prctl(PR_GET_DUMPABLE)",
+        nr::PRCTL,
+        [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0],
+    )? as i32;
+    mem.write(scratch, &[0u8; 8])?;
+    inj.call(
+        "prctl(PR_GET_CHILD_SUBREAPER)",
+        nr::PRCTL,
+        [libc::PR_GET_CHILD_SUBREAPER as u64, scratch, 0, 0, 0, 0],
+    )?;
+    let child_subreaper = mem.read_u64(scratch)? as u32 != 0;
+    let brk = inj.call("brk(0)", nr::BRK, [0; 6])?;
+    Ok(Injected {
+        sigactions,
+        altstack,
+        clear_child_tid,
+        pdeathsig,
+        dumpable,
+        child_subreaper,
+        brk,
+    })
+}
+
+/// Run the injected queries in a scratch page that is unmapped again afterwards.
+fn injected_state(fr: &mut Frozen, mem: &RemoteMem) -> Result<Injected> {
+    let pid = fr.pid;
+    let maps = procfs::maps(pid)?;
+    let vdso = maps
+        .iter()
+        .find(|m| m.path == b"[vdso]")
+        .ok_or_else(|| unsupported(pid, "it has no vDSO mapped (needed to run queries)"))?;
+    let mut code = vec![0u8; (vdso.end - vdso.start) as usize];
+    mem.read(vdso.start, &mut code)?;
+    let gadget = find_gadget(&code, vdso.start)
+        .ok_or_else(|| unsupported(pid, "no syscall instruction found in its vDSO"))?;
+    // Keep signals pending (not delivered) while we run syscalls in the task.
+    ptrace::set_sigmask(pid, !0)?;
+    fr.injected = true;
+    let mut inj = Injector::new(pid, gadget, fr.orig_regs);
+    let scratch = inj.call(
+        "mmap scratch page",
+        nr::MMAP,
+        [
+            0,
+            4096,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ],
+    )?;
+    let res = inject_queries(&mut inj, mem, scratch);
+    let unmapped = inj.call(
+        "munmap scratch page",
+        nr::MUNMAP,
+        [scratch, 4096, 0, 0, 0, 0],
+    );
+    let out = res?;
+    unmapped?;
+    Ok(out)
+}
+
+fn file_id_checked(pid: i32, link: &str, name: &[u8], what: &str) -> Result<FileId> {
+    let p = PathBuf::from(link);
+    if procfs::nlink(&p)? == 0 {
+        return Err(unsupported(
+            pid,
+            format!(
+                "{what} {} was deleted while in use; deleted files are not supported yet",
+                String::from_utf8_lossy(name)
+            ),
+        ));
+    }
+    let id = procfs::file_id(&p, name)?;
+    // The path must still lead to the same file, or restore would open another one.
+    match procfs::file_id(procfs::bytes_path(name), name) {
+        Ok(now) if now.dev == id.dev && now.ino == id.ino => Ok(id),
+        _ => Err(unsupported(
+            pid,
+            format!(
+                "{what} {} no longer exists under that path (renamed or replaced)",
+                String::from_utf8_lossy(name)
+            ),
+        )),
+    }
+}
+
+fn classify_vma(pid: i32, m: &MapEntry) -> Result<Option<VmaKind>> {
+    let path = m.path.as_slice();
+    let kind = match path {
+        b"[vsyscall]" => return Ok(None),
+        b"[vdso]" => VmaKind::Vdso,
+        b"[vvar]" | b"[vvar_vclock]" => VmaKind::Vvar,
+        _ if m.inode == 0 && (path.is_empty() || path.starts_with(b"[")) => {
+            if path.is_empty()
+                || path == b"[heap]"
+                || path == b"[stack]"
+                || path.starts_with(b"[anon:")
+            {
+                if m.shared {
+                    VmaKind::AnonShared
+                } else {
+                    VmaKind::Anon
+                }
+            } else {
+                return Err(unsupported(
+                    pid,
+                    format!(
+                        "memory area {:#x}-{:#x} {} is a special kernel mapping that is not supported",
+                        m.start,
+                        m.end,
+                        String::from_utf8_lossy(path)
+                    ),
+                ));
+            }
+        }
+        b"/dev/zero (deleted)" if m.shared => VmaKind::AnonShared,
+        _ if path.starts_with(b"/SYSV") => {
+            return Err(unsupported(
+                pid,
+                "it has System V shared memory attached; not supported yet",
+            ));
+        }
+        _ if path.starts_with(b"/memfd:") => {
+            return Err(unsupported(
+                pid,
+                format!(
+                    "memory area {:#x}-{:#x} maps a memfd ({}); not supported yet",
+                    m.start,
+                    m.end,
+                    String::from_utf8_lossy(path)
+                ),
+            ));
+        }
+        _ if path.starts_with(b"/") => {
+            let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+            let file = file_id_checked(pid, &link, path, "mapped file")?;
+            VmaKind::File { file }
+        }
+        _ => {
+            return Err(unsupported(
+                pid,
+                format!(
+                    "memory area {:#x}-{:#x} ({}) is of an unsupported kind",
+                    m.start,
+                    m.end,
+                    String::from_utf8_lossy(path)
+                ),
+            ));
+        }
+    };
+    Ok(Some(kind))
+}
+
+/// Decide which pages of a VMA go into the image and where its guard regions are.
+fn vma_pages(pm: &procfs::Pagemap, vma: &mut Vma, runs: &mut Vec<Run>) -> Result<()> {
+    let (want, skip_zero): (fn(u64) -> bool, bool) = match (&vma.kind, vma.shared) {
+        (VmaKind::Anon, _) => (|e| e & (PM_PRESENT | PM_SWAP) != 0, true),
+        (VmaKind::AnonShared, _) => (|e| e & (PM_PRESENT | PM_SWAP) != 0, true),
+        // Private file mappings: only pages that were copied on write (anonymous now).
+        (VmaKind::File { .. }, false) => (
+            |e| (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAP != 0,
+            false,
+        ),
+        _ => return Ok(()),
+    };
+    const CHUNK: u64 = 1 << 16; // pages per pagemap read
+    let mut entries = Vec::new();
+    let mut addr = vma.start;
+    let mut run: Option<Run> = None;
+    let mut guard: Option<(u64, u64)> = None;
+    while addr < vma.end {
+        let end = vma.end.min(addr + CHUNK * 4096);
+        entries.clear();
+        pm.read(addr, end, &mut entries)?;
+        for (i, e) in entries.iter().enumerate() {
+            let a = addr + i as u64 * 4096;
+            if e & PM_GUARD_REGION != 0 {
+                match &mut guard {
+                    Some(g) if g.1 == a => g.1 = a + 4096,
+                    _ => {
+                        if let Some(g) = guard.take() {
+                            vma.guard_ranges.push(g);
+                        }
+                        guard = Some((a, a + 4096));
+                    }
+                }
+            }
+            if want(*e) {
+                vma.pages_present += 1;
+                match &mut run {
+                    Some(r) if r.addr + r.pages * 4096 == a && r.pages < 1024 => r.pages += 1,
+                    _ => {
+                        if let Some(r) = run.take() {
+                            runs.push(r);
+                        }
+                        run = Some(Run {
+                            addr: a,
+                            pages: 1,
+                            skip_zero,
+                        });
+                    }
+                }
+            }
+        }
+        addr = end;
+    }
+    runs.extend(run);
+    vma.guard_ranges.extend(guard);
+    Ok(())
+}
+
+/// If the thread was stopped inside an rseq critical section, move it to the section's
+/// abort handler, as the kernel does when it preempts such a thread.
+fn rseq_fixup(mem: &RemoteMem, rseq: &Option<Rseq>, regs: &mut X86Regs) -> Result<()> {
+    let Some(r) = rseq else { return Ok(()) };
+    // struct rseq { u32 cpu_id_start; u32 cpu_id; u64 rseq_cs; ... }
+    let cs = mem.read_u64(r.addr + 8)?;
+    if cs == 0 {
+        return Ok(());
+    }
+    // struct rseq_cs { u32 version; u32 flags; u64 start_ip; u64 post_commit_offset; u64 abort_ip; }
+    let mut b = [0u8; 32];
+    if mem.read(cs, &mut b).is_err() {
+        return Ok(());
+    }
+    let start = u64::from_le_bytes(b[8..16].try_into().unwrap_or_default());
+    let len = u64::from_le_bytes(b[16..24].try_into().unwrap_or_default());
+    let abort = u64::from_le_bytes(b[24..32].try_into().unwrap_or_default());
+    if regs.rip >= start && regs.rip - start < len {
+        regs.rip = abort;
+        regs.orig_rax = u64::MAX;
+    }
+    Ok(())
+}
+
+fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
+    let link_path = format!("/proc/{pid}/fd/{fd}");
+    let link = procfs::readlink(&link_path)?;
+    let (pos, flags) = procfs::fdinfo(pid, fd)?;
+    let cloexec = flags & libc::O_CLOEXEC as u32 != 0;
+    let flags = flags & !(libc::O_CLOEXEC as u32);
+    let linkp = PathBuf::from(&link_path);
+    let name = String::from_utf8_lossy(&link).into_owned();
+    let not_yet = |kind: &str| {
+        unsupported(
+            pid,
+            format!("file descriptor {fd} is {kind} ({name}); not supported yet"),
+        )
+    };
+    if !link.starts_with(b"/") {
+        // pipe:[N], socket:[N], anon_inode:[eventfd] ...
+        if fd <= 2 && (link.starts_with(b"pipe:") || link.starts_with(b"socket:")) {
+            return Ok(Fd {
+                fd,
+                cloexec,
+                kind: FdKind::Inherited { what: name },
+            });
+        }
+        let kind = if link.starts_with(b"pipe:") {
+            "a pipe"
+        } else if link.starts_with(b"socket:") {
+            "a socket"
+        } else {
+            "a special file"
+        };
+        return Err(not_yet(kind));
+    }
+    let id = procfs::file_id(&linkp, &link)?;
+    let fmt = id.mode & libc::S_IFMT;
+    let kind = if fmt == libc::S_IFREG {
+        let id = file_id_checked(pid, &link_path, &link, &format!("file descriptor {fd}:"))?;
+        FdKind::File {
+            file: id,
+            flags,
+            pos,
+        }
+    } else if fmt == libc::S_IFDIR {
+        FdKind::Dir { file: id, flags }
+    } else if fmt == libc::S_IFCHR || fmt == libc::S_IFBLK {
+        let major = libc::major(id.rdev);
+        let is_tty = matches!(major, 4 | 5 | 136..=143);
+        if is_tty {
+            if fd <= 2 {
+                return Ok(Fd {
+                    fd,
+                    cloexec,
+                    kind: FdKind::Inherited { what: name },
+                });
+            }
+            return Err(not_yet("a terminal"));
+        }
+        FdKind::Device {
+            file: id,
+            flags,
+            pos,
+        }
+    } else if fd <= 2 && (fmt == libc::S_IFIFO || fmt == libc::S_IFSOCK) {
+        FdKind::Inherited { what: name }
+    } else if fmt == libc::S_IFIFO {
+        return Err(not_yet("a FIFO"));
+    } else {
+        return Err(not_yet("a special file"));
+    };
+    Ok(Fd { fd, cloexec, kind })
+}
+
+pub(crate) fn collect(fr: &mut Frozen) -> Result<Collected> {
+    let pid = fr.pid;
+    let mem = RemoteMem::open(pid)?;
+    let regs = fr.orig_regs;
+    if regs.abi() != arch::Abi::X86_64 {
+        return Err(unsupported(
+            pid,
+            "it is a 32-bit (ia32) process; not supported yet",
+        ));
+    }
+    let xsave = ptrace::get_xstate(pid, 1 << 16)?;
+    let mut debugregs = [0u64; 6];
+    for (slot, i) in debugregs.iter_mut().zip(arch::x86::DEBUGREG_INDEXES) {
+        *slot = ptrace::peek_user(pid, arch::x86::DEBUGREG_OFFSET + i * 8)?;
+    }
+    let pending = |shared| -> Result<Vec<PendingSignal>> {
+        Ok(ptrace::peek_siginfo(pid, shared)?
+            .into_iter()
+            .map(|si| PendingSignal {
+                signo: u32::from_le_bytes(si[0..4].try_into().unwrap_or_default()),
+                siginfo: si,
+            })
+            .collect())
+    };
+    let thread_pending = pending(false)?;
+    let shared_pending = pending(true)?;
+    let (rseq_addr, rseq_len, rseq_sig, rseq_flags) = ptrace::get_rseq(pid)?;
+    let rseq = (rseq_addr != 0).then_some(Rseq {
+        addr: rseq_addr,
+        len: rseq_len,
+        flags: rseq_flags,
+        signature: rseq_sig,
+    });
+    let (robust_list, robust_list_len) = sys::process::robust_list(pid)?;
+
+    let inj = injected_state(fr, &mem)?;
+
+    let status = procfs::status(pid)?;
+    let stat = procfs::stat(pid)?;
+    let mut rlimits = Vec::new();
+    for res in 0..16u32 {
+        let (cur, max) = sys::process::prlimit_get(pid, res)?;
+        rlimits.push(Rlimit {
+            resource: res,
+            cur,
+            max,
+        });
+    }
+    let exe_link = procfs::readlink(&format!("/proc/{pid}/exe"))?;
+    let exe = file_id_checked(pid, &format!("/proc/{pid}/exe"), &exe_link, "executable")?;
+    let mm = MmInfo {
+        start_code: stat.field(26),
+        end_code: stat.field(27),
+        start_stack: stat.field(28),
+        start_data: stat.field(45),
+        end_data: stat.field(46),
+        start_brk: stat.field(47),
+        brk: inj.brk,
+        arg_start: stat.field(48),
+        arg_end: stat.field(49),
+        env_start: stat.field(50),
+        env_end: stat.field(51),
+        auxv: procfs::auxv(pid)?,
+        exe: Some(exe),
+    };
+
+    // Memory map (read after the scratch page is gone).
+    let pm = procfs::Pagemap::open(pid)?;
+    let mut vmas = Vec::new();
+    let mut runs = Vec::new();
+    let mut vdso_hash = 0;
+    let mut vdso_size = 0;
+    let mut vvar_size = 0;
+    for m in procfs::smaps(pid)? {
+        let Some(kind) = classify_vma(pid, &m)? else {
+            continue;
+        };
+        let mut prot = 0;
+        if m.read {
+            prot |= libc::PROT_READ as u32;
+        }
+        if m.write {
+            prot |= libc::PROT_WRITE as u32;
+        }
+        if m.exec {
+            prot |= libc::PROT_EXEC as u32;
+        }
+        match kind {
+            VmaKind::Vdso => {
+                let mut code = vec![0u8; (m.end - m.start) as usize];
+                mem.read(m.start, &mut code)?;
+                vdso_hash = xxh3_64(&code);
+                vdso_size = m.end - m.start;
+            }
+            VmaKind::Vvar => vvar_size += m.end - m.start,
+            _ => {}
+        }
+        let mut vma = Vma {
+            start: m.start,
+            end: m.end,
+            prot,
+            shared: m.shared,
+            offset: m.offset,
+            kind,
+            name: m.path.clone(),
+            vmflags: m.vmflags.clone(),
+            pages_present: 0,
+            guard_ranges: Vec::new(),
+        };
+        if vma.has_flag("io") && !matches!(vma.kind, VmaKind::Vdso | VmaKind::Vvar) {
+            return Err(unsupported(
+                pid,
+                format!(
+                    "memory area {:#x}-{:#x} maps device memory (VM_IO)",
+                    m.start, m.end
+                ),
+            ));
+        }
+        vma_pages(&pm, &mut vma, &mut runs)?;
+        vmas.push(vma);
+    }
+
+    let mut fds = Vec::new();
+    for fd in procfs::fds(pid)? {
+        fds.push(fd_entry(pid, fd)?);
+    }
+
+    let mut image_regs = regs;
+    rseq_fixup(&mem, &rseq, &mut image_regs)?;
+    let thread = Thread {
+        tid: pid,
+        arch: ThreadArchState {
+            regs: image_regs,
+            xsave,
+            debugregs,
+        },
+        sigmask: fr.orig_sigmask,
+        sigaltstack: inj.altstack,
+        rseq,
+        robust_list,
+        robust_list_len,
+        clear_child_tid: inj.clear_child_tid,
+        pending: thread_pending,
+    };
+    let process = Process {
+        pid,
+        ppid: stat.field(4) as i32,
+        pgid: stat.field(5) as i32,
+        sid: stat.field(6) as i32,
+        comm: stat.comm.clone(),
+        cwd: procfs::readlink(&format!("/proc/{pid}/cwd"))?,
+        root: procfs::readlink(&format!("/proc/{pid}/root"))?,
+        umask: status.umask,
+        personality: procfs::personality(pid)?,
+        creds: Creds {
+            uid: status.uid,
+            gid: status.gid,
+            groups: status.groups.clone(),
+            cap_inh: status.cap_inh,
+            cap_prm: status.cap_prm,
+            cap_eff: status.cap_eff,
+            cap_bnd: status.cap_bnd,
+            cap_amb: status.cap_amb,
+            no_new_privs: status.no_new_privs,
+            seccomp: status.seccomp,
+        },
+        rlimits,
+        misc: ProcMisc {
+            pdeathsig: inj.pdeathsig,
+            dumpable: inj.dumpable,
+            child_subreaper: inj.child_subreaper,
+            timerslack_ns: procfs::timerslack_ns(pid)?,
+        },
+        mm,
+        vmas,
+        fds,
+        sigactions: inj.sigactions,
+        shared_pending,
+        threads: vec![thread],
+    };
+    let (hostname, kernel) = sys::process::uname();
+    let mut arch_hdr = arch::build_header(&[&process.threads[0].arch]);
+    arch_hdr.vdso_hash = vdso_hash;
+    arch_hdr.vdso_size = vdso_size;
+    arch_hdr.vvar_size = vvar_size;
+    let ckpt = Checkpoint {
+        info: ImageInfo {
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            hostname,
+            kernel_release: kernel,
+            root_pid: pid,
+        },
+        arch: arch_hdr,
+        processes: vec![process],
+    };
+    Ok(Collected { ckpt, runs })
+}

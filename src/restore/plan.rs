@@ -1,0 +1,393 @@
+//! Plan: decode the image's metadata and check every requirement against this host,
+//! collecting *all* problems, before anything is created.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::{RestoreError, Result};
+use crate::arch::{Abi, ArchHeader};
+use crate::image::{ImageReader, decode_meta, tag};
+use crate::model::{Checkpoint, FdKind, FileId, Process, VmaKind};
+use crate::sys::{self, proc as procfs};
+
+/// Highest user address + 1 with 4-level paging on x86-64.
+pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+const MAX_VMAS: usize = 65_530;
+const MAX_FD: i32 = 1 << 20;
+
+/// One reason the image cannot be restored here.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// A stable short code for scripts (e.g. "pid-taken", "file-changed").
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+pub struct Plan {
+    pub ckpt: Checkpoint,
+    pub problems: Vec<Problem>,
+}
+
+/// The host's vDSO: (hash of its text, text size, size of the vvar pages before it).
+pub fn host_vdso() -> Option<(u64, u64, u64)> {
+    let me = std::process::id() as i32;
+    let maps = procfs::maps(me).ok()?;
+    let vdso = maps.iter().find(|m| m.path == b"[vdso]")?;
+    let vvar: u64 = maps
+        .iter()
+        .filter(|m| m.path == b"[vvar]" || m.path == b"[vvar_vclock]")
+        .map(|m| m.end - m.start)
+        .sum();
+    let code = sys::process::read_own(vdso.start, (vdso.end - vdso.start) as usize).ok()?;
+    Some((xxh3_64(&code), vdso.end - vdso.start, vvar))
+}
+
+/// Read the image up to and including its metadata record.
+pub fn read_checkpoint<R: Read>(reader: &mut ImageReader<R>) -> Result<Checkpoint> {
+    let rec = reader.next_record()?.ok_or(RestoreError::Malformed(
+        "the image has no checkpoint record".into(),
+    ))?;
+    if rec.tag != tag::CHECKPOINT {
+        return Err(RestoreError::Malformed(format!(
+            "the image starts with a {} record instead of the checkpoint metadata",
+            tag::name(rec.tag)
+        )));
+    }
+    Ok(decode_meta(rec.tag, rec.payload)?)
+}
+
+fn p(problems: &mut Vec<Problem>, code: &'static str, message: String) {
+    problems.push(Problem { code, message });
+}
+
+fn show(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Structural checks: an image that passes them cannot make restore misbehave, whatever
+/// its origin.
+fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
+    if ckpt.processes.len() != 1 {
+        p(
+            problems,
+            "unsupported",
+            format!(
+                "the image holds {} processes; this ckpt restores exactly one",
+                ckpt.processes.len()
+            ),
+        );
+        return;
+    }
+    let proc_ = &ckpt.processes[0];
+    if proc_.pid <= 0 {
+        p(problems, "malformed", format!("invalid PID {}", proc_.pid));
+    }
+    if proc_.threads.len() != 1 || proc_.threads[0].tid != proc_.pid {
+        p(
+            problems,
+            "unsupported",
+            "the image's process does not have exactly one thread".into(),
+        );
+    }
+    if proc_.vmas.len() > MAX_VMAS {
+        p(problems, "malformed", "too many memory areas".into());
+    }
+    let mut prev_end = 0;
+    for v in &proc_.vmas {
+        let ok = v.start % 4096 == 0
+            && v.end % 4096 == 0
+            && v.start < v.end
+            && v.end <= TASK_SIZE
+            && v.start >= prev_end
+            && v.offset % 4096 == 0
+            && v.prot & !7 == 0
+            && v.pages_present <= (v.end - v.start) / 4096
+            && v.guard_ranges.iter().all(|g| {
+                g.0 % 4096 == 0 && g.1 % 4096 == 0 && g.0 < g.1 && g.0 >= v.start && g.1 <= v.end
+            });
+        if !ok {
+            p(
+                problems,
+                "malformed",
+                format!(
+                    "memory area {:#x}-{:#x} is invalid (unaligned, overlapping or out of range)",
+                    v.start, v.end
+                ),
+            );
+        }
+        prev_end = v.end;
+    }
+    let mut seen = BTreeSet::new();
+    for f in &proc_.fds {
+        if f.fd < 0 || f.fd >= MAX_FD || !seen.insert(f.fd) {
+            p(
+                problems,
+                "malformed",
+                format!("invalid file descriptor number {}", f.fd),
+            );
+        }
+        if matches!(f.kind, FdKind::Inherited { .. }) && f.fd > 2 {
+            p(
+                problems,
+                "malformed",
+                format!(
+                    "file descriptor {} cannot be inherited (only 0-2 can)",
+                    f.fd
+                ),
+            );
+        }
+    }
+    for s in &proc_.sigactions {
+        if s.signo == 0 || s.signo > 64 || s.signo == 9 || s.signo == 19 {
+            p(
+                problems,
+                "malformed",
+                format!("invalid signal number {}", s.signo),
+            );
+        }
+    }
+    for t in &proc_.threads {
+        if t.arch.xsave.len() > 1 << 16 || t.arch.xsave.len() < 576 {
+            p(problems, "malformed", "invalid xsave area size".into());
+        }
+        for s in &t.pending {
+            if s.siginfo.len() != 128 || s.signo == 0 || s.signo > 64 {
+                p(problems, "malformed", "invalid pending signal".into());
+            }
+        }
+    }
+    for s in &proc_.shared_pending {
+        if s.siginfo.len() != 128 || s.signo == 0 || s.signo > 64 {
+            p(problems, "malformed", "invalid pending signal".into());
+        }
+    }
+    if proc_.mm.auxv.len() > 128 || proc_.comm.len() > 64 {
+        p(problems, "malformed", "invalid auxv or process name".into());
+    }
+}
+
+fn check_arch(hdr: &ArchHeader, proc_: &Process, problems: &mut Vec<Problem>) {
+    if hdr.machine != "x86_64" {
+        p(
+            problems,
+            "arch-machine",
+            format!(
+                "the image was made on a {} machine; this host is x86_64",
+                hdr.machine
+            ),
+        );
+    }
+    for t in &proc_.threads {
+        if t.arch.abi() != Abi::X86_64 {
+            p(
+                problems,
+                "arch-abi",
+                "the image's task is a 32-bit (ia32) task; not supported yet".into(),
+            );
+        }
+    }
+    let has_vdso = proc_.vmas.iter().any(|v| v.kind == VmaKind::Vdso);
+    if has_vdso {
+        match host_vdso() {
+            None => p(
+                problems,
+                "vdso",
+                "this host has no vDSO, but the image's task used one".into(),
+            ),
+            Some((hash, size, vvar)) => {
+                if hash != hdr.vdso_hash || size != hdr.vdso_size {
+                    p(
+                        problems,
+                        "vdso-differs",
+                        format!(
+                            "this kernel's vDSO differs from the one the image's task used \
+                             ({} bytes here, {} in the image); the program may hold pointers \
+                             into it, so it cannot be restored on this kernel",
+                            size, hdr.vdso_size
+                        ),
+                    );
+                } else if vvar != hdr.vvar_size {
+                    p(
+                        problems,
+                        "vdso-differs",
+                        format!(
+                            "this kernel's vDSO data area is {vvar} bytes, the image's {}",
+                            hdr.vvar_size
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Compare a file's identity now with the image's record of it.
+pub fn check_file(id: &FileId, what: &str, problems: &mut Vec<Problem>) {
+    let path = procfs::bytes_path(&id.path);
+    let m = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            p(
+                problems,
+                "file-missing",
+                format!("{what} {} is not available: {e}", show(&id.path)),
+            );
+            return;
+        }
+    };
+    let fmt = id.mode & libc::S_IFMT;
+    if m.mode() & libc::S_IFMT != fmt {
+        p(
+            problems,
+            "file-changed",
+            format!("{what} {} is now a different kind of file", show(&id.path)),
+        );
+        return;
+    }
+    if fmt == libc::S_IFREG
+        && (m.size() != id.size || m.mtime() != id.mtime_sec || m.mtime_nsec() != id.mtime_nsec)
+    {
+        p(
+            problems,
+            "file-changed",
+            format!(
+                "{what} {} has changed since the dump (size {} -> {}, modified {} -> {})",
+                show(&id.path),
+                id.size,
+                m.size(),
+                id.mtime_sec,
+                m.mtime()
+            ),
+        );
+    }
+    if (fmt == libc::S_IFCHR || fmt == libc::S_IFBLK) && m.rdev() != id.rdev {
+        p(
+            problems,
+            "file-changed",
+            format!("{what} {} is now another device", show(&id.path)),
+        );
+    }
+}
+
+/// A file the process only writes (a log, redirected stdout) may have grown since the
+/// dump: the process never reads it, so that cannot mislead it. It must still exist and
+/// be a regular file, and a non-append writer's offset must not lie beyond its end.
+fn check_output_file(id: &FileId, flags: u32, pos: u64, what: &str, problems: &mut Vec<Problem>) {
+    let path = procfs::bytes_path(&id.path);
+    match std::fs::metadata(path) {
+        Err(e) => p(
+            problems,
+            "file-missing",
+            format!("{what} {} is not available: {e}", show(&id.path)),
+        ),
+        Ok(m) if !m.is_file() => p(
+            problems,
+            "file-changed",
+            format!("{what} {} is no longer a regular file", show(&id.path)),
+        ),
+        Ok(m) if flags as i32 & libc::O_APPEND == 0 && m.size() < pos => p(
+            problems,
+            "file-changed",
+            format!(
+                "{what} {} was truncated to {} bytes since the dump; the process would write at offset {pos}",
+                show(&id.path),
+                m.size()
+            ),
+        ),
+        Ok(_) => {}
+    }
+}
+
+fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
+    if !sys::process::is_root() {
+        p(
+            problems,
+            "privilege",
+            "restore must run as root (it recreates PIDs and memory-map fields)".into(),
+        );
+    }
+    if let Ok(s) = procfs::stat(proc_.pid) {
+        p(
+            problems,
+            "pid-taken",
+            format!(
+                "PID {} is in use by another process ({})",
+                proc_.pid,
+                show(&s.comm)
+            ),
+        );
+    }
+    if proc_.root != b"/" {
+        p(
+            problems,
+            "unsupported",
+            format!(
+                "the process ran chrooted in {}; not supported yet",
+                show(&proc_.root)
+            ),
+        );
+    }
+    match std::fs::metadata(procfs::bytes_path(&proc_.cwd)) {
+        Ok(m) if m.is_dir() => {}
+        _ => p(
+            problems,
+            "file-missing",
+            format!("working directory {} does not exist", show(&proc_.cwd)),
+        ),
+    }
+    if let Some(exe) = &proc_.mm.exe {
+        check_file(exe, "executable", problems);
+    }
+    let mut seen = BTreeSet::new();
+    for v in &proc_.vmas {
+        if let VmaKind::File { file } = &v.kind {
+            if seen.insert(file.path.clone()) {
+                check_file(file, "mapped file", problems);
+            }
+        }
+    }
+    for f in &proc_.fds {
+        match &f.kind {
+            FdKind::File { file, flags, pos } => {
+                let what = format!("file descriptor {}:", f.fd);
+                if *flags as i32 & libc::O_ACCMODE == libc::O_WRONLY {
+                    check_output_file(file, *flags, *pos, &what, problems)
+                } else {
+                    check_file(file, &what, problems)
+                }
+            }
+            FdKind::Device { file, .. } | FdKind::Dir { file, .. } => {
+                check_file(file, &format!("file descriptor {}:", f.fd), problems)
+            }
+            FdKind::Inherited { .. } => {}
+        }
+    }
+    if proc_.creds.seccomp != 0 {
+        p(
+            problems,
+            "unsupported",
+            "the process ran under seccomp; not supported yet".into(),
+        );
+    }
+}
+
+/// Build the plan from decoded metadata.
+pub fn plan(ckpt: Checkpoint) -> Plan {
+    let mut problems = Vec::new();
+    check_structure(&ckpt, &mut problems);
+    if problems.is_empty() {
+        let proc_ = &ckpt.processes[0];
+        check_arch(&ckpt.arch, proc_, &mut problems);
+        check_host(proc_, &mut problems);
+    }
+    Plan { ckpt, problems }
+}

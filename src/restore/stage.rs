@@ -1,0 +1,812 @@
+//! Stage and commit: build the process in a traced stub, then let it go.
+//!
+//! The stub is a fork of ckpt created with clone3(set_tid) at the image's PID; it traces
+//! itself to us (PTRACE_TRACEME, PTRACE_O_EXITKILL: if ckpt dies, so does the stub) and
+//! stops. Everything is then done by system calls injected into it: its own memory is
+//! unmapped (but for a small "stub area" holding a syscall instruction and scratch data at
+//! an address the image does not use), the image's memory map, files and attributes are
+//! built, page data is written as it streams in (each record's checksum already checked),
+//! and finally the stub area is unmapped, the saved registers are set and the task is
+//! detached: the point of no return. Until then, dropping the [`Stub`] kills it.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use super::plan::{Plan, TASK_SIZE};
+use super::{RestoreError, Result, fault_point};
+use crate::arch::x86::{self as ax, nr};
+use crate::image::{ImageReader, tag};
+use crate::model::{FdKind, Process, Vma, VmaKind};
+use crate::sys::inject::{Injector, find_gadget};
+use crate::sys::mem::RemoteMem;
+use crate::sys::ptrace::{self, Stop};
+use crate::sys::{self, proc as procfs};
+
+const STUB_CODE: u64 = 4096;
+const STUB_SIZE: u64 = STUB_CODE + (1 << 20);
+
+/// Owns the half-built process: dropping it before commit kills and reaps it.
+pub struct Stub {
+    pub pid: i32,
+    committed: bool,
+}
+
+impl Drop for Stub {
+    fn drop(&mut self) {
+        if !self.committed {
+            sys::process::kill_and_reap(self.pid);
+        }
+    }
+}
+
+struct Ctx<'a> {
+    inj: Injector,
+    mem: RemoteMem,
+    stub: u64,
+    proc_: &'a Process,
+}
+
+impl Ctx<'_> {
+    fn scratch(&self) -> u64 {
+        self.stub + STUB_CODE
+    }
+
+    /// Put `data` in the scratch area (at `off`) and return its address in the stub.
+    fn put(&self, off: u64, data: &[u8]) -> Result<u64> {
+        if off + data.len() as u64 > STUB_SIZE - STUB_CODE {
+            return Err(RestoreError::Malformed("scratch data too large".into()));
+        }
+        let a = self.scratch() + off;
+        self.mem.write(a, data)?;
+        Ok(a)
+    }
+
+    fn put_cstr(&self, off: u64, s: &[u8]) -> Result<u64> {
+        if s.contains(&0) {
+            return Err(RestoreError::Malformed("path with a NUL byte".into()));
+        }
+        let mut v = s.to_vec();
+        v.push(0);
+        self.put(off, &v)
+    }
+
+    fn call(&mut self, what: &str, nr: u64, args: [u64; 6]) -> Result<u64> {
+        fault_point(what)?;
+        Ok(self.inj.call(what, nr, args)?)
+    }
+
+    fn open(&mut self, path: &[u8], flags: i32) -> Result<u64> {
+        let a = self.put_cstr(0, path)?;
+        let what = format!("open {}", String::from_utf8_lossy(path));
+        self.call(
+            &what,
+            nr::OPENAT,
+            [libc::AT_FDCWD as u64, a, flags as u64, 0, 0, 0],
+        )
+    }
+}
+
+fn stub_candidates(vmas: &[Vma]) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut prev = 0x1000_0000u64; // stay clear of low memory
+    for v in vmas
+        .iter()
+        .map(|v| (v.start, v.end))
+        .chain([(TASK_SIZE, TASK_SIZE)])
+    {
+        // leave a page of gap on both sides so nothing merges with the stub area
+        if v.0 > prev + STUB_SIZE + 2 * 4096 {
+            out.push(prev + 4096);
+            out.push(v.0 - STUB_SIZE - 4096);
+        }
+        prev = prev.max(v.1);
+    }
+    out
+}
+
+fn mmap_flags(v: &Vma) -> u64 {
+    let mut f = if v.shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    } | libc::MAP_FIXED_NOREPLACE;
+    if matches!(v.kind, VmaKind::Anon | VmaKind::AnonShared) {
+        f |= libc::MAP_ANONYMOUS;
+    }
+    if v.has_flag("gd") {
+        f |= libc::MAP_GROWSDOWN;
+    }
+    f as u64
+}
+
+/// Whether page data may land in this VMA.
+fn takes_pages(v: &Vma) -> bool {
+    match v.kind {
+        VmaKind::Anon | VmaKind::AnonShared => true,
+        VmaKind::File { .. } => !v.shared,
+        _ => false,
+    }
+}
+
+fn map_memory(cx: &mut Ctx<'_>) -> Result<()> {
+    let proc_ = cx.proc_;
+    let mut files: BTreeMap<(Vec<u8>, bool), u64> = BTreeMap::new();
+    let mut vdso_done = false;
+    for v in &proc_.vmas {
+        let mut prot = u64::from(v.prot);
+        if takes_pages(v) && v.pages_present > 0 {
+            prot |= libc::PROT_WRITE as u64;
+        }
+        let what = format!("map memory area {:#x}-{:#x}", v.start, v.end);
+        match &v.kind {
+            VmaKind::Vvar | VmaKind::Vdso => {
+                if !vdso_done {
+                    vdso_done = true;
+                    cx.call(
+                        "map the vDSO",
+                        nr::ARCH_PRCTL,
+                        [ax::ARCH_MAP_VDSO_64, v.start, 0, 0, 0, 0],
+                    )?;
+                }
+                continue;
+            }
+            VmaKind::Anon | VmaKind::AnonShared => {
+                let r = cx.call(
+                    &what,
+                    nr::MMAP,
+                    [v.start, v.len(), prot, mmap_flags(v), u64::MAX, 0],
+                )?;
+                if r != v.start {
+                    return Err(RestoreError::Stage(format!(
+                        "{what}: the kernel placed it at {r:#x}"
+                    )));
+                }
+            }
+            VmaKind::File { file } => {
+                let rw = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
+                let key = (file.path.clone(), rw);
+                let fd = match files.get(&key) {
+                    Some(fd) => *fd,
+                    None => {
+                        let flags =
+                            if rw { libc::O_RDWR } else { libc::O_RDONLY } | libc::O_CLOEXEC;
+                        let fd = cx.open(&file.path, flags)?;
+                        files.insert(key, fd);
+                        fd
+                    }
+                };
+                let r = cx.call(
+                    &what,
+                    nr::MMAP,
+                    [v.start, v.len(), prot, mmap_flags(v), fd, v.offset],
+                )?;
+                if r != v.start {
+                    return Err(RestoreError::Stage(format!(
+                        "{what}: the kernel placed it at {r:#x}"
+                    )));
+                }
+            }
+        }
+    }
+    for fd in files.into_values() {
+        cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
+    }
+    // The vDSO must be where the image had it: the program holds pointers into it.
+    if vdso_done {
+        let maps = procfs::maps(cx.inj.pid())?;
+        for v in proc_.vmas.iter().filter(|v| v.kind == VmaKind::Vdso) {
+            if !maps
+                .iter()
+                .any(|m| m.path == b"[vdso]" && m.start == v.start && m.end == v.end)
+            {
+                return Err(RestoreError::Stage(format!(
+                    "the vDSO could not be placed at {:#x}",
+                    v.start
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stream page records into the stub's memory.
+pub fn load_pages<R: Read>(
+    reader: &mut ImageReader<R>,
+    proc_: &Process,
+    mem: Option<&RemoteMem>,
+) -> Result<u64> {
+    let mut got: Vec<u64> = vec![0; proc_.vmas.len()];
+    let mut owner: Option<i32> = None;
+    let mut bytes = 0u64;
+    while let Some(rec) = reader.next_record()? {
+        match rec.tag {
+            tag::PAGES_PID => {
+                let pid = rec.arg as i64;
+                if pid != i64::from(proc_.pid) {
+                    return Err(RestoreError::Malformed(format!(
+                        "page data for unknown process {pid}"
+                    )));
+                }
+                owner = Some(proc_.pid);
+            }
+            tag::PAGES => {
+                let addr = rec.arg;
+                let len = rec.payload.len() as u64;
+                let bad = |why: &str| {
+                    RestoreError::Malformed(format!(
+                        "page data record at byte {} ({addr:#x}, {len} bytes): {why}",
+                        rec.offset
+                    ))
+                };
+                if owner.is_none() {
+                    return Err(bad("no owner process"));
+                }
+                if addr % 4096 != 0 || len % 4096 != 0 || len == 0 {
+                    return Err(bad("not page aligned"));
+                }
+                let i = proc_.vmas.partition_point(|v| v.end <= addr);
+                let v = proc_
+                    .vmas
+                    .get(i)
+                    .filter(|v| {
+                        v.start <= addr && addr.checked_add(len).is_some_and(|e| e <= v.end)
+                    })
+                    .ok_or_else(|| bad("not inside one memory area"))?;
+                if !takes_pages(v) {
+                    return Err(bad("memory area takes no page data"));
+                }
+                got[i] += len / 4096;
+                if got[i] > v.pages_present {
+                    return Err(bad("more pages than the memory area had"));
+                }
+                if let Some(m) = mem {
+                    fault_point("write pages")?;
+                    m.write(addr, rec.payload)?;
+                }
+                bytes += len;
+            }
+            t => {
+                return Err(RestoreError::Malformed(format!(
+                    "unexpected {} record after the metadata",
+                    tag::name(t)
+                )));
+            }
+        }
+    }
+    Ok(bytes)
+}
+
+fn finish_memory(cx: &mut Ctx<'_>) -> Result<()> {
+    let proc_ = cx.proc_;
+    for v in &proc_.vmas {
+        if takes_pages(v) && v.pages_present > 0 && v.prot & libc::PROT_WRITE as u32 == 0 {
+            cx.call(
+                "mprotect",
+                nr::MPROTECT,
+                [v.start, v.len(), u64::from(v.prot), 0, 0, 0],
+            )?;
+        }
+        if matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar) {
+            continue;
+        }
+        let advice: &[(&str, i32)] = &[
+            ("dc", libc::MADV_DONTFORK),
+            ("dd", libc::MADV_DONTDUMP),
+            ("wf", libc::MADV_WIPEONFORK),
+            ("hg", libc::MADV_HUGEPAGE),
+            ("nh", libc::MADV_NOHUGEPAGE),
+            ("mg", libc::MADV_MERGEABLE),
+        ];
+        for (flag, adv) in advice {
+            if v.has_flag(flag) {
+                cx.call(
+                    &format!("madvise {flag}"),
+                    nr::MADVISE,
+                    [v.start, v.len(), *adv as u64, 0, 0, 0],
+                )?;
+            }
+        }
+        if v.has_flag("lo") {
+            cx.call("mlock", nr::MLOCK, [v.start, v.len(), 0, 0, 0, 0])?;
+        }
+        const MADV_GUARD_INSTALL: u64 = 102;
+        for g in &v.guard_ranges {
+            cx.call(
+                "install guard pages",
+                nr::MADVISE,
+                [g.0, g.1 - g.0, MADV_GUARD_INSTALL, 0, 0, 0],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn set_mm(cx: &mut Ctx<'_>) -> Result<()> {
+    let mm = &cx.proc_.mm;
+    let exe_fd = match &mm.exe {
+        Some(exe) => cx.open(&exe.path, libc::O_RDONLY | libc::O_CLOEXEC)?,
+        None => u64::from(u32::MAX),
+    };
+    let mut auxv = Vec::new();
+    for w in &mm.auxv {
+        auxv.extend_from_slice(&w.to_le_bytes());
+    }
+    let auxv_addr = cx.put(4096, &auxv)?;
+    let mut s = Vec::new();
+    for w in [
+        mm.start_code,
+        mm.end_code,
+        mm.start_data,
+        mm.end_data,
+        mm.start_brk,
+        mm.brk,
+        mm.start_stack,
+        mm.arg_start,
+        mm.arg_end,
+        mm.env_start,
+        mm.env_end,
+        auxv_addr,
+    ] {
+        s.extend_from_slice(&w.to_le_bytes());
+    }
+    s.extend_from_slice(&(auxv.len() as u32).to_le_bytes());
+    s.extend_from_slice(&(exe_fd as u32).to_le_bytes());
+    let a = cx.put(8192, &s)?;
+    const PR_SET_MM_MAP: u64 = 14;
+    cx.call(
+        "prctl(PR_SET_MM_MAP)",
+        nr::PRCTL,
+        [
+            libc::PR_SET_MM as u64,
+            PR_SET_MM_MAP,
+            a,
+            s.len() as u64,
+            0,
+            0,
+        ],
+    )?;
+    if mm.exe.is_some() {
+        cx.call("close", nr::CLOSE, [exe_fd, 0, 0, 0, 0, 0])?;
+    }
+    Ok(())
+}
+
+fn restore_fds(cx: &mut Ctx<'_>) -> Result<()> {
+    let proc_ = cx.proc_;
+    let pid = cx.inj.pid();
+    // Room for the highest descriptor while we work; final limits are set later.
+    if let Some(max) = proc_.fds.iter().map(|f| f.fd).max() {
+        let (cur, hard) = sys::process::prlimit_get(pid, libc::RLIMIT_NOFILE)?;
+        let need = (max as u64 + 1).max(cur);
+        sys::process::prlimit_set(pid, libc::RLIMIT_NOFILE, need, hard.max(need))?;
+    }
+    for f in &proc_.fds {
+        let (path, flags, pos) = match &f.kind {
+            FdKind::Inherited { .. } => continue,
+            FdKind::File { file, flags, pos } | FdKind::Device { file, flags, pos } => {
+                (&file.path, *flags, Some(*pos))
+            }
+            FdKind::Dir { file, flags } => (&file.path, *flags, None),
+        };
+        let mut oflags =
+            (flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
+        if f.cloexec {
+            oflags |= libc::O_CLOEXEC;
+        }
+        let n = cx.open(path, oflags)?;
+        if let Some(pos) = pos.filter(|p| *p != 0) {
+            cx.call("lseek", nr::LSEEK, [n, pos, libc::SEEK_SET as u64, 0, 0, 0])?;
+        }
+        if n != f.fd as u64 {
+            let fl = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+            cx.call("dup3", nr::DUP3, [n, f.fd as u64, fl, 0, 0, 0])?;
+            cx.call("close", nr::CLOSE, [n, 0, 0, 0, 0, 0])?;
+        }
+    }
+    // Working directory.
+    let d = cx.open(
+        &proc_.cwd,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+    )?;
+    cx.call("fchdir", nr::FCHDIR, [d, 0, 0, 0, 0, 0])?;
+    cx.call("close", nr::CLOSE, [d, 0, 0, 0, 0, 0])?;
+    Ok(())
+}
+
+fn restore_attrs(cx: &mut Ctx<'_>) -> Result<()> {
+    let proc_ = cx.proc_;
+    cx.call("umask", nr::UMASK, [u64::from(proc_.umask), 0, 0, 0, 0, 0])?;
+    cx.call(
+        "personality",
+        nr::PERSONALITY,
+        [u64::from(proc_.personality), 0, 0, 0, 0, 0],
+    )?;
+    let mut comm = proc_.comm.clone();
+    comm.truncate(15);
+    let a = cx.put_cstr(0, &comm)?;
+    cx.call(
+        "prctl(PR_SET_NAME)",
+        nr::PRCTL,
+        [libc::PR_SET_NAME as u64, a, 0, 0, 0, 0],
+    )?;
+    let m = proc_.misc;
+    if m.dumpable == 0 || m.dumpable == 1 {
+        cx.call(
+            "prctl(PR_SET_DUMPABLE)",
+            nr::PRCTL,
+            [libc::PR_SET_DUMPABLE as u64, m.dumpable as u64, 0, 0, 0, 0],
+        )?;
+    }
+    if m.child_subreaper {
+        cx.call(
+            "prctl(PR_SET_CHILD_SUBREAPER)",
+            nr::PRCTL,
+            [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0, 0],
+        )?;
+    }
+    if m.timerslack_ns != 0 {
+        cx.call(
+            "prctl(PR_SET_TIMERSLACK)",
+            nr::PRCTL,
+            [libc::PR_SET_TIMERSLACK as u64, m.timerslack_ns, 0, 0, 0, 0],
+        )?;
+    }
+    for s in &proc_.sigactions {
+        let mut b = Vec::with_capacity(32);
+        for w in [s.handler, s.flags, s.restorer, s.mask] {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        let a = cx.put(0, &b)?;
+        cx.call(
+            &format!("rt_sigaction({})", s.signo),
+            nr::RT_SIGACTION,
+            [u64::from(s.signo), a, 0, 8, 0, 0],
+        )?;
+    }
+    let t = &proc_.threads[0];
+    let ss = t.sigaltstack;
+    let mut b = Vec::with_capacity(24);
+    b.extend_from_slice(&ss.sp.to_le_bytes());
+    b.extend_from_slice(&(ss.flags & !libc::SS_ONSTACK).to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&ss.size.to_le_bytes());
+    let a = cx.put(0, &b)?;
+    cx.call("sigaltstack", nr::SIGALTSTACK, [a, 0, 0, 0, 0, 0])?;
+    cx.call(
+        "set_tid_address",
+        nr::SET_TID_ADDRESS,
+        [t.clear_child_tid, 0, 0, 0, 0, 0],
+    )?;
+    if t.robust_list != 0 {
+        cx.call(
+            "set_robust_list",
+            nr::SET_ROBUST_LIST,
+            [t.robust_list, t.robust_list_len, 0, 0, 0, 0],
+        )?;
+    }
+    if let Some(r) = t.rseq {
+        cx.call(
+            "rseq registration",
+            nr::RSEQ,
+            [r.addr, u64::from(r.len), 0, u64::from(r.signature), 0, 0],
+        )?;
+    }
+    if proc_.sid == proc_.pid {
+        cx.call("setsid", nr::SETSID, [0; 6])?;
+    }
+    if m.pdeathsig != 0 {
+        cx.call(
+            "prctl(PR_SET_PDEATHSIG)",
+            nr::PRCTL,
+            [
+                libc::PR_SET_PDEATHSIG as u64,
+                m.pdeathsig as u64,
+                0,
+                0,
+                0,
+                0,
+            ],
+        )?;
+    }
+    // Pending signals stay pending: all signals are blocked in the stub until commit.
+    let pid = proc_.pid as u64;
+    for s in &t.pending {
+        let a = cx.put(0, &s.siginfo)?;
+        cx.call(
+            "queue pending signal",
+            nr::RT_TGSIGQUEUEINFO,
+            [pid, pid, u64::from(s.signo), a, 0, 0],
+        )?;
+    }
+    for s in &proc_.shared_pending {
+        let a = cx.put(0, &s.siginfo)?;
+        const RT_SIGQUEUEINFO: u64 = 129;
+        cx.call(
+            "queue pending signal",
+            RT_SIGQUEUEINFO,
+            [pid, u64::from(s.signo), a, 0, 0, 0],
+        )?;
+    }
+    for r in &proc_.rlimits {
+        fault_point("set resource limits")?;
+        sys::process::prlimit_set(proc_.pid, r.resource, r.cur, r.max)?;
+    }
+    Ok(())
+}
+
+fn restore_creds(cx: &mut Ctx<'_>) -> Result<()> {
+    let c = &cx.proc_.creds;
+    let me = procfs::status(std::process::id() as i32)?;
+    if c.no_new_privs {
+        cx.call(
+            "prctl(PR_SET_NO_NEW_PRIVS)",
+            nr::PRCTL,
+            [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
+        )?;
+    }
+    let same = c.uid == me.uid
+        && c.gid == me.gid
+        && c.groups == me.groups
+        && c.cap_eff == me.cap_eff
+        && c.cap_prm == me.cap_prm
+        && c.cap_inh == me.cap_inh
+        && c.cap_bnd == me.cap_bnd
+        && c.cap_amb == me.cap_amb;
+    if same {
+        return Ok(());
+    }
+    // Never more than the image had: bounding set first (needs CAP_SETPCAP, held now).
+    for cap in 0..64u64 {
+        if me.cap_bnd & (1 << cap) != 0 && c.cap_bnd & (1 << cap) == 0 {
+            cx.call(
+                "drop capability from bounding set",
+                nr::PRCTL,
+                [libc::PR_CAPBSET_DROP as u64, cap, 0, 0, 0, 0],
+            )?;
+        }
+    }
+    let mut g = Vec::new();
+    for x in &c.groups {
+        g.extend_from_slice(&x.to_le_bytes());
+    }
+    let a = cx.put(0, &g)?;
+    cx.call(
+        "setgroups",
+        nr::SETGROUPS,
+        [c.groups.len() as u64, a, 0, 0, 0, 0],
+    )?;
+    cx.call(
+        "setresgid",
+        nr::SETRESGID,
+        [
+            u64::from(c.gid[0]),
+            u64::from(c.gid[1]),
+            u64::from(c.gid[2]),
+            0,
+            0,
+            0,
+        ],
+    )?;
+    cx.call(
+        "setfsgid",
+        nr::SETFSGID,
+        [u64::from(c.gid[3]), 0, 0, 0, 0, 0],
+    )?;
+    cx.call(
+        "prctl(PR_SET_KEEPCAPS)",
+        nr::PRCTL,
+        [libc::PR_SET_KEEPCAPS as u64, 1, 0, 0, 0, 0],
+    )?;
+    cx.call(
+        "setresuid",
+        nr::SETRESUID,
+        [
+            u64::from(c.uid[0]),
+            u64::from(c.uid[1]),
+            u64::from(c.uid[2]),
+            0,
+            0,
+            0,
+        ],
+    )?;
+    cx.call(
+        "setfsuid",
+        nr::SETFSUID,
+        [u64::from(c.uid[3]), 0, 0, 0, 0, 0],
+    )?;
+    // capset v3: header {version, pid}, two data structs {effective, permitted, inheritable}.
+    let mut b = Vec::new();
+    b.extend_from_slice(&0x2008_0522u32.to_le_bytes());
+    b.extend_from_slice(&0i32.to_le_bytes());
+    for shift in [0, 32] {
+        for v in [c.cap_eff, c.cap_prm, c.cap_inh] {
+            b.extend_from_slice(&((v >> shift) as u32).to_le_bytes());
+        }
+    }
+    let a = cx.put(0, &b)?;
+    cx.call("capset", nr::CAPSET, [a, a + 8, 0, 0, 0, 0])?;
+    cx.call(
+        "prctl(PR_SET_KEEPCAPS)",
+        nr::PRCTL,
+        [libc::PR_SET_KEEPCAPS as u64, 0, 0, 0, 0, 0],
+    )?;
+    for cap in 0..64u64 {
+        if c.cap_amb & (1 << cap) != 0 {
+            cx.call(
+                "raise ambient capability",
+                nr::PRCTL,
+                [
+                    libc::PR_CAP_AMBIENT as u64,
+                    libc::PR_CAP_AMBIENT_RAISE as u64,
+                    cap,
+                    0,
+                    0,
+                    0,
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// What stage hands to commit.
+pub struct Staged {
+    pub stub: Stub,
+    cx_pid: i32,
+    stub_addr: u64,
+    inj: Injector,
+    pub bytes: u64,
+}
+
+/// Create the stub and build the whole process in it (everything but commit).
+pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged> {
+    let proc_ = &plan.ckpt.processes[0];
+    fault_point("create process")?;
+    let pid = sys::process::spawn_traced_stub(Some(proc_.pid))?;
+    let stub = Stub {
+        pid,
+        committed: false,
+    };
+    match ptrace::wait(pid)? {
+        Stop::Signal(libc::SIGSTOP) => {}
+        other => {
+            return Err(RestoreError::Stage(format!(
+                "the new process did not stop as expected ({other:?})"
+            )));
+        }
+    }
+    ptrace::set_options(pid, libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD)?;
+    ptrace::set_sigmask(pid, !0)?;
+    let base = ptrace::get_regs(pid)?;
+
+    // Bootstrap: the stub is a copy of us, so our own vDSO's syscall instruction is at
+    // the same address in it.
+    let (vstart, vlen) = own_vdso_range()?;
+    let code = sys::process::read_own(vstart, vlen as usize)?;
+    let gadget = find_gadget(&code, vstart)
+        .ok_or_else(|| RestoreError::Stage("no syscall instruction in the vDSO".into()))?;
+    let mut inj = Injector::new(pid, gadget, base);
+    let mem = RemoteMem::open(pid)?;
+
+    let mut stub_addr = None;
+    for cand in stub_candidates(&proc_.vmas) {
+        let r = inj.raw(
+            nr::MMAP,
+            [
+                cand,
+                STUB_SIZE,
+                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+                u64::MAX,
+                0,
+            ],
+        )?;
+        if r as u64 == cand {
+            stub_addr = Some(cand);
+            break;
+        }
+    }
+    let stub_addr = stub_addr.ok_or_else(|| {
+        RestoreError::Stage("no free address range for the restore helper area".into())
+    })?;
+    let mut code = ax::SYSCALL_INSN.to_vec();
+    code.extend_from_slice(&[0xcc; 14]);
+    mem.write(stub_addr, &code)?;
+    inj.set_gadget(stub_addr);
+    let mut cx = Ctx {
+        inj,
+        mem,
+        stub: stub_addr,
+        proc_,
+    };
+
+    // Leave nothing of ckpt in the stub: rseq registration, memory, descriptors.
+    let (rseq, rseq_len, rseq_sig, _) = ptrace::get_rseq(pid)?;
+    if rseq != 0 {
+        cx.call(
+            "rseq unregister",
+            nr::RSEQ,
+            [rseq, u64::from(rseq_len), 1, u64::from(rseq_sig), 0, 0],
+        )?;
+    }
+    cx.call("munmap", nr::MUNMAP, [0, stub_addr, 0, 0, 0, 0])?;
+    let after = stub_addr + STUB_SIZE;
+    cx.call("munmap", nr::MUNMAP, [after, TASK_SIZE - after, 0, 0, 0, 0])?;
+    for fd in 0..3 {
+        let inherited = proc_
+            .fds
+            .iter()
+            .any(|f| f.fd == fd && matches!(f.kind, FdKind::Inherited { .. }));
+        if !inherited {
+            cx.call("close", nr::CLOSE, [fd as u64, 0, 0, 0, 0, 0])
+                .or_else(|e| match e {
+                    RestoreError::Sys(sys::SysError::Remote { errno, .. })
+                        if errno == libc::EBADF =>
+                    {
+                        Ok(0)
+                    }
+                    e => Err(e),
+                })?;
+        }
+    }
+    cx.call(
+        "close_range",
+        nr::CLOSE_RANGE,
+        [3, u64::from(u32::MAX), 0, 0, 0, 0],
+    )?;
+
+    // mm fields and exe link before the image's memory exists: the kernel refuses to
+    // replace the exe link while the old executable is mapped, and the image may map
+    // the very file ckpt runs from.
+    set_mm(&mut cx)?;
+    map_memory(&mut cx)?;
+    let bytes = load_pages(reader, proc_, Some(&cx.mem))?;
+    finish_memory(&mut cx)?;
+    restore_fds(&mut cx)?;
+    restore_attrs(&mut cx)?;
+    restore_creds(&mut cx)?;
+    fault_point("signal mask")?;
+    ptrace::set_sigmask(pid, proc_.threads[0].sigmask)?;
+    Ok(Staged {
+        stub,
+        cx_pid: pid,
+        stub_addr,
+        inj: cx.inj,
+        bytes,
+    })
+}
+
+fn own_vdso_range() -> Result<(u64, u64)> {
+    let start = sys::process::own_vdso();
+    let maps = procfs::maps(std::process::id() as i32)?;
+    maps.iter()
+        .find(|m| m.path == b"[vdso]" && m.start == start)
+        .map(|m| (m.start, m.end - m.start))
+        .ok_or_else(|| RestoreError::Stage("ckpt itself has no vDSO".into()))
+}
+
+/// The point of no return: remove the helper area, set the saved registers, let go.
+pub fn commit(mut s: Staged, proc_: &Process) -> Result<i32> {
+    let pid = s.cx_pid;
+    let t = &proc_.threads[0];
+    fault_point("remove helper area")?;
+    s.inj.call(
+        "munmap helper area",
+        nr::MUNMAP,
+        [s.stub_addr, STUB_SIZE, 0, 0, 0, 0],
+    )?;
+    fault_point("set registers")?;
+    ptrace::set_xstate(pid, &t.arch.xsave)?;
+    for (i, v) in ax::DEBUGREG_INDEXES.iter().zip(t.arch.debugregs) {
+        // DR7 (enable bits) last, after the addresses it enables.
+        if *i != 7 {
+            ptrace::poke_user(pid, ax::DEBUGREG_OFFSET + i * 8, v)?;
+        }
+    }
+    ptrace::poke_user(pid, ax::DEBUGREG_OFFSET + 7 * 8, t.arch.debugregs[5])?;
+    ptrace::set_regs(pid, &ax::resume_regs(&t.arch.regs))?;
+    fault_point("detach")?;
+    ptrace::detach(pid, 0)?;
+    s.stub.committed = true;
+    Ok(pid)
+}

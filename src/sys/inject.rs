@@ -1,0 +1,80 @@
+//! Running system calls inside a stopped, traced task.
+//!
+//! The task is pointed at a `syscall` instruction (a "gadget": in its vDSO, or in a page
+//! ckpt mapped for the purpose) with the syscall number and arguments in its registers,
+//! and resumed until the syscall-exit stop (PTRACE_SYSCALL twice). The instruction after
+//! the gadget is never executed. The caller restores the task's own registers afterwards.
+
+use super::ptrace::{self, Stop};
+use super::{Result, SysError};
+use crate::arch::{self, X86Regs};
+
+pub struct Injector {
+    pid: i32,
+    gadget: u64,
+    /// Template registers (the task's own, or anything sane); rip/rax/args are replaced.
+    base: X86Regs,
+    /// How many syscalls were injected (for diagnostics and fault injection).
+    pub count: u64,
+}
+
+impl Injector {
+    pub fn new(pid: i32, gadget: u64, base: X86Regs) -> Self {
+        Self {
+            pid,
+            gadget,
+            base,
+            count: 0,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn set_gadget(&mut self, gadget: u64) {
+        self.gadget = gadget;
+    }
+
+    /// Run syscall `nr` in the task; returns the raw result (negative errno on error).
+    pub fn raw(&mut self, nr: u64, args: [u64; 6]) -> Result<i64> {
+        let pid = self.pid;
+        let mut regs = self.base;
+        arch::x86::set_syscall(&mut regs, self.gadget, nr, &args);
+        ptrace::set_regs(pid, &regs)?;
+        for phase in ["enter", "exit"] {
+            ptrace::syscall(pid, 0)?;
+            match ptrace::wait(pid)? {
+                Stop::Syscall => {}
+                other => {
+                    return Err(SysError::Other(format!(
+                        "process {pid} did not reach the syscall-{phase} stop of injected \
+                         syscall {nr} (got {other:?})"
+                    )));
+                }
+            }
+        }
+        self.count += 1;
+        let out = ptrace::get_regs(pid)?;
+        Ok(arch::x86::syscall_result(&out))
+    }
+
+    /// Run syscall `nr`; a negative result becomes an error naming `what`.
+    pub fn call(&mut self, what: &str, nr: u64, args: [u64; 6]) -> Result<u64> {
+        let r = self.raw(nr, args)?;
+        if (-4095..0).contains(&r) {
+            return Err(SysError::Remote {
+                what: what.to_string(),
+                errno: (-r) as i32,
+            });
+        }
+        Ok(r as u64)
+    }
+}
+
+/// Find a `syscall` instruction in `code` (bytes of executable memory at `base`).
+pub fn find_gadget(code: &[u8], base: u64) -> Option<u64> {
+    code.windows(2)
+        .position(|w| w == arch::x86::SYSCALL_INSN)
+        .map(|i| base + i as u64)
+}

@@ -1,0 +1,386 @@
+//! /proc readers. Paths are kept as raw bytes (they need not be UTF-8).
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use super::{Result, SysError};
+use crate::model::FileId;
+
+fn read(path: String) -> Result<Vec<u8>> {
+    fs::read(&path).map_err(|e| SysError::io(format!("read {path}"), e))
+}
+
+fn parse_hex(b: &[u8]) -> Option<u64> {
+    u64::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok()
+}
+
+/// One entry of /proc/PID/smaps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapEntry {
+    pub start: u64,
+    pub end: u64,
+    pub read: bool,
+    pub write: bool,
+    pub exec: bool,
+    pub shared: bool,
+    pub offset: u64,
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    pub inode: u64,
+    pub path: Vec<u8>,
+    pub vmflags: Vec<String>,
+}
+
+fn parse_map_header(line: &[u8]) -> Option<MapEntry> {
+    let mut rest = line;
+    let mut next_field = || -> Option<&[u8]> {
+        let s = rest.iter().position(|&c| c != b' ')?;
+        rest = &rest[s..];
+        let e = rest.iter().position(|&c| c == b' ').unwrap_or(rest.len());
+        let f = &rest[..e];
+        rest = &rest[e..];
+        Some(f)
+    };
+    let range = next_field()?;
+    let perms = next_field()?;
+    let offset = next_field()?;
+    let dev = next_field()?;
+    let inode = next_field()?;
+    let dash = range.iter().position(|&c| c == b'-')?;
+    let start = parse_hex(&range[..dash])?;
+    let end = parse_hex(&range[dash + 1..])?;
+    if perms.len() != 4 {
+        return None;
+    }
+    let colon = dev.iter().position(|&c| c == b':')?;
+    let path_start = rest.iter().position(|&c| c != b' ').unwrap_or(rest.len());
+    Some(MapEntry {
+        start,
+        end,
+        read: perms[0] == b'r',
+        write: perms[1] == b'w',
+        exec: perms[2] == b'x',
+        shared: perms[3] == b's',
+        offset: parse_hex(offset)?,
+        dev_major: parse_hex(&dev[..colon])? as u32,
+        dev_minor: parse_hex(&dev[colon + 1..])? as u32,
+        inode: std::str::from_utf8(inode).ok()?.parse().ok()?,
+        path: rest[path_start..].to_vec(),
+        vmflags: Vec::new(),
+    })
+}
+
+fn is_map_header(line: &[u8]) -> bool {
+    let first = line.split(|&c| c == b' ').next().unwrap_or(&[]);
+    first.contains(&b'-') && first.iter().all(|c| c.is_ascii_hexdigit() || *c == b'-')
+}
+
+/// Parse the text of /proc/PID/smaps (or maps, which then has no VmFlags).
+pub fn parse_smaps(text: &[u8]) -> Result<Vec<MapEntry>> {
+    let mut out: Vec<MapEntry> = Vec::new();
+    for line in text.split(|&c| c == b'\n') {
+        if line.is_empty() {
+            continue;
+        }
+        if is_map_header(line) {
+            let e = parse_map_header(line).ok_or_else(|| {
+                SysError::Other(format!(
+                    "cannot parse maps line {:?}",
+                    String::from_utf8_lossy(line)
+                ))
+            })?;
+            out.push(e);
+        } else if let Some(v) = line.strip_prefix(b"VmFlags:") {
+            if let Some(last) = out.last_mut() {
+                last.vmflags = v
+                    .split(|&c| c == b' ')
+                    .filter(|f| !f.is_empty())
+                    .map(|f| String::from_utf8_lossy(f).into_owned())
+                    .collect();
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn smaps(pid: i32) -> Result<Vec<MapEntry>> {
+    parse_smaps(&read(format!("/proc/{pid}/smaps"))?)
+}
+
+pub fn maps(pid: i32) -> Result<Vec<MapEntry>> {
+    parse_smaps(&read(format!("/proc/{pid}/maps"))?)
+}
+
+/// Pagemap bits.
+pub const PM_PRESENT: u64 = 1 << 63;
+pub const PM_SWAP: u64 = 1 << 62;
+pub const PM_FILE: u64 = 1 << 61;
+pub const PM_GUARD_REGION: u64 = 1 << 58;
+
+/// Reader of /proc/PID/pagemap entries.
+pub struct Pagemap {
+    f: fs::File,
+}
+
+impl Pagemap {
+    pub fn open(pid: i32) -> Result<Self> {
+        let f = fs::File::open(format!("/proc/{pid}/pagemap"))
+            .map_err(|e| SysError::io(format!("open /proc/{pid}/pagemap"), e))?;
+        Ok(Self { f })
+    }
+
+    /// Entries for the pages of [start, end) (page aligned), appended to `out`.
+    pub fn read(&self, start: u64, end: u64, out: &mut Vec<u64>) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let n = ((end - start) / 4096) as usize;
+        let mut buf = vec![0u8; n * 8];
+        self.f
+            .read_exact_at(&mut buf, start / 4096 * 8)
+            .map_err(|e| SysError::io(format!("read pagemap at {start:#x}"), e))?;
+        out.extend(
+            buf.chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())),
+        );
+        Ok(())
+    }
+}
+
+/// Selected fields of /proc/PID/status.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub state: char,
+    pub tgid: i32,
+    pub ppid: i32,
+    pub threads: u32,
+    pub uid: [u32; 4],
+    pub gid: [u32; 4],
+    pub groups: Vec<u32>,
+    pub umask: u32,
+    pub cap_inh: u64,
+    pub cap_prm: u64,
+    pub cap_eff: u64,
+    pub cap_bnd: u64,
+    pub cap_amb: u64,
+    pub no_new_privs: bool,
+    pub seccomp: u32,
+    pub nspid_depth: usize,
+}
+
+pub fn status(pid: i32) -> Result<Status> {
+    let text = read(format!("/proc/{pid}/status"))?;
+    let text = String::from_utf8_lossy(&text);
+    let mut s = Status::default();
+    let bad = |k: &str| SysError::Other(format!("cannot parse {k} in /proc/{pid}/status"));
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        let four = |v: &str| -> Option<[u32; 4]> {
+            let p: Vec<u32> = v
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            p.try_into().ok()
+        };
+        let hex = |v: &str| u64::from_str_radix(v, 16).map_err(|_| bad(k));
+        match k {
+            "State" => s.state = v.chars().next().unwrap_or('?'),
+            "Tgid" => s.tgid = v.parse().map_err(|_| bad(k))?,
+            "PPid" => s.ppid = v.parse().map_err(|_| bad(k))?,
+            "Threads" => s.threads = v.parse().map_err(|_| bad(k))?,
+            "Uid" => s.uid = four(v).ok_or_else(|| bad(k))?,
+            "Gid" => s.gid = four(v).ok_or_else(|| bad(k))?,
+            "Groups" => {
+                s.groups = v
+                    .split_whitespace()
+                    .map(|x| x.parse().map_err(|_| bad(k)))
+                    .collect::<Result<_>>()?
+            }
+            "Umask" => s.umask = u32::from_str_radix(v, 8).map_err(|_| bad(k))?,
+            "CapInh" => s.cap_inh = hex(v)?,
+            "CapPrm" => s.cap_prm = hex(v)?,
+            "CapEff" => s.cap_eff = hex(v)?,
+            "CapBnd" => s.cap_bnd = hex(v)?,
+            "CapAmb" => s.cap_amb = hex(v)?,
+            "NoNewPrivs" => s.no_new_privs = v == "1",
+            "Seccomp" => s.seccomp = v.parse().map_err(|_| bad(k))?,
+            "NSpid" => s.nspid_depth = v.split_whitespace().count(),
+            _ => {}
+        }
+    }
+    Ok(s)
+}
+
+/// Fields of /proc/PID/stat (numbered as in proc(5)).
+#[derive(Debug, Clone)]
+pub struct Stat {
+    pub comm: Vec<u8>,
+    fields: Vec<u64>,
+    pub state: u8,
+}
+
+impl Stat {
+    /// Field `n` (1-based, as proc(5) numbers them; n >= 4).
+    pub fn field(&self, n: usize) -> u64 {
+        n.checked_sub(4)
+            .and_then(|i| self.fields.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+pub fn stat(pid: i32) -> Result<Stat> {
+    let text = read(format!("/proc/{pid}/stat"))?;
+    let bad = || SysError::Other(format!("cannot parse /proc/{pid}/stat"));
+    let open = text.iter().position(|&c| c == b'(').ok_or_else(bad)?;
+    let close = text.iter().rposition(|&c| c == b')').ok_or_else(bad)?;
+    if close < open {
+        return Err(bad());
+    }
+    let comm = text[open + 1..close].to_vec();
+    let rest = String::from_utf8_lossy(&text[close + 1..]).into_owned();
+    let mut it = rest.split_whitespace();
+    let state = it.next().and_then(|s| s.bytes().next()).ok_or_else(bad)?;
+    // Field 4 onwards; a few may be negative (e.g. tty_nr is fine, but priority can be).
+    let fields = it
+        .map(|x| {
+            x.parse::<u64>()
+                .or_else(|_| x.parse::<i64>().map(|v| v as u64))
+        })
+        .collect::<std::result::Result<Vec<u64>, _>>()
+        .map_err(|_| bad())?;
+    Ok(Stat {
+        comm,
+        fields,
+        state,
+    })
+}
+
+/// Read a symlink under /proc as raw bytes.
+pub fn readlink(path: &str) -> Result<Vec<u8>> {
+    fs::read_link(path)
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .map_err(|e| SysError::io(format!("readlink {path}"), e))
+}
+
+pub fn auxv(pid: i32) -> Result<Vec<u64>> {
+    let b = read(format!("/proc/{pid}/auxv"))?;
+    Ok(b.chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect())
+}
+
+pub fn personality(pid: i32) -> Result<u32> {
+    let b = read(format!("/proc/{pid}/personality"))?;
+    let s = String::from_utf8_lossy(&b);
+    u32::from_str_radix(s.trim(), 16)
+        .map_err(|_| SysError::Other(format!("cannot parse /proc/{pid}/personality")))
+}
+
+pub fn timerslack_ns(pid: i32) -> Result<u64> {
+    let b = read(format!("/proc/{pid}/timerslack_ns"))?;
+    String::from_utf8_lossy(&b)
+        .trim()
+        .parse()
+        .map_err(|_| SysError::Other(format!("cannot parse /proc/{pid}/timerslack_ns")))
+}
+
+/// pos and flags from /proc/PID/fdinfo/FD.
+pub fn fdinfo(pid: i32, fd: i32) -> Result<(u64, u32)> {
+    let b = read(format!("/proc/{pid}/fdinfo/{fd}"))?;
+    let s = String::from_utf8_lossy(&b);
+    let mut pos = None;
+    let mut flags = None;
+    for line in s.lines() {
+        if let Some(v) = line.strip_prefix("pos:") {
+            pos = v.trim().parse().ok();
+        } else if let Some(v) = line.strip_prefix("flags:") {
+            flags = u32::from_str_radix(v.trim(), 8).ok();
+        }
+    }
+    match (pos, flags) {
+        (Some(p), Some(f)) => Ok((p, f)),
+        _ => Err(SysError::Other(format!(
+            "cannot parse /proc/{pid}/fdinfo/{fd}"
+        ))),
+    }
+}
+
+/// Open file descriptors of a process, sorted.
+pub fn fds(pid: i32) -> Result<Vec<i32>> {
+    let dir = format!("/proc/{pid}/fd");
+    let mut v = Vec::new();
+    for e in fs::read_dir(&dir).map_err(|e| SysError::io(format!("read {dir}"), e))? {
+        let e = e.map_err(|e| SysError::io(format!("read {dir}"), e))?;
+        if let Some(n) = e.file_name().to_str().and_then(|s| s.parse().ok()) {
+            v.push(n);
+        }
+    }
+    v.sort_unstable();
+    Ok(v)
+}
+
+/// Identity of the file behind `path` (following links, e.g. /proc/PID/fd/N), recorded
+/// under the name `name`.
+pub fn file_id(path: &Path, name: &[u8]) -> Result<FileId> {
+    let m = fs::metadata(path).map_err(|e| SysError::io(format!("stat {}", path.display()), e))?;
+    Ok(FileId {
+        path: name.to_vec(),
+        dev: m.dev(),
+        ino: m.ino(),
+        mode: m.mode(),
+        rdev: m.rdev(),
+        size: m.size(),
+        mtime_sec: m.mtime(),
+        mtime_nsec: m.mtime_nsec(),
+    })
+}
+
+/// Link count of the file behind `path` (0 means deleted while open/mapped).
+pub fn nlink(path: &Path) -> Result<u64> {
+    fs::metadata(path)
+        .map(|m| m.nlink())
+        .map_err(|e| SysError::io(format!("stat {}", path.display()), e))
+}
+
+pub fn bytes_path(b: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_with_odd_paths() {
+        let text = b"7f00-7f01 r-xp 00001000 fe:00 325843   /usr/lib/a b\xff.so\n\
+VmFlags: rd ex mr mw me\n\
+7ffd-7ffe rw-p 00000000 00:00 0                          [stack]\n\
+VmFlags: rd wr mr mw me gd ac\n\
+8000-9000 rw-s 00000000 00:01 12 /dev/zero (deleted)\n";
+        let m = parse_smaps(text).unwrap();
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].path, b"/usr/lib/a b\xff.so");
+        assert_eq!(m[0].offset, 0x1000);
+        assert!(m[0].exec && !m[0].write);
+        assert_eq!(m[1].vmflags.last().map(String::as_str), Some("ac"));
+        assert!(m[1].vmflags.iter().any(|f| f == "gd"));
+        assert!(m[2].shared);
+        assert_eq!(m[2].path, b"/dev/zero (deleted)");
+    }
+
+    #[test]
+    fn parses_own_status_and_stat() {
+        let me = std::process::id() as i32;
+        let s = status(me).unwrap();
+        assert_eq!(s.tgid, me);
+        assert!(s.threads >= 1);
+        let st = stat(me).unwrap();
+        assert!(st.field(26) > 0, "startcode");
+        assert!(!smaps(me).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,267 @@
+//! Processes: creating one with a chosen PID (clone3 set_tid), signals, limits, and
+//! small queries that need a syscall.
+
+use super::{Result, SysError, check};
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Fork a stub child with PID `pid` (if given) that immediately asks to be traced and
+/// stops itself with SIGSTOP. The caller must `wait` for that stop. Returns the child PID.
+///
+/// The child runs nothing but raw system calls before it stops: it is a copy of this
+/// process, but none of ckpt's (or libc's) state is touched in it.
+pub fn spawn_traced_stub(pid: Option<i32>) -> Result<i32> {
+    let tid: libc::pid_t = pid.unwrap_or(0);
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: if pid.is_some() {
+            &tid as *const libc::pid_t as u64
+        } else {
+            0
+        },
+        set_tid_size: u64::from(pid.is_some()),
+        ..Default::default()
+    };
+    // SAFETY: clone3 without CLONE_VM creates a copy-on-write copy of this process; `args`
+    // and `tid` are live for the call. In the child (return 0) only async-signal-safe raw
+    // syscalls run before it stops or exits, so no libc or Rust runtime state is used in
+    // an inconsistent state.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r == 0 {
+        // Child.
+        // SAFETY: raw syscalls only; see above. _exit never returns.
+        unsafe {
+            if libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0) < 0 {
+                libc::_exit(126);
+            }
+            let me = libc::syscall(libc::SYS_getpid);
+            libc::syscall(libc::SYS_kill, me, libc::SIGSTOP);
+            libc::_exit(127);
+        }
+    }
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        let msg = match (e.raw_os_error(), pid) {
+            (Some(libc::EEXIST), Some(p)) => format!("PID {p} is already in use"),
+            (Some(libc::EPERM), Some(p)) => format!(
+                "not permitted to create a process with PID {p} (needs CAP_SYS_ADMIN or \
+                 CAP_CHECKPOINT_RESTORE)"
+            ),
+            _ => "clone3".to_string(),
+        };
+        return Err(SysError::io(msg, e));
+    }
+    Ok(r as i32)
+}
+
+pub fn kill(pid: i32, sig: i32) -> Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe { libc::kill(pid, sig) };
+    check(r as libc::c_long, || format!("kill({pid}, {sig})"))?;
+    Ok(())
+}
+
+/// Kill and reap a child that ckpt created (used by guards; errors are ignored).
+pub fn kill_and_reap(pid: i32) {
+    // SAFETY: plain syscalls; status is a valid out-pointer.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut st = 0;
+        while libc::waitpid(pid, &mut st, libc::__WALL) < 0
+            && *libc::__errno_location() == libc::EINTR
+        {}
+    }
+}
+
+pub fn prlimit_get(pid: i32, resource: u32) -> Result<(u64, u64)> {
+    let mut old = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `old` is a valid out-pointer; new limit is null.
+    let r = unsafe {
+        libc::prlimit64(
+            pid,
+            resource as libc::__rlimit_resource_t,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    check(r as libc::c_long, || format!("prlimit({pid}, {resource})"))?;
+    Ok((old.rlim_cur, old.rlim_max))
+}
+
+pub fn prlimit_set(pid: i32, resource: u32, cur: u64, max: u64) -> Result<()> {
+    let new = libc::rlimit64 {
+        rlim_cur: cur,
+        rlim_max: max,
+    };
+    // SAFETY: `new` is a valid in-pointer; old is null.
+    let r = unsafe {
+        libc::prlimit64(
+            pid,
+            resource as libc::__rlimit_resource_t,
+            &new,
+            std::ptr::null_mut(),
+        )
+    };
+    check(r as libc::c_long, || {
+        format!("set resource limit {resource} of {pid} to {cur}/{max}")
+    })?;
+    Ok(())
+}
+
+/// get_robust_list(pid): (head, len).
+pub fn robust_list(pid: i32) -> Result<(u64, u64)> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: both out-pointers are valid locals of the sizes the syscall writes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            pid,
+            &mut head as *mut u64,
+            &mut len as *mut usize,
+        )
+    };
+    check(r, || format!("get_robust_list({pid})"))?;
+    Ok((head, len as u64))
+}
+
+/// Wait for a child to exit (not for ptrace stops); returns the raw wait status.
+pub fn wait_exit(pid: i32) -> Result<i32> {
+    let mut st = 0;
+    loop {
+        // SAFETY: st is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(SysError::io(format!("waitpid({pid})"), e));
+        }
+        return Ok(st);
+    }
+}
+
+/// Ignore (or restore the default for) a signal in this process.
+pub fn set_signal_ignored(sig: i32, ignored: bool) {
+    // SAFETY: installing SIG_IGN/SIG_DFL has no memory-safety preconditions.
+    unsafe {
+        libc::signal(
+            sig,
+            if ignored {
+                libc::SIG_IGN
+            } else {
+                libc::SIG_DFL
+            },
+        );
+    }
+}
+
+/// This process's vDSO address (AT_SYSINFO_EHDR).
+pub fn own_vdso() -> u64 {
+    // SAFETY: getauxval only reads the process's auxiliary vector.
+    unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) }
+}
+
+/// Read `len` bytes of this process's own memory at `addr` (a mapped, readable region,
+/// such as our own vDSO), via /proc/self/mem so an unreadable page is an error, not a
+/// crash.
+pub fn read_own(addr: u64, len: usize) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open("/proc/self/mem")
+        .map_err(|e| SysError::io("open /proc/self/mem", e))?;
+    let mut buf = vec![0u8; len];
+    f.read_exact_at(&mut buf, addr)
+        .map_err(|e| SysError::io(format!("read own memory at {addr:#x}"), e))?;
+    Ok(buf)
+}
+
+/// uname(2): (nodename, release).
+pub fn uname() -> (String, String) {
+    // SAFETY: utsname is plain data; uname fills it.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::uname(&mut u) };
+    let s = |a: &[libc::c_char]| {
+        let b: Vec<u8> = a
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        String::from_utf8_lossy(&b).into_owned()
+    };
+    (s(&u.nodename), s(&u.release))
+}
+
+/// Make this process a child subreaper, so orphans of the processes it restores are
+/// reparented to it.
+pub fn set_child_subreaper() -> Result<()> {
+    // SAFETY: prctl with integer arguments.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    check(r as libc::c_long, || "PR_SET_CHILD_SUBREAPER".into())?;
+    Ok(())
+}
+
+/// Wait until the process or thread disappears or `timeout` passes (for a process that
+/// is not our child). Returns true if it is gone.
+pub fn wait_gone(pid: i32, timeout: std::time::Duration) -> bool {
+    let t0 = std::time::Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+        match stat {
+            Err(_) => return true,
+            Ok(s) => {
+                // A zombie ('Z') or dead ('X') process no longer runs.
+                if let Some(i) = s.rfind(')') {
+                    let st = s[i + 1..].trim_start().chars().next();
+                    if matches!(st, Some('Z') | Some('X')) {
+                        return true;
+                    }
+                }
+            }
+        }
+        if t0.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Whether this process runs with effective UID 0.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Close every file descriptor from `first` up (used by ckpt's own demo workload, which
+/// must not hold descriptors it inherited by accident).
+pub fn close_fds_from(first: u32) {
+    // SAFETY: close_range only closes descriptors; nothing in this process uses the
+    // closed ones afterwards (the caller runs before any of its own are opened).
+    unsafe {
+        libc::syscall(libc::SYS_close_range, first, u32::MAX, 0);
+    }
+}

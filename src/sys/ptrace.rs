@@ -1,0 +1,301 @@
+//! ptrace(2) requests used by ckpt, as safe functions.
+//!
+//! Every request here passes the kernel either a null pointer or a pointer to a local
+//! buffer of the exact size the request documents; that is the invariant that makes each
+//! `unsafe` call sound.
+
+use super::{Result, SysError, check};
+use crate::arch::X86Regs;
+
+pub const PTRACE_EVENT_STOP: i32 = 128;
+const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+const NT_X86_XSTATE: libc::c_int = 0x202;
+
+/// How a traced task stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// PTRACE_EVENT_STOP (after PTRACE_INTERRUPT, or a group-stop of a seized task);
+    /// the signal is SIGTRAP for an interrupt, or the stopping signal for a group-stop.
+    Event(i32),
+    /// syscall-enter or syscall-exit stop (PTRACE_O_TRACESYSGOOD).
+    Syscall,
+    /// signal-delivery-stop with this signal.
+    Signal(i32),
+    /// Some other ptrace event (status >> 16).
+    OtherEvent(i32),
+    /// The task exited with this code.
+    Exited(i32),
+    /// The task was killed by this signal.
+    Killed(i32),
+}
+
+/// Wait for `pid` (a traced task or a child) to change state.
+pub fn wait(pid: i32) -> Result<Stop> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: status is a valid local out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(SysError::io(format!("waitpid({pid})"), e));
+        }
+        break;
+    }
+    Ok(decode_status(status))
+}
+
+pub fn decode_status(status: libc::c_int) -> Stop {
+    if libc::WIFEXITED(status) {
+        return Stop::Exited(libc::WEXITSTATUS(status));
+    }
+    if libc::WIFSIGNALED(status) {
+        return Stop::Killed(libc::WTERMSIG(status));
+    }
+    let sig = libc::WSTOPSIG(status);
+    let event = (status >> 16) & 0xff;
+    if event == PTRACE_EVENT_STOP {
+        return Stop::Event(sig);
+    }
+    if event != 0 {
+        return Stop::OtherEvent(event);
+    }
+    if sig == libc::SIGTRAP | 0x80 {
+        return Stop::Syscall;
+    }
+    Stop::Signal(sig)
+}
+
+fn req(
+    request: libc::c_uint,
+    pid: i32,
+    addr: usize,
+    data: usize,
+    what: impl FnOnce() -> String,
+) -> Result<libc::c_long> {
+    // SAFETY: callers pass addr/data that are either plain integers or pointers to live
+    // buffers of the size the request requires (see each caller).
+    let r = unsafe { libc::ptrace(request, pid, addr, data) };
+    check(r, what)
+}
+
+/// PTRACE_SEIZE with options; the task keeps running.
+pub fn seize(pid: i32, options: i32) -> Result<()> {
+    req(libc::PTRACE_SEIZE, pid, 0, options as usize, || {
+        format!("cannot attach to process {pid} (PTRACE_SEIZE)")
+    })?;
+    Ok(())
+}
+
+pub fn interrupt(pid: i32) -> Result<()> {
+    req(libc::PTRACE_INTERRUPT, pid, 0, 0, || {
+        format!("PTRACE_INTERRUPT {pid}")
+    })?;
+    Ok(())
+}
+
+pub fn set_options(pid: i32, options: i32) -> Result<()> {
+    req(libc::PTRACE_SETOPTIONS, pid, 0, options as usize, || {
+        format!("PTRACE_SETOPTIONS {pid}")
+    })?;
+    Ok(())
+}
+
+pub fn detach(pid: i32, sig: i32) -> Result<()> {
+    req(libc::PTRACE_DETACH, pid, 0, sig as usize, || {
+        format!("PTRACE_DETACH {pid}")
+    })?;
+    Ok(())
+}
+
+/// Resume until the next syscall-enter/exit stop.
+pub fn syscall(pid: i32, sig: i32) -> Result<()> {
+    req(libc::PTRACE_SYSCALL, pid, 0, sig as usize, || {
+        format!("PTRACE_SYSCALL {pid}")
+    })?;
+    Ok(())
+}
+
+pub fn cont(pid: i32, sig: i32) -> Result<()> {
+    req(libc::PTRACE_CONT, pid, 0, sig as usize, || {
+        format!("PTRACE_CONT {pid}")
+    })?;
+    Ok(())
+}
+
+pub fn get_regs(pid: i32) -> Result<X86Regs> {
+    let mut regs = X86Regs::default();
+    // X86Regs is #[repr(C)] with the exact layout of struct user_regs_struct (27 u64).
+    req(
+        libc::PTRACE_GETREGS,
+        pid,
+        0,
+        &mut regs as *mut X86Regs as usize,
+        || format!("PTRACE_GETREGS {pid}"),
+    )?;
+    Ok(regs)
+}
+
+pub fn set_regs(pid: i32, regs: &X86Regs) -> Result<()> {
+    req(
+        libc::PTRACE_SETREGS,
+        pid,
+        0,
+        regs as *const X86Regs as usize,
+        || format!("PTRACE_SETREGS {pid}"),
+    )?;
+    Ok(())
+}
+
+/// Read the NT_X86_XSTATE regset. The kernel writes at most `cap` bytes and reports the
+/// true size in iov_len; the buffer is truncated to that.
+pub fn get_xstate(pid: i32, cap: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; cap];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    req(
+        libc::PTRACE_GETREGSET,
+        pid,
+        NT_X86_XSTATE as usize,
+        &mut iov as *mut libc::iovec as usize,
+        || format!("PTRACE_GETREGSET NT_X86_XSTATE {pid}"),
+    )?;
+    let n = iov.iov_len.min(cap);
+    buf.truncate(n);
+    Ok(buf)
+}
+
+pub fn set_xstate(pid: i32, data: &[u8]) -> Result<()> {
+    let mut copy = data.to_vec();
+    let mut iov = libc::iovec {
+        iov_base: copy.as_mut_ptr().cast(),
+        iov_len: copy.len(),
+    };
+    req(
+        libc::PTRACE_SETREGSET,
+        pid,
+        NT_X86_XSTATE as usize,
+        &mut iov as *mut libc::iovec as usize,
+        || {
+            format!(
+                "PTRACE_SETREGSET NT_X86_XSTATE {pid} ({} bytes)",
+                data.len()
+            )
+        },
+    )?;
+    Ok(())
+}
+
+pub fn peek_user(pid: i32, offset: usize) -> Result<u64> {
+    // PTRACE_PEEKUSER returns the word itself; -1 is a valid value, so errno must be
+    // cleared first and checked after.
+    // SAFETY: __errno_location always returns the calling thread's errno slot.
+    unsafe { *libc::__errno_location() = 0 };
+    // SAFETY: PEEKUSER takes an offset, not a pointer.
+    let r = unsafe { libc::ptrace(libc::PTRACE_PEEKUSER, pid, offset, 0usize) };
+    // SAFETY: as above.
+    let e = unsafe { *libc::__errno_location() };
+    if r == -1 && e != 0 {
+        return Err(SysError::io(
+            format!("PTRACE_PEEKUSER {pid} at {offset}"),
+            std::io::Error::from_raw_os_error(e),
+        ));
+    }
+    Ok(r as u64)
+}
+
+pub fn poke_user(pid: i32, offset: usize, value: u64) -> Result<()> {
+    req(libc::PTRACE_POKEUSER, pid, offset, value as usize, || {
+        format!("PTRACE_POKEUSER {pid} at {offset} = {value:#x}")
+    })?;
+    Ok(())
+}
+
+pub fn get_sigmask(pid: i32) -> Result<u64> {
+    let mut mask: u64 = 0;
+    req(
+        libc::PTRACE_GETSIGMASK,
+        pid,
+        8,
+        &mut mask as *mut u64 as usize,
+        || format!("PTRACE_GETSIGMASK {pid}"),
+    )?;
+    Ok(mask)
+}
+
+pub fn set_sigmask(pid: i32, mask: u64) -> Result<()> {
+    req(
+        libc::PTRACE_SETSIGMASK,
+        pid,
+        8,
+        &mask as *const u64 as usize,
+        || format!("PTRACE_SETSIGMASK {pid}"),
+    )?;
+    Ok(())
+}
+
+/// Pending signals of the thread (shared = false) or the thread group (shared = true),
+/// each as 128 raw siginfo bytes. Reading does not dequeue them.
+pub fn peek_siginfo(pid: i32, shared: bool) -> Result<Vec<Vec<u8>>> {
+    #[repr(C)]
+    struct Args {
+        off: u64,
+        flags: u32,
+        nr: i32,
+    }
+    const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 128 * 32];
+    loop {
+        let args = Args {
+            off: out.len() as u64,
+            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+            nr: 32,
+        };
+        let n = req(
+            libc::PTRACE_PEEKSIGINFO,
+            pid,
+            &args as *const Args as usize,
+            buf.as_mut_ptr() as usize,
+            || format!("PTRACE_PEEKSIGINFO {pid}"),
+        )? as usize;
+        if n == 0 {
+            break;
+        }
+        for i in 0..n.min(32) {
+            out.push(buf[i * 128..(i + 1) * 128].to_vec());
+        }
+        if out.len() > 100_000 {
+            return Err(SysError::Other(format!(
+                "process {pid} has an implausible number of pending signals"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// The thread's rseq registration: (address, length, signature, flags); address 0 if none.
+pub fn get_rseq(pid: i32) -> Result<(u64, u32, u32, u32)> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct Conf {
+        ptr: u64,
+        size: u32,
+        sig: u32,
+        flags: u32,
+        pad: u32,
+    }
+    let mut c = Conf::default();
+    req(
+        PTRACE_GET_RSEQ_CONFIGURATION,
+        pid,
+        std::mem::size_of::<Conf>(),
+        &mut c as *mut Conf as usize,
+        || format!("PTRACE_GET_RSEQ_CONFIGURATION {pid}"),
+    )?;
+    Ok((c.ptr, c.size, c.sig, c.flags))
+}
