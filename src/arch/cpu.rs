@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use super::xsave::{self, XFEATURE_AVX512_MASK, XFEATURE_AMX_MASK};
+use super::xsave::{self, XFEATURE_AMX_MASK, XFEATURE_AVX512_MASK};
 
 /// Environment variable holding a mask spec (see [`HostCaps::masked`]) applied by
 /// [`HostCaps::detect_with_env_mask`]; meant for tests and cautious users.
@@ -99,6 +99,7 @@ macro_rules! feat {
 }
 
 /// Every CPU feature ckpt knows, with where CPUID reports it and how it is treated.
+#[rustfmt::skip]
 pub static FEATURES: &[CpuFeature] = &[
     // Leaf 1 EDX: the x86-64 baseline.
     feat!("fpu", "x87 FPU", Critical, 1, 0, Edx, 0),
@@ -255,6 +256,9 @@ pub struct KernelFacts {
     pub fsgsbase_enabled: Option<bool>,
     /// The kernel uses 5-level paging (user addresses up to 56 bits).
     pub la57_enabled: bool,
+    /// The kernel supports CET shadow stacks for user programs ("user_shstk" in
+    /// /proc/cpuinfo); CPUID alone says only that the CPU has them.
+    pub user_shstk_enabled: bool,
 }
 
 /// What this host offers a restored program. Build it with [`HostCaps::detect`].
@@ -303,7 +307,9 @@ pub enum MaskError {
         "unknown CPU feature `{0}` in host mask (use names as in /proc/cpuinfo, e.g. avx2, avx512f, amx_tile; or xsave-comp=N, ia32)"
     )]
     UnknownFeature(String),
-    #[error("bad xsave component `{0}` in host mask (expected xsave-comp=N or xsave-comp=N-M with N, M in 2..=62)")]
+    #[error(
+        "bad xsave component `{0}` in host mask (expected xsave-comp=N or xsave-comp=N-M with N, M in 2..=62)"
+    )]
     BadComponent(String),
 }
 
@@ -418,9 +424,7 @@ impl HostCaps {
                 .map(|&(_, o, s)| o.saturating_add(s))
                 .max()
                 .unwrap_or(0);
-            xsave_size = xsave_size
-                .max(end)
-                .max(xsave::XSAVE_HEADER_END as u32);
+            xsave_size = xsave_size.max(end).max(xsave::XSAVE_HEADER_END as u32);
         }
 
         let mut features = BTreeSet::new();
@@ -450,6 +454,9 @@ impl HostCaps {
         }
         if let Some(false) = kernel.fsgsbase_enabled {
             features.remove("fsgsbase");
+        }
+        if !kernel.user_shstk_enabled {
+            features.remove("user_shstk");
         }
 
         HostCaps {
@@ -522,7 +529,8 @@ impl HostCaps {
             if item == "ia32" {
                 ia32 = true;
             } else if let Some(r) = item.strip_prefix("xsave-comp=") {
-                comps |= parse_component_range(r).ok_or_else(|| MaskError::BadComponent(item.to_string()))?;
+                comps |= parse_component_range(r)
+                    .ok_or_else(|| MaskError::BadComponent(item.to_string()))?;
             } else if item == "tsx" {
                 feats.extend(["rtm", "hle", "tsxldtrk"]);
             } else if let Some(f) = feature(item) {
@@ -539,7 +547,8 @@ impl HostCaps {
             for f in FEATURES {
                 if feats.contains(f.name) {
                     comps |= f.owns_xcr0;
-                } else if f.needs_xcr0 & comps != 0 || f.requires.iter().any(|r| feats.contains(r)) {
+                } else if f.needs_xcr0 & comps != 0 || f.requires.iter().any(|r| feats.contains(r))
+                {
                     feats.insert(f.name);
                 }
             }
@@ -602,8 +611,12 @@ impl KernelFacts {
         let auxv = std::fs::read("/proc/self/auxv").ok();
         KernelFacts {
             ia32_supported: built_in && ia32_enabled(&cmdline, config.as_deref()),
-            fsgsbase_enabled: auxv.as_deref().and_then(|a| auxv_value(a, AT_HWCAP2)).map(|v| v & 2 != 0),
+            fsgsbase_enabled: auxv
+                .as_deref()
+                .and_then(|a| auxv_value(a, AT_HWCAP2))
+                .map(|v| v & 2 != 0),
             la57_enabled: cpuinfo_flags.split_whitespace().any(|f| f == "la57"),
+            user_shstk_enabled: cpuinfo_flags.split_whitespace().any(|f| f == "user_shstk"),
         }
     }
 }
@@ -669,22 +682,45 @@ pub(crate) mod tests {
     impl FakeCpu {
         /// An Intel-like CPU with AVX-512, PKU and AMX (xsave area 11008 bytes).
         pub fn sapphire_rapids() -> FakeCpu {
+            fn bits(b: &[u32]) -> u32 {
+                b.iter().fold(0, |m, i| m | (1 << i))
+            }
+            let vendor = |s: &[u8; 4]| u32::from_le_bytes(*s);
             let mut l = HashMap::new();
-            l.insert((0, 0), [0x20, u32::from_le_bytes(*b"Genu"), u32::from_le_bytes(*b"ntel"), u32::from_le_bytes(*b"ineI")]);
+            // "GenuineIntel" is EBX, EDX, ECX of leaf 0.
+            l.insert(
+                (0, 0),
+                [0x20, vendor(b"Genu"), vendor(b"ntel"), vendor(b"ineI")],
+            );
             l.insert((0x8000_0000, 0), [0x8000_0008, 0, 0, 0]);
-            l.insert((1, 0), [0, 0, (1 << 0) | (1 << 9) | (1 << 12) | (1 << 19) | (1 << 20) | (1 << 23) | (1 << 25) | (1 << 26) | (1 << 27) | (1 << 28), (1 << 0) | (1 << 8) | (1 << 15) | (1 << 23) | (1 << 24) | (1 << 25) | (1 << 26)]);
-            l.insert((7, 0), [1, (1 << 0) | (1 << 3) | (1 << 5) | (1 << 8) | (1 << 9) | (1 << 16) | (1 << 17) | (1 << 30) | (1 << 31), (1 << 3) | (1 << 4), (1 << 4) | (1 << 22) | (1 << 24) | (1 << 25)]);
-            l.insert((7, 1), [1 << 4, 0, 0, 0]);
+            // sse3 ssse3 fma sse4_1 sse4_2 popcnt aes xsave osxsave avx;
+            // fpu cx8 cmov mmx fxsr sse sse2.
+            let ecx1 = bits(&[0, 9, 12, 19, 20, 23, 25, 26, 27, 28]);
+            let edx1 = bits(&[0, 8, 15, 23, 24, 25, 26]);
+            l.insert((1, 0), [0, 0, ecx1, edx1]);
+            // fsgsbase bmi1 avx2 bmi2 erms avx512f avx512dq avx512bw avx512vl;
+            // pku ospke; fsrm amx_bf16 amx_tile amx_int8.
+            let ebx7 = bits(&[0, 3, 5, 8, 9, 16, 17, 30, 31]);
+            let ecx7 = bits(&[3, 4]);
+            let edx7 = bits(&[4, 22, 24, 25]);
+            l.insert((7, 0), [1, ebx7, ecx7, edx7]);
+            l.insert((7, 1), [bits(&[4]), 0, 0, 0]); // avx_vnni
+            // XSAVE leaf: size, then (size, offset, flags) per component.
             l.insert((0xd, 0), [0, 11008, 11008, 0]);
             l.insert((0xd, 1), [0xf, 0, 0, 0]);
-            l.insert((0xd, 2), [256, 576, 0, 0]);
-            l.insert((0xd, 5), [64, 1088, 0, 0]);
-            l.insert((0xd, 6), [512, 1152, 0, 0]);
-            l.insert((0xd, 7), [1024, 1664, 0, 0]);
-            l.insert((0xd, 9), [8, 2688, 0, 0]);
-            l.insert((0xd, 17), [64, 2752, 0, 0]);
-            l.insert((0xd, 18), [8192, 2816, 2, 0]);
-            l.insert((0x8000_0001, 0), [0, 0, (1 << 0) | (1 << 5) | (1 << 8), (1 << 27) | (1 << 29)]);
+            for (i, size, off, flags) in [
+                (2, 256, 576, 0),
+                (5, 64, 1088, 0),
+                (6, 512, 1152, 0),
+                (7, 1024, 1664, 0),
+                (9, 8, 2688, 0),
+                (17, 64, 2752, 0),
+                (18, 8192, 2816, 2),
+            ] {
+                l.insert((0xd, i), [size, off, flags, 0]);
+            }
+            // lahf_lm lzcnt 3dnowprefetch; rdtscp lm.
+            l.insert((0x8000_0001, 0), [0, 0, bits(&[0, 5, 8]), bits(&[27, 29])]);
             FakeCpu {
                 leaves: l,
                 xcr0: Some(0x602e7),
@@ -703,6 +739,7 @@ pub(crate) mod tests {
                     ia32_supported: true,
                     fsgsbase_enabled: Some(true),
                     la57_enabled: false,
+                    user_shstk_enabled: false,
                 },
             )
         }
@@ -742,7 +779,10 @@ pub(crate) mod tests {
         assert_eq!(h.xsave_size, 11008);
         assert_eq!(h.component(18), Some((2816, 8192)));
         assert_eq!(h.xsave_align64, 1 << 18);
-        for f in ["avx2", "avx512f", "avx512bw", "amx_tile", "amx_int8", "amx_bf16", "pku", "ospke", "avx_vnni", "xsavec", "lzcnt"] {
+        for f in [
+            "avx2", "avx512f", "avx512bw", "amx_tile", "amx_int8", "amx_bf16", "pku", "ospke",
+            "avx_vnni", "xsavec", "lzcnt",
+        ] {
             assert!(h.has(f), "{f} not detected");
         }
         assert!(h.has("abm"), "alias");
@@ -777,7 +817,10 @@ pub(crate) mod tests {
         assert_eq!(m.xcr0 & 0xe0, 0);
         assert_eq!(m.masked_xcr0, 0xe0);
         assert!(m.has("avx2"));
-        assert_eq!(m.xsave_size, h.xsave_size, "the kernel buffer size does not change");
+        assert_eq!(
+            m.xsave_size, h.xsave_size,
+            "the kernel buffer size does not change"
+        );
 
         let m = h.masked("no-xsave-comp=2").unwrap();
         assert!(!m.has("avx") && !m.has("avx2") && !m.has("fma") && !m.has("avx512f"));
@@ -792,9 +835,18 @@ pub(crate) mod tests {
         assert!(!m.has("avx2") && !m.has("avx512f"));
         assert!(m.has("sse4_2"));
 
-        assert!(matches!(h.masked("no-avx9000"), Err(MaskError::UnknownFeature(_))));
-        assert!(matches!(h.masked("no-xsave-comp=1"), Err(MaskError::BadComponent(_))));
-        assert!(matches!(h.masked("no-xsave-comp=7-5"), Err(MaskError::BadComponent(_))));
+        assert!(matches!(
+            h.masked("no-avx9000"),
+            Err(MaskError::UnknownFeature(_))
+        ));
+        assert!(matches!(
+            h.masked("no-xsave-comp=1"),
+            Err(MaskError::BadComponent(_))
+        ));
+        assert!(matches!(
+            h.masked("no-xsave-comp=7-5"),
+            Err(MaskError::BadComponent(_))
+        ));
         assert_eq!(h.masked("").unwrap(), h);
     }
 

@@ -123,7 +123,10 @@ pub fn check_debugregs_with_limit(dr: &[u64; 6], abi: Abi, task_size_max: u64) -
             WatchKind::Execute if w.len != 1 => {
                 bad(
                     ProblemCode::DebugregLength,
-                    format!("an instruction breakpoint must have length 1, DR7 gives {}", w.len),
+                    format!(
+                        "an instruction breakpoint must have length 1, DR7 gives {}",
+                        w.len
+                    ),
                 );
                 continue;
             }
@@ -132,7 +135,10 @@ pub fn check_debugregs_with_limit(dr: &[u64; 6], abi: Abi, task_size_max: u64) -
         if w.addr & (w.len - 1) != 0 {
             bad(
                 ProblemCode::DebugregAlignment,
-                format!("the address is not aligned to the watched length ({} bytes)", w.len),
+                format!(
+                    "the address is not aligned to the watched length ({} bytes)",
+                    w.len
+                ),
             );
             continue;
         }
@@ -168,7 +174,10 @@ mod tests {
     }
 
     fn codes(dr: [u64; 6], abi: Abi) -> Vec<ProblemCode> {
-        check_debugregs(&dr, abi).into_iter().map(|p| p.code).collect()
+        check_debugregs(&dr, abi)
+            .into_iter()
+            .map(|p| p.code)
+            .collect()
     }
 
     #[test]
@@ -176,10 +185,20 @@ mod tests {
         // watch -l an 8-byte variable (write, len 8), rwatch an int (rw, len 4), a
         // hardware breakpoint (exec, len 1), plus LE (bit 8) as gdb sets it.
         let dr7 = ctl(0, 1, 2) | ctl(1, 3, 3) | ctl(2, 0, 0) | (1 << 8);
-        let dr = [0x7ffd_1234_5670, 0x5555_5555_8014, 0x5555_5555_1139, 0, 0xffff_0ff0, dr7];
+        let dr = [
+            0x7ffd_1234_5670,
+            0x5555_5555_8014,
+            0x5555_5555_1139,
+            0,
+            0xffff_0ff0,
+            dr7,
+        ];
         assert!(check_debugregs(&dr, Abi::X86_64).is_empty());
         let w = watchpoints(&dr);
-        assert_eq!((w[0].len, w[0].kind, w[0].enabled), (8, WatchKind::Write, true));
+        assert_eq!(
+            (w[0].len, w[0].kind, w[0].enabled),
+            (8, WatchKind::Write, true)
+        );
         assert_eq!((w[1].len, w[1].kind), (4, WatchKind::ReadWrite));
         assert_eq!((w[2].len, w[2].kind), (1, WatchKind::Execute));
         assert!(!w[3].enabled);
@@ -190,28 +209,78 @@ mod tests {
     #[test]
     fn kernel_rejections_are_reported() {
         // I/O breakpoint.
-        assert_eq!(codes([0x1000, 0, 0, 0, 0, ctl(0, 2, 0)], Abi::X86_64), [ProblemCode::DebugregType]);
+        assert_eq!(
+            codes([0x1000, 0, 0, 0, 0, ctl(0, 2, 0)], Abi::X86_64),
+            [ProblemCode::DebugregType]
+        );
         // Execute with length 4.
-        assert_eq!(codes([0x1000, 0, 0, 0, 0, ctl(0, 0, 3)], Abi::X86_64), [ProblemCode::DebugregLength]);
+        assert_eq!(
+            codes([0x1000, 0, 0, 0, 0, ctl(0, 0, 3)], Abi::X86_64),
+            [ProblemCode::DebugregLength]
+        );
         // Misaligned: 4-byte watch at ...2, 8-byte at ...4, 2-byte at odd.
-        assert_eq!(codes([0x1002, 0, 0, 0, 0, ctl(0, 1, 3)], Abi::X86_64), [ProblemCode::DebugregAlignment]);
-        assert_eq!(codes([0, 0x1004, 0, 0, 0, ctl(1, 3, 2)], Abi::X86_64), [ProblemCode::DebugregAlignment]);
-        assert_eq!(codes([0, 0, 0, 0x1001, 0, ctl(3, 1, 1)], Abi::X86_64), [ProblemCode::DebugregAlignment]);
+        assert_eq!(
+            codes([0x1002, 0, 0, 0, 0, ctl(0, 1, 3)], Abi::X86_64),
+            [ProblemCode::DebugregAlignment]
+        );
+        assert_eq!(
+            codes([0, 0x1004, 0, 0, 0, ctl(1, 3, 2)], Abi::X86_64),
+            [ProblemCode::DebugregAlignment]
+        );
+        assert_eq!(
+            codes([0, 0, 0, 0x1001, 0, ctl(3, 1, 1)], Abi::X86_64),
+            [ProblemCode::DebugregAlignment]
+        );
         // Kernel addresses, enabled or not (writing the address alone is refused).
-        assert_eq!(codes([0xffff_ffff_8100_0000, 0, 0, 0, 0, ctl(0, 1, 0)], Abi::X86_64), [ProblemCode::DebugregAddress]);
-        assert_eq!(codes([0, 0xffff_8880_0000_0000, 0, 0, 0, 0], Abi::X86_64), [ProblemCode::DebugregAddress]);
+        assert_eq!(
+            codes(
+                [0xffff_ffff_8100_0000, 0, 0, 0, 0, ctl(0, 1, 0)],
+                Abi::X86_64
+            ),
+            [ProblemCode::DebugregAddress]
+        );
+        assert_eq!(
+            codes([0, 0xffff_8880_0000_0000, 0, 0, 0, 0], Abi::X86_64),
+            [ProblemCode::DebugregAddress]
+        );
         // The last watched byte counts: an 8-byte watch ending past the limit.
-        assert_eq!(codes([TASK_SIZE_MAX_4LEVEL - 8, 0, 0, 0, 0, ctl(0, 1, 2)], Abi::X86_64), []);
-        assert_eq!(codes([TASK_SIZE_MAX_4LEVEL, 0, 0, 0, 0, ctl(0, 1, 0)], Abi::X86_64), [ProblemCode::DebugregAddress]);
+        assert_eq!(
+            codes(
+                [TASK_SIZE_MAX_4LEVEL - 8, 0, 0, 0, 0, ctl(0, 1, 2)],
+                Abi::X86_64
+            ),
+            []
+        );
+        assert_eq!(
+            codes(
+                [TASK_SIZE_MAX_4LEVEL, 0, 0, 0, 0, ctl(0, 1, 0)],
+                Abi::X86_64
+            ),
+            [ProblemCode::DebugregAddress]
+        );
         // A 5-level-paging host takes higher addresses.
         let high = [1u64 << 50, 0, 0, 0, 0, ctl(0, 1, 0)];
         assert_eq!(check_debugregs(&high, Abi::X86_64).len(), 1);
-        assert!(check_debugregs_with_limit(&high, Abi::X86_64, crate::arch::cpu::TASK_SIZE_MAX_5LEVEL).is_empty());
+        assert!(
+            check_debugregs_with_limit(&high, Abi::X86_64, crate::arch::cpu::TASK_SIZE_MAX_5LEVEL)
+                .is_empty()
+        );
         // Several problems are all reported.
-        let dr = [0x1001, 0x1000, 0xffff_ffff_ffff_fff8, 0, 0, ctl(0, 1, 1) | ctl(1, 2, 0) | ctl(2, 1, 2)];
+        let dr = [
+            0x1001,
+            0x1000,
+            0xffff_ffff_ffff_fff8,
+            0,
+            0,
+            ctl(0, 1, 1) | ctl(1, 2, 0) | ctl(2, 1, 2),
+        ];
         assert_eq!(codes(dr, Abi::X86_64).len(), 3);
         let p = &check_debugregs(&dr, Abi::X86_64)[0];
-        assert!(p.message.contains("DR0") && p.message.contains("0x1001"), "{}", p.message);
+        assert!(
+            p.message.contains("DR0") && p.message.contains("0x1001"),
+            "{}",
+            p.message
+        );
     }
 
     #[test]

@@ -6,9 +6,20 @@
 //! re-exported here, so another architecture is an addition (a sibling of `x86`), not a
 //! rewrite. Only x86-64 (with ia32 tasks) exists today.
 
+pub mod check;
+pub mod cpu;
+pub mod debugreg;
 pub mod x86;
+pub mod xsave;
 
+pub use check::{
+    BadCpuPolicy, CpuPolicy, Problem, ProblemCode, build_arch_header, check_arch, check_host,
+    check_thread, requirements_manifest,
+};
+pub use cpu::{HOST_MASK_ENV, HostCaps, MaskError};
+pub use debugreg::{Watchpoint, check_debugregs, check_debugregs_with_limit, watchpoints};
 pub use x86::{Abi, ArchHeader, ThreadArchState, X86Regs};
+pub use xsave::{XsaveLayout, components_in_use, convert_xsave};
 
 /// The arch header for a task with these threads (vDSO fields are filled by the caller).
 pub fn build_header(threads: &[&ThreadArchState]) -> ArchHeader {

@@ -95,7 +95,9 @@ pub struct ArchHeader {
     pub abis: Vec<Abi>,
     /// XCR0 of the dump host (enabled xsave components).
     pub xcr0: u64,
-    /// Union of XSTATE_BV over all threads: components actually in use.
+    /// Components actually in use: the union over all threads of XSTATE_BV, less the
+    /// components (2 and up) whose saved content is all zeros, i.e. in their init state
+    /// (see `arch::components_in_use`).
     pub xfeatures_used: u64,
     /// Size of the NT_X86_XSTATE regset on the dump host.
     pub xsave_size: u32,
@@ -107,6 +109,20 @@ pub struct ArchHeader {
     pub vdso_hash: u64,
     /// Size of the vvar area(s) in front of the vDSO.
     pub vvar_size: u64,
+    /// Names (`arch::cpu::FEATURES`) of the CPU features the dump host offered user
+    /// programs. The task may have relied on any of them: glibc and other libraries pick
+    /// code paths from CPUID once, at startup.
+    #[serde(default)]
+    pub cpu_features: Vec<String>,
+    /// Components that are 64-byte aligned in the compacted xsave format on the dump host
+    /// (CPUID 0xD.i ECX bit 1); needed only to read a compacted-format area.
+    #[serde(default)]
+    pub xsave_align64: u64,
+    /// ARCH_GET_XCOMP_PERM of the dumped tasks: the xsave components the process was
+    /// permitted to use, including dynamically enabled ones (AMX tile data, bit 18, after
+    /// ARCH_REQ_XCOMP_PERM). 0 when not recorded. Filled by dump.
+    #[serde(default)]
+    pub xcomp_perm: u64,
 }
 
 /// Linux x86-64 syscall numbers used by ckpt's injection.

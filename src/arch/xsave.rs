@@ -195,7 +195,9 @@ fn saved_components(src: &[u8], layout: &XsaveLayout) -> Result<Vec<(u32, usize,
     let xcomp = le64(src, 520);
     let compacted = xcomp & (1 << 63) != 0;
     if !compacted && xcomp != 0 {
-        return Err(corrupt(format!("XCOMP_BV is {xcomp:#x} in a standard-format area")));
+        return Err(corrupt(format!(
+            "XCOMP_BV is {xcomp:#x} in a standard-format area"
+        )));
     }
     if compacted && bv & !xcomp & !3 != 0 {
         return Err(corrupt(format!(
@@ -283,7 +285,11 @@ pub fn components_in_use(src: &[u8], layout: &XsaveLayout) -> Result<u64, Proble
 /// - a component whose size differs here (the state could not be represented);
 /// - an MXCSR with bits this CPU does not support (the kernel would refuse it);
 /// - a malformed area.
-pub fn convert_xsave(src: &[u8], src_layout: &XsaveLayout, host: &HostCaps) -> Result<Vec<u8>, Problem> {
+pub fn convert_xsave(
+    src: &[u8],
+    src_layout: &XsaveLayout,
+    host: &HostCaps,
+) -> Result<Vec<u8>, Problem> {
     let comps = saved_components(src, src_layout)?;
     let dst_size = (host.xsave_size as usize).max(XSAVE_HEADER_END);
     let mut out = vec![0u8; dst_size];
@@ -370,7 +376,11 @@ pub(crate) fn missing_components_problem(missing: u64, host: &HostCaps, who: &st
     } else {
         "this CPU does not provide them".to_string()
     };
-    let them = if missing.count_ones() == 1 { why.replace("them", "it") } else { why };
+    let them = if missing.count_ones() == 1 {
+        why.replace("them", "it")
+    } else {
+        why
+    };
     Problem::new(
         ProblemCode::XsaveComponentMissing,
         format!("{who} {what}; {them}"),
@@ -392,9 +402,7 @@ mod tests {
         let mut a = vec![0u8; layout.size as usize];
         a[0] = 0x7f; // FCW low byte
         a[MXCSR_OFFSET..MXCSR_OFFSET + 4].copy_from_slice(&0x1f80u32.to_le_bytes());
-        for i in 160..416 {
-            a[i] = 0xaa;
-        }
+        a[160..416].fill(0xaa);
         a[512..520].copy_from_slice(&bv.to_le_bytes());
         for &(i, o, s) in &layout.components {
             if i >= 2 && bv & (1 << i) != 0 {
@@ -432,7 +440,15 @@ mod tests {
         // The dump CPU put AVX-512 and PKRU somewhere else (and had a bigger area).
         let src_layout = XsaveLayout {
             size: 4096,
-            components: vec![(0, 0, 160), (1, 160, 256), (2, 576, 256), (5, 2048, 64), (6, 2112, 512), (7, 2624, 1024), (9, 3648, 8)],
+            components: vec![
+                (0, 0, 160),
+                (1, 160, 256),
+                (2, 576, 256),
+                (5, 2048, 64),
+                (6, 2112, 512),
+                (7, 2624, 1024),
+                (9, 3648, 8),
+            ],
             align64: 0,
         };
         let host = FakeCpu::sapphire_rapids().caps();
@@ -442,8 +458,17 @@ mod tests {
         assert_eq!(&out[..512], &src[..512]);
         assert_eq!(le64(&out, 512), 0x2e7);
         assert_eq!(le64(&out, 520), 0);
-        for (i, o, s) in [(2u8, 576, 256), (5, 1088, 64), (6, 1152, 512), (7, 1664, 1024), (9, 2688, 8)] {
-            assert!(out[o..o + s].iter().all(|&b| b == i), "component {i} misplaced");
+        for (i, o, s) in [
+            (2u8, 576, 256),
+            (5, 1088, 64),
+            (6, 1152, 512),
+            (7, 1664, 1024),
+            (9, 2688, 8),
+        ] {
+            assert!(
+                out[o..o + s].iter().all(|&b| b == i),
+                "component {i} misplaced"
+            );
         }
         // AMX region untouched (init).
         assert!(out[2752..].iter().all(|&b| b == 0));
@@ -455,8 +480,16 @@ mod tests {
         let src = area(&l, 0xe7);
         let e = convert_xsave(&src, &l, &avx_only_host()).unwrap_err();
         assert_eq!(e.code, ProblemCode::XsaveComponentMissing);
-        assert!(e.message.contains("AVX-512 state (xsave components 5-7)"), "{}", e.message);
-        assert!(e.message.contains("this CPU does not provide them"), "{}", e.message);
+        assert!(
+            e.message.contains("AVX-512 state (xsave components 5-7)"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains("this CPU does not provide them"),
+            "{}",
+            e.message
+        );
         assert_eq!(e.items, vec!["avx512_opmask", "zmm_hi256", "hi16_zmm"]);
     }
 
@@ -466,7 +499,11 @@ mod tests {
         let l = big_layout();
         let src = area(&l, 0x60007);
         let e = convert_xsave(&src, &l, &host).unwrap_err();
-        assert!(e.message.contains("AMX state (xsave components 17-18)"), "{}", e.message);
+        assert!(
+            e.message.contains("AMX state (xsave components 17-18)"),
+            "{}",
+            e.message
+        );
         assert!(e.message.contains("mask"), "{}", e.message);
     }
 
@@ -519,7 +556,11 @@ mod tests {
         s[520] = 1; // XCOMP_BV without the compacted bit
         assert_eq!(code(&s), ProblemCode::XsaveCorrupt);
         let s = area(&l, 0x7);
-        assert_eq!(code(&s[..700]), ProblemCode::XsaveCorrupt, "truncated AVX component");
+        assert_eq!(
+            code(&s[..700]),
+            ProblemCode::XsaveCorrupt,
+            "truncated AVX component"
+        );
         // Component in use that the source layout does not describe.
         let mut s = area(&l, 0x7);
         s[512..520].copy_from_slice(&(0x7u64 | 1 << 30).to_le_bytes());
@@ -532,7 +573,10 @@ mod tests {
             }
         }
         let s = area(&other, 0x207);
-        assert_eq!(convert_xsave(&s, &other, &host).unwrap_err().code, ProblemCode::XsaveLayoutMismatch);
+        assert_eq!(
+            convert_xsave(&s, &other, &host).unwrap_err().code,
+            ProblemCode::XsaveLayoutMismatch
+        );
     }
 
     #[test]
@@ -558,7 +602,10 @@ mod tests {
         let d = describe_components(0x600e4);
         assert_eq!(d[0], ("AVX".to_string(), "xsave component 2".to_string()));
         assert_eq!(d[1].0, "AVX-512");
-        assert_eq!(d[2], ("AMX".to_string(), "xsave components 17-18".to_string()));
+        assert_eq!(
+            d[2],
+            ("AMX".to_string(), "xsave components 17-18".to_string())
+        );
         assert_eq!(component_name(18), "amx_tiledata");
         assert_eq!(component_name(40), "component40");
     }

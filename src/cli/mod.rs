@@ -116,6 +116,10 @@ fn err(msg: impl std::fmt::Display) -> i32 {
 }
 
 pub fn main() -> i32 {
+    // Like other command-line tools, end quietly when the reader of our output goes away
+    // (`ckpt inspect IMG | head`). A dump to such a pipe then dies before its release
+    // step, and the kernel lets the target run on as it was.
+    sys::process::set_signal_ignored(libc::SIGPIPE, false);
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Dump {

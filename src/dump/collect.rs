@@ -150,6 +150,10 @@ fn injected_state(fr: &mut Frozen, mem: &RemoteMem) -> Result<Injected> {
         nr::MUNMAP,
         [scratch, 4096, 0, 0, 0, 0],
     );
+    // From here on the task must be able to run on as before even if ckpt dies (the
+    // kernel then detaches it): give it back its registers and signal mask now.
+    ptrace::set_regs(pid, &arch::x86::release_regs(&fr.orig_regs))?;
+    ptrace::set_sigmask(pid, fr.orig_sigmask)?;
     let out = res?;
     unmapped?;
     Ok(out)

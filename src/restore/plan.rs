@@ -316,15 +316,21 @@ fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
         );
     }
     if let Ok(s) = procfs::stat(proc_.pid) {
-        p(
-            problems,
-            "pid-taken",
+        let msg = if s.state == b'Z' {
+            format!(
+                "PID {} is held by a zombie ({}, parent {}) that its parent has not reaped yet",
+                proc_.pid,
+                show(&s.comm),
+                s.field(4)
+            )
+        } else {
             format!(
                 "PID {} is in use by another process ({})",
                 proc_.pid,
                 show(&s.comm)
-            ),
-        );
+            )
+        };
+        p(problems, "pid-taken", msg);
     }
     if proc_.root != b"/" {
         p(

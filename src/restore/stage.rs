@@ -494,7 +494,9 @@ fn restore_attrs(cx: &mut Ctx<'_>) -> Result<()> {
     if proc_.sid == proc_.pid {
         cx.call("setsid", nr::SETSID, [0; 6])?;
     }
-    if m.pdeathsig != 0 {
+    {
+        // Always: the stub was created with SIGKILL here (so it dies with ckpt until
+        // commit; PTRACE_O_EXITKILL covers that from now on).
         cx.call(
             "prctl(PR_SET_PDEATHSIG)",
             nr::PRCTL,

@@ -26,6 +26,8 @@ struct CloneArgs {
 /// process, but none of ckpt's (or libc's) state is touched in it.
 pub fn spawn_traced_stub(pid: Option<i32>) -> Result<i32> {
     let tid: libc::pid_t = pid.unwrap_or(0);
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
     let args = CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
         set_tid: if pid.is_some() {
@@ -51,6 +53,19 @@ pub fn spawn_traced_stub(pid: Option<i32>) -> Result<i32> {
         // Child.
         // SAFETY: raw syscalls only; see above. _exit never returns.
         unsafe {
+            // Die with ckpt until PTRACE_O_EXITKILL takes over (and in case ckpt died
+            // before this line ran).
+            libc::syscall(
+                libc::SYS_prctl,
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL,
+                0,
+                0,
+                0,
+            );
+            if libc::syscall(libc::SYS_getppid) as libc::pid_t != parent {
+                libc::_exit(125);
+            }
             if libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0) < 0 {
                 libc::_exit(126);
             }

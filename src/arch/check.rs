@@ -1,0 +1,836 @@
+//! The arch header and the checks that compare it with this host before anything is
+//! created: word size, xsave components, CPU features, debug registers, and the
+//! machine-readable requirements manifest (`ckpt check --json`).
+//!
+//! # Policy
+//!
+//! [`CpuPolicy`] decides how much of the dump host's CPU the restore host must have.
+//! What each kind of requirement does under each policy:
+//!
+//! | requirement                                   | strict | compatible (default) | ignore |
+//! |-----------------------------------------------|--------|----------------------|--------|
+//! | machine is x86_64                             | refuse | refuse               | refuse |
+//! | ia32 emulation, when a task is 32-bit         | refuse | refuse               | refuse |
+//! | xsave components in use (non-init state)      | refuse | refuse               | refuse |
+//! | xsave components enabled but not in use       | refuse | allow (left in init state) | allow |
+//! | component size differs (state not convertible)| refuse | refuse               | refuse |
+//! | MXCSR bits this CPU lacks                     | refuse | refuse               | refuse |
+//! | critical CPU features of the dump host        | refuse | refuse               | allow  |
+//! | informational CPU features of the dump host   | refuse | allow                | allow  |
+//! | debug register the kernel would reject        | refuse | refuse               | refuse |
+//!
+//! Critical features ([`super::cpu::FeatureClass::Critical`]) are the instruction-set
+//! extensions a program can execute — SSE3..SSE4.2, AVX, AVX2, FMA, BMI1/2, AVX-512*, AMX,
+//! SHA, VAES, RTM, XSAVEC... — because glibc, ld.so (its lazy-binding trampoline uses
+//! XSAVEC when present) and many libraries choose their code once, at startup, from
+//! CPUID; on a host without them the restored program would later die of SIGILL.
+//! Informational ones (ERMS, FSRM, XSAVES, LA57...) are performance hints or kernel-only.
+//! An xsave component whose saved content is all zeros is in its architectural init state
+//! and does not count as in use: it is simply left in that state here.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::cpu::{self, HostCaps};
+use super::debugreg::check_debugregs_with_limit;
+use super::x86::{Abi, ArchHeader, ThreadArchState};
+use super::xsave::{
+    self, XFEATURE_AMX_TILEDATA, XsaveLayout, component_description, component_list,
+    component_name, components_in_use, convert_xsave, missing_components_problem,
+};
+
+/// What a problem is about, for scripts (`ckpt check --json`).
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProblemCode {
+    /// The image was made on another kind of machine.
+    MachineMismatch,
+    /// A task is 32-bit and this kernel cannot run 32-bit programs.
+    Ia32Unsupported,
+    /// This kernel has not enabled XSAVE at all.
+    XsaveUnavailable,
+    /// An xsave component the task uses (or, under `strict`, had) is absent here.
+    XsaveComponentMissing,
+    /// A component's size differs between the hosts: the state cannot be converted.
+    XsaveLayoutMismatch,
+    /// A saved xsave area is malformed.
+    XsaveCorrupt,
+    /// MXCSR has bits this CPU does not support.
+    MxcsrUnsupported,
+    /// CPU features of the dump host are missing here.
+    CpuFeatureMissing,
+    /// The arch header contradicts itself.
+    HeaderCorrupt,
+    /// A debug register slot has an invalid type (I/O).
+    DebugregType,
+    /// A debug register slot has an invalid length.
+    DebugregLength,
+    /// A watchpoint address is not aligned to its length.
+    DebugregAlignment,
+    /// A watchpoint address is not a user-space address.
+    DebugregAddress,
+}
+
+impl ProblemCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemCode::MachineMismatch => "machine-mismatch",
+            ProblemCode::Ia32Unsupported => "ia32-unsupported",
+            ProblemCode::XsaveUnavailable => "xsave-unavailable",
+            ProblemCode::XsaveComponentMissing => "xsave-component-missing",
+            ProblemCode::XsaveLayoutMismatch => "xsave-layout-mismatch",
+            ProblemCode::XsaveCorrupt => "xsave-corrupt",
+            ProblemCode::MxcsrUnsupported => "mxcsr-unsupported",
+            ProblemCode::CpuFeatureMissing => "cpu-feature-missing",
+            ProblemCode::HeaderCorrupt => "header-corrupt",
+            ProblemCode::DebugregType => "debugreg-type",
+            ProblemCode::DebugregLength => "debugreg-length",
+            ProblemCode::DebugregAlignment => "debugreg-alignment",
+            ProblemCode::DebugregAddress => "debugreg-address",
+        }
+    }
+}
+
+impl fmt::Display for ProblemCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One reason the image cannot be restored here.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub code: ProblemCode,
+    /// For people: says what, in words a user understands, and what to do where possible.
+    pub message: String,
+    /// For scripts: the things involved (feature names, component names, registers).
+    pub items: Vec<String>,
+}
+
+impl Problem {
+    pub fn new(code: ProblemCode, message: String, items: Vec<String>) -> Problem {
+        Problem {
+            code,
+            message,
+            items,
+        }
+    }
+
+    /// The same problem, said of thread `tid`.
+    pub fn in_thread(mut self, tid: i32) -> Problem {
+        self.message = format!("thread {tid}: {}", self.message);
+        self
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Problem {}
+
+/// How much of the dump host's CPU the restore host must have (`--cpu-policy`). See the
+/// module documentation for what each policy refuses.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CpuPolicy {
+    /// Every CPU feature and every xsave component the dump host had must exist here:
+    /// glibc's ifunc choices (and any program's own CPUID dispatch) were made from them.
+    Strict,
+    /// Refuse when an xsave component in use is missing, or a *critical* CPU feature the
+    /// dump host had (AVX, AVX2, AVX-512*, AMX, FMA, BMI...: code a program may have
+    /// selected at startup and would run later); ignore informational features.
+    #[default]
+    Compatible,
+    /// Only the xsave components in use (the state itself) must exist here; the user
+    /// takes responsibility for code paths that need missing CPU features.
+    Ignore,
+}
+
+impl CpuPolicy {
+    pub const ALL: [CpuPolicy; 3] = [CpuPolicy::Strict, CpuPolicy::Compatible, CpuPolicy::Ignore];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CpuPolicy::Strict => "strict",
+            CpuPolicy::Compatible => "compatible",
+            CpuPolicy::Ignore => "ignore",
+        }
+    }
+}
+
+impl fmt::Display for CpuPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown `--cpu-policy` value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown CPU policy `{0}` (expected strict, compatible or ignore)")]
+pub struct BadCpuPolicy(pub String);
+
+impl FromStr for CpuPolicy {
+    type Err = BadCpuPolicy;
+
+    fn from_str(s: &str) -> Result<CpuPolicy, BadCpuPolicy> {
+        CpuPolicy::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| BadCpuPolicy(s.to_string()))
+    }
+}
+
+/// The arch header for a dump of `threads` on `host`: ABIs, the dump host's XCR0, xsave
+/// layout and CPU features, and the xsave components the threads use. `vdso_*`,
+/// `vvar_size` and `xcomp_perm` are left zero for dump to fill.
+///
+/// `host` should be unmasked ([`HostCaps::detect`]); the header records the dump host's
+/// real XCR0 and feature set (masked features included) since the task may have used them.
+pub fn build_arch_header(threads: &[&ThreadArchState], host: &HostCaps) -> ArchHeader {
+    let mut abis = Vec::new();
+    for t in threads {
+        if !abis.contains(&t.abi()) {
+            abis.push(t.abi());
+        }
+    }
+    let layout = XsaveLayout::of_host(host);
+    let xfeatures_used = threads.iter().fold(0u64, |acc, t| {
+        if t.xsave.is_empty() {
+            return acc;
+        }
+        acc | components_in_use(&t.xsave, &layout).unwrap_or_else(|_| t.xstate_bv())
+    });
+    let mut cpu_features: Vec<String> = host
+        .features
+        .iter()
+        .chain(host.masked_features.iter())
+        .map(|s| s.to_string())
+        .collect();
+    cpu_features.sort();
+    cpu_features.dedup();
+    ArchHeader {
+        machine: host.machine.clone(),
+        abis,
+        xcr0: host.kernel_xcr0,
+        xfeatures_used,
+        xsave_size: host.xsave_size,
+        xsave_layout: host.xsave_layout.clone(),
+        vdso_size: 0,
+        vdso_hash: 0,
+        vvar_size: 0,
+        cpu_features,
+        xsave_align64: host.xsave_align64,
+        xcomp_perm: 0,
+    }
+}
+
+fn join_words(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// Compare the image's arch header with this host under `policy`; every problem found,
+/// none when the image's tasks can run here. See the module documentation for the policy.
+pub fn check_host(hdr: &ArchHeader, host: &HostCaps, policy: CpuPolicy) -> Vec<Problem> {
+    let mut out = Vec::new();
+
+    if hdr.machine != "x86_64" {
+        out.push(Problem::new(
+            ProblemCode::MachineMismatch,
+            format!(
+                "the image was made on a {} machine; this host is {}",
+                if hdr.machine.is_empty() {
+                    "unknown"
+                } else {
+                    &hdr.machine
+                },
+                host.machine
+            ),
+            vec![hdr.machine.clone()],
+        ));
+        return out;
+    }
+
+    if hdr.abis.contains(&Abi::Ia32) && !host.ia32_supported {
+        let why = if host.masked_ia32 {
+            "this host's CPU mask says it cannot run them"
+        } else {
+            "this kernel cannot run them (IA32 emulation is not built in, or is switched off with ia32_emulation=0)"
+        };
+        out.push(Problem::new(
+            ProblemCode::Ia32Unsupported,
+            format!("the image has a 32-bit (ia32) task; {why}"),
+            vec!["ia32".to_string()],
+        ));
+    }
+
+    // The header must describe where every component in use was saved.
+    let used = hdr.xfeatures_used;
+    let layout = XsaveLayout::from_header(hdr);
+    let undescribed: Vec<u32> = (2..64u32)
+        .filter(|&i| used & (1 << i) != 0 && layout.get(i).is_none())
+        .collect();
+    if !undescribed.is_empty() {
+        out.push(Problem::new(
+            ProblemCode::HeaderCorrupt,
+            format!(
+                "the image's arch header is inconsistent: {} in use but not in its xsave layout",
+                component_list(undescribed.iter().fold(0, |m, i| m | (1 << i)))
+            ),
+            undescribed.iter().map(|&i| component_name(i)).collect(),
+        ));
+    }
+    for &(i, o, s) in &hdr.xsave_layout {
+        if u64::from(o) + u64::from(s) > u64::from(hdr.xsave_size) {
+            out.push(Problem::new(
+                ProblemCode::HeaderCorrupt,
+                format!(
+                    "the image's arch header is inconsistent: xsave component {i} ends at byte {} of a {}-byte area",
+                    u64::from(o) + u64::from(s),
+                    hdr.xsave_size
+                ),
+                vec![component_name(i)],
+            ));
+        }
+    }
+
+    // xsave components.
+    if host.kernel_xcr0 == 0 {
+        if used != 0 || hdr.xcr0 != 0 {
+            out.push(Problem::new(
+                ProblemCode::XsaveUnavailable,
+                "this CPU or kernel does not support XSAVE, so the task's FPU and vector state cannot be restored".to_string(),
+                vec!["xsave".to_string()],
+            ));
+        }
+    } else {
+        let missing_used = used & !host.xcr0 & !3;
+        if missing_used != 0 {
+            out.push(missing_components_problem(
+                missing_used,
+                host,
+                "the image's task used",
+            ));
+        }
+        if policy == CpuPolicy::Strict {
+            let missing_enabled = hdr.xcr0 & !used & !host.xcr0 & !3;
+            if missing_enabled != 0 {
+                let mut p =
+                    missing_components_problem(missing_enabled, host, "the image's dump host had");
+                p.message.push_str(
+                    " (the task does not use them; --cpu-policy=compatible would restore it)",
+                );
+                out.push(p);
+            }
+        }
+        for i in 2..64u32 {
+            if used & (1 << i) == 0 || host.xcr0 & (1 << i) == 0 {
+                continue;
+            }
+            if let (Some((_, s)), Some((_, hs))) = (layout.get(i), host.component(i)) {
+                if s != hs {
+                    out.push(Problem::new(
+                        ProblemCode::XsaveLayoutMismatch,
+                        format!(
+                            "{} (xsave component {i}) is {s} bytes in the image but {hs} bytes on this CPU; the state cannot be converted",
+                            component_description(i)
+                        ),
+                        vec![component_name(i)],
+                    ));
+                }
+            }
+        }
+    }
+
+    // CPU features.
+    if policy != CpuPolicy::Ignore {
+        let missing: Vec<&String> = hdr.cpu_features.iter().filter(|f| !host.has(f)).collect();
+        let (critical, informational): (Vec<&String>, Vec<&String>) =
+            missing.into_iter().partition(|f| cpu::is_critical(f));
+        let describe = |names: &[&String]| -> (String, Vec<String>) {
+            let pretty: Vec<String> = names
+                .iter()
+                .map(|n| cpu::pretty_name(n).to_string())
+                .collect();
+            let masked: Vec<String> = names
+                .iter()
+                .filter(|n| cpu::feature(n).is_some_and(|f| host.masked_features.contains(f.name)))
+                .map(|n| cpu::pretty_name(n).to_string())
+                .collect();
+            let lacks = if masked.len() == names.len() {
+                "which this host's CPU mask hides".to_string()
+            } else if !masked.is_empty() {
+                format!(
+                    "which this CPU lacks ({} hidden by this host's CPU mask)",
+                    join_words(&masked)
+                )
+            } else {
+                "which this CPU lacks".to_string()
+            };
+            (
+                format!(
+                    "the image was made on a CPU with {}, {lacks}",
+                    join_words(&pretty)
+                ),
+                names.iter().map(|s| s.to_string()).collect(),
+            )
+        };
+        if !critical.is_empty() {
+            let (msg, items) = describe(&critical);
+            out.push(Problem::new(
+                ProblemCode::CpuFeatureMissing,
+                format!(
+                    "{msg}; programs and libraries such as glibc choose code paths from these features when they start, so the restored program would likely die of an illegal instruction (use --cpu-policy=ignore to restore anyway)"
+                ),
+                items,
+            ));
+        }
+        if policy == CpuPolicy::Strict && !informational.is_empty() {
+            let (msg, items) = describe(&informational);
+            out.push(Problem::new(
+                ProblemCode::CpuFeatureMissing,
+                format!(
+                    "{msg}; --cpu-policy=strict requires every CPU feature the dump host had (--cpu-policy=compatible checks only the ones programs rely on)"
+                ),
+                items,
+            ));
+        }
+    }
+    out
+}
+
+/// The problems of one thread's saved arch state on this host: its xsave area must
+/// convert ([`convert_xsave`]) and its debug registers must be acceptable to this kernel.
+pub fn check_thread(t: &ThreadArchState, hdr: &ArchHeader, host: &HostCaps) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if !t.xsave.is_empty() && host.kernel_xcr0 != 0 {
+        if let Err(p) = convert_xsave(&t.xsave, &XsaveLayout::from_header(hdr), host) {
+            out.push(p);
+        }
+    }
+    out.extend(check_debugregs_with_limit(
+        &t.debugregs,
+        t.abi(),
+        host.task_size_max,
+    ));
+    out
+}
+
+/// Every arch problem of an image on this host: [`check_host`] on the header, then
+/// [`check_thread`] on each (tid, thread) — without repeating, for a thread, a missing
+/// xsave component the header check already reported.
+pub fn check_arch(
+    hdr: &ArchHeader,
+    threads: &[(i32, &ThreadArchState)],
+    host: &HostCaps,
+    policy: CpuPolicy,
+) -> Vec<Problem> {
+    let mut out = check_host(hdr, host, policy);
+    if out.iter().any(|p| p.code == ProblemCode::MachineMismatch) {
+        return out;
+    }
+    let reported: Vec<String> = out
+        .iter()
+        .filter(|p| p.code == ProblemCode::XsaveComponentMissing)
+        .flat_map(|p| p.items.iter().cloned())
+        .collect();
+    for &(tid, t) in threads {
+        for p in check_thread(t, hdr, host) {
+            if p.code == ProblemCode::XsaveComponentMissing
+                && p.items.iter().all(|i| reported.contains(i))
+            {
+                continue;
+            }
+            out.push(p.in_thread(tid));
+        }
+    }
+    out
+}
+
+/// What a host needs to run the image, for schedulers (`ckpt check --json`):
+///
+/// ```json
+/// { "machine": "x86_64", "abis": ["x86_64"], "word_sizes": [64],
+///   "xsave": { "components": [{"index": 2, "name": "avx", "description": "..."}],
+///              "xfeatures_used": "0x7", "dump_host_xcr0": "0x7", "dump_host_xsave_size": 832 },
+///   "cpu_features": ["avx", "avx2", ...],          // required under --cpu-policy=compatible
+///   "cpu_features_strict": ["avx", "erms", ...],   // required under --cpu-policy=strict
+///   "kernel": [{"name": "ia32-emulation", "why": "..."}],
+///   "vdso": {"size": 8192, "xxh3": "0x..."} }
+/// ```
+pub fn requirements_manifest(hdr: &ArchHeader) -> Value {
+    let components: Vec<Value> = (0..64u32)
+        .filter(|i| hdr.xfeatures_used & (1 << i) != 0)
+        .map(|i| {
+            json!({
+                "index": i,
+                "name": component_name(i),
+                "description": component_description(i),
+            })
+        })
+        .collect();
+    let critical: Vec<&String> = hdr
+        .cpu_features
+        .iter()
+        .filter(|f| cpu::is_critical(f))
+        .collect();
+    let word_sizes: Vec<u32> = hdr
+        .abis
+        .iter()
+        .map(|a| match a {
+            Abi::X86_64 => 64,
+            Abi::Ia32 => 32,
+        })
+        .collect();
+    let abis: Vec<&str> = hdr
+        .abis
+        .iter()
+        .map(|a| match a {
+            Abi::X86_64 => "x86_64",
+            Abi::Ia32 => "ia32",
+        })
+        .collect();
+    let mut kernel = Vec::new();
+    if hdr.abis.contains(&Abi::Ia32) {
+        kernel.push(json!({
+            "name": "ia32-emulation",
+            "why": "the image has 32-bit tasks (CONFIG_IA32_EMULATION, not disabled by ia32_emulation=0)",
+        }));
+    }
+    if hdr.xfeatures_used & !3 != 0 {
+        kernel.push(json!({
+            "name": "xsave",
+            "why": format!("the tasks use {}", xsave::describe_components(hdr.xfeatures_used & !3)
+                .iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")),
+        }));
+    }
+    if (hdr.xfeatures_used | hdr.xcomp_perm) & (1 << XFEATURE_AMX_TILEDATA) != 0 {
+        kernel.push(json!({
+            "name": "amx-permission",
+            "why": "the tasks use AMX tile data, which needs arch_prctl(ARCH_REQ_XCOMP_PERM)",
+        }));
+    }
+    json!({
+        "machine": hdr.machine,
+        "abis": abis,
+        "word_sizes": word_sizes,
+        "xsave": {
+            "components": components,
+            "xfeatures_used": format!("{:#x}", hdr.xfeatures_used),
+            "dump_host_xcr0": format!("{:#x}", hdr.xcr0),
+            "dump_host_xsave_size": hdr.xsave_size,
+        },
+        "cpu_features": critical,
+        "cpu_features_strict": hdr.cpu_features,
+        "kernel": kernel,
+        "vdso": {
+            "size": hdr.vdso_size,
+            "xxh3": format!("{:#018x}", hdr.vdso_hash),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::cpu::tests::FakeCpu;
+    use crate::arch::x86::{USER_CS_32, USER_CS_64, X86Regs};
+
+    fn thread(host: &HostCaps, bv: u64, cs: u64) -> ThreadArchState {
+        let mut x = vec![0u8; host.xsave_size as usize];
+        x[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        x[512..520].copy_from_slice(&bv.to_le_bytes());
+        for &(i, o, s) in &host.xsave_layout {
+            if i >= 2 && bv & (1 << i) != 0 {
+                x[o as usize..(o + s) as usize].fill(0x5a);
+            }
+        }
+        ThreadArchState {
+            regs: X86Regs {
+                cs,
+                ..Default::default()
+            },
+            xsave: x,
+            debugregs: [0; 6],
+        }
+    }
+
+    fn spr() -> HostCaps {
+        FakeCpu::sapphire_rapids().caps()
+    }
+
+    fn codes(p: &[Problem]) -> Vec<ProblemCode> {
+        p.iter().map(|p| p.code).collect()
+    }
+
+    #[test]
+    fn header_records_what_was_used() {
+        let host = spr();
+        let a = thread(&host, 0xe7, USER_CS_64);
+        let mut b = thread(&host, 0x207, USER_CS_32);
+        // b's AVX state is all zeros: init, not in use.
+        b.xsave[576..832].fill(0);
+        let h = build_arch_header(&[&a, &b], &host);
+        assert_eq!(h.machine, "x86_64");
+        assert_eq!(h.abis, vec![Abi::X86_64, Abi::Ia32]);
+        assert_eq!(h.xcr0, 0x602e7);
+        assert_eq!(h.xfeatures_used, 0x2e7);
+        assert_eq!(h.xsave_size, 11008);
+        assert_eq!(h.xsave_layout, host.xsave_layout);
+        assert_eq!(h.xsave_align64, 1 << 18);
+        assert!(h.cpu_features.contains(&"avx512f".to_string()));
+        assert!(
+            h.cpu_features.windows(2).all(|w| w[0] < w[1]),
+            "sorted, unique"
+        );
+        // The same host accepts it under every policy.
+        for p in CpuPolicy::ALL {
+            assert!(
+                check_host(&h, &host, p).is_empty(),
+                "{p}: {:?}",
+                check_host(&h, &host, p)
+            );
+        }
+        let threads = [(1, &a), (2, &b)];
+        assert!(check_arch(&h, &threads, &host, CpuPolicy::Strict).is_empty());
+    }
+
+    #[test]
+    fn avx512_image_on_avx2_host() {
+        let dump_host = spr();
+        let t = thread(&dump_host, 0xe7, USER_CS_64);
+        let h = build_arch_header(&[&t], &dump_host);
+        let here = dump_host.masked("no-avx512").unwrap();
+
+        let p = check_host(&h, &here, CpuPolicy::Compatible);
+        assert_eq!(
+            codes(&p),
+            [
+                ProblemCode::XsaveComponentMissing,
+                ProblemCode::CpuFeatureMissing
+            ]
+        );
+        assert!(
+            p[0].message
+                .starts_with("the image's task used AVX-512 state (xsave components 5-7);"),
+            "{}",
+            p[0].message
+        );
+        assert!(p[1].message.contains("AVX-512F"), "{}", p[1].message);
+        assert!(p[1].items.contains(&"avx512bw".to_string()));
+        // Ignore: only the state in use matters.
+        assert_eq!(
+            codes(&check_host(&h, &here, CpuPolicy::Ignore)),
+            [ProblemCode::XsaveComponentMissing]
+        );
+        // check_arch does not repeat the component problem per thread.
+        let all = check_arch(&h, &[(7, &t)], &here, CpuPolicy::Compatible);
+        assert_eq!(all.len(), 2, "{all:?}");
+    }
+
+    #[test]
+    fn unused_state_passes_compatible_not_strict() {
+        let dump_host = spr();
+        // The task never touched AVX-512 (state in init): only AVX in use.
+        let t = thread(&dump_host, 0x7, USER_CS_64);
+        let mut h = build_arch_header(&[&t], &dump_host);
+        h.cpu_features.retain(|f| !f.starts_with("avx512"));
+        let here = dump_host.masked("no-avx512").unwrap();
+        assert!(check_host(&h, &here, CpuPolicy::Compatible).is_empty());
+        assert!(check_host(&h, &here, CpuPolicy::Ignore).is_empty());
+        let p = check_host(&h, &here, CpuPolicy::Strict);
+        assert_eq!(codes(&p), [ProblemCode::XsaveComponentMissing]);
+        assert!(
+            p[0].message.contains("dump host had AVX-512 state"),
+            "{}",
+            p[0].message
+        );
+        // And the thread's state converts to the smaller set.
+        assert!(check_thread(&t, &h, &here).is_empty());
+    }
+
+    #[test]
+    fn informational_features_only_matter_under_strict() {
+        let host = spr();
+        let t = thread(&host, 0x7, USER_CS_64);
+        let h = build_arch_header(&[&t], &host);
+        let here = host.masked("no-erms").unwrap();
+        assert!(check_host(&h, &here, CpuPolicy::Compatible).is_empty());
+        let p = check_host(&h, &here, CpuPolicy::Strict);
+        assert_eq!(codes(&p), [ProblemCode::CpuFeatureMissing]);
+        assert!(
+            p[0].message.contains("ERMS") && p[0].message.contains("mask"),
+            "{}",
+            p[0].message
+        );
+        // A critical one is refused by compatible.
+        let here = host.masked("no-bmi2").unwrap();
+        let p = check_host(&h, &here, CpuPolicy::Compatible);
+        assert_eq!(p[0].items, vec!["bmi2"]);
+        assert!(p[0].message.contains("illegal instruction"));
+        // Unknown feature names from a newer ckpt: only strict refuses.
+        let mut h2 = h.clone();
+        h2.cpu_features.push("avx1024".to_string());
+        assert!(check_host(&h2, &host, CpuPolicy::Compatible).is_empty());
+        assert_eq!(check_host(&h2, &host, CpuPolicy::Strict).len(), 1);
+    }
+
+    #[test]
+    fn ia32_and_machine() {
+        let host = spr();
+        let t = thread(&host, 0x3, USER_CS_32);
+        let h = build_arch_header(&[&t], &host);
+        let p = check_host(&h, &host.masked("no-ia32").unwrap(), CpuPolicy::Ignore);
+        assert_eq!(codes(&p), [ProblemCode::Ia32Unsupported]);
+        let mut no32 = host.clone();
+        no32.ia32_supported = false;
+        let p = check_host(&h, &no32, CpuPolicy::Ignore);
+        assert!(p[0].message.contains("IA32 emulation"), "{}", p[0].message);
+
+        let mut h = h;
+        h.machine = "aarch64".to_string();
+        let p = check_host(&h, &host, CpuPolicy::Ignore);
+        assert_eq!(codes(&p), [ProblemCode::MachineMismatch]);
+        assert!(p[0].message.contains("aarch64"));
+    }
+
+    #[test]
+    fn inconsistent_headers_are_reported() {
+        let host = spr();
+        let t = thread(&host, 0x207, USER_CS_64);
+        let mut h = build_arch_header(&[&t], &host);
+        h.xsave_layout.retain(|c| c.0 != 9);
+        let p = check_host(&h, &host, CpuPolicy::Compatible);
+        assert_eq!(codes(&p), [ProblemCode::HeaderCorrupt]);
+        let all = check_arch(&h, &[(1, &t)], &host, CpuPolicy::Compatible);
+        assert!(all.iter().any(|p| p.code == ProblemCode::XsaveCorrupt && p.message.starts_with("thread 1: ")));
+
+        let mut h = build_arch_header(&[&t], &host);
+        h.xsave_size = 1000;
+        assert!(
+            codes(&check_host(&h, &host, CpuPolicy::Compatible))
+                .contains(&ProblemCode::HeaderCorrupt)
+        );
+
+        let mut h = build_arch_header(&[&t], &host);
+        for c in h.xsave_layout.iter_mut() {
+            if c.0 == 9 {
+                c.2 = 4;
+            }
+        }
+        assert_eq!(
+            codes(&check_host(&h, &host, CpuPolicy::Compatible)),
+            [ProblemCode::XsaveLayoutMismatch]
+        );
+    }
+
+    #[test]
+    fn thread_debugregs_are_checked_with_host_limit() {
+        let host = spr();
+        let mut t = thread(&host, 0x3, USER_CS_64);
+        t.debugregs = [0xffff_ffff_8000_0000, 0, 0, 0, 0, 1 | (1 << 16)];
+        let h = build_arch_header(&[&t], &host);
+        let p = check_arch(&h, &[(42, &t)], &host, CpuPolicy::Compatible);
+        assert_eq!(codes(&p), [ProblemCode::DebugregAddress]);
+        assert!(
+            p[0].message
+                .starts_with("thread 42: hardware watchpoint DR0"),
+            "{}",
+            p[0].message
+        );
+    }
+
+    #[test]
+    fn policy_parses_and_prints() {
+        for p in CpuPolicy::ALL {
+            assert_eq!(p.to_string().parse::<CpuPolicy>().unwrap(), p);
+        }
+        assert_eq!("Strict".parse::<CpuPolicy>().unwrap(), CpuPolicy::Strict);
+        assert_eq!(CpuPolicy::default(), CpuPolicy::Compatible);
+        let e = "loose".parse::<CpuPolicy>().unwrap_err();
+        assert!(e.to_string().contains("strict, compatible or ignore"));
+    }
+
+    #[test]
+    fn manifest_lists_requirements() {
+        let host = spr();
+        let a = thread(&host, 0x600e7, USER_CS_64);
+        let b = thread(&host, 0x3, USER_CS_32);
+        let mut h = build_arch_header(&[&a, &b], &host);
+        h.vdso_size = 8192;
+        h.vdso_hash = 0xabc;
+        let m = requirements_manifest(&h);
+        assert_eq!(m["machine"], "x86_64");
+        assert_eq!(m["word_sizes"], json!([64, 32]));
+        assert_eq!(m["abis"], json!(["x86_64", "ia32"]));
+        let comps: Vec<&str> = m["xsave"]["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            comps,
+            [
+                "x87",
+                "sse",
+                "avx",
+                "avx512_opmask",
+                "zmm_hi256",
+                "hi16_zmm",
+                "amx_tilecfg",
+                "amx_tiledata"
+            ]
+        );
+        assert_eq!(m["xsave"]["components"][7]["index"], 18);
+        let feats: Vec<&str> = m["cpu_features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(feats.contains(&"avx512f") && feats.contains(&"amx_tile"));
+        assert!(
+            !feats.contains(&"erms"),
+            "informational features are not required"
+        );
+        assert!(
+            m["cpu_features_strict"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v == "erms")
+        );
+        let kernel: Vec<&str> = m["kernel"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(kernel, ["ia32-emulation", "xsave", "amx-permission"]);
+        assert_eq!(m["vdso"]["size"], 8192);
+    }
+
+    #[test]
+    fn this_host_restores_its_own_state() {
+        // A thread state shaped like this host's NT_X86_XSTATE converts to itself.
+        let host = HostCaps::detect();
+        if host.kernel_xcr0 == 0 {
+            return;
+        }
+        let t = thread(&host, host.xcr0 & 0x7, USER_CS_64);
+        let h = build_arch_header(&[&t], &host);
+        assert!(check_arch(&h, &[(1, &t)], &host, CpuPolicy::Strict).is_empty());
+        let out = convert_xsave(&t.xsave, &XsaveLayout::from_header(&h), &host).unwrap();
+        assert_eq!(out, t.xsave);
+    }
+}
