@@ -150,6 +150,7 @@ pub mod nr {
     pub const SET_ROBUST_LIST: u64 = 273;
     pub const RSEQ: u64 = 334;
     pub const CLOSE_RANGE: u64 = 436;
+    pub const CLONE3: u64 = 435;
     pub const MLOCK: u64 = 149;
     pub const FCHDIR: u64 = 81;
     pub const UMASK: u64 = 95;

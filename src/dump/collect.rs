@@ -34,12 +34,17 @@ const NSIG: u32 = 64;
 /// What only the task itself can tell, read by injected syscalls.
 struct Injected {
     sigactions: Vec<SigAction>,
-    altstack: SigAltStack,
-    clear_child_tid: u64,
     pdeathsig: i32,
     dumpable: i32,
     child_subreaper: bool,
     brk: u64,
+}
+
+/// Per-thread state that only the thread itself can tell.
+#[derive(Clone, Copy, Default)]
+struct ThreadInjected {
+    altstack: SigAltStack,
+    clear_child_tid: u64,
 }
 
 fn unsupported(pid: i32, why: impl Into<String>) -> DumpError {
@@ -71,20 +76,6 @@ fn inject_queries(inj: &mut Injector, mem: &RemoteMem, scratch: u64) -> Result<I
             mask: w(3),
         });
     }
-    inj.call("sigaltstack", nr::SIGALTSTACK, [0, scratch, 0, 0, 0, 0])?;
-    let mut b = [0u8; 24];
-    mem.read(scratch, &mut b)?;
-    let altstack = SigAltStack {
-        sp: u64::from_le_bytes(b[0..8].try_into().unwrap_or_default()),
-        flags: i32::from_le_bytes(b[8..12].try_into().unwrap_or_default()),
-        size: u64::from_le_bytes(b[16..24].try_into().unwrap_or_default()),
-    };
-    inj.call(
-        "prctl(PR_GET_TID_ADDRESS)",
-        nr::PRCTL,
-        [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0],
-    )?;
-    let clear_child_tid = mem.read_u64(scratch)?;
     mem.write(scratch, &[0u8; 8])?;
     inj.call(
         "prctl(PR_GET_PDEATHSIG)",
@@ -107,8 +98,6 @@ fn inject_queries(inj: &mut Injector, mem: &RemoteMem, scratch: u64) -> Result<I
     let brk = inj.call("brk(0)", nr::BRK, [0; 6])?;
     Ok(Injected {
         sigactions,
-        altstack,
-        clear_child_tid,
         pdeathsig,
         dumpable,
         child_subreaper,
@@ -116,8 +105,34 @@ fn inject_queries(inj: &mut Injector, mem: &RemoteMem, scratch: u64) -> Result<I
     })
 }
 
+fn inject_thread_queries(
+    inj: &mut Injector,
+    mem: &RemoteMem,
+    scratch: u64,
+) -> Result<ThreadInjected> {
+    inj.call("sigaltstack", nr::SIGALTSTACK, [0, scratch, 0, 0, 0, 0])?;
+    let mut b = [0u8; 24];
+    mem.read(scratch, &mut b)?;
+    let altstack = SigAltStack {
+        sp: u64::from_le_bytes(b[0..8].try_into().unwrap_or_default()),
+        flags: i32::from_le_bytes(b[8..12].try_into().unwrap_or_default()),
+        size: u64::from_le_bytes(b[16..24].try_into().unwrap_or_default()),
+    };
+    mem.write(scratch, &[0u8; 8])?;
+    inj.call(
+        "prctl(PR_GET_TID_ADDRESS)",
+        nr::PRCTL,
+        [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0],
+    )?;
+    let clear_child_tid = mem.read_u64(scratch)?;
+    Ok(ThreadInjected {
+        altstack,
+        clear_child_tid,
+    })
+}
+
 /// Run the injected queries in a scratch page that is unmapped again afterwards.
-fn injected_state(fr: &mut Frozen, mem: &RemoteMem) -> Result<Injected> {
+fn injected_state(fr: &mut Frozen, mem: &RemoteMem) -> Result<(Injected, Vec<ThreadInjected>)> {
     let pid = fr.pid;
     let maps = procfs::maps(pid)?;
     let vdso = maps
@@ -129,9 +144,11 @@ fn injected_state(fr: &mut Frozen, mem: &RemoteMem) -> Result<Injected> {
     let gadget = find_gadget(&code, vdso.start)
         .ok_or_else(|| unsupported(pid, "no syscall instruction found in its vDSO"))?;
     // Keep signals pending (not delivered) while we run syscalls in the task.
-    ptrace::set_sigmask(pid, !0)?;
-    fr.injected = true;
-    let mut inj = Injector::new(pid, gadget, fr.orig_regs);
+    for t in fr.threads.iter_mut() {
+        ptrace::set_sigmask(t.tid, !0)?;
+        t.injected = true;
+    }
+    let mut inj = Injector::new(pid, gadget, fr.leader().orig_regs);
     let scratch = inj.call(
         "mmap scratch page",
         nr::MMAP,
@@ -144,16 +161,25 @@ fn injected_state(fr: &mut Frozen, mem: &RemoteMem) -> Result<Injected> {
             0,
         ],
     )?;
-    let res = inject_queries(&mut inj, mem, scratch);
+    let res = inject_queries(&mut inj, mem, scratch).and_then(|p| {
+        let mut per = Vec::new();
+        for t in &fr.threads {
+            let mut ti = Injector::new(t.tid, gadget, t.orig_regs);
+            per.push(inject_thread_queries(&mut ti, mem, scratch)?);
+        }
+        Ok((p, per))
+    });
     let unmapped = inj.call(
         "munmap scratch page",
         nr::MUNMAP,
         [scratch, 4096, 0, 0, 0, 0],
     );
     // From here on the task must be able to run on as before even if ckpt dies (the
-    // kernel then detaches it): give it back its registers and signal mask now.
-    ptrace::set_regs(pid, &arch::x86::release_regs(&fr.orig_regs))?;
-    ptrace::set_sigmask(pid, fr.orig_sigmask)?;
+    // kernel then detaches it): give every thread its registers and signal mask now.
+    for t in &fr.threads {
+        ptrace::set_regs(t.tid, &arch::x86::release_regs(&t.orig_regs))?;
+        ptrace::set_sigmask(t.tid, t.orig_sigmask)?;
+    }
     let out = res?;
     unmapped?;
     Ok(out)
@@ -404,42 +430,65 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
     Ok(Fd { fd, cloexec, kind })
 }
 
-pub(crate) fn collect(fr: &mut Frozen) -> Result<Collected> {
-    let pid = fr.pid;
-    let mem = RemoteMem::open(pid)?;
-    let regs = fr.orig_regs;
+/// What is read of a thread from outside (before any injection).
+struct ThreadOutside {
+    xsave: Vec<u8>,
+    debugregs: [u64; 6],
+    pending: Vec<PendingSignal>,
+    rseq: Option<Rseq>,
+    robust_list: (u64, u64),
+    sched: (i32, i32, i32),
+}
+
+fn pending_signals(tid: i32, shared: bool) -> Result<Vec<PendingSignal>> {
+    Ok(ptrace::peek_siginfo(tid, shared)?
+        .into_iter()
+        .map(|si| PendingSignal {
+            signo: u32::from_le_bytes(si[0..4].try_into().unwrap_or_default()),
+            siginfo: si,
+        })
+        .collect())
+}
+
+fn thread_outside(pid: i32, tid: i32, regs: &X86Regs) -> Result<ThreadOutside> {
     if regs.abi() != arch::Abi::X86_64 {
         return Err(unsupported(
             pid,
             "it is a 32-bit (ia32) process; not supported yet",
         ));
     }
-    let xsave = ptrace::get_xstate(pid, 1 << 16)?;
+    let xsave = ptrace::get_xstate(tid, 1 << 16)?;
     let mut debugregs = [0u64; 6];
     for (slot, i) in debugregs.iter_mut().zip(arch::x86::DEBUGREG_INDEXES) {
-        *slot = ptrace::peek_user(pid, arch::x86::DEBUGREG_OFFSET + i * 8)?;
+        *slot = ptrace::peek_user(tid, arch::x86::DEBUGREG_OFFSET + i * 8)?;
     }
-    let pending = |shared| -> Result<Vec<PendingSignal>> {
-        Ok(ptrace::peek_siginfo(pid, shared)?
-            .into_iter()
-            .map(|si| PendingSignal {
-                signo: u32::from_le_bytes(si[0..4].try_into().unwrap_or_default()),
-                siginfo: si,
-            })
-            .collect())
-    };
-    let thread_pending = pending(false)?;
-    let shared_pending = pending(true)?;
-    let (rseq_addr, rseq_len, rseq_sig, rseq_flags) = ptrace::get_rseq(pid)?;
+    let (rseq_addr, rseq_len, rseq_sig, rseq_flags) = ptrace::get_rseq(tid)?;
     let rseq = (rseq_addr != 0).then_some(Rseq {
         addr: rseq_addr,
         len: rseq_len,
         flags: rseq_flags,
         signature: rseq_sig,
     });
-    let (robust_list, robust_list_len) = sys::process::robust_list(pid)?;
+    Ok(ThreadOutside {
+        xsave,
+        debugregs,
+        pending: pending_signals(tid, false)?,
+        rseq,
+        robust_list: sys::process::robust_list(tid)?,
+        sched: sys::process::sched_get(tid)?,
+    })
+}
 
-    let inj = injected_state(fr, &mem)?;
+pub(crate) fn collect(fr: &mut Frozen) -> Result<Collected> {
+    let pid = fr.pid;
+    let mem = RemoteMem::open(pid)?;
+    let mut outside = Vec::new();
+    for t in &fr.threads {
+        outside.push(thread_outside(pid, t.tid, &t.orig_regs)?);
+    }
+    let shared_pending = pending_signals(pid, true)?;
+
+    let (inj, thread_inj) = injected_state(fr, &mem)?;
 
     let status = procfs::status(pid)?;
     let stat = procfs::stat(pid)?;
@@ -531,23 +580,29 @@ pub(crate) fn collect(fr: &mut Frozen) -> Result<Collected> {
         fds.push(fd_entry(pid, fd)?);
     }
 
-    let mut image_regs = regs;
-    rseq_fixup(&mem, &rseq, &mut image_regs)?;
-    let thread = Thread {
-        tid: pid,
-        arch: ThreadArchState {
-            regs: image_regs,
-            xsave,
-            debugregs,
-        },
-        sigmask: fr.orig_sigmask,
-        sigaltstack: inj.altstack,
-        rseq,
-        robust_list,
-        robust_list_len,
-        clear_child_tid: inj.clear_child_tid,
-        pending: thread_pending,
-    };
+    let mut threads = Vec::new();
+    for ((t, o), ti) in fr.threads.iter().zip(outside).zip(thread_inj) {
+        let mut image_regs = t.orig_regs;
+        rseq_fixup(&mem, &o.rseq, &mut image_regs)?;
+        threads.push(Thread {
+            tid: t.tid,
+            arch: ThreadArchState {
+                regs: image_regs,
+                xsave: o.xsave,
+                debugregs: o.debugregs,
+            },
+            sigmask: t.orig_sigmask,
+            sigaltstack: ti.altstack,
+            rseq: o.rseq,
+            robust_list: o.robust_list.0,
+            robust_list_len: o.robust_list.1,
+            clear_child_tid: ti.clear_child_tid,
+            pending: o.pending,
+            sched_policy: o.sched.0,
+            sched_priority: o.sched.1,
+            nice: o.sched.2,
+        });
+    }
     let process = Process {
         pid,
         ppid: stat.field(4) as i32,
@@ -582,10 +637,11 @@ pub(crate) fn collect(fr: &mut Frozen) -> Result<Collected> {
         fds,
         sigactions: inj.sigactions,
         shared_pending,
-        threads: vec![thread],
+        threads,
     };
     let (hostname, kernel) = sys::process::uname();
-    let mut arch_hdr = arch::build_header(&[&process.threads[0].arch]);
+    let mut arch_hdr =
+        arch::build_header(&process.threads.iter().map(|t| &t.arch).collect::<Vec<_>>());
     arch_hdr.vdso_hash = vdso_hash;
     arch_hdr.vdso_size = vdso_size;
     arch_hdr.vvar_size = vvar_size;

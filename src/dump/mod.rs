@@ -70,69 +70,152 @@ pub struct DumpStats {
     pub total: Duration,
 }
 
-/// The seized target. Dropping it without `release` lets the task run on exactly as
-/// before: its registers and signal mask are put back and it is detached.
-pub(crate) struct Frozen {
-    pub pid: i32,
+/// One stopped thread of the target.
+pub(crate) struct FrozenThread {
+    pub tid: i32,
     pub orig_regs: X86Regs,
     pub orig_sigmask: u64,
-    /// True once the task sits in a syscall stop of ours rather than the interrupt stop:
-    /// then a pending syscall restart must be applied by us before it runs on.
+    /// True once the thread sits in a syscall stop of ours rather than the interrupt
+    /// stop: then a pending syscall restart must be applied by us before it runs on.
     pub injected: bool,
+}
+
+/// The seized target, every thread stopped. Dropping it without `kill` lets the task run
+/// on exactly as before: registers and signal masks are put back and it is detached.
+pub(crate) struct Frozen {
+    pub pid: i32,
+    /// The thread-group leader first.
+    pub threads: Vec<FrozenThread>,
     pub frozen_at: Instant,
     done: bool,
 }
 
-impl Frozen {
-    fn freeze(pid: i32) -> Result<Self> {
-        ptrace::seize(pid, libc::PTRACE_O_TRACESYSGOOD)?;
-        let t0 = Instant::now();
-        let fail = |e: SysError| {
-            let _ = ptrace::detach(pid, 0);
-            DumpError::Sys(e)
-        };
-        ptrace::interrupt(pid).map_err(fail)?;
-        loop {
-            match ptrace::wait(pid).map_err(fail)? {
-                Stop::Event(_) => break,
-                // A signal was being delivered as we stopped it: let it be delivered
-                // (it happened before the checkpoint) and wait for the interrupt stop.
-                Stop::Signal(sig) => ptrace::cont(pid, sig).map_err(fail)?,
-                Stop::Exited(_) | Stop::Killed(_) => return Err(DumpError::Exited(pid)),
-                Stop::Syscall | Stop::OtherEvent(_) => ptrace::cont(pid, 0).map_err(fail)?,
-            }
+fn task_ids(pid: i32) -> Result<Vec<i32>> {
+    let dir = format!("/proc/{pid}/task");
+    let rd = std::fs::read_dir(&dir).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            DumpError::Exited(pid)
+        } else {
+            DumpError::Sys(SysError::io(format!("read {dir}"), e))
         }
-        let orig_regs = ptrace::get_regs(pid).map_err(fail)?;
-        let orig_sigmask = ptrace::get_sigmask(pid).map_err(fail)?;
-        Ok(Self {
+    })?;
+    let mut v: Vec<i32> = rd
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+/// Stop one thread: seize, interrupt, wait for the interrupt stop. Ok(None) if the
+/// thread exited meanwhile.
+fn freeze_thread(tid: i32) -> Result<Option<FrozenThread>> {
+    match ptrace::seize(tid, libc::PTRACE_O_TRACESYSGOOD) {
+        Ok(()) => {}
+        Err(e) if e.errno() == Some(libc::ESRCH) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let fail = |e: SysError| {
+        let _ = ptrace::detach(tid, 0);
+        DumpError::Sys(e)
+    };
+    ptrace::interrupt(tid).map_err(fail)?;
+    loop {
+        match ptrace::wait(tid).map_err(fail)? {
+            Stop::Event(_) => break,
+            // A signal was being delivered as we stopped it: let it be delivered
+            // (it happened before the checkpoint) and wait for the interrupt stop.
+            Stop::Signal(sig) => ptrace::cont(tid, sig).map_err(fail)?,
+            Stop::Exited(_) | Stop::Killed(_) => return Ok(None),
+            Stop::Syscall | Stop::OtherEvent(_) => ptrace::cont(tid, 0).map_err(fail)?,
+        }
+    }
+    let orig_regs = ptrace::get_regs(tid).map_err(fail)?;
+    let orig_sigmask = ptrace::get_sigmask(tid).map_err(fail)?;
+    Ok(Some(FrozenThread {
+        tid,
+        orig_regs,
+        orig_sigmask,
+        injected: false,
+    }))
+}
+
+impl Frozen {
+    /// Stop every thread. Threads created while we freeze are caught by listing the
+    /// thread group again until a listing shows no thread we have not stopped (a
+    /// stopped thread cannot create more).
+    fn freeze(pid: i32) -> Result<Self> {
+        let t0 = Instant::now();
+        let mut fr = Self {
             pid,
-            orig_regs,
-            orig_sigmask,
-            injected: false,
+            threads: Vec::new(),
             frozen_at: t0,
             done: false,
+        };
+        let mut gone = std::collections::BTreeSet::new();
+        for _round in 0..1000 {
+            let mut new = false;
+            for tid in task_ids(pid)? {
+                if fr.threads.iter().any(|t| t.tid == tid) || gone.contains(&tid) {
+                    continue;
+                }
+                new = true;
+                match freeze_thread(tid)? {
+                    Some(t) => fr.threads.push(t),
+                    None if tid == pid => return Err(DumpError::Exited(pid)),
+                    None => {
+                        gone.insert(tid);
+                    }
+                }
+            }
+            if !new {
+                // The leader first.
+                fr.threads.sort_by_key(|t| (t.tid != pid, t.tid));
+                if fr.threads.first().map(|t| t.tid) != Some(pid) {
+                    return Err(DumpError::Exited(pid));
+                }
+                return Ok(fr);
+            }
+        }
+        Err(DumpError::Unsupported {
+            pid,
+            why: "it keeps creating threads faster than they can be stopped".into(),
         })
+    }
+
+    pub fn leader(&self) -> &FrozenThread {
+        &self.threads[0]
     }
 
     /// Put the task back as it was and let it run.
     fn let_go(&mut self) -> Result<()> {
         self.done = true;
-        let regs = if self.injected {
-            arch::x86::release_regs(&self.orig_regs)
-        } else {
-            self.orig_regs
-        };
-        ptrace::set_regs(self.pid, &regs)?;
-        ptrace::set_sigmask(self.pid, self.orig_sigmask)?;
-        ptrace::detach(self.pid, 0)?;
-        Ok(())
+        let mut first_err = None;
+        for t in &self.threads {
+            let regs = if t.injected {
+                arch::x86::release_regs(&t.orig_regs)
+            } else {
+                t.orig_regs
+            };
+            let r = ptrace::set_regs(t.tid, &regs)
+                .and_then(|()| ptrace::set_sigmask(t.tid, t.orig_sigmask))
+                .and_then(|()| ptrace::detach(t.tid, 0));
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// Kill the task (after a complete image).
     fn kill(&mut self) -> Result<()> {
         self.done = true;
         sys::process::kill(self.pid, libc::SIGKILL)?;
-        let _ = ptrace::detach(self.pid, 0);
+        for t in &self.threads {
+            let _ = ptrace::detach(t.tid, 0);
+        }
         Ok(())
     }
 }
@@ -227,12 +310,6 @@ fn precheck(pid: i32) -> Result<()> {
         return unsupported(format!(
             "{pid} is a thread of process {}; give the process ID",
             st.tgid
-        ));
-    }
-    if st.threads != 1 {
-        return unsupported(format!(
-            "it has {} threads; multi-threaded processes are not supported yet",
-            st.threads
         ));
     }
     match st.state {

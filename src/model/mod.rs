@@ -176,6 +176,13 @@ pub struct Thread {
     pub robust_list_len: u64,
     pub clear_child_tid: u64,
     pub pending: Vec<PendingSignal>,
+    /// sched_getscheduler / sched_getparam / nice value of the thread.
+    #[serde(default)]
+    pub sched_policy: i32,
+    #[serde(default)]
+    pub sched_priority: i32,
+    #[serde(default)]
+    pub nice: i32,
 }
 
 /// What an open file descriptor refers to.

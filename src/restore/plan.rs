@@ -17,6 +17,7 @@ use crate::sys::{self, proc as procfs};
 pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 const MAX_VMAS: usize = 65_530;
 const MAX_FD: i32 = 1 << 20;
+const MAX_THREADS: usize = 1 << 16;
 
 /// One reason the image cannot be restored here.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -91,12 +92,25 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
     if proc_.pid <= 0 {
         p(problems, "malformed", format!("invalid PID {}", proc_.pid));
     }
-    if proc_.threads.len() != 1 || proc_.threads[0].tid != proc_.pid {
+    if proc_.threads.first().map(|t| t.tid) != Some(proc_.pid) {
         p(
             problems,
-            "unsupported",
-            "the image's process does not have exactly one thread".into(),
+            "malformed",
+            "the image's process has no main thread".into(),
         );
+    }
+    let mut tids = BTreeSet::new();
+    for t in &proc_.threads {
+        if t.tid <= 0 || !tids.insert(t.tid) {
+            p(
+                problems,
+                "malformed",
+                format!("invalid thread ID {}", t.tid),
+            );
+        }
+    }
+    if proc_.threads.len() > MAX_THREADS {
+        p(problems, "malformed", "too many threads".into());
     }
     if proc_.vmas.len() > MAX_VMAS {
         p(problems, "malformed", "too many memory areas".into());
@@ -314,6 +328,19 @@ fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
             "privilege",
             "restore must run as root (it recreates PIDs and memory-map fields)".into(),
         );
+    }
+    for t in proc_.threads.iter().skip(1) {
+        if let Ok(s) = procfs::stat(t.tid) {
+            p(
+                problems,
+                "pid-taken",
+                format!(
+                    "thread ID {} is in use by another task ({})",
+                    t.tid,
+                    show(&s.comm)
+                ),
+            );
+        }
     }
     if let Ok(s) = procfs::stat(proc_.pid) {
         let msg = if s.state == b'Z' {

@@ -16,7 +16,7 @@ use super::plan::{Plan, TASK_SIZE};
 use super::{RestoreError, Result, fault_point};
 use crate::arch::x86::{self as ax, nr};
 use crate::image::{ImageReader, tag};
-use crate::model::{FdKind, Process, Vma, VmaKind};
+use crate::model::{FdKind, Process, Thread, Vma, VmaKind};
 use crate::sys::inject::{Injector, find_gadget};
 use crate::sys::mem::RemoteMem;
 use crate::sys::ptrace::{self, Stop};
@@ -28,13 +28,15 @@ const STUB_SIZE: u64 = STUB_CODE + (1 << 20);
 /// Owns the half-built process: dropping it before commit kills and reaps it.
 pub struct Stub {
     pub pid: i32,
+    /// Threads created in it so far (traced by us: each must be reaped by us too).
+    pub tids: Vec<i32>,
     committed: bool,
 }
 
 impl Drop for Stub {
     fn drop(&mut self) {
         if !self.committed {
-            sys::process::kill_and_reap(self.pid);
+            sys::process::kill_and_reap(self.pid, &self.tids);
         }
     }
 }
@@ -463,7 +465,56 @@ fn restore_attrs(cx: &mut Ctx<'_>) -> Result<()> {
             [u64::from(s.signo), a, 0, 8, 0, 0],
         )?;
     }
-    let t = &proc_.threads[0];
+    thread_attrs(cx, &proc_.threads[0])?;
+    if proc_.sid == proc_.pid {
+        cx.call("setsid", nr::SETSID, [0; 6])?;
+    }
+    {
+        // Always: the stub was created with SIGKILL here (so it dies with ckpt until
+        // commit; PTRACE_O_EXITKILL covers that from now on).
+        cx.call(
+            "prctl(PR_SET_PDEATHSIG)",
+            nr::PRCTL,
+            [
+                libc::PR_SET_PDEATHSIG as u64,
+                m.pdeathsig as u64,
+                0,
+                0,
+                0,
+                0,
+            ],
+        )?;
+    }
+    // Pending signals stay pending: all signals are blocked in the stub until commit.
+    let pid = proc_.pid as u64;
+    for t in &proc_.threads {
+        for s in &t.pending {
+            let a = cx.put(0, &s.siginfo)?;
+            cx.call(
+                "queue pending signal",
+                nr::RT_TGSIGQUEUEINFO,
+                [pid, t.tid as u64, u64::from(s.signo), a, 0, 0],
+            )?;
+        }
+    }
+    for s in &proc_.shared_pending {
+        let a = cx.put(0, &s.siginfo)?;
+        const RT_SIGQUEUEINFO: u64 = 129;
+        cx.call(
+            "queue pending signal",
+            RT_SIGQUEUEINFO,
+            [pid, u64::from(s.signo), a, 0, 0, 0],
+        )?;
+    }
+    for r in &proc_.rlimits {
+        fault_point("set resource limits")?;
+        sys::process::prlimit_set(proc_.pid, r.resource, r.cur, r.max)?;
+    }
+    Ok(())
+}
+
+/// State that belongs to one thread, set by syscalls injected into that thread.
+fn thread_attrs(cx: &mut Ctx<'_>, t: &Thread) -> Result<()> {
     let ss = t.sigaltstack;
     let mut b = Vec::with_capacity(24);
     b.extend_from_slice(&ss.sp.to_le_bytes());
@@ -491,49 +542,65 @@ fn restore_attrs(cx: &mut Ctx<'_>) -> Result<()> {
             [r.addr, u64::from(r.len), 0, u64::from(r.signature), 0, 0],
         )?;
     }
-    if proc_.sid == proc_.pid {
-        cx.call("setsid", nr::SETSID, [0; 6])?;
-    }
-    {
-        // Always: the stub was created with SIGKILL here (so it dies with ckpt until
-        // commit; PTRACE_O_EXITKILL covers that from now on).
-        cx.call(
-            "prctl(PR_SET_PDEATHSIG)",
-            nr::PRCTL,
-            [
-                libc::PR_SET_PDEATHSIG as u64,
-                m.pdeathsig as u64,
-                0,
-                0,
-                0,
-                0,
-            ],
-        )?;
-    }
-    // Pending signals stay pending: all signals are blocked in the stub until commit.
-    let pid = proc_.pid as u64;
-    for s in &t.pending {
-        let a = cx.put(0, &s.siginfo)?;
-        cx.call(
-            "queue pending signal",
-            nr::RT_TGSIGQUEUEINFO,
-            [pid, pid, u64::from(s.signo), a, 0, 0],
-        )?;
-    }
-    for s in &proc_.shared_pending {
-        let a = cx.put(0, &s.siginfo)?;
-        const RT_SIGQUEUEINFO: u64 = 129;
-        cx.call(
-            "queue pending signal",
-            RT_SIGQUEUEINFO,
-            [pid, u64::from(s.signo), a, 0, 0, 0],
-        )?;
-    }
-    for r in &proc_.rlimits {
-        fault_point("set resource limits")?;
-        sys::process::prlimit_set(proc_.pid, r.resource, r.cur, r.max)?;
-    }
+    sys::process::sched_set(t.tid, t.sched_policy, t.sched_priority, t.nice).or_else(|e| {
+        // Without CAP_SYS_NICE a lower nice value cannot be set back; anything else
+        // is an error.
+        if t.sched_policy == 0 && e.errno() == Some(libc::EPERM) {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })?;
     Ok(())
+}
+
+/// Create the image's other threads (with their TIDs) in the stub, each traced, and set
+/// their per-thread state.
+fn create_threads(cx: &mut Ctx<'_>, stub: &mut Stub) -> Result<Vec<Injector>> {
+    let proc_ = cx.proc_;
+    let mut out = Vec::new();
+    for t in proc_.threads.iter().skip(1) {
+        // struct clone_args (88 bytes) followed by the one-element set_tid array.
+        let tid_addr = cx.scratch() + 88;
+        let flags = (libc::CLONE_VM
+            | libc::CLONE_FS
+            | libc::CLONE_FILES
+            | libc::CLONE_SIGHAND
+            | libc::CLONE_THREAD
+            | libc::CLONE_SYSVSEM) as u64;
+        let mut args = Vec::with_capacity(96);
+        for w in [flags, 0, 0, 0, 0, 0, 0, 0, tid_addr, 1, 0] {
+            args.extend_from_slice(&w.to_le_bytes());
+        }
+        args.extend_from_slice(&(t.tid as u64).to_le_bytes());
+        let a = cx.put(0, &args)?;
+        let what = format!("create thread {}", t.tid);
+        let got = cx.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0])?;
+        stub.tids.push(got as i32);
+        if got != t.tid as u64 {
+            return Err(RestoreError::Stage(format!(
+                "{what}: got thread ID {got} instead"
+            )));
+        }
+        // PTRACE_O_TRACECLONE: the new thread is traced and stops before it runs.
+        match ptrace::wait(t.tid)? {
+            Stop::Signal(_) | Stop::Event(_) => {}
+            other => {
+                return Err(RestoreError::Stage(format!(
+                    "{what}: it did not stop as expected ({other:?})"
+                )));
+            }
+        }
+        let base = ptrace::get_regs(t.tid)?;
+        let mut tinj = Injector::new(t.tid, cx.stub, base);
+        std::mem::swap(&mut cx.inj, &mut tinj);
+        let r = thread_attrs(cx, t);
+        std::mem::swap(&mut cx.inj, &mut tinj);
+        r?;
+        ptrace::set_sigmask(t.tid, t.sigmask)?;
+        out.push(tinj);
+    }
+    Ok(out)
 }
 
 fn restore_creds(cx: &mut Ctx<'_>) -> Result<()> {
@@ -657,6 +724,8 @@ pub struct Staged {
     cx_pid: i32,
     stub_addr: u64,
     inj: Injector,
+    /// The other threads, stopped.
+    threads: Vec<Injector>,
     pub bytes: u64,
 }
 
@@ -665,8 +734,9 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
     let proc_ = &plan.ckpt.processes[0];
     fault_point("create process")?;
     let pid = sys::process::spawn_traced_stub(Some(proc_.pid))?;
-    let stub = Stub {
+    let mut stub = Stub {
         pid,
+        tids: Vec::new(),
         committed: false,
     };
     match ptrace::wait(pid)? {
@@ -677,7 +747,10 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
             )));
         }
     }
-    ptrace::set_options(pid, libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD)?;
+    ptrace::set_options(
+        pid,
+        libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACECLONE,
+    )?;
     ptrace::set_sigmask(pid, !0)?;
     let base = ptrace::get_regs(pid)?;
 
@@ -766,6 +839,8 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
     finish_memory(&mut cx)?;
     restore_fds(&mut cx)?;
     restore_attrs(&mut cx)?;
+    // Threads after the memory they run on, before credentials change.
+    let threads = create_threads(&mut cx, &mut stub)?;
     restore_creds(&mut cx)?;
     fault_point("signal mask")?;
     ptrace::set_sigmask(pid, proc_.threads[0].sigmask)?;
@@ -774,6 +849,7 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
         cx_pid: pid,
         stub_addr,
         inj: cx.inj,
+        threads,
         bytes,
     })
 }
@@ -787,10 +863,22 @@ fn own_vdso_range() -> Result<(u64, u64)> {
         .ok_or_else(|| RestoreError::Stage("ckpt itself has no vDSO".into()))
 }
 
+fn set_thread_state(tid: i32, t: &Thread) -> Result<()> {
+    ptrace::set_xstate(tid, &t.arch.xsave)?;
+    for (i, v) in ax::DEBUGREG_INDEXES.iter().zip(t.arch.debugregs) {
+        // DR7 (enable bits) last, after the addresses it enables.
+        if *i != 7 {
+            ptrace::poke_user(tid, ax::DEBUGREG_OFFSET + i * 8, v)?;
+        }
+    }
+    ptrace::poke_user(tid, ax::DEBUGREG_OFFSET + 7 * 8, t.arch.debugregs[5])?;
+    ptrace::set_regs(tid, &ax::resume_regs(&t.arch.regs))?;
+    Ok(())
+}
+
 /// The point of no return: remove the helper area, set the saved registers, let go.
 pub fn commit(mut s: Staged, proc_: &Process) -> Result<i32> {
     let pid = s.cx_pid;
-    let t = &proc_.threads[0];
     fault_point("remove helper area")?;
     s.inj.call(
         "munmap helper area",
@@ -798,17 +886,23 @@ pub fn commit(mut s: Staged, proc_: &Process) -> Result<i32> {
         [s.stub_addr, STUB_SIZE, 0, 0, 0, 0],
     )?;
     fault_point("set registers")?;
-    ptrace::set_xstate(pid, &t.arch.xsave)?;
-    for (i, v) in ax::DEBUGREG_INDEXES.iter().zip(t.arch.debugregs) {
-        // DR7 (enable bits) last, after the addresses it enables.
-        if *i != 7 {
-            ptrace::poke_user(pid, ax::DEBUGREG_OFFSET + i * 8, v)?;
+    for t in &proc_.threads {
+        set_thread_state(t.tid, t)?;
+    }
+    fault_point("detach")?;
+    // Nothing below can fail in a way we could still undo; let every thread go.
+    s.stub.committed = true;
+    let mut first_err = None;
+    for t in s.threads.iter().map(|i| i.pid()).chain([pid]) {
+        if let Err(e) = ptrace::detach(t, 0) {
+            first_err.get_or_insert(e);
         }
     }
-    ptrace::poke_user(pid, ax::DEBUGREG_OFFSET + 7 * 8, t.arch.debugregs[5])?;
-    ptrace::set_regs(pid, &ax::resume_regs(&t.arch.regs))?;
-    fault_point("detach")?;
-    ptrace::detach(pid, 0)?;
-    s.stub.committed = true;
+    if let Some(e) = first_err {
+        // A thread we could not detach is still stopped: kill the process rather than
+        // leave it half-running.
+        sys::process::kill_and_reap(pid, &s.stub.tids);
+        return Err(e.into());
+    }
     Ok(pid)
 }

@@ -44,7 +44,14 @@ impl Injector {
         ptrace::set_regs(pid, &regs)?;
         for phase in ["enter", "exit"] {
             ptrace::syscall(pid, 0)?;
-            match ptrace::wait(pid)? {
+            let mut stop = ptrace::wait(pid)?;
+            // Event stops inside the syscall (PTRACE_EVENT_CLONE of an injected clone3)
+            // are passed over.
+            while let Stop::OtherEvent(_) = stop {
+                ptrace::syscall(pid, 0)?;
+                stop = ptrace::wait(pid)?;
+            }
+            match stop {
                 Stop::Syscall => {}
                 other => {
                     return Err(SysError::Other(format!(

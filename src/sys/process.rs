@@ -96,15 +96,29 @@ pub fn kill(pid: i32, sig: i32) -> Result<()> {
     Ok(())
 }
 
-/// Kill and reap a child that ckpt created (used by guards; errors are ignored).
-pub fn kill_and_reap(pid: i32) {
+/// Kill and reap a child process that ckpt created, with the threads of it that ckpt
+/// traces (a traced thread's exit must be collected by its tracer before the leader's
+/// can be). Errors are ignored: this runs on failure paths.
+pub fn kill_and_reap(pid: i32, traced_threads: &[i32]) {
     // SAFETY: plain syscalls; status is a valid out-pointer.
     unsafe {
         libc::kill(pid, libc::SIGKILL);
         let mut st = 0;
-        while libc::waitpid(pid, &mut st, libc::__WALL) < 0
-            && *libc::__errno_location() == libc::EINTR
-        {}
+        for &t in traced_threads.iter().chain([&pid]) {
+            // Pass over stop reports still queued; stop at the exit (or ECHILD).
+            loop {
+                let r = libc::waitpid(t, &mut st, libc::__WALL);
+                if r < 0 {
+                    if *libc::__errno_location() == libc::EINTR {
+                        continue;
+                    }
+                    break;
+                }
+                if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -279,4 +293,44 @@ pub fn close_fds_from(first: u32) {
     unsafe {
         libc::syscall(libc::SYS_close_range, first, u32::MAX, 0);
     }
+}
+
+/// Scheduling policy (with SCHED_RESET_ON_FORK), static priority and nice value of a
+/// thread.
+pub fn sched_get(tid: i32) -> Result<(i32, i32, i32)> {
+    // SAFETY: plain syscall with an integer argument.
+    let policy = unsafe { libc::sched_getscheduler(tid) };
+    check(policy as libc::c_long, || {
+        format!("sched_getscheduler({tid})")
+    })?;
+    let mut param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: param is a valid out-pointer.
+    let r = unsafe { libc::sched_getparam(tid, &mut param) };
+    check(r as libc::c_long, || format!("sched_getparam({tid})"))?;
+    // getpriority returns the nice value; -1 is valid, so errno decides.
+    // SAFETY: errno slot of this thread.
+    unsafe { *libc::__errno_location() = 0 };
+    // SAFETY: plain syscall with integer arguments.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) };
+    // SAFETY: errno slot of this thread.
+    if nice == -1 && unsafe { *libc::__errno_location() } != 0 {
+        return Err(SysError::os(format!("getpriority({tid})")));
+    }
+    Ok((policy, param.sched_priority, nice))
+}
+
+/// Set a thread's scheduling policy, priority and nice value.
+pub fn sched_set(tid: i32, policy: i32, priority: i32, nice: i32) -> Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: param is a valid in-pointer.
+    let r = unsafe { libc::sched_setscheduler(tid, policy, &param) };
+    check(r as libc::c_long, || {
+        format!("sched_setscheduler({tid}, {policy}, {priority})")
+    })?;
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    check(r as libc::c_long, || format!("setpriority({tid}, {nice})"))?;
+    Ok(())
 }
