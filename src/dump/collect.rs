@@ -311,7 +311,7 @@ fn vma_pages(pm: &procfs::Pagemap, vma: &mut Vma, runs: &mut Vec<Run>) -> Result
                     }
                 }
             }
-            if want(*e) {
+            if e & PM_GUARD_REGION == 0 && want(*e) {
                 vma.pages_present += 1;
                 match &mut run {
                     Some(r) if r.addr + r.pages * 4096 == a && r.pages < 1024 => r.pages += 1,
