@@ -2,7 +2,7 @@
 //! components (XCR0) and their standard-format layout, the CPU features a program can
 //! rely on, and a few kernel facts (ia32 emulation, the user address-space limit).
 //!
-//! Detection is pure userspace: CPUID, XGETBV and FXSAVE (in [`read_cpu`], the one place
+//! Detection is pure userspace: CPUID, XGETBV and FXSAVE (in `read_cpu`, the one place
 //! with `unsafe`), plus a few files under /proc (and /boot) for the kernel facts.
 //!
 //! A [`HostCaps`] can be *masked* ([`HostCaps::with_mask`], [`HostCaps::masked`]): masked

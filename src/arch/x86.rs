@@ -151,6 +151,10 @@ pub mod nr {
     pub const RSEQ: u64 = 334;
     pub const CLOSE_RANGE: u64 = 436;
     pub const CLONE3: u64 = 435;
+    pub const EXIT_GROUP: u64 = 231;
+    pub const KILL: u64 = 62;
+    pub const RT_SIGTIMEDWAIT: u64 = 128;
+    pub const SETPGID: u64 = 109;
     pub const MLOCK: u64 = 149;
     pub const FCHDIR: u64 = 81;
     pub const UMASK: u64 = 95;

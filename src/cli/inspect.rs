@@ -149,7 +149,7 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
                 FdKind::Dir { file, .. } => {
                     format!("directory {}", String::from_utf8_lossy(&file.path))
                 }
-                FdKind::Inherited { what } => format!("inherited from restore ({what})"),
+                FdKind::Inherited { what, .. } => format!("inherited from restore ({what})"),
             };
             println!("    {:>3}{} {}", f.fd, if f.cloexec { "*" } else { " " }, d);
         }

@@ -26,7 +26,16 @@ pub(crate) struct Run {
 
 pub(crate) struct Collected {
     pub ckpt: Checkpoint,
+    /// Page runs of each (live) process, by PID, in image order.
+    pub runs: Vec<(i32, Vec<Run>)>,
+}
+
+/// One collected process.
+pub(crate) struct ProcCollected {
+    pub process: Process,
     pub runs: Vec<Run>,
+    /// (hash, size) of the vDSO text and size of the vvar area, if mapped.
+    pub vdso: Option<(u64, u64, u64)>,
 }
 
 const NSIG: u32 = 64;
@@ -277,11 +286,45 @@ fn classify_vma(pid: i32, m: &MapEntry) -> Result<Option<VmaKind>> {
     Ok(Some(kind))
 }
 
+/// Pages of shared-memory objects already stored (by inode, page offset): an object
+/// shared by several processes of the tree is stored once.
+pub(crate) type SharedSeen = std::collections::BTreeMap<u64, std::collections::BTreeSet<u64>>;
+
+/// Pages of a MAP_SHARED|MAP_ANONYMOUS area: everything its object holds in the mapped
+/// range (found with SEEK_DATA, so pages written only through another mapping count).
+fn shmem_pages(pid: i32, vma: &mut Vma, runs: &mut Vec<Run>, seen: &mut SharedSeen) -> Result<()> {
+    let (ino, ranges) = procfs::shmem_data_ranges(pid, vma.start, vma.end, vma.offset, vma.len())?;
+    vma.shmem_id = ino;
+    let done = seen.entry(ino).or_default();
+    let first = runs.len();
+    for (a, b) in ranges {
+        let mut off = a;
+        while off < b {
+            if done.insert(off) {
+                let addr = vma.start + (off - vma.offset);
+                vma.pages_present += 1;
+                let n = runs.len();
+                match runs.last_mut() {
+                    Some(r) if n > first && r.addr + r.pages * 4096 == addr && r.pages < 1024 => {
+                        r.pages += 1
+                    }
+                    _ => runs.push(Run {
+                        addr,
+                        pages: 1,
+                        skip_zero: true,
+                    }),
+                }
+            }
+            off += 4096;
+        }
+    }
+    Ok(())
+}
+
 /// Decide which pages of a VMA go into the image and where its guard regions are.
 fn vma_pages(pm: &procfs::Pagemap, vma: &mut Vma, runs: &mut Vec<Run>) -> Result<()> {
     let (want, skip_zero): (fn(u64) -> bool, bool) = match (&vma.kind, vma.shared) {
         (VmaKind::Anon, _) => (|e| e & (PM_PRESENT | PM_SWAP) != 0, true),
-        (VmaKind::AnonShared, _) => (|e| e & (PM_PRESENT | PM_SWAP) != 0, true),
         // Private file mappings: only pages that were copied on write (anonymous now).
         (VmaKind::File { .. }, false) => (
             |e| (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAP != 0,
@@ -379,7 +422,7 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
             return Ok(Fd {
                 fd,
                 cloexec,
-                kind: FdKind::Inherited { what: name },
+                kind: FdKind::Inherited { what: name, flags },
             });
         }
         let kind = if link.starts_with(b"pipe:") {
@@ -410,7 +453,7 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
                 return Ok(Fd {
                     fd,
                     cloexec,
-                    kind: FdKind::Inherited { what: name },
+                    kind: FdKind::Inherited { what: name, flags },
                 });
             }
             return Err(not_yet("a terminal"));
@@ -421,7 +464,7 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
             pos,
         }
     } else if fd <= 2 && (fmt == libc::S_IFIFO || fmt == libc::S_IFSOCK) {
-        FdKind::Inherited { what: name }
+        FdKind::Inherited { what: name, flags }
     } else if fmt == libc::S_IFIFO {
         return Err(not_yet("a FIFO"));
     } else {
@@ -479,7 +522,7 @@ fn thread_outside(pid: i32, tid: i32, regs: &X86Regs) -> Result<ThreadOutside> {
     })
 }
 
-pub(crate) fn collect(fr: &mut Frozen) -> Result<Collected> {
+pub(crate) fn collect_process(fr: &mut Frozen, seen: &mut SharedSeen) -> Result<ProcCollected> {
     let pid = fr.pid;
     let mem = RemoteMem::open(pid)?;
     let mut outside = Vec::new();
@@ -561,6 +604,7 @@ pub(crate) fn collect(fr: &mut Frozen) -> Result<Collected> {
             vmflags: m.vmflags.clone(),
             pages_present: 0,
             guard_ranges: Vec::new(),
+            shmem_id: 0,
         };
         if vma.has_flag("io") && !matches!(vma.kind, VmaKind::Vdso | VmaKind::Vvar) {
             return Err(unsupported(
@@ -571,7 +615,11 @@ pub(crate) fn collect(fr: &mut Frozen) -> Result<Collected> {
                 ),
             ));
         }
-        vma_pages(&pm, &mut vma, &mut runs)?;
+        if vma.kind == VmaKind::AnonShared {
+            shmem_pages(pid, &mut vma, &mut runs, seen)?;
+        } else {
+            vma_pages(&pm, &mut vma, &mut runs)?;
+        }
         vmas.push(vma);
     }
 
@@ -638,13 +686,72 @@ pub(crate) fn collect(fr: &mut Frozen) -> Result<Collected> {
         sigactions: inj.sigactions,
         shared_pending,
         threads,
+        exit_status: None,
     };
+    let vdso = (vdso_size != 0).then_some((vdso_hash, vdso_size, vvar_size));
+    Ok(ProcCollected {
+        process,
+        runs,
+        vdso,
+    })
+}
+
+/// A zombie of the tree: only its IDs and the status its parent will collect.
+pub(crate) fn zombie_process(pid: i32) -> Result<Process> {
+    let stat = procfs::stat(pid)?;
+    Ok(Process {
+        pid,
+        ppid: stat.field(4) as i32,
+        pgid: stat.field(5) as i32,
+        sid: stat.field(6) as i32,
+        comm: stat.comm.clone(),
+        exit_status: Some(stat.field(52) as i32),
+        ..Default::default()
+    })
+}
+
+/// The image metadata for a collected tree (`procs` in tree order, root first).
+pub(crate) fn assemble(root: i32, procs: Vec<ProcCollected>) -> Result<Collected> {
     let (hostname, kernel) = sys::process::uname();
-    let mut arch_hdr =
-        arch::build_header(&process.threads.iter().map(|t| &t.arch).collect::<Vec<_>>());
-    arch_hdr.vdso_hash = vdso_hash;
-    arch_hdr.vdso_size = vdso_size;
-    arch_hdr.vvar_size = vvar_size;
+    let threads: Vec<&ThreadArchState> = procs
+        .iter()
+        .flat_map(|p| p.process.threads.iter().map(|t| &t.arch))
+        .collect();
+    let mut arch_hdr = arch::build_header(&threads);
+    let mut vdso_seen = None;
+    for ProcCollected {
+        process: p, vdso, ..
+    } in &procs
+    {
+        if let Some(v) = vdso {
+            match vdso_seen {
+                None => vdso_seen = Some(*v),
+                Some(prev) if prev != *v => {
+                    return Err(unsupported(
+                        p.pid,
+                        "its vDSO differs from the rest of the tree's",
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    if let Some((hash, size, vvar)) = vdso_seen {
+        arch_hdr.vdso_hash = hash;
+        arch_hdr.vdso_size = size;
+        arch_hdr.vvar_size = vvar;
+    }
+    let mut processes = Vec::new();
+    let mut runs = Vec::new();
+    for ProcCollected {
+        process, runs: r, ..
+    } in procs
+    {
+        if !process.is_zombie() {
+            runs.push((process.pid, r));
+        }
+        processes.push(process);
+    }
     let ckpt = Checkpoint {
         info: ImageInfo {
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -654,10 +761,10 @@ pub(crate) fn collect(fr: &mut Frozen) -> Result<Collected> {
                 .unwrap_or(0),
             hostname,
             kernel_release: kernel,
-            root_pid: pid,
+            root_pid: root,
         },
         arch: arch_hdr,
-        processes: vec![process],
+        processes,
     };
     Ok(Collected { ckpt, runs })
 }

@@ -61,6 +61,7 @@ pub struct DumpOptions {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct DumpStats {
     pub pid: i32,
+    pub processes: usize,
     pub vmas: usize,
     pub pages_written: u64,
     pub zero_pages_skipped: u64,
@@ -86,7 +87,6 @@ pub(crate) struct Frozen {
     pub pid: i32,
     /// The thread-group leader first.
     pub threads: Vec<FrozenThread>,
-    pub frozen_at: Instant,
     done: bool,
 }
 
@@ -144,11 +144,9 @@ impl Frozen {
     /// thread group again until a listing shows no thread we have not stopped (a
     /// stopped thread cannot create more).
     fn freeze(pid: i32) -> Result<Self> {
-        let t0 = Instant::now();
         let mut fr = Self {
             pid,
             threads: Vec::new(),
-            frozen_at: t0,
             done: false,
         };
         let mut gone = std::collections::BTreeSet::new();
@@ -328,19 +326,132 @@ fn precheck(pid: i32) -> Result<()> {
     if st.nspid_depth > 1 {
         return unsupported("it runs in a nested PID namespace, not supported yet".into());
     }
-    // Children would be left behind with no parent in the image.
-    let children =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    if !children.trim().is_empty() {
-        return unsupported(format!(
-            "it has child processes ({}); process trees are not supported yet",
-            children.trim()
-        ));
+    Ok(())
+}
+
+/// All children of every thread of a (frozen) process.
+fn children_of(pid: i32) -> Result<Vec<i32>> {
+    let mut out = Vec::new();
+    for tid in task_ids(pid)? {
+        let path = format!("/proc/{pid}/task/{tid}/children");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|x| x.parse::<i32>().ok()),
+        );
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// A frozen process tree: live processes stopped (every thread), zombies noted.
+pub(crate) struct FrozenTree {
+    /// In tree order (parents first): Some(frozen) for a live process, None for a zombie.
+    pub nodes: Vec<(i32, Option<Frozen>)>,
+    pub frozen_at: Instant,
+}
+
+impl FrozenTree {
+    /// Freeze `root` and all its descendants, top-down: a process's children are listed
+    /// only once all its threads are stopped, so none can be missed.
+    fn freeze(root: i32) -> Result<Self> {
+        let t0 = Instant::now();
+        let mut tree = FrozenTree {
+            nodes: Vec::new(),
+            frozen_at: t0,
+        };
+        let mut queue = std::collections::VecDeque::from([root]);
+        while let Some(pid) = queue.pop_front() {
+            let zombie = |pid| {
+                sys::proc::stat(pid)
+                    .map(|s| s.state == b'Z')
+                    .unwrap_or(false)
+            };
+            if pid != root && zombie(pid) {
+                tree.nodes.push((pid, None));
+                continue;
+            }
+            if pid != root {
+                precheck(pid)?;
+            }
+            match Frozen::freeze(pid) {
+                Ok(fr) => tree.nodes.push((pid, Some(fr))),
+                // A child that exited meanwhile is a zombie now (its parent is frozen
+                // and cannot reap it).
+                Err(DumpError::Exited(_)) if pid != root && zombie(pid) => {
+                    tree.nodes.push((pid, None));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            queue.extend(children_of(pid)?);
+        }
+        Ok(tree)
+    }
+
+    fn let_go(&mut self) -> Result<()> {
+        let mut first = None;
+        for (_, fr) in self.nodes.iter_mut() {
+            if let Some(fr) = fr {
+                if let Err(e) = fr.let_go() {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    fn kill(&mut self) -> Result<()> {
+        let mut first = None;
+        for (_, fr) in self.nodes.iter_mut() {
+            if let Some(fr) = fr {
+                if let Err(e) = fr.kill() {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// Pipes whose two ends are both inside the tree connect its processes; they are not
+/// supported yet, and must not be mistaken for the outside stdio they may look like.
+fn check_internal_pipes(ckpt: &crate::model::Checkpoint) -> Result<()> {
+    use crate::model::FdKind;
+    let mut ends: std::collections::BTreeMap<&str, (bool, bool, i32, i32)> = Default::default();
+    for p in &ckpt.processes {
+        for f in &p.fds {
+            if let FdKind::Inherited { what, flags } = &f.kind {
+                if what.starts_with("pipe:") {
+                    let e = ends
+                        .entry(what.as_str())
+                        .or_insert((false, false, p.pid, f.fd));
+                    let writer = flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32;
+                    if writer {
+                        e.1 = true;
+                    } else {
+                        e.0 = true;
+                    }
+                }
+            }
+        }
+    }
+    for (what, (r, w, pid, fd)) in ends {
+        if r && w {
+            return Err(DumpError::Unsupported {
+                pid,
+                why: format!(
+                    "file descriptor {fd} is {what}, a pipe with both ends inside the \
+                     process tree; pipes between dumped processes are not supported yet"
+                ),
+            });
+        }
     }
     Ok(())
 }
 
-/// Dump process `pid` to `out`.
+/// Dump the process tree rooted at `pid` to `out`.
 pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     let t0 = Instant::now();
     precheck(pid)?;
@@ -351,18 +462,32 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
         Output::Stdout => (None, None),
     };
-    let mut frozen = Frozen::freeze(pid)?;
-    let collected = collect::collect(&mut frozen)?;
+    let mut tree = FrozenTree::freeze(pid)?;
+    let mut seen = collect::SharedSeen::new();
+    let mut procs = Vec::new();
+    for (p, fr) in tree.nodes.iter_mut() {
+        match fr {
+            Some(fr) => procs.push(collect::collect_process(fr, &mut seen)?),
+            None => procs.push(collect::ProcCollected {
+                process: collect::zombie_process(*p)?,
+                runs: Vec::new(),
+                vdso: None,
+            }),
+        }
+    }
+    let collected = collect::assemble(pid, procs)?;
+    check_internal_pipes(&collected.ckpt)?;
     let ckpt = &collected.ckpt;
     let mut stats = DumpStats {
         pid,
+        processes: ckpt.processes.len(),
         vmas: ckpt.processes.iter().map(|p| p.vmas.len()).sum(),
         ..Default::default()
     };
     match (tmp, file) {
         (Some(tmp), Some(file)) => {
             let w = BufWriter::with_capacity(1 << 20, file);
-            let w = write::write_image(pid, &collected, w, &mut stats)?;
+            let w = write::write_image(&collected, w, &mut stats)?;
             let f = w.into_inner().map_err(|e| DumpError::Output {
                 path: tmp.dest.clone(),
                 source: e.into_error(),
@@ -372,7 +497,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         _ => {
             let stdout = std::io::stdout().lock();
             let w = BufWriter::with_capacity(1 << 20, stdout);
-            let mut w = write::write_image(pid, &collected, w, &mut stats)?;
+            let mut w = write::write_image(&collected, w, &mut stats)?;
             w.flush().map_err(|source| DumpError::Output {
                 path: "-".into(),
                 source,
@@ -380,11 +505,11 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
     }
     if opts.leave_running {
-        frozen.let_go()?;
+        tree.let_go()?;
     } else {
-        frozen.kill()?;
+        tree.kill()?;
     }
-    stats.frozen = frozen.frozen_at.elapsed();
+    stats.frozen = tree.frozen_at.elapsed();
     stats.total = t0.elapsed();
     Ok(stats)
 }

@@ -15,42 +15,39 @@ fn is_zero(page: &[u8]) -> bool {
         .all(|w| u64::from_ne_bytes(w.try_into().unwrap_or([1; 8])) == 0)
 }
 
-pub(crate) fn write_image<W: Write>(
-    pid: i32,
-    c: &Collected,
-    out: W,
-    stats: &mut DumpStats,
-) -> Result<W> {
-    let mem = RemoteMem::open(pid)?;
+pub(crate) fn write_image<W: Write>(c: &Collected, out: W, stats: &mut DumpStats) -> Result<W> {
     let mut w = ImageWriter::new(out)?;
     w.write_meta(tag::CHECKPOINT, &c.ckpt)?;
-    w.write_record(tag::PAGES_PID, FLAG_REQUIRED, pid as u64, &[], false)?;
     let mut buf = Vec::new();
-    for run in &c.runs {
-        let len = run.pages as usize * PAGE;
-        buf.resize(len, 0);
-        mem.read(run.addr, &mut buf[..len])?;
-        if !run.skip_zero {
-            w.write_pages(run.addr, &buf[..len])?;
-            stats.pages_written += run.pages;
-            continue;
-        }
-        // Split the run around all-zero pages, which restore gets for free.
-        let mut i = 0;
-        let n = run.pages as usize;
-        while i < n {
-            if is_zero(&buf[i * PAGE..(i + 1) * PAGE]) {
-                stats.zero_pages_skipped += 1;
-                i += 1;
+    for (pid, runs) in &c.runs {
+        let mem = RemoteMem::open(*pid)?;
+        w.write_record(tag::PAGES_PID, FLAG_REQUIRED, *pid as u64, &[], false)?;
+        for run in runs {
+            let len = run.pages as usize * PAGE;
+            buf.resize(len, 0);
+            mem.read(run.addr, &mut buf[..len])?;
+            if !run.skip_zero {
+                w.write_pages(run.addr, &buf[..len])?;
+                stats.pages_written += run.pages;
                 continue;
             }
-            let mut j = i + 1;
-            while j < n && !is_zero(&buf[j * PAGE..(j + 1) * PAGE]) {
-                j += 1;
+            // Split the run around all-zero pages, which restore gets for free.
+            let mut i = 0;
+            let n = run.pages as usize;
+            while i < n {
+                if is_zero(&buf[i * PAGE..(i + 1) * PAGE]) {
+                    stats.zero_pages_skipped += 1;
+                    i += 1;
+                    continue;
+                }
+                let mut j = i + 1;
+                while j < n && !is_zero(&buf[j * PAGE..(j + 1) * PAGE]) {
+                    j += 1;
+                }
+                w.write_pages(run.addr + (i * PAGE) as u64, &buf[i * PAGE..j * PAGE])?;
+                stats.pages_written += (j - i) as u64;
+                i = j;
             }
-            w.write_pages(run.addr + (i * PAGE) as u64, &buf[i * PAGE..j * PAGE])?;
-            stats.pages_written += (j - i) as u64;
-            i = j;
         }
     }
     stats.image_bytes = w.offset() + 32 + 16 + 8;

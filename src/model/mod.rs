@@ -72,6 +72,10 @@ pub struct Vma {
     /// Page-aligned [start, end) ranges that carry MADV_GUARD_INSTALL guard markers.
     #[serde(default)]
     pub guard_ranges: Vec<(u64, u64)>,
+    /// For `AnonShared`: identity of the shared memory object (its inode number at dump),
+    /// the same in every process of the image that shares it.
+    #[serde(default)]
+    pub shmem_id: u64,
 }
 
 impl Vma {
@@ -197,7 +201,12 @@ pub enum FdKind {
     /// Standard input/output/error leading outside the dumped tree (a terminal, a pipe
     /// of the old shell...). At restore it is connected to `ckpt restore`'s own fd of
     /// the same number.
-    Inherited { what: String },
+    Inherited {
+        what: String,
+        /// Open flags at dump (which end of a pipe, for one).
+        #[serde(default)]
+        flags: u32,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -216,8 +225,9 @@ pub struct ProcMisc {
     pub timerslack_ns: u64,
 }
 
-/// One process (thread group).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+/// One process (thread group). A zombie (exited, not yet reaped by its parent) has
+/// `exit_status` set and nothing else but its IDs.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct Process {
     pub pid: i32,
     pub ppid: i32,
@@ -240,6 +250,15 @@ pub struct Process {
     pub sigactions: Vec<SigAction>,
     pub shared_pending: Vec<PendingSignal>,
     pub threads: Vec<Thread>,
+    /// For a zombie: the wait status its parent will collect.
+    #[serde(default)]
+    pub exit_status: Option<i32>,
+}
+
+impl Process {
+    pub fn is_zombie(&self) -> bool {
+        self.exit_status.is_some()
+    }
 }
 
 impl Process {
@@ -251,6 +270,8 @@ impl Process {
 }
 
 /// Everything the image says, except the page contents (which stream after it).
+/// `processes` lists the tree with every parent before its children; the first is the
+/// root of the dumped tree.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Checkpoint {
     pub info: ImageInfo,

@@ -13,7 +13,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use crate::image::{ImageError, ImageReader};
-use crate::sys::SysError;
+use crate::sys::{self, SysError};
 pub use plan::Problem;
 
 #[derive(Debug, thiserror::Error)]
@@ -91,8 +91,16 @@ pub fn check<R: Read>(input: R) -> Result<CheckReport> {
     let plan = plan::plan(ckpt);
     let mut problems = plan.problems;
     let mut page_bytes = 0;
-    if let Some(p) = plan.ckpt.processes.first() {
-        match stage::load_pages(&mut reader, p, None) {
+    if problems.iter().all(|p| p.code != "malformed") {
+        let mut pages = stage::PageStream::new(&mut reader);
+        let r = plan
+            .ckpt
+            .processes
+            .iter()
+            .filter(|p| !p.is_zombie())
+            .try_fold(0, |acc, p| pages.load(p, None).map(|b| acc + b))
+            .and_then(|b| pages.finish().map(|()| b));
+        match r {
             Ok(b) => page_bytes = b,
             Err(e) => problems.push(Problem {
                 code: "image",
@@ -123,9 +131,15 @@ pub fn restore<R: Read>(input: R) -> Result<RestoreStats> {
     if !plan.problems.is_empty() {
         return Err(RestoreError::Problems(plan.problems));
     }
-    let staged = stage::stage(&plan, &mut reader)?;
-    let bytes = staged.bytes;
-    let pid = stage::commit(staged, &plan.ckpt.processes[0])?;
+    // While the tree is being built, orphans of a failed stage must come to us to be
+    // reaped (PID 1 may not reap them, and their PIDs would stay taken).
+    sys::process::set_child_subreaper(true)?;
+    let res = stage::stage(&plan, &mut reader).and_then(|staged| {
+        let bytes = staged.bytes;
+        stage::commit(staged, &plan.ckpt.processes).map(|pid| (pid, bytes))
+    });
+    let _ = sys::process::set_child_subreaper(false);
+    let (pid, bytes) = res?;
     Ok(RestoreStats {
         pid,
         page_bytes: bytes,

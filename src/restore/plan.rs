@@ -18,6 +18,7 @@ pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 const MAX_VMAS: usize = 65_530;
 const MAX_FD: i32 = 1 << 20;
 const MAX_THREADS: usize = 1 << 16;
+const MAX_PROCESSES: usize = 1 << 15;
 
 /// One reason the image cannot be restored here.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -77,20 +78,92 @@ fn show(b: &[u8]) -> String {
 /// Structural checks: an image that passes them cannot make restore misbehave, whatever
 /// its origin.
 fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
-    if ckpt.processes.len() != 1 {
+    let procs = &ckpt.processes;
+    if procs.is_empty() || procs.len() > MAX_PROCESSES {
         p(
             problems,
-            "unsupported",
-            format!(
-                "the image holds {} processes; this ckpt restores exactly one",
-                ckpt.processes.len()
-            ),
+            "malformed",
+            format!("the image holds {} processes", procs.len()),
         );
         return;
     }
-    let proc_ = &ckpt.processes[0];
-    if proc_.pid <= 0 {
+    let root = &procs[0];
+    let mut ids = BTreeSet::new();
+    for (i, q) in procs.iter().enumerate() {
+        check_process(q, &mut ids, problems);
+        if i == 0 {
+            if q.is_zombie() {
+                p(problems, "malformed", "the root process is a zombie".into());
+            }
+            if procs.iter().any(|x| x.pid == q.ppid) {
+                p(
+                    problems,
+                    "malformed",
+                    "the root process has a parent in the image".into(),
+                );
+            }
+            continue;
+        }
+        match procs[..i].iter().find(|x| x.pid == q.ppid) {
+            Some(parent) if !parent.is_zombie() => {
+                if q.sid != q.pid && q.sid != parent.sid {
+                    p(
+                        problems,
+                        "malformed",
+                        format!("process {} is in another session than its parent", q.pid),
+                    );
+                }
+            }
+            _ => p(
+                problems,
+                "malformed",
+                format!(
+                    "process {} has no (living) parent earlier in the image",
+                    q.pid
+                ),
+            ),
+        }
+    }
+    for q in procs {
+        if q.sid == q.pid && q.pgid != q.pid {
+            p(
+                problems,
+                "malformed",
+                format!("session leader {} is not its group's leader", q.pid),
+            );
+        }
+        let outside_group = q.pgid == root.pgid && root.pgid != root.pid && q.sid == root.sid;
+        let leader_here = procs
+            .iter()
+            .any(|l| l.pid == q.pgid && l.pgid == l.pid && l.sid == q.sid);
+        if !outside_group && !leader_here {
+            p(
+                problems,
+                "unsupported",
+                format!(
+                    "process {} is in process group {}, whose leader is not part of the \
+                     image; dump from that group's leader",
+                    q.pid, q.pgid
+                ),
+            );
+        }
+    }
+}
+
+/// Structural checks of one process.
+fn check_process(proc_: &Process, ids: &mut BTreeSet<i32>, problems: &mut Vec<Problem>) {
+    if proc_.pid <= 0 || !ids.insert(proc_.pid) {
         p(problems, "malformed", format!("invalid PID {}", proc_.pid));
+    }
+    if proc_.is_zombie() {
+        if !proc_.threads.is_empty() || !proc_.vmas.is_empty() || !proc_.fds.is_empty() {
+            p(
+                problems,
+                "malformed",
+                format!("zombie {} has state", proc_.pid),
+            );
+        }
+        return;
     }
     if proc_.threads.first().map(|t| t.tid) != Some(proc_.pid) {
         p(
@@ -99,9 +172,8 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             "the image's process has no main thread".into(),
         );
     }
-    let mut tids = BTreeSet::new();
-    for t in &proc_.threads {
-        if t.tid <= 0 || !tids.insert(t.tid) {
+    for t in proc_.threads.iter().skip(1) {
+        if t.tid <= 0 || !ids.insert(t.tid) {
             p(
                 problems,
                 "malformed",
@@ -322,13 +394,6 @@ fn check_output_file(id: &FileId, flags: u32, pos: u64, what: &str, problems: &m
 }
 
 fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
-    if !sys::process::is_root() {
-        p(
-            problems,
-            "privilege",
-            "restore must run as root (it recreates PIDs and memory-map fields)".into(),
-        );
-    }
     for t in proc_.threads.iter().skip(1) {
         if let Ok(s) = procfs::stat(t.tid) {
             p(
@@ -358,6 +423,9 @@ fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
             )
         };
         p(problems, "pid-taken", msg);
+    }
+    if proc_.is_zombie() {
+        return;
     }
     if proc_.root != b"/" {
         p(
@@ -417,10 +485,21 @@ fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
 pub fn plan(ckpt: Checkpoint) -> Plan {
     let mut problems = Vec::new();
     check_structure(&ckpt, &mut problems);
-    if problems.is_empty() {
-        let proc_ = &ckpt.processes[0];
-        check_arch(&ckpt.arch, proc_, &mut problems);
-        check_host(proc_, &mut problems);
+    if problems.iter().all(|p| p.code != "malformed") {
+        if !sys::process::is_root() {
+            p(
+                &mut problems,
+                "privilege",
+                "restore must run as root (it recreates PIDs and memory-map fields)".into(),
+            );
+        }
+        for proc_ in &ckpt.processes {
+            if !proc_.is_zombie() {
+                check_arch(&ckpt.arch, proc_, &mut problems);
+            }
+            check_host(proc_, &mut problems);
+        }
+        problems.dedup();
     }
     Plan { ckpt, problems }
 }

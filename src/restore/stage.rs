@@ -25,18 +25,27 @@ use crate::sys::{self, proc as procfs};
 const STUB_CODE: u64 = 4096;
 const STUB_SIZE: u64 = STUB_CODE + (1 << 20);
 
-/// Owns the half-built process: dropping it before commit kills and reaps it.
+/// Owns the half-built process tree: dropping it before commit kills and reaps every
+/// process and thread it created.
 pub struct Stub {
-    pub pid: i32,
-    /// Threads created in it so far (traced by us: each must be reaped by us too).
-    pub tids: Vec<i32>,
+    /// (process ID, IDs of its other threads), in creation order; the first is the root,
+    /// ckpt's own child.
+    pub procs: Vec<(i32, Vec<i32>)>,
     committed: bool,
 }
 
 impl Drop for Stub {
     fn drop(&mut self) {
         if !self.committed {
-            sys::process::kill_and_reap(self.pid, &self.tids);
+            for (pid, _) in &self.procs {
+                let _ = sys::process::kill(*pid, libc::SIGKILL);
+            }
+            // Parents first: when the root (our child) is gone, its children are
+            // reparented to us (restore makes ckpt a child subreaper), so that we, their
+            // tracer and now parent, reap them completely.
+            for (pid, tids) in self.procs.iter() {
+                sys::process::kill_and_reap(*pid, tids);
+            }
         }
     }
 }
@@ -130,7 +139,56 @@ fn takes_pages(v: &Vma) -> bool {
     }
 }
 
-fn map_memory(cx: &mut Ctx<'_>) -> Result<()> {
+/// Shared anonymous memory objects already created: id -> (process, its mapping).
+type ShmOwners = BTreeMap<u64, (i32, u64, u64)>;
+
+/// Map one MAP_SHARED|MAP_ANONYMOUS area: the first process to map an object creates it
+/// (large enough for every mapping of it in the image) and maps it from its own
+/// /proc/self/map_files entry; the others map the same object from the creator's.
+fn map_shmem(cx: &mut Ctx<'_>, v: &Vma, prot: u64, shm: &mut ShmOwners, size: u64) -> Result<()> {
+    let what = format!("map shared memory area {:#x}-{:#x}", v.start, v.end);
+    let (path, tmp) = match shm.get(&v.shmem_id) {
+        Some(&(pid, s, e)) => (format!("/proc/{pid}/map_files/{s:x}-{e:x}"), None),
+        None => {
+            let t = cx.call(
+                &what,
+                nr::MMAP,
+                [
+                    0,
+                    size,
+                    (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                    (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64,
+                    u64::MAX,
+                    0,
+                ],
+            )?;
+            (
+                format!("/proc/self/map_files/{t:x}-{:x}", t + size),
+                Some(t),
+            )
+        }
+    };
+    let fd = cx.open(path.as_bytes(), libc::O_RDWR | libc::O_CLOEXEC)?;
+    let flags = (libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE) as u64;
+    let r = cx.call(
+        &what,
+        nr::MMAP,
+        [v.start, v.len(), prot, flags, fd, v.offset],
+    )?;
+    cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
+    if let Some(t) = tmp {
+        cx.call("munmap", nr::MUNMAP, [t, size, 0, 0, 0, 0])?;
+        shm.insert(v.shmem_id, (cx.proc_.pid, v.start, v.end));
+    }
+    if r != v.start {
+        return Err(RestoreError::Stage(format!(
+            "{what}: the kernel placed it at {r:#x}"
+        )));
+    }
+    Ok(())
+}
+
+fn map_memory(cx: &mut Ctx<'_>, shm: &mut ShmOwners, shm_sizes: &BTreeMap<u64, u64>) -> Result<()> {
     let proc_ = cx.proc_;
     let mut files: BTreeMap<(Vec<u8>, bool), u64> = BTreeMap::new();
     let mut vdso_done = false;
@@ -152,7 +210,14 @@ fn map_memory(cx: &mut Ctx<'_>) -> Result<()> {
                 }
                 continue;
             }
-            VmaKind::Anon | VmaKind::AnonShared => {
+            VmaKind::AnonShared => {
+                let size = shm_sizes
+                    .get(&v.shmem_id)
+                    .copied()
+                    .unwrap_or(v.offset + v.len());
+                map_shmem(cx, v, prot, shm, size)?;
+            }
+            VmaKind::Anon => {
                 let r = cx.call(
                     &what,
                     nr::MMAP,
@@ -211,71 +276,121 @@ fn map_memory(cx: &mut Ctx<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Stream page records into the stub's memory.
-pub fn load_pages<R: Read>(
-    reader: &mut ImageReader<R>,
-    proc_: &Process,
-    mem: Option<&RemoteMem>,
-) -> Result<u64> {
-    let mut got: Vec<u64> = vec![0; proc_.vmas.len()];
-    let mut owner: Option<i32> = None;
-    let mut bytes = 0u64;
-    while let Some(rec) = reader.next_record()? {
-        match rec.tag {
-            tag::PAGES_PID => {
-                let pid = rec.arg as i64;
-                if pid != i64::from(proc_.pid) {
+/// The page data part of the image, read process by process in image order.
+pub struct PageStream<'r, R: Read> {
+    reader: &'r mut ImageReader<R>,
+    next_pid: Option<i64>,
+    ended: bool,
+}
+
+impl<'r, R: Read> PageStream<'r, R> {
+    pub fn new(reader: &'r mut ImageReader<R>) -> Self {
+        Self {
+            reader,
+            next_pid: None,
+            ended: false,
+        }
+    }
+
+    /// Read the page records of `proc_` (which must come next), checking each against
+    /// its memory map, and write them into `mem` if given. Returns the bytes read.
+    pub fn load(&mut self, proc_: &Process, mem: Option<&RemoteMem>) -> Result<u64> {
+        let pid = match self.next_pid.take() {
+            Some(p) => p,
+            None => match self.reader.next_record()? {
+                Some(rec) if rec.tag == tag::PAGES_PID => rec.arg as i64,
+                Some(rec) => {
                     return Err(RestoreError::Malformed(format!(
-                        "page data for unknown process {pid}"
+                        "expected the page data of process {}, found a {} record",
+                        proc_.pid,
+                        tag::name(rec.tag)
                     )));
                 }
-                owner = Some(proc_.pid);
+                None => {
+                    self.ended = true;
+                    return Err(RestoreError::Malformed(format!(
+                        "the page data of process {} is missing",
+                        proc_.pid
+                    )));
+                }
+            },
+        };
+        if pid != i64::from(proc_.pid) {
+            return Err(RestoreError::Malformed(format!(
+                "page data of process {pid} where process {} was expected",
+                proc_.pid
+            )));
+        }
+        let mut got: Vec<u64> = vec![0; proc_.vmas.len()];
+        let mut bytes = 0u64;
+        while let Some(rec) = self.reader.next_record()? {
+            match rec.tag {
+                tag::PAGES_PID => {
+                    self.next_pid = Some(rec.arg as i64);
+                    return Ok(bytes);
+                }
+                tag::PAGES => {
+                    let addr = rec.arg;
+                    let len = rec.payload.len() as u64;
+                    let bad = |why: &str| {
+                        RestoreError::Malformed(format!(
+                            "page data record at byte {} ({addr:#x}, {len} bytes): {why}",
+                            rec.offset
+                        ))
+                    };
+                    if addr % 4096 != 0 || len % 4096 != 0 || len == 0 {
+                        return Err(bad("not page aligned"));
+                    }
+                    let i = proc_.vmas.partition_point(|v| v.end <= addr);
+                    let v = proc_
+                        .vmas
+                        .get(i)
+                        .filter(|v| {
+                            v.start <= addr && addr.checked_add(len).is_some_and(|e| e <= v.end)
+                        })
+                        .ok_or_else(|| bad("not inside one memory area"))?;
+                    if !takes_pages(v) {
+                        return Err(bad("memory area takes no page data"));
+                    }
+                    got[i] += len / 4096;
+                    if got[i] > v.pages_present {
+                        return Err(bad("more pages than the memory area had"));
+                    }
+                    if let Some(m) = mem {
+                        fault_point("write pages")?;
+                        m.write(addr, rec.payload)?;
+                    }
+                    bytes += len;
+                }
+                t => {
+                    return Err(RestoreError::Malformed(format!(
+                        "unexpected {} record after the metadata",
+                        tag::name(t)
+                    )));
+                }
             }
-            tag::PAGES => {
-                let addr = rec.arg;
-                let len = rec.payload.len() as u64;
-                let bad = |why: &str| {
-                    RestoreError::Malformed(format!(
-                        "page data record at byte {} ({addr:#x}, {len} bytes): {why}",
-                        rec.offset
-                    ))
-                };
-                if owner.is_none() {
-                    return Err(bad("no owner process"));
-                }
-                if addr % 4096 != 0 || len % 4096 != 0 || len == 0 {
-                    return Err(bad("not page aligned"));
-                }
-                let i = proc_.vmas.partition_point(|v| v.end <= addr);
-                let v = proc_
-                    .vmas
-                    .get(i)
-                    .filter(|v| {
-                        v.start <= addr && addr.checked_add(len).is_some_and(|e| e <= v.end)
-                    })
-                    .ok_or_else(|| bad("not inside one memory area"))?;
-                if !takes_pages(v) {
-                    return Err(bad("memory area takes no page data"));
-                }
-                got[i] += len / 4096;
-                if got[i] > v.pages_present {
-                    return Err(bad("more pages than the memory area had"));
-                }
-                if let Some(m) = mem {
-                    fault_point("write pages")?;
-                    m.write(addr, rec.payload)?;
-                }
-                bytes += len;
-            }
-            t => {
+        }
+        self.ended = true;
+        Ok(bytes)
+    }
+
+    /// Check that nothing but the end of the image follows.
+    pub fn finish(&mut self) -> Result<()> {
+        if let Some(p) = self.next_pid {
+            return Err(RestoreError::Malformed(format!(
+                "page data for process {p}, which the image does not describe"
+            )));
+        }
+        if !self.ended {
+            if let Some(rec) = self.reader.next_record()? {
                 return Err(RestoreError::Malformed(format!(
-                    "unexpected {} record after the metadata",
-                    tag::name(t)
+                    "unexpected {} record at the end of the image",
+                    tag::name(rec.tag)
                 )));
             }
         }
+        Ok(())
     }
-    Ok(bytes)
 }
 
 fn finish_memory(cx: &mut Ctx<'_>) -> Result<()> {
@@ -376,6 +491,24 @@ fn set_mm(cx: &mut Ctx<'_>) -> Result<()> {
 fn restore_fds(cx: &mut Ctx<'_>) -> Result<()> {
     let proc_ = cx.proc_;
     let pid = cx.inj.pid();
+    // The stub holds ckpt's 0-2 (and nothing else): keep those the image inherits.
+    for fd in 0..3 {
+        let inherited = proc_
+            .fds
+            .iter()
+            .any(|f| f.fd == fd && matches!(f.kind, FdKind::Inherited { .. }));
+        if !inherited {
+            cx.call("close", nr::CLOSE, [fd as u64, 0, 0, 0, 0, 0])
+                .or_else(|e| match e {
+                    RestoreError::Sys(sys::SysError::Remote { errno, .. })
+                        if errno == libc::EBADF =>
+                    {
+                        Ok(0)
+                    }
+                    e => Err(e),
+                })?;
+        }
+    }
     // Room for the highest descriptor while we work; final limits are set later.
     if let Some(max) = proc_.fds.iter().map(|f| f.fd).max() {
         let (cur, hard) = sys::process::prlimit_get(pid, libc::RLIMIT_NOFILE)?;
@@ -466,9 +599,6 @@ fn restore_attrs(cx: &mut Ctx<'_>) -> Result<()> {
         )?;
     }
     thread_attrs(cx, &proc_.threads[0])?;
-    if proc_.sid == proc_.pid {
-        cx.call("setsid", nr::SETSID, [0; 6])?;
-    }
     {
         // Always: the stub was created with SIGKILL here (so it dies with ckpt until
         // commit; PTRACE_O_EXITKILL covers that from now on).
@@ -556,7 +686,7 @@ fn thread_attrs(cx: &mut Ctx<'_>, t: &Thread) -> Result<()> {
 
 /// Create the image's other threads (with their TIDs) in the stub, each traced, and set
 /// their per-thread state.
-fn create_threads(cx: &mut Ctx<'_>, stub: &mut Stub) -> Result<Vec<Injector>> {
+fn create_threads(cx: &mut Ctx<'_>, tids: &mut Vec<i32>) -> Result<Vec<Injector>> {
     let proc_ = cx.proc_;
     let mut out = Vec::new();
     for t in proc_.threads.iter().skip(1) {
@@ -576,7 +706,7 @@ fn create_threads(cx: &mut Ctx<'_>, stub: &mut Stub) -> Result<Vec<Injector>> {
         let a = cx.put(0, &args)?;
         let what = format!("create thread {}", t.tid);
         let got = cx.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0])?;
-        stub.tids.push(got as i32);
+        tids.push(got as i32);
         if got != t.tid as u64 {
             return Err(RestoreError::Stage(format!(
                 "{what}: got thread ID {got} instead"
@@ -718,25 +848,107 @@ fn restore_creds(cx: &mut Ctx<'_>) -> Result<()> {
     Ok(())
 }
 
+/// One staged process: its injector (the leader's) and its other threads'.
+struct StagedProc {
+    inj: Injector,
+    threads: Vec<Injector>,
+}
+
 /// What stage hands to commit.
 pub struct Staged {
     pub stub: Stub,
-    cx_pid: i32,
     stub_addr: u64,
-    inj: Injector,
-    /// The other threads, stopped.
-    threads: Vec<Injector>,
+    /// Per process of the image (zombies have none).
+    procs: Vec<Option<StagedProc>>,
     pub bytes: u64,
 }
 
-/// Create the stub and build the whole process in it (everything but commit).
+/// Fork process `p` from its parent's stub with clone3(set_tid); the child is traced
+/// (PTRACE_O_TRACEFORK) and stopped, a copy of the clean parent stub.
+fn fork_process(parent: &mut Ctx<'_>, p: &Process) -> Result<Injector> {
+    let tid_addr = parent.scratch() + 88;
+    let mut args = Vec::with_capacity(96);
+    for w in [0, 0, 0, 0, libc::SIGCHLD as u64, 0, 0, 0, tid_addr, 1, 0] {
+        args.extend_from_slice(&w.to_le_bytes());
+    }
+    args.extend_from_slice(&(p.pid as u64).to_le_bytes());
+    let a = parent.put(0, &args)?;
+    let what = format!("create process {}", p.pid);
+    let got = parent.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0])?;
+    if got != p.pid as u64 {
+        return Err(RestoreError::Stage(format!(
+            "{what}: got process ID {got} instead"
+        )));
+    }
+    Ok(Injector::new(
+        p.pid,
+        parent.stub,
+        ptrace::get_regs_after_stop(p.pid, &what)?,
+    ))
+}
+
+/// Make a zombie's stub exit the way the original did, and hand it to its parent.
+fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> Result<()> {
+    let pid = cx.proc_.pid;
+    let sig = status & 0x7f;
+    let stop = if sig == 0 {
+        cx.inj.final_call(
+            nr::EXIT_GROUP,
+            [((status >> 8) & 0xff) as u64, 0, 0, 0, 0, 0],
+        )?
+    } else {
+        // Die of the same signal: default action, unblocked, no core file unless the
+        // original dumped one.
+        let act = cx.put(0, &[0u8; 32])?;
+        cx.call(
+            "rt_sigaction",
+            nr::RT_SIGACTION,
+            [sig as u64, act, 0, 8, 0, 0],
+        )?;
+        if status & 0x80 == 0 {
+            sys::process::prlimit_set(pid, libc::RLIMIT_CORE, 0, 0)?;
+        }
+        ptrace::set_sigmask(pid, 0)?;
+        cx.inj
+            .final_call(nr::KILL, [pid as u64, sig as u64, 0, 0, 0, 0])?
+    };
+    match stop {
+        Stop::Exited(_) | Stop::Killed(_) => {}
+        other => {
+            return Err(RestoreError::Stage(format!(
+                "zombie {pid} did not exit as expected ({other:?})"
+            )));
+        }
+    }
+    // Its parent was sent SIGCHLD just now (it is blocked there): take it back, the
+    // original parent had been told long ago.
+    let mut b = Vec::new();
+    b.extend_from_slice(&(1u64 << (libc::SIGCHLD - 1)).to_le_bytes());
+    b.extend_from_slice(&[0u8; 16]); // timespec {0, 0}
+    let a = parent.put(0, &b)?;
+    parent
+        .call(
+            "consume SIGCHLD",
+            nr::RT_SIGTIMEDWAIT,
+            [a, 0, a + 8, 8, 0, 0],
+        )
+        .or_else(|e| match e {
+            RestoreError::Sys(sys::SysError::Remote { errno, .. }) if errno == libc::EAGAIN => {
+                Ok(0)
+            }
+            e => Err(e),
+        })?;
+    Ok(())
+}
+
+/// Create the stub tree and build every process in it (everything but commit).
 pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged> {
-    let proc_ = &plan.ckpt.processes[0];
+    let procs = &plan.ckpt.processes;
+    let root = &procs[0];
     fault_point("create process")?;
-    let pid = sys::process::spawn_traced_stub(Some(proc_.pid))?;
+    let pid = sys::process::spawn_traced_stub(Some(root.pid))?;
     let mut stub = Stub {
-        pid,
-        tids: Vec::new(),
+        procs: vec![(pid, Vec::new())],
         committed: false,
     };
     match ptrace::wait(pid)? {
@@ -749,7 +961,10 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
     }
     ptrace::set_options(
         pid,
-        libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACECLONE,
+        libc::PTRACE_O_EXITKILL
+            | libc::PTRACE_O_TRACESYSGOOD
+            | libc::PTRACE_O_TRACECLONE
+            | libc::PTRACE_O_TRACEFORK,
     )?;
     ptrace::set_sigmask(pid, !0)?;
     let base = ptrace::get_regs(pid)?;
@@ -763,8 +978,12 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
     let mut inj = Injector::new(pid, gadget, base);
     let mem = RemoteMem::open(pid)?;
 
+    // The helper area is inherited by every process forked from the root stub: it must
+    // be free in all of their memory maps.
+    let mut all_vmas: Vec<Vma> = procs.iter().flat_map(|p| p.vmas.iter().cloned()).collect();
+    all_vmas.sort_by_key(|v| v.start);
     let mut stub_addr = None;
-    for cand in stub_candidates(&proc_.vmas) {
+    for cand in stub_candidates(&all_vmas) {
         let r = inj.raw(
             nr::MMAP,
             [
@@ -788,68 +1007,150 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
     code.extend_from_slice(&[0xcc; 14]);
     mem.write(stub_addr, &code)?;
     inj.set_gadget(stub_addr);
-    let mut cx = Ctx {
+    let mut ctxs: Vec<Ctx<'_>> = vec![Ctx {
         inj,
         mem,
         stub: stub_addr,
-        proc_,
-    };
+        proc_: root,
+    }];
 
-    // Leave nothing of ckpt in the stub: rseq registration, memory, descriptors.
-    let (rseq, rseq_len, rseq_sig, _) = ptrace::get_rseq(pid)?;
-    if rseq != 0 {
+    // Leave nothing of ckpt in the stub: rseq registration, memory, descriptors (but
+    // 0-2, which processes of the image may inherit).
+    {
+        let cx = &mut ctxs[0];
+        let (rseq, rseq_len, rseq_sig, _) = ptrace::get_rseq(pid)?;
+        if rseq != 0 {
+            cx.call(
+                "rseq unregister",
+                nr::RSEQ,
+                [rseq, u64::from(rseq_len), 1, u64::from(rseq_sig), 0, 0],
+            )?;
+        }
+        cx.call("munmap", nr::MUNMAP, [0, stub_addr, 0, 0, 0, 0])?;
+        let after = stub_addr + STUB_SIZE;
+        cx.call("munmap", nr::MUNMAP, [after, TASK_SIZE - after, 0, 0, 0, 0])?;
         cx.call(
-            "rseq unregister",
-            nr::RSEQ,
-            [rseq, u64::from(rseq_len), 1, u64::from(rseq_sig), 0, 0],
+            "close_range",
+            nr::CLOSE_RANGE,
+            [3, u64::from(u32::MAX), 0, 0, 0, 0],
         )?;
-    }
-    cx.call("munmap", nr::MUNMAP, [0, stub_addr, 0, 0, 0, 0])?;
-    let after = stub_addr + STUB_SIZE;
-    cx.call("munmap", nr::MUNMAP, [after, TASK_SIZE - after, 0, 0, 0, 0])?;
-    for fd in 0..3 {
-        let inherited = proc_
-            .fds
-            .iter()
-            .any(|f| f.fd == fd && matches!(f.kind, FdKind::Inherited { .. }));
-        if !inherited {
-            cx.call("close", nr::CLOSE, [fd as u64, 0, 0, 0, 0, 0])
-                .or_else(|e| match e {
-                    RestoreError::Sys(sys::SysError::Remote { errno, .. })
-                        if errno == libc::EBADF =>
-                    {
-                        Ok(0)
-                    }
-                    e => Err(e),
-                })?;
+        if root.sid == root.pid {
+            cx.call("setsid", nr::SETSID, [0; 6])?;
         }
     }
-    cx.call(
-        "close_range",
-        nr::CLOSE_RANGE,
-        [3, u64::from(u32::MAX), 0, 0, 0, 0],
-    )?;
 
-    // mm fields and exe link before the image's memory exists: the kernel refuses to
-    // replace the exe link while the old executable is mapped, and the image may map
-    // the very file ckpt runs from.
-    set_mm(&mut cx)?;
-    map_memory(&mut cx)?;
-    let bytes = load_pages(reader, proc_, Some(&cx.mem))?;
-    finish_memory(&mut cx)?;
-    restore_fds(&mut cx)?;
-    restore_attrs(&mut cx)?;
-    // Threads after the memory they run on, before credentials change.
-    let threads = create_threads(&mut cx, &mut stub)?;
-    restore_creds(&mut cx)?;
-    fault_point("signal mask")?;
-    ptrace::set_sigmask(pid, proc_.threads[0].sigmask)?;
+    // The tree, parents first: each process is forked from its parent's clean stub
+    // (so it is that parent's child), and takes its session before its own children
+    // are forked.
+    for p in procs.iter().skip(1) {
+        let parent = procs
+            .iter()
+            .position(|q| q.pid == p.ppid)
+            .ok_or_else(|| RestoreError::Malformed(format!("no parent for process {}", p.pid)))?;
+        let inj = fork_process(&mut ctxs[parent], p)?;
+        stub.procs.push((p.pid, Vec::new()));
+        let mem = RemoteMem::open(p.pid)?;
+        let mut cx = Ctx {
+            inj,
+            mem,
+            stub: stub_addr,
+            proc_: p,
+        };
+        if p.sid == p.pid {
+            cx.call("setsid", nr::SETSID, [0; 6])?;
+        }
+        ctxs.push(cx);
+    }
+    // Process groups: leaders first, then members (groups of the outside world are
+    // ckpt's own, which every process not in a new session is in already).
+    for leaders_pass in [true, false] {
+        for cx in ctxs.iter_mut() {
+            let p = cx.proc_;
+            let is_leader = p.pgid == p.pid;
+            if p.sid == p.pid || is_leader != leaders_pass {
+                continue;
+            }
+            if !procs.iter().any(|q| q.pid == p.pgid) {
+                continue; // the outside group (checked by plan)
+            }
+            let target = if is_leader { 0 } else { p.pgid as u64 };
+            cx.call("setpgid", nr::SETPGID, [0, target, 0, 0, 0, 0])?;
+        }
+    }
+    // Zombies exit now, before their parents' pending signals are queued.
+    for i in 0..ctxs.len() {
+        if let Some(status) = ctxs[i].proc_.exit_status {
+            let ppid = ctxs[i].proc_.ppid;
+            let parent = procs
+                .iter()
+                .position(|q| q.pid == ppid)
+                .ok_or_else(|| RestoreError::Malformed("zombie without a parent".into()))?;
+            let (a, b) = if parent < i {
+                let (l, r) = ctxs.split_at_mut(i);
+                (&mut r[0], &mut l[parent])
+            } else {
+                return Err(RestoreError::Malformed(
+                    "a zombie's parent must come before it".into(),
+                ));
+            };
+            make_zombie(a, b, status)?;
+        }
+    }
+
+    let shm_sizes = {
+        let mut m = BTreeMap::new();
+        for v in procs.iter().flat_map(|p| p.vmas.iter()) {
+            if v.kind == VmaKind::AnonShared {
+                let e = m.entry(v.shmem_id).or_insert(0u64);
+                *e = (*e).max(v.offset + v.len());
+            }
+        }
+        m
+    };
+    let mut shm = ShmOwners::new();
+    let mut pages = PageStream::new(reader);
+    let mut bytes = 0;
+    let mut staged = Vec::new();
+    for (i, cx) in ctxs.iter_mut().enumerate() {
+        let p = cx.proc_;
+        if p.is_zombie() {
+            staged.push(None);
+            continue;
+        }
+        // mm fields and exe link before the image's memory exists: the kernel refuses
+        // to replace the exe link while the old executable is mapped, and the image may
+        // map the very file ckpt runs from.
+        set_mm(cx)?;
+        map_memory(cx, &mut shm, &shm_sizes)?;
+        bytes += pages.load(p, Some(&cx.mem))?;
+        finish_memory(cx)?;
+        restore_fds(cx)?;
+        restore_attrs(cx)?;
+        // Threads after the memory they run on, before credentials change.
+        let threads = create_threads(cx, &mut stub.procs[i].1)?;
+        staged.push(Some(threads));
+    }
+    pages.finish()?;
+    // Credentials last: creating processes, PIDs and mm fields needs ckpt's privileges.
+    for cx in ctxs.iter_mut().filter(|c| !c.proc_.is_zombie()) {
+        restore_creds(cx)?;
+        fault_point("signal mask")?;
+        ptrace::set_sigmask(cx.proc_.pid, cx.proc_.threads[0].sigmask)?;
+    }
+    let procs_staged = ctxs
+        .into_iter()
+        .zip(staged)
+        .map(|(cx, t)| {
+            t.map(|threads| StagedProc {
+                inj: cx.inj,
+                threads,
+            })
+        })
+        .collect();
     Ok(Staged {
         stub,
-        cx_pid: pid,
         stub_addr,
-        inj: cx.inj,
-        threads,
+        procs: procs_staged,
         bytes,
     })
 }
@@ -877,32 +1178,38 @@ fn set_thread_state(tid: i32, t: &Thread) -> Result<()> {
 }
 
 /// The point of no return: remove the helper area, set the saved registers, let go.
-pub fn commit(mut s: Staged, proc_: &Process) -> Result<i32> {
-    let pid = s.cx_pid;
+pub fn commit(mut s: Staged, procs: &[Process]) -> Result<i32> {
     fault_point("remove helper area")?;
-    s.inj.call(
-        "munmap helper area",
-        nr::MUNMAP,
-        [s.stub_addr, STUB_SIZE, 0, 0, 0, 0],
-    )?;
+    for sp in s.procs.iter_mut().flatten() {
+        sp.inj.call(
+            "munmap helper area",
+            nr::MUNMAP,
+            [s.stub_addr, STUB_SIZE, 0, 0, 0, 0],
+        )?;
+    }
     fault_point("set registers")?;
-    for t in &proc_.threads {
-        set_thread_state(t.tid, t)?;
+    for p in procs.iter().filter(|p| !p.is_zombie()) {
+        for t in &p.threads {
+            set_thread_state(t.tid, t)?;
+        }
     }
     fault_point("detach")?;
     // Nothing below can fail in a way we could still undo; let every thread go.
     s.stub.committed = true;
     let mut first_err = None;
-    for t in s.threads.iter().map(|i| i.pid()).chain([pid]) {
-        if let Err(e) = ptrace::detach(t, 0) {
-            first_err.get_or_insert(e);
+    for sp in s.procs.iter().flatten() {
+        for t in sp.threads.iter().map(|i| i.pid()).chain([sp.inj.pid()]) {
+            if let Err(e) = ptrace::detach(t, 0) {
+                first_err.get_or_insert(e);
+            }
         }
     }
     if let Some(e) = first_err {
-        // A thread we could not detach is still stopped: kill the process rather than
+        // A thread we could not detach is still stopped: kill the tree rather than
         // leave it half-running.
-        sys::process::kill_and_reap(pid, &s.stub.tids);
+        s.stub.committed = false;
+        drop(s.stub);
         return Err(e.into());
     }
-    Ok(pid)
+    Ok(procs[0].pid)
 }

@@ -66,6 +66,27 @@ impl Injector {
         Ok(arch::x86::syscall_result(&out))
     }
 
+    /// Run a syscall that does not return (exit_group, a fatal kill): returns the stop
+    /// that ends the task.
+    pub fn final_call(&mut self, nr: u64, args: [u64; 6]) -> Result<Stop> {
+        let pid = self.pid;
+        let mut regs = self.base;
+        arch::x86::set_syscall(&mut regs, self.gadget, nr, &args);
+        ptrace::set_regs(pid, &regs)?;
+        loop {
+            ptrace::syscall(pid, 0)?;
+            match ptrace::wait(pid)? {
+                Stop::Syscall | Stop::OtherEvent(_) => continue,
+                // The fatal signal shows as a signal-delivery-stop: let it act.
+                Stop::Signal(sig) => {
+                    ptrace::cont(pid, sig)?;
+                    return ptrace::wait(pid);
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
     /// Run syscall `nr`; a negative result becomes an error naming `what`.
     pub fn call(&mut self, what: &str, nr: u64, args: [u64; 6]) -> Result<u64> {
         let r = self.raw(nr, args)?;

@@ -351,6 +351,54 @@ pub fn bytes_path(b: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(b))
 }
 
+/// The inode number and the data ranges (SEEK_DATA/SEEK_HOLE) within [off, off+len) of
+/// the shared-memory object behind the mapping `start-end` of process `pid`. Every page
+/// the object holds in that range is reported, whether or not this process has touched
+/// it (it may have been written through another process's mapping).
+pub fn shmem_data_ranges(
+    pid: i32,
+    start: u64,
+    end: u64,
+    off: u64,
+    len: u64,
+) -> Result<(u64, Vec<(u64, u64)>)> {
+    use std::os::fd::AsRawFd;
+    let link = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
+    let f = fs::File::open(&link).map_err(|e| SysError::io(format!("open {link}"), e))?;
+    let ino = f
+        .metadata()
+        .map_err(|e| SysError::io(format!("stat {link}"), e))?
+        .ino();
+    let fd = f.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos = off;
+    let stop = off + len;
+    while pos < stop {
+        // SAFETY: lseek on a descriptor we own; no memory is passed.
+        let d = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
+        if d < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break; // no data after pos
+            }
+            return Err(SysError::io(format!("SEEK_DATA on {link}"), e));
+        }
+        let d = d as u64;
+        if d >= stop {
+            break;
+        }
+        // SAFETY: as above.
+        let h = unsafe { libc::lseek(fd, d as libc::off_t, libc::SEEK_HOLE) };
+        if h < 0 {
+            return Err(SysError::os(format!("SEEK_HOLE on {link}")));
+        }
+        let h = (h as u64).min(stop);
+        out.push((d & !4095, (h + 4095) & !4095));
+        pos = h.max(d + 4096);
+    }
+    Ok((ino, out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

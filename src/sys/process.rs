@@ -247,9 +247,17 @@ pub fn uname() -> (String, String) {
 
 /// Make this process a child subreaper, so orphans of the processes it restores are
 /// reparented to it.
-pub fn set_child_subreaper() -> Result<()> {
+pub fn set_child_subreaper(on: bool) -> Result<()> {
     // SAFETY: prctl with integer arguments.
-    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_CHILD_SUBREAPER,
+            libc::c_ulong::from(on),
+            0,
+            0,
+            0,
+        )
+    };
     check(r as libc::c_long, || "PR_SET_CHILD_SUBREAPER".into())?;
     Ok(())
 }

@@ -299,3 +299,13 @@ pub fn get_rseq(pid: i32) -> Result<(u64, u32, u32, u32)> {
     )?;
     Ok((c.ptr, c.size, c.sig, c.flags))
 }
+
+/// Wait for a newly created (auto-attached) task's first stop and read its registers.
+pub fn get_regs_after_stop(tid: i32, what: &str) -> Result<X86Regs> {
+    match wait(tid)? {
+        Stop::Signal(_) | Stop::Event(_) => get_regs(tid),
+        other => Err(SysError::Other(format!(
+            "{what}: the new task did not stop as expected ({other:?})"
+        ))),
+    }
+}
