@@ -155,6 +155,12 @@ pub mod nr {
     pub const KILL: u64 = 62;
     pub const RT_SIGTIMEDWAIT: u64 = 128;
     pub const SETPGID: u64 = 109;
+    pub const GETITIMER: u64 = 36;
+    pub const SETITIMER: u64 = 38;
+    pub const TIMER_CREATE: u64 = 222;
+    pub const TIMER_SETTIME: u64 = 223;
+    pub const TIMER_GETTIME: u64 = 224;
+    pub const TIMER_GETOVERRUN: u64 = 225;
     pub const MLOCK: u64 = 149;
     pub const FCHDIR: u64 = 81;
     pub const UMASK: u64 = 95;

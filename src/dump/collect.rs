@@ -7,8 +7,8 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::{DumpError, Frozen, Result};
 use crate::arch::{self, ThreadArchState, X86Regs, x86::nr};
 use crate::model::{
-    Checkpoint, Creds, Fd, FdKind, FileId, ImageInfo, MmInfo, PendingSignal, ProcMisc, Process,
-    Rlimit, Rseq, SigAction, SigAltStack, Thread, Vma, VmaKind,
+    Checkpoint, Creds, Fd, FdKind, FileId, ITimer, ImageInfo, MmInfo, PendingSignal, PosixTimer,
+    ProcMisc, Process, Rlimit, Rseq, SigAction, SigAltStack, Thread, Vma, VmaKind,
 };
 use crate::sys::inject::{Injector, find_gadget};
 use crate::sys::mem::RemoteMem;
@@ -47,6 +47,8 @@ struct Injected {
     dumpable: i32,
     child_subreaper: bool,
     brk: u64,
+    itimers: Vec<ITimer>,
+    posix_timers: Vec<PosixTimer>,
 }
 
 /// Per-thread state that only the thread itself can tell.
@@ -105,12 +107,72 @@ fn inject_queries(inj: &mut Injector, mem: &RemoteMem, scratch: u64) -> Result<I
     )?;
     let child_subreaper = mem.read_u64(scratch)? as u32 != 0;
     let brk = inj.call("brk(0)", nr::BRK, [0; 6])?;
+    let word =
+        |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+    let mut itimers = Vec::new();
+    for which in 0..3u32 {
+        inj.call(
+            "getitimer",
+            nr::GETITIMER,
+            [u64::from(which), scratch, 0, 0, 0, 0],
+        )?;
+        // struct itimerval { timeval it_interval; timeval it_value; }
+        let mut b = [0u8; 32];
+        mem.read(scratch, &mut b)?;
+        let us = |sec: u64, usec: u64| sec.saturating_mul(1_000_000).saturating_add(usec);
+        let t = ITimer {
+            which,
+            interval_us: us(word(&b, 0), word(&b, 1)),
+            value_us: us(word(&b, 2), word(&b, 3)),
+        };
+        if t.value_us != 0 || t.interval_us != 0 {
+            itimers.push(t);
+        }
+    }
+    let mut posix_timers = Vec::new();
+    for procfs::ProcTimer {
+        id,
+        signo,
+        sigev_value,
+        notify,
+        notify_tid,
+        clock,
+    } in procfs::posix_timers(inj.pid())?
+    {
+        inj.call(
+            "timer_gettime",
+            nr::TIMER_GETTIME,
+            [id as u64, scratch, 0, 0, 0, 0],
+        )?;
+        // struct itimerspec { timespec it_interval; timespec it_value; }
+        let mut b = [0u8; 32];
+        mem.read(scratch, &mut b)?;
+        let ns = |sec: u64, nsec: u64| sec.saturating_mul(1_000_000_000).saturating_add(nsec);
+        let overrun = inj.call(
+            "timer_getoverrun",
+            nr::TIMER_GETOVERRUN,
+            [id as u64, 0, 0, 0, 0, 0],
+        )?;
+        posix_timers.push(PosixTimer {
+            id,
+            clock,
+            signo,
+            sigev_value,
+            notify,
+            notify_tid,
+            interval_ns: ns(word(&b, 0), word(&b, 1)),
+            value_ns: ns(word(&b, 2), word(&b, 3)),
+            overrun: overrun as i32,
+        });
+    }
     Ok(Injected {
         sigactions,
         pdeathsig,
         dumpable,
         child_subreaper,
         brk,
+        itimers,
+        posix_timers,
     })
 }
 
@@ -686,6 +748,8 @@ pub(crate) fn collect_process(fr: &mut Frozen, seen: &mut SharedSeen) -> Result<
         sigactions: inj.sigactions,
         shared_pending,
         threads,
+        itimers: inj.itimers,
+        posix_timers: inj.posix_timers,
         exit_status: None,
     };
     let vdso = (vdso_size != 0).then_some((vdso_hash, vdso_size, vvar_size));

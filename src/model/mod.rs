@@ -225,6 +225,31 @@ pub struct ProcMisc {
     pub timerslack_ns: u64,
 }
 
+/// An interval timer (setitimer): remaining time and reload interval, in microseconds.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ITimer {
+    /// ITIMER_REAL (0), ITIMER_VIRTUAL (1), ITIMER_PROF (2).
+    pub which: u32,
+    pub value_us: u64,
+    pub interval_us: u64,
+}
+
+/// A POSIX timer (timer_create), with its ID, event and remaining time.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PosixTimer {
+    pub id: i32,
+    pub clock: i32,
+    pub signo: i32,
+    pub sigev_value: u64,
+    /// SIGEV_SIGNAL (0), SIGEV_NONE (1) or SIGEV_THREAD_ID (4).
+    pub notify: i32,
+    /// Thread to signal for SIGEV_THREAD_ID.
+    pub notify_tid: i32,
+    pub value_ns: u64,
+    pub interval_ns: u64,
+    pub overrun: i32,
+}
+
 /// One process (thread group). A zombie (exited, not yet reaped by its parent) has
 /// `exit_status` set and nothing else but its IDs.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
@@ -250,6 +275,10 @@ pub struct Process {
     pub sigactions: Vec<SigAction>,
     pub shared_pending: Vec<PendingSignal>,
     pub threads: Vec<Thread>,
+    #[serde(default)]
+    pub itimers: Vec<ITimer>,
+    #[serde(default)]
+    pub posix_timers: Vec<PosixTimer>,
     /// For a zombie: the wait status its parent will collect.
     #[serde(default)]
     pub exit_status: Option<i32>,

@@ -399,6 +399,69 @@ pub fn shmem_data_ranges(
     Ok((ino, out))
 }
 
+/// One entry of /proc/PID/timers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcTimer {
+    pub id: i32,
+    pub signo: i32,
+    pub sigev_value: u64,
+    /// SIGEV_SIGNAL (0), SIGEV_NONE (1), SIGEV_THREAD_ID (4).
+    pub notify: i32,
+    pub notify_tid: i32,
+    pub clock: i32,
+}
+
+/// The POSIX timers of a process, from /proc/PID/timers.
+pub fn posix_timers(pid: i32) -> Result<Vec<ProcTimer>> {
+    let text = read(format!("/proc/{pid}/timers"))?;
+    let text = String::from_utf8_lossy(&text);
+    let bad = || SysError::Other(format!("cannot parse /proc/{pid}/timers"));
+    let mut out = Vec::new();
+    let mut cur: Option<ProcTimer> = None;
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        match k {
+            "ID" => {
+                out.extend(cur.take());
+                cur = Some(ProcTimer {
+                    id: v.parse().map_err(|_| bad())?,
+                    ..Default::default()
+                });
+            }
+            "signal" => {
+                let c = cur.as_mut().ok_or_else(bad)?;
+                let (sig, val) = v.split_once('/').ok_or_else(bad)?;
+                c.signo = sig.parse().map_err(|_| bad())?;
+                c.sigev_value = u64::from_str_radix(val, 16).map_err(|_| bad())?;
+            }
+            "notify" => {
+                let c = cur.as_mut().ok_or_else(bad)?;
+                let (kind, who) = v.split_once('/').ok_or_else(bad)?;
+                c.notify = match kind {
+                    "signal" => 0,
+                    "none" => 1,
+                    "thread" => 4,
+                    _ => return Err(bad()),
+                };
+                c.notify_tid = who
+                    .split_once('.')
+                    .and_then(|(_, n)| n.parse().ok())
+                    .unwrap_or(0);
+            }
+            "ClockID" => {
+                let c = cur.as_mut().ok_or_else(bad)?;
+                c.clock = v.parse().map_err(|_| bad())?;
+            }
+            _ => {}
+        }
+    }
+    out.extend(cur);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
