@@ -561,6 +561,7 @@ mod tests {
             },
             xsave: x,
             debugregs: [0; 6],
+            tls: vec![],
         }
     }
 

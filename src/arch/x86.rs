@@ -68,6 +68,11 @@ pub struct ThreadArchState {
     pub xsave: Vec<u8>,
     /// DR0-DR3, DR6, DR7.
     pub debugregs: [u64; 6],
+    /// The thread's GDT TLS entries (set_thread_area; glibc on ia32 points %gs at one),
+    /// as `struct user_desc` words: entry number, base, limit, flags. Empty entries are
+    /// left out.
+    #[serde(default)]
+    pub tls: Vec<[u32; 4]>,
 }
 
 impl ThreadArchState {
@@ -151,6 +156,9 @@ pub mod nr {
     pub const RSEQ: u64 = 334;
     pub const CLOSE_RANGE: u64 = 436;
     pub const CLONE3: u64 = 435;
+    pub const PIDFD_OPEN: u64 = 434;
+    pub const PIDFD_GETFD: u64 = 438;
+    pub const FCNTL: u64 = 72;
     pub const EXIT_GROUP: u64 = 231;
     pub const KILL: u64 = 62;
     pub const RT_SIGTIMEDWAIT: u64 = 128;
@@ -181,8 +189,46 @@ pub const SYSCALL_INSN: [u8; 2] = [0x0f, 0x05];
 /// Length of the syscall instruction (the kernel rewinds rip by this to restart).
 pub const SYSCALL_INSN_LEN: u64 = 2;
 
-/// `arch_prctl` code to map the 64-bit vDSO at an address (CONFIG_CHECKPOINT_RESTORE).
+/// `int $0x80`: the ia32 system call instruction (also 2 bytes).
+pub const INT80_INSN: [u8; 2] = [0xcd, 0x80];
+
+/// `arch_prctl` codes to map the 64-bit or 32-bit vDSO at an address
+/// (CONFIG_CHECKPOINT_RESTORE).
 pub const ARCH_MAP_VDSO_64: u64 = 0x2003;
+pub const ARCH_MAP_VDSO_32: u64 = 0x2002;
+
+/// ia32 system call numbers, for the few calls whose compat form matters (their effect
+/// depends on the ABI of the caller: signal frames, robust lists).
+pub mod nr32 {
+    pub const RESTART_SYSCALL: u64 = 0;
+    pub const NANOSLEEP: u64 = 162;
+    pub const RT_SIGACTION: u64 = 174;
+    pub const SIGALTSTACK: u64 = 186;
+    pub const CLOCK_NANOSLEEP: u64 = 267;
+    pub const SET_ROBUST_LIST: u64 = 311;
+    pub const GET_ROBUST_LIST: u64 = 312;
+    pub const CLOCK_NANOSLEEP_TIME64: u64 = 407;
+}
+
+/// User data segment selector (the same for both ABIs).
+pub const USER_DS: u64 = 0x2b;
+
+/// Like [`set_syscall`] for an ia32 system call through `int $0x80` at `gadget` (which
+/// must lie below 4 GiB): the task is switched to the 32-bit code segment, number in
+/// eax, arguments in ebx, ecx, edx, esi, edi, ebp.
+pub fn set_syscall_ia32(regs: &mut X86Regs, gadget: u64, nr: u64, args: &[u64; 6]) {
+    regs.rip = gadget;
+    regs.rax = nr;
+    regs.orig_rax = u64::MAX;
+    regs.rbx = args[0];
+    regs.rcx = args[1];
+    regs.rdx = args[2];
+    regs.rsi = args[3];
+    regs.rdi = args[4];
+    regs.rbp = args[5];
+    regs.cs = USER_CS_32;
+    regs.ss = USER_DS;
+}
 
 /// Set up `regs` so that, resumed at `gadget` (the address of a syscall instruction),
 /// the task performs syscall `nr` with `args`. `orig_rax` is set to -1 so the kernel's
@@ -198,6 +244,7 @@ pub fn set_syscall(regs: &mut X86Regs, gadget: u64, nr: u64, args: &[u64; 6]) {
     regs.r8 = args[4];
     regs.r9 = args[5];
     regs.cs = USER_CS_64;
+    regs.ss = USER_DS;
 }
 
 /// The return value of an injected syscall at its exit stop.
@@ -225,11 +272,20 @@ pub enum SyscallState {
 }
 
 pub fn syscall_state(regs: &X86Regs) -> SyscallState {
-    if (regs.orig_rax as i64) < 0 {
+    // An ia32 task's syscall number and return value are 32-bit (the kernel sign-extends
+    // them the same way).
+    let (nr, ret) = match regs.abi() {
+        Abi::X86_64 => (regs.orig_rax as i64, regs.rax as i64),
+        Abi::Ia32 => (
+            i64::from(regs.orig_rax as u32 as i32),
+            i64::from(regs.rax as u32 as i32),
+        ),
+    };
+    if nr < 0 {
         return SyscallState::None;
     }
-    let nr = regs.orig_rax;
-    match -(regs.rax as i64) {
+    let nr = nr as u64;
+    match -ret {
         ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => SyscallState::Restart { nr },
         ERESTART_RESTARTBLOCK => SyscallState::RestartBlock { nr },
         _ => SyscallState::None,
@@ -257,12 +313,21 @@ pub fn resume_regs(regs: &X86Regs) -> X86Regs {
         SyscallState::RestartBlock { nr } => {
             r.rax = nr;
             r.rip = r.rip.wrapping_sub(SYSCALL_INSN_LEN);
-            if regs.abi() == Abi::X86_64 {
-                match nr {
+            match regs.abi() {
+                Abi::X86_64 => match nr {
                     nr::NANOSLEEP if r.rsi != 0 => r.rdi = r.rsi,
                     nr::CLOCK_NANOSLEEP if r.r10 != 0 => r.rdx = r.r10,
                     _ => {}
-                }
+                },
+                // nanosleep(ebx=req, ecx=rem); clock_nanosleep(ebx, ecx=flags, edx=req,
+                // esi=rem), also in its time64 form.
+                Abi::Ia32 => match nr {
+                    nr32::NANOSLEEP if r.rcx != 0 => r.rbx = r.rcx,
+                    nr32::CLOCK_NANOSLEEP | nr32::CLOCK_NANOSLEEP_TIME64 if r.rsi != 0 => {
+                        r.rdx = r.rsi
+                    }
+                    _ => {}
+                },
             }
         }
     }
@@ -283,7 +348,10 @@ pub fn release_regs(regs: &X86Regs) -> X86Regs {
             r.rip = r.rip.wrapping_sub(SYSCALL_INSN_LEN);
         }
         SyscallState::RestartBlock { .. } => {
-            r.rax = nr::RESTART_SYSCALL;
+            r.rax = match regs.abi() {
+                Abi::X86_64 => nr::RESTART_SYSCALL,
+                Abi::Ia32 => nr32::RESTART_SYSCALL,
+            };
             r.rip = r.rip.wrapping_sub(SYSCALL_INSN_LEN);
         }
     }
@@ -296,6 +364,15 @@ pub fn release_regs(regs: &X86Regs) -> X86Regs {
 pub const DEBUGREG_OFFSET: usize = 848;
 /// Which debug registers are saved (DR4/DR5 are aliases and not accessible).
 pub const DEBUGREG_INDEXES: [usize; 6] = [0, 1, 2, 3, 6, 7];
+
+/// GDT entries available to user TLS (GDT_ENTRY_TLS_MIN..=MAX on x86-64).
+pub const TLS_ENTRIES: std::ops::RangeInclusive<u32> = 12..=14;
+
+/// Whether a `user_desc` (flags word) describes an empty entry: the kernel reports
+/// unused slots with `read_exec_only` and `seg_not_present` set and base/limit zero.
+pub fn tls_entry_is_empty(d: &[u32; 4]) -> bool {
+    d[1] == 0 && d[2] == 0 && (d[3] & 0x28) == 0x28
+}
 
 #[cfg(test)]
 mod tests {

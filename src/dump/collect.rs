@@ -10,7 +10,7 @@ use crate::model::{
     Checkpoint, Creds, Fd, FdKind, FileId, ITimer, ImageInfo, MmInfo, PendingSignal, PosixTimer,
     ProcMisc, Process, Rlimit, Rseq, SigAction, SigAltStack, Thread, Vma, VmaKind,
 };
-use crate::sys::inject::{Injector, find_gadget};
+use crate::sys::inject::{Injector, find_gadget, find_gadget32};
 use crate::sys::mem::RemoteMem;
 use crate::sys::proc::{self as procfs, MapEntry, PM_FILE, PM_GUARD_REGION, PM_PRESENT, PM_SWAP};
 use crate::sys::{self, ptrace};
@@ -56,6 +56,8 @@ struct Injected {
 struct ThreadInjected {
     altstack: SigAltStack,
     clear_child_tid: u64,
+    /// The compat (ia32) robust list, for an ia32 thread.
+    robust32: Option<(u64, u64)>,
 }
 
 fn unsupported(pid: i32, why: impl Into<String>) -> DumpError {
@@ -180,6 +182,7 @@ fn inject_thread_queries(
     inj: &mut Injector,
     mem: &RemoteMem,
     scratch: u64,
+    abi: arch::Abi,
 ) -> Result<ThreadInjected> {
     inj.call("sigaltstack", nr::SIGALTSTACK, [0, scratch, 0, 0, 0, 0])?;
     let mut b = [0u8; 24];
@@ -196,9 +199,28 @@ fn inject_thread_queries(
         [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0],
     )?;
     let clear_child_tid = mem.read_u64(scratch)?;
+    // An ia32 thread registered its robust list through the compat syscall, which the
+    // kernel keeps apart from the native one: ask the same way (4-byte head and length).
+    let robust32 = if abi == arch::Abi::Ia32 {
+        mem.write(scratch, &[0u8; 8])?;
+        inj.call32(
+            "get_robust_list (ia32)",
+            arch::x86::nr32::GET_ROBUST_LIST,
+            [0, scratch, scratch + 4, 0, 0, 0],
+        )?;
+        let mut b = [0u8; 8];
+        mem.read(scratch, &mut b)?;
+        Some((
+            u64::from(u32::from_le_bytes(b[0..4].try_into().unwrap_or_default())),
+            u64::from(u32::from_le_bytes(b[4..8].try_into().unwrap_or_default())),
+        ))
+    } else {
+        None
+    };
     Ok(ThreadInjected {
         altstack,
         clear_child_tid,
+        robust32,
     })
 }
 
@@ -214,12 +236,26 @@ fn injected_state(fr: &mut Frozen, mem: &RemoteMem) -> Result<(Injected, Vec<Thr
     mem.read(vdso.start, &mut code)?;
     let gadget = find_gadget(&code, vdso.start)
         .ok_or_else(|| unsupported(pid, "no syscall instruction found in its vDSO"))?;
+    // ia32 tasks also need `int $0x80` (the 32-bit vDSO has one) and a scratch page
+    // below 4 GiB.
+    let ia32 = fr
+        .threads
+        .iter()
+        .any(|t| t.orig_regs.abi() == arch::Abi::Ia32);
+    let gadget32 = if ia32 {
+        find_gadget32(&code, vdso.start)
+            .filter(|g| *g < 1 << 32)
+            .ok_or_else(|| unsupported(pid, "no int $0x80 instruction found in its vDSO"))?
+    } else {
+        0
+    };
     // Keep signals pending (not delivered) while we run syscalls in the task.
     for t in fr.threads.iter_mut() {
         ptrace::set_sigmask(t.tid, !0)?;
         t.injected = true;
     }
     let mut inj = Injector::new(pid, gadget, fr.leader().orig_regs);
+    let low = if ia32 { libc::MAP_32BIT } else { 0 };
     let scratch = inj.call(
         "mmap scratch page",
         nr::MMAP,
@@ -227,7 +263,7 @@ fn injected_state(fr: &mut Frozen, mem: &RemoteMem) -> Result<(Injected, Vec<Thr
             0,
             4096,
             (libc::PROT_READ | libc::PROT_WRITE) as u64,
-            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | low) as u64,
             u64::MAX,
             0,
         ],
@@ -236,7 +272,13 @@ fn injected_state(fr: &mut Frozen, mem: &RemoteMem) -> Result<(Injected, Vec<Thr
         let mut per = Vec::new();
         for t in &fr.threads {
             let mut ti = Injector::new(t.tid, gadget, t.orig_regs);
-            per.push(inject_thread_queries(&mut ti, mem, scratch)?);
+            ti.set_gadget32(gadget32);
+            per.push(inject_thread_queries(
+                &mut ti,
+                mem,
+                scratch,
+                t.orig_regs.abi(),
+            )?);
         }
         Ok((p, per))
     });
@@ -485,6 +527,7 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
                 fd,
                 cloexec,
                 kind: FdKind::Inherited { what: name, flags },
+                shared_with: None,
             });
         }
         let kind = if link.starts_with(b"pipe:") {
@@ -516,6 +559,7 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
                     fd,
                     cloexec,
                     kind: FdKind::Inherited { what: name, flags },
+                    shared_with: None,
                 });
             }
             return Err(not_yet("a terminal"));
@@ -532,13 +576,19 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
     } else {
         return Err(not_yet("a special file"));
     };
-    Ok(Fd { fd, cloexec, kind })
+    Ok(Fd {
+        fd,
+        cloexec,
+        kind,
+        shared_with: None,
+    })
 }
 
 /// What is read of a thread from outside (before any injection).
 struct ThreadOutside {
     xsave: Vec<u8>,
     debugregs: [u64; 6],
+    tls: Vec<[u32; 4]>,
     pending: Vec<PendingSignal>,
     rseq: Option<Rseq>,
     robust_list: (u64, u64),
@@ -555,17 +605,18 @@ fn pending_signals(tid: i32, shared: bool) -> Result<Vec<PendingSignal>> {
         .collect())
 }
 
-fn thread_outside(pid: i32, tid: i32, regs: &X86Regs) -> Result<ThreadOutside> {
-    if regs.abi() != arch::Abi::X86_64 {
-        return Err(unsupported(
-            pid,
-            "it is a 32-bit (ia32) process; not supported yet",
-        ));
-    }
+fn thread_outside(_pid: i32, tid: i32, _regs: &X86Regs) -> Result<ThreadOutside> {
     let xsave = ptrace::get_xstate(tid, 1 << 16)?;
     let mut debugregs = [0u64; 6];
     for (slot, i) in debugregs.iter_mut().zip(arch::x86::DEBUGREG_INDEXES) {
         *slot = ptrace::peek_user(tid, arch::x86::DEBUGREG_OFFSET + i * 8)?;
+    }
+    let mut tls = Vec::new();
+    for i in arch::x86::TLS_ENTRIES {
+        let d = ptrace::get_thread_area(tid, i)?;
+        if !arch::x86::tls_entry_is_empty(&d) {
+            tls.push(d);
+        }
     }
     let (rseq_addr, rseq_len, rseq_sig, rseq_flags) = ptrace::get_rseq(tid)?;
     let rseq = (rseq_addr != 0).then_some(Rseq {
@@ -577,6 +628,7 @@ fn thread_outside(pid: i32, tid: i32, regs: &X86Regs) -> Result<ThreadOutside> {
     Ok(ThreadOutside {
         xsave,
         debugregs,
+        tls,
         pending: pending_signals(tid, false)?,
         rseq,
         robust_list: sys::process::robust_list(tid)?,
@@ -700,12 +752,13 @@ pub(crate) fn collect_process(fr: &mut Frozen, seen: &mut SharedSeen) -> Result<
                 regs: image_regs,
                 xsave: o.xsave,
                 debugregs: o.debugregs,
+                tls: o.tls,
             },
             sigmask: t.orig_sigmask,
             sigaltstack: ti.altstack,
             rseq: o.rseq,
-            robust_list: o.robust_list.0,
-            robust_list_len: o.robust_list.1,
+            robust_list: ti.robust32.unwrap_or(o.robust_list).0,
+            robust_list_len: ti.robust32.unwrap_or(o.robust_list).1,
             clear_child_tid: ti.clear_child_tid,
             pending: o.pending,
             sched_policy: o.sched.0,
@@ -748,11 +801,16 @@ pub(crate) fn collect_process(fr: &mut Frozen, seen: &mut SharedSeen) -> Result<
         sigactions: inj.sigactions,
         shared_pending,
         threads,
+        vdso_hash: 0,
+        vdso_size: 0,
         itimers: inj.itimers,
         posix_timers: inj.posix_timers,
         exit_status: None,
     };
     let vdso = (vdso_size != 0).then_some((vdso_hash, vdso_size, vvar_size));
+    let mut process = process;
+    process.vdso_hash = vdso_hash;
+    process.vdso_size = vdso_size;
     Ok(ProcCollected {
         process,
         runs,
@@ -782,25 +840,9 @@ pub(crate) fn assemble(root: i32, procs: Vec<ProcCollected>) -> Result<Collected
         .flat_map(|p| p.process.threads.iter().map(|t| &t.arch))
         .collect();
     let mut arch_hdr = arch::build_header(&threads);
-    let mut vdso_seen = None;
-    for ProcCollected {
-        process: p, vdso, ..
-    } in &procs
-    {
-        if let Some(v) = vdso {
-            match vdso_seen {
-                None => vdso_seen = Some(*v),
-                Some(prev) if prev != *v => {
-                    return Err(unsupported(
-                        p.pid,
-                        "its vDSO differs from the rest of the tree's",
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-    }
-    if let Some((hash, size, vvar)) = vdso_seen {
+    // The header names the root's vDSO; each process records its own (a mixed tree
+    // has a 64-bit and a 32-bit one).
+    if let Some((hash, size, vvar)) = procs.first().and_then(|p| p.vdso) {
         arch_hdr.vdso_hash = hash;
         arch_hdr.vdso_size = size;
         arch_hdr.vvar_size = vvar;
@@ -831,4 +873,36 @@ pub(crate) fn assemble(root: i32, procs: Vec<ProcCollected>) -> Result<Collected
         processes,
     };
     Ok(Collected { ckpt, runs })
+}
+
+/// Find descriptors that share an open file description with an earlier one in the
+/// image (kcmp), so restore opens each description once.
+pub(crate) fn link_shared_fds(procs: &mut [ProcCollected]) -> Result<()> {
+    use std::collections::BTreeMap;
+    fn key(k: &FdKind) -> Option<(u64, u64)> {
+        match k {
+            FdKind::File { file, .. } | FdKind::Dir { file, .. } | FdKind::Device { file, .. } => {
+                Some((file.dev, file.ino))
+            }
+            FdKind::Inherited { .. } => None,
+        }
+    }
+    let mut seen: BTreeMap<(u64, u64), Vec<(i32, i32)>> = BTreeMap::new();
+    for p in procs.iter_mut() {
+        let pid = p.process.pid;
+        for f in p.process.fds.iter_mut() {
+            let Some(k) = key(&f.kind) else { continue };
+            let earlier = seen.entry(k).or_default();
+            for &(q, qfd) in earlier.iter() {
+                if sys::process::same_file_description(pid, f.fd, q, qfd)? {
+                    f.shared_with = Some((q, qfd));
+                    break;
+                }
+            }
+            if f.shared_with.is_none() {
+                earlier.push((pid, f.fd));
+            }
+        }
+    }
+    Ok(())
 }

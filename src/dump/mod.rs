@@ -475,6 +475,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
             }),
         }
     }
+    collect::link_shared_fds(&mut procs)?;
     let collected = collect::assemble(pid, procs)?;
     check_internal_pipes(&collected.ckpt)?;
     let ckpt = &collected.ckpt;

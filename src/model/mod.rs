@@ -214,6 +214,10 @@ pub struct Fd {
     pub fd: i32,
     pub cloexec: bool,
     pub kind: FdKind,
+    /// The same open file description (offset, flags) as descriptor `.1` of process `.0`,
+    /// which comes earlier in the image (dup, inheritance across fork, `2>&1`...).
+    #[serde(default)]
+    pub shared_with: Option<(i32, i32)>,
 }
 
 /// Process-wide odds and ends restored with prctl.
@@ -275,6 +279,12 @@ pub struct Process {
     pub sigactions: Vec<SigAction>,
     pub shared_pending: Vec<PendingSignal>,
     pub threads: Vec<Thread>,
+    /// xxh3 and size of the vDSO text this process had mapped (0 if none): restore
+    /// refuses a kernel whose vDSO differs, as the program may hold pointers into it.
+    #[serde(default)]
+    pub vdso_hash: u64,
+    #[serde(default)]
+    pub vdso_size: u64,
     #[serde(default)]
     pub itimers: Vec<ITimer>,
     #[serde(default)]
@@ -287,6 +297,14 @@ pub struct Process {
 impl Process {
     pub fn is_zombie(&self) -> bool {
         self.exit_status.is_some()
+    }
+
+    /// The ABI of the process (of its main thread).
+    pub fn abi(&self) -> crate::arch::Abi {
+        self.threads
+            .first()
+            .map(|t| t.arch.abi())
+            .unwrap_or(crate::arch::Abi::X86_64)
     }
 }
 

@@ -124,6 +124,34 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             ),
         }
     }
+    // Shared descriptions must point back at a descriptor restored before.
+    for (i, q) in procs.iter().enumerate() {
+        for f in &q.fds {
+            let Some((op, ofd)) = f.shared_with else {
+                continue;
+            };
+            let ok = procs[..=i].iter().any(|o| {
+                o.pid == op
+                    && (o.pid != q.pid || ofd < f.fd)
+                    && o.fds.iter().any(|g| {
+                        g.fd == ofd
+                            && g.shared_with.is_none()
+                            && !matches!(g.kind, FdKind::Inherited { .. })
+                    })
+            });
+            if !ok {
+                p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} shares a file with a descriptor that \
+                         is not restored before it",
+                        f.fd, q.pid
+                    ),
+                );
+            }
+        }
+    }
     for q in procs {
         if q.sid == q.pid && q.pgid != q.pid {
             p(
@@ -272,17 +300,33 @@ fn check_arch(hdr: &ArchHeader, proc_: &Process, problems: &mut Vec<Problem>) {
             ),
         );
     }
-    for t in &proc_.threads {
-        if t.arch.abi() != Abi::X86_64 {
-            p(
-                problems,
-                "arch-abi",
-                "the image's task is a 32-bit (ia32) task; not supported yet".into(),
-            );
-        }
+    if proc_.threads.iter().any(|t| t.arch.abi() == Abi::Ia32) && !host_has_ia32() {
+        p(
+            problems,
+            "arch-abi",
+            format!(
+                "process {} is a 32-bit (ia32) task, and this kernel cannot run 32-bit \
+                 programs (no IA32 emulation)",
+                proc_.pid
+            ),
+        );
     }
     let has_vdso = proc_.vmas.iter().any(|v| v.kind == VmaKind::Vdso);
-    if has_vdso {
+    // An ia32 process's 32-bit vDSO is compared when restore maps it (ckpt, a 64-bit
+    // program, has no 32-bit vDSO of its own to compare with here).
+    if has_vdso && proc_.abi() == Abi::X86_64 {
+        // Images from before per-process vDSO identity carry it in the header only.
+        let (want_hash, want_size) = if proc_.vdso_size != 0 {
+            (proc_.vdso_hash, proc_.vdso_size)
+        } else {
+            (hdr.vdso_hash, hdr.vdso_size)
+        };
+        let want_vvar: u64 = proc_
+            .vmas
+            .iter()
+            .filter(|v| v.kind == VmaKind::Vvar)
+            .map(|v| v.len())
+            .sum();
         match host_vdso() {
             None => p(
                 problems,
@@ -290,30 +334,35 @@ fn check_arch(hdr: &ArchHeader, proc_: &Process, problems: &mut Vec<Problem>) {
                 "this host has no vDSO, but the image's task used one".into(),
             ),
             Some((hash, size, vvar)) => {
-                if hash != hdr.vdso_hash || size != hdr.vdso_size {
+                if hash != want_hash || size != want_size {
                     p(
                         problems,
                         "vdso-differs",
                         format!(
-                            "this kernel's vDSO differs from the one the image's task used \
+                            "this kernel's vDSO differs from the one process {} used \
                              ({} bytes here, {} in the image); the program may hold pointers \
                              into it, so it cannot be restored on this kernel",
-                            size, hdr.vdso_size
+                            proc_.pid, size, want_size
                         ),
                     );
-                } else if vvar != hdr.vvar_size {
+                } else if vvar != want_vvar {
                     p(
                         problems,
                         "vdso-differs",
                         format!(
-                            "this kernel's vDSO data area is {vvar} bytes, the image's {}",
-                            hdr.vvar_size
+                            "this kernel's vDSO data area is {vvar} bytes, the image's {want_vvar}"
                         ),
                     );
                 }
             }
         }
     }
+}
+
+/// Whether this kernel runs ia32 programs (IA32 emulation built in and enabled: the
+/// sysctl directory abi/ exists only then).
+pub fn host_has_ia32() -> bool {
+    std::path::Path::new("/proc/sys/abi/vsyscall32").exists()
 }
 
 /// Compare a file's identity now with the image's record of it.

@@ -14,6 +14,7 @@ use std::io::Read;
 
 use super::plan::{Plan, TASK_SIZE};
 use super::{RestoreError, Result, fault_point};
+use crate::arch::Abi;
 use crate::arch::x86::{self as ax, nr};
 use crate::image::{ImageReader, tag};
 use crate::model::{FdKind, Process, Thread, Vma, VmaKind};
@@ -24,6 +25,8 @@ use crate::sys::{self, proc as procfs};
 
 const STUB_CODE: u64 = 4096;
 const STUB_SIZE: u64 = STUB_CODE + (1 << 20);
+/// Offset of the `int $0x80` in the helper area's code page.
+const GADGET32_OFFSET: u64 = 4;
 
 /// Owns the half-built process tree: dropping it before commit kills and reaps every
 /// process and thread it created.
@@ -86,6 +89,12 @@ impl Ctx<'_> {
         Ok(self.inj.call(what, nr, args)?)
     }
 
+    /// An ia32 system call (through the helper area's `int $0x80`).
+    fn call32(&mut self, what: &str, nr: u64, args: [u64; 6]) -> Result<u64> {
+        fault_point(what)?;
+        Ok(self.inj.call32(what, nr, args)?)
+    }
+
     fn open(&mut self, path: &[u8], flags: i32) -> Result<u64> {
         let a = self.put_cstr(0, path)?;
         let what = format!("open {}", String::from_utf8_lossy(path));
@@ -97,13 +106,16 @@ impl Ctx<'_> {
     }
 }
 
-fn stub_candidates(vmas: &[Vma]) -> Vec<u64> {
+/// Where the helper area may go: gaps in the image's memory maps, below `limit` (4 GiB
+/// when an ia32 task must reach it).
+fn stub_candidates(vmas: &[Vma], limit: u64) -> Vec<u64> {
     let mut out = Vec::new();
     let mut prev = 0x1000_0000u64; // stay clear of low memory
     for v in vmas
         .iter()
         .map(|v| (v.start, v.end))
-        .chain([(TASK_SIZE, TASK_SIZE)])
+        .filter(|v| v.0 < limit)
+        .chain([(limit, limit)])
     {
         // leave a page of gap on both sides so nothing merges with the stub area
         if v.0 > prev + STUB_SIZE + 2 * 4096 {
@@ -202,11 +214,11 @@ fn map_memory(cx: &mut Ctx<'_>, shm: &mut ShmOwners, shm_sizes: &BTreeMap<u64, u
             VmaKind::Vvar | VmaKind::Vdso => {
                 if !vdso_done {
                     vdso_done = true;
-                    cx.call(
-                        "map the vDSO",
-                        nr::ARCH_PRCTL,
-                        [ax::ARCH_MAP_VDSO_64, v.start, 0, 0, 0, 0],
-                    )?;
+                    let code = match proc_.abi() {
+                        Abi::X86_64 => ax::ARCH_MAP_VDSO_64,
+                        Abi::Ia32 => ax::ARCH_MAP_VDSO_32,
+                    };
+                    cx.call("map the vDSO", nr::ARCH_PRCTL, [code, v.start, 0, 0, 0, 0])?;
                 }
                 continue;
             }
@@ -270,6 +282,25 @@ fn map_memory(cx: &mut Ctx<'_>, shm: &mut ShmOwners, shm_sizes: &BTreeMap<u64, u
                     "the vDSO could not be placed at {:#x}",
                     v.start
                 )));
+            }
+            // Same code too: the program may hold pointers into it. (A 64-bit vDSO was
+            // compared in plan; a 32-bit one can only be read once mapped.)
+            if proc_.vdso_size != 0 {
+                let mut code = vec![0u8; v.len() as usize];
+                cx.mem.read(v.start, &mut code)?;
+                if xxhash_rust::xxh3::xxh3_64(&code) != proc_.vdso_hash {
+                    return Err(RestoreError::Stage(format!(
+                        "this kernel's {} vDSO differs from the one process {} used; the \
+                         program may hold pointers into it, so it cannot be restored on \
+                         this kernel",
+                        if proc_.abi() == Abi::Ia32 {
+                            "32-bit"
+                        } else {
+                            "64-bit"
+                        },
+                        proc_.pid
+                    )));
+                }
             }
         }
     }
@@ -516,6 +547,35 @@ fn restore_fds(cx: &mut Ctx<'_>) -> Result<()> {
         sys::process::prlimit_set(pid, libc::RLIMIT_NOFILE, need, hard.max(need))?;
     }
     for f in &proc_.fds {
+        let cl = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+        if let Some((q, qfd)) = f.shared_with {
+            // The same open file description as an earlier descriptor: take that one.
+            let n = if q == proc_.pid {
+                qfd as u64
+            } else {
+                let pidfd = cx.call("pidfd_open", nr::PIDFD_OPEN, [q as u64, 0, 0, 0, 0, 0])?;
+                let n = cx.call(
+                    &format!("take descriptor {qfd} of process {q}"),
+                    nr::PIDFD_GETFD,
+                    [pidfd, qfd as u64, 0, 0, 0, 0],
+                );
+                cx.call("close", nr::CLOSE, [pidfd, 0, 0, 0, 0, 0])?;
+                n?
+            };
+            if n == f.fd as u64 {
+                cx.call(
+                    "fcntl(F_SETFD)",
+                    nr::FCNTL,
+                    [n, libc::F_SETFD as u64, u64::from(f.cloexec), 0, 0, 0],
+                )?;
+            } else {
+                cx.call("dup3", nr::DUP3, [n, f.fd as u64, cl, 0, 0, 0])?;
+                if q != proc_.pid {
+                    cx.call("close", nr::CLOSE, [n, 0, 0, 0, 0, 0])?;
+                }
+            }
+            continue;
+        }
         let (path, flags, pos) = match &f.kind {
             FdKind::Inherited { .. } => continue,
             FdKind::File { file, flags, pos } | FdKind::Device { file, flags, pos } => {
@@ -586,17 +646,32 @@ fn restore_attrs(cx: &mut Ctx<'_>) -> Result<()> {
             [libc::PR_SET_TIMERSLACK as u64, m.timerslack_ns, 0, 0, 0, 0],
         )?;
     }
+    let ia32 = proc_.abi() == Abi::Ia32;
     for s in &proc_.sigactions {
-        let mut b = Vec::with_capacity(32);
-        for w in [s.handler, s.flags, s.restorer, s.mask] {
-            b.extend_from_slice(&w.to_le_bytes());
+        let what = format!("rt_sigaction({})", s.signo);
+        if ia32 {
+            // Through the compat syscall: the kernel then marks the handler as ia32
+            // (SA_IA32_ABI) and delivers 32-bit signal frames to it.
+            // struct compat_sigaction: handler, flags, restorer (u32 each), mask (u64).
+            let mut b = Vec::with_capacity(20);
+            for w in [s.handler, s.flags, s.restorer] {
+                b.extend_from_slice(&(w as u32).to_le_bytes());
+            }
+            b.extend_from_slice(&s.mask.to_le_bytes());
+            let a = cx.put(0, &b)?;
+            cx.call32(
+                &what,
+                ax::nr32::RT_SIGACTION,
+                [u64::from(s.signo), a, 0, 8, 0, 0],
+            )?;
+        } else {
+            let mut b = Vec::with_capacity(32);
+            for w in [s.handler, s.flags, s.restorer, s.mask] {
+                b.extend_from_slice(&w.to_le_bytes());
+            }
+            let a = cx.put(0, &b)?;
+            cx.call(&what, nr::RT_SIGACTION, [u64::from(s.signo), a, 0, 8, 0, 0])?;
         }
-        let a = cx.put(0, &b)?;
-        cx.call(
-            &format!("rt_sigaction({})", s.signo),
-            nr::RT_SIGACTION,
-            [u64::from(s.signo), a, 0, 8, 0, 0],
-        )?;
     }
     thread_attrs(cx, &proc_.threads[0])?;
     {
@@ -646,24 +721,49 @@ fn restore_attrs(cx: &mut Ctx<'_>) -> Result<()> {
 /// State that belongs to one thread, set by syscalls injected into that thread.
 fn thread_attrs(cx: &mut Ctx<'_>, t: &Thread) -> Result<()> {
     let ss = t.sigaltstack;
-    let mut b = Vec::with_capacity(24);
-    b.extend_from_slice(&ss.sp.to_le_bytes());
-    b.extend_from_slice(&(ss.flags & !libc::SS_ONSTACK).to_le_bytes());
-    b.extend_from_slice(&0u32.to_le_bytes());
-    b.extend_from_slice(&ss.size.to_le_bytes());
-    let a = cx.put(0, &b)?;
-    cx.call("sigaltstack", nr::SIGALTSTACK, [a, 0, 0, 0, 0, 0])?;
+    let flags = ss.flags & !libc::SS_ONSTACK;
+    let ia32 = t.arch.abi() == Abi::Ia32;
+    if ia32 {
+        // compat stack_t: sp (u32), flags (i32), size (u32).
+        let mut b = Vec::with_capacity(12);
+        b.extend_from_slice(&(ss.sp as u32).to_le_bytes());
+        b.extend_from_slice(&flags.to_le_bytes());
+        b.extend_from_slice(&(ss.size as u32).to_le_bytes());
+        let a = cx.put(0, &b)?;
+        cx.call32(
+            "sigaltstack (ia32)",
+            ax::nr32::SIGALTSTACK,
+            [a, 0, 0, 0, 0, 0],
+        )?;
+    } else {
+        let mut b = Vec::with_capacity(24);
+        b.extend_from_slice(&ss.sp.to_le_bytes());
+        b.extend_from_slice(&flags.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&ss.size.to_le_bytes());
+        let a = cx.put(0, &b)?;
+        cx.call("sigaltstack", nr::SIGALTSTACK, [a, 0, 0, 0, 0, 0])?;
+    }
     cx.call(
         "set_tid_address",
         nr::SET_TID_ADDRESS,
         [t.clear_child_tid, 0, 0, 0, 0, 0],
     )?;
     if t.robust_list != 0 {
-        cx.call(
-            "set_robust_list",
-            nr::SET_ROBUST_LIST,
-            [t.robust_list, t.robust_list_len, 0, 0, 0, 0],
-        )?;
+        if ia32 {
+            // The kernel keeps the compat list apart and walks it as 32-bit at exit.
+            cx.call32(
+                "set_robust_list (ia32)",
+                ax::nr32::SET_ROBUST_LIST,
+                [t.robust_list, t.robust_list_len, 0, 0, 0, 0],
+            )?;
+        } else {
+            cx.call(
+                "set_robust_list",
+                nr::SET_ROBUST_LIST,
+                [t.robust_list, t.robust_list_len, 0, 0, 0, 0],
+            )?;
+        }
     }
     if let Some(r) = t.rseq {
         cx.call(
@@ -723,6 +823,7 @@ fn create_threads(cx: &mut Ctx<'_>, tids: &mut Vec<i32>) -> Result<Vec<Injector>
         }
         let base = ptrace::get_regs(t.tid)?;
         let mut tinj = Injector::new(t.tid, cx.stub, base);
+        tinj.set_gadget32(cx.stub + GADGET32_OFFSET);
         std::mem::swap(&mut cx.inj, &mut tinj);
         let r = thread_attrs(cx, t);
         std::mem::swap(&mut cx.inj, &mut tinj);
@@ -952,11 +1053,13 @@ fn fork_process(parent: &mut Ctx<'_>, p: &Process) -> Result<Injector> {
             "{what}: got process ID {got} instead"
         )));
     }
-    Ok(Injector::new(
+    let mut inj = Injector::new(
         p.pid,
         parent.stub,
         ptrace::get_regs_after_stop(p.pid, &what)?,
-    ))
+    );
+    inj.set_gadget32(parent.stub + GADGET32_OFFSET);
+    Ok(inj)
 }
 
 /// Make a zombie's stub exit the way the original did, and hand it to its parent.
@@ -1055,7 +1158,12 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
     let mut all_vmas: Vec<Vma> = procs.iter().flat_map(|p| p.vmas.iter().cloned()).collect();
     all_vmas.sort_by_key(|v| v.start);
     let mut stub_addr = None;
-    for cand in stub_candidates(&all_vmas) {
+    let any_ia32 = procs
+        .iter()
+        .flat_map(|p| p.threads.iter())
+        .any(|t| t.arch.abi() == Abi::Ia32);
+    let limit = if any_ia32 { 0xffff_e000 } else { TASK_SIZE };
+    for cand in stub_candidates(&all_vmas, limit) {
         let r = inj.raw(
             nr::MMAP,
             [
@@ -1075,10 +1183,14 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
     let stub_addr = stub_addr.ok_or_else(|| {
         RestoreError::Stage("no free address range for the restore helper area".into())
     })?;
+    // syscall; int3; int3; int $0x80; int3...
     let mut code = ax::SYSCALL_INSN.to_vec();
-    code.extend_from_slice(&[0xcc; 14]);
+    code.extend_from_slice(&[0xcc; 2]);
+    code.extend_from_slice(&ax::INT80_INSN);
+    code.extend_from_slice(&[0xcc; 10]);
     mem.write(stub_addr, &code)?;
     inj.set_gadget(stub_addr);
+    inj.set_gadget32(stub_addr + GADGET32_OFFSET);
     let mut ctxs: Vec<Ctx<'_>> = vec![Ctx {
         inj,
         mem,
@@ -1239,6 +1351,9 @@ fn own_vdso_range() -> Result<(u64, u64)> {
 }
 
 fn set_thread_state(tid: i32, t: &Thread) -> Result<()> {
+    for d in &t.arch.tls {
+        ptrace::set_thread_area(tid, d)?;
+    }
     ptrace::set_xstate(tid, &t.arch.xsave)?;
     for (i, v) in ax::DEBUGREG_INDEXES.iter().zip(t.arch.debugregs) {
         // DR7 (enable bits) last, after the addresses it enables.

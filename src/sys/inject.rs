@@ -12,6 +12,8 @@ use crate::arch::{self, X86Regs};
 pub struct Injector {
     pid: i32,
     gadget: u64,
+    /// Address of an `int $0x80` below 4 GiB for ia32 system calls (0: none).
+    gadget32: u64,
     /// Template registers (the task's own, or anything sane); rip/rax/args are replaced.
     base: X86Regs,
     /// How many syscalls were injected (for diagnostics and fault injection).
@@ -23,6 +25,7 @@ impl Injector {
         Self {
             pid,
             gadget,
+            gadget32: 0,
             base,
             count: 0,
         }
@@ -36,11 +39,45 @@ impl Injector {
         self.gadget = gadget;
     }
 
+    pub fn set_gadget32(&mut self, gadget: u64) {
+        self.gadget32 = gadget;
+    }
+
     /// Run syscall `nr` in the task; returns the raw result (negative errno on error).
     pub fn raw(&mut self, nr: u64, args: [u64; 6]) -> Result<i64> {
-        let pid = self.pid;
         let mut regs = self.base;
         arch::x86::set_syscall(&mut regs, self.gadget, nr, &args);
+        self.run(regs, nr)
+    }
+
+    /// Run ia32 syscall `nr` (32-bit numbering and calling convention) in the task.
+    pub fn raw32(&mut self, nr: u64, args: [u64; 6]) -> Result<i64> {
+        if self.gadget32 == 0 {
+            return Err(SysError::Other(format!(
+                "no ia32 system call instruction available in process {}",
+                self.pid
+            )));
+        }
+        let mut regs = self.base;
+        arch::x86::set_syscall_ia32(&mut regs, self.gadget32, nr, &args);
+        let r = self.run(regs, nr)?;
+        Ok(i64::from(r as u32 as i32))
+    }
+
+    /// Run ia32 syscall `nr`; a negative result becomes an error naming `what`.
+    pub fn call32(&mut self, what: &str, nr: u64, args: [u64; 6]) -> Result<u64> {
+        let r = self.raw32(nr, args)?;
+        if (-4095..0).contains(&r) {
+            return Err(SysError::Remote {
+                what: what.to_string(),
+                errno: (-r) as i32,
+            });
+        }
+        Ok(r as u64)
+    }
+
+    fn run(&mut self, regs: X86Regs, nr: u64) -> Result<i64> {
+        let pid = self.pid;
         ptrace::set_regs(pid, &regs)?;
         for phase in ["enter", "exit"] {
             ptrace::syscall(pid, 0)?;
@@ -102,7 +139,16 @@ impl Injector {
 
 /// Find a `syscall` instruction in `code` (bytes of executable memory at `base`).
 pub fn find_gadget(code: &[u8], base: u64) -> Option<u64> {
-    code.windows(2)
-        .position(|w| w == arch::x86::SYSCALL_INSN)
+    find_bytes(code, base, &arch::x86::SYSCALL_INSN)
+}
+
+/// Find an `int $0x80` instruction in `code`.
+pub fn find_gadget32(code: &[u8], base: u64) -> Option<u64> {
+    find_bytes(code, base, &arch::x86::INT80_INSN)
+}
+
+fn find_bytes(code: &[u8], base: u64, insn: &[u8]) -> Option<u64> {
+    code.windows(insn.len())
+        .position(|w| w == insn)
         .map(|i| base + i as u64)
 }

@@ -10,6 +10,8 @@ use crate::arch::X86Regs;
 pub const PTRACE_EVENT_STOP: i32 = 128;
 const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
 const NT_X86_XSTATE: libc::c_int = 0x202;
+const PTRACE_GET_THREAD_AREA: libc::c_uint = 25;
+const PTRACE_SET_THREAD_AREA: libc::c_uint = 26;
 
 /// How a traced task stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,4 +310,29 @@ pub fn get_regs_after_stop(tid: i32, what: &str) -> Result<X86Regs> {
             "{what}: the new task did not stop as expected ({other:?})"
         ))),
     }
+}
+
+/// PTRACE_GET_THREAD_AREA: the GDT TLS entry `index` as `struct user_desc` words.
+pub fn get_thread_area(tid: i32, index: u32) -> Result<[u32; 4]> {
+    let mut d = [0u32; 4];
+    req(
+        PTRACE_GET_THREAD_AREA,
+        tid,
+        index as usize,
+        d.as_mut_ptr() as usize,
+        || format!("PTRACE_GET_THREAD_AREA {tid} entry {index}"),
+    )?;
+    Ok(d)
+}
+
+/// PTRACE_SET_THREAD_AREA: set the GDT TLS entry `d[0]`.
+pub fn set_thread_area(tid: i32, d: &[u32; 4]) -> Result<()> {
+    req(
+        PTRACE_SET_THREAD_AREA,
+        tid,
+        d[0] as usize,
+        d.as_ptr() as usize,
+        || format!("PTRACE_SET_THREAD_AREA {tid} entry {}", d[0]),
+    )?;
+    Ok(())
 }
