@@ -159,6 +159,8 @@ pub mod nr {
     pub const PIDFD_OPEN: u64 = 434;
     pub const PIDFD_GETFD: u64 = 438;
     pub const FCNTL: u64 = 72;
+    pub const PIPE2: u64 = 293;
+    pub const WRITE: u64 = 1;
     pub const EXIT_GROUP: u64 = 231;
     pub const KILL: u64 = 62;
     pub const RT_SIGTIMEDWAIT: u64 = 128;

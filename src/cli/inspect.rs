@@ -150,6 +150,18 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
                     format!("directory {}", String::from_utf8_lossy(&file.path))
                 }
                 FdKind::Inherited { what, .. } => format!("inherited from restore ({what})"),
+                FdKind::Pipe { id, write, .. } => {
+                    let buffered = ckpt
+                        .pipes
+                        .iter()
+                        .find(|p| p.id == *id)
+                        .map(|p| p.data.len())
+                        .unwrap_or(0);
+                    format!(
+                        "{} end of pipe {id} ({buffered} bytes buffered)",
+                        if *write { "write" } else { "read" }
+                    )
+                }
             };
             println!("    {:>3}{} {}", f.fd, if f.cloexec { "*" } else { " " }, d);
         }

@@ -520,9 +520,23 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
             format!("file descriptor {fd} is {kind} ({name}); not supported yet"),
         )
     };
+    if let Some(id) = name
+        .strip_prefix("pipe:[")
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        // Whether the other end is inside the tree is decided once all are collected.
+        let write = flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32;
+        return Ok(Fd {
+            fd,
+            cloexec,
+            kind: FdKind::Pipe { id, write, flags },
+            shared_with: None,
+        });
+    }
     if !link.starts_with(b"/") {
-        // pipe:[N], socket:[N], anon_inode:[eventfd] ...
-        if fd <= 2 && (link.starts_with(b"pipe:") || link.starts_with(b"socket:")) {
+        // socket:[N], anon_inode:[eventfd] ...
+        if fd <= 2 && link.starts_with(b"socket:") {
             return Ok(Fd {
                 fd,
                 cloexec,
@@ -871,6 +885,7 @@ pub(crate) fn assemble(root: i32, procs: Vec<ProcCollected>) -> Result<Collected
         },
         arch: arch_hdr,
         processes,
+        pipes: Vec::new(),
     };
     Ok(Collected { ckpt, runs })
 }
@@ -879,15 +894,16 @@ pub(crate) fn assemble(root: i32, procs: Vec<ProcCollected>) -> Result<Collected
 /// image (kcmp), so restore opens each description once.
 pub(crate) fn link_shared_fds(procs: &mut [ProcCollected]) -> Result<()> {
     use std::collections::BTreeMap;
-    fn key(k: &FdKind) -> Option<(u64, u64)> {
+    fn key(k: &FdKind) -> Option<(u8, u64, u64)> {
         match k {
             FdKind::File { file, .. } | FdKind::Dir { file, .. } | FdKind::Device { file, .. } => {
-                Some((file.dev, file.ino))
+                Some((0, file.dev, file.ino))
             }
+            FdKind::Pipe { id, write, .. } => Some((1, *id, u64::from(*write))),
             FdKind::Inherited { .. } => None,
         }
     }
-    let mut seen: BTreeMap<(u64, u64), Vec<(i32, i32)>> = BTreeMap::new();
+    let mut seen: BTreeMap<(u8, u64, u64), Vec<(i32, i32)>> = BTreeMap::new();
     for p in procs.iter_mut() {
         let pid = p.process.pid;
         for f in p.process.fds.iter_mut() {
@@ -905,4 +921,59 @@ pub(crate) fn link_shared_fds(procs: &mut [ProcCollected]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Pipes: one whose two ends are both in the tree is kept, with the data in it (read
+/// without consuming it); an end whose other end is outside is a standard descriptor
+/// connected at restore to ckpt's own (0-2), or refused.
+pub(crate) fn resolve_pipes(procs: &mut [ProcCollected]) -> Result<Vec<crate::model::PipeState>> {
+    use std::collections::BTreeMap;
+    // id -> (a read end (pid, fd), has write end)
+    let mut ends: BTreeMap<u64, (Option<(i32, i32)>, bool)> = BTreeMap::new();
+    for p in procs.iter() {
+        for f in &p.process.fds {
+            if let FdKind::Pipe { id, write, .. } = f.kind {
+                let e = ends.entry(id).or_default();
+                if write {
+                    e.1 = true;
+                } else if e.0.is_none() {
+                    e.0 = Some((p.process.pid, f.fd));
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (&id, &(reader, has_writer)) in &ends {
+        if let (Some((pid, fd)), true) = (reader, has_writer) {
+            let rd = sys::process::steal_fd(pid, fd)?;
+            let (capacity, data) = sys::process::peek_pipe(&rd)?;
+            out.push(crate::model::PipeState { id, capacity, data });
+        }
+    }
+    for p in procs.iter_mut() {
+        let pid = p.process.pid;
+        for f in p.process.fds.iter_mut() {
+            if let FdKind::Pipe { id, flags, .. } = f.kind {
+                if out.iter().any(|s| s.id == id) {
+                    continue;
+                }
+                if f.fd > 2 {
+                    return Err(unsupported(
+                        pid,
+                        format!(
+                            "file descriptor {} is a pipe (pipe:[{id}]) to a process outside \
+                             the dumped tree; dump the tree that holds both ends",
+                            f.fd
+                        ),
+                    ));
+                }
+                f.kind = FdKind::Inherited {
+                    what: format!("pipe:[{id}]"),
+                    flags,
+                };
+                f.shared_with = None;
+            }
+        }
+    }
+    Ok(out)
 }

@@ -415,42 +415,6 @@ impl FrozenTree {
     }
 }
 
-/// Pipes whose two ends are both inside the tree connect its processes; they are not
-/// supported yet, and must not be mistaken for the outside stdio they may look like.
-fn check_internal_pipes(ckpt: &crate::model::Checkpoint) -> Result<()> {
-    use crate::model::FdKind;
-    let mut ends: std::collections::BTreeMap<&str, (bool, bool, i32, i32)> = Default::default();
-    for p in &ckpt.processes {
-        for f in &p.fds {
-            if let FdKind::Inherited { what, flags } = &f.kind {
-                if what.starts_with("pipe:") {
-                    let e = ends
-                        .entry(what.as_str())
-                        .or_insert((false, false, p.pid, f.fd));
-                    let writer = flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32;
-                    if writer {
-                        e.1 = true;
-                    } else {
-                        e.0 = true;
-                    }
-                }
-            }
-        }
-    }
-    for (what, (r, w, pid, fd)) in ends {
-        if r && w {
-            return Err(DumpError::Unsupported {
-                pid,
-                why: format!(
-                    "file descriptor {fd} is {what}, a pipe with both ends inside the \
-                     process tree; pipes between dumped processes are not supported yet"
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// Dump the process tree rooted at `pid` to `out`.
 pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     let t0 = Instant::now();
@@ -475,9 +439,10 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
             }),
         }
     }
+    let pipes = collect::resolve_pipes(&mut procs)?;
     collect::link_shared_fds(&mut procs)?;
-    let collected = collect::assemble(pid, procs)?;
-    check_internal_pipes(&collected.ckpt)?;
+    let mut collected = collect::assemble(pid, procs)?;
+    collected.ckpt.pipes = pipes;
     let ckpt = &collected.ckpt;
     let mut stats = DumpStats {
         pid,

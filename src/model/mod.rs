@@ -201,6 +201,9 @@ pub enum FdKind {
     /// Standard input/output/error leading outside the dumped tree (a terminal, a pipe
     /// of the old shell...). At restore it is connected to `ckpt restore`'s own fd of
     /// the same number.
+    /// One end of a pipe whose both ends are inside the image (`id` names the pipe in
+    /// `Checkpoint::pipes`).
+    Pipe { id: u64, write: bool, flags: u32 },
     Inherited {
         what: String,
         /// Open flags at dump (which end of a pipe, for one).
@@ -316,6 +319,16 @@ impl Process {
     }
 }
 
+/// A pipe between processes of the image, with the data that was in it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct PipeState {
+    pub id: u64,
+    /// F_GETPIPE_SZ.
+    pub capacity: u32,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
 /// Everything the image says, except the page contents (which stream after it).
 /// `processes` lists the tree with every parent before its children; the first is the
 /// root of the dumped tree.
@@ -324,4 +337,6 @@ pub struct Checkpoint {
     pub info: ImageInfo,
     pub arch: ArchHeader,
     pub processes: Vec<Process>,
+    #[serde(default)]
+    pub pipes: Vec<PipeState>,
 }

@@ -19,6 +19,8 @@ const MAX_VMAS: usize = 65_530;
 const MAX_FD: i32 = 1 << 20;
 const MAX_THREADS: usize = 1 << 16;
 const MAX_PROCESSES: usize = 1 << 15;
+/// Largest pipe capacity accepted (the kernel's default pipe-max-size is 1 MiB).
+const MAX_PIPE: usize = 16 << 20;
 
 /// One reason the image cannot be restored here.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -122,6 +124,32 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
                     q.pid
                 ),
             ),
+        }
+    }
+    // Pipes: every end refers to a pipe of the image, whose data fits its capacity.
+    let mut pipe_ids = BTreeSet::new();
+    for pipe in &ckpt.pipes {
+        if !pipe_ids.insert(pipe.id)
+            || pipe.capacity as usize > MAX_PIPE
+            || pipe.data.len() > pipe.capacity as usize
+        {
+            p(problems, "malformed", format!("invalid pipe {}", pipe.id));
+        }
+    }
+    for q in procs {
+        for f in &q.fds {
+            if let FdKind::Pipe { id, .. } = f.kind {
+                if !pipe_ids.contains(&id) {
+                    p(
+                        problems,
+                        "malformed",
+                        format!(
+                            "descriptor {} of process {} is an unknown pipe",
+                            f.fd, q.pid
+                        ),
+                    );
+                }
+            }
         }
     }
     // Shared descriptions must point back at a descriptor restored before.
@@ -518,7 +546,7 @@ fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
             FdKind::Device { file, .. } | FdKind::Dir { file, .. } => {
                 check_file(file, &format!("file descriptor {}:", f.fd), problems)
             }
-            FdKind::Inherited { .. } => {}
+            FdKind::Inherited { .. } | FdKind::Pipe { .. } => {}
         }
     }
     if proc_.creds.seccomp != 0 {

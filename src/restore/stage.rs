@@ -17,7 +17,7 @@ use super::{RestoreError, Result, fault_point};
 use crate::arch::Abi;
 use crate::arch::x86::{self as ax, nr};
 use crate::image::{ImageReader, tag};
-use crate::model::{FdKind, Process, Thread, Vma, VmaKind};
+use crate::model::{FdKind, PipeState, Process, Thread, Vma, VmaKind};
 use crate::sys::inject::{Injector, find_gadget};
 use crate::sys::mem::RemoteMem;
 use crate::sys::ptrace::{self, Stop};
@@ -519,7 +519,136 @@ fn set_mm(cx: &mut Ctx<'_>) -> Result<()> {
     Ok(())
 }
 
-fn restore_fds(cx: &mut Ctx<'_>) -> Result<()> {
+/// Pipes created so far: id -> (holder process, temporary read fd, temporary write fd).
+/// The holder keeps both ends at temporary numbers until every process has its
+/// descriptors; others take them with pidfd_getfd.
+type PipeHolders = BTreeMap<u64, (i32, u64, u64)>;
+
+/// Where a process keeps pipe ends temporarily: above all its own descriptors.
+fn pipe_tmp_base(proc_: &Process) -> u64 {
+    proc_
+        .fds
+        .iter()
+        .map(|f| f.fd as u64 + 1)
+        .max()
+        .unwrap_or(3)
+        .max(3)
+}
+
+/// Create pipe `pipe` in this process (its temporaries at `tmp`, `tmp + 1`), with its
+/// capacity and the data that was in it.
+fn create_pipe(cx: &mut Ctx<'_>, pipe: &PipeState, tmp: u64, direct: bool) -> Result<(u64, u64)> {
+    let fl = libc::O_CLOEXEC as u64 | if direct { libc::O_DIRECT as u64 } else { 0 };
+    let a = cx.put(0, &[0u8; 8])?;
+    cx.call("pipe2", nr::PIPE2, [a, fl, 0, 0, 0, 0])?;
+    let mut b = [0u8; 8];
+    cx.mem.read(a, &mut b)?;
+    let r = u64::from(u32::from_le_bytes(b[0..4].try_into().unwrap_or_default()));
+    let w = u64::from(u32::from_le_bytes(b[4..8].try_into().unwrap_or_default()));
+    if pipe.capacity != 0 {
+        cx.call(
+            "F_SETPIPE_SZ",
+            nr::FCNTL,
+            [
+                w,
+                libc::F_SETPIPE_SZ as u64,
+                u64::from(pipe.capacity),
+                0,
+                0,
+                0,
+            ],
+        )?;
+    }
+    const CHUNK: usize = 1 << 19;
+    for chunk in pipe.data.chunks(CHUNK) {
+        let a = cx.put(4096, chunk)?;
+        let n = cx.call(
+            "write pipe data",
+            nr::WRITE,
+            [w, a, chunk.len() as u64, 0, 0, 0],
+        )?;
+        if n != chunk.len() as u64 {
+            return Err(RestoreError::Stage(format!(
+                "pipe {}: only {n} of {} bytes could be put back",
+                pipe.id,
+                chunk.len()
+            )));
+        }
+    }
+    for (from, to) in [(r, tmp), (w, tmp + 1)] {
+        cx.call(
+            "dup3",
+            nr::DUP3,
+            [from, to, libc::O_CLOEXEC as u64, 0, 0, 0],
+        )?;
+        cx.call("close", nr::CLOSE, [from, 0, 0, 0, 0, 0])?;
+    }
+    Ok((tmp, tmp + 1))
+}
+
+/// Put one end of a pipe at descriptor `f`, creating the pipe first if needed.
+fn place_pipe_end(
+    cx: &mut Ctx<'_>,
+    f: &crate::model::Fd,
+    (id, write, flags): (u64, bool, u32),
+    pipes: &[PipeState],
+    holders: &mut PipeHolders,
+) -> Result<()> {
+    let proc_ = cx.proc_;
+    let (holder, r, w) = match holders.get(&id) {
+        Some(h) => *h,
+        None => {
+            let pipe = pipes
+                .iter()
+                .find(|p| p.id == id)
+                .ok_or_else(|| RestoreError::Malformed(format!("unknown pipe {id}")))?;
+            let k = holders.values().filter(|h| h.0 == proc_.pid).count() as u64;
+            let tmp = pipe_tmp_base(proc_) + 2 * k;
+            let direct = flags & libc::O_DIRECT as u32 != 0;
+            let (r, w) = create_pipe(cx, pipe, tmp, direct)?;
+            holders.insert(id, (proc_.pid, r, w));
+            (proc_.pid, r, w)
+        }
+    };
+    let src = if write { w } else { r };
+    let cl = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+    let what = format!("pipe end for descriptor {}", f.fd);
+    if holder == proc_.pid {
+        cx.call(&what, nr::DUP3, [src, f.fd as u64, cl, 0, 0, 0])?;
+    } else {
+        let pidfd = cx.call("pidfd_open", nr::PIDFD_OPEN, [holder as u64, 0, 0, 0, 0, 0])?;
+        let n = cx.call(&what, nr::PIDFD_GETFD, [pidfd, src, 0, 0, 0, 0]);
+        cx.call("close", nr::CLOSE, [pidfd, 0, 0, 0, 0, 0])?;
+        let n = n?;
+        if n != f.fd as u64 {
+            cx.call(&what, nr::DUP3, [n, f.fd as u64, cl, 0, 0, 0])?;
+            cx.call("close", nr::CLOSE, [n, 0, 0, 0, 0, 0])?;
+        } else {
+            cx.call(
+                "fcntl(F_SETFD)",
+                nr::FCNTL,
+                [n, libc::F_SETFD as u64, u64::from(f.cloexec), 0, 0, 0],
+            )?;
+        }
+    }
+    // Status flags (O_NONBLOCK...) belong to the end's open file description.
+    let settable = (libc::O_NONBLOCK | libc::O_APPEND | libc::O_ASYNC) as u32;
+    cx.call(
+        "fcntl(F_SETFL)",
+        nr::FCNTL,
+        [
+            f.fd as u64,
+            libc::F_SETFL as u64,
+            u64::from(flags & settable),
+            0,
+            0,
+            0,
+        ],
+    )?;
+    Ok(())
+}
+
+fn restore_fds(cx: &mut Ctx<'_>, pipes: &[PipeState], holders: &mut PipeHolders) -> Result<()> {
     let proc_ = cx.proc_;
     let pid = cx.inj.pid();
     // The stub holds ckpt's 0-2 (and nothing else): keep those the image inherits.
@@ -540,10 +669,11 @@ fn restore_fds(cx: &mut Ctx<'_>) -> Result<()> {
                 })?;
         }
     }
-    // Room for the highest descriptor while we work; final limits are set later.
-    if let Some(max) = proc_.fds.iter().map(|f| f.fd).max() {
+    // Room for the highest descriptor (and pipe temporaries) while we work; final
+    // limits are set later.
+    {
         let (cur, hard) = sys::process::prlimit_get(pid, libc::RLIMIT_NOFILE)?;
-        let need = (max as u64 + 1).max(cur);
+        let need = (pipe_tmp_base(proc_) + 2 * pipes.len() as u64 + 1).max(cur);
         sys::process::prlimit_set(pid, libc::RLIMIT_NOFILE, need, hard.max(need))?;
     }
     for f in &proc_.fds {
@@ -578,6 +708,10 @@ fn restore_fds(cx: &mut Ctx<'_>) -> Result<()> {
         }
         let (path, flags, pos) = match &f.kind {
             FdKind::Inherited { .. } => continue,
+            FdKind::Pipe { id, write, flags } => {
+                place_pipe_end(cx, f, (*id, *write, *flags), pipes, holders)?;
+                continue;
+            }
             FdKind::File { file, flags, pos } | FdKind::Device { file, flags, pos } => {
                 (&file.path, *flags, Some(*pos))
             }
@@ -1292,6 +1426,7 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
         m
     };
     let mut shm = ShmOwners::new();
+    let mut pipe_holders = PipeHolders::new();
     let mut pages = PageStream::new(reader);
     let mut bytes = 0;
     let mut staged = Vec::new();
@@ -1308,7 +1443,7 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
         map_memory(cx, &mut shm, &shm_sizes)?;
         bytes += pages.load(p, Some(&cx.mem))?;
         finish_memory(cx)?;
-        restore_fds(cx)?;
+        restore_fds(cx, &plan.ckpt.pipes, &mut pipe_holders)?;
         restore_attrs(cx)?;
         // Threads after the memory they run on, before credentials change.
         let threads = create_threads(cx, &mut stub.procs[i].1)?;
@@ -1317,6 +1452,13 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
         staged.push(Some(threads));
     }
     pages.finish()?;
+    // Every process has its pipe ends now: the holders drop their temporaries.
+    for (holder, r, w) in pipe_holders.into_values() {
+        if let Some(cx) = ctxs.iter_mut().find(|c| c.proc_.pid == holder) {
+            cx.call("close", nr::CLOSE, [r, 0, 0, 0, 0, 0])?;
+            cx.call("close", nr::CLOSE, [w, 0, 0, 0, 0, 0])?;
+        }
+    }
     // Credentials last: creating processes, PIDs and mm fields needs ckpt's privileges.
     for cx in ctxs.iter_mut().filter(|c| !c.proc_.is_zombie()) {
         restore_creds(cx)?;

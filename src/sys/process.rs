@@ -352,3 +352,67 @@ pub fn same_file_description(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> Result
     check(r, || format!("kcmp({pid1}:{fd1}, {pid2}:{fd2})"))?;
     Ok(r == 0)
 }
+
+/// A descriptor of another process, duplicated into ours (pidfd_getfd): the same open
+/// file description, so reading through it must not consume anything.
+pub fn steal_fd(pid: i32, fd: i32) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes integers and returns a new descriptor we own.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    check(pidfd, || format!("pidfd_open({pid})"))?;
+    // SAFETY: `pidfd` is a descriptor we just opened and own exclusively.
+    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd as i32) };
+    use std::os::fd::AsRawFd;
+    // SAFETY: integers only; the result is a new descriptor we own.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    check(r, || format!("pidfd_getfd({pid}, {fd})"))?;
+    // SAFETY: as above.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as i32) })
+}
+
+/// Capacity and contents of a pipe, read through a read end without consuming them
+/// (tee into a pipe of our own, then read that).
+pub fn peek_pipe(read_end: &std::os::fd::OwnedFd) -> Result<(u32, Vec<u8>)> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let src = read_end.as_raw_fd();
+    // SAFETY: fcntl/ioctl on a descriptor we own; `n` is a valid out-pointer.
+    let cap = unsafe { libc::fcntl(src, libc::F_GETPIPE_SZ) };
+    check(cap as libc::c_long, || "F_GETPIPE_SZ".into())?;
+    let mut n: libc::c_int = 0;
+    // SAFETY: as above.
+    let r = unsafe { libc::ioctl(src, libc::FIONREAD, &mut n) };
+    check(r as libc::c_long, || "FIONREAD on a pipe".into())?;
+    let want = n.max(0) as usize;
+    if want == 0 {
+        return Ok((cap as u32, Vec::new()));
+    }
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid out-array of two descriptors.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    check(r as libc::c_long, || "pipe2".into())?;
+    // SAFETY: pipe2 just created both descriptors; we own them.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, cap.max(want as i32)) };
+    // SAFETY: tee between two pipe descriptors we own.
+    let t = unsafe { libc::tee(src, wr.as_raw_fd(), want, libc::SPLICE_F_NONBLOCK) };
+    check(t as libc::c_long, || "tee from a pipe".into())?;
+    if t as usize != want {
+        return Err(SysError::Other(format!(
+            "could copy only {t} of the {want} bytes buffered in a pipe"
+        )));
+    }
+    let mut data = vec![0u8; want];
+    let mut got = 0;
+    while got < want {
+        // SAFETY: reading into the unfilled part of `data`.
+        let r = unsafe { libc::read(rd.as_raw_fd(), data[got..].as_mut_ptr().cast(), want - got) };
+        check(r as libc::c_long, || "read pipe copy".into())?;
+        if r == 0 {
+            break;
+        }
+        got += r as usize;
+    }
+    data.truncate(got);
+    Ok((cap as u32, data))
+}
