@@ -275,7 +275,7 @@ pub fn check_host(hdr: &ArchHeader, host: &HostCaps, policy: CpuPolicy) -> Vec<P
 
     // The header must describe where every component in use was saved.
     let used = hdr.xfeatures_used;
-    let layout = XsaveLayout::from_header(hdr);
+    let layout = XsaveLayout::for_image(hdr, host);
     let undescribed: Vec<u32> = (2..64u32)
         .filter(|&i| used & (1 << i) != 0 && layout.get(i).is_none())
         .collect();
@@ -413,7 +413,7 @@ pub fn check_host(hdr: &ArchHeader, host: &HostCaps, policy: CpuPolicy) -> Vec<P
 pub fn check_thread(t: &ThreadArchState, hdr: &ArchHeader, host: &HostCaps) -> Vec<Problem> {
     let mut out = Vec::new();
     if !t.xsave.is_empty() && host.kernel_xcr0 != 0 {
-        if let Err(p) = convert_xsave(&t.xsave, &XsaveLayout::from_header(hdr), host) {
+        if let Err(p) = convert_xsave(&t.xsave, &XsaveLayout::for_image(hdr, host), host) {
             out.push(p);
         }
     }
@@ -732,6 +732,17 @@ mod tests {
             codes(&check_host(&h, &host, CpuPolicy::Compatible)),
             [ProblemCode::XsaveLayoutMismatch]
         );
+    }
+
+    #[test]
+    fn header_without_layout_is_read_with_this_hosts() {
+        // Images from before layouts were recorded: xfeatures_used but no layout.
+        let host = spr();
+        let t = thread(&host, 0x7, USER_CS_64);
+        let mut h = build_arch_header(&[&t], &host);
+        h.xsave_layout.clear();
+        h.cpu_features.clear();
+        assert!(check_arch(&h, &[(1, &t)], &host, CpuPolicy::Compatible).is_empty());
     }
 
     #[test]

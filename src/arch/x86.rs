@@ -160,6 +160,13 @@ pub mod nr {
     pub const PIDFD_GETFD: u64 = 438;
     pub const FCNTL: u64 = 72;
     pub const PIPE2: u64 = 293;
+    pub const EVENTFD2: u64 = 290;
+    pub const TIMERFD_CREATE: u64 = 283;
+    pub const TIMERFD_SETTIME: u64 = 286;
+    pub const SIGNALFD4: u64 = 289;
+    pub const EPOLL_CREATE1: u64 = 291;
+    pub const EPOLL_CTL: u64 = 233;
+    pub const IOCTL: u64 = 16;
     pub const WRITE: u64 = 1;
     pub const EXIT_GROUP: u64 = 231;
     pub const KILL: u64 = 62;

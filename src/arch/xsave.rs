@@ -144,6 +144,17 @@ impl XsaveLayout {
         }
     }
 
+    /// The layout to read the image's xsave areas with: the header's, or — for an image
+    /// whose header does not record one (written before ckpt recorded layouts) — this
+    /// host's, on the assumption that it was made on the same kind of CPU.
+    pub fn for_image(h: &ArchHeader, host: &HostCaps) -> XsaveLayout {
+        if h.xsave_layout.is_empty() {
+            XsaveLayout::of_host(host)
+        } else {
+            XsaveLayout::from_header(h)
+        }
+    }
+
     /// This host's layout (the kernel's buffer, not reduced by masks).
     pub fn of_host(h: &HostCaps) -> XsaveLayout {
         XsaveLayout {

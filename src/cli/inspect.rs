@@ -150,6 +150,30 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
                     format!("directory {}", String::from_utf8_lossy(&file.path))
                 }
                 FdKind::Inherited { what, .. } => format!("inherited from restore ({what})"),
+                FdKind::EventFd {
+                    count, semaphore, ..
+                } => format!(
+                    "eventfd count {count}{}",
+                    if *semaphore { " (semaphore)" } else { "" }
+                ),
+                FdKind::TimerFd {
+                    clock,
+                    value_ns,
+                    interval_ns,
+                    ticks,
+                    ..
+                } => format!(
+                    "timerfd clock {clock}, next in {value_ns} ns, every {interval_ns} ns, {ticks} unread"
+                ),
+                FdKind::SignalFd { mask, .. } => format!("signalfd mask {mask:#x}"),
+                FdKind::Epoll { targets, .. } => format!(
+                    "epoll watching {}",
+                    targets
+                        .iter()
+                        .map(|t| format!("{} ({:#x})", t.fd, t.events))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 FdKind::Pipe { id, write, .. } => {
                     let buffered = ckpt
                         .pipes

@@ -534,8 +534,68 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
             shared_with: None,
         });
     }
+    if let Some(kind) = name.strip_prefix("anon_inode:") {
+        let kind = kind.trim_start_matches('[').trim_end_matches(']');
+        let info = procfs::fdinfo_text(pid, fd)?;
+        let bad = || {
+            DumpError::Sys(crate::sys::SysError::Other(format!(
+                "cannot parse /proc/{pid}/fdinfo/{fd} ({kind})"
+            )))
+        };
+        let field = |k: &str| procfs::fdinfo_field(&info, k).ok_or_else(bad);
+        let fdkind = match kind {
+            "eventfd" => FdKind::EventFd {
+                count: u64::from_str_radix(field("eventfd-count:")?, 16).map_err(|_| bad())?,
+                flags,
+                semaphore: procfs::fdinfo_field(&info, "eventfd-semaphore:") == Some("1"),
+            },
+            "timerfd" => FdKind::TimerFd {
+                clock: field("clockid:")?.parse().map_err(|_| bad())?,
+                flags,
+                value_ns: procfs::parse_timespec_pair(field("it_value:")?).ok_or_else(bad)?,
+                interval_ns: procfs::parse_timespec_pair(field("it_interval:")?).ok_or_else(bad)?,
+                ticks: field("ticks:")?.parse().map_err(|_| bad())?,
+            },
+            "signalfd" => FdKind::SignalFd {
+                mask: u64::from_str_radix(field("sigmask:")?, 16).map_err(|_| bad())?,
+                flags,
+            },
+            "[eventpoll" | "eventpoll" => {
+                let mut targets = Vec::new();
+                for (tfd, events, data, ino) in
+                    procfs::parse_epoll_targets(&info).ok_or_else(bad)?
+                {
+                    let same = procfs::file_id(
+                        std::path::Path::new(&format!("/proc/{pid}/fd/{tfd}")),
+                        b"",
+                    )
+                    .map(|id| id.ino == ino)
+                    .unwrap_or(false);
+                    if !same {
+                        return Err(not_yet(
+                            "an epoll instance watching a descriptor that was closed or \
+                             moved since it was added",
+                        ));
+                    }
+                    targets.push(crate::model::EpollTarget {
+                        fd: tfd,
+                        events,
+                        data,
+                    });
+                }
+                FdKind::Epoll { flags, targets }
+            }
+            _ => return Err(not_yet(&format!("a special file ({kind})"))),
+        };
+        return Ok(Fd {
+            fd,
+            cloexec,
+            kind: fdkind,
+            shared_with: None,
+        });
+    }
     if !link.starts_with(b"/") {
-        // socket:[N], anon_inode:[eventfd] ...
+        // socket:[N] ...
         if fd <= 2 && link.starts_with(b"socket:") {
             return Ok(Fd {
                 fd,
@@ -603,7 +663,6 @@ struct ThreadOutside {
     xsave: Vec<u8>,
     debugregs: [u64; 6],
     tls: Vec<[u32; 4]>,
-    pending: Vec<PendingSignal>,
     rseq: Option<Rseq>,
     robust_list: (u64, u64),
     sched: (i32, i32, i32),
@@ -643,7 +702,6 @@ fn thread_outside(_pid: i32, tid: i32, _regs: &X86Regs) -> Result<ThreadOutside>
         xsave,
         debugregs,
         tls,
-        pending: pending_signals(tid, false)?,
         rseq,
         robust_list: sys::process::robust_list(tid)?,
         sched: sys::process::sched_get(tid)?,
@@ -657,9 +715,15 @@ pub(crate) fn collect_process(fr: &mut Frozen, seen: &mut SharedSeen) -> Result<
     for t in &fr.threads {
         outside.push(thread_outside(pid, t.tid, &t.orig_regs)?);
     }
-    let shared_pending = pending_signals(pid, true)?;
-
     let (inj, thread_inj) = injected_state(fr, &mem)?;
+    // Signals keep arriving while the task is stopped (its timers run on). Pending
+    // signals are read after the timers, so that a timer which expired before it was
+    // read has its signal in the image.
+    let shared_pending = pending_signals(pid, true)?;
+    let mut thread_pending = Vec::new();
+    for t in &fr.threads {
+        thread_pending.push(pending_signals(t.tid, false)?);
+    }
 
     let status = procfs::status(pid)?;
     let stat = procfs::stat(pid)?;
@@ -757,7 +821,13 @@ pub(crate) fn collect_process(fr: &mut Frozen, seen: &mut SharedSeen) -> Result<
     }
 
     let mut threads = Vec::new();
-    for ((t, o), ti) in fr.threads.iter().zip(outside).zip(thread_inj) {
+    for (((t, o), ti), pending) in fr
+        .threads
+        .iter()
+        .zip(outside)
+        .zip(thread_inj)
+        .zip(thread_pending)
+    {
         let mut image_regs = t.orig_regs;
         rseq_fixup(&mem, &o.rseq, &mut image_regs)?;
         threads.push(Thread {
@@ -774,7 +844,7 @@ pub(crate) fn collect_process(fr: &mut Frozen, seen: &mut SharedSeen) -> Result<
             robust_list: ti.robust32.unwrap_or(o.robust_list).0,
             robust_list_len: ti.robust32.unwrap_or(o.robust_list).1,
             clear_child_tid: ti.clear_child_tid,
-            pending: o.pending,
+            pending,
             sched_policy: o.sched.0,
             sched_priority: o.sched.1,
             nice: o.sched.2,
@@ -900,6 +970,11 @@ pub(crate) fn link_shared_fds(procs: &mut [ProcCollected]) -> Result<()> {
                 Some((0, file.dev, file.ino))
             }
             FdKind::Pipe { id, write, .. } => Some((1, *id, u64::from(*write))),
+            // Anonymous-inode files all share one inode: compare every pair of a kind.
+            FdKind::EventFd { .. } => Some((2, 0, 0)),
+            FdKind::TimerFd { .. } => Some((2, 1, 0)),
+            FdKind::SignalFd { .. } => Some((2, 2, 0)),
+            FdKind::Epoll { .. } => Some((2, 3, 0)),
             FdKind::Inherited { .. } => None,
         }
     }

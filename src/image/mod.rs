@@ -374,12 +374,20 @@ impl<R: Read> ImageReader<R> {
             if pad_region.iter().any(|&b| b != 0) {
                 return Err(ImageError::BadPadding { offset: start, pad });
             }
-            // `len` is bounded by max_payload (at most 256 MiB) above.
+            // `len` is bounded by max_payload (at most 256 MiB) above, and memory grows
+            // only as data actually arrives: a forged length costs nothing.
             let len = len as usize;
             self.buf.clear();
-            self.buf.resize(len, 0);
             let data_off = start + RECORD_HEADER_LEN as u64 + u64::from(pad);
-            read_exact_at(&mut self.inp, &mut self.buf, data_off, tag::name(tag))?;
+            let got = (&mut self.inp)
+                .take(len as u64)
+                .read_to_end(&mut self.buf)?;
+            if got < len {
+                return Err(ImageError::Truncated {
+                    offset: data_off + got as u64,
+                    what: tag::name(tag),
+                });
+            }
             let mut sum = [0u8; 8];
             read_exact_at(
                 &mut self.inp,
@@ -445,10 +453,18 @@ impl<R: Read> ImageReader<R> {
 
 /// Decode a CBOR metadata payload.
 pub fn decode_meta<T: DeserializeOwned>(tag: u32, payload: &[u8]) -> Result<T> {
-    ciborium::from_reader(payload).map_err(|e| ImageError::Decode {
+    let mut rest = payload;
+    let v = ciborium::from_reader(&mut rest).map_err(|e| ImageError::Decode {
         name: tag::name(tag),
         msg: e.to_string(),
-    })
+    })?;
+    if !rest.is_empty() {
+        return Err(ImageError::Decode {
+            name: tag::name(tag),
+            msg: format!("{} bytes follow the encoded value", rest.len()),
+        });
+    }
+    Ok(v)
 }
 
 #[cfg(test)]

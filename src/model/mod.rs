@@ -204,12 +204,41 @@ pub enum FdKind {
     /// One end of a pipe whose both ends are inside the image (`id` names the pipe in
     /// `Checkpoint::pipes`).
     Pipe { id: u64, write: bool, flags: u32 },
+    /// eventfd with its counter.
+    EventFd {
+        count: u64,
+        flags: u32,
+        semaphore: bool,
+    },
+    /// timerfd with its remaining time, interval and expirations not yet read.
+    TimerFd {
+        clock: i32,
+        flags: u32,
+        value_ns: u64,
+        interval_ns: u64,
+        ticks: u64,
+    },
+    /// signalfd with its signal mask.
+    SignalFd { mask: u64, flags: u32 },
+    /// epoll instance with its registered descriptors (numbers in the same process).
+    Epoll {
+        flags: u32,
+        targets: Vec<EpollTarget>,
+    },
     Inherited {
         what: String,
         /// Open flags at dump (which end of a pipe, for one).
         #[serde(default)]
         flags: u32,
     },
+}
+
+/// One descriptor registered in an epoll instance.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpollTarget {
+    pub fd: i32,
+    pub events: u32,
+    pub data: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -126,6 +126,26 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             ),
         }
     }
+    // epoll instances watch descriptors of their own process.
+    for q in procs {
+        for f in &q.fds {
+            if let FdKind::Epoll { targets, .. } = &f.kind {
+                for t in targets {
+                    if !q.fds.iter().any(|g| g.fd == t.fd) || targets.len() > 1 << 20 {
+                        p(
+                            problems,
+                            "malformed",
+                            format!(
+                                "epoll descriptor {} of process {} watches a missing \
+                                 descriptor {}",
+                                f.fd, q.pid, t.fd
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
     // Pipes: every end refers to a pipe of the image, whose data fits its capacity.
     let mut pipe_ids = BTreeSet::new();
     for pipe in &ckpt.pipes {
@@ -546,7 +566,12 @@ fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
             FdKind::Device { file, .. } | FdKind::Dir { file, .. } => {
                 check_file(file, &format!("file descriptor {}:", f.fd), problems)
             }
-            FdKind::Inherited { .. } | FdKind::Pipe { .. } => {}
+            FdKind::Inherited { .. }
+            | FdKind::Pipe { .. }
+            | FdKind::EventFd { .. }
+            | FdKind::TimerFd { .. }
+            | FdKind::SignalFd { .. }
+            | FdKind::Epoll { .. } => {}
         }
     }
     if proc_.creds.seccomp != 0 {

@@ -648,6 +648,88 @@ fn place_pipe_end(
     Ok(())
 }
 
+/// Create an eventfd, timerfd, signalfd or epoll instance in its saved state (epoll
+/// registrations come later); returns its descriptor.
+fn create_anon_fd(cx: &mut Ctx<'_>, kind: &FdKind) -> Result<u64> {
+    let keep =
+        |flags: u32, allowed: i32| u64::from(flags & (allowed as u32 | libc::O_CLOEXEC as u32));
+    match kind {
+        FdKind::EventFd {
+            count,
+            flags,
+            semaphore,
+        } => {
+            let mut fl = keep(*flags, libc::EFD_NONBLOCK);
+            if *semaphore {
+                fl |= libc::EFD_SEMAPHORE as u64;
+            }
+            let n = cx.call("eventfd2", nr::EVENTFD2, [0, fl, 0, 0, 0, 0])?;
+            if *count != 0 {
+                let a = cx.put(0, &count.to_le_bytes())?;
+                cx.call("write eventfd count", nr::WRITE, [n, a, 8, 0, 0, 0])?;
+            }
+            Ok(n)
+        }
+        FdKind::TimerFd {
+            clock,
+            flags,
+            value_ns,
+            interval_ns,
+            ticks,
+        } => {
+            let fl = keep(*flags, libc::TFD_NONBLOCK);
+            let n = cx.call(
+                "timerfd_create",
+                nr::TIMERFD_CREATE,
+                [*clock as u64, fl, 0, 0, 0, 0],
+            )?;
+            // A periodic timer that expired is re-armed by the kernel only when it is
+            // read; until then fdinfo shows 0 left. Arm it for one more interval.
+            let value_ns = if *value_ns == 0 {
+                interval_ns
+            } else {
+                value_ns
+            };
+            if *value_ns != 0 {
+                let mut b = Vec::with_capacity(32);
+                for w in [
+                    interval_ns / 1_000_000_000,
+                    interval_ns % 1_000_000_000,
+                    value_ns / 1_000_000_000,
+                    value_ns % 1_000_000_000,
+                ] {
+                    b.extend_from_slice(&w.to_le_bytes());
+                }
+                let a = cx.put(0, &b)?;
+                cx.call("timerfd_settime", nr::TIMERFD_SETTIME, [n, 0, a, 0, 0, 0])?;
+            }
+            if *ticks != 0 {
+                const TFD_IOC_SET_TICKS: u64 = 0x4008_5400;
+                let a = cx.put(64, &ticks.to_le_bytes())?;
+                cx.call(
+                    "timerfd ticks",
+                    nr::IOCTL,
+                    [n, TFD_IOC_SET_TICKS, a, 0, 0, 0],
+                )?;
+            }
+            Ok(n)
+        }
+        FdKind::SignalFd { mask, flags } => {
+            let a = cx.put(0, &mask.to_le_bytes())?;
+            let fl = keep(*flags, libc::SFD_NONBLOCK);
+            cx.call("signalfd4", nr::SIGNALFD4, [u64::MAX, a, 8, fl, 0, 0])
+        }
+        FdKind::Epoll { flags, .. } => cx.call(
+            "epoll_create1",
+            nr::EPOLL_CREATE1,
+            [keep(*flags, 0), 0, 0, 0, 0, 0],
+        ),
+        _ => Err(RestoreError::Stage(
+            "not an anonymous-inode descriptor".into(),
+        )),
+    }
+}
+
 fn restore_fds(cx: &mut Ctx<'_>, pipes: &[PipeState], holders: &mut PipeHolders) -> Result<()> {
     let proc_ = cx.proc_;
     let pid = cx.inj.pid();
@@ -712,6 +794,23 @@ fn restore_fds(cx: &mut Ctx<'_>, pipes: &[PipeState], holders: &mut PipeHolders)
                 place_pipe_end(cx, f, (*id, *write, *flags), pipes, holders)?;
                 continue;
             }
+            FdKind::EventFd { .. }
+            | FdKind::TimerFd { .. }
+            | FdKind::SignalFd { .. }
+            | FdKind::Epoll { .. } => {
+                let n = create_anon_fd(cx, &f.kind)?;
+                if n != f.fd as u64 {
+                    cx.call("dup3", nr::DUP3, [n, f.fd as u64, cl, 0, 0, 0])?;
+                    cx.call("close", nr::CLOSE, [n, 0, 0, 0, 0, 0])?;
+                } else {
+                    cx.call(
+                        "fcntl(F_SETFD)",
+                        nr::FCNTL,
+                        [n, libc::F_SETFD as u64, u64::from(f.cloexec), 0, 0, 0],
+                    )?;
+                }
+                continue;
+            }
             FdKind::File { file, flags, pos } | FdKind::Device { file, flags, pos } => {
                 (&file.path, *flags, Some(*pos))
             }
@@ -730,6 +829,22 @@ fn restore_fds(cx: &mut Ctx<'_>, pipes: &[PipeState], holders: &mut PipeHolders)
             let fl = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
             cx.call("dup3", nr::DUP3, [n, f.fd as u64, fl, 0, 0, 0])?;
             cx.call("close", nr::CLOSE, [n, 0, 0, 0, 0, 0])?;
+        }
+    }
+    // epoll registrations, once every descriptor they watch exists.
+    for f in &proc_.fds {
+        if let FdKind::Epoll { targets, .. } = &f.kind {
+            for t in targets {
+                let mut ev = Vec::with_capacity(12);
+                ev.extend_from_slice(&t.events.to_le_bytes());
+                ev.extend_from_slice(&t.data.to_le_bytes());
+                let a = cx.put(0, &ev)?;
+                cx.call(
+                    &format!("epoll_ctl(ADD {})", t.fd),
+                    nr::EPOLL_CTL,
+                    [f.fd as u64, 1, t.fd as u64, a, 0, 0],
+                )?;
+            }
         }
     }
     // Working directory.
@@ -962,7 +1077,6 @@ fn create_threads(cx: &mut Ctx<'_>, tids: &mut Vec<i32>) -> Result<Vec<Injector>
         let r = thread_attrs(cx, t);
         std::mem::swap(&mut cx.inj, &mut tinj);
         r?;
-        ptrace::set_sigmask(t.tid, t.sigmask)?;
         out.push(tinj);
     }
     Ok(out)
@@ -973,6 +1087,13 @@ fn create_threads(cx: &mut Ctx<'_>, tids: &mut Vec<i32>) -> Result<Vec<Injector>
 fn restore_timers(cx: &mut Ctx<'_>) -> Result<()> {
     let proc_ = cx.proc_;
     for t in &proc_.itimers {
+        // An interval timer that had just expired shows no time left until its signal
+        // is delivered (then the kernel re-arms it): arm it for one more interval, or
+        // setitimer would disarm it for good.
+        let mut t = *t;
+        if t.value_us == 0 {
+            t.value_us = t.interval_us;
+        }
         let mut b = Vec::with_capacity(32);
         for w in [
             t.interval_us / 1_000_000,
@@ -1014,13 +1135,19 @@ fn restore_timers(cx: &mut Ctx<'_>) -> Result<()> {
         if i32::from_le_bytes(got) != t.id {
             return Err(RestoreError::Stage(format!("{what}: got another ID")));
         }
-        if t.value_ns != 0 {
+        // As for itimers: an expired periodic timer awaiting its signal shows 0 left.
+        let value_ns = if t.value_ns == 0 {
+            t.interval_ns
+        } else {
+            t.value_ns
+        };
+        if value_ns != 0 {
             let mut b = Vec::with_capacity(32);
             for w in [
                 t.interval_ns / 1_000_000_000,
                 t.interval_ns % 1_000_000_000,
-                t.value_ns / 1_000_000_000,
-                t.value_ns % 1_000_000_000,
+                value_ns / 1_000_000_000,
+                value_ns % 1_000_000_000,
             ] {
                 b.extend_from_slice(&w.to_le_bytes());
             }
@@ -1462,8 +1589,6 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
     // Credentials last: creating processes, PIDs and mm fields needs ckpt's privileges.
     for cx in ctxs.iter_mut().filter(|c| !c.proc_.is_zombie()) {
         restore_creds(cx)?;
-        fault_point("signal mask")?;
-        ptrace::set_sigmask(cx.proc_.pid, cx.proc_.threads[0].sigmask)?;
     }
     let procs_staged = ctxs
         .into_iter()
@@ -1519,8 +1644,11 @@ pub fn commit(mut s: Staged, procs: &[Process]) -> Result<i32> {
         )?;
     }
     fault_point("set registers")?;
+    // Signal masks only now: until the helper area is gone every signal stays blocked,
+    // so that a timer firing cannot interrupt an injected call.
     for p in procs.iter().filter(|p| !p.is_zombie()) {
         for t in &p.threads {
+            ptrace::set_sigmask(t.tid, t.sigmask)?;
             set_thread_state(t.tid, t)?;
         }
     }

@@ -399,6 +399,56 @@ pub fn shmem_data_ranges(
     Ok((ino, out))
 }
 
+/// The whole of /proc/PID/fdinfo/FD.
+pub fn fdinfo_text(pid: i32, fd: i32) -> Result<String> {
+    let b = read(format!("/proc/{pid}/fdinfo/{fd}"))?;
+    Ok(String::from_utf8_lossy(&b).into_owned())
+}
+
+/// The value after `key` on its fdinfo line.
+pub fn fdinfo_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::trim)
+}
+
+/// "(sec, nsec)" of a timerfd's fdinfo, in nanoseconds.
+pub fn parse_timespec_pair(v: &str) -> Option<u64> {
+    let v = v.trim().strip_prefix('(')?.strip_suffix(')')?;
+    let (s, n) = v.split_once(',')?;
+    let s: u64 = s.trim().parse().ok()?;
+    let n: u64 = n.trim().parse().ok()?;
+    Some(s.saturating_mul(1_000_000_000).saturating_add(n))
+}
+
+/// Registered targets of an epoll fdinfo: (fd, events, data, inode).
+pub fn parse_epoll_targets(text: &str) -> Option<Vec<(i32, u32, u64, u64)>> {
+    let mut out = Vec::new();
+    for l in text.lines().filter(|l| l.starts_with("tfd:")) {
+        let mut it = l.split_whitespace();
+        let mut get = |key: &str| -> Option<&str> {
+            while let Some(w) = it.next() {
+                if w == key {
+                    return it.next();
+                }
+                if let Some(v) = w.strip_prefix(key) {
+                    if !v.is_empty() {
+                        return Some(v);
+                    }
+                    return it.next();
+                }
+            }
+            None
+        };
+        let fd = get("tfd:")?.parse().ok()?;
+        let events = u32::from_str_radix(get("events:")?, 16).ok()?;
+        let data = u64::from_str_radix(get("data:")?, 16).ok()?;
+        let ino = u64::from_str_radix(get("ino:")?, 16).ok()?;
+        out.push((fd, events, data, ino));
+    }
+    Some(out)
+}
+
 /// One entry of /proc/PID/timers.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcTimer {
@@ -482,6 +532,17 @@ VmFlags: rd wr mr mw me gd ac\n\
         assert!(m[1].vmflags.iter().any(|f| f == "gd"));
         assert!(m[2].shared);
         assert_eq!(m[2].path, b"/dev/zero (deleted)");
+    }
+
+    #[test]
+    fn parses_epoll_fdinfo() {
+        let t = "pos:\t0\nflags:\t02\ntfd:        4 events:       19 data:               4d  pos:0 ino:40f sdev:10\ntfd:        3 events: 80000019 data:             1234  pos:0 ino:40f sdev:10\n";
+        let v = parse_epoll_targets(t).unwrap();
+        assert_eq!(
+            v,
+            vec![(4, 0x19, 0x4d, 0x40f), (3, 0x8000_0019, 0x1234, 0x40f)]
+        );
+        assert_eq!(parse_timespec_pair(" (1, 993529230)"), Some(1_993_529_230));
     }
 
     #[test]

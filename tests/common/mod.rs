@@ -60,6 +60,12 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("files", "files.c", &[]),
     ("blocked_read", "blocked_read.c", &[]),
     ("fdkind", "fdkind.c", &[]),
+    // tests/e2e_tree.rs: threads, process trees, signals and timers
+    ("threads", "threads.c", &["-pthread"]),
+    ("tree", "tree.c", &[]),
+    ("session", "session.c", &[]),
+    ("zombie", "zombie.c", &[]),
+    ("timers", "timers.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
