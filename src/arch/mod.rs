@@ -20,20 +20,3 @@ pub use cpu::{HOST_MASK_ENV, HostCaps, MaskError};
 pub use debugreg::{Watchpoint, check_debugregs, check_debugregs_with_limit, watchpoints};
 pub use x86::{Abi, ArchHeader, ThreadArchState, X86Regs};
 pub use xsave::{XsaveLayout, components_in_use, convert_xsave};
-
-/// The arch header for a task with these threads (vDSO fields are filled by the caller).
-pub fn build_header(threads: &[&ThreadArchState]) -> ArchHeader {
-    let mut abis: Vec<Abi> = threads.iter().map(|t| t.abi()).collect();
-    abis.dedup();
-    ArchHeader {
-        machine: "x86_64".into(),
-        abis,
-        xfeatures_used: threads.iter().fold(0, |a, t| a | t.xstate_bv()),
-        xsave_size: threads
-            .iter()
-            .map(|t| t.xsave.len() as u32)
-            .max()
-            .unwrap_or(0),
-        ..Default::default()
-    }
-}

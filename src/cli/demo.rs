@@ -103,7 +103,14 @@ pub fn run() -> i32 {
             return 1;
         }
     };
-    let rs = match restore::restore(std::io::BufReader::new(file)) {
+    let view = match restore::HostView::detect(None, ckpt::arch::CpuPolicy::default()) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("ckpt demo: {e}");
+            return 1;
+        }
+    };
+    let rs = match restore::restore(std::io::BufReader::new(file), &view) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ckpt demo: restore failed: {e}");

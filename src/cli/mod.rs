@@ -41,6 +41,27 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// How restore compares the image's CPU requirements with this host.
+#[derive(clap::Args, Clone)]
+struct CpuArgs {
+    /// How much of the dump host's CPU this host must have: "strict" (every feature it
+    /// had), "compatible" (the instruction-set extensions programs may use, and every
+    /// xsave component in use; the default), or "ignore" (only xsave state in use).
+    #[arg(long, value_name = "POLICY", default_value = "compatible")]
+    cpu_policy: ckpt::arch::CpuPolicy,
+    /// Pretend this host lacks CPU features or xsave components, e.g.
+    /// "no-avx512,no-xsave-comp=5-7" (also from the CKPT_HOST_MASK environment
+    /// variable): to check that an image will run on a smaller machine.
+    #[arg(long, value_name = "SPEC")]
+    cpu_mask: Option<String>,
+}
+
+impl CpuArgs {
+    fn view(&self) -> Result<restore::HostView, String> {
+        restore::HostView::detect(self.cpu_mask.as_deref(), self.cpu_policy)
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Checkpoint process PID into an image file.
@@ -71,6 +92,8 @@ enum Cmd {
     Restore {
         /// The image file ("-" for standard input).
         image: PathBuf,
+        #[command(flatten)]
+        cpu: CpuArgs,
         /// Return as soon as the process runs, printing its PID.
         #[arg(long)]
         detach: bool,
@@ -84,6 +107,8 @@ enum Cmd {
     /// its point of no return, printing every problem found. Exit 0 when restorable.
     Check {
         image: PathBuf,
+        #[command(flatten)]
+        cpu: CpuArgs,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -163,9 +188,14 @@ pub fn main() -> i32 {
         }
         Cmd::Restore {
             image,
+            cpu,
             detach,
             pid_file,
         } => {
+            let view = match cpu.view() {
+                Ok(v) => v,
+                Err(e) => return err(e),
+            };
             let input = match open_input(&image) {
                 Ok(i) => i,
                 Err(e) => return err(e),
@@ -175,7 +205,7 @@ pub fn main() -> i32 {
                 sys::process::set_signal_ignored(libc::SIGINT, true);
                 sys::process::set_signal_ignored(libc::SIGQUIT, true);
             }
-            let st = match restore::restore(input) {
+            let st = match restore::restore(input, &view) {
                 Ok(st) => st,
                 Err(e) => return err(e),
             };
@@ -202,12 +232,16 @@ pub fn main() -> i32 {
                 Err(e) => err(e),
             }
         }
-        Cmd::Check { image, json } => {
+        Cmd::Check { image, cpu, json } => {
+            let view = match cpu.view() {
+                Ok(v) => v,
+                Err(e) => return err(e),
+            };
             let input = match open_input(&image) {
                 Ok(i) => i,
                 Err(e) => return err(e),
             };
-            let report = match restore::check(input) {
+            let report = match restore::check(input, &view) {
                 Ok(r) => r,
                 Err(e) => {
                     if json {
@@ -226,6 +260,7 @@ pub fn main() -> i32 {
                     "restorable": ok,
                     "problems": report.problems,
                     "page_bytes": report.page_bytes,
+                    "requirements": report.requirements,
                 });
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else if ok {

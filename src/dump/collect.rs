@@ -33,6 +33,8 @@ pub(crate) struct Collected {
 /// One collected process.
 pub(crate) struct ProcCollected {
     pub process: Process,
+    /// ARCH_GET_XCOMP_PERM: xsave components the process was permitted (AMX...).
+    pub xcomp_perm: u64,
     pub runs: Vec<Run>,
     /// (hash, size) of the vDSO text and size of the vvar area, if mapped.
     pub vdso: Option<(u64, u64, u64)>,
@@ -49,6 +51,7 @@ struct Injected {
     brk: u64,
     itimers: Vec<ITimer>,
     posix_timers: Vec<PosixTimer>,
+    xcomp_perm: u64,
 }
 
 /// Per-thread state that only the thread itself can tell.
@@ -167,7 +170,15 @@ fn inject_queries(inj: &mut Injector, mem: &RemoteMem, scratch: u64) -> Result<I
             overrun: overrun as i32,
         });
     }
+    // Which dynamically enabled xsave components (AMX) the process asked for.
+    const ARCH_GET_XCOMP_PERM: u64 = 0x1022;
+    mem.write(scratch, &[0u8; 8])?;
+    let xcomp_perm = match inj.raw(nr::ARCH_PRCTL, [ARCH_GET_XCOMP_PERM, scratch, 0, 0, 0, 0])? {
+        0 => mem.read_u64(scratch)?,
+        _ => 0,
+    };
     Ok(Injected {
+        xcomp_perm,
         sigactions,
         pdeathsig,
         dumpable,
@@ -897,6 +908,7 @@ pub(crate) fn collect_process(fr: &mut Frozen, seen: &mut SharedSeen) -> Result<
     process.vdso_size = vdso_size;
     Ok(ProcCollected {
         process,
+        xcomp_perm: inj.xcomp_perm,
         runs,
         vdso,
     })
@@ -923,7 +935,10 @@ pub(crate) fn assemble(root: i32, procs: Vec<ProcCollected>) -> Result<Collected
         .iter()
         .flat_map(|p| p.process.threads.iter().map(|t| &t.arch))
         .collect();
-    let mut arch_hdr = arch::build_header(&threads);
+    // The header records the dump host's real CPU (unmasked): the tasks may have relied on
+    // any of it.
+    let mut arch_hdr = arch::build_arch_header(&threads, &arch::HostCaps::detect());
+    arch_hdr.xcomp_perm = procs.iter().fold(0, |a, p| a | p.xcomp_perm);
     // The header names the root's vDSO; each process records its own (a mixed tree
     // has a 64-bit and a 32-bit one).
     if let Some((hash, size, vvar)) = procs.first().and_then(|p| p.vdso) {

@@ -433,6 +433,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         match fr {
             Some(fr) => procs.push(collect::collect_process(fr, &mut seen)?),
             None => procs.push(collect::ProcCollected {
+                xcomp_perm: 0,
                 process: collect::zombie_process(*p)?,
                 runs: Vec::new(),
                 vdso: None,

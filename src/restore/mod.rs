@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::image::{ImageError, ImageReader};
 use crate::sys::{self, SysError};
-pub use plan::Problem;
+pub use plan::{HostView, Problem};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -81,14 +81,17 @@ pub(crate) fn fault_point(_step: &str) -> Result<()> {
 pub struct CheckReport {
     pub problems: Vec<Problem>,
     pub page_bytes: u64,
+    /// What a host needs to run the image (for schedulers).
+    pub requirements: serde_json::Value,
 }
 
 /// Every check restore makes before its point of no return, without creating anything:
 /// the whole image is read (all checksums) and all host requirements are compared.
-pub fn check<R: Read>(input: R) -> Result<CheckReport> {
+pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     let mut reader = ImageReader::new(input)?;
     let ckpt = plan::read_checkpoint(&mut reader)?;
-    let plan = plan::plan(ckpt);
+    let plan = plan::plan(ckpt, view);
+    let requirements = crate::arch::requirements_manifest(&plan.ckpt.arch);
     let mut problems = plan.problems;
     let mut page_bytes = 0;
     if problems.iter().all(|p| p.code != "malformed") {
@@ -111,6 +114,7 @@ pub fn check<R: Read>(input: R) -> Result<CheckReport> {
     Ok(CheckReport {
         problems,
         page_bytes,
+        requirements,
     })
 }
 
@@ -123,11 +127,11 @@ pub struct RestoreStats {
 
 /// Restore the image read from `input`. Returns once the process runs (it is a child of
 /// this process).
-pub fn restore<R: Read>(input: R) -> Result<RestoreStats> {
+pub fn restore<R: Read>(input: R, view: &HostView) -> Result<RestoreStats> {
     let t0 = Instant::now();
     let mut reader = ImageReader::new(input)?;
     let ckpt = plan::read_checkpoint(&mut reader)?;
-    let plan = plan::plan(ckpt);
+    let plan = plan::plan(ckpt, view);
     if !plan.problems.is_empty() {
         return Err(RestoreError::Problems(plan.problems));
     }
@@ -136,7 +140,7 @@ pub fn restore<R: Read>(input: R) -> Result<RestoreStats> {
     sys::process::set_child_subreaper(true)?;
     let res = stage::stage(&plan, &mut reader).and_then(|staged| {
         let bytes = staged.bytes;
-        stage::commit(staged, &plan.ckpt.processes).map(|pid| (pid, bytes))
+        stage::commit(staged, &plan).map(|pid| (pid, bytes))
     });
     let _ = sys::process::set_child_subreaper(false);
     let (pid, bytes) = res?;

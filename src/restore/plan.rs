@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::{RestoreError, Result};
-use crate::arch::{Abi, ArchHeader};
+use crate::arch::{self, Abi, ArchHeader};
 use crate::image::{ImageReader, decode_meta, tag};
 use crate::model::{Checkpoint, FdKind, FileId, Process, VmaKind};
 use crate::sys::{self, proc as procfs};
@@ -39,6 +39,31 @@ impl std::fmt::Display for Problem {
 pub struct Plan {
     pub ckpt: Checkpoint,
     pub problems: Vec<Problem>,
+    /// Each thread's xsave area converted to this host's layout, by TID.
+    pub xsave: std::collections::BTreeMap<i32, Vec<u8>>,
+}
+
+/// What restore may assume of this host, and how strictly it compares.
+#[derive(Debug, Clone)]
+pub struct HostView {
+    pub host: arch::HostCaps,
+    pub policy: arch::CpuPolicy,
+}
+
+impl HostView {
+    /// This host as detected, with the features named by CKPT_HOST_MASK (and `mask`)
+    /// taken away.
+    pub fn detect(
+        mask: Option<&str>,
+        policy: arch::CpuPolicy,
+    ) -> std::result::Result<Self, String> {
+        let host = arch::HostCaps::detect_with_env_mask().map_err(|e| e.to_string())?;
+        let host = match mask {
+            Some(m) if !m.trim().is_empty() => host.masked(m).map_err(|e| e.to_string())?,
+            _ => host,
+        };
+        Ok(Self { host, policy })
+    }
 }
 
 /// The host's vDSO: (hash of its text, text size, size of the vvar pages before it).
@@ -338,27 +363,6 @@ fn check_process(proc_: &Process, ids: &mut BTreeSet<i32>, problems: &mut Vec<Pr
 }
 
 fn check_arch(hdr: &ArchHeader, proc_: &Process, problems: &mut Vec<Problem>) {
-    if hdr.machine != "x86_64" {
-        p(
-            problems,
-            "arch-machine",
-            format!(
-                "the image was made on a {} machine; this host is x86_64",
-                hdr.machine
-            ),
-        );
-    }
-    if proc_.threads.iter().any(|t| t.arch.abi() == Abi::Ia32) && !host_has_ia32() {
-        p(
-            problems,
-            "arch-abi",
-            format!(
-                "process {} is a 32-bit (ia32) task, and this kernel cannot run 32-bit \
-                 programs (no IA32 emulation)",
-                proc_.pid
-            ),
-        );
-    }
     let has_vdso = proc_.vmas.iter().any(|v| v.kind == VmaKind::Vdso);
     // An ia32 process's 32-bit vDSO is compared when restore maps it (ckpt, a 64-bit
     // program, has no 32-bit vDSO of its own to compare with here).
@@ -405,12 +409,6 @@ fn check_arch(hdr: &ArchHeader, proc_: &Process, problems: &mut Vec<Problem>) {
             }
         }
     }
-}
-
-/// Whether this kernel runs ia32 programs (IA32 emulation built in and enabled: the
-/// sysctl directory abi/ exists only then).
-pub fn host_has_ia32() -> bool {
-    std::path::Path::new("/proc/sys/abi/vsyscall32").exists()
 }
 
 /// Compare a file's identity now with the image's record of it.
@@ -584,8 +582,9 @@ fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
 }
 
 /// Build the plan from decoded metadata.
-pub fn plan(ckpt: Checkpoint) -> Plan {
+pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
     let mut problems = Vec::new();
+    let mut xsave = std::collections::BTreeMap::new();
     check_structure(&ckpt, &mut problems);
     if problems.iter().all(|p| p.code != "malformed") {
         if !sys::process::is_root() {
@@ -595,13 +594,36 @@ pub fn plan(ckpt: Checkpoint) -> Plan {
                 "restore must run as root (it recreates PIDs and memory-map fields)".into(),
             );
         }
+        // CPU, xsave, word size and debug registers, under the chosen policy.
+        let threads: Vec<(i32, &arch::ThreadArchState)> = ckpt
+            .processes
+            .iter()
+            .flat_map(|p| p.threads.iter().map(|t| (t.tid, &t.arch)))
+            .collect();
+        for ap in arch::check_arch(&ckpt.arch, &threads, &view.host, view.policy) {
+            p(&mut problems, ap.code.as_str(), ap.message);
+        }
+        let layout = arch::XsaveLayout::for_image(&ckpt.arch, &view.host);
+        for (tid, t) in &threads {
+            match arch::convert_xsave(&t.xsave, &layout, &view.host) {
+                Ok(x) => {
+                    xsave.insert(*tid, x);
+                }
+                Err(ap) => p(&mut problems, ap.code.as_str(), ap.message),
+            }
+        }
         for proc_ in &ckpt.processes {
             if !proc_.is_zombie() {
                 check_arch(&ckpt.arch, proc_, &mut problems);
             }
             check_host(proc_, &mut problems);
         }
+        problems.sort_by(|a, b| a.message.cmp(&b.message));
         problems.dedup();
     }
-    Plan { ckpt, problems }
+    Plan {
+        ckpt,
+        problems,
+        xsave,
+    }
 }

@@ -1617,11 +1617,11 @@ fn own_vdso_range() -> Result<(u64, u64)> {
         .ok_or_else(|| RestoreError::Stage("ckpt itself has no vDSO".into()))
 }
 
-fn set_thread_state(tid: i32, t: &Thread) -> Result<()> {
+fn set_thread_state(tid: i32, t: &Thread, xsave: &[u8]) -> Result<()> {
     for d in &t.arch.tls {
         ptrace::set_thread_area(tid, d)?;
     }
-    ptrace::set_xstate(tid, &t.arch.xsave)?;
+    ptrace::set_xstate(tid, xsave)?;
     for (i, v) in ax::DEBUGREG_INDEXES.iter().zip(t.arch.debugregs) {
         // DR7 (enable bits) last, after the addresses it enables.
         if *i != 7 {
@@ -1634,7 +1634,8 @@ fn set_thread_state(tid: i32, t: &Thread) -> Result<()> {
 }
 
 /// The point of no return: remove the helper area, set the saved registers, let go.
-pub fn commit(mut s: Staged, procs: &[Process]) -> Result<i32> {
+pub fn commit(mut s: Staged, plan: &Plan) -> Result<i32> {
+    let procs = &plan.ckpt.processes;
     fault_point("remove helper area")?;
     for sp in s.procs.iter_mut().flatten() {
         sp.inj.call(
@@ -1649,7 +1650,9 @@ pub fn commit(mut s: Staged, procs: &[Process]) -> Result<i32> {
     for p in procs.iter().filter(|p| !p.is_zombie()) {
         for t in &p.threads {
             ptrace::set_sigmask(t.tid, t.sigmask)?;
-            set_thread_state(t.tid, t)?;
+            // Converted to this host's xsave layout in plan.
+            let xsave = plan.xsave.get(&t.tid).unwrap_or(&t.arch.xsave);
+            set_thread_state(t.tid, t, xsave)?;
         }
     }
     fault_point("detach")?;
