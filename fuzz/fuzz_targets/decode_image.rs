@@ -1,7 +1,8 @@
 //! Fuzz target: the image decoder. Any byte string is fed to `ImageReader`; every record
 //! it yields is taken, CHECKPOINT records are decoded into `model::Checkpoint`, and a
 //! decoded checkpoint goes through the arch checks of the plan phase (`arch::check_arch`,
-//! `arch::requirements_manifest`). None of it may panic, hang or allocate without bound.
+//! `arch::requirements_manifest`), and the whole input through `restore::check` (the plan
+//! phase). None of it may panic, hang or allocate without bound.
 //!
 //! Random bytes almost never carry valid checksums, so each input is also fed a second
 //! time *resealed*: the file header is made valid and every record header, record
@@ -32,7 +33,19 @@ fn host() -> &'static HostCaps {
     HOST.get_or_init(HostCaps::detect)
 }
 
+fn view() -> &'static ckpt::restore::HostView {
+    static VIEW: OnceLock<ckpt::restore::HostView> = OnceLock::new();
+    VIEW.get_or_init(|| ckpt::restore::HostView {
+        host: host().clone(),
+        policy: CpuPolicy::default(),
+    })
+}
+
 fn decode(data: &[u8]) {
+    // The whole plan phase as `ckpt check` runs it: decode, structural and host checks
+    // (read-only: it stats paths and looks at /proc), xsave conversion, and every page
+    // record checked against the memory map.
+    let _ = ckpt::restore::check(data, view());
     let Ok(mut reader) = ImageReader::new(data) else {
         return;
     };

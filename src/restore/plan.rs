@@ -522,15 +522,13 @@ fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
     if proc_.is_zombie() {
         return;
     }
-    if proc_.root != b"/" {
-        p(
+    match std::fs::metadata(procfs::bytes_path(&proc_.root)) {
+        Ok(m) if m.is_dir() => {}
+        _ => p(
             problems,
-            "unsupported",
-            format!(
-                "the process ran chrooted in {}; not supported yet",
-                show(&proc_.root)
-            ),
-        );
+            "file-missing",
+            format!("root directory {} does not exist", show(&proc_.root)),
+        ),
     }
     match std::fs::metadata(procfs::bytes_path(&proc_.cwd)) {
         Ok(m) if m.is_dir() => {}

@@ -854,6 +854,12 @@ fn restore_fds(cx: &mut Ctx<'_>, pipes: &[PipeState], holders: &mut PipeHolders)
     )?;
     cx.call("fchdir", nr::FCHDIR, [d, 0, 0, 0, 0, 0])?;
     cx.call("close", nr::CLOSE, [d, 0, 0, 0, 0, 0])?;
+    // Root directory last: every path above is as ckpt sees it (from the host's root),
+    // and chroot does not move the working directory.
+    if proc_.root != b"/" {
+        let a = cx.put_cstr(0, &proc_.root)?;
+        cx.call("chroot", nr::CHROOT, [a, 0, 0, 0, 0, 0])?;
+    }
     Ok(())
 }
 
@@ -1572,6 +1578,16 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
         finish_memory(cx)?;
         restore_fds(cx, &plan.ckpt.pipes, &mut pipe_holders)?;
         restore_attrs(cx)?;
+        // AMX tile data is enabled per process on request; ask again if it was.
+        const XFEATURE_XTILEDATA: u64 = 18;
+        const ARCH_REQ_XCOMP_PERM: u64 = 0x1023;
+        if plan.ckpt.arch.xcomp_perm & (1 << XFEATURE_XTILEDATA) != 0 {
+            cx.call(
+                "arch_prctl(ARCH_REQ_XCOMP_PERM)",
+                nr::ARCH_PRCTL,
+                [ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA, 0, 0, 0, 0],
+            )?;
+        }
         // Threads after the memory they run on, before credentials change.
         let threads = create_threads(cx, &mut stub.procs[i].1)?;
         // Timers may signal a particular thread: after the threads exist.
