@@ -100,6 +100,11 @@ enum Cmd {
         /// Write the restored process's PID to this file.
         #[arg(long, value_name = "FILE")]
         pid_file: Option<PathBuf>,
+        /// Restore into a new PID namespace (with its own /proc), where the image's PIDs
+        /// are free even if they are taken here. ckpt stays in it as its init (PID 1),
+        /// reaping orphans; the printed PID is the root's PID as seen from here.
+        #[arg(long)]
+        new_pidns: bool,
     },
     /// Check whether an image can be restored on this host, without restoring it.
     ///
@@ -191,6 +196,7 @@ pub fn main() -> i32 {
             cpu,
             detach,
             pid_file,
+            new_pidns,
         } => {
             let view = match cpu.view() {
                 Ok(v) => v,
@@ -204,6 +210,9 @@ pub fn main() -> i32 {
                 // Like a shell waiting for its job: keyboard signals are for the job.
                 sys::process::set_signal_ignored(libc::SIGINT, true);
                 sys::process::set_signal_ignored(libc::SIGQUIT, true);
+            }
+            if new_pidns {
+                return restore_in_new_pidns(input, &view, detach, pid_file.as_deref());
             }
             let st = match restore::restore(input, &view) {
                 Ok(st) => st,
@@ -220,15 +229,7 @@ pub fn main() -> i32 {
                 return 0;
             }
             match sys::process::wait_exit(st.pid) {
-                Ok(status) => {
-                    if libc::WIFEXITED(status) {
-                        libc::WEXITSTATUS(status)
-                    } else if libc::WIFSIGNALED(status) {
-                        128 + libc::WTERMSIG(status)
-                    } else {
-                        1
-                    }
-                }
+                Ok(status) => exit_code(status),
                 Err(e) => err(e),
             }
         }
@@ -290,5 +291,90 @@ pub fn main() -> i32 {
         }
         Cmd::Demo => demo::run(),
         Cmd::DemoWorkload { steps } => demo::workload(steps),
+    }
+}
+
+/// The exit code a shell would report for a wait status.
+fn exit_code(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        1
+    }
+}
+
+/// `restore --new-pidns`: a child of ours becomes PID 1 of a new PID namespace, restores
+/// the tree there and stays as its init; we report its outcome.
+fn restore_in_new_pidns(
+    input: Box<dyn Read>,
+    view: &restore::HostView,
+    detach: bool,
+    pid_file: Option<&std::path::Path>,
+) -> i32 {
+    let (rd, wr) = match sys::process::pipe() {
+        Ok(p) => p,
+        Err(e) => return err(e),
+    };
+    match sys::process::fork_into_new_pid_namespace() {
+        Err(e) => err(e),
+        Ok(None) => {
+            drop(rd);
+            let mut wr = std::fs::File::from(wr);
+            let st = match restore::restore(input, view) {
+                Ok(st) => st,
+                Err(e) => {
+                    let _ = write!(wr, "{e}");
+                    std::process::exit(1);
+                }
+            };
+            let _ = wr.write_all(b"ok");
+            drop(wr);
+            // The namespace's init: reap everyone, exit with the root's status once
+            // nobody is left (the namespace ends with its init).
+            let mut code = 0;
+            while let Ok(Some((pid, status))) = sys::process::wait_any() {
+                if pid == st.pid {
+                    code = exit_code(status);
+                }
+            }
+            std::process::exit(code);
+        }
+        Ok(Some(init)) => {
+            drop(wr);
+            drop(input);
+            let mut msg = String::new();
+            let _ = std::fs::File::from(rd).read_to_string(&mut msg);
+            if msg != "ok" {
+                let _ = sys::process::wait_exit(init);
+                return err(if msg.is_empty() {
+                    "restore in a new PID namespace failed".to_string()
+                } else {
+                    msg
+                });
+            }
+            let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
+                .unwrap_or_default();
+            let root: i32 = children
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            if let Some(f) = pid_file {
+                if let Err(e) = std::fs::write(f, format!("{root}\n")) {
+                    eprintln!("ckpt: warning: cannot write pid file {}: {e}", f.display());
+                }
+            }
+            if detach {
+                println!("{root}");
+                let _ = io::stdout().flush();
+                return 0;
+            }
+            match sys::process::wait_exit(init) {
+                Ok(status) => exit_code(status),
+                Err(e) => err(e),
+            }
+        }
     }
 }

@@ -416,3 +416,87 @@ pub fn peek_pipe(read_end: &std::os::fd::OwnedFd) -> Result<(u32, Vec<u8>)> {
     data.truncate(got);
     Ok((cap as u32, data))
 }
+
+/// Fork a child that is PID 1 of a new PID namespace, with its own mount namespace and a
+/// /proc that shows that PID namespace. Returns `Ok(Some(child))` in the parent (the
+/// child's PID here) and `Ok(None)` in the child.
+///
+/// Must be called while this process is single-threaded.
+pub fn fork_into_new_pid_namespace() -> Result<Option<i32>> {
+    // SAFETY: unshare affects only children created afterwards.
+    let r = unsafe { libc::unshare(libc::CLONE_NEWPID) };
+    check(r as libc::c_long, || "unshare(CLONE_NEWPID)".into())?;
+    // SAFETY: the caller guarantees a single-threaded process, so the child's copy of
+    // every lock and of the allocator is consistent and it may go on running Rust code.
+    let pid = unsafe { libc::fork() };
+    check(pid as libc::c_long, || {
+        "fork into a new PID namespace".into()
+    })?;
+    if pid > 0 {
+        return Ok(Some(pid));
+    }
+    // Child: PID 1 of the new namespace. A private mount namespace with a fresh /proc,
+    // so /proc/PID means PIDs of this namespace (for ckpt and for the restored tree).
+    let fail = |what: &str| SysError::os(what.to_string());
+    // SAFETY: plain syscalls with valid C strings.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(fail("unshare(CLONE_NEWNS)"));
+        }
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(fail("make mounts private"));
+        }
+        if libc::mount(
+            c"proc".as_ptr(),
+            c"/proc".as_ptr(),
+            c"proc".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(fail("mount /proc for the new PID namespace"));
+        }
+    }
+    Ok(None)
+}
+
+/// Wait for any child; (pid, status), or None when there are no children left.
+pub fn wait_any() -> Result<Option<(i32, i32)>> {
+    let mut st = 0;
+    loop {
+        // SAFETY: st is a valid out-pointer.
+        let r = unsafe { libc::waitpid(-1, &mut st, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ECHILD) => return Ok(None),
+                _ => return Err(SysError::io("waitpid(-1)", e)),
+            }
+        }
+        return Ok(Some((r, st)));
+    }
+}
+
+/// A pipe (read end, write end), close-on-exec.
+pub fn pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid out-array of two descriptors.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    check(r as libc::c_long, || "pipe2".into())?;
+    // SAFETY: pipe2 just created both descriptors; we own them.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
