@@ -258,6 +258,7 @@ fn checkpoint() -> Checkpoint {
         },
         processes: vec![process, zombie],
         pipes: vec![],
+        socketpairs: vec![],
     }
 }
 

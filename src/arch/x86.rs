@@ -160,6 +160,10 @@ pub mod nr {
     pub const PIDFD_GETFD: u64 = 438;
     pub const FCNTL: u64 = 72;
     pub const PIPE2: u64 = 293;
+    pub const SOCKET: u64 = 41;
+    pub const BIND: u64 = 49;
+    pub const LISTEN: u64 = 50;
+    pub const SOCKETPAIR: u64 = 53;
     pub const EVENTFD2: u64 = 290;
     pub const TIMERFD_CREATE: u64 = 283;
     pub const TIMERFD_SETTIME: u64 = 286;

@@ -31,17 +31,26 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
     let mut reader = ImageReader::new(input).map_err(|e| e.to_string())?;
     let ckpt = read_checkpoint(&mut reader).map_err(|e| e.to_string())?;
     // Read the rest (checking every record) and count stored bytes per address.
-    let mut stored: BTreeMap<u64, u64> = BTreeMap::new();
+    // (pid, address) -> bytes stored
+    let mut stored: BTreeMap<(i64, u64), u64> = BTreeMap::new();
     let mut records = 1u64;
+    let mut owner = -1i64;
     while let Some(rec) = reader.next_record().map_err(|e| e.to_string())? {
         records += 1;
+        if rec.tag == tag::PAGES_PID {
+            owner = rec.arg as i64;
+        }
         if rec.tag == tag::PAGES {
-            *stored.entry(rec.arg).or_default() += rec.payload.len() as u64;
+            *stored.entry((owner, rec.arg)).or_default() += rec.payload.len() as u64;
         }
     }
     let image_bytes = reader.offset();
-    let stored_in =
-        |start: u64, end: u64| -> u64 { stored.range(start..end).map(|(_, v)| *v).sum() };
+    let stored_in = |pid: i32, start: u64, end: u64| -> u64 {
+        stored
+            .range((i64::from(pid), start)..(i64::from(pid), end))
+            .map(|(_, v)| *v)
+            .sum()
+    };
     if json {
         let mut v = serde_json::to_value(&ckpt).map_err(|e| e.to_string())?;
         if let Some(o) = v.as_object_mut() {
@@ -103,7 +112,11 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
             c.uid, c.gid, c.groups, c.cap_eff, c.cap_prm, c.cap_bnd
         );
         let total: u64 = p.vmas.iter().map(|v| v.len()).sum();
-        let st: u64 = stored.values().sum();
+        let st: u64 = stored
+            .iter()
+            .filter(|((o, _), _)| *o == i64::from(p.pid))
+            .map(|(_, v)| *v)
+            .sum();
         println!(
             "  Memory: {} areas, {} mapped, {} stored",
             p.vmas.len(),
@@ -124,7 +137,7 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
                 v.end,
                 prot(v.prot, v.shared),
                 size(v.len()),
-                size(stored_in(v.start, v.end)),
+                size(stored_in(p.pid, v.start, v.end)),
                 kind,
                 String::from_utf8_lossy(&v.name),
                 v.vmflags.join(" ")
@@ -166,6 +179,28 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
                     "timerfd clock {clock}, next in {value_ns} ns, every {interval_ns} ns, {ticks} unread"
                 ),
                 FdKind::SignalFd { mask, .. } => format!("signalfd mask {mask:#x}"),
+                FdKind::UnixPair { id, end, .. } => {
+                    let queued = ckpt
+                        .socketpairs
+                        .iter()
+                        .find(|p| p.id == *id)
+                        .map(|p| {
+                            if *end == 0 {
+                                p.data0.len()
+                            } else {
+                                p.data1.len()
+                            }
+                        })
+                        .unwrap_or(0);
+                    format!("unix socket pair {id}, end {end} ({queued} bytes queued to it)")
+                }
+                FdKind::UnixListen { name, backlog, .. } => {
+                    let shown = match name.split_first() {
+                        Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
+                        _ => String::from_utf8_lossy(name).into_owned(),
+                    };
+                    format!("unix socket listening on {shown} (backlog {backlog})")
+                }
                 FdKind::Epoll { targets, .. } => format!(
                     "epoll watching {}",
                     targets

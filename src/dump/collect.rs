@@ -606,8 +606,8 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
         });
     }
     if !link.starts_with(b"/") {
-        // socket:[N] ...
-        if fd <= 2 && link.starts_with(b"socket:") {
+        // socket:[N]: decided by resolve_sockets once the whole tree is known.
+        if link.starts_with(b"socket:") {
             return Ok(Fd {
                 fd,
                 cloexec,
@@ -971,6 +971,7 @@ pub(crate) fn assemble(root: i32, procs: Vec<ProcCollected>) -> Result<Collected
         arch: arch_hdr,
         processes,
         pipes: Vec::new(),
+        socketpairs: Vec::new(),
     };
     Ok(Collected { ckpt, runs })
 }
@@ -990,6 +991,8 @@ pub(crate) fn link_shared_fds(procs: &mut [ProcCollected]) -> Result<()> {
             FdKind::TimerFd { .. } => Some((2, 1, 0)),
             FdKind::SignalFd { .. } => Some((2, 2, 0)),
             FdKind::Epoll { .. } => Some((2, 3, 0)),
+            FdKind::UnixPair { id, end, .. } => Some((3, *id, u64::from(*end))),
+            FdKind::UnixListen { .. } => Some((2, 4, 0)),
             FdKind::Inherited { .. } => None,
         }
     }
@@ -1066,4 +1069,131 @@ pub(crate) fn resolve_pipes(procs: &mut [ProcCollected]) -> Result<Vec<crate::mo
         }
     }
     Ok(out)
+}
+
+/// Sockets: unix socket pairs with both ends in the tree (and the data queued in each
+/// direction, peeked without consuming it) and listening unix sockets are kept; a socket
+/// leading outside is a standard descriptor connected at restore to ckpt's own (0-2), or
+/// refused, naming it.
+pub(crate) fn resolve_sockets(
+    procs: &mut [ProcCollected],
+) -> Result<Vec<crate::model::SocketPairState>> {
+    use crate::sys::sockdiag::{self, STATE_ESTABLISHED, STATE_LISTEN};
+    fn ino_of(k: &FdKind) -> Option<u64> {
+        match k {
+            FdKind::Inherited { what, .. } => what
+                .strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|n| n.parse().ok()),
+            _ => None,
+        }
+    }
+    let any = procs
+        .iter()
+        .any(|p| p.process.fds.iter().any(|f| ino_of(&f.kind).is_some()));
+    if !any {
+        return Ok(Vec::new());
+    }
+    let diag = sockdiag::unix_sockets()?;
+    // Where each socket inode is held: (pid, fd).
+    let mut held: std::collections::BTreeMap<u64, (i32, i32)> = Default::default();
+    for p in procs.iter() {
+        for f in &p.process.fds {
+            if let Some(ino) = ino_of(&f.kind) {
+                held.entry(ino).or_insert((p.process.pid, f.fd));
+            }
+        }
+    }
+    let mut pairs: Vec<crate::model::SocketPairState> = Vec::new();
+    for p in procs.iter_mut() {
+        let pid = p.process.pid;
+        for f in p.process.fds.iter_mut() {
+            let Some(ino) = ino_of(&f.kind) else { continue };
+            let FdKind::Inherited { flags, .. } = f.kind else {
+                continue;
+            };
+            let refuse = |what: &str| {
+                unsupported(
+                    pid,
+                    format!(
+                        "file descriptor {} is {what} (socket:[{ino}]); not supported yet",
+                        f.fd
+                    ),
+                )
+            };
+            let Some(s) = diag.get(&ino) else {
+                if f.fd <= 2 {
+                    continue; // a network socket of the outside world as stdio
+                }
+                return Err(refuse("a network socket"));
+            };
+            if s.state == STATE_LISTEN {
+                let mut name = s.name.clone().unwrap_or_default();
+                // A path name may carry the NUL its binder passed in the address length.
+                if name.first() == Some(&b'/') {
+                    while name.last() == Some(&0) {
+                        name.pop();
+                    }
+                }
+                if name.is_empty() || !(name[0] == 0 || name[0] == b'/') {
+                    return Err(refuse("a listening unix socket without an absolute name"));
+                }
+                if s.rqueue != 0 {
+                    return Err(refuse(
+                        "a listening unix socket with connections waiting to be accepted",
+                    ));
+                }
+                f.kind = FdKind::UnixListen {
+                    name,
+                    typ: s.typ,
+                    backlog: s.wqueue,
+                    flags,
+                };
+                continue;
+            }
+            let internal = s.state == STATE_ESTABLISHED && held.contains_key(&s.peer);
+            if !internal {
+                if f.fd <= 2 {
+                    continue;
+                }
+                return Err(refuse("a unix socket connected outside the dumped tree"));
+            }
+            let id = ino.min(s.peer);
+            let end = u8::from(ino != id);
+            if !pairs.iter().any(|x| x.id == id) {
+                let peer = diag.get(&s.peer).cloned().unwrap_or_default();
+                let (a, b) = if end == 0 {
+                    (s.clone(), peer)
+                } else {
+                    (peer, s.clone())
+                };
+                let mut st = crate::model::SocketPairState {
+                    id,
+                    typ: s.typ,
+                    ..Default::default()
+                };
+                for (which, sock) in [(0u8, &a), (1u8, &b)] {
+                    if sock.rqueue == 0 {
+                        continue;
+                    }
+                    if s.typ != libc::SOCK_STREAM {
+                        return Err(refuse(
+                            "a datagram or seqpacket unix socket pair with queued messages",
+                        ));
+                    }
+                    let (hp, hfd) = held[&sock.ino];
+                    let dup = sys::process::steal_fd(hp, hfd)?;
+                    let data = sockdiag::peek_stream(&dup, sock.rqueue as usize)?;
+                    if which == 0 {
+                        st.data0 = data;
+                    } else {
+                        st.data1 = data;
+                    }
+                }
+                pairs.push(st);
+            }
+            f.kind = FdKind::UnixPair { id, end, flags };
+        }
+    }
+    Ok(pairs)
 }

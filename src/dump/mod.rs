@@ -441,9 +441,11 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
     }
     let pipes = collect::resolve_pipes(&mut procs)?;
+    let socketpairs = collect::resolve_sockets(&mut procs)?;
     collect::link_shared_fds(&mut procs)?;
     let mut collected = collect::assemble(pid, procs)?;
     collected.ckpt.pipes = pipes;
+    collected.ckpt.socketpairs = socketpairs;
     let ckpt = &collected.ckpt;
     let mut stats = DumpStats {
         pid,

@@ -204,6 +204,18 @@ pub enum FdKind {
     /// One end of a pipe whose both ends are inside the image (`id` names the pipe in
     /// `Checkpoint::pipes`).
     Pipe { id: u64, write: bool, flags: u32 },
+    /// One end (0 or 1) of a connected pair of unix sockets whose both ends are inside
+    /// the image (`id` names the pair in `Checkpoint::socketpairs`).
+    UnixPair { id: u64, end: u8, flags: u32 },
+    /// A listening unix socket bound to `name` (a path, or an abstract name starting
+    /// with a NUL byte).
+    UnixListen {
+        #[serde(with = "serde_bytes")]
+        name: Vec<u8>,
+        typ: i32,
+        backlog: u32,
+        flags: u32,
+    },
     /// eventfd with its counter.
     EventFd {
         count: u64,
@@ -358,6 +370,19 @@ pub struct PipeState {
     pub data: Vec<u8>,
 }
 
+/// A connected pair of unix sockets of the image, with the data queued in each direction.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SocketPairState {
+    pub id: u64,
+    /// SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET.
+    pub typ: i32,
+    /// Bytes waiting to be read by end 0, and by end 1.
+    #[serde(with = "serde_bytes")]
+    pub data0: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub data1: Vec<u8>,
+}
+
 /// Everything the image says, except the page contents (which stream after it).
 /// `processes` lists the tree with every parent before its children; the first is the
 /// root of the dumped tree.
@@ -368,4 +393,6 @@ pub struct Checkpoint {
     pub processes: Vec<Process>,
     #[serde(default)]
     pub pipes: Vec<PipeState>,
+    #[serde(default)]
+    pub socketpairs: Vec<SocketPairState>,
 }

@@ -197,6 +197,39 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             }
         }
     }
+    let mut pair_ids = BTreeSet::new();
+    for sp in &ckpt.socketpairs {
+        if !pair_ids.insert(sp.id) || sp.data0.len() > MAX_PIPE || sp.data1.len() > MAX_PIPE {
+            p(
+                problems,
+                "malformed",
+                format!("invalid socket pair {}", sp.id),
+            );
+        }
+    }
+    for q in procs {
+        for f in &q.fds {
+            match &f.kind {
+                FdKind::UnixPair { id, end, .. } if !pair_ids.contains(id) || *end > 1 => p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} is an unknown socket",
+                        f.fd, q.pid
+                    ),
+                ),
+                FdKind::UnixListen { name, .. } if name.is_empty() || name.len() > 107 => p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} has an invalid socket name",
+                        f.fd, q.pid
+                    ),
+                ),
+                _ => {}
+            }
+        }
+    }
     // Shared descriptions must point back at a descriptor restored before.
     for (i, q) in procs.iter().enumerate() {
         for f in &q.fds {
@@ -411,6 +444,45 @@ fn check_arch(hdr: &ArchHeader, proc_: &Process, problems: &mut Vec<Problem>) {
     }
 }
 
+/// A listening socket's name must be free: no one may listen there now, and a path may
+/// hold at most a stale socket file (which restore replaces).
+fn check_listen_name(name: &[u8], fd: i32, problems: &mut Vec<Problem>) {
+    let shown = match name.split_first() {
+        Some((0, rest)) => format!("@{}", show(rest)),
+        _ => show(name),
+    };
+    if let Ok(socks) = crate::sys::sockdiag::unix_sockets() {
+        if socks.values().any(|s| {
+            s.state == crate::sys::sockdiag::STATE_LISTEN && s.name.as_deref() == Some(name)
+        }) {
+            p(
+                problems,
+                "address-in-use",
+                format!("descriptor {fd}: another process listens on unix socket {shown}"),
+            );
+            return;
+        }
+    }
+    if name.first() == Some(&b'/') {
+        let path = procfs::bytes_path(name);
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if !std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => p(
+                problems,
+                "address-in-use",
+                format!("descriptor {fd}: {shown} exists and is not a socket"),
+            ),
+            _ => {}
+        }
+        if !path.parent().is_some_and(|d| d.is_dir()) {
+            p(
+                problems,
+                "file-missing",
+                format!("descriptor {fd}: the directory of unix socket {shown} does not exist"),
+            );
+        }
+    }
+}
+
 /// Compare a file's identity now with the image's record of it.
 pub fn check_file(id: &FileId, what: &str, problems: &mut Vec<Problem>) {
     let path = procfs::bytes_path(&id.path);
@@ -562,8 +634,10 @@ fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
             FdKind::Device { file, .. } | FdKind::Dir { file, .. } => {
                 check_file(file, &format!("file descriptor {}:", f.fd), problems)
             }
+            FdKind::UnixListen { name, .. } => check_listen_name(name, f.fd, problems),
             FdKind::Inherited { .. }
             | FdKind::Pipe { .. }
+            | FdKind::UnixPair { .. }
             | FdKind::EventFd { .. }
             | FdKind::TimerFd { .. }
             | FdKind::SignalFd { .. }

@@ -17,7 +17,7 @@ use super::{RestoreError, Result, fault_point};
 use crate::arch::Abi;
 use crate::arch::x86::{self as ax, nr};
 use crate::image::{ImageReader, tag};
-use crate::model::{FdKind, PipeState, Process, Thread, Vma, VmaKind};
+use crate::model::{FdKind, PipeState, Process, SocketPairState, Thread, Vma, VmaKind};
 use crate::sys::inject::{Injector, find_gadget};
 use crate::sys::mem::RemoteMem;
 use crate::sys::ptrace::{self, Stop};
@@ -522,7 +522,8 @@ fn set_mm(cx: &mut Ctx<'_>) -> Result<()> {
 /// Pipes created so far: id -> (holder process, temporary read fd, temporary write fd).
 /// The holder keeps both ends at temporary numbers until every process has its
 /// descriptors; others take them with pidfd_getfd.
-type PipeHolders = BTreeMap<u64, (i32, u64, u64)>;
+/// Socket pairs are held the same way, under (1, id); pipes under (0, id).
+type PipeHolders = BTreeMap<(u8, u64), (i32, u64, u64)>;
 
 /// Where a process keeps pipe ends temporarily: above all its own descriptors.
 fn pipe_tmp_base(proc_: &Process) -> u64 {
@@ -575,7 +576,65 @@ fn create_pipe(cx: &mut Ctx<'_>, pipe: &PipeState, tmp: u64, direct: bool) -> Re
             )));
         }
     }
-    for (from, to) in [(r, tmp), (w, tmp + 1)] {
+    park_pair(cx, r, w, tmp)
+}
+
+/// Create socket pair `sp` in this process (its ends kept at `tmp`, `tmp + 1`), each
+/// end with the data that was waiting to be read on it.
+fn create_socketpair(cx: &mut Ctx<'_>, sp: &SocketPairState, tmp: u64) -> Result<(u64, u64)> {
+    let a = cx.put(0, &[0u8; 8])?;
+    cx.call(
+        "socketpair",
+        nr::SOCKETPAIR,
+        [
+            libc::AF_UNIX as u64,
+            (sp.typ | libc::SOCK_CLOEXEC) as u64,
+            0,
+            a,
+            0,
+            0,
+        ],
+    )?;
+    let mut b = [0u8; 8];
+    cx.mem.read(a, &mut b)?;
+    let e0 = u64::from(u32::from_le_bytes(b[0..4].try_into().unwrap_or_default()));
+    let e1 = u64::from(u32::from_le_bytes(b[4..8].try_into().unwrap_or_default()));
+    // What end 0 will read is sent from end 1, and the other way round.
+    for (from, data) in [(e1, &sp.data0), (e0, &sp.data1)] {
+        for chunk in data.chunks(1 << 19) {
+            let a = cx.put(4096, chunk)?;
+            let n = cx.call(
+                "queue socket data",
+                nr::WRITE,
+                [from, a, chunk.len() as u64, 0, 0, 0],
+            )?;
+            if n != chunk.len() as u64 {
+                return Err(RestoreError::Stage(format!(
+                    "socket pair {}: only {n} of {} queued bytes could be put back",
+                    sp.id,
+                    chunk.len()
+                )));
+            }
+        }
+    }
+    park_pair(cx, e0, e1, tmp)
+}
+
+/// Move two fresh descriptors to `tmp` and `tmp + 1`. Either may already sit on one of
+/// those numbers (they are the lowest free ones), so both go above first.
+fn park_pair(cx: &mut Ctx<'_>, a: u64, b: u64, tmp: u64) -> Result<(u64, u64)> {
+    let mut high = [0u64; 2];
+    for (i, fd) in [a, b].into_iter().enumerate() {
+        high[i] = cx.call(
+            "fcntl(F_DUPFD_CLOEXEC)",
+            nr::FCNTL,
+            [fd, libc::F_DUPFD_CLOEXEC as u64, tmp + 2, 0, 0, 0],
+        )?;
+    }
+    for fd in [a, b] {
+        cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
+    }
+    for (from, to) in [(high[0], tmp), (high[1], tmp + 1)] {
         cx.call(
             "dup3",
             nr::DUP3,
@@ -586,58 +645,95 @@ fn create_pipe(cx: &mut Ctx<'_>, pipe: &PipeState, tmp: u64, direct: bool) -> Re
     Ok((tmp, tmp + 1))
 }
 
-/// Put one end of a pipe at descriptor `f`, creating the pipe first if needed.
-fn place_pipe_end(
+/// Which two-ended object a descriptor is one end of.
+enum PairEnd<'a> {
+    Pipe(&'a PipeState, bool),
+    Socket(&'a SocketPairState, u8),
+}
+
+/// Put one end of a pipe or socket pair at descriptor `f`, creating the object first
+/// (in this process, which then holds both ends until every process has its own).
+fn place_pair_end(
     cx: &mut Ctx<'_>,
     f: &crate::model::Fd,
-    (id, write, flags): (u64, bool, u32),
-    pipes: &[PipeState],
+    end: PairEnd<'_>,
+    flags: u32,
     holders: &mut PipeHolders,
 ) -> Result<()> {
     let proc_ = cx.proc_;
-    let (holder, r, w) = match holders.get(&id) {
+    let key = match end {
+        PairEnd::Pipe(p, _) => (0u8, p.id),
+        PairEnd::Socket(sp, _) => (1u8, sp.id),
+    };
+    let (holder, a, b) = match holders.get(&key) {
         Some(h) => *h,
         None => {
-            let pipe = pipes
-                .iter()
-                .find(|p| p.id == id)
-                .ok_or_else(|| RestoreError::Malformed(format!("unknown pipe {id}")))?;
             let k = holders.values().filter(|h| h.0 == proc_.pid).count() as u64;
             let tmp = pipe_tmp_base(proc_) + 2 * k;
-            let direct = flags & libc::O_DIRECT as u32 != 0;
-            let (r, w) = create_pipe(cx, pipe, tmp, direct)?;
-            holders.insert(id, (proc_.pid, r, w));
-            (proc_.pid, r, w)
+            let (a, b) = match end {
+                PairEnd::Pipe(pipe, _) => {
+                    create_pipe(cx, pipe, tmp, flags & libc::O_DIRECT as u32 != 0)?
+                }
+                PairEnd::Socket(sp, _) => create_socketpair(cx, sp, tmp)?,
+            };
+            holders.insert(key, (proc_.pid, a, b));
+            (proc_.pid, a, b)
         }
     };
-    let src = if write { w } else { r };
+    let src = match end {
+        PairEnd::Pipe(_, write) => {
+            if write {
+                b
+            } else {
+                a
+            }
+        }
+        PairEnd::Socket(_, e) => {
+            if e == 0 {
+                a
+            } else {
+                b
+            }
+        }
+    };
     let cl = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
-    let what = format!("pipe end for descriptor {}", f.fd);
+    let what = format!("pipe or socket end for descriptor {}", f.fd);
     if holder == proc_.pid {
         cx.call(&what, nr::DUP3, [src, f.fd as u64, cl, 0, 0, 0])?;
     } else {
         let pidfd = cx.call("pidfd_open", nr::PIDFD_OPEN, [holder as u64, 0, 0, 0, 0, 0])?;
         let n = cx.call(&what, nr::PIDFD_GETFD, [pidfd, src, 0, 0, 0, 0]);
         cx.call("close", nr::CLOSE, [pidfd, 0, 0, 0, 0, 0])?;
-        let n = n?;
-        if n != f.fd as u64 {
-            cx.call(&what, nr::DUP3, [n, f.fd as u64, cl, 0, 0, 0])?;
-            cx.call("close", nr::CLOSE, [n, 0, 0, 0, 0, 0])?;
-        } else {
-            cx.call(
-                "fcntl(F_SETFD)",
-                nr::FCNTL,
-                [n, libc::F_SETFD as u64, u64::from(f.cloexec), 0, 0, 0],
-            )?;
-        }
+        move_fd(cx, n?, f.fd, f.cloexec)?;
     }
-    // Status flags (O_NONBLOCK...) belong to the end's open file description.
+    set_status_flags(cx, f.fd, flags)
+}
+
+/// Move a freshly made descriptor `n` to number `fd` with the right close-on-exec flag
+/// (`n` may already be `fd`: dup3 refuses to copy a descriptor onto itself).
+fn move_fd(cx: &mut Ctx<'_>, n: u64, fd: i32, cloexec: bool) -> Result<()> {
+    if n == fd as u64 {
+        cx.call(
+            "fcntl(F_SETFD)",
+            nr::FCNTL,
+            [n, libc::F_SETFD as u64, u64::from(cloexec), 0, 0, 0],
+        )?;
+    } else {
+        let cl = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+        cx.call("dup3", nr::DUP3, [n, fd as u64, cl, 0, 0, 0])?;
+        cx.call("close", nr::CLOSE, [n, 0, 0, 0, 0, 0])?;
+    }
+    Ok(())
+}
+
+/// Status flags (O_NONBLOCK...) belong to the open file description.
+fn set_status_flags(cx: &mut Ctx<'_>, fd: i32, flags: u32) -> Result<()> {
     let settable = (libc::O_NONBLOCK | libc::O_APPEND | libc::O_ASYNC) as u32;
     cx.call(
         "fcntl(F_SETFL)",
         nr::FCNTL,
         [
-            f.fd as u64,
+            fd as u64,
             libc::F_SETFL as u64,
             u64::from(flags & settable),
             0,
@@ -646,6 +742,56 @@ fn place_pipe_end(
         ],
     )?;
     Ok(())
+}
+
+/// A listening unix socket bound to its old name. A stale socket file left at the path
+/// by the dumped process is replaced (plan made sure nobody listens there now).
+fn create_listener(cx: &mut Ctx<'_>, name: &[u8], typ: i32, backlog: u32) -> Result<u64> {
+    let n = cx.call(
+        "socket(AF_UNIX)",
+        nr::SOCKET,
+        [
+            libc::AF_UNIX as u64,
+            (typ | libc::SOCK_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    if name.first() == Some(&b'/') {
+        let path = procfs::bytes_path(name);
+        if std::fs::symlink_metadata(path)
+            .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            .unwrap_or(false)
+        {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    let mut sa = Vec::with_capacity(2 + name.len() + 1);
+    sa.extend_from_slice(&(libc::AF_UNIX as u16).to_le_bytes());
+    sa.extend_from_slice(name);
+    let len = sa.len() as u64;
+    if name.first() != Some(&0) {
+        sa.push(0);
+    }
+    let a = cx.put(0, &sa)?;
+    let what = format!("bind unix socket {}", show_name(name));
+    cx.call(&what, nr::BIND, [n, a, len, 0, 0, 0])?;
+    cx.call("listen", nr::LISTEN, [n, u64::from(backlog), 0, 0, 0, 0])?;
+    // The socket file belongs to the process's user, as it did.
+    if name.first() == Some(&b'/') {
+        let c = &cx.proc_.creds;
+        let _ = std::os::unix::fs::chown(procfs::bytes_path(name), Some(c.uid[1]), Some(c.gid[1]));
+    }
+    Ok(n)
+}
+
+fn show_name(name: &[u8]) -> String {
+    match name.split_first() {
+        Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
+        _ => String::from_utf8_lossy(name).into_owned(),
+    }
 }
 
 /// Create an eventfd, timerfd, signalfd or epoll instance in its saved state (epoll
@@ -730,7 +876,12 @@ fn create_anon_fd(cx: &mut Ctx<'_>, kind: &FdKind) -> Result<u64> {
     }
 }
 
-fn restore_fds(cx: &mut Ctx<'_>, pipes: &[PipeState], holders: &mut PipeHolders) -> Result<()> {
+fn restore_fds(
+    cx: &mut Ctx<'_>,
+    pipes: &[PipeState],
+    socketpairs: &[SocketPairState],
+    holders: &mut PipeHolders,
+) -> Result<()> {
     let proc_ = cx.proc_;
     let pid = cx.inj.pid();
     // The stub holds ckpt's 0-2 (and nothing else): keep those the image inherits.
@@ -755,7 +906,9 @@ fn restore_fds(cx: &mut Ctx<'_>, pipes: &[PipeState], holders: &mut PipeHolders)
     // limits are set later.
     {
         let (cur, hard) = sys::process::prlimit_get(pid, libc::RLIMIT_NOFILE)?;
-        let need = (pipe_tmp_base(proc_) + 2 * pipes.len() as u64 + 1).max(cur);
+        let pairs = (pipes.len() + socketpairs.len()) as u64;
+        // (+4: park_pair goes two above the last temporaries)
+        let need = (pipe_tmp_base(proc_) + 2 * pairs + 4).max(cur);
         sys::process::prlimit_set(pid, libc::RLIMIT_NOFILE, need, hard.max(need))?;
     }
     for f in &proc_.fds {
@@ -791,7 +944,30 @@ fn restore_fds(cx: &mut Ctx<'_>, pipes: &[PipeState], holders: &mut PipeHolders)
         let (path, flags, pos) = match &f.kind {
             FdKind::Inherited { .. } => continue,
             FdKind::Pipe { id, write, flags } => {
-                place_pipe_end(cx, f, (*id, *write, *flags), pipes, holders)?;
+                let pipe = pipes
+                    .iter()
+                    .find(|p| p.id == *id)
+                    .ok_or_else(|| RestoreError::Malformed(format!("unknown pipe {id}")))?;
+                place_pair_end(cx, f, PairEnd::Pipe(pipe, *write), *flags, holders)?;
+                continue;
+            }
+            FdKind::UnixPair { id, end, flags } => {
+                let sp = socketpairs
+                    .iter()
+                    .find(|p| p.id == *id)
+                    .ok_or_else(|| RestoreError::Malformed(format!("unknown socket pair {id}")))?;
+                place_pair_end(cx, f, PairEnd::Socket(sp, *end), *flags, holders)?;
+                continue;
+            }
+            FdKind::UnixListen {
+                name,
+                typ,
+                backlog,
+                flags,
+            } => {
+                let n = create_listener(cx, name, *typ, *backlog)?;
+                move_fd(cx, n, f.fd, f.cloexec)?;
+                set_status_flags(cx, f.fd, *flags)?;
                 continue;
             }
             FdKind::EventFd { .. }
@@ -799,16 +975,7 @@ fn restore_fds(cx: &mut Ctx<'_>, pipes: &[PipeState], holders: &mut PipeHolders)
             | FdKind::SignalFd { .. }
             | FdKind::Epoll { .. } => {
                 let n = create_anon_fd(cx, &f.kind)?;
-                if n != f.fd as u64 {
-                    cx.call("dup3", nr::DUP3, [n, f.fd as u64, cl, 0, 0, 0])?;
-                    cx.call("close", nr::CLOSE, [n, 0, 0, 0, 0, 0])?;
-                } else {
-                    cx.call(
-                        "fcntl(F_SETFD)",
-                        nr::FCNTL,
-                        [n, libc::F_SETFD as u64, u64::from(f.cloexec), 0, 0, 0],
-                    )?;
-                }
+                move_fd(cx, n, f.fd, f.cloexec)?;
                 continue;
             }
             FdKind::File { file, flags, pos } | FdKind::Device { file, flags, pos } => {
@@ -825,11 +992,7 @@ fn restore_fds(cx: &mut Ctx<'_>, pipes: &[PipeState], holders: &mut PipeHolders)
         if let Some(pos) = pos.filter(|p| *p != 0) {
             cx.call("lseek", nr::LSEEK, [n, pos, libc::SEEK_SET as u64, 0, 0, 0])?;
         }
-        if n != f.fd as u64 {
-            let fl = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
-            cx.call("dup3", nr::DUP3, [n, f.fd as u64, fl, 0, 0, 0])?;
-            cx.call("close", nr::CLOSE, [n, 0, 0, 0, 0, 0])?;
-        }
+        move_fd(cx, n, f.fd, f.cloexec)?;
     }
     // epoll registrations, once every descriptor they watch exists.
     for f in &proc_.fds {
@@ -1576,7 +1739,12 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
         map_memory(cx, &mut shm, &shm_sizes)?;
         bytes += pages.load(p, Some(&cx.mem))?;
         finish_memory(cx)?;
-        restore_fds(cx, &plan.ckpt.pipes, &mut pipe_holders)?;
+        restore_fds(
+            cx,
+            &plan.ckpt.pipes,
+            &plan.ckpt.socketpairs,
+            &mut pipe_holders,
+        )?;
         restore_attrs(cx)?;
         // AMX tile data is enabled per process on request; ask again if it was.
         const XFEATURE_XTILEDATA: u64 = 18;

@@ -7,6 +7,7 @@ pub mod mem;
 pub mod proc;
 pub mod process;
 pub mod ptrace;
+pub mod sockdiag;
 
 use std::io;
 

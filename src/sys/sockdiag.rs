@@ -1,0 +1,165 @@
+//! Unix sockets as the kernel's sock_diag netlink interface describes them: type, state,
+//! bound name, peer, queue lengths. (/proc/net/unix has no peers.)
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::{Result, SysError, check};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnixSock {
+    pub ino: u64,
+    /// SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET.
+    pub typ: i32,
+    /// TCP_ESTABLISHED (1), TCP_CLOSE (7), TCP_LISTEN (10).
+    pub state: u8,
+    /// Bound name: a path, or an abstract name starting with a NUL byte.
+    pub name: Option<Vec<u8>>,
+    pub peer: u64,
+    /// Bytes (stream) queued for reading; for a listener, connections waiting.
+    pub rqueue: u32,
+    /// For a listener, its backlog.
+    pub wqueue: u32,
+}
+
+pub const STATE_ESTABLISHED: u8 = 1;
+pub const STATE_LISTEN: u8 = 10;
+
+const NETLINK_SOCK_DIAG: i32 = 4;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const UDIAG_SHOW_NAME: u32 = 1;
+const UDIAG_SHOW_PEER: u32 = 4;
+const UDIAG_SHOW_RQLEN: u32 = 0x10;
+const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_RQLEN: u16 = 4;
+
+fn u16_at(b: &[u8], i: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(i..i + 2)?.try_into().ok()?))
+}
+fn u32_at(b: &[u8], i: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(i..i + 4)?.try_into().ok()?))
+}
+
+/// Parse one unix_diag_msg with its attributes.
+fn parse_msg(m: &[u8]) -> Option<UnixSock> {
+    // struct unix_diag_msg { u8 family, type, state, pad; u32 ino; u32 cookie[2]; }
+    let mut s = UnixSock {
+        typ: i32::from(*m.get(1)?),
+        state: *m.get(2)?,
+        ino: u64::from(u32_at(m, 4)?),
+        ..Default::default()
+    };
+    let mut off = 16;
+    while off + 4 <= m.len() {
+        let len = usize::from(u16_at(m, off)?);
+        let typ = u16_at(m, off + 2)?;
+        if len < 4 || off + len > m.len() {
+            return None;
+        }
+        let data = &m[off + 4..off + len];
+        match typ {
+            UNIX_DIAG_NAME => s.name = Some(data.to_vec()),
+            UNIX_DIAG_PEER => s.peer = u64::from(u32_at(data, 0)?),
+            UNIX_DIAG_RQLEN => {
+                s.rqueue = u32_at(data, 0)?;
+                s.wqueue = u32_at(data, 4)?;
+            }
+            _ => {}
+        }
+        off += (len + 3) & !3;
+    }
+    Some(s)
+}
+
+/// Every unix socket of this network namespace, by inode.
+pub fn unix_sockets() -> Result<BTreeMap<u64, UnixSock>> {
+    // SAFETY: socket() returns a new descriptor that we own.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            NETLINK_SOCK_DIAG,
+        )
+    };
+    check(fd as libc::c_long, || "socket(NETLINK_SOCK_DIAG)".into())?;
+    // SAFETY: just created, owned here.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut req = Vec::with_capacity(40);
+    req.extend_from_slice(&40u32.to_ne_bytes()); // nlmsg_len
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    req.extend_from_slice(&0u32.to_ne_bytes()); // pid
+    // struct unix_diag_req
+    req.push(libc::AF_UNIX as u8);
+    req.push(0);
+    req.extend_from_slice(&0u16.to_ne_bytes());
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // all states
+    req.extend_from_slice(&0u32.to_ne_bytes()); // ino
+    req.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN).to_ne_bytes());
+    req.extend_from_slice(&[0xff; 8]); // cookie
+    // SAFETY: `req` is a valid buffer of its length; the kernel is the destination.
+    let r = unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
+    check(r as libc::c_long, || "sock_diag request".into())?;
+    let mut out = BTreeMap::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        // SAFETY: receiving into our buffer.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        check(n as libc::c_long, || "sock_diag reply".into())?;
+        let mut off = 0;
+        let n = n as usize;
+        while off + 16 <= n {
+            let bad = || SysError::Other("malformed sock_diag reply".into());
+            let len = u32_at(&buf, off).ok_or_else(bad)? as usize;
+            let typ = u16_at(&buf, off + 4).ok_or_else(bad)?;
+            if len < 16 || off + len > n {
+                return Err(bad());
+            }
+            match typ {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR => {
+                    let e = u32_at(&buf, off + 16)
+                        .map(|e| e as i32)
+                        .unwrap_or(-libc::EIO);
+                    return Err(SysError::io(
+                        "sock_diag",
+                        std::io::Error::from_raw_os_error(-e),
+                    ));
+                }
+                _ => {
+                    let s = parse_msg(&buf[off + 16..off + len]).ok_or_else(bad)?;
+                    out.insert(s.ino, s);
+                }
+            }
+            off += (len + 3) & !3;
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+    }
+}
+
+/// Bytes queued for reading on a stream socket, read without consuming them (MSG_PEEK
+/// through a duplicate of the descriptor).
+pub fn peek_stream(fd: &OwnedFd, len: usize) -> Result<Vec<u8>> {
+    let mut data = vec![0u8; len];
+    if len == 0 {
+        return Ok(data);
+    }
+    // SAFETY: receiving into our buffer of `len` bytes.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            data.as_mut_ptr().cast(),
+            len,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    check(n as libc::c_long, || "peek at a socket's queue".into())?;
+    data.truncate(n as usize);
+    Ok(data)
+}
