@@ -166,7 +166,28 @@ pub fn main() -> i32 {
             } else {
                 Output::Path(output.clone())
             };
-            match dump::dump(pid, out, &DumpOptions { leave_running }) {
+            // A progress bar on a terminal (indicatif draws nothing elsewhere).
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "ckpt: dumping {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            let b = bar.clone();
+            let progress: std::sync::Arc<dyn Fn(u64, u64) + Send + Sync> =
+                std::sync::Arc::new(move |done, total| {
+                    b.set_length(total);
+                    b.set_position(done);
+                });
+            let opts = DumpOptions {
+                leave_running,
+                progress: Some(progress),
+            };
+            let res = dump::dump(pid, out, &opts);
+            bar.finish_and_clear();
+            match res {
                 Ok(st) => {
                     if json {
                         println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());

@@ -51,10 +51,21 @@ pub enum Output {
     Stdout,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct DumpOptions {
     /// Let the process run on after the dump instead of killing it.
     pub leave_running: bool,
+    /// Called as page data is written: (bytes done, bytes at most).
+    pub progress: Option<std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for DumpOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DumpOptions")
+            .field("leave_running", &self.leave_running)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 /// What a dump did and how long it took.
@@ -456,7 +467,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     match (tmp, file) {
         (Some(tmp), Some(file)) => {
             let w = BufWriter::with_capacity(1 << 20, file);
-            let w = write::write_image(&collected, w, &mut stats)?;
+            let w = write::write_image(&collected, w, &mut stats, opts.progress.as_deref())?;
             let f = w.into_inner().map_err(|e| DumpError::Output {
                 path: tmp.dest.clone(),
                 source: e.into_error(),
@@ -466,7 +477,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         _ => {
             let stdout = std::io::stdout().lock();
             let w = BufWriter::with_capacity(1 << 20, stdout);
-            let mut w = write::write_image(&collected, w, &mut stats)?;
+            let mut w = write::write_image(&collected, w, &mut stats, opts.progress.as_deref())?;
             w.flush().map_err(|source| DumpError::Output {
                 path: "-".into(),
                 source,

@@ -15,7 +15,19 @@ fn is_zero(page: &[u8]) -> bool {
         .all(|w| u64::from_ne_bytes(w.try_into().unwrap_or([1; 8])) == 0)
 }
 
-pub(crate) fn write_image<W: Write>(c: &Collected, out: W, stats: &mut DumpStats) -> Result<W> {
+pub(crate) fn write_image<W: Write>(
+    c: &Collected,
+    out: W,
+    stats: &mut DumpStats,
+    progress: Option<&(dyn Fn(u64, u64) + Send + Sync)>,
+) -> Result<W> {
+    let total: u64 = c
+        .runs
+        .iter()
+        .flat_map(|(_, r)| r.iter())
+        .map(|r| r.pages * PAGE as u64)
+        .sum();
+    let mut done = 0u64;
     let mut w = ImageWriter::new(out)?;
     w.write_meta(tag::CHECKPOINT, &c.ckpt)?;
     let mut buf = Vec::new();
@@ -24,6 +36,10 @@ pub(crate) fn write_image<W: Write>(c: &Collected, out: W, stats: &mut DumpStats
         w.write_record(tag::PAGES_PID, FLAG_REQUIRED, *pid as u64, &[], false)?;
         for run in runs {
             let len = run.pages as usize * PAGE;
+            if let Some(p) = progress {
+                p(done, total);
+            }
+            done += len as u64;
             buf.resize(len, 0);
             mem.read(run.addr, &mut buf[..len])?;
             if !run.skip_zero {
@@ -49,6 +65,9 @@ pub(crate) fn write_image<W: Write>(c: &Collected, out: W, stats: &mut DumpStats
                 i = j;
             }
         }
+    }
+    if let Some(p) = progress {
+        p(total, total);
     }
     stats.image_bytes = w.offset() + 32 + 16 + 8;
     Ok(w.finish()?)
