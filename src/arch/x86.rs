@@ -160,6 +160,7 @@ pub mod nr {
     pub const PIDFD_GETFD: u64 = 438;
     pub const FCNTL: u64 = 72;
     pub const PIPE2: u64 = 293;
+    pub const MEMFD_CREATE: u64 = 319;
     pub const SOCKET: u64 = 41;
     pub const BIND: u64 = 49;
     pub const LISTEN: u64 = 50;

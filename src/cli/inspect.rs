@@ -179,6 +179,16 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
                     "timerfd clock {clock}, next in {value_ns} ns, every {interval_ns} ns, {ticks} unread"
                 ),
                 FdKind::SignalFd { mask, .. } => format!("signalfd mask {mask:#x}"),
+                FdKind::Memfd {
+                    name, seals, pos, ..
+                } => format!(
+                    "memfd {} (contents in the image) offset {pos} seals {seals:#x}",
+                    String::from_utf8_lossy(name)
+                ),
+                FdKind::DeletedFile { file, pos, .. } => format!(
+                    "deleted file {} (contents in the image) offset {pos}",
+                    String::from_utf8_lossy(&file.path)
+                ),
                 FdKind::UnixPair { id, end, .. } => {
                     let queued = ckpt
                         .socketpairs

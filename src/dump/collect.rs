@@ -626,6 +626,39 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
     }
     let id = procfs::file_id(&linkp, &link)?;
     let fmt = id.mode & libc::S_IFMT;
+    if fmt == libc::S_IFREG {
+        // memfd and deleted files: their contents go into the image.
+        if let Some(name) = link.strip_prefix(b"/memfd:") {
+            let name = name.strip_suffix(b" (deleted)").unwrap_or(name).to_vec();
+            let seals = sys::process::memfd_seals(pid, fd)?;
+            return Ok(Fd {
+                fd,
+                cloexec,
+                kind: FdKind::Memfd {
+                    name,
+                    flags,
+                    pos,
+                    seals,
+                    data: id.ino,
+                },
+                shared_with: None,
+            });
+        }
+        if procfs::nlink(&linkp)? == 0 {
+            let path = link.strip_suffix(b" (deleted)").unwrap_or(&link).to_vec();
+            return Ok(Fd {
+                fd,
+                cloexec,
+                kind: FdKind::DeletedFile {
+                    file: FileId { path, ..id },
+                    flags,
+                    pos,
+                    data: id.ino,
+                },
+                shared_with: None,
+            });
+        }
+    }
     let kind = if fmt == libc::S_IFREG {
         let id = file_id_checked(pid, &link_path, &link, &format!("file descriptor {fd}:"))?;
         FdKind::File {
@@ -993,6 +1026,7 @@ pub(crate) fn link_shared_fds(procs: &mut [ProcCollected]) -> Result<()> {
             FdKind::Epoll { .. } => Some((2, 3, 0)),
             FdKind::UnixPair { id, end, .. } => Some((3, *id, u64::from(*end))),
             FdKind::UnixListen { .. } => Some((2, 4, 0)),
+            FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. } => Some((4, *data, 0)),
             FdKind::Inherited { .. } => None,
         }
     }

@@ -30,6 +30,32 @@ pub(crate) fn write_image<W: Write>(
     let mut done = 0u64;
     let mut w = ImageWriter::new(out)?;
     w.write_meta(tag::CHECKPOINT, &c.ckpt)?;
+    // Contents of deleted files and memfds, once per file, before all page data.
+    let mut done_files = std::collections::BTreeSet::new();
+    for p in &c.ckpt.processes {
+        for f in &p.fds {
+            let data = match f.kind {
+                crate::model::FdKind::Memfd { data, .. }
+                | crate::model::FdKind::DeletedFile { data, .. } => data,
+                _ => continue,
+            };
+            if f.shared_with.is_some() || !done_files.insert(data) {
+                continue;
+            }
+            let path = format!("/proc/{}/fd/{}", p.pid, f.fd);
+            let mut file = std::fs::File::open(&path)
+                .map_err(|e| crate::sys::SysError::io(format!("open {path}"), e))?;
+            let mut chunk = vec![0u8; 4 << 20];
+            loop {
+                let n = std::io::Read::read(&mut file, &mut chunk)
+                    .map_err(|e| crate::sys::SysError::io(format!("read {path}"), e))?;
+                if n == 0 {
+                    break;
+                }
+                w.write_record(tag::FILE_DATA, FLAG_REQUIRED, data, &chunk[..n], false)?;
+            }
+        }
+    }
     let mut buf = Vec::new();
     for (pid, runs) in &c.runs {
         let mem = RemoteMem::open(*pid)?;

@@ -44,6 +44,10 @@ pub mod tag {
     pub const PAGES: u32 = 2;
     /// Selects the process (pid in `arg`) the following `PAGES` records belong to.
     pub const PAGES_PID: u32 = 3;
+    /// Contents of a file kept in the image (a deleted file, a memfd); `arg` names it
+    /// (the `data` field of its descriptor). Several records follow each other for a large
+    /// file; they come after the metadata and before all page data.
+    pub const FILE_DATA: u32 = 4;
     /// End of image: payload is `record_count u64 | chain_hash u64`.
     pub const END: u32 = 0xffff_fff0;
 
@@ -52,6 +56,7 @@ pub mod tag {
             CHECKPOINT => "checkpoint metadata",
             PAGES => "page data",
             PAGES_PID => "page data owner",
+            FILE_DATA => "file contents",
             END => "end of image",
             _ => "unknown",
         }
@@ -64,6 +69,7 @@ pub fn max_payload(tag: u32) -> u64 {
         tag::CHECKPOINT => 256 << 20,
         tag::PAGES => 64 << 20,
         tag::PAGES_PID => 0,
+        tag::FILE_DATA => 64 << 20,
         tag::END => 16,
         _ => 256 << 20,
     }
@@ -433,7 +439,10 @@ impl<R: Read> ImageReader<R> {
             }
             self.records += 1;
             self.chain = chain(self.chain, sum);
-            let known = matches!(tag, tag::CHECKPOINT | tag::PAGES | tag::PAGES_PID);
+            let known = matches!(
+                tag,
+                tag::CHECKPOINT | tag::PAGES | tag::PAGES_PID | tag::FILE_DATA
+            );
             if !known {
                 if flags & FLAG_REQUIRED != 0 {
                     return Err(ImageError::UnknownRequiredRecord { offset: start, tag });

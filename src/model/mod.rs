@@ -216,6 +216,24 @@ pub enum FdKind {
         backlog: u32,
         flags: u32,
     },
+    /// A memfd (memfd_create): its name, seals, and its contents, stored in the image as
+    /// `FILE_DATA` records under `data`.
+    Memfd {
+        #[serde(with = "serde_bytes")]
+        name: Vec<u8>,
+        flags: u32,
+        pos: u64,
+        seals: u32,
+        data: u64,
+    },
+    /// A regular file deleted while open: its contents are in the image (`FILE_DATA`
+    /// records under `data`); restore recreates it, opens it and removes it again.
+    DeletedFile {
+        file: FileId,
+        flags: u32,
+        pos: u64,
+        data: u64,
+    },
     /// eventfd with its counter.
     EventFd {
         count: u64,

@@ -96,13 +96,14 @@ pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     let mut page_bytes = 0;
     if problems.iter().all(|p| p.code != "malformed") {
         let mut pages = stage::PageStream::new(&mut reader);
-        let r = plan
-            .ckpt
-            .processes
-            .iter()
-            .filter(|p| !p.is_zombie())
-            .try_fold(0, |acc, p| pages.load(p, None).map(|b| acc + b))
-            .and_then(|b| pages.finish().map(|()| b));
+        let r = pages.read_file_data(false).map(|f| f.bytes).and_then(|fb| {
+            plan.ckpt
+                .processes
+                .iter()
+                .filter(|p| !p.is_zombie())
+                .try_fold(0, |acc, p| pages.load(p, None).map(|b| acc + b))
+                .and_then(|b| pages.finish().map(|()| b + fb))
+        });
         match r {
             Ok(b) => page_bytes = b,
             Err(e) => problems.push(Problem {

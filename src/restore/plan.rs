@@ -635,6 +635,21 @@ fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
                 check_file(file, &format!("file descriptor {}:", f.fd), problems)
             }
             FdKind::UnixListen { name, .. } => check_listen_name(name, f.fd, problems),
+            FdKind::DeletedFile { file, .. } => {
+                let dir = procfs::bytes_path(&file.path).parent().map(|d| d.is_dir());
+                if dir != Some(true) {
+                    p(
+                        problems,
+                        "file-missing",
+                        format!(
+                            "file descriptor {}: the directory of deleted file {} does not exist",
+                            f.fd,
+                            show(&file.path)
+                        ),
+                    );
+                }
+            }
+            FdKind::Memfd { .. } => {}
             FdKind::Inherited { .. }
             | FdKind::Pipe { .. }
             | FdKind::UnixPair { .. }

@@ -307,6 +307,135 @@ fn map_memory(cx: &mut Ctx<'_>, shm: &mut ShmOwners, shm_sizes: &BTreeMap<u64, u
     Ok(())
 }
 
+/// Contents of deleted files and memfds, by their `data` id.
+#[derive(Default)]
+pub struct FileData {
+    pub files: BTreeMap<u64, std::fs::File>,
+    pub bytes: u64,
+    /// Descriptors already made for a `data` id: (pid, fd), to open more of them.
+    made: BTreeMap<u64, (i32, i32)>,
+    /// Files created on disk for deleted files; removed again once every process has
+    /// opened them, or when restore fails.
+    ghosts: Vec<std::path::PathBuf>,
+}
+
+impl FileData {
+    /// Remove the recreated deleted files (every process has them open by now).
+    fn unlink_ghosts(&mut self) {
+        for g in self.ghosts.drain(..) {
+            let _ = std::fs::remove_file(g);
+        }
+    }
+}
+
+impl Drop for FileData {
+    fn drop(&mut self) {
+        self.unlink_ghosts();
+    }
+}
+
+/// Copy `data` (from its start) into the file behind descriptor `fd` of process `pid`.
+fn fill_remote_file(data: &mut std::fs::File, pid: i32, fd: u64) -> Result<()> {
+    use std::io::Seek;
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let mut dst = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|e| sys::SysError::io(format!("open {path}"), e))?;
+    data.seek(std::io::SeekFrom::Start(0))
+        .map_err(|e| sys::SysError::io("rewind file contents", e))?;
+    std::io::copy(data, &mut dst).map_err(|e| sys::SysError::io(format!("write {path}"), e))?;
+    Ok(())
+}
+
+/// Make a memfd or deleted file descriptor with its contents; returns its descriptor.
+fn make_file_fd(cx: &mut Ctx<'_>, f: &crate::model::Fd, files: &mut FileData) -> Result<u64> {
+    let pid = cx.proc_.pid;
+    let (data, flags, pos) = match &f.kind {
+        FdKind::Memfd {
+            data, flags, pos, ..
+        }
+        | FdKind::DeletedFile {
+            data, flags, pos, ..
+        } => (*data, *flags, *pos),
+        _ => return Err(RestoreError::Stage("not a file kept in the image".into())),
+    };
+    let oflags = (flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY)
+        | libc::O_CLOEXEC;
+    // Another description of a file made already: open it again through /proc.
+    if let Some(&(q, qfd)) = files.made.get(&data) {
+        let n = cx.open(format!("/proc/{q}/fd/{qfd}").as_bytes(), oflags)?;
+        if pos != 0 {
+            cx.call("lseek", nr::LSEEK, [n, pos, libc::SEEK_SET as u64, 0, 0, 0])?;
+        }
+        return Ok(n);
+    }
+    let mut content = files.files.remove(&data).ok_or_else(|| {
+        RestoreError::Malformed(format!("the contents of file {data} are missing"))
+    })?;
+    let n = match &f.kind {
+        FdKind::Memfd { name, seals, .. } => {
+            let sealing = if *seals != libc::F_SEAL_SEAL as u32 {
+                libc::MFD_ALLOW_SEALING as u64
+            } else {
+                0
+            };
+            let a = cx.put_cstr(0, name)?;
+            let n = cx.call(
+                "memfd_create",
+                nr::MEMFD_CREATE,
+                [a, libc::MFD_CLOEXEC as u64 | sealing, 0, 0, 0, 0],
+            )?;
+            fill_remote_file(&mut content, pid, n)?;
+            if sealing != 0 && *seals != 0 {
+                cx.call(
+                    "fcntl(F_ADD_SEALS)",
+                    nr::FCNTL,
+                    [n, libc::F_ADD_SEALS as u64, u64::from(*seals), 0, 0, 0],
+                )?;
+            }
+            n
+        }
+        FdKind::DeletedFile { file, .. } => {
+            // Recreate it (under its old name if that is free), open it, remove it later.
+            let orig = procfs::bytes_path(&file.path).to_path_buf();
+            let ghost = if std::fs::symlink_metadata(&orig).is_err() {
+                orig.clone()
+            } else {
+                orig.with_file_name(format!(".ckpt-ghost-{data}-{}", std::process::id()))
+            };
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut g = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(file.mode & 0o7777)
+                    .open(&ghost)
+                    .map_err(|e| sys::SysError::io(format!("recreate {}", ghost.display()), e))?;
+                files.ghosts.push(ghost.clone());
+                use std::io::Seek;
+                content
+                    .seek(std::io::SeekFrom::Start(0))
+                    .map_err(|e| sys::SysError::io("rewind file contents", e))?;
+                std::io::copy(&mut content, &mut g)
+                    .map_err(|e| sys::SysError::io(format!("write {}", ghost.display()), e))?;
+            }
+            use std::os::unix::ffi::OsStrExt;
+            cx.open(ghost.as_os_str().as_bytes(), oflags)?
+        }
+        _ => unreachable_kind()?,
+    };
+    if pos != 0 {
+        cx.call("lseek", nr::LSEEK, [n, pos, libc::SEEK_SET as u64, 0, 0, 0])?;
+    }
+    files.made.insert(data, (pid, f.fd));
+    Ok(n)
+}
+
+fn unreachable_kind() -> Result<u64> {
+    Err(RestoreError::Stage("not a file kept in the image".into()))
+}
+
 /// The page data part of the image, read process by process in image order.
 pub struct PageStream<'r, R: Read> {
     reader: &'r mut ImageReader<R>,
@@ -320,6 +449,47 @@ impl<'r, R: Read> PageStream<'r, R> {
             reader,
             next_pid: None,
             ended: false,
+        }
+    }
+
+    /// Read the file contents that come before the page data (FILE_DATA records), into
+    /// memory files of ckpt's own (or only check them, without `keep`).
+    pub fn read_file_data(&mut self, keep: bool) -> Result<FileData> {
+        let mut out = FileData::default();
+        loop {
+            let Some(rec) = self.reader.next_record()? else {
+                self.ended = true;
+                return Ok(out);
+            };
+            match rec.tag {
+                tag::FILE_DATA => {
+                    out.bytes += rec.payload.len() as u64;
+                    if keep {
+                        let f = match out.files.entry(rec.arg) {
+                            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::btree_map::Entry::Vacant(v) => {
+                                v.insert(sys::process::memfd("ckpt-file-data")?)
+                            }
+                        };
+                        std::io::Write::write_all(f, rec.payload)
+                            .map_err(|e| sys::SysError::io("keep file contents", e))?;
+                    } else {
+                        out.files
+                            .entry(rec.arg)
+                            .or_insert(sys::process::memfd("ckpt-check")?);
+                    }
+                }
+                tag::PAGES_PID => {
+                    self.next_pid = Some(rec.arg as i64);
+                    return Ok(out);
+                }
+                t => {
+                    return Err(RestoreError::Malformed(format!(
+                        "unexpected {} record after the metadata",
+                        tag::name(t)
+                    )));
+                }
+            }
         }
     }
 
@@ -881,6 +1051,7 @@ fn restore_fds(
     pipes: &[PipeState],
     socketpairs: &[SocketPairState],
     holders: &mut PipeHolders,
+    files: &mut FileData,
 ) -> Result<()> {
     let proc_ = cx.proc_;
     let pid = cx.inj.pid();
@@ -949,6 +1120,12 @@ fn restore_fds(
                     .find(|p| p.id == *id)
                     .ok_or_else(|| RestoreError::Malformed(format!("unknown pipe {id}")))?;
                 place_pair_end(cx, f, PairEnd::Pipe(pipe, *write), *flags, holders)?;
+                continue;
+            }
+            FdKind::Memfd { flags, .. } | FdKind::DeletedFile { flags, .. } => {
+                let n = make_file_fd(cx, f, files)?;
+                move_fd(cx, n, f.fd, f.cloexec)?;
+                set_status_flags(cx, f.fd, *flags)?;
                 continue;
             }
             FdKind::UnixPair { id, end, flags } => {
@@ -1724,6 +1901,7 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
     let mut shm = ShmOwners::new();
     let mut pipe_holders = PipeHolders::new();
     let mut pages = PageStream::new(reader);
+    let mut files = pages.read_file_data(true)?;
     let mut bytes = 0;
     let mut staged = Vec::new();
     for (i, cx) in ctxs.iter_mut().enumerate() {
@@ -1744,6 +1922,7 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
             &plan.ckpt.pipes,
             &plan.ckpt.socketpairs,
             &mut pipe_holders,
+            &mut files,
         )?;
         restore_attrs(cx)?;
         // AMX tile data is enabled per process on request; ask again if it was.
@@ -1763,6 +1942,7 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
         staged.push(Some(threads));
     }
     pages.finish()?;
+    files.unlink_ghosts();
     // Every process has its pipe ends now: the holders drop their temporaries.
     for (holder, r, w) in pipe_holders.into_values() {
         if let Some(cx) = ctxs.iter_mut().find(|c| c.proc_.pid == holder) {

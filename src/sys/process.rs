@@ -500,3 +500,27 @@ pub fn pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
         )
     })
 }
+
+/// F_GET_SEALS of a memfd held by another process (through a duplicate).
+pub fn memfd_seals(pid: i32, fd: i32) -> Result<u32> {
+    use std::os::fd::AsRawFd;
+    let dup = steal_fd(pid, fd)?;
+    // SAFETY: fcntl on a descriptor we own.
+    let r = unsafe { libc::fcntl(dup.as_raw_fd(), libc::F_GET_SEALS) };
+    check(r as libc::c_long, || {
+        format!("F_GET_SEALS on fd {fd} of {pid}")
+    })?;
+    Ok(r as u32)
+}
+
+/// An anonymous in-memory file of our own (memfd), to hold file contents read from an
+/// image until restore puts them in place.
+pub fn memfd(name: &str) -> Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let c = std::ffi::CString::new(name).map_err(|_| SysError::Other("bad memfd name".into()))?;
+    // SAFETY: valid C string; the result is a new descriptor we own.
+    let r = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
+    check(r as libc::c_long, || "memfd_create".into())?;
+    // SAFETY: just created, owned here.
+    Ok(unsafe { std::fs::File::from_raw_fd(r) })
+}
