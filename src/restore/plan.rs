@@ -696,7 +696,13 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
                 Ok(x) => {
                     xsave.insert(*tid, x);
                 }
-                Err(ap) => p(&mut problems, ap.code.as_str(), ap.message),
+                // The arch checks above already name a missing component once for
+                // the image; do not repeat it per thread.
+                Err(ap) => {
+                    if problems.iter().all(|x| x.code != ap.code.as_str()) {
+                        p(&mut problems, ap.code.as_str(), ap.message)
+                    }
+                }
             }
         }
         for proc_ in &ckpt.processes {

@@ -66,6 +66,20 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("session", "session.c", &[]),
     ("zombie", "zombie.c", &[]),
     ("timers", "timers.c", &[]),
+    // tests/e2e_arch.rs: 32-bit (ia32) twins of 64-bit programs, mixed trees, debug
+    // registers, CPU features (-msse2: the 32-bit builds use SSE2 intrinsics too)
+    ("arch64", "arch.c", &[]),
+    ("arch32", "arch.c", &["-m32", "-msse2"]),
+    ("arch32-static", "arch.c", &["-m32", "-msse2", "-static"]),
+    ("launch64", "launch.c", &[]),
+    ("launch32", "launch.c", &["-m32"]),
+    ("watch", "watch.c", &["-no-pie"]),
+    ("avx", "avx.c", &["-mavx2", "-mno-vzeroupper"]),
+    // tests/e2e_files.rs: pipes, epoll, eventfd, timerfd, signalfd, shared descriptions
+    ("stage", "stage.c", &[]),
+    ("evloop", "evloop.c", &[]),
+    ("twostreams", "twostreams.c", &[]),
+    ("selfpipe", "selfpipe.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
@@ -290,6 +304,88 @@ pub fn assert_no_process(pid: i32, what: &str) {
                     .unwrap_or_default()
             ),
         }
+        thread::sleep(POLL);
+    }
+}
+
+/// `root` and all its descendants (from /proc/PID/task/*/children), parents first.
+pub fn process_tree(root: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut queue = std::collections::VecDeque::from([root]);
+    while let Some(p) = queue.pop_front() {
+        if !pid_exists(p) || out.contains(&p) {
+            continue;
+        }
+        out.push(p);
+        let tasks = fs::read_dir(format!("/proc/{p}/task"))
+            .map(|rd| rd.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for t in tasks {
+            let f = format!("/proc/{p}/task/{}/children", t.to_string_lossy());
+            if let Ok(s) = fs::read_to_string(f) {
+                queue.extend(s.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+/// Wait until the tree rooted at `root` has exactly `n` live (non-zombie) processes;
+/// returns them, parents first.
+pub fn wait_process_tree(root: i32, n: usize, what: &str) -> Vec<i32> {
+    let deadline = Instant::now() + timeout();
+    loop {
+        let pids: Vec<i32> = process_tree(root)
+            .into_iter()
+            .filter(|&p| proc_stat(p).is_some_and(|s| s.0 != 'Z'))
+            .collect();
+        if pids.len() == n {
+            return pids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the tree of {root} never had {n} live processes; now {pids:?}"
+        );
+        thread::sleep(POLL);
+    }
+}
+
+/// Wait until none of `pids` exists, reaping those that became our zombies (processes
+/// of a tree killed by `ckpt dump` whose parent died first are reparented to us).
+pub fn wait_pids_gone(pids: &[i32], what: &str) {
+    let deadline = Instant::now() + timeout();
+    for &pid in pids {
+        while pid_exists(pid) {
+            if proc_stat(pid).is_some_and(|s| s.0 == 'Z' && s.1 == my_pid()) {
+                reap(pid);
+                continue;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: pid {pid} still exists: {:?}",
+                proc_stat(pid)
+            );
+            thread::sleep(POLL);
+        }
+    }
+}
+
+/// Wait until `pid` is blocked (state S) in one of the system calls `nrs`.
+pub fn wait_in_any_syscall(pid: i32, nrs: &[i64], what: &str) {
+    let deadline = Instant::now() + timeout();
+    loop {
+        if blocked_syscall(pid).is_some_and(|n| nrs.contains(&n))
+            && proc_stat(pid).is_some_and(|s| s.0 == 'S')
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: pid {pid} never blocked in one of the syscalls {nrs:?} (now: {:?}, \
+             state {:?})",
+            blocked_syscall(pid),
+            proc_stat(pid)
+        );
         thread::sleep(POLL);
     }
 }

@@ -1,0 +1,616 @@
+//! End-to-end tests of the architecture side (issue 3): 32-bit (ia32) programs and their
+//! 64-bit twins, dynamic and static, continue after a dump and restore with output byte
+//! for byte that of an uninterrupted run; mixed trees (a 64-bit parent of a 32-bit child
+//! and the reverse); a hardware watchpoint set by a debugger (this test, through ptrace)
+//! keeps triggering after a restore; and `ckpt check` / `ckpt restore` refuse an image
+//! whose task used AVX state on a host that (by `CKPT_HOST_MASK`) lacks it.
+//!
+//! The targets (`tests/targets/{arch,launch,watch,avx}.c`) print, every step, facts that
+//! would be false if state were lost: hashes of heap, stack and static data, SSE and x87
+//! results with their control words, what their signal handlers received.
+//!
+//! Needs root (ptrace of arbitrary processes, restoring PIDs). Run with cargo-nextest,
+//! one process per test (see README.md).
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
+
+use serde_json::Value;
+
+use common::*;
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// System calls a target may be sleeping in: x86-64 `nanosleep` (35) and
+/// `clock_nanosleep` (230); ia32 `nanosleep` (162), `clock_nanosleep` (267) and
+/// `clock_nanosleep_time64` (407) — /proc/PID/syscall shows a 32-bit task's own numbers.
+const SLEEP_SYSCALLS: &[i64] = &[35, 230, 162, 267, 407];
+
+/// x86-64 and ia32 `wait4` (61, 114) and ia32 `waitpid` (7).
+const WAIT_SYSCALLS: &[i64] = &[61, 114, 7];
+
+/// `ckpt ARGS` with extra environment variables, to its end (bounded).
+fn ckpt_env(ctx: &Ctx, args: &[&OsStr], env: &[(&str, &str)]) -> Finished {
+    let mut spec = Spec::new(ckpt_bin())
+        .env("RUST_BACKTRACE", "1")
+        .cwd(&ctx.dir);
+    for a in args {
+        spec = spec.arg(a);
+    }
+    for (k, v) in env {
+        spec = spec.env(k, v);
+    }
+    ctx.spawn(&spec).finish()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The ABIs the image's arch header lists (`inspect --json`: `arch.abis`), lower case.
+fn image_abis(ctx: &Ctx, img: &Path) -> Vec<String> {
+    let j = ctx.inspect_json(img);
+    let abis = j
+        .pointer("/arch/abis")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("inspect --json has no arch.abis array: {}", j["arch"]));
+    let mut v: Vec<String> = abis
+        .iter()
+        .map(|a| {
+            a.as_str()
+                .unwrap_or_else(|| panic!("arch.abis holds a non-string: {a}"))
+                .to_lowercase()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Output lines of `arch` that do not depend on the word size (all but the two that say
+/// how big a pointer is).
+fn size_independent_lines(out: &[u8]) -> Vec<u8> {
+    text(out)
+        .lines()
+        .filter(|l| !l.contains("pointers are"))
+        .flat_map(|l| format!("{l}\n").into_bytes())
+        .collect()
+}
+
+/// Start `spec` alongside its reference run; once it printed `k` lines and is asleep in
+/// nanosleep (so the dump interrupts a sleep that must be restarted), dump it to
+/// `tag.img` (killing it). Returns the reference run, what it printed, the image.
+fn run_and_dump_asleep(
+    ctx: &Ctx,
+    spec: &Spec,
+    k: usize,
+    tag: &str,
+) -> (Proc, Vec<u8>, std::path::PathBuf, i32) {
+    // The reference runs alongside: its output does not depend on timing or load.
+    let reference = ctx.spawn(spec);
+    let mut t = ctx.spawn(spec);
+    t.wait_lines(k);
+    wait_in_any_syscall(t.pid, SLEEP_SYSCALLS, tag);
+    let pid = t.pid;
+    let img = ctx.path(&format!("{tag}.img"));
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish(&format!("{tag}: original"));
+    (reference, before, img, pid)
+}
+
+/// Restore `img` attached and return the whole output (`before` + what the restored
+/// process printed) and its exit status, asserting nothing is left afterwards.
+fn restore_to_end(ctx: &Ctx, img: &Path, pid: i32, before: &[u8], tag: &str) -> Finished {
+    let mut r = ctx.restore(img, &[], In::Null);
+    let fin = r.finish();
+    assert_no_process(pid, tag);
+    Finished {
+        status: fin.status,
+        stdout: [before, &fin.stdout[..]].concat(),
+        stderr: fin.stderr,
+    }
+}
+
+/// Dump an `arch` build mid-run (asleep), restore it and compare with its uninterrupted
+/// run; `again`: dump the restored process a second time (after a few more steps) and
+/// restore that image too. Returns the reference output.
+fn arch_dump_restore(ctx: &Ctx, bin: &str, abi: &str, again: bool) -> Finished {
+    let spec = Spec::new(target(bin)).arg("40");
+    let (mut reference, before, img, pid) = run_and_dump_asleep(ctx, &spec, 12, bin);
+    assert_eq!(
+        image_abis(ctx, &img),
+        [abi],
+        "{bin}: the arch header's ABIs"
+    );
+    let ok = ckpt_env(ctx, &[OsStr::new("check"), img.as_os_str()], &[]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{bin}: ckpt check of a good image; stderr:\n{}",
+        text(&ok.stderr)
+    );
+
+    let fin = if again {
+        let mut r = ctx.restore(&img, &[], In::Null);
+        r.wait_lines(8);
+        wait_in_any_syscall(pid, SLEEP_SYSCALLS, &format!("{bin} restored"));
+        let img2 = ctx.path(&format!("{bin}-again.img"));
+        ctx.dump(pid, &img2);
+        let mid = r.finish();
+        assert_eq!(
+            mid.status.code(),
+            Some(128 + libc::SIGKILL),
+            "{bin}: ckpt restore when the second dump killed the restored process; \
+             stderr:\n{}",
+            text(&mid.stderr)
+        );
+        wait_pids_gone(&[pid], &format!("{bin}: restored copy after its dump"));
+        restore_to_end(
+            ctx,
+            &img2,
+            pid,
+            &[before, mid.stdout].concat(),
+            &format!("{bin} (second restore)"),
+        )
+    } else {
+        restore_to_end(ctx, &img, pid, &before, bin)
+    };
+    let reference = reference.finish();
+    assert!(
+        reference
+            .status
+            .code()
+            .is_some_and(|c| (20..70).contains(&c)),
+        "{bin}: reference run ended with {:?}; stderr:\n{}",
+        reference.status,
+        text(&reference.stderr)
+    );
+    let out = text(&reference.stdout);
+    assert!(
+        !out.contains("nanosleep failed") && out.contains(" bad 0 ") && !out.contains(" bad 1"),
+        "{bin}: the uninterrupted run itself reports a problem:\n{out}"
+    );
+    assert_same_output(
+        &format!(
+            "{bin} (dumped in nanosleep after 12 lines{}, restored)",
+            if again {
+                ", restored, dumped again"
+            } else {
+                ""
+            }
+        ),
+        &reference.stdout,
+        &fin.stdout,
+    );
+    assert_eq!(
+        fin.status.code(),
+        reference.status.code(),
+        "{bin}: ckpt restore must exit with the restored process's status; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    reference
+}
+
+// ---------------------------------------------------------------------------------------
+// 32-bit programs and their 64-bit twins
+
+#[test]
+fn ia32_program_continues_after_restore_and_a_second_dump() {
+    let ctx = Ctx::new("ia32_program_continues_after_restore_and_a_second_dump");
+    arch_dump_restore(&ctx, "arch32", "ia32", true);
+}
+
+#[test]
+fn ia32_static_program_continues_after_restore() {
+    let ctx = Ctx::new("ia32_static_program_continues_after_restore");
+    arch_dump_restore(&ctx, "arch32-static", "ia32", false);
+}
+
+#[test]
+fn x86_64_twin_continues_after_restore() {
+    let ctx = Ctx::new("x86_64_twin_continues_after_restore");
+    arch_dump_restore(&ctx, "arch64", "x86_64", false);
+}
+
+#[test]
+fn ia32_and_x86_64_twins_print_the_same_but_for_the_pointer_size() {
+    // The dumps and restores above compare each build with its own uninterrupted run;
+    // this pins the twins to each other, so that a 32-bit run that goes wrong in the
+    // same way every time (an FPU state, a signal frame) cannot pass unnoticed.
+    let ctx = Ctx::new("ia32_and_x86_64_twins_print_the_same_but_for_the_pointer_size");
+    let runs: Vec<(&str, Proc)> = ["arch64", "arch32", "arch32-static"]
+        .into_iter()
+        .map(|b| (b, ctx.spawn(&Spec::new(target(b)).arg("40"))))
+        .collect();
+    let mut outs = Vec::new();
+    for (bin, mut p) in runs {
+        let f = p.finish();
+        let o = text(&f.stdout);
+        let bytes = if bin == "arch64" { 8 } else { 4 };
+        assert!(
+            o.starts_with(&format!("arch: pointers are {bytes} bytes\n"))
+                && o.ends_with(&format!("done; pointers are {bytes} bytes\n")),
+            "{bin} should say its pointers are {bytes} bytes:\n{o}"
+        );
+        assert_eq!(
+            o.lines().filter(|l| l.starts_with("step ")).count(),
+            40,
+            "{bin}:\n{o}"
+        );
+        outs.push((bin, f));
+    }
+    let (b64, f64) = &outs[0];
+    for (bin, f) in &outs[1..] {
+        assert_same_output(
+            &format!("{bin} against its 64-bit twin {b64} (pointer-size lines left out)"),
+            &size_independent_lines(&f64.stdout),
+            &size_independent_lines(&f.stdout),
+        );
+        assert_eq!(f.status.code(), f64.status.code(), "{bin}: exit status");
+    }
+}
+
+#[test]
+fn check_refuses_an_ia32_image_on_a_host_masked_without_ia32() {
+    let ctx = Ctx::new("check_refuses_an_ia32_image_on_a_host_masked_without_ia32");
+    let spec = Spec::new(target("arch32")).arg("40");
+    let (mut reference, before, img, pid) = run_and_dump_asleep(&ctx, &spec, 5, "arch32");
+    let mask = [("CKPT_HOST_MASK", "no-ia32")];
+    let c = ckpt_env(&ctx, &[OsStr::new("check"), img.as_os_str()], &mask);
+    let err = text(&c.stderr);
+    assert_eq!(
+        c.status.code(),
+        Some(1),
+        "ckpt check with CKPT_HOST_MASK=no-ia32; stderr:\n{err}"
+    );
+    assert!(
+        err.contains("32-bit") || err.to_lowercase().contains("ia32"),
+        "ckpt check with CKPT_HOST_MASK=no-ia32 should name the 32-bit task:\n{err}"
+    );
+    let r = ckpt_env(&ctx, &[OsStr::new("restore"), img.as_os_str()], &mask);
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "ckpt restore with CKPT_HOST_MASK=no-ia32; stderr:\n{}",
+        text(&r.stderr)
+    );
+    assert!(r.stdout.is_empty(), "the refused restore ran the program");
+    assert_no_process(pid, "after the refused restore");
+    // Unmasked, the same image restores.
+    let fin = restore_to_end(&ctx, &img, pid, &before, "arch32");
+    assert_same_output(
+        "arch32 (restored after refusals)",
+        &reference.finish().stdout,
+        &fin.stdout,
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Mixed trees
+
+/// `launcher` (one ABI) fork+execs `child` (the other); the tree is dumped while the
+/// child runs and the launcher waits for it, then restored; the whole output (the
+/// child's steps, the exit status the launcher collects, the launcher's own state)
+/// must be the uninterrupted run's.
+fn mixed_tree(ctx: &Ctx, launcher: &str, child: &str) {
+    let spec = Spec::new(target(launcher)).arg(target(child)).arg("40");
+    let reference = ctx.spawn(&spec);
+    let mut t = ctx.spawn(&spec);
+    let root = t.pid;
+    t.wait_lines(12);
+    let pids = wait_process_tree(root, 2, launcher);
+    for &p in &pids {
+        ctx.track(p);
+    }
+    let kid = pids[1];
+    wait_in_any_syscall(
+        root,
+        WAIT_SYSCALLS,
+        &format!("{launcher} waiting for {child}"),
+    );
+    wait_in_any_syscall(kid, SLEEP_SYSCALLS, child);
+    let img = ctx.path("tree.img");
+    ctx.dump(root, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("original tree");
+    wait_pids_gone(&pids, "original tree after the dump");
+
+    assert_eq!(
+        image_abis(ctx, &img),
+        ["ia32", "x86_64"],
+        "the arch header of a mixed tree must list both ABIs"
+    );
+    let mut r = ctx.restore(&img, &[], In::Null);
+    r.wait_lines(1);
+    assert_eq!(
+        process_tree(root),
+        pids,
+        "the restored tree has other processes"
+    );
+    let fin = r.finish();
+    let mut reference = reference;
+    let reference = reference.finish();
+    assert_eq!(reference.status.code(), Some(0));
+    let out = text(&reference.stdout);
+    assert!(
+        out.contains(&format!("launcher: {child} exited with status ")),
+        "reference:\n{out}"
+    );
+    assert_same_output(
+        &format!("{launcher} -> {child} (dumped while both ran, restored)"),
+        &reference.stdout,
+        &[before, fin.stdout].concat(),
+    );
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore's exit status; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    for p in pids {
+        assert_no_process(p, "mixed tree");
+    }
+}
+
+#[test]
+fn mixed_tree_x86_64_parent_of_ia32_child() {
+    let ctx = Ctx::new("mixed_tree_x86_64_parent_of_ia32_child");
+    mixed_tree(&ctx, "launch64", "arch32");
+}
+
+#[test]
+fn mixed_tree_ia32_parent_of_x86_64_child() {
+    let ctx = Ctx::new("mixed_tree_ia32_parent_of_x86_64_child");
+    mixed_tree(&ctx, "launch32", "arch64");
+}
+
+// ---------------------------------------------------------------------------------------
+// Hardware watchpoints
+
+/// offsetof(struct user, u_debugreg) on x86-64.
+const U_DEBUGREG: usize = 848;
+/// DR7: slot 0 enabled (L0), break on data writes (R/W0 = 01), 4 bytes (LEN0 = 11).
+const DR7_WRITE4_SLOT0: u64 = 1 | (0b01 << 16) | (0b11 << 18);
+
+fn ptrace_ok(r: libc::c_long, what: &str, pid: i32) {
+    assert!(
+        r != -1,
+        "{what} on pid {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Act as a debugger: seize `pid`, stop it, set DR0 = `addr` and DR7 to a 4-byte write
+/// watchpoint in slot 0, check they read back, and detach.
+fn set_watchpoint(pid: i32, addr: u64) {
+    let nul = std::ptr::null_mut::<libc::c_void>();
+    // SAFETY: ptrace requests with integer arguments on a process we started; no memory
+    // of ours is passed except `st`, a local.
+    unsafe {
+        ptrace_ok(
+            libc::ptrace(libc::PTRACE_SEIZE, pid, nul, nul),
+            "PTRACE_SEIZE",
+            pid,
+        );
+        ptrace_ok(
+            libc::ptrace(libc::PTRACE_INTERRUPT, pid, nul, nul),
+            "PTRACE_INTERRUPT",
+            pid,
+        );
+        let mut st = 0;
+        let r = libc::waitpid(pid, &mut st, libc::__WALL);
+        assert_eq!(
+            r,
+            pid,
+            "waitpid for the ptrace stop: {}",
+            std::io::Error::last_os_error()
+        );
+        assert!(
+            libc::WIFSTOPPED(st),
+            "pid {pid} did not stop for the debugger: {st:#x}"
+        );
+        for (i, v) in [(0usize, addr), (7, DR7_WRITE4_SLOT0)] {
+            let off = (U_DEBUGREG + 8 * i) as *mut libc::c_void;
+            ptrace_ok(
+                libc::ptrace(libc::PTRACE_POKEUSER, pid, off, v as *mut libc::c_void),
+                &format!("PTRACE_POKEUSER DR{i}"),
+                pid,
+            );
+            *libc::__errno_location() = 0;
+            let back = libc::ptrace(libc::PTRACE_PEEKUSER, pid, off, nul);
+            assert_eq!(
+                back as u64, v,
+                "DR{i} of pid {pid} reads back another value"
+            );
+        }
+        ptrace_ok(
+            libc::ptrace(libc::PTRACE_DETACH, pid, nul, nul),
+            "PTRACE_DETACH",
+            pid,
+        );
+    }
+}
+
+/// Start `watch`, wait for the address it prints, set the watchpoint on it, let it go.
+fn start_watched(ctx: &Ctx, spec: &Spec, go: &Path) -> (Proc, u64) {
+    let _ = fs::remove_file(go);
+    let mut p = ctx.spawn(spec);
+    p.wait_lines(1);
+    let first = p.stdout.text();
+    let addr = first
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("watched at 0x"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("watch did not print `watched at 0x...`: {first:?}"));
+    set_watchpoint(p.pid, addr);
+    assert_running_untraced(p.pid, "watch after the debugger detached");
+    fs::write(go, "").expect("create go file");
+    (p, addr)
+}
+
+#[test]
+fn hardware_watchpoint_set_by_a_debugger_keeps_triggering_after_restore() {
+    let ctx = Ctx::new("hardware_watchpoint_set_by_a_debugger_keeps_triggering_after_restore");
+    let go = ctx.path("go");
+    const STEPS: usize = 40;
+    let spec = Spec::new(target("watch")).arg(STEPS.to_string()).arg(&go);
+
+    // The uninterrupted run, under the same debugger, watchpoint set at the same point.
+    let (mut rp, addr) = start_watched(&ctx, &spec, &go);
+    let reference = rp.finish();
+    assert_eq!(reference.status.code(), Some(0));
+    let out = text(&reference.stdout);
+    let hits = out.lines().filter(|l| l.starts_with("hit ")).count();
+    assert_eq!(
+        hits, STEPS,
+        "the watchpoint should trigger once per step in the uninterrupted run:\n{out}"
+    );
+    assert!(
+        out.contains("hit 1 at step 1 (si_code 4)\nstep 1 watched 1 hits 1\n"),
+        "reference:\n{out}"
+    );
+
+    let (mut t, addr2) = start_watched(&ctx, &spec, &go);
+    assert_eq!(
+        addr, addr2,
+        "watch is built without PIE: same address each run"
+    );
+    // Hits before the dump: "hit N" and "step N" lines after the "watched at", "go".
+    t.wait_lines(2 + 2 * 12);
+    let pid = t.pid;
+    let so_far = t.stdout.text();
+    assert!(
+        so_far.contains("hit 12 at step 12 "),
+        "no hits before the dump:\n{so_far}"
+    );
+    let img = ctx.path("watch.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("original");
+
+    let inspect = ctx.ckpt(&[OsStr::new("inspect"), img.as_os_str()]);
+    inspect.assert_ok();
+    let itext = inspect.stdout_text();
+    let drline = itext
+        .lines()
+        .find(|l| l.contains("debug registers:"))
+        .unwrap_or_else(|| panic!("inspect does not show the debug registers:\n{itext}"));
+    assert!(
+        drline.contains(&format!("{addr:#x}"))
+            && drline.contains(&format!("DR7 {DR7_WRITE4_SLOT0:#x}")),
+        "inspect's debug registers should show DR0 {addr:#x} and DR7 {DR7_WRITE4_SLOT0:#x}: \
+         {drline}"
+    );
+
+    let mut r = ctx.restore(&img, &[], In::Null);
+    let fin = r.finish();
+    assert_same_output(
+        "watch (dumped after 12 hits, restored)",
+        &reference.stdout,
+        &[before, fin.stdout].concat(),
+    );
+    assert_eq!(fin.status.code(), Some(0));
+    assert_no_process(pid, "watch");
+}
+
+// ---------------------------------------------------------------------------------------
+// CPU features: refusals on a (masked) host that lacks what the image's task used
+
+#[test]
+fn check_and_restore_refuse_avx_state_on_a_host_masked_without_avx() {
+    let ctx = Ctx::new("check_and_restore_refuse_avx_state_on_a_host_masked_without_avx");
+    let spec = Spec::new(target("avx")).arg("40");
+    let (mut reference, before, img, pid) = run_and_dump_asleep(&ctx, &spec, 10, "avx");
+
+    // The premise: the task had AVX (ymm) state in use (xsave component 2).
+    let j = ctx.inspect_json(&img);
+    let used = j
+        .pointer("/arch/xfeatures_used")
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("no arch.xfeatures_used in inspect --json: {}", j["arch"]));
+    assert_ne!(
+        used & 4,
+        0,
+        "the avx target was dumped with its ymm state in use, but the image says xsave \
+         components {used:#x}"
+    );
+    let c = ckpt_env(&ctx, &[OsStr::new("check"), img.as_os_str()], &[]);
+    assert_eq!(
+        c.status.code(),
+        Some(0),
+        "ckpt check without a mask; stderr:\n{}",
+        text(&c.stderr)
+    );
+
+    // (mask, words the refusal must use)
+    let cases: &[(&str, &[&str])] = &[
+        ("no-avx2", &["AVX2"]),
+        ("no-avx", &["AVX"]),
+        ("no-xsave-comp=2", &["AVX", "component 2"]),
+    ];
+    for &(mask, words) in cases {
+        let env = [("CKPT_HOST_MASK", mask)];
+        let c = ckpt_env(&ctx, &[OsStr::new("check"), img.as_os_str()], &env);
+        let err = text(&c.stderr);
+        assert_eq!(
+            c.status.code(),
+            Some(1),
+            "ckpt check with CKPT_HOST_MASK={mask}; stderr:\n{err}"
+        );
+        assert!(
+            !err.contains("panicked"),
+            "ckpt check panicked with CKPT_HOST_MASK={mask}:\n{err}"
+        );
+        for w in words {
+            assert!(
+                err.contains(w),
+                "ckpt check with CKPT_HOST_MASK={mask} should say {w:?}:\n{err}"
+            );
+        }
+
+        let listing = ctx.listing();
+        let r = ckpt_env(&ctx, &[OsStr::new("restore"), img.as_os_str()], &env);
+        let rerr = text(&r.stderr);
+        assert_eq!(
+            r.status.code(),
+            Some(1),
+            "ckpt restore with CKPT_HOST_MASK={mask}; stderr:\n{rerr}"
+        );
+        assert!(
+            words.iter().all(|w| rerr.contains(w)),
+            "ckpt restore with CKPT_HOST_MASK={mask} should say {words:?}:\n{rerr}"
+        );
+        assert!(
+            r.stdout.is_empty(),
+            "the refused restore (CKPT_HOST_MASK={mask}) ran the program:\n{}",
+            text(&r.stdout)
+        );
+        assert_no_process(pid, &format!("restore refused with CKPT_HOST_MASK={mask}"));
+        assert_eq!(
+            ctx.listing(),
+            listing,
+            "the refused restore (CKPT_HOST_MASK={mask}) left files behind"
+        );
+        let strays = stray_children(&[reference.pid]);
+        assert!(
+            strays.is_empty(),
+            "the refused restore (CKPT_HOST_MASK={mask}) left processes: {strays:?}"
+        );
+    }
+
+    // Unmasked, the image restores and the program goes on with its ymm15 intact.
+    let fin = restore_to_end(&ctx, &img, pid, &before, "avx");
+    let reference = reference.finish();
+    assert_eq!(reference.status.code(), Some(0));
+    assert_same_output(
+        "avx (dumped asleep with ymm state in use, refused twice, restored)",
+        &reference.stdout,
+        &fin.stdout,
+    );
+    assert_eq!(fin.status.code(), Some(0));
+}
