@@ -161,6 +161,9 @@ pub mod nr {
     pub const FCNTL: u64 = 72;
     pub const PIPE2: u64 = 293;
     pub const MEMFD_CREATE: u64 = 319;
+    pub const SHMGET: u64 = 29;
+    pub const SHMAT: u64 = 30;
+    pub const SHMCTL: u64 = 31;
     pub const SOCKET: u64 = 41;
     pub const BIND: u64 = 49;
     pub const LISTEN: u64 = 50;

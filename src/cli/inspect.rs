@@ -127,6 +127,7 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
             let kind = match &v.kind {
                 VmaKind::Anon => "anon",
                 VmaKind::AnonShared => "shmem",
+                VmaKind::SysvShm { .. } => "sysv",
                 VmaKind::File { .. } => "file",
                 VmaKind::Vdso => "vdso",
                 VmaKind::Vvar => "vvar",

@@ -364,11 +364,27 @@ fn classify_vma(pid: i32, m: &MapEntry) -> Result<Option<VmaKind>> {
             }
         }
         b"/dev/zero (deleted)" if m.shared => VmaKind::AnonShared,
-        _ if path.starts_with(b"/SYSV") => {
-            return Err(unsupported(
-                pid,
-                "it has System V shared memory attached; not supported yet",
-            ));
+        _ if path.starts_with(b"/SYSV") && m.shared => {
+            let shmid = m.inode as i32;
+            let seg = procfs::sysv_shm()?
+                .into_iter()
+                .find(|s| s.1 == shmid)
+                .ok_or_else(|| {
+                    unsupported(pid, format!("System V segment {shmid} is not listed"))
+                })?;
+            let (key, _, mode, size) = seg;
+            if m.offset != 0 || m.end - m.start != (size + 4095) & !4095 {
+                return Err(unsupported(
+                    pid,
+                    format!("System V segment {shmid} is attached only in part"),
+                ));
+            }
+            VmaKind::SysvShm {
+                key,
+                shmid,
+                size,
+                mode,
+            }
         }
         _ if path.starts_with(b"/memfd:") => {
             return Err(unsupported(
@@ -851,7 +867,7 @@ pub(crate) fn collect_process(fr: &mut Frozen, seen: &mut SharedSeen) -> Result<
                 ),
             ));
         }
-        if vma.kind == VmaKind::AnonShared {
+        if matches!(vma.kind, VmaKind::AnonShared | VmaKind::SysvShm { .. }) {
             shmem_pages(pid, &mut vma, &mut runs, seen)?;
         } else {
             vma_pages(&pm, &mut vma, &mut runs)?;

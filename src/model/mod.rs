@@ -43,6 +43,15 @@ pub enum VmaKind {
     /// A mapping of a file. Private mappings get their written (copy-on-write) pages from
     /// the image on top of the file; shared ones are mapped by reference.
     File { file: FileId },
+    /// An attached System V shared memory segment (whole): its key, ID, size and mode
+    /// (with SHM_DEST, 0o1000, when it was already removed and lives on while attached).
+    /// Its contents are stored once for the image, like `AnonShared`.
+    SysvShm {
+        key: i32,
+        shmid: i32,
+        size: u64,
+        mode: u32,
+    },
     /// The kernel's vDSO code.
     Vdso,
     /// The vDSO's data pages (`[vvar]`, `[vvar_vclock]`): recreated with the vDSO.

@@ -613,6 +613,26 @@ fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
     if let Some(exe) = &proc_.mm.exe {
         check_file(exe, "executable", problems);
     }
+    for v in &proc_.vmas {
+        if let VmaKind::SysvShm { key, shmid, .. } = v.kind {
+            if let Ok(segs) = procfs::sysv_shm() {
+                if segs.iter().any(|s| s.1 == shmid) {
+                    p(
+                        problems,
+                        "sysv-taken",
+                        format!("System V shared memory ID {shmid} is in use on this host"),
+                    );
+                }
+                if key != 0 && segs.iter().any(|s| s.0 == key) {
+                    p(
+                        problems,
+                        "sysv-taken",
+                        format!("System V shared memory key {key:#x} is in use on this host"),
+                    );
+                }
+            }
+        }
+    }
     let mut seen = BTreeSet::new();
     for v in &proc_.vmas {
         if let VmaKind::File { file } = &v.kind {

@@ -145,9 +145,27 @@ fn mmap_flags(v: &Vma) -> u64 {
 /// Whether page data may land in this VMA.
 fn takes_pages(v: &Vma) -> bool {
     match v.kind {
-        VmaKind::Anon | VmaKind::AnonShared => true,
+        VmaKind::Anon | VmaKind::AnonShared | VmaKind::SysvShm { .. } => true,
         VmaKind::File { .. } => !v.shared,
         _ => false,
+    }
+}
+
+/// System V segments restore created: removed again unless the restore commits (they
+/// would outlive the killed stubs otherwise).
+#[derive(Default)]
+pub struct SysvCreated {
+    ids: Vec<i32>,
+    keep: bool,
+}
+
+impl Drop for SysvCreated {
+    fn drop(&mut self) {
+        if !self.keep {
+            for id in &self.ids {
+                sys::process::remove_sysv_shm(*id);
+            }
+        }
     }
 }
 
@@ -200,7 +218,73 @@ fn map_shmem(cx: &mut Ctx<'_>, v: &Vma, prot: u64, shm: &mut ShmOwners, size: u6
     Ok(())
 }
 
-fn map_memory(cx: &mut Ctx<'_>, shm: &mut ShmOwners, shm_sizes: &BTreeMap<u64, u64>) -> Result<()> {
+/// Attach a System V segment at its old address, creating it first (under its old ID,
+/// through kernel.shm_next_id) if this is the first process of the image to attach it.
+/// It is attached writable for the page data; protections are set afterwards.
+fn attach_sysv(
+    cx: &mut Ctx<'_>,
+    v: &Vma,
+    (key, shmid, size, mode): (i32, i32, u64, u32),
+    shm: &mut ShmOwners,
+    created: &mut SysvCreated,
+) -> Result<()> {
+    let what = format!("System V segment {shmid}");
+    if let std::collections::btree_map::Entry::Vacant(slot) = shm.entry(v.shmem_id) {
+        const NEXT_ID: &str = "/proc/sys/kernel/shm_next_id";
+        std::fs::write(NEXT_ID, shmid.to_string())
+            .map_err(|e| sys::SysError::io(format!("write {NEXT_ID}"), e))?;
+        let flags = libc::IPC_CREAT as u64 | libc::IPC_EXCL as u64 | u64::from(mode & 0o777);
+        let got = cx.call(&what, nr::SHMGET, [key as u32 as u64, size, flags, 0, 0, 0]);
+        let _ = std::fs::write(NEXT_ID, "-1");
+        let got = got?;
+        created.ids.push(got as i32);
+        if got != shmid as u64 {
+            return Err(RestoreError::Stage(format!(
+                "{what}: the kernel gave it ID {got}; the program would use the wrong one"
+            )));
+        }
+        slot.insert((cx.proc_.pid, v.start, v.end));
+    }
+    let mut fl = 0u64;
+    if v.prot & libc::PROT_EXEC as u32 != 0 {
+        fl |= libc::SHM_EXEC as u64;
+    }
+    let r = cx.call(&what, nr::SHMAT, [shmid as u64, v.start, fl, 0, 0, 0])?;
+    if r != v.start {
+        return Err(RestoreError::Stage(format!(
+            "{what}: attached at {r:#x} instead of {:#x}",
+            v.start
+        )));
+    }
+    Ok(())
+}
+
+/// After every process is staged: a segment that had been removed (SHM_DEST) while
+/// still attached is removed again; it lives on as long as someone has it attached.
+fn remove_destroyed_sysv(
+    cx: &mut Ctx<'_>,
+    done: &mut std::collections::BTreeSet<i32>,
+) -> Result<()> {
+    for v in &cx.proc_.vmas {
+        if let VmaKind::SysvShm { shmid, mode, .. } = v.kind {
+            if mode & 0o1000 != 0 && done.insert(shmid) {
+                cx.call(
+                    "shmctl(IPC_RMID)",
+                    nr::SHMCTL,
+                    [shmid as u64, libc::IPC_RMID as u64, 0, 0, 0, 0],
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn map_memory(
+    cx: &mut Ctx<'_>,
+    sysv: &mut SysvCreated,
+    shm: &mut ShmOwners,
+    shm_sizes: &BTreeMap<u64, u64>,
+) -> Result<()> {
     let proc_ = cx.proc_;
     let mut files: BTreeMap<(Vec<u8>, bool), u64> = BTreeMap::new();
     let mut vdso_done = false;
@@ -221,6 +305,14 @@ fn map_memory(cx: &mut Ctx<'_>, shm: &mut ShmOwners, shm_sizes: &BTreeMap<u64, u
                     cx.call("map the vDSO", nr::ARCH_PRCTL, [code, v.start, 0, 0, 0, 0])?;
                 }
                 continue;
+            }
+            VmaKind::SysvShm {
+                key,
+                shmid,
+                size,
+                mode,
+            } => {
+                attach_sysv(cx, v, (*key, *shmid, *size, *mode), shm, sysv)?;
             }
             VmaKind::AnonShared => {
                 let size = shm_sizes
@@ -1637,6 +1729,7 @@ struct StagedProc {
 /// What stage hands to commit.
 pub struct Staged {
     pub stub: Stub,
+    sysv: SysvCreated,
     stub_addr: u64,
     /// Per process of the image (zombies have none).
     procs: Vec<Option<StagedProc>>,
@@ -1899,6 +1992,7 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
         m
     };
     let mut shm = ShmOwners::new();
+    let mut sysv = SysvCreated::default();
     let mut pipe_holders = PipeHolders::new();
     let mut pages = PageStream::new(reader);
     let mut files = pages.read_file_data(true)?;
@@ -1914,7 +2008,7 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
         // to replace the exe link while the old executable is mapped, and the image may
         // map the very file ckpt runs from.
         set_mm(cx)?;
-        map_memory(cx, &mut shm, &shm_sizes)?;
+        map_memory(cx, &mut sysv, &mut shm, &shm_sizes)?;
         bytes += pages.load(p, Some(&cx.mem))?;
         finish_memory(cx)?;
         restore_fds(
@@ -1943,6 +2037,10 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
     }
     pages.finish()?;
     files.unlink_ghosts();
+    let mut removed = std::collections::BTreeSet::new();
+    for cx in ctxs.iter_mut().filter(|c| !c.proc_.is_zombie()) {
+        remove_destroyed_sysv(cx, &mut removed)?;
+    }
     // Every process has its pipe ends now: the holders drop their temporaries.
     for (holder, r, w) in pipe_holders.into_values() {
         if let Some(cx) = ctxs.iter_mut().find(|c| c.proc_.pid == holder) {
@@ -1966,6 +2064,7 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
         .collect();
     Ok(Staged {
         stub,
+        sysv,
         stub_addr,
         procs: procs_staged,
         bytes,
@@ -2022,6 +2121,7 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<i32> {
     fault_point("detach")?;
     // Nothing below can fail in a way we could still undo; let every thread go.
     s.stub.committed = true;
+    s.sysv.keep = true;
     let mut first_err = None;
     for sp in s.procs.iter().flatten() {
         for t in sp.threads.iter().map(|i| i.pid()).chain([sp.inj.pid()]) {

@@ -399,6 +399,29 @@ pub fn shmem_data_ranges(
     Ok((ino, out))
 }
 
+/// A System V shared memory segment from /proc/sysvipc/shm: (key, shmid, mode, size).
+pub fn sysv_shm() -> Result<Vec<(i32, i32, u32, u64)>> {
+    let text = read("/proc/sysvipc/shm".to_string())?;
+    let text = String::from_utf8_lossy(&text);
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(key), Some(id), Some(mode), Some(size)) =
+            (f.first(), f.get(1), f.get(2), f.get(3))
+        else {
+            continue;
+        };
+        let bad = || SysError::Other("cannot parse /proc/sysvipc/shm".into());
+        out.push((
+            key.parse().map_err(|_| bad())?,
+            id.parse().map_err(|_| bad())?,
+            u32::from_str_radix(mode, 8).map_err(|_| bad())?,
+            size.parse().map_err(|_| bad())?,
+        ));
+    }
+    Ok(out)
+}
+
 /// The whole of /proc/PID/fdinfo/FD.
 pub fn fdinfo_text(pid: i32, fd: i32) -> Result<String> {
     let b = read(format!("/proc/{pid}/fdinfo/{fd}"))?;

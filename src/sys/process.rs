@@ -524,3 +524,11 @@ pub fn memfd(name: &str) -> Result<std::fs::File> {
     // SAFETY: just created, owned here.
     Ok(unsafe { std::fs::File::from_raw_fd(r) })
 }
+
+/// Remove a System V shared memory segment (on a failure path: errors are ignored).
+pub fn remove_sysv_shm(id: i32) {
+    // SAFETY: IPC_RMID takes no buffer.
+    unsafe {
+        libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+    }
+}

@@ -80,6 +80,12 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("evloop", "evloop.c", &[]),
     ("twostreams", "twostreams.c", &[]),
     ("selfpipe", "selfpipe.c", &[]),
+    // tests/e2e_more.rs: unix sockets in a tree, memfd and deleted files, chroot, a tree
+    // restored in a new PID namespace
+    ("usock", "usock.c", &[]),
+    ("memfd", "memfd.c", &[]),
+    ("chroot-static", "chroot.c", &["-static"]),
+    ("nstree", "nstree.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
