@@ -614,3 +614,100 @@ fn check_and_restore_refuse_avx_state_on_a_host_masked_without_avx() {
     );
     assert_eq!(fin.status.code(), Some(0));
 }
+
+// ---------------------------------------------------------------------------------------
+// A crafted image: what a bigger machine would write
+
+/// Rewrite an image's metadata with `edit`, keeping every other record as it was (the
+/// checksums and the end record are recomputed by the writer).
+fn rewrite_image(src: &Path, dst: &Path, edit: impl FnOnce(&mut ckpt::model::Checkpoint)) {
+    use ckpt::image::{ImageReader, ImageWriter, decode_meta, tag};
+    let bytes = fs::read(src).expect("read image");
+    let mut r = ImageReader::new(bytes.as_slice()).expect("image header");
+    let mut w = ImageWriter::new(Vec::new()).expect("writer");
+    let mut edit = Some(edit);
+    while let Some(rec) = r.next_record().expect("image record") {
+        if rec.tag == tag::CHECKPOINT {
+            let mut c: ckpt::model::Checkpoint =
+                decode_meta(rec.tag, rec.payload).expect("metadata");
+            if let Some(e) = edit.take() {
+                e(&mut c);
+            }
+            w.write_meta(tag::CHECKPOINT, &c).expect("write metadata");
+        } else {
+            w.write_record(
+                rec.tag,
+                rec.flags,
+                rec.arg,
+                rec.payload,
+                rec.tag == tag::PAGES,
+            )
+            .expect("copy record");
+        }
+    }
+    fs::write(dst, w.finish().expect("finish")).expect("write crafted image");
+}
+
+/// This machine has no AVX-512 and no AMX: an image whose header says its task used
+/// their state (as one dumped on such a machine would) must be refused by `check` and by
+/// `restore` before anything is created, every problem named, and the same image
+/// without those claims must still restore.
+#[test]
+fn check_and_restore_refuse_a_crafted_image_claiming_avx512_and_amx_state() {
+    let ctx = Ctx::new("check_and_restore_refuse_a_crafted_image_claiming_avx512_and_amx_state");
+    let host = ckpt::arch::HostCaps::detect();
+    if host.has("avx512f") || host.has("amx_tile") {
+        panic!("this test needs a host without AVX-512 and AMX, to claim them in an image");
+    }
+    let spec = Spec::new(target("avx")).arg("40");
+    let (mut reference, before, img, pid) = run_and_dump_asleep(&ctx, &spec, 8, "craft");
+    let crafted = ctx.path("crafted.img");
+    rewrite_image(&img, &crafted, |c| {
+        // xsave components 5-7 (AVX-512 opmask, ZMM_Hi256, Hi16_ZMM) and 17-18 (AMX)
+        // in use, and the dump host's features.
+        c.arch.xfeatures_used |= (0b111 << 5) | (0b11 << 17);
+        c.arch.xcr0 |= (0b111 << 5) | (0b11 << 17);
+        for f in ["avx512f", "avx512bw", "amx_tile"] {
+            c.arch.cpu_features.push(f.to_string());
+        }
+    });
+    let c = ckpt_env(&ctx, &[OsStr::new("check"), crafted.as_os_str()], &[]);
+    let err = text(&c.stderr);
+    assert_eq!(
+        c.status.code(),
+        Some(1),
+        "check of the crafted image:\n{err}"
+    );
+    for w in ["AVX-512", "AMX"] {
+        assert!(err.contains(w), "check should name {w}:\n{err}");
+    }
+    let j = ckpt_env(
+        &ctx,
+        &[
+            OsStr::new("check"),
+            OsStr::new("--json"),
+            crafted.as_os_str(),
+        ],
+        &[],
+    );
+    let v: Value = serde_json::from_slice(&j.stdout).expect("check --json is JSON");
+    assert_eq!(v["restorable"], Value::Bool(false));
+    assert!(
+        v["problems"].as_array().is_some_and(|p| p.len() >= 2),
+        "every problem listed: {v}"
+    );
+    let listing = ctx.listing();
+    let r = ckpt_env(&ctx, &[OsStr::new("restore"), crafted.as_os_str()], &[]);
+    assert_eq!(r.status.code(), Some(1), "restore of the crafted image");
+    assert!(r.stdout.is_empty(), "nothing ran: {}", text(&r.stdout));
+    assert_no_process(pid, "after the refused restore");
+    assert_eq!(
+        ctx.listing(),
+        listing,
+        "the refused restore left files behind"
+    );
+    // The untouched image restores and continues exactly.
+    let fin = restore_to_end(&ctx, &img, pid, &before, "craft");
+    let want = reference.finish();
+    assert_same_output("restored avx target", &want.stdout, &fin.stdout);
+}
