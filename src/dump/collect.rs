@@ -541,6 +541,18 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
     let flags = flags & !(libc::O_CLOEXEC as u32);
     let linkp = PathBuf::from(&link_path);
     let name = String::from_utf8_lossy(&link).into_owned();
+    // A lock (flock, POSIX, OFD) would silently vanish: refuse until locks are restored.
+    if procfs::fdinfo_text(pid, fd)?
+        .lines()
+        .any(|l| l.starts_with("lock:"))
+    {
+        return Err(unsupported(
+            pid,
+            format!(
+                "file descriptor {fd} ({name}) holds a file lock; file locks are not supported yet"
+            ),
+        ));
+    }
     let not_yet = |kind: &str| {
         unsupported(
             pid,
@@ -703,10 +715,12 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
             flags,
             pos,
         }
-    } else if fd <= 2 && (fmt == libc::S_IFIFO || fmt == libc::S_IFSOCK) {
+    } else if fd <= 2 && fmt == libc::S_IFSOCK {
         FdKind::Inherited { what: name, flags }
     } else if fmt == libc::S_IFIFO {
-        return Err(not_yet("a FIFO"));
+        // Both ends may be inside the tree (opened by path): never mistake one for an
+        // inherited descriptor.
+        return Err(not_yet("a FIFO (named pipe)"));
     } else {
         return Err(not_yet("a special file"));
     };
