@@ -872,14 +872,23 @@ pub(crate) fn collect_process(fr: &mut Frozen, seen: &mut SharedSeen) -> Result<
             guard_ranges: Vec::new(),
             shmem_id: 0,
         };
-        if vma.has_flag("io") && !matches!(vma.kind, VmaKind::Vdso | VmaKind::Vvar) {
-            return Err(unsupported(
-                pid,
-                format!(
-                    "memory area {:#x}-{:#x} maps device memory (VM_IO)",
-                    m.start, m.end
-                ),
-            ));
+        // Kinds of memory whose restore would silently differ: refuse them by name.
+        let special = !matches!(vma.kind, VmaKind::Vdso | VmaKind::Vvar);
+        for (flag, what) in [
+            ("io", "device memory (VM_IO)"),
+            ("pf", "raw page frames (VM_PFNMAP)"),
+            ("ht", "hugetlbfs pages"),
+            ("sl", "a sealed mapping (mseal)"),
+        ] {
+            if special && vma.has_flag(flag) {
+                return Err(unsupported(
+                    pid,
+                    format!(
+                        "memory area {:#x}-{:#x} is {what}; not supported yet",
+                        m.start, m.end
+                    ),
+                ));
+            }
         }
         if matches!(vma.kind, VmaKind::AnonShared | VmaKind::SysvShm { .. }) {
             shmem_pages(pid, &mut vma, &mut runs, seen)?;

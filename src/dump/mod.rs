@@ -337,6 +337,19 @@ fn precheck(pid: i32) -> Result<()> {
     if st.nspid_depth > 1 {
         return unsupported("it runs in a nested PID namespace, not supported yet".into());
     }
+    // Other namespaces than ckpt's would be silently replaced by ckpt's at restore.
+    for ns in ["mnt", "net", "ipc", "uts", "user", "cgroup", "time"] {
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}"));
+        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}"));
+        if let (Ok(a), Ok(b)) = (theirs, ours) {
+            if a != b {
+                return unsupported(format!(
+                    "it runs in another {ns} namespace than ckpt; namespaces are not \
+                     supported yet (run ckpt inside them)"
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
