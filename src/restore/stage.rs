@@ -1335,6 +1335,12 @@ fn restore_attrs(cx: &mut Ctx<'_>) -> Result<()> {
     }
     let ia32 = proc_.abi() == Abi::Ia32;
     for s in &proc_.sigactions {
+        // The stub starts with ckpt's own dispositions (mostly the defaults): only the
+        // ones that differ need a round trip.
+        let theirs = [s.handler, s.flags, s.restorer, s.mask];
+        if s.handler <= 1 && sys::process::own_sigaction(s.signo) == Some(theirs) {
+            continue;
+        }
         let what = format!("rt_sigaction({})", s.signo);
         if ia32 {
             // Through the compat syscall: the kernel then marks the handler as ia32

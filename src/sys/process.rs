@@ -532,3 +532,21 @@ pub fn remove_sysv_shm(id: i32) {
         libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
     }
 }
+
+/// This process's own disposition of `sig` as the kernel keeps it (handler, flags,
+/// restorer, mask): a stub forked from us starts with exactly these.
+pub fn own_sigaction(sig: u32) -> Option<[u64; 4]> {
+    let mut old = [0u64; 4];
+    // SAFETY: rt_sigaction reads no new action (null) and writes the old one into
+    // `old`, which has the kernel's struct sigaction size (4 words) on x86-64.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig as libc::c_long,
+            std::ptr::null::<u64>(),
+            old.as_mut_ptr(),
+            8usize,
+        )
+    };
+    (r == 0).then_some(old)
+}
