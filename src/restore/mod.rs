@@ -65,7 +65,12 @@ pub(crate) fn fault_point(step: &str) -> Result<()> {
         }
     }
     if std::env::var_os("CKPT_FAULT_TRACE").is_some() {
-        eprintln!("ckpt: step #{n} {step}");
+        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let t = T0.get_or_init(Instant::now).elapsed();
+        eprintln!(
+            "ckpt: step #{n} {step} (at {:.3} ms)",
+            t.as_secs_f64() * 1e3
+        );
     }
     Ok(())
 }

@@ -2091,13 +2091,17 @@ fn set_thread_state(tid: i32, t: &Thread, xsave: &[u8]) -> Result<()> {
         ptrace::set_thread_area(tid, d)?;
     }
     ptrace::set_xstate(tid, xsave)?;
+    // Debug registers: a new thread has none, and each address written makes the kernel
+    // register a (disabled) hardware breakpoint, about a millisecond each: write only
+    // the slots in use. DR7 (enable bits) last, after the addresses it enables.
     for (i, v) in ax::DEBUGREG_INDEXES.iter().zip(t.arch.debugregs) {
-        // DR7 (enable bits) last, after the addresses it enables.
-        if *i != 7 {
+        if *i != 7 && v != 0 {
             ptrace::poke_user(tid, ax::DEBUGREG_OFFSET + i * 8, v)?;
         }
     }
-    ptrace::poke_user(tid, ax::DEBUGREG_OFFSET + 7 * 8, t.arch.debugregs[5])?;
+    if t.arch.debugregs[5] != 0 {
+        ptrace::poke_user(tid, ax::DEBUGREG_OFFSET + 7 * 8, t.arch.debugregs[5])?;
+    }
     ptrace::set_regs(tid, &ax::resume_regs(&t.arch.regs))?;
     Ok(())
 }
