@@ -963,12 +963,19 @@ fn place_pair_end(
     if holder == proc_.pid {
         cx.call(&what, nr::DUP3, [src, f.fd as u64, cl, 0, 0, 0])?;
     } else {
-        let pidfd = cx.call("pidfd_open", nr::PIDFD_OPEN, [holder as u64, 0, 0, 0, 0, 0])?;
-        let n = cx.call(&what, nr::PIDFD_GETFD, [pidfd, src, 0, 0, 0, 0]);
-        cx.call("close", nr::CLOSE, [pidfd, 0, 0, 0, 0, 0])?;
-        move_fd(cx, n?, f.fd, f.cloexec)?;
+        let n = take_remote_fd(cx, holder, src, &what)?;
+        move_fd(cx, n, f.fd, f.cloexec)?;
     }
     set_status_flags(cx, f.fd, flags)
+}
+
+/// A copy, in this process, of descriptor `fd` of process `pid` (pidfd_getfd): the same
+/// open file description.
+fn take_remote_fd(cx: &mut Ctx<'_>, pid: i32, fd: u64, what: &str) -> Result<u64> {
+    let pidfd = cx.call("pidfd_open", nr::PIDFD_OPEN, [pid as u64, 0, 0, 0, 0, 0])?;
+    let n = cx.call(what, nr::PIDFD_GETFD, [pidfd, fd, 0, 0, 0, 0]);
+    cx.call("close", nr::CLOSE, [pidfd, 0, 0, 0, 0, 0])?;
+    n
 }
 
 /// Move a freshly made descriptor `n` to number `fd` with the right close-on-exec flag
@@ -1178,29 +1185,12 @@ fn restore_fds(
         let cl = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
         if let Some((q, qfd)) = f.shared_with {
             // The same open file description as an earlier descriptor: take that one.
-            let n = if q == proc_.pid {
-                qfd as u64
+            if q == proc_.pid {
+                cx.call("dup3", nr::DUP3, [qfd as u64, f.fd as u64, cl, 0, 0, 0])?;
             } else {
-                let pidfd = cx.call("pidfd_open", nr::PIDFD_OPEN, [q as u64, 0, 0, 0, 0, 0])?;
-                let n = cx.call(
-                    &format!("take descriptor {qfd} of process {q}"),
-                    nr::PIDFD_GETFD,
-                    [pidfd, qfd as u64, 0, 0, 0, 0],
-                );
-                cx.call("close", nr::CLOSE, [pidfd, 0, 0, 0, 0, 0])?;
-                n?
-            };
-            if n == f.fd as u64 {
-                cx.call(
-                    "fcntl(F_SETFD)",
-                    nr::FCNTL,
-                    [n, libc::F_SETFD as u64, u64::from(f.cloexec), 0, 0, 0],
-                )?;
-            } else {
-                cx.call("dup3", nr::DUP3, [n, f.fd as u64, cl, 0, 0, 0])?;
-                if q != proc_.pid {
-                    cx.call("close", nr::CLOSE, [n, 0, 0, 0, 0, 0])?;
-                }
+                let what = format!("take descriptor {qfd} of process {q}");
+                let n = take_remote_fd(cx, q, qfd as u64, &what)?;
+                move_fd(cx, n, f.fd, f.cloexec)?;
             }
             continue;
         }
