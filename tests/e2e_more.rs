@@ -609,3 +609,139 @@ fn process_on_a_pty_is_restored_onto_the_terminal_of_ckpt_restore() {
     let got = [tty_text(&before.stdout), tty_text(&after.stdout)].concat();
     assert_same_output("program on a pty", &want, &got);
 }
+
+// ---------------------------------------------------------------------------------------
+// TCP: a server whose client is outside the dumped tree
+
+/// A free loopback port (bound and released; the server binds it right after).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// One client session with `tcpsrv.py`: three exchanges, then two messages the server
+/// leaves unread until `go` exists, then `between` runs (the dump and restore), then the
+/// go-file, the two replies, one more exchange, and "bye". Returns what the client got.
+fn tcp_session(port: u16, go: &Path, between: &mut dyn FnMut()) -> Vec<u8> {
+    use std::io::{BufRead, BufReader, Write};
+    let deadline = std::time::Instant::now() + timeout();
+    let conn = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "connect to the server: {e}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    };
+    conn.set_read_timeout(Some(timeout()))
+        .expect("read timeout");
+    let mut w = conn.try_clone().expect("clone stream");
+    let mut r = BufReader::new(conn);
+    let mut got = Vec::new();
+    let send = |w: &mut std::net::TcpStream, m: &str| {
+        let mut b = m.as_bytes().to_vec();
+        b.resize(16, b'.');
+        w.write_all(&b).expect("send to the server");
+    };
+    let recv = |r: &mut BufReader<std::net::TcpStream>, got: &mut Vec<u8>| {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("reply from the server");
+        assert!(!line.is_empty(), "the server closed the connection");
+        got.extend_from_slice(line.as_bytes());
+    };
+    for m in ["alpha", "beta", "gamma"] {
+        send(&mut w, m);
+        recv(&mut r, &mut got);
+    }
+    send(&mut w, "delta");
+    send(&mut w, "epsilon");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    between();
+    fs::write(go, b"go").expect("go-file");
+    recv(&mut r, &mut got);
+    recv(&mut r, &mut got);
+    send(&mut w, "zeta");
+    recv(&mut r, &mut got);
+    send(&mut w, "bye");
+    got
+}
+
+/// A TCP server with a connected client outside the tree (this test) is dumped while two
+/// of the client's messages sit unread in its receive queue, killed, and restored: the
+/// client keeps talking over the same connection (no reset), and every reply — counted
+/// and digested by the server over everything it received — equals an uninterrupted
+/// run's; so do the server's own output and exit status.
+#[test]
+fn tcp_server_keeps_its_connection_with_an_outside_client_across_dump_and_restore() {
+    let ctx =
+        Ctx::new("tcp_server_keeps_its_connection_with_an_outside_client_across_dump_and_restore");
+    // Reference run.
+    let (rport, rgo) = (free_port(), ctx.path("go-ref"));
+    let rspec = Spec::new(python3())
+        .arg(script("tcpsrv.py"))
+        .arg(rport.to_string())
+        .arg(&rgo);
+    let mut rp = ctx.spawn(&rspec);
+    rp.wait_lines(1);
+    let want = tcp_session(rport, &rgo, &mut || {});
+    let reference = rp.finish();
+    assert_eq!(reference.status.code(), Some(0), "reference server");
+
+    // Dumped run.
+    let (port, go) = (free_port(), ctx.path("go"));
+    let spec = Spec::new(python3())
+        .arg(script("tcpsrv.py"))
+        .arg(port.to_string())
+        .arg(&go);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(1);
+    let pid = t.pid;
+    let img = ctx.path("tcp.img");
+    let mut restored: Option<Proc> = None;
+    let mut before = Vec::new();
+    let got = tcp_session(port, &go, &mut || {
+        ctx.dump(pid, &img);
+        t.expect_killed();
+        before = t.stdout.finish("tcp server: original");
+        let j = ctx.inspect_json(&img);
+        let s = j.to_string();
+        assert!(
+            s.contains("TcpListen") && s.contains("TcpConn"),
+            "image: {s}"
+        );
+        let unread = j
+            .pointer("/processes/0/fds")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.pointer("/kind/TcpConn/conn/rcvq"))
+            .map(json_bytes_len)
+            .sum::<usize>();
+        assert_eq!(unread, 32, "the two unread messages are in the image");
+        let mut r = ctx.restore(&img, &[], In::Null);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(r.try_wait().is_none(), "the restored server runs");
+        restored = Some(r);
+    });
+    let fin = restored.expect("restored").finish();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want),
+        "replies over the kept connection"
+    );
+    assert_same_output(
+        "tcp server output",
+        &reference.stdout,
+        &[before, fin.stdout].concat(),
+    );
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "restored server: {}",
+        text(&fin.stderr)
+    );
+}

@@ -168,6 +168,9 @@ pub mod nr {
     pub const BIND: u64 = 49;
     pub const LISTEN: u64 = 50;
     pub const SOCKETPAIR: u64 = 53;
+    pub const CONNECT: u64 = 42;
+    pub const SENDTO: u64 = 44;
+    pub const SETSOCKOPT: u64 = 54;
     pub const EVENTFD2: u64 = 290;
     pub const TIMERFD_CREATE: u64 = 283;
     pub const TIMERFD_SETTIME: u64 = 286;

@@ -180,6 +180,16 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
                     "timerfd clock {clock}, next in {value_ns} ns, every {interval_ns} ns, {ticks} unread"
                 ),
                 FdKind::SignalFd { mask, .. } => format!("signalfd mask {mask:#x}"),
+                FdKind::TcpListen { addr, backlog, .. } => {
+                    format!("TCP listening on {} (backlog {backlog})", show_inet(addr))
+                }
+                FdKind::TcpConn { conn, .. } => format!(
+                    "TCP connection {} -> {} ({} bytes unsent/unacked, {} unread)",
+                    show_inet(&conn.local),
+                    show_inet(&conn.peer),
+                    conn.sndq.len(),
+                    conn.rcvq.len()
+                ),
                 FdKind::Memfd {
                     name, seals, pos, ..
                 } => format!(
@@ -289,4 +299,21 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A raw sockaddr_in / sockaddr_in6 as "address:port".
+fn show_inet(a: &[u8]) -> String {
+    let port = a
+        .get(2..4)
+        .map(|p| u16::from_be_bytes([p[0], p[1]]))
+        .unwrap_or(0);
+    match a.len() {
+        16 => format!("{}.{}.{}.{}:{port}", a[4], a[5], a[6], a[7]),
+        28 => {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&a[8..24]);
+            format!("[{}]:{port}", std::net::Ipv6Addr::from(b))
+        }
+        _ => "?".into(),
+    }
 }

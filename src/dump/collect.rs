@@ -1065,6 +1065,8 @@ pub(crate) fn link_shared_fds(procs: &mut [ProcCollected]) -> Result<()> {
             FdKind::Epoll { .. } => Some((2, 3, 0)),
             FdKind::UnixPair { id, end, .. } => Some((3, *id, u64::from(*end))),
             FdKind::UnixListen { .. } => Some((2, 4, 0)),
+            FdKind::TcpListen { .. } => Some((2, 5, 0)),
+            FdKind::TcpConn { .. } => Some((2, 6, 0)),
             FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. } => Some((4, *data, 0)),
             FdKind::Inherited { .. } => None,
         }
@@ -1150,6 +1152,7 @@ pub(crate) fn resolve_pipes(procs: &mut [ProcCollected]) -> Result<Vec<crate::mo
 /// refused, naming it.
 pub(crate) fn resolve_sockets(
     procs: &mut [ProcCollected],
+    repair: &mut Vec<std::os::fd::OwnedFd>,
 ) -> Result<Vec<crate::model::SocketPairState>> {
     use crate::sys::sockdiag::{self, STATE_ESTABLISHED, STATE_LISTEN};
     fn ino_of(k: &FdKind) -> Option<u64> {
@@ -1195,10 +1198,70 @@ pub(crate) fn resolve_sockets(
                 )
             };
             let Some(s) = diag.get(&ino) else {
-                if f.fd <= 2 {
-                    continue; // a network socket of the outside world as stdio
+                // TCP: read with TCP_REPAIR through a duplicate that stays open (in
+                // repair mode) until the process is released, so that its death sends
+                // nothing to the peer.
+                let dup = sys::process::steal_fd(pid, f.fd)?;
+                match sys::tcp::inspect(&dup)? {
+                    sys::tcp::TcpSock::Listen {
+                        family,
+                        addr,
+                        backlog,
+                        pending,
+                        reuseaddr,
+                        v6only,
+                    } => {
+                        if pending != 0 {
+                            return Err(refuse(
+                                "a listening TCP socket with connections waiting to be accepted",
+                            ));
+                        }
+                        f.kind = FdKind::TcpListen {
+                            family,
+                            addr,
+                            backlog,
+                            reuseaddr,
+                            v6only,
+                            flags,
+                        };
+                    }
+                    sys::tcp::TcpSock::Established(c) => {
+                        f.kind = FdKind::TcpConn {
+                            conn: Box::new(crate::model::TcpState {
+                                family: c.family,
+                                local: c.local,
+                                peer: c.peer,
+                                snd_seq: c.snd_seq,
+                                rcv_seq: c.rcv_seq,
+                                sndq: c.sndq,
+                                rcvq: c.rcvq,
+                                mss: c.mss,
+                                snd_wscale: c.snd_wscale,
+                                rcv_wscale: c.rcv_wscale,
+                                sack: c.sack,
+                                timestamps: c.timestamps,
+                                tsval: c.tsval,
+                                window: c.window,
+                                nodelay: c.nodelay,
+                            }),
+                            flags,
+                        };
+                        repair.push(dup);
+                    }
+                    sys::tcp::TcpSock::Other(state) => {
+                        if f.fd > 2 {
+                            return Err(refuse(&format!(
+                                "a TCP socket in state {state} (neither listening nor established)"
+                            )));
+                        }
+                    }
+                    sys::tcp::TcpSock::NotTcp => {
+                        if f.fd > 2 {
+                            return Err(refuse("a network socket other than TCP"));
+                        }
+                    }
                 }
-                return Err(refuse("a network socket"));
+                continue;
             };
             if s.state == STATE_LISTEN {
                 let mut name = s.name.clone().unwrap_or_default();

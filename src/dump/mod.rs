@@ -439,6 +439,29 @@ impl FrozenTree {
     }
 }
 
+/// TCP sockets held in repair mode during a dump; a failed dump takes them out of it so
+/// the target runs on with working connections.
+struct RepairGuard(Vec<std::os::fd::OwnedFd>);
+
+impl RepairGuard {
+    /// Close the duplicates with the sockets still in repair mode.
+    fn close_silently(mut self) {
+        drop(std::mem::take(&mut self.0));
+    }
+
+    fn off(&mut self) {
+        for fd in self.0.drain(..) {
+            sys::tcp::repair_off(&fd);
+        }
+    }
+}
+
+impl Drop for RepairGuard {
+    fn drop(&mut self) {
+        self.off();
+    }
+}
+
 /// Dump the process tree rooted at `pid` to `out`.
 pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     let t0 = Instant::now();
@@ -465,7 +488,19 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
     }
     let pipes = collect::resolve_pipes(&mut procs)?;
-    let socketpairs = collect::resolve_sockets(&mut procs)?;
+    // TCP connections in repair mode, held until the tree is released (see below).
+    let mut repair = Vec::new();
+    let socketpairs = collect::resolve_sockets(&mut procs, &mut repair);
+    let socketpairs = match socketpairs {
+        Ok(s) => s,
+        Err(e) => {
+            for fd in &repair {
+                sys::tcp::repair_off(fd);
+            }
+            return Err(e);
+        }
+    };
+    let mut repair = RepairGuard(repair);
     collect::link_shared_fds(&mut procs)?;
     let mut collected = collect::assemble(pid, procs)?;
     collected.ckpt.pipes = pipes;
@@ -498,9 +533,13 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
     }
     if opts.leave_running {
+        repair.off();
         tree.let_go()?;
     } else {
+        // Killed with their connections in repair mode: closing them sends no FIN or
+        // RST, and the peer keeps the connection for the restored process.
         tree.kill()?;
+        repair.close_silently();
     }
     stats.frozen = tree.frozen_at.elapsed();
     stats.total = t0.elapsed();

@@ -243,6 +243,18 @@ pub enum FdKind {
         pos: u64,
         data: u64,
     },
+    /// A listening TCP socket: its address (raw sockaddr) and backlog.
+    TcpListen {
+        family: i32,
+        #[serde(with = "serde_bytes")]
+        addr: Vec<u8>,
+        backlog: u32,
+        reuseaddr: bool,
+        v6only: bool,
+        flags: u32,
+    },
+    /// An established TCP connection, restored with TCP_REPAIR.
+    TcpConn { conn: Box<TcpState>, flags: u32 },
     /// eventfd with its counter.
     EventFd {
         count: u64,
@@ -270,6 +282,35 @@ pub enum FdKind {
         #[serde(default)]
         flags: u32,
     },
+}
+
+/// An established TCP connection as TCP repair mode shows it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct TcpState {
+    pub family: i32,
+    /// Raw socket addresses (sockaddr_in / sockaddr_in6).
+    #[serde(with = "serde_bytes")]
+    pub local: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub peer: Vec<u8>,
+    /// Sequence numbers of the first byte of the send and receive queues.
+    pub snd_seq: u32,
+    pub rcv_seq: u32,
+    /// Data sent but not yet acknowledged (or not yet sent), and data received but not
+    /// yet read.
+    #[serde(with = "serde_bytes")]
+    pub sndq: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub rcvq: Vec<u8>,
+    pub mss: u32,
+    pub snd_wscale: u32,
+    pub rcv_wscale: u32,
+    pub sack: bool,
+    pub timestamps: bool,
+    pub tsval: u32,
+    /// TCP_REPAIR_WINDOW: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
+    pub window: [u32; 5],
+    pub nodelay: bool,
 }
 
 /// One descriptor registered in an epoll instance.

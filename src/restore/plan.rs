@@ -669,7 +669,7 @@ fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
                     );
                 }
             }
-            FdKind::Memfd { .. } => {}
+            FdKind::Memfd { .. } | FdKind::TcpListen { .. } | FdKind::TcpConn { .. } => {}
             FdKind::Inherited { .. }
             | FdKind::Pipe { .. }
             | FdKind::UnixPair { .. }

@@ -1056,6 +1056,211 @@ fn create_listener(cx: &mut Ctx<'_>, name: &[u8], typ: i32, backlog: u32) -> Res
     Ok(n)
 }
 
+fn setsockopt_u32(
+    cx: &mut Ctx<'_>,
+    fd: u64,
+    level: i32,
+    opt: i32,
+    v: u32,
+    what: &str,
+) -> Result<()> {
+    let a = cx.put(8192 - 64, &v.to_le_bytes())?;
+    cx.call(
+        what,
+        nr::SETSOCKOPT,
+        [fd, level as u64, opt as u64, a, 4, 0],
+    )?;
+    Ok(())
+}
+
+fn check_sockaddr(family: i32, addr: &[u8]) -> Result<()> {
+    let want = if family == libc::AF_INET6 { 28 } else { 16 };
+    if !(family == libc::AF_INET || family == libc::AF_INET6) || addr.len() != want {
+        return Err(RestoreError::Malformed("invalid TCP socket address".into()));
+    }
+    Ok(())
+}
+
+/// A listening TCP socket on its old address.
+fn create_tcp_listener(
+    cx: &mut Ctx<'_>,
+    family: i32,
+    addr: &[u8],
+    backlog: u32,
+    reuseaddr: bool,
+    v6only: bool,
+) -> Result<u64> {
+    check_sockaddr(family, addr)?;
+    let n = cx.call(
+        "socket(TCP)",
+        nr::SOCKET,
+        [
+            family as u64,
+            (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    if reuseaddr {
+        setsockopt_u32(
+            cx,
+            n,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            1,
+            "SO_REUSEADDR",
+        )?;
+    }
+    if family == libc::AF_INET6 {
+        setsockopt_u32(
+            cx,
+            n,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            u32::from(v6only),
+            "IPV6_V6ONLY",
+        )?;
+    }
+    let a = cx.put(0, addr)?;
+    cx.call(
+        "bind TCP listener",
+        nr::BIND,
+        [n, a, addr.len() as u64, 0, 0, 0],
+    )?;
+    cx.call("listen", nr::LISTEN, [n, u64::from(backlog), 0, 0, 0, 0])?;
+    Ok(n)
+}
+
+/// An established TCP connection, rebuilt in repair mode: same addresses, sequence
+/// numbers, options, window and queued data; then taken out of repair mode.
+fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> Result<u64> {
+    check_sockaddr(c.family, &c.local)?;
+    check_sockaddr(c.family, &c.peer)?;
+    let sol_tcp = libc::SOL_TCP;
+    let n = cx.call(
+        "socket(TCP)",
+        nr::SOCKET,
+        [
+            c.family as u64,
+            (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    // Repair mode also lets the socket bind to its old address next to the restored
+    // listener (the kernel forces the reuse); SO_REUSEADDR would undo that.
+    setsockopt_u32(cx, n, sol_tcp, libc::TCP_REPAIR, 1, "TCP_REPAIR on")?;
+    let a = cx.put(0, &c.local)?;
+    cx.call(
+        "bind TCP connection",
+        nr::BIND,
+        [n, a, c.local.len() as u64, 0, 0, 0],
+    )?;
+    for (q, seq) in [(1u32, c.rcv_seq), (2u32, c.snd_seq)] {
+        setsockopt_u32(
+            cx,
+            n,
+            sol_tcp,
+            libc::TCP_REPAIR_QUEUE,
+            q,
+            "TCP_REPAIR_QUEUE",
+        )?;
+        setsockopt_u32(cx, n, sol_tcp, libc::TCP_QUEUE_SEQ, seq, "TCP_QUEUE_SEQ")?;
+    }
+    let a = cx.put(0, &c.peer)?;
+    cx.call(
+        "connect (repair)",
+        nr::CONNECT,
+        [n, a, c.peer.len() as u64, 0, 0, 0],
+    )?;
+    // struct tcp_repair_opt { u32 code; u32 val; }: MSS, window scales, SACK, timestamps.
+    let mut opts: Vec<u8> = Vec::new();
+    let mut push = |code: u32, val: u32| {
+        opts.extend_from_slice(&code.to_le_bytes());
+        opts.extend_from_slice(&val.to_le_bytes());
+    };
+    push(2, c.mss);
+    push(3, c.snd_wscale | (c.rcv_wscale << 16));
+    if c.sack {
+        push(4, 0);
+    }
+    if c.timestamps {
+        push(8, 0);
+    }
+    let a = cx.put(0, &opts)?;
+    cx.call(
+        "TCP_REPAIR_OPTIONS",
+        nr::SETSOCKOPT,
+        [
+            n,
+            sol_tcp as u64,
+            libc::TCP_REPAIR_OPTIONS as u64,
+            a,
+            opts.len() as u64,
+            0,
+        ],
+    )?;
+    if c.timestamps {
+        setsockopt_u32(
+            cx,
+            n,
+            sol_tcp,
+            libc::TCP_TIMESTAMP,
+            c.tsval,
+            "TCP_TIMESTAMP",
+        )?;
+    }
+    // Queued data goes back into each queue as it was (repair mode sends nothing).
+    for (q, data) in [(2u32, &c.sndq), (1u32, &c.rcvq)] {
+        if data.is_empty() {
+            continue;
+        }
+        setsockopt_u32(
+            cx,
+            n,
+            sol_tcp,
+            libc::TCP_REPAIR_QUEUE,
+            q,
+            "TCP_REPAIR_QUEUE",
+        )?;
+        for chunk in data.chunks(1 << 19) {
+            let a = cx.put(0, chunk)?;
+            let sent = cx.call(
+                "queue TCP data",
+                nr::SENDTO,
+                [n, a, chunk.len() as u64, 0, 0, 0],
+            )?;
+            if sent != chunk.len() as u64 {
+                return Err(RestoreError::Stage(format!(
+                    "TCP connection: only {sent} of {} queued bytes could be put back",
+                    chunk.len()
+                )));
+            }
+        }
+    }
+    // The window last: the kernel checks it against the receive sequence, which the
+    // queued data has just moved to where it was.
+    let mut w = Vec::with_capacity(20);
+    for v in c.window {
+        w.extend_from_slice(&v.to_le_bytes());
+    }
+    let a = cx.put(0, &w)?;
+    cx.call(
+        "TCP_REPAIR_WINDOW",
+        nr::SETSOCKOPT,
+        [n, sol_tcp as u64, libc::TCP_REPAIR_WINDOW as u64, a, 20, 0],
+    )?;
+    setsockopt_u32(cx, n, sol_tcp, libc::TCP_REPAIR, 0, "TCP_REPAIR off")?;
+    if c.nodelay {
+        setsockopt_u32(cx, n, sol_tcp, libc::TCP_NODELAY, 1, "TCP_NODELAY")?;
+    }
+    Ok(n)
+}
+
 fn show_name(name: &[u8]) -> String {
     match name.split_first() {
         Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
@@ -1202,6 +1407,25 @@ fn restore_fds(
                     .find(|p| p.id == *id)
                     .ok_or_else(|| RestoreError::Malformed(format!("unknown pipe {id}")))?;
                 place_pair_end(cx, f, PairEnd::Pipe(pipe, *write), *flags, holders)?;
+                continue;
+            }
+            FdKind::TcpListen {
+                family,
+                addr,
+                backlog,
+                reuseaddr,
+                v6only,
+                flags,
+            } => {
+                let n = create_tcp_listener(cx, *family, addr, *backlog, *reuseaddr, *v6only)?;
+                move_fd(cx, n, f.fd, f.cloexec)?;
+                set_status_flags(cx, f.fd, *flags)?;
+                continue;
+            }
+            FdKind::TcpConn { conn, flags } => {
+                let n = create_tcp_conn(cx, conn)?;
+                move_fd(cx, n, f.fd, f.cloexec)?;
+                set_status_flags(cx, f.fd, *flags)?;
                 continue;
             }
             FdKind::Memfd { flags, .. } | FdKind::DeletedFile { flags, .. } => {

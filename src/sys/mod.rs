@@ -8,6 +8,7 @@ pub mod proc;
 pub mod process;
 pub mod ptrace;
 pub mod sockdiag;
+pub mod tcp;
 
 use std::io;
 

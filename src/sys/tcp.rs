@@ -1,0 +1,209 @@
+//! TCP sockets read with TCP_REPAIR (the kernel's checkpoint/restore interface for TCP):
+//! addresses, sequence numbers, queued data, window and options.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use super::{Result, SysError, check};
+
+/// An established connection, as TCP repair mode shows it.
+#[derive(Debug, Clone, Default)]
+pub struct TcpConn {
+    pub family: i32,
+    pub local: Vec<u8>,
+    pub peer: Vec<u8>,
+    pub snd_seq: u32,
+    pub rcv_seq: u32,
+    pub sndq: Vec<u8>,
+    pub rcvq: Vec<u8>,
+    pub mss: u32,
+    pub snd_wscale: u32,
+    pub rcv_wscale: u32,
+    pub sack: bool,
+    pub timestamps: bool,
+    pub tsval: u32,
+    pub window: [u32; 5],
+    pub nodelay: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum TcpSock {
+    Listen {
+        family: i32,
+        addr: Vec<u8>,
+        backlog: u32,
+        pending: u32,
+        reuseaddr: bool,
+        v6only: bool,
+    },
+    Established(TcpConn),
+    /// Another TCP state (SYN_SENT, CLOSE_WAIT...).
+    Other(u8),
+    /// Not a TCP socket.
+    NotTcp,
+}
+
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_LISTEN: u8 = 10;
+pub const TCP_RECV_QUEUE: u32 = 1;
+pub const TCP_SEND_QUEUE: u32 = 2;
+
+fn getsockopt_bytes(fd: &OwnedFd, level: i32, opt: i32, len: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut l = len as libc::socklen_t;
+    // SAFETY: `buf` has `l` bytes; the kernel writes at most that and updates `l`.
+    let r =
+        unsafe { libc::getsockopt(fd.as_raw_fd(), level, opt, buf.as_mut_ptr().cast(), &mut l) };
+    check(r as libc::c_long, || format!("getsockopt({level}, {opt})"))?;
+    buf.truncate(l as usize);
+    Ok(buf)
+}
+
+fn getsockopt_u32(fd: &OwnedFd, level: i32, opt: i32) -> Result<u32> {
+    let b = getsockopt_bytes(fd, level, opt, 4)?;
+    Ok(u32::from_ne_bytes(
+        b.get(0..4)
+            .and_then(|s| s.try_into().ok())
+            .unwrap_or_default(),
+    ))
+}
+
+fn setsockopt_u32(fd: &OwnedFd, level: i32, opt: i32, v: u32) -> Result<()> {
+    // SAFETY: a 4-byte value is passed by pointer with its length.
+    let r = unsafe { libc::setsockopt(fd.as_raw_fd(), level, opt, (&v as *const u32).cast(), 4) };
+    check(r as libc::c_long, || format!("setsockopt({level}, {opt})"))?;
+    Ok(())
+}
+
+fn sockname(fd: &OwnedFd, peer: bool) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; 128];
+    let mut l: libc::socklen_t = 128;
+    // SAFETY: `buf` has `l` bytes for the address; the kernel updates `l`.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(fd.as_raw_fd(), buf.as_mut_ptr().cast(), &mut l)
+        } else {
+            libc::getsockname(fd.as_raw_fd(), buf.as_mut_ptr().cast(), &mut l)
+        }
+    };
+    check(r as libc::c_long, || "getsockname/getpeername".into())?;
+    buf.truncate(l as usize);
+    Ok(buf)
+}
+
+fn queue_len(fd: &OwnedFd, req: libc::c_ulong) -> Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: the ioctl writes one int.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req, &mut n) };
+    check(r as libc::c_long, || "socket queue length".into())?;
+    Ok(n.max(0) as usize)
+}
+
+fn peek(fd: &OwnedFd, len: usize) -> Result<Vec<u8>> {
+    let mut data = vec![0u8; len];
+    if len == 0 {
+        return Ok(data);
+    }
+    // SAFETY: receiving into our buffer of `len` bytes.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            data.as_mut_ptr().cast(),
+            len,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    check(n as libc::c_long, || "peek at a TCP queue".into())?;
+    data.truncate(n as usize);
+    Ok(data)
+}
+
+/// What this socket is; an established connection is put in repair mode (and left so:
+/// closing it then sends nothing to the peer) and read out.
+pub fn inspect(fd: &OwnedFd) -> Result<TcpSock> {
+    let domain = getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)? as i32;
+    let typ = getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_TYPE)? as i32;
+    let proto = getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)? as i32;
+    if !(domain == libc::AF_INET || domain == libc::AF_INET6)
+        || typ != libc::SOCK_STREAM
+        || proto != libc::IPPROTO_TCP
+    {
+        return Ok(TcpSock::NotTcp);
+    }
+    let info = getsockopt_bytes(fd, libc::SOL_TCP, libc::TCP_INFO, 104)?;
+    let u32_at = |i: usize| {
+        u32::from_ne_bytes(
+            info.get(i..i + 4)
+                .and_then(|s| s.try_into().ok())
+                .unwrap_or_default(),
+        )
+    };
+    let state = info.first().copied().unwrap_or(0);
+    match state {
+        TCP_LISTEN => {
+            let v6only = domain == libc::AF_INET6
+                && getsockopt_u32(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? != 0;
+            Ok(TcpSock::Listen {
+                family: domain,
+                addr: sockname(fd, false)?,
+                backlog: u32_at(28),
+                pending: u32_at(24),
+                reuseaddr: getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR)? != 0,
+                v6only,
+            })
+        }
+        TCP_ESTABLISHED => {
+            let options = info.get(5).copied().unwrap_or(0);
+            let wscales = info.get(6).copied().unwrap_or(0);
+            let mut c = TcpConn {
+                family: domain,
+                local: sockname(fd, false)?,
+                peer: sockname(fd, true)?,
+                mss: u32_at(16),
+                snd_wscale: u32::from(wscales & 0xf),
+                rcv_wscale: u32::from(wscales >> 4),
+                sack: options & 2 != 0,
+                timestamps: options & 1 != 0,
+                nodelay: getsockopt_u32(fd, libc::SOL_TCP, libc::TCP_NODELAY)? != 0,
+                ..Default::default()
+            };
+            setsockopt_u32(fd, libc::SOL_TCP, libc::TCP_REPAIR, 1)?;
+            for q in [TCP_RECV_QUEUE, TCP_SEND_QUEUE] {
+                setsockopt_u32(fd, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, q)?;
+                let seq = getsockopt_u32(fd, libc::SOL_TCP, libc::TCP_QUEUE_SEQ)?;
+                let (len, data) = if q == TCP_RECV_QUEUE {
+                    let n = queue_len(fd, libc::FIONREAD)?;
+                    (n, &mut c.rcvq)
+                } else {
+                    let n = queue_len(fd, libc::TIOCOUTQ)?;
+                    (n, &mut c.sndq)
+                };
+                *data = peek(fd, len)?;
+                // The kernel reports the sequence number after the queue (rcv_nxt,
+                // write_seq); restore sets the one before it and appends the data.
+                let start = seq.wrapping_sub(data.len() as u32);
+                if q == TCP_RECV_QUEUE {
+                    c.rcv_seq = start;
+                } else {
+                    c.snd_seq = start;
+                }
+            }
+            if c.timestamps {
+                c.tsval = getsockopt_u32(fd, libc::SOL_TCP, libc::TCP_TIMESTAMP)?;
+            }
+            let w = getsockopt_bytes(fd, libc::SOL_TCP, libc::TCP_REPAIR_WINDOW, 20)?;
+            if w.len() != 20 {
+                return Err(SysError::Other("short TCP_REPAIR_WINDOW".into()));
+            }
+            for (i, slot) in c.window.iter_mut().enumerate() {
+                *slot = u32::from_ne_bytes(w[i * 4..i * 4 + 4].try_into().unwrap_or_default());
+            }
+            Ok(TcpSock::Established(c))
+        }
+        s => Ok(TcpSock::Other(s)),
+    }
+}
+
+/// Take a socket out of repair mode (the process runs on with it).
+pub fn repair_off(fd: &OwnedFd) {
+    let _ = setsockopt_u32(fd, libc::SOL_TCP, libc::TCP_REPAIR, 0);
+}
