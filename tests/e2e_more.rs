@@ -619,11 +619,20 @@ fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// Send one 16-byte message (padded with dots) to `tcpsrv.py`.
+fn tcp_send(w: &mut std::net::TcpStream, m: &str) {
+    use std::io::Write;
+    let mut b = m.as_bytes().to_vec();
+    b.resize(16, b'.');
+    w.write_all(&b).expect("send to the server");
+}
+
 /// One client session with `tcpsrv.py`: three exchanges, then two messages the server
-/// leaves unread until `go` exists, then `between` runs (the dump and restore), then the
-/// go-file, the two replies, one more exchange, and "bye". Returns what the client got.
-fn tcp_session(port: u16, go: &Path, between: &mut dyn FnMut()) -> Vec<u8> {
-    use std::io::{BufRead, BufReader, Write};
+/// leaves unread until `go` exists, then `between` runs (it must send one more message:
+/// the dumped run sends it while the server is gone), then the go-file, the three
+/// replies, one more exchange, and "bye". Returns what the client got.
+fn tcp_session(port: u16, go: &Path, between: &mut dyn FnMut(&mut std::net::TcpStream)) -> Vec<u8> {
+    use std::io::{BufRead, BufReader};
     let deadline = std::time::Instant::now() + timeout();
     let conn = loop {
         match std::net::TcpStream::connect(("127.0.0.1", port)) {
@@ -642,11 +651,7 @@ fn tcp_session(port: u16, go: &Path, between: &mut dyn FnMut()) -> Vec<u8> {
     let mut w = conn.try_clone().expect("clone stream");
     let mut r = BufReader::new(conn);
     let mut got = Vec::new();
-    let send = |w: &mut std::net::TcpStream, m: &str| {
-        let mut b = m.as_bytes().to_vec();
-        b.resize(16, b'.');
-        w.write_all(&b).expect("send to the server");
-    };
+    let send = tcp_send;
     let recv = |r: &mut BufReader<std::net::TcpStream>, got: &mut Vec<u8>| {
         let mut line = String::new();
         r.read_line(&mut line).expect("reply from the server");
@@ -660,8 +665,9 @@ fn tcp_session(port: u16, go: &Path, between: &mut dyn FnMut()) -> Vec<u8> {
     send(&mut w, "delta");
     send(&mut w, "epsilon");
     std::thread::sleep(std::time::Duration::from_millis(100));
-    between();
+    between(&mut w);
     fs::write(go, b"go").expect("go-file");
+    recv(&mut r, &mut got);
     recv(&mut r, &mut got);
     recv(&mut r, &mut got);
     send(&mut w, "zeta");
@@ -687,7 +693,7 @@ fn tcp_server_keeps_its_connection_with_an_outside_client_across_dump_and_restor
         .arg(&rgo);
     let mut rp = ctx.spawn(&rspec);
     rp.wait_lines(1);
-    let want = tcp_session(rport, &rgo, &mut || {});
+    let want = tcp_session(rport, &rgo, &mut |w| tcp_send(w, "theta"));
     let reference = rp.finish();
     assert_eq!(reference.status.code(), Some(0), "reference server");
 
@@ -703,8 +709,12 @@ fn tcp_server_keeps_its_connection_with_an_outside_client_across_dump_and_restor
     let img = ctx.path("tcp.img");
     let mut restored: Option<Proc> = None;
     let mut before = Vec::new();
-    let got = tcp_session(port, &go, &mut || {
+    let got = tcp_session(port, &go, &mut |w| {
         ctx.dump(pid, &img);
+        // The server is gone; the connection is locked, so this is dropped (and
+        // retransmitted later) instead of being answered with a reset.
+        tcp_send(w, "theta");
+        std::thread::sleep(std::time::Duration::from_millis(300));
         t.expect_killed();
         before = t.stdout.finish("tcp server: original");
         let j = ctx.inspect_json(&img);
@@ -722,6 +732,15 @@ fn tcp_server_keeps_its_connection_with_an_outside_client_across_dump_and_restor
             .map(json_bytes_len)
             .sum::<usize>();
         assert_eq!(unread, 32, "the two unread messages are in the image");
+        let rules = std::process::Command::new("nft")
+            .args(["list", "table", "inet", "ckpt_lock"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        assert!(
+            rules.contains(&port.to_string()),
+            "the connection is locked while the server is gone: {rules}"
+        );
         let mut r = ctx.restore(&img, &[], In::Null);
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert!(r.try_wait().is_none(), "the restored server runs");

@@ -189,6 +189,9 @@ pub fn main() -> i32 {
             bar.finish_and_clear();
             match res {
                 Ok(st) => {
+                    for w in &st.warnings {
+                        eprintln!("ckpt: warning: {w}");
+                    }
                     if json {
                         println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
                     } else if output.as_os_str() != "-" {

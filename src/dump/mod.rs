@@ -80,6 +80,8 @@ pub struct DumpStats {
     /// How long the target was stopped.
     pub frozen: Duration,
     pub total: Duration,
+    /// Things the user should know (the dump succeeded).
+    pub warnings: Vec<String>,
 }
 
 /// One stopped thread of the target.
@@ -536,8 +538,22 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         repair.off();
         tree.let_go()?;
     } else {
-        // Killed with their connections in repair mode: closing them sends no FIN or
-        // RST, and the peer keeps the connection for the restored process.
+        // The peers' packets are dropped until restore (else the kernel would answer
+        // them with a reset once the sockets are gone)...
+        let conns: Vec<_> = collected
+            .ckpt
+            .processes
+            .iter()
+            .flat_map(|p| p.tcp_connections())
+            .collect();
+        if let Err(e) = sys::netlock::lock(&conns) {
+            stats.warnings.push(format!(
+                "the TCP connections are not locked while the process is gone ({e}); a peer \
+                 that sends before the restore will see its connection reset"
+            ));
+        }
+        // ...and the processes die with their connections in repair mode: closing them
+        // sends no FIN or RST.
         tree.kill()?;
         repair.close_silently();
     }

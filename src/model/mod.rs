@@ -407,6 +407,18 @@ pub struct Process {
 }
 
 impl Process {
+    /// (local, peer) addresses of the established TCP connections it holds.
+    pub fn tcp_connections(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.fds
+            .iter()
+            .filter(|f| f.shared_with.is_none())
+            .filter_map(|f| match &f.kind {
+                FdKind::TcpConn { conn, .. } => Some((conn.local.clone(), conn.peer.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn is_zombie(&self) -> bool {
         self.exit_status.is_some()
     }

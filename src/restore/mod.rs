@@ -150,6 +150,14 @@ pub fn restore<R: Read>(input: R, view: &HostView) -> Result<RestoreStats> {
     });
     let _ = sys::process::set_child_subreaper(false);
     let (pid, bytes) = res?;
+    // The connections are back: let the peers' packets through again.
+    let conns: Vec<_> = plan
+        .ckpt
+        .processes
+        .iter()
+        .flat_map(|p| p.tcp_connections())
+        .collect();
+    sys::netlock::unlock(&conns);
     Ok(RestoreStats {
         pid,
         page_bytes: bytes,

@@ -4,6 +4,7 @@
 
 pub mod inject;
 pub mod mem;
+pub mod netlock;
 pub mod proc;
 pub mod process;
 pub mod ptrace;
