@@ -764,3 +764,132 @@ fn tcp_server_keeps_its_connection_with_an_outside_client_across_dump_and_restor
         text(&fin.stderr)
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// redis-server with a live client
+
+/// A RESP command.
+fn resp(args: &[&str]) -> Vec<u8> {
+    let mut v = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        v.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    v
+}
+
+/// Read one RESP reply line (integers, simple strings) or bulk string.
+fn resp_reply(r: &mut std::io::BufReader<std::net::TcpStream>) -> String {
+    use std::io::{BufRead, Read};
+    let mut line = String::new();
+    r.read_line(&mut line).expect("redis reply");
+    assert!(!line.is_empty(), "redis closed the connection");
+    if let Some(n) = line
+        .strip_prefix('$')
+        .and_then(|n| n.trim().parse::<usize>().ok())
+    {
+        let mut b = vec![0u8; n + 2];
+        r.read_exact(&mut b).expect("redis bulk reply");
+        line.push_str(&String::from_utf8_lossy(&b));
+    }
+    line
+}
+
+/// `redis-server` (four threads, epoll, IPv4 and IPv6 listeners) holding keys and a live
+/// client connection from outside the tree is dumped, killed and restored; the client
+/// sends a command while it is gone and then goes on over the same connection: the keys
+/// are there and every reply is what an uninterrupted server gives.
+#[test]
+fn redis_server_keeps_its_keys_and_its_client_connection() {
+    use std::io::Write;
+    let ctx = Ctx::new("redis_server_keeps_its_keys_and_its_client_connection");
+    let redis = PathBuf::from("/usr/bin/redis-server");
+    assert!(
+        redis.exists(),
+        "needs redis-server (apt-get install redis-server)"
+    );
+    let port = free_port();
+    let spec = Spec::new(&redis)
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--save")
+        .arg("")
+        .arg("--appendonly")
+        .arg("no")
+        .arg("--daemonize")
+        .arg("no")
+        .arg("--dir")
+        .arg(ctx.path(""));
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("Ready to accept connections");
+    let pid = t.pid;
+    let deadline = std::time::Instant::now() + timeout();
+    let conn = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "connect to redis: {e}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    };
+    conn.set_read_timeout(Some(timeout()))
+        .expect("read timeout");
+    let mut w = conn.try_clone().expect("clone");
+    let mut r = std::io::BufReader::new(conn);
+    let mut got = Vec::new();
+    for i in 0..50 {
+        let (k, v) = (format!("key{i}"), format!("value{}", i * i));
+        w.write_all(&resp(&["SET", &k, &v])).expect("send");
+        got.push(resp_reply(&mut r));
+    }
+    w.write_all(&resp(&["RPUSH", "list", "a", "b", "c"]))
+        .expect("send");
+    got.push(resp_reply(&mut r));
+    let img = ctx.path("redis.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    // Sent while the server is gone (the connection is locked: no reset).
+    w.write_all(&resp(&["INCR", "counter"]))
+        .expect("send while gone");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut restored = ctx.restore(&img, &[], In::Null);
+    got.push(resp_reply(&mut r));
+    for cmd in [
+        vec!["GET", "key7"],
+        vec!["GET", "key49"],
+        vec!["LRANGE", "list", "0", "-1"],
+        vec!["INCR", "counter"],
+        vec!["DBSIZE"],
+    ] {
+        w.write_all(&resp(&cmd)).expect("send");
+        got.push(resp_reply(&mut r));
+        if cmd[0] == "LRANGE" {
+            for _ in 0..3 {
+                got.push(resp_reply(&mut r));
+            }
+        }
+    }
+    w.write_all(&resp(&["SHUTDOWN", "NOSAVE"])).expect("send");
+    let fin = restored.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "restored redis: {}",
+        text(&fin.stderr)
+    );
+    let mut want: Vec<String> = (0..50).map(|_| "+OK\r\n".to_string()).collect();
+    want.push(":3\r\n".into());
+    want.push(":1\r\n".into());
+    want.push("$6\r\nvalue49\r\n".replace("$6", "$7"));
+    want.push("$9\r\nvalue2401\r\n".into());
+    want.push("*3\r\n".into());
+    for x in ["a", "b", "c"] {
+        want.push(format!("$1\r\n{x}\r\n"));
+    }
+    want.push(":2\r\n".into());
+    want.push(":52\r\n".into());
+    assert_eq!(got, want, "redis replies across the dump and restore");
+}
