@@ -763,6 +763,17 @@ fn tcp_server_keeps_its_connection_with_an_outside_client_across_dump_and_restor
         "restored server: {}",
         text(&fin.stderr)
     );
+    // The lock went with the restore. (Other tests may hold locks of their own in the
+    // same table meanwhile: look for this connection's rule only.)
+    let left = std::process::Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(
+        !left.contains(&format!("dport {port} ")),
+        "restore removed this connection's lock: {left}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -45,6 +45,14 @@ fn nft(args: &str) -> Result<String> {
 
 /// Drop every packet the peer sends to each connection (local, peer).
 pub fn lock(conns: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+    // Another ckpt may delete the (then empty) table between our steps: try again once.
+    match lock_once(conns) {
+        Ok(()) => Ok(()),
+        Err(_) => lock_once(conns),
+    }
+}
+
+fn lock_once(conns: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
     if conns.is_empty() {
         return Ok(());
     }
