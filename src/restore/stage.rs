@@ -565,10 +565,6 @@ impl<'r, R: Read> PageStream<'r, R> {
                         };
                         std::io::Write::write_all(f, rec.payload)
                             .map_err(|e| sys::SysError::io("keep file contents", e))?;
-                    } else {
-                        out.files
-                            .entry(rec.arg)
-                            .or_insert(sys::process::memfd("ckpt-check")?);
                     }
                 }
                 tag::PAGES_PID => {
