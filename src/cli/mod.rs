@@ -125,6 +125,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Remove the network lock of an image's TCP connections without restoring it.
+    ///
+    /// While a dumped TCP connection's process is gone, netfilter rules drop the peer's
+    /// packets so that its connection is not reset; a successful restore removes them,
+    /// a failed one keeps them so that the restore can be tried again. Use this to give
+    /// up on an image: the peers then see their connections reset.
+    Unlock { image: PathBuf },
     /// Run a sample workload, checkpoint it, kill it, restore it, and show it continue.
     Demo,
     /// The demo's workload (internal).
@@ -310,6 +317,19 @@ pub fn main() -> i32 {
             };
             match inspect::inspect(input, json) {
                 Ok(()) => 0,
+                Err(e) => err(e),
+            }
+        }
+        Cmd::Unlock { image } => {
+            let input = match open_input(&image) {
+                Ok(i) => i,
+                Err(e) => return err(e),
+            };
+            match restore::unlock(input) {
+                Ok(n) => {
+                    eprintln!("ckpt: unlocked {n} TCP connection(s)");
+                    0
+                }
                 Err(e) => err(e),
             }
         }

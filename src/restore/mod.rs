@@ -124,6 +124,20 @@ pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     })
 }
 
+/// Remove the network lock of the image's TCP connections (see `sys::netlock`); returns
+/// how many connections the image has.
+pub fn unlock<R: Read>(input: R) -> Result<usize> {
+    let mut reader = ImageReader::new(input)?;
+    let ckpt = plan::read_checkpoint(&mut reader)?;
+    let conns: Vec<_> = ckpt
+        .processes
+        .iter()
+        .flat_map(|p| p.tcp_connections())
+        .collect();
+    sys::netlock::unlock(&conns);
+    Ok(conns.len())
+}
+
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RestoreStats {
     pub pid: i32,
