@@ -907,3 +907,38 @@ fn redis_server_keeps_its_keys_and_its_client_connection() {
     want.push(":52\r\n".into());
     assert_eq!(got, want, "redis replies across the dump and restore");
 }
+
+// ---------------------------------------------------------------------------------------
+// System V shared memory
+
+/// A parent and child share a System V segment that was removed while attached (the
+/// usual pattern); after restore they still share it (each sees the other's writes),
+/// under its old ID, attached twice — and it goes away with them, as it would have.
+#[test]
+fn sysv_segment_removed_while_attached_is_shared_again_after_restore() {
+    let ctx = Ctx::new("sysv_segment_removed_while_attached_is_shared_again_after_restore");
+    let spec = Spec::new(target("sysv")).arg("40");
+    let img = dump_restore_compare(&ctx, &spec, &spec, 20, &[], "sysv", &mut |_| {});
+    let j = ctx.inspect_json(&img);
+    let s = j.to_string();
+    assert!(s.contains("SysvShm"), "the image holds the segment: {s}");
+    // Gone with the restored processes (it had been removed): nothing left behind.
+    let segs = fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+    let ids: Vec<String> = j
+        .pointer("/processes/0/vmas")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.pointer("/kind/SysvShm/shmid"))
+        .map(|v| v.to_string())
+        .collect();
+    for id in ids {
+        assert!(
+            !segs
+                .lines()
+                .skip(1)
+                .any(|l| l.split_whitespace().nth(1) == Some(id.as_str())),
+            "segment {id} left behind: {segs}"
+        );
+    }
+}

@@ -86,6 +86,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("memfd", "memfd.c", &[]),
     ("chroot-static", "chroot.c", &["-static"]),
     ("nstree", "nstree.c", &[]),
+    ("sysv", "sysv.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
