@@ -31,6 +31,9 @@ int main(int argc, char **argv)
 			p[1] += 2;
 			p[3] = s;
 		}
+		/* Stay attached until the parent has printed its last line. */
+		while (p[4] == 0)
+			sleep_ms(1);
 		_exit(0);
 	}
 	for (long s = 1; s <= steps; s++) {
@@ -44,6 +47,7 @@ int main(int argc, char **argv)
 		    st == 0 ? (int)ds.shm_nattch : -1);
 		sleep_ms(20);
 	}
+	p[4] = 1;
 	int st;
 	waitpid(c, &st, 0);
 	out("child %d done\n", WEXITSTATUS(st));
