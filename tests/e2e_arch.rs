@@ -47,10 +47,6 @@ fn ckpt_env(ctx: &Ctx, args: &[&OsStr], env: &[(&str, &str)]) -> Finished {
     ctx.spawn(&spec).finish()
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// The ABIs the image's arch header lists (`inspect --json`: `arch.abis`), lower case.
 fn image_abis(ctx: &Ctx, img: &Path) -> Vec<String> {
     let j = ctx.inspect_json(img);

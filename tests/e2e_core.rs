@@ -357,12 +357,17 @@ fn files_offsets_flags_cwd_umask_and_appended_log() {
     assert_eq!(fin.status.code(), Some(0));
 }
 
-#[test]
-fn blocked_read_resumes_with_stdin_inherited_from_ckpt_restore() {
-    let ctx = Ctx::new("blocked_read_resumes_with_stdin_inherited_from_ckpt_restore");
+/// Runs `blocked_read` once on `all_input` for reference, then again with its first two
+/// lines, and dumps it (killing it) while it blocks in read(2) for the third. Returns the
+/// reference run, the PID and what the dumped run printed.
+fn blocked_read_dumped_in_read(
+    ctx: &Ctx,
+    all_input: &[u8],
+    img: &Path,
+) -> (Finished, i32, Vec<u8>) {
     let spec = Spec::new(target("blocked_read")).stdin(In::Pipe);
     let mut rp = ctx.spawn(&spec);
-    rp.write_stdin(b"alpha\nbeta\ngamma\ndelta\n");
+    rp.write_stdin(all_input);
     rp.close_stdin();
     let reference = rp.finish();
 
@@ -371,10 +376,17 @@ fn blocked_read_resumes_with_stdin_inherited_from_ckpt_restore() {
     t.write_stdin(b"alpha\nbeta\n");
     t.wait_lines(2);
     wait_in_syscall(pid, libc::SYS_read, "blocked_read");
-    let img = ctx.path("img");
-    ctx.dump(pid, &img);
+    ctx.dump(pid, img);
     t.expect_killed();
-    let before = t.stdout.finish("original");
+    (reference, pid, t.stdout.finish("original"))
+}
+
+#[test]
+fn blocked_read_resumes_with_stdin_inherited_from_ckpt_restore() {
+    let ctx = Ctx::new("blocked_read_resumes_with_stdin_inherited_from_ckpt_restore");
+    let img = ctx.path("img");
+    let (reference, pid, before) =
+        blocked_read_dumped_in_read(&ctx, b"alpha\nbeta\ngamma\ndelta\n", &img);
     let mut r = ctx.restore(&img, &[], In::Pipe);
     wait_in_syscall(pid, libc::SYS_read, "restored blocked_read");
     r.write_stdin(b"gamma\n");
@@ -403,21 +415,9 @@ fn python3_loop_continues_after_restore() {
 #[test]
 fn state_of_restored_blocked_read_equals_dumped_state() {
     let ctx = Ctx::new("state_of_restored_blocked_read_equals_dumped_state");
-    let spec = Spec::new(target("blocked_read")).stdin(In::Pipe);
-    let mut rp = ctx.spawn(&spec);
-    rp.write_stdin(b"alpha\nbeta\ngamma\n");
-    rp.close_stdin();
-    let reference = rp.finish();
-
-    let mut t = ctx.spawn(&spec);
-    let pid = t.pid;
-    t.write_stdin(b"alpha\nbeta\n");
-    t.wait_lines(2);
-    wait_in_syscall(pid, libc::SYS_read, "blocked_read");
     let first = ctx.path("first.img");
-    ctx.dump(pid, &first);
-    t.expect_killed();
-    let before = t.stdout.finish("original");
+    let (reference, pid, before) =
+        blocked_read_dumped_in_read(&ctx, b"alpha\nbeta\ngamma\n", &first);
 
     let mut r = ctx.restore_detached(&first);
     wait_in_syscall(pid, libc::SYS_read, "restored blocked_read");

@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
@@ -26,37 +25,6 @@ use common::*;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// The kinds of the descriptors of every process of an image (`inspect --json`:
-/// `processes[*].fds[*].kind`, whose single key names the kind: "Pipe", "EventFd"...).
-fn fd_kinds(ctx: &Ctx, img: &Path) -> BTreeSet<String> {
-    let j = ctx.inspect_json(img);
-    let mut kinds = BTreeSet::new();
-    for p in j["processes"].as_array().expect("processes array") {
-        for fd in p["fds"].as_array().expect("fds array") {
-            if let Some(k) = fd["kind"].as_object().and_then(|o| o.keys().next()) {
-                kinds.insert(k.clone());
-            } else if let Some(k) = fd["kind"].as_str() {
-                kinds.insert(k.to_string());
-            }
-        }
-    }
-    kinds
-}
-
-fn assert_has_kinds(ctx: &Ctx, img: &Path, want: &[&str], what: &str) {
-    let kinds = fd_kinds(ctx, img);
-    for w in want {
-        assert!(
-            kinds.contains(*w),
-            "{what}: the image should hold a {w} descriptor; it has {kinds:?}"
-        );
-    }
-}
 
 /// Bytes waiting in the pipe that `/proc/PID/fd/FD` leads to (FIONREAD on a new read
 /// end of it, opened through /proc; nothing is consumed).

@@ -26,37 +26,6 @@ use common::*;
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// The kinds of the descriptors of every process of an image (`inspect --json`:
-/// `processes[*].fds[*].kind`, whose single key names the kind: "UnixPair", "Memfd"...).
-fn fd_kinds(ctx: &Ctx, img: &Path) -> BTreeSet<String> {
-    let j = ctx.inspect_json(img);
-    let mut kinds = BTreeSet::new();
-    for p in j["processes"].as_array().expect("processes array") {
-        for fd in p["fds"].as_array().expect("fds array") {
-            if let Some(k) = fd["kind"].as_object().and_then(|o| o.keys().next()) {
-                kinds.insert(k.clone());
-            } else if let Some(k) = fd["kind"].as_str() {
-                kinds.insert(k.to_string());
-            }
-        }
-    }
-    kinds
-}
-
-fn assert_has_kinds(ctx: &Ctx, img: &Path, want: &[&str], what: &str) {
-    let kinds = fd_kinds(ctx, img);
-    for w in want {
-        assert!(
-            kinds.contains(*w),
-            "{what}: the image should hold a {w} descriptor; it has {kinds:?}"
-        );
-    }
-}
-
 /// Length of a byte string of `inspect --json` (serde_bytes: an array of numbers, or
 /// a string).
 fn json_bytes_len(v: &Value) -> usize {
@@ -633,21 +602,7 @@ fn tcp_send(w: &mut std::net::TcpStream, m: &str) {
 /// replies, one more exchange, and "bye". Returns what the client got.
 fn tcp_session(port: u16, go: &Path, between: &mut dyn FnMut(&mut std::net::TcpStream)) -> Vec<u8> {
     use std::io::{BufRead, BufReader};
-    let deadline = std::time::Instant::now() + timeout();
-    let conn = loop {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "connect to the server: {e}"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-        }
-    };
-    conn.set_read_timeout(Some(timeout()))
-        .expect("read timeout");
+    let conn = connect_loopback(port, "the server");
     let mut w = conn.try_clone().expect("clone stream");
     let mut r = BufReader::new(conn);
     let mut got = Vec::new();
@@ -836,21 +791,7 @@ fn redis_server_keeps_its_keys_and_its_client_connection() {
     let mut t = ctx.spawn(&spec);
     t.wait_for("Ready to accept connections");
     let pid = t.pid;
-    let deadline = std::time::Instant::now() + timeout();
-    let conn = loop {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "connect to redis: {e}"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-        }
-    };
-    conn.set_read_timeout(Some(timeout()))
-        .expect("read timeout");
+    let conn = connect_loopback(port, "redis");
     let mut w = conn.try_clone().expect("clone");
     let mut r = std::io::BufReader::new(conn);
     let mut got = Vec::new();

@@ -398,12 +398,9 @@ fn restore_in_new_pidns(
                     msg
                 });
             }
-            let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
-                .unwrap_or_default();
-            let root: i32 = children
-                .split_whitespace()
-                .next()
-                .and_then(|p| p.parse().ok())
+            let root = sys::proc::children(init)
+                .ok()
+                .and_then(|c| c.first().copied())
                 .unwrap_or(0);
             if let Some(f) = pid_file {
                 if let Err(e) = std::fs::write(f, format!("{root}\n")) {

@@ -104,19 +104,13 @@ pub(crate) struct Frozen {
 }
 
 fn task_ids(pid: i32) -> Result<Vec<i32>> {
-    let dir = format!("/proc/{pid}/task");
-    let rd = std::fs::read_dir(&dir).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
+    sys::proc::task_ids(pid).map_err(|e| {
+        if e.errno() == Some(libc::ENOENT) {
             DumpError::Exited(pid)
         } else {
-            DumpError::Sys(SysError::io(format!("read {dir}"), e))
+            DumpError::Sys(e)
         }
-    })?;
-    let mut v: Vec<i32> = rd
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    v.sort_unstable();
-    Ok(v)
+    })
 }
 
 /// Stop one thread: seize, interrupt, wait for the interrupt stop. Ok(None) if the
@@ -340,35 +334,19 @@ fn precheck(pid: i32) -> Result<()> {
         return unsupported("it runs in a nested PID namespace, not supported yet".into());
     }
     // Other namespaces than ckpt's would be silently replaced by ckpt's at restore.
-    for ns in ["mnt", "net", "ipc", "uts", "user", "cgroup", "time"] {
-        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}"));
-        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}"));
-        if let (Ok(a), Ok(b)) = (theirs, ours) {
-            if a != b {
-                return unsupported(format!(
-                    "it runs in another {ns} namespace than ckpt; namespaces are not \
-                     supported yet (run ckpt inside them)"
-                ));
-            }
-        }
+    if let Some(ns) = sys::proc::foreign_namespace(pid) {
+        return unsupported(format!(
+            "it runs in another {ns} namespace than ckpt; namespaces are not supported yet \
+             (run ckpt inside them)"
+        ));
     }
     Ok(())
 }
 
 /// All children of every thread of a (frozen) process.
 fn children_of(pid: i32) -> Result<Vec<i32>> {
-    let mut out = Vec::new();
-    for tid in task_ids(pid)? {
-        let path = format!("/proc/{pid}/task/{tid}/children");
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        out.extend(
-            text.split_whitespace()
-                .filter_map(|x| x.parse::<i32>().ok()),
-        );
-    }
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
+    task_ids(pid)?;
+    Ok(sys::proc::children(pid)?)
 }
 
 /// A frozen process tree: live processes stopped (every thread), zombies noted.

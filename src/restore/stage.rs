@@ -230,12 +230,10 @@ fn attach_sysv(
 ) -> Result<()> {
     let what = format!("System V segment {shmid}");
     if let std::collections::btree_map::Entry::Vacant(slot) = shm.entry(v.shmem_id) {
-        const NEXT_ID: &str = "/proc/sys/kernel/shm_next_id";
-        std::fs::write(NEXT_ID, shmid.to_string())
-            .map_err(|e| sys::SysError::io(format!("write {NEXT_ID}"), e))?;
+        sys::process::set_shm_next_id(shmid)?;
         let flags = libc::IPC_CREAT as u64 | libc::IPC_EXCL as u64 | u64::from(mode & 0o777);
         let got = cx.call(&what, nr::SHMGET, [key as u32 as u64, size, flags, 0, 0, 0]);
-        let _ = std::fs::write(NEXT_ID, "-1");
+        let _ = sys::process::set_shm_next_id(-1);
         let got = got?;
         created.ids.push(got as i32);
         if got != shmid as u64 {
@@ -1862,18 +1860,7 @@ fn restore_creds(cx: &mut Ctx<'_>) -> Result<()> {
         nr::SETGROUPS,
         [c.groups.len() as u64, a, 0, 0, 0, 0],
     )?;
-    cx.call(
-        "setresgid",
-        nr::SETRESGID,
-        [
-            u64::from(c.gid[0]),
-            u64::from(c.gid[1]),
-            u64::from(c.gid[2]),
-            0,
-            0,
-            0,
-        ],
-    )?;
+    cx.call("setresgid", nr::SETRESGID, resid_args(&c.gid))?;
     cx.call(
         "setfsgid",
         nr::SETFSGID,
@@ -1884,18 +1871,7 @@ fn restore_creds(cx: &mut Ctx<'_>) -> Result<()> {
         nr::PRCTL,
         [libc::PR_SET_KEEPCAPS as u64, 1, 0, 0, 0, 0],
     )?;
-    cx.call(
-        "setresuid",
-        nr::SETRESUID,
-        [
-            u64::from(c.uid[0]),
-            u64::from(c.uid[1]),
-            u64::from(c.uid[2]),
-            0,
-            0,
-            0,
-        ],
-    )?;
+    cx.call("setresuid", nr::SETRESUID, resid_args(&c.uid))?;
     cx.call(
         "setfsuid",
         nr::SETFSUID,
@@ -1934,6 +1910,19 @@ fn restore_creds(cx: &mut Ctx<'_>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The arguments of setresuid/setresgid: real, effective and saved ids (the fourth, the
+/// filesystem id, has its own call).
+fn resid_args(ids: &[u32; 4]) -> [u64; 6] {
+    [
+        u64::from(ids[0]),
+        u64::from(ids[1]),
+        u64::from(ids[2]),
+        0,
+        0,
+        0,
+    ]
 }
 
 /// One staged process: its injector (the leader's) and its other threads'.

@@ -422,6 +422,45 @@ pub fn sysv_shm() -> Result<Vec<(i32, i32, u32, u64)>> {
     Ok(out)
 }
 
+/// Thread IDs of a process (/proc/PID/task), sorted. ENOENT when it is gone.
+pub fn task_ids(pid: i32) -> Result<Vec<i32>> {
+    let dir = format!("/proc/{pid}/task");
+    let rd = fs::read_dir(&dir).map_err(|e| SysError::io(format!("read {dir}"), e))?;
+    let mut v: Vec<i32> = rd
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+/// Children of every thread of a process, sorted and without duplicates.
+pub fn children(pid: i32) -> Result<Vec<i32>> {
+    let mut out = Vec::new();
+    for tid in task_ids(pid)? {
+        let text =
+            fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|x| x.parse::<i32>().ok()),
+        );
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// The first namespace kind (mnt, net, ...; not pid) in which process `pid` differs
+/// from this process, if any.
+pub fn foreign_namespace(pid: i32) -> Option<&'static str> {
+    ["mnt", "net", "ipc", "uts", "user", "cgroup", "time"]
+        .into_iter()
+        .find(|ns| {
+            let theirs = fs::read_link(format!("/proc/{pid}/ns/{ns}"));
+            let ours = fs::read_link(format!("/proc/self/ns/{ns}"));
+            matches!((theirs, ours), (Ok(a), Ok(b)) if a != b)
+        })
+}
+
 /// The whole of /proc/PID/fdinfo/FD.
 pub fn fdinfo_text(pid: i32, fd: i32) -> Result<String> {
     let b = read(format!("/proc/{pid}/fdinfo/{fd}"))?;

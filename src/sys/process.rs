@@ -550,3 +550,9 @@ pub fn own_sigaction(sig: u32) -> Option<[u64; 4]> {
     };
     (r == 0).then_some(old)
 }
+
+/// Set kernel.shm_next_id: the ID the next System V segment gets (-1: the kernel picks).
+pub fn set_shm_next_id(id: i32) -> Result<()> {
+    const NEXT_ID: &str = "/proc/sys/kernel/shm_next_id";
+    std::fs::write(NEXT_ID, id.to_string()).map_err(|e| SysError::io(format!("write {NEXT_ID}"), e))
+}

@@ -1695,3 +1695,57 @@ pub fn python_spec(steps: u32, sleep_s: f64) -> Spec {
         .env("PYTHONHASHSEED", "0")
         .env("PYTHONDONTWRITEBYTECODE", "1")
 }
+
+// ---------------------------------------------------------------------------------------
+// Image descriptors and text
+
+/// Bytes as text, for messages and substring checks.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The kinds of the descriptors of every process of an image (`inspect --json`:
+/// `processes[*].fds[*].kind`, whose single key names the kind: "Pipe", "UnixPair", "Memfd"...).
+pub fn fd_kinds(ctx: &Ctx, img: &Path) -> BTreeSet<String> {
+    let j = ctx.inspect_json(img);
+    let mut kinds = BTreeSet::new();
+    for p in j["processes"].as_array().expect("processes array") {
+        for fd in p["fds"].as_array().expect("fds array") {
+            if let Some(k) = fd["kind"].as_object().and_then(|o| o.keys().next()) {
+                kinds.insert(k.clone());
+            } else if let Some(k) = fd["kind"].as_str() {
+                kinds.insert(k.to_string());
+            }
+        }
+    }
+    kinds
+}
+
+/// Fails unless the image holds a descriptor of each kind in `want`.
+pub fn assert_has_kinds(ctx: &Ctx, img: &Path, want: &[&str], what: &str) {
+    let kinds = fd_kinds(ctx, img);
+    for w in want {
+        assert!(
+            kinds.contains(*w),
+            "{what}: the image should hold a {w} descriptor; it has {kinds:?}"
+        );
+    }
+}
+
+/// A TCP connection to `127.0.0.1:port`, retried until the listener is up (within the
+/// harness timeout), with the harness timeout on reads.
+pub fn connect_loopback(port: u16, what: &str) -> std::net::TcpStream {
+    let deadline = Instant::now() + timeout();
+    let conn = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "connect to {what}: {e}");
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+    };
+    conn.set_read_timeout(Some(timeout()))
+        .expect("read timeout");
+    conn
+}
