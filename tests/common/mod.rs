@@ -682,43 +682,28 @@ impl Proc {
 
     /// Wait until the process has printed at least `n` lines on stdout.
     pub fn wait_lines(&mut self, n: usize) {
-        let deadline = Instant::now() + timeout();
-        while self.stdout.lines() < n {
-            if self.ended() {
-                if self.stdout.lines() >= n {
-                    return;
-                }
-                panic!(
-                    "{}: ended before printing {n} lines (status {:?})\n{}",
-                    self.label,
-                    self.status,
-                    self.diag()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: did not print {n} lines within {:?}\n{}",
-                self.label,
-                timeout(),
-                self.diag()
-            );
-            thread::sleep(POLL);
-        }
+        self.wait_until(&format!("print {n} lines"), |p| p.stdout.lines() >= n);
     }
 
     /// Wait until stdout contains `needle`.
     pub fn wait_for(&mut self, needle: &str) {
+        self.wait_until(&format!("print {needle:?}"), |p| {
+            p.stdout.text().contains(needle)
+        });
+    }
+
+    /// Wait until `done` holds (checked once more after the process ends, so output it
+    /// printed just before counts); fails after the harness timeout or if the process
+    /// ends first. `what` finishes "did not ..." in the message.
+    fn wait_until(&mut self, what: &str, done: impl Fn(&Self) -> bool) {
         let deadline = Instant::now() + timeout();
-        loop {
-            if self.stdout.text().contains(needle) {
-                return;
-            }
+        while !done(self) {
             if self.ended() {
-                if self.stdout.text().contains(needle) {
+                if done(self) {
                     return;
                 }
                 panic!(
-                    "{}: ended without printing {needle:?} (status {:?})\n{}",
+                    "{}: ended before it did {what} (status {:?})\n{}",
                     self.label,
                     self.status,
                     self.diag()
@@ -726,7 +711,7 @@ impl Proc {
             }
             assert!(
                 Instant::now() < deadline,
-                "{}: did not print {needle:?} within {:?}\n{}",
+                "{}: did not {what} within {:?}\n{}",
                 self.label,
                 timeout(),
                 self.diag()
