@@ -816,23 +816,30 @@ fn create_pipe(cx: &mut Ctx<'_>, pipe: &PipeState, tmp: u64, direct: bool) -> Re
             ],
         )?;
     }
+    queue_data(cx, nr::WRITE, w, &pipe.data, &format!("pipe {}", pipe.id))?;
+    park_pair(cx, r, w, tmp)
+}
+
+/// Queue `data` on descriptor `fd` of the target (`nr` is write, or sendto for a TCP
+/// socket in repair mode), in chunks through the scratch area; a short write is an error
+/// naming `what`, never silently lost data.
+fn queue_data(cx: &mut Ctx<'_>, nr: u64, fd: u64, data: &[u8], what: &str) -> Result<()> {
     const CHUNK: usize = 1 << 19;
-    for chunk in pipe.data.chunks(CHUNK) {
+    for chunk in data.chunks(CHUNK) {
         let a = cx.put(4096, chunk)?;
         let n = cx.call(
-            "write pipe data",
-            nr::WRITE,
-            [w, a, chunk.len() as u64, 0, 0, 0],
+            &format!("queue {what} data"),
+            nr,
+            [fd, a, chunk.len() as u64, 0, 0, 0],
         )?;
         if n != chunk.len() as u64 {
             return Err(RestoreError::Stage(format!(
-                "pipe {}: only {n} of {} bytes could be put back",
-                pipe.id,
+                "{what}: only {n} of {} queued bytes could be put back",
                 chunk.len()
             )));
         }
     }
-    park_pair(cx, r, w, tmp)
+    Ok(())
 }
 
 /// Create socket pair `sp` in this process (its ends kept at `tmp`, `tmp + 1`), each
@@ -857,21 +864,7 @@ fn create_socketpair(cx: &mut Ctx<'_>, sp: &SocketPairState, tmp: u64) -> Result
     let e1 = u64::from(u32::from_le_bytes(b[4..8].try_into().unwrap_or_default()));
     // What end 0 will read is sent from end 1, and the other way round.
     for (from, data) in [(e1, &sp.data0), (e0, &sp.data1)] {
-        for chunk in data.chunks(1 << 19) {
-            let a = cx.put(4096, chunk)?;
-            let n = cx.call(
-                "queue socket data",
-                nr::WRITE,
-                [from, a, chunk.len() as u64, 0, 0, 0],
-            )?;
-            if n != chunk.len() as u64 {
-                return Err(RestoreError::Stage(format!(
-                    "socket pair {}: only {n} of {} queued bytes could be put back",
-                    sp.id,
-                    chunk.len()
-                )));
-            }
-        }
+        queue_data(cx, nr::WRITE, from, data, &format!("socket pair {}", sp.id))?;
     }
     park_pair(cx, e0, e1, tmp)
 }
@@ -1221,20 +1214,7 @@ fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> Result<u64> 
             q,
             "TCP_REPAIR_QUEUE",
         )?;
-        for chunk in data.chunks(1 << 19) {
-            let a = cx.put(0, chunk)?;
-            let sent = cx.call(
-                "queue TCP data",
-                nr::SENDTO,
-                [n, a, chunk.len() as u64, 0, 0, 0],
-            )?;
-            if sent != chunk.len() as u64 {
-                return Err(RestoreError::Stage(format!(
-                    "TCP connection: only {sent} of {} queued bytes could be put back",
-                    chunk.len()
-                )));
-            }
-        }
+        queue_data(cx, nr::SENDTO, n, data, "TCP connection")?;
     }
     // The window last: the kernel checks it against the receive sequence, which the
     // queued data has just moved to where it was.

@@ -143,8 +143,8 @@ pub fn unix_sockets() -> Result<BTreeMap<u64, UnixSock>> {
     }
 }
 
-/// Bytes queued for reading on a stream socket, read without consuming them (MSG_PEEK
-/// through a duplicate of the descriptor).
+/// Bytes queued for reading on a stream socket, read without consuming them (MSG_PEEK;
+/// for a TCP socket in repair mode, from the queue selected with TCP_REPAIR_QUEUE).
 pub fn peek_stream(fd: &OwnedFd, len: usize) -> Result<Vec<u8>> {
     let mut data = vec![0u8; len];
     if len == 0 {
@@ -159,7 +159,7 @@ pub fn peek_stream(fd: &OwnedFd, len: usize) -> Result<Vec<u8>> {
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
-    check(n as libc::c_long, || "peek at a socket's queue".into())?;
+    check(n as libc::c_long, || "peek at a socket queue".into())?;
     data.truncate(n as usize);
     Ok(data)
 }

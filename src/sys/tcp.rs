@@ -98,25 +98,6 @@ fn queue_len(fd: &OwnedFd, req: libc::c_ulong) -> Result<usize> {
     Ok(n.max(0) as usize)
 }
 
-fn peek(fd: &OwnedFd, len: usize) -> Result<Vec<u8>> {
-    let mut data = vec![0u8; len];
-    if len == 0 {
-        return Ok(data);
-    }
-    // SAFETY: receiving into our buffer of `len` bytes.
-    let n = unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            data.as_mut_ptr().cast(),
-            len,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    check(n as libc::c_long, || "peek at a TCP queue".into())?;
-    data.truncate(n as usize);
-    Ok(data)
-}
-
 /// What this socket is; an established connection is put in repair mode (and left so:
 /// closing it then sends nothing to the peer) and read out.
 pub fn inspect(fd: &OwnedFd) -> Result<TcpSock> {
@@ -177,7 +158,7 @@ pub fn inspect(fd: &OwnedFd) -> Result<TcpSock> {
                     let n = queue_len(fd, libc::TIOCOUTQ)?;
                     (n, &mut c.sndq)
                 };
-                *data = peek(fd, len)?;
+                *data = super::sockdiag::peek_stream(fd, len)?;
                 // The kernel reports the sequence number after the queue (rcv_nxt,
                 // write_seq); restore sets the one before it and appends the data.
                 let start = seq.wrapping_sub(data.len() as u32);

@@ -1734,3 +1734,25 @@ pub fn connect_loopback(port: u16, what: &str) -> std::net::TcpStream {
         .expect("read timeout");
     conn
 }
+
+/// The end of a dumped-and-restored tree's run: the output before the dump and the
+/// restored copy's output together are the reference run's, byte for byte; `ckpt
+/// restore` exits 0 (the root's status); and none of the tree's processes is left.
+pub fn assert_tree_finished_like_reference(
+    what: &str,
+    reference: &[u8],
+    before: Vec<u8>,
+    fin: &Finished,
+    pids: &[i32],
+) {
+    assert_same_output(what, reference, &[before, fin.stdout.clone()].concat());
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "{what}: ckpt restore's exit status; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    for &p in pids {
+        assert_no_process(p, what);
+    }
+}
