@@ -518,33 +518,33 @@ fn python3_threads_with_a_condition_continue_after_restore() {
 // ---------------------------------------------------------------------------------------
 // A process on a terminal, restored as a shell job
 
-/// The pty output of `script` with its carriage returns dropped.
+/// The pty output of `ptyrun.py` with its carriage returns dropped.
 fn tty_text(b: &[u8]) -> Vec<u8> {
     b.iter().copied().filter(|&c| c != b'\r').collect()
 }
 
 /// A program whose standard descriptors are a pseudo-terminal (it runs under
-/// `script`, which gives it one) is dumped, and restored under another `script`: it is
-/// connected to `ckpt restore`'s own terminal, as a shell job, and continues there
-/// (its output on the two terminals, together, is that of an uninterrupted run).
+/// `ptyrun.py`, which gives it one as its controlling terminal) is dumped, and restored
+/// under another `ptyrun.py`: it is connected to `ckpt restore`'s own terminal, as a
+/// shell job, and continues there (its output on the two terminals, together, is that
+/// of an uninterrupted run).
 #[test]
 fn process_on_a_pty_is_restored_onto_the_terminal_of_ckpt_restore() {
     let ctx = Ctx::new("process_on_a_pty_is_restored_onto_the_terminal_of_ckpt_restore");
-    let script = PathBuf::from("/usr/bin/script");
-    assert!(
-        script.exists(),
-        "needs script(1) (util-linux) to make a pty"
-    );
+    let ptyrun = script("ptyrun.py");
     let counter = target("counter-static");
     let map = ctx.path("map.bin");
     write_pattern_file(&map, 3 * 4096 + 100, 7);
-    let cmd = format!("{} 40 {}", counter.display(), map.display());
-    let under_pty = |c: &str| Spec::new(&script).arg("-qfec").arg(c).arg("/dev/null");
+    let under_pty = |args: &[&OsStr]| {
+        args.iter()
+            .fold(Spec::new(python3()).arg(&ptyrun), |s, a| s.arg(a))
+    };
+    let cmd = [counter.as_os_str(), "40".as_ref(), map.as_os_str()];
     let mut reference = ctx.spawn(&under_pty(&cmd));
     let mut t = ctx.spawn(&under_pty(&cmd));
     t.wait_lines(8);
-    let tree = wait_process_tree(t.pid, 2, "script and its program");
-    let pid = *tree.last().expect("the program under script");
+    let tree = wait_process_tree(t.pid, 2, "ptyrun.py and its program");
+    let pid = *tree.last().expect("the program under ptyrun.py");
     let links = fd_links(pid);
     assert!(
         links.iter().take(3).all(|l| l.starts_with("/dev/pts/")),
@@ -554,11 +554,15 @@ fn process_on_a_pty_is_restored_onto_the_terminal_of_ckpt_restore() {
     ctx.dump(pid, &img);
     let before = t.finish();
     // Restored under a new pty, as a job of the shell that runs `ckpt restore`.
-    let restore_cmd = format!("{} restore {}", ckpt_bin().display(), img.display());
-    let mut r = ctx.spawn(&under_pty(&restore_cmd));
+    let bin = ckpt_bin();
+    let mut r = ctx.spawn(&under_pty(&[
+        bin.as_os_str(),
+        "restore".as_ref(),
+        img.as_os_str(),
+    ]));
     let after = r.finish();
     let reference = reference.finish();
-    // script -e exits with its program's status, and ckpt restore passes on the restored
+    // ptyrun.py exits with its program's status, and ckpt restore passes on the restored
     // program's (counter ends with 3).
     assert_eq!(
         after.status.code(),
