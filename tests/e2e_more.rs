@@ -455,6 +455,230 @@ fn tree_restored_with_new_pidns_while_the_original_holds_its_pids() {
     }
 }
 
+/// `unshare` (util-linux), to start a tree in a PID namespace of its own.
+fn unshare() -> PathBuf {
+    let p = PathBuf::from("/usr/bin/unshare");
+    assert!(p.exists(), "needs unshare(1) (util-linux)");
+    p
+}
+
+/// A copy of target `name` in the test's directory: processes running it are this
+/// test's (see [`running_exe`]), whatever other tests run at the same time.
+fn own_copy(ctx: &Ctx, name: &str) -> PathBuf {
+    let p = ctx.path(name);
+    fs::copy(target(name), &p).expect("copy the target");
+    p
+}
+
+/// Processes whose executable is `exe`.
+fn running_exe(exe: &Path) -> Vec<i32> {
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|l| l == exe))
+        .collect()
+}
+
+/// Start `nstree` under `unshare -p -f` (its root is PID 1 of a namespace of its own),
+/// let it print `lines` lines, and dump its root (the namespace's init), which takes
+/// the whole namespace. Returns (what it printed before the dump, its host PIDs).
+fn dump_tree_with_own_pidns(
+    ctx: &Ctx,
+    spec: &Spec,
+    img: &Path,
+    lines: usize,
+) -> (Vec<u8>, Vec<i32>) {
+    let mut t = ctx.spawn(spec);
+    t.wait_lines(lines);
+    let tree = wait_process_tree(t.pid, 3, "unshare and nstree");
+    let (root, child) = (tree[1], tree[2]);
+    assert_eq!(
+        nspids(root),
+        vec![root, 1],
+        "nstree's root is PID 1 of its namespace"
+    );
+    assert_eq!(
+        nspids(child),
+        vec![child, 2],
+        "nstree's child is PID 2 there"
+    );
+    // A process inside the namespace that is not its init is refused, naming the init.
+    let child_img = ctx.path("child.img");
+    let pid_arg = child.to_string();
+    let r = ctx.ckpt(&[
+        OsStr::new("dump"),
+        pid_arg.as_ref(),
+        "-o".as_ref(),
+        child_img.as_os_str(),
+    ]);
+    r.assert_fails(1);
+    assert!(
+        r.stderr
+            .contains(&format!("namespace's init (PID {root} here)")),
+        "dump of a process that is not its namespace's init: {}",
+        r.stderr
+    );
+    assert_running_untraced(child, "the child after the refused dump");
+    ctx.dump(root, img);
+    let before = t.finish();
+    (before.stdout, vec![root, child])
+}
+
+/// A tree that runs in a PID namespace of its own (started with `unshare -p -f`: its
+/// root is PID 1 there) is dumped by its init and restored into a new namespace: its
+/// processes print their IDs every step and they are the old ones (1 and 2), the
+/// restored root is PID 1 of a namespace that is not ckpt's, and the output of the two
+/// runs together is that of an uninterrupted run.
+#[test]
+fn tree_with_its_own_pid_namespace_is_restored_into_a_new_one() {
+    let ctx = Ctx::new("tree_with_its_own_pid_namespace_is_restored_into_a_new_one");
+    let nstree = own_copy(&ctx, "nstree");
+    let spec = Spec::new(unshare())
+        .arg("-p")
+        .arg("-f")
+        .arg(&nstree)
+        .arg("40")
+        .arg("sleep=30")
+        .arg("show-pids");
+    let mut rp = ctx.spawn(&spec);
+    let img = ctx.path("ownns.img");
+    let (before, old) = dump_tree_with_own_pidns(&ctx, &spec, &img, 9);
+    for p in &old {
+        assert_no_process(*p, "nstree after its dump");
+    }
+    // The image says so, and holds the namespace's IDs.
+    let j = ctx.inspect_json(&img);
+    assert_eq!(j["own_pid_namespace"], Value::Bool(true), "inspect --json");
+    let ids: Vec<i64> = j["processes"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["pid"].as_i64()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, vec![1, 2], "the image's process IDs");
+    // This host's PIDs do not matter (1 and 2 are taken here): check is content.
+    ctx.ckpt(&[OsStr::new("check"), img.as_os_str()])
+        .assert_ok();
+    let mut r = ctx.restore(&img, &[], In::Null);
+    r.wait_lines(1);
+    let tree = wait_process_tree(r.pid, 3, "ckpt restore and the restored nstree");
+    let (root, child) = (tree[1], tree[2]);
+    assert_eq!(
+        nspids(root),
+        vec![root, 1],
+        "the restored root is PID 1 of its namespace"
+    );
+    assert_eq!(
+        nspids(child),
+        vec![child, 2],
+        "the restored child is PID 2 there"
+    );
+    let ns = |p: i32| fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    assert_ne!(
+        ns(root),
+        ns(my_pid()),
+        "the restored tree has a PID namespace of its own"
+    );
+    let fin = r.finish();
+    let reference = rp.finish();
+    assert_eq!(reference.status.code(), Some(0), "nstree: reference run");
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "nstree restored into a new PID namespace; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    let got = [before, fin.stdout].concat();
+    assert_same_output("nstree in its own PID namespace", &reference.stdout, &got);
+    assert!(
+        running_exe(&nstree).is_empty(),
+        "nstree processes left behind"
+    );
+}
+
+/// The tree with its own PID namespace: restores made to fail at steps along the way
+/// (every step of building the tree, then a sample of the rest) each exit 1 saying why,
+/// print nothing of the program, and leave no process of it behind (the new namespace
+/// dies with its init); then the image restores and continues.
+#[test]
+fn failed_restores_of_a_tree_with_its_own_pid_namespace_leave_nothing() {
+    let ctx = Ctx::new("failed_restores_of_a_tree_with_its_own_pid_namespace_leave_nothing");
+    let nstree = own_copy(&ctx, "nstree");
+    let spec = Spec::new(unshare())
+        .arg("-p")
+        .arg("-f")
+        .arg(&nstree)
+        .arg("30")
+        .arg("sleep=20")
+        .arg("show-pids");
+    let reference = ctx.reference(&spec);
+    let img = ctx.path("ownns.img");
+    let (before, _) = dump_tree_with_own_pidns(&ctx, &spec, &img, 9);
+    let with_env = |env: &[(&str, &str)]| {
+        let mut s = Spec::new(ckpt_bin()).arg("restore").arg(&img).cwd(&ctx.dir);
+        for (k, v) in env {
+            s = s.env(k, v);
+        }
+        ctx.spawn(&s).finish()
+    };
+    let trace = with_env(&[("CKPT_FAULT", "no such step"), ("CKPT_FAULT_TRACE", "1")]);
+    let trace_text = text(&trace.stderr);
+    let total = trace_text
+        .lines()
+        .filter(|l| l.starts_with("ckpt: step #"))
+        .count();
+    assert!(
+        total > 20,
+        "too few traced steps (fault-injection feature on?):\n{trace_text}"
+    );
+    assert_eq!(
+        trace.status.code(),
+        Some(0),
+        "the traced restore: {trace_text}"
+    );
+    assert!(
+        running_exe(&nstree).is_empty(),
+        "the traced restore left nstree running"
+    );
+    let mut tried = 0;
+    for n in (1..=total).filter(|n| *n <= 12 || n % 13 == 0 || *n == total) {
+        let f = with_env(&[("CKPT_FAULT", &format!("#{n}"))]);
+        let err = text(&f.stderr);
+        assert_eq!(
+            f.status.code(),
+            Some(1),
+            "restore failing at step #{n}: {err}"
+        );
+        assert!(
+            err.contains("injected fault"),
+            "restore failing at step #{n}: {err}"
+        );
+        assert!(
+            f.stdout.is_empty(),
+            "restore failing at step #{n}: the tree ran"
+        );
+        let left = running_exe(&nstree);
+        assert!(
+            left.is_empty(),
+            "restore failing at step #{n} left {left:?}"
+        );
+        tried += 1;
+    }
+    eprintln!("{tried} failing restores of {total} steps");
+    let fin = with_env(&[]);
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "the final restore: {}",
+        text(&fin.stderr)
+    );
+    // The traced restore ran the program to its end too: its output is the tail again.
+    let got = [before.clone(), fin.stdout].concat();
+    assert_same_output("nstree after the failed restores", &reference.stdout, &got);
+    let traced = [before, trace.stdout].concat();
+    assert_same_output("nstree, traced restore", &reference.stdout, &traced);
+}
+
 // ---------------------------------------------------------------------------------------
 // Real runtimes: node and python3 threads
 

@@ -259,6 +259,7 @@ fn checkpoint() -> Checkpoint {
         processes: vec![process, zombie],
         pipes: vec![],
         socketpairs: vec![],
+        own_pid_namespace: false,
     }
 }
 

@@ -81,6 +81,13 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
         "  made by ckpt {} on host {} (kernel {}) at unix time {}",
         i.tool_version, i.hostname, i.kernel_release, i.created_unix
     );
+    if ckpt.own_pid_namespace {
+        println!(
+            "  the tree had a PID namespace of its own (IDs below are as it saw them; its \
+             root was PID {} on the dump host); restore makes a new one",
+            i.root_pid
+        );
+    }
     let a = &ckpt.arch;
     println!("Architecture: {} {:?}", a.machine, a.abis);
     println!(

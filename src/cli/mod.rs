@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 use ckpt::dump::{self, DumpOptions, Output};
 use ckpt::restore;
+use ckpt::restore::stage::RootStub;
 use ckpt::sys;
 
 #[derive(Parser)]
@@ -102,7 +103,9 @@ enum Cmd {
         pid_file: Option<PathBuf>,
         /// Restore into a new PID namespace (with its own /proc), where the image's PIDs
         /// are free even if they are taken here. ckpt stays in it as its init (PID 1),
-        /// reaping orphans; the printed PID is the root's PID as seen from here.
+        /// reaping orphans; the printed PID is the root's PID as seen from here. A tree
+        /// that had a PID namespace of its own (its root was PID 1 there) always gets a
+        /// new one, with its root as PID 1 again, with or without this option.
         #[arg(long)]
         new_pidns: bool,
     },
@@ -229,10 +232,11 @@ pub fn main() -> i32 {
             pid_file,
             new_pidns,
         } => {
-            let view = match cpu.view() {
+            let mut view = match cpu.view() {
                 Ok(v) => v,
                 Err(e) => return err(e),
             };
+            view.new_pid_namespace = new_pidns;
             let input = match open_input(&image) {
                 Ok(i) => i,
                 Err(e) => return err(e),
@@ -242,10 +246,17 @@ pub fn main() -> i32 {
                 sys::process::set_signal_ignored(libc::SIGINT, true);
                 sys::process::set_signal_ignored(libc::SIGQUIT, true);
             }
-            if new_pidns {
-                return restore_in_new_pidns(input, &view, detach, pid_file.as_deref());
+            let prepared = match restore::prepare(input, &view) {
+                Ok(p) => p,
+                Err(e) => return err(e),
+            };
+            if prepared.own_pid_namespace() {
+                return restore_own_pidns(prepared, detach, pid_file.as_deref());
             }
-            let st = match restore::restore(input, &view) {
+            if new_pidns {
+                return restore_in_new_pidns(prepared, detach, pid_file.as_deref());
+            }
+            let st = match prepared.run(RootStub::Spawn) {
                 Ok(st) => st,
                 Err(e) => return err(e),
             };
@@ -349,11 +360,87 @@ fn exit_code(status: i32) -> i32 {
     }
 }
 
+/// Restore a tree that had a PID namespace of its own: its root becomes PID 1 of a new
+/// one. The root is our child (we wait for it as its parent, and report its PID here);
+/// the tree is built by a helper we fork into the new namespace (where /proc, ptrace
+/// and clone3 speak the tree's own IDs), which seizes the root and exits once the tree
+/// runs. If anything fails, killing the root ends the namespace and everything in it.
+fn restore_own_pidns(
+    prepared: restore::Prepared<Box<dyn Read>>,
+    detach: bool,
+    pid_file: Option<&std::path::Path>,
+) -> i32 {
+    let (init, go) = match sys::process::spawn_pidns_init_stub() {
+        Ok(x) => x,
+        Err(e) => return err(e),
+    };
+    let give_up = |msg: String| {
+        let _ = sys::process::kill(init, libc::SIGKILL);
+        let _ = sys::process::wait_exit(init);
+        err(msg)
+    };
+    let (rd, wr) = match sys::process::pipe() {
+        Ok(p) => p,
+        Err(e) => return give_up(e.to_string()),
+    };
+    let spare = prepared.spare_pid();
+    match sys::process::fork_into_pid_namespace_of(init, spare) {
+        Err(e) => give_up(e.to_string()),
+        Ok(None) => {
+            // The builder, inside the namespace. It lives only as long as the namespace's
+            // init, which exits when every copy of `go` is closed before it got its byte:
+            // a copy stays open until our report is written.
+            drop(rd);
+            let mut wr = std::fs::File::from(wr);
+            let _hold = go.try_clone();
+            let res = sys::process::mount_own_proc()
+                .map_err(restore::RestoreError::from)
+                .and_then(|()| prepared.run(RootStub::Seize { pid: 1, go }));
+            match res {
+                Ok(_) => {
+                    let _ = wr.write_all(b"ok");
+                    std::process::exit(0);
+                }
+                Err(e) => {
+                    let _ = write!(wr, "{e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Ok(Some(builder)) => {
+            drop((wr, go, prepared));
+            let mut msg = String::new();
+            let _ = std::fs::File::from(rd).read_to_string(&mut msg);
+            let _ = sys::process::wait_exit(builder);
+            if msg != "ok" {
+                return give_up(if msg.is_empty() {
+                    "restore in a new PID namespace failed".to_string()
+                } else {
+                    msg
+                });
+            }
+            if let Some(f) = pid_file {
+                if let Err(e) = std::fs::write(f, format!("{init}\n")) {
+                    eprintln!("ckpt: warning: cannot write pid file {}: {e}", f.display());
+                }
+            }
+            if detach {
+                println!("{init}");
+                let _ = io::stdout().flush();
+                return 0;
+            }
+            match sys::process::wait_exit(init) {
+                Ok(status) => exit_code(status),
+                Err(e) => err(e),
+            }
+        }
+    }
+}
+
 /// `restore --new-pidns`: a child of ours becomes PID 1 of a new PID namespace, restores
 /// the tree there and stays as its init; we report its outcome.
 fn restore_in_new_pidns(
-    input: Box<dyn Read>,
-    view: &restore::HostView,
+    prepared: restore::Prepared<Box<dyn Read>>,
     detach: bool,
     pid_file: Option<&std::path::Path>,
 ) -> i32 {
@@ -366,7 +453,10 @@ fn restore_in_new_pidns(
         Ok(None) => {
             drop(rd);
             let mut wr = std::fs::File::from(wr);
-            let st = match restore::restore(input, view) {
+            let res = sys::process::mount_own_proc()
+                .map_err(restore::RestoreError::from)
+                .and_then(|()| prepared.run(RootStub::Spawn));
+            let st = match res {
                 Ok(st) => st,
                 Err(e) => {
                     let _ = write!(wr, "{e}");
@@ -387,7 +477,7 @@ fn restore_in_new_pidns(
         }
         Ok(Some(init)) => {
             drop(wr);
-            drop(input);
+            drop(prepared);
             let mut msg = String::new();
             let _ = std::fs::File::from(rd).read_to_string(&mut msg);
             if msg != "ok" {

@@ -28,6 +28,46 @@ pub(crate) struct Collected {
     pub ckpt: Checkpoint,
     /// Page runs of each (live) process, by PID, in image order.
     pub runs: Vec<(i32, Vec<Run>)>,
+    /// The host PID of each process whose image PID differs (a tree with its own PID
+    /// namespace): /proc and ptrace take host PIDs.
+    pub host_pids: std::collections::BTreeMap<i32, i32>,
+}
+
+impl Collected {
+    /// The PID under which ckpt reaches process `pid` of the image.
+    pub fn host_pid(&self, pid: i32) -> i32 {
+        self.host_pids.get(&pid).copied().unwrap_or(pid)
+    }
+
+    /// Turn every ID into what the tree's own PID namespace sees (see
+    /// `Checkpoint::own_pid_namespace`); IDs of tasks outside the tree become 0.
+    pub fn use_namespace_pids(&mut self) -> Result<()> {
+        let mut map = std::collections::BTreeMap::new();
+        for p in &self.ckpt.processes {
+            let local = |v: Vec<i32>| v.last().copied().filter(|&x| x > 0);
+            let st = sys::proc::status(p.pid)?;
+            let pid = local(st.nspid)
+                .ok_or_else(|| unsupported(p.pid, "its ID in its PID namespace cannot be read"))?;
+            map.insert(p.pid, pid);
+            for t in p.threads.iter().skip(1) {
+                let tid = local(sys::proc::thread_nspid(p.pid, t.tid)?).ok_or_else(|| {
+                    unsupported(
+                        p.pid,
+                        format!("the namespace ID of thread {} is unknown", t.tid),
+                    )
+                })?;
+                map.insert(t.tid, tid);
+            }
+        }
+        let f = |id: i32| map.get(&id).copied().unwrap_or(0);
+        self.ckpt.map_pids(&f);
+        for (pid, _) in &mut self.runs {
+            *pid = f(*pid);
+        }
+        self.host_pids = map.iter().map(|(&host, &local)| (local, host)).collect();
+        self.ckpt.own_pid_namespace = true;
+        Ok(())
+    }
 }
 
 /// One collected process.
@@ -1044,8 +1084,13 @@ pub(crate) fn assemble(root: i32, procs: Vec<ProcCollected>) -> Result<Collected
         processes,
         pipes: Vec::new(),
         socketpairs: Vec::new(),
+        own_pid_namespace: false,
     };
-    Ok(Collected { ckpt, runs })
+    Ok(Collected {
+        ckpt,
+        runs,
+        host_pids: Default::default(),
+    })
 }
 
 /// Find descriptors that share an open file description with an earlier one in the

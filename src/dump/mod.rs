@@ -330,9 +330,6 @@ fn precheck(pid: i32) -> Result<()> {
     if st.seccomp != 0 {
         return unsupported("it runs under seccomp, which is not supported yet".into());
     }
-    if st.nspid_depth > 1 {
-        return unsupported("it runs in a nested PID namespace, not supported yet".into());
-    }
     // Other namespaces than ckpt's would be silently replaced by ckpt's at restore.
     if let Some(ns) = sys::proc::foreign_namespace(pid) {
         return unsupported(format!(
@@ -341,6 +338,44 @@ fn precheck(pid: i32) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// How many PID namespaces deep ckpt itself runs (1 in the initial one).
+fn own_pidns_depth() -> Result<usize> {
+    Ok(sys::proc::status(std::process::id() as i32)?.nspid.len())
+}
+
+/// Whether the tree rooted at `root` has a PID namespace of its own: true when `root` is
+/// the init (PID 1) of a namespace one level below ckpt's, false when it lives in
+/// ckpt's. Anything else is refused, naming what to dump instead.
+fn root_owns_pid_namespace(root: i32) -> Result<bool> {
+    let own = own_pidns_depth()?;
+    let st = sys::proc::status(root)?;
+    let unsupported = |why: String| Err(DumpError::Unsupported { pid: root, why });
+    match st.nspid.len() {
+        n if n == own => Ok(false),
+        n if n == own + 1 && st.nspid.last() == Some(&1) => Ok(true),
+        n if n == own + 1 => {
+            // Name the namespace's init: the highest ancestor in the same namespace.
+            let ns = sys::proc::pid_namespace(root)?;
+            let mut init = root;
+            let mut p = st.ppid;
+            while p > 0 && sys::proc::pid_namespace(p).ok().as_ref() == Some(&ns) {
+                init = p;
+                p = sys::proc::status(p).map(|s| s.ppid).unwrap_or(0);
+            }
+            unsupported(format!(
+                "it runs inside a PID namespace as PID {}, not as its init; dump the \
+                 namespace's init (PID {init} here), which takes the whole namespace",
+                st.nspid.last().copied().unwrap_or(0)
+            ))
+        }
+        _ => unsupported(
+            "it runs in a PID namespace nested two or more levels below ckpt's; run ckpt \
+             in the parent of its namespace"
+                .into(),
+        ),
+    }
 }
 
 /// All children of every thread of a (frozen) process.
@@ -365,6 +400,7 @@ impl FrozenTree {
             nodes: Vec::new(),
             frozen_at: t0,
         };
+        let root_ns = sys::proc::pid_namespace(root)?;
         let mut queue = std::collections::VecDeque::from([root]);
         while let Some(pid) = queue.pop_front() {
             let zombie = |pid| {
@@ -378,6 +414,14 @@ impl FrozenTree {
             }
             if pid != root {
                 precheck(pid)?;
+                if sys::proc::pid_namespace(pid)? != root_ns {
+                    return Err(DumpError::Unsupported {
+                        pid,
+                        why: "it is the init of a PID namespace of its own inside the dumped \
+                              tree; nested PID namespaces are not supported"
+                            .into(),
+                    });
+                }
             }
             match Frozen::freeze(pid) {
                 Ok(fr) => tree.nodes.push((pid, Some(fr))),
@@ -453,6 +497,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
         Output::Stdout => (None, None),
     };
+    let own_pidns = root_owns_pid_namespace(pid)?;
     let mut tree = FrozenTree::freeze(pid)?;
     let mut seen = collect::SharedSeen::new();
     let mut procs = Vec::new();
@@ -485,6 +530,9 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     let mut collected = collect::assemble(pid, procs)?;
     collected.ckpt.pipes = pipes;
     collected.ckpt.socketpairs = socketpairs;
+    if own_pidns {
+        collected.use_namespace_pids()?;
+    }
     let ckpt = &collected.ckpt;
     let mut stats = DumpStats {
         pid,

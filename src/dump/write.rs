@@ -42,7 +42,7 @@ pub(crate) fn write_image<W: Write>(
             if f.shared_with.is_some() || !done_files.insert(data) {
                 continue;
             }
-            let path = format!("/proc/{}/fd/{}", p.pid, f.fd);
+            let path = format!("/proc/{}/fd/{}", c.host_pid(p.pid), f.fd);
             let mut file = std::fs::File::open(&path)
                 .map_err(|e| crate::sys::SysError::io(format!("open {path}"), e))?;
             let mut chunk = vec![0u8; 4 << 20];
@@ -58,7 +58,7 @@ pub(crate) fn write_image<W: Write>(
     }
     let mut buf = Vec::new();
     for (pid, runs) in &c.runs {
-        let mem = RemoteMem::open(*pid)?;
+        let mem = RemoteMem::open(c.host_pid(*pid))?;
         w.write_record(tag::PAGES_PID, FLAG_REQUIRED, *pid as u64, &[], false)?;
         for run in runs {
             let len = run.pages as usize * PAGE;

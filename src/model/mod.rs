@@ -475,4 +475,36 @@ pub struct Checkpoint {
     pub pipes: Vec<PipeState>,
     #[serde(default)]
     pub socketpairs: Vec<SocketPairState>,
+    /// The tree had a PID namespace of its own, whose init was the root: every process
+    /// and thread ID in the image is as seen in that namespace (the root is 1, IDs of
+    /// processes outside it are 0), and restore creates a new namespace for the tree.
+    #[serde(default)]
+    pub own_pid_namespace: bool,
+}
+
+impl Checkpoint {
+    /// Rewrite every process and thread ID the image holds through `f` (the one place
+    /// that knows which fields are IDs). Signal information needs no rewrite: the
+    /// kernel stores a sender's ID as the receiver's namespace sees it.
+    pub fn map_pids(&mut self, f: &dyn Fn(i32) -> i32) {
+        for p in &mut self.processes {
+            p.pid = f(p.pid);
+            p.ppid = f(p.ppid);
+            p.pgid = f(p.pgid);
+            p.sid = f(p.sid);
+            for t in &mut p.threads {
+                t.tid = f(t.tid);
+            }
+            for tm in &mut p.posix_timers {
+                if tm.notify_tid != 0 {
+                    tm.notify_tid = f(tm.notify_tid);
+                }
+            }
+            for fd in &mut p.fds {
+                if let Some((pid, _)) = &mut fd.shared_with {
+                    *pid = f(*pid);
+                }
+            }
+        }
+    }
 }

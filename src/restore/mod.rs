@@ -148,6 +148,19 @@ pub struct RestoreStats {
 /// Restore the image read from `input`. Returns once the process runs (it is a child of
 /// this process).
 pub fn restore<R: Read>(input: R, view: &HostView) -> Result<RestoreStats> {
+    prepare(input, view)?.run(stage::RootStub::Spawn)
+}
+
+/// An image whose metadata is read and planned, with no problem found: what is left is
+/// to build the tree ([`Prepared::run`]).
+pub struct Prepared<R: Read> {
+    reader: ImageReader<R>,
+    plan: plan::Plan,
+    t0: Instant,
+}
+
+/// Read the image's metadata from `input` and check it against this host.
+pub fn prepare<R: Read>(input: R, view: &HostView) -> Result<Prepared<R>> {
     let t0 = Instant::now();
     let mut reader = ImageReader::new(input)?;
     let ckpt = plan::read_checkpoint(&mut reader)?;
@@ -155,26 +168,56 @@ pub fn restore<R: Read>(input: R, view: &HostView) -> Result<RestoreStats> {
     if !plan.problems.is_empty() {
         return Err(RestoreError::Problems(plan.problems));
     }
-    // While the tree is being built, orphans of a failed stage must come to us to be
-    // reaped (PID 1 may not reap them, and their PIDs would stay taken).
-    sys::process::set_child_subreaper(true)?;
-    let res = stage::stage(&plan, &mut reader).and_then(|staged| {
-        let bytes = staged.bytes;
-        stage::commit(staged, &plan).map(|pid| (pid, bytes))
-    });
-    let _ = sys::process::set_child_subreaper(false);
-    let (pid, bytes) = res?;
-    // The connections are back: let the peers' packets through again.
-    let conns: Vec<_> = plan
-        .ckpt
-        .processes
-        .iter()
-        .flat_map(|p| p.tcp_connections())
-        .collect();
-    sys::netlock::unlock(&conns);
-    Ok(RestoreStats {
-        pid,
-        page_bytes: bytes,
-        total: t0.elapsed(),
-    })
+    Ok(Prepared { reader, plan, t0 })
+}
+
+impl<R: Read> Prepared<R> {
+    /// The tree had a PID namespace of its own (its root must become PID 1 of a new one).
+    pub fn own_pid_namespace(&self) -> bool {
+        self.plan.ckpt.own_pid_namespace
+    }
+
+    /// An ID that no process or thread of the image has (for a helper that must live in
+    /// the tree's new PID namespace while it is built).
+    pub fn spare_pid(&self) -> i32 {
+        let procs = &self.plan.ckpt.processes;
+        let max = procs
+            .iter()
+            .flat_map(|p| std::iter::once(p.pid).chain(p.threads.iter().map(|t| t.tid)))
+            .max()
+            .unwrap_or(1);
+        max.saturating_add(1)
+    }
+
+    /// Build the tree and let it run. Returns once it runs (its root is our child, or
+    /// with `RootStub::Seize` the process we were given).
+    pub fn run(self, root: stage::RootStub) -> Result<RestoreStats> {
+        let Prepared {
+            mut reader,
+            plan,
+            t0,
+        } = self;
+        // While the tree is being built, orphans of a failed stage must come to us to be
+        // reaped (PID 1 may not reap them, and their PIDs would stay taken).
+        sys::process::set_child_subreaper(true)?;
+        let res = stage::stage(&plan, &mut reader, root).and_then(|staged| {
+            let bytes = staged.bytes;
+            stage::commit(staged, &plan).map(|pid| (pid, bytes))
+        });
+        let _ = sys::process::set_child_subreaper(false);
+        let (pid, bytes) = res?;
+        // The connections are back: let the peers' packets through again.
+        let conns: Vec<_> = plan
+            .ckpt
+            .processes
+            .iter()
+            .flat_map(|p| p.tcp_connections())
+            .collect();
+        sys::netlock::unlock(&conns);
+        Ok(RestoreStats {
+            pid,
+            page_bytes: bytes,
+            total: t0.elapsed(),
+        })
+    }
 }

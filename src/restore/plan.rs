@@ -48,6 +48,9 @@ pub struct Plan {
 pub struct HostView {
     pub host: arch::HostCaps,
     pub policy: arch::CpuPolicy,
+    /// The tree goes into a new PID namespace (`restore --new-pidns`): its IDs need not
+    /// be free on this host.
+    pub new_pid_namespace: bool,
 }
 
 impl HostView {
@@ -62,7 +65,11 @@ impl HostView {
             Some(m) if !m.trim().is_empty() => host.masked(m).map_err(|e| e.to_string())?,
             _ => host,
         };
-        Ok(Self { host, policy })
+        Ok(Self {
+            host,
+            policy,
+            new_pid_namespace: false,
+        })
     }
 }
 
@@ -115,6 +122,16 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
         return;
     }
     let root = &procs[0];
+    if ckpt.own_pid_namespace && root.pid != 1 {
+        p(
+            problems,
+            "malformed",
+            format!(
+                "the tree has a PID namespace of its own but its root is PID {}, not 1",
+                root.pid
+            ),
+        );
+    }
     let mut ids = BTreeSet::new();
     for (i, q) in procs.iter().enumerate() {
         check_process(q, &mut ids, problems);
@@ -560,7 +577,19 @@ fn check_output_file(id: &FileId, flags: u32, pos: u64, what: &str, problems: &m
     }
 }
 
-fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
+/// Host checks of one process; `pids_free` when its IDs will live in a new PID
+/// namespace, where they are all free.
+fn check_host(proc_: &Process, pids_free: bool, problems: &mut Vec<Problem>) {
+    if !pids_free {
+        check_pids_free(proc_, problems);
+    }
+    if !proc_.is_zombie() {
+        check_host_files(proc_, problems);
+    }
+}
+
+/// The process's PID and thread IDs are free on this host.
+fn check_pids_free(proc_: &Process, problems: &mut Vec<Problem>) {
     for t in proc_.threads.iter().skip(1) {
         if let Ok(s) = procfs::stat(t.tid) {
             p(
@@ -591,9 +620,9 @@ fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
         };
         p(problems, "pid-taken", msg);
     }
-    if proc_.is_zombie() {
-        return;
-    }
+}
+
+fn check_host_files(proc_: &Process, problems: &mut Vec<Problem>) {
     match std::fs::metadata(procfs::bytes_path(&proc_.root)) {
         Ok(m) if m.is_dir() => {}
         _ => p(
@@ -725,11 +754,12 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
                 }
             }
         }
+        let pids_free = view.new_pid_namespace || ckpt.own_pid_namespace;
         for proc_ in &ckpt.processes {
             if !proc_.is_zombie() {
                 check_arch(&ckpt.arch, proc_, &mut problems);
             }
-            check_host(proc_, &mut problems);
+            check_host(proc_, pids_free, &mut problems);
         }
         problems.sort_by(|a, b| a.message.cmp(&b.message));
         problems.dedup();

@@ -35,11 +35,29 @@ pub struct Stub {
     /// ckpt's own child.
     pub procs: Vec<(i32, Vec<i32>)>,
     committed: bool,
+    /// The root is the init of the PID namespace we live in ([`RootStub::Seize`]): we
+    /// cannot kill it (an init ignores SIGKILL from inside its namespace). It dies with
+    /// us (PTRACE_O_EXITKILL) and its parent, ckpt outside, reaps it; the namespace's
+    /// other processes die with it.
+    root_seized: bool,
+}
+
+/// Where the root of the tree comes from.
+pub enum RootStub {
+    /// A new child of ours, created with the root's PID.
+    Spawn,
+    /// An existing process (see `sys::process::spawn_pidns_init_stub`): we seize it and
+    /// write a byte to `go`, after which it stops itself.
+    Seize { pid: i32, go: std::os::fd::OwnedFd },
 }
 
 impl Drop for Stub {
     fn drop(&mut self) {
-        if !self.committed {
+        if !self.committed && self.root_seized {
+            for (pid, _) in self.procs.iter().skip(1) {
+                let _ = sys::process::kill(*pid, libc::SIGKILL);
+            }
+        } else if !self.committed {
             for (pid, _) in &self.procs {
                 let _ = sys::process::kill(*pid, libc::SIGKILL);
             }
@@ -2002,14 +2020,27 @@ fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> Result<()
 }
 
 /// Create the stub tree and build every process in it (everything but commit).
-pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged> {
+pub fn stage<R: Read>(
+    plan: &Plan,
+    reader: &mut ImageReader<R>,
+    root_stub: RootStub,
+) -> Result<Staged> {
     let procs = &plan.ckpt.processes;
     let root = &procs[0];
     fault_point("create process")?;
-    let pid = sys::process::spawn_traced_stub(Some(root.pid))?;
+    let (pid, root_seized) = match root_stub {
+        RootStub::Spawn => (sys::process::spawn_traced_stub(Some(root.pid))?, false),
+        RootStub::Seize { pid, go } => {
+            ptrace::seize(pid, 0)?;
+            std::io::Write::write_all(&mut std::fs::File::from(go), b"g")
+                .map_err(|e| sys::SysError::io("wake the namespace's init", e))?;
+            (pid, true)
+        }
+    };
     let mut stub = Stub {
         procs: vec![(pid, Vec::new())],
         committed: false,
+        root_seized,
     };
     match ptrace::wait(pid)? {
         Stop::Signal(libc::SIGSTOP) => {}

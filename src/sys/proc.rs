@@ -166,7 +166,8 @@ pub struct Status {
     pub cap_amb: u64,
     pub no_new_privs: bool,
     pub seccomp: u32,
-    pub nspid_depth: usize,
+    /// The task's ID in each PID namespace it is in, outermost (this /proc's) first.
+    pub nspid: Vec<i32>,
 }
 
 pub fn status(pid: i32) -> Result<Status> {
@@ -208,7 +209,12 @@ pub fn status(pid: i32) -> Result<Status> {
             "CapAmb" => s.cap_amb = hex(v)?,
             "NoNewPrivs" => s.no_new_privs = v == "1",
             "Seccomp" => s.seccomp = v.parse().map_err(|_| bad(k))?,
-            "NSpid" => s.nspid_depth = v.split_whitespace().count(),
+            "NSpid" => {
+                s.nspid = v
+                    .split_whitespace()
+                    .map(|x| x.parse().map_err(|_| bad(k)))
+                    .collect::<Result<_>>()?
+            }
             _ => {}
         }
     }
@@ -431,6 +437,32 @@ pub fn task_ids(pid: i32) -> Result<Vec<i32>> {
         .collect();
     v.sort_unstable();
     Ok(v)
+}
+
+/// The IDs of thread `tid` of process `pid` in each PID namespace it is in, outermost
+/// (this /proc's) first.
+pub fn thread_nspid(pid: i32, tid: i32) -> Result<Vec<i32>> {
+    let text = read(format!("/proc/{pid}/task/{tid}/status"))?;
+    let text = String::from_utf8_lossy(&text);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .ok_or_else(|| SysError::Other(format!("no NSpid in /proc/{pid}/task/{tid}/status")))?;
+    line.split_whitespace()
+        .map(|x| {
+            x.parse().map_err(|_| {
+                SysError::Other(format!(
+                    "cannot parse NSpid of /proc/{pid}/task/{tid}/status"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The identity (`pid:[inode]`) of the PID namespace process `pid` lives in.
+pub fn pid_namespace(pid: i32) -> Result<std::path::PathBuf> {
+    let p = format!("/proc/{pid}/ns/pid");
+    fs::read_link(&p).map_err(|e| SysError::io(format!("readlink {p}"), e))
 }
 
 /// Children of every thread of a process, sorted and without duplicates.

@@ -417,8 +417,8 @@ pub fn peek_pipe(read_end: &std::os::fd::OwnedFd) -> Result<(u32, Vec<u8>)> {
     Ok((cap as u32, data))
 }
 
-/// Fork a child that is PID 1 of a new PID namespace, with its own mount namespace and a
-/// /proc that shows that PID namespace. Returns `Ok(Some(child))` in the parent (the
+/// Fork a child that is PID 1 of a new PID namespace (it should [`mount_own_proc`]
+/// next). Returns `Ok(Some(child))` in the parent (the
 /// child's PID here) and `Ok(None)` in the child.
 ///
 /// Must be called while this process is single-threaded.
@@ -435,8 +435,13 @@ pub fn fork_into_new_pid_namespace() -> Result<Option<i32>> {
     if pid > 0 {
         return Ok(Some(pid));
     }
-    // Child: PID 1 of the new namespace. A private mount namespace with a fresh /proc,
-    // so /proc/PID means PIDs of this namespace (for ckpt and for the restored tree).
+    // Child: PID 1 of the new namespace; it mounts its own /proc next.
+    Ok(None)
+}
+
+/// Give this process a private mount namespace with a fresh /proc, so that /proc/PID
+/// means PIDs of the PID namespace it lives in (for ckpt and for what it restores).
+pub fn mount_own_proc() -> Result<()> {
     let fail = |what: &str| SysError::os(what.to_string());
     // SAFETY: plain syscalls with valid C strings.
     unsafe {
@@ -464,6 +469,114 @@ pub fn fork_into_new_pid_namespace() -> Result<Option<i32>> {
             return Err(fail("mount /proc for the new PID namespace"));
         }
     }
+    Ok(())
+}
+
+/// Create the init (PID 1) of a new PID namespace as a stub for a tree that had a PID
+/// namespace of its own. Unlike [`spawn_traced_stub`] it cannot trace itself (its
+/// tracer will live inside the namespace, not be its parent): it waits until a byte
+/// arrives on the returned pipe, which its tracer writes once it has seized it, then
+/// stops itself with SIGSTOP (which a traced init receives). It dies with us
+/// (PDEATHSIG), and exits if the pipe's writers all go away first.
+///
+/// Returns (its PID here, the pipe's write end). Must be called while this process is
+/// single-threaded.
+pub fn spawn_pidns_init_stub() -> Result<(i32, std::os::fd::OwnedFd)> {
+    use std::os::fd::AsRawFd;
+    let (rd, wr) = pipe()?;
+    let (rfd, wfd) = (rd.as_raw_fd(), wr.as_raw_fd());
+    let args = CloneArgs {
+        flags: libc::CLONE_NEWPID as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: clone3 without CLONE_VM creates a copy-on-write copy of this process; `args`
+    // is live for the call. In the child (return 0) only raw syscalls run before it
+    // stops or exits, so no libc or Rust runtime state is used in an inconsistent state.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r == 0 {
+        // SAFETY: raw syscalls only; see above. _exit never returns.
+        unsafe {
+            libc::syscall(
+                libc::SYS_prctl,
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL,
+                0,
+                0,
+                0,
+            );
+            libc::syscall(libc::SYS_close, wfd);
+            let mut b = 0u8;
+            if libc::syscall(libc::SYS_read, rfd, &mut b as *mut u8, 1) != 1 {
+                libc::_exit(125);
+            }
+            libc::syscall(libc::SYS_close, rfd);
+            let me = libc::syscall(libc::SYS_getpid);
+            libc::syscall(libc::SYS_kill, me, libc::SIGSTOP);
+            libc::_exit(127);
+        }
+    }
+    if r < 0 {
+        return Err(SysError::os("clone3(CLONE_NEWPID)".to_string()));
+    }
+    drop(rd);
+    Ok((r as i32, wr))
+}
+
+/// Fork a child that lives in the PID namespace of process `init` (of which it is not
+/// a descendant) with ID `ns_pid` there (it should [`mount_own_proc`] next). Returns `Ok(Some(child))` in the parent (the child's PID here) and
+/// `Ok(None)` in the child.
+///
+/// Must be called while this process is single-threaded.
+pub fn fork_into_pid_namespace_of(init: i32, ns_pid: i32) -> Result<Option<i32>> {
+    use std::os::fd::AsRawFd;
+    let open =
+        |p: String| std::fs::File::open(&p).map_err(|e| SysError::io(format!("open {p}"), e));
+    let theirs = open(format!("/proc/{init}/ns/pid"))?;
+    let ours = open("/proc/self/ns/pid".to_string())?;
+    // SAFETY: setns on a namespace descriptor; with CLONE_NEWPID it only changes the
+    // namespace of children created afterwards, and is undone below.
+    let r = unsafe { libc::setns(theirs.as_raw_fd(), libc::CLONE_NEWPID) };
+    check(r as libc::c_long, || {
+        "setns into the new PID namespace".into()
+    })?;
+    let tid: libc::pid_t = ns_pid;
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: &tid as *const libc::pid_t as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    // SAFETY: as in spawn_traced_stub, a copy-on-write copy; the caller guarantees a
+    // single-threaded process, so the child's copy of every lock and of the allocator is
+    // consistent and it may go on running Rust code.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    let err =
+        (r < 0).then(|| SysError::os(format!("clone3 into the new PID namespace as {ns_pid}")));
+    if r != 0 {
+        // SAFETY: back to the PID namespace we live in, which setns always allows.
+        let back = unsafe { libc::setns(ours.as_raw_fd(), libc::CLONE_NEWPID) };
+        if let Some(e) = err {
+            return Err(e);
+        }
+        check(back as libc::c_long, || {
+            "setns back to our PID namespace".into()
+        })?;
+        return Ok(Some(r as i32));
+    }
+    drop((theirs, ours));
     Ok(None)
 }
 

@@ -1,4 +1,4 @@
-/* nstree STEPS [sleep=MS]
+/* nstree STEPS [sleep=MS] [show-pids]
  *
  * A parent and a child that each check, every step, that their PIDs are the ones they
  * had at the start: the parent remembers its getpid() and the child's PID from fork();
@@ -6,7 +6,8 @@
  * whether its own PID, its child's PID (kill(child, 0) succeeds and the child is still
  * ours: waitpid WNOHANG gives 0) are unchanged; the child exits with a status that says
  * whether its PID and its parent's were unchanged all along, which the parent prints at
- * the end. Nothing printed depends on the actual PID values. */
+ * the end. Nothing printed depends on the actual PID values, unless show-pids asks for
+ * them on every step (for a tree in a PID namespace of its own, where they are known). */
 #include "util.h"
 #include <signal.h>
 #include <sys/wait.h>
@@ -15,8 +16,13 @@ int main(int argc, char **argv)
 {
 	long steps = arg_long(argc, argv, 1, 40);
 	long ms = 40;
-	if (argc > 2 && strncmp(argv[2], "sleep=", 6) == 0)
-		ms = strtol(argv[2] + 6, NULL, 10);
+	int show = 0;
+	for (int i = 2; i < argc; i++) {
+		if (strncmp(argv[i], "sleep=", 6) == 0)
+			ms = strtol(argv[i] + 6, NULL, 10);
+		else if (strcmp(argv[i], "show-pids") == 0)
+			show = 1;
+	}
 	pid_t me = getpid();
 	pid_t child = fork();
 	if (child < 0)
@@ -37,6 +43,8 @@ int main(int argc, char **argv)
 		pid_t w = waitpid(child, &st, WNOHANG);
 		out("step %ld: pid unchanged: %d child pid unchanged: %d child still running: %d\n",
 		    i, getpid() == me, kill(child, 0) == 0, w == 0);
+		if (show)
+			out("step %ld: pid %d child %d\n", i, (int)getpid(), (int)child);
 		sleep_ms(ms);
 	}
 	int st;
