@@ -142,9 +142,11 @@ enum Cmd {
     DemoWorkload { steps: u64 },
 }
 
-fn open_input(path: &PathBuf) -> Result<Box<dyn Read>, String> {
+/// The image to read (`-`: standard input). `Send`: restore reads it on a thread of its
+/// own.
+fn open_input(path: &PathBuf) -> Result<Box<dyn Read + Send>, String> {
     if path.as_os_str() == "-" {
-        return Ok(Box::new(io::stdin().lock()));
+        return Ok(Box::new(io::BufReader::with_capacity(1 << 20, io::stdin())));
     }
     let f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     Ok(Box::new(io::BufReader::with_capacity(1 << 20, f)))
@@ -366,7 +368,7 @@ fn exit_code(status: i32) -> i32 {
 /// and clone3 speak the tree's own IDs), which seizes the root and exits once the tree
 /// runs. If anything fails, killing the root ends the namespace and everything in it.
 fn restore_own_pidns(
-    prepared: restore::Prepared<Box<dyn Read>>,
+    prepared: restore::Prepared<Box<dyn Read + Send>>,
     detach: bool,
     pid_file: Option<&std::path::Path>,
 ) -> i32 {
@@ -395,7 +397,11 @@ fn restore_own_pidns(
             let _hold = go.try_clone();
             let res = sys::process::mount_own_proc()
                 .map_err(restore::RestoreError::from)
-                .and_then(|()| prepared.run(RootStub::Seize { pid: 1, go }));
+                .and_then(|()| {
+                    prepared
+                        .without_reading_thread()
+                        .run(RootStub::Seize { pid: 1, go })
+                });
             match res {
                 Ok(_) => {
                     let _ = wr.write_all(b"ok");
@@ -440,7 +446,7 @@ fn restore_own_pidns(
 /// `restore --new-pidns`: a child of ours becomes PID 1 of a new PID namespace, restores
 /// the tree there and stays as its init; we report its outcome.
 fn restore_in_new_pidns(
-    prepared: restore::Prepared<Box<dyn Read>>,
+    prepared: restore::Prepared<Box<dyn Read + Send>>,
     detach: bool,
     pid_file: Option<&std::path::Path>,
 ) -> i32 {
@@ -455,7 +461,7 @@ fn restore_in_new_pidns(
             let mut wr = std::fs::File::from(wr);
             let res = sys::process::mount_own_proc()
                 .map_err(restore::RestoreError::from)
-                .and_then(|()| prepared.run(RootStub::Spawn));
+                .and_then(|()| prepared.without_reading_thread().run(RootStub::Spawn));
             let st = match res {
                 Ok(st) => st,
                 Err(e) => {

@@ -260,6 +260,18 @@ pub struct Record<'a> {
     pub payload: &'a [u8],
 }
 
+/// A record whose payload buffer was handed over by the reader
+/// ([`ImageReader::next_record_owned`]).
+#[derive(Debug)]
+pub struct OwnedRecord {
+    pub tag: u32,
+    pub flags: u32,
+    pub arg: u64,
+    /// Byte offset of the record header in the stream.
+    pub offset: u64,
+    pub payload: Vec<u8>,
+}
+
 /// Reads an image as a stream, checking everything.
 pub struct ImageReader<R: Read> {
     inp: R,
@@ -457,6 +469,26 @@ impl<R: Read> ImageReader<R> {
                 payload: &self.buf,
             }));
         }
+    }
+}
+
+impl<R: Read> ImageReader<R> {
+    /// Like [`next_record`](Self::next_record), but the payload's buffer is handed over
+    /// (no copy) and `spare` becomes the reader's buffer for the next record: a caller
+    /// that gives buffers back keeps a fixed set of them in use.
+    pub fn next_record_owned(&mut self, spare: Vec<u8>) -> Result<Option<OwnedRecord>> {
+        let (tag, flags, arg, offset) = match self.next_record()? {
+            None => return Ok(None),
+            Some(r) => (r.tag, r.flags, r.arg, r.offset),
+        };
+        let payload = std::mem::replace(&mut self.buf, spare);
+        Ok(Some(OwnedRecord {
+            tag,
+            flags,
+            arg,
+            offset,
+            payload,
+        }))
     }
 }
 

@@ -7,6 +7,7 @@
 //! process go: the point of no return.
 
 pub mod plan;
+pub mod source;
 pub mod stage;
 
 use std::io::Read;
@@ -100,7 +101,8 @@ pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     let mut problems = plan.problems;
     let mut page_bytes = 0;
     if problems.iter().all(|p| p.code != "malformed") {
-        let mut pages = stage::PageStream::new(&mut reader);
+        let mut direct = source::Direct::new(&mut reader);
+        let mut pages = stage::PageStream::new(&mut direct);
         let r = pages.read_file_data(false).map(|f| f.bytes).and_then(|fb| {
             plan.ckpt
                 .processes
@@ -147,7 +149,7 @@ pub struct RestoreStats {
 
 /// Restore the image read from `input`. Returns once the process runs (it is a child of
 /// this process).
-pub fn restore<R: Read>(input: R, view: &HostView) -> Result<RestoreStats> {
+pub fn restore<R: Read + Send>(input: R, view: &HostView) -> Result<RestoreStats> {
     prepare(input, view)?.run(stage::RootStub::Spawn)
 }
 
@@ -157,6 +159,7 @@ pub struct Prepared<R: Read> {
     reader: ImageReader<R>,
     plan: plan::Plan,
     t0: Instant,
+    reading_thread: bool,
 }
 
 /// Read the image's metadata from `input` and check it against this host.
@@ -168,10 +171,15 @@ pub fn prepare<R: Read>(input: R, view: &HostView) -> Result<Prepared<R>> {
     if !plan.problems.is_empty() {
         return Err(RestoreError::Problems(plan.problems));
     }
-    Ok(Prepared { reader, plan, t0 })
+    Ok(Prepared {
+        reader,
+        plan,
+        t0,
+        reading_thread: true,
+    })
 }
 
-impl<R: Read> Prepared<R> {
+impl<R: Read + Send> Prepared<R> {
     /// The tree had a PID namespace of its own (its root must become PID 1 of a new one).
     pub fn own_pid_namespace(&self) -> bool {
         self.plan.ckpt.own_pid_namespace
@@ -189,6 +197,14 @@ impl<R: Read> Prepared<R> {
         max.saturating_add(1)
     }
 
+    /// Read the image on the building thread only. For a restore that runs inside the
+    /// tree's new PID namespace: a second thread of ckpt would take an ID there that the
+    /// tree may need.
+    pub fn without_reading_thread(mut self) -> Self {
+        self.reading_thread = false;
+        self
+    }
+
     /// Build the tree and let it run. Returns once it runs (its root is our child, or
     /// with `RootStub::Seize` the process we were given).
     pub fn run(self, root: stage::RootStub) -> Result<RestoreStats> {
@@ -196,14 +212,28 @@ impl<R: Read> Prepared<R> {
             mut reader,
             plan,
             t0,
+            reading_thread,
         } = self;
         // While the tree is being built, orphans of a failed stage must come to us to be
         // reaped (PID 1 may not reap them, and their PIDs would stay taken).
         sys::process::set_child_subreaper(true)?;
-        let res = stage::stage(&plan, &mut reader, root).and_then(|staged| {
-            let bytes = staged.bytes;
-            stage::commit(staged, &plan).map(|pid| (pid, bytes))
-        });
+        // The image is read and checked on a second thread while pages are copied into
+        // the new processes.
+        let build = |records: &mut dyn source::RecordSource| {
+            stage::stage(&plan, records, root).and_then(|staged| {
+                let bytes = staged.bytes;
+                stage::commit(staged, &plan).map(|pid| (pid, bytes))
+            })
+        };
+        let res = if reading_thread {
+            std::thread::scope(|scope| {
+                // Dropped at the end: the reading thread stops and is joined.
+                let mut records = source::prefetch(scope, &mut reader);
+                build(&mut records)
+            })
+        } else {
+            build(&mut source::Direct::new(&mut reader))
+        };
         let _ = sys::process::set_child_subreaper(false);
         let (pid, bytes) = res?;
         // The connections are back: let the peers' packets through again.

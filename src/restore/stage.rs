@@ -10,13 +10,13 @@
 //! detached: the point of no return. Until then, dropping the [`Stub`] kills it.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 
 use super::plan::{Plan, TASK_SIZE};
+use super::source::RecordSource;
 use super::{RestoreError, Result, fault_point};
 use crate::arch::Abi;
 use crate::arch::x86::{self as ax, nr};
-use crate::image::{ImageReader, tag};
+use crate::image::tag;
 use crate::model::{FdKind, PipeState, Process, SocketPairState, Thread, Vma, VmaKind};
 use crate::sys::inject::{Injector, find_gadget};
 use crate::sys::mem::RemoteMem;
@@ -545,14 +545,14 @@ fn unreachable_kind() -> Result<u64> {
 }
 
 /// The page data part of the image, read process by process in image order.
-pub struct PageStream<'r, R: Read> {
-    reader: &'r mut ImageReader<R>,
+pub struct PageStream<'r> {
+    reader: &'r mut dyn RecordSource,
     next_pid: Option<i64>,
     ended: bool,
 }
 
-impl<'r, R: Read> PageStream<'r, R> {
-    pub fn new(reader: &'r mut ImageReader<R>) -> Self {
+impl<'r> PageStream<'r> {
+    pub fn new(reader: &'r mut dyn RecordSource) -> Self {
         Self {
             reader,
             next_pid: None,
@@ -579,9 +579,10 @@ impl<'r, R: Read> PageStream<'r, R> {
                                 v.insert(sys::process::memfd("ckpt-file-data")?)
                             }
                         };
-                        std::io::Write::write_all(f, rec.payload)
+                        std::io::Write::write_all(f, &rec.payload)
                             .map_err(|e| sys::SysError::io("keep file contents", e))?;
                     }
+                    self.reader.recycle(rec.payload);
                 }
                 tag::PAGES_PID => {
                     self.next_pid = Some(rec.arg as i64);
@@ -663,9 +664,10 @@ impl<'r, R: Read> PageStream<'r, R> {
                     }
                     if let Some(m) = mem {
                         fault_point("write pages")?;
-                        m.write(addr, rec.payload)?;
+                        m.write(addr, &rec.payload)?;
                     }
                     bytes += len;
+                    self.reader.recycle(rec.payload);
                 }
                 t => {
                     return Err(RestoreError::Malformed(format!(
@@ -2020,11 +2022,7 @@ fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> Result<()
 }
 
 /// Create the stub tree and build every process in it (everything but commit).
-pub fn stage<R: Read>(
-    plan: &Plan,
-    reader: &mut ImageReader<R>,
-    root_stub: RootStub,
-) -> Result<Staged> {
+pub fn stage(plan: &Plan, reader: &mut dyn RecordSource, root_stub: RootStub) -> Result<Staged> {
     let procs = &plan.ckpt.processes;
     let root = &procs[0];
     fault_point("create process")?;

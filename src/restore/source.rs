@@ -1,0 +1,112 @@
+//! Where restore's records come from after the metadata: straight from the image
+//! reader ([`Direct`]), or from a thread that reads and checks the next records while
+//! the previous ones are copied into the new processes ([`Prefetched`]), so that reading
+//! the image and filling memory run on two cores.
+
+use std::io::Read;
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+
+use super::{RestoreError, Result};
+use crate::image::{ImageError, ImageReader, OwnedRecord};
+
+/// A source of checked records. Payload buffers may be given back with
+/// [`recycle`](Self::recycle) to be reused.
+pub trait RecordSource {
+    fn next_record(&mut self) -> Result<Option<OwnedRecord>>;
+    fn recycle(&mut self, buf: Vec<u8>);
+}
+
+/// Records read by the caller's thread.
+pub struct Direct<'a, R: Read> {
+    reader: &'a mut ImageReader<R>,
+    spare: Vec<u8>,
+}
+
+impl<'a, R: Read> Direct<'a, R> {
+    pub fn new(reader: &'a mut ImageReader<R>) -> Self {
+        Self {
+            reader,
+            spare: Vec::new(),
+        }
+    }
+}
+
+impl<R: Read> RecordSource for Direct<'_, R> {
+    fn next_record(&mut self) -> Result<Option<OwnedRecord>> {
+        let spare = std::mem::take(&mut self.spare);
+        Ok(self.reader.next_record_owned(spare)?)
+    }
+
+    fn recycle(&mut self, buf: Vec<u8>) {
+        self.spare = buf;
+    }
+}
+
+/// How many records the reading thread may have read ahead (page records are at most
+/// 4 MiB as ckpt writes them, so this bounds ckpt's memory too).
+const AHEAD: usize = 3;
+
+/// Records read by a thread of their own (see [`prefetch`]).
+pub struct Prefetched {
+    rx: Receiver<std::result::Result<Option<OwnedRecord>, ImageError>>,
+    back: Sender<Vec<u8>>,
+    done: bool,
+}
+
+impl RecordSource for Prefetched {
+    fn next_record(&mut self) -> Result<Option<OwnedRecord>> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.rx.recv() {
+            Ok(Ok(Some(r))) => Ok(Some(r)),
+            Ok(Ok(None)) => {
+                self.done = true;
+                Ok(None)
+            }
+            Ok(Err(e)) => {
+                self.done = true;
+                Err(e.into())
+            }
+            Err(_) => Err(RestoreError::Stage(
+                "the image reading thread stopped unexpectedly".into(),
+            )),
+        }
+    }
+
+    fn recycle(&mut self, buf: Vec<u8>) {
+        let _ = self.back.send(buf);
+    }
+}
+
+/// Read `reader`'s records on a thread of `scope`, up to [`AHEAD`] in advance. The
+/// thread ends at the end of the image, at the first error (which it passes on), or
+/// when the returned source is dropped.
+pub fn prefetch<'scope, 'env, R: Read + Send>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    reader: &'scope mut ImageReader<R>,
+) -> Prefetched {
+    let (tx, rx) = sync_channel(AHEAD);
+    let (back, back_rx) = channel::<Vec<u8>>();
+    scope.spawn(move || read_ahead(reader, &tx, &back_rx));
+    Prefetched {
+        rx,
+        back,
+        done: false,
+    }
+}
+
+fn read_ahead<R: Read>(
+    reader: &mut ImageReader<R>,
+    tx: &SyncSender<std::result::Result<Option<OwnedRecord>, ImageError>>,
+    back: &Receiver<Vec<u8>>,
+) {
+    loop {
+        let spare = back.try_recv().unwrap_or_default();
+        let r = reader.next_record_owned(spare);
+        let last = !matches!(r, Ok(Some(_)));
+        if tx.send(r).is_err() || last {
+            return;
+        }
+    }
+}
