@@ -179,6 +179,7 @@ fn checkpoint() -> Checkpoint {
                     flags: 0,
                 },
                 shared_with: None,
+                locks: vec![],
             },
             Fd {
                 fd: 3,
@@ -189,6 +190,7 @@ fn checkpoint() -> Checkpoint {
                     pos: 17,
                 },
                 shared_with: None,
+                locks: vec![],
             },
             Fd {
                 fd: 4,
@@ -198,6 +200,7 @@ fn checkpoint() -> Checkpoint {
                     flags: 0o200000,
                 },
                 shared_with: None,
+                locks: vec![],
             },
             Fd {
                 fd: 5,
@@ -208,6 +211,7 @@ fn checkpoint() -> Checkpoint {
                     pos: 0,
                 },
                 shared_with: None,
+                locks: vec![],
             },
         ],
         sigactions: vec![SigAction {
@@ -259,6 +263,7 @@ fn checkpoint() -> Checkpoint {
         processes: vec![process, zombie],
         pipes: vec![],
         socketpairs: vec![],
+        fifos: vec![],
     }
 }
 

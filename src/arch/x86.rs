@@ -159,6 +159,7 @@ pub mod nr {
     pub const PIDFD_OPEN: u64 = 434;
     pub const PIDFD_GETFD: u64 = 438;
     pub const FCNTL: u64 = 72;
+    pub const FLOCK: u64 = 73;
     pub const PIPE2: u64 = 293;
     pub const MEMFD_CREATE: u64 = 319;
     pub const SHMGET: u64 = 29;

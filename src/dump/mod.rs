@@ -468,6 +468,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
     }
     let pipes = collect::resolve_pipes(&mut procs)?;
+    let fifos = collect::resolve_fifos(&procs)?;
     // TCP connections in repair mode, held until the tree is released (see below).
     let mut repair = Vec::new();
     let socketpairs = collect::resolve_sockets(&mut procs, &mut repair);
@@ -485,6 +486,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     let mut collected = collect::assemble(pid, procs)?;
     collected.ckpt.pipes = pipes;
     collected.ckpt.socketpairs = socketpairs;
+    collected.ckpt.fifos = fifos;
     let ckpt = &collected.ckpt;
     let mut stats = DumpStats {
         pid,
