@@ -158,3 +158,188 @@ fn fifo_between_two_processes_keeps_data_in_flight_and_capacity() {
     assert_eq!(reference.status.code(), Some(0), "fifo: reference run");
     assert_tree_finished_like_reference("fifo", &reference.stdout, before, &fin, &pids);
 }
+
+// ---------------------------------------------------------------------------------------
+// File locks
+
+/// `fcntl(fd, cmd, {type, SEEK_SET, start, len})`; returns the struct (for F_GETLK) or
+/// the error.
+fn fcntl_lock(
+    f: &fs::File,
+    cmd: i32,
+    typ: i32,
+    start: i64,
+    len: i64,
+) -> std::io::Result<libc::flock> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: zeroed plain-data struct, filled in below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = typ as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_start = start;
+    fl.l_len = len;
+    // SAFETY: fcntl with a valid descriptor and a pointer to a live flock struct.
+    let r = unsafe { libc::fcntl(f.as_raw_fd(), cmd, &mut fl) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fl)
+}
+
+/// flock(LOCK_EX|LOCK_NB) on a fresh description of `path`: Ok(file holding the lock)
+/// or the error (EWOULDBLOCK when someone holds a lock on it).
+fn try_flock(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::io::AsRawFd;
+    let f = fs::File::open(path)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(f)
+}
+
+#[test]
+fn file_locks_are_taken_again_at_restore_and_a_lock_taken_meanwhile_refuses_it() {
+    let ctx =
+        Ctx::new("file_locks_are_taken_again_at_restore_and_a_lock_taken_meanwhile_refuses_it");
+    const STEPS: u32 = 60;
+    let setup = |sub: &str| {
+        let d = run_dir(&ctx, sub);
+        write_pattern_file(&d.join("locked.dat"), 1000, 7);
+        d
+    };
+    let spec_in = |d: &Path| {
+        Spec::new(target("locks"))
+            .arg(d)
+            .arg(STEPS.to_string())
+            .arg("sleep=15")
+    };
+    let rdir = setup("ref");
+    let dir = setup("run");
+    let file = dir.join("locked.dat");
+    let mut rp = ctx.spawn(&spec_in(&rdir));
+    let (img, pids, before) = dump_tree(&ctx, &spec_in(&dir), 6, 2, "locks");
+    assert!(
+        text(&before).contains("0 W:self; 99 W:self; 100 W:ofd"),
+        "locks: the original should see its locks:\n{}",
+        text(&before)
+    );
+    // The image records each kind of lock.
+    let j = ctx.inspect_json(&img);
+    let mut kinds = Vec::new();
+    for p in j["processes"].as_array().expect("processes") {
+        for fd in p["fds"].as_array().expect("fds") {
+            for l in fd["locks"].as_array().cloned().unwrap_or_default() {
+                kinds.push(l["kind"].as_str().unwrap_or("?").to_string());
+            }
+        }
+    }
+    for k in ["Flock", "Posix", "Ofd"] {
+        assert!(
+            kinds.iter().any(|x| x == k),
+            "locks: no {k} lock in the image: {kinds:?}"
+        );
+    }
+    // Nothing holds them while the tree is gone.
+    drop(try_flock(&file).expect("the file is unlocked while the tree is gone"));
+
+    // 1. Someone else took the flock meanwhile: refused, nothing left behind.
+    {
+        let _held = try_flock(&file).expect("take the flock from outside");
+        assert_refused(&ctx, &img, &pids, &[rp.pid], &["lock"], "flock taken");
+    }
+    // 2. Someone else holds a POSIX read lock inside the child's write-locked range.
+    {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&file)
+            .expect("open the locked file");
+        fcntl_lock(&f, libc::F_SETLK, libc::F_RDLCK, 160, 10).expect("take a POSIX lock");
+        assert_refused(&ctx, &img, &pids, &[rp.pid], &["lock"], "POSIX range taken");
+    }
+
+    // 3. Free again: restore takes every lock back, in the right processes.
+    let mut r = ctx.restore(&img, &[], In::Null);
+    r.wait_lines(2);
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&file)
+        .expect("open the locked file");
+    for (at, typ, pid) in [
+        (50, libc::F_WRLCK, pids[0]),
+        (170, libc::F_WRLCK, pids[1]),
+        (500, libc::F_RDLCK, pids[0]),
+    ] {
+        let fl = fcntl_lock(&f, libc::F_GETLK, libc::F_WRLCK, at, 1).expect("F_GETLK");
+        assert_eq!(
+            (i32::from(fl.l_type), fl.l_pid),
+            (typ, pid),
+            "locks: F_GETLK at byte {at} after restore"
+        );
+    }
+    let fl = fcntl_lock(&f, libc::F_OFD_GETLK, libc::F_WRLCK, 120, 1).expect("F_OFD_GETLK");
+    assert_eq!(
+        (i32::from(fl.l_type), fl.l_pid),
+        (libc::F_WRLCK, -1),
+        "locks: the OFD lock at byte 120 after restore"
+    );
+    let e = try_flock(&file).expect_err("the flock is held again after restore");
+    assert_eq!(e.raw_os_error(), Some(libc::EWOULDBLOCK), "flock: {e}");
+    let e = try_flock(&dir).expect_err("the directory's flock is held again after restore");
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::EWOULDBLOCK),
+        "flock on the dir: {e}"
+    );
+    drop(f);
+
+    let fin = r.finish();
+    let reference = rp.finish();
+    assert_eq!(reference.status.code(), Some(0), "locks: reference run");
+    assert_tree_finished_like_reference("locks", &reference.stdout, before, &fin, &pids);
+}
+
+/// A process waiting for a lock is not a lock holder: the freeze interrupts its flock(2)
+/// (the kernel takes it off the lock's wait list), and after restore the call is made
+/// again and waits on. It gets the lock once the outside holder lets go.
+#[test]
+fn a_process_waiting_for_a_file_lock_waits_again_after_restore() {
+    let ctx = Ctx::new("a_process_waiting_for_a_file_lock_waits_again_after_restore");
+    let file = ctx.path("wanted.lock");
+    fs::write(&file, b"").expect("create the lock file");
+    let held = try_flock(&file).expect("take the flock");
+    // flock(1) from util-linux waits in flock(2), then runs echo once it has the lock.
+    let mut t = ctx.spawn(
+        &Spec::new("flock")
+            .arg(&file)
+            .arg("echo")
+            .arg("got the lock"),
+    );
+    let pid = t.pid;
+    wait_in_syscall(pid, libc::SYS_flock, "flock(1) waiting");
+    let img = ctx.path("img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("flock(1): original");
+    assert!(before.is_empty(), "flock(1) printed before it had the lock");
+    wait_pids_gone(&[pid], "flock(1)");
+
+    let mut r = ctx.restore(&img, &[], In::Null);
+    wait_in_syscall(pid, libc::SYS_flock, "restored flock(1) waiting again");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        r.stdout.bytes().is_empty(),
+        "restored flock(1) went on while the lock was still held"
+    );
+    drop(held);
+    let fin = r.finish();
+    assert_eq!(
+        text(&fin.stdout),
+        "got the lock\n",
+        "flock(1) gets its lock in the end"
+    );
+    assert_eq!(fin.status.code(), Some(0), "{}", text(&fin.stderr));
+    assert_no_process(pid, "flock(1)");
+}

@@ -89,6 +89,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("sysv", "sysv.c", &[]),
     // tests/e2e_fsobj.rs: FIFOs, file locks, O_PATH descriptors, inotify
     ("fifo", "fifo.c", &[]),
+    ("locks", "locks.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
