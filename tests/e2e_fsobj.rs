@@ -343,3 +343,35 @@ fn a_process_waiting_for_a_file_lock_waits_again_after_restore() {
     assert_eq!(fin.status.code(), Some(0), "{}", text(&fin.stderr));
     assert_no_process(pid, "flock(1)");
 }
+
+// ---------------------------------------------------------------------------------------
+// O_PATH descriptors
+
+#[test]
+fn o_path_descriptors_on_a_file_and_a_directory_work_after_restore() {
+    let ctx = Ctx::new("o_path_descriptors_on_a_file_and_a_directory_work_after_restore");
+    const STEPS: u32 = 40;
+    let setup = |sub: &str| {
+        let d = run_dir(&ctx, sub);
+        fs::write(d.join("data.txt"), b"data of the O_PATH file\n").expect("data.txt");
+        fs::create_dir(d.join("sub")).expect("mkdir sub");
+        fs::write(d.join("sub/inner.txt"), b"inner file\n").expect("inner.txt");
+        d
+    };
+    let spec_in = |d: &Path| {
+        Spec::new(target("opath"))
+            .arg(d)
+            .arg(STEPS.to_string())
+            .arg("sleep=10")
+    };
+    let rdir = setup("ref");
+    let dir = setup("run");
+    let mut rp = ctx.spawn(&spec_in(&rdir));
+    let (img, pids, before) = dump_tree(&ctx, &spec_in(&dir), 5, 1, "opath");
+    assert_has_kinds(&ctx, &img, &["File", "Dir"], "opath");
+    let mut r = ctx.restore(&img, &[], In::Null);
+    let fin = r.finish();
+    let reference = rp.finish();
+    assert_eq!(reference.status.code(), Some(0), "opath: reference run");
+    assert_tree_finished_like_reference("opath", &reference.stdout, before, &fin, &pids);
+}

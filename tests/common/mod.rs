@@ -90,6 +90,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     // tests/e2e_fsobj.rs: FIFOs, file locks, O_PATH descriptors, inotify
     ("fifo", "fifo.c", &[]),
     ("locks", "locks.c", &[]),
+    ("opath", "opath.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
