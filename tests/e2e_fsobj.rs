@@ -375,3 +375,119 @@ fn o_path_descriptors_on_a_file_and_a_directory_work_after_restore() {
     assert_eq!(reference.status.code(), Some(0), "opath: reference run");
     assert_tree_finished_like_reference("opath", &reference.stdout, before, &fin, &pids);
 }
+
+// ---------------------------------------------------------------------------------------
+// inotify
+
+/// The watches of inotify descriptor `fd` of `pid` as fdinfo shows them: (wd, mask),
+/// in wd order (fdinfo lists the newest first).
+fn inotify_watches(pid: i32, fd: i32) -> Vec<(String, String)> {
+    let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .unwrap_or_else(|e| panic!("fdinfo of {pid}/{fd}: {e}"));
+    let mut v: Vec<(String, String)> = info
+        .lines()
+        .filter(|l| l.starts_with("inotify "))
+        .map(|l| {
+            let get = |k: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .unwrap_or("?")
+                    .to_string()
+            };
+            (get("wd:"), get("mask:"))
+        })
+        .collect();
+    v.sort_by_key(|w| i64::from_str_radix(&w.0, 16).unwrap_or(-1));
+    v
+}
+
+#[test]
+fn inotify_watches_keep_their_numbers_and_events_after_restore() {
+    let ctx = Ctx::new("inotify_watches_keep_their_numbers_and_events_after_restore");
+    const STEPS: u32 = 24;
+    let spec_in = |d: &Path| {
+        Spec::new(target("inotify"))
+            .arg(d)
+            .arg(STEPS.to_string())
+            .arg("sleep=60")
+    };
+    let rdir = run_dir(&ctx, "ref");
+    let dir = run_dir(&ctx, "run");
+    let mut rp = ctx.spawn(&spec_in(&rdir));
+    let mut t = ctx.spawn(&spec_in(&dir));
+    t.wait_for("step 3\n");
+    let pid = t.pid;
+    ctx.track(pid);
+    let before_watches = inotify_watches(pid, 3);
+    assert_eq!(
+        before_watches
+            .iter()
+            .map(|w| w.0.as_str())
+            .collect::<Vec<_>>(),
+        ["1", "2", "4"],
+        "inotify: watches of the original"
+    );
+    // Dump while it sleeps with no event queued (an instance with unread events is
+    // refused, which leaves it running: then try again at its next sleep).
+    let img = ctx.path("inotify.img");
+    let mut dumped = false;
+    for _ in 0..10 {
+        wait_in_any_syscall(
+            pid,
+            &[libc::SYS_nanosleep, libc::SYS_clock_nanosleep],
+            "inotify target asleep",
+        );
+        let r = ctx.ckpt(&[
+            OsStr::new("dump"),
+            OsStr::new(&pid.to_string()),
+            OsStr::new("-o"),
+            img.as_os_str(),
+        ]);
+        if r.code() == Some(0) {
+            dumped = true;
+            break;
+        }
+        r.assert_fails(1).assert_stderr_mentions(&["not read yet"]);
+        assert_running_untraced(pid, "inotify target after a refused dump");
+    }
+    assert!(dumped, "inotify: never dumped with an empty event queue");
+    t.expect_killed();
+    let before = t.stdout.finish("inotify: original");
+    wait_pids_gone(&[pid], "inotify");
+    assert_has_kinds(&ctx, &img, &["Inotify"], "inotify");
+    assert!(
+        !text(&before).contains("new watch"),
+        "inotify: dumped too late:\n{}",
+        text(&before)
+    );
+
+    // A watched directory gone: restore refused, naming it.
+    let d = dir.join("d");
+    let aside = dir.join("d.aside");
+    fs::rename(&d, &aside).expect("move d away");
+    assert_refused(
+        &ctx,
+        &img,
+        &[pid],
+        &[rp.pid],
+        &["d: it does not exist", "/d"],
+        "watched dir gone",
+    );
+    fs::rename(&aside, &d).expect("put d back");
+
+    let mut r = ctx.restore(&img, &[], In::Null);
+    r.wait_lines(1);
+    assert_eq!(
+        inotify_watches(pid, 3),
+        before_watches,
+        "inotify: the restored instance's watches (numbers and masks)"
+    );
+    let fin = r.finish();
+    let reference = rp.finish();
+    assert_eq!(reference.status.code(), Some(0), "inotify: reference run");
+    assert!(
+        text(&reference.stdout).contains("new watch on e: wd 5\n"),
+        "inotify: reference output"
+    );
+    assert_tree_finished_like_reference("inotify", &reference.stdout, before, &fin, &[pid]);
+}

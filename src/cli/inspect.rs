@@ -242,6 +242,19 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
                         if *write { "write" } else { "read" }
                     )
                 }
+                FdKind::Inotify { watches, .. } => format!(
+                    "inotify watching {}",
+                    watches
+                        .iter()
+                        .map(|w| format!(
+                            "{} ({:#x}) as wd {}",
+                            String::from_utf8_lossy(&w.path),
+                            w.mask,
+                            w.wd
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 FdKind::Fifo { file, id, flags } => {
                     let (cap, buffered) = ckpt
                         .fifos

@@ -573,6 +573,58 @@ fn fd_locks(pid: i32, fd: i32, name: &str) -> Result<Vec<FileLock>> {
     Ok(locks)
 }
 
+/// The watches of inotify descriptor `fd`, each resolved to a path through its file
+/// handle (and checked to lead to the watched inode). An instance with events queued
+/// is refused: they cannot be put back.
+fn inotify_watches(pid: i32, fd: i32, info: &str) -> Result<Vec<crate::model::InotifyWatch>> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| {
+        unsupported(
+            pid,
+            format!("file descriptor {fd} is an inotify instance {why}; not supported yet"),
+        )
+    };
+    let lines = procfs::parse_inotify_watches(info).ok_or_else(|| {
+        DumpError::Sys(crate::sys::SysError::Other(format!(
+            "cannot parse the inotify watches of /proc/{pid}/fdinfo/{fd}"
+        )))
+    })?;
+    let dup = sys::process::steal_fd(pid, fd)?;
+    let queued = sys::process::queued_bytes(&dup)?;
+    if queued != 0 {
+        return Err(refuse(format!(
+            "with {queued} bytes of events not read yet (they cannot be queued again)"
+        )));
+    }
+    let mut out = Vec::new();
+    for w in lines {
+        let (major, minor) = (w.sdev >> 20, w.sdev & 0xf_ffff);
+        let path = sys::process::path_of_handle(major, minor, w.handle_type, &w.handle)
+            .filter(|p| {
+                std::fs::metadata(procfs::bytes_path(p)).is_ok_and(|m| {
+                    m.ino() == w.ino
+                        && libc::major(m.dev()) == major
+                        && libc::minor(m.dev()) == minor
+                })
+            })
+            .ok_or_else(|| {
+                refuse(format!(
+                    "whose watch {} (inode {} on device {major}:{minor}) has no path that \
+                     leads to it",
+                    w.wd, w.ino
+                ))
+            })?;
+        out.push(crate::model::InotifyWatch {
+            wd: w.wd,
+            mask: w.mask,
+            path,
+            ino: w.ino,
+        });
+    }
+    out.sort_by_key(|w| w.wd);
+    Ok(out)
+}
+
 fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
     let link_path = format!("/proc/{pid}/fd/{fd}");
     let link = procfs::readlink(&link_path)?;
@@ -677,6 +729,10 @@ fn fd_entry_kind(pid: i32, fd: i32, link: &[u8]) -> Result<Fd> {
                 }
                 FdKind::Epoll { flags, targets }
             }
+            "inotify" => FdKind::Inotify {
+                flags,
+                watches: inotify_watches(pid, fd, &info)?,
+            },
             _ => return Err(not_yet(&format!("a special file ({kind})"))),
         };
         return Ok(Fd {
@@ -1135,6 +1191,7 @@ pub(crate) fn link_shared_fds(procs: &mut [ProcCollected]) -> Result<()> {
             FdKind::UnixListen { .. } => Some((2, 4, 0)),
             FdKind::TcpListen { .. } => Some((2, 5, 0)),
             FdKind::TcpConn { .. } => Some((2, 6, 0)),
+            FdKind::Inotify { .. } => Some((2, 7, 0)),
             FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. } => Some((4, *data, 0)),
             FdKind::Inherited { .. } => None,
         }

@@ -286,6 +286,24 @@ pub enum FdKind {
     /// files), `id` names its pipe state (capacity, data in flight) in
     /// `Checkpoint::fifos`. Restore opens the path again with `flags`.
     Fifo { file: FileId, id: u64, flags: u32 },
+    /// An inotify instance with its watches (in increasing wd order). Events queued but
+    /// not read at dump are not kept: dump refuses an instance that has any.
+    Inotify {
+        flags: u32,
+        watches: Vec<InotifyWatch>,
+    },
+}
+
+/// One inotify watch: its number, event mask (as inotify_add_watch takes it) and the
+/// path of the watched file or directory, found from its file handle at dump.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct InotifyWatch {
+    pub wd: i32,
+    pub mask: u32,
+    #[serde(with = "serde_bytes")]
+    pub path: Vec<u8>,
+    /// Inode number at dump (display only: another machine has other numbers).
+    pub ino: u64,
 }
 
 /// An established TCP connection as TCP repair mode shows it.

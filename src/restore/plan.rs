@@ -21,6 +21,8 @@ const MAX_THREADS: usize = 1 << 16;
 const MAX_PROCESSES: usize = 1 << 15;
 /// Largest pipe capacity accepted (the kernel's default pipe-max-size is 1 MiB).
 const MAX_PIPE: usize = 16 << 20;
+/// Most inotify watches per instance accepted (restore may skip wd numbers up to it).
+pub const MAX_WATCHES: usize = 1 << 14;
 
 /// One reason the image cannot be restored here.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -216,6 +218,24 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
                         "malformed",
                         format!(
                             "descriptor {} of process {} is an unknown FIFO",
+                            f.fd, q.pid
+                        ),
+                    );
+                }
+            }
+            if let FdKind::Inotify { watches, .. } = &f.kind {
+                if watches.len() > MAX_WATCHES
+                    || watches.first().is_some_and(|w| w.wd < 1)
+                    || watches.windows(2).any(|w| w[0].wd >= w[1].wd)
+                    || watches
+                        .iter()
+                        .any(|w| w.path.is_empty() || w.path.len() > 4096)
+                {
+                    p(
+                        problems,
+                        "malformed",
+                        format!(
+                            "descriptor {} of process {} has invalid inotify watches",
                             f.fd, q.pid
                         ),
                     );
@@ -802,6 +822,22 @@ fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
                 check_file(file, &what, problems);
                 if problems.len() == before {
                     check_fifo_unused(file, &what, problems);
+                }
+            }
+            FdKind::Inotify { watches, .. } => {
+                for w in watches {
+                    if std::fs::symlink_metadata(procfs::bytes_path(&w.path)).is_err() {
+                        p(
+                            problems,
+                            "file-missing",
+                            format!(
+                                "file descriptor {}: inotify watch {} on {}: it does not exist",
+                                f.fd,
+                                w.wd,
+                                show(&w.path)
+                            ),
+                        );
+                    }
                 }
             }
             FdKind::Memfd { .. } | FdKind::TcpListen { .. } | FdKind::TcpConn { .. } => {}

@@ -710,6 +710,54 @@ pub fn holders_of(dev: u64, ino: u64) -> Vec<i32> {
     out
 }
 
+/// One watch of an inotify instance, from its fdinfo
+/// (`inotify wd:1 ino:2 sdev:fe00000 mask:100 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InotifyLine {
+    pub wd: i32,
+    pub ino: u64,
+    /// The kernel's device number (major << 20 | minor).
+    pub sdev: u32,
+    pub mask: u32,
+    pub handle_type: i32,
+    pub handle: Vec<u8>,
+}
+
+/// The watches of an inotify fdinfo, in the order shown; `None` if a line is malformed.
+pub fn parse_inotify_watches(text: &str) -> Option<Vec<InotifyLine>> {
+    let mut out = Vec::new();
+    for l in text.lines().filter_map(|l| l.strip_prefix("inotify ")) {
+        let mut kv = std::collections::BTreeMap::new();
+        for w in l.split_whitespace() {
+            let (k, v) = w.split_once(':')?;
+            kv.insert(k, v);
+        }
+        let hex = |k: &str| kv.get(k).and_then(|v| u64::from_str_radix(v, 16).ok());
+        let hb = kv.get("f_handle").copied().unwrap_or("");
+        if hb.len() % 2 != 0 || hb.len() > 256 {
+            return None;
+        }
+        let handle = (0..hb.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hb[i..i + 2], 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        if hex("fhandle-bytes").unwrap_or(0) != handle.len() as u64 {
+            return None;
+        }
+        out.push(InotifyLine {
+            wd: i32::try_from(hex("wd")?).ok()?,
+            ino: hex("ino")?,
+            sdev: u32::try_from(hex("sdev")?).ok()?,
+            mask: u32::try_from(hex("mask")?).ok()?,
+            handle_type: hex("fhandle-type")
+                .and_then(|t| i32::try_from(t).ok())
+                .unwrap_or(0),
+            handle,
+        });
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod lock_tests {
     use super::*;
@@ -738,6 +786,17 @@ mod lock_tests {
         let l = parse_lock_line("3: OFDLCK ADVISORY  WRITE -1 08:01:5 10 EOF").unwrap();
         assert_eq!((l.class.as_str(), l.pid), ("OFDLCK", -1));
         assert!(parse_lock_line("garbage").is_none());
+        let w = parse_inotify_watches(
+            "pos:\t0\nflags:\t04000\ninotify wd:a ino:1c sdev:fe00000 mask:300 ignored_mask:0 \
+             fhandle-bytes:8 fhandle-type:1 f_handle:1c0000000a0b0c0d\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (w[0].wd, w[0].ino, w[0].sdev, w[0].mask, w[0].handle_type),
+            (10, 0x1c, 0xfe0_0000, 0x300, 1)
+        );
+        assert_eq!(w[0].handle, [0x1c, 0, 0, 0, 0x0a, 0x0b, 0x0c, 0x0d]);
+        assert!(parse_inotify_watches("inotify wd:1 ino:zz sdev:0 mask:1").is_none());
         assert!(parse_lock_line("1: POSIX ADVISORY WRITE 1 08:01 0 EOF").is_none());
     }
 }

@@ -91,6 +91,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("fifo", "fifo.c", &[]),
     ("locks", "locks.c", &[]),
     ("opath", "opath.c", &[]),
+    ("inotify", "inotify.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
