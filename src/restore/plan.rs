@@ -246,7 +246,7 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             if f.locks.len() > 1 << 16
                 || (!f.locks.is_empty() && !lockable)
                 || f.locks.iter().any(|l| {
-                    l.end.is_some_and(|e| e < l.start || e > i64::MAX as u64)
+                    l.end.is_some_and(|e| e < l.start || e >= i64::MAX as u64)
                         || l.start > i64::MAX as u64
                 })
             {
