@@ -598,7 +598,11 @@ fn check_locks(proc_: &Process, problems: &mut Vec<Problem>) {
                 !o.blocked
                     && o.dev == (maj, min)
                     && o.ino == m.ino()
-                    && (o.class == "FLOCK") == flock
+                    && if flock {
+                        o.class == "FLOCK"
+                    } else {
+                        o.class == "POSIX" || o.class == "OFDLCK"
+                    }
                     && (l.write || o.mode == "WRITE")
                     && o.start <= l.end.unwrap_or(u64::MAX)
                     && l.start <= o.end.unwrap_or(u64::MAX)
