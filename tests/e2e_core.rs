@@ -741,7 +741,7 @@ fn dump_of_a_nonexistent_pid_fails_and_writes_nothing() {
 
 /// fd kinds that dump does not support yet. Remove a kind from this list when its
 /// support lands (and add a round-trip test for it).
-const UNSUPPORTED_FD_KINDS: &[(&str, &str)] = &[("inotify", "inotify")];
+const UNSUPPORTED_FD_KINDS: &[(&str, &str)] = &[("pidfd", "pidfd")];
 
 #[test]
 fn dump_refuses_unsupported_fds_and_leaves_the_target_running() {

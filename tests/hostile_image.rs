@@ -179,6 +179,7 @@ fn checkpoint() -> Checkpoint {
                     flags: 0,
                 },
                 shared_with: None,
+                locks: vec![],
             },
             Fd {
                 fd: 3,
@@ -189,6 +190,7 @@ fn checkpoint() -> Checkpoint {
                     pos: 17,
                 },
                 shared_with: None,
+                locks: vec![],
             },
             Fd {
                 fd: 4,
@@ -198,6 +200,7 @@ fn checkpoint() -> Checkpoint {
                     flags: 0o200000,
                 },
                 shared_with: None,
+                locks: vec![],
             },
             Fd {
                 fd: 5,
@@ -208,6 +211,7 @@ fn checkpoint() -> Checkpoint {
                     pos: 0,
                 },
                 shared_with: None,
+                locks: vec![],
             },
         ],
         sigactions: vec![SigAction {
@@ -260,6 +264,7 @@ fn checkpoint() -> Checkpoint {
         pipes: vec![],
         socketpairs: vec![],
         own_pid_namespace: false,
+        fifos: vec![],
     }
 }
 
@@ -773,4 +778,103 @@ fn fuzz_seeds_are_valid_images() {
     let bytes = w.finish().unwrap();
     assert!(read(&bytes).is_ok());
     save(&img_dir, "seed-meta-only.img".into(), &bytes);
+}
+
+/// Descriptor records that decode but make no sense (a FIFO without its pipe state, an
+/// inverted or unbounded lock range, a lock on a descriptor that cannot hold one,
+/// inotify watches out of order or with an empty path) are malformed for plan, never a
+/// panic at restore.
+#[test]
+fn hostile_fifo_lock_and_inotify_records_are_malformed() {
+    let view = ckpt::restore::plan::HostView {
+        host: ckpt::arch::HostCaps::detect(),
+        policy: ckpt::arch::CpuPolicy::ALL[0],
+        new_pid_namespace: false,
+    };
+    let lock = |start: u64, end: Option<u64>| FileLock {
+        kind: LockKind::Posix,
+        write: true,
+        start,
+        end,
+    };
+    let watch = |wd: i32, path: &str| InotifyWatch {
+        wd,
+        mask: 0x100,
+        path: path.as_bytes().to_vec(),
+        ino: 1,
+    };
+    type Change = Box<dyn Fn(&mut Checkpoint)>;
+    let cases: Vec<(&str, Change)> = vec![
+        (
+            "unknown FIFO",
+            Box::new(|cp| {
+                cp.processes[0].fds[1].kind = FdKind::Fifo {
+                    file: file_id("/tmp/fifo"),
+                    id: 77,
+                    flags: 0,
+                }
+            }),
+        ),
+        (
+            "FIFO data beyond its capacity",
+            Box::new(|cp| {
+                cp.processes[0].fds[1].kind = FdKind::Fifo {
+                    file: file_id("/tmp/fifo"),
+                    id: 77,
+                    flags: 0,
+                };
+                cp.fifos.push(FifoState {
+                    id: 77,
+                    capacity: 4096,
+                    data: vec![0; 4097],
+                });
+            }),
+        ),
+        (
+            "inverted lock range",
+            Box::new(move |cp| cp.processes[0].fds[1].locks = vec![lock(10, Some(5))]),
+        ),
+        (
+            "unbounded lock range",
+            Box::new(move |cp| cp.processes[0].fds[1].locks = vec![lock(0, Some(i64::MAX as u64))]),
+        ),
+        (
+            "lock on a device",
+            Box::new(move |cp| cp.processes[0].fds[3].locks = vec![lock(0, None)]),
+        ),
+        (
+            "inotify watches out of order",
+            Box::new(move |cp| {
+                cp.processes[0].fds[1].kind = FdKind::Inotify {
+                    flags: 0,
+                    watches: vec![watch(2, "/tmp"), watch(1, "/")],
+                }
+            }),
+        ),
+        (
+            "inotify watch without a path",
+            Box::new(move |cp| {
+                cp.processes[0].fds[1].kind = FdKind::Inotify {
+                    flags: 0,
+                    watches: vec![watch(1, "")],
+                }
+            }),
+        ),
+    ];
+    let base = ckpt::restore::plan::plan(checkpoint(), &view);
+    assert!(
+        base.problems.iter().all(|p| p.code != "malformed"),
+        "the synthetic image itself is malformed: {:?}",
+        base.problems
+    );
+    for (what, change) in cases {
+        let mut cp = checkpoint();
+        change(&mut cp);
+        let plan = ckpt::restore::plan::plan(cp, &view);
+        assert!(
+            plan.problems.iter().any(|p| p.code == "malformed"),
+            "{what}: not reported as malformed: {:?}",
+            plan.problems
+        );
+    }
 }

@@ -153,6 +153,7 @@ fn fdkind_is_deterministic_for_every_kind() {
         "signalfd",
         "epoll",
         "memfd",
+        "pidfd",
     ] {
         let spec = Spec::new(target("fdkind"))
             .arg(kind)

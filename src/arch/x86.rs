@@ -159,6 +159,10 @@ pub mod nr {
     pub const PIDFD_OPEN: u64 = 434;
     pub const PIDFD_GETFD: u64 = 438;
     pub const FCNTL: u64 = 72;
+    pub const FLOCK: u64 = 73;
+    pub const INOTIFY_INIT1: u64 = 294;
+    pub const INOTIFY_ADD_WATCH: u64 = 254;
+    pub const INOTIFY_RM_WATCH: u64 = 255;
     pub const PIPE2: u64 = 293;
     pub const MEMFD_CREATE: u64 = 319;
     pub const SHMGET: u64 = 29;

@@ -249,8 +249,51 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
                         if *write { "write" } else { "read" }
                     )
                 }
+                FdKind::Inotify { watches, .. } => format!(
+                    "inotify watching {}",
+                    watches
+                        .iter()
+                        .map(|w| format!(
+                            "{} ({:#x}) as wd {}",
+                            String::from_utf8_lossy(&w.path),
+                            w.mask,
+                            w.wd
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                FdKind::Fifo { file, id, flags } => {
+                    let (cap, buffered) = ckpt
+                        .fifos
+                        .iter()
+                        .find(|p| p.id == *id)
+                        .map(|p| (p.capacity, p.data.len()))
+                        .unwrap_or((0, 0));
+                    format!(
+                        "FIFO {} flags {flags:#o} (capacity {cap}, {buffered} bytes buffered)",
+                        String::from_utf8_lossy(&file.path)
+                    )
+                }
             };
-            println!("    {:>3}{} {}", f.fd, if f.cloexec { "*" } else { " " }, d);
+            let locks: String = f
+                .locks
+                .iter()
+                .map(|l| {
+                    format!(
+                        "; {} {} lock {}-{}",
+                        l.kind.name(),
+                        if l.write { "write" } else { "read" },
+                        l.start,
+                        l.end.map_or("EOF".to_string(), |e| e.to_string())
+                    )
+                })
+                .collect();
+            println!(
+                "    {:>3}{} {}{locks}",
+                f.fd,
+                if f.cloexec { "*" } else { " " },
+                d
+            );
         }
         println!("  Signals:");
         for s in p.sigactions.iter().filter(|s| s.handler != 0) {

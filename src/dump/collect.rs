@@ -7,8 +7,9 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::{DumpError, Frozen, Result};
 use crate::arch::{self, ThreadArchState, X86Regs, x86::nr};
 use crate::model::{
-    Checkpoint, Creds, Fd, FdKind, FileId, ITimer, ImageInfo, MmInfo, PendingSignal, PosixTimer,
-    ProcMisc, Process, Rlimit, Rseq, SigAction, SigAltStack, Thread, Vma, VmaKind,
+    Checkpoint, Creds, Fd, FdKind, FileId, FileLock, ITimer, ImageInfo, LockKind, MmInfo,
+    PendingSignal, PosixTimer, ProcMisc, Process, Rlimit, Rseq, SigAction, SigAltStack, Thread,
+    Vma, VmaKind,
 };
 use crate::sys::inject::{Injector, find_gadget, find_gadget32};
 use crate::sys::mem::RemoteMem;
@@ -573,26 +574,129 @@ fn rseq_fixup(mem: &RemoteMem, rseq: &Option<Rseq>, regs: &mut X86Regs) -> Resul
     Ok(())
 }
 
+/// The file locks held through descriptor `fd` (its fdinfo "lock:" lines): flock and
+/// OFD locks of its open file description, POSIX locks of this process taken through
+/// it. Kinds that cannot be taken again (leases, delegations...) are refused by name.
+fn fd_locks(pid: i32, fd: i32, name: &str) -> Result<Vec<FileLock>> {
+    let mut locks = Vec::new();
+    for l in procfs::fdinfo_text(pid, fd)?
+        .lines()
+        .filter(|l| l.starts_with("lock:"))
+    {
+        let refuse = |what: &str| {
+            unsupported(
+                pid,
+                format!("file descriptor {fd} ({name}) holds {what}; not supported yet"),
+            )
+        };
+        let Some(ll) = procfs::parse_lock_line(l) else {
+            return Err(refuse(&format!("a file lock that cannot be parsed ({l})")));
+        };
+        let kind = match ll.class.as_str() {
+            "FLOCK" => LockKind::Flock,
+            "POSIX" => LockKind::Posix,
+            "OFDLCK" => LockKind::Ofd,
+            other => return Err(refuse(&format!("a file lock of kind {other}"))),
+        };
+        let write = match ll.mode.as_str() {
+            "WRITE" => true,
+            "READ" => false,
+            other => return Err(refuse(&format!("a {other} file lock"))),
+        };
+        locks.push(FileLock {
+            kind,
+            write,
+            start: ll.start,
+            end: ll.end,
+        });
+    }
+    Ok(locks)
+}
+
+/// The watches of inotify descriptor `fd`, each resolved to a path through its file
+/// handle (and checked to lead to the watched inode). An instance with events queued
+/// is refused: they cannot be put back.
+fn inotify_watches(pid: i32, fd: i32, info: &str) -> Result<Vec<crate::model::InotifyWatch>> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| {
+        unsupported(
+            pid,
+            format!("file descriptor {fd} is an inotify instance {why}; not supported yet"),
+        )
+    };
+    let lines = procfs::parse_inotify_watches(info).ok_or_else(|| {
+        DumpError::Sys(crate::sys::SysError::Other(format!(
+            "cannot parse the inotify watches of /proc/{pid}/fdinfo/{fd}"
+        )))
+    })?;
+    let dup = sys::process::steal_fd(pid, fd)?;
+    let queued = sys::process::queued_bytes(&dup)?;
+    if queued != 0 {
+        return Err(refuse(format!(
+            "with {queued} bytes of events not read yet (they cannot be queued again)"
+        )));
+    }
+    let mut out = Vec::new();
+    for w in lines {
+        let (major, minor) = (w.sdev >> 20, w.sdev & 0xf_ffff);
+        let path = sys::process::path_of_handle(major, minor, w.handle_type, &w.handle)
+            .filter(|p| {
+                std::fs::metadata(procfs::bytes_path(p)).is_ok_and(|m| {
+                    m.ino() == w.ino
+                        && libc::major(m.dev()) == major
+                        && libc::minor(m.dev()) == minor
+                })
+            })
+            .ok_or_else(|| {
+                refuse(format!(
+                    "whose watch {} (inode {} on device {major}:{minor}) has no path that \
+                     leads to it",
+                    w.wd, w.ino
+                ))
+            })?;
+        out.push(crate::model::InotifyWatch {
+            wd: w.wd,
+            mask: w.mask,
+            path,
+            ino: w.ino,
+        });
+    }
+    out.sort_by_key(|w| w.wd);
+    Ok(out)
+}
+
 fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
     let link_path = format!("/proc/{pid}/fd/{fd}");
     let link = procfs::readlink(&link_path)?;
+    let name = String::from_utf8_lossy(&link).into_owned();
+    let locks = fd_locks(pid, fd, &name)?;
+    let mut f = fd_entry_kind(pid, fd, &link)?;
+    if !locks.is_empty() {
+        // Locks are taken again on descriptors reopened by path; elsewhere they would
+        // silently vanish.
+        if !matches!(f.kind, FdKind::File { .. } | FdKind::Dir { .. }) {
+            return Err(unsupported(
+                pid,
+                format!(
+                    "file descriptor {fd} ({name}) holds a file lock on a file that is not \
+                     reopened by path (only locks on regular files and directories are \
+                     supported)"
+                ),
+            ));
+        }
+        f.locks = locks;
+    }
+    Ok(f)
+}
+
+fn fd_entry_kind(pid: i32, fd: i32, link: &[u8]) -> Result<Fd> {
+    let link_path = format!("/proc/{pid}/fd/{fd}");
+    let link = link.to_vec();
     let (pos, flags) = procfs::fdinfo(pid, fd)?;
     let cloexec = flags & libc::O_CLOEXEC as u32 != 0;
     let flags = flags & !(libc::O_CLOEXEC as u32);
     let linkp = PathBuf::from(&link_path);
     let name = String::from_utf8_lossy(&link).into_owned();
-    // A lock (flock, POSIX, OFD) would silently vanish: refuse until locks are restored.
-    if procfs::fdinfo_text(pid, fd)?
-        .lines()
-        .any(|l| l.starts_with("lock:"))
-    {
-        return Err(unsupported(
-            pid,
-            format!(
-                "file descriptor {fd} ({name}) holds a file lock; file locks are not supported yet"
-            ),
-        ));
-    }
     let not_yet = |kind: &str| {
         unsupported(
             pid,
@@ -611,6 +715,7 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
             cloexec,
             kind: FdKind::Pipe { id, write, flags },
             shared_with: None,
+            locks: Vec::new(),
         });
     }
     if let Some(kind) = name.strip_prefix("anon_inode:") {
@@ -664,6 +769,10 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
                 }
                 FdKind::Epoll { flags, targets }
             }
+            "inotify" => FdKind::Inotify {
+                flags,
+                watches: inotify_watches(pid, fd, &info)?,
+            },
             _ => return Err(not_yet(&format!("a special file ({kind})"))),
         };
         return Ok(Fd {
@@ -671,6 +780,7 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
             cloexec,
             kind: fdkind,
             shared_with: None,
+            locks: Vec::new(),
         });
     }
     if !link.starts_with(b"/") {
@@ -681,6 +791,7 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
                 cloexec,
                 kind: FdKind::Inherited { what: name, flags },
                 shared_with: None,
+                locks: Vec::new(),
             });
         }
         let kind = if link.starts_with(b"pipe:") {
@@ -710,6 +821,7 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
                     data: id.ino,
                 },
                 shared_with: None,
+                locks: Vec::new(),
             });
         }
         if procfs::nlink(&linkp)? == 0 {
@@ -724,6 +836,7 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
                     data: id.ino,
                 },
                 shared_with: None,
+                locks: Vec::new(),
             });
         }
     }
@@ -746,6 +859,7 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
                     cloexec,
                     kind: FdKind::Inherited { what: name, flags },
                     shared_with: None,
+                    locks: Vec::new(),
                 });
             }
             return Err(not_yet("a terminal"));
@@ -758,9 +872,16 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
     } else if fd <= 2 && fmt == libc::S_IFSOCK {
         FdKind::Inherited { what: name, flags }
     } else if fmt == libc::S_IFIFO {
-        // Both ends may be inside the tree (opened by path): never mistake one for an
-        // inherited descriptor.
-        return Err(not_yet("a FIFO (named pipe)"));
+        if flags & libc::O_PATH as u32 != 0 {
+            return Err(not_yet("an O_PATH descriptor of a FIFO"));
+        }
+        // Its pipe (data, capacity) is read once the whole tree is known.
+        let file = file_id_checked(pid, &link_path, &link, &format!("file descriptor {fd}:"))?;
+        FdKind::Fifo {
+            id: file.ino,
+            file,
+            flags,
+        }
     } else {
         return Err(not_yet("a special file"));
     };
@@ -769,6 +890,7 @@ fn fd_entry(pid: i32, fd: i32) -> Result<Fd> {
         cloexec,
         kind,
         shared_with: None,
+        locks: Vec::new(),
     })
 }
 
@@ -1085,6 +1207,7 @@ pub(crate) fn assemble(root: i32, procs: Vec<ProcCollected>) -> Result<Collected
         pipes: Vec::new(),
         socketpairs: Vec::new(),
         own_pid_namespace: false,
+        fifos: Vec::new(),
     };
     Ok(Collected {
         ckpt,
@@ -1099,9 +1222,10 @@ pub(crate) fn link_shared_fds(procs: &mut [ProcCollected]) -> Result<()> {
     use std::collections::BTreeMap;
     fn key(k: &FdKind) -> Option<(u8, u64, u64)> {
         match k {
-            FdKind::File { file, .. } | FdKind::Dir { file, .. } | FdKind::Device { file, .. } => {
-                Some((0, file.dev, file.ino))
-            }
+            FdKind::File { file, .. }
+            | FdKind::Dir { file, .. }
+            | FdKind::Device { file, .. }
+            | FdKind::Fifo { file, .. } => Some((0, file.dev, file.ino)),
             FdKind::Pipe { id, write, .. } => Some((1, *id, u64::from(*write))),
             // Anonymous-inode files all share one inode: compare every pair of a kind.
             FdKind::EventFd { .. } => Some((2, 0, 0)),
@@ -1112,6 +1236,7 @@ pub(crate) fn link_shared_fds(procs: &mut [ProcCollected]) -> Result<()> {
             FdKind::UnixListen { .. } => Some((2, 4, 0)),
             FdKind::TcpListen { .. } => Some((2, 5, 0)),
             FdKind::TcpConn { .. } => Some((2, 6, 0)),
+            FdKind::Inotify { .. } => Some((2, 7, 0)),
             FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. } => Some((4, *data, 0)),
             FdKind::Inherited { .. } => None,
         }
@@ -1377,4 +1502,68 @@ pub(crate) fn resolve_sockets(
         }
     }
     Ok(pairs)
+}
+
+/// FIFOs: the pipe behind each FIFO that processes of the tree hold open, with its
+/// capacity and the data in it (read without consuming it, through a read-only
+/// descriptor ckpt opens on the same pipe). A FIFO also open outside the tree is
+/// refused: restore could not give both sides the same pipe again.
+pub(crate) fn resolve_fifos(procs: &[ProcCollected]) -> Result<Vec<crate::model::FifoState>> {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::OpenOptionsExt;
+    // id -> (dev, first holder (pid, fd), path)
+    let mut fifos: BTreeMap<u64, (u64, i32, i32, Vec<u8>)> = BTreeMap::new();
+    for p in procs {
+        for f in &p.process.fds {
+            if let FdKind::Fifo { file, id, .. } = &f.kind {
+                let e =
+                    fifos
+                        .entry(*id)
+                        .or_insert((file.dev, p.process.pid, f.fd, file.path.clone()));
+                if e.0 != file.dev {
+                    return Err(unsupported(
+                        p.process.pid,
+                        format!(
+                            "file descriptor {} is a FIFO ({}) whose inode number is also that \
+                             of another FIFO of the tree; not supported",
+                            f.fd,
+                            String::from_utf8_lossy(&file.path)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if fifos.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tree: Vec<i32> = procs.iter().map(|p| p.process.pid).collect();
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    for (id, (dev, pid, fd, path)) in fifos {
+        if let Some(other) = procfs::holders_of(dev, id)
+            .into_iter()
+            .find(|q| !tree.contains(q) && *q != me)
+        {
+            return Err(unsupported(
+                pid,
+                format!(
+                    "file descriptor {fd} is a FIFO ({}) that process {other} outside the \
+                     dumped tree has open too; dump the tree that holds all its ends",
+                    String::from_utf8_lossy(&path)
+                ),
+            ));
+        }
+        // A read-only, non-blocking open of the same pipe (never blocks, even without a
+        // writer), whatever the mode of the tree's descriptor.
+        let link = format!("/proc/{pid}/fd/{fd}");
+        let rd = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&link)
+            .map_err(|e| sys::SysError::io(format!("open FIFO {link} to read its buffer"), e))?;
+        let (capacity, data) = sys::process::peek_pipe(&std::os::fd::OwnedFd::from(rd))?;
+        out.push(crate::model::FifoState { id, capacity, data });
+    }
+    Ok(out)
 }

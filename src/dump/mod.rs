@@ -513,6 +513,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
     }
     let pipes = collect::resolve_pipes(&mut procs)?;
+    let fifos = collect::resolve_fifos(&procs)?;
     // TCP connections in repair mode, held until the tree is released (see below).
     let mut repair = Vec::new();
     let socketpairs = collect::resolve_sockets(&mut procs, &mut repair);
@@ -530,6 +531,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     let mut collected = collect::assemble(pid, procs)?;
     collected.ckpt.pipes = pipes;
     collected.ckpt.socketpairs = socketpairs;
+    collected.ckpt.fifos = fifos;
     if own_pidns {
         collected.use_namespace_pids()?;
     }

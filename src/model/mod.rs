@@ -207,9 +207,6 @@ pub enum FdKind {
     Dir { file: FileId, flags: u32 },
     /// A character or block device reopened by path (e.g. /dev/null).
     Device { file: FileId, flags: u32, pos: u64 },
-    /// Standard input/output/error leading outside the dumped tree (a terminal, a pipe
-    /// of the old shell...). At restore it is connected to `ckpt restore`'s own fd of
-    /// the same number.
     /// One end of a pipe whose both ends are inside the image (`id` names the pipe in
     /// `Checkpoint::pipes`).
     Pipe { id: u64, write: bool, flags: u32 },
@@ -276,12 +273,37 @@ pub enum FdKind {
         flags: u32,
         targets: Vec<EpollTarget>,
     },
+    /// Standard input/output/error leading outside the dumped tree (a terminal, a pipe
+    /// of the old shell...). At restore it is connected to `ckpt restore`'s own fd of
+    /// the same number.
     Inherited {
         what: String,
         /// Open flags at dump (which end of a pipe, for one).
         #[serde(default)]
         flags: u32,
     },
+    /// A FIFO (named pipe) opened by path: `file` is the FIFO (identity checked like other
+    /// files), `id` names its pipe state (capacity, data in flight) in
+    /// `Checkpoint::fifos`. Restore opens the path again with `flags`.
+    Fifo { file: FileId, id: u64, flags: u32 },
+    /// An inotify instance with its watches (in increasing wd order). Events queued but
+    /// not read at dump are not kept: dump refuses an instance that has any.
+    Inotify {
+        flags: u32,
+        watches: Vec<InotifyWatch>,
+    },
+}
+
+/// One inotify watch: its number, event mask (as inotify_add_watch takes it) and the
+/// path of the watched file or directory, found from its file handle at dump.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct InotifyWatch {
+    pub wd: i32,
+    pub mask: u32,
+    #[serde(with = "serde_bytes")]
+    pub path: Vec<u8>,
+    /// Inode number at dump (display only: another machine has other numbers).
+    pub ino: u64,
 }
 
 /// An established TCP connection as TCP repair mode shows it.
@@ -330,6 +352,43 @@ pub struct Fd {
     /// which comes earlier in the image (dup, inheritance across fork, `2>&1`...).
     #[serde(default)]
     pub shared_with: Option<(i32, i32)>,
+    /// File locks held through this descriptor (flock and OFD locks belong to its open
+    /// file description, POSIX record locks to this process).
+    #[serde(default)]
+    pub locks: Vec<FileLock>,
+}
+
+/// What kind of file lock.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// flock(2): the whole file, owned by the open file description.
+    Flock,
+    /// fcntl(F_SETLK) record lock, owned by the process.
+    Posix,
+    /// fcntl(F_OFD_SETLK) record lock, owned by the open file description.
+    Ofd,
+}
+
+impl LockKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LockKind::Flock => "flock",
+            LockKind::Posix => "POSIX",
+            LockKind::Ofd => "OFD",
+        }
+    }
+}
+
+/// One file lock held at dump (as /proc/PID/fdinfo shows it).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileLock {
+    pub kind: LockKind,
+    /// A write (exclusive) lock, else a read (shared) one.
+    pub write: bool,
+    /// First byte of the range, and its last byte (inclusive; `None`: to the end of
+    /// the file, whatever its size). A flock covers the whole file: 0 and `None`.
+    pub start: u64,
+    pub end: Option<u64>,
 }
 
 /// Process-wide odds and ends restored with prctl.
@@ -450,6 +509,16 @@ pub struct PipeState {
     pub data: Vec<u8>,
 }
 
+/// The pipe behind a FIFO opened by processes of the image, with the data that was in it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct FifoState {
+    pub id: u64,
+    /// F_GETPIPE_SZ.
+    pub capacity: u32,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
 /// A connected pair of unix sockets of the image, with the data queued in each direction.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct SocketPairState {
@@ -475,6 +544,8 @@ pub struct Checkpoint {
     pub pipes: Vec<PipeState>,
     #[serde(default)]
     pub socketpairs: Vec<SocketPairState>,
+    #[serde(default)]
+    pub fifos: Vec<FifoState>,
     /// The tree had a PID namespace of its own, whose init was the root: every process
     /// and thread ID in the image is as seen in that namespace (the root is 1, IDs of
     /// processes outside it are 0), and restore creates a new namespace for the tree.

@@ -21,6 +21,8 @@ const MAX_THREADS: usize = 1 << 16;
 const MAX_PROCESSES: usize = 1 << 15;
 /// Largest pipe capacity accepted (the kernel's default pipe-max-size is 1 MiB).
 const MAX_PIPE: usize = 16 << 20;
+/// Most inotify watches per instance accepted (restore may skip wd numbers up to it).
+pub const MAX_WATCHES: usize = 1 << 14;
 
 /// One reason the image cannot be restored here.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -211,6 +213,68 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
                         ),
                     );
                 }
+            }
+        }
+    }
+    // FIFOs: every descriptor refers to a FIFO pipe of the image, whose data fits.
+    let mut fifo_ids = BTreeSet::new();
+    for ff in &ckpt.fifos {
+        if !fifo_ids.insert(ff.id)
+            || ff.capacity as usize > MAX_PIPE
+            || ff.data.len() > ff.capacity as usize
+        {
+            p(problems, "malformed", format!("invalid FIFO {}", ff.id));
+        }
+    }
+    for q in procs {
+        for f in &q.fds {
+            if let FdKind::Fifo { id, .. } = f.kind {
+                if !fifo_ids.contains(&id) {
+                    p(
+                        problems,
+                        "malformed",
+                        format!(
+                            "descriptor {} of process {} is an unknown FIFO",
+                            f.fd, q.pid
+                        ),
+                    );
+                }
+            }
+            if let FdKind::Inotify { watches, .. } = &f.kind {
+                if watches.len() > MAX_WATCHES
+                    || watches.first().is_some_and(|w| w.wd < 1)
+                    || watches.windows(2).any(|w| w[0].wd >= w[1].wd)
+                    || watches
+                        .iter()
+                        .any(|w| w.path.is_empty() || w.path.len() > 4096)
+                {
+                    p(
+                        problems,
+                        "malformed",
+                        format!(
+                            "descriptor {} of process {} has invalid inotify watches",
+                            f.fd, q.pid
+                        ),
+                    );
+                }
+            }
+            // Locks only on descriptors reopened by path, with sane ranges.
+            let lockable = matches!(f.kind, FdKind::File { .. } | FdKind::Dir { .. });
+            if f.locks.len() > 1 << 16
+                || (!f.locks.is_empty() && !lockable)
+                || f.locks.iter().any(|l| {
+                    l.end.is_some_and(|e| e < l.start || e >= i64::MAX as u64)
+                        || l.start > i64::MAX as u64
+                })
+            {
+                p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} has invalid file locks",
+                        f.fd, q.pid
+                    ),
+                );
             }
         }
     }
@@ -500,6 +564,93 @@ fn check_listen_name(name: &[u8], fd: i32, problems: &mut Vec<Problem>) {
     }
 }
 
+/// A FIFO must not be open by anyone at restore: its pipe would be shared with them
+/// (and the data put back would mix with theirs).
+fn check_fifo_unused(id: &FileId, what: &str, problems: &mut Vec<Problem>) {
+    let Ok(m) = std::fs::metadata(procfs::bytes_path(&id.path)) else {
+        return;
+    };
+    if let Some(q) = procfs::holders_of(m.dev(), m.ino()).first() {
+        p(
+            problems,
+            "fifo-busy",
+            format!(
+                "{what} {} is open by process {q} now; restore needs it unused",
+                show(&id.path)
+            ),
+        );
+    }
+}
+
+/// The locks the process held must be free now: none held by anyone else that would
+/// conflict (flock with flock; POSIX and OFD locks with each other, on overlapping
+/// ranges; a write lock with anything).
+fn check_locks(proc_: &Process, problems: &mut Vec<Problem>) {
+    if proc_.fds.iter().all(|f| f.locks.is_empty()) {
+        return;
+    }
+    let all = match procfs::all_locks() {
+        Ok(a) => a,
+        Err(e) => {
+            p(
+                problems,
+                "host",
+                format!("cannot read the file locks of this host (/proc/locks): {e}"),
+            );
+            return;
+        }
+    };
+    for f in &proc_.fds {
+        let file = match &f.kind {
+            FdKind::File { file, .. } | FdKind::Dir { file, .. } => file,
+            _ => continue,
+        };
+        let Ok(m) = std::fs::metadata(procfs::bytes_path(&file.path)) else {
+            continue; // reported by the file checks
+        };
+        let (maj, min) = (libc::major(m.dev()), libc::minor(m.dev()));
+        for l in &f.locks {
+            let flock = l.kind == crate::model::LockKind::Flock;
+            let conflict = all.iter().find(|o| {
+                !o.blocked
+                    && o.dev == (maj, min)
+                    && o.ino == m.ino()
+                    && if flock {
+                        o.class == "FLOCK"
+                    } else {
+                        o.class == "POSIX" || o.class == "OFDLCK"
+                    }
+                    && (l.write || o.mode == "WRITE")
+                    && o.start <= l.end.unwrap_or(u64::MAX)
+                    && l.start <= o.end.unwrap_or(u64::MAX)
+            });
+            if let Some(o) = conflict {
+                let range = match l.end {
+                    _ if flock => String::new(),
+                    Some(e) => format!(" on bytes {}-{e}", l.start),
+                    None => format!(" on bytes {}-EOF", l.start),
+                };
+                p(
+                    problems,
+                    "lock-taken",
+                    format!(
+                        "file descriptor {} of process {}: its {} {} lock{range} on {} \
+                         conflicts with a {} {} lock held now (by process {})",
+                        f.fd,
+                        proc_.pid,
+                        l.kind.name(),
+                        if l.write { "write" } else { "read" },
+                        show(&file.path),
+                        o.class,
+                        o.mode,
+                        o.pid
+                    ),
+                );
+            }
+        }
+    }
+}
+
 /// Compare a file's identity now with the image's record of it.
 pub fn check_file(id: &FileId, what: &str, problems: &mut Vec<Problem>) {
     let path = procfs::bytes_path(&id.path);
@@ -698,6 +849,30 @@ fn check_host_files(proc_: &Process, problems: &mut Vec<Problem>) {
                     );
                 }
             }
+            FdKind::Fifo { file, .. } => {
+                let what = format!("file descriptor {}: FIFO", f.fd);
+                let before = problems.len();
+                check_file(file, &what, problems);
+                if problems.len() == before {
+                    check_fifo_unused(file, &what, problems);
+                }
+            }
+            FdKind::Inotify { watches, .. } => {
+                for w in watches {
+                    if std::fs::symlink_metadata(procfs::bytes_path(&w.path)).is_err() {
+                        p(
+                            problems,
+                            "file-missing",
+                            format!(
+                                "file descriptor {}: inotify watch {} on {}: it does not exist",
+                                f.fd,
+                                w.wd,
+                                show(&w.path)
+                            ),
+                        );
+                    }
+                }
+            }
             FdKind::Memfd { .. } | FdKind::TcpListen { .. } | FdKind::TcpConn { .. } => {}
             FdKind::Inherited { .. }
             | FdKind::Pipe { .. }
@@ -708,6 +883,7 @@ fn check_host_files(proc_: &Process, problems: &mut Vec<Problem>) {
             | FdKind::Epoll { .. } => {}
         }
     }
+    check_locks(proc_, problems);
     if proc_.creds.seccomp != 0 {
         p(
             problems,

@@ -17,7 +17,7 @@ use super::{RestoreError, Result, fault_point};
 use crate::arch::Abi;
 use crate::arch::x86::{self as ax, nr};
 use crate::image::tag;
-use crate::model::{FdKind, PipeState, Process, SocketPairState, Thread, Vma, VmaKind};
+use crate::model::{FdKind, FifoState, PipeState, Process, SocketPairState, Thread, Vma, VmaKind};
 use crate::sys::inject::{Injector, find_gadget};
 use crate::sys::mem::RemoteMem;
 use crate::sys::ptrace::{self, Stop};
@@ -798,7 +798,8 @@ fn set_mm(cx: &mut Ctx<'_>) -> Result<()> {
 /// Pipes created so far: id -> (holder process, temporary read fd, temporary write fd).
 /// The holder keeps both ends at temporary numbers until every process has its
 /// descriptors; others take them with pidfd_getfd.
-/// Socket pairs are held the same way, under (1, id); pipes under (0, id).
+/// Socket pairs are held the same way, under (1, id); pipes under (0, id); FIFOs under
+/// (2, id), by one read-write descriptor (both numbers the same).
 type PipeHolders = BTreeMap<(u8, u64), (i32, u64, u64)>;
 
 /// Where a process keeps pipe ends temporarily: above all its own descriptors.
@@ -1333,6 +1334,15 @@ fn create_anon_fd(cx: &mut Ctx<'_>, kind: &FdKind) -> Result<u64> {
             let fl = keep(*flags, libc::SFD_NONBLOCK);
             cx.call("signalfd4", nr::SIGNALFD4, [u64::MAX, a, 8, fl, 0, 0])
         }
+        FdKind::Inotify { flags, watches } => {
+            let n = cx.call(
+                "inotify_init1",
+                nr::INOTIFY_INIT1,
+                [keep(*flags, libc::IN_NONBLOCK), 0, 0, 0, 0, 0],
+            )?;
+            add_inotify_watches(cx, n, watches)?;
+            Ok(n)
+        }
         FdKind::Epoll { flags, .. } => cx.call(
             "epoll_create1",
             nr::EPOLL_CREATE1,
@@ -1344,10 +1354,204 @@ fn create_anon_fd(cx: &mut Ctx<'_>, kind: &FdKind) -> Result<u64> {
     }
 }
 
+/// The pipe of FIFO `fifo`, made in this process: the FIFO opened read-write (which never
+/// blocks, and makes any later open of it find a reader and a writer), checked unused,
+/// with its capacity and the data that was in it, parked at temporary `tmp` until every
+/// process has its descriptors.
+fn create_fifo(cx: &mut Ctx<'_>, fifo: &FifoState, path: &[u8], tmp: u64) -> Result<u64> {
+    let n = cx.open(path, libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC)?;
+    // Someone else's data in it means someone else has it open: we would share their pipe.
+    let a = cx.put(0, &[0u8; 4])?;
+    cx.call(
+        "ioctl(FIONREAD)",
+        nr::IOCTL,
+        [n, libc::FIONREAD, a, 0, 0, 0],
+    )?;
+    let mut b = [0u8; 4];
+    cx.mem.read(a, &mut b)?;
+    if u32::from_le_bytes(b) != 0 {
+        return Err(RestoreError::Stage(format!(
+            "FIFO {} already holds data: another process has it open",
+            String::from_utf8_lossy(path)
+        )));
+    }
+    if fifo.capacity != 0 {
+        cx.call(
+            "F_SETPIPE_SZ",
+            nr::FCNTL,
+            [
+                n,
+                libc::F_SETPIPE_SZ as u64,
+                u64::from(fifo.capacity),
+                0,
+                0,
+                0,
+            ],
+        )?;
+    }
+    queue_data(cx, nr::WRITE, n, &fifo.data, &format!("FIFO {}", fifo.id))?;
+    if n != tmp {
+        cx.call("dup3", nr::DUP3, [n, tmp, libc::O_CLOEXEC as u64, 0, 0, 0])?;
+        cx.call("close", nr::CLOSE, [n, 0, 0, 0, 0, 0])?;
+    }
+    Ok(tmp)
+}
+
+/// Take the file locks the process held again, without waiting: one that someone else
+/// holds now fails the restore, naming it. After every descriptor exists and nothing
+/// more is closed (closing any descriptor of a file drops the process's POSIX locks).
+fn restore_locks(cx: &mut Ctx<'_>) -> Result<()> {
+    use crate::model::LockKind;
+    let proc_ = cx.proc_;
+    for f in &proc_.fds {
+        let path = match &f.kind {
+            FdKind::File { file, .. } | FdKind::Dir { file, .. } => &file.path,
+            _ => continue,
+        };
+        for l in &f.locks {
+            // flock and OFD locks belong to the open file description: taken once, by
+            // the descriptor that made it.
+            if l.kind != LockKind::Posix && f.shared_with.is_some() {
+                continue;
+            }
+            let what = format!(
+                "take the {} {} lock of descriptor {} on {}",
+                l.kind.name(),
+                if l.write { "write" } else { "read" },
+                f.fd,
+                String::from_utf8_lossy(path)
+            );
+            let r = match l.kind {
+                LockKind::Flock => {
+                    let op = if l.write {
+                        libc::LOCK_EX
+                    } else {
+                        libc::LOCK_SH
+                    } | libc::LOCK_NB;
+                    cx.call(&what, nr::FLOCK, [f.fd as u64, op as u64, 0, 0, 0, 0])
+                }
+                LockKind::Posix | LockKind::Ofd => {
+                    // struct flock { short l_type, l_whence; off_t l_start, l_len; pid_t l_pid; }
+                    let typ = if l.write {
+                        libc::F_WRLCK
+                    } else {
+                        libc::F_RDLCK
+                    } as u16;
+                    let len = l.end.map_or(0, |e| e - l.start + 1);
+                    let mut b = [0u8; 32];
+                    b[0..2].copy_from_slice(&typ.to_le_bytes());
+                    b[2..4].copy_from_slice(&(libc::SEEK_SET as u16).to_le_bytes());
+                    b[8..16].copy_from_slice(&l.start.to_le_bytes());
+                    b[16..24].copy_from_slice(&len.to_le_bytes());
+                    let a = cx.put(0, &b)?;
+                    let cmd = if l.kind == LockKind::Ofd {
+                        libc::F_OFD_SETLK
+                    } else {
+                        libc::F_SETLK
+                    };
+                    cx.call(&what, nr::FCNTL, [f.fd as u64, cmd as u64, a, 0, 0, 0])
+                }
+            };
+            match r {
+                Ok(_) => {}
+                Err(RestoreError::Sys(sys::SysError::Remote { errno, .. }))
+                    if errno == libc::EAGAIN || errno == libc::EACCES =>
+                {
+                    return Err(RestoreError::Stage(format!(
+                        "process {}: cannot {what}: another process holds a conflicting lock now",
+                        proc_.pid
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Add the watches of an inotify instance in wd order, so that each gets its old number.
+/// The kernel hands out numbers cyclically: a number that was free at dump (a watch
+/// removed before) is skipped by adding the watch and removing it again, and the
+/// IN_IGNORED events this queues are read back; anything else in the queue by then is
+/// an error rather than an event silently lost.
+fn add_inotify_watches(
+    cx: &mut Ctx<'_>,
+    n: u64,
+    watches: &[crate::model::InotifyWatch],
+) -> Result<()> {
+    let mut skipped = Vec::new();
+    for w in watches {
+        let a = cx.put_cstr(0, &w.path)?;
+        let what = format!(
+            "inotify_add_watch({}) for wd {}",
+            String::from_utf8_lossy(&w.path),
+            w.wd
+        );
+        loop {
+            let got = cx.call(
+                &what,
+                nr::INOTIFY_ADD_WATCH,
+                [n, a, u64::from(w.mask | libc::IN_DONT_FOLLOW), 0, 0, 0],
+            )? as i32;
+            if got == w.wd {
+                break;
+            }
+            if got > w.wd || skipped.len() >= super::plan::MAX_WATCHES {
+                return Err(RestoreError::Stage(format!(
+                    "inotify watch on {} got number {got}, not {} as at dump",
+                    String::from_utf8_lossy(&w.path),
+                    w.wd
+                )));
+            }
+            cx.call(
+                "inotify_rm_watch",
+                nr::INOTIFY_RM_WATCH,
+                [n, got as u64, 0, 0, 0, 0],
+            )?;
+            skipped.push(got);
+        }
+    }
+    if skipped.is_empty() {
+        return Ok(());
+    }
+    let a = cx.put(0, &[0u8; 4])?;
+    cx.call(
+        "ioctl(FIONREAD)",
+        nr::IOCTL,
+        [n, libc::FIONREAD, a, 0, 0, 0],
+    )?;
+    let mut b = [0u8; 4];
+    cx.mem.read(a, &mut b)?;
+    let len = u64::from(u32::from_le_bytes(b));
+    if len as usize > (STUB_SIZE - STUB_CODE - 4096) as usize {
+        return Err(RestoreError::Stage("too many inotify events queued".into()));
+    }
+    let buf = cx.scratch() + 4096;
+    let got = cx.call("read inotify events", nr::READ, [n, buf, len, 0, 0, 0])?;
+    let mut ev = vec![0u8; got as usize];
+    cx.mem.read(buf, &mut ev)?;
+    // struct inotify_event { int wd; u32 mask, cookie, len; char name[len]; }
+    let mut off = 0;
+    while off + 16 <= ev.len() {
+        let word =
+            |i: usize| u32::from_le_bytes(ev[off + i..off + i + 4].try_into().unwrap_or_default());
+        let (wd, mask, nlen) = (word(0) as i32, word(4), word(12) as usize);
+        if mask & libc::IN_IGNORED == 0 || !skipped.contains(&wd) {
+            return Err(RestoreError::Stage(format!(
+                "inotify: an event (wd {wd}, mask {mask:#x}) arrived while its watches were \
+                 being restored; try again"
+            )));
+        }
+        off += 16 + nlen;
+    }
+    Ok(())
+}
+
 fn restore_fds(
     cx: &mut Ctx<'_>,
     pipes: &[PipeState],
     socketpairs: &[SocketPairState],
+    fifos: &[FifoState],
     holders: &mut PipeHolders,
     files: &mut FileData,
 ) -> Result<()> {
@@ -1375,7 +1579,7 @@ fn restore_fds(
     // limits are set later.
     {
         let (cur, hard) = sys::process::prlimit_get(pid, libc::RLIMIT_NOFILE)?;
-        let pairs = (pipes.len() + socketpairs.len()) as u64;
+        let pairs = (pipes.len() + socketpairs.len() + fifos.len()) as u64;
         // (+4: park_pair goes two above the last temporaries)
         let need = (pipe_tmp_base(proc_) + 2 * pairs + 4).max(cur);
         sys::process::prlimit_set(pid, libc::RLIMIT_NOFILE, need, hard.max(need))?;
@@ -1450,6 +1654,7 @@ fn restore_fds(
             FdKind::EventFd { .. }
             | FdKind::TimerFd { .. }
             | FdKind::SignalFd { .. }
+            | FdKind::Inotify { .. }
             | FdKind::Epoll { .. } => {
                 let n = create_anon_fd(cx, &f.kind)?;
                 move_fd(cx, n, f.fd, f.cloexec)?;
@@ -1459,6 +1664,32 @@ fn restore_fds(
                 (&file.path, *flags, Some(*pos))
             }
             FdKind::Dir { file, flags } => (&file.path, *flags, None),
+            FdKind::Fifo { file, id, flags } => {
+                let fifo = fifos
+                    .iter()
+                    .find(|p| p.id == *id)
+                    .ok_or_else(|| RestoreError::Malformed(format!("unknown FIFO {id}")))?;
+                let (holder, tmp) = match holders.get(&(2, *id)) {
+                    Some(&(h, t, _)) => (h, t),
+                    None => {
+                        let k = holders.values().filter(|h| h.0 == proc_.pid).count() as u64;
+                        let tmp = pipe_tmp_base(proc_) + 2 * k;
+                        let t = create_fifo(cx, fifo, &file.path, tmp)?;
+                        holders.insert((2, *id), (proc_.pid, t, t));
+                        (proc_.pid, t)
+                    }
+                };
+                // The same pipe, opened with the descriptor's own flags: the holder is a
+                // reader and a writer, so this does not block.
+                let mut oflags = (*flags as i32)
+                    & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
+                if f.cloexec {
+                    oflags |= libc::O_CLOEXEC;
+                }
+                let n = cx.open(format!("/proc/{holder}/fd/{tmp}").as_bytes(), oflags)?;
+                move_fd(cx, n, f.fd, f.cloexec)?;
+                continue;
+            }
         };
         let mut oflags =
             (flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
@@ -1500,7 +1731,7 @@ fn restore_fds(
         let a = cx.put_cstr(0, &proc_.root)?;
         cx.call("chroot", nr::CHROOT, [a, 0, 0, 0, 0, 0])?;
     }
-    Ok(())
+    restore_locks(cx)
 }
 
 fn restore_attrs(cx: &mut Ctx<'_>) -> Result<()> {
@@ -2229,6 +2460,7 @@ pub fn stage(plan: &Plan, reader: &mut dyn RecordSource, root_stub: RootStub) ->
             cx,
             &plan.ckpt.pipes,
             &plan.ckpt.socketpairs,
+            &plan.ckpt.fifos,
             &mut pipe_holders,
             &mut files,
         )?;
@@ -2259,7 +2491,9 @@ pub fn stage(plan: &Plan, reader: &mut dyn RecordSource, root_stub: RootStub) ->
     for (holder, r, w) in pipe_holders.into_values() {
         if let Some(cx) = ctxs.iter_mut().find(|c| c.proc_.pid == holder) {
             cx.call("close", nr::CLOSE, [r, 0, 0, 0, 0, 0])?;
-            cx.call("close", nr::CLOSE, [w, 0, 0, 0, 0, 0])?;
+            if w != r {
+                cx.call("close", nr::CLOSE, [w, 0, 0, 0, 0, 0])?;
+            }
         }
     }
     // Credentials last: creating processes, PIDs and mm fields needs ckpt's privileges.

@@ -669,3 +669,73 @@ pub fn set_shm_next_id(id: i32) -> Result<()> {
     const NEXT_ID: &str = "/proc/sys/kernel/shm_next_id";
     std::fs::write(NEXT_ID, id.to_string()).map_err(|e| SysError::io(format!("write {NEXT_ID}"), e))
 }
+
+/// Bytes waiting to be read on a descriptor of ours (FIONREAD).
+pub fn queued_bytes(fd: &std::os::fd::OwnedFd) -> Result<u64> {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: ioctl on a descriptor we own; `n` is a valid out-pointer for FIONREAD.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    check(r as libc::c_long, || "FIONREAD".into())?;
+    Ok(n.max(0) as u64)
+}
+
+/// The path of the file that a file handle (name_to_handle_at: `typ`, `handle`) names on
+/// the file system of device `major:minor`, as this process sees it: the handle is
+/// opened (open_by_handle_at, O_PATH) relative to a mount of that file system (its root
+/// mount preferred), and the path read back from /proc/self/fd. `None` when no mount of
+/// the device is found or the file system cannot open the handle.
+pub fn path_of_handle(major: u32, minor: u32, typ: i32, handle: &[u8]) -> Option<Vec<u8>> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    if handle.len() > 128 {
+        return None;
+    }
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = format!("{major}:{minor}");
+    let mut mounts: Vec<(bool, String)> = info
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.get(2) == Some(&want.as_str())).then(|| {
+                (
+                    w.get(3) != Some(&"/"),
+                    w.get(4).copied().unwrap_or("").to_string(),
+                )
+            })
+        })
+        .collect();
+    mounts.sort();
+    // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }
+    let mut fh = vec![0u8; 8 + handle.len()];
+    fh[0..4].copy_from_slice(&(handle.len() as u32).to_ne_bytes());
+    fh[4..8].copy_from_slice(&typ.to_ne_bytes());
+    fh[8..].copy_from_slice(handle);
+    for (_, mnt) in mounts {
+        // Mount points are shown with \040-style escapes; such paths are skipped.
+        if mnt.contains('\\') {
+            continue;
+        }
+        let Ok(m) = std::fs::File::open(&mnt) else {
+            continue;
+        };
+        // SAFETY: `fh` is a properly laid out struct file_handle of `handle.len()` bytes
+        // that lives across the call; the result is a new descriptor we own.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_open_by_handle_at,
+                m.as_raw_fd(),
+                fh.as_mut_ptr(),
+                libc::O_PATH | libc::O_CLOEXEC,
+            )
+        };
+        if r < 0 {
+            continue;
+        }
+        // SAFETY: open_by_handle_at just returned this descriptor; we own it.
+        let f = unsafe { OwnedFd::from_raw_fd(r as i32) };
+        let p = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok()?;
+        return Some(p.as_os_str().as_bytes().to_vec());
+    }
+    None
+}

@@ -87,6 +87,11 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("chroot-static", "chroot.c", &["-static"]),
     ("nstree", "nstree.c", &[]),
     ("sysv", "sysv.c", &[]),
+    // tests/e2e_fsobj.rs: FIFOs, file locks, O_PATH descriptors, inotify
+    ("fifo", "fifo.c", &[]),
+    ("locks", "locks.c", &[]),
+    ("opath", "opath.c", &[]),
+    ("inotify", "inotify.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

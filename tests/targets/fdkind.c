@@ -1,7 +1,7 @@
 /* fdkind: holds one file descriptor of a given kind and counts.
  *
  * usage: fdkind KIND STEPS [sleep=MS]
- * KIND: pipe | socketpair | inotify | eventfd | timerfd | signalfd | epoll | memfd
+ * KIND: pipe | socketpair | inotify | eventfd | timerfd | signalfd | epoll | memfd | pidfd
  *
  * Used to check that `ckpt dump` refuses, with a message naming the fd and its kind, a
  * process holding an fd of a kind it does not support yet, and leaves it running as
@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 
 int main(int argc, char **argv)
@@ -53,6 +54,8 @@ int main(int argc, char **argv)
 		fds[0] = epoll_create1(0);
 	} else if (!strcmp(kind, "memfd")) {
 		fds[0] = memfd_create("ckpt-test", 0);
+	} else if (!strcmp(kind, "pidfd")) {
+		fds[0] = (int)syscall(SYS_pidfd_open, getpid(), 0);
 	} else {
 		die("unknown kind %s", kind);
 	}
