@@ -15,6 +15,91 @@ fn is_zero(page: &[u8]) -> bool {
         .all(|w| u64::from_ne_bytes(w.try_into().unwrap_or([1; 8])) == 0)
 }
 
+/// How many runs (at most 4 MiB each) the reading thread may be ahead of the writer.
+const AHEAD: usize = 3;
+
+/// What the reading thread hands to the writer, in image order.
+enum Chunk {
+    /// The pages that follow are this process's.
+    Process(i32),
+    /// A run of pages read at `addr`; `pieces` are the page ranges [i, j) of `buf` to
+    /// store (all of it, or what is left around pages that are all zero).
+    Run {
+        addr: u64,
+        buf: Vec<u8>,
+        pieces: Vec<(usize, usize)>,
+        zero_pages: u64,
+    },
+}
+
+/// The reading thread: every run of every process, read from the frozen tasks. Stops at
+/// the first error (passed on) or when the writer stops listening.
+fn read_pages(
+    c: &Collected,
+    tx: &std::sync::mpsc::SyncSender<Result<Chunk>>,
+    back: &std::sync::mpsc::Receiver<Vec<u8>>,
+) {
+    let send = |m: Result<Chunk>| tx.send(m).is_ok();
+    for (pid, runs) in &c.runs {
+        let mem = match RemoteMem::open(c.host_pid(*pid)) {
+            Ok(m) => m,
+            Err(e) => {
+                send(Err(e.into()));
+                return;
+            }
+        };
+        if !send(Ok(Chunk::Process(*pid))) {
+            return;
+        }
+        for run in runs {
+            let len = run.pages as usize * PAGE;
+            let mut buf = back.try_recv().unwrap_or_default();
+            buf.resize(len, 0);
+            if let Err(e) = mem.read(run.addr, &mut buf) {
+                send(Err(e.into()));
+                return;
+            }
+            let n = run.pages as usize;
+            let (pieces, zero_pages) = if run.skip_zero {
+                nonzero_pieces(&buf, n)
+            } else {
+                (vec![(0, n)], 0)
+            };
+            let chunk = Chunk::Run {
+                addr: run.addr,
+                buf,
+                pieces,
+                zero_pages,
+            };
+            if !send(Ok(chunk)) {
+                return;
+            }
+        }
+    }
+}
+
+/// The page ranges [i, j) of `buf` (`n` pages) that are not all zero, and how many
+/// pages are (restore gets those for free).
+fn nonzero_pieces(buf: &[u8], n: usize) -> (Vec<(usize, usize)>, u64) {
+    let mut pieces = Vec::new();
+    let mut zero = 0;
+    let mut i = 0;
+    while i < n {
+        if is_zero(&buf[i * PAGE..(i + 1) * PAGE]) {
+            zero += 1;
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < n && !is_zero(&buf[j * PAGE..(j + 1) * PAGE]) {
+            j += 1;
+        }
+        pieces.push((i, j));
+        i = j;
+    }
+    (pieces, zero)
+}
+
 pub(crate) fn write_image<W: Write>(
     c: &Collected,
     out: W,
@@ -56,42 +141,38 @@ pub(crate) fn write_image<W: Write>(
             }
         }
     }
-    let mut buf = Vec::new();
-    for (pid, runs) in &c.runs {
-        let mem = RemoteMem::open(c.host_pid(*pid))?;
-        w.write_record(tag::PAGES_PID, FLAG_REQUIRED, *pid as u64, &[], false)?;
-        for run in runs {
-            let len = run.pages as usize * PAGE;
-            if let Some(p) = progress {
-                p(done, total);
-            }
-            done += len as u64;
-            buf.resize(len, 0);
-            mem.read(run.addr, &mut buf[..len])?;
-            if !run.skip_zero {
-                w.write_pages(run.addr, &buf[..len])?;
-                stats.pages_written += run.pages;
-                continue;
-            }
-            // Split the run around all-zero pages, which restore gets for free.
-            let mut i = 0;
-            let n = run.pages as usize;
-            while i < n {
-                if is_zero(&buf[i * PAGE..(i + 1) * PAGE]) {
-                    stats.zero_pages_skipped += 1;
-                    i += 1;
-                    continue;
+    // Pages are read from the frozen tasks (and split around zero pages) on a second
+    // thread while this one checksums and writes the previous run.
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk>>(AHEAD);
+        let (back, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        scope.spawn(move || read_pages(c, &tx, &back_rx));
+        for chunk in rx {
+            match chunk? {
+                Chunk::Process(pid) => {
+                    w.write_record(tag::PAGES_PID, FLAG_REQUIRED, pid as u64, &[], false)?;
                 }
-                let mut j = i + 1;
-                while j < n && !is_zero(&buf[j * PAGE..(j + 1) * PAGE]) {
-                    j += 1;
+                Chunk::Run {
+                    addr,
+                    buf,
+                    pieces,
+                    zero_pages,
+                } => {
+                    if let Some(p) = progress {
+                        p(done, total);
+                    }
+                    done += buf.len() as u64;
+                    stats.zero_pages_skipped += zero_pages;
+                    for (i, j) in pieces {
+                        w.write_pages(addr + (i * PAGE) as u64, &buf[i * PAGE..j * PAGE])?;
+                        stats.pages_written += (j - i) as u64;
+                    }
+                    let _ = back.send(buf);
                 }
-                w.write_pages(run.addr + (i * PAGE) as u64, &buf[i * PAGE..j * PAGE])?;
-                stats.pages_written += (j - i) as u64;
-                i = j;
             }
         }
-    }
+        Ok(())
+    })?;
     if let Some(p) = progress {
         p(total, total);
     }
