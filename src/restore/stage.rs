@@ -1956,6 +1956,9 @@ fn create_threads(cx: &mut Ctx<'_>, tids: &mut Vec<i32>) -> Result<Vec<Injector>
         let base = ptrace::get_regs(t.tid)?;
         let mut tinj = Injector::new(t.tid, cx.stub, base);
         tinj.set_gadget32(cx.stub + GADGET32_OFFSET);
+        if cx.inj.trapping() {
+            tinj.trap_after();
+        }
         std::mem::swap(&mut cx.inj, &mut tinj);
         let r = thread_attrs(cx, t);
         std::mem::swap(&mut cx.inj, &mut tinj);
@@ -2195,6 +2198,9 @@ fn fork_process(parent: &mut Ctx<'_>, p: &Process) -> Result<Injector> {
         ptrace::get_regs_after_stop(p.pid, &what)?,
     );
     inj.set_gadget32(parent.stub + GADGET32_OFFSET);
+    if parent.inj.trapping() {
+        inj.trap_after();
+    }
     Ok(inj)
 }
 
@@ -2286,7 +2292,10 @@ pub fn stage(plan: &Plan, reader: &mut dyn RecordSource, root_stub: RootStub) ->
             | libc::PTRACE_O_TRACECLONE
             | libc::PTRACE_O_TRACEFORK,
     )?;
-    ptrace::set_sigmask(pid, !0)?;
+    // Every signal blocked while the stubs are built, but SIGTRAP: the breakpoint after
+    // each injected call raises it (see `Injector::trap_after`), and the kernel would
+    // reset the disposition of a blocked one.
+    ptrace::set_sigmask(pid, !sigbit(libc::SIGTRAP))?;
     let base = ptrace::get_regs(pid)?;
 
     // Bootstrap: the stub is a copy of us, so our own vDSO's syscall instruction is at
@@ -2336,6 +2345,12 @@ pub fn stage(plan: &Plan, reader: &mut dyn RecordSource, root_stub: RootStub) ->
     mem.write(stub_addr, &code)?;
     inj.set_gadget(stub_addr);
     inj.set_gadget32(stub_addr + GADGET32_OFFSET);
+    // Both gadgets of the helper area are followed by int3: one stop per injected call,
+    // unless a process of the image ignores SIGTRAP (the breakpoint would reset that).
+    let trap = trap_mode(procs);
+    if trap {
+        inj.trap_after();
+    }
     let mut ctxs: Vec<Ctx<'_>> = vec![Ctx {
         inj,
         mem,
@@ -2519,6 +2534,28 @@ pub fn stage(plan: &Plan, reader: &mut dyn RecordSource, root_stub: RootStub) ->
     })
 }
 
+/// The bit of signal `sig` in a signal mask.
+fn sigbit(sig: i32) -> u64 {
+    1u64 << (sig - 1)
+}
+
+/// Whether injected calls may stop on the helper area's breakpoint: not if a process of
+/// the image ignores SIGTRAP (see `Injector::trap_after`), has one pending (it is queued
+/// during stage, when SIGTRAP is not blocked) or a timer that sends one.
+fn trap_mode(procs: &[Process]) -> bool {
+    let trap = libc::SIGTRAP as u32;
+    !procs.iter().any(|p| {
+        p.sigactions
+            .iter()
+            .any(|a| a.signo == trap && a.handler == libc::SIG_IGN as u64)
+            || p.shared_pending.iter().any(|s| s.signo == trap)
+            || p.threads
+                .iter()
+                .any(|t| t.pending.iter().any(|s| s.signo == trap))
+            || p.posix_timers.iter().any(|t| t.signo == libc::SIGTRAP)
+    })
+}
+
 fn own_vdso_range() -> Result<(u64, u64)> {
     let start = sys::process::own_vdso();
     let maps = procfs::maps(std::process::id() as i32)?;
@@ -2553,6 +2590,8 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<i32> {
     let procs = &plan.ckpt.processes;
     fault_point("remove helper area")?;
     for sp in s.procs.iter_mut().flatten() {
+        // The breakpoint goes with the area.
+        sp.inj.stop_trapping();
         sp.inj.call(
             "munmap helper area",
             nr::MUNMAP,

@@ -4,6 +4,10 @@
 //! ckpt mapped for the purpose) with the syscall number and arguments in its registers,
 //! and resumed until the syscall-exit stop (PTRACE_SYSCALL twice). The instruction after
 //! the gadget is never executed. The caller restores the task's own registers afterwards.
+//!
+//! When the gadgets are known to be followed by an `int3` (the helper area restore
+//! maps), [`Injector::trap_after`] switches to one stop per call instead of two: the task
+//! is continued and stops on the breakpoint's SIGTRAP right after the system call.
 
 use super::ptrace::{self, Stop};
 use super::{Result, SysError};
@@ -18,6 +22,8 @@ pub struct Injector {
     base: X86Regs,
     /// How many syscalls were injected (for diagnostics and fault injection).
     pub count: u64,
+    /// Both gadgets are followed by `int3` (see [`Injector::trap_after`]).
+    trap: bool,
 }
 
 impl Injector {
@@ -28,7 +34,32 @@ impl Injector {
             gadget32: 0,
             base,
             count: 0,
+            trap: false,
         }
+    }
+
+    /// Declare that the `syscall` gadget and the `int $0x80` gadget are each followed by
+    /// an `int3`: from now on a call resumes the task once and waits for the
+    /// breakpoint's SIGTRAP (one stop instead of a syscall-enter and a syscall-exit
+    /// stop).
+    ///
+    /// The kernel delivers the breakpoint's SIGTRAP by force: were SIGTRAP blocked or
+    /// ignored in the task, it would reset its disposition to SIG_DFL. So the task must
+    /// not block SIGTRAP, must not ignore it, and should block every other signal it
+    /// could receive meanwhile. A call that unmaps the breakpoint needs
+    /// [`Injector::stop_trapping`] first.
+    pub fn trap_after(&mut self) {
+        self.trap = true;
+    }
+
+    /// Whether calls stop on the breakpoint after the gadget.
+    pub fn trapping(&self) -> bool {
+        self.trap
+    }
+
+    /// Back to two stops per call (syscall-enter and syscall-exit).
+    pub fn stop_trapping(&mut self) {
+        self.trap = false;
     }
 
     pub fn pid(&self) -> i32 {
@@ -77,6 +108,9 @@ impl Injector {
     }
 
     fn run(&mut self, regs: X86Regs, nr: u64) -> Result<i64> {
+        if self.trap {
+            return self.run_to_trap(regs, nr);
+        }
         let pid = self.pid;
         ptrace::set_regs(pid, &regs)?;
         for phase in ["enter", "exit"] {
@@ -100,6 +134,36 @@ impl Injector {
         }
         self.count += 1;
         let out = ptrace::get_regs(pid)?;
+        Ok(arch::x86::syscall_result(&out))
+    }
+
+    /// One call in `trap` mode: continue to the `int3` after the gadget.
+    fn run_to_trap(&mut self, regs: X86Regs, nr: u64) -> Result<i64> {
+        let pid = self.pid;
+        // The instruction after the gadget (both gadgets are two bytes long).
+        let after = regs.rip + 2;
+        ptrace::set_regs(pid, &regs)?;
+        ptrace::cont(pid, 0)?;
+        let mut stop = ptrace::wait(pid)?;
+        // Event stops inside the syscall (PTRACE_EVENT_CLONE of an injected clone3)
+        // are passed over.
+        while let Stop::OtherEvent(_) = stop {
+            ptrace::cont(pid, 0)?;
+            stop = ptrace::wait(pid)?;
+        }
+        let out = ptrace::get_regs(pid)?;
+        match stop {
+            // The breakpoint ran (rip is past it).
+            Stop::Signal(libc::SIGTRAP) if out.rip == after + 1 => {}
+            other => {
+                return Err(SysError::Other(format!(
+                    "process {pid} did not stop after injected syscall {nr} (got {other:?} \
+                     at {:#x})",
+                    out.rip
+                )));
+            }
+        }
+        self.count += 1;
         Ok(arch::x86::syscall_result(&out))
     }
 
