@@ -206,14 +206,25 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
                         .iter()
                         .find(|p| p.id == *id)
                         .map(|p| {
-                            if *end == 0 {
-                                p.data0.len()
+                            let (data, msgs) = if *end == 0 {
+                                (&p.data0, &p.msgs0)
                             } else {
-                                p.data1.len()
+                                (&p.data1, &p.msgs1)
+                            };
+                            let typ = match p.typ {
+                                libc::SOCK_DGRAM => "datagram ",
+                                libc::SOCK_SEQPACKET => "seqpacket ",
+                                _ => "",
+                            };
+                            if p.typ == libc::SOCK_STREAM {
+                                format!("{typ}{} bytes", data.len())
+                            } else {
+                                let bytes: usize = msgs.iter().map(|m| m.data.len()).sum();
+                                format!("{typ}{} messages, {bytes} bytes", msgs.len())
                             }
                         })
-                        .unwrap_or(0);
-                    format!("unix socket pair {id}, end {end} ({queued} bytes queued to it)")
+                        .unwrap_or_default();
+                    format!("unix socket pair {id}, end {end} ({queued} queued to it)")
                 }
                 FdKind::UnixListen { name, backlog, .. } => {
                     let shown = match name.split_first() {

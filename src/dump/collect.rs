@@ -1309,21 +1309,40 @@ pub(crate) fn resolve_sockets(
                     ..Default::default()
                 };
                 for (which, sock) in [(0u8, &a), (1u8, &b)] {
-                    if sock.rqueue == 0 {
-                        continue;
-                    }
-                    if s.typ != libc::SOCK_STREAM {
-                        return Err(refuse(
-                            "a datagram or seqpacket unix socket pair with queued messages",
-                        ));
-                    }
-                    let (hp, hfd) = held[&sock.ino];
+                    let Some(&(hp, hfd)) = held.get(&sock.ino) else {
+                        return Err(refuse("a unix socket whose peer vanished during the dump"));
+                    };
                     let dup = sys::process::steal_fd(hp, hfd)?;
-                    let data = sockdiag::peek_stream(&dup, sock.rqueue as usize)?;
-                    if which == 0 {
-                        st.data0 = data;
+                    let o = sockdiag::sock_opts(&dup)?;
+                    st.opts[usize::from(which)] = crate::model::SockOpts {
+                        sndbuf: o.sndbuf,
+                        rcvbuf: o.rcvbuf,
+                        passcred: o.passcred,
+                        reuseaddr: false,
+                        reuseport: false,
+                    };
+                    if s.typ == libc::SOCK_STREAM {
+                        if sock.rqueue == 0 {
+                            continue;
+                        }
+                        let data = sockdiag::peek_stream(&dup, sock.rqueue as usize)?;
+                        if which == 0 {
+                            st.data0 = data;
+                        } else {
+                            st.data1 = data;
+                        }
                     } else {
-                        st.data1 = data;
+                        // For datagrams sock_diag reports only the first message's length
+                        // (0 for an empty one): always look at the whole queue.
+                        let msgs = peek_messages(&dup).map_err(|e| match e {
+                            sockdiag::PeekError::Sys(e) => DumpError::Sys(e),
+                            e => refuse(&peek_refusal(&e, "unix socket")),
+                        })?;
+                        if which == 0 {
+                            st.msgs0 = msgs;
+                        } else {
+                            st.msgs1 = msgs;
+                        }
                     }
                 }
                 pairs.push(st);
@@ -1332,4 +1351,32 @@ pub(crate) fn resolve_sockets(
         }
     }
     Ok(pairs)
+}
+
+/// The messages queued on a socket, in the model's terms.
+fn peek_messages(
+    dup: &std::os::fd::OwnedFd,
+) -> std::result::Result<Vec<crate::model::SockMessage>, sys::sockdiag::PeekError> {
+    Ok(sys::sockdiag::peek_messages(dup)?
+        .into_iter()
+        .map(|m| crate::model::SockMessage {
+            from: m.from,
+            data: m.data,
+        })
+        .collect())
+}
+
+/// Why a socket's queued messages cannot be kept, for a refusal naming its descriptor.
+fn peek_refusal(e: &sys::sockdiag::PeekError, what: &str) -> String {
+    match e {
+        sys::sockdiag::PeekError::Descriptors => {
+            format!("a {what} with a queued message that carries descriptors (SCM_RIGHTS)")
+        }
+        sys::sockdiag::PeekError::TooLarge => format!(
+            "a {what} with a queued message over {} KiB or over {} messages queued",
+            sys::sockdiag::MAX_MESSAGE >> 10,
+            sys::sockdiag::MAX_MESSAGES
+        ),
+        sys::sockdiag::PeekError::Sys(e) => format!("a {what} whose queue cannot be read ({e})"),
+    }
 }

@@ -456,11 +456,45 @@ pub struct SocketPairState {
     pub id: u64,
     /// SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET.
     pub typ: i32,
-    /// Bytes waiting to be read by end 0, and by end 1.
+    /// Bytes waiting to be read by end 0, and by end 1 (SOCK_STREAM).
     #[serde(with = "serde_bytes")]
     pub data0: Vec<u8>,
     #[serde(with = "serde_bytes")]
     pub data1: Vec<u8>,
+    /// Messages waiting to be read by end 0, and by end 1, in order, each with its
+    /// boundaries (SOCK_DGRAM, SOCK_SEQPACKET).
+    #[serde(default)]
+    pub msgs0: Vec<SockMessage>,
+    #[serde(default)]
+    pub msgs1: Vec<SockMessage>,
+    /// Socket options of end 0 and end 1 (all zero in older images: left as created).
+    #[serde(default)]
+    pub opts: [SockOpts; 2],
+}
+
+/// One queued datagram or record, with the raw address of its sender (empty if none).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SockMessage {
+    #[serde(with = "serde_bytes")]
+    pub from: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// Socket options that a program can observe. Buffer sizes are as getsockopt reports
+/// them (the kernel doubles what was set); 0 means "not recorded, leave the default".
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SockOpts {
+    #[serde(default)]
+    pub sndbuf: u32,
+    #[serde(default)]
+    pub rcvbuf: u32,
+    #[serde(default)]
+    pub passcred: bool,
+    #[serde(default)]
+    pub reuseaddr: bool,
+    #[serde(default)]
+    pub reuseport: bool,
 }
 
 /// Everything the image says, except the page contents (which stream after it).

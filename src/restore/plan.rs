@@ -21,6 +21,9 @@ const MAX_THREADS: usize = 1 << 16;
 const MAX_PROCESSES: usize = 1 << 15;
 /// Largest pipe capacity accepted (the kernel's default pipe-max-size is 1 MiB).
 const MAX_PIPE: usize = 16 << 20;
+/// Largest queued socket message, and most messages per socket (as dump reads them).
+const MAX_MESSAGE: usize = sys::sockdiag::MAX_MESSAGE;
+const MAX_MESSAGES: usize = sys::sockdiag::MAX_MESSAGES;
 
 /// One reason the image cannot be restored here.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -199,7 +202,29 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
     }
     let mut pair_ids = BTreeSet::new();
     for sp in &ckpt.socketpairs {
-        if !pair_ids.insert(sp.id) || sp.data0.len() > MAX_PIPE || sp.data1.len() > MAX_PIPE {
+        let msgs_ok = |m: &[crate::model::SockMessage]| {
+            m.len() <= MAX_MESSAGES
+                && m.iter()
+                    .all(|x| x.data.len() <= MAX_MESSAGE && x.from.len() <= 128)
+                && m.iter().map(|x| x.data.len()).sum::<usize>() <= MAX_PIPE
+        };
+        let typ_ok = [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&sp.typ);
+        // Stream pairs carry bytes, the others messages: never both.
+        let no_msgs = sp.msgs0.is_empty() && sp.msgs1.is_empty();
+        let no_bytes = sp.data0.is_empty() && sp.data1.is_empty();
+        let kind_ok = if sp.typ == libc::SOCK_STREAM {
+            no_msgs
+        } else {
+            no_bytes
+        };
+        if !pair_ids.insert(sp.id)
+            || !typ_ok
+            || !kind_ok
+            || sp.data0.len() > MAX_PIPE
+            || sp.data1.len() > MAX_PIPE
+            || !msgs_ok(&sp.msgs0)
+            || !msgs_ok(&sp.msgs1)
+        {
             p(
                 problems,
                 "malformed",

@@ -862,11 +862,105 @@ fn create_socketpair(cx: &mut Ctx<'_>, sp: &SocketPairState, tmp: u64) -> Result
     cx.mem.read(a, &mut b)?;
     let e0 = u64::from(u32::from_le_bytes(b[0..4].try_into().unwrap_or_default()));
     let e1 = u64::from(u32::from_le_bytes(b[4..8].try_into().unwrap_or_default()));
+    // Options first: the buffer sizes bound what can be queued, and SO_PASSCRED
+    // decides whether queued messages carry credentials.
+    for (fd, o) in [(e0, &sp.opts[0]), (e1, &sp.opts[1])] {
+        set_sock_opts(cx, fd, o)?;
+    }
     // What end 0 will read is sent from end 1, and the other way round.
+    let what = format!("socket pair {}", sp.id);
     for (from, data) in [(e1, &sp.data0), (e0, &sp.data1)] {
-        queue_data(cx, nr::WRITE, from, data, &format!("socket pair {}", sp.id))?;
+        queue_data(cx, nr::WRITE, from, data, &what)?;
+    }
+    for (from, msgs) in [(e1, &sp.msgs0), (e0, &sp.msgs1)] {
+        for m in msgs {
+            send_message(cx, from, &m.data, &[], &what)?;
+        }
     }
     park_pair(cx, e0, e1, tmp)
+}
+
+/// Send one message (a datagram or record, with its boundary) from socket `fd` of the
+/// target, to `to` (a raw address) or to its peer. Never blocks: a full queue is an
+/// error naming `what`, not a hang.
+fn send_message(cx: &mut Ctx<'_>, fd: u64, data: &[u8], to: &[u8], what: &str) -> Result<()> {
+    let a = cx.put(4096, data)?;
+    let (ta, tl) = if to.is_empty() {
+        (0, 0)
+    } else {
+        (cx.put(1024, to)?, to.len() as u64)
+    };
+    let n = cx.call(
+        &format!("queue {what} message"),
+        nr::SENDTO,
+        [fd, a, data.len() as u64, libc::MSG_DONTWAIT as u64, ta, tl],
+    )?;
+    if n != data.len() as u64 {
+        return Err(RestoreError::Stage(format!(
+            "{what}: a queued message of {} bytes could only be sent in part ({n})",
+            data.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Socket options recorded at dump (0 buffer sizes: not recorded). The kernel doubles
+/// the buffer size it is given, so half the recorded value is set, with the FORCE
+/// variants so that the system-wide maximum does not cut it.
+fn set_sock_opts(cx: &mut Ctx<'_>, fd: u64, o: &crate::model::SockOpts) -> Result<()> {
+    const SO_SNDBUFFORCE: i32 = 32;
+    const SO_RCVBUFFORCE: i32 = 33;
+    if o.sndbuf != 0 {
+        setsockopt_u32(
+            cx,
+            fd,
+            libc::SOL_SOCKET,
+            SO_SNDBUFFORCE,
+            o.sndbuf / 2,
+            "SO_SNDBUFFORCE",
+        )?;
+    }
+    if o.rcvbuf != 0 {
+        setsockopt_u32(
+            cx,
+            fd,
+            libc::SOL_SOCKET,
+            SO_RCVBUFFORCE,
+            o.rcvbuf / 2,
+            "SO_RCVBUFFORCE",
+        )?;
+    }
+    if o.passcred {
+        setsockopt_u32(
+            cx,
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            1,
+            "SO_PASSCRED",
+        )?;
+    }
+    if o.reuseaddr {
+        setsockopt_u32(
+            cx,
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            1,
+            "SO_REUSEADDR",
+        )?;
+    }
+    if o.reuseport {
+        setsockopt_u32(
+            cx,
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            1,
+            "SO_REUSEPORT",
+        )?;
+    }
+    Ok(())
 }
 
 /// Move two fresh descriptors to `tmp` and `tmp + 1`. Either may already sit on one of

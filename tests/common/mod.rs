@@ -87,6 +87,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("chroot-static", "chroot.c", &["-static"]),
     ("nstree", "nstree.c", &[]),
     ("sysv", "sysv.c", &[]),
+    // tests/e2e_socks.rs: datagram and seqpacket unix sockets, UDP, --inherit-fd
+    ("dgsock", "dgsock.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
