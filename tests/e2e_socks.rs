@@ -98,3 +98,171 @@ fn unix_dgram_and_seqpacket_pairs_keep_queued_messages_both_ways() {
         &pids,
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// UDP
+
+/// The test's side of the UDP echo exchange: one IPv4 and one IPv6 socket, which talk
+/// to the server alternately (datagram `k` goes over IPv4 when `k` is even).
+struct UdpClient {
+    v4: std::net::UdpSocket,
+    v6: std::net::UdpSocket,
+    to4: std::net::SocketAddr,
+    to6: std::net::SocketAddr,
+    replies: Vec<String>,
+}
+
+impl UdpClient {
+    fn new(p4: u16, p6: u16) -> UdpClient {
+        let v4 = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind v4 client");
+        let v6 = std::net::UdpSocket::bind("[::1]:0").expect("bind v6 client");
+        for s in [&v4, &v6] {
+            s.set_read_timeout(Some(timeout())).expect("read timeout");
+        }
+        UdpClient {
+            v4,
+            v6,
+            to4: ([127, 0, 0, 1], p4).into(),
+            to6: (std::net::Ipv6Addr::LOCALHOST, p6).into(),
+            replies: Vec::new(),
+        }
+    }
+
+    fn sock(&self, k: u32) -> (&std::net::UdpSocket, std::net::SocketAddr) {
+        if k % 2 == 0 {
+            (&self.v4, self.to4)
+        } else {
+            (&self.v6, self.to6)
+        }
+    }
+
+    fn send(&self, k: u32, data: &str) {
+        let (s, to) = self.sock(k);
+        s.send_to(data.as_bytes(), to).expect("send a datagram");
+    }
+
+    fn recv(&mut self, k: u32, what: &str) {
+        let (s, _) = self.sock(k);
+        let mut buf = [0u8; 4096];
+        let (n, _) = s
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("{what}: no answer to datagram {k}: {e}"));
+        self.replies
+            .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+
+    fn talk(&mut self, k: u32, what: &str) {
+        self.send(k, &format!("datagram {k} {}", "x".repeat(k as usize * 5)));
+        self.recv(k, what);
+    }
+}
+
+/// Two free ports for the echo server: one for IPv4 on loopback, one for IPv6.
+fn free_udp_ports() -> (u16, u16) {
+    let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let b = std::net::UdpSocket::bind("[::1]:0").expect("bind");
+    let ports = (
+        a.local_addr().expect("addr").port(),
+        b.local_addr().expect("addr").port(),
+    );
+    (ports.0, ports.1)
+}
+
+const UDP_BURST: std::ops::Range<u32> = 6..10;
+
+/// The exchange before the burst (datagrams answered one by one), then the burst:
+/// datagrams starting with "slow", sent at once, which queue up in the server.
+fn udp_first_half(c: &mut UdpClient, what: &str) {
+    for k in 0..UDP_BURST.start {
+        c.talk(k, what);
+    }
+    for k in UDP_BURST {
+        c.send(k, &format!("slow {k}"));
+    }
+}
+
+/// The answers to the burst, more datagrams one by one, and "quit".
+fn udp_second_half(c: &mut UdpClient, what: &str) {
+    for k in UDP_BURST {
+        c.recv(k, what);
+    }
+    for k in UDP_BURST.end..UDP_BURST.end + 6 {
+        c.talk(k, what);
+    }
+    let k = UDP_BURST.end + 6;
+    c.send(k, "quit");
+    c.recv(k, what);
+}
+
+#[test]
+fn udp_echo_server_keeps_its_ports_options_and_queued_datagrams_across_restore() {
+    let ctx =
+        Ctx::new("udp_echo_server_keeps_its_ports_options_and_queued_datagrams_across_restore");
+    let spec = |p: (u16, u16)| {
+        Spec::new(target("udpecho"))
+            .arg(p.0.to_string())
+            .arg(p.1.to_string())
+            .arg("slow=500")
+    };
+    // Reference: the same exchange, uninterrupted.
+    let rports = free_udp_ports();
+    let mut rp = ctx.spawn(&spec(rports));
+    rp.wait_for("ready");
+    let mut rc = UdpClient::new(rports.0, rports.1);
+    udp_first_half(&mut rc, "udpecho reference");
+    udp_second_half(&mut rc, "udpecho reference");
+    let reference = rp.finish();
+    assert_eq!(
+        reference.status.code(),
+        Some(0),
+        "udpecho: reference run; stderr:\n{}",
+        text(&reference.stderr)
+    );
+
+    let ports = free_udp_ports();
+    let mut t = ctx.spawn(&spec(ports));
+    t.wait_for("ready");
+    let pid = t.pid;
+    ctx.track(pid);
+    let mut c = UdpClient::new(ports.0, ports.1);
+    udp_first_half(&mut c, "udpecho");
+    // The server sleeps after the first "slow" datagram; dump while the others wait.
+    t.wait_for(&format!("slow {}", UDP_BURST.start));
+    let img = ctx.path("udpecho.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("udpecho: original");
+    wait_pids_gone(&[pid], "udpecho");
+    assert_has_kinds(&ctx, &img, &["Udp"], "udpecho");
+    let j = ctx.inspect_json(&img);
+    let queued: usize = j["processes"][0]["fds"]
+        .as_array()
+        .expect("fds")
+        .iter()
+        .filter_map(|f| f["kind"].get("Udp"))
+        .map(|u| u["sock"]["msgs"].as_array().map(|a| a.len()).unwrap_or(0))
+        .sum();
+    assert!(
+        queued >= 1,
+        "udpecho: the burst's datagrams should wait in the server's queue at the dump: {j}"
+    );
+    let mut r = ctx.restore(&img, &[], In::Null);
+    udp_second_half(&mut c, "udpecho (restored)");
+    let fin = r.finish();
+    assert_eq!(
+        c.replies, rc.replies,
+        "udpecho: the client's answers differ from the reference's"
+    );
+    assert_tree_finished_like_reference(
+        "udpecho (dumped with datagrams queued, restored)",
+        &reference.stdout,
+        before,
+        &fin,
+        &[pid],
+    );
+    assert!(
+        text(&reference.stdout).contains("end: IPv4 reuseaddr 1; IPv6 v6only 1 rcvbuf 140000"),
+        "udpecho: the reference did not report its options:\n{}",
+        text(&reference.stdout)
+    );
+}

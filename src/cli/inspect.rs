@@ -190,6 +190,17 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
                     conn.sndq.len(),
                     conn.rcvq.len()
                 ),
+                FdKind::Udp { sock: u, .. } => format!(
+                    "UDP socket on {}{} ({} datagrams queued, {} bytes)",
+                    show_inet(&u.local),
+                    if u.peer.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" connected to {}", show_inet(&u.peer))
+                    },
+                    u.msgs.len(),
+                    u.msgs.iter().map(|m| m.data.len()).sum::<usize>()
+                ),
                 FdKind::Memfd {
                     name, seals, pos, ..
                 } => format!(

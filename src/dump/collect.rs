@@ -1067,6 +1067,7 @@ pub(crate) fn link_shared_fds(procs: &mut [ProcCollected]) -> Result<()> {
             FdKind::UnixListen { .. } => Some((2, 4, 0)),
             FdKind::TcpListen { .. } => Some((2, 5, 0)),
             FdKind::TcpConn { .. } => Some((2, 6, 0)),
+            FdKind::Udp { .. } => Some((2, 7, 0)),
             FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. } => Some((4, *data, 0)),
             FdKind::Inherited { .. } => None,
         }
@@ -1256,8 +1257,33 @@ pub(crate) fn resolve_sockets(
                         }
                     }
                     sys::tcp::TcpSock::NotTcp => {
-                        if f.fd > 2 {
-                            return Err(refuse("a network socket other than TCP"));
+                        if let Some(u) = sys::udp::inspect(&dup)? {
+                            let msgs = peek_messages(&dup).map_err(|e| match e {
+                                sockdiag::PeekError::Sys(e) => DumpError::Sys(e),
+                                e => refuse(&peek_refusal(&e, "UDP socket")),
+                            })?;
+                            if msgs.iter().any(|m| m.data.len() > sys::udp::MAX_DATAGRAM) {
+                                return Err(refuse("a UDP socket with an oversized datagram"));
+                            }
+                            f.kind = FdKind::Udp {
+                                sock: Box::new(crate::model::UdpState {
+                                    family: u.family,
+                                    local: u.local,
+                                    peer: u.peer,
+                                    v6only: u.v6only,
+                                    opts: crate::model::SockOpts {
+                                        sndbuf: u.opts.sndbuf,
+                                        rcvbuf: u.opts.rcvbuf,
+                                        passcred: false,
+                                        reuseaddr: u.opts.reuseaddr,
+                                        reuseport: u.opts.reuseport,
+                                    },
+                                    msgs,
+                                }),
+                                flags,
+                            };
+                        } else if f.fd > 2 {
+                            return Err(refuse("a network socket other than TCP and UDP"));
                         }
                     }
                 }
@@ -1313,7 +1339,7 @@ pub(crate) fn resolve_sockets(
                         return Err(refuse("a unix socket whose peer vanished during the dump"));
                     };
                     let dup = sys::process::steal_fd(hp, hfd)?;
-                    let o = sockdiag::sock_opts(&dup)?;
+                    let o = sockdiag::sock_opts(&dup, true)?;
                     st.opts[usize::from(which)] = crate::model::SockOpts {
                         sndbuf: o.sndbuf,
                         rcvbuf: o.rcvbuf,

@@ -276,6 +276,9 @@ pub enum FdKind {
         flags: u32,
         targets: Vec<EpollTarget>,
     },
+    /// A UDP socket: its bound address, connected peer (if any) and options. Datagrams
+    /// queued for reading are in `sock.msgs` and are sent to it again at restore.
+    Udp { sock: Box<UdpState>, flags: u32 },
     Inherited {
         what: String,
         /// Open flags at dump (which end of a pipe, for one).
@@ -311,6 +314,23 @@ pub struct TcpState {
     /// TCP_REPAIR_WINDOW: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
     pub window: [u32; 5],
     pub nodelay: bool,
+}
+
+/// A UDP socket as dump saw it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct UdpState {
+    /// AF_INET or AF_INET6.
+    pub family: i32,
+    /// Raw bound address (sockaddr_in / sockaddr_in6); port 0 when never bound.
+    #[serde(with = "serde_bytes")]
+    pub local: Vec<u8>,
+    /// Raw address of the connected peer; empty when not connected.
+    #[serde(with = "serde_bytes")]
+    pub peer: Vec<u8>,
+    pub v6only: bool,
+    pub opts: SockOpts,
+    /// Datagrams waiting to be read, with their source addresses.
+    pub msgs: Vec<SockMessage>,
 }
 
 /// One descriptor registered in an epoll instance.

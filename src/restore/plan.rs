@@ -243,6 +243,14 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
                         f.fd, q.pid
                     ),
                 ),
+                FdKind::Udp { sock: u, .. } if !udp_ok(u) => p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} is an invalid UDP socket",
+                        f.fd, q.pid
+                    ),
+                ),
                 FdKind::UnixListen { name, .. } if name.is_empty() || name.len() > 107 => p(
                     problems,
                     "malformed",
@@ -508,6 +516,61 @@ fn check_listen_name(name: &[u8], fd: i32, problems: &mut Vec<Problem>) {
     }
 }
 
+/// A UDP socket record that restore can build: IPv4 or IPv6 addresses of the right
+/// size, bounded queued datagrams with sources of the same family.
+fn udp_ok(u: &crate::model::UdpState) -> bool {
+    let len = match u.family {
+        libc::AF_INET => 16,
+        libc::AF_INET6 => 28,
+        _ => return false,
+    };
+    u.local.len() == len
+        && (u.peer.is_empty() || u.peer.len() == len)
+        && u.msgs.len() <= MAX_MESSAGES
+        && u.msgs.iter().all(|m| {
+            m.data.len() <= sys::udp::MAX_DATAGRAM
+                && m.from.len() == len
+                && m.from.get(0..2) == Some(&(u.family as u16).to_ne_bytes()[..])
+        })
+        && u.msgs.iter().map(|m| m.data.len()).sum::<usize>() <= MAX_PIPE
+}
+
+/// A bound UDP socket's address must be free here (sockets with SO_REUSEADDR or
+/// SO_REUSEPORT may share it; those are left to the kernel at restore).
+fn check_udp_addr(u: &crate::model::UdpState, fd: i32, problems: &mut Vec<Problem>) {
+    if u.opts.reuseaddr || u.opts.reuseport {
+        return;
+    }
+    let Some(addr) = inet_addr(&u.local) else {
+        return;
+    };
+    if addr.port() == 0 {
+        return;
+    }
+    if let Err(e) = std::net::UdpSocket::bind(addr) {
+        p(
+            problems,
+            "address-in-use",
+            format!("descriptor {fd}: UDP address {addr} cannot be bound here: {e}"),
+        );
+    }
+}
+
+/// A raw sockaddr_in / sockaddr_in6 as a std address.
+fn inet_addr(raw: &[u8]) -> Option<std::net::SocketAddr> {
+    let fam = u16::from_ne_bytes(raw.get(0..2)?.try_into().ok()?);
+    let port = u16::from_be_bytes(raw.get(2..4)?.try_into().ok()?);
+    if i32::from(fam) == libc::AF_INET {
+        let ip: [u8; 4] = raw.get(4..8)?.try_into().ok()?;
+        Some((std::net::Ipv4Addr::from(ip), port).into())
+    } else if i32::from(fam) == libc::AF_INET6 {
+        let ip: [u8; 16] = raw.get(8..24)?.try_into().ok()?;
+        Some((std::net::Ipv6Addr::from(ip), port).into())
+    } else {
+        None
+    }
+}
+
 /// Compare a file's identity now with the image's record of it.
 pub fn check_file(id: &FileId, what: &str, problems: &mut Vec<Problem>) {
     let path = procfs::bytes_path(&id.path);
@@ -694,7 +757,13 @@ fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
                     );
                 }
             }
-            FdKind::Memfd { .. } | FdKind::TcpListen { .. } | FdKind::TcpConn { .. } => {}
+            FdKind::Udp { sock: u, .. } if f.shared_with.is_none() => {
+                check_udp_addr(u, f.fd, problems)
+            }
+            FdKind::Memfd { .. }
+            | FdKind::TcpListen { .. }
+            | FdKind::TcpConn { .. }
+            | FdKind::Udp { .. } => {}
             FdKind::Inherited { .. }
             | FdKind::Pipe { .. }
             | FdKind::UnixPair { .. }

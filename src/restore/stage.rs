@@ -1157,7 +1157,95 @@ fn setsockopt_u32(
 fn check_sockaddr(family: i32, addr: &[u8]) -> Result<()> {
     let want = if family == libc::AF_INET6 { 28 } else { 16 };
     if !(family == libc::AF_INET || family == libc::AF_INET6) || addr.len() != want {
-        return Err(RestoreError::Malformed("invalid TCP socket address".into()));
+        return Err(RestoreError::Malformed("invalid IP socket address".into()));
+    }
+    Ok(())
+}
+
+/// The port of a raw IPv4/IPv6 socket address (0 if there is none).
+fn sockaddr_port(addr: &[u8]) -> u16 {
+    addr.get(2..4)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .unwrap_or(0)
+}
+
+/// A UDP socket: options (the reuse options before bind), its bound address and its
+/// connected peer. Its queued datagrams are sent to it again by [`requeue_udp`] once
+/// every process has its descriptors.
+fn create_udp(cx: &mut Ctx<'_>, u: &crate::model::UdpState) -> Result<u64> {
+    check_sockaddr(u.family, &u.local)?;
+    if !u.peer.is_empty() {
+        check_sockaddr(u.family, &u.peer)?;
+    }
+    let n = cx.call(
+        "socket(UDP)",
+        nr::SOCKET,
+        [
+            u.family as u64,
+            (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    set_sock_opts(cx, n, &u.opts)?;
+    if u.family == libc::AF_INET6 {
+        setsockopt_u32(
+            cx,
+            n,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            u32::from(u.v6only),
+            "IPV6_V6ONLY",
+        )?;
+    }
+    // Never bound (and not connected): the kernel picks a port at the first send, as it
+    // would have.
+    if sockaddr_port(&u.local) != 0 {
+        let a = cx.put(0, &u.local)?;
+        cx.call(
+            "bind UDP socket",
+            nr::BIND,
+            [n, a, u.local.len() as u64, 0, 0, 0],
+        )?;
+    }
+    if !u.peer.is_empty() {
+        let a = cx.put(0, &u.peer)?;
+        cx.call(
+            "connect UDP socket",
+            nr::CONNECT,
+            [n, a, u.peer.len() as u64, 0, 0, 0],
+        )?;
+    }
+    Ok(n)
+}
+
+/// Put the datagrams queued on the image's UDP sockets back, from their original
+/// sources (see `sys::udp::inject_datagram`). A socket bound to the wildcard address
+/// gets them on the loopback address.
+fn requeue_udp(procs: &[Process]) -> Result<()> {
+    for p in procs {
+        for f in p.fds.iter().filter(|f| f.shared_with.is_none()) {
+            let FdKind::Udp { sock: u, .. } = &f.kind else {
+                continue;
+            };
+            let mut to = u.local.clone();
+            if u.family == libc::AF_INET && to.get(4..8) == Some(&[0u8; 4][..]) {
+                to[4..8].copy_from_slice(&[127, 0, 0, 1]);
+            } else if u.family == libc::AF_INET6 && to.get(8..24) == Some(&[0u8; 16][..]) {
+                to[23] = 1;
+            }
+            for m in &u.msgs {
+                fault_point("requeue UDP datagram")?;
+                sys::udp::inject_datagram(u.family, &m.from, &to, &m.data).map_err(|e| {
+                    RestoreError::Stage(format!(
+                        "process {} descriptor {}: a queued UDP datagram could not be put                          back: {e}",
+                        p.pid, f.fd
+                    ))
+                })?;
+            }
+        }
     }
     Ok(())
 }
@@ -1492,6 +1580,12 @@ fn restore_fds(
             }
             FdKind::TcpConn { conn, flags } => {
                 let n = create_tcp_conn(cx, conn)?;
+                move_fd(cx, n, f.fd, f.cloexec)?;
+                set_status_flags(cx, f.fd, *flags)?;
+                continue;
+            }
+            FdKind::Udp { sock, flags } => {
+                let n = create_udp(cx, sock)?;
                 move_fd(cx, n, f.fd, f.cloexec)?;
                 set_status_flags(cx, f.fd, *flags)?;
                 continue;
@@ -2316,6 +2410,7 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
     }
     pages.finish()?;
     files.unlink_ghosts();
+    requeue_udp(procs)?;
     let mut removed = std::collections::BTreeSet::new();
     for cx in ctxs.iter_mut().filter(|c| !c.proc_.is_zombie()) {
         remove_destroyed_sysv(cx, &mut removed)?;

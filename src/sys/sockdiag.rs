@@ -297,12 +297,14 @@ pub struct SockOpts {
     pub reuseport: bool,
 }
 
-pub fn sock_opts(fd: &OwnedFd) -> Result<SockOpts> {
+/// `unix`: whether it is a unix socket (SO_PASSCRED is only read there: newer kernels
+/// refuse it on IP sockets).
+pub fn sock_opts(fd: &OwnedFd, unix: bool) -> Result<SockOpts> {
     use super::tcp::getsockopt_u32 as get;
     Ok(SockOpts {
         sndbuf: get(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)?,
         rcvbuf: get(fd, libc::SOL_SOCKET, libc::SO_RCVBUF)?,
-        passcred: get(fd, libc::SOL_SOCKET, libc::SO_PASSCRED)? != 0,
+        passcred: unix && get(fd, libc::SOL_SOCKET, libc::SO_PASSCRED)? != 0,
         reuseaddr: get(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR)? != 0,
         reuseport: get(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT)? != 0,
     })

@@ -89,6 +89,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("sysv", "sysv.c", &[]),
     // tests/e2e_socks.rs: datagram and seqpacket unix sockets, UDP, --inherit-fd
     ("dgsock", "dgsock.c", &[]),
+    ("udpecho", "udpecho.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
