@@ -266,3 +266,136 @@ fn udp_echo_server_keeps_its_ports_options_and_queued_datagrams_across_restore()
         text(&reference.stdout)
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// External descriptors: dump --external, restore --inherit-fd
+
+/// A pipe (read end, write end), both close-on-exec (`Spec::keep_fd` passes the read
+/// end on).
+fn pipe_for_child() -> (std::os::fd::OwnedFd, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two new descriptors into `fds`, which we then own.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(r, 0, "pipe2: {}", std::io::Error::last_os_error());
+    // SAFETY: both are new descriptors owned by nobody else.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+fn pipe_key(fd: &std::os::fd::OwnedFd) -> String {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .expect("stat pipe")
+        .ino();
+    format!("pipe:[{ino}]")
+}
+
+fn send_lines(w: &mut std::fs::File, lines: std::ops::Range<u32>) {
+    use std::io::Write;
+    for i in lines {
+        writeln!(w, "input {i} {}", "=".repeat(i as usize % 7)).expect("write to the pipe");
+    }
+}
+
+#[test]
+fn external_pipe_is_given_back_with_inherit_fd_and_refused_without_it() {
+    use std::os::fd::AsRawFd;
+    let ctx = Ctx::new("external_pipe_is_given_back_with_inherit_fd_and_refused_without_it");
+    let spec = |fd: &std::os::fd::OwnedFd| {
+        Spec::new(target("inheritfd"))
+            .arg(fd.as_raw_fd().to_string())
+            .keep_fd(fd.as_raw_fd())
+    };
+    // Reference: ten lines through one pipe.
+    let (r1, mut w1) = pipe_for_child();
+    let mut rp = ctx.spawn(&spec(&r1));
+    drop(r1);
+    send_lines(&mut w1, 0..10);
+    drop(w1);
+    let reference = rp.finish();
+    assert_eq!(reference.status.code(), Some(0), "inheritfd: reference run");
+
+    // The program reads five lines from the test's pipe on its descriptor 5.
+    let (r2, mut w2) = pipe_for_child();
+    let key = pipe_key(&r2);
+    let mut t = ctx.spawn(&spec(&r2));
+    drop(r2);
+    let pid = t.pid;
+    ctx.track(pid);
+    send_lines(&mut w2, 0..5);
+    t.wait_lines(6);
+    let img = ctx.path("inheritfd.img");
+    let pid_s = pid.to_string();
+    let dump = |extra: &[&str]| {
+        let mut a = vec!["dump", pid_s.as_str(), "-o", img.to_str().expect("path")];
+        a.extend_from_slice(extra);
+        ctx.ckpt(&a)
+    };
+    // Without --external the pipe to the test is refused, and the advice names the
+    // option, the descriptor and its key.
+    dump(&[])
+        .assert_fails(1)
+        .assert_stderr_mentions(&["--external"])
+        .assert_stderr_mentions(&[&format!("--inherit-fd 5:{key}")]);
+    assert!(!img.exists(), "inheritfd: a refused dump left an image");
+    assert_running_untraced(pid, "inheritfd after a refused dump");
+    dump(&["--external"]).assert_ok();
+    t.expect_killed();
+    let before = t.stdout.finish("inheritfd: original");
+    wait_pids_gone(&[pid], "inheritfd");
+    drop(w2);
+    let j = ctx.inspect_json(&img);
+    let fd5 = j["processes"][0]["fds"]
+        .as_array()
+        .expect("fds")
+        .iter()
+        .find(|f| f["fd"] == 5)
+        .cloned()
+        .unwrap_or_else(|| panic!("inheritfd: no descriptor 5 in the image: {j}"));
+    assert_eq!(
+        fd5["kind"]["External"]["key"].as_str(),
+        Some(key.as_str()),
+        "inheritfd: descriptor 5 should be the external {key}: {fd5}"
+    );
+
+    // Restore without --inherit-fd (or with a key the image lacks) is refused in plan,
+    // naming the descriptor, its key and the option; nothing is left behind.
+    ctx.ckpt(&["restore", img.to_str().expect("path")])
+        .assert_fails(1)
+        .assert_stderr_mentions(&[&format!("descriptor 5 of process {pid} is {key}")])
+        .assert_stderr_mentions(&[&format!("--inherit-fd N:{key}")]);
+    ctx.ckpt(&[
+        "restore",
+        img.to_str().expect("path"),
+        "--inherit-fd",
+        &format!("0:{key}"),
+        "--inherit-fd",
+        "0:pipe:[1]",
+    ])
+    .assert_fails(1)
+    .assert_stderr_mentions(&["no external resource pipe:[1]"]);
+    assert_no_process(pid, "inheritfd after refused restores");
+
+    // Restore with a new pipe from the test in its place: the rest of the input arrives
+    // through it.
+    let (r3, mut w3) = pipe_for_child();
+    let arg = format!("{}:{key}", r3.as_raw_fd());
+    let mut r = ctx.restore_keeping(&img, &["--inherit-fd", &arg], In::Null, &[r3.as_raw_fd()]);
+    drop(r3);
+    send_lines(&mut w3, 5..10);
+    drop(w3);
+    let fin = r.finish();
+    assert_tree_finished_like_reference(
+        "inheritfd (restored with --inherit-fd)",
+        &reference.stdout,
+        before,
+        &fin,
+        &[pid],
+    );
+}

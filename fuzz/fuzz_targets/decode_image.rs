@@ -38,6 +38,7 @@ fn view() -> &'static ckpt::restore::HostView {
     VIEW.get_or_init(|| ckpt::restore::HostView {
         host: host().clone(),
         policy: CpuPolicy::default(),
+        inherit: Vec::new(),
     })
 }
 

@@ -164,6 +164,9 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
                     format!("directory {}", String::from_utf8_lossy(&file.path))
                 }
                 FdKind::Inherited { what, .. } => format!("inherited from restore ({what})"),
+                FdKind::External { key, .. } => {
+                    format!("external {key} (restore with --inherit-fd N:{key})")
+                }
                 FdKind::EventFd {
                     count, semaphore, ..
                 } => format!(

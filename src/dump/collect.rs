@@ -1069,7 +1069,7 @@ pub(crate) fn link_shared_fds(procs: &mut [ProcCollected]) -> Result<()> {
             FdKind::TcpConn { .. } => Some((2, 6, 0)),
             FdKind::Udp { .. } => Some((2, 7, 0)),
             FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. } => Some((4, *data, 0)),
-            FdKind::Inherited { .. } => None,
+            FdKind::Inherited { .. } | FdKind::External { .. } => None,
         }
     }
     let mut seen: BTreeMap<(u8, u64, u64), Vec<(i32, i32)>> = BTreeMap::new();
@@ -1095,7 +1095,10 @@ pub(crate) fn link_shared_fds(procs: &mut [ProcCollected]) -> Result<()> {
 /// Pipes: one whose two ends are both in the tree is kept, with the data in it (read
 /// without consuming it); an end whose other end is outside is a standard descriptor
 /// connected at restore to ckpt's own (0-2), or refused.
-pub(crate) fn resolve_pipes(procs: &mut [ProcCollected]) -> Result<Vec<crate::model::PipeState>> {
+pub(crate) fn resolve_pipes(
+    procs: &mut [ProcCollected],
+    external: bool,
+) -> Result<Vec<crate::model::PipeState>> {
     use std::collections::BTreeMap;
     // id -> (a read end (pid, fd), has write end)
     let mut ends: BTreeMap<u64, (Option<(i32, i32)>, bool)> = BTreeMap::new();
@@ -1126,13 +1129,23 @@ pub(crate) fn resolve_pipes(procs: &mut [ProcCollected]) -> Result<Vec<crate::mo
                 if out.iter().any(|s| s.id == id) {
                     continue;
                 }
+                if f.fd > 2 && external {
+                    f.kind = FdKind::External {
+                        key: format!("pipe:[{id}]"),
+                        flags,
+                    };
+                    f.shared_with = None;
+                    continue;
+                }
                 if f.fd > 2 {
                     return Err(unsupported(
                         pid,
                         format!(
                             "file descriptor {} is a pipe (pipe:[{id}]) to a process outside \
-                             the dumped tree; dump the tree that holds both ends",
-                            f.fd
+                             the dumped tree; dump the tree that holds both ends, or record \
+                             it as external with --external (restore then needs \
+                             --inherit-fd {}:pipe:[{id}])",
+                            f.fd, f.fd
                         ),
                     ));
                 }
@@ -1154,6 +1167,7 @@ pub(crate) fn resolve_pipes(procs: &mut [ProcCollected]) -> Result<Vec<crate::mo
 pub(crate) fn resolve_sockets(
     procs: &mut [ProcCollected],
     repair: &mut Vec<std::os::fd::OwnedFd>,
+    external: bool,
 ) -> Result<Vec<crate::model::SocketPairState>> {
     use crate::sys::sockdiag::{self, STATE_ESTABLISHED, STATE_LISTEN};
     fn ino_of(k: &FdKind) -> Option<u64> {
@@ -1318,7 +1332,35 @@ pub(crate) fn resolve_sockets(
                 if f.fd <= 2 {
                     continue;
                 }
-                return Err(refuse("a unix socket connected outside the dumped tree"));
+                if external && s.peer != 0 {
+                    f.kind = FdKind::External {
+                        key: format!("socket:[{ino}]"),
+                        flags,
+                    };
+                    continue;
+                }
+                return Err(unsupported(
+                    pid,
+                    format!(
+                        "file descriptor {} is a unix socket (socket:[{ino}]) {}; not \
+                         supported yet{}",
+                        f.fd,
+                        if s.peer != 0 {
+                            "connected outside the dumped tree"
+                        } else {
+                            "that is neither connected nor listening"
+                        },
+                        if s.peer != 0 {
+                            format!(
+                                "; record it as external with --external (restore then \
+                                 needs --inherit-fd {}:socket:[{ino}])",
+                                f.fd
+                            )
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ));
             }
             let id = ino.min(s.peer);
             let end = u8::from(ino != id);

@@ -279,6 +279,15 @@ pub enum FdKind {
     /// A UDP socket: its bound address, connected peer (if any) and options. Datagrams
     /// queued for reading are in `sock.msgs` and are sent to it again at restore.
     Udp { sock: Box<UdpState>, flags: u32 },
+    /// A descriptor leading outside the dumped tree (a pipe or socket whose other end a
+    /// process not dumped holds), recorded at `ckpt dump --external`. Restore needs
+    /// `--inherit-fd N:KEY` to give one of its own descriptors in its place; `key` is
+    /// what /proc shows for it at dump, e.g. `pipe:[1234]` or `socket:[5678]`.
+    External {
+        key: String,
+        /// Open flags at dump (status flags such as O_NONBLOCK are set again).
+        flags: u32,
+    },
     Inherited {
         what: String,
         /// Open flags at dump (which end of a pipe, for one).

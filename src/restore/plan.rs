@@ -41,6 +41,8 @@ impl std::fmt::Display for Problem {
 
 pub struct Plan {
     pub ckpt: Checkpoint,
+    /// `--inherit-fd` pairs (ckpt's descriptor, external resource key).
+    pub inherit: Vec<(i32, String)>,
     pub problems: Vec<Problem>,
     /// Each thread's xsave area converted to this host's layout, by TID.
     pub xsave: std::collections::BTreeMap<i32, Vec<u8>>,
@@ -51,6 +53,9 @@ pub struct Plan {
 pub struct HostView {
     pub host: arch::HostCaps,
     pub policy: arch::CpuPolicy,
+    /// `--inherit-fd N:KEY`: ckpt's own descriptor N takes the place of the image's
+    /// external resource KEY (see `FdKind::External`).
+    pub inherit: Vec<(i32, String)>,
 }
 
 impl HostView {
@@ -65,7 +70,11 @@ impl HostView {
             Some(m) if !m.trim().is_empty() => host.masked(m).map_err(|e| e.to_string())?,
             _ => host,
         };
-        Ok(Self { host, policy })
+        Ok(Self {
+            host,
+            policy,
+            inherit: Vec::new(),
+        })
     }
 }
 
@@ -388,6 +397,15 @@ fn check_process(proc_: &Process, ids: &mut BTreeSet<i32>, problems: &mut Vec<Pr
                 format!("invalid file descriptor number {}", f.fd),
             );
         }
+        if let FdKind::External { key, .. } = &f.kind {
+            if key.is_empty() || key.len() > 256 || f.shared_with.is_some() {
+                p(
+                    problems,
+                    "malformed",
+                    format!("file descriptor {} is an invalid external resource", f.fd),
+                );
+            }
+        }
         if matches!(f.kind, FdKind::Inherited { .. }) && f.fd > 2 {
             p(
                 problems,
@@ -568,6 +586,41 @@ fn inet_addr(raw: &[u8]) -> Option<std::net::SocketAddr> {
         Some((std::net::Ipv6Addr::from(ip), port).into())
     } else {
         None
+    }
+}
+
+/// Every external resource of the process must be given with `--inherit-fd N:KEY`, with
+/// N open in ckpt.
+fn check_external(proc_: &Process, inherit: &[(i32, String)], problems: &mut Vec<Problem>) {
+    for f in &proc_.fds {
+        let FdKind::External { key, .. } = &f.kind else {
+            continue;
+        };
+        match inherit.iter().find(|(_, k)| k == key) {
+            None => p(
+                problems,
+                "external-fd",
+                format!(
+                    "descriptor {} of process {} is {key}, which led outside the dumped tree; \
+                     give a descriptor of ckpt restore in its place with --inherit-fd N:{key} \
+                     (e.g. --inherit-fd {}:{key} with that descriptor open)",
+                    f.fd, proc_.pid, f.fd
+                ),
+            ),
+            Some((n, _)) => {
+                if !sys::process::own_fd_open(*n) {
+                    p(
+                        problems,
+                        "external-fd",
+                        format!(
+                            "--inherit-fd {n}:{key} (for descriptor {} of process {}): ckpt \
+                             has no descriptor {n} open",
+                            f.fd, proc_.pid
+                        ),
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -760,6 +813,7 @@ fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
             FdKind::Udp { sock: u, .. } if f.shared_with.is_none() => {
                 check_udp_addr(u, f.fd, problems)
             }
+            FdKind::External { .. } => {}
             FdKind::Memfd { .. }
             | FdKind::TcpListen { .. }
             | FdKind::TcpConn { .. }
@@ -824,12 +878,31 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
                 check_arch(&ckpt.arch, proc_, &mut problems);
             }
             check_host(proc_, &mut problems);
+            check_external(proc_, &view.inherit, &mut problems);
+        }
+        for (n, key) in &view.inherit {
+            let used = ckpt
+                .processes
+                .iter()
+                .flat_map(|q| q.fds.iter())
+                .any(|f| matches!(&f.kind, FdKind::External { key: k, .. } if k == key));
+            if !used {
+                p(
+                    &mut problems,
+                    "inherit-fd-unused",
+                    format!(
+                        "--inherit-fd {n}:{key}: the image has no external resource {key} \
+                         (`ckpt inspect` lists them)"
+                    ),
+                );
+            }
         }
         problems.sort_by(|a, b| a.message.cmp(&b.message));
         problems.dedup();
     }
     Plan {
         ckpt,
+        inherit: view.inherit.clone(),
         problems,
         xsave,
     }

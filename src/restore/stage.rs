@@ -1508,6 +1508,7 @@ fn create_anon_fd(cx: &mut Ctx<'_>, kind: &FdKind) -> Result<u64> {
 
 fn restore_fds(
     cx: &mut Ctx<'_>,
+    inherit: &[(i32, String)],
     pipes: &[PipeState],
     socketpairs: &[SocketPairState],
     holders: &mut PipeHolders,
@@ -1581,6 +1582,25 @@ fn restore_fds(
             FdKind::TcpConn { conn, flags } => {
                 let n = create_tcp_conn(cx, conn)?;
                 move_fd(cx, n, f.fd, f.cloexec)?;
+                set_status_flags(cx, f.fd, *flags)?;
+                continue;
+            }
+            FdKind::External { key, flags } => {
+                // ckpt's own descriptor given with --inherit-fd (checked by plan).
+                let n = inherit
+                    .iter()
+                    .find(|(_, k)| k == key)
+                    .map(|(n, _)| *n)
+                    .ok_or_else(|| {
+                        RestoreError::Stage(format!(
+                            "descriptor {}: no --inherit-fd for {key}",
+                            f.fd
+                        ))
+                    })?;
+                let me = std::process::id() as i32;
+                let what = format!("take --inherit-fd {n}:{key} for descriptor {}", f.fd);
+                let got = take_remote_fd(cx, me, n as u64, &what)?;
+                move_fd(cx, got, f.fd, f.cloexec)?;
                 set_status_flags(cx, f.fd, *flags)?;
                 continue;
             }
@@ -2386,6 +2406,7 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
         finish_memory(cx)?;
         restore_fds(
             cx,
+            &plan.inherit,
             &plan.ckpt.pipes,
             &plan.ckpt.socketpairs,
             &mut pipe_holders,
