@@ -399,3 +399,99 @@ fn external_pipe_is_given_back_with_inherit_fd_and_refused_without_it() {
         &[pid],
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Named unix datagram sockets and a seqpacket listener
+
+/// A short directory for socket files (sun_path holds 108 bytes), removed at the end.
+struct SockDir(std::path::PathBuf);
+
+impl Drop for SockDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn named_unix_datagram_sockets_and_a_seqpacket_connection_keep_their_queues() {
+    let ctx = Ctx::new("named_unix_datagram_sockets_and_a_seqpacket_connection_keep_their_queues");
+    const STEPS: u32 = 120;
+    const AHEAD: u32 = 3;
+    let dir = SockDir(std::path::PathBuf::from(format!(
+        "/tmp/ckpt-e2e-dgname-{}",
+        my_pid()
+    )));
+    let spec_in = |sub: &str| {
+        let d = dir.0.join(sub);
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("mkdir socket dir");
+        Spec::new(target("dgname"))
+            .arg(STEPS.to_string())
+            .arg(AHEAD.to_string())
+            .arg(&d)
+            .arg(format!("ckpt-e2e-dgname-{}-{sub}", my_pid()))
+            .arg("sleep=15")
+    };
+    let rspec = spec_in("ref");
+    let spec = spec_in("run");
+    let mut rp = ctx.spawn(&rspec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(12);
+    let pids = wait_process_tree(t.pid, 2, "dgname");
+    for &p in &pids {
+        ctx.track(p);
+    }
+    let live = ctx.path("dgname-live.img");
+    ctx.dump_leave_running(t.pid, &live);
+    let n = t.stdout.lines();
+    t.wait_lines(n + 10);
+    let img = ctx.path("dgname.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("dgname: original");
+    wait_pids_gone(&pids, "dgname: original after the dump");
+    assert!(
+        text(&before).lines().count() < (STEPS - AHEAD) as usize,
+        "dgname: the dump came too late:\n{}",
+        text(&before)
+    );
+    for im in [&live, &img] {
+        assert_has_kinds(&ctx, im, &["UnixDgram", "UnixListen", "UnixPair"], "dgname");
+        let j = ctx.inspect_json(im);
+        // S (named sender), S2 (unnamed sender) and D (replies from its peer) hold
+        // messages; the accepted seqpacket connection holds records both ways.
+        let queued: Vec<usize> = j["processes"]
+            .as_array()
+            .expect("processes")
+            .iter()
+            .flat_map(|p| p["fds"].as_array().cloned().unwrap_or_default())
+            .filter_map(|f| f["kind"].get("UnixDgram").cloned())
+            .map(|u| u["sock"]["msgs"].as_array().map(|a| a.len()).unwrap_or(0))
+            .collect();
+        assert!(
+            queued.len() == 4 && queued.iter().filter(|&&q| q > 0).count() == 3,
+            "dgname: the datagram sockets should hold queued messages: {queued:?}"
+        );
+        let q = pair_queues(&j);
+        assert!(
+            q.iter()
+                .any(|&(t, a, b)| t == libc::SOCK_SEQPACKET as i64 && a >= 1 && b >= 1),
+            "dgname: the accepted seqpacket connection should hold records both ways: {q:?}"
+        );
+    }
+    let fin = ctx.restore(&img, &[], In::Null).finish();
+    let reference = rp.finish();
+    assert_eq!(
+        reference.status.code(),
+        Some(0),
+        "dgname: reference run; stderr:\n{}",
+        text(&reference.stderr)
+    );
+    assert_tree_finished_like_reference(
+        "dgname (dumped twice, restored)",
+        &reference.stdout,
+        before,
+        &fin,
+        &pids,
+    );
+}

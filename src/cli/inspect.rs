@@ -193,6 +193,24 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
                     conn.sndq.len(),
                     conn.rcvq.len()
                 ),
+                FdKind::UnixDgram { sock: u, .. } => {
+                    let shown = |n: &[u8]| match n.split_first() {
+                        None => "(unnamed)".to_string(),
+                        Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
+                        _ => String::from_utf8_lossy(n).into_owned(),
+                    };
+                    format!(
+                        "unix datagram socket {}{} ({} messages queued, {} bytes)",
+                        shown(&u.name),
+                        if u.peer_name.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" connected to {}", shown(&u.peer_name))
+                        },
+                        u.msgs.len(),
+                        u.msgs.iter().map(|m| m.data.len()).sum::<usize>()
+                    )
+                }
                 FdKind::Udp { sock: u, .. } => format!(
                     "UDP socket on {}{} ({} datagrams queued, {} bytes)",
                     show_inet(&u.local),

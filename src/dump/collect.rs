@@ -1068,6 +1068,7 @@ pub(crate) fn link_shared_fds(procs: &mut [ProcCollected]) -> Result<()> {
             FdKind::TcpListen { .. } => Some((2, 5, 0)),
             FdKind::TcpConn { .. } => Some((2, 6, 0)),
             FdKind::Udp { .. } => Some((2, 7, 0)),
+            FdKind::UnixDgram { .. } => Some((2, 8, 0)),
             FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. } => Some((4, *data, 0)),
             FdKind::Inherited { .. } | FdKind::External { .. } => None,
         }
@@ -1327,6 +1328,39 @@ pub(crate) fn resolve_sockets(
                 };
                 continue;
             }
+            if s.typ == libc::SOCK_DGRAM {
+                let peer = diag.get(&s.peer);
+                let anonymous_pair = s.state == STATE_ESTABLISHED
+                    && held.contains_key(&s.peer)
+                    && peer.is_some_and(|p| p.peer == ino && p.name.is_none())
+                    && s.name.is_none();
+                if !anonymous_pair {
+                    if s.peer != 0 && !held.contains_key(&s.peer) {
+                        if f.fd <= 2 {
+                            continue;
+                        }
+                        if external {
+                            f.kind = FdKind::External {
+                                key: format!("socket:[{ino}]"),
+                                flags,
+                            };
+                            continue;
+                        }
+                        return Err(unsupported(
+                            pid,
+                            format!(
+                                "file descriptor {} is a unix datagram socket \
+                                 (socket:[{ino}]) connected outside the dumped tree; not \
+                                 supported yet; record it as external with --external \
+                                 (restore then needs --inherit-fd {}:socket:[{ino}])",
+                                f.fd, f.fd
+                            ),
+                        ));
+                    }
+                    f.kind = unix_dgram(s, &diag, &held, flags).map_err(|why| refuse(&why))?;
+                    continue;
+                }
+            }
             let internal = s.state == STATE_ESTABLISHED && held.contains_key(&s.peer);
             if !internal {
                 if f.fd <= 2 {
@@ -1447,4 +1481,87 @@ fn peek_refusal(e: &sys::sockdiag::PeekError, what: &str) -> String {
         ),
         sys::sockdiag::PeekError::Sys(e) => format!("a {what} whose queue cannot be read ({e})"),
     }
+}
+
+/// A unix socket name as bound: a path loses the NULs its binder may have passed in the
+/// address length; an abstract name (starting with NUL) is kept whole.
+fn unix_name(name: &[u8]) -> Vec<u8> {
+    let mut n = name.to_vec();
+    if n.first() != Some(&0) {
+        while n.last() == Some(&0) {
+            n.pop();
+        }
+    }
+    n
+}
+
+/// A unix datagram socket that is not one end of an anonymous pair, with its queued
+/// messages, each of which restore must be able to send again from the same sender: a
+/// named socket of the tree (by its name), or an unnamed one (to a named receiver). Any
+/// other case is refused (the reason is returned).
+fn unix_dgram(
+    s: &sys::sockdiag::UnixSock,
+    diag: &std::collections::BTreeMap<u64, sys::sockdiag::UnixSock>,
+    held: &std::collections::BTreeMap<u64, (i32, i32)>,
+    flags: u32,
+) -> std::result::Result<FdKind, String> {
+    let name = unix_name(s.name.as_deref().unwrap_or_default());
+    let peer_name = match diag.get(&s.peer) {
+        Some(p) if s.peer != 0 => {
+            let n = unix_name(p.name.as_deref().unwrap_or_default());
+            if n.is_empty() {
+                return Err("a unix datagram socket connected to an unnamed socket".into());
+            }
+            n
+        }
+        _ => Vec::new(),
+    };
+    let (hp, hfd) = *held
+        .get(&s.ino)
+        .ok_or_else(|| "a unix socket that vanished during the dump".to_string())?;
+    let dup = sys::process::steal_fd(hp, hfd).map_err(|e| e.to_string())?;
+    let opts = sys::sockdiag::sock_opts(&dup, true).map_err(|e| e.to_string())?;
+    let mut msgs = peek_messages(&dup).map_err(|e| peek_refusal(&e, "unix datagram socket"))?;
+    // Names of the tree's bound sockets, which can send again at restore.
+    let in_tree = |n: &[u8]| {
+        diag.values().any(|d| {
+            held.contains_key(&d.ino) && unix_name(d.name.as_deref().unwrap_or_default()) == n
+        })
+    };
+    for m in msgs.iter_mut() {
+        // recvmsg gives a sockaddr_un: the family, then the name.
+        m.from = unix_name(m.from.get(2..).unwrap_or_default());
+        if !peer_name.is_empty() && m.from != peer_name {
+            return Err(
+                "a connected unix datagram socket with a message queued from another \
+                 socket than its peer"
+                    .into(),
+            );
+        }
+        if name.is_empty() {
+            return Err("an unnamed, unconnected unix datagram socket with queued messages".into());
+        }
+        if !m.from.is_empty() && !in_tree(&m.from) {
+            return Err(
+                "a unix datagram socket with a message queued from a socket outside the \
+                 dumped tree"
+                    .into(),
+            );
+        }
+    }
+    Ok(FdKind::UnixDgram {
+        sock: Box::new(crate::model::UnixDgramState {
+            name,
+            peer_name,
+            opts: crate::model::SockOpts {
+                sndbuf: opts.sndbuf,
+                rcvbuf: opts.rcvbuf,
+                passcred: opts.passcred,
+                reuseaddr: false,
+                reuseport: false,
+            },
+            msgs,
+        }),
+        flags,
+    })
 }

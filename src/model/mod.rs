@@ -276,6 +276,13 @@ pub enum FdKind {
         flags: u32,
         targets: Vec<EpollTarget>,
     },
+    /// A unix datagram socket that is not one end of an anonymous pair: bound to a name
+    /// or not, connected to a named socket of the image or not, with the messages
+    /// queued to it.
+    UnixDgram {
+        sock: Box<UnixDgramState>,
+        flags: u32,
+    },
     /// A UDP socket: its bound address, connected peer (if any) and options. Datagrams
     /// queued for reading are in `sock.msgs` and are sent to it again at restore.
     Udp { sock: Box<UdpState>, flags: u32 },
@@ -323,6 +330,21 @@ pub struct TcpState {
     /// TCP_REPAIR_WINDOW: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
     pub window: [u32; 5],
     pub nodelay: bool,
+}
+
+/// A unix datagram socket of [`FdKind::UnixDgram`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct UnixDgramState {
+    /// Bound name: a path, or an abstract name starting with a NUL byte; empty if none.
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    /// Name of the socket of the image it is connected to; empty if not connected.
+    #[serde(with = "serde_bytes")]
+    pub peer_name: Vec<u8>,
+    pub opts: SockOpts,
+    /// Messages waiting to be read, in order; `from` is the sender's bound name (a
+    /// socket of the image), empty for an unnamed sender.
+    pub msgs: Vec<SockMessage>,
 }
 
 /// A UDP socket as dump saw it.

@@ -241,6 +241,23 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             );
         }
     }
+    // Names of the image's unix datagram sockets (connections and message senders must
+    // be among them), each bound once.
+    let mut dgram_names = BTreeSet::new();
+    for f in procs.iter().flat_map(|q| q.fds.iter()) {
+        if let FdKind::UnixDgram { sock, .. } = &f.kind {
+            if f.shared_with.is_none()
+                && !sock.name.is_empty()
+                && !dgram_names.insert(&sock.name[..])
+            {
+                p(
+                    problems,
+                    "malformed",
+                    "two unix datagram sockets are bound to one name".into(),
+                );
+            }
+        }
+    }
     for q in procs {
         for f in &q.fds {
             match &f.kind {
@@ -249,6 +266,14 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
                     "malformed",
                     format!(
                         "descriptor {} of process {} is an unknown socket",
+                        f.fd, q.pid
+                    ),
+                ),
+                FdKind::UnixDgram { sock: u, .. } if !unix_dgram_ok(u, &dgram_names) => p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} is an invalid unix datagram socket",
                         f.fd, q.pid
                     ),
                 ),
@@ -534,6 +559,24 @@ fn check_listen_name(name: &[u8], fd: i32, problems: &mut Vec<Problem>) {
     }
 }
 
+/// A unix datagram socket record that restore can build: names that fit a sockaddr_un,
+/// a peer and message senders among the image's sockets, bounded messages, and a name
+/// to send them to.
+fn unix_dgram_ok(u: &crate::model::UnixDgramState, names: &BTreeSet<&[u8]>) -> bool {
+    let name_ok = |n: &[u8]| n.len() <= 107 && (n.is_empty() || n[0] == 0 || n[0] == b'/');
+    name_ok(&u.name)
+        && name_ok(&u.peer_name)
+        && (u.peer_name.is_empty() || names.contains(&u.peer_name[..]))
+        && (u.msgs.is_empty() || !u.name.is_empty())
+        && u.msgs.len() <= MAX_MESSAGES
+        && u.msgs.iter().all(|m| {
+            m.data.len() <= MAX_MESSAGE
+                && (m.from.is_empty() || names.contains(&m.from[..]))
+                && (u.peer_name.is_empty() || m.from == u.peer_name)
+        })
+        && u.msgs.iter().map(|m| m.data.len()).sum::<usize>() <= MAX_PIPE
+}
+
 /// A UDP socket record that restore can build: IPv4 or IPv6 addresses of the right
 /// size, bounded queued datagrams with sources of the same family.
 fn udp_ok(u: &crate::model::UdpState) -> bool {
@@ -622,6 +665,37 @@ fn check_external(proc_: &Process, inherit: &[(i32, String)], problems: &mut Vec
             }
         }
     }
+}
+
+/// A unix datagram socket's name must be free: no socket may be bound to it now, and a
+/// path may hold at most a stale socket file (which restore replaces).
+fn check_bound_name(name: &[u8], fd: i32, problems: &mut Vec<Problem>) {
+    if let Ok(socks) = crate::sys::sockdiag::unix_sockets() {
+        if socks.values().any(|s| {
+            s.name.as_deref().is_some_and(|n| {
+                let mut n = n.to_vec();
+                if n.first() != Some(&0) {
+                    while n.last() == Some(&0) {
+                        n.pop();
+                    }
+                }
+                n == name
+            })
+        }) {
+            let shown = match name.split_first() {
+                Some((0, rest)) => format!("@{}", show(rest)),
+                _ => show(name),
+            };
+            p(
+                problems,
+                "address-in-use",
+                format!("descriptor {fd}: a socket is bound to unix socket name {shown} now"),
+            );
+            return;
+        }
+    }
+    // The rest is as for a listener's name (the path's directory, a non-socket file).
+    check_listen_name(name, fd, problems);
 }
 
 /// Compare a file's identity now with the image's record of it.
@@ -796,6 +870,10 @@ fn check_host(proc_: &Process, problems: &mut Vec<Problem>) {
                 check_file(file, &format!("file descriptor {}:", f.fd), problems)
             }
             FdKind::UnixListen { name, .. } => check_listen_name(name, f.fd, problems),
+            FdKind::UnixDgram { sock, .. } if !sock.name.is_empty() && f.shared_with.is_none() => {
+                check_bound_name(&sock.name, f.fd, problems)
+            }
+            FdKind::UnixDgram { .. } => {}
             FdKind::DeletedFile { file, .. } => {
                 let dir = procfs::bytes_path(&file.path).parent().map(|d| d.is_dir());
                 if dir != Some(true) {

@@ -1109,6 +1109,28 @@ fn create_listener(cx: &mut Ctx<'_>, name: &[u8], typ: i32, backlog: u32) -> Res
             0,
         ],
     )?;
+    bind_unix(cx, n, name)?;
+    cx.call("listen", nr::LISTEN, [n, u64::from(backlog), 0, 0, 0, 0])?;
+    Ok(n)
+}
+
+/// A sockaddr_un for `name` (a path, or an abstract name starting with NUL) and the
+/// length to pass with it.
+fn unix_addr(name: &[u8]) -> (Vec<u8>, u64) {
+    let mut sa = Vec::with_capacity(2 + name.len() + 1);
+    sa.extend_from_slice(&(libc::AF_UNIX as u16).to_le_bytes());
+    sa.extend_from_slice(name);
+    let len = sa.len() as u64;
+    if name.first() != Some(&0) {
+        sa.push(0);
+    }
+    (sa, len)
+}
+
+/// Bind unix socket `n` of the target to `name`. A stale socket file left at the path
+/// by the dumped process is replaced (plan made sure no socket has that name now); the
+/// new file belongs to the process's user, as the old one did.
+fn bind_unix(cx: &mut Ctx<'_>, n: u64, name: &[u8]) -> Result<()> {
     if name.first() == Some(&b'/') {
         let path = procfs::bytes_path(name);
         if std::fs::symlink_metadata(path)
@@ -1118,23 +1140,108 @@ fn create_listener(cx: &mut Ctx<'_>, name: &[u8], typ: i32, backlog: u32) -> Res
             let _ = std::fs::remove_file(path);
         }
     }
-    let mut sa = Vec::with_capacity(2 + name.len() + 1);
-    sa.extend_from_slice(&(libc::AF_UNIX as u16).to_le_bytes());
-    sa.extend_from_slice(name);
-    let len = sa.len() as u64;
-    if name.first() != Some(&0) {
-        sa.push(0);
-    }
+    let (sa, len) = unix_addr(name);
     let a = cx.put(0, &sa)?;
     let what = format!("bind unix socket {}", show_name(name));
     cx.call(&what, nr::BIND, [n, a, len, 0, 0, 0])?;
-    cx.call("listen", nr::LISTEN, [n, u64::from(backlog), 0, 0, 0, 0])?;
-    // The socket file belongs to the process's user, as it did.
     if name.first() == Some(&b'/') {
         let c = &cx.proc_.creds;
         let _ = std::os::unix::fs::chown(procfs::bytes_path(name), Some(c.uid[1]), Some(c.gid[1]));
     }
+    Ok(())
+}
+
+/// A unix datagram socket with its options, bound to its name; it is connected and
+/// gets its queued messages in [`unix_dgram_links`], once every socket exists.
+fn create_unix_dgram(cx: &mut Ctx<'_>, u: &crate::model::UnixDgramState) -> Result<u64> {
+    let n = cx.call(
+        "socket(AF_UNIX, SOCK_DGRAM)",
+        nr::SOCKET,
+        [
+            libc::AF_UNIX as u64,
+            (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    set_sock_opts(cx, n, &u.opts)?;
+    if !u.name.is_empty() {
+        bind_unix(cx, n, &u.name)?;
+    }
     Ok(n)
+}
+
+/// Connect the image's unix datagram sockets to their peers (by name), then send each
+/// one's queued messages again, in order, from the same sender: the image's socket
+/// bound to the sender's name (in its own process), or, for an unnamed sender, a
+/// temporary unnamed socket in the receiver's process.
+fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> Result<()> {
+    let socks: Vec<(usize, i32, &crate::model::UnixDgramState)> = ctxs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, cx)| {
+            cx.proc_
+                .fds
+                .iter()
+                .filter(|f| f.shared_with.is_none())
+                .filter_map(move |f| match &f.kind {
+                    FdKind::UnixDgram { sock, .. } => Some((i, f.fd, &**sock)),
+                    _ => None,
+                })
+        })
+        .collect();
+    for &(i, fd, u) in &socks {
+        if u.peer_name.is_empty() {
+            continue;
+        }
+        let (sa, len) = unix_addr(&u.peer_name);
+        let cx = &mut ctxs[i];
+        let a = cx.put(0, &sa)?;
+        let what = format!("connect unix socket {fd} to {}", show_name(&u.peer_name));
+        cx.call(&what, nr::CONNECT, [fd as u64, a, len, 0, 0, 0])?;
+    }
+    for &(i, fd, u) in &socks {
+        let what = format!(
+            "process {} descriptor {fd} (unix socket {})",
+            ctxs[i].proc_.pid,
+            show_name(&u.name)
+        );
+        let (to, _) = unix_addr(&u.name);
+        for m in &u.msgs {
+            if m.from.is_empty() {
+                let cx = &mut ctxs[i];
+                let t = cx.call(
+                    "socket(AF_UNIX, SOCK_DGRAM)",
+                    nr::SOCKET,
+                    [
+                        libc::AF_UNIX as u64,
+                        (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64,
+                        0,
+                        0,
+                        0,
+                        0,
+                    ],
+                )?;
+                let r = send_message(cx, t, &m.data, &to, &what);
+                cx.call("close", nr::CLOSE, [t, 0, 0, 0, 0, 0])?;
+                r?;
+            } else {
+                let &(j, sfd, _) =
+                    socks
+                        .iter()
+                        .find(|(_, _, s)| s.name == m.from)
+                        .ok_or_else(|| {
+                            RestoreError::Malformed(format!("{what}: unknown message sender"))
+                        })?;
+                // Addressed by name even when connected to the receiver (allowed), so
+                // that a sender connected elsewhere reaches it too.
+                send_message(&mut ctxs[j], sfd as u64, &m.data, &to, &what)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn setsockopt_u32(
@@ -1601,6 +1708,12 @@ fn restore_fds(
                 let what = format!("take --inherit-fd {n}:{key} for descriptor {}", f.fd);
                 let got = take_remote_fd(cx, me, n as u64, &what)?;
                 move_fd(cx, got, f.fd, f.cloexec)?;
+                set_status_flags(cx, f.fd, *flags)?;
+                continue;
+            }
+            FdKind::UnixDgram { sock, flags } => {
+                let n = create_unix_dgram(cx, sock)?;
+                move_fd(cx, n, f.fd, f.cloexec)?;
                 set_status_flags(cx, f.fd, *flags)?;
                 continue;
             }
@@ -2431,6 +2544,7 @@ pub fn stage<R: Read>(plan: &Plan, reader: &mut ImageReader<R>) -> Result<Staged
     }
     pages.finish()?;
     files.unlink_ghosts();
+    unix_dgram_links(&mut ctxs)?;
     requeue_udp(procs)?;
     let mut removed = std::collections::BTreeSet::new();
     for cx in ctxs.iter_mut().filter(|c| !c.proc_.is_zombie()) {

@@ -91,6 +91,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("dgsock", "dgsock.c", &[]),
     ("udpecho", "udpecho.c", &[]),
     ("inheritfd", "inheritfd.c", &[]),
+    ("dgname", "dgname.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
