@@ -240,15 +240,38 @@ fn udp_second_half(c: &mut UdpClient, what: &str) {
 fn udp_echo_server_keeps_its_ports_options_and_queued_datagrams_across_restore() {
     let ctx =
         Ctx::new("udp_echo_server_keeps_its_ports_options_and_queued_datagrams_across_restore");
-    let spec = |p: (u16, u16)| {
+    // The server also sends a note per datagram on a UDP socket connected to `notes`.
+    let spec = |p: (u16, u16), notes: &std::net::UdpSocket| {
         Spec::new(target("udpecho"))
             .arg(p.0.to_string())
             .arg(p.1.to_string())
             .arg("slow=500")
+            .arg(format!(
+                "notify={}",
+                notes.local_addr().expect("notes address").port()
+            ))
     };
+    let notes_socket = || {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the notes socket");
+        s.set_read_timeout(Some(timeout())).expect("read timeout");
+        s
+    };
+    let read_notes = |s: &std::net::UdpSocket, n: usize, what: &str| -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let mut b = [0u8; 64];
+                let (len, _) = s
+                    .recv_from(&mut b)
+                    .unwrap_or_else(|e| panic!("{what}: note {i} did not come: {e}"));
+                String::from_utf8_lossy(&b[..len]).into_owned()
+            })
+            .collect()
+    };
+    let total_notes = (UDP_BURST.end + 6) as usize;
     // Reference: the same exchange, uninterrupted.
     let rports = free_udp_ports();
-    let mut rp = ctx.spawn(&spec(rports));
+    let rnotes = notes_socket();
+    let mut rp = ctx.spawn(&spec(rports, &rnotes));
     rp.wait_for("ready");
     let mut rc = UdpClient::new(rports.0, rports.1);
     udp_first_half(&mut rc, "udpecho reference");
@@ -260,9 +283,11 @@ fn udp_echo_server_keeps_its_ports_options_and_queued_datagrams_across_restore()
         "udpecho: reference run; stderr:\n{}",
         text(&reference.stderr)
     );
+    let ref_notes = read_notes(&rnotes, total_notes, "udpecho reference");
 
     let ports = free_udp_ports();
-    let mut t = ctx.spawn(&spec(ports));
+    let notes = notes_socket();
+    let mut t = ctx.spawn(&spec(ports, &notes));
     t.wait_for("ready");
     let pid = t.pid;
     ctx.track(pid);
@@ -302,6 +327,12 @@ fn udp_echo_server_keeps_its_ports_options_and_queued_datagrams_across_restore()
     assert_eq!(
         c.replies, rc.replies,
         "udpecho: the client's answers differ from the reference's"
+    );
+    // The connected notifier kept its peer across the restore.
+    assert_eq!(
+        read_notes(&notes, total_notes, "udpecho"),
+        ref_notes,
+        "udpecho: the notes differ from the reference's"
     );
     assert_tree_finished_like_reference(
         "udpecho (dumped with datagrams queued, restored)",

@@ -1328,6 +1328,21 @@ fn create_udp(cx: &mut Ctx<'_>, u: &crate::model::UdpState) -> Result<u64> {
     Ok(n)
 }
 
+const LOOPBACK6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const MAPPED_LOOPBACK: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1];
+
+/// The IPv4 socket address (sockaddr_in) of an IPv4-mapped IPv6 one (sockaddr_in6).
+fn v4_mapped(a: &[u8]) -> Option<Vec<u8>> {
+    if a.len() != 28 || a.get(8..20) != Some(&MAPPED_LOOPBACK[..12]) {
+        return None;
+    }
+    let mut v = vec![0u8; 16];
+    v[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    v[2..4].copy_from_slice(&a[2..4]);
+    v[4..8].copy_from_slice(&a[20..24]);
+    Some(v)
+}
+
 /// Put the datagrams queued on the image's UDP sockets back, from their original
 /// sources (see `sys::udp::inject_datagram`). A socket bound to the wildcard address
 /// gets them on the loopback address.
@@ -1345,7 +1360,17 @@ fn requeue_udp(procs: &[Process]) -> Result<()> {
             }
             for m in &u.msgs {
                 fault_point("requeue UDP datagram")?;
-                sys::udp::inject_datagram(u.family, &m.from, &to, &m.data).map_err(|e| {
+                // A dual-stack IPv6 socket receives IPv4 datagrams from IPv4-mapped
+                // sources: those travel as IPv4 again (IPv6 drops such sources).
+                let (family, from, to) = match (v4_mapped(&m.from), v4_mapped(&to)) {
+                    (Some(f4), Some(t4)) => (libc::AF_INET, f4, t4),
+                    (Some(f4), None) if to.get(8..24) == Some(&LOOPBACK6[..]) => {
+                        let lo = v4_mapped(&[&to[..8], &MAPPED_LOOPBACK[..]].concat());
+                        (libc::AF_INET, f4, lo.unwrap_or_default())
+                    }
+                    _ => (u.family, m.from.clone(), to.clone()),
+                };
+                sys::udp::inject_datagram(family, &from, &to, &m.data).map_err(|e| {
                     RestoreError::Stage(format!(
                         "process {} descriptor {}: a queued UDP datagram could not be put                          back: {e}",
                         p.pid, f.fd

@@ -1,4 +1,4 @@
-/* udpecho PORT4 PORT6 [slow=MS]
+/* udpecho PORT4 PORT6 [slow=MS] [notify=PORT]
  *
  * A UDP echo server on 127.0.0.1:PORT4 (SO_REUSEADDR) and [::1]:PORT6 (IPV6_V6ONLY,
  * SO_RCVBUF 70000). It takes datagrams alternately from the IPv4 and the IPv6 socket
@@ -6,7 +6,9 @@
  * "echo N: DATA h=HASH" (HASH covers every datagram so far) and prints "msg N via
  * FAMILY: DATA". After a datagram starting with "slow" it sleeps MS milliseconds, so
  * that datagrams sent meanwhile wait in the socket's queue. A datagram "quit" ends it:
- * it answers "bye" and prints its socket options. Ports are never printed. */
+ * it answers "bye" and prints its socket options. With notify=PORT it also has a UDP
+ * socket connected to 127.0.0.1:PORT, on which it sends "note N" (with send(2), so
+ * only while connected) after each datagram. Ports are never printed. */
 #include "util.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -33,9 +35,22 @@ int main(int argc, char **argv)
 		die("usage: udpecho PORT4 PORT6 [slow=MS]");
 	long p4 = arg_long(argc, argv, 1, 0);
 	long p6 = arg_long(argc, argv, 2, 0);
-	long slow = 300;
-	if (argc > 3 && strncmp(argv[3], "slow=", 5) == 0)
-		slow = strtol(argv[3] + 5, NULL, 10);
+	long slow = 300, notify = 0;
+	for (int i = 3; i < argc; i++) {
+		if (strncmp(argv[i], "slow=", 5) == 0)
+			slow = strtol(argv[i] + 5, NULL, 10);
+		else if (strncmp(argv[i], "notify=", 7) == 0)
+			notify = strtol(argv[i] + 7, NULL, 10);
+	}
+	int sn = -1;
+	if (notify) {
+		struct sockaddr_in an = { .sin_family = AF_INET,
+					  .sin_port = htons((uint16_t)notify) };
+		an.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		sn = socket(AF_INET, SOCK_DGRAM, 0);
+		if (sn < 0 || connect(sn, (struct sockaddr *)&an, sizeof an) != 0)
+			die("connect the notifier: %s", strerror(errno));
+	}
 
 	int s4 = socket(AF_INET, SOCK_DGRAM, 0);
 	int s6 = socket(AF_INET6, SOCK_DGRAM, 0);
@@ -76,6 +91,12 @@ int main(int argc, char **argv)
 		if (sendto(fd, reply, (size_t)r, 0, (struct sockaddr *)&from, fl) != r)
 			die("sendto: %s", strerror(errno));
 		out("msg %ld via %s: %.*s\n", i, fd == s4 ? "IPv4" : "IPv6", (int)n, buf);
+		if (sn >= 0) {
+			char note[32];
+			int k = snprintf(note, sizeof note, "note %ld", i);
+			if (send(sn, note, (size_t)k, 0) != k)
+				die("send a note: %s", strerror(errno));
+		}
 		if (n >= 4 && memcmp(buf, "slow", 4) == 0)
 			sleep_ms(slow);
 	}
