@@ -368,48 +368,64 @@ fn pipe_for_child() -> (std::os::fd::OwnedFd, std::fs::File) {
     }
 }
 
-fn pipe_key(fd: &std::os::fd::OwnedFd) -> String {
+/// The name /proc gives descriptor `fd` of this process (`pipe:[N]`, `socket:[N]`).
+fn fd_key(fd: &std::os::fd::OwnedFd) -> String {
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::MetadataExt;
-    let ino = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .expect("stat pipe")
-        .ino();
-    format!("pipe:[{ino}]")
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .expect("readlink")
+        .to_string_lossy()
+        .into_owned()
 }
 
-fn send_lines(w: &mut std::fs::File, lines: std::ops::Range<u32>) {
-    use std::io::Write;
-    for i in lines {
-        writeln!(w, "input {i} {}", "=".repeat(i as usize % 7)).expect("write to the pipe");
+/// A channel from the test to a child: the child's end (close-on-exec, passed on with
+/// `Spec::keep_fd`) and ours, which writes. A pipe, or a connected unix stream socket pair.
+fn channel(socket: bool) -> (std::os::fd::OwnedFd, Box<dyn std::io::Write>) {
+    if socket {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        (theirs.into(), Box::new(ours))
+    } else {
+        let (r, w) = pipe_for_child();
+        (r, Box::new(w))
     }
 }
 
-#[test]
-fn external_pipe_is_given_back_with_inherit_fd_and_refused_without_it() {
+fn send_lines(w: &mut dyn std::io::Write, lines: std::ops::Range<u32>) {
+    for i in lines {
+        writeln!(w, "input {i} {}", "=".repeat(i as usize % 7)).expect("write to the child");
+    }
+}
+
+/// A process whose descriptor 5 is a pipe or socket from the test (outside the tree):
+/// refused by a plain dump, recorded as external with --external, refused by restore
+/// without --inherit-fd, and restored with a new channel from the test in its place,
+/// through which the rest of its input arrives.
+fn external_fd_given_back(name: &str, socket: bool) {
     use std::os::fd::AsRawFd;
-    let ctx = Ctx::new("external_pipe_is_given_back_with_inherit_fd_and_refused_without_it");
+    let ctx = Ctx::new(name);
+    let kind = if socket { "socket" } else { "pipe" };
     let spec = |fd: &std::os::fd::OwnedFd| {
         Spec::new(target("inheritfd"))
             .arg(fd.as_raw_fd().to_string())
             .keep_fd(fd.as_raw_fd())
     };
-    // Reference: ten lines through one pipe.
-    let (r1, mut w1) = pipe_for_child();
+    // Reference: ten lines through one channel.
+    let (r1, mut w1) = channel(socket);
     let mut rp = ctx.spawn(&spec(&r1));
     drop(r1);
-    send_lines(&mut w1, 0..10);
+    send_lines(&mut *w1, 0..10);
     drop(w1);
     let reference = rp.finish();
     assert_eq!(reference.status.code(), Some(0), "inheritfd: reference run");
 
-    // The program reads five lines from the test's pipe on its descriptor 5.
-    let (r2, mut w2) = pipe_for_child();
-    let key = pipe_key(&r2);
+    // The program reads five lines from the test's channel on its descriptor 5.
+    let (r2, mut w2) = channel(socket);
+    let key = fd_key(&r2);
+    assert!(key.starts_with(&format!("{kind}:[")), "{key}");
     let mut t = ctx.spawn(&spec(&r2));
     drop(r2);
     let pid = t.pid;
     ctx.track(pid);
-    send_lines(&mut w2, 0..5);
+    send_lines(&mut *w2, 0..5);
     t.wait_lines(6);
     let img = ctx.path("inheritfd.img");
     let pid_s = pid.to_string();
@@ -418,7 +434,7 @@ fn external_pipe_is_given_back_with_inherit_fd_and_refused_without_it() {
         a.extend_from_slice(extra);
         ctx.ckpt(&a)
     };
-    // Without --external the pipe to the test is refused, and the advice names the
+    // Without --external the channel to the test is refused, and the advice names the
     // option, the descriptor and its key.
     dump(&[])
         .assert_fails(1)
@@ -463,21 +479,37 @@ fn external_pipe_is_given_back_with_inherit_fd_and_refused_without_it() {
     .assert_stderr_mentions(&["no external resource pipe:[1]"]);
     assert_no_process(pid, "inheritfd after refused restores");
 
-    // Restore with a new pipe from the test in its place: the rest of the input arrives
-    // through it.
-    let (r3, mut w3) = pipe_for_child();
+    // Restore with a new channel from the test in its place: the rest of the input
+    // arrives through it.
+    let (r3, mut w3) = channel(socket);
     let arg = format!("{}:{key}", r3.as_raw_fd());
     let mut r = ctx.restore_keeping(&img, &["--inherit-fd", &arg], In::Null, &[r3.as_raw_fd()]);
     drop(r3);
-    send_lines(&mut w3, 5..10);
+    send_lines(&mut *w3, 5..10);
     drop(w3);
     let fin = r.finish();
     assert_tree_finished_like_reference(
-        "inheritfd (restored with --inherit-fd)",
+        &format!("inheritfd over a {kind} (restored with --inherit-fd)"),
         &reference.stdout,
         before,
         &fin,
         &[pid],
+    );
+}
+
+#[test]
+fn external_pipe_is_given_back_with_inherit_fd_and_refused_without_it() {
+    external_fd_given_back(
+        "external_pipe_is_given_back_with_inherit_fd_and_refused_without_it",
+        false,
+    );
+}
+
+#[test]
+fn external_unix_socket_is_given_back_with_inherit_fd_and_refused_without_it() {
+    external_fd_given_back(
+        "external_unix_socket_is_given_back_with_inherit_fd_and_refused_without_it",
+        true,
     );
 }
 
