@@ -34,6 +34,8 @@ Run as root.",
 EXAMPLES:\n  ckpt dump 1234 -o job.img          checkpoint PID 1234 and stop it\n  \
 ckpt dump 1234 -o job.img --leave-running\n  ckpt check job.img                 can it be restored here?\n  \
 ckpt restore job.img               bring it back and wait for it\n  \
+ckpt dump 1234 -o job.img --external   pipes/sockets to outside kept as external\n  \
+ckpt restore job.img --inherit-fd 7:pipe:[5678] 7< <(producer)   a new pipe for one\n  \
 ckpt inspect job.img --json        everything in the image, for scripts"
 )]
 struct Cli {
