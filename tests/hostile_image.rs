@@ -790,6 +790,7 @@ fn hostile_fifo_lock_and_inotify_records_are_malformed() {
         host: ckpt::arch::HostCaps::detect(),
         policy: ckpt::arch::CpuPolicy::ALL[0],
         new_pid_namespace: false,
+        inherit: Vec::new(),
     };
     let lock = |start: u64, end: Option<u64>| FileLock {
         kind: LockKind::Posix,
@@ -877,4 +878,166 @@ fn hostile_fifo_lock_and_inotify_records_are_malformed() {
             plan.problems
         );
     }
+}
+
+/// Socket records that restore cannot build (wrong types, sizes, families, names,
+/// senders, keys) are "malformed" problems of the plan, never a panic; external
+/// resources without a usable `--inherit-fd`, or an `--inherit-fd` for a key the image
+/// lacks, are problems too.
+#[test]
+fn hostile_socket_records_are_plan_problems() {
+    use ckpt::restore::plan::{HostView, plan};
+    let view = |inherit: Vec<(i32, String)>| HostView {
+        host: ckpt::arch::HostCaps::detect(),
+        policy: ckpt::arch::CpuPolicy::default(),
+        new_pid_namespace: false,
+        inherit,
+    };
+    let msg = |from: &[u8], len: usize| SockMessage {
+        from: from.to_vec(),
+        data: vec![7; len],
+    };
+    let v4 = |port: u16| {
+        let mut a = vec![0u8; 16];
+        a[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        a[2..4].copy_from_slice(&port.to_be_bytes());
+        a
+    };
+    let pair = |typ: i32| SocketPairState {
+        id: 77,
+        typ,
+        ..Default::default()
+    };
+    let dgram = |name: &[u8], peer: &[u8], msgs: Vec<SockMessage>| FdKind::UnixDgram {
+        sock: Box::new(UnixDgramState {
+            name: name.to_vec(),
+            peer_name: peer.to_vec(),
+            opts: SockOpts::default(),
+            msgs,
+        }),
+        flags: 2,
+    };
+    let udp = |local: Vec<u8>, msgs: Vec<SockMessage>| FdKind::Udp {
+        sock: Box::new(UdpState {
+            family: libc::AF_INET,
+            local,
+            peer: vec![],
+            v6only: false,
+            opts: SockOpts::default(),
+            msgs,
+        }),
+        flags: 2,
+    };
+    let bad_pairs = vec![
+        SocketPairState {
+            typ: 99,
+            ..pair(99)
+        },
+        SocketPairState {
+            data0: vec![1],
+            ..pair(libc::SOCK_DGRAM)
+        },
+        SocketPairState {
+            msgs1: vec![msg(b"", 3)],
+            ..pair(libc::SOCK_STREAM)
+        },
+        SocketPairState {
+            msgs0: vec![msg(b"", 1 << 20)],
+            ..pair(libc::SOCK_SEQPACKET)
+        },
+    ];
+    for sp in bad_pairs {
+        let mut cp = checkpoint();
+        cp.processes[0].fds.push(Fd {
+            fd: 100,
+            cloexec: false,
+            kind: FdKind::UnixPair {
+                id: 77,
+                end: 0,
+                flags: 2,
+            },
+            shared_with: None,
+            locks: vec![],
+        });
+        let what = format!("{sp:?}");
+        cp.socketpairs = vec![sp];
+        let pl = plan(cp, &view(vec![]));
+        assert!(
+            pl.problems.iter().any(|p| p.code == "malformed"),
+            "socket pair {what}: {:?}",
+            pl.problems
+        );
+    }
+    let bad_fds = vec![
+        udp(vec![2, 0, 1], vec![]),
+        udp(v4(5353), vec![msg(&[10, 0, 0, 0, 0, 0, 0, 0], 4)]),
+        udp(v4(5353), vec![msg(&v4(9), 70_000)]),
+        dgram(b"/tmp/x.sock", b"/tmp/nobody.sock", vec![]),
+        dgram(b"", b"", vec![msg(b"", 3)]),
+        dgram(b"relative", b"", vec![]),
+        dgram(b"/tmp/x.sock", b"", vec![msg(b"/tmp/stranger.sock", 3)]),
+        FdKind::External {
+            key: String::new(),
+            flags: 0,
+        },
+    ];
+    for kind in bad_fds {
+        let mut cp = checkpoint();
+        let what = format!("{kind:?}");
+        cp.processes[0].fds.push(Fd {
+            fd: 100,
+            cloexec: false,
+            kind,
+            shared_with: None,
+            locks: vec![],
+        });
+        let pl = plan(cp, &view(vec![]));
+        assert!(
+            pl.problems.iter().any(|p| p.code == "malformed"),
+            "{}: {:?}",
+            &what[..what.len().min(200)],
+            pl.problems
+        );
+    }
+    // External resources and --inherit-fd.
+    let key = "pipe:[424242]".to_string();
+    let mut cp = checkpoint();
+    cp.processes[0].fds.push(Fd {
+        fd: 100,
+        cloexec: false,
+        kind: FdKind::External {
+            key: key.clone(),
+            flags: 0,
+        },
+        shared_with: None,
+        locks: vec![],
+    });
+    let codes = |inherit: Vec<(i32, String)>| -> Vec<(String, String)> {
+        plan(cp.clone(), &view(inherit))
+            .problems
+            .into_iter()
+            .filter(|p| p.code == "external-fd" || p.code == "inherit-fd-unused")
+            .map(|p| (p.code.to_string(), p.message))
+            .collect()
+    };
+    let none = codes(vec![]);
+    assert!(
+        none.len() == 1 && none[0].1.contains(&format!("--inherit-fd N:{key}")),
+        "{none:?}"
+    );
+    let closed = codes(vec![(999_999, key.clone())]);
+    assert!(
+        closed.len() == 1 && closed[0].1.contains("no descriptor 999999 open"),
+        "{closed:?}"
+    );
+    assert_eq!(
+        codes(vec![(0, key.clone())]),
+        vec![],
+        "stdin given for {key}"
+    );
+    let unused = codes(vec![(0, key.clone()), (0, "socket:[1]".into())]);
+    assert!(
+        unused.len() == 1 && unused[0].0 == "inherit-fd-unused",
+        "{unused:?}"
+    );
 }

@@ -39,6 +39,7 @@ fn view() -> &'static ckpt::restore::HostView {
         host: host().clone(),
         policy: CpuPolicy::default(),
         new_pid_namespace: false,
+        inherit: Vec::new(),
     })
 }
 

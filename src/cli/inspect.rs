@@ -171,6 +171,9 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
                     format!("directory {}", String::from_utf8_lossy(&file.path))
                 }
                 FdKind::Inherited { what, .. } => format!("inherited from restore ({what})"),
+                FdKind::External { key, .. } => {
+                    format!("external {key} (restore with --inherit-fd N:{key})")
+                }
                 FdKind::EventFd {
                     count, semaphore, ..
                 } => format!(
@@ -197,6 +200,35 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
                     conn.sndq.len(),
                     conn.rcvq.len()
                 ),
+                FdKind::UnixDgram { sock: u, .. } => {
+                    let shown = |n: &[u8]| match n.split_first() {
+                        None => "(unnamed)".to_string(),
+                        Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
+                        _ => String::from_utf8_lossy(n).into_owned(),
+                    };
+                    format!(
+                        "unix datagram socket {}{} ({} messages queued, {} bytes)",
+                        shown(&u.name),
+                        if u.peer_name.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" connected to {}", shown(&u.peer_name))
+                        },
+                        u.msgs.len(),
+                        u.msgs.iter().map(|m| m.data.len()).sum::<usize>()
+                    )
+                }
+                FdKind::Udp { sock: u, .. } => format!(
+                    "UDP socket on {}{} ({} datagrams queued, {} bytes)",
+                    show_inet(&u.local),
+                    if u.peer.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" connected to {}", show_inet(&u.peer))
+                    },
+                    u.msgs.len(),
+                    u.msgs.iter().map(|m| m.data.len()).sum::<usize>()
+                ),
                 FdKind::Memfd {
                     name, seals, pos, ..
                 } => format!(
@@ -213,14 +245,25 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
                         .iter()
                         .find(|p| p.id == *id)
                         .map(|p| {
-                            if *end == 0 {
-                                p.data0.len()
+                            let (data, msgs) = if *end == 0 {
+                                (&p.data0, &p.msgs0)
                             } else {
-                                p.data1.len()
+                                (&p.data1, &p.msgs1)
+                            };
+                            let typ = match p.typ {
+                                libc::SOCK_DGRAM => "datagram ",
+                                libc::SOCK_SEQPACKET => "seqpacket ",
+                                _ => "",
+                            };
+                            if p.typ == libc::SOCK_STREAM {
+                                format!("{typ}{} bytes", data.len())
+                            } else {
+                                let bytes: usize = msgs.iter().map(|m| m.data.len()).sum();
+                                format!("{typ}{} messages, {bytes} bytes", msgs.len())
                             }
                         })
-                        .unwrap_or(0);
-                    format!("unix socket pair {id}, end {end} ({queued} bytes queued to it)")
+                        .unwrap_or_default();
+                    format!("unix socket pair {id}, end {end} ({queued} queued to it)")
                 }
                 FdKind::UnixListen { name, backlog, .. } => {
                     let shown = match name.split_first() {

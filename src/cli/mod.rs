@@ -35,6 +35,8 @@ Run as root.",
 EXAMPLES:\n  ckpt dump 1234 -o job.img          checkpoint PID 1234 and stop it\n  \
 ckpt dump 1234 -o job.img --leave-running\n  ckpt check job.img                 can it be restored here?\n  \
 ckpt restore job.img               bring it back and wait for it\n  \
+ckpt dump 1234 -o job.img --external   pipes/sockets to outside kept as external\n  \
+ckpt restore job.img --inherit-fd 7:pipe:[5678] 7< <(producer)   a new pipe for one\n  \
 ckpt inspect job.img --json        everything in the image, for scripts"
 )]
 struct Cli {
@@ -63,6 +65,38 @@ impl CpuArgs {
     }
 }
 
+/// What stands in for the image's external resources.
+#[derive(clap::Args, Clone)]
+struct InheritArgs {
+    /// Give ckpt's own open descriptor N to the restored processes in place of the
+    /// external resource KEY: a pipe or unix socket that led outside the dumped tree,
+    /// recorded by `ckpt dump --external` under the name /proc showed for it, e.g.
+    /// `pipe:[12345]` or `socket:[67890]` (`ckpt inspect` lists them). Every process
+    /// that held KEY gets the same open file description as ckpt's descriptor N, at its
+    /// old descriptor number and with its old status flags. Repeat the option for each
+    /// resource. Restore refuses an image with an external resource that is not given,
+    /// and a KEY the image does not have. Example, in bash (a new pipe from `producer`
+    /// takes the old one's place):
+    /// `ckpt restore job.img --inherit-fd 7:pipe:[12345] 7< <(producer)`.
+    #[arg(long = "inherit-fd", value_name = "N:KEY", value_parser = parse_inherit)]
+    inherit_fd: Vec<(i32, String)>,
+}
+
+fn parse_inherit(s: &str) -> Result<(i32, String), String> {
+    let (n, key) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not N:KEY (e.g. 7:pipe:[12345])"))?;
+    let n: i32 = n
+        .parse()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| format!("{n:?} is not a descriptor number"))?;
+    if key.is_empty() {
+        return Err(format!("{s:?} names no resource after the colon"));
+    }
+    Ok((n, key.to_string()))
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Checkpoint process PID into an image file.
@@ -83,6 +117,15 @@ enum Cmd {
         /// Print statistics as JSON on standard output (not with -o -).
         #[arg(long)]
         json: bool,
+        /// Record descriptors above 2 that lead outside the dumped tree instead of
+        /// refusing them: a pipe whose other end a process not dumped holds, or a unix
+        /// socket connected to one. Each is recorded as an external resource named as
+        /// /proc shows it (`pipe:[INODE]`, `socket:[INODE]`), which `ckpt inspect`
+        /// lists; `ckpt restore` then needs `--inherit-fd N:KEY` for each, giving one of
+        /// its own descriptors in its place. Data still in such a pipe or socket stays
+        /// in it (with the outside process), not in the image.
+        #[arg(long)]
+        external: bool,
     },
     /// Restore a process from an image.
     ///
@@ -108,6 +151,8 @@ enum Cmd {
         /// new one, with its root as PID 1 again, with or without this option.
         #[arg(long)]
         new_pidns: bool,
+        #[command(flatten)]
+        inherit: InheritArgs,
     },
     /// Check whether an image can be restored on this host, without restoring it.
     ///
@@ -117,6 +162,8 @@ enum Cmd {
         image: PathBuf,
         #[command(flatten)]
         cpu: CpuArgs,
+        #[command(flatten)]
+        inherit: InheritArgs,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -169,6 +216,7 @@ pub fn main() -> i32 {
             output,
             leave_running,
             json,
+            external,
         } => {
             let out = if output.as_os_str() == "-" {
                 if json {
@@ -195,6 +243,7 @@ pub fn main() -> i32 {
                 });
             let opts = DumpOptions {
                 leave_running,
+                external,
                 progress: Some(progress),
             };
             let res = dump::dump(pid, out, &opts);
@@ -233,9 +282,13 @@ pub fn main() -> i32 {
             detach,
             pid_file,
             new_pidns,
+            inherit,
         } => {
             let mut view = match cpu.view() {
-                Ok(v) => v,
+                Ok(v) => restore::HostView {
+                    inherit: inherit.inherit_fd,
+                    ..v
+                },
                 Err(e) => return err(e),
             };
             view.new_pid_namespace = new_pidns;
@@ -277,9 +330,17 @@ pub fn main() -> i32 {
                 Err(e) => err(e),
             }
         }
-        Cmd::Check { image, cpu, json } => {
+        Cmd::Check {
+            image,
+            cpu,
+            inherit,
+            json,
+        } => {
             let view = match cpu.view() {
-                Ok(v) => v,
+                Ok(v) => restore::HostView {
+                    inherit: inherit.inherit_fd,
+                    ..v
+                },
                 Err(e) => return err(e),
             };
             let input = match open_input(&image) {

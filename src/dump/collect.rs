@@ -1237,8 +1237,10 @@ pub(crate) fn link_shared_fds(procs: &mut [ProcCollected]) -> Result<()> {
             FdKind::TcpListen { .. } => Some((2, 5, 0)),
             FdKind::TcpConn { .. } => Some((2, 6, 0)),
             FdKind::Inotify { .. } => Some((2, 7, 0)),
+            FdKind::Udp { .. } => Some((2, 8, 0)),
+            FdKind::UnixDgram { .. } => Some((2, 9, 0)),
             FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. } => Some((4, *data, 0)),
-            FdKind::Inherited { .. } => None,
+            FdKind::Inherited { .. } | FdKind::External { .. } => None,
         }
     }
     let mut seen: BTreeMap<(u8, u64, u64), Vec<(i32, i32)>> = BTreeMap::new();
@@ -1264,7 +1266,10 @@ pub(crate) fn link_shared_fds(procs: &mut [ProcCollected]) -> Result<()> {
 /// Pipes: one whose two ends are both in the tree is kept, with the data in it (read
 /// without consuming it); an end whose other end is outside is a standard descriptor
 /// connected at restore to ckpt's own (0-2), or refused.
-pub(crate) fn resolve_pipes(procs: &mut [ProcCollected]) -> Result<Vec<crate::model::PipeState>> {
+pub(crate) fn resolve_pipes(
+    procs: &mut [ProcCollected],
+    external: bool,
+) -> Result<Vec<crate::model::PipeState>> {
     use std::collections::BTreeMap;
     // id -> (a read end (pid, fd), has write end)
     let mut ends: BTreeMap<u64, (Option<(i32, i32)>, bool)> = BTreeMap::new();
@@ -1295,13 +1300,23 @@ pub(crate) fn resolve_pipes(procs: &mut [ProcCollected]) -> Result<Vec<crate::mo
                 if out.iter().any(|s| s.id == id) {
                     continue;
                 }
+                if f.fd > 2 && external {
+                    f.kind = FdKind::External {
+                        key: format!("pipe:[{id}]"),
+                        flags,
+                    };
+                    f.shared_with = None;
+                    continue;
+                }
                 if f.fd > 2 {
                     return Err(unsupported(
                         pid,
                         format!(
                             "file descriptor {} is a pipe (pipe:[{id}]) to a process outside \
-                             the dumped tree; dump the tree that holds both ends",
-                            f.fd
+                             the dumped tree; dump the tree that holds both ends, or record \
+                             it as external with --external (restore then needs \
+                             --inherit-fd {}:pipe:[{id}])",
+                            f.fd, f.fd
                         ),
                     ));
                 }
@@ -1323,6 +1338,7 @@ pub(crate) fn resolve_pipes(procs: &mut [ProcCollected]) -> Result<Vec<crate::mo
 pub(crate) fn resolve_sockets(
     procs: &mut [ProcCollected],
     repair: &mut Vec<std::os::fd::OwnedFd>,
+    external: bool,
 ) -> Result<Vec<crate::model::SocketPairState>> {
     use crate::sys::sockdiag::{self, STATE_ESTABLISHED, STATE_LISTEN};
     fn ino_of(k: &FdKind) -> Option<u64> {
@@ -1426,8 +1442,33 @@ pub(crate) fn resolve_sockets(
                         }
                     }
                     sys::tcp::TcpSock::NotTcp => {
-                        if f.fd > 2 {
-                            return Err(refuse("a network socket other than TCP"));
+                        if let Some(u) = sys::udp::inspect(&dup)? {
+                            let msgs = peek_messages(&dup).map_err(|e| match e {
+                                sockdiag::PeekError::Sys(e) => DumpError::Sys(e),
+                                e => refuse(&peek_refusal(&e, "UDP socket")),
+                            })?;
+                            if msgs.iter().any(|m| m.data.len() > sys::udp::MAX_DATAGRAM) {
+                                return Err(refuse("a UDP socket with an oversized datagram"));
+                            }
+                            f.kind = FdKind::Udp {
+                                sock: Box::new(crate::model::UdpState {
+                                    family: u.family,
+                                    local: u.local,
+                                    peer: u.peer,
+                                    v6only: u.v6only,
+                                    opts: crate::model::SockOpts {
+                                        sndbuf: u.opts.sndbuf,
+                                        rcvbuf: u.opts.rcvbuf,
+                                        passcred: false,
+                                        reuseaddr: u.opts.reuseaddr,
+                                        reuseport: u.opts.reuseport,
+                                    },
+                                    msgs,
+                                }),
+                                flags,
+                            };
+                        } else if f.fd > 2 {
+                            return Err(refuse("a network socket other than TCP and UDP"));
                         }
                     }
                 }
@@ -1457,12 +1498,73 @@ pub(crate) fn resolve_sockets(
                 };
                 continue;
             }
+            if s.typ == libc::SOCK_DGRAM {
+                let peer = diag.get(&s.peer);
+                let anonymous_pair = s.state == STATE_ESTABLISHED
+                    && held.contains_key(&s.peer)
+                    && peer.is_some_and(|p| p.peer == ino && p.name.is_none())
+                    && s.name.is_none();
+                if !anonymous_pair {
+                    if s.peer != 0 && !held.contains_key(&s.peer) {
+                        if f.fd <= 2 {
+                            continue;
+                        }
+                        if external {
+                            f.kind = FdKind::External {
+                                key: format!("socket:[{ino}]"),
+                                flags,
+                            };
+                            continue;
+                        }
+                        return Err(unsupported(
+                            pid,
+                            format!(
+                                "file descriptor {} is a unix datagram socket \
+                                 (socket:[{ino}]) connected outside the dumped tree; not \
+                                 supported yet; record it as external with --external \
+                                 (restore then needs --inherit-fd {}:socket:[{ino}])",
+                                f.fd, f.fd
+                            ),
+                        ));
+                    }
+                    f.kind = unix_dgram(s, &diag, &held, flags).map_err(|why| refuse(&why))?;
+                    continue;
+                }
+            }
             let internal = s.state == STATE_ESTABLISHED && held.contains_key(&s.peer);
             if !internal {
                 if f.fd <= 2 {
                     continue;
                 }
-                return Err(refuse("a unix socket connected outside the dumped tree"));
+                if external && s.peer != 0 {
+                    f.kind = FdKind::External {
+                        key: format!("socket:[{ino}]"),
+                        flags,
+                    };
+                    continue;
+                }
+                return Err(unsupported(
+                    pid,
+                    format!(
+                        "file descriptor {} is a unix socket (socket:[{ino}]) {}; not \
+                         supported yet{}",
+                        f.fd,
+                        if s.peer != 0 {
+                            "connected outside the dumped tree"
+                        } else {
+                            "that is neither connected nor listening"
+                        },
+                        if s.peer != 0 {
+                            format!(
+                                "; record it as external with --external (restore then \
+                                 needs --inherit-fd {}:socket:[{ino}])",
+                                f.fd
+                            )
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ));
             }
             let id = ino.min(s.peer);
             let end = u8::from(ino != id);
@@ -1479,21 +1581,40 @@ pub(crate) fn resolve_sockets(
                     ..Default::default()
                 };
                 for (which, sock) in [(0u8, &a), (1u8, &b)] {
-                    if sock.rqueue == 0 {
-                        continue;
-                    }
-                    if s.typ != libc::SOCK_STREAM {
-                        return Err(refuse(
-                            "a datagram or seqpacket unix socket pair with queued messages",
-                        ));
-                    }
-                    let (hp, hfd) = held[&sock.ino];
+                    let Some(&(hp, hfd)) = held.get(&sock.ino) else {
+                        return Err(refuse("a unix socket whose peer vanished during the dump"));
+                    };
                     let dup = sys::process::steal_fd(hp, hfd)?;
-                    let data = sockdiag::peek_stream(&dup, sock.rqueue as usize)?;
-                    if which == 0 {
-                        st.data0 = data;
+                    let o = sockdiag::sock_opts(&dup, true)?;
+                    st.opts[usize::from(which)] = crate::model::SockOpts {
+                        sndbuf: o.sndbuf,
+                        rcvbuf: o.rcvbuf,
+                        passcred: o.passcred,
+                        reuseaddr: false,
+                        reuseport: false,
+                    };
+                    if s.typ == libc::SOCK_STREAM {
+                        if sock.rqueue == 0 {
+                            continue;
+                        }
+                        let data = sockdiag::peek_stream(&dup, sock.rqueue as usize)?;
+                        if which == 0 {
+                            st.data0 = data;
+                        } else {
+                            st.data1 = data;
+                        }
                     } else {
-                        st.data1 = data;
+                        // For datagrams sock_diag reports only the first message's length
+                        // (0 for an empty one): always look at the whole queue.
+                        let msgs = peek_messages(&dup).map_err(|e| match e {
+                            sockdiag::PeekError::Sys(e) => DumpError::Sys(e),
+                            e => refuse(&peek_refusal(&e, "unix socket")),
+                        })?;
+                        if which == 0 {
+                            st.msgs0 = msgs;
+                        } else {
+                            st.msgs1 = msgs;
+                        }
                     }
                 }
                 pairs.push(st);
@@ -1566,4 +1687,115 @@ pub(crate) fn resolve_fifos(procs: &[ProcCollected]) -> Result<Vec<crate::model:
         out.push(crate::model::FifoState { id, capacity, data });
     }
     Ok(out)
+}
+
+/// The messages queued on a socket, in the model's terms.
+fn peek_messages(
+    dup: &std::os::fd::OwnedFd,
+) -> std::result::Result<Vec<crate::model::SockMessage>, sys::sockdiag::PeekError> {
+    Ok(sys::sockdiag::peek_messages(dup)?
+        .into_iter()
+        .map(|m| crate::model::SockMessage {
+            from: m.from,
+            data: m.data,
+        })
+        .collect())
+}
+
+/// Why a socket's queued messages cannot be kept, for a refusal naming its descriptor.
+fn peek_refusal(e: &sys::sockdiag::PeekError, what: &str) -> String {
+    match e {
+        sys::sockdiag::PeekError::Descriptors => {
+            format!("a {what} with a queued message that carries descriptors (SCM_RIGHTS)")
+        }
+        sys::sockdiag::PeekError::TooLarge => format!(
+            "a {what} with a queued message over {} KiB or over {} messages queued",
+            sys::sockdiag::MAX_MESSAGE >> 10,
+            sys::sockdiag::MAX_MESSAGES
+        ),
+        sys::sockdiag::PeekError::Sys(e) => format!("a {what} whose queue cannot be read ({e})"),
+    }
+}
+
+/// A unix socket name as bound: a path loses the NULs its binder may have passed in the
+/// address length; an abstract name (starting with NUL) is kept whole.
+fn unix_name(name: &[u8]) -> Vec<u8> {
+    let mut n = name.to_vec();
+    if n.first() != Some(&0) {
+        while n.last() == Some(&0) {
+            n.pop();
+        }
+    }
+    n
+}
+
+/// A unix datagram socket that is not one end of an anonymous pair, with its queued
+/// messages, each of which restore must be able to send again from the same sender: a
+/// named socket of the tree (by its name), or an unnamed one (to a named receiver). Any
+/// other case is refused (the reason is returned).
+fn unix_dgram(
+    s: &sys::sockdiag::UnixSock,
+    diag: &std::collections::BTreeMap<u64, sys::sockdiag::UnixSock>,
+    held: &std::collections::BTreeMap<u64, (i32, i32)>,
+    flags: u32,
+) -> std::result::Result<FdKind, String> {
+    let name = unix_name(s.name.as_deref().unwrap_or_default());
+    let peer_name = match diag.get(&s.peer) {
+        Some(p) if s.peer != 0 => {
+            let n = unix_name(p.name.as_deref().unwrap_or_default());
+            if n.is_empty() {
+                return Err("a unix datagram socket connected to an unnamed socket".into());
+            }
+            n
+        }
+        _ => Vec::new(),
+    };
+    let (hp, hfd) = *held
+        .get(&s.ino)
+        .ok_or_else(|| "a unix socket that vanished during the dump".to_string())?;
+    let dup = sys::process::steal_fd(hp, hfd).map_err(|e| e.to_string())?;
+    let opts = sys::sockdiag::sock_opts(&dup, true).map_err(|e| e.to_string())?;
+    let mut msgs = peek_messages(&dup).map_err(|e| peek_refusal(&e, "unix datagram socket"))?;
+    // Names of the tree's bound sockets, which can send again at restore.
+    let in_tree = |n: &[u8]| {
+        diag.values().any(|d| {
+            held.contains_key(&d.ino) && unix_name(d.name.as_deref().unwrap_or_default()) == n
+        })
+    };
+    for m in msgs.iter_mut() {
+        // recvmsg gives a sockaddr_un: the family, then the name.
+        m.from = unix_name(m.from.get(2..).unwrap_or_default());
+        if !peer_name.is_empty() && m.from != peer_name {
+            return Err(
+                "a connected unix datagram socket with a message queued from another \
+                 socket than its peer"
+                    .into(),
+            );
+        }
+        if name.is_empty() {
+            return Err("an unnamed, unconnected unix datagram socket with queued messages".into());
+        }
+        if !m.from.is_empty() && !in_tree(&m.from) {
+            return Err(
+                "a unix datagram socket with a message queued from a socket outside the \
+                 dumped tree"
+                    .into(),
+            );
+        }
+    }
+    Ok(FdKind::UnixDgram {
+        sock: Box::new(crate::model::UnixDgramState {
+            name,
+            peer_name,
+            opts: crate::model::SockOpts {
+                sndbuf: opts.sndbuf,
+                rcvbuf: opts.rcvbuf,
+                passcred: opts.passcred,
+                reuseaddr: false,
+                reuseport: false,
+            },
+            msgs,
+        }),
+        flags,
+    })
 }

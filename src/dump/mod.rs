@@ -55,6 +55,10 @@ pub enum Output {
 pub struct DumpOptions {
     /// Let the process run on after the dump instead of killing it.
     pub leave_running: bool,
+    /// Record descriptors above 2 that lead outside the tree (a pipe or a connected unix
+    /// socket whose other end a process not dumped holds) as external resources, to be
+    /// given back at restore with `--inherit-fd`, instead of refusing them.
+    pub external: bool,
     /// Called as page data is written: (bytes done, bytes at most).
     pub progress: Option<std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>>,
 }
@@ -63,6 +67,7 @@ impl std::fmt::Debug for DumpOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DumpOptions")
             .field("leave_running", &self.leave_running)
+            .field("external", &self.external)
             .field("progress", &self.progress.is_some())
             .finish()
     }
@@ -512,11 +517,11 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
             }),
         }
     }
-    let pipes = collect::resolve_pipes(&mut procs)?;
+    let pipes = collect::resolve_pipes(&mut procs, opts.external)?;
     let fifos = collect::resolve_fifos(&procs)?;
     // TCP connections in repair mode, held until the tree is released (see below).
     let mut repair = Vec::new();
-    let socketpairs = collect::resolve_sockets(&mut procs, &mut repair);
+    let socketpairs = collect::resolve_sockets(&mut procs, &mut repair, opts.external);
     let socketpairs = match socketpairs {
         Ok(s) => s,
         Err(e) => {

@@ -273,6 +273,25 @@ pub enum FdKind {
         flags: u32,
         targets: Vec<EpollTarget>,
     },
+    /// A unix datagram socket that is not one end of an anonymous pair: bound to a name
+    /// or not, connected to a named socket of the image or not, with the messages
+    /// queued to it.
+    UnixDgram {
+        sock: Box<UnixDgramState>,
+        flags: u32,
+    },
+    /// A UDP socket: its bound address, connected peer (if any) and options. Datagrams
+    /// queued for reading are in `sock.msgs` and are sent to it again at restore.
+    Udp { sock: Box<UdpState>, flags: u32 },
+    /// A descriptor leading outside the dumped tree (a pipe or socket whose other end a
+    /// process not dumped holds), recorded at `ckpt dump --external`. Restore needs
+    /// `--inherit-fd N:KEY` to give one of its own descriptors in its place; `key` is
+    /// what /proc shows for it at dump, e.g. `pipe:[1234]` or `socket:[5678]`.
+    External {
+        key: String,
+        /// Open flags at dump (status flags such as O_NONBLOCK are set again).
+        flags: u32,
+    },
     /// Standard input/output/error leading outside the dumped tree (a terminal, a pipe
     /// of the old shell...). At restore it is connected to `ckpt restore`'s own fd of
     /// the same number.
@@ -333,6 +352,38 @@ pub struct TcpState {
     /// TCP_REPAIR_WINDOW: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
     pub window: [u32; 5],
     pub nodelay: bool,
+}
+
+/// A unix datagram socket of [`FdKind::UnixDgram`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct UnixDgramState {
+    /// Bound name: a path, or an abstract name starting with a NUL byte; empty if none.
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    /// Name of the socket of the image it is connected to; empty if not connected.
+    #[serde(with = "serde_bytes")]
+    pub peer_name: Vec<u8>,
+    pub opts: SockOpts,
+    /// Messages waiting to be read, in order; `from` is the sender's bound name (a
+    /// socket of the image), empty for an unnamed sender.
+    pub msgs: Vec<SockMessage>,
+}
+
+/// A UDP socket as dump saw it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct UdpState {
+    /// AF_INET or AF_INET6.
+    pub family: i32,
+    /// Raw bound address (sockaddr_in / sockaddr_in6); port 0 when never bound.
+    #[serde(with = "serde_bytes")]
+    pub local: Vec<u8>,
+    /// Raw address of the connected peer; empty when not connected.
+    #[serde(with = "serde_bytes")]
+    pub peer: Vec<u8>,
+    pub v6only: bool,
+    pub opts: SockOpts,
+    /// Datagrams waiting to be read, with their source addresses.
+    pub msgs: Vec<SockMessage>,
 }
 
 /// One descriptor registered in an epoll instance.
@@ -525,11 +576,45 @@ pub struct SocketPairState {
     pub id: u64,
     /// SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET.
     pub typ: i32,
-    /// Bytes waiting to be read by end 0, and by end 1.
+    /// Bytes waiting to be read by end 0, and by end 1 (SOCK_STREAM).
     #[serde(with = "serde_bytes")]
     pub data0: Vec<u8>,
     #[serde(with = "serde_bytes")]
     pub data1: Vec<u8>,
+    /// Messages waiting to be read by end 0, and by end 1, in order, each with its
+    /// boundaries (SOCK_DGRAM, SOCK_SEQPACKET).
+    #[serde(default)]
+    pub msgs0: Vec<SockMessage>,
+    #[serde(default)]
+    pub msgs1: Vec<SockMessage>,
+    /// Socket options of end 0 and end 1 (all zero in older images: left as created).
+    #[serde(default)]
+    pub opts: [SockOpts; 2],
+}
+
+/// One queued datagram or record, with the raw address of its sender (empty if none).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SockMessage {
+    #[serde(with = "serde_bytes")]
+    pub from: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// Socket options that a program can observe. Buffer sizes are as getsockopt reports
+/// them (the kernel doubles what was set); 0 means "not recorded, leave the default".
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SockOpts {
+    #[serde(default)]
+    pub sndbuf: u32,
+    #[serde(default)]
+    pub rcvbuf: u32,
+    #[serde(default)]
+    pub passcred: bool,
+    #[serde(default)]
+    pub reuseaddr: bool,
+    #[serde(default)]
+    pub reuseport: bool,
 }
 
 /// Everything the image says, except the page contents (which stream after it).

@@ -23,6 +23,9 @@ const MAX_PROCESSES: usize = 1 << 15;
 const MAX_PIPE: usize = 16 << 20;
 /// Most inotify watches per instance accepted (restore may skip wd numbers up to it).
 pub const MAX_WATCHES: usize = 1 << 14;
+/// Largest queued socket message, and most messages per socket (as dump reads them).
+const MAX_MESSAGE: usize = sys::sockdiag::MAX_MESSAGE;
+const MAX_MESSAGES: usize = sys::sockdiag::MAX_MESSAGES;
 
 /// One reason the image cannot be restored here.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -40,6 +43,8 @@ impl std::fmt::Display for Problem {
 
 pub struct Plan {
     pub ckpt: Checkpoint,
+    /// `--inherit-fd` pairs (ckpt's descriptor, external resource key).
+    pub inherit: Vec<(i32, String)>,
     pub problems: Vec<Problem>,
     /// Each thread's xsave area converted to this host's layout, by TID.
     pub xsave: std::collections::BTreeMap<i32, Vec<u8>>,
@@ -53,6 +58,9 @@ pub struct HostView {
     /// The tree goes into a new PID namespace (`restore --new-pidns`): its IDs need not
     /// be free on this host.
     pub new_pid_namespace: bool,
+    /// `--inherit-fd N:KEY`: ckpt's own descriptor N takes the place of the image's
+    /// external resource KEY (see `FdKind::External`).
+    pub inherit: Vec<(i32, String)>,
 }
 
 impl HostView {
@@ -71,6 +79,7 @@ impl HostView {
             host,
             policy,
             new_pid_namespace: false,
+            inherit: Vec::new(),
         })
     }
 }
@@ -280,12 +289,51 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
     }
     let mut pair_ids = BTreeSet::new();
     for sp in &ckpt.socketpairs {
-        if !pair_ids.insert(sp.id) || sp.data0.len() > MAX_PIPE || sp.data1.len() > MAX_PIPE {
+        let msgs_ok = |m: &[crate::model::SockMessage]| {
+            m.len() <= MAX_MESSAGES
+                && m.iter()
+                    .all(|x| x.data.len() <= MAX_MESSAGE && x.from.len() <= 128)
+                && m.iter().map(|x| x.data.len()).sum::<usize>() <= MAX_PIPE
+        };
+        let typ_ok = [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&sp.typ);
+        // Stream pairs carry bytes, the others messages: never both.
+        let no_msgs = sp.msgs0.is_empty() && sp.msgs1.is_empty();
+        let no_bytes = sp.data0.is_empty() && sp.data1.is_empty();
+        let kind_ok = if sp.typ == libc::SOCK_STREAM {
+            no_msgs
+        } else {
+            no_bytes
+        };
+        if !pair_ids.insert(sp.id)
+            || !typ_ok
+            || !kind_ok
+            || sp.data0.len() > MAX_PIPE
+            || sp.data1.len() > MAX_PIPE
+            || !msgs_ok(&sp.msgs0)
+            || !msgs_ok(&sp.msgs1)
+        {
             p(
                 problems,
                 "malformed",
                 format!("invalid socket pair {}", sp.id),
             );
+        }
+    }
+    // Names of the image's unix datagram sockets (connections and message senders must
+    // be among them), each bound once.
+    let mut dgram_names = BTreeSet::new();
+    for f in procs.iter().flat_map(|q| q.fds.iter()) {
+        if let FdKind::UnixDgram { sock, .. } = &f.kind {
+            if f.shared_with.is_none()
+                && !sock.name.is_empty()
+                && !dgram_names.insert(&sock.name[..])
+            {
+                p(
+                    problems,
+                    "malformed",
+                    "two unix datagram sockets are bound to one name".into(),
+                );
+            }
         }
     }
     for q in procs {
@@ -296,6 +344,22 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
                     "malformed",
                     format!(
                         "descriptor {} of process {} is an unknown socket",
+                        f.fd, q.pid
+                    ),
+                ),
+                FdKind::UnixDgram { sock: u, .. } if !unix_dgram_ok(u, &dgram_names) => p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} is an invalid unix datagram socket",
+                        f.fd, q.pid
+                    ),
+                ),
+                FdKind::Udp { sock: u, .. } if !udp_ok(u) => p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} is an invalid UDP socket",
                         f.fd, q.pid
                     ),
                 ),
@@ -435,6 +499,15 @@ fn check_process(proc_: &Process, ids: &mut BTreeSet<i32>, problems: &mut Vec<Pr
                 "malformed",
                 format!("invalid file descriptor number {}", f.fd),
             );
+        }
+        if let FdKind::External { key, .. } = &f.kind {
+            if key.is_empty() || key.len() > 256 || f.shared_with.is_some() {
+                p(
+                    problems,
+                    "malformed",
+                    format!("file descriptor {} is an invalid external resource", f.fd),
+                );
+            }
         }
         if matches!(f.kind, FdKind::Inherited { .. }) && f.fd > 2 {
             p(
@@ -582,6 +655,64 @@ fn check_fifo_unused(id: &FileId, what: &str, problems: &mut Vec<Problem>) {
     }
 }
 
+/// A unix datagram socket record that restore can build: names that fit a sockaddr_un,
+/// a peer and message senders among the image's sockets, bounded messages, and a name
+/// to send them to.
+fn unix_dgram_ok(u: &crate::model::UnixDgramState, names: &BTreeSet<&[u8]>) -> bool {
+    let name_ok = |n: &[u8]| n.len() <= 107 && (n.is_empty() || n[0] == 0 || n[0] == b'/');
+    name_ok(&u.name)
+        && name_ok(&u.peer_name)
+        && (u.peer_name.is_empty() || names.contains(&u.peer_name[..]))
+        && (u.msgs.is_empty() || !u.name.is_empty())
+        && u.msgs.len() <= MAX_MESSAGES
+        && u.msgs.iter().all(|m| {
+            m.data.len() <= MAX_MESSAGE
+                && (m.from.is_empty() || names.contains(&m.from[..]))
+                && (u.peer_name.is_empty() || m.from == u.peer_name)
+        })
+        && u.msgs.iter().map(|m| m.data.len()).sum::<usize>() <= MAX_PIPE
+}
+
+/// A UDP socket record that restore can build: IPv4 or IPv6 addresses of the right
+/// size, bounded queued datagrams with sources of the same family.
+fn udp_ok(u: &crate::model::UdpState) -> bool {
+    let len = match u.family {
+        libc::AF_INET => 16,
+        libc::AF_INET6 => 28,
+        _ => return false,
+    };
+    u.local.len() == len
+        && (u.peer.is_empty() || u.peer.len() == len)
+        && u.msgs.len() <= MAX_MESSAGES
+        && u.msgs.iter().all(|m| {
+            m.data.len() <= sys::udp::MAX_DATAGRAM
+                && m.from.len() == len
+                && m.from.get(0..2) == Some(&(u.family as u16).to_ne_bytes()[..])
+        })
+        && u.msgs.iter().map(|m| m.data.len()).sum::<usize>() <= MAX_PIPE
+}
+
+/// A bound UDP socket's address must be free here (sockets with SO_REUSEADDR or
+/// SO_REUSEPORT may share it; those are left to the kernel at restore).
+fn check_udp_addr(u: &crate::model::UdpState, fd: i32, problems: &mut Vec<Problem>) {
+    if u.opts.reuseaddr || u.opts.reuseport {
+        return;
+    }
+    let Some(addr) = inet_addr(&u.local) else {
+        return;
+    };
+    if addr.port() == 0 {
+        return;
+    }
+    if let Err(e) = std::net::UdpSocket::bind(addr) {
+        p(
+            problems,
+            "address-in-use",
+            format!("descriptor {fd}: UDP address {addr} cannot be bound here: {e}"),
+        );
+    }
+}
+
 /// The locks the process held must be free now: none held by anyone else that would
 /// conflict (flock with flock; POSIX and OFD locks with each other, on overlapping
 /// ranges; a write lock with anything).
@@ -649,6 +780,87 @@ fn check_locks(proc_: &Process, problems: &mut Vec<Problem>) {
             }
         }
     }
+}
+
+/// A raw sockaddr_in / sockaddr_in6 as a std address.
+fn inet_addr(raw: &[u8]) -> Option<std::net::SocketAddr> {
+    let fam = u16::from_ne_bytes(raw.get(0..2)?.try_into().ok()?);
+    let port = u16::from_be_bytes(raw.get(2..4)?.try_into().ok()?);
+    if i32::from(fam) == libc::AF_INET {
+        let ip: [u8; 4] = raw.get(4..8)?.try_into().ok()?;
+        Some((std::net::Ipv4Addr::from(ip), port).into())
+    } else if i32::from(fam) == libc::AF_INET6 {
+        let ip: [u8; 16] = raw.get(8..24)?.try_into().ok()?;
+        Some((std::net::Ipv6Addr::from(ip), port).into())
+    } else {
+        None
+    }
+}
+
+/// Every external resource of the process must be given with `--inherit-fd N:KEY`, with
+/// N open in ckpt.
+fn check_external(proc_: &Process, inherit: &[(i32, String)], problems: &mut Vec<Problem>) {
+    for f in &proc_.fds {
+        let FdKind::External { key, .. } = &f.kind else {
+            continue;
+        };
+        match inherit.iter().find(|(_, k)| k == key) {
+            None => p(
+                problems,
+                "external-fd",
+                format!(
+                    "descriptor {} of process {} is {key}, which led outside the dumped tree; \
+                     give a descriptor of ckpt restore in its place with --inherit-fd N:{key} \
+                     (e.g. --inherit-fd {}:{key} with that descriptor open)",
+                    f.fd, proc_.pid, f.fd
+                ),
+            ),
+            Some((n, _)) => {
+                if !sys::process::own_fd_open(*n) {
+                    p(
+                        problems,
+                        "external-fd",
+                        format!(
+                            "--inherit-fd {n}:{key} (for descriptor {} of process {}): ckpt \
+                             has no descriptor {n} open",
+                            f.fd, proc_.pid
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A unix datagram socket's name must be free: no socket may be bound to it now, and a
+/// path may hold at most a stale socket file (which restore replaces).
+fn check_bound_name(name: &[u8], fd: i32, problems: &mut Vec<Problem>) {
+    if let Ok(socks) = crate::sys::sockdiag::unix_sockets() {
+        if socks.values().any(|s| {
+            s.name.as_deref().is_some_and(|n| {
+                let mut n = n.to_vec();
+                if n.first() != Some(&0) {
+                    while n.last() == Some(&0) {
+                        n.pop();
+                    }
+                }
+                n == name
+            })
+        }) {
+            let shown = match name.split_first() {
+                Some((0, rest)) => format!("@{}", show(rest)),
+                _ => show(name),
+            };
+            p(
+                problems,
+                "address-in-use",
+                format!("descriptor {fd}: a socket is bound to unix socket name {shown} now"),
+            );
+            return;
+        }
+    }
+    // The rest is as for a listener's name (the path's directory, a non-socket file).
+    check_listen_name(name, fd, problems);
 }
 
 /// Compare a file's identity now with the image's record of it.
@@ -835,6 +1047,10 @@ fn check_host_files(proc_: &Process, problems: &mut Vec<Problem>) {
                 check_file(file, &format!("file descriptor {}:", f.fd), problems)
             }
             FdKind::UnixListen { name, .. } => check_listen_name(name, f.fd, problems),
+            FdKind::UnixDgram { sock, .. } if !sock.name.is_empty() && f.shared_with.is_none() => {
+                check_bound_name(&sock.name, f.fd, problems)
+            }
+            FdKind::UnixDgram { .. } => {}
             FdKind::DeletedFile { file, .. } => {
                 let dir = procfs::bytes_path(&file.path).parent().map(|d| d.is_dir());
                 if dir != Some(true) {
@@ -873,7 +1089,14 @@ fn check_host_files(proc_: &Process, problems: &mut Vec<Problem>) {
                     }
                 }
             }
-            FdKind::Memfd { .. } | FdKind::TcpListen { .. } | FdKind::TcpConn { .. } => {}
+            FdKind::Udp { sock: u, .. } if f.shared_with.is_none() => {
+                check_udp_addr(u, f.fd, problems)
+            }
+            FdKind::External { .. } => {}
+            FdKind::Memfd { .. }
+            | FdKind::TcpListen { .. }
+            | FdKind::TcpConn { .. }
+            | FdKind::Udp { .. } => {}
             FdKind::Inherited { .. }
             | FdKind::Pipe { .. }
             | FdKind::UnixPair { .. }
@@ -936,12 +1159,31 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
                 check_arch(&ckpt.arch, proc_, &mut problems);
             }
             check_host(proc_, pids_free, &mut problems);
+            check_external(proc_, &view.inherit, &mut problems);
+        }
+        for (n, key) in &view.inherit {
+            let used = ckpt
+                .processes
+                .iter()
+                .flat_map(|q| q.fds.iter())
+                .any(|f| matches!(&f.kind, FdKind::External { key: k, .. } if k == key));
+            if !used {
+                p(
+                    &mut problems,
+                    "inherit-fd-unused",
+                    format!(
+                        "--inherit-fd {n}:{key}: the image has no external resource {key} \
+                         (`ckpt inspect` lists them)"
+                    ),
+                );
+            }
         }
         problems.sort_by(|a, b| a.message.cmp(&b.message));
         problems.dedup();
     }
     Plan {
         ckpt,
+        inherit: view.inherit.clone(),
         problems,
         xsave,
     }

@@ -883,11 +883,105 @@ fn create_socketpair(cx: &mut Ctx<'_>, sp: &SocketPairState, tmp: u64) -> Result
     cx.mem.read(a, &mut b)?;
     let e0 = u64::from(u32::from_le_bytes(b[0..4].try_into().unwrap_or_default()));
     let e1 = u64::from(u32::from_le_bytes(b[4..8].try_into().unwrap_or_default()));
+    // Options first: the buffer sizes bound what can be queued, and SO_PASSCRED
+    // decides whether queued messages carry credentials.
+    for (fd, o) in [(e0, &sp.opts[0]), (e1, &sp.opts[1])] {
+        set_sock_opts(cx, fd, o)?;
+    }
     // What end 0 will read is sent from end 1, and the other way round.
+    let what = format!("socket pair {}", sp.id);
     for (from, data) in [(e1, &sp.data0), (e0, &sp.data1)] {
-        queue_data(cx, nr::WRITE, from, data, &format!("socket pair {}", sp.id))?;
+        queue_data(cx, nr::WRITE, from, data, &what)?;
+    }
+    for (from, msgs) in [(e1, &sp.msgs0), (e0, &sp.msgs1)] {
+        for m in msgs {
+            send_message(cx, from, &m.data, &[], &what)?;
+        }
     }
     park_pair(cx, e0, e1, tmp)
+}
+
+/// Send one message (a datagram or record, with its boundary) from socket `fd` of the
+/// target, to `to` (a raw address) or to its peer. Never blocks: a full queue is an
+/// error naming `what`, not a hang.
+fn send_message(cx: &mut Ctx<'_>, fd: u64, data: &[u8], to: &[u8], what: &str) -> Result<()> {
+    let a = cx.put(4096, data)?;
+    let (ta, tl) = if to.is_empty() {
+        (0, 0)
+    } else {
+        (cx.put(1024, to)?, to.len() as u64)
+    };
+    let n = cx.call(
+        &format!("queue {what} message"),
+        nr::SENDTO,
+        [fd, a, data.len() as u64, libc::MSG_DONTWAIT as u64, ta, tl],
+    )?;
+    if n != data.len() as u64 {
+        return Err(RestoreError::Stage(format!(
+            "{what}: a queued message of {} bytes could only be sent in part ({n})",
+            data.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Socket options recorded at dump (0 buffer sizes: not recorded). The kernel doubles
+/// the buffer size it is given, so half the recorded value is set, with the FORCE
+/// variants so that the system-wide maximum does not cut it.
+fn set_sock_opts(cx: &mut Ctx<'_>, fd: u64, o: &crate::model::SockOpts) -> Result<()> {
+    const SO_SNDBUFFORCE: i32 = 32;
+    const SO_RCVBUFFORCE: i32 = 33;
+    if o.sndbuf != 0 {
+        setsockopt_u32(
+            cx,
+            fd,
+            libc::SOL_SOCKET,
+            SO_SNDBUFFORCE,
+            o.sndbuf / 2,
+            "SO_SNDBUFFORCE",
+        )?;
+    }
+    if o.rcvbuf != 0 {
+        setsockopt_u32(
+            cx,
+            fd,
+            libc::SOL_SOCKET,
+            SO_RCVBUFFORCE,
+            o.rcvbuf / 2,
+            "SO_RCVBUFFORCE",
+        )?;
+    }
+    if o.passcred {
+        setsockopt_u32(
+            cx,
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            1,
+            "SO_PASSCRED",
+        )?;
+    }
+    if o.reuseaddr {
+        setsockopt_u32(
+            cx,
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            1,
+            "SO_REUSEADDR",
+        )?;
+    }
+    if o.reuseport {
+        setsockopt_u32(
+            cx,
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            1,
+            "SO_REUSEPORT",
+        )?;
+    }
+    Ok(())
 }
 
 /// Move two fresh descriptors to `tmp` and `tmp + 1`. Either may already sit on one of
@@ -1036,6 +1130,28 @@ fn create_listener(cx: &mut Ctx<'_>, name: &[u8], typ: i32, backlog: u32) -> Res
             0,
         ],
     )?;
+    bind_unix(cx, n, name)?;
+    cx.call("listen", nr::LISTEN, [n, u64::from(backlog), 0, 0, 0, 0])?;
+    Ok(n)
+}
+
+/// A sockaddr_un for `name` (a path, or an abstract name starting with NUL) and the
+/// length to pass with it.
+fn unix_addr(name: &[u8]) -> (Vec<u8>, u64) {
+    let mut sa = Vec::with_capacity(2 + name.len() + 1);
+    sa.extend_from_slice(&(libc::AF_UNIX as u16).to_le_bytes());
+    sa.extend_from_slice(name);
+    let len = sa.len() as u64;
+    if name.first() != Some(&0) {
+        sa.push(0);
+    }
+    (sa, len)
+}
+
+/// Bind unix socket `n` of the target to `name`. A stale socket file left at the path
+/// by the dumped process is replaced (plan made sure no socket has that name now); the
+/// new file belongs to the process's user, as the old one did.
+fn bind_unix(cx: &mut Ctx<'_>, n: u64, name: &[u8]) -> Result<()> {
     if name.first() == Some(&b'/') {
         let path = procfs::bytes_path(name);
         if std::fs::symlink_metadata(path)
@@ -1045,23 +1161,108 @@ fn create_listener(cx: &mut Ctx<'_>, name: &[u8], typ: i32, backlog: u32) -> Res
             let _ = std::fs::remove_file(path);
         }
     }
-    let mut sa = Vec::with_capacity(2 + name.len() + 1);
-    sa.extend_from_slice(&(libc::AF_UNIX as u16).to_le_bytes());
-    sa.extend_from_slice(name);
-    let len = sa.len() as u64;
-    if name.first() != Some(&0) {
-        sa.push(0);
-    }
+    let (sa, len) = unix_addr(name);
     let a = cx.put(0, &sa)?;
     let what = format!("bind unix socket {}", show_name(name));
     cx.call(&what, nr::BIND, [n, a, len, 0, 0, 0])?;
-    cx.call("listen", nr::LISTEN, [n, u64::from(backlog), 0, 0, 0, 0])?;
-    // The socket file belongs to the process's user, as it did.
     if name.first() == Some(&b'/') {
         let c = &cx.proc_.creds;
         let _ = std::os::unix::fs::chown(procfs::bytes_path(name), Some(c.uid[1]), Some(c.gid[1]));
     }
+    Ok(())
+}
+
+/// A unix datagram socket with its options, bound to its name; it is connected and
+/// gets its queued messages in [`unix_dgram_links`], once every socket exists.
+fn create_unix_dgram(cx: &mut Ctx<'_>, u: &crate::model::UnixDgramState) -> Result<u64> {
+    let n = cx.call(
+        "socket(AF_UNIX, SOCK_DGRAM)",
+        nr::SOCKET,
+        [
+            libc::AF_UNIX as u64,
+            (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    set_sock_opts(cx, n, &u.opts)?;
+    if !u.name.is_empty() {
+        bind_unix(cx, n, &u.name)?;
+    }
     Ok(n)
+}
+
+/// Connect the image's unix datagram sockets to their peers (by name), then send each
+/// one's queued messages again, in order, from the same sender: the image's socket
+/// bound to the sender's name (in its own process), or, for an unnamed sender, a
+/// temporary unnamed socket in the receiver's process.
+fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> Result<()> {
+    let socks: Vec<(usize, i32, &crate::model::UnixDgramState)> = ctxs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, cx)| {
+            cx.proc_
+                .fds
+                .iter()
+                .filter(|f| f.shared_with.is_none())
+                .filter_map(move |f| match &f.kind {
+                    FdKind::UnixDgram { sock, .. } => Some((i, f.fd, &**sock)),
+                    _ => None,
+                })
+        })
+        .collect();
+    for &(i, fd, u) in &socks {
+        if u.peer_name.is_empty() {
+            continue;
+        }
+        let (sa, len) = unix_addr(&u.peer_name);
+        let cx = &mut ctxs[i];
+        let a = cx.put(0, &sa)?;
+        let what = format!("connect unix socket {fd} to {}", show_name(&u.peer_name));
+        cx.call(&what, nr::CONNECT, [fd as u64, a, len, 0, 0, 0])?;
+    }
+    for &(i, fd, u) in &socks {
+        let what = format!(
+            "process {} descriptor {fd} (unix socket {})",
+            ctxs[i].proc_.pid,
+            show_name(&u.name)
+        );
+        let (to, _) = unix_addr(&u.name);
+        for m in &u.msgs {
+            if m.from.is_empty() {
+                let cx = &mut ctxs[i];
+                let t = cx.call(
+                    "socket(AF_UNIX, SOCK_DGRAM)",
+                    nr::SOCKET,
+                    [
+                        libc::AF_UNIX as u64,
+                        (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64,
+                        0,
+                        0,
+                        0,
+                        0,
+                    ],
+                )?;
+                let r = send_message(cx, t, &m.data, &to, &what);
+                cx.call("close", nr::CLOSE, [t, 0, 0, 0, 0, 0])?;
+                r?;
+            } else {
+                let &(j, sfd, _) =
+                    socks
+                        .iter()
+                        .find(|(_, _, s)| s.name == m.from)
+                        .ok_or_else(|| {
+                            RestoreError::Malformed(format!("{what}: unknown message sender"))
+                        })?;
+                // Addressed by name even when connected to the receiver (allowed), so
+                // that a sender connected elsewhere reaches it too.
+                send_message(&mut ctxs[j], sfd as u64, &m.data, &to, &what)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn setsockopt_u32(
@@ -1084,7 +1285,120 @@ fn setsockopt_u32(
 fn check_sockaddr(family: i32, addr: &[u8]) -> Result<()> {
     let want = if family == libc::AF_INET6 { 28 } else { 16 };
     if !(family == libc::AF_INET || family == libc::AF_INET6) || addr.len() != want {
-        return Err(RestoreError::Malformed("invalid TCP socket address".into()));
+        return Err(RestoreError::Malformed("invalid IP socket address".into()));
+    }
+    Ok(())
+}
+
+/// The port of a raw IPv4/IPv6 socket address (0 if there is none).
+fn sockaddr_port(addr: &[u8]) -> u16 {
+    addr.get(2..4)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .unwrap_or(0)
+}
+
+/// A UDP socket: options (the reuse options before bind), its bound address and its
+/// connected peer. Its queued datagrams are sent to it again by [`requeue_udp`] once
+/// every process has its descriptors.
+fn create_udp(cx: &mut Ctx<'_>, u: &crate::model::UdpState) -> Result<u64> {
+    check_sockaddr(u.family, &u.local)?;
+    if !u.peer.is_empty() {
+        check_sockaddr(u.family, &u.peer)?;
+    }
+    let n = cx.call(
+        "socket(UDP)",
+        nr::SOCKET,
+        [
+            u.family as u64,
+            (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    set_sock_opts(cx, n, &u.opts)?;
+    if u.family == libc::AF_INET6 {
+        setsockopt_u32(
+            cx,
+            n,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            u32::from(u.v6only),
+            "IPV6_V6ONLY",
+        )?;
+    }
+    // Never bound (and not connected): the kernel picks a port at the first send, as it
+    // would have.
+    if sockaddr_port(&u.local) != 0 {
+        let a = cx.put(0, &u.local)?;
+        cx.call(
+            "bind UDP socket",
+            nr::BIND,
+            [n, a, u.local.len() as u64, 0, 0, 0],
+        )?;
+    }
+    if !u.peer.is_empty() {
+        let a = cx.put(0, &u.peer)?;
+        cx.call(
+            "connect UDP socket",
+            nr::CONNECT,
+            [n, a, u.peer.len() as u64, 0, 0, 0],
+        )?;
+    }
+    Ok(n)
+}
+
+const LOOPBACK6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const MAPPED_LOOPBACK: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1];
+
+/// The IPv4 socket address (sockaddr_in) of an IPv4-mapped IPv6 one (sockaddr_in6).
+fn v4_mapped(a: &[u8]) -> Option<Vec<u8>> {
+    if a.len() != 28 || a.get(8..20) != Some(&MAPPED_LOOPBACK[..12]) {
+        return None;
+    }
+    let mut v = vec![0u8; 16];
+    v[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    v[2..4].copy_from_slice(&a[2..4]);
+    v[4..8].copy_from_slice(&a[20..24]);
+    Some(v)
+}
+
+/// Put the datagrams queued on the image's UDP sockets back, from their original
+/// sources (see `sys::udp::inject_datagram`). A socket bound to the wildcard address
+/// gets them on the loopback address.
+fn requeue_udp(procs: &[Process]) -> Result<()> {
+    for p in procs {
+        for f in p.fds.iter().filter(|f| f.shared_with.is_none()) {
+            let FdKind::Udp { sock: u, .. } = &f.kind else {
+                continue;
+            };
+            let mut to = u.local.clone();
+            if u.family == libc::AF_INET && to.get(4..8) == Some(&[0u8; 4][..]) {
+                to[4..8].copy_from_slice(&[127, 0, 0, 1]);
+            } else if u.family == libc::AF_INET6 && to.get(8..24) == Some(&[0u8; 16][..]) {
+                to[23] = 1;
+            }
+            for m in &u.msgs {
+                fault_point("requeue UDP datagram")?;
+                // A dual-stack IPv6 socket receives IPv4 datagrams from IPv4-mapped
+                // sources: those travel as IPv4 again (IPv6 drops such sources).
+                let (family, from, to) = match (v4_mapped(&m.from), v4_mapped(&to)) {
+                    (Some(f4), Some(t4)) => (libc::AF_INET, f4, t4),
+                    (Some(f4), None) if to.get(8..24) == Some(&LOOPBACK6[..]) => {
+                        let lo = v4_mapped(&[&to[..8], &MAPPED_LOOPBACK[..]].concat());
+                        (libc::AF_INET, f4, lo.unwrap_or_default())
+                    }
+                    _ => (u.family, m.from.clone(), to.clone()),
+                };
+                sys::udp::inject_datagram(family, &from, &to, &m.data).map_err(|e| {
+                    RestoreError::Stage(format!(
+                        "process {} descriptor {}: a queued UDP datagram could not be put                          back: {e}",
+                        p.pid, f.fd
+                    ))
+                })?;
+            }
+        }
     }
     Ok(())
 }
@@ -1549,6 +1863,7 @@ fn add_inotify_watches(
 
 fn restore_fds(
     cx: &mut Ctx<'_>,
+    inherit: &[(i32, String)],
     pipes: &[PipeState],
     socketpairs: &[SocketPairState],
     fifos: &[FifoState],
@@ -1622,6 +1937,37 @@ fn restore_fds(
             }
             FdKind::TcpConn { conn, flags } => {
                 let n = create_tcp_conn(cx, conn)?;
+                move_fd(cx, n, f.fd, f.cloexec)?;
+                set_status_flags(cx, f.fd, *flags)?;
+                continue;
+            }
+            FdKind::External { key, flags } => {
+                // ckpt's own descriptor given with --inherit-fd (checked by plan).
+                let n = inherit
+                    .iter()
+                    .find(|(_, k)| k == key)
+                    .map(|(n, _)| *n)
+                    .ok_or_else(|| {
+                        RestoreError::Stage(format!(
+                            "descriptor {}: no --inherit-fd for {key}",
+                            f.fd
+                        ))
+                    })?;
+                let me = std::process::id() as i32;
+                let what = format!("take --inherit-fd {n}:{key} for descriptor {}", f.fd);
+                let got = take_remote_fd(cx, me, n as u64, &what)?;
+                move_fd(cx, got, f.fd, f.cloexec)?;
+                set_status_flags(cx, f.fd, *flags)?;
+                continue;
+            }
+            FdKind::UnixDgram { sock, flags } => {
+                let n = create_unix_dgram(cx, sock)?;
+                move_fd(cx, n, f.fd, f.cloexec)?;
+                set_status_flags(cx, f.fd, *flags)?;
+                continue;
+            }
+            FdKind::Udp { sock, flags } => {
+                let n = create_udp(cx, sock)?;
                 move_fd(cx, n, f.fd, f.cloexec)?;
                 set_status_flags(cx, f.fd, *flags)?;
                 continue;
@@ -2473,6 +2819,7 @@ pub fn stage(plan: &Plan, reader: &mut dyn RecordSource, root_stub: RootStub) ->
         finish_memory(cx)?;
         restore_fds(
             cx,
+            &plan.inherit,
             &plan.ckpt.pipes,
             &plan.ckpt.socketpairs,
             &plan.ckpt.fifos,
@@ -2498,6 +2845,8 @@ pub fn stage(plan: &Plan, reader: &mut dyn RecordSource, root_stub: RootStub) ->
     }
     pages.finish()?;
     files.unlink_ghosts();
+    unix_dgram_links(&mut ctxs)?;
+    requeue_udp(procs)?;
     let mut removed = std::collections::BTreeSet::new();
     for cx in ctxs.iter_mut().filter(|c| !c.proc_.is_zombie()) {
         remove_destroyed_sysv(cx, &mut removed)?;

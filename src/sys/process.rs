@@ -287,6 +287,12 @@ pub fn wait_gone(pid: i32, timeout: std::time::Duration) -> bool {
     }
 }
 
+/// Whether descriptor `fd` is open in this process.
+pub fn own_fd_open(fd: i32) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor's flags; any integer is accepted.
+    fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0
+}
+
 /// Whether this process runs with effective UID 0.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

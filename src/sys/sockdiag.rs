@@ -163,3 +163,149 @@ pub fn peek_stream(fd: &OwnedFd, len: usize) -> Result<Vec<u8>> {
     data.truncate(n as usize);
     Ok(data)
 }
+
+/// One queued datagram or seqpacket record: its bytes and the sender's raw address
+/// (empty when the sender had none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    pub from: Vec<u8>,
+    pub data: Vec<u8>,
+}
+
+/// Largest single message read at dump (it must fit the restore helper's scratch area).
+pub const MAX_MESSAGE: usize = 512 << 10;
+/// Most messages read from one socket.
+pub const MAX_MESSAGES: usize = 1 << 16;
+
+/// Why the messages of a socket could not be read.
+#[derive(Debug)]
+pub enum PeekError {
+    /// A message carries descriptors (SCM_RIGHTS), which a checkpoint cannot keep.
+    Descriptors,
+    /// A message is larger than [`MAX_MESSAGE`], or there are more than [`MAX_MESSAGES`].
+    TooLarge,
+    Sys(SysError),
+}
+
+impl From<SysError> for PeekError {
+    fn from(e: SysError) -> Self {
+        PeekError::Sys(e)
+    }
+}
+
+/// Every message queued for reading on a datagram or seqpacket socket (unix or UDP), in
+/// order, with its boundaries and sender, read without consuming anything: the peek
+/// offset (`SO_PEEK_OFF`) is moved past each message in turn and `MSG_PEEK` reads the
+/// next; the socket's own peek offset is put back afterwards. `fd` is a duplicate of the
+/// (frozen) owner's descriptor.
+pub fn peek_messages(fd: &OwnedFd) -> std::result::Result<Vec<Message>, PeekError> {
+    let old = super::tcp::getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)? as i32;
+    super::tcp::setsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)?;
+    let r = peek_all(fd);
+    // -1 (the default) turns peeking at an offset off again.
+    let back = super::tcp::setsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old as u32);
+    let msgs = r?;
+    back?;
+    Ok(msgs)
+}
+
+fn peek_all(fd: &OwnedFd) -> std::result::Result<Vec<Message>, PeekError> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    // Room for SCM_RIGHTS with many descriptors and SCM_CREDENTIALS.
+    let mut ctl = vec![0u8; 4096];
+    loop {
+        let mut name = [0u8; 128];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: an all-zero msghdr is valid; the pointers set below are to our own
+        // buffers of the given lengths, which outlive the call.
+        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+        mh.msg_name = name.as_mut_ptr().cast();
+        mh.msg_namelen = name.len() as u32;
+        mh.msg_iov = &mut iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = ctl.as_mut_ptr().cast();
+        mh.msg_controllen = ctl.len();
+        // SAFETY: `mh` describes valid buffers (see above).
+        let n = unsafe {
+            libc::recvmsg(
+                fd.as_raw_fd(),
+                &mut mh,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EAGAIN) {
+                return Ok(out);
+            }
+            return Err(SysError::io("peek at a socket's messages", e).into());
+        }
+        let n = n as usize;
+        if n > buf.len() || out.len() >= MAX_MESSAGES {
+            return Err(PeekError::TooLarge);
+        }
+        if has_rights(&mh) {
+            return Err(PeekError::Descriptors);
+        }
+        let namelen = (mh.msg_namelen as usize).min(name.len());
+        out.push(Message {
+            from: name[..namelen].to_vec(),
+            data: buf[..n].to_vec(),
+        });
+    }
+}
+
+/// Whether a received message carries descriptors (which MSG_PEEK installed in this
+/// process: they are closed here) or had its control data cut short.
+fn has_rights(mh: &libc::msghdr) -> bool {
+    if mh.msg_flags & libc::MSG_CTRUNC != 0 {
+        return true;
+    }
+    let mut found = false;
+    // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR walk the control buffer the kernel filled, within
+    // `msg_controllen`; every header they return lies inside it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(mh);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                found = true;
+                let data = libc::CMSG_DATA(c);
+                let len = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+                for i in 0..len / 4 {
+                    let fd = std::ptr::read_unaligned(data.add(i * 4).cast::<i32>());
+                    libc::close(fd);
+                }
+            }
+            c = libc::CMSG_NXTHDR(mh, c);
+        }
+    }
+    found
+}
+
+/// Socket options that change what a program sees, read through a duplicate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SockOpts {
+    /// SO_SNDBUF and SO_RCVBUF as getsockopt reports them (twice what was set).
+    pub sndbuf: u32,
+    pub rcvbuf: u32,
+    pub passcred: bool,
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+}
+
+/// `unix`: whether it is a unix socket (SO_PASSCRED is only read there: newer kernels
+/// refuse it on IP sockets).
+pub fn sock_opts(fd: &OwnedFd, unix: bool) -> Result<SockOpts> {
+    use super::tcp::getsockopt_u32 as get;
+    Ok(SockOpts {
+        sndbuf: get(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)?,
+        rcvbuf: get(fd, libc::SOL_SOCKET, libc::SO_RCVBUF)?,
+        passcred: unix && get(fd, libc::SOL_SOCKET, libc::SO_PASSCRED)? != 0,
+        reuseaddr: get(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR)? != 0,
+        reuseport: get(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT)? != 0,
+    })
+}

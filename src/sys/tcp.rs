@@ -47,7 +47,7 @@ const TCP_LISTEN: u8 = 10;
 pub const TCP_RECV_QUEUE: u32 = 1;
 pub const TCP_SEND_QUEUE: u32 = 2;
 
-fn getsockopt_bytes(fd: &OwnedFd, level: i32, opt: i32, len: usize) -> Result<Vec<u8>> {
+pub(crate) fn getsockopt_bytes(fd: &OwnedFd, level: i32, opt: i32, len: usize) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
     let mut l = len as libc::socklen_t;
     // SAFETY: `buf` has `l` bytes; the kernel writes at most that and updates `l`.
@@ -58,7 +58,7 @@ fn getsockopt_bytes(fd: &OwnedFd, level: i32, opt: i32, len: usize) -> Result<Ve
     Ok(buf)
 }
 
-fn getsockopt_u32(fd: &OwnedFd, level: i32, opt: i32) -> Result<u32> {
+pub(crate) fn getsockopt_u32(fd: &OwnedFd, level: i32, opt: i32) -> Result<u32> {
     let b = getsockopt_bytes(fd, level, opt, 4)?;
     Ok(u32::from_ne_bytes(
         b.get(0..4)
@@ -67,14 +67,14 @@ fn getsockopt_u32(fd: &OwnedFd, level: i32, opt: i32) -> Result<u32> {
     ))
 }
 
-fn setsockopt_u32(fd: &OwnedFd, level: i32, opt: i32, v: u32) -> Result<()> {
+pub(crate) fn setsockopt_u32(fd: &OwnedFd, level: i32, opt: i32, v: u32) -> Result<()> {
     // SAFETY: a 4-byte value is passed by pointer with its length.
     let r = unsafe { libc::setsockopt(fd.as_raw_fd(), level, opt, (&v as *const u32).cast(), 4) };
     check(r as libc::c_long, || format!("setsockopt({level}, {opt})"))?;
     Ok(())
 }
 
-fn sockname(fd: &OwnedFd, peer: bool) -> Result<Vec<u8>> {
+pub(crate) fn sockname(fd: &OwnedFd, peer: bool) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; 128];
     let mut l: libc::socklen_t = 128;
     // SAFETY: `buf` has `l` bytes for the address; the kernel updates `l`.

@@ -92,6 +92,11 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("locks", "locks.c", &[]),
     ("opath", "opath.c", &[]),
     ("inotify", "inotify.c", &[]),
+    // tests/e2e_socks.rs: datagram and seqpacket unix sockets, UDP, --inherit-fd
+    ("dgsock", "dgsock.c", &[]),
+    ("udpecho", "udpecho.c", &[]),
+    ("inheritfd", "inheritfd.c", &[]),
+    ("dgname", "dgname.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
@@ -593,6 +598,9 @@ pub struct Spec {
     pub stdin: In,
     pub env: Vec<(OsString, OsString)>,
     pub cwd: Option<PathBuf>,
+    /// Descriptors of the test process (above 2) that the process inherits; every other
+    /// one is closed on exec.
+    pub keep_fds: Vec<i32>,
 }
 
 impl Spec {
@@ -604,7 +612,13 @@ impl Spec {
             stdin: In::Null,
             env: Vec::new(),
             cwd: None,
+            keep_fds: Vec::new(),
         }
+    }
+    /// Let the process inherit the test's descriptor `fd` (at the same number).
+    pub fn keep_fd(mut self, fd: i32) -> Spec {
+        self.keep_fds.push(fd);
+        self
     }
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Spec {
         self.args.push(a.as_ref().to_owned());
@@ -1045,7 +1059,7 @@ impl Ctx {
             }
         }
         cmd.stderr(Stdio::piped());
-        no_inherited_fds(&mut cmd);
+        no_inherited_fds(&mut cmd, spec.keep_fds.clone());
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", spec.prog.display()));
@@ -1114,7 +1128,7 @@ impl Ctx {
             })
             .stdout(File::create(&out_path).expect("create ckpt stdout file"))
             .stderr(File::create(&err_path).expect("create ckpt stderr file"));
-        no_inherited_fds(&mut cmd);
+        no_inherited_fds(&mut cmd, Vec::new());
         let start = Instant::now();
         let mut child = cmd.spawn().expect("cannot start the ckpt binary");
         let status = loop {
@@ -1200,6 +1214,12 @@ impl Ctx {
     /// Its stdin is a pipe when `stdin` is [`In::Pipe`]; stdout and stderr are pipes
     /// (captured), which the restored process inherits for its inherited fds 0-2.
     pub fn restore(&self, image: &Path, extra: &[&str], stdin: In) -> Proc {
+        self.restore_keeping(image, extra, stdin, &[])
+    }
+
+    /// [`Ctx::restore`], with the test's descriptors `keep` inherited by `ckpt restore`
+    /// (for `--inherit-fd`).
+    pub fn restore_keeping(&self, image: &Path, extra: &[&str], stdin: In, keep: &[i32]) -> Proc {
         let mut spec = Spec::new(ckpt_bin())
             .arg("restore")
             .arg(image)
@@ -1208,6 +1228,9 @@ impl Ctx {
             .cwd(&self.dir);
         for e in extra {
             spec = spec.arg(e);
+        }
+        for &fd in keep {
+            spec = spec.keep_fd(fd);
         }
         self.spawn(&spec)
     }
@@ -1302,16 +1325,21 @@ impl Drop for Ctx {
 
 /// Mark every fd above 2 close-on-exec in the child, so that fds leaked into the test
 /// process (by a CI runner, a shell) never reach a target and its image.
-fn no_inherited_fds(cmd: &mut Command) {
-    // SAFETY: the closure only makes one async-signal-safe system call.
+/// Descriptors in `keep` stay open across exec.
+fn no_inherited_fds(cmd: &mut Command, keep: Vec<i32>) {
+    // SAFETY: the closure only makes async-signal-safe system calls (and allocates
+    // nothing: `keep` was built before the fork).
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::syscall(
                 libc::SYS_close_range,
                 3u32,
                 u32::MAX,
                 libc::CLOSE_RANGE_CLOEXEC,
             );
+            for &fd in &keep {
+                libc::fcntl(fd, libc::F_SETFD, 0);
+            }
             Ok(())
         });
     }
