@@ -823,22 +823,24 @@ fn create_pipe(cx: &mut Ctx<'_>, pipe: &PipeState, tmp: u64, direct: bool) -> Re
     cx.mem.read(a, &mut b)?;
     let r = u64::from(u32::from_le_bytes(b[0..4].try_into().unwrap_or_default()));
     let w = u64::from(u32::from_le_bytes(b[4..8].try_into().unwrap_or_default()));
-    if pipe.capacity != 0 {
-        cx.call(
-            "F_SETPIPE_SZ",
-            nr::FCNTL,
-            [
-                w,
-                libc::F_SETPIPE_SZ as u64,
-                u64::from(pipe.capacity),
-                0,
-                0,
-                0,
-            ],
-        )?;
-    }
-    queue_data(cx, nr::WRITE, w, &pipe.data, &format!("pipe {}", pipe.id))?;
+    fill_pipe(
+        cx,
+        w,
+        pipe.capacity,
+        &pipe.data,
+        &format!("pipe {}", pipe.id),
+    )?;
     park_pair(cx, r, w, tmp)
+}
+
+/// Give the pipe behind write descriptor `w` its capacity (0: leave the default) and
+/// put `data` back in it.
+fn fill_pipe(cx: &mut Ctx<'_>, w: u64, capacity: u32, data: &[u8], what: &str) -> Result<()> {
+    if capacity != 0 {
+        let args = [w, libc::F_SETPIPE_SZ as u64, u64::from(capacity), 0, 0, 0];
+        cx.call("F_SETPIPE_SZ", nr::FCNTL, args)?;
+    }
+    queue_data(cx, nr::WRITE, w, data, what)
 }
 
 /// Queue `data` on descriptor `fd` of the target (`nr` is write, or sendto for a TCP
@@ -1689,21 +1691,13 @@ fn create_fifo(cx: &mut Ctx<'_>, fifo: &FifoState, path: &[u8], tmp: u64) -> Res
             String::from_utf8_lossy(path)
         )));
     }
-    if fifo.capacity != 0 {
-        cx.call(
-            "F_SETPIPE_SZ",
-            nr::FCNTL,
-            [
-                n,
-                libc::F_SETPIPE_SZ as u64,
-                u64::from(fifo.capacity),
-                0,
-                0,
-                0,
-            ],
-        )?;
-    }
-    queue_data(cx, nr::WRITE, n, &fifo.data, &format!("FIFO {}", fifo.id))?;
+    fill_pipe(
+        cx,
+        n,
+        fifo.capacity,
+        &fifo.data,
+        &format!("FIFO {}", fifo.id),
+    )?;
     if n != tmp {
         cx.call("dup3", nr::DUP3, [n, tmp, libc::O_CLOEXEC as u64, 0, 0, 0])?;
         cx.call("close", nr::CLOSE, [n, 0, 0, 0, 0, 0])?;

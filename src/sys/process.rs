@@ -19,6 +19,22 @@ struct CloneArgs {
     cgroup: u64,
 }
 
+/// clone3 without CLONE_VM: a copy-on-write copy of this process (0 in the child, the
+/// child's PID in the parent, -1 with errno on error). What the child may do depends on
+/// the caller: see each one.
+fn clone3(args: &CloneArgs) -> libc::c_long {
+    // SAFETY: `args` (and any set_tid array it points to, which the callers keep alive
+    // across this call) is a valid clone_args of the size passed; without CLONE_VM the
+    // child gets its own copy of the address space, so nothing of ours is shared.
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    }
+}
+
 /// Fork a stub child with PID `pid` (if given) that immediately asks to be traced and
 /// stops itself with SIGSTOP. The caller must `wait` for that stop. Returns the child PID.
 ///
@@ -38,17 +54,9 @@ pub fn spawn_traced_stub(pid: Option<i32>) -> Result<i32> {
         set_tid_size: u64::from(pid.is_some()),
         ..Default::default()
     };
-    // SAFETY: clone3 without CLONE_VM creates a copy-on-write copy of this process; `args`
-    // and `tid` are live for the call. In the child (return 0) only async-signal-safe raw
-    // syscalls run before it stops or exits, so no libc or Rust runtime state is used in
-    // an inconsistent state.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    // In the child (return 0) only async-signal-safe raw syscalls run before it stops or
+    // exits, so no libc or Rust runtime state is used in an inconsistent state.
+    let r = clone3(&args);
     if r == 0 {
         // Child.
         // SAFETY: raw syscalls only; see above. _exit never returns.
@@ -496,16 +504,9 @@ pub fn spawn_pidns_init_stub() -> Result<(i32, std::os::fd::OwnedFd)> {
         exit_signal: libc::SIGCHLD as u64,
         ..Default::default()
     };
-    // SAFETY: clone3 without CLONE_VM creates a copy-on-write copy of this process; `args`
-    // is live for the call. In the child (return 0) only raw syscalls run before it
-    // stops or exits, so no libc or Rust runtime state is used in an inconsistent state.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    // In the child (return 0) only raw syscalls run before it stops or exits, so no libc
+    // or Rust runtime state is used in an inconsistent state.
+    let r = clone3(&args);
     if r == 0 {
         // SAFETY: raw syscalls only; see above. _exit never returns.
         unsafe {
@@ -559,16 +560,9 @@ pub fn fork_into_pid_namespace_of(init: i32, ns_pid: i32) -> Result<Option<i32>>
         set_tid_size: 1,
         ..Default::default()
     };
-    // SAFETY: as in spawn_traced_stub, a copy-on-write copy; the caller guarantees a
-    // single-threaded process, so the child's copy of every lock and of the allocator is
-    // consistent and it may go on running Rust code.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    // The caller guarantees a single-threaded process, so the child's copy of every lock
+    // and of the allocator is consistent and it may go on running Rust code.
+    let r = clone3(&args);
     let err =
         (r < 0).then(|| SysError::os(format!("clone3 into the new PID namespace as {ns_pid}")));
     if r != 0 {
