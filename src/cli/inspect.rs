@@ -136,6 +136,8 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
                 VmaKind::AnonShared => "shmem",
                 VmaKind::SysvShm { .. } => "sysv",
                 VmaKind::File { .. } => "file",
+                VmaKind::MemfdMap { .. } => "memfd",
+                VmaKind::DeletedMap { .. } => "deleted",
                 VmaKind::Vdso => "vdso",
                 VmaKind::Vvar => "vvar",
             };

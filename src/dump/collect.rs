@@ -427,21 +427,58 @@ fn classify_vma(pid: i32, m: &MapEntry) -> Result<Option<VmaKind>> {
                 mode,
             }
         }
-        _ if path.starts_with(b"/memfd:") => {
-            return Err(unsupported(
-                pid,
+        _ if path.starts_with(b"/") => {
+            let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+            let lp = std::path::Path::new(&link);
+            let area = || {
                 format!(
-                    "memory area {:#x}-{:#x} maps a memfd ({}); not supported yet",
+                    "memory area {:#x}-{:#x} ({})",
                     m.start,
                     m.end,
                     String::from_utf8_lossy(path)
-                ),
-            ));
-        }
-        _ if path.starts_with(b"/") => {
-            let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
-            let file = file_id_checked(pid, &link, path, "mapped file")?;
-            VmaKind::File { file }
+                )
+            };
+            if let Some(name) = path.strip_prefix(b"/memfd:") {
+                // A memfd: its contents go into the image (written with those of its
+                // descriptors, under its inode number).
+                let name = name.strip_suffix(b" (deleted)").unwrap_or(name).to_vec();
+                let id = procfs::file_id(lp, path)?;
+                let f = std::fs::File::open(lp)
+                    .map_err(|e| crate::sys::SysError::io(format!("open {link}"), e))?;
+                let seals = sys::process::seals_of(&f, &link)?;
+                if m.shared && m.write && seals & libc::F_SEAL_FUTURE_WRITE as u32 != 0 {
+                    return Err(unsupported(
+                        pid,
+                        format!(
+                            "{} is a writable shared mapping of a memfd sealed with \
+                             F_SEAL_FUTURE_WRITE; not supported yet",
+                            area()
+                        ),
+                    ));
+                }
+                VmaKind::MemfdMap {
+                    name,
+                    seals,
+                    data: id.ino,
+                }
+            } else if procfs::nlink(lp)? == 0 {
+                // Deleted while mapped: its contents go into the image.
+                let id = procfs::file_id(lp, path)?;
+                if id.mode & libc::S_IFMT != libc::S_IFREG {
+                    return Err(unsupported(
+                        pid,
+                        format!("{} maps a deleted file that is not a regular file", area()),
+                    ));
+                }
+                let p = path.strip_suffix(b" (deleted)").unwrap_or(path).to_vec();
+                VmaKind::DeletedMap {
+                    data: id.ino,
+                    file: FileId { path: p, ..id },
+                }
+            } else {
+                let file = file_id_checked(pid, &link, path, "mapped file")?;
+                VmaKind::File { file }
+            }
         }
         _ => {
             return Err(unsupported(
@@ -498,7 +535,7 @@ fn vma_pages(pm: &procfs::Pagemap, vma: &mut Vma, runs: &mut Vec<Run>) -> Result
     let (want, skip_zero): (fn(u64) -> bool, bool) = match (&vma.kind, vma.shared) {
         (VmaKind::Anon, _) => (|e| e & (PM_PRESENT | PM_SWAP) != 0, true),
         // Private file mappings: only pages that were copied on write (anonymous now).
-        (VmaKind::File { .. }, false) => (
+        (VmaKind::File { .. } | VmaKind::MemfdMap { .. } | VmaKind::DeletedMap { .. }, false) => (
             |e| (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAP != 0,
             false,
         ),

@@ -52,6 +52,22 @@ pub enum VmaKind {
         size: u64,
         mode: u32,
     },
+    /// A mapping (shared or private) of a memfd: its name and seals, and its contents,
+    /// stored in the image as `FILE_DATA` records under `data` (the same `data` as the
+    /// descriptors of that memfd, if any are open). Restore creates the memfd once for
+    /// the image and maps it; private mappings get their written pages from the image on
+    /// top, as for `File`.
+    MemfdMap {
+        #[serde(with = "serde_bytes")]
+        name: Vec<u8>,
+        seals: u32,
+        data: u64,
+    },
+    /// A mapping (shared or private) of a regular file deleted while mapped (a
+    /// descriptor may or may not still be open): its contents are stored like a
+    /// `FdKind::DeletedFile`'s, under `data`, and restore recreates the file once for
+    /// the image, maps it and removes it again.
+    DeletedMap { file: FileId, data: u64 },
     /// The kernel's vDSO code.
     Vdso,
     /// The vDSO's data pages (`[vvar]`, `[vvar_vclock]`): recreated with the vDSO.

@@ -815,10 +815,27 @@ fn check_host_files(proc_: &Process, problems: &mut Vec<Problem>) {
     }
     let mut seen = BTreeSet::new();
     for v in &proc_.vmas {
-        if let VmaKind::File { file } = &v.kind {
-            if seen.insert(file.path.clone()) {
+        match &v.kind {
+            VmaKind::File { file } if seen.insert(file.path.clone()) => {
                 check_file(file, "mapped file", problems);
             }
+            VmaKind::DeletedMap { file, .. } => {
+                let dir = procfs::bytes_path(&file.path).parent().map(|d| d.is_dir());
+                if dir != Some(true) && seen.insert(file.path.clone()) {
+                    p(
+                        problems,
+                        "file-missing",
+                        format!(
+                            "memory area {:#x}-{:#x}: the directory of deleted file {} does \
+                             not exist",
+                            v.start,
+                            v.end,
+                            show(&file.path)
+                        ),
+                    );
+                }
+            }
+            _ => {}
         }
     }
     for f in &proc_.fds {

@@ -92,6 +92,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("locks", "locks.c", &[]),
     ("opath", "opath.c", &[]),
     ("inotify", "inotify.c", &[]),
+    // tests/e2e_mapfile.rs: mapped memfds and mapped deleted files
+    ("memmap", "memmap.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
