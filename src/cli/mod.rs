@@ -108,6 +108,19 @@ enum Cmd {
         /// new one, with its root as PID 1 again, with or without this option.
         #[arg(long)]
         new_pidns: bool,
+        /// Restore onto a new pseudo-terminal instead of ckpt's own standard descriptors.
+        /// Descriptors 0-2 that led to a terminal at dump get the new pty; the root of
+        /// the tree becomes the leader of a new session whose controlling terminal it is
+        /// (if the old one was), with the same foreground process group, so job control
+        /// works; the terminal's settings (termios, window size) are those it had at
+        /// dump. ckpt then copies its standard input to the terminal and the terminal's
+        /// output to its standard output (switching its own terminal, if stdin is one, to
+        /// raw mode meanwhile, as script(1) does) until the root exits, and exits with
+        /// its status. Refused when the image's processes used no terminal, more than
+        /// one, or one from another session than the root's. Not with --detach,
+        /// --new-pidns, or an image read from standard input.
+        #[arg(long, conflicts_with_all = ["detach", "new_pidns"])]
+        new_tty: bool,
     },
     /// Check whether an image can be restored on this host, without restoring it.
     ///
@@ -233,7 +246,15 @@ pub fn main() -> i32 {
             detach,
             pid_file,
             new_pidns,
+            new_tty,
         } => {
+            if new_tty && image.as_os_str() == "-" {
+                eprintln!(
+                    "ckpt: --new-tty copies standard input to the new terminal: the image \
+                     cannot come from standard input too"
+                );
+                return 2;
+            }
             let mut view = match cpu.view() {
                 Ok(v) => v,
                 Err(e) => return err(e),
@@ -248,9 +269,17 @@ pub fn main() -> i32 {
                 sys::process::set_signal_ignored(libc::SIGINT, true);
                 sys::process::set_signal_ignored(libc::SIGQUIT, true);
             }
-            let prepared = match restore::prepare(input, &view) {
+            let mut prepared = match restore::prepare(input, &view) {
                 Ok(p) => p,
                 Err(e) => return err(e),
+            };
+            let master = if new_tty {
+                match prepared.with_new_tty() {
+                    Ok(m) => Some(m),
+                    Err(e) => return err(e),
+                }
+            } else {
+                None
             };
             if prepared.own_pid_namespace() {
                 return restore_own_pidns(prepared, detach, pid_file.as_deref());
@@ -266,6 +295,12 @@ pub fn main() -> i32 {
                 if let Err(e) = std::fs::write(f, format!("{}\n", st.pid)) {
                     eprintln!("ckpt: warning: cannot write pid file {}: {e}", f.display());
                 }
+            }
+            if let Some(m) = master {
+                return match sys::tty::relay(m, st.pid) {
+                    Ok(status) => exit_code(status),
+                    Err(e) => err(e),
+                };
             }
             if detach {
                 println!("{}", st.pid);

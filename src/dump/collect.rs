@@ -826,7 +826,11 @@ fn fd_entry_kind(pid: i32, fd: i32, link: &[u8]) -> Result<Fd> {
             return Ok(Fd {
                 fd,
                 cloexec,
-                kind: FdKind::Inherited { what: name, flags },
+                kind: FdKind::Inherited {
+                    what: name,
+                    flags,
+                    tty: None,
+                },
                 shared_with: None,
                 locks: Vec::new(),
             });
@@ -891,10 +895,15 @@ fn fd_entry_kind(pid: i32, fd: i32, link: &[u8]) -> Result<Fd> {
         let is_tty = matches!(major, 4 | 5 | 136..=143);
         if is_tty {
             if fd <= 2 {
+                let tty = Some(Box::new(tty_state(pid, fd, &id, &link)?));
                 return Ok(Fd {
                     fd,
                     cloexec,
-                    kind: FdKind::Inherited { what: name, flags },
+                    kind: FdKind::Inherited {
+                        what: name,
+                        flags,
+                        tty,
+                    },
                     shared_with: None,
                     locks: Vec::new(),
                 });
@@ -907,7 +916,11 @@ fn fd_entry_kind(pid: i32, fd: i32, link: &[u8]) -> Result<Fd> {
             pos,
         }
     } else if fd <= 2 && fmt == libc::S_IFSOCK {
-        FdKind::Inherited { what: name, flags }
+        FdKind::Inherited {
+            what: name,
+            flags,
+            tty: None,
+        }
     } else if fmt == libc::S_IFIFO {
         if flags & libc::O_PATH as u32 != 0 {
             return Err(not_yet("an O_PATH descriptor of a FIFO"));
@@ -928,6 +941,28 @@ fn fd_entry_kind(pid: i32, fd: i32, link: &[u8]) -> Result<Fd> {
         kind,
         shared_with: None,
         locks: Vec::new(),
+    })
+}
+
+/// A terminal on standard descriptor `fd`: its settings (read through a duplicate of the
+/// descriptor; left out if the terminal no longer answers, e.g. hung up) and whether it
+/// is the process's controlling terminal, with its foreground group (/proc/PID/stat).
+fn tty_state(pid: i32, fd: i32, id: &FileId, link: &[u8]) -> Result<crate::model::TtyState> {
+    use std::os::fd::AsFd;
+    let dup = sys::process::steal_fd(pid, fd)?;
+    let settings = sys::tty::settings(dup.as_fd()).ok();
+    let st = procfs::stat(pid)?;
+    let controlling = st.field(7) == id.rdev;
+    Ok(crate::model::TtyState {
+        path: link.to_vec(),
+        rdev: id.rdev,
+        settings,
+        controlling,
+        fg_pgid: if controlling {
+            st.field(8) as i64 as i32
+        } else {
+            0
+        },
     })
 }
 
@@ -1345,6 +1380,7 @@ pub(crate) fn resolve_pipes(procs: &mut [ProcCollected]) -> Result<Vec<crate::mo
                 f.kind = FdKind::Inherited {
                     what: format!("pipe:[{id}]"),
                     flags,
+                    tty: None,
                 };
                 f.shared_with = None;
             }

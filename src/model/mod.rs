@@ -297,6 +297,10 @@ pub enum FdKind {
         /// Open flags at dump (which end of a pipe, for one).
         #[serde(default)]
         flags: u32,
+        /// For a terminal: which one, its settings and the process's relation to it
+        /// (`restore --new-tty` connects the descriptor to a new pty with them).
+        #[serde(default)]
+        tty: Option<Box<TtyState>>,
     },
     /// A FIFO (named pipe) opened by path: `file` is the FIFO (identity checked like other
     /// files), `id` names its pipe state (capacity, data in flight) in
@@ -308,6 +312,42 @@ pub enum FdKind {
         flags: u32,
         watches: Vec<InotifyWatch>,
     },
+}
+
+/// A terminal that standard descriptors of the tree led to at dump.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct TtyState {
+    /// Its path at dump, e.g. /dev/pts/3 (display only).
+    #[serde(with = "serde_bytes")]
+    pub path: Vec<u8>,
+    /// Its device number at dump: descriptors with the same one were the same terminal.
+    pub rdev: u64,
+    /// Its settings, if they could be read.
+    pub settings: Option<TtySettings>,
+    /// It was the controlling terminal of the process holding the descriptor.
+    pub controlling: bool,
+    /// Its foreground process group then (as /proc/PID/stat tells the process whose
+    /// controlling terminal it is; -1 or 0: none).
+    pub fg_pgid: i32,
+}
+
+/// Terminal settings: termios (as tcgetattr returns them) and the window size.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct TtySettings {
+    pub iflag: u32,
+    pub oflag: u32,
+    pub cflag: u32,
+    pub lflag: u32,
+    pub line: u8,
+    /// Control characters (c_cc), in order.
+    #[serde(with = "serde_bytes")]
+    pub cc: Vec<u8>,
+    pub ispeed: u32,
+    pub ospeed: u32,
+    pub rows: u16,
+    pub cols: u16,
+    pub xpixel: u16,
+    pub ypixel: u16,
 }
 
 /// One inotify watch: its number, event mask (as inotify_add_watch takes it) and the
@@ -590,6 +630,11 @@ impl Checkpoint {
             for fd in &mut p.fds {
                 if let Some((pid, _)) = &mut fd.shared_with {
                     *pid = f(*pid);
+                }
+                if let FdKind::Inherited { tty: Some(t), .. } = &mut fd.kind {
+                    if t.fg_pgid > 0 {
+                        t.fg_pgid = f(t.fg_pgid);
+                    }
                 }
             }
         }

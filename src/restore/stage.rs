@@ -1623,6 +1623,7 @@ fn restore_fds(
     fifos: &[FifoState],
     holders: &mut PipeHolders,
     files: &mut FileData,
+    tty_slave: Option<i32>,
 ) -> Result<()> {
     let proc_ = cx.proc_;
     let pid = cx.inj.pid();
@@ -1667,6 +1668,15 @@ fn restore_fds(
             continue;
         }
         let (path, flags, pos) = match &f.kind {
+            FdKind::Inherited { tty: Some(_), .. } if tty_slave.is_some() => {
+                // --new-tty: the new terminal (one open description, as a terminal's
+                // 0-2 usually share) instead of ours.
+                let slave = tty_slave.unwrap_or_default();
+                let me = std::process::id() as i32;
+                let n = take_remote_fd(cx, me, slave as u64, "take the new terminal")?;
+                move_fd(cx, n, f.fd, f.cloexec)?;
+                continue;
+            }
             FdKind::Inherited { .. } => continue,
             FdKind::Pipe { id, write, flags } => {
                 let pipe = pipes
@@ -2267,6 +2277,28 @@ fn fork_process(parent: &mut Ctx<'_>, p: &Process) -> Result<Injector> {
     Ok(inj)
 }
 
+/// `--new-tty`: make the new terminal (descriptor `slave` of ckpt) the controlling
+/// terminal of the root's new session (TIOCSCTTY, before credentials change) and give it
+/// foreground group `fg` (TIOCSPGRP, from the root, whose group is the foreground one
+/// after TIOCSCTTY; every signal is blocked in the stub anyway).
+fn set_controlling_tty(cx: &mut Ctx<'_>, slave: i32, fg: i32) -> Result<()> {
+    let me = std::process::id() as i32;
+    let n = take_remote_fd(cx, me, slave as u64, "take the new terminal")?;
+    cx.call(
+        "ioctl(TIOCSCTTY)",
+        nr::IOCTL,
+        [n, libc::TIOCSCTTY, 0, 0, 0, 0],
+    )?;
+    let a = cx.put(0, &fg.to_le_bytes())?;
+    cx.call(
+        "ioctl(TIOCSPGRP)",
+        nr::IOCTL,
+        [n, libc::TIOCSPGRP, a, 0, 0, 0],
+    )?;
+    cx.call("close", nr::CLOSE, [n, 0, 0, 0, 0, 0])?;
+    Ok(())
+}
+
 /// Make a zombie's stub exit the way the original did, and hand it to its parent.
 fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> Result<()> {
     let pid = cx.proc_.pid;
@@ -2322,7 +2354,12 @@ fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> Result<()
 }
 
 /// Create the stub tree and build every process in it (everything but commit).
-pub fn stage(plan: &Plan, reader: &mut dyn RecordSource, root_stub: RootStub) -> Result<Staged> {
+pub fn stage(
+    plan: &Plan,
+    reader: &mut dyn RecordSource,
+    root_stub: RootStub,
+    tty: Option<(&super::plan::TtyPlan, i32)>,
+) -> Result<Staged> {
     let procs = &plan.ckpt.processes;
     let root = &procs[0];
     fault_point("create process")?;
@@ -2432,7 +2469,9 @@ pub fn stage(plan: &Plan, reader: &mut dyn RecordSource, root_stub: RootStub) ->
             nr::CLOSE_RANGE,
             [3, u64::from(u32::MAX), 0, 0, 0, 0],
         )?;
-        if root.sid == root.pid {
+        // With a new terminal the root leads a new session even if its session was led
+        // from outside (the old shell's): the terminal belongs to that session.
+        if root.sid == root.pid || tty.is_some() {
             cx.call("setsid", nr::SETSID, [0; 6])?;
         }
     }
@@ -2473,6 +2512,13 @@ pub fn stage(plan: &Plan, reader: &mut dyn RecordSource, root_stub: RootStub) ->
             }
             let target = if is_leader { 0 } else { p.pgid as u64 };
             cx.call("setpgid", nr::SETPGID, [0, target, 0, 0, 0, 0])?;
+        }
+    }
+    // --new-tty: the new terminal becomes the controlling terminal of the root's session,
+    // with the image's foreground group (every group exists by now).
+    if let Some((tp, slave)) = tty {
+        if tp.controlling {
+            set_controlling_tty(&mut ctxs[0], slave, tp.fg_pgid)?;
         }
     }
     // Zombies exit now, before their parents' pending signals are queued.
@@ -2532,6 +2578,7 @@ pub fn stage(plan: &Plan, reader: &mut dyn RecordSource, root_stub: RootStub) ->
             &plan.ckpt.fifos,
             &mut pipe_holders,
             &mut files,
+            tty.map(|t| t.1),
         )?;
         restore_attrs(cx)?;
         // AMX tile data is enabled per process on request; ask again if it was.
