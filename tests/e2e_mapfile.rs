@@ -153,6 +153,7 @@ fn failed_restores_of_mapped_files_leave_nothing_behind() {
     for fault in [
         "recreate memfd",
         "recreate deleted file",
+        "take a recreated file",
         "open /proc/",
         "write pages",
         "set registers",

@@ -1333,6 +1333,40 @@ pub(crate) fn link_shared_fds(procs: &mut [ProcCollected]) -> Result<()> {
     Ok(())
 }
 
+/// Memfds and deleted files are kept in the image under their inode number: refuse two
+/// different files (a memfd and a deleted file, or deleted files of two file systems)
+/// that have the same one, rather than give them one content at restore.
+pub(crate) fn check_kept_files(procs: &[ProcCollected]) -> Result<()> {
+    // data id -> (file system: 0 for memfds, else the device), where first seen
+    let mut seen: std::collections::BTreeMap<u64, (u64, i32)> = Default::default();
+    for p in procs {
+        let pid = p.process.pid;
+        let fds = p.process.fds.iter().filter_map(|f| match &f.kind {
+            FdKind::Memfd { data, .. } => Some((*data, 0)),
+            FdKind::DeletedFile { data, file, .. } => Some((*data, file.dev.max(1))),
+            _ => None,
+        });
+        let maps = p.process.vmas.iter().filter_map(|v| match &v.kind {
+            VmaKind::MemfdMap { data, .. } => Some((*data, 0)),
+            VmaKind::DeletedMap { data, file } => Some((*data, file.dev.max(1))),
+            _ => None,
+        });
+        for (data, fs) in fds.chain(maps) {
+            let (first, by) = *seen.entry(data).or_insert((fs, pid));
+            if first != fs {
+                return Err(unsupported(
+                    pid,
+                    format!(
+                        "it and process {by} hold two different memfds or deleted files \
+                         with the same inode number {data}; not supported yet"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Pipes: one whose two ends are both in the tree is kept, with the data in it (read
 /// without consuming it); an end whose other end is outside is a standard descriptor
 /// connected at restore to ckpt's own (0-2), or refused.

@@ -475,8 +475,7 @@ pub struct FileData {
     pub files: BTreeMap<u64, std::fs::File>,
     pub bytes: u64,
     /// The files recreated so far, by `data` id: ckpt holds each open until every
-    /// process has its own descriptors and mappings of it, which it opens through
-    /// `/proc/CKPT/fd/N`.
+    /// process has its own descriptors and mappings of it (see [`kept_file_fd`]).
     made: BTreeMap<u64, std::fs::File>,
     /// Files created on disk for deleted files; removed again once every process has
     /// opened them, or when restore fails.
@@ -557,7 +556,10 @@ fn recreate_file(data: u64, how: Kept<'_>, files: &mut FileData) -> Result<()> {
 }
 
 /// A new descriptor in the stub (close-on-exec) of the file kept under `data`, opened
-/// with `oflags` (recreated first if this is its first use in the image).
+/// with `oflags` (recreated first if this is its first use in the image). The stub
+/// takes ckpt's descriptor with `pidfd_getfd` (which names ckpt in the stub's own PID
+/// namespace, also when that is the tree's new one) and opens the file again through
+/// `/proc/self/fd`, for a description of its own with its own flags.
 fn kept_file_fd(
     cx: &mut Ctx<'_>,
     data: u64,
@@ -571,8 +573,15 @@ fn kept_file_fd(
         .made
         .get(&data)
         .ok_or_else(|| RestoreError::Stage(format!("file {data} was not recreated")))?;
-    let path = format!("/proc/{}/fd/{}", std::process::id(), held.as_raw_fd());
-    cx.open(path.as_bytes(), oflags | libc::O_CLOEXEC)
+    let held = held.as_raw_fd() as u64;
+    let me = std::process::id() as i32;
+    let t = take_remote_fd(cx, me, held, "take a recreated file")?;
+    let n = cx.open(
+        format!("/proc/self/fd/{t}").as_bytes(),
+        oflags | libc::O_CLOEXEC,
+    );
+    cx.call("close", nr::CLOSE, [t, 0, 0, 0, 0, 0])?;
+    n
 }
 
 /// Make a memfd or deleted file descriptor with its contents; returns its descriptor.
