@@ -1,5 +1,5 @@
 //! End-to-end tests of mapped memfds and mapped deleted files: a memfd mapped shared
-//! twice with its descriptor open, a deleted file mapped shared and privately after its
+//! twice and privately once with its descriptor open, a deleted file mapped shared and privately after its
 //! descriptor was closed, and a fork child sharing the memfd mapping. After restore,
 //! writes through one view must show through the others (the same file behind every
 //! mapping and descriptor), and private pages keep their own content. The whole output
@@ -83,8 +83,8 @@ fn dump_memmap(ctx: &Ctx) -> (PathBuf, Vec<i32>, Vec<u8>, Vec<String>, PathBuf) 
     let maps = kept_maps(pid);
     assert_eq!(
         maps.len(),
-        4,
-        "memmap: expected four mappings of a memfd or deleted file: {maps:?}"
+        5,
+        "memmap: expected five mappings of a memfd or deleted file: {maps:?}"
     );
     let img = ctx.path("memmap.img");
     ctx.dump(pid, &img);

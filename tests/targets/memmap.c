@@ -2,8 +2,8 @@
  *
  * Mapped memfds and mapped deleted files.
  *
- * A memfd "shm" (3 pages) is mapped MAP_SHARED twice, at A and B, and its descriptor
- * stays open. A file DIR/mapped.bin (2 pages) is mapped MAP_SHARED at C and MAP_PRIVATE
+ * A memfd "shm" (3 pages) is mapped MAP_SHARED twice, at A and B, and MAP_PRIVATE at E,
+ * and its descriptor stays open. A file DIR/mapped.bin (2 pages) is mapped MAP_SHARED at C and MAP_PRIVATE
  * at D, then its descriptor is closed and it is deleted: only the mappings hold it. A
  * fork child keeps the memfd mapping A (its copy of the descriptor closed) and, in lock
  * step with the parent over two pipes, reports what its mapping shows in memfd page 2.
@@ -12,7 +12,8 @@
  * the descriptor (page 0), the descriptor -> A (page 1), A -> the child's mapping -> B
  * (page 2), C -> the unwritten private page of D (page 1 of the file: a private page not
  * yet written shows the file), and D's written private page 0 must keep its own content
- * while C's page 0 keeps the file's. It prints what it saw. */
+ * while C's page 0 keeps the file's; the same for E (its page 0 written privately, its
+ * page 1 showing the descriptor's writes). It prints what it saw. */
 #include "util.h"
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -42,7 +43,8 @@ int main(int argc, char **argv)
 		die("ftruncate: %s", strerror(errno));
 	char *a = mmap(NULL, 3 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0);
 	char *b = mmap(NULL, 3 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0);
-	if (a == MAP_FAILED || b == MAP_FAILED)
+	char *e = mmap(NULL, 3 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE, m, 0);
+	if (a == MAP_FAILED || b == MAP_FAILED || e == MAP_FAILED)
 		die("mmap memfd: %s", strerror(errno));
 
 	char path[4096];
@@ -110,9 +112,11 @@ int main(int argc, char **argv)
 		put(c + PG, s);
 		snprintf(s, sizeof s, "D%02ld", i);
 		put(d, s);
+		snprintf(s, sizeof s, "E%02ld", i);
+		put(e, s);
 		out("step %ld: B0 \"%s\" fd0 \"%s\" A1 \"%s\" B2 \"%s\" D1 \"%s\" D0 \"%s\" C0 \"%s\" "
-		    "hash %08x\n",
-		    i, b, viafd, a + PG, b + 2 * PG, d + PG, d, c,
+		    "E0 \"%s\" E1 \"%s\" hash %08x\n",
+		    i, b, viafd, a + PG, b + 2 * PG, d + PG, d, c, e, e + PG,
 		    fnv(fnv(FNV_INIT, b, 3 * PG), c, 2 * PG));
 		sleep_ms(ms);
 	}
