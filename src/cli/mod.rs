@@ -35,6 +35,7 @@ Run as root.",
 EXAMPLES:\n  ckpt dump 1234 -o job.img          checkpoint PID 1234 and stop it\n  \
 ckpt dump 1234 -o job.img --leave-running\n  ckpt check job.img                 can it be restored here?\n  \
 ckpt restore job.img               bring it back and wait for it\n  \
+ckpt restore job.img --new-tty     ...on a new terminal, relayed to ckpt's stdin/stdout\n  \
 ckpt inspect job.img --json        everything in the image, for scripts"
 )]
 struct Cli {
@@ -89,7 +90,7 @@ enum Cmd {
     /// Everything is checked first (as `ckpt check` does). The process gets its original
     /// PID and becomes a child of ckpt, which waits for it and exits with its status.
     /// Standard input, output and error that led to a terminal or pipe at dump time are
-    /// connected to ckpt's own.
+    /// connected to ckpt's own (with --new-tty, a terminal to a new pty instead).
     Restore {
         /// The image file ("-" for standard input).
         image: PathBuf,
