@@ -177,6 +177,7 @@ fn checkpoint() -> Checkpoint {
                 kind: FdKind::Inherited {
                     what: "pipe:[1234]".into(),
                     flags: 0,
+                    tty: None,
                 },
                 shared_with: None,
                 locks: vec![],

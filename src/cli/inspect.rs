@@ -136,6 +136,8 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
                 VmaKind::AnonShared => "shmem",
                 VmaKind::SysvShm { .. } => "sysv",
                 VmaKind::File { .. } => "file",
+                VmaKind::MemfdMap { .. } => "memfd",
+                VmaKind::DeletedMap { .. } => "deleted",
                 VmaKind::Vdso => "vdso",
                 VmaKind::Vvar => "vvar",
             };
@@ -170,7 +172,23 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
                 FdKind::Dir { file, .. } => {
                     format!("directory {}", String::from_utf8_lossy(&file.path))
                 }
-                FdKind::Inherited { what, .. } => format!("inherited from restore ({what})"),
+                FdKind::Inherited {
+                    what, tty: None, ..
+                } => format!("inherited from restore ({what})"),
+                FdKind::Inherited {
+                    what, tty: Some(t), ..
+                } => format!(
+                    "inherited from restore ({what}: a terminal{}{}; --new-tty gives it a new one)",
+                    if t.controlling {
+                        ", the controlling one"
+                    } else {
+                        ""
+                    },
+                    match &t.settings {
+                        Some(s) => format!(", {}x{}", s.cols, s.rows),
+                        None => String::new(),
+                    }
+                ),
                 FdKind::External { key, .. } => {
                     format!("external {key} (restore with --inherit-fd N:{key})")
                 }

@@ -37,6 +37,7 @@ ckpt dump 1234 -o job.img --leave-running\n  ckpt check job.img                 
 ckpt restore job.img               bring it back and wait for it\n  \
 ckpt dump 1234 -o job.img --external   pipes/sockets to outside kept as external\n  \
 ckpt restore job.img --inherit-fd 7:pipe:[5678] 7< <(producer)   a new pipe for one\n  \
+ckpt restore job.img --new-tty     ...on a new terminal, relayed to ckpt's stdin/stdout\n  \
 ckpt inspect job.img --json        everything in the image, for scripts"
 )]
 struct Cli {
@@ -132,7 +133,7 @@ enum Cmd {
     /// Everything is checked first (as `ckpt check` does). The process gets its original
     /// PID and becomes a child of ckpt, which waits for it and exits with its status.
     /// Standard input, output and error that led to a terminal or pipe at dump time are
-    /// connected to ckpt's own.
+    /// connected to ckpt's own (with --new-tty, a terminal to a new pty instead).
     Restore {
         /// The image file ("-" for standard input).
         image: PathBuf,
@@ -153,6 +154,19 @@ enum Cmd {
         new_pidns: bool,
         #[command(flatten)]
         inherit: InheritArgs,
+        /// Restore onto a new pseudo-terminal instead of ckpt's own standard descriptors.
+        /// Descriptors 0-2 that led to a terminal at dump get the new pty; the root of
+        /// the tree becomes the leader of a new session whose controlling terminal it is
+        /// (if the old one was), with the same foreground process group, so job control
+        /// works; the terminal's settings (termios, window size) are those it had at
+        /// dump. ckpt then copies its standard input to the terminal and the terminal's
+        /// output to its standard output (switching its own terminal, if stdin is one, to
+        /// raw mode meanwhile, as script(1) does) until the root exits, and exits with
+        /// its status. Refused when the image's processes used no terminal, more than
+        /// one, or one from another session than the root's. Not with --detach,
+        /// --new-pidns, or an image read from standard input.
+        #[arg(long, conflicts_with_all = ["detach", "new_pidns"])]
+        new_tty: bool,
     },
     /// Check whether an image can be restored on this host, without restoring it.
     ///
@@ -283,7 +297,15 @@ pub fn main() -> i32 {
             pid_file,
             new_pidns,
             inherit,
+            new_tty,
         } => {
+            if new_tty && image.as_os_str() == "-" {
+                eprintln!(
+                    "ckpt: --new-tty copies standard input to the new terminal: the image \
+                     cannot come from standard input too"
+                );
+                return 2;
+            }
             let mut view = match cpu.view() {
                 Ok(v) => restore::HostView {
                     inherit: inherit.inherit_fd,
@@ -301,9 +323,17 @@ pub fn main() -> i32 {
                 sys::process::set_signal_ignored(libc::SIGINT, true);
                 sys::process::set_signal_ignored(libc::SIGQUIT, true);
             }
-            let prepared = match restore::prepare(input, &view) {
+            let mut prepared = match restore::prepare(input, &view) {
                 Ok(p) => p,
                 Err(e) => return err(e),
+            };
+            let master = if new_tty {
+                match prepared.with_new_tty() {
+                    Ok(m) => Some(m),
+                    Err(e) => return err(e),
+                }
+            } else {
+                None
             };
             if prepared.own_pid_namespace() {
                 return restore_own_pidns(prepared, detach, pid_file.as_deref());
@@ -319,6 +349,12 @@ pub fn main() -> i32 {
                 if let Err(e) = std::fs::write(f, format!("{}\n", st.pid)) {
                     eprintln!("ckpt: warning: cannot write pid file {}: {e}", f.display());
                 }
+            }
+            if let Some(m) = master {
+                return match sys::tty::relay(m, st.pid) {
+                    Ok(status) => exit_code(status),
+                    Err(e) => err(e),
+                };
             }
             if detach {
                 println!("{}", st.pid);

@@ -427,21 +427,58 @@ fn classify_vma(pid: i32, m: &MapEntry) -> Result<Option<VmaKind>> {
                 mode,
             }
         }
-        _ if path.starts_with(b"/memfd:") => {
-            return Err(unsupported(
-                pid,
+        _ if path.starts_with(b"/") => {
+            let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+            let lp = std::path::Path::new(&link);
+            let area = || {
                 format!(
-                    "memory area {:#x}-{:#x} maps a memfd ({}); not supported yet",
+                    "memory area {:#x}-{:#x} ({})",
                     m.start,
                     m.end,
                     String::from_utf8_lossy(path)
-                ),
-            ));
-        }
-        _ if path.starts_with(b"/") => {
-            let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
-            let file = file_id_checked(pid, &link, path, "mapped file")?;
-            VmaKind::File { file }
+                )
+            };
+            if let Some(name) = path.strip_prefix(b"/memfd:") {
+                // A memfd: its contents go into the image (written with those of its
+                // descriptors, under its inode number).
+                let name = name.strip_suffix(b" (deleted)").unwrap_or(name).to_vec();
+                let id = procfs::file_id(lp, path)?;
+                let f = std::fs::File::open(lp)
+                    .map_err(|e| crate::sys::SysError::io(format!("open {link}"), e))?;
+                let seals = sys::process::seals_of(&f, &link)?;
+                if m.shared && m.write && seals & libc::F_SEAL_FUTURE_WRITE as u32 != 0 {
+                    return Err(unsupported(
+                        pid,
+                        format!(
+                            "{} is a writable shared mapping of a memfd sealed with \
+                             F_SEAL_FUTURE_WRITE; not supported yet",
+                            area()
+                        ),
+                    ));
+                }
+                VmaKind::MemfdMap {
+                    name,
+                    seals,
+                    data: id.ino,
+                }
+            } else if procfs::nlink(lp)? == 0 {
+                // Deleted while mapped: its contents go into the image.
+                let id = procfs::file_id(lp, path)?;
+                if id.mode & libc::S_IFMT != libc::S_IFREG {
+                    return Err(unsupported(
+                        pid,
+                        format!("{} maps a deleted file that is not a regular file", area()),
+                    ));
+                }
+                let p = path.strip_suffix(b" (deleted)").unwrap_or(path).to_vec();
+                VmaKind::DeletedMap {
+                    data: id.ino,
+                    file: FileId { path: p, ..id },
+                }
+            } else {
+                let file = file_id_checked(pid, &link, path, "mapped file")?;
+                VmaKind::File { file }
+            }
         }
         _ => {
             return Err(unsupported(
@@ -498,7 +535,7 @@ fn vma_pages(pm: &procfs::Pagemap, vma: &mut Vma, runs: &mut Vec<Run>) -> Result
     let (want, skip_zero): (fn(u64) -> bool, bool) = match (&vma.kind, vma.shared) {
         (VmaKind::Anon, _) => (|e| e & (PM_PRESENT | PM_SWAP) != 0, true),
         // Private file mappings: only pages that were copied on write (anonymous now).
-        (VmaKind::File { .. }, false) => (
+        (VmaKind::File { .. } | VmaKind::MemfdMap { .. } | VmaKind::DeletedMap { .. }, false) => (
             |e| (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAP != 0,
             false,
         ),
@@ -789,7 +826,11 @@ fn fd_entry_kind(pid: i32, fd: i32, link: &[u8]) -> Result<Fd> {
             return Ok(Fd {
                 fd,
                 cloexec,
-                kind: FdKind::Inherited { what: name, flags },
+                kind: FdKind::Inherited {
+                    what: name,
+                    flags,
+                    tty: None,
+                },
                 shared_with: None,
                 locks: Vec::new(),
             });
@@ -854,10 +895,15 @@ fn fd_entry_kind(pid: i32, fd: i32, link: &[u8]) -> Result<Fd> {
         let is_tty = matches!(major, 4 | 5 | 136..=143);
         if is_tty {
             if fd <= 2 {
+                let tty = Some(Box::new(tty_state(pid, fd, &id, &link)?));
                 return Ok(Fd {
                     fd,
                     cloexec,
-                    kind: FdKind::Inherited { what: name, flags },
+                    kind: FdKind::Inherited {
+                        what: name,
+                        flags,
+                        tty,
+                    },
                     shared_with: None,
                     locks: Vec::new(),
                 });
@@ -870,7 +916,11 @@ fn fd_entry_kind(pid: i32, fd: i32, link: &[u8]) -> Result<Fd> {
             pos,
         }
     } else if fd <= 2 && fmt == libc::S_IFSOCK {
-        FdKind::Inherited { what: name, flags }
+        FdKind::Inherited {
+            what: name,
+            flags,
+            tty: None,
+        }
     } else if fmt == libc::S_IFIFO {
         if flags & libc::O_PATH as u32 != 0 {
             return Err(not_yet("an O_PATH descriptor of a FIFO"));
@@ -891,6 +941,28 @@ fn fd_entry_kind(pid: i32, fd: i32, link: &[u8]) -> Result<Fd> {
         kind,
         shared_with: None,
         locks: Vec::new(),
+    })
+}
+
+/// A terminal on standard descriptor `fd`: its settings (read through a duplicate of the
+/// descriptor; left out if the terminal no longer answers, e.g. hung up) and whether it
+/// is the process's controlling terminal, with its foreground group (/proc/PID/stat).
+fn tty_state(pid: i32, fd: i32, id: &FileId, link: &[u8]) -> Result<crate::model::TtyState> {
+    use std::os::fd::AsFd;
+    let dup = sys::process::steal_fd(pid, fd)?;
+    let settings = sys::tty::settings(dup.as_fd()).ok();
+    let st = procfs::stat(pid)?;
+    let controlling = st.field(7) == id.rdev;
+    Ok(crate::model::TtyState {
+        path: link.to_vec(),
+        rdev: id.rdev,
+        settings,
+        controlling,
+        fg_pgid: if controlling {
+            st.field(8) as i64 as i32
+        } else {
+            0
+        },
     })
 }
 
@@ -1263,6 +1335,40 @@ pub(crate) fn link_shared_fds(procs: &mut [ProcCollected]) -> Result<()> {
     Ok(())
 }
 
+/// Memfds and deleted files are kept in the image under their inode number: refuse two
+/// different files (a memfd and a deleted file, or deleted files of two file systems)
+/// that have the same one, rather than give them one content at restore.
+pub(crate) fn check_kept_files(procs: &[ProcCollected]) -> Result<()> {
+    // data id -> (file system: 0 for memfds, else the device), where first seen
+    let mut seen: std::collections::BTreeMap<u64, (u64, i32)> = Default::default();
+    for p in procs {
+        let pid = p.process.pid;
+        let fds = p.process.fds.iter().filter_map(|f| match &f.kind {
+            FdKind::Memfd { data, .. } => Some((*data, 0)),
+            FdKind::DeletedFile { data, file, .. } => Some((*data, file.dev.max(1))),
+            _ => None,
+        });
+        let maps = p.process.vmas.iter().filter_map(|v| match &v.kind {
+            VmaKind::MemfdMap { data, .. } => Some((*data, 0)),
+            VmaKind::DeletedMap { data, file } => Some((*data, file.dev.max(1))),
+            _ => None,
+        });
+        for (data, fs) in fds.chain(maps) {
+            let (first, by) = *seen.entry(data).or_insert((fs, pid));
+            if first != fs {
+                return Err(unsupported(
+                    pid,
+                    format!(
+                        "it and process {by} hold two different memfds or deleted files \
+                         with the same inode number {data}; not supported yet"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Pipes: one whose two ends are both in the tree is kept, with the data in it (read
 /// without consuming it); an end whose other end is outside is a standard descriptor
 /// connected at restore to ckpt's own (0-2), or refused.
@@ -1323,6 +1429,7 @@ pub(crate) fn resolve_pipes(
                 f.kind = FdKind::Inherited {
                     what: format!("pipe:[{id}]"),
                     flags,
+                    tty: None,
                 };
                 f.shared_with = None;
             }

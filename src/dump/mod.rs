@@ -533,6 +533,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     };
     let mut repair = RepairGuard(repair);
     collect::link_shared_fds(&mut procs)?;
+    collect::check_kept_files(&procs)?;
     let mut collected = collect::assemble(pid, procs)?;
     collected.ckpt.pipes = pipes;
     collected.ckpt.socketpairs = socketpairs;

@@ -116,28 +116,48 @@ pub(crate) fn write_image<W: Write>(
     let mut w = ImageWriter::new(out)?;
     w.write_meta(tag::CHECKPOINT, &c.ckpt)?;
     // Contents of deleted files and memfds, once per file, before all page data.
+    // A file only mapped (its descriptor closed) is read through its map_files entry.
     let mut done_files = std::collections::BTreeSet::new();
+    let mut chunk = Vec::new();
     for p in &c.ckpt.processes {
-        for f in &p.fds {
-            let data = match f.kind {
-                crate::model::FdKind::Memfd { data, .. }
-                | crate::model::FdKind::DeletedFile { data, .. } => data,
-                _ => continue,
-            };
-            if f.shared_with.is_some() || !done_files.insert(data) {
+        let hp = c.host_pid(p.pid);
+        let from_fds = p.fds.iter().filter_map(|f| match f.kind {
+            crate::model::FdKind::Memfd { data, .. }
+            | crate::model::FdKind::DeletedFile { data, .. }
+                if f.shared_with.is_none() =>
+            {
+                Some((data, format!("/proc/{hp}/fd/{}", f.fd)))
+            }
+            _ => None,
+        });
+        let from_maps = p.vmas.iter().filter_map(|v| match v.kind {
+            crate::model::VmaKind::MemfdMap { data, .. }
+            | crate::model::VmaKind::DeletedMap { data, .. } => Some((
+                data,
+                format!("/proc/{hp}/map_files/{:x}-{:x}", v.start, v.end),
+            )),
+            _ => None,
+        });
+        for (data, path) in from_fds.chain(from_maps) {
+            if !done_files.insert(data) {
                 continue;
             }
-            let path = format!("/proc/{}/fd/{}", c.host_pid(p.pid), f.fd);
             let mut file = std::fs::File::open(&path)
                 .map_err(|e| crate::sys::SysError::io(format!("open {path}"), e))?;
-            let mut chunk = vec![0u8; 4 << 20];
+            chunk.resize(4 << 20, 0);
+            let mut first = true;
             loop {
                 let n = std::io::Read::read(&mut file, &mut chunk)
                     .map_err(|e| crate::sys::SysError::io(format!("read {path}"), e))?;
+                // An empty file still gets one (empty) record: restore wants its contents.
+                if n == 0 && !first {
+                    break;
+                }
+                first = false;
+                w.write_record(tag::FILE_DATA, FLAG_REQUIRED, data, &chunk[..n], false)?;
                 if n == 0 {
                     break;
                 }
-                w.write_record(tag::FILE_DATA, FLAG_REQUIRED, data, &chunk[..n], false)?;
             }
         }
     }

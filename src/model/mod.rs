@@ -52,6 +52,22 @@ pub enum VmaKind {
         size: u64,
         mode: u32,
     },
+    /// A mapping (shared or private) of a memfd: its name and seals, and its contents,
+    /// stored in the image as `FILE_DATA` records under `data` (the same `data` as the
+    /// descriptors of that memfd, if any are open). Restore creates the memfd once for
+    /// the image and maps it; private mappings get their written pages from the image on
+    /// top, as for `File`.
+    MemfdMap {
+        #[serde(with = "serde_bytes")]
+        name: Vec<u8>,
+        seals: u32,
+        data: u64,
+    },
+    /// A mapping (shared or private) of a regular file deleted while mapped (a
+    /// descriptor may or may not still be open): its contents are stored like a
+    /// `FdKind::DeletedFile`'s, under `data`, and restore recreates the file once for
+    /// the image, maps it and removes it again.
+    DeletedMap { file: FileId, data: u64 },
     /// The kernel's vDSO code.
     Vdso,
     /// The vDSO's data pages (`[vvar]`, `[vvar_vclock]`): recreated with the vDSO.
@@ -300,6 +316,10 @@ pub enum FdKind {
         /// Open flags at dump (which end of a pipe, for one).
         #[serde(default)]
         flags: u32,
+        /// For a terminal: which one, its settings and the process's relation to it
+        /// (`restore --new-tty` connects the descriptor to a new pty with them).
+        #[serde(default)]
+        tty: Option<Box<TtyState>>,
     },
     /// A FIFO (named pipe) opened by path: `file` is the FIFO (identity checked like other
     /// files), `id` names its pipe state (capacity, data in flight) in
@@ -311,6 +331,42 @@ pub enum FdKind {
         flags: u32,
         watches: Vec<InotifyWatch>,
     },
+}
+
+/// A terminal that standard descriptors of the tree led to at dump.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct TtyState {
+    /// Its path at dump, e.g. /dev/pts/3 (display only).
+    #[serde(with = "serde_bytes")]
+    pub path: Vec<u8>,
+    /// Its device number at dump: descriptors with the same one were the same terminal.
+    pub rdev: u64,
+    /// Its settings, if they could be read.
+    pub settings: Option<TtySettings>,
+    /// It was the controlling terminal of the process holding the descriptor.
+    pub controlling: bool,
+    /// Its foreground process group then (as /proc/PID/stat tells the process whose
+    /// controlling terminal it is; -1 or 0: none).
+    pub fg_pgid: i32,
+}
+
+/// Terminal settings: termios (as tcgetattr returns them) and the window size.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct TtySettings {
+    pub iflag: u32,
+    pub oflag: u32,
+    pub cflag: u32,
+    pub lflag: u32,
+    pub line: u8,
+    /// Control characters (c_cc), in order.
+    #[serde(with = "serde_bytes")]
+    pub cc: Vec<u8>,
+    pub ispeed: u32,
+    pub ospeed: u32,
+    pub rows: u16,
+    pub cols: u16,
+    pub xpixel: u16,
+    pub ypixel: u16,
 }
 
 /// One inotify watch: its number, event mask (as inotify_add_watch takes it) and the
@@ -659,6 +715,11 @@ impl Checkpoint {
             for fd in &mut p.fds {
                 if let Some((pid, _)) = &mut fd.shared_with {
                     *pid = f(*pid);
+                }
+                if let FdKind::Inherited { tty: Some(t), .. } = &mut fd.kind {
+                    if t.fg_pgid > 0 {
+                        t.fg_pgid = f(t.fg_pgid);
+                    }
                 }
             }
         }

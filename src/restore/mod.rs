@@ -160,6 +160,9 @@ pub struct Prepared<R: Read> {
     plan: plan::Plan,
     t0: Instant,
     reading_thread: bool,
+    /// `--new-tty`: what to do with the terminal, and the new pty's slave side (ours is
+    /// closed once the tree runs).
+    tty: Option<(plan::TtyPlan, std::os::fd::OwnedFd)>,
 }
 
 /// Read the image's metadata from `input` and check it against this host.
@@ -176,6 +179,7 @@ pub fn prepare<R: Read>(input: R, view: &HostView) -> Result<Prepared<R>> {
         plan,
         t0,
         reading_thread: true,
+        tty: None,
     })
 }
 
@@ -205,6 +209,21 @@ impl<R: Read + Send> Prepared<R> {
         self
     }
 
+    /// `restore --new-tty`: check that the image's terminal can be replaced by a new
+    /// pty (see [`plan::tty_plan`]), and create it with the image's terminal settings.
+    /// Returns its master side; the tree gets the slave side when it is built.
+    pub fn with_new_tty(&mut self) -> Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        let tp = plan::tty_plan(&self.plan.ckpt).map_err(RestoreError::Problems)?;
+        fault_point("create a new terminal")?;
+        let (master, slave) = sys::tty::open_pty()?;
+        if let Some(s) = &tp.settings {
+            sys::tty::apply(slave.as_fd(), s)?;
+        }
+        self.tty = Some((tp, slave));
+        Ok(master)
+    }
+
     /// Build the tree and let it run. Returns once it runs (its root is our child, or
     /// with `RootStub::Seize` the process we were given).
     pub fn run(self, root: stage::RootStub) -> Result<RestoreStats> {
@@ -213,14 +232,19 @@ impl<R: Read + Send> Prepared<R> {
             plan,
             t0,
             reading_thread,
+            tty,
         } = self;
+        let tty_ref = tty.as_ref().map(|(tp, slave)| {
+            use std::os::fd::AsRawFd;
+            (tp, slave.as_raw_fd())
+        });
         // While the tree is being built, orphans of a failed stage must come to us to be
         // reaped (PID 1 may not reap them, and their PIDs would stay taken).
         sys::process::set_child_subreaper(true)?;
         // The image is read and checked on a second thread while pages are copied into
         // the new processes.
         let build = |records: &mut dyn source::RecordSource| {
-            stage::stage(&plan, records, root).and_then(|staged| {
+            stage::stage(&plan, records, root, tty_ref).and_then(|staged| {
                 let bytes = staged.bytes;
                 stage::commit(staged, &plan).map(|pid| (pid, bytes))
             })
@@ -235,6 +259,9 @@ impl<R: Read + Send> Prepared<R> {
             build(&mut source::Direct::new(&mut reader))
         };
         let _ = sys::process::set_child_subreaper(false);
+        // The tree holds the new terminal now: our slave side goes, so that the master
+        // reports the end once the tree's descriptors are closed.
+        drop(tty);
         let (pid, bytes) = res?;
         // The connections are back: let the peers' packets through again.
         let conns: Vec<_> = plan

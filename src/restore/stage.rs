@@ -164,7 +164,7 @@ fn mmap_flags(v: &Vma) -> u64 {
 fn takes_pages(v: &Vma) -> bool {
     match v.kind {
         VmaKind::Anon | VmaKind::AnonShared | VmaKind::SysvShm { .. } => true,
-        VmaKind::File { .. } => !v.shared,
+        VmaKind::File { .. } | VmaKind::MemfdMap { .. } | VmaKind::DeletedMap { .. } => !v.shared,
         _ => false,
     }
 }
@@ -295,11 +295,55 @@ fn remove_destroyed_sysv(
     Ok(())
 }
 
+/// Map a memfd or deleted file kept in the image (the same file for every mapping and
+/// descriptor of it in the image, so that their writes are seen by each other). A
+/// shared mapping gets a writable descriptor if it may be made writable (`mw`), unless
+/// the memfd's seals forbid writing.
+fn map_kept_file(
+    cx: &mut Ctx<'_>,
+    v: &Vma,
+    prot: u64,
+    data: u64,
+    how: Kept<'_>,
+    files: &mut FileData,
+) -> Result<()> {
+    let write_sealed = match how {
+        Kept::Memfd { seals, .. } => {
+            seals & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) as u32 != 0
+        }
+        Kept::Deleted { .. } => false,
+    };
+    let rw =
+        v.shared && (v.prot & libc::PROT_WRITE as u32 != 0 || (v.has_flag("mw") && !write_sealed));
+    let fd = kept_file_fd(
+        cx,
+        data,
+        how,
+        if rw { libc::O_RDWR } else { libc::O_RDONLY },
+        files,
+    )?;
+    let what = format!("map memory area {:#x}-{:#x}", v.start, v.end);
+    let r = cx.call(
+        &what,
+        nr::MMAP,
+        [v.start, v.len(), prot, mmap_flags(v), fd, v.offset],
+    );
+    cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
+    let r = r?;
+    if r != v.start {
+        return Err(RestoreError::Stage(format!(
+            "{what}: the kernel placed it at {r:#x}"
+        )));
+    }
+    Ok(())
+}
+
 fn map_memory(
     cx: &mut Ctx<'_>,
     sysv: &mut SysvCreated,
     shm: &mut ShmOwners,
     shm_sizes: &BTreeMap<u64, u64>,
+    kept: &mut FileData,
 ) -> Result<()> {
     let proc_ = cx.proc_;
     let mut files: BTreeMap<(Vec<u8>, bool), u64> = BTreeMap::new();
@@ -348,6 +392,16 @@ fn map_memory(
                         "{what}: the kernel placed it at {r:#x}"
                     )));
                 }
+            }
+            VmaKind::MemfdMap { data, name, seals } => {
+                let how = Kept::Memfd {
+                    name,
+                    seals: *seals,
+                };
+                map_kept_file(cx, v, prot, *data, how, kept)?;
+            }
+            VmaKind::DeletedMap { data, file } => {
+                map_kept_file(cx, v, prot, *data, Kept::Deleted { file }, kept)?;
             }
             VmaKind::File { file } => {
                 let rw = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
@@ -420,8 +474,9 @@ fn map_memory(
 pub struct FileData {
     pub files: BTreeMap<u64, std::fs::File>,
     pub bytes: u64,
-    /// Descriptors already made for a `data` id: (pid, fd), to open more of them.
-    made: BTreeMap<u64, (i32, i32)>,
+    /// The files recreated so far, by `data` id: ckpt holds each open until every
+    /// process has its own descriptors and mappings of it (see [`kept_file_fd`]).
+    made: BTreeMap<u64, std::fs::File>,
     /// Files created on disk for deleted files; removed again once every process has
     /// opened them, or when restore fails.
     ghosts: Vec<std::path::PathBuf>,
@@ -442,101 +497,124 @@ impl Drop for FileData {
     }
 }
 
-/// Copy `data` (from its start) into the file behind descriptor `fd` of process `pid`.
-fn fill_remote_file(data: &mut std::fs::File, pid: i32, fd: u64) -> Result<()> {
-    use std::io::Seek;
-    let path = format!("/proc/{pid}/fd/{fd}");
-    let mut dst = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .map_err(|e| sys::SysError::io(format!("open {path}"), e))?;
-    data.seek(std::io::SeekFrom::Start(0))
-        .map_err(|e| sys::SysError::io("rewind file contents", e))?;
-    std::io::copy(data, &mut dst).map_err(|e| sys::SysError::io(format!("write {path}"), e))?;
-    Ok(())
+/// What a file kept in the image (contents in `FILE_DATA`) is, to recreate it.
+#[derive(Clone, Copy)]
+enum Kept<'a> {
+    Memfd { name: &'a [u8], seals: u32 },
+    Deleted { file: &'a crate::model::FileId },
 }
 
-/// Make a memfd or deleted file descriptor with its contents; returns its descriptor.
-fn make_file_fd(cx: &mut Ctx<'_>, f: &crate::model::Fd, files: &mut FileData) -> Result<u64> {
-    let pid = cx.proc_.pid;
-    let (data, flags, pos) = match &f.kind {
-        FdKind::Memfd {
-            data, flags, pos, ..
-        }
-        | FdKind::DeletedFile {
-            data, flags, pos, ..
-        } => (*data, *flags, *pos),
-        _ => return Err(RestoreError::Stage("not a file kept in the image".into())),
-    };
-    let oflags = (flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY)
-        | libc::O_CLOEXEC;
-    // Another description of a file made already: open it again through /proc.
-    if let Some(&(q, qfd)) = files.made.get(&data) {
-        let n = cx.open(format!("/proc/{q}/fd/{qfd}").as_bytes(), oflags)?;
-        if pos != 0 {
-            cx.call("lseek", nr::LSEEK, [n, pos, libc::SEEK_SET as u64, 0, 0, 0])?;
-        }
-        return Ok(n);
+/// Recreate the file kept under `data` (once for the image), held by ckpt.
+fn recreate_file(data: u64, how: Kept<'_>, files: &mut FileData) -> Result<()> {
+    use std::io::Seek;
+    if files.made.contains_key(&data) {
+        return Ok(());
     }
     let mut content = files.files.remove(&data).ok_or_else(|| {
         RestoreError::Malformed(format!("the contents of file {data} are missing"))
     })?;
-    let n = match &f.kind {
-        FdKind::Memfd { name, seals, .. } => {
-            let sealing = if *seals != libc::F_SEAL_SEAL as u32 {
-                libc::MFD_ALLOW_SEALING as u64
-            } else {
-                0
-            };
-            let a = cx.put_cstr(0, name)?;
-            let n = cx.call(
-                "memfd_create",
-                nr::MEMFD_CREATE,
-                [a, libc::MFD_CLOEXEC as u64 | sealing, 0, 0, 0, 0],
-            )?;
-            fill_remote_file(&mut content, pid, n)?;
-            if sealing != 0 && *seals != 0 {
-                cx.call(
-                    "fcntl(F_ADD_SEALS)",
-                    nr::FCNTL,
-                    [n, libc::F_ADD_SEALS as u64, u64::from(*seals), 0, 0, 0],
-                )?;
+    content
+        .seek(std::io::SeekFrom::Start(0))
+        .map_err(|e| sys::SysError::io("rewind file contents", e))?;
+    let made = match how {
+        Kept::Memfd { name, seals } => {
+            fault_point("recreate memfd")?;
+            let sealing = seals != libc::F_SEAL_SEAL as u32;
+            let mut m = sys::process::memfd_named(name, sealing)?;
+            std::io::copy(&mut content, &mut m)
+                .map_err(|e| sys::SysError::io("write memfd contents", e))?;
+            if sealing && seals != 0 {
+                sys::process::add_seals(&m, seals)?;
             }
-            n
+            m
         }
-        FdKind::DeletedFile { file, .. } => {
-            // Recreate it (under its old name if that is free), open it, remove it later.
+        Kept::Deleted { file } => {
+            fault_point("recreate deleted file")?;
+            // Recreate it (under its old name if that is free); removed again later.
             let orig = procfs::bytes_path(&file.path).to_path_buf();
             let ghost = if std::fs::symlink_metadata(&orig).is_err() {
                 orig.clone()
             } else {
                 orig.with_file_name(format!(".ckpt-ghost-{data}-{}", std::process::id()))
             };
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                let mut g = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(file.mode & 0o7777)
-                    .open(&ghost)
-                    .map_err(|e| sys::SysError::io(format!("recreate {}", ghost.display()), e))?;
-                files.ghosts.push(ghost.clone());
-                use std::io::Seek;
-                content
-                    .seek(std::io::SeekFrom::Start(0))
-                    .map_err(|e| sys::SysError::io("rewind file contents", e))?;
-                std::io::copy(&mut content, &mut g)
-                    .map_err(|e| sys::SysError::io(format!("write {}", ghost.display()), e))?;
-            }
-            use std::os::unix::ffi::OsStrExt;
-            cx.open(ghost.as_os_str().as_bytes(), oflags)?
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut g = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(file.mode & 0o7777)
+                .open(&ghost)
+                .map_err(|e| sys::SysError::io(format!("recreate {}", ghost.display()), e))?;
+            files.ghosts.push(ghost.clone());
+            std::io::copy(&mut content, &mut g)
+                .map_err(|e| sys::SysError::io(format!("write {}", ghost.display()), e))?;
+            g
         }
-        _ => unreachable_kind()?,
     };
+    files.made.insert(data, made);
+    Ok(())
+}
+
+/// A new descriptor in the stub (close-on-exec) of the file kept under `data`, opened
+/// with `oflags` (recreated first if this is its first use in the image). The stub
+/// takes ckpt's descriptor with `pidfd_getfd` (which names ckpt in the stub's own PID
+/// namespace, also when that is the tree's new one) and opens the file again through
+/// `/proc/self/fd`, for a description of its own with its own flags.
+fn kept_file_fd(
+    cx: &mut Ctx<'_>,
+    data: u64,
+    how: Kept<'_>,
+    oflags: i32,
+    files: &mut FileData,
+) -> Result<u64> {
+    use std::os::fd::AsRawFd;
+    recreate_file(data, how, files)?;
+    let held = files
+        .made
+        .get(&data)
+        .ok_or_else(|| RestoreError::Stage(format!("file {data} was not recreated")))?;
+    let held = held.as_raw_fd() as u64;
+    let me = std::process::id() as i32;
+    let t = take_remote_fd(cx, me, held, "take a recreated file")?;
+    let n = cx.open(
+        format!("/proc/self/fd/{t}").as_bytes(),
+        oflags | libc::O_CLOEXEC,
+    );
+    cx.call("close", nr::CLOSE, [t, 0, 0, 0, 0, 0])?;
+    n
+}
+
+/// Make a memfd or deleted file descriptor with its contents; returns its descriptor.
+fn make_file_fd(cx: &mut Ctx<'_>, f: &crate::model::Fd, files: &mut FileData) -> Result<u64> {
+    let (data, flags, pos, how) = match &f.kind {
+        FdKind::Memfd {
+            data,
+            flags,
+            pos,
+            name,
+            seals,
+        } => (
+            *data,
+            *flags,
+            *pos,
+            Kept::Memfd {
+                name,
+                seals: *seals,
+            },
+        ),
+        FdKind::DeletedFile {
+            data,
+            flags,
+            pos,
+            file,
+        } => (*data, *flags, *pos, Kept::Deleted { file }),
+        _ => return unreachable_kind(),
+    };
+    let oflags = (flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
+    let n = kept_file_fd(cx, data, how, oflags, files)?;
     if pos != 0 {
         cx.call("lseek", nr::LSEEK, [n, pos, libc::SEEK_SET as u64, 0, 0, 0])?;
     }
-    files.made.insert(data, (pid, f.fd));
     Ok(n)
 }
 
@@ -1855,15 +1933,17 @@ fn add_inotify_watches(
     Ok(())
 }
 
+/// Give the process its descriptors; the pipes, socket pairs, FIFOs and `--inherit-fd`
+/// descriptors they refer to are the plan's.
 fn restore_fds(
     cx: &mut Ctx<'_>,
-    inherit: &[(i32, String)],
-    pipes: &[PipeState],
-    socketpairs: &[SocketPairState],
-    fifos: &[FifoState],
+    plan: &Plan,
     holders: &mut PipeHolders,
     files: &mut FileData,
+    tty_slave: Option<i32>,
 ) -> Result<()> {
+    let (inherit, pipes) = (&plan.inherit, &plan.ckpt.pipes);
+    let (socketpairs, fifos) = (&plan.ckpt.socketpairs, &plan.ckpt.fifos);
     let proc_ = cx.proc_;
     let pid = cx.inj.pid();
     // The stub holds ckpt's 0-2 (and nothing else): keep those the image inherits.
@@ -1907,6 +1987,15 @@ fn restore_fds(
             continue;
         }
         let (path, flags, pos) = match &f.kind {
+            FdKind::Inherited { tty: Some(_), .. } if tty_slave.is_some() => {
+                // --new-tty: the new terminal (one open description, as a terminal's
+                // 0-2 usually share) instead of ours.
+                let slave = tty_slave.unwrap_or_default();
+                let me = std::process::id() as i32;
+                let n = take_remote_fd(cx, me, slave as u64, "take the new terminal")?;
+                move_fd(cx, n, f.fd, f.cloexec)?;
+                continue;
+            }
             FdKind::Inherited { .. } => continue,
             FdKind::Pipe { id, write, flags } => {
                 let pipe = pipes
@@ -2544,6 +2633,28 @@ fn fork_process(parent: &mut Ctx<'_>, p: &Process) -> Result<Injector> {
     Ok(inj)
 }
 
+/// `--new-tty`: make the new terminal (descriptor `slave` of ckpt) the controlling
+/// terminal of the root's new session (TIOCSCTTY, before credentials change) and give it
+/// foreground group `fg` (TIOCSPGRP, from the root, whose group is the foreground one
+/// after TIOCSCTTY; every signal is blocked in the stub anyway).
+fn set_controlling_tty(cx: &mut Ctx<'_>, slave: i32, fg: i32) -> Result<()> {
+    let me = std::process::id() as i32;
+    let n = take_remote_fd(cx, me, slave as u64, "take the new terminal")?;
+    cx.call(
+        "ioctl(TIOCSCTTY)",
+        nr::IOCTL,
+        [n, libc::TIOCSCTTY, 0, 0, 0, 0],
+    )?;
+    let a = cx.put(0, &fg.to_le_bytes())?;
+    cx.call(
+        "ioctl(TIOCSPGRP)",
+        nr::IOCTL,
+        [n, libc::TIOCSPGRP, a, 0, 0, 0],
+    )?;
+    cx.call("close", nr::CLOSE, [n, 0, 0, 0, 0, 0])?;
+    Ok(())
+}
+
 /// Make a zombie's stub exit the way the original did, and hand it to its parent.
 fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> Result<()> {
     let pid = cx.proc_.pid;
@@ -2599,7 +2710,12 @@ fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> Result<()
 }
 
 /// Create the stub tree and build every process in it (everything but commit).
-pub fn stage(plan: &Plan, reader: &mut dyn RecordSource, root_stub: RootStub) -> Result<Staged> {
+pub fn stage(
+    plan: &Plan,
+    reader: &mut dyn RecordSource,
+    root_stub: RootStub,
+    tty: Option<(&super::plan::TtyPlan, i32)>,
+) -> Result<Staged> {
     let procs = &plan.ckpt.processes;
     let root = &procs[0];
     fault_point("create process")?;
@@ -2718,7 +2834,9 @@ pub fn stage(plan: &Plan, reader: &mut dyn RecordSource, root_stub: RootStub) ->
             nr::CLOSE_RANGE,
             [3, u64::from(u32::MAX), 0, 0, 0, 0],
         )?;
-        if root.sid == root.pid {
+        // With a new terminal the root leads a new session even if its session was led
+        // from outside (the old shell's): the terminal belongs to that session.
+        if root.sid == root.pid || tty.is_some() {
             cx.call("setsid", nr::SETSID, [0; 6])?;
         }
     }
@@ -2759,6 +2877,13 @@ pub fn stage(plan: &Plan, reader: &mut dyn RecordSource, root_stub: RootStub) ->
             }
             let target = if is_leader { 0 } else { p.pgid as u64 };
             cx.call("setpgid", nr::SETPGID, [0, target, 0, 0, 0, 0])?;
+        }
+    }
+    // --new-tty: the new terminal becomes the controlling terminal of the root's session,
+    // with the image's foreground group (every group exists by now).
+    if let Some((tp, slave)) = tty {
+        if tp.controlling {
+            set_controlling_tty(&mut ctxs[0], slave, tp.fg_pgid)?;
         }
     }
     // Zombies exit now, before their parents' pending signals are queued.
@@ -2808,18 +2933,10 @@ pub fn stage(plan: &Plan, reader: &mut dyn RecordSource, root_stub: RootStub) ->
         // to replace the exe link while the old executable is mapped, and the image may
         // map the very file ckpt runs from.
         set_mm(cx)?;
-        map_memory(cx, &mut sysv, &mut shm, &shm_sizes)?;
+        map_memory(cx, &mut sysv, &mut shm, &shm_sizes, &mut files)?;
         bytes += pages.load(p, Some(&cx.mem))?;
         finish_memory(cx)?;
-        restore_fds(
-            cx,
-            &plan.inherit,
-            &plan.ckpt.pipes,
-            &plan.ckpt.socketpairs,
-            &plan.ckpt.fifos,
-            &mut pipe_holders,
-            &mut files,
-        )?;
+        restore_fds(cx, plan, &mut pipe_holders, &mut files, tty.map(|t| t.1))?;
         restore_attrs(cx)?;
         // AMX tile data is enabled per process on request; ask again if it was.
         const XFEATURE_XTILEDATA: u64 = 18;

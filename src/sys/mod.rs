@@ -10,6 +10,7 @@ pub mod process;
 pub mod ptrace;
 pub mod sockdiag;
 pub mod tcp;
+pub mod tty;
 pub mod udp;
 
 use std::io;

@@ -626,6 +626,39 @@ pub fn memfd_seals(pid: i32, fd: i32) -> Result<u32> {
     Ok(r as u32)
 }
 
+/// The seals (F_GET_SEALS) of the memfd behind `file` (one of our own descriptors).
+pub fn seals_of(file: &std::fs::File, what: &str) -> Result<u32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor owned by `file`, which outlives the call.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+    check(r as libc::c_long, || format!("F_GET_SEALS on {what}"))?;
+    Ok(r as u32)
+}
+
+/// Add `seals` (F_ADD_SEALS) to the memfd behind `file`.
+pub fn add_seals(file: &std::fs::File, seals: u32) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor owned by `file`; F_ADD_SEALS takes an int.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals as libc::c_int) };
+    check(r as libc::c_long, || "F_ADD_SEALS".into())?;
+    Ok(())
+}
+
+/// A memfd of our own named `name` (any bytes but NUL), close-on-exec, allowing seals
+/// if `sealing`: a memfd of the image recreated, for the restored processes to open
+/// through /proc.
+pub fn memfd_named(name: &[u8], sealing: bool) -> Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| SysError::Other("a memfd name with a NUL byte".into()))?;
+    let flags = libc::MFD_CLOEXEC | if sealing { libc::MFD_ALLOW_SEALING } else { 0 };
+    // SAFETY: valid C string; the result is a new descriptor we own.
+    let r = unsafe { libc::memfd_create(c.as_ptr(), flags) };
+    check(r as libc::c_long, || "memfd_create".into())?;
+    // SAFETY: just created, owned here.
+    Ok(unsafe { std::fs::File::from_raw_fd(r) })
+}
+
 /// An anonymous in-memory file of our own (memfd), to hold file contents read from an
 /// image until restore puts them in place.
 pub fn memfd(name: &str) -> Result<std::fs::File> {

@@ -97,6 +97,10 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("udpecho", "udpecho.c", &[]),
     ("inheritfd", "inheritfd.c", &[]),
     ("dgname", "dgname.c", &[]),
+    // tests/e2e_mapfile.rs: mapped memfds and mapped deleted files
+    ("memmap", "memmap.c", &[]),
+    // tests/e2e_tty.rs: a program on a terminal restored onto a new pty
+    ("ttyjob", "ttyjob.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
