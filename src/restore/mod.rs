@@ -243,20 +243,23 @@ impl<R: Read + Send> Prepared<R> {
         sys::process::set_child_subreaper(true)?;
         // The image is read and checked on a second thread while pages are copied into
         // the new processes.
-        let build = |records: &mut dyn source::RecordSource| {
+        let build = |records: &mut dyn source::RecordSource, root| {
             stage::stage(&plan, records, root, tty_ref).and_then(|staged| {
                 let bytes = staged.bytes;
                 stage::commit(staged, &plan).map(|pid| (pid, bytes))
             })
         };
         let res = if reading_thread {
-            std::thread::scope(|scope| {
-                // Dropped at the end: the reading thread stops and is joined.
-                let mut records = source::prefetch(scope, &mut reader);
-                build(&mut records)
+            // The root's stub is forked before the reading thread starts.
+            root.spawn_now(&plan).and_then(|root| {
+                std::thread::scope(|scope| {
+                    // Dropped at the end: the reading thread stops and is joined.
+                    let mut records = source::prefetch(scope, &mut reader);
+                    build(&mut records, root)
+                })
             })
         } else {
-            build(&mut source::Direct::new(&mut reader))
+            build(&mut source::Direct::new(&mut reader), root)
         };
         let _ = sys::process::set_child_subreaper(false);
         // The tree holds the new terminal now: our slave side goes, so that the master

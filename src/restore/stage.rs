@@ -46,9 +46,52 @@ pub struct Stub {
 pub enum RootStub {
     /// A new child of ours, created with the root's PID.
     Spawn,
+    /// A child of ours already created with the root's PID ([`RootStub::spawn_now`]).
+    Spawned(SpawnedRoot),
     /// An existing process (see `sys::process::spawn_pidns_init_stub`): we seize it and
     /// write a byte to `go`, after which it stops itself.
     Seize { pid: i32, go: std::os::fd::OwnedFd },
+}
+
+impl RootStub {
+    /// Create the root's stub now (a fork of ckpt), before ckpt grows threads and
+    /// buffers: a fork then copies less, and no page ckpt writes meanwhile is shared
+    /// copy-on-write with the stub until the stub unmaps it. (`Spawn` otherwise.)
+    pub fn spawn_now(self, plan: &Plan) -> Result<Self> {
+        match self {
+            RootStub::Spawn => {
+                let root =
+                    plan.ckpt.processes.first().ok_or_else(|| {
+                        RestoreError::Malformed("the image holds no process".into())
+                    })?;
+                fault_point("create process")?;
+                let pid = sys::process::spawn_traced_stub(Some(root.pid))?;
+                Ok(RootStub::Spawned(SpawnedRoot { pid }))
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+/// The root's stub created ahead of [`stage`]: killed and reaped if dropped before
+/// stage takes it over.
+pub struct SpawnedRoot {
+    pid: i32,
+}
+
+impl SpawnedRoot {
+    /// Hand the process over (to stage's [`Stub`] guard).
+    fn take(self) -> i32 {
+        let pid = self.pid;
+        std::mem::forget(self);
+        pid
+    }
+}
+
+impl Drop for SpawnedRoot {
+    fn drop(&mut self) {
+        sys::process::kill_and_reap(self.pid, &[]);
+    }
 }
 
 impl Drop for Stub {
@@ -2718,9 +2761,12 @@ pub fn stage(
 ) -> Result<Staged> {
     let procs = &plan.ckpt.processes;
     let root = &procs[0];
-    fault_point("create process")?;
     let (pid, root_seized) = match root_stub {
-        RootStub::Spawn => (sys::process::spawn_traced_stub(Some(root.pid))?, false),
+        RootStub::Spawn => {
+            fault_point("create process")?;
+            (sys::process::spawn_traced_stub(Some(root.pid))?, false)
+        }
+        RootStub::Spawned(r) => (r.take(), false),
         RootStub::Seize { pid, go } => {
             ptrace::seize(pid, 0)?;
             std::io::Write::write_all(&mut std::fs::File::from(go), b"g")
