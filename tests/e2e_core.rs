@@ -126,6 +126,50 @@ fn counter_with_64_mib_of_memory() {
     dump_kill_restore(&ctx, &spec, 8, "counter-64m");
 }
 
+/// `dump --compress lz4`: counter with a 4 MiB heap of a repeating pattern is dumped
+/// twice at one moment's distance, plainly (left running) and compressed (killed); the
+/// compressed image is much smaller, `check` reads it, and the process restored from it
+/// continues with the output of an uninterrupted run.
+#[test]
+fn compressed_image_is_smaller_and_restores() {
+    let ctx = Ctx::new("compressed_image_is_smaller_and_restores");
+    let spec = counter_spec(&ctx, "counter", 40, &["heap=4096"]);
+    let reference = ctx.reference(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(10);
+    let plain = ctx.path("plain.img");
+    ctx.dump_leave_running(t.pid, &plain);
+    let packed = ctx.path("lz4.img");
+    let pid = t.pid.to_string();
+    ctx.ckpt(&[
+        OsStr::new("dump"),
+        pid.as_ref(),
+        "-o".as_ref(),
+        packed.as_os_str(),
+        "--compress".as_ref(),
+        "lz4".as_ref(),
+    ])
+    .assert_ok();
+    t.expect_killed();
+    let before = t.stdout.finish("original");
+    let size = |p: &Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size(&packed) * 3 < size(&plain),
+        "the compressed image ({} bytes) should be far smaller than the plain one ({})",
+        size(&packed),
+        size(&plain)
+    );
+    ctx.ckpt(&[OsStr::new("check"), packed.as_os_str()])
+        .assert_ok();
+    let fin = ctx.restore(&packed, &[], In::Null).finish();
+    assert_same_output(
+        "counter restored from a compressed image",
+        &reference.stdout,
+        &[before, fin.stdout].concat(),
+    );
+    assert_eq!(fin.status.code(), reference.status.code(), "exit status");
+}
+
 #[test]
 fn counter_leave_running_then_restore_a_copy() {
     let ctx = Ctx::new("counter_leave_running_then_restore_a_copy");

@@ -1042,3 +1042,84 @@ fn hostile_socket_records_are_plan_problems() {
         "{unused:?}"
     );
 }
+
+/// Compressed page records (`dump --compress lz4`) are hostile input too: a good one
+/// decompresses to its pages; a wrong claimed length (zero, not whole pages, beyond a
+/// page record's bound) or a block that decompresses to another length than it claims
+/// are decode errors; damaged bytes never panic or allocate beyond the bound.
+#[test]
+fn compressed_page_records_are_checked() {
+    use ckpt::image::{compress_pages, decompress_pages};
+    let pages: Vec<u8> = (0..3 * 4096u32).map(|i| (i / 64) as u8).collect();
+    let good = compress_pages(&pages);
+    assert!(good.len() < pages.len() / 4, "pages with runs compress");
+    let mut out = Vec::new();
+    decompress_pages(&good, &mut out).unwrap();
+    assert_eq!(out, pages);
+    let with_len = |len: u32, block: &[u8]| {
+        let mut p = len.to_le_bytes().to_vec();
+        p.extend_from_slice(block);
+        p
+    };
+    let block = &good[4..];
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("length only", with_len(3 * 4096, &[])),
+        ("zero length", with_len(0, block)),
+        ("not whole pages", with_len(3 * 4096 + 1, block)),
+        ("beyond the bound", with_len(!4095, block)),
+        ("claims more than it holds", with_len(4 * 4096, block)),
+        ("claims less than it holds", with_len(4096, block)),
+        ("truncated block", good[..good.len() - 3].to_vec()),
+    ];
+    // LZ4 has no checksum of its own (the record's covers it): damaged bytes may decode
+    // to other pages, or fail, but never panic or allocate beyond the bound.
+    for i in 0..good.len() {
+        let mut p = good.clone();
+        p[i] ^= 0xa5;
+        alloc_probe::reset();
+        let r = catch_unwind(AssertUnwindSafe(|| decompress_pages(&p, &mut out)));
+        assert!(
+            matches!(r, Ok(Ok(())) | Ok(Err(ImageError::Decode { .. }))),
+            "byte {i} flipped: {r:?}"
+        );
+        assert!(alloc_probe::largest() <= max_payload(tag::PAGES) as usize);
+    }
+    for (what, payload) in cases {
+        alloc_probe::reset();
+        let r = catch_unwind(AssertUnwindSafe(|| decompress_pages(&payload, &mut out)));
+        match r {
+            Ok(Err(ImageError::Decode { .. })) => {}
+            other => panic!("{what}: expected a decode error, got {other:?}"),
+        }
+        let largest = alloc_probe::largest();
+        assert!(
+            largest <= max_payload(tag::PAGES) as usize,
+            "{what}: allocated {largest} bytes at once"
+        );
+    }
+    // In an image, behind a valid checksum: check reads it and names the problem.
+    let mut w = ImageWriter::new(Vec::new()).unwrap();
+    w.write_meta(tag::CHECKPOINT, &checkpoint()).unwrap();
+    w.write_record(tag::PAGES_PID, FLAG_REQUIRED, 4242, &[], false)
+        .unwrap();
+    let bad = with_len(4 * 4096, block);
+    w.write_record(tag::PAGES_LZ4, FLAG_REQUIRED, 0x5555_5556_0000, &bad, false)
+        .unwrap();
+    let bytes = w.finish().unwrap();
+    let view = ckpt::restore::plan::HostView {
+        host: ckpt::arch::HostCaps::detect(),
+        policy: ckpt::arch::CpuPolicy::ALL[0],
+        new_pid_namespace: false,
+        inherit: Vec::new(),
+    };
+    let report = ckpt::restore::check(&bytes[..], &view).unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.code == "image" && p.message.contains("compressed page data")),
+        "{:?}",
+        report.problems
+    );
+}

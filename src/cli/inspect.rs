@@ -43,6 +43,14 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
         if rec.tag == tag::PAGES {
             *stored.entry((owner, rec.arg)).or_default() += rec.payload.len() as u64;
         }
+        if rec.tag == tag::PAGES_LZ4 {
+            // Pages as they are in memory (the record holds them compressed).
+            let len = rec
+                .payload
+                .first_chunk::<4>()
+                .map_or(0, |b| u64::from(u32::from_le_bytes(*b)));
+            *stored.entry((owner, rec.arg)).or_default() += len;
+        }
     }
     let image_bytes = reader.offset();
     let stored_in = |pid: i32, start: u64, end: u64| -> u64 {

@@ -59,6 +59,8 @@ pub struct DumpOptions {
     /// socket whose other end a process not dumped holds) as external resources, to be
     /// given back at restore with `--inherit-fd`, instead of refusing them.
     pub external: bool,
+    /// Compress page data (`--compress lz4`).
+    pub compress: Compress,
     /// Called as page data is written: (bytes done, bytes at most).
     pub progress: Option<std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>>,
 }
@@ -68,9 +70,21 @@ impl std::fmt::Debug for DumpOptions {
         f.debug_struct("DumpOptions")
             .field("leave_running", &self.leave_running)
             .field("external", &self.external)
+            .field("compress", &self.compress)
             .field("progress", &self.progress.is_some())
             .finish()
     }
+}
+
+/// How page data is stored in the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Compress {
+    /// As it is (the fastest to dump and restore).
+    #[default]
+    None,
+    /// LZ4 blocks, one per page record: smaller images for memory that compresses, at a
+    /// CPU cost on both sides.
+    Lz4,
 }
 
 /// What a dump did and how long it took.
@@ -551,7 +565,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     match (tmp, file) {
         (Some(tmp), Some(file)) => {
             let w = BufWriter::with_capacity(1 << 20, file);
-            let w = write::write_image(&collected, w, &mut stats, opts.progress.as_deref())?;
+            let w = write::write_image(&collected, w, &mut stats, opts)?;
             let f = w.into_inner().map_err(|e| DumpError::Output {
                 path: tmp.dest.clone(),
                 source: e.into_error(),
@@ -561,7 +575,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         _ => {
             let stdout = std::io::stdout().lock();
             let w = BufWriter::with_capacity(1 << 20, stdout);
-            let mut w = write::write_image(&collected, w, &mut stats, opts.progress.as_deref())?;
+            let mut w = write::write_image(&collected, w, &mut stats, opts)?;
             w.flush().map_err(|source| DumpError::Output {
                 path: "-".into(),
                 source,

@@ -104,8 +104,10 @@ pub(crate) fn write_image<W: Write>(
     c: &Collected,
     out: W,
     stats: &mut DumpStats,
-    progress: Option<&(dyn Fn(u64, u64) + Send + Sync)>,
+    opts: &super::DumpOptions,
 ) -> Result<W> {
+    let progress = opts.progress.as_deref();
+    let lz4 = opts.compress == super::Compress::Lz4;
     let total: u64 = c
         .runs
         .iter()
@@ -184,7 +186,13 @@ pub(crate) fn write_image<W: Write>(
                     done += buf.len() as u64;
                     stats.zero_pages_skipped += zero_pages;
                     for (i, j) in pieces {
-                        w.write_pages(addr + (i * PAGE) as u64, &buf[i * PAGE..j * PAGE])?;
+                        let (at, data) = (addr + (i * PAGE) as u64, &buf[i * PAGE..j * PAGE]);
+                        if lz4 {
+                            let packed = crate::image::compress_pages(data);
+                            w.write_record(tag::PAGES_LZ4, FLAG_REQUIRED, at, &packed, false)?;
+                        } else {
+                            w.write_pages(at, data)?;
+                        }
                         stats.pages_written += (j - i) as u64;
                     }
                     let _ = back.send(buf);

@@ -48,6 +48,10 @@ pub mod tag {
     /// (the `data` field of its descriptor). Several records follow each other for a large
     /// file; they come after the metadata and before all page data.
     pub const FILE_DATA: u32 = 4;
+    /// Page contents compressed with LZ4 (`ckpt dump --compress lz4`): `arg` as for
+    /// `PAGES`; the payload is the uncompressed length (u32, little endian, a multiple
+    /// of 4096) followed by one LZ4 block. See [`super::decompress_pages`].
+    pub const PAGES_LZ4: u32 = 5;
     /// End of image: payload is `record_count u64 | chain_hash u64`.
     pub const END: u32 = 0xffff_fff0;
 
@@ -57,6 +61,7 @@ pub mod tag {
             PAGES => "page data",
             PAGES_PID => "page data owner",
             FILE_DATA => "file contents",
+            PAGES_LZ4 => "compressed page data",
             END => "end of image",
             _ => "unknown",
         }
@@ -68,6 +73,7 @@ pub fn max_payload(tag: u32) -> u64 {
     match tag {
         tag::CHECKPOINT => 256 << 20,
         tag::PAGES => 64 << 20,
+        tag::PAGES_LZ4 => 64 << 20,
         tag::PAGES_PID => 0,
         tag::FILE_DATA => 64 << 20,
         tag::END => 16,
@@ -453,7 +459,7 @@ impl<R: Read> ImageReader<R> {
             self.chain = chain(self.chain, sum);
             let known = matches!(
                 tag,
-                tag::CHECKPOINT | tag::PAGES | tag::PAGES_PID | tag::FILE_DATA
+                tag::CHECKPOINT | tag::PAGES | tag::PAGES_PID | tag::FILE_DATA | tag::PAGES_LZ4
             );
             if !known {
                 if flags & FLAG_REQUIRED != 0 {
@@ -490,6 +496,38 @@ impl<R: Read> ImageReader<R> {
             payload,
         }))
     }
+}
+
+/// The payload of a `PAGES_LZ4` record for `data` (page contents).
+pub fn compress_pages(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + lz4_flex::block::get_maximum_output_size(data.len()));
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&lz4_flex::block::compress(data));
+    out
+}
+
+/// The page contents of a `PAGES_LZ4` payload, into `out` (resized to fit). The claimed
+/// length is checked against the bound of a page record before anything is allocated,
+/// and must be what the block decompresses to.
+pub fn decompress_pages(payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    let bad = |why: &str| ImageError::Decode {
+        name: tag::name(tag::PAGES_LZ4),
+        msg: why.to_string(),
+    };
+    let (len, block) = payload
+        .split_first_chunk::<4>()
+        .ok_or_else(|| bad("no length"))?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if len as u64 > max_payload(tag::PAGES) || len as u64 % PAGE_SIZE != 0 || len == 0 {
+        return Err(bad(&format!("invalid length {len}")));
+    }
+    out.clear();
+    out.resize(len, 0);
+    let n = lz4_flex::block::decompress_into(block, out).map_err(|e| bad(&e.to_string()))?;
+    if n != len {
+        return Err(bad(&format!("{n} bytes instead of {len}")));
+    }
+    Ok(())
 }
 
 /// Decode a CBOR metadata payload.

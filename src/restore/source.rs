@@ -31,10 +31,27 @@ impl<'a, R: Read> Direct<'a, R> {
     }
 }
 
+/// Compressed page records become plain ones (their pages decompressed into a buffer
+/// of their own).
+fn expand(
+    r: std::result::Result<Option<OwnedRecord>, ImageError>,
+) -> std::result::Result<Option<OwnedRecord>, ImageError> {
+    match r {
+        Ok(Some(mut rec)) if rec.tag == crate::image::tag::PAGES_LZ4 => {
+            let mut pages = Vec::new();
+            crate::image::decompress_pages(&rec.payload, &mut pages)?;
+            rec.tag = crate::image::tag::PAGES;
+            rec.payload = pages;
+            Ok(Some(rec))
+        }
+        other => other,
+    }
+}
+
 impl<R: Read> RecordSource for Direct<'_, R> {
     fn next_record(&mut self) -> Result<Option<OwnedRecord>> {
         let spare = std::mem::take(&mut self.spare);
-        Ok(self.reader.next_record_owned(spare)?)
+        Ok(expand(self.reader.next_record_owned(spare))?)
     }
 
     fn recycle(&mut self, buf: Vec<u8>) {
@@ -103,7 +120,7 @@ fn read_ahead<R: Read>(
 ) {
     loop {
         let spare = back.try_recv().unwrap_or_default();
-        let r = reader.next_record_owned(spare);
+        let r = expand(reader.next_record_owned(spare));
         let last = !matches!(r, Ok(Some(_)));
         if tx.send(r).is_err() || last {
             return;
