@@ -779,6 +779,24 @@ fn fuzz_seeds_are_valid_images() {
     let bytes = w.finish().unwrap();
     assert!(read(&bytes).is_ok());
     save(&img_dir, "seed-meta-only.img".into(), &bytes);
+    // An image whose page record is compressed (`dump --compress lz4`).
+    let mut w = ImageWriter::new(Vec::new()).unwrap();
+    w.write_meta(tag::CHECKPOINT, &full).unwrap();
+    w.write_record(tag::PAGES_PID, FLAG_REQUIRED, 4242, &[], false)
+        .unwrap();
+    let page: Vec<u8> = (0..4096u32).map(|i| (i / 16) as u8).collect();
+    let packed = ckpt::image::compress_pages(&page);
+    w.write_record(
+        tag::PAGES_LZ4,
+        FLAG_REQUIRED,
+        0x5555_5556_0000,
+        &packed,
+        false,
+    )
+    .unwrap();
+    let bytes = w.finish().unwrap();
+    assert!(read(&bytes).is_ok());
+    save(&img_dir, "seed-lz4.img".into(), &bytes);
 }
 
 /// Descriptor records that decode but make no sense (a FIFO without its pipe state, an
