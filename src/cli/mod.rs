@@ -128,7 +128,7 @@ enum Cmd {
         #[arg(long)]
         external: bool,
         /// Compress the page data: `lz4` gives smaller images for memory that
-        /// compresses (text, zeroed structures, sparse heaps) at a CPU cost on dump and
+        /// compresses (text, interpreter heaps, repetitive data) at a CPU cost on dump and
         /// restore; `none` (the default) is the fastest. The image stays one checksummed
         /// stream either way, and restore reads both.
         #[arg(long, value_enum, value_name = "HOW", default_value = "none")]
