@@ -80,44 +80,6 @@ fn assert_refused(ctx: &Ctx, img: &Path, pids: &[i32], except: &[i32], words: &[
     );
 }
 
-/// `ckpt restore IMG` made to fail at the step whose name contains `fault`
-/// (`CKPT_FAULT`): exit 1 saying so, nothing printed, no process of `pids` and no stray
-/// child (but `except`) left.
-fn assert_fault_leaves_nothing(ctx: &Ctx, img: &Path, fault: &str, pids: &[i32], except: &[i32]) {
-    let what = format!("restore failing at {fault:?}");
-    let f = ctx
-        .spawn(
-            &Spec::new(ckpt_bin())
-                .arg("restore")
-                .arg(img)
-                .env("CKPT_FAULT", fault),
-        )
-        .finish();
-    let stderr = text(&f.stderr);
-    assert_eq!(
-        f.status.code(),
-        Some(1),
-        "{what}: exit status; stderr:\n{stderr}"
-    );
-    assert!(
-        stderr.contains("injected fault"),
-        "{what}: the fault was not reached:\n{stderr}"
-    );
-    assert!(
-        f.stdout.is_empty(),
-        "{what}: the tree ran: {}",
-        text(&f.stdout)
-    );
-    for &p in pids {
-        assert_no_process(p, &what);
-    }
-    let strays = stray_children(except);
-    assert!(
-        strays.is_empty(),
-        "{what}: left processes behind: {strays:?}"
-    );
-}
-
 // ---------------------------------------------------------------------------------------
 // FIFOs
 
@@ -191,7 +153,7 @@ fn fifo_between_two_processes_keeps_data_in_flight_and_capacity() {
     }
     // A restore failing once the data is back in the FIFO (at the first reopen through
     // the holder) leaves it unused and empty: the next one works.
-    assert_fault_leaves_nothing(&ctx, &img, "open /proc/", &pids, &[rp.pid]);
+    assert_restore_fault_leaves_nothing(&ctx, &img, &[], "open /proc/", &pids, &[rp.pid]);
 
     let mut r = ctx.restore(&img, &[], In::Null);
     let fin = r.finish();
@@ -301,7 +263,7 @@ fn file_locks_are_taken_again_at_restore_and_a_lock_taken_meanwhile_refuses_it()
     }
 
     // 3. A restore failing after some locks were taken again releases them.
-    assert_fault_leaves_nothing(&ctx, &img, "take the OFD", &pids, &[rp.pid]);
+    assert_restore_fault_leaves_nothing(&ctx, &img, &[], "take the OFD", &pids, &[rp.pid]);
     drop(try_flock(&file).expect("the flock is free after the failed restore"));
 
     // 4. Free again: restore takes every lock back, in the right processes.
@@ -520,7 +482,7 @@ fn inotify_watches_keep_their_numbers_and_events_after_restore() {
     );
     fs::rename(&aside, &d).expect("put d back");
     // Failing while a watch number is being skipped leaves nothing behind.
-    assert_fault_leaves_nothing(&ctx, &img, "inotify_rm_watch", &[pid], &[rp.pid]);
+    assert_restore_fault_leaves_nothing(&ctx, &img, &[], "inotify_rm_watch", &[pid], &[rp.pid]);
 
     let mut r = ctx.restore(&img, &[], In::Null);
     r.wait_lines(1);

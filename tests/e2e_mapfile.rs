@@ -159,37 +159,7 @@ fn failed_restores_of_mapped_files_leave_nothing_behind() {
         "set registers",
     ] {
         let what = format!("memmap: restore failing at {fault:?}");
-        let f = ctx
-            .spawn(
-                &Spec::new(ckpt_bin())
-                    .arg("restore")
-                    .arg(&img)
-                    .env("CKPT_FAULT", fault),
-            )
-            .finish();
-        let stderr = text(&f.stderr);
-        assert_eq!(
-            f.status.code(),
-            Some(1),
-            "{what}: exit status; stderr:\n{stderr}"
-        );
-        assert!(
-            stderr.contains("injected fault"),
-            "{what}: the fault was not reached:\n{stderr}"
-        );
-        assert!(
-            f.stdout.is_empty(),
-            "{what}: the tree ran: {}",
-            text(&f.stdout)
-        );
-        for &p in &pids {
-            assert_no_process(p, &what);
-        }
-        let strays = stray_children(&[]);
-        assert!(
-            strays.is_empty(),
-            "{what}: left processes behind: {strays:?}"
-        );
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], fault, &pids, &[]);
         assert_eq!(
             dir_entries(&dir),
             BTreeSet::new(),

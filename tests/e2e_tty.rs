@@ -126,37 +126,7 @@ fn new_tty_refusals_and_failed_restores_leave_nothing_behind() {
         "ioctl(TIOCSPGRP)",
         "set registers",
     ] {
-        let what = format!("restore --new-tty failing at {fault:?}");
-        let f = ctx
-            .spawn(
-                &Spec::new(ckpt_bin())
-                    .arg("restore")
-                    .arg(&img)
-                    .arg("--new-tty")
-                    .env("CKPT_FAULT", fault),
-            )
-            .finish();
-        let stderr = text(&f.stderr);
-        assert_eq!(
-            f.status.code(),
-            Some(1),
-            "{what}: exit status; stderr:\n{stderr}"
-        );
-        assert!(
-            stderr.contains("injected fault"),
-            "{what}: the fault was not reached:\n{stderr}"
-        );
-        assert!(
-            f.stdout.is_empty(),
-            "{what}: the tree ran: {}",
-            text(&f.stdout)
-        );
-        assert_no_process(pid, &what);
-        let strays = stray_children(&[]);
-        assert!(
-            strays.is_empty(),
-            "{what}: left processes behind: {strays:?}"
-        );
+        assert_restore_fault_leaves_nothing(&ctx, &img, &["--new-tty"], fault, &[pid], &[]);
     }
 
     // An image whose processes had no terminal is refused, naming why.

@@ -353,26 +353,14 @@ pub fn main() -> i32 {
                 Ok(st) => st,
                 Err(e) => return err(e),
             };
-            if let Some(f) = &pid_file {
-                if let Err(e) = std::fs::write(f, format!("{}\n", st.pid)) {
-                    eprintln!("ckpt: warning: cannot write pid file {}: {e}", f.display());
-                }
-            }
             if let Some(m) = master {
+                write_pid_file(pid_file.as_deref(), st.pid);
                 return match sys::tty::relay(m, st.pid) {
                     Ok(status) => exit_code(status),
                     Err(e) => err(e),
                 };
             }
-            if detach {
-                println!("{}", st.pid);
-                let _ = io::stdout().flush();
-                return 0;
-            }
-            match sys::process::wait_exit(st.pid) {
-                Ok(status) => exit_code(status),
-                Err(e) => err(e),
-            }
+            detach_or_wait(st.pid, st.pid, pid_file.as_deref(), detach)
         }
         Cmd::Check {
             image,
@@ -456,6 +444,42 @@ pub fn main() -> i32 {
     }
 }
 
+/// What a child that restores in a new PID namespace reported through its pipe: "ok",
+/// or the error (nothing if it died before it could say).
+fn child_report(rd: std::os::fd::OwnedFd) -> Result<(), String> {
+    let mut msg = String::new();
+    let _ = std::fs::File::from(rd).read_to_string(&mut msg);
+    match msg.as_str() {
+        "ok" => Ok(()),
+        "" => Err("restore in a new PID namespace failed".into()),
+        _ => Err(msg),
+    }
+}
+
+fn write_pid_file(pid_file: Option<&std::path::Path>, pid: i32) {
+    if let Some(f) = pid_file {
+        if let Err(e) = std::fs::write(f, format!("{pid}\n")) {
+            eprintln!("ckpt: warning: cannot write pid file {}: {e}", f.display());
+        }
+    }
+}
+
+/// The end of a restore: write `root` (the restored root's PID here) to the pid file;
+/// with `--detach` print it and return, else wait for our child `child` (the root, or
+/// the namespace's init that exits with the root's status) and exit as it did.
+fn detach_or_wait(root: i32, child: i32, pid_file: Option<&std::path::Path>, detach: bool) -> i32 {
+    write_pid_file(pid_file, root);
+    if detach {
+        println!("{root}");
+        let _ = io::stdout().flush();
+        return 0;
+    }
+    match sys::process::wait_exit(child) {
+        Ok(status) => exit_code(status),
+        Err(e) => err(e),
+    }
+}
+
 /// The exit code a shell would report for a wait status.
 fn exit_code(status: i32) -> i32 {
     if libc::WIFEXITED(status) {
@@ -520,30 +544,12 @@ fn restore_own_pidns(
         }
         Ok(Some(builder)) => {
             drop((wr, go, prepared));
-            let mut msg = String::new();
-            let _ = std::fs::File::from(rd).read_to_string(&mut msg);
+            let report = child_report(rd);
             let _ = sys::process::wait_exit(builder);
-            if msg != "ok" {
-                return give_up(if msg.is_empty() {
-                    "restore in a new PID namespace failed".to_string()
-                } else {
-                    msg
-                });
+            if let Err(msg) = report {
+                return give_up(msg);
             }
-            if let Some(f) = pid_file {
-                if let Err(e) = std::fs::write(f, format!("{init}\n")) {
-                    eprintln!("ckpt: warning: cannot write pid file {}: {e}", f.display());
-                }
-            }
-            if detach {
-                println!("{init}");
-                let _ = io::stdout().flush();
-                return 0;
-            }
-            match sys::process::wait_exit(init) {
-                Ok(status) => exit_code(status),
-                Err(e) => err(e),
-            }
+            detach_or_wait(init, init, pid_file, detach)
         }
     }
 }
@@ -589,34 +595,16 @@ fn restore_in_new_pidns(
         Ok(Some(init)) => {
             drop(wr);
             drop(prepared);
-            let mut msg = String::new();
-            let _ = std::fs::File::from(rd).read_to_string(&mut msg);
-            if msg != "ok" {
+            if let Err(msg) = child_report(rd) {
                 let _ = sys::process::wait_exit(init);
-                return err(if msg.is_empty() {
-                    "restore in a new PID namespace failed".to_string()
-                } else {
-                    msg
-                });
+                return err(msg);
             }
             let root = sys::proc::children(init)
                 .ok()
                 .and_then(|c| c.first().copied())
                 .unwrap_or(0);
-            if let Some(f) = pid_file {
-                if let Err(e) = std::fs::write(f, format!("{root}\n")) {
-                    eprintln!("ckpt: warning: cannot write pid file {}: {e}", f.display());
-                }
-            }
-            if detach {
-                println!("{root}");
-                let _ = io::stdout().flush();
-                return 0;
-            }
-            match sys::process::wait_exit(init) {
-                Ok(status) => exit_code(status),
-                Err(e) => err(e),
-            }
+            // We wait for the namespace's init, which exits with the root's status.
+            detach_or_wait(root, init, pid_file, detach)
         }
     }
 }

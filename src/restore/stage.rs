@@ -156,6 +156,19 @@ impl Ctx<'_> {
         Ok(self.inj.call32(what, nr, args)?)
     }
 
+    /// mmap `v`'s range with `prot` and `flags` (from `fd` at `v.offset`, or anonymous
+    /// with fd u64::MAX); the kernel must place it exactly there.
+    fn map_at(&mut self, what: &str, v: &Vma, prot: u64, flags: u64, fd: u64) -> Result<()> {
+        let off = if fd == u64::MAX { 0 } else { v.offset };
+        let r = self.call(what, nr::MMAP, [v.start, v.len(), prot, flags, fd, off])?;
+        if r != v.start {
+            return Err(RestoreError::Stage(format!(
+                "{what}: the kernel placed it at {r:#x}"
+            )));
+        }
+        Ok(())
+    }
+
     fn open(&mut self, path: &[u8], flags: i32) -> Result<u64> {
         let a = self.put_cstr(0, path)?;
         let what = format!("open {}", String::from_utf8_lossy(path));
@@ -261,20 +274,11 @@ fn map_shmem(cx: &mut Ctx<'_>, v: &Vma, prot: u64, shm: &mut ShmOwners, size: u6
     };
     let fd = cx.open(path.as_bytes(), libc::O_RDWR | libc::O_CLOEXEC)?;
     let flags = (libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE) as u64;
-    let r = cx.call(
-        &what,
-        nr::MMAP,
-        [v.start, v.len(), prot, flags, fd, v.offset],
-    )?;
+    cx.map_at(&what, v, prot, flags, fd)?;
     cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
     if let Some(t) = tmp {
         cx.call("munmap", nr::MUNMAP, [t, size, 0, 0, 0, 0])?;
         shm.insert(v.shmem_id, (cx.proc_.pid, v.start, v.end));
-    }
-    if r != v.start {
-        return Err(RestoreError::Stage(format!(
-            "{what}: the kernel placed it at {r:#x}"
-        )));
     }
     Ok(())
 }
@@ -366,19 +370,9 @@ fn map_kept_file(
         files,
     )?;
     let what = format!("map memory area {:#x}-{:#x}", v.start, v.end);
-    let r = cx.call(
-        &what,
-        nr::MMAP,
-        [v.start, v.len(), prot, mmap_flags(v), fd, v.offset],
-    );
+    let r = cx.map_at(&what, v, prot, mmap_flags(v), fd);
     cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
-    let r = r?;
-    if r != v.start {
-        return Err(RestoreError::Stage(format!(
-            "{what}: the kernel placed it at {r:#x}"
-        )));
-    }
-    Ok(())
+    r
 }
 
 fn map_memory(
@@ -425,16 +419,7 @@ fn map_memory(
                 map_shmem(cx, v, prot, shm, size)?;
             }
             VmaKind::Anon => {
-                let r = cx.call(
-                    &what,
-                    nr::MMAP,
-                    [v.start, v.len(), prot, mmap_flags(v), u64::MAX, 0],
-                )?;
-                if r != v.start {
-                    return Err(RestoreError::Stage(format!(
-                        "{what}: the kernel placed it at {r:#x}"
-                    )));
-                }
+                cx.map_at(&what, v, prot, mmap_flags(v), u64::MAX)?;
             }
             VmaKind::MemfdMap { data, name, seals } => {
                 let how = Kept::Memfd {
@@ -459,16 +444,7 @@ fn map_memory(
                         fd
                     }
                 };
-                let r = cx.call(
-                    &what,
-                    nr::MMAP,
-                    [v.start, v.len(), prot, mmap_flags(v), fd, v.offset],
-                )?;
-                if r != v.start {
-                    return Err(RestoreError::Stage(format!(
-                        "{what}: the kernel placed it at {r:#x}"
-                    )));
-                }
+                cx.map_at(&what, v, prot, mmap_flags(v), fd)?;
             }
         }
     }

@@ -1793,3 +1793,51 @@ pub fn assert_tree_finished_like_reference(
         assert_no_process(p, what);
     }
 }
+
+/// `ckpt restore IMG EXTRA...` made to fail (`CKPT_FAULT`) at the first step whose name
+/// contains `fault`: it must exit 1 naming the injected fault, print nothing of the
+/// program, and leave none of `pids` and no child of ours but `except`. Returns what it
+/// wrote on stderr.
+pub fn assert_restore_fault_leaves_nothing(
+    ctx: &Ctx,
+    img: &Path,
+    extra: &[&str],
+    fault: &str,
+    pids: &[i32],
+    except: &[i32],
+) -> String {
+    let what = format!("restore of {} failing at {fault:?}", img.display());
+    let spec = extra.iter().fold(
+        Spec::new(ckpt_bin())
+            .arg("restore")
+            .arg(img)
+            .env("RUST_BACKTRACE", "1")
+            .env("CKPT_FAULT", fault),
+        |s, a| s.arg(a),
+    );
+    let f = ctx.spawn(&spec).finish();
+    let stderr = text(&f.stderr);
+    assert_eq!(
+        f.status.code(),
+        Some(1),
+        "{what}: exit status; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("injected fault") && (fault.starts_with('#') || stderr.contains(fault)),
+        "{what}: stderr does not name the injected fault:\n{stderr}"
+    );
+    assert!(
+        f.stdout.is_empty(),
+        "{what}: the tree ran:\n{}",
+        text(&f.stdout)
+    );
+    for &p in pids {
+        assert_no_process(p, &what);
+    }
+    let strays = stray_children(except);
+    assert!(
+        strays.is_empty(),
+        "{what}: left processes behind: {strays:?}"
+    );
+    stderr
+}
