@@ -303,6 +303,21 @@ fn dump_to_stdout_and_restore_from_stdin() {
     assert_eq!(fin.status.code(), Some(3));
 }
 
+/// Restore stops its stubs on an int3 after each injected call; the kernel delivers
+/// that SIGTRAP by force, which would reset a blocked or ignored disposition. A program
+/// with a SIGTRAP handler (the one-stop mode runs) and one that ignores SIGTRAP (the
+/// two-stop mode runs) raise it every step: both continue exactly as uninterrupted runs
+/// (a lost handler or a reset SIG_IGN would kill them or change what they print).
+#[test]
+fn sigtrap_handler_and_ignored_sigtrap_survive_restore() {
+    let ctx = Ctx::new("sigtrap_handler_and_ignored_sigtrap_survive_restore");
+    for how in ["handler", "ignore"] {
+        let spec = Spec::new(target("trapsig")).arg("30").arg(how);
+        let fin = dump_kill_restore(&ctx, &spec, 8, &format!("trapsig-{how}"));
+        assert_eq!(fin.status.code(), Some(0), "trapsig {how}");
+    }
+}
+
 #[test]
 fn signals_handlers_altstack_mask_and_pending_survive() {
     // SIGUSR2 is sent (and stays pending, blocked) before the dump; SIGUSR1 after the

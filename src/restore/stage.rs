@@ -2771,8 +2771,9 @@ pub fn stage(
             | libc::PTRACE_O_TRACEFORK,
     )?;
     // Every signal blocked while the stubs are built, but SIGTRAP: the breakpoint after
-    // each injected call raises it (see `Injector::trap_after`), and the kernel would
-    // reset the disposition of a blocked one.
+    // each injected call raises it (see `Injector::trap_after`), and were it blocked
+    // when the program's handler is already installed, the kernel would reset that
+    // handler (the first forced SIGTRAP also unblocks it; this says so plainly).
     ptrace::set_sigmask(pid, !sigbit(libc::SIGTRAP))?;
     let base = ptrace::get_regs(pid)?;
 

@@ -44,9 +44,9 @@ impl Injector {
     /// stop).
     ///
     /// The kernel delivers the breakpoint's SIGTRAP by force: were SIGTRAP blocked or
-    /// ignored in the task, it would reset its disposition to SIG_DFL. So the task must
-    /// not block SIGTRAP, must not ignore it, and should block every other signal it
-    /// could receive meanwhile. A call that unmaps the breakpoint needs
+    /// ignored in the task, it would reset its disposition to SIG_DFL (and unblock it).
+    /// So the task must not ignore SIGTRAP nor block it once a handler is installed, and
+    /// should block every other signal it could receive meanwhile. A call that unmaps the breakpoint needs
     /// [`Injector::stop_trapping`] first.
     pub fn trap_after(&mut self) {
         self.trap = true;

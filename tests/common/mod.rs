@@ -57,6 +57,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("counter", "counter.c", &[]),
     ("counter-static", "counter.c", &["-static"]),
     ("signals", "signals.c", &[]),
+    // restore's breakpoint stops must not touch a SIGTRAP handler or an ignored SIGTRAP
+    ("trapsig", "trapsig.c", &[]),
     ("files", "files.c", &[]),
     ("blocked_read", "blocked_read.c", &[]),
     ("fdkind", "fdkind.c", &[]),
