@@ -54,8 +54,7 @@ fn read_pages(
         for run in runs {
             let len = run.pages as usize * PAGE;
             let mut buf = back.try_recv().unwrap_or_default();
-            buf.resize(len, 0);
-            if let Err(e) = mem.read(run.addr, &mut buf) {
+            if let Err(e) = mem.read_to_vec(run.addr, len, &mut buf) {
                 send(Err(e.into()));
                 return;
             }

@@ -52,6 +52,35 @@ impl RemoteMem {
         })
     }
 
+    /// Read `len` bytes at `addr` into `buf`, replacing its contents, without zeroing the
+    /// buffer first (a reused buffer keeps its pages; a new one is touched once, by the
+    /// copy).
+    pub fn read_to_vec(&self, addr: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+        buf.clear();
+        buf.reserve(len);
+        let local = libc::iovec {
+            iov_base: buf.spare_capacity_mut().as_mut_ptr().cast(),
+            iov_len: len,
+        };
+        let remote = libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: len,
+        };
+        // SAFETY: `local` describes the first `len` bytes of `buf`'s spare capacity
+        // (reserved above), which we own mutably for the call; the kernel only writes
+        // there. `remote` is only interpreted in the other process's address space.
+        let n = unsafe { libc::process_vm_readv(self.pid, &local, 1, &remote, 1, 0) };
+        if n >= 0 && n as usize == len {
+            // SAFETY: the kernel copied exactly `len` bytes into the spare capacity, so
+            // the first `len` bytes are initialised, and `len <= capacity`.
+            unsafe { buf.set_len(len) };
+            return Ok(());
+        }
+        // Partial or failed: the zeroed slow path of `read`.
+        buf.resize(len, 0);
+        self.read(addr, buf)
+    }
+
     /// Write all of `data` at `addr`.
     pub fn write(&self, addr: u64, data: &[u8]) -> Result<()> {
         let local = libc::iovec {
