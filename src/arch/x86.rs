@@ -271,6 +271,55 @@ pub fn set_syscall(regs: &mut X86Regs, gadget: u64, nr: u64, args: &[u64; 6]) {
     regs.ss = USER_DS;
 }
 
+/// Machine code that runs a table of system calls in a stopped task with one stop
+/// (see `sys::inject::Injector::batch`). In: rbx = the table, r12 = its entries. Each
+/// entry is [`BATCH_ENTRY_LEN`] bytes, 8 words: the syscall number (with
+/// [`BATCH_MAY_FAIL`] set, a failure does not end the batch), six arguments, and the
+/// result, written by the code. It stops after the first failure that may not happen and
+/// ends on an `int3`; rbx then points past the last entry that ran.
+///
+/// ```text
+/// 1:  test r12, r12 ; jz 3f
+///     mov rax, [rbx] ; btr rax, 63 ; setc r13b
+///     mov rdi, [rbx+8] ; mov rsi, [rbx+16] ; mov rdx, [rbx+24]
+///     mov r10, [rbx+32] ; mov r8, [rbx+40] ; mov r9, [rbx+48]
+///     syscall
+///     mov [rbx+56], rax ; add rbx, 64 ; dec r12
+///     cmp rax, -4095 ; jb 1b          (success: next entry)
+///     test r13b, r13b ; jnz 1b        (a failure that may happen: next entry)
+/// 3:  int3
+/// ```
+pub const BATCH_CODE: [u8; 68] = [
+    0x4d, 0x85, 0xe4, 0x74, 0x3e, 0x48, 0x8b, 0x03, 0x48, 0x0f, 0xba, 0xf0, 0x3f, 0x41, 0x0f, 0x92,
+    0xc5, 0x48, 0x8b, 0x7b, 0x08, 0x48, 0x8b, 0x73, 0x10, 0x48, 0x8b, 0x53, 0x18, 0x4c, 0x8b, 0x53,
+    0x20, 0x4c, 0x8b, 0x43, 0x28, 0x4c, 0x8b, 0x4b, 0x30, 0x0f, 0x05, 0x48, 0x89, 0x43, 0x38, 0x48,
+    0x83, 0xc3, 0x40, 0x49, 0xff, 0xcc, 0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff, 0x72, 0xc2, 0x45, 0x84,
+    0xed, 0x75, 0xbd, 0xcc,
+];
+/// Bytes per entry of a [`BATCH_CODE`] table.
+pub const BATCH_ENTRY_LEN: u64 = 64;
+/// Syscall-number flag of a [`BATCH_CODE`] entry: its failure does not end the batch.
+pub const BATCH_MAY_FAIL: u64 = 1 << 63;
+
+/// Set up `regs` to run the [`BATCH_CODE`] at `code` over `entries` entries at `table`
+/// (64-bit mode, no syscall restart: see [`set_syscall`]).
+pub fn set_batch(regs: &mut X86Regs, code: u64, table: u64, entries: u64) {
+    regs.rip = code;
+    regs.rbx = table;
+    regs.r12 = entries;
+    regs.orig_rax = u64::MAX;
+    regs.cs = USER_CS_64;
+    regs.ss = USER_DS;
+}
+
+/// Where the task stands after the [`BATCH_CODE`] at `code` reached its breakpoint, and
+/// how many entries of the table at `table` ran; `None` if it stopped anywhere else.
+pub fn batch_ran(regs: &X86Regs, code: u64, table: u64) -> Option<u64> {
+    let at_end = regs.rip == code + BATCH_CODE.len() as u64;
+    let ran = regs.rbx.checked_sub(table)? / BATCH_ENTRY_LEN;
+    at_end.then_some(ran)
+}
+
 /// The return value of an injected syscall at its exit stop.
 pub fn syscall_result(regs: &X86Regs) -> i64 {
     regs.rax as i64

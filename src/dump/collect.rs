@@ -11,7 +11,7 @@ use crate::model::{
     PendingSignal, PosixTimer, ProcMisc, Process, Rlimit, Rseq, SigAction, SigAltStack, Thread,
     Vma, VmaKind,
 };
-use crate::sys::inject::{Injector, find_gadget, find_gadget32};
+use crate::sys::inject::{Call, Injector, find_gadget, find_gadget32};
 use crate::sys::mem::RemoteMem;
 use crate::sys::proc::{self as procfs, MapEntry, PM_FILE, PM_GUARD_REGION, PM_PRESENT, PM_SWAP};
 use crate::sys::{self, ptrace};
@@ -116,113 +116,154 @@ fn unsupported(pid: i32, why: impl Into<String>) -> DumpError {
     }
 }
 
+/// The scratch area mapped in the task while it is queried: the batch executor's code
+/// at its start, then the queries' results, then the executor's table.
+const SCRATCH_LEN: u64 = 32 << 10;
+const SCRATCH_OUT: u64 = 4096;
+const SCRATCH_OUT_LEN: usize = 12 << 10;
+const SCRATCH_TABLE: u64 = 16 << 10;
+const SCRATCH_TABLE_CAP: usize = (16 << 10) / arch::x86::BATCH_ENTRY_LEN as usize;
+
+fn word(b: &[u8], i: usize) -> u64 {
+    b.get(i * 8..i * 8 + 8)
+        .and_then(|w| w.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or_default()
+}
+
 fn inject_queries(inj: &mut Injector, mem: &RemoteMem, scratch: u64) -> Result<Injected> {
-    let mut sigactions = Vec::new();
-    for sig in 1..=NSIG {
-        if sig == libc::SIGKILL as u32 || sig == libc::SIGSTOP as u32 {
-            continue;
-        }
-        inj.call(
-            "rt_sigaction",
-            nr::RT_SIGACTION,
-            [u64::from(sig), 0, scratch, 8, 0, 0],
-        )?;
-        let mut b = [0u8; 32];
-        mem.read(scratch, &mut b)?;
-        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-        sigactions.push(SigAction {
-            signo: sig,
-            handler: w(0),
-            flags: w(1),
-            restorer: w(2),
-            mask: w(3),
-        });
-    }
-    mem.write(scratch, &[0u8; 8])?;
-    inj.call(
-        "prctl(PR_GET_PDEATHSIG)",
-        nr::PRCTL,
-        [libc::PR_GET_PDEATHSIG as u64, scratch, 0, 0, 0, 0],
-    )?;
-    let pdeathsig = mem.read_u64(scratch)? as u32 as i32;
-    let dumpable = inj.call(
-        "prctl(PR_GET_DUMPABLE)",
-        nr::PRCTL,
-        [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0],
-    )? as i32;
-    mem.write(scratch, &[0u8; 8])?;
-    inj.call(
-        "prctl(PR_GET_CHILD_SUBREAPER)",
-        nr::PRCTL,
-        [libc::PR_GET_CHILD_SUBREAPER as u64, scratch, 0, 0, 0, 0],
-    )?;
-    let child_subreaper = mem.read_u64(scratch)? as u32 != 0;
-    let brk = inj.call("brk(0)", nr::BRK, [0; 6])?;
-    let word =
-        |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-    let mut itimers = Vec::new();
-    for which in 0..3u32 {
-        inj.call(
+    let out = scratch + SCRATCH_OUT;
+    // Results that are written to memory land in `out`, 32 bytes per call.
+    mem.write(out, &[0u8; SCRATCH_OUT_LEN])?;
+    let sigs: Vec<u32> = (1..=NSIG)
+        .filter(|&s| s != libc::SIGKILL as u32 && s != libc::SIGSTOP as u32)
+        .collect();
+    let slot = |i: usize| out + 32 * i as u64;
+    let mut calls: Vec<Call> = sigs
+        .iter()
+        .enumerate()
+        .map(|(i, &sig)| {
+            Call::new(
+                format!("rt_sigaction({sig})"),
+                nr::RT_SIGACTION,
+                [u64::from(sig), 0, slot(i), 8, 0, 0],
+            )
+        })
+        .collect();
+    let n = sigs.len();
+    // Which dynamically enabled xsave components (AMX) the process asked for; an older
+    // kernel does not know the call.
+    const ARCH_GET_XCOMP_PERM: u64 = 0x1022;
+    calls.extend([
+        Call::new(
+            "prctl(PR_GET_PDEATHSIG)",
+            nr::PRCTL,
+            [libc::PR_GET_PDEATHSIG as u64, slot(n), 0, 0, 0, 0],
+        ),
+        Call::new(
+            "prctl(PR_GET_DUMPABLE)",
+            nr::PRCTL,
+            [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0],
+        ),
+        Call::new(
+            "prctl(PR_GET_CHILD_SUBREAPER)",
+            nr::PRCTL,
+            [libc::PR_GET_CHILD_SUBREAPER as u64, slot(n + 1), 0, 0, 0, 0],
+        ),
+        Call::new("brk(0)", nr::BRK, [0; 6]),
+        Call::new(
+            "arch_prctl(ARCH_GET_XCOMP_PERM)",
+            nr::ARCH_PRCTL,
+            [ARCH_GET_XCOMP_PERM, slot(n + 2), 0, 0, 0, 0],
+        )
+        .may_fail(),
+    ]);
+    for which in 0..3u64 {
+        calls.push(Call::new(
             "getitimer",
             nr::GETITIMER,
-            [u64::from(which), scratch, 0, 0, 0, 0],
-        )?;
-        // struct itimerval { timeval it_interval; timeval it_value; }
-        let mut b = [0u8; 32];
-        mem.read(scratch, &mut b)?;
-        let us = |sec: u64, usec: u64| sec.saturating_mul(1_000_000).saturating_add(usec);
-        let t = ITimer {
-            which,
-            interval_us: us(word(&b, 0), word(&b, 1)),
-            value_us: us(word(&b, 2), word(&b, 3)),
-        };
-        if t.value_us != 0 || t.interval_us != 0 {
-            itimers.push(t);
+            [which, slot(n + 3 + which as usize), 0, 0, 0, 0],
+        ));
+    }
+    let res = inj.batch(mem, &calls)?;
+    let r = |i: usize| res.get(i).copied().unwrap_or(-1);
+    let mut b = vec![0u8; 32 * (n + 6)];
+    mem.read(out, &mut b)?;
+    let at = |i: usize| &b[32 * i..32 * i + 32];
+    let sigactions = sigs
+        .iter()
+        .enumerate()
+        .map(|(i, &signo)| {
+            let w = at(i);
+            SigAction {
+                signo,
+                handler: word(w, 0),
+                flags: word(w, 1),
+                restorer: word(w, 2),
+                mask: word(w, 3),
+            }
+        })
+        .collect();
+    let pdeathsig = word(at(n), 0) as u32 as i32;
+    let dumpable = r(n + 1) as i32;
+    let child_subreaper = word(at(n + 1), 0) as u32 != 0;
+    let brk = r(n + 3) as u64;
+    let xcomp_perm = if r(n + 4) == 0 { word(at(n + 2), 0) } else { 0 };
+    let us = |sec: u64, usec: u64| sec.saturating_mul(1_000_000).saturating_add(usec);
+    // struct itimerval { timeval it_interval; timeval it_value; }
+    let itimers = (0..3u32)
+        .map(|which| {
+            let w = at(n + 3 + which as usize);
+            ITimer {
+                which,
+                interval_us: us(word(w, 0), word(w, 1)),
+                value_us: us(word(w, 2), word(w, 3)),
+            }
+        })
+        .filter(|t| t.value_us != 0 || t.interval_us != 0)
+        .collect();
+    let mut posix_timers = Vec::new();
+    let timers = procfs::posix_timers(inj.pid())?;
+    // Two calls per timer, as many timers per batch as their results have room for.
+    for chunk in timers.chunks(SCRATCH_OUT_LEN / 32) {
+        let calls: Vec<Call> = chunk
+            .iter()
+            .enumerate()
+            .flat_map(|(k, t)| {
+                [
+                    Call::new(
+                        "timer_gettime",
+                        nr::TIMER_GETTIME,
+                        [t.id as u64, slot(k), 0, 0, 0, 0],
+                    ),
+                    Call::new(
+                        "timer_getoverrun",
+                        nr::TIMER_GETOVERRUN,
+                        [t.id as u64, 0, 0, 0, 0, 0],
+                    ),
+                ]
+            })
+            .collect();
+        let res = inj.batch(mem, &calls)?;
+        let mut b = vec![0u8; 32 * chunk.len()];
+        mem.read(out, &mut b)?;
+        let ns = |sec: u64, nsec: u64| sec.saturating_mul(1_000_000_000).saturating_add(nsec);
+        for (k, t) in chunk.iter().enumerate() {
+            // struct itimerspec { timespec it_interval; timespec it_value; }
+            let w = &b[32 * k..32 * k + 32];
+            posix_timers.push(PosixTimer {
+                id: t.id,
+                clock: t.clock,
+                signo: t.signo,
+                sigev_value: t.sigev_value,
+                notify: t.notify,
+                notify_tid: t.notify_tid,
+                interval_ns: ns(word(w, 0), word(w, 1)),
+                value_ns: ns(word(w, 2), word(w, 3)),
+                overrun: res.get(2 * k + 1).copied().unwrap_or_default() as i32,
+            });
         }
     }
-    let mut posix_timers = Vec::new();
-    for procfs::ProcTimer {
-        id,
-        signo,
-        sigev_value,
-        notify,
-        notify_tid,
-        clock,
-    } in procfs::posix_timers(inj.pid())?
-    {
-        inj.call(
-            "timer_gettime",
-            nr::TIMER_GETTIME,
-            [id as u64, scratch, 0, 0, 0, 0],
-        )?;
-        // struct itimerspec { timespec it_interval; timespec it_value; }
-        let mut b = [0u8; 32];
-        mem.read(scratch, &mut b)?;
-        let ns = |sec: u64, nsec: u64| sec.saturating_mul(1_000_000_000).saturating_add(nsec);
-        let overrun = inj.call(
-            "timer_getoverrun",
-            nr::TIMER_GETOVERRUN,
-            [id as u64, 0, 0, 0, 0, 0],
-        )?;
-        posix_timers.push(PosixTimer {
-            id,
-            clock,
-            signo,
-            sigev_value,
-            notify,
-            notify_tid,
-            interval_ns: ns(word(&b, 0), word(&b, 1)),
-            value_ns: ns(word(&b, 2), word(&b, 3)),
-            overrun: overrun as i32,
-        });
-    }
-    // Which dynamically enabled xsave components (AMX) the process asked for.
-    const ARCH_GET_XCOMP_PERM: u64 = 0x1022;
-    mem.write(scratch, &[0u8; 8])?;
-    let xcomp_perm = match inj.raw(nr::ARCH_PRCTL, [ARCH_GET_XCOMP_PERM, scratch, 0, 0, 0, 0])? {
-        0 => mem.read_u64(scratch)?,
-        _ => 0,
-    };
     Ok(Injected {
         xcomp_perm,
         sigactions,
@@ -241,32 +282,37 @@ fn inject_thread_queries(
     scratch: u64,
     abi: arch::Abi,
 ) -> Result<ThreadInjected> {
-    inj.call("sigaltstack", nr::SIGALTSTACK, [0, scratch, 0, 0, 0, 0])?;
-    let mut b = [0u8; 24];
-    mem.read(scratch, &mut b)?;
-    let altstack = SigAltStack {
-        sp: u64::from_le_bytes(b[0..8].try_into().unwrap_or_default()),
-        flags: i32::from_le_bytes(b[8..12].try_into().unwrap_or_default()),
-        size: u64::from_le_bytes(b[16..24].try_into().unwrap_or_default()),
-    };
-    mem.write(scratch, &[0u8; 8])?;
-    inj.call(
-        "prctl(PR_GET_TID_ADDRESS)",
-        nr::PRCTL,
-        [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0],
+    let out = scratch + SCRATCH_OUT;
+    mem.write(out, &[0u8; 96])?;
+    inj.batch(
+        mem,
+        &[
+            Call::new("sigaltstack", nr::SIGALTSTACK, [0, out, 0, 0, 0, 0]),
+            Call::new(
+                "prctl(PR_GET_TID_ADDRESS)",
+                nr::PRCTL,
+                [libc::PR_GET_TID_ADDRESS as u64, out + 32, 0, 0, 0, 0],
+            ),
+        ],
     )?;
-    let clear_child_tid = mem.read_u64(scratch)?;
+    let mut b = [0u8; 96];
+    mem.read(out, &mut b)?;
+    // stack_t { void *ss_sp; int ss_flags; size_t ss_size; }
+    let altstack = SigAltStack {
+        sp: word(&b, 0),
+        flags: word(&b, 1) as u32 as i32,
+        size: word(&b, 2),
+    };
+    let clear_child_tid = word(&b, 4);
     // An ia32 thread registered its robust list through the compat syscall, which the
     // kernel keeps apart from the native one: ask the same way (4-byte head and length).
     let robust32 = if abi == arch::Abi::Ia32 {
-        mem.write(scratch, &[0u8; 8])?;
         inj.call32(
             "get_robust_list (ia32)",
             arch::x86::nr32::GET_ROBUST_LIST,
-            [0, scratch, scratch + 4, 0, 0, 0],
+            [0, out + 64, out + 68, 0, 0, 0],
         )?;
-        let mut b = [0u8; 8];
-        mem.read(scratch, &mut b)?;
+        mem.read(out + 64, &mut b[..8])?;
         Some((
             u64::from(u32::from_le_bytes(b[0..4].try_into().unwrap_or_default())),
             u64::from(u32::from_le_bytes(b[4..8].try_into().unwrap_or_default())),
@@ -306,30 +352,79 @@ fn injected_state(fr: &mut Frozen, mem: &RemoteMem) -> Result<(Injected, Vec<Thr
     } else {
         0
     };
+    // The queries run in batches of one stop each when the breakpoint that ends a batch
+    // can stop the task without a trace: SIGTRAP must be neither ignored (the kernel
+    // would reset its disposition) nor blocked (it would reset a handler) nor pending
+    // (that one would be delivered instead), and no timer of the process may send one
+    // meanwhile. Otherwise one call per stop.
+    let tids: Vec<i32> = fr.threads.iter().map(|t| t.tid).collect();
+    let mut batch = procfs::signal_quiet(pid, &tids, libc::SIGTRAP)?
+        && !procfs::posix_timers(pid)?
+            .iter()
+            .any(|t| t.signo == libc::SIGTRAP);
     // Keep signals pending (not delivered) while we run syscalls in the task.
+    let mask = if batch {
+        !(1u64 << (libc::SIGTRAP - 1))
+    } else {
+        !0
+    };
     for t in fr.threads.iter_mut() {
-        ptrace::set_sigmask(t.tid, !0)?;
+        ptrace::set_sigmask(t.tid, mask)?;
         t.injected = true;
     }
     let mut inj = Injector::new(pid, gadget, fr.leader().orig_regs);
     let low = if ia32 { libc::MAP_32BIT } else { 0 };
-    let scratch = inj.call(
-        "mmap scratch page",
-        nr::MMAP,
-        [
-            0,
-            4096,
-            (libc::PROT_READ | libc::PROT_WRITE) as u64,
-            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | low) as u64,
-            u64::MAX,
-            0,
-        ],
-    )?;
-    let res = inject_queries(&mut inj, mem, scratch).and_then(|p| {
+    let map = |inj: &mut Injector, prot: i32| {
+        inj.raw(
+            nr::MMAP,
+            [
+                0,
+                SCRATCH_LEN,
+                prot as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | low) as u64,
+                u64::MAX,
+                0,
+            ],
+        )
+    };
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let mut scratch = -1;
+    if batch {
+        // A security policy may forbid executable anonymous memory: then no batches.
+        scratch = map(&mut inj, rw | libc::PROT_EXEC)?;
+        batch = !(-4095..0).contains(&scratch);
+    }
+    if !batch {
+        scratch = map(&mut inj, rw)?;
+    }
+    if (-4095..0).contains(&scratch) {
+        return Err(sys::SysError::Remote {
+            what: "mmap scratch area".into(),
+            errno: (-scratch) as i32,
+        }
+        .into());
+    }
+    let scratch = scratch as u64;
+    let executor = |inj: &mut Injector| -> Result<()> {
+        if batch {
+            inj.set_executor(scratch, scratch + SCRATCH_TABLE, SCRATCH_TABLE_CAP);
+        }
+        Ok(())
+    };
+    let res = (if batch {
+        mem.write(scratch, &arch::x86::BATCH_CODE)
+            .map_err(DumpError::from)
+    } else {
+        Ok(())
+    })
+    .and_then(|()| executor(&mut inj))
+    .and_then(|()| inject_queries(&mut inj, mem, scratch))
+    .and_then(|p| {
         let mut per = Vec::new();
         for t in &fr.threads {
             let mut ti = Injector::new(t.tid, gadget, t.orig_regs);
             ti.set_gadget32(gadget32);
+            executor(&mut ti)?;
             per.push(inject_thread_queries(
                 &mut ti,
                 mem,
@@ -340,9 +435,9 @@ fn injected_state(fr: &mut Frozen, mem: &RemoteMem) -> Result<(Injected, Vec<Thr
         Ok((p, per))
     });
     let unmapped = inj.call(
-        "munmap scratch page",
+        "munmap scratch area",
         nr::MUNMAP,
-        [scratch, 4096, 0, 0, 0, 0],
+        [scratch, SCRATCH_LEN, 0, 0, 0, 0],
     );
     // From here on the task must be able to run on as before even if ckpt dies (the
     // kernel then detaches it): give every thread its registers and signal mask now.

@@ -276,6 +276,11 @@ pub struct OwnedRecord {
     /// Byte offset of the record header in the stream.
     pub offset: u64,
     pub payload: Vec<u8>,
+    /// Where `payload` starts within the record's payload: a page record may be handed
+    /// over in pieces ([`ImageReader::next_piece_owned`]); 0 for a whole record.
+    pub part: u64,
+    /// The length of the record's whole payload (`payload.len()` for a whole record).
+    pub record_len: u64,
 }
 
 /// Reads an image as a stream, checking everything.
@@ -286,6 +291,27 @@ pub struct ImageReader<R: Read> {
     chain: u64,
     buf: Vec<u8>,
     done: bool,
+    /// A page record being handed over in pieces.
+    partial: Option<Partial>,
+}
+
+/// What is known of a record once its header (and padding) is read.
+struct RecordHead {
+    start: u64,
+    h: [u8; RECORD_HEADER_LEN],
+    tag: u32,
+    flags: u32,
+    len: u64,
+    arg: u64,
+    data_off: u64,
+}
+
+/// A page record handed over piece by piece: its head, how much of the payload was
+/// handed over, and the checksum so far.
+struct Partial {
+    head: RecordHead,
+    done: u64,
+    hash: Xxh3,
 }
 
 fn read_exact_at<R: Read>(
@@ -347,7 +373,97 @@ impl<R: Read> ImageReader<R> {
             chain: 0,
             buf: Vec::new(),
             done: false,
+            partial: None,
         })
+    }
+
+    /// Read and check a record header and its padding.
+    fn read_head(&mut self) -> Result<RecordHead> {
+        let start = self.offset;
+        let mut h = [0u8; RECORD_HEADER_LEN];
+        read_exact_at(&mut self.inp, &mut h, start, "record header")?;
+        let hc = u32::from_le_bytes(h[28..32].try_into().unwrap_or_default());
+        if xxh3_64(&h[0..28]) as u32 != hc {
+            return Err(ImageError::RecordHeaderChecksum { offset: start });
+        }
+        let tag = u32::from_le_bytes(h[0..4].try_into().unwrap_or_default());
+        let flags = u32::from_le_bytes(h[4..8].try_into().unwrap_or_default());
+        let len = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
+        let arg = u64::from_le_bytes(h[16..24].try_into().unwrap_or_default());
+        let pad = u32::from_le_bytes(h[24..28].try_into().unwrap_or_default());
+        let max = max_payload(tag);
+        if len > max {
+            return Err(ImageError::RecordTooLarge {
+                offset: start,
+                name: tag::name(tag),
+                len,
+                max,
+            });
+        }
+        if u64::from(pad) >= PAGE_SIZE {
+            return Err(ImageError::BadPadding { offset: start, pad });
+        }
+        let mut padbuf = [0u8; PAGE_SIZE as usize];
+        let pad_region = &mut padbuf[..pad as usize];
+        read_exact_at(
+            &mut self.inp,
+            pad_region,
+            start + RECORD_HEADER_LEN as u64,
+            "record padding",
+        )?;
+        if pad_region.iter().any(|&b| b != 0) {
+            return Err(ImageError::BadPadding { offset: start, pad });
+        }
+        Ok(RecordHead {
+            start,
+            h,
+            tag,
+            flags,
+            len,
+            arg,
+            data_off: start + RECORD_HEADER_LEN as u64 + u64::from(pad),
+        })
+    }
+
+    /// Append the next `n` payload bytes of the record `head` (of which `got` were read
+    /// before) to `buf`. Memory grows only as data actually arrives: a forged length
+    /// costs nothing.
+    fn read_payload(
+        &mut self,
+        head: &RecordHead,
+        got: u64,
+        n: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        let read = (&mut self.inp).take(n).read_to_end(buf)? as u64;
+        if read < n {
+            return Err(ImageError::Truncated {
+                offset: head.data_off + got + read,
+                what: tag::name(head.tag),
+            });
+        }
+        Ok(())
+    }
+
+    /// Read the checksum after the payload of `head`, compare it with `computed`, and
+    /// move past the record. Returns the checksum.
+    fn finish_payload(&mut self, head: &RecordHead, computed: u64) -> Result<u64> {
+        let mut sum = [0u8; 8];
+        read_exact_at(
+            &mut self.inp,
+            &mut sum,
+            head.data_off + head.len,
+            "record checksum",
+        )?;
+        let sum = u64::from_le_bytes(sum);
+        if computed != sum {
+            return Err(ImageError::RecordChecksum {
+                offset: head.start,
+                name: tag::name(head.tag),
+            });
+        }
+        self.offset = head.data_off + head.len + 8;
+        Ok(sum)
     }
 
     /// Bytes consumed so far.
@@ -359,123 +475,118 @@ impl<R: Read> ImageReader<R> {
     /// records are skipped. Returns `None` once the end record has been read and checked
     /// (and nothing follows it).
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>> {
+        if let Some(p) = &self.partial {
+            // A caller mixing both ways of reading: never hand over a record's tail.
+            return Err(ImageError::Truncated {
+                offset: p.head.data_off + p.done,
+                what: tag::name(p.head.tag),
+            });
+        }
         loop {
             if self.done {
                 return Ok(None);
             }
-            let start = self.offset;
-            let mut h = [0u8; RECORD_HEADER_LEN];
-            read_exact_at(&mut self.inp, &mut h, start, "record header")?;
-            let hc = u32::from_le_bytes(h[28..32].try_into().unwrap_or_default());
-            if xxh3_64(&h[0..28]) as u32 != hc {
-                return Err(ImageError::RecordHeaderChecksum { offset: start });
-            }
-            let tag = u32::from_le_bytes(h[0..4].try_into().unwrap_or_default());
-            let flags = u32::from_le_bytes(h[4..8].try_into().unwrap_or_default());
-            let len = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
-            let arg = u64::from_le_bytes(h[16..24].try_into().unwrap_or_default());
-            let pad = u32::from_le_bytes(h[24..28].try_into().unwrap_or_default());
-            let max = max_payload(tag);
-            if len > max {
-                return Err(ImageError::RecordTooLarge {
-                    offset: start,
-                    name: tag::name(tag),
-                    len,
-                    max,
-                });
-            }
-            if u64::from(pad) >= PAGE_SIZE {
-                return Err(ImageError::BadPadding { offset: start, pad });
-            }
-            let mut padbuf = [0u8; PAGE_SIZE as usize];
-            let pad_region = &mut padbuf[..pad as usize];
-            read_exact_at(
-                &mut self.inp,
-                pad_region,
-                start + RECORD_HEADER_LEN as u64,
-                "record padding",
-            )?;
-            if pad_region.iter().any(|&b| b != 0) {
-                return Err(ImageError::BadPadding { offset: start, pad });
-            }
-            // `len` is bounded by max_payload (at most 256 MiB) above, and memory grows
-            // only as data actually arrives: a forged length costs nothing.
-            let len = len as usize;
-            self.buf.clear();
-            let data_off = start + RECORD_HEADER_LEN as u64 + u64::from(pad);
-            let got = (&mut self.inp)
-                .take(len as u64)
-                .read_to_end(&mut self.buf)?;
-            if got < len {
-                return Err(ImageError::Truncated {
-                    offset: data_off + got as u64,
-                    what: tag::name(tag),
-                });
-            }
-            let mut sum = [0u8; 8];
-            read_exact_at(
-                &mut self.inp,
-                &mut sum,
-                data_off + len as u64,
-                "record checksum",
-            )?;
-            let sum = u64::from_le_bytes(sum);
-            if record_checksum(&h, &self.buf) != sum {
-                return Err(ImageError::RecordChecksum {
-                    offset: start,
-                    name: tag::name(tag),
-                });
-            }
-            self.offset = data_off + len as u64 + 8;
-            if tag == tag::END {
-                if self.buf.len() != 16 {
-                    return Err(ImageError::BadEnd("wrong size"));
+            let head = self.read_head()?;
+            match self.body(head)? {
+                Body::Record {
+                    tag,
+                    flags,
+                    arg,
+                    start,
+                } => {
+                    return Ok(Some(Record {
+                        tag,
+                        flags,
+                        arg,
+                        offset: start,
+                        payload: &self.buf,
+                    }));
                 }
-                let count = u64::from_le_bytes(self.buf[0..8].try_into().unwrap_or_default());
-                let ch = u64::from_le_bytes(self.buf[8..16].try_into().unwrap_or_default());
-                if count != self.records {
-                    return Err(ImageError::BadEnd(
-                        "record count differs: records are missing",
-                    ));
-                }
-                if ch != self.chain {
-                    return Err(ImageError::BadEnd(
-                        "record chain differs: records were changed or reordered",
-                    ));
-                }
-                let mut one = [0u8; 1];
-                loop {
-                    match self.inp.read(&mut one) {
-                        Ok(0) => break,
-                        Ok(_) => return Err(ImageError::TrailingData),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                self.done = true;
-                return Ok(None);
+                Body::Skipped => {}
+                Body::End => return Ok(None),
             }
-            self.records += 1;
-            self.chain = chain(self.chain, sum);
-            let known = matches!(
-                tag,
-                tag::CHECKPOINT | tag::PAGES | tag::PAGES_PID | tag::FILE_DATA | tag::PAGES_LZ4
-            );
-            if !known {
-                if flags & FLAG_REQUIRED != 0 {
-                    return Err(ImageError::UnknownRequiredRecord { offset: start, tag });
-                }
-                continue;
-            }
-            return Ok(Some(Record {
-                tag,
-                flags,
-                arg,
-                offset: start,
-                payload: &self.buf,
-            }));
         }
     }
+
+    /// Read the payload of the record `head` into `self.buf`, check it, and account for
+    /// it: the end record is checked against everything before it, unknown optional
+    /// records are skipped.
+    fn body(&mut self, head: RecordHead) -> Result<Body> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let r = self.read_payload(&head, 0, head.len, &mut buf);
+        self.buf = buf;
+        r?;
+        let sum = self.finish_payload(&head, record_checksum(&head.h, &self.buf))?;
+        let RecordHead {
+            start,
+            tag,
+            flags,
+            arg,
+            ..
+        } = head;
+        if tag == tag::END {
+            if self.buf.len() != 16 {
+                return Err(ImageError::BadEnd("wrong size"));
+            }
+            let count = u64::from_le_bytes(self.buf[0..8].try_into().unwrap_or_default());
+            let ch = u64::from_le_bytes(self.buf[8..16].try_into().unwrap_or_default());
+            if count != self.records {
+                return Err(ImageError::BadEnd(
+                    "record count differs: records are missing",
+                ));
+            }
+            if ch != self.chain {
+                return Err(ImageError::BadEnd(
+                    "record chain differs: records were changed or reordered",
+                ));
+            }
+            let mut one = [0u8; 1];
+            loop {
+                match self.inp.read(&mut one) {
+                    Ok(0) => break,
+                    Ok(_) => return Err(ImageError::TrailingData),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            self.done = true;
+            return Ok(Body::End);
+        }
+        self.records += 1;
+        self.chain = chain(self.chain, sum);
+        let known = matches!(
+            tag,
+            tag::CHECKPOINT | tag::PAGES | tag::PAGES_PID | tag::FILE_DATA | tag::PAGES_LZ4
+        );
+        if !known {
+            if flags & FLAG_REQUIRED != 0 {
+                return Err(ImageError::UnknownRequiredRecord { offset: start, tag });
+            }
+            return Ok(Body::Skipped);
+        }
+        Ok(Body::Record {
+            tag,
+            flags,
+            arg,
+            start,
+        })
+    }
+}
+
+/// What [`ImageReader::body`] found.
+enum Body {
+    /// A record the caller handles; its payload is in the reader's buffer.
+    Record {
+        tag: u32,
+        flags: u32,
+        arg: u64,
+        start: u64,
+    },
+    /// An unknown optional record.
+    Skipped,
+    /// The end record (checked).
+    End,
 }
 
 impl<R: Read> ImageReader<R> {
@@ -488,12 +599,101 @@ impl<R: Read> ImageReader<R> {
             Some(r) => (r.tag, r.flags, r.arg, r.offset),
         };
         let payload = std::mem::replace(&mut self.buf, spare);
+        let record_len = payload.len() as u64;
         Ok(Some(OwnedRecord {
             tag,
             flags,
             arg,
             offset,
             payload,
+            part: 0,
+            record_len,
+        }))
+    }
+
+    /// Like [`next_record_owned`](Self::next_record_owned), but a page record longer
+    /// than `piece` bytes is handed over in pieces of at most `piece` bytes (a multiple
+    /// of the page size), in order, each with its place in the record (`part`).
+    ///
+    /// A piece's checksum is not yet known to be right when it is handed over: the
+    /// record's checksum is checked once its last piece has been read, and a mismatch is
+    /// returned instead of that piece. A caller may only act on a piece in ways it can
+    /// still undo (restore writes it into a process that is not committed yet).
+    pub fn next_piece_owned(
+        &mut self,
+        mut spare: Vec<u8>,
+        piece: u64,
+    ) -> Result<Option<OwnedRecord>> {
+        let piece = (piece / PAGE_SIZE).max(1) * PAGE_SIZE;
+        let mut part = match self.partial.take() {
+            Some(p) => p,
+            None => loop {
+                if self.done {
+                    return Ok(None);
+                }
+                let head = self.read_head()?;
+                if head.tag == tag::PAGES && head.len > piece {
+                    let mut hash = Xxh3::new();
+                    hash.update(&head.h[0..24]);
+                    break Partial {
+                        head,
+                        done: 0,
+                        hash,
+                    };
+                }
+                // Anything else is read whole.
+                match self.body(head)? {
+                    Body::Record {
+                        tag,
+                        flags,
+                        arg,
+                        start,
+                    } => {
+                        let payload = std::mem::replace(&mut self.buf, spare);
+                        let record_len = payload.len() as u64;
+                        return Ok(Some(OwnedRecord {
+                            tag,
+                            flags,
+                            arg,
+                            offset: start,
+                            payload,
+                            part: 0,
+                            record_len,
+                        }));
+                    }
+                    Body::Skipped => {}
+                    Body::End => return Ok(None),
+                }
+            },
+        };
+        let at = part.done;
+        let n = piece.min(part.head.len - at);
+        spare.clear();
+        self.read_payload(&part.head, at, n, &mut spare)?;
+        part.hash.update(&spare);
+        part.done += n;
+        let (tag, flags, arg, offset, record_len) = (
+            part.head.tag,
+            part.head.flags,
+            part.head.arg,
+            part.head.start,
+            part.head.len,
+        );
+        if part.done == part.head.len {
+            let sum = self.finish_payload(&part.head, part.hash.digest())?;
+            self.records += 1;
+            self.chain = chain(self.chain, sum);
+        } else {
+            self.partial = Some(part);
+        }
+        Ok(Some(OwnedRecord {
+            tag,
+            flags,
+            arg,
+            offset,
+            payload: spare,
+            part: at,
+            record_len,
         }))
     }
 }
@@ -566,6 +766,80 @@ mod tests {
             out.push((rec.tag, rec.arg, rec.payload.to_vec()));
         }
         Ok(out)
+    }
+
+    /// (tag, arg, part, record length, payload) of a record or piece.
+    type Piece = (u32, u64, u64, u64, Vec<u8>);
+
+    /// Every record and piece `next_piece_owned` hands over.
+    fn read_pieces(bytes: &[u8], piece: u64) -> Result<Vec<Piece>> {
+        let mut r = ImageReader::new(bytes)?;
+        let mut out = Vec::new();
+        while let Some(rec) = r.next_piece_owned(Vec::new(), piece)? {
+            out.push((rec.tag, rec.arg, rec.part, rec.record_len, rec.payload));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn page_records_come_in_pieces_that_add_up_to_the_record() {
+        let mut w = ImageWriter::new(Vec::new()).unwrap();
+        w.write_meta(tag::CHECKPOINT, &vec![1u32]).unwrap();
+        let data: Vec<u8> = (0..5 * 4096u32).map(|i| (i * 7 + i / 4096) as u8).collect();
+        w.write_pages(0x10000, &data).unwrap();
+        w.write_pages(0x40000, &data[..4096]).unwrap();
+        let img = w.finish().unwrap();
+        let got = read_pieces(&img, 2 * 4096).unwrap();
+        // The metadata whole; 5 pages as 2 + 2 + 1; the one-page record whole.
+        let shape: Vec<(u32, u64, u64, u64, usize)> = got
+            .iter()
+            .map(|(t, a, p, l, d)| (*t, *a, *p, *l, d.len()))
+            .collect();
+        assert_eq!(
+            shape[1..],
+            [
+                (tag::PAGES, 0x10000, 0, 5 * 4096, 8192),
+                (tag::PAGES, 0x10000, 8192, 5 * 4096, 8192),
+                (tag::PAGES, 0x10000, 16384, 5 * 4096, 4096),
+                (tag::PAGES, 0x40000, 0, 4096, 4096),
+            ]
+        );
+        let joined: Vec<u8> = got[1..4].iter().flat_map(|r| r.4.clone()).collect();
+        assert_eq!(joined, data);
+        // A piece size that is not a page multiple is rounded down (at least a page).
+        assert_eq!(read_pieces(&img, 100).unwrap().len(), 1 + 5 + 1);
+        // The same stream read whole gives the same records.
+        assert_eq!(read_all(&img).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_bad_page_record_is_refused_at_its_last_piece() {
+        let mut w = ImageWriter::new(Vec::new()).unwrap();
+        w.write_pages(0x10000, &[9u8; 3 * 4096]).unwrap();
+        let img = w.finish().unwrap();
+        let payload = img.windows(4096).position(|x| x == [9u8; 4096]).unwrap();
+        for at in [payload, payload + 3 * 4096 - 1] {
+            let mut bad = img.clone();
+            bad[at] ^= 1;
+            let mut r = ImageReader::new(&bad[..]).unwrap();
+            let mut pieces = 0;
+            let err = loop {
+                match r.next_piece_owned(Vec::new(), 4096) {
+                    Ok(Some(_)) => pieces += 1,
+                    Ok(None) => panic!("a flipped byte at {at} went unnoticed"),
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(pieces, 2, "the first two pieces come before the check");
+            assert!(matches!(err, ImageError::RecordChecksum { .. }), "{err}");
+        }
+        // Cut inside the record: a truncation error, never a short piece.
+        let mut r = ImageReader::new(&img[..payload + 4096 + 10]).unwrap();
+        assert!(r.next_piece_owned(Vec::new(), 4096).unwrap().is_some());
+        assert!(matches!(
+            r.next_piece_owned(Vec::new(), 4096),
+            Err(ImageError::Truncated { .. })
+        ));
     }
 
     #[test]

@@ -9,7 +9,13 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use super::{RestoreError, Result};
 use crate::image::{ImageError, ImageReader, OwnedRecord};
 
-/// A source of checked records. Payload buffers may be given back with
+/// Page records are handed over in pieces of at most this many bytes, so that copying
+/// the first piece into its process overlaps reading the next, and ckpt's buffers stay
+/// small (and warm in the caches) whatever the size of a record.
+pub const PIECE: u64 = 256 << 10;
+
+/// A source of checked records (page records may come in pieces whose checksum is
+/// checked with the record's last piece: see [`ImageReader::next_piece_owned`]). Payload buffers may be given back with
 /// [`recycle`](Self::recycle) to be reused.
 pub trait RecordSource {
     fn next_record(&mut self) -> Result<Option<OwnedRecord>>;
@@ -41,6 +47,7 @@ fn expand(
             let mut pages = Vec::new();
             crate::image::decompress_pages(&rec.payload, &mut pages)?;
             rec.tag = crate::image::tag::PAGES;
+            rec.record_len = pages.len() as u64;
             rec.payload = pages;
             Ok(Some(rec))
         }
@@ -51,7 +58,7 @@ fn expand(
 impl<R: Read> RecordSource for Direct<'_, R> {
     fn next_record(&mut self) -> Result<Option<OwnedRecord>> {
         let spare = std::mem::take(&mut self.spare);
-        Ok(expand(self.reader.next_record_owned(spare))?)
+        Ok(expand(self.reader.next_piece_owned(spare, PIECE))?)
     }
 
     fn recycle(&mut self, buf: Vec<u8>) {
@@ -59,8 +66,8 @@ impl<R: Read> RecordSource for Direct<'_, R> {
     }
 }
 
-/// How many records the reading thread may have read ahead (page records are at most
-/// 4 MiB as ckpt writes them, so this bounds ckpt's memory too).
+/// How many records (or pieces of page records) the reading thread may have read ahead;
+/// this bounds ckpt's memory too.
 const AHEAD: usize = 3;
 
 /// Records read by a thread of their own (see [`prefetch`]).
@@ -120,7 +127,7 @@ fn read_ahead<R: Read>(
 ) {
     loop {
         let spare = back.try_recv().unwrap_or_default();
-        let r = expand(reader.next_record_owned(spare));
+        let r = expand(reader.next_piece_owned(spare, PIECE));
         let last = !matches!(r, Ok(Some(_)));
         if tx.send(r).is_err() || last {
             return;

@@ -18,7 +18,7 @@ use crate::arch::Abi;
 use crate::arch::x86::{self as ax, nr};
 use crate::image::tag;
 use crate::model::{FdKind, FifoState, PipeState, Process, SocketPairState, Thread, Vma, VmaKind};
-use crate::sys::inject::{Injector, find_gadget};
+use crate::sys::inject::{Call, Injector, find_gadget};
 use crate::sys::mem::RemoteMem;
 use crate::sys::ptrace::{self, Stop};
 use crate::sys::{self, proc as procfs};
@@ -27,6 +27,73 @@ const STUB_CODE: u64 = 4096;
 const STUB_SIZE: u64 = STUB_CODE + (1 << 20);
 /// Offset of the `int $0x80` in the helper area's code page.
 const GADGET32_OFFSET: u64 = 4;
+/// Offset of the batch executor (`arch::x86::BATCH_CODE`) in the helper area's code page.
+const BATCH_CODE_OFFSET: u64 = 64;
+/// The batch executor's table, in the scratch area: 64 KiB at its end.
+const BATCH_TABLE_OFFSET: u64 = (1 << 20) - (64 << 10);
+const BATCH_TABLE_CAP: usize = (64 << 10) / ax::BATCH_ENTRY_LEN as usize;
+/// Arguments of batched calls, in the scratch area (below the table; single calls put
+/// theirs at the start of the scratch area).
+const BATCH_ARGS_OFFSET: u64 = 512 << 10;
+const BATCH_ARGS_LEN: u64 = BATCH_TABLE_OFFSET - BATCH_ARGS_OFFSET;
+
+/// An injector for a task that has the helper area at `stub`: its gadgets, and, when
+/// calls may stop on the area's breakpoints (`trap`), one stop per call and batches.
+fn helper_injector(pid: i32, stub: u64, base: ax::X86Regs, trap: bool) -> Injector {
+    let mut inj = Injector::new(pid, stub, base);
+    inj.set_gadget32(stub + GADGET32_OFFSET);
+    if trap {
+        inj.trap_after();
+        inj.set_executor(
+            stub + BATCH_CODE_OFFSET,
+            stub + STUB_CODE + BATCH_TABLE_OFFSET,
+            BATCH_TABLE_CAP,
+        );
+    }
+    inj
+}
+
+/// Arguments of batched calls laid out one after the other in the scratch area.
+struct BatchArgs {
+    bytes: Vec<u8>,
+}
+
+impl BatchArgs {
+    fn new() -> Self {
+        Self { bytes: Vec::new() }
+    }
+
+    /// Add `data` (8-byte aligned); returns its address in the stub of `cx`.
+    fn add(&mut self, cx: &Ctx<'_>, data: &[u8]) -> Result<u64> {
+        let off = self.bytes.len() as u64;
+        if off + data.len() as u64 > BATCH_ARGS_LEN {
+            return Err(RestoreError::Malformed(
+                "too much argument data for one batch".into(),
+            ));
+        }
+        self.bytes.extend_from_slice(data);
+        self.bytes.resize(self.bytes.len().next_multiple_of(8), 0);
+        Ok(cx.scratch() + BATCH_ARGS_OFFSET + off)
+    }
+
+    fn add_cstr(&mut self, cx: &Ctx<'_>, s: &[u8]) -> Result<u64> {
+        if s.contains(&0) {
+            return Err(RestoreError::Malformed("path with a NUL byte".into()));
+        }
+        let mut v = s.to_vec();
+        v.push(0);
+        self.add(cx, &v)
+    }
+
+    /// Write the arguments into the stub of `cx`.
+    fn write(&self, cx: &Ctx<'_>) -> Result<()> {
+        if !self.bytes.is_empty() {
+            cx.mem
+                .write(cx.scratch() + BATCH_ARGS_OFFSET, &self.bytes)?;
+        }
+        Ok(())
+    }
+}
 
 /// Owns the half-built process tree: dropping it before commit kills and reaps every
 /// process and thread it created.
@@ -148,6 +215,17 @@ impl Ctx<'_> {
     fn call(&mut self, what: &str, nr: u64, args: [u64; 6]) -> Result<u64> {
         fault_point(what)?;
         Ok(self.inj.call(what, nr, args)?)
+    }
+
+    /// Run independent calls in order, in as few stops as the injector can
+    /// ([`Injector::batch`]), after writing their arguments; each is a fault point.
+    fn batch(&mut self, args: &BatchArgs, calls: &[Call]) -> Result<Vec<u64>> {
+        for c in calls {
+            fault_point(&c.what)?;
+        }
+        args.write(self)?;
+        let r = self.inj.batch(&self.mem, calls)?;
+        Ok(r.into_iter().map(|x| x as u64).collect())
     }
 
     /// An ia32 system call (through the helper area's `int $0x80`).
@@ -385,6 +463,16 @@ fn map_memory(
     let proc_ = cx.proc_;
     let mut files: BTreeMap<(Vec<u8>, bool), u64> = BTreeMap::new();
     let mut vdso_done = false;
+    // Anonymous and file mappings are independent of each other: mapped in one batch.
+    let mut maps: Vec<Call> = Vec::new();
+    let mut map_call = |what: String, v: &Vma, prot: u64, fd: u64| {
+        let off = if fd == u64::MAX { 0 } else { v.offset };
+        maps.push(Call::new(
+            what,
+            nr::MMAP,
+            [v.start, v.len(), prot, mmap_flags(v), fd, off],
+        ));
+    };
     for v in &proc_.vmas {
         let mut prot = u64::from(v.prot);
         if takes_pages(v) && v.pages_present > 0 {
@@ -418,9 +506,7 @@ fn map_memory(
                     .unwrap_or(v.offset + v.len());
                 map_shmem(cx, v, prot, shm, size)?;
             }
-            VmaKind::Anon => {
-                cx.map_at(&what, v, prot, mmap_flags(v), u64::MAX)?;
-            }
+            VmaKind::Anon => map_call(what, v, prot, u64::MAX),
             VmaKind::MemfdMap { data, name, seals } => {
                 let how = Kept::Memfd {
                     name,
@@ -444,8 +530,18 @@ fn map_memory(
                         fd
                     }
                 };
-                cx.map_at(&what, v, prot, mmap_flags(v), fd)?;
+                map_call(what, v, prot, fd);
             }
+        }
+    }
+    let got = cx.batch(&BatchArgs::new(), &maps)?;
+    for (c, r) in maps.iter().zip(got) {
+        // MAP_FIXED_NOREPLACE: the kernel must place it exactly there.
+        if r != c.args[0] {
+            return Err(RestoreError::Stage(format!(
+                "{}: the kernel placed it at {r:#x}",
+                c.what
+            )));
         }
     }
     for fd in files.into_values() {
@@ -733,37 +829,52 @@ impl<'r> PageStream<'r> {
                     return Ok(bytes);
                 }
                 tag::PAGES => {
+                    // The whole record is checked against the memory map with its first
+                    // piece; the pieces that follow are its consecutive parts (the
+                    // reader hands them over in order, and checks the record's checksum
+                    // with the last one, before anything is committed).
                     let addr = rec.arg;
-                    let len = rec.payload.len() as u64;
-                    let bad = |why: &str| {
-                        RestoreError::Malformed(format!(
-                            "page data record at byte {} ({addr:#x}, {len} bytes): {why}",
+                    let len = rec.record_len;
+                    if rec.part == 0 {
+                        let bad = |why: &str| {
+                            RestoreError::Malformed(format!(
+                                "page data record at byte {} ({addr:#x}, {len} bytes): {why}",
+                                rec.offset
+                            ))
+                        };
+                        if addr % 4096 != 0 || len % 4096 != 0 || len == 0 {
+                            return Err(bad("not page aligned"));
+                        }
+                        let i = proc_.vmas.partition_point(|v| v.end <= addr);
+                        let v = proc_
+                            .vmas
+                            .get(i)
+                            .filter(|v| {
+                                v.start <= addr && addr.checked_add(len).is_some_and(|e| e <= v.end)
+                            })
+                            .ok_or_else(|| bad("not inside one memory area"))?;
+                        if !takes_pages(v) {
+                            return Err(bad("memory area takes no page data"));
+                        }
+                        got[i] += len / 4096;
+                        if got[i] > v.pages_present {
+                            return Err(bad("more pages than the memory area had"));
+                        }
+                        if mem.is_some() {
+                            fault_point("write pages")?;
+                        }
+                    }
+                    let piece = rec.payload.len() as u64;
+                    if rec.part.checked_add(piece).is_none_or(|e| e > len) {
+                        return Err(RestoreError::Stage(format!(
+                            "page data record at byte {}: piece out of order",
                             rec.offset
-                        ))
-                    };
-                    if addr % 4096 != 0 || len % 4096 != 0 || len == 0 {
-                        return Err(bad("not page aligned"));
-                    }
-                    let i = proc_.vmas.partition_point(|v| v.end <= addr);
-                    let v = proc_
-                        .vmas
-                        .get(i)
-                        .filter(|v| {
-                            v.start <= addr && addr.checked_add(len).is_some_and(|e| e <= v.end)
-                        })
-                        .ok_or_else(|| bad("not inside one memory area"))?;
-                    if !takes_pages(v) {
-                        return Err(bad("memory area takes no page data"));
-                    }
-                    got[i] += len / 4096;
-                    if got[i] > v.pages_present {
-                        return Err(bad("more pages than the memory area had"));
+                        )));
                     }
                     if let Some(m) = mem {
-                        fault_point("write pages")?;
-                        m.write(addr, &rec.payload)?;
+                        m.write(addr + rec.part, &rec.payload)?;
                     }
-                    bytes += len;
+                    bytes += piece;
                     self.reader.recycle(rec.payload);
                 }
                 t => {
@@ -799,13 +910,15 @@ impl<'r> PageStream<'r> {
 
 fn finish_memory(cx: &mut Ctx<'_>) -> Result<()> {
     let proc_ = cx.proc_;
+    // Independent calls, made in one batch.
+    let mut calls = Vec::new();
     for v in &proc_.vmas {
         if takes_pages(v) && v.pages_present > 0 && v.prot & libc::PROT_WRITE as u32 == 0 {
-            cx.call(
+            calls.push(Call::new(
                 "mprotect",
                 nr::MPROTECT,
                 [v.start, v.len(), u64::from(v.prot), 0, 0, 0],
-            )?;
+            ));
         }
         if matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar) {
             continue;
@@ -820,25 +933,30 @@ fn finish_memory(cx: &mut Ctx<'_>) -> Result<()> {
         ];
         for (flag, adv) in advice {
             if v.has_flag(flag) {
-                cx.call(
-                    &format!("madvise {flag}"),
+                calls.push(Call::new(
+                    format!("madvise {flag}"),
                     nr::MADVISE,
                     [v.start, v.len(), *adv as u64, 0, 0, 0],
-                )?;
+                ));
             }
         }
         if v.has_flag("lo") {
-            cx.call("mlock", nr::MLOCK, [v.start, v.len(), 0, 0, 0, 0])?;
+            calls.push(Call::new(
+                "mlock",
+                nr::MLOCK,
+                [v.start, v.len(), 0, 0, 0, 0],
+            ));
         }
         const MADV_GUARD_INSTALL: u64 = 102;
         for g in &v.guard_ranges {
-            cx.call(
+            calls.push(Call::new(
                 "install guard pages",
                 nr::MADVISE,
                 [g.0, g.1 - g.0, MADV_GUARD_INSTALL, 0, 0, 0],
-            )?;
+            ));
         }
     }
+    cx.batch(&BatchArgs::new(), &calls)?;
     Ok(())
 }
 
@@ -2184,46 +2302,50 @@ fn restore_fds(
 
 fn restore_attrs(cx: &mut Ctx<'_>) -> Result<()> {
     let proc_ = cx.proc_;
-    cx.call("umask", nr::UMASK, [u64::from(proc_.umask), 0, 0, 0, 0, 0])?;
-    cx.call(
-        "personality",
-        nr::PERSONALITY,
-        [u64::from(proc_.personality), 0, 0, 0, 0, 0],
-    )?;
+    // The 64-bit calls below do not depend on each other's results: one batch.
+    let mut args = BatchArgs::new();
+    let mut calls = vec![
+        Call::new("umask", nr::UMASK, [u64::from(proc_.umask), 0, 0, 0, 0, 0]),
+        Call::new(
+            "personality",
+            nr::PERSONALITY,
+            [u64::from(proc_.personality), 0, 0, 0, 0, 0],
+        ),
+    ];
     let mut comm = proc_.comm.clone();
     comm.truncate(15);
-    let a = cx.put_cstr(0, &comm)?;
-    cx.call(
+    let a = args.add_cstr(cx, &comm)?;
+    calls.push(Call::new(
         "prctl(PR_SET_NAME)",
         nr::PRCTL,
         [libc::PR_SET_NAME as u64, a, 0, 0, 0, 0],
-    )?;
+    ));
     let m = proc_.misc;
     if m.dumpable == 0 || m.dumpable == 1 {
-        cx.call(
+        calls.push(Call::new(
             "prctl(PR_SET_DUMPABLE)",
             nr::PRCTL,
             [libc::PR_SET_DUMPABLE as u64, m.dumpable as u64, 0, 0, 0, 0],
-        )?;
+        ));
     }
     if m.child_subreaper {
-        cx.call(
+        calls.push(Call::new(
             "prctl(PR_SET_CHILD_SUBREAPER)",
             nr::PRCTL,
             [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0, 0],
-        )?;
+        ));
     }
     if m.timerslack_ns != 0 {
-        cx.call(
+        calls.push(Call::new(
             "prctl(PR_SET_TIMERSLACK)",
             nr::PRCTL,
             [libc::PR_SET_TIMERSLACK as u64, m.timerslack_ns, 0, 0, 0, 0],
-        )?;
+        ));
     }
     let ia32 = proc_.abi() == Abi::Ia32;
     for s in &proc_.sigactions {
         // The stub starts with ckpt's own dispositions (mostly the defaults): only the
-        // ones that differ need a round trip.
+        // ones that differ need a call.
         let theirs = [s.handler, s.flags, s.restorer, s.mask];
         if s.handler <= 1 && sys::process::own_sigaction(s.signo) == Some(theirs) {
             continue;
@@ -2249,48 +2371,53 @@ fn restore_attrs(cx: &mut Ctx<'_>) -> Result<()> {
             for w in [s.handler, s.flags, s.restorer, s.mask] {
                 b.extend_from_slice(&w.to_le_bytes());
             }
-            let a = cx.put(0, &b)?;
-            cx.call(&what, nr::RT_SIGACTION, [u64::from(s.signo), a, 0, 8, 0, 0])?;
+            let a = args.add(cx, &b)?;
+            calls.push(Call::new(
+                what,
+                nr::RT_SIGACTION,
+                [u64::from(s.signo), a, 0, 8, 0, 0],
+            ));
         }
     }
-    thread_attrs(cx, &proc_.threads[0])?;
-    {
-        // Always: the stub was created with SIGKILL here (so it dies with ckpt until
-        // commit; PTRACE_O_EXITKILL covers that from now on).
-        cx.call(
-            "prctl(PR_SET_PDEATHSIG)",
-            nr::PRCTL,
-            [
-                libc::PR_SET_PDEATHSIG as u64,
-                m.pdeathsig as u64,
-                0,
-                0,
-                0,
-                0,
-            ],
-        )?;
-    }
+    thread_attr_calls(cx, &proc_.threads[0], &mut args, &mut calls)?;
+    // Always: the stub was created with SIGKILL here (so it dies with ckpt until
+    // commit; PTRACE_O_EXITKILL covers that from now on).
+    calls.push(Call::new(
+        "prctl(PR_SET_PDEATHSIG)",
+        nr::PRCTL,
+        [
+            libc::PR_SET_PDEATHSIG as u64,
+            m.pdeathsig as u64,
+            0,
+            0,
+            0,
+            0,
+        ],
+    ));
     // Pending signals stay pending: all signals are blocked in the stub until commit.
+    // (Queued after the dispositions, as they were generated under them.)
     let pid = proc_.pid as u64;
     for t in &proc_.threads {
         for s in &t.pending {
-            let a = cx.put(0, &s.siginfo)?;
-            cx.call(
+            let a = args.add(cx, &s.siginfo)?;
+            calls.push(Call::new(
                 "queue pending signal",
                 nr::RT_TGSIGQUEUEINFO,
                 [pid, t.tid as u64, u64::from(s.signo), a, 0, 0],
-            )?;
+            ));
         }
     }
     for s in &proc_.shared_pending {
-        let a = cx.put(0, &s.siginfo)?;
+        let a = args.add(cx, &s.siginfo)?;
         const RT_SIGQUEUEINFO: u64 = 129;
-        cx.call(
+        calls.push(Call::new(
             "queue pending signal",
             RT_SIGQUEUEINFO,
             [pid, u64::from(s.signo), a, 0, 0, 0],
-        )?;
+        ));
     }
+    cx.batch(&args, &calls)?;
+    thread_sched(&proc_.threads[0])?;
     for r in &proc_.rlimits {
         fault_point("set resource limits")?;
         sys::process::prlimit_set(proc_.pid, r.resource, r.cur, r.max)?;
@@ -2300,6 +2427,20 @@ fn restore_attrs(cx: &mut Ctx<'_>) -> Result<()> {
 
 /// State that belongs to one thread, set by syscalls injected into that thread.
 fn thread_attrs(cx: &mut Ctx<'_>, t: &Thread) -> Result<()> {
+    let mut args = BatchArgs::new();
+    let mut calls = Vec::new();
+    thread_attr_calls(cx, t, &mut args, &mut calls)?;
+    cx.batch(&args, &calls)?;
+    thread_sched(t)
+}
+
+/// The calls of [`thread_attrs`] that go into a batch (the ia32 ones are made at once).
+fn thread_attr_calls(
+    cx: &mut Ctx<'_>,
+    t: &Thread,
+    args: &mut BatchArgs,
+    calls: &mut Vec<Call>,
+) -> Result<()> {
     let ss = t.sigaltstack;
     let flags = ss.flags & !libc::SS_ONSTACK;
     let ia32 = t.arch.abi() == Abi::Ia32;
@@ -2321,14 +2462,18 @@ fn thread_attrs(cx: &mut Ctx<'_>, t: &Thread) -> Result<()> {
         b.extend_from_slice(&flags.to_le_bytes());
         b.extend_from_slice(&0u32.to_le_bytes());
         b.extend_from_slice(&ss.size.to_le_bytes());
-        let a = cx.put(0, &b)?;
-        cx.call("sigaltstack", nr::SIGALTSTACK, [a, 0, 0, 0, 0, 0])?;
+        let a = args.add(cx, &b)?;
+        calls.push(Call::new(
+            "sigaltstack",
+            nr::SIGALTSTACK,
+            [a, 0, 0, 0, 0, 0],
+        ));
     }
-    cx.call(
+    calls.push(Call::new(
         "set_tid_address",
         nr::SET_TID_ADDRESS,
         [t.clear_child_tid, 0, 0, 0, 0, 0],
-    )?;
+    ));
     if t.robust_list != 0 {
         if ia32 {
             // The kernel keeps the compat list apart and walks it as 32-bit at exit.
@@ -2338,20 +2483,25 @@ fn thread_attrs(cx: &mut Ctx<'_>, t: &Thread) -> Result<()> {
                 [t.robust_list, t.robust_list_len, 0, 0, 0, 0],
             )?;
         } else {
-            cx.call(
+            calls.push(Call::new(
                 "set_robust_list",
                 nr::SET_ROBUST_LIST,
                 [t.robust_list, t.robust_list_len, 0, 0, 0, 0],
-            )?;
+            ));
         }
     }
     if let Some(r) = t.rseq {
-        cx.call(
+        calls.push(Call::new(
             "rseq registration",
             nr::RSEQ,
             [r.addr, u64::from(r.len), 0, u64::from(r.signature), 0, 0],
-        )?;
+        ));
     }
+    Ok(())
+}
+
+/// A thread's scheduling policy, priority and nice value (set from outside).
+fn thread_sched(t: &Thread) -> Result<()> {
     sys::process::sched_set(t.tid, t.sched_policy, t.sched_priority, t.nice).or_else(|e| {
         // Without CAP_SYS_NICE a lower nice value cannot be set back; anything else
         // is an error.
@@ -2402,11 +2552,7 @@ fn create_threads(cx: &mut Ctx<'_>, tids: &mut Vec<i32>) -> Result<Vec<Injector>
             }
         }
         let base = ptrace::get_regs(t.tid)?;
-        let mut tinj = Injector::new(t.tid, cx.stub, base);
-        tinj.set_gadget32(cx.stub + GADGET32_OFFSET);
-        if cx.inj.trapping() {
-            tinj.trap_after();
-        }
+        let mut tinj = helper_injector(t.tid, cx.stub, base, cx.inj.trapping());
         std::mem::swap(&mut cx.inj, &mut tinj);
         let r = thread_attrs(cx, t);
         std::mem::swap(&mut cx.inj, &mut tinj);
@@ -2640,16 +2786,12 @@ fn fork_process(parent: &mut Ctx<'_>, p: &Process) -> Result<Injector> {
             "{what}: got process ID {got} instead"
         )));
     }
-    let mut inj = Injector::new(
+    Ok(helper_injector(
         p.pid,
         parent.stub,
         ptrace::get_regs_after_stop(p.pid, &what)?,
-    );
-    inj.set_gadget32(parent.stub + GADGET32_OFFSET);
-    if parent.inj.trapping() {
-        inj.trap_after();
-    }
-    Ok(inj)
+        parent.inj.trapping(),
+    ))
 }
 
 /// `--new-tty`: make the new terminal (descriptor `slave` of ckpt) the controlling
@@ -2816,20 +2958,18 @@ pub fn stage(
     let stub_addr = stub_addr.ok_or_else(|| {
         RestoreError::Stage("no free address range for the restore helper area".into())
     })?;
-    // syscall; int3; int3; int $0x80; int3...
+    // syscall; int3; int3; int $0x80; int3..., and the batch executor.
     let mut code = ax::SYSCALL_INSN.to_vec();
     code.extend_from_slice(&[0xcc; 2]);
     code.extend_from_slice(&ax::INT80_INSN);
-    code.extend_from_slice(&[0xcc; 10]);
+    code.resize(BATCH_CODE_OFFSET as usize, 0xcc);
+    code.extend_from_slice(&ax::BATCH_CODE);
     mem.write(stub_addr, &code)?;
-    inj.set_gadget(stub_addr);
-    inj.set_gadget32(stub_addr + GADGET32_OFFSET);
-    // Both gadgets of the helper area are followed by int3: one stop per injected call,
-    // unless a process of the image ignores SIGTRAP (the breakpoint would reset that).
+    // Both gadgets of the helper area are followed by int3: one stop per injected call
+    // and batches of calls, unless a process of the image ignores SIGTRAP (the
+    // breakpoint would reset that).
     let trap = trap_mode(procs);
-    if trap {
-        inj.trap_after();
-    }
+    let inj = helper_injector(pid, stub_addr, base, trap);
     let mut ctxs: Vec<Ctx<'_>> = vec![Ctx {
         inj,
         mem,
@@ -3073,8 +3213,9 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<i32> {
     let procs = &plan.ckpt.processes;
     fault_point("remove helper area")?;
     for sp in s.procs.iter_mut().flatten() {
-        // The breakpoint goes with the area.
+        // The breakpoints and the executor go with the area.
         sp.inj.stop_trapping();
+        sp.inj.clear_executor();
         sp.inj.call(
             "munmap helper area",
             nr::MUNMAP,

@@ -9,9 +9,47 @@
 //! maps), [`Injector::trap_after`] switches to one stop per call instead of two: the task
 //! is continued and stops on the breakpoint's SIGTRAP right after the system call.
 
+use super::mem::RemoteMem;
 use super::ptrace::{self, Stop};
 use super::{Result, SysError};
 use crate::arch::{self, X86Regs};
+
+/// One system call of a batch ([`Injector::batch`]).
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// What the call does, for errors ("rt_sigaction(10)").
+    pub what: String,
+    pub nr: u64,
+    pub args: [u64; 6],
+    /// A failure is a result like any other (it does not end the batch).
+    pub may_fail: bool,
+}
+
+impl Call {
+    pub fn new(what: impl Into<String>, nr: u64, args: [u64; 6]) -> Self {
+        Self {
+            what: what.into(),
+            nr,
+            args,
+            may_fail: false,
+        }
+    }
+
+    /// A call whose failure the caller handles from its result.
+    pub fn may_fail(mut self) -> Self {
+        self.may_fail = true;
+        self
+    }
+}
+
+/// Where the batch executor ([`arch::x86::BATCH_CODE`]) and its table live in the task.
+#[derive(Debug, Clone, Copy)]
+struct Executor {
+    code: u64,
+    table: u64,
+    /// Entries the table has room for.
+    cap: usize,
+}
 
 pub struct Injector {
     pid: i32,
@@ -24,6 +62,8 @@ pub struct Injector {
     pub count: u64,
     /// Both gadgets are followed by `int3` (see [`Injector::trap_after`]).
     trap: bool,
+    /// The batch executor, when the task has one ([`Injector::set_executor`]).
+    executor: Option<Executor>,
 }
 
 impl Injector {
@@ -35,7 +75,102 @@ impl Injector {
             base,
             count: 0,
             trap: false,
+            executor: None,
         }
+    }
+
+    /// Declare that [`arch::x86::BATCH_CODE`] is at `code` in the task, executable, with
+    /// room for `cap` entries at `table` (writable by the task): from now on
+    /// [`Injector::batch`] runs up to `cap` calls per stop.
+    ///
+    /// The code ends on an `int3`, so the same conditions as for
+    /// [`Injector::trap_after`] hold: the task must neither ignore nor block SIGTRAP.
+    pub fn set_executor(&mut self, code: u64, table: u64, cap: usize) {
+        self.executor = (cap > 0).then_some(Executor { code, table, cap });
+    }
+
+    /// Forget the executor (before its memory is unmapped): batches become single calls.
+    pub fn clear_executor(&mut self) {
+        self.executor = None;
+    }
+
+    /// Run `calls` in order and return their raw results (negative errno on error). The
+    /// first failing call that is not [`Call::may_fail`] ends the batch with an error
+    /// naming it; the calls after it do not run. With an executor
+    /// ([`Injector::set_executor`]) this takes one stop per `cap` calls, else one
+    /// ordinary injected call each.
+    pub fn batch(&mut self, mem: &RemoteMem, calls: &[Call]) -> Result<Vec<i64>> {
+        let mut out = Vec::with_capacity(calls.len());
+        let Some(ex) = self.executor else {
+            for c in calls {
+                let r = self.raw(c.nr, c.args)?;
+                if (-4095..0).contains(&r) && !c.may_fail {
+                    return Err(SysError::Remote {
+                        what: c.what.clone(),
+                        errno: (-r) as i32,
+                    });
+                }
+                out.push(r);
+            }
+            return Ok(out);
+        };
+        use arch::x86::{BATCH_ENTRY_LEN, BATCH_MAY_FAIL};
+        for chunk in calls.chunks(ex.cap) {
+            let mut table = Vec::with_capacity(chunk.len() * BATCH_ENTRY_LEN as usize);
+            for c in chunk {
+                let nr = c.nr | if c.may_fail { BATCH_MAY_FAIL } else { 0 };
+                for w in std::iter::once(nr).chain(c.args).chain([0]) {
+                    table.extend_from_slice(&w.to_le_bytes());
+                }
+            }
+            mem.write(ex.table, &table)?;
+            let mut regs = self.base;
+            arch::x86::set_batch(&mut regs, ex.code, ex.table, chunk.len() as u64);
+            let pid = self.pid;
+            ptrace::set_regs(pid, &regs)?;
+            ptrace::cont(pid, 0)?;
+            let mut stop = ptrace::wait(pid)?;
+            while let Stop::OtherEvent(_) = stop {
+                ptrace::cont(pid, 0)?;
+                stop = ptrace::wait(pid)?;
+            }
+            let regs = ptrace::get_regs(pid)?;
+            let ran = match (stop, arch::x86::batch_ran(&regs, ex.code, ex.table)) {
+                (Stop::Signal(libc::SIGTRAP), Some(n)) if n as usize <= chunk.len() => n as usize,
+                (other, _) => {
+                    return Err(SysError::Other(format!(
+                        "process {pid} did not stop after a batch of {} injected system \
+                         calls (got {other:?} at {:#x})",
+                        chunk.len(),
+                        regs.rip
+                    )));
+                }
+            };
+            self.count += ran as u64;
+            mem.read(ex.table, &mut table[..ran * BATCH_ENTRY_LEN as usize])?;
+            for (i, c) in chunk.iter().enumerate().take(ran) {
+                let at = i * BATCH_ENTRY_LEN as usize + 56;
+                let r = table
+                    .get(at..at + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(i64::from_le_bytes)
+                    .unwrap_or(-(libc::EIO as i64));
+                if (-4095..0).contains(&r) && !c.may_fail {
+                    return Err(SysError::Remote {
+                        what: c.what.clone(),
+                        errno: (-r) as i32,
+                    });
+                }
+                out.push(r);
+            }
+            if ran < chunk.len() {
+                return Err(SysError::Other(format!(
+                    "process {pid} ran {ran} of a batch of {} injected system calls",
+                    chunk.len()
+                )));
+            }
+        }
+        Ok(out)
     }
 
     /// Declare that the `syscall` gadget and the `int $0x80` gadget are each followed by

@@ -439,6 +439,30 @@ pub fn task_ids(pid: i32) -> Result<Vec<i32>> {
     Ok(v)
 }
 
+/// Whether signal `sig` is neither ignored by process `pid` nor pending for it or any of
+/// `tids` (its threads), from the SigIgn, ShdPnd and SigPnd masks of /proc.
+pub fn signal_quiet(pid: i32, tids: &[i32], sig: i32) -> Result<bool> {
+    let bit = 1u64 << (sig - 1);
+    let mask = |path: &str, key: &str| -> Result<u64> {
+        let text = read(path.to_string())?;
+        let text = String::from_utf8_lossy(&text);
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .ok_or_else(|| SysError::Other(format!("cannot parse {key} in {path}")))
+    };
+    let proc_status = format!("/proc/{pid}/status");
+    if (mask(&proc_status, "SigIgn:")? | mask(&proc_status, "ShdPnd:")?) & bit != 0 {
+        return Ok(false);
+    }
+    for tid in tids {
+        if mask(&format!("/proc/{pid}/task/{tid}/status"), "SigPnd:")? & bit != 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// The IDs of thread `tid` of process `pid` in each PID namespace it is in, outermost
 /// (this /proc's) first.
 pub fn thread_nspid(pid: i32, tid: i32) -> Result<Vec<i32>> {
