@@ -110,7 +110,7 @@ pub fn run() -> i32 {
             return 1;
         }
     };
-    let rs = match restore::restore(std::io::BufReader::new(file), &view) {
+    let rs = match restore::restore(std::io::BufReader::with_capacity(64 << 10, file), &view) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ckpt demo: restore failed: {e}");

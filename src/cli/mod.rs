@@ -210,14 +210,22 @@ enum Cmd {
 }
 
 /// The image to read (`-`: standard input). `Send`: restore reads it on a thread of its
-/// own.
+/// own. The buffer serves the small reads (record headers, checksums); page data is
+/// read in pieces larger than it, which go straight into their own buffers.
 fn open_input(path: &PathBuf) -> Result<Box<dyn Read + Send>, String> {
     if path.as_os_str() == "-" {
-        return Ok(Box::new(io::BufReader::with_capacity(1 << 20, io::stdin())));
+        return Ok(Box::new(io::BufReader::with_capacity(
+            INPUT_BUF,
+            io::stdin(),
+        )));
     }
     let f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    Ok(Box::new(io::BufReader::with_capacity(1 << 20, f)))
+    Ok(Box::new(io::BufReader::with_capacity(INPUT_BUF, f)))
 }
+
+/// Buffer size for reading images: well below the pieces page data comes in
+/// (`restore::source::PIECE`), so that those bypass it.
+const INPUT_BUF: usize = 64 << 10;
 
 fn err(msg: impl std::fmt::Display) -> i32 {
     eprintln!("ckpt: {msg}");

@@ -283,6 +283,9 @@ pub struct OwnedRecord {
     pub record_len: u64,
 }
 
+/// The largest piece [`ImageReader::next_piece_owned`] hands over.
+pub const PIECE_MAX: u64 = 4 << 20;
+
 /// Reads an image as a stream, checking everything.
 pub struct ImageReader<R: Read> {
     inp: R,
@@ -426,8 +429,9 @@ impl<R: Read> ImageReader<R> {
     }
 
     /// Append the next `n` payload bytes of the record `head` (of which `got` were read
-    /// before) to `buf`. Memory grows only as data actually arrives: a forged length
-    /// costs nothing.
+    /// before) to `buf`. Memory grows only as data actually arrives (a forged length
+    /// costs nothing), but for a piece of at most [`PIECE_MAX`] bytes, whose room is
+    /// made at once so that it is read in one go.
     fn read_payload(
         &mut self,
         head: &RecordHead,
@@ -435,6 +439,9 @@ impl<R: Read> ImageReader<R> {
         n: u64,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
+        if n <= PIECE_MAX {
+            buf.reserve(n as usize);
+        }
         let read = (&mut self.inp).take(n).read_to_end(buf)? as u64;
         if read < n {
             return Err(ImageError::Truncated {
@@ -624,7 +631,7 @@ impl<R: Read> ImageReader<R> {
         mut spare: Vec<u8>,
         piece: u64,
     ) -> Result<Option<OwnedRecord>> {
-        let piece = (piece / PAGE_SIZE).max(1) * PAGE_SIZE;
+        let piece = (piece.min(PIECE_MAX) / PAGE_SIZE).max(1) * PAGE_SIZE;
         let mut part = match self.partial.take() {
             Some(p) => p,
             None => loop {
