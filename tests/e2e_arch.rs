@@ -700,3 +700,322 @@ fn check_and_restore_refuse_a_crafted_image_claiming_avx512_and_amx_state() {
     let want = reference.finish();
     assert_same_output("restored avx target", &want.stdout, &fin.stdout);
 }
+
+// ---------------------------------------------------------------------------------------
+// Refusals before anything is created: helpers
+
+/// `ckpt ARGS...` with `env`, in the test's directory.
+fn ckpt_args(ctx: &Ctx, args: &[&str], img: &Path, env: &[(&str, &str)]) -> Finished {
+    let mut v: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    v.push(img.as_os_str());
+    ckpt_env(ctx, &v, env)
+}
+
+/// `ckpt check IMG EXTRA...` and `ckpt restore IMG EXTRA...` (with `env`) both refuse
+/// the image, exit 1, and say every one of `words`; the restore creates nothing: no
+/// output, no process at `pid` (unless in `keep`), no file in the test directory, no
+/// stray child (other than `keep`). Returns check's stderr.
+fn assert_refused(
+    ctx: &Ctx,
+    img: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    words: &[&str],
+    (pid, keep): (i32, &[i32]),
+    what: &str,
+) -> String {
+    let c = ckpt_args(ctx, &[&["check"], extra].concat(), img, env);
+    let err = text(&c.stderr);
+    assert_eq!(
+        c.status.code(),
+        Some(1),
+        "{what}: ckpt check; stderr:\n{err}"
+    );
+    assert!(
+        !err.contains("panicked"),
+        "{what}: ckpt check panicked:\n{err}"
+    );
+    for w in words {
+        assert!(
+            err.contains(w),
+            "{what}: ckpt check should say {w:?}:\n{err}"
+        );
+    }
+    let listing = ctx.listing();
+    let r = ckpt_args(ctx, &[&["restore"], extra].concat(), img, env);
+    let rerr = text(&r.stderr);
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "{what}: ckpt restore; stderr:\n{rerr}"
+    );
+    for w in words {
+        assert!(
+            rerr.contains(w),
+            "{what}: ckpt restore should say {w:?}:\n{rerr}"
+        );
+    }
+    assert!(
+        r.stdout.is_empty(),
+        "{what}: the refused restore ran the program:\n{}",
+        text(&r.stdout)
+    );
+    if !keep.contains(&pid) {
+        assert_no_process(pid, &format!("{what}: after the refused restore"));
+    }
+    assert_eq!(
+        ctx.listing(),
+        listing,
+        "{what}: the refused restore left files behind"
+    );
+    let strays = stray_children(keep);
+    assert!(
+        strays.is_empty(),
+        "{what}: the refused restore left processes: {strays:?}"
+    );
+    err
+}
+
+/// `ckpt check --json IMG EXTRA...` (with `env`), parsed.
+fn check_json(ctx: &Ctx, img: &Path, extra: &[&str], env: &[(&str, &str)]) -> Value {
+    let j = ckpt_args(ctx, &[&["check", "--json"], extra].concat(), img, env);
+    serde_json::from_slice(&j.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check --json is not JSON ({e}):\n{}\nstderr:\n{}",
+            text(&j.stdout),
+            text(&j.stderr)
+        )
+    })
+}
+
+/// The names in `requirements.kernel` of `check --json`.
+fn kernel_requirements(v: &Value) -> Vec<String> {
+    v.pointer("/requirements/kernel")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("check --json has no requirements.kernel array: {v}"))
+        .iter()
+        .map(|k| {
+            k["name"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a kernel requirement without a name: {k}"))
+                .to_string()
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The vDSO
+
+/// A crafted image whose vDSO is not this kernel's (its recorded hash changed, as an
+/// image from another kernel would have) is refused by `check`, naming the vDSO and
+/// what to do, and by `restore` before anything is created; for a 64-bit and a 32-bit
+/// (ia32) program, whose 32-bit vDSO ckpt maps in a throwaway child to compare it.
+#[test]
+fn check_and_restore_refuse_an_image_whose_vdso_is_not_this_kernels() {
+    let ctx = Ctx::new("check_and_restore_refuse_an_image_whose_vdso_is_not_this_kernels");
+    for (bin, words) in [
+        ("arch64", &["vDSO differs", "process"][..]),
+        ("arch32", &["32-bit vDSO differs", "process"][..]),
+    ] {
+        let spec = Spec::new(target(bin)).arg("40");
+        let (mut reference, before, img, pid) = run_and_dump_asleep(&ctx, &spec, 5, bin);
+        let crafted = ctx.path(&format!("{bin}-vdso.img"));
+        rewrite_image(&img, &crafted, |c| {
+            for p in &mut c.processes {
+                p.vdso_hash ^= 1;
+            }
+            c.arch.vdso_hash ^= 1;
+        });
+        let mut words = words.to_vec();
+        words.push("restore it on a host running the kernel it was dumped on");
+        let err = assert_refused(
+            &ctx,
+            &crafted,
+            &[],
+            &[],
+            &words,
+            (pid, &[reference.pid]),
+            bin,
+        );
+        assert!(
+            err.contains(&format!("process {pid}")),
+            "{bin}: the refusal should name process {pid}:\n{err}"
+        );
+        // The true image passes check (the host's vDSO, 32-bit too, is the image's)
+        // and restores.
+        let ok = ckpt_args(&ctx, &["check"], &img, &[]);
+        assert_eq!(
+            ok.status.code(),
+            Some(0),
+            "{bin}: check of the true image:\n{}",
+            text(&ok.stderr)
+        );
+        let fin = restore_to_end(&ctx, &img, pid, &before, bin);
+        assert_same_output(
+            &format!("{bin} (restored after the refusals)"),
+            &reference.finish().stdout,
+            &fin.stdout,
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Kernel facilities
+
+/// Dump a process started from `spec` once it printed `k` lines (killing it).
+fn dump_after_lines(ctx: &Ctx, spec: &Spec, k: usize, tag: &str) -> (std::path::PathBuf, i32) {
+    let mut t = ctx.spawn(spec);
+    t.wait_lines(k);
+    let img = ctx.path(&format!("{tag}.img"));
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    (img, t.pid)
+}
+
+/// Each kernel facility restore relies on is derived from the image (listed in `check
+/// --json`'s requirements) and probed on this host (images pass unmasked); masked with
+/// `no-kernel=NAME` (by `--cpu-mask` or `CKPT_HOST_MASK`), check and restore refuse the
+/// image that needs it, naming it, before anything is created.
+#[test]
+fn check_and_restore_refuse_images_needing_kernel_facilities_this_host_is_masked_without() {
+    let ctx = Ctx::new(
+        "check_and_restore_refuse_images_needing_kernel_facilities_this_host_is_masked_without",
+    );
+    // A 64-bit C program with rseq (glibc registers it) and MADV_GUARD_INSTALL guards.
+    let counter = counter_spec(&ctx, "counter", 60, &["madv-guard"]);
+    let (counter_img, counter_pid) = dump_after_lines(&ctx, &counter, 3, "counter");
+    // POSIX timers.
+    let timers = Spec::new(target("timers")).arg("30").arg("22");
+    let (timers_img, timers_pid) = dump_after_lines(&ctx, &timers, 3, "timers");
+    // A 64-bit parent waiting for its 32-bit child: two vDSOs, two processes.
+    let tree = Spec::new(target("launch64"))
+        .arg(target("arch32"))
+        .arg("40");
+    let mut t = ctx.spawn(&tree);
+    t.wait_lines(3);
+    let pids = wait_process_tree(t.pid, 2, "launch64 -> arch32");
+    for &p in &pids {
+        ctx.track(p);
+    }
+    wait_in_any_syscall(t.pid, WAIT_SYSCALLS, "launch64 waiting");
+    let tree_img = ctx.path("tree.img");
+    ctx.dump(t.pid, &tree_img);
+    t.expect_killed();
+    wait_pids_gone(&pids, "the dumped tree");
+    // An established TCP connection (dumped with --leave-running, then ended).
+    let server = Spec::new(python3()).arg("-c").arg(
+        "import socket,time\n\
+         s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(1)\n\
+         print(s.getsockname()[1], flush=True)\n\
+         c,_=s.accept(); print('accepted', flush=True); time.sleep(60)\n",
+    );
+    let mut srv = ctx.spawn(&server);
+    srv.wait_lines(1);
+    let port: u16 = srv
+        .stdout
+        .text()
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("the TCP server's port: {e}"));
+    let client = connect_loopback(port, "the TCP server");
+    srv.wait_lines(2);
+    let tcp_img = ctx.path("tcp.img");
+    ctx.dump_leave_running(srv.pid, &tcp_img);
+    let tcp_pid = srv.pid;
+    srv.kill();
+    drop(client);
+
+    // (image, its pid, facility, words the refusal must use)
+    let cases: &[(&Path, i32, &str, &str)] = &[
+        (
+            &counter_img,
+            counter_pid,
+            "clone3-set-tid",
+            "clone3 with set_tid",
+        ),
+        (
+            &counter_img,
+            counter_pid,
+            "prctl-set-mm-map",
+            "PR_SET_MM_MAP",
+        ),
+        (&counter_img, counter_pid, "map-vdso-64", "ARCH_MAP_VDSO_64"),
+        (&counter_img, counter_pid, "rseq", "rseq system call"),
+        (
+            &counter_img,
+            counter_pid,
+            "madv-guard-install",
+            "MADV_GUARD_INSTALL",
+        ),
+        (
+            &timers_img,
+            timers_pid,
+            "timer-restore-ids",
+            "PR_TIMER_CREATE_RESTORE_IDS",
+        ),
+        (&tree_img, pids[0], "map-vdso-32", "ARCH_MAP_VDSO_32"),
+        (&tree_img, pids[0], "pidfd-getfd", "pidfd_getfd"),
+        (&tcp_img, tcp_pid, "tcp-repair", "TCP repair mode"),
+    ];
+    for (i, &(img, pid, name, words)) in cases.iter().enumerate() {
+        // Unmasked, the image passes (this kernel has everything), and the manifest
+        // lists what it needs.
+        let v = check_json(&ctx, img, &[], &[]);
+        assert_eq!(
+            v["restorable"],
+            Value::Bool(true),
+            "{name}: the image should pass check unmasked: {v}"
+        );
+        let kernel = kernel_requirements(&v);
+        assert!(
+            kernel.iter().any(|k| k == name),
+            "{name}: check --json should list it in requirements.kernel: {kernel:?}"
+        );
+        let mask = format!("no-kernel={name}");
+        // Half the cases by option, half by the environment.
+        let (extra, env): (Vec<&str>, Vec<(&str, &str)>) = if i % 2 == 0 {
+            (vec!["--cpu-mask", &mask], vec![])
+        } else {
+            (vec![], vec![("CKPT_HOST_MASK", &mask)])
+        };
+        let err = assert_refused(
+            &ctx,
+            img,
+            &extra,
+            &env,
+            &[words, "hidden by this host's mask", "this kernel lacks"],
+            (pid, &[]),
+            &format!("masked {name}"),
+        );
+        assert_eq!(
+            err.matches("this kernel lacks").count(),
+            1,
+            "{name}: only the masked facility is missing:\n{err}"
+        );
+        let v = check_json(&ctx, img, &extra, &env);
+        assert!(
+            v["problems"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["code"] == "kernel-facility-missing")),
+            "{name}: check --json names the problem: {v}"
+        );
+    }
+    // An image that needs none of TCP repair, timers or 32-bit vDSOs is not refused when
+    // they are missing.
+    let c = ckpt_args(
+        &ctx,
+        &[
+            "check",
+            "--cpu-mask",
+            "no-kernel=tcp-repair,no-kernel=timer-restore-ids,no-kernel=map-vdso-32",
+        ],
+        &counter_img,
+        &[],
+    );
+    assert_eq!(
+        c.status.code(),
+        Some(0),
+        "facilities the image does not need must not matter:\n{}",
+        text(&c.stderr)
+    );
+}
