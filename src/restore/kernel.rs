@@ -84,7 +84,7 @@ impl Facility {
             }
             Facility::Rseq => "the rseq system call (Linux 4.18 or newer)",
             Facility::TimerRestoreIds => {
-                "prctl(PR_TIMER_CREATE_RESTORE_IDS) (a recent kernel, 6.17 or newer)"
+                "prctl(PR_TIMER_CREATE_RESTORE_IDS) (only recent kernels have it)"
             }
             Facility::GuardRegions => "madvise(MADV_GUARD_INSTALL) (Linux 6.13 or newer)",
             Facility::TcpRepair => {
