@@ -644,10 +644,9 @@ fn rewrite_image(src: &Path, dst: &Path, edit: impl FnOnce(&mut ckpt::model::Che
 #[test]
 fn check_and_restore_refuse_a_crafted_image_claiming_avx512_and_amx_state() {
     let ctx = Ctx::new("check_and_restore_refuse_a_crafted_image_claiming_avx512_and_amx_state");
-    let host = ckpt::arch::HostCaps::detect();
-    if host.has("avx512f") || host.has("amx_tile") {
-        panic!("this test needs a host without AVX-512 and AMX, to claim them in an image");
-    }
+    // A host with AVX-512 or AMX is masked without them (the claims must be refused on
+    // any host; on one without them the mask changes nothing).
+    let mask = [("CKPT_HOST_MASK", "no-avx512,no-amx")];
     let spec = Spec::new(target("avx")).arg("40");
     let (mut reference, before, img, pid) = run_and_dump_asleep(&ctx, &spec, 8, "craft");
     let crafted = ctx.path("crafted.img");
@@ -660,7 +659,7 @@ fn check_and_restore_refuse_a_crafted_image_claiming_avx512_and_amx_state() {
             c.arch.cpu_features.push(f.to_string());
         }
     });
-    let c = ckpt_env(&ctx, &[OsStr::new("check"), crafted.as_os_str()], &[]);
+    let c = ckpt_env(&ctx, &[OsStr::new("check"), crafted.as_os_str()], &mask);
     let err = text(&c.stderr);
     assert_eq!(
         c.status.code(),
@@ -677,7 +676,7 @@ fn check_and_restore_refuse_a_crafted_image_claiming_avx512_and_amx_state() {
             OsStr::new("--json"),
             crafted.as_os_str(),
         ],
-        &[],
+        &mask,
     );
     let v: Value = serde_json::from_slice(&j.stdout).expect("check --json is JSON");
     assert_eq!(v["restorable"], Value::Bool(false));
@@ -685,8 +684,65 @@ fn check_and_restore_refuse_a_crafted_image_claiming_avx512_and_amx_state() {
         v["problems"].as_array().is_some_and(|p| p.len() >= 2),
         "every problem listed: {v}"
     );
+    // The requirements manifest says what a host needs: the xsave components in use
+    // (the avx target's x87, SSE and AVX state, and the claimed AVX-512 and AMX), the
+    // word size, the claimed CPU features, and the kernel facilities.
+    let req = &v["requirements"];
+    let comps: Vec<(u64, &str)> = req
+        .pointer("/xsave/components")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("no requirements.xsave.components: {v}"))
+        .iter()
+        .map(|c| {
+            (
+                c["index"].as_u64().unwrap_or(99),
+                c["name"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    for want in [
+        (2, "avx"),
+        (5, "avx512_opmask"),
+        (6, "zmm_hi256"),
+        (7, "hi16_zmm"),
+        (17, "amx_tilecfg"),
+        (18, "amx_tiledata"),
+    ] {
+        assert!(
+            comps.contains(&want),
+            "requirements.xsave.components should list {want:?}: {comps:?}"
+        );
+    }
+    assert_eq!(
+        req["word_sizes"],
+        serde_json::json!([64]),
+        "word sizes: {req}"
+    );
+    assert_eq!(req["abis"], serde_json::json!(["x86_64"]), "ABIs: {req}");
+    for f in ["avx512f", "avx512bw", "amx_tile", "avx2"] {
+        assert!(
+            req["cpu_features"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == f)),
+            "requirements.cpu_features should list {f}: {req}"
+        );
+    }
+    let kernel = kernel_requirements(&v);
+    for k in [
+        "xsave",
+        "amx-permission",
+        "clone3-set-tid",
+        "prctl-set-mm-map",
+        "map-vdso-64",
+        "rseq",
+    ] {
+        assert!(
+            kernel.iter().any(|x| x == k),
+            "requirements.kernel should list {k}: {kernel:?}"
+        );
+    }
     let listing = ctx.listing();
-    let r = ckpt_env(&ctx, &[OsStr::new("restore"), crafted.as_os_str()], &[]);
+    let r = ckpt_env(&ctx, &[OsStr::new("restore"), crafted.as_os_str()], &mask);
     assert_eq!(r.status.code(), Some(1), "restore of the crafted image");
     assert!(r.stdout.is_empty(), "nothing ran: {}", text(&r.stdout));
     assert_no_process(pid, "after the refused restore");
@@ -699,4 +755,621 @@ fn check_and_restore_refuse_a_crafted_image_claiming_avx512_and_amx_state() {
     let fin = restore_to_end(&ctx, &img, pid, &before, "craft");
     let want = reference.finish();
     assert_same_output("restored avx target", &want.stdout, &fin.stdout);
+}
+
+// ---------------------------------------------------------------------------------------
+// Refusals before anything is created: helpers
+
+/// `ckpt ARGS...` with `env`, in the test's directory.
+fn ckpt_args(ctx: &Ctx, args: &[&str], img: &Path, env: &[(&str, &str)]) -> Finished {
+    let mut v: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    v.push(img.as_os_str());
+    ckpt_env(ctx, &v, env)
+}
+
+/// `ckpt check IMG EXTRA...` and `ckpt restore IMG EXTRA...` (with `env`) both refuse
+/// the image, exit 1, and say every one of `words`; the restore creates nothing: no
+/// output, no process at `pid` (unless in `keep`), no file in the test directory, no
+/// stray child (other than `keep`). Returns check's stderr.
+fn assert_refused(
+    ctx: &Ctx,
+    img: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    words: &[&str],
+    (pid, keep): (i32, &[i32]),
+    what: &str,
+) -> String {
+    let c = ckpt_args(ctx, &[&["check"], extra].concat(), img, env);
+    let err = text(&c.stderr);
+    assert_eq!(
+        c.status.code(),
+        Some(1),
+        "{what}: ckpt check; stderr:\n{err}"
+    );
+    assert!(
+        !err.contains("panicked"),
+        "{what}: ckpt check panicked:\n{err}"
+    );
+    for w in words {
+        assert!(
+            err.contains(w),
+            "{what}: ckpt check should say {w:?}:\n{err}"
+        );
+    }
+    let listing = ctx.listing();
+    let r = ckpt_args(ctx, &[&["restore"], extra].concat(), img, env);
+    let rerr = text(&r.stderr);
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "{what}: ckpt restore; stderr:\n{rerr}"
+    );
+    for w in words {
+        assert!(
+            rerr.contains(w),
+            "{what}: ckpt restore should say {w:?}:\n{rerr}"
+        );
+    }
+    assert!(
+        r.stdout.is_empty(),
+        "{what}: the refused restore ran the program:\n{}",
+        text(&r.stdout)
+    );
+    if !keep.contains(&pid) {
+        assert_no_process(pid, &format!("{what}: after the refused restore"));
+    }
+    assert_eq!(
+        ctx.listing(),
+        listing,
+        "{what}: the refused restore left files behind"
+    );
+    let strays = stray_children(keep);
+    assert!(
+        strays.is_empty(),
+        "{what}: the refused restore left processes: {strays:?}"
+    );
+    err
+}
+
+/// `ckpt check --json IMG EXTRA...` (with `env`), parsed.
+fn check_json(ctx: &Ctx, img: &Path, extra: &[&str], env: &[(&str, &str)]) -> Value {
+    let j = ckpt_args(ctx, &[&["check", "--json"], extra].concat(), img, env);
+    serde_json::from_slice(&j.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check --json is not JSON ({e}):\n{}\nstderr:\n{}",
+            text(&j.stdout),
+            text(&j.stderr)
+        )
+    })
+}
+
+/// The names in `requirements.kernel` of `check --json`.
+fn kernel_requirements(v: &Value) -> Vec<String> {
+    v.pointer("/requirements/kernel")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("check --json has no requirements.kernel array: {v}"))
+        .iter()
+        .map(|k| {
+            k["name"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a kernel requirement without a name: {k}"))
+                .to_string()
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The vDSO
+
+/// A crafted image whose vDSO is not this kernel's (its recorded hash changed, as an
+/// image from another kernel would have) is refused by `check`, naming the vDSO and
+/// what to do, and by `restore` before anything is created; for a 64-bit and a 32-bit
+/// (ia32) program, whose 32-bit vDSO ckpt maps in a throwaway child to compare it.
+#[test]
+fn check_and_restore_refuse_an_image_whose_vdso_is_not_this_kernels() {
+    let ctx = Ctx::new("check_and_restore_refuse_an_image_whose_vdso_is_not_this_kernels");
+    for (bin, words) in [
+        ("arch64", &["vDSO differs", "process"][..]),
+        ("arch32", &["32-bit vDSO differs", "process"][..]),
+    ] {
+        let spec = Spec::new(target(bin)).arg("40");
+        let (mut reference, before, img, pid) = run_and_dump_asleep(&ctx, &spec, 5, bin);
+        let crafted = ctx.path(&format!("{bin}-vdso.img"));
+        rewrite_image(&img, &crafted, |c| {
+            for p in &mut c.processes {
+                p.vdso_hash ^= 1;
+            }
+            c.arch.vdso_hash ^= 1;
+        });
+        let mut words = words.to_vec();
+        words.push("restore it on a host running the kernel it was dumped on");
+        let err = assert_refused(
+            &ctx,
+            &crafted,
+            &[],
+            &[],
+            &words,
+            (pid, &[reference.pid]),
+            bin,
+        );
+        assert!(
+            err.contains(&format!("process {pid}")),
+            "{bin}: the refusal should name process {pid}:\n{err}"
+        );
+        // The true image passes check (the host's vDSO, 32-bit too, is the image's)
+        // and restores.
+        let ok = ckpt_args(&ctx, &["check"], &img, &[]);
+        assert_eq!(
+            ok.status.code(),
+            Some(0),
+            "{bin}: check of the true image:\n{}",
+            text(&ok.stderr)
+        );
+        let fin = restore_to_end(&ctx, &img, pid, &before, bin);
+        assert_same_output(
+            &format!("{bin} (restored after the refusals)"),
+            &reference.finish().stdout,
+            &fin.stdout,
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Kernel facilities
+
+/// Dump a process started from `spec` once it printed `k` lines (killing it).
+fn dump_after_lines(ctx: &Ctx, spec: &Spec, k: usize, tag: &str) -> (std::path::PathBuf, i32) {
+    let mut t = ctx.spawn(spec);
+    t.wait_lines(k);
+    let img = ctx.path(&format!("{tag}.img"));
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    (img, t.pid)
+}
+
+/// Each kernel facility restore relies on is derived from the image (listed in `check
+/// --json`'s requirements) and probed on this host (images pass unmasked); masked with
+/// `no-kernel=NAME` (by `--cpu-mask` or `CKPT_HOST_MASK`), check and restore refuse the
+/// image that needs it, naming it, before anything is created.
+#[test]
+fn check_and_restore_refuse_images_needing_kernel_facilities_this_host_is_masked_without() {
+    let ctx = Ctx::new(
+        "check_and_restore_refuse_images_needing_kernel_facilities_this_host_is_masked_without",
+    );
+    // A 64-bit C program with rseq (glibc registers it) and MADV_GUARD_INSTALL guards.
+    let counter = counter_spec(&ctx, "counter", 60, &["madv-guard"]);
+    let (counter_img, counter_pid) = dump_after_lines(&ctx, &counter, 3, "counter");
+    // POSIX timers.
+    let timers = Spec::new(target("timers")).arg("30").arg("22");
+    let (timers_img, timers_pid) = dump_after_lines(&ctx, &timers, 3, "timers");
+    // A 64-bit parent waiting for its 32-bit child: two vDSOs, two processes.
+    let tree = Spec::new(target("launch64"))
+        .arg(target("arch32"))
+        .arg("40");
+    let mut t = ctx.spawn(&tree);
+    t.wait_lines(3);
+    let pids = wait_process_tree(t.pid, 2, "launch64 -> arch32");
+    for &p in &pids {
+        ctx.track(p);
+    }
+    wait_in_any_syscall(t.pid, WAIT_SYSCALLS, "launch64 waiting");
+    let tree_img = ctx.path("tree.img");
+    ctx.dump(t.pid, &tree_img);
+    t.expect_killed();
+    wait_pids_gone(&pids, "the dumped tree");
+    // An established TCP connection (dumped with --leave-running, then ended).
+    let server = Spec::new(python3()).arg("-c").arg(
+        "import socket,time\n\
+         s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(1)\n\
+         print(s.getsockname()[1], flush=True)\n\
+         c,_=s.accept(); print('accepted', flush=True); time.sleep(60)\n",
+    );
+    let mut srv = ctx.spawn(&server);
+    srv.wait_lines(1);
+    let port: u16 = srv
+        .stdout
+        .text()
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("the TCP server's port: {e}"));
+    let client = connect_loopback(port, "the TCP server");
+    srv.wait_lines(2);
+    let tcp_img = ctx.path("tcp.img");
+    ctx.dump_leave_running(srv.pid, &tcp_img);
+    let tcp_pid = srv.pid;
+    srv.kill();
+    drop(client);
+
+    // (image, its pid, facility, words the refusal must use)
+    let cases: &[(&Path, i32, &str, &str)] = &[
+        (
+            &counter_img,
+            counter_pid,
+            "clone3-set-tid",
+            "clone3 with set_tid",
+        ),
+        (
+            &counter_img,
+            counter_pid,
+            "prctl-set-mm-map",
+            "PR_SET_MM_MAP",
+        ),
+        (&counter_img, counter_pid, "map-vdso-64", "ARCH_MAP_VDSO_64"),
+        (&counter_img, counter_pid, "rseq", "rseq system call"),
+        (
+            &counter_img,
+            counter_pid,
+            "madv-guard-install",
+            "MADV_GUARD_INSTALL",
+        ),
+        (
+            &timers_img,
+            timers_pid,
+            "timer-restore-ids",
+            "PR_TIMER_CREATE_RESTORE_IDS",
+        ),
+        (&tree_img, pids[0], "map-vdso-32", "ARCH_MAP_VDSO_32"),
+        (&tree_img, pids[0], "pidfd-getfd", "pidfd_getfd"),
+        (&tcp_img, tcp_pid, "tcp-repair", "TCP repair mode"),
+    ];
+    for (i, &(img, pid, name, words)) in cases.iter().enumerate() {
+        // Unmasked, the image passes (this kernel has everything), and the manifest
+        // lists what it needs.
+        let v = check_json(&ctx, img, &[], &[]);
+        assert_eq!(
+            v["restorable"],
+            Value::Bool(true),
+            "{name}: the image should pass check unmasked: {v}"
+        );
+        let kernel = kernel_requirements(&v);
+        assert!(
+            kernel.iter().any(|k| k == name),
+            "{name}: check --json should list it in requirements.kernel: {kernel:?}"
+        );
+        let mask = format!("no-kernel={name}");
+        // Half the cases by option, half by the environment.
+        let (extra, env): (Vec<&str>, Vec<(&str, &str)>) = if i % 2 == 0 {
+            (vec!["--cpu-mask", &mask], vec![])
+        } else {
+            (vec![], vec![("CKPT_HOST_MASK", &mask)])
+        };
+        let err = assert_refused(
+            &ctx,
+            img,
+            &extra,
+            &env,
+            &[words, "hidden by this host's mask", "this kernel lacks"],
+            (pid, &[]),
+            &format!("masked {name}"),
+        );
+        assert_eq!(
+            err.matches("this kernel lacks").count(),
+            1,
+            "{name}: only the masked facility is missing:\n{err}"
+        );
+        let v = check_json(&ctx, img, &extra, &env);
+        assert!(
+            v["problems"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["code"] == "kernel-facility-missing")),
+            "{name}: check --json names the problem: {v}"
+        );
+    }
+    // An image that needs none of TCP repair, timers or 32-bit vDSOs is not refused when
+    // they are missing.
+    let c = ckpt_args(
+        &ctx,
+        &[
+            "check",
+            "--cpu-mask",
+            "no-kernel=tcp-repair,no-kernel=timer-restore-ids,no-kernel=map-vdso-32",
+        ],
+        &counter_img,
+        &[],
+    );
+    assert_eq!(
+        c.status.code(),
+        Some(0),
+        "facilities the image does not need must not matter:\n{}",
+        text(&c.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// AMX permission, --cpu-mask and --cpu-policy on the command line, debug registers
+
+/// An image whose processes were granted AMX tile data (ARCH_REQ_XCOMP_PERM) without
+/// using it: a host that cannot grant it (this one, or any masked without AMX) refuses
+/// it under the default and strict policies, in check and in restore, before anything
+/// is created; `--cpu-policy ignore` accepts it and the process continues without the
+/// permission. `inspect` shows the permission, the xsave layout and the CPU features.
+#[test]
+fn amx_permission_this_host_cannot_grant_is_refused_unless_the_policy_is_ignore() {
+    let ctx =
+        Ctx::new("amx_permission_this_host_cannot_grant_is_refused_unless_the_policy_is_ignore");
+    let spec = Spec::new(target("avx")).arg("40");
+    let (mut reference, before, img, pid) = run_and_dump_asleep(&ctx, &spec, 8, "amx");
+    let crafted = ctx.path("amxperm.img");
+    rewrite_image(&img, &crafted, |c| c.arch.xcomp_perm |= 1 << 18);
+    let words = [
+        "AMX tile data",
+        "ARCH_REQ_XCOMP_PERM",
+        "--cpu-policy=ignore",
+    ];
+    for policy in ["compatible", "strict"] {
+        assert_refused(
+            &ctx,
+            &crafted,
+            &["--cpu-mask", "no-amx", "--cpu-policy", policy],
+            &[],
+            &words,
+            (pid, &[reference.pid]),
+            &format!("AMX permission under {policy}"),
+        );
+    }
+
+    // inspect (human) shows what inspect --json has: the permission, the layout and the
+    // dump host's CPU features.
+    let ins = ctx.ckpt(&[OsStr::new("inspect"), crafted.as_os_str()]);
+    ins.assert_ok();
+    let out = ins.stdout_text();
+    let j = ctx.inspect_json(&crafted);
+    let line = |start: &str| -> String {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(start))
+            .unwrap_or_else(|| panic!("inspect shows no `{start}` line:\n{out}"))
+            .to_string()
+    };
+    let perm = line("AMX permission");
+    assert!(
+        perm.contains("granted") && !perm.contains("not granted"),
+        "inspect should say the AMX permission was granted: {perm}"
+    );
+    let feats = line("CPU features of the dump host");
+    for f in j["arch"]["cpu_features"].as_array().into_iter().flatten() {
+        let f = f.as_str().unwrap_or("?");
+        assert!(
+            feats.split_whitespace().any(|w| w == f),
+            "inspect's CPU features should list {f}: {feats}"
+        );
+    }
+    let layout = line("xsave layout");
+    for c in j["arch"]["xsave_layout"].as_array().into_iter().flatten() {
+        let (o, sz) = (c[1].as_u64().unwrap_or(0), c[2].as_u64().unwrap_or(0));
+        assert!(
+            layout.contains(&format!(" at {o}+{sz}")),
+            "inspect's xsave layout should show component {c} at {o}+{sz}: {layout}"
+        );
+    }
+    assert!(
+        line("xsave components in use").contains("avx (2)"),
+        "inspect should name the AVX state in use:\n{out}"
+    );
+    let plain = ctx.ckpt(&[OsStr::new("inspect"), img.as_os_str()]);
+    assert!(
+        plain
+            .stdout_text()
+            .contains("AMX permission (ARCH_REQ_XCOMP_PERM): not granted"),
+        "the true image had no AMX permission:\n{}",
+        plain.stdout_text()
+    );
+
+    // Under --cpu-policy ignore it is accepted, and restored without the permission.
+    let ok = ckpt_args(
+        &ctx,
+        &["check", "--cpu-mask", "no-amx", "--cpu-policy", "ignore"],
+        &crafted,
+        &[],
+    );
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "check --cpu-policy ignore:\n{}",
+        text(&ok.stderr)
+    );
+    let mut r = ctx.restore(
+        &crafted,
+        &["--cpu-mask", "no-amx", "--cpu-policy", "ignore"],
+        In::Null,
+    );
+    let fin = r.finish();
+    assert_no_process(pid, "the restored avx target");
+    assert_same_output(
+        "avx (granted AMX in the image, restored under --cpu-policy ignore)",
+        &reference.finish().stdout,
+        &[before, fin.stdout].concat(),
+    );
+    assert_eq!(fin.status.code(), Some(0), "stderr:\n{}", text(&fin.stderr));
+}
+
+/// `--cpu-mask` and `--cpu-policy` on the command line: a mask that hides a critical
+/// feature the dump host had refuses the image; `--cpu-policy ignore` accepts it (and it
+/// restores and continues); an informational feature is refused only by `strict`.
+#[test]
+fn cpu_mask_and_cpu_policy_options_decide_what_is_refused() {
+    let ctx = Ctx::new("cpu_mask_and_cpu_policy_options_decide_what_is_refused");
+    let spec = Spec::new(target("avx")).arg("40");
+    let (mut reference, before, img, pid) = run_and_dump_asleep(&ctx, &spec, 6, "policy");
+    let keep = (pid, &[reference.pid][..]);
+    assert_refused(
+        &ctx,
+        &img,
+        &["--cpu-mask", "no-avx2"],
+        &[],
+        &["AVX2", "hides", "--cpu-policy=ignore"],
+        keep,
+        "--cpu-mask no-avx2",
+    );
+    // An informational feature: compatible accepts, strict refuses.
+    let info = ctx
+        .inspect_json(&img)
+        .pointer("/arch/cpu_features")
+        .and_then(Value::as_array)
+        .and_then(|a| {
+            ["erms", "fsrm", "lm"]
+                .into_iter()
+                .find(|f| a.iter().any(|x| x == f))
+        })
+        .expect("the dump host has ERMS, FSRM or long mode");
+    let m = format!("no-{info}");
+    let ok = ckpt_args(&ctx, &["check", "--cpu-mask", &m], &img, &[]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "an informational feature ({info}) is not required by the default policy:\n{}",
+        text(&ok.stderr)
+    );
+    assert_refused(
+        &ctx,
+        &img,
+        &["--cpu-mask", &m, "--cpu-policy", "strict"],
+        &[],
+        &["--cpu-policy=strict requires every CPU feature"],
+        keep,
+        "--cpu-policy strict",
+    );
+    // ignore: only the state in use matters (AVX state is there: AVX2 is masked, not AVX).
+    let ok = ckpt_args(
+        &ctx,
+        &["check", "--cpu-mask", "no-avx2", "--cpu-policy", "ignore"],
+        &img,
+        &[],
+    );
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "--cpu-policy ignore accepts a missing AVX2:\n{}",
+        text(&ok.stderr)
+    );
+    let mut r = ctx.restore(
+        &img,
+        &["--cpu-mask", "no-avx2", "--cpu-policy", "ignore"],
+        In::Null,
+    );
+    let fin = r.finish();
+    assert_same_output(
+        "avx (restored with --cpu-mask no-avx2 --cpu-policy ignore)",
+        &reference.finish().stdout,
+        &[before, fin.stdout].concat(),
+    );
+    assert_eq!(fin.status.code(), Some(0), "stderr:\n{}", text(&fin.stderr));
+    assert_no_process(pid, "the restored avx target");
+}
+
+/// Debug register values this host's kernel would refuse (an I/O breakpoint, a
+/// watchpoint on a kernel address, a kernel address in a disabled slot) are refused by
+/// check and restore, naming the register, before anything is created.
+#[test]
+fn check_and_restore_refuse_crafted_debug_registers_the_kernel_would_reject() {
+    let ctx = Ctx::new("check_and_restore_refuse_crafted_debug_registers_the_kernel_would_reject");
+    let spec = Spec::new(target("arch64")).arg("40");
+    let (mut reference, before, img, pid) = run_and_dump_asleep(&ctx, &spec, 5, "dr");
+    // (name, DR0-DR3, DR6, DR7 of the main thread, words the refusal must use)
+    type Dr = [u64; 6];
+    let cases: &[(&str, Dr, &[&str])] = &[
+        (
+            "io",
+            [0x1000, 0, 0, 0, 0, 1 | (0b10 << 16)],
+            &["DR0", "I/O"],
+        ),
+        (
+            "kernel-address",
+            [0xffff_ffff_8100_0000, 0, 0, 0, 0, 1 | (0b01 << 16)],
+            &["DR0", "user-space"],
+        ),
+        (
+            "disabled-kernel-address",
+            [0, 0xffff_ffff_8100_0000, 0, 0, 0, 0],
+            &["DR1", "user-space"],
+        ),
+    ];
+    for &(name, dr, words) in cases {
+        let crafted = ctx.path(&format!("dr-{name}.img"));
+        rewrite_image(&img, &crafted, |c| {
+            c.processes[0].threads[0].arch.debugregs = dr;
+        });
+        let err = assert_refused(
+            &ctx,
+            &crafted,
+            &[],
+            &[],
+            words,
+            (pid, &[reference.pid]),
+            &format!("debug registers: {name}"),
+        );
+        assert!(
+            err.contains(&format!("thread {pid}")),
+            "{name}: the refusal should name thread {pid}:\n{err}"
+        );
+    }
+    let fin = restore_to_end(&ctx, &img, pid, &before, "arch64");
+    assert_same_output(
+        "arch64 (restored after the refusals)",
+        &reference.finish().stdout,
+        &fin.stdout,
+    );
+}
+
+/// Bad usage exits 2 with a message and does nothing: `dump -o - --json` (the target
+/// keeps running, untraced), a malformed `--cpu-mask` or `CKPT_HOST_MASK`, an unknown
+/// kernel facility in a mask.
+#[test]
+fn usage_errors_exit_2_and_do_nothing() {
+    let ctx = Ctx::new("usage_errors_exit_2_and_do_nothing");
+    let spec = Spec::new(target("arch64")).arg("40");
+    let (_reference, _before, img, pid) = run_and_dump_asleep(&ctx, &spec, 3, "usage");
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(2);
+    let d = ckpt_env(
+        &ctx,
+        &[
+            OsStr::new("dump"),
+            OsStr::new(&t.pid.to_string()),
+            OsStr::new("-o"),
+            OsStr::new("-"),
+            OsStr::new("--json"),
+        ],
+        &[],
+    );
+    assert_eq!(
+        d.status.code(),
+        Some(2),
+        "dump -o - --json: {}",
+        text(&d.stderr)
+    );
+    assert!(text(&d.stderr).contains("--json"), "{}", text(&d.stderr));
+    assert!(d.stdout.is_empty(), "dump -o - --json wrote an image");
+    assert_running_untraced(t.pid, "after the refused dump");
+    let listing = ctx.listing();
+    // (arguments before the image, environment, a word the message must use)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (&["check", "--cpu-mask", "no-avx9000"], &[], "avx9000"),
+        (
+            &["check", "--cpu-mask", "no-xsave-comp=1"],
+            &[],
+            "xsave-comp=1",
+        ),
+        (&["check", "--cpu-mask", "no-kernel=rseq2"], &[], "rseq2"),
+        (
+            &["restore", "--cpu-mask", "no-kernel=rseq2"],
+            &[],
+            "timer-restore-ids",
+        ),
+        (&["restore"], &[("CKPT_HOST_MASK", "no-sse9")], "sse9"),
+        (&["check", "--cpu-policy", "loose"], &[], "loose"),
+    ];
+    for &(args, env, word) in cases {
+        let r = ckpt_args(&ctx, args, &img, env);
+        let err = text(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{args:?} {env:?}: {err}");
+        assert!(
+            err.contains(word),
+            "{args:?} {env:?} should say {word:?}: {err}"
+        );
+        assert!(r.stdout.is_empty(), "{args:?}: {}", text(&r.stdout));
+        assert_no_process(pid, &format!("{args:?}"));
+    }
+    assert_eq!(ctx.listing(), listing, "bad usage left files behind");
 }

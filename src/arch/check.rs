@@ -16,6 +16,7 @@
 //! | component size differs (state not convertible)| refuse | refuse               | refuse |
 //! | MXCSR bits this CPU lacks                     | refuse | refuse               | refuse |
 //! | critical CPU features of the dump host        | refuse | refuse               | allow  |
+//! | AMX permission granted, tile data not in use  | refuse | refuse               | allow (not granted) |
 //! | informational CPU features of the dump host   | refuse | allow                | allow  |
 //! | debug register the kernel would reject        | refuse | refuse               | refuse |
 //!
@@ -27,6 +28,14 @@
 //! Informational ones (ERMS, FSRM, XSAVES, LA57...) are performance hints or kernel-only.
 //! An xsave component whose saved content is all zeros is in its architectural init state
 //! and does not count as in use: it is simply left in that state here.
+//!
+//! AMX permission: a process that asked for AMX tile data (`ARCH_REQ_XCOMP_PERM`,
+//! recorded in the header's `xcomp_perm`) is asked again at restore, which only a host
+//! whose kernel enabled AMX (XCR0 bits 17-18) grants. Like a critical CPU feature, a
+//! permission this host cannot grant is refused unless `--cpu-policy=ignore`, under
+//! which the process is restored without it (an AMX instruction would then kill it
+//! with SIGILL). Tile data *in use* is an xsave component in use: refused under every
+//! policy.
 
 use std::fmt;
 use std::str::FromStr;
@@ -64,6 +73,8 @@ pub enum ProblemCode {
     CpuFeatureMissing,
     /// The arch header contradicts itself.
     HeaderCorrupt,
+    /// The tasks were granted AMX permission, which this host cannot grant.
+    AmxPermissionUnavailable,
     /// A debug register slot has an invalid type (I/O).
     DebugregType,
     /// A debug register slot has an invalid length.
@@ -86,6 +97,7 @@ impl ProblemCode {
             ProblemCode::MxcsrUnsupported => "mxcsr-unsupported",
             ProblemCode::CpuFeatureMissing => "cpu-feature-missing",
             ProblemCode::HeaderCorrupt => "header-corrupt",
+            ProblemCode::AmxPermissionUnavailable => "amx-permission-unavailable",
             ProblemCode::DebugregType => "debugreg-type",
             ProblemCode::DebugregLength => "debugreg-length",
             ProblemCode::DebugregAlignment => "debugreg-alignment",
@@ -351,6 +363,25 @@ pub fn check_host(hdr: &ArchHeader, host: &HostCaps, policy: CpuPolicy) -> Vec<P
         }
     }
 
+    // AMX permission: asked again at restore; tile data in use was checked above.
+    if policy != CpuPolicy::Ignore && !amx_permission_grantable(hdr, host) {
+        let why = if host.masked_xcr0 & (1 << XFEATURE_AMX_TILEDATA) != 0 {
+            "this host's CPU mask hides AMX"
+        } else {
+            "this CPU or kernel does not offer AMX"
+        };
+        out.push(Problem::new(
+            ProblemCode::AmxPermissionUnavailable,
+            format!(
+                "the image's processes were granted AMX tile data (arch_prctl(ARCH_REQ_XCOMP_PERM)), \
+                 which this host cannot grant: {why}; a program that asked for AMX would die of an \
+                 illegal instruction when it uses it (use --cpu-policy=ignore to restore without \
+                 the permission)"
+            ),
+            vec![component_name(XFEATURE_AMX_TILEDATA)],
+        ));
+    }
+
     // CPU features.
     if policy != CpuPolicy::Ignore {
         let missing: Vec<&String> = hdr.cpu_features.iter().filter(|f| !host.has(f)).collect();
@@ -406,6 +437,14 @@ pub fn check_host(hdr: &ArchHeader, host: &HostCaps, policy: CpuPolicy) -> Vec<P
         }
     }
     out
+}
+
+/// Whether restore can ask for every AMX permission the image's processes had: none was
+/// granted, or this host (as masked) has AMX tile data enabled. When false, a restore
+/// (possible only under `--cpu-policy=ignore`) does not ask for it.
+pub fn amx_permission_grantable(hdr: &ArchHeader, host: &HostCaps) -> bool {
+    let bit = 1u64 << XFEATURE_AMX_TILEDATA;
+    hdr.xcomp_perm & bit == 0 || host.xcr0 & bit != 0
 }
 
 /// The problems of one thread's saved arch state on this host: its xsave area must
@@ -702,6 +741,40 @@ mod tests {
         let p = check_host(&h, &host, CpuPolicy::Ignore);
         assert_eq!(codes(&p), [ProblemCode::MachineMismatch]);
         assert!(p[0].message.contains("aarch64"));
+    }
+
+    #[test]
+    fn amx_permission_follows_the_policy() {
+        let dump_host = spr();
+        let t = thread(&dump_host, 0x7, USER_CS_64);
+        let mut h = build_arch_header(&[&t], &dump_host);
+        h.cpu_features.clear();
+        h.xcomp_perm = 0x602e7;
+        // A host with AMX grants it under every policy.
+        for p in CpuPolicy::ALL {
+            assert!(check_host(&h, &dump_host, p).is_empty(), "{p}");
+        }
+        assert!(amx_permission_grantable(&h, &dump_host));
+        let here = dump_host.masked("no-amx").unwrap();
+        assert!(!amx_permission_grantable(&h, &here));
+        let got = check_host(&h, &here, CpuPolicy::Compatible);
+        assert_eq!(codes(&got), [ProblemCode::AmxPermissionUnavailable]);
+        assert!(
+            got[0].message.contains("ARCH_REQ_XCOMP_PERM") && got[0].message.contains("mask"),
+            "{}",
+            got[0].message
+        );
+        // Strict also wants the dump host's unused AMX state; ignore restores without
+        // the permission.
+        assert!(
+            codes(&check_host(&h, &here, CpuPolicy::Strict))
+                .contains(&ProblemCode::AmxPermissionUnavailable)
+        );
+        assert!(check_host(&h, &here, CpuPolicy::Ignore).is_empty());
+        // Without the permission nothing is asked.
+        h.xcomp_perm = 0x2e7;
+        assert!(amx_permission_grantable(&h, &here));
+        assert!(check_host(&h, &here, CpuPolicy::Compatible).is_empty());
     }
 
     #[test]

@@ -298,13 +298,16 @@ pub struct HostCaps {
     pub masked_features: BTreeSet<&'static str>,
     /// ia32 support hidden by a mask.
     pub masked_ia32: bool,
+    /// Kernel facilities hidden by a mask (`kernel=NAME` items; the names are those of
+    /// `restore::kernel::Facility`, which checks them).
+    pub masked_kernel: BTreeSet<String>,
 }
 
 /// A bad mask item.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MaskError {
     #[error(
-        "unknown CPU feature `{0}` in host mask (use names as in /proc/cpuinfo, e.g. avx2, avx512f, amx_tile; or xsave-comp=N, ia32)"
+        "unknown CPU feature `{0}` in host mask (use names as in /proc/cpuinfo, e.g. avx2, avx512f, amx_tile; or xsave-comp=N, ia32, kernel=NAME)"
     )]
     UnknownFeature(String),
     #[error(
@@ -482,6 +485,7 @@ impl HostCaps {
             masked_xcr0: 0,
             masked_features: BTreeSet::new(),
             masked_ia32: false,
+            masked_kernel: BTreeSet::new(),
         }
     }
 
@@ -507,9 +511,11 @@ impl HostCaps {
     /// - `xsave-comp=N` or `xsave-comp=N-M`: xsave components (2..=62), with those that
     ///   architecturally go together (3-4 MPX, 5-7 AVX-512, 17-18 AMX) and the features
     ///   that need them;
-    /// - `ia32`: 32-bit (ia32) task support.
+    /// - `ia32`: 32-bit (ia32) task support;
+    /// - `kernel=NAME`: a kernel facility restore relies on (`restore::kernel`, e.g.
+    ///   `kernel=rseq`, `kernel=timer-restore-ids`); the name is checked there.
     ///
-    /// Example: `no-avx512,no-xsave-comp=9,no-ia32`.
+    /// Example: `no-avx512,no-xsave-comp=9,no-ia32,no-kernel=madv-guard-install`.
     pub fn masked(&self, spec: &str) -> Result<HostCaps, MaskError> {
         let items: Vec<&str> = spec
             .split(|c: char| c == ',' || c.is_whitespace())
@@ -523,11 +529,17 @@ impl HostCaps {
         let mut feats: BTreeSet<&'static str> = BTreeSet::new();
         let mut comps = 0u64;
         let mut ia32 = false;
+        let mut kernel = BTreeSet::new();
         for raw in names {
             let item = raw.trim();
             let item = item.strip_prefix("no-").unwrap_or(item);
             if item == "ia32" {
                 ia32 = true;
+            } else if let Some(k) = item.strip_prefix("kernel=") {
+                if k.is_empty() {
+                    return Err(MaskError::UnknownFeature(item.to_string()));
+                }
+                kernel.insert(k.to_string());
             } else if let Some(r) = item.strip_prefix("xsave-comp=") {
                 comps |= parse_component_range(r)
                     .ok_or_else(|| MaskError::BadComponent(item.to_string()))?;
@@ -575,6 +587,7 @@ impl HostCaps {
             out.ia32_supported = false;
             out.masked_ia32 = true;
         }
+        out.masked_kernel.extend(kernel);
         Ok(out)
     }
 }

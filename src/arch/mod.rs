@@ -13,8 +13,8 @@ pub mod x86;
 pub mod xsave;
 
 pub use check::{
-    BadCpuPolicy, CpuPolicy, Problem, ProblemCode, build_arch_header, check_arch, check_host,
-    check_thread, requirements_manifest,
+    BadCpuPolicy, CpuPolicy, Problem, ProblemCode, amx_permission_grantable, build_arch_header,
+    check_arch, check_host, check_thread, requirements_manifest,
 };
 pub use cpu::{HOST_MASK_ENV, HostCaps, MaskError};
 pub use debugreg::{Watchpoint, check_debugregs, check_debugregs_with_limit, watchpoints};

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 
 use ckpt::arch::x86::{SyscallState, syscall_state};
+use ckpt::arch::xsave;
 use ckpt::image::{ImageReader, tag};
 use ckpt::model::{FdKind, VmaKind};
 use ckpt::restore::plan::read_checkpoint;
@@ -101,6 +102,50 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
     println!(
         "  xsave: {} bytes, components in use {:#x} (xcr0 {:#x}); vDSO {} bytes (hash {:016x}), vvar {} bytes",
         a.xsave_size, a.xfeatures_used, a.xcr0, a.vdso_size, a.vdso_hash, a.vvar_size
+    );
+    let names = |mask: u64| -> String {
+        let v: Vec<String> = (0..64u32)
+            .filter(|i| mask & (1 << i) != 0)
+            .map(|i| format!("{} ({i})", xsave::component_name(i)))
+            .collect();
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    println!("  xsave components in use: {}", names(a.xfeatures_used));
+    let layout: Vec<String> = a
+        .xsave_layout
+        .iter()
+        .map(|&(i, o, s)| format!("{} at {o}+{s}", xsave::component_name(i)))
+        .collect();
+    println!(
+        "  xsave layout of the dump host (standard format, offset+size): {}",
+        if layout.is_empty() {
+            "not recorded".to_string()
+        } else {
+            layout.join(", ")
+        }
+    );
+    let tiledata = 1u64 << xsave::XFEATURE_AMX_TILEDATA;
+    println!(
+        "  AMX permission (ARCH_REQ_XCOMP_PERM): {} (permitted xsave components {:#x})",
+        if a.xcomp_perm & tiledata != 0 {
+            "granted"
+        } else {
+            "not granted"
+        },
+        a.xcomp_perm
+    );
+    println!(
+        "  CPU features of the dump host ({}): {}",
+        a.cpu_features.len(),
+        if a.cpu_features.is_empty() {
+            "not recorded".to_string()
+        } else {
+            a.cpu_features.join(" ")
+        }
     );
     for p in &ckpt.processes {
         println!(

@@ -53,17 +53,29 @@ struct CpuArgs {
     /// xsave component in use; the default), or "ignore" (only xsave state in use).
     #[arg(long, value_name = "POLICY", default_value = "compatible")]
     cpu_policy: ckpt::arch::CpuPolicy,
-    /// Pretend this host lacks CPU features or xsave components, e.g.
-    /// "no-avx512,no-xsave-comp=5-7" (also from the CKPT_HOST_MASK environment
-    /// variable): to check that an image will run on a smaller machine.
+    /// Pretend this host lacks CPU features, xsave components or kernel facilities, e.g.
+    /// "no-avx512,no-xsave-comp=5-7,no-ia32,no-kernel=rseq" (also from the
+    /// CKPT_HOST_MASK environment variable): to check that an image will run on a
+    /// smaller machine or an older kernel. Kernel facilities: clone3-set-tid,
+    /// prctl-set-mm-map, pidfd-getfd, map-vdso-64, map-vdso-32, rseq,
+    /// timer-restore-ids, madv-guard-install, tcp-repair (`check --json` lists those an
+    /// image needs).
     #[arg(long, value_name = "SPEC")]
     cpu_mask: Option<String>,
 }
 
 impl CpuArgs {
+    /// The host view; its only error is a bad mask (`--cpu-mask` or `CKPT_HOST_MASK`),
+    /// which is bad usage.
     fn view(&self) -> Result<restore::HostView, String> {
         restore::HostView::detect(self.cpu_mask.as_deref(), self.cpu_policy)
     }
+}
+
+/// Bad usage: say what and exit 2.
+fn usage(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("ckpt: {msg}");
+    2
 }
 
 /// What stands in for the image's external resources.
@@ -249,7 +261,11 @@ pub fn main() -> i32 {
         } => {
             let out = if output.as_os_str() == "-" {
                 if json {
-                    return err("--json cannot be used with -o - (the image goes to stdout)");
+                    eprintln!(
+                        "ckpt: --json cannot be used with -o - (the image goes to stdout); \
+                         write the image to a file to get the statistics"
+                    );
+                    return 2;
                 }
                 Output::Stdout
             } else {
@@ -327,7 +343,7 @@ pub fn main() -> i32 {
                     inherit: inherit.inherit_fd,
                     ..v
                 },
-                Err(e) => return err(e),
+                Err(e) => return usage(e),
             };
             view.new_pid_namespace = new_pidns;
             let input = match open_input(&image) {
@@ -381,7 +397,7 @@ pub fn main() -> i32 {
                     inherit: inherit.inherit_fd,
                     ..v
                 },
-                Err(e) => return err(e),
+                Err(e) => return usage(e),
             };
             let input = match open_input(&image) {
                 Ok(i) => i,

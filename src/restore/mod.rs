@@ -6,6 +6,7 @@
 //! (record checksums, bounds) as it lands. *Commit* sets the final registers and lets the
 //! process go: the point of no return.
 
+pub mod kernel;
 pub mod plan;
 pub mod source;
 pub mod stage;
@@ -97,7 +98,13 @@ pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     let mut reader = ImageReader::new(input)?;
     let ckpt = plan::read_checkpoint(&mut reader)?;
     let plan = plan::plan(ckpt, view);
-    let requirements = crate::arch::requirements_manifest(&plan.ckpt.arch);
+    let mut requirements = crate::arch::requirements_manifest(&plan.ckpt.arch);
+    if let Some(k) = requirements
+        .get_mut("kernel")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        k.extend(kernel::manifest(&kernel::required(&plan.ckpt)));
+    }
     let mut problems = plan.problems;
     let mut page_bytes = 0;
     if problems.iter().all(|p| p.code != "malformed") {

@@ -48,6 +48,10 @@ pub struct Plan {
     pub problems: Vec<Problem>,
     /// Each thread's xsave area converted to this host's layout, by TID.
     pub xsave: std::collections::BTreeMap<i32, Vec<u8>>,
+    /// Ask for the AMX permission the image's processes had (ARCH_REQ_XCOMP_PERM): they
+    /// had it and this host can grant it (under `--cpu-policy=ignore` a host that cannot
+    /// is accepted, and the processes are restored without it).
+    pub request_amx: bool,
 }
 
 /// What restore may assume of this host, and how strictly it compares.
@@ -75,6 +79,13 @@ impl HostView {
             Some(m) if !m.trim().is_empty() => host.masked(m).map_err(|e| e.to_string())?,
             _ => host,
         };
+        if let Some(k) = host
+            .masked_kernel
+            .iter()
+            .find(|k| super::kernel::Facility::from_name(k).is_none())
+        {
+            return Err(super::kernel::unknown_facility(k));
+        }
         Ok(Self {
             host,
             policy,
@@ -96,6 +107,15 @@ pub fn host_vdso() -> Option<(u64, u64, u64)> {
         .sum();
     let code = sys::process::read_own(vdso.start, (vdso.end - vdso.start) as usize).ok()?;
     Some((xxh3_64(&code), vdso.end - vdso.start, vvar))
+}
+
+/// This kernel's 32-bit vDSO: (hash of its text, text size), mapped once in a throwaway
+/// child (`sys::probe::vdso32`) and remembered.
+pub fn host_vdso32() -> std::result::Result<(u64, u64), String> {
+    static V: std::sync::OnceLock<std::result::Result<(u64, u64), String>> =
+        std::sync::OnceLock::new();
+    V.get_or_init(|| sys::probe::vdso32().map_err(|e| e.to_string()))
+        .clone()
 }
 
 /// Read the image up to and including its metadata record.
@@ -549,10 +569,39 @@ fn check_process(proc_: &Process, ids: &mut BTreeSet<i32>, problems: &mut Vec<Pr
     }
 }
 
-fn check_arch(hdr: &ArchHeader, proc_: &Process, problems: &mut Vec<Problem>) {
+/// The process's vDSO must be this kernel's. `vdso32`: compare a 32-bit one (false when
+/// this kernel cannot map one, which is reported as a missing kernel facility).
+fn check_arch(hdr: &ArchHeader, proc_: &Process, vdso32: bool, problems: &mut Vec<Problem>) {
     let has_vdso = proc_.vmas.iter().any(|v| v.kind == VmaKind::Vdso);
-    // An ia32 process's 32-bit vDSO is compared when restore maps it (ckpt, a 64-bit
-    // program, has no 32-bit vDSO of its own to compare with here).
+    // An ia32 process's 32-bit vDSO: ckpt, a 64-bit program, has none of its own; a
+    // throwaway child maps this kernel's (`host_vdso32`). Stage compares it again once
+    // mapped in the process.
+    if has_vdso && proc_.abi() == Abi::Ia32 && vdso32 && proc_.vdso_size != 0 {
+        match host_vdso32() {
+            Err(e) => p(
+                problems,
+                "vdso",
+                format!(
+                    "cannot read this kernel's 32-bit vDSO to compare it with the image's: {e}"
+                ),
+            ),
+            Ok((hash, size)) => {
+                if hash != proc_.vdso_hash || size != proc_.vdso_size {
+                    p(
+                        problems,
+                        "vdso-differs",
+                        format!(
+                            "this kernel's 32-bit vDSO differs from the one process {} used \
+                             ({} bytes here, {} in the image); the program may hold pointers \
+                             into it, so it cannot be restored on this kernel: restore it on a \
+                             host running the kernel it was dumped on",
+                            proc_.pid, size, proc_.vdso_size
+                        ),
+                    );
+                }
+            }
+        }
+    }
     if has_vdso && proc_.abi() == Abi::X86_64 {
         // Images from before per-process vDSO identity carry it in the header only.
         let (want_hash, want_size) = if proc_.vdso_size != 0 {
@@ -580,7 +629,8 @@ fn check_arch(hdr: &ArchHeader, proc_: &Process, problems: &mut Vec<Problem>) {
                         format!(
                             "this kernel's vDSO differs from the one process {} used \
                              ({} bytes here, {} in the image); the program may hold pointers \
-                             into it, so it cannot be restored on this kernel",
+                             into it, so it cannot be restored on this kernel: restore it on a \
+                             host running the kernel it was dumped on",
                             proc_.pid, size, want_size
                         ),
                     );
@@ -1170,10 +1220,23 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
                 }
             }
         }
+        // Kernel facilities stage relies on (clone3 set_tid, PR_TIMER_CREATE_RESTORE_IDS,
+        // MADV_GUARD_INSTALL...), probed here.
+        let masked: BTreeSet<super::kernel::Facility> = view
+            .host
+            .masked_kernel
+            .iter()
+            .filter_map(|k| super::kernel::Facility::from_name(k))
+            .collect();
+        let missing = super::kernel::missing(&super::kernel::required(&ckpt), &masked);
+        let vdso32 = missing
+            .iter()
+            .all(|(f, _)| *f != super::kernel::Facility::MapVdso32);
+        problems.extend(missing.into_iter().map(|(_, p)| p));
         let pids_free = view.new_pid_namespace || ckpt.own_pid_namespace;
         for proc_ in &ckpt.processes {
             if !proc_.is_zombie() {
-                check_arch(&ckpt.arch, proc_, &mut problems);
+                check_arch(&ckpt.arch, proc_, vdso32, &mut problems);
             }
             check_host(proc_, pids_free, &mut problems);
             check_external(proc_, &view.inherit, &mut problems);
@@ -1198,11 +1261,14 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
         problems.sort_by(|a, b| a.message.cmp(&b.message));
         problems.dedup();
     }
+    let request_amx = ckpt.arch.xcomp_perm & (1 << 18) != 0
+        && arch::amx_permission_grantable(&ckpt.arch, &view.host);
     Plan {
         ckpt,
         inherit: view.inherit.clone(),
         problems,
         xsave,
+        request_amx,
     }
 }
 

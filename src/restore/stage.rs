@@ -3104,7 +3104,7 @@ pub fn stage(
         // AMX tile data is enabled per process on request; ask again if it was.
         const XFEATURE_XTILEDATA: u64 = 18;
         const ARCH_REQ_XCOMP_PERM: u64 = 0x1023;
-        if plan.ckpt.arch.xcomp_perm & (1 << XFEATURE_XTILEDATA) != 0 {
+        if plan.request_amx {
             cx.call(
                 "arch_prctl(ARCH_REQ_XCOMP_PERM)",
                 nr::ARCH_PRCTL,

@@ -5,6 +5,7 @@
 pub mod inject;
 pub mod mem;
 pub mod netlock;
+pub mod probe;
 pub mod proc;
 pub mod process;
 pub mod ptrace;
