@@ -1814,7 +1814,9 @@ pub fn assert_restore_fault_leaves_nothing(
             .arg("restore")
             .arg(img)
             .env("RUST_BACKTRACE", "1")
-            .env("CKPT_FAULT", fault),
+            .env("CKPT_FAULT", fault)
+            // in the test directory, so that a file it leaves there shows in a listing
+            .cwd(&ctx.dir),
         |s, a| s.arg(a),
     );
     let f = ctx.spawn(&spec).finish();
