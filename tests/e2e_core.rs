@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::path::Path;
@@ -988,15 +989,60 @@ fn usage_errors_exit_2() {
     }
 }
 
+/// The lines a `ckpt demo-workload` printed, without the `[workload pid N] ` prefix, and
+/// the PIDs found in those prefixes.
+fn workload_lines(out: &str) -> (Vec<String>, BTreeSet<String>) {
+    let mut lines = Vec::new();
+    let mut pids = BTreeSet::new();
+    for l in out.lines() {
+        if let Some(rest) = l.trim_start().strip_prefix("[workload pid ") {
+            let (pid, line) = rest.split_once("] ").expect("[workload pid N] line");
+            pids.insert(pid.to_string());
+            lines.push(line.to_string());
+        }
+    }
+    (lines, pids)
+}
+
 #[test]
 fn demo_shows_a_restored_process_continuing() {
     let ctx = Ctx::new("demo_shows_a_restored_process_continuing");
+    // What the demo's workload prints when nothing interrupts it.
+    let reference = ctx.ckpt(&["demo-workload", "12"]);
+    reference.assert_ok();
+    let (want, _) = workload_lines(&reference.stdout_text());
+    assert_eq!(
+        want.len(),
+        12,
+        "demo-workload 12:\n{}",
+        reference.stdout_text()
+    );
+
     let r = ctx.ckpt(&["demo"]);
     r.assert_ok();
-    assert!(
-        !r.stdout.is_empty(),
-        "demo printed nothing on stdout; stderr:\n{}",
+    let out = r.stdout_text();
+    let (got, pids) = workload_lines(&out);
+    // Every step exactly once, in order, with the uninterrupted run's checksums.
+    assert_eq!(
+        got, want,
+        "demo: the workload's steps (left) are not those of an uninterrupted run (right); \
+         stdout:\n{out}\nstderr:\n{}",
         r.stderr
+    );
+    // One process all along: the restored one has the original's PID.
+    assert_eq!(pids.len(), 1, "demo: workload PIDs {pids:?}:\n{out}");
+    // And it was really checkpointed mid-run: steps before the dump and after the restore.
+    let at = |needle: &str| {
+        out.find(needle)
+            .unwrap_or_else(|| panic!("demo: no {needle:?} in its output:\n{out}"))
+    };
+    let dumped = at("ckpt demo: checkpointed PID");
+    let restored = at("ckpt demo: restored PID");
+    let first = at("step  1/12");
+    let last = at("step 12/12");
+    assert!(
+        first < dumped && dumped < restored && restored < last,
+        "demo: the dump and restore did not happen between the first and the last step:\n{out}"
     );
     let strays = stray_children(&[]);
     assert!(strays.is_empty(), "demo left processes behind: {strays:?}");
