@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs;
 use std::path::Path;
@@ -534,6 +534,154 @@ fn state_of_restored_signals_equals_dumped_state() {
     assert_eq!(fin.status.code(), Some(0));
     let out = String::from_utf8_lossy(&fin.stdout);
     assert!(out.contains("end usr2 handled=1"), "{out}");
+}
+
+/// What the kernel shows of `pid` that no memory checksum would: /proc/PID/personality,
+/// comm, the Umask, VmLck and signal lines of status, limits, cmdline, environ, the exe
+/// link, every mapping's range and VmFlags (smaps), and whether it leads its process
+/// group and its session.
+fn proc_attrs(pid: i32) -> BTreeMap<String, String> {
+    let read = |f: &str| {
+        fs::read(format!("/proc/{pid}/{f}"))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_else(|e| panic!("read /proc/{pid}/{f}: {e}"))
+    };
+    let mut m = BTreeMap::new();
+    for f in ["personality", "comm", "limits", "cmdline", "environ"] {
+        m.insert(f.to_string(), read(f));
+    }
+    let status = read("status");
+    for key in ["Umask:", "VmLck:", "SigBlk:", "SigIgn:", "SigCgt:"] {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or("(none)");
+        m.insert(key.to_string(), line.to_string());
+    }
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).expect("exe link");
+    m.insert("exe".into(), exe.display().to_string());
+    let mut cur = String::new();
+    let mut maps = String::new();
+    for l in read("smaps").lines() {
+        if let Some(flags) = l.strip_prefix("VmFlags:") {
+            maps.push_str(&format!("{cur} {}\n", flags.trim()));
+        } else if l.split_whitespace().next().is_some_and(|r| {
+            r.contains('-') && r.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        }) {
+            cur = l.split_whitespace().next().unwrap_or_default().to_string();
+        }
+    }
+    m.insert("smaps VmFlags".into(), maps);
+    let stat = read("stat");
+    let f: Vec<&str> = stat[stat.rfind(')').expect("stat") + 2..]
+        .split_whitespace()
+        .collect();
+    let me = pid.to_string();
+    m.insert("leads its group".into(), (f[2] == me).to_string());
+    m.insert("leads its session".into(), (f[3] == me).to_string());
+    m
+}
+
+/// `attrs` changes attributes that a restore which forgot them would not show at once
+/// (memory locked, locked on fault, madvise flags, resource limits soft and hard, its
+/// name, umask, its own process group inside the session of its starter, the shell-job
+/// case) and runs under `setarch -R` (personality ADDR_NO_RANDOMIZE). Dumped while it
+/// waits for a line on stdin, restored, it must show the kernel the same attributes as
+/// the original (/proc), dump again to the same image, and print exactly what an
+/// uninterrupted run prints (it prints the attributes each step, too).
+#[test]
+fn non_default_attributes_survive_restore() {
+    let ctx = Ctx::new("non_default_attributes_survive_restore");
+    let setarch = ["/usr/bin/setarch", "/bin/setarch"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("setarch (util-linux) not found");
+    let spec = Spec::new(setarch)
+        .arg("x86_64")
+        .arg("-R")
+        .arg(target("attrs"))
+        .arg("30")
+        .arg("10")
+        .arg("sleep=5")
+        .env("CKPT_TEST_MARK", "environ of the original")
+        .stdin(In::Pipe);
+    let mut rp = ctx.spawn(&spec);
+    rp.wait_for("step 10 attrs");
+    rp.write_stdin(b"go on\n");
+    rp.close_stdin();
+    let reference = rp.finish();
+    assert_eq!(reference.status.code(), Some(0), "attrs: {reference:?}");
+
+    let mut t = ctx.spawn(&spec);
+    let pid = t.pid;
+    t.wait_for("step 10 attrs");
+    wait_in_syscall(pid, libc::SYS_read, "attrs");
+    let original = proc_attrs(pid);
+    // The attributes are not ours (a restore that left the stub's would show).
+    let ours = proc_attrs(my_pid());
+    for key in ["personality", "comm", "limits", "Umask:", "VmLck:"] {
+        assert_ne!(
+            original[key], ours[key],
+            "attrs: {key} is the test's own; the check would not see it lost"
+        );
+    }
+    assert_eq!(original["leads its group"], "true", "attrs: {original:?}");
+    assert_eq!(
+        original["leads its session"], "false",
+        "attrs: {original:?}"
+    );
+    for flags in ["lo", "lf", "dc", "dd", "wf", "hg", "nh", "rr", "sr"] {
+        assert!(
+            original["smaps VmFlags"].contains(&format!(" {flags}")),
+            "attrs: no mapping with VmFlag {flags}:\n{}",
+            original["smaps VmFlags"]
+        );
+    }
+    let first = ctx.path("first.img");
+    ctx.dump(pid, &first);
+    t.expect_killed();
+    let before = t.stdout.finish("original");
+
+    let mut r = ctx.restore_detached(&first);
+    wait_in_syscall(pid, libc::SYS_read, "restored attrs");
+    let restored = proc_attrs(pid);
+    let diff: Vec<String> = original
+        .keys()
+        .filter(|k| original[*k] != restored[*k])
+        .map(|k| {
+            format!(
+                "{k}:\n  original: {:?}\n  restored: {:?}",
+                original[k], restored[k]
+            )
+        })
+        .collect();
+    assert!(
+        diff.is_empty(),
+        "attrs: the restored process differs from the original in /proc:\n{}",
+        diff.join("\n")
+    );
+    let second = ctx.path("second.img");
+    ctx.dump_leave_running(pid, &second);
+    assert_same_image_state(
+        "attrs (non-default attributes)",
+        &ctx.inspect_json(&first),
+        &ctx.inspect_json(&second),
+        LEGIT_IMAGE_DIFFS,
+    );
+
+    r.write_stdin(b"go on\n");
+    r.close_stdin();
+    let fin = r.finish();
+    let after: String = text(&fin.stdout)
+        .lines()
+        .filter(|l| l.trim() != pid.to_string())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_same_output(
+        "attrs (dumped, restored, dumped again)",
+        &reference.stdout,
+        &[before, after.into_bytes()].concat(),
+    );
 }
 
 // ---------------------------------------------------------------------------------------
