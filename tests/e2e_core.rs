@@ -536,6 +536,110 @@ fn state_of_restored_signals_equals_dumped_state() {
     assert!(out.contains("end usr2 handled=1"), "{out}");
 }
 
+/// x86-64 and ia32 sleeps: nanosleep, clock_nanosleep (and its ia32 time64 twin).
+const SLEEP_SYSCALLS: &[i64] = &[35, 230, 162, 267, 407];
+
+/// Run `spec` until it printed `k` lines and sleeps (a step's sleep far longer than the
+/// test), dump it (killing it), restore it detached, wait until it sleeps again, dump it
+/// again with --leave-running and compare the two images: everything but what
+/// legitimately differs must be equal. Present all-zero pages are left out of an image,
+/// so they come back absent: an area may have fewer present pages the second time, but
+/// the page data stored must be as large. `rem_is_req`: the program sleeps in an ia32
+/// clock_nanosleep whose `rem` (esi) is not its request (edx): restore re-issues the
+/// sleep with the request pointed at `rem` (see `arch::x86::resume_regs`), so edx must
+/// be the first image's esi.
+fn restored_image_equals_dumped(ctx: &Ctx, spec: &Spec, k: usize, tag: &str, rem_is_req: bool) {
+    let mut t = ctx.spawn(spec);
+    t.wait_lines(k);
+    let pid = t.pid;
+    wait_in_any_syscall(pid, SLEEP_SYSCALLS, tag);
+    let first = ctx.path("first.img");
+    ctx.dump(pid, &first);
+    t.expect_killed();
+    let mut r = ctx.restore_detached(&first);
+    wait_in_any_syscall(pid, SLEEP_SYSCALLS, &format!("restored {tag}"));
+    let second = ctx.path("second.img");
+    ctx.dump_leave_running(pid, &second);
+    r.kill();
+    let a = ctx.inspect_json(&first);
+    let b = ctx.inspect_json(&second);
+    let mut ignore = LEGIT_IMAGE_DIFFS.to_vec();
+    ignore.push("processes[*].vmas[*].pages_present");
+    if rem_is_req {
+        ignore.push("processes[0].threads[0].arch.regs.rdx");
+        let regs = |j: &serde_json::Value, r: &str| {
+            j["processes"][0]["threads"][0]["arch"]["regs"][r].clone()
+        };
+        assert!(
+            regs(&a, "rsi").is_u64(),
+            "{tag}: no esi in {}",
+            a["processes"][0]["threads"][0]
+        );
+        assert_ne!(
+            regs(&a, "rdx"),
+            regs(&a, "rsi"),
+            "{tag}: the request is rem already"
+        );
+        assert_eq!(
+            regs(&b, "rdx"),
+            regs(&a, "rsi"),
+            "{tag}: the restored sleep's request should be the first image's rem"
+        );
+    }
+    assert_same_image_state(tag, &a, &b, &ignore);
+    let present = |j: &serde_json::Value| -> Vec<u64> {
+        j["processes"][0]["vmas"]
+            .as_array()
+            .expect("vmas")
+            .iter()
+            .map(|v| v["pages_present"].as_u64().expect("pages_present"))
+            .collect()
+    };
+    let (pa, pb) = (present(&a), present(&b));
+    for (i, (x, y)) in pa.iter().zip(&pb).enumerate() {
+        assert!(
+            y <= x,
+            "{tag}: memory area {i} has {y} present pages after restore, {x} before"
+        );
+    }
+    assert_eq!(
+        a["image"]["page_bytes"], b["image"]["page_bytes"],
+        "{tag}: page data stored in the first and the second image"
+    );
+    assert!(
+        a["image"]["page_bytes"].as_u64().is_some_and(|n| n > 0),
+        "{tag}: no page data in the image: {}",
+        a["image"]
+    );
+}
+
+#[test]
+fn state_of_restored_counter_equals_dumped_state() {
+    let ctx = Ctx::new("state_of_restored_counter_equals_dumped_state");
+    let spec = counter_spec(&ctx, "counter", 5, &["sleep=600000"]);
+    restored_image_equals_dumped(&ctx, &spec, 1, "counter", false);
+}
+
+#[test]
+fn state_of_restored_static_counter_equals_dumped_state() {
+    let ctx = Ctx::new("state_of_restored_static_counter_equals_dumped_state");
+    let spec = counter_spec(&ctx, "counter-static", 5, &["sleep=600000"]);
+    restored_image_equals_dumped(&ctx, &spec, 1, "counter-static", false);
+}
+
+#[test]
+fn state_of_restored_python3_equals_dumped_state() {
+    let ctx = Ctx::new("state_of_restored_python3_equals_dumped_state");
+    restored_image_equals_dumped(&ctx, &python_spec(5, 600.0), 1, "python3 loop.py", false);
+}
+
+#[test]
+fn state_of_restored_ia32_program_equals_dumped_state() {
+    let ctx = Ctx::new("state_of_restored_ia32_program_equals_dumped_state");
+    let spec = Spec::new(target("arch32")).arg("5").arg("sleep=600000");
+    restored_image_equals_dumped(&ctx, &spec, 2, "arch32", true);
+}
+
 /// What the kernel shows of `pid` that no memory checksum would: /proc/PID/personality,
 /// comm, the Umask, VmLck and signal lines of status, limits, cmdline, environ, the exe
 /// link, every mapping's range and VmFlags (smaps), and whether it leads its process
