@@ -194,6 +194,7 @@ pub mod nr {
     pub const TIMER_GETTIME: u64 = 224;
     pub const TIMER_GETOVERRUN: u64 = 225;
     pub const MLOCK: u64 = 149;
+    pub const MLOCK2: u64 = 325;
     pub const FCHDIR: u64 = 81;
     pub const UMASK: u64 = 95;
     pub const SETRESUID: u64 = 117;

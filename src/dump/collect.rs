@@ -1681,7 +1681,7 @@ pub(crate) fn resolve_sockets(
                                 flags,
                             };
                         } else if f.fd > 2 {
-                            return Err(refuse("a network socket other than TCP and UDP"));
+                            return Err(refuse(&sys::tcp::socket_kind(&dup)?));
                         }
                     }
                 }

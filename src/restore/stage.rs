@@ -930,6 +930,8 @@ fn finish_memory(cx: &mut Ctx<'_>) -> Result<()> {
             ("hg", libc::MADV_HUGEPAGE),
             ("nh", libc::MADV_NOHUGEPAGE),
             ("mg", libc::MADV_MERGEABLE),
+            ("rr", libc::MADV_RANDOM),
+            ("sr", libc::MADV_SEQUENTIAL),
         ];
         for (flag, adv) in advice {
             if v.has_flag(flag) {
@@ -940,7 +942,16 @@ fn finish_memory(cx: &mut Ctx<'_>) -> Result<()> {
                 ));
             }
         }
-        if v.has_flag("lo") {
+        if v.has_flag("lf") {
+            // mlock2(MLOCK_ONFAULT): locked, but only the pages present (those the image
+            // gave it) are faulted in, as before.
+            const MLOCK_ONFAULT: u64 = 1;
+            calls.push(Call::new(
+                "mlock2(MLOCK_ONFAULT)",
+                nr::MLOCK2,
+                [v.start, v.len(), MLOCK_ONFAULT, 0, 0, 0],
+            ));
+        } else if v.has_flag("lo") {
             calls.push(Call::new(
                 "mlock",
                 nr::MLOCK,

@@ -98,6 +98,54 @@ fn queue_len(fd: &OwnedFd, req: libc::c_ulong) -> Result<usize> {
     Ok(n.max(0) as usize)
 }
 
+/// A socket's kind in words, from its family, type and protocol ("a netlink socket
+/// (NETLINK_ROUTE)", "a packet socket", "a raw IPv4 socket"...), for refusals.
+pub fn socket_kind(fd: &OwnedFd) -> Result<String> {
+    let domain = getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)? as i32;
+    let typ = getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_TYPE)? as i32;
+    let proto = getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)? as i32;
+    let type_name = match typ {
+        libc::SOCK_STREAM => "stream".to_string(),
+        libc::SOCK_DGRAM => "datagram".to_string(),
+        libc::SOCK_RAW => "raw".to_string(),
+        libc::SOCK_SEQPACKET => "seqpacket".to_string(),
+        libc::SOCK_RDM => "reliable datagram".to_string(),
+        t => format!("type {t}"),
+    };
+    Ok(match domain {
+        libc::AF_NETLINK => {
+            let p = match proto {
+                libc::NETLINK_ROUTE => "NETLINK_ROUTE".to_string(),
+                libc::NETLINK_SOCK_DIAG => "NETLINK_SOCK_DIAG".to_string(),
+                libc::NETLINK_AUDIT => "NETLINK_AUDIT".to_string(),
+                libc::NETLINK_KOBJECT_UEVENT => "NETLINK_KOBJECT_UEVENT".to_string(),
+                libc::NETLINK_GENERIC => "NETLINK_GENERIC".to_string(),
+                libc::NETLINK_NETFILTER => "NETLINK_NETFILTER".to_string(),
+                p => format!("protocol {p}"),
+            };
+            format!("a netlink socket ({p})")
+        }
+        libc::AF_PACKET => format!("a packet socket ({type_name})"),
+        libc::AF_INET | libc::AF_INET6 => {
+            let v = if domain == libc::AF_INET {
+                "IPv4"
+            } else {
+                "IPv6"
+            };
+            match (typ, proto) {
+                (libc::SOCK_RAW, p) => format!("a raw {v} socket (protocol {p})"),
+                (_, libc::IPPROTO_SCTP) => format!("an SCTP {v} socket"),
+                (_, p) => format!("an {v} {type_name} socket (protocol {p})"),
+            }
+        }
+        libc::AF_VSOCK => format!("a vsock socket ({type_name})"),
+        libc::AF_BLUETOOTH => format!("a bluetooth socket ({type_name})"),
+        libc::AF_ALG => "a kernel crypto (AF_ALG) socket".to_string(),
+        libc::AF_XDP => "an XDP socket".to_string(),
+        d => format!("a socket of address family {d} ({type_name})"),
+    })
+}
+
 /// What this socket is; an established connection is put in repair mode (and left so:
 /// closing it then sends nothing to the peer) and read out.
 pub fn inspect(fd: &OwnedFd) -> Result<TcpSock> {

@@ -62,6 +62,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("files", "files.c", &[]),
     ("blocked_read", "blocked_read.c", &[]),
     ("fdkind", "fdkind.c", &[]),
+    // non-default attributes: mlock, madvise flags, rlimits, name, umask, own group
+    ("attrs", "attrs.c", &[]),
     // tests/e2e_tree.rs: threads, process trees, signals and timers
     ("threads", "threads.c", &["-pthread"]),
     ("tree", "tree.c", &[]),
@@ -1814,7 +1816,9 @@ pub fn assert_restore_fault_leaves_nothing(
             .arg("restore")
             .arg(img)
             .env("RUST_BACKTRACE", "1")
-            .env("CKPT_FAULT", fault),
+            .env("CKPT_FAULT", fault)
+            // in the test directory, so that a file it leaves there shows in a listing
+            .cwd(&ctx.dir),
         |s, a| s.arg(a),
     );
     let f = ctx.spawn(&spec).finish();

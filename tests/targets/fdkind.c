@@ -1,13 +1,15 @@
 /* fdkind: holds one file descriptor of a given kind and counts.
  *
  * usage: fdkind KIND STEPS [sleep=MS]
- * KIND: pipe | socketpair | inotify | eventfd | timerfd | signalfd | epoll | memfd | pidfd
+ * KIND: pipe | socketpair | inotify | eventfd | timerfd | signalfd | epoll | memfd | pidfd |
+ *       netlink (a bound NETLINK_ROUTE socket) | packet (an AF_PACKET socket; needs root)
  *
  * Used to check that `ckpt dump` refuses, with a message naming the fd and its kind, a
  * process holding an fd of a kind it does not support yet, and leaves it running as
  * before. */
 #include "util.h"
 
+#include <linux/netlink.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -56,6 +58,14 @@ int main(int argc, char **argv)
 		fds[0] = memfd_create("ckpt-test", 0);
 	} else if (!strcmp(kind, "pidfd")) {
 		fds[0] = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	} else if (!strcmp(kind, "netlink")) {
+		fds[0] = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+		struct sockaddr_nl nl = { .nl_family = AF_NETLINK };
+		if (fds[0] >= 0 && bind(fds[0], (struct sockaddr *)&nl, sizeof nl))
+			die("bind netlink: %s", strerror(errno));
+	} else if (!strcmp(kind, "packet")) {
+		/* Protocol 0: it receives nothing until bound to one. */
+		fds[0] = socket(AF_PACKET, SOCK_DGRAM, 0);
 	} else {
 		die("unknown kind %s", kind);
 	}
