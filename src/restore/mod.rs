@@ -7,6 +7,7 @@
 //! process go: the point of no return.
 
 pub mod plan;
+pub mod privs;
 pub mod source;
 pub mod stage;
 
