@@ -134,6 +134,7 @@ fn checkpoint() -> Checkpoint {
             cap_amb: 0,
             no_new_privs: false,
             seccomp: 0,
+            securebits: 0,
         },
         rlimits: vec![Rlimit {
             resource: 7,

@@ -203,6 +203,7 @@ pub mod nr {
     pub const SETFSUID: u64 = 122;
     pub const SETFSGID: u64 = 123;
     pub const CAPSET: u64 = 126;
+    pub const PRLIMIT64: u64 = 302;
     pub const RT_TGSIGQUEUEINFO: u64 = 297;
     pub const GETPID: u64 = 39;
     pub const MREMAP: u64 = 25;

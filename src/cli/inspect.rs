@@ -168,8 +168,15 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
         );
         let c = &p.creds;
         println!(
-            "  uid {:?} gid {:?} groups {:?} caps eff {:#x} prm {:#x} bnd {:#x}",
-            c.uid, c.gid, c.groups, c.cap_eff, c.cap_prm, c.cap_bnd
+            "  uid {:?} gid {:?} groups {:?} caps eff {:#x} prm {:#x} inh {:#x} amb {:#x} \
+             bnd {:#x}",
+            c.uid, c.gid, c.groups, c.cap_eff, c.cap_prm, c.cap_inh, c.cap_amb, c.cap_bnd
+        );
+        println!(
+            "  securebits {} ({:#x})  no_new_privs {}",
+            ckpt::restore::privs::secbits_names(c.securebits),
+            c.securebits,
+            c.no_new_privs
         );
         let total: u64 = p.vmas.iter().map(|v| v.len()).sum();
         let st: u64 = stored

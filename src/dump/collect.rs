@@ -87,6 +87,8 @@ pub(crate) struct ProcCollected {
 }
 
 const NSIG: u32 = 64;
+/// Resource limits the kernel has (RLIMIT_CPU = 0 .. RLIMIT_RTTIME = 15).
+const RLIM_NLIMITS: u32 = 16;
 
 /// What only the task itself can tell, read by injected syscalls.
 struct Injected {
@@ -98,6 +100,7 @@ struct Injected {
     itimers: Vec<ITimer>,
     posix_timers: Vec<PosixTimer>,
     xcomp_perm: u64,
+    rlimits: Vec<Rlimit>,
 }
 
 /// Per-thread state that only the thread itself can tell.
@@ -107,6 +110,8 @@ struct ThreadInjected {
     clear_child_tid: u64,
     /// The compat (ia32) robust list, for an ia32 thread.
     robust32: Option<(u64, u64)>,
+    /// PR_GET_SECUREBITS (part of each thread's credentials).
+    securebits: u32,
 }
 
 fn unsupported(pid: i32, why: impl Into<String>) -> DumpError {
@@ -185,9 +190,25 @@ fn inject_queries(inj: &mut Injector, mem: &RemoteMem, scratch: u64) -> Result<I
             [which, slot(n + 3 + which as usize), 0, 0, 0, 0],
         ));
     }
+    // Resource limits, asked by the process about itself: prlimit(PID) from outside
+    // needs CAP_SYS_RESOURCE for a process of another user, which even root may lack.
+    for resource in 0..RLIM_NLIMITS {
+        calls.push(Call::new(
+            "prlimit64",
+            nr::PRLIMIT64,
+            [
+                0,
+                u64::from(resource),
+                0,
+                slot(n + 6 + resource as usize),
+                0,
+                0,
+            ],
+        ));
+    }
     let res = inj.batch(mem, &calls)?;
     let r = |i: usize| res.get(i).copied().unwrap_or(-1);
-    let mut b = vec![0u8; 32 * (n + 6)];
+    let mut b = vec![0u8; 32 * (n + 6 + RLIM_NLIMITS as usize)];
     mem.read(out, &mut b)?;
     let at = |i: usize| &b[32 * i..32 * i + 32];
     let sigactions = sigs
@@ -221,6 +242,16 @@ fn inject_queries(inj: &mut Injector, mem: &RemoteMem, scratch: u64) -> Result<I
             }
         })
         .filter(|t| t.value_us != 0 || t.interval_us != 0)
+        .collect();
+    let rlimits = (0..RLIM_NLIMITS)
+        .map(|resource| {
+            let w = at(n + 6 + resource as usize);
+            Rlimit {
+                resource,
+                cur: word(w, 0),
+                max: word(w, 1),
+            }
+        })
         .collect();
     let mut posix_timers = Vec::new();
     let timers = procfs::posix_timers(inj.pid())?;
@@ -266,6 +297,7 @@ fn inject_queries(inj: &mut Injector, mem: &RemoteMem, scratch: u64) -> Result<I
     }
     Ok(Injected {
         xcomp_perm,
+        rlimits,
         sigactions,
         pdeathsig,
         dumpable,
@@ -284,7 +316,7 @@ fn inject_thread_queries(
 ) -> Result<ThreadInjected> {
     let out = scratch + SCRATCH_OUT;
     mem.write(out, &[0u8; 96])?;
-    inj.batch(
+    let res = inj.batch(
         mem,
         &[
             Call::new("sigaltstack", nr::SIGALTSTACK, [0, out, 0, 0, 0, 0]),
@@ -293,8 +325,15 @@ fn inject_thread_queries(
                 nr::PRCTL,
                 [libc::PR_GET_TID_ADDRESS as u64, out + 32, 0, 0, 0, 0],
             ),
+            // Part of each thread's credentials.
+            Call::new(
+                "prctl(PR_GET_SECUREBITS)",
+                nr::PRCTL,
+                [libc::PR_GET_SECUREBITS as u64, 0, 0, 0, 0, 0],
+            ),
         ],
     )?;
+    let securebits = res.get(2).copied().unwrap_or_default() as u32;
     let mut b = [0u8; 96];
     mem.read(out, &mut b)?;
     // stack_t { void *ss_sp; int ss_flags; size_t ss_size; }
@@ -324,6 +363,7 @@ fn inject_thread_queries(
         altstack,
         clear_child_tid,
         robust32,
+        securebits,
     })
 }
 
@@ -1122,6 +1162,40 @@ fn thread_outside(_pid: i32, tid: i32, _regs: &X86Regs) -> Result<ThreadOutside>
     })
 }
 
+/// Credentials belong to each thread; the image keeps one set per process (as a program
+/// changing them through libc sets them in every thread). Refuse a process whose threads
+/// differ, rather than give them all the leader's.
+fn same_creds_in_threads(fr: &Frozen, creds: &Creds, thread_inj: &[ThreadInjected]) -> Result<()> {
+    for (t, ti) in fr.threads.iter().zip(thread_inj).skip(1) {
+        let st = procfs::status(t.tid)?;
+        let theirs = Creds {
+            uid: st.uid,
+            gid: st.gid,
+            groups: st.groups,
+            cap_inh: st.cap_inh,
+            cap_prm: st.cap_prm,
+            cap_eff: st.cap_eff,
+            cap_bnd: st.cap_bnd,
+            cap_amb: st.cap_amb,
+            no_new_privs: st.no_new_privs,
+            seccomp: st.seccomp,
+            securebits: ti.securebits,
+        };
+        if theirs != *creds {
+            return Err(unsupported(
+                fr.pid,
+                format!(
+                    "thread {} has other credentials (uids, gids, groups, capabilities, \
+                     securebits, no_new_privs or seccomp) than the process's first thread; \
+                     threads with different credentials are not supported yet",
+                    t.tid
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn collect_process(fr: &mut Frozen, seen: &mut SharedSeen) -> Result<ProcCollected> {
     let pid = fr.pid;
     let mem = RemoteMem::open(pid)?;
@@ -1141,15 +1215,20 @@ pub(crate) fn collect_process(fr: &mut Frozen, seen: &mut SharedSeen) -> Result<
 
     let status = procfs::status(pid)?;
     let stat = procfs::stat(pid)?;
-    let mut rlimits = Vec::new();
-    for res in 0..16u32 {
-        let (cur, max) = sys::process::prlimit_get(pid, res)?;
-        rlimits.push(Rlimit {
-            resource: res,
-            cur,
-            max,
-        });
-    }
+    let creds = Creds {
+        uid: status.uid,
+        gid: status.gid,
+        groups: status.groups.clone(),
+        cap_inh: status.cap_inh,
+        cap_prm: status.cap_prm,
+        cap_eff: status.cap_eff,
+        cap_bnd: status.cap_bnd,
+        cap_amb: status.cap_amb,
+        no_new_privs: status.no_new_privs,
+        seccomp: status.seccomp,
+        securebits: thread_inj.first().map_or(0, |t| t.securebits),
+    };
+    same_creds_in_threads(fr, &creds, &thread_inj)?;
     let exe_link = procfs::readlink(&format!("/proc/{pid}/exe"))?;
     let exe = file_id_checked(pid, &format!("/proc/{pid}/exe"), &exe_link, "executable")?;
     let mm = MmInfo {
@@ -1283,19 +1362,8 @@ pub(crate) fn collect_process(fr: &mut Frozen, seen: &mut SharedSeen) -> Result<
         root: procfs::readlink(&format!("/proc/{pid}/root"))?,
         umask: status.umask,
         personality: procfs::personality(pid)?,
-        creds: Creds {
-            uid: status.uid,
-            gid: status.gid,
-            groups: status.groups.clone(),
-            cap_inh: status.cap_inh,
-            cap_prm: status.cap_prm,
-            cap_eff: status.cap_eff,
-            cap_bnd: status.cap_bnd,
-            cap_amb: status.cap_amb,
-            no_new_privs: status.no_new_privs,
-            seccomp: status.seccomp,
-        },
-        rlimits,
+        creds,
+        rlimits: inj.rlimits,
         misc: ProcMisc {
             pdeathsig: inj.pdeathsig,
             dumpable: inj.dumpable,

@@ -134,7 +134,9 @@ pub struct MmInfo {
     pub exe: Option<FileId>,
 }
 
-/// Credentials (from /proc/PID/status).
+/// Credentials (from /proc/PID/status; `securebits` from `PR_GET_SECUREBITS`). Every
+/// thread of the process has these same credentials (dump refuses a process whose threads
+/// differ).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct Creds {
     /// real, effective, saved, filesystem
@@ -149,6 +151,10 @@ pub struct Creds {
     pub no_new_privs: bool,
     /// 0 none, 1 strict, 2 filter.
     pub seccomp: u32,
+    /// The securebits (`SECBIT_NOROOT`, `SECBIT_KEEP_CAPS`, ... and their locks). Images
+    /// made before they were recorded read as 0.
+    #[serde(default)]
+    pub securebits: u32,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

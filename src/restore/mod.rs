@@ -8,6 +8,7 @@
 
 pub mod kernel;
 pub mod plan;
+pub mod privs;
 pub mod source;
 pub mod stage;
 

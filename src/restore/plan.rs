@@ -480,6 +480,22 @@ fn check_process(proc_: &Process, ids: &mut BTreeSet<i32>, problems: &mut Vec<Pr
             );
         }
     }
+    let mut resources = BTreeSet::new();
+    for r in &proc_.rlimits {
+        if r.resource as usize >= super::privs::RLIMIT_NAMES.len()
+            || !resources.insert(r.resource)
+            || r.cur > r.max
+        {
+            p(
+                problems,
+                "malformed",
+                format!(
+                    "process {}: invalid resource limit {} ({}/{})",
+                    proc_.pid, r.resource, r.cur, r.max
+                ),
+            );
+        }
+    }
     if proc_.threads.len() > MAX_THREADS {
         p(problems, "malformed", "too many threads".into());
     }
@@ -1189,12 +1205,20 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
     let mut xsave = std::collections::BTreeMap::new();
     check_structure(&ckpt, &mut problems);
     if problems.iter().all(|p| p.code != "malformed") {
-        if !sys::process::is_root() {
-            p(
+        // Privileges: ckpt's own, and what each process asks of them.
+        let pairs = ckpt.pipes.len() + ckpt.socketpairs.len() + ckpt.fifos.len();
+        match super::privs::Own::detect() {
+            Ok(own) => {
+                super::privs::check_ckpt(&own, &mut problems);
+                for proc_ in ckpt.processes.iter().filter(|q| !q.is_zombie()) {
+                    super::privs::check_process(proc_, &own, pairs, &mut problems);
+                }
+            }
+            Err(e) => p(
                 &mut problems,
                 "privilege",
-                "restore must run as root (it recreates PIDs and memory-map fields)".into(),
-            );
+                format!("cannot read ckpt's own credentials and limits: {e}"),
+            ),
         }
         // CPU, xsave, word size and debug registers, under the chosen policy.
         let threads: Vec<(i32, &arch::ThreadArchState)> = ckpt

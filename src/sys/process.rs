@@ -307,6 +307,13 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// This process's securebits (PR_GET_SECUREBITS); 0 if the kernel will not tell.
+pub fn own_securebits() -> u32 {
+    // SAFETY: PR_GET_SECUREBITS takes no pointer and only returns a value.
+    let r = unsafe { libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) };
+    r.max(0) as u32
+}
+
 /// Close every file descriptor from `first` up (used by ckpt's own demo workload, which
 /// must not hold descriptors it inherited by accident).
 pub fn close_fds_from(first: u32) {

@@ -105,6 +105,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("memmap", "memmap.c", &[]),
     // tests/e2e_tty.rs: a program on a terminal restored onto a new pty
     ("ttyjob", "ttyjob.c", &[]),
+    // tests/e2e_privs.rs: credentials, securebits and limits, per thread
+    ("privs", "privs.c", &["-pthread"]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
