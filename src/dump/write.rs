@@ -5,7 +5,7 @@ use std::io::Write;
 use super::collect::Collected;
 use super::{DumpStats, Result};
 use crate::image::{FLAG_REQUIRED, ImageWriter, tag};
-use crate::sys::mem::RemoteMem;
+use crate::sys::mem::{PageBuf, RemoteMem};
 
 const PAGE: usize = 4096;
 
@@ -22,11 +22,13 @@ const AHEAD: usize = 3;
 enum Chunk {
     /// The pages that follow are this process's.
     Process(i32),
-    /// A run of pages read at `addr`; `pieces` are the page ranges [i, j) of `buf` to
-    /// store (all of it, or what is left around pages that are all zero).
+    /// A run of pages read at `addr` into the first `len` bytes of `buf`; `pieces` are
+    /// the page ranges [i, j) of it to store (all of it, or what is left around pages
+    /// that are all zero).
     Run {
         addr: u64,
-        buf: Vec<u8>,
+        buf: PageBuf,
+        len: usize,
         pieces: Vec<(usize, usize)>,
         zero_pages: u64,
     },
@@ -37,7 +39,7 @@ enum Chunk {
 fn read_pages(
     c: &Collected,
     tx: &std::sync::mpsc::SyncSender<Result<Chunk>>,
-    back: &std::sync::mpsc::Receiver<Vec<u8>>,
+    back: &std::sync::mpsc::Receiver<PageBuf>,
 ) {
     let send = |m: Result<Chunk>| tx.send(m).is_ok();
     for (pid, runs) in &c.runs {
@@ -53,20 +55,31 @@ fn read_pages(
         }
         for run in runs {
             let len = run.pages as usize * PAGE;
-            let mut buf = back.try_recv().unwrap_or_default();
-            if let Err(e) = mem.read_to_vec(run.addr, len, &mut buf) {
-                send(Err(e.into()));
-                return;
-            }
+            // Buffers come back from the writer: at most AHEAD + 2 are ever made.
+            let got = match back.try_recv() {
+                Ok(b) => Ok(b),
+                Err(_) => PageBuf::new(super::collect::MAX_RUN_PAGES as usize * PAGE),
+            };
+            let read = got.and_then(|mut buf| {
+                mem.read_into(run.addr, &mut buf, len)?;
+                Ok(buf)
+            });
+            let buf = match read {
+                Ok(b) => b,
+                Err(e) => {
+                    send(Err(e.into()));
+                    return;
+                }
+            };
             let n = run.pages as usize;
-            let (pieces, zero_pages) = if run.skip_zero {
-                nonzero_pieces(&buf, n)
-            } else {
-                (vec![(0, n)], 0)
+            let (pieces, zero_pages) = match (run.skip_zero, buf.slice(len)) {
+                (true, Ok(data)) => nonzero_pieces(data, n),
+                _ => (vec![(0, n)], 0),
             };
             let chunk = Chunk::Run {
                 addr: run.addr,
                 buf,
+                len,
                 pieces,
                 zero_pages,
             };
@@ -166,7 +179,7 @@ pub(crate) fn write_image<W: Write>(
     // thread while this one checksums and writes the previous run.
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk>>(AHEAD);
-        let (back, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let (back, back_rx) = std::sync::mpsc::channel::<PageBuf>();
         scope.spawn(move || read_pages(c, &tx, &back_rx));
         for chunk in rx {
             match chunk? {
@@ -176,16 +189,18 @@ pub(crate) fn write_image<W: Write>(
                 Chunk::Run {
                     addr,
                     buf,
+                    len,
                     pieces,
                     zero_pages,
                 } => {
                     if let Some(p) = progress {
                         p(done, total);
                     }
-                    done += buf.len() as u64;
+                    done += len as u64;
                     stats.zero_pages_skipped += zero_pages;
+                    let run = buf.slice(len)?;
                     for (i, j) in pieces {
-                        let (at, data) = (addr + (i * PAGE) as u64, &buf[i * PAGE..j * PAGE]);
+                        let (at, data) = (addr + (i * PAGE) as u64, &run[i * PAGE..j * PAGE]);
                         if lz4 {
                             let packed = crate::image::compress_pages(data);
                             w.write_record(tag::PAGES_LZ4, FLAG_REQUIRED, at, &packed, false)?;
