@@ -22,22 +22,83 @@ const AHEAD: usize = 3;
 enum Chunk {
     /// The pages that follow are this process's.
     Process(i32),
-    /// A run of pages read at `addr` into the first `len` bytes of `buf`; `pieces` are
-    /// the page ranges [i, j) of it to store (all of it, or what is left around pages
-    /// that are all zero).
+    /// A run of pages read at `addr` into the first `len` bytes of `buf`, and the
+    /// records to write of it (all of it, or what is left around pages that are all
+    /// zero), their checksums already computed.
     Run {
-        addr: u64,
         buf: PageBuf,
         len: usize,
-        pieces: Vec<(usize, usize)>,
+        records: Vec<PageRecord>,
         zero_pages: u64,
     },
+}
+
+/// A page record, ready to be written.
+struct PageRecord {
+    tag: u32,
+    /// Address of its first page.
+    at: u64,
+    pages: u64,
+    body: Body,
+    sum: u64,
+}
+
+enum Body {
+    /// Bytes [i, j) of the run's buffer.
+    InRun(usize, usize),
+    /// Compressed (`PAGES_LZ4`).
+    Packed(Vec<u8>),
+}
+
+/// The records of `data` (a run of `n` pages read at `addr`): the pieces to store, each
+/// compressed if asked, with their checksums; and how many zero pages were left out.
+fn run_records(
+    addr: u64,
+    data: &[u8],
+    n: usize,
+    skip_zero: bool,
+    lz4: bool,
+) -> (Vec<PageRecord>, u64) {
+    let (pieces, zero_pages) = if skip_zero {
+        nonzero_pieces(data, n)
+    } else {
+        (vec![(0, n)], 0)
+    };
+    let records = pieces
+        .into_iter()
+        .map(|(i, j)| {
+            let at = addr + (i * PAGE) as u64;
+            let bytes = &data[i * PAGE..j * PAGE];
+            // Pages that do not compress are stored as they are (restore then has
+            // nothing to expand).
+            let packed = lz4
+                .then(|| crate::image::compress_pages(bytes))
+                .filter(|p| p.len() < bytes.len());
+            let (tag, body, sum) = if let Some(packed) = packed {
+                let sum =
+                    crate::image::payload_checksum(tag::PAGES_LZ4, FLAG_REQUIRED, at, &packed);
+                (tag::PAGES_LZ4, Body::Packed(packed), sum)
+            } else {
+                let sum = crate::image::payload_checksum(tag::PAGES, FLAG_REQUIRED, at, bytes);
+                (tag::PAGES, Body::InRun(i * PAGE, j * PAGE), sum)
+            };
+            PageRecord {
+                tag,
+                at,
+                pages: (j - i) as u64,
+                body,
+                sum,
+            }
+        })
+        .collect();
+    (records, zero_pages)
 }
 
 /// The reading thread: every run of every process, read from the frozen tasks. Stops at
 /// the first error (passed on) or when the writer stops listening.
 fn read_pages(
     c: &Collected,
+    lz4: bool,
     tx: &std::sync::mpsc::SyncSender<Result<Chunk>>,
     back: &std::sync::mpsc::Receiver<PageBuf>,
 ) {
@@ -71,16 +132,19 @@ fn read_pages(
                     return;
                 }
             };
-            let n = run.pages as usize;
-            let (pieces, zero_pages) = match (run.skip_zero, buf.slice(len)) {
-                (true, Ok(data)) => nonzero_pieces(data, n),
-                _ => (vec![(0, n)], 0),
+            // Zero pages are found, and checksums (and compression) computed here,
+            // while the run is in this core's cache: the writer only writes.
+            let (records, zero_pages) = match buf.slice(len) {
+                Ok(data) => run_records(run.addr, data, run.pages as usize, run.skip_zero, lz4),
+                Err(e) => {
+                    send(Err(e.into()));
+                    return;
+                }
             };
             let chunk = Chunk::Run {
-                addr: run.addr,
                 buf,
                 len,
-                pieces,
+                records,
                 zero_pages,
             };
             if !send(Ok(chunk)) {
@@ -175,22 +239,22 @@ pub(crate) fn write_image<W: Write>(
             }
         }
     }
-    // Pages are read from the frozen tasks (and split around zero pages) on a second
-    // thread while this one checksums and writes the previous run.
+    // Pages are read from the frozen tasks on a second thread, which also finds the zero
+    // pages and computes the checksums (and compresses) while the run is in its cache;
+    // this one only writes.
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk>>(AHEAD);
         let (back, back_rx) = std::sync::mpsc::channel::<PageBuf>();
-        scope.spawn(move || read_pages(c, &tx, &back_rx));
+        scope.spawn(move || read_pages(c, lz4, &tx, &back_rx));
         for chunk in rx {
             match chunk? {
                 Chunk::Process(pid) => {
                     w.write_record(tag::PAGES_PID, FLAG_REQUIRED, pid as u64, &[], false)?;
                 }
                 Chunk::Run {
-                    addr,
                     buf,
                     len,
-                    pieces,
+                    records,
                     zero_pages,
                 } => {
                     if let Some(p) = progress {
@@ -199,15 +263,20 @@ pub(crate) fn write_image<W: Write>(
                     done += len as u64;
                     stats.zero_pages_skipped += zero_pages;
                     let run = buf.slice(len)?;
-                    for (i, j) in pieces {
-                        let (at, data) = (addr + (i * PAGE) as u64, &run[i * PAGE..j * PAGE]);
-                        if lz4 {
-                            let packed = crate::image::compress_pages(data);
-                            w.write_record(tag::PAGES_LZ4, FLAG_REQUIRED, at, &packed, false)?;
-                        } else {
-                            w.write_pages(at, data)?;
-                        }
-                        stats.pages_written += (j - i) as u64;
+                    for r in records {
+                        let (data, align) = match &r.body {
+                            Body::InRun(i, j) => (&run[*i..*j], true),
+                            Body::Packed(p) => (&p[..], false),
+                        };
+                        w.write_record_summed(
+                            r.tag,
+                            FLAG_REQUIRED,
+                            r.at,
+                            data,
+                            align,
+                            Some(r.sum),
+                        )?;
+                        stats.pages_written += r.pages;
                     }
                     let _ = back.send(buf);
                 }

@@ -152,6 +152,17 @@ fn record_header(tag: u32, flags: u32, len: u64, arg: u64, pad: u32) -> [u8; REC
     h
 }
 
+/// The checksum that a record with these fields and this payload carries (what
+/// [`ImageWriter::write_record`] computes), for a caller that computes it on another
+/// thread and writes with [`ImageWriter::write_record_summed`].
+pub fn payload_checksum(tag: u32, flags: u32, arg: u64, payload: &[u8]) -> u64 {
+    // The padding is not part of the checksum.
+    record_checksum(
+        &record_header(tag, flags, payload.len() as u64, arg, 0),
+        payload,
+    )
+}
+
 fn record_checksum(hdr: &[u8; RECORD_HEADER_LEN], payload: &[u8]) -> u64 {
     let mut x = Xxh3::new();
     x.update(&hdr[0..24]);
@@ -202,6 +213,20 @@ impl<W: Write> ImageWriter<W> {
         payload: &[u8],
         align: bool,
     ) -> Result<()> {
+        self.write_record_summed(tag, flags, arg, payload, align, None)
+    }
+
+    /// [`write_record`](Self::write_record) with the record's checksum computed by the
+    /// caller ([`payload_checksum`]), if given.
+    pub fn write_record_summed(
+        &mut self,
+        tag: u32,
+        flags: u32,
+        arg: u64,
+        payload: &[u8],
+        align: bool,
+        sum: Option<u64>,
+    ) -> Result<()> {
         let max = max_payload(tag);
         if payload.len() as u64 > max {
             return Err(ImageError::RecordTooLarge {
@@ -218,7 +243,7 @@ impl<W: Write> ImageWriter<W> {
             0
         };
         let hdr = record_header(tag, flags, payload.len() as u64, arg, pad);
-        let sum = record_checksum(&hdr, payload);
+        let sum = sum.unwrap_or_else(|| record_checksum(&hdr, payload));
         self.out.write_all(&hdr)?;
         self.out.write_all(&ZEROS[..pad as usize])?;
         self.out.write_all(payload)?;
