@@ -127,46 +127,70 @@ fn counter_with_64_mib_of_memory() {
     dump_kill_restore(&ctx, &spec, 8, "counter-64m");
 }
 
-/// `dump --compress lz4`: counter with a 4 MiB heap of a repeating pattern is dumped
-/// twice at one moment's distance, plainly (left running) and compressed (killed); the
-/// compressed image is much smaller, `check` reads it, and the process restored from it
-/// continues with the output of an uninterrupted run.
+/// `dump --compress lz4|zstd`: counter with a 4 MiB heap of a repeating pattern is dumped
+/// three times at one moment's distance: plainly and with zstd (left running), then with
+/// lz4 (killed). Both compressed images are much smaller than the plain one, `check`
+/// reads them, and the process restored from each in turn continues with the output of
+/// an uninterrupted run.
 #[test]
 fn compressed_image_is_smaller_and_restores() {
     let ctx = Ctx::new("compressed_image_is_smaller_and_restores");
-    let spec = counter_spec(&ctx, "counter", 40, &["heap=4096"]);
+    let spec = counter_spec(&ctx, "counter", 50, &["heap=4096"]);
     let reference = ctx.reference(&spec);
     let mut t = ctx.spawn(&spec);
     t.wait_lines(10);
     let plain = ctx.path("plain.img");
     ctx.dump_leave_running(t.pid, &plain);
-    let packed = ctx.path("lz4.img");
     let pid = t.pid.to_string();
-    ctx.ckpt(&[
-        OsStr::new("dump"),
-        pid.as_ref(),
-        "-o".as_ref(),
-        packed.as_os_str(),
-        "--compress".as_ref(),
-        "lz4".as_ref(),
-    ])
-    .assert_ok();
+    let dump = |img: &Path, how: &str, more: &[&str]| {
+        let mut args = vec![
+            OsStr::new("dump"),
+            pid.as_ref(),
+            "-o".as_ref(),
+            img.as_os_str(),
+            "--compress".as_ref(),
+            how.as_ref(),
+        ];
+        args.extend(more.iter().map(OsStr::new));
+        ctx.ckpt(&args).assert_ok();
+    };
+    let zstd = ctx.path("zstd.img");
+    let at_zstd = t.stdout.bytes().len();
+    dump(&zstd, "zstd", &["--leave-running"]);
+    let packed = ctx.path("lz4.img");
+    let at_lz4 = t.stdout.bytes().len();
+    dump(&packed, "lz4", &[]);
     t.expect_killed();
     let before = t.stdout.finish("original");
     let size = |p: &Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    assert!(
-        size(&packed) * 3 < size(&plain),
-        "the compressed image ({} bytes) should be far smaller than the plain one ({})",
-        size(&packed),
-        size(&plain)
-    );
-    ctx.ckpt(&[OsStr::new("check"), packed.as_os_str()])
-        .assert_ok();
+    for (what, img) in [("lz4", &packed), ("zstd", &zstd)] {
+        assert!(
+            size(img) * 3 < size(&plain),
+            "the {what} image ({} bytes) should be far smaller than the plain one ({})",
+            size(img),
+            size(&plain)
+        );
+        ctx.ckpt(&[OsStr::new("check"), img.as_os_str()])
+            .assert_ok();
+    }
+    // The lz4 image is of the moment the original was killed: with it, the output
+    // goes on exactly; the zstd one is of a moment before, from which the restored
+    // process prints the rest of the reference output again.
     let fin = ctx.restore(&packed, &[], In::Null).finish();
     assert_same_output(
-        "counter restored from a compressed image",
+        "counter restored from an lz4 image",
         &reference.stdout,
-        &[before, fin.stdout].concat(),
+        &[before.clone(), fin.stdout].concat(),
+    );
+    assert_eq!(fin.status.code(), reference.status.code(), "exit status");
+    assert!(at_lz4 >= at_zstd);
+    let fin = ctx.restore(&zstd, &[], In::Null).finish();
+    assert_continues_from_dump(
+        "counter restored from a zstd image",
+        &reference.stdout,
+        &before,
+        &fin.stdout,
+        at_zstd,
     );
     assert_eq!(fin.status.code(), reference.status.code(), "exit status");
 }

@@ -798,6 +798,23 @@ fn fuzz_seeds_are_valid_images() {
     let bytes = w.finish().unwrap();
     assert!(read(&bytes).is_ok());
     save(&img_dir, "seed-lz4.img".into(), &bytes);
+    // The same with zstd (`dump --compress zstd`).
+    let mut w = ImageWriter::new(Vec::new()).unwrap();
+    w.write_meta(tag::CHECKPOINT, &full).unwrap();
+    w.write_record(tag::PAGES_PID, FLAG_REQUIRED, 4242, &[], false)
+        .unwrap();
+    let packed = ckpt::image::compress_pages_zstd(&page, 3).unwrap();
+    w.write_record(
+        tag::PAGES_ZSTD,
+        FLAG_REQUIRED,
+        0x5555_5556_0000,
+        &packed,
+        false,
+    )
+    .unwrap();
+    let bytes = w.finish().unwrap();
+    assert!(read(&bytes).is_ok());
+    save(&img_dir, "seed-zstd.img".into(), &bytes);
 }
 
 /// Descriptor records that decode but make no sense (a FIFO without its pipe state, an
@@ -1068,7 +1085,28 @@ fn hostile_socket_records_are_plan_problems() {
 /// are decode errors; damaged bytes never panic or allocate beyond the bound.
 #[test]
 fn compressed_page_records_are_checked() {
-    use ckpt::image::{compress_pages, decompress_pages};
+    compressed_records_are_checked(
+        tag::PAGES_LZ4,
+        ckpt::image::compress_pages,
+        ckpt::image::decompress_pages,
+    );
+}
+
+/// The same for zstd (`dump --compress zstd`).
+#[test]
+fn zstd_page_records_are_checked() {
+    compressed_records_are_checked(
+        tag::PAGES_ZSTD,
+        |d| ckpt::image::compress_pages_zstd(d, 3).unwrap(),
+        ckpt::image::decompress_pages_zstd,
+    );
+}
+
+fn compressed_records_are_checked(
+    rec_tag: u32,
+    compress_pages: impl Fn(&[u8]) -> Vec<u8>,
+    decompress_pages: impl Fn(&[u8], &mut Vec<u8>) -> Result<(), ImageError>,
+) {
     let pages: Vec<u8> = (0..3 * 4096u32).map(|i| (i / 64) as u8).collect();
     let good = compress_pages(&pages);
     assert!(good.len() < pages.len() / 4, "pages with runs compress");
@@ -1091,7 +1129,8 @@ fn compressed_page_records_are_checked() {
         ("claims less than it holds", with_len(4096, block)),
         ("truncated block", good[..good.len() - 3].to_vec()),
     ];
-    // LZ4 has no checksum of its own (the record's covers it): damaged bytes may decode
+    // LZ4 (and zstd as ckpt writes it) has no checksum of its own (the record's covers
+    // it): damaged bytes may decode
     // to other pages, or fail, but never panic or allocate beyond the bound.
     for i in 0..good.len() {
         let mut p = good.clone();
@@ -1123,7 +1162,7 @@ fn compressed_page_records_are_checked() {
     w.write_record(tag::PAGES_PID, FLAG_REQUIRED, 4242, &[], false)
         .unwrap();
     let bad = with_len(4 * 4096, block);
-    w.write_record(tag::PAGES_LZ4, FLAG_REQUIRED, 0x5555_5556_0000, &bad, false)
+    w.write_record(rec_tag, FLAG_REQUIRED, 0x5555_5556_0000, &bad, false)
         .unwrap();
     let bytes = w.finish().unwrap();
     let view = ckpt::restore::plan::HostView {

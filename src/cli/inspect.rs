@@ -44,7 +44,7 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
         if rec.tag == tag::PAGES {
             *stored.entry((owner, rec.arg)).or_default() += rec.payload.len() as u64;
         }
-        if rec.tag == tag::PAGES_LZ4 {
+        if rec.tag == tag::PAGES_LZ4 || rec.tag == tag::PAGES_ZSTD {
             // Pages as they are in memory (the record holds them compressed).
             let len = rec
                 .payload

@@ -141,8 +141,9 @@ enum Cmd {
         external: bool,
         /// Compress the page data: `lz4` gives smaller images for memory that
         /// compresses (text, interpreter heaps, repetitive data) at a CPU cost on dump and
-        /// restore; `none` (the default) is the fastest. The image stays one checksummed
-        /// stream either way, and restore reads both.
+        /// restore; `zstd` smaller ones still, at a higher CPU cost when dumping; `none`
+        /// (the default) is the fastest. Pages that do not shrink are stored as they are.
+        /// The image stays one checksummed stream either way, and restore reads all.
         #[arg(long, value_enum, value_name = "HOW", default_value = "none")]
         compress: dump::Compress,
     },

@@ -59,7 +59,7 @@ pub struct DumpOptions {
     /// socket whose other end a process not dumped holds) as external resources, to be
     /// given back at restore with `--inherit-fd`, instead of refusing them.
     pub external: bool,
-    /// Compress page data (`--compress lz4`).
+    /// Compress page data (`--compress lz4|zstd`).
     pub compress: Compress,
     /// Called as page data is written: (bytes done, bytes at most).
     pub progress: Option<std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>>,
@@ -85,6 +85,9 @@ pub enum Compress {
     /// LZ4 blocks, one per page record: smaller images for memory that compresses, at a
     /// CPU cost on both sides.
     Lz4,
+    /// zstd frames (level 3), one per page record: smaller images than lz4, at a
+    /// higher CPU cost when dumping.
+    Zstd,
 }
 
 /// What a dump did and how long it took.

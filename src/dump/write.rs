@@ -46,7 +46,7 @@ struct PageRecord {
 enum Body {
     /// Bytes [i, j) of the run's buffer.
     InRun(usize, usize),
-    /// Compressed (`PAGES_LZ4`).
+    /// Compressed (`PAGES_LZ4`, `PAGES_ZSTD`).
     Packed(Vec<u8>),
 }
 
@@ -57,8 +57,8 @@ fn run_records(
     data: &[u8],
     n: usize,
     skip_zero: bool,
-    lz4: bool,
-) -> (Vec<PageRecord>, u64) {
+    compress: super::Compress,
+) -> Result<(Vec<PageRecord>, u64)> {
     let (pieces, zero_pages) = if skip_zero {
         nonzero_pieces(data, n)
     } else {
@@ -69,36 +69,45 @@ fn run_records(
         .map(|(i, j)| {
             let at = addr + (i * PAGE) as u64;
             let bytes = &data[i * PAGE..j * PAGE];
+            let packed = match compress {
+                super::Compress::None => None,
+                super::Compress::Lz4 => Some((tag::PAGES_LZ4, crate::image::compress_pages(bytes))),
+                super::Compress::Zstd => Some((
+                    tag::PAGES_ZSTD,
+                    crate::image::compress_pages_zstd(bytes, ZSTD_LEVEL)?,
+                )),
+            };
             // Pages that do not compress are stored as they are (restore then has
             // nothing to expand).
-            let packed = lz4
-                .then(|| crate::image::compress_pages(bytes))
-                .filter(|p| p.len() < bytes.len());
-            let (tag, body, sum) = if let Some(packed) = packed {
-                let sum =
-                    crate::image::payload_checksum(tag::PAGES_LZ4, FLAG_REQUIRED, at, &packed);
-                (tag::PAGES_LZ4, Body::Packed(packed), sum)
+            let packed = packed.filter(|(_, p)| p.len() < bytes.len());
+            let (tag, body, sum) = if let Some((tag, packed)) = packed {
+                let sum = crate::image::payload_checksum(tag, FLAG_REQUIRED, at, &packed);
+                (tag, Body::Packed(packed), sum)
             } else {
                 let sum = crate::image::payload_checksum(tag::PAGES, FLAG_REQUIRED, at, bytes);
                 (tag::PAGES, Body::InRun(i * PAGE, j * PAGE), sum)
             };
-            PageRecord {
+            Ok(PageRecord {
                 tag,
                 at,
                 pages: (j - i) as u64,
                 body,
                 sum,
-            }
+            })
         })
-        .collect();
-    (records, zero_pages)
+        .collect::<Result<_>>()?;
+    Ok((records, zero_pages))
 }
+
+/// zstd's default level. Measured on python3 (12.4 MiB of pages): 1.6 MiB against lz4's
+/// 3.3 MiB, dump 69 against 42 ms, restore about the same.
+const ZSTD_LEVEL: i32 = 3;
 
 /// The reading thread: every run of every process, read from the frozen tasks. Stops at
 /// the first error (passed on) or when the writer stops listening.
 fn read_pages(
     c: &Collected,
-    lz4: bool,
+    compress: super::Compress,
     tx: &std::sync::mpsc::SyncSender<Result<Chunk>>,
     back: &std::sync::mpsc::Receiver<PageBuf>,
 ) {
@@ -134,10 +143,13 @@ fn read_pages(
             };
             // Zero pages are found, and checksums (and compression) computed here,
             // while the run is in this core's cache: the writer only writes.
-            let (records, zero_pages) = match buf.slice(len) {
-                Ok(data) => run_records(run.addr, data, run.pages as usize, run.skip_zero, lz4),
+            let made = buf.slice(len).map_err(Into::into).and_then(|data| {
+                run_records(run.addr, data, run.pages as usize, run.skip_zero, compress)
+            });
+            let (records, zero_pages) = match made {
+                Ok(r) => r,
                 Err(e) => {
-                    send(Err(e.into()));
+                    send(Err(e));
                     return;
                 }
             };
@@ -183,7 +195,6 @@ pub(crate) fn write_image<W: Write>(
     opts: &super::DumpOptions,
 ) -> Result<W> {
     let progress = opts.progress.as_deref();
-    let lz4 = opts.compress == super::Compress::Lz4;
     let total: u64 = c
         .runs
         .iter()
@@ -245,7 +256,7 @@ pub(crate) fn write_image<W: Write>(
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk>>(AHEAD);
         let (back, back_rx) = std::sync::mpsc::channel::<PageBuf>();
-        scope.spawn(move || read_pages(c, lz4, &tx, &back_rx));
+        scope.spawn(move || read_pages(c, opts.compress, &tx, &back_rx));
         for chunk in rx {
             match chunk? {
                 Chunk::Process(pid) => {

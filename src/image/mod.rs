@@ -52,6 +52,10 @@ pub mod tag {
     /// `PAGES`; the payload is the uncompressed length (u32, little endian, a multiple
     /// of 4096) followed by one LZ4 block. See [`super::decompress_pages`].
     pub const PAGES_LZ4: u32 = 5;
+    /// Page contents compressed with zstd (`ckpt dump --compress zstd`): `arg` as for
+    /// `PAGES`; the payload is the uncompressed length (u32, little endian, a multiple
+    /// of 4096) followed by one zstd frame. See [`super::decompress_pages_zstd`].
+    pub const PAGES_ZSTD: u32 = 6;
     /// End of image: payload is `record_count u64 | chain_hash u64`.
     pub const END: u32 = 0xffff_fff0;
 
@@ -62,6 +66,7 @@ pub mod tag {
             PAGES_PID => "page data owner",
             FILE_DATA => "file contents",
             PAGES_LZ4 => "compressed page data",
+            PAGES_ZSTD => "zstd-compressed page data",
             END => "end of image",
             _ => "unknown",
         }
@@ -74,6 +79,7 @@ pub fn max_payload(tag: u32) -> u64 {
         tag::CHECKPOINT => 256 << 20,
         tag::PAGES => 64 << 20,
         tag::PAGES_LZ4 => 64 << 20,
+        tag::PAGES_ZSTD => 64 << 20,
         tag::PAGES_PID => 0,
         tag::FILE_DATA => 64 << 20,
         tag::END => 16,
@@ -589,7 +595,12 @@ impl<R: Read> ImageReader<R> {
         self.chain = chain(self.chain, sum);
         let known = matches!(
             tag,
-            tag::CHECKPOINT | tag::PAGES | tag::PAGES_PID | tag::FILE_DATA | tag::PAGES_LZ4
+            tag::CHECKPOINT
+                | tag::PAGES
+                | tag::PAGES_PID
+                | tag::FILE_DATA
+                | tag::PAGES_LZ4
+                | tag::PAGES_ZSTD
         );
         if !known {
             if flags & FLAG_REQUIRED != 0 {
@@ -756,6 +767,44 @@ pub fn decompress_pages(payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
     out.clear();
     out.resize(len, 0);
     let n = lz4_flex::block::decompress_into(block, out).map_err(|e| bad(&e.to_string()))?;
+    if n != len {
+        return Err(bad(&format!("{n} bytes instead of {len}")));
+    }
+    Ok(())
+}
+
+/// The payload of a `PAGES_ZSTD` record for `data` (page contents), compressed at
+/// `level`.
+pub fn compress_pages_zstd(data: &[u8], level: i32) -> Result<Vec<u8>> {
+    let mut out = (data.len() as u32).to_le_bytes().to_vec();
+    let frame = zstd::bulk::compress(data, level).map_err(|e| ImageError::Encode {
+        name: tag::name(tag::PAGES_ZSTD),
+        msg: e.to_string(),
+    })?;
+    out.extend_from_slice(&frame);
+    Ok(out)
+}
+
+/// The page contents of a `PAGES_ZSTD` payload, into `out` (resized to fit). As for
+/// [`decompress_pages`]: the claimed length is bounded before anything is allocated,
+/// the frame may not decompress to more than it, and must give exactly it.
+pub fn decompress_pages_zstd(payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    let bad = |why: &str| ImageError::Decode {
+        name: tag::name(tag::PAGES_ZSTD),
+        msg: why.to_string(),
+    };
+    let (len, frame) = payload
+        .split_first_chunk::<4>()
+        .ok_or_else(|| bad("no length"))?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if len as u64 > max_payload(tag::PAGES) || len as u64 % PAGE_SIZE != 0 || len == 0 {
+        return Err(bad(&format!("invalid length {len}")));
+    }
+    out.clear();
+    out.resize(len, 0);
+    let n = zstd::bulk::Decompressor::new()
+        .and_then(|mut d| d.decompress_to_buffer(frame, &mut out[..]))
+        .map_err(|e| bad(&e.to_string()))?;
     if n != len {
         return Err(bad(&format!("{n} bytes instead of {len}")));
     }

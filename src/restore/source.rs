@@ -43,9 +43,16 @@ fn expand(
     r: std::result::Result<Option<OwnedRecord>, ImageError>,
 ) -> std::result::Result<Option<OwnedRecord>, ImageError> {
     match r {
-        Ok(Some(mut rec)) if rec.tag == crate::image::tag::PAGES_LZ4 => {
+        Ok(Some(mut rec))
+            if rec.tag == crate::image::tag::PAGES_LZ4
+                || rec.tag == crate::image::tag::PAGES_ZSTD =>
+        {
             let mut pages = Vec::new();
-            crate::image::decompress_pages(&rec.payload, &mut pages)?;
+            if rec.tag == crate::image::tag::PAGES_LZ4 {
+                crate::image::decompress_pages(&rec.payload, &mut pages)?;
+            } else {
+                crate::image::decompress_pages_zstd(&rec.payload, &mut pages)?;
+            }
             rec.tag = crate::image::tag::PAGES;
             rec.record_len = pages.len() as u64;
             rec.payload = pages;
