@@ -13,7 +13,10 @@ use crate::model::{
 };
 use crate::sys::inject::{Call, Injector, find_gadget, find_gadget32};
 use crate::sys::mem::RemoteMem;
-use crate::sys::proc::{self as procfs, MapEntry, PM_FILE, PM_GUARD_REGION, PM_PRESENT, PM_SWAP};
+use crate::sys::proc::{
+    self as procfs, MapEntry, PAGE_IS_FILE, PAGE_IS_GUARD, PAGE_IS_PFNZERO, PAGE_IS_PRESENT,
+    PAGE_IS_SWAPPED, PM_FILE, PM_GUARD_REGION, PM_PRESENT, PM_SWAP,
+};
 use crate::sys::{self, ptrace};
 
 /// A run of pages whose contents go into the image.
@@ -674,6 +677,69 @@ fn shmem_pages(pid: i32, vma: &mut Vma, runs: &mut Vec<Run>, seen: &mut SharedSe
     Ok(())
 }
 
+/// [`vma_pages`] from the ranges `PAGEMAP_SCAN` found: the same pages as the pagemap
+/// words give, but pages mapped to the zero page (read, never written) are not read at
+/// all when zero pages are skipped anyway.
+fn scanned_pages(
+    vma: &mut Vma,
+    ranges: &[procfs::ScanRange],
+    skip_zero: bool,
+    runs: &mut Vec<Run>,
+) {
+    let anon = matches!(vma.kind, VmaKind::Anon);
+    let mut guard: Option<(u64, u64)> = None;
+    let mut run: Option<Run> = None;
+    for r in ranges {
+        let c = r.categories;
+        if c & PAGE_IS_GUARD != 0 {
+            match &mut guard {
+                Some(g) if g.1 == r.start => g.1 = r.end,
+                _ => {
+                    if let Some(g) = guard.take() {
+                        vma.guard_ranges.push(g);
+                    }
+                    guard = Some((r.start, r.end));
+                }
+            }
+            continue;
+        }
+        // Private file mappings: only pages copied on write (anonymous now).
+        let wanted = c & PAGE_IS_SWAPPED != 0
+            || (c & PAGE_IS_PRESENT != 0 && (anon || c & PAGE_IS_FILE == 0));
+        if !wanted {
+            continue;
+        }
+        vma.pages_present += (r.end - r.start) / 4096;
+        if skip_zero && c & PAGE_IS_PFNZERO != 0 && c & PAGE_IS_SWAPPED == 0 {
+            continue;
+        }
+        let mut a = r.start;
+        while a < r.end {
+            match &mut run {
+                Some(x) if x.addr + x.pages * 4096 == a && x.pages < MAX_RUN_PAGES => {
+                    let n = (MAX_RUN_PAGES - x.pages).min((r.end - a) / 4096);
+                    x.pages += n;
+                    a += n * 4096;
+                }
+                _ => {
+                    if let Some(x) = run.take() {
+                        runs.push(x);
+                    }
+                    let n = MAX_RUN_PAGES.min((r.end - a) / 4096);
+                    run = Some(Run {
+                        addr: a,
+                        pages: n,
+                        skip_zero,
+                    });
+                    a += n * 4096;
+                }
+            }
+        }
+    }
+    runs.extend(run);
+    vma.guard_ranges.extend(guard);
+}
+
 /// Decide which pages of a VMA go into the image and where its guard regions are.
 fn vma_pages(pm: &procfs::Pagemap, vma: &mut Vma, runs: &mut Vec<Run>) -> Result<()> {
     let (want, skip_zero): (fn(u64) -> bool, bool) = match (&vma.kind, vma.shared) {
@@ -685,6 +751,16 @@ fn vma_pages(pm: &procfs::Pagemap, vma: &mut Vma, runs: &mut Vec<Run>) -> Result
         ),
         _ => return Ok(()),
     };
+    if let Some(ranges) = pm.scan(
+        vma.start,
+        vma.end,
+        PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_GUARD,
+        PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE | PAGE_IS_PFNZERO | PAGE_IS_GUARD,
+    )? {
+        scanned_pages(vma, &ranges, skip_zero, runs);
+        return Ok(());
+    }
+    // Without PAGEMAP_SCAN: one pagemap word per page.
     const CHUNK: u64 = 1 << 16; // pages per pagemap read
     let mut entries = Vec::new();
     let mut addr = vma.start;
