@@ -1243,20 +1243,7 @@ fn thread_outside(_pid: i32, tid: i32, _regs: &X86Regs) -> Result<ThreadOutside>
 /// differ, rather than give them all the leader's.
 fn same_creds_in_threads(fr: &Frozen, creds: &Creds, thread_inj: &[ThreadInjected]) -> Result<()> {
     for (t, ti) in fr.threads.iter().zip(thread_inj).skip(1) {
-        let st = procfs::status(t.tid)?;
-        let theirs = Creds {
-            uid: st.uid,
-            gid: st.gid,
-            groups: st.groups,
-            cap_inh: st.cap_inh,
-            cap_prm: st.cap_prm,
-            cap_eff: st.cap_eff,
-            cap_bnd: st.cap_bnd,
-            cap_amb: st.cap_amb,
-            no_new_privs: st.no_new_privs,
-            seccomp: st.seccomp,
-            securebits: ti.securebits,
-        };
+        let theirs = procfs::status(t.tid)?.creds(ti.securebits);
         if theirs != *creds {
             return Err(unsupported(
                 fr.pid,
@@ -1291,19 +1278,7 @@ pub(crate) fn collect_process(fr: &mut Frozen, seen: &mut SharedSeen) -> Result<
 
     let status = procfs::status(pid)?;
     let stat = procfs::stat(pid)?;
-    let creds = Creds {
-        uid: status.uid,
-        gid: status.gid,
-        groups: status.groups.clone(),
-        cap_inh: status.cap_inh,
-        cap_prm: status.cap_prm,
-        cap_eff: status.cap_eff,
-        cap_bnd: status.cap_bnd,
-        cap_amb: status.cap_amb,
-        no_new_privs: status.no_new_privs,
-        seccomp: status.seccomp,
-        securebits: thread_inj.first().map_or(0, |t| t.securebits),
-    };
+    let creds = status.creds(thread_inj.first().map_or(0, |t| t.securebits));
     same_creds_in_threads(fr, &creds, &thread_inj)?;
     let exe_link = procfs::readlink(&format!("/proc/{pid}/exe"))?;
     let exe = file_id_checked(pid, &format!("/proc/{pid}/exe"), &exe_link, "executable")?;

@@ -753,11 +753,25 @@ pub fn compress_pages(data: &[u8]) -> Vec<u8> {
 /// length is checked against the bound of a page record before anything is allocated,
 /// and must be what the block decompresses to.
 pub fn decompress_pages(payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    decompress_with(tag::PAGES_LZ4, payload, out, |block, out| {
+        lz4_flex::block::decompress_into(block, out).map_err(|e| e.to_string())
+    })
+}
+
+/// The page contents of a compressed page record (`tag`): its u32 length, checked
+/// against the bound of a page record before `out` is sized to it, then `decompress`
+/// of the rest into exactly that room, which must fill it.
+fn decompress_with(
+    tag: u32,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+    decompress: impl FnOnce(&[u8], &mut [u8]) -> std::result::Result<usize, String>,
+) -> Result<()> {
     let bad = |why: &str| ImageError::Decode {
-        name: tag::name(tag::PAGES_LZ4),
+        name: tag::name(tag),
         msg: why.to_string(),
     };
-    let (len, block) = payload
+    let (len, rest) = payload
         .split_first_chunk::<4>()
         .ok_or_else(|| bad("no length"))?;
     let len = u32::from_le_bytes(*len) as usize;
@@ -766,7 +780,7 @@ pub fn decompress_pages(payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
     }
     out.clear();
     out.resize(len, 0);
-    let n = lz4_flex::block::decompress_into(block, out).map_err(|e| bad(&e.to_string()))?;
+    let n = decompress(rest, &mut out[..]).map_err(|e| bad(&e))?;
     if n != len {
         return Err(bad(&format!("{n} bytes instead of {len}")));
     }
@@ -789,26 +803,11 @@ pub fn compress_pages_zstd(data: &[u8], level: i32) -> Result<Vec<u8>> {
 /// [`decompress_pages`]: the claimed length is bounded before anything is allocated,
 /// the frame may not decompress to more than it, and must give exactly it.
 pub fn decompress_pages_zstd(payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
-    let bad = |why: &str| ImageError::Decode {
-        name: tag::name(tag::PAGES_ZSTD),
-        msg: why.to_string(),
-    };
-    let (len, frame) = payload
-        .split_first_chunk::<4>()
-        .ok_or_else(|| bad("no length"))?;
-    let len = u32::from_le_bytes(*len) as usize;
-    if len as u64 > max_payload(tag::PAGES) || len as u64 % PAGE_SIZE != 0 || len == 0 {
-        return Err(bad(&format!("invalid length {len}")));
-    }
-    out.clear();
-    out.resize(len, 0);
-    let n = zstd::bulk::Decompressor::new()
-        .and_then(|mut d| d.decompress_to_buffer(frame, &mut out[..]))
-        .map_err(|e| bad(&e.to_string()))?;
-    if n != len {
-        return Err(bad(&format!("{n} bytes instead of {len}")));
-    }
-    Ok(())
+    decompress_with(tag::PAGES_ZSTD, payload, out, |frame, out| {
+        zstd::bulk::Decompressor::new()
+            .and_then(|mut d| d.decompress_to_buffer(frame, out))
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// Decode a CBOR metadata payload.

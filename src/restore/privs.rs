@@ -181,19 +181,7 @@ impl Own {
             .unwrap_or(1 << 20);
         Ok(Own {
             euid_root: sys::process::is_root(),
-            creds: Creds {
-                uid: st.uid,
-                gid: st.gid,
-                groups: st.groups,
-                cap_inh: st.cap_inh,
-                cap_prm: st.cap_prm,
-                cap_eff: st.cap_eff,
-                cap_bnd: st.cap_bnd,
-                cap_amb: st.cap_amb,
-                no_new_privs: st.no_new_privs,
-                seccomp: st.seccomp,
-                securebits: sys::process::own_securebits(),
-            },
+            creds: st.creds(sys::process::own_securebits()),
             rlimits,
             nr_open,
         })

@@ -249,6 +249,26 @@ pub struct Status {
     pub nspid: Vec<i32>,
 }
 
+impl Status {
+    /// The credentials these lines show, with the thread's `securebits` (which /proc
+    /// does not show).
+    pub fn creds(&self, securebits: u32) -> crate::model::Creds {
+        crate::model::Creds {
+            uid: self.uid,
+            gid: self.gid,
+            groups: self.groups.clone(),
+            cap_inh: self.cap_inh,
+            cap_prm: self.cap_prm,
+            cap_eff: self.cap_eff,
+            cap_bnd: self.cap_bnd,
+            cap_amb: self.cap_amb,
+            no_new_privs: self.no_new_privs,
+            seccomp: self.seccomp,
+            securebits,
+        }
+    }
+}
+
 pub fn status(pid: i32) -> Result<Status> {
     let text = read(format!("/proc/{pid}/status"))?;
     let text = String::from_utf8_lossy(&text);
