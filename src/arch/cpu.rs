@@ -378,7 +378,18 @@ impl HostCaps {
 
     /// Build the host view from raw CPU values (also used by tests with a synthetic CPU).
     pub fn from_cpu(raw: &RawCpu<'_>, kernel: &KernelFacts) -> HostCaps {
-        let cpuid = raw.cpuid;
+        // Each leaf is asked once: in a VM every CPUID instruction traps to the
+        // hypervisor (about 5 us here), and the feature table asks the same few leaves
+        // over a hundred times.
+        let seen = std::cell::RefCell::new(Vec::<((u32, u32), [u32; 4])>::new());
+        let cpuid = |leaf: u32, sub: u32| -> [u32; 4] {
+            if let Some((_, r)) = seen.borrow().iter().find(|(k, _)| *k == (leaf, sub)) {
+                return *r;
+            }
+            let r = (raw.cpuid)(leaf, sub);
+            seen.borrow_mut().push(((leaf, sub), r));
+            r
+        };
         let leaf0 = cpuid(0, 0);
         let max_basic = leaf0[0];
         let max_ext = cpuid(0x8000_0000, 0)[0];
