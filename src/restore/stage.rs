@@ -2406,29 +2406,48 @@ fn restore_attrs(cx: &mut Ctx<'_>) -> Result<()> {
             0,
         ],
     ));
-    // Pending signals stay pending: all signals are blocked in the stub until commit.
-    // (Queued after the dispositions, as they were generated under them.)
-    let pid = proc_.pid as u64;
-    for t in &proc_.threads {
-        for s in &t.pending {
-            let a = args.add(cx, &s.siginfo)?;
-            calls.push(Call::new(
-                "queue pending signal",
-                nr::RT_TGSIGQUEUEINFO,
-                [pid, t.tid as u64, u64::from(s.signo), a, 0, 0],
-            ));
-        }
-    }
-    for s in &proc_.shared_pending {
-        let a = args.add(cx, &s.siginfo)?;
-        const RT_SIGQUEUEINFO: u64 = 129;
-        calls.push(Call::new(
-            "queue pending signal",
-            RT_SIGQUEUEINFO,
-            [pid, u64::from(s.signo), a, 0, 0, 0],
-        ));
-    }
     cx.batch(&args, &calls)?;
+    // Pending signals stay pending: all signals are blocked in the stub until commit.
+    // (Queued after the dispositions, as they were generated under them.) A batch at a
+    // time for as many siginfos as its argument area holds (a process may have
+    // thousands of real-time signals queued).
+    let pid = proc_.pid as u64;
+    const RT_SIGQUEUEINFO: u64 = 129;
+    let queued = proc_
+        .threads
+        .iter()
+        .flat_map(|t| {
+            t.pending
+                .iter()
+                .map(move |s| (Some(t.tid), s.signo, &s.siginfo))
+        })
+        .chain(
+            proc_
+                .shared_pending
+                .iter()
+                .map(|s| (None, s.signo, &s.siginfo)),
+        )
+        .collect::<Vec<_>>();
+    for chunk in queued.chunks(1024) {
+        let mut args = BatchArgs::new();
+        let mut calls = Vec::with_capacity(chunk.len());
+        for &(tid, signo, info) in chunk {
+            let a = args.add(cx, info)?;
+            calls.push(match tid {
+                Some(tid) => Call::new(
+                    "queue pending signal",
+                    nr::RT_TGSIGQUEUEINFO,
+                    [pid, tid as u64, u64::from(signo), a, 0, 0],
+                ),
+                None => Call::new(
+                    "queue pending signal",
+                    RT_SIGQUEUEINFO,
+                    [pid, u64::from(signo), a, 0, 0, 0],
+                ),
+            });
+        }
+        cx.batch(&args, &calls)?;
+    }
     thread_sched(&proc_.threads[0])?;
     for r in &proc_.rlimits {
         fault_point("set resource limits")?;
