@@ -780,41 +780,26 @@ fn fuzz_seeds_are_valid_images() {
     let bytes = w.finish().unwrap();
     assert!(read(&bytes).is_ok());
     save(&img_dir, "seed-meta-only.img".into(), &bytes);
-    // An image whose page record is compressed (`dump --compress lz4`).
-    let mut w = ImageWriter::new(Vec::new()).unwrap();
-    w.write_meta(tag::CHECKPOINT, &full).unwrap();
-    w.write_record(tag::PAGES_PID, FLAG_REQUIRED, 4242, &[], false)
-        .unwrap();
+    // Images whose page record is compressed (`dump --compress lz4`, `zstd`).
     let page: Vec<u8> = (0..4096u32).map(|i| (i / 16) as u8).collect();
-    let packed = ckpt::image::compress_pages(&page);
-    w.write_record(
-        tag::PAGES_LZ4,
-        FLAG_REQUIRED,
-        0x5555_5556_0000,
-        &packed,
-        false,
-    )
-    .unwrap();
-    let bytes = w.finish().unwrap();
-    assert!(read(&bytes).is_ok());
-    save(&img_dir, "seed-lz4.img".into(), &bytes);
-    // The same with zstd (`dump --compress zstd`).
-    let mut w = ImageWriter::new(Vec::new()).unwrap();
-    w.write_meta(tag::CHECKPOINT, &full).unwrap();
-    w.write_record(tag::PAGES_PID, FLAG_REQUIRED, 4242, &[], false)
-        .unwrap();
-    let packed = ckpt::image::compress_pages_zstd(&page, 3).unwrap();
-    w.write_record(
-        tag::PAGES_ZSTD,
-        FLAG_REQUIRED,
-        0x5555_5556_0000,
-        &packed,
-        false,
-    )
-    .unwrap();
-    let bytes = w.finish().unwrap();
-    assert!(read(&bytes).is_ok());
-    save(&img_dir, "seed-zstd.img".into(), &bytes);
+    for (name, rec_tag, packed) in [
+        ("lz4", tag::PAGES_LZ4, ckpt::image::compress_pages(&page)),
+        (
+            "zstd",
+            tag::PAGES_ZSTD,
+            ckpt::image::compress_pages_zstd(&page, 3).unwrap(),
+        ),
+    ] {
+        let mut w = ImageWriter::new(Vec::new()).unwrap();
+        w.write_meta(tag::CHECKPOINT, &full).unwrap();
+        w.write_record(tag::PAGES_PID, FLAG_REQUIRED, 4242, &[], false)
+            .unwrap();
+        w.write_record(rec_tag, FLAG_REQUIRED, 0x5555_5556_0000, &packed, false)
+            .unwrap();
+        let bytes = w.finish().unwrap();
+        assert!(read(&bytes).is_ok());
+        save(&img_dir, format!("seed-{name}.img"), &bytes);
+    }
 }
 
 /// Descriptor records that decode but make no sense (a FIFO without its pipe state, an

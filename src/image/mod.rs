@@ -298,7 +298,7 @@ pub struct Record<'a> {
 }
 
 /// A record whose payload buffer was handed over by the reader
-/// ([`ImageReader::next_record_owned`]).
+/// ([`ImageReader::next_piece_owned`]).
 #[derive(Debug)]
 pub struct OwnedRecord {
     pub tag: u32,
@@ -633,30 +633,11 @@ enum Body {
 }
 
 impl<R: Read> ImageReader<R> {
-    /// Like [`next_record`](Self::next_record), but the payload's buffer is handed over
-    /// (no copy) and `spare` becomes the reader's buffer for the next record: a caller
-    /// that gives buffers back keeps a fixed set of them in use.
-    pub fn next_record_owned(&mut self, spare: Vec<u8>) -> Result<Option<OwnedRecord>> {
-        let (tag, flags, arg, offset) = match self.next_record()? {
-            None => return Ok(None),
-            Some(r) => (r.tag, r.flags, r.arg, r.offset),
-        };
-        let payload = std::mem::replace(&mut self.buf, spare);
-        let record_len = payload.len() as u64;
-        Ok(Some(OwnedRecord {
-            tag,
-            flags,
-            arg,
-            offset,
-            payload,
-            part: 0,
-            record_len,
-        }))
-    }
-
-    /// Like [`next_record_owned`](Self::next_record_owned), but a page record longer
-    /// than `piece` bytes is handed over in pieces of at most `piece` bytes (a multiple
-    /// of the page size), in order, each with its place in the record (`part`).
+    /// The next record, its payload's buffer handed over (no copy) and `spare` made the
+    /// reader's buffer for the next one (a caller that gives buffers back keeps a fixed
+    /// set in use). A page record longer than `piece` bytes is handed over in pieces of
+    /// at most `piece` bytes (a multiple of the page size), in order, each with its
+    /// place in the record (`part`).
     ///
     /// A piece's checksum is not yet known to be right when it is handed over: the
     /// record's checksum is checked once its last piece has been read, and a mismatch is

@@ -1401,10 +1401,9 @@ fn bind_unix(cx: &mut Ctx<'_>, n: u64, name: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// A unix datagram socket with its options, bound to its name; it is connected and
-/// gets its queued messages in [`unix_dgram_links`], once every socket exists.
-fn create_unix_dgram(cx: &mut Ctx<'_>, u: &crate::model::UnixDgramState) -> Result<u64> {
-    let n = cx.call(
+/// A new unnamed unix datagram socket (close-on-exec) in the process of `cx`.
+fn unix_dgram_socket(cx: &mut Ctx<'_>) -> Result<u64> {
+    cx.call(
         "socket(AF_UNIX, SOCK_DGRAM)",
         nr::SOCKET,
         [
@@ -1415,7 +1414,13 @@ fn create_unix_dgram(cx: &mut Ctx<'_>, u: &crate::model::UnixDgramState) -> Resu
             0,
             0,
         ],
-    )?;
+    )
+}
+
+/// A unix datagram socket with its options, bound to its name; it is connected and
+/// gets its queued messages in [`unix_dgram_links`], once every socket exists.
+fn create_unix_dgram(cx: &mut Ctx<'_>, u: &crate::model::UnixDgramState) -> Result<u64> {
+    let n = unix_dgram_socket(cx)?;
     set_sock_opts(cx, n, &u.opts)?;
     if !u.name.is_empty() {
         bind_unix(cx, n, &u.name)?;
@@ -1462,18 +1467,7 @@ fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> Result<()> {
         for m in &u.msgs {
             if m.from.is_empty() {
                 let cx = &mut ctxs[i];
-                let t = cx.call(
-                    "socket(AF_UNIX, SOCK_DGRAM)",
-                    nr::SOCKET,
-                    [
-                        libc::AF_UNIX as u64,
-                        (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64,
-                        0,
-                        0,
-                        0,
-                        0,
-                    ],
-                )?;
+                let t = unix_dgram_socket(cx)?;
                 let r = send_message(cx, t, &m.data, &to, &what);
                 cx.call("close", nr::CLOSE, [t, 0, 0, 0, 0, 0])?;
                 r?;

@@ -14,6 +14,17 @@ use super::ptrace::{self, Stop};
 use super::{Result, SysError};
 use crate::arch::{self, X86Regs};
 
+/// A raw syscall result: a negative errno becomes an error naming `what`.
+fn checked(what: &str, r: i64) -> Result<i64> {
+    if (-4095..0).contains(&r) {
+        return Err(SysError::Remote {
+            what: what.to_string(),
+            errno: (-r) as i32,
+        });
+    }
+    Ok(r)
+}
+
 /// One system call of a batch ([`Injector::batch`]).
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -104,13 +115,7 @@ impl Injector {
         let Some(ex) = self.executor else {
             for c in calls {
                 let r = self.raw(c.nr, c.args)?;
-                if (-4095..0).contains(&r) && !c.may_fail {
-                    return Err(SysError::Remote {
-                        what: c.what.clone(),
-                        errno: (-r) as i32,
-                    });
-                }
-                out.push(r);
+                out.push(if c.may_fail { r } else { checked(&c.what, r)? });
             }
             return Ok(out);
         };
@@ -155,13 +160,7 @@ impl Injector {
                     .and_then(|b| b.try_into().ok())
                     .map(i64::from_le_bytes)
                     .unwrap_or(-(libc::EIO as i64));
-                if (-4095..0).contains(&r) && !c.may_fail {
-                    return Err(SysError::Remote {
-                        what: c.what.clone(),
-                        errno: (-r) as i32,
-                    });
-                }
-                out.push(r);
+                out.push(if c.may_fail { r } else { checked(&c.what, r)? });
             }
             if ran < chunk.len() {
                 return Err(SysError::Other(format!(
@@ -232,14 +231,7 @@ impl Injector {
 
     /// Run ia32 syscall `nr`; a negative result becomes an error naming `what`.
     pub fn call32(&mut self, what: &str, nr: u64, args: [u64; 6]) -> Result<u64> {
-        let r = self.raw32(nr, args)?;
-        if (-4095..0).contains(&r) {
-            return Err(SysError::Remote {
-                what: what.to_string(),
-                errno: (-r) as i32,
-            });
-        }
-        Ok(r as u64)
+        Ok(checked(what, self.raw32(nr, args)?)? as u64)
     }
 
     fn run(&mut self, regs: X86Regs, nr: u64) -> Result<i64> {
@@ -325,14 +317,7 @@ impl Injector {
 
     /// Run syscall `nr`; a negative result becomes an error naming `what`.
     pub fn call(&mut self, what: &str, nr: u64, args: [u64; 6]) -> Result<u64> {
-        let r = self.raw(nr, args)?;
-        if (-4095..0).contains(&r) {
-            return Err(SysError::Remote {
-                what: what.to_string(),
-                errno: (-r) as i32,
-            });
-        }
-        Ok(r as u64)
+        Ok(checked(what, self.raw(nr, args)?)? as u64)
     }
 }
 

@@ -240,17 +240,7 @@ pub fn vdso32() -> Result<(u64, u64)> {
     if pid == 0 {
         // SAFETY: raw syscalls only, see above; _exit never returns.
         unsafe {
-            libc::syscall(
-                libc::SYS_prctl,
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL,
-                0,
-                0,
-                0,
-            );
-            if libc::syscall(libc::SYS_getppid) as libc::pid_t != parent {
-                libc::_exit(125);
-            }
+            super::process::die_with_parent(parent);
             for &(start, len) in &special {
                 libc::syscall(libc::SYS_munmap, start, len);
             }

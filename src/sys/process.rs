@@ -35,6 +35,30 @@ fn clone3(args: &CloneArgs) -> libc::c_long {
     }
 }
 
+/// In a child just forked by ckpt: die when ckpt dies (`PR_SET_PDEATHSIG`), and exit at
+/// once if ckpt (`parent`) is already gone, which the signal would not catch.
+///
+/// # Safety
+/// Only for a child of a fork/clone, before anything else runs in it: it makes raw
+/// system calls only (no libc or Rust runtime state, which a fork of a multi-threaded
+/// process may hold locked) and may end the process with `_exit`.
+pub(crate) unsafe fn die_with_parent(parent: libc::pid_t) {
+    // SAFETY: raw system calls on plain values; `_exit` never returns.
+    unsafe {
+        libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL,
+            0,
+            0,
+            0,
+        );
+        if libc::syscall(libc::SYS_getppid) as libc::pid_t != parent {
+            libc::_exit(125);
+        }
+    }
+}
+
 /// Fork a stub child with PID `pid` (if given) that immediately asks to be traced and
 /// stops itself with SIGSTOP. The caller must `wait` for that stop. Returns the child PID.
 ///
@@ -63,17 +87,7 @@ pub fn spawn_traced_stub(pid: Option<i32>) -> Result<i32> {
         unsafe {
             // Die with ckpt until PTRACE_O_EXITKILL takes over (and in case ckpt died
             // before this line ran).
-            libc::syscall(
-                libc::SYS_prctl,
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL,
-                0,
-                0,
-                0,
-            );
-            if libc::syscall(libc::SYS_getppid) as libc::pid_t != parent {
-                libc::_exit(125);
-            }
+            die_with_parent(parent);
             if libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0) < 0 {
                 libc::_exit(126);
             }

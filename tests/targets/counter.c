@@ -4,7 +4,8 @@
  *
  * State: static data (.data, .bss), thread-local storage (fs_base), small heap objects
  * (brk), a large malloc (mmap'd by malloc), an anonymous mmap region, a sparse anonymous
- * region (only every 16th page touched), a MAP_PRIVATE writable mapping of MAPFILE that
+ * region (every 16th page written, and the page 8 after each only read at first, so
+ * that it maps the shared zero page until a later step writes it), a MAP_PRIVATE writable mapping of MAPFILE that
  * it writes into (copy-on-write: the file on disk never changes), a PROT_NONE guard page
  * between two writable pages, a PROT_NONE reservation, and with `madv-guard`
  * MADV_GUARD_INSTALL guard pages. Each step mutates all of it, probes that the guard pages
@@ -123,8 +124,10 @@ int main(int argc, char **argv)
 	const size_t sparse_len = (size_t)sparse_kib * 1024;
 	const size_t sparse_touched = sparse_len / page / 16;
 	unsigned char *sparse = map_anon(sparse_len, PROT_READ | PROT_WRITE);
-	for (size_t i = 0; i < sparse_touched; i++)
+	for (size_t i = 0; i < sparse_touched; i++) {
 		sparse[i * 16 * page + i % page] = (unsigned char)(i + 1);
+		(void)*(volatile unsigned char *)(sparse + (i * 16 + 8) * page);
+	}
 
 	int fd = open(mapfile, O_RDONLY);
 	if (fd < 0)
@@ -181,6 +184,8 @@ int main(int argc, char **argv)
 		heap[(s * 4099) % heap_len] += (unsigned char)s;
 		anon[(s * 577) % anon_len] += (unsigned char)s;
 		sparse[(s % sparse_touched) * 16 * page + 7] += (unsigned char)s;
+		if (s % 3 == 0) /* some read-only pages get written, the others stay zero */
+			sparse[((s / 3) % sparse_touched * 16 + 8) * page + 5] += (unsigned char)s;
 		fmap[(s * 37) % page] ^= (unsigned char)s; /* only the first page gets copied */
 		guard[s % page] += 1;
 		guard[2 * page + s % page] += 2;
@@ -196,8 +201,10 @@ int main(int argc, char **argv)
 		for (struct node *n = list; n; n = n->next)
 			h_heap = fnv(h_heap, &n->value, sizeof n->value);
 		uint32_t h_anon = fnv(FNV_INIT, anon, anon_len);
-		for (size_t i = 0; i < sparse_touched; i++)
+		for (size_t i = 0; i < sparse_touched; i++) {
 			h_anon = fnv(h_anon, sparse + i * 16 * page, page);
+			h_anon = fnv(h_anon, sparse + (i * 16 + 8) * page, page);
+		}
 		uint32_t h_file = fnv(FNV_INIT, fmap, fsize);
 		uint32_t h_guard = fnv(fnv(FNV_INIT, guard, page), guard + 2 * page, page);
 		uint32_t h_stack = fnv(FNV_INIT, (const void *)stack_arr, sizeof stack_arr);
