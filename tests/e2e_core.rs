@@ -286,6 +286,61 @@ fn restore_detached_prints_pid_and_process_runs_to_the_end() {
     );
 }
 
+/// A dump that kills its process leaves a zombie until the parent reaps it (a shell does
+/// so soon, not at once): restore gives the parent a moment, and names the zombie if it
+/// never comes.
+#[test]
+fn restore_waits_a_moment_for_the_dumped_zombie_to_be_reaped() {
+    let ctx = Ctx::new("restore_waits_a_moment_for_the_dumped_zombie_to_be_reaped");
+    let spec = counter_spec(&ctx, "counter", 40, &[]);
+    let reference = ctx.reference(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(10);
+    let pid = t.pid;
+    let img = ctx.path("img");
+    ctx.dump(pid, &img);
+    assert_eq!(
+        proc_stat(pid).map(|s| s.0),
+        Some('Z'),
+        "the dumped process is our unreaped child"
+    );
+
+    // 1. Not reaped at all while restore runs: refused, naming the zombie and its parent.
+    ctx.ckpt(&[
+        OsStr::new("restore"),
+        img.as_os_str(),
+        OsStr::new("--detach"),
+    ])
+    .assert_fails(1)
+    .assert_stderr_mentions(&[&pid.to_string(), "zombie", &my_pid().to_string()]);
+
+    // 2. Reaped a little after restore started: restore waits for it, and succeeds.
+    let reaping = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(300));
+        t.expect_killed();
+        t.stdout.finish("original")
+    });
+    let mut r = ctx.restore_detached(&img);
+    let before = reaping.join().expect("reaping thread");
+    assert_eq!(r.pid, pid, "restored with another PID");
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(3),
+        "exit status of the restored process"
+    );
+    let after = String::from_utf8_lossy(&fin.stdout)
+        .lines()
+        .filter(|l| l.trim() != pid.to_string())
+        .map(|l| format!("{l}\n"))
+        .collect::<String>();
+    assert_same_output(
+        "counter restored after its zombie was reaped",
+        &reference.stdout,
+        &[before, after.into_bytes()].concat(),
+    );
+}
+
 #[test]
 fn dump_to_stdout_and_restore_from_stdin() {
     let ctx = Ctx::new("dump_to_stdout_and_restore_from_stdin");

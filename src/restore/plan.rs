@@ -1017,6 +1017,25 @@ fn check_host(proc_: &Process, pids_free: bool, problems: &mut Vec<Problem>) {
     }
 }
 
+/// How long a zombie holding a PID of the image may take to be reaped. A dump that
+/// killed its tree leaves zombies until their parent (a shell, a supervisor) reaps them,
+/// which it does soon but not at once: `ckpt dump PID && ckpt restore IMG` would
+/// otherwise fail now and then.
+const ZOMBIE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The task holding `pid`, if any, once a zombie there has had [`ZOMBIE_GRACE`] to be
+/// reaped.
+fn stat_after_reap(pid: i32) -> std::result::Result<procfs::Stat, crate::sys::SysError> {
+    let until = std::time::Instant::now() + ZOMBIE_GRACE;
+    loop {
+        let s = procfs::stat(pid)?;
+        if s.state != b'Z' || std::time::Instant::now() >= until {
+            return Ok(s);
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+}
+
 /// The process's PID and thread IDs are free on this host.
 fn check_pids_free(proc_: &Process, problems: &mut Vec<Problem>) {
     for t in proc_.threads.iter().skip(1) {
@@ -1032,13 +1051,14 @@ fn check_pids_free(proc_: &Process, problems: &mut Vec<Problem>) {
             );
         }
     }
-    if let Ok(s) = procfs::stat(proc_.pid) {
+    if let Ok(s) = stat_after_reap(proc_.pid) {
         let msg = if s.state == b'Z' {
             format!(
-                "PID {} is held by a zombie ({}, parent {}) that its parent has not reaped yet",
+                "PID {} is held by a zombie ({}, parent {}) that its parent did not reap within {} ms",
                 proc_.pid,
                 show(&s.comm),
-                s.field(4)
+                s.field(4),
+                ZOMBIE_GRACE.as_millis()
             )
         } else {
             format!(
