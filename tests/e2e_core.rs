@@ -286,6 +286,44 @@ fn restore_detached_prints_pid_and_process_runs_to_the_end() {
     );
 }
 
+/// Restore `img` (dumped from `t`, killed by the dump and not yet reaped) with
+/// `--detach` while a thread reaps `t` after `delay`; the restored process must go on
+/// as an uninterrupted run of `reference` would.
+fn restore_while_reaping(
+    ctx: &Ctx,
+    mut t: Proc,
+    img: &Path,
+    delay: Duration,
+    reference: &Finished,
+    what: &str,
+) {
+    let pid = t.pid;
+    let reaping = thread::spawn(move || {
+        thread::sleep(delay);
+        t.expect_killed();
+        t.stdout.finish("original")
+    });
+    let mut r = ctx.restore_detached(img);
+    let before = reaping.join().expect("reaping thread");
+    assert_eq!(r.pid, pid, "{what}: restored with another PID");
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(3),
+        "{what}: exit status of the restored process"
+    );
+    let after = String::from_utf8_lossy(&fin.stdout)
+        .lines()
+        .filter(|l| l.trim() != pid.to_string())
+        .map(|l| format!("{l}\n"))
+        .collect::<String>();
+    assert_same_output(
+        what,
+        &reference.stdout,
+        &[before, after.into_bytes()].concat(),
+    );
+}
+
 /// A dump that kills its process leaves a zombie until the parent reaps it (a shell does
 /// so soon, not at once): restore gives the parent a moment, and names the zombie if it
 /// never comes.
@@ -315,29 +353,35 @@ fn restore_waits_a_moment_for_the_dumped_zombie_to_be_reaped() {
     .assert_stderr_mentions(&[&pid.to_string(), "zombie", &my_pid().to_string()]);
 
     // 2. Reaped a little after restore started: restore waits for it, and succeeds.
-    let reaping = thread::spawn(move || {
-        thread::sleep(Duration::from_millis(300));
-        t.expect_killed();
-        t.stdout.finish("original")
-    });
-    let mut r = ctx.restore_detached(&img);
-    let before = reaping.join().expect("reaping thread");
-    assert_eq!(r.pid, pid, "restored with another PID");
-    let fin = r.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(3),
-        "exit status of the restored process"
-    );
-    let after = String::from_utf8_lossy(&fin.stdout)
-        .lines()
-        .filter(|l| l.trim() != pid.to_string())
-        .map(|l| format!("{l}\n"))
-        .collect::<String>();
-    assert_same_output(
+    restore_while_reaping(
+        &ctx,
+        t,
+        &img,
+        Duration::from_millis(300),
+        &reference,
         "counter restored after its zombie was reaped",
-        &reference.stdout,
-        &[before, after.into_bytes()].concat(),
+    );
+}
+
+/// A killed process frees its memory before it becomes a zombie, which for a big one
+/// takes a while after `ckpt dump` returned: a restore started at once waits for that
+/// too (here 128 MiB; the PID is still held by the exiting process when restore checks).
+#[test]
+fn restore_right_after_dumping_a_big_process_waits_for_it_to_exit() {
+    let ctx = Ctx::new("restore_right_after_dumping_a_big_process_waits_for_it_to_exit");
+    let spec = counter_spec(&ctx, "counter", 8, &["heap=131072", "sleep=5"]);
+    let reference = ctx.reference(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(4);
+    let img = ctx.path("img");
+    ctx.dump(t.pid, &img);
+    restore_while_reaping(
+        &ctx,
+        t,
+        &img,
+        Duration::ZERO,
+        &reference,
+        "128 MiB counter restored right after the dump",
     );
 }
 

@@ -1023,13 +1023,28 @@ fn check_host(proc_: &Process, pids_free: bool, problems: &mut Vec<Problem>) {
 /// otherwise fail now and then.
 const ZOMBIE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The task holding `pid`, if any, once a zombie there has had [`ZOMBIE_GRACE`] to be
-/// reaped.
+/// How long a process that is exiting (killed by the dump, say) may take to free its
+/// memory and become a zombie: for a big process that takes a while after `ckpt dump`
+/// returned (about 0.1 s per GiB here).
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `PF_EXITING` in the flags of /proc/PID/stat (field 9): the task is in `do_exit`.
+const PF_EXITING: u64 = 0x4;
+
+/// The task holding `pid`, if any, once a process exiting there has had
+/// [`EXIT_GRACE`] to end and a zombie [`ZOMBIE_GRACE`] to be reaped.
 fn stat_after_reap(pid: i32) -> std::result::Result<procfs::Stat, crate::sys::SysError> {
-    let until = std::time::Instant::now() + ZOMBIE_GRACE;
+    let start = std::time::Instant::now();
+    let mut zombie_since = None;
     loop {
         let s = procfs::stat(pid)?;
-        if s.state != b'Z' || std::time::Instant::now() >= until {
+        let now = std::time::Instant::now();
+        let wait = if s.state == b'Z' {
+            now - *zombie_since.get_or_insert(now) < ZOMBIE_GRACE
+        } else {
+            s.field(9) & PF_EXITING != 0 && now - start < EXIT_GRACE
+        };
+        if !wait {
             return Ok(s);
         }
         std::thread::sleep(std::time::Duration::from_micros(200));
@@ -1039,7 +1054,7 @@ fn stat_after_reap(pid: i32) -> std::result::Result<procfs::Stat, crate::sys::Sy
 /// The process's PID and thread IDs are free on this host.
 fn check_pids_free(proc_: &Process, problems: &mut Vec<Problem>) {
     for t in proc_.threads.iter().skip(1) {
-        if let Ok(s) = procfs::stat(t.tid) {
+        if let Ok(s) = stat_after_reap(t.tid) {
             p(
                 problems,
                 "pid-taken",
@@ -1059,6 +1074,13 @@ fn check_pids_free(proc_: &Process, problems: &mut Vec<Problem>) {
                 show(&s.comm),
                 s.field(4),
                 ZOMBIE_GRACE.as_millis()
+            )
+        } else if s.field(9) & PF_EXITING != 0 {
+            format!(
+                "PID {} is held by a process that has been exiting for {} s ({})",
+                proc_.pid,
+                EXIT_GRACE.as_secs(),
+                show(&s.comm)
             )
         } else {
             format!(

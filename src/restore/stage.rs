@@ -133,10 +133,32 @@ impl RootStub {
                         RestoreError::Malformed("the image holds no process".into())
                     })?;
                 fault_point("create process")?;
-                let pid = sys::process::spawn_traced_stub(Some(root.pid))?;
+                let pid = once_released(root.pid, || {
+                    Ok(sys::process::spawn_traced_stub(Some(root.pid))?)
+                })?;
                 Ok(RootStub::Spawned(SpawnedRoot { pid }))
             }
             other => Ok(other),
+        }
+    }
+}
+
+/// Run `create` (which creates a process with PID `pid`) again while it fails with
+/// EEXIST though no task with that PID is visible: the last one is being released (its
+/// parent is reaping it; plan waited for that, but the kernel frees the PID a moment
+/// after the task leaves /proc), for at most a second.
+fn once_released<T>(pid: i32, mut create: impl FnMut() -> Result<T>) -> Result<T> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match create() {
+            Err(RestoreError::Sys(e))
+                if e.errno() == Some(libc::EEXIST)
+                    && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                    && std::time::Instant::now() < until =>
+            {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            r => return r,
         }
     }
 }
@@ -2902,7 +2924,9 @@ fn fork_process(parent: &mut Ctx<'_>, p: &Process) -> Result<Injector> {
     args.extend_from_slice(&(p.pid as u64).to_le_bytes());
     let a = parent.put(0, &args)?;
     let what = format!("create process {}", p.pid);
-    let got = parent.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0])?;
+    let got = once_released(p.pid, || {
+        parent.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0])
+    })?;
     if got != p.pid as u64 {
         return Err(RestoreError::Stage(format!(
             "{what}: got process ID {got} instead"
@@ -3004,7 +3028,12 @@ pub fn stage(
     let (pid, root_seized) = match root_stub {
         RootStub::Spawn => {
             fault_point("create process")?;
-            (sys::process::spawn_traced_stub(Some(root.pid))?, false)
+            (
+                once_released(root.pid, || {
+                    Ok(sys::process::spawn_traced_stub(Some(root.pid))?)
+                })?,
+                false,
+            )
         }
         RootStub::Spawned(r) => (r.take(), false),
         RootStub::Seize { pid, go } => {
