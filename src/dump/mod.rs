@@ -567,7 +567,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     };
     match (tmp, file) {
         (Some(tmp), Some(file)) => {
-            let w = BufWriter::with_capacity(1 << 20, file);
+            let w = BufWriter::with_capacity(64 << 10, file);
             let w = write::write_image(&collected, w, &mut stats, opts)?;
             let f = w.into_inner().map_err(|e| DumpError::Output {
                 path: tmp.dest.clone(),
@@ -577,7 +577,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
         _ => {
             let stdout = std::io::stdout().lock();
-            let w = BufWriter::with_capacity(1 << 20, stdout);
+            let w = BufWriter::with_capacity(64 << 10, stdout);
             let mut w = write::write_image(&collected, w, &mut stats, opts)?;
             w.flush().map_err(|source| DumpError::Output {
                 path: "-".into(),

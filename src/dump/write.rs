@@ -5,7 +5,7 @@ use std::io::Write;
 use super::collect::Collected;
 use super::{DumpStats, Result};
 use crate::image::{FLAG_REQUIRED, ImageWriter, tag};
-use crate::sys::mem::{PageBuf, RemoteMem};
+use crate::sys::mem::{PageBuf, PageSlot, RemoteMem};
 
 const PAGE: usize = 4096;
 
@@ -15,18 +15,35 @@ fn is_zero(page: &[u8]) -> bool {
         .all(|w| u64::from_ne_bytes(w.try_into().unwrap_or([1; 8])) == 0)
 }
 
-/// How many runs (at most 4 MiB each) the reading thread may be ahead of the writer.
+/// How many pieces the reading thread may be ahead of the writer.
 const AHEAD: usize = 3;
+
+/// Buffers in flight between the two threads: [`AHEAD`] in the channel, one being
+/// written, one being read.
+const SLOTS: usize = AHEAD + 2;
+
+/// Pages of the pieces the reading thread hands over: runs are read in pieces of this
+/// size, so that writing one piece overlaps reading the next. A small dump (a few MiB)
+/// would otherwise read its one big run whole before writing a byte of it; big dumps
+/// keep whole runs (as big as [`MAX_RUN_PAGES`], larger pieces are no faster), since
+/// each piece costs a record and two system calls.
+///
+/// [`MAX_RUN_PAGES`]: super::collect::MAX_RUN_PAGES
+fn piece_pages(total_pages: u64) -> u64 {
+    (total_pages / 16)
+        .next_power_of_two()
+        .clamp(64, super::collect::MAX_RUN_PAGES)
+}
 
 /// What the reading thread hands to the writer, in image order.
 enum Chunk {
     /// The pages that follow are this process's.
     Process(i32),
-    /// A run of pages read at `addr` into the first `len` bytes of `buf`, and the
-    /// records to write of it (all of it, or what is left around pages that are all
-    /// zero), their checksums already computed.
+    /// A run of pages (or a piece of one) read into the first `len` bytes of `buf`,
+    /// and the records to write of it (all of it, or what is left around pages that are
+    /// all zero), their checksums already computed.
     Run {
-        buf: PageBuf,
+        buf: PageSlot,
         len: usize,
         records: Vec<PageRecord>,
         zero_pages: u64,
@@ -103,15 +120,27 @@ fn run_records(
 /// 3.3 MiB, dump 69 against 42 ms, restore about the same.
 const ZSTD_LEVEL: i32 = 3;
 
-/// The reading thread: every run of every process, read from the frozen tasks. Stops at
-/// the first error (passed on) or when the writer stops listening.
+/// The reading thread: every run of every process, read from the frozen tasks in
+/// pieces of `piece` pages. Stops at the first error (passed on) or when the writer
+/// stops listening.
 fn read_pages(
     c: &Collected,
     compress: super::Compress,
+    piece: u64,
     tx: &std::sync::mpsc::SyncSender<Result<Chunk>>,
-    back: &std::sync::mpsc::Receiver<PageBuf>,
+    back: &std::sync::mpsc::Receiver<PageSlot>,
 ) {
     let send = |m: Result<Chunk>| tx.send(m).is_ok();
+    // One mapping for all the buffers, made here so that its first fault overlaps the
+    // writer's metadata.
+    let mut free =
+        match PageBuf::new(SLOTS * piece as usize * PAGE).and_then(|b| b.into_slots(SLOTS)) {
+            Ok(s) => s,
+            Err(e) => {
+                send(Err(e.into()));
+                return;
+            }
+        };
     for (pid, runs) in &c.runs {
         let mem = match RemoteMem::open(c.host_pid(*pid)) {
             Ok(m) => m,
@@ -124,43 +153,41 @@ fn read_pages(
             return;
         }
         for run in runs {
-            let len = run.pages as usize * PAGE;
-            // Buffers come back from the writer: at most AHEAD + 2 are ever made.
-            let got = match back.try_recv() {
-                Ok(b) => Ok(b),
-                Err(_) => PageBuf::new(super::collect::MAX_RUN_PAGES as usize * PAGE),
-            };
-            let read = got.and_then(|mut buf| {
-                mem.read_into(run.addr, &mut buf, len)?;
-                Ok(buf)
-            });
-            let buf = match read {
-                Ok(b) => b,
-                Err(e) => {
+            let mut at = 0;
+            while at < run.pages {
+                let pages = piece.min(run.pages - at);
+                let addr = run.addr + at * PAGE as u64;
+                at += pages;
+                let len = pages as usize * PAGE;
+                // Buffers come back from the writer; when none is free, it is writing.
+                let Some(mut buf) = free.pop().or_else(|| back.recv().ok()) else {
+                    return;
+                };
+                if let Err(e) = mem.read_into(addr, &mut buf, len) {
                     send(Err(e.into()));
                     return;
                 }
-            };
-            // Zero pages are found, and checksums (and compression) computed here,
-            // while the run is in this core's cache: the writer only writes.
-            let made = buf.slice(len).map_err(Into::into).and_then(|data| {
-                run_records(run.addr, data, run.pages as usize, run.skip_zero, compress)
-            });
-            let (records, zero_pages) = match made {
-                Ok(r) => r,
-                Err(e) => {
-                    send(Err(e));
+                // Zero pages are found, and checksums (and compression) computed here,
+                // while the piece is in this core's cache: the writer only writes.
+                let made = buf.slice(len).map_err(Into::into).and_then(|data| {
+                    run_records(addr, data, pages as usize, run.skip_zero, compress)
+                });
+                let (records, zero_pages) = match made {
+                    Ok(r) => r,
+                    Err(e) => {
+                        send(Err(e));
+                        return;
+                    }
+                };
+                let chunk = Chunk::Run {
+                    buf,
+                    len,
+                    records,
+                    zero_pages,
+                };
+                if !send(Ok(chunk)) {
                     return;
                 }
-            };
-            let chunk = Chunk::Run {
-                buf,
-                len,
-                records,
-                zero_pages,
-            };
-            if !send(Ok(chunk)) {
-                return;
             }
         }
     }
@@ -202,10 +229,65 @@ pub(crate) fn write_image<W: Write>(
         .map(|r| r.pages * PAGE as u64)
         .sum();
     let mut done = 0u64;
-    let mut w = ImageWriter::new(out)?;
-    w.write_meta(tag::CHECKPOINT, &c.ckpt)?;
-    // Contents of deleted files and memfds, once per file, before all page data.
-    // A file only mapped (its descriptor closed) is read through its map_files entry.
+    let piece = piece_pages(total / PAGE as u64);
+    // Pages are read from the frozen tasks on a second thread, started first so that
+    // it reads while this one writes the metadata. It also finds the zero pages and
+    // computes the checksums (and compresses) while a piece is in its cache; this
+    // thread only writes.
+    std::thread::scope(|scope| -> Result<W> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk>>(AHEAD);
+        let (back, back_rx) = std::sync::mpsc::channel::<PageSlot>();
+        scope.spawn(move || read_pages(c, opts.compress, piece, &tx, &back_rx));
+        let mut w = ImageWriter::new(out)?;
+        w.write_meta(tag::CHECKPOINT, &c.ckpt)?;
+        write_file_data(c, &mut w)?;
+        for chunk in rx {
+            match chunk? {
+                Chunk::Process(pid) => {
+                    w.write_record(tag::PAGES_PID, FLAG_REQUIRED, pid as u64, &[], false)?;
+                }
+                Chunk::Run {
+                    buf,
+                    len,
+                    records,
+                    zero_pages,
+                } => {
+                    if let Some(p) = progress {
+                        p(done, total);
+                    }
+                    done += len as u64;
+                    stats.zero_pages_skipped += zero_pages;
+                    let run = buf.slice(len)?;
+                    for r in records {
+                        let (data, align) = match &r.body {
+                            Body::InRun(i, j) => (&run[*i..*j], true),
+                            Body::Packed(p) => (&p[..], false),
+                        };
+                        w.write_record_summed(
+                            r.tag,
+                            FLAG_REQUIRED,
+                            r.at,
+                            data,
+                            align,
+                            Some(r.sum),
+                        )?;
+                        stats.pages_written += r.pages;
+                    }
+                    let _ = back.send(buf);
+                }
+            }
+        }
+        if let Some(p) = progress {
+            p(total, total);
+        }
+        stats.image_bytes = w.offset() + 32 + 16 + 8;
+        Ok(w.finish()?)
+    })
+}
+
+/// Contents of deleted files and memfds, once per file, before all page data.
+/// A file only mapped (its descriptor closed) is read through its map_files entry.
+fn write_file_data<W: Write>(c: &Collected, w: &mut ImageWriter<W>) -> Result<()> {
     let mut done_files = std::collections::BTreeSet::new();
     let mut chunk = Vec::new();
     for p in &c.ckpt.processes {
@@ -250,54 +332,5 @@ pub(crate) fn write_image<W: Write>(
             }
         }
     }
-    // Pages are read from the frozen tasks on a second thread, which also finds the zero
-    // pages and computes the checksums (and compresses) while the run is in its cache;
-    // this one only writes.
-    std::thread::scope(|scope| -> Result<()> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk>>(AHEAD);
-        let (back, back_rx) = std::sync::mpsc::channel::<PageBuf>();
-        scope.spawn(move || read_pages(c, opts.compress, &tx, &back_rx));
-        for chunk in rx {
-            match chunk? {
-                Chunk::Process(pid) => {
-                    w.write_record(tag::PAGES_PID, FLAG_REQUIRED, pid as u64, &[], false)?;
-                }
-                Chunk::Run {
-                    buf,
-                    len,
-                    records,
-                    zero_pages,
-                } => {
-                    if let Some(p) = progress {
-                        p(done, total);
-                    }
-                    done += len as u64;
-                    stats.zero_pages_skipped += zero_pages;
-                    let run = buf.slice(len)?;
-                    for r in records {
-                        let (data, align) = match &r.body {
-                            Body::InRun(i, j) => (&run[*i..*j], true),
-                            Body::Packed(p) => (&p[..], false),
-                        };
-                        w.write_record_summed(
-                            r.tag,
-                            FLAG_REQUIRED,
-                            r.at,
-                            data,
-                            align,
-                            Some(r.sum),
-                        )?;
-                        stats.pages_written += r.pages;
-                    }
-                    let _ = back.send(buf);
-                }
-            }
-        }
-        Ok(())
-    })?;
-    if let Some(p) = progress {
-        p(total, total);
-    }
-    stats.image_bytes = w.offset() + 32 + 16 + 8;
-    Ok(w.finish()?)
+    Ok(())
 }

@@ -52,8 +52,8 @@ impl RemoteMem {
         })
     }
 
-    /// Read `len` bytes at `addr` into the start of a [`PageBuf`].
-    pub fn read_into(&self, addr: u64, buf: &mut PageBuf, len: usize) -> Result<()> {
+    /// Read `len` bytes at `addr` into the start of a [`PageSlot`].
+    pub fn read_into(&self, addr: u64, buf: &mut PageSlot, len: usize) -> Result<()> {
         let b = buf.slice_mut(len)?;
         self.read(addr, b)
     }
@@ -105,18 +105,23 @@ pub struct PageBuf {
     cap: usize,
 }
 
-// SAFETY: a PageBuf owns its mapping exclusively (no aliasing pointers escape but
-// through `&self`/`&mut self` borrows), so moving it to another thread is sound.
+// SAFETY: a PageBuf owns its mapping exclusively (the only pointers into it are those of
+// the slots it is cut into, each of which owns its own part), so moving it to another
+// thread is sound.
 unsafe impl Send for PageBuf {}
+// SAFETY: a shared PageBuf gives no access to its memory (only its slots do), so
+// references to it may be shared between threads.
+unsafe impl Sync for PageBuf {}
 
 const HUGE: usize = 2 << 20;
 
 impl PageBuf {
-    /// A buffer of `cap` bytes.
+    /// A buffer of `cap` bytes (rounded up to whole huge pages: a huge page is only
+    /// used where all of it lies in the advised range).
     pub fn new(cap: usize) -> Result<Self> {
-        let map_len = cap
-            .checked_add(HUGE)
-            .ok_or_else(|| SysError::Other(format!("a page buffer of {cap} bytes")))?;
+        let too_big = || SysError::Other(format!("a page buffer of {cap} bytes"));
+        let cap = cap.checked_next_multiple_of(HUGE).ok_or_else(too_big)?;
+        let map_len = cap.checked_add(HUGE).ok_or_else(too_big)?;
         // SAFETY: an anonymous private mapping at an address of the kernel's choice
         // touches no existing memory.
         let map = unsafe {
@@ -147,22 +152,60 @@ impl PageBuf {
             cap,
         })
     }
+}
 
-    pub fn capacity(&self) -> usize {
-        self.cap
+/// One of the equal, disjoint parts of a [`PageBuf`] made by [`PageBuf::into_slots`]:
+/// a buffer of its own that can be passed between threads, while all of them share one
+/// mapping (and so its huge pages: a 2 MiB page holds eight 256 KiB slots and costs one
+/// fault).
+pub struct PageSlot {
+    /// Keeps the mapping alive until the last slot is dropped.
+    _buf: std::sync::Arc<PageBuf>,
+    data: *mut u8,
+    cap: usize,
+}
+
+// SAFETY: a slot is the only handle to its byte range (slots are disjoint, not Clone,
+// and the PageBuf they came from is no longer reachable but through the Arc, which is
+// only dropped), so moving it to another thread moves exclusive access with it.
+unsafe impl Send for PageSlot {}
+
+impl PageBuf {
+    /// Cut the buffer into `n` slots of `capacity / n` bytes each, rounded down to
+    /// whole pages.
+    pub fn into_slots(self, n: usize) -> Result<Vec<PageSlot>> {
+        let each = (self.cap / n.max(1)) & !4095;
+        if each == 0 {
+            return Err(SysError::Other(format!(
+                "{n} slots in a page buffer of {} bytes",
+                self.cap
+            )));
+        }
+        let data = self.data;
+        let buf = std::sync::Arc::new(self);
+        Ok((0..n)
+            .map(|i| PageSlot {
+                _buf: buf.clone(),
+                // (i + 1) * each <= cap: the slot lies inside the buffer.
+                data: data.wrapping_add(i * each),
+                cap: each,
+            })
+            .collect())
     }
+}
 
+impl PageSlot {
     /// The first `len` bytes (`len` at most the capacity).
     pub fn slice(&self, len: usize) -> Result<&[u8]> {
         if len > self.cap {
             return Err(SysError::Other(format!(
-                "{len} bytes in a page buffer of {}",
+                "{len} bytes in a page buffer slot of {}",
                 self.cap
             )));
         }
-        // SAFETY: [data, data + len) is inside our mapping, readable and initialised
-        // (anonymous memory reads as zeros until written); the borrow of self keeps
-        // it alive and unaliased by writers.
+        // SAFETY: [data, data + len) is inside this slot, which lies inside the mapping
+        // the Arc keeps alive; anonymous memory is initialised (zeros until written);
+        // no other slot overlaps it and the borrow of self excludes writers.
         Ok(unsafe { std::slice::from_raw_parts(self.data, len) })
     }
 
@@ -170,12 +213,12 @@ impl PageBuf {
     pub fn slice_mut(&mut self, len: usize) -> Result<&mut [u8]> {
         if len > self.cap {
             return Err(SysError::Other(format!(
-                "{len} bytes in a page buffer of {}",
+                "{len} bytes in a page buffer slot of {}",
                 self.cap
             )));
         }
         // SAFETY: as in `slice`, and the exclusive borrow of self makes this the only
-        // reference into the buffer.
+        // reference into the slot.
         Ok(unsafe { std::slice::from_raw_parts_mut(self.data, len) })
     }
 }
