@@ -1334,18 +1334,27 @@ fn take_remote_fd(cx: &mut Ctx<'_>, pid: i32, fd: u64, what: &str) -> Result<u64
 /// Move a freshly made descriptor `n` to number `fd` with the right close-on-exec flag
 /// (`n` may already be `fd`: dup3 refuses to copy a descriptor onto itself).
 fn move_fd(cx: &mut Ctx<'_>, n: u64, fd: i32, cloexec: bool) -> Result<()> {
+    let calls = move_fd_calls(n, fd, cloexec);
+    cx.batch(&BatchArgs::new(), &calls)?;
+    Ok(())
+}
+
+/// The calls that move descriptor `n` to `fd` (one batch: they do not depend on each
+/// other's results).
+fn move_fd_calls(n: u64, fd: i32, cloexec: bool) -> Vec<Call> {
     if n == fd as u64 {
-        cx.call(
+        vec![Call::new(
             "fcntl(F_SETFD)",
             nr::FCNTL,
             [n, libc::F_SETFD as u64, u64::from(cloexec), 0, 0, 0],
-        )?;
+        )]
     } else {
         let cl = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
-        cx.call("dup3", nr::DUP3, [n, fd as u64, cl, 0, 0, 0])?;
-        cx.call("close", nr::CLOSE, [n, 0, 0, 0, 0, 0])?;
+        vec![
+            Call::new("dup3", nr::DUP3, [n, fd as u64, cl, 0, 0, 0]),
+            Call::new("close", nr::CLOSE, [n, 0, 0, 0, 0, 0]),
+        ]
     }
-    Ok(())
 }
 
 /// Status flags (O_NONBLOCK...) belong to the open file description.
@@ -2111,22 +2120,25 @@ fn restore_fds(
     let (socketpairs, fifos) = (&plan.ckpt.socketpairs, &plan.ckpt.fifos);
     let proc_ = cx.proc_;
     let pid = cx.inj.pid();
-    // The stub holds ckpt's 0-2 (and nothing else): keep those the image inherits.
-    for fd in 0..3 {
-        let inherited = proc_
-            .fds
-            .iter()
-            .any(|f| f.fd == fd && matches!(f.kind, FdKind::Inherited { .. }));
-        if !inherited {
-            cx.call("close", nr::CLOSE, [fd as u64, 0, 0, 0, 0, 0])
-                .or_else(|e| match e {
-                    RestoreError::Sys(sys::SysError::Remote { errno, .. })
-                        if errno == libc::EBADF =>
-                    {
-                        Ok(0)
-                    }
-                    e => Err(e),
-                })?;
+    // The stub holds ckpt's 0-2 (and nothing else): keep those the image inherits (one
+    // batch; ckpt may have been started without some of them).
+    let closes: Vec<Call> = (0..3)
+        .filter(|&fd| {
+            !proc_
+                .fds
+                .iter()
+                .any(|f| f.fd == fd && matches!(f.kind, FdKind::Inherited { .. }))
+        })
+        .map(|fd| Call::new("close", nr::CLOSE, [fd as u64, 0, 0, 0, 0, 0]).may_fail())
+        .collect();
+    for (c, r) in closes.iter().zip(cx.batch(&BatchArgs::new(), &closes)?) {
+        let r = r as i64;
+        if r < 0 && r != -(libc::EBADF as i64) {
+            return Err(sys::SysError::Remote {
+                what: c.what.clone(),
+                errno: (-r) as i32,
+            }
+            .into());
         }
     }
     // Room for the highest descriptor (and pipe temporaries) while we work; final
@@ -2291,10 +2303,16 @@ fn restore_fds(
             oflags |= libc::O_CLOEXEC;
         }
         let n = cx.open(path, oflags)?;
+        let mut calls = Vec::new();
         if let Some(pos) = pos.filter(|p| *p != 0) {
-            cx.call("lseek", nr::LSEEK, [n, pos, libc::SEEK_SET as u64, 0, 0, 0])?;
+            calls.push(Call::new(
+                "lseek",
+                nr::LSEEK,
+                [n, pos, libc::SEEK_SET as u64, 0, 0, 0],
+            ));
         }
-        move_fd(cx, n, f.fd, f.cloexec)?;
+        calls.extend(move_fd_calls(n, f.fd, f.cloexec));
+        cx.batch(&BatchArgs::new(), &calls)?;
     }
     // epoll registrations, once every descriptor they watch exists.
     for f in &proc_.fds {
@@ -2317,8 +2335,13 @@ fn restore_fds(
         &proc_.cwd,
         libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
     )?;
-    cx.call("fchdir", nr::FCHDIR, [d, 0, 0, 0, 0, 0])?;
-    cx.call("close", nr::CLOSE, [d, 0, 0, 0, 0, 0])?;
+    cx.batch(
+        &BatchArgs::new(),
+        &[
+            Call::new("fchdir", nr::FCHDIR, [d, 0, 0, 0, 0, 0]),
+            Call::new("close", nr::CLOSE, [d, 0, 0, 0, 0, 0]),
+        ],
+    )?;
     // Root directory last: every path above is as ckpt sees it (from the host's root),
     // and chroot does not move the working directory.
     if proc_.root != b"/" {
@@ -3132,27 +3155,35 @@ pub fn stage(
     // 0-2, which processes of the image may inherit).
     {
         let cx = &mut ctxs[0];
+        // One batch: the executor and its table are in the helper area, and it uses no
+        // stack (the stub's is among what goes).
+        let mut calls = Vec::new();
         let (rseq, rseq_len, rseq_sig, _) = ptrace::get_rseq(pid)?;
         if rseq != 0 {
-            cx.call(
+            calls.push(Call::new(
                 "rseq unregister",
                 nr::RSEQ,
                 [rseq, u64::from(rseq_len), 1, u64::from(rseq_sig), 0, 0],
-            )?;
+            ));
         }
-        cx.call("munmap", nr::MUNMAP, [0, stub_addr, 0, 0, 0, 0])?;
         let after = stub_addr + STUB_SIZE;
-        cx.call("munmap", nr::MUNMAP, [after, TASK_SIZE - after, 0, 0, 0, 0])?;
-        cx.call(
+        calls.push(Call::new("munmap", nr::MUNMAP, [0, stub_addr, 0, 0, 0, 0]));
+        calls.push(Call::new(
+            "munmap",
+            nr::MUNMAP,
+            [after, TASK_SIZE - after, 0, 0, 0, 0],
+        ));
+        calls.push(Call::new(
             "close_range",
             nr::CLOSE_RANGE,
             [3, u64::from(u32::MAX), 0, 0, 0, 0],
-        )?;
+        ));
         // With a new terminal the root leads a new session even if its session was led
         // from outside (the old shell's): the terminal belongs to that session.
         if root.sid == root.pid || tty.is_some() {
-            cx.call("setsid", nr::SETSID, [0; 6])?;
+            calls.push(Call::new("setsid", nr::SETSID, [0; 6]));
         }
+        cx.batch(&BatchArgs::new(), &calls)?;
     }
 
     // The tree, parents first: each process is forked from its parent's clean stub
