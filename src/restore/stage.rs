@@ -484,7 +484,38 @@ fn map_memory(
     kept: &mut FileData,
 ) -> Result<()> {
     let proc_ = cx.proc_;
+    // The mapped files, each opened once (read-write where a shared writable mapping
+    // needs it), in batches of independent opens.
+    let file_key = |v: &Vma, file: &crate::model::FileId| {
+        let rw = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
+        (file.path.clone(), rw)
+    };
+    let keys: std::collections::BTreeSet<(Vec<u8>, bool)> = proc_
+        .vmas
+        .iter()
+        .filter_map(|v| match &v.kind {
+            VmaKind::File { file } => Some(file_key(v, file)),
+            _ => None,
+        })
+        .collect();
+    let keys: Vec<_> = keys.into_iter().collect();
     let mut files: BTreeMap<(Vec<u8>, bool), u64> = BTreeMap::new();
+    for chunk in keys.chunks(64) {
+        let mut args = BatchArgs::new();
+        let mut opens = Vec::new();
+        for (path, rw) in chunk {
+            let a = args.add_cstr(cx, path)?;
+            let flags = if *rw { libc::O_RDWR } else { libc::O_RDONLY } | libc::O_CLOEXEC;
+            opens.push(Call::new(
+                format!("open {}", String::from_utf8_lossy(path)),
+                nr::OPENAT,
+                [libc::AT_FDCWD as u64, a, flags as u64, 0, 0, 0],
+            ));
+        }
+        for (k, fd) in chunk.iter().zip(cx.batch(&args, &opens)?) {
+            files.insert(k.clone(), fd);
+        }
+    }
     let mut vdso_done = false;
     // Anonymous and file mappings are independent of each other: mapped in one batch.
     let mut maps: Vec<Call> = Vec::new();
@@ -541,18 +572,9 @@ fn map_memory(
                 map_kept_file(cx, v, prot, *data, Kept::Deleted { file }, kept)?;
             }
             VmaKind::File { file } => {
-                let rw = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
-                let key = (file.path.clone(), rw);
-                let fd = match files.get(&key) {
-                    Some(fd) => *fd,
-                    None => {
-                        let flags =
-                            if rw { libc::O_RDWR } else { libc::O_RDONLY } | libc::O_CLOEXEC;
-                        let fd = cx.open(&file.path, flags)?;
-                        files.insert(key, fd);
-                        fd
-                    }
-                };
+                let fd = files.get(&file_key(v, file)).copied().ok_or_else(|| {
+                    RestoreError::Stage(format!("{what}: its file was not opened"))
+                })?;
                 map_call(what, v, prot, fd);
             }
         }
@@ -567,9 +589,11 @@ fn map_memory(
             )));
         }
     }
-    for fd in files.into_values() {
-        cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
-    }
+    let closes: Vec<Call> = files
+        .into_values()
+        .map(|fd| Call::new("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0]))
+        .collect();
+    cx.batch(&BatchArgs::new(), &closes)?;
     // The vDSO must be where the image had it: the program holds pointers into it.
     if vdso_done {
         let maps = procfs::maps(cx.inj.pid())?;
