@@ -67,62 +67,75 @@ enum Body {
     Packed(Vec<u8>),
 }
 
-/// The records of `data` (a run of `n` pages read at `addr`): the pieces to store, each
-/// compressed if asked, with their checksums; and how many zero pages were left out.
+/// The records of `data` (a run of `n` pages read at `addr`, at byte `base` of its
+/// buffer), appended to `out`: the pieces to store, each compressed if asked, with their
+/// checksums. Returns how many zero pages were left out.
 fn run_records(
     addr: u64,
     data: &[u8],
+    base: usize,
     n: usize,
     skip_zero: bool,
     compress: super::Compress,
-) -> Result<(Vec<PageRecord>, u64)> {
+    out: &mut Vec<PageRecord>,
+) -> Result<u64> {
     let (pieces, zero_pages) = if skip_zero {
         nonzero_pieces(data, n)
     } else {
         (vec![(0, n)], 0)
     };
-    let records = pieces
-        .into_iter()
-        .map(|(i, j)| {
-            let at = addr + (i * PAGE) as u64;
-            let bytes = &data[i * PAGE..j * PAGE];
-            let packed = match compress {
-                super::Compress::None => None,
-                super::Compress::Lz4 => Some((tag::PAGES_LZ4, crate::image::compress_pages(bytes))),
-                super::Compress::Zstd => Some((
-                    tag::PAGES_ZSTD,
-                    crate::image::compress_pages_zstd(bytes, ZSTD_LEVEL)?,
-                )),
-            };
-            // Pages that do not compress are stored as they are (restore then has
-            // nothing to expand).
-            let packed = packed.filter(|(_, p)| p.len() < bytes.len());
-            let (tag, body, sum) = if let Some((tag, packed)) = packed {
-                let sum = crate::image::payload_checksum(tag, FLAG_REQUIRED, at, &packed);
-                (tag, Body::Packed(packed), sum)
-            } else {
-                let sum = crate::image::payload_checksum(tag::PAGES, FLAG_REQUIRED, at, bytes);
-                (tag::PAGES, Body::InRun(i * PAGE, j * PAGE), sum)
-            };
-            Ok(PageRecord {
-                tag,
-                at,
-                pages: (j - i) as u64,
-                body,
+    for (i, j) in pieces {
+        let at = addr + (i * PAGE) as u64;
+        let bytes = &data[i * PAGE..j * PAGE];
+        let packed = match compress {
+            super::Compress::None => None,
+            super::Compress::Lz4 => Some((tag::PAGES_LZ4, crate::image::compress_pages(bytes))),
+            super::Compress::Zstd => Some((
+                tag::PAGES_ZSTD,
+                crate::image::compress_pages_zstd(bytes, ZSTD_LEVEL)?,
+            )),
+        };
+        // Pages that do not compress are stored as they are (restore then has nothing
+        // to expand).
+        let packed = packed.filter(|(_, p)| p.len() < bytes.len());
+        let (tag, body, sum) = if let Some((tag, packed)) = packed {
+            let sum = crate::image::payload_checksum(tag, FLAG_REQUIRED, at, &packed);
+            (tag, Body::Packed(packed), sum)
+        } else {
+            let sum = crate::image::payload_checksum(tag::PAGES, FLAG_REQUIRED, at, bytes);
+            (
+                tag::PAGES,
+                Body::InRun(base + i * PAGE, base + j * PAGE),
                 sum,
-            })
-        })
-        .collect::<Result<_>>()?;
-    Ok((records, zero_pages))
+            )
+        };
+        out.push(PageRecord {
+            tag,
+            at,
+            pages: (j - i) as u64,
+            body,
+            sum,
+        });
+    }
+    Ok(zero_pages)
 }
 
 /// zstd's default level. Measured on python3 (12.4 MiB of pages): 1.6 MiB against lz4's
 /// 3.3 MiB, dump 69 against 42 ms, restore about the same.
 const ZSTD_LEVEL: i32 = 3;
 
-/// The reading thread: every run of every process, read from the frozen tasks in
-/// pieces of `piece` pages. Stops at the first error (passed on) or when the writer
-/// stops listening.
+/// Part of a run to read into a buffer: `pages` pages at `addr`.
+#[derive(Clone, Copy)]
+struct Segment {
+    addr: u64,
+    pages: u64,
+    skip_zero: bool,
+}
+
+/// The reading thread: every run of every process, read from the frozen tasks into
+/// buffers of `piece` pages: a long run in pieces, short runs several to a buffer (one
+/// `process_vm_readv`, one hand-over). Stops at the first error (passed on) or when the
+/// writer stops listening.
 fn read_pages(
     c: &Collected,
     compress: super::Compress,
@@ -141,6 +154,7 @@ fn read_pages(
                 return;
             }
         };
+    let mut segs: Vec<Segment> = Vec::new();
     for (pid, runs) in &c.runs {
         let mem = match RemoteMem::open(c.host_pid(*pid)) {
             Ok(m) => m,
@@ -152,45 +166,74 @@ fn read_pages(
         if !send(Ok(Chunk::Process(*pid))) {
             return;
         }
-        for run in runs {
-            let mut at = 0;
-            while at < run.pages {
-                let pages = piece.min(run.pages - at);
-                let addr = run.addr + at * PAGE as u64;
-                at += pages;
-                let len = pages as usize * PAGE;
+        let mut queued = 0;
+        let pieces = runs.iter().flat_map(|run| {
+            (0..run.pages.div_ceil(piece)).map(move |k| Segment {
+                addr: run.addr + k * piece * PAGE as u64,
+                pages: piece.min(run.pages - k * piece),
+                skip_zero: run.skip_zero,
+            })
+        });
+        for seg in pieces.map(Some).chain([None]) {
+            // A full buffer (or the process's last pages) goes to the writer.
+            let full = seg.is_none_or(|s| queued + s.pages > piece);
+            if full && !segs.is_empty() {
                 // Buffers come back from the writer; when none is free, it is writing.
-                let Some(mut buf) = free.pop().or_else(|| back.recv().ok()) else {
+                let Some(buf) = free.pop().or_else(|| back.recv().ok()) else {
                     return;
                 };
-                if let Err(e) = mem.read_into(addr, &mut buf, len) {
-                    send(Err(e.into()));
-                    return;
-                }
-                // Zero pages are found, and checksums (and compression) computed here,
-                // while the piece is in this core's cache: the writer only writes.
-                let made = buf.slice(len).map_err(Into::into).and_then(|data| {
-                    run_records(addr, data, pages as usize, run.skip_zero, compress)
-                });
-                let (records, zero_pages) = match made {
-                    Ok(r) => r,
+                match fill(&mem, buf, &segs, compress) {
+                    Ok(chunk) => {
+                        if !send(Ok(chunk)) {
+                            return;
+                        }
+                    }
                     Err(e) => {
                         send(Err(e));
                         return;
                     }
-                };
-                let chunk = Chunk::Run {
-                    buf,
-                    len,
-                    records,
-                    zero_pages,
-                };
-                if !send(Ok(chunk)) {
-                    return;
                 }
+                segs.clear();
+                queued = 0;
+            }
+            if let Some(s) = seg {
+                queued += s.pages;
+                segs.push(s);
             }
         }
     }
+}
+
+/// Read `segs` one after the other into `buf`, and make their records. Zero pages are
+/// found, and checksums (and compression) computed here, while the pages are in this
+/// core's cache: the writer only writes.
+fn fill(
+    mem: &RemoteMem,
+    mut buf: PageSlot,
+    segs: &[Segment],
+    compress: super::Compress,
+) -> Result<Chunk> {
+    let ranges: Vec<(u64, usize)> = segs
+        .iter()
+        .map(|s| (s.addr, s.pages as usize * PAGE))
+        .collect();
+    let len = mem.read_ranges_into(&ranges, &mut buf)?;
+    let data = buf.slice(len)?;
+    let mut records = Vec::new();
+    let mut zero_pages = 0;
+    let mut base = 0;
+    for s in segs {
+        let n = s.pages as usize;
+        let bytes = &data[base..base + n * PAGE];
+        zero_pages += run_records(s.addr, bytes, base, n, s.skip_zero, compress, &mut records)?;
+        base += n * PAGE;
+    }
+    Ok(Chunk::Run {
+        buf,
+        len,
+        records,
+        zero_pages,
+    })
 }
 
 /// The page ranges [i, j) of `buf` (`n` pages) that are not all zero, and how many

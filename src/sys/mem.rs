@@ -12,6 +12,9 @@ pub struct RemoteMem {
     mem: File,
 }
 
+/// Most iovecs one `process_vm_readv` takes (UIO_MAXIOV).
+const IOV_MAX: usize = 1024;
+
 impl RemoteMem {
     pub fn open(pid: i32) -> Result<Self> {
         let mem = std::fs::OpenOptions::new()
@@ -52,10 +55,53 @@ impl RemoteMem {
         })
     }
 
-    /// Read `len` bytes at `addr` into the start of a [`PageSlot`].
-    pub fn read_into(&self, addr: u64, buf: &mut PageSlot, len: usize) -> Result<()> {
-        let b = buf.slice_mut(len)?;
-        self.read(addr, b)
+    /// Read the `(address, length)` ranges one after the other into the start of a
+    /// [`PageSlot`], in as few `process_vm_readv` calls as the kernel allows (falling
+    /// back to one range at a time); returns the bytes read (their total).
+    pub fn read_ranges_into(&self, ranges: &[(u64, usize)], buf: &mut PageSlot) -> Result<usize> {
+        let total = ranges
+            .iter()
+            .try_fold(0usize, |t, r| t.checked_add(r.1))
+            .ok_or_else(|| SysError::Other("ranges too long to read".into()))?;
+        let b = buf.slice_mut(total)?;
+        let mut off = 0;
+        for chunk in ranges.chunks(IOV_MAX) {
+            let len: usize = chunk.iter().map(|r| r.1).sum();
+            let dst = &mut b[off..off + len];
+            let local = libc::iovec {
+                iov_base: dst.as_mut_ptr().cast(),
+                iov_len: len,
+            };
+            let remote: Vec<libc::iovec> = chunk
+                .iter()
+                .map(|&(addr, n)| libc::iovec {
+                    iov_base: addr as *mut libc::c_void,
+                    iov_len: n,
+                })
+                .collect();
+            // SAFETY: `local` describes `dst`, a part of the slot we borrow mutably for
+            // the call; the remote iovecs are only interpreted in the other process.
+            let n = unsafe {
+                libc::process_vm_readv(
+                    self.pid,
+                    &local,
+                    1,
+                    remote.as_ptr(),
+                    remote.len() as libc::c_ulong,
+                    0,
+                )
+            };
+            if n < 0 || n as usize != len {
+                // One range at a time, each with the /proc/PID/mem fallback.
+                let mut at = 0;
+                for &(addr, n) in chunk {
+                    self.read(addr, &mut dst[at..at + n])?;
+                    at += n;
+                }
+            }
+            off += len;
+        }
+        Ok(total)
     }
 
     /// Write all of `data` at `addr`.

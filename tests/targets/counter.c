@@ -7,7 +7,8 @@
  * region (every 16th page written, and the page 8 after each only read at first, so
  * that it maps the shared zero page until a later step writes it), a MAP_PRIVATE writable mapping of MAPFILE that
  * it writes into (copy-on-write: the file on disk never changes), a PROT_NONE guard page
- * between two writable pages, a PROT_NONE reservation, and with `madv-guard`
+ * between two writable pages, a PROT_NONE reservation, a written page kept PROT_NONE
+ * between steps, and with `madv-guard`
  * MADV_GUARD_INSTALL guard pages. Each step mutates all of it, probes that the guard pages
  * still fault, checks that getpid() did not change, prints one line with the checksums,
  * then sleeps (nanosleep) so that a checkpoint usually lands mid-sleep.
@@ -152,6 +153,13 @@ int main(int argc, char **argv)
 	guard[2 * page] = 2;
 	/* A reservation: address space held with PROT_NONE. */
 	unsigned char *resv = map_anon(16 * page, PROT_NONE);
+	/* A written page kept PROT_NONE between steps: a page present that no one can read
+	 * (ckpt reads it through /proc/PID/mem). Each step opens it, changes it, hashes it
+	 * into guardmem and closes it again. */
+	unsigned char *hidden = map_anon(page, PROT_READ | PROT_WRITE);
+	hidden[0] = 5;
+	if (mprotect(hidden, page, PROT_NONE))
+		die("mprotect: %s", strerror(errno));
 
 	/* MADV_GUARD_INSTALL (Linux 6.13+) on the middle two of four writable pages. */
 	unsigned char *mguard = NULL;
@@ -207,6 +215,12 @@ int main(int argc, char **argv)
 		}
 		uint32_t h_file = fnv(FNV_INIT, fmap, fsize);
 		uint32_t h_guard = fnv(fnv(FNV_INIT, guard, page), guard + 2 * page, page);
+		if (mprotect(hidden, page, PROT_READ | PROT_WRITE))
+			die("mprotect: %s", strerror(errno));
+		hidden[(s * 13) % page] += (unsigned char)s;
+		h_guard = fnv(h_guard, hidden, page);
+		if (mprotect(hidden, page, PROT_NONE))
+			die("mprotect: %s", strerror(errno));
 		uint32_t h_stack = fnv(FNV_INIT, (const void *)stack_arr, sizeof stack_arr);
 		int guard_ok = !faults((char *)guard) && faults((char *)guard + page) &&
 			       !faults((char *)guard + 2 * page) && faults((char *)resv) &&
