@@ -751,11 +751,20 @@ fn vma_pages(pm: &procfs::Pagemap, vma: &mut Vma, runs: &mut Vec<Run>) -> Result
         ),
         _ => return Ok(()),
     };
+    // PAGE_IS_FILE only where it decides something (an anonymous area has no file
+    // pages): to tell it, the kernel reads the struct page behind every present entry,
+    // which made the walk of 1 GiB of anonymous memory six times slower (22-29 ms
+    // against 3.4-4.4).
+    let file = if matches!(vma.kind, VmaKind::Anon) {
+        0
+    } else {
+        PAGE_IS_FILE
+    };
     if let Some(ranges) = pm.scan(
         vma.start,
         vma.end,
         PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_GUARD,
-        PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE | PAGE_IS_PFNZERO | PAGE_IS_GUARD,
+        PAGE_IS_PRESENT | PAGE_IS_SWAPPED | file | PAGE_IS_PFNZERO | PAGE_IS_GUARD,
     )? {
         scanned_pages(vma, &ranges, skip_zero, runs);
         return Ok(());
