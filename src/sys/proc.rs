@@ -142,6 +142,60 @@ pub fn smaps(pid: i32) -> Result<Vec<MapEntry>> {
     parse_smaps(&read_chunked(format!("/proc/{pid}/smaps"), SMAPS_READ)?)
 }
 
+/// An area as its maps line shows it, for error messages.
+fn describe_area(m: &MapEntry) -> String {
+    let flag = |on: bool, c: char| if on { c } else { '-' };
+    format!(
+        "{:x}-{:x} {}{}{}{} {:x} {:x}:{:x} {} {}",
+        m.start,
+        m.end,
+        flag(m.read, 'r'),
+        flag(m.write, 'w'),
+        flag(m.exec, 'x'),
+        if m.shared { 's' } else { 'p' },
+        m.offset,
+        m.dev_major,
+        m.dev_minor,
+        m.inode,
+        String::from_utf8_lossy(&m.path)
+    )
+}
+
+/// Give each area of `maps` (from /proc/PID/maps, which has no VmFlags) the VmFlags of the
+/// same area in `smaps` (from /proc/PID/smaps). Both must have been read from the same
+/// frozen process: they must list exactly the same areas (range, protection, sharing,
+/// offset, device, inode, path), else this fails and says where they differ.
+pub fn merge_vmflags(pid: i32, maps: &mut [MapEntry], smaps: Vec<MapEntry>) -> Result<()> {
+    let differ = |what: String| {
+        SysError::Other(format!(
+            "the memory map of process {pid} changed while it was stopped: {what}"
+        ))
+    };
+    let (n_maps, n_smaps) = (maps.len(), smaps.len());
+    for (m, s) in maps.iter_mut().zip(smaps) {
+        let same = m.start == s.start
+            && m.end == s.end
+            && (m.read, m.write, m.exec, m.shared) == (s.read, s.write, s.exec, s.shared)
+            && m.offset == s.offset
+            && (m.dev_major, m.dev_minor, m.inode) == (s.dev_major, s.dev_minor, s.inode)
+            && m.path == s.path;
+        if !same {
+            return Err(differ(format!(
+                "maps lists {} where smaps lists {}",
+                describe_area(m),
+                describe_area(&s)
+            )));
+        }
+        m.vmflags = s.vmflags;
+    }
+    if n_maps != n_smaps {
+        return Err(differ(format!(
+            "maps lists {n_maps} areas, smaps {n_smaps}"
+        )));
+    }
+    Ok(())
+}
+
 pub fn maps(pid: i32) -> Result<Vec<MapEntry>> {
     parse_smaps(&read(format!("/proc/{pid}/maps"))?)
 }
@@ -885,6 +939,55 @@ VmFlags: rd wr mr mw me gd ac\n\
         assert!(m[1].vmflags.iter().any(|f| f == "gd"));
         assert!(m[2].shared);
         assert_eq!(m[2].path, b"/dev/zero (deleted)");
+    }
+
+    #[test]
+    fn merges_vmflags_only_of_the_same_areas() {
+        let smaps_text = b"7f00-7f01 r-xp 00001000 fe:00 325843   /usr/lib/a.so\n\
+VmFlags: rd ex mr mw me\n\
+7ffd-7ffe rw-p 00000000 00:00 0                          [stack]\n\
+VmFlags: rd wr mr mw me gd ac\n";
+        let maps_text = b"7f00-7f01 r-xp 00001000 fe:00 325843   /usr/lib/a.so\n\
+7ffd-7ffe rw-p 00000000 00:00 0                          [stack]\n";
+        let smaps = parse_smaps(smaps_text).unwrap();
+        let maps = parse_smaps(maps_text).unwrap();
+        assert!(maps.iter().all(|m| m.vmflags.is_empty()));
+        let mut merged = maps.clone();
+        merge_vmflags(1, &mut merged, smaps.clone()).unwrap();
+        assert_eq!(merged, smaps);
+
+        // Any difference in what describes an area is refused, as is an extra area on
+        // either side.
+        let changes: [fn(&mut MapEntry); 8] = [
+            |m| m.start += 0x1000,
+            |m| m.end -= 0x1000,
+            |m| m.write = !m.write,
+            |m| m.shared = !m.shared,
+            |m| m.offset += 0x1000,
+            |m| m.inode += 1,
+            |m| m.dev_minor += 1,
+            |m| m.path.push(b'x'),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut other = smaps.clone();
+            change(&mut other[1]);
+            let e = merge_vmflags(7, &mut maps.clone(), other).unwrap_err();
+            assert!(
+                e.to_string().contains("memory map of process 7 changed"),
+                "change {i}: {e}"
+            );
+        }
+        let mut fewer = smaps.clone();
+        fewer.pop();
+        assert!(merge_vmflags(1, &mut maps.clone(), fewer).is_err());
+        let mut more = smaps.clone();
+        more.push(MapEntry {
+            start: 0x8000,
+            end: 0x9000,
+            ..smaps[1].clone()
+        });
+        let e = merge_vmflags(1, &mut maps.clone(), more).unwrap_err();
+        assert!(e.to_string().contains("maps lists 2 areas, smaps 3"), "{e}");
     }
 
     #[test]
