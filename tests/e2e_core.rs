@@ -1174,6 +1174,101 @@ fn dump_of_a_nonexistent_pid_fails_and_writes_nothing() {
     assert_eq!(ctx.listing(), before, "failed dump left files behind");
 }
 
+/// The anonymous areas of `pid` that smaps shows sealed (VmFlags `sl`; a kernel may seal
+/// its own mappings, such as the vDSO, too).
+fn sealed_anon_areas(pid: i32) -> Vec<(u64, u64)> {
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
+    let mut area = None;
+    let mut sealed = Vec::new();
+    for l in smaps.lines() {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        if let Some((a, b)) = fields.first().and_then(|r| r.split_once('-')) {
+            if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+                // Anonymous: no path after range, perms, offset, device, inode.
+                area = (fields.len() == 5).then_some((a, b));
+                continue;
+            }
+        }
+        if let Some(flags) = l.strip_prefix("VmFlags:") {
+            if flags.split_whitespace().any(|f| f == "sl") {
+                sealed.extend(area);
+            }
+        }
+    }
+    sealed
+}
+
+/// A sealed area (mseal) is refused by name and the target runs on as before: in a small
+/// process; in one holding a pidfd too (refused as well, but the memory map comes first,
+/// so the area must be what the refusal names, even if the descriptors are read before
+/// the areas' flags are known); and in one big enough (80 MiB resident) for smaps to be
+/// read on a second thread.
+#[test]
+fn dump_refuses_a_sealed_area_and_leaves_the_target_running() {
+    let ctx = Ctx::new("dump_refuses_a_sealed_area_and_leaves_the_target_running");
+    for opts in [&[][..], &["pidfd"], &["pidfd", "resident=80"]] {
+        let tag = format!("sealed {opts:?}");
+        let mut spec = Spec::new(target("sealed")).arg("40").arg("sleep=10");
+        for o in opts {
+            spec = spec.arg(o);
+        }
+        let reference = ctx.reference(&spec);
+        if reference.stdout.starts_with(b"mseal unsupported") {
+            eprintln!("note: this kernel has no mseal; nothing to refuse");
+            return;
+        }
+        let mut t = ctx.spawn(&spec);
+        t.wait_lines(5);
+        let pid = t.pid;
+        ctx.track(pid);
+        let sealed = sealed_anon_areas(pid);
+        let [(start, end)] = sealed[..] else {
+            panic!("{tag}: want one sealed area of its own, found {sealed:x?}");
+        };
+        let img = ctx.path("img");
+        let before = ctx.listing();
+        let maps = || fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        let maps_before = maps();
+        let r = ctx.ckpt(&[
+            OsStr::new("dump"),
+            OsStr::new(&pid.to_string()),
+            OsStr::new("-o"),
+            img.as_os_str(),
+        ]);
+        r.assert_fails(1);
+        let want = format!(
+            "ckpt: cannot dump process {pid}: memory area {start:#x}-{end:#x} is a sealed \
+             mapping (mseal); not supported yet"
+        );
+        assert!(
+            r.stderr.lines().any(|l| l.starts_with(&want)),
+            "{tag}: the refusal should start {want:?}; stderr:\n{}",
+            r.stderr
+        );
+        assert!(!img.exists(), "{tag}: failed dump created the image");
+        assert_eq!(
+            ctx.listing(),
+            before,
+            "{tag}: failed dump left files behind"
+        );
+        assert_running_untraced(pid, &tag);
+        assert_eq!(
+            maps(),
+            maps_before,
+            "{tag}: memory map after the failed dump"
+        );
+        let n = t.stdout.lines();
+        t.wait_lines(n + 2);
+        let fin = t.finish();
+        assert_same_output(
+            &format!("{tag}: target after the failed dump"),
+            &reference.stdout,
+            &fin.stdout,
+        );
+        assert_eq!(fin.status.code(), Some(0));
+    }
+}
+
 /// fd kinds that dump does not support yet (an `fdkind` argument), with the start of the
 /// refusal's exact words (the descriptor is 3; a socket's inode number follows). Remove a
 /// kind from this list when its support lands (and add a round-trip test for it).

@@ -62,6 +62,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("files", "files.c", &[]),
     ("blocked_read", "blocked_read.c", &[]),
     ("fdkind", "fdkind.c", &[]),
+    // a page sealed with mseal (refused by dump)
+    ("sealed", "sealed.c", &[]),
     // non-default attributes: mlock, madvise flags, rlimits, name, umask, own group
     ("attrs", "attrs.c", &[]),
     // tests/e2e_tree.rs: threads, process trees, signals and timers
