@@ -134,6 +134,7 @@ pub struct ArchHeader {
 pub mod nr {
     pub const READ: u64 = 0;
     pub const CLOSE: u64 = 3;
+    pub const USERFAULTFD: u64 = 323;
     pub const MMAP: u64 = 9;
     pub const MPROTECT: u64 = 10;
     pub const MUNMAP: u64 = 11;

@@ -784,6 +784,90 @@ fn unreachable_kind() -> Result<u64> {
     Err(RestoreError::Stage("not a file kept in the image".into()))
 }
 
+/// Where the page data of a new process goes: `UFFDIO_COPY` into its private anonymous
+/// areas, registered with a userfaultfd the process created (`sys::uffd`: each page is
+/// allocated and filled in one step instead of cleared by a fault and then
+/// overwritten), `process_vm_writev` everywhere else and wherever userfaultfd is not
+/// available.
+pub struct PageSink<'a> {
+    mem: &'a RemoteMem,
+    uffd: Option<sys::uffd::Uffd>,
+    /// The registered areas, sorted.
+    ranges: Vec<(u64, u64)>,
+}
+
+impl<'a> PageSink<'a> {
+    /// Create the userfaultfd in the process of `cx` and register its private anonymous
+    /// areas that take pages. The descriptor it has in the process is closed again at
+    /// once (ckpt holds its own).
+    fn new(cx: &'a mut Ctx<'_>) -> Result<PageSink<'a>> {
+        let ranges: Vec<(u64, u64)> = cx
+            .proc_
+            .vmas
+            .iter()
+            .filter(|v| v.kind == VmaKind::Anon && !v.shared && v.pages_present > 0)
+            .map(|v| (v.start, v.end))
+            .collect();
+        if ranges.is_empty() {
+            return Ok(Self::plain(&cx.mem));
+        }
+        let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+        let fd = match cx.call("userfaultfd", nr::USERFAULTFD, [flags, 0, 0, 0, 0, 0]) {
+            Ok(fd) => fd,
+            // Not in this kernel, or not allowed: the pages go the ordinary way.
+            Err(RestoreError::Sys(sys::SysError::Remote { .. })) => {
+                return Ok(Self::plain(&cx.mem));
+            }
+            Err(e) => return Err(e),
+        };
+        let adopted = sys::uffd::Uffd::adopt(cx.inj.pid(), fd as i32);
+        cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
+        let uffd = adopted?;
+        let mut registered = Vec::new();
+        for &(start, end) in &ranges {
+            // An area the kernel will not register is filled the ordinary way.
+            if uffd.register(start, end - start).is_ok() {
+                registered.push((start, end));
+            }
+        }
+        Ok(PageSink {
+            mem: &cx.mem,
+            uffd: Some(uffd),
+            ranges: registered,
+        })
+    }
+
+    fn plain(mem: &'a RemoteMem) -> Self {
+        PageSink {
+            mem,
+            uffd: None,
+            ranges: Vec::new(),
+        }
+    }
+
+    /// Write `data` (whole pages) at `addr`, all of it inside one area of the process.
+    fn write(&self, addr: u64, data: &[u8]) -> Result<()> {
+        if let Some(u) = &self.uffd {
+            let i = self.ranges.partition_point(|r| r.1 <= addr);
+            if self.ranges.get(i).is_some_and(|r| r.0 <= addr) {
+                return Ok(u.copy(addr, data)?);
+            }
+        }
+        Ok(self.mem.write(addr, data)?)
+    }
+
+    /// Unregister the areas: from now on they are ordinary memory (pages the image did
+    /// not have are cleared on their first fault, as before).
+    fn finish(self) -> Result<()> {
+        if let Some(u) = &self.uffd {
+            for &(start, end) in &self.ranges {
+                u.unregister(start, end - start)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The page data part of the image, read process by process in image order.
 pub struct PageStream<'r> {
     reader: &'r mut dyn RecordSource,
@@ -840,7 +924,7 @@ impl<'r> PageStream<'r> {
 
     /// Read the page records of `proc_` (which must come next), checking each against
     /// its memory map, and write them into `mem` if given. Returns the bytes read.
-    pub fn load(&mut self, proc_: &Process, mem: Option<&RemoteMem>) -> Result<u64> {
+    pub fn load(&mut self, proc_: &Process, mem: Option<&PageSink<'_>>) -> Result<u64> {
         let pid = match self.next_pid.take() {
             Some(p) => p,
             None => match self.reader.next_record()? {
@@ -3303,7 +3387,10 @@ pub fn stage(
         // map the very file ckpt runs from.
         set_mm(cx)?;
         map_memory(cx, &mut sysv, &mut shm, &shm_sizes, &mut files)?;
-        bytes += pages.load(p, Some(&cx.mem))?;
+        fault_point("fill memory")?;
+        let sink = PageSink::new(cx)?;
+        bytes += pages.load(p, Some(&sink))?;
+        sink.finish()?;
         finish_memory(cx)?;
         restore_fds(cx, plan, &mut pipe_holders, &mut files, tty.map(|t| t.1))?;
         restore_attrs(cx)?;

@@ -13,6 +13,7 @@ pub mod sockdiag;
 pub mod tcp;
 pub mod tty;
 pub mod udp;
+pub mod uffd;
 
 use std::io;
 
