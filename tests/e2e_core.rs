@@ -1225,48 +1225,66 @@ fn dump_refuses_a_sealed_area_and_leaves_the_target_running() {
         let [(start, end)] = sealed[..] else {
             panic!("{tag}: want one sealed area of its own, found {sealed:x?}");
         };
-        let img = ctx.path("img");
-        let before = ctx.listing();
-        let maps = || fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-        let maps_before = maps();
-        let r = ctx.ckpt(&[
-            OsStr::new("dump"),
-            OsStr::new(&pid.to_string()),
-            OsStr::new("-o"),
-            img.as_os_str(),
-        ]);
-        r.assert_fails(1);
         let want = format!(
             "ckpt: cannot dump process {pid}: memory area {start:#x}-{end:#x} is a sealed \
              mapping (mseal); not supported yet"
         );
-        assert!(
-            r.stderr.lines().any(|l| l.starts_with(&want)),
-            "{tag}: the refusal should start {want:?}; stderr:\n{}",
-            r.stderr
-        );
-        assert!(!img.exists(), "{tag}: failed dump created the image");
-        assert_eq!(
-            ctx.listing(),
-            before,
-            "{tag}: failed dump left files behind"
-        );
-        assert_running_untraced(pid, &tag);
-        assert_eq!(
-            maps(),
-            maps_before,
-            "{tag}: memory map after the failed dump"
-        );
-        let n = t.stdout.lines();
-        t.wait_lines(n + 2);
-        let fin = t.finish();
-        assert_same_output(
-            &format!("{tag}: target after the failed dump"),
-            &reference.stdout,
-            &fin.stdout,
-        );
-        assert_eq!(fin.status.code(), Some(0));
+        assert_dump_refused(&ctx, &mut t, &reference, &want, &tag, || {});
     }
+}
+
+/// `ckpt dump` of `t` (a child running `reference`'s program) fails with exit status 1
+/// and a line of stderr starting with `want`, creates no image and leaves no file, and
+/// the target runs on untraced with its memory map unchanged (`also` checks more before
+/// it goes on), to the same end as an uninterrupted run.
+fn assert_dump_refused(
+    ctx: &Ctx,
+    t: &mut Proc,
+    reference: &Finished,
+    want: &str,
+    tag: &str,
+    also: impl Fn(),
+) {
+    let pid = t.pid;
+    let img = ctx.path("img");
+    let before = ctx.listing();
+    let maps = || fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let maps_before = maps();
+    let r = ctx.ckpt(&[
+        OsStr::new("dump"),
+        OsStr::new(&pid.to_string()),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    r.assert_fails(1);
+    assert!(
+        r.stderr.lines().any(|l| l.starts_with(want)),
+        "{tag}: the refusal should start {want:?}; stderr:\n{}",
+        r.stderr
+    );
+    assert!(!img.exists(), "{tag}: failed dump created the image");
+    assert_eq!(
+        ctx.listing(),
+        before,
+        "{tag}: failed dump left files behind"
+    );
+    assert_running_untraced(pid, tag);
+    // No mapping (of the injected queries' scratch page) was left or lost.
+    assert_eq!(
+        maps(),
+        maps_before,
+        "{tag}: memory map after the failed dump"
+    );
+    also();
+    let n = t.stdout.lines();
+    t.wait_lines(n + 2);
+    let fin = t.finish();
+    assert_same_output(
+        &format!("{tag}: target after the failed dump"),
+        &reference.stdout,
+        &fin.stdout,
+    );
+    assert_eq!(fin.status.code(), Some(0));
 }
 
 /// fd kinds that dump does not support yet (an `fdkind` argument), with the start of the
@@ -1300,48 +1318,12 @@ fn dump_refuses_unsupported_fds_and_leaves_the_target_running() {
         t.wait_lines(5);
         let pid = t.pid;
         ctx.track(pid);
-        let img = ctx.path("img");
-        let before = ctx.listing();
         let fd3 = || fs::read_link(format!("/proc/{pid}/fd/3")).ok();
-        let maps = || fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-        let (fd3_before, maps_before) = (fd3(), maps());
-        let r = ctx.ckpt(&[
-            OsStr::new("dump"),
-            OsStr::new(&pid.to_string()),
-            OsStr::new("-o"),
-            img.as_os_str(),
-        ]);
-        r.assert_fails(1);
+        let fd3_before = fd3();
         let want = format!("ckpt: cannot dump process {pid}: {words}");
-        assert!(
-            r.stderr.lines().any(|l| l.starts_with(&want)),
-            "{kind}: the refusal should start {want:?}; stderr:\n{}",
-            r.stderr
-        );
-        assert!(!img.exists(), "{kind}: failed dump created the image");
-        assert_eq!(
-            ctx.listing(),
-            before,
-            "{kind}: failed dump left files behind"
-        );
-        assert_running_untraced(pid, kind);
-        // Unchanged: the descriptor is still there, and no mapping (of the injected
-        // queries' scratch page) was left or lost.
-        assert_eq!(fd3(), fd3_before, "{kind}: fd 3 after the failed dump");
-        assert_eq!(
-            maps(),
-            maps_before,
-            "{kind}: memory map after the failed dump"
-        );
-        let n = t.stdout.lines();
-        t.wait_lines(n + 2);
-        let fin = t.finish();
-        assert_same_output(
-            &format!("{kind}: target after the failed dump"),
-            &reference.stdout,
-            &fin.stdout,
-        );
-        assert_eq!(fin.status.code(), Some(0));
+        assert_dump_refused(&ctx, &mut t, &reference, &want, kind, || {
+            assert_eq!(fd3(), fd3_before, "{kind}: fd 3 after the failed dump");
+        });
     }
 }
 
