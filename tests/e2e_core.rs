@@ -273,16 +273,11 @@ fn restore_detached_prints_pid_and_process_runs_to_the_end() {
         "exit status of the detached process (reaped by us as subreaper)"
     );
     // Its stdout is ckpt restore's stdout, which also got the PID line first.
-    let after = String::from_utf8_lossy(&fin.stdout).into_owned();
-    let after = after
-        .lines()
-        .filter(|l| l.trim() != pid.to_string())
-        .map(|l| format!("{l}\n"))
-        .collect::<String>();
+    let after = without_pid_line(&fin.stdout, pid);
     assert_same_output(
         "counter restored --detach",
         &reference.stdout,
-        &[before, after.into_bytes()].concat(),
+        &[before, after].concat(),
     );
 }
 
@@ -312,16 +307,8 @@ fn restore_while_reaping(
         Some(3),
         "{what}: exit status of the restored process"
     );
-    let after = String::from_utf8_lossy(&fin.stdout)
-        .lines()
-        .filter(|l| l.trim() != pid.to_string())
-        .map(|l| format!("{l}\n"))
-        .collect::<String>();
-    assert_same_output(
-        what,
-        &reference.stdout,
-        &[before, after.into_bytes()].concat(),
-    );
+    let after = without_pid_line(&fin.stdout, pid);
+    assert_same_output(what, &reference.stdout, &[before, after].concat());
 }
 
 /// A dump that kills its process leaves a zombie until the parent reaps it (a shell does
@@ -614,15 +601,11 @@ fn state_of_restored_blocked_read_equals_dumped_state() {
     r.write_stdin(b"gamma\n");
     r.close_stdin();
     let fin = r.finish();
-    let after: String = String::from_utf8_lossy(&fin.stdout)
-        .lines()
-        .filter(|l| l.trim() != pid.to_string())
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let after = without_pid_line(&fin.stdout, pid);
     assert_same_output(
         "blocked_read restored, dumped again",
         &reference.stdout,
-        &[before, after.into_bytes()].concat(),
+        &[before, after].concat(),
     );
 }
 
@@ -899,15 +882,11 @@ fn non_default_attributes_survive_restore() {
     r.write_stdin(b"go on\n");
     r.close_stdin();
     let fin = r.finish();
-    let after: String = text(&fin.stdout)
-        .lines()
-        .filter(|l| l.trim() != pid.to_string())
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let after = without_pid_line(&fin.stdout, pid);
     assert_same_output(
         "attrs (dumped, restored, dumped again)",
         &reference.stdout,
-        &[before, after.into_bytes()].concat(),
+        &[before, after].concat(),
     );
 }
 
@@ -1162,12 +1141,7 @@ fn dump_of_a_nonexistent_pid_fails_and_writes_nothing() {
     let pid = free_pid();
     let img = ctx.path("img");
     let before = ctx.listing();
-    let r = ctx.ckpt(&[
-        OsStr::new("dump"),
-        OsStr::new(&pid.to_string()),
-        OsStr::new("-o"),
-        img.as_os_str(),
-    ]);
+    let r = ctx.try_dump(pid, &img);
     r.assert_fails(1)
         .assert_stderr_mentions(&[&pid.to_string()]);
     assert!(!img.exists(), "failed dump created {}", img.display());
@@ -1250,12 +1224,7 @@ fn assert_dump_refused(
     let before = ctx.listing();
     let maps = || fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
     let maps_before = maps();
-    let r = ctx.ckpt(&[
-        OsStr::new("dump"),
-        OsStr::new(&pid.to_string()),
-        OsStr::new("-o"),
-        img.as_os_str(),
-    ]);
+    let r = ctx.try_dump(pid, &img);
     r.assert_fails(1);
     assert!(
         r.stderr.lines().any(|l| l.starts_with(want)),

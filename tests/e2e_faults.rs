@@ -14,23 +14,9 @@
 
 mod common;
 
-use std::fs;
 use std::time::Instant;
 
 use common::*;
-
-/// TIDs of the threads of `pid`, sorted.
-fn tasks(pid: i32) -> Vec<i32> {
-    let mut v: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort_unstable();
-    v
-}
 
 /// `ckpt restore IMG` attached, with `CKPT_FAULT_TRACE=1` (and a fault that never hits):
 /// it must restore the program, which must finish like `reference`. Returns the names of

@@ -444,12 +444,7 @@ fn inotify_watches_keep_their_numbers_and_events_after_restore() {
             &[libc::SYS_nanosleep, libc::SYS_clock_nanosleep],
             "inotify target asleep",
         );
-        let r = ctx.ckpt(&[
-            OsStr::new("dump"),
-            OsStr::new(&pid.to_string()),
-            OsStr::new("-o"),
-            img.as_os_str(),
-        ]);
+        let r = ctx.try_dump(pid, &img);
         if r.code() == Some(0) {
             dumped = true;
             break;

@@ -92,11 +92,8 @@ const AS_NOBODY: &[&str] = &["--reuid", "65534", "--regid", "65534", "--clear-gr
 
 /// The credential lines of /proc/PID/status and of each of its threads'.
 fn cred_lines(pid: i32) -> String {
-    let mut tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap_or_else(|e| panic!("list threads of {pid}: {e}"))
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    tids.sort();
+    let tids = tasks(pid);
+    assert!(!tids.is_empty(), "no threads listed for {pid}");
     let mut out = String::new();
     for tid in tids {
         let st = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
@@ -164,15 +161,11 @@ fn dump_restore_same_privileges(ctx: &Ctx, spec: &Spec, k: usize, what: &str) ->
          the dumped ones"
     );
     let fin = r.finish();
-    let after: String = text(&fin.stdout)
-        .lines()
-        .filter(|l| l.trim() != pid.to_string())
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let after = without_pid_line(&fin.stdout, pid);
     assert_same_output(
         &format!("{what} (dumped after {k} steps, restored)"),
         &reference.stdout,
-        &[before, after.into_bytes()].concat(),
+        &[before, after].concat(),
     );
     assert_eq!(fin.status.code(), Some(0), "{what}: exit status");
     text(&reference.stdout)
@@ -253,17 +246,11 @@ fn threads_with_different_credentials_are_refused_at_dump() {
     ctx.track(pid);
     let img = ctx.path("img");
     let before = ctx.listing();
-    let r = ctx.ckpt(&[
-        OsStr::new("dump"),
-        OsStr::new(&pid.to_string()),
-        OsStr::new("-o"),
-        img.as_os_str(),
-    ]);
+    let r = ctx.try_dump(pid, &img);
     r.assert_fails(1)
         .assert_stderr_mentions(&["other credentials"]);
-    let tid = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("list the target's threads")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+    let tid = tasks(pid)
+        .into_iter()
         .find(|&t| t != pid)
         .expect("the target's second thread");
     r.assert_stderr_mentions(&[&format!("thread {tid}")]);

@@ -51,19 +51,6 @@ fn stat_exit_code(pid: i32) -> Option<i64> {
     stat_fields(pid)?.get(49)?.parse().ok()
 }
 
-/// TIDs of the threads of `pid`, sorted.
-fn tasks(pid: i32) -> Vec<i32> {
-    let mut v: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort_unstable();
-    v
-}
-
 /// Children of `pid` (zombies included), from /proc/PID/task/*/children, sorted.
 fn children(pid: i32) -> Vec<i32> {
     let mut v = Vec::new();

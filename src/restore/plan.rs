@@ -1028,9 +1028,6 @@ const ZOMBIE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// returned (about 0.1 s per GiB here).
 const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// `PF_EXITING` in the flags of /proc/PID/stat (field 9): the task is in `do_exit`.
-const PF_EXITING: u64 = 0x4;
-
 /// The task holding `pid`, if any, once a process exiting there has had
 /// [`EXIT_GRACE`] to end and a zombie [`ZOMBIE_GRACE`] to be reaped.
 fn stat_after_reap(pid: i32) -> std::result::Result<procfs::Stat, crate::sys::SysError> {
@@ -1042,7 +1039,7 @@ fn stat_after_reap(pid: i32) -> std::result::Result<procfs::Stat, crate::sys::Sy
         let wait = if s.state == b'Z' {
             now - *zombie_since.get_or_insert(now) < ZOMBIE_GRACE
         } else {
-            s.field(9) & PF_EXITING != 0 && now - start < EXIT_GRACE
+            s.exiting() && now - start < EXIT_GRACE
         };
         if !wait {
             return Ok(s);
@@ -1075,7 +1072,7 @@ fn check_pids_free(proc_: &Process, problems: &mut Vec<Problem>) {
                 s.field(4),
                 ZOMBIE_GRACE.as_millis()
             )
-        } else if s.field(9) & PF_EXITING != 0 {
+        } else if s.exiting() {
             format!(
                 "PID {} is held by a process that has been exiting for {} s ({})",
                 proc_.pid,

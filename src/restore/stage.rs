@@ -153,7 +153,7 @@ fn once_released<T>(pid: i32, mut create: impl FnMut() -> Result<T>) -> Result<T
         match create() {
             Err(RestoreError::Sys(e))
                 if e.errno() == Some(libc::EEXIST)
-                    && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                    && procfs::stat(pid).is_err()
                     && std::time::Instant::now() < until =>
             {
                 std::thread::sleep(std::time::Duration::from_micros(200));
@@ -820,9 +820,12 @@ impl<'a> PageSink<'a> {
             }
             Err(e) => return Err(e),
         };
+        // If ckpt cannot take or enable it (pidfd_getfd refused, say), the same.
         let adopted = sys::uffd::Uffd::adopt(cx.inj.pid(), fd as i32);
         cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
-        let uffd = adopted?;
+        let Ok(uffd) = adopted else {
+            return Ok(Self::plain(&cx.mem));
+        };
         let mut registered = Vec::new();
         for &(start, end) in &ranges {
             // An area the kernel will not register is filled the ordinary way.

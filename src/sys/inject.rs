@@ -132,14 +132,7 @@ impl Injector {
             let mut regs = self.base;
             arch::x86::set_batch(&mut regs, ex.code, ex.table, chunk.len() as u64);
             let pid = self.pid;
-            ptrace::set_regs(pid, &regs)?;
-            ptrace::cont(pid, 0)?;
-            let mut stop = ptrace::wait(pid)?;
-            while let Stop::OtherEvent(_) = stop {
-                ptrace::cont(pid, 0)?;
-                stop = ptrace::wait(pid)?;
-            }
-            let regs = ptrace::get_regs(pid)?;
+            let (stop, regs) = self.run_until_stop(&regs)?;
             let ran = match (stop, arch::x86::batch_ran(&regs, ex.code, ex.table)) {
                 (Stop::Signal(libc::SIGTRAP), Some(n)) if n as usize <= chunk.len() => n as usize,
                 (other, _) => {
@@ -264,21 +257,27 @@ impl Injector {
         Ok(arch::x86::syscall_result(&out))
     }
 
+    /// Set `regs` and continue the task to its next stop, passing over event stops
+    /// inside a call (PTRACE_EVENT_CLONE of an injected clone3); returns that stop and
+    /// the registers there.
+    fn run_until_stop(&self, regs: &X86Regs) -> Result<(Stop, X86Regs)> {
+        let pid = self.pid;
+        ptrace::set_regs(pid, regs)?;
+        ptrace::cont(pid, 0)?;
+        let mut stop = ptrace::wait(pid)?;
+        while let Stop::OtherEvent(_) = stop {
+            ptrace::cont(pid, 0)?;
+            stop = ptrace::wait(pid)?;
+        }
+        Ok((stop, ptrace::get_regs(pid)?))
+    }
+
     /// One call in `trap` mode: continue to the `int3` after the gadget.
     fn run_to_trap(&mut self, regs: X86Regs, nr: u64) -> Result<i64> {
         let pid = self.pid;
         // The instruction after the gadget (both gadgets are two bytes long).
         let after = regs.rip + 2;
-        ptrace::set_regs(pid, &regs)?;
-        ptrace::cont(pid, 0)?;
-        let mut stop = ptrace::wait(pid)?;
-        // Event stops inside the syscall (PTRACE_EVENT_CLONE of an injected clone3)
-        // are passed over.
-        while let Stop::OtherEvent(_) = stop {
-            ptrace::cont(pid, 0)?;
-            stop = ptrace::wait(pid)?;
-        }
-        let out = ptrace::get_regs(pid)?;
+        let (stop, out) = self.run_until_stop(&regs)?;
         match stop {
             // The breakpoint ran (rip is past it).
             Stop::Signal(libc::SIGTRAP) if out.rip == after + 1 => {}

@@ -418,6 +418,13 @@ pub struct Stat {
 }
 
 impl Stat {
+    /// The task is in `do_exit` (`PF_EXITING` among the flags, field 9): killed, say,
+    /// and still freeing its memory before it becomes a zombie.
+    pub fn exiting(&self) -> bool {
+        const PF_EXITING: u64 = 0x4;
+        self.field(9) & PF_EXITING != 0
+    }
+
     /// Field `n` (1-based, as proc(5) numbers them; n >= 4).
     pub fn field(&self, n: usize) -> u64 {
         n.checked_sub(4)

@@ -249,6 +249,19 @@ pub fn send_signal(pid: i32, sig: i32) -> bool {
     unsafe { libc::kill(pid, sig) == 0 }
 }
 
+/// TIDs of the threads of `pid`, sorted.
+pub fn tasks(pid: i32) -> Vec<i32> {
+    let mut v: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_unstable();
+    v
+}
+
 pub fn pid_exists(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -1178,15 +1191,20 @@ impl Ctx {
         self.ckpt_io(args, None, None)
     }
 
-    /// `ckpt dump PID -o IMAGE` (asserted to succeed); the pid is tracked for cleanup.
-    pub fn dump(&self, pid: i32, image: &Path) -> Run {
-        self.track(pid);
-        let r = self.ckpt(&[
+    /// `ckpt dump PID -o IMAGE`, whatever comes of it (for refusals).
+    pub fn try_dump(&self, pid: i32, image: &Path) -> Run {
+        self.ckpt(&[
             OsStr::new("dump"),
             OsStr::new(&pid.to_string()),
             OsStr::new("-o"),
             image.as_os_str(),
-        ]);
+        ])
+    }
+
+    /// `ckpt dump PID -o IMAGE` (asserted to succeed); the pid is tracked for cleanup.
+    pub fn dump(&self, pid: i32, image: &Path) -> Run {
+        self.track(pid);
+        let r = self.try_dump(pid, image);
         r.assert_ok();
         assert!(
             image.exists(),
@@ -1361,6 +1379,18 @@ fn no_inherited_fds(cmd: &mut Command, keep: Vec<i32>) {
 // Comparing outputs
 
 /// Assert two outputs are byte for byte equal; on failure show where they part.
+/// What a process restored with `--detach` printed on `ckpt restore`'s stdout (which it
+/// shares): that output without the line with its PID, which ckpt printed there.
+pub fn without_pid_line(out: &[u8], pid: i32) -> Vec<u8> {
+    let pid = pid.to_string();
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter(|l| l.trim() != pid)
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
 pub fn assert_same_output(what: &str, expected: &[u8], actual: &[u8]) {
     if expected == actual {
         return;
