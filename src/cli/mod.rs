@@ -4,6 +4,16 @@
 //! 2 bad usage. `restore` without `--detach` exits with the restored process's status
 //! (128+N if it was killed by signal N), as a shell does.
 
+/// `eprintln!`, but the message goes out in one `write` (standard error is unbuffered:
+/// `eprintln!` writes each piece of the format on its own, twenty system calls for the
+/// line a dump ends with), and a standard error that cannot be written is not an error.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let line = format!("{}\n", format_args!($($arg)*));
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    }};
+}
+
 mod demo;
 mod inspect;
 
@@ -74,7 +84,7 @@ impl CpuArgs {
 
 /// Bad usage: say what and exit 2.
 fn usage(msg: impl std::fmt::Display) -> i32 {
-    eprintln!("ckpt: {msg}");
+    say!("ckpt: {msg}");
     2
 }
 
@@ -241,7 +251,7 @@ fn open_input(path: &PathBuf) -> Result<Box<dyn Read + Send>, String> {
 const INPUT_BUF: usize = 64 << 10;
 
 fn err(msg: impl std::fmt::Display) -> i32 {
-    eprintln!("ckpt: {msg}");
+    say!("ckpt: {msg}");
     1
 }
 
@@ -262,7 +272,7 @@ pub fn main() -> i32 {
         } => {
             let out = if output.as_os_str() == "-" {
                 if json {
-                    eprintln!(
+                    say!(
                         "ckpt: --json cannot be used with -o - (the image goes to stdout); \
                          write the image to a file to get the statistics"
                     );
@@ -298,12 +308,12 @@ pub fn main() -> i32 {
             match res {
                 Ok(st) => {
                     for w in &st.warnings {
-                        eprintln!("ckpt: warning: {w}");
+                        say!("ckpt: warning: {w}");
                     }
                     if json {
                         println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
                     } else if output.as_os_str() != "-" {
-                        eprintln!(
+                        say!(
                             "ckpt: dumped process {pid} to {} ({:.1} MiB, {} pages, {} zero pages skipped) in {:.1} ms, frozen {:.1} ms; process {}",
                             output.display(),
                             st.image_bytes as f64 / (1 << 20) as f64,
@@ -333,7 +343,7 @@ pub fn main() -> i32 {
             new_tty,
         } => {
             if new_tty && image.as_os_str() == "-" {
-                eprintln!(
+                say!(
                     "ckpt: --new-tty copies standard input to the new terminal: the image \
                      cannot come from standard input too"
                 );
@@ -429,14 +439,14 @@ pub fn main() -> i32 {
             } else if ok {
                 println!("{}: can be restored on this host", image.display());
             } else {
-                eprintln!(
+                say!(
                     "ckpt: {} cannot be restored on this host ({} problem{}):",
                     image.display(),
                     report.problems.len(),
                     if report.problems.len() == 1 { "" } else { "s" }
                 );
                 for p in &report.problems {
-                    eprintln!("  - {}", p.message);
+                    say!("  - {}", p.message);
                 }
             }
             if ok { 0 } else { 1 }
@@ -458,7 +468,7 @@ pub fn main() -> i32 {
             };
             match restore::unlock(input) {
                 Ok(n) => {
-                    eprintln!("ckpt: unlocked {n} TCP connection(s)");
+                    say!("ckpt: unlocked {n} TCP connection(s)");
                     0
                 }
                 Err(e) => err(e),
@@ -484,7 +494,7 @@ fn child_report(rd: std::os::fd::OwnedFd) -> Result<(), String> {
 fn write_pid_file(pid_file: Option<&std::path::Path>, pid: i32) {
     if let Some(f) = pid_file {
         if let Err(e) = std::fs::write(f, format!("{pid}\n")) {
-            eprintln!("ckpt: warning: cannot write pid file {}: {e}", f.display());
+            say!("ckpt: warning: cannot write pid file {}: {e}", f.display());
         }
     }
 }

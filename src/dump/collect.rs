@@ -1,6 +1,7 @@
 //! Collect: read everything about the frozen task into a `model::Checkpoint`.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -494,8 +495,8 @@ fn injected_state(fr: &mut Frozen, mem: &RemoteMem) -> Result<(Injected, Vec<Thr
 }
 
 fn file_id_checked(pid: i32, link: &str, name: &[u8], what: &str) -> Result<FileId> {
-    let p = PathBuf::from(link);
-    if procfs::nlink(&p)? == 0 {
+    let (id, nlink) = procfs::file_stat(Path::new(link), name)?;
+    if nlink == 0 {
         return Err(unsupported(
             pid,
             format!(
@@ -504,21 +505,29 @@ fn file_id_checked(pid: i32, link: &str, name: &[u8], what: &str) -> Result<File
             ),
         ));
     }
-    let id = procfs::file_id(&p, name)?;
-    // The path must still lead to the same file, or restore would open another one.
-    match procfs::file_id(procfs::bytes_path(name), name) {
-        Ok(now) if now.dev == id.dev && now.ino == id.ino => Ok(id),
+    check_path(pid, &id, what)?;
+    Ok(id)
+}
+
+/// The path of `id` must still lead to the same file, or restore would open another one.
+fn check_path(pid: i32, id: &FileId, what: &str) -> Result<()> {
+    match procfs::file_id(procfs::bytes_path(&id.path), &id.path) {
+        Ok(now) if now.dev == id.dev && now.ino == id.ino => Ok(()),
         _ => Err(unsupported(
             pid,
             format!(
                 "{what} {} no longer exists under that path (renamed or replaced)",
-                String::from_utf8_lossy(name)
+                String::from_utf8_lossy(&id.path)
             ),
         )),
     }
 }
 
-fn classify_vma(pid: i32, m: &MapEntry) -> Result<Option<VmaKind>> {
+/// The mapped files whose path was found to lead to them (path -> device and inode), so
+/// that the areas of one file (a library has four or five) cost one `stat` of the path.
+type CheckedPaths = BTreeMap<Vec<u8>, (u64, u64)>;
+
+fn classify_vma(pid: i32, m: &MapEntry, checked: &mut CheckedPaths) -> Result<Option<VmaKind>> {
     let path = m.path.as_slice();
     let kind = match path {
         b"[vsyscall]" => return Ok(None),
@@ -604,9 +613,17 @@ fn classify_vma(pid: i32, m: &MapEntry) -> Result<Option<VmaKind>> {
                     seals,
                     data: id.ino,
                 }
-            } else if procfs::nlink(lp)? == 0 {
+            } else {
+                // One stat of the area's file: its identity and whether it was deleted.
+                let (id, nlink) = procfs::file_stat(lp, path)?;
+                if nlink > 0 {
+                    if checked.get(path) != Some(&(id.dev, id.ino)) {
+                        check_path(pid, &id, "mapped file")?;
+                        checked.insert(path.to_vec(), (id.dev, id.ino));
+                    }
+                    return Ok(Some(VmaKind::File { file: id }));
+                }
                 // Deleted while mapped: its contents go into the image.
-                let id = procfs::file_id(lp, path)?;
                 if id.mode & libc::S_IFMT != libc::S_IFREG {
                     return Err(unsupported(
                         pid,
@@ -618,9 +635,6 @@ fn classify_vma(pid: i32, m: &MapEntry) -> Result<Option<VmaKind>> {
                     data: id.ino,
                     file: FileId { path: p, ..id },
                 }
-            } else {
-                let file = file_id_checked(pid, &link, path, "mapped file")?;
-                VmaKind::File { file }
             }
         }
         _ => {
@@ -1075,7 +1089,7 @@ fn fd_entry_kind(pid: i32, fd: i32, link: &[u8]) -> Result<Fd> {
         };
         return Err(not_yet(kind));
     }
-    let id = procfs::file_id(&linkp, &link)?;
+    let (id, nlink) = procfs::file_stat(&linkp, &link)?;
     let fmt = id.mode & libc::S_IFMT;
     if fmt == libc::S_IFREG {
         // memfd and deleted files: their contents go into the image.
@@ -1096,7 +1110,7 @@ fn fd_entry_kind(pid: i32, fd: i32, link: &[u8]) -> Result<Fd> {
                 locks: Vec::new(),
             });
         }
-        if procfs::nlink(&linkp)? == 0 {
+        if nlink == 0 {
             let path = link.strip_suffix(b" (deleted)").unwrap_or(&link).to_vec();
             return Ok(Fd {
                 fd,
@@ -1113,7 +1127,8 @@ fn fd_entry_kind(pid: i32, fd: i32, link: &[u8]) -> Result<Fd> {
         }
     }
     let kind = if fmt == libc::S_IFREG {
-        let id = file_id_checked(pid, &link_path, &link, &format!("file descriptor {fd}:"))?;
+        // (nlink > 0: deleted files were handled above)
+        check_path(pid, &id, &format!("file descriptor {fd}:"))?;
         FdKind::File {
             file: id,
             flags,
@@ -1306,8 +1321,9 @@ fn memory_map(
         vvar_size: 0,
         failed: None,
     };
+    let mut checked = CheckedPaths::new();
     for (i, m) in maps.iter().enumerate() {
-        let kind = match classify_vma(pid, m) {
+        let kind = match classify_vma(pid, m, &mut checked) {
             Ok(Some(kind)) => kind,
             Ok(None) => continue,
             Err(e) => {

@@ -528,8 +528,13 @@ pub fn fds(pid: i32) -> Result<Vec<i32>> {
 /// Identity of the file behind `path` (following links, e.g. /proc/PID/fd/N), recorded
 /// under the name `name`.
 pub fn file_id(path: &Path, name: &[u8]) -> Result<FileId> {
+    Ok(file_stat(path, name)?.0)
+}
+
+/// [`file_id`] and the link count (0: deleted while open or mapped), from one `stat`.
+pub fn file_stat(path: &Path, name: &[u8]) -> Result<(FileId, u64)> {
     let m = fs::metadata(path).map_err(|e| SysError::io(format!("stat {}", path.display()), e))?;
-    Ok(FileId {
+    let id = FileId {
         path: name.to_vec(),
         dev: m.dev(),
         ino: m.ino(),
@@ -538,14 +543,8 @@ pub fn file_id(path: &Path, name: &[u8]) -> Result<FileId> {
         size: m.size(),
         mtime_sec: m.mtime(),
         mtime_nsec: m.mtime_nsec(),
-    })
-}
-
-/// Link count of the file behind `path` (0 means deleted while open/mapped).
-pub fn nlink(path: &Path) -> Result<u64> {
-    fs::metadata(path)
-        .map(|m| m.nlink())
-        .map_err(|e| SysError::io(format!("stat {}", path.display()), e))
+    };
+    Ok((id, m.nlink()))
 }
 
 pub fn bytes_path(b: &[u8]) -> &Path {

@@ -118,9 +118,13 @@ pub fn targets_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/targets")
 }
 
-/// The `ckpt` binary under test.
+/// The `ckpt` binary under test: the one cargo built for the tests, or the one named by
+/// `CKPT_TEST_BIN` (scripts/test runs the core tests again with the static release build).
 pub fn ckpt_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ckpt"))
+    match std::env::var_os("CKPT_TEST_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_ckpt")),
+    }
 }
 
 /// Path of a compiled C target (see [`C_TARGETS`]), building all of them on first use.
