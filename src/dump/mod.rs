@@ -255,6 +255,9 @@ impl Drop for Frozen {
     }
 }
 
+/// How much of the image is written before its writeback to disk is started.
+const WRITEBACK_STEP: u64 = 1 << 20;
+
 /// A temporary output file that is removed unless committed.
 struct TempOutput {
     tmp: PathBuf,
@@ -567,13 +570,15 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     };
     match (tmp, file) {
         (Some(tmp), Some(file)) => {
-            let w = BufWriter::with_capacity(64 << 10, file);
+            // The disk writes while the pages are copied (see WritebackFile).
+            let f = sys::file::WritebackFile::new(file, WRITEBACK_STEP);
+            let w = BufWriter::with_capacity(64 << 10, f);
             let w = write::write_image(&collected, w, &mut stats, opts)?;
             let f = w.into_inner().map_err(|e| DumpError::Output {
                 path: tmp.dest.clone(),
                 source: e.into_error(),
             })?;
-            tmp.commit(f)?;
+            tmp.commit(f.into_inner())?;
         }
         _ => {
             let stdout = std::io::stdout().lock();

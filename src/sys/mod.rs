@@ -2,6 +2,7 @@
 //! task, /proc readers, process_vm_*, clone3. `unsafe` lives here, each block commented
 //! with the invariant that makes it sound.
 
+pub mod file;
 pub mod inject;
 pub mod mem;
 pub mod netlock;
