@@ -31,8 +31,8 @@ impl WritebackFile {
     }
 
     fn start_writeback(&mut self) {
-        // SAFETY: sync_file_range takes a descriptor we own and two integers; it touches
-        // no memory of ours. A failure (a file system without writeback, say) only
+        // SAFETY: sync_file_range takes a descriptor we own, a range and flags, all plain
+        // integers; it touches no memory of ours. A failure (a file system without writeback, say) only
         // leaves all the work to the final fsync, which reports real errors.
         unsafe {
             libc::sync_file_range(
