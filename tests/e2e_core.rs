@@ -1219,10 +1219,41 @@ fn dump_refuses_a_sealed_area_and_leaves_the_target_running() {
     }
 }
 
+/// A mapped file whose path leads to another file by now (renamed over, the old one
+/// still linked elsewhere) is refused: restore would map the other file. The target
+/// runs on untouched.
+#[test]
+fn dump_refuses_a_mapped_file_whose_path_leads_elsewhere_now() {
+    let tag = "dump_refuses_a_mapped_file_whose_path_leads_elsewhere_now";
+    let ctx = Ctx::new(tag);
+    let spec = counter_spec(&ctx, "counter", 40, &[]);
+    let reference = ctx.reference(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(5);
+    let (map, keep, new) = (
+        ctx.path("map.bin"),
+        ctx.path("keep.bin"),
+        ctx.path("map.bin.new"),
+    );
+    fs::hard_link(&map, &keep).expect("link map.bin");
+    fs::write(&new, b"another file ".repeat(1000)).expect("write map.bin.new");
+    fs::rename(&new, &map).expect("rename over map.bin");
+    let want = format!(
+        "ckpt: cannot dump process {}: mapped file {} (deleted) no longer exists under that \
+         path (renamed or replaced)",
+        t.pid,
+        map.display()
+    );
+    // The original goes back, so the target's last check of the file on disk passes.
+    assert_dump_refused(&ctx, &mut t, &reference, &want, tag, || {
+        fs::rename(&keep, &map).expect("put map.bin back")
+    });
+}
+
 /// `ckpt dump` of `t` (a child running `reference`'s program) fails with exit status 1
 /// and a line of stderr starting with `want`, creates no image and leaves no file, and
 /// the target runs on untraced with its memory map unchanged (`also` checks more before
-/// it goes on), to the same end as an uninterrupted run.
+/// it goes on), to the same end (output and exit status) as an uninterrupted run.
 fn assert_dump_refused(
     ctx: &Ctx,
     t: &mut Proc,
@@ -1265,7 +1296,11 @@ fn assert_dump_refused(
         &reference.stdout,
         &fin.stdout,
     );
-    assert_eq!(fin.status.code(), Some(0));
+    assert_eq!(
+        fin.status.code(),
+        reference.status.code(),
+        "{tag}: exit status of the target after the failed dump"
+    );
 }
 
 /// fd kinds that dump does not support yet (an `fdkind` argument), with the start of the

@@ -39,13 +39,13 @@ pub fn workload(steps: u64) -> i32 {
 
 pub fn run() -> i32 {
     if !sys::process::is_root() {
-        eprintln!("ckpt demo: must run as root (ptrace and PID restore need it)");
+        say!("ckpt demo: must run as root (ptrace and PID restore need it)");
         return 1;
     }
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("ckpt demo: cannot find own executable: {e}");
+            say!("ckpt demo: cannot find own executable: {e}");
             return 1;
         }
     };
@@ -59,7 +59,7 @@ pub fn run() -> i32 {
     {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ckpt demo: cannot start the workload: {e}");
+            say!("ckpt demo: cannot start the workload: {e}");
             return 1;
         }
     };
@@ -78,7 +78,7 @@ pub fn run() -> i32 {
         Err(e) => {
             let _ = child.kill();
             let _ = child.wait();
-            eprintln!("ckpt demo: dump failed: {e}");
+            say!("ckpt demo: dump failed: {e}");
             return 1;
         }
     };
@@ -99,21 +99,21 @@ pub fn run() -> i32 {
     let file = match std::fs::File::open(&image) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("ckpt demo: {e}");
+            say!("ckpt demo: {e}");
             return 1;
         }
     };
     let view = match restore::HostView::detect(None, ckpt::arch::CpuPolicy::default()) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("ckpt demo: {e}");
+            say!("ckpt demo: {e}");
             return 1;
         }
     };
     let rs = match restore::restore(std::io::BufReader::with_capacity(64 << 10, file), &view) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("ckpt demo: restore failed: {e}");
+            say!("ckpt demo: restore failed: {e}");
             return 1;
         }
     };
@@ -126,7 +126,7 @@ pub fn run() -> i32 {
         Ok(s) if libc::WIFEXITED(s) => libc::WEXITSTATUS(s),
         Ok(_) => 1,
         Err(e) => {
-            eprintln!("ckpt demo: {e}");
+            say!("ckpt demo: {e}");
             1
         }
     };

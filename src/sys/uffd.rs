@@ -147,8 +147,8 @@ mod tests {
     use super::*;
 
     /// Our own memory, through a userfaultfd we created: registered pages are filled
-    /// by `copy`, partial-page data is refused, and the area reads back normally after
-    /// unregistering.
+    /// by `copy`, pages already there are refused (not overwritten), and the area reads
+    /// back normally after unregistering.
     #[test]
     fn copy_fills_registered_pages() {
         // SAFETY: a syscall with integer arguments returning a new descriptor.
