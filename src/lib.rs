@@ -8,7 +8,10 @@
 
 pub mod arch;
 pub mod dump;
+pub mod error;
 pub mod image;
+pub(crate) mod kinds;
 pub mod model;
+pub(crate) mod remote;
 pub mod restore;
 pub mod sys;

@@ -9,6 +9,9 @@
 //! Needs root (ptrace of arbitrary processes, restoring PIDs). Run with cargo-nextest,
 //! one process per test (see README.md).
 
+// Test harness code: raw libc calls on the test's own processes are fine here.
+#![allow(unsafe_code, clippy::undocumented_unsafe_blocks)]
+
 mod common;
 
 use std::ffi::OsStr;

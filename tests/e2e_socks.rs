@@ -6,6 +6,9 @@
 //!
 //! Needs root. Run with cargo-nextest, one process per test (see README.md).
 
+// Test harness code: raw libc calls on the test's own processes are fine here.
+#![allow(unsafe_code, clippy::undocumented_unsafe_blocks)]
+
 mod common;
 
 use serde_json::Value;

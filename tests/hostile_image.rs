@@ -7,6 +7,9 @@
 //! `cargo test --test hostile_image -- --ignored write_fuzz_seeds` (re)writes the seed
 //! corpus of the fuzz targets (fuzz/corpus/) from the same synthetic images.
 
+// Test harness code: raw libc calls on the test's own processes are fine here.
+#![allow(unsafe_code, clippy::undocumented_unsafe_blocks)]
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use ckpt::arch::{Abi, ArchHeader, ThreadArchState, X86Regs};

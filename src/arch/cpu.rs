@@ -318,6 +318,7 @@ pub enum MaskError {
 
 /// Executes CPUID, XGETBV and FXSAVE: the one place in ckpt that reads the CPU directly.
 #[allow(unused_unsafe)] // __cpuid_count is safe on newer compilers, unsafe on 1.85.
+#[allow(unsafe_code)] // CPU instructions, not system calls: per architecture by nature.
 fn read_cpu() -> (impl Fn(u32, u32) -> [u32; 4], Option<u64>, u32) {
     use core::arch::x86_64::{__cpuid_count, _fxsave64, _xgetbv};
 

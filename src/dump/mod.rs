@@ -19,31 +19,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::arch::{self, X86Regs};
-use crate::image::ImageError;
 use crate::sys::ptrace::{self, Stop};
 use crate::sys::{self, SysError};
 
-#[derive(Debug, thiserror::Error)]
-pub enum DumpError {
-    #[error("no process with PID {0}")]
-    NoProcess(i32),
-    #[error("cannot dump process {pid}: {why}")]
-    Unsupported { pid: i32, why: String },
-    #[error("process {0} exited while it was being dumped")]
-    Exited(i32),
-    #[error(transparent)]
-    Sys(#[from] SysError),
-    #[error("cannot write the image: {0}")]
-    Image(#[from] ImageError),
-    #[error("cannot write the image to {path}: {source}")]
-    Output {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-pub type Result<T> = std::result::Result<T, DumpError>;
+pub use crate::error::{DumpError, DumpResult as Result};
 
 /// Where the image goes.
 pub enum Output {

@@ -12,8 +12,8 @@ use std::fmt;
 
 use serde_json::{Value, json};
 
-use super::plan::Problem;
 use crate::arch::Abi;
+use crate::error::Problem;
 use crate::model::{Checkpoint, FdKind, VmaKind};
 use crate::sys::probe;
 

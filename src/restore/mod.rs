@@ -15,74 +15,11 @@ pub mod stage;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use crate::image::{ImageError, ImageReader};
-use crate::sys::{self, SysError};
-pub use plan::{HostView, Problem};
-
-#[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
-    #[error("{}", format_problems(.0))]
-    Problems(Vec<Problem>),
-    #[error("bad image: {0}")]
-    Image(#[from] ImageError),
-    #[error("bad image: {0}")]
-    Malformed(String),
-    #[error("restore failed: {0}")]
-    Sys(#[from] SysError),
-    #[error("restore failed: {0}")]
-    Stage(String),
-    #[error("restore failed: injected fault at step \"{0}\" (testing)")]
-    Fault(String),
-}
-
-fn format_problems(p: &[Problem]) -> String {
-    let mut s = format!(
-        "the image cannot be restored on this host ({} problem{}):",
-        p.len(),
-        if p.len() == 1 { "" } else { "s" }
-    );
-    for x in p {
-        s.push_str("\n  - ");
-        s.push_str(&x.message);
-    }
-    s
-}
-
-pub type Result<T> = std::result::Result<T, RestoreError>;
-
-/// Fault injection for the failure-path tests: with the `fault-injection` feature, the
-/// environment variable CKPT_FAULT=<step> makes the step whose name contains <step> fail,
-/// and CKPT_FAULT=#N the N-th step (1-based).
-#[cfg(feature = "fault-injection")]
-pub(crate) fn fault_point(step: &str) -> Result<()> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed) + 1;
-    if let Ok(spec) = std::env::var("CKPT_FAULT") {
-        let hit = match spec.strip_prefix('#') {
-            Some(k) => k.parse::<u64>().ok() == Some(n),
-            None => !spec.is_empty() && step.contains(spec.as_str()),
-        };
-        if hit {
-            return Err(RestoreError::Fault(step.to_string()));
-        }
-    }
-    if std::env::var_os("CKPT_FAULT_TRACE").is_some() {
-        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        let t = T0.get_or_init(Instant::now).elapsed();
-        eprintln!(
-            "ckpt: step #{n} {step} (at {:.3} ms)",
-            t.as_secs_f64() * 1e3
-        );
-    }
-    Ok(())
-}
-
-#[cfg(not(feature = "fault-injection"))]
-#[inline(always)]
-pub(crate) fn fault_point(_step: &str) -> Result<()> {
-    Ok(())
-}
+pub(crate) use crate::error::fault_point;
+pub use crate::error::{Problem, RestoreError, RestoreResult as Result};
+use crate::image::ImageReader;
+use crate::sys;
+pub use plan::HostView;
 
 /// Result of `check`.
 #[derive(Debug, serde::Serialize)]

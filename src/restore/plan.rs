@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::{RestoreError, Result};
+use super::{Problem, RestoreError, Result};
 use crate::arch::{self, Abi, ArchHeader};
 use crate::image::{ImageReader, decode_meta, tag};
 use crate::model::{Checkpoint, FdKind, FileId, Process, VmaKind};
@@ -26,20 +26,6 @@ pub const MAX_WATCHES: usize = 1 << 14;
 /// Largest queued socket message, and most messages per socket (as dump reads them).
 const MAX_MESSAGE: usize = sys::sockdiag::MAX_MESSAGE;
 const MAX_MESSAGES: usize = sys::sockdiag::MAX_MESSAGES;
-
-/// One reason the image cannot be restored here.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Problem {
-    /// A stable short code for scripts (e.g. "pid-taken", "file-changed").
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
 
 pub struct Plan {
     pub ckpt: Checkpoint,

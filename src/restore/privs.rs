@@ -9,7 +9,7 @@
 //! before anything is created, each problem naming the process, the capability or limit,
 //! and what to do.
 
-use super::plan::Problem;
+use crate::error::Problem;
 use crate::model::{Creds, Process};
 use crate::sys::{self, proc as procfs};
 

@@ -19,82 +19,14 @@ use crate::arch::Abi;
 use crate::arch::x86::{self as ax, nr};
 use crate::image::tag;
 use crate::model::{FdKind, FifoState, PipeState, Process, SocketPairState, Thread, Vma, VmaKind};
+use crate::remote::{
+    BATCH_CODE_OFFSET, BatchArgs, Ctx, STUB_CODE, STUB_SIZE, helper_injector, move_fd,
+    move_fd_calls, set_status_flags, setsockopt_u32, take_remote_fd,
+};
 use crate::sys::inject::{Call, Injector, find_gadget};
 use crate::sys::mem::RemoteMem;
 use crate::sys::ptrace::{self, Stop};
 use crate::sys::{self, proc as procfs};
-
-const STUB_CODE: u64 = 4096;
-const STUB_SIZE: u64 = STUB_CODE + (1 << 20);
-/// Offset of the `int $0x80` in the helper area's code page.
-const GADGET32_OFFSET: u64 = 4;
-/// Offset of the batch executor (`arch::x86::BATCH_CODE`) in the helper area's code page.
-const BATCH_CODE_OFFSET: u64 = 64;
-/// The batch executor's table, in the scratch area: 64 KiB at its end.
-const BATCH_TABLE_OFFSET: u64 = (1 << 20) - (64 << 10);
-const BATCH_TABLE_CAP: usize = (64 << 10) / ax::BATCH_ENTRY_LEN as usize;
-/// Arguments of batched calls, in the scratch area (below the table; single calls put
-/// theirs at the start of the scratch area).
-const BATCH_ARGS_OFFSET: u64 = 512 << 10;
-const BATCH_ARGS_LEN: u64 = BATCH_TABLE_OFFSET - BATCH_ARGS_OFFSET;
-
-/// An injector for a task that has the helper area at `stub`: its gadgets, and, when
-/// calls may stop on the area's breakpoints (`trap`), one stop per call and batches.
-fn helper_injector(pid: i32, stub: u64, base: ax::X86Regs, trap: bool) -> Injector {
-    let mut inj = Injector::new(pid, stub, base);
-    inj.set_gadget32(stub + GADGET32_OFFSET);
-    if trap {
-        inj.trap_after();
-        inj.set_executor(
-            stub + BATCH_CODE_OFFSET,
-            stub + STUB_CODE + BATCH_TABLE_OFFSET,
-            BATCH_TABLE_CAP,
-        );
-    }
-    inj
-}
-
-/// Arguments of batched calls laid out one after the other in the scratch area.
-struct BatchArgs {
-    bytes: Vec<u8>,
-}
-
-impl BatchArgs {
-    fn new() -> Self {
-        Self { bytes: Vec::new() }
-    }
-
-    /// Add `data` (8-byte aligned); returns its address in the stub of `cx`.
-    fn add(&mut self, cx: &Ctx<'_>, data: &[u8]) -> Result<u64> {
-        let off = self.bytes.len() as u64;
-        if off + data.len() as u64 > BATCH_ARGS_LEN {
-            return Err(RestoreError::Malformed(
-                "too much argument data for one batch".into(),
-            ));
-        }
-        self.bytes.extend_from_slice(data);
-        self.bytes.resize(self.bytes.len().next_multiple_of(8), 0);
-        Ok(cx.scratch() + BATCH_ARGS_OFFSET + off)
-    }
-
-    fn add_cstr(&mut self, cx: &Ctx<'_>, s: &[u8]) -> Result<u64> {
-        if s.contains(&0) {
-            return Err(RestoreError::Malformed("path with a NUL byte".into()));
-        }
-        let mut v = s.to_vec();
-        v.push(0);
-        self.add(cx, &v)
-    }
-
-    /// Write the arguments into the stub of `cx`.
-    fn write(&self, cx: &Ctx<'_>) -> Result<()> {
-        if !self.bytes.is_empty() {
-            cx.mem
-                .write(cx.scratch() + BATCH_ARGS_OFFSET, &self.bytes)?;
-        }
-        Ok(())
-    }
-}
 
 /// Owns the half-built process tree: dropping it before commit kills and reaps every
 /// process and thread it created.
@@ -201,83 +133,6 @@ impl Drop for Stub {
                 sys::process::kill_and_reap(*pid, tids);
             }
         }
-    }
-}
-
-struct Ctx<'a> {
-    inj: Injector,
-    mem: RemoteMem,
-    stub: u64,
-    proc_: &'a Process,
-}
-
-impl Ctx<'_> {
-    fn scratch(&self) -> u64 {
-        self.stub + STUB_CODE
-    }
-
-    /// Put `data` in the scratch area (at `off`) and return its address in the stub.
-    fn put(&self, off: u64, data: &[u8]) -> Result<u64> {
-        if off + data.len() as u64 > STUB_SIZE - STUB_CODE {
-            return Err(RestoreError::Malformed("scratch data too large".into()));
-        }
-        let a = self.scratch() + off;
-        self.mem.write(a, data)?;
-        Ok(a)
-    }
-
-    fn put_cstr(&self, off: u64, s: &[u8]) -> Result<u64> {
-        if s.contains(&0) {
-            return Err(RestoreError::Malformed("path with a NUL byte".into()));
-        }
-        let mut v = s.to_vec();
-        v.push(0);
-        self.put(off, &v)
-    }
-
-    fn call(&mut self, what: &str, nr: u64, args: [u64; 6]) -> Result<u64> {
-        fault_point(what)?;
-        Ok(self.inj.call(what, nr, args)?)
-    }
-
-    /// Run independent calls in order, in as few stops as the injector can
-    /// ([`Injector::batch`]), after writing their arguments; each is a fault point.
-    fn batch(&mut self, args: &BatchArgs, calls: &[Call]) -> Result<Vec<u64>> {
-        for c in calls {
-            fault_point(&c.what)?;
-        }
-        args.write(self)?;
-        let r = self.inj.batch(&self.mem, calls)?;
-        Ok(r.into_iter().map(|x| x as u64).collect())
-    }
-
-    /// An ia32 system call (through the helper area's `int $0x80`).
-    fn call32(&mut self, what: &str, nr: u64, args: [u64; 6]) -> Result<u64> {
-        fault_point(what)?;
-        Ok(self.inj.call32(what, nr, args)?)
-    }
-
-    /// mmap `v`'s range with `prot` and `flags` (from `fd` at `v.offset`, or anonymous
-    /// with fd u64::MAX); the kernel must place it exactly there.
-    fn map_at(&mut self, what: &str, v: &Vma, prot: u64, flags: u64, fd: u64) -> Result<()> {
-        let off = if fd == u64::MAX { 0 } else { v.offset };
-        let r = self.call(what, nr::MMAP, [v.start, v.len(), prot, flags, fd, off])?;
-        if r != v.start {
-            return Err(RestoreError::Stage(format!(
-                "{what}: the kernel placed it at {r:#x}"
-            )));
-        }
-        Ok(())
-    }
-
-    fn open(&mut self, path: &[u8], flags: i32) -> Result<u64> {
-        let a = self.put_cstr(0, path)?;
-        let what = format!("open {}", String::from_utf8_lossy(path));
-        self.call(
-            &what,
-            nr::OPENAT,
-            [libc::AT_FDCWD as u64, a, flags as u64, 0, 0, 0],
-        )
     }
 }
 
@@ -596,7 +451,7 @@ fn map_memory(
     cx.batch(&BatchArgs::new(), &closes)?;
     // The vDSO must be where the image had it: the program holds pointers into it.
     if vdso_done {
-        let maps = procfs::maps(cx.inj.pid())?;
+        let maps = procfs::maps(cx.pid())?;
         for v in proc_.vmas.iter().filter(|v| v.kind == VmaKind::Vdso) {
             if !maps
                 .iter()
@@ -611,7 +466,7 @@ fn map_memory(
             // compared in plan; a 32-bit one can only be read once mapped.)
             if proc_.vdso_size != 0 {
                 let mut code = vec![0u8; v.len() as usize];
-                cx.mem.read(v.start, &mut code)?;
+                cx.read(v.start, &mut code)?;
                 if xxhash_rust::xxh3::xxh3_64(&code) != proc_.vdso_hash {
                     return Err(RestoreError::Stage(format!(
                         "this kernel's {} vDSO differs from the one process {} used; the \
@@ -821,7 +676,7 @@ impl<'a> PageSink<'a> {
             Err(e) => return Err(e),
         };
         // If ckpt cannot take or enable it (pidfd_getfd refused, say), the same.
-        let adopted = sys::uffd::Uffd::adopt(cx.inj.pid(), fd as i32);
+        let adopted = sys::uffd::Uffd::adopt(cx.pid(), fd as i32);
         cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
         let Ok(uffd) = adopted else {
             return Ok(Self::plain(&cx.mem));
@@ -1180,7 +1035,7 @@ fn create_pipe(cx: &mut Ctx<'_>, pipe: &PipeState, tmp: u64, direct: bool) -> Re
     let a = cx.put(0, &[0u8; 8])?;
     cx.call("pipe2", nr::PIPE2, [a, fl, 0, 0, 0, 0])?;
     let mut b = [0u8; 8];
-    cx.mem.read(a, &mut b)?;
+    cx.read(a, &mut b)?;
     let r = u64::from(u32::from_le_bytes(b[0..4].try_into().unwrap_or_default()));
     let w = u64::from(u32::from_le_bytes(b[4..8].try_into().unwrap_or_default()));
     fill_pipe(
@@ -1242,7 +1097,7 @@ fn create_socketpair(cx: &mut Ctx<'_>, sp: &SocketPairState, tmp: u64) -> Result
         ],
     )?;
     let mut b = [0u8; 8];
-    cx.mem.read(a, &mut b)?;
+    cx.read(a, &mut b)?;
     let e0 = u64::from(u32::from_le_bytes(b[0..4].try_into().unwrap_or_default()));
     let e1 = u64::from(u32::from_le_bytes(b[4..8].try_into().unwrap_or_default()));
     // Options first: the buffer sizes bound what can be queued, and SO_PASSCRED
@@ -1433,59 +1288,6 @@ fn place_pair_end(
     set_status_flags(cx, f.fd, flags)
 }
 
-/// A copy, in this process, of descriptor `fd` of process `pid` (pidfd_getfd): the same
-/// open file description.
-fn take_remote_fd(cx: &mut Ctx<'_>, pid: i32, fd: u64, what: &str) -> Result<u64> {
-    let pidfd = cx.call("pidfd_open", nr::PIDFD_OPEN, [pid as u64, 0, 0, 0, 0, 0])?;
-    let n = cx.call(what, nr::PIDFD_GETFD, [pidfd, fd, 0, 0, 0, 0]);
-    cx.call("close", nr::CLOSE, [pidfd, 0, 0, 0, 0, 0])?;
-    n
-}
-
-/// Move a freshly made descriptor `n` to number `fd` with the right close-on-exec flag
-/// (`n` may already be `fd`: dup3 refuses to copy a descriptor onto itself).
-fn move_fd(cx: &mut Ctx<'_>, n: u64, fd: i32, cloexec: bool) -> Result<()> {
-    let calls = move_fd_calls(n, fd, cloexec);
-    cx.batch(&BatchArgs::new(), &calls)?;
-    Ok(())
-}
-
-/// The calls that move descriptor `n` to `fd` (one batch: they do not depend on each
-/// other's results).
-fn move_fd_calls(n: u64, fd: i32, cloexec: bool) -> Vec<Call> {
-    if n == fd as u64 {
-        vec![Call::new(
-            "fcntl(F_SETFD)",
-            nr::FCNTL,
-            [n, libc::F_SETFD as u64, u64::from(cloexec), 0, 0, 0],
-        )]
-    } else {
-        let cl = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
-        vec![
-            Call::new("dup3", nr::DUP3, [n, fd as u64, cl, 0, 0, 0]),
-            Call::new("close", nr::CLOSE, [n, 0, 0, 0, 0, 0]),
-        ]
-    }
-}
-
-/// Status flags (O_NONBLOCK...) belong to the open file description.
-fn set_status_flags(cx: &mut Ctx<'_>, fd: i32, flags: u32) -> Result<()> {
-    let settable = (libc::O_NONBLOCK | libc::O_APPEND | libc::O_ASYNC) as u32;
-    cx.call(
-        "fcntl(F_SETFL)",
-        nr::FCNTL,
-        [
-            fd as u64,
-            libc::F_SETFL as u64,
-            u64::from(flags & settable),
-            0,
-            0,
-            0,
-        ],
-    )?;
-    Ok(())
-}
-
 /// A listening unix socket bound to its old name. A stale socket file left at the path
 /// by the dumped process is replaced (plan made sure nobody listens there now).
 fn create_listener(cx: &mut Ctx<'_>, name: &[u8], typ: i32, backlog: u32) -> Result<u64> {
@@ -1627,23 +1429,6 @@ fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> Result<()> {
             }
         }
     }
-    Ok(())
-}
-
-fn setsockopt_u32(
-    cx: &mut Ctx<'_>,
-    fd: u64,
-    level: i32,
-    opt: i32,
-    v: u32,
-    what: &str,
-) -> Result<()> {
-    let a = cx.put(8192 - 64, &v.to_le_bytes())?;
-    cx.call(
-        what,
-        nr::SETSOCKOPT,
-        [fd, level as u64, opt as u64, a, 4, 0],
-    )?;
     Ok(())
 }
 
@@ -2047,7 +1832,7 @@ fn create_fifo(cx: &mut Ctx<'_>, fifo: &FifoState, path: &[u8], tmp: u64) -> Res
         [n, libc::FIONREAD, a, 0, 0, 0],
     )?;
     let mut b = [0u8; 4];
-    cx.mem.read(a, &mut b)?;
+    cx.read(a, &mut b)?;
     if u32::from_le_bytes(b) != 0 {
         return Err(RestoreError::Stage(format!(
             "FIFO {} already holds data: another process has it open",
@@ -2192,7 +1977,7 @@ fn add_inotify_watches(
         [n, libc::FIONREAD, a, 0, 0, 0],
     )?;
     let mut b = [0u8; 4];
-    cx.mem.read(a, &mut b)?;
+    cx.read(a, &mut b)?;
     let len = u64::from(u32::from_le_bytes(b));
     if len as usize > (STUB_SIZE - STUB_CODE - 4096) as usize {
         return Err(RestoreError::Stage("too many inotify events queued".into()));
@@ -2200,7 +1985,7 @@ fn add_inotify_watches(
     let buf = cx.scratch() + 4096;
     let got = cx.call("read inotify events", nr::READ, [n, buf, len, 0, 0, 0])?;
     let mut ev = vec![0u8; got as usize];
-    cx.mem.read(buf, &mut ev)?;
+    cx.read(buf, &mut ev)?;
     // struct inotify_event { int wd; u32 mask, cookie, len; char name[len]; }
     let mut off = 0;
     while off + 16 <= ev.len() {
@@ -2230,7 +2015,7 @@ fn restore_fds(
     let (inherit, pipes) = (&plan.inherit, &plan.ckpt.pipes);
     let (socketpairs, fifos) = (&plan.ckpt.socketpairs, &plan.ckpt.fifos);
     let proc_ = cx.proc_;
-    let pid = cx.inj.pid();
+    let pid = cx.pid();
     // The stub holds ckpt's 0-2 (and nothing else): keep those the image inherits (one
     // batch; ckpt may have been started without some of them).
     let closes: Vec<Call> = (0..3)
@@ -2792,7 +2577,7 @@ fn restore_timers(cx: &mut Ctx<'_>) -> Result<()> {
         let what = format!("timer_create (ID {})", t.id);
         cx.call(&what, nr::TIMER_CREATE, [t.clock as u64, evp, idp, 0, 0, 0])?;
         let mut got = [0u8; 4];
-        cx.mem.read(idp, &mut got)?;
+        cx.read(idp, &mut got)?;
         if i32::from_le_bytes(got) != t.id {
             return Err(RestoreError::Stage(format!("{what}: got another ID")));
         }

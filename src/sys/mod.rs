@@ -2,6 +2,8 @@
 //! task, /proc readers, process_vm_*, clone3. `unsafe` lives here, each block commented
 //! with the invariant that makes it sound.
 
+#![allow(unsafe_code)]
+
 pub mod file;
 pub mod inject;
 pub mod mem;

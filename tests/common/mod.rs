@@ -13,6 +13,8 @@
 //! Each test builds a [`Ctx`] first; everything it spawns hangs off it. Tests run one
 //! process per test (cargo-nextest), which ptrace and the subreaper setting need.
 
+// Test harness code: raw libc calls on the test's own processes are fine here.
+#![allow(unsafe_code, clippy::undocumented_unsafe_blocks)]
 #![allow(dead_code)] // each test crate uses a different part of the harness
 
 use std::cell::{Cell, RefCell};

@@ -1,0 +1,111 @@
+//! The errors of the two transactions and the problems plan finds, below every module
+//! that produces them (the kinds, remote calls, dump and restore), so that the layers
+//! above can share them without depending on each other.
+
+use std::path::PathBuf;
+
+use crate::image::ImageError;
+use crate::sys::SysError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("no process with PID {0}")]
+    NoProcess(i32),
+    #[error("cannot dump process {pid}: {why}")]
+    Unsupported { pid: i32, why: String },
+    #[error("process {0} exited while it was being dumped")]
+    Exited(i32),
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    #[error("cannot write the image: {0}")]
+    Image(#[from] ImageError),
+    #[error("cannot write the image to {path}: {source}")]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The result of a dump step.
+pub type DumpResult<T> = std::result::Result<T, DumpError>;
+
+/// One reason the image cannot be restored here.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// A stable short code for scripts (e.g. "pid-taken", "file-changed").
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{}", format_problems(.0))]
+    Problems(Vec<Problem>),
+    #[error("bad image: {0}")]
+    Image(#[from] ImageError),
+    #[error("bad image: {0}")]
+    Malformed(String),
+    #[error("restore failed: {0}")]
+    Sys(#[from] SysError),
+    #[error("restore failed: {0}")]
+    Stage(String),
+    #[error("restore failed: injected fault at step \"{0}\" (testing)")]
+    Fault(String),
+}
+
+fn format_problems(p: &[Problem]) -> String {
+    let mut s = format!(
+        "the image cannot be restored on this host ({} problem{}):",
+        p.len(),
+        if p.len() == 1 { "" } else { "s" }
+    );
+    for x in p {
+        s.push_str("\n  - ");
+        s.push_str(&x.message);
+    }
+    s
+}
+
+/// The result of a restore step.
+pub type RestoreResult<T> = std::result::Result<T, RestoreError>;
+
+/// Fault injection for the failure-path tests: with the `fault-injection` feature, the
+/// environment variable CKPT_FAULT=<step> makes the step whose name contains <step> fail,
+/// and CKPT_FAULT=#N the N-th step (1-based).
+#[cfg(feature = "fault-injection")]
+pub(crate) fn fault_point(step: &str) -> RestoreResult<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed) + 1;
+    if let Ok(spec) = std::env::var("CKPT_FAULT") {
+        let hit = match spec.strip_prefix('#') {
+            Some(k) => k.parse::<u64>().ok() == Some(n),
+            None => !spec.is_empty() && step.contains(spec.as_str()),
+        };
+        if hit {
+            return Err(RestoreError::Fault(step.to_string()));
+        }
+    }
+    if std::env::var_os("CKPT_FAULT_TRACE").is_some() {
+        static T0: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let t = T0.get_or_init(std::time::Instant::now).elapsed();
+        eprintln!(
+            "ckpt: step #{n} {step} (at {:.3} ms)",
+            t.as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn fault_point(_step: &str) -> RestoreResult<()> {
+    Ok(())
+}

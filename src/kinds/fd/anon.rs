@@ -1,0 +1,2 @@
+//! Anonymous-inode descriptors: eventfd, timerfd, signalfd and the others without a
+//! module of their own.

@@ -1,0 +1,1 @@
+//! epoll instances and the descriptors they watch.

@@ -1,0 +1,2 @@
+//! External resources: descriptors leading outside the tree, given back at restore
+//! with --inherit-fd.

@@ -1,0 +1,1 @@
+//! FIFOs (named pipes): ends, data in flight.

@@ -1,0 +1,1 @@
+//! inotify instances and their watches.

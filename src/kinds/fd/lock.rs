@@ -1,0 +1,1 @@
+//! File locks: POSIX, OFD and flock locks held by the processes.

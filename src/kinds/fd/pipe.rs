@@ -1,0 +1,1 @@
+//! Pipes: both ends, data in flight.

@@ -1,0 +1,1 @@
+//! TCP sockets: listeners and established connections (TCP_REPAIR).

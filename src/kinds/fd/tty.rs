@@ -1,0 +1,1 @@
+//! Terminals: settings, window size, controlling terminal.

@@ -1,0 +1,1 @@
+//! UDP sockets: addresses, options, queued datagrams.

@@ -1,0 +1,1 @@
+//! Unix sockets: pairs, listeners, datagram sockets, queued messages, names.

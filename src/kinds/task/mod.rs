@@ -1,0 +1,8 @@
+//! The task: everything a process or thread is besides its memory and descriptors.
+
+pub(crate) mod attrs;
+pub(crate) mod creds;
+pub(crate) mod signals;
+pub(crate) mod threads;
+pub(crate) mod timers;
+pub(crate) mod tree;

@@ -1,0 +1,1 @@
+//! Signals: dispositions, masks, pending signals (per thread and shared), sigaltstack.

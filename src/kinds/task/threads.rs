@@ -1,0 +1,1 @@
+//! Threads: registers (through arch/), rseq, robust lists, scheduling, thread creation.

@@ -1,0 +1,1 @@
+//! Timers: interval timers and POSIX timers.
