@@ -130,85 +130,86 @@ pub struct ArchHeader {
     pub xcomp_perm: u64,
 }
 
-/// Linux x86-64 syscall numbers used by ckpt's injection.
+/// Linux x86-64 syscall numbers used by ckpt's injection (from libc for this target;
+/// a unit test pins them to the x86-64 ABI, which never changes).
 pub mod nr {
-    pub const READ: u64 = 0;
-    pub const CLOSE: u64 = 3;
-    pub const USERFAULTFD: u64 = 323;
-    pub const MMAP: u64 = 9;
-    pub const MPROTECT: u64 = 10;
-    pub const MUNMAP: u64 = 11;
-    pub const BRK: u64 = 12;
-    pub const RT_SIGACTION: u64 = 13;
-    pub const NANOSLEEP: u64 = 35;
-    pub const MADVISE: u64 = 28;
-    pub const DUP3: u64 = 292;
-    pub const LSEEK: u64 = 8;
-    pub const SIGALTSTACK: u64 = 131;
-    pub const PERSONALITY: u64 = 135;
-    pub const PRCTL: u64 = 157;
-    pub const ARCH_PRCTL: u64 = 158;
-    pub const CHROOT: u64 = 161;
-    pub const SETSID: u64 = 112;
-    pub const SET_TID_ADDRESS: u64 = 218;
-    pub const CLOCK_NANOSLEEP: u64 = 230;
-    pub const OPENAT: u64 = 257;
-    pub const SET_ROBUST_LIST: u64 = 273;
-    pub const RSEQ: u64 = 334;
-    pub const CLOSE_RANGE: u64 = 436;
-    pub const CLONE3: u64 = 435;
-    pub const PIDFD_OPEN: u64 = 434;
-    pub const PIDFD_GETFD: u64 = 438;
-    pub const FCNTL: u64 = 72;
-    pub const FLOCK: u64 = 73;
-    pub const INOTIFY_INIT1: u64 = 294;
-    pub const INOTIFY_ADD_WATCH: u64 = 254;
-    pub const INOTIFY_RM_WATCH: u64 = 255;
-    pub const PIPE2: u64 = 293;
-    pub const MEMFD_CREATE: u64 = 319;
-    pub const SHMGET: u64 = 29;
-    pub const SHMAT: u64 = 30;
-    pub const SHMCTL: u64 = 31;
-    pub const SOCKET: u64 = 41;
-    pub const BIND: u64 = 49;
-    pub const LISTEN: u64 = 50;
-    pub const SOCKETPAIR: u64 = 53;
-    pub const CONNECT: u64 = 42;
-    pub const SENDTO: u64 = 44;
-    pub const SETSOCKOPT: u64 = 54;
-    pub const EVENTFD2: u64 = 290;
-    pub const TIMERFD_CREATE: u64 = 283;
-    pub const TIMERFD_SETTIME: u64 = 286;
-    pub const SIGNALFD4: u64 = 289;
-    pub const EPOLL_CREATE1: u64 = 291;
-    pub const EPOLL_CTL: u64 = 233;
-    pub const IOCTL: u64 = 16;
-    pub const WRITE: u64 = 1;
-    pub const EXIT_GROUP: u64 = 231;
-    pub const KILL: u64 = 62;
-    pub const RT_SIGTIMEDWAIT: u64 = 128;
-    pub const SETPGID: u64 = 109;
-    pub const GETITIMER: u64 = 36;
-    pub const SETITIMER: u64 = 38;
-    pub const TIMER_CREATE: u64 = 222;
-    pub const TIMER_SETTIME: u64 = 223;
-    pub const TIMER_GETTIME: u64 = 224;
-    pub const TIMER_GETOVERRUN: u64 = 225;
-    pub const MLOCK: u64 = 149;
-    pub const MLOCK2: u64 = 325;
-    pub const FCHDIR: u64 = 81;
-    pub const UMASK: u64 = 95;
-    pub const SETRESUID: u64 = 117;
-    pub const SETRESGID: u64 = 119;
-    pub const SETGROUPS: u64 = 116;
-    pub const SETFSUID: u64 = 122;
-    pub const SETFSGID: u64 = 123;
-    pub const CAPSET: u64 = 126;
-    pub const PRLIMIT64: u64 = 302;
-    pub const RT_TGSIGQUEUEINFO: u64 = 297;
-    pub const GETPID: u64 = 39;
-    pub const MREMAP: u64 = 25;
-    pub const RESTART_SYSCALL: u64 = 219;
+    pub const READ: u64 = libc::SYS_read as u64;
+    pub const CLOSE: u64 = libc::SYS_close as u64;
+    pub const USERFAULTFD: u64 = libc::SYS_userfaultfd as u64;
+    pub const MMAP: u64 = libc::SYS_mmap as u64;
+    pub const MPROTECT: u64 = libc::SYS_mprotect as u64;
+    pub const MUNMAP: u64 = libc::SYS_munmap as u64;
+    pub const BRK: u64 = libc::SYS_brk as u64;
+    pub const RT_SIGACTION: u64 = libc::SYS_rt_sigaction as u64;
+    pub const NANOSLEEP: u64 = libc::SYS_nanosleep as u64;
+    pub const MADVISE: u64 = libc::SYS_madvise as u64;
+    pub const DUP3: u64 = libc::SYS_dup3 as u64;
+    pub const LSEEK: u64 = libc::SYS_lseek as u64;
+    pub const SIGALTSTACK: u64 = libc::SYS_sigaltstack as u64;
+    pub const PERSONALITY: u64 = libc::SYS_personality as u64;
+    pub const PRCTL: u64 = libc::SYS_prctl as u64;
+    pub const ARCH_PRCTL: u64 = libc::SYS_arch_prctl as u64;
+    pub const CHROOT: u64 = libc::SYS_chroot as u64;
+    pub const SETSID: u64 = libc::SYS_setsid as u64;
+    pub const SET_TID_ADDRESS: u64 = libc::SYS_set_tid_address as u64;
+    pub const CLOCK_NANOSLEEP: u64 = libc::SYS_clock_nanosleep as u64;
+    pub const OPENAT: u64 = libc::SYS_openat as u64;
+    pub const SET_ROBUST_LIST: u64 = libc::SYS_set_robust_list as u64;
+    pub const RSEQ: u64 = libc::SYS_rseq as u64;
+    pub const CLOSE_RANGE: u64 = libc::SYS_close_range as u64;
+    pub const CLONE3: u64 = libc::SYS_clone3 as u64;
+    pub const PIDFD_OPEN: u64 = libc::SYS_pidfd_open as u64;
+    pub const PIDFD_GETFD: u64 = libc::SYS_pidfd_getfd as u64;
+    pub const FCNTL: u64 = libc::SYS_fcntl as u64;
+    pub const FLOCK: u64 = libc::SYS_flock as u64;
+    pub const INOTIFY_INIT1: u64 = libc::SYS_inotify_init1 as u64;
+    pub const INOTIFY_ADD_WATCH: u64 = libc::SYS_inotify_add_watch as u64;
+    pub const INOTIFY_RM_WATCH: u64 = libc::SYS_inotify_rm_watch as u64;
+    pub const PIPE2: u64 = libc::SYS_pipe2 as u64;
+    pub const MEMFD_CREATE: u64 = libc::SYS_memfd_create as u64;
+    pub const SHMGET: u64 = libc::SYS_shmget as u64;
+    pub const SHMAT: u64 = libc::SYS_shmat as u64;
+    pub const SHMCTL: u64 = libc::SYS_shmctl as u64;
+    pub const SOCKET: u64 = libc::SYS_socket as u64;
+    pub const BIND: u64 = libc::SYS_bind as u64;
+    pub const LISTEN: u64 = libc::SYS_listen as u64;
+    pub const SOCKETPAIR: u64 = libc::SYS_socketpair as u64;
+    pub const CONNECT: u64 = libc::SYS_connect as u64;
+    pub const SENDTO: u64 = libc::SYS_sendto as u64;
+    pub const SETSOCKOPT: u64 = libc::SYS_setsockopt as u64;
+    pub const EVENTFD2: u64 = libc::SYS_eventfd2 as u64;
+    pub const TIMERFD_CREATE: u64 = libc::SYS_timerfd_create as u64;
+    pub const TIMERFD_SETTIME: u64 = libc::SYS_timerfd_settime as u64;
+    pub const SIGNALFD4: u64 = libc::SYS_signalfd4 as u64;
+    pub const EPOLL_CREATE1: u64 = libc::SYS_epoll_create1 as u64;
+    pub const EPOLL_CTL: u64 = libc::SYS_epoll_ctl as u64;
+    pub const IOCTL: u64 = libc::SYS_ioctl as u64;
+    pub const WRITE: u64 = libc::SYS_write as u64;
+    pub const EXIT_GROUP: u64 = libc::SYS_exit_group as u64;
+    pub const KILL: u64 = libc::SYS_kill as u64;
+    pub const RT_SIGTIMEDWAIT: u64 = libc::SYS_rt_sigtimedwait as u64;
+    pub const SETPGID: u64 = libc::SYS_setpgid as u64;
+    pub const GETITIMER: u64 = libc::SYS_getitimer as u64;
+    pub const SETITIMER: u64 = libc::SYS_setitimer as u64;
+    pub const TIMER_CREATE: u64 = libc::SYS_timer_create as u64;
+    pub const TIMER_SETTIME: u64 = libc::SYS_timer_settime as u64;
+    pub const TIMER_GETTIME: u64 = libc::SYS_timer_gettime as u64;
+    pub const TIMER_GETOVERRUN: u64 = libc::SYS_timer_getoverrun as u64;
+    pub const MLOCK: u64 = libc::SYS_mlock as u64;
+    pub const MLOCK2: u64 = libc::SYS_mlock2 as u64;
+    pub const FCHDIR: u64 = libc::SYS_fchdir as u64;
+    pub const UMASK: u64 = libc::SYS_umask as u64;
+    pub const SETRESUID: u64 = libc::SYS_setresuid as u64;
+    pub const SETRESGID: u64 = libc::SYS_setresgid as u64;
+    pub const SETGROUPS: u64 = libc::SYS_setgroups as u64;
+    pub const SETFSUID: u64 = libc::SYS_setfsuid as u64;
+    pub const SETFSGID: u64 = libc::SYS_setfsgid as u64;
+    pub const CAPSET: u64 = libc::SYS_capset as u64;
+    pub const PRLIMIT64: u64 = libc::SYS_prlimit64 as u64;
+    pub const RT_TGSIGQUEUEINFO: u64 = libc::SYS_rt_tgsigqueueinfo as u64;
+    pub const GETPID: u64 = libc::SYS_getpid as u64;
+    pub const MREMAP: u64 = libc::SYS_mremap as u64;
+    pub const RESTART_SYSCALL: u64 = libc::SYS_restart_syscall as u64;
 }
 
 /// The machine code of `syscall` (x86-64).
@@ -498,5 +499,96 @@ mod tests {
         let r = resume_regs(&regs);
         assert_eq!(r.rip, 0x3000);
         assert_eq!(r.rax, 5);
+    }
+}
+
+#[cfg(test)]
+mod nr_tests {
+    /// The x86-64 system call table is ABI: these numbers never change.
+    #[test]
+    fn syscall_numbers_are_the_x86_64_abi() {
+        use super::nr::*;
+        let pinned: &[(u64, u64)] = &[
+            (READ, 0),
+            (CLOSE, 3),
+            (USERFAULTFD, 323),
+            (MMAP, 9),
+            (MPROTECT, 10),
+            (MUNMAP, 11),
+            (BRK, 12),
+            (RT_SIGACTION, 13),
+            (NANOSLEEP, 35),
+            (MADVISE, 28),
+            (DUP3, 292),
+            (LSEEK, 8),
+            (SIGALTSTACK, 131),
+            (PERSONALITY, 135),
+            (PRCTL, 157),
+            (ARCH_PRCTL, 158),
+            (CHROOT, 161),
+            (SETSID, 112),
+            (SET_TID_ADDRESS, 218),
+            (CLOCK_NANOSLEEP, 230),
+            (OPENAT, 257),
+            (SET_ROBUST_LIST, 273),
+            (RSEQ, 334),
+            (CLOSE_RANGE, 436),
+            (CLONE3, 435),
+            (PIDFD_OPEN, 434),
+            (PIDFD_GETFD, 438),
+            (FCNTL, 72),
+            (FLOCK, 73),
+            (INOTIFY_INIT1, 294),
+            (INOTIFY_ADD_WATCH, 254),
+            (INOTIFY_RM_WATCH, 255),
+            (PIPE2, 293),
+            (MEMFD_CREATE, 319),
+            (SHMGET, 29),
+            (SHMAT, 30),
+            (SHMCTL, 31),
+            (SOCKET, 41),
+            (BIND, 49),
+            (LISTEN, 50),
+            (SOCKETPAIR, 53),
+            (CONNECT, 42),
+            (SENDTO, 44),
+            (SETSOCKOPT, 54),
+            (EVENTFD2, 290),
+            (TIMERFD_CREATE, 283),
+            (TIMERFD_SETTIME, 286),
+            (SIGNALFD4, 289),
+            (EPOLL_CREATE1, 291),
+            (EPOLL_CTL, 233),
+            (IOCTL, 16),
+            (WRITE, 1),
+            (EXIT_GROUP, 231),
+            (KILL, 62),
+            (RT_SIGTIMEDWAIT, 128),
+            (SETPGID, 109),
+            (GETITIMER, 36),
+            (SETITIMER, 38),
+            (TIMER_CREATE, 222),
+            (TIMER_SETTIME, 223),
+            (TIMER_GETTIME, 224),
+            (TIMER_GETOVERRUN, 225),
+            (MLOCK, 149),
+            (MLOCK2, 325),
+            (FCHDIR, 81),
+            (UMASK, 95),
+            (SETRESUID, 117),
+            (SETRESGID, 119),
+            (SETGROUPS, 116),
+            (SETFSUID, 122),
+            (SETFSGID, 123),
+            (CAPSET, 126),
+            (PRLIMIT64, 302),
+            (RT_TGSIGQUEUEINFO, 297),
+            (GETPID, 39),
+            (MREMAP, 25),
+            (RESTART_SYSCALL, 219),
+        ];
+        for &(got, want) in pinned {
+            assert_eq!(got, want);
+        }
     }
 }
