@@ -58,6 +58,10 @@ pub enum RestoreError {
     Stage(String),
     #[error("restore failed: injected fault at step \"{0}\" (testing)")]
     Fault(String),
+    /// The error a helper process that restored part of the tree reported, as it
+    /// reported it.
+    #[error("{0}")]
+    Reported(String),
 }
 
 fn format_problems(p: &[Problem]) -> String {

@@ -25,7 +25,6 @@ use clap::{Parser, Subcommand};
 
 use ckpt::dump::{self, DumpOptions, Output};
 use ckpt::restore;
-use ckpt::restore::stage::RootStub;
 use ckpt::sys;
 
 #[derive(Parser)]
@@ -378,24 +377,18 @@ pub fn main() -> i32 {
             } else {
                 None
             };
-            if prepared.own_pid_namespace() {
-                return restore_own_pidns(prepared, detach, pid_file.as_deref());
-            }
-            if new_pidns {
-                return restore_in_new_pidns(prepared, detach, pid_file.as_deref());
-            }
-            let st = match prepared.run(RootStub::Spawn) {
-                Ok(st) => st,
+            let launched = match prepared.launch(new_pidns) {
+                Ok(l) => l,
                 Err(e) => return err(e),
             };
             if let Some(m) = master {
-                write_pid_file(pid_file.as_deref(), st.pid);
-                return match sys::tty::relay(m, st.pid) {
-                    Ok(status) => exit_code(status),
+                write_pid_file(pid_file.as_deref(), launched.root);
+                return match sys::tty::relay(m, launched.root) {
+                    Ok(status) => restore::exit_code(status),
                     Err(e) => err(e),
                 };
             }
-            detach_or_wait(st.pid, st.pid, pid_file.as_deref(), detach)
+            detach_or_wait(launched, pid_file.as_deref(), detach)
         }
         Cmd::Check {
             image,
@@ -479,18 +472,6 @@ pub fn main() -> i32 {
     }
 }
 
-/// What a child that restores in a new PID namespace reported through its pipe: "ok",
-/// or the error (nothing if it died before it could say).
-fn child_report(rd: std::os::fd::OwnedFd) -> Result<(), String> {
-    let mut msg = String::new();
-    let _ = std::fs::File::from(rd).read_to_string(&mut msg);
-    match msg.as_str() {
-        "ok" => Ok(()),
-        "" => Err("restore in a new PID namespace failed".into()),
-        _ => Err(msg),
-    }
-}
-
 fn write_pid_file(pid_file: Option<&std::path::Path>, pid: i32) {
     if let Some(f) = pid_file {
         if let Err(e) = std::fs::write(f, format!("{pid}\n")) {
@@ -499,147 +480,22 @@ fn write_pid_file(pid_file: Option<&std::path::Path>, pid: i32) {
     }
 }
 
-/// The end of a restore: write `root` (the restored root's PID here) to the pid file;
-/// with `--detach` print it and return, else wait for our child `child` (the root, or
-/// the namespace's init that exits with the root's status) and exit as it did.
-fn detach_or_wait(root: i32, child: i32, pid_file: Option<&std::path::Path>, detach: bool) -> i32 {
-    write_pid_file(pid_file, root);
+/// The end of a restore: write the restored root's PID to the pid file; with
+/// `--detach` print it and return, else wait for the tree (the root, or the init of its
+/// new PID namespace, which exits with the root's status) and exit as it did.
+fn detach_or_wait(
+    launched: restore::Launched,
+    pid_file: Option<&std::path::Path>,
+    detach: bool,
+) -> i32 {
+    write_pid_file(pid_file, launched.root);
     if detach {
-        println!("{root}");
+        println!("{}", launched.root);
         let _ = io::stdout().flush();
         return 0;
     }
-    match sys::process::wait_exit(child) {
-        Ok(status) => exit_code(status),
+    match launched.wait() {
+        Ok(status) => restore::exit_code(status),
         Err(e) => err(e),
-    }
-}
-
-/// The exit code a shell would report for a wait status.
-fn exit_code(status: i32) -> i32 {
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        1
-    }
-}
-
-/// Restore a tree that had a PID namespace of its own: its root becomes PID 1 of a new
-/// one. The root is our child (we wait for it as its parent, and report its PID here);
-/// the tree is built by a helper we fork into the new namespace (where /proc, ptrace
-/// and clone3 speak the tree's own IDs), which seizes the root and exits once the tree
-/// runs. If anything fails, killing the root ends the namespace and everything in it.
-fn restore_own_pidns(
-    prepared: restore::Prepared<Box<dyn Read + Send>>,
-    detach: bool,
-    pid_file: Option<&std::path::Path>,
-) -> i32 {
-    let (init, go) = match sys::process::spawn_pidns_init_stub() {
-        Ok(x) => x,
-        Err(e) => return err(e),
-    };
-    let give_up = |msg: String| {
-        let _ = sys::process::kill(init, libc::SIGKILL);
-        let _ = sys::process::wait_exit(init);
-        err(msg)
-    };
-    let (rd, wr) = match sys::process::pipe() {
-        Ok(p) => p,
-        Err(e) => return give_up(e.to_string()),
-    };
-    let spare = prepared.spare_pid();
-    match sys::process::fork_into_pid_namespace_of(init, spare) {
-        Err(e) => give_up(e.to_string()),
-        Ok(None) => {
-            // The builder, inside the namespace. It lives only as long as the namespace's
-            // init, which exits when every copy of `go` is closed before it got its byte:
-            // a copy stays open until our report is written.
-            drop(rd);
-            let mut wr = std::fs::File::from(wr);
-            let _hold = go.try_clone();
-            let res = sys::process::mount_own_proc()
-                .map_err(restore::RestoreError::from)
-                .and_then(|()| {
-                    prepared
-                        .without_reading_thread()
-                        .run(RootStub::Seize { pid: 1, go })
-                });
-            match res {
-                Ok(_) => {
-                    let _ = wr.write_all(b"ok");
-                    std::process::exit(0);
-                }
-                Err(e) => {
-                    let _ = write!(wr, "{e}");
-                    std::process::exit(1);
-                }
-            }
-        }
-        Ok(Some(builder)) => {
-            drop((wr, go, prepared));
-            let report = child_report(rd);
-            let _ = sys::process::wait_exit(builder);
-            if let Err(msg) = report {
-                return give_up(msg);
-            }
-            detach_or_wait(init, init, pid_file, detach)
-        }
-    }
-}
-
-/// `restore --new-pidns`: a child of ours becomes PID 1 of a new PID namespace, restores
-/// the tree there and stays as its init; we report its outcome.
-fn restore_in_new_pidns(
-    prepared: restore::Prepared<Box<dyn Read + Send>>,
-    detach: bool,
-    pid_file: Option<&std::path::Path>,
-) -> i32 {
-    let (rd, wr) = match sys::process::pipe() {
-        Ok(p) => p,
-        Err(e) => return err(e),
-    };
-    match sys::process::fork_into_new_pid_namespace() {
-        Err(e) => err(e),
-        Ok(None) => {
-            drop(rd);
-            let mut wr = std::fs::File::from(wr);
-            let res = sys::process::mount_own_proc()
-                .map_err(restore::RestoreError::from)
-                .and_then(|()| prepared.without_reading_thread().run(RootStub::Spawn));
-            let st = match res {
-                Ok(st) => st,
-                Err(e) => {
-                    let _ = write!(wr, "{e}");
-                    std::process::exit(1);
-                }
-            };
-            let _ = wr.write_all(b"ok");
-            drop(wr);
-            // The namespace's init: reap everyone, exit with the root's status once
-            // nobody is left (the namespace ends with its init).
-            let mut code = 0;
-            while let Ok(Some((pid, status))) = sys::process::wait_any() {
-                if pid == st.pid {
-                    code = exit_code(status);
-                }
-            }
-            std::process::exit(code);
-        }
-        Ok(Some(init)) => {
-            drop(wr);
-            drop(prepared);
-            if let Err(msg) = child_report(rd) {
-                let _ = sys::process::wait_exit(init);
-                return err(msg);
-            }
-            let root = sys::proc::children(init)
-                .ok()
-                .and_then(|c| c.first().copied())
-                .unwrap_or(0);
-            // We wait for the namespace's init, which exits with the root's status.
-            detach_or_wait(root, init, pid_file, detach)
-        }
     }
 }

@@ -5,6 +5,14 @@
 //!
 //! Every call is a fault point ([`fault_point`]) for the failure-path tests.
 
+mod calls;
+mod task;
+
+pub(crate) use calls::{SockAddr, SockOpt, TcpQueue, TcpRepairOpt};
+pub(crate) use task::{Live, Remote, not_live};
+#[cfg(test)]
+pub(crate) use task::{Recorded, Recorder};
+
 use crate::arch::x86::{self as ax, nr};
 use crate::error::{RestoreError, RestoreResult as Result, fault_point};
 use crate::model::{Process, Vma};

@@ -7,6 +7,7 @@
 //! process go: the point of no return.
 
 pub mod kernel;
+pub mod pidns;
 pub mod plan;
 pub mod privs;
 pub mod source;
@@ -19,6 +20,7 @@ pub(crate) use crate::error::fault_point;
 pub use crate::error::{Problem, RestoreError, RestoreResult as Result};
 use crate::image::ImageReader;
 use crate::sys;
+pub use pidns::{Launched, exit_code};
 pub use plan::HostView;
 
 /// Result of `check`.

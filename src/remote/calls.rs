@@ -1,0 +1,370 @@
+//! Typed system calls made in a task during restore: descriptors, pipes, sockets and
+//! their options, with the kernel's constants and structures spelled once, here, instead
+//! of as numbers at each call site. Each is a fault point named as before (the
+//! failure-path tests select steps by these names).
+
+use std::net::SocketAddr;
+
+use super::Ctx;
+use crate::arch::x86::nr;
+use crate::error::{RestoreError, RestoreResult as Result};
+use crate::sys::tcp::{TCP_RECV_QUEUE, TCP_SEND_QUEUE};
+
+/// TCP option kinds (`TCPOPT_*` of <netinet/tcp.h>; libc does not export them), as
+/// `TCP_REPAIR_OPTIONS` takes them.
+const TCPOPT_MSS: u32 = 2;
+const TCPOPT_WINDOW: u32 = 3;
+const TCPOPT_SACK_PERM: u32 = 4;
+const TCPOPT_TIMESTAMP: u32 = 8;
+
+/// Where in the helper area's scratch memory each kind of argument goes (single calls
+/// only: batches lay theirs out with [`super::BatchArgs`]).
+const ARG_ADDR: u64 = 0;
+const ARG_ADDR2: u64 = 1024;
+const ARG_DATA: u64 = 4096;
+const ARG_OPT: u64 = 8192 - 64;
+
+/// A TCP queue, as `TCP_REPAIR_QUEUE` selects it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TcpQueue {
+    Recv,
+    Send,
+}
+
+/// One TCP option negotiated at connection time (`struct tcp_repair_opt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TcpRepairOpt {
+    Mss(u32),
+    WindowScale { snd: u32, rcv: u32 },
+    SackPermitted,
+    Timestamps,
+}
+
+impl TcpRepairOpt {
+    fn encode(self) -> [u32; 2] {
+        match self {
+            TcpRepairOpt::Mss(v) => [TCPOPT_MSS, v],
+            TcpRepairOpt::WindowScale { snd, rcv } => [TCPOPT_WINDOW, snd | (rcv << 16)],
+            TcpRepairOpt::SackPermitted => [TCPOPT_SACK_PERM, 0],
+            TcpRepairOpt::Timestamps => [TCPOPT_TIMESTAMP, 0],
+        }
+    }
+}
+
+/// A socket option and its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SockOpt {
+    /// `SO_SNDBUFFORCE`, `SO_RCVBUFFORCE`: the value given to the kernel (which doubles it).
+    SndBufForce(u32),
+    RcvBufForce(u32),
+    PassCred,
+    ReuseAddr,
+    ReusePort,
+    V6Only(bool),
+    /// `TCP_REPAIR` on or off.
+    TcpRepair(bool),
+    TcpRepairQueue(TcpQueue),
+    TcpQueueSeq(u32),
+    TcpRepairOptions(Vec<TcpRepairOpt>),
+    TcpTimestamp(u32),
+    /// `struct tcp_repair_window`: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
+    TcpRepairWindow([u32; 5]),
+    TcpNoDelay,
+}
+
+impl SockOpt {
+    /// (level, name, value bytes, the step's name).
+    fn encode(&self) -> (i32, i32, Vec<u8>, &'static str) {
+        let one = 1u32.to_le_bytes().to_vec();
+        let u = |v: u32| v.to_le_bytes().to_vec();
+        let (sol, tcp) = (libc::SOL_SOCKET, libc::SOL_TCP);
+        match self {
+            SockOpt::SndBufForce(v) => (sol, libc::SO_SNDBUFFORCE, u(*v), "SO_SNDBUFFORCE"),
+            SockOpt::RcvBufForce(v) => (sol, libc::SO_RCVBUFFORCE, u(*v), "SO_RCVBUFFORCE"),
+            SockOpt::PassCred => (sol, libc::SO_PASSCRED, one, "SO_PASSCRED"),
+            SockOpt::ReuseAddr => (sol, libc::SO_REUSEADDR, one, "SO_REUSEADDR"),
+            SockOpt::ReusePort => (sol, libc::SO_REUSEPORT, one, "SO_REUSEPORT"),
+            SockOpt::V6Only(on) => (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_V6ONLY,
+                u(u32::from(*on)),
+                "IPV6_V6ONLY",
+            ),
+            SockOpt::TcpRepair(true) => (tcp, libc::TCP_REPAIR, one, "TCP_REPAIR on"),
+            SockOpt::TcpRepair(false) => (tcp, libc::TCP_REPAIR, u(0), "TCP_REPAIR off"),
+            SockOpt::TcpRepairQueue(q) => {
+                let q = match q {
+                    TcpQueue::Recv => TCP_RECV_QUEUE,
+                    TcpQueue::Send => TCP_SEND_QUEUE,
+                };
+                (tcp, libc::TCP_REPAIR_QUEUE, u(q), "TCP_REPAIR_QUEUE")
+            }
+            SockOpt::TcpQueueSeq(s) => (tcp, libc::TCP_QUEUE_SEQ, u(*s), "TCP_QUEUE_SEQ"),
+            SockOpt::TcpRepairOptions(opts) => {
+                let bytes = opts
+                    .iter()
+                    .flat_map(|o| o.encode())
+                    .flat_map(u32::to_le_bytes)
+                    .collect();
+                (tcp, libc::TCP_REPAIR_OPTIONS, bytes, "TCP_REPAIR_OPTIONS")
+            }
+            SockOpt::TcpTimestamp(v) => (tcp, libc::TCP_TIMESTAMP, u(*v), "TCP_TIMESTAMP"),
+            SockOpt::TcpRepairWindow(w) => {
+                let bytes = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (tcp, libc::TCP_REPAIR_WINDOW, bytes, "TCP_REPAIR_WINDOW")
+            }
+            SockOpt::TcpNoDelay => (tcp, libc::TCP_NODELAY, one, "TCP_NODELAY"),
+        }
+    }
+}
+
+/// A socket address as the kernel takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SockAddr<'a> {
+    Inet(SocketAddr),
+    /// A unix socket name: a path, or an abstract name starting with a NUL byte.
+    Unix(&'a [u8]),
+    /// A raw `struct sockaddr_*` recorded at dump.
+    Raw(&'a [u8]),
+}
+
+impl SockAddr<'_> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            SockAddr::Raw(b) => b.to_vec(),
+            SockAddr::Unix(name) => {
+                let mut b = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+                b.extend_from_slice(name);
+                if name.first() != Some(&0) {
+                    b.push(0);
+                }
+                b
+            }
+            SockAddr::Inet(SocketAddr::V4(a)) => {
+                let mut b = (libc::AF_INET as u16).to_ne_bytes().to_vec();
+                b.extend_from_slice(&a.port().to_be_bytes());
+                b.extend_from_slice(&a.ip().octets());
+                b.resize(16, 0);
+                b
+            }
+            SockAddr::Inet(SocketAddr::V6(a)) => {
+                let mut b = (libc::AF_INET6 as u16).to_ne_bytes().to_vec();
+                b.extend_from_slice(&a.port().to_be_bytes());
+                b.extend_from_slice(&a.flowinfo().to_be_bytes());
+                b.extend_from_slice(&a.ip().octets());
+                b.extend_from_slice(&a.scope_id().to_ne_bytes());
+                b
+            }
+        }
+    }
+}
+
+/// Two descriptors the kernel wrote as `int[2]` at `a`.
+fn fd_pair(cx: &Ctx<'_>, a: u64) -> Result<(u64, u64)> {
+    let mut b = [0u8; 8];
+    cx.read(a, &mut b)?;
+    let (x, y) = b.split_at(4);
+    let fd = |s: &[u8]| -> u64 {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(s);
+        u64::from(u32::from_le_bytes(w))
+    };
+    Ok((fd(x), fd(y)))
+}
+
+impl Ctx<'_> {
+    /// close(2).
+    pub(crate) fn close(&mut self, fd: u64) -> Result<()> {
+        self.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
+        Ok(())
+    }
+
+    /// dup3(2) with or without O_CLOEXEC.
+    pub(crate) fn dup3(&mut self, from: u64, to: u64, cloexec: bool) -> Result<u64> {
+        let fl = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+        self.call("dup3", nr::DUP3, [from, to, fl, 0, 0, 0])
+    }
+
+    /// fcntl(F_DUPFD_CLOEXEC): a copy of `fd` at `min` or above.
+    pub(crate) fn dup_above(&mut self, fd: u64, min: u64) -> Result<u64> {
+        let args = [fd, libc::F_DUPFD_CLOEXEC as u64, min, 0, 0, 0];
+        self.call("fcntl(F_DUPFD_CLOEXEC)", nr::FCNTL, args)
+    }
+
+    /// fcntl(F_SETPIPE_SZ).
+    pub(crate) fn set_pipe_size(&mut self, fd: u64, size: u32) -> Result<()> {
+        let args = [fd, libc::F_SETPIPE_SZ as u64, u64::from(size), 0, 0, 0];
+        self.call("F_SETPIPE_SZ", nr::FCNTL, args)?;
+        Ok(())
+    }
+
+    /// pipe2(2): (read end, write end).
+    pub(crate) fn pipe2(&mut self, flags: i32) -> Result<(u64, u64)> {
+        let a = self.put(ARG_ADDR, &[0u8; 8])?;
+        self.call("pipe2", nr::PIPE2, [a, flags as u64, 0, 0, 0, 0])?;
+        fd_pair(self, a)
+    }
+
+    /// socketpair(2).
+    pub(crate) fn socketpair(&mut self, domain: i32, typ: i32) -> Result<(u64, u64)> {
+        let a = self.put(ARG_ADDR, &[0u8; 8])?;
+        let args = [domain as u64, typ as u64, 0, a, 0, 0];
+        self.call("socketpair", nr::SOCKETPAIR, args)?;
+        fd_pair(self, a)
+    }
+
+    /// socket(2).
+    pub(crate) fn socket(&mut self, what: &str, domain: i32, typ: i32, proto: i32) -> Result<u64> {
+        self.call(
+            what,
+            nr::SOCKET,
+            [domain as u64, typ as u64, proto as u64, 0, 0, 0],
+        )
+    }
+
+    /// setsockopt(2).
+    pub(crate) fn setsockopt(&mut self, fd: u64, opt: &SockOpt) -> Result<()> {
+        let (level, name, value, what) = opt.encode();
+        let a = if value.len() <= 64 {
+            self.put(ARG_OPT, &value)?
+        } else {
+            self.put(ARG_DATA, &value)?
+        };
+        self.call(
+            what,
+            nr::SETSOCKOPT,
+            [fd, level as u64, name as u64, a, value.len() as u64, 0],
+        )?;
+        Ok(())
+    }
+
+    /// bind(2).
+    pub(crate) fn bind(&mut self, what: &str, fd: u64, addr: &SockAddr<'_>) -> Result<()> {
+        let b = addr.to_bytes();
+        let a = self.put(ARG_ADDR, &b)?;
+        self.call(what, nr::BIND, [fd, a, b.len() as u64, 0, 0, 0])?;
+        Ok(())
+    }
+
+    /// connect(2).
+    pub(crate) fn connect(&mut self, what: &str, fd: u64, addr: &SockAddr<'_>) -> Result<()> {
+        let b = addr.to_bytes();
+        let a = self.put(ARG_ADDR, &b)?;
+        self.call(what, nr::CONNECT, [fd, a, b.len() as u64, 0, 0, 0])?;
+        Ok(())
+    }
+
+    /// listen(2).
+    pub(crate) fn listen(&mut self, what: &str, fd: u64, backlog: u32) -> Result<()> {
+        self.call(what, nr::LISTEN, [fd, u64::from(backlog), 0, 0, 0, 0])?;
+        Ok(())
+    }
+
+    /// Queue `data` on `fd` with write(2), in chunks through the scratch area; a short
+    /// write is an error naming `what`, never silently lost data.
+    pub(crate) fn write_all(&mut self, fd: u64, data: &[u8], what: &str) -> Result<()> {
+        self.queue(nr::WRITE, fd, data, what)
+    }
+
+    /// The same with send(2) (a TCP socket in repair mode queues what is sent).
+    pub(crate) fn send_all(&mut self, fd: u64, data: &[u8], what: &str) -> Result<()> {
+        self.queue(nr::SENDTO, fd, data, what)
+    }
+
+    fn queue(&mut self, nr: u64, fd: u64, data: &[u8], what: &str) -> Result<()> {
+        const CHUNK: usize = 1 << 19;
+        for chunk in data.chunks(CHUNK) {
+            let a = self.put(ARG_DATA, chunk)?;
+            let n = self.call(
+                &format!("queue {what} data"),
+                nr,
+                [fd, a, chunk.len() as u64, 0, 0, 0],
+            )?;
+            if n != chunk.len() as u64 {
+                return Err(RestoreError::Stage(format!(
+                    "{what}: only {n} of {} queued bytes could be put back",
+                    chunk.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Send one message (its boundary kept) from `fd`, to `to` or to the peer when it is
+    /// `None`, without blocking: a full queue is an error naming `what`, not a hang.
+    pub(crate) fn send_message(
+        &mut self,
+        fd: u64,
+        data: &[u8],
+        to: Option<&SockAddr<'_>>,
+        what: &str,
+    ) -> Result<()> {
+        let a = self.put(ARG_DATA, data)?;
+        let (ta, tl) = match to {
+            None => (0, 0),
+            Some(to) => {
+                let b = to.to_bytes();
+                (self.put(ARG_ADDR2, &b)?, b.len() as u64)
+            }
+        };
+        let n = self.call(
+            &format!("queue {what} message"),
+            nr::SENDTO,
+            [fd, a, data.len() as u64, libc::MSG_DONTWAIT as u64, ta, tl],
+        )?;
+        if n != data.len() as u64 {
+            return Err(RestoreError::Stage(format!(
+                "{what}: a queued message of {} bytes could only be sent in part ({n})",
+                data.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_addresses_encode_as_the_kernel_takes_them() {
+        let v4: SocketAddr = "127.0.0.1:8080".parse().expect("v4");
+        let b = SockAddr::Inet(v4).to_bytes();
+        assert_eq!(b.len(), 16);
+        assert_eq!(&b[..2], &(libc::AF_INET as u16).to_ne_bytes());
+        assert_eq!(&b[2..4], &8080u16.to_be_bytes());
+        assert_eq!(&b[4..8], &[127, 0, 0, 1]);
+        let v6: SocketAddr = "[::1]:443".parse().expect("v6");
+        let b = SockAddr::Inet(v6).to_bytes();
+        assert_eq!(b.len(), 28);
+        assert_eq!(b[23], 1);
+        let path = SockAddr::Unix(b"/run/x.sock").to_bytes();
+        assert_eq!(path.last(), Some(&0));
+        let abs = SockAddr::Unix(b"\0abstract").to_bytes();
+        assert_eq!(abs.len(), 2 + 9);
+    }
+
+    #[test]
+    fn tcp_repair_options_are_code_value_pairs() {
+        let o = SockOpt::TcpRepairOptions(vec![
+            TcpRepairOpt::Mss(1460),
+            TcpRepairOpt::WindowScale { snd: 7, rcv: 9 },
+            TcpRepairOpt::SackPermitted,
+            TcpRepairOpt::Timestamps,
+        ]);
+        let (level, name, v, what) = o.encode();
+        assert_eq!(
+            (level, name, what),
+            (
+                libc::SOL_TCP,
+                libc::TCP_REPAIR_OPTIONS,
+                "TCP_REPAIR_OPTIONS"
+            )
+        );
+        let words: Vec<u32> = v
+            .chunks(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(words, [2, 1460, 3, 7 | (9 << 16), 4, 0, 8, 0]);
+    }
+}

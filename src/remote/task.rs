@@ -1,0 +1,285 @@
+//! The task that restore's system calls run in, behind one trait: the live stub, driven
+//! through ptrace ([`Live`]), or a test double that records every call and answers
+//! from a script ([`Recorder`], unit tests only), so restore's call sequences are tested
+//! as a normal user, without a process to trace.
+
+use crate::sys::inject::{Call, Injector};
+use crate::sys::mem::RemoteMem;
+use crate::sys::{self, SysError};
+
+/// What restore needs of a task it builds: system calls and its memory.
+pub(crate) trait Remote {
+    /// The thread the calls run in.
+    fn pid(&self) -> i32;
+    /// One system call; a negative result is an error naming `what`.
+    fn call(&mut self, what: &str, nr: u64, args: [u64; 6]) -> sys::Result<u64>;
+    /// One ia32 system call (32-bit numbering and convention).
+    fn call32(&mut self, what: &str, nr: u64, args: [u64; 6]) -> sys::Result<u64>;
+    /// Independent calls in order, raw results (negative errno); the first failure of
+    /// a call that is not [`Call::may_fail`] ends the batch with an error naming it.
+    fn batch(&mut self, calls: &[Call]) -> sys::Result<Vec<i64>>;
+    fn read(&self, addr: u64, buf: &mut [u8]) -> sys::Result<()>;
+    fn write(&self, addr: u64, data: &[u8]) -> sys::Result<()>;
+    /// The live task, for the few steps only a traced process can take (creating
+    /// threads, final calls, userfaultfd); `None` for a test double.
+    fn live(&mut self) -> Option<&mut Live>;
+    /// The live task, handed over (to commit).
+    fn into_live(self: Box<Self>) -> Option<Live>;
+}
+
+/// A traced stub: calls are injected through ptrace, memory goes through
+/// `/proc/PID/mem` and `process_vm_*`.
+pub(crate) struct Live {
+    pub(crate) inj: Injector,
+    pub(crate) mem: RemoteMem,
+}
+
+impl Remote for Live {
+    fn pid(&self) -> i32 {
+        self.inj.pid()
+    }
+    fn call(&mut self, what: &str, nr: u64, args: [u64; 6]) -> sys::Result<u64> {
+        self.inj.call(what, nr, args)
+    }
+    fn call32(&mut self, what: &str, nr: u64, args: [u64; 6]) -> sys::Result<u64> {
+        self.inj.call32(what, nr, args)
+    }
+    fn batch(&mut self, calls: &[Call]) -> sys::Result<Vec<i64>> {
+        self.inj.batch(&self.mem, calls)
+    }
+    fn read(&self, addr: u64, buf: &mut [u8]) -> sys::Result<()> {
+        self.mem.read(addr, buf)
+    }
+    fn write(&self, addr: u64, data: &[u8]) -> sys::Result<()> {
+        self.mem.write(addr, data)
+    }
+    fn live(&mut self) -> Option<&mut Live> {
+        Some(self)
+    }
+    fn into_live(self: Box<Self>) -> Option<Live> {
+        Some(*self)
+    }
+}
+
+/// The error a test double gives for a step only a live task can take.
+pub(crate) fn not_live(what: &str) -> SysError {
+    SysError::Other(format!("{what}: needs a live traced process"))
+}
+
+#[cfg(test)]
+pub(crate) use double::{Recorded, Recorder};
+
+#[cfg(test)]
+mod double {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    use super::{Live, Remote, not_live};
+    use crate::arch::x86::nr;
+    use crate::sys::inject::Call;
+    use crate::sys::{self, SysError};
+
+    /// One system call a [`Recorder`] saw.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub(crate) struct Recorded {
+        pub(crate) what: String,
+        pub(crate) nr: u64,
+        pub(crate) args: [u64; 6],
+        /// Made through the ia32 entry.
+        pub(crate) ia32: bool,
+        /// Part of a batch.
+        pub(crate) batched: bool,
+        /// The result it was given.
+        pub(crate) result: i64,
+    }
+
+    /// A task that records calls instead of making them. Memory is a sparse byte map
+    /// (unwritten bytes read as zero). Calls that create descriptors get the next free
+    /// number from 100 up (`pipe2` and `socketpair` write their two into memory, as the
+    /// kernel does); every other call returns 0. [`Recorder::fail_at`] makes the N-th
+    /// call (0-based, batches counted call by call) fail with an errno, and
+    /// [`Recorder::answer`] scripts the result of a system call number.
+    pub(crate) struct Recorder {
+        pid: i32,
+        pub(crate) calls: Vec<Recorded>,
+        mem: RefCell<BTreeMap<u64, u8>>,
+        next_fd: i64,
+        fail: Option<(usize, i32)>,
+        answers: BTreeMap<u64, i64>,
+    }
+
+    impl Recorder {
+        pub(crate) fn new(pid: i32) -> Self {
+            Self {
+                pid,
+                calls: Vec::new(),
+                mem: RefCell::new(BTreeMap::new()),
+                next_fd: 100,
+                fail: None,
+                answers: BTreeMap::new(),
+            }
+        }
+
+        /// The `n`-th call (0-based) fails with `errno`.
+        pub(crate) fn fail_at(mut self, n: usize, errno: i32) -> Self {
+            self.fail = Some((n, errno));
+            self
+        }
+
+        /// Calls of system call `nr` return `result`.
+        pub(crate) fn answer(mut self, nr: u64, result: i64) -> Self {
+            self.answers.insert(nr, result);
+            self
+        }
+
+        /// The names of the calls made, in order.
+        pub(crate) fn names(&self) -> Vec<&str> {
+            self.calls.iter().map(|c| c.what.as_str()).collect()
+        }
+
+        /// `len` bytes of memory at `addr`.
+        pub(crate) fn bytes(&self, addr: u64, len: usize) -> Vec<u8> {
+            let mem = self.mem.borrow();
+            (0..len as u64)
+                .map(|i| mem.get(&(addr + i)).copied().unwrap_or(0))
+                .collect()
+        }
+
+        fn put(&self, addr: u64, data: &[u8]) {
+            let mut mem = self.mem.borrow_mut();
+            for (i, b) in data.iter().enumerate() {
+                mem.insert(addr + i as u64, *b);
+            }
+        }
+
+        fn fd(&mut self) -> i64 {
+            let n = self.next_fd;
+            self.next_fd += 1;
+            n
+        }
+
+        /// What the kernel would answer, as far as the double knows.
+        fn respond(&mut self, nr: u64, args: &[u64; 6]) -> i64 {
+            if let Some((n, errno)) = self.fail {
+                if n == self.calls.len() {
+                    return -i64::from(errno);
+                }
+            }
+            if let Some(&r) = self.answers.get(&nr) {
+                return r;
+            }
+            match nr {
+                nr::PIPE2 | nr::SOCKETPAIR => {
+                    let at = if nr == nr::PIPE2 { args[0] } else { args[3] };
+                    let (a, b) = (self.fd() as i32, self.fd() as i32);
+                    self.put(at, &[a.to_le_bytes(), b.to_le_bytes()].concat());
+                    0
+                }
+                nr::SOCKET
+                | nr::OPENAT
+                | nr::EVENTFD2
+                | nr::TIMERFD_CREATE
+                | nr::SIGNALFD4
+                | nr::EPOLL_CREATE1
+                | nr::INOTIFY_INIT1
+                | nr::PIDFD_OPEN
+                | nr::PIDFD_GETFD
+                | nr::MEMFD_CREATE
+                | nr::USERFAULTFD => self.fd(),
+                _ => 0,
+            }
+        }
+
+        fn record(
+            &mut self,
+            what: &str,
+            nr: u64,
+            args: [u64; 6],
+            ia32: bool,
+            batched: bool,
+        ) -> i64 {
+            let result = self.respond(nr, &args);
+            self.calls.push(Recorded {
+                what: what.to_string(),
+                nr,
+                args,
+                ia32,
+                batched,
+                result,
+            });
+            result
+        }
+    }
+
+    fn checked(what: &str, r: i64) -> sys::Result<u64> {
+        if r < 0 {
+            return Err(SysError::Remote {
+                what: what.to_string(),
+                errno: (-r) as i32,
+            });
+        }
+        Ok(r as u64)
+    }
+
+    impl Remote for Recorder {
+        fn pid(&self) -> i32 {
+            self.pid
+        }
+        fn call(&mut self, what: &str, nr: u64, args: [u64; 6]) -> sys::Result<u64> {
+            let r = self.record(what, nr, args, false, false);
+            checked(what, r)
+        }
+        fn call32(&mut self, what: &str, nr: u64, args: [u64; 6]) -> sys::Result<u64> {
+            let r = self.record(what, nr, args, true, false);
+            checked(what, r)
+        }
+        fn batch(&mut self, calls: &[Call]) -> sys::Result<Vec<i64>> {
+            let mut out = Vec::with_capacity(calls.len());
+            for c in calls {
+                let r = self.record(&c.what, c.nr, c.args, false, true);
+                if !c.may_fail {
+                    checked(&c.what, r)?;
+                }
+                out.push(r);
+            }
+            Ok(out)
+        }
+        fn read(&self, addr: u64, buf: &mut [u8]) -> sys::Result<()> {
+            buf.copy_from_slice(&self.bytes(addr, buf.len()));
+            Ok(())
+        }
+        fn write(&self, addr: u64, data: &[u8]) -> sys::Result<()> {
+            self.put(addr, data);
+            Ok(())
+        }
+        fn live(&mut self) -> Option<&mut Live> {
+            None
+        }
+        fn into_live(self: Box<Self>) -> Option<Live> {
+            None
+        }
+    }
+
+    #[test]
+    fn recorder_hands_out_descriptors_and_fails_on_demand() {
+        let mut r = Recorder::new(7).fail_at(2, libc::EMFILE);
+        assert_eq!(r.call("socket", nr::SOCKET, [0; 6]).ok(), Some(100));
+        r.call("pipe2", nr::PIPE2, [0x1000, 0, 0, 0, 0, 0])
+            .expect("pipe2");
+        assert_eq!(
+            r.bytes(0x1000, 8),
+            [101i32.to_le_bytes(), 102i32.to_le_bytes()].concat()
+        );
+        let e = r.call("eventfd2", nr::EVENTFD2, [0; 6]);
+        assert!(matches!(
+            e,
+            Err(SysError::Remote {
+                errno: libc::EMFILE,
+                ..
+            })
+        ));
+        assert_eq!(r.names(), ["socket", "pipe2", "eventfd2"]);
+        assert!(r.live().is_none());
+        assert!(not_live("x").to_string().contains("live"));
+    }
+}

@@ -1,0 +1,182 @@
+//! Where the restored tree is started: as our child in our PID namespace, as PID 1 of a
+//! new PID namespace (a tree that had one of its own), or below a child of ours that
+//! becomes the init of a new PID namespace (`--new-pidns`).
+//!
+//! The namespace cases fork helpers that run part of the restore on their own and
+//! report through a pipe ("ok", or the error's text) before they exit; the caller gets
+//! a [`Launched`] tree either way and waits for it the same way.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+
+use super::stage::RootStub;
+use super::{Prepared, RestoreError, Result};
+use crate::sys;
+
+/// A restored tree that runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launched {
+    /// The root's PID in our PID namespace.
+    pub root: i32,
+    /// Our child to wait for: the root, or the init of the tree's new PID namespace,
+    /// which exits with the root's status.
+    pub child: i32,
+}
+
+impl Launched {
+    /// Wait for the tree's end: the exit status of [`Launched::child`] (as `wait4`
+    /// reports it).
+    pub fn wait(&self) -> Result<i32> {
+        Ok(sys::process::wait_exit(self.child)?)
+    }
+}
+
+/// The exit code a shell would report for a wait status.
+pub fn exit_code(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        1
+    }
+}
+
+impl<R: Read + Send> Prepared<R> {
+    /// Build the tree and let it run, in the PID namespace it needs: a new one when it
+    /// had its own at dump (its root becomes PID 1 again) or when `new_pidns` asks for
+    /// one (a child of ours becomes its init), else ours, with the root as our child.
+    pub fn launch(self, new_pidns: bool) -> Result<Launched> {
+        if self.own_pid_namespace() {
+            return launch_own_pidns(self);
+        }
+        if new_pidns {
+            return launch_in_new_pidns(self);
+        }
+        let st = self.run(RootStub::Spawn)?;
+        Ok(Launched {
+            root: st.pid,
+            child: st.pid,
+        })
+    }
+}
+
+/// What a child that restores in a new PID namespace reported through its pipe: "ok",
+/// or the error (nothing if it died before it could say).
+fn child_report(rd: OwnedFd) -> Result<()> {
+    let mut msg = String::new();
+    let _ = std::fs::File::from(rd).read_to_string(&mut msg);
+    match msg.as_str() {
+        "ok" => Ok(()),
+        "" => Err(RestoreError::Reported(
+            "restore in a new PID namespace failed".into(),
+        )),
+        _ => Err(RestoreError::Reported(msg)),
+    }
+}
+
+/// Report the outcome of a restore made in a forked helper to its parent, and end the
+/// helper.
+fn report_and_exit(wr: OwnedFd, res: Result<()>) -> ! {
+    let mut wr = std::fs::File::from(wr);
+    match res {
+        Ok(()) => {
+            let _ = wr.write_all(b"ok");
+            std::process::exit(0);
+        }
+        Err(e) => {
+            let _ = write!(wr, "{e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Restore a tree that had a PID namespace of its own: its root becomes PID 1 of a new
+/// one. The root is our child (we wait for it as its parent, and report its PID here);
+/// the tree is built by a helper we fork into the new namespace (where /proc, ptrace
+/// and clone3 speak the tree's own IDs), which seizes the root and exits once the tree
+/// runs. If anything fails, killing the root ends the namespace and everything in it.
+fn launch_own_pidns<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched> {
+    let (init, go) = sys::process::spawn_pidns_init_stub()?;
+    let give_up = |e: RestoreError| {
+        let _ = sys::process::kill(init, libc::SIGKILL);
+        let _ = sys::process::wait_exit(init);
+        e
+    };
+    let (rd, wr) = sys::process::pipe().map_err(|e| give_up(e.into()))?;
+    let spare = prepared.spare_pid();
+    match sys::process::fork_into_pid_namespace_of(init, spare) {
+        Err(e) => Err(give_up(e.into())),
+        Ok(None) => {
+            // The builder, inside the namespace. It lives only as long as the namespace's
+            // init, which exits when every copy of `go` is closed before it got its byte:
+            // a copy stays open until our report is written.
+            drop(rd);
+            let _hold = go.try_clone();
+            let res = sys::process::mount_own_proc()
+                .map_err(RestoreError::from)
+                .and_then(|()| {
+                    prepared
+                        .without_reading_thread()
+                        .run(RootStub::Seize { pid: 1, go })
+                        .map(|_| ())
+                });
+            report_and_exit(wr, res)
+        }
+        Ok(Some(builder)) => {
+            drop((wr, go, prepared));
+            let report = child_report(rd);
+            let _ = sys::process::wait_exit(builder);
+            report.map_err(give_up)?;
+            Ok(Launched {
+                root: init,
+                child: init,
+            })
+        }
+    }
+}
+
+/// `restore --new-pidns`: a child of ours becomes PID 1 of a new PID namespace, restores
+/// the tree there and stays as its init, reaping orphans; it exits with the root's
+/// status once nobody is left.
+fn launch_in_new_pidns<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched> {
+    let (rd, wr) = sys::process::pipe()?;
+    match sys::process::fork_into_new_pid_namespace()? {
+        None => {
+            drop(rd);
+            let res = sys::process::mount_own_proc()
+                .map_err(RestoreError::from)
+                .and_then(|()| prepared.without_reading_thread().run(RootStub::Spawn));
+            let st = match res {
+                Ok(st) => st,
+                Err(e) => report_and_exit(wr, Err(e)),
+            };
+            {
+                let mut wr = std::fs::File::from(wr);
+                let _ = wr.write_all(b"ok");
+            }
+            // The namespace's init: reap everyone, exit with the root's status once
+            // nobody is left (the namespace ends with its init).
+            let mut code = 0;
+            while let Ok(Some((pid, status))) = sys::process::wait_any() {
+                if pid == st.pid {
+                    code = exit_code(status);
+                }
+            }
+            std::process::exit(code);
+        }
+        Some(init) => {
+            drop(wr);
+            drop(prepared);
+            if let Err(e) = child_report(rd) {
+                let _ = sys::process::wait_exit(init);
+                return Err(e);
+            }
+            let root = sys::proc::children(init)
+                .ok()
+                .and_then(|c| c.first().copied())
+                .unwrap_or(0);
+            Ok(Launched { root, child: init })
+        }
+    }
+}
