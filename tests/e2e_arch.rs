@@ -1090,6 +1090,18 @@ fn amx_permission_this_host_cannot_grant_is_refused_unless_the_policy_is_ignore(
         Ctx::new("amx_permission_this_host_cannot_grant_is_refused_unless_the_policy_is_ignore");
     let spec = Spec::new(target("avx")).arg("40");
     let (mut reference, before, img, pid) = run_and_dump_asleep(&ctx, &spec, 8, "amx");
+    // What ignore accepts below rests on the image: `no-amx` hides only AMX state (17-18),
+    // and the task used none (it never asked for the permission, without which the
+    // kernel lets no task use tile data), whatever else it used (AVX-512 state, through
+    // glibc, on some CPUs).
+    let cpu = image_cpu(&ctx, &img);
+    assert_eq!(
+        cpu.used & XSAVE_AMX,
+        0,
+        "the avx target used AMX state without the permission? the image says xsave \
+         components {:#x}",
+        cpu.used
+    );
     let crafted = ctx.path("amxperm.img");
     rewrite_image(&img, &crafted, |c| c.arch.xcomp_perm |= 1 << 18);
     let words = [
@@ -1183,15 +1195,118 @@ fn amx_permission_this_host_cannot_grant_is_refused_unless_the_policy_is_ignore(
     assert_eq!(fin.status.code(), Some(0), "stderr:\n{}", text(&fin.stderr));
 }
 
+/// xsave components 5-7: AVX-512 opmask, ZMM_Hi256 and Hi16_ZMM state.
+const XSAVE_AVX512: u64 = 0b111 << 5;
+/// xsave components 17-18: AMX tile configuration and tile data.
+const XSAVE_AMX: u64 = 0b11 << 17;
+
+/// What the image says of its tasks' CPU state (`inspect --json`'s `arch`): the xsave
+/// components they used (non-init state), the dump host's XCR0 and its CPU features.
+struct ImageCpu {
+    used: u64,
+    xcr0: u64,
+    features: Vec<String>,
+}
+
+fn image_cpu(ctx: &Ctx, img: &Path) -> ImageCpu {
+    let j = ctx.inspect_json(img);
+    let num = |k: &str| {
+        j.pointer(&format!("/arch/{k}"))
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| panic!("inspect --json has no arch.{k}: {}", j["arch"]))
+    };
+    let features = j
+        .pointer("/arch/cpu_features")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("inspect --json has no arch.cpu_features: {}", j["arch"]))
+        .iter()
+        .map(|f| f.as_str().unwrap_or_default().to_string())
+        .collect();
+    ImageCpu {
+        used: num("xfeatures_used"),
+        xcr0: num("xcr0"),
+        features,
+    }
+}
+
+impl ImageCpu {
+    fn had(&self, f: &str) -> bool {
+        self.features.iter().any(|x| x == f)
+    }
+}
+
+/// How ckpt's messages name the xsave components of `mask`: "xsave component 2",
+/// "xsave components 5-7", "xsave components 5, 7, 17-18".
+fn xsave_component_list(mask: u64) -> String {
+    let bits: Vec<u32> = (0..64).filter(|i| mask & (1u64 << i) != 0).collect();
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for &b in &bits {
+        match runs.last_mut() {
+            Some((_, hi)) if *hi + 1 == b => *hi = b,
+            _ => runs.push((b, b)),
+        }
+    }
+    let list: Vec<String> = runs
+        .iter()
+        .map(|&(lo, hi)| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            }
+        })
+        .collect();
+    let noun = if bits.len() == 1 {
+        "xsave component"
+    } else {
+        "xsave components"
+    };
+    format!("{noun} {}", list.join(", "))
+}
+
+/// The problems of `check --json` output: (code, message), in order.
+fn problems(v: &Value) -> Vec<(String, String)> {
+    v["problems"]
+        .as_array()
+        .unwrap_or_else(|| panic!("check --json has no problems array: {v}"))
+        .iter()
+        .map(|p| {
+            (
+                p["code"].as_str().unwrap_or_default().to_string(),
+                p["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// `--cpu-mask` and `--cpu-policy` on the command line: a mask that hides a critical
 /// feature the dump host had refuses the image; `--cpu-policy ignore` accepts it (and it
-/// restores and continues); an informational feature is refused only by `strict`.
+/// restores and continues) unless the mask also hides xsave state the task used; an
+/// informational feature is refused only by `strict`.
+///
+/// What `no-avx2` hides depends on the dump host (this one) and on what the program
+/// used, so the expectations come from the image: on a host with AVX-512, AVX-512F needs
+/// AVX2, so masking AVX2 hides AVX-512 and its state (xsave components 5-7); whether the
+/// task had that state in use depends on glibc (which takes AVX-512 code paths on some
+/// CPUs: its EVEX string functions leave ymm16-31 and the opmask registers in use).
 #[test]
 fn cpu_mask_and_cpu_policy_options_decide_what_is_refused() {
     let ctx = Ctx::new("cpu_mask_and_cpu_policy_options_decide_what_is_refused");
     let spec = Spec::new(target("avx")).arg("40");
     let (mut reference, before, img, pid) = run_and_dump_asleep(&ctx, &spec, 6, "policy");
     let keep = (pid, &[reference.pid][..]);
+    let cpu = image_cpu(&ctx, &img);
+    assert!(
+        cpu.had("avx2") && cpu.used & 4 != 0,
+        "the avx target needs AVX2 and was dumped with its ymm state in use; the image \
+         says components {:#x}, features {:?}",
+        cpu.used,
+        cpu.features
+    );
+    eprintln!(
+        "policy: the image's task used xsave components {:#x}; the dump host's XCR0 is {:#x}",
+        cpu.used, cpu.xcr0
+    );
     assert_refused(
         &ctx,
         &img,
@@ -1202,15 +1317,9 @@ fn cpu_mask_and_cpu_policy_options_decide_what_is_refused() {
         "--cpu-mask no-avx2",
     );
     // An informational feature: compatible accepts, strict refuses.
-    let info = ctx
-        .inspect_json(&img)
-        .pointer("/arch/cpu_features")
-        .and_then(Value::as_array)
-        .and_then(|a| {
-            ["erms", "fsrm", "lm"]
-                .into_iter()
-                .find(|f| a.iter().any(|x| x == f))
-        })
+    let info = ["erms", "fsrm", "lm"]
+        .into_iter()
+        .find(|f| cpu.had(f))
         .expect("the dump host has ERMS, FSRM or long mode");
     let m = format!("no-{info}");
     let ok = ckpt_args(&ctx, &["check", "--cpu-mask", &m], &img, &[]);
@@ -1229,27 +1338,87 @@ fn cpu_mask_and_cpu_policy_options_decide_what_is_refused() {
         keep,
         "--cpu-policy strict",
     );
-    // ignore: only the state in use matters (AVX state is there: AVX2 is masked, not AVX).
-    let ok = ckpt_args(
-        &ctx,
-        &["check", "--cpu-mask", "no-avx2", "--cpu-policy", "ignore"],
-        &img,
-        &[],
-    );
+
+    // ignore: only the state in use matters. `no-avx2` hides, besides AVX2, the AVX-512
+    // state this host has (AVX-512F requires AVX2); if the task used any of it, ignore
+    // must still refuse, naming exactly those components and no feature.
+    let hidden_state = cpu.xcr0 & XSAVE_AVX512;
+    let used_hidden = cpu.used & hidden_state;
+    let ignore_avx2 = ["--cpu-mask", "no-avx2", "--cpu-policy", "ignore"];
+    let accept_mask = if used_hidden != 0 {
+        let err = assert_refused(
+            &ctx,
+            &img,
+            &ignore_avx2,
+            &[],
+            &[
+                "the image's task used AVX-512 state (xsave component",
+                "this host's CPU mask hides",
+            ],
+            keep,
+            "--cpu-mask no-avx2 --cpu-policy ignore, AVX-512 state in use",
+        );
+        assert!(
+            !err.contains("illegal instruction") && !err.contains("--cpu-policy=ignore"),
+            "--cpu-policy ignore must not refuse for a missing feature:\n{err}"
+        );
+        let v = check_json(&ctx, &img, &ignore_avx2, &[]);
+        let want = format!(
+            "the image's task used AVX-512 state ({}); this host's CPU mask hides",
+            xsave_component_list(used_hidden)
+        );
+        let got = problems(&v);
+        assert!(
+            got.len() == 1 && got[0].0 == "xsave-component-missing" && got[0].1.starts_with(&want),
+            "--cpu-policy ignore with no-avx2 refuses for the AVX-512 state in use only \
+             ({want:?}): {got:?}"
+        );
+        // A critical feature whose mask hides no state: AVX-512VL (nothing needs it).
+        ["avx512vl", "avx512bw"]
+            .into_iter()
+            .find(|f| cpu.had(f))
+            .unwrap_or_else(|| {
+                panic!(
+                    "the task used AVX-512 state but the dump host has neither AVX-512VL nor \
+                     AVX-512BW: {:?}",
+                    cpu.features
+                )
+            })
+    } else {
+        "avx2"
+    };
+    let pretty = match accept_mask {
+        "avx2" => "AVX2",
+        "avx512vl" => "AVX-512VL",
+        _ => "AVX-512BW",
+    };
+    let mask = format!("no-{accept_mask}");
+    if accept_mask != "avx2" {
+        // The default policy refuses it as it refused AVX2.
+        assert_refused(
+            &ctx,
+            &img,
+            &["--cpu-mask", &mask],
+            &[],
+            &[pretty, "hides", "--cpu-policy=ignore"],
+            keep,
+            &format!("--cpu-mask {mask}"),
+        );
+    }
+    let ignore = ["--cpu-mask", mask.as_str(), "--cpu-policy", "ignore"];
+    let ok = ckpt_args(&ctx, &[&["check"][..], &ignore].concat(), &img, &[]);
     assert_eq!(
         ok.status.code(),
         Some(0),
-        "--cpu-policy ignore accepts a missing AVX2:\n{}",
+        "--cpu-policy ignore accepts a missing {pretty} (the task used xsave components \
+         {:#x}, none of them hidden):\n{}",
+        cpu.used,
         text(&ok.stderr)
     );
-    let mut r = ctx.restore(
-        &img,
-        &["--cpu-mask", "no-avx2", "--cpu-policy", "ignore"],
-        In::Null,
-    );
+    let mut r = ctx.restore(&img, &ignore, In::Null);
     let fin = r.finish();
     assert_same_output(
-        "avx (restored with --cpu-mask no-avx2 --cpu-policy ignore)",
+        &format!("avx (restored with --cpu-mask {mask} --cpu-policy ignore)"),
         &reference.finish().stdout,
         &[before, fin.stdout].concat(),
     );
