@@ -653,10 +653,21 @@ fn check_and_restore_refuse_a_crafted_image_claiming_avx512_and_amx_state() {
     rewrite_image(&img, &crafted, |c| {
         // xsave components 5-7 (AVX-512 opmask, ZMM_Hi256, Hi16_ZMM) and 17-18 (AMX)
         // in use, and the dump host's features.
-        c.arch.xfeatures_used |= (0b111 << 5) | (0b11 << 17);
-        c.arch.xcr0 |= (0b111 << 5) | (0b11 << 17);
+        c.arch.xfeatures_used |= XSAVE_AVX512 | XSAVE_AMX;
+        c.arch.xcr0 |= XSAVE_AVX512 | XSAVE_AMX;
         for f in ["avx512f", "avx512bw", "amx_tile"] {
-            c.arch.cpu_features.push(f.to_string());
+            if !c.arch.cpu_features.iter().any(|x| x == f) {
+                c.arch.cpu_features.push(f.to_string());
+            }
+        }
+        // Such a host records where it saved them: components this host lacks are laid
+        // out after the others, with their architectural sizes (as on Intel CPUs).
+        for (i, size) in [(5, 64), (6, 512), (7, 1024), (17, 64), (18, 8192)] {
+            if !c.arch.xsave_layout.iter().any(|&(j, _, _)| j == i) {
+                let at = c.arch.xsave_size.next_multiple_of(64);
+                c.arch.xsave_layout.push((i, at, size));
+                c.arch.xsave_size = at + size;
+            }
         }
     });
     let c = ckpt_env(&ctx, &[OsStr::new("check"), crafted.as_os_str()], &mask);
@@ -683,6 +694,15 @@ fn check_and_restore_refuse_a_crafted_image_claiming_avx512_and_amx_state() {
     assert!(
         v["problems"].as_array().is_some_and(|p| p.len() >= 2),
         "every problem listed: {v}"
+    );
+    // Exactly the problems of the claims, whatever this host has: the header is
+    // consistent (no header-corrupt), so the refusal is the missing state and features.
+    let mut codes: Vec<String> = problems(&v).into_iter().map(|(c, _)| c).collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        ["cpu-feature-missing", "xsave-component-missing"],
+        "the crafted image's problems: {v}"
     );
     // The requirements manifest says what a host needs: the xsave components in use
     // (the avx target's x87, SSE and AVX state, and the claimed AVX-512 and AMX), the
