@@ -656,10 +656,21 @@ fn check_and_restore_refuse_a_crafted_image_claiming_avx512_and_amx_state() {
     rewrite_image(&img, &crafted, |c| {
         // xsave components 5-7 (AVX-512 opmask, ZMM_Hi256, Hi16_ZMM) and 17-18 (AMX)
         // in use, and the dump host's features.
-        c.arch.xfeatures_used |= (0b111 << 5) | (0b11 << 17);
-        c.arch.xcr0 |= (0b111 << 5) | (0b11 << 17);
+        c.arch.xfeatures_used |= XSAVE_AVX512 | XSAVE_AMX;
+        c.arch.xcr0 |= XSAVE_AVX512 | XSAVE_AMX;
         for f in ["avx512f", "avx512bw", "amx_tile"] {
-            c.arch.cpu_features.push(f.to_string());
+            if !c.arch.cpu_features.iter().any(|x| x == f) {
+                c.arch.cpu_features.push(f.to_string());
+            }
+        }
+        // Such a host records where it saved them: components this host lacks are laid
+        // out after the others, with their architectural sizes (as on Intel CPUs).
+        for (i, size) in [(5, 64), (6, 512), (7, 1024), (17, 64), (18, 8192)] {
+            if !c.arch.xsave_layout.iter().any(|&(j, _, _)| j == i) {
+                let at = c.arch.xsave_size.next_multiple_of(64);
+                c.arch.xsave_layout.push((i, at, size));
+                c.arch.xsave_size = at + size;
+            }
         }
     });
     let c = ckpt_env(&ctx, &[OsStr::new("check"), crafted.as_os_str()], &mask);
@@ -686,6 +697,15 @@ fn check_and_restore_refuse_a_crafted_image_claiming_avx512_and_amx_state() {
     assert!(
         v["problems"].as_array().is_some_and(|p| p.len() >= 2),
         "every problem listed: {v}"
+    );
+    // Exactly the problems of the claims, whatever this host has: the header is
+    // consistent (no header-corrupt), so the refusal is the missing state and features.
+    let mut codes: Vec<String> = problems(&v).into_iter().map(|(c, _)| c).collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        ["cpu-feature-missing", "xsave-component-missing"],
+        "the crafted image's problems: {v}"
     );
     // The requirements manifest says what a host needs: the xsave components in use
     // (the avx target's x87, SSE and AVX state, and the claimed AVX-512 and AMX), the
@@ -1093,6 +1113,18 @@ fn amx_permission_this_host_cannot_grant_is_refused_unless_the_policy_is_ignore(
         Ctx::new("amx_permission_this_host_cannot_grant_is_refused_unless_the_policy_is_ignore");
     let spec = Spec::new(target("avx")).arg("40");
     let (mut reference, before, img, pid) = run_and_dump_asleep(&ctx, &spec, 8, "amx");
+    // What ignore accepts below rests on the image: `no-amx` hides only AMX state (17-18),
+    // and the task used none (it never asked for the permission, without which the
+    // kernel lets no task use tile data), whatever else it used (AVX-512 state, through
+    // glibc, on some CPUs).
+    let cpu = image_cpu(&ctx, &img);
+    assert_eq!(
+        cpu.used & XSAVE_AMX,
+        0,
+        "the avx target used AMX state without the permission? the image says xsave \
+         components {:#x}",
+        cpu.used
+    );
     let crafted = ctx.path("amxperm.img");
     rewrite_image(&img, &crafted, |c| c.arch.xcomp_perm |= 1 << 18);
     let words = [
@@ -1186,15 +1218,118 @@ fn amx_permission_this_host_cannot_grant_is_refused_unless_the_policy_is_ignore(
     assert_eq!(fin.status.code(), Some(0), "stderr:\n{}", text(&fin.stderr));
 }
 
+/// xsave components 5-7: AVX-512 opmask, ZMM_Hi256 and Hi16_ZMM state.
+const XSAVE_AVX512: u64 = 0b111 << 5;
+/// xsave components 17-18: AMX tile configuration and tile data.
+const XSAVE_AMX: u64 = 0b11 << 17;
+
+/// What the image says of its tasks' CPU state (`inspect --json`'s `arch`): the xsave
+/// components they used (non-init state), the dump host's XCR0 and its CPU features.
+struct ImageCpu {
+    used: u64,
+    xcr0: u64,
+    features: Vec<String>,
+}
+
+fn image_cpu(ctx: &Ctx, img: &Path) -> ImageCpu {
+    let j = ctx.inspect_json(img);
+    let num = |k: &str| {
+        j.pointer(&format!("/arch/{k}"))
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| panic!("inspect --json has no arch.{k}: {}", j["arch"]))
+    };
+    let features = j
+        .pointer("/arch/cpu_features")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("inspect --json has no arch.cpu_features: {}", j["arch"]))
+        .iter()
+        .map(|f| f.as_str().unwrap_or_default().to_string())
+        .collect();
+    ImageCpu {
+        used: num("xfeatures_used"),
+        xcr0: num("xcr0"),
+        features,
+    }
+}
+
+impl ImageCpu {
+    fn had(&self, f: &str) -> bool {
+        self.features.iter().any(|x| x == f)
+    }
+}
+
+/// How ckpt's messages name the xsave components of `mask`: "xsave component 2",
+/// "xsave components 5-7", "xsave components 5, 7, 17-18".
+fn xsave_component_list(mask: u64) -> String {
+    let bits: Vec<u32> = (0..64).filter(|i| mask & (1u64 << i) != 0).collect();
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for &b in &bits {
+        match runs.last_mut() {
+            Some((_, hi)) if *hi + 1 == b => *hi = b,
+            _ => runs.push((b, b)),
+        }
+    }
+    let list: Vec<String> = runs
+        .iter()
+        .map(|&(lo, hi)| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            }
+        })
+        .collect();
+    let noun = if bits.len() == 1 {
+        "xsave component"
+    } else {
+        "xsave components"
+    };
+    format!("{noun} {}", list.join(", "))
+}
+
+/// The problems of `check --json` output: (code, message), in order.
+fn problems(v: &Value) -> Vec<(String, String)> {
+    v["problems"]
+        .as_array()
+        .unwrap_or_else(|| panic!("check --json has no problems array: {v}"))
+        .iter()
+        .map(|p| {
+            (
+                p["code"].as_str().unwrap_or_default().to_string(),
+                p["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// `--cpu-mask` and `--cpu-policy` on the command line: a mask that hides a critical
 /// feature the dump host had refuses the image; `--cpu-policy ignore` accepts it (and it
-/// restores and continues); an informational feature is refused only by `strict`.
+/// restores and continues) unless the mask also hides xsave state the task used; an
+/// informational feature is refused only by `strict`.
+///
+/// What `no-avx2` hides depends on the dump host (this one) and on what the program
+/// used, so the expectations come from the image: on a host with AVX-512, AVX-512F needs
+/// AVX2, so masking AVX2 hides AVX-512 and its state (xsave components 5-7); whether the
+/// task had that state in use depends on glibc (which takes AVX-512 code paths on some
+/// CPUs: its EVEX string functions leave ymm16-31 and the opmask registers in use).
 #[test]
 fn cpu_mask_and_cpu_policy_options_decide_what_is_refused() {
     let ctx = Ctx::new("cpu_mask_and_cpu_policy_options_decide_what_is_refused");
     let spec = Spec::new(target("avx")).arg("40");
     let (mut reference, before, img, pid) = run_and_dump_asleep(&ctx, &spec, 6, "policy");
     let keep = (pid, &[reference.pid][..]);
+    let cpu = image_cpu(&ctx, &img);
+    assert!(
+        cpu.had("avx2") && cpu.used & 4 != 0,
+        "the avx target needs AVX2 and was dumped with its ymm state in use; the image \
+         says components {:#x}, features {:?}",
+        cpu.used,
+        cpu.features
+    );
+    eprintln!(
+        "policy: the image's task used xsave components {:#x}; the dump host's XCR0 is {:#x}",
+        cpu.used, cpu.xcr0
+    );
     assert_refused(
         &ctx,
         &img,
@@ -1205,15 +1340,9 @@ fn cpu_mask_and_cpu_policy_options_decide_what_is_refused() {
         "--cpu-mask no-avx2",
     );
     // An informational feature: compatible accepts, strict refuses.
-    let info = ctx
-        .inspect_json(&img)
-        .pointer("/arch/cpu_features")
-        .and_then(Value::as_array)
-        .and_then(|a| {
-            ["erms", "fsrm", "lm"]
-                .into_iter()
-                .find(|f| a.iter().any(|x| x == f))
-        })
+    let info = ["erms", "fsrm", "lm"]
+        .into_iter()
+        .find(|f| cpu.had(f))
         .expect("the dump host has ERMS, FSRM or long mode");
     let m = format!("no-{info}");
     let ok = ckpt_args(&ctx, &["check", "--cpu-mask", &m], &img, &[]);
@@ -1232,27 +1361,87 @@ fn cpu_mask_and_cpu_policy_options_decide_what_is_refused() {
         keep,
         "--cpu-policy strict",
     );
-    // ignore: only the state in use matters (AVX state is there: AVX2 is masked, not AVX).
-    let ok = ckpt_args(
-        &ctx,
-        &["check", "--cpu-mask", "no-avx2", "--cpu-policy", "ignore"],
-        &img,
-        &[],
-    );
+
+    // ignore: only the state in use matters. `no-avx2` hides, besides AVX2, the AVX-512
+    // state this host has (AVX-512F requires AVX2); if the task used any of it, ignore
+    // must still refuse, naming exactly those components and no feature.
+    let hidden_state = cpu.xcr0 & XSAVE_AVX512;
+    let used_hidden = cpu.used & hidden_state;
+    let ignore_avx2 = ["--cpu-mask", "no-avx2", "--cpu-policy", "ignore"];
+    let accept_mask = if used_hidden != 0 {
+        let err = assert_refused(
+            &ctx,
+            &img,
+            &ignore_avx2,
+            &[],
+            &[
+                "the image's task used AVX-512 state (xsave component",
+                "this host's CPU mask hides",
+            ],
+            keep,
+            "--cpu-mask no-avx2 --cpu-policy ignore, AVX-512 state in use",
+        );
+        assert!(
+            !err.contains("illegal instruction") && !err.contains("--cpu-policy=ignore"),
+            "--cpu-policy ignore must not refuse for a missing feature:\n{err}"
+        );
+        let v = check_json(&ctx, &img, &ignore_avx2, &[]);
+        let want = format!(
+            "the image's task used AVX-512 state ({}); this host's CPU mask hides",
+            xsave_component_list(used_hidden)
+        );
+        let got = problems(&v);
+        assert!(
+            got.len() == 1 && got[0].0 == "xsave-component-missing" && got[0].1.starts_with(&want),
+            "--cpu-policy ignore with no-avx2 refuses for the AVX-512 state in use only \
+             ({want:?}): {got:?}"
+        );
+        // A critical feature whose mask hides no state: AVX-512VL (nothing needs it).
+        ["avx512vl", "avx512bw"]
+            .into_iter()
+            .find(|f| cpu.had(f))
+            .unwrap_or_else(|| {
+                panic!(
+                    "the task used AVX-512 state but the dump host has neither AVX-512VL nor \
+                     AVX-512BW: {:?}",
+                    cpu.features
+                )
+            })
+    } else {
+        "avx2"
+    };
+    let pretty = match accept_mask {
+        "avx2" => "AVX2",
+        "avx512vl" => "AVX-512VL",
+        _ => "AVX-512BW",
+    };
+    let mask = format!("no-{accept_mask}");
+    if accept_mask != "avx2" {
+        // The default policy refuses it as it refused AVX2.
+        assert_refused(
+            &ctx,
+            &img,
+            &["--cpu-mask", &mask],
+            &[],
+            &[pretty, "hides", "--cpu-policy=ignore"],
+            keep,
+            &format!("--cpu-mask {mask}"),
+        );
+    }
+    let ignore = ["--cpu-mask", mask.as_str(), "--cpu-policy", "ignore"];
+    let ok = ckpt_args(&ctx, &[&["check"][..], &ignore].concat(), &img, &[]);
     assert_eq!(
         ok.status.code(),
         Some(0),
-        "--cpu-policy ignore accepts a missing AVX2:\n{}",
+        "--cpu-policy ignore accepts a missing {pretty} (the task used xsave components \
+         {:#x}, none of them hidden):\n{}",
+        cpu.used,
         text(&ok.stderr)
     );
-    let mut r = ctx.restore(
-        &img,
-        &["--cpu-mask", "no-avx2", "--cpu-policy", "ignore"],
-        In::Null,
-    );
+    let mut r = ctx.restore(&img, &ignore, In::Null);
     let fin = r.finish();
     assert_same_output(
-        "avx (restored with --cpu-mask no-avx2 --cpu-policy ignore)",
+        &format!("avx (restored with --cpu-mask {mask} --cpu-policy ignore)"),
         &reference.finish().stdout,
         &[before, fin.stdout].concat(),
     );
@@ -1375,4 +1564,299 @@ fn usage_errors_exit_2_and_do_nothing() {
         assert_no_process(pid, &format!("{args:?}"));
     }
     assert_eq!(ctx.listing(), listing, "bad usage left files behind");
+}
+
+// ---------------------------------------------------------------------------------------
+// An image from another CPU: shared/images/intel-amx
+
+/// `shared/images/REL` next to the checkout (the directory CARGO_MANIFEST_DIR is in),
+/// or under `$CKPT_TEST_SHARED_DIR/images` when set; None (said loudly) when absent.
+fn shared_image(rel: &str) -> Option<std::path::PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut roots = Vec::new();
+    if let Some(d) = std::env::var_os("CKPT_TEST_SHARED_DIR").filter(|d| !d.is_empty()) {
+        roots.push(std::path::PathBuf::from(d));
+    }
+    for dir in [
+        manifest.to_path_buf(),
+        manifest.canonicalize().unwrap_or_default(),
+    ] {
+        if let Some(parent) = dir.parent() {
+            roots.push(parent.join("shared"));
+        }
+    }
+    let found = roots
+        .iter()
+        .map(|r| r.join("images").join(rel))
+        .find(|p| p.exists());
+    if found.is_none() {
+        eprintln!(
+            "\n**********\nSKIPPED: shared image {rel} not found (looked under {roots:?}); \
+             this test needs the shared/ directory next to the checkout\n**********\n"
+        );
+    }
+    found
+}
+
+/// Problem codes of `check --json` that are about the CPU (the arch header's checks).
+const CPU_PROBLEM_CODES: &[&str] = &[
+    "machine-mismatch",
+    "ia32-unsupported",
+    "xsave-unavailable",
+    "xsave-component-missing",
+    "xsave-layout-mismatch",
+    "xsave-corrupt",
+    "mxcsr-unsupported",
+    "cpu-feature-missing",
+    "header-corrupt",
+    "amx-permission-unavailable",
+];
+
+/// The image an Intel Xeon with AVX-512 and AMX wrote (shared/images/intel-amx: a static
+/// program with AMX permission and AVX-512 and AMX tile state in use; see its README).
+/// `inspect` shows its architecture header; `check` and `restore` list exactly the CPU
+/// problems this host has with it, derived from the image (components in use, AMX
+/// permission, the dump host's features) and this host's CPU: on a host without AMX
+/// (or AVX-512), each missing feature, the permission it cannot grant and the missing
+/// components in use; on one with everything, none. `--cpu-policy ignore` leaves only
+/// the state in use. The restore refuses before creating anything.
+#[test]
+fn an_image_from_an_intel_amx_host_is_refused_for_what_this_cpu_lacks() {
+    let ctx = Ctx::new("an_image_from_an_intel_amx_host_is_refused_for_what_this_cpu_lacks");
+    let Some(img) = shared_image("intel-amx/amx-avx512.img") else {
+        return;
+    };
+    // The image, as its README describes it.
+    let cpu = image_cpu(&ctx, &img);
+    let j = ctx.inspect_json(&img);
+    let perm = j
+        .pointer("/arch/xcomp_perm")
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("inspect --json has no arch.xcomp_perm: {}", j["arch"]));
+    assert_eq!(
+        cpu.used & (XSAVE_AVX512 | XSAVE_AMX),
+        XSAVE_AVX512 | XSAVE_AMX,
+        "the image's task used AVX-512 and AMX state, says its README; the image says \
+         {:#x}",
+        cpu.used
+    );
+    assert_ne!(perm & (1 << 18), 0, "AMX permission granted: {perm:#x}");
+    for f in ["avx512f", "amx_tile"] {
+        assert!(cpu.had(f), "the dump host had {f}: {:?}", cpu.features);
+    }
+    let ins = ctx.ckpt(&[OsStr::new("inspect"), img.as_os_str()]);
+    ins.assert_ok();
+    let out = ins.stdout_text();
+    let line = |start: &str| -> String {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(start))
+            .unwrap_or_else(|| panic!("inspect shows no `{start}` line:\n{out}"))
+            .to_string()
+    };
+    let in_use = line("xsave components in use");
+    for c in [
+        "avx512_opmask (5)",
+        "zmm_hi256 (6)",
+        "hi16_zmm (7)",
+        "amx_tilecfg (17)",
+        "amx_tiledata (18)",
+    ] {
+        assert!(in_use.contains(c), "inspect should list {c}: {in_use}");
+    }
+    let perm_line = line("AMX permission");
+    assert!(
+        perm_line.contains("granted") && !perm_line.contains("not granted"),
+        "{perm_line}"
+    );
+    let feats = line("CPU features of the dump host");
+    for f in ["avx512f", "amx_tile", "amx_int8"] {
+        assert!(
+            feats.split_whitespace().any(|w| w == f),
+            "inspect should list the dump host's {f}: {feats}"
+        );
+    }
+
+    // What this host lacks of it (with the mask of the environment, as ckpt sees it).
+    let host = ckpt::arch::HostCaps::detect_with_env_mask().expect("CKPT_HOST_MASK");
+    let missing_state = cpu.used & !host.xcr0 & !3;
+    let amx_refused = perm & (1 << 18) != 0 && host.xcr0 & (1 << 18) == 0;
+    let v = check_json(&ctx, &img, &[], &[]);
+    let required: Vec<String> = v
+        .pointer("/requirements/cpu_features")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("check --json has no requirements.cpu_features: {v}"))
+        .iter()
+        .map(|f| f.as_str().unwrap_or_default().to_string())
+        .collect();
+    let missing_features: Vec<&String> = required.iter().filter(|f| !host.has(f)).collect();
+    if !host.has("amx_tile") {
+        assert!(
+            amx_refused && missing_state & XSAVE_AMX == XSAVE_AMX,
+            "a host without AMX has no AMX state enabled (XCR0 {:#x})",
+            host.xcr0
+        );
+        assert!(missing_features.iter().any(|f| *f == "amx_tile"));
+    }
+    if !host.has("avx512f") {
+        assert_eq!(
+            missing_state & XSAVE_AVX512,
+            XSAVE_AVX512,
+            "XCR0 {:#x}",
+            host.xcr0
+        );
+        assert!(missing_features.iter().any(|f| *f == "avx512f"));
+    }
+    eprintln!(
+        "this host: XCR0 {:#x}, AVX-512F {}, AMX-TILE {}; expected: state missing {:#x}, AMX \
+         permission refused {amx_refused}, features missing {missing_features:?}",
+        host.xcr0,
+        host.has("avx512f"),
+        host.has("amx_tile"),
+        missing_state
+    );
+
+    // The CPU problems, exactly: one per kind, each naming what is missing.
+    let cpu_problems = |v: &Value| -> Vec<(String, String)> {
+        problems(v)
+            .into_iter()
+            .filter(|(c, _)| CPU_PROBLEM_CODES.contains(&c.as_str()))
+            .collect()
+    };
+    let got = cpu_problems(&v);
+    assert_eq!(v["restorable"], Value::Bool(false), "{v}");
+    let mut want_codes = Vec::new();
+    if !missing_features.is_empty() {
+        want_codes.push("cpu-feature-missing");
+    }
+    if amx_refused {
+        want_codes.push("amx-permission-unavailable");
+    }
+    if missing_state != 0 {
+        want_codes.push("xsave-component-missing");
+    }
+    let mut got_codes: Vec<&str> = got.iter().map(|(c, _)| c.as_str()).collect();
+    got_codes.sort();
+    want_codes.sort();
+    assert_eq!(
+        got_codes, want_codes,
+        "the CPU problems of check --json: {got:?}"
+    );
+    let message = |code: &str| -> &str {
+        got.iter()
+            .find(|(c, _)| c == code)
+            .map(|(_, m)| m.as_str())
+            .unwrap_or_default()
+    };
+    let features_msg = message("cpu-feature-missing");
+    for f in &missing_features {
+        let pretty = ckpt::arch::cpu::pretty_name(f);
+        assert!(
+            features_msg.contains(pretty),
+            "the missing-feature problem should name {pretty}: {features_msg}"
+        );
+    }
+    if amx_refused {
+        let m = message("amx-permission-unavailable");
+        assert!(
+            m.contains("ARCH_REQ_XCOMP_PERM")
+                && (m.contains("does not offer AMX") || m.contains("mask hides AMX")),
+            "{m}"
+        );
+    }
+    let state_msg = message("xsave-component-missing");
+    let mut groups = Vec::new();
+    for (group, name) in [(XSAVE_AVX512, "AVX-512"), (XSAVE_AMX, "AMX")] {
+        if missing_state & group != 0 {
+            groups.push(format!(
+                "{name} state ({})",
+                xsave_component_list(missing_state & group)
+            ));
+        }
+    }
+    for i in (2..64).filter(|i| missing_state & !(XSAVE_AVX512 | XSAVE_AMX) & (1 << i) != 0) {
+        groups.push(format!("({})", xsave_component_list(1 << i)));
+    }
+    // (CKPT_HOST_MASK can simulate a host without AVX-512: ckpt then says the mask hides it.)
+    let why = if missing_state & !host.masked_xcr0 == 0 {
+        "this host's CPU mask hides"
+    } else {
+        "this CPU does not provide"
+    };
+    for g in &groups {
+        assert!(
+            state_msg.contains(g) && state_msg.contains(why),
+            "the missing-state problem should say {g:?} and {why:?}: {state_msg}"
+        );
+    }
+    // The executable and its output file are missing here too (README).
+    if !Path::new("/var/tmp/ckpt-fixture").exists() {
+        assert!(
+            problems(&v)
+                .iter()
+                .any(|(c, m)| c == "file-missing" && m.contains("/var/tmp/ckpt-fixture/amx-avx512")),
+            "check should list the missing executable: {v}"
+        );
+    }
+
+    // The human check says the same.
+    let c = ckpt_args(&ctx, &["check"], &img, &[]);
+    let err = text(&c.stderr);
+    assert_eq!(c.status.code(), Some(1), "ckpt check:\n{err}");
+    for (_, m) in &got {
+        assert!(
+            err.contains(m.as_str()),
+            "ckpt check should say {m:?}:\n{err}"
+        );
+    }
+
+    // ignore: only the state in use can refuse.
+    let ignore = check_json(&ctx, &img, &["--cpu-policy", "ignore"], &[]);
+    let got_ignore = cpu_problems(&ignore);
+    let want_ignore: Vec<(String, String)> = got
+        .iter()
+        .filter(|(c, _)| c == "xsave-component-missing")
+        .cloned()
+        .collect();
+    assert_eq!(
+        got_ignore, want_ignore,
+        "--cpu-policy ignore keeps only the missing state in use"
+    );
+
+    // restore refuses, saying the same, before creating anything.
+    let fixture = Path::new("/var/tmp/ckpt-fixture");
+    let fixture_existed = fixture.exists();
+    let pid = 26720;
+    let pid_existed = pid_exists(pid);
+    let listing = ctx.listing();
+    let r = ckpt_args(&ctx, &["restore"], &img, &[]);
+    let rerr = text(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "ckpt restore:\n{rerr}");
+    assert!(!rerr.contains("panicked"), "{rerr}");
+    for (_, m) in &got {
+        assert!(
+            rerr.contains(m.as_str()),
+            "ckpt restore should say {m:?}:\n{rerr}"
+        );
+    }
+    assert!(r.stdout.is_empty(), "restore printed: {}", text(&r.stdout));
+    assert_eq!(
+        ctx.listing(),
+        listing,
+        "the refused restore left files behind"
+    );
+    if !fixture_existed {
+        assert!(
+            !fixture.exists(),
+            "the refused restore created {}",
+            fixture.display()
+        );
+    }
+    if !pid_existed {
+        assert_no_process(pid, "the image's process after the refused restore");
+    }
+    let strays = stray_children(&[]);
+    assert!(
+        strays.is_empty(),
+        "the refused restore left processes: {strays:?}"
+    );
 }
