@@ -17,6 +17,9 @@
 //! path); the test puts the rebuilt executable there with its recorded mtime. A lock file
 //! keeps two test processes from using that directory at once. Needs root.
 
+// Test harness code: raw libc calls on the test's own files are fine here.
+#![allow(unsafe_code, clippy::undocumented_unsafe_blocks)]
+
 mod common;
 
 use std::collections::BTreeSet;
