@@ -237,65 +237,33 @@ impl Drop for Frozen {
 /// How much of the image is written before its writeback to disk is started.
 const WRITEBACK_STEP: u64 = 1 << 20;
 
-/// A temporary output file that is removed unless committed.
+/// The output file while it is written: unnamed and 0600 (`sys::tmpfile`), named
+/// only by [`TempOutput::commit`]; dropped before that, it leaves nothing.
 struct TempOutput {
-    tmp: PathBuf,
+    name: sys::tmpfile::TmpFile,
     dest: PathBuf,
-    committed: bool,
 }
 
 impl TempOutput {
     fn create(dest: &Path) -> Result<(Self, File)> {
-        let dir = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "image".into());
-        let tmp = dir.join(format!(".{name}.ckpt-tmp.{}", std::process::id()));
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|source| DumpError::Output {
-                path: tmp.clone(),
+        let (name, f) =
+            sys::tmpfile::TmpFile::create(dest).map_err(|source| DumpError::Output {
+                path: dest.to_path_buf(),
                 source,
             })?;
         Ok((
             Self {
-                tmp,
+                name,
                 dest: dest.to_path_buf(),
-                committed: false,
             },
             f,
         ))
     }
 
-    fn commit(mut self, f: File) -> Result<()> {
-        let err = |source| DumpError::Output {
-            path: self.dest.clone(),
-            source,
-        };
-        f.sync_all().map_err(err)?;
-        drop(f);
-        std::fs::rename(&self.tmp, &self.dest).map_err(err)?;
-        if let Some(dir) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempOutput {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+    fn commit(self, f: File) -> Result<()> {
+        let TempOutput { name, dest } = self;
+        name.commit(f, &dest)
+            .map_err(|source| DumpError::Output { path: dest, source })
     }
 }
 

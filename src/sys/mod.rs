@@ -14,6 +14,7 @@ pub mod process;
 pub mod ptrace;
 pub mod sockdiag;
 pub mod tcp;
+pub mod tmpfile;
 pub mod tty;
 pub mod udp;
 pub mod uffd;
