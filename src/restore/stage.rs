@@ -80,7 +80,7 @@ impl RootStub {
     }
 }
 
-/// The root's stub created ahead of [`stage`]: killed and reaped if dropped before
+/// The root's stub created ahead of `stage`: killed and reaped if dropped before
 /// stage takes it over.
 pub struct SpawnedRoot {
     pid: i32,
