@@ -49,7 +49,7 @@ pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     let mut page_bytes = 0;
     if problems.iter().all(|p| p.code != "malformed") {
         let mut direct = source::Direct::new(&mut reader);
-        let mut pages = stage::PageStream::new(&mut direct);
+        let mut pages = crate::kinds::mem::pages::PageStream::new(&mut direct);
         let r = pages.read_file_data(false).map(|f| f.bytes).and_then(|fb| {
             plan.ckpt
                 .processes

@@ -8,6 +8,7 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 use super::{RestoreError, Result};
 use crate::image::{ImageError, ImageReader, OwnedRecord};
+pub(crate) use crate::kinds::mem::pages::RecordSource;
 
 /// Page records are handed over in pieces of at most this many bytes, so that copying
 /// the first piece into its process overlaps reading the next, and ckpt's buffers stay
@@ -17,14 +18,6 @@ use crate::image::{ImageError, ImageReader, OwnedRecord};
 /// was the slower side (1 GiB restore, medians of 5: 256 KiB pieces 845-1106 ms,
 /// 64 KiB 673 ms; 256 MiB 227 -> 163 ms).
 pub const PIECE: u64 = 64 << 10;
-
-/// A source of checked records (page records may come in pieces whose checksum is
-/// checked with the record's last piece: see [`ImageReader::next_piece_owned`]). Payload buffers may be given back with
-/// [`recycle`](Self::recycle) to be reused.
-pub trait RecordSource {
-    fn next_record(&mut self) -> Result<Option<OwnedRecord>>;
-    fn recycle(&mut self, buf: Vec<u8>);
-}
 
 /// Records read by the caller's thread.
 pub struct Direct<'a, R: Read> {

@@ -1,2 +1,91 @@
 //! Anonymous-inode descriptors: eventfd, timerfd, signalfd and the others without a
 //! module of their own.
+
+use crate::arch::x86::nr;
+use crate::error::{RestoreError, RestoreResult as Result};
+use crate::model::FdKind;
+use crate::remote::Ctx;
+
+// ---- restore (stage) ----
+
+/// The creation flags of an anonymous-inode descriptor: of its status flags, those
+/// in `allowed`, and close-on-exec.
+pub(crate) fn keep_flags(flags: u32, allowed: i32) -> u64 {
+    u64::from(flags & (allowed as u32 | libc::O_CLOEXEC as u32))
+}
+
+/// Create an eventfd, timerfd or signalfd in its saved state; returns its descriptor.
+/// (Inotify and epoll instances: [`super::inotify`], [`super::epoll`].)
+pub(crate) fn create_anon_fd(cx: &mut Ctx<'_>, kind: &FdKind) -> Result<u64> {
+    let keep = keep_flags;
+    match kind {
+        FdKind::EventFd {
+            count,
+            flags,
+            semaphore,
+        } => {
+            let mut fl = keep(*flags, libc::EFD_NONBLOCK);
+            if *semaphore {
+                fl |= libc::EFD_SEMAPHORE as u64;
+            }
+            let n = cx.call("eventfd2", nr::EVENTFD2, [0, fl, 0, 0, 0, 0])?;
+            if *count != 0 {
+                let a = cx.put(0, &count.to_le_bytes())?;
+                cx.call("write eventfd count", nr::WRITE, [n, a, 8, 0, 0, 0])?;
+            }
+            Ok(n)
+        }
+        FdKind::TimerFd {
+            clock,
+            flags,
+            value_ns,
+            interval_ns,
+            ticks,
+        } => {
+            let fl = keep(*flags, libc::TFD_NONBLOCK);
+            let n = cx.call(
+                "timerfd_create",
+                nr::TIMERFD_CREATE,
+                [*clock as u64, fl, 0, 0, 0, 0],
+            )?;
+            // A periodic timer that expired is re-armed by the kernel only when it is
+            // read; until then fdinfo shows 0 left. Arm it for one more interval.
+            let value_ns = if *value_ns == 0 {
+                interval_ns
+            } else {
+                value_ns
+            };
+            if *value_ns != 0 {
+                let mut b = Vec::with_capacity(32);
+                for w in [
+                    interval_ns / 1_000_000_000,
+                    interval_ns % 1_000_000_000,
+                    value_ns / 1_000_000_000,
+                    value_ns % 1_000_000_000,
+                ] {
+                    b.extend_from_slice(&w.to_le_bytes());
+                }
+                let a = cx.put(0, &b)?;
+                cx.call("timerfd_settime", nr::TIMERFD_SETTIME, [n, 0, a, 0, 0, 0])?;
+            }
+            if *ticks != 0 {
+                const TFD_IOC_SET_TICKS: u64 = 0x4008_5400;
+                let a = cx.put(64, &ticks.to_le_bytes())?;
+                cx.call(
+                    "timerfd ticks",
+                    nr::IOCTL,
+                    [n, TFD_IOC_SET_TICKS, a, 0, 0, 0],
+                )?;
+            }
+            Ok(n)
+        }
+        FdKind::SignalFd { mask, flags } => {
+            let a = cx.put(0, &mask.to_le_bytes())?;
+            let fl = keep(*flags, libc::SFD_NONBLOCK);
+            cx.call("signalfd4", nr::SIGNALFD4, [u64::MAX, a, 8, fl, 0, 0])
+        }
+        _ => Err(RestoreError::Stage(
+            "not an anonymous-inode descriptor".into(),
+        )),
+    }
+}

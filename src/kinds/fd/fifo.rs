@@ -1,1 +1,79 @@
 //! FIFOs (named pipes): ends, data in flight.
+
+use crate::arch::x86::nr;
+use crate::error::{RestoreError, RestoreResult as Result};
+use crate::kinds::fd::pipe::fill_pipe;
+use crate::kinds::fd::{PipeHolders, pipe_tmp_base};
+use crate::model::FifoState;
+use crate::remote::{Ctx, move_fd};
+
+// ---- restore (stage) ----
+
+/// The pipe of FIFO `fifo`, made in this process: the FIFO opened read-write (which never
+/// blocks, and makes any later open of it find a reader and a writer), checked unused,
+/// with its capacity and the data that was in it, parked at temporary `tmp` until every
+/// process has its descriptors.
+fn create_fifo(cx: &mut Ctx<'_>, fifo: &FifoState, path: &[u8], tmp: u64) -> Result<u64> {
+    let n = cx.open(path, libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC)?;
+    // Someone else's data in it means someone else has it open: we would share their pipe.
+    let a = cx.put(0, &[0u8; 4])?;
+    cx.call(
+        "ioctl(FIONREAD)",
+        nr::IOCTL,
+        [n, libc::FIONREAD, a, 0, 0, 0],
+    )?;
+    let mut b = [0u8; 4];
+    cx.read(a, &mut b)?;
+    if u32::from_le_bytes(b) != 0 {
+        return Err(RestoreError::Stage(format!(
+            "FIFO {} already holds data: another process has it open",
+            String::from_utf8_lossy(path)
+        )));
+    }
+    fill_pipe(
+        cx,
+        n,
+        fifo.capacity,
+        &fifo.data,
+        &format!("FIFO {}", fifo.id),
+    )?;
+    if n != tmp {
+        cx.call("dup3", nr::DUP3, [n, tmp, libc::O_CLOEXEC as u64, 0, 0, 0])?;
+        cx.call("close", nr::CLOSE, [n, 0, 0, 0, 0, 0])?;
+    }
+    Ok(tmp)
+}
+
+/// Put descriptor `f` of FIFO `fifo` (at `path`) in place: the FIFO's pipe is made by
+/// the first process that has it ([`create_fifo`]), which holds it until every process
+/// has its descriptors.
+pub(crate) fn place_fifo_end(
+    cx: &mut Ctx<'_>,
+    f: &crate::model::Fd,
+    fifo: &FifoState,
+    path: &[u8],
+    flags: u32,
+    holders: &mut PipeHolders,
+) -> Result<()> {
+    let proc_ = cx.proc_;
+    let id = fifo.id;
+    let (holder, tmp) = match holders.get(&(2, id)) {
+        Some(&(h, t, _)) => (h, t),
+        None => {
+            let k = holders.values().filter(|h| h.0 == proc_.pid).count() as u64;
+            let tmp = pipe_tmp_base(proc_) + 2 * k;
+            let t = create_fifo(cx, fifo, path, tmp)?;
+            holders.insert((2, id), (proc_.pid, t, t));
+            (proc_.pid, t)
+        }
+    };
+    // The same pipe, opened with the descriptor's own flags: the holder is a
+    // reader and a writer, so this does not block.
+    let mut oflags =
+        (flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
+    if f.cloexec {
+        oflags |= libc::O_CLOEXEC;
+    }
+    let n = cx.open(format!("/proc/{holder}/fd/{tmp}").as_bytes(), oflags)?;
+    move_fd(cx, n, f.fd, f.cloexec)
+}

@@ -1,2 +1,198 @@
 //! Regular files and directories, memfds and files deleted while open (their contents
 //! travel in the image).
+
+use std::collections::BTreeMap;
+
+use crate::arch::x86::nr;
+use crate::error::{RestoreError, RestoreResult as Result, fault_point};
+use crate::model::FdKind;
+use crate::remote::{BatchArgs, Ctx, move_fd_calls, take_remote_fd};
+use crate::sys::inject::Call;
+use crate::sys::{self, proc as procfs};
+
+// ---- restore (stage) ----
+
+/// Contents of deleted files and memfds, by their `data` id.
+#[derive(Default)]
+pub(crate) struct FileData {
+    pub(crate) files: BTreeMap<u64, std::fs::File>,
+    pub(crate) bytes: u64,
+    /// The files recreated so far, by `data` id: ckpt holds each open until every
+    /// process has its own descriptors and mappings of it (see [`kept_file_fd`]).
+    made: BTreeMap<u64, std::fs::File>,
+    /// Files created on disk for deleted files; removed again once every process has
+    /// opened them, or when restore fails.
+    ghosts: Vec<std::path::PathBuf>,
+}
+
+impl FileData {
+    /// Remove the recreated deleted files (every process has them open by now).
+    pub(crate) fn unlink_ghosts(&mut self) {
+        for g in self.ghosts.drain(..) {
+            let _ = std::fs::remove_file(g);
+        }
+    }
+}
+
+impl Drop for FileData {
+    fn drop(&mut self) {
+        self.unlink_ghosts();
+    }
+}
+
+/// What a file kept in the image (contents in `FILE_DATA`) is, to recreate it.
+#[derive(Clone, Copy)]
+pub(crate) enum Kept<'a> {
+    Memfd { name: &'a [u8], seals: u32 },
+    Deleted { file: &'a crate::model::FileId },
+}
+
+/// Recreate the file kept under `data` (once for the image), held by ckpt.
+fn recreate_file(data: u64, how: Kept<'_>, files: &mut FileData) -> Result<()> {
+    use std::io::Seek;
+    if files.made.contains_key(&data) {
+        return Ok(());
+    }
+    let mut content = files.files.remove(&data).ok_or_else(|| {
+        RestoreError::Malformed(format!("the contents of file {data} are missing"))
+    })?;
+    content
+        .seek(std::io::SeekFrom::Start(0))
+        .map_err(|e| sys::SysError::io("rewind file contents", e))?;
+    let made = match how {
+        Kept::Memfd { name, seals } => {
+            fault_point("recreate memfd")?;
+            let sealing = seals != libc::F_SEAL_SEAL as u32;
+            let mut m = sys::process::memfd_named(name, sealing)?;
+            std::io::copy(&mut content, &mut m)
+                .map_err(|e| sys::SysError::io("write memfd contents", e))?;
+            if sealing && seals != 0 {
+                sys::process::add_seals(&m, seals)?;
+            }
+            m
+        }
+        Kept::Deleted { file } => {
+            fault_point("recreate deleted file")?;
+            // Recreate it (under its old name if that is free); removed again later.
+            let orig = procfs::bytes_path(&file.path).to_path_buf();
+            let ghost = if std::fs::symlink_metadata(&orig).is_err() {
+                orig.clone()
+            } else {
+                orig.with_file_name(format!(".ckpt-ghost-{data}-{}", std::process::id()))
+            };
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut g = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(file.mode & 0o7777)
+                .open(&ghost)
+                .map_err(|e| sys::SysError::io(format!("recreate {}", ghost.display()), e))?;
+            files.ghosts.push(ghost.clone());
+            std::io::copy(&mut content, &mut g)
+                .map_err(|e| sys::SysError::io(format!("write {}", ghost.display()), e))?;
+            g
+        }
+    };
+    files.made.insert(data, made);
+    Ok(())
+}
+
+/// A new descriptor in the stub (close-on-exec) of the file kept under `data`, opened
+/// with `oflags` (recreated first if this is its first use in the image). The stub
+/// takes ckpt's descriptor with `pidfd_getfd` (which names ckpt in the stub's own PID
+/// namespace, also when that is the tree's new one) and opens the file again through
+/// `/proc/self/fd`, for a description of its own with its own flags.
+pub(crate) fn kept_file_fd(
+    cx: &mut Ctx<'_>,
+    data: u64,
+    how: Kept<'_>,
+    oflags: i32,
+    files: &mut FileData,
+) -> Result<u64> {
+    use std::os::fd::AsRawFd;
+    recreate_file(data, how, files)?;
+    let held = files
+        .made
+        .get(&data)
+        .ok_or_else(|| RestoreError::Stage(format!("file {data} was not recreated")))?;
+    let held = held.as_raw_fd() as u64;
+    let me = std::process::id() as i32;
+    let t = take_remote_fd(cx, me, held, "take a recreated file")?;
+    let n = cx.open(
+        format!("/proc/self/fd/{t}").as_bytes(),
+        oflags | libc::O_CLOEXEC,
+    );
+    cx.call("close", nr::CLOSE, [t, 0, 0, 0, 0, 0])?;
+    n
+}
+
+/// Make a memfd or deleted file descriptor with its contents; returns its descriptor.
+pub(crate) fn make_file_fd(
+    cx: &mut Ctx<'_>,
+    f: &crate::model::Fd,
+    files: &mut FileData,
+) -> Result<u64> {
+    let (data, flags, pos, how) = match &f.kind {
+        FdKind::Memfd {
+            data,
+            flags,
+            pos,
+            name,
+            seals,
+        } => (
+            *data,
+            *flags,
+            *pos,
+            Kept::Memfd {
+                name,
+                seals: *seals,
+            },
+        ),
+        FdKind::DeletedFile {
+            data,
+            flags,
+            pos,
+            file,
+        } => (*data, *flags, *pos, Kept::Deleted { file }),
+        _ => return unreachable_kind(),
+    };
+    let oflags = (flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
+    let n = kept_file_fd(cx, data, how, oflags, files)?;
+    if pos != 0 {
+        cx.call("lseek", nr::LSEEK, [n, pos, libc::SEEK_SET as u64, 0, 0, 0])?;
+    }
+    Ok(n)
+}
+
+fn unreachable_kind() -> Result<u64> {
+    Err(RestoreError::Stage("not a file kept in the image".into()))
+}
+
+/// Open a file or directory by its path as descriptor `f` (with its flags and, for a
+/// file, its position).
+pub(crate) fn open_path_fd(
+    cx: &mut Ctx<'_>,
+    f: &crate::model::Fd,
+    path: &[u8],
+    flags: u32,
+    pos: Option<u64>,
+) -> Result<()> {
+    let mut oflags =
+        (flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
+    if f.cloexec {
+        oflags |= libc::O_CLOEXEC;
+    }
+    let n = cx.open(path, oflags)?;
+    let mut calls = Vec::new();
+    if let Some(pos) = pos.filter(|p| *p != 0) {
+        calls.push(Call::new(
+            "lseek",
+            nr::LSEEK,
+            [n, pos, libc::SEEK_SET as u64, 0, 0, 0],
+        ));
+    }
+    calls.extend(move_fd_calls(n, f.fd, f.cloexec));
+    cx.batch(&BatchArgs::new(), &calls)?;
+    Ok(())
+}

@@ -1,1 +1,105 @@
 //! inotify instances and their watches.
+
+use crate::arch::x86::nr;
+use crate::error::{RestoreError, RestoreResult as Result};
+use crate::kinds::fd::anon::keep_flags;
+use crate::remote::{Ctx, STUB_CODE, STUB_SIZE};
+
+// ---- restore (stage) ----
+
+/// Most inotify watches per instance accepted (restore may skip wd numbers up to it).
+/// (The same as `restore::plan::MAX_WATCHES`, which checks it: one of them goes at merge.)
+pub(crate) const MAX_WATCHES: usize = 1 << 14;
+
+/// Add the watches of an inotify instance in wd order, so that each gets its old number.
+/// The kernel hands out numbers cyclically: a number that was free at dump (a watch
+/// removed before) is skipped by adding the watch and removing it again, and the
+/// IN_IGNORED events this queues are read back; anything else in the queue by then is
+/// an error rather than an event silently lost.
+fn add_inotify_watches(
+    cx: &mut Ctx<'_>,
+    n: u64,
+    watches: &[crate::model::InotifyWatch],
+) -> Result<()> {
+    let mut skipped = Vec::new();
+    for w in watches {
+        let a = cx.put_cstr(0, &w.path)?;
+        let what = format!(
+            "inotify_add_watch({}) for wd {}",
+            String::from_utf8_lossy(&w.path),
+            w.wd
+        );
+        loop {
+            let got = cx.call(
+                &what,
+                nr::INOTIFY_ADD_WATCH,
+                [n, a, u64::from(w.mask | libc::IN_DONT_FOLLOW), 0, 0, 0],
+            )? as i32;
+            if got == w.wd {
+                break;
+            }
+            if got > w.wd || skipped.len() >= MAX_WATCHES {
+                return Err(RestoreError::Stage(format!(
+                    "inotify watch on {} got number {got}, not {} as at dump",
+                    String::from_utf8_lossy(&w.path),
+                    w.wd
+                )));
+            }
+            cx.call(
+                "inotify_rm_watch",
+                nr::INOTIFY_RM_WATCH,
+                [n, got as u64, 0, 0, 0, 0],
+            )?;
+            skipped.push(got);
+        }
+    }
+    if skipped.is_empty() {
+        return Ok(());
+    }
+    let a = cx.put(0, &[0u8; 4])?;
+    cx.call(
+        "ioctl(FIONREAD)",
+        nr::IOCTL,
+        [n, libc::FIONREAD, a, 0, 0, 0],
+    )?;
+    let mut b = [0u8; 4];
+    cx.read(a, &mut b)?;
+    let len = u64::from(u32::from_le_bytes(b));
+    if len as usize > (STUB_SIZE - STUB_CODE - 4096) as usize {
+        return Err(RestoreError::Stage("too many inotify events queued".into()));
+    }
+    let buf = cx.scratch() + 4096;
+    let got = cx.call("read inotify events", nr::READ, [n, buf, len, 0, 0, 0])?;
+    let mut ev = vec![0u8; got as usize];
+    cx.read(buf, &mut ev)?;
+    // struct inotify_event { int wd; u32 mask, cookie, len; char name[len]; }
+    let mut off = 0;
+    while off + 16 <= ev.len() {
+        let word =
+            |i: usize| u32::from_le_bytes(ev[off + i..off + i + 4].try_into().unwrap_or_default());
+        let (wd, mask, nlen) = (word(0) as i32, word(4), word(12) as usize);
+        if mask & libc::IN_IGNORED == 0 || !skipped.contains(&wd) {
+            return Err(RestoreError::Stage(format!(
+                "inotify: an event (wd {wd}, mask {mask:#x}) arrived while its watches were \
+                 being restored; try again"
+            )));
+        }
+        off += 16 + nlen;
+    }
+    Ok(())
+}
+
+/// A new inotify instance with its watches (see [`add_inotify_watches`]).
+pub(crate) fn create_inotify(
+    cx: &mut Ctx<'_>,
+    flags: u32,
+    watches: &[crate::model::InotifyWatch],
+) -> Result<u64> {
+    let n = cx.call(
+        "inotify_init1",
+        nr::INOTIFY_INIT1,
+        [keep_flags(flags, libc::IN_NONBLOCK), 0, 0, 0, 0, 0],
+    )?;
+    add_inotify_watches(cx, n, watches)?;
+    Ok(n)
+}

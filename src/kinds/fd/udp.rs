@@ -1,1 +1,132 @@
 //! UDP sockets: addresses, options, queued datagrams.
+
+use crate::arch::x86::nr;
+use crate::error::{RestoreError, RestoreResult as Result, fault_point};
+use crate::kinds::fd::set_sock_opts;
+use crate::model::{FdKind, Process};
+use crate::remote::{Ctx, setsockopt_u32};
+use crate::sys;
+
+// ---- restore (stage) ----
+
+pub(crate) fn check_sockaddr(family: i32, addr: &[u8]) -> Result<()> {
+    let want = if family == libc::AF_INET6 { 28 } else { 16 };
+    if !(family == libc::AF_INET || family == libc::AF_INET6) || addr.len() != want {
+        return Err(RestoreError::Malformed("invalid IP socket address".into()));
+    }
+    Ok(())
+}
+
+/// The port of a raw IPv4/IPv6 socket address (0 if there is none).
+fn sockaddr_port(addr: &[u8]) -> u16 {
+    addr.get(2..4)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .unwrap_or(0)
+}
+
+/// A UDP socket: options (the reuse options before bind), its bound address and its
+/// connected peer. Its queued datagrams are sent to it again by [`requeue_udp`] once
+/// every process has its descriptors.
+pub(crate) fn create_udp(cx: &mut Ctx<'_>, u: &crate::model::UdpState) -> Result<u64> {
+    check_sockaddr(u.family, &u.local)?;
+    if !u.peer.is_empty() {
+        check_sockaddr(u.family, &u.peer)?;
+    }
+    let n = cx.call(
+        "socket(UDP)",
+        nr::SOCKET,
+        [
+            u.family as u64,
+            (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    set_sock_opts(cx, n, &u.opts)?;
+    if u.family == libc::AF_INET6 {
+        setsockopt_u32(
+            cx,
+            n,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            u32::from(u.v6only),
+            "IPV6_V6ONLY",
+        )?;
+    }
+    // Never bound (and not connected): the kernel picks a port at the first send, as it
+    // would have.
+    if sockaddr_port(&u.local) != 0 {
+        let a = cx.put(0, &u.local)?;
+        cx.call(
+            "bind UDP socket",
+            nr::BIND,
+            [n, a, u.local.len() as u64, 0, 0, 0],
+        )?;
+    }
+    if !u.peer.is_empty() {
+        let a = cx.put(0, &u.peer)?;
+        cx.call(
+            "connect UDP socket",
+            nr::CONNECT,
+            [n, a, u.peer.len() as u64, 0, 0, 0],
+        )?;
+    }
+    Ok(n)
+}
+
+const LOOPBACK6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+const MAPPED_LOOPBACK: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1];
+
+/// The IPv4 socket address (sockaddr_in) of an IPv4-mapped IPv6 one (sockaddr_in6).
+fn v4_mapped(a: &[u8]) -> Option<Vec<u8>> {
+    if a.len() != 28 || a.get(8..20) != Some(&MAPPED_LOOPBACK[..12]) {
+        return None;
+    }
+    let mut v = vec![0u8; 16];
+    v[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    v[2..4].copy_from_slice(&a[2..4]);
+    v[4..8].copy_from_slice(&a[20..24]);
+    Some(v)
+}
+
+/// Put the datagrams queued on the image's UDP sockets back, from their original
+/// sources (see `sys::udp::inject_datagram`). A socket bound to the wildcard address
+/// gets them on the loopback address.
+pub(crate) fn requeue_udp(procs: &[Process]) -> Result<()> {
+    for p in procs {
+        for f in p.fds.iter().filter(|f| f.shared_with.is_none()) {
+            let FdKind::Udp { sock: u, .. } = &f.kind else {
+                continue;
+            };
+            let mut to = u.local.clone();
+            if u.family == libc::AF_INET && to.get(4..8) == Some(&[0u8; 4][..]) {
+                to[4..8].copy_from_slice(&[127, 0, 0, 1]);
+            } else if u.family == libc::AF_INET6 && to.get(8..24) == Some(&[0u8; 16][..]) {
+                to[23] = 1;
+            }
+            for m in &u.msgs {
+                fault_point("requeue UDP datagram")?;
+                // A dual-stack IPv6 socket receives IPv4 datagrams from IPv4-mapped
+                // sources: those travel as IPv4 again (IPv6 drops such sources).
+                let (family, from, to) = match (v4_mapped(&m.from), v4_mapped(&to)) {
+                    (Some(f4), Some(t4)) => (libc::AF_INET, f4, t4),
+                    (Some(f4), None) if to.get(8..24) == Some(&LOOPBACK6[..]) => {
+                        let lo = v4_mapped(&[&to[..8], &MAPPED_LOOPBACK[..]].concat());
+                        (libc::AF_INET, f4, lo.unwrap_or_default())
+                    }
+                    _ => (u.family, m.from.clone(), to.clone()),
+                };
+                sys::udp::inject_datagram(family, &from, &to, &m.data).map_err(|e| {
+                    RestoreError::Stage(format!(
+                        "process {} descriptor {}: a queued UDP datagram could not be put                          back: {e}",
+                        p.pid, f.fd
+                    ))
+                })?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,1 +1,232 @@
 //! Unix sockets: pairs, listeners, datagram sockets, queued messages, names.
+
+use crate::arch::x86::nr;
+use crate::error::{RestoreError, RestoreResult as Result};
+use crate::kinds::fd::{park_pair, queue_data, set_sock_opts};
+use crate::model::{FdKind, SocketPairState};
+use crate::remote::Ctx;
+use crate::sys::proc as procfs;
+
+// ---- restore (stage) ----
+
+/// Create socket pair `sp` in this process (its ends kept at `tmp`, `tmp + 1`), each
+/// end with the data that was waiting to be read on it.
+pub(crate) fn create_socketpair(
+    cx: &mut Ctx<'_>,
+    sp: &SocketPairState,
+    tmp: u64,
+) -> Result<(u64, u64)> {
+    let a = cx.put(0, &[0u8; 8])?;
+    cx.call(
+        "socketpair",
+        nr::SOCKETPAIR,
+        [
+            libc::AF_UNIX as u64,
+            (sp.typ | libc::SOCK_CLOEXEC) as u64,
+            0,
+            a,
+            0,
+            0,
+        ],
+    )?;
+    let mut b = [0u8; 8];
+    cx.read(a, &mut b)?;
+    let e0 = u64::from(u32::from_le_bytes(b[0..4].try_into().unwrap_or_default()));
+    let e1 = u64::from(u32::from_le_bytes(b[4..8].try_into().unwrap_or_default()));
+    // Options first: the buffer sizes bound what can be queued, and SO_PASSCRED
+    // decides whether queued messages carry credentials.
+    for (fd, o) in [(e0, &sp.opts[0]), (e1, &sp.opts[1])] {
+        set_sock_opts(cx, fd, o)?;
+    }
+    // What end 0 will read is sent from end 1, and the other way round.
+    let what = format!("socket pair {}", sp.id);
+    for (from, data) in [(e1, &sp.data0), (e0, &sp.data1)] {
+        queue_data(cx, nr::WRITE, from, data, &what)?;
+    }
+    for (from, msgs) in [(e1, &sp.msgs0), (e0, &sp.msgs1)] {
+        for m in msgs {
+            send_message(cx, from, &m.data, &[], &what)?;
+        }
+    }
+    park_pair(cx, e0, e1, tmp)
+}
+
+/// Send one message (a datagram or record, with its boundary) from socket `fd` of the
+/// target, to `to` (a raw address) or to its peer. Never blocks: a full queue is an
+/// error naming `what`, not a hang.
+fn send_message(cx: &mut Ctx<'_>, fd: u64, data: &[u8], to: &[u8], what: &str) -> Result<()> {
+    let a = cx.put(4096, data)?;
+    let (ta, tl) = if to.is_empty() {
+        (0, 0)
+    } else {
+        (cx.put(1024, to)?, to.len() as u64)
+    };
+    let n = cx.call(
+        &format!("queue {what} message"),
+        nr::SENDTO,
+        [fd, a, data.len() as u64, libc::MSG_DONTWAIT as u64, ta, tl],
+    )?;
+    if n != data.len() as u64 {
+        return Err(RestoreError::Stage(format!(
+            "{what}: a queued message of {} bytes could only be sent in part ({n})",
+            data.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A listening unix socket bound to its old name. A stale socket file left at the path
+/// by the dumped process is replaced (plan made sure nobody listens there now).
+pub(crate) fn create_listener(
+    cx: &mut Ctx<'_>,
+    name: &[u8],
+    typ: i32,
+    backlog: u32,
+) -> Result<u64> {
+    let n = cx.call(
+        "socket(AF_UNIX)",
+        nr::SOCKET,
+        [
+            libc::AF_UNIX as u64,
+            (typ | libc::SOCK_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    bind_unix(cx, n, name)?;
+    cx.call("listen", nr::LISTEN, [n, u64::from(backlog), 0, 0, 0, 0])?;
+    Ok(n)
+}
+
+/// A sockaddr_un for `name` (a path, or an abstract name starting with NUL) and the
+/// length to pass with it.
+fn unix_addr(name: &[u8]) -> (Vec<u8>, u64) {
+    let mut sa = Vec::with_capacity(2 + name.len() + 1);
+    sa.extend_from_slice(&(libc::AF_UNIX as u16).to_le_bytes());
+    sa.extend_from_slice(name);
+    let len = sa.len() as u64;
+    if name.first() != Some(&0) {
+        sa.push(0);
+    }
+    (sa, len)
+}
+
+/// Bind unix socket `n` of the target to `name`. A stale socket file left at the path
+/// by the dumped process is replaced (plan made sure no socket has that name now); the
+/// new file belongs to the process's user, as the old one did.
+fn bind_unix(cx: &mut Ctx<'_>, n: u64, name: &[u8]) -> Result<()> {
+    if name.first() == Some(&b'/') {
+        let path = procfs::bytes_path(name);
+        if std::fs::symlink_metadata(path)
+            .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            .unwrap_or(false)
+        {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    let (sa, len) = unix_addr(name);
+    let a = cx.put(0, &sa)?;
+    let what = format!("bind unix socket {}", show_name(name));
+    cx.call(&what, nr::BIND, [n, a, len, 0, 0, 0])?;
+    if name.first() == Some(&b'/') {
+        let c = &cx.proc_.creds;
+        let _ = std::os::unix::fs::chown(procfs::bytes_path(name), Some(c.uid[1]), Some(c.gid[1]));
+    }
+    Ok(())
+}
+
+/// A new unnamed unix datagram socket (close-on-exec) in the process of `cx`.
+fn unix_dgram_socket(cx: &mut Ctx<'_>) -> Result<u64> {
+    cx.call(
+        "socket(AF_UNIX, SOCK_DGRAM)",
+        nr::SOCKET,
+        [
+            libc::AF_UNIX as u64,
+            (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+            0,
+        ],
+    )
+}
+
+/// A unix datagram socket with its options, bound to its name; it is connected and
+/// gets its queued messages in [`unix_dgram_links`], once every socket exists.
+pub(crate) fn create_unix_dgram(cx: &mut Ctx<'_>, u: &crate::model::UnixDgramState) -> Result<u64> {
+    let n = unix_dgram_socket(cx)?;
+    set_sock_opts(cx, n, &u.opts)?;
+    if !u.name.is_empty() {
+        bind_unix(cx, n, &u.name)?;
+    }
+    Ok(n)
+}
+
+/// Connect the image's unix datagram sockets to their peers (by name), then send each
+/// one's queued messages again, in order, from the same sender: the image's socket
+/// bound to the sender's name (in its own process), or, for an unnamed sender, a
+/// temporary unnamed socket in the receiver's process.
+pub(crate) fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> Result<()> {
+    let socks: Vec<(usize, i32, &crate::model::UnixDgramState)> = ctxs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, cx)| {
+            cx.proc_
+                .fds
+                .iter()
+                .filter(|f| f.shared_with.is_none())
+                .filter_map(move |f| match &f.kind {
+                    FdKind::UnixDgram { sock, .. } => Some((i, f.fd, &**sock)),
+                    _ => None,
+                })
+        })
+        .collect();
+    for &(i, fd, u) in &socks {
+        if u.peer_name.is_empty() {
+            continue;
+        }
+        let (sa, len) = unix_addr(&u.peer_name);
+        let cx = &mut ctxs[i];
+        let a = cx.put(0, &sa)?;
+        let what = format!("connect unix socket {fd} to {}", show_name(&u.peer_name));
+        cx.call(&what, nr::CONNECT, [fd as u64, a, len, 0, 0, 0])?;
+    }
+    for &(i, fd, u) in &socks {
+        let what = format!(
+            "process {} descriptor {fd} (unix socket {})",
+            ctxs[i].proc_.pid,
+            show_name(&u.name)
+        );
+        let (to, _) = unix_addr(&u.name);
+        for m in &u.msgs {
+            if m.from.is_empty() {
+                let cx = &mut ctxs[i];
+                let t = unix_dgram_socket(cx)?;
+                let r = send_message(cx, t, &m.data, &to, &what);
+                cx.call("close", nr::CLOSE, [t, 0, 0, 0, 0, 0])?;
+                r?;
+            } else {
+                let &(j, sfd, _) =
+                    socks
+                        .iter()
+                        .find(|(_, _, s)| s.name == m.from)
+                        .ok_or_else(|| {
+                            RestoreError::Malformed(format!("{what}: unknown message sender"))
+                        })?;
+                // Addressed by name even when connected to the receiver (allowed), so
+                // that a sender connected elsewhere reaches it too.
+                send_message(&mut ctxs[j], sfd as u64, &m.data, &to, &what)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show_name(name: &[u8]) -> String {
+    match name.split_first() {
+        Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
+        _ => String::from_utf8_lossy(name).into_owned(),
+    }
+}

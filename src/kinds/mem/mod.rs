@@ -3,3 +3,312 @@
 
 pub(crate) mod pages;
 pub(crate) mod shmem;
+
+use std::collections::BTreeMap;
+
+use crate::arch::Abi;
+use crate::arch::x86::{self as ax, nr};
+use crate::error::{RestoreError, RestoreResult as Result};
+use crate::kinds::fd::file::{FileData, Kept, kept_file_fd};
+use crate::kinds::mem::shmem::{ShmOwners, SysvCreated, attach_sysv, map_shmem};
+use crate::model::{Vma, VmaKind};
+use crate::remote::{BatchArgs, Ctx};
+use crate::sys::inject::Call;
+use crate::sys::proc as procfs;
+
+// ---- restore (stage) ----
+
+fn mmap_flags(v: &Vma) -> u64 {
+    let mut f = if v.shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    } | libc::MAP_FIXED_NOREPLACE;
+    if matches!(v.kind, VmaKind::Anon | VmaKind::AnonShared) {
+        f |= libc::MAP_ANONYMOUS;
+    }
+    if v.has_flag("gd") {
+        f |= libc::MAP_GROWSDOWN;
+    }
+    f as u64
+}
+
+/// Whether page data may land in this VMA.
+pub(crate) fn takes_pages(v: &Vma) -> bool {
+    match v.kind {
+        VmaKind::Anon | VmaKind::AnonShared | VmaKind::SysvShm { .. } => true,
+        VmaKind::File { .. } | VmaKind::MemfdMap { .. } | VmaKind::DeletedMap { .. } => !v.shared,
+        _ => false,
+    }
+}
+
+/// Map a memfd or deleted file kept in the image (the same file for every mapping and
+/// descriptor of it in the image, so that their writes are seen by each other). A
+/// shared mapping gets a writable descriptor if it may be made writable (`mw`), unless
+/// the memfd's seals forbid writing.
+fn map_kept_file(
+    cx: &mut Ctx<'_>,
+    v: &Vma,
+    prot: u64,
+    data: u64,
+    how: Kept<'_>,
+    files: &mut FileData,
+) -> Result<()> {
+    let write_sealed = match how {
+        Kept::Memfd { seals, .. } => {
+            seals & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) as u32 != 0
+        }
+        Kept::Deleted { .. } => false,
+    };
+    let rw =
+        v.shared && (v.prot & libc::PROT_WRITE as u32 != 0 || (v.has_flag("mw") && !write_sealed));
+    let fd = kept_file_fd(
+        cx,
+        data,
+        how,
+        if rw { libc::O_RDWR } else { libc::O_RDONLY },
+        files,
+    )?;
+    let what = format!("map memory area {:#x}-{:#x}", v.start, v.end);
+    let r = cx.map_at(&what, v, prot, mmap_flags(v), fd);
+    cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
+    r
+}
+
+/// Which open file a file mapping is made from: its path, and whether a shared writable
+/// mapping needs it read-write.
+fn file_key(v: &Vma, file: &crate::model::FileId) -> (Vec<u8>, bool) {
+    let rw = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
+    (file.path.clone(), rw)
+}
+
+/// The mapped files, each opened once (read-write where a shared writable mapping
+/// needs it), in batches of independent opens.
+fn open_mapped_files(cx: &mut Ctx<'_>) -> Result<BTreeMap<(Vec<u8>, bool), u64>> {
+    let proc_ = cx.proc_;
+    let keys: std::collections::BTreeSet<(Vec<u8>, bool)> = proc_
+        .vmas
+        .iter()
+        .filter_map(|v| match &v.kind {
+            VmaKind::File { file } => Some(file_key(v, file)),
+            _ => None,
+        })
+        .collect();
+    let keys: Vec<_> = keys.into_iter().collect();
+    let mut files: BTreeMap<(Vec<u8>, bool), u64> = BTreeMap::new();
+    for chunk in keys.chunks(64) {
+        let mut args = BatchArgs::new();
+        let mut opens = Vec::new();
+        for (path, rw) in chunk {
+            let a = args.add_cstr(cx, path)?;
+            let flags = if *rw { libc::O_RDWR } else { libc::O_RDONLY } | libc::O_CLOEXEC;
+            opens.push(Call::new(
+                format!("open {}", String::from_utf8_lossy(path)),
+                nr::OPENAT,
+                [libc::AT_FDCWD as u64, a, flags as u64, 0, 0, 0],
+            ));
+        }
+        for (k, fd) in chunk.iter().zip(cx.batch(&args, &opens)?) {
+            files.insert(k.clone(), fd);
+        }
+    }
+    Ok(files)
+}
+
+/// Map the image's memory areas in the process of `cx`: the vDSO, System V segments,
+/// shared anonymous memory, files kept in the image, and (in one batch) anonymous and
+/// file mappings.
+pub(crate) fn map_memory(
+    cx: &mut Ctx<'_>,
+    sysv: &mut SysvCreated,
+    shm: &mut ShmOwners,
+    shm_sizes: &BTreeMap<u64, u64>,
+    kept: &mut FileData,
+) -> Result<()> {
+    let proc_ = cx.proc_;
+    let files = open_mapped_files(cx)?;
+    let mut vdso_done = false;
+    // Anonymous and file mappings are independent of each other: mapped in one batch.
+    let mut maps: Vec<Call> = Vec::new();
+    let mut map_call = |what: String, v: &Vma, prot: u64, fd: u64| {
+        let off = if fd == u64::MAX { 0 } else { v.offset };
+        maps.push(Call::new(
+            what,
+            nr::MMAP,
+            [v.start, v.len(), prot, mmap_flags(v), fd, off],
+        ));
+    };
+    for v in &proc_.vmas {
+        let mut prot = u64::from(v.prot);
+        if takes_pages(v) && v.pages_present > 0 {
+            prot |= libc::PROT_WRITE as u64;
+        }
+        let what = format!("map memory area {:#x}-{:#x}", v.start, v.end);
+        match &v.kind {
+            VmaKind::Vvar | VmaKind::Vdso => {
+                if !vdso_done {
+                    vdso_done = true;
+                    let code = match proc_.abi() {
+                        Abi::X86_64 => ax::ARCH_MAP_VDSO_64,
+                        Abi::Ia32 => ax::ARCH_MAP_VDSO_32,
+                    };
+                    cx.call("map the vDSO", nr::ARCH_PRCTL, [code, v.start, 0, 0, 0, 0])?;
+                }
+                continue;
+            }
+            VmaKind::SysvShm {
+                key,
+                shmid,
+                size,
+                mode,
+            } => {
+                attach_sysv(cx, v, (*key, *shmid, *size, *mode), shm, sysv)?;
+            }
+            VmaKind::AnonShared => {
+                let size = shm_sizes
+                    .get(&v.shmem_id)
+                    .copied()
+                    .unwrap_or(v.offset + v.len());
+                map_shmem(cx, v, prot, shm, size)?;
+            }
+            VmaKind::Anon => map_call(what, v, prot, u64::MAX),
+            VmaKind::MemfdMap { data, name, seals } => {
+                let how = Kept::Memfd {
+                    name,
+                    seals: *seals,
+                };
+                map_kept_file(cx, v, prot, *data, how, kept)?;
+            }
+            VmaKind::DeletedMap { data, file } => {
+                map_kept_file(cx, v, prot, *data, Kept::Deleted { file }, kept)?;
+            }
+            VmaKind::File { file } => {
+                let fd = files.get(&file_key(v, file)).copied().ok_or_else(|| {
+                    RestoreError::Stage(format!("{what}: its file was not opened"))
+                })?;
+                map_call(what, v, prot, fd);
+            }
+        }
+    }
+    let got = cx.batch(&BatchArgs::new(), &maps)?;
+    for (c, r) in maps.iter().zip(got) {
+        // MAP_FIXED_NOREPLACE: the kernel must place it exactly there.
+        if r != c.args[0] {
+            return Err(RestoreError::Stage(format!(
+                "{}: the kernel placed it at {r:#x}",
+                c.what
+            )));
+        }
+    }
+    let closes: Vec<Call> = files
+        .into_values()
+        .map(|fd| Call::new("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0]))
+        .collect();
+    cx.batch(&BatchArgs::new(), &closes)?;
+    // The vDSO must be where the image had it: the program holds pointers into it.
+    if vdso_done {
+        check_vdso(cx)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn finish_memory(cx: &mut Ctx<'_>) -> Result<()> {
+    let proc_ = cx.proc_;
+    // Independent calls, made in one batch.
+    let mut calls = Vec::new();
+    for v in &proc_.vmas {
+        if takes_pages(v) && v.pages_present > 0 && v.prot & libc::PROT_WRITE as u32 == 0 {
+            calls.push(Call::new(
+                "mprotect",
+                nr::MPROTECT,
+                [v.start, v.len(), u64::from(v.prot), 0, 0, 0],
+            ));
+        }
+        if matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar) {
+            continue;
+        }
+        let advice: &[(&str, i32)] = &[
+            ("dc", libc::MADV_DONTFORK),
+            ("dd", libc::MADV_DONTDUMP),
+            ("wf", libc::MADV_WIPEONFORK),
+            ("hg", libc::MADV_HUGEPAGE),
+            ("nh", libc::MADV_NOHUGEPAGE),
+            ("mg", libc::MADV_MERGEABLE),
+            ("rr", libc::MADV_RANDOM),
+            ("sr", libc::MADV_SEQUENTIAL),
+        ];
+        for (flag, adv) in advice {
+            if v.has_flag(flag) {
+                calls.push(Call::new(
+                    format!("madvise {flag}"),
+                    nr::MADVISE,
+                    [v.start, v.len(), *adv as u64, 0, 0, 0],
+                ));
+            }
+        }
+        if v.has_flag("lf") {
+            // mlock2(MLOCK_ONFAULT): locked, but only the pages present (those the image
+            // gave it) are faulted in, as before.
+            const MLOCK_ONFAULT: u64 = 1;
+            calls.push(Call::new(
+                "mlock2(MLOCK_ONFAULT)",
+                nr::MLOCK2,
+                [v.start, v.len(), MLOCK_ONFAULT, 0, 0, 0],
+            ));
+        } else if v.has_flag("lo") {
+            calls.push(Call::new(
+                "mlock",
+                nr::MLOCK,
+                [v.start, v.len(), 0, 0, 0, 0],
+            ));
+        }
+        const MADV_GUARD_INSTALL: u64 = 102;
+        for g in &v.guard_ranges {
+            calls.push(Call::new(
+                "install guard pages",
+                nr::MADVISE,
+                [g.0, g.1 - g.0, MADV_GUARD_INSTALL, 0, 0, 0],
+            ));
+        }
+    }
+    cx.batch(&BatchArgs::new(), &calls)?;
+    Ok(())
+}
+
+/// The vDSO just mapped is where the image had it, and the same code (the program may
+/// hold pointers into it).
+fn check_vdso(cx: &mut Ctx<'_>) -> Result<()> {
+    let proc_ = cx.proc_;
+    let maps = procfs::maps(cx.pid())?;
+    for v in proc_.vmas.iter().filter(|v| v.kind == VmaKind::Vdso) {
+        if !maps
+            .iter()
+            .any(|m| m.path == b"[vdso]" && m.start == v.start && m.end == v.end)
+        {
+            return Err(RestoreError::Stage(format!(
+                "the vDSO could not be placed at {:#x}",
+                v.start
+            )));
+        }
+        // Same code too: the program may hold pointers into it. (A 64-bit vDSO was
+        // compared in plan; a 32-bit one can only be read once mapped.)
+        if proc_.vdso_size != 0 {
+            let mut code = vec![0u8; v.len() as usize];
+            cx.read(v.start, &mut code)?;
+            if xxhash_rust::xxh3::xxh3_64(&code) != proc_.vdso_hash {
+                return Err(RestoreError::Stage(format!(
+                    "this kernel's {} vDSO differs from the one process {} used; the \
+                     program may hold pointers into it, so it cannot be restored on \
+                     this kernel",
+                    if proc_.abi() == Abi::Ia32 {
+                        "32-bit"
+                    } else {
+                        "64-bit"
+                    },
+                    proc_.pid
+                )));
+            }
+        }
+    }
+    Ok(())
+}

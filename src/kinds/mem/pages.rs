@@ -1,2 +1,280 @@
 //! Page data: which pages exist (pagemap, PAGEMAP_SCAN) and how they are written into a
 //! new process (userfaultfd copy, process_vm_writev).
+
+use crate::arch::x86::nr;
+use crate::error::{RestoreError, RestoreResult as Result, fault_point};
+use crate::image::{OwnedRecord, tag};
+use crate::kinds::fd::file::FileData;
+use crate::kinds::mem::takes_pages;
+use crate::model::{Process, VmaKind};
+use crate::remote::Ctx;
+use crate::sys;
+use crate::sys::mem::RemoteMem;
+
+// ---- restore (stage) ----
+
+/// A source of checked records (page records may come in pieces whose checksum is
+/// checked with the record's last piece: see [`ImageReader::next_piece_owned`](crate::image::ImageReader::next_piece_owned)). Payload buffers may be given back with
+/// [`recycle`](Self::recycle) to be reused.
+pub(crate) trait RecordSource {
+    fn next_record(&mut self) -> Result<Option<OwnedRecord>>;
+    fn recycle(&mut self, buf: Vec<u8>);
+}
+
+/// Where the page data of a new process goes: `UFFDIO_COPY` into its private anonymous
+/// areas, registered with a userfaultfd the process created (`sys::uffd`: each page is
+/// allocated and filled in one step instead of cleared by a fault and then
+/// overwritten), `process_vm_writev` everywhere else and wherever userfaultfd is not
+/// available.
+pub(crate) struct PageSink<'a> {
+    mem: &'a RemoteMem,
+    uffd: Option<sys::uffd::Uffd>,
+    /// The registered areas, sorted.
+    ranges: Vec<(u64, u64)>,
+}
+
+impl<'a> PageSink<'a> {
+    /// Create the userfaultfd in the process of `cx` and register its private anonymous
+    /// areas that take pages. The descriptor it has in the process is closed again at
+    /// once (ckpt holds its own).
+    pub(crate) fn new(cx: &'a mut Ctx<'_>) -> Result<PageSink<'a>> {
+        let ranges: Vec<(u64, u64)> = cx
+            .proc_
+            .vmas
+            .iter()
+            .filter(|v| v.kind == VmaKind::Anon && !v.shared && v.pages_present > 0)
+            .map(|v| (v.start, v.end))
+            .collect();
+        if ranges.is_empty() {
+            return Ok(Self::plain(&cx.mem));
+        }
+        let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+        let fd = match cx.call("userfaultfd", nr::USERFAULTFD, [flags, 0, 0, 0, 0, 0]) {
+            Ok(fd) => fd,
+            // Not in this kernel, or not allowed: the pages go the ordinary way.
+            Err(RestoreError::Sys(sys::SysError::Remote { .. })) => {
+                return Ok(Self::plain(&cx.mem));
+            }
+            Err(e) => return Err(e),
+        };
+        // If ckpt cannot take or enable it (pidfd_getfd refused, say), the same.
+        let adopted = sys::uffd::Uffd::adopt(cx.pid(), fd as i32);
+        cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
+        let Ok(uffd) = adopted else {
+            return Ok(Self::plain(&cx.mem));
+        };
+        let mut registered = Vec::new();
+        for &(start, end) in &ranges {
+            // An area the kernel will not register is filled the ordinary way.
+            if uffd.register(start, end - start).is_ok() {
+                registered.push((start, end));
+            }
+        }
+        Ok(PageSink {
+            mem: &cx.mem,
+            uffd: Some(uffd),
+            ranges: registered,
+        })
+    }
+
+    fn plain(mem: &'a RemoteMem) -> Self {
+        PageSink {
+            mem,
+            uffd: None,
+            ranges: Vec::new(),
+        }
+    }
+
+    /// Write `data` (whole pages) at `addr`, all of it inside one area of the process.
+    fn write(&self, addr: u64, data: &[u8]) -> Result<()> {
+        if let Some(u) = &self.uffd {
+            let i = self.ranges.partition_point(|r| r.1 <= addr);
+            if self.ranges.get(i).is_some_and(|r| r.0 <= addr) {
+                return Ok(u.copy(addr, data)?);
+            }
+        }
+        Ok(self.mem.write(addr, data)?)
+    }
+
+    /// Unregister the areas: from now on they are ordinary memory (pages the image did
+    /// not have are cleared on their first fault, as before).
+    pub(crate) fn finish(self) -> Result<()> {
+        if let Some(u) = &self.uffd {
+            for &(start, end) in &self.ranges {
+                u.unregister(start, end - start)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The page data part of the image, read process by process in image order.
+pub(crate) struct PageStream<'r> {
+    reader: &'r mut dyn RecordSource,
+    next_pid: Option<i64>,
+    ended: bool,
+}
+
+impl<'r> PageStream<'r> {
+    pub(crate) fn new(reader: &'r mut dyn RecordSource) -> Self {
+        Self {
+            reader,
+            next_pid: None,
+            ended: false,
+        }
+    }
+
+    /// Read the file contents that come before the page data (FILE_DATA records), into
+    /// memory files of ckpt's own (or only check them, without `keep`).
+    pub(crate) fn read_file_data(&mut self, keep: bool) -> Result<FileData> {
+        let mut out = FileData::default();
+        loop {
+            let Some(rec) = self.reader.next_record()? else {
+                self.ended = true;
+                return Ok(out);
+            };
+            match rec.tag {
+                tag::FILE_DATA => {
+                    out.bytes += rec.payload.len() as u64;
+                    if keep {
+                        let f = match out.files.entry(rec.arg) {
+                            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::btree_map::Entry::Vacant(v) => {
+                                v.insert(sys::process::memfd("ckpt-file-data")?)
+                            }
+                        };
+                        std::io::Write::write_all(f, &rec.payload)
+                            .map_err(|e| sys::SysError::io("keep file contents", e))?;
+                    }
+                    self.reader.recycle(rec.payload);
+                }
+                tag::PAGES_PID => {
+                    self.next_pid = Some(rec.arg as i64);
+                    return Ok(out);
+                }
+                t => {
+                    return Err(RestoreError::Malformed(format!(
+                        "unexpected {} record after the metadata",
+                        tag::name(t)
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Read the page records of `proc_` (which must come next), checking each against
+    /// its memory map, and write them into `mem` if given. Returns the bytes read.
+    pub(crate) fn load(&mut self, proc_: &Process, mem: Option<&PageSink<'_>>) -> Result<u64> {
+        let pid = match self.next_pid.take() {
+            Some(p) => p,
+            None => match self.reader.next_record()? {
+                Some(rec) if rec.tag == tag::PAGES_PID => rec.arg as i64,
+                Some(rec) => {
+                    return Err(RestoreError::Malformed(format!(
+                        "expected the page data of process {}, found a {} record",
+                        proc_.pid,
+                        tag::name(rec.tag)
+                    )));
+                }
+                None => {
+                    self.ended = true;
+                    return Err(RestoreError::Malformed(format!(
+                        "the page data of process {} is missing",
+                        proc_.pid
+                    )));
+                }
+            },
+        };
+        if pid != i64::from(proc_.pid) {
+            return Err(RestoreError::Malformed(format!(
+                "page data of process {pid} where process {} was expected",
+                proc_.pid
+            )));
+        }
+        let mut got: Vec<u64> = vec![0; proc_.vmas.len()];
+        let mut bytes = 0u64;
+        while let Some(rec) = self.reader.next_record()? {
+            match rec.tag {
+                tag::PAGES_PID => {
+                    self.next_pid = Some(rec.arg as i64);
+                    return Ok(bytes);
+                }
+                tag::PAGES => {
+                    // The whole record is checked against the memory map with its first
+                    // piece; the pieces that follow are its consecutive parts (the
+                    // reader hands them over in order, and checks the record's checksum
+                    // with the last one, before anything is committed).
+                    let addr = rec.arg;
+                    let len = rec.record_len;
+                    if rec.part == 0 {
+                        let bad = |why: &str| {
+                            RestoreError::Malformed(format!(
+                                "page data record at byte {} ({addr:#x}, {len} bytes): {why}",
+                                rec.offset
+                            ))
+                        };
+                        if addr % 4096 != 0 || len % 4096 != 0 || len == 0 {
+                            return Err(bad("not page aligned"));
+                        }
+                        let i = proc_.vmas.partition_point(|v| v.end <= addr);
+                        let v = proc_
+                            .vmas
+                            .get(i)
+                            .filter(|v| {
+                                v.start <= addr && addr.checked_add(len).is_some_and(|e| e <= v.end)
+                            })
+                            .ok_or_else(|| bad("not inside one memory area"))?;
+                        if !takes_pages(v) {
+                            return Err(bad("memory area takes no page data"));
+                        }
+                        got[i] += len / 4096;
+                        if got[i] > v.pages_present {
+                            return Err(bad("more pages than the memory area had"));
+                        }
+                        if mem.is_some() {
+                            fault_point("write pages")?;
+                        }
+                    }
+                    let piece = rec.payload.len() as u64;
+                    if rec.part.checked_add(piece).is_none_or(|e| e > len) {
+                        return Err(RestoreError::Stage(format!(
+                            "page data record at byte {}: piece out of order",
+                            rec.offset
+                        )));
+                    }
+                    if let Some(m) = mem {
+                        m.write(addr + rec.part, &rec.payload)?;
+                    }
+                    bytes += piece;
+                    self.reader.recycle(rec.payload);
+                }
+                t => {
+                    return Err(RestoreError::Malformed(format!(
+                        "unexpected {} record after the metadata",
+                        tag::name(t)
+                    )));
+                }
+            }
+        }
+        self.ended = true;
+        Ok(bytes)
+    }
+
+    /// Check that nothing but the end of the image follows.
+    pub(crate) fn finish(&mut self) -> Result<()> {
+        if let Some(p) = self.next_pid {
+            return Err(RestoreError::Malformed(format!(
+                "page data for process {p}, which the image does not describe"
+            )));
+        }
+        if !self.ended {
+            if let Some(rec) = self.reader.next_record()? {
+                return Err(RestoreError::Malformed(format!(
+                    "unexpected {} record at the end of the image",
+                    tag::name(rec.tag)
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,2 +1,148 @@
 //! Shared memory: shared anonymous objects (one for the tree) and System V segments
 //! attached to the processes.
+
+use std::collections::BTreeMap;
+
+use crate::arch::x86::nr;
+use crate::error::{RestoreError, RestoreResult as Result};
+use crate::model::{Process, Vma, VmaKind};
+use crate::remote::Ctx;
+use crate::sys;
+
+// ---- restore (stage) ----
+
+/// System V segments restore created: removed again unless the restore commits (they
+/// would outlive the killed stubs otherwise).
+#[derive(Default)]
+pub(crate) struct SysvCreated {
+    ids: Vec<i32>,
+    pub(crate) keep: bool,
+}
+
+impl Drop for SysvCreated {
+    fn drop(&mut self) {
+        if !self.keep {
+            for id in &self.ids {
+                sys::process::remove_sysv_shm(*id);
+            }
+        }
+    }
+}
+
+/// Shared anonymous memory objects already created: id -> (process, its mapping).
+pub(crate) type ShmOwners = BTreeMap<u64, (i32, u64, u64)>;
+
+/// Map one MAP_SHARED|MAP_ANONYMOUS area: the first process to map an object creates it
+/// (large enough for every mapping of it in the image) and maps it from its own
+/// /proc/self/map_files entry; the others map the same object from the creator's.
+pub(crate) fn map_shmem(
+    cx: &mut Ctx<'_>,
+    v: &Vma,
+    prot: u64,
+    shm: &mut ShmOwners,
+    size: u64,
+) -> Result<()> {
+    let what = format!("map shared memory area {:#x}-{:#x}", v.start, v.end);
+    let (path, tmp) = match shm.get(&v.shmem_id) {
+        Some(&(pid, s, e)) => (format!("/proc/{pid}/map_files/{s:x}-{e:x}"), None),
+        None => {
+            let t = cx.call(
+                &what,
+                nr::MMAP,
+                [
+                    0,
+                    size,
+                    (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                    (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64,
+                    u64::MAX,
+                    0,
+                ],
+            )?;
+            (
+                format!("/proc/self/map_files/{t:x}-{:x}", t + size),
+                Some(t),
+            )
+        }
+    };
+    let fd = cx.open(path.as_bytes(), libc::O_RDWR | libc::O_CLOEXEC)?;
+    let flags = (libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE) as u64;
+    cx.map_at(&what, v, prot, flags, fd)?;
+    cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
+    if let Some(t) = tmp {
+        cx.call("munmap", nr::MUNMAP, [t, size, 0, 0, 0, 0])?;
+        shm.insert(v.shmem_id, (cx.proc_.pid, v.start, v.end));
+    }
+    Ok(())
+}
+
+/// Attach a System V segment at its old address, creating it first (under its old ID,
+/// through kernel.shm_next_id) if this is the first process of the image to attach it.
+/// It is attached writable for the page data; protections are set afterwards.
+pub(crate) fn attach_sysv(
+    cx: &mut Ctx<'_>,
+    v: &Vma,
+    (key, shmid, size, mode): (i32, i32, u64, u32),
+    shm: &mut ShmOwners,
+    created: &mut SysvCreated,
+) -> Result<()> {
+    let what = format!("System V segment {shmid}");
+    if let std::collections::btree_map::Entry::Vacant(slot) = shm.entry(v.shmem_id) {
+        sys::process::set_shm_next_id(shmid)?;
+        let flags = libc::IPC_CREAT as u64 | libc::IPC_EXCL as u64 | u64::from(mode & 0o777);
+        let got = cx.call(&what, nr::SHMGET, [key as u32 as u64, size, flags, 0, 0, 0]);
+        let _ = sys::process::set_shm_next_id(-1);
+        let got = got?;
+        created.ids.push(got as i32);
+        if got != shmid as u64 {
+            return Err(RestoreError::Stage(format!(
+                "{what}: the kernel gave it ID {got}; the program would use the wrong one"
+            )));
+        }
+        slot.insert((cx.proc_.pid, v.start, v.end));
+    }
+    let mut fl = 0u64;
+    if v.prot & libc::PROT_EXEC as u32 != 0 {
+        fl |= libc::SHM_EXEC as u64;
+    }
+    let r = cx.call(&what, nr::SHMAT, [shmid as u64, v.start, fl, 0, 0, 0])?;
+    if r != v.start {
+        return Err(RestoreError::Stage(format!(
+            "{what}: attached at {r:#x} instead of {:#x}",
+            v.start
+        )));
+    }
+    Ok(())
+}
+
+/// After every process is staged: a segment that had been removed (SHM_DEST) while
+/// still attached is removed again; it lives on as long as someone has it attached.
+pub(crate) fn remove_destroyed_sysv(
+    cx: &mut Ctx<'_>,
+    done: &mut std::collections::BTreeSet<i32>,
+) -> Result<()> {
+    for v in &cx.proc_.vmas {
+        if let VmaKind::SysvShm { shmid, mode, .. } = v.kind {
+            if mode & 0o1000 != 0 && done.insert(shmid) {
+                cx.call(
+                    "shmctl(IPC_RMID)",
+                    nr::SHMCTL,
+                    [shmid as u64, libc::IPC_RMID as u64, 0, 0, 0, 0],
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The size of each shared anonymous memory object of the image (by id): large enough
+/// for every mapping of it.
+pub(crate) fn shm_sizes(procs: &[Process]) -> BTreeMap<u64, u64> {
+    let mut m = BTreeMap::new();
+    for v in procs.iter().flat_map(|p| p.vmas.iter()) {
+        if v.kind == VmaKind::AnonShared {
+            let e = m.entry(v.shmem_id).or_insert(0u64);
+            *e = (*e).max(v.offset + v.len());
+        }
+    }
+    m
+}

@@ -1,2 +1,157 @@
 //! Process attributes: resource limits, prctl state, personality, the mm fields
 //! (PR_SET_MM_MAP), working directory and root.
+
+use crate::arch::x86::nr;
+use crate::error::{RestoreResult as Result, fault_point};
+use crate::kinds::task::signals;
+use crate::kinds::task::threads::{thread_attr_calls, thread_sched};
+use crate::remote::{BatchArgs, Ctx};
+use crate::sys;
+use crate::sys::inject::Call;
+
+// ---- restore (stage) ----
+
+pub(crate) fn set_mm(cx: &mut Ctx<'_>) -> Result<()> {
+    let mm = &cx.proc_.mm;
+    let exe_fd = match &mm.exe {
+        Some(exe) => cx.open(&exe.path, libc::O_RDONLY | libc::O_CLOEXEC)?,
+        None => u64::from(u32::MAX),
+    };
+    let mut auxv = Vec::new();
+    for w in &mm.auxv {
+        auxv.extend_from_slice(&w.to_le_bytes());
+    }
+    let auxv_addr = cx.put(4096, &auxv)?;
+    let mut s = Vec::new();
+    for w in [
+        mm.start_code,
+        mm.end_code,
+        mm.start_data,
+        mm.end_data,
+        mm.start_brk,
+        mm.brk,
+        mm.start_stack,
+        mm.arg_start,
+        mm.arg_end,
+        mm.env_start,
+        mm.env_end,
+        auxv_addr,
+    ] {
+        s.extend_from_slice(&w.to_le_bytes());
+    }
+    s.extend_from_slice(&(auxv.len() as u32).to_le_bytes());
+    s.extend_from_slice(&(exe_fd as u32).to_le_bytes());
+    let a = cx.put(8192, &s)?;
+    const PR_SET_MM_MAP: u64 = 14;
+    cx.call(
+        "prctl(PR_SET_MM_MAP)",
+        nr::PRCTL,
+        [
+            libc::PR_SET_MM as u64,
+            PR_SET_MM_MAP,
+            a,
+            s.len() as u64,
+            0,
+            0,
+        ],
+    )?;
+    if mm.exe.is_some() {
+        cx.call("close", nr::CLOSE, [exe_fd, 0, 0, 0, 0, 0])?;
+    }
+    Ok(())
+}
+
+/// The process's attributes: umask, personality, name, prctl state, signal
+/// dispositions and pending signals, the main thread's state, resource limits.
+pub(crate) fn restore_attrs(cx: &mut Ctx<'_>) -> Result<()> {
+    let proc_ = cx.proc_;
+    // The 64-bit calls below do not depend on each other's results: one batch.
+    let mut args = BatchArgs::new();
+    let mut calls = vec![
+        Call::new("umask", nr::UMASK, [u64::from(proc_.umask), 0, 0, 0, 0, 0]),
+        Call::new(
+            "personality",
+            nr::PERSONALITY,
+            [u64::from(proc_.personality), 0, 0, 0, 0, 0],
+        ),
+    ];
+    let mut comm = proc_.comm.clone();
+    comm.truncate(15);
+    let a = args.add_cstr(cx, &comm)?;
+    calls.push(Call::new(
+        "prctl(PR_SET_NAME)",
+        nr::PRCTL,
+        [libc::PR_SET_NAME as u64, a, 0, 0, 0, 0],
+    ));
+    let m = proc_.misc;
+    if m.dumpable == 0 || m.dumpable == 1 {
+        calls.push(Call::new(
+            "prctl(PR_SET_DUMPABLE)",
+            nr::PRCTL,
+            [libc::PR_SET_DUMPABLE as u64, m.dumpable as u64, 0, 0, 0, 0],
+        ));
+    }
+    if m.child_subreaper {
+        calls.push(Call::new(
+            "prctl(PR_SET_CHILD_SUBREAPER)",
+            nr::PRCTL,
+            [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0, 0],
+        ));
+    }
+    if m.timerslack_ns != 0 {
+        calls.push(Call::new(
+            "prctl(PR_SET_TIMERSLACK)",
+            nr::PRCTL,
+            [libc::PR_SET_TIMERSLACK as u64, m.timerslack_ns, 0, 0, 0, 0],
+        ));
+    }
+    signals::sigaction_calls(cx, &mut args, &mut calls)?;
+    thread_attr_calls(cx, &proc_.threads[0], &mut args, &mut calls)?;
+    // Always: the stub was created with SIGKILL here (so it dies with ckpt until
+    // commit; PTRACE_O_EXITKILL covers that from now on).
+    calls.push(Call::new(
+        "prctl(PR_SET_PDEATHSIG)",
+        nr::PRCTL,
+        [
+            libc::PR_SET_PDEATHSIG as u64,
+            m.pdeathsig as u64,
+            0,
+            0,
+            0,
+            0,
+        ],
+    ));
+    cx.batch(&args, &calls)?;
+    signals::queue_pending(cx)?;
+    thread_sched(&proc_.threads[0])?;
+    for r in &proc_.rlimits {
+        fault_point("set resource limits")?;
+        sys::process::prlimit_set(proc_.pid, r.resource, r.cur, r.max)?;
+    }
+    Ok(())
+}
+
+/// Working directory and root directory, after the descriptors (they are opened by
+/// path, as ckpt sees them).
+pub(crate) fn set_cwd_root(cx: &mut Ctx<'_>) -> Result<()> {
+    let proc_ = cx.proc_;
+    // Working directory.
+    let d = cx.open(
+        &proc_.cwd,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+    )?;
+    cx.batch(
+        &BatchArgs::new(),
+        &[
+            Call::new("fchdir", nr::FCHDIR, [d, 0, 0, 0, 0, 0]),
+            Call::new("close", nr::CLOSE, [d, 0, 0, 0, 0, 0]),
+        ],
+    )?;
+    // Root directory last: every path above is as ckpt sees it (from the host's root),
+    // and chroot does not move the working directory.
+    if proc_.root != b"/" {
+        let a = cx.put_cstr(0, &proc_.root)?;
+        cx.call("chroot", nr::CHROOT, [a, 0, 0, 0, 0, 0])?;
+    }
+    Ok(())
+}

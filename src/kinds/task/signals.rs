@@ -1,1 +1,105 @@
 //! Signals: dispositions, masks, pending signals (per thread and shared), sigaltstack.
+
+use crate::arch::Abi;
+use crate::arch::x86::{self as ax, nr};
+use crate::error::RestoreResult as Result;
+use crate::remote::{BatchArgs, Ctx};
+use crate::sys;
+use crate::sys::inject::Call;
+
+// ---- restore (stage) ----
+
+/// The calls that give the process its signal dispositions, added to a batch (`args`,
+/// `calls`); those of an ia32 process are made at once, through the compat syscall.
+pub(crate) fn sigaction_calls(
+    cx: &mut Ctx<'_>,
+    args: &mut BatchArgs,
+    calls: &mut Vec<Call>,
+) -> Result<()> {
+    let proc_ = cx.proc_;
+    let ia32 = proc_.abi() == Abi::Ia32;
+    for s in &proc_.sigactions {
+        // The stub starts with ckpt's own dispositions (mostly the defaults): only the
+        // ones that differ need a call.
+        let theirs = [s.handler, s.flags, s.restorer, s.mask];
+        if s.handler <= 1 && sys::process::own_sigaction(s.signo) == Some(theirs) {
+            continue;
+        }
+        let what = format!("rt_sigaction({})", s.signo);
+        if ia32 {
+            // Through the compat syscall: the kernel then marks the handler as ia32
+            // (SA_IA32_ABI) and delivers 32-bit signal frames to it.
+            // struct compat_sigaction: handler, flags, restorer (u32 each), mask (u64).
+            let mut b = Vec::with_capacity(20);
+            for w in [s.handler, s.flags, s.restorer] {
+                b.extend_from_slice(&(w as u32).to_le_bytes());
+            }
+            b.extend_from_slice(&s.mask.to_le_bytes());
+            let a = cx.put(0, &b)?;
+            cx.call32(
+                &what,
+                ax::nr32::RT_SIGACTION,
+                [u64::from(s.signo), a, 0, 8, 0, 0],
+            )?;
+        } else {
+            let mut b = Vec::with_capacity(32);
+            for w in [s.handler, s.flags, s.restorer, s.mask] {
+                b.extend_from_slice(&w.to_le_bytes());
+            }
+            let a = args.add(cx, &b)?;
+            calls.push(Call::new(
+                what,
+                nr::RT_SIGACTION,
+                [u64::from(s.signo), a, 0, 8, 0, 0],
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Queue the process's pending signals again (per thread and shared).
+pub(crate) fn queue_pending(cx: &mut Ctx<'_>) -> Result<()> {
+    let proc_ = cx.proc_;
+    // Pending signals stay pending: all signals are blocked in the stub until commit.
+    // (Queued after the dispositions, as they were generated under them.) A batch at a
+    // time for as many siginfos as its argument area holds (a process may have
+    // thousands of real-time signals queued).
+    let pid = proc_.pid as u64;
+    const RT_SIGQUEUEINFO: u64 = 129;
+    let queued = proc_
+        .threads
+        .iter()
+        .flat_map(|t| {
+            t.pending
+                .iter()
+                .map(move |s| (Some(t.tid), s.signo, &s.siginfo))
+        })
+        .chain(
+            proc_
+                .shared_pending
+                .iter()
+                .map(|s| (None, s.signo, &s.siginfo)),
+        )
+        .collect::<Vec<_>>();
+    for chunk in queued.chunks(1024) {
+        let mut args = BatchArgs::new();
+        let mut calls = Vec::with_capacity(chunk.len());
+        for &(tid, signo, info) in chunk {
+            let a = args.add(cx, info)?;
+            calls.push(match tid {
+                Some(tid) => Call::new(
+                    "queue pending signal",
+                    nr::RT_TGSIGQUEUEINFO,
+                    [pid, tid as u64, u64::from(signo), a, 0, 0],
+                ),
+                None => Call::new(
+                    "queue pending signal",
+                    RT_SIGQUEUEINFO,
+                    [pid, u64::from(signo), a, 0, 0, 0],
+                ),
+            });
+        }
+        cx.batch(&args, &calls)?;
+    }
+    Ok(())
+}

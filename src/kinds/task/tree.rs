@@ -1,2 +1,178 @@
 //! The process tree: parents and children, sessions and process groups, zombies,
 //! controlling terminals, PID namespaces.
+
+use crate::arch::x86::nr;
+use crate::error::{RestoreError, RestoreResult as Result};
+use crate::model::Process;
+use crate::remote::{Ctx, helper_injector, take_remote_fd};
+use crate::sys::inject::Injector;
+use crate::sys::ptrace::{self, Stop};
+use crate::sys::{self, proc as procfs};
+
+// ---- restore (stage) ----
+
+/// Run `create` (which creates a process with PID `pid`) again while it fails with
+/// EEXIST though no task with that PID is visible: the last one is being released (its
+/// parent is reaping it; plan waited for that, but the kernel frees the PID a moment
+/// after the task leaves /proc), for at most a second.
+pub(crate) fn once_released<T>(pid: i32, mut create: impl FnMut() -> Result<T>) -> Result<T> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match create() {
+            Err(RestoreError::Sys(e))
+                if e.errno() == Some(libc::EEXIST)
+                    && procfs::stat(pid).is_err()
+                    && std::time::Instant::now() < until =>
+            {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Fork process `p` from its parent's stub with clone3(set_tid); the child is traced
+/// (PTRACE_O_TRACEFORK) and stopped, a copy of the clean parent stub.
+pub(crate) fn fork_process(parent: &mut Ctx<'_>, p: &Process) -> Result<Injector> {
+    let tid_addr = parent.scratch() + 88;
+    let mut args = Vec::with_capacity(96);
+    for w in [0, 0, 0, 0, libc::SIGCHLD as u64, 0, 0, 0, tid_addr, 1, 0] {
+        args.extend_from_slice(&w.to_le_bytes());
+    }
+    args.extend_from_slice(&(p.pid as u64).to_le_bytes());
+    let a = parent.put(0, &args)?;
+    let what = format!("create process {}", p.pid);
+    let got = once_released(p.pid, || {
+        parent.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0])
+    })?;
+    if got != p.pid as u64 {
+        return Err(RestoreError::Stage(format!(
+            "{what}: got process ID {got} instead"
+        )));
+    }
+    Ok(helper_injector(
+        p.pid,
+        parent.stub,
+        ptrace::get_regs_after_stop(p.pid, &what)?,
+        parent.inj.trapping(),
+    ))
+}
+
+/// `--new-tty`: make the new terminal (descriptor `slave` of ckpt) the controlling
+/// terminal of the root's new session (TIOCSCTTY, before credentials change) and give it
+/// foreground group `fg` (TIOCSPGRP, from the root, whose group is the foreground one
+/// after TIOCSCTTY; every signal is blocked in the stub anyway).
+pub(crate) fn set_controlling_tty(cx: &mut Ctx<'_>, slave: i32, fg: i32) -> Result<()> {
+    let me = std::process::id() as i32;
+    let n = take_remote_fd(cx, me, slave as u64, "take the new terminal")?;
+    cx.call(
+        "ioctl(TIOCSCTTY)",
+        nr::IOCTL,
+        [n, libc::TIOCSCTTY, 0, 0, 0, 0],
+    )?;
+    let a = cx.put(0, &fg.to_le_bytes())?;
+    cx.call(
+        "ioctl(TIOCSPGRP)",
+        nr::IOCTL,
+        [n, libc::TIOCSPGRP, a, 0, 0, 0],
+    )?;
+    cx.call("close", nr::CLOSE, [n, 0, 0, 0, 0, 0])?;
+    Ok(())
+}
+
+/// Make a zombie's stub exit the way the original did, and hand it to its parent.
+fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> Result<()> {
+    let pid = cx.proc_.pid;
+    let sig = status & 0x7f;
+    let stop = if sig == 0 {
+        cx.inj.final_call(
+            nr::EXIT_GROUP,
+            [((status >> 8) & 0xff) as u64, 0, 0, 0, 0, 0],
+        )?
+    } else {
+        // Die of the same signal: default action, unblocked, no core file unless the
+        // original dumped one.
+        let act = cx.put(0, &[0u8; 32])?;
+        cx.call(
+            "rt_sigaction",
+            nr::RT_SIGACTION,
+            [sig as u64, act, 0, 8, 0, 0],
+        )?;
+        if status & 0x80 == 0 {
+            sys::process::prlimit_set(pid, libc::RLIMIT_CORE, 0, 0)?;
+        }
+        ptrace::set_sigmask(pid, 0)?;
+        cx.inj
+            .final_call(nr::KILL, [pid as u64, sig as u64, 0, 0, 0, 0])?
+    };
+    match stop {
+        Stop::Exited(_) | Stop::Killed(_) => {}
+        other => {
+            return Err(RestoreError::Stage(format!(
+                "zombie {pid} did not exit as expected ({other:?})"
+            )));
+        }
+    }
+    // Its parent was sent SIGCHLD just now (it is blocked there): take it back, the
+    // original parent had been told long ago.
+    let mut b = Vec::new();
+    b.extend_from_slice(&(1u64 << (libc::SIGCHLD - 1)).to_le_bytes());
+    b.extend_from_slice(&[0u8; 16]); // timespec {0, 0}
+    let a = parent.put(0, &b)?;
+    parent
+        .call(
+            "consume SIGCHLD",
+            nr::RT_SIGTIMEDWAIT,
+            [a, 0, a + 8, 8, 0, 0],
+        )
+        .or_else(|e| match e {
+            RestoreError::Sys(sys::SysError::Remote { errno, .. }) if errno == libc::EAGAIN => {
+                Ok(0)
+            }
+            e => Err(e),
+        })?;
+    Ok(())
+}
+
+/// Process groups: leaders first, then members (groups of the outside world are
+/// ckpt's own, which every process not in a new session is in already).
+pub(crate) fn set_process_groups(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> Result<()> {
+    for leaders_pass in [true, false] {
+        for cx in ctxs.iter_mut() {
+            let p = cx.proc_;
+            let is_leader = p.pgid == p.pid;
+            if p.sid == p.pid || is_leader != leaders_pass {
+                continue;
+            }
+            if !procs.iter().any(|q| q.pid == p.pgid) {
+                continue; // the outside group (checked by plan)
+            }
+            let target = if is_leader { 0 } else { p.pgid as u64 };
+            cx.call("setpgid", nr::SETPGID, [0, target, 0, 0, 0, 0])?;
+        }
+    }
+    Ok(())
+}
+
+/// The zombies of the image exit (see [`make_zombie`]); each comes after its parent.
+pub(crate) fn make_zombies(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> Result<()> {
+    for i in 0..ctxs.len() {
+        if let Some(status) = ctxs[i].proc_.exit_status {
+            let ppid = ctxs[i].proc_.ppid;
+            let parent = procs
+                .iter()
+                .position(|q| q.pid == ppid)
+                .ok_or_else(|| RestoreError::Malformed("zombie without a parent".into()))?;
+            let (a, b) = if parent < i {
+                let (l, r) = ctxs.split_at_mut(i);
+                (&mut r[0], &mut l[parent])
+            } else {
+                return Err(RestoreError::Malformed(
+                    "a zombie's parent must come before it".into(),
+                ));
+            };
+            make_zombie(a, b, status)?;
+        }
+    }
+    Ok(())
+}
