@@ -8,9 +8,10 @@
 
 pub mod kernel;
 pub mod plan;
-pub mod privs;
 pub mod source;
 pub mod stage;
+
+pub(crate) use crate::kinds::task::creds as privs;
 
 use std::io::Read;
 use std::time::{Duration, Instant};

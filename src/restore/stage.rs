@@ -1017,16 +1017,8 @@ fn set_mm(cx: &mut Ctx<'_>) -> Result<()> {
 /// (2, id), by one read-write descriptor (both numbers the same).
 type PipeHolders = BTreeMap<(u8, u64), (i32, u64, u64)>;
 
-/// Where a process keeps pipe ends temporarily: above all its own descriptors.
-pub(crate) fn pipe_tmp_base(proc_: &Process) -> u64 {
-    proc_
-        .fds
-        .iter()
-        .map(|f| f.fd as u64 + 1)
-        .max()
-        .unwrap_or(3)
-        .max(3)
-}
+// Where a process keeps pipe ends temporarily (moved down to kinds::fd for plan's checks).
+use crate::kinds::fd::pipe_tmp_base;
 
 /// Create pipe `pipe` in this process (its temporaries at `tmp`, `tmp + 1`), with its
 /// capacity and the data that was in it.
