@@ -6,6 +6,7 @@ use std::io::Read;
 use ckpt::arch::x86::{SyscallState, syscall_state};
 use ckpt::arch::xsave;
 use ckpt::image::{ImageReader, tag};
+use ckpt::model::{Checkpoint, Process, Thread};
 use ckpt::restore::plan::read_checkpoint;
 
 fn prot(p: u32, shared: bool) -> String {
@@ -53,12 +54,6 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
         }
     }
     let image_bytes = reader.offset();
-    let stored_in = |pid: i32, start: u64, end: u64| -> u64 {
-        stored
-            .range((i64::from(pid), start)..(i64::from(pid), end))
-            .map(|(_, v)| *v)
-            .sum()
-    };
     if json {
         let mut v = serde_json::to_value(&ckpt).map_err(|e| e.to_string())?;
         if let Some(o) = v.as_object_mut() {
@@ -96,7 +91,15 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
             i.root_pid
         );
     }
-    let a = &ckpt.arch;
+    print_arch(&ckpt.arch);
+    for p in &ckpt.processes {
+        print_process(&ckpt, p, &stored);
+    }
+    Ok(())
+}
+
+/// The architecture header: xsave, AMX permission, CPU features of the dump host.
+fn print_arch(a: &ckpt::arch::ArchHeader) {
     println!("Architecture: {} {:?}", a.machine, a.abis);
     println!(
         "  xsave: {} bytes, components in use {:#x} (xcr0 {:#x}); vDSO {} bytes (hash {:016x}), vvar {} bytes",
@@ -146,120 +149,132 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
             a.cpu_features.join(" ")
         }
     );
-    for p in &ckpt.processes {
-        println!(
-            "Process {} ({}): parent {}, group {}, session {}",
-            p.pid,
-            String::from_utf8_lossy(&p.comm),
-            p.ppid,
-            p.pgid,
-            p.sid
-        );
-        if let Some(exe) = &p.mm.exe {
-            println!("  exe {}", String::from_utf8_lossy(&exe.path));
-        }
-        println!(
-            "  cwd {}  root {}  umask {:04o}  personality {:#x}",
-            String::from_utf8_lossy(&p.cwd),
-            String::from_utf8_lossy(&p.root),
-            p.umask,
-            p.personality
-        );
-        let c = &p.creds;
-        println!(
-            "  uid {:?} gid {:?} groups {:?} caps eff {:#x} prm {:#x} inh {:#x} amb {:#x} \
-             bnd {:#x}",
-            c.uid, c.gid, c.groups, c.cap_eff, c.cap_prm, c.cap_inh, c.cap_amb, c.cap_bnd
-        );
-        println!(
-            "  securebits {} ({:#x})  no_new_privs {}",
-            ckpt::inspect::securebits_names(c.securebits),
-            c.securebits,
-            c.no_new_privs
-        );
-        let total: u64 = p.vmas.iter().map(|v| v.len()).sum();
-        let st: u64 = stored
-            .iter()
-            .filter(|((o, _), _)| *o == i64::from(p.pid))
+}
+
+/// One process: identity, credentials, memory areas, descriptors, signals, threads.
+fn print_process(ckpt: &Checkpoint, p: &Process, stored: &BTreeMap<(i64, u64), u64>) {
+    let stored_in = |pid: i32, start: u64, end: u64| -> u64 {
+        stored
+            .range((i64::from(pid), start)..(i64::from(pid), end))
             .map(|(_, v)| *v)
-            .sum();
+            .sum()
+    };
+    println!(
+        "Process {} ({}): parent {}, group {}, session {}",
+        p.pid,
+        String::from_utf8_lossy(&p.comm),
+        p.ppid,
+        p.pgid,
+        p.sid
+    );
+    if let Some(exe) = &p.mm.exe {
+        println!("  exe {}", String::from_utf8_lossy(&exe.path));
+    }
+    println!(
+        "  cwd {}  root {}  umask {:04o}  personality {:#x}",
+        String::from_utf8_lossy(&p.cwd),
+        String::from_utf8_lossy(&p.root),
+        p.umask,
+        p.personality
+    );
+    let c = &p.creds;
+    println!(
+        "  uid {:?} gid {:?} groups {:?} caps eff {:#x} prm {:#x} inh {:#x} amb {:#x} \
+         bnd {:#x}",
+        c.uid, c.gid, c.groups, c.cap_eff, c.cap_prm, c.cap_inh, c.cap_amb, c.cap_bnd
+    );
+    println!(
+        "  securebits {} ({:#x})  no_new_privs {}",
+        ckpt::inspect::securebits_names(c.securebits),
+        c.securebits,
+        c.no_new_privs
+    );
+    let total: u64 = p.vmas.iter().map(|v| v.len()).sum();
+    let st: u64 = stored
+        .iter()
+        .filter(|((o, _), _)| *o == i64::from(p.pid))
+        .map(|(_, v)| *v)
+        .sum();
+    println!(
+        "  Memory: {} areas, {} mapped, {} stored",
+        p.vmas.len(),
+        size(total),
+        size(st)
+    );
+    for v in &p.vmas {
+        let kind = ckpt::inspect::describe_vma_kind(v);
         println!(
-            "  Memory: {} areas, {} mapped, {} stored",
-            p.vmas.len(),
-            size(total),
-            size(st)
+            "    {:012x}-{:012x} {} {:>7} {:>7} stored  {:<5} {} [{}]",
+            v.start,
+            v.end,
+            prot(v.prot, v.shared),
+            size(v.len()),
+            size(stored_in(p.pid, v.start, v.end)),
+            kind,
+            String::from_utf8_lossy(&v.name),
+            v.vmflags.join(" ")
         );
-        for v in &p.vmas {
-            let kind = ckpt::inspect::describe_vma_kind(v);
-            println!(
-                "    {:012x}-{:012x} {} {:>7} {:>7} stored  {:<5} {} [{}]",
-                v.start,
-                v.end,
-                prot(v.prot, v.shared),
-                size(v.len()),
-                size(stored_in(p.pid, v.start, v.end)),
-                kind,
-                String::from_utf8_lossy(&v.name),
-                v.vmflags.join(" ")
-            );
-        }
-        println!("  Files:");
-        for f in &p.fds {
-            let d = ckpt::inspect::describe_fd(&ckpt, f);
-            println!("    {:>3}{} {}", f.fd, if f.cloexec { "*" } else { " " }, d);
-        }
-        println!("  Signals:");
-        for s in p.sigactions.iter().filter(|s| s.handler != 0) {
-            let h = match s.handler {
-                1 => "ignored".to_string(),
-                h => format!("handler {h:#x}"),
-            };
-            println!(
-                "    {:>2}: {} flags {:#x} mask {:#x}",
-                s.signo, h, s.flags, s.mask
-            );
-        }
+    }
+    println!("  Files:");
+    for f in &p.fds {
+        let d = ckpt::inspect::describe_fd(ckpt, f);
+        println!("    {:>3}{} {}", f.fd, if f.cloexec { "*" } else { " " }, d);
+    }
+    println!("  Signals:");
+    for s in p.sigactions.iter().filter(|s| s.handler != 0) {
+        let h = match s.handler {
+            1 => "ignored".to_string(),
+            h => format!("handler {h:#x}"),
+        };
         println!(
-            "    pending (process): {:?}",
-            p.shared_pending.iter().map(|s| s.signo).collect::<Vec<_>>()
+            "    {:>2}: {} flags {:#x} mask {:#x}",
+            s.signo, h, s.flags, s.mask
         );
-        for t in &p.threads {
-            let r = &t.arch.regs;
-            println!(
-                "  Thread {}: rip {:#x} rsp {:#x} {:?}, blocked {:#x}, pending {:?}",
-                t.tid,
-                r.rip,
-                r.rsp,
-                t.arch.abi(),
-                t.sigmask,
-                t.pending.iter().map(|s| s.signo).collect::<Vec<_>>()
-            );
-            match syscall_state(r) {
-                SyscallState::None => {}
-                SyscallState::Restart { nr } => {
-                    println!("    interrupted in system call {nr}; restarted on restore")
-                }
-                SyscallState::RestartBlock { nr } => println!(
-                    "    interrupted in system call {nr} (restart block); re-issued on restore"
-                ),
-            }
-            println!(
-                "    sigaltstack {:#x}+{} flags {}; rseq {:?}; robust list {:#x}; clear_child_tid {:#x}",
-                t.sigaltstack.sp,
-                t.sigaltstack.size,
-                t.sigaltstack.flags,
-                t.rseq.map(|r| r.addr),
-                t.robust_list,
-                t.clear_child_tid
-            );
-            let dr = t.arch.debugregs;
-            if dr[5] != 0 {
-                println!(
-                    "    debug registers: DR0-3 {:#x} {:#x} {:#x} {:#x} DR6 {:#x} DR7 {:#x}",
-                    dr[0], dr[1], dr[2], dr[3], dr[4], dr[5]
-                );
-            }
+    }
+    println!(
+        "    pending (process): {:?}",
+        p.shared_pending.iter().map(|s| s.signo).collect::<Vec<_>>()
+    );
+    for t in &p.threads {
+        print_thread(t);
+    }
+}
+
+/// One thread: registers, interrupted system call, signal stack, rseq, debug registers.
+fn print_thread(t: &Thread) {
+    let r = &t.arch.regs;
+    println!(
+        "  Thread {}: rip {:#x} rsp {:#x} {:?}, blocked {:#x}, pending {:?}",
+        t.tid,
+        r.rip,
+        r.rsp,
+        t.arch.abi(),
+        t.sigmask,
+        t.pending.iter().map(|s| s.signo).collect::<Vec<_>>()
+    );
+    match syscall_state(r) {
+        SyscallState::None => {}
+        SyscallState::Restart { nr } => {
+            println!("    interrupted in system call {nr}; restarted on restore")
+        }
+        SyscallState::RestartBlock { nr } => {
+            println!("    interrupted in system call {nr} (restart block); re-issued on restore")
         }
     }
-    Ok(())
+    println!(
+        "    sigaltstack {:#x}+{} flags {}; rseq {:?}; robust list {:#x}; clear_child_tid {:#x}",
+        t.sigaltstack.sp,
+        t.sigaltstack.size,
+        t.sigaltstack.flags,
+        t.rseq.map(|r| r.addr),
+        t.robust_list,
+        t.clear_child_tid
+    );
+    let dr = t.arch.debugregs;
+    if dr[5] != 0 {
+        println!(
+            "    debug registers: DR0-3 {:#x} {:#x} {:#x} {:#x} DR6 {:#x} DR7 {:#x}",
+            dr[0], dr[1], dr[2], dr[3], dr[4], dr[5]
+        );
+    }
 }

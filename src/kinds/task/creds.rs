@@ -254,13 +254,21 @@ pub(crate) fn fd_room(proc_: &Process, pairs: usize) -> u64 {
 /// What one (live) process of the image asks of ckpt. `pairs`: the image's pipes, socket
 /// pairs and FIFOs (for [`fd_room`]).
 pub(crate) fn check_process(proc_: &Process, own: &Own, pairs: usize, problems: &mut Vec<Problem>) {
-    let c = &proc_.creds;
-    let o = &own.creds;
     let who = format!(
         "process {} ({})",
         proc_.pid,
         String::from_utf8_lossy(&proc_.comm)
     );
+    check_sets(proc_, &who, problems);
+    check_missing_caps(proc_, own, &who, problems);
+    check_changes(proc_, own, &who, problems);
+    check_securebits(proc_, own, &who, problems);
+    check_limits(proc_, own, pairs, &who, problems);
+}
+
+/// Capability sets and groups the kernel would accept.
+fn check_sets(proc_: &Process, who: &str, problems: &mut Vec<Problem>) {
+    let c = &proc_.creds;
     if c.cap_eff & !c.cap_prm != 0 || c.cap_amb & !(c.cap_prm & c.cap_inh) != 0 {
         p(
             problems,
@@ -278,7 +286,12 @@ pub(crate) fn check_process(proc_: &Process, own: &Own, pairs: usize, problems: 
             format!("{who}: more supplementary groups than the kernel allows"),
         );
     }
+}
 
+/// Capabilities the process has that ckpt cannot give it.
+fn check_missing_caps(proc_: &Process, own: &Own, who: &str, problems: &mut Vec<Problem>) {
+    let c = &proc_.creds;
+    let o = &own.creds;
     // Capabilities ckpt cannot give. The stub starts with ckpt's sets: the permitted set
     // can only shrink (effective and ambient live inside it), the bounding set only
     // shrink, and a new inheritable capability must be in the bounding set (and, without
@@ -334,6 +347,12 @@ pub(crate) fn check_process(proc_: &Process, own: &Own, pairs: usize, problems: 
             ),
         );
     }
+}
+
+/// The calls that change credentials need capabilities ckpt must hold.
+fn check_changes(proc_: &Process, own: &Own, who: &str, problems: &mut Vec<Problem>) {
+    let c = &proc_.creds;
+    let o = &own.creds;
     // The calls that change credentials, and what ckpt needs for them.
     let mut needs = Vec::new();
     if c.uid != o.uid {
@@ -365,7 +384,12 @@ pub(crate) fn check_process(proc_: &Process, own: &Own, pairs: usize, problems: 
             );
         }
     }
+}
 
+/// Securebits, keep_caps, ambient raising and no_new_privs: what ckpt's own allow.
+fn check_securebits(proc_: &Process, own: &Own, who: &str, problems: &mut Vec<Problem>) {
+    let c = &proc_.creds;
+    let o = &own.creds;
     // Securebits: stage goes from ckpt's own to the image's. It may turn keep_caps on
     // for the change of user IDs (unless it is locked), raises ambient capabilities
     // before setting the image's bits, and sets them with PR_SET_SECUREBITS.
@@ -417,7 +441,10 @@ pub(crate) fn check_process(proc_: &Process, own: &Own, pairs: usize, problems: 
             ),
         );
     }
+}
 
+/// Hard resource limits and the descriptor limit restore needs.
+fn check_limits(proc_: &Process, own: &Own, pairs: usize, who: &str, problems: &mut Vec<Problem>) {
     // Hard limits: raising one above ckpt's own needs CAP_SYS_RESOURCE (the stub starts
     // with ckpt's limits); a descriptor limit never goes above fs.nr_open.
     let raise = own.can(cap::SYS_RESOURCE);
