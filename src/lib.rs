@@ -10,6 +10,7 @@ pub mod arch;
 pub mod dump;
 pub mod error;
 pub mod image;
+pub mod inspect;
 pub(crate) mod kinds;
 pub mod model;
 pub(crate) mod remote;

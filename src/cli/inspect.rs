@@ -6,7 +6,7 @@ use std::io::Read;
 use ckpt::arch::x86::{SyscallState, syscall_state};
 use ckpt::arch::xsave;
 use ckpt::image::{ImageReader, tag};
-use ckpt::model::{FdKind, VmaKind};
+use ckpt::model::{Checkpoint, Process, Thread};
 use ckpt::restore::plan::read_checkpoint;
 
 fn prot(p: u32, shared: bool) -> String {
@@ -54,12 +54,6 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
         }
     }
     let image_bytes = reader.offset();
-    let stored_in = |pid: i32, start: u64, end: u64| -> u64 {
-        stored
-            .range((i64::from(pid), start)..(i64::from(pid), end))
-            .map(|(_, v)| *v)
-            .sum()
-    };
     if json {
         let mut v = serde_json::to_value(&ckpt).map_err(|e| e.to_string())?;
         if let Some(o) = v.as_object_mut() {
@@ -97,7 +91,15 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
             i.root_pid
         );
     }
-    let a = &ckpt.arch;
+    print_arch(&ckpt.arch);
+    for p in &ckpt.processes {
+        print_process(&ckpt, p, &stored);
+    }
+    Ok(())
+}
+
+/// The architecture header: xsave, AMX permission, CPU features of the dump host.
+fn print_arch(a: &ckpt::arch::ArchHeader) {
     println!("Architecture: {} {:?}", a.machine, a.abis);
     println!(
         "  xsave: {} bytes, components in use {:#x} (xcr0 {:#x}); vDSO {} bytes (hash {:016x}), vvar {} bytes",
@@ -147,344 +149,132 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
             a.cpu_features.join(" ")
         }
     );
-    for p in &ckpt.processes {
-        println!(
-            "Process {} ({}): parent {}, group {}, session {}",
-            p.pid,
-            String::from_utf8_lossy(&p.comm),
-            p.ppid,
-            p.pgid,
-            p.sid
-        );
-        if let Some(exe) = &p.mm.exe {
-            println!("  exe {}", String::from_utf8_lossy(&exe.path));
-        }
-        println!(
-            "  cwd {}  root {}  umask {:04o}  personality {:#x}",
-            String::from_utf8_lossy(&p.cwd),
-            String::from_utf8_lossy(&p.root),
-            p.umask,
-            p.personality
-        );
-        let c = &p.creds;
-        println!(
-            "  uid {:?} gid {:?} groups {:?} caps eff {:#x} prm {:#x} inh {:#x} amb {:#x} \
-             bnd {:#x}",
-            c.uid, c.gid, c.groups, c.cap_eff, c.cap_prm, c.cap_inh, c.cap_amb, c.cap_bnd
-        );
-        println!(
-            "  securebits {} ({:#x})  no_new_privs {}",
-            ckpt::restore::privs::secbits_names(c.securebits),
-            c.securebits,
-            c.no_new_privs
-        );
-        let total: u64 = p.vmas.iter().map(|v| v.len()).sum();
-        let st: u64 = stored
-            .iter()
-            .filter(|((o, _), _)| *o == i64::from(p.pid))
-            .map(|(_, v)| *v)
-            .sum();
-        println!(
-            "  Memory: {} areas, {} mapped, {} stored",
-            p.vmas.len(),
-            size(total),
-            size(st)
-        );
-        for v in &p.vmas {
-            let kind = match &v.kind {
-                VmaKind::Anon => "anon",
-                VmaKind::AnonShared => "shmem",
-                VmaKind::SysvShm { .. } => "sysv",
-                VmaKind::File { .. } => "file",
-                VmaKind::MemfdMap { .. } => "memfd",
-                VmaKind::DeletedMap { .. } => "deleted",
-                VmaKind::Vdso => "vdso",
-                VmaKind::Vvar => "vvar",
-            };
-            println!(
-                "    {:012x}-{:012x} {} {:>7} {:>7} stored  {:<5} {} [{}]",
-                v.start,
-                v.end,
-                prot(v.prot, v.shared),
-                size(v.len()),
-                size(stored_in(p.pid, v.start, v.end)),
-                kind,
-                String::from_utf8_lossy(&v.name),
-                v.vmflags.join(" ")
-            );
-        }
-        println!("  Files:");
-        for f in &p.fds {
-            let d = match &f.kind {
-                FdKind::File { file, flags, pos } => format!(
-                    "file {} flags {:#o} offset {}",
-                    String::from_utf8_lossy(&file.path),
-                    flags,
-                    pos
-                ),
-                FdKind::Device { file, flags, .. } => {
-                    format!(
-                        "device {} flags {:#o}",
-                        String::from_utf8_lossy(&file.path),
-                        flags
-                    )
-                }
-                FdKind::Dir { file, .. } => {
-                    format!("directory {}", String::from_utf8_lossy(&file.path))
-                }
-                FdKind::Inherited {
-                    what, tty: None, ..
-                } => format!("inherited from restore ({what})"),
-                FdKind::Inherited {
-                    what, tty: Some(t), ..
-                } => format!(
-                    "inherited from restore ({what}: a terminal{}{}; --new-tty gives it a new one)",
-                    if t.controlling {
-                        ", the controlling one"
-                    } else {
-                        ""
-                    },
-                    match &t.settings {
-                        Some(s) => format!(", {}x{}", s.cols, s.rows),
-                        None => String::new(),
-                    }
-                ),
-                FdKind::External { key, .. } => {
-                    format!("external {key} (restore with --inherit-fd N:{key})")
-                }
-                FdKind::EventFd {
-                    count, semaphore, ..
-                } => format!(
-                    "eventfd count {count}{}",
-                    if *semaphore { " (semaphore)" } else { "" }
-                ),
-                FdKind::TimerFd {
-                    clock,
-                    value_ns,
-                    interval_ns,
-                    ticks,
-                    ..
-                } => format!(
-                    "timerfd clock {clock}, next in {value_ns} ns, every {interval_ns} ns, {ticks} unread"
-                ),
-                FdKind::SignalFd { mask, .. } => format!("signalfd mask {mask:#x}"),
-                FdKind::TcpListen { addr, backlog, .. } => {
-                    format!("TCP listening on {} (backlog {backlog})", show_inet(addr))
-                }
-                FdKind::TcpConn { conn, .. } => format!(
-                    "TCP connection {} -> {} ({} bytes unsent/unacked, {} unread)",
-                    show_inet(&conn.local),
-                    show_inet(&conn.peer),
-                    conn.sndq.len(),
-                    conn.rcvq.len()
-                ),
-                FdKind::UnixDgram { sock: u, .. } => {
-                    let shown = |n: &[u8]| match n.split_first() {
-                        None => "(unnamed)".to_string(),
-                        Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
-                        _ => String::from_utf8_lossy(n).into_owned(),
-                    };
-                    format!(
-                        "unix datagram socket {}{} ({} messages queued, {} bytes)",
-                        shown(&u.name),
-                        if u.peer_name.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" connected to {}", shown(&u.peer_name))
-                        },
-                        u.msgs.len(),
-                        u.msgs.iter().map(|m| m.data.len()).sum::<usize>()
-                    )
-                }
-                FdKind::Udp { sock: u, .. } => format!(
-                    "UDP socket on {}{} ({} datagrams queued, {} bytes)",
-                    show_inet(&u.local),
-                    if u.peer.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" connected to {}", show_inet(&u.peer))
-                    },
-                    u.msgs.len(),
-                    u.msgs.iter().map(|m| m.data.len()).sum::<usize>()
-                ),
-                FdKind::Memfd {
-                    name, seals, pos, ..
-                } => format!(
-                    "memfd {} (contents in the image) offset {pos} seals {seals:#x}",
-                    String::from_utf8_lossy(name)
-                ),
-                FdKind::DeletedFile { file, pos, .. } => format!(
-                    "deleted file {} (contents in the image) offset {pos}",
-                    String::from_utf8_lossy(&file.path)
-                ),
-                FdKind::UnixPair { id, end, .. } => {
-                    let queued = ckpt
-                        .socketpairs
-                        .iter()
-                        .find(|p| p.id == *id)
-                        .map(|p| {
-                            let (data, msgs) = if *end == 0 {
-                                (&p.data0, &p.msgs0)
-                            } else {
-                                (&p.data1, &p.msgs1)
-                            };
-                            let typ = match p.typ {
-                                libc::SOCK_DGRAM => "datagram ",
-                                libc::SOCK_SEQPACKET => "seqpacket ",
-                                _ => "",
-                            };
-                            if p.typ == libc::SOCK_STREAM {
-                                format!("{typ}{} bytes", data.len())
-                            } else {
-                                let bytes: usize = msgs.iter().map(|m| m.data.len()).sum();
-                                format!("{typ}{} messages, {bytes} bytes", msgs.len())
-                            }
-                        })
-                        .unwrap_or_default();
-                    format!("unix socket pair {id}, end {end} ({queued} queued to it)")
-                }
-                FdKind::UnixListen { name, backlog, .. } => {
-                    let shown = match name.split_first() {
-                        Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
-                        _ => String::from_utf8_lossy(name).into_owned(),
-                    };
-                    format!("unix socket listening on {shown} (backlog {backlog})")
-                }
-                FdKind::Epoll { targets, .. } => format!(
-                    "epoll watching {}",
-                    targets
-                        .iter()
-                        .map(|t| format!("{} ({:#x})", t.fd, t.events))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                FdKind::Pipe { id, write, .. } => {
-                    let buffered = ckpt
-                        .pipes
-                        .iter()
-                        .find(|p| p.id == *id)
-                        .map(|p| p.data.len())
-                        .unwrap_or(0);
-                    format!(
-                        "{} end of pipe {id} ({buffered} bytes buffered)",
-                        if *write { "write" } else { "read" }
-                    )
-                }
-                FdKind::Inotify { watches, .. } => format!(
-                    "inotify watching {}",
-                    watches
-                        .iter()
-                        .map(|w| format!(
-                            "{} ({:#x}) as wd {}",
-                            String::from_utf8_lossy(&w.path),
-                            w.mask,
-                            w.wd
-                        ))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                FdKind::Fifo { file, id, flags } => {
-                    let (cap, buffered) = ckpt
-                        .fifos
-                        .iter()
-                        .find(|p| p.id == *id)
-                        .map(|p| (p.capacity, p.data.len()))
-                        .unwrap_or((0, 0));
-                    format!(
-                        "FIFO {} flags {flags:#o} (capacity {cap}, {buffered} bytes buffered)",
-                        String::from_utf8_lossy(&file.path)
-                    )
-                }
-            };
-            let locks: String = f
-                .locks
-                .iter()
-                .map(|l| {
-                    format!(
-                        "; {} {} lock {}-{}",
-                        l.kind.name(),
-                        if l.write { "write" } else { "read" },
-                        l.start,
-                        l.end.map_or("EOF".to_string(), |e| e.to_string())
-                    )
-                })
-                .collect();
-            println!(
-                "    {:>3}{} {}{locks}",
-                f.fd,
-                if f.cloexec { "*" } else { " " },
-                d
-            );
-        }
-        println!("  Signals:");
-        for s in p.sigactions.iter().filter(|s| s.handler != 0) {
-            let h = match s.handler {
-                1 => "ignored".to_string(),
-                h => format!("handler {h:#x}"),
-            };
-            println!(
-                "    {:>2}: {} flags {:#x} mask {:#x}",
-                s.signo, h, s.flags, s.mask
-            );
-        }
-        println!(
-            "    pending (process): {:?}",
-            p.shared_pending.iter().map(|s| s.signo).collect::<Vec<_>>()
-        );
-        for t in &p.threads {
-            let r = &t.arch.regs;
-            println!(
-                "  Thread {}: rip {:#x} rsp {:#x} {:?}, blocked {:#x}, pending {:?}",
-                t.tid,
-                r.rip,
-                r.rsp,
-                t.arch.abi(),
-                t.sigmask,
-                t.pending.iter().map(|s| s.signo).collect::<Vec<_>>()
-            );
-            match syscall_state(r) {
-                SyscallState::None => {}
-                SyscallState::Restart { nr } => {
-                    println!("    interrupted in system call {nr}; restarted on restore")
-                }
-                SyscallState::RestartBlock { nr } => println!(
-                    "    interrupted in system call {nr} (restart block); re-issued on restore"
-                ),
-            }
-            println!(
-                "    sigaltstack {:#x}+{} flags {}; rseq {:?}; robust list {:#x}; clear_child_tid {:#x}",
-                t.sigaltstack.sp,
-                t.sigaltstack.size,
-                t.sigaltstack.flags,
-                t.rseq.map(|r| r.addr),
-                t.robust_list,
-                t.clear_child_tid
-            );
-            let dr = t.arch.debugregs;
-            if dr[5] != 0 {
-                println!(
-                    "    debug registers: DR0-3 {:#x} {:#x} {:#x} {:#x} DR6 {:#x} DR7 {:#x}",
-                    dr[0], dr[1], dr[2], dr[3], dr[4], dr[5]
-                );
-            }
-        }
-    }
-    Ok(())
 }
 
-/// A raw sockaddr_in / sockaddr_in6 as "address:port".
-fn show_inet(a: &[u8]) -> String {
-    let port = a
-        .get(2..4)
-        .map(|p| u16::from_be_bytes([p[0], p[1]]))
-        .unwrap_or(0);
-    match a.len() {
-        16 => format!("{}.{}.{}.{}:{port}", a[4], a[5], a[6], a[7]),
-        28 => {
-            let mut b = [0u8; 16];
-            b.copy_from_slice(&a[8..24]);
-            format!("[{}]:{port}", std::net::Ipv6Addr::from(b))
+/// One process: identity, credentials, memory areas, descriptors, signals, threads.
+fn print_process(ckpt: &Checkpoint, p: &Process, stored: &BTreeMap<(i64, u64), u64>) {
+    let stored_in = |pid: i32, start: u64, end: u64| -> u64 {
+        stored
+            .range((i64::from(pid), start)..(i64::from(pid), end))
+            .map(|(_, v)| *v)
+            .sum()
+    };
+    println!(
+        "Process {} ({}): parent {}, group {}, session {}",
+        p.pid,
+        String::from_utf8_lossy(&p.comm),
+        p.ppid,
+        p.pgid,
+        p.sid
+    );
+    if let Some(exe) = &p.mm.exe {
+        println!("  exe {}", String::from_utf8_lossy(&exe.path));
+    }
+    println!(
+        "  cwd {}  root {}  umask {:04o}  personality {:#x}",
+        String::from_utf8_lossy(&p.cwd),
+        String::from_utf8_lossy(&p.root),
+        p.umask,
+        p.personality
+    );
+    let c = &p.creds;
+    println!(
+        "  uid {:?} gid {:?} groups {:?} caps eff {:#x} prm {:#x} inh {:#x} amb {:#x} \
+         bnd {:#x}",
+        c.uid, c.gid, c.groups, c.cap_eff, c.cap_prm, c.cap_inh, c.cap_amb, c.cap_bnd
+    );
+    println!(
+        "  securebits {} ({:#x})  no_new_privs {}",
+        ckpt::inspect::securebits_names(c.securebits),
+        c.securebits,
+        c.no_new_privs
+    );
+    let total: u64 = p.vmas.iter().map(|v| v.len()).sum();
+    let st: u64 = stored
+        .iter()
+        .filter(|((o, _), _)| *o == i64::from(p.pid))
+        .map(|(_, v)| *v)
+        .sum();
+    println!(
+        "  Memory: {} areas, {} mapped, {} stored",
+        p.vmas.len(),
+        size(total),
+        size(st)
+    );
+    for v in &p.vmas {
+        let kind = ckpt::inspect::describe_vma_kind(v);
+        println!(
+            "    {:012x}-{:012x} {} {:>7} {:>7} stored  {:<5} {} [{}]",
+            v.start,
+            v.end,
+            prot(v.prot, v.shared),
+            size(v.len()),
+            size(stored_in(p.pid, v.start, v.end)),
+            kind,
+            String::from_utf8_lossy(&v.name),
+            v.vmflags.join(" ")
+        );
+    }
+    println!("  Files:");
+    for f in &p.fds {
+        let d = ckpt::inspect::describe_fd(ckpt, f);
+        println!("    {:>3}{} {}", f.fd, if f.cloexec { "*" } else { " " }, d);
+    }
+    println!("  Signals:");
+    for s in p.sigactions.iter().filter(|s| s.handler != 0) {
+        let h = match s.handler {
+            1 => "ignored".to_string(),
+            h => format!("handler {h:#x}"),
+        };
+        println!(
+            "    {:>2}: {} flags {:#x} mask {:#x}",
+            s.signo, h, s.flags, s.mask
+        );
+    }
+    println!(
+        "    pending (process): {:?}",
+        p.shared_pending.iter().map(|s| s.signo).collect::<Vec<_>>()
+    );
+    for t in &p.threads {
+        print_thread(t);
+    }
+}
+
+/// One thread: registers, interrupted system call, signal stack, rseq, debug registers.
+fn print_thread(t: &Thread) {
+    let r = &t.arch.regs;
+    println!(
+        "  Thread {}: rip {:#x} rsp {:#x} {:?}, blocked {:#x}, pending {:?}",
+        t.tid,
+        r.rip,
+        r.rsp,
+        t.arch.abi(),
+        t.sigmask,
+        t.pending.iter().map(|s| s.signo).collect::<Vec<_>>()
+    );
+    match syscall_state(r) {
+        SyscallState::None => {}
+        SyscallState::Restart { nr } => {
+            println!("    interrupted in system call {nr}; restarted on restore")
         }
-        _ => "?".into(),
+        SyscallState::RestartBlock { nr } => {
+            println!("    interrupted in system call {nr} (restart block); re-issued on restore")
+        }
+    }
+    println!(
+        "    sigaltstack {:#x}+{} flags {}; rseq {:?}; robust list {:#x}; clear_child_tid {:#x}",
+        t.sigaltstack.sp,
+        t.sigaltstack.size,
+        t.sigaltstack.flags,
+        t.rseq.map(|r| r.addr),
+        t.robust_list,
+        t.clear_child_tid
+    );
+    let dr = t.arch.debugregs;
+    if dr[5] != 0 {
+        println!(
+            "    debug registers: DR0-3 {:#x} {:#x} {:#x} {:#x} DR6 {:#x} DR7 {:#x}",
+            dr[0], dr[1], dr[2], dr[3], dr[4], dr[5]
+        );
     }
 }

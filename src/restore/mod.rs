@@ -9,7 +9,6 @@
 pub mod kernel;
 pub mod pidns;
 pub mod plan;
-pub mod privs;
 pub mod source;
 pub mod stage;
 

@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 
 use super::plan::{Plan, TASK_SIZE};
-use super::privs;
 use super::source::RecordSource;
 use super::{RestoreError, Result, fault_point};
 use crate::arch::Abi;
@@ -29,9 +28,6 @@ use crate::sys::inject::{Call, Injector, find_gadget};
 use crate::sys::mem::RemoteMem;
 use crate::sys::ptrace::{self, Stop};
 use crate::sys::{self, proc as procfs};
-
-/// Used by `restore::privs` (it counts the temporaries of the descriptor table).
-pub(crate) use crate::kinds::fd::pipe_tmp_base;
 
 /// Owns the half-built process tree: dropping it before commit kills and reaps every
 /// process and thread it created.
@@ -498,7 +494,7 @@ fn link_processes(
 /// Credentials last: creating processes, PIDs and mm fields needs ckpt's privileges.
 /// Every thread of a process gets them (each has its own), the main thread last.
 fn restore_all_creds(ctxs: &mut [Ctx<'_>], staged: &mut [Option<Vec<Injector>>]) -> Result<()> {
-    let me = privs::Own::detect()?;
+    let me = creds::Own::detect()?;
     for (cx, threads) in ctxs.iter_mut().zip(staged.iter_mut()) {
         let Some(threads) = threads else {
             continue;

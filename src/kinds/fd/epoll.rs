@@ -1,9 +1,12 @@
 //! epoll instances and the descriptors they watch.
 
 use crate::arch::x86::nr;
+use crate::error::Problem;
 use crate::error::RestoreResult as Result;
+use crate::kinds::check;
 use crate::kinds::fd::anon::keep_flags;
 use crate::model::FdKind;
+use crate::model::{EpollTarget, Process};
 use crate::remote::Ctx;
 
 // ---- restore (stage) ----
@@ -37,4 +40,41 @@ pub(crate) fn register_targets(cx: &mut Ctx<'_>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+// ---- checks (plan) ----
+
+/// epoll instances watch descriptors of their own process.
+pub(crate) fn check_targets(procs: &[Process], problems: &mut Vec<Problem>) {
+    for q in procs {
+        for f in &q.fds {
+            if let FdKind::Epoll { targets, .. } = &f.kind {
+                for t in targets {
+                    if !q.fds.iter().any(|g| g.fd == t.fd) || targets.len() > 1 << 20 {
+                        check::p(
+                            problems,
+                            "malformed",
+                            format!(
+                                "epoll descriptor {} of process {} watches a missing \
+                                 descriptor {}",
+                                f.fd, q.pid, t.fd
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What `inspect` says of an epoll instance.
+pub(crate) fn describe(targets: &[EpollTarget]) -> String {
+    format!(
+        "epoll watching {}",
+        targets
+            .iter()
+            .map(|t| format!("{} ({:#x})", t.fd, t.events))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }

@@ -1,14 +1,17 @@
 //! inotify instances and their watches.
 
 use crate::arch::x86::nr;
+use crate::error::Problem;
 use crate::error::{RestoreError, RestoreResult as Result};
+use crate::kinds::check;
 use crate::kinds::fd::anon::keep_flags;
+use crate::model::InotifyWatch;
 use crate::remote::{Ctx, STUB_CODE, STUB_SIZE};
+use crate::sys::proc as procfs;
 
 // ---- restore (stage) ----
 
 /// Most inotify watches per instance accepted (restore may skip wd numbers up to it).
-/// (The same as `restore::plan::MAX_WATCHES`, which checks it: one of them goes at merge.)
 pub(crate) const MAX_WATCHES: usize = 1 << 14;
 
 /// Add the watches of an inotify instance in wd order, so that each gets its old number.
@@ -102,4 +105,66 @@ pub(crate) fn create_inotify(
     )?;
     add_inotify_watches(cx, n, watches)?;
     Ok(n)
+}
+
+// ---- checks (plan) ----
+
+/// Watches in increasing wd order, with sane paths, not too many.
+pub(crate) fn check_watches(
+    watches: &[InotifyWatch],
+    fd: i32,
+    pid: i32,
+    problems: &mut Vec<Problem>,
+) {
+    if watches.len() > MAX_WATCHES
+        || watches.first().is_some_and(|w| w.wd < 1)
+        || watches.windows(2).any(|w| w[0].wd >= w[1].wd)
+        || watches
+            .iter()
+            .any(|w| w.path.is_empty() || w.path.len() > 4096)
+    {
+        check::p(
+            problems,
+            "malformed",
+            format!(
+                "descriptor {} of process {} has invalid inotify watches",
+                fd, pid
+            ),
+        );
+    }
+}
+
+/// Every watched path exists.
+pub(crate) fn check_paths(watches: &[InotifyWatch], fd: i32, problems: &mut Vec<Problem>) {
+    for w in watches {
+        if std::fs::symlink_metadata(procfs::bytes_path(&w.path)).is_err() {
+            check::p(
+                problems,
+                "file-missing",
+                format!(
+                    "file descriptor {}: inotify watch {} on {}: it does not exist",
+                    fd,
+                    w.wd,
+                    check::show(&w.path)
+                ),
+            );
+        }
+    }
+}
+
+/// What `inspect` says of an inotify instance.
+pub(crate) fn describe(watches: &[InotifyWatch]) -> String {
+    format!(
+        "inotify watching {}",
+        watches
+            .iter()
+            .map(|w| format!(
+                "{} ({:#x}) as wd {}",
+                String::from_utf8_lossy(&w.path),
+                w.mask,
+                w.wd
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }

@@ -1,6 +1,9 @@
 //! Terminals: settings, window size, controlling terminal.
 
+use crate::error::Problem;
 use crate::error::RestoreResult as Result;
+use crate::kinds::check;
+use crate::model::{Checkpoint, FdKind, Process, TtyState};
 use crate::remote::{Ctx, move_fd, take_remote_fd};
 
 // ---- restore (stage) ----
@@ -12,4 +15,130 @@ pub(crate) fn place_new_tty(cx: &mut Ctx<'_>, f: &crate::model::Fd, slave: i32) 
     let me = std::process::id() as i32;
     let n = take_remote_fd(cx, me, slave as u64, "take the new terminal")?;
     move_fd(cx, n, f.fd, f.cloexec)
+}
+
+// ---- checks (plan) ----
+
+// `pub`, not `pub(crate)`: `restore::plan` re-exports both (the public `stage` takes a
+// `TtyPlan`).
+
+/// What `restore --new-tty` does with the image's terminal: the tree's root becomes the
+/// leader of a new session whose controlling terminal (if the terminal was one at dump)
+/// is a new pty, given these settings, with this foreground group.
+#[derive(Debug, Clone)]
+pub struct TtyPlan {
+    pub settings: Option<crate::model::TtySettings>,
+    /// Make the new pty the root's controlling terminal.
+    pub controlling: bool,
+    /// The foreground process group to give it (a group of the image, or the root's).
+    pub fg_pgid: i32,
+}
+
+/// Check that the image's terminal can be replaced by a new pty (`restore --new-tty`):
+/// standard descriptors that led to a terminal, all the same one, all held by
+/// processes of the root's session (the session the new terminal gets).
+pub fn tty_plan(ckpt: &Checkpoint) -> std::result::Result<TtyPlan, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let Some(root) = ckpt.processes.first() else {
+        check::p(
+            &mut problems,
+            "malformed",
+            "the image has no process".into(),
+        );
+        return Err(problems);
+    };
+    if ckpt.own_pid_namespace {
+        check::p(
+            &mut problems,
+            "unsupported",
+            "--new-tty: the tree has a PID namespace of its own; restoring it onto a new \
+             terminal is not supported yet (restore it without --new-tty)"
+                .into(),
+        );
+    }
+    let ttys: Vec<(&Process, i32, &crate::model::TtyState)> = ckpt
+        .processes
+        .iter()
+        .flat_map(|q| {
+            q.fds.iter().filter_map(move |f| match &f.kind {
+                FdKind::Inherited { tty: Some(t), .. } => Some((q, f.fd, &**t)),
+                _ => None,
+            })
+        })
+        .collect();
+    if ttys.is_empty() {
+        check::p(
+            &mut problems,
+            "unsupported",
+            "--new-tty: no standard descriptor of the image led to a terminal at dump; \
+             restore it without --new-tty"
+                .into(),
+        );
+    }
+    if let Some((_, _, first)) = ttys.first() {
+        if ttys.iter().any(|(_, _, t)| t.rdev != first.rdev) {
+            check::p(
+                &mut problems,
+                "unsupported",
+                "--new-tty: standard descriptors of the image led to more than one terminal; \
+                 only one can be replaced by a new pty"
+                    .into(),
+            );
+        }
+    }
+    for (q, fd, _) in &ttys {
+        if q.sid != root.sid {
+            check::p(
+                &mut problems,
+                "unsupported",
+                format!(
+                    "--new-tty: process {} (in session {}, not that of the root {}) has the \
+                     terminal on descriptor {fd}; the new terminal can only belong to the \
+                     root's session",
+                    q.pid, q.sid, root.pid
+                ),
+            );
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let ctl = ttys.iter().find(|(_, _, t)| t.controlling);
+    let fg = ctl.map(|(_, _, t)| t.fg_pgid).unwrap_or(0);
+    // A foreground group of the image keeps its place; any other (the old shell's, or
+    // the root's group led from outside, which the root now leads) becomes the root's.
+    let fg_pgid = if fg > 0
+        && ckpt
+            .processes
+            .iter()
+            .any(|q| q.pid == fg && q.pgid == fg && q.sid == root.sid && !q.is_zombie())
+    {
+        fg
+    } else {
+        root.pid
+    };
+    Ok(TtyPlan {
+        settings: ttys.iter().find_map(|(_, _, t)| t.settings.clone()),
+        controlling: ctl.is_some(),
+        fg_pgid,
+    })
+}
+
+/// What `inspect` says of a standard descriptor inherited from restore.
+pub(crate) fn describe_inherited(what: &str, tty: Option<&TtyState>) -> String {
+    match tty {
+        None => format!("inherited from restore ({what})"),
+        Some(t) => format!(
+            "inherited from restore ({what}: a terminal{}{}; --new-tty gives it a new one)",
+            if t.controlling {
+                ", the controlling one"
+            } else {
+                ""
+            },
+            match &t.settings {
+                Some(s) => format!(", {}x{}", s.cols, s.rows),
+                None => String::new(),
+            }
+        ),
+    }
 }

@@ -2,12 +2,18 @@
 //! (PR_SET_MM_MAP), working directory and root.
 
 use crate::arch::x86::nr;
+use crate::error::Problem;
 use crate::error::{RestoreResult as Result, fault_point};
+use crate::kinds::check;
+use crate::kinds::task::creds::RLIMIT_NAMES;
 use crate::kinds::task::signals;
 use crate::kinds::task::threads::{thread_attr_calls, thread_sched};
+use crate::model::Process;
 use crate::remote::{BatchArgs, Ctx};
 use crate::sys;
 use crate::sys::inject::Call;
+use crate::sys::proc as procfs;
+use std::collections::BTreeSet;
 
 // ---- restore (stage) ----
 
@@ -154,4 +160,56 @@ pub(crate) fn set_cwd_root(cx: &mut Ctx<'_>) -> Result<()> {
         cx.call("chroot", nr::CHROOT, [a, 0, 0, 0, 0, 0])?;
     }
     Ok(())
+}
+
+// ---- checks (plan) ----
+
+/// Resource limits: known resources, each once, soft below hard.
+pub(crate) fn check_rlimits(proc_: &Process, problems: &mut Vec<Problem>) {
+    let mut resources = BTreeSet::new();
+    for r in &proc_.rlimits {
+        if r.resource as usize >= RLIMIT_NAMES.len()
+            || !resources.insert(r.resource)
+            || r.cur > r.max
+        {
+            check::p(
+                problems,
+                "malformed",
+                format!(
+                    "process {}: invalid resource limit {} ({}/{})",
+                    proc_.pid, r.resource, r.cur, r.max
+                ),
+            );
+        }
+    }
+}
+
+/// The auxiliary vector and the process name are of sane size.
+pub(crate) fn check_auxv_comm(proc_: &Process, problems: &mut Vec<Problem>) {
+    if proc_.mm.auxv.len() > 128 || proc_.comm.len() > 64 {
+        check::p(problems, "malformed", "invalid auxv or process name".into());
+    }
+}
+
+/// The process's root and working directories exist here.
+pub(crate) fn check_dirs(proc_: &Process, problems: &mut Vec<Problem>) {
+    match std::fs::metadata(procfs::bytes_path(&proc_.root)) {
+        Ok(m) if m.is_dir() => {}
+        _ => check::p(
+            problems,
+            "file-missing",
+            format!("root directory {} does not exist", check::show(&proc_.root)),
+        ),
+    }
+    match std::fs::metadata(procfs::bytes_path(&proc_.cwd)) {
+        Ok(m) if m.is_dir() => {}
+        _ => check::p(
+            problems,
+            "file-missing",
+            format!(
+                "working directory {} does not exist",
+                check::show(&proc_.cwd)
+            ),
+        ),
+    }
 }

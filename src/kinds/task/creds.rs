@@ -2,10 +2,13 @@
 //! thread), and what ckpt's own privileges allow.
 
 use crate::arch::x86::nr;
+use crate::error::Problem;
 use crate::error::RestoreResult as Result;
+use crate::model::{Creds, Process};
 use crate::remote::Ctx;
+use crate::sys::{self, proc as procfs};
+
 // Layering leak (to fix at merge): privs moves to kinds::task::creds.
-use crate::restore::privs;
 
 // ---- restore (stage) ----
 
@@ -24,7 +27,7 @@ use crate::restore::privs;
 /// which may forbid raising them), the securebits (PR_SET_SECUREBITS needs CAP_SETPCAP,
 /// still effective; securebits like no_setuid_fixup and keep_caps only matter for the
 /// setuid calls, which are done by then), and last the image's capability sets.
-pub(crate) fn restore_creds(cx: &mut Ctx<'_>, me: &privs::Own) -> Result<bool> {
+pub(crate) fn restore_creds(cx: &mut Ctx<'_>, me: &Own) -> Result<bool> {
     let c = &cx.proc_.creds;
     let o = &me.creds;
     let same = c.uid == o.uid
@@ -80,13 +83,13 @@ pub(crate) fn restore_creds(cx: &mut Ctx<'_>, me: &privs::Own) -> Result<bool> {
     }
     let mut bits = o.securebits;
     if c.uid != o.uid {
-        if bits & (privs::secbit::KEEP_CAPS | privs::secbit::NO_SETUID_FIXUP) == 0 {
+        if bits & (secbit::KEEP_CAPS | secbit::NO_SETUID_FIXUP) == 0 {
             cx.call(
                 "prctl(PR_SET_KEEPCAPS)",
                 nr::PRCTL,
                 [libc::PR_SET_KEEPCAPS as u64, 1, 0, 0, 0, 0],
             )?;
-            bits |= privs::secbit::KEEP_CAPS;
+            bits |= secbit::KEEP_CAPS;
         }
         cx.call("setresuid", nr::SETRESUID, resid_args(&c.uid))?;
         cx.call(
@@ -128,9 +131,9 @@ pub(crate) fn restore_creds(cx: &mut Ctx<'_>, me: &privs::Own) -> Result<bool> {
         }
     }
     if c.securebits != bits {
-        if c.securebits ^ bits == privs::secbit::KEEP_CAPS {
+        if c.securebits ^ bits == secbit::KEEP_CAPS {
             // Only keep_caps differs (ckpt turned it on above): no privilege needed.
-            let on = u64::from(c.securebits & privs::secbit::KEEP_CAPS != 0);
+            let on = u64::from(c.securebits & secbit::KEEP_CAPS != 0);
             cx.call(
                 "prctl(PR_SET_KEEPCAPS)",
                 nr::PRCTL,
@@ -210,4 +213,716 @@ fn resid_args(ids: &[u32; 4]) -> [u64; 6] {
         0,
         0,
     ]
+}
+
+// ---- checks (plan) ----
+
+// Privileges: what the image's processes had (user and group IDs, capability sets,
+// securebits, no_new_privs, resource limits) against what ckpt itself holds.
+//
+// Stage gives every thread of a process exactly the image's credentials
+// (`stage::restore_creds`), which it can only do with privileges ckpt has: a capability
+// ckpt lacks cannot be given, a bounding set cannot grow, a hard resource limit cannot
+// be raised without `CAP_SYS_RESOURCE`, no_new_privs cannot be cleared, a locked
+// securebit cannot change. Plan checks all of it here, so that such an image is refused
+// before anything is created, each problem naming the process, the capability or limit,
+// and what to do.
+
+/// Capability numbers used here (linux/capability.h).
+pub(crate) mod cap {
+    pub(crate) const SETGID: u32 = 6;
+    pub(crate) const SETUID: u32 = 7;
+    pub(crate) const SETPCAP: u32 = 8;
+    pub(crate) const SYS_ADMIN: u32 = 21;
+    pub(crate) const SYS_RESOURCE: u32 = 24;
+    pub(crate) const CHECKPOINT_RESTORE: u32 = 40;
+}
+
+/// Capability names, by number (linux/capability.h).
+const CAP_NAMES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// `CAP_SYS_RESOURCE`, or "capability 45" for a number this table does not know.
+pub(crate) fn cap_name(n: u32) -> String {
+    match CAP_NAMES.get(n as usize) {
+        Some(s) => format!("CAP_{s}"),
+        None => format!("capability {n}"),
+    }
+}
+
+/// Whether capability `n` is in the set `set`.
+pub(crate) fn has(set: u64, n: u32) -> bool {
+    n < 64 && set & (1 << n) != 0
+}
+
+/// Securebits (linux/securebits.h): each flag is followed by its lock.
+pub(crate) mod secbit {
+    #[allow(dead_code)] // listed with the others; nothing tests it alone
+    pub(crate) const NOROOT: u32 = 1 << 0;
+    pub(crate) const NO_SETUID_FIXUP: u32 = 1 << 2;
+    pub(crate) const KEEP_CAPS: u32 = 1 << 4;
+    pub(crate) const KEEP_CAPS_LOCKED: u32 = 1 << 5;
+    pub(crate) const NO_CAP_AMBIENT_RAISE: u32 = 1 << 6;
+    /// Every lock bit (the odd bits).
+    pub(crate) const ALL_LOCKS: u32 = 0xaaaa_aaaa;
+}
+
+/// Securebits by name, as `setpriv --securebits` spells them.
+pub(crate) fn secbits_names(bits: u32) -> String {
+    const NAMES: [&str; 12] = [
+        "noroot",
+        "noroot_locked",
+        "no_setuid_fixup",
+        "no_setuid_fixup_locked",
+        "keep_caps",
+        "keep_caps_locked",
+        "no_cap_ambient_raise",
+        "no_cap_ambient_raise_locked",
+        "exec_restrict_file",
+        "exec_restrict_file_locked",
+        "exec_deny_interactive",
+        "exec_deny_interactive_locked",
+    ];
+    if bits == 0 {
+        return "none".into();
+    }
+    (0..32)
+        .filter(|b| bits & (1 << b) != 0)
+        .map(|b| {
+            NAMES
+                .get(b)
+                .map_or_else(|| format!("bit {b}"), |s| (*s).to_string())
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Whether the kernel lets securebits `from` be changed to `to` (PR_SET_SECUREBITS, given
+/// CAP_SETPCAP): no locked bit may change and no lock may go.
+pub(crate) fn secbits_change_allowed(from: u32, to: u32) -> bool {
+    let locked = (from & secbit::ALL_LOCKS) >> 1;
+    locked & (from ^ to) == 0 && from & secbit::ALL_LOCKS & !to == 0
+}
+
+/// Resource limit names, by number (RLIMIT_CPU = 0 .. RLIMIT_RTTIME = 15).
+pub(crate) const RLIMIT_NAMES: [&str; 16] = [
+    "CPU",
+    "FSIZE",
+    "DATA",
+    "STACK",
+    "CORE",
+    "RSS",
+    "NPROC",
+    "NOFILE",
+    "MEMLOCK",
+    "AS",
+    "LOCKS",
+    "SIGPENDING",
+    "MSGQUEUE",
+    "NICE",
+    "RTPRIO",
+    "RTTIME",
+];
+
+fn limit(v: u64) -> String {
+    if v == u64::MAX {
+        "unlimited".into()
+    } else {
+        v.to_string()
+    }
+}
+
+/// What ckpt itself holds: the credentials its stubs start with, its hard limits.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Own {
+    pub(crate) euid_root: bool,
+    pub(crate) creds: Creds,
+    /// (soft, hard) of each resource, by number.
+    pub(crate) rlimits: Vec<(u64, u64)>,
+    /// fs.nr_open: no descriptor limit can be set above it.
+    pub(crate) nr_open: u64,
+}
+
+impl Own {
+    /// This process's privileges.
+    pub(crate) fn detect() -> sys::Result<Own> {
+        let st = procfs::status(std::process::id() as i32)?;
+        let rlimits = (0..RLIMIT_NAMES.len() as u32)
+            .map(|r| sys::process::prlimit_get(0, r))
+            .collect::<sys::Result<Vec<_>>>()?;
+        let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1 << 20);
+        Ok(Own {
+            euid_root: sys::process::is_root(),
+            creds: st.creds(sys::process::own_securebits()),
+            rlimits,
+            nr_open,
+        })
+    }
+
+    fn hard(&self, resource: u32) -> u64 {
+        self.rlimits
+            .get(resource as usize)
+            .map_or(u64::MAX, |l| l.1)
+    }
+
+    fn can(&self, n: u32) -> bool {
+        has(self.creds.cap_eff, n)
+    }
+}
+
+fn p(problems: &mut Vec<Problem>, code: &'static str, message: String) {
+    problems.push(Problem { code, message });
+}
+
+/// What ckpt needs whatever the image: root, the right to choose PIDs, no seccomp filter
+/// (its stubs, and so the restored processes, would inherit it).
+pub(crate) fn check_ckpt(own: &Own, problems: &mut Vec<Problem>) {
+    if !own.euid_root {
+        p(
+            problems,
+            "privilege",
+            format!(
+                "restore must run as root (it recreates PIDs and memory-map fields); ckpt runs \
+                 as user ID {}: run it as root (e.g. with sudo)",
+                own.creds.uid[1]
+            ),
+        );
+    } else if !own.can(cap::CHECKPOINT_RESTORE) && !own.can(cap::SYS_ADMIN) {
+        p(
+            problems,
+            "privilege",
+            "ckpt has neither CAP_CHECKPOINT_RESTORE nor CAP_SYS_ADMIN, one of which it needs \
+             to give processes their PIDs and executables: run it as root with one of them \
+             (in its bounding set)"
+                .into(),
+        );
+    }
+    if own.creds.seccomp != 0 {
+        p(
+            problems,
+            "privilege",
+            format!(
+                "ckpt runs under seccomp (mode {}): the restored processes would inherit its \
+                 filter; run ckpt restore outside seccomp",
+                own.creds.seccomp
+            ),
+        );
+    }
+}
+
+/// Descriptor limit restore needs in a process while it gives it its descriptors:
+/// room for its highest descriptor and for the temporaries stage keeps above it.
+pub(crate) fn fd_room(proc_: &Process, pairs: usize) -> u64 {
+    // (see stage::restore_fds: two temporaries per pipe, socket pair or FIFO, +4)
+    crate::kinds::fd::pipe_tmp_base(proc_) + 2 * pairs as u64 + 4
+}
+
+/// What one (live) process of the image asks of ckpt. `pairs`: the image's pipes, socket
+/// pairs and FIFOs (for [`fd_room`]).
+pub(crate) fn check_process(proc_: &Process, own: &Own, pairs: usize, problems: &mut Vec<Problem>) {
+    let who = format!(
+        "process {} ({})",
+        proc_.pid,
+        String::from_utf8_lossy(&proc_.comm)
+    );
+    check_sets(proc_, &who, problems);
+    check_missing_caps(proc_, own, &who, problems);
+    check_changes(proc_, own, &who, problems);
+    check_securebits(proc_, own, &who, problems);
+    check_limits(proc_, own, pairs, &who, problems);
+}
+
+/// Capability sets and groups the kernel would accept.
+fn check_sets(proc_: &Process, who: &str, problems: &mut Vec<Problem>) {
+    let c = &proc_.creds;
+    if c.cap_eff & !c.cap_prm != 0 || c.cap_amb & !(c.cap_prm & c.cap_inh) != 0 {
+        p(
+            problems,
+            "malformed",
+            format!(
+                "{who}: its effective or ambient capabilities are not all permitted (and \
+                 inheritable): the kernel would not allow these capability sets"
+            ),
+        );
+    }
+    if c.groups.len() > 65536 {
+        p(
+            problems,
+            "malformed",
+            format!("{who}: more supplementary groups than the kernel allows"),
+        );
+    }
+}
+
+/// Capabilities the process has that ckpt cannot give it.
+fn check_missing_caps(proc_: &Process, own: &Own, who: &str, problems: &mut Vec<Problem>) {
+    let c = &proc_.creds;
+    let o = &own.creds;
+    // Capabilities ckpt cannot give. The stub starts with ckpt's sets: the permitted set
+    // can only shrink (effective and ambient live inside it), the bounding set only
+    // shrink, and a new inheritable capability must be in the bounding set (and, without
+    // CAP_SETPCAP, permitted).
+    let inh_ok = o.cap_inh | (o.cap_bnd & if own.can(cap::SETPCAP) { !0 } else { o.cap_prm });
+    let sets = [
+        ("permitted", c.cap_prm & !o.cap_prm),
+        ("effective", c.cap_eff & !o.cap_prm),
+        ("inheritable", c.cap_inh & !inh_ok),
+        ("ambient", c.cap_amb & !o.cap_prm),
+        ("bounding", c.cap_bnd & !o.cap_bnd),
+    ];
+    let mut missing = Vec::new();
+    for n in 0..64 {
+        let named: Vec<&str> = sets
+            .iter()
+            .filter(|(_, m)| has(*m, n))
+            .map(|(s, _)| *s)
+            .collect();
+        if named.is_empty() {
+            continue;
+        }
+        let lacks = if !has(o.cap_bnd, n) {
+            "not in ckpt's bounding set"
+        } else if !has(o.cap_prm, n) {
+            "not permitted to ckpt"
+        } else {
+            "ckpt lacks CAP_SETPCAP to make it inheritable"
+        };
+        missing.push(format!(
+            "{} (in its {} set{}; {lacks})",
+            cap_name(n),
+            join_and(&named),
+            if named.len() == 1 { "" } else { "s" }
+        ));
+    }
+    if !missing.is_empty() && own.euid_root {
+        p(
+            problems,
+            "privilege",
+            format!(
+                "{who} has {} that ckpt does not hold, and restore cannot give what ckpt \
+                 lacks: {}; run ckpt restore as root with {} (in its bounding set: not under \
+                 `setpriv --bounding-set -...` or in a container that drops {})",
+                if missing.len() == 1 {
+                    "a capability"
+                } else {
+                    "capabilities"
+                },
+                missing.join(", "),
+                if missing.len() == 1 { "it" } else { "them" },
+                if missing.len() == 1 { "it" } else { "them" },
+            ),
+        );
+    }
+}
+
+/// The calls that change credentials need capabilities ckpt must hold.
+fn check_changes(proc_: &Process, own: &Own, who: &str, problems: &mut Vec<Problem>) {
+    let c = &proc_.creds;
+    let o = &own.creds;
+    // The calls that change credentials, and what ckpt needs for them.
+    let mut needs = Vec::new();
+    if c.uid != o.uid {
+        needs.push((cap::SETUID, format!("its user IDs {:?}", c.uid)));
+    }
+    if c.gid != o.gid || c.groups != o.groups {
+        needs.push((cap::SETGID, format!("its group IDs {:?} and groups", c.gid)));
+    }
+    if c.cap_bnd != o.cap_bnd {
+        needs.push((cap::SETPCAP, "its bounding set".into()));
+    }
+    if c.securebits != o.securebits {
+        needs.push((
+            cap::SETPCAP,
+            format!("its securebits ({})", secbits_names(c.securebits)),
+        ));
+    }
+    for (n, what) in needs {
+        // (Not as another user: the problem is then that ckpt must run as root.)
+        if own.euid_root && !own.can(n) {
+            let name = cap_name(n);
+            p(
+                problems,
+                "privilege",
+                format!(
+                    "{who}: ckpt needs {name} to give it {what} but lacks it: run ckpt \
+                     restore as root with {name}"
+                ),
+            );
+        }
+    }
+}
+
+/// Securebits, keep_caps, ambient raising and no_new_privs: what ckpt's own allow.
+fn check_securebits(proc_: &Process, own: &Own, who: &str, problems: &mut Vec<Problem>) {
+    let c = &proc_.creds;
+    let o = &own.creds;
+    // Securebits: stage goes from ckpt's own to the image's. It may turn keep_caps on
+    // for the change of user IDs (unless it is locked), raises ambient capabilities
+    // before setting the image's bits, and sets them with PR_SET_SECUREBITS.
+    if !secbits_change_allowed(o.securebits, c.securebits) {
+        p(
+            problems,
+            "privilege",
+            format!(
+                "{who}: its securebits are {}, but ckpt runs with {} (locked bits cannot \
+                 change): run ckpt restore without locked securebits",
+                secbits_names(c.securebits),
+                secbits_names(o.securebits)
+            ),
+        );
+    }
+    let uid_change = c.uid != o.uid;
+    if uid_change
+        && o.securebits & secbit::KEEP_CAPS_LOCKED != 0
+        && o.securebits & (secbit::KEEP_CAPS | secbit::NO_SETUID_FIXUP) == 0
+    {
+        p(
+            problems,
+            "privilege",
+            format!(
+                "{who}: ckpt runs with keep_caps locked off, so changing to the process's \
+                 user IDs would lose the capabilities it must still set: run ckpt restore \
+                 without locked securebits"
+            ),
+        );
+    }
+    if c.cap_amb != 0 && o.securebits & secbit::NO_CAP_AMBIENT_RAISE != 0 {
+        p(
+            problems,
+            "privilege",
+            format!(
+                "{who}: it has ambient capabilities, but ckpt runs with the securebit \
+                 no_cap_ambient_raise, which forbids raising them: run ckpt restore without it"
+            ),
+        );
+    }
+    if o.no_new_privs && !c.no_new_privs {
+        p(
+            problems,
+            "privilege",
+            format!(
+                "{who}: it did not have no_new_privs, but ckpt runs with it, and it cannot be \
+                 cleared (the process would inherit it): run ckpt restore without no_new_privs \
+                 (e.g. not under `setpriv --no-new-privs`)"
+            ),
+        );
+    }
+}
+
+/// Hard resource limits and the descriptor limit restore needs.
+fn check_limits(proc_: &Process, own: &Own, pairs: usize, who: &str, problems: &mut Vec<Problem>) {
+    // Hard limits: raising one above ckpt's own needs CAP_SYS_RESOURCE (the stub starts
+    // with ckpt's limits); a descriptor limit never goes above fs.nr_open.
+    let raise = own.can(cap::SYS_RESOURCE);
+    let nofile = libc::RLIMIT_NOFILE;
+    for r in &proc_.rlimits {
+        let Some(name) = RLIMIT_NAMES.get(r.resource as usize) else {
+            continue;
+        };
+        let ours = own.hard(r.resource);
+        if r.max > ours && !raise {
+            p(
+                problems,
+                "privilege",
+                format!(
+                    "{who}: its hard limit RLIMIT_{name} is {}, above ckpt's own ({}), and \
+                     ckpt cannot raise a hard limit without CAP_SYS_RESOURCE: run ckpt \
+                     restore with a hard RLIMIT_{name} of at least {} (it inherits its \
+                     parent's: `prlimit --pid $$` shows the shell's) or with CAP_SYS_RESOURCE",
+                    limit(r.max),
+                    limit(ours),
+                    limit(r.max)
+                ),
+            );
+        }
+        if r.resource == nofile && r.max > own.nr_open {
+            p(
+                problems,
+                "privilege",
+                format!(
+                    "{who}: its hard limit RLIMIT_NOFILE is {}, above this host's fs.nr_open \
+                     ({}): raise it (`sysctl fs.nr_open={}`) before restoring",
+                    limit(r.max),
+                    own.nr_open,
+                    limit(r.max)
+                ),
+            );
+        }
+    }
+    let room = fd_room(proc_, pairs);
+    let ours = own.hard(nofile);
+    if room > ours && !raise {
+        p(
+            problems,
+            "privilege",
+            format!(
+                "{who}: restoring its descriptors needs a descriptor limit of {room}, above \
+                 ckpt's hard RLIMIT_NOFILE ({}), which it cannot raise without \
+                 CAP_SYS_RESOURCE: run ckpt restore with a hard RLIMIT_NOFILE of at least \
+                 {room} or with CAP_SYS_RESOURCE",
+                limit(ours)
+            ),
+        );
+    } else if room > own.nr_open {
+        p(
+            problems,
+            "privilege",
+            format!(
+                "{who}: restoring its descriptors needs a descriptor limit of {room}, above \
+                 this host's fs.nr_open ({}): raise it (`sysctl fs.nr_open={room}`)",
+                own.nr_open
+            ),
+        );
+    }
+}
+
+/// "a", "a and b", "a, b and c".
+fn join_and(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// Seccomp is not restored: a process that ran under it is refused.
+pub(crate) fn check_seccomp(proc_: &Process, problems: &mut Vec<Problem>) {
+    if proc_.creds.seccomp != 0 {
+        p(
+            problems,
+            "unsupported",
+            "the process ran under seccomp; not supported yet".into(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Rlimit;
+
+    const ALL: u64 = (1 << 41) - 1;
+
+    fn root_own() -> Own {
+        Own {
+            euid_root: true,
+            creds: Creds {
+                cap_prm: ALL,
+                cap_eff: ALL,
+                cap_bnd: ALL,
+                ..Default::default()
+            },
+            rlimits: vec![(1024, 4096); 16],
+            nr_open: 1 << 20,
+        }
+    }
+
+    fn proc_with(creds: Creds, rlimits: Vec<Rlimit>) -> Process {
+        Process {
+            pid: 77,
+            comm: b"prog".to_vec(),
+            creds,
+            rlimits,
+            threads: vec![],
+            ..Default::default()
+        }
+    }
+
+    fn problems(proc_: &Process, own: &Own) -> Vec<Problem> {
+        let mut v = Vec::new();
+        check_process(proc_, own, 0, &mut v);
+        v
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(cap_name(24), "CAP_SYS_RESOURCE");
+        assert_eq!(cap_name(40), "CAP_CHECKPOINT_RESTORE");
+        assert_eq!(cap_name(50), "capability 50");
+        assert_eq!(secbits_names(0x7), "noroot,noroot_locked,no_setuid_fixup");
+        assert_eq!(join_and(&["a", "b", "c"]), "a, b and c");
+    }
+
+    #[test]
+    fn same_privileges_pass() {
+        let own = root_own();
+        let pr = proc_with(own.creds.clone(), vec![]);
+        assert!(problems(&pr, &own).is_empty());
+        // Less is always fine: another user, fewer capabilities, lower limits.
+        let pr = proc_with(
+            Creds {
+                uid: [65534; 4],
+                gid: [65534; 4],
+                cap_bnd: ALL & !(1 << 21),
+                securebits: 0x7,
+                no_new_privs: true,
+                ..Default::default()
+            },
+            vec![Rlimit {
+                resource: 7,
+                cur: 100,
+                max: 200,
+            }],
+        );
+        assert!(problems(&pr, &own).is_empty(), "{:?}", problems(&pr, &own));
+    }
+
+    #[test]
+    fn a_missing_capability_is_named_once_with_its_sets() {
+        let mut own = root_own();
+        own.creds.cap_bnd &= !(1 << 24);
+        own.creds.cap_prm &= !(1 << 24);
+        own.creds.cap_eff &= !(1 << 24);
+        let pr = proc_with(root_own().creds, vec![]);
+        let v = problems(&pr, &own);
+        assert_eq!(v.len(), 1, "{v:?}");
+        let m = &v[0].message;
+        assert_eq!(v[0].code, "privilege");
+        assert!(m.contains("process 77 (prog)"), "{m}");
+        assert!(m.contains("CAP_SYS_RESOURCE"), "{m}");
+        assert!(
+            m.contains("CAP_SYS_RESOURCE (in its permitted, effective and bounding sets; not in ckpt's bounding set)"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn ambient_inheritable_and_needed_capabilities() {
+        let mut own = root_own();
+        own.creds.cap_prm &= !(1 << 12);
+        own.creds.cap_eff &= !((1 << 12) | (1 << cap::SETUID));
+        let pr = proc_with(
+            Creds {
+                uid: [1000; 4],
+                cap_prm: 1 << 12,
+                cap_inh: 1 << 12,
+                cap_amb: 1 << 12,
+                cap_bnd: ALL,
+                ..Default::default()
+            },
+            vec![],
+        );
+        let v = problems(&pr, &own);
+        let all: String = v.iter().map(|p| p.message.clone() + "\n").collect();
+        assert!(
+            all.contains(
+                "CAP_NET_ADMIN (in its permitted and ambient sets; not permitted to ckpt)"
+            ),
+            "{all}"
+        );
+        assert!(all.contains("ckpt needs CAP_SETUID"), "{all}");
+        assert_eq!(v.len(), 2, "{all}");
+    }
+
+    #[test]
+    fn as_another_user_only_root_is_asked_for() {
+        // Not root: no capability, no way to change IDs. One problem says what to do.
+        let own = Own {
+            euid_root: false,
+            creds: Creds {
+                uid: [1000; 4],
+                gid: [1000; 4],
+                cap_bnd: ALL,
+                ..Default::default()
+            },
+            rlimits: vec![(1024, 4096); 16],
+            nr_open: 1 << 20,
+        };
+        let pr = proc_with(root_own().creds, vec![]);
+        let mut v = problems(&pr, &own);
+        check_ckpt(&own, &mut v);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].message.contains("must run as root"), "{v:?}");
+    }
+
+    #[test]
+    fn hard_limits_above_ckpt_need_cap_sys_resource() {
+        let mut own = root_own();
+        let pr = proc_with(
+            own.creds.clone(),
+            vec![Rlimit {
+                resource: 7,
+                cur: 1024,
+                max: 8192,
+            }],
+        );
+        assert!(problems(&pr, &own).is_empty());
+        own.creds.cap_eff &= !(1 << cap::SYS_RESOURCE);
+        let v = problems(&pr, &own);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].message
+                .contains("RLIMIT_NOFILE is 8192, above ckpt's own (4096)")
+        );
+        own.creds.cap_eff |= 1 << cap::SYS_RESOURCE;
+        own.nr_open = 5000;
+        let v = problems(&pr, &own);
+        assert!(v[0].message.contains("fs.nr_open"), "{v:?}");
+    }
+
+    #[test]
+    fn securebits_no_new_privs_and_seccomp_of_ckpt() {
+        let mut own = root_own();
+        own.creds.securebits = 0x3; // noroot, locked
+        own.creds.no_new_privs = true;
+        let pr = proc_with(root_own().creds, vec![]);
+        let all: String = problems(&pr, &own)
+            .iter()
+            .map(|p| p.message.clone() + "\n")
+            .collect();
+        assert!(all.contains("locked bits cannot change"), "{all}");
+        assert!(all.contains("no_new_privs"), "{all}");
+        assert!(secbits_change_allowed(0, 0x3f));
+        assert!(!secbits_change_allowed(0x2, 0x1));
+        assert!(secbits_change_allowed(0x3, 0x7));
+        let mut v = Vec::new();
+        own.creds.seccomp = 2;
+        own.euid_root = false;
+        check_ckpt(&own, &mut v);
+        assert_eq!(v.len(), 2, "{v:?}");
+    }
 }
