@@ -150,8 +150,8 @@ fn classify_vma(pid: i32, m: &MapEntry, checked: &mut CheckedPaths) -> Result<Op
 }
 
 /// Resident pages from which a process's smaps is read on a thread of its own (see
-/// `memory_and_fds` in dump/collect.rs). Measured (collect, medians of 11): 32 MiB 4.1 ms on one thread
-/// against 4.5 ms with two, 128 MiB 8.2 against 7.0 ms. (The test
+/// `memory_and_fds` in dump/collect.rs). Measured (collect, medians of 11): 32 MiB
+/// 4.1 ms on one thread against 4.5 ms with two, 128 MiB 8.2 against 7.0 ms. (The test
 /// `counter_with_64_mib_of_memory`, about 70 MiB resident, takes the thread.)
 pub(crate) const SMAPS_THREAD_PAGES: u64 = (64 << 20) / 4096;
 
