@@ -18,7 +18,10 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::arch::{self, X86Regs};
+use crate::arch;
+use crate::kinds::fd::{self as fds, tcp::RepairGuard};
+use crate::kinds::mem::shmem::SharedSeen;
+use crate::kinds::task::threads::FrozenThread;
 use crate::sys::ptrace::{self, Stop};
 use crate::sys::{self, SysError};
 
@@ -83,16 +86,6 @@ pub struct DumpStats {
     pub total: Duration,
     /// Things the user should know (the dump succeeded).
     pub warnings: Vec<String>,
-}
-
-/// One stopped thread of the target.
-pub(crate) struct FrozenThread {
-    pub tid: i32,
-    pub orig_regs: X86Regs,
-    pub orig_sigmask: u64,
-    /// True once the thread sits in a syscall stop of ours rather than the interrupt
-    /// stop: then a pending syscall restart must be applied by us before it runs on.
-    pub injected: bool,
 }
 
 /// The seized target, every thread stopped. Dropping it without `kill` lets the task run
@@ -186,10 +179,6 @@ impl Frozen {
             pid,
             why: "it keeps creating threads faster than they can be stopped".into(),
         })
-    }
-
-    pub fn leader(&self) -> &FrozenThread {
-        &self.threads[0]
     }
 
     /// Put the task back as it was and let it run.
@@ -435,29 +424,6 @@ impl FrozenTree {
     }
 }
 
-/// TCP sockets held in repair mode during a dump; a failed dump takes them out of it so
-/// the target runs on with working connections.
-struct RepairGuard(Vec<std::os::fd::OwnedFd>);
-
-impl RepairGuard {
-    /// Close the duplicates with the sockets still in repair mode.
-    fn close_silently(mut self) {
-        drop(std::mem::take(&mut self.0));
-    }
-
-    fn off(&mut self) {
-        for fd in self.0.drain(..) {
-            sys::tcp::repair_off(&fd);
-        }
-    }
-}
-
-impl Drop for RepairGuard {
-    fn drop(&mut self) {
-        self.off();
-    }
-}
-
 /// Dump the process tree rooted at `pid` to `out`.
 pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     let t0 = Instant::now();
@@ -471,24 +437,22 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     };
     let own_pidns = root_owns_pid_namespace(pid)?;
     let mut tree = FrozenTree::freeze(pid)?;
-    let mut seen = collect::SharedSeen::new();
+    let mut seen = SharedSeen::new();
+    let mut processes = Vec::new();
     let mut procs = Vec::new();
     for (p, fr) in tree.nodes.iter_mut() {
-        match fr {
-            Some(fr) => procs.push(collect::collect_process(fr, &mut seen)?),
-            None => procs.push(collect::ProcCollected {
-                xcomp_perm: 0,
-                process: collect::zombie_process(*p)?,
-                runs: Vec::new(),
-                vdso: None,
-            }),
-        }
+        let (process, collected) = match fr {
+            Some(fr) => collect::collect_process(fr, &mut seen)?,
+            None => collect::zombie_process(*p)?,
+        };
+        processes.push(process);
+        procs.push(collected);
     }
-    let pipes = collect::resolve_pipes(&mut procs, opts.external)?;
-    let fifos = collect::resolve_fifos(&procs)?;
+    let pipes = fds::pipe::resolve_pipes(&mut processes, opts.external)?;
+    let fifos = fds::fifo::resolve_fifos(&processes)?;
     // TCP connections in repair mode, held until the tree is released (see below).
     let mut repair = Vec::new();
-    let socketpairs = collect::resolve_sockets(&mut procs, &mut repair, opts.external);
+    let socketpairs = fds::resolve_sockets(&mut processes, &mut repair, opts.external);
     let socketpairs = match socketpairs {
         Ok(s) => s,
         Err(e) => {
@@ -499,9 +463,9 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
     };
     let mut repair = RepairGuard(repair);
-    collect::link_shared_fds(&mut procs)?;
-    collect::check_kept_files(&procs)?;
-    let mut collected = collect::assemble(pid, procs)?;
+    fds::link_shared_fds(&mut processes)?;
+    fds::file::check_kept_files(&processes)?;
+    let mut collected = collect::assemble(pid, processes, procs)?;
     collected.ckpt.pipes = pipes;
     collected.ckpt.socketpairs = socketpairs;
     collected.ckpt.fifos = fifos;

@@ -28,11 +28,11 @@ const SLOTS: usize = AHEAD + 2;
 /// keep whole runs (as big as [`MAX_RUN_PAGES`], larger pieces are no faster), since
 /// each piece costs a record and two system calls.
 ///
-/// [`MAX_RUN_PAGES`]: super::collect::MAX_RUN_PAGES
+/// [`MAX_RUN_PAGES`]: crate::kinds::mem::pages::MAX_RUN_PAGES
 fn piece_pages(total_pages: u64) -> u64 {
     (total_pages / 16)
         .next_power_of_two()
-        .clamp(64, super::collect::MAX_RUN_PAGES)
+        .clamp(64, crate::kinds::mem::pages::MAX_RUN_PAGES)
 }
 
 /// What the reading thread hands to the writer, in image order.
@@ -335,24 +335,7 @@ fn write_file_data<W: Write>(c: &Collected, w: &mut ImageWriter<W>) -> Result<()
     let mut chunk = Vec::new();
     for p in &c.ckpt.processes {
         let hp = c.host_pid(p.pid);
-        let from_fds = p.fds.iter().filter_map(|f| match f.kind {
-            crate::model::FdKind::Memfd { data, .. }
-            | crate::model::FdKind::DeletedFile { data, .. }
-                if f.shared_with.is_none() =>
-            {
-                Some((data, format!("/proc/{hp}/fd/{}", f.fd)))
-            }
-            _ => None,
-        });
-        let from_maps = p.vmas.iter().filter_map(|v| match v.kind {
-            crate::model::VmaKind::MemfdMap { data, .. }
-            | crate::model::VmaKind::DeletedMap { data, .. } => Some((
-                data,
-                format!("/proc/{hp}/map_files/{:x}-{:x}", v.start, v.end),
-            )),
-            _ => None,
-        });
-        for (data, path) in from_fds.chain(from_maps) {
+        for (data, path) in crate::kinds::fd::file::file_data_sources(p, hp) {
             if !done_files.insert(data) {
                 continue;
             }

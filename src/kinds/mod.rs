@@ -6,3 +6,15 @@ pub(crate) mod check;
 pub(crate) mod fd;
 pub(crate) mod mem;
 pub(crate) mod task;
+
+use crate::error::DumpError;
+
+// ---- collect (dump) ----
+
+/// A dump refused for process `pid`, saying why.
+pub(crate) fn unsupported(pid: i32, why: impl Into<String>) -> DumpError {
+    DumpError::Unsupported {
+        pid,
+        why: why.into(),
+    }
+}

@@ -1,10 +1,13 @@
 //! Anonymous-inode descriptors: eventfd, timerfd, signalfd and the others without a
 //! module of their own.
 
+use super::{OpenFd, fdinfo_unparsed};
 use crate::arch::x86::nr;
-use crate::error::{RestoreError, RestoreResult as Result};
+use crate::error::DumpResult;
+use crate::error::{RestoreError, RestoreResult};
 use crate::model::FdKind;
 use crate::remote::Ctx;
+use crate::sys::proc as procfs;
 
 // ---- restore (stage) ----
 
@@ -16,7 +19,7 @@ pub(crate) fn keep_flags(flags: u32, allowed: i32) -> u64 {
 
 /// Create an eventfd, timerfd or signalfd in its saved state; returns its descriptor.
 /// (Inotify and epoll instances: [`super::inotify`], [`super::epoll`].)
-pub(crate) fn create_anon_fd(cx: &mut Ctx<'_>, kind: &FdKind) -> Result<u64> {
+pub(crate) fn create_anon_fd(cx: &mut Ctx<'_>, kind: &FdKind) -> RestoreResult<u64> {
     let keep = keep_flags;
     match kind {
         FdKind::EventFd {
@@ -108,4 +111,31 @@ pub(crate) fn describe_timerfd(clock: i32, value_ns: u64, interval_ns: u64, tick
 /// What `inspect` says of a signalfd.
 pub(crate) fn describe_signalfd(mask: u64) -> String {
     format!("signalfd mask {mask:#x}")
+}
+
+// ---- collect (dump) ----
+
+/// An eventfd, timerfd or signalfd (`kind`), from its fdinfo text `info`.
+pub(crate) fn collect(d: &OpenFd, kind: &str, info: &str) -> DumpResult<FdKind> {
+    let flags = d.flags;
+    let bad = || fdinfo_unparsed(d.pid, d.fd, kind);
+    let field = |k: &str| procfs::fdinfo_field(info, k).ok_or_else(bad);
+    Ok(match kind {
+        "eventfd" => FdKind::EventFd {
+            count: u64::from_str_radix(field("eventfd-count:")?, 16).map_err(|_| bad())?,
+            flags,
+            semaphore: procfs::fdinfo_field(info, "eventfd-semaphore:") == Some("1"),
+        },
+        "timerfd" => FdKind::TimerFd {
+            clock: field("clockid:")?.parse().map_err(|_| bad())?,
+            flags,
+            value_ns: procfs::parse_timespec_pair(field("it_value:")?).ok_or_else(bad)?,
+            interval_ns: procfs::parse_timespec_pair(field("it_interval:")?).ok_or_else(bad)?,
+            ticks: field("ticks:")?.parse().map_err(|_| bad())?,
+        },
+        _ => FdKind::SignalFd {
+            mask: u64::from_str_radix(field("sigmask:")?, 16).map_err(|_| bad())?,
+            flags,
+        },
+    })
 }

@@ -1,18 +1,21 @@
 //! epoll instances and the descriptors they watch.
 
+use super::{OpenFd, fdinfo_unparsed};
 use crate::arch::x86::nr;
+use crate::error::DumpResult;
 use crate::error::Problem;
-use crate::error::RestoreResult as Result;
+use crate::error::RestoreResult;
 use crate::kinds::check;
 use crate::kinds::fd::anon::keep_flags;
 use crate::model::FdKind;
 use crate::model::{EpollTarget, Process};
 use crate::remote::Ctx;
+use crate::sys::proc as procfs;
 
 // ---- restore (stage) ----
 
 /// A new epoll instance (its registrations come later: [`register_targets`]).
-pub(crate) fn create_epoll(cx: &mut Ctx<'_>, flags: u32) -> Result<u64> {
+pub(crate) fn create_epoll(cx: &mut Ctx<'_>, flags: u32) -> RestoreResult<u64> {
     cx.call(
         "epoll_create1",
         nr::EPOLL_CREATE1,
@@ -22,7 +25,7 @@ pub(crate) fn create_epoll(cx: &mut Ctx<'_>, flags: u32) -> Result<u64> {
 
 /// Register the watched descriptors of the process's epoll instances, once every
 /// descriptor they watch exists.
-pub(crate) fn register_targets(cx: &mut Ctx<'_>) -> Result<()> {
+pub(crate) fn register_targets(cx: &mut Ctx<'_>) -> RestoreResult<()> {
     let proc_ = cx.proc_;
     for f in &proc_.fds {
         if let FdKind::Epoll { targets, .. } = &f.kind {
@@ -77,4 +80,34 @@ pub(crate) fn describe(targets: &[EpollTarget]) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+// ---- collect (dump) ----
+
+/// An epoll instance (fdinfo text `info`; `kind` as its link names it), with the
+/// descriptors it watches, each checked to be the file that was added.
+pub(crate) fn collect(d: &OpenFd, kind: &str, info: &str) -> DumpResult<FdKind> {
+    let pid = d.pid;
+    let bad = || fdinfo_unparsed(pid, d.fd, kind);
+    let mut targets = Vec::new();
+    for (tfd, events, data, ino) in procfs::parse_epoll_targets(info).ok_or_else(bad)? {
+        let same = procfs::file_id(std::path::Path::new(&format!("/proc/{pid}/fd/{tfd}")), b"")
+            .map(|id| id.ino == ino)
+            .unwrap_or(false);
+        if !same {
+            return Err(d.not_yet(
+                "an epoll instance watching a descriptor that was closed or \
+                 moved since it was added",
+            ));
+        }
+        targets.push(EpollTarget {
+            fd: tfd,
+            events,
+            data,
+        });
+    }
+    Ok(FdKind::Epoll {
+        flags: d.flags,
+        targets,
+    })
 }

@@ -2,7 +2,7 @@
 //! with --inherit-fd.
 
 use crate::error::Problem;
-use crate::error::{RestoreError, RestoreResult as Result};
+use crate::error::{RestoreError, RestoreResult};
 use crate::kinds::check;
 use crate::model::{Checkpoint, Fd, FdKind, Process};
 use crate::remote::{Ctx, take_remote_fd};
@@ -17,7 +17,7 @@ pub(crate) fn take_external(
     f: &crate::model::Fd,
     key: &str,
     inherit: &[(i32, String)],
-) -> Result<u64> {
+) -> RestoreResult<u64> {
     let n = inherit
         .iter()
         .find(|(_, k)| k == key)
@@ -110,4 +110,13 @@ pub(crate) fn check_inherit_used(
 /// What `inspect` says of an external resource.
 pub(crate) fn describe(key: &str) -> String {
     format!("external {key} (restore with --inherit-fd N:{key})")
+}
+
+// ---- collect (dump) ----
+
+/// Record descriptor `f`, which leads outside the dumped tree (`--external`), as the
+/// external resource `key` (`pipe:[N]`, `socket:[N]`): restore takes it from
+/// `--inherit-fd FD:key`.
+pub(crate) fn mark_external(f: &mut Fd, key: String, flags: u32) {
+    f.kind = FdKind::External { key, flags };
 }

@@ -1,16 +1,22 @@
 //! FIFOs (named pipes): ends, data in flight.
 
+use super::OpenFd;
+use super::file::file_id_checked;
 use crate::arch::x86::nr;
+use crate::error::DumpResult;
 use crate::error::Problem;
-use crate::error::{RestoreError, RestoreResult as Result};
+use crate::error::{RestoreError, RestoreResult};
 use crate::kinds::check;
 use crate::kinds::fd::file::check_file;
 use crate::kinds::fd::pipe::MAX_PIPE;
 use crate::kinds::fd::pipe::fill_pipe;
 use crate::kinds::fd::{PipeHolders, pipe_tmp_base};
+use crate::kinds::unsupported;
 use crate::model::FifoState;
 use crate::model::{Checkpoint, FileId};
+use crate::model::{FdKind, Process};
 use crate::remote::{Ctx, move_fd};
+use crate::sys;
 use crate::sys::proc as procfs;
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
@@ -21,7 +27,7 @@ use std::os::unix::fs::MetadataExt;
 /// blocks, and makes any later open of it find a reader and a writer), checked unused,
 /// with its capacity and the data that was in it, parked at temporary `tmp` until every
 /// process has its descriptors.
-fn create_fifo(cx: &mut Ctx<'_>, fifo: &FifoState, path: &[u8], tmp: u64) -> Result<u64> {
+fn create_fifo(cx: &mut Ctx<'_>, fifo: &FifoState, path: &[u8], tmp: u64) -> RestoreResult<u64> {
     let n = cx.open(path, libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC)?;
     // Someone else's data in it means someone else has it open: we would share their pipe.
     let a = cx.put(0, &[0u8; 4])?;
@@ -62,7 +68,7 @@ pub(crate) fn place_fifo_end(
     path: &[u8],
     flags: u32,
     holders: &mut PipeHolders,
-) -> Result<()> {
+) -> RestoreResult<()> {
     let proc_ = cx.proc_;
     let id = fifo.id;
     let (holder, tmp) = match holders.get(&(2, id)) {
@@ -159,4 +165,88 @@ pub(crate) fn describe(ckpt: &Checkpoint, file: &FileId, id: u64, flags: u32) ->
         "FIFO {} flags {flags:#o} (capacity {cap}, {buffered} bytes buffered)",
         String::from_utf8_lossy(&file.path)
     )
+}
+
+// ---- collect (dump) ----
+
+/// A FIFO: its pipe (data, capacity) is read once the whole tree is known
+/// ([`resolve_fifos`]).
+pub(crate) fn collect(d: &OpenFd) -> DumpResult<FdKind> {
+    if d.flags & libc::O_PATH as u32 != 0 {
+        return Err(d.not_yet("an O_PATH descriptor of a FIFO"));
+    }
+    let file = file_id_checked(
+        d.pid,
+        &d.link_path,
+        &d.link,
+        &format!("file descriptor {}:", d.fd),
+    )?;
+    Ok(FdKind::Fifo {
+        id: file.ino,
+        file,
+        flags: d.flags,
+    })
+}
+
+/// FIFOs: the pipe behind each FIFO that processes of the tree hold open, with its
+/// capacity and the data in it (read without consuming it, through a read-only
+/// descriptor ckpt opens on the same pipe). A FIFO also open outside the tree is
+/// refused: restore could not give both sides the same pipe again.
+pub(crate) fn resolve_fifos(procs: &[Process]) -> DumpResult<Vec<FifoState>> {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::OpenOptionsExt;
+    // id -> (dev, first holder (pid, fd), path)
+    let mut fifos: BTreeMap<u64, (u64, i32, i32, Vec<u8>)> = BTreeMap::new();
+    for p in procs {
+        for f in &p.fds {
+            if let FdKind::Fifo { file, id, .. } = &f.kind {
+                let e = fifos
+                    .entry(*id)
+                    .or_insert((file.dev, p.pid, f.fd, file.path.clone()));
+                if e.0 != file.dev {
+                    return Err(unsupported(
+                        p.pid,
+                        format!(
+                            "file descriptor {} is a FIFO ({}) whose inode number is also that \
+                             of another FIFO of the tree; not supported",
+                            f.fd,
+                            String::from_utf8_lossy(&file.path)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if fifos.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tree: Vec<i32> = procs.iter().map(|p| p.pid).collect();
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    for (id, (dev, pid, fd, path)) in fifos {
+        if let Some(other) = procfs::holders_of(dev, id)
+            .into_iter()
+            .find(|q| !tree.contains(q) && *q != me)
+        {
+            return Err(unsupported(
+                pid,
+                format!(
+                    "file descriptor {fd} is a FIFO ({}) that process {other} outside the \
+                     dumped tree has open too; dump the tree that holds all its ends",
+                    String::from_utf8_lossy(&path)
+                ),
+            ));
+        }
+        // A read-only, non-blocking open of the same pipe (never blocks, even without a
+        // writer), whatever the mode of the tree's descriptor.
+        let link = format!("/proc/{pid}/fd/{fd}");
+        let rd = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&link)
+            .map_err(|e| sys::SysError::io(format!("open FIFO {link} to read its buffer"), e))?;
+        let (capacity, data) = sys::process::peek_pipe(&std::os::fd::OwnedFd::from(rd))?;
+        out.push(FifoState { id, capacity, data });
+    }
+    Ok(out)
 }

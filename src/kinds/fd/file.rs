@@ -1,17 +1,22 @@
 //! Regular files and directories, memfds and files deleted while open (their contents
 //! travel in the image).
 
+use super::OpenFd;
 use crate::arch::x86::nr;
+use crate::error::DumpResult;
 use crate::error::Problem;
-use crate::error::{RestoreError, RestoreResult as Result, fault_point};
+use crate::error::{RestoreError, RestoreResult, fault_point};
 use crate::kinds::check;
+use crate::kinds::unsupported;
 use crate::model::FdKind;
 use crate::model::FileId;
+use crate::model::{Process, VmaKind};
 use crate::remote::{BatchArgs, Ctx, move_fd_calls, take_remote_fd};
 use crate::sys::inject::Call;
 use crate::sys::{self, proc as procfs};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 // ---- restore (stage) ----
 
@@ -51,7 +56,7 @@ pub(crate) enum Kept<'a> {
 }
 
 /// Recreate the file kept under `data` (once for the image), held by ckpt.
-fn recreate_file(data: u64, how: Kept<'_>, files: &mut FileData) -> Result<()> {
+fn recreate_file(data: u64, how: Kept<'_>, files: &mut FileData) -> RestoreResult<()> {
     use std::io::Seek;
     if files.made.contains_key(&data) {
         return Ok(());
@@ -112,7 +117,7 @@ pub(crate) fn kept_file_fd(
     how: Kept<'_>,
     oflags: i32,
     files: &mut FileData,
-) -> Result<u64> {
+) -> RestoreResult<u64> {
     use std::os::fd::AsRawFd;
     recreate_file(data, how, files)?;
     let held = files
@@ -135,7 +140,7 @@ pub(crate) fn make_file_fd(
     cx: &mut Ctx<'_>,
     f: &crate::model::Fd,
     files: &mut FileData,
-) -> Result<u64> {
+) -> RestoreResult<u64> {
     let (data, flags, pos, how) = match &f.kind {
         FdKind::Memfd {
             data,
@@ -168,7 +173,7 @@ pub(crate) fn make_file_fd(
     Ok(n)
 }
 
-fn unreachable_kind() -> Result<u64> {
+fn unreachable_kind() -> RestoreResult<u64> {
     Err(RestoreError::Stage("not a file kept in the image".into()))
 }
 
@@ -180,7 +185,7 @@ pub(crate) fn open_path_fd(
     path: &[u8],
     flags: u32,
     pos: Option<u64>,
-) -> Result<()> {
+) -> RestoreResult<()> {
     let mut oflags =
         (flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
     if f.cloexec {
@@ -362,4 +367,128 @@ pub(crate) fn describe_deleted(file: &FileId, pos: u64) -> String {
         "deleted file {} (contents in the image) offset {pos}",
         String::from_utf8_lossy(&file.path)
     )
+}
+
+// ---- collect (dump) ----
+
+pub(crate) fn file_id_checked(pid: i32, link: &str, name: &[u8], what: &str) -> DumpResult<FileId> {
+    let (id, nlink) = procfs::file_stat(Path::new(link), name)?;
+    if nlink == 0 {
+        return Err(unsupported(
+            pid,
+            format!(
+                "{what} {} was deleted while in use; deleted files are not supported yet",
+                String::from_utf8_lossy(name)
+            ),
+        ));
+    }
+    check_path(pid, &id, what)?;
+    Ok(id)
+}
+
+/// The path of `id` must still lead to the same file, or restore would open another one.
+pub(crate) fn check_path(pid: i32, id: &FileId, what: &str) -> DumpResult<()> {
+    match procfs::file_id(procfs::bytes_path(&id.path), &id.path) {
+        Ok(now) if now.dev == id.dev && now.ino == id.ino => Ok(()),
+        _ => Err(unsupported(
+            pid,
+            format!(
+                "{what} {} no longer exists under that path (renamed or replaced)",
+                String::from_utf8_lossy(&id.path)
+            ),
+        )),
+    }
+}
+
+/// A regular file open as descriptor `d` (`nlink` links left): a memfd or a file deleted
+/// while open has its contents go into the image; any other must still be found under
+/// its path.
+pub(crate) fn collect_regular(d: &OpenFd, id: FileId, nlink: u64) -> DumpResult<FdKind> {
+    let (fd, flags, pos) = (d.fd, d.flags, d.pos);
+    let link = &d.link;
+    // memfd and deleted files: their contents go into the image.
+    if let Some(name) = link.strip_prefix(b"/memfd:") {
+        let name = name.strip_suffix(b" (deleted)").unwrap_or(name).to_vec();
+        let seals = sys::process::memfd_seals(d.pid, fd)?;
+        return Ok(FdKind::Memfd {
+            name,
+            flags,
+            pos,
+            seals,
+            data: id.ino,
+        });
+    }
+    if nlink == 0 {
+        let path = link.strip_suffix(b" (deleted)").unwrap_or(link).to_vec();
+        return Ok(FdKind::DeletedFile {
+            file: FileId { path, ..id },
+            flags,
+            pos,
+            data: id.ino,
+        });
+    }
+    // (nlink > 0: deleted files were handled above)
+    check_path(d.pid, &id, &format!("file descriptor {fd}:"))?;
+    Ok(FdKind::File {
+        file: id,
+        flags,
+        pos,
+    })
+}
+
+/// Memfds and deleted files are kept in the image under their inode number: refuse two
+/// different files (a memfd and a deleted file, or deleted files of two file systems)
+/// that have the same one, rather than give them one content at restore.
+pub(crate) fn check_kept_files(procs: &[Process]) -> DumpResult<()> {
+    // data id -> (file system: 0 for memfds, else the device), where first seen
+    let mut seen: std::collections::BTreeMap<u64, (u64, i32)> = Default::default();
+    for p in procs {
+        let pid = p.pid;
+        let fds = p.fds.iter().filter_map(|f| match &f.kind {
+            FdKind::Memfd { data, .. } => Some((*data, 0)),
+            FdKind::DeletedFile { data, file, .. } => Some((*data, file.dev.max(1))),
+            _ => None,
+        });
+        let maps = p.vmas.iter().filter_map(|v| match &v.kind {
+            VmaKind::MemfdMap { data, .. } => Some((*data, 0)),
+            VmaKind::DeletedMap { data, file } => Some((*data, file.dev.max(1))),
+            _ => None,
+        });
+        for (data, fs) in fds.chain(maps) {
+            let (first, by) = *seen.entry(data).or_insert((fs, pid));
+            if first != fs {
+                return Err(unsupported(
+                    pid,
+                    format!(
+                        "it and process {by} hold two different memfds or deleted files \
+                         with the same inode number {data}; not supported yet"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where the contents of the memfds and deleted files of process `p` (reached as host
+/// PID `hp`) are read, by their data id: a descriptor's /proc/PID/fd entry (the first
+/// of those sharing its open file description), or for a file only mapped (its
+/// descriptor closed) its map_files entry.
+pub(crate) fn file_data_sources(p: &Process, hp: i32) -> impl Iterator<Item = (u64, String)> + '_ {
+    let from_fds = p.fds.iter().filter_map(move |f| match f.kind {
+        FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. }
+            if f.shared_with.is_none() =>
+        {
+            Some((data, format!("/proc/{hp}/fd/{}", f.fd)))
+        }
+        _ => None,
+    });
+    let from_maps = p.vmas.iter().filter_map(move |v| match v.kind {
+        VmaKind::MemfdMap { data, .. } | VmaKind::DeletedMap { data, .. } => Some((
+            data,
+            format!("/proc/{hp}/map_files/{:x}-{:x}", v.start, v.end),
+        )),
+        _ => None,
+    });
+    from_fds.chain(from_maps)
 }

@@ -1,12 +1,16 @@
 //! inotify instances and their watches.
 
 use crate::arch::x86::nr;
+use crate::error::DumpError;
+use crate::error::DumpResult;
 use crate::error::Problem;
-use crate::error::{RestoreError, RestoreResult as Result};
+use crate::error::{RestoreError, RestoreResult};
 use crate::kinds::check;
 use crate::kinds::fd::anon::keep_flags;
+use crate::kinds::unsupported;
 use crate::model::InotifyWatch;
 use crate::remote::{Ctx, STUB_CODE, STUB_SIZE};
+use crate::sys;
 use crate::sys::proc as procfs;
 
 // ---- restore (stage) ----
@@ -23,7 +27,7 @@ fn add_inotify_watches(
     cx: &mut Ctx<'_>,
     n: u64,
     watches: &[crate::model::InotifyWatch],
-) -> Result<()> {
+) -> RestoreResult<()> {
     let mut skipped = Vec::new();
     for w in watches {
         let a = cx.put_cstr(0, &w.path)?;
@@ -97,7 +101,7 @@ pub(crate) fn create_inotify(
     cx: &mut Ctx<'_>,
     flags: u32,
     watches: &[crate::model::InotifyWatch],
-) -> Result<u64> {
+) -> RestoreResult<u64> {
     let n = cx.call(
         "inotify_init1",
         nr::INOTIFY_INIT1,
@@ -167,4 +171,58 @@ pub(crate) fn describe(watches: &[InotifyWatch]) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+// ---- collect (dump) ----
+
+/// The watches of inotify descriptor `fd`, each resolved to a path through its file
+/// handle (and checked to lead to the watched inode). An instance with events queued
+/// is refused: they cannot be put back.
+pub(crate) fn inotify_watches(pid: i32, fd: i32, info: &str) -> DumpResult<Vec<InotifyWatch>> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| {
+        unsupported(
+            pid,
+            format!("file descriptor {fd} is an inotify instance {why}; not supported yet"),
+        )
+    };
+    let lines = procfs::parse_inotify_watches(info).ok_or_else(|| {
+        DumpError::Sys(crate::sys::SysError::Other(format!(
+            "cannot parse the inotify watches of /proc/{pid}/fdinfo/{fd}"
+        )))
+    })?;
+    let dup = sys::process::steal_fd(pid, fd)?;
+    let queued = sys::process::queued_bytes(&dup)?;
+    if queued != 0 {
+        return Err(refuse(format!(
+            "with {queued} bytes of events not read yet (they cannot be queued again)"
+        )));
+    }
+    let mut out = Vec::new();
+    for w in lines {
+        let (major, minor) = (w.sdev >> 20, w.sdev & 0xf_ffff);
+        let path = sys::process::path_of_handle(major, minor, w.handle_type, &w.handle)
+            .filter(|p| {
+                std::fs::metadata(procfs::bytes_path(p)).is_ok_and(|m| {
+                    m.ino() == w.ino
+                        && libc::major(m.dev()) == major
+                        && libc::minor(m.dev()) == minor
+                })
+            })
+            .ok_or_else(|| {
+                refuse(format!(
+                    "whose watch {} (inode {} on device {major}:{minor}) has no path that \
+                     leads to it",
+                    w.wd, w.ino
+                ))
+            })?;
+        out.push(InotifyWatch {
+            wd: w.wd,
+            mask: w.mask,
+            path,
+            ino: w.ino,
+        });
+    }
+    out.sort_by_key(|w| w.wd);
+    Ok(out)
 }

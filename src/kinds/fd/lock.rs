@@ -1,10 +1,13 @@
 //! File locks: POSIX, OFD and flock locks held by the processes.
 
 use crate::arch::x86::nr;
+use crate::error::DumpResult;
 use crate::error::Problem;
-use crate::error::{RestoreError, RestoreResult as Result};
+use crate::error::{RestoreError, RestoreResult};
 use crate::kinds::check;
+use crate::kinds::unsupported;
 use crate::model::FdKind;
+use crate::model::LockKind;
 use crate::model::{Fd, FileLock, Process};
 use crate::remote::Ctx;
 use crate::sys;
@@ -16,7 +19,7 @@ use std::os::unix::fs::MetadataExt;
 /// Take the file locks the process held again, without waiting: one that someone else
 /// holds now fails the restore, naming it. After every descriptor exists and nothing
 /// more is closed (closing any descriptor of a file drops the process's POSIX locks).
-pub(crate) fn restore_locks(cx: &mut Ctx<'_>) -> Result<()> {
+pub(crate) fn restore_locks(cx: &mut Ctx<'_>) -> RestoreResult<()> {
     use crate::model::LockKind;
     let proc_ = cx.proc_;
     for f in &proc_.fds {
@@ -190,4 +193,45 @@ pub(crate) fn describe(locks: &[FileLock]) -> String {
             )
         })
         .collect()
+}
+
+// ---- collect (dump) ----
+
+/// The file locks held through descriptor `fd` (its fdinfo "lock:" lines): flock and
+/// OFD locks of its open file description, POSIX locks of this process taken through
+/// it. Kinds that cannot be taken again (leases, delegations...) are refused by name.
+pub(crate) fn fd_locks(pid: i32, fd: i32, name: &str) -> DumpResult<Vec<FileLock>> {
+    let mut locks = Vec::new();
+    for l in procfs::fdinfo_text(pid, fd)?
+        .lines()
+        .filter(|l| l.starts_with("lock:"))
+    {
+        let refuse = |what: &str| {
+            unsupported(
+                pid,
+                format!("file descriptor {fd} ({name}) holds {what}; not supported yet"),
+            )
+        };
+        let Some(ll) = procfs::parse_lock_line(l) else {
+            return Err(refuse(&format!("a file lock that cannot be parsed ({l})")));
+        };
+        let kind = match ll.class.as_str() {
+            "FLOCK" => LockKind::Flock,
+            "POSIX" => LockKind::Posix,
+            "OFDLCK" => LockKind::Ofd,
+            other => return Err(refuse(&format!("a file lock of kind {other}"))),
+        };
+        let write = match ll.mode.as_str() {
+            "WRITE" => true,
+            "READ" => false,
+            other => return Err(refuse(&format!("a {other} file lock"))),
+        };
+        locks.push(FileLock {
+            kind,
+            write,
+            start: ll.start,
+            end: ll.end,
+        });
+    }
+    Ok(locks)
 }

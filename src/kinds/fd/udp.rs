@@ -1,20 +1,25 @@
 //! UDP sockets: addresses, options, queued datagrams.
 
+use super::unix::{peek_messages, peek_refusal};
 use crate::arch::x86::nr;
+use crate::error::DumpError;
+use crate::error::DumpResult;
 use crate::error::Problem;
-use crate::error::{RestoreError, RestoreResult as Result, fault_point};
+use crate::error::{RestoreError, RestoreResult, fault_point};
 use crate::kinds::check;
 use crate::kinds::fd::pipe::MAX_PIPE;
 use crate::kinds::fd::set_sock_opts;
 use crate::kinds::fd::tcp::{inet_addr, show_inet};
 use crate::kinds::fd::unix::MAX_MESSAGES;
+use crate::model::{Fd, SockOpts, UdpState};
 use crate::model::{FdKind, Process};
 use crate::remote::{Ctx, setsockopt_u32};
 use crate::sys;
+use crate::sys::sockdiag;
 
 // ---- restore (stage) ----
 
-pub(crate) fn check_sockaddr(family: i32, addr: &[u8]) -> Result<()> {
+pub(crate) fn check_sockaddr(family: i32, addr: &[u8]) -> RestoreResult<()> {
     let want = if family == libc::AF_INET6 { 28 } else { 16 };
     if !(family == libc::AF_INET || family == libc::AF_INET6) || addr.len() != want {
         return Err(RestoreError::Malformed("invalid IP socket address".into()));
@@ -32,7 +37,7 @@ fn sockaddr_port(addr: &[u8]) -> u16 {
 /// A UDP socket: options (the reuse options before bind), its bound address and its
 /// connected peer. Its queued datagrams are sent to it again by [`requeue_udp`] once
 /// every process has its descriptors.
-pub(crate) fn create_udp(cx: &mut Ctx<'_>, u: &crate::model::UdpState) -> Result<u64> {
+pub(crate) fn create_udp(cx: &mut Ctx<'_>, u: &crate::model::UdpState) -> RestoreResult<u64> {
     check_sockaddr(u.family, &u.local)?;
     if !u.peer.is_empty() {
         check_sockaddr(u.family, &u.peer)?;
@@ -100,7 +105,7 @@ fn v4_mapped(a: &[u8]) -> Option<Vec<u8>> {
 /// Put the datagrams queued on the image's UDP sockets back, from their original
 /// sources (see `sys::udp::inject_datagram`). A socket bound to the wildcard address
 /// gets them on the loopback address.
-pub(crate) fn requeue_udp(procs: &[Process]) -> Result<()> {
+pub(crate) fn requeue_udp(procs: &[Process]) -> RestoreResult<()> {
     for p in procs {
         for f in p.fds.iter().filter(|f| f.shared_with.is_none()) {
             let FdKind::Udp { sock: u, .. } = &f.kind else {
@@ -191,4 +196,46 @@ pub(crate) fn describe(u: &crate::model::UdpState) -> String {
         u.msgs.len(),
         u.msgs.iter().map(|m| m.data.len()).sum::<usize>()
     )
+}
+
+// ---- collect (dump) ----
+
+/// A socket that is not TCP (`dup` a duplicate of it): a UDP socket, with its queued
+/// datagrams, sets the kind of `f`; another kind is refused above the standard
+/// descriptors (0-2).
+pub(crate) fn collect(
+    f: &mut Fd,
+    flags: u32,
+    dup: &std::os::fd::OwnedFd,
+    refuse: &dyn Fn(&str) -> DumpError,
+) -> DumpResult<()> {
+    if let Some(u) = sys::udp::inspect(dup)? {
+        let msgs = peek_messages(dup).map_err(|e| match e {
+            sockdiag::PeekError::Sys(e) => DumpError::Sys(e),
+            e => refuse(&peek_refusal(&e, "UDP socket")),
+        })?;
+        if msgs.iter().any(|m| m.data.len() > sys::udp::MAX_DATAGRAM) {
+            return Err(refuse("a UDP socket with an oversized datagram"));
+        }
+        f.kind = FdKind::Udp {
+            sock: Box::new(UdpState {
+                family: u.family,
+                local: u.local,
+                peer: u.peer,
+                v6only: u.v6only,
+                opts: SockOpts {
+                    sndbuf: u.opts.sndbuf,
+                    rcvbuf: u.opts.rcvbuf,
+                    passcred: false,
+                    reuseaddr: u.opts.reuseaddr,
+                    reuseport: u.opts.reuseport,
+                },
+                msgs,
+            }),
+            flags,
+        };
+    } else if f.fd > 2 {
+        return Err(refuse(&sys::tcp::socket_kind(dup)?));
+    }
+    Ok(())
 }

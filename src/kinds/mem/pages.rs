@@ -2,14 +2,20 @@
 //! new process (userfaultfd copy, process_vm_writev).
 
 use crate::arch::x86::nr;
-use crate::error::{RestoreError, RestoreResult as Result, fault_point};
+use crate::error::DumpResult;
+use crate::error::{RestoreError, RestoreResult, fault_point};
 use crate::image::{OwnedRecord, tag};
 use crate::kinds::fd::file::FileData;
 use crate::kinds::mem::takes_pages;
+use crate::model::Vma;
 use crate::model::{Process, VmaKind};
 use crate::remote::Ctx;
 use crate::sys;
 use crate::sys::mem::RemoteMem;
+use crate::sys::proc::{
+    self as procfs, PAGE_IS_FILE, PAGE_IS_GUARD, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
+    PM_FILE, PM_GUARD_REGION, PM_PRESENT, PM_SWAP,
+};
 
 // ---- restore (stage) ----
 
@@ -17,7 +23,7 @@ use crate::sys::mem::RemoteMem;
 /// checked with the record's last piece: see [`ImageReader::next_piece_owned`](crate::image::ImageReader::next_piece_owned)). Payload buffers may be given back with
 /// [`recycle`](Self::recycle) to be reused.
 pub(crate) trait RecordSource {
-    fn next_record(&mut self) -> Result<Option<OwnedRecord>>;
+    fn next_record(&mut self) -> RestoreResult<Option<OwnedRecord>>;
     fn recycle(&mut self, buf: Vec<u8>);
 }
 
@@ -37,7 +43,7 @@ impl<'a> PageSink<'a> {
     /// Create the userfaultfd in the process of `cx` and register its private anonymous
     /// areas that take pages. The descriptor it has in the process is closed again at
     /// once (ckpt holds its own).
-    pub(crate) fn new(cx: &'a mut Ctx<'_>) -> Result<PageSink<'a>> {
+    pub(crate) fn new(cx: &'a mut Ctx<'_>) -> RestoreResult<PageSink<'a>> {
         let ranges: Vec<(u64, u64)> = cx
             .proc_
             .vmas
@@ -86,7 +92,7 @@ impl<'a> PageSink<'a> {
     }
 
     /// Write `data` (whole pages) at `addr`, all of it inside one area of the process.
-    fn write(&self, addr: u64, data: &[u8]) -> Result<()> {
+    fn write(&self, addr: u64, data: &[u8]) -> RestoreResult<()> {
         if let Some(u) = &self.uffd {
             let i = self.ranges.partition_point(|r| r.1 <= addr);
             if self.ranges.get(i).is_some_and(|r| r.0 <= addr) {
@@ -98,7 +104,7 @@ impl<'a> PageSink<'a> {
 
     /// Unregister the areas: from now on they are ordinary memory (pages the image did
     /// not have are cleared on their first fault, as before).
-    pub(crate) fn finish(self) -> Result<()> {
+    pub(crate) fn finish(self) -> RestoreResult<()> {
         if let Some(u) = &self.uffd {
             for &(start, end) in &self.ranges {
                 u.unregister(start, end - start)?;
@@ -126,7 +132,7 @@ impl<'r> PageStream<'r> {
 
     /// Read the file contents that come before the page data (FILE_DATA records), into
     /// memory files of ckpt's own (or only check them, without `keep`).
-    pub(crate) fn read_file_data(&mut self, keep: bool) -> Result<FileData> {
+    pub(crate) fn read_file_data(&mut self, keep: bool) -> RestoreResult<FileData> {
         let mut out = FileData::default();
         loop {
             let Some(rec) = self.reader.next_record()? else {
@@ -164,7 +170,11 @@ impl<'r> PageStream<'r> {
 
     /// Read the page records of `proc_` (which must come next), checking each against
     /// its memory map, and write them into `mem` if given. Returns the bytes read.
-    pub(crate) fn load(&mut self, proc_: &Process, mem: Option<&PageSink<'_>>) -> Result<u64> {
+    pub(crate) fn load(
+        &mut self,
+        proc_: &Process,
+        mem: Option<&PageSink<'_>>,
+    ) -> RestoreResult<u64> {
         let pid = match self.next_pid.take() {
             Some(p) => p,
             None => match self.reader.next_record()? {
@@ -261,7 +271,7 @@ impl<'r> PageStream<'r> {
     }
 
     /// Check that nothing but the end of the image follows.
-    pub(crate) fn finish(&mut self) -> Result<()> {
+    pub(crate) fn finish(&mut self) -> RestoreResult<()> {
         if let Some(p) = self.next_pid {
             return Err(RestoreError::Malformed(format!(
                 "page data for process {p}, which the image does not describe"
@@ -277,4 +287,165 @@ impl<'r> PageStream<'r> {
         }
         Ok(())
     }
+}
+
+// ---- collect (dump) ----
+
+/// A run of pages whose contents go into the image.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Run {
+    pub(crate) addr: u64,
+    pub(crate) pages: u64,
+    /// All-zero pages need not be stored (anonymous memory reads back as zeros).
+    pub(crate) skip_zero: bool,
+}
+
+/// Pages per run (and so per page record) at most: 4 MiB. (Measured: 1 MiB runs, which
+/// would keep the runs in flight between dump's two threads in the CPU caches, were no
+/// faster on this VM, and cost more records.)
+pub(crate) const MAX_RUN_PAGES: u64 = 1024;
+
+/// [`vma_pages`] from the ranges `PAGEMAP_SCAN` found: the same pages as the pagemap
+/// words give, but pages mapped to the zero page (read, never written) are not read at
+/// all when zero pages are skipped anyway.
+fn scanned_pages(
+    vma: &mut Vma,
+    ranges: &[procfs::ScanRange],
+    skip_zero: bool,
+    runs: &mut Vec<Run>,
+) {
+    let anon = matches!(vma.kind, VmaKind::Anon);
+    let mut guard: Option<(u64, u64)> = None;
+    let mut run: Option<Run> = None;
+    for r in ranges {
+        let c = r.categories;
+        if c & PAGE_IS_GUARD != 0 {
+            match &mut guard {
+                Some(g) if g.1 == r.start => g.1 = r.end,
+                _ => {
+                    if let Some(g) = guard.take() {
+                        vma.guard_ranges.push(g);
+                    }
+                    guard = Some((r.start, r.end));
+                }
+            }
+            continue;
+        }
+        // Private file mappings: only pages copied on write (anonymous now).
+        let wanted = c & PAGE_IS_SWAPPED != 0
+            || (c & PAGE_IS_PRESENT != 0 && (anon || c & PAGE_IS_FILE == 0));
+        if !wanted {
+            continue;
+        }
+        vma.pages_present += (r.end - r.start) / 4096;
+        if skip_zero && c & PAGE_IS_PFNZERO != 0 && c & PAGE_IS_SWAPPED == 0 {
+            continue;
+        }
+        let mut a = r.start;
+        while a < r.end {
+            match &mut run {
+                Some(x) if x.addr + x.pages * 4096 == a && x.pages < MAX_RUN_PAGES => {
+                    let n = (MAX_RUN_PAGES - x.pages).min((r.end - a) / 4096);
+                    x.pages += n;
+                    a += n * 4096;
+                }
+                _ => {
+                    if let Some(x) = run.take() {
+                        runs.push(x);
+                    }
+                    let n = MAX_RUN_PAGES.min((r.end - a) / 4096);
+                    run = Some(Run {
+                        addr: a,
+                        pages: n,
+                        skip_zero,
+                    });
+                    a += n * 4096;
+                }
+            }
+        }
+    }
+    runs.extend(run);
+    vma.guard_ranges.extend(guard);
+}
+
+/// Decide which pages of a VMA go into the image and where its guard regions are.
+pub(crate) fn vma_pages(
+    pm: &procfs::Pagemap,
+    vma: &mut Vma,
+    runs: &mut Vec<Run>,
+) -> DumpResult<()> {
+    let (want, skip_zero): (fn(u64) -> bool, bool) = match (&vma.kind, vma.shared) {
+        (VmaKind::Anon, _) => (|e| e & (PM_PRESENT | PM_SWAP) != 0, true),
+        // Private file mappings: only pages that were copied on write (anonymous now).
+        (VmaKind::File { .. } | VmaKind::MemfdMap { .. } | VmaKind::DeletedMap { .. }, false) => (
+            |e| (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAP != 0,
+            false,
+        ),
+        _ => return Ok(()),
+    };
+    // PAGE_IS_FILE only where it decides something (an anonymous area has no file
+    // pages): to tell it, the kernel reads the struct page behind every present entry,
+    // which made the walk of 1 GiB of anonymous memory six times slower (22-29 ms
+    // against 3.4-4.4).
+    let file = if matches!(vma.kind, VmaKind::Anon) {
+        0
+    } else {
+        PAGE_IS_FILE
+    };
+    if let Some(ranges) = pm.scan(
+        vma.start,
+        vma.end,
+        PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_GUARD,
+        PAGE_IS_PRESENT | PAGE_IS_SWAPPED | file | PAGE_IS_PFNZERO | PAGE_IS_GUARD,
+    )? {
+        scanned_pages(vma, &ranges, skip_zero, runs);
+        return Ok(());
+    }
+    // Without PAGEMAP_SCAN: one pagemap word per page.
+    const CHUNK: u64 = 1 << 16; // pages per pagemap read
+    let mut entries = Vec::new();
+    let mut addr = vma.start;
+    let mut run: Option<Run> = None;
+    let mut guard: Option<(u64, u64)> = None;
+    while addr < vma.end {
+        let end = vma.end.min(addr + CHUNK * 4096);
+        entries.clear();
+        pm.read(addr, end, &mut entries)?;
+        for (i, e) in entries.iter().enumerate() {
+            let a = addr + i as u64 * 4096;
+            if e & PM_GUARD_REGION != 0 {
+                match &mut guard {
+                    Some(g) if g.1 == a => g.1 = a + 4096,
+                    _ => {
+                        if let Some(g) = guard.take() {
+                            vma.guard_ranges.push(g);
+                        }
+                        guard = Some((a, a + 4096));
+                    }
+                }
+            }
+            if e & PM_GUARD_REGION == 0 && want(*e) {
+                vma.pages_present += 1;
+                match &mut run {
+                    Some(r) if r.addr + r.pages * 4096 == a && r.pages < MAX_RUN_PAGES => {
+                        r.pages += 1
+                    }
+                    _ => {
+                        if let Some(r) = run.take() {
+                            runs.push(r);
+                        }
+                        run = Some(Run {
+                            addr: a,
+                            pages: 1,
+                            skip_zero,
+                        });
+                    }
+                }
+            }
+        }
+        addr = end;
+    }
+    runs.extend(run);
+    vma.guard_ranges.extend(guard);
+    Ok(())
 }

@@ -1,9 +1,11 @@
 //! Shared memory: shared anonymous objects (one for the tree) and System V segments
 //! attached to the processes.
 
+use super::pages::{MAX_RUN_PAGES, Run};
 use crate::arch::x86::nr;
+use crate::error::DumpResult;
 use crate::error::Problem;
-use crate::error::{RestoreError, RestoreResult as Result};
+use crate::error::{RestoreError, RestoreResult};
 use crate::kinds::check;
 use crate::model::{Process, Vma, VmaKind};
 use crate::remote::Ctx;
@@ -43,7 +45,7 @@ pub(crate) fn map_shmem(
     prot: u64,
     shm: &mut ShmOwners,
     size: u64,
-) -> Result<()> {
+) -> RestoreResult<()> {
     let what = format!("map shared memory area {:#x}-{:#x}", v.start, v.end);
     let (path, tmp) = match shm.get(&v.shmem_id) {
         Some(&(pid, s, e)) => (format!("/proc/{pid}/map_files/{s:x}-{e:x}"), None),
@@ -86,7 +88,7 @@ pub(crate) fn attach_sysv(
     (key, shmid, size, mode): (i32, i32, u64, u32),
     shm: &mut ShmOwners,
     created: &mut SysvCreated,
-) -> Result<()> {
+) -> RestoreResult<()> {
     let what = format!("System V segment {shmid}");
     if let std::collections::btree_map::Entry::Vacant(slot) = shm.entry(v.shmem_id) {
         sys::process::set_shm_next_id(shmid)?;
@@ -121,7 +123,7 @@ pub(crate) fn attach_sysv(
 pub(crate) fn remove_destroyed_sysv(
     cx: &mut Ctx<'_>,
     done: &mut std::collections::BTreeSet<i32>,
-) -> Result<()> {
+) -> RestoreResult<()> {
     for v in &cx.proc_.vmas {
         if let VmaKind::SysvShm { shmid, mode, .. } = v.kind {
             if mode & 0o1000 != 0 && done.insert(shmid) {
@@ -174,4 +176,50 @@ pub(crate) fn check_sysv_free(proc_: &Process, problems: &mut Vec<Problem>) {
             }
         }
     }
+}
+
+// ---- collect (dump) ----
+
+/// Pages of shared-memory objects already stored (by inode, page offset): an object
+/// shared by several processes of the tree is stored once.
+pub(crate) type SharedSeen = std::collections::BTreeMap<u64, std::collections::BTreeSet<u64>>;
+
+/// Pages of a MAP_SHARED|MAP_ANONYMOUS area: everything its object holds in the mapped
+/// range (found with SEEK_DATA, so pages written only through another mapping count).
+pub(crate) fn shmem_pages(
+    pid: i32,
+    vma: &mut Vma,
+    runs: &mut Vec<Run>,
+    seen: &mut SharedSeen,
+) -> DumpResult<()> {
+    let (ino, ranges) = procfs::shmem_data_ranges(pid, vma.start, vma.end, vma.offset, vma.len())?;
+    vma.shmem_id = ino;
+    let done = seen.entry(ino).or_default();
+    let first = runs.len();
+    for (a, b) in ranges {
+        let mut off = a;
+        while off < b {
+            if done.insert(off) {
+                let addr = vma.start + (off - vma.offset);
+                vma.pages_present += 1;
+                let n = runs.len();
+                match runs.last_mut() {
+                    Some(r)
+                        if n > first
+                            && r.addr + r.pages * 4096 == addr
+                            && r.pages < MAX_RUN_PAGES =>
+                    {
+                        r.pages += 1
+                    }
+                    _ => runs.push(Run {
+                        addr,
+                        pages: 1,
+                        skip_zero: true,
+                    }),
+                }
+            }
+            off += 4096;
+        }
+    }
+    Ok(())
 }

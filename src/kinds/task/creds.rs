@@ -1,9 +1,13 @@
 //! Credentials: user and group IDs, supplementary groups, capabilities, securebits (per
 //! thread), and what ckpt's own privileges allow.
 
+use super::query::ThreadInjected;
+use super::threads::FrozenThread;
 use crate::arch::x86::nr;
+use crate::error::DumpResult;
 use crate::error::Problem;
-use crate::error::RestoreResult as Result;
+use crate::error::RestoreResult;
+use crate::kinds::unsupported;
 use crate::model::{Creds, Process};
 use crate::remote::Ctx;
 use crate::sys::{self, proc as procfs};
@@ -27,7 +31,7 @@ use crate::sys::{self, proc as procfs};
 /// which may forbid raising them), the securebits (PR_SET_SECUREBITS needs CAP_SETPCAP,
 /// still effective; securebits like no_setuid_fixup and keep_caps only matter for the
 /// setuid calls, which are done by then), and last the image's capability sets.
-pub(crate) fn restore_creds(cx: &mut Ctx<'_>, me: &Own) -> Result<bool> {
+pub(crate) fn restore_creds(cx: &mut Ctx<'_>, me: &Own) -> RestoreResult<bool> {
     let c = &cx.proc_.creds;
     let o = &me.creds;
     let same = c.uid == o.uid
@@ -159,7 +163,7 @@ pub(crate) fn restore_creds(cx: &mut Ctx<'_>, me: &Own) -> Result<bool> {
 }
 
 /// capset(2), version 3 (64-bit sets), for the thread behind `cx.inj`.
-fn capset(cx: &mut Ctx<'_>, eff: u64, prm: u64, inh: u64) -> Result<()> {
+fn capset(cx: &mut Ctx<'_>, eff: u64, prm: u64, inh: u64) -> RestoreResult<()> {
     // header {version, pid}, then two data structs {effective, permitted, inheritable}.
     let mut b = Vec::new();
     b.extend_from_slice(&0x2008_0522u32.to_le_bytes());
@@ -178,7 +182,7 @@ fn capset(cx: &mut Ctx<'_>, eff: u64, prm: u64, inh: u64) -> Result<()> {
 /// flag (to fs.suid_dumpable) and the thread's parent-death signal: set the image's
 /// again (in the main thread; the others were created without one, as at dump only the
 /// main thread's is recorded).
-pub(crate) fn after_creds(cx: &mut Ctx<'_>) -> Result<()> {
+pub(crate) fn after_creds(cx: &mut Ctx<'_>) -> RestoreResult<()> {
     let m = cx.proc_.misc;
     if m.dumpable == 0 || m.dumpable == 1 {
         cx.call(
@@ -925,4 +929,32 @@ mod tests {
         check_ckpt(&own, &mut v);
         assert_eq!(v.len(), 2, "{v:?}");
     }
+}
+
+// ---- collect (dump) ----
+
+/// Credentials belong to each thread; the image keeps one set per process (as a program
+/// changing them through libc sets them in every thread). Refuse a process whose threads
+/// differ, rather than give them all the leader's.
+pub(crate) fn same_creds_in_threads(
+    pid: i32,
+    threads: &[FrozenThread],
+    creds: &Creds,
+    thread_inj: &[ThreadInjected],
+) -> DumpResult<()> {
+    for (t, ti) in threads.iter().zip(thread_inj).skip(1) {
+        let theirs = procfs::status(t.tid)?.creds(ti.securebits);
+        if theirs != *creds {
+            return Err(unsupported(
+                pid,
+                format!(
+                    "thread {} has other credentials (uids, gids, groups, capabilities, \
+                     securebits, no_new_privs or seccomp) than the process's first thread; \
+                     threads with different credentials are not supported yet",
+                    t.tid
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

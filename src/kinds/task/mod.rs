@@ -2,6 +2,7 @@
 
 pub(crate) mod attrs;
 pub(crate) mod creds;
+pub(crate) mod query;
 pub(crate) mod signals;
 pub(crate) mod threads;
 pub(crate) mod timers;

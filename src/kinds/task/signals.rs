@@ -1,14 +1,18 @@
 //! Signals: dispositions, masks, pending signals (per thread and shared), sigaltstack.
 
+use super::query::{slot_bytes, word};
 use crate::arch::Abi;
 use crate::arch::x86::{self as ax, nr};
+use crate::error::DumpResult;
 use crate::error::Problem;
-use crate::error::RestoreResult as Result;
+use crate::error::RestoreResult;
 use crate::kinds::check;
+use crate::model::SigAction;
 use crate::model::{PendingSignal, Process};
 use crate::remote::{BatchArgs, Ctx};
 use crate::sys;
 use crate::sys::inject::Call;
+use crate::sys::ptrace;
 
 // ---- restore (stage) ----
 
@@ -18,7 +22,7 @@ pub(crate) fn sigaction_calls(
     cx: &mut Ctx<'_>,
     args: &mut BatchArgs,
     calls: &mut Vec<Call>,
-) -> Result<()> {
+) -> RestoreResult<()> {
     let proc_ = cx.proc_;
     let ia32 = proc_.abi() == Abi::Ia32;
     for s in &proc_.sigactions {
@@ -61,7 +65,7 @@ pub(crate) fn sigaction_calls(
 }
 
 /// Queue the process's pending signals again (per thread and shared).
-pub(crate) fn queue_pending(cx: &mut Ctx<'_>) -> Result<()> {
+pub(crate) fn queue_pending(cx: &mut Ctx<'_>) -> RestoreResult<()> {
     let proc_ = cx.proc_;
     // Pending signals stay pending: all signals are blocked in the stub until commit.
     // (Queued after the dispositions, as they were generated under them.) A batch at a
@@ -129,4 +133,56 @@ pub(crate) fn check_pending(pending: &[PendingSignal], problems: &mut Vec<Proble
             check::p(problems, "malformed", "invalid pending signal".into());
         }
     }
+}
+
+// ---- collect (dump) ----
+
+pub(crate) const NSIG: u32 = 64;
+
+/// The signals whose disposition is read: all but SIGKILL and SIGSTOP.
+pub(crate) fn queried_signals() -> Vec<u32> {
+    (1..=NSIG)
+        .filter(|&s| s != libc::SIGKILL as u32 && s != libc::SIGSTOP as u32)
+        .collect()
+}
+
+/// One `rt_sigaction` query per signal of `sigs`, the one of `sigs[i]` into `slot(i)`.
+pub(crate) fn sigaction_queries(sigs: &[u32], slot: &dyn Fn(usize) -> u64) -> Vec<Call> {
+    sigs.iter()
+        .enumerate()
+        .map(|(i, &sig)| {
+            Call::new(
+                format!("rt_sigaction({sig})"),
+                nr::RT_SIGACTION,
+                [u64::from(sig), 0, slot(i), 8, 0, 0],
+            )
+        })
+        .collect()
+}
+
+/// The dispositions [`sigaction_queries`] read, from the queries' results `b`.
+pub(crate) fn sigactions(sigs: &[u32], b: &[u8]) -> Vec<SigAction> {
+    sigs.iter()
+        .enumerate()
+        .map(|(i, &signo)| {
+            let w = slot_bytes(b, i);
+            SigAction {
+                signo,
+                handler: word(w, 0),
+                flags: word(w, 1),
+                restorer: word(w, 2),
+                mask: word(w, 3),
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn pending_signals(tid: i32, shared: bool) -> DumpResult<Vec<PendingSignal>> {
+    Ok(ptrace::peek_siginfo(tid, shared)?
+        .into_iter()
+        .map(|si| PendingSignal {
+            signo: u32::from_le_bytes(si[0..4].try_into().unwrap_or_default()),
+            siginfo: si,
+        })
+        .collect())
 }

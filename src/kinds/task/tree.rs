@@ -2,15 +2,20 @@
 //! controlling terminals, PID namespaces.
 
 use crate::arch::x86::nr;
+use crate::arch::{self, ThreadArchState};
+use crate::error::DumpResult;
 use crate::error::Problem;
-use crate::error::{RestoreError, RestoreResult as Result};
+use crate::error::{RestoreError, RestoreResult};
 use crate::kinds::check;
+use crate::kinds::unsupported;
 use crate::model::Checkpoint;
+use crate::model::ImageInfo;
 use crate::model::Process;
 use crate::remote::{Ctx, helper_injector, take_remote_fd};
 use crate::sys::inject::Injector;
 use crate::sys::ptrace::{self, Stop};
 use crate::sys::{self, proc as procfs};
+use std::collections::BTreeMap;
 
 // ---- restore (stage) ----
 
@@ -18,7 +23,10 @@ use crate::sys::{self, proc as procfs};
 /// EEXIST though no task with that PID is visible: the last one is being released (its
 /// parent is reaping it; plan waited for that, but the kernel frees the PID a moment
 /// after the task leaves /proc), for at most a second.
-pub(crate) fn once_released<T>(pid: i32, mut create: impl FnMut() -> Result<T>) -> Result<T> {
+pub(crate) fn once_released<T>(
+    pid: i32,
+    mut create: impl FnMut() -> RestoreResult<T>,
+) -> RestoreResult<T> {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
     loop {
         match create() {
@@ -36,7 +44,7 @@ pub(crate) fn once_released<T>(pid: i32, mut create: impl FnMut() -> Result<T>) 
 
 /// Fork process `p` from its parent's stub with clone3(set_tid); the child is traced
 /// (PTRACE_O_TRACEFORK) and stopped, a copy of the clean parent stub.
-pub(crate) fn fork_process(parent: &mut Ctx<'_>, p: &Process) -> Result<Injector> {
+pub(crate) fn fork_process(parent: &mut Ctx<'_>, p: &Process) -> RestoreResult<Injector> {
     let tid_addr = parent.scratch() + 88;
     let mut args = Vec::with_capacity(96);
     for w in [0, 0, 0, 0, libc::SIGCHLD as u64, 0, 0, 0, tid_addr, 1, 0] {
@@ -65,7 +73,7 @@ pub(crate) fn fork_process(parent: &mut Ctx<'_>, p: &Process) -> Result<Injector
 /// terminal of the root's new session (TIOCSCTTY, before credentials change) and give it
 /// foreground group `fg` (TIOCSPGRP, from the root, whose group is the foreground one
 /// after TIOCSCTTY; every signal is blocked in the stub anyway).
-pub(crate) fn set_controlling_tty(cx: &mut Ctx<'_>, slave: i32, fg: i32) -> Result<()> {
+pub(crate) fn set_controlling_tty(cx: &mut Ctx<'_>, slave: i32, fg: i32) -> RestoreResult<()> {
     let me = std::process::id() as i32;
     let n = take_remote_fd(cx, me, slave as u64, "take the new terminal")?;
     cx.call(
@@ -84,7 +92,7 @@ pub(crate) fn set_controlling_tty(cx: &mut Ctx<'_>, slave: i32, fg: i32) -> Resu
 }
 
 /// Make a zombie's stub exit the way the original did, and hand it to its parent.
-fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> Result<()> {
+fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> RestoreResult<()> {
     let pid = cx.proc_.pid;
     let sig = status & 0x7f;
     let stop = if sig == 0 {
@@ -139,7 +147,7 @@ fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> Result<()
 
 /// Process groups: leaders first, then members (groups of the outside world are
 /// ckpt's own, which every process not in a new session is in already).
-pub(crate) fn set_process_groups(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> Result<()> {
+pub(crate) fn set_process_groups(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> RestoreResult<()> {
     for leaders_pass in [true, false] {
         for cx in ctxs.iter_mut() {
             let p = cx.proc_;
@@ -158,7 +166,7 @@ pub(crate) fn set_process_groups(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> Res
 }
 
 /// The zombies of the image exit (see [`make_zombie`]); each comes after its parent.
-pub(crate) fn make_zombies(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> Result<()> {
+pub(crate) fn make_zombies(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> RestoreResult<()> {
     for i in 0..ctxs.len() {
         if let Some(status) = ctxs[i].proc_.exit_status {
             let ppid = ctxs[i].proc_.ppid;
@@ -390,4 +398,88 @@ pub(crate) fn check_pids_free(proc_: &Process, problems: &mut Vec<Problem>) {
         };
         check::p(problems, "pid-taken", msg);
     }
+}
+
+// ---- collect (dump) ----
+
+/// A zombie of the tree: only its IDs and the status its parent will collect.
+pub(crate) fn zombie_process(pid: i32) -> DumpResult<Process> {
+    let stat = procfs::stat(pid)?;
+    Ok(Process {
+        pid,
+        ppid: stat.field(4) as i32,
+        pgid: stat.field(5) as i32,
+        sid: stat.field(6) as i32,
+        comm: stat.comm.clone(),
+        exit_status: Some(stat.field(52) as i32),
+        ..Default::default()
+    })
+}
+
+/// The checkpoint of a collected tree (`processes` in tree order, root first): the
+/// image metadata and the architecture header, with the xsave components any process
+/// was permitted (`xcomp_perm`) and the root's vDSO (hash, size, vvar size).
+pub(crate) fn checkpoint(
+    root: i32,
+    processes: Vec<Process>,
+    xcomp_perm: u64,
+    root_vdso: Option<(u64, u64, u64)>,
+) -> Checkpoint {
+    let (hostname, kernel) = sys::process::uname();
+    let threads: Vec<&ThreadArchState> = processes
+        .iter()
+        .flat_map(|p| p.threads.iter().map(|t| &t.arch))
+        .collect();
+    // The header records the dump host's real CPU (unmasked): the tasks may have relied on
+    // any of it.
+    let mut arch_hdr = arch::build_arch_header(&threads, &arch::HostCaps::detect());
+    arch_hdr.xcomp_perm = xcomp_perm;
+    // The header names the root's vDSO; each process records its own (a mixed tree
+    // has a 64-bit and a 32-bit one).
+    if let Some((hash, size, vvar)) = root_vdso {
+        arch_hdr.vdso_hash = hash;
+        arch_hdr.vdso_size = size;
+        arch_hdr.vvar_size = vvar;
+    }
+    Checkpoint {
+        info: ImageInfo {
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            hostname,
+            kernel_release: kernel,
+            root_pid: root,
+        },
+        arch: arch_hdr,
+        processes,
+        pipes: Vec::new(),
+        socketpairs: Vec::new(),
+        own_pid_namespace: false,
+        fifos: Vec::new(),
+    }
+}
+
+/// The ID in the tree's own PID namespace of every process and thread of `processes`
+/// (host ID -> namespace ID).
+pub(crate) fn namespace_pids(processes: &[Process]) -> DumpResult<BTreeMap<i32, i32>> {
+    let mut map = std::collections::BTreeMap::new();
+    for p in processes {
+        let local = |v: Vec<i32>| v.last().copied().filter(|&x| x > 0);
+        let st = sys::proc::status(p.pid)?;
+        let pid = local(st.nspid)
+            .ok_or_else(|| unsupported(p.pid, "its ID in its PID namespace cannot be read"))?;
+        map.insert(p.pid, pid);
+        for t in p.threads.iter().skip(1) {
+            let tid = local(sys::proc::thread_nspid(p.pid, t.tid)?).ok_or_else(|| {
+                unsupported(
+                    p.pid,
+                    format!("the namespace ID of thread {} is unknown", t.tid),
+                )
+            })?;
+            map.insert(t.tid, tid);
+        }
+    }
+    Ok(map)
 }

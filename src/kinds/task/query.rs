@@ -1,0 +1,308 @@
+//! Queries run inside the stopped task: what only the process or thread itself can tell
+//! (signal dispositions, timers, rlimits, prctl state, sigaltstack...), asked by injected
+//! system calls in a scratch area mapped for the purpose. Each kind builds its calls and
+//! decodes their results; this module orders the batch and owns the scratch area.
+
+use super::threads::FrozenThread;
+use super::{attrs, signals, timers};
+use crate::arch::{self, x86::nr};
+use crate::error::{DumpError, DumpResult};
+use crate::kinds::unsupported;
+use crate::model::{ITimer, PosixTimer, Rlimit, SigAction, SigAltStack};
+use crate::sys::inject::{Call, Injector, find_gadget, find_gadget32};
+use crate::sys::mem::RemoteMem;
+use crate::sys::proc as procfs;
+use crate::sys::{self, ptrace};
+
+// ---- collect (dump) ----
+
+/// What only the task itself can tell, read by injected syscalls.
+pub(crate) struct Injected {
+    pub(crate) sigactions: Vec<SigAction>,
+    pub(crate) pdeathsig: i32,
+    pub(crate) dumpable: i32,
+    pub(crate) child_subreaper: bool,
+    pub(crate) brk: u64,
+    pub(crate) itimers: Vec<ITimer>,
+    pub(crate) posix_timers: Vec<PosixTimer>,
+    pub(crate) xcomp_perm: u64,
+    pub(crate) rlimits: Vec<Rlimit>,
+}
+
+/// Per-thread state that only the thread itself can tell.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct ThreadInjected {
+    pub(crate) altstack: SigAltStack,
+    pub(crate) clear_child_tid: u64,
+    /// The compat (ia32) robust list, for an ia32 thread.
+    pub(crate) robust32: Option<(u64, u64)>,
+    /// PR_GET_SECUREBITS (part of each thread's credentials).
+    pub(crate) securebits: u32,
+}
+
+/// The scratch area mapped in the task while it is queried: the batch executor's code
+/// at its start, then the queries' results, then the executor's table.
+const SCRATCH_LEN: u64 = 32 << 10;
+const SCRATCH_OUT: u64 = 4096;
+pub(crate) const SCRATCH_OUT_LEN: usize = 12 << 10;
+const SCRATCH_TABLE: u64 = 16 << 10;
+const SCRATCH_TABLE_CAP: usize = (16 << 10) / arch::x86::BATCH_ENTRY_LEN as usize;
+
+pub(crate) fn word(b: &[u8], i: usize) -> u64 {
+    b.get(i * 8..i * 8 + 8)
+        .and_then(|w| w.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or_default()
+}
+
+/// The 32 bytes of results slot `i` (results written to memory land 32 bytes per call).
+pub(crate) fn slot_bytes(b: &[u8], i: usize) -> &[u8] {
+    &b[32 * i..32 * i + 32]
+}
+
+fn inject_queries(inj: &mut Injector, mem: &RemoteMem, scratch: u64) -> DumpResult<Injected> {
+    let out = scratch + SCRATCH_OUT;
+    // Results that are written to memory land in `out`, 32 bytes per call.
+    mem.write(out, &[0u8; SCRATCH_OUT_LEN])?;
+    let sigs = signals::queried_signals();
+    let slot = |i: usize| out + 32 * i as u64;
+    let mut calls: Vec<Call> = signals::sigaction_queries(&sigs, &slot);
+    let n = sigs.len();
+    calls.extend(attrs::prctl_calls(n, &slot));
+    calls.extend(timers::itimer_calls(n + 3, &slot));
+    calls.extend(attrs::rlimit_calls(n + 6, &slot));
+    let res = inj.batch(mem, &calls)?;
+    let r = |i: usize| res.get(i).copied().unwrap_or(-1);
+    let mut b = vec![0u8; 32 * (n + 6 + attrs::RLIM_NLIMITS as usize)];
+    mem.read(out, &mut b)?;
+    let at = |i: usize| slot_bytes(&b, i);
+    let sigactions = signals::sigactions(&sigs, &b);
+    let pdeathsig = word(at(n), 0) as u32 as i32;
+    let dumpable = r(n + 1) as i32;
+    let child_subreaper = word(at(n + 1), 0) as u32 != 0;
+    let brk = r(n + 3) as u64;
+    let xcomp_perm = if r(n + 4) == 0 { word(at(n + 2), 0) } else { 0 };
+    let itimers = timers::itimers(&b, n + 3);
+    let rlimits = attrs::rlimits(&b, n + 6);
+    let posix_timers = timers::posix_timers(inj, mem, out)?;
+    Ok(Injected {
+        xcomp_perm,
+        rlimits,
+        sigactions,
+        pdeathsig,
+        dumpable,
+        child_subreaper,
+        brk,
+        itimers,
+        posix_timers,
+    })
+}
+
+fn inject_thread_queries(
+    inj: &mut Injector,
+    mem: &RemoteMem,
+    scratch: u64,
+    abi: arch::Abi,
+) -> DumpResult<ThreadInjected> {
+    let out = scratch + SCRATCH_OUT;
+    mem.write(out, &[0u8; 96])?;
+    let res = inj.batch(
+        mem,
+        &[
+            Call::new("sigaltstack", nr::SIGALTSTACK, [0, out, 0, 0, 0, 0]),
+            Call::new(
+                "prctl(PR_GET_TID_ADDRESS)",
+                nr::PRCTL,
+                [libc::PR_GET_TID_ADDRESS as u64, out + 32, 0, 0, 0, 0],
+            ),
+            // Part of each thread's credentials.
+            Call::new(
+                "prctl(PR_GET_SECUREBITS)",
+                nr::PRCTL,
+                [libc::PR_GET_SECUREBITS as u64, 0, 0, 0, 0, 0],
+            ),
+        ],
+    )?;
+    let securebits = res.get(2).copied().unwrap_or_default() as u32;
+    let mut b = [0u8; 96];
+    mem.read(out, &mut b)?;
+    // stack_t { void *ss_sp; int ss_flags; size_t ss_size; }
+    let altstack = SigAltStack {
+        sp: word(&b, 0),
+        flags: word(&b, 1) as u32 as i32,
+        size: word(&b, 2),
+    };
+    let clear_child_tid = word(&b, 4);
+    // An ia32 thread registered its robust list through the compat syscall, which the
+    // kernel keeps apart from the native one: ask the same way (4-byte head and length).
+    let robust32 = if abi == arch::Abi::Ia32 {
+        inj.call32(
+            "get_robust_list (ia32)",
+            arch::x86::nr32::GET_ROBUST_LIST,
+            [0, out + 64, out + 68, 0, 0, 0],
+        )?;
+        mem.read(out + 64, &mut b[..8])?;
+        Some((
+            u64::from(u32::from_le_bytes(b[0..4].try_into().unwrap_or_default())),
+            u64::from(u32::from_le_bytes(b[4..8].try_into().unwrap_or_default())),
+        ))
+    } else {
+        None
+    };
+    Ok(ThreadInjected {
+        altstack,
+        clear_child_tid,
+        robust32,
+        securebits,
+    })
+}
+
+/// The `syscall` instruction of the task's own vDSO through which the queries run, and
+/// for a task with ia32 threads also its `int $0x80` (0 otherwise).
+fn find_gadgets(pid: i32, mem: &RemoteMem, ia32: bool) -> DumpResult<(u64, u64)> {
+    let maps = procfs::maps(pid)?;
+    let vdso = maps
+        .iter()
+        .find(|m| m.path == b"[vdso]")
+        .ok_or_else(|| unsupported(pid, "it has no vDSO mapped (needed to run queries)"))?;
+    let mut code = vec![0u8; (vdso.end - vdso.start) as usize];
+    mem.read(vdso.start, &mut code)?;
+    let gadget = find_gadget(&code, vdso.start)
+        .ok_or_else(|| unsupported(pid, "no syscall instruction found in its vDSO"))?;
+    // ia32 tasks also need `int $0x80` (the 32-bit vDSO has one) and a scratch page
+    // below 4 GiB.
+    let gadget32 = if ia32 {
+        find_gadget32(&code, vdso.start)
+            .filter(|g| *g < 1 << 32)
+            .ok_or_else(|| unsupported(pid, "no int $0x80 instruction found in its vDSO"))?
+    } else {
+        0
+    };
+    Ok((gadget, gadget32))
+}
+
+/// Map the scratch area (below 4 GiB for an ia32 task): executable if the queries are
+/// to run in batches and a security policy allows it, else they run one call per stop.
+/// Returns its address and whether batches run.
+fn map_scratch(inj: &mut Injector, mut batch: bool, ia32: bool) -> DumpResult<(u64, bool)> {
+    let low = if ia32 { libc::MAP_32BIT } else { 0 };
+    let map = |inj: &mut Injector, prot: i32| {
+        inj.raw(
+            nr::MMAP,
+            [
+                0,
+                SCRATCH_LEN,
+                prot as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | low) as u64,
+                u64::MAX,
+                0,
+            ],
+        )
+    };
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let mut scratch = -1;
+    if batch {
+        // A security policy may forbid executable anonymous memory: then no batches.
+        scratch = map(inj, rw | libc::PROT_EXEC)?;
+        batch = !(-4095..0).contains(&scratch);
+    }
+    if !batch {
+        scratch = map(inj, rw)?;
+    }
+    if (-4095..0).contains(&scratch) {
+        return Err(sys::SysError::Remote {
+            what: "mmap scratch area".into(),
+            errno: (-scratch) as i32,
+        }
+        .into());
+    }
+    Ok((scratch as u64, batch))
+}
+
+/// The queries of the process (through `inj`) and of each thread, in the scratch area.
+fn run_queries(
+    threads: &[FrozenThread],
+    mem: &RemoteMem,
+    inj: &mut Injector,
+    scratch: u64,
+    batch: bool,
+    (gadget, gadget32): (u64, u64),
+) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
+    let executor = |inj: &mut Injector| -> DumpResult<()> {
+        if batch {
+            inj.set_executor(scratch, scratch + SCRATCH_TABLE, SCRATCH_TABLE_CAP);
+        }
+        Ok(())
+    };
+    (if batch {
+        mem.write(scratch, &arch::x86::BATCH_CODE)
+            .map_err(DumpError::from)
+    } else {
+        Ok(())
+    })
+    .and_then(|()| executor(inj))
+    .and_then(|()| inject_queries(inj, mem, scratch))
+    .and_then(|p| {
+        let mut per = Vec::new();
+        for t in threads {
+            let mut ti = Injector::new(t.tid, gadget, t.orig_regs);
+            ti.set_gadget32(gadget32);
+            executor(&mut ti)?;
+            per.push(inject_thread_queries(
+                &mut ti,
+                mem,
+                scratch,
+                t.orig_regs.abi(),
+            )?);
+        }
+        Ok((p, per))
+    })
+}
+
+/// Run the injected queries in a scratch page that is unmapped again afterwards.
+/// `threads` are those of process `pid`, its leader first.
+pub(crate) fn injected_state(
+    pid: i32,
+    threads: &mut [FrozenThread],
+    mem: &RemoteMem,
+) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
+    let ia32 = threads.iter().any(|t| t.orig_regs.abi() == arch::Abi::Ia32);
+    let gadgets = find_gadgets(pid, mem, ia32)?;
+    // The queries run in batches of one stop each when the breakpoint that ends a batch
+    // can stop the task without a trace: SIGTRAP must be neither ignored (the kernel
+    // would reset its disposition) nor blocked (it would reset a handler) nor pending
+    // (that one would be delivered instead), and no timer of the process may send one
+    // meanwhile. Otherwise one call per stop.
+    let tids: Vec<i32> = threads.iter().map(|t| t.tid).collect();
+    let batch = procfs::signal_quiet(pid, &tids, libc::SIGTRAP)?
+        && !procfs::posix_timers(pid)?
+            .iter()
+            .any(|t| t.signo == libc::SIGTRAP);
+    // Keep signals pending (not delivered) while we run syscalls in the task.
+    let mask = if batch {
+        !(1u64 << (libc::SIGTRAP - 1))
+    } else {
+        !0
+    };
+    for t in threads.iter_mut() {
+        ptrace::set_sigmask(t.tid, mask)?;
+        t.injected = true;
+    }
+    let mut inj = Injector::new(pid, gadgets.0, threads[0].orig_regs);
+    let (scratch, batch) = map_scratch(&mut inj, batch, ia32)?;
+    let res = run_queries(threads, mem, &mut inj, scratch, batch, gadgets);
+    let unmapped = inj.call(
+        "munmap scratch area",
+        nr::MUNMAP,
+        [scratch, SCRATCH_LEN, 0, 0, 0, 0],
+    );
+    // From here on the task must be able to run on as before even if ckpt dies (the
+    // kernel then detaches it): give every thread its registers and signal mask now.
+    for t in threads.iter() {
+        ptrace::set_regs(t.tid, &arch::x86::release_regs(&t.orig_regs))?;
+        ptrace::set_sigmask(t.tid, t.orig_sigmask)?;
+    }
+    let out = res?;
+    unmapped?;
+    Ok(out)
+}
