@@ -40,7 +40,7 @@ fn own_pid() -> libc::pid_t {
 }
 
 /// waitpid(2) of one child with `options`, retried on EINTR: its raw wait status.
-fn waitpid_raw(pid: i32, options: WaitOptions) -> std::result::Result<i32, Errno> {
+pub(crate) fn waitpid_raw(pid: i32, options: WaitOptions) -> std::result::Result<i32, Errno> {
     let p = one_pid(pid, Errno::CHILD)?;
     loop {
         match rustix::process::waitpid(Some(p), options) {
