@@ -377,6 +377,7 @@ pub fn sched_set(tid: i32, policy: i32, priority: i32, nice: i32) -> Result<()> 
 /// Whether descriptor `fd1` of `pid1` and `fd2` of `pid2` are the same open file
 /// description (kcmp KCMP_FILE).
 pub fn same_file_description(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> Result<bool> {
+    // linux/kcmp.h; neither libc nor linux-raw-sys has it.
     const KCMP_FILE: libc::c_long = 0;
     // SAFETY: kcmp takes only integers.
     let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILE, fd1, fd2) };
