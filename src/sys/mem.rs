@@ -13,7 +13,7 @@ pub struct RemoteMem {
 }
 
 /// Most iovecs one `process_vm_readv` takes (UIO_MAXIOV).
-const IOV_MAX: usize = 1024;
+const IOV_MAX: usize = libc::UIO_MAXIOV as usize;
 
 impl RemoteMem {
     pub fn open(pid: i32) -> Result<Self> {

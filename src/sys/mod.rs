@@ -95,3 +95,8 @@ pub(crate) fn check(ret: libc::c_long, what: impl FnOnce() -> String) -> Result<
         Ok(ret)
     }
 }
+
+/// A rustix error as the same [`SysError::Os`] a failed libc call gives.
+pub(crate) fn rerr(what: impl Into<String>, e: rustix::io::Errno) -> SysError {
+    SysError::io(what, io::Error::from_raw_os_error(e.raw_os_error()))
+}

@@ -25,25 +25,25 @@ fn answer(what: &str, e: i32) -> String {
 /// process is created either way.
 pub fn clone3_set_tid() -> std::result::Result<(), String> {
     let tid: libc::pid_t = 1;
-    // flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls,
-    // set_tid, set_tid_size, cgroup (CLONE_ARGS_SIZE_VER2 = 88 bytes).
-    let args: [u64; 11] = [
-        0,
-        0,
-        0,
-        0,
-        u64::MAX,
-        0,
-        0,
-        0,
-        &tid as *const libc::pid_t as u64,
-        1,
-        0,
-    ];
-    // SAFETY: `args` is a valid 88-byte clone_args and `tid` a one-element set_tid array,
-    // both alive across the call; the exit signal is invalid, which every kernel that
-    // reads the structure refuses before creating anything.
-    let r = unsafe { libc::syscall(libc::SYS_clone3, args.as_ptr(), 88usize) };
+    // libc's clone_args ends with `cgroup`: CLONE_ARGS_SIZE_VER2, 88 bytes.
+    let args = libc::clone_args {
+        flags: 0,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: u64::MAX,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: &tid as *const libc::pid_t as u64,
+        set_tid_size: 1,
+        cgroup: 0,
+    };
+    let size = std::mem::size_of::<libc::clone_args>();
+    // SAFETY: `args` is a valid clone_args of `size` bytes and `tid` a one-element
+    // set_tid array, both alive across the call; the exit signal is invalid, which every
+    // kernel that reads the structure refuses before creating anything.
+    let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const libc::clone_args, size) };
     let e = errno();
     match r {
         // Cannot happen with an invalid exit signal; a child would be a copy of us that
@@ -81,13 +81,13 @@ pub fn pidfd_getfd() -> std::result::Result<(), String> {
 /// CONFIG_CHECKPOINT_RESTORE knows `PR_SET_MM_MAP`; the query just reports the size of
 /// its structure.
 pub fn set_mm_map() -> std::result::Result<(), String> {
-    const PR_SET_MM_MAP_SIZE: libc::c_ulong = 15;
+    use linux_raw_sys::prctl::PR_SET_MM_MAP_SIZE;
     let mut size: libc::c_uint = 0;
     // SAFETY: PR_SET_MM_MAP_SIZE writes one unsigned int to the address given, `size`.
     let r = unsafe {
         libc::prctl(
             libc::PR_SET_MM,
-            PR_SET_MM_MAP_SIZE,
+            libc::c_ulong::from(PR_SET_MM_MAP_SIZE),
             &mut size as *mut libc::c_uint as libc::c_ulong,
             0 as libc::c_ulong,
             0 as libc::c_ulong,
@@ -100,6 +100,7 @@ pub fn set_mm_map() -> std::result::Result<(), String> {
     }
 }
 
+// From asm/prctl.h (x86); neither libc nor linux-raw-sys has them.
 pub const ARCH_MAP_VDSO_32: u64 = 0x2002;
 pub const ARCH_MAP_VDSO_64: u64 = 0x2003;
 
@@ -136,13 +137,12 @@ pub fn rseq() -> std::result::Result<(), String> {
 /// `prctl(PR_TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_GET)`: reads the
 /// mode; kernels without it refuse the option (EINVAL).
 pub fn timer_restore_ids() -> std::result::Result<(), String> {
-    const PR_TIMER_CREATE_RESTORE_IDS: libc::c_int = 77;
-    const GET: libc::c_ulong = 2;
+    use linux_raw_sys::prctl::{PR_TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_GET};
     // SAFETY: the GET form only returns the current mode.
     let r = unsafe {
         libc::prctl(
-            PR_TIMER_CREATE_RESTORE_IDS,
-            GET,
+            PR_TIMER_CREATE_RESTORE_IDS as libc::c_int,
+            libc::c_ulong::from(PR_TIMER_CREATE_RESTORE_IDS_GET),
             0 as libc::c_ulong,
             0 as libc::c_ulong,
             0 as libc::c_ulong,
@@ -158,9 +158,9 @@ pub fn timer_restore_ids() -> std::result::Result<(), String> {
 /// `madvise(MADV_GUARD_INSTALL)` (Linux 6.13) on an empty range: the kernel checks that
 /// it knows the advice before it looks at the (empty) range.
 pub fn guard_install() -> std::result::Result<(), String> {
-    const MADV_GUARD_INSTALL: libc::c_int = 102;
+    let advice = linux_raw_sys::general::MADV_GUARD_INSTALL as libc::c_int;
     // SAFETY: a zero-length range touches no memory; the address is page-aligned.
-    let r = unsafe { libc::madvise(0x10000 as *mut libc::c_void, 0, MADV_GUARD_INSTALL) };
+    let r = unsafe { libc::madvise(0x10000 as *mut libc::c_void, 0, advice) };
     if r == 0 {
         Ok(())
     } else {
@@ -172,14 +172,15 @@ pub fn guard_install() -> std::result::Result<(), String> {
 /// TCP socket, switched into repair mode and closed again (it was never bound or
 /// connected, so nothing goes on the network).
 pub fn tcp_repair() -> std::result::Result<(), String> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: plain socket creation.
-    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if s < 0 {
-        return Err(answer("socket(AF_INET, SOCK_STREAM)", errno()));
-    }
-    // SAFETY: `s` was just created and is ours.
-    let s = unsafe { OwnedFd::from_raw_fd(s) };
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    use std::os::fd::AsRawFd;
+    let s = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| answer("socket(AF_INET, SOCK_STREAM)", e.raw_os_error()))?;
     let one: libc::c_int = 1;
     // SAFETY: an int option, passed by pointer with its size.
     let r = unsafe {
@@ -231,8 +232,7 @@ pub fn vdso32() -> Result<(u64, u64)> {
     let (ready_r, ready_w) = super::process::pipe()?;
     let (hold_r, hold_w) = super::process::pipe()?;
     let (rw, hr) = (ready_w.as_raw_fd(), hold_r.as_raw_fd());
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
+    let parent = rustix::process::getpid().as_raw_nonzero().get();
     // SAFETY: the child (0) runs only raw system calls on values computed before the
     // fork (`special`'s buffer is not freed in it), then _exit: no lock or allocator
     // state of a possibly multi-threaded parent is used.

@@ -247,34 +247,45 @@ impl Pagemap {
         anyof: u64,
         report: u64,
     ) -> Result<Option<Vec<ScanRange>>> {
+        use linux_raw_sys::btrfs::{page_region, pm_scan_arg};
         use std::os::fd::AsRawFd;
-        const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610; // _IOWR('f', 16, struct pm_scan_arg)
+        // _IOWR('f', 16, struct pm_scan_arg) of linux/fs.h: linux-raw-sys has the
+        // structs (in its `btrfs` module, which holds linux/fs.h) but not the ioctl
+        // number, libc neither.
+        const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
         const BATCH: usize = 512;
         let mut out = Vec::new();
-        let mut regions = [[0u64; 3]; BATCH];
+        let mut regions = [page_region {
+            start: 0,
+            end: 0,
+            categories: 0,
+        }; BATCH];
         let mut at = start;
         while at < end {
-            // struct pm_scan_arg: size, flags, start, end, walk_end, vec, vec_len,
-            // max_pages, category_inverted, category_mask, category_anyof_mask,
-            // return_mask.
-            let mut arg: [u64; 12] = [
-                96,
-                0,
-                at,
+            let mut arg = pm_scan_arg {
+                size: std::mem::size_of::<pm_scan_arg>() as u64,
+                flags: 0,
+                start: at,
                 end,
-                0,
-                regions.as_mut_ptr() as u64,
-                BATCH as u64,
-                0,
-                0,
-                0,
-                anyof,
-                report,
-            ];
-            // SAFETY: `arg` is a pm_scan_arg of the size it declares (96 bytes), and its
-            // `vec` points to `regions`, BATCH page_region structs (3 u64 each) that we
-            // own mutably for the call; the kernel writes only there and to `arg`.
-            let n = unsafe { libc::ioctl(self.f.as_raw_fd(), PAGEMAP_SCAN, arg.as_mut_ptr()) };
+                walk_end: 0,
+                vec: regions.as_mut_ptr() as u64,
+                vec_len: BATCH as u64,
+                max_pages: 0,
+                category_inverted: 0,
+                category_mask: 0,
+                category_anyof_mask: anyof,
+                return_mask: report,
+            };
+            // SAFETY: `arg` is a pm_scan_arg of the size it declares, and its `vec`
+            // points to `regions`, BATCH page_region structs that we own mutably for the
+            // call; the kernel writes only there and to `arg`.
+            let n = unsafe {
+                libc::ioctl(
+                    self.f.as_raw_fd(),
+                    PAGEMAP_SCAN,
+                    &mut arg as *mut pm_scan_arg,
+                )
+            };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
                 return match e.raw_os_error() {
@@ -285,11 +296,11 @@ impl Pagemap {
             }
             let n = (n as usize).min(BATCH);
             out.extend(regions[..n].iter().map(|r| ScanRange {
-                start: r[0],
-                end: r[1],
-                categories: r[2],
+                start: r.start,
+                end: r.end,
+                categories: r.categories,
             }));
-            let walk_end = arg[4];
+            let walk_end = arg.walk_end;
             if walk_end <= at {
                 return Err(SysError::Other(format!(
                     "PAGEMAP_SCAN made no progress at {at:#x}"
@@ -309,12 +320,12 @@ pub struct ScanRange {
     pub categories: u64,
 }
 
-/// `PAGEMAP_SCAN` page categories.
-pub const PAGE_IS_FILE: u64 = 1 << 2;
-pub const PAGE_IS_PRESENT: u64 = 1 << 3;
-pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
-pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
-pub const PAGE_IS_GUARD: u64 = 1 << 8;
+/// `PAGEMAP_SCAN` page categories (linux/fs.h, from linux-raw-sys).
+pub const PAGE_IS_FILE: u64 = linux_raw_sys::btrfs::PAGE_IS_FILE as u64;
+pub const PAGE_IS_PRESENT: u64 = linux_raw_sys::btrfs::PAGE_IS_PRESENT as u64;
+pub const PAGE_IS_SWAPPED: u64 = linux_raw_sys::btrfs::PAGE_IS_SWAPPED as u64;
+pub const PAGE_IS_PFNZERO: u64 = linux_raw_sys::btrfs::PAGE_IS_PFNZERO as u64;
+pub const PAGE_IS_GUARD: u64 = linux_raw_sys::btrfs::PAGE_IS_GUARD as u64;
 
 /// Selected fields of /proc/PID/status.
 #[derive(Debug, Clone, Default)]
@@ -562,37 +573,28 @@ pub fn shmem_data_ranges(
     off: u64,
     len: u64,
 ) -> Result<(u64, Vec<(u64, u64)>)> {
-    use std::os::fd::AsRawFd;
     let link = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
     let f = fs::File::open(&link).map_err(|e| SysError::io(format!("open {link}"), e))?;
     let ino = f
         .metadata()
         .map_err(|e| SysError::io(format!("stat {link}"), e))?
         .ino();
-    let fd = f.as_raw_fd();
+    use rustix::fs::{SeekFrom, seek};
     let mut out = Vec::new();
     let mut pos = off;
     let stop = off + len;
     while pos < stop {
-        // SAFETY: lseek on a descriptor we own; no memory is passed.
-        let d = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
-        if d < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                break; // no data after pos
-            }
-            return Err(SysError::io(format!("SEEK_DATA on {link}"), e));
-        }
-        let d = d as u64;
+        let d = match seek(&f, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break, // no data after pos
+            Err(e) => return Err(super::rerr(format!("SEEK_DATA on {link}"), e)),
+        };
         if d >= stop {
             break;
         }
-        // SAFETY: as above.
-        let h = unsafe { libc::lseek(fd, d as libc::off_t, libc::SEEK_HOLE) };
-        if h < 0 {
-            return Err(SysError::os(format!("SEEK_HOLE on {link}")));
-        }
-        let h = (h as u64).min(stop);
+        let h = seek(&f, SeekFrom::Hole(d))
+            .map_err(|e| super::rerr(format!("SEEK_HOLE on {link}"), e))?;
+        let h = h.min(stop);
         out.push((d & !4095, (h + 4095) & !4095));
         pos = h.max(d + 4096);
     }
@@ -858,13 +860,12 @@ mod tests {
                 std::hint::black_box(p.add(i * 4096).read_volatile());
             }
         }
-        const MADV_GUARD_INSTALL: i32 = 102;
         // SAFETY: pages 50..53 are inside the mapping.
         let guard = unsafe {
             libc::madvise(
                 base.cast::<u8>().add(50 * 4096).cast(),
                 3 * 4096,
-                MADV_GUARD_INSTALL,
+                linux_raw_sys::general::MADV_GUARD_INSTALL as i32,
             )
         } == 0;
         let start = base as u64;

@@ -1,36 +1,70 @@
 //! Processes: creating one with a chosen PID (clone3 set_tid), signals, limits, and
 //! small queries that need a syscall.
 
-use super::{Result, SysError, check};
+use rustix::io::Errno;
+use rustix::process::{Pid, WaitOptions};
 
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
+use super::{Result, SysError, check, rerr};
+
+/// The kernel's `struct clone_args` (linux/sched.h), all of it zero.
+fn clone_args() -> libc::clone_args {
+    libc::clone_args {
+        flags: 0,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: 0,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: 0,
+    }
+}
+
+/// `pid` as a rustix [`Pid`]: only a single process (> 0) qualifies; the process
+/// groups and "any" that 0 and negative values mean to kill(2) and waitpid(2) are not
+/// used by ckpt, and are refused with `errno`.
+fn one_pid(pid: i32, errno: Errno) -> std::result::Result<Pid, Errno> {
+    if pid > 0 {
+        Pid::from_raw(pid).ok_or(errno)
+    } else {
+        Err(errno)
+    }
+}
+
+/// This process's PID.
+fn own_pid() -> libc::pid_t {
+    rustix::process::getpid().as_raw_nonzero().get()
+}
+
+/// waitpid(2) of one child with `options`, retried on EINTR: its raw wait status.
+pub(crate) fn waitpid_raw(pid: i32, options: WaitOptions) -> std::result::Result<i32, Errno> {
+    let p = one_pid(pid, Errno::CHILD)?;
+    loop {
+        match rustix::process::waitpid(Some(p), options) {
+            Ok(Some((_, st))) => return Ok(st.as_raw()),
+            // Only with WNOHANG, which no caller passes.
+            Ok(None) => return Err(Errno::AGAIN),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// clone3 without CLONE_VM: a copy-on-write copy of this process (0 in the child, the
 /// child's PID in the parent, -1 with errno on error). What the child may do depends on
 /// the caller: see each one.
-fn clone3(args: &CloneArgs) -> libc::c_long {
+fn clone3(args: &libc::clone_args) -> libc::c_long {
     // SAFETY: `args` (and any set_tid array it points to, which the callers keep alive
     // across this call) is a valid clone_args of the size passed; without CLONE_VM the
     // child gets its own copy of the address space, so nothing of ours is shared.
     unsafe {
         libc::syscall(
             libc::SYS_clone3,
-            args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
+            args as *const libc::clone_args,
+            std::mem::size_of::<libc::clone_args>(),
         )
     }
 }
@@ -66,9 +100,8 @@ pub(crate) unsafe fn die_with_parent(parent: libc::pid_t) {
 /// process, but none of ckpt's (or libc's) state is touched in it.
 pub fn spawn_traced_stub(pid: Option<i32>) -> Result<i32> {
     let tid: libc::pid_t = pid.unwrap_or(0);
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
-    let args = CloneArgs {
+    let parent = own_pid();
+    let args = libc::clone_args {
         exit_signal: libc::SIGCHLD as u64,
         set_tid: if pid.is_some() {
             &tid as *const libc::pid_t as u64
@@ -76,7 +109,7 @@ pub fn spawn_traced_stub(pid: Option<i32>) -> Result<i32> {
             0
         },
         set_tid_size: u64::from(pid.is_some()),
-        ..Default::default()
+        ..clone_args()
     };
     // In the child (return 0) only async-signal-safe raw syscalls run before it stops or
     // exits, so no libc or Rust runtime state is used in an inconsistent state.
@@ -111,34 +144,26 @@ pub fn spawn_traced_stub(pid: Option<i32>) -> Result<i32> {
     Ok(r as i32)
 }
 
+/// Send signal `sig` (a named one: not 0 or a real-time signal, which are refused with
+/// EINVAL) to process `pid` (> 0; others are refused with ESRCH).
 pub fn kill(pid: i32, sig: i32) -> Result<()> {
-    // SAFETY: plain syscall with integer arguments.
-    let r = unsafe { libc::kill(pid, sig) };
-    check(r as libc::c_long, || format!("kill({pid}, {sig})"))?;
-    Ok(())
+    let signal = rustix::process::Signal::from_named_raw(sig).ok_or(Errno::INVAL);
+    one_pid(pid, Errno::SRCH)
+        .and_then(|p| rustix::process::kill_process(p, signal?))
+        .map_err(|e| rerr(format!("kill({pid}, {sig})"), e))
 }
 
 /// Kill and reap a child process that ckpt created, with the threads of it that ckpt
 /// traces (a traced thread's exit must be collected by its tracer before the leader's
 /// can be). Errors are ignored: this runs on failure paths.
 pub fn kill_and_reap(pid: i32, traced_threads: &[i32]) {
-    // SAFETY: plain syscalls; status is a valid out-pointer.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        let mut st = 0;
-        for &t in traced_threads.iter().chain([&pid]) {
-            // Pass over stop reports still queued; stop at the exit (or ECHILD).
-            loop {
-                let r = libc::waitpid(t, &mut st, libc::__WALL);
-                if r < 0 {
-                    if *libc::__errno_location() == libc::EINTR {
-                        continue;
-                    }
-                    break;
-                }
-                if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
-                    break;
-                }
+    let _ = kill(pid, libc::SIGKILL);
+    let all = WaitOptions::from_bits_retain(libc::__WALL as u32);
+    for &t in traced_threads.iter().chain([&pid]) {
+        // Pass over stop reports still queued; stop at the exit (or ECHILD).
+        while let Ok(st) = waitpid_raw(t, all) {
+            if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
+                break;
             }
         }
     }
@@ -201,19 +226,7 @@ pub fn robust_list(pid: i32) -> Result<(u64, u64)> {
 
 /// Wait for a child to exit (not for ptrace stops); returns the raw wait status.
 pub fn wait_exit(pid: i32) -> Result<i32> {
-    let mut st = 0;
-    loop {
-        // SAFETY: st is a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(SysError::io(format!("waitpid({pid})"), e));
-        }
-        return Ok(st);
-    }
+    waitpid_raw(pid, WaitOptions::empty()).map_err(|e| rerr(format!("waitpid({pid})"), e))
 }
 
 /// Ignore (or restore the default for) a signal in this process.
@@ -252,36 +265,17 @@ pub fn read_own(addr: u64, len: usize) -> Result<Vec<u8>> {
 
 /// uname(2): (nodename, release).
 pub fn uname() -> (String, String) {
-    // SAFETY: utsname is plain data; uname fills it.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::uname(&mut u) };
-    let s = |a: &[libc::c_char]| {
-        let b: Vec<u8> = a
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8)
-            .collect();
-        String::from_utf8_lossy(&b).into_owned()
-    };
-    (s(&u.nodename), s(&u.release))
+    let u = rustix::system::uname();
+    let s = |c: &std::ffi::CStr| String::from_utf8_lossy(c.to_bytes()).into_owned();
+    (s(u.nodename()), s(u.release()))
 }
 
 /// Make this process a child subreaper, so orphans of the processes it restores are
 /// reparented to it.
 pub fn set_child_subreaper(on: bool) -> Result<()> {
-    // SAFETY: prctl with integer arguments.
-    let r = unsafe {
-        libc::prctl(
-            libc::PR_SET_CHILD_SUBREAPER,
-            libc::c_ulong::from(on),
-            0,
-            0,
-            0,
-        )
-    };
-    check(r as libc::c_long, || "PR_SET_CHILD_SUBREAPER".into())?;
-    Ok(())
+    // The kernel takes any non-zero value for "on"; rustix passes a PID.
+    let arg = on.then(rustix::process::getpid);
+    rustix::process::set_child_subreaper(arg).map_err(|e| rerr("PR_SET_CHILD_SUBREAPER", e))
 }
 
 /// Wait until the process or thread disappears or `timeout` passes (for a process that
@@ -317,8 +311,7 @@ pub fn own_fd_open(fd: i32) -> bool {
 
 /// Whether this process runs with effective UID 0.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// This process's securebits (PR_GET_SECUREBITS); 0 if the kernel will not tell.
@@ -338,6 +331,16 @@ pub fn close_fds_from(first: u32) {
     }
 }
 
+/// `tid` for getpriority/setpriority(PRIO_PROCESS): 0 is the calling thread (None),
+/// a negative one is refused with ESRCH, as the kernel does.
+fn thread_pid(tid: i32) -> std::result::Result<Option<Pid>, Errno> {
+    if tid == 0 {
+        Ok(None)
+    } else {
+        one_pid(tid, Errno::SRCH).map(Some)
+    }
+}
+
 /// Scheduling policy (with SCHED_RESET_ON_FORK), static priority and nice value of a
 /// thread.
 pub fn sched_get(tid: i32) -> Result<(i32, i32, i32)> {
@@ -350,15 +353,9 @@ pub fn sched_get(tid: i32) -> Result<(i32, i32, i32)> {
     // SAFETY: param is a valid out-pointer.
     let r = unsafe { libc::sched_getparam(tid, &mut param) };
     check(r as libc::c_long, || format!("sched_getparam({tid})"))?;
-    // getpriority returns the nice value; -1 is valid, so errno decides.
-    // SAFETY: errno slot of this thread.
-    unsafe { *libc::__errno_location() = 0 };
-    // SAFETY: plain syscall with integer arguments.
-    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) };
-    // SAFETY: errno slot of this thread.
-    if nice == -1 && unsafe { *libc::__errno_location() } != 0 {
-        return Err(SysError::os(format!("getpriority({tid})")));
-    }
+    let nice = thread_pid(tid)
+        .and_then(rustix::process::getpriority_process)
+        .map_err(|e| rerr(format!("getpriority({tid})"), e))?;
     Ok((policy, param.sched_priority, nice))
 }
 
@@ -372,15 +369,15 @@ pub fn sched_set(tid: i32, policy: i32, priority: i32, nice: i32) -> Result<()> 
     check(r as libc::c_long, || {
         format!("sched_setscheduler({tid}, {policy}, {priority})")
     })?;
-    // SAFETY: plain syscall with integer arguments.
-    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
-    check(r as libc::c_long, || format!("setpriority({tid}, {nice})"))?;
-    Ok(())
+    thread_pid(tid)
+        .and_then(|p| rustix::process::setpriority_process(p, nice))
+        .map_err(|e| rerr(format!("setpriority({tid}, {nice})"), e))
 }
 
 /// Whether descriptor `fd1` of `pid1` and `fd2` of `pid2` are the same open file
 /// description (kcmp KCMP_FILE).
 pub fn same_file_description(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> Result<bool> {
+    // linux/kcmp.h; neither libc nor linux-raw-sys has it.
     const KCMP_FILE: libc::c_long = 0;
     // SAFETY: kcmp takes only integers.
     let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILE, fd1, fd2) };
@@ -388,51 +385,45 @@ pub fn same_file_description(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> Result
     Ok(r == 0)
 }
 
+/// pidfd_open(pid, 0): a descriptor of process `pid` (> 0; others are refused with
+/// EINVAL, as the kernel does).
+pub(crate) fn pidfd_open(pid: i32) -> Result<std::os::fd::OwnedFd> {
+    one_pid(pid, Errno::INVAL)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()))
+        .map_err(|e| rerr(format!("pidfd_open({pid})"), e))
+}
+
 /// A descriptor of another process, duplicated into ours (pidfd_getfd): the same open
 /// file description, so reading through it must not consume anything.
 pub fn steal_fd(pid: i32, fd: i32) -> Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open takes integers and returns a new descriptor we own.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    check(pidfd, || format!("pidfd_open({pid})"))?;
-    // SAFETY: `pidfd` is a descriptor we just opened and own exclusively.
-    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd as i32) };
-    use std::os::fd::AsRawFd;
-    // SAFETY: integers only; the result is a new descriptor we own.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    check(r, || format!("pidfd_getfd({pid}, {fd})"))?;
-    // SAFETY: as above.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as i32) })
+    let pidfd = pidfd_open(pid)?;
+    rustix::process::pidfd_getfd(&pidfd, fd, rustix::process::PidfdGetfdFlags::empty())
+        .map_err(|e| rerr(format!("pidfd_getfd({pid}, {fd})"), e))
+}
+
+/// FIONREAD: the bytes waiting to be read on `fd` (the kernel's int, never negative for
+/// the descriptors asked about).
+fn queued(fd: &std::os::fd::OwnedFd) -> std::result::Result<u64, Errno> {
+    rustix::io::ioctl_fionread(fd)
 }
 
 /// Capacity and contents of a pipe, read through a read end without consuming them
 /// (tee into a pipe of our own, then read that).
 pub fn peek_pipe(read_end: &std::os::fd::OwnedFd) -> Result<(u32, Vec<u8>)> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let src = read_end.as_raw_fd();
-    // SAFETY: fcntl/ioctl on a descriptor we own; `n` is a valid out-pointer.
-    let cap = unsafe { libc::fcntl(src, libc::F_GETPIPE_SZ) };
-    check(cap as libc::c_long, || "F_GETPIPE_SZ".into())?;
-    let mut n: libc::c_int = 0;
-    // SAFETY: as above.
-    let r = unsafe { libc::ioctl(src, libc::FIONREAD, &mut n) };
-    check(r as libc::c_long, || "FIONREAD on a pipe".into())?;
-    let want = n.max(0) as usize;
+    use rustix::pipe::{PipeFlags, SpliceFlags};
+    let cap = rustix::pipe::fcntl_getpipe_size(read_end).map_err(|e| rerr("F_GETPIPE_SZ", e))?;
+    let n = queued(read_end).map_err(|e| rerr("FIONREAD on a pipe", e))?;
+    let want = n as usize;
     if want == 0 {
         return Ok((cap as u32, Vec::new()));
     }
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid out-array of two descriptors.
-    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
-    check(r as libc::c_long, || "pipe2".into())?;
-    // SAFETY: pipe2 just created both descriptors; we own them.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: fcntl on a descriptor we own.
-    unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, cap.max(want as i32)) };
-    // SAFETY: tee between two pipe descriptors we own.
-    let t = unsafe { libc::tee(src, wr.as_raw_fd(), want, libc::SPLICE_F_NONBLOCK) };
-    check(t as libc::c_long, || "tee from a pipe".into())?;
-    if t as usize != want {
+    let (rd, wr) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
+        .map_err(|e| rerr("pipe2", e))?;
+    // Best effort: a copy that does not fit is reported below.
+    let _ = rustix::pipe::fcntl_setpipe_size(&wr, cap.max(want));
+    let t = rustix::pipe::tee(read_end, &wr, want, SpliceFlags::NONBLOCK)
+        .map_err(|e| rerr("tee from a pipe", e))?;
+    if t != want {
         return Err(SysError::Other(format!(
             "could copy only {t} of the {want} bytes buffered in a pipe"
         )));
@@ -440,13 +431,11 @@ pub fn peek_pipe(read_end: &std::os::fd::OwnedFd) -> Result<(u32, Vec<u8>)> {
     let mut data = vec![0u8; want];
     let mut got = 0;
     while got < want {
-        // SAFETY: reading into the unfilled part of `data`.
-        let r = unsafe { libc::read(rd.as_raw_fd(), data[got..].as_mut_ptr().cast(), want - got) };
-        check(r as libc::c_long, || "read pipe copy".into())?;
+        let r = rustix::io::read(&rd, &mut data[got..]).map_err(|e| rerr("read pipe copy", e))?;
         if r == 0 {
             break;
         }
-        got += r as usize;
+        got += r;
     }
     data.truncate(got);
     Ok((cap as u32, data))
@@ -477,34 +466,26 @@ pub fn fork_into_new_pid_namespace() -> Result<Option<i32>> {
 /// Give this process a private mount namespace with a fresh /proc, so that /proc/PID
 /// means PIDs of the PID namespace it lives in (for ckpt and for what it restores).
 pub fn mount_own_proc() -> Result<()> {
-    let fail = |what: &str| SysError::os(what.to_string());
-    // SAFETY: plain syscalls with valid C strings.
-    unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return Err(fail("unshare(CLONE_NEWNS)"));
-        }
-        if libc::mount(
-            std::ptr::null(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(fail("make mounts private"));
-        }
-        if libc::mount(
-            c"proc".as_ptr(),
-            c"/proc".as_ptr(),
-            c"proc".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(fail("mount /proc for the new PID namespace"));
-        }
+    use rustix::mount::{MountFlags, MountPropagationFlags};
+    // SAFETY: unshare(CLONE_NEWNS) gives this process a copy of its mount namespace; it
+    // shares no memory or descriptor table state that could change under other code
+    // (rustix's unshare is unsafe for CLONE_FILES/CLONE_FS, not used here).
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(SysError::os("unshare(CLONE_NEWNS)"));
     }
-    Ok(())
+    rustix::mount::mount_change(
+        c"/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )
+    .map_err(|e| rerr("make mounts private", e))?;
+    rustix::mount::mount(
+        c"proc",
+        c"/proc",
+        c"proc",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        None,
+    )
+    .map_err(|e| rerr("mount /proc for the new PID namespace", e))
 }
 
 /// Create the init (PID 1) of a new PID namespace as a stub for a tree that had a PID
@@ -520,10 +501,10 @@ pub fn spawn_pidns_init_stub() -> Result<(i32, std::os::fd::OwnedFd)> {
     use std::os::fd::AsRawFd;
     let (rd, wr) = pipe()?;
     let (rfd, wfd) = (rd.as_raw_fd(), wr.as_raw_fd());
-    let args = CloneArgs {
+    let args = libc::clone_args {
         flags: libc::CLONE_NEWPID as u64,
         exit_signal: libc::SIGCHLD as u64,
-        ..Default::default()
+        ..clone_args()
     };
     // In the child (return 0) only raw syscalls run before it stops or exits, so no libc
     // or Rust runtime state is used in an inconsistent state.
@@ -563,23 +544,24 @@ pub fn spawn_pidns_init_stub() -> Result<(i32, std::os::fd::OwnedFd)> {
 ///
 /// Must be called while this process is single-threaded.
 pub fn fork_into_pid_namespace_of(init: i32, ns_pid: i32) -> Result<Option<i32>> {
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsFd;
     let open =
         |p: String| std::fs::File::open(&p).map_err(|e| SysError::io(format!("open {p}"), e));
     let theirs = open(format!("/proc/{init}/ns/pid"))?;
     let ours = open("/proc/self/ns/pid".to_string())?;
-    // SAFETY: setns on a namespace descriptor; with CLONE_NEWPID it only changes the
-    // namespace of children created afterwards, and is undone below.
-    let r = unsafe { libc::setns(theirs.as_raw_fd(), libc::CLONE_NEWPID) };
-    check(r as libc::c_long, || {
-        "setns into the new PID namespace".into()
-    })?;
+    use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+    // With CLONE_NEWPID, setns only changes the namespace of children created
+    // afterwards; it is undone below.
+    let setns = |f: &std::fs::File| {
+        move_into_link_name_space(f.as_fd(), Some(LinkNameSpaceType::ProcessID))
+    };
+    setns(&theirs).map_err(|e| rerr("setns into the new PID namespace", e))?;
     let tid: libc::pid_t = ns_pid;
-    let args = CloneArgs {
+    let args = libc::clone_args {
         exit_signal: libc::SIGCHLD as u64,
         set_tid: &tid as *const libc::pid_t as u64,
         set_tid_size: 1,
-        ..Default::default()
+        ..clone_args()
     };
     // The caller guarantees a single-threaded process, so the child's copy of every lock
     // and of the allocator is consistent and it may go on running Rust code.
@@ -587,14 +569,12 @@ pub fn fork_into_pid_namespace_of(init: i32, ns_pid: i32) -> Result<Option<i32>>
     let err =
         (r < 0).then(|| SysError::os(format!("clone3 into the new PID namespace as {ns_pid}")));
     if r != 0 {
-        // SAFETY: back to the PID namespace we live in, which setns always allows.
-        let back = unsafe { libc::setns(ours.as_raw_fd(), libc::CLONE_NEWPID) };
+        // Back to the PID namespace we live in, which setns always allows.
+        let back = setns(&ours);
         if let Some(e) = err {
             return Err(e);
         }
-        check(back as libc::c_long, || {
-            "setns back to our PID namespace".into()
-        })?;
+        back.map_err(|e| rerr("setns back to our PID namespace", e))?;
         return Ok(Some(r as i32));
     }
     drop((theirs, ours));
@@ -603,93 +583,68 @@ pub fn fork_into_pid_namespace_of(init: i32, ns_pid: i32) -> Result<Option<i32>>
 
 /// Wait for any child; (pid, status), or None when there are no children left.
 pub fn wait_any() -> Result<Option<(i32, i32)>> {
-    let mut st = 0;
     loop {
-        // SAFETY: st is a valid out-pointer.
-        let r = unsafe { libc::waitpid(-1, &mut st, 0) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::ECHILD) => return Ok(None),
-                _ => return Err(SysError::io("waitpid(-1)", e)),
-            }
+        match rustix::process::wait(WaitOptions::empty()) {
+            Ok(Some((pid, st))) => return Ok(Some((pid.as_raw_nonzero().get(), st.as_raw()))),
+            // Only with WNOHANG, which is not passed.
+            Ok(None) => return Ok(None),
+            Err(Errno::INTR) => continue,
+            Err(Errno::CHILD) => return Ok(None),
+            Err(e) => return Err(rerr("waitpid(-1)", e)),
         }
-        return Ok(Some((r, st)));
     }
 }
 
 /// A pipe (read end, write end), close-on-exec.
 pub fn pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid out-array of two descriptors.
-    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    check(r as libc::c_long, || "pipe2".into())?;
-    // SAFETY: pipe2 just created both descriptors; we own them.
-    Ok(unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
-    })
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| rerr("pipe2", e))
 }
 
 /// F_GET_SEALS of a memfd held by another process (through a duplicate).
 pub fn memfd_seals(pid: i32, fd: i32) -> Result<u32> {
-    use std::os::fd::AsRawFd;
     let dup = steal_fd(pid, fd)?;
-    // SAFETY: fcntl on a descriptor we own.
-    let r = unsafe { libc::fcntl(dup.as_raw_fd(), libc::F_GET_SEALS) };
-    check(r as libc::c_long, || {
-        format!("F_GET_SEALS on fd {fd} of {pid}")
-    })?;
-    Ok(r as u32)
+    rustix::fs::fcntl_get_seals(&dup)
+        .map(|s| s.bits())
+        .map_err(|e| rerr(format!("F_GET_SEALS on fd {fd} of {pid}"), e))
 }
 
 /// The seals (F_GET_SEALS) of the memfd behind `file` (one of our own descriptors).
 pub fn seals_of(file: &std::fs::File, what: &str) -> Result<u32> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: fcntl on a descriptor owned by `file`, which outlives the call.
-    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
-    check(r as libc::c_long, || format!("F_GET_SEALS on {what}"))?;
-    Ok(r as u32)
+    rustix::fs::fcntl_get_seals(file)
+        .map(|s| s.bits())
+        .map_err(|e| rerr(format!("F_GET_SEALS on {what}"), e))
 }
 
 /// Add `seals` (F_ADD_SEALS) to the memfd behind `file`.
 pub fn add_seals(file: &std::fs::File, seals: u32) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: fcntl on a descriptor owned by `file`; F_ADD_SEALS takes an int.
-    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals as libc::c_int) };
-    check(r as libc::c_long, || "F_ADD_SEALS".into())?;
-    Ok(())
+    rustix::fs::fcntl_add_seals(file, rustix::fs::SealFlags::from_bits_retain(seals))
+        .map_err(|e| rerr("F_ADD_SEALS", e))
 }
 
 /// A memfd of our own named `name` (any bytes but NUL), close-on-exec, allowing seals
 /// if `sealing`: a memfd of the image recreated, for the restored processes to open
 /// through /proc.
 pub fn memfd_named(name: &[u8], sealing: bool) -> Result<std::fs::File> {
-    use std::os::fd::FromRawFd;
+    use rustix::fs::MemfdFlags;
     let c = std::ffi::CString::new(name)
         .map_err(|_| SysError::Other("a memfd name with a NUL byte".into()))?;
-    let flags = libc::MFD_CLOEXEC | if sealing { libc::MFD_ALLOW_SEALING } else { 0 };
-    // SAFETY: valid C string; the result is a new descriptor we own.
-    let r = unsafe { libc::memfd_create(c.as_ptr(), flags) };
-    check(r as libc::c_long, || "memfd_create".into())?;
-    // SAFETY: just created, owned here.
-    Ok(unsafe { std::fs::File::from_raw_fd(r) })
+    let flags = if sealing {
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING
+    } else {
+        MemfdFlags::CLOEXEC
+    };
+    rustix::fs::memfd_create(c.as_c_str(), flags)
+        .map(std::fs::File::from)
+        .map_err(|e| rerr("memfd_create", e))
 }
 
 /// An anonymous in-memory file of our own (memfd), to hold file contents read from an
 /// image until restore puts them in place.
 pub fn memfd(name: &str) -> Result<std::fs::File> {
-    use std::os::fd::FromRawFd;
     let c = std::ffi::CString::new(name).map_err(|_| SysError::Other("bad memfd name".into()))?;
-    // SAFETY: valid C string; the result is a new descriptor we own.
-    let r = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
-    check(r as libc::c_long, || "memfd_create".into())?;
-    // SAFETY: just created, owned here.
-    Ok(unsafe { std::fs::File::from_raw_fd(r) })
+    rustix::fs::memfd_create(c.as_c_str(), rustix::fs::MemfdFlags::CLOEXEC)
+        .map(std::fs::File::from)
+        .map_err(|e| rerr("memfd_create", e))
 }
 
 /// Remove a System V shared memory segment (on a failure path: errors are ignored).
@@ -726,12 +681,7 @@ pub fn set_shm_next_id(id: i32) -> Result<()> {
 
 /// Bytes waiting to be read on a descriptor of ours (FIONREAD).
 pub fn queued_bytes(fd: &std::os::fd::OwnedFd) -> Result<u64> {
-    use std::os::fd::AsRawFd;
-    let mut n: libc::c_int = 0;
-    // SAFETY: ioctl on a descriptor we own; `n` is a valid out-pointer for FIONREAD.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
-    check(r as libc::c_long, || "FIONREAD".into())?;
-    Ok(n.max(0) as u64)
+    queued(fd).map_err(|e| rerr("FIONREAD", e))
 }
 
 /// The path of the file that a file handle (name_to_handle_at: `typ`, `handle`) names on

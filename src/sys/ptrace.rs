@@ -7,11 +7,10 @@
 use super::{Result, SysError, check};
 use crate::arch::X86Regs;
 
-pub const PTRACE_EVENT_STOP: i32 = 128;
-const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
-const NT_X86_XSTATE: libc::c_int = 0x202;
-const PTRACE_GET_THREAD_AREA: libc::c_uint = 25;
-const PTRACE_SET_THREAD_AREA: libc::c_uint = 26;
+use linux_raw_sys::elf_uapi::NT_X86_XSTATE;
+use linux_raw_sys::ptrace::{PTRACE_GET_THREAD_AREA, PTRACE_SET_THREAD_AREA};
+
+pub const PTRACE_EVENT_STOP: i32 = linux_raw_sys::ptrace::PTRACE_EVENT_STOP as i32;
 
 /// How a traced task stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,19 +32,9 @@ pub enum Stop {
 
 /// Wait for `pid` (a traced task or a child) to change state.
 pub fn wait(pid: i32) -> Result<Stop> {
-    let mut status: libc::c_int = 0;
-    loop {
-        // SAFETY: status is a valid local out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(SysError::io(format!("waitpid({pid})"), e));
-        }
-        break;
-    }
+    let all = rustix::process::WaitOptions::from_bits_retain(libc::__WALL as u32);
+    let status = super::process::waitpid_raw(pid, all)
+        .map_err(|e| super::rerr(format!("waitpid({pid})"), e))?;
     Ok(decode_status(status))
 }
 
@@ -243,25 +232,22 @@ pub fn set_sigmask(pid: i32, mask: u64) -> Result<()> {
 /// Pending signals of the thread (shared = false) or the thread group (shared = true),
 /// each as 128 raw siginfo bytes. Reading does not dequeue them.
 pub fn peek_siginfo(pid: i32, shared: bool) -> Result<Vec<Vec<u8>>> {
-    #[repr(C)]
-    struct Args {
-        off: u64,
-        flags: u32,
-        nr: i32,
-    }
-    const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 128 * 32];
     loop {
-        let args = Args {
+        let args = libc::ptrace_peeksiginfo_args {
             off: out.len() as u64,
-            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+            flags: if shared {
+                libc::PTRACE_PEEKSIGINFO_SHARED
+            } else {
+                0
+            },
             nr: 32,
         };
         let n = req(
             libc::PTRACE_PEEKSIGINFO,
             pid,
-            &args as *const Args as usize,
+            &args as *const libc::ptrace_peeksiginfo_args as usize,
             buf.as_mut_ptr() as usize,
             || format!("PTRACE_PEEKSIGINFO {pid}"),
         )? as usize;
@@ -282,24 +268,21 @@ pub fn peek_siginfo(pid: i32, shared: bool) -> Result<Vec<Vec<u8>>> {
 
 /// The thread's rseq registration: (address, length, signature, flags); address 0 if none.
 pub fn get_rseq(pid: i32) -> Result<(u64, u32, u32, u32)> {
-    #[repr(C)]
-    #[derive(Default)]
-    struct Conf {
-        ptr: u64,
-        size: u32,
-        sig: u32,
-        flags: u32,
-        pad: u32,
-    }
-    let mut c = Conf::default();
+    let mut c = libc::ptrace_rseq_configuration {
+        rseq_abi_pointer: 0,
+        rseq_abi_size: 0,
+        signature: 0,
+        flags: 0,
+        pad: 0,
+    };
     req(
-        PTRACE_GET_RSEQ_CONFIGURATION,
+        libc::PTRACE_GET_RSEQ_CONFIGURATION,
         pid,
-        std::mem::size_of::<Conf>(),
-        &mut c as *mut Conf as usize,
+        std::mem::size_of::<libc::ptrace_rseq_configuration>(),
+        &mut c as *mut libc::ptrace_rseq_configuration as usize,
         || format!("PTRACE_GET_RSEQ_CONFIGURATION {pid}"),
     )?;
-    Ok((c.ptr, c.size, c.sig, c.flags))
+    Ok((c.rseq_abi_pointer, c.rseq_abi_size, c.signature, c.flags))
 }
 
 /// Wait for a newly created (auto-attached) task's first stop and read its registers.

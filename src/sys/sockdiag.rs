@@ -2,9 +2,11 @@
 //! bound name, peer, queue lengths. (/proc/net/unix has no peers.)
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
-use super::{Result, SysError, check};
+use rustix::net::{RecvFlags, SendFlags};
+
+use super::{Result, SysError, rerr};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnixSock {
@@ -25,10 +27,12 @@ pub struct UnixSock {
 pub const STATE_ESTABLISHED: u8 = 1;
 pub const STATE_LISTEN: u8 = 10;
 
-const NETLINK_SOCK_DIAG: i32 = 4;
+// nlmsg_type values (linux/netlink.h), from linux-raw-sys.
+const NLMSG_ERROR: u16 = linux_raw_sys::netlink::NLMSG_ERROR as u16;
+const NLMSG_DONE: u16 = linux_raw_sys::netlink::NLMSG_DONE as u16;
+// From linux/sock_diag.h and linux/unix_diag.h, which neither libc nor linux-raw-sys
+// covers.
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const UDIAG_SHOW_NAME: u32 = 1;
 const UDIAG_SHOW_PEER: u32 = 4;
 const UDIAG_SHOW_RQLEN: u32 = 0x10;
@@ -76,17 +80,14 @@ fn parse_msg(m: &[u8]) -> Option<UnixSock> {
 
 /// Every unix socket of this network namespace, by inode.
 pub fn unix_sockets() -> Result<BTreeMap<u64, UnixSock>> {
-    // SAFETY: socket() returns a new descriptor that we own.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            NETLINK_SOCK_DIAG,
-        )
-    };
-    check(fd as libc::c_long, || "socket(NETLINK_SOCK_DIAG)".into())?;
-    // SAFETY: just created, owned here.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let sock = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(rustix::net::netlink::SOCK_DIAG),
+    )
+    .map_err(|e| rerr("socket(NETLINK_SOCK_DIAG)", e))?;
     let mut req = Vec::with_capacity(40);
     req.extend_from_slice(&40u32.to_ne_bytes()); // nlmsg_len
     req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -101,17 +102,13 @@ pub fn unix_sockets() -> Result<BTreeMap<u64, UnixSock>> {
     req.extend_from_slice(&0u32.to_ne_bytes()); // ino
     req.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN).to_ne_bytes());
     req.extend_from_slice(&[0xff; 8]); // cookie
-    // SAFETY: `req` is a valid buffer of its length; the kernel is the destination.
-    let r = unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
-    check(r as libc::c_long, || "sock_diag request".into())?;
+    rustix::net::send(&sock, &req, SendFlags::empty()).map_err(|e| rerr("sock_diag request", e))?;
     let mut out = BTreeMap::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        // SAFETY: receiving into our buffer.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        check(n as libc::c_long, || "sock_diag reply".into())?;
+        let (n, _) = rustix::net::recv(&sock, &mut buf[..], RecvFlags::empty())
+            .map_err(|e| rerr("sock_diag reply", e))?;
         let mut off = 0;
-        let n = n as usize;
         while off + 16 <= n {
             let bad = || SysError::Other("malformed sock_diag reply".into());
             let len = u32_at(&buf, off).ok_or_else(bad)? as usize;
@@ -150,17 +147,9 @@ pub fn peek_stream(fd: &OwnedFd, len: usize) -> Result<Vec<u8>> {
     if len == 0 {
         return Ok(data);
     }
-    // SAFETY: receiving into our buffer of `len` bytes.
-    let n = unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            data.as_mut_ptr().cast(),
-            len,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    check(n as libc::c_long, || "peek at a socket queue".into())?;
-    data.truncate(n as usize);
+    let (n, _) = rustix::net::recv(fd, &mut data[..], RecvFlags::PEEK | RecvFlags::DONTWAIT)
+        .map_err(|e| rerr("peek at a socket queue", e))?;
+    data.truncate(n);
     Ok(data)
 }
 

@@ -42,10 +42,13 @@ pub enum TcpSock {
     NotTcp,
 }
 
+// TCP states (net/tcp_states.h, not a uapi header: neither libc nor linux-raw-sys has
+// them).
 const TCP_ESTABLISHED: u8 = 1;
 const TCP_LISTEN: u8 = 10;
-pub const TCP_RECV_QUEUE: u32 = 1;
-pub const TCP_SEND_QUEUE: u32 = 2;
+// TCP_REPAIR_QUEUE values (linux/tcp.h).
+pub const TCP_RECV_QUEUE: u32 = linux_raw_sys::net::TCP_RECV_QUEUE as u32;
+pub const TCP_SEND_QUEUE: u32 = linux_raw_sys::net::TCP_SEND_QUEUE as u32;
 
 pub(crate) fn getsockopt_bytes(fd: &OwnedFd, level: i32, opt: i32, len: usize) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; len];

@@ -2,23 +2,42 @@
 //! for `restore --new-tty`, and relaying between our standard descriptors and its
 //! master side until the restored tree's root exits (as script(1) does).
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use super::{Result, SysError, check};
+use rustix::event::{PollFd, PollFlags};
+use rustix::io::Errno;
+use rustix::termios::{LocalModes, OptionalActions, SpecialCodeIndex, Winsize};
+
+use super::{Result, check, rerr};
 use crate::model::TtySettings;
+
+// The settings in an image are glibc's `struct termios` (NCCS = 32 control characters,
+// c_ispeed/c_ospeed as the B* codes of c_cflag), so `settings` and `apply` keep using
+// libc's tcgetattr/tcsetattr: rustix's `Termios` is the kernel's termios2 (19 control
+// characters, speeds in baud), and images written with one would not read the same
+// with the other. The window size, the pty and the relay use rustix.
+
+/// An all-zero glibc termios, for tcgetattr to fill or `apply` to set.
+fn zero_termios() -> libc::termios {
+    libc::termios {
+        c_iflag: 0,
+        c_oflag: 0,
+        c_cflag: 0,
+        c_lflag: 0,
+        c_line: 0,
+        c_cc: [0; libc::NCCS],
+        c_ispeed: 0,
+        c_ospeed: 0,
+    }
+}
 
 /// The settings of the terminal behind `fd` (tcgetattr and TIOCGWINSZ).
 pub fn settings(fd: BorrowedFd<'_>) -> Result<TtySettings> {
-    // SAFETY: termios and winsize are plain C structs for which all-zero is valid.
-    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    let mut t = zero_termios();
     // SAFETY: `t` is a valid out-pointer; `fd` is a descriptor borrowed for the call.
     let r = unsafe { libc::tcgetattr(fd.as_raw_fd(), &mut t) };
     check(r as libc::c_long, || "tcgetattr".into())?;
-    // SAFETY: as above.
-    let mut w: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGWINSZ writes one struct winsize to the valid pointer given.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut w) };
-    check(r as libc::c_long, || "ioctl(TIOCGWINSZ)".into())?;
+    let w = rustix::termios::tcgetwinsize(fd).map_err(|e| rerr("ioctl(TIOCGWINSZ)", e))?;
     Ok(TtySettings {
         iflag: t.c_iflag,
         oflag: t.c_oflag,
@@ -37,8 +56,7 @@ pub fn settings(fd: BorrowedFd<'_>) -> Result<TtySettings> {
 
 /// Apply `s` to the terminal behind `fd` (tcsetattr(TCSANOW) and TIOCSWINSZ).
 pub fn apply(fd: BorrowedFd<'_>, s: &TtySettings) -> Result<()> {
-    // SAFETY: all-zero is a valid termios.
-    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    let mut t = zero_termios();
     t.c_iflag = s.iflag;
     t.c_oflag = s.oflag;
     t.c_cflag = s.cflag;
@@ -52,104 +70,87 @@ pub fn apply(fd: BorrowedFd<'_>, s: &TtySettings) -> Result<()> {
     // SAFETY: `t` is a valid termios; `fd` is borrowed for the call.
     let r = unsafe { libc::tcsetattr(fd.as_raw_fd(), libc::TCSANOW, &t) };
     check(r as libc::c_long, || "tcsetattr".into())?;
-    let w = libc::winsize {
+    let w = Winsize {
         ws_row: s.rows,
         ws_col: s.cols,
         ws_xpixel: s.xpixel,
         ws_ypixel: s.ypixel,
     };
-    // SAFETY: TIOCSWINSZ reads one struct winsize from the valid pointer given.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &w) };
-    check(r as libc::c_long, || "ioctl(TIOCSWINSZ)".into())?;
-    Ok(())
+    rustix::termios::tcsetwinsize(fd, w).map_err(|e| rerr("ioctl(TIOCSWINSZ)", e))
 }
 
 /// A new pseudo-terminal: (master, slave), both close-on-exec, neither our controlling
 /// terminal.
 pub fn open_pty() -> Result<(OwnedFd, OwnedFd)> {
-    // SAFETY: posix_openpt takes flags and returns a new descriptor we own.
-    let m = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
-    check(m as libc::c_long, || "posix_openpt".into())?;
-    // SAFETY: just opened, owned here.
-    let master = unsafe { OwnedFd::from_raw_fd(m) };
-    // SAFETY: unlockpt on a master descriptor we own.
-    let r = unsafe { libc::unlockpt(master.as_raw_fd()) };
-    check(r as libc::c_long, || "unlockpt".into())?;
+    use rustix::pty::OpenptFlags;
+    let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
+    let master = rustix::pty::openpt(flags).map_err(|e| rerr("posix_openpt", e))?;
+    rustix::pty::unlockpt(&master).map_err(|e| rerr("unlockpt", e))?;
     // TIOCGPTPEER opens the slave without a path lookup (no race with /dev/pts).
-    const TIOCGPTPEER: libc::c_ulong = 0x5441;
-    // SAFETY: TIOCGPTPEER takes open flags as its argument and returns a new descriptor.
-    let s = unsafe {
-        libc::ioctl(
-            master.as_raw_fd(),
-            TIOCGPTPEER,
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    };
-    check(s as libc::c_long, || "ioctl(TIOCGPTPEER)".into())?;
-    // SAFETY: just opened, owned here.
-    let slave = unsafe { OwnedFd::from_raw_fd(s) };
+    let slave = rustix::pty::ioctl_tiocgptpeer(&master, flags)
+        .map_err(|e| rerr("ioctl(TIOCGPTPEER)", e))?;
     Ok((master, slave))
 }
 
-/// poll(2) on `fds`, retried on EINTR; `timeout_ms` -1 waits forever.
-fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Result<usize> {
+/// poll(2) on the descriptors `fds` asks about (None: an entry left out, as poll's fd
+/// -1 is), retried on EINTR; `timeout_ms` -1 waits forever. Returns how many entries
+/// have events and each entry's events (none for one left out).
+fn poll(
+    fds: &[Option<(BorrowedFd<'_>, PollFlags)>],
+    timeout_ms: i32,
+) -> Result<(usize, Vec<PollFlags>)> {
+    let mut asked: Vec<PollFd<'_>> = fds
+        .iter()
+        .flatten()
+        .map(|&(fd, events)| PollFd::from_borrowed_fd(fd, events))
+        .collect();
+    let timeout = (timeout_ms >= 0).then(|| rustix::event::Timespec {
+        tv_sec: i64::from(timeout_ms / 1000),
+        tv_nsec: i64::from(timeout_ms % 1000) * 1_000_000,
+    });
     loop {
-        // SAFETY: `fds` is a valid array of pollfd of the given length.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
+        match rustix::event::poll(&mut asked, timeout.as_ref()) {
+            Ok(n) => {
+                let mut answers = asked.iter().map(PollFd::revents);
+                let revents = fds
+                    .iter()
+                    .map(|f| match f {
+                        Some(_) => answers.next().unwrap_or_else(PollFlags::empty),
+                        None => PollFlags::empty(),
+                    })
+                    .collect();
+                return Ok((n, revents));
             }
-            return Err(SysError::io("poll", e));
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(rerr("poll", e)),
         }
-        return Ok(r as usize);
     }
 }
 
 /// read(2) into `buf`: Ok(None) when it would block, Err with the errno otherwise.
-fn read_fd(fd: RawFd, buf: &mut [u8]) -> std::result::Result<Option<usize>, i32> {
-    // SAFETY: `buf` is valid for writes of its length.
-    let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    if r >= 0 {
-        return Ok(Some(r as usize));
-    }
-    match std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
-    {
-        libc::EAGAIN | libc::EINTR => Ok(None),
-        e => Err(e),
+fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> std::result::Result<Option<usize>, i32> {
+    match rustix::io::read(fd, buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(Errno::AGAIN | Errno::INTR) => Ok(None),
+        Err(e) => Err(e.raw_os_error()),
     }
 }
 
 /// write(2) of `buf`: the bytes written (0 when it would block), Err with the errno.
-fn write_fd(fd: RawFd, buf: &[u8]) -> std::result::Result<usize, i32> {
-    // SAFETY: `buf` is valid for reads of its length.
-    let r = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-    if r >= 0 {
-        return Ok(r as usize);
-    }
-    match std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
-    {
-        libc::EAGAIN | libc::EINTR => Ok(0),
-        e => Err(e),
+fn write_fd(fd: BorrowedFd<'_>, buf: &[u8]) -> std::result::Result<usize, i32> {
+    match rustix::io::write(fd, buf) {
+        Ok(n) => Ok(n),
+        Err(Errno::AGAIN | Errno::INTR) => Ok(0),
+        Err(e) => Err(e.raw_os_error()),
     }
 }
 
 /// Write all of `buf` to `fd` (blocking), dropping it if `fd` fails (a closed stdout).
-fn write_out(fd: RawFd, mut buf: &[u8], ok: &mut bool) {
+fn write_out(fd: BorrowedFd<'_>, mut buf: &[u8], ok: &mut bool) {
     while *ok && !buf.is_empty() {
         match write_fd(fd, buf) {
             Ok(0) => {
-                let mut p = [libc::pollfd {
-                    fd,
-                    events: libc::POLLOUT,
-                    revents: 0,
-                }];
-                if poll(&mut p, -1).is_err() {
+                if poll(&[Some((fd, PollFlags::OUT))], -1).is_err() {
                     *ok = false;
                 }
             }
@@ -161,21 +162,18 @@ fn write_out(fd: RawFd, mut buf: &[u8], ok: &mut bool) {
 
 /// Our standard input switched to raw mode while the relay runs, if it is a terminal
 /// (as script(1) does: the new pty does the line editing and echo); put back on drop.
-struct RawStdin(Option<libc::termios>);
+struct RawStdin(Option<rustix::termios::Termios>);
 
 impl RawStdin {
     fn new() -> Self {
-        // SAFETY: all-zero is a valid termios; tcgetattr fills it or fails (not a tty).
-        let mut t: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: valid out-pointer; descriptor 0 is only queried.
-        if unsafe { libc::tcgetattr(0, &mut t) } != 0 {
+        let stdin = std::io::stdin();
+        // Fails when it is not a terminal.
+        let Ok(t) = rustix::termios::tcgetattr(stdin.as_fd()) else {
             return RawStdin(None);
-        }
-        let mut raw = t;
-        // SAFETY: cfmakeraw edits the valid termios given.
-        unsafe { libc::cfmakeraw(&mut raw) };
-        // SAFETY: a valid termios for descriptor 0, a terminal.
-        unsafe { libc::tcsetattr(0, libc::TCSANOW, &raw) };
+        };
+        let mut raw = t.clone();
+        raw.make_raw();
+        let _ = rustix::termios::tcsetattr(stdin.as_fd(), OptionalActions::Now, &raw);
         RawStdin(Some(t))
     }
 }
@@ -183,8 +181,8 @@ impl RawStdin {
 impl Drop for RawStdin {
     fn drop(&mut self) {
         if let Some(t) = &self.0 {
-            // SAFETY: the termios read from descriptor 0 before.
-            unsafe { libc::tcsetattr(0, libc::TCSAFLUSH, t) };
+            let stdin = std::io::stdin();
+            let _ = rustix::termios::tcsetattr(stdin.as_fd(), OptionalActions::Flush, t);
         }
     }
 }
@@ -194,15 +192,13 @@ impl Drop for RawStdin {
 /// End of our input sends the terminal's end-of-file character once (in canonical
 /// mode), so a program reading a line sees the end as on a terminal.
 pub fn relay(master: OwnedFd, pid: i32) -> Result<i32> {
-    // SAFETY: pidfd_open takes integers and returns a new descriptor we own.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    check(pidfd, || format!("pidfd_open({pid})"))?;
-    // SAFETY: just opened, owned here.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-    let m = master.as_raw_fd();
-    // SAFETY: F_SETFL on a descriptor we own.
-    let r = unsafe { libc::fcntl(m, libc::F_SETFL, libc::O_RDWR | libc::O_NONBLOCK) };
-    check(r as libc::c_long, || "fcntl(F_SETFL) on the pty".into())?;
+    use rustix::fs::OFlags;
+    let pidfd = super::process::pidfd_open(pid)?;
+    let m = master.as_fd();
+    rustix::fs::fcntl_setfl(m, OFlags::RDWR | OFlags::NONBLOCK)
+        .map_err(|e| rerr("fcntl(F_SETFL) on the pty", e))?;
+    let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
+    let (input, output) = (stdin.as_fd(), stdout.as_fd());
     let _raw = RawStdin::new();
     let mut buf = vec![0u8; 65536];
     let mut pending: Vec<u8> = Vec::new(); // input not yet taken by the terminal
@@ -210,32 +206,24 @@ pub fn relay(master: OwnedFd, pid: i32) -> Result<i32> {
     let mut master_open = true;
     let mut out_ok = true;
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: if master_open { m } else { -1 },
-                events: libc::POLLIN | if pending.is_empty() { 0 } else { libc::POLLOUT },
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: if stdin_open && pending.len() < buf.len() {
-                    0
-                } else {
-                    -1
-                },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: pidfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        poll(&mut fds, -1)?;
-        if fds[0].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+        let master_events = if pending.is_empty() {
+            PollFlags::IN
+        } else {
+            PollFlags::IN | PollFlags::OUT
+        };
+        let (_, revents) = poll(
+            &[
+                master_open.then_some((m, master_events)),
+                (stdin_open && pending.len() < buf.len()).then_some((input, PollFlags::IN)),
+                Some((pidfd.as_fd(), PollFlags::IN)),
+            ],
+            -1,
+        )?;
+        let readable = PollFlags::IN | PollFlags::HUP | PollFlags::ERR;
+        if revents[0].intersects(readable) {
             match read_fd(m, &mut buf) {
                 Ok(Some(0)) | Err(_) => master_open = false, // EIO: no slave is open
-                Ok(Some(n)) => write_out(1, &buf[..n], &mut out_ok),
+                Ok(Some(n)) => write_out(output, &buf[..n], &mut out_ok),
                 Ok(None) => {}
             }
         }
@@ -247,22 +235,21 @@ pub fn relay(master: OwnedFd, pid: i32) -> Result<i32> {
                 Err(_) => pending.clear(),
             }
         }
-        if fds[1].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-            match read_fd(0, &mut buf) {
+        if revents[1].intersects(readable) {
+            match read_fd(input, &mut buf) {
                 Ok(Some(0)) | Err(_) => {
                     stdin_open = false;
-                    // SAFETY: all-zero is a valid termios, filled by tcgetattr.
-                    let mut t: libc::termios = unsafe { std::mem::zeroed() };
-                    // SAFETY: valid out-pointer, our master descriptor.
-                    if unsafe { libc::tcgetattr(m, &mut t) } == 0 && t.c_lflag & libc::ICANON != 0 {
-                        pending.push(t.c_cc[libc::VEOF]);
+                    if let Ok(t) = rustix::termios::tcgetattr(m) {
+                        if t.local_modes.contains(LocalModes::ICANON) {
+                            pending.push(t.special_codes[SpecialCodeIndex::VEOF]);
+                        }
                     }
                 }
                 Ok(Some(n)) => pending.extend_from_slice(&buf[..n]),
                 Ok(None) => {}
             }
         }
-        if fds[2].revents & libc::POLLIN != 0 {
+        if revents[2].contains(PollFlags::IN) {
             break;
         }
     }
@@ -270,17 +257,12 @@ pub fn relay(master: OwnedFd, pid: i32) -> Result<i32> {
     // What the root (or anyone) wrote before it ended: read until the terminal is quiet.
     if master_open {
         loop {
-            let mut p = [libc::pollfd {
-                fd: m,
-                events: libc::POLLIN,
-                revents: 0,
-            }];
-            if poll(&mut p, 100)? == 0 {
+            if poll(&[Some((m, PollFlags::IN))], 100)?.0 == 0 {
                 break;
             }
             match read_fd(m, &mut buf) {
                 Ok(Some(0)) | Err(_) => break,
-                Ok(Some(n)) => write_out(1, &buf[..n], &mut out_ok),
+                Ok(Some(n)) => write_out(output, &buf[..n], &mut out_ok),
                 Ok(None) => {}
             }
         }

@@ -2,7 +2,7 @@
 //! restore puts queued datagrams back (a raw socket that sends each one again from its
 //! original source address to the restored socket).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::sockdiag::{self, Message, PeekError, SockOpts};
 use super::tcp::{getsockopt_u32, sockname};
@@ -152,20 +152,21 @@ pub fn inject_datagram(family: i32, from: &[u8], to: &[u8], data: &[u8]) -> Resu
     } else {
         return Err(bad());
     };
-    // SAFETY: socket() returns a new descriptor that we own.
-    let fd = unsafe {
-        libc::socket(
-            family,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_RAW,
-        )
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto};
+    let af = if family == libc::AF_INET6 {
+        AddressFamily::INET6
+    } else {
+        AddressFamily::INET
     };
-    check(fd as libc::c_long, || "socket(SOCK_RAW)".into())?;
-    // SAFETY: just created, owned here.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let sock = rustix::net::socket_with(
+        af,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        Some(ipproto::RAW),
+    )
+    .map_err(|e| super::rerr("socket(SOCK_RAW)", e))?;
     if family == libc::AF_INET6 {
-        const IPV6_HDRINCL: i32 = 36;
-        super::tcp::setsockopt_u32(&sock, libc::IPPROTO_IPV6, IPV6_HDRINCL, 1)?;
+        super::tcp::setsockopt_u32(&sock, libc::IPPROTO_IPV6, libc::IPV6_HDRINCL, 1)?;
     }
     // SAFETY: the packet and the destination address are our own buffers of the given
     // lengths.

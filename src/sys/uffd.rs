@@ -10,44 +10,12 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::{Result, SysError};
 
-const UFFD_API: u64 = 0xaa;
-const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
-
-// _IOWR/_IOR(0xaa, nr, size) of linux/userfaultfd.h.
-const UFFDIO_API: u64 = 0xc018_aa3f;
-const UFFDIO_REGISTER: u64 = 0xc020_aa00;
-const UFFDIO_UNREGISTER: u64 = 0x8010_aa01;
-const UFFDIO_COPY: u64 = 0xc028_aa03;
-
-#[repr(C)]
-struct UffdioApi {
-    api: u64,
-    features: u64,
-    ioctls: u64,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct UffdioRange {
-    start: u64,
-    len: u64,
-}
-
-#[repr(C)]
-struct UffdioRegister {
-    range: UffdioRange,
-    mode: u64,
-    ioctls: u64,
-}
-
-#[repr(C)]
-struct UffdioCopy {
-    dst: u64,
-    src: u64,
-    len: u64,
-    mode: u64,
-    copy: i64,
-}
+// linux/userfaultfd.h, from linux-raw-sys (libc has none of it).
+use linux_raw_sys::general::{
+    UFFD_API, UFFDIO_REGISTER_MODE_MISSING, uffdio_api as UffdioApi, uffdio_copy as UffdioCopy,
+    uffdio_range as UffdioRange, uffdio_register as UffdioRegister,
+};
+use linux_raw_sys::ioctl::{UFFDIO_API, UFFDIO_COPY, UFFDIO_REGISTER, UFFDIO_UNREGISTER};
 
 /// A userfaultfd of another process (see the module comment).
 pub struct Uffd {
@@ -61,7 +29,7 @@ impl Uffd {
             fd: super::process::steal_fd(pid, fd)?,
         };
         let mut api = UffdioApi {
-            api: UFFD_API,
+            api: u64::from(UFFD_API),
             features: 0,
             ioctls: 0,
         };
@@ -69,7 +37,7 @@ impl Uffd {
         Ok(u)
     }
 
-    fn ioctl(&self, req: u64, arg: u64, what: &str) -> Result<()> {
+    fn ioctl(&self, req: u32, arg: u64, what: &str) -> Result<()> {
         // SAFETY: every caller passes the address of a live, properly laid out
         // (repr(C)) argument of the size `req` encodes, which the kernel reads and may
         // write for the duration of the call.
@@ -84,7 +52,7 @@ impl Uffd {
     pub fn register(&self, start: u64, len: u64) -> Result<()> {
         let mut reg = UffdioRegister {
             range: UffdioRange { start, len },
-            mode: UFFDIO_REGISTER_MODE_MISSING,
+            mode: u64::from(UFFDIO_REGISTER_MODE_MISSING),
             ioctls: 0,
         };
         self.ioctl(
