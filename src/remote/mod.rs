@@ -84,34 +84,61 @@ impl BatchArgs {
     /// Write the arguments into the stub of `cx`.
     pub(crate) fn write(&self, cx: &Ctx<'_>) -> Result<()> {
         if !self.bytes.is_empty() {
-            cx.mem
-                .write(cx.scratch() + BATCH_ARGS_OFFSET, &self.bytes)?;
+            cx.write(cx.scratch() + BATCH_ARGS_OFFSET, &self.bytes)?;
         }
         Ok(())
     }
 }
 
+/// A process being built: the task its calls run in (live, or a test double), where
+/// its helper area is, and what the image says it must become.
 pub(crate) struct Ctx<'a> {
-    pub(crate) inj: Injector,
-    pub(crate) mem: RemoteMem,
+    pub(crate) task: Box<dyn Remote>,
     pub(crate) stub: u64,
     pub(crate) proc_: &'a Process,
+}
+
+impl<'a> Ctx<'a> {
+    /// A live stub: `inj` drives its thread, `mem` reaches its memory.
+    pub(crate) fn live(inj: Injector, mem: RemoteMem, stub: u64, proc_: &'a Process) -> Self {
+        Self {
+            task: Box::new(Live { inj, mem }),
+            stub,
+            proc_,
+        }
+    }
+
+    /// A process built in a test double (see [`Recorder`]), its helper area at `stub`.
+    #[cfg(test)]
+    pub(crate) fn double(rec: &Recorder, stub: u64, proc_: &'a Process) -> Self {
+        Self {
+            task: Box::new(rec.clone()),
+            stub,
+            proc_,
+        }
+    }
+
+    /// The live task, for the steps only a traced process can take (`what` names the
+    /// step for the error a test double gives).
+    pub(crate) fn live_task(&mut self, what: &str) -> Result<&mut Live> {
+        Ok(self.task.live().ok_or_else(|| not_live(what))?)
+    }
 }
 
 impl Ctx<'_> {
     /// The thread calls are made in.
     pub(crate) fn pid(&self) -> i32 {
-        self.inj.pid()
+        self.task.pid()
     }
 
     /// Read the task's memory at `addr` into `buf`.
     pub(crate) fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
-        Ok(self.mem.read(addr, buf)?)
+        Ok(self.task.read(addr, buf)?)
     }
 
     /// Write `data` into the task's memory at `addr`.
     pub(crate) fn write(&self, addr: u64, data: &[u8]) -> Result<()> {
-        Ok(self.mem.write(addr, data)?)
+        Ok(self.task.write(addr, data)?)
     }
 
     pub(crate) fn scratch(&self) -> u64 {
@@ -139,7 +166,7 @@ impl Ctx<'_> {
 
     pub(crate) fn call(&mut self, what: &str, nr: u64, args: [u64; 6]) -> Result<u64> {
         fault_point(what)?;
-        Ok(self.inj.call(what, nr, args)?)
+        Ok(self.task.call(what, nr, args)?)
     }
 
     /// Run independent calls in order, in as few stops as the injector can
@@ -149,14 +176,14 @@ impl Ctx<'_> {
             fault_point(&c.what)?;
         }
         args.write(self)?;
-        let r = self.inj.batch(&self.mem, calls)?;
+        let r = self.task.batch(calls)?;
         Ok(r.into_iter().map(|x| x as u64).collect())
     }
 
     /// An ia32 system call (through the helper area's `int $0x80`).
     pub(crate) fn call32(&mut self, what: &str, nr: u64, args: [u64; 6]) -> Result<u64> {
         fault_point(what)?;
-        Ok(self.inj.call32(what, nr, args)?)
+        Ok(self.task.call32(what, nr, args)?)
     }
 
     /// mmap `v`'s range with `prot` and `flags` (from `fd` at `v.offset`, or anonymous

@@ -73,6 +73,7 @@ pub(crate) use double::{Recorded, Recorder};
 mod double {
     use std::cell::RefCell;
     use std::collections::BTreeMap;
+    use std::rc::Rc;
 
     use super::{Live, Remote, not_live};
     use crate::arch::x86::nr;
@@ -93,80 +94,103 @@ mod double {
         pub(crate) result: i64,
     }
 
+    #[derive(Default)]
+    struct State {
+        calls: Vec<Recorded>,
+        mem: BTreeMap<u64, u8>,
+        next_fd: i64,
+        fail: Option<(usize, i32)>,
+        answers: BTreeMap<u64, i64>,
+    }
+
     /// A task that records calls instead of making them. Memory is a sparse byte map
     /// (unwritten bytes read as zero). Calls that create descriptors get the next free
     /// number from 100 up (`pipe2` and `socketpair` write their two into memory, as the
     /// kernel does); every other call returns 0. [`Recorder::fail_at`] makes the N-th
     /// call (0-based, batches counted call by call) fail with an errno, and
     /// [`Recorder::answer`] scripts the result of a system call number.
+    ///
+    /// A recorder is a handle: a clone kept by the test sees what the one given to the
+    /// code under test recorded.
+    #[derive(Clone)]
     pub(crate) struct Recorder {
         pid: i32,
-        pub(crate) calls: Vec<Recorded>,
-        mem: RefCell<BTreeMap<u64, u8>>,
-        next_fd: i64,
-        fail: Option<(usize, i32)>,
-        answers: BTreeMap<u64, i64>,
+        st: Rc<RefCell<State>>,
     }
 
     impl Recorder {
         pub(crate) fn new(pid: i32) -> Self {
+            let st = State {
+                next_fd: 100,
+                ..State::default()
+            };
             Self {
                 pid,
-                calls: Vec::new(),
-                mem: RefCell::new(BTreeMap::new()),
-                next_fd: 100,
-                fail: None,
-                answers: BTreeMap::new(),
+                st: Rc::new(RefCell::new(st)),
             }
         }
 
         /// The `n`-th call (0-based) fails with `errno`.
-        pub(crate) fn fail_at(mut self, n: usize, errno: i32) -> Self {
-            self.fail = Some((n, errno));
+        pub(crate) fn fail_at(self, n: usize, errno: i32) -> Self {
+            self.st.borrow_mut().fail = Some((n, errno));
             self
         }
 
         /// Calls of system call `nr` return `result`.
-        pub(crate) fn answer(mut self, nr: u64, result: i64) -> Self {
-            self.answers.insert(nr, result);
+        pub(crate) fn answer(self, nr: u64, result: i64) -> Self {
+            self.st.borrow_mut().answers.insert(nr, result);
             self
         }
 
+        /// The calls made, in order.
+        pub(crate) fn calls(&self) -> Vec<Recorded> {
+            self.st.borrow().calls.clone()
+        }
+
         /// The names of the calls made, in order.
-        pub(crate) fn names(&self) -> Vec<&str> {
-            self.calls.iter().map(|c| c.what.as_str()).collect()
+        pub(crate) fn names(&self) -> Vec<String> {
+            self.st
+                .borrow()
+                .calls
+                .iter()
+                .map(|c| c.what.clone())
+                .collect()
         }
 
         /// `len` bytes of memory at `addr`.
         pub(crate) fn bytes(&self, addr: u64, len: usize) -> Vec<u8> {
-            let mem = self.mem.borrow();
+            let st = self.st.borrow();
             (0..len as u64)
-                .map(|i| mem.get(&(addr + i)).copied().unwrap_or(0))
+                .map(|i| st.mem.get(&(addr + i)).copied().unwrap_or(0))
                 .collect()
         }
 
         fn put(&self, addr: u64, data: &[u8]) {
-            let mut mem = self.mem.borrow_mut();
+            let mut st = self.st.borrow_mut();
             for (i, b) in data.iter().enumerate() {
-                mem.insert(addr + i as u64, *b);
+                st.mem.insert(addr + i as u64, *b);
             }
         }
 
-        fn fd(&mut self) -> i64 {
-            let n = self.next_fd;
-            self.next_fd += 1;
+        fn fd(&self) -> i64 {
+            let mut st = self.st.borrow_mut();
+            let n = st.next_fd;
+            st.next_fd += 1;
             n
         }
 
         /// What the kernel would answer, as far as the double knows.
-        fn respond(&mut self, nr: u64, args: &[u64; 6]) -> i64 {
-            if let Some((n, errno)) = self.fail {
-                if n == self.calls.len() {
-                    return -i64::from(errno);
+        fn respond(&self, nr: u64, args: &[u64; 6]) -> i64 {
+            {
+                let st = self.st.borrow();
+                if let Some((n, errno)) = st.fail {
+                    if n == st.calls.len() {
+                        return -i64::from(errno);
+                    }
                 }
-            }
-            if let Some(&r) = self.answers.get(&nr) {
-                return r;
+                if let Some(&r) = st.answers.get(&nr) {
+                    return r;
+                }
             }
             match nr {
                 nr::PIPE2 | nr::SOCKETPAIR => {
@@ -186,20 +210,18 @@ mod double {
                 | nr::PIDFD_GETFD
                 | nr::MEMFD_CREATE
                 | nr::USERFAULTFD => self.fd(),
+                // F_DUPFD_CLOEXEC gives a new descriptor; other fcntls 0.
+                nr::FCNTL if args[1] == libc::F_DUPFD_CLOEXEC as u64 => self.fd(),
+                nr::DUP3 => args[1] as i64,
+                // Writes and sends take everything.
+                nr::WRITE | nr::SENDTO => args[2] as i64,
                 _ => 0,
             }
         }
 
-        fn record(
-            &mut self,
-            what: &str,
-            nr: u64,
-            args: [u64; 6],
-            ia32: bool,
-            batched: bool,
-        ) -> i64 {
+        fn record(&self, what: &str, nr: u64, args: [u64; 6], ia32: bool, batched: bool) -> i64 {
             let result = self.respond(nr, &args);
-            self.calls.push(Recorded {
+            self.st.borrow_mut().calls.push(Recorded {
                 what: what.to_string(),
                 nr,
                 args,
@@ -263,11 +285,12 @@ mod double {
     #[test]
     fn recorder_hands_out_descriptors_and_fails_on_demand() {
         let mut r = Recorder::new(7).fail_at(2, libc::EMFILE);
+        let seen = r.clone();
         assert_eq!(r.call("socket", nr::SOCKET, [0; 6]).ok(), Some(100));
         r.call("pipe2", nr::PIPE2, [0x1000, 0, 0, 0, 0, 0])
             .expect("pipe2");
         assert_eq!(
-            r.bytes(0x1000, 8),
+            seen.bytes(0x1000, 8),
             [101i32.to_le_bytes(), 102i32.to_le_bytes()].concat()
         );
         let e = r.call("eventfd2", nr::EVENTFD2, [0; 6]);
@@ -278,7 +301,7 @@ mod double {
                 ..
             })
         ));
-        assert_eq!(r.names(), ["socket", "pipe2", "eventfd2"]);
+        assert_eq!(seen.names(), ["socket", "pipe2", "eventfd2"]);
         assert!(r.live().is_none());
         assert!(not_live("x").to_string().contains("live"));
     }

@@ -213,13 +213,15 @@ pub(crate) fn stage(
     let procs_staged = ctxs
         .into_iter()
         .zip(staged)
-        .map(|(cx, t)| {
-            t.map(|threads| StagedProc {
-                inj: cx.inj,
+        .map(|(cx, t)| match (t, cx.task.into_live()) {
+            (Some(threads), Some(live)) => Ok(Some(StagedProc {
+                inj: live.inj,
                 threads,
-            })
+            })),
+            (None, _) => Ok(None),
+            (Some(_), None) => Err(RestoreError::Stage("commit needs live processes".into())),
         })
-        .collect();
+        .collect::<Result<_>>()?;
     Ok(Staged {
         stub,
         sysv,
@@ -346,12 +348,7 @@ fn helper_area(pid: i32, procs: &[Process]) -> Result<(Ctx<'_>, u64)> {
     // breakpoint would reset that).
     let trap = trap_mode(procs);
     let inj = helper_injector(pid, stub_addr, base, trap);
-    let cx = Ctx {
-        inj,
-        mem,
-        stub: stub_addr,
-        proc_: &procs[0],
-    };
+    let cx = Ctx::live(inj, mem, stub_addr, &procs[0]);
     Ok((cx, stub_addr))
 }
 
@@ -409,12 +406,7 @@ fn fork_tree<'a>(
         let inj = tree::fork_process(&mut ctxs[parent], p)?;
         stub.procs.push((p.pid, Vec::new()));
         let mem = RemoteMem::open(p.pid)?;
-        let mut cx = Ctx {
-            inj,
-            mem,
-            stub: stub_addr,
-            proc_: p,
-        };
+        let mut cx = Ctx::live(inj, mem, stub_addr, p);
         if p.sid == p.pid {
             cx.call("setsid", nr::SETSID, [0; 6])?;
         }
@@ -501,9 +493,9 @@ fn restore_all_creds(ctxs: &mut [Ctx<'_>], staged: &mut [Option<Vec<Injector>>])
         };
         let mut changed = false;
         for t in threads.iter_mut() {
-            std::mem::swap(&mut cx.inj, t);
+            std::mem::swap(&mut cx.live_task("set credentials")?.inj, t);
             let r = creds::restore_creds(cx, &me);
-            std::mem::swap(&mut cx.inj, t);
+            std::mem::swap(&mut cx.live_task("set credentials")?.inj, t);
             changed |= r?;
         }
         if creds::restore_creds(cx, &me)? || changed {

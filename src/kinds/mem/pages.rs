@@ -44,6 +44,21 @@ impl<'a> PageSink<'a> {
     /// areas that take pages. The descriptor it has in the process is closed again at
     /// once (ckpt holds its own).
     pub(crate) fn new(cx: &'a mut Ctx<'_>) -> RestoreResult<PageSink<'a>> {
+        let uffd = Self::userfaultfd(cx)?;
+        let mem = &cx.live_task("fill memory")?.mem;
+        Ok(match uffd {
+            Some((uffd, ranges)) => PageSink {
+                mem,
+                uffd: Some(uffd),
+                ranges,
+            },
+            None => Self::plain(mem),
+        })
+    }
+
+    /// The userfaultfd and the areas registered with it (`None`: the pages go the
+    /// ordinary way).
+    fn userfaultfd(cx: &mut Ctx<'_>) -> RestoreResult<Option<(sys::uffd::Uffd, Vec<(u64, u64)>)>> {
         let ranges: Vec<(u64, u64)> = cx
             .proc_
             .vmas
@@ -52,22 +67,20 @@ impl<'a> PageSink<'a> {
             .map(|v| (v.start, v.end))
             .collect();
         if ranges.is_empty() {
-            return Ok(Self::plain(&cx.mem));
+            return Ok(None);
         }
         let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
         let fd = match cx.call("userfaultfd", nr::USERFAULTFD, [flags, 0, 0, 0, 0, 0]) {
             Ok(fd) => fd,
             // Not in this kernel, or not allowed: the pages go the ordinary way.
-            Err(RestoreError::Sys(sys::SysError::Remote { .. })) => {
-                return Ok(Self::plain(&cx.mem));
-            }
+            Err(RestoreError::Sys(sys::SysError::Remote { .. })) => return Ok(None),
             Err(e) => return Err(e),
         };
         // If ckpt cannot take or enable it (pidfd_getfd refused, say), the same.
         let adopted = sys::uffd::Uffd::adopt(cx.pid(), fd as i32);
         cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
         let Ok(uffd) = adopted else {
-            return Ok(Self::plain(&cx.mem));
+            return Ok(None);
         };
         let mut registered = Vec::new();
         for &(start, end) in &ranges {
@@ -76,11 +89,7 @@ impl<'a> PageSink<'a> {
                 registered.push((start, end));
             }
         }
-        Ok(PageSink {
-            mem: &cx.mem,
-            uffd: Some(uffd),
-            ranges: registered,
-        })
+        Ok(Some((uffd, registered)))
     }
 
     fn plain(mem: &'a RemoteMem) -> Self {

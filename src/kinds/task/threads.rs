@@ -153,10 +153,11 @@ pub(crate) fn create_threads(
             }
         }
         let base = ptrace::get_regs(t.tid)?;
-        let mut tinj = helper_injector(t.tid, cx.stub, base, cx.inj.trapping());
-        std::mem::swap(&mut cx.inj, &mut tinj);
+        let trapping = cx.live_task(&what)?.inj.trapping();
+        let mut tinj = helper_injector(t.tid, cx.stub, base, trapping);
+        std::mem::swap(&mut cx.live_task(&what)?.inj, &mut tinj);
         let r = thread_attrs(cx, t);
-        std::mem::swap(&mut cx.inj, &mut tinj);
+        std::mem::swap(&mut cx.live_task(&what)?.inj, &mut tinj);
         r?;
         out.push(tinj);
     }

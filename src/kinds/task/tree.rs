@@ -65,7 +65,7 @@ pub(crate) fn fork_process(parent: &mut Ctx<'_>, p: &Process) -> RestoreResult<I
         p.pid,
         parent.stub,
         ptrace::get_regs_after_stop(p.pid, &what)?,
-        parent.inj.trapping(),
+        parent.live_task(&what)?.inj.trapping(),
     ))
 }
 
@@ -96,7 +96,7 @@ fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> RestoreRe
     let pid = cx.proc_.pid;
     let sig = status & 0x7f;
     let stop = if sig == 0 {
-        cx.inj.final_call(
+        cx.live_task("exit")?.inj.final_call(
             nr::EXIT_GROUP,
             [((status >> 8) & 0xff) as u64, 0, 0, 0, 0, 0],
         )?
@@ -113,7 +113,8 @@ fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> RestoreRe
             sys::process::prlimit_set(pid, libc::RLIMIT_CORE, 0, 0)?;
         }
         ptrace::set_sigmask(pid, 0)?;
-        cx.inj
+        cx.live_task("kill")?
+            .inj
             .final_call(nr::KILL, [pid as u64, sig as u64, 0, 0, 0, 0])?
     };
     match stop {
