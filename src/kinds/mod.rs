@@ -7,6 +7,9 @@ pub(crate) mod fd;
 pub(crate) mod mem;
 pub(crate) mod task;
 
+#[cfg(test)]
+mod sequences;
+
 use crate::error::DumpError;
 
 // ---- collect (dump) ----

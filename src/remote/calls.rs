@@ -3,8 +3,6 @@
 //! of as numbers at each call site. Each is a fault point named as before (the
 //! failure-path tests select steps by these names).
 
-use std::net::SocketAddr;
-
 use super::Ctx;
 use crate::arch::x86::nr;
 use crate::error::{RestoreError, RestoreResult as Result};
@@ -118,10 +116,72 @@ impl SockOpt {
     }
 }
 
+/// A prctl(2) option and its arguments (those restore sets in a task).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Prctl {
+    SetNoNewPrivs,
+    /// PR_CAPBSET_DROP of one capability.
+    CapBsetDrop(u64),
+    SetKeepCaps(bool),
+    CapAmbientClearAll,
+    /// PR_CAP_AMBIENT_RAISE of one capability.
+    CapAmbientRaise(u64),
+    SetSecurebits(u32),
+    SetDumpable(i32),
+    SetPdeathsig(i32),
+}
+
+impl Prctl {
+    /// (arguments, the step's name).
+    fn encode(self) -> ([u64; 6], &'static str) {
+        let a = |op: i32, x: u64, y: u64| [op as u64, x, y, 0, 0, 0];
+        match self {
+            Prctl::SetNoNewPrivs => (
+                a(libc::PR_SET_NO_NEW_PRIVS, 1, 0),
+                "prctl(PR_SET_NO_NEW_PRIVS)",
+            ),
+            Prctl::CapBsetDrop(cap) => (
+                a(libc::PR_CAPBSET_DROP, cap, 0),
+                "drop capability from bounding set",
+            ),
+            Prctl::SetKeepCaps(on) => (
+                a(libc::PR_SET_KEEPCAPS, u64::from(on), 0),
+                "prctl(PR_SET_KEEPCAPS)",
+            ),
+            Prctl::CapAmbientClearAll => (
+                a(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_CLEAR_ALL as u64,
+                    0,
+                ),
+                "prctl(PR_CAP_AMBIENT_CLEAR_ALL)",
+            ),
+            Prctl::CapAmbientRaise(cap) => (
+                a(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as u64, cap),
+                "raise ambient capability",
+            ),
+            Prctl::SetSecurebits(bits) => (
+                a(libc::PR_SET_SECUREBITS, u64::from(bits), 0),
+                "prctl(PR_SET_SECUREBITS)",
+            ),
+            Prctl::SetDumpable(v) => (
+                a(libc::PR_SET_DUMPABLE, v as u64, 0),
+                "prctl(PR_SET_DUMPABLE)",
+            ),
+            Prctl::SetPdeathsig(sig) => (
+                a(libc::PR_SET_PDEATHSIG, sig as u64, 0),
+                "prctl(PR_SET_PDEATHSIG)",
+            ),
+        }
+    }
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3` (64-bit capability sets in two 32-bit halves).
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
 /// A socket address as the kernel takes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SockAddr<'a> {
-    Inet(SocketAddr),
     /// A unix socket name: a path, or an abstract name starting with a NUL byte.
     Unix(&'a [u8]),
     /// A raw `struct sockaddr_*` recorded at dump.
@@ -132,27 +192,10 @@ impl SockAddr<'_> {
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
         match self {
             SockAddr::Raw(b) => b.to_vec(),
+            // The length covers the name alone: the kernel terminates a path itself.
             SockAddr::Unix(name) => {
                 let mut b = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
                 b.extend_from_slice(name);
-                if name.first() != Some(&0) {
-                    b.push(0);
-                }
-                b
-            }
-            SockAddr::Inet(SocketAddr::V4(a)) => {
-                let mut b = (libc::AF_INET as u16).to_ne_bytes().to_vec();
-                b.extend_from_slice(&a.port().to_be_bytes());
-                b.extend_from_slice(&a.ip().octets());
-                b.resize(16, 0);
-                b
-            }
-            SockAddr::Inet(SocketAddr::V6(a)) => {
-                let mut b = (libc::AF_INET6 as u16).to_ne_bytes().to_vec();
-                b.extend_from_slice(&a.port().to_be_bytes());
-                b.extend_from_slice(&a.flowinfo().to_be_bytes());
-                b.extend_from_slice(&a.ip().octets());
-                b.extend_from_slice(&a.scope_id().to_ne_bytes());
                 b
             }
         }
@@ -173,6 +216,56 @@ fn fd_pair(cx: &Ctx<'_>, a: u64) -> Result<(u64, u64)> {
 }
 
 impl Ctx<'_> {
+    /// prctl(2).
+    pub(crate) fn prctl(&mut self, op: Prctl) -> Result<u64> {
+        let (args, what) = op.encode();
+        self.call(what, nr::PRCTL, args)
+    }
+
+    /// setresuid(2) with real, effective and saved IDs, then setfsuid(2) with the fourth.
+    pub(crate) fn set_uids(&mut self, ids: &[u32; 4]) -> Result<()> {
+        let [r, e, s, fs] = ids.map(u64::from);
+        self.call("setresuid", nr::SETRESUID, [r, e, s, 0, 0, 0])?;
+        self.call("setfsuid", nr::SETFSUID, [fs, 0, 0, 0, 0, 0])?;
+        Ok(())
+    }
+
+    /// setresgid(2) and setfsgid(2), as [`Ctx::set_uids`].
+    pub(crate) fn set_gids(&mut self, ids: &[u32; 4]) -> Result<()> {
+        let [r, e, s, fs] = ids.map(u64::from);
+        self.call("setresgid", nr::SETRESGID, [r, e, s, 0, 0, 0])?;
+        self.call("setfsgid", nr::SETFSGID, [fs, 0, 0, 0, 0, 0])?;
+        Ok(())
+    }
+
+    /// setgroups(2).
+    pub(crate) fn set_groups(&mut self, groups: &[u32]) -> Result<()> {
+        let g: Vec<u8> = groups.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let a = self.put(ARG_ADDR, &g)?;
+        self.call(
+            "setgroups",
+            nr::SETGROUPS,
+            [groups.len() as u64, a, 0, 0, 0, 0],
+        )?;
+        Ok(())
+    }
+
+    /// capset(2) of the calling thread, version 3 (64-bit sets).
+    pub(crate) fn capset(&mut self, eff: u64, prm: u64, inh: u64) -> Result<()> {
+        // header {version, pid}, then two data structs {effective, permitted, inheritable}.
+        let mut b = Vec::with_capacity(32);
+        b.extend_from_slice(&CAPABILITY_VERSION_3.to_le_bytes());
+        b.extend_from_slice(&0i32.to_le_bytes());
+        for shift in [0, 32] {
+            for v in [eff, prm, inh] {
+                b.extend_from_slice(&((v >> shift) as u32).to_le_bytes());
+            }
+        }
+        let a = self.put(ARG_ADDR, &b)?;
+        self.call("capset", nr::CAPSET, [a, a + 8, 0, 0, 0, 0])?;
+        Ok(())
+    }
+
     /// close(2).
     pub(crate) fn close(&mut self, fd: u64) -> Result<()> {
         self.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
@@ -327,21 +420,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn socket_addresses_encode_as_the_kernel_takes_them() {
-        let v4: SocketAddr = "127.0.0.1:8080".parse().expect("v4");
-        let b = SockAddr::Inet(v4).to_bytes();
-        assert_eq!(b.len(), 16);
-        assert_eq!(&b[..2], &(libc::AF_INET as u16).to_ne_bytes());
-        assert_eq!(&b[2..4], &8080u16.to_be_bytes());
-        assert_eq!(&b[4..8], &[127, 0, 0, 1]);
-        let v6: SocketAddr = "[::1]:443".parse().expect("v6");
-        let b = SockAddr::Inet(v6).to_bytes();
-        assert_eq!(b.len(), 28);
-        assert_eq!(b[23], 1);
+    fn unix_names_encode_as_the_kernel_takes_them() {
         let path = SockAddr::Unix(b"/run/x.sock").to_bytes();
-        assert_eq!(path.last(), Some(&0));
+        assert_eq!(&path[..2], &(libc::AF_UNIX as u16).to_ne_bytes());
+        assert_eq!(&path[2..], b"/run/x.sock");
         let abs = SockAddr::Unix(b"\0abstract").to_bytes();
         assert_eq!(abs.len(), 2 + 9);
+        assert_eq!(SockAddr::Raw(b"xyz").to_bytes(), b"xyz");
     }
 
     #[test]

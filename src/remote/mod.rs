@@ -8,7 +8,7 @@
 mod calls;
 mod task;
 
-pub(crate) use calls::{SockAddr, SockOpt, TcpQueue, TcpRepairOpt};
+pub(crate) use calls::{Prctl, SockAddr, SockOpt, TcpQueue, TcpRepairOpt};
 pub(crate) use task::{Live, Remote, not_live};
 #[cfg(test)]
 pub(crate) use task::{Recorded, Recorder};
@@ -266,23 +266,6 @@ pub(crate) fn set_status_flags(cx: &mut Ctx<'_>, fd: i32, flags: u32) -> Result<
             0,
             0,
         ],
-    )?;
-    Ok(())
-}
-
-pub(crate) fn setsockopt_u32(
-    cx: &mut Ctx<'_>,
-    fd: u64,
-    level: i32,
-    opt: i32,
-    v: u32,
-    what: &str,
-) -> Result<()> {
-    let a = cx.put(8192 - 64, &v.to_le_bytes())?;
-    cx.call(
-        what,
-        nr::SETSOCKOPT,
-        [fd, level as u64, opt as u64, a, 4, 0],
     )?;
     Ok(())
 }

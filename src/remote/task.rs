@@ -92,6 +92,18 @@ mod double {
         pub(crate) batched: bool,
         /// The result it was given.
         pub(crate) result: i64,
+        /// The task's memory when the call was made (what its pointer arguments saw:
+        /// the scratch area is reused by later calls).
+        mem: BTreeMap<u64, u8>,
+    }
+
+    impl Recorded {
+        /// `len` bytes at `addr` as the call saw them.
+        pub(crate) fn bytes(&self, addr: u64, len: usize) -> Vec<u8> {
+            (0..len as u64)
+                .map(|i| self.mem.get(&(addr + i)).copied().unwrap_or(0))
+                .collect()
+        }
     }
 
     #[derive(Default)]
@@ -220,6 +232,7 @@ mod double {
         }
 
         fn record(&self, what: &str, nr: u64, args: [u64; 6], ia32: bool, batched: bool) -> i64 {
+            let mem = self.st.borrow().mem.clone();
             let result = self.respond(nr, &args);
             self.st.borrow_mut().calls.push(Recorded {
                 what: what.to_string(),
@@ -228,6 +241,7 @@ mod double {
                 ia32,
                 batched,
                 result,
+                mem,
             });
             result
         }

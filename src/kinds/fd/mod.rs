@@ -23,7 +23,7 @@ use crate::kinds::check;
 use crate::kinds::fd::file::FileData;
 use crate::kinds::unsupported;
 use crate::model::{Checkpoint, Fd, FdKind, PipeState, Process, SocketPairState};
-use crate::remote::{BatchArgs, Ctx, move_fd, set_status_flags, setsockopt_u32, take_remote_fd};
+use crate::remote::{BatchArgs, Ctx, SockOpt, move_fd, set_status_flags, take_remote_fd};
 use crate::sys;
 use crate::sys::inject::Call;
 use crate::sys::proc as procfs;
@@ -51,34 +51,6 @@ pub(crate) fn pipe_tmp_base(proc_: &Process) -> u64 {
         .max(3)
 }
 
-/// Queue `data` on descriptor `fd` of the target (`nr` is write, or sendto for a TCP
-/// socket in repair mode), in chunks through the scratch area; a short write is an error
-/// naming `what`, never silently lost data.
-pub(crate) fn queue_data(
-    cx: &mut Ctx<'_>,
-    nr: u64,
-    fd: u64,
-    data: &[u8],
-    what: &str,
-) -> RestoreResult<()> {
-    const CHUNK: usize = 1 << 19;
-    for chunk in data.chunks(CHUNK) {
-        let a = cx.put(4096, chunk)?;
-        let n = cx.call(
-            &format!("queue {what} data"),
-            nr,
-            [fd, a, chunk.len() as u64, 0, 0, 0],
-        )?;
-        if n != chunk.len() as u64 {
-            return Err(RestoreError::Stage(format!(
-                "{what}: only {n} of {} queued bytes could be put back",
-                chunk.len()
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// Socket options recorded at dump (0 buffer sizes: not recorded). The kernel doubles
 /// the buffer size it is given, so half the recorded value is set, with the FORCE
 /// variants so that the system-wide maximum does not cut it.
@@ -87,57 +59,20 @@ pub(crate) fn set_sock_opts(
     fd: u64,
     o: &crate::model::SockOpts,
 ) -> RestoreResult<()> {
-    const SO_SNDBUFFORCE: i32 = 32;
-    const SO_RCVBUFFORCE: i32 = 33;
     if o.sndbuf != 0 {
-        setsockopt_u32(
-            cx,
-            fd,
-            libc::SOL_SOCKET,
-            SO_SNDBUFFORCE,
-            o.sndbuf / 2,
-            "SO_SNDBUFFORCE",
-        )?;
+        cx.setsockopt(fd, &SockOpt::SndBufForce(o.sndbuf / 2))?;
     }
     if o.rcvbuf != 0 {
-        setsockopt_u32(
-            cx,
-            fd,
-            libc::SOL_SOCKET,
-            SO_RCVBUFFORCE,
-            o.rcvbuf / 2,
-            "SO_RCVBUFFORCE",
-        )?;
+        cx.setsockopt(fd, &SockOpt::RcvBufForce(o.rcvbuf / 2))?;
     }
     if o.passcred {
-        setsockopt_u32(
-            cx,
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PASSCRED,
-            1,
-            "SO_PASSCRED",
-        )?;
+        cx.setsockopt(fd, &SockOpt::PassCred)?;
     }
     if o.reuseaddr {
-        setsockopt_u32(
-            cx,
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            1,
-            "SO_REUSEADDR",
-        )?;
+        cx.setsockopt(fd, &SockOpt::ReuseAddr)?;
     }
     if o.reuseport {
-        setsockopt_u32(
-            cx,
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEPORT,
-            1,
-            "SO_REUSEPORT",
-        )?;
+        cx.setsockopt(fd, &SockOpt::ReusePort)?;
     }
     Ok(())
 }
@@ -145,24 +80,12 @@ pub(crate) fn set_sock_opts(
 /// Move two fresh descriptors to `tmp` and `tmp + 1`. Either may already sit on one of
 /// those numbers (they are the lowest free ones), so both go above first.
 pub(crate) fn park_pair(cx: &mut Ctx<'_>, a: u64, b: u64, tmp: u64) -> RestoreResult<(u64, u64)> {
-    let mut high = [0u64; 2];
-    for (i, fd) in [a, b].into_iter().enumerate() {
-        high[i] = cx.call(
-            "fcntl(F_DUPFD_CLOEXEC)",
-            nr::FCNTL,
-            [fd, libc::F_DUPFD_CLOEXEC as u64, tmp + 2, 0, 0, 0],
-        )?;
-    }
-    for fd in [a, b] {
-        cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
-    }
+    let high = [cx.dup_above(a, tmp + 2)?, cx.dup_above(b, tmp + 2)?];
+    cx.close(a)?;
+    cx.close(b)?;
     for (from, to) in [(high[0], tmp), (high[1], tmp + 1)] {
-        cx.call(
-            "dup3",
-            nr::DUP3,
-            [from, to, libc::O_CLOEXEC as u64, 0, 0, 0],
-        )?;
-        cx.call("close", nr::CLOSE, [from, 0, 0, 0, 0, 0])?;
+        cx.dup3(from, to, true)?;
+        cx.close(from)?;
     }
     Ok((tmp, tmp + 1))
 }

@@ -1,12 +1,11 @@
 //! Pipes: both ends, data in flight.
 
 use super::external;
-use crate::arch::x86::nr;
 use crate::error::DumpResult;
 use crate::error::Problem;
 use crate::error::RestoreResult;
 use crate::kinds::check;
-use crate::kinds::fd::{park_pair, queue_data};
+use crate::kinds::fd::park_pair;
 use crate::kinds::unsupported;
 use crate::model::PipeState;
 use crate::model::{Checkpoint, FdKind, Process};
@@ -24,13 +23,8 @@ pub(crate) fn create_pipe(
     tmp: u64,
     direct: bool,
 ) -> RestoreResult<(u64, u64)> {
-    let fl = libc::O_CLOEXEC as u64 | if direct { libc::O_DIRECT as u64 } else { 0 };
-    let a = cx.put(0, &[0u8; 8])?;
-    cx.call("pipe2", nr::PIPE2, [a, fl, 0, 0, 0, 0])?;
-    let mut b = [0u8; 8];
-    cx.read(a, &mut b)?;
-    let r = u64::from(u32::from_le_bytes(b[0..4].try_into().unwrap_or_default()));
-    let w = u64::from(u32::from_le_bytes(b[4..8].try_into().unwrap_or_default()));
+    let fl = libc::O_CLOEXEC | if direct { libc::O_DIRECT } else { 0 };
+    let (r, w) = cx.pipe2(fl)?;
     fill_pipe(
         cx,
         w,
@@ -51,10 +45,9 @@ pub(crate) fn fill_pipe(
     what: &str,
 ) -> RestoreResult<()> {
     if capacity != 0 {
-        let args = [w, libc::F_SETPIPE_SZ as u64, u64::from(capacity), 0, 0, 0];
-        cx.call("F_SETPIPE_SZ", nr::FCNTL, args)?;
+        cx.set_pipe_size(w, capacity)?;
     }
-    queue_data(cx, nr::WRITE, w, data, what)
+    cx.write_all(w, data, what)
 }
 
 // ---- checks (plan) ----

@@ -1,14 +1,12 @@
 //! TCP sockets: listeners and established connections (TCP_REPAIR).
 
 use super::udp;
-use crate::arch::x86::nr;
 use crate::error::DumpError;
 use crate::error::DumpResult;
 use crate::error::RestoreResult;
-use crate::kinds::fd::queue_data;
 use crate::kinds::fd::udp::check_sockaddr;
 use crate::model::{Fd, FdKind, TcpState};
-use crate::remote::{Ctx, setsockopt_u32};
+use crate::remote::{Ctx, SockAddr, SockOpt, TcpQueue, TcpRepairOpt};
 use crate::sys;
 
 // ---- restore (stage) ----
@@ -23,46 +21,39 @@ pub(crate) fn create_tcp_listener(
     v6only: bool,
 ) -> RestoreResult<u64> {
     check_sockaddr(family, addr)?;
-    let n = cx.call(
+    let n = cx.socket(
         "socket(TCP)",
-        nr::SOCKET,
-        [
-            family as u64,
-            (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u64,
-            0,
-            0,
-            0,
-            0,
-        ],
+        family,
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+        0,
     )?;
     if reuseaddr {
-        setsockopt_u32(
-            cx,
-            n,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            1,
-            "SO_REUSEADDR",
-        )?;
+        cx.setsockopt(n, &SockOpt::ReuseAddr)?;
     }
     if family == libc::AF_INET6 {
-        setsockopt_u32(
-            cx,
-            n,
-            libc::IPPROTO_IPV6,
-            libc::IPV6_V6ONLY,
-            u32::from(v6only),
-            "IPV6_V6ONLY",
-        )?;
+        cx.setsockopt(n, &SockOpt::V6Only(v6only))?;
     }
-    let a = cx.put(0, addr)?;
-    cx.call(
-        "bind TCP listener",
-        nr::BIND,
-        [n, a, addr.len() as u64, 0, 0, 0],
-    )?;
-    cx.call("listen", nr::LISTEN, [n, u64::from(backlog), 0, 0, 0, 0])?;
+    cx.bind("bind TCP listener", n, &SockAddr::Raw(addr))?;
+    cx.listen("listen", n, backlog)?;
     Ok(n)
+}
+
+/// The options negotiated at connection time, as `TCP_REPAIR_OPTIONS` takes them.
+fn repair_options(c: &crate::model::TcpState) -> Vec<TcpRepairOpt> {
+    let mut opts = vec![
+        TcpRepairOpt::Mss(c.mss),
+        TcpRepairOpt::WindowScale {
+            snd: c.snd_wscale,
+            rcv: c.rcv_wscale,
+        },
+    ];
+    if c.sack {
+        opts.push(TcpRepairOpt::SackPermitted);
+    }
+    if c.timestamps {
+        opts.push(TcpRepairOpt::Timestamps);
+    }
+    opts
 }
 
 /// An established TCP connection, rebuilt in repair mode: same addresses, sequence
@@ -70,112 +61,39 @@ pub(crate) fn create_tcp_listener(
 pub(crate) fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> RestoreResult<u64> {
     check_sockaddr(c.family, &c.local)?;
     check_sockaddr(c.family, &c.peer)?;
-    let sol_tcp = libc::SOL_TCP;
-    let n = cx.call(
+    let n = cx.socket(
         "socket(TCP)",
-        nr::SOCKET,
-        [
-            c.family as u64,
-            (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u64,
-            0,
-            0,
-            0,
-            0,
-        ],
+        c.family,
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+        0,
     )?;
     // Repair mode also lets the socket bind to its old address next to the restored
     // listener (the kernel forces the reuse); SO_REUSEADDR would undo that.
-    setsockopt_u32(cx, n, sol_tcp, libc::TCP_REPAIR, 1, "TCP_REPAIR on")?;
-    let a = cx.put(0, &c.local)?;
-    cx.call(
-        "bind TCP connection",
-        nr::BIND,
-        [n, a, c.local.len() as u64, 0, 0, 0],
-    )?;
-    for (q, seq) in [(1u32, c.rcv_seq), (2u32, c.snd_seq)] {
-        setsockopt_u32(
-            cx,
-            n,
-            sol_tcp,
-            libc::TCP_REPAIR_QUEUE,
-            q,
-            "TCP_REPAIR_QUEUE",
-        )?;
-        setsockopt_u32(cx, n, sol_tcp, libc::TCP_QUEUE_SEQ, seq, "TCP_QUEUE_SEQ")?;
+    cx.setsockopt(n, &SockOpt::TcpRepair(true))?;
+    cx.bind("bind TCP connection", n, &SockAddr::Raw(&c.local))?;
+    for (q, seq) in [(TcpQueue::Recv, c.rcv_seq), (TcpQueue::Send, c.snd_seq)] {
+        cx.setsockopt(n, &SockOpt::TcpRepairQueue(q))?;
+        cx.setsockopt(n, &SockOpt::TcpQueueSeq(seq))?;
     }
-    let a = cx.put(0, &c.peer)?;
-    cx.call(
-        "connect (repair)",
-        nr::CONNECT,
-        [n, a, c.peer.len() as u64, 0, 0, 0],
-    )?;
-    // struct tcp_repair_opt { u32 code; u32 val; }: MSS, window scales, SACK, timestamps.
-    let mut opts: Vec<u8> = Vec::new();
-    let mut push = |code: u32, val: u32| {
-        opts.extend_from_slice(&code.to_le_bytes());
-        opts.extend_from_slice(&val.to_le_bytes());
-    };
-    push(2, c.mss);
-    push(3, c.snd_wscale | (c.rcv_wscale << 16));
-    if c.sack {
-        push(4, 0);
-    }
+    cx.connect("connect (repair)", n, &SockAddr::Raw(&c.peer))?;
+    cx.setsockopt(n, &SockOpt::TcpRepairOptions(repair_options(c)))?;
     if c.timestamps {
-        push(8, 0);
-    }
-    let a = cx.put(0, &opts)?;
-    cx.call(
-        "TCP_REPAIR_OPTIONS",
-        nr::SETSOCKOPT,
-        [
-            n,
-            sol_tcp as u64,
-            libc::TCP_REPAIR_OPTIONS as u64,
-            a,
-            opts.len() as u64,
-            0,
-        ],
-    )?;
-    if c.timestamps {
-        setsockopt_u32(
-            cx,
-            n,
-            sol_tcp,
-            libc::TCP_TIMESTAMP,
-            c.tsval,
-            "TCP_TIMESTAMP",
-        )?;
+        cx.setsockopt(n, &SockOpt::TcpTimestamp(c.tsval))?;
     }
     // Queued data goes back into each queue as it was (repair mode sends nothing).
-    for (q, data) in [(2u32, &c.sndq), (1u32, &c.rcvq)] {
+    for (q, data) in [(TcpQueue::Send, &c.sndq), (TcpQueue::Recv, &c.rcvq)] {
         if data.is_empty() {
             continue;
         }
-        setsockopt_u32(
-            cx,
-            n,
-            sol_tcp,
-            libc::TCP_REPAIR_QUEUE,
-            q,
-            "TCP_REPAIR_QUEUE",
-        )?;
-        queue_data(cx, nr::SENDTO, n, data, "TCP connection")?;
+        cx.setsockopt(n, &SockOpt::TcpRepairQueue(q))?;
+        cx.send_all(n, data, "TCP connection")?;
     }
     // The window last: the kernel checks it against the receive sequence, which the
     // queued data has just moved to where it was.
-    let mut w = Vec::with_capacity(20);
-    for v in c.window {
-        w.extend_from_slice(&v.to_le_bytes());
-    }
-    let a = cx.put(0, &w)?;
-    cx.call(
-        "TCP_REPAIR_WINDOW",
-        nr::SETSOCKOPT,
-        [n, sol_tcp as u64, libc::TCP_REPAIR_WINDOW as u64, a, 20, 0],
-    )?;
-    setsockopt_u32(cx, n, sol_tcp, libc::TCP_REPAIR, 0, "TCP_REPAIR off")?;
+    cx.setsockopt(n, &SockOpt::TcpRepairWindow(c.window))?;
+    cx.setsockopt(n, &SockOpt::TcpRepair(false))?;
     if c.nodelay {
-        setsockopt_u32(cx, n, sol_tcp, libc::TCP_NODELAY, 1, "TCP_NODELAY")?;
+        cx.setsockopt(n, &SockOpt::TcpNoDelay)?;
     }
     Ok(n)
 }

@@ -1,7 +1,6 @@
 //! UDP sockets: addresses, options, queued datagrams.
 
 use super::unix::{peek_messages, peek_refusal};
-use crate::arch::x86::nr;
 use crate::error::DumpError;
 use crate::error::DumpResult;
 use crate::error::Problem;
@@ -13,7 +12,7 @@ use crate::kinds::fd::tcp::{inet_addr, show_inet};
 use crate::kinds::fd::unix::MAX_MESSAGES;
 use crate::model::{Fd, SockOpts, UdpState};
 use crate::model::{FdKind, Process};
-use crate::remote::{Ctx, setsockopt_u32};
+use crate::remote::{Ctx, SockAddr, SockOpt};
 use crate::sys;
 use crate::sys::sockdiag;
 
@@ -42,46 +41,23 @@ pub(crate) fn create_udp(cx: &mut Ctx<'_>, u: &crate::model::UdpState) -> Restor
     if !u.peer.is_empty() {
         check_sockaddr(u.family, &u.peer)?;
     }
-    let n = cx.call(
+    let n = cx.socket(
         "socket(UDP)",
-        nr::SOCKET,
-        [
-            u.family as u64,
-            (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64,
-            0,
-            0,
-            0,
-            0,
-        ],
+        u.family,
+        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+        0,
     )?;
     set_sock_opts(cx, n, &u.opts)?;
     if u.family == libc::AF_INET6 {
-        setsockopt_u32(
-            cx,
-            n,
-            libc::IPPROTO_IPV6,
-            libc::IPV6_V6ONLY,
-            u32::from(u.v6only),
-            "IPV6_V6ONLY",
-        )?;
+        cx.setsockopt(n, &SockOpt::V6Only(u.v6only))?;
     }
     // Never bound (and not connected): the kernel picks a port at the first send, as it
     // would have.
     if sockaddr_port(&u.local) != 0 {
-        let a = cx.put(0, &u.local)?;
-        cx.call(
-            "bind UDP socket",
-            nr::BIND,
-            [n, a, u.local.len() as u64, 0, 0, 0],
-        )?;
+        cx.bind("bind UDP socket", n, &SockAddr::Raw(&u.local))?;
     }
     if !u.peer.is_empty() {
-        let a = cx.put(0, &u.peer)?;
-        cx.call(
-            "connect UDP socket",
-            nr::CONNECT,
-            [n, a, u.peer.len() as u64, 0, 0, 0],
-        )?;
+        cx.connect("connect UDP socket", n, &SockAddr::Raw(&u.peer))?;
     }
     Ok(n)
 }

@@ -1,19 +1,18 @@
 //! Unix sockets: pairs, listeners, datagram sockets, queued messages, names.
 
 use super::external;
-use crate::arch::x86::nr;
 use crate::error::DumpError;
 use crate::error::DumpResult;
 use crate::error::Problem;
 use crate::error::{RestoreError, RestoreResult};
 use crate::kinds::check;
 use crate::kinds::fd::pipe::MAX_PIPE;
-use crate::kinds::fd::{park_pair, queue_data, set_sock_opts};
+use crate::kinds::fd::{park_pair, set_sock_opts};
 use crate::kinds::unsupported;
 use crate::model::{Checkpoint, Process};
 use crate::model::{Fd, SockMessage, SockOpts, UnixDgramState};
 use crate::model::{FdKind, SocketPairState};
-use crate::remote::Ctx;
+use crate::remote::{Ctx, SockAddr};
 use crate::sys;
 use crate::sys::proc as procfs;
 use crate::sys::sockdiag::{self, STATE_ESTABLISHED, STATE_LISTEN, UnixSock};
@@ -29,23 +28,7 @@ pub(crate) fn create_socketpair(
     sp: &SocketPairState,
     tmp: u64,
 ) -> RestoreResult<(u64, u64)> {
-    let a = cx.put(0, &[0u8; 8])?;
-    cx.call(
-        "socketpair",
-        nr::SOCKETPAIR,
-        [
-            libc::AF_UNIX as u64,
-            (sp.typ | libc::SOCK_CLOEXEC) as u64,
-            0,
-            a,
-            0,
-            0,
-        ],
-    )?;
-    let mut b = [0u8; 8];
-    cx.read(a, &mut b)?;
-    let e0 = u64::from(u32::from_le_bytes(b[0..4].try_into().unwrap_or_default()));
-    let e1 = u64::from(u32::from_le_bytes(b[4..8].try_into().unwrap_or_default()));
+    let (e0, e1) = cx.socketpair(libc::AF_UNIX, sp.typ | libc::SOCK_CLOEXEC)?;
     // Options first: the buffer sizes bound what can be queued, and SO_PASSCRED
     // decides whether queued messages carry credentials.
     for (fd, o) in [(e0, &sp.opts[0]), (e1, &sp.opts[1])] {
@@ -54,44 +37,14 @@ pub(crate) fn create_socketpair(
     // What end 0 will read is sent from end 1, and the other way round.
     let what = format!("socket pair {}", sp.id);
     for (from, data) in [(e1, &sp.data0), (e0, &sp.data1)] {
-        queue_data(cx, nr::WRITE, from, data, &what)?;
+        cx.write_all(from, data, &what)?;
     }
     for (from, msgs) in [(e1, &sp.msgs0), (e0, &sp.msgs1)] {
         for m in msgs {
-            send_message(cx, from, &m.data, &[], &what)?;
+            cx.send_message(from, &m.data, None, &what)?;
         }
     }
     park_pair(cx, e0, e1, tmp)
-}
-
-/// Send one message (a datagram or record, with its boundary) from socket `fd` of the
-/// target, to `to` (a raw address) or to its peer. Never blocks: a full queue is an
-/// error naming `what`, not a hang.
-fn send_message(
-    cx: &mut Ctx<'_>,
-    fd: u64,
-    data: &[u8],
-    to: &[u8],
-    what: &str,
-) -> RestoreResult<()> {
-    let a = cx.put(4096, data)?;
-    let (ta, tl) = if to.is_empty() {
-        (0, 0)
-    } else {
-        (cx.put(1024, to)?, to.len() as u64)
-    };
-    let n = cx.call(
-        &format!("queue {what} message"),
-        nr::SENDTO,
-        [fd, a, data.len() as u64, libc::MSG_DONTWAIT as u64, ta, tl],
-    )?;
-    if n != data.len() as u64 {
-        return Err(RestoreError::Stage(format!(
-            "{what}: a queued message of {} bytes could only be sent in part ({n})",
-            data.len()
-        )));
-    }
-    Ok(())
 }
 
 /// A listening unix socket bound to its old name. A stale socket file left at the path
@@ -102,34 +55,15 @@ pub(crate) fn create_listener(
     typ: i32,
     backlog: u32,
 ) -> RestoreResult<u64> {
-    let n = cx.call(
+    let n = cx.socket(
         "socket(AF_UNIX)",
-        nr::SOCKET,
-        [
-            libc::AF_UNIX as u64,
-            (typ | libc::SOCK_CLOEXEC) as u64,
-            0,
-            0,
-            0,
-            0,
-        ],
+        libc::AF_UNIX,
+        typ | libc::SOCK_CLOEXEC,
+        0,
     )?;
     bind_unix(cx, n, name)?;
-    cx.call("listen", nr::LISTEN, [n, u64::from(backlog), 0, 0, 0, 0])?;
+    cx.listen("listen", n, backlog)?;
     Ok(n)
-}
-
-/// A sockaddr_un for `name` (a path, or an abstract name starting with NUL) and the
-/// length to pass with it.
-fn unix_addr(name: &[u8]) -> (Vec<u8>, u64) {
-    let mut sa = Vec::with_capacity(2 + name.len() + 1);
-    sa.extend_from_slice(&(libc::AF_UNIX as u16).to_le_bytes());
-    sa.extend_from_slice(name);
-    let len = sa.len() as u64;
-    if name.first() != Some(&0) {
-        sa.push(0);
-    }
-    (sa, len)
 }
 
 /// Bind unix socket `n` of the target to `name`. A stale socket file left at the path
@@ -145,10 +79,8 @@ fn bind_unix(cx: &mut Ctx<'_>, n: u64, name: &[u8]) -> RestoreResult<()> {
             let _ = std::fs::remove_file(path);
         }
     }
-    let (sa, len) = unix_addr(name);
-    let a = cx.put(0, &sa)?;
     let what = format!("bind unix socket {}", show_name(name));
-    cx.call(&what, nr::BIND, [n, a, len, 0, 0, 0])?;
+    cx.bind(&what, n, &SockAddr::Unix(name))?;
     if name.first() == Some(&b'/') {
         let c = &cx.proc_.creds;
         let _ = std::os::unix::fs::chown(procfs::bytes_path(name), Some(c.uid[1]), Some(c.gid[1]));
@@ -158,17 +90,11 @@ fn bind_unix(cx: &mut Ctx<'_>, n: u64, name: &[u8]) -> RestoreResult<()> {
 
 /// A new unnamed unix datagram socket (close-on-exec) in the process of `cx`.
 fn unix_dgram_socket(cx: &mut Ctx<'_>) -> RestoreResult<u64> {
-    cx.call(
+    cx.socket(
         "socket(AF_UNIX, SOCK_DGRAM)",
-        nr::SOCKET,
-        [
-            libc::AF_UNIX as u64,
-            (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64,
-            0,
-            0,
-            0,
-            0,
-        ],
+        libc::AF_UNIX,
+        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+        0,
     )
 }
 
@@ -209,11 +135,8 @@ pub(crate) fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
         if u.peer_name.is_empty() {
             continue;
         }
-        let (sa, len) = unix_addr(&u.peer_name);
-        let cx = &mut ctxs[i];
-        let a = cx.put(0, &sa)?;
         let what = format!("connect unix socket {fd} to {}", show_name(&u.peer_name));
-        cx.call(&what, nr::CONNECT, [fd as u64, a, len, 0, 0, 0])?;
+        ctxs[i].connect(&what, fd as u64, &SockAddr::Unix(&u.peer_name))?;
     }
     for &(i, fd, u) in &socks {
         let what = format!(
@@ -221,13 +144,13 @@ pub(crate) fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
             ctxs[i].proc_.pid,
             show_name(&u.name)
         );
-        let (to, _) = unix_addr(&u.name);
+        let to = SockAddr::Unix(&u.name);
         for m in &u.msgs {
             if m.from.is_empty() {
                 let cx = &mut ctxs[i];
                 let t = unix_dgram_socket(cx)?;
-                let r = send_message(cx, t, &m.data, &to, &what);
-                cx.call("close", nr::CLOSE, [t, 0, 0, 0, 0, 0])?;
+                let r = cx.send_message(t, &m.data, Some(&to), &what);
+                cx.close(t)?;
                 r?;
             } else {
                 let &(j, sfd, _) =
@@ -239,7 +162,7 @@ pub(crate) fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
                         })?;
                 // Addressed by name even when connected to the receiver (allowed), so
                 // that a sender connected elsewhere reaches it too.
-                send_message(&mut ctxs[j], sfd as u64, &m.data, &to, &what)?;
+                ctxs[j].send_message(sfd as u64, &m.data, Some(&to), &what)?;
             }
         }
     }

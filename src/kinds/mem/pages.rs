@@ -39,6 +39,9 @@ pub(crate) struct PageSink<'a> {
     ranges: Vec<(u64, u64)>,
 }
 
+/// A userfaultfd and the areas registered with it.
+type Registered = (sys::uffd::Uffd, Vec<(u64, u64)>);
+
 impl<'a> PageSink<'a> {
     /// Create the userfaultfd in the process of `cx` and register its private anonymous
     /// areas that take pages. The descriptor it has in the process is closed again at
@@ -58,7 +61,7 @@ impl<'a> PageSink<'a> {
 
     /// The userfaultfd and the areas registered with it (`None`: the pages go the
     /// ordinary way).
-    fn userfaultfd(cx: &mut Ctx<'_>) -> RestoreResult<Option<(sys::uffd::Uffd, Vec<(u64, u64)>)>> {
+    fn userfaultfd(cx: &mut Ctx<'_>) -> RestoreResult<Option<Registered>> {
         let ranges: Vec<(u64, u64)> = cx
             .proc_
             .vmas

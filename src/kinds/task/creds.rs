@@ -3,20 +3,19 @@
 
 use super::query::ThreadInjected;
 use super::threads::FrozenThread;
-use crate::arch::x86::nr;
 use crate::error::DumpResult;
 use crate::error::Problem;
 use crate::error::RestoreResult;
 use crate::kinds::unsupported;
 use crate::model::{Creds, Process};
-use crate::remote::Ctx;
+use crate::remote::{Ctx, Prctl};
 use crate::sys::{self, proc as procfs};
 
 // Layering leak (to fix at merge): privs moves to kinds::task::creds.
 
 // ---- restore (stage) ----
 
-/// Give the thread behind `cx.inj` exactly the image's credentials: user and group IDs,
+/// Give the thread behind `cx` exactly the image's credentials: user and group IDs,
 /// groups, the five capability sets, securebits and no_new_privs (plan checked, in
 /// `privs`, that ckpt holds everything this needs). Credentials belong to each thread,
 /// so stage runs this in every thread of the process. Returns whether anything changed
@@ -48,134 +47,49 @@ pub(crate) fn restore_creds(cx: &mut Ctx<'_>, me: &Own) -> RestoreResult<bool> {
         return Ok(false);
     }
     if c.no_new_privs && !o.no_new_privs {
-        cx.call(
-            "prctl(PR_SET_NO_NEW_PRIVS)",
-            nr::PRCTL,
-            [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
-        )?;
+        cx.prctl(Prctl::SetNoNewPrivs)?;
     }
     // Everything ckpt may use effective, the image's inheritable set.
-    capset(cx, o.cap_prm, o.cap_prm, c.cap_inh)?;
+    cx.capset(o.cap_prm, o.cap_prm, c.cap_inh)?;
     for cap in 0..64u64 {
         if o.cap_bnd & (1 << cap) != 0 && c.cap_bnd & (1 << cap) == 0 {
-            cx.call(
-                "drop capability from bounding set",
-                nr::PRCTL,
-                [libc::PR_CAPBSET_DROP as u64, cap, 0, 0, 0, 0],
-            )?;
+            cx.prctl(Prctl::CapBsetDrop(cap))?;
         }
     }
     if c.groups != o.groups {
-        let mut g = Vec::new();
-        for x in &c.groups {
-            g.extend_from_slice(&x.to_le_bytes());
-        }
-        let a = cx.put(0, &g)?;
-        cx.call(
-            "setgroups",
-            nr::SETGROUPS,
-            [c.groups.len() as u64, a, 0, 0, 0, 0],
-        )?;
+        cx.set_groups(&c.groups)?;
     }
     if c.gid != o.gid {
-        cx.call("setresgid", nr::SETRESGID, resid_args(&c.gid))?;
-        cx.call(
-            "setfsgid",
-            nr::SETFSGID,
-            [u64::from(c.gid[3]), 0, 0, 0, 0, 0],
-        )?;
+        cx.set_gids(&c.gid)?;
     }
     let mut bits = o.securebits;
     if c.uid != o.uid {
         if bits & (secbit::KEEP_CAPS | secbit::NO_SETUID_FIXUP) == 0 {
-            cx.call(
-                "prctl(PR_SET_KEEPCAPS)",
-                nr::PRCTL,
-                [libc::PR_SET_KEEPCAPS as u64, 1, 0, 0, 0, 0],
-            )?;
+            cx.prctl(Prctl::SetKeepCaps(true))?;
             bits |= secbit::KEEP_CAPS;
         }
-        cx.call("setresuid", nr::SETRESUID, resid_args(&c.uid))?;
-        cx.call(
-            "setfsuid",
-            nr::SETFSUID,
-            [u64::from(c.uid[3]), 0, 0, 0, 0, 0],
-        )?;
+        cx.set_uids(&c.uid)?;
         // Leaving user ID 0 cleared the effective set (the permitted one stayed).
-        capset(cx, o.cap_prm, o.cap_prm, c.cap_inh)?;
+        cx.capset(o.cap_prm, o.cap_prm, c.cap_inh)?;
     }
     if o.cap_amb != 0 {
-        cx.call(
-            "prctl(PR_CAP_AMBIENT_CLEAR_ALL)",
-            nr::PRCTL,
-            [
-                libc::PR_CAP_AMBIENT as u64,
-                libc::PR_CAP_AMBIENT_CLEAR_ALL as u64,
-                0,
-                0,
-                0,
-                0,
-            ],
-        )?;
+        cx.prctl(Prctl::CapAmbientClearAll)?;
     }
     for cap in 0..64u64 {
         if c.cap_amb & (1 << cap) != 0 {
-            cx.call(
-                "raise ambient capability",
-                nr::PRCTL,
-                [
-                    libc::PR_CAP_AMBIENT as u64,
-                    libc::PR_CAP_AMBIENT_RAISE as u64,
-                    cap,
-                    0,
-                    0,
-                    0,
-                ],
-            )?;
+            cx.prctl(Prctl::CapAmbientRaise(cap))?;
         }
     }
     if c.securebits != bits {
         if c.securebits ^ bits == secbit::KEEP_CAPS {
             // Only keep_caps differs (ckpt turned it on above): no privilege needed.
-            let on = u64::from(c.securebits & secbit::KEEP_CAPS != 0);
-            cx.call(
-                "prctl(PR_SET_KEEPCAPS)",
-                nr::PRCTL,
-                [libc::PR_SET_KEEPCAPS as u64, on, 0, 0, 0, 0],
-            )?;
+            cx.prctl(Prctl::SetKeepCaps(c.securebits & secbit::KEEP_CAPS != 0))?;
         } else {
-            cx.call(
-                "prctl(PR_SET_SECUREBITS)",
-                nr::PRCTL,
-                [
-                    libc::PR_SET_SECUREBITS as u64,
-                    u64::from(c.securebits),
-                    0,
-                    0,
-                    0,
-                    0,
-                ],
-            )?;
+            cx.prctl(Prctl::SetSecurebits(c.securebits))?;
         }
     }
-    capset(cx, c.cap_eff, c.cap_prm, c.cap_inh)?;
+    cx.capset(c.cap_eff, c.cap_prm, c.cap_inh)?;
     Ok(true)
-}
-
-/// capset(2), version 3 (64-bit sets), for the thread behind `cx.inj`.
-fn capset(cx: &mut Ctx<'_>, eff: u64, prm: u64, inh: u64) -> RestoreResult<()> {
-    // header {version, pid}, then two data structs {effective, permitted, inheritable}.
-    let mut b = Vec::new();
-    b.extend_from_slice(&0x2008_0522u32.to_le_bytes());
-    b.extend_from_slice(&0i32.to_le_bytes());
-    for shift in [0, 32] {
-        for v in [eff, prm, inh] {
-            b.extend_from_slice(&((v >> shift) as u32).to_le_bytes());
-        }
-    }
-    let a = cx.put(0, &b)?;
-    cx.call("capset", nr::CAPSET, [a, a + 8, 0, 0, 0, 0])?;
-    Ok(())
 }
 
 /// Changing a thread's user or group IDs makes the kernel reset the process's dumpable
@@ -185,38 +99,10 @@ fn capset(cx: &mut Ctx<'_>, eff: u64, prm: u64, inh: u64) -> RestoreResult<()> {
 pub(crate) fn after_creds(cx: &mut Ctx<'_>) -> RestoreResult<()> {
     let m = cx.proc_.misc;
     if m.dumpable == 0 || m.dumpable == 1 {
-        cx.call(
-            "prctl(PR_SET_DUMPABLE)",
-            nr::PRCTL,
-            [libc::PR_SET_DUMPABLE as u64, m.dumpable as u64, 0, 0, 0, 0],
-        )?;
+        cx.prctl(Prctl::SetDumpable(m.dumpable))?;
     }
-    cx.call(
-        "prctl(PR_SET_PDEATHSIG)",
-        nr::PRCTL,
-        [
-            libc::PR_SET_PDEATHSIG as u64,
-            m.pdeathsig as u64,
-            0,
-            0,
-            0,
-            0,
-        ],
-    )?;
+    cx.prctl(Prctl::SetPdeathsig(m.pdeathsig))?;
     Ok(())
-}
-
-/// The arguments of setresuid/setresgid: real, effective and saved ids (the fourth, the
-/// filesystem id, has its own call).
-fn resid_args(ids: &[u32; 4]) -> [u64; 6] {
-    [
-        u64::from(ids[0]),
-        u64::from(ids[1]),
-        u64::from(ids[2]),
-        0,
-        0,
-        0,
-    ]
 }
 
 // ---- checks (plan) ----
@@ -744,6 +630,34 @@ pub(crate) fn check_seccomp(proc_: &Process, problems: &mut Vec<Problem>) {
     }
 }
 
+// ---- collect (dump) ----
+
+/// Credentials belong to each thread; the image keeps one set per process (as a program
+/// changing them through libc sets them in every thread). Refuse a process whose threads
+/// differ, rather than give them all the leader's.
+pub(crate) fn same_creds_in_threads(
+    pid: i32,
+    threads: &[FrozenThread],
+    creds: &Creds,
+    thread_inj: &[ThreadInjected],
+) -> DumpResult<()> {
+    for (t, ti) in threads.iter().zip(thread_inj).skip(1) {
+        let theirs = procfs::status(t.tid)?.creds(ti.securebits);
+        if theirs != *creds {
+            return Err(unsupported(
+                pid,
+                format!(
+                    "thread {} has other credentials (uids, gids, groups, capabilities, \
+                     securebits, no_new_privs or seccomp) than the process's first thread; \
+                     threads with different credentials are not supported yet",
+                    t.tid
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -929,32 +843,4 @@ mod tests {
         check_ckpt(&own, &mut v);
         assert_eq!(v.len(), 2, "{v:?}");
     }
-}
-
-// ---- collect (dump) ----
-
-/// Credentials belong to each thread; the image keeps one set per process (as a program
-/// changing them through libc sets them in every thread). Refuse a process whose threads
-/// differ, rather than give them all the leader's.
-pub(crate) fn same_creds_in_threads(
-    pid: i32,
-    threads: &[FrozenThread],
-    creds: &Creds,
-    thread_inj: &[ThreadInjected],
-) -> DumpResult<()> {
-    for (t, ti) in threads.iter().zip(thread_inj).skip(1) {
-        let theirs = procfs::status(t.tid)?.creds(ti.securebits);
-        if theirs != *creds {
-            return Err(unsupported(
-                pid,
-                format!(
-                    "thread {} has other credentials (uids, gids, groups, capabilities, \
-                     securebits, no_new_privs or seccomp) than the process's first thread; \
-                     threads with different credentials are not supported yet",
-                    t.tid
-                ),
-            ));
-        }
-    }
-    Ok(())
 }

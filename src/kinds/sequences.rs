@@ -1,0 +1,476 @@
+//! Restore's call sequences for pipes, unix sockets, TCP connections and credentials,
+//! run against the recording test double ([`Recorder`]) instead of a traced process:
+//! which calls are made, in which order, with which arguments and data, and what a
+//! failure at each call leaves (the error names that call, and nothing runs after it;
+//! everything already made in the stub dies with it, by the stage guard).
+//!
+//! They run as a normal user: nothing here touches the kernel.
+
+use crate::arch::x86::nr;
+use crate::error::RestoreError;
+use crate::kinds::fd::{pipe, tcp, unix};
+use crate::kinds::task::creds::{self, Own};
+use crate::model::{Creds, PipeState, Process, SockMessage, SockOpts, SocketPairState, TcpState};
+use crate::remote::{Ctx, Recorded, Recorder};
+use crate::sys::SysError;
+
+/// Where the helper area is in the double (any address: nothing is mapped).
+const STUB: u64 = 0x7000_0000;
+
+fn run<T>(
+    proc_: &Process,
+    rec: &Recorder,
+    f: impl FnOnce(&mut Ctx<'_>) -> crate::error::RestoreResult<T>,
+) -> crate::error::RestoreResult<T> {
+    let mut cx = Ctx::double(rec, STUB, proc_);
+    f(&mut cx)
+}
+
+fn names(rec: &Recorder) -> Vec<String> {
+    rec.names()
+}
+
+/// The bytes a call passed through the scratch area at `args[i]`, `len` long, as the
+/// call saw them.
+fn arg_bytes(_rec: &Recorder, c: &Recorded, i: usize, len: usize) -> Vec<u8> {
+    c.bytes(c.args[i], len)
+}
+
+/// Make `f` fail at each of its calls in turn (`EIO`): the error names exactly that
+/// call and nothing runs after it.
+fn each_failure_stops_there<T: std::fmt::Debug>(
+    proc_: &Process,
+    total: usize,
+    f: impl Fn(&mut Ctx<'_>) -> crate::error::RestoreResult<T>,
+) {
+    let clean = Recorder::new(proc_.pid);
+    run(proc_, &clean, &f).expect("the sequence runs without failures");
+    let all = names(&clean);
+    assert_eq!(all.len(), total, "calls: {all:?}");
+    for k in 0..total {
+        let rec = Recorder::new(proc_.pid).fail_at(k, libc::EIO);
+        let err = run(proc_, &rec, &f).expect_err("a failed call fails the step");
+        let made = names(&rec);
+        assert_eq!(
+            made.len(),
+            k + 1,
+            "nothing runs after failed call {k}: {made:?}"
+        );
+        assert_eq!(made[..], all[..=k], "the same calls up to the failure");
+        match err {
+            RestoreError::Sys(SysError::Remote { what, errno }) => {
+                assert_eq!(what, all[k]);
+                assert_eq!(errno, libc::EIO);
+            }
+            other => panic!("call {k} ({}): unexpected error {other}", all[k]),
+        }
+    }
+}
+
+fn process() -> Process {
+    Process {
+        pid: 4242,
+        ..Process::default()
+    }
+}
+
+#[test]
+fn pipe_is_created_sized_filled_and_parked() {
+    let p = process();
+    let pipe_ = PipeState {
+        id: 9,
+        capacity: 1 << 16,
+        data: b"in flight".to_vec(),
+    };
+    let rec = Recorder::new(p.pid);
+    let (r, w) = run(&p, &rec, |cx| pipe::create_pipe(cx, &pipe_, 20, false)).expect("pipe");
+    assert_eq!((r, w), (20, 21), "the ends end up at the temporaries");
+    assert_eq!(
+        names(&rec),
+        [
+            "pipe2",
+            "F_SETPIPE_SZ",
+            "queue pipe 9 data",
+            "fcntl(F_DUPFD_CLOEXEC)",
+            "fcntl(F_DUPFD_CLOEXEC)",
+            "close",
+            "close",
+            "dup3",
+            "close",
+            "dup3",
+            "close",
+        ]
+    );
+    let c = rec.calls();
+    assert_eq!(c[0].args[1], libc::O_CLOEXEC as u64);
+    // pipe2 gave 100 (read) and 101 (write): the size and the data go to the write end.
+    assert_eq!(c[1].args[..3], [101, libc::F_SETPIPE_SZ as u64, 1 << 16]);
+    assert_eq!((c[2].nr, c[2].args[0]), (nr::WRITE, 101));
+    assert_eq!(arg_bytes(&rec, &c[2], 1, 9), b"in flight");
+    // Both ends go above the temporaries first, then onto them.
+    assert_eq!(c[3].args[..3], [100, libc::F_DUPFD_CLOEXEC as u64, 22]);
+    assert_eq!(c[7].args[..3], [102, 20, libc::O_CLOEXEC as u64]);
+    assert_eq!(c[9].args[..3], [103, 21, libc::O_CLOEXEC as u64]);
+    each_failure_stops_there(&p, 11, |cx| pipe::create_pipe(cx, &pipe_, 20, false));
+}
+
+#[test]
+fn pipe_without_capacity_or_data_keeps_the_defaults() {
+    let p = process();
+    let pipe_ = PipeState {
+        id: 1,
+        capacity: 0,
+        data: Vec::new(),
+    };
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| pipe::create_pipe(cx, &pipe_, 3, true)).expect("pipe");
+    let c = rec.calls();
+    assert_eq!(c[0].args[1], (libc::O_CLOEXEC | libc::O_DIRECT) as u64);
+    assert!(
+        !names(&rec)
+            .iter()
+            .any(|n| n.contains("SETPIPE") || n.contains("queue"))
+    );
+}
+
+#[test]
+fn a_short_write_into_a_pipe_is_an_error_not_lost_data() {
+    let p = process();
+    let pipe_ = PipeState {
+        id: 2,
+        capacity: 0,
+        data: vec![7; 100],
+    };
+    let rec = Recorder::new(p.pid).answer(nr::WRITE, 60);
+    let err = run(&p, &rec, |cx| pipe::create_pipe(cx, &pipe_, 3, false)).expect_err("short");
+    assert!(err.to_string().contains("only 60 of 100"), "{err}");
+}
+
+#[test]
+fn socket_pair_gets_options_then_data_then_messages_from_the_other_end() {
+    let p = process();
+    let sp = SocketPairState {
+        id: 5,
+        typ: libc::SOCK_SEQPACKET,
+        data0: b"for end 0".to_vec(),
+        data1: Vec::new(),
+        msgs0: Vec::new(),
+        msgs1: vec![SockMessage {
+            from: Vec::new(),
+            data: b"record".to_vec(),
+        }],
+        opts: [
+            SockOpts {
+                sndbuf: 8192,
+                passcred: true,
+                ..SockOpts::default()
+            },
+            SockOpts::default(),
+        ],
+    };
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| unix::create_socketpair(cx, &sp, 30)).expect("pair");
+    let n = names(&rec);
+    assert_eq!(
+        n[..5],
+        [
+            "socketpair",
+            "SO_SNDBUFFORCE",
+            "SO_PASSCRED",
+            // Nothing for end 1 to read: no write at all.
+            "queue socket pair 5 data",
+            "queue socket pair 5 message",
+        ]
+    );
+    let c = rec.calls();
+    assert_eq!(
+        c[0].args[..2],
+        [
+            libc::AF_UNIX as u64,
+            (libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC) as u64
+        ]
+    );
+    // End 0 (100) gets its options; half the recorded buffer (the kernel doubles it).
+    assert_eq!(c[1].args[0], 100);
+    assert_eq!(c[1].args[2], libc::SO_SNDBUFFORCE as u64);
+    assert_eq!(arg_bytes(&rec, &c[1], 3, 4), 4096u32.to_le_bytes());
+    // What end 0 reads is written by end 1 (101); end 1's message is sent by end 0.
+    assert_eq!(c[3].args[0], 101);
+    assert_eq!(arg_bytes(&rec, &c[3], 1, 9), b"for end 0");
+    assert_eq!(c[4].args[0], 100);
+    assert_eq!(
+        c[4].args[3],
+        libc::MSG_DONTWAIT as u64,
+        "a full queue never blocks"
+    );
+    assert_eq!(c[4].args[4..], [0, 0], "to the peer, no address");
+    assert_eq!(arg_bytes(&rec, &c[4], 1, 6), b"record");
+    let total = n.len();
+    each_failure_stops_there(&p, total, |cx| unix::create_socketpair(cx, &sp, 30));
+}
+
+#[test]
+fn unix_listener_is_bound_to_its_name_and_listens() {
+    let p = process();
+    let rec = Recorder::new(p.pid);
+    let name = b"\0ckpt-test-listener";
+    run(&p, &rec, |cx| {
+        unix::create_listener(cx, name, libc::SOCK_STREAM, 17)
+    })
+    .expect("listener");
+    assert_eq!(
+        names(&rec),
+        [
+            "socket(AF_UNIX)",
+            "bind unix socket @ckpt-test-listener",
+            "listen"
+        ]
+    );
+    let c = rec.calls();
+    let len = c[1].args[2] as usize;
+    assert_eq!(len, 2 + name.len(), "an abstract name's length is exact");
+    let sa = arg_bytes(&rec, &c[1], 1, len);
+    assert_eq!(&sa[2..], name);
+    assert_eq!(c[2].args[..2], [100, 17]);
+    each_failure_stops_there(&p, 3, |cx| {
+        unix::create_listener(cx, name, libc::SOCK_STREAM, 17)
+    });
+}
+
+fn tcp_state() -> TcpState {
+    let v4 = |port: u16| {
+        let mut a = (libc::AF_INET as u16).to_ne_bytes().to_vec();
+        a.extend_from_slice(&port.to_be_bytes());
+        a.extend_from_slice(&[127, 0, 0, 1]);
+        a.resize(16, 0);
+        a
+    };
+    TcpState {
+        family: libc::AF_INET,
+        local: v4(8080),
+        peer: v4(40000),
+        snd_seq: 1000,
+        rcv_seq: 2000,
+        sndq: b"unsent".to_vec(),
+        rcvq: b"unread".to_vec(),
+        mss: 1460,
+        snd_wscale: 7,
+        rcv_wscale: 9,
+        sack: true,
+        timestamps: true,
+        tsval: 123,
+        window: [1, 2, 3, 4, 5],
+        nodelay: true,
+    }
+}
+
+#[test]
+fn tcp_connection_is_rebuilt_in_repair_mode_in_the_kernel_s_order() {
+    let p = process();
+    let c = tcp_state();
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| tcp::create_tcp_conn(cx, &c)).expect("conn");
+    assert_eq!(
+        names(&rec),
+        [
+            "socket(TCP)",
+            "TCP_REPAIR on",
+            "bind TCP connection",
+            "TCP_REPAIR_QUEUE",
+            "TCP_QUEUE_SEQ",
+            "TCP_REPAIR_QUEUE",
+            "TCP_QUEUE_SEQ",
+            "connect (repair)",
+            "TCP_REPAIR_OPTIONS",
+            "TCP_TIMESTAMP",
+            "TCP_REPAIR_QUEUE",
+            "queue TCP connection data",
+            "TCP_REPAIR_QUEUE",
+            "queue TCP connection data",
+            "TCP_REPAIR_WINDOW",
+            "TCP_REPAIR off",
+            "TCP_NODELAY",
+        ]
+    );
+    let calls = rec.calls();
+    let u32_at = |c: &Recorded| {
+        let b = arg_bytes(&rec, c, 3, 4);
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    };
+    // The receive queue's sequence first, then the send queue's.
+    assert_eq!((u32_at(&calls[3]), u32_at(&calls[4])), (1, 2000));
+    assert_eq!((u32_at(&calls[5]), u32_at(&calls[6])), (2, 1000));
+    assert_eq!(arg_bytes(&rec, &calls[2], 1, 16), c.local);
+    assert_eq!(arg_bytes(&rec, &calls[7], 1, 16), c.peer);
+    // MSS, window scales, SACK, timestamps as (code, value) pairs.
+    let opts = arg_bytes(&rec, &calls[8], 3, calls[8].args[4] as usize);
+    let words: Vec<u32> = opts
+        .chunks(4)
+        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+        .collect();
+    assert_eq!(words, [2, 1460, 3, 7 | (9 << 16), 4, 0, 8, 0]);
+    // Send queue data goes in first, then the receive queue's, by send(2).
+    assert_eq!(u32_at(&calls[10]), 2);
+    assert_eq!(calls[11].nr, nr::SENDTO);
+    assert_eq!(arg_bytes(&rec, &calls[11], 1, 6), b"unsent");
+    assert_eq!(u32_at(&calls[12]), 1);
+    assert_eq!(arg_bytes(&rec, &calls[13], 1, 6), b"unread");
+    let w = arg_bytes(&rec, &calls[14], 3, 20);
+    assert_eq!(w, [1u32, 2, 3, 4, 5].map(u32::to_le_bytes).concat());
+    each_failure_stops_there(&p, 17, |cx| tcp::create_tcp_conn(cx, &c));
+}
+
+#[test]
+fn tcp_connection_with_a_bad_address_is_refused_before_any_call() {
+    let p = process();
+    let mut c = tcp_state();
+    c.peer.truncate(5);
+    let rec = Recorder::new(p.pid);
+    let err = run(&p, &rec, |cx| tcp::create_tcp_conn(cx, &c)).expect_err("bad address");
+    assert!(matches!(err, RestoreError::Malformed(_)), "{err}");
+    assert!(names(&rec).is_empty());
+}
+
+fn root_own() -> Own {
+    Own {
+        euid_root: true,
+        creds: Creds {
+            uid: [0; 4],
+            gid: [0; 4],
+            groups: vec![0],
+            cap_inh: 0,
+            cap_prm: !0 >> 23,
+            cap_eff: !0 >> 23,
+            cap_bnd: !0 >> 23,
+            cap_amb: 0,
+            no_new_privs: false,
+            seccomp: 0,
+            securebits: 0,
+        },
+        rlimits: Vec::new(),
+        nr_open: 1 << 20,
+    }
+}
+
+#[test]
+fn credentials_of_an_unprivileged_user_are_set_in_order() {
+    let own = root_own();
+    let mut p = process();
+    p.creds = Creds {
+        uid: [1000, 1000, 1000, 1000],
+        gid: [100, 100, 100, 100],
+        groups: vec![100, 27],
+        cap_bnd: own.creds.cap_bnd & !(1 << 21), // without CAP_SYS_ADMIN
+        ..Creds::default()
+    };
+    let rec = Recorder::new(p.pid);
+    let changed = run(&p, &rec, |cx| creds::restore_creds(cx, &own)).expect("creds");
+    assert!(changed);
+    assert_eq!(
+        names(&rec),
+        [
+            "capset",
+            "drop capability from bounding set",
+            "setgroups",
+            "setresgid",
+            "setfsgid",
+            "prctl(PR_SET_KEEPCAPS)",
+            "setresuid",
+            "setfsuid",
+            "capset",
+            // keep_caps was turned on for the setuid calls: off again, as the image had it.
+            "prctl(PR_SET_KEEPCAPS)",
+            "capset",
+        ]
+    );
+    let c = rec.calls();
+    assert_eq!(c[1].args[..2], [libc::PR_CAPBSET_DROP as u64, 21]);
+    assert_eq!(c[5].args[..2], [libc::PR_SET_KEEPCAPS as u64, 1]);
+    assert_eq!(c[9].args[..2], [libc::PR_SET_KEEPCAPS as u64, 0]);
+    assert_eq!(c[2].args[0], 2);
+    assert_eq!(
+        arg_bytes(&rec, &c[2], 1, 8),
+        [100u32.to_le_bytes(), 27u32.to_le_bytes()].concat()
+    );
+    assert_eq!(c[3].args[..3], [100, 100, 100]);
+    assert_eq!(c[6].args[..3], [1000, 1000, 1000]);
+    assert_eq!(c[7].args[0], 1000);
+    // The last capset gives the image's (empty) sets: header version 3, then zeros.
+    let hdr = arg_bytes(&rec, &c[10], 0, 8);
+    assert_eq!(&hdr[..4], &0x2008_0522u32.to_le_bytes());
+    assert_eq!(arg_bytes(&rec, &c[10], 1, 24), [0u8; 24]);
+    each_failure_stops_there(&p, 11, |cx| creds::restore_creds(cx, &own));
+}
+
+#[test]
+fn unchanged_credentials_make_no_call() {
+    let own = root_own();
+    let mut p = process();
+    p.creds = own.creds.clone();
+    let rec = Recorder::new(p.pid);
+    let changed = run(&p, &rec, |cx| creds::restore_creds(cx, &own)).expect("creds");
+    assert!(!changed);
+    assert!(names(&rec).is_empty());
+}
+
+#[test]
+fn ambient_capabilities_and_securebits_come_after_the_ids() {
+    let own = root_own();
+    let mut p = process();
+    p.creds = Creds {
+        uid: [1000; 4],
+        gid: [0; 4],
+        groups: vec![0],
+        cap_prm: 1 << 10,
+        cap_inh: 1 << 10,
+        cap_eff: 1 << 10,
+        cap_amb: 1 << 10,
+        cap_bnd: own.creds.cap_bnd,
+        no_new_privs: true,
+        securebits: 1 << 2, // SECBIT_NO_SETUID_FIXUP
+        ..Creds::default()
+    };
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| creds::restore_creds(cx, &own)).expect("creds");
+    assert_eq!(
+        names(&rec),
+        [
+            "prctl(PR_SET_NO_NEW_PRIVS)",
+            "capset",
+            "prctl(PR_SET_KEEPCAPS)",
+            "setresuid",
+            "setfsuid",
+            "capset",
+            "raise ambient capability",
+            "prctl(PR_SET_SECUREBITS)",
+            "capset",
+        ]
+    );
+    let c = rec.calls();
+    assert_eq!(
+        c[6].args[..3],
+        [
+            libc::PR_CAP_AMBIENT as u64,
+            libc::PR_CAP_AMBIENT_RAISE as u64,
+            10
+        ]
+    );
+    assert_eq!(c[7].args[..2], [libc::PR_SET_SECUREBITS as u64, 1 << 2]);
+}
+
+#[test]
+fn dumpable_and_parent_death_signal_are_set_again_after_the_ids() {
+    let mut p = process();
+    p.misc.dumpable = 0;
+    p.misc.pdeathsig = libc::SIGTERM;
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, creds::after_creds).expect("after");
+    assert_eq!(
+        names(&rec),
+        ["prctl(PR_SET_DUMPABLE)", "prctl(PR_SET_PDEATHSIG)"]
+    );
+    assert_eq!(
+        rec.calls()[1].args[..2],
+        [libc::PR_SET_PDEATHSIG as u64, 15]
+    );
+}
