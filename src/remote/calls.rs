@@ -266,6 +266,21 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// epoll_ctl(EPOLL_CTL_ADD) of `fd` to `epfd`, with its events and data
+    /// (`struct epoll_event`, packed on x86-64).
+    pub(crate) fn epoll_add(&mut self, epfd: u64, fd: u64, events: u32, data: u64) -> Result<()> {
+        let mut ev = Vec::with_capacity(12);
+        ev.extend_from_slice(&events.to_le_bytes());
+        ev.extend_from_slice(&data.to_le_bytes());
+        let a = self.put(ARG_ADDR, &ev)?;
+        self.call(
+            &format!("epoll_ctl(ADD {fd})"),
+            nr::EPOLL_CTL,
+            [epfd, libc::EPOLL_CTL_ADD as u64, fd, a, 0, 0],
+        )?;
+        Ok(())
+    }
+
     /// close(2).
     pub(crate) fn close(&mut self, fd: u64) -> Result<()> {
         self.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;

@@ -30,15 +30,7 @@ pub(crate) fn register_targets(cx: &mut Ctx<'_>) -> RestoreResult<()> {
     for f in &proc_.fds {
         if let FdKind::Epoll { targets, .. } = &f.kind {
             for t in targets {
-                let mut ev = Vec::with_capacity(12);
-                ev.extend_from_slice(&t.events.to_le_bytes());
-                ev.extend_from_slice(&t.data.to_le_bytes());
-                let a = cx.put(0, &ev)?;
-                cx.call(
-                    &format!("epoll_ctl(ADD {})", t.fd),
-                    nr::EPOLL_CTL,
-                    [f.fd as u64, 1, t.fd as u64, a, 0, 0],
-                )?;
+                cx.epoll_add(f.fd as u64, t.fd as u64, t.events, t.data)?;
             }
         }
     }

@@ -53,7 +53,7 @@ fn create_fifo(cx: &mut Ctx<'_>, fifo: &FifoState, path: &[u8], tmp: u64) -> Res
     )?;
     if n != tmp {
         cx.call("dup3", nr::DUP3, [n, tmp, libc::O_CLOEXEC as u64, 0, 0, 0])?;
-        cx.call("close", nr::CLOSE, [n, 0, 0, 0, 0, 0])?;
+        cx.close(n)?;
     }
     Ok(tmp)
 }

@@ -131,7 +131,7 @@ pub(crate) fn kept_file_fd(
         format!("/proc/self/fd/{t}").as_bytes(),
         oflags | libc::O_CLOEXEC,
     );
-    cx.call("close", nr::CLOSE, [t, 0, 0, 0, 0, 0])?;
+    cx.close(t)?;
     n
 }
 

@@ -331,9 +331,9 @@ fn restore_fd(
 pub(crate) fn close_holders(ctxs: &mut [Ctx<'_>], holders: PipeHolders) -> RestoreResult<()> {
     for (holder, r, w) in holders.into_values() {
         if let Some(cx) = ctxs.iter_mut().find(|c| c.proc_.pid == holder) {
-            cx.call("close", nr::CLOSE, [r, 0, 0, 0, 0, 0])?;
+            cx.close(r)?;
             if w != r {
-                cx.call("close", nr::CLOSE, [w, 0, 0, 0, 0, 0])?;
+                cx.close(w)?;
             }
         }
     }

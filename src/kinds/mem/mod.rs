@@ -86,7 +86,7 @@ fn map_kept_file(
     )?;
     let what = format!("map memory area {:#x}-{:#x}", v.start, v.end);
     let r = cx.map_at(&what, v, prot, mmap_flags(v), fd);
-    cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
+    cx.close(fd)?;
     r
 }
 

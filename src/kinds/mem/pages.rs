@@ -81,7 +81,7 @@ impl<'a> PageSink<'a> {
         };
         // If ckpt cannot take or enable it (pidfd_getfd refused, say), the same.
         let adopted = sys::uffd::Uffd::adopt(cx.pid(), fd as i32);
-        cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
+        cx.close(fd)?;
         let Ok(uffd) = adopted else {
             return Ok(None);
         };

@@ -71,7 +71,7 @@ pub(crate) fn map_shmem(
     let fd = cx.open(path.as_bytes(), libc::O_RDWR | libc::O_CLOEXEC)?;
     let flags = (libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE) as u64;
     cx.map_at(&what, v, prot, flags, fd)?;
-    cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
+    cx.close(fd)?;
     if let Some(t) = tmp {
         cx.call("munmap", nr::MUNMAP, [t, size, 0, 0, 0, 0])?;
         shm.insert(v.shmem_id, (cx.proc_.pid, v.start, v.end));

@@ -67,7 +67,7 @@ pub(crate) fn set_mm(cx: &mut Ctx<'_>) -> RestoreResult<()> {
         ],
     )?;
     if mm.exe.is_some() {
-        cx.call("close", nr::CLOSE, [exe_fd, 0, 0, 0, 0, 0])?;
+        cx.close(exe_fd)?;
     }
     Ok(())
 }

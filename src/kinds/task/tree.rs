@@ -87,7 +87,7 @@ pub(crate) fn set_controlling_tty(cx: &mut Ctx<'_>, slave: i32, fg: i32) -> Rest
         nr::IOCTL,
         [n, libc::TIOCSPGRP, a, 0, 0, 0],
     )?;
-    cx.call("close", nr::CLOSE, [n, 0, 0, 0, 0, 0])?;
+    cx.close(n)?;
     Ok(())
 }
 
