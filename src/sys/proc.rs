@@ -7,7 +7,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::{Result, SysError};
-use crate::model::FileId;
 
 /// Read a /proc file whole. `fs::read` starts with 32-byte reads and doubles them (a
 /// /proc file has no size), which took nine `read`s for ckpt's own maps; one of 16 KiB
@@ -349,26 +348,6 @@ pub struct Status {
     pub nspid: Vec<i32>,
 }
 
-impl Status {
-    /// The credentials these lines show, with the thread's `securebits` (which /proc
-    /// does not show).
-    pub fn creds(&self, securebits: u32) -> crate::model::Creds {
-        crate::model::Creds {
-            uid: self.uid,
-            gid: self.gid,
-            groups: self.groups.clone(),
-            cap_inh: self.cap_inh,
-            cap_prm: self.cap_prm,
-            cap_eff: self.cap_eff,
-            cap_bnd: self.cap_bnd,
-            cap_amb: self.cap_amb,
-            no_new_privs: self.no_new_privs,
-            seccomp: self.seccomp,
-            securebits,
-        }
-    }
-}
-
 pub fn status(pid: i32) -> Result<Status> {
     let text = read(format!("/proc/{pid}/status"))?;
     let text = String::from_utf8_lossy(&text);
@@ -536,16 +515,30 @@ pub fn fds(pid: i32) -> Result<Vec<i32>> {
     Ok(v)
 }
 
+/// What identifies a file (its `stat`), with the name it is recorded under; the kinds
+/// turn it into the image's `FileId`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileIdent {
+    pub path: Vec<u8>,
+    pub dev: u64,
+    pub ino: u64,
+    pub mode: u32,
+    pub rdev: u64,
+    pub size: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: i64,
+}
+
 /// Identity of the file behind `path` (following links, e.g. /proc/PID/fd/N), recorded
 /// under the name `name`.
-pub fn file_id(path: &Path, name: &[u8]) -> Result<FileId> {
+pub fn file_id(path: &Path, name: &[u8]) -> Result<FileIdent> {
     Ok(file_stat(path, name)?.0)
 }
 
 /// [`file_id`] and the link count (0: deleted while open or mapped), from one `stat`.
-pub fn file_stat(path: &Path, name: &[u8]) -> Result<(FileId, u64)> {
+pub fn file_stat(path: &Path, name: &[u8]) -> Result<(FileIdent, u64)> {
     let m = fs::metadata(path).map_err(|e| SysError::io(format!("stat {}", path.display()), e))?;
-    let id = FileId {
+    let id = FileIdent {
         path: name.to_vec(),
         dev: m.dev(),
         ino: m.ino(),
