@@ -50,7 +50,7 @@ impl<W: Write> ImageWriter<W> {
     }
 
     /// [`write_record`](Self::write_record) with the record's checksum computed by the
-    /// caller ([`payload_checksum`]), if given.
+    /// caller ([`payload_checksum`](super::payload_checksum)), if given.
     pub fn write_record_summed(
         &mut self,
         tag: u32,
