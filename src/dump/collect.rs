@@ -167,7 +167,7 @@ pub(crate) fn collect_process(
 
     let status = procfs::status(pid)?;
     let stat = procfs::stat(pid)?;
-    let creds = status.creds(read.thread_inj.first().map_or(0, |t| t.securebits));
+    let creds = creds::creds_of(&status, read.thread_inj.first().map_or(0, |t| t.securebits));
     creds::same_creds_in_threads(pid, &fr.threads, &creds, &read.thread_inj)?;
     let mm = attrs::mm_info(pid, &stat, inj.brk)?;
 

@@ -164,7 +164,7 @@ impl<R: Read + Send> Prepared<R> {
         fault_point("create a new terminal")?;
         let (master, slave) = sys::tty::open_pty()?;
         if let Some(s) = &tp.settings {
-            sys::tty::apply(slave.as_fd(), s)?;
+            sys::tty::apply(slave.as_fd(), &sys::tty::Settings::from(s))?;
         }
         self.tty = Some((tp, slave));
         Ok(master)

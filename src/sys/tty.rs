@@ -9,13 +9,31 @@ use rustix::io::Errno;
 use rustix::termios::{LocalModes, OptionalActions, SpecialCodeIndex, Winsize};
 
 use super::{Result, check, rerr};
-use crate::model::TtySettings;
 
 // The settings in an image are glibc's `struct termios` (NCCS = 32 control characters,
 // c_ispeed/c_ospeed as the B* codes of c_cflag), so `settings` and `apply` keep using
 // libc's tcgetattr/tcsetattr: rustix's `Termios` is the kernel's termios2 (19 control
 // characters, speeds in baud), and images written with one would not read the same
 // with the other. The window size, the pty and the relay use rustix.
+
+/// A terminal's settings as glibc's termios and the window size show them (the kinds
+/// turn them into the image's `TtySettings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub iflag: u32,
+    pub oflag: u32,
+    pub cflag: u32,
+    pub lflag: u32,
+    pub line: u8,
+    /// Control characters (c_cc), in order.
+    pub cc: Vec<u8>,
+    pub ispeed: u32,
+    pub ospeed: u32,
+    pub rows: u16,
+    pub cols: u16,
+    pub xpixel: u16,
+    pub ypixel: u16,
+}
 
 /// An all-zero glibc termios, for tcgetattr to fill or `apply` to set.
 fn zero_termios() -> libc::termios {
@@ -32,13 +50,13 @@ fn zero_termios() -> libc::termios {
 }
 
 /// The settings of the terminal behind `fd` (tcgetattr and TIOCGWINSZ).
-pub fn settings(fd: BorrowedFd<'_>) -> Result<TtySettings> {
+pub fn settings(fd: BorrowedFd<'_>) -> Result<Settings> {
     let mut t = zero_termios();
     // SAFETY: `t` is a valid out-pointer; `fd` is a descriptor borrowed for the call.
     let r = unsafe { libc::tcgetattr(fd.as_raw_fd(), &mut t) };
     check(r as libc::c_long, || "tcgetattr".into())?;
     let w = rustix::termios::tcgetwinsize(fd).map_err(|e| rerr("ioctl(TIOCGWINSZ)", e))?;
-    Ok(TtySettings {
+    Ok(Settings {
         iflag: t.c_iflag,
         oflag: t.c_oflag,
         cflag: t.c_cflag,
@@ -55,7 +73,7 @@ pub fn settings(fd: BorrowedFd<'_>) -> Result<TtySettings> {
 }
 
 /// Apply `s` to the terminal behind `fd` (tcsetattr(TCSANOW) and TIOCSWINSZ).
-pub fn apply(fd: BorrowedFd<'_>, s: &TtySettings) -> Result<()> {
+pub fn apply(fd: BorrowedFd<'_>, s: &Settings) -> Result<()> {
     let mut t = zero_termios();
     t.c_iflag = s.iflag;
     t.c_oflag = s.oflag;

@@ -371,8 +371,25 @@ pub(crate) fn describe_deleted(file: &FileId, pos: u64) -> String {
 
 // ---- collect (dump) ----
 
+/// A file's identity as `sys::proc::file_stat` read it, for the image.
+impl From<procfs::FileIdent> for FileId {
+    fn from(f: procfs::FileIdent) -> Self {
+        FileId {
+            path: f.path,
+            dev: f.dev,
+            ino: f.ino,
+            mode: f.mode,
+            rdev: f.rdev,
+            size: f.size,
+            mtime_sec: f.mtime_sec,
+            mtime_nsec: f.mtime_nsec,
+        }
+    }
+}
+
 pub(crate) fn file_id_checked(pid: i32, link: &str, name: &[u8], what: &str) -> DumpResult<FileId> {
     let (id, nlink) = procfs::file_stat(Path::new(link), name)?;
+    let id = FileId::from(id);
     if nlink == 0 {
         return Err(unsupported(
             pid,

@@ -666,6 +666,7 @@ fn collect_kind(d: &OpenFd) -> DumpResult<FdKind> {
         return Err(d.not_yet(kind));
     }
     let (id, nlink) = procfs::file_stat(&PathBuf::from(&d.link_path), &d.link)?;
+    let id = crate::model::FileId::from(id);
     let (fd, flags) = (d.fd, d.flags);
     match id.mode & libc::S_IFMT {
         libc::S_IFREG => file::collect_regular(d, id, nlink),

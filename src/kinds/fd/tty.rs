@@ -6,7 +6,7 @@ use crate::error::Problem;
 use crate::error::RestoreResult;
 use crate::kinds::check;
 use crate::model::FileId;
-use crate::model::{Checkpoint, FdKind, Process, TtyState};
+use crate::model::{Checkpoint, FdKind, Process, TtySettings, TtyState};
 use crate::remote::{Ctx, move_fd, take_remote_fd};
 use crate::sys::{self, proc as procfs};
 
@@ -23,6 +23,26 @@ pub(crate) fn place_new_tty(
     let me = std::process::id() as i32;
     let n = take_remote_fd(cx, me, slave as u64, "take the new terminal")?;
     move_fd(cx, n, f.fd, f.cloexec)
+}
+
+/// The image's terminal settings as `sys::tty::apply` takes them (`--new-tty`).
+impl From<&TtySettings> for sys::tty::Settings {
+    fn from(s: &TtySettings) -> Self {
+        sys::tty::Settings {
+            iflag: s.iflag,
+            oflag: s.oflag,
+            cflag: s.cflag,
+            lflag: s.lflag,
+            line: s.line,
+            cc: s.cc.clone(),
+            ispeed: s.ispeed,
+            ospeed: s.ospeed,
+            rows: s.rows,
+            cols: s.cols,
+            xpixel: s.xpixel,
+            ypixel: s.ypixel,
+        }
+    }
 }
 
 // ---- checks (plan) ----
@@ -153,6 +173,26 @@ pub(crate) fn describe_inherited(what: &str, tty: Option<&TtyState>) -> String {
 
 // ---- collect (dump) ----
 
+/// A terminal's settings as `sys::tty::settings` read them, for the image.
+impl From<sys::tty::Settings> for TtySettings {
+    fn from(s: sys::tty::Settings) -> Self {
+        TtySettings {
+            iflag: s.iflag,
+            oflag: s.oflag,
+            cflag: s.cflag,
+            lflag: s.lflag,
+            line: s.line,
+            cc: s.cc,
+            ispeed: s.ispeed,
+            ospeed: s.ospeed,
+            rows: s.rows,
+            cols: s.cols,
+            xpixel: s.xpixel,
+            ypixel: s.ypixel,
+        }
+    }
+}
+
 /// Whether device `id` is a terminal (a virtual console, a serial line or a pty).
 pub(crate) fn is_tty(id: &FileId) -> bool {
     let major = libc::major(id.rdev);
@@ -179,7 +219,7 @@ pub(crate) fn collect(d: &OpenFd, id: &FileId) -> DumpResult<FdKind> {
 fn tty_state(pid: i32, fd: i32, id: &FileId, link: &[u8]) -> DumpResult<TtyState> {
     use std::os::fd::AsFd;
     let dup = sys::process::steal_fd(pid, fd)?;
-    let settings = sys::tty::settings(dup.as_fd()).ok();
+    let settings = sys::tty::settings(dup.as_fd()).ok().map(TtySettings::from);
     let st = procfs::stat(pid)?;
     let controlling = st.field(7) == id.rdev;
     Ok(TtyState {

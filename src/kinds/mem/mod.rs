@@ -506,6 +506,7 @@ fn classify_vma(pid: i32, m: &MapEntry, checked: &mut CheckedPaths) -> DumpResul
             } else {
                 // One stat of the area's file: its identity and whether it was deleted.
                 let (id, nlink) = procfs::file_stat(lp, path)?;
+                let id = FileId::from(id);
                 if nlink > 0 {
                     if checked.get(path) != Some(&(id.dev, id.ino)) {
                         check_path(pid, &id, "mapped file")?;

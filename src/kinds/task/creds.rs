@@ -287,7 +287,7 @@ impl Own {
             .unwrap_or(1 << 20);
         Ok(Own {
             euid_root: sys::process::is_root(),
-            creds: st.creds(sys::process::own_securebits()),
+            creds: creds_of(&st, sys::process::own_securebits()),
             rlimits,
             nr_open,
         })
@@ -632,6 +632,24 @@ pub(crate) fn check_seccomp(proc_: &Process, problems: &mut Vec<Problem>) {
 
 // ---- collect (dump) ----
 
+/// The credentials the lines of /proc/PID/status `st` show, with the thread's
+/// `securebits` (which /proc does not show).
+pub(crate) fn creds_of(st: &procfs::Status, securebits: u32) -> Creds {
+    Creds {
+        uid: st.uid,
+        gid: st.gid,
+        groups: st.groups.clone(),
+        cap_inh: st.cap_inh,
+        cap_prm: st.cap_prm,
+        cap_eff: st.cap_eff,
+        cap_bnd: st.cap_bnd,
+        cap_amb: st.cap_amb,
+        no_new_privs: st.no_new_privs,
+        seccomp: st.seccomp,
+        securebits,
+    }
+}
+
 /// Credentials belong to each thread; the image keeps one set per process (as a program
 /// changing them through libc sets them in every thread). Refuse a process whose threads
 /// differ, rather than give them all the leader's.
@@ -642,7 +660,7 @@ pub(crate) fn same_creds_in_threads(
     thread_inj: &[ThreadInjected],
 ) -> DumpResult<()> {
     for (t, ti) in threads.iter().zip(thread_inj).skip(1) {
-        let theirs = procfs::status(t.tid)?.creds(ti.securebits);
+        let theirs = creds_of(&procfs::status(t.tid)?, ti.securebits);
         if theirs != *creds {
             return Err(unsupported(
                 pid,

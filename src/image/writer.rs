@@ -1,0 +1,114 @@
+//! [`ImageWriter`]: writes the header, records (page records aligned so that their data
+//! can be read straight into place) and the end record.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use super::layout::{chain, header_bytes, record_checksum, record_header};
+use super::{
+    FLAG_REQUIRED, HEADER_LEN, ImageError, PAGE_SIZE, RECORD_HEADER_LEN, Result, max_payload, tag,
+};
+
+/// Writes an image as a stream.
+pub struct ImageWriter<W: Write> {
+    out: W,
+    offset: u64,
+    records: u64,
+    chain: u64,
+}
+
+static ZEROS: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
+
+impl<W: Write> ImageWriter<W> {
+    pub fn new(mut out: W) -> Result<Self> {
+        out.write_all(&header_bytes(0, 0))?;
+        Ok(Self {
+            out,
+            offset: HEADER_LEN as u64,
+            records: 0,
+            chain: 0,
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Write one record. With `align`, zero padding makes the payload start at a
+    /// multiple of 4096 bytes in the stream.
+    pub fn write_record(
+        &mut self,
+        tag: u32,
+        flags: u32,
+        arg: u64,
+        payload: &[u8],
+        align: bool,
+    ) -> Result<()> {
+        self.write_record_summed(tag, flags, arg, payload, align, None)
+    }
+
+    /// [`write_record`](Self::write_record) with the record's checksum computed by the
+    /// caller ([`payload_checksum`](super::payload_checksum)), if given.
+    pub fn write_record_summed(
+        &mut self,
+        tag: u32,
+        flags: u32,
+        arg: u64,
+        payload: &[u8],
+        align: bool,
+        sum: Option<u64>,
+    ) -> Result<()> {
+        let max = max_payload(tag);
+        if payload.len() as u64 > max {
+            return Err(ImageError::RecordTooLarge {
+                offset: self.offset,
+                name: tag::name(tag),
+                len: payload.len() as u64,
+                max,
+            });
+        }
+        let pad = if align {
+            let after = self.offset + RECORD_HEADER_LEN as u64;
+            ((PAGE_SIZE - after % PAGE_SIZE) % PAGE_SIZE) as u32
+        } else {
+            0
+        };
+        let hdr = record_header(tag, flags, payload.len() as u64, arg, pad);
+        let sum = sum.unwrap_or_else(|| record_checksum(&hdr, payload));
+        self.out.write_all(&hdr)?;
+        self.out.write_all(&ZEROS[..pad as usize])?;
+        self.out.write_all(payload)?;
+        self.out.write_all(&sum.to_le_bytes())?;
+        self.offset += RECORD_HEADER_LEN as u64 + u64::from(pad) + payload.len() as u64 + 8;
+        self.records += 1;
+        self.chain = chain(self.chain, sum);
+        Ok(())
+    }
+
+    /// Write a metadata record encoded as CBOR.
+    pub fn write_meta<T: Serialize>(&mut self, tag: u32, value: &T) -> Result<()> {
+        let mut buf = Vec::new();
+        ciborium::into_writer(value, &mut buf).map_err(|e| ImageError::Encode {
+            name: tag::name(tag),
+            msg: e.to_string(),
+        })?;
+        self.write_record(tag, FLAG_REQUIRED, 0, &buf, false)
+    }
+
+    /// Write page contents starting at virtual address `addr` (page aligned).
+    pub fn write_pages(&mut self, addr: u64, data: &[u8]) -> Result<()> {
+        self.write_record(tag::PAGES, FLAG_REQUIRED, addr, data, true)
+    }
+
+    /// Write the end record and flush; returns the underlying writer.
+    pub fn finish(mut self) -> Result<W> {
+        let mut p = [0u8; 16];
+        p[0..8].copy_from_slice(&self.records.to_le_bytes());
+        p[8..16].copy_from_slice(&self.chain.to_le_bytes());
+        self.write_record(tag::END, FLAG_REQUIRED, 0, &p, false)?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}

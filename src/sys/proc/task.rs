@@ -1,0 +1,324 @@
+//! A process and its threads: /proc/PID/status ([`Status`]) and stat ([`Stat`]), auxv,
+//! personality, timer slack, thread IDs and children, PID and other namespaces, whether
+//! a signal is quiet, and the POSIX timers.
+
+use std::fs;
+
+use super::read;
+use crate::sys::{Result, SysError};
+
+/// Selected fields of /proc/PID/status.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub state: char,
+    pub tgid: i32,
+    pub ppid: i32,
+    pub threads: u32,
+    pub uid: [u32; 4],
+    pub gid: [u32; 4],
+    pub groups: Vec<u32>,
+    pub umask: u32,
+    pub cap_inh: u64,
+    pub cap_prm: u64,
+    pub cap_eff: u64,
+    pub cap_bnd: u64,
+    pub cap_amb: u64,
+    pub no_new_privs: bool,
+    pub seccomp: u32,
+    /// The task's ID in each PID namespace it is in, outermost (this /proc's) first.
+    pub nspid: Vec<i32>,
+}
+
+pub fn status(pid: i32) -> Result<Status> {
+    let text = read(format!("/proc/{pid}/status"))?;
+    let text = String::from_utf8_lossy(&text);
+    let mut s = Status::default();
+    let bad = |k: &str| SysError::Other(format!("cannot parse {k} in /proc/{pid}/status"));
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        let four = |v: &str| -> Option<[u32; 4]> {
+            let p: Vec<u32> = v
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            p.try_into().ok()
+        };
+        let hex = |v: &str| u64::from_str_radix(v, 16).map_err(|_| bad(k));
+        match k {
+            "State" => s.state = v.chars().next().unwrap_or('?'),
+            "Tgid" => s.tgid = v.parse().map_err(|_| bad(k))?,
+            "PPid" => s.ppid = v.parse().map_err(|_| bad(k))?,
+            "Threads" => s.threads = v.parse().map_err(|_| bad(k))?,
+            "Uid" => s.uid = four(v).ok_or_else(|| bad(k))?,
+            "Gid" => s.gid = four(v).ok_or_else(|| bad(k))?,
+            "Groups" => {
+                s.groups = v
+                    .split_whitespace()
+                    .map(|x| x.parse().map_err(|_| bad(k)))
+                    .collect::<Result<_>>()?
+            }
+            "Umask" => s.umask = u32::from_str_radix(v, 8).map_err(|_| bad(k))?,
+            "CapInh" => s.cap_inh = hex(v)?,
+            "CapPrm" => s.cap_prm = hex(v)?,
+            "CapEff" => s.cap_eff = hex(v)?,
+            "CapBnd" => s.cap_bnd = hex(v)?,
+            "CapAmb" => s.cap_amb = hex(v)?,
+            "NoNewPrivs" => s.no_new_privs = v == "1",
+            "Seccomp" => s.seccomp = v.parse().map_err(|_| bad(k))?,
+            "NSpid" => {
+                s.nspid = v
+                    .split_whitespace()
+                    .map(|x| x.parse().map_err(|_| bad(k)))
+                    .collect::<Result<_>>()?
+            }
+            _ => {}
+        }
+    }
+    Ok(s)
+}
+
+/// Fields of /proc/PID/stat (numbered as in proc(5)).
+#[derive(Debug, Clone)]
+pub struct Stat {
+    pub comm: Vec<u8>,
+    fields: Vec<u64>,
+    pub state: u8,
+}
+
+impl Stat {
+    /// The task is in `do_exit` (`PF_EXITING` among the flags, field 9): killed, say,
+    /// and still freeing its memory before it becomes a zombie.
+    pub fn exiting(&self) -> bool {
+        const PF_EXITING: u64 = 0x4;
+        self.field(9) & PF_EXITING != 0
+    }
+
+    /// Field `n` (1-based, as proc(5) numbers them; n >= 4).
+    pub fn field(&self, n: usize) -> u64 {
+        n.checked_sub(4)
+            .and_then(|i| self.fields.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+pub fn stat(pid: i32) -> Result<Stat> {
+    let text = read(format!("/proc/{pid}/stat"))?;
+    let bad = || SysError::Other(format!("cannot parse /proc/{pid}/stat"));
+    let open = text.iter().position(|&c| c == b'(').ok_or_else(bad)?;
+    let close = text.iter().rposition(|&c| c == b')').ok_or_else(bad)?;
+    if close < open {
+        return Err(bad());
+    }
+    let comm = text[open + 1..close].to_vec();
+    let rest = String::from_utf8_lossy(&text[close + 1..]).into_owned();
+    let mut it = rest.split_whitespace();
+    let state = it.next().and_then(|s| s.bytes().next()).ok_or_else(bad)?;
+    // Field 4 onwards; a few may be negative (e.g. tty_nr is fine, but priority can be).
+    let fields = it
+        .map(|x| {
+            x.parse::<u64>()
+                .or_else(|_| x.parse::<i64>().map(|v| v as u64))
+        })
+        .collect::<std::result::Result<Vec<u64>, _>>()
+        .map_err(|_| bad())?;
+    Ok(Stat {
+        comm,
+        fields,
+        state,
+    })
+}
+
+pub fn auxv(pid: i32) -> Result<Vec<u64>> {
+    let b = read(format!("/proc/{pid}/auxv"))?;
+    Ok(b.chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect())
+}
+
+pub fn personality(pid: i32) -> Result<u32> {
+    let b = read(format!("/proc/{pid}/personality"))?;
+    let s = String::from_utf8_lossy(&b);
+    u32::from_str_radix(s.trim(), 16)
+        .map_err(|_| SysError::Other(format!("cannot parse /proc/{pid}/personality")))
+}
+
+pub fn timerslack_ns(pid: i32) -> Result<u64> {
+    let b = read(format!("/proc/{pid}/timerslack_ns"))?;
+    String::from_utf8_lossy(&b)
+        .trim()
+        .parse()
+        .map_err(|_| SysError::Other(format!("cannot parse /proc/{pid}/timerslack_ns")))
+}
+
+/// Thread IDs of a process (/proc/PID/task), sorted. ENOENT when it is gone.
+pub fn task_ids(pid: i32) -> Result<Vec<i32>> {
+    let dir = format!("/proc/{pid}/task");
+    let rd = fs::read_dir(&dir).map_err(|e| SysError::io(format!("read {dir}"), e))?;
+    let mut v: Vec<i32> = rd
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+/// Whether signal `sig` is neither ignored by process `pid` nor pending for it or any of
+/// `tids` (its threads), from the SigIgn, ShdPnd and SigPnd masks of /proc.
+pub fn signal_quiet(pid: i32, tids: &[i32], sig: i32) -> Result<bool> {
+    let bit = 1u64 << (sig - 1);
+    let mask = |path: &str, key: &str| -> Result<u64> {
+        let text = read(path.to_string())?;
+        let text = String::from_utf8_lossy(&text);
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .ok_or_else(|| SysError::Other(format!("cannot parse {key} in {path}")))
+    };
+    let proc_status = format!("/proc/{pid}/status");
+    if (mask(&proc_status, "SigIgn:")? | mask(&proc_status, "ShdPnd:")?) & bit != 0 {
+        return Ok(false);
+    }
+    for tid in tids {
+        if mask(&format!("/proc/{pid}/task/{tid}/status"), "SigPnd:")? & bit != 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The IDs of thread `tid` of process `pid` in each PID namespace it is in, outermost
+/// (this /proc's) first.
+pub fn thread_nspid(pid: i32, tid: i32) -> Result<Vec<i32>> {
+    let text = read(format!("/proc/{pid}/task/{tid}/status"))?;
+    let text = String::from_utf8_lossy(&text);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .ok_or_else(|| SysError::Other(format!("no NSpid in /proc/{pid}/task/{tid}/status")))?;
+    line.split_whitespace()
+        .map(|x| {
+            x.parse().map_err(|_| {
+                SysError::Other(format!(
+                    "cannot parse NSpid of /proc/{pid}/task/{tid}/status"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The identity (`pid:[inode]`) of the PID namespace process `pid` lives in.
+pub fn pid_namespace(pid: i32) -> Result<std::path::PathBuf> {
+    let p = format!("/proc/{pid}/ns/pid");
+    fs::read_link(&p).map_err(|e| SysError::io(format!("readlink {p}"), e))
+}
+
+/// Children of every thread of a process, sorted and without duplicates.
+pub fn children(pid: i32) -> Result<Vec<i32>> {
+    let mut out = Vec::new();
+    for tid in task_ids(pid)? {
+        let text =
+            fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|x| x.parse::<i32>().ok()),
+        );
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// The first namespace kind (mnt, net, ...; not pid) in which process `pid` differs
+/// from this process, if any.
+pub fn foreign_namespace(pid: i32) -> Option<&'static str> {
+    ["mnt", "net", "ipc", "uts", "user", "cgroup", "time"]
+        .into_iter()
+        .find(|ns| {
+            let theirs = fs::read_link(format!("/proc/{pid}/ns/{ns}"));
+            let ours = fs::read_link(format!("/proc/self/ns/{ns}"));
+            matches!((theirs, ours), (Ok(a), Ok(b)) if a != b)
+        })
+}
+
+/// One entry of /proc/PID/timers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcTimer {
+    pub id: i32,
+    pub signo: i32,
+    pub sigev_value: u64,
+    /// SIGEV_SIGNAL (0), SIGEV_NONE (1), SIGEV_THREAD_ID (4).
+    pub notify: i32,
+    pub notify_tid: i32,
+    pub clock: i32,
+}
+
+/// The POSIX timers of a process, from /proc/PID/timers.
+pub fn posix_timers(pid: i32) -> Result<Vec<ProcTimer>> {
+    let text = read(format!("/proc/{pid}/timers"))?;
+    let text = String::from_utf8_lossy(&text);
+    let bad = || SysError::Other(format!("cannot parse /proc/{pid}/timers"));
+    let mut out = Vec::new();
+    let mut cur: Option<ProcTimer> = None;
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        match k {
+            "ID" => {
+                out.extend(cur.take());
+                cur = Some(ProcTimer {
+                    id: v.parse().map_err(|_| bad())?,
+                    ..Default::default()
+                });
+            }
+            "signal" => {
+                let c = cur.as_mut().ok_or_else(bad)?;
+                let (sig, val) = v.split_once('/').ok_or_else(bad)?;
+                c.signo = sig.parse().map_err(|_| bad())?;
+                c.sigev_value = u64::from_str_radix(val, 16).map_err(|_| bad())?;
+            }
+            "notify" => {
+                let c = cur.as_mut().ok_or_else(bad)?;
+                let (kind, who) = v.split_once('/').ok_or_else(bad)?;
+                c.notify = match kind {
+                    "signal" => 0,
+                    "none" => 1,
+                    "thread" => 4,
+                    _ => return Err(bad()),
+                };
+                c.notify_tid = who
+                    .split_once('.')
+                    .and_then(|(_, n)| n.parse().ok())
+                    .unwrap_or(0);
+            }
+            "ClockID" => {
+                let c = cur.as_mut().ok_or_else(bad)?;
+                c.clock = v.parse().map_err(|_| bad())?;
+            }
+            _ => {}
+        }
+    }
+    out.extend(cur);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::proc::smaps;
+
+    #[test]
+    fn parses_own_status_and_stat() {
+        let me = std::process::id() as i32;
+        let s = status(me).unwrap();
+        assert_eq!(s.tgid, me);
+        assert!(s.threads >= 1);
+        let st = stat(me).unwrap();
+        assert!(st.field(26) > 0, "startcode");
+        assert!(!smaps(me).unwrap().is_empty());
+    }
+}
