@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use crate::image::ImageError;
-use crate::sys::SysError;
+pub use crate::sys::SysError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {

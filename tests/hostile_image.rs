@@ -811,7 +811,7 @@ fn fuzz_seeds_are_valid_images() {
 /// panic at restore.
 #[test]
 fn hostile_fifo_lock_and_inotify_records_are_malformed() {
-    let view = ckpt::restore::plan::HostView {
+    let view = ckpt::restore::HostView {
         host: ckpt::arch::HostCaps::detect(),
         policy: ckpt::arch::CpuPolicy::ALL[0],
         new_pid_namespace: false,
@@ -887,20 +887,20 @@ fn hostile_fifo_lock_and_inotify_records_are_malformed() {
             }),
         ),
     ];
-    let base = ckpt::restore::plan::plan(checkpoint(), &view);
+    let base = ckpt::restore::problems(checkpoint(), &view);
     assert!(
-        base.problems.iter().all(|p| p.code != "malformed"),
+        base.iter().all(|p| p.code != "malformed"),
         "the synthetic image itself is malformed: {:?}",
-        base.problems
+        base
     );
     for (what, change) in cases {
         let mut cp = checkpoint();
         change(&mut cp);
-        let plan = ckpt::restore::plan::plan(cp, &view);
+        let problems = ckpt::restore::problems(cp, &view);
         assert!(
-            plan.problems.iter().any(|p| p.code == "malformed"),
+            problems.iter().any(|p| p.code == "malformed"),
             "{what}: not reported as malformed: {:?}",
-            plan.problems
+            problems
         );
     }
 }
@@ -911,7 +911,7 @@ fn hostile_fifo_lock_and_inotify_records_are_malformed() {
 /// lacks, are problems too.
 #[test]
 fn hostile_socket_records_are_plan_problems() {
-    use ckpt::restore::plan::{HostView, plan};
+    use ckpt::restore::{HostView, problems};
     let view = |inherit: Vec<(i32, String)>| HostView {
         host: ckpt::arch::HostCaps::detect(),
         policy: ckpt::arch::CpuPolicy::default(),
@@ -986,11 +986,11 @@ fn hostile_socket_records_are_plan_problems() {
         });
         let what = format!("{sp:?}");
         cp.socketpairs = vec![sp];
-        let pl = plan(cp, &view(vec![]));
+        let pl = problems(cp, &view(vec![]));
         assert!(
-            pl.problems.iter().any(|p| p.code == "malformed"),
+            pl.iter().any(|p| p.code == "malformed"),
             "socket pair {what}: {:?}",
-            pl.problems
+            pl
         );
     }
     let bad_fds = vec![
@@ -1016,12 +1016,12 @@ fn hostile_socket_records_are_plan_problems() {
             shared_with: None,
             locks: vec![],
         });
-        let pl = plan(cp, &view(vec![]));
+        let pl = problems(cp, &view(vec![]));
         assert!(
-            pl.problems.iter().any(|p| p.code == "malformed"),
+            pl.iter().any(|p| p.code == "malformed"),
             "{}: {:?}",
             &what[..what.len().min(200)],
-            pl.problems
+            pl
         );
     }
     // External resources and --inherit-fd.
@@ -1038,8 +1038,7 @@ fn hostile_socket_records_are_plan_problems() {
         locks: vec![],
     });
     let codes = |inherit: Vec<(i32, String)>| -> Vec<(String, String)> {
-        plan(cp.clone(), &view(inherit))
-            .problems
+        problems(cp.clone(), &view(inherit))
             .into_iter()
             .filter(|p| p.code == "external-fd" || p.code == "inherit-fd-unused")
             .map(|p| (p.code.to_string(), p.message))
@@ -1153,7 +1152,7 @@ fn compressed_records_are_checked(
     w.write_record(rec_tag, FLAG_REQUIRED, 0x5555_5556_0000, &bad, false)
         .unwrap();
     let bytes = w.finish().unwrap();
-    let view = ckpt::restore::plan::HostView {
+    let view = ckpt::restore::HostView {
         host: ckpt::arch::HostCaps::detect(),
         policy: ckpt::arch::CpuPolicy::ALL[0],
         new_pid_namespace: false,

@@ -4,8 +4,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use ckpt::dump::{self, DumpOptions, Output};
-use ckpt::restore;
-use ckpt::sys;
+use ckpt::{host, restore};
 
 const STEPS: u64 = 12;
 
@@ -13,7 +12,7 @@ const STEPS: u64 = 12;
 /// per step; its output depends on every previous step, so a restore that lost or
 /// changed anything shows.
 pub fn workload(steps: u64) -> i32 {
-    sys::process::close_fds_from(3);
+    host::close_inherited_fds();
     let mut history: Vec<u64> = Vec::with_capacity(1024);
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let t = Instant::now();
@@ -38,7 +37,7 @@ pub fn workload(steps: u64) -> i32 {
 }
 
 pub fn run() -> i32 {
-    if !sys::process::is_root() {
+    if !host::is_root() {
         say!("ckpt demo: must run as root (ptrace and PID restore need it)");
         return 1;
     }
@@ -122,7 +121,7 @@ pub fn run() -> i32 {
         rs.pid,
         rs.total.as_secs_f64() * 1e3
     );
-    let code = match sys::process::wait_exit(rs.pid) {
+    let code = match host::wait_child(rs.pid) {
         Ok(s) if libc::WIFEXITED(s) => libc::WEXITSTATUS(s),
         Ok(_) => 1,
         Err(e) => {

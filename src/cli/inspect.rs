@@ -7,7 +7,7 @@ use ckpt::arch::x86::{SyscallState, syscall_state};
 use ckpt::arch::xsave;
 use ckpt::image::{ImageReader, tag};
 use ckpt::model::{Checkpoint, Process, Thread};
-use ckpt::restore::plan::read_checkpoint;
+use ckpt::restore::read_checkpoint;
 
 fn prot(p: u32, shared: bool) -> String {
     let mut s = String::new();

@@ -1,4 +1,6 @@
-//! Argument parsing, human and JSON output, exit codes.
+//! Argument parsing, human and JSON output, exit codes: one function per subcommand,
+//! each using only the library's public API (`ckpt::{dump, restore, image, model, arch,
+//! inspect, host}`).
 //!
 //! Exit codes: 0 success; 1 the operation failed (stderr says what and what to do);
 //! 2 bad usage. `restore` without `--detach` exits with the restored process's status
@@ -24,8 +26,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use ckpt::dump::{self, DumpOptions, Output};
-use ckpt::restore;
-use ckpt::sys;
+use ckpt::{host, restore};
 
 #[derive(Parser)]
 #[command(
@@ -38,9 +39,12 @@ later, on this machine or another, where it continues as if nothing had happened
 Restore checks everything it can before the point of no return: an image this host \
 cannot run (changed files, a taken PID, a different vDSO, missing CPU features) is \
 refused with a clear error and nothing is left behind.\n\n\
-Run as root.",
+Run as root. `ckpt COMMAND --help` describes each command and its options.",
     after_help = "EXIT STATUS:\n  0  success\n  1  the operation failed (the message says why)\n  \
-2  bad usage\n  restore without --detach exits with the restored process's own status.\n\n\
+2  bad usage\n  restore without --detach exits with the restored process's own status \
+(128+N if a signal N killed it).\n\n\
+ENVIRONMENT:\n  CKPT_HOST_MASK  host features restore and check pretend are missing \
+(see --cpu-mask)\n\n\
 EXAMPLES:\n  ckpt dump 1234 -o job.img          checkpoint PID 1234 and stop it\n  \
 ckpt dump 1234 -o job.img --leave-running\n  ckpt check job.img                 can it be restored here?\n  \
 ckpt restore job.img               bring it back and wait for it\n  \
@@ -68,7 +72,7 @@ struct CpuArgs {
     /// smaller machine or an older kernel. Kernel facilities: clone3-set-tid,
     /// prctl-set-mm-map, pidfd-getfd, map-vdso-64, map-vdso-32, rseq,
     /// timer-restore-ids, madv-guard-install, tcp-repair (`check --json` lists those an
-    /// image needs).
+    /// image needs). By default nothing is masked.
     #[arg(long, value_name = "SPEC")]
     cpu_mask: Option<String>,
 }
@@ -104,6 +108,16 @@ struct InheritArgs {
     inherit_fd: Vec<(i32, String)>,
 }
 
+impl InheritArgs {
+    /// The host view for `cpu` with these external resources; an error is bad usage.
+    fn view(self, cpu: &CpuArgs) -> Result<restore::HostView, String> {
+        cpu.view().map(|v| restore::HostView {
+            inherit: self.inherit_fd,
+            ..v
+        })
+    }
+}
+
 fn parse_inherit(s: &str) -> Result<(i32, String), String> {
     let (n, key) = s
         .split_once(':')
@@ -119,6 +133,10 @@ fn parse_inherit(s: &str) -> Result<(i32, String), String> {
     Ok((n, key.to_string()))
 }
 
+/// The exit status section of the commands that exit 0, 1 or 2.
+const EXIT_STATUS: &str = "EXIT STATUS:\n  0  success\n  \
+1  the operation failed (the message on standard error says why)\n  2  bad usage";
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Checkpoint process PID into an image file.
@@ -126,109 +144,172 @@ enum Cmd {
     /// The process is frozen, its state is written to a temporary file next to IMAGE,
     /// which is synced and renamed into place; then the process is killed (default) or
     /// let go (--leave-running). A failed dump leaves the process running exactly as
-    /// before and no file at IMAGE.
-    Dump {
-        /// The process to checkpoint.
-        pid: i32,
-        /// Where to write the image ("-" for standard output).
-        #[arg(short = 'o', long = "output", value_name = "IMAGE")]
-        output: PathBuf,
-        /// Let the process continue after the dump instead of killing it.
-        #[arg(long)]
-        leave_running: bool,
-        /// Print statistics as JSON on standard output (not with -o -).
-        #[arg(long)]
-        json: bool,
-        /// Record descriptors above 2 that lead outside the dumped tree instead of
-        /// refusing them: a pipe whose other end a process not dumped holds, or a unix
-        /// socket connected to one. Each is recorded as an external resource named as
-        /// /proc shows it (`pipe:[INODE]`, `socket:[INODE]`), which `ckpt inspect`
-        /// lists; `ckpt restore` then needs `--inherit-fd N:KEY` for each, giving one of
-        /// its own descriptors in its place. Data still in such a pipe or socket stays
-        /// in it (with the outside process), not in the image.
-        #[arg(long)]
-        external: bool,
-        /// Compress the page data: `lz4` gives smaller images for memory that
-        /// compresses (text, interpreter heaps, repetitive data) at a CPU cost on dump and
-        /// restore; `zstd` smaller ones still, at a higher CPU cost when dumping; `none`
-        /// (the default) is the fastest. Pages that do not shrink are stored as they are.
-        /// The image stays one checksummed stream either way, and restore reads all.
-        #[arg(long, value_enum, value_name = "HOW", default_value = "none")]
-        compress: dump::Compress,
-    },
+    /// before and no file at IMAGE. Unless --json is given, a line on standard error
+    /// tells the image's size and how long the process was frozen. Run as root.
+    #[command(
+        after_long_help = "EXIT STATUS:\n  0  the image is written (and the process \
+killed, or left running with --leave-running)\n  \
+1  the dump failed or was refused (the process runs on as before; no file at IMAGE)\n  \
+2  bad usage"
+    )]
+    Dump(DumpArgs),
     /// Restore a process from an image.
     ///
     /// Everything is checked first (as `ckpt check` does). The process gets its original
     /// PID and becomes a child of ckpt, which waits for it and exits with its status.
     /// Standard input, output and error that led to a terminal or pipe at dump time are
-    /// connected to ckpt's own (with --new-tty, a terminal to a new pty instead).
-    Restore {
-        /// The image file ("-" for standard input).
-        image: PathBuf,
-        #[command(flatten)]
-        cpu: CpuArgs,
-        /// Return as soon as the process runs, printing its PID.
-        #[arg(long)]
-        detach: bool,
-        /// Write the restored process's PID to this file.
-        #[arg(long, value_name = "FILE")]
-        pid_file: Option<PathBuf>,
-        /// Restore into a new PID namespace (with its own /proc), where the image's PIDs
-        /// are free even if they are taken here. ckpt stays in it as its init (PID 1),
-        /// reaping orphans; the printed PID is the root's PID as seen from here. A tree
-        /// that had a PID namespace of its own (its root was PID 1 there) always gets a
-        /// new one, with its root as PID 1 again, with or without this option.
-        #[arg(long)]
-        new_pidns: bool,
-        #[command(flatten)]
-        inherit: InheritArgs,
-        /// Restore onto a new pseudo-terminal instead of ckpt's own standard descriptors.
-        /// Descriptors 0-2 that led to a terminal at dump get the new pty; the root of
-        /// the tree becomes the leader of a new session whose controlling terminal it is
-        /// (if the old one was), with the same foreground process group, so job control
-        /// works; the terminal's settings (termios, window size) are those it had at
-        /// dump. ckpt then copies its standard input to the terminal and the terminal's
-        /// output to its standard output (switching its own terminal, if stdin is one, to
-        /// raw mode meanwhile, as script(1) does) until the root exits, and exits with
-        /// its status. Refused when the image's processes used no terminal, more than
-        /// one, or one from another session than the root's. Not with --detach,
-        /// --new-pidns, or an image read from standard input.
-        #[arg(long, conflicts_with_all = ["detach", "new_pidns"])]
-        new_tty: bool,
-    },
+    /// connected to ckpt's own (with --new-tty, a terminal to a new pty instead). While
+    /// it waits, ckpt ignores SIGINT and SIGQUIT, as a shell does: the keyboard's
+    /// signals go to the restored process. Run as root.
+    #[command(after_long_help = "EXIT STATUS:\n  \
+without --detach, the restored root process's own exit status, or 128+N if a signal N \
+killed it (as a shell reports it)\n  \
+0  with --detach: the process runs (its PID is printed on standard output)\n  \
+1  the restore was refused or failed\n  \
+2  bad usage (including a bad --cpu-mask or CKPT_HOST_MASK)")]
+    Restore(RestoreArgs),
     /// Check whether an image can be restored on this host, without restoring it.
     ///
     /// Reads the whole image (every checksum) and runs every check restore runs before
-    /// its point of no return, printing every problem found. Exit 0 when restorable.
-    Check {
-        image: PathBuf,
-        #[command(flatten)]
-        cpu: CpuArgs,
-        #[command(flatten)]
-        inherit: InheritArgs,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    /// its point of no return, printing every problem found (on standard error, or all
+    /// on standard output with --json). Exit 0 when restorable.
+    #[command(
+        after_long_help = "EXIT STATUS:\n  0  the image can be restored on this host\n  \
+1  it cannot (every problem is listed), or the image cannot be read\n  \
+2  bad usage (including a bad --cpu-mask or CKPT_HOST_MASK)"
+    )]
+    Check(CheckArgs),
     /// Show what an image holds: header, architecture, process, memory, files, signals.
-    Inspect {
-        image: PathBuf,
-        /// Print everything as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    ///
+    /// Reads the whole image, checking every record's checksum, and describes it on
+    /// standard output: as text for people, or everything as JSON with --json.
+    #[command(after_long_help = EXIT_STATUS)]
+    Inspect(InspectArgs),
     /// Remove the network lock of an image's TCP connections without restoring it.
     ///
     /// While a dumped TCP connection's process is gone, netfilter rules drop the peer's
     /// packets so that its connection is not reset; a successful restore removes them,
     /// a failed one keeps them so that the restore can be tried again. Use this to give
-    /// up on an image: the peers then see their connections reset.
-    Unlock { image: PathBuf },
+    /// up on an image: the peers then see their connections reset. Run as root.
+    #[command(after_long_help = EXIT_STATUS)]
+    Unlock(UnlockArgs),
     /// Run a sample workload, checkpoint it, kill it, restore it, and show it continue.
+    ///
+    /// Needs root. Exits with the restored workload's status (0 when it finished).
     Demo,
     /// The demo's workload (internal).
     #[command(hide = true, name = "demo-workload")]
     DemoWorkload { steps: u64 },
+}
+
+// The options of `ckpt dump`.
+#[derive(clap::Args)]
+struct DumpArgs {
+    /// The process to checkpoint: the root of the tree that is dumped, with all its
+    /// threads and descendants.
+    pid: i32,
+    /// Where to write the image ("-" for standard output). Required.
+    #[arg(short = 'o', long = "output", value_name = "IMAGE")]
+    output: PathBuf,
+    /// Let the process continue after the dump instead of killing it (by default it is
+    /// killed once the image is safely written).
+    #[arg(long)]
+    leave_running: bool,
+    /// Print statistics as JSON on standard output instead of the summary line on
+    /// standard error (not with -o -).
+    #[arg(long)]
+    json: bool,
+    /// Record descriptors above 2 that lead outside the dumped tree instead of
+    /// refusing them: a pipe whose other end a process not dumped holds, or a unix
+    /// socket connected to one. Each is recorded as an external resource named as
+    /// /proc shows it (`pipe:[INODE]`, `socket:[INODE]`), which `ckpt inspect`
+    /// lists; `ckpt restore` then needs `--inherit-fd N:KEY` for each, giving one of
+    /// its own descriptors in its place. Data still in such a pipe or socket stays
+    /// in it (with the outside process), not in the image. By default such a
+    /// descriptor makes the dump fail.
+    #[arg(long)]
+    external: bool,
+    /// Compress the page data: `lz4` gives smaller images for memory that
+    /// compresses (text, interpreter heaps, repetitive data) at a CPU cost on dump and
+    /// restore; `zstd` smaller ones still, at a higher CPU cost when dumping; `none`
+    /// (the default) is the fastest. Pages that do not shrink are stored as they are.
+    /// The image stays one checksummed stream either way, and restore reads all.
+    #[arg(long, value_enum, value_name = "HOW", default_value = "none")]
+    compress: dump::Compress,
+}
+
+// The options of `ckpt restore`.
+#[derive(clap::Args)]
+struct RestoreArgs {
+    /// The image file ("-" for standard input).
+    image: PathBuf,
+    #[command(flatten)]
+    cpu: CpuArgs,
+    /// Return as soon as the process runs, printing its PID on standard output, instead
+    /// of waiting for it (the default). Once ckpt has exited, the restored root's parent
+    /// is the nearest child subreaper or init.
+    #[arg(long)]
+    detach: bool,
+    /// Write the restored process's PID (as seen from here) to this file, followed by a
+    /// newline, once it runs. A file that cannot be written is a warning only.
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+    /// Restore into a new PID namespace (with its own /proc), where the image's PIDs
+    /// are free even if they are taken here. ckpt stays in it as its init (PID 1),
+    /// reaping orphans; the printed PID is the root's PID as seen from here. A tree
+    /// that had a PID namespace of its own (its root was PID 1 there) always gets a
+    /// new one, with its root as PID 1 again, with or without this option.
+    #[arg(long)]
+    new_pidns: bool,
+    #[command(flatten)]
+    inherit: InheritArgs,
+    /// Restore onto a new pseudo-terminal instead of ckpt's own standard descriptors.
+    /// Descriptors 0-2 that led to a terminal at dump get the new pty; the root of
+    /// the tree becomes the leader of a new session whose controlling terminal it is
+    /// (if the old one was), with the same foreground process group, so job control
+    /// works; the terminal's settings (termios, window size) are those it had at
+    /// dump. ckpt then copies its standard input to the terminal and the terminal's
+    /// output to its standard output (switching its own terminal, if stdin is one, to
+    /// raw mode meanwhile, as script(1) does) until the root exits, and exits with
+    /// its status. Refused when the image's processes used no terminal, more than
+    /// one, or one from another session than the root's. Not with --detach,
+    /// --new-pidns, or an image read from standard input.
+    #[arg(long, conflicts_with_all = ["detach", "new_pidns"])]
+    new_tty: bool,
+}
+
+// The options of `ckpt check`.
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The image file ("-" for standard input).
+    image: PathBuf,
+    #[command(flatten)]
+    cpu: CpuArgs,
+    #[command(flatten)]
+    inherit: InheritArgs,
+    /// Print the result as JSON on standard output: "restorable", every problem with a
+    /// stable "code" and its "message", the bytes of page data, and the
+    /// "requirements" a host needs (CPU features, kernel facilities) for schedulers.
+    #[arg(long)]
+    json: bool,
+}
+
+// The options of `ckpt inspect`.
+#[derive(clap::Args)]
+struct InspectArgs {
+    /// The image file ("-" for standard input).
+    image: PathBuf,
+    /// Print everything as JSON instead of the text summary: the image's whole metadata,
+    /// and under "image" its format version, size, record count and bytes of page data.
+    #[arg(long)]
+    json: bool,
+}
+
+// The options of `ckpt unlock`.
+#[derive(clap::Args)]
+struct UnlockArgs {
+    /// The image file whose connections to unlock ("-" for standard input).
+    image: PathBuf,
 }
 
 /// The image to read (`-`: standard input). `Send`: restore reads it on a thread of its
@@ -245,8 +326,8 @@ fn open_input(path: &PathBuf) -> Result<Box<dyn Read + Send>, String> {
     Ok(Box::new(io::BufReader::with_capacity(INPUT_BUF, f)))
 }
 
-/// Buffer size for reading images: well below the pieces page data comes in
-/// (`restore::source::PIECE`), so that those bypass it.
+/// Buffer size for reading images: no larger than the pieces restore reads page data
+/// in (64 KiB), so that those bypass it.
 const INPUT_BUF: usize = 64 << 10;
 
 fn err(msg: impl std::fmt::Display) -> i32 {
@@ -258,217 +339,226 @@ pub fn main() -> i32 {
     // Like other command-line tools, end quietly when the reader of our output goes away
     // (`ckpt inspect IMG | head`). A dump to such a pipe then dies before its release
     // step, and the kernel lets the target run on as it was.
-    sys::process::set_signal_ignored(libc::SIGPIPE, false);
-    let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::Dump {
-            pid,
-            output,
-            leave_running,
-            json,
-            external,
-            compress,
-        } => {
-            let out = if output.as_os_str() == "-" {
-                if json {
-                    say!(
-                        "ckpt: --json cannot be used with -o - (the image goes to stdout); \
-                         write the image to a file to get the statistics"
-                    );
-                    return 2;
-                }
-                Output::Stdout
-            } else {
-                Output::Path(output.clone())
-            };
-            // A progress bar on a terminal (indicatif draws nothing elsewhere).
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "ckpt: dumping {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            let b = bar.clone();
-            let progress: std::sync::Arc<dyn Fn(u64, u64) + Send + Sync> =
-                std::sync::Arc::new(move |done, total| {
-                    b.set_length(total);
-                    b.set_position(done);
-                });
-            let opts = DumpOptions {
-                leave_running,
-                external,
-                compress,
-                progress: Some(progress),
-            };
-            let res = dump::dump(pid, out, &opts);
-            bar.finish_and_clear();
-            match res {
-                Ok(st) => {
-                    for w in &st.warnings {
-                        say!("ckpt: warning: {w}");
-                    }
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
-                    } else if output.as_os_str() != "-" {
-                        say!(
-                            "ckpt: dumped process {pid} to {} ({:.1} MiB, {} pages, {} zero pages skipped) in {:.1} ms, frozen {:.1} ms; process {}",
-                            output.display(),
-                            st.image_bytes as f64 / (1 << 20) as f64,
-                            st.pages_written,
-                            st.zero_pages_skipped,
-                            st.total.as_secs_f64() * 1e3,
-                            st.frozen.as_secs_f64() * 1e3,
-                            if leave_running {
-                                "left running"
-                            } else {
-                                "killed"
-                            }
-                        );
-                    }
-                    0
-                }
-                Err(e) => err(e),
-            }
-        }
-        Cmd::Restore {
-            image,
-            cpu,
-            detach,
-            pid_file,
-            new_pidns,
-            inherit,
-            new_tty,
-        } => {
-            if new_tty && image.as_os_str() == "-" {
-                say!(
-                    "ckpt: --new-tty copies standard input to the new terminal: the image \
-                     cannot come from standard input too"
-                );
-                return 2;
-            }
-            let mut view = match cpu.view() {
-                Ok(v) => restore::HostView {
-                    inherit: inherit.inherit_fd,
-                    ..v
-                },
-                Err(e) => return usage(e),
-            };
-            view.new_pid_namespace = new_pidns;
-            let input = match open_input(&image) {
-                Ok(i) => i,
-                Err(e) => return err(e),
-            };
-            if !detach {
-                // Like a shell waiting for its job: keyboard signals are for the job.
-                sys::process::set_signal_ignored(libc::SIGINT, true);
-                sys::process::set_signal_ignored(libc::SIGQUIT, true);
-            }
-            let mut prepared = match restore::prepare(input, &view) {
-                Ok(p) => p,
-                Err(e) => return err(e),
-            };
-            let master = if new_tty {
-                match prepared.with_new_tty() {
-                    Ok(m) => Some(m),
-                    Err(e) => return err(e),
-                }
-            } else {
-                None
-            };
-            let launched = match prepared.launch(new_pidns) {
-                Ok(l) => l,
-                Err(e) => return err(e),
-            };
-            if let Some(m) = master {
-                write_pid_file(pid_file.as_deref(), launched.root);
-                return match sys::tty::relay(m, launched.root) {
-                    Ok(status) => restore::exit_code(status),
-                    Err(e) => err(e),
-                };
-            }
-            detach_or_wait(launched, pid_file.as_deref(), detach)
-        }
-        Cmd::Check {
-            image,
-            cpu,
-            inherit,
-            json,
-        } => {
-            let view = match cpu.view() {
-                Ok(v) => restore::HostView {
-                    inherit: inherit.inherit_fd,
-                    ..v
-                },
-                Err(e) => return usage(e),
-            };
-            let input = match open_input(&image) {
-                Ok(i) => i,
-                Err(e) => return err(e),
-            };
-            let report = match restore::check(input, &view) {
-                Ok(r) => r,
-                Err(e) => {
-                    if json {
-                        let v = serde_json::json!({
-                            "restorable": false,
-                            "problems": [{"code": "image", "message": e.to_string()}],
-                        });
-                        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-                    }
-                    return err(e);
-                }
-            };
-            let ok = report.problems.is_empty();
-            if json {
-                let v = serde_json::json!({
-                    "restorable": ok,
-                    "problems": report.problems,
-                    "page_bytes": report.page_bytes,
-                    "requirements": report.requirements,
-                });
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            } else if ok {
-                println!("{}: can be restored on this host", image.display());
-            } else {
-                say!(
-                    "ckpt: {} cannot be restored on this host ({} problem{}):",
-                    image.display(),
-                    report.problems.len(),
-                    if report.problems.len() == 1 { "" } else { "s" }
-                );
-                for p in &report.problems {
-                    say!("  - {}", p.message);
-                }
-            }
-            if ok { 0 } else { 1 }
-        }
-        Cmd::Inspect { image, json } => {
-            let input = match open_input(&image) {
-                Ok(i) => i,
-                Err(e) => return err(e),
-            };
-            match inspect::inspect(input, json) {
-                Ok(()) => 0,
-                Err(e) => err(e),
-            }
-        }
-        Cmd::Unlock { image } => {
-            let input = match open_input(&image) {
-                Ok(i) => i,
-                Err(e) => return err(e),
-            };
-            match restore::unlock(input) {
-                Ok(n) => {
-                    say!("ckpt: unlocked {n} TCP connection(s)");
-                    0
-                }
-                Err(e) => err(e),
-            }
-        }
+    host::die_on_broken_pipe();
+    match Cli::parse().cmd {
+        Cmd::Dump(a) => cmd_dump(a),
+        Cmd::Restore(a) => cmd_restore(a),
+        Cmd::Check(a) => cmd_check(a),
+        Cmd::Inspect(a) => cmd_inspect(a),
+        Cmd::Unlock(a) => cmd_unlock(a),
         Cmd::Demo => demo::run(),
         Cmd::DemoWorkload { steps } => demo::workload(steps),
+    }
+}
+
+/// `ckpt dump`.
+fn cmd_dump(a: DumpArgs) -> i32 {
+    let DumpArgs {
+        pid,
+        output,
+        leave_running,
+        json,
+        external,
+        compress,
+    } = a;
+    let out = if output.as_os_str() == "-" {
+        if json {
+            say!(
+                "ckpt: --json cannot be used with -o - (the image goes to stdout); \
+                 write the image to a file to get the statistics"
+            );
+            return 2;
+        }
+        Output::Stdout
+    } else {
+        Output::Path(output.clone())
+    };
+    // A progress bar on a terminal (indicatif draws nothing elsewhere).
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "ckpt: dumping {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let b = bar.clone();
+    let progress: std::sync::Arc<dyn Fn(u64, u64) + Send + Sync> =
+        std::sync::Arc::new(move |done, total| {
+            b.set_length(total);
+            b.set_position(done);
+        });
+    let opts = DumpOptions {
+        leave_running,
+        external,
+        compress,
+        progress: Some(progress),
+    };
+    let res = dump::dump(pid, out, &opts);
+    bar.finish_and_clear();
+    let st = match res {
+        Ok(st) => st,
+        Err(e) => return err(e),
+    };
+    for w in &st.warnings {
+        say!("ckpt: warning: {w}");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+    } else if output.as_os_str() != "-" {
+        say!(
+            "ckpt: dumped process {pid} to {} ({:.1} MiB, {} pages, {} zero pages skipped) in {:.1} ms, frozen {:.1} ms; process {}",
+            output.display(),
+            st.image_bytes as f64 / (1 << 20) as f64,
+            st.pages_written,
+            st.zero_pages_skipped,
+            st.total.as_secs_f64() * 1e3,
+            st.frozen.as_secs_f64() * 1e3,
+            if leave_running {
+                "left running"
+            } else {
+                "killed"
+            }
+        );
+    }
+    0
+}
+
+/// `ckpt restore`.
+fn cmd_restore(a: RestoreArgs) -> i32 {
+    let RestoreArgs {
+        image,
+        cpu,
+        detach,
+        pid_file,
+        new_pidns,
+        inherit,
+        new_tty,
+    } = a;
+    if new_tty && image.as_os_str() == "-" {
+        say!(
+            "ckpt: --new-tty copies standard input to the new terminal: the image \
+             cannot come from standard input too"
+        );
+        return 2;
+    }
+    let mut view = match inherit.view(&cpu) {
+        Ok(v) => v,
+        Err(e) => return usage(e),
+    };
+    view.new_pid_namespace = new_pidns;
+    let input = match open_input(&image) {
+        Ok(i) => i,
+        Err(e) => return err(e),
+    };
+    if !detach {
+        // Like a shell waiting for its job: keyboard signals are for the job.
+        host::ignore_keyboard_signals();
+    }
+    let mut prepared = match restore::prepare(input, &view) {
+        Ok(p) => p,
+        Err(e) => return err(e),
+    };
+    let master = if new_tty {
+        match prepared.with_new_tty() {
+            Ok(m) => Some(m),
+            Err(e) => return err(e),
+        }
+    } else {
+        None
+    };
+    let launched = match prepared.launch(new_pidns) {
+        Ok(l) => l,
+        Err(e) => return err(e),
+    };
+    if let Some(m) = master {
+        write_pid_file(pid_file.as_deref(), launched.root);
+        return match launched.relay_tty(m) {
+            Ok(status) => restore::exit_code(status),
+            Err(e) => err(e),
+        };
+    }
+    detach_or_wait(launched, pid_file.as_deref(), detach)
+}
+
+/// `ckpt check`.
+fn cmd_check(a: CheckArgs) -> i32 {
+    let CheckArgs {
+        image,
+        cpu,
+        inherit,
+        json,
+    } = a;
+    let view = match inherit.view(&cpu) {
+        Ok(v) => v,
+        Err(e) => return usage(e),
+    };
+    let input = match open_input(&image) {
+        Ok(i) => i,
+        Err(e) => return err(e),
+    };
+    let report = match restore::check(input, &view) {
+        Ok(r) => r,
+        Err(e) => {
+            if json {
+                let v = serde_json::json!({
+                    "restorable": false,
+                    "problems": [{"code": "image", "message": e.to_string()}],
+                });
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            }
+            return err(e);
+        }
+    };
+    let ok = report.problems.is_empty();
+    if json {
+        let v = serde_json::json!({
+            "restorable": ok,
+            "problems": report.problems,
+            "page_bytes": report.page_bytes,
+            "requirements": report.requirements,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else if ok {
+        println!("{}: can be restored on this host", image.display());
+    } else {
+        say!(
+            "ckpt: {} cannot be restored on this host ({} problem{}):",
+            image.display(),
+            report.problems.len(),
+            if report.problems.len() == 1 { "" } else { "s" }
+        );
+        for p in &report.problems {
+            say!("  - {}", p.message);
+        }
+    }
+    if ok { 0 } else { 1 }
+}
+
+/// `ckpt inspect`.
+fn cmd_inspect(a: InspectArgs) -> i32 {
+    let input = match open_input(&a.image) {
+        Ok(i) => i,
+        Err(e) => return err(e),
+    };
+    match inspect::inspect(input, a.json) {
+        Ok(()) => 0,
+        Err(e) => err(e),
+    }
+}
+
+/// `ckpt unlock`.
+fn cmd_unlock(a: UnlockArgs) -> i32 {
+    let input = match open_input(&a.image) {
+        Ok(i) => i,
+        Err(e) => return err(e),
+    };
+    match restore::unlock(input) {
+        Ok(n) => {
+            say!("ckpt: unlocked {n} TCP connection(s)");
+            0
+        }
+        Err(e) => err(e),
     }
 }
 

@@ -2,15 +2,15 @@
 //!
 //! *Plan* decodes the metadata and checks everything against this host, listing every
 //! problem (`ckpt check` is this phase plus a read of the whole image). *Stage* builds the
-//! process under a guard whose drop kills it ([`stage::Stub`]); page data is checked
+//! process under a guard whose drop kills it (`stage::Stub`); page data is checked
 //! (record checksums, bounds) as it lands. *Commit* sets the final registers and lets the
 //! process go: the point of no return.
 
-pub mod kernel;
-pub mod pidns;
-pub mod plan;
-pub mod source;
-pub mod stage;
+pub(crate) mod kernel;
+pub(crate) mod pidns;
+pub(crate) mod plan;
+pub(crate) mod source;
+pub(crate) mod stage;
 
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ pub use crate::error::{Problem, RestoreError, RestoreResult as Result};
 use crate::image::ImageReader;
 use crate::sys;
 pub use pidns::{Launched, exit_code};
-pub use plan::HostView;
+pub use plan::{HostView, read_checkpoint};
 
 /// Result of `check`.
 #[derive(Debug, serde::Serialize)]
@@ -72,6 +72,12 @@ pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     })
 }
 
+/// Every problem plan finds in a decoded image on this host, the same list `check`
+/// reports before it reads the page data (an empty list: nothing stands in the way).
+pub fn problems(ckpt: crate::model::Checkpoint, view: &HostView) -> Vec<Problem> {
+    plan::plan(ckpt, view).problems
+}
+
 /// Remove the network lock of the image's TCP connections (see `sys::netlock`); returns
 /// how many connections the image has.
 pub fn unlock<R: Read>(input: R) -> Result<usize> {
@@ -100,7 +106,7 @@ pub fn restore<R: Read + Send>(input: R, view: &HostView) -> Result<RestoreStats
 }
 
 /// An image whose metadata is read and planned, with no problem found: what is left is
-/// to build the tree ([`Prepared::run`]).
+/// to build the tree and let it run ([`Prepared::launch`]).
 pub struct Prepared<R: Read> {
     reader: ImageReader<R>,
     plan: plan::Plan,
@@ -137,7 +143,7 @@ impl<R: Read + Send> Prepared<R> {
 
     /// An ID that no process or thread of the image has (for a helper that must live in
     /// the tree's new PID namespace while it is built).
-    pub fn spare_pid(&self) -> i32 {
+    pub(crate) fn spare_pid(&self) -> i32 {
         let procs = &self.plan.ckpt.processes;
         let max = procs
             .iter()
@@ -150,14 +156,15 @@ impl<R: Read + Send> Prepared<R> {
     /// Read the image on the building thread only. For a restore that runs inside the
     /// tree's new PID namespace: a second thread of ckpt would take an ID there that the
     /// tree may need.
-    pub fn without_reading_thread(mut self) -> Self {
+    pub(crate) fn without_reading_thread(mut self) -> Self {
         self.reading_thread = false;
         self
     }
 
     /// `restore --new-tty`: check that the image's terminal can be replaced by a new
-    /// pty (see [`plan::tty_plan`]), and create it with the image's terminal settings.
-    /// Returns its master side; the tree gets the slave side when it is built.
+    /// pty (the image's processes used one terminal, of the root's session), and create
+    /// it with the image's terminal settings. Returns its master side, for
+    /// [`Launched::relay_tty`]; the tree gets the slave side when it is built.
     pub fn with_new_tty(&mut self) -> Result<std::os::fd::OwnedFd> {
         use std::os::fd::AsFd;
         let tp = plan::tty_plan(&self.plan.ckpt).map_err(RestoreError::Problems)?;
@@ -172,7 +179,7 @@ impl<R: Read + Send> Prepared<R> {
 
     /// Build the tree and let it run. Returns once it runs (its root is our child, or
     /// with `RootStub::Seize` the process we were given).
-    pub fn run(self, root: stage::RootStub) -> Result<RestoreStats> {
+    pub(crate) fn run(self, root: stage::RootStub) -> Result<RestoreStats> {
         let Prepared {
             mut reader,
             plan,
@@ -225,5 +232,18 @@ impl<R: Read + Send> Prepared<R> {
             page_bytes: bytes,
             total: t0.elapsed(),
         })
+    }
+}
+
+impl Launched {
+    /// `restore --new-tty`: copy our standard input to the new terminal (`master`, from
+    /// [`Prepared::with_new_tty`]) and its output to our standard output until the root
+    /// exits (switching our own terminal, if standard input is one, to raw mode
+    /// meanwhile). Returns the root's wait status.
+    pub fn relay_tty(
+        &self,
+        master: std::os::fd::OwnedFd,
+    ) -> std::result::Result<i32, crate::error::SysError> {
+        sys::tty::relay(master, self.root)
     }
 }

@@ -193,10 +193,6 @@ impl Injector {
         self.pid
     }
 
-    pub fn set_gadget(&mut self, gadget: u64) {
-        self.gadget = gadget;
-    }
-
     pub fn set_gadget32(&mut self, gadget: u64) {
         self.gadget32 = gadget;
     }

@@ -4,20 +4,23 @@
 
 #![allow(unsafe_code)]
 
-pub mod file;
-pub mod inject;
-pub mod mem;
-pub mod netlock;
-pub mod probe;
-pub mod proc;
-pub mod process;
-pub mod ptrace;
-pub mod sockdiag;
-pub mod tcp;
-pub mod tmpfile;
-pub mod tty;
-pub mod udp;
-pub mod uffd;
+pub(crate) mod file;
+pub(crate) mod inject;
+pub(crate) mod mem;
+pub(crate) mod netlock;
+pub(crate) mod probe;
+pub(crate) mod proc;
+pub(crate) mod process;
+pub(crate) mod ptrace;
+pub(crate) mod sockdiag;
+pub(crate) mod tcp;
+pub(crate) mod tmpfile;
+pub(crate) mod tty;
+pub(crate) mod udp;
+pub(crate) mod uffd;
+
+#[cfg(test)]
+mod inject_batch_tests;
 
 use std::io;
 

@@ -278,31 +278,6 @@ pub fn set_child_subreaper(on: bool) -> Result<()> {
     rustix::process::set_child_subreaper(arg).map_err(|e| rerr("PR_SET_CHILD_SUBREAPER", e))
 }
 
-/// Wait until the process or thread disappears or `timeout` passes (for a process that
-/// is not our child). Returns true if it is gone.
-pub fn wait_gone(pid: i32, timeout: std::time::Duration) -> bool {
-    let t0 = std::time::Instant::now();
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
-        match stat {
-            Err(_) => return true,
-            Ok(s) => {
-                // A zombie ('Z') or dead ('X') process no longer runs.
-                if let Some(i) = s.rfind(')') {
-                    let st = s[i + 1..].trim_start().chars().next();
-                    if matches!(st, Some('Z') | Some('X')) {
-                        return true;
-                    }
-                }
-            }
-        }
-        if t0.elapsed() > timeout {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-}
-
 /// Whether descriptor `fd` is open in this process.
 pub fn own_fd_open(fd: i32) -> bool {
     // SAFETY: F_GETFD only reads the descriptor's flags; any integer is accepted.

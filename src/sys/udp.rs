@@ -4,7 +4,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use super::sockdiag::{self, Message, PeekError, SockOpts};
+use super::sockdiag::{self, SockOpts};
 use super::tcp::{getsockopt_u32, sockname};
 use super::{Result, SysError, check};
 
@@ -45,11 +45,6 @@ pub fn inspect(fd: &OwnedFd) -> Result<Option<UdpSock>> {
             && getsockopt_u32(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? != 0,
         opts: sockdiag::sock_opts(fd, false)?,
     }))
-}
-
-/// The datagrams queued on a UDP socket with their sources, not consumed.
-pub fn queued(fd: &OwnedFd) -> std::result::Result<Vec<Message>, PeekError> {
-    sockdiag::peek_messages(fd)
 }
 
 /// Largest UDP payload.

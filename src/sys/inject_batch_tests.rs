@@ -1,15 +1,15 @@
 //! The batch executor (`Injector::batch` with `arch::x86::BATCH_CODE`) against a real
 //! process: results in order, failures that may happen passed on as results, and a
 //! failure that may not ending the batch with an error naming the call, with the calls
-//! after it not run.
+//! after it not run. (A unit test: `sys` is private to the crate.)
 
 use std::process::{Command, Stdio};
 
-use ckpt::arch::x86::{BATCH_CODE, nr};
-use ckpt::sys::inject::{Call, Injector, find_gadget};
-use ckpt::sys::mem::RemoteMem;
-use ckpt::sys::ptrace::{self, Stop};
-use ckpt::sys::{SysError, proc as procfs};
+use crate::arch::x86::{BATCH_CODE, nr};
+use crate::sys::inject::{Call, Injector, find_gadget};
+use crate::sys::mem::RemoteMem;
+use crate::sys::ptrace::{self, Stop};
+use crate::sys::{SysError, proc as procfs};
 
 /// The umask of `pid` from /proc.
 fn umask(pid: i32) -> u32 {

@@ -1,0 +1,37 @@
+//! What a command-line front end needs to do to its own process around a dump or a
+//! restore: signal dispositions, inherited descriptors, privileges, waiting for a child.
+//! Small safe wrappers of the kernel calls in `sys`, so that a program built on this
+//! library (such as the `ckpt` binary) needs no kernel calls of its own.
+
+use crate::error::SysError;
+use crate::sys;
+
+/// Let SIGPIPE end this process (its default action), as it does other command-line
+/// tools: writing to a reader that went away (`ckpt inspect IMG | head`) then ends the
+/// program quietly instead of failing with EPIPE.
+pub fn die_on_broken_pipe() {
+    sys::process::set_signal_ignored(libc::SIGPIPE, false);
+}
+
+/// Ignore SIGINT and SIGQUIT in this process, as a shell waiting for its foreground job
+/// does: the keyboard's signals are for the restored tree, which shares the terminal.
+pub fn ignore_keyboard_signals() {
+    sys::process::set_signal_ignored(libc::SIGINT, true);
+    sys::process::set_signal_ignored(libc::SIGQUIT, true);
+}
+
+/// Close every descriptor of this process above standard error (those it inherited).
+/// Call it before opening any descriptor of its own.
+pub fn close_inherited_fds() {
+    sys::process::close_fds_from(3);
+}
+
+/// This process runs with effective user ID 0 (which dump and restore need).
+pub fn is_root() -> bool {
+    sys::process::is_root()
+}
+
+/// Wait for the child `pid` to end; returns its wait status (as `wait4` reports it).
+pub fn wait_child(pid: i32) -> Result<i32, SysError> {
+    sys::process::wait_exit(pid)
+}
