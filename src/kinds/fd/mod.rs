@@ -12,6 +12,8 @@ pub(crate) mod inotify;
 pub(crate) mod lock;
 pub(crate) mod pipe;
 pub(crate) mod tcp;
+#[cfg(test)]
+mod tests;
 pub(crate) mod tty;
 pub(crate) mod udp;
 pub(crate) mod unix;
