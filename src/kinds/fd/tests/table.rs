@@ -305,7 +305,7 @@ fn host_checks_skip_what_has_nothing_on_the_host() {
         fd(
             6,
             FdKind::UnixDgram {
-                sock: Box::new(Default::default()),
+                sock: Box::default(),
                 flags: 0,
             },
         ),
