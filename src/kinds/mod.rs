@@ -6,6 +6,8 @@ pub(crate) mod check;
 pub(crate) mod fd;
 pub(crate) mod mem;
 pub(crate) mod task;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 #[cfg(test)]
 mod sequences;

@@ -117,17 +117,22 @@ pub(crate) fn check_locks(proc_: &Process, problems: &mut Vec<Problem>) {
     if proc_.fds.iter().all(|f| f.locks.is_empty()) {
         return;
     }
-    let all = match procfs::all_locks() {
-        Ok(a) => a,
-        Err(e) => {
-            check::p(
-                problems,
-                "host",
-                format!("cannot read the file locks of this host (/proc/locks): {e}"),
-            );
-            return;
-        }
-    };
+    match procfs::all_locks() {
+        Ok(all) => check_locks_against(proc_, &all, problems),
+        Err(e) => check::p(
+            problems,
+            "host",
+            format!("cannot read the file locks of this host (/proc/locks): {e}"),
+        ),
+    }
+}
+
+/// [`check_locks`] against the locks `all` of this host (as /proc/locks lists them).
+pub(crate) fn check_locks_against(
+    proc_: &Process,
+    all: &[procfs::LockLine],
+    problems: &mut Vec<Problem>,
+) {
     for f in &proc_.fds {
         let file = match &f.kind {
             FdKind::File { file, .. } | FdKind::Dir { file, .. } => file,

@@ -1,7 +1,9 @@
 //! Descriptors: the table of each process, descriptors shared between processes, and the
-//! one dispatch per phase over [`FdKind`](crate::model::FdKind).
+//! one dispatch per phase over [`FdKind`](crate::model::FdKind) (collect's, with the
+//! sharing and socket resolution of dump, in `collect.rs`).
 
 pub(crate) mod anon;
+mod collect;
 pub(crate) mod epoll;
 pub(crate) mod external;
 pub(crate) mod fifo;
@@ -10,26 +12,23 @@ pub(crate) mod inotify;
 pub(crate) mod lock;
 pub(crate) mod pipe;
 pub(crate) mod tcp;
+#[cfg(test)]
+mod tests;
 pub(crate) mod tty;
 pub(crate) mod udp;
 pub(crate) mod unix;
 
 use crate::arch::x86::nr;
-use crate::error::DumpError;
-use crate::error::DumpResult;
 use crate::error::Problem;
 use crate::error::{RestoreError, RestoreResult};
 use crate::kinds::check;
 use crate::kinds::fd::file::FileData;
-use crate::kinds::unsupported;
 use crate::model::{Checkpoint, Fd, FdKind, PipeState, Process, SocketPairState};
 use crate::remote::{BatchArgs, Ctx, SockOpt, move_fd, set_status_flags, take_remote_fd};
 use crate::sys;
 use crate::sys::inject::Call;
-use crate::sys::proc as procfs;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 // ---- restore (stage) ----
 
@@ -548,257 +547,5 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
 
 // ---- collect (dump) ----
 
-/// A descriptor of a process as its /proc link and fdinfo show it, what each kind's
-/// collect starts from.
-pub(crate) struct OpenFd {
-    pub(crate) pid: i32,
-    pub(crate) fd: i32,
-    /// /proc/PID/fd/FD
-    pub(crate) link_path: String,
-    /// Where that link leads.
-    pub(crate) link: Vec<u8>,
-    /// `link`, lossily as text.
-    pub(crate) name: String,
-    pub(crate) pos: u64,
-    /// The status flags, without O_CLOEXEC.
-    pub(crate) flags: u32,
-}
-
-impl OpenFd {
-    /// A refusal naming the descriptor as `kind`.
-    pub(crate) fn not_yet(&self, kind: &str) -> DumpError {
-        unsupported(
-            self.pid,
-            format!(
-                "file descriptor {} is {kind} ({}); not supported yet",
-                self.fd, self.name
-            ),
-        )
-    }
-}
-
-/// An fdinfo of descriptor `fd` (of kind `kind`) that cannot be parsed.
-pub(crate) fn fdinfo_unparsed(pid: i32, fd: i32, kind: &str) -> DumpError {
-    DumpError::Sys(crate::sys::SysError::Other(format!(
-        "cannot parse /proc/{pid}/fdinfo/{fd} ({kind})"
-    )))
-}
-
-/// Descriptor `fd` of process `pid`, with the file locks held through it.
-pub(crate) fn fd_entry(pid: i32, fd: i32) -> DumpResult<Fd> {
-    let link_path = format!("/proc/{pid}/fd/{fd}");
-    let link = procfs::readlink(&link_path)?;
-    let name = String::from_utf8_lossy(&link).into_owned();
-    let locks = lock::fd_locks(pid, fd, &name)?;
-    let mut f = fd_entry_kind(pid, fd, &link)?;
-    if !locks.is_empty() {
-        // Locks are taken again on descriptors reopened by path; elsewhere they would
-        // silently vanish.
-        if !matches!(f.kind, FdKind::File { .. } | FdKind::Dir { .. }) {
-            return Err(unsupported(
-                pid,
-                format!(
-                    "file descriptor {fd} ({name}) holds a file lock on a file that is not \
-                     reopened by path (only locks on regular files and directories are \
-                     supported)"
-                ),
-            ));
-        }
-        f.locks = locks;
-    }
-    Ok(f)
-}
-
-fn fd_entry_kind(pid: i32, fd: i32, link: &[u8]) -> DumpResult<Fd> {
-    let link_path = format!("/proc/{pid}/fd/{fd}");
-    let link = link.to_vec();
-    let (pos, flags) = procfs::fdinfo(pid, fd)?;
-    let cloexec = flags & libc::O_CLOEXEC as u32 != 0;
-    let flags = flags & !(libc::O_CLOEXEC as u32);
-    let name = String::from_utf8_lossy(&link).into_owned();
-    let d = OpenFd {
-        pid,
-        fd,
-        link_path,
-        link,
-        name,
-        pos,
-        flags,
-    };
-    Ok(Fd {
-        fd,
-        cloexec,
-        kind: collect_kind(&d)?,
-        shared_with: None,
-        locks: Vec::new(),
-    })
-}
-
-/// The collect dispatch: what descriptor `d` is, asked of its kind's module.
-fn collect_kind(d: &OpenFd) -> DumpResult<FdKind> {
-    if let Some(id) = d
-        .name
-        .strip_prefix("pipe:[")
-        .and_then(|r| r.strip_suffix(']'))
-        .and_then(|n| n.parse::<u64>().ok())
-    {
-        return Ok(pipe::collect(id, d.flags));
-    }
-    if let Some(kind) = d.name.strip_prefix("anon_inode:") {
-        return anon_inode_kind(d, kind);
-    }
-    if !d.link.starts_with(b"/") {
-        // socket:[N]: decided by resolve_sockets once the whole tree is known.
-        if d.link.starts_with(b"socket:") {
-            return Ok(FdKind::Inherited {
-                what: d.name.clone(),
-                flags: d.flags,
-                tty: None,
-            });
-        }
-        let kind = if d.link.starts_with(b"pipe:") {
-            "a pipe"
-        } else if d.link.starts_with(b"socket:") {
-            "a socket"
-        } else {
-            "a special file"
-        };
-        return Err(d.not_yet(kind));
-    }
-    let (id, nlink) = procfs::file_stat(&PathBuf::from(&d.link_path), &d.link)?;
-    let id = crate::model::FileId::from(id);
-    let (fd, flags) = (d.fd, d.flags);
-    match id.mode & libc::S_IFMT {
-        libc::S_IFREG => file::collect_regular(d, id, nlink),
-        libc::S_IFDIR => Ok(FdKind::Dir { file: id, flags }),
-        libc::S_IFCHR | libc::S_IFBLK if tty::is_tty(&id) => tty::collect(d, &id),
-        libc::S_IFCHR | libc::S_IFBLK => Ok(FdKind::Device {
-            file: id,
-            flags,
-            pos: d.pos,
-        }),
-        libc::S_IFSOCK if fd <= 2 => Ok(FdKind::Inherited {
-            what: d.name.clone(),
-            flags,
-            tty: None,
-        }),
-        libc::S_IFIFO => fifo::collect(d),
-        _ => Err(d.not_yet("a special file")),
-    }
-}
-
-/// Anonymous-inode descriptors (`anon_inode:[kind]`), by their kind.
-fn anon_inode_kind(d: &OpenFd, kind: &str) -> DumpResult<FdKind> {
-    let kind = kind.trim_start_matches('[').trim_end_matches(']');
-    let info = procfs::fdinfo_text(d.pid, d.fd)?;
-    match kind {
-        "eventfd" | "timerfd" | "signalfd" => anon::collect(d, kind, &info),
-        "[eventpoll" | "eventpoll" => epoll::collect(d, kind, &info),
-        "inotify" => Ok(FdKind::Inotify {
-            flags: d.flags,
-            watches: inotify::inotify_watches(d.pid, d.fd, &info)?,
-        }),
-        _ => Err(d.not_yet(&format!("a special file ({kind})"))),
-    }
-}
-
-/// Find descriptors that share an open file description with an earlier one in the
-/// image (kcmp), so restore opens each description once.
-pub(crate) fn link_shared_fds(procs: &mut [Process]) -> DumpResult<()> {
-    use std::collections::BTreeMap;
-    fn key(k: &FdKind) -> Option<(u8, u64, u64)> {
-        match k {
-            FdKind::File { file, .. }
-            | FdKind::Dir { file, .. }
-            | FdKind::Device { file, .. }
-            | FdKind::Fifo { file, .. } => Some((0, file.dev, file.ino)),
-            FdKind::Pipe { id, write, .. } => Some((1, *id, u64::from(*write))),
-            // Anonymous-inode files all share one inode: compare every pair of a kind.
-            FdKind::EventFd { .. } => Some((2, 0, 0)),
-            FdKind::TimerFd { .. } => Some((2, 1, 0)),
-            FdKind::SignalFd { .. } => Some((2, 2, 0)),
-            FdKind::Epoll { .. } => Some((2, 3, 0)),
-            FdKind::UnixPair { id, end, .. } => Some((3, *id, u64::from(*end))),
-            FdKind::UnixListen { .. } => Some((2, 4, 0)),
-            FdKind::TcpListen { .. } => Some((2, 5, 0)),
-            FdKind::TcpConn { .. } => Some((2, 6, 0)),
-            FdKind::Inotify { .. } => Some((2, 7, 0)),
-            FdKind::Udp { .. } => Some((2, 8, 0)),
-            FdKind::UnixDgram { .. } => Some((2, 9, 0)),
-            FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. } => Some((4, *data, 0)),
-            FdKind::Inherited { .. } | FdKind::External { .. } => None,
-        }
-    }
-    let mut seen: BTreeMap<(u8, u64, u64), Vec<(i32, i32)>> = BTreeMap::new();
-    for p in procs.iter_mut() {
-        let pid = p.pid;
-        for f in p.fds.iter_mut() {
-            let Some(k) = key(&f.kind) else { continue };
-            let earlier = seen.entry(k).or_default();
-            for &(q, qfd) in earlier.iter() {
-                if sys::process::same_file_description(pid, f.fd, q, qfd)? {
-                    f.shared_with = Some((q, qfd));
-                    break;
-                }
-            }
-            if f.shared_with.is_none() {
-                earlier.push((pid, f.fd));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The socket inode of a descriptor still waiting for [`resolve_sockets`].
-fn socket_ino(k: &FdKind) -> Option<u64> {
-    match k {
-        FdKind::Inherited { what, .. } => what
-            .strip_prefix("socket:[")
-            .and_then(|r| r.strip_suffix(']'))
-            .and_then(|n| n.parse().ok()),
-        _ => None,
-    }
-}
-
-/// Sockets: unix socket pairs with both ends in the tree (and the data queued in each
-/// direction, peeked without consuming it) and listening unix sockets are kept; a socket
-/// leading outside is a standard descriptor connected at restore to ckpt's own (0-2), or
-/// refused, naming it. The dispatch over socket kinds: a socket sock_diag lists is a
-/// unix one, any other is asked whether it is TCP or UDP.
-pub(crate) fn resolve_sockets(
-    procs: &mut [Process],
-    repair: &mut Vec<std::os::fd::OwnedFd>,
-    external: bool,
-) -> DumpResult<Vec<SocketPairState>> {
-    let any = procs
-        .iter()
-        .any(|p| p.fds.iter().any(|f| socket_ino(&f.kind).is_some()));
-    if !any {
-        return Ok(Vec::new());
-    }
-    let mut unix = unix::UnixTable::read(procs, socket_ino)?;
-    for p in procs.iter_mut() {
-        let pid = p.pid;
-        for f in p.fds.iter_mut() {
-            let Some(ino) = socket_ino(&f.kind) else {
-                continue;
-            };
-            let FdKind::Inherited { flags, .. } = f.kind else {
-                continue;
-            };
-            let fd = f.fd;
-            let refuse = |what: &str| {
-                unsupported(
-                    pid,
-                    format!("file descriptor {fd} is {what} (socket:[{ino}]); not supported yet"),
-                )
-            };
-            if unix.lists(ino) {
-                unix.resolve(pid, f, ino, flags, external, &refuse)?;
-            } else {
-                tcp::collect_inet(pid, f, flags, repair, &refuse)?;
-            }
-        }
-    }
-    Ok(unix.pairs)
-}
+// In collect.rs, re-exported here for the kinds and dump/.
+pub(crate) use collect::{OpenFd, fd_entry, fdinfo_unparsed, link_shared_fds, resolve_sockets};

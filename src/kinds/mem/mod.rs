@@ -3,6 +3,8 @@
 
 pub(crate) mod pages;
 pub(crate) mod shmem;
+#[cfg(test)]
+mod tests;
 
 use self::pages::{Run, vma_pages};
 use self::shmem::{SharedSeen, shmem_pages};

@@ -159,22 +159,33 @@ pub(crate) fn check_sysv_free(proc_: &Process, problems: &mut Vec<Problem>) {
     for v in &proc_.vmas {
         if let VmaKind::SysvShm { key, shmid, .. } = v.kind {
             if let Ok(segs) = procfs::sysv_shm() {
-                if segs.iter().any(|s| s.1 == shmid) {
-                    check::p(
-                        problems,
-                        "sysv-taken",
-                        format!("System V shared memory ID {shmid} is in use on this host"),
-                    );
-                }
-                if key != 0 && segs.iter().any(|s| s.0 == key) {
-                    check::p(
-                        problems,
-                        "sysv-taken",
-                        format!("System V shared memory key {key:#x} is in use on this host"),
-                    );
-                }
+                check_sysv_ids(key, shmid, &segs, problems);
             }
         }
+    }
+}
+
+/// A segment's `key` and `shmid` are not among this host's segments `segs` (key, shmid,
+/// mode, size), as /proc/sysvipc/shm lists them.
+pub(crate) fn check_sysv_ids(
+    key: i32,
+    shmid: i32,
+    segs: &[(i32, i32, u32, u64)],
+    problems: &mut Vec<Problem>,
+) {
+    if segs.iter().any(|s| s.1 == shmid) {
+        check::p(
+            problems,
+            "sysv-taken",
+            format!("System V shared memory ID {shmid} is in use on this host"),
+        );
+    }
+    if key != 0 && segs.iter().any(|s| s.0 == key) {
+        check::p(
+            problems,
+            "sysv-taken",
+            format!("System V shared memory key {key:#x} is in use on this host"),
+        );
     }
 }
 

@@ -4,6 +4,8 @@ pub(crate) mod attrs;
 pub(crate) mod creds;
 pub(crate) mod query;
 pub(crate) mod signals;
+#[cfg(test)]
+mod tests;
 pub(crate) mod threads;
 pub(crate) mod timers;
 pub(crate) mod tree;

@@ -28,18 +28,18 @@ mod pagemap;
 mod task;
 
 pub use fd::{
-    FileIdent, InotifyLine, fdinfo, fdinfo_field, fdinfo_text, fds, file_id, file_stat,
-    parse_epoll_targets, parse_inotify_watches, parse_timespec_pair,
+    FileIdent, fdinfo, fdinfo_field, fdinfo_text, fds, file_id, file_stat, parse_epoll_targets,
+    parse_inotify_watches, parse_timespec_pair,
 };
 pub use locks::{LockLine, all_locks, holders_of, parse_lock_line};
-pub use maps::{MapEntry, maps, merge_vmflags, parse_smaps, shmem_data_ranges, smaps, sysv_shm};
+pub use maps::{MapEntry, maps, merge_vmflags, shmem_data_ranges, smaps, sysv_shm};
 pub use pagemap::{
     PAGE_IS_FILE, PAGE_IS_GUARD, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PM_FILE,
     PM_GUARD_REGION, PM_PRESENT, PM_SWAP, Pagemap, ScanRange,
 };
 pub use task::{
-    ProcTimer, Stat, Status, auxv, children, foreign_namespace, personality, pid_namespace,
-    posix_timers, signal_quiet, stat, status, task_ids, thread_nspid, timerslack_ns,
+    Stat, Status, auxv, children, foreign_namespace, personality, pid_namespace, posix_timers,
+    signal_quiet, stat, status, task_ids, thread_nspid, timerslack_ns,
 };
 
 /// Read a /proc file whole. `fs::read` starts with 32-byte reads and doubles them (a

@@ -1,0 +1,108 @@
+//! epoll targets and inotify watches.
+
+use crate::kinds::fd::epoll::check_targets;
+use crate::kinds::fd::inotify::{check_paths, check_watches};
+use crate::kinds::testutil::*;
+use crate::model::{EpollTarget, FdKind, InotifyWatch, Process};
+
+fn epoll(targets: &[i32]) -> FdKind {
+    FdKind::Epoll {
+        flags: 0,
+        targets: targets
+            .iter()
+            .map(|&fd| EpollTarget {
+                fd,
+                events: 1,
+                data: 0,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn epoll_watches_its_own_process_descriptors() {
+    let p = Process {
+        fds: vec![fd(3, epoll(&[3, 4])), fd(4, eventfd())],
+        ..process(10)
+    };
+    // Descriptor 5 is another process's: not this one's.
+    let q = Process {
+        fds: vec![fd(5, eventfd()), fd(6, epoll(&[]))],
+        ..child(11, 10, 10, 10)
+    };
+    assert_none(&run(|v| check_targets(&[p.clone(), q.clone()], v)));
+    let p = Process {
+        fds: vec![fd(3, epoll(&[4, 5, 9])), fd(4, eventfd())],
+        ..process(10)
+    };
+    let v = run(|v| check_targets(&[p, q], v));
+    assert_eq!(codes(&v), ["malformed", "malformed"], "{v:?}");
+    assert!(
+        v[0].message
+            .contains("epoll descriptor 3 of process 10 watches a missing descriptor 5"),
+        "{v:?}"
+    );
+    assert!(v[1].message.contains("missing descriptor 9"), "{v:?}");
+}
+
+fn watch(wd: i32, path: &[u8]) -> InotifyWatch {
+    InotifyWatch {
+        wd,
+        mask: 0x100,
+        path: path.to_vec(),
+        ino: 0,
+    }
+}
+
+#[test]
+fn inotify_watches() {
+    assert_none(&run(|v| check_watches(&[], 3, 10, v)));
+    let ok = [watch(1, b"/tmp"), watch(4, &[b'/'; 4096])];
+    assert_none(&run(|v| check_watches(&ok, 3, 10, v)));
+    let bad: [Vec<InotifyWatch>; 6] = [
+        vec![watch(0, b"/")],
+        vec![watch(2, b"/"), watch(2, b"/x")],
+        vec![watch(3, b"/"), watch(2, b"/x")],
+        vec![watch(1, b"")],
+        vec![watch(1, &[b'/'; 4097])],
+        (1..=(crate::kinds::fd::inotify::MAX_WATCHES as i32 + 1))
+            .map(|w| watch(w, b"/"))
+            .collect(),
+    ];
+    for b in &bad {
+        let v = run(|v| check_watches(b, 3, 10, v));
+        assert_one(
+            &v,
+            "malformed",
+            &["descriptor 3 of process 10 has invalid inotify watches"],
+        );
+    }
+}
+
+#[test]
+fn watched_paths_exist() {
+    let d = TempDir::new();
+    let f = d.file("f", b"");
+    let link = d.path().join("dangling");
+    std::os::unix::fs::symlink(d.path().join("nowhere"), &link).expect("symlink");
+    // A dangling symbolic link is there (the watch was on the link).
+    let ok = [
+        watch(1, &bytes(d.path())),
+        watch(2, &bytes(&f)),
+        watch(3, &bytes(&link)),
+    ];
+    assert_none(&run(|v| check_paths(&ok, 3, v)));
+    let gone = [
+        watch(1, &bytes(&f)),
+        watch(2, &bytes(&d.path().join("gone"))),
+    ];
+    let v = run(|v| check_paths(&gone, 3, v));
+    assert_one(
+        &v,
+        "file-missing",
+        &[
+            "file descriptor 3: inotify watch 2 on",
+            "gone: it does not exist",
+        ],
+    );
+}

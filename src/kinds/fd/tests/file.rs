@@ -1,0 +1,153 @@
+//! Files reopened by path (`file::check_host`, `check_file`, `check_output_file`,
+//! `check_deleted`), on temporary files.
+
+use crate::kinds::fd::file::{check_deleted, check_file, check_host};
+use crate::kinds::testutil::*;
+use crate::model::FileId;
+
+const RDONLY: u32 = libc::O_RDONLY as u32;
+const WRONLY: u32 = libc::O_WRONLY as u32;
+const APPEND: u32 = (libc::O_WRONLY | libc::O_APPEND) as u32;
+
+#[test]
+fn an_unchanged_file_passes() {
+    let d = TempDir::new();
+    let id = file_id(&d.file("f", b"hello"));
+    assert_none(&run(|v| check_file(&id, "mapped file", v)));
+    assert_none(&run(|v| check_host(&id, RDONLY, 5, 3, v)));
+    let dir = file_id(d.path());
+    assert_none(&run(|v| check_file(&dir, "directory", v)));
+    let null = file_id(std::path::Path::new("/dev/null"));
+    assert_none(&run(|v| check_file(&null, "device", v)));
+}
+
+#[test]
+fn a_missing_file() {
+    let d = TempDir::new();
+    let id = missing_id(&d.path().join("gone"));
+    let v = run(|v| check_host(&id, RDONLY, 0, 4, v));
+    assert_one(
+        &v,
+        "file-missing",
+        &["file descriptor 4:", "gone", "is not available"],
+    );
+    let v = run(|v| check_host(&id, WRONLY, 0, 4, v));
+    assert_one(
+        &v,
+        "file-missing",
+        &["file descriptor 4:", "is not available"],
+    );
+}
+
+#[test]
+fn a_changed_file() {
+    let d = TempDir::new();
+    let p = d.file("f", b"hello");
+    let id = file_id(&p);
+    let grown = FileId {
+        size: 3,
+        ..id.clone()
+    };
+    let v = run(|v| check_file(&grown, "mapped file", v));
+    assert_one(
+        &v,
+        "file-changed",
+        &["mapped file", "has changed since the dump", "size 3 -> 5"],
+    );
+    let touched = FileId {
+        mtime_nsec: (id.mtime_nsec + 1) % 1_000_000_000,
+        ..id.clone()
+    };
+    let v = run(|v| check_file(&touched, "mapped file", v));
+    assert_one(&v, "file-changed", &["has changed since the dump"]);
+    let touched = FileId {
+        mtime_sec: id.mtime_sec - 1,
+        ..id.clone()
+    };
+    assert_one(
+        &run(|v| check_file(&touched, "x", v)),
+        "file-changed",
+        &["modified"],
+    );
+}
+
+#[test]
+fn another_kind_of_file_or_device() {
+    let d = TempDir::new();
+    let p = d.file("f", b"");
+    let was_dir = FileId {
+        mode: libc::S_IFDIR | 0o755,
+        ..file_id(&p)
+    };
+    let v = run(|v| check_file(&was_dir, "file descriptor 3:", v));
+    assert_one(&v, "file-changed", &["is now a different kind of file"]);
+    let null = file_id(std::path::Path::new("/dev/null"));
+    let other = FileId {
+        rdev: null.rdev + 1,
+        ..null
+    };
+    let v = run(|v| check_file(&other, "file descriptor 3:", v));
+    assert_one(&v, "file-changed", &["/dev/null is now another device"]);
+}
+
+#[test]
+fn an_output_file_may_grow() {
+    let d = TempDir::new();
+    let p = d.file("log", b"0123456789");
+    let id = FileId {
+        size: 4,
+        ..file_id(&p)
+    };
+    // Only written: grown since the dump is fine, a read-write file is not.
+    assert_none(&run(|v| check_host(&id, WRONLY, 4, 1, v)));
+    assert_none(&run(|v| check_host(&id, WRONLY, 10, 1, v)));
+    let v = run(|v| check_host(&id, libc::O_RDWR as u32, 4, 1, v));
+    assert_one(&v, "file-changed", &["has changed since the dump"]);
+}
+
+#[test]
+fn an_output_file_truncated_or_replaced() {
+    let d = TempDir::new();
+    let id = file_id(&d.file("log", b"0123"));
+    let v = run(|v| check_host(&id, WRONLY, 100, 1, v));
+    assert_one(
+        &v,
+        "file-changed",
+        &[
+            "file descriptor 1:",
+            "was truncated to 4 bytes",
+            "offset 100",
+        ],
+    );
+    // An appending writer does not care where the end is.
+    assert_none(&run(|v| check_host(&id, APPEND, 100, 1, v)));
+    let dir = FileId {
+        mode: libc::S_IFREG | 0o644,
+        ..file_id(d.path())
+    };
+    let v = run(|v| check_host(&dir, WRONLY, 0, 1, v));
+    assert_one(&v, "file-changed", &["is no longer a regular file"]);
+}
+
+#[test]
+fn a_deleted_file_needs_its_directory() {
+    let d = TempDir::new();
+    let id = missing_id(&d.path().join("deleted"));
+    assert_none(&run(|v| check_deleted(&id, 5, v)));
+    let id = missing_id(&d.path().join("nodir").join("deleted"));
+    let v = run(|v| check_deleted(&id, 5, v));
+    assert_one(
+        &v,
+        "file-missing",
+        &[
+            "file descriptor 5: the directory of deleted file",
+            "nodir/deleted",
+        ],
+    );
+    let id = missing_id(std::path::Path::new("relative"));
+    assert_one(
+        &run(|v| check_deleted(&id, 5, v)),
+        "file-missing",
+        &["relative"],
+    );
+}

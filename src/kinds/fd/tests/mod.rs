@@ -1,0 +1,12 @@
+//! Unit tests of the descriptor checks (plan): pure structure checks on records built in
+//! memory, host checks on temporary files and sockets the tests own.
+
+mod epoll_inotify;
+mod external;
+mod file;
+mod inet;
+mod lock;
+mod pipe_fifo;
+mod table;
+mod tty;
+mod unix;

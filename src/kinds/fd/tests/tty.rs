@@ -1,0 +1,99 @@
+//! `restore --new-tty`: what the image's terminal allows (`tty_plan`).
+
+use crate::kinds::fd::tty::tty_plan;
+use crate::kinds::testutil::*;
+use crate::model::{Checkpoint, FdKind, Process, TtySettings, TtyState};
+
+fn tty(rdev: u64, controlling: bool, fg_pgid: i32) -> FdKind {
+    FdKind::Inherited {
+        what: "/dev/pts/3".into(),
+        flags: 2,
+        tty: Some(Box::new(TtyState {
+            path: b"/dev/pts/3".to_vec(),
+            rdev,
+            settings: Some(TtySettings {
+                rows: 24,
+                cols: 80,
+                ..Default::default()
+            }),
+            controlling,
+            fg_pgid,
+        })),
+    }
+}
+
+fn with_fds(p: Process, fds: Vec<crate::model::Fd>) -> Process {
+    Process { fds, ..p }
+}
+
+fn problems(ck: &Checkpoint) -> Vec<crate::error::Problem> {
+    match tty_plan(ck) {
+        Ok(plan) => panic!("expected problems, got {plan:?}"),
+        Err(v) => v,
+    }
+}
+
+#[test]
+fn a_terminal_of_the_root_session() {
+    let root = with_fds(
+        process(10),
+        vec![fd(0, tty(0x8803, true, 11)), fd(1, tty(0x8803, false, 0))],
+    );
+    // The foreground group 11 is led in the image, in the root's session.
+    let kid = with_fds(child(11, 10, 11, 10), vec![fd(2, tty(0x8803, true, 11))]);
+    let plan = tty_plan(&checkpoint(vec![root.clone(), kid])).expect("a plan");
+    assert!(plan.controlling);
+    assert_eq!(plan.fg_pgid, 11);
+    assert_eq!(plan.settings.map(|s| (s.cols, s.rows)), Some((80, 24)));
+    // A foreground group from outside (the old shell's) becomes the root's.
+    let plan = tty_plan(&checkpoint(vec![root])).expect("a plan");
+    assert_eq!(plan.fg_pgid, 10);
+    let root = with_fds(process(10), vec![fd(0, tty(0x8803, false, 0))]);
+    let plan = tty_plan(&checkpoint(vec![root])).expect("a plan");
+    assert!(!plan.controlling);
+    assert_eq!(plan.fg_pgid, 10);
+}
+
+#[test]
+fn a_zombie_foreground_group_is_not_kept() {
+    let root = with_fds(process(10), vec![fd(0, tty(1, true, 12))]);
+    let z = zombie(12, 10, 10);
+    let plan = tty_plan(&checkpoint(vec![root, z])).expect("a plan");
+    assert_eq!(plan.fg_pgid, 10);
+}
+
+#[test]
+fn what_cannot_get_a_new_terminal() {
+    let v = problems(&checkpoint(vec![]));
+    assert_one(&v, "malformed", &["the image has no process"]);
+    let v = problems(&checkpoint(vec![process(10)]));
+    assert_one(
+        &v,
+        "unsupported",
+        &["--new-tty: no standard descriptor of the image led to a terminal"],
+    );
+    let root = with_fds(
+        process(10),
+        vec![fd(0, tty(1, true, 10)), fd(1, tty(2, false, 0))],
+    );
+    let v = problems(&checkpoint(vec![root.clone()]));
+    assert_one(&v, "unsupported", &["led to more than one terminal"]);
+    let other = with_fds(child(11, 10, 11, 11), vec![fd(0, tty(1, false, 0))]);
+    let ok_root = with_fds(process(10), vec![fd(0, tty(1, true, 10))]);
+    let v = problems(&checkpoint(vec![ok_root.clone(), other]));
+    assert_one(
+        &v,
+        "unsupported",
+        &[
+            "--new-tty: process 11 (in session 11, not that of the root 10) has the terminal on descriptor 0",
+        ],
+    );
+    let mut ck = checkpoint(vec![Process { pid: 1, ..ok_root }]);
+    ck.own_pid_namespace = true;
+    let v = problems(&ck);
+    assert_one(
+        &v,
+        "unsupported",
+        &["--new-tty: the tree has a PID namespace of its own"],
+    );
+}

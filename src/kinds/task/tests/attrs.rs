@@ -1,0 +1,74 @@
+//! Resource limits, auxv and name, root and working directories.
+
+use crate::kinds::task::attrs::{check_auxv_comm, check_dirs, check_rlimits};
+use crate::kinds::testutil::*;
+use crate::model::{Process, Rlimit};
+
+fn limits(rl: &[(u32, u64, u64)]) -> Process {
+    Process {
+        rlimits: rl
+            .iter()
+            .map(|&(resource, cur, max)| Rlimit { resource, cur, max })
+            .collect(),
+        ..process(10)
+    }
+}
+
+#[test]
+fn resource_limits() {
+    let p = limits(&[(0, 1, 2), (7, 1024, 1024), (15, 0, u64::MAX)]);
+    assert_none(&run(|v| check_rlimits(&p, v)));
+    for (bad, shown) in [
+        ((16, 1, 1), "invalid resource limit 16 (1/1)"),
+        ((7, 10, 10), "invalid resource limit 7 (10/10)"),
+        ((3, 5, 4), "invalid resource limit 3 (5/4)"),
+    ] {
+        let p = limits(&[(7, 1, 1), bad]);
+        let v = run(|v| check_rlimits(&p, v));
+        assert_one(&v, "malformed", &["process 10:", shown]);
+    }
+}
+
+#[test]
+fn auxv_and_name_sizes() {
+    let mut p = process(10);
+    p.mm.auxv = vec![0; 128];
+    p.comm = vec![b'a'; 64];
+    assert_none(&run(|v| check_auxv_comm(&p, v)));
+    let mut q = p.clone();
+    q.mm.auxv.push(0);
+    assert_one(
+        &run(|v| check_auxv_comm(&q, v)),
+        "malformed",
+        &["invalid auxv or process name"],
+    );
+    p.comm.push(b'a');
+    assert_one(
+        &run(|v| check_auxv_comm(&p, v)),
+        "malformed",
+        &["invalid auxv or process name"],
+    );
+}
+
+#[test]
+fn root_and_working_directories() {
+    let d = TempDir::new();
+    let mut p = process(10);
+    p.cwd = bytes(d.path());
+    assert_none(&run(|v| check_dirs(&p, v)));
+    p.cwd = bytes(&d.path().join("gone"));
+    let v = run(|v| check_dirs(&p, v));
+    assert_one(
+        &v,
+        "file-missing",
+        &["working directory", "gone does not exist"],
+    );
+    // A file is no directory.
+    p.cwd = b"/".to_vec();
+    p.root = bytes(&d.file("f", b""));
+    let v = run(|v| check_dirs(&p, v));
+    assert_one(&v, "file-missing", &["root directory", "/f does not exist"]);
+    p.cwd = bytes(&d.path().join("gone"));
+    let v = run(|v| check_dirs(&p, v));
+    assert_eq!(codes(&v), ["file-missing", "file-missing"], "{v:?}");
+}

@@ -1,0 +1,122 @@
+//! Threads: their number, their state, and the vDSO the process used (compared with
+//! this host's, read from this test's own memory map).
+
+use crate::arch::ArchHeader;
+use crate::kinds::task::threads::{check_arch, check_count, check_states, host_vdso};
+use crate::kinds::testutil::*;
+use crate::model::{PendingSignal, Process, Vma, VmaKind};
+
+#[test]
+fn thread_count() {
+    let mut p = process(10);
+    p.threads = (0..1 << 16).map(|i| thread(10 + i)).collect();
+    assert_none(&run(|v| check_count(&p, v)));
+    p.threads.push(thread(1));
+    assert_one(
+        &run(|v| check_count(&p, v)),
+        "malformed",
+        &["too many threads"],
+    );
+}
+
+#[test]
+fn thread_states() {
+    let mut p = process(10);
+    p.threads.push(thread(11));
+    p.threads[1].arch.xsave = vec![0; 1 << 16];
+    assert_none(&run(|v| check_states(&p, v)));
+    for len in [575, (1 << 16) + 1, 0] {
+        let mut q = p.clone();
+        q.threads[1].arch.xsave = vec![0; len];
+        assert_one(
+            &run(|v| check_states(&q, v)),
+            "malformed",
+            &["invalid xsave area size"],
+        );
+    }
+    // Each thread's pending signals are checked.
+    p.threads[1].pending = vec![PendingSignal {
+        signo: 0,
+        siginfo: vec![0; 128],
+    }];
+    assert_one(
+        &run(|v| check_states(&p, v)),
+        "malformed",
+        &["invalid pending signal"],
+    );
+}
+
+fn with_vdso(hash: u64, size: u64, vvar: u64) -> Process {
+    let mut vmas = Vec::new();
+    if vvar != 0 {
+        vmas.push(Vma {
+            kind: VmaKind::Vvar,
+            ..vma(0x7000_0000, 0x7000_0000 + vvar)
+        });
+    }
+    vmas.push(Vma {
+        kind: VmaKind::Vdso,
+        ..vma(0x7100_0000, 0x7100_2000)
+    });
+    Process {
+        vmas,
+        vdso_hash: hash,
+        vdso_size: size,
+        ..process(10)
+    }
+}
+
+#[test]
+fn no_vdso_nothing_to_compare() {
+    let hdr = ArchHeader::default();
+    assert_none(&run(|v| check_arch(&hdr, &process(10), true, v)));
+    // An ia32 process when this kernel maps no 32-bit vDSO: reported elsewhere.
+    let mut p = with_vdso(1, 2, 0);
+    p.threads[0].arch.regs.cs = crate::arch::x86::USER_CS_32;
+    assert_none(&run(|v| check_arch(&hdr, &p, false, v)));
+}
+
+#[test]
+fn the_vdso_must_be_this_kernels() {
+    let Some((hash, size, vvar)) = host_vdso() else {
+        // A host without a vDSO: the image's task used one.
+        let v = run(|v| check_arch(&ArchHeader::default(), &with_vdso(1, 2, 0), true, v));
+        assert_one(&v, "vdso", &["this host has no vDSO"]);
+        return;
+    };
+    let hdr = ArchHeader::default();
+    assert_none(&run(|v| {
+        check_arch(&hdr, &with_vdso(hash, size, vvar), true, v)
+    }));
+    // Older images: the identity in the header.
+    let old = ArchHeader {
+        vdso_hash: hash,
+        vdso_size: size,
+        ..Default::default()
+    };
+    assert_none(&run(|v| check_arch(&old, &with_vdso(0, 0, vvar), true, v)));
+    let v = run(|v| check_arch(&hdr, &with_vdso(hash ^ 1, size, vvar), true, v));
+    assert_one(
+        &v,
+        "vdso-differs",
+        &[
+            "this kernel's vDSO differs from the one process 10 used",
+            &format!("({size} bytes here, {size} in the image)"),
+        ],
+    );
+    let v = run(|v| check_arch(&hdr, &with_vdso(hash, size + 4096, vvar), true, v));
+    assert_one(
+        &v,
+        "vdso-differs",
+        &[&format!("{} in the image", size + 4096)],
+    );
+    let v = run(|v| check_arch(&hdr, &with_vdso(hash, size, vvar + 4096), true, v));
+    assert_one(
+        &v,
+        "vdso-differs",
+        &[&format!(
+            "vDSO data area is {vvar} bytes, the image's {}",
+            vvar + 4096
+        )],
+    );
+}
