@@ -9,6 +9,53 @@ use crate::model::FdKind;
 use crate::remote::Ctx;
 use crate::sys::proc as procfs;
 
+// ---- collect (dump) ----
+
+/// An eventfd, timerfd or signalfd (`kind`), from its fdinfo text `info`.
+pub(crate) fn collect(d: &OpenFd, kind: &str, info: &str) -> DumpResult<FdKind> {
+    let flags = d.flags;
+    let bad = || fdinfo_unparsed(d.pid, d.fd, kind);
+    let field = |k: &str| procfs::fdinfo_field(info, k).ok_or_else(bad);
+    Ok(match kind {
+        "eventfd" => FdKind::EventFd {
+            count: u64::from_str_radix(field("eventfd-count:")?, 16).map_err(|_| bad())?,
+            flags,
+            semaphore: procfs::fdinfo_field(info, "eventfd-semaphore:") == Some("1"),
+        },
+        "timerfd" => FdKind::TimerFd {
+            clock: field("clockid:")?.parse().map_err(|_| bad())?,
+            flags,
+            value_ns: procfs::parse_timespec_pair(field("it_value:")?).ok_or_else(bad)?,
+            interval_ns: procfs::parse_timespec_pair(field("it_interval:")?).ok_or_else(bad)?,
+            ticks: field("ticks:")?.parse().map_err(|_| bad())?,
+        },
+        _ => FdKind::SignalFd {
+            mask: u64::from_str_radix(field("sigmask:")?, 16).map_err(|_| bad())?,
+            flags,
+        },
+    })
+}
+
+// ---- checks (plan) ----
+
+/// What `inspect` says of an eventfd.
+pub(crate) fn describe_eventfd(count: u64, semaphore: bool) -> String {
+    format!(
+        "eventfd count {count}{}",
+        if semaphore { " (semaphore)" } else { "" }
+    )
+}
+
+/// What `inspect` says of a timerfd.
+pub(crate) fn describe_timerfd(clock: i32, value_ns: u64, interval_ns: u64, ticks: u64) -> String {
+    format!("timerfd clock {clock}, next in {value_ns} ns, every {interval_ns} ns, {ticks} unread")
+}
+
+/// What `inspect` says of a signalfd.
+pub(crate) fn describe_signalfd(mask: u64) -> String {
+    format!("signalfd mask {mask:#x}")
+}
+
 // ---- restore (stage) ----
 
 /// The creation flags of an anonymous-inode descriptor: of its status flags, those
@@ -91,51 +138,4 @@ pub(crate) fn create_anon_fd(cx: &mut Ctx<'_>, kind: &FdKind) -> RestoreResult<u
             "not an anonymous-inode descriptor".into(),
         )),
     }
-}
-
-// ---- checks (plan) ----
-
-/// What `inspect` says of an eventfd.
-pub(crate) fn describe_eventfd(count: u64, semaphore: bool) -> String {
-    format!(
-        "eventfd count {count}{}",
-        if semaphore { " (semaphore)" } else { "" }
-    )
-}
-
-/// What `inspect` says of a timerfd.
-pub(crate) fn describe_timerfd(clock: i32, value_ns: u64, interval_ns: u64, ticks: u64) -> String {
-    format!("timerfd clock {clock}, next in {value_ns} ns, every {interval_ns} ns, {ticks} unread")
-}
-
-/// What `inspect` says of a signalfd.
-pub(crate) fn describe_signalfd(mask: u64) -> String {
-    format!("signalfd mask {mask:#x}")
-}
-
-// ---- collect (dump) ----
-
-/// An eventfd, timerfd or signalfd (`kind`), from its fdinfo text `info`.
-pub(crate) fn collect(d: &OpenFd, kind: &str, info: &str) -> DumpResult<FdKind> {
-    let flags = d.flags;
-    let bad = || fdinfo_unparsed(d.pid, d.fd, kind);
-    let field = |k: &str| procfs::fdinfo_field(info, k).ok_or_else(bad);
-    Ok(match kind {
-        "eventfd" => FdKind::EventFd {
-            count: u64::from_str_radix(field("eventfd-count:")?, 16).map_err(|_| bad())?,
-            flags,
-            semaphore: procfs::fdinfo_field(info, "eventfd-semaphore:") == Some("1"),
-        },
-        "timerfd" => FdKind::TimerFd {
-            clock: field("clockid:")?.parse().map_err(|_| bad())?,
-            flags,
-            value_ns: procfs::parse_timespec_pair(field("it_value:")?).ok_or_else(bad)?,
-            interval_ns: procfs::parse_timespec_pair(field("it_interval:")?).ok_or_else(bad)?,
-            ticks: field("ticks:")?.parse().map_err(|_| bad())?,
-        },
-        _ => FdKind::SignalFd {
-            mask: u64::from_str_radix(field("sigmask:")?, 16).map_err(|_| bad())?,
-            flags,
-        },
-    })
 }

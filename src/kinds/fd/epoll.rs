@@ -12,29 +12,34 @@ use crate::model::{EpollTarget, Process};
 use crate::remote::Ctx;
 use crate::sys::proc as procfs;
 
-// ---- restore (stage) ----
+// ---- collect (dump) ----
 
-/// A new epoll instance (its registrations come later: [`register_targets`]).
-pub(crate) fn create_epoll(cx: &mut Ctx<'_>, flags: u32) -> RestoreResult<u64> {
-    cx.call(
-        "epoll_create1",
-        nr::EPOLL_CREATE1,
-        [keep_flags(flags, 0), 0, 0, 0, 0, 0],
-    )
-}
-
-/// Register the watched descriptors of the process's epoll instances, once every
-/// descriptor they watch exists.
-pub(crate) fn register_targets(cx: &mut Ctx<'_>) -> RestoreResult<()> {
-    let proc_ = cx.proc_;
-    for f in &proc_.fds {
-        if let FdKind::Epoll { targets, .. } = &f.kind {
-            for t in targets {
-                cx.epoll_add(f.fd as u64, t.fd as u64, t.events, t.data)?;
-            }
+/// An epoll instance (fdinfo text `info`; `kind` as its link names it), with the
+/// descriptors it watches, each checked to be the file that was added.
+pub(crate) fn collect(d: &OpenFd, kind: &str, info: &str) -> DumpResult<FdKind> {
+    let pid = d.pid;
+    let bad = || fdinfo_unparsed(pid, d.fd, kind);
+    let mut targets = Vec::new();
+    for (tfd, events, data, ino) in procfs::parse_epoll_targets(info).ok_or_else(bad)? {
+        let same = procfs::file_id(std::path::Path::new(&format!("/proc/{pid}/fd/{tfd}")), b"")
+            .map(|id| id.ino == ino)
+            .unwrap_or(false);
+        if !same {
+            return Err(d.not_yet(
+                "an epoll instance watching a descriptor that was closed or \
+                 moved since it was added",
+            ));
         }
+        targets.push(EpollTarget {
+            fd: tfd,
+            events,
+            data,
+        });
     }
-    Ok(())
+    Ok(FdKind::Epoll {
+        flags: d.flags,
+        targets,
+    })
 }
 
 // ---- checks (plan) ----
@@ -74,32 +79,27 @@ pub(crate) fn describe(targets: &[EpollTarget]) -> String {
     )
 }
 
-// ---- collect (dump) ----
+// ---- restore (stage) ----
 
-/// An epoll instance (fdinfo text `info`; `kind` as its link names it), with the
-/// descriptors it watches, each checked to be the file that was added.
-pub(crate) fn collect(d: &OpenFd, kind: &str, info: &str) -> DumpResult<FdKind> {
-    let pid = d.pid;
-    let bad = || fdinfo_unparsed(pid, d.fd, kind);
-    let mut targets = Vec::new();
-    for (tfd, events, data, ino) in procfs::parse_epoll_targets(info).ok_or_else(bad)? {
-        let same = procfs::file_id(std::path::Path::new(&format!("/proc/{pid}/fd/{tfd}")), b"")
-            .map(|id| id.ino == ino)
-            .unwrap_or(false);
-        if !same {
-            return Err(d.not_yet(
-                "an epoll instance watching a descriptor that was closed or \
-                 moved since it was added",
-            ));
+/// A new epoll instance (its registrations come later: [`register_targets`]).
+pub(crate) fn create_epoll(cx: &mut Ctx<'_>, flags: u32) -> RestoreResult<u64> {
+    cx.call(
+        "epoll_create1",
+        nr::EPOLL_CREATE1,
+        [keep_flags(flags, 0), 0, 0, 0, 0, 0],
+    )
+}
+
+/// Register the watched descriptors of the process's epoll instances, once every
+/// descriptor they watch exists.
+pub(crate) fn register_targets(cx: &mut Ctx<'_>) -> RestoreResult<()> {
+    let proc_ = cx.proc_;
+    for f in &proc_.fds {
+        if let FdKind::Epoll { targets, .. } = &f.kind {
+            for t in targets {
+                cx.epoll_add(f.fd as u64, t.fd as u64, t.events, t.data)?;
+            }
         }
-        targets.push(EpollTarget {
-            fd: tfd,
-            events,
-            data,
-        });
     }
-    Ok(FdKind::Epoll {
-        flags: d.flags,
-        targets,
-    })
+    Ok(())
 }

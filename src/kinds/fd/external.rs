@@ -8,26 +8,13 @@ use crate::model::{Checkpoint, Fd, FdKind, Process};
 use crate::remote::{Ctx, take_remote_fd};
 use crate::sys;
 
-// ---- restore (stage) ----
+// ---- collect (dump) ----
 
-/// ckpt's own descriptor given with --inherit-fd for external resource `key` (checked
-/// by plan), taken into the process for descriptor `f`; returns its number there.
-pub(crate) fn take_external(
-    cx: &mut Ctx<'_>,
-    f: &crate::model::Fd,
-    key: &str,
-    inherit: &[(i32, String)],
-) -> RestoreResult<u64> {
-    let n = inherit
-        .iter()
-        .find(|(_, k)| k == key)
-        .map(|(n, _)| *n)
-        .ok_or_else(|| {
-            RestoreError::Stage(format!("descriptor {}: no --inherit-fd for {key}", f.fd))
-        })?;
-    let me = std::process::id() as i32;
-    let what = format!("take --inherit-fd {n}:{key} for descriptor {}", f.fd);
-    take_remote_fd(cx, me, n as u64, &what)
+/// Record descriptor `f`, which leads outside the dumped tree (`--external`), as the
+/// external resource `key` (`pipe:[N]`, `socket:[N]`): restore takes it from
+/// `--inherit-fd FD:key`.
+pub(crate) fn mark_external(f: &mut Fd, key: String, flags: u32) {
+    f.kind = FdKind::External { key, flags };
 }
 
 // ---- checks (plan) ----
@@ -112,11 +99,24 @@ pub(crate) fn describe(key: &str) -> String {
     format!("external {key} (restore with --inherit-fd N:{key})")
 }
 
-// ---- collect (dump) ----
+// ---- restore (stage) ----
 
-/// Record descriptor `f`, which leads outside the dumped tree (`--external`), as the
-/// external resource `key` (`pipe:[N]`, `socket:[N]`): restore takes it from
-/// `--inherit-fd FD:key`.
-pub(crate) fn mark_external(f: &mut Fd, key: String, flags: u32) {
-    f.kind = FdKind::External { key, flags };
+/// ckpt's own descriptor given with --inherit-fd for external resource `key` (checked
+/// by plan), taken into the process for descriptor `f`; returns its number there.
+pub(crate) fn take_external(
+    cx: &mut Ctx<'_>,
+    f: &crate::model::Fd,
+    key: &str,
+    inherit: &[(i32, String)],
+) -> RestoreResult<u64> {
+    let n = inherit
+        .iter()
+        .find(|(_, k)| k == key)
+        .map(|(n, _)| *n)
+        .ok_or_else(|| {
+            RestoreError::Stage(format!("descriptor {}: no --inherit-fd for {key}", f.fd))
+        })?;
+    let me = std::process::id() as i32;
+    let what = format!("take --inherit-fd {n}:{key} for descriptor {}", f.fd);
+    take_remote_fd(cx, me, n as u64, &what)
 }

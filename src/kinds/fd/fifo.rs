@@ -21,152 +21,6 @@ use crate::sys::proc as procfs;
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 
-// ---- restore (stage) ----
-
-/// The pipe of FIFO `fifo`, made in this process: the FIFO opened read-write (which never
-/// blocks, and makes any later open of it find a reader and a writer), checked unused,
-/// with its capacity and the data that was in it, parked at temporary `tmp` until every
-/// process has its descriptors.
-fn create_fifo(cx: &mut Ctx<'_>, fifo: &FifoState, path: &[u8], tmp: u64) -> RestoreResult<u64> {
-    let n = cx.open(path, libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC)?;
-    // Someone else's data in it means someone else has it open: we would share their pipe.
-    let a = cx.put(0, &[0u8; 4])?;
-    cx.call(
-        "ioctl(FIONREAD)",
-        nr::IOCTL,
-        [n, libc::FIONREAD, a, 0, 0, 0],
-    )?;
-    let mut b = [0u8; 4];
-    cx.read(a, &mut b)?;
-    if u32::from_le_bytes(b) != 0 {
-        return Err(RestoreError::Stage(format!(
-            "FIFO {} already holds data: another process has it open",
-            String::from_utf8_lossy(path)
-        )));
-    }
-    fill_pipe(
-        cx,
-        n,
-        fifo.capacity,
-        &fifo.data,
-        &format!("FIFO {}", fifo.id),
-    )?;
-    if n != tmp {
-        cx.call("dup3", nr::DUP3, [n, tmp, libc::O_CLOEXEC as u64, 0, 0, 0])?;
-        cx.close(n)?;
-    }
-    Ok(tmp)
-}
-
-/// Put descriptor `f` of FIFO `fifo` (at `path`) in place: the FIFO's pipe is made by
-/// the first process that has it ([`create_fifo`]), which holds it until every process
-/// has its descriptors.
-pub(crate) fn place_fifo_end(
-    cx: &mut Ctx<'_>,
-    f: &crate::model::Fd,
-    fifo: &FifoState,
-    path: &[u8],
-    flags: u32,
-    holders: &mut PipeHolders,
-) -> RestoreResult<()> {
-    let proc_ = cx.proc_;
-    let id = fifo.id;
-    let (holder, tmp) = match holders.get(&(2, id)) {
-        Some(&(h, t, _)) => (h, t),
-        None => {
-            let k = holders.values().filter(|h| h.0 == proc_.pid).count() as u64;
-            let tmp = pipe_tmp_base(proc_) + 2 * k;
-            let t = create_fifo(cx, fifo, path, tmp)?;
-            holders.insert((2, id), (proc_.pid, t, t));
-            (proc_.pid, t)
-        }
-    };
-    // The same pipe, opened with the descriptor's own flags: the holder is a
-    // reader and a writer, so this does not block.
-    let mut oflags =
-        (flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
-    if f.cloexec {
-        oflags |= libc::O_CLOEXEC;
-    }
-    let n = cx.open(format!("/proc/{holder}/fd/{tmp}").as_bytes(), oflags)?;
-    move_fd(cx, n, f.fd, f.cloexec)
-}
-
-// ---- checks (plan) ----
-
-/// FIFOs: every FIFO record's data fits its capacity; returns their IDs.
-pub(crate) fn check_fifos(fifos: &[FifoState], problems: &mut Vec<Problem>) -> BTreeSet<u64> {
-    let mut fifo_ids = BTreeSet::new();
-    for ff in fifos {
-        if !fifo_ids.insert(ff.id)
-            || ff.capacity as usize > MAX_PIPE
-            || ff.data.len() > ff.capacity as usize
-        {
-            check::p(problems, "malformed", format!("invalid FIFO {}", ff.id));
-        }
-    }
-    fifo_ids
-}
-
-/// A FIFO descriptor refers to a FIFO pipe of the image.
-pub(crate) fn check_ref(
-    id: u64,
-    fd: i32,
-    pid: i32,
-    fifo_ids: &BTreeSet<u64>,
-    problems: &mut Vec<Problem>,
-) {
-    if !fifo_ids.contains(&id) {
-        check::p(
-            problems,
-            "malformed",
-            format!("descriptor {fd} of process {pid} is an unknown FIFO"),
-        );
-    }
-}
-
-/// The FIFO a descriptor opened is there, unchanged and unused.
-pub(crate) fn check_host(file: &FileId, fd: i32, problems: &mut Vec<Problem>) {
-    let what = format!("file descriptor {fd}: FIFO");
-    let before = problems.len();
-    check_file(file, &what, problems);
-    if problems.len() == before {
-        check_fifo_unused(file, &what, problems);
-    }
-}
-
-/// A FIFO must not be open by anyone at restore: its pipe would be shared with them
-/// (and the data put back would mix with theirs).
-pub(crate) fn check_fifo_unused(id: &FileId, what: &str, problems: &mut Vec<Problem>) {
-    let Ok(m) = std::fs::metadata(procfs::bytes_path(&id.path)) else {
-        return;
-    };
-    if let Some(q) = procfs::holders_of(m.dev(), m.ino()).first() {
-        check::p(
-            problems,
-            "fifo-busy",
-            format!(
-                "{what} {} is open by process {q} now; restore needs it unused",
-                check::show(&id.path)
-            ),
-        );
-    }
-}
-
-/// What `inspect` says of a FIFO descriptor.
-pub(crate) fn describe(ckpt: &Checkpoint, file: &FileId, id: u64, flags: u32) -> String {
-    let (cap, buffered) = ckpt
-        .fifos
-        .iter()
-        .find(|p| p.id == id)
-        .map(|p| (p.capacity, p.data.len()))
-        .unwrap_or((0, 0));
-    format!(
-        "FIFO {} flags {flags:#o} (capacity {cap}, {buffered} bytes buffered)",
-        String::from_utf8_lossy(&file.path)
-    )
-}
-
 // ---- collect (dump) ----
 
 /// A FIFO: its pipe (data, capacity) is read once the whole tree is known
@@ -249,4 +103,150 @@ pub(crate) fn resolve_fifos(procs: &[Process]) -> DumpResult<Vec<FifoState>> {
         out.push(FifoState { id, capacity, data });
     }
     Ok(out)
+}
+
+// ---- checks (plan) ----
+
+/// FIFOs: every FIFO record's data fits its capacity; returns their IDs.
+pub(crate) fn check_fifos(fifos: &[FifoState], problems: &mut Vec<Problem>) -> BTreeSet<u64> {
+    let mut fifo_ids = BTreeSet::new();
+    for ff in fifos {
+        if !fifo_ids.insert(ff.id)
+            || ff.capacity as usize > MAX_PIPE
+            || ff.data.len() > ff.capacity as usize
+        {
+            check::p(problems, "malformed", format!("invalid FIFO {}", ff.id));
+        }
+    }
+    fifo_ids
+}
+
+/// A FIFO descriptor refers to a FIFO pipe of the image.
+pub(crate) fn check_ref(
+    id: u64,
+    fd: i32,
+    pid: i32,
+    fifo_ids: &BTreeSet<u64>,
+    problems: &mut Vec<Problem>,
+) {
+    if !fifo_ids.contains(&id) {
+        check::p(
+            problems,
+            "malformed",
+            format!("descriptor {fd} of process {pid} is an unknown FIFO"),
+        );
+    }
+}
+
+/// The FIFO a descriptor opened is there, unchanged and unused.
+pub(crate) fn check_host(file: &FileId, fd: i32, problems: &mut Vec<Problem>) {
+    let what = format!("file descriptor {fd}: FIFO");
+    let before = problems.len();
+    check_file(file, &what, problems);
+    if problems.len() == before {
+        check_fifo_unused(file, &what, problems);
+    }
+}
+
+/// A FIFO must not be open by anyone at restore: its pipe would be shared with them
+/// (and the data put back would mix with theirs).
+pub(crate) fn check_fifo_unused(id: &FileId, what: &str, problems: &mut Vec<Problem>) {
+    let Ok(m) = std::fs::metadata(procfs::bytes_path(&id.path)) else {
+        return;
+    };
+    if let Some(q) = procfs::holders_of(m.dev(), m.ino()).first() {
+        check::p(
+            problems,
+            "fifo-busy",
+            format!(
+                "{what} {} is open by process {q} now; restore needs it unused",
+                check::show(&id.path)
+            ),
+        );
+    }
+}
+
+/// What `inspect` says of a FIFO descriptor.
+pub(crate) fn describe(ckpt: &Checkpoint, file: &FileId, id: u64, flags: u32) -> String {
+    let (cap, buffered) = ckpt
+        .fifos
+        .iter()
+        .find(|p| p.id == id)
+        .map(|p| (p.capacity, p.data.len()))
+        .unwrap_or((0, 0));
+    format!(
+        "FIFO {} flags {flags:#o} (capacity {cap}, {buffered} bytes buffered)",
+        String::from_utf8_lossy(&file.path)
+    )
+}
+
+// ---- restore (stage) ----
+
+/// The pipe of FIFO `fifo`, made in this process: the FIFO opened read-write (which never
+/// blocks, and makes any later open of it find a reader and a writer), checked unused,
+/// with its capacity and the data that was in it, parked at temporary `tmp` until every
+/// process has its descriptors.
+fn create_fifo(cx: &mut Ctx<'_>, fifo: &FifoState, path: &[u8], tmp: u64) -> RestoreResult<u64> {
+    let n = cx.open(path, libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC)?;
+    // Someone else's data in it means someone else has it open: we would share their pipe.
+    let a = cx.put(0, &[0u8; 4])?;
+    cx.call(
+        "ioctl(FIONREAD)",
+        nr::IOCTL,
+        [n, libc::FIONREAD, a, 0, 0, 0],
+    )?;
+    let mut b = [0u8; 4];
+    cx.read(a, &mut b)?;
+    if u32::from_le_bytes(b) != 0 {
+        return Err(RestoreError::Stage(format!(
+            "FIFO {} already holds data: another process has it open",
+            String::from_utf8_lossy(path)
+        )));
+    }
+    fill_pipe(
+        cx,
+        n,
+        fifo.capacity,
+        &fifo.data,
+        &format!("FIFO {}", fifo.id),
+    )?;
+    if n != tmp {
+        cx.call("dup3", nr::DUP3, [n, tmp, libc::O_CLOEXEC as u64, 0, 0, 0])?;
+        cx.close(n)?;
+    }
+    Ok(tmp)
+}
+
+/// Put descriptor `f` of FIFO `fifo` (at `path`) in place: the FIFO's pipe is made by
+/// the first process that has it ([`create_fifo`]), which holds it until every process
+/// has its descriptors.
+pub(crate) fn place_fifo_end(
+    cx: &mut Ctx<'_>,
+    f: &crate::model::Fd,
+    fifo: &FifoState,
+    path: &[u8],
+    flags: u32,
+    holders: &mut PipeHolders,
+) -> RestoreResult<()> {
+    let proc_ = cx.proc_;
+    let id = fifo.id;
+    let (holder, tmp) = match holders.get(&(2, id)) {
+        Some(&(h, t, _)) => (h, t),
+        None => {
+            let k = holders.values().filter(|h| h.0 == proc_.pid).count() as u64;
+            let tmp = pipe_tmp_base(proc_) + 2 * k;
+            let t = create_fifo(cx, fifo, path, tmp)?;
+            holders.insert((2, id), (proc_.pid, t, t));
+            (proc_.pid, t)
+        }
+    };
+    // The same pipe, opened with the descriptor's own flags: the holder is a
+    // reader and a writer, so this does not block.
+    let mut oflags =
+        (flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
+    if f.cloexec {
+        oflags |= libc::O_CLOEXEC;
+    }
+    let n = cx.open(format!("/proc/{holder}/fd/{tmp}").as_bytes(), oflags)?;
+    move_fd(cx, n, f.fd, f.cloexec)
 }

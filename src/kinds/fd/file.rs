@@ -18,6 +18,311 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+// ---- collect (dump) ----
+
+/// A file's identity as `sys::proc::file_stat` read it, for the image.
+impl From<procfs::FileIdent> for FileId {
+    fn from(f: procfs::FileIdent) -> Self {
+        FileId {
+            path: f.path,
+            dev: f.dev,
+            ino: f.ino,
+            mode: f.mode,
+            rdev: f.rdev,
+            size: f.size,
+            mtime_sec: f.mtime_sec,
+            mtime_nsec: f.mtime_nsec,
+        }
+    }
+}
+
+pub(crate) fn file_id_checked(pid: i32, link: &str, name: &[u8], what: &str) -> DumpResult<FileId> {
+    let (id, nlink) = procfs::file_stat(Path::new(link), name)?;
+    let id = FileId::from(id);
+    if nlink == 0 {
+        return Err(unsupported(
+            pid,
+            format!(
+                "{what} {} was deleted while in use; deleted files are not supported yet",
+                String::from_utf8_lossy(name)
+            ),
+        ));
+    }
+    check_path(pid, &id, what)?;
+    Ok(id)
+}
+
+/// The path of `id` must still lead to the same file, or restore would open another one.
+pub(crate) fn check_path(pid: i32, id: &FileId, what: &str) -> DumpResult<()> {
+    match procfs::file_id(procfs::bytes_path(&id.path), &id.path) {
+        Ok(now) if now.dev == id.dev && now.ino == id.ino => Ok(()),
+        _ => Err(unsupported(
+            pid,
+            format!(
+                "{what} {} no longer exists under that path (renamed or replaced)",
+                String::from_utf8_lossy(&id.path)
+            ),
+        )),
+    }
+}
+
+/// A regular file open as descriptor `d` (`nlink` links left): a memfd or a file deleted
+/// while open has its contents go into the image; any other must still be found under
+/// its path.
+pub(crate) fn collect_regular(d: &OpenFd, id: FileId, nlink: u64) -> DumpResult<FdKind> {
+    let (fd, flags, pos) = (d.fd, d.flags, d.pos);
+    let link = &d.link;
+    // memfd and deleted files: their contents go into the image.
+    if let Some(name) = link.strip_prefix(b"/memfd:") {
+        let name = name.strip_suffix(b" (deleted)").unwrap_or(name).to_vec();
+        let seals = sys::process::memfd_seals(d.pid, fd)?;
+        return Ok(FdKind::Memfd {
+            name,
+            flags,
+            pos,
+            seals,
+            data: id.ino,
+        });
+    }
+    if nlink == 0 {
+        let path = link.strip_suffix(b" (deleted)").unwrap_or(link).to_vec();
+        return Ok(FdKind::DeletedFile {
+            file: FileId { path, ..id },
+            flags,
+            pos,
+            data: id.ino,
+        });
+    }
+    // (nlink > 0: deleted files were handled above)
+    check_path(d.pid, &id, &format!("file descriptor {fd}:"))?;
+    Ok(FdKind::File {
+        file: id,
+        flags,
+        pos,
+    })
+}
+
+/// Memfds and deleted files are kept in the image under their inode number: refuse two
+/// different files (a memfd and a deleted file, or deleted files of two file systems)
+/// that have the same one, rather than give them one content at restore.
+pub(crate) fn check_kept_files(procs: &[Process]) -> DumpResult<()> {
+    // data id -> (file system: 0 for memfds, else the device), where first seen
+    let mut seen: std::collections::BTreeMap<u64, (u64, i32)> = Default::default();
+    for p in procs {
+        let pid = p.pid;
+        let fds = p.fds.iter().filter_map(|f| match &f.kind {
+            FdKind::Memfd { data, .. } => Some((*data, 0)),
+            FdKind::DeletedFile { data, file, .. } => Some((*data, file.dev.max(1))),
+            _ => None,
+        });
+        let maps = p.vmas.iter().filter_map(|v| match &v.kind {
+            VmaKind::MemfdMap { data, .. } => Some((*data, 0)),
+            VmaKind::DeletedMap { data, file } => Some((*data, file.dev.max(1))),
+            _ => None,
+        });
+        for (data, fs) in fds.chain(maps) {
+            let (first, by) = *seen.entry(data).or_insert((fs, pid));
+            if first != fs {
+                return Err(unsupported(
+                    pid,
+                    format!(
+                        "it and process {by} hold two different memfds or deleted files \
+                         with the same inode number {data}; not supported yet"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where the contents of the memfds and deleted files of process `p` (reached as host
+/// PID `hp`) are read, by their data id: a descriptor's /proc/PID/fd entry (the first
+/// of those sharing its open file description), or for a file only mapped (its
+/// descriptor closed) its map_files entry.
+pub(crate) fn file_data_sources(p: &Process, hp: i32) -> impl Iterator<Item = (u64, String)> + '_ {
+    let from_fds = p.fds.iter().filter_map(move |f| match f.kind {
+        FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. }
+            if f.shared_with.is_none() =>
+        {
+            Some((data, format!("/proc/{hp}/fd/{}", f.fd)))
+        }
+        _ => None,
+    });
+    let from_maps = p.vmas.iter().filter_map(move |v| match v.kind {
+        VmaKind::MemfdMap { data, .. } | VmaKind::DeletedMap { data, .. } => Some((
+            data,
+            format!("/proc/{hp}/map_files/{:x}-{:x}", v.start, v.end),
+        )),
+        _ => None,
+    });
+    from_fds.chain(from_maps)
+}
+
+// ---- checks (plan) ----
+
+/// A regular file descriptor's file: one only written may have grown, others must be
+/// unchanged.
+pub(crate) fn check_host(
+    file: &FileId,
+    flags: u32,
+    pos: u64,
+    fd: i32,
+    problems: &mut Vec<Problem>,
+) {
+    let what = format!("file descriptor {fd}:");
+    if flags as i32 & libc::O_ACCMODE == libc::O_WRONLY {
+        check_output_file(file, flags, pos, &what, problems)
+    } else {
+        check_file(file, &what, problems)
+    }
+}
+
+/// A deleted file is recreated in its directory, which must exist.
+pub(crate) fn check_deleted(file: &FileId, fd: i32, problems: &mut Vec<Problem>) {
+    let dir = procfs::bytes_path(&file.path).parent().map(|d| d.is_dir());
+    if dir != Some(true) {
+        check::p(
+            problems,
+            "file-missing",
+            format!(
+                "file descriptor {}: the directory of deleted file {} does not exist",
+                fd,
+                check::show(&file.path)
+            ),
+        );
+    }
+}
+
+/// Compare a file's identity now with the image's record of it.
+pub(crate) fn check_file(id: &FileId, what: &str, problems: &mut Vec<Problem>) {
+    let path = procfs::bytes_path(&id.path);
+    let m = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            check::p(
+                problems,
+                "file-missing",
+                format!("{what} {} is not available: {e}", check::show(&id.path)),
+            );
+            return;
+        }
+    };
+    let fmt = id.mode & libc::S_IFMT;
+    if m.mode() & libc::S_IFMT != fmt {
+        check::p(
+            problems,
+            "file-changed",
+            format!(
+                "{what} {} is now a different kind of file",
+                check::show(&id.path)
+            ),
+        );
+        return;
+    }
+    if fmt == libc::S_IFREG
+        && (m.size() != id.size || m.mtime() != id.mtime_sec || m.mtime_nsec() != id.mtime_nsec)
+    {
+        check::p(
+            problems,
+            "file-changed",
+            format!(
+                "{what} {} has changed since the dump (size {} -> {}, modified {} -> {})",
+                check::show(&id.path),
+                id.size,
+                m.size(),
+                id.mtime_sec,
+                m.mtime()
+            ),
+        );
+    }
+    if (fmt == libc::S_IFCHR || fmt == libc::S_IFBLK) && m.rdev() != id.rdev {
+        check::p(
+            problems,
+            "file-changed",
+            format!("{what} {} is now another device", check::show(&id.path)),
+        );
+    }
+}
+
+/// A file the process only writes (a log, redirected stdout) may have grown since the
+/// dump: the process never reads it, so that cannot mislead it. It must still exist and
+/// be a regular file, and a non-append writer's offset must not lie beyond its end.
+pub(crate) fn check_output_file(
+    id: &FileId,
+    flags: u32,
+    pos: u64,
+    what: &str,
+    problems: &mut Vec<Problem>,
+) {
+    let path = procfs::bytes_path(&id.path);
+    match std::fs::metadata(path) {
+        Err(e) => check::p(
+            problems,
+            "file-missing",
+            format!("{what} {} is not available: {e}", check::show(&id.path)),
+        ),
+        Ok(m) if !m.is_file() => check::p(
+            problems,
+            "file-changed",
+            format!(
+                "{what} {} is no longer a regular file",
+                check::show(&id.path)
+            ),
+        ),
+        Ok(m) if flags as i32 & libc::O_APPEND == 0 && m.size() < pos => check::p(
+            problems,
+            "file-changed",
+            format!(
+                "{what} {} was truncated to {} bytes since the dump; the process would write at offset {pos}",
+                check::show(&id.path),
+                m.size()
+            ),
+        ),
+        Ok(_) => {}
+    }
+}
+
+/// What `inspect` says of a regular file descriptor.
+pub(crate) fn describe_file(file: &FileId, flags: u32, pos: u64) -> String {
+    format!(
+        "file {} flags {:#o} offset {}",
+        String::from_utf8_lossy(&file.path),
+        flags,
+        pos
+    )
+}
+
+/// What `inspect` says of a device descriptor.
+pub(crate) fn describe_device(file: &FileId, flags: u32) -> String {
+    format!(
+        "device {} flags {:#o}",
+        String::from_utf8_lossy(&file.path),
+        flags
+    )
+}
+
+/// What `inspect` says of a directory descriptor.
+pub(crate) fn describe_dir(file: &FileId) -> String {
+    format!("directory {}", String::from_utf8_lossy(&file.path))
+}
+
+/// What `inspect` says of a memfd.
+pub(crate) fn describe_memfd(name: &[u8], seals: u32, pos: u64) -> String {
+    format!(
+        "memfd {} (contents in the image) offset {pos} seals {seals:#x}",
+        String::from_utf8_lossy(name)
+    )
+}
+
+/// What `inspect` says of a file deleted while open.
+pub(crate) fn describe_deleted(file: &FileId, pos: u64) -> String {
+    format!(
+        "deleted file {} (contents in the image) offset {pos}",
+        String::from_utf8_lossy(&file.path)
+    )
+}
+
 // ---- restore (stage) ----
 
 /// Contents of deleted files and memfds, by their `data` id.
@@ -203,309 +508,4 @@ pub(crate) fn open_path_fd(
     calls.extend(move_fd_calls(n, f.fd, f.cloexec));
     cx.batch(&BatchArgs::new(), &calls)?;
     Ok(())
-}
-
-// ---- checks (plan) ----
-
-/// A regular file descriptor's file: one only written may have grown, others must be
-/// unchanged.
-pub(crate) fn check_host(
-    file: &FileId,
-    flags: u32,
-    pos: u64,
-    fd: i32,
-    problems: &mut Vec<Problem>,
-) {
-    let what = format!("file descriptor {fd}:");
-    if flags as i32 & libc::O_ACCMODE == libc::O_WRONLY {
-        check_output_file(file, flags, pos, &what, problems)
-    } else {
-        check_file(file, &what, problems)
-    }
-}
-
-/// A deleted file is recreated in its directory, which must exist.
-pub(crate) fn check_deleted(file: &FileId, fd: i32, problems: &mut Vec<Problem>) {
-    let dir = procfs::bytes_path(&file.path).parent().map(|d| d.is_dir());
-    if dir != Some(true) {
-        check::p(
-            problems,
-            "file-missing",
-            format!(
-                "file descriptor {}: the directory of deleted file {} does not exist",
-                fd,
-                check::show(&file.path)
-            ),
-        );
-    }
-}
-
-/// Compare a file's identity now with the image's record of it.
-pub(crate) fn check_file(id: &FileId, what: &str, problems: &mut Vec<Problem>) {
-    let path = procfs::bytes_path(&id.path);
-    let m = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) => {
-            check::p(
-                problems,
-                "file-missing",
-                format!("{what} {} is not available: {e}", check::show(&id.path)),
-            );
-            return;
-        }
-    };
-    let fmt = id.mode & libc::S_IFMT;
-    if m.mode() & libc::S_IFMT != fmt {
-        check::p(
-            problems,
-            "file-changed",
-            format!(
-                "{what} {} is now a different kind of file",
-                check::show(&id.path)
-            ),
-        );
-        return;
-    }
-    if fmt == libc::S_IFREG
-        && (m.size() != id.size || m.mtime() != id.mtime_sec || m.mtime_nsec() != id.mtime_nsec)
-    {
-        check::p(
-            problems,
-            "file-changed",
-            format!(
-                "{what} {} has changed since the dump (size {} -> {}, modified {} -> {})",
-                check::show(&id.path),
-                id.size,
-                m.size(),
-                id.mtime_sec,
-                m.mtime()
-            ),
-        );
-    }
-    if (fmt == libc::S_IFCHR || fmt == libc::S_IFBLK) && m.rdev() != id.rdev {
-        check::p(
-            problems,
-            "file-changed",
-            format!("{what} {} is now another device", check::show(&id.path)),
-        );
-    }
-}
-
-/// A file the process only writes (a log, redirected stdout) may have grown since the
-/// dump: the process never reads it, so that cannot mislead it. It must still exist and
-/// be a regular file, and a non-append writer's offset must not lie beyond its end.
-pub(crate) fn check_output_file(
-    id: &FileId,
-    flags: u32,
-    pos: u64,
-    what: &str,
-    problems: &mut Vec<Problem>,
-) {
-    let path = procfs::bytes_path(&id.path);
-    match std::fs::metadata(path) {
-        Err(e) => check::p(
-            problems,
-            "file-missing",
-            format!("{what} {} is not available: {e}", check::show(&id.path)),
-        ),
-        Ok(m) if !m.is_file() => check::p(
-            problems,
-            "file-changed",
-            format!(
-                "{what} {} is no longer a regular file",
-                check::show(&id.path)
-            ),
-        ),
-        Ok(m) if flags as i32 & libc::O_APPEND == 0 && m.size() < pos => check::p(
-            problems,
-            "file-changed",
-            format!(
-                "{what} {} was truncated to {} bytes since the dump; the process would write at offset {pos}",
-                check::show(&id.path),
-                m.size()
-            ),
-        ),
-        Ok(_) => {}
-    }
-}
-
-/// What `inspect` says of a regular file descriptor.
-pub(crate) fn describe_file(file: &FileId, flags: u32, pos: u64) -> String {
-    format!(
-        "file {} flags {:#o} offset {}",
-        String::from_utf8_lossy(&file.path),
-        flags,
-        pos
-    )
-}
-
-/// What `inspect` says of a device descriptor.
-pub(crate) fn describe_device(file: &FileId, flags: u32) -> String {
-    format!(
-        "device {} flags {:#o}",
-        String::from_utf8_lossy(&file.path),
-        flags
-    )
-}
-
-/// What `inspect` says of a directory descriptor.
-pub(crate) fn describe_dir(file: &FileId) -> String {
-    format!("directory {}", String::from_utf8_lossy(&file.path))
-}
-
-/// What `inspect` says of a memfd.
-pub(crate) fn describe_memfd(name: &[u8], seals: u32, pos: u64) -> String {
-    format!(
-        "memfd {} (contents in the image) offset {pos} seals {seals:#x}",
-        String::from_utf8_lossy(name)
-    )
-}
-
-/// What `inspect` says of a file deleted while open.
-pub(crate) fn describe_deleted(file: &FileId, pos: u64) -> String {
-    format!(
-        "deleted file {} (contents in the image) offset {pos}",
-        String::from_utf8_lossy(&file.path)
-    )
-}
-
-// ---- collect (dump) ----
-
-/// A file's identity as `sys::proc::file_stat` read it, for the image.
-impl From<procfs::FileIdent> for FileId {
-    fn from(f: procfs::FileIdent) -> Self {
-        FileId {
-            path: f.path,
-            dev: f.dev,
-            ino: f.ino,
-            mode: f.mode,
-            rdev: f.rdev,
-            size: f.size,
-            mtime_sec: f.mtime_sec,
-            mtime_nsec: f.mtime_nsec,
-        }
-    }
-}
-
-pub(crate) fn file_id_checked(pid: i32, link: &str, name: &[u8], what: &str) -> DumpResult<FileId> {
-    let (id, nlink) = procfs::file_stat(Path::new(link), name)?;
-    let id = FileId::from(id);
-    if nlink == 0 {
-        return Err(unsupported(
-            pid,
-            format!(
-                "{what} {} was deleted while in use; deleted files are not supported yet",
-                String::from_utf8_lossy(name)
-            ),
-        ));
-    }
-    check_path(pid, &id, what)?;
-    Ok(id)
-}
-
-/// The path of `id` must still lead to the same file, or restore would open another one.
-pub(crate) fn check_path(pid: i32, id: &FileId, what: &str) -> DumpResult<()> {
-    match procfs::file_id(procfs::bytes_path(&id.path), &id.path) {
-        Ok(now) if now.dev == id.dev && now.ino == id.ino => Ok(()),
-        _ => Err(unsupported(
-            pid,
-            format!(
-                "{what} {} no longer exists under that path (renamed or replaced)",
-                String::from_utf8_lossy(&id.path)
-            ),
-        )),
-    }
-}
-
-/// A regular file open as descriptor `d` (`nlink` links left): a memfd or a file deleted
-/// while open has its contents go into the image; any other must still be found under
-/// its path.
-pub(crate) fn collect_regular(d: &OpenFd, id: FileId, nlink: u64) -> DumpResult<FdKind> {
-    let (fd, flags, pos) = (d.fd, d.flags, d.pos);
-    let link = &d.link;
-    // memfd and deleted files: their contents go into the image.
-    if let Some(name) = link.strip_prefix(b"/memfd:") {
-        let name = name.strip_suffix(b" (deleted)").unwrap_or(name).to_vec();
-        let seals = sys::process::memfd_seals(d.pid, fd)?;
-        return Ok(FdKind::Memfd {
-            name,
-            flags,
-            pos,
-            seals,
-            data: id.ino,
-        });
-    }
-    if nlink == 0 {
-        let path = link.strip_suffix(b" (deleted)").unwrap_or(link).to_vec();
-        return Ok(FdKind::DeletedFile {
-            file: FileId { path, ..id },
-            flags,
-            pos,
-            data: id.ino,
-        });
-    }
-    // (nlink > 0: deleted files were handled above)
-    check_path(d.pid, &id, &format!("file descriptor {fd}:"))?;
-    Ok(FdKind::File {
-        file: id,
-        flags,
-        pos,
-    })
-}
-
-/// Memfds and deleted files are kept in the image under their inode number: refuse two
-/// different files (a memfd and a deleted file, or deleted files of two file systems)
-/// that have the same one, rather than give them one content at restore.
-pub(crate) fn check_kept_files(procs: &[Process]) -> DumpResult<()> {
-    // data id -> (file system: 0 for memfds, else the device), where first seen
-    let mut seen: std::collections::BTreeMap<u64, (u64, i32)> = Default::default();
-    for p in procs {
-        let pid = p.pid;
-        let fds = p.fds.iter().filter_map(|f| match &f.kind {
-            FdKind::Memfd { data, .. } => Some((*data, 0)),
-            FdKind::DeletedFile { data, file, .. } => Some((*data, file.dev.max(1))),
-            _ => None,
-        });
-        let maps = p.vmas.iter().filter_map(|v| match &v.kind {
-            VmaKind::MemfdMap { data, .. } => Some((*data, 0)),
-            VmaKind::DeletedMap { data, file } => Some((*data, file.dev.max(1))),
-            _ => None,
-        });
-        for (data, fs) in fds.chain(maps) {
-            let (first, by) = *seen.entry(data).or_insert((fs, pid));
-            if first != fs {
-                return Err(unsupported(
-                    pid,
-                    format!(
-                        "it and process {by} hold two different memfds or deleted files \
-                         with the same inode number {data}; not supported yet"
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Where the contents of the memfds and deleted files of process `p` (reached as host
-/// PID `hp`) are read, by their data id: a descriptor's /proc/PID/fd entry (the first
-/// of those sharing its open file description), or for a file only mapped (its
-/// descriptor closed) its map_files entry.
-pub(crate) fn file_data_sources(p: &Process, hp: i32) -> impl Iterator<Item = (u64, String)> + '_ {
-    let from_fds = p.fds.iter().filter_map(move |f| match f.kind {
-        FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. }
-            if f.shared_with.is_none() =>
-        {
-            Some((data, format!("/proc/{hp}/fd/{}", f.fd)))
-        }
-        _ => None,
-    });
-    let from_maps = p.vmas.iter().filter_map(move |v| match v.kind {
-        VmaKind::MemfdMap { data, .. } | VmaKind::DeletedMap { data, .. } => Some((
-            data,
-            format!("/proc/{hp}/map_files/{:x}-{:x}", v.start, v.end),
-        )),
-        _ => None,
-    });
-    from_fds.chain(from_maps)
 }

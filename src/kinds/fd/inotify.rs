@@ -13,6 +13,122 @@ use crate::remote::{Ctx, STUB_CODE, STUB_SIZE};
 use crate::sys;
 use crate::sys::proc as procfs;
 
+// ---- collect (dump) ----
+
+/// The watches of inotify descriptor `fd`, each resolved to a path through its file
+/// handle (and checked to lead to the watched inode). An instance with events queued
+/// is refused: they cannot be put back.
+pub(crate) fn inotify_watches(pid: i32, fd: i32, info: &str) -> DumpResult<Vec<InotifyWatch>> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| {
+        unsupported(
+            pid,
+            format!("file descriptor {fd} is an inotify instance {why}; not supported yet"),
+        )
+    };
+    let lines = procfs::parse_inotify_watches(info).ok_or_else(|| {
+        DumpError::Sys(crate::sys::SysError::Other(format!(
+            "cannot parse the inotify watches of /proc/{pid}/fdinfo/{fd}"
+        )))
+    })?;
+    let dup = sys::process::steal_fd(pid, fd)?;
+    let queued = sys::process::queued_bytes(&dup)?;
+    if queued != 0 {
+        return Err(refuse(format!(
+            "with {queued} bytes of events not read yet (they cannot be queued again)"
+        )));
+    }
+    let mut out = Vec::new();
+    for w in lines {
+        let (major, minor) = (w.sdev >> 20, w.sdev & 0xf_ffff);
+        let path = sys::process::path_of_handle(major, minor, w.handle_type, &w.handle)
+            .filter(|p| {
+                std::fs::metadata(procfs::bytes_path(p)).is_ok_and(|m| {
+                    m.ino() == w.ino
+                        && libc::major(m.dev()) == major
+                        && libc::minor(m.dev()) == minor
+                })
+            })
+            .ok_or_else(|| {
+                refuse(format!(
+                    "whose watch {} (inode {} on device {major}:{minor}) has no path that \
+                     leads to it",
+                    w.wd, w.ino
+                ))
+            })?;
+        out.push(InotifyWatch {
+            wd: w.wd,
+            mask: w.mask,
+            path,
+            ino: w.ino,
+        });
+    }
+    out.sort_by_key(|w| w.wd);
+    Ok(out)
+}
+
+// ---- checks (plan) ----
+
+/// Watches in increasing wd order, with sane paths, not too many.
+pub(crate) fn check_watches(
+    watches: &[InotifyWatch],
+    fd: i32,
+    pid: i32,
+    problems: &mut Vec<Problem>,
+) {
+    if watches.len() > MAX_WATCHES
+        || watches.first().is_some_and(|w| w.wd < 1)
+        || watches.windows(2).any(|w| w[0].wd >= w[1].wd)
+        || watches
+            .iter()
+            .any(|w| w.path.is_empty() || w.path.len() > 4096)
+    {
+        check::p(
+            problems,
+            "malformed",
+            format!(
+                "descriptor {} of process {} has invalid inotify watches",
+                fd, pid
+            ),
+        );
+    }
+}
+
+/// Every watched path exists.
+pub(crate) fn check_paths(watches: &[InotifyWatch], fd: i32, problems: &mut Vec<Problem>) {
+    for w in watches {
+        if std::fs::symlink_metadata(procfs::bytes_path(&w.path)).is_err() {
+            check::p(
+                problems,
+                "file-missing",
+                format!(
+                    "file descriptor {}: inotify watch {} on {}: it does not exist",
+                    fd,
+                    w.wd,
+                    check::show(&w.path)
+                ),
+            );
+        }
+    }
+}
+
+/// What `inspect` says of an inotify instance.
+pub(crate) fn describe(watches: &[InotifyWatch]) -> String {
+    format!(
+        "inotify watching {}",
+        watches
+            .iter()
+            .map(|w| format!(
+                "{} ({:#x}) as wd {}",
+                String::from_utf8_lossy(&w.path),
+                w.mask,
+                w.wd
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 // ---- restore (stage) ----
 
 /// Most inotify watches per instance accepted (restore may skip wd numbers up to it).
@@ -109,120 +225,4 @@ pub(crate) fn create_inotify(
     )?;
     add_inotify_watches(cx, n, watches)?;
     Ok(n)
-}
-
-// ---- checks (plan) ----
-
-/// Watches in increasing wd order, with sane paths, not too many.
-pub(crate) fn check_watches(
-    watches: &[InotifyWatch],
-    fd: i32,
-    pid: i32,
-    problems: &mut Vec<Problem>,
-) {
-    if watches.len() > MAX_WATCHES
-        || watches.first().is_some_and(|w| w.wd < 1)
-        || watches.windows(2).any(|w| w[0].wd >= w[1].wd)
-        || watches
-            .iter()
-            .any(|w| w.path.is_empty() || w.path.len() > 4096)
-    {
-        check::p(
-            problems,
-            "malformed",
-            format!(
-                "descriptor {} of process {} has invalid inotify watches",
-                fd, pid
-            ),
-        );
-    }
-}
-
-/// Every watched path exists.
-pub(crate) fn check_paths(watches: &[InotifyWatch], fd: i32, problems: &mut Vec<Problem>) {
-    for w in watches {
-        if std::fs::symlink_metadata(procfs::bytes_path(&w.path)).is_err() {
-            check::p(
-                problems,
-                "file-missing",
-                format!(
-                    "file descriptor {}: inotify watch {} on {}: it does not exist",
-                    fd,
-                    w.wd,
-                    check::show(&w.path)
-                ),
-            );
-        }
-    }
-}
-
-/// What `inspect` says of an inotify instance.
-pub(crate) fn describe(watches: &[InotifyWatch]) -> String {
-    format!(
-        "inotify watching {}",
-        watches
-            .iter()
-            .map(|w| format!(
-                "{} ({:#x}) as wd {}",
-                String::from_utf8_lossy(&w.path),
-                w.mask,
-                w.wd
-            ))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-}
-
-// ---- collect (dump) ----
-
-/// The watches of inotify descriptor `fd`, each resolved to a path through its file
-/// handle (and checked to lead to the watched inode). An instance with events queued
-/// is refused: they cannot be put back.
-pub(crate) fn inotify_watches(pid: i32, fd: i32, info: &str) -> DumpResult<Vec<InotifyWatch>> {
-    use std::os::unix::fs::MetadataExt;
-    let refuse = |why: String| {
-        unsupported(
-            pid,
-            format!("file descriptor {fd} is an inotify instance {why}; not supported yet"),
-        )
-    };
-    let lines = procfs::parse_inotify_watches(info).ok_or_else(|| {
-        DumpError::Sys(crate::sys::SysError::Other(format!(
-            "cannot parse the inotify watches of /proc/{pid}/fdinfo/{fd}"
-        )))
-    })?;
-    let dup = sys::process::steal_fd(pid, fd)?;
-    let queued = sys::process::queued_bytes(&dup)?;
-    if queued != 0 {
-        return Err(refuse(format!(
-            "with {queued} bytes of events not read yet (they cannot be queued again)"
-        )));
-    }
-    let mut out = Vec::new();
-    for w in lines {
-        let (major, minor) = (w.sdev >> 20, w.sdev & 0xf_ffff);
-        let path = sys::process::path_of_handle(major, minor, w.handle_type, &w.handle)
-            .filter(|p| {
-                std::fs::metadata(procfs::bytes_path(p)).is_ok_and(|m| {
-                    m.ino() == w.ino
-                        && libc::major(m.dev()) == major
-                        && libc::minor(m.dev()) == minor
-                })
-            })
-            .ok_or_else(|| {
-                refuse(format!(
-                    "whose watch {} (inode {} on device {major}:{minor}) has no path that \
-                     leads to it",
-                    w.wd, w.ino
-                ))
-            })?;
-        out.push(InotifyWatch {
-            wd: w.wd,
-            mask: w.mask,
-            path,
-            ino: w.ino,
-        });
-    }
-    out.sort_by_key(|w| w.wd);
-    Ok(out)
 }

@@ -9,145 +9,6 @@ use crate::model::{Fd, FdKind, TcpState};
 use crate::remote::{Ctx, SockAddr, SockOpt, TcpQueue, TcpRepairOpt};
 use crate::sys;
 
-// ---- restore (stage) ----
-
-/// A listening TCP socket on its old address.
-pub(crate) fn create_tcp_listener(
-    cx: &mut Ctx<'_>,
-    family: i32,
-    addr: &[u8],
-    backlog: u32,
-    reuseaddr: bool,
-    v6only: bool,
-) -> RestoreResult<u64> {
-    check_sockaddr(family, addr)?;
-    let n = cx.socket(
-        "socket(TCP)",
-        family,
-        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-        0,
-    )?;
-    if reuseaddr {
-        cx.setsockopt(n, &SockOpt::ReuseAddr)?;
-    }
-    if family == libc::AF_INET6 {
-        cx.setsockopt(n, &SockOpt::V6Only(v6only))?;
-    }
-    cx.bind("bind TCP listener", n, &SockAddr::Raw(addr))?;
-    cx.listen("listen", n, backlog)?;
-    Ok(n)
-}
-
-/// The options negotiated at connection time, as `TCP_REPAIR_OPTIONS` takes them.
-fn repair_options(c: &crate::model::TcpState) -> Vec<TcpRepairOpt> {
-    let mut opts = vec![
-        TcpRepairOpt::Mss(c.mss),
-        TcpRepairOpt::WindowScale {
-            snd: c.snd_wscale,
-            rcv: c.rcv_wscale,
-        },
-    ];
-    if c.sack {
-        opts.push(TcpRepairOpt::SackPermitted);
-    }
-    if c.timestamps {
-        opts.push(TcpRepairOpt::Timestamps);
-    }
-    opts
-}
-
-/// An established TCP connection, rebuilt in repair mode: same addresses, sequence
-/// numbers, options, window and queued data; then taken out of repair mode.
-pub(crate) fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> RestoreResult<u64> {
-    check_sockaddr(c.family, &c.local)?;
-    check_sockaddr(c.family, &c.peer)?;
-    let n = cx.socket(
-        "socket(TCP)",
-        c.family,
-        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-        0,
-    )?;
-    // Repair mode also lets the socket bind to its old address next to the restored
-    // listener (the kernel forces the reuse); SO_REUSEADDR would undo that.
-    cx.setsockopt(n, &SockOpt::TcpRepair(true))?;
-    cx.bind("bind TCP connection", n, &SockAddr::Raw(&c.local))?;
-    for (q, seq) in [(TcpQueue::Recv, c.rcv_seq), (TcpQueue::Send, c.snd_seq)] {
-        cx.setsockopt(n, &SockOpt::TcpRepairQueue(q))?;
-        cx.setsockopt(n, &SockOpt::TcpQueueSeq(seq))?;
-    }
-    cx.connect("connect (repair)", n, &SockAddr::Raw(&c.peer))?;
-    cx.setsockopt(n, &SockOpt::TcpRepairOptions(repair_options(c)))?;
-    if c.timestamps {
-        cx.setsockopt(n, &SockOpt::TcpTimestamp(c.tsval))?;
-    }
-    // Queued data goes back into each queue as it was (repair mode sends nothing).
-    for (q, data) in [(TcpQueue::Send, &c.sndq), (TcpQueue::Recv, &c.rcvq)] {
-        if data.is_empty() {
-            continue;
-        }
-        cx.setsockopt(n, &SockOpt::TcpRepairQueue(q))?;
-        cx.send_all(n, data, "TCP connection")?;
-    }
-    // The window last: the kernel checks it against the receive sequence, which the
-    // queued data has just moved to where it was.
-    cx.setsockopt(n, &SockOpt::TcpRepairWindow(c.window))?;
-    cx.setsockopt(n, &SockOpt::TcpRepair(false))?;
-    if c.nodelay {
-        cx.setsockopt(n, &SockOpt::TcpNoDelay)?;
-    }
-    Ok(n)
-}
-
-// ---- checks (plan) ----
-
-/// A raw sockaddr_in / sockaddr_in6 as a std address.
-pub(crate) fn inet_addr(raw: &[u8]) -> Option<std::net::SocketAddr> {
-    let fam = u16::from_ne_bytes(raw.get(0..2)?.try_into().ok()?);
-    let port = u16::from_be_bytes(raw.get(2..4)?.try_into().ok()?);
-    if i32::from(fam) == libc::AF_INET {
-        let ip: [u8; 4] = raw.get(4..8)?.try_into().ok()?;
-        Some((std::net::Ipv4Addr::from(ip), port).into())
-    } else if i32::from(fam) == libc::AF_INET6 {
-        let ip: [u8; 16] = raw.get(8..24)?.try_into().ok()?;
-        Some((std::net::Ipv6Addr::from(ip), port).into())
-    } else {
-        None
-    }
-}
-
-/// A raw sockaddr_in / sockaddr_in6 as "address:port".
-pub(crate) fn show_inet(a: &[u8]) -> String {
-    let port = a
-        .get(2..4)
-        .map(|p| u16::from_be_bytes([p[0], p[1]]))
-        .unwrap_or(0);
-    match a.len() {
-        16 => format!("{}.{}.{}.{}:{port}", a[4], a[5], a[6], a[7]),
-        28 => {
-            let mut b = [0u8; 16];
-            b.copy_from_slice(&a[8..24]);
-            format!("[{}]:{port}", std::net::Ipv6Addr::from(b))
-        }
-        _ => "?".into(),
-    }
-}
-
-/// What `inspect` says of a listening TCP socket.
-pub(crate) fn describe_listen(addr: &[u8], backlog: u32) -> String {
-    format!("TCP listening on {} (backlog {backlog})", show_inet(addr))
-}
-
-/// What `inspect` says of a TCP connection.
-pub(crate) fn describe_conn(conn: &crate::model::TcpState) -> String {
-    format!(
-        "TCP connection {} -> {} ({} bytes unsent/unacked, {} unread)",
-        show_inet(&conn.local),
-        show_inet(&conn.peer),
-        conn.sndq.len(),
-        conn.rcvq.len()
-    )
-}
-
 // ---- collect (dump) ----
 
 /// TCP sockets held in repair mode during a dump; a failed dump takes them out of it so
@@ -244,4 +105,143 @@ pub(crate) fn collect_inet(
         sys::tcp::TcpSock::NotTcp => udp::collect(f, flags, &dup, refuse)?,
     }
     Ok(())
+}
+
+// ---- checks (plan) ----
+
+/// A raw sockaddr_in / sockaddr_in6 as a std address.
+pub(crate) fn inet_addr(raw: &[u8]) -> Option<std::net::SocketAddr> {
+    let fam = u16::from_ne_bytes(raw.get(0..2)?.try_into().ok()?);
+    let port = u16::from_be_bytes(raw.get(2..4)?.try_into().ok()?);
+    if i32::from(fam) == libc::AF_INET {
+        let ip: [u8; 4] = raw.get(4..8)?.try_into().ok()?;
+        Some((std::net::Ipv4Addr::from(ip), port).into())
+    } else if i32::from(fam) == libc::AF_INET6 {
+        let ip: [u8; 16] = raw.get(8..24)?.try_into().ok()?;
+        Some((std::net::Ipv6Addr::from(ip), port).into())
+    } else {
+        None
+    }
+}
+
+/// A raw sockaddr_in / sockaddr_in6 as "address:port".
+pub(crate) fn show_inet(a: &[u8]) -> String {
+    let port = a
+        .get(2..4)
+        .map(|p| u16::from_be_bytes([p[0], p[1]]))
+        .unwrap_or(0);
+    match a.len() {
+        16 => format!("{}.{}.{}.{}:{port}", a[4], a[5], a[6], a[7]),
+        28 => {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&a[8..24]);
+            format!("[{}]:{port}", std::net::Ipv6Addr::from(b))
+        }
+        _ => "?".into(),
+    }
+}
+
+/// What `inspect` says of a listening TCP socket.
+pub(crate) fn describe_listen(addr: &[u8], backlog: u32) -> String {
+    format!("TCP listening on {} (backlog {backlog})", show_inet(addr))
+}
+
+/// What `inspect` says of a TCP connection.
+pub(crate) fn describe_conn(conn: &crate::model::TcpState) -> String {
+    format!(
+        "TCP connection {} -> {} ({} bytes unsent/unacked, {} unread)",
+        show_inet(&conn.local),
+        show_inet(&conn.peer),
+        conn.sndq.len(),
+        conn.rcvq.len()
+    )
+}
+
+// ---- restore (stage) ----
+
+/// A listening TCP socket on its old address.
+pub(crate) fn create_tcp_listener(
+    cx: &mut Ctx<'_>,
+    family: i32,
+    addr: &[u8],
+    backlog: u32,
+    reuseaddr: bool,
+    v6only: bool,
+) -> RestoreResult<u64> {
+    check_sockaddr(family, addr)?;
+    let n = cx.socket(
+        "socket(TCP)",
+        family,
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+        0,
+    )?;
+    if reuseaddr {
+        cx.setsockopt(n, &SockOpt::ReuseAddr)?;
+    }
+    if family == libc::AF_INET6 {
+        cx.setsockopt(n, &SockOpt::V6Only(v6only))?;
+    }
+    cx.bind("bind TCP listener", n, &SockAddr::Raw(addr))?;
+    cx.listen("listen", n, backlog)?;
+    Ok(n)
+}
+
+/// The options negotiated at connection time, as `TCP_REPAIR_OPTIONS` takes them.
+fn repair_options(c: &crate::model::TcpState) -> Vec<TcpRepairOpt> {
+    let mut opts = vec![
+        TcpRepairOpt::Mss(c.mss),
+        TcpRepairOpt::WindowScale {
+            snd: c.snd_wscale,
+            rcv: c.rcv_wscale,
+        },
+    ];
+    if c.sack {
+        opts.push(TcpRepairOpt::SackPermitted);
+    }
+    if c.timestamps {
+        opts.push(TcpRepairOpt::Timestamps);
+    }
+    opts
+}
+
+/// An established TCP connection, rebuilt in repair mode: same addresses, sequence
+/// numbers, options, window and queued data; then taken out of repair mode.
+pub(crate) fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> RestoreResult<u64> {
+    check_sockaddr(c.family, &c.local)?;
+    check_sockaddr(c.family, &c.peer)?;
+    let n = cx.socket(
+        "socket(TCP)",
+        c.family,
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+        0,
+    )?;
+    // Repair mode also lets the socket bind to its old address next to the restored
+    // listener (the kernel forces the reuse); SO_REUSEADDR would undo that.
+    cx.setsockopt(n, &SockOpt::TcpRepair(true))?;
+    cx.bind("bind TCP connection", n, &SockAddr::Raw(&c.local))?;
+    for (q, seq) in [(TcpQueue::Recv, c.rcv_seq), (TcpQueue::Send, c.snd_seq)] {
+        cx.setsockopt(n, &SockOpt::TcpRepairQueue(q))?;
+        cx.setsockopt(n, &SockOpt::TcpQueueSeq(seq))?;
+    }
+    cx.connect("connect (repair)", n, &SockAddr::Raw(&c.peer))?;
+    cx.setsockopt(n, &SockOpt::TcpRepairOptions(repair_options(c)))?;
+    if c.timestamps {
+        cx.setsockopt(n, &SockOpt::TcpTimestamp(c.tsval))?;
+    }
+    // Queued data goes back into each queue as it was (repair mode sends nothing).
+    for (q, data) in [(TcpQueue::Send, &c.sndq), (TcpQueue::Recv, &c.rcvq)] {
+        if data.is_empty() {
+            continue;
+        }
+        cx.setsockopt(n, &SockOpt::TcpRepairQueue(q))?;
+        cx.send_all(n, data, "TCP connection")?;
+    }
+    // The window last: the kernel checks it against the receive sequence, which the
+    // queued data has just moved to where it was.
+    cx.setsockopt(n, &SockOpt::TcpRepairWindow(c.window))?;
+    cx.setsockopt(n, &SockOpt::TcpRepair(false))?;
+    if c.nodelay {
+        cx.setsockopt(n, &SockOpt::TcpNoDelay)?;
+    }
+    Ok(n)
 }

@@ -10,31 +10,18 @@ use crate::model::{Checkpoint, FdKind, Process, TtySettings, TtyState};
 use crate::remote::{Ctx, move_fd, take_remote_fd};
 use crate::sys::{self, proc as procfs};
 
-// ---- restore (stage) ----
+// ---- collect (dump) ----
 
-/// `--new-tty`: descriptor `f`, inherited from the terminal, becomes the new terminal
-/// (ckpt's descriptor `slave`; one open description, as a terminal's 0-2 usually share)
-/// instead of ours.
-pub(crate) fn place_new_tty(
-    cx: &mut Ctx<'_>,
-    f: &crate::model::Fd,
-    slave: i32,
-) -> RestoreResult<()> {
-    let me = std::process::id() as i32;
-    let n = take_remote_fd(cx, me, slave as u64, "take the new terminal")?;
-    move_fd(cx, n, f.fd, f.cloexec)
-}
-
-/// The image's terminal settings as `sys::tty::apply` takes them (`--new-tty`).
-impl From<&TtySettings> for sys::tty::Settings {
-    fn from(s: &TtySettings) -> Self {
-        sys::tty::Settings {
+/// A terminal's settings as `sys::tty::settings` read them, for the image.
+impl From<sys::tty::Settings> for TtySettings {
+    fn from(s: sys::tty::Settings) -> Self {
+        TtySettings {
             iflag: s.iflag,
             oflag: s.oflag,
             cflag: s.cflag,
             lflag: s.lflag,
             line: s.line,
-            cc: s.cc.clone(),
+            cc: s.cc,
             ispeed: s.ispeed,
             ospeed: s.ospeed,
             rows: s.rows,
@@ -43,6 +30,48 @@ impl From<&TtySettings> for sys::tty::Settings {
             ypixel: s.ypixel,
         }
     }
+}
+
+/// Whether device `id` is a terminal (a virtual console, a serial line or a pty).
+pub(crate) fn is_tty(id: &FileId) -> bool {
+    let major = libc::major(id.rdev);
+    matches!(major, 4 | 5 | 136..=143)
+}
+
+/// A terminal open as descriptor `d`: kept as a standard descriptor (0-2) connected at
+/// restore to ckpt's own, with its settings; refused elsewhere.
+pub(crate) fn collect(d: &OpenFd, id: &FileId) -> DumpResult<FdKind> {
+    if d.fd <= 2 {
+        let tty = Some(Box::new(tty_state(d.pid, d.fd, id, &d.link)?));
+        return Ok(FdKind::Inherited {
+            what: d.name.clone(),
+            flags: d.flags,
+            tty,
+        });
+    }
+    Err(d.not_yet("a terminal"))
+}
+
+/// A terminal on standard descriptor `fd`: its settings (read through a duplicate of the
+/// descriptor; left out if the terminal no longer answers, e.g. hung up) and whether it
+/// is the process's controlling terminal, with its foreground group (/proc/PID/stat).
+fn tty_state(pid: i32, fd: i32, id: &FileId, link: &[u8]) -> DumpResult<TtyState> {
+    use std::os::fd::AsFd;
+    let dup = sys::process::steal_fd(pid, fd)?;
+    let settings = sys::tty::settings(dup.as_fd()).ok().map(TtySettings::from);
+    let st = procfs::stat(pid)?;
+    let controlling = st.field(7) == id.rdev;
+    Ok(TtyState {
+        path: link.to_vec(),
+        rdev: id.rdev,
+        settings,
+        controlling,
+        fg_pgid: if controlling {
+            st.field(8) as i64 as i32
+        } else {
+            0
+        },
+    })
 }
 
 // ---- checks (plan) ----
@@ -171,18 +200,31 @@ pub(crate) fn describe_inherited(what: &str, tty: Option<&TtyState>) -> String {
     }
 }
 
-// ---- collect (dump) ----
+// ---- restore (stage) ----
 
-/// A terminal's settings as `sys::tty::settings` read them, for the image.
-impl From<sys::tty::Settings> for TtySettings {
-    fn from(s: sys::tty::Settings) -> Self {
-        TtySettings {
+/// `--new-tty`: descriptor `f`, inherited from the terminal, becomes the new terminal
+/// (ckpt's descriptor `slave`; one open description, as a terminal's 0-2 usually share)
+/// instead of ours.
+pub(crate) fn place_new_tty(
+    cx: &mut Ctx<'_>,
+    f: &crate::model::Fd,
+    slave: i32,
+) -> RestoreResult<()> {
+    let me = std::process::id() as i32;
+    let n = take_remote_fd(cx, me, slave as u64, "take the new terminal")?;
+    move_fd(cx, n, f.fd, f.cloexec)
+}
+
+/// The image's terminal settings as `sys::tty::apply` takes them (`--new-tty`).
+impl From<&TtySettings> for sys::tty::Settings {
+    fn from(s: &TtySettings) -> Self {
+        sys::tty::Settings {
             iflag: s.iflag,
             oflag: s.oflag,
             cflag: s.cflag,
             lflag: s.lflag,
             line: s.line,
-            cc: s.cc,
+            cc: s.cc.clone(),
             ispeed: s.ispeed,
             ospeed: s.ospeed,
             rows: s.rows,
@@ -191,46 +233,4 @@ impl From<sys::tty::Settings> for TtySettings {
             ypixel: s.ypixel,
         }
     }
-}
-
-/// Whether device `id` is a terminal (a virtual console, a serial line or a pty).
-pub(crate) fn is_tty(id: &FileId) -> bool {
-    let major = libc::major(id.rdev);
-    matches!(major, 4 | 5 | 136..=143)
-}
-
-/// A terminal open as descriptor `d`: kept as a standard descriptor (0-2) connected at
-/// restore to ckpt's own, with its settings; refused elsewhere.
-pub(crate) fn collect(d: &OpenFd, id: &FileId) -> DumpResult<FdKind> {
-    if d.fd <= 2 {
-        let tty = Some(Box::new(tty_state(d.pid, d.fd, id, &d.link)?));
-        return Ok(FdKind::Inherited {
-            what: d.name.clone(),
-            flags: d.flags,
-            tty,
-        });
-    }
-    Err(d.not_yet("a terminal"))
-}
-
-/// A terminal on standard descriptor `fd`: its settings (read through a duplicate of the
-/// descriptor; left out if the terminal no longer answers, e.g. hung up) and whether it
-/// is the process's controlling terminal, with its foreground group (/proc/PID/stat).
-fn tty_state(pid: i32, fd: i32, id: &FileId, link: &[u8]) -> DumpResult<TtyState> {
-    use std::os::fd::AsFd;
-    let dup = sys::process::steal_fd(pid, fd)?;
-    let settings = sys::tty::settings(dup.as_fd()).ok().map(TtySettings::from);
-    let st = procfs::stat(pid)?;
-    let controlling = st.field(7) == id.rdev;
-    Ok(TtyState {
-        path: link.to_vec(),
-        rdev: id.rdev,
-        settings,
-        controlling,
-        fg_pgid: if controlling {
-            st.field(8) as i64 as i32
-        } else {
-            0
-        },
-    })
 }

@@ -16,6 +16,105 @@ use crate::remote::{Ctx, SockAddr, SockOpt};
 use crate::sys;
 use crate::sys::sockdiag;
 
+// ---- collect (dump) ----
+
+/// A socket that is not TCP (`dup` a duplicate of it): a UDP socket, with its queued
+/// datagrams, sets the kind of `f`; another kind is refused above the standard
+/// descriptors (0-2).
+pub(crate) fn collect(
+    f: &mut Fd,
+    flags: u32,
+    dup: &std::os::fd::OwnedFd,
+    refuse: &dyn Fn(&str) -> DumpError,
+) -> DumpResult<()> {
+    if let Some(u) = sys::udp::inspect(dup)? {
+        let msgs = peek_messages(dup).map_err(|e| match e {
+            sockdiag::PeekError::Sys(e) => DumpError::Sys(e),
+            e => refuse(&peek_refusal(&e, "UDP socket")),
+        })?;
+        if msgs.iter().any(|m| m.data.len() > sys::udp::MAX_DATAGRAM) {
+            return Err(refuse("a UDP socket with an oversized datagram"));
+        }
+        f.kind = FdKind::Udp {
+            sock: Box::new(UdpState {
+                family: u.family,
+                local: u.local,
+                peer: u.peer,
+                v6only: u.v6only,
+                opts: SockOpts {
+                    sndbuf: u.opts.sndbuf,
+                    rcvbuf: u.opts.rcvbuf,
+                    passcred: false,
+                    reuseaddr: u.opts.reuseaddr,
+                    reuseport: u.opts.reuseport,
+                },
+                msgs,
+            }),
+            flags,
+        };
+    } else if f.fd > 2 {
+        return Err(refuse(&sys::tcp::socket_kind(dup)?));
+    }
+    Ok(())
+}
+
+// ---- checks (plan) ----
+
+/// A UDP socket record that restore can build: IPv4 or IPv6 addresses of the right
+/// size, bounded queued datagrams with sources of the same family.
+pub(crate) fn udp_ok(u: &crate::model::UdpState) -> bool {
+    let len = match u.family {
+        libc::AF_INET => 16,
+        libc::AF_INET6 => 28,
+        _ => return false,
+    };
+    u.local.len() == len
+        && (u.peer.is_empty() || u.peer.len() == len)
+        && u.msgs.len() <= MAX_MESSAGES
+        && u.msgs.iter().all(|m| {
+            m.data.len() <= sys::udp::MAX_DATAGRAM
+                && m.from.len() == len
+                && m.from.get(0..2) == Some(&(u.family as u16).to_ne_bytes()[..])
+        })
+        && u.msgs.iter().map(|m| m.data.len()).sum::<usize>() <= MAX_PIPE
+}
+
+/// A bound UDP socket's address must be free here (sockets with SO_REUSEADDR or
+/// SO_REUSEPORT may share it; those are left to the kernel at restore).
+pub(crate) fn check_udp_addr(u: &crate::model::UdpState, fd: i32, problems: &mut Vec<Problem>) {
+    if u.opts.reuseaddr || u.opts.reuseport {
+        return;
+    }
+    let Some(addr) = inet_addr(&u.local) else {
+        return;
+    };
+    if addr.port() == 0 {
+        return;
+    }
+    if let Err(e) = std::net::UdpSocket::bind(addr) {
+        check::p(
+            problems,
+            "address-in-use",
+            format!("descriptor {fd}: UDP address {addr} cannot be bound here: {e}"),
+        );
+    }
+}
+
+/// What `inspect` says of a UDP socket.
+pub(crate) fn describe(u: &crate::model::UdpState) -> String {
+    format!(
+        "UDP socket on {}{} ({} datagrams queued, {} bytes)",
+        show_inet(&u.local),
+        if u.peer.is_empty() {
+            String::new()
+        } else {
+            format!(" connected to {}", show_inet(&u.peer))
+        },
+        u.msgs.len(),
+        u.msgs.iter().map(|m| m.data.len()).sum::<usize>()
+    )
+}
+
 // ---- restore (stage) ----
 
 pub(crate) fn check_sockaddr(family: i32, addr: &[u8]) -> RestoreResult<()> {
@@ -113,105 +212,6 @@ pub(crate) fn requeue_udp(procs: &[Process]) -> RestoreResult<()> {
                 })?;
             }
         }
-    }
-    Ok(())
-}
-
-// ---- checks (plan) ----
-
-/// A UDP socket record that restore can build: IPv4 or IPv6 addresses of the right
-/// size, bounded queued datagrams with sources of the same family.
-pub(crate) fn udp_ok(u: &crate::model::UdpState) -> bool {
-    let len = match u.family {
-        libc::AF_INET => 16,
-        libc::AF_INET6 => 28,
-        _ => return false,
-    };
-    u.local.len() == len
-        && (u.peer.is_empty() || u.peer.len() == len)
-        && u.msgs.len() <= MAX_MESSAGES
-        && u.msgs.iter().all(|m| {
-            m.data.len() <= sys::udp::MAX_DATAGRAM
-                && m.from.len() == len
-                && m.from.get(0..2) == Some(&(u.family as u16).to_ne_bytes()[..])
-        })
-        && u.msgs.iter().map(|m| m.data.len()).sum::<usize>() <= MAX_PIPE
-}
-
-/// A bound UDP socket's address must be free here (sockets with SO_REUSEADDR or
-/// SO_REUSEPORT may share it; those are left to the kernel at restore).
-pub(crate) fn check_udp_addr(u: &crate::model::UdpState, fd: i32, problems: &mut Vec<Problem>) {
-    if u.opts.reuseaddr || u.opts.reuseport {
-        return;
-    }
-    let Some(addr) = inet_addr(&u.local) else {
-        return;
-    };
-    if addr.port() == 0 {
-        return;
-    }
-    if let Err(e) = std::net::UdpSocket::bind(addr) {
-        check::p(
-            problems,
-            "address-in-use",
-            format!("descriptor {fd}: UDP address {addr} cannot be bound here: {e}"),
-        );
-    }
-}
-
-/// What `inspect` says of a UDP socket.
-pub(crate) fn describe(u: &crate::model::UdpState) -> String {
-    format!(
-        "UDP socket on {}{} ({} datagrams queued, {} bytes)",
-        show_inet(&u.local),
-        if u.peer.is_empty() {
-            String::new()
-        } else {
-            format!(" connected to {}", show_inet(&u.peer))
-        },
-        u.msgs.len(),
-        u.msgs.iter().map(|m| m.data.len()).sum::<usize>()
-    )
-}
-
-// ---- collect (dump) ----
-
-/// A socket that is not TCP (`dup` a duplicate of it): a UDP socket, with its queued
-/// datagrams, sets the kind of `f`; another kind is refused above the standard
-/// descriptors (0-2).
-pub(crate) fn collect(
-    f: &mut Fd,
-    flags: u32,
-    dup: &std::os::fd::OwnedFd,
-    refuse: &dyn Fn(&str) -> DumpError,
-) -> DumpResult<()> {
-    if let Some(u) = sys::udp::inspect(dup)? {
-        let msgs = peek_messages(dup).map_err(|e| match e {
-            sockdiag::PeekError::Sys(e) => DumpError::Sys(e),
-            e => refuse(&peek_refusal(&e, "UDP socket")),
-        })?;
-        if msgs.iter().any(|m| m.data.len() > sys::udp::MAX_DATAGRAM) {
-            return Err(refuse("a UDP socket with an oversized datagram"));
-        }
-        f.kind = FdKind::Udp {
-            sock: Box::new(UdpState {
-                family: u.family,
-                local: u.local,
-                peer: u.peer,
-                v6only: u.v6only,
-                opts: SockOpts {
-                    sndbuf: u.opts.sndbuf,
-                    rcvbuf: u.opts.rcvbuf,
-                    passcred: false,
-                    reuseaddr: u.opts.reuseaddr,
-                    reuseport: u.opts.reuseport,
-                },
-                msgs,
-            }),
-            flags,
-        };
-    } else if f.fd > 2 {
-        return Err(refuse(&sys::tcp::socket_kind(dup)?));
     }
     Ok(())
 }

@@ -19,381 +19,6 @@ use crate::sys::sockdiag::{self, STATE_ESTABLISHED, STATE_LISTEN, UnixSock};
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
-// ---- restore (stage) ----
-
-/// Create socket pair `sp` in this process (its ends kept at `tmp`, `tmp + 1`), each
-/// end with the data that was waiting to be read on it.
-pub(crate) fn create_socketpair(
-    cx: &mut Ctx<'_>,
-    sp: &SocketPairState,
-    tmp: u64,
-) -> RestoreResult<(u64, u64)> {
-    let (e0, e1) = cx.socketpair(libc::AF_UNIX, sp.typ | libc::SOCK_CLOEXEC)?;
-    // Options first: the buffer sizes bound what can be queued, and SO_PASSCRED
-    // decides whether queued messages carry credentials.
-    for (fd, o) in [(e0, &sp.opts[0]), (e1, &sp.opts[1])] {
-        set_sock_opts(cx, fd, o)?;
-    }
-    // What end 0 will read is sent from end 1, and the other way round.
-    let what = format!("socket pair {}", sp.id);
-    for (from, data) in [(e1, &sp.data0), (e0, &sp.data1)] {
-        cx.write_all(from, data, &what)?;
-    }
-    for (from, msgs) in [(e1, &sp.msgs0), (e0, &sp.msgs1)] {
-        for m in msgs {
-            cx.send_message(from, &m.data, None, &what)?;
-        }
-    }
-    park_pair(cx, e0, e1, tmp)
-}
-
-/// A listening unix socket bound to its old name. A stale socket file left at the path
-/// by the dumped process is replaced (plan made sure nobody listens there now).
-pub(crate) fn create_listener(
-    cx: &mut Ctx<'_>,
-    name: &[u8],
-    typ: i32,
-    backlog: u32,
-) -> RestoreResult<u64> {
-    let n = cx.socket(
-        "socket(AF_UNIX)",
-        libc::AF_UNIX,
-        typ | libc::SOCK_CLOEXEC,
-        0,
-    )?;
-    bind_unix(cx, n, name)?;
-    cx.listen("listen", n, backlog)?;
-    Ok(n)
-}
-
-/// Bind unix socket `n` of the target to `name`. A stale socket file left at the path
-/// by the dumped process is replaced (plan made sure no socket has that name now); the
-/// new file belongs to the process's user, as the old one did.
-fn bind_unix(cx: &mut Ctx<'_>, n: u64, name: &[u8]) -> RestoreResult<()> {
-    if name.first() == Some(&b'/') {
-        let path = procfs::bytes_path(name);
-        if std::fs::symlink_metadata(path)
-            .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-            .unwrap_or(false)
-        {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-    let what = format!("bind unix socket {}", show_name(name));
-    cx.bind(&what, n, &SockAddr::Unix(name))?;
-    if name.first() == Some(&b'/') {
-        let c = &cx.proc_.creds;
-        let _ = std::os::unix::fs::chown(procfs::bytes_path(name), Some(c.uid[1]), Some(c.gid[1]));
-    }
-    Ok(())
-}
-
-/// A new unnamed unix datagram socket (close-on-exec) in the process of `cx`.
-fn unix_dgram_socket(cx: &mut Ctx<'_>) -> RestoreResult<u64> {
-    cx.socket(
-        "socket(AF_UNIX, SOCK_DGRAM)",
-        libc::AF_UNIX,
-        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-        0,
-    )
-}
-
-/// A unix datagram socket with its options, bound to its name; it is connected and
-/// gets its queued messages in [`unix_dgram_links`], once every socket exists.
-pub(crate) fn create_unix_dgram(
-    cx: &mut Ctx<'_>,
-    u: &crate::model::UnixDgramState,
-) -> RestoreResult<u64> {
-    let n = unix_dgram_socket(cx)?;
-    set_sock_opts(cx, n, &u.opts)?;
-    if !u.name.is_empty() {
-        bind_unix(cx, n, &u.name)?;
-    }
-    Ok(n)
-}
-
-/// Connect the image's unix datagram sockets to their peers (by name), then send each
-/// one's queued messages again, in order, from the same sender: the image's socket
-/// bound to the sender's name (in its own process), or, for an unnamed sender, a
-/// temporary unnamed socket in the receiver's process.
-pub(crate) fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
-    let socks: Vec<(usize, i32, &crate::model::UnixDgramState)> = ctxs
-        .iter()
-        .enumerate()
-        .flat_map(|(i, cx)| {
-            cx.proc_
-                .fds
-                .iter()
-                .filter(|f| f.shared_with.is_none())
-                .filter_map(move |f| match &f.kind {
-                    FdKind::UnixDgram { sock, .. } => Some((i, f.fd, &**sock)),
-                    _ => None,
-                })
-        })
-        .collect();
-    for &(i, fd, u) in &socks {
-        if u.peer_name.is_empty() {
-            continue;
-        }
-        let what = format!("connect unix socket {fd} to {}", show_name(&u.peer_name));
-        ctxs[i].connect(&what, fd as u64, &SockAddr::Unix(&u.peer_name))?;
-    }
-    for &(i, fd, u) in &socks {
-        let what = format!(
-            "process {} descriptor {fd} (unix socket {})",
-            ctxs[i].proc_.pid,
-            show_name(&u.name)
-        );
-        let to = SockAddr::Unix(&u.name);
-        for m in &u.msgs {
-            if m.from.is_empty() {
-                let cx = &mut ctxs[i];
-                let t = unix_dgram_socket(cx)?;
-                let r = cx.send_message(t, &m.data, Some(&to), &what);
-                cx.close(t)?;
-                r?;
-            } else {
-                let &(j, sfd, _) =
-                    socks
-                        .iter()
-                        .find(|(_, _, s)| s.name == m.from)
-                        .ok_or_else(|| {
-                            RestoreError::Malformed(format!("{what}: unknown message sender"))
-                        })?;
-                // Addressed by name even when connected to the receiver (allowed), so
-                // that a sender connected elsewhere reaches it too.
-                ctxs[j].send_message(sfd as u64, &m.data, Some(&to), &what)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn show_name(name: &[u8]) -> String {
-    match name.split_first() {
-        Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
-        _ => String::from_utf8_lossy(name).into_owned(),
-    }
-}
-
-// ---- checks (plan) ----
-
-/// Largest queued socket message, and most messages per socket (as dump reads them).
-pub(crate) const MAX_MESSAGE: usize = sys::sockdiag::MAX_MESSAGE;
-pub(crate) const MAX_MESSAGES: usize = sys::sockdiag::MAX_MESSAGES;
-
-/// Socket pairs: a known type, bytes or messages (never both), bounded queues; returns
-/// their IDs.
-pub(crate) fn check_pairs(pairs: &[SocketPairState], problems: &mut Vec<Problem>) -> BTreeSet<u64> {
-    let mut pair_ids = BTreeSet::new();
-    for sp in pairs {
-        let msgs_ok = |m: &[crate::model::SockMessage]| {
-            m.len() <= MAX_MESSAGES
-                && m.iter()
-                    .all(|x| x.data.len() <= MAX_MESSAGE && x.from.len() <= 128)
-                && m.iter().map(|x| x.data.len()).sum::<usize>() <= MAX_PIPE
-        };
-        let typ_ok = [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&sp.typ);
-        // Stream pairs carry bytes, the others messages: never both.
-        let no_msgs = sp.msgs0.is_empty() && sp.msgs1.is_empty();
-        let no_bytes = sp.data0.is_empty() && sp.data1.is_empty();
-        let kind_ok = if sp.typ == libc::SOCK_STREAM {
-            no_msgs
-        } else {
-            no_bytes
-        };
-        if !pair_ids.insert(sp.id)
-            || !typ_ok
-            || !kind_ok
-            || sp.data0.len() > MAX_PIPE
-            || sp.data1.len() > MAX_PIPE
-            || !msgs_ok(&sp.msgs0)
-            || !msgs_ok(&sp.msgs1)
-        {
-            check::p(
-                problems,
-                "malformed",
-                format!("invalid socket pair {}", sp.id),
-            );
-        }
-    }
-    pair_ids
-}
-
-/// Names of the image's unix datagram sockets (connections and message senders must
-/// be among them), each bound once.
-pub(crate) fn dgram_names<'a>(
-    procs: &'a [Process],
-    problems: &mut Vec<Problem>,
-) -> BTreeSet<&'a [u8]> {
-    let mut dgram_names = BTreeSet::new();
-    for f in procs.iter().flat_map(|q| q.fds.iter()) {
-        if let FdKind::UnixDgram { sock, .. } = &f.kind {
-            if f.shared_with.is_none()
-                && !sock.name.is_empty()
-                && !dgram_names.insert(&sock.name[..])
-            {
-                check::p(
-                    problems,
-                    "malformed",
-                    "two unix datagram sockets are bound to one name".into(),
-                );
-            }
-        }
-    }
-    dgram_names
-}
-
-/// A listening socket's name must be free: no one may listen there now, and a path may
-/// hold at most a stale socket file (which restore replaces).
-pub(crate) fn check_listen_name(name: &[u8], fd: i32, problems: &mut Vec<Problem>) {
-    let shown = match name.split_first() {
-        Some((0, rest)) => format!("@{}", check::show(rest)),
-        _ => check::show(name),
-    };
-    if let Ok(socks) = crate::sys::sockdiag::unix_sockets() {
-        if socks.values().any(|s| {
-            s.state == crate::sys::sockdiag::STATE_LISTEN && s.name.as_deref() == Some(name)
-        }) {
-            check::p(
-                problems,
-                "address-in-use",
-                format!("descriptor {fd}: another process listens on unix socket {shown}"),
-            );
-            return;
-        }
-    }
-    if name.first() == Some(&b'/') {
-        let path = procfs::bytes_path(name);
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if !std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => check::p(
-                problems,
-                "address-in-use",
-                format!("descriptor {fd}: {shown} exists and is not a socket"),
-            ),
-            _ => {}
-        }
-        if !path.parent().is_some_and(|d| d.is_dir()) {
-            check::p(
-                problems,
-                "file-missing",
-                format!("descriptor {fd}: the directory of unix socket {shown} does not exist"),
-            );
-        }
-    }
-}
-
-/// A unix datagram socket record that restore can build: names that fit a sockaddr_un,
-/// a peer and message senders among the image's sockets, bounded messages, and a name
-/// to send them to.
-pub(crate) fn unix_dgram_ok(u: &crate::model::UnixDgramState, names: &BTreeSet<&[u8]>) -> bool {
-    let name_ok = |n: &[u8]| n.len() <= 107 && (n.is_empty() || n[0] == 0 || n[0] == b'/');
-    name_ok(&u.name)
-        && name_ok(&u.peer_name)
-        && (u.peer_name.is_empty() || names.contains(&u.peer_name[..]))
-        && (u.msgs.is_empty() || !u.name.is_empty())
-        && u.msgs.len() <= MAX_MESSAGES
-        && u.msgs.iter().all(|m| {
-            m.data.len() <= MAX_MESSAGE
-                && (m.from.is_empty() || names.contains(&m.from[..]))
-                && (u.peer_name.is_empty() || m.from == u.peer_name)
-        })
-        && u.msgs.iter().map(|m| m.data.len()).sum::<usize>() <= MAX_PIPE
-}
-
-/// A unix datagram socket's name must be free: no socket may be bound to it now, and a
-/// path may hold at most a stale socket file (which restore replaces).
-pub(crate) fn check_bound_name(name: &[u8], fd: i32, problems: &mut Vec<Problem>) {
-    if let Ok(socks) = crate::sys::sockdiag::unix_sockets() {
-        if socks.values().any(|s| {
-            s.name.as_deref().is_some_and(|n| {
-                let mut n = n.to_vec();
-                if n.first() != Some(&0) {
-                    while n.last() == Some(&0) {
-                        n.pop();
-                    }
-                }
-                n == name
-            })
-        }) {
-            let shown = match name.split_first() {
-                Some((0, rest)) => format!("@{}", check::show(rest)),
-                _ => check::show(name),
-            };
-            check::p(
-                problems,
-                "address-in-use",
-                format!("descriptor {fd}: a socket is bound to unix socket name {shown} now"),
-            );
-            return;
-        }
-    }
-    // The rest is as for a listener's name (the path's directory, a non-socket file).
-    check_listen_name(name, fd, problems);
-}
-
-/// A unix socket name as `inspect` shows it (`@` for an abstract name).
-fn shown_name(n: &[u8]) -> String {
-    match n.split_first() {
-        None => "(unnamed)".to_string(),
-        Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
-        _ => String::from_utf8_lossy(n).into_owned(),
-    }
-}
-
-/// What `inspect` says of a unix datagram socket.
-pub(crate) fn describe_dgram(u: &crate::model::UnixDgramState) -> String {
-    let shown = shown_name;
-    format!(
-        "unix datagram socket {}{} ({} messages queued, {} bytes)",
-        shown(&u.name),
-        if u.peer_name.is_empty() {
-            String::new()
-        } else {
-            format!(" connected to {}", shown(&u.peer_name))
-        },
-        u.msgs.len(),
-        u.msgs.iter().map(|m| m.data.len()).sum::<usize>()
-    )
-}
-
-/// What `inspect` says of one end of a socket pair.
-pub(crate) fn describe_pair(ckpt: &Checkpoint, id: u64, end: u8) -> String {
-    let queued = ckpt
-        .socketpairs
-        .iter()
-        .find(|p| p.id == id)
-        .map(|p| {
-            let (data, msgs) = if end == 0 {
-                (&p.data0, &p.msgs0)
-            } else {
-                (&p.data1, &p.msgs1)
-            };
-            let typ = match p.typ {
-                libc::SOCK_DGRAM => "datagram ",
-                libc::SOCK_SEQPACKET => "seqpacket ",
-                _ => "",
-            };
-            if p.typ == libc::SOCK_STREAM {
-                format!("{typ}{} bytes", data.len())
-            } else {
-                let bytes: usize = msgs.iter().map(|m| m.data.len()).sum();
-                format!("{typ}{} messages, {bytes} bytes", msgs.len())
-            }
-        })
-        .unwrap_or_default();
-    format!("unix socket pair {id}, end {end} ({queued} queued to it)")
-}
-
-/// What `inspect` says of a listening unix socket.
-pub(crate) fn describe_listen(name: &[u8], backlog: u32) -> String {
-    let shown = match name.split_first() {
-        Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
-        _ => String::from_utf8_lossy(name).into_owned(),
-    };
-    format!("unix socket listening on {shown} (backlog {backlog})")
-}
-
 // ---- collect (dump) ----
 
 /// The unix sockets of the host (sock_diag) and where the tree holds them, with the
@@ -737,4 +362,379 @@ fn unix_dgram(
         }),
         flags,
     })
+}
+
+// ---- checks (plan) ----
+
+/// Largest queued socket message, and most messages per socket (as dump reads them).
+pub(crate) const MAX_MESSAGE: usize = sys::sockdiag::MAX_MESSAGE;
+pub(crate) const MAX_MESSAGES: usize = sys::sockdiag::MAX_MESSAGES;
+
+/// Socket pairs: a known type, bytes or messages (never both), bounded queues; returns
+/// their IDs.
+pub(crate) fn check_pairs(pairs: &[SocketPairState], problems: &mut Vec<Problem>) -> BTreeSet<u64> {
+    let mut pair_ids = BTreeSet::new();
+    for sp in pairs {
+        let msgs_ok = |m: &[crate::model::SockMessage]| {
+            m.len() <= MAX_MESSAGES
+                && m.iter()
+                    .all(|x| x.data.len() <= MAX_MESSAGE && x.from.len() <= 128)
+                && m.iter().map(|x| x.data.len()).sum::<usize>() <= MAX_PIPE
+        };
+        let typ_ok = [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&sp.typ);
+        // Stream pairs carry bytes, the others messages: never both.
+        let no_msgs = sp.msgs0.is_empty() && sp.msgs1.is_empty();
+        let no_bytes = sp.data0.is_empty() && sp.data1.is_empty();
+        let kind_ok = if sp.typ == libc::SOCK_STREAM {
+            no_msgs
+        } else {
+            no_bytes
+        };
+        if !pair_ids.insert(sp.id)
+            || !typ_ok
+            || !kind_ok
+            || sp.data0.len() > MAX_PIPE
+            || sp.data1.len() > MAX_PIPE
+            || !msgs_ok(&sp.msgs0)
+            || !msgs_ok(&sp.msgs1)
+        {
+            check::p(
+                problems,
+                "malformed",
+                format!("invalid socket pair {}", sp.id),
+            );
+        }
+    }
+    pair_ids
+}
+
+/// Names of the image's unix datagram sockets (connections and message senders must
+/// be among them), each bound once.
+pub(crate) fn dgram_names<'a>(
+    procs: &'a [Process],
+    problems: &mut Vec<Problem>,
+) -> BTreeSet<&'a [u8]> {
+    let mut dgram_names = BTreeSet::new();
+    for f in procs.iter().flat_map(|q| q.fds.iter()) {
+        if let FdKind::UnixDgram { sock, .. } = &f.kind {
+            if f.shared_with.is_none()
+                && !sock.name.is_empty()
+                && !dgram_names.insert(&sock.name[..])
+            {
+                check::p(
+                    problems,
+                    "malformed",
+                    "two unix datagram sockets are bound to one name".into(),
+                );
+            }
+        }
+    }
+    dgram_names
+}
+
+/// A listening socket's name must be free: no one may listen there now, and a path may
+/// hold at most a stale socket file (which restore replaces).
+pub(crate) fn check_listen_name(name: &[u8], fd: i32, problems: &mut Vec<Problem>) {
+    let shown = match name.split_first() {
+        Some((0, rest)) => format!("@{}", check::show(rest)),
+        _ => check::show(name),
+    };
+    if let Ok(socks) = crate::sys::sockdiag::unix_sockets() {
+        if socks.values().any(|s| {
+            s.state == crate::sys::sockdiag::STATE_LISTEN && s.name.as_deref() == Some(name)
+        }) {
+            check::p(
+                problems,
+                "address-in-use",
+                format!("descriptor {fd}: another process listens on unix socket {shown}"),
+            );
+            return;
+        }
+    }
+    if name.first() == Some(&b'/') {
+        let path = procfs::bytes_path(name);
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if !std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => check::p(
+                problems,
+                "address-in-use",
+                format!("descriptor {fd}: {shown} exists and is not a socket"),
+            ),
+            _ => {}
+        }
+        if !path.parent().is_some_and(|d| d.is_dir()) {
+            check::p(
+                problems,
+                "file-missing",
+                format!("descriptor {fd}: the directory of unix socket {shown} does not exist"),
+            );
+        }
+    }
+}
+
+/// A unix datagram socket record that restore can build: names that fit a sockaddr_un,
+/// a peer and message senders among the image's sockets, bounded messages, and a name
+/// to send them to.
+pub(crate) fn unix_dgram_ok(u: &crate::model::UnixDgramState, names: &BTreeSet<&[u8]>) -> bool {
+    let name_ok = |n: &[u8]| n.len() <= 107 && (n.is_empty() || n[0] == 0 || n[0] == b'/');
+    name_ok(&u.name)
+        && name_ok(&u.peer_name)
+        && (u.peer_name.is_empty() || names.contains(&u.peer_name[..]))
+        && (u.msgs.is_empty() || !u.name.is_empty())
+        && u.msgs.len() <= MAX_MESSAGES
+        && u.msgs.iter().all(|m| {
+            m.data.len() <= MAX_MESSAGE
+                && (m.from.is_empty() || names.contains(&m.from[..]))
+                && (u.peer_name.is_empty() || m.from == u.peer_name)
+        })
+        && u.msgs.iter().map(|m| m.data.len()).sum::<usize>() <= MAX_PIPE
+}
+
+/// A unix datagram socket's name must be free: no socket may be bound to it now, and a
+/// path may hold at most a stale socket file (which restore replaces).
+pub(crate) fn check_bound_name(name: &[u8], fd: i32, problems: &mut Vec<Problem>) {
+    if let Ok(socks) = crate::sys::sockdiag::unix_sockets() {
+        if socks.values().any(|s| {
+            s.name.as_deref().is_some_and(|n| {
+                let mut n = n.to_vec();
+                if n.first() != Some(&0) {
+                    while n.last() == Some(&0) {
+                        n.pop();
+                    }
+                }
+                n == name
+            })
+        }) {
+            let shown = match name.split_first() {
+                Some((0, rest)) => format!("@{}", check::show(rest)),
+                _ => check::show(name),
+            };
+            check::p(
+                problems,
+                "address-in-use",
+                format!("descriptor {fd}: a socket is bound to unix socket name {shown} now"),
+            );
+            return;
+        }
+    }
+    // The rest is as for a listener's name (the path's directory, a non-socket file).
+    check_listen_name(name, fd, problems);
+}
+
+/// A unix socket name as `inspect` shows it (`@` for an abstract name).
+fn shown_name(n: &[u8]) -> String {
+    match n.split_first() {
+        None => "(unnamed)".to_string(),
+        Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
+        _ => String::from_utf8_lossy(n).into_owned(),
+    }
+}
+
+/// What `inspect` says of a unix datagram socket.
+pub(crate) fn describe_dgram(u: &crate::model::UnixDgramState) -> String {
+    let shown = shown_name;
+    format!(
+        "unix datagram socket {}{} ({} messages queued, {} bytes)",
+        shown(&u.name),
+        if u.peer_name.is_empty() {
+            String::new()
+        } else {
+            format!(" connected to {}", shown(&u.peer_name))
+        },
+        u.msgs.len(),
+        u.msgs.iter().map(|m| m.data.len()).sum::<usize>()
+    )
+}
+
+/// What `inspect` says of one end of a socket pair.
+pub(crate) fn describe_pair(ckpt: &Checkpoint, id: u64, end: u8) -> String {
+    let queued = ckpt
+        .socketpairs
+        .iter()
+        .find(|p| p.id == id)
+        .map(|p| {
+            let (data, msgs) = if end == 0 {
+                (&p.data0, &p.msgs0)
+            } else {
+                (&p.data1, &p.msgs1)
+            };
+            let typ = match p.typ {
+                libc::SOCK_DGRAM => "datagram ",
+                libc::SOCK_SEQPACKET => "seqpacket ",
+                _ => "",
+            };
+            if p.typ == libc::SOCK_STREAM {
+                format!("{typ}{} bytes", data.len())
+            } else {
+                let bytes: usize = msgs.iter().map(|m| m.data.len()).sum();
+                format!("{typ}{} messages, {bytes} bytes", msgs.len())
+            }
+        })
+        .unwrap_or_default();
+    format!("unix socket pair {id}, end {end} ({queued} queued to it)")
+}
+
+/// What `inspect` says of a listening unix socket.
+pub(crate) fn describe_listen(name: &[u8], backlog: u32) -> String {
+    let shown = match name.split_first() {
+        Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
+        _ => String::from_utf8_lossy(name).into_owned(),
+    };
+    format!("unix socket listening on {shown} (backlog {backlog})")
+}
+
+// ---- restore (stage) ----
+
+/// Create socket pair `sp` in this process (its ends kept at `tmp`, `tmp + 1`), each
+/// end with the data that was waiting to be read on it.
+pub(crate) fn create_socketpair(
+    cx: &mut Ctx<'_>,
+    sp: &SocketPairState,
+    tmp: u64,
+) -> RestoreResult<(u64, u64)> {
+    let (e0, e1) = cx.socketpair(libc::AF_UNIX, sp.typ | libc::SOCK_CLOEXEC)?;
+    // Options first: the buffer sizes bound what can be queued, and SO_PASSCRED
+    // decides whether queued messages carry credentials.
+    for (fd, o) in [(e0, &sp.opts[0]), (e1, &sp.opts[1])] {
+        set_sock_opts(cx, fd, o)?;
+    }
+    // What end 0 will read is sent from end 1, and the other way round.
+    let what = format!("socket pair {}", sp.id);
+    for (from, data) in [(e1, &sp.data0), (e0, &sp.data1)] {
+        cx.write_all(from, data, &what)?;
+    }
+    for (from, msgs) in [(e1, &sp.msgs0), (e0, &sp.msgs1)] {
+        for m in msgs {
+            cx.send_message(from, &m.data, None, &what)?;
+        }
+    }
+    park_pair(cx, e0, e1, tmp)
+}
+
+/// A listening unix socket bound to its old name. A stale socket file left at the path
+/// by the dumped process is replaced (plan made sure nobody listens there now).
+pub(crate) fn create_listener(
+    cx: &mut Ctx<'_>,
+    name: &[u8],
+    typ: i32,
+    backlog: u32,
+) -> RestoreResult<u64> {
+    let n = cx.socket(
+        "socket(AF_UNIX)",
+        libc::AF_UNIX,
+        typ | libc::SOCK_CLOEXEC,
+        0,
+    )?;
+    bind_unix(cx, n, name)?;
+    cx.listen("listen", n, backlog)?;
+    Ok(n)
+}
+
+/// Bind unix socket `n` of the target to `name`. A stale socket file left at the path
+/// by the dumped process is replaced (plan made sure no socket has that name now); the
+/// new file belongs to the process's user, as the old one did.
+fn bind_unix(cx: &mut Ctx<'_>, n: u64, name: &[u8]) -> RestoreResult<()> {
+    if name.first() == Some(&b'/') {
+        let path = procfs::bytes_path(name);
+        if std::fs::symlink_metadata(path)
+            .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            .unwrap_or(false)
+        {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    let what = format!("bind unix socket {}", show_name(name));
+    cx.bind(&what, n, &SockAddr::Unix(name))?;
+    if name.first() == Some(&b'/') {
+        let c = &cx.proc_.creds;
+        let _ = std::os::unix::fs::chown(procfs::bytes_path(name), Some(c.uid[1]), Some(c.gid[1]));
+    }
+    Ok(())
+}
+
+/// A new unnamed unix datagram socket (close-on-exec) in the process of `cx`.
+fn unix_dgram_socket(cx: &mut Ctx<'_>) -> RestoreResult<u64> {
+    cx.socket(
+        "socket(AF_UNIX, SOCK_DGRAM)",
+        libc::AF_UNIX,
+        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+        0,
+    )
+}
+
+/// A unix datagram socket with its options, bound to its name; it is connected and
+/// gets its queued messages in [`unix_dgram_links`], once every socket exists.
+pub(crate) fn create_unix_dgram(
+    cx: &mut Ctx<'_>,
+    u: &crate::model::UnixDgramState,
+) -> RestoreResult<u64> {
+    let n = unix_dgram_socket(cx)?;
+    set_sock_opts(cx, n, &u.opts)?;
+    if !u.name.is_empty() {
+        bind_unix(cx, n, &u.name)?;
+    }
+    Ok(n)
+}
+
+/// Connect the image's unix datagram sockets to their peers (by name), then send each
+/// one's queued messages again, in order, from the same sender: the image's socket
+/// bound to the sender's name (in its own process), or, for an unnamed sender, a
+/// temporary unnamed socket in the receiver's process.
+pub(crate) fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
+    let socks: Vec<(usize, i32, &crate::model::UnixDgramState)> = ctxs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, cx)| {
+            cx.proc_
+                .fds
+                .iter()
+                .filter(|f| f.shared_with.is_none())
+                .filter_map(move |f| match &f.kind {
+                    FdKind::UnixDgram { sock, .. } => Some((i, f.fd, &**sock)),
+                    _ => None,
+                })
+        })
+        .collect();
+    for &(i, fd, u) in &socks {
+        if u.peer_name.is_empty() {
+            continue;
+        }
+        let what = format!("connect unix socket {fd} to {}", show_name(&u.peer_name));
+        ctxs[i].connect(&what, fd as u64, &SockAddr::Unix(&u.peer_name))?;
+    }
+    for &(i, fd, u) in &socks {
+        let what = format!(
+            "process {} descriptor {fd} (unix socket {})",
+            ctxs[i].proc_.pid,
+            show_name(&u.name)
+        );
+        let to = SockAddr::Unix(&u.name);
+        for m in &u.msgs {
+            if m.from.is_empty() {
+                let cx = &mut ctxs[i];
+                let t = unix_dgram_socket(cx)?;
+                let r = cx.send_message(t, &m.data, Some(&to), &what);
+                cx.close(t)?;
+                r?;
+            } else {
+                let &(j, sfd, _) =
+                    socks
+                        .iter()
+                        .find(|(_, _, s)| s.name == m.from)
+                        .ok_or_else(|| {
+                            RestoreError::Malformed(format!("{what}: unknown message sender"))
+                        })?;
+                // Addressed by name even when connected to the receiver (allowed), so
+                // that a sender connected elsewhere reaches it too.
+                ctxs[j].send_message(sfd as u64, &m.data, Some(&to), &what)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show_name(name: &[u8]) -> String {
+    match name.split_first() {
+        Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
+        _ => String::from_utf8_lossy(name).into_owned(),
+    }
 }

@@ -13,6 +13,90 @@ use crate::sys;
 use crate::sys::proc as procfs;
 use std::collections::BTreeMap;
 
+// ---- collect (dump) ----
+
+/// Pages of shared-memory objects already stored (by inode, page offset): an object
+/// shared by several processes of the tree is stored once.
+pub(crate) type SharedSeen = std::collections::BTreeMap<u64, std::collections::BTreeSet<u64>>;
+
+/// Pages of a MAP_SHARED|MAP_ANONYMOUS area: everything its object holds in the mapped
+/// range (found with SEEK_DATA, so pages written only through another mapping count).
+pub(crate) fn shmem_pages(
+    pid: i32,
+    vma: &mut Vma,
+    runs: &mut Vec<Run>,
+    seen: &mut SharedSeen,
+) -> DumpResult<()> {
+    let (ino, ranges) = procfs::shmem_data_ranges(pid, vma.start, vma.end, vma.offset, vma.len())?;
+    vma.shmem_id = ino;
+    let done = seen.entry(ino).or_default();
+    let first = runs.len();
+    for (a, b) in ranges {
+        let mut off = a;
+        while off < b {
+            if done.insert(off) {
+                let addr = vma.start + (off - vma.offset);
+                vma.pages_present += 1;
+                let n = runs.len();
+                match runs.last_mut() {
+                    Some(r)
+                        if n > first
+                            && r.addr + r.pages * 4096 == addr
+                            && r.pages < MAX_RUN_PAGES =>
+                    {
+                        r.pages += 1
+                    }
+                    _ => runs.push(Run {
+                        addr,
+                        pages: 1,
+                        skip_zero: true,
+                    }),
+                }
+            }
+            off += 4096;
+        }
+    }
+    Ok(())
+}
+
+// ---- checks (plan) ----
+
+/// The System V segments the process attached must not exist here (their IDs and keys
+/// are taken again).
+pub(crate) fn check_sysv_free(proc_: &Process, problems: &mut Vec<Problem>) {
+    for v in &proc_.vmas {
+        if let VmaKind::SysvShm { key, shmid, .. } = v.kind {
+            if let Ok(segs) = procfs::sysv_shm() {
+                check_sysv_ids(key, shmid, &segs, problems);
+            }
+        }
+    }
+}
+
+/// A segment's `key` and `shmid` are not among this host's segments `segs` (key, shmid,
+/// mode, size), as /proc/sysvipc/shm lists them.
+pub(crate) fn check_sysv_ids(
+    key: i32,
+    shmid: i32,
+    segs: &[(i32, i32, u32, u64)],
+    problems: &mut Vec<Problem>,
+) {
+    if segs.iter().any(|s| s.1 == shmid) {
+        check::p(
+            problems,
+            "sysv-taken",
+            format!("System V shared memory ID {shmid} is in use on this host"),
+        );
+    }
+    if key != 0 && segs.iter().any(|s| s.0 == key) {
+        check::p(
+            problems,
+            "sysv-taken",
+            format!("System V shared memory key {key:#x} is in use on this host"),
+        );
+    }
+}
+
 // ---- restore (stage) ----
 
 /// System V segments restore created: removed again unless the restore commits (they
@@ -149,88 +233,4 @@ pub(crate) fn shm_sizes(procs: &[Process]) -> BTreeMap<u64, u64> {
         }
     }
     m
-}
-
-// ---- checks (plan) ----
-
-/// The System V segments the process attached must not exist here (their IDs and keys
-/// are taken again).
-pub(crate) fn check_sysv_free(proc_: &Process, problems: &mut Vec<Problem>) {
-    for v in &proc_.vmas {
-        if let VmaKind::SysvShm { key, shmid, .. } = v.kind {
-            if let Ok(segs) = procfs::sysv_shm() {
-                check_sysv_ids(key, shmid, &segs, problems);
-            }
-        }
-    }
-}
-
-/// A segment's `key` and `shmid` are not among this host's segments `segs` (key, shmid,
-/// mode, size), as /proc/sysvipc/shm lists them.
-pub(crate) fn check_sysv_ids(
-    key: i32,
-    shmid: i32,
-    segs: &[(i32, i32, u32, u64)],
-    problems: &mut Vec<Problem>,
-) {
-    if segs.iter().any(|s| s.1 == shmid) {
-        check::p(
-            problems,
-            "sysv-taken",
-            format!("System V shared memory ID {shmid} is in use on this host"),
-        );
-    }
-    if key != 0 && segs.iter().any(|s| s.0 == key) {
-        check::p(
-            problems,
-            "sysv-taken",
-            format!("System V shared memory key {key:#x} is in use on this host"),
-        );
-    }
-}
-
-// ---- collect (dump) ----
-
-/// Pages of shared-memory objects already stored (by inode, page offset): an object
-/// shared by several processes of the tree is stored once.
-pub(crate) type SharedSeen = std::collections::BTreeMap<u64, std::collections::BTreeSet<u64>>;
-
-/// Pages of a MAP_SHARED|MAP_ANONYMOUS area: everything its object holds in the mapped
-/// range (found with SEEK_DATA, so pages written only through another mapping count).
-pub(crate) fn shmem_pages(
-    pid: i32,
-    vma: &mut Vma,
-    runs: &mut Vec<Run>,
-    seen: &mut SharedSeen,
-) -> DumpResult<()> {
-    let (ino, ranges) = procfs::shmem_data_ranges(pid, vma.start, vma.end, vma.offset, vma.len())?;
-    vma.shmem_id = ino;
-    let done = seen.entry(ino).or_default();
-    let first = runs.len();
-    for (a, b) in ranges {
-        let mut off = a;
-        while off < b {
-            if done.insert(off) {
-                let addr = vma.start + (off - vma.offset);
-                vma.pages_present += 1;
-                let n = runs.len();
-                match runs.last_mut() {
-                    Some(r)
-                        if n > first
-                            && r.addr + r.pages * 4096 == addr
-                            && r.pages < MAX_RUN_PAGES =>
-                    {
-                        r.pages += 1
-                    }
-                    _ => runs.push(Run {
-                        addr,
-                        pages: 1,
-                        skip_zero: true,
-                    }),
-                }
-            }
-            off += 4096;
-        }
-    }
-    Ok(())
 }

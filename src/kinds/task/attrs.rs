@@ -20,6 +20,156 @@ use crate::sys::proc as procfs;
 use crate::sys::proc::Stat;
 use std::collections::BTreeSet;
 
+// ---- collect (dump) ----
+
+/// Resource limits the kernel has (RLIMIT_CPU = 0 .. RLIMIT_RTTIME = 15).
+pub(crate) const RLIM_NLIMITS: u32 = 16;
+
+/// The prctl state, brk and the xsave permissions, asked by the process: its
+/// parent-death signal into `slot(first)`, whether it is a child subreaper into
+/// `slot(first + 1)`, its ARCH_GET_XCOMP_PERM into `slot(first + 2)`; the dumpable flag
+/// and brk are results of their calls.
+pub(crate) fn prctl_calls(first: usize, slot: &dyn Fn(usize) -> u64) -> [Call; 5] {
+    // Which dynamically enabled xsave components (AMX) the process asked for; an older
+    // kernel does not know the call.
+    const ARCH_GET_XCOMP_PERM: u64 = 0x1022;
+    let n = first;
+    [
+        Call::new(
+            "prctl(PR_GET_PDEATHSIG)",
+            nr::PRCTL,
+            [libc::PR_GET_PDEATHSIG as u64, slot(n), 0, 0, 0, 0],
+        ),
+        Call::new(
+            "prctl(PR_GET_DUMPABLE)",
+            nr::PRCTL,
+            [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0],
+        ),
+        Call::new(
+            "prctl(PR_GET_CHILD_SUBREAPER)",
+            nr::PRCTL,
+            [libc::PR_GET_CHILD_SUBREAPER as u64, slot(n + 1), 0, 0, 0, 0],
+        ),
+        Call::new("brk(0)", nr::BRK, [0; 6]),
+        Call::new(
+            "arch_prctl(ARCH_GET_XCOMP_PERM)",
+            nr::ARCH_PRCTL,
+            [ARCH_GET_XCOMP_PERM, slot(n + 2), 0, 0, 0, 0],
+        )
+        .may_fail(),
+    ]
+}
+
+/// One `prlimit64` query per resource, limit `resource` into `slot(first + resource)`.
+pub(crate) fn rlimit_calls(first: usize, slot: &dyn Fn(usize) -> u64) -> Vec<Call> {
+    // Resource limits, asked by the process about itself: prlimit(PID) from outside
+    // needs CAP_SYS_RESOURCE for a process of another user, which even root may lack.
+    (0..RLIM_NLIMITS)
+        .map(|resource| {
+            Call::new(
+                "prlimit64",
+                nr::PRLIMIT64,
+                [
+                    0,
+                    u64::from(resource),
+                    0,
+                    slot(first + resource as usize),
+                    0,
+                    0,
+                ],
+            )
+        })
+        .collect()
+}
+
+/// The resource limits [`rlimit_calls`] read, from the queries' results `b`.
+pub(crate) fn rlimits(b: &[u8], first: usize) -> Vec<Rlimit> {
+    (0..RLIM_NLIMITS)
+        .map(|resource| {
+            let w = slot_bytes(b, first + resource as usize);
+            Rlimit {
+                resource,
+                cur: word(w, 0),
+                max: word(w, 1),
+            }
+        })
+        .collect()
+}
+
+/// The mm fields of process `pid` (/proc/PID/stat `stat`, its auxv and executable, which
+/// must still be found under its path), with `brk` as the process told it.
+pub(crate) fn mm_info(pid: i32, stat: &Stat, brk: u64) -> DumpResult<MmInfo> {
+    let exe_link = procfs::readlink(&format!("/proc/{pid}/exe"))?;
+    let exe = file_id_checked(pid, &format!("/proc/{pid}/exe"), &exe_link, "executable")?;
+    Ok(MmInfo {
+        start_code: stat.field(26),
+        end_code: stat.field(27),
+        start_stack: stat.field(28),
+        start_data: stat.field(45),
+        end_data: stat.field(46),
+        start_brk: stat.field(47),
+        brk,
+        arg_start: stat.field(48),
+        arg_end: stat.field(49),
+        env_start: stat.field(50),
+        env_end: stat.field(51),
+        auxv: procfs::auxv(pid)?,
+        exe: Some(exe),
+    })
+}
+
+// ---- checks (plan) ----
+
+/// Resource limits: known resources, each once, soft below hard.
+pub(crate) fn check_rlimits(proc_: &Process, problems: &mut Vec<Problem>) {
+    let mut resources = BTreeSet::new();
+    for r in &proc_.rlimits {
+        if r.resource as usize >= RLIMIT_NAMES.len()
+            || !resources.insert(r.resource)
+            || r.cur > r.max
+        {
+            check::p(
+                problems,
+                "malformed",
+                format!(
+                    "process {}: invalid resource limit {} ({}/{})",
+                    proc_.pid, r.resource, r.cur, r.max
+                ),
+            );
+        }
+    }
+}
+
+/// The auxiliary vector and the process name are of sane size.
+pub(crate) fn check_auxv_comm(proc_: &Process, problems: &mut Vec<Problem>) {
+    if proc_.mm.auxv.len() > 128 || proc_.comm.len() > 64 {
+        check::p(problems, "malformed", "invalid auxv or process name".into());
+    }
+}
+
+/// The process's root and working directories exist here.
+pub(crate) fn check_dirs(proc_: &Process, problems: &mut Vec<Problem>) {
+    match std::fs::metadata(procfs::bytes_path(&proc_.root)) {
+        Ok(m) if m.is_dir() => {}
+        _ => check::p(
+            problems,
+            "file-missing",
+            format!("root directory {} does not exist", check::show(&proc_.root)),
+        ),
+    }
+    match std::fs::metadata(procfs::bytes_path(&proc_.cwd)) {
+        Ok(m) if m.is_dir() => {}
+        _ => check::p(
+            problems,
+            "file-missing",
+            format!(
+                "working directory {} does not exist",
+                check::show(&proc_.cwd)
+            ),
+        ),
+    }
+}
+
 // ---- restore (stage) ----
 
 pub(crate) fn set_mm(cx: &mut Ctx<'_>) -> RestoreResult<()> {
@@ -165,154 +315,4 @@ pub(crate) fn set_cwd_root(cx: &mut Ctx<'_>) -> RestoreResult<()> {
         cx.call("chroot", nr::CHROOT, [a, 0, 0, 0, 0, 0])?;
     }
     Ok(())
-}
-
-// ---- checks (plan) ----
-
-/// Resource limits: known resources, each once, soft below hard.
-pub(crate) fn check_rlimits(proc_: &Process, problems: &mut Vec<Problem>) {
-    let mut resources = BTreeSet::new();
-    for r in &proc_.rlimits {
-        if r.resource as usize >= RLIMIT_NAMES.len()
-            || !resources.insert(r.resource)
-            || r.cur > r.max
-        {
-            check::p(
-                problems,
-                "malformed",
-                format!(
-                    "process {}: invalid resource limit {} ({}/{})",
-                    proc_.pid, r.resource, r.cur, r.max
-                ),
-            );
-        }
-    }
-}
-
-/// The auxiliary vector and the process name are of sane size.
-pub(crate) fn check_auxv_comm(proc_: &Process, problems: &mut Vec<Problem>) {
-    if proc_.mm.auxv.len() > 128 || proc_.comm.len() > 64 {
-        check::p(problems, "malformed", "invalid auxv or process name".into());
-    }
-}
-
-/// The process's root and working directories exist here.
-pub(crate) fn check_dirs(proc_: &Process, problems: &mut Vec<Problem>) {
-    match std::fs::metadata(procfs::bytes_path(&proc_.root)) {
-        Ok(m) if m.is_dir() => {}
-        _ => check::p(
-            problems,
-            "file-missing",
-            format!("root directory {} does not exist", check::show(&proc_.root)),
-        ),
-    }
-    match std::fs::metadata(procfs::bytes_path(&proc_.cwd)) {
-        Ok(m) if m.is_dir() => {}
-        _ => check::p(
-            problems,
-            "file-missing",
-            format!(
-                "working directory {} does not exist",
-                check::show(&proc_.cwd)
-            ),
-        ),
-    }
-}
-
-// ---- collect (dump) ----
-
-/// Resource limits the kernel has (RLIMIT_CPU = 0 .. RLIMIT_RTTIME = 15).
-pub(crate) const RLIM_NLIMITS: u32 = 16;
-
-/// The prctl state, brk and the xsave permissions, asked by the process: its
-/// parent-death signal into `slot(first)`, whether it is a child subreaper into
-/// `slot(first + 1)`, its ARCH_GET_XCOMP_PERM into `slot(first + 2)`; the dumpable flag
-/// and brk are results of their calls.
-pub(crate) fn prctl_calls(first: usize, slot: &dyn Fn(usize) -> u64) -> [Call; 5] {
-    // Which dynamically enabled xsave components (AMX) the process asked for; an older
-    // kernel does not know the call.
-    const ARCH_GET_XCOMP_PERM: u64 = 0x1022;
-    let n = first;
-    [
-        Call::new(
-            "prctl(PR_GET_PDEATHSIG)",
-            nr::PRCTL,
-            [libc::PR_GET_PDEATHSIG as u64, slot(n), 0, 0, 0, 0],
-        ),
-        Call::new(
-            "prctl(PR_GET_DUMPABLE)",
-            nr::PRCTL,
-            [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0],
-        ),
-        Call::new(
-            "prctl(PR_GET_CHILD_SUBREAPER)",
-            nr::PRCTL,
-            [libc::PR_GET_CHILD_SUBREAPER as u64, slot(n + 1), 0, 0, 0, 0],
-        ),
-        Call::new("brk(0)", nr::BRK, [0; 6]),
-        Call::new(
-            "arch_prctl(ARCH_GET_XCOMP_PERM)",
-            nr::ARCH_PRCTL,
-            [ARCH_GET_XCOMP_PERM, slot(n + 2), 0, 0, 0, 0],
-        )
-        .may_fail(),
-    ]
-}
-
-/// One `prlimit64` query per resource, limit `resource` into `slot(first + resource)`.
-pub(crate) fn rlimit_calls(first: usize, slot: &dyn Fn(usize) -> u64) -> Vec<Call> {
-    // Resource limits, asked by the process about itself: prlimit(PID) from outside
-    // needs CAP_SYS_RESOURCE for a process of another user, which even root may lack.
-    (0..RLIM_NLIMITS)
-        .map(|resource| {
-            Call::new(
-                "prlimit64",
-                nr::PRLIMIT64,
-                [
-                    0,
-                    u64::from(resource),
-                    0,
-                    slot(first + resource as usize),
-                    0,
-                    0,
-                ],
-            )
-        })
-        .collect()
-}
-
-/// The resource limits [`rlimit_calls`] read, from the queries' results `b`.
-pub(crate) fn rlimits(b: &[u8], first: usize) -> Vec<Rlimit> {
-    (0..RLIM_NLIMITS)
-        .map(|resource| {
-            let w = slot_bytes(b, first + resource as usize);
-            Rlimit {
-                resource,
-                cur: word(w, 0),
-                max: word(w, 1),
-            }
-        })
-        .collect()
-}
-
-/// The mm fields of process `pid` (/proc/PID/stat `stat`, its auxv and executable, which
-/// must still be found under its path), with `brk` as the process told it.
-pub(crate) fn mm_info(pid: i32, stat: &Stat, brk: u64) -> DumpResult<MmInfo> {
-    let exe_link = procfs::readlink(&format!("/proc/{pid}/exe"))?;
-    let exe = file_id_checked(pid, &format!("/proc/{pid}/exe"), &exe_link, "executable")?;
-    Ok(MmInfo {
-        start_code: stat.field(26),
-        end_code: stat.field(27),
-        start_stack: stat.field(28),
-        start_data: stat.field(45),
-        end_data: stat.field(46),
-        start_brk: stat.field(47),
-        brk,
-        arg_start: stat.field(48),
-        arg_end: stat.field(49),
-        env_start: stat.field(50),
-        env_end: stat.field(51),
-        auxv: procfs::auxv(pid)?,
-        exe: Some(exe),
-    })
 }

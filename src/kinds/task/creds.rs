@@ -13,95 +13,49 @@ use crate::sys::{self, proc as procfs};
 
 // Layering leak (to fix at merge): privs moves to kinds::task::creds.
 
-// ---- restore (stage) ----
+// ---- collect (dump) ----
 
-/// Give the thread behind `cx` exactly the image's credentials: user and group IDs,
-/// groups, the five capability sets, securebits and no_new_privs (plan checked, in
-/// `privs`, that ckpt holds everything this needs). Credentials belong to each thread,
-/// so stage runs this in every thread of the process. Returns whether anything changed
-/// (the kernel then resets the process's dumpable flag and the thread's parent-death
-/// signal: see [`after_creds`]).
-///
-/// The order matters: the inheritable set first (a capability may be inheritable
-/// without being in the bounding set only if it was so before the bounding set
-/// shrinks), then the bounding set (dropping needs CAP_SETPCAP), groups and group IDs,
-/// the user IDs with keep_caps on (so the permitted set survives leaving root; the
-/// effective set is taken back from it), ambient capabilities (before the securebits,
-/// which may forbid raising them), the securebits (PR_SET_SECUREBITS needs CAP_SETPCAP,
-/// still effective; securebits like no_setuid_fixup and keep_caps only matter for the
-/// setuid calls, which are done by then), and last the image's capability sets.
-pub(crate) fn restore_creds(cx: &mut Ctx<'_>, me: &Own) -> RestoreResult<bool> {
-    let c = &cx.proc_.creds;
-    let o = &me.creds;
-    let same = c.uid == o.uid
-        && c.gid == o.gid
-        && c.groups == o.groups
-        && c.cap_eff == o.cap_eff
-        && c.cap_prm == o.cap_prm
-        && c.cap_inh == o.cap_inh
-        && c.cap_bnd == o.cap_bnd
-        && c.cap_amb == o.cap_amb
-        && c.securebits == o.securebits
-        && c.no_new_privs == o.no_new_privs;
-    if same {
-        return Ok(false);
+/// The credentials the lines of /proc/PID/status `st` show, with the thread's
+/// `securebits` (which /proc does not show).
+pub(crate) fn creds_of(st: &procfs::Status, securebits: u32) -> Creds {
+    Creds {
+        uid: st.uid,
+        gid: st.gid,
+        groups: st.groups.clone(),
+        cap_inh: st.cap_inh,
+        cap_prm: st.cap_prm,
+        cap_eff: st.cap_eff,
+        cap_bnd: st.cap_bnd,
+        cap_amb: st.cap_amb,
+        no_new_privs: st.no_new_privs,
+        seccomp: st.seccomp,
+        securebits,
     }
-    if c.no_new_privs && !o.no_new_privs {
-        cx.prctl(Prctl::SetNoNewPrivs)?;
-    }
-    // Everything ckpt may use effective, the image's inheritable set.
-    cx.capset(o.cap_prm, o.cap_prm, c.cap_inh)?;
-    for cap in 0..64u64 {
-        if o.cap_bnd & (1 << cap) != 0 && c.cap_bnd & (1 << cap) == 0 {
-            cx.prctl(Prctl::CapBsetDrop(cap))?;
-        }
-    }
-    if c.groups != o.groups {
-        cx.set_groups(&c.groups)?;
-    }
-    if c.gid != o.gid {
-        cx.set_gids(&c.gid)?;
-    }
-    let mut bits = o.securebits;
-    if c.uid != o.uid {
-        if bits & (secbit::KEEP_CAPS | secbit::NO_SETUID_FIXUP) == 0 {
-            cx.prctl(Prctl::SetKeepCaps(true))?;
-            bits |= secbit::KEEP_CAPS;
-        }
-        cx.set_uids(&c.uid)?;
-        // Leaving user ID 0 cleared the effective set (the permitted one stayed).
-        cx.capset(o.cap_prm, o.cap_prm, c.cap_inh)?;
-    }
-    if o.cap_amb != 0 {
-        cx.prctl(Prctl::CapAmbientClearAll)?;
-    }
-    for cap in 0..64u64 {
-        if c.cap_amb & (1 << cap) != 0 {
-            cx.prctl(Prctl::CapAmbientRaise(cap))?;
-        }
-    }
-    if c.securebits != bits {
-        if c.securebits ^ bits == secbit::KEEP_CAPS {
-            // Only keep_caps differs (ckpt turned it on above): no privilege needed.
-            cx.prctl(Prctl::SetKeepCaps(c.securebits & secbit::KEEP_CAPS != 0))?;
-        } else {
-            cx.prctl(Prctl::SetSecurebits(c.securebits))?;
-        }
-    }
-    cx.capset(c.cap_eff, c.cap_prm, c.cap_inh)?;
-    Ok(true)
 }
 
-/// Changing a thread's user or group IDs makes the kernel reset the process's dumpable
-/// flag (to fs.suid_dumpable) and the thread's parent-death signal: set the image's
-/// again (in the main thread; the others were created without one, as at dump only the
-/// main thread's is recorded).
-pub(crate) fn after_creds(cx: &mut Ctx<'_>) -> RestoreResult<()> {
-    let m = cx.proc_.misc;
-    if m.dumpable == 0 || m.dumpable == 1 {
-        cx.prctl(Prctl::SetDumpable(m.dumpable))?;
+/// Credentials belong to each thread; the image keeps one set per process (as a program
+/// changing them through libc sets them in every thread). Refuse a process whose threads
+/// differ, rather than give them all the leader's.
+pub(crate) fn same_creds_in_threads(
+    pid: i32,
+    threads: &[FrozenThread],
+    creds: &Creds,
+    thread_inj: &[ThreadInjected],
+) -> DumpResult<()> {
+    for (t, ti) in threads.iter().zip(thread_inj).skip(1) {
+        let theirs = creds_of(&procfs::status(t.tid)?, ti.securebits);
+        if theirs != *creds {
+            return Err(unsupported(
+                pid,
+                format!(
+                    "thread {} has other credentials (uids, gids, groups, capabilities, \
+                     securebits, no_new_privs or seccomp) than the process's first thread; \
+                     threads with different credentials are not supported yet",
+                    t.tid
+                ),
+            ));
+        }
     }
-    cx.prctl(Prctl::SetPdeathsig(m.pdeathsig))?;
     Ok(())
 }
 
@@ -630,235 +584,97 @@ pub(crate) fn check_seccomp(proc_: &Process, problems: &mut Vec<Problem>) {
     }
 }
 
-// ---- collect (dump) ----
+// ---- restore (stage) ----
 
-/// The credentials the lines of /proc/PID/status `st` show, with the thread's
-/// `securebits` (which /proc does not show).
-pub(crate) fn creds_of(st: &procfs::Status, securebits: u32) -> Creds {
-    Creds {
-        uid: st.uid,
-        gid: st.gid,
-        groups: st.groups.clone(),
-        cap_inh: st.cap_inh,
-        cap_prm: st.cap_prm,
-        cap_eff: st.cap_eff,
-        cap_bnd: st.cap_bnd,
-        cap_amb: st.cap_amb,
-        no_new_privs: st.no_new_privs,
-        seccomp: st.seccomp,
-        securebits,
+/// Give the thread behind `cx` exactly the image's credentials: user and group IDs,
+/// groups, the five capability sets, securebits and no_new_privs (plan checked, in
+/// `privs`, that ckpt holds everything this needs). Credentials belong to each thread,
+/// so stage runs this in every thread of the process. Returns whether anything changed
+/// (the kernel then resets the process's dumpable flag and the thread's parent-death
+/// signal: see [`after_creds`]).
+///
+/// The order matters: the inheritable set first (a capability may be inheritable
+/// without being in the bounding set only if it was so before the bounding set
+/// shrinks), then the bounding set (dropping needs CAP_SETPCAP), groups and group IDs,
+/// the user IDs with keep_caps on (so the permitted set survives leaving root; the
+/// effective set is taken back from it), ambient capabilities (before the securebits,
+/// which may forbid raising them), the securebits (PR_SET_SECUREBITS needs CAP_SETPCAP,
+/// still effective; securebits like no_setuid_fixup and keep_caps only matter for the
+/// setuid calls, which are done by then), and last the image's capability sets.
+pub(crate) fn restore_creds(cx: &mut Ctx<'_>, me: &Own) -> RestoreResult<bool> {
+    let c = &cx.proc_.creds;
+    let o = &me.creds;
+    let same = c.uid == o.uid
+        && c.gid == o.gid
+        && c.groups == o.groups
+        && c.cap_eff == o.cap_eff
+        && c.cap_prm == o.cap_prm
+        && c.cap_inh == o.cap_inh
+        && c.cap_bnd == o.cap_bnd
+        && c.cap_amb == o.cap_amb
+        && c.securebits == o.securebits
+        && c.no_new_privs == o.no_new_privs;
+    if same {
+        return Ok(false);
     }
-}
-
-/// Credentials belong to each thread; the image keeps one set per process (as a program
-/// changing them through libc sets them in every thread). Refuse a process whose threads
-/// differ, rather than give them all the leader's.
-pub(crate) fn same_creds_in_threads(
-    pid: i32,
-    threads: &[FrozenThread],
-    creds: &Creds,
-    thread_inj: &[ThreadInjected],
-) -> DumpResult<()> {
-    for (t, ti) in threads.iter().zip(thread_inj).skip(1) {
-        let theirs = creds_of(&procfs::status(t.tid)?, ti.securebits);
-        if theirs != *creds {
-            return Err(unsupported(
-                pid,
-                format!(
-                    "thread {} has other credentials (uids, gids, groups, capabilities, \
-                     securebits, no_new_privs or seccomp) than the process's first thread; \
-                     threads with different credentials are not supported yet",
-                    t.tid
-                ),
-            ));
+    if c.no_new_privs && !o.no_new_privs {
+        cx.prctl(Prctl::SetNoNewPrivs)?;
+    }
+    // Everything ckpt may use effective, the image's inheritable set.
+    cx.capset(o.cap_prm, o.cap_prm, c.cap_inh)?;
+    for cap in 0..64u64 {
+        if o.cap_bnd & (1 << cap) != 0 && c.cap_bnd & (1 << cap) == 0 {
+            cx.prctl(Prctl::CapBsetDrop(cap))?;
         }
     }
+    if c.groups != o.groups {
+        cx.set_groups(&c.groups)?;
+    }
+    if c.gid != o.gid {
+        cx.set_gids(&c.gid)?;
+    }
+    let mut bits = o.securebits;
+    if c.uid != o.uid {
+        if bits & (secbit::KEEP_CAPS | secbit::NO_SETUID_FIXUP) == 0 {
+            cx.prctl(Prctl::SetKeepCaps(true))?;
+            bits |= secbit::KEEP_CAPS;
+        }
+        cx.set_uids(&c.uid)?;
+        // Leaving user ID 0 cleared the effective set (the permitted one stayed).
+        cx.capset(o.cap_prm, o.cap_prm, c.cap_inh)?;
+    }
+    if o.cap_amb != 0 {
+        cx.prctl(Prctl::CapAmbientClearAll)?;
+    }
+    for cap in 0..64u64 {
+        if c.cap_amb & (1 << cap) != 0 {
+            cx.prctl(Prctl::CapAmbientRaise(cap))?;
+        }
+    }
+    if c.securebits != bits {
+        if c.securebits ^ bits == secbit::KEEP_CAPS {
+            // Only keep_caps differs (ckpt turned it on above): no privilege needed.
+            cx.prctl(Prctl::SetKeepCaps(c.securebits & secbit::KEEP_CAPS != 0))?;
+        } else {
+            cx.prctl(Prctl::SetSecurebits(c.securebits))?;
+        }
+    }
+    cx.capset(c.cap_eff, c.cap_prm, c.cap_inh)?;
+    Ok(true)
+}
+
+/// Changing a thread's user or group IDs makes the kernel reset the process's dumpable
+/// flag (to fs.suid_dumpable) and the thread's parent-death signal: set the image's
+/// again (in the main thread; the others were created without one, as at dump only the
+/// main thread's is recorded).
+pub(crate) fn after_creds(cx: &mut Ctx<'_>) -> RestoreResult<()> {
+    let m = cx.proc_.misc;
+    if m.dumpable == 0 || m.dumpable == 1 {
+        cx.prctl(Prctl::SetDumpable(m.dumpable))?;
+    }
+    cx.prctl(Prctl::SetPdeathsig(m.pdeathsig))?;
     Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::Rlimit;
-
-    const ALL: u64 = (1 << 41) - 1;
-
-    fn root_own() -> Own {
-        Own {
-            euid_root: true,
-            creds: Creds {
-                cap_prm: ALL,
-                cap_eff: ALL,
-                cap_bnd: ALL,
-                ..Default::default()
-            },
-            rlimits: vec![(1024, 4096); 16],
-            nr_open: 1 << 20,
-        }
-    }
-
-    fn proc_with(creds: Creds, rlimits: Vec<Rlimit>) -> Process {
-        Process {
-            pid: 77,
-            comm: b"prog".to_vec(),
-            creds,
-            rlimits,
-            threads: vec![],
-            ..Default::default()
-        }
-    }
-
-    fn problems(proc_: &Process, own: &Own) -> Vec<Problem> {
-        let mut v = Vec::new();
-        check_process(proc_, own, 0, &mut v);
-        v
-    }
-
-    #[test]
-    fn names() {
-        assert_eq!(cap_name(24), "CAP_SYS_RESOURCE");
-        assert_eq!(cap_name(40), "CAP_CHECKPOINT_RESTORE");
-        assert_eq!(cap_name(50), "capability 50");
-        assert_eq!(secbits_names(0x7), "noroot,noroot_locked,no_setuid_fixup");
-        assert_eq!(join_and(&["a", "b", "c"]), "a, b and c");
-    }
-
-    #[test]
-    fn same_privileges_pass() {
-        let own = root_own();
-        let pr = proc_with(own.creds.clone(), vec![]);
-        assert!(problems(&pr, &own).is_empty());
-        // Less is always fine: another user, fewer capabilities, lower limits.
-        let pr = proc_with(
-            Creds {
-                uid: [65534; 4],
-                gid: [65534; 4],
-                cap_bnd: ALL & !(1 << 21),
-                securebits: 0x7,
-                no_new_privs: true,
-                ..Default::default()
-            },
-            vec![Rlimit {
-                resource: 7,
-                cur: 100,
-                max: 200,
-            }],
-        );
-        assert!(problems(&pr, &own).is_empty(), "{:?}", problems(&pr, &own));
-    }
-
-    #[test]
-    fn a_missing_capability_is_named_once_with_its_sets() {
-        let mut own = root_own();
-        own.creds.cap_bnd &= !(1 << 24);
-        own.creds.cap_prm &= !(1 << 24);
-        own.creds.cap_eff &= !(1 << 24);
-        let pr = proc_with(root_own().creds, vec![]);
-        let v = problems(&pr, &own);
-        assert_eq!(v.len(), 1, "{v:?}");
-        let m = &v[0].message;
-        assert_eq!(v[0].code, "privilege");
-        assert!(m.contains("process 77 (prog)"), "{m}");
-        assert!(m.contains("CAP_SYS_RESOURCE"), "{m}");
-        assert!(
-            m.contains("CAP_SYS_RESOURCE (in its permitted, effective and bounding sets; not in ckpt's bounding set)"),
-            "{m}"
-        );
-    }
-
-    #[test]
-    fn ambient_inheritable_and_needed_capabilities() {
-        let mut own = root_own();
-        own.creds.cap_prm &= !(1 << 12);
-        own.creds.cap_eff &= !((1 << 12) | (1 << cap::SETUID));
-        let pr = proc_with(
-            Creds {
-                uid: [1000; 4],
-                cap_prm: 1 << 12,
-                cap_inh: 1 << 12,
-                cap_amb: 1 << 12,
-                cap_bnd: ALL,
-                ..Default::default()
-            },
-            vec![],
-        );
-        let v = problems(&pr, &own);
-        let all: String = v.iter().map(|p| p.message.clone() + "\n").collect();
-        assert!(
-            all.contains(
-                "CAP_NET_ADMIN (in its permitted and ambient sets; not permitted to ckpt)"
-            ),
-            "{all}"
-        );
-        assert!(all.contains("ckpt needs CAP_SETUID"), "{all}");
-        assert_eq!(v.len(), 2, "{all}");
-    }
-
-    #[test]
-    fn as_another_user_only_root_is_asked_for() {
-        // Not root: no capability, no way to change IDs. One problem says what to do.
-        let own = Own {
-            euid_root: false,
-            creds: Creds {
-                uid: [1000; 4],
-                gid: [1000; 4],
-                cap_bnd: ALL,
-                ..Default::default()
-            },
-            rlimits: vec![(1024, 4096); 16],
-            nr_open: 1 << 20,
-        };
-        let pr = proc_with(root_own().creds, vec![]);
-        let mut v = problems(&pr, &own);
-        check_ckpt(&own, &mut v);
-        assert_eq!(v.len(), 1, "{v:?}");
-        assert!(v[0].message.contains("must run as root"), "{v:?}");
-    }
-
-    #[test]
-    fn hard_limits_above_ckpt_need_cap_sys_resource() {
-        let mut own = root_own();
-        let pr = proc_with(
-            own.creds.clone(),
-            vec![Rlimit {
-                resource: 7,
-                cur: 1024,
-                max: 8192,
-            }],
-        );
-        assert!(problems(&pr, &own).is_empty());
-        own.creds.cap_eff &= !(1 << cap::SYS_RESOURCE);
-        let v = problems(&pr, &own);
-        assert_eq!(v.len(), 1, "{v:?}");
-        assert!(
-            v[0].message
-                .contains("RLIMIT_NOFILE is 8192, above ckpt's own (4096)")
-        );
-        own.creds.cap_eff |= 1 << cap::SYS_RESOURCE;
-        own.nr_open = 5000;
-        let v = problems(&pr, &own);
-        assert!(v[0].message.contains("fs.nr_open"), "{v:?}");
-    }
-
-    #[test]
-    fn securebits_no_new_privs_and_seccomp_of_ckpt() {
-        let mut own = root_own();
-        own.creds.securebits = 0x3; // noroot, locked
-        own.creds.no_new_privs = true;
-        let pr = proc_with(root_own().creds, vec![]);
-        let all: String = problems(&pr, &own)
-            .iter()
-            .map(|p| p.message.clone() + "\n")
-            .collect();
-        assert!(all.contains("locked bits cannot change"), "{all}");
-        assert!(all.contains("no_new_privs"), "{all}");
-        assert!(secbits_change_allowed(0, 0x3f));
-        assert!(!secbits_change_allowed(0x2, 0x1));
-        assert!(secbits_change_allowed(0x3, 0x7));
-        let mut v = Vec::new();
-        own.creds.seccomp = 2;
-        own.euid_root = false;
-        check_ckpt(&own, &mut v);
-        assert_eq!(v.len(), 2, "{v:?}");
-    }
-}
+mod tests;

@@ -14,6 +14,82 @@ use crate::sys;
 use crate::sys::inject::Call;
 use crate::sys::ptrace;
 
+// ---- collect (dump) ----
+
+pub(crate) const NSIG: u32 = 64;
+
+/// The signals whose disposition is read: all but SIGKILL and SIGSTOP.
+pub(crate) fn queried_signals() -> Vec<u32> {
+    (1..=NSIG)
+        .filter(|&s| s != libc::SIGKILL as u32 && s != libc::SIGSTOP as u32)
+        .collect()
+}
+
+/// One `rt_sigaction` query per signal of `sigs`, the one of `sigs[i]` into `slot(i)`.
+pub(crate) fn sigaction_queries(sigs: &[u32], slot: &dyn Fn(usize) -> u64) -> Vec<Call> {
+    sigs.iter()
+        .enumerate()
+        .map(|(i, &sig)| {
+            Call::new(
+                format!("rt_sigaction({sig})"),
+                nr::RT_SIGACTION,
+                [u64::from(sig), 0, slot(i), 8, 0, 0],
+            )
+        })
+        .collect()
+}
+
+/// The dispositions [`sigaction_queries`] read, from the queries' results `b`.
+pub(crate) fn sigactions(sigs: &[u32], b: &[u8]) -> Vec<SigAction> {
+    sigs.iter()
+        .enumerate()
+        .map(|(i, &signo)| {
+            let w = slot_bytes(b, i);
+            SigAction {
+                signo,
+                handler: word(w, 0),
+                flags: word(w, 1),
+                restorer: word(w, 2),
+                mask: word(w, 3),
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn pending_signals(tid: i32, shared: bool) -> DumpResult<Vec<PendingSignal>> {
+    Ok(ptrace::peek_siginfo(tid, shared)?
+        .into_iter()
+        .map(|si| PendingSignal {
+            signo: u32::from_le_bytes(si[0..4].try_into().unwrap_or_default()),
+            siginfo: si,
+        })
+        .collect())
+}
+
+// ---- checks (plan) ----
+
+/// Dispositions only for signals that have one (not 0, SIGKILL, SIGSTOP, above 64).
+pub(crate) fn check_actions(proc_: &Process, problems: &mut Vec<Problem>) {
+    for s in &proc_.sigactions {
+        if s.signo == 0 || s.signo > 64 || s.signo == 9 || s.signo == 19 {
+            check::p(
+                problems,
+                "malformed",
+                format!("invalid signal number {}", s.signo),
+            );
+        }
+    }
+}
+
+/// Pending signals with a valid number and a whole siginfo.
+pub(crate) fn check_pending(pending: &[PendingSignal], problems: &mut Vec<Problem>) {
+    for s in pending {
+        if s.siginfo.len() != 128 || s.signo == 0 || s.signo > 64 {
+            check::p(problems, "malformed", "invalid pending signal".into());
+        }
+    }
+}
+
 // ---- restore (stage) ----
 
 /// The calls that give the process its signal dispositions, added to a batch (`args`,
@@ -109,80 +185,4 @@ pub(crate) fn queue_pending(cx: &mut Ctx<'_>) -> RestoreResult<()> {
         cx.batch(&args, &calls)?;
     }
     Ok(())
-}
-
-// ---- checks (plan) ----
-
-/// Dispositions only for signals that have one (not 0, SIGKILL, SIGSTOP, above 64).
-pub(crate) fn check_actions(proc_: &Process, problems: &mut Vec<Problem>) {
-    for s in &proc_.sigactions {
-        if s.signo == 0 || s.signo > 64 || s.signo == 9 || s.signo == 19 {
-            check::p(
-                problems,
-                "malformed",
-                format!("invalid signal number {}", s.signo),
-            );
-        }
-    }
-}
-
-/// Pending signals with a valid number and a whole siginfo.
-pub(crate) fn check_pending(pending: &[PendingSignal], problems: &mut Vec<Problem>) {
-    for s in pending {
-        if s.siginfo.len() != 128 || s.signo == 0 || s.signo > 64 {
-            check::p(problems, "malformed", "invalid pending signal".into());
-        }
-    }
-}
-
-// ---- collect (dump) ----
-
-pub(crate) const NSIG: u32 = 64;
-
-/// The signals whose disposition is read: all but SIGKILL and SIGSTOP.
-pub(crate) fn queried_signals() -> Vec<u32> {
-    (1..=NSIG)
-        .filter(|&s| s != libc::SIGKILL as u32 && s != libc::SIGSTOP as u32)
-        .collect()
-}
-
-/// One `rt_sigaction` query per signal of `sigs`, the one of `sigs[i]` into `slot(i)`.
-pub(crate) fn sigaction_queries(sigs: &[u32], slot: &dyn Fn(usize) -> u64) -> Vec<Call> {
-    sigs.iter()
-        .enumerate()
-        .map(|(i, &sig)| {
-            Call::new(
-                format!("rt_sigaction({sig})"),
-                nr::RT_SIGACTION,
-                [u64::from(sig), 0, slot(i), 8, 0, 0],
-            )
-        })
-        .collect()
-}
-
-/// The dispositions [`sigaction_queries`] read, from the queries' results `b`.
-pub(crate) fn sigactions(sigs: &[u32], b: &[u8]) -> Vec<SigAction> {
-    sigs.iter()
-        .enumerate()
-        .map(|(i, &signo)| {
-            let w = slot_bytes(b, i);
-            SigAction {
-                signo,
-                handler: word(w, 0),
-                flags: word(w, 1),
-                restorer: word(w, 2),
-                mask: word(w, 3),
-            }
-        })
-        .collect()
-}
-
-pub(crate) fn pending_signals(tid: i32, shared: bool) -> DumpResult<Vec<PendingSignal>> {
-    Ok(ptrace::peek_siginfo(tid, shared)?
-        .into_iter()
-        .map(|si| PendingSignal {
-            signo: u32::from_le_bytes(si[0..4].try_into().unwrap_or_default()),
-            siginfo: si,
-        })
-        .collect())
 }

@@ -21,6 +21,242 @@ use crate::sys::proc as procfs;
 use crate::sys::ptrace::{self, Stop};
 use xxhash_rust::xxh3::xxh3_64;
 
+// ---- collect (dump) ----
+
+/// One stopped thread of the target.
+pub(crate) struct FrozenThread {
+    pub(crate) tid: i32,
+    pub(crate) orig_regs: X86Regs,
+    pub(crate) orig_sigmask: u64,
+    /// True once the thread sits in a syscall stop of ours rather than the interrupt
+    /// stop: then a pending syscall restart must be applied by us before it runs on.
+    pub(crate) injected: bool,
+}
+
+/// If the thread was stopped inside an rseq critical section, move it to the section's
+/// abort handler, as the kernel does when it preempts such a thread.
+fn rseq_fixup(mem: &RemoteMem, rseq: &Option<Rseq>, regs: &mut X86Regs) -> DumpResult<()> {
+    let Some(r) = rseq else { return Ok(()) };
+    // struct rseq { u32 cpu_id_start; u32 cpu_id; u64 rseq_cs; ... }
+    let cs = mem.read_u64(r.addr + 8)?;
+    if cs == 0 {
+        return Ok(());
+    }
+    // struct rseq_cs { u32 version; u32 flags; u64 start_ip; u64 post_commit_offset; u64 abort_ip; }
+    let mut b = [0u8; 32];
+    if mem.read(cs, &mut b).is_err() {
+        return Ok(());
+    }
+    let start = u64::from_le_bytes(b[8..16].try_into().unwrap_or_default());
+    let len = u64::from_le_bytes(b[16..24].try_into().unwrap_or_default());
+    let abort = u64::from_le_bytes(b[24..32].try_into().unwrap_or_default());
+    if regs.rip >= start && regs.rip - start < len {
+        regs.rip = abort;
+        regs.orig_rax = u64::MAX;
+    }
+    Ok(())
+}
+
+/// What is read of a thread from outside (before any injection).
+pub(crate) struct ThreadOutside {
+    xsave: Vec<u8>,
+    debugregs: [u64; 6],
+    tls: Vec<[u32; 4]>,
+    rseq: Option<Rseq>,
+    robust_list: (u64, u64),
+    sched: (i32, i32, i32),
+}
+
+pub(crate) fn thread_outside(_pid: i32, tid: i32, _regs: &X86Regs) -> DumpResult<ThreadOutside> {
+    let xsave = ptrace::get_xstate(tid, 1 << 16)?;
+    let mut debugregs = [0u64; 6];
+    for (slot, i) in debugregs.iter_mut().zip(arch::x86::DEBUGREG_INDEXES) {
+        *slot = ptrace::peek_user(tid, arch::x86::DEBUGREG_OFFSET + i * 8)?;
+    }
+    let mut tls = Vec::new();
+    for i in arch::x86::TLS_ENTRIES {
+        let d = ptrace::get_thread_area(tid, i)?;
+        if !arch::x86::tls_entry_is_empty(&d) {
+            tls.push(d);
+        }
+    }
+    let (rseq_addr, rseq_len, rseq_sig, rseq_flags) = ptrace::get_rseq(tid)?;
+    let rseq = (rseq_addr != 0).then_some(Rseq {
+        addr: rseq_addr,
+        len: rseq_len,
+        flags: rseq_flags,
+        signature: rseq_sig,
+    });
+    Ok(ThreadOutside {
+        xsave,
+        debugregs,
+        tls,
+        rseq,
+        robust_list: sys::process::robust_list(tid)?,
+        sched: sys::process::sched_get(tid)?,
+    })
+}
+
+/// The image of thread `t`: what was read of it from outside (`o`) and by itself (`ti`),
+/// with its registers moved out of an rseq critical section it was stopped in.
+pub(crate) fn thread_image(
+    mem: &RemoteMem,
+    t: &FrozenThread,
+    o: ThreadOutside,
+    ti: ThreadInjected,
+    pending: Vec<PendingSignal>,
+) -> DumpResult<Thread> {
+    let mut image_regs = t.orig_regs;
+    rseq_fixup(mem, &o.rseq, &mut image_regs)?;
+    Ok(Thread {
+        tid: t.tid,
+        arch: ThreadArchState {
+            regs: image_regs,
+            xsave: o.xsave,
+            debugregs: o.debugregs,
+            tls: o.tls,
+        },
+        sigmask: t.orig_sigmask,
+        sigaltstack: ti.altstack,
+        rseq: o.rseq,
+        robust_list: ti.robust32.unwrap_or(o.robust_list).0,
+        robust_list_len: ti.robust32.unwrap_or(o.robust_list).1,
+        clear_child_tid: ti.clear_child_tid,
+        pending,
+        sched_policy: o.sched.0,
+        sched_priority: o.sched.1,
+        nice: o.sched.2,
+    })
+}
+
+// ---- checks (plan) ----
+
+const MAX_THREADS: usize = 1 << 16;
+
+/// Not too many threads.
+pub(crate) fn check_count(proc_: &Process, problems: &mut Vec<Problem>) {
+    if proc_.threads.len() > MAX_THREADS {
+        check::p(problems, "malformed", "too many threads".into());
+    }
+}
+
+/// Each thread's xsave area is of sane size and its pending signals valid.
+pub(crate) fn check_states(proc_: &Process, problems: &mut Vec<Problem>) {
+    for t in &proc_.threads {
+        if t.arch.xsave.len() > 1 << 16 || t.arch.xsave.len() < 576 {
+            check::p(problems, "malformed", "invalid xsave area size".into());
+        }
+        signals::check_pending(&t.pending, problems);
+    }
+}
+
+/// The host's vDSO: (hash of its text, text size, size of the vvar pages before it).
+pub(crate) fn host_vdso() -> Option<(u64, u64, u64)> {
+    let me = std::process::id() as i32;
+    let maps = procfs::maps(me).ok()?;
+    let vdso = maps.iter().find(|m| m.path == b"[vdso]")?;
+    let vvar: u64 = maps
+        .iter()
+        .filter(|m| m.path == b"[vvar]" || m.path == b"[vvar_vclock]")
+        .map(|m| m.end - m.start)
+        .sum();
+    let code = sys::process::read_own(vdso.start, (vdso.end - vdso.start) as usize).ok()?;
+    Some((xxh3_64(&code), vdso.end - vdso.start, vvar))
+}
+
+/// This kernel's 32-bit vDSO: (hash of its text, text size), mapped once in a throwaway
+/// child (`sys::probe::vdso32`) and remembered.
+pub(crate) fn host_vdso32() -> std::result::Result<(u64, u64), String> {
+    static V: std::sync::OnceLock<std::result::Result<(u64, u64), String>> =
+        std::sync::OnceLock::new();
+    V.get_or_init(|| sys::probe::vdso32().map_err(|e| e.to_string()))
+        .clone()
+}
+
+/// The process's vDSO must be this kernel's. `vdso32`: compare a 32-bit one (false when
+/// this kernel cannot map one, which is reported as a missing kernel facility).
+pub(crate) fn check_arch(
+    hdr: &ArchHeader,
+    proc_: &Process,
+    vdso32: bool,
+    problems: &mut Vec<Problem>,
+) {
+    let has_vdso = proc_.vmas.iter().any(|v| v.kind == VmaKind::Vdso);
+    // An ia32 process's 32-bit vDSO: ckpt, a 64-bit program, has none of its own; a
+    // throwaway child maps this kernel's (`host_vdso32`). Stage compares it again once
+    // mapped in the process.
+    if has_vdso && proc_.abi() == Abi::Ia32 && vdso32 && proc_.vdso_size != 0 {
+        match host_vdso32() {
+            Err(e) => check::p(
+                problems,
+                "vdso",
+                format!(
+                    "cannot read this kernel's 32-bit vDSO to compare it with the image's: {e}"
+                ),
+            ),
+            Ok((hash, size)) => {
+                if hash != proc_.vdso_hash || size != proc_.vdso_size {
+                    check::p(
+                        problems,
+                        "vdso-differs",
+                        format!(
+                            "this kernel's 32-bit vDSO differs from the one process {} used \
+                             ({} bytes here, {} in the image); the program may hold pointers \
+                             into it, so it cannot be restored on this kernel: restore it on a \
+                             host running the kernel it was dumped on",
+                            proc_.pid, size, proc_.vdso_size
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if has_vdso && proc_.abi() == Abi::X86_64 {
+        // Images from before per-process vDSO identity carry it in the header only.
+        let (want_hash, want_size) = if proc_.vdso_size != 0 {
+            (proc_.vdso_hash, proc_.vdso_size)
+        } else {
+            (hdr.vdso_hash, hdr.vdso_size)
+        };
+        let want_vvar: u64 = proc_
+            .vmas
+            .iter()
+            .filter(|v| v.kind == VmaKind::Vvar)
+            .map(|v| v.len())
+            .sum();
+        match host_vdso() {
+            None => check::p(
+                problems,
+                "vdso",
+                "this host has no vDSO, but the image's task used one".into(),
+            ),
+            Some((hash, size, vvar)) => {
+                if hash != want_hash || size != want_size {
+                    check::p(
+                        problems,
+                        "vdso-differs",
+                        format!(
+                            "this kernel's vDSO differs from the one process {} used \
+                             ({} bytes here, {} in the image); the program may hold pointers \
+                             into it, so it cannot be restored on this kernel: restore it on a \
+                             host running the kernel it was dumped on",
+                            proc_.pid, size, want_size
+                        ),
+                    );
+                } else if vvar != want_vvar {
+                    check::p(
+                        problems,
+                        "vdso-differs",
+                        format!(
+                            "this kernel's vDSO data area is {vvar} bytes, the image's {want_vvar}"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
 // ---- restore (stage) ----
 
 /// State that belongs to one thread, set by syscalls injected into that thread.
@@ -182,240 +418,4 @@ pub(crate) fn set_thread_state(tid: i32, t: &Thread, xsave: &[u8]) -> RestoreRes
     }
     ptrace::set_regs(tid, &ax::resume_regs(&t.arch.regs))?;
     Ok(())
-}
-
-// ---- checks (plan) ----
-
-const MAX_THREADS: usize = 1 << 16;
-
-/// Not too many threads.
-pub(crate) fn check_count(proc_: &Process, problems: &mut Vec<Problem>) {
-    if proc_.threads.len() > MAX_THREADS {
-        check::p(problems, "malformed", "too many threads".into());
-    }
-}
-
-/// Each thread's xsave area is of sane size and its pending signals valid.
-pub(crate) fn check_states(proc_: &Process, problems: &mut Vec<Problem>) {
-    for t in &proc_.threads {
-        if t.arch.xsave.len() > 1 << 16 || t.arch.xsave.len() < 576 {
-            check::p(problems, "malformed", "invalid xsave area size".into());
-        }
-        signals::check_pending(&t.pending, problems);
-    }
-}
-
-/// The host's vDSO: (hash of its text, text size, size of the vvar pages before it).
-pub(crate) fn host_vdso() -> Option<(u64, u64, u64)> {
-    let me = std::process::id() as i32;
-    let maps = procfs::maps(me).ok()?;
-    let vdso = maps.iter().find(|m| m.path == b"[vdso]")?;
-    let vvar: u64 = maps
-        .iter()
-        .filter(|m| m.path == b"[vvar]" || m.path == b"[vvar_vclock]")
-        .map(|m| m.end - m.start)
-        .sum();
-    let code = sys::process::read_own(vdso.start, (vdso.end - vdso.start) as usize).ok()?;
-    Some((xxh3_64(&code), vdso.end - vdso.start, vvar))
-}
-
-/// This kernel's 32-bit vDSO: (hash of its text, text size), mapped once in a throwaway
-/// child (`sys::probe::vdso32`) and remembered.
-pub(crate) fn host_vdso32() -> std::result::Result<(u64, u64), String> {
-    static V: std::sync::OnceLock<std::result::Result<(u64, u64), String>> =
-        std::sync::OnceLock::new();
-    V.get_or_init(|| sys::probe::vdso32().map_err(|e| e.to_string()))
-        .clone()
-}
-
-/// The process's vDSO must be this kernel's. `vdso32`: compare a 32-bit one (false when
-/// this kernel cannot map one, which is reported as a missing kernel facility).
-pub(crate) fn check_arch(
-    hdr: &ArchHeader,
-    proc_: &Process,
-    vdso32: bool,
-    problems: &mut Vec<Problem>,
-) {
-    let has_vdso = proc_.vmas.iter().any(|v| v.kind == VmaKind::Vdso);
-    // An ia32 process's 32-bit vDSO: ckpt, a 64-bit program, has none of its own; a
-    // throwaway child maps this kernel's (`host_vdso32`). Stage compares it again once
-    // mapped in the process.
-    if has_vdso && proc_.abi() == Abi::Ia32 && vdso32 && proc_.vdso_size != 0 {
-        match host_vdso32() {
-            Err(e) => check::p(
-                problems,
-                "vdso",
-                format!(
-                    "cannot read this kernel's 32-bit vDSO to compare it with the image's: {e}"
-                ),
-            ),
-            Ok((hash, size)) => {
-                if hash != proc_.vdso_hash || size != proc_.vdso_size {
-                    check::p(
-                        problems,
-                        "vdso-differs",
-                        format!(
-                            "this kernel's 32-bit vDSO differs from the one process {} used \
-                             ({} bytes here, {} in the image); the program may hold pointers \
-                             into it, so it cannot be restored on this kernel: restore it on a \
-                             host running the kernel it was dumped on",
-                            proc_.pid, size, proc_.vdso_size
-                        ),
-                    );
-                }
-            }
-        }
-    }
-    if has_vdso && proc_.abi() == Abi::X86_64 {
-        // Images from before per-process vDSO identity carry it in the header only.
-        let (want_hash, want_size) = if proc_.vdso_size != 0 {
-            (proc_.vdso_hash, proc_.vdso_size)
-        } else {
-            (hdr.vdso_hash, hdr.vdso_size)
-        };
-        let want_vvar: u64 = proc_
-            .vmas
-            .iter()
-            .filter(|v| v.kind == VmaKind::Vvar)
-            .map(|v| v.len())
-            .sum();
-        match host_vdso() {
-            None => check::p(
-                problems,
-                "vdso",
-                "this host has no vDSO, but the image's task used one".into(),
-            ),
-            Some((hash, size, vvar)) => {
-                if hash != want_hash || size != want_size {
-                    check::p(
-                        problems,
-                        "vdso-differs",
-                        format!(
-                            "this kernel's vDSO differs from the one process {} used \
-                             ({} bytes here, {} in the image); the program may hold pointers \
-                             into it, so it cannot be restored on this kernel: restore it on a \
-                             host running the kernel it was dumped on",
-                            proc_.pid, size, want_size
-                        ),
-                    );
-                } else if vvar != want_vvar {
-                    check::p(
-                        problems,
-                        "vdso-differs",
-                        format!(
-                            "this kernel's vDSO data area is {vvar} bytes, the image's {want_vvar}"
-                        ),
-                    );
-                }
-            }
-        }
-    }
-}
-
-// ---- collect (dump) ----
-
-/// One stopped thread of the target.
-pub(crate) struct FrozenThread {
-    pub(crate) tid: i32,
-    pub(crate) orig_regs: X86Regs,
-    pub(crate) orig_sigmask: u64,
-    /// True once the thread sits in a syscall stop of ours rather than the interrupt
-    /// stop: then a pending syscall restart must be applied by us before it runs on.
-    pub(crate) injected: bool,
-}
-
-/// If the thread was stopped inside an rseq critical section, move it to the section's
-/// abort handler, as the kernel does when it preempts such a thread.
-fn rseq_fixup(mem: &RemoteMem, rseq: &Option<Rseq>, regs: &mut X86Regs) -> DumpResult<()> {
-    let Some(r) = rseq else { return Ok(()) };
-    // struct rseq { u32 cpu_id_start; u32 cpu_id; u64 rseq_cs; ... }
-    let cs = mem.read_u64(r.addr + 8)?;
-    if cs == 0 {
-        return Ok(());
-    }
-    // struct rseq_cs { u32 version; u32 flags; u64 start_ip; u64 post_commit_offset; u64 abort_ip; }
-    let mut b = [0u8; 32];
-    if mem.read(cs, &mut b).is_err() {
-        return Ok(());
-    }
-    let start = u64::from_le_bytes(b[8..16].try_into().unwrap_or_default());
-    let len = u64::from_le_bytes(b[16..24].try_into().unwrap_or_default());
-    let abort = u64::from_le_bytes(b[24..32].try_into().unwrap_or_default());
-    if regs.rip >= start && regs.rip - start < len {
-        regs.rip = abort;
-        regs.orig_rax = u64::MAX;
-    }
-    Ok(())
-}
-
-/// What is read of a thread from outside (before any injection).
-pub(crate) struct ThreadOutside {
-    xsave: Vec<u8>,
-    debugregs: [u64; 6],
-    tls: Vec<[u32; 4]>,
-    rseq: Option<Rseq>,
-    robust_list: (u64, u64),
-    sched: (i32, i32, i32),
-}
-
-pub(crate) fn thread_outside(_pid: i32, tid: i32, _regs: &X86Regs) -> DumpResult<ThreadOutside> {
-    let xsave = ptrace::get_xstate(tid, 1 << 16)?;
-    let mut debugregs = [0u64; 6];
-    for (slot, i) in debugregs.iter_mut().zip(arch::x86::DEBUGREG_INDEXES) {
-        *slot = ptrace::peek_user(tid, arch::x86::DEBUGREG_OFFSET + i * 8)?;
-    }
-    let mut tls = Vec::new();
-    for i in arch::x86::TLS_ENTRIES {
-        let d = ptrace::get_thread_area(tid, i)?;
-        if !arch::x86::tls_entry_is_empty(&d) {
-            tls.push(d);
-        }
-    }
-    let (rseq_addr, rseq_len, rseq_sig, rseq_flags) = ptrace::get_rseq(tid)?;
-    let rseq = (rseq_addr != 0).then_some(Rseq {
-        addr: rseq_addr,
-        len: rseq_len,
-        flags: rseq_flags,
-        signature: rseq_sig,
-    });
-    Ok(ThreadOutside {
-        xsave,
-        debugregs,
-        tls,
-        rseq,
-        robust_list: sys::process::robust_list(tid)?,
-        sched: sys::process::sched_get(tid)?,
-    })
-}
-
-/// The image of thread `t`: what was read of it from outside (`o`) and by itself (`ti`),
-/// with its registers moved out of an rseq critical section it was stopped in.
-pub(crate) fn thread_image(
-    mem: &RemoteMem,
-    t: &FrozenThread,
-    o: ThreadOutside,
-    ti: ThreadInjected,
-    pending: Vec<PendingSignal>,
-) -> DumpResult<Thread> {
-    let mut image_regs = t.orig_regs;
-    rseq_fixup(mem, &o.rseq, &mut image_regs)?;
-    Ok(Thread {
-        tid: t.tid,
-        arch: ThreadArchState {
-            regs: image_regs,
-            xsave: o.xsave,
-            debugregs: o.debugregs,
-            tls: o.tls,
-        },
-        sigmask: t.orig_sigmask,
-        sigaltstack: ti.altstack,
-        rseq: o.rseq,
-        robust_list: ti.robust32.unwrap_or(o.robust_list).0,
-        robust_list_len: ti.robust32.unwrap_or(o.robust_list).1,
-        clear_child_tid: ti.clear_child_tid,
-        pending,
-        sched_policy: o.sched.0,
-        sched_priority: o.sched.1,
-        nice: o.sched.2,
-    })
 }
