@@ -12,11 +12,19 @@ pub mod debugreg;
 pub mod x86;
 pub mod xsave;
 
+/// The architecture this ckpt is built for. Everything outside arch/ names its items
+/// through `arch::native` (`arch::native::nr::OPENAT`, `arch::native::BATCH_CODE`...),
+/// never `arch::x86`: a port adds a sibling module and one `cfg` line here.
+#[cfg(target_arch = "x86_64")]
+pub use x86 as native;
+
 pub use check::{
     BadCpuPolicy, CpuPolicy, Problem, ProblemCode, amx_permission_grantable, build_arch_header,
     check_arch, check_host, check_thread, requirements_manifest,
 };
 pub use cpu::{HOST_MASK_ENV, HostCaps, MaskError};
 pub use debugreg::{Watchpoint, check_debugregs, check_debugregs_with_limit, watchpoints};
+/// The native register set (`user_regs_struct`), by its port-neutral name.
+pub use x86::X86Regs as Regs;
 pub use x86::{Abi, ArchHeader, ThreadArchState, X86Regs};
 pub use xsave::{XsaveLayout, components_in_use, convert_xsave};

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use ckpt::arch::x86::{SyscallState, syscall_state};
+use ckpt::arch::native::{SyscallState, syscall_state};
 use ckpt::arch::xsave;
 use ckpt::image::{ImageReader, tag};
 use ckpt::model::{Checkpoint, Process, Thread};

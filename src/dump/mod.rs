@@ -187,7 +187,7 @@ impl Frozen {
         let mut first_err = None;
         for t in &self.threads {
             let regs = if t.injected {
-                arch::x86::release_regs(&t.orig_regs)
+                arch::native::release_regs(&t.orig_regs)
             } else {
                 t.orig_regs
             };

@@ -6,7 +6,7 @@
 //!
 //! They run as a normal user: nothing here touches the kernel.
 
-use crate::arch::x86::nr;
+use crate::arch::native::nr;
 use crate::error::RestoreError;
 use crate::kinds::fd::{pipe, tcp, unix};
 use crate::kinds::task::creds::{self, Own};

@@ -4,7 +4,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::arch::{ArchHeader, ThreadArchState, X86Regs};
+use crate::arch::{ArchHeader, Regs, ThreadArchState};
 use crate::error::Problem;
 use crate::model::{Checkpoint, Fd, FdKind, FileId, Process, Thread, Vma, VmaKind};
 
@@ -13,8 +13,8 @@ pub(crate) fn thread(tid: i32) -> Thread {
     Thread {
         tid,
         arch: ThreadArchState {
-            regs: X86Regs {
-                cs: crate::arch::x86::USER_CS_64,
+            regs: Regs {
+                cs: crate::arch::native::USER_CS_64,
                 ..Default::default()
             },
             xsave: vec![0; 576],

@@ -4,7 +4,7 @@
 //! failure-path tests select steps by these names).
 
 use super::Ctx;
-use crate::arch::x86::nr;
+use crate::arch::native::nr;
 use crate::error::{RestoreError, RestoreResult as Result};
 use crate::sys::tcp::{TCP_RECV_QUEUE, TCP_SEND_QUEUE};
 

@@ -13,7 +13,7 @@ pub(crate) use task::{Live, Remote, not_live};
 #[cfg(test)]
 pub(crate) use task::{Recorded, Recorder};
 
-use crate::arch::x86::{self as ax, nr};
+use crate::arch::native::{self as ax, nr};
 use crate::error::{RestoreError, RestoreResult as Result, fault_point};
 use crate::model::{Process, Vma};
 use crate::sys::inject::{Call, Injector};
@@ -23,7 +23,7 @@ pub(crate) const STUB_CODE: u64 = 4096;
 pub(crate) const STUB_SIZE: u64 = STUB_CODE + (1 << 20);
 /// Offset of the `int $0x80` in the helper area's code page.
 pub(crate) const GADGET32_OFFSET: u64 = 4;
-/// Offset of the batch executor (`arch::x86::BATCH_CODE`) in the helper area's code page.
+/// Offset of the batch executor (`arch::native::BATCH_CODE`) in the helper area's code page.
 pub(crate) const BATCH_CODE_OFFSET: u64 = 64;
 /// The batch executor's table, in the scratch area: 64 KiB at its end.
 pub(crate) const BATCH_TABLE_OFFSET: u64 = (1 << 20) - (64 << 10);
@@ -35,7 +35,12 @@ pub(crate) const BATCH_ARGS_LEN: u64 = BATCH_TABLE_OFFSET - BATCH_ARGS_OFFSET;
 
 /// An injector for a task that has the helper area at `stub`: its gadgets, and, when
 /// calls may stop on the area's breakpoints (`trap`), one stop per call and batches.
-pub(crate) fn helper_injector(pid: i32, stub: u64, base: ax::X86Regs, trap: bool) -> Injector {
+pub(crate) fn helper_injector(
+    pid: i32,
+    stub: u64,
+    base: crate::arch::Regs,
+    trap: bool,
+) -> Injector {
     let mut inj = Injector::new(pid, stub, base);
     inj.set_gadget32(stub + GADGET32_OFFSET);
     if trap {

@@ -76,7 +76,7 @@ mod double {
     use std::rc::Rc;
 
     use super::{Live, Remote, not_live};
-    use crate::arch::x86::nr;
+    use crate::arch::native::nr;
     use crate::sys::inject::Call;
     use crate::sys::{self, SysError};
 

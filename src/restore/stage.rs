@@ -15,7 +15,7 @@ use super::plan::{Plan, TASK_SIZE};
 use super::source::RecordSource;
 use super::{RestoreError, Result, fault_point};
 use crate::arch::Abi;
-use crate::arch::x86::{self as ax, nr};
+use crate::arch::native::{self as ax, nr};
 use crate::kinds::fd::file::FileData;
 use crate::kinds::fd::{self, PipeHolders, lock, udp, unix};
 use crate::kinds::mem;

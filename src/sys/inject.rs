@@ -12,7 +12,7 @@
 use super::mem::RemoteMem;
 use super::ptrace::{self, Stop};
 use super::{Result, SysError};
-use crate::arch::{self, X86Regs};
+use crate::arch::{self, Regs};
 
 /// A raw syscall result: a negative errno becomes an error naming `what`.
 fn checked(what: &str, r: i64) -> Result<i64> {
@@ -53,7 +53,7 @@ impl Call {
     }
 }
 
-/// Where the batch executor ([`arch::x86::BATCH_CODE`]) and its table live in the task.
+/// Where the batch executor ([`arch::native::BATCH_CODE`]) and its table live in the task.
 #[derive(Debug, Clone, Copy)]
 struct Executor {
     code: u64,
@@ -68,7 +68,7 @@ pub struct Injector {
     /// Address of an `int $0x80` below 4 GiB for ia32 system calls (0: none).
     gadget32: u64,
     /// Template registers (the task's own, or anything sane); rip/rax/args are replaced.
-    base: X86Regs,
+    base: Regs,
     /// How many syscalls were injected (for diagnostics and fault injection).
     pub count: u64,
     /// Both gadgets are followed by `int3` (see [`Injector::trap_after`]).
@@ -78,7 +78,7 @@ pub struct Injector {
 }
 
 impl Injector {
-    pub fn new(pid: i32, gadget: u64, base: X86Regs) -> Self {
+    pub fn new(pid: i32, gadget: u64, base: Regs) -> Self {
         Self {
             pid,
             gadget,
@@ -90,7 +90,7 @@ impl Injector {
         }
     }
 
-    /// Declare that [`arch::x86::BATCH_CODE`] is at `code` in the task, executable, with
+    /// Declare that [`arch::native::BATCH_CODE`] is at `code` in the task, executable, with
     /// room for `cap` entries at `table` (writable by the task): from now on
     /// [`Injector::batch`] runs up to `cap` calls per stop.
     ///
@@ -119,7 +119,7 @@ impl Injector {
             }
             return Ok(out);
         };
-        use arch::x86::{BATCH_ENTRY_LEN, BATCH_MAY_FAIL};
+        use arch::native::{BATCH_ENTRY_LEN, BATCH_MAY_FAIL};
         for chunk in calls.chunks(ex.cap) {
             let mut table = Vec::with_capacity(chunk.len() * BATCH_ENTRY_LEN as usize);
             for c in chunk {
@@ -130,10 +130,10 @@ impl Injector {
             }
             mem.write(ex.table, &table)?;
             let mut regs = self.base;
-            arch::x86::set_batch(&mut regs, ex.code, ex.table, chunk.len() as u64);
+            arch::native::set_batch(&mut regs, ex.code, ex.table, chunk.len() as u64);
             let pid = self.pid;
             let (stop, regs) = self.run_until_stop(&regs)?;
-            let ran = match (stop, arch::x86::batch_ran(&regs, ex.code, ex.table)) {
+            let ran = match (stop, arch::native::batch_ran(&regs, ex.code, ex.table)) {
                 (Stop::Signal(libc::SIGTRAP), Some(n)) if n as usize <= chunk.len() => n as usize,
                 (other, _) => {
                     return Err(SysError::Other(format!(
@@ -200,7 +200,7 @@ impl Injector {
     /// Run syscall `nr` in the task; returns the raw result (negative errno on error).
     pub fn raw(&mut self, nr: u64, args: [u64; 6]) -> Result<i64> {
         let mut regs = self.base;
-        arch::x86::set_syscall(&mut regs, self.gadget, nr, &args);
+        arch::native::set_syscall(&mut regs, self.gadget, nr, &args);
         self.run(regs, nr)
     }
 
@@ -213,7 +213,7 @@ impl Injector {
             )));
         }
         let mut regs = self.base;
-        arch::x86::set_syscall_ia32(&mut regs, self.gadget32, nr, &args);
+        arch::native::set_syscall_ia32(&mut regs, self.gadget32, nr, &args);
         let r = self.run(regs, nr)?;
         Ok(i64::from(r as u32 as i32))
     }
@@ -223,7 +223,7 @@ impl Injector {
         Ok(checked(what, self.raw32(nr, args)?)? as u64)
     }
 
-    fn run(&mut self, regs: X86Regs, nr: u64) -> Result<i64> {
+    fn run(&mut self, regs: Regs, nr: u64) -> Result<i64> {
         if self.trap {
             return self.run_to_trap(regs, nr);
         }
@@ -250,13 +250,13 @@ impl Injector {
         }
         self.count += 1;
         let out = ptrace::get_regs(pid)?;
-        Ok(arch::x86::syscall_result(&out))
+        Ok(arch::native::syscall_result(&out))
     }
 
     /// Set `regs` and continue the task to its next stop, passing over event stops
     /// inside a call (PTRACE_EVENT_CLONE of an injected clone3); returns that stop and
     /// the registers there.
-    fn run_until_stop(&self, regs: &X86Regs) -> Result<(Stop, X86Regs)> {
+    fn run_until_stop(&self, regs: &Regs) -> Result<(Stop, Regs)> {
         let pid = self.pid;
         ptrace::set_regs(pid, regs)?;
         ptrace::cont(pid, 0)?;
@@ -269,7 +269,7 @@ impl Injector {
     }
 
     /// One call in `trap` mode: continue to the `int3` after the gadget.
-    fn run_to_trap(&mut self, regs: X86Regs, nr: u64) -> Result<i64> {
+    fn run_to_trap(&mut self, regs: Regs, nr: u64) -> Result<i64> {
         let pid = self.pid;
         // The instruction after the gadget (both gadgets are two bytes long).
         let after = regs.rip + 2;
@@ -286,7 +286,7 @@ impl Injector {
             }
         }
         self.count += 1;
-        Ok(arch::x86::syscall_result(&out))
+        Ok(arch::native::syscall_result(&out))
     }
 
     /// Run a syscall that does not return (exit_group, a fatal kill): returns the stop
@@ -294,7 +294,7 @@ impl Injector {
     pub fn final_call(&mut self, nr: u64, args: [u64; 6]) -> Result<Stop> {
         let pid = self.pid;
         let mut regs = self.base;
-        arch::x86::set_syscall(&mut regs, self.gadget, nr, &args);
+        arch::native::set_syscall(&mut regs, self.gadget, nr, &args);
         ptrace::set_regs(pid, &regs)?;
         loop {
             ptrace::syscall(pid, 0)?;
@@ -318,12 +318,12 @@ impl Injector {
 
 /// Find a `syscall` instruction in `code` (bytes of executable memory at `base`).
 pub fn find_gadget(code: &[u8], base: u64) -> Option<u64> {
-    find_bytes(code, base, &arch::x86::SYSCALL_INSN)
+    find_bytes(code, base, &arch::native::SYSCALL_INSN)
 }
 
 /// Find an `int $0x80` instruction in `code`.
 pub fn find_gadget32(code: &[u8], base: u64) -> Option<u64> {
-    find_bytes(code, base, &arch::x86::INT80_INSN)
+    find_bytes(code, base, &arch::native::INT80_INSN)
 }
 
 fn find_bytes(code: &[u8], base: u64, insn: &[u8]) -> Option<u64> {

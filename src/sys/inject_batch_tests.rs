@@ -1,11 +1,11 @@
-//! The batch executor (`Injector::batch` with `arch::x86::BATCH_CODE`) against a real
+//! The batch executor (`Injector::batch` with `arch::native::BATCH_CODE`) against a real
 //! process: results in order, failures that may happen passed on as results, and a
 //! failure that may not ending the batch with an error naming the call, with the calls
 //! after it not run. (A unit test: `sys` is private to the crate.)
 
 use std::process::{Command, Stdio};
 
-use crate::arch::x86::{BATCH_CODE, nr};
+use crate::arch::native::{BATCH_CODE, nr};
 use crate::sys::inject::{Call, Injector, find_gadget};
 use crate::sys::mem::RemoteMem;
 use crate::sys::ptrace::{self, Stop};

@@ -5,7 +5,7 @@
 //! `unsafe` call sound.
 
 use super::{Result, SysError, check};
-use crate::arch::X86Regs;
+use crate::arch::Regs;
 
 use linux_raw_sys::elf_uapi::NT_X86_XSTATE;
 use linux_raw_sys::ptrace::{PTRACE_GET_THREAD_AREA, PTRACE_SET_THREAD_AREA};
@@ -116,25 +116,25 @@ pub fn cont(pid: i32, sig: i32) -> Result<()> {
     Ok(())
 }
 
-pub fn get_regs(pid: i32) -> Result<X86Regs> {
-    let mut regs = X86Regs::default();
-    // X86Regs is #[repr(C)] with the exact layout of struct user_regs_struct (27 u64).
+pub fn get_regs(pid: i32) -> Result<Regs> {
+    let mut regs = Regs::default();
+    // Regs is #[repr(C)] with the exact layout of struct user_regs_struct (27 u64).
     req(
         libc::PTRACE_GETREGS,
         pid,
         0,
-        &mut regs as *mut X86Regs as usize,
+        &mut regs as *mut Regs as usize,
         || format!("PTRACE_GETREGS {pid}"),
     )?;
     Ok(regs)
 }
 
-pub fn set_regs(pid: i32, regs: &X86Regs) -> Result<()> {
+pub fn set_regs(pid: i32, regs: &Regs) -> Result<()> {
     req(
         libc::PTRACE_SETREGS,
         pid,
         0,
-        regs as *const X86Regs as usize,
+        regs as *const Regs as usize,
         || format!("PTRACE_SETREGS {pid}"),
     )?;
     Ok(())
@@ -286,7 +286,7 @@ pub fn get_rseq(pid: i32) -> Result<(u64, u32, u32, u32)> {
 }
 
 /// Wait for a newly created (auto-attached) task's first stop and read its registers.
-pub fn get_regs_after_stop(tid: i32, what: &str) -> Result<X86Regs> {
+pub fn get_regs_after_stop(tid: i32, what: &str) -> Result<Regs> {
     match wait(tid)? {
         Stop::Signal(_) | Stop::Event(_) => get_regs(tid),
         other => Err(SysError::Other(format!(

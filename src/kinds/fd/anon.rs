@@ -2,7 +2,7 @@
 //! module of their own.
 
 use super::{OpenFd, fdinfo_unparsed};
-use crate::arch::x86::nr;
+use crate::arch::native::nr;
 use crate::error::DumpResult;
 use crate::error::{RestoreError, RestoreResult};
 use crate::model::FdKind;

@@ -1,7 +1,7 @@
 //! epoll instances and the descriptors they watch.
 
 use super::{OpenFd, fdinfo_unparsed};
-use crate::arch::x86::nr;
+use crate::arch::native::nr;
 use crate::error::DumpResult;
 use crate::error::Problem;
 use crate::error::RestoreResult;

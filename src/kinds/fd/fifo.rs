@@ -2,7 +2,7 @@
 
 use super::OpenFd;
 use super::file::file_id_checked;
-use crate::arch::x86::nr;
+use crate::arch::native::nr;
 use crate::error::DumpResult;
 use crate::error::Problem;
 use crate::error::{RestoreError, RestoreResult};

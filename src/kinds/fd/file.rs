@@ -2,7 +2,7 @@
 //! travel in the image).
 
 use super::OpenFd;
-use crate::arch::x86::nr;
+use crate::arch::native::nr;
 use crate::error::DumpResult;
 use crate::error::Problem;
 use crate::error::{RestoreError, RestoreResult, fault_point};

@@ -1,6 +1,6 @@
 //! inotify instances and their watches.
 
-use crate::arch::x86::nr;
+use crate::arch::native::nr;
 use crate::error::DumpError;
 use crate::error::DumpResult;
 use crate::error::Problem;

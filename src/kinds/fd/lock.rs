@@ -1,6 +1,6 @@
 //! File locks: POSIX, OFD and flock locks held by the processes.
 
-use crate::arch::x86::nr;
+use crate::arch::native::nr;
 use crate::error::DumpResult;
 use crate::error::Problem;
 use crate::error::{RestoreError, RestoreResult};

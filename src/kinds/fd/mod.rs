@@ -18,7 +18,7 @@ pub(crate) mod tty;
 pub(crate) mod udp;
 pub(crate) mod unix;
 
-use crate::arch::x86::nr;
+use crate::arch::native::nr;
 use crate::error::Problem;
 use crate::error::{RestoreError, RestoreResult};
 use crate::kinds::check;

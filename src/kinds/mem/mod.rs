@@ -9,7 +9,7 @@ mod tests;
 use self::pages::{Run, vma_pages};
 use self::shmem::{SharedSeen, shmem_pages};
 use crate::arch::Abi;
-use crate::arch::x86::{self as ax, nr};
+use crate::arch::native::{self as ax, nr};
 use crate::error::DumpError;
 use crate::error::DumpResult;
 use crate::error::Problem;

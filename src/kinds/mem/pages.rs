@@ -1,7 +1,7 @@
 //! Page data: which pages exist (pagemap, PAGEMAP_SCAN) and how they are written into a
 //! new process (userfaultfd copy, process_vm_writev).
 
-use crate::arch::x86::nr;
+use crate::arch::native::nr;
 use crate::error::DumpResult;
 use crate::error::{RestoreError, RestoreResult, fault_point};
 use crate::image::{OwnedRecord, tag};

@@ -2,7 +2,7 @@
 //! attached to the processes.
 
 use super::pages::{MAX_RUN_PAGES, Run};
-use crate::arch::x86::nr;
+use crate::arch::native::nr;
 use crate::error::DumpResult;
 use crate::error::Problem;
 use crate::error::{RestoreError, RestoreResult};

@@ -2,7 +2,7 @@
 //! (PR_SET_MM_MAP), working directory and root.
 
 use super::query::{slot_bytes, word};
-use crate::arch::x86::nr;
+use crate::arch::native::nr;
 use crate::error::DumpResult;
 use crate::error::Problem;
 use crate::error::{RestoreResult, fault_point};

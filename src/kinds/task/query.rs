@@ -5,7 +5,7 @@
 
 use super::threads::FrozenThread;
 use super::{attrs, signals, timers};
-use crate::arch::{self, x86::nr};
+use crate::arch::{self, native::nr};
 use crate::error::{DumpError, DumpResult};
 use crate::kinds::unsupported;
 use crate::model::{ITimer, PosixTimer, Rlimit, SigAction, SigAltStack};
@@ -46,7 +46,7 @@ const SCRATCH_LEN: u64 = 32 << 10;
 const SCRATCH_OUT: u64 = 4096;
 pub(crate) const SCRATCH_OUT_LEN: usize = 12 << 10;
 const SCRATCH_TABLE: u64 = 16 << 10;
-const SCRATCH_TABLE_CAP: usize = (16 << 10) / arch::x86::BATCH_ENTRY_LEN as usize;
+const SCRATCH_TABLE_CAP: usize = (16 << 10) / arch::native::BATCH_ENTRY_LEN as usize;
 
 pub(crate) fn word(b: &[u8], i: usize) -> u64 {
     b.get(i * 8..i * 8 + 8)
@@ -138,7 +138,7 @@ fn inject_thread_queries(
     let robust32 = if abi == arch::Abi::Ia32 {
         inj.call32(
             "get_robust_list (ia32)",
-            arch::x86::nr32::GET_ROBUST_LIST,
+            arch::native::nr32::GET_ROBUST_LIST,
             [0, out + 64, out + 68, 0, 0, 0],
         )?;
         mem.read(out + 64, &mut b[..8])?;
@@ -235,7 +235,7 @@ fn run_queries(
         Ok(())
     };
     (if batch {
-        mem.write(scratch, &arch::x86::BATCH_CODE)
+        mem.write(scratch, &arch::native::BATCH_CODE)
             .map_err(DumpError::from)
     } else {
         Ok(())
@@ -299,7 +299,7 @@ pub(crate) fn injected_state(
     // From here on the task must be able to run on as before even if ckpt dies (the
     // kernel then detaches it): give every thread its registers and signal mask now.
     for t in threads.iter() {
-        ptrace::set_regs(t.tid, &arch::x86::release_regs(&t.orig_regs))?;
+        ptrace::set_regs(t.tid, &arch::native::release_regs(&t.orig_regs))?;
         ptrace::set_sigmask(t.tid, t.orig_sigmask)?;
     }
     let out = res?;

@@ -2,7 +2,7 @@
 
 use super::query::{slot_bytes, word};
 use crate::arch::Abi;
-use crate::arch::x86::{self as ax, nr};
+use crate::arch::native::{self as ax, nr};
 use crate::error::DumpResult;
 use crate::error::Problem;
 use crate::error::RestoreResult;

@@ -3,8 +3,8 @@
 use super::query::ThreadInjected;
 use crate::arch::Abi;
 use crate::arch::ArchHeader;
-use crate::arch::x86::{self as ax, nr};
-use crate::arch::{self, ThreadArchState, X86Regs};
+use crate::arch::native::{self as ax, nr};
+use crate::arch::{self, Regs, ThreadArchState};
 use crate::error::DumpResult;
 use crate::error::Problem;
 use crate::error::{RestoreError, RestoreResult};
@@ -26,7 +26,7 @@ use xxhash_rust::xxh3::xxh3_64;
 /// One stopped thread of the target.
 pub(crate) struct FrozenThread {
     pub(crate) tid: i32,
-    pub(crate) orig_regs: X86Regs,
+    pub(crate) orig_regs: Regs,
     pub(crate) orig_sigmask: u64,
     /// True once the thread sits in a syscall stop of ours rather than the interrupt
     /// stop: then a pending syscall restart must be applied by us before it runs on.
@@ -35,7 +35,7 @@ pub(crate) struct FrozenThread {
 
 /// If the thread was stopped inside an rseq critical section, move it to the section's
 /// abort handler, as the kernel does when it preempts such a thread.
-fn rseq_fixup(mem: &RemoteMem, rseq: &Option<Rseq>, regs: &mut X86Regs) -> DumpResult<()> {
+fn rseq_fixup(mem: &RemoteMem, rseq: &Option<Rseq>, regs: &mut Regs) -> DumpResult<()> {
     let Some(r) = rseq else { return Ok(()) };
     // struct rseq { u32 cpu_id_start; u32 cpu_id; u64 rseq_cs; ... }
     let cs = mem.read_u64(r.addr + 8)?;
@@ -67,16 +67,16 @@ pub(crate) struct ThreadOutside {
     sched: (i32, i32, i32),
 }
 
-pub(crate) fn thread_outside(_pid: i32, tid: i32, _regs: &X86Regs) -> DumpResult<ThreadOutside> {
+pub(crate) fn thread_outside(_pid: i32, tid: i32, _regs: &Regs) -> DumpResult<ThreadOutside> {
     let xsave = ptrace::get_xstate(tid, 1 << 16)?;
     let mut debugregs = [0u64; 6];
-    for (slot, i) in debugregs.iter_mut().zip(arch::x86::DEBUGREG_INDEXES) {
-        *slot = ptrace::peek_user(tid, arch::x86::DEBUGREG_OFFSET + i * 8)?;
+    for (slot, i) in debugregs.iter_mut().zip(arch::native::DEBUGREG_INDEXES) {
+        *slot = ptrace::peek_user(tid, arch::native::DEBUGREG_OFFSET + i * 8)?;
     }
     let mut tls = Vec::new();
-    for i in arch::x86::TLS_ENTRIES {
+    for i in arch::native::TLS_ENTRIES {
         let d = ptrace::get_thread_area(tid, i)?;
-        if !arch::x86::tls_entry_is_empty(&d) {
+        if !arch::native::tls_entry_is_empty(&d) {
             tls.push(d);
         }
     }

@@ -1,7 +1,7 @@
 //! Timers: interval timers and POSIX timers.
 
 use super::query::{SCRATCH_OUT_LEN, slot_bytes, word};
-use crate::arch::x86::nr;
+use crate::arch::native::nr;
 use crate::error::DumpResult;
 use crate::error::{RestoreError, RestoreResult};
 use crate::model::{ITimer, PosixTimer};

@@ -1,7 +1,7 @@
 //! The process tree: parents and children, sessions and process groups, zombies,
 //! controlling terminals, PID namespaces.
 
-use crate::arch::x86::nr;
+use crate::arch::native::nr;
 use crate::arch::{self, ThreadArchState};
 use crate::error::DumpResult;
 use crate::error::Problem;

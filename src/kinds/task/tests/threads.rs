@@ -72,7 +72,7 @@ fn no_vdso_nothing_to_compare() {
     assert_none(&run(|v| check_arch(&hdr, &process(10), true, v)));
     // An ia32 process when this kernel maps no 32-bit vDSO: reported elsewhere.
     let mut p = with_vdso(1, 2, 0);
-    p.threads[0].arch.regs.cs = crate::arch::x86::USER_CS_32;
+    p.threads[0].arch.regs.cs = crate::arch::native::USER_CS_32;
     assert_none(&run(|v| check_arch(&hdr, &p, false, v)));
 }
 
