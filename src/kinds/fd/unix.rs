@@ -440,8 +440,11 @@ pub(crate) fn check_listen_name(name: &[u8], fd: i32, problems: &mut Vec<Problem
         _ => check::show(name),
     };
     if let Ok(socks) = crate::sys::sockdiag::unix_sockets() {
+        // sock_diag shows a path as it was bound, often with its trailing NUL (std and
+        // many C programs pass it): compare as the image records names.
         if socks.values().any(|s| {
-            s.state == crate::sys::sockdiag::STATE_LISTEN && s.name.as_deref() == Some(name)
+            s.state == crate::sys::sockdiag::STATE_LISTEN
+                && s.name.as_deref().map(unix_name).as_deref() == Some(name)
         }) {
             check::p(
                 problems,

@@ -234,9 +234,6 @@ fn free_listener_names() {
 }
 
 #[test]
-#[ignore = "known gap, left as is: check_listen_name compares the name sock_diag reports, \
-            which keeps the trailing NUL that std (and many C programs) bind a path with, \
-            so such a live listener is not seen"]
 fn a_live_listener_on_a_path() {
     let d = TempDir::new();
     let p = d.path().join("live");
