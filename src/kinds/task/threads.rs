@@ -372,7 +372,10 @@ pub(crate) fn create_threads(
         args.extend_from_slice(&(t.tid as u64).to_le_bytes());
         let a = cx.put(0, &args)?;
         let what = format!("create thread {}", t.tid);
-        let got = cx.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0])?;
+        // The thread of the dumped process that had this TID may still be being
+        // released (seen in CI right after a dump that killed it): as for processes.
+        let got =
+            super::tree::once_released(t.tid, || cx.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0]))?;
         tids.push(got as i32);
         if got != t.tid as u64 {
             return Err(RestoreError::Stage(format!(

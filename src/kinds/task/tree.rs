@@ -315,10 +315,10 @@ pub(crate) fn check_pids_free(proc_: &Process, problems: &mut Vec<Problem>) {
 
 // ---- restore (stage) ----
 
-/// Run `create` (which creates a process with PID `pid`) again while it fails with
-/// EEXIST though no task with that PID is visible: the last one is being released (its
-/// parent is reaping it; plan waited for that, but the kernel frees the PID a moment
-/// after the task leaves /proc), for at most a second.
+/// Run `create` (which creates a process or thread with ID `pid`) again while it fails
+/// with EEXIST though no task with that ID is visible: the last one is being released
+/// (its parent is reaping it, or its thread group is exiting; plan waited for that, but
+/// the kernel frees the ID a moment after the task leaves /proc), for at most a second.
 pub(crate) fn once_released<T>(
     pid: i32,
     mut create: impl FnMut() -> RestoreResult<T>,
