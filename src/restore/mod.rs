@@ -49,7 +49,10 @@ pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     if problems.iter().all(|p| p.code != "malformed") {
         let mut direct = source::Direct::new(&mut reader);
         let mut pages = crate::kinds::mem::pages::PageStream::new(&mut direct);
-        let r = pages.read_file_data(false).map(|f| f.bytes).and_then(|fb| {
+        let files = pages.read_file_data(false).and_then(|f| {
+            crate::kinds::fd::file::check_file_data(&plan.ckpt.processes, &f).map(|()| f.bytes)
+        });
+        let r = files.and_then(|fb| {
             plan.ckpt
                 .processes
                 .iter()
