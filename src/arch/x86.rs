@@ -451,9 +451,95 @@ pub fn tls_entry_is_empty(d: &[u32; 4]) -> bool {
     d[1] == 0 && d[2] == 0 && (d[3] & 0x28) == 0x28
 }
 
+/// The lowest address PTRACE_SETREGS refuses as an FS or GS base (TASK_SIZE_MAX of a
+/// 4-level page table kernel: the last user page is never mapped).
+pub const BASE_LIMIT: u64 = 0x7fff_ffff_f000;
+
+/// Why the kernel would refuse to set these registers (PTRACE_SETREGS: `putreg` and
+/// `set_segment_reg` in arch/x86/kernel/ptrace.c), if it would: a selector that is not
+/// null and not of privilege level 3, a null CS or SS, a value wider than a selector
+/// (the kernel would cut it to 16 bits), an FS or GS base outside user space.
+pub fn setregs_refusal(r: &X86Regs) -> Option<String> {
+    for (name, v) in [
+        ("cs", r.cs),
+        ("ss", r.ss),
+        ("ds", r.ds),
+        ("es", r.es),
+        ("fs", r.fs),
+        ("gs", r.gs),
+    ] {
+        let null_refused = matches!(name, "cs" | "ss");
+        if v > 0xffff || (v != 0 && v & 3 != 3) || (v == 0 && null_refused) {
+            return Some(format!(
+                "segment register {name} = {v:#x} is not a user selector"
+            ));
+        }
+    }
+    for (name, v) in [("fs_base", r.fs_base), ("gs_base", r.gs_base)] {
+        if v >= BASE_LIMIT {
+            return Some(format!("{name} {v:#x} is outside user space"));
+        }
+    }
+    None
+}
+
+/// Whether PTRACE_SET_THREAD_AREA takes this TLS entry (`do_set_thread_area` and
+/// `tls_desc_okay` in arch/x86/kernel/tls.c): a user TLS slot, holding an empty or
+/// all-zero descriptor or a 32-bit data segment.
+pub fn tls_entry_settable(d: &[u32; 4]) -> bool {
+    let f = d[3];
+    let contents = (f >> 1) & 3;
+    let empty = d[1] == 0 && d[2] == 0 && (f & 0x7f == 0x28 || f & 0x7f == 0);
+    TLS_ENTRIES.contains(&d[0]) && (empty || (f & 1 == 1 && contents <= 1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn setregs_refusal_follows_the_kernel() {
+        let good = X86Regs {
+            cs: USER_CS_64,
+            ss: USER_DS,
+            fs_base: 0x7f00_0000_0000,
+            ..Default::default()
+        };
+        assert_eq!(setregs_refusal(&good), None);
+        for bad in [
+            X86Regs { cs: 0, ..good },
+            X86Regs { ss: 0, ..good },
+            X86Regs { cs: 0x30, ..good },
+            X86Regs { ds: 0x12, ..good },
+            X86Regs {
+                gs: 0x1_002b,
+                ..good
+            },
+            X86Regs {
+                fs_base: BASE_LIMIT,
+                ..good
+            },
+            X86Regs {
+                gs_base: 1 << 63,
+                ..good
+            },
+        ] {
+            assert!(setregs_refusal(&bad).is_some(), "{bad:?}");
+        }
+        assert_eq!(
+            setregs_refusal(&X86Regs {
+                ds: 0,
+                es: 0x2b,
+                ..good
+            }),
+            None
+        );
+        assert!(tls_entry_settable(&[12, 0, 0, 0x28]));
+        assert!(tls_entry_settable(&[13, 0x1000, 0xfffff, 0x51]));
+        assert!(!tls_entry_settable(&[11, 0, 0, 0x28]));
+        assert!(!tls_entry_settable(&[12, 0x1000, 0xfffff, 0x50]));
+        assert!(!tls_entry_settable(&[12, 0x1000, 0xfffff, 0x57]));
+    }
 
     #[test]
     fn restart_rewinds_and_restores_nr() {

@@ -15,6 +15,7 @@ pub(crate) fn thread(tid: i32) -> Thread {
         arch: ThreadArchState {
             regs: Regs {
                 cs: crate::arch::native::USER_CS_64,
+                ss: crate::arch::native::USER_DS,
                 ..Default::default()
             },
             xsave: vec![0; 576],

@@ -47,17 +47,7 @@ pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     let mut problems = plan.problems;
     let mut page_bytes = 0;
     if problems.iter().all(|p| p.code != "malformed") {
-        let mut direct = source::Direct::new(&mut reader);
-        let mut pages = crate::kinds::mem::pages::PageStream::new(&mut direct);
-        let r = pages.read_file_data(false).map(|f| f.bytes).and_then(|fb| {
-            plan.ckpt
-                .processes
-                .iter()
-                .filter(|p| !p.is_zombie())
-                .try_fold(0, |acc, p| pages.load(p, None).map(|b| acc + b))
-                .and_then(|b| pages.finish().map(|()| b + fb))
-        });
-        match r {
+        match read_records(&plan.ckpt, &mut reader) {
             Ok(b) => page_bytes = b,
             Err(e) => problems.push(Problem {
                 code: "image",
@@ -70,6 +60,34 @@ pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
         page_bytes,
         requirements,
     })
+}
+
+/// Read the records after the metadata with every check stage makes of them (file
+/// contents for every kept file, page records inside areas that take pages, none twice,
+/// checksums), without keeping anything. Returns the bytes of data read.
+fn read_records<R: Read>(
+    ckpt: &crate::model::Checkpoint,
+    reader: &mut ImageReader<R>,
+) -> Result<u64> {
+    let mut direct = source::Direct::new(reader);
+    let mut pages = crate::kinds::mem::pages::PageStream::new(&mut direct);
+    let files = pages.read_file_data(false)?;
+    crate::kinds::fd::file::check_file_data(&ckpt.processes, &files)?;
+    let b = ckpt
+        .processes
+        .iter()
+        .filter(|p| !p.is_zombie())
+        .try_fold(0, |acc, p| pages.load(p, None).map(|b| acc + b))?;
+    pages.finish()?;
+    Ok(b + files.bytes)
+}
+
+/// What restore refuses before its point of no return that depends only on the image
+/// and this host: its plan ([`prepare`]) and every check stage makes of the records, as
+/// one error (for tests and the fuzz target: an image `check` accepts must pass).
+pub fn validate<R: Read>(input: R, view: &HostView) -> Result<u64> {
+    let mut p = prepare(input, view)?;
+    read_records(&p.plan.ckpt, &mut p.reader)
 }
 
 /// Every problem plan finds in a decoded image on this host, the same list `check`

@@ -188,6 +188,7 @@ pub(crate) fn stage(
     };
     let mut pages = PageStream::new(reader);
     shared.files = pages.read_file_data(true)?;
+    fd::file::check_file_data(procs, &shared.files)?;
     let mut bytes = 0;
     let mut staged = Vec::new();
     for (i, cx) in ctxs.iter_mut().enumerate() {

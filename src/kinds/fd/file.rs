@@ -171,10 +171,117 @@ pub(crate) fn check_host(
     problems: &mut Vec<Problem>,
 ) {
     let what = format!("file descriptor {fd}:");
+    if pos != 0 && pos <= i64::MAX as u64 {
+        // The file itself, opened for reading only (a regular file: no side effect).
+        use std::io::Seek;
+        let path = procfs::bytes_path(&file.path);
+        if let Ok(mut f) = std::fs::File::open(path) {
+            if let Err(e) = f.seek(std::io::SeekFrom::Start(pos)) {
+                check::p(
+                    problems,
+                    "file-position",
+                    format!(
+                        "file descriptor {fd}: position {pos:#x} cannot be set on {} ({e})",
+                        check::show(&file.path)
+                    ),
+                );
+            }
+        }
+    }
     if flags as i32 & libc::O_ACCMODE == libc::O_WRONLY {
         check_output_file(file, flags, pos, &what, problems)
     } else {
         check_file(file, &what, problems)
+    }
+}
+
+/// The seals memfd restore can add (F_SEAL_SEAL, SHRINK, GROW, WRITE, FUTURE_WRITE, EXEC).
+const KNOWN_SEALS: u32 = 0x3f;
+
+/// The longest memfd name memfd_create takes (without its "memfd:" prefix).
+const MFD_NAME_MAX: usize = 249;
+
+/// Structural checks of a memfd kept in the image: a name memfd_create takes, seals
+/// F_ADD_SEALS knows.
+pub(crate) fn check_memfd(name: &[u8], seals: u32, what: &str, problems: &mut Vec<Problem>) {
+    if name.len() > MFD_NAME_MAX || name.contains(&0) {
+        check::p(
+            problems,
+            "malformed",
+            format!(
+                "{what}: memfd name {} is not one memfd_create takes",
+                check::show(name)
+            ),
+        );
+    }
+    if seals & !KNOWN_SEALS != 0 {
+        check::p(
+            problems,
+            "malformed",
+            format!("{what}: unknown memfd seals {seals:#x}"),
+        );
+    }
+}
+
+/// Structural checks of a descriptor of a file (by path or kept in the image): a file
+/// position lseek can set, and for a memfd its name and seals.
+pub(crate) fn check_record(f: &crate::model::Fd, problems: &mut Vec<Problem>) {
+    let what = format!("file descriptor {}", f.fd);
+    let pos = match &f.kind {
+        FdKind::File { pos, .. } | FdKind::DeletedFile { pos, .. } => *pos,
+        FdKind::Memfd {
+            pos, name, seals, ..
+        } => {
+            check_memfd(name, *seals, &what, problems);
+            *pos
+        }
+        _ => return,
+    };
+    if pos > i64::MAX as u64 {
+        check::p(
+            problems,
+            "malformed",
+            format!("{what}: file position {pos:#x} is beyond any file"),
+        );
+    }
+}
+
+/// Whether lseek can set position `pos` on a file of the file system of directory `dir`
+/// (each file system has its largest file size): probed on an unnamed temporary file
+/// there (O_TMPFILE; a file system without it is not probed).
+fn check_position_in(dir: &Path, pos: u64, what: &str, problems: &mut Vec<Problem>) {
+    use std::io::Seek;
+    use std::os::unix::fs::OpenOptionsExt;
+    if pos == 0 || pos > i64::MAX as u64 {
+        return;
+    }
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .mode(0o600)
+        .open(dir)
+    else {
+        return;
+    };
+    if let Err(e) = f.seek(std::io::SeekFrom::Start(pos)) {
+        check::p(
+            problems,
+            "file-position",
+            format!(
+                "{what}: position {pos:#x} cannot be set on a file of {} ({e})",
+                dir.display()
+            ),
+        );
+    }
+}
+
+/// A deleted file is recreated in its directory, which must exist, and its position
+/// must be one a file there can have.
+pub(crate) fn check_deleted_at(file: &FileId, fd: i32, pos: u64, problems: &mut Vec<Problem>) {
+    check_deleted(file, fd, problems);
+    if let Some(dir) = procfs::bytes_path(&file.path).parent() {
+        check_position_in(dir, pos, &format!("file descriptor {fd}"), problems);
     }
 }
 
@@ -330,6 +437,8 @@ pub(crate) fn describe_deleted(file: &FileId, pos: u64) -> String {
 pub(crate) struct FileData {
     pub(crate) files: BTreeMap<u64, std::fs::File>,
     pub(crate) bytes: u64,
+    /// The `data` ids the image has contents for (also when they are not kept).
+    pub(crate) ids: std::collections::BTreeSet<u64>,
     /// The files recreated so far, by `data` id: ckpt holds each open until every
     /// process has its own descriptors and mappings of it (see [`kept_file_fd`]).
     made: BTreeMap<u64, std::fs::File>,
@@ -351,6 +460,35 @@ impl Drop for FileData {
     fn drop(&mut self) {
         self.unlink_ghosts();
     }
+}
+
+/// Every memfd and deleted file the live processes open or map has its contents in the
+/// image (`got`: the ids of the FILE_DATA records read). Checked by `check` and by stage
+/// before anything is recreated.
+pub(crate) fn check_file_data(procs: &[Process], got: &FileData) -> RestoreResult<()> {
+    for p in procs.iter().filter(|p| !p.is_zombie()) {
+        let fds = p.fds.iter().filter_map(|f| match &f.kind {
+            FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. } => {
+                Some((*data, format!("file descriptor {}", f.fd)))
+            }
+            _ => None,
+        });
+        let maps = p.vmas.iter().filter_map(|v| match &v.kind {
+            VmaKind::MemfdMap { data, .. } | VmaKind::DeletedMap { data, .. } => {
+                Some((*data, format!("memory area {:#x}-{:#x}", v.start, v.end)))
+            }
+            _ => None,
+        });
+        for (data, what) in fds.chain(maps) {
+            if !got.ids.contains(&data) {
+                return Err(RestoreError::Malformed(format!(
+                    "process {} {what}: the contents of its file ({data}) are missing",
+                    p.pid
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a file kept in the image (contents in `FILE_DATA`) is, to recreate it.

@@ -55,6 +55,7 @@ pub(crate) fn check_table(proc_: &Process, problems: &mut Vec<Problem>) {
         if let FdKind::External { key, .. } = &f.kind {
             external::check_record(f, key, problems);
         }
+        file::check_record(f, problems);
         if matches!(f.kind, FdKind::Inherited { .. }) && f.fd > 2 {
             check::p(
                 problems,
@@ -183,7 +184,7 @@ pub(crate) fn check_fd(f: &Fd, problems: &mut Vec<Problem>) {
             unix::check_bound_name(&sock.name, f.fd, problems)
         }
         FdKind::UnixDgram { .. } => {}
-        FdKind::DeletedFile { file, .. } => file::check_deleted(file, f.fd, problems),
+        FdKind::DeletedFile { file, pos, .. } => file::check_deleted_at(file, f.fd, *pos, problems),
         FdKind::Fifo { file, .. } => fifo::check_host(file, f.fd, problems),
         FdKind::Inotify { watches, .. } => inotify::check_paths(watches, f.fd, problems),
         FdKind::Udp { sock: u, .. } if f.shared_with.is_none() => {

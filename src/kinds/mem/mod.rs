@@ -312,6 +312,8 @@ pub(crate) fn check_areas(proc_: &Process, problems: &mut Vec<Problem>) {
             && v.end <= TASK_SIZE
             && v.start >= prev_end
             && v.offset % 4096 == 0
+            // mmap refuses an end offset beyond the largest file (EOVERFLOW).
+            && v.offset.checked_add(v.end - v.start.min(v.end)).is_some_and(|e| e <= i64::MAX as u64)
             && v.prot & !7 == 0
             && v.pages_present <= (v.end - v.start) / 4096
             && v.guard_ranges.iter().all(|g| {
@@ -325,6 +327,14 @@ pub(crate) fn check_areas(proc_: &Process, problems: &mut Vec<Problem>) {
                     "memory area {:#x}-{:#x} is invalid (unaligned, overlapping or out of range)",
                     v.start, v.end
                 ),
+            );
+        }
+        if let VmaKind::MemfdMap { name, seals, .. } = &v.kind {
+            crate::kinds::fd::file::check_memfd(
+                name,
+                *seals,
+                &format!("memory area {:#x}-{:#x}", v.start, v.end),
+                problems,
             );
         }
         prev_end = v.end;

@@ -315,6 +315,7 @@ impl<'r> PageStream<'r> {
             match rec.tag {
                 tag::FILE_DATA => {
                     out.bytes += rec.payload.len() as u64;
+                    out.ids.insert(rec.arg);
                     if keep {
                         let f = match out.files.entry(rec.arg) {
                             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -375,6 +376,8 @@ impl<'r> PageStream<'r> {
             )));
         }
         let mut got: Vec<u64> = vec![0; proc_.vmas.len()];
+        // The ranges written so far (start -> end): no page may come twice.
+        let mut seen: std::collections::BTreeMap<u64, u64> = Default::default();
         let mut bytes = 0u64;
         while let Some(rec) = self.reader.next_record()? {
             match rec.tag {
@@ -410,6 +413,15 @@ impl<'r> PageStream<'r> {
                         if !takes_pages(v) {
                             return Err(bad("memory area takes no page data"));
                         }
+                        let end = addr + len;
+                        if seen
+                            .range(..end)
+                            .next_back()
+                            .is_some_and(|(_, e)| *e > addr)
+                        {
+                            return Err(bad("overlaps another page data record"));
+                        }
+                        seen.insert(addr, end);
                         got[i] += len / 4096;
                         if got[i] > v.pages_present {
                             return Err(bad("more pages than the memory area had"));

@@ -147,6 +147,62 @@ pub(crate) fn check_states(proc_: &Process, problems: &mut Vec<Problem>) {
             check::p(problems, "malformed", "invalid xsave area size".into());
         }
         signals::check_pending(&t.pending, problems);
+        if let Some(why) = ax::setregs_refusal(&t.arch.regs) {
+            check::p(
+                problems,
+                "malformed",
+                format!("thread {}: {why}; the kernel would refuse it", t.tid),
+            );
+        }
+        if let Some(d) = t.arch.tls.iter().find(|d| !ax::tls_entry_settable(d)) {
+            check::p(
+                problems,
+                "malformed",
+                format!(
+                    "thread {}: TLS entry {} is not one the kernel would set",
+                    t.tid, d[0]
+                ),
+            );
+        }
+        check_sched(t, problems);
+    }
+}
+
+/// sched_setscheduler's SCHED_RESET_ON_FORK flag, which sched_getscheduler reports
+/// with the policy.
+const SCHED_RESET_ON_FORK: i32 = 0x4000_0000;
+
+/// The thread's scheduling policy, priority and nice value are ones restore can set:
+/// what sched_setscheduler accepts (SCHED_OTHER, BATCH and IDLE with priority 0, FIFO and
+/// RR with 1-99; SCHED_DEADLINE needs parameters the image does not have) and a nice
+/// value setpriority would not clamp.
+pub(crate) fn check_sched(t: &Thread, problems: &mut Vec<Problem>) {
+    let policy = t.sched_policy & !SCHED_RESET_ON_FORK;
+    let prio = t.sched_priority;
+    let ok = match policy {
+        libc::SCHED_OTHER | libc::SCHED_BATCH | libc::SCHED_IDLE => prio == 0,
+        libc::SCHED_FIFO | libc::SCHED_RR => (1..=99).contains(&prio),
+        _ => false,
+    };
+    if policy == 6 {
+        check::p(
+            problems,
+            "sched-unsupported",
+            format!(
+                "thread {}: SCHED_DEADLINE scheduling cannot be restored (its runtime, \
+                 deadline and period are not in the image)",
+                t.tid
+            ),
+        );
+    } else if !ok || !(-20..=19).contains(&t.nice) {
+        check::p(
+            problems,
+            "malformed",
+            format!(
+                "thread {}: invalid scheduling policy {}, priority {prio} or nice value {}",
+                t.tid, t.sched_policy, t.nice
+            ),
+        );
     }
 }
 

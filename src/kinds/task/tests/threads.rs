@@ -120,3 +120,47 @@ fn the_vdso_must_be_this_kernels() {
         )],
     );
 }
+
+#[test]
+fn registers_and_scheduling_the_kernel_would_refuse() {
+    let p = process(10);
+    assert_none(&run(|v| check_states(&p, v)));
+    let mut q = p.clone();
+    q.threads[0].arch.regs.cs = 0;
+    assert_one(
+        &run(|v| check_states(&q, v)),
+        "malformed",
+        &["cs", "thread 10"],
+    );
+    let mut q = p.clone();
+    q.threads[0].arch.regs.fs_base = 1 << 63;
+    assert_one(&run(|v| check_states(&q, v)), "malformed", &["fs_base"]);
+    let mut q = p.clone();
+    q.threads[0].arch.tls = vec![[3, 0, 0, 0x28]];
+    assert_one(&run(|v| check_states(&q, v)), "malformed", &["TLS entry 3"]);
+    for (pol, prio, nice) in [(77, 0, 0), (1, 0, 0), (1, 100, 0), (0, 5, 0), (0, 0, 20)] {
+        let mut q = p.clone();
+        let t = &mut q.threads[0];
+        (t.sched_policy, t.sched_priority, t.nice) = (pol, prio, nice);
+        assert_one(&run(|v| check_states(&q, v)), "malformed", &["scheduling"]);
+    }
+    let mut q = p.clone();
+    q.threads[0].sched_policy = 6;
+    assert_one(
+        &run(|v| check_states(&q, v)),
+        "sched-unsupported",
+        &["SCHED_DEADLINE"],
+    );
+    for (pol, prio) in [
+        (1, 99),
+        (2, 1),
+        (3, 0),
+        (5, 0),
+        (0x4000_0000, 0),
+        (0x4000_0001, 10),
+    ] {
+        let mut q = p.clone();
+        (q.threads[0].sched_policy, q.threads[0].sched_priority) = (pol, prio);
+        assert_none(&run(|v| check_states(&q, v)));
+    }
+}
