@@ -35,3 +35,13 @@ pub fn is_root() -> bool {
 pub fn wait_child(pid: i32) -> Result<i32, SysError> {
     sys::process::wait_exit(pid)
 }
+
+/// This process was started with privileges its caller does not have: a setuid or
+/// setgid executable, or file capabilities (the kernel then sets `AT_SECURE` in its
+/// auxiliary vector). ckpt reads and writes any process's memory: it must only ever run
+/// with its caller's own privileges. `None` when the auxiliary vector cannot be read.
+pub fn started_with_elevated_privileges() -> Option<bool> {
+    const AT_SECURE: u64 = 23;
+    let v = sys::proc::auxv(std::process::id() as i32).ok()?;
+    Some(v.chunks_exact(2).any(|kv| kv[0] == AT_SECURE && kv[1] != 0))
+}

@@ -155,3 +155,47 @@ fn wait_untraced(pid: i32) {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// A setuid-root copy of ckpt run by another user refuses to run at all (it could read
+/// and change any process for them); root running it, or the user running a copy
+/// without the bit, is served as usual.
+#[test]
+fn setuid_copy_refuses_a_non_root_caller() {
+    // In a directory of its own under /tmp, which every user may traverse (the test
+    // directory's ancestors may not be).
+    let dir = std::path::PathBuf::from(format!("/tmp/ckpt-e2e-suid-{}", my_pid()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("mkdir");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    let copy = dir.join("ckpt");
+    fs::copy(ckpt_bin(), &copy).expect("copy ckpt");
+    let as_nobody = |what: &str| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&copy)
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("{what}: run setpriv: {e}"))
+    };
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).expect("chmod 755");
+    let plain = as_nobody("without the bit");
+    assert_eq!(plain.status.code(), Some(0), "{}", text(&plain.stderr));
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o4755)).expect("chmod 4755");
+    let suid = as_nobody("setuid");
+    assert_eq!(suid.status.code(), Some(1), "{}", text(&suid.stderr));
+    assert!(
+        text(&suid.stderr).contains("refusing to run: started setuid"),
+        "{}",
+        text(&suid.stderr)
+    );
+    assert!(
+        suid.stdout.is_empty(),
+        "nothing done: {}",
+        text(&suid.stdout)
+    );
+    let root = Command::new(&copy)
+        .arg("--version")
+        .output()
+        .expect("run as root");
+    assert_eq!(root.status.code(), Some(0), "{}", text(&root.stderr));
+}

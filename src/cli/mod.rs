@@ -340,6 +340,15 @@ pub fn main() -> i32 {
     // (`ckpt inspect IMG | head`). A dump to such a pipe then dies before its release
     // step, and the kernel lets the target run on as it was.
     host::die_on_broken_pipe();
+    // ckpt can read and change any process: it never lends root's power to a caller who
+    // does not have it (a setuid-root copy, or one given file capabilities).
+    if host::started_with_elevated_privileges() != Some(false) {
+        say!(
+            "ckpt: refusing to run: started setuid/setgid or with file capabilities (or \
+             its auxiliary vector cannot be read); run it as root instead"
+        );
+        return 1;
+    }
     match Cli::parse().cmd {
         Cmd::Dump(a) => cmd_dump(a),
         Cmd::Restore(a) => cmd_restore(a),
