@@ -102,6 +102,48 @@ pub(crate) fn collect_regular(d: &OpenFd, id: FileId, nlink: u64) -> DumpResult<
     })
 }
 
+/// A directory open as descriptor `d` (`nlink` links left). One removed while open is
+/// refused: restore could only make another directory under that name (another inode,
+/// found by path, where the original could no longer be reached at all).
+pub(crate) fn collect_dir(d: &OpenFd, id: FileId, nlink: u64) -> DumpResult<FdKind> {
+    if nlink == 0 {
+        return Err(unsupported(
+            d.pid,
+            format!(
+                "file descriptor {} is a directory that was removed while open ({}); a \
+                 removed directory cannot be restored: close it, or dump before it is \
+                 removed",
+                d.fd,
+                String::from_utf8_lossy(&d.link)
+            ),
+        ));
+    }
+    Ok(FdKind::Dir {
+        file: id,
+        flags: d.flags,
+    })
+}
+
+/// The working or root directory (`which`: "cwd" or "root") of process `pid`, as its
+/// /proc link names it. One that was removed is refused, as for descriptors
+/// ([`collect_dir`]).
+pub(crate) fn collect_dir_link(pid: i32, which: &str) -> DumpResult<Vec<u8>> {
+    let link = format!("/proc/{pid}/{which}");
+    let path = procfs::readlink(&link)?;
+    if let Ok((_, 0)) = procfs::file_stat(Path::new(&link), &path) {
+        let what = if which == "cwd" { "working" } else { "root" };
+        return Err(unsupported(
+            pid,
+            format!(
+                "its {what} directory was removed ({}); a removed directory cannot be \
+                 restored",
+                String::from_utf8_lossy(&path)
+            ),
+        ));
+    }
+    Ok(path)
+}
+
 /// Memfds and deleted files are kept in the image under their inode number: refuse two
 /// different files (a memfd and a deleted file, or deleted files of two file systems)
 /// that have the same one, rather than give them one content at restore.

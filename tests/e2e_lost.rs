@@ -1,0 +1,237 @@
+//! End-to-end tests of processes that a dump once recorded and killed and a restore then
+//! refused or failed to bring back (issue 13). Each case must end either restored right
+//! (output byte for byte the uninterrupted run's, and the kernel's view of the restored
+//! state the original's) or refused at dump, before anything is killed, with the target
+//! running on untouched. `ckpt check` runs before each restore and must agree with it.
+//!
+//! The target is `tests/targets/lost.c` (one mode per case). Needs root. Run with
+//! cargo-nextest, one process per test (see README.md).
+
+// Test harness code: raw libc calls on the test's own processes are fine here.
+#![allow(unsafe_code, clippy::undocumented_unsafe_blocks)]
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+const STEPS: u32 = 30;
+
+/// `lost MODE GO [STEPS]`.
+fn spec(mode: &str, go: &Path) -> Spec {
+    Spec::new(target("lost"))
+        .arg(mode)
+        .arg(go)
+        .arg(STEPS.to_string())
+}
+
+/// A run of `mode` with its GO file there from the start: the reference output.
+fn reference(ctx: &Ctx, mode: &str) -> Finished {
+    let go = ctx.path(&format!("{mode}-refgo"));
+    fs::write(&go, "").expect("create go file");
+    let r = ctx.reference(&spec(mode, &go).cwd(ctx.path("")));
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{mode}: reference run; stderr:\n{}",
+        text(&r.stderr)
+    );
+    assert!(
+        text(&r.stdout).ends_with("done\n"),
+        "{mode}: reference output:\n{}",
+        text(&r.stdout)
+    );
+    r
+}
+
+struct Dumped {
+    img: PathBuf,
+    go: PathBuf,
+    before: Vec<u8>,
+    pids: Vec<i32>,
+}
+
+/// Start `mode` (a tree of `n` live processes), wait for `k` lines, dump it (which kills
+/// it) and wait until it is gone.
+fn start_and_dump(ctx: &Ctx, mode: &str, n: usize, k: usize) -> Dumped {
+    let go = ctx.path(&format!("{mode}-go"));
+    let mut t = ctx.spawn(&spec(mode, &go).cwd(ctx.path("")));
+    t.wait_lines(k);
+    wait_process_tree(t.pid, n, mode);
+    // Zombies too: they are ours to reap once the dump killed their parent.
+    let pids = process_tree(t.pid);
+    for &p in &pids {
+        ctx.track(p);
+    }
+    let img = ctx.path(&format!("{mode}.img"));
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish(&format!("{mode}: original"));
+    wait_pids_gone(&pids, &format!("{mode}: original after the dump"));
+    Dumped {
+        img,
+        go,
+        before,
+        pids,
+    }
+}
+
+/// `ckpt check` says the image can be restored here.
+fn assert_check_ok(ctx: &Ctx, d: &Dumped, mode: &str) {
+    let c = ctx.check(&d.img);
+    assert_eq!(
+        c.code(),
+        Some(0),
+        "{mode}: check before restore must accept the image:\n{}",
+        c.stderr
+    );
+}
+
+/// Restore `d`; `inspect` looks at the restored tree once it printed a line (before GO);
+/// then the whole output must be the reference's.
+fn restore_and_finish(
+    ctx: &Ctx,
+    d: &Dumped,
+    reference: &Finished,
+    mode: &str,
+    inspect: impl FnOnce(),
+) {
+    assert_check_ok(ctx, d, mode);
+    let mut r = ctx.restore(&d.img, &[], In::Null);
+    r.wait_lines(1);
+    inspect();
+    fs::write(&d.go, "").expect("create go file");
+    let fin = r.finish();
+    assert_tree_finished_like_reference(mode, &reference.stdout, d.before.clone(), &fin, &d.pids);
+}
+
+/// A refused dump: exit 1 naming one of `words`, the target untouched (running, not
+/// traced) and then finishing exactly like the reference.
+fn assert_refused_and_runs_on(ctx: &Ctx, mode: &str, n: usize, words: &[&str]) {
+    let reference = reference(ctx, mode);
+    let go = ctx.path(&format!("{mode}-go"));
+    let mut t = ctx.spawn(&spec(mode, &go).cwd(ctx.path("")));
+    t.wait_lines(5);
+    let pids = wait_process_tree(t.pid, n, mode);
+    for &p in &pids {
+        ctx.track(p);
+    }
+    let img = ctx.path(&format!("{mode}.img"));
+    ctx.try_dump(t.pid, &img)
+        .assert_fails(1)
+        .assert_stderr_mentions(words);
+    assert!(!img.exists(), "{mode}: a refused dump left an image");
+    for &p in &pids {
+        assert_running_untraced(p, &format!("{mode} after the refused dump"));
+    }
+    fs::write(&go, "").expect("create go file");
+    let fin = t.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "{mode}: the original after a refused dump"
+    );
+    assert_same_output(mode, &reference.stdout, &fin.stdout);
+}
+
+/// Field `n` (1-based, as proc(5) numbers them) of /proc/PID/stat.
+fn stat_field(pid: i32, n: usize) -> Option<String> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    rest.split_whitespace().nth(n - 3).map(str::to_string)
+}
+
+/// A line of /proc/PID/task/TID/status, e.g. "SigPnd".
+fn task_status(pid: i32, tid: i32, key: &str) -> Option<String> {
+    let s = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    s.lines().find_map(|l| {
+        l.strip_prefix(&format!("{key}:"))
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// Item 1: a child killed by SIGKILL and not reaped comes back as a zombie with that
+/// status (restore used to try to reset SIGKILL's disposition: EINVAL).
+#[test]
+fn zombie_killed_by_sigkill_is_restored() {
+    let ctx = Ctx::new("zombie_killed_by_sigkill_is_restored");
+    let reference = reference(&ctx, "killedzombie");
+    let d = start_and_dump(&ctx, "killedzombie", 1, 5);
+    let root = d.pids[0];
+    restore_and_finish(&ctx, &d, &reference, "killedzombie", || {
+        let kids = process_tree(root);
+        let z: Vec<i32> = kids.into_iter().filter(|&p| p != root).collect();
+        assert_eq!(
+            z.len(),
+            1,
+            "killedzombie: the restored root's children: {z:?}"
+        );
+        assert_eq!(
+            proc_stat(z[0]).map(|s| s.0),
+            Some('Z'),
+            "killedzombie: the child"
+        );
+        assert_eq!(
+            stat_field(z[0], 52).as_deref(),
+            Some("9"),
+            "killedzombie: the zombie's exit status (killed by SIGKILL)"
+        );
+    });
+}
+
+/// Item 7: a signal pending on one thread (not the main one) is queued to that thread
+/// again (it used to be queued before the thread existed: ESRCH).
+#[test]
+fn signal_pending_on_one_thread_is_restored_to_that_thread() {
+    let ctx = Ctx::new("signal_pending_on_one_thread_is_restored_to_that_thread");
+    let reference = reference(&ctx, "threadsig");
+    assert!(
+        text(&reference.stdout).contains("thread: took signal 10 value 4242"),
+        "threadsig reference:\n{}",
+        text(&reference.stdout)
+    );
+    let d = start_and_dump(&ctx, "threadsig", 1, 5);
+    let root = d.pids[0];
+    restore_and_finish(&ctx, &d, &reference, "threadsig", || {
+        let tids = tasks(root);
+        assert_eq!(tids.len(), 2, "threadsig: restored threads {tids:?}");
+        let usr1 = format!("{:016x}", 1u64 << (libc::SIGUSR1 - 1));
+        for &tid in &tids {
+            let pnd = task_status(root, tid, "SigPnd");
+            let want = if tid == root {
+                "0000000000000000"
+            } else {
+                usr1.as_str()
+            };
+            assert_eq!(
+                pnd.as_deref(),
+                Some(want),
+                "threadsig: SigPnd of thread {tid}"
+            );
+        }
+        assert_eq!(
+            task_status(root, root, "ShdPnd").as_deref(),
+            Some("0000000000000000"),
+            "threadsig: nothing pending process-wide"
+        );
+    });
+}
+
+/// Item 2: a process in a group whose leader has exited and been reaped: the group
+/// cannot be created again without its leader, so dump refuses it (it used to succeed,
+/// kill the tree and leave an image that plan refused).
+#[test]
+fn process_in_a_group_whose_leader_is_gone_is_refused_at_dump() {
+    let ctx = Ctx::new("process_in_a_group_whose_leader_is_gone_is_refused_at_dump");
+    assert_refused_and_runs_on(&ctx, "orphangroup", 2, &["leader has exited"]);
+}
+
+/// Item 6: a descriptor on a directory that was removed: refused at dump (it used to
+/// succeed, and restore found nothing under the path).
+#[test]
+fn descriptor_on_a_removed_directory_is_refused_at_dump() {
+    let ctx = Ctx::new("descriptor_on_a_removed_directory_is_refused_at_dump");
+    assert_refused_and_runs_on(&ctx, "rmdir", 1, &["directory that was removed"]);
+}
