@@ -235,3 +235,103 @@ fn descriptor_on_a_removed_directory_is_refused_at_dump() {
     let ctx = Ctx::new("descriptor_on_a_removed_directory_is_refused_at_dump");
     assert_refused_and_runs_on(&ctx, "rmdir", 1, &["directory that was removed"]);
 }
+
+/// The TCP sockets process `pid` holds, as the kernel lists them in /proc/net/tcp:
+/// (local address, remote address, state, and with `queues` the send and receive queue
+/// lengths), sorted.
+fn tcp_sockets(pid: i32, queues: bool) -> Vec<String> {
+    let inodes: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().to_string();
+                    l.strip_prefix("socket:[")
+                        .and_then(|r| r.strip_suffix(']'))
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let table = fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    let mut v: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            if !inodes.iter().any(|i| Some(&i.as_str()) == w.get(9)) {
+                return None;
+            }
+            let mut s = format!("{} {} {}", w.get(1)?, w.get(2)?, w.get(3)?);
+            if queues {
+                s += &format!(" {}", w.get(4)?);
+            }
+            Some(s)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Start `mode`, wait for `k` lines, take `before(root)`, dump it; then restore it,
+/// compare `before` with the same view of the restored process (before GO), and the
+/// whole output with the reference.
+fn dump_restore_compare<T: std::fmt::Debug + PartialEq>(
+    ctx: &Ctx,
+    mode: &str,
+    k: usize,
+    view: impl Fn(i32) -> T,
+) {
+    let reference = reference(ctx, mode);
+    let go = ctx.path(&format!("{mode}-go"));
+    let mut t = ctx.spawn(&spec(mode, &go).cwd(ctx.path("")));
+    t.wait_lines(k);
+    let root = t.pid;
+    ctx.track(root);
+    let before = view(root);
+    let img = ctx.path(&format!("{mode}.img"));
+    ctx.dump(root, &img);
+    t.expect_killed();
+    let out = t.stdout.finish(&format!("{mode}: original"));
+    wait_pids_gone(&[root], mode);
+    let d = Dumped {
+        img,
+        go,
+        before: out,
+        pids: vec![root],
+    };
+    restore_and_finish(ctx, &d, &reference, mode, || {
+        // The restored program has printed its remaining steps and waits for GO.
+        let deadline = std::time::Instant::now() + timeout();
+        loop {
+            let now = view(root);
+            if now == before {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{mode}: the kernel's view of the restored process (left) is not the \
+                 original's (right)\n{now:#?}\n{before:#?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
+}
+
+/// Item 5: a TCP listener whose descriptor is above that of a connection it accepted
+/// (same port): the listener is created first, so both bind (restore used to fail with
+/// "bind TCP listener: Address already in use"); the listener then accepts again.
+#[test]
+fn tcp_listener_above_its_accepted_connection_is_restored() {
+    let ctx = Ctx::new("tcp_listener_above_its_accepted_connection_is_restored");
+    dump_restore_compare(&ctx, "tcpsame", 6, |pid| tcp_sockets(pid, false));
+}
+
+/// Item 8: a TCP connection with megabytes queued in both of its ends: restore puts
+/// every byte back without blocking (it used to hang in the stub's send) and the
+/// kernel shows the same queue lengths.
+#[test]
+fn tcp_connection_with_megabytes_queued_is_restored() {
+    let ctx = Ctx::new("tcp_connection_with_megabytes_queued_is_restored");
+    dump_restore_compare(&ctx, "bigq", 3, |pid| tcp_sockets(pid, true));
+}

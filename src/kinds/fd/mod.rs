@@ -375,8 +375,14 @@ pub(crate) fn restore_fds(
     close_stub_std(cx)?;
     raise_fd_limit(cx, ckpt)?;
     let proc_ = cx.proc_;
-    for f in &proc_.fds {
-        restore_fd(cx, f, ckpt, inherit, holders, files, tty_slave)?;
+    // TCP listeners first: a connection on a listener's port (one it accepted) is
+    // bound next to it in repair mode, which the kernel allows; the other way round,
+    // the listener could not bind its port once the connection is out of repair mode.
+    let listener = |f: &Fd| matches!(f.kind, FdKind::TcpListen { .. });
+    for first in [true, false] {
+        for f in proc_.fds.iter().filter(|f| listener(f) == first) {
+            restore_fd(cx, f, ckpt, inherit, holders, files, tty_slave)?;
+        }
     }
     // epoll registrations, once every descriptor they watch exists.
     epoll::register_targets(cx)
