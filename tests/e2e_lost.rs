@@ -236,10 +236,10 @@ fn descriptor_on_a_removed_directory_is_refused_at_dump() {
     assert_refused_and_runs_on(&ctx, "rmdir", 1, &["directory that was removed"]);
 }
 
-/// The TCP sockets process `pid` holds, as the kernel lists them in /proc/net/tcp:
-/// (local address, remote address, state, and with `queues` the send and receive queue
-/// lengths), sorted.
-fn tcp_sockets(pid: i32, queues: bool) -> Vec<String> {
+/// The sockets process `pid` holds, as the kernel lists them in /proc/net/`table`
+/// ("tcp", "udp"): local address, remote address, state, and with `queues` the send and
+/// receive queue lengths; sorted.
+fn inet_sockets(pid: i32, table: &str, queues: bool) -> Vec<String> {
     let inodes: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|rd| {
             rd.flatten()
@@ -253,7 +253,7 @@ fn tcp_sockets(pid: i32, queues: bool) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default();
-    let table = fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    let table = fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
     let mut v: Vec<String> = table
         .lines()
         .skip(1)
@@ -324,7 +324,7 @@ fn dump_restore_compare<T: std::fmt::Debug + PartialEq>(
 #[test]
 fn tcp_listener_above_its_accepted_connection_is_restored() {
     let ctx = Ctx::new("tcp_listener_above_its_accepted_connection_is_restored");
-    dump_restore_compare(&ctx, "tcpsame", 6, |pid| tcp_sockets(pid, false));
+    dump_restore_compare(&ctx, "tcpsame", 6, |pid| inet_sockets(pid, "tcp", false));
 }
 
 /// Item 8: a TCP connection with megabytes queued in both of its ends: restore puts
@@ -333,5 +333,21 @@ fn tcp_listener_above_its_accepted_connection_is_restored() {
 #[test]
 fn tcp_connection_with_megabytes_queued_is_restored() {
     let ctx = Ctx::new("tcp_connection_with_megabytes_queued_is_restored");
-    dump_restore_compare(&ctx, "bigq", 3, |pid| tcp_sockets(pid, true));
+    dump_restore_compare(&ctx, "bigq", 3, |pid| inet_sockets(pid, "tcp", true));
+}
+
+/// Item 4: a UDP socket bound with IP_FREEBIND to an address the host does not have:
+/// dump records the option, check accepts the address, restore sets it before bind.
+#[test]
+fn udp_socket_bound_with_freebind_to_a_foreign_address_is_restored() {
+    let ctx = Ctx::new("udp_socket_bound_with_freebind_to_a_foreign_address_is_restored");
+    dump_restore_compare(&ctx, "freebind", 3, |pid| {
+        let v = inet_sockets(pid, "udp", false);
+        // 192.0.2.77:47391, as /proc/net/udp writes it.
+        assert!(
+            v.iter().any(|s| s.starts_with("4D0200C0:B91F ")),
+            "freebind: the socket should be bound to 192.0.2.77:47391: {v:?}"
+        );
+        v
+    });
 }

@@ -59,6 +59,9 @@ pub(crate) enum SockOpt {
     /// kernel's autotuning (`SOCK_SNDBUF_LOCK` 1, `SOCK_RCVBUF_LOCK` 2).
     BufLock(u32),
     PassCred,
+    /// `IP_FREEBIND`, `IP_TRANSPARENT` on (at the IP level, which IPv6 sockets share).
+    IpFreebind,
+    IpTransparent,
     ReuseAddr,
     ReusePort,
     V6Only(bool),
@@ -89,6 +92,8 @@ impl SockOpt {
                 "SO_BUF_LOCK",
             ),
             SockOpt::PassCred => (sol, libc::SO_PASSCRED, one, "SO_PASSCRED"),
+            SockOpt::IpFreebind => (libc::SOL_IP, libc::IP_FREEBIND, one, "IP_FREEBIND"),
+            SockOpt::IpTransparent => (libc::SOL_IP, libc::IP_TRANSPARENT, one, "IP_TRANSPARENT"),
             SockOpt::ReuseAddr => (sol, libc::SO_REUSEADDR, one, "SO_REUSEADDR"),
             SockOpt::ReusePort => (sol, libc::SO_REUSEPORT, one, "SO_REUSEPORT"),
             SockOpt::V6Only(on) => (
