@@ -351,3 +351,35 @@ fn udp_socket_bound_with_freebind_to_a_foreign_address_is_restored() {
         v
     });
 }
+
+/// Item 3: a descriptor on /proc/CHILD/comm of a process of its own tree is reopened
+/// under the restored PIDs (check used to report the file missing, the original being
+/// gone): it reads the restored child's name.
+#[test]
+fn descriptor_on_proc_of_a_process_of_the_tree_is_restored() {
+    let ctx = Ctx::new("descriptor_on_proc_of_a_process_of_the_tree_is_restored");
+    let reference = reference(&ctx, "procfd");
+    let d = start_and_dump(&ctx, "procfd", 2, 5);
+    let (root, child) = (d.pids[0], d.pids[1]);
+    restore_and_finish(&ctx, &d, &reference, "procfd", || {
+        let link = fs::read_link(format!("/proc/{root}/fd/3")).expect("fd 3 of the root");
+        assert_eq!(
+            link,
+            PathBuf::from(format!("/proc/{child}/comm")),
+            "procfd: the root's descriptor 3"
+        );
+        assert_eq!(
+            fs::read_to_string(&link).ok().as_deref(),
+            Some("lostchild\n"),
+            "procfd: the restored child's name"
+        );
+    });
+}
+
+/// Item 3, the part restore cannot do: a descriptor on the /proc entry of one of the
+/// tree's threads (threads are created after the descriptors) is refused at dump.
+#[test]
+fn descriptor_on_proc_of_a_thread_of_the_tree_is_refused_at_dump() {
+    let ctx = Ctx::new("descriptor_on_proc_of_a_thread_of_the_tree_is_refused_at_dump");
+    assert_refused_and_runs_on(&ctx, "procthread", 1, &["entry of a thread"]);
+}

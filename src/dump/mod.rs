@@ -466,6 +466,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     let mut repair = RepairGuard(repair);
     fds::link_shared_fds(&mut processes)?;
     fds::file::check_kept_files(&processes)?;
+    fds::file::check_proc_files(&processes)?;
     let mut collected = collect::assemble(pid, processes, procs)?;
     collected.ckpt.pipes = pipes;
     collected.ckpt.socketpairs = socketpairs;

@@ -9,6 +9,7 @@
  *   killedzombie  a child killed by SIGKILL, not reaped until GO: its status then
  *   orphangroup   a child M in a process group whose leader L has exited and been reaped
  *   procfd        a descriptor on /proc/CHILD/comm: read again each step
+ *   procthread    a descriptor on /proc/PID/task/TID/comm of one of its own threads
  *   freebind      a UDP socket with IP_FREEBIND bound to 192.0.2.77:PORT (not on the host)
  *   tcpsame       a TCP listener, a connection to it and the accepted end; the listener's
  *                 descriptor is above the accepted one's (dup2 to 20): at GO a second
@@ -21,6 +22,7 @@
  */
 #include "util.h"
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -145,6 +147,39 @@ static void procfd(void)
 	pf_show(-1);
 	kill(pf_child, SIGTERM);
 	waitpid(pf_child, NULL, 0);
+}
+
+/* ---- procthread ---- */
+static volatile int pt_ready;
+static void *pt_thread(void *arg)
+{
+	(void)arg;
+	syscall(SYS_prctl, 15 /* PR_SET_NAME */, "lostthread", 0, 0, 0);
+	pt_ready = 1;
+	for (;;)
+		pause();
+	return NULL;
+}
+static void procthread(void)
+{
+	pthread_t t;
+	pthread_create(&t, NULL, pt_thread, NULL);
+	while (!pt_ready)
+		sleep_ms(1);
+	char path[64];
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	pf_fd = -1;
+	while (d && (e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.' || atoi(e->d_name) == getpid())
+			continue;
+		snprintf(path, sizeof path, "/proc/self/task/%d/comm", atoi(e->d_name));
+		pf_fd = open(path, O_RDONLY);
+	}
+	if (pf_fd < 0)
+		die("no thread's comm");
+	run_steps(pf_show);
+	pf_show(-1);
 }
 
 /* ---- freebind ---- */
@@ -357,6 +392,8 @@ int main(int argc, char **argv)
 		orphangroup();
 	else if (!strcmp(m, "procfd"))
 		procfd();
+	else if (!strcmp(m, "procthread"))
+		procthread();
 	else if (!strcmp(m, "freebind"))
 		freebind();
 	else if (!strcmp(m, "tcpsame"))

@@ -170,6 +170,22 @@ pub(crate) fn check_shared(procs: &[Process], problems: &mut Vec<Problem>) {
     }
 }
 
+/// [`check_fd`] in an image of processes `pids`: a file under /proc/PID/ of one of them
+/// is made by restore (see `file::check_proc_file`).
+pub(crate) fn check_fd_in_image(
+    f: &Fd,
+    pids: &std::collections::BTreeSet<i32>,
+    new_pidns: bool,
+    problems: &mut Vec<Problem>,
+) {
+    if let FdKind::File { file, .. } | FdKind::Dir { file, .. } = &f.kind {
+        if file::check_proc_file(file, f.fd, pids, new_pidns, problems) {
+            return;
+        }
+    }
+    check_fd(f, problems);
+}
+
 /// Host checks of one descriptor: what it opened by path is there and unchanged, the
 /// names and addresses it binds are free.
 pub(crate) fn check_fd(f: &Fd, problems: &mut Vec<Problem>) {
