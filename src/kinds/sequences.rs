@@ -332,6 +332,25 @@ fn tcp_connection_is_rebuilt_in_repair_mode_in_the_kernel_s_order() {
 }
 
 #[test]
+fn a_full_tcp_queue_fails_the_restore_instead_of_blocking() {
+    let p = process();
+    let c = tcp_state();
+    // The send of the send queue's data (call 13, see above) finds no room: an error
+    // that says so, not a stub blocked in send(2).
+    let rec = Recorder::new(p.pid).fail_at(13, libc::EAGAIN);
+    let err = run(&p, &rec, |cx| tcp::create_tcp_conn(cx, &c)).expect_err("full queue");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("TCP connection") && msg.contains("took only 0 of the 6 queued bytes"),
+        "{msg}"
+    );
+    assert_eq!(
+        names(&rec).last().map(String::as_str),
+        Some("queue TCP connection data")
+    );
+}
+
+#[test]
 fn tcp_connection_with_a_bad_address_is_refused_before_any_call() {
     let p = process();
     let mut c = tcp_state();
