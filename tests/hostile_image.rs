@@ -950,6 +950,7 @@ fn hostile_socket_records_are_plan_problems() {
             v6only: false,
             opts: SockOpts::default(),
             msgs,
+            ..Default::default()
         }),
         flags: 2,
     };

@@ -3,7 +3,7 @@
 //! process and puts the tree's results together.
 
 use super::{DumpError, Frozen, Result};
-use crate::kinds::fd::fd_entry;
+use crate::kinds::fd::{fd_entry, file};
 use crate::kinds::mem::pages::Run;
 use crate::kinds::mem::shmem::SharedSeen;
 use crate::kinds::mem::{self, MemoryMap};
@@ -197,8 +197,8 @@ pub(crate) fn collect_process(
         pgid: stat.field(5) as i32,
         sid: stat.field(6) as i32,
         comm: stat.comm.clone(),
-        cwd: procfs::readlink(&format!("/proc/{pid}/cwd"))?,
-        root: procfs::readlink(&format!("/proc/{pid}/root"))?,
+        cwd: file::collect_dir_link(pid, "cwd")?,
+        root: file::collect_dir_link(pid, "root")?,
         umask: status.umask,
         personality: procfs::personality(pid)?,
         creds,

@@ -448,6 +448,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         processes.push(process);
         procs.push(collected);
     }
+    crate::kinds::task::tree::check_groups_at_dump(&processes)?;
     let pipes = fds::pipe::resolve_pipes(&mut processes, opts.external)?;
     let fifos = fds::fifo::resolve_fifos(&processes)?;
     // TCP connections in repair mode, held until the tree is released (see below).
@@ -465,6 +466,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     let mut repair = RepairGuard(repair);
     fds::link_shared_fds(&mut processes)?;
     fds::file::check_kept_files(&processes)?;
+    fds::file::check_proc_files(&processes)?;
     let mut collected = collect::assemble(pid, processes, procs)?;
     collected.ckpt.pipes = pipes;
     collected.ckpt.socketpairs = socketpairs;

@@ -283,10 +283,13 @@ fn tcp_connection_is_rebuilt_in_repair_mode_in_the_kernel_s_order() {
             "connect (repair)",
             "TCP_REPAIR_OPTIONS",
             "TCP_TIMESTAMP",
+            "SO_SNDBUFFORCE",
+            "SO_RCVBUFFORCE",
             "TCP_REPAIR_QUEUE",
             "queue TCP connection data",
             "TCP_REPAIR_QUEUE",
             "queue TCP connection data",
+            "SO_BUF_LOCK",
             "TCP_REPAIR_WINDOW",
             "TCP_REPAIR off",
             "TCP_NODELAY",
@@ -309,15 +312,42 @@ fn tcp_connection_is_rebuilt_in_repair_mode_in_the_kernel_s_order() {
         .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
         .collect();
     assert_eq!(words, [2, 1460, 3, 7 | (9 << 16), 4, 0, 8, 0]);
-    // Send queue data goes in first, then the receive queue's, by send(2).
-    assert_eq!(u32_at(&calls[10]), 2);
-    assert_eq!(calls[11].nr, nr::SENDTO);
-    assert_eq!(arg_bytes(&rec, &calls[11], 1, 6), b"unsent");
-    assert_eq!(u32_at(&calls[12]), 1);
-    assert_eq!(arg_bytes(&rec, &calls[13], 1, 6), b"unread");
-    let w = arg_bytes(&rec, &calls[14], 3, 20);
+    // Buffers big enough for the queued data first (64 KiB of room above it)...
+    assert_eq!(u32_at(&calls[10]), 6 + (1 << 16));
+    assert_eq!(u32_at(&calls[11]), 6 + (1 << 16));
+    // ...then the send queue's data, then the receive queue's, by send(2), never
+    // blocking...
+    assert_eq!(u32_at(&calls[12]), 2);
+    assert_eq!(calls[13].nr, nr::SENDTO);
+    assert_eq!(calls[13].args[3], libc::MSG_DONTWAIT as u64);
+    assert_eq!(arg_bytes(&rec, &calls[13], 1, 6), b"unsent");
+    assert_eq!(u32_at(&calls[14]), 1);
+    assert_eq!(arg_bytes(&rec, &calls[15], 1, 6), b"unread");
+    assert_eq!(calls[15].args[3], libc::MSG_DONTWAIT as u64);
+    // ...and the sizes left to the kernel's tuning again.
+    assert_eq!(u32_at(&calls[16]), 0);
+    let w = arg_bytes(&rec, &calls[17], 3, 20);
     assert_eq!(w, [1u32, 2, 3, 4, 5].map(u32::to_le_bytes).concat());
-    each_failure_stops_there(&p, 17, |cx| tcp::create_tcp_conn(cx, &c));
+    each_failure_stops_there(&p, 20, |cx| tcp::create_tcp_conn(cx, &c));
+}
+
+#[test]
+fn a_full_tcp_queue_fails_the_restore_instead_of_blocking() {
+    let p = process();
+    let c = tcp_state();
+    // The send of the send queue's data (call 13, see above) finds no room: an error
+    // that says so, not a stub blocked in send(2).
+    let rec = Recorder::new(p.pid).fail_at(13, libc::EAGAIN);
+    let err = run(&p, &rec, |cx| tcp::create_tcp_conn(cx, &c)).expect_err("full queue");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("TCP connection") && msg.contains("took only 0 of the 6 queued bytes"),
+        "{msg}"
+    );
+    assert_eq!(
+        names(&rec).last().map(String::as_str),
+        Some("queue TCP connection data")
+    );
 }
 
 #[test]

@@ -446,6 +446,12 @@ pub struct UdpState {
     pub opts: SockOpts,
     /// Datagrams waiting to be read, with their source addresses.
     pub msgs: Vec<SockMessage>,
+    /// `IP_FREEBIND` (or `IPV6_FREEBIND`): bound to an address the host need not have.
+    #[serde(default)]
+    pub freebind: bool,
+    /// `IP_TRANSPARENT` (or `IPV6_TRANSPARENT`): the same, for a transparent proxy.
+    #[serde(default)]
+    pub transparent: bool,
 }
 
 /// One descriptor registered in an epoll instance.

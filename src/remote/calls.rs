@@ -55,7 +55,13 @@ pub(crate) enum SockOpt {
     /// `SO_SNDBUFFORCE`, `SO_RCVBUFFORCE`: the value given to the kernel (which doubles it).
     SndBufForce(u32),
     RcvBufForce(u32),
+    /// `SO_BUF_LOCK` (Linux 5.14): which of the buffer sizes are locked against the
+    /// kernel's autotuning (`SOCK_SNDBUF_LOCK` 1, `SOCK_RCVBUF_LOCK` 2).
+    BufLock(u32),
     PassCred,
+    /// `IP_FREEBIND`, `IP_TRANSPARENT` on (at the IP level, which IPv6 sockets share).
+    IpFreebind,
+    IpTransparent,
     ReuseAddr,
     ReusePort,
     V6Only(bool),
@@ -79,7 +85,15 @@ impl SockOpt {
         match self {
             SockOpt::SndBufForce(v) => (sol, libc::SO_SNDBUFFORCE, u(*v), "SO_SNDBUFFORCE"),
             SockOpt::RcvBufForce(v) => (sol, libc::SO_RCVBUFFORCE, u(*v), "SO_RCVBUFFORCE"),
+            SockOpt::BufLock(v) => (
+                sol,
+                linux_raw_sys::net::SO_BUF_LOCK as i32,
+                u(*v),
+                "SO_BUF_LOCK",
+            ),
             SockOpt::PassCred => (sol, libc::SO_PASSCRED, one, "SO_PASSCRED"),
+            SockOpt::IpFreebind => (libc::SOL_IP, libc::IP_FREEBIND, one, "IP_FREEBIND"),
+            SockOpt::IpTransparent => (libc::SOL_IP, libc::IP_TRANSPARENT, one, "IP_TRANSPARENT"),
             SockOpt::ReuseAddr => (sol, libc::SO_REUSEADDR, one, "SO_REUSEADDR"),
             SockOpt::ReusePort => (sol, libc::SO_REUSEPORT, one, "SO_REUSEPORT"),
             SockOpt::V6Only(on) => (
@@ -374,9 +388,40 @@ impl Ctx<'_> {
         self.queue(nr::WRITE, fd, data, what)
     }
 
-    /// The same with send(2) (a TCP socket in repair mode queues what is sent).
+    /// The same with send(2) (a TCP socket in repair mode queues what is sent), never
+    /// blocking (`MSG_DONTWAIT`): the stub must not wait for room that only the restored
+    /// program would make. A queue that takes part of the data and then no more is an
+    /// error naming `what` and how much it took.
     pub(crate) fn send_all(&mut self, fd: u64, data: &[u8], what: &str) -> Result<()> {
-        self.queue(nr::SENDTO, fd, data, what)
+        const CHUNK: usize = 1 << 19;
+        let mut done = 0;
+        while done < data.len() {
+            let chunk = &data[done..data.len().min(done + CHUNK)];
+            let a = self.put(ARG_DATA, chunk)?;
+            let full = |done: usize| {
+                RestoreError::Stage(format!(
+                    "{what}: the socket's queue took only {done} of the {} queued bytes (it \
+                     is full; the restored socket's buffer is smaller than the original's)",
+                    data.len()
+                ))
+            };
+            let flags = libc::MSG_DONTWAIT as u64;
+            match self.call(
+                &format!("queue {what} data"),
+                nr::SENDTO,
+                [fd, a, chunk.len() as u64, flags, 0, 0],
+            ) {
+                Ok(0) => return Err(full(done)),
+                Ok(n) => done += (n as usize).min(chunk.len()),
+                Err(RestoreError::Sys(crate::sys::SysError::Remote { errno, .. }))
+                    if errno == libc::EAGAIN =>
+                {
+                    return Err(full(done));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     fn queue(&mut self, nr: u64, fd: u64, data: &[u8], what: &str) -> Result<()> {

@@ -128,7 +128,7 @@ fn check_process(proc_: &Process, ids: &mut BTreeSet<i32>, problems: &mut Vec<Pr
 
 /// What the process opened and mapped by path is there and unchanged, the names and
 /// addresses it binds and the locks it held are free.
-fn check_host_files(proc_: &Process, problems: &mut Vec<Problem>) {
+fn check_host_files(proc_: &Process, image: &ImageView<'_>, problems: &mut Vec<Problem>) {
     attrs::check_dirs(proc_, problems);
     if let Some(exe) = &proc_.mm.exe {
         fd::file::check_file(exe, "executable", problems);
@@ -136,20 +136,27 @@ fn check_host_files(proc_: &Process, problems: &mut Vec<Problem>) {
     shmem::check_sysv_free(proc_, problems);
     mem::check_mapped_files(proc_, problems);
     for f in &proc_.fds {
-        fd::check_fd(f, problems);
+        fd::check_fd_in_image(f, image.pids, image.new_pidns, problems);
     }
     fd::lock::check_locks(proc_, problems);
     creds::check_seccomp(proc_, problems);
 }
 
-/// Host checks of one process; `pids_free` when its IDs will live in a new PID
-/// namespace, where they are all free.
-fn check_host(proc_: &Process, pids_free: bool, problems: &mut Vec<Problem>) {
-    if !pids_free {
+/// What the host checks of one process need to know of the whole image.
+struct ImageView<'a> {
+    /// The PIDs of the image's processes.
+    pids: &'a BTreeSet<i32>,
+    /// Its IDs will live in a new PID namespace, where they are all free.
+    new_pidns: bool,
+}
+
+/// Host checks of one process.
+fn check_host(proc_: &Process, image: &ImageView<'_>, problems: &mut Vec<Problem>) {
+    if !image.new_pidns {
         tree::check_pids_free(proc_, problems);
     }
     if !proc_.is_zombie() {
-        check_host_files(proc_, problems);
+        check_host_files(proc_, image, problems);
     }
 }
 
@@ -211,12 +218,16 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
             .iter()
             .all(|(f, _)| *f != super::kernel::Facility::MapVdso32);
         problems.extend(missing.into_iter().map(|(_, p)| p));
-        let pids_free = view.new_pid_namespace || ckpt.own_pid_namespace;
+        let pids: BTreeSet<i32> = ckpt.processes.iter().map(|p| p.pid).collect();
+        let image = ImageView {
+            pids: &pids,
+            new_pidns: view.new_pid_namespace || ckpt.own_pid_namespace,
+        };
         for proc_ in &ckpt.processes {
             if !proc_.is_zombie() {
                 threads::check_arch(&ckpt.arch, proc_, vdso32, &mut problems);
             }
-            check_host(proc_, pids_free, &mut problems);
+            check_host(proc_, &image, &mut problems);
             external::check_external(proc_, &view.inherit, &mut problems);
         }
         external::check_inherit_used(&ckpt, &view.inherit, &mut problems);

@@ -21,7 +21,7 @@ use crate::kinds::fd::{self, PipeHolders, lock, udp, unix};
 use crate::kinds::mem;
 use crate::kinds::mem::pages::{PageSink, PageStream};
 use crate::kinds::mem::shmem::{self, ShmOwners, SysvCreated};
-use crate::kinds::task::{attrs, creds, threads, timers, tree};
+use crate::kinds::task::{attrs, creds, signals, threads, timers, tree};
 use crate::model::{Process, Vma};
 use crate::remote::{BATCH_CODE_OFFSET, BatchArgs, Ctx, STUB_SIZE, helper_injector};
 use crate::sys::inject::{Call, Injector, find_gadget};
@@ -461,6 +461,9 @@ fn build_process(
     }
     // Threads after the memory they run on, before credentials change.
     let threads = threads::create_threads(cx, tids)?;
+    // Pending signals after the threads exist (a signal pending on one thread is queued
+    // to that thread), under the dispositions restore_attrs gave.
+    signals::queue_pending(cx)?;
     // Timers may signal a particular thread: after the threads exist.
     timers::restore_timers(cx)?;
     Ok((threads, bytes))

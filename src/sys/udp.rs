@@ -17,6 +17,9 @@ pub struct UdpSock {
     pub peer: Vec<u8>,
     pub v6only: bool,
     pub opts: SockOpts,
+    /// `IP_FREEBIND`, `IP_TRANSPARENT` (at the IP level: an IPv6 socket shares them).
+    pub freebind: bool,
+    pub transparent: bool,
 }
 
 /// The socket behind `fd` if it is a UDP one (IPv4 or IPv6), else `None`.
@@ -44,7 +47,26 @@ pub fn inspect(fd: &OwnedFd) -> Result<Option<UdpSock>> {
         v6only: domain == libc::AF_INET6
             && getsockopt_u32(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? != 0,
         opts: sockdiag::sock_opts(fd, false)?,
+        freebind: getsockopt_u32(fd, libc::SOL_IP, libc::IP_FREEBIND)? != 0,
+        transparent: getsockopt_u32(fd, libc::SOL_IP, libc::IP_TRANSPARENT)? != 0,
     }))
+}
+
+/// Whether a UDP socket of `family` with `IP_FREEBIND` set when `freebind` could bind
+/// `addr` here now (`Err`: why not).
+pub fn try_bind(family: i32, addr: std::net::SocketAddr, freebind: bool) -> std::io::Result<()> {
+    use rustix::net::{AddressFamily, SocketType, bind, socket, sockopt};
+    let fam = if family == libc::AF_INET6 {
+        AddressFamily::INET6
+    } else {
+        AddressFamily::INET
+    };
+    let s = socket(fam, SocketType::DGRAM, None)?;
+    if freebind {
+        sockopt::set_ip_freebind(&s, true)?;
+    }
+    bind(&s, &addr)?;
+    Ok(())
 }
 
 /// Largest UDP payload.

@@ -111,6 +111,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("ttyjob", "ttyjob.c", &[]),
     // tests/e2e_privs.rs: credentials, securebits and limits, per thread
     ("privs", "privs.c", &["-pthread"]),
+    // tests/e2e_lost.rs: states a dump recorded and a restore could not give back
+    ("lost", "lost.c", &["-pthread"]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

@@ -135,7 +135,7 @@ fn collect_kind(d: &OpenFd) -> DumpResult<FdKind> {
     let (fd, flags) = (d.fd, d.flags);
     match id.mode & libc::S_IFMT {
         libc::S_IFREG => file::collect_regular(d, id, nlink),
-        libc::S_IFDIR => Ok(FdKind::Dir { file: id, flags }),
+        libc::S_IFDIR => file::collect_dir(d, id, nlink),
         libc::S_IFCHR | libc::S_IFBLK if tty::is_tty(&id) => tty::collect(d, &id),
         libc::S_IFCHR | libc::S_IFBLK => Ok(FdKind::Device {
             file: id,

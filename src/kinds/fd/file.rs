@@ -14,7 +14,7 @@ use crate::model::{Process, VmaKind};
 use crate::remote::{BatchArgs, Ctx, move_fd_calls, take_remote_fd};
 use crate::sys::inject::Call;
 use crate::sys::{self, proc as procfs};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -100,6 +100,105 @@ pub(crate) fn collect_regular(d: &OpenFd, id: FileId, nlink: u64) -> DumpResult<
         flags,
         pos,
     })
+}
+
+/// A directory open as descriptor `d` (`nlink` links left). One removed while open is
+/// refused: restore could only make another directory under that name (another inode,
+/// found by path, where the original could no longer be reached at all).
+pub(crate) fn collect_dir(d: &OpenFd, id: FileId, nlink: u64) -> DumpResult<FdKind> {
+    if nlink == 0 {
+        return Err(unsupported(
+            d.pid,
+            format!(
+                "file descriptor {} is a directory that was removed while open ({}); a \
+                 removed directory cannot be restored: close it, or dump before it is \
+                 removed",
+                d.fd,
+                String::from_utf8_lossy(&d.link)
+            ),
+        ));
+    }
+    Ok(FdKind::Dir {
+        file: id,
+        flags: d.flags,
+    })
+}
+
+/// The working or root directory (`which`: "cwd" or "root") of process `pid`, as its
+/// /proc link names it. One that was removed is refused, as for descriptors
+/// ([`collect_dir`]).
+pub(crate) fn collect_dir_link(pid: i32, which: &str) -> DumpResult<Vec<u8>> {
+    let link = format!("/proc/{pid}/{which}");
+    let path = procfs::readlink(&link)?;
+    if let Ok((_, 0)) = procfs::file_stat(Path::new(&link), &path) {
+        let what = if which == "cwd" { "working" } else { "root" };
+        return Err(unsupported(
+            pid,
+            format!(
+                "its {what} directory was removed ({}); a removed directory cannot be \
+                 restored",
+                String::from_utf8_lossy(&path)
+            ),
+        ));
+    }
+    Ok(path)
+}
+
+/// The PID a path under /proc names, and what follows it: `/proc/N/rest` -> (N, rest).
+pub(crate) fn proc_pid_path(path: &[u8]) -> Option<(i32, &[u8])> {
+    let rest = path.strip_prefix(b"/proc/")?;
+    let end = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
+    let digits = rest.get(..end)?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let pid = std::str::from_utf8(digits).ok()?.parse::<i32>().ok()?;
+    Some((pid, rest.get(end..).unwrap_or_default()))
+}
+
+/// Descriptors on /proc/PID/... (ckpt's /proc: same device): restore reopens them by
+/// path, which is right for a process of the tree (it has its PID again, and exists
+/// before any descriptor is opened). Refused: the entry of a thread other than a main
+/// one (threads are created after the descriptors). (An entry of a process outside the
+/// tree is a file like any other: plan compares what it can of it.)
+pub(crate) fn check_proc_files(procs: &[Process]) -> DumpResult<()> {
+    let Ok(proc_dev) = std::fs::metadata("/proc").map(|m| m.dev()) else {
+        return Ok(());
+    };
+    let tids: Vec<i32> = procs
+        .iter()
+        .flat_map(|p| p.threads.iter().skip(1).map(|t| t.tid))
+        .collect();
+    for p in procs {
+        for f in &p.fds {
+            let file = match &f.kind {
+                FdKind::File { file, .. } | FdKind::Dir { file, .. } => file,
+                _ => continue,
+            };
+            let Some((n, rest)) = proc_pid_path(&file.path) else {
+                continue;
+            };
+            if file.dev != proc_dev {
+                continue;
+            }
+            let thread =
+                proc_pid_path(&[b"/proc/", rest.strip_prefix(b"/task/").unwrap_or(b"")].concat())
+                    .map(|(t, _)| t)
+                    .filter(|&t| t != n);
+            if tids.contains(&n) || thread.is_some() {
+                return Err(unsupported(
+                    p.pid,
+                    format!(
+                        "file descriptor {} is {}, the /proc entry of a thread of the tree; \
+                         not supported (restore creates threads after the descriptors)",
+                        f.fd,
+                        String::from_utf8_lossy(&file.path)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Memfds and deleted files are kept in the image under their inode number: refuse two
@@ -299,6 +398,36 @@ pub(crate) fn check_deleted(file: &FileId, fd: i32, problems: &mut Vec<Problem>)
             ),
         );
     }
+}
+
+/// A descriptor on /proc/PID/... of a process of the image (`pids`): its file exists
+/// once restore has made that process, and is a new inode then; nothing to compare
+/// now. In a new PID namespace the process has another PID as ckpt sees it: refused.
+pub(crate) fn check_proc_file(
+    file: &FileId,
+    fd: i32,
+    pids: &BTreeSet<i32>,
+    new_pidns: bool,
+    problems: &mut Vec<Problem>,
+) -> bool {
+    let Some((n, _)) = proc_pid_path(&file.path) else {
+        return false;
+    };
+    if !pids.contains(&n) {
+        return false;
+    }
+    if new_pidns {
+        check::p(
+            problems,
+            "unsupported",
+            format!(
+                "file descriptor {fd}: {} names process {n} of the image by its PID, which \
+                 it will not have in /proc in a new PID namespace",
+                check::show(&file.path)
+            ),
+        );
+    }
+    true
 }
 
 /// Compare a file's identity now with the image's record of it.

@@ -171,6 +171,22 @@ pub(crate) fn check_shared(procs: &[Process], problems: &mut Vec<Problem>) {
     }
 }
 
+/// [`check_fd`] in an image of processes `pids`: a file under /proc/PID/ of one of them
+/// is made by restore (see `file::check_proc_file`).
+pub(crate) fn check_fd_in_image(
+    f: &Fd,
+    pids: &std::collections::BTreeSet<i32>,
+    new_pidns: bool,
+    problems: &mut Vec<Problem>,
+) {
+    if let FdKind::File { file, .. } | FdKind::Dir { file, .. } = &f.kind {
+        if file::check_proc_file(file, f.fd, pids, new_pidns, problems) {
+            return;
+        }
+    }
+    check_fd(f, problems);
+}
+
 /// Host checks of one descriptor: what it opened by path is there and unchanged, the
 /// names and addresses it binds are free.
 pub(crate) fn check_fd(f: &Fd, problems: &mut Vec<Problem>) {
@@ -376,8 +392,14 @@ pub(crate) fn restore_fds(
     close_stub_std(cx)?;
     raise_fd_limit(cx, ckpt)?;
     let proc_ = cx.proc_;
-    for f in &proc_.fds {
-        restore_fd(cx, f, ckpt, inherit, holders, files, tty_slave)?;
+    // TCP listeners first: a connection on a listener's port (one it accepted) is
+    // bound next to it in repair mode, which the kernel allows; the other way round,
+    // the listener could not bind its port once the connection is out of repair mode.
+    let listener = |f: &Fd| matches!(f.kind, FdKind::TcpListen { .. });
+    for first in [true, false] {
+        for f in proc_.fds.iter().filter(|f| listener(f) == first) {
+            restore_fd(cx, f, ckpt, inherit, holders, files, tty_slave)?;
+        }
     }
     // epoll registrations, once every descriptor they watch exists.
     epoll::register_targets(cx)

@@ -228,13 +228,28 @@ pub(crate) fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> R
     if c.timestamps {
         cx.setsockopt(n, &SockOpt::TcpTimestamp(c.tsval))?;
     }
-    // Queued data goes back into each queue as it was (repair mode sends nothing).
+    // Queued data goes back into each queue as it was (repair mode sends nothing). The
+    // original's buffers had grown (autotuning) to hold it; the new socket's start small:
+    // they are made big enough first (the kernel doubles the value, which leaves room for
+    // its per-packet overhead), and the send never blocks (see `send_all`).
+    let room = |len: usize| u32::try_from(len.saturating_add(1 << 16)).unwrap_or(u32::MAX);
+    if !c.sndq.is_empty() {
+        cx.setsockopt(n, &SockOpt::SndBufForce(room(c.sndq.len())))?;
+    }
+    if !c.rcvq.is_empty() {
+        cx.setsockopt(n, &SockOpt::RcvBufForce(room(c.rcvq.len())))?;
+    }
     for (q, data) in [(TcpQueue::Send, &c.sndq), (TcpQueue::Recv, &c.rcvq)] {
         if data.is_empty() {
             continue;
         }
         cx.setsockopt(n, &SockOpt::TcpRepairQueue(q))?;
         cx.send_all(n, data, "TCP connection")?;
+    }
+    // Setting the sizes locked them; the kernel tunes them again, as it did the
+    // original's (a size the program set itself is not recorded).
+    if !c.sndq.is_empty() || !c.rcvq.is_empty() {
+        cx.setsockopt(n, &SockOpt::BufLock(0))?;
     }
     // The window last: the kernel checks it against the receive sequence, which the
     // queued data has just moved to where it was.

@@ -49,6 +49,8 @@ pub(crate) fn collect(
                     reuseport: u.opts.reuseport,
                 },
                 msgs,
+                freebind: u.freebind,
+                transparent: u.transparent,
             }),
             flags,
         };
@@ -91,7 +93,10 @@ pub(crate) fn check_udp_addr(u: &crate::model::UdpState, fd: i32, problems: &mut
     if addr.port() == 0 {
         return;
     }
-    if let Err(e) = std::net::UdpSocket::bind(addr) {
+    // A socket bound with IP_FREEBIND or IP_TRANSPARENT may hold an address the host
+    // does not have (restore sets them before bind): only the port must be free.
+    let free = u.freebind || u.transparent;
+    if let Err(e) = sys::udp::try_bind(u.family, addr, free) {
         check::p(
             problems,
             "address-in-use",
@@ -149,6 +154,13 @@ pub(crate) fn create_udp(cx: &mut Ctx<'_>, u: &crate::model::UdpState) -> Restor
     set_sock_opts(cx, n, &u.opts)?;
     if u.family == libc::AF_INET6 {
         cx.setsockopt(n, &SockOpt::V6Only(u.v6only))?;
+    }
+    // Before bind, which they allow to take an address the host does not have.
+    if u.freebind {
+        cx.setsockopt(n, &SockOpt::IpFreebind)?;
+    }
+    if u.transparent {
+        cx.setsockopt(n, &SockOpt::IpTransparent)?;
     }
     // Never bound (and not connected): the kernel picks a port at the first send, as it
     // would have.

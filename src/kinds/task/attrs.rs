@@ -223,7 +223,8 @@ pub(crate) fn set_mm(cx: &mut Ctx<'_>) -> RestoreResult<()> {
 }
 
 /// The process's attributes: umask, personality, name, prctl state, signal
-/// dispositions and pending signals, the main thread's state, resource limits.
+/// dispositions, the main thread's state, resource limits (pending signals come once the
+/// threads exist: `signals::queue_pending`).
 pub(crate) fn restore_attrs(cx: &mut Ctx<'_>) -> RestoreResult<()> {
     let proc_ = cx.proc_;
     // The 64-bit calls below do not depend on each other's results: one batch.
@@ -283,7 +284,6 @@ pub(crate) fn restore_attrs(cx: &mut Ctx<'_>) -> RestoreResult<()> {
         ],
     ));
     cx.batch(&args, &calls)?;
-    signals::queue_pending(cx)?;
     thread_sched(&proc_.threads[0])?;
     for r in &proc_.rlimits {
         fault_point("set resource limits")?;

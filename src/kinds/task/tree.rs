@@ -101,6 +101,46 @@ pub(crate) fn namespace_pids(processes: &[Process]) -> DumpResult<BTreeMap<i32, 
     Ok(map)
 }
 
+/// Every process group of the tree must be one restore can make: led by a process of
+/// the tree, or the root's own group led from outside (a shell's job). A group whose
+/// leader has exited (and been reaped) lives on through its other members, but a group
+/// can only be created by its leader, under the leader's PID: refused here, before
+/// anything is killed.
+pub(crate) fn check_groups_at_dump(procs: &[Process]) -> DumpResult<()> {
+    let Some(root) = procs.first() else {
+        return Ok(());
+    };
+    for q in procs {
+        if !group_can_be_made(procs, root, q) {
+            let leader = if procfs::stat(q.pgid).is_ok() {
+                "is outside the dumped tree"
+            } else {
+                "has exited"
+            };
+            return Err(unsupported(
+                q.pid,
+                format!(
+                    "it is in process group {}, whose leader {leader}; restore cannot \
+                     create a process group without its leader (dump the tree that holds \
+                     the leader, or run the process in a group of its own)",
+                    q.pgid
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether process `q`'s group is led by a process of the image in its session, or is
+/// the root's group led from outside.
+fn group_can_be_made(procs: &[Process], root: &Process, q: &Process) -> bool {
+    let outside_group = q.pgid == root.pgid && root.pgid != root.pid && q.sid == root.sid;
+    outside_group
+        || procs
+            .iter()
+            .any(|l| l.pid == q.pgid && l.pgid == l.pid && l.sid == q.sid)
+}
+
 // ---- checks (plan) ----
 
 const MAX_PROCESSES: usize = 1 << 15;
@@ -222,11 +262,7 @@ pub(crate) fn check_groups(procs: &[Process], problems: &mut Vec<Problem>) {
                 format!("session leader {} is not its group's leader", q.pid),
             );
         }
-        let outside_group = q.pgid == root.pgid && root.pgid != root.pid && q.sid == root.sid;
-        let leader_here = procs
-            .iter()
-            .any(|l| l.pid == q.pgid && l.pgid == l.pid && l.sid == q.sid);
-        if !outside_group && !leader_here {
+        if !group_can_be_made(procs, root, q) {
             check::p(
                 problems,
                 "unsupported",
@@ -398,13 +434,16 @@ fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> RestoreRe
         )?
     } else {
         // Die of the same signal: default action, unblocked, no core file unless the
-        // original dumped one.
-        let act = cx.put(0, &[0u8; 32])?;
-        cx.call(
-            "rt_sigaction",
-            nr::RT_SIGACTION,
-            [sig as u64, act, 0, 8, 0, 0],
-        )?;
+        // original dumped one. SIGKILL has no disposition to reset (the kernel refuses
+        // to change it) and always kills.
+        if sig != libc::SIGKILL {
+            let act = cx.put(0, &[0u8; 32])?;
+            cx.call(
+                "rt_sigaction",
+                nr::RT_SIGACTION,
+                [sig as u64, act, 0, 8, 0, 0],
+            )?;
+        }
         if status & 0x80 == 0 {
             sys::process::prlimit_set(pid, libc::RLIMIT_CORE, 0, 0)?;
         }

@@ -151,3 +151,49 @@ fn a_deleted_file_needs_its_directory() {
         &["relative"],
     );
 }
+
+#[test]
+fn paths_under_proc_name_their_pid() {
+    use crate::kinds::fd::file::proc_pid_path;
+    assert_eq!(proc_pid_path(b"/proc/42/comm"), Some((42, &b"/comm"[..])));
+    assert_eq!(proc_pid_path(b"/proc/42"), Some((42, &b""[..])));
+    assert_eq!(
+        proc_pid_path(b"/proc/42/task/43/stat"),
+        Some((42, &b"/task/43/stat"[..]))
+    );
+    for p in [
+        &b"/proc/self/comm"[..],
+        b"/proc/meminfo",
+        b"/proc/",
+        b"/proc//x",
+        b"/tmp/42",
+        b"/proc/99999999999999/x",
+    ] {
+        assert_eq!(proc_pid_path(p), None, "{}", String::from_utf8_lossy(p));
+    }
+}
+
+#[test]
+fn a_proc_file_of_the_image_is_not_compared_and_needs_the_same_pids() {
+    use crate::kinds::fd::file::check_proc_file;
+    let pids: std::collections::BTreeSet<i32> = [100, 101].into();
+    let file = |p: &str| FileId {
+        path: p.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    // A process of the image: not compared with anything now (it does not exist yet).
+    assert_none(&run(|v| {
+        assert!(check_proc_file(&file("/proc/101/comm"), 3, &pids, false, v));
+    }));
+    // Another PID, or no PID: an ordinary file, for check_file.
+    for p in ["/proc/7/comm", "/proc/meminfo", "/etc/hostname"] {
+        assert_none(&run(|v| {
+            assert!(!check_proc_file(&file(p), 3, &pids, false, v))
+        }));
+    }
+    // In a new PID namespace the process has another PID as ckpt sees /proc.
+    let v = run(|v| {
+        check_proc_file(&file("/proc/100/stat"), 4, &pids, true, v);
+    });
+    assert_one(&v, "unsupported", &["file descriptor 4", "/proc/100/stat"]);
+}

@@ -157,6 +157,42 @@ fn a_taken_udp_address() {
 }
 
 #[test]
+fn an_address_not_on_the_host_is_refused_unless_freebind_or_transparent_was_set() {
+    // 192.0.2.0/24 (TEST-NET-1) is on no host.
+    let mut u = v4(40123);
+    u.local[4..8].copy_from_slice(&[192, 0, 2, 77]);
+    let v = run(|v| check_udp_addr(&u, 5, v));
+    assert_one(&v, "address-in-use", &["UDP address 192.0.2.77:40123"]);
+    for (freebind, transparent) in [(true, false), (false, true)] {
+        let u = UdpState {
+            freebind,
+            transparent,
+            ..u.clone()
+        };
+        assert_none(&run(|v| check_udp_addr(&u, 5, v)));
+    }
+    // The port still counts: taken (with FREEBIND) by another socket on that address.
+    let s = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )
+    .expect("socket");
+    rustix::net::sockopt::set_ip_freebind(&s, true).expect("IP_FREEBIND");
+    let addr: std::net::SocketAddr = "192.0.2.77:0".parse().expect("address");
+    rustix::net::bind(&s, &addr).expect("bind");
+    let port = match rustix::net::getsockname(&s).expect("name").try_into() {
+        Ok(std::net::SocketAddr::V4(a)) => a.port(),
+        other => panic!("not an IPv4 address: {other:?}"),
+    };
+    let mut u = v4(port);
+    u.local[4..8].copy_from_slice(&[192, 0, 2, 77]);
+    u.freebind = true;
+    let v = run(|v| check_udp_addr(&u, 5, v));
+    assert_one(&v, "address-in-use", &[&format!("192.0.2.77:{port}")]);
+}
+
+#[test]
 fn tcp_and_udp_addresses_parse_and_show() {
     let a = sockaddr_in([192, 168, 1, 2], 8080);
     assert_eq!(
