@@ -10,6 +10,7 @@ use std::io::Read;
 use super::{Problem, RestoreError, Result};
 use crate::arch;
 use crate::image::{ImageReader, decode_meta, tag};
+pub use crate::kinds::check::Held;
 use crate::kinds::check::p;
 pub use crate::kinds::fd::tty::{TtyPlan, tty_plan};
 use crate::kinds::fd::{self, epoll, external, fifo, pipe, unix};
@@ -128,36 +129,60 @@ fn check_process(proc_: &Process, ids: &mut BTreeSet<i32>, problems: &mut Vec<Pr
 
 /// What the process opened and mapped by path is there and unchanged, the names and
 /// addresses it binds and the locks it held are free.
-fn check_host_files(proc_: &Process, problems: &mut Vec<Problem>) {
+fn check_host_files(proc_: &Process, held: &Held, problems: &mut Vec<Problem>) {
     attrs::check_dirs(proc_, problems);
     if let Some(exe) = &proc_.mm.exe {
         fd::file::check_file(exe, "executable", problems);
     }
-    shmem::check_sysv_free(proc_, problems);
+    shmem::check_sysv_free(proc_, held, problems);
     mem::check_mapped_files(proc_, problems);
     for f in &proc_.fds {
-        fd::check_fd(f, problems);
+        fd::check_fd(f, held, problems);
     }
-    fd::lock::check_locks(proc_, problems);
+    fd::lock::check_locks(proc_, held, problems);
     creds::check_seccomp(proc_, problems);
 }
 
 /// Host checks of one process; `pids_free` when its IDs will live in a new PID
-/// namespace, where they are all free.
-fn check_host(proc_: &Process, pids_free: bool, problems: &mut Vec<Problem>) {
+/// namespace, where they are all free; what the dumped tree holds (`held`) counts as
+/// free.
+fn check_host(proc_: &Process, pids_free: bool, held: &Held, problems: &mut Vec<Problem>) {
     if !pids_free {
-        tree::check_pids_free(proc_, problems);
+        tree::check_pids_free(proc_, held, problems);
     }
     if !proc_.is_zombie() {
-        check_host_files(proc_, problems);
+        check_host_files(proc_, held, problems);
     }
 }
 
 /// Build the plan from decoded metadata.
 pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
+    let (problems, xsave) = check_all(&ckpt, view, &Held::default());
+    let request_amx = ckpt.arch.xcomp_perm & (1 << 18) != 0
+        && arch::amx_permission_grantable(&ckpt.arch, &view.host);
+    Plan {
+        ckpt,
+        inherit: view.inherit.clone(),
+        problems,
+        xsave,
+        request_amx,
+    }
+}
+
+/// Every problem plan finds in `ckpt` on this host, with what a dumped tree holds now
+/// (`held`) counted as free: the plan dump runs before it kills anything.
+pub(crate) fn problems_while_held(ckpt: &Checkpoint, view: &HostView, held: &Held) -> Vec<Problem> {
+    check_all(ckpt, view, held).0
+}
+
+/// Each thread's xsave area converted to this host's layout, by TID.
+type Xsave = std::collections::BTreeMap<i32, Vec<u8>>;
+
+/// Every check of the plan (sorted problems), and the converted xsave areas.
+fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, Xsave) {
     let mut problems = Vec::new();
-    let mut xsave = std::collections::BTreeMap::new();
-    check_structure(&ckpt, &mut problems);
+    let mut xsave = Xsave::new();
+    check_structure(ckpt, &mut problems);
     if problems.iter().all(|p| p.code != "malformed") {
         // Privileges: ckpt's own, and what each process asks of them.
         let pairs = ckpt.pipes.len() + ckpt.socketpairs.len() + ckpt.fifos.len();
@@ -206,7 +231,7 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
             .iter()
             .filter_map(|k| super::kernel::Facility::from_name(k))
             .collect();
-        let missing = super::kernel::missing(&super::kernel::required(&ckpt), &masked);
+        let missing = super::kernel::missing(&super::kernel::required(ckpt), &masked);
         let vdso32 = missing
             .iter()
             .all(|(f, _)| *f != super::kernel::Facility::MapVdso32);
@@ -216,20 +241,16 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
             if !proc_.is_zombie() {
                 threads::check_arch(&ckpt.arch, proc_, vdso32, &mut problems);
             }
-            check_host(proc_, pids_free, &mut problems);
-            external::check_external(proc_, &view.inherit, &mut problems);
+            check_host(proc_, pids_free, held, &mut problems);
+            // A dumped tree's external resources are given back at restore by
+            // `--inherit-fd`, which only that restore has.
+            if !held.live {
+                external::check_external(proc_, &view.inherit, &mut problems);
+            }
         }
-        external::check_inherit_used(&ckpt, &view.inherit, &mut problems);
+        external::check_inherit_used(ckpt, &view.inherit, &mut problems);
         problems.sort_by(|a, b| a.message.cmp(&b.message));
         problems.dedup();
     }
-    let request_amx = ckpt.arch.xcomp_perm & (1 << 18) != 0
-        && arch::amx_permission_grantable(&ckpt.arch, &view.host);
-    Plan {
-        ckpt,
-        inherit: view.inherit.clone(),
-        problems,
-        xsave,
-        request_amx,
-    }
+    (problems, xsave)
 }

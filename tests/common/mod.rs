@@ -111,6 +111,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("ttyjob", "ttyjob.c", &[]),
     // tests/e2e_privs.rs: credentials, securebits and limits, per thread
     ("privs", "privs.c", &["-pthread"]),
+    // tests/e2e_dumpplan.rs: what dump's own run of restore's plan refuses
+    ("dumpplan", "dumpplan.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

@@ -223,14 +223,18 @@ fn abstract_name(tag: &str) -> Vec<u8> {
 fn free_listener_names() {
     let d = TempDir::new();
     assert_none(&run(|v| {
-        check_listen_name(&bytes(&d.path().join("s")), 3, v)
+        check_listen_name(&bytes(&d.path().join("s")), 3, &Default::default(), v)
     }));
-    assert_none(&run(|v| check_listen_name(&abstract_name("free"), 3, v)));
+    assert_none(&run(|v| {
+        check_listen_name(&abstract_name("free"), 3, &Default::default(), v)
+    }));
     // A stale socket file is replaced by restore.
     let p = d.path().join("stale");
     drop(std::os::unix::net::UnixListener::bind(&p).expect("bind"));
     assert!(p.exists());
-    assert_none(&run(|v| check_listen_name(&bytes(&p), 3, v)));
+    assert_none(&run(|v| {
+        check_listen_name(&bytes(&p), 3, &Default::default(), v)
+    }));
 }
 
 #[test]
@@ -238,7 +242,7 @@ fn a_live_listener_on_a_path() {
     let d = TempDir::new();
     let p = d.path().join("live");
     let _l = std::os::unix::net::UnixListener::bind(&p).expect("bind");
-    let v = run(|v| check_listen_name(&bytes(&p), 3, v));
+    let v = run(|v| check_listen_name(&bytes(&p), 3, &Default::default(), v));
     assert_one(
         &v,
         "address-in-use",
@@ -255,20 +259,20 @@ fn taken_or_impossible_listener_names() {
     let name = abstract_name("taken");
     let addr = abstract_addr(&name);
     let _a = std::os::unix::net::UnixListener::bind_addr(&addr).expect("bind abstract");
-    let v = run(|v| check_listen_name(&name, 4, v));
+    let v = run(|v| check_listen_name(&name, 4, &Default::default(), v));
     assert_one(
         &v,
         "address-in-use",
         &["descriptor 4: another process listens on unix socket @ckpt-unit-"],
     );
     let f = d.file("plain", b"");
-    let v = run(|v| check_listen_name(&bytes(&f), 5, v));
+    let v = run(|v| check_listen_name(&bytes(&f), 5, &Default::default(), v));
     assert_one(
         &v,
         "address-in-use",
         &["descriptor 5:", "plain exists and is not a socket"],
     );
-    let v = run(|v| check_listen_name(&bytes(&d.path().join("no/s")), 6, v));
+    let v = run(|v| check_listen_name(&bytes(&d.path().join("no/s")), 6, &Default::default(), v));
     assert_one(
         &v,
         "file-missing",
@@ -283,12 +287,14 @@ fn taken_or_impossible_listener_names() {
 fn datagram_names_on_this_host() {
     let d = TempDir::new();
     assert_none(&run(|v| {
-        check_bound_name(&bytes(&d.path().join("s")), 3, v)
+        check_bound_name(&bytes(&d.path().join("s")), 3, &Default::default(), v)
     }));
-    assert_none(&run(|v| check_bound_name(&abstract_name("dfree"), 3, v)));
+    assert_none(&run(|v| {
+        check_bound_name(&abstract_name("dfree"), 3, &Default::default(), v)
+    }));
     let p = d.path().join("bound");
     let _s = std::os::unix::net::UnixDatagram::bind(&p).expect("bind");
-    let v = run(|v| check_bound_name(&bytes(&p), 3, v));
+    let v = run(|v| check_bound_name(&bytes(&p), 3, &Default::default(), v));
     assert_one(
         &v,
         "address-in-use",
@@ -300,10 +306,10 @@ fn datagram_names_on_this_host() {
     let name = abstract_name("dtaken");
     let addr = abstract_addr(&name);
     let _a = std::os::unix::net::UnixDatagram::bind_addr(&addr).expect("bind abstract");
-    let v = run(|v| check_bound_name(&name, 4, v));
+    let v = run(|v| check_bound_name(&name, 4, &Default::default(), v));
     assert_one(&v, "address-in-use", &["descriptor 4:", "@ckpt-unit-"]);
     // The rest is the listener's checks.
     let f = d.file("plain", b"");
-    let v = run(|v| check_bound_name(&bytes(&f), 5, v));
+    let v = run(|v| check_bound_name(&bytes(&f), 5, &Default::default(), v));
     assert_one(&v, "address-in-use", &["exists and is not a socket"]);
 }

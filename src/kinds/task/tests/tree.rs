@@ -173,13 +173,13 @@ fn free_pids_pass() {
     let free = impossible_pid();
     let mut p = process(free);
     p.threads.push(thread(free + 1));
-    assert_none(&run(|v| check_pids_free(&p, v)));
+    assert_none(&run(|v| check_pids_free(&p, &Default::default(), v)));
 }
 
 #[test]
 fn pids_in_use() {
     let me = std::process::id() as i32;
-    let v = run(|v| check_pids_free(&process(me), v));
+    let v = run(|v| check_pids_free(&process(me), &Default::default(), v));
     assert_one(
         &v,
         "pid-taken",
@@ -187,7 +187,7 @@ fn pids_in_use() {
     );
     let mut p = process(impossible_pid());
     p.threads.push(thread(me));
-    let v = run(|v| check_pids_free(&p, v));
+    let v = run(|v| check_pids_free(&p, &Default::default(), v));
     assert_one(
         &v,
         "pid-taken",
@@ -207,7 +207,7 @@ fn a_pid_held_by_an_unreaped_zombie() {
         assert!(start.elapsed().as_secs() < 10, "child {pid} did not exit");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let v = run(|v| check_pids_free(&process(pid), v));
+    let v = run(|v| check_pids_free(&process(pid), &Default::default(), v));
     let _ = c.wait();
     assert_one(
         &v,
