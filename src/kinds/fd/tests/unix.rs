@@ -253,6 +253,35 @@ fn a_live_listener_on_a_path() {
     );
 }
 
+/// The dumped tree's own listener (`Held`, by socket inode) does not take its name;
+/// another listener on the same path still does.
+#[test]
+fn the_dumped_trees_own_listener_is_not_another() {
+    use std::os::unix::fs::MetadataExt;
+    let d = TempDir::new();
+    let p = d.path().join("own");
+    let own = std::os::unix::net::UnixListener::bind(&p).expect("bind");
+    let own = std::fs::File::from(std::os::fd::OwnedFd::from(own));
+    let ino = own.metadata().expect("fstat").ino();
+    let held = crate::kinds::check::Held {
+        live: true,
+        sockets: [ino].into(),
+        ..Default::default()
+    };
+    assert_none(&run(|v| check_listen_name(&bytes(&p), 3, &held, v)));
+    assert_none(&run(|v| check_bound_name(&bytes(&p), 3, &held, v)));
+    let v = run(|v| check_listen_name(&bytes(&p), 3, &Default::default(), v));
+    assert_one(&v, "address-in-use", &["another process listens"]);
+    std::fs::remove_file(&p).expect("unlink");
+    let _other = std::os::unix::net::UnixListener::bind(&p).expect("bind again");
+    let v = run(|v| check_listen_name(&bytes(&p), 3, &held, v));
+    assert_one(
+        &v,
+        "address-in-use",
+        &["descriptor 3: another process listens on unix socket"],
+    );
+}
+
 #[test]
 fn taken_or_impossible_listener_names() {
     let d = TempDir::new();

@@ -195,6 +195,19 @@ fn pids_in_use() {
     );
 }
 
+/// The IDs a dumped tree holds (`Held`) are free: they will be once it is gone.
+#[test]
+fn pids_the_dumped_tree_holds_count_as_free() {
+    let me = std::process::id() as i32;
+    let mut p = process(me);
+    p.threads.push(thread(me));
+    let held = crate::kinds::check::Held {
+        pids: [me].into(),
+        ..Default::default()
+    };
+    assert_none(&run(|v| check_pids_free(&p, &held, v)));
+}
+
 #[test]
 fn a_pid_held_by_an_unreaped_zombie() {
     let mut c = std::process::Command::new("true")
