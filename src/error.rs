@@ -25,6 +25,24 @@ pub enum DumpError {
         #[source]
         source: std::io::Error,
     },
+    /// Restore's plan refuses what was collected (the tree's own resources counted
+    /// free): nothing is written and the tree runs on.
+    #[error("{}", format_unrestorable(*.pid, .problems))]
+    Unrestorable { pid: i32, problems: Vec<Problem> },
+}
+
+fn format_unrestorable(pid: i32, p: &[Problem]) -> String {
+    let mut s = format!(
+        "cannot dump process {pid}: a restore on this host would refuse it ({} problem{}):",
+        p.len(),
+        if p.len() == 1 { "" } else { "s" }
+    );
+    for x in p {
+        s.push_str("\n  - ");
+        s.push_str(&x.message);
+    }
+    s.push_str("\nnothing was written; the process runs on as before");
+    s
 }
 
 /// The result of a dump step.

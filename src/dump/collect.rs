@@ -3,6 +3,7 @@
 //! process and puts the tree's results together.
 
 use super::{DumpError, Frozen, Result};
+use crate::kinds::check::Held;
 use crate::kinds::fd::{fd_entry, file};
 use crate::kinds::mem::pages::Run;
 use crate::kinds::mem::shmem::SharedSeen;
@@ -13,6 +14,35 @@ use crate::kinds::task::{attrs, creds, signals, tree};
 use crate::model::{Checkpoint, Fd, PendingSignal, ProcMisc, Process, Thread};
 use crate::sys::mem::RemoteMem;
 use crate::sys::proc::{self as procfs, MapEntry};
+
+/// What the frozen tree holds now (see `check::Held`): its IDs, the sockets its
+/// descriptors lead to, the System V segments that go with it and its file locks.
+/// `processes` are the tree's, with host PIDs, in `tree`'s order.
+pub(crate) fn held(tree: &super::FrozenTree, processes: &[Process]) -> Result<Held> {
+    let mut held = Held {
+        live: true,
+        ..Held::default()
+    };
+    for (pid, fr) in &tree.nodes {
+        held.pids.insert(*pid);
+        if let Some(fr) = fr {
+            held.pids.extend(fr.threads.iter().map(|t| t.tid));
+        }
+    }
+    let with_locks = processes
+        .iter()
+        .any(|p| p.fds.iter().any(|f| !f.locks.is_empty()));
+    for p in processes.iter().filter(|p| !p.is_zombie()) {
+        held.sockets
+            .extend(crate::kinds::fd::unix::socket_inodes(p.pid)?);
+        if with_locks {
+            held.locks
+                .extend(crate::kinds::fd::lock::held_locks(p.pid, &p.fds)?);
+        }
+    }
+    held.sysv = crate::kinds::mem::shmem::held_segments(processes)?;
+    Ok(held)
+}
 
 pub(crate) struct Collected {
     pub ckpt: Checkpoint,

@@ -424,6 +424,31 @@ impl FrozenTree {
     }
 }
 
+/// Dump accepts only what restore can bring back: restore's plan on what was collected,
+/// on this host as it is (no CPU mask, no `--inherit-fd`, whose keys only the restore
+/// has), with what the tree holds now (`held`: its IDs, sockets, locks...) counted free,
+/// as it will be once the tree is gone. Any problem refuses the dump, listing them all;
+/// the caller lets the tree go, untouched. (Kept too with `--leave-running`: a restore
+/// on this host comes after the tree is gone.)
+fn refuse_unrestorable(
+    pid: i32,
+    ckpt: &crate::model::Checkpoint,
+    held: &crate::kinds::check::Held,
+) -> Result<()> {
+    let view = crate::restore::HostView {
+        host: arch::HostCaps::detect(),
+        policy: arch::CpuPolicy::default(),
+        new_pid_namespace: false,
+        inherit: Vec::new(),
+    };
+    let problems = crate::restore::plan::problems_while_held(ckpt, &view, held);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(DumpError::Unrestorable { pid, problems })
+    }
+}
+
 /// Dump the process tree rooted at `pid` to `out`.
 pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     let t0 = Instant::now();
@@ -467,6 +492,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     fds::link_shared_fds(&mut processes)?;
     fds::file::check_kept_files(&processes)?;
     fds::file::check_proc_files(&processes)?;
+    let held = collect::held(&tree, &processes)?;
     let mut collected = collect::assemble(pid, processes, procs)?;
     collected.ckpt.pipes = pipes;
     collected.ckpt.socketpairs = socketpairs;
@@ -474,6 +500,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     if own_pidns {
         collected.use_namespace_pids()?;
     }
+    refuse_unrestorable(pid, &collected.ckpt, &held)?;
     let ckpt = &collected.ckpt;
     let mut stats = DumpStats {
         pid,

@@ -10,6 +10,7 @@ use std::io::Read;
 use super::{Problem, RestoreError, Result};
 use crate::arch;
 use crate::image::{ImageReader, decode_meta, tag};
+pub use crate::kinds::check::Held;
 use crate::kinds::check::p;
 pub use crate::kinds::fd::tty::{TtyPlan, tty_plan};
 use crate::kinds::fd::{self, epoll, external, fifo, pipe, unix};
@@ -128,17 +129,22 @@ fn check_process(proc_: &Process, ids: &mut BTreeSet<i32>, problems: &mut Vec<Pr
 
 /// What the process opened and mapped by path is there and unchanged, the names and
 /// addresses it binds and the locks it held are free.
-fn check_host_files(proc_: &Process, image: &ImageView<'_>, problems: &mut Vec<Problem>) {
+fn check_host_files(
+    proc_: &Process,
+    image: &ImageView<'_>,
+    held: &Held,
+    problems: &mut Vec<Problem>,
+) {
     attrs::check_dirs(proc_, problems);
     if let Some(exe) = &proc_.mm.exe {
         fd::file::check_file(exe, "executable", problems);
     }
-    shmem::check_sysv_free(proc_, problems);
+    shmem::check_sysv_free(proc_, held, problems);
     mem::check_mapped_files(proc_, problems);
     for f in &proc_.fds {
-        fd::check_fd_in_image(f, image.pids, image.new_pidns, problems);
+        fd::check_fd_in_image(f, image.pids, image.new_pidns, held, problems);
     }
-    fd::lock::check_locks(proc_, problems);
+    fd::lock::check_locks(proc_, held, problems);
     creds::check_seccomp(proc_, problems);
 }
 
@@ -150,21 +156,44 @@ struct ImageView<'a> {
     new_pidns: bool,
 }
 
-/// Host checks of one process.
-fn check_host(proc_: &Process, image: &ImageView<'_>, problems: &mut Vec<Problem>) {
+/// Host checks of one process; what the dumped tree holds (`held`) counts as free.
+fn check_host(proc_: &Process, image: &ImageView<'_>, held: &Held, problems: &mut Vec<Problem>) {
     if !image.new_pidns {
-        tree::check_pids_free(proc_, problems);
+        tree::check_pids_free(proc_, held, problems);
     }
     if !proc_.is_zombie() {
-        check_host_files(proc_, image, problems);
+        check_host_files(proc_, image, held, problems);
     }
 }
 
 /// Build the plan from decoded metadata.
 pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
+    let (problems, xsave) = check_all(&ckpt, view, &Held::default());
+    let request_amx = ckpt.arch.xcomp_perm & (1 << 18) != 0
+        && arch::amx_permission_grantable(&ckpt.arch, &view.host);
+    Plan {
+        ckpt,
+        inherit: view.inherit.clone(),
+        problems,
+        xsave,
+        request_amx,
+    }
+}
+
+/// Every problem plan finds in `ckpt` on this host, with what a dumped tree holds now
+/// (`held`) counted as free: the plan dump runs before it kills anything.
+pub(crate) fn problems_while_held(ckpt: &Checkpoint, view: &HostView, held: &Held) -> Vec<Problem> {
+    check_all(ckpt, view, held).0
+}
+
+/// Each thread's xsave area converted to this host's layout, by TID.
+type Xsave = std::collections::BTreeMap<i32, Vec<u8>>;
+
+/// Every check of the plan (sorted problems), and the converted xsave areas.
+fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, Xsave) {
     let mut problems = Vec::new();
-    let mut xsave = std::collections::BTreeMap::new();
-    check_structure(&ckpt, &mut problems);
+    let mut xsave = Xsave::new();
+    check_structure(ckpt, &mut problems);
     if problems.iter().all(|p| p.code != "malformed") {
         // Privileges: ckpt's own, and what each process asks of them.
         let pairs = ckpt.pipes.len() + ckpt.socketpairs.len() + ckpt.fifos.len();
@@ -213,7 +242,7 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
             .iter()
             .filter_map(|k| super::kernel::Facility::from_name(k))
             .collect();
-        let missing = super::kernel::missing(&super::kernel::required(&ckpt), &masked);
+        let missing = super::kernel::missing(&super::kernel::required(ckpt), &masked);
         let vdso32 = missing
             .iter()
             .all(|(f, _)| *f != super::kernel::Facility::MapVdso32);
@@ -227,20 +256,16 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
             if !proc_.is_zombie() {
                 threads::check_arch(&ckpt.arch, proc_, vdso32, &mut problems);
             }
-            check_host(proc_, &image, &mut problems);
-            external::check_external(proc_, &view.inherit, &mut problems);
+            check_host(proc_, &image, held, &mut problems);
+            // A dumped tree's external resources are given back at restore by
+            // `--inherit-fd`, which only that restore has.
+            if !held.live {
+                external::check_external(proc_, &view.inherit, &mut problems);
+            }
         }
-        external::check_inherit_used(&ckpt, &view.inherit, &mut problems);
+        external::check_inherit_used(ckpt, &view.inherit, &mut problems);
         problems.sort_by(|a, b| a.message.cmp(&b.message));
         problems.dedup();
     }
-    let request_amx = ckpt.arch.xcomp_perm & (1 << 18) != 0
-        && arch::amx_permission_grantable(&ckpt.arch, &view.host);
-    Plan {
-        ckpt,
-        inherit: view.inherit.clone(),
-        problems,
-        xsave,
-        request_amx,
-    }
+    (problems, xsave)
 }

@@ -113,6 +113,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("privs", "privs.c", &["-pthread"]),
     // tests/e2e_lost.rs: states a dump recorded and a restore could not give back
     ("lost", "lost.c", &["-pthread"]),
+    // tests/e2e_dumpplan.rs: what dump's own run of restore's plan refuses
+    ("dumpplan", "dumpplan.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

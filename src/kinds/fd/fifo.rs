@@ -139,22 +139,28 @@ pub(crate) fn check_ref(
 }
 
 /// The FIFO a descriptor opened is there, unchanged and unused.
-pub(crate) fn check_host(file: &FileId, fd: i32, problems: &mut Vec<Problem>) {
+pub(crate) fn check_host(file: &FileId, fd: i32, held: &check::Held, problems: &mut Vec<Problem>) {
     let what = format!("file descriptor {fd}: FIFO");
     let before = problems.len();
     check_file(file, &what, problems);
     if problems.len() == before {
-        check_fifo_unused(file, &what, problems);
+        check_fifo_unused(file, &what, held, problems);
     }
 }
 
 /// A FIFO must not be open by anyone at restore: its pipe would be shared with them
 /// (and the data put back would mix with theirs).
-pub(crate) fn check_fifo_unused(id: &FileId, what: &str, problems: &mut Vec<Problem>) {
+pub(crate) fn check_fifo_unused(
+    id: &FileId,
+    what: &str,
+    held: &check::Held,
+    problems: &mut Vec<Problem>,
+) {
     let Ok(m) = std::fs::metadata(procfs::bytes_path(&id.path)) else {
         return;
     };
-    if let Some(q) = procfs::holders_of(m.dev(), m.ino()).first() {
+    let holders = procfs::holders_of(m.dev(), m.ino());
+    if let Some(q) = holders.iter().find(|q| !held.pid(**q)) {
         check::p(
             problems,
             "fifo-busy",

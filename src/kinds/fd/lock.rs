@@ -16,6 +16,24 @@ use std::os::unix::fs::MetadataExt;
 
 // ---- collect (dump) ----
 
+/// The file locks process `pid` holds through its descriptors of files (their fdinfo
+/// "lock:" lines as they are): what it holds, for the plan dump runs (`check::Held`).
+pub(crate) fn held_locks(pid: i32, fds: &[Fd]) -> DumpResult<Vec<procfs::LockLine>> {
+    let mut out = Vec::new();
+    for f in fds {
+        if matches!(f.kind, FdKind::File { .. } | FdKind::Dir { .. }) {
+            let text = procfs::fdinfo_text(pid, f.fd)?;
+            out.extend(
+                text.lines()
+                    .filter(|l| l.starts_with("lock:"))
+                    .filter_map(procfs::parse_lock_line)
+                    .filter(|l| !l.blocked),
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// The file locks held through descriptor `fd` (its fdinfo "lock:" lines): flock and
 /// OFD locks of its open file description, POSIX locks of this process taken through
 /// it. Kinds that cannot be taken again (leases, delegations...) are refused by name.
@@ -80,12 +98,16 @@ pub(crate) fn check_records(q: &Process, f: &Fd, problems: &mut Vec<Problem>) {
 /// The locks the process held must be free now: none held by anyone else that would
 /// conflict (flock with flock; POSIX and OFD locks with each other, on overlapping
 /// ranges; a write lock with anything).
-pub(crate) fn check_locks(proc_: &Process, problems: &mut Vec<Problem>) {
+pub(crate) fn check_locks(proc_: &Process, held: &check::Held, problems: &mut Vec<Problem>) {
     if proc_.fds.iter().all(|f| f.locks.is_empty()) {
         return;
     }
     match procfs::all_locks() {
-        Ok(all) => check_locks_against(proc_, &all, problems),
+        Ok(mut all) => {
+            // The dumped tree's own locks go with it.
+            all.retain(|o| o.blocked || !held.locks.contains(o));
+            check_locks_against(proc_, &all, problems)
+        }
         Err(e) => check::p(
             problems,
             "host",

@@ -177,6 +177,7 @@ pub(crate) fn check_fd_in_image(
     f: &Fd,
     pids: &std::collections::BTreeSet<i32>,
     new_pidns: bool,
+    held: &check::Held,
     problems: &mut Vec<Problem>,
 ) {
     if let FdKind::File { file, .. } | FdKind::Dir { file, .. } = &f.kind {
@@ -184,26 +185,28 @@ pub(crate) fn check_fd_in_image(
             return;
         }
     }
-    check_fd(f, problems);
+    check_fd(f, held, problems);
 }
 
 /// Host checks of one descriptor: what it opened by path is there and unchanged, the
 /// names and addresses it binds are free.
-pub(crate) fn check_fd(f: &Fd, problems: &mut Vec<Problem>) {
+pub(crate) fn check_fd(f: &Fd, held: &check::Held, problems: &mut Vec<Problem>) {
     match &f.kind {
         FdKind::File { file, flags, pos } => file::check_host(file, *flags, *pos, f.fd, problems),
         FdKind::Device { file, .. } | FdKind::Dir { file, .. } => {
             file::check_file(file, &format!("file descriptor {}:", f.fd), problems)
         }
-        FdKind::UnixListen { name, .. } => unix::check_listen_name(name, f.fd, problems),
+        FdKind::UnixListen { name, .. } => unix::check_listen_name(name, f.fd, held, problems),
         FdKind::UnixDgram { sock, .. } if !sock.name.is_empty() && f.shared_with.is_none() => {
-            unix::check_bound_name(&sock.name, f.fd, problems)
+            unix::check_bound_name(&sock.name, f.fd, held, problems)
         }
         FdKind::UnixDgram { .. } => {}
         FdKind::DeletedFile { file, pos, .. } => file::check_deleted_at(file, f.fd, *pos, problems),
-        FdKind::Fifo { file, .. } => fifo::check_host(file, f.fd, problems),
+        FdKind::Fifo { file, .. } => fifo::check_host(file, f.fd, held, problems),
         FdKind::Inotify { watches, .. } => inotify::check_paths(watches, f.fd, problems),
-        FdKind::Udp { sock: u, .. } if f.shared_with.is_none() => {
+        // A live tree's socket is bound to the address now, and no other socket can be
+        // without the reuse options the check leaves to the kernel.
+        FdKind::Udp { sock: u, .. } if f.shared_with.is_none() && !held.live => {
             udp::check_udp_addr(u, f.fd, problems)
         }
         FdKind::External { .. } => {}

@@ -21,6 +21,25 @@ use std::collections::BTreeSet;
 
 // ---- collect (dump) ----
 
+/// The inodes of the sockets process `pid`'s descriptors lead to (sockets of every
+/// family): what it holds, for the plan dump runs (`check::Held`).
+pub(crate) fn socket_inodes(pid: i32) -> DumpResult<Vec<u64>> {
+    let mut out = Vec::new();
+    for fd in procfs::fds(pid)? {
+        // A descriptor closed meanwhile (a table shared outside the tree) holds nothing.
+        let Ok(link) = procfs::readlink(&format!("/proc/{pid}/fd/{fd}")) else {
+            continue;
+        };
+        let ino = link
+            .strip_prefix(b"socket:[")
+            .and_then(|r| r.strip_suffix(b"]"))
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .and_then(|n| n.parse::<u64>().ok());
+        out.extend(ino);
+    }
+    Ok(out)
+}
+
 /// The unix sockets of the host (sock_diag) and where the tree holds them, with the
 /// socket pairs kept so far.
 pub(crate) struct UnixTable {
@@ -434,7 +453,12 @@ pub(crate) fn dgram_names<'a>(
 
 /// A listening socket's name must be free: no one may listen there now, and a path may
 /// hold at most a stale socket file (which restore replaces).
-pub(crate) fn check_listen_name(name: &[u8], fd: i32, problems: &mut Vec<Problem>) {
+pub(crate) fn check_listen_name(
+    name: &[u8],
+    fd: i32,
+    held: &check::Held,
+    problems: &mut Vec<Problem>,
+) {
     let shown = match name.split_first() {
         Some((0, rest)) => format!("@{}", check::show(rest)),
         _ => check::show(name),
@@ -443,7 +467,8 @@ pub(crate) fn check_listen_name(name: &[u8], fd: i32, problems: &mut Vec<Problem
         // sock_diag shows a path as it was bound, often with its trailing NUL (std and
         // many C programs pass it): compare as the image records names.
         if socks.values().any(|s| {
-            s.state == crate::sys::sockdiag::STATE_LISTEN
+            !held.sockets.contains(&s.ino)
+                && s.state == crate::sys::sockdiag::STATE_LISTEN
                 && s.name.as_deref().map(unix_name).as_deref() == Some(name)
         }) {
             check::p(
@@ -494,18 +519,24 @@ pub(crate) fn unix_dgram_ok(u: &crate::model::UnixDgramState, names: &BTreeSet<&
 
 /// A unix datagram socket's name must be free: no socket may be bound to it now, and a
 /// path may hold at most a stale socket file (which restore replaces).
-pub(crate) fn check_bound_name(name: &[u8], fd: i32, problems: &mut Vec<Problem>) {
+pub(crate) fn check_bound_name(
+    name: &[u8],
+    fd: i32,
+    held: &check::Held,
+    problems: &mut Vec<Problem>,
+) {
     if let Ok(socks) = crate::sys::sockdiag::unix_sockets() {
         if socks.values().any(|s| {
-            s.name.as_deref().is_some_and(|n| {
-                let mut n = n.to_vec();
-                if n.first() != Some(&0) {
-                    while n.last() == Some(&0) {
-                        n.pop();
+            !held.sockets.contains(&s.ino)
+                && s.name.as_deref().is_some_and(|n| {
+                    let mut n = n.to_vec();
+                    if n.first() != Some(&0) {
+                        while n.last() == Some(&0) {
+                            n.pop();
+                        }
                     }
-                }
-                n == name
-            })
+                    n == name
+                })
         }) {
             let shown = match name.split_first() {
                 Some((0, rest)) => format!("@{}", check::show(rest)),
@@ -520,7 +551,7 @@ pub(crate) fn check_bound_name(name: &[u8], fd: i32, problems: &mut Vec<Problem>
         }
     }
     // The rest is as for a listener's name (the path's directory, a non-socket file).
-    check_listen_name(name, fd, problems);
+    check_listen_name(name, fd, held, problems);
 }
 
 /// A unix socket name as `inspect` shows it (`@` for an abstract name).

@@ -59,14 +59,39 @@ pub(crate) fn shmem_pages(
     Ok(())
 }
 
+/// The System V segments the processes attached that go away with them: removed
+/// (SHM_DEST) and attached by no one else (as many attachments as the processes have).
+/// Others outlive the tree, their IDs and keys still taken.
+pub(crate) fn held_segments(procs: &[Process]) -> DumpResult<std::collections::BTreeSet<i32>> {
+    let mut ours: BTreeMap<i32, u64> = BTreeMap::new();
+    for v in procs.iter().flat_map(|p| &p.vmas) {
+        if let VmaKind::SysvShm { shmid, .. } = v.kind {
+            *ours.entry(shmid).or_default() += 1;
+        }
+    }
+    if ours.is_empty() {
+        return Ok(Default::default());
+    }
+    const SHM_DEST: u32 = 0o1000;
+    Ok(procfs::sysv_shm_attached()?
+        .into_iter()
+        .filter(|&(id, mode, nattch)| {
+            mode & SHM_DEST != 0 && ours.get(&id).is_some_and(|n| nattch <= *n)
+        })
+        .map(|(id, _, _)| id)
+        .collect())
+}
+
 // ---- checks (plan) ----
 
 /// The System V segments the process attached must not exist here (their IDs and keys
 /// are taken again).
-pub(crate) fn check_sysv_free(proc_: &Process, problems: &mut Vec<Problem>) {
+pub(crate) fn check_sysv_free(proc_: &Process, held: &check::Held, problems: &mut Vec<Problem>) {
     for v in &proc_.vmas {
         if let VmaKind::SysvShm { key, shmid, .. } = v.kind {
-            if let Ok(segs) = procfs::sysv_shm() {
+            if let Ok(mut segs) = procfs::sysv_shm() {
+                // Those going away with the dumped tree are free.
+                segs.retain(|s| !held.sysv.contains(&s.1));
                 check_sysv_ids(key, shmid, &segs, problems);
             }
         }

@@ -308,8 +308,8 @@ fn stat_after_reap(pid: i32) -> std::result::Result<procfs::Stat, crate::sys::Sy
 }
 
 /// The process's PID and thread IDs are free on this host.
-pub(crate) fn check_pids_free(proc_: &Process, problems: &mut Vec<Problem>) {
-    for t in proc_.threads.iter().skip(1) {
+pub(crate) fn check_pids_free(proc_: &Process, held: &check::Held, problems: &mut Vec<Problem>) {
+    for t in proc_.threads.iter().skip(1).filter(|t| !held.pid(t.tid)) {
         if let Ok(s) = stat_after_reap(t.tid) {
             check::p(
                 problems,
@@ -321,6 +321,9 @@ pub(crate) fn check_pids_free(proc_: &Process, problems: &mut Vec<Problem>) {
                 ),
             );
         }
+    }
+    if held.pid(proc_.pid) {
+        return;
     }
     if let Ok(s) = stat_after_reap(proc_.pid) {
         let msg = if s.state == b'Z' {

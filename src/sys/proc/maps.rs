@@ -236,6 +236,27 @@ pub fn sysv_shm() -> Result<Vec<(i32, i32, u32, u64)>> {
     Ok(out)
 }
 
+/// Each System V shared memory segment's ID, mode (with SHM_DEST once removed) and
+/// number of attachments, from /proc/sysvipc/shm.
+pub fn sysv_shm_attached() -> Result<Vec<(i32, u32, u64)>> {
+    let text = read("/proc/sysvipc/shm".to_string())?;
+    let text = String::from_utf8_lossy(&text);
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(id), Some(mode), Some(nattch)) = (f.get(1), f.get(2), f.get(6)) else {
+            continue;
+        };
+        let bad = || SysError::Other("cannot parse /proc/sysvipc/shm".into());
+        out.push((
+            id.parse().map_err(|_| bad())?,
+            u32::from_str_radix(mode, 8).map_err(|_| bad())?,
+            nattch.parse().map_err(|_| bad())?,
+        ));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

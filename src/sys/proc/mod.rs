@@ -32,7 +32,9 @@ pub use fd::{
     parse_inotify_watches, parse_timespec_pair,
 };
 pub use locks::{LockLine, all_locks, holders_of, parse_lock_line};
-pub use maps::{MapEntry, maps, merge_vmflags, shmem_data_ranges, smaps, sysv_shm};
+pub use maps::{
+    MapEntry, maps, merge_vmflags, shmem_data_ranges, smaps, sysv_shm, sysv_shm_attached,
+};
 pub use pagemap::{
     PAGE_IS_FILE, PAGE_IS_GUARD, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PM_FILE,
     PM_GUARD_REGION, PM_PRESENT, PM_SWAP, Pagemap, ScanRange,

@@ -124,8 +124,8 @@ fn free_locks_pass() {
     let other = d.file("g", b"data");
     let flock_w = holder(&p, vec![lock(LockKind::Flock, true, 0, None)]);
     // Nobody holds a lock on the temporary file: the host's own list.
-    assert_none(&run(|v| check_locks(&flock_w, v)));
-    assert_none(&run(|v| check_locks(&process(10), v)));
+    assert_none(&run(|v| check_locks(&flock_w, &Default::default(), v)));
+    assert_none(&run(|v| check_locks(&process(10), &Default::default(), v)));
     let posix_r = holder(&p, vec![lock(LockKind::Posix, false, 0, Some(99))]);
     let host = [
         // Another file, a waiter, a read lock against a read lock, another class,

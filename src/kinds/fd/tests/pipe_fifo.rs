@@ -102,10 +102,10 @@ fn a_fifo_on_this_host() {
     let p = d.path().join("fifo");
     mkfifo(&p);
     let id = file_id(&p);
-    assert_none(&run(|v| check_host(&id, 3, v)));
+    assert_none(&run(|v| check_host(&id, 3, &Default::default(), v)));
     // Gone, or no longer a FIFO: the file check says so, and nothing more.
     let gone = missing_id(&d.path().join("gone"));
-    let v = run(|v| check_host(&gone, 3, v));
+    let v = run(|v| check_host(&gone, 3, &Default::default(), v));
     assert_one(
         &v,
         "file-missing",
@@ -115,7 +115,7 @@ fn a_fifo_on_this_host() {
         mode: libc::S_IFIFO | 0o644,
         ..file_id(&d.file("plain", b""))
     };
-    let v = run(|v| check_host(&file, 3, v));
+    let v = run(|v| check_host(&file, 3, &Default::default(), v));
     assert_one(&v, "file-changed", &["is now a different kind of file"]);
 }
 
@@ -131,7 +131,7 @@ fn a_fifo_someone_holds_open_is_busy() {
         .write(true)
         .open(&p)
         .expect("open the FIFO");
-    let v = run(|v| check_host(&id, 3, v));
+    let v = run(|v| check_host(&id, 3, &Default::default(), v));
     let me = std::process::id().to_string();
     assert_one(
         &v,
@@ -144,5 +144,7 @@ fn a_fifo_someone_holds_open_is_busy() {
         ],
     );
     drop(held);
-    assert_none(&run(|v| check_fifo_unused(&id, "FIFO", v)));
+    assert_none(&run(|v| {
+        check_fifo_unused(&id, "FIFO", &Default::default(), v)
+    }));
 }

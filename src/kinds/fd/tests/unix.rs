@@ -223,14 +223,18 @@ fn abstract_name(tag: &str) -> Vec<u8> {
 fn free_listener_names() {
     let d = TempDir::new();
     assert_none(&run(|v| {
-        check_listen_name(&bytes(&d.path().join("s")), 3, v)
+        check_listen_name(&bytes(&d.path().join("s")), 3, &Default::default(), v)
     }));
-    assert_none(&run(|v| check_listen_name(&abstract_name("free"), 3, v)));
+    assert_none(&run(|v| {
+        check_listen_name(&abstract_name("free"), 3, &Default::default(), v)
+    }));
     // A stale socket file is replaced by restore.
     let p = d.path().join("stale");
     drop(std::os::unix::net::UnixListener::bind(&p).expect("bind"));
     assert!(p.exists());
-    assert_none(&run(|v| check_listen_name(&bytes(&p), 3, v)));
+    assert_none(&run(|v| {
+        check_listen_name(&bytes(&p), 3, &Default::default(), v)
+    }));
 }
 
 #[test]
@@ -238,7 +242,7 @@ fn a_live_listener_on_a_path() {
     let d = TempDir::new();
     let p = d.path().join("live");
     let _l = std::os::unix::net::UnixListener::bind(&p).expect("bind");
-    let v = run(|v| check_listen_name(&bytes(&p), 3, v));
+    let v = run(|v| check_listen_name(&bytes(&p), 3, &Default::default(), v));
     assert_one(
         &v,
         "address-in-use",
@@ -249,26 +253,55 @@ fn a_live_listener_on_a_path() {
     );
 }
 
+/// The dumped tree's own listener (`Held`, by socket inode) does not take its name;
+/// another listener on the same path still does.
+#[test]
+fn the_dumped_trees_own_listener_is_not_another() {
+    use std::os::unix::fs::MetadataExt;
+    let d = TempDir::new();
+    let p = d.path().join("own");
+    let own = std::os::unix::net::UnixListener::bind(&p).expect("bind");
+    let own = std::fs::File::from(std::os::fd::OwnedFd::from(own));
+    let ino = own.metadata().expect("fstat").ino();
+    let held = crate::kinds::check::Held {
+        live: true,
+        sockets: [ino].into(),
+        ..Default::default()
+    };
+    assert_none(&run(|v| check_listen_name(&bytes(&p), 3, &held, v)));
+    assert_none(&run(|v| check_bound_name(&bytes(&p), 3, &held, v)));
+    let v = run(|v| check_listen_name(&bytes(&p), 3, &Default::default(), v));
+    assert_one(&v, "address-in-use", &["another process listens"]);
+    std::fs::remove_file(&p).expect("unlink");
+    let _other = std::os::unix::net::UnixListener::bind(&p).expect("bind again");
+    let v = run(|v| check_listen_name(&bytes(&p), 3, &held, v));
+    assert_one(
+        &v,
+        "address-in-use",
+        &["descriptor 3: another process listens on unix socket"],
+    );
+}
+
 #[test]
 fn taken_or_impossible_listener_names() {
     let d = TempDir::new();
     let name = abstract_name("taken");
     let addr = abstract_addr(&name);
     let _a = std::os::unix::net::UnixListener::bind_addr(&addr).expect("bind abstract");
-    let v = run(|v| check_listen_name(&name, 4, v));
+    let v = run(|v| check_listen_name(&name, 4, &Default::default(), v));
     assert_one(
         &v,
         "address-in-use",
         &["descriptor 4: another process listens on unix socket @ckpt-unit-"],
     );
     let f = d.file("plain", b"");
-    let v = run(|v| check_listen_name(&bytes(&f), 5, v));
+    let v = run(|v| check_listen_name(&bytes(&f), 5, &Default::default(), v));
     assert_one(
         &v,
         "address-in-use",
         &["descriptor 5:", "plain exists and is not a socket"],
     );
-    let v = run(|v| check_listen_name(&bytes(&d.path().join("no/s")), 6, v));
+    let v = run(|v| check_listen_name(&bytes(&d.path().join("no/s")), 6, &Default::default(), v));
     assert_one(
         &v,
         "file-missing",
@@ -283,12 +316,14 @@ fn taken_or_impossible_listener_names() {
 fn datagram_names_on_this_host() {
     let d = TempDir::new();
     assert_none(&run(|v| {
-        check_bound_name(&bytes(&d.path().join("s")), 3, v)
+        check_bound_name(&bytes(&d.path().join("s")), 3, &Default::default(), v)
     }));
-    assert_none(&run(|v| check_bound_name(&abstract_name("dfree"), 3, v)));
+    assert_none(&run(|v| {
+        check_bound_name(&abstract_name("dfree"), 3, &Default::default(), v)
+    }));
     let p = d.path().join("bound");
     let _s = std::os::unix::net::UnixDatagram::bind(&p).expect("bind");
-    let v = run(|v| check_bound_name(&bytes(&p), 3, v));
+    let v = run(|v| check_bound_name(&bytes(&p), 3, &Default::default(), v));
     assert_one(
         &v,
         "address-in-use",
@@ -300,10 +335,10 @@ fn datagram_names_on_this_host() {
     let name = abstract_name("dtaken");
     let addr = abstract_addr(&name);
     let _a = std::os::unix::net::UnixDatagram::bind_addr(&addr).expect("bind abstract");
-    let v = run(|v| check_bound_name(&name, 4, v));
+    let v = run(|v| check_bound_name(&name, 4, &Default::default(), v));
     assert_one(&v, "address-in-use", &["descriptor 4:", "@ckpt-unit-"]);
     // The rest is the listener's checks.
     let f = d.file("plain", b"");
-    let v = run(|v| check_bound_name(&bytes(&f), 5, v));
+    let v = run(|v| check_bound_name(&bytes(&f), 5, &Default::default(), v));
     assert_one(&v, "address-in-use", &["exists and is not a socket"]);
 }

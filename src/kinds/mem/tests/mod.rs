@@ -220,5 +220,5 @@ fn system_v_segments_must_be_free() {
         vmas: vec![file_map(0x10000, sysv(0, -1)), vma(0x20000, 0x21000)],
         ..process(10)
     };
-    assert_none(&run(|v| check_sysv_free(&p, v)));
+    assert_none(&run(|v| check_sysv_free(&p, &Default::default(), v)));
 }

@@ -173,13 +173,13 @@ fn free_pids_pass() {
     let free = impossible_pid();
     let mut p = process(free);
     p.threads.push(thread(free + 1));
-    assert_none(&run(|v| check_pids_free(&p, v)));
+    assert_none(&run(|v| check_pids_free(&p, &Default::default(), v)));
 }
 
 #[test]
 fn pids_in_use() {
     let me = std::process::id() as i32;
-    let v = run(|v| check_pids_free(&process(me), v));
+    let v = run(|v| check_pids_free(&process(me), &Default::default(), v));
     assert_one(
         &v,
         "pid-taken",
@@ -187,12 +187,25 @@ fn pids_in_use() {
     );
     let mut p = process(impossible_pid());
     p.threads.push(thread(me));
-    let v = run(|v| check_pids_free(&p, v));
+    let v = run(|v| check_pids_free(&p, &Default::default(), v));
     assert_one(
         &v,
         "pid-taken",
         &[&format!("thread ID {me} is in use by another task (")],
     );
+}
+
+/// The IDs a dumped tree holds (`Held`) are free: they will be once it is gone.
+#[test]
+fn pids_the_dumped_tree_holds_count_as_free() {
+    let me = std::process::id() as i32;
+    let mut p = process(me);
+    p.threads.push(thread(me));
+    let held = crate::kinds::check::Held {
+        pids: [me].into(),
+        ..Default::default()
+    };
+    assert_none(&run(|v| check_pids_free(&p, &held, v)));
 }
 
 #[test]
@@ -207,7 +220,7 @@ fn a_pid_held_by_an_unreaped_zombie() {
         assert!(start.elapsed().as_secs() < 10, "child {pid} did not exit");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let v = run(|v| check_pids_free(&process(pid), v));
+    let v = run(|v| check_pids_free(&process(pid), &Default::default(), v));
     let _ = c.wait();
     assert_one(
         &v,
