@@ -40,6 +40,9 @@ fn dump_under(ctx: &Ctx, wrapper: &[&str], pid: i32, img: &Path) -> Finished {
     ctx.spawn(&s).finish()
 }
 
+/// How dump says that its run of restore's plan refused the tree.
+const PLAN: &str = "a restore on this host would refuse it";
+
 /// Run `spec` (set up by `prepare` once it printed "ready"), dump it (under `wrapper`)
 /// mid-run and expect the refusal: exit 1 naming the process and each of `words`, no
 /// file left behind, the program running on untraced and ending as an undisturbed run
@@ -68,8 +71,9 @@ fn assert_dump_refused(
         "the dump should be refused\n--- stderr:\n{err}"
     );
     assert!(!err.contains("panicked"), "panic:\n{err}");
-    let who = format!("cannot dump process {pid}: a restore on this host would refuse it");
-    for w in std::iter::once(who.as_str()).chain(words.iter().copied()) {
+    // Refused by restore's plan run at dump ("a restore on this host would refuse it"),
+    // or earlier, where collect already knows the case (named in `words`).
+    for w in std::iter::once("cannot dump process ").chain(words.iter().copied()) {
         assert!(err.contains(w), "stderr should mention {w:?}:\n{err}");
     }
     assert!(!img.exists(), "the refused dump wrote {}", img.display());
@@ -121,7 +125,7 @@ fn capability_ckpt_could_not_give_back_refuses_the_dump() {
         &reference,
         &["setpriv", "--bounding-set", &drop],
         &mut |_| {},
-        &[&cap_name],
+        &[PLAN, &cap_name],
     );
 }
 
@@ -132,11 +136,16 @@ fn removed_working_directory_refuses_the_dump() {
     let dir = ctx.path("gone");
     let spec = dumpplan("deleted-cwd", Some(&dir));
     let reference = ctx.reference(&spec);
-    let shown = format!(
-        "working directory {} (deleted) does not exist",
-        dir.display()
+    // Collect refuses this one itself, before the plan runs.
+    let shown = format!("its working directory was removed ({}", dir.display());
+    assert_dump_refused(
+        &ctx,
+        &spec,
+        &reference,
+        &[],
+        &mut |_| {},
+        &[&shown, "a removed directory cannot be restored"],
     );
-    assert_dump_refused(&ctx, &spec, &reference, &[], &mut |_| {}, &[&shown]);
 }
 
 /// A child left in a process group whose leader (its sibling) has exited: restore's
@@ -152,7 +161,11 @@ fn process_group_led_from_nowhere_refuses_the_dump() {
         &reference,
         &[],
         &mut |_| {},
-        &["whose leader is not part of the image"],
+        // Collect refuses this one itself, before the plan runs.
+        &[
+            "whose leader has exited",
+            "restore cannot create a process group",
+        ],
     );
 }
 
@@ -176,7 +189,7 @@ fn unix_socket_name_another_process_listens_on_refuses_the_dump() {
             std::fs::remove_file(&sock).expect("remove the program's socket file");
             other = Some(std::os::unix::net::UnixListener::bind(&sock).expect("listen"));
         },
-        &[&shown],
+        &[PLAN, &shown],
     );
     drop(other);
 }
@@ -194,7 +207,7 @@ fn system_v_segment_left_in_place_refuses_the_dump() {
         &reference,
         &[],
         &mut |_| {},
-        &["System V shared memory ID", "is in use on this host"],
+        &[PLAN, "System V shared memory ID", "is in use on this host"],
     );
 }
 
