@@ -113,6 +113,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("ttyjob", "ttyjob.c", &[]),
     // tests/e2e_privs.rs: credentials, securebits and limits, per thread
     ("privs", "privs.c", &["-pthread"]),
+    // tests/e2e_oracle.rs: state only the kernel (or the task itself) shows, for the oracle
+    ("oracle", "oracle.c", &["-pthread"]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
