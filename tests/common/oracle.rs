@@ -21,10 +21,12 @@
 //!
 //! Entries are either *configuration* (set once by the program: flags, masks, limits...)
 //! or *progress* (what changes as the program runs: positions, counters, pending signals,
-//! queue lengths, states). A snapshot is two readings a moment apart: entries that
-//! changed between them are volatile and not compared; progress entries are compared only
-//! when both sides were still (no progress entry changed on either side), i.e. the tree
-//! was at the same quiescent point.
+//! queue lengths, states). The restored tree is read twice a moment apart: entries that
+//! changed between the readings are volatile and not compared. The original is read once,
+//! right before the dump (a second reading would delay the dump). Progress entries are
+//! compared only when both sides were at rest (no task running, nothing moving, the
+//! restored program printed nothing yet), i.e. at the same quiescent point; when the
+//! original was running as it was read, differences are printed but not judged.
 //!
 //! Differences fail unless they are on [`LEGIT`] (short, each with its reason) or on
 //! [`KNOWN_LOSSES`] (real bugs of ckpt, issue 13), whose difference must still be there.
@@ -1271,13 +1273,18 @@ fn read_stat(r: &mut Reader, pfx: &str, path: &str) {
         String::from_utf8_lossy(&s[open + 1..close]),
     );
     let rest = String::from_utf8_lossy(&s[close + 1..]).into_owned();
-    for (name, v) in STAT_FIELDS.iter().zip(rest.split_whitespace()) {
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // a task sleeping (S) with no wait channel is still on a CPU, going to sleep or
+    // waking up: count it as running
+    let on_cpu = fields.first() == Some(&"S") && fields.get(32) == Some(&"0");
+    for (name, v) in STAT_FIELDS.iter().zip(fields) {
+        let v = if *name == "state" && on_cpu { "R" } else { v };
         match *name {
             // the signal masks repeat status; esp/eip are 0; nswap unused
             "signal" | "blocked" | "sigignore" | "sigcatch" | "kstkesp" | "kstkeip" | "nswap"
-            | "cnswap" => {}
+            | "cnswap" | "wchan" => {}
             // CPU times are never compared (LEGIT) but show a task that runs
-            "state" | "wchan" | "utime" | "stime" => r.prog(format!("{pfx}.stat.{name}"), v),
+            "state" | "utime" | "stime" => r.prog(format!("{pfx}.stat.{name}"), v),
             // PF_FORKNOEXEC (0x40) and PF_SUPERPRIV (0x100) are for BSD process
             // accounting only (AFORK, ASU): a process recreated by a privileged restorer
             // with fork and no exec has them; nothing the program can see depends on them
