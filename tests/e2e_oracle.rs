@@ -33,6 +33,28 @@ fn report(p: &mut Proc, nth: usize) -> String {
     }
 }
 
+/// The oracle's snapshot of the tree of `pid` once it is at rest (a thread may still be
+/// on its way to sleep, e.g. glibc's timer helper thread, just after "ready").
+fn at_rest(pid: i32, what: &str) -> Snapshot {
+    let deadline = std::time::Instant::now() + timeout();
+    loop {
+        let s = Snapshot::take(pid);
+        if s.still() {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: the target never came to rest (moving: {:?}; states: {:?})",
+            s.volatile,
+            s.entries
+                .iter()
+                .filter(|(k, _)| k.ends_with(".stat.state"))
+                .map(|(k, v)| format!("{k}={}", v.1))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
 /// Run `oracle MODES`, dump it once ready (killing it), restore it, and compare the
 /// oracle's snapshots (and the task's own reports) of the original and the restored
 /// tree, at the same quiescent point. Then let it exit. Returns the restored run's end.
@@ -47,7 +69,7 @@ fn oracle_case(name: &str, modes: &[&str], procs: usize) -> Finished {
     let pid = t.pid;
     wait_process_tree(pid, procs, name);
     let said = report(&mut t, 1);
-    let before = Snapshot::take(pid).with_report(pid, &said);
+    let before = at_rest(pid, name).with_report(pid, &said);
     let img = ctx.path("oracle.img");
     // the harness's own snapshot and comparison run inside dump and restore too
     let pids = process_tree(pid);
@@ -66,7 +88,7 @@ fn oracle_case(name: &str, modes: &[&str], procs: usize) -> Finished {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let after = Snapshot::take(pid);
+    let after = at_rest(pid, name);
     let said = report(&mut r, 1);
     let after = after.with_report(pid, &said);
     assert!(

@@ -1275,8 +1275,9 @@ fn read_stat(r: &mut Reader, pfx: &str, path: &str) {
     let rest = String::from_utf8_lossy(&s[close + 1..]).into_owned();
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // a task sleeping (S) with no wait channel is still on a CPU, going to sleep or
-    // waking up: count it as running
-    let on_cpu = fields.first() == Some(&"S") && fields.get(32) == Some(&"0");
+    // waking up: count it as running (per thread only: /proc/PID/stat of a process
+    // with threads always shows wchan 0)
+    let on_cpu = pfx.contains(".t") && fields.first() == Some(&"S") && fields.get(32) == Some(&"0");
     for (name, v) in STAT_FIELDS.iter().zip(fields) {
         let v = if *name == "state" && on_cpu { "R" } else { v };
         match *name {
