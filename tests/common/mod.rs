@@ -1272,6 +1272,14 @@ impl Ctx {
         r
     }
 
+    /// For a dump a test runs itself (`ctx.ckpt(&["dump", ...])`, e.g. with options):
+    /// the state oracle's snapshot of the tree of `pid` right before it, compared with the
+    /// tree restored from `image` by [`Ctx::restore`] and the like.
+    pub fn oracle_before_dump(&self, pid: i32, image: &Path) {
+        let snap = oracle::Snapshot::take_once(pid);
+        self.snaps.borrow_mut().insert(image.to_path_buf(), snap);
+    }
+
     /// Compare the tree restored from `image` with the state oracle's snapshot of the
     /// original taken when it was dumped (if the test dumped it with [`Ctx::dump`] or
     /// [`Ctx::dump_leave_running`]), as soon as the restored tree runs. `restore` is the
