@@ -156,9 +156,11 @@ fn compressed_image_is_smaller_and_restores() {
     };
     let zstd = ctx.path("zstd.img");
     let at_zstd = t.stdout.bytes().len();
+    ctx.oracle_before_dump(t.pid, &zstd);
     dump(&zstd, "zstd", &["--leave-running"]);
     let packed = ctx.path("lz4.img");
     let at_lz4 = t.stdout.bytes().len();
+    ctx.oracle_before_dump(t.pid, &packed);
     dump(&packed, "lz4", &[]);
     t.expect_killed();
     let before = t.stdout.finish("original");

@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod oracle;
+
 // ---------------------------------------------------------------------------------------
 // Timeouts
 
@@ -115,6 +117,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("lost", "lost.c", &["-pthread"]),
     // tests/e2e_dumpplan.rs: what dump's own run of restore's plan refuses
     ("dumpplan", "dumpplan.c", &[]),
+    // tests/e2e_oracle.rs: state only the kernel (or the task itself) shows, for the oracle
+    ("oracle", "oracle.c", &["-pthread"]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
@@ -1007,6 +1011,9 @@ pub struct Ctx {
     logs: PathBuf,
     tracked: RefCell<Vec<i32>>,
     seq: Cell<u32>,
+    /// The state oracle's snapshot of each tree dumped by [`Ctx::dump`] or
+    /// [`Ctx::dump_leave_running`], by image path: compared with the restored tree.
+    snaps: RefCell<std::collections::BTreeMap<PathBuf, oracle::Snapshot>>,
 }
 
 impl Ctx {
@@ -1025,6 +1032,7 @@ impl Ctx {
             logs,
             tracked: RefCell::new(Vec::new()),
             seq: Cell::new(0),
+            snaps: RefCell::new(std::collections::BTreeMap::new()),
         }
     }
 
@@ -1214,6 +1222,7 @@ impl Ctx {
     /// `ckpt dump PID -o IMAGE` (asserted to succeed); the pid is tracked for cleanup.
     pub fn dump(&self, pid: i32, image: &Path) -> Run {
         self.track(pid);
+        let snap = oracle::Snapshot::take_once(pid);
         let r = self.try_dump(pid, image);
         r.assert_ok();
         assert!(
@@ -1226,6 +1235,7 @@ impl Ctx {
             r.elapsed,
             fs::metadata(image).map(|m| m.len()).unwrap_or(0)
         );
+        self.snaps.borrow_mut().insert(image.to_path_buf(), snap);
         r
     }
 
@@ -1233,6 +1243,7 @@ impl Ctx {
     /// be running freely afterwards).
     pub fn dump_leave_running(&self, pid: i32, image: &Path) -> Run {
         self.track(pid);
+        let snap = oracle::Snapshot::take_once(pid);
         let r = self.ckpt(&[
             OsStr::new("dump"),
             OsStr::new(&pid.to_string()),
@@ -1247,7 +1258,78 @@ impl Ctx {
             image.display()
         );
         assert_running_untraced(pid, "after dump --leave-running");
+        // The dump must be invisible: the original's state after it is its state before.
+        let after = oracle::Snapshot::take_once(pid);
+        if snap.all_alive() && after.all_alive() && after.pids.len() == snap.pids.len() {
+            oracle::assert_same_kernel_state(
+                &self.name,
+                &format!("original after dump --leave-running to {}", image.display()),
+                oracle::Cmp::LeftRunning,
+                &snap,
+                &after,
+                &[],
+            );
+        } else {
+            eprintln!("state oracle: the tree changed shape around the dump; not compared");
+        }
+        self.snaps.borrow_mut().insert(image.to_path_buf(), snap);
         r
+    }
+
+    /// For a dump a test runs itself (`ctx.ckpt(&["dump", ...])`, e.g. with options):
+    /// the state oracle's snapshot of the tree of `pid` right before it, compared with the
+    /// tree restored from `image` by [`Ctx::restore`] and the like.
+    pub fn oracle_before_dump(&self, pid: i32, image: &Path) {
+        let snap = oracle::Snapshot::take_once(pid);
+        self.snaps.borrow_mut().insert(image.to_path_buf(), snap);
+    }
+
+    /// Compare the tree restored from `image` with the state oracle's snapshot of the
+    /// original taken when it was dumped (if the test dumped it with [`Ctx::dump`] or
+    /// [`Ctx::dump_leave_running`]), as soon as the restored tree runs. `restore` is the
+    /// attached `ckpt restore` (None after --detach).
+    fn oracle_after_restore(&self, image: &Path, extra: &[&str], mut restore: Option<&mut Proc>) {
+        let Some(before) = self.snaps.borrow().get(image).cloned() else {
+            return;
+        };
+        if extra.contains(&"--new-pidns") || before.own_pid_namespace() {
+            eprintln!("state oracle: not with --new-pidns (the PIDs seen from here differ)");
+            return;
+        }
+        let deadline = Instant::now() + timeout();
+        while !oracle::restored_tree_up(&before) {
+            let ended = restore.as_mut().is_some_and(|p| p.try_wait().is_some());
+            if ended || Instant::now() > deadline {
+                eprintln!(
+                    "state oracle: the restored tree of {} never ran whole (restore ended or timed out); not compared",
+                    image.display()
+                );
+                return;
+            }
+            thread::sleep(POLL);
+        }
+        let printed = |p: &Option<&mut Proc>| p.as_ref().map_or(0, |p| p.stdout.bytes().len());
+        let out_before = printed(&restore);
+        let after = oracle::Snapshot::take(before.root);
+        // a restored program that printed meanwhile went on from the dump point
+        let after = after.moved(out_before > 0 || printed(&restore) > 0);
+        if !after.all_alive() || after.pids != before.pids {
+            eprintln!(
+                "state oracle: the restored tree of {} changed shape or ended while read ({:?} -> {:?}); not compared",
+                image.display(),
+                before.pids,
+                after.pids
+            );
+            return;
+        }
+        oracle::assert_same_kernel_state(
+            &self.name,
+            &format!("restore of {}", image.display()),
+            oracle::Cmp::Restored,
+            &before,
+            &after,
+            &[],
+        );
     }
 
     /// Start `ckpt restore IMAGE EXTRA...` attached: it waits for the restored process.
@@ -1272,7 +1354,9 @@ impl Ctx {
         for &fd in keep {
             spec = spec.keep_fd(fd);
         }
-        self.spawn(&spec)
+        let mut p = self.spawn(&spec);
+        self.oracle_after_restore(image, extra, Some(&mut p));
+        p
     }
 
     /// `ckpt restore IMAGE --detach --pid-file F`: asserts it succeeds, prints the PID and
@@ -1317,7 +1401,7 @@ impl Ctx {
             thread::sleep(POLL);
         }
         let (stdout, stderr, stdin) = ck.take_io();
-        Proc {
+        let mut p = Proc {
             pid,
             label: format!("restored pid {pid} (detached)"),
             child: None,
@@ -1325,7 +1409,10 @@ impl Ctx {
             stderr,
             stdin,
             status: None,
-        }
+        };
+        // (its stdout holds the PID line: its progress entries are never compared)
+        self.oracle_after_restore(image, &[], Some(&mut p));
+        p
     }
 
     pub fn check(&self, image: &Path) -> Run {
@@ -1355,6 +1442,9 @@ impl Drop for Ctx {
             kill_if_ours(pid);
         }
         reap_all();
+        if !thread::panicking() {
+            oracle::assert_known_losses_still_there(&self.name);
+        }
         if thread::panicking() {
             eprintln!("test failed; its files are kept in {}", self.dir.display());
         } else {
