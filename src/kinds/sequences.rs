@@ -261,7 +261,45 @@ fn tcp_state() -> TcpState {
         tsval: 123,
         window: [1, 2, 3, 4, 5],
         nodelay: true,
+        ..TcpState::default()
     }
+}
+
+#[test]
+fn tcp_buffer_sizes_the_program_set_come_back_and_the_rest_is_autotuned() {
+    let p = process();
+    let c = TcpState {
+        sndq: Vec::new(),
+        rcvq: Vec::new(),
+        keepalive: true,
+        reuseaddr: true,
+        sndbuf: 8192,
+        rcvbuf: 131072,
+        buf_lock: 1,
+        ..tcp_state()
+    };
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| tcp::create_tcp_conn(cx, &c)).expect("conn");
+    let n = names(&rec);
+    let at = |name: &str| {
+        n.iter()
+            .position(|x| x == name)
+            .unwrap_or_else(|| panic!("{name} in {n:?}"))
+    };
+    let calls = rec.calls();
+    let val = |i: usize| {
+        let b = arg_bytes(&rec, &calls[i], 3, 4);
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    };
+    // The send buffer the program locked: half the recorded (doubled) value; the
+    // receive buffer, autotuned at dump, is left to the kernel; the locks are the
+    // original's.
+    assert_eq!(val(at("SO_SNDBUFFORCE")), 4096);
+    assert!(!n.iter().any(|x| x == "SO_RCVBUFFORCE"), "{n:?}");
+    assert_eq!(val(at("SO_BUF_LOCK")), 1);
+    // Options out of repair mode, after it.
+    assert!(at("SO_KEEPALIVE") > at("TCP_REPAIR off"));
+    assert!(at("SO_REUSEADDR") > at("TCP_REPAIR off"));
 }
 
 #[test]

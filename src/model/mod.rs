@@ -414,6 +414,21 @@ pub struct TcpState {
     /// TCP_REPAIR_WINDOW: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
     pub window: [u32; 5],
     pub nodelay: bool,
+    /// SO_KEEPALIVE and SO_REUSEADDR (images made before they were recorded: off).
+    #[serde(default)]
+    pub keepalive: bool,
+    #[serde(default)]
+    pub reuseaddr: bool,
+    /// SO_SNDBUF and SO_RCVBUF as getsockopt shows them (the kernel's doubled value),
+    /// and SO_BUF_LOCK: which of them the program set itself (1 send, 2 receive); a
+    /// size not locked is the kernel's autotuning, which restore leaves to the kernel.
+    /// 0 in images made before they were recorded.
+    #[serde(default)]
+    pub sndbuf: u32,
+    #[serde(default)]
+    pub rcvbuf: u32,
+    #[serde(default)]
+    pub buf_lock: u32,
 }
 
 /// A unix datagram socket of [`FdKind::UnixDgram`].
@@ -683,6 +698,11 @@ pub struct SockOpts {
     pub reuseaddr: bool,
     #[serde(default)]
     pub reuseport: bool,
+    /// SO_BUF_LOCK: which sizes the program set itself (1 send, 2 receive); `None` in
+    /// images made before it was recorded (restore then leaves the locks that setting
+    /// the sizes makes).
+    #[serde(default)]
+    pub buf_lock: Option<u32>,
 }
 
 /// Everything the image says, except the page contents (which stream after it).

@@ -62,6 +62,7 @@ pub(crate) enum SockOpt {
     /// `IP_FREEBIND`, `IP_TRANSPARENT` on (at the IP level, which IPv6 sockets share).
     IpFreebind,
     IpTransparent,
+    KeepAlive,
     ReuseAddr,
     ReusePort,
     V6Only(bool),
@@ -92,6 +93,7 @@ impl SockOpt {
                 "SO_BUF_LOCK",
             ),
             SockOpt::PassCred => (sol, libc::SO_PASSCRED, one, "SO_PASSCRED"),
+            SockOpt::KeepAlive => (sol, libc::SO_KEEPALIVE, one, "SO_KEEPALIVE"),
             SockOpt::IpFreebind => (libc::SOL_IP, libc::IP_FREEBIND, one, "IP_FREEBIND"),
             SockOpt::IpTransparent => (libc::SOL_IP, libc::IP_TRANSPARENT, one, "IP_TRANSPARENT"),
             SockOpt::ReuseAddr => (sol, libc::SO_REUSEADDR, one, "SO_REUSEADDR"),

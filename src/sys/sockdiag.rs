@@ -284,6 +284,8 @@ pub struct SockOpts {
     pub passcred: bool,
     pub reuseaddr: bool,
     pub reuseport: bool,
+    /// SO_BUF_LOCK (`None` where the kernel lacks it, before 5.14).
+    pub buf_lock: Option<u32>,
 }
 
 /// `unix`: whether it is a unix socket (SO_PASSCRED is only read there: newer kernels
@@ -296,5 +298,6 @@ pub fn sock_opts(fd: &OwnedFd, unix: bool) -> Result<SockOpts> {
         passcred: unix && get(fd, libc::SOL_SOCKET, libc::SO_PASSCRED)? != 0,
         reuseaddr: get(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR)? != 0,
         reuseport: get(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT)? != 0,
+        buf_lock: get(fd, libc::SOL_SOCKET, linux_raw_sys::net::SO_BUF_LOCK as i32).ok(),
     })
 }

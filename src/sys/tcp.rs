@@ -23,6 +23,12 @@ pub struct TcpConn {
     pub tsval: u32,
     pub window: [u32; 5],
     pub nodelay: bool,
+    pub keepalive: bool,
+    pub reuseaddr: bool,
+    pub sndbuf: u32,
+    pub rcvbuf: u32,
+    /// SO_BUF_LOCK (Linux 5.14; 0 where it is missing): sizes the program set itself.
+    pub buf_lock: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +202,16 @@ pub fn inspect(fd: &OwnedFd) -> Result<TcpSock> {
                 sack: options & 2 != 0,
                 timestamps: options & 1 != 0,
                 nodelay: getsockopt_u32(fd, libc::SOL_TCP, libc::TCP_NODELAY)? != 0,
+                keepalive: getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE)? != 0,
+                reuseaddr: getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR)? != 0,
+                sndbuf: getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)?,
+                rcvbuf: getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_RCVBUF)?,
+                buf_lock: getsockopt_u32(
+                    fd,
+                    libc::SOL_SOCKET,
+                    linux_raw_sys::net::SO_BUF_LOCK as i32,
+                )
+                .unwrap_or(0),
                 ..Default::default()
             };
             setsockopt_u32(fd, libc::SOL_TCP, libc::TCP_REPAIR, 1)?;

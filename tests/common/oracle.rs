@@ -266,6 +266,18 @@ pub const LEGIT: &[(&str, &str)] = &[
     ),
     ("*.sock.cookie", "socket cookies are allocated per socket"),
     (
+        "*.sock.SO_SNDBUF@autotuned",
+        "a TCP send buffer the program did not set (SO_BUF_LOCK): the kernel sizes it anew for each connection",
+    ),
+    (
+        "*.sock.SO_RCVBUF@autotuned",
+        "a TCP receive buffer the program did not set (SO_BUF_LOCK): the kernel sizes it anew",
+    ),
+    (
+        "*.stat.ino@proc",
+        "a descriptor on /proc/PID/...: the restored process's /proc entries are new inodes",
+    ),
+    (
         "*.smaps.*.inode@anon",
         "inode numbers of recreated memfds, SysV segments, deleted files",
     ),
@@ -287,6 +299,83 @@ pub struct KnownLoss {
 /// Every difference ckpt is known to get wrong. One table: never hide a difference
 /// elsewhere.
 pub const KNOWN_LOSSES: &[KnownLoss] = &[
+    KnownLoss {
+        test: "zombie_killed_by_sigkill_is_restored",
+        cmp: Cmp::Restored,
+        key: "p*.comm",
+        what: "a restored zombie is a ckpt helper that exited with the status: /proc shows ckpt's name (`ckpt`), signal masks and limits (hard core limit 0) instead of the dead process's",
+        issue: "issue 13",
+    },
+    KnownLoss {
+        test: "zombie_killed_by_sigkill_is_restored",
+        cmp: Cmp::Restored,
+        key: "p*.stat.comm",
+        what: "a restored zombie is a ckpt helper that exited with the status: /proc shows ckpt's name (`ckpt`), signal masks and limits (hard core limit 0) instead of the dead process's",
+        issue: "issue 13",
+    },
+    KnownLoss {
+        test: "zombie_killed_by_sigkill_is_restored",
+        cmp: Cmp::Restored,
+        key: "p*.status.Name",
+        what: "a restored zombie is a ckpt helper that exited with the status: /proc shows ckpt's name (`ckpt`), signal masks and limits (hard core limit 0) instead of the dead process's",
+        issue: "issue 13",
+    },
+    KnownLoss {
+        test: "zombie_killed_by_sigkill_is_restored",
+        cmp: Cmp::Restored,
+        key: "p*.status.SigCgt",
+        what: "a restored zombie is a ckpt helper that exited with the status: /proc shows ckpt's name (`ckpt`), signal masks and limits (hard core limit 0) instead of the dead process's",
+        issue: "issue 13",
+    },
+    KnownLoss {
+        test: "zombie_killed_by_sigkill_is_restored",
+        cmp: Cmp::Restored,
+        key: "p*.status.SigIgn",
+        what: "a restored zombie is a ckpt helper that exited with the status: /proc shows ckpt's name (`ckpt`), signal masks and limits (hard core limit 0) instead of the dead process's",
+        issue: "issue 13",
+    },
+    KnownLoss {
+        test: "zombie_killed_by_sigkill_is_restored",
+        cmp: Cmp::Restored,
+        key: "p*.limits",
+        what: "a restored zombie is a ckpt helper that exited with the status: /proc shows ckpt's name (`ckpt`), signal masks and limits (hard core limit 0) instead of the dead process's",
+        issue: "issue 13",
+    },
+    KnownLoss {
+        test: "zombie_killed_by_sigkill_is_restored",
+        cmp: Cmp::Restored,
+        key: "p*.t*.comm",
+        what: "a restored zombie is a ckpt helper that exited with the status: /proc shows ckpt's name (`ckpt`), signal masks and limits (hard core limit 0) instead of the dead process's",
+        issue: "issue 13",
+    },
+    KnownLoss {
+        test: "zombie_killed_by_sigkill_is_restored",
+        cmp: Cmp::Restored,
+        key: "p*.t*.stat.comm",
+        what: "a restored zombie is a ckpt helper that exited with the status: /proc shows ckpt's name (`ckpt`), signal masks and limits (hard core limit 0) instead of the dead process's",
+        issue: "issue 13",
+    },
+    KnownLoss {
+        test: "zombie_killed_by_sigkill_is_restored",
+        cmp: Cmp::Restored,
+        key: "p*.t*.status.Name",
+        what: "a restored zombie is a ckpt helper that exited with the status: /proc shows ckpt's name (`ckpt`), signal masks and limits (hard core limit 0) instead of the dead process's",
+        issue: "issue 13",
+    },
+    KnownLoss {
+        test: "zombie_killed_by_sigkill_is_restored",
+        cmp: Cmp::Restored,
+        key: "p*.t*.status.SigCgt",
+        what: "a restored zombie is a ckpt helper that exited with the status: /proc shows ckpt's name (`ckpt`), signal masks and limits (hard core limit 0) instead of the dead process's",
+        issue: "issue 13",
+    },
+    KnownLoss {
+        test: "zombie_killed_by_sigkill_is_restored",
+        cmp: Cmp::Restored,
+        key: "p*.t*.status.SigIgn",
+        what: "a restored zombie is a ckpt helper that exited with the status: /proc shows ckpt's name (`ckpt`), signal masks and limits (hard core limit 0) instead of the dead process's",
+        issue: "issue 13",
+    },
     KnownLoss {
         test: "oracle_nonblock_of_a_second_pipe_description",
         cmp: Cmp::Restored,
@@ -614,41 +703,6 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
         cmp: Cmp::Restored,
         key: "p*.t*.status.Name",
         what: "thread names (bio_close_file, jemalloc_bg_thd...) come back as the process's name",
-        issue: "issue 13",
-    },
-    KnownLoss {
-        test: "redis_server_keeps_its_keys_and_its_client_connection",
-        cmp: Cmp::Restored,
-        key: "p*.sock.SO_KEEPALIVE",
-        what: "SO_KEEPALIVE of a TCP connection lost",
-        issue: "issue 13",
-    },
-    KnownLoss {
-        test: "redis_server_keeps_its_keys_and_its_client_connection",
-        cmp: Cmp::Restored,
-        key: "p*.sock.SO_REUSEADDR",
-        what: "SO_REUSEADDR of a TCP connection (accepted from a listener that had it) lost",
-        issue: "issue 13",
-    },
-    KnownLoss {
-        test: "tcp_server_keeps_its_connection_with_an_outside_client_across_dump_and_restore",
-        cmp: Cmp::Restored,
-        key: "p*.sock.SO_REUSEADDR",
-        what: "SO_REUSEADDR of a TCP connection (accepted from a listener that had it) lost",
-        issue: "issue 13",
-    },
-    KnownLoss {
-        test: "redis_server_keeps_its_keys_and_its_client_connection",
-        cmp: Cmp::Restored,
-        key: "p*.sock.SO_SNDBUF",
-        what: "a TCP connection's send buffer size (autotuned, 3939840) comes back the default 69120",
-        issue: "issue 13",
-    },
-    KnownLoss {
-        test: "tcp_server_keeps_its_connection_with_an_outside_client_across_dump_and_restore",
-        cmp: Cmp::Restored,
-        key: "p*.sock.SO_SNDBUF",
-        what: "a TCP connection's send buffer size (autotuned, 3939840) comes back the default 69120",
         issue: "issue 13",
     },
     KnownLoss {
@@ -992,6 +1046,24 @@ fn legit(key: &str, before: &Snapshot, after: &Snapshot) -> Option<&'static str>
                         || l.ends_with("(deleted)")
                         || l.is_empty()
                 })
+            }
+            "autotuned" => {
+                let (base, opt) = key.rsplit_once(".sock.").unwrap_or((key, ""));
+                let bit = if opt == "SO_SNDBUF" { 1 } else { 2 };
+                let tcp = |s: &Snapshot| s.get(&format!("{base}.sock.SO_PROTOCOL")) == Some("6");
+                let unlocked = |s: &Snapshot| {
+                    s.get(&format!("{base}.sock.SO_BUF_LOCK"))
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .is_some_and(|v| v & bit == 0)
+                };
+                tcp(before) && tcp(after) && unlocked(before) && unlocked(after)
+            }
+            "proc" => {
+                let base = key.rsplit_once(".stat.").map_or(key, |x| x.0);
+                let link = |s: &Snapshot| s.get(&format!("{base}.link")).unwrap_or("").to_string();
+                [link(before), link(after)]
+                    .iter()
+                    .all(|l| l.starts_with("/proc/"))
             }
             _ => false,
         };
@@ -1405,30 +1477,100 @@ const SMAPS_KEEP: &[&str] = &[
     "Locked",
 ];
 
+/// One area of /proc/PID/smaps: its range and the fields kept.
+struct Area {
+    start: u64,
+    end: u64,
+    fields: Vec<(String, String)>,
+}
+
+impl Area {
+    fn field(&self, k: &str) -> &str {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == k)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// Anonymous (no file, no name), so that the kernel would merge it with a neighbour
+    /// of the same protections and flags.
+    fn anonymous(&self) -> bool {
+        self.field("path").is_empty() && self.field("inode") == "0"
+    }
+}
+
 fn read_smaps(r: &mut Reader, pid: i32) {
     let Ok(s) = fs::read_to_string(format!("/proc/{pid}/smaps")) else {
         return;
     };
-    let mut cur = String::new();
+    let mut areas: Vec<Area> = Vec::new();
     for l in s.lines() {
         let first = l.split_whitespace().next().unwrap_or("");
         if first.contains('-') && !first.ends_with(':') {
             // 7f..-7f.. rw-p 00000000 00:00 0   [heap]
             let f: Vec<&str> = l.split_whitespace().collect();
-            cur = format!("p{pid}.smaps.{}", f[0]);
-            r.conf(format!("{cur}.perms"), *f.get(1).unwrap_or(&""));
-            r.conf(format!("{cur}.offset"), *f.get(2).unwrap_or(&""));
-            r.conf(format!("{cur}.dev"), *f.get(3).unwrap_or(&""));
-            r.conf(format!("{cur}.inode"), *f.get(4).unwrap_or(&""));
-            r.conf(
-                format!("{cur}.path"),
-                f.get(5..).map(|x| x.join(" ")).unwrap_or_default(),
-            );
-        } else if let Some((k, v)) = l.split_once(':') {
+            let (a, b) = first.split_once('-').unwrap_or(("0", "0"));
+            let hex = |x: &str| u64::from_str_radix(x, 16).unwrap_or(0);
+            let get = |i: usize| f.get(i).map_or(String::new(), |x| x.to_string());
+            areas.push(Area {
+                start: hex(a),
+                end: hex(b),
+                fields: vec![
+                    ("perms".into(), get(1)),
+                    ("offset".into(), get(2)),
+                    ("dev".into(), get(3)),
+                    ("inode".into(), get(4)),
+                    (
+                        "path".into(),
+                        f.get(5..).map(|x| x.join(" ")).unwrap_or_default(),
+                    ),
+                ],
+            });
+        } else if let (Some((k, v)), Some(cur)) = (l.split_once(':'), areas.last_mut()) {
             if SMAPS_KEEP.contains(&k) {
                 let v = v.split_whitespace().collect::<Vec<_>>().join(" ");
-                r.conf(format!("{cur}.{k}"), v);
+                cur.fields.push((k.to_string(), v));
             }
+        }
+    }
+    // Two adjacent anonymous areas with the same protections and flags that the kernel
+    // kept apart (a program's .bss and the heap after it, areas split by an earlier
+    // mprotect) are one area after restore, which maps them with separate mmaps the
+    // kernel merges (a known difference, docs/ARCHITECTURE.md): the same memory, the
+    // same protections. Compare them merged on both sides.
+    let mut merged: Vec<Area> = Vec::new();
+    for a in areas {
+        if let Some(prev) = merged.last_mut() {
+            if prev.end == a.start
+                && prev.anonymous()
+                && a.anonymous()
+                && prev.field("perms") == a.field("perms")
+                && prev.field("VmFlags") == a.field("VmFlags")
+                && prev.field("ProtectionKey") == a.field("ProtectionKey")
+            {
+                prev.end = a.end;
+                let kb = |x: &Area| {
+                    x.field("Size")
+                        .trim_end_matches(" kB")
+                        .parse::<u64>()
+                        .unwrap_or(0)
+                };
+                let size = format!("{} kB", kb(prev) + kb(&a));
+                for (n, v) in prev.fields.iter_mut() {
+                    if n == "Size" {
+                        *v = size.clone();
+                    }
+                }
+                continue;
+            }
+        }
+        merged.push(a);
+    }
+    for a in merged {
+        // As /proc prints the range (at least eight hex digits).
+        let cur = format!("p{pid}.smaps.{:08x}-{:08x}", a.start, a.end);
+        for (k, v) in a.fields {
+            r.conf(format!("{cur}.{k}"), v);
         }
     }
 }
@@ -1666,6 +1808,8 @@ fn read_dup(r: &mut Reader, k: &str, d: i32, socket: bool) {
         ("SO_PROTOCOL", libc::SOL_SOCKET, libc::SO_PROTOCOL),
         ("SO_RCVBUF", libc::SOL_SOCKET, libc::SO_RCVBUF),
         ("SO_SNDBUF", libc::SOL_SOCKET, libc::SO_SNDBUF),
+        // SO_BUF_LOCK (72, Linux 5.14): which sizes the program set itself
+        ("SO_BUF_LOCK", libc::SOL_SOCKET, 72),
         ("SO_PASSCRED", libc::SOL_SOCKET, libc::SO_PASSCRED),
         ("SO_KEEPALIVE", libc::SOL_SOCKET, libc::SO_KEEPALIVE),
         ("SO_REUSEADDR", libc::SOL_SOCKET, libc::SO_REUSEADDR),

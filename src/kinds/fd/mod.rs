@@ -304,6 +304,12 @@ pub(crate) fn set_sock_opts(
     if o.reuseport {
         cx.setsockopt(fd, &SockOpt::ReusePort)?;
     }
+    // Setting a size locks it against the kernel's tuning: the locks the program had.
+    if let Some(lock) = o.buf_lock {
+        if (o.sndbuf != 0 && lock & 1 == 0) || (o.rcvbuf != 0 && lock & 2 == 0) {
+            cx.setsockopt(fd, &SockOpt::BufLock(lock & 3))?;
+        }
+    }
     Ok(())
 }
 

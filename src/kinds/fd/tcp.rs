@@ -90,6 +90,11 @@ pub(crate) fn collect_inet(
                     tsval: c.tsval,
                     window: c.window,
                     nodelay: c.nodelay,
+                    keepalive: c.keepalive,
+                    reuseaddr: c.reuseaddr,
+                    sndbuf: c.sndbuf,
+                    rcvbuf: c.rcvbuf,
+                    buf_lock: c.buf_lock,
                 }),
                 flags,
             };
@@ -246,10 +251,19 @@ pub(crate) fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> R
         cx.setsockopt(n, &SockOpt::TcpRepairQueue(q))?;
         cx.send_all(n, data, "TCP connection")?;
     }
-    // Setting the sizes locked them; the kernel tunes them again, as it did the
-    // original's (a size the program set itself is not recorded).
-    if !c.sndq.is_empty() || !c.rcvq.is_empty() {
-        cx.setsockopt(n, &SockOpt::BufLock(0))?;
+    // The sizes the program set itself (SO_BUF_LOCK shows which) are set again exactly
+    // (half the recorded value: the kernel doubles it); the others are the kernel's
+    // autotuning, which it takes up again once the locks that setting sizes left are the
+    // original's.
+    let lock = c.buf_lock & 3;
+    if lock & 1 != 0 {
+        cx.setsockopt(n, &SockOpt::SndBufForce(c.sndbuf / 2))?;
+    }
+    if lock & 2 != 0 {
+        cx.setsockopt(n, &SockOpt::RcvBufForce(c.rcvbuf / 2))?;
+    }
+    if !c.sndq.is_empty() || !c.rcvq.is_empty() || lock != 0 {
+        cx.setsockopt(n, &SockOpt::BufLock(lock))?;
     }
     // The window last: the kernel checks it against the receive sequence, which the
     // queued data has just moved to where it was.
@@ -257,6 +271,13 @@ pub(crate) fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> R
     cx.setsockopt(n, &SockOpt::TcpRepair(false))?;
     if c.nodelay {
         cx.setsockopt(n, &SockOpt::TcpNoDelay)?;
+    }
+    // Out of repair mode (SO_REUSEADDR would have undone the forced reuse of the bind).
+    if c.keepalive {
+        cx.setsockopt(n, &SockOpt::KeepAlive)?;
+    }
+    if c.reuseaddr {
+        cx.setsockopt(n, &SockOpt::ReuseAddr)?;
     }
     Ok(n)
 }

@@ -47,6 +47,7 @@ pub(crate) fn collect(
                     passcred: false,
                     reuseaddr: u.opts.reuseaddr,
                     reuseport: u.opts.reuseport,
+                    buf_lock: u.opts.buf_lock,
                 },
                 msgs,
                 freebind: u.freebind,

@@ -244,6 +244,7 @@ fn pair_state(
             passcred: o.passcred,
             reuseaddr: false,
             reuseport: false,
+            buf_lock: o.buf_lock,
         };
         if s.typ == libc::SOCK_STREAM {
             if sock.rqueue == 0 {
@@ -376,6 +377,7 @@ fn unix_dgram(
                 passcred: opts.passcred,
                 reuseaddr: false,
                 reuseport: false,
+                buf_lock: opts.buf_lock,
             },
             msgs,
         }),
