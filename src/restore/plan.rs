@@ -11,6 +11,7 @@ use super::{Problem, RestoreError, Result};
 use crate::arch;
 use crate::image::{ImageReader, decode_meta, tag};
 use crate::kinds::check::p;
+use crate::kinds::fd::file::HeldFiles;
 pub use crate::kinds::fd::tty::{TtyPlan, tty_plan};
 use crate::kinds::fd::{self, epoll, external, fifo, pipe, unix};
 pub(crate) use crate::kinds::mem::TASK_SIZE;
@@ -29,6 +30,10 @@ pub struct Plan {
     /// had it and this host can grant it (under `--cpu-policy=ignore` a host that cannot
     /// is accepted, and the processes are restored without it).
     pub request_amx: bool,
+    /// The files the processes open, map or run, and their working and root
+    /// directories, opened (`O_PATH`) and checked here: stage gives the processes these
+    /// very files (see `kinds::fd::held`).
+    pub(crate) held: HeldFiles,
 }
 
 /// What restore may assume of this host, and how strictly it compares.
@@ -128,15 +133,15 @@ fn check_process(proc_: &Process, ids: &mut BTreeSet<i32>, problems: &mut Vec<Pr
 
 /// What the process opened and mapped by path is there and unchanged, the names and
 /// addresses it binds and the locks it held are free.
-fn check_host_files(proc_: &Process, problems: &mut Vec<Problem>) {
-    attrs::check_dirs(proc_, problems);
+fn check_host_files(held: &mut HeldFiles, proc_: &Process, problems: &mut Vec<Problem>) {
+    attrs::check_dirs(held, proc_, problems);
     if let Some(exe) = &proc_.mm.exe {
-        fd::file::check_file(exe, "executable", problems);
+        fd::file::check_file(held, exe, "executable", problems);
     }
     shmem::check_sysv_free(proc_, problems);
-    mem::check_mapped_files(proc_, problems);
+    mem::check_mapped_files(held, proc_, problems);
     for f in &proc_.fds {
-        fd::check_fd(f, problems);
+        fd::check_fd(held, f, problems);
     }
     fd::lock::check_locks(proc_, problems);
     creds::check_seccomp(proc_, problems);
@@ -144,12 +149,12 @@ fn check_host_files(proc_: &Process, problems: &mut Vec<Problem>) {
 
 /// Host checks of one process; `pids_free` when its IDs will live in a new PID
 /// namespace, where they are all free.
-fn check_host(proc_: &Process, pids_free: bool, problems: &mut Vec<Problem>) {
+fn check_host(held: &mut HeldFiles, proc_: &Process, pids_free: bool, problems: &mut Vec<Problem>) {
     if !pids_free {
         tree::check_pids_free(proc_, problems);
     }
     if !proc_.is_zombie() {
-        check_host_files(proc_, problems);
+        check_host_files(held, proc_, problems);
     }
 }
 
@@ -157,6 +162,9 @@ fn check_host(proc_: &Process, pids_free: bool, problems: &mut Vec<Problem>) {
 pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
     let mut problems = Vec::new();
     let mut xsave = std::collections::BTreeMap::new();
+    // Every file restore needs by path is opened here, once, and checked through that
+    // descriptor; stage uses only these descriptors.
+    let mut held = HeldFiles::new(&ckpt.info.boot_id);
     check_structure(&ckpt, &mut problems);
     if problems.iter().all(|p| p.code != "malformed") {
         // Privileges: ckpt's own, and what each process asks of them.
@@ -216,7 +224,7 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
             if !proc_.is_zombie() {
                 threads::check_arch(&ckpt.arch, proc_, vdso32, &mut problems);
             }
-            check_host(proc_, pids_free, &mut problems);
+            check_host(&mut held, proc_, pids_free, &mut problems);
             external::check_external(proc_, &view.inherit, &mut problems);
         }
         external::check_inherit_used(&ckpt, &view.inherit, &mut problems);
@@ -231,5 +239,6 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
         problems,
         xsave,
         request_amx,
+        held,
     }
 }

@@ -7,7 +7,6 @@ use crate::error::DumpResult;
 use crate::error::Problem;
 use crate::error::{RestoreError, RestoreResult};
 use crate::kinds::check;
-use crate::kinds::fd::file::check_file;
 use crate::kinds::fd::pipe::MAX_PIPE;
 use crate::kinds::fd::pipe::fill_pipe;
 use crate::kinds::fd::{PipeHolders, pipe_tmp_base};
@@ -139,10 +138,15 @@ pub(crate) fn check_ref(
 }
 
 /// The FIFO a descriptor opened is there, unchanged and unused.
-pub(crate) fn check_host(file: &FileId, fd: i32, problems: &mut Vec<Problem>) {
+pub(crate) fn check_host(
+    held: &mut super::held::HeldFiles,
+    file: &FileId,
+    fd: i32,
+    problems: &mut Vec<Problem>,
+) {
     let what = format!("file descriptor {fd}: FIFO");
     let before = problems.len();
-    check_file(file, &what, problems);
+    held.check_unheld(file, &what, problems);
     if problems.len() == before {
         check_fifo_unused(file, &what, problems);
     }

@@ -8,6 +8,8 @@ pub(crate) mod epoll;
 pub(crate) mod external;
 pub(crate) mod fifo;
 pub(crate) mod file;
+mod ghost;
+pub(crate) mod held;
 pub(crate) mod inotify;
 pub(crate) mod lock;
 pub(crate) mod pipe;
@@ -173,11 +175,13 @@ pub(crate) fn check_shared(procs: &[Process], problems: &mut Vec<Problem>) {
 
 /// Host checks of one descriptor: what it opened by path is there and unchanged, the
 /// names and addresses it binds are free.
-pub(crate) fn check_fd(f: &Fd, problems: &mut Vec<Problem>) {
+pub(crate) fn check_fd(held: &mut file::HeldFiles, f: &Fd, problems: &mut Vec<Problem>) {
     match &f.kind {
-        FdKind::File { file, flags, pos } => file::check_host(file, *flags, *pos, f.fd, problems),
+        FdKind::File { file, flags, pos } => {
+            file::check_host(held, file, *flags, *pos, f.fd, problems)
+        }
         FdKind::Device { file, .. } | FdKind::Dir { file, .. } => {
-            file::check_file(file, &format!("file descriptor {}:", f.fd), problems)
+            file::check_file(held, file, &format!("file descriptor {}:", f.fd), problems)
         }
         FdKind::UnixListen { name, .. } => unix::check_listen_name(name, f.fd, problems),
         FdKind::UnixDgram { sock, .. } if !sock.name.is_empty() && f.shared_with.is_none() => {
@@ -185,7 +189,7 @@ pub(crate) fn check_fd(f: &Fd, problems: &mut Vec<Problem>) {
         }
         FdKind::UnixDgram { .. } => {}
         FdKind::DeletedFile { file, pos, .. } => file::check_deleted_at(file, f.fd, *pos, problems),
-        FdKind::Fifo { file, .. } => fifo::check_host(file, f.fd, problems),
+        FdKind::Fifo { file, .. } => fifo::check_host(held, file, f.fd, problems),
         FdKind::Inotify { watches, .. } => inotify::check_paths(watches, f.fd, problems),
         FdKind::Udp { sock: u, .. } if f.shared_with.is_none() => {
             udp::check_udp_addr(u, f.fd, problems)
@@ -524,9 +528,9 @@ fn restore_fd(
             move_fd(cx, n, f.fd, f.cloexec)
         }
         FdKind::File { file, flags, pos } | FdKind::Device { file, flags, pos } => {
-            file::open_path_fd(cx, f, &file.path, *flags, Some(*pos))
+            file::open_path_fd(cx, files, f, &file.path, *flags, Some(*pos))
         }
-        FdKind::Dir { file, flags } => file::open_path_fd(cx, f, &file.path, *flags, None),
+        FdKind::Dir { file, flags } => file::open_path_fd(cx, files, f, &file.path, *flags, None),
         FdKind::Fifo { file, id, flags } => {
             let fifo = ckpt
                 .fifos

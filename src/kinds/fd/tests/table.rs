@@ -327,7 +327,9 @@ fn host_checks_skip_what_has_nothing_on_the_host() {
             },
         ),
     ] {
-        assert_none(&run(|v| check_fd(&f, v)));
+        assert_none(&run(|v| {
+            check_fd(&mut crate::kinds::fd::file::HeldFiles::same_boot(), &f, v)
+        }));
     }
 }
 
@@ -387,7 +389,7 @@ fn host_checks_dispatch_to_the_kind() {
     ];
     for k in kinds {
         let f = fd(3, k);
-        let v = run(|v| check_fd(&f, v));
+        let v = run(|v| check_fd(&mut crate::kinds::fd::file::HeldFiles::same_boot(), &f, v));
         assert_eq!(codes(&v), ["file-missing"], "{f:?}: {v:?}");
         assert!(v[0].message.contains("descriptor 3"), "{v:?}");
     }
