@@ -35,7 +35,13 @@ fn run_dir(ctx: &Ctx, sub: &str) -> PathBuf {
 }
 
 fn spec(d: &Path) -> Spec {
-    Spec::new(target("filerace"))
+    // The program runs from a copy of its own in the run directory (which the racing
+    // test swaps too).
+    let exe = d.join("filerace");
+    if !exe.exists() {
+        fs::copy(target("filerace"), &exe).expect("copy the target");
+    }
+    Spec::new(exe)
         .arg(STEPS.to_string())
         .arg(d)
         .arg("sleep=40")
@@ -56,9 +62,15 @@ fn expected(ghost: &str) -> String {
 /// Replace `path` by another file of the same size and modification time (renamed over
 /// it: a new inode), with `REPLACED` where the original starts with `original`.
 fn swap_same_size(path: &Path) {
+    swap_with(path, |b| b[..8].copy_from_slice(b"REPLACED"));
+}
+
+/// Replace `path` by another file of the same size and modification time (renamed over
+/// it: a new inode), its contents changed by `change`.
+fn swap_with(path: &Path, change: impl FnOnce(&mut Vec<u8>)) {
     let old = fs::read(path).expect("read original");
     let mut new = old.clone();
-    new[..8].copy_from_slice(b"REPLACED");
+    change(&mut new);
     let old_meta = fs::metadata(path).expect("stat original");
     let tmp = path.with_extension("swap");
     fs::write(&tmp, &new).expect("write replacement");
@@ -110,6 +122,7 @@ fn dump_target(
         None => s,
         Some(w) => {
             let mut n = Spec::new("setpriv").cwd(d);
+            // (setpriv execs the program: the PID stays the same)
             for a in w {
                 n = n.arg(a);
             }
@@ -161,8 +174,9 @@ fn wait_file(p: &Path, what: &str) {
 fn a_file_swapped_between_plan_and_stage_is_not_what_the_process_gets() {
     let ctx = Ctx::new("a_file_swapped_between_plan_and_stage_is_not_what_the_process_gets");
     let d = run_dir(&ctx, "run");
-    let (a0, b0) = (ident(d.join("a.txt")), ident(d.join("b.bin")));
     let (img, pid, before) = dump_target(&ctx, &d, None, || {});
+    let (a0, b0) = (ident(d.join("a.txt")), ident(d.join("b.bin")));
+    let exe0 = ident(d.join("filerace"));
 
     // Restore, paused between plan (which checked the files) and stage; meanwhile both
     // files are swapped for others of the same size and mtime.
@@ -171,6 +185,12 @@ fn a_file_swapped_between_plan_and_stage_is_not_what_the_process_gets() {
     wait_file(&ctx.path("go.waiting"), "restore paused after plan");
     swap_same_size(&d.join("a.txt"));
     swap_same_size(&d.join("b.bin"));
+    // The executable too: its last byte (in no loaded segment) changed.
+    swap_with(&d.join("filerace"), |b| {
+        if let Some(l) = b.last_mut() {
+            *l ^= 0xff;
+        }
+    });
     assert_ne!(ident(d.join("a.txt")), a0);
     fs::write(&go, b"").expect("let restore go on");
 
@@ -185,6 +205,16 @@ fn a_file_swapped_between_plan_and_stage_is_not_what_the_process_gets() {
         mapped_inode(pid, "b.bin"),
         Some(b0.1),
         "the restored process maps another file than b.bin was"
+    );
+    assert_eq!(
+        ident(format!("/proc/{pid}/exe")),
+        exe0,
+        "the restored process's executable is another file"
+    );
+    assert_eq!(
+        mapped_inode(pid, "/filerace"),
+        Some(exe0.1),
+        "the restored process maps another executable"
     );
     let after = String::from_utf8_lossy(&r.finish().stdout).into_owned();
     assert_same_output(
@@ -271,7 +301,7 @@ fn a_recreated_setuid_file_keeps_its_owner_and_its_bits_only_for_it() {
     let left: Vec<String> = fs::read_dir(&d)
         .expect("read_dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "a.txt" && n != "b.bin")
+        .filter(|n| n != "a.txt" && n != "b.bin" && n != "filerace")
         .collect();
     assert!(left.is_empty(), "left in the run directory: {left:?}");
 
