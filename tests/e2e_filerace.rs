@@ -49,11 +49,11 @@ fn spec(d: &Path) -> Spec {
 }
 
 /// What the target prints when it sees the original files all along.
-fn expected(ghost: &str) -> String {
+fn expected(ghost: &str, fifo: &str) -> String {
     let a = String::from_utf8_lossy(A);
     let b = String::from_utf8_lossy(B);
     let mut s: String = (0..STEPS)
-        .map(|i| format!("step {i} a={a} b={b} g={ghost}\n"))
+        .map(|i| format!("step {i} a={a} b={b} g={ghost} f={fifo}\n"))
         .collect();
     s.push_str("done\n");
     s
@@ -158,6 +158,14 @@ fn restore_with_env(ctx: &Ctx, img: &Path, env: &[(&str, &OsStr)]) -> Proc {
     ctx.spawn(&s)
 }
 
+fn mkfifo(p: &Path) {
+    let ok = std::process::Command::new("mkfifo")
+        .arg(p)
+        .status()
+        .expect("run mkfifo");
+    assert!(ok.success(), "mkfifo {}", p.display());
+}
+
 fn wait_file(p: &Path, what: &str) {
     let t0 = Instant::now();
     while !p.exists() {
@@ -174,8 +182,10 @@ fn wait_file(p: &Path, what: &str) {
 fn a_file_swapped_between_plan_and_stage_is_not_what_the_process_gets() {
     let ctx = Ctx::new("a_file_swapped_between_plan_and_stage_is_not_what_the_process_gets");
     let d = run_dir(&ctx, "run");
+    mkfifo(&d.join("fifo"));
     let (img, pid, before) = dump_target(&ctx, &d, None, || {});
     let (a0, b0) = (ident(d.join("a.txt")), ident(d.join("b.bin")));
+    let fifo0 = ident(d.join("fifo"));
     let exe0 = ident(d.join("filerace"));
 
     // Restore, paused between plan (which checked the files) and stage; meanwhile both
@@ -191,7 +201,11 @@ fn a_file_swapped_between_plan_and_stage_is_not_what_the_process_gets() {
             *l ^= 0xff;
         }
     });
+    // And the FIFO, for another FIFO.
+    fs::remove_file(d.join("fifo")).expect("remove the FIFO");
+    mkfifo(&d.join("fifo"));
     assert_ne!(ident(d.join("a.txt")), a0);
+    assert_ne!(ident(d.join("fifo")), fifo0);
     fs::write(&go, b"").expect("let restore go on");
 
     r.wait_lines(1);
@@ -207,6 +221,11 @@ fn a_file_swapped_between_plan_and_stage_is_not_what_the_process_gets() {
         "the restored process maps another file than b.bin was"
     );
     assert_eq!(
+        ident(format!("/proc/{pid}/fd/5")),
+        fifo0,
+        "descriptor 5 of the restored process is another FIFO"
+    );
+    assert_eq!(
         ident(format!("/proc/{pid}/exe")),
         exe0,
         "the restored process's executable is another file"
@@ -220,7 +239,7 @@ fn a_file_swapped_between_plan_and_stage_is_not_what_the_process_gets() {
     assert_same_output(
         "filerace: output before the dump and after the restore (right) against a run that \
          saw the original files all along (left)",
-        expected("-").as_bytes(),
+        expected("-", "ok").as_bytes(),
         format!("{before}{after}").as_bytes(),
     );
 }
@@ -294,7 +313,7 @@ fn a_recreated_setuid_file_keeps_its_owner_and_its_bits_only_for_it() {
     let after = String::from_utf8_lossy(&r.finish().stdout).into_owned();
     assert_same_output(
         "filerace with a deleted file: output",
-        expected("ghost-contents-0").as_bytes(),
+        expected("ghost-contents-0", "-").as_bytes(),
         format!("{before}{after}").as_bytes(),
     );
     // Nothing of the recreation is left in the directory.

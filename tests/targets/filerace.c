@@ -3,8 +3,10 @@
  * Files restore must give back exactly: DIR/a.txt open read-only as descriptor 3 (kept),
  * DIR/b.bin mapped MAP_PRIVATE read-only (its descriptor closed), and, if DIR/ghost
  * exists, DIR/ghost open read-only as descriptor 4 (the test deletes it once the first
- * line is out, so its contents travel in the image). Every step prints the first 16
- * bytes the descriptor reads (pread at 0), the mapping shows, and the ghost reads. */
+ * line is out, so its contents travel in the image), and, if DIR/fifo exists, that FIFO
+ * open read-write as descriptor 5. Every step prints the first 16 bytes the descriptor
+ * reads (pread at 0), the mapping shows, and the ghost reads, and sends a byte through
+ * the FIFO and reads it back. */
 #include "util.h"
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -43,6 +45,14 @@ int main(int argc, char **argv)
 	int g = open(path, O_RDONLY);
 	if (g >= 0 && g != 4)
 		die("open %s: fd %d", path, g);
+	snprintf(path, sizeof path, "%s/fifo", dir);
+	int f = open(path, O_RDWR | O_NONBLOCK);
+	if (f >= 0) {
+		if (dup2(f, 5) != 5)
+			die("dup2: %s", strerror(errno));
+		close(f);
+		f = 5;
+	}
 
 	for (long i = 0; i < steps; i++) {
 		char buf[17] = { 0 }, sa[17], sb[17], sg[17] = "-";
@@ -56,7 +66,14 @@ int main(int argc, char **argv)
 				die("pread ghost: %s", strerror(errno));
 			show16(sg, buf);
 		}
-		out("step %ld a=%s b=%s g=%s\n", i, sa, sb, sg);
+		const char *sf = "-";
+		if (f >= 0) {
+			char c = 'x';
+			if (write(f, &c, 1) != 1 || read(f, &c, 1) != 1 || c != 'x')
+				die("fifo: %s", strerror(errno));
+			sf = "ok";
+		}
+		out("step %ld a=%s b=%s g=%s f=%s\n", i, sa, sb, sg, sf);
 		sleep_ms(ms);
 	}
 	out("done\n");

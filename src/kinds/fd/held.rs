@@ -158,16 +158,6 @@ impl HeldFiles {
         }
     }
 
-    /// [`Self::check_file`] without keeping the file open (a FIFO: restore opens it
-    /// itself, and ckpt must not count as one of its users).
-    pub(crate) fn check_unheld(&self, id: &FileId, what: &str, problems: &mut Vec<Problem>) {
-        let mut once = HeldFiles {
-            same_boot: self.same_boot,
-            files: BTreeMap::new(),
-        };
-        once.check_file(id, what, problems);
-    }
-
     /// A file the process only writes: it may have grown, but must be the same regular
     /// file, and a non-append writer's offset must not lie beyond its end.
     pub(crate) fn check_output(

@@ -537,7 +537,7 @@ fn restore_fd(
                 .iter()
                 .find(|p| p.id == *id)
                 .ok_or_else(|| RestoreError::Malformed(format!("unknown FIFO {id}")))?;
-            fifo::place_fifo_end(cx, f, fifo, &file.path, *flags, holders)
+            fifo::place_fifo_end(cx, &files.held, f, fifo, &file.path, *flags, holders)
         }
     }
 }
