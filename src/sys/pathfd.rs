@@ -9,6 +9,17 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
+/// Raise this process's soft limit on descriptors to its hard limit (ckpt holds one
+/// descriptor per file it restores); failure only leaves the limit as it was.
+pub fn raise_own_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current != l.maximum {
+        l.current = l.maximum;
+        let _ = setrlimit(Resource::Nofile, l);
+    }
+}
+
 /// `path` opened with `O_PATH` (following symbolic links, as an open by path would).
 pub fn open_path(path: &Path) -> Result<OwnedFd> {
     rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())

@@ -43,6 +43,7 @@ impl HeldFiles {
     /// For an image made on the boot `image_boot_id` (empty: not recorded).
     pub(crate) fn new(image_boot_id: &str) -> Self {
         let here = crate::sys::process::boot_id();
+        pathfd::raise_own_fd_limit();
         Self {
             same_boot: !image_boot_id.is_empty() && image_boot_id == here,
             files: BTreeMap::new(),
