@@ -81,7 +81,7 @@ pub fn make_private_dir(dir: impl AsFd, name: &[u8], what: &str) -> Result<Owned
     )
     .map_err(|e| rerr(format!("open directory {what}"), e))?;
     let st = rustix::fs::fstat(&d).map_err(|e| rerr("fstat", e))?;
-    if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o7777 != 0o700 {
+    if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o077 != 0 {
         return Err(SysError::io(
             format!("directory {what}"),
             std::io::Error::other("it is not the private directory just made"),

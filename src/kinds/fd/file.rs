@@ -174,11 +174,16 @@ pub(crate) fn check_host(
     problems: &mut Vec<Problem>,
 ) {
     let what = format!("file descriptor {fd}:");
+    if flags as i32 & libc::O_ACCMODE == libc::O_WRONLY {
+        held.check_output(file, flags, pos, &what, problems)
+    } else {
+        held.check_file(file, &what, problems)
+    }
     if pos != 0 && pos <= i64::MAX as u64 {
-        // The file itself, opened for reading only (a regular file: no side effect).
+        // The file plan holds, opened again for reading only if it is a regular file
+        // (no side effect; never a FIFO put in its place, whose open would block).
         use std::io::Seek;
-        let path = procfs::bytes_path(&file.path);
-        if let Ok(mut f) = std::fs::File::open(path) {
+        if let Some(mut f) = held.reopen_regular(&file.path) {
             if let Err(e) = f.seek(std::io::SeekFrom::Start(pos)) {
                 check::p(
                     problems,
@@ -190,11 +195,6 @@ pub(crate) fn check_host(
                 );
             }
         }
-    }
-    if flags as i32 & libc::O_ACCMODE == libc::O_WRONLY {
-        held.check_output(file, flags, pos, &what, problems)
-    } else {
-        held.check_file(file, &what, problems)
     }
 }
 

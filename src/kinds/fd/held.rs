@@ -210,6 +210,16 @@ impl HeldFiles {
         }
     }
 
+    /// The held file at `path` opened again read-only (a description of its own), if it
+    /// is a regular file.
+    pub(crate) fn reopen_regular(&self, path: &[u8]) -> Option<std::fs::File> {
+        let h = self.files.get(path)?;
+        if h.now.mode & libc::S_IFMT != libc::S_IFREG {
+            return None;
+        }
+        std::fs::File::open(format!("/proc/self/fd/{}", h.fd.as_raw_fd())).ok()
+    }
+
     /// Ckpt's descriptors of the held files, by path, and whether each is a directory
     /// (for stage).
     pub(crate) fn fds(&self) -> BTreeMap<Vec<u8>, (RawFd, bool)> {
