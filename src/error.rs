@@ -126,6 +126,28 @@ pub(crate) fn fault_point(step: &str) -> RestoreResult<()> {
     Ok(())
 }
 
+/// Test hook between plan and stage (fault-injection builds only): with
+/// `CKPT_PAUSE_AFTER_PLAN=FILE`, restore creates `FILE.waiting` once plan is done and
+/// waits (up to a minute) until FILE exists, so a test can change files meanwhile.
+#[cfg(feature = "fault-injection")]
+pub(crate) fn pause_after_plan() {
+    let Some(f) = std::env::var_os("CKPT_PAUSE_AFTER_PLAN") else {
+        return;
+    };
+    let go = std::path::PathBuf::from(f);
+    let mut waiting = go.clone().into_os_string();
+    waiting.push(".waiting");
+    let _ = std::fs::write(&waiting, b"");
+    let t0 = std::time::Instant::now();
+    while !go.exists() && t0.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn pause_after_plan() {}
+
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub(crate) fn fault_point(_step: &str) -> RestoreResult<()> {

@@ -47,6 +47,7 @@ fn file_id(path: &str) -> FileId {
         size: 4096,
         mtime_sec: 1_700_000_000,
         mtime_nsec: 5,
+        owner: None,
     }
 }
 
@@ -250,6 +251,7 @@ fn checkpoint() -> Checkpoint {
             hostname: "host".into(),
             kernel_release: "6.18.0".into(),
             root_pid: 4242,
+            boot_id: String::new(),
         },
         arch: ArchHeader {
             machine: "x86_64".into(),

@@ -134,6 +134,7 @@ pub(crate) fn file_id(path: &Path) -> FileId {
         size: m.size(),
         mtime_sec: m.mtime(),
         mtime_nsec: m.mtime_nsec(),
+        owner: Some((m.uid(), m.gid())),
     }
 }
 

@@ -17,6 +17,10 @@ pub struct ImageInfo {
     pub kernel_release: String,
     /// PID of the root of the dumped tree.
     pub root_pid: i32,
+    /// The dump host's boot ID (/proc/sys/kernel/random/boot_id): on a host with the same
+    /// one, device and inode numbers of files are compared too. Empty in older images.
+    #[serde(default)]
+    pub boot_id: String,
 }
 
 /// The identity of a file as seen at dump time, used to refuse a restore when it changed.
@@ -31,6 +35,9 @@ pub struct FileId {
     pub size: u64,
     pub mtime_sec: i64,
     pub mtime_nsec: i64,
+    /// Owner and group (`None` in older images).
+    #[serde(default)]
+    pub owner: Option<(u32, u32)>,
 }
 
 /// How the contents of one VMA come back.

@@ -144,6 +144,7 @@ pub fn prepare<R: Read>(input: R, view: &HostView) -> Result<Prepared<R>> {
     if !plan.problems.is_empty() {
         return Err(RestoreError::Problems(plan.problems));
     }
+    crate::error::pause_after_plan();
     Ok(Prepared {
         reader,
         plan,

@@ -12,6 +12,7 @@ use crate::arch;
 use crate::image::{ImageReader, decode_meta, tag};
 pub use crate::kinds::check::Held;
 use crate::kinds::check::p;
+use crate::kinds::fd::file::HeldFiles;
 pub use crate::kinds::fd::tty::{TtyPlan, tty_plan};
 use crate::kinds::fd::{self, epoll, external, fifo, pipe, unix};
 pub(crate) use crate::kinds::mem::TASK_SIZE;
@@ -30,6 +31,10 @@ pub struct Plan {
     /// had it and this host can grant it (under `--cpu-policy=ignore` a host that cannot
     /// is accepted, and the processes are restored without it).
     pub request_amx: bool,
+    /// The files the processes open, map or run, and their working and root
+    /// directories, opened (`O_PATH`) and checked here: stage gives the processes these
+    /// very files (see `kinds::fd::held`).
+    pub(crate) held: HeldFiles,
 }
 
 /// What restore may assume of this host, and how strictly it compares.
@@ -130,19 +135,20 @@ fn check_process(proc_: &Process, ids: &mut BTreeSet<i32>, problems: &mut Vec<Pr
 /// What the process opened and mapped by path is there and unchanged, the names and
 /// addresses it binds and the locks it held are free.
 fn check_host_files(
+    files: &mut HeldFiles,
     proc_: &Process,
     image: &ImageView<'_>,
     held: &Held,
     problems: &mut Vec<Problem>,
 ) {
-    attrs::check_dirs(proc_, problems);
+    attrs::check_dirs(files, proc_, problems);
     if let Some(exe) = &proc_.mm.exe {
-        fd::file::check_file(exe, "executable", problems);
+        fd::file::check_file(files, exe, "executable", problems);
     }
     shmem::check_sysv_free(proc_, held, problems);
-    mem::check_mapped_files(proc_, problems);
+    mem::check_mapped_files(files, proc_, problems);
     for f in &proc_.fds {
-        fd::check_fd_in_image(f, image.pids, image.new_pidns, held, problems);
+        fd::check_fd_in_image(files, f, image.pids, image.new_pidns, held, problems);
     }
     fd::lock::check_locks(proc_, held, problems);
     creds::check_seccomp(proc_, problems);
@@ -157,18 +163,24 @@ struct ImageView<'a> {
 }
 
 /// Host checks of one process; what the dumped tree holds (`held`) counts as free.
-fn check_host(proc_: &Process, image: &ImageView<'_>, held: &Held, problems: &mut Vec<Problem>) {
+fn check_host(
+    files: &mut HeldFiles,
+    proc_: &Process,
+    image: &ImageView<'_>,
+    held: &Held,
+    problems: &mut Vec<Problem>,
+) {
     if !image.new_pidns {
         tree::check_pids_free(proc_, held, problems);
     }
     if !proc_.is_zombie() {
-        check_host_files(proc_, image, held, problems);
+        check_host_files(files, proc_, image, held, problems);
     }
 }
 
 /// Build the plan from decoded metadata.
 pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
-    let (problems, xsave) = check_all(&ckpt, view, &Held::default());
+    let (problems, xsave, held) = check_all(&ckpt, view, &Held::default());
     let request_amx = ckpt.arch.xcomp_perm & (1 << 18) != 0
         && arch::amx_permission_grantable(&ckpt.arch, &view.host);
     Plan {
@@ -177,6 +189,7 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
         problems,
         xsave,
         request_amx,
+        held,
     }
 }
 
@@ -190,9 +203,12 @@ pub(crate) fn problems_while_held(ckpt: &Checkpoint, view: &HostView, held: &Hel
 type Xsave = std::collections::BTreeMap<i32, Vec<u8>>;
 
 /// Every check of the plan (sorted problems), and the converted xsave areas.
-fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, Xsave) {
+fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, Xsave, HeldFiles) {
     let mut problems = Vec::new();
     let mut xsave = Xsave::new();
+    // Every file restore needs by path is opened here, once, and checked through that
+    // descriptor; stage uses only these descriptors.
+    let mut files = HeldFiles::new(&ckpt.info.boot_id);
     check_structure(ckpt, &mut problems);
     if problems.iter().all(|p| p.code != "malformed") {
         // Privileges: ckpt's own, and what each process asks of them.
@@ -256,7 +272,7 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
             if !proc_.is_zombie() {
                 threads::check_arch(&ckpt.arch, proc_, vdso32, &mut problems);
             }
-            check_host(proc_, &image, held, &mut problems);
+            check_host(&mut files, proc_, &image, held, &mut problems);
             // A dumped tree's external resources are given back at restore by
             // `--inherit-fd`, which only that restore has.
             if !held.live {
@@ -267,5 +283,5 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
         problems.sort_by(|a, b| a.message.cmp(&b.message));
         problems.dedup();
     }
-    (problems, xsave)
+    (problems, xsave, files)
 }

@@ -188,6 +188,7 @@ pub(crate) fn stage(
     };
     let mut pages = PageStream::new(reader);
     shared.files = pages.read_file_data(true)?;
+    shared.files.held = plan.held.fds();
     fd::file::check_file_data(procs, &shared.files)?;
     let mut bytes = 0;
     let mut staged = Vec::new();
@@ -431,7 +432,7 @@ fn build_process(
     // mm fields and exe link before the image's memory exists: the kernel refuses
     // to replace the exe link while the old executable is mapped, and the image may
     // map the very file ckpt runs from.
-    attrs::set_mm(cx)?;
+    attrs::set_mm(cx, &sh.files)?;
     mem::map_memory(cx, &mut sh.sysv, &mut sh.shm, &sh.shm_sizes, &mut sh.files)?;
     fault_point("fill memory")?;
     let sink = PageSink::new(cx)?;
@@ -446,7 +447,7 @@ fn build_process(
         &mut sh.files,
         tty.map(|t| t.1),
     )?;
-    attrs::set_cwd_root(cx)?;
+    attrs::set_cwd_root(cx, &sh.files)?;
     lock::restore_locks(cx)?;
     attrs::restore_attrs(cx)?;
     // AMX tile data is enabled per process on request; ask again if it was.

@@ -270,6 +270,14 @@ pub fn uname() -> (String, String) {
     (s(u.nodename()), s(u.release()))
 }
 
+/// This boot's ID (/proc/sys/kernel/random/boot_id, without its newline); empty if it
+/// cannot be read.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// Make this process a child subreaper, so orphans of the processes it restores are
 /// reparented to it.
 pub fn set_child_subreaper(on: bool) -> Result<()> {

@@ -109,6 +109,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("dgname", "dgname.c", &[]),
     // tests/e2e_mapfile.rs: mapped memfds and mapped deleted files
     ("memmap", "memmap.c", &[]),
+    // tests/e2e_filerace.rs: files swapped between plan and stage, recreated setuid files
+    ("filerace", "filerace.c", &[]),
     // tests/e2e_tty.rs: a program on a terminal restored onto a new pty
     ("ttyjob", "ttyjob.c", &[]),
     // tests/e2e_privs.rs: credentials, securebits and limits, per thread

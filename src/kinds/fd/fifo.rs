@@ -7,7 +7,6 @@ use crate::error::DumpResult;
 use crate::error::Problem;
 use crate::error::{RestoreError, RestoreResult};
 use crate::kinds::check;
-use crate::kinds::fd::file::check_file;
 use crate::kinds::fd::pipe::MAX_PIPE;
 use crate::kinds::fd::pipe::fill_pipe;
 use crate::kinds::fd::{PipeHolders, pipe_tmp_base};
@@ -139,10 +138,16 @@ pub(crate) fn check_ref(
 }
 
 /// The FIFO a descriptor opened is there, unchanged and unused.
-pub(crate) fn check_host(file: &FileId, fd: i32, held: &check::Held, problems: &mut Vec<Problem>) {
+pub(crate) fn check_host(
+    files: &mut super::held::HeldFiles,
+    file: &FileId,
+    fd: i32,
+    held: &check::Held,
+    problems: &mut Vec<Problem>,
+) {
     let what = format!("file descriptor {fd}: FIFO");
     let before = problems.len();
-    check_file(file, &what, problems);
+    files.check_file(file, &what, problems);
     if problems.len() == before {
         check_fifo_unused(file, &what, held, problems);
     }
@@ -192,8 +197,19 @@ pub(crate) fn describe(ckpt: &Checkpoint, file: &FileId, id: u64, flags: u32) ->
 /// blocks, and makes any later open of it find a reader and a writer), checked unused,
 /// with its capacity and the data that was in it, parked at temporary `tmp` until every
 /// process has its descriptors.
-fn create_fifo(cx: &mut Ctx<'_>, fifo: &FifoState, path: &[u8], tmp: u64) -> RestoreResult<u64> {
-    let n = cx.open(path, libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC)?;
+fn create_fifo(
+    cx: &mut Ctx<'_>,
+    held: &Held,
+    fifo: &FifoState,
+    path: &[u8],
+    tmp: u64,
+) -> RestoreResult<u64> {
+    // The FIFO plan checked and held, never looked up by path again.
+    let flags = libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    let n = super::held::open_held(cx, held, &[(path, flags)])?
+        .first()
+        .copied()
+        .ok_or_else(|| RestoreError::Stage("no descriptor opened".into()))?;
     // Someone else's data in it means someone else has it open: we would share their pipe.
     let a = cx.put(0, &[0u8; 4])?;
     cx.call(
@@ -223,11 +239,15 @@ fn create_fifo(cx: &mut Ctx<'_>, fifo: &FifoState, path: &[u8], tmp: u64) -> Res
     Ok(tmp)
 }
 
-/// Put descriptor `f` of FIFO `fifo` (at `path`) in place: the FIFO's pipe is made by
+/// Ckpt's descriptors of the files plan held (see [`super::held`]).
+type Held = std::collections::BTreeMap<Vec<u8>, (std::os::fd::RawFd, bool)>;
+
+/// Put descriptor `f` of FIFO `fifo` (at `path`, held in `held`) in place: the FIFO's pipe is made by
 /// the first process that has it ([`create_fifo`]), which holds it until every process
 /// has its descriptors.
 pub(crate) fn place_fifo_end(
     cx: &mut Ctx<'_>,
+    held: &Held,
     f: &crate::model::Fd,
     fifo: &FifoState,
     path: &[u8],
@@ -241,7 +261,7 @@ pub(crate) fn place_fifo_end(
         None => {
             let k = holders.values().filter(|h| h.0 == proc_.pid).count() as u64;
             let tmp = pipe_tmp_base(proc_) + 2 * k;
-            let t = create_fifo(cx, fifo, path, tmp)?;
+            let t = create_fifo(cx, held, fifo, path, tmp)?;
             holders.insert((2, id), (proc_.pid, t, t));
             (proc_.pid, t)
         }

@@ -2,6 +2,8 @@
 //! travel in the image).
 
 use super::OpenFd;
+use super::ghost::Ghost;
+pub(crate) use super::held::HeldFiles;
 use crate::arch::native::nr;
 use crate::error::DumpResult;
 use crate::error::Problem;
@@ -32,6 +34,7 @@ impl From<procfs::FileIdent> for FileId {
             size: f.size,
             mtime_sec: f.mtime_sec,
             mtime_nsec: f.mtime_nsec,
+            owner: Some((f.uid, f.gid)),
         }
     }
 }
@@ -263,6 +266,7 @@ pub(crate) fn file_data_sources(p: &Process, hp: i32) -> impl Iterator<Item = (u
 /// A regular file descriptor's file: one only written may have grown, others must be
 /// unchanged.
 pub(crate) fn check_host(
+    held: &mut HeldFiles,
     file: &FileId,
     flags: u32,
     pos: u64,
@@ -270,11 +274,16 @@ pub(crate) fn check_host(
     problems: &mut Vec<Problem>,
 ) {
     let what = format!("file descriptor {fd}:");
+    if flags as i32 & libc::O_ACCMODE == libc::O_WRONLY {
+        held.check_output(file, flags, pos, &what, problems)
+    } else {
+        held.check_file(file, &what, problems)
+    }
     if pos != 0 && pos <= i64::MAX as u64 {
-        // The file itself, opened for reading only (a regular file: no side effect).
+        // The file plan holds, opened again for reading only if it is a regular file
+        // (no side effect; never a FIFO put in its place, whose open would block).
         use std::io::Seek;
-        let path = procfs::bytes_path(&file.path);
-        if let Ok(mut f) = std::fs::File::open(path) {
+        if let Some(mut f) = held.reopen_regular(&file.path) {
             if let Err(e) = f.seek(std::io::SeekFrom::Start(pos)) {
                 check::p(
                     problems,
@@ -286,11 +295,6 @@ pub(crate) fn check_host(
                 );
             }
         }
-    }
-    if flags as i32 & libc::O_ACCMODE == libc::O_WRONLY {
-        check_output_file(file, flags, pos, &what, problems)
-    } else {
-        check_file(file, &what, problems)
     }
 }
 
@@ -430,93 +434,15 @@ pub(crate) fn check_proc_file(
     true
 }
 
-/// Compare a file's identity now with the image's record of it.
-pub(crate) fn check_file(id: &FileId, what: &str, problems: &mut Vec<Problem>) {
-    let path = procfs::bytes_path(&id.path);
-    let m = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) => {
-            check::p(
-                problems,
-                "file-missing",
-                format!("{what} {} is not available: {e}", check::show(&id.path)),
-            );
-            return;
-        }
-    };
-    let fmt = id.mode & libc::S_IFMT;
-    if m.mode() & libc::S_IFMT != fmt {
-        check::p(
-            problems,
-            "file-changed",
-            format!(
-                "{what} {} is now a different kind of file",
-                check::show(&id.path)
-            ),
-        );
-        return;
-    }
-    if fmt == libc::S_IFREG
-        && (m.size() != id.size || m.mtime() != id.mtime_sec || m.mtime_nsec() != id.mtime_nsec)
-    {
-        check::p(
-            problems,
-            "file-changed",
-            format!(
-                "{what} {} has changed since the dump (size {} -> {}, modified {} -> {})",
-                check::show(&id.path),
-                id.size,
-                m.size(),
-                id.mtime_sec,
-                m.mtime()
-            ),
-        );
-    }
-    if (fmt == libc::S_IFCHR || fmt == libc::S_IFBLK) && m.rdev() != id.rdev {
-        check::p(
-            problems,
-            "file-changed",
-            format!("{what} {} is now another device", check::show(&id.path)),
-        );
-    }
-}
-
-/// A file the process only writes (a log, redirected stdout) may have grown since the
-/// dump: the process never reads it, so that cannot mislead it. It must still exist and
-/// be a regular file, and a non-append writer's offset must not lie beyond its end.
-pub(crate) fn check_output_file(
+/// Compare a file's identity now with the image's record of it (the file is opened
+/// once and held for stage, see [`HeldFiles`]).
+pub(crate) fn check_file(
+    held: &mut HeldFiles,
     id: &FileId,
-    flags: u32,
-    pos: u64,
     what: &str,
     problems: &mut Vec<Problem>,
 ) {
-    let path = procfs::bytes_path(&id.path);
-    match std::fs::metadata(path) {
-        Err(e) => check::p(
-            problems,
-            "file-missing",
-            format!("{what} {} is not available: {e}", check::show(&id.path)),
-        ),
-        Ok(m) if !m.is_file() => check::p(
-            problems,
-            "file-changed",
-            format!(
-                "{what} {} is no longer a regular file",
-                check::show(&id.path)
-            ),
-        ),
-        Ok(m) if flags as i32 & libc::O_APPEND == 0 && m.size() < pos => check::p(
-            problems,
-            "file-changed",
-            format!(
-                "{what} {} was truncated to {} bytes since the dump; the process would write at offset {pos}",
-                check::show(&id.path),
-                m.size()
-            ),
-        ),
-        Ok(_) => {}
-    }
+    held.check_file(id, what, problems)
 }
 
 /// What `inspect` says of a regular file descriptor.
@@ -573,14 +499,17 @@ pub(crate) struct FileData {
     made: BTreeMap<u64, std::fs::File>,
     /// Files created on disk for deleted files; removed again once every process has
     /// opened them, or when restore fails.
-    ghosts: Vec<std::path::PathBuf>,
+    ghosts: Vec<Ghost>,
+    /// Ckpt's descriptors of the files plan opened and checked, by path (see
+    /// [`super::held`]): what stage gives the processes.
+    pub(crate) held: BTreeMap<Vec<u8>, (std::os::fd::RawFd, bool)>,
 }
 
 impl FileData {
     /// Remove the recreated deleted files (every process has them open by now).
     pub(crate) fn unlink_ghosts(&mut self) {
         for g in self.ghosts.drain(..) {
-            let _ = std::fs::remove_file(g);
+            g.remove();
         }
     }
 }
@@ -628,7 +557,13 @@ pub(crate) enum Kept<'a> {
 }
 
 /// Recreate the file kept under `data` (once for the image), held by ckpt.
-fn recreate_file(data: u64, how: Kept<'_>, files: &mut FileData) -> RestoreResult<()> {
+/// (`creds`: those of the process that has it first, for a deleted file's mode.)
+fn recreate_file(
+    data: u64,
+    how: Kept<'_>,
+    creds: &crate::model::Creds,
+    files: &mut FileData,
+) -> RestoreResult<()> {
     use std::io::Seek;
     if files.made.contains_key(&data) {
         return Ok(());
@@ -653,24 +588,10 @@ fn recreate_file(data: u64, how: Kept<'_>, files: &mut FileData) -> RestoreResul
         }
         Kept::Deleted { file } => {
             fault_point("recreate deleted file")?;
-            // Recreate it (under its old name if that is free); removed again later.
-            let orig = procfs::bytes_path(&file.path).to_path_buf();
-            let ghost = if std::fs::symlink_metadata(&orig).is_err() {
-                orig.clone()
-            } else {
-                orig.with_file_name(format!(".ckpt-ghost-{data}-{}", std::process::id()))
-            };
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut g = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(file.mode & 0o7777)
-                .open(&ghost)
-                .map_err(|e| sys::SysError::io(format!("recreate {}", ghost.display()), e))?;
-            files.ghosts.push(ghost.clone());
-            std::io::copy(&mut content, &mut g)
-                .map_err(|e| sys::SysError::io(format!("write {}", ghost.display()), e))?;
+            // Made exclusively in a directory only root can write (see `ghost`);
+            // removed again later.
+            let (g, ghost) = super::ghost::make_ghost(file, data, creds, &mut content)?;
+            files.ghosts.push(ghost);
             g
         }
     };
@@ -691,7 +612,7 @@ pub(crate) fn kept_file_fd(
     files: &mut FileData,
 ) -> RestoreResult<u64> {
     use std::os::fd::AsRawFd;
-    recreate_file(data, how, files)?;
+    recreate_file(data, how, &cx.proc_.creds, files)?;
     let held = files
         .made
         .get(&data)
@@ -749,10 +670,11 @@ fn unreachable_kind() -> RestoreResult<u64> {
     Err(RestoreError::Stage("not a file kept in the image".into()))
 }
 
-/// Open a file or directory by its path as descriptor `f` (with its flags and, for a
+/// Open the file or directory plan held for `path` as descriptor `f` (with its flags and, for a
 /// file, its position).
 pub(crate) fn open_path_fd(
     cx: &mut Ctx<'_>,
+    files: &FileData,
     f: &crate::model::Fd,
     path: &[u8],
     flags: u32,
@@ -763,7 +685,10 @@ pub(crate) fn open_path_fd(
     if f.cloexec {
         oflags |= libc::O_CLOEXEC;
     }
-    let n = cx.open(path, oflags)?;
+    let n = super::held::open_held(cx, &files.held, &[(path, oflags)])?
+        .first()
+        .copied()
+        .ok_or_else(|| RestoreError::Stage("no descriptor opened".into()))?;
     let mut calls = Vec::new();
     if let Some(pos) = pos.filter(|p| *p != 0) {
         calls.push(Call::new(

@@ -8,6 +8,8 @@ pub(crate) mod epoll;
 pub(crate) mod external;
 pub(crate) mod fifo;
 pub(crate) mod file;
+mod ghost;
+pub(crate) mod held;
 pub(crate) mod inotify;
 pub(crate) mod lock;
 pub(crate) mod pipe;
@@ -174,6 +176,7 @@ pub(crate) fn check_shared(procs: &[Process], problems: &mut Vec<Problem>) {
 /// [`check_fd`] in an image of processes `pids`: a file under /proc/PID/ of one of them
 /// is made by restore (see `file::check_proc_file`).
 pub(crate) fn check_fd_in_image(
+    files: &mut file::HeldFiles,
     f: &Fd,
     pids: &std::collections::BTreeSet<i32>,
     new_pidns: bool,
@@ -185,16 +188,23 @@ pub(crate) fn check_fd_in_image(
             return;
         }
     }
-    check_fd(f, held, problems);
+    check_fd(files, f, held, problems);
 }
 
 /// Host checks of one descriptor: what it opened by path is there and unchanged, the
 /// names and addresses it binds are free.
-pub(crate) fn check_fd(f: &Fd, held: &check::Held, problems: &mut Vec<Problem>) {
+pub(crate) fn check_fd(
+    files: &mut file::HeldFiles,
+    f: &Fd,
+    held: &check::Held,
+    problems: &mut Vec<Problem>,
+) {
     match &f.kind {
-        FdKind::File { file, flags, pos } => file::check_host(file, *flags, *pos, f.fd, problems),
+        FdKind::File { file, flags, pos } => {
+            file::check_host(files, file, *flags, *pos, f.fd, problems)
+        }
         FdKind::Device { file, .. } | FdKind::Dir { file, .. } => {
-            file::check_file(file, &format!("file descriptor {}:", f.fd), problems)
+            file::check_file(files, file, &format!("file descriptor {}:", f.fd), problems)
         }
         FdKind::UnixListen { name, .. } => unix::check_listen_name(name, f.fd, held, problems),
         FdKind::UnixDgram { sock, .. } if !sock.name.is_empty() && f.shared_with.is_none() => {
@@ -202,7 +212,7 @@ pub(crate) fn check_fd(f: &Fd, held: &check::Held, problems: &mut Vec<Problem>) 
         }
         FdKind::UnixDgram { .. } => {}
         FdKind::DeletedFile { file, pos, .. } => file::check_deleted_at(file, f.fd, *pos, problems),
-        FdKind::Fifo { file, .. } => fifo::check_host(file, f.fd, held, problems),
+        FdKind::Fifo { file, .. } => fifo::check_host(files, file, f.fd, held, problems),
         FdKind::Inotify { watches, .. } => inotify::check_paths(watches, f.fd, problems),
         // A live tree's socket is bound to the address now, and no other socket can be
         // without the reuse options the check leaves to the kernel.
@@ -555,16 +565,16 @@ fn restore_fd(
             move_fd(cx, n, f.fd, f.cloexec)
         }
         FdKind::File { file, flags, pos } | FdKind::Device { file, flags, pos } => {
-            file::open_path_fd(cx, f, &file.path, *flags, Some(*pos))
+            file::open_path_fd(cx, files, f, &file.path, *flags, Some(*pos))
         }
-        FdKind::Dir { file, flags } => file::open_path_fd(cx, f, &file.path, *flags, None),
+        FdKind::Dir { file, flags } => file::open_path_fd(cx, files, f, &file.path, *flags, None),
         FdKind::Fifo { file, id, flags } => {
             let fifo = ckpt
                 .fifos
                 .iter()
                 .find(|p| p.id == *id)
                 .ok_or_else(|| RestoreError::Malformed(format!("unknown FIFO {id}")))?;
-            fifo::place_fifo_end(cx, f, fifo, &file.path, *flags, holders)
+            fifo::place_fifo_end(cx, &files.held, f, fifo, &file.path, *flags, holders)
         }
     }
 }

@@ -343,12 +343,16 @@ pub(crate) fn check_areas(proc_: &Process, problems: &mut Vec<Problem>) {
 
 /// The files the process maps are there and unchanged (each checked once); a deleted
 /// mapped file's directory exists.
-pub(crate) fn check_mapped_files(proc_: &Process, problems: &mut Vec<Problem>) {
+pub(crate) fn check_mapped_files(
+    held: &mut crate::kinds::fd::file::HeldFiles,
+    proc_: &Process,
+    problems: &mut Vec<Problem>,
+) {
     let mut seen = BTreeSet::new();
     for v in &proc_.vmas {
         match &v.kind {
             VmaKind::File { file } if seen.insert(file.path.clone()) => {
-                check_file(file, "mapped file", problems);
+                check_file(held, file, "mapped file", problems);
             }
             VmaKind::DeletedMap { file, .. } => {
                 let dir = procfs::bytes_path(&file.path).parent().map(|d| d.is_dir());
@@ -452,8 +456,11 @@ fn file_key(v: &Vma, file: &crate::model::FileId) -> (Vec<u8>, bool) {
 }
 
 /// The mapped files, each opened once (read-write where a shared writable mapping
-/// needs it), in batches of independent opens.
-fn open_mapped_files(cx: &mut Ctx<'_>) -> RestoreResult<BTreeMap<(Vec<u8>, bool), u64>> {
+/// needs it) from the file plan held for its path (`kept.held`), in batches.
+fn open_mapped_files(
+    cx: &mut Ctx<'_>,
+    kept: &FileData,
+) -> RestoreResult<BTreeMap<(Vec<u8>, bool), u64>> {
     let proc_ = cx.proc_;
     let keys: std::collections::BTreeSet<(Vec<u8>, bool)> = proc_
         .vmas
@@ -463,25 +470,15 @@ fn open_mapped_files(cx: &mut Ctx<'_>) -> RestoreResult<BTreeMap<(Vec<u8>, bool)
             _ => None,
         })
         .collect();
-    let keys: Vec<_> = keys.into_iter().collect();
-    let mut files: BTreeMap<(Vec<u8>, bool), u64> = BTreeMap::new();
-    for chunk in keys.chunks(64) {
-        let mut args = BatchArgs::new();
-        let mut opens = Vec::new();
-        for (path, rw) in chunk {
-            let a = args.add_cstr(cx, path)?;
+    let wanted: Vec<(&[u8], i32)> = keys
+        .iter()
+        .map(|(path, rw)| {
             let flags = if *rw { libc::O_RDWR } else { libc::O_RDONLY } | libc::O_CLOEXEC;
-            opens.push(Call::new(
-                format!("open {}", String::from_utf8_lossy(path)),
-                nr::OPENAT,
-                [libc::AT_FDCWD as u64, a, flags as u64, 0, 0, 0],
-            ));
-        }
-        for (k, fd) in chunk.iter().zip(cx.batch(&args, &opens)?) {
-            files.insert(k.clone(), fd);
-        }
-    }
-    Ok(files)
+            (path.as_slice(), flags)
+        })
+        .collect();
+    let fds = crate::kinds::fd::held::open_held(cx, &kept.held, &wanted)?;
+    Ok(keys.iter().cloned().zip(fds).collect())
 }
 
 /// Map the image's memory areas in the process of `cx`: the vDSO, System V segments,
@@ -495,7 +492,7 @@ pub(crate) fn map_memory(
     kept: &mut FileData,
 ) -> RestoreResult<()> {
     let proc_ = cx.proc_;
-    let files = open_mapped_files(cx)?;
+    let files = open_mapped_files(cx, kept)?;
     let mut vdso_done = false;
     // Anonymous and file mappings are independent of each other: mapped in one batch.
     let mut maps: Vec<Call> = Vec::new();

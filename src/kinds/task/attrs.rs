@@ -5,9 +5,11 @@ use super::query::{slot_bytes, word};
 use crate::arch::native::nr;
 use crate::error::DumpResult;
 use crate::error::Problem;
-use crate::error::{RestoreResult, fault_point};
+use crate::error::{RestoreError, RestoreResult, fault_point};
 use crate::kinds::check;
+use crate::kinds::fd::file::FileData;
 use crate::kinds::fd::file::file_id_checked;
+use crate::kinds::fd::held::open_held;
 use crate::kinds::task::creds::RLIMIT_NAMES;
 use crate::kinds::task::signals;
 use crate::kinds::task::threads::{thread_attr_calls, thread_sched};
@@ -147,35 +149,24 @@ pub(crate) fn check_auxv_comm(proc_: &Process, problems: &mut Vec<Problem>) {
     }
 }
 
-/// The process's root and working directories exist here.
-pub(crate) fn check_dirs(proc_: &Process, problems: &mut Vec<Problem>) {
-    match std::fs::metadata(procfs::bytes_path(&proc_.root)) {
-        Ok(m) if m.is_dir() => {}
-        _ => check::p(
-            problems,
-            "file-missing",
-            format!("root directory {} does not exist", check::show(&proc_.root)),
-        ),
-    }
-    match std::fs::metadata(procfs::bytes_path(&proc_.cwd)) {
-        Ok(m) if m.is_dir() => {}
-        _ => check::p(
-            problems,
-            "file-missing",
-            format!(
-                "working directory {} does not exist",
-                check::show(&proc_.cwd)
-            ),
-        ),
-    }
+/// The process's root and working directories exist here (opened once and held for
+/// stage).
+pub(crate) fn check_dirs(
+    held: &mut crate::kinds::fd::file::HeldFiles,
+    proc_: &Process,
+    problems: &mut Vec<Problem>,
+) {
+    held.check_dir(&proc_.root, "root directory", problems);
+    held.check_dir(&proc_.cwd, "working directory", problems);
 }
 
 // ---- restore (stage) ----
 
-pub(crate) fn set_mm(cx: &mut Ctx<'_>) -> RestoreResult<()> {
+/// The mm fields and the exe link (the executable plan held, `files.held`).
+pub(crate) fn set_mm(cx: &mut Ctx<'_>, files: &FileData) -> RestoreResult<()> {
     let mm = &cx.proc_.mm;
     let exe_fd = match &mm.exe {
-        Some(exe) => cx.open(&exe.path, libc::O_RDONLY | libc::O_CLOEXEC)?,
+        Some(exe) => held_one(cx, files, &exe.path, libc::O_RDONLY | libc::O_CLOEXEC)?,
         None => u64::from(u32::MAX),
     };
     let mut auxv = Vec::new();
@@ -292,12 +283,22 @@ pub(crate) fn restore_attrs(cx: &mut Ctx<'_>) -> RestoreResult<()> {
     Ok(())
 }
 
-/// Working directory and root directory, after the descriptors (they are opened by
-/// path, as ckpt sees them).
-pub(crate) fn set_cwd_root(cx: &mut Ctx<'_>) -> RestoreResult<()> {
+/// The file plan held for `path`, opened in the stub with `flags`.
+fn held_one(cx: &mut Ctx<'_>, files: &FileData, path: &[u8], flags: i32) -> RestoreResult<u64> {
+    open_held(cx, &files.held, &[(path, flags)])?
+        .first()
+        .copied()
+        .ok_or_else(|| RestoreError::Stage("no descriptor opened".into()))
+}
+
+/// Working directory and root directory, after the descriptors: the directories plan
+/// held (`files.held`), never looked up by path again.
+pub(crate) fn set_cwd_root(cx: &mut Ctx<'_>, files: &FileData) -> RestoreResult<()> {
     let proc_ = cx.proc_;
     // Working directory.
-    let d = cx.open(
+    let d = held_one(
+        cx,
+        files,
         &proc_.cwd,
         libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
     )?;
@@ -310,9 +311,18 @@ pub(crate) fn set_cwd_root(cx: &mut Ctx<'_>) -> RestoreResult<()> {
     )?;
     // Root directory last: every path above is as ckpt sees it (from the host's root),
     // and chroot does not move the working directory.
+    // chroot takes a path: that of the stub's own descriptor of the held directory
+    // (/proc/self/fd/N leads to that inode, whatever the path leads to now).
     if proc_.root != b"/" {
-        let a = cx.put_cstr(0, &proc_.root)?;
+        let r = held_one(
+            cx,
+            files,
+            &proc_.root,
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )?;
+        let a = cx.put_cstr(0, format!("/proc/self/fd/{r}").as_bytes())?;
         cx.call("chroot", nr::CHROOT, [a, 0, 0, 0, 0, 0])?;
+        cx.close(r)?;
     }
     Ok(())
 }

@@ -68,6 +68,7 @@ pub(crate) fn checkpoint(
             hostname,
             kernel_release: kernel,
             root_pid: root,
+            boot_id: sys::process::boot_id(),
         },
         arch: arch_hdr,
         processes,

@@ -56,6 +56,8 @@ pub struct FileIdent {
     pub size: u64,
     pub mtime_sec: i64,
     pub mtime_nsec: i64,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// Identity of the file behind `path` (following links, e.g. /proc/PID/fd/N), recorded
@@ -76,6 +78,8 @@ pub fn file_stat(path: &Path, name: &[u8]) -> Result<(FileIdent, u64)> {
         size: m.size(),
         mtime_sec: m.mtime(),
         mtime_nsec: m.mtime_nsec(),
+        uid: m.uid(),
+        gid: m.gid(),
     };
     Ok((id, m.nlink()))
 }

@@ -87,11 +87,28 @@ pub fn holders_of(dev: u64, ino: u64) -> Vec<i32> {
         let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
         };
-        if fds
-            .flatten()
-            .filter_map(|f| fs::metadata(f.path()).ok())
-            .any(|m| m.dev() == dev && m.ino() == ino)
-        {
+        // (A descriptor opened with O_PATH does not open the file: an O_PATH holder of
+        // a FIFO shares no pipe with anyone. ckpt holds the files it restores so.)
+        let opened = |f: &fs::DirEntry| {
+            let flags = fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                f.file_name().to_string_lossy()
+            ))
+            .ok()
+            .and_then(|t| {
+                let v = t
+                    .lines()
+                    .find_map(|l| l.strip_prefix("flags:"))?
+                    .trim()
+                    .to_string();
+                i64::from_str_radix(&v, 8).ok()
+            })
+            .unwrap_or(0);
+            flags & i64::from(libc::O_PATH) == 0
+        };
+        if fds.flatten().any(|f| {
+            fs::metadata(f.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino) && opened(&f)
+        }) {
             out.push(pid);
         }
     }

@@ -2,8 +2,10 @@
 //! `check_deleted`), on temporary files.
 
 use crate::kinds::fd::file::{check_deleted, check_file, check_host};
+use crate::kinds::fd::held::HeldFiles;
 use crate::kinds::testutil::*;
 use crate::model::FileId;
+use std::os::unix::fs::MetadataExt;
 
 const RDONLY: u32 = libc::O_RDONLY as u32;
 const WRONLY: u32 = libc::O_WRONLY as u32;
@@ -13,25 +15,33 @@ const APPEND: u32 = (libc::O_WRONLY | libc::O_APPEND) as u32;
 fn an_unchanged_file_passes() {
     let d = TempDir::new();
     let id = file_id(&d.file("f", b"hello"));
-    assert_none(&run(|v| check_file(&id, "mapped file", v)));
-    assert_none(&run(|v| check_host(&id, RDONLY, 5, 3, v)));
+    assert_none(&run(|v| {
+        check_file(&mut HeldFiles::same_boot(), &id, "mapped file", v)
+    }));
+    assert_none(&run(|v| {
+        check_host(&mut HeldFiles::same_boot(), &id, RDONLY, 5, 3, v)
+    }));
     let dir = file_id(d.path());
-    assert_none(&run(|v| check_file(&dir, "directory", v)));
+    assert_none(&run(|v| {
+        check_file(&mut HeldFiles::same_boot(), &dir, "directory", v)
+    }));
     let null = file_id(std::path::Path::new("/dev/null"));
-    assert_none(&run(|v| check_file(&null, "device", v)));
+    assert_none(&run(|v| {
+        check_file(&mut HeldFiles::same_boot(), &null, "device", v)
+    }));
 }
 
 #[test]
 fn a_missing_file() {
     let d = TempDir::new();
     let id = missing_id(&d.path().join("gone"));
-    let v = run(|v| check_host(&id, RDONLY, 0, 4, v));
+    let v = run(|v| check_host(&mut HeldFiles::same_boot(), &id, RDONLY, 0, 4, v));
     assert_one(
         &v,
         "file-missing",
         &["file descriptor 4:", "gone", "is not available"],
     );
-    let v = run(|v| check_host(&id, WRONLY, 0, 4, v));
+    let v = run(|v| check_host(&mut HeldFiles::same_boot(), &id, WRONLY, 0, 4, v));
     assert_one(
         &v,
         "file-missing",
@@ -48,7 +58,7 @@ fn a_changed_file() {
         size: 3,
         ..id.clone()
     };
-    let v = run(|v| check_file(&grown, "mapped file", v));
+    let v = run(|v| check_file(&mut HeldFiles::same_boot(), &grown, "mapped file", v));
     assert_one(
         &v,
         "file-changed",
@@ -58,14 +68,14 @@ fn a_changed_file() {
         mtime_nsec: (id.mtime_nsec + 1) % 1_000_000_000,
         ..id.clone()
     };
-    let v = run(|v| check_file(&touched, "mapped file", v));
+    let v = run(|v| check_file(&mut HeldFiles::same_boot(), &touched, "mapped file", v));
     assert_one(&v, "file-changed", &["has changed since the dump"]);
     let touched = FileId {
         mtime_sec: id.mtime_sec - 1,
         ..id.clone()
     };
     assert_one(
-        &run(|v| check_file(&touched, "x", v)),
+        &run(|v| check_file(&mut HeldFiles::same_boot(), &touched, "x", v)),
         "file-changed",
         &["modified"],
     );
@@ -79,14 +89,21 @@ fn another_kind_of_file_or_device() {
         mode: libc::S_IFDIR | 0o755,
         ..file_id(&p)
     };
-    let v = run(|v| check_file(&was_dir, "file descriptor 3:", v));
+    let v = run(|v| {
+        check_file(
+            &mut HeldFiles::same_boot(),
+            &was_dir,
+            "file descriptor 3:",
+            v,
+        )
+    });
     assert_one(&v, "file-changed", &["is now a different kind of file"]);
     let null = file_id(std::path::Path::new("/dev/null"));
     let other = FileId {
         rdev: null.rdev + 1,
         ..null
     };
-    let v = run(|v| check_file(&other, "file descriptor 3:", v));
+    let v = run(|v| check_file(&mut HeldFiles::same_boot(), &other, "file descriptor 3:", v));
     assert_one(&v, "file-changed", &["/dev/null is now another device"]);
 }
 
@@ -99,9 +116,22 @@ fn an_output_file_may_grow() {
         ..file_id(&p)
     };
     // Only written: grown since the dump is fine, a read-write file is not.
-    assert_none(&run(|v| check_host(&id, WRONLY, 4, 1, v)));
-    assert_none(&run(|v| check_host(&id, WRONLY, 10, 1, v)));
-    let v = run(|v| check_host(&id, libc::O_RDWR as u32, 4, 1, v));
+    assert_none(&run(|v| {
+        check_host(&mut HeldFiles::same_boot(), &id, WRONLY, 4, 1, v)
+    }));
+    assert_none(&run(|v| {
+        check_host(&mut HeldFiles::same_boot(), &id, WRONLY, 10, 1, v)
+    }));
+    let v = run(|v| {
+        check_host(
+            &mut HeldFiles::same_boot(),
+            &id,
+            libc::O_RDWR as u32,
+            4,
+            1,
+            v,
+        )
+    });
     assert_one(&v, "file-changed", &["has changed since the dump"]);
 }
 
@@ -109,7 +139,7 @@ fn an_output_file_may_grow() {
 fn an_output_file_truncated_or_replaced() {
     let d = TempDir::new();
     let id = file_id(&d.file("log", b"0123"));
-    let v = run(|v| check_host(&id, WRONLY, 100, 1, v));
+    let v = run(|v| check_host(&mut HeldFiles::same_boot(), &id, WRONLY, 100, 1, v));
     assert_one(
         &v,
         "file-changed",
@@ -120,12 +150,14 @@ fn an_output_file_truncated_or_replaced() {
         ],
     );
     // An appending writer does not care where the end is.
-    assert_none(&run(|v| check_host(&id, APPEND, 100, 1, v)));
+    assert_none(&run(|v| {
+        check_host(&mut HeldFiles::same_boot(), &id, APPEND, 100, 1, v)
+    }));
     let dir = FileId {
         mode: libc::S_IFREG | 0o644,
         ..file_id(d.path())
     };
-    let v = run(|v| check_host(&dir, WRONLY, 0, 1, v));
+    let v = run(|v| check_host(&mut HeldFiles::same_boot(), &dir, WRONLY, 0, 1, v));
     assert_one(&v, "file-changed", &["is no longer a regular file"]);
 }
 
@@ -196,4 +228,61 @@ fn a_proc_file_of_the_image_is_not_compared_and_needs_the_same_pids() {
         check_proc_file(&file("/proc/100/stat"), 4, &pids, true, v);
     });
     assert_one(&v, "unsupported", &["file descriptor 4", "/proc/100/stat"]);
+}
+
+#[test]
+fn a_file_replaced_by_one_of_the_same_size_and_mtime() {
+    let d = TempDir::new();
+    let p = d.file("f", b"hello");
+    let id = file_id(&p);
+    // Another file, same size, with the old one's modification time, renamed over it.
+    let other = d.file("g", b"world");
+    let mtime = std::fs::metadata(&p)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    std::fs::File::options()
+        .write(true)
+        .open(&other)
+        .and_then(|f| f.set_modified(mtime))
+        .expect("copy the mtime");
+    std::fs::rename(&other, &p).expect("rename over");
+    let now = file_id(&p);
+    assert_eq!(
+        (now.size, now.mtime_sec, now.mtime_nsec),
+        (id.size, id.mtime_sec, id.mtime_nsec)
+    );
+    // On the dump's boot, the inode tells them apart.
+    let v = run(|v| check_file(&mut HeldFiles::same_boot(), &id, "mapped file", v));
+    assert_one(
+        &v,
+        "file-changed",
+        &["mapped file", "has changed since the dump", "another file"],
+    );
+    // The same for a file only written, which may otherwise have grown.
+    let v = run(|v| check_host(&mut HeldFiles::same_boot(), &id, WRONLY, 0, 4, v));
+    assert_one(&v, "file-changed", &["another file"]);
+    // On another boot (or an image without a boot ID) inode numbers mean nothing.
+    assert_none(&run(|v| {
+        check_file(&mut HeldFiles::new(""), &id, "mapped file", v)
+    }));
+}
+
+#[test]
+fn a_held_file_is_opened_once_and_kept() {
+    let d = TempDir::new();
+    let p = d.file("f", b"hello");
+    let id = file_id(&p);
+    let mut held = HeldFiles::same_boot();
+    assert_none(&run(|v| check_file(&mut held, &id, "mapped file", v)));
+    assert_none(&run(|v| {
+        check_file(&mut held, &id, "file descriptor 3:", v)
+    }));
+    let fds = held.fds();
+    assert_eq!(fds.len(), 1);
+    // The descriptor is that inode, whatever the path leads to now.
+    std::fs::remove_file(&p).expect("remove");
+    d.file("f", b"HELLO");
+    let (fd, _) = fds[&id.path];
+    let m = std::fs::metadata(format!("/proc/self/fd/{fd}")).expect("stat held");
+    assert_eq!((m.dev(), m.ino()), (id.dev, id.ino));
 }

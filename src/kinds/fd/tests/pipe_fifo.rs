@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use crate::kinds::fd::fifo::{check_fifo_unused, check_fifos, check_host, check_ref};
+use crate::kinds::fd::held::HeldFiles;
 use crate::kinds::fd::pipe::{MAX_PIPE, check_ends, check_pipes};
 use crate::kinds::testutil::*;
 use crate::model::{FdKind, FifoState, PipeState, Process};
@@ -102,10 +103,20 @@ fn a_fifo_on_this_host() {
     let p = d.path().join("fifo");
     mkfifo(&p);
     let id = file_id(&p);
-    assert_none(&run(|v| check_host(&id, 3, &Default::default(), v)));
+    assert_none(&run(|v| {
+        check_host(&mut HeldFiles::same_boot(), &id, 3, &Default::default(), v)
+    }));
     // Gone, or no longer a FIFO: the file check says so, and nothing more.
     let gone = missing_id(&d.path().join("gone"));
-    let v = run(|v| check_host(&gone, 3, &Default::default(), v));
+    let v = run(|v| {
+        check_host(
+            &mut HeldFiles::same_boot(),
+            &gone,
+            3,
+            &Default::default(),
+            v,
+        )
+    });
     assert_one(
         &v,
         "file-missing",
@@ -115,7 +126,15 @@ fn a_fifo_on_this_host() {
         mode: libc::S_IFIFO | 0o644,
         ..file_id(&d.file("plain", b""))
     };
-    let v = run(|v| check_host(&file, 3, &Default::default(), v));
+    let v = run(|v| {
+        check_host(
+            &mut HeldFiles::same_boot(),
+            &file,
+            3,
+            &Default::default(),
+            v,
+        )
+    });
     assert_one(&v, "file-changed", &["is now a different kind of file"]);
 }
 
@@ -131,7 +150,7 @@ fn a_fifo_someone_holds_open_is_busy() {
         .write(true)
         .open(&p)
         .expect("open the FIFO");
-    let v = run(|v| check_host(&id, 3, &Default::default(), v));
+    let v = run(|v| check_host(&mut HeldFiles::same_boot(), &id, 3, &Default::default(), v));
     let me = std::process::id().to_string();
     assert_one(
         &v,

@@ -327,7 +327,14 @@ fn host_checks_skip_what_has_nothing_on_the_host() {
             },
         ),
     ] {
-        assert_none(&run(|v| check_fd(&f, &Default::default(), v)));
+        assert_none(&run(|v| {
+            check_fd(
+                &mut crate::kinds::fd::file::HeldFiles::same_boot(),
+                &f,
+                &Default::default(),
+                v,
+            )
+        }));
     }
 }
 
@@ -387,7 +394,14 @@ fn host_checks_dispatch_to_the_kind() {
     ];
     for k in kinds {
         let f = fd(3, k);
-        let v = run(|v| check_fd(&f, &Default::default(), v));
+        let v = run(|v| {
+            check_fd(
+                &mut crate::kinds::fd::file::HeldFiles::same_boot(),
+                &f,
+                &Default::default(),
+                v,
+            )
+        });
         assert_eq!(codes(&v), ["file-missing"], "{f:?}: {v:?}");
         assert!(v[0].message.contains("descriptor 3"), "{v:?}");
     }

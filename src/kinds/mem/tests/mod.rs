@@ -130,17 +130,19 @@ fn mapped_files_are_there_and_unchanged() {
         ],
         ..process(10)
     };
-    assert_none(&run(|v| check_mapped_files(&p, v)));
+    assert_none(&run(|v| {
+        check_mapped_files(&mut crate::kinds::fd::file::HeldFiles::same_boot(), &p, v)
+    }));
     // A changed file is named once however often it is mapped.
     std::fs::write(procfs_path(&lib.path), b"new code").expect("write");
-    let v = run(|v| check_mapped_files(&p, v));
+    let v = run(|v| check_mapped_files(&mut crate::kinds::fd::file::HeldFiles::same_boot(), &p, v));
     assert_one(
         &v,
         "file-changed",
         &["mapped file", "lib.so has changed since the dump"],
     );
     std::fs::remove_file(procfs_path(&lib.path)).expect("remove");
-    let v = run(|v| check_mapped_files(&p, v));
+    let v = run(|v| check_mapped_files(&mut crate::kinds::fd::file::HeldFiles::same_boot(), &p, v));
     assert_one(
         &v,
         "file-missing",
@@ -175,7 +177,7 @@ fn a_deleted_mapped_file_needs_its_directory() {
         ],
         ..process(10)
     };
-    let v = run(|v| check_mapped_files(&p, v));
+    let v = run(|v| check_mapped_files(&mut crate::kinds::fd::file::HeldFiles::same_boot(), &p, v));
     assert_one(
         &v,
         "file-missing",

@@ -55,9 +55,11 @@ fn root_and_working_directories() {
     let d = TempDir::new();
     let mut p = process(10);
     p.cwd = bytes(d.path());
-    assert_none(&run(|v| check_dirs(&p, v)));
+    assert_none(&run(|v| {
+        check_dirs(&mut crate::kinds::fd::file::HeldFiles::same_boot(), &p, v)
+    }));
     p.cwd = bytes(&d.path().join("gone"));
-    let v = run(|v| check_dirs(&p, v));
+    let v = run(|v| check_dirs(&mut crate::kinds::fd::file::HeldFiles::same_boot(), &p, v));
     assert_one(
         &v,
         "file-missing",
@@ -66,9 +68,9 @@ fn root_and_working_directories() {
     // A file is no directory.
     p.cwd = b"/".to_vec();
     p.root = bytes(&d.file("f", b""));
-    let v = run(|v| check_dirs(&p, v));
+    let v = run(|v| check_dirs(&mut crate::kinds::fd::file::HeldFiles::same_boot(), &p, v));
     assert_one(&v, "file-missing", &["root directory", "/f does not exist"]);
     p.cwd = bytes(&d.path().join("gone"));
-    let v = run(|v| check_dirs(&p, v));
+    let v = run(|v| check_dirs(&mut crate::kinds::fd::file::HeldFiles::same_boot(), &p, v));
     assert_eq!(codes(&v), ["file-missing", "file-missing"], "{v:?}");
 }

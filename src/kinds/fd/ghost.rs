@@ -1,0 +1,178 @@
+//! Files deleted while open or mapped, recreated on disk for the stage (their contents
+//! come from the image) and removed again once every process has them.
+//!
+//! A recreated file is made exclusively (`O_EXCL`, never through a symbolic link) in a
+//! directory only root can write, found and then used through a descriptor, never by
+//! path again: its own directory if that is root's and writable by no one else (the
+//! process then sees its old name, " (deleted)"), else a private directory (mode 0700,
+//! root's) made for it inside that directory, on the same file system. It gets its
+//! recorded owner and group back, and its mode, but the set-user-ID and set-group-ID bits
+//! only where the process the image restores is the file's owner (all of its user IDs,
+//! and for set-group-ID the group among its groups): an image's contents are whatever
+//! the image says, so they must not come back as a program that runs with someone
+//! else's privileges. Images made before owners were recorded get root's file without
+//! those bits.
+
+use crate::error::{RestoreError, RestoreResult};
+use crate::model::{Creds, FileId};
+use crate::sys::{self, pathfd, proc as procfs};
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+
+/// A recreated file on disk: its directory and name, and the private directory made
+/// for it (held through its parent, with its name), if any.
+pub(crate) struct Ghost {
+    dir: OwnedFd,
+    name: Vec<u8>,
+    private: Option<(OwnedFd, Vec<u8>)>,
+}
+
+impl Ghost {
+    /// Remove the file (and its private directory).
+    pub(crate) fn remove(self) {
+        let _ = pathfd::unlink_at(&self.dir, &self.name, false);
+        if let Some((parent, name)) = self.private {
+            let _ = pathfd::unlink_at(&parent, &name, true);
+        }
+    }
+}
+
+/// The mode a recreated file gets: its recorded permissions, with set-user-ID and
+/// set-group-ID only where `creds` (the restored process's) own the file.
+pub(crate) fn ghost_mode(file: &FileId, creds: &Creds) -> u32 {
+    let mut mode = file.mode & 0o7777;
+    let owner = file.owner.filter(|(u, g)| *u != u32::MAX && *g != u32::MAX);
+    let owns = owner.is_some_and(|(u, _)| creds.uid.iter().all(|x| *x == u));
+    let in_group =
+        owner.is_some_and(|(_, g)| creds.gid.iter().all(|x| *x == g) || creds.groups.contains(&g));
+    if !owns {
+        mode &= !(libc::S_ISUID | libc::S_ISGID);
+    } else if !in_group {
+        mode &= !libc::S_ISGID;
+    }
+    mode
+}
+
+/// Whether a directory is root's and writable by no one else.
+fn root_only(dir: &OwnedFd) -> RestoreResult<bool> {
+    let st = pathfd::ident(dir, b"")?;
+    Ok(st.uid == 0 && st.mode & 0o022 == 0)
+}
+
+/// Recreate deleted file `file` (kept in the image under `data`) with `content`, for a
+/// process with credentials `creds`; returns ckpt's read-write descriptor of it and
+/// where it is (to remove it later).
+pub(crate) fn make_ghost(
+    file: &FileId,
+    data: u64,
+    creds: &Creds,
+    content: &mut File,
+) -> RestoreResult<(File, Ghost)> {
+    let orig = procfs::bytes_path(&file.path);
+    let (Some(parent), Some(base)) = (orig.parent(), orig.file_name()) else {
+        return Err(RestoreError::Malformed(format!(
+            "deleted file {} has no directory",
+            orig.display()
+        )));
+    };
+    let base = base.as_bytes().to_vec();
+    let dir = pathfd::open_dir(parent)?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let tmp_name = format!(".ckpt-ghost-{data}-{}-{stamp}", std::process::id()).into_bytes();
+    let what = orig.display().to_string();
+    let (mut g, ghost) = if root_only(&dir)? {
+        // Under its old name if that is free, else next to it.
+        match pathfd::create_excl(&dir, &base, &what) {
+            Ok(g) => (
+                g,
+                Ghost {
+                    dir,
+                    name: base,
+                    private: None,
+                },
+            ),
+            Err(_) => {
+                let g = pathfd::create_excl(&dir, &tmp_name, &what)?;
+                let ghost = Ghost {
+                    dir,
+                    name: tmp_name,
+                    private: None,
+                };
+                (g, ghost)
+            }
+        }
+    } else {
+        let private = pathfd::make_private_dir(&dir, &tmp_name, &what)?;
+        let ghost = Ghost {
+            dir: private,
+            name: base,
+            private: Some((dir, tmp_name)),
+        };
+        match pathfd::create_excl(&ghost.dir, &ghost.name, &what) {
+            Ok(g) => (g, ghost),
+            Err(e) => {
+                ghost.remove();
+                return Err(e.into());
+            }
+        }
+    };
+    let r = std::io::copy(content, &mut g)
+        .map_err(|e| sys::SysError::io(format!("write {what}"), e).into())
+        .and_then(|_| {
+            let owner = file.owner.filter(|(u, g)| *u != u32::MAX && *g != u32::MAX);
+            Ok(pathfd::set_owner_mode(&g, owner, ghost_mode(file, creds))?)
+        });
+    match r {
+        Ok(()) => Ok((g, ghost)),
+        Err(e) => {
+            ghost.remove();
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ghost_mode;
+    use crate::model::{Creds, FileId};
+
+    fn creds(uid: u32, gid: u32, groups: &[u32]) -> Creds {
+        Creds {
+            uid: [uid; 4],
+            gid: [gid; 4],
+            groups: groups.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn file(mode: u32, owner: Option<(u32, u32)>) -> FileId {
+        FileId {
+            mode: libc::S_IFREG | mode,
+            owner,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn setuid_and_setgid_only_for_the_owner() {
+        let f = file(0o6755, Some((1000, 1000)));
+        assert_eq!(ghost_mode(&f, &creds(1000, 1000, &[])), 0o6755);
+        // Set-group-ID needs the group among the process's.
+        assert_eq!(ghost_mode(&f, &creds(1000, 50, &[])), 0o4755);
+        assert_eq!(ghost_mode(&f, &creds(1000, 50, &[1000])), 0o6755);
+        // Another user (root included) gets neither.
+        assert_eq!(ghost_mode(&f, &creds(1001, 1000, &[1000])), 0o755);
+        assert_eq!(ghost_mode(&f, &creds(0, 0, &[])), 0o755);
+        // A process whose IDs differ (a set-user-ID program running) is not the owner.
+        let mut c = creds(1000, 1000, &[]);
+        c.uid[1] = 0;
+        assert_eq!(ghost_mode(&f, &c), 0o755);
+        // An older image (no owner recorded): never.
+        assert_eq!(ghost_mode(&file(0o6755, None), &creds(0, 0, &[])), 0o755);
+        assert_eq!(ghost_mode(&file(0o1777, None), &creds(0, 0, &[])), 0o1777);
+    }
+}

@@ -1,0 +1,318 @@
+//! Files restore needs by path (open files, mapped files, the executable, working and
+//! root directories), each opened ONCE, in plan, with `O_PATH`, and checked through
+//! that descriptor. Stage never opens them by path again: every descriptor, mapping,
+//! exe link and directory the processes get is opened again from ckpt's descriptor
+//! (taken with `pidfd_getfd`, then opened through `/proc/self/fd/N`: the same inode,
+//! with a description of its own), so a file swapped under its path after the checks
+//! is never the one a process gets.
+//!
+//! **Identity.** On the host and boot the image was made on (same boot ID), a file
+//! must be the same inode (device and inode numbers), besides the same type, size and
+//! modification time: a file replaced by another of the same size with a copied mtime
+//! is refused. On another host or after a reboot, device numbers (and, on many file
+//! systems, inode numbers) mean nothing, so only type, size and mtime (and a device's
+//! number) are compared, as for images made before the boot ID was recorded.
+
+use crate::arch::native::nr;
+use crate::error::Problem;
+use crate::error::{RestoreError, RestoreResult};
+use crate::kinds::check;
+use crate::model::FileId;
+use crate::remote::{BatchArgs, Ctx};
+use crate::sys::inject::Call;
+use crate::sys::pathfd;
+use crate::sys::proc::{self as procfs, FileIdent};
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+/// One held file: ckpt's `O_PATH` descriptor and what it was when opened.
+struct Held {
+    fd: OwnedFd,
+    now: FileIdent,
+}
+
+/// The files plan opened, by the path the image names them with.
+#[derive(Default)]
+pub(crate) struct HeldFiles {
+    /// The image was made on this boot: device and inode numbers are compared.
+    same_boot: bool,
+    files: BTreeMap<Vec<u8>, Held>,
+}
+
+impl HeldFiles {
+    /// For an image made on the boot `image_boot_id` (empty: not recorded).
+    pub(crate) fn new(image_boot_id: &str) -> Self {
+        let here = crate::sys::process::boot_id();
+        pathfd::raise_own_fd_limit();
+        Self {
+            same_boot: !image_boot_id.is_empty() && image_boot_id == here,
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// As on the image's own boot (unit tests).
+    #[cfg(test)]
+    pub(crate) fn same_boot() -> Self {
+        Self {
+            same_boot: true,
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// The file at `path`, opened once (the first call opens it).
+    fn open_once(&mut self, path: &[u8]) -> crate::sys::Result<&FileIdent> {
+        if !self.files.contains_key(path) {
+            let fd = pathfd::open_path(procfs::bytes_path(path))?;
+            let now = pathfd::ident(&fd, path)?;
+            self.files.insert(path.to_vec(), Held { fd, now });
+        }
+        self.files
+            .get(path)
+            .map(|h| &h.now)
+            .ok_or_else(|| crate::sys::SysError::io("hold", std::io::ErrorKind::NotFound.into()))
+    }
+
+    /// [`Self::open_once`], or `None` with a problem.
+    fn hold(&mut self, path: &[u8], what: &str, problems: &mut Vec<Problem>) -> Option<FileIdent> {
+        match self.open_once(path) {
+            Ok(now) => Some(now.clone()),
+            Err(e) => {
+                check::p(
+                    problems,
+                    "file-missing",
+                    format!("{what} {} is not available: {e}", check::show(path)),
+                );
+                None
+            }
+        }
+    }
+
+    /// The same inode as at the dump, where inode numbers can be compared.
+    fn same_inode(
+        &self,
+        id: &FileId,
+        now: &FileIdent,
+        what: &str,
+        problems: &mut Vec<Problem>,
+    ) -> bool {
+        if !self.same_boot || (now.dev == id.dev && now.ino == id.ino) {
+            return true;
+        }
+        check::p(
+            problems,
+            "file-changed",
+            format!(
+                "{what} {} has changed since the dump: it is another file now (inode {} -> {})",
+                check::show(&id.path),
+                id.ino,
+                now.ino
+            ),
+        );
+        false
+    }
+
+    /// The file of `id` is there and is the one the image recorded (see the module's
+    /// documentation).
+    pub(crate) fn check_file(&mut self, id: &FileId, what: &str, problems: &mut Vec<Problem>) {
+        let Some(now) = self.hold(&id.path, what, problems) else {
+            return;
+        };
+        let fmt = id.mode & libc::S_IFMT;
+        if now.mode & libc::S_IFMT != fmt {
+            check::p(
+                problems,
+                "file-changed",
+                format!(
+                    "{what} {} is now a different kind of file",
+                    check::show(&id.path)
+                ),
+            );
+            return;
+        }
+        if !self.same_inode(id, &now, what, problems) {
+            return;
+        }
+        if fmt == libc::S_IFREG
+            && (now.size != id.size
+                || now.mtime_sec != id.mtime_sec
+                || now.mtime_nsec != id.mtime_nsec)
+        {
+            check::p(
+                problems,
+                "file-changed",
+                format!(
+                    "{what} {} has changed since the dump (size {} -> {}, modified {} -> {})",
+                    check::show(&id.path),
+                    id.size,
+                    now.size,
+                    id.mtime_sec,
+                    now.mtime_sec
+                ),
+            );
+        }
+        if (fmt == libc::S_IFCHR || fmt == libc::S_IFBLK) && now.rdev != id.rdev {
+            check::p(
+                problems,
+                "file-changed",
+                format!("{what} {} is now another device", check::show(&id.path)),
+            );
+        }
+    }
+
+    /// A file the process only writes: it may have grown, but must be the same regular
+    /// file, and a non-append writer's offset must not lie beyond its end.
+    pub(crate) fn check_output(
+        &mut self,
+        id: &FileId,
+        flags: u32,
+        pos: u64,
+        what: &str,
+        problems: &mut Vec<Problem>,
+    ) {
+        let Some(now) = self.hold(&id.path, what, problems) else {
+            return;
+        };
+        if now.mode & libc::S_IFMT != libc::S_IFREG {
+            check::p(
+                problems,
+                "file-changed",
+                format!(
+                    "{what} {} is no longer a regular file",
+                    check::show(&id.path)
+                ),
+            );
+        } else if !self.same_inode(id, &now, what, problems) {
+        } else if flags as i32 & libc::O_APPEND == 0 && now.size < pos {
+            check::p(
+                problems,
+                "file-changed",
+                format!(
+                    "{what} {} was truncated to {} bytes since the dump; the process would \
+                     write at offset {pos}",
+                    check::show(&id.path),
+                    now.size
+                ),
+            );
+        }
+    }
+
+    /// A directory (working or root directory, recorded by path only) is there.
+    pub(crate) fn check_dir(&mut self, path: &[u8], what: &str, problems: &mut Vec<Problem>) {
+        let is_dir = self
+            .open_once(path)
+            .is_ok_and(|now| now.mode & libc::S_IFMT == libc::S_IFDIR);
+        if !is_dir {
+            check::p(
+                problems,
+                "file-missing",
+                format!("{what} {} does not exist", check::show(path)),
+            );
+        }
+    }
+
+    /// The held file at `path` opened again read-only (a description of its own), if it
+    /// is a regular file.
+    pub(crate) fn reopen_regular(&self, path: &[u8]) -> Option<std::fs::File> {
+        let h = self.files.get(path)?;
+        if h.now.mode & libc::S_IFMT != libc::S_IFREG {
+            return None;
+        }
+        std::fs::File::open(format!("/proc/self/fd/{}", h.fd.as_raw_fd())).ok()
+    }
+
+    /// Ckpt's descriptors of the held files, by path, and whether each is a directory
+    /// (for stage).
+    pub(crate) fn fds(&self) -> BTreeMap<Vec<u8>, (RawFd, bool)> {
+        self.files
+            .iter()
+            .map(|(p, h)| {
+                let dir = h.now.mode & libc::S_IFMT == libc::S_IFDIR;
+                (p.clone(), (h.fd.as_raw_fd(), dir))
+            })
+            .collect()
+    }
+}
+
+// ---- restore (stage) ----
+
+/// Open in the stub of `cx`, for each `(path, flags)` of `wanted`, the file plan held
+/// under that path (`held`: ckpt's descriptors, from [`HeldFiles::fds`]): a new
+/// description of that very inode with `flags`, never a lookup of the path. Returns the
+/// stub's descriptors, in order. Three batches (take ckpt's descriptors with
+/// `pidfd_getfd`, open each, close the taken ones) per 64 files. A directory is opened
+/// as `openat(N, ".")`, which takes any flags; another file through `/proc/self/fd/N`,
+/// a link that `O_NOFOLLOW` would not follow: that flag is left out (the file is no
+/// symbolic link: plan opened it following links, as the original open did).
+pub(crate) fn open_held(
+    cx: &mut Ctx<'_>,
+    held: &BTreeMap<Vec<u8>, (RawFd, bool)>,
+    wanted: &[(&[u8], i32)],
+) -> RestoreResult<Vec<u64>> {
+    let mut out = Vec::with_capacity(wanted.len());
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let mut ours = Vec::with_capacity(wanted.len());
+    for (path, _) in wanted {
+        let fd = held.get(*path).ok_or_else(|| {
+            RestoreError::Stage(format!(
+                "{} was not opened and checked in plan",
+                check::show(path)
+            ))
+        })?;
+        ours.push((fd.0 as u64, fd.1));
+    }
+    // (Our ID as the stub's PID namespace sees it: stage runs in the tree's namespace.)
+    let me = std::process::id() as u64;
+    let pidfd = cx.call("pidfd_open", nr::PIDFD_OPEN, [me, 0, 0, 0, 0, 0])?;
+    let r = open_held_with(cx, pidfd, &ours, wanted, &mut out);
+    cx.call("close", nr::CLOSE, [pidfd, 0, 0, 0, 0, 0])?;
+    r.map(|()| out)
+}
+
+fn open_held_with(
+    cx: &mut Ctx<'_>,
+    pidfd: u64,
+    ours: &[(u64, bool)],
+    wanted: &[(&[u8], i32)],
+    out: &mut Vec<u64>,
+) -> RestoreResult<()> {
+    for (ours, wanted) in ours.chunks(64).zip(wanted.chunks(64)) {
+        let takes: Vec<Call> = ours
+            .iter()
+            .zip(wanted)
+            .map(|((fd, _), (path, _))| {
+                Call::new(
+                    format!("take the file held for {}", check::show(path)),
+                    nr::PIDFD_GETFD,
+                    [pidfd, *fd, 0, 0, 0, 0],
+                )
+            })
+            .collect();
+        let taken = cx.batch(&BatchArgs::new(), &takes)?;
+        let mut args = BatchArgs::new();
+        let mut opens = Vec::with_capacity(taken.len());
+        for ((t, (path, flags)), (_, dir)) in taken.iter().zip(wanted).zip(ours) {
+            let (at, name, flags) = if *dir {
+                (*t, ".".to_string(), *flags)
+            } else {
+                let at = libc::AT_FDCWD as u64;
+                (at, format!("/proc/self/fd/{t}"), *flags & !libc::O_NOFOLLOW)
+            };
+            let a = args.add_cstr(cx, name.as_bytes())?;
+            opens.push(Call::new(
+                format!("open {}", check::show(path)),
+                nr::OPENAT,
+                [at, a, flags as u64, 0, 0, 0],
+            ));
+        }
+        let opened = cx.batch(&args, &opens);
+        let closes: Vec<Call> = taken
+            .iter()
+            .map(|t| Call::new("close", nr::CLOSE, [*t, 0, 0, 0, 0, 0]))
+            .collect();
+        cx.batch(&BatchArgs::new(), &closes)?;
+        out.extend(opened?);
+    }
+    Ok(())
+}

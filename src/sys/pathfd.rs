@@ -1,0 +1,112 @@
+//! Files held by descriptor: opened once by path (`O_PATH`: no open of a device, no
+//! side effect), then identified and used only through that descriptor; and files made
+//! exclusively inside a directory held the same way.
+
+use super::proc::FileIdent;
+use super::{Result, SysError, rerr};
+use rustix::fs::{AtFlags, Mode, OFlags};
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+/// Raise this process's soft limit on descriptors to its hard limit (ckpt holds one
+/// descriptor per file it restores); failure only leaves the limit as it was.
+pub fn raise_own_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current != l.maximum {
+        l.current = l.maximum;
+        let _ = setrlimit(Resource::Nofile, l);
+    }
+}
+
+/// `path` opened with `O_PATH` (following symbolic links, as an open by path would).
+pub fn open_path(path: &Path) -> Result<OwnedFd> {
+    rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| rerr(format!("open {}", path.display()), e))
+}
+
+/// The identity of the file behind `fd` (`name`: the path it is recorded under).
+pub fn ident(fd: impl AsFd, name: &[u8]) -> Result<FileIdent> {
+    let st = rustix::fs::fstat(fd).map_err(|e| rerr("fstat", e))?;
+    Ok(FileIdent {
+        path: name.to_vec(),
+        dev: st.st_dev,
+        ino: st.st_ino,
+        mode: st.st_mode,
+        rdev: st.st_rdev,
+        size: st.st_size as u64,
+        mtime_sec: st.st_mtime,
+        mtime_nsec: st.st_mtime_nsec as i64,
+        uid: st.st_uid,
+        gid: st.st_gid,
+    })
+}
+
+/// The directory at `path`, held (`O_PATH | O_DIRECTORY`).
+pub fn open_dir(path: &Path) -> Result<OwnedFd> {
+    rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| rerr(format!("open directory {}", path.display()), e))
+}
+
+/// A new file `name` in directory `dir`, created exclusively (`O_EXCL`, never through
+/// a symbolic link), read-write, with mode 0600.
+pub fn create_excl(dir: impl AsFd, name: &[u8], what: &str) -> Result<File> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| rerr(format!("create {what}"), e))?;
+    Ok(File::from(fd))
+}
+
+/// A new directory `name` in `dir` with mode 0700 (ours: root's, while restore runs as
+/// root), created exclusively, and held: checked to be the directory just made, owned
+/// by us and writable by no one else.
+pub fn make_private_dir(dir: impl AsFd, name: &[u8], what: &str) -> Result<OwnedFd> {
+    let dir = dir.as_fd();
+    rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700))
+        .map_err(|e| rerr(format!("create directory {what}"), e))?;
+    let d = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| rerr(format!("open directory {what}"), e))?;
+    let st = rustix::fs::fstat(&d).map_err(|e| rerr("fstat", e))?;
+    if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o077 != 0 {
+        return Err(SysError::io(
+            format!("directory {what}"),
+            std::io::Error::other("it is not the private directory just made"),
+        ));
+    }
+    Ok(d)
+}
+
+/// Remove `name` from `dir` (a directory with `dir_entry`).
+pub fn unlink_at(dir: impl AsFd, name: &[u8], dir_entry: bool) -> Result<()> {
+    let flags = if dir_entry {
+        AtFlags::REMOVEDIR
+    } else {
+        AtFlags::empty()
+    };
+    rustix::fs::unlinkat(dir, name, flags).map_err(|e| rerr("unlink", e))
+}
+
+/// Owner, group and then mode of a file made by us (in this order: a change of owner
+/// clears the set-user-ID and set-group-ID bits).
+pub fn set_owner_mode(f: &File, owner: Option<(u32, u32)>, mode: u32) -> Result<()> {
+    use rustix::fs::{Gid, Uid};
+    if let Some((uid, gid)) = owner {
+        let (u, g) = (Uid::from_raw(uid), Gid::from_raw(gid));
+        rustix::fs::fchown(f, Some(u), Some(g)).map_err(|e| rerr("fchown", e))?;
+    }
+    rustix::fs::fchmod(f, Mode::from_raw_mode(mode & 0o7777)).map_err(|e| rerr("fchmod", e))
+}
