@@ -130,7 +130,14 @@ fn freeze_thread(tid: i32) -> Result<Option<FrozenThread>> {
             Stop::Syscall | Stop::OtherEvent(_) => ptrace::cont(tid, 0).map_err(fail)?,
         }
     }
-    let orig_regs = ptrace::get_regs(tid).map_err(fail)?;
+    let mut orig_regs = ptrace::get_regs(tid).map_err(fail)?;
+    // A wait that our interrupt made fail with EINTR is turned into an interrupted call
+    // the kernel restarts, in the task itself at once (it runs on right even if ckpt
+    // dies) and so in the image.
+    if let Some(regs) = restart_if_interrupted(tid, &orig_regs) {
+        ptrace::set_regs(tid, &regs).map_err(fail)?;
+        orig_regs = regs;
+    }
     let orig_sigmask = ptrace::get_sigmask(tid).map_err(fail)?;
     Ok(Some(FrozenThread {
         tid,
@@ -138,6 +145,17 @@ fn freeze_thread(tid: i32) -> Result<Option<FrozenThread>> {
         orig_sigmask,
         injected: false,
     }))
+}
+
+/// The registers with which thread `tid`, stopped at `regs`, runs on as if the freeze
+/// had not woken it (see `arch::native::restart_interrupted_wait`); None to keep `regs`.
+fn restart_if_interrupted(tid: i32, regs: &arch::Regs) -> Option<arch::Regs> {
+    arch::native::restart_interrupted_wait(regs, |addr| {
+        let mut code = [0u8; 2];
+        let mem = sys::mem::RemoteMem::open(tid).ok()?;
+        mem.read(addr, &mut code).ok()?;
+        Some(code)
+    })
 }
 
 impl Frozen {
@@ -448,6 +466,12 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         processes.push(process);
         procs.push(collected);
     }
+    // For the failure-path tests: a dump refused once the tree was frozen and queried
+    // (with injected calls) must let it go exactly as a successful --leave-running one.
+    crate::error::fault_point("dump: collected").map_err(|_| DumpError::Unsupported {
+        pid,
+        why: "injected fault at step \"dump: collected\" (testing)".into(),
+    })?;
     let pipes = fds::pipe::resolve_pipes(&mut processes, opts.external)?;
     let fifos = fds::fifo::resolve_fifos(&processes)?;
     // TCP connections in repair mode, held until the tree is released (see below).

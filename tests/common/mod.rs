@@ -111,6 +111,9 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("ttyjob", "ttyjob.c", &[]),
     // tests/e2e_privs.rs: credentials, securebits and limits, per thread
     ("privs", "privs.c", &["-pthread"]),
+    // tests/e2e_invisible.rs: threads blocked in epoll_wait, poll, select, nanosleep, read,
+    // futex... through dumps
+    ("blockers", "blockers.c", &["-pthread"]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

@@ -1,0 +1,221 @@
+//! End-to-end tests: a dump is invisible to the program. Threads blocked in epoll_wait,
+//! poll, select, nanosleep, read, futex, rt_sigtimedwait (and their signal-mask forms)
+//! go on waiting through `ckpt dump --leave-running`, through a dump that is refused
+//! after the tree was frozen and queried, and through dump and restore: none of the
+//! calls fails with EINTR or returns before it is fed (`tests/targets/blockers.c`).
+//!
+//! Needs root (ptrace of arbitrary processes, restoring PIDs). Run with cargo-nextest,
+//! one process per test (see README.md).
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// What `blockers` prints when every call completed as fed.
+const ALL_OK: &str = "ready\n\
+    epoll_wait: ok\n\
+    epoll_wait timeout: ok\n\
+    epoll_pwait sigmask: ok\n\
+    poll: ok\n\
+    poll timeout: ok\n\
+    ppoll sigmask: ok\n\
+    select: ok\n\
+    select timeout: ok\n\
+    nanosleep: ok\n\
+    read: ok\n\
+    futex: ok\n\
+    futex timeout: ok\n\
+    sigtimedwait: ok\n\
+    done\n";
+
+/// The system calls the threads of `blockers` block in: the main thread's read of stdin,
+/// then one per blocker thread.
+const BLOCKED_IN: &[i64] = &[
+    libc::SYS_read,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_poll,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_select,
+    libc::SYS_select,
+    libc::SYS_nanosleep,
+    libc::SYS_read,
+    libc::SYS_futex,
+    libc::SYS_futex,
+    libc::SYS_rt_sigtimedwait,
+];
+
+/// (state, syscall) of every thread of `pid`.
+fn threads_in(pid: i32) -> Vec<(char, Option<i64>)> {
+    tasks(pid)
+        .into_iter()
+        .map(|tid| {
+            let stat =
+                fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                .unwrap_or('?');
+            let nr = fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok());
+            (state, nr)
+        })
+        .collect()
+}
+
+/// Wait until every thread of `blockers` sleeps in its call: the calls of [`BLOCKED_IN`],
+/// where a call the kernel restarted through its restart block shows as restart_syscall.
+/// Err once a thread is gone (its call returned) or after the timeout. `started`: all
+/// the threads exist already (a restored process may still be creating them).
+fn all_blocked(pid: i32, mut started: bool) -> Result<(), String> {
+    let deadline = Instant::now() + timeout();
+    loop {
+        let now = threads_in(pid);
+        started |= now.len() == BLOCKED_IN.len();
+        if started && now.len() < BLOCKED_IN.len() {
+            return Err(format!(
+                "only {} of its {} threads are left: a call returned (now (state, syscall): \
+                 {now:?})",
+                now.len(),
+                BLOCKED_IN.len()
+            ));
+        }
+        let mut nrs: Vec<i64> = now.iter().filter_map(|t| t.1).collect();
+        let sleeping = now.iter().all(|t| t.0 == 'S');
+        let restarted = nrs
+            .iter()
+            .filter(|&&n| n == libc::SYS_restart_syscall)
+            .count();
+        nrs.retain(|&n| n != libc::SYS_restart_syscall);
+        let mut missing = BLOCKED_IN.to_vec();
+        for n in &nrs {
+            if let Some(i) = missing.iter().position(|m| m == n) {
+                missing.remove(i);
+            }
+        }
+        if sleeping && now.len() == BLOCKED_IN.len() && missing.len() == restarted {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "its threads never all blocked in their calls (now (state, syscall): {now:?})"
+            ));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// [`all_blocked`] for `blockers` (PID `pid`), or feed it through `p` (itself or the
+/// `ckpt restore` that restored it) and fail with what it says went wrong.
+fn wait_all_blocked(p: &mut Proc, pid: i32, started: bool, what: &str) {
+    if let Err(e) = all_blocked(pid, started) {
+        p.write_stdin(b"go\n");
+        p.close_stdin();
+        let fin = p.finish();
+        panic!(
+            "{what}: {e}\nits output:\n{}",
+            String::from_utf8_lossy(&fin.stdout)
+        );
+    }
+}
+
+/// `ckpt dump PID -o IMG --leave-running` with `CKPT_FAULT=dump: collected`: refused
+/// after every thread was frozen and queried; the process must run on untraced.
+fn refused_dump(ctx: &Ctx, pid: i32, img: &Path) {
+    let spec = Spec::new(ckpt_bin())
+        .arg("dump")
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(img)
+        .arg("--leave-running")
+        .env("CKPT_FAULT", "dump: collected")
+        .cwd(&ctx.dir);
+    let fin = ctx.spawn(&spec).finish();
+    let stderr = String::from_utf8_lossy(&fin.stderr);
+    assert!(
+        !fin.status.success() && stderr.contains("injected fault"),
+        "the dump with an injected fault must fail naming it ({:?}); stderr:\n{stderr}",
+        fin.status
+    );
+    assert!(!img.exists(), "a refused dump left {}", img.display());
+    assert_running_untraced(pid, "after a refused dump");
+}
+
+#[test]
+fn blocked_calls_see_no_eintr_from_leave_running_and_refused_dumps() {
+    let ctx = Ctx::new("blocked_calls_see_no_eintr_from_leave_running_and_refused_dumps");
+    // nanosleep lasts long enough to be asleep through every dump.
+    let spec = Spec::new(target("blockers")).arg("15").stdin(In::Pipe);
+    let mut t = ctx.spawn(&spec);
+    let pid = t.pid;
+    t.wait_lines(1);
+    wait_all_blocked(&mut t, pid, true, "blockers");
+    refused_dump(&ctx, pid, &ctx.path("refused.img"));
+    wait_all_blocked(&mut t, pid, true, "blockers after a refused dump");
+    for i in 0..3 {
+        let img = ctx.path(&format!("run{i}.img"));
+        ctx.dump_leave_running(pid, &img);
+        wait_all_blocked(
+            &mut t,
+            pid,
+            true,
+            &format!("blockers after dump --leave-running #{i}"),
+        );
+    }
+    refused_dump(&ctx, pid, &ctx.path("refused2.img"));
+    wait_all_blocked(&mut t, pid, true, "blockers after a second refused dump");
+    ctx.dump_leave_running(pid, &ctx.path("last.img"));
+    wait_all_blocked(
+        &mut t,
+        pid,
+        true,
+        "blockers after the last dump --leave-running",
+    );
+    t.write_stdin(b"go\n");
+    t.close_stdin();
+    let fin = t.finish();
+    assert_same_output(
+        "blockers through dumps (--leave-running and refused)",
+        ALL_OK.as_bytes(),
+        &fin.stdout,
+    );
+    assert_eq!(fin.status.code(), Some(0), "exit status of blockers");
+}
+
+#[test]
+fn blocked_calls_continue_after_restore_without_eintr() {
+    let ctx = Ctx::new("blocked_calls_continue_after_restore_without_eintr");
+    let spec = Spec::new(target("blockers")).arg("5").stdin(In::Pipe);
+    let mut t = ctx.spawn(&spec);
+    let pid = t.pid;
+    t.wait_lines(1);
+    wait_all_blocked(&mut t, pid, true, "blockers");
+    let img = ctx.path("img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("original");
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    wait_all_blocked(&mut r, pid, false, "restored blockers");
+    r.write_stdin(b"go\n");
+    r.close_stdin();
+    let fin = r.finish();
+    assert_same_output(
+        "blockers dumped and restored",
+        ALL_OK.as_bytes(),
+        &[before, fin.stdout].concat(),
+    );
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "exit status of the restored blockers; stderr:\n{}",
+        String::from_utf8_lossy(&fin.stderr)
+    );
+}
