@@ -219,3 +219,69 @@ fn blocked_calls_continue_after_restore_without_eintr() {
         String::from_utf8_lossy(&fin.stderr)
     );
 }
+
+/// Start `ckpt dump PID --leave-running` and send `sig` to `pid` while the dump holds it
+/// stopped (after the freeze, before the release); the dump must succeed.
+fn signal_during_dump(ctx: &Ctx, pid: i32, sig: i32, img: &Path) {
+    let spec = Spec::new(ckpt_bin())
+        .arg("dump")
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(img)
+        .arg("--leave-running")
+        .cwd(&ctx.dir);
+    let mut dump = ctx.spawn(&spec);
+    let deadline = Instant::now() + timeout();
+    loop {
+        let frozen =
+            tracer_pid(pid) == Some(dump.pid) && proc_stat(pid).is_some_and(|s| s.0 == 't');
+        if frozen {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && dump.try_wait().is_none(),
+            "the dump of {pid} ended (or never froze it) before the signal could be sent"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert!(send_signal(pid, sig), "send signal {sig} to {pid}");
+    let held = tracer_pid(pid) == Some(dump.pid);
+    let fin = dump.finish();
+    assert!(
+        fin.status.success(),
+        "dump --leave-running failed: {}",
+        String::from_utf8_lossy(&fin.stderr)
+    );
+    assert!(
+        held,
+        "the dump released {pid} before the signal was sent: the test proves nothing \
+         (make the process bigger)"
+    );
+    assert_running_untraced(pid, "after dump --leave-running");
+}
+
+#[test]
+fn a_signal_handled_during_a_dump_still_interrupts_the_blocked_call() {
+    let ctx = Ctx::new("a_signal_handled_during_a_dump_still_interrupts_the_blocked_call");
+    let spec = Spec::new(target("blockers")).arg("handler").arg("128");
+    let mut t = ctx.spawn(&spec);
+    let pid = t.pid;
+    ctx.track(pid);
+    t.wait_lines(1);
+    wait_in_syscall(pid, libc::SYS_epoll_wait, "blockers handler");
+    signal_during_dump(&ctx, pid, libc::SIGUSR1, &ctx.path("epoll.img"));
+    t.wait_lines(2);
+    wait_in_syscall(pid, libc::SYS_poll, "blockers handler");
+    signal_during_dump(&ctx, pid, libc::SIGUSR1, &ctx.path("poll.img"));
+    let fin = t.finish();
+    assert_same_output(
+        "blockers handler: a signal with a handler during each dump",
+        b"ready\nepoll_wait: EINTR after the handler\npoll: EINTR after the handler\n",
+        &fin.stdout,
+    );
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "exit status of blockers handler"
+    );
+}

@@ -1,6 +1,7 @@
 /* Threads blocked in system calls that a checkpoint must not disturb.
  *
  * Usage: blockers [SLEEP_SECONDS]
+ *        blockers handler MB (see handler_mode)
  *
  * One thread per blocking call, each made with syscall(2) so the call is exactly the one
  * named: epoll_wait without and with a timeout, epoll_pwait with a signal mask, poll
@@ -192,11 +193,50 @@ static void *run(void *arg)
 	return NULL;
 }
 
+static volatile sig_atomic_t handled;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	handled = 1;
+}
+
+/* "handler MB": one thread with a SIGUSR1 handler (without SA_RESTART) and MB megabytes
+ * of data (to make dumps last), blocked in epoll_wait, then in poll, each on a pipe
+ * nobody writes: a SIGUSR1 must end each call with EINTR, also when it arrives while a
+ * dump holds the process. */
+static int handler_mode(long mb)
+{
+	struct sigaction sa = {.sa_handler = on_usr1};
+	struct epoll_event ev = {.events = EPOLLIN};
+	int p[2], ep;
+	long r;
+
+	sigaction(SIGUSR1, &sa, NULL);
+	size_t len = (size_t)mb << 20;
+	unsigned char *data = malloc(len);
+	if (!data || pipe(p) != 0 || (ep = epoll_create1(0)) < 0 ||
+	    epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &ev) != 0)
+		die("setup: %s", strerror(errno));
+	for (size_t i = 0; i < len; i++)
+		data[i] = (unsigned char)(i * 7 + 1);
+	out("ready\n");
+	r = syscall(SYS_epoll_wait, ep, &ev, 1, -1);
+	out("epoll_wait: %s\n", r < 0 && errno == EINTR && handled ? "EINTR after the handler" : "wrong");
+	handled = 0;
+	struct pollfd pfd = {.fd = p[0], .events = POLLIN};
+	r = syscall(SYS_poll, &pfd, 1, -1);
+	out("poll: %s\n", r < 0 && errno == EINTR && handled ? "EINTR after the handler" : "wrong");
+	return data[len / 2] == 0; /* keep the data */
+}
+
 int main(int argc, char **argv)
 {
 	pthread_t th[NKINDS];
 	char line[64];
 
+	if (argc > 2 && strcmp(argv[1], "handler") == 0)
+		return handler_mode(atol(argv[2]));
 	if (argc > 1)
 		sleep_secs = atol(argv[1]);
 	for (int i = 0; i < NKINDS; i++) {
