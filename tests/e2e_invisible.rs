@@ -31,6 +31,7 @@ const ALL_OK: &str = "ready\n\
     futex: ok\n\
     futex timeout: ok\n\
     sigtimedwait: ok\n\
+    futex bitset: ok\n\
     done\n";
 
 /// The system calls the threads of `blockers` block in: the main thread's read of stdin,
@@ -50,6 +51,7 @@ const BLOCKED_IN: &[i64] = &[
     libc::SYS_futex,
     libc::SYS_futex,
     libc::SYS_rt_sigtimedwait,
+    libc::SYS_futex,
 ];
 
 /// (state, syscall) of every thread of `pid`.
@@ -75,17 +77,17 @@ fn threads_in(pid: i32) -> Vec<(char, Option<i64>)> {
 /// where a call the kernel restarted through its restart block shows as restart_syscall.
 /// Err once a thread is gone (its call returned) or after the timeout. `started`: all
 /// the threads exist already (a restored process may still be creating them).
-fn all_blocked(pid: i32, mut started: bool) -> Result<(), String> {
+fn all_blocked(pid: i32, calls: &[i64], mut started: bool) -> Result<(), String> {
     let deadline = Instant::now() + timeout();
     loop {
         let now = threads_in(pid);
-        started |= now.len() == BLOCKED_IN.len();
-        if started && now.len() < BLOCKED_IN.len() {
+        started |= now.len() == calls.len();
+        if started && now.len() < calls.len() {
             return Err(format!(
                 "only {} of its {} threads are left: a call returned (now (state, syscall): \
                  {now:?})",
                 now.len(),
-                BLOCKED_IN.len()
+                calls.len()
             ));
         }
         let mut nrs: Vec<i64> = now.iter().filter_map(|t| t.1).collect();
@@ -95,13 +97,13 @@ fn all_blocked(pid: i32, mut started: bool) -> Result<(), String> {
             .filter(|&&n| n == libc::SYS_restart_syscall)
             .count();
         nrs.retain(|&n| n != libc::SYS_restart_syscall);
-        let mut missing = BLOCKED_IN.to_vec();
+        let mut missing = calls.to_vec();
         for n in &nrs {
             if let Some(i) = missing.iter().position(|m| m == n) {
                 missing.remove(i);
             }
         }
-        if sleeping && now.len() == BLOCKED_IN.len() && missing.len() == restarted {
+        if sleeping && now.len() == calls.len() && missing.len() == restarted {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -116,7 +118,12 @@ fn all_blocked(pid: i32, mut started: bool) -> Result<(), String> {
 /// [`all_blocked`] for `blockers` (PID `pid`), or feed it through `p` (itself or the
 /// `ckpt restore` that restored it) and fail with what it says went wrong.
 fn wait_all_blocked(p: &mut Proc, pid: i32, started: bool, what: &str) {
-    if let Err(e) = all_blocked(pid, started) {
+    wait_blocked_in(p, pid, BLOCKED_IN, started, what)
+}
+
+/// [`wait_all_blocked`] for a `blockers` whose threads block in `calls`.
+fn wait_blocked_in(p: &mut Proc, pid: i32, calls: &[i64], started: bool, what: &str) {
+    if let Err(e) = all_blocked(pid, calls, started) {
         p.write_stdin(b"go\n");
         p.close_stdin();
         let fin = p.finish();
@@ -172,7 +179,15 @@ fn blocked_calls_see_no_eintr_from_leave_running_and_refused_dumps() {
     }
     refused_dump(&ctx, pid, &ctx.path("refused2.img"));
     wait_all_blocked(&mut t, pid, true, "blockers after a second refused dump");
-    ctx.dump_leave_running(pid, &ctx.path("last.img"));
+    let last = ctx.dump_leave_running(pid, &ctx.path("last.img"));
+    // poll and FUTEX_WAIT with a relative timeout are resumed through restart_syscall,
+    // which an image cannot hold: the dump says so (twice).
+    assert_eq!(
+        last.stderr.matches("restart_syscall").count(),
+        2,
+        "the dump must warn about the two calls in restart_syscall; stderr:\n{}",
+        last.stderr
+    );
     wait_all_blocked(
         &mut t,
         pid,
@@ -283,5 +298,79 @@ fn a_signal_handled_during_a_dump_still_interrupts_the_blocked_call() {
         fin.status.code(),
         Some(0),
         "exit status of blockers handler"
+    );
+}
+
+#[test]
+fn calls_resumed_by_an_earlier_dump_continue_after_restore() {
+    // A --leave-running dump, then a dump and restore: the calls the first dump
+    // interrupted must still be restorable (not in restart_syscall, whose restart block
+    // no image holds). poll and FUTEX_WAIT with a relative timeout are left out: the
+    // kernel resumes them through restart_syscall (the dump warns).
+    let ctx = Ctx::new("calls_resumed_by_an_earlier_dump_continue_after_restore");
+    let spec = Spec::new(target("blockers"))
+        .arg("8")
+        .arg("exact")
+        .stdin(In::Pipe);
+    let calls: Vec<i64> = {
+        let mut v = BLOCKED_IN.to_vec();
+        for gone in [libc::SYS_poll, libc::SYS_futex] {
+            if let Some(i) = v.iter().position(|&n| n == gone) {
+                v.remove(i);
+            }
+        }
+        v
+    };
+    let mut t = ctx.spawn(&spec);
+    let pid = t.pid;
+    t.wait_lines(1);
+    wait_blocked_in(&mut t, pid, &calls, true, "blockers exact");
+    ctx.dump_leave_running(pid, &ctx.path("first.img"));
+    wait_blocked_in(
+        &mut t,
+        pid,
+        &calls,
+        true,
+        "blockers after dump --leave-running",
+    );
+    let stuck: Vec<i32> = tasks(pid)
+        .into_iter()
+        .filter(|tid| {
+            fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"))
+                .is_ok_and(|s| s.starts_with(&format!("{} ", libc::SYS_restart_syscall)))
+        })
+        .collect();
+    assert!(
+        stuck.is_empty(),
+        "threads {stuck:?} were left in restart_syscall by dump --leave-running"
+    );
+    let img = ctx.path("img");
+    let run = ctx.dump(pid, &img);
+    assert!(
+        !run.stderr.contains("restart_syscall"),
+        "unexpected warning: {}",
+        run.stderr
+    );
+    t.expect_killed();
+    let before = t.stdout.finish("original");
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    wait_blocked_in(&mut r, pid, &calls, false, "restored blockers");
+    r.write_stdin(b"go\n");
+    r.close_stdin();
+    let fin = r.finish();
+    let expected: String = ALL_OK
+        .lines()
+        .filter(|l| !l.starts_with("poll timeout") && !l.starts_with("futex timeout"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_same_output(
+        "blockers exact: dump --leave-running, then dump and restore",
+        expected.as_bytes(),
+        &[before, fin.stdout].concat(),
+    );
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "exit status of the restored blockers"
     );
 }

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod restart;
+pub use restart::{in_restart_syscall, restart_block_in_place, restart_interrupted_wait};
+
 /// The ABI a task runs in, judged from its code segment.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Abi {
@@ -332,8 +335,8 @@ pub fn syscall_result(regs: &X86Regs) -> i64 {
 // Kernel-internal restart codes a task stopped inside a syscall carries in rax.
 const ERESTARTSYS: i64 = 512;
 const ERESTARTNOINTR: i64 = 513;
-const ERESTARTNOHAND: i64 = 514;
-const ERESTART_RESTARTBLOCK: i64 = 516;
+pub(crate) const ERESTARTNOHAND: i64 = 514;
+pub(crate) const ERESTART_RESTARTBLOCK: i64 = 516;
 
 /// How a task stopped inside a system call will continue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -436,60 +439,6 @@ pub fn release_regs(regs: &X86Regs) -> X86Regs {
     r
 }
 
-/// System calls that fail with a plain -EINTR (no restart code) whenever the task is
-/// woken for a signal, even when no handler runs: the ptrace interrupt that freezes a
-/// task for a dump is such a wakeup, so without help the program would see a dump as an
-/// EINTR (`man 7 signal`, "Interruption of system calls ... by stop signals").
-fn fails_with_eintr_when_woken(abi: Abi, nr: u64) -> bool {
-    match abi {
-        // epoll_wait, epoll_pwait, epoll_pwait2, rt_sigtimedwait
-        Abi::X86_64 => matches!(nr, 232 | 281 | 441 | 128),
-        // epoll_wait, epoll_pwait, epoll_pwait2, rt_sigtimedwait (and its time64 form)
-        Abi::Ia32 => matches!(nr, 256 | 319 | 441 | 177 | 421),
-    }
-}
-
-/// The registers of a thread that the freeze itself interrupted in a system call that
-/// then failed with EINTR (see [`fails_with_eintr_when_woken`]), turned into those of the
-/// same call interrupted with -ERESTARTNOHAND: the kernel then restarts it when the task
-/// runs on without a signal handler being invoked, and still fails it with EINTR when a
-/// handler is (a signal that arrived meanwhile), which is what the program would have
-/// seen had it never been stopped. A restarted call waits again for its whole timeout,
-/// which POSIX allows for these calls' relative timeouts (a restarted wait is at least as
-/// long as asked); the kernel does the same for poll and select when it cannot write the
-/// time left back.
-///
-/// `read_code(addr)` gives the two bytes of the task's code at `addr`: only a task that
-/// stands right after its system call instruction is changed (a task stopped on the first
-/// instruction of a signal handler still carries the number and EINTR of the call the
-/// signal interrupted).
-pub fn restart_interrupted_wait(
-    regs: &X86Regs,
-    read_code: impl FnOnce(u64) -> Option<[u8; 2]>,
-) -> Option<X86Regs> {
-    let (nr, ret) = match regs.abi() {
-        Abi::X86_64 => (regs.orig_rax as i64, regs.rax as i64),
-        Abi::Ia32 => (
-            i64::from(regs.orig_rax as u32 as i32),
-            i64::from(regs.rax as u32 as i32),
-        ),
-    };
-    if nr < 0
-        || ret != -i64::from(libc::EINTR)
-        || !fails_with_eintr_when_woken(regs.abi(), nr as u64)
-    {
-        return None;
-    }
-    let insn_before = read_code(regs.rip.checked_sub(SYSCALL_INSN_LEN)?)?;
-    if insn_before != SYSCALL_INSN && insn_before != INT80_INSN {
-        return None;
-    }
-    let mut r = *regs;
-    // As the kernel stores it for both ABIs (a sign-extended long).
-    r.rax = (-ERESTARTNOHAND) as u64;
-    Some(r)
-}
-
 /// Debug-register offsets in `struct user` (for PTRACE_PEEKUSER/POKEUSER):
 /// `offsetof(struct user, u_debugreg)` is 848 on x86-64.
 pub const DEBUGREG_OFFSET: usize = 848;
@@ -539,53 +488,6 @@ mod tests {
         assert_eq!(r.rip, 0x2000);
         assert_eq!(r.rax, nr::CLOCK_NANOSLEEP);
         assert_eq!(r.rdx, 0x7100);
-    }
-
-    #[test]
-    fn epoll_wait_failed_by_the_freeze_is_restarted() {
-        let regs = X86Regs {
-            orig_rax: 232,
-            rax: (-(libc::EINTR as i64)) as u64,
-            rip: 0x4002,
-            cs: USER_CS_64,
-            ..Default::default()
-        };
-        let r = restart_interrupted_wait(&regs, |_| Some(SYSCALL_INSN)).expect("restartable");
-        assert_eq!(syscall_state(&r), SyscallState::Restart { nr: 232 });
-        let resumed = resume_regs(&r);
-        assert_eq!((resumed.rip, resumed.rax), (0x4000, 232));
-        let released = release_regs(&r);
-        assert_eq!((released.rip, released.rax), (0x4000, 232));
-        // Not right after a syscall instruction (e.g. on a handler's first instruction).
-        assert_eq!(
-            restart_interrupted_wait(&regs, |_| Some([0xc3, 0x90])),
-            None
-        );
-        // Other calls' EINTR, and other errors, are left alone.
-        let read = X86Regs {
-            orig_rax: 0,
-            ..regs
-        };
-        assert_eq!(
-            restart_interrupted_wait(&read, |_| Some(SYSCALL_INSN)),
-            None
-        );
-        let ok = X86Regs { rax: 1, ..regs };
-        assert_eq!(restart_interrupted_wait(&ok, |_| Some(SYSCALL_INSN)), None);
-    }
-
-    #[test]
-    fn ia32_epoll_wait_failed_by_the_freeze_is_restarted() {
-        let regs = X86Regs {
-            orig_rax: 256,
-            rax: u64::from((-libc::EINTR) as u32),
-            rip: 0x4002,
-            cs: USER_CS_32,
-            ..Default::default()
-        };
-        let r = restart_interrupted_wait(&regs, |a| (a == 0x4000).then_some(INT80_INSN))
-            .expect("restartable");
-        assert_eq!(syscall_state(&r), SyscallState::Restart { nr: 256 });
     }
 
     #[test]

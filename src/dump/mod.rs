@@ -148,8 +148,13 @@ fn freeze_thread(tid: i32) -> Result<Option<FrozenThread>> {
 }
 
 /// The registers with which thread `tid`, stopped at `regs`, runs on as if the freeze
-/// had not woken it (see `arch::native::restart_interrupted_wait`); None to keep `regs`.
+/// had not woken it (see `arch::native::restart_interrupted_wait`), and re-issues a call
+/// it would have resumed through its restart block where that loses nothing (see
+/// `arch::native::restart_block_in_place`); None to keep `regs`.
 fn restart_if_interrupted(tid: i32, regs: &arch::Regs) -> Option<arch::Regs> {
+    if let Some(r) = arch::native::restart_block_in_place(regs) {
+        return Some(r);
+    }
     arch::native::restart_interrupted_wait(regs, |addr| {
         let mut code = [0u8; 2];
         let mem = sys::mem::RemoteMem::open(tid).ok()?;
@@ -503,6 +508,18 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         vmas: ckpt.processes.iter().map(|p| p.vmas.len()).sum(),
         ..Default::default()
     };
+    for p in &ckpt.processes {
+        for t in p.threads.iter() {
+            if arch::native::in_restart_syscall(&t.arch.regs) {
+                stats.warnings.push(format!(
+                    "thread {} of process {} is in a system call the kernel resumes \
+                     through restart_syscall (interrupted before, e.g. by a stop or a \
+                     debugger): a restored copy sees it fail with EINTR",
+                    t.tid, p.pid
+                ));
+            }
+        }
+    }
     match (tmp, file) {
         (Some(tmp), Some(file)) => {
             // The disk writes while the pages are copied (see WritebackFile).

@@ -1,14 +1,15 @@
 /* Threads blocked in system calls that a checkpoint must not disturb.
  *
- * Usage: blockers [SLEEP_SECONDS]
+ * Usage: blockers [SLEEP_SECONDS [exact]]
  *        blockers handler MB (see handler_mode)
  *
  * One thread per blocking call, each made with syscall(2) so the call is exactly the one
  * named: epoll_wait without and with a timeout, epoll_pwait with a signal mask, poll
  * without and with a timeout, ppoll with a signal mask, select without and with a
  * timeout, nanosleep (SLEEP_SECONDS, default 6), read on a pipe, futex wait without and
- * with a timeout, rt_sigtimedwait (with a timeout) for SIGUSR2, which every blocker
- * thread keeps blocked. No signal handler is installed and no other signal is sent:
+ * with a relative timeout, FUTEX_WAIT_BITSET with an absolute one, rt_sigtimedwait (with
+ * a timeout) for SIGUSR2, which every blocker thread keeps blocked. No signal handler is
+ * installed and no other signal is sent:
  * none of the calls may fail with EINTR or return before it is fed.
  *
  * The main thread prints "ready" once every thread is about to block, then blocks in
@@ -43,14 +44,18 @@ enum kind {
 	FUTEX,
 	FUTEX_TIMED,
 	SIGTIMEDWAIT,
+	FUTEX_BITSET,
 	NKINDS,
 };
 
 static const char *names[NKINDS] = {
 	"epoll_wait", "epoll_wait timeout", "epoll_pwait sigmask", "poll", "poll timeout",
 	"ppoll sigmask", "select", "select timeout", "nanosleep", "read", "futex",
-	"futex timeout", "sigtimedwait",
+	"futex timeout", "sigtimedwait", "futex bitset",
 };
+
+/* Calls not started (see main). */
+static int skip[NKINDS];
 
 struct blocker {
 	enum kind kind;
@@ -80,7 +85,8 @@ static void report(struct blocker *x, long r, int err)
 		snprintf(x->result, sizeof x->result, "failed (errno %d)", err);
 	else if (x->kind == SIGTIMEDWAIT)
 		snprintf(x->result, sizeof x->result, r == SIGUSR2 ? "ok" : "returned %ld", r);
-	else if (x->kind == NANOSLEEP || x->kind == FUTEX || x->kind == FUTEX_TIMED)
+	else if (x->kind == NANOSLEEP || x->kind == FUTEX || x->kind == FUTEX_TIMED ||
+		 x->kind == FUTEX_BITSET)
 		snprintf(x->result, sizeof x->result, r == 0 ? "ok" : "returned %ld", r);
 	else if (r == 0)
 		snprintf(x->result, sizeof x->result, "timed out");
@@ -173,6 +179,13 @@ static void *run(void *arg)
 	case FUTEX_TIMED:
 		r = syscall(SYS_futex, &x->word, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0);
 		break;
+	case FUTEX_BITSET:
+		/* As glibc waits with a deadline: an absolute CLOCK_MONOTONIC timeout. */
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += LONG_MS / 1000;
+		r = syscall(SYS_futex, &x->word, FUTEX_WAIT_BITSET_PRIVATE, 0, &ts, NULL,
+			    FUTEX_BITSET_MATCH_ANY);
+		break;
 	case SIGTIMEDWAIT:
 		sigemptyset(&during);
 		sigaddset(&during, SIGUSR2);
@@ -183,7 +196,7 @@ static void *run(void *arg)
 	}
 	int err = errno;
 	/* A futex wait that returns before the word changed was not woken by us. */
-	if ((x->kind == FUTEX || x->kind == FUTEX_TIMED) && r == 0 &&
+	if ((x->kind == FUTEX || x->kind == FUTEX_TIMED || x->kind == FUTEX_BITSET) && r == 0 &&
 	    __atomic_load_n(&x->word, __ATOMIC_SEQ_CST) == 0)
 		r = 1;
 	report(x, r, err);
@@ -239,6 +252,11 @@ int main(int argc, char **argv)
 		return handler_mode(atol(argv[2]));
 	if (argc > 1)
 		sleep_secs = atol(argv[1]);
+	/* "exact": only the calls a dump can leave in a state that any later image restores
+	 * exactly (not poll and FUTEX_WAIT with a relative timeout, which the kernel resumes
+	 * through restart_syscall once they were interrupted). */
+	if (argc > 2 && strcmp(argv[2], "exact") == 0)
+		skip[POLL_TIMED] = skip[FUTEX_TIMED] = 1;
 	for (int i = 0; i < NKINDS; i++) {
 		b[i].kind = (enum kind)i;
 		if (pipe(b[i].pipe) != 0)
@@ -251,20 +269,22 @@ int main(int argc, char **argv)
 		}
 	}
 	for (int i = 0; i < NKINDS; i++)
-		if (pthread_create(&th[i], NULL, run, &b[i]) != 0)
+		if (!skip[i] && pthread_create(&th[i], NULL, run, &b[i]) != 0)
 			die("pthread_create");
 	out("ready\n");
 	ssize_t n = read(0, line, sizeof line);
 	if (n <= 0)
 		die("read stdin: %zd (errno %d)", n, errno);
 	for (int i = 0; i < NKINDS; i++) {
-		if (__atomic_load_n(&b[i].done, __ATOMIC_SEQ_CST) && i != NANOSLEEP) {
+		if (!skip[i] && __atomic_load_n(&b[i].done, __ATOMIC_SEQ_CST) && i != NANOSLEEP) {
 			out("%s: returned before it was fed (%s)\n", names[i], b[i].result);
 			b[i].result[0] = 0;
 		}
 	}
 	for (int i = 0; i < NKINDS; i++) {
-		if (i == FUTEX || i == FUTEX_TIMED) {
+		if (skip[i]) {
+			continue;
+		} else if (i == FUTEX || i == FUTEX_TIMED || i == FUTEX_BITSET) {
 			__atomic_store_n(&b[i].word, 1, __ATOMIC_SEQ_CST);
 			syscall(SYS_futex, &b[i].word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 		} else if (i == SIGTIMEDWAIT) {
@@ -274,6 +294,8 @@ int main(int argc, char **argv)
 		}
 	}
 	for (int i = 0; i < NKINDS; i++) {
+		if (skip[i])
+			continue;
 		pthread_join(th[i], NULL);
 		if (b[i].result[0])
 			out("%s: %s\n", names[i], b[i].result);
