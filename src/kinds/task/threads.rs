@@ -407,7 +407,10 @@ pub(crate) fn create_threads(
         args.extend_from_slice(&(t.tid as u64).to_le_bytes());
         let a = cx.put(0, &args)?;
         let what = format!("create thread {}", t.tid);
-        let got = cx.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0])?;
+        // The dumped thread's ID may still be on its way to being freed (see
+        // `once_released`), as a process's.
+        let got =
+            super::tree::once_released(t.tid, || cx.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0]))?;
         tids.push(got as i32);
         if got != t.tid as u64 {
             return Err(RestoreError::Stage(format!(
