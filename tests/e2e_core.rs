@@ -660,9 +660,9 @@ const SLEEP_SYSCALLS: &[i64] = &[35, 230, 162, 267, 407];
 /// legitimately differs must be equal. Present all-zero pages are left out of an image,
 /// so they come back absent: an area may have fewer present pages the second time, but
 /// the page data stored must be as large. `rem_is_req`: the program sleeps in an ia32
-/// clock_nanosleep whose `rem` (esi) is not its request (edx): restore re-issues the
-/// sleep with the request pointed at `rem` (see `arch::x86::resume_regs`), so edx must
-/// be the first image's esi.
+/// clock_nanosleep whose `rem` (esi) is not its request (edx): the dump re-issues the
+/// sleep with the request pointed at `rem` (see `arch::x86::restart_block_in_place`), so
+/// edx must be esi in both images.
 fn restored_image_equals_dumped(ctx: &Ctx, spec: &Spec, k: usize, tag: &str, rem_is_req: bool) {
     let mut t = ctx.spawn(spec);
     t.wait_lines(k);
@@ -695,10 +695,12 @@ fn restored_image_equals_dumped(ctx: &Ctx, spec: &Spec, k: usize, tag: &str, rem
             "{tag}: no esi in {}",
             a["processes"][0]["threads"][0]
         );
-        assert_ne!(
+        // The dump itself points the interrupted sleep's request at rem (see
+        // `arch::x86::restart_block_in_place`), in the task and in the image.
+        assert_eq!(
             regs(&a, "rdx"),
             regs(&a, "rsi"),
-            "{tag}: the request is rem already"
+            "{tag}: the dumped sleep's request should be its rem"
         );
         assert_eq!(
             regs(&b, "rdx"),

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod restart;
+pub use restart::{in_restart_syscall, restart_block_in_place, restart_interrupted_wait};
+
 /// The ABI a task runs in, judged from its code segment.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Abi {
@@ -332,8 +335,8 @@ pub fn syscall_result(regs: &X86Regs) -> i64 {
 // Kernel-internal restart codes a task stopped inside a syscall carries in rax.
 const ERESTARTSYS: i64 = 512;
 const ERESTARTNOINTR: i64 = 513;
-const ERESTARTNOHAND: i64 = 514;
-const ERESTART_RESTARTBLOCK: i64 = 516;
+pub(crate) const ERESTARTNOHAND: i64 = 514;
+pub(crate) const ERESTART_RESTARTBLOCK: i64 = 516;
 
 /// How a task stopped inside a system call will continue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

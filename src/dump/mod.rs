@@ -130,7 +130,14 @@ fn freeze_thread(tid: i32) -> Result<Option<FrozenThread>> {
             Stop::Syscall | Stop::OtherEvent(_) => ptrace::cont(tid, 0).map_err(fail)?,
         }
     }
-    let orig_regs = ptrace::get_regs(tid).map_err(fail)?;
+    let mut orig_regs = ptrace::get_regs(tid).map_err(fail)?;
+    // A wait that our interrupt made fail with EINTR is turned into an interrupted call
+    // the kernel restarts, in the task itself at once (it runs on right even if ckpt
+    // dies) and so in the image.
+    if let Some(regs) = restart_if_interrupted(tid, &orig_regs) {
+        ptrace::set_regs(tid, &regs).map_err(fail)?;
+        orig_regs = regs;
+    }
     let orig_sigmask = ptrace::get_sigmask(tid).map_err(fail)?;
     Ok(Some(FrozenThread {
         tid,
@@ -138,6 +145,22 @@ fn freeze_thread(tid: i32) -> Result<Option<FrozenThread>> {
         orig_sigmask,
         injected: false,
     }))
+}
+
+/// The registers with which thread `tid`, stopped at `regs`, runs on as if the freeze
+/// had not woken it (see `arch::native::restart_interrupted_wait`), and re-issues a call
+/// it would have resumed through its restart block where that loses nothing (see
+/// `arch::native::restart_block_in_place`); None to keep `regs`.
+fn restart_if_interrupted(tid: i32, regs: &arch::Regs) -> Option<arch::Regs> {
+    if let Some(r) = arch::native::restart_block_in_place(regs) {
+        return Some(r);
+    }
+    arch::native::restart_interrupted_wait(regs, |addr| {
+        let mut code = [0u8; 2];
+        let mem = sys::mem::RemoteMem::open(tid).ok()?;
+        mem.read(addr, &mut code).ok()?;
+        Some(code)
+    })
 }
 
 impl Frozen {
@@ -474,6 +497,12 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         procs.push(collected);
     }
     crate::kinds::task::tree::check_groups_at_dump(&processes)?;
+    // For the failure-path tests: a dump refused once the tree was frozen and queried
+    // (with injected calls) must let it go exactly as a successful --leave-running one.
+    crate::error::fault_point("dump: collected").map_err(|_| DumpError::Unsupported {
+        pid,
+        why: "injected fault at step \"dump: collected\" (testing)".into(),
+    })?;
     let pipes = fds::pipe::resolve_pipes(&mut processes, opts.external)?;
     let fifos = fds::fifo::resolve_fifos(&processes)?;
     // TCP connections in repair mode, held until the tree is released (see below).
@@ -508,6 +537,18 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         vmas: ckpt.processes.iter().map(|p| p.vmas.len()).sum(),
         ..Default::default()
     };
+    for p in &ckpt.processes {
+        for t in p.threads.iter() {
+            if arch::native::in_restart_syscall(&t.arch.regs) {
+                stats.warnings.push(format!(
+                    "thread {} of process {} is in a system call the kernel resumes \
+                     through restart_syscall (interrupted before, e.g. by a stop or a \
+                     debugger): a restored copy sees it fail with EINTR",
+                    t.tid, p.pid
+                ));
+            }
+        }
+    }
     match (tmp, file) {
         (Some(tmp), Some(file)) => {
             // The disk writes while the pages are copied (see WritebackFile).

@@ -121,6 +121,9 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("dumpplan", "dumpplan.c", &[]),
     // tests/e2e_oracle.rs: state only the kernel (or the task itself) shows, for the oracle
     ("oracle", "oracle.c", &["-pthread"]),
+    // tests/e2e_invisible.rs: threads blocked in epoll_wait, poll, select, nanosleep, read,
+    // futex... through dumps
+    ("blockers", "blockers.c", &["-pthread"]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

@@ -302,6 +302,11 @@ pub(crate) fn injected_state(
         ptrace::set_regs(t.tid, &arch::native::release_regs(&t.orig_regs))?;
         ptrace::set_sigmask(t.tid, t.orig_sigmask)?;
     }
+    // Better: back to the interrupt stop, where the kernel decides alone how the thread
+    // runs on (see FrozenThread::park).
+    for t in threads.iter_mut() {
+        t.park()?;
+    }
     let out = res?;
     unmapped?;
     Ok(out)

@@ -57,6 +57,41 @@ fn rseq_fixup(mem: &RemoteMem, rseq: &Option<Rseq>, regs: &mut Regs) -> DumpResu
     Ok(())
 }
 
+impl FrozenThread {
+    /// Bring a thread that ran injected calls back to an interrupt stop with its own
+    /// registers and signal mask, where it stood when it was frozen: it then runs on
+    /// through the kernel's own signal and restart logic (an interrupted call restarts,
+    /// or fails with EINTR if a signal that arrived meanwhile runs a handler first),
+    /// exactly as a thread that had no calls injected, also if ckpt dies. The thread
+    /// stops again before running any instruction: the interrupt trap comes before any
+    /// signal is dequeued. On failure the thread keeps `injected`, and `release_regs`
+    /// is applied when it is let go.
+    pub(crate) fn park(&mut self) -> DumpResult<()> {
+        let tid = self.tid;
+        ptrace::set_sigmask(tid, self.orig_sigmask)?;
+        // The interrupt first: even if ckpt dies right after the registers are set, the
+        // pending trap makes the kernel pass through its restart logic on the way out.
+        ptrace::interrupt(tid)?;
+        ptrace::set_regs(tid, &self.orig_regs)?;
+        ptrace::cont(tid, 0)?;
+        match ptrace::wait(tid)? {
+            Stop::Event(_) => {}
+            Stop::Exited(_) | Stop::Killed(_) => {
+                return Err(crate::error::DumpError::Exited(tid));
+            }
+            other => {
+                return Err(sys::SysError::Other(format!(
+                    "thread {tid} did not come back to an interrupt stop after the \
+                     injected calls (got {other:?})"
+                ))
+                .into());
+            }
+        }
+        self.injected = false;
+        Ok(())
+    }
+}
+
 /// What is read of a thread from outside (before any injection).
 pub(crate) struct ThreadOutside {
     xsave: Vec<u8>,
