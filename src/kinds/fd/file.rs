@@ -685,10 +685,16 @@ pub(crate) fn open_path_fd(
     if f.cloexec {
         oflags |= libc::O_CLOEXEC;
     }
-    let n = super::held::open_held(cx, &files.held, &[(path, oflags)])?
-        .first()
-        .copied()
-        .ok_or_else(|| RestoreError::Stage("no descriptor opened".into()))?;
+    // A /proc entry of a process of the image exists only now that restore made the
+    // process (plan let it through unheld: `check_proc_file`): opened by its path.
+    let n = if !files.held.contains_key(path) && proc_pid_path(path).is_some() {
+        cx.open(path, oflags)?
+    } else {
+        super::held::open_held(cx, &files.held, &[(path, oflags)])?
+            .first()
+            .copied()
+            .ok_or_else(|| RestoreError::Stage("no descriptor opened".into()))?
+    };
     let mut calls = Vec::new();
     if let Some(pos) = pos.filter(|p| *p != 0) {
         calls.push(Call::new(
