@@ -25,6 +25,13 @@ pub enum DumpError {
         #[source]
         source: std::io::Error,
     },
+    /// A signal (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE) arrived before the image was
+    /// complete: the dump was rolled back at its next safe point.
+    #[error(
+        "dump interrupted by {}: no image was written and the processes run on as before",
+        crate::sys::deferred::name(*.0)
+    )]
+    Interrupted(i32),
 }
 
 /// The result of a dump step.

@@ -1,0 +1,93 @@
+//! Signals that would end ckpt in the middle of a transaction (SIGTERM, SIGINT, SIGHUP,
+//! SIGQUIT, SIGPIPE) are caught while it runs and only noted: the transaction checks
+//! [`pending`] at points where it can roll back, and ends there.
+//!
+//! The handler only stores the signal number in an atomic (async-signal-safe). It is
+//! installed with `SA_RESTART`, so no system call of ckpt fails with EINTR meanwhile
+//! (a ptrace wait must not, or the tracee would be left running an injected call).
+
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// The first deferred signal that arrived (0: none).
+static PENDING: AtomicI32 = AtomicI32::new(0);
+
+/// The signals deferred by [`Deferred::install`].
+pub const DEFERRED: [i32; 5] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGPIPE,
+];
+
+extern "C" fn note(sig: libc::c_int) {
+    let _ = PENDING.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+}
+
+/// The deferred signal that arrived since [`Deferred::install`], if any.
+pub fn pending() -> Option<i32> {
+    match PENDING.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// While alive, the signals of [`DEFERRED`] are noted instead of acting; dropping it
+/// puts the previous dispositions back (a signal noted meanwhile stays reported by
+/// [`pending`]).
+pub struct Deferred {
+    old: Vec<(i32, libc::sigaction)>,
+}
+
+impl Deferred {
+    pub fn install() -> Self {
+        PENDING.store(0, Ordering::SeqCst);
+        let mut old = Vec::new();
+        for sig in DEFERRED {
+            // SAFETY: a zeroed sigaction is a valid "no handler, empty mask" value.
+            let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+            act.sa_sigaction = note as extern "C" fn(libc::c_int) as usize;
+            act.sa_flags = libc::SA_RESTART;
+            // SAFETY: as above.
+            let mut prev: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: both pointers are to live sigaction structs; the handler only does
+            // an atomic store, which is async-signal-safe.
+            let r = unsafe {
+                libc::sigemptyset(&mut act.sa_mask);
+                libc::sigaction(sig, &act, &mut prev)
+            };
+            if r == 0 {
+                // A signal ignored by whoever started us stays ignored (nohup, a shell's
+                // background job and SIGINT).
+                if prev.sa_sigaction == libc::SIG_IGN && sig != libc::SIGPIPE {
+                    // SAFETY: puts back the disposition just read.
+                    unsafe { libc::sigaction(sig, &prev, std::ptr::null_mut()) };
+                    continue;
+                }
+                old.push((sig, prev));
+            }
+        }
+        Deferred { old }
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        for (sig, prev) in &self.old {
+            // SAFETY: `prev` is the disposition sigaction returned for this signal.
+            unsafe { libc::sigaction(*sig, prev, std::ptr::null_mut()) };
+        }
+    }
+}
+
+/// The conventional name of a signal ("SIGTERM").
+pub fn name(sig: i32) -> String {
+    match sig {
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGQUIT => "SIGQUIT".into(),
+        libc::SIGPIPE => "SIGPIPE".into(),
+        s => format!("signal {s}"),
+    }
+}
