@@ -5,7 +5,7 @@
 
 use super::threads::FrozenThread;
 use super::{attrs, signals, timers};
-use crate::arch::{self, native::nr};
+use crate::arch::{self, native::nr, sigframe};
 use crate::error::{DumpError, DumpResult};
 use crate::kinds::unsupported;
 use crate::model::{ITimer, PosixTimer, Rlimit, SigAction, SigAltStack};
@@ -44,7 +44,7 @@ pub(crate) struct ThreadInjected {
 /// at its start, then the queries' results, then the executor's table.
 const SCRATCH_LEN: u64 = 32 << 10;
 const SCRATCH_OUT: u64 = 4096;
-pub(crate) const SCRATCH_OUT_LEN: usize = 12 << 10;
+const SCRATCH_OUT_LEN: usize = 12 << 10;
 const SCRATCH_TABLE: u64 = 16 << 10;
 const SCRATCH_TABLE_CAP: usize = (16 << 10) / arch::native::BATCH_ENTRY_LEN as usize;
 
@@ -60,11 +60,21 @@ pub(crate) fn slot_bytes(b: &[u8], i: usize) -> &[u8] {
     &b[32 * i..32 * i + 32]
 }
 
-fn inject_queries(inj: &mut Injector, mem: &RemoteMem, scratch: u64) -> DumpResult<Injected> {
-    let out = scratch + SCRATCH_OUT;
-    // Results that are written to memory land in `out`, 32 bytes per call.
-    mem.write(out, &[0u8; SCRATCH_OUT_LEN])?;
+/// The process's queries; results written to memory land at `out` (`out_len` bytes of
+/// the task's memory, room for a slot per query but POSIX timers, which take turns), 32 bytes per call.
+fn inject_queries(
+    inj: &mut Injector,
+    mem: &RemoteMem,
+    (out, out_len): (u64, usize),
+) -> DumpResult<Injected> {
     let sigs = signals::queried_signals();
+    let slots = sigs.len() + 6 + attrs::RLIM_NLIMITS as usize;
+    if slots > out_len / 32 {
+        return Err(DumpError::Sys(sys::SysError::Other(format!(
+            "{slots} query results do not fit in {out_len} bytes"
+        ))));
+    }
+    mem.write(out, &vec![0u8; out_len])?;
     let slot = |i: usize| out + 32 * i as u64;
     let mut calls: Vec<Call> = signals::sigaction_queries(&sigs, &slot);
     let n = sigs.len();
@@ -84,7 +94,7 @@ fn inject_queries(inj: &mut Injector, mem: &RemoteMem, scratch: u64) -> DumpResu
     let xcomp_perm = if r(n + 4) == 0 { word(at(n + 2), 0) } else { 0 };
     let itimers = timers::itimers(&b, n + 3);
     let rlimits = attrs::rlimits(&b, n + 6);
-    let posix_timers = timers::posix_timers(inj, mem, out)?;
+    let posix_timers = timers::posix_timers(inj, mem, (out, out_len))?;
     Ok(Injected {
         xcomp_perm,
         rlimits,
@@ -98,13 +108,13 @@ fn inject_queries(inj: &mut Injector, mem: &RemoteMem, scratch: u64) -> DumpResu
     })
 }
 
+/// A thread's queries, results at `out` (96 bytes).
 fn inject_thread_queries(
     inj: &mut Injector,
     mem: &RemoteMem,
-    scratch: u64,
+    out: u64,
     abi: arch::Abi,
 ) -> DumpResult<ThreadInjected> {
-    let out = scratch + SCRATCH_OUT;
     mem.write(out, &[0u8; 96])?;
     let res = inj.batch(
         mem,
@@ -241,7 +251,7 @@ fn run_queries(
         Ok(())
     })
     .and_then(|()| executor(inj))
-    .and_then(|()| inject_queries(inj, mem, scratch))
+    .and_then(|()| inject_queries(inj, mem, (scratch + SCRATCH_OUT, SCRATCH_OUT_LEN)))
     .and_then(|p| {
         let mut per = Vec::new();
         for t in threads {
@@ -251,7 +261,7 @@ fn run_queries(
             per.push(inject_thread_queries(
                 &mut ti,
                 mem,
-                scratch,
+                scratch + SCRATCH_OUT,
                 t.orig_regs.abi(),
             )?);
         }
@@ -259,7 +269,147 @@ fn run_queries(
     })
 }
 
-/// Run the injected queries in a scratch page that is unmapped again afterwards.
+/// Room for the results of the queries, below each thread's signal frame: the
+/// process's queries need 32 bytes per signal, prctl, itimer and rlimit query (fewer
+/// than 128 slots), POSIX timers take as many turns as they need.
+const FRAME_OUT_LEN: u64 = 4096;
+
+/// The instructions of the task that the signal frames need: a `syscall; ret` (the
+/// injected calls run there) and a `rt_sigreturn` (the frames' return address).
+fn find_returns(pid: i32, mem: &RemoteMem) -> DumpResult<Option<(u64, u64)>> {
+    let maps = procfs::maps(pid)?;
+    let mut areas: Vec<_> = maps
+        .iter()
+        .filter(|m| m.exec && m.read && m.end - m.start <= 64 << 20)
+        .filter(|m| m.path != b"[vsyscall]")
+        .collect();
+    // The vDSO first (it has a `syscall; ret`), then the smaller areas.
+    areas.sort_by_key(|m| (m.path != b"[vdso]", m.end - m.start));
+    let (mut gadget, mut sigreturn) = (None, None);
+    for m in areas {
+        let mut code = vec![0u8; (m.end - m.start) as usize];
+        if mem.read(m.start, &mut code).is_err() {
+            continue;
+        }
+        let find = |pat: &[u8]| {
+            code.windows(pat.len())
+                .position(|w| w == pat)
+                .map(|i| m.start + i as u64)
+        };
+        gadget = gadget.or_else(|| find(&sigframe::SYSCALL_RET_INSN));
+        sigreturn = sigreturn.or_else(|| sigframe::SIGRETURN_INSNS.iter().find_map(|p| find(p)));
+        if let (Some(g), Some(s)) = (gadget, sigreturn) {
+            return Ok(Some((g, s)));
+        }
+    }
+    Ok(None)
+}
+
+/// Where each thread's signal frame is (see [`framed_queries`]).
+struct Frames {
+    /// A `syscall; ret` of the task.
+    gadget: u64,
+    /// A `mov $15, %rax; syscall` of the task.
+    sigreturn: u64,
+    /// Each thread's frame, in the order of the threads.
+    at: Vec<u64>,
+}
+
+/// Write on each thread's stack, below its red zone, a signal frame that returns to
+/// its own context, with room for the results of its queries below it. None (and
+/// nothing but stack memory below the stack pointers written) when the task does not
+/// allow it: a thread with a shadow stack, no `syscall; ret` or `rt_sigreturn`
+/// instruction in the task, an xsave area with dynamic (AMX) components, or a stack
+/// without that room.
+fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResult<Option<Frames>> {
+    for t in threads {
+        if procfs::shadow_stack(pid, t.tid)? {
+            return Ok(None);
+        }
+    }
+    let Some((gadget, sigreturn)) = find_returns(pid, mem)? else {
+        return Ok(None);
+    };
+    let mut frames = Vec::new();
+    for t in threads {
+        let xstate = ptrace::get_xstate(t.tid, 1 << 16)?;
+        // A thread interrupted in a call with a restart block goes back into that call
+        // from its arguments: rt_sigreturn forgets the restart block.
+        let ctx = arch::native::resume_regs(&t.orig_regs);
+        match sigframe::build(&ctx, t.orig_sigmask, &xstate, sigreturn) {
+            Some(f) => frames.push(f),
+            None => return Ok(None),
+        }
+    }
+    let mut at = Vec::new();
+    for f in &frames {
+        let zero = vec![0u8; FRAME_OUT_LEN as usize];
+        if mem.write(f.at - FRAME_OUT_LEN, &zero).is_err() || mem.write(f.at, &f.bytes).is_err() {
+            return Ok(None);
+        }
+        at.push(f.at);
+    }
+    Ok(Some(Frames {
+        gadget,
+        sigreturn,
+        at,
+    }))
+}
+
+/// The queries, run so that a thread let go at any moment (ckpt killed, even by
+/// SIGKILL: the kernel then detaches it where it stands) returns to its own context.
+///
+/// Every thread gets registers that run `rt_sigreturn` through its frame before its
+/// signals are blocked. Each query runs at the task's `syscall; ret` with the stack
+/// pointer at the frame, whose first word (pretcode) is the task's `rt_sigreturn`: a
+/// thread let go before, inside or after the call returns through the frame, which
+/// restores its registers, xsave state and signal mask. Nothing is mapped in the task,
+/// no breakpoint is used (an `int3` would kill a task no longer traced), and every
+/// query only reads. At the end each thread gets its mask back, then its registers.
+fn framed_queries(
+    pid: i32,
+    threads: &mut [FrozenThread],
+    mem: &RemoteMem,
+    fr: &Frames,
+) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
+    for (t, at) in threads.iter_mut().zip(&fr.at) {
+        ptrace::set_regs(t.tid, &sigframe::parked(&t.orig_regs, *at, fr.sigreturn))?;
+        t.injected = true;
+        ptrace::set_sigmask(t.tid, !0)?;
+    }
+    let base = |t: &FrozenThread, at: u64| {
+        let mut r = sigframe::parked(&t.orig_regs, at, fr.sigreturn);
+        // The `ret` after the call pops the frame's pretcode.
+        r.rsp = at;
+        r
+    };
+    let run = || -> DumpResult<(Injected, Vec<ThreadInjected>)> {
+        let mut inj = Injector::new(pid, fr.gadget, base(&threads[0], fr.at[0]));
+        let out = (fr.at[0] - FRAME_OUT_LEN, FRAME_OUT_LEN as usize);
+        let p = inject_queries(&mut inj, mem, out)?;
+        let mut per = Vec::new();
+        for (t, at) in threads.iter().zip(&fr.at) {
+            let mut ti = Injector::new(t.tid, fr.gadget, base(t, *at));
+            let abi = t.orig_regs.abi();
+            per.push(inject_thread_queries(
+                &mut ti,
+                mem,
+                at - FRAME_OUT_LEN,
+                abi,
+            )?);
+        }
+        Ok((p, per))
+    };
+    let res = run();
+    for t in threads.iter() {
+        ptrace::set_sigmask(t.tid, t.orig_sigmask)?;
+        ptrace::set_regs(t.tid, &arch::native::release_regs(&t.orig_regs))?;
+    }
+    res
+}
+
+/// Run the injected queries: through signal frames when the task allows it
+/// ([`framed_queries`]), else in a scratch area mapped and unmapped again.
 /// `threads` are those of process `pid`, its leader first.
 pub(crate) fn injected_state(
     pid: i32,
@@ -267,6 +417,23 @@ pub(crate) fn injected_state(
     mem: &RemoteMem,
 ) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
     let ia32 = threads.iter().any(|t| t.orig_regs.abi() == arch::Abi::Ia32);
+    if !ia32 {
+        if let Some(fr) = write_frames(pid, threads, mem)? {
+            return framed_queries(pid, threads, mem, &fr);
+        }
+    }
+    scratch_queries(pid, threads, mem, ia32)
+}
+
+/// The queries in a scratch area mapped in the task (an ia32 task, or one that cannot
+/// take signal frames). A ckpt killed meanwhile (SIGKILL) can leave the task with the
+/// area, a blocked signal mask, or registers inside an injected call.
+fn scratch_queries(
+    pid: i32,
+    threads: &mut [FrozenThread],
+    mem: &RemoteMem,
+    ia32: bool,
+) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
     let gadgets = find_gadgets(pid, mem, ia32)?;
     // The queries run in batches of one stop each when the breakpoint that ends a batch
     // can stop the task without a trace: SIGTRAP must be neither ignored (the kernel
@@ -297,10 +464,10 @@ pub(crate) fn injected_state(
         [scratch, SCRATCH_LEN, 0, 0, 0, 0],
     );
     // From here on the task must be able to run on as before even if ckpt dies (the
-    // kernel then detaches it): give every thread its registers and signal mask now.
+    // kernel then detaches it): give every thread its signal mask and registers now.
     for t in threads.iter() {
-        ptrace::set_regs(t.tid, &arch::native::release_regs(&t.orig_regs))?;
         ptrace::set_sigmask(t.tid, t.orig_sigmask)?;
+        ptrace::set_regs(t.tid, &arch::native::release_regs(&t.orig_regs))?;
     }
     let out = res?;
     unmapped?;
