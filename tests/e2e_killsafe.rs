@@ -211,11 +211,11 @@ fn killed_dump_leaves_target_as_before() {
     eprintln!("a whole dump: {whole:?}; seed {seed}");
     let mut rng = Rng(seed);
     let plan: &[(How, bool, u32)] = &[
-        (How::Signal(libc::SIGKILL), true, 110),
-        (How::Signal(libc::SIGTERM), true, 50),
-        (How::Signal(libc::SIGINT), true, 50),
+        (How::Signal(libc::SIGKILL), true, 100),
+        (How::Signal(libc::SIGTERM), true, 35),
+        (How::Signal(libc::SIGINT), true, 35),
         (How::CloseStdout, true, 20),
-        (How::Signal(libc::SIGKILL), false, 30),
+        (How::Signal(libc::SIGKILL), false, 40),
         (How::Signal(libc::SIGTERM), false, 20),
     ];
     let mut tries = Vec::new();

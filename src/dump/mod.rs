@@ -3,12 +3,13 @@
 //! The target is seized with PTRACE_SEIZE (so it is detached, and runs on, if ckpt dies)
 //! and interrupted. Collection is read-only wherever the kernel allows (/proc, regsets,
 //! process_vm_readv); the few things only the task itself can tell (signal dispositions,
-//! sigaltstack, clear_child_tid, parent-death signal, brk) are read by injecting system
-//! calls through the `syscall` instruction of the task's own vDSO, into a scratch page
-//! that is unmapped again before the memory map is read. The image goes to a temporary
-//! file next to the output, is fsynced and renamed; only then is the target killed (or
-//! let go with `--leave-running`). Any failure leaves the target running as before and
-//! no file at the output path.
+//! sigaltstack, clear_child_tid, parent-death signal, brk) are read by injected system
+//! calls that return through a signal frame holding each thread's own context
+//! (`kinds::task::query`), so that a ckpt killed meanwhile leaves the task as it was.
+//! The image goes to an unnamed file next to the output, is fsynced and named; only
+//! then is the target killed (or let go with `--leave-running`). Any failure, and
+//! SIGTERM, SIGINT, SIGHUP, SIGQUIT or SIGPIPE before that point, leaves the target
+//! running as before and no file at the output path.
 
 mod collect;
 mod write;

@@ -274,10 +274,36 @@ fn run_queries(
 /// than 128 slots), POSIX timers take as many turns as they need.
 const FRAME_OUT_LEN: u64 = 4096;
 
+/// The ELF note header of a Go build ID (`.note.go.buildid`): name size 4, then
+/// (after the descriptor size) type 4 and the name "Go".
+const GO_NOTE: [u8; 8] = [4, 0, 0, 0, b'G', b'o', 0, 0];
+
+/// Whether the task runs Go code: a mapping of a file's start holds a Go build-ID
+/// note. Go runs goroutines on small stacks (its signal handlers use an alternate
+/// stack), where a signal frame below the stack pointer could reach another
+/// goroutine's stack.
+fn runs_go(maps: &[procfs::MapEntry], mem: &RemoteMem) -> bool {
+    maps.iter()
+        .filter(|m| m.read && m.offset == 0 && m.path.first() == Some(&b'/'))
+        .any(|m| {
+            let mut head = vec![0u8; (m.end - m.start).min(8 << 10) as usize];
+            mem.read(m.start, &mut head).is_ok() && has_go_note(&head)
+        })
+}
+
+fn has_go_note(head: &[u8]) -> bool {
+    head.windows(16)
+        .any(|w| w[12..16] == GO_NOTE[4..] && w[8..12] == GO_NOTE[..4] && w[..4] == GO_NOTE[..4])
+}
+
 /// The instructions of the task that the signal frames need: a `syscall; ret` (the
-/// injected calls run there) and a `rt_sigreturn` (the frames' return address).
+/// injected calls run there) and a `rt_sigreturn` (the frames' return address). None
+/// as well for a task running Go (see [`runs_go`]).
 fn find_returns(pid: i32, mem: &RemoteMem) -> DumpResult<Option<(u64, u64)>> {
     let maps = procfs::maps(pid)?;
+    if runs_go(&maps, mem) {
+        return Ok(None);
+    }
     let mut areas: Vec<_> = maps
         .iter()
         .filter(|m| m.exec && m.read && m.end - m.start <= 64 << 20)
@@ -472,4 +498,18 @@ fn scratch_queries(
     let out = res?;
     unmapped?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn go_note() {
+        let mut b = vec![0u8; 64];
+        // namesz 4, descsz 83, type 4, "Go\0\0" (a Go build ID note)
+        b[20..36].copy_from_slice(&[4, 0, 0, 0, 83, 0, 0, 0, 4, 0, 0, 0, b'G', b'o', 0, 0]);
+        assert!(super::has_go_note(&b));
+        // the GNU build ID note is not one
+        b[20..36].copy_from_slice(&[4, 0, 0, 0, 20, 0, 0, 0, 3, 0, 0, 0, b'G', b'N', b'U', 0]);
+        assert!(!super::has_go_note(&b));
+    }
 }
