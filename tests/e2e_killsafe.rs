@@ -72,7 +72,11 @@ fn label(how: How, leave: bool) -> String {
 const MIB: &str = "64";
 
 fn spawn_target(ctx: &Ctx) -> (Proc, Snapshot) {
-    let mut p = ctx.spawn(&Spec::new(target("killsafe")).arg(MIB));
+    spawn_sized(ctx, MIB)
+}
+
+fn spawn_sized(ctx: &Ctx, mib: &str) -> (Proc, Snapshot) {
+    let mut p = ctx.spawn(&Spec::new(target("killsafe")).arg(mib));
     p.wait_lines(3);
     let snap = snapshot(p.pid);
     assert_eq!(snap.masks.len(), 5, "target threads: {snap:?}");
@@ -301,4 +305,55 @@ fn killed_dump_leaves_target_as_before() {
         "{} of the killed dumps went wrong (above)",
         failures.len()
     );
+}
+
+/// ckpt killed by SIGKILL at each moment of the injected queries where it holds a
+/// thread stopped with state it changed (`CKPT_DIE_AT`, a fault-injection hook: after
+/// each change of registers or mask and after each stop), one dump per moment, until
+/// a dump passes them all: the target runs on as before after every one.
+#[test]
+fn ckpt_killed_at_every_injection_stop_leaves_target_as_before() {
+    let ctx = Ctx::new("ckpt_killed_at_every_injection_stop_leaves_target_as_before");
+    let img = ctx.path("img");
+    let (mut p, mut before) = spawn_sized(&ctx, "4");
+    let mut failures = Vec::new();
+    let mut n = 1u32;
+    loop {
+        let st = Command::new(ckpt_bin())
+            .args(["dump", &p.pid.to_string(), "-o"])
+            .arg(&img)
+            .arg("--leave-running")
+            .env("CKPT_DIE_AT", n.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run ckpt dump");
+        if st.success() {
+            break;
+        }
+        assert_eq!(
+            st.signal(),
+            Some(libc::SIGKILL),
+            "ckpt at die point {n}: {st:?}"
+        );
+        if let Some(w) = check_target(&mut p, &before) {
+            failures.push(format!("killed at point {n}: {w}"));
+            // Go on with a new target.
+            p.kill();
+            (p, before) = spawn_sized(&ctx, "4");
+        }
+        n += 1;
+        assert!(n < 5000, "the dump never got past its die points");
+    }
+    let _ = fs::remove_file(&img);
+    eprintln!("{} die points", n - 1);
+    p.kill();
+    assert!(
+        failures.is_empty(),
+        "{} of {} die points went wrong: {failures:#?}",
+        failures.len(),
+        n - 1
+    );
+    assert!(n > 50, "only {} die points: is the hook there?", n - 1);
 }

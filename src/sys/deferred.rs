@@ -91,3 +91,29 @@ pub fn name(sig: i32) -> String {
         s => format!("signal {s}"),
     }
 }
+
+/// Test hook (feature `fault-injection`): with CKPT_DIE_AT=N in the environment, ckpt
+/// kills itself with SIGKILL at the N-th call of this function, placed at every moment
+/// of the injected queries where a tracee is stopped with state ckpt changed (after each
+/// register or mask change, after each stop). `tests/e2e_killsafe.rs` walks N over all
+/// of them. With CKPT_DIE_TRACE set, each call is counted on stderr.
+#[cfg(feature = "fault-injection")]
+pub fn die_point(what: &str) {
+    use std::sync::atomic::AtomicU64;
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst) + 1;
+    if std::env::var_os("CKPT_DIE_TRACE").is_some() {
+        eprintln!("ckpt: die point #{n} {what}");
+    }
+    let at = std::env::var("CKPT_DIE_AT")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok());
+    if at == Some(n) {
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn die_point(_what: &str) {}

@@ -401,7 +401,9 @@ fn framed_queries(
     for (t, at) in threads.iter_mut().zip(&fr.at) {
         ptrace::set_regs(t.tid, &sigframe::parked(&t.orig_regs, *at, fr.sigreturn))?;
         t.injected = true;
+        sys::deferred::die_point("parked");
         ptrace::set_sigmask(t.tid, !0)?;
+        sys::deferred::die_point("blocked");
     }
     let base = |t: &FrozenThread, at: u64| {
         let mut r = sigframe::parked(&t.orig_regs, at, fr.sigreturn);
@@ -429,7 +431,9 @@ fn framed_queries(
     let res = run();
     for t in threads.iter() {
         ptrace::set_sigmask(t.tid, t.orig_sigmask)?;
+        sys::deferred::die_point("mask back");
         ptrace::set_regs(t.tid, &arch::native::release_regs(&t.orig_regs))?;
+        sys::deferred::die_point("registers back");
     }
     res
 }
