@@ -299,9 +299,8 @@ fn has_go_note(head: &[u8]) -> bool {
 /// The instructions of the task that the signal frames need: a `syscall; ret` (the
 /// injected calls run there) and a `rt_sigreturn` (the frames' return address). None
 /// as well for a task running Go (see [`runs_go`]).
-fn find_returns(pid: i32, mem: &RemoteMem) -> DumpResult<Option<(u64, u64)>> {
-    let maps = procfs::maps(pid)?;
-    if runs_go(&maps, mem) {
+fn find_returns(maps: &[procfs::MapEntry], mem: &RemoteMem) -> DumpResult<Option<(u64, u64)>> {
+    if runs_go(maps, mem) {
         return Ok(None);
     }
     let mut areas: Vec<_> = maps
@@ -331,6 +330,25 @@ fn find_returns(pid: i32, mem: &RemoteMem) -> DumpResult<Option<(u64, u64)>> {
     Ok(None)
 }
 
+/// Whether `lo..sp` (a frame and its results under stack pointer `sp`) lies in a
+/// thread's own stack: the main thread's `[stack]`, or a private anonymous read-write
+/// area right above a PROT_NONE guard, as glibc and musl make thread stacks (the guard
+/// stops a write that would not fit). Anything else (a sigaltstack in the heap, stacks
+/// a runtime carves out of its own memory) may have other data right below, which a
+/// frame must not overwrite.
+fn on_thread_stack(maps: &[procfs::MapEntry], lo: u64, sp: u64) -> bool {
+    let Some(m) = maps.iter().find(|m| m.start <= lo && sp <= m.end) else {
+        return false;
+    };
+    if m.path == b"[stack]" {
+        return true;
+    }
+    let guarded = maps
+        .iter()
+        .any(|g| g.end == m.start && !g.read && !g.write && !g.exec);
+    guarded && m.path.is_empty() && m.read && m.write && !m.shared
+}
+
 /// Where each thread's signal frame is (see [`framed_queries`]).
 struct Frames {
     /// A `syscall; ret` of the task.
@@ -353,7 +371,8 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
             return Ok(None);
         }
     }
-    let Some((gadget, sigreturn)) = find_returns(pid, mem)? else {
+    let maps = procfs::maps(pid)?;
+    let Some((gadget, sigreturn)) = find_returns(&maps, mem)? else {
         return Ok(None);
     };
     let mut frames = Vec::new();
@@ -365,6 +384,12 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
         match sigframe::build(&ctx, t.orig_sigmask, &xstate, sigreturn) {
             Some(f) => frames.push(f),
             None => return Ok(None),
+        }
+    }
+    // Nothing is written unless every thread's stack has the room.
+    for (t, f) in threads.iter().zip(&frames) {
+        if !on_thread_stack(&maps, f.at - FRAME_OUT_LEN, t.orig_regs.rsp) {
+            return Ok(None);
         }
     }
     let mut at = Vec::new();
@@ -506,6 +531,45 @@ fn scratch_queries(
 
 #[cfg(test)]
 mod tests {
+    use crate::sys::proc::MapEntry;
+
+    fn area(start: u64, end: u64, perms: &str, path: &str) -> MapEntry {
+        MapEntry {
+            start,
+            end,
+            read: perms.contains('r'),
+            write: perms.contains('w'),
+            exec: perms.contains('x'),
+            shared: perms.contains('s'),
+            offset: 0,
+            dev_major: 0,
+            dev_minor: 0,
+            inode: 0,
+            path: path.as_bytes().to_vec(),
+            vmflags: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn frames_only_on_thread_stacks() {
+        let maps = [
+            area(0x1000, 0x9000, "rw", "[heap]"),
+            area(0x10000, 0x11000, "", ""),
+            area(0x11000, 0x20000, "rw", ""),
+            area(0x30000, 0x40000, "rw", ""),
+            area(0x50000, 0x60000, "rw", "[stack]"),
+        ];
+        let ok = |lo, sp| super::on_thread_stack(&maps, lo, sp);
+        assert!(ok(0x58000, 0x5a000), "main stack");
+        assert!(ok(0x12000, 0x14000), "thread stack above its guard");
+        assert!(!ok(0x10800, 0x12000), "reaching into the guard");
+        assert!(
+            !ok(0x32000, 0x34000),
+            "no guard below: not known to be a stack"
+        );
+        assert!(!ok(0x2000, 0x4000), "a sigaltstack in the heap");
+    }
+
     #[test]
     fn go_note() {
         let mut b = vec![0u8; 64];
