@@ -117,3 +117,29 @@ pub fn die_point(what: &str) {
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub fn die_point(_what: &str) {}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    /// SIGTERM sent to the process while the handlers are in place is only noted (the
+    /// test process goes on), and the previous disposition comes back afterwards.
+    #[test]
+    fn a_deferred_signal_is_noted_not_acted_on() {
+        let d = super::Deferred::install();
+        assert_eq!(super::pending(), None);
+        rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::TERM)
+            .expect("kill");
+        let t0 = Instant::now();
+        while super::pending().is_none() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(super::pending(), Some(libc::SIGTERM));
+        drop(d);
+        // SAFETY: reads the current disposition only.
+        let mut now: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: a null new action only queries.
+        unsafe { libc::sigaction(libc::SIGTERM, std::ptr::null(), &mut now) };
+        assert_eq!(now.sa_sigaction, libc::SIG_DFL, "SIGTERM's default is back");
+    }
+}
