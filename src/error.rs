@@ -25,6 +25,13 @@ pub enum DumpError {
         #[source]
         source: std::io::Error,
     },
+    /// A signal (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE) arrived before the image was
+    /// complete: the dump was rolled back at its next safe point.
+    #[error(
+        "dump interrupted by {}: no image was written and the processes run on as before",
+        crate::sys::deferred::name(*.0)
+    )]
+    Interrupted(i32),
     /// Restore's plan refuses what was collected (the tree's own resources counted
     /// free): nothing is written and the tree runs on.
     #[error("{}", format_unrestorable(*.pid, .problems))]

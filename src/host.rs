@@ -13,6 +13,13 @@ pub fn die_on_broken_pipe() {
     sys::process::set_signal_ignored(libc::SIGPIPE, false);
 }
 
+/// Ignore SIGPIPE again: after a dump to standard output ended because its reader went
+/// away, the flush of what is left buffered at exit must not end the process by the
+/// signal instead of its exit status.
+pub fn ignore_broken_pipe() {
+    sys::process::set_signal_ignored(libc::SIGPIPE, true);
+}
+
 /// Ignore SIGINT and SIGQUIT in this process, as a shell waiting for its foreground job
 /// does: the keyboard's signals are for the restored tree, which shares the terminal.
 pub fn ignore_keyboard_signals() {

@@ -9,6 +9,7 @@
 pub mod check;
 pub mod cpu;
 pub mod debugreg;
+pub mod sigframe;
 pub mod x86;
 pub mod xsave;
 

@@ -407,6 +407,12 @@ fn cmd_dump(a: DumpArgs) -> i32 {
     bar.finish_and_clear();
     let st = match res {
         Ok(st) => st,
+        // The conventional status of a program ended by that signal.
+        Err(e @ dump::DumpError::Interrupted(sig)) => {
+            err(e);
+            host::ignore_broken_pipe();
+            return 128 + sig;
+        }
         Err(e) => return err(e),
     };
     for w in &st.warnings {

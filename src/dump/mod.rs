@@ -3,12 +3,13 @@
 //! The target is seized with PTRACE_SEIZE (so it is detached, and runs on, if ckpt dies)
 //! and interrupted. Collection is read-only wherever the kernel allows (/proc, regsets,
 //! process_vm_readv); the few things only the task itself can tell (signal dispositions,
-//! sigaltstack, clear_child_tid, parent-death signal, brk) are read by injecting system
-//! calls through the `syscall` instruction of the task's own vDSO, into a scratch page
-//! that is unmapped again before the memory map is read. The image goes to a temporary
-//! file next to the output, is fsynced and renamed; only then is the target killed (or
-//! let go with `--leave-running`). Any failure leaves the target running as before and
-//! no file at the output path.
+//! sigaltstack, clear_child_tid, parent-death signal, brk) are read by injected system
+//! calls that return through a signal frame holding each thread's own context
+//! (`kinds::task::query`), so that a ckpt killed meanwhile leaves the task as it was.
+//! The image goes to an unnamed file next to the output, is fsynced and named; only
+//! then is the target killed (or let go with `--leave-running`). Any failure, and
+//! SIGTERM, SIGINT, SIGHUP, SIGQUIT or SIGPIPE before that point, leaves the target
+//! running as before and no file at the output path.
 
 mod collect;
 mod write;
@@ -214,8 +215,11 @@ impl Frozen {
             } else {
                 t.orig_regs
             };
-            let r = ptrace::set_regs(t.tid, &regs)
-                .and_then(|()| ptrace::set_sigmask(t.tid, t.orig_sigmask))
+            // The mask first: a ckpt that dies between the two leaves registers that
+            // return through the injected signal frame, which restores the mask too
+            // (see kinds::task::query), never the task's own code under a blocked mask.
+            let r = ptrace::set_sigmask(t.tid, t.orig_sigmask)
+                .and_then(|()| ptrace::set_regs(t.tid, &regs))
                 .and_then(|()| ptrace::detach(t.tid, 0));
             if let Err(e) = r {
                 first_err.get_or_insert(e);
@@ -472,10 +476,36 @@ fn refuse_unrestorable(
     }
 }
 
+/// A deferred signal (see `sys::deferred`) that arrived ends the dump here, at a point
+/// where dropping what is held rolls it back.
+pub(crate) fn check_signals() -> Result<()> {
+    match sys::deferred::pending() {
+        Some(sig) => Err(DumpError::Interrupted(sig)),
+        None => Ok(()),
+    }
+}
+
 /// Dump the process tree rooted at `pid` to `out`.
+///
+/// SIGTERM, SIGINT, SIGHUP, SIGQUIT and SIGPIPE are deferred meanwhile (handlers that
+/// only note them are installed, and the previous dispositions put back at the end):
+/// one that arrives before the image is complete ends the dump with
+/// [`DumpError::Interrupted`] once the tree is let go as it was; after that, the dump
+/// completes.
 pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
+    let _deferred = sys::deferred::Deferred::install();
+    let r = dump_tx(pid, out, opts);
+    match (r, sys::deferred::pending()) {
+        // Whatever failed (a write to a closed pipe...) failed because of the signal.
+        (Err(_), Some(sig)) => Err(DumpError::Interrupted(sig)),
+        (r, _) => r,
+    }
+}
+
+fn dump_tx(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     let t0 = Instant::now();
     precheck(pid)?;
+    check_signals()?;
     let (tmp, file): (Option<TempOutput>, Option<File>) = match &out {
         Output::Path(p) => {
             let (t, f) = TempOutput::create(p)?;
@@ -489,6 +519,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     let mut processes = Vec::new();
     let mut procs = Vec::new();
     for (p, fr) in tree.nodes.iter_mut() {
+        check_signals()?;
         let (process, collected) = match fr {
             Some(fr) => collect::collect_process(fr, &mut seen)?,
             None => collect::zombie_process(*p)?,
@@ -530,6 +561,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         collected.use_namespace_pids()?;
     }
     refuse_unrestorable(pid, &collected.ckpt, &held)?;
+    check_signals()?;
     let ckpt = &collected.ckpt;
     let mut stats = DumpStats {
         pid,
@@ -559,6 +591,8 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
                 path: tmp.dest.clone(),
                 source: e.into_error(),
             })?;
+            // The last moment the dump can still be rolled back.
+            check_signals()?;
             tmp.commit(f.into_inner())?;
         }
         _ => {
@@ -569,6 +603,7 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
                 path: "-".into(),
                 source,
             })?;
+            check_signals()?;
         }
     }
     if opts.leave_running {

@@ -295,6 +295,7 @@ pub(crate) fn write_image<W: Write>(
                     records,
                     zero_pages,
                 } => {
+                    super::check_signals()?;
                     if let Some(p) = progress {
                         p(done, total);
                     }

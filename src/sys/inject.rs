@@ -229,9 +229,11 @@ impl Injector {
         }
         let pid = self.pid;
         ptrace::set_regs(pid, &regs)?;
+        super::deferred::die_point("injected call set");
         for phase in ["enter", "exit"] {
             ptrace::syscall(pid, 0)?;
             let mut stop = ptrace::wait(pid)?;
+            super::deferred::die_point(phase);
             // Event stops inside the syscall (PTRACE_EVENT_CLONE of an injected clone3)
             // are passed over.
             while let Stop::OtherEvent(_) = stop {
@@ -259,8 +261,10 @@ impl Injector {
     fn run_until_stop(&self, regs: &Regs) -> Result<(Stop, Regs)> {
         let pid = self.pid;
         ptrace::set_regs(pid, regs)?;
+        super::deferred::die_point("batch set");
         ptrace::cont(pid, 0)?;
         let mut stop = ptrace::wait(pid)?;
+        super::deferred::die_point("batch stop");
         while let Stop::OtherEvent(_) = stop {
             ptrace::cont(pid, 0)?;
             stop = ptrace::wait(pid)?;

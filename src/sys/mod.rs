@@ -4,6 +4,7 @@
 
 #![allow(unsafe_code)]
 
+pub(crate) mod deferred;
 pub(crate) mod file;
 pub(crate) mod inject;
 pub(crate) mod mem;

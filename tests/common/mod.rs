@@ -124,6 +124,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     // tests/e2e_invisible.rs: threads blocked in epoll_wait, poll, select, nanosleep, read,
     // futex... through dumps
     ("blockers", "blockers.c", &["-pthread"]),
+    // tests/e2e_killsafe.rs: threads that check their memory, masks and vector registers
+    ("killsafe", "killsafe.c", &["-pthread", "-mavx2"]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

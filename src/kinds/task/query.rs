@@ -5,7 +5,7 @@
 
 use super::threads::FrozenThread;
 use super::{attrs, signals, timers};
-use crate::arch::{self, native::nr};
+use crate::arch::{self, native::nr, sigframe};
 use crate::error::{DumpError, DumpResult};
 use crate::kinds::unsupported;
 use crate::model::{ITimer, PosixTimer, Rlimit, SigAction, SigAltStack};
@@ -44,7 +44,7 @@ pub(crate) struct ThreadInjected {
 /// at its start, then the queries' results, then the executor's table.
 const SCRATCH_LEN: u64 = 32 << 10;
 const SCRATCH_OUT: u64 = 4096;
-pub(crate) const SCRATCH_OUT_LEN: usize = 12 << 10;
+const SCRATCH_OUT_LEN: usize = 12 << 10;
 const SCRATCH_TABLE: u64 = 16 << 10;
 const SCRATCH_TABLE_CAP: usize = (16 << 10) / arch::native::BATCH_ENTRY_LEN as usize;
 
@@ -60,11 +60,21 @@ pub(crate) fn slot_bytes(b: &[u8], i: usize) -> &[u8] {
     &b[32 * i..32 * i + 32]
 }
 
-fn inject_queries(inj: &mut Injector, mem: &RemoteMem, scratch: u64) -> DumpResult<Injected> {
-    let out = scratch + SCRATCH_OUT;
-    // Results that are written to memory land in `out`, 32 bytes per call.
-    mem.write(out, &[0u8; SCRATCH_OUT_LEN])?;
+/// The process's queries; results written to memory land at `out` (`out_len` bytes of
+/// the task's memory, room for a slot per query but POSIX timers, which take turns), 32 bytes per call.
+fn inject_queries(
+    inj: &mut Injector,
+    mem: &RemoteMem,
+    (out, out_len): (u64, usize),
+) -> DumpResult<Injected> {
     let sigs = signals::queried_signals();
+    let slots = sigs.len() + 6 + attrs::RLIM_NLIMITS as usize;
+    if slots > out_len / 32 {
+        return Err(DumpError::Sys(sys::SysError::Other(format!(
+            "{slots} query results do not fit in {out_len} bytes"
+        ))));
+    }
+    mem.write(out, &vec![0u8; out_len])?;
     let slot = |i: usize| out + 32 * i as u64;
     let mut calls: Vec<Call> = signals::sigaction_queries(&sigs, &slot);
     let n = sigs.len();
@@ -84,7 +94,7 @@ fn inject_queries(inj: &mut Injector, mem: &RemoteMem, scratch: u64) -> DumpResu
     let xcomp_perm = if r(n + 4) == 0 { word(at(n + 2), 0) } else { 0 };
     let itimers = timers::itimers(&b, n + 3);
     let rlimits = attrs::rlimits(&b, n + 6);
-    let posix_timers = timers::posix_timers(inj, mem, out)?;
+    let posix_timers = timers::posix_timers(inj, mem, (out, out_len))?;
     Ok(Injected {
         xcomp_perm,
         rlimits,
@@ -98,13 +108,13 @@ fn inject_queries(inj: &mut Injector, mem: &RemoteMem, scratch: u64) -> DumpResu
     })
 }
 
+/// A thread's queries, results at `out` (96 bytes).
 fn inject_thread_queries(
     inj: &mut Injector,
     mem: &RemoteMem,
-    scratch: u64,
+    out: u64,
     abi: arch::Abi,
 ) -> DumpResult<ThreadInjected> {
-    let out = scratch + SCRATCH_OUT;
     mem.write(out, &[0u8; 96])?;
     let res = inj.batch(
         mem,
@@ -241,7 +251,7 @@ fn run_queries(
         Ok(())
     })
     .and_then(|()| executor(inj))
-    .and_then(|()| inject_queries(inj, mem, scratch))
+    .and_then(|()| inject_queries(inj, mem, (scratch + SCRATCH_OUT, SCRATCH_OUT_LEN)))
     .and_then(|p| {
         let mut per = Vec::new();
         for t in threads {
@@ -251,7 +261,7 @@ fn run_queries(
             per.push(inject_thread_queries(
                 &mut ti,
                 mem,
-                scratch,
+                scratch + SCRATCH_OUT,
                 t.orig_regs.abi(),
             )?);
         }
@@ -259,7 +269,202 @@ fn run_queries(
     })
 }
 
-/// Run the injected queries in a scratch page that is unmapped again afterwards.
+/// Room for the results of the queries, below each thread's signal frame: the
+/// process's queries need 32 bytes per signal, prctl, itimer and rlimit query (fewer
+/// than 128 slots), POSIX timers take as many turns as they need.
+const FRAME_OUT_LEN: u64 = 4096;
+
+/// The ELF note header of a Go build ID (`.note.go.buildid`): name size 4, then
+/// (after the descriptor size) type 4 and the name "Go".
+const GO_NOTE: [u8; 8] = [4, 0, 0, 0, b'G', b'o', 0, 0];
+
+/// Whether the task runs Go code: a mapping of a file's start holds a Go build-ID
+/// note. Go runs goroutines on small stacks (its signal handlers use an alternate
+/// stack), where a signal frame below the stack pointer could reach another
+/// goroutine's stack.
+fn runs_go(maps: &[procfs::MapEntry], mem: &RemoteMem) -> bool {
+    maps.iter()
+        .filter(|m| m.read && m.offset == 0 && m.path.first() == Some(&b'/'))
+        .any(|m| {
+            let mut head = vec![0u8; (m.end - m.start).min(8 << 10) as usize];
+            mem.read(m.start, &mut head).is_ok() && has_go_note(&head)
+        })
+}
+
+fn has_go_note(head: &[u8]) -> bool {
+    head.windows(16)
+        .any(|w| w[12..16] == GO_NOTE[4..] && w[8..12] == GO_NOTE[..4] && w[..4] == GO_NOTE[..4])
+}
+
+/// The instructions of the task that the signal frames need: a `syscall; ret` (the
+/// injected calls run there) and a `rt_sigreturn` (the frames' return address). None
+/// as well for a task running Go (see [`runs_go`]).
+fn find_returns(maps: &[procfs::MapEntry], mem: &RemoteMem) -> DumpResult<Option<(u64, u64)>> {
+    if runs_go(maps, mem) {
+        return Ok(None);
+    }
+    let mut areas: Vec<_> = maps
+        .iter()
+        .filter(|m| m.exec && m.read && m.end - m.start <= 64 << 20)
+        .filter(|m| m.path != b"[vsyscall]")
+        .collect();
+    // The vDSO first (it has a `syscall; ret`), then the smaller areas.
+    areas.sort_by_key(|m| (m.path != b"[vdso]", m.end - m.start));
+    let (mut gadget, mut sigreturn) = (None, None);
+    for m in areas {
+        let mut code = vec![0u8; (m.end - m.start) as usize];
+        if mem.read(m.start, &mut code).is_err() {
+            continue;
+        }
+        let find = |pat: &[u8]| {
+            code.windows(pat.len())
+                .position(|w| w == pat)
+                .map(|i| m.start + i as u64)
+        };
+        gadget = gadget.or_else(|| find(&sigframe::SYSCALL_RET_INSN));
+        sigreturn = sigreturn.or_else(|| sigframe::SIGRETURN_INSNS.iter().find_map(|p| find(p)));
+        if let (Some(g), Some(s)) = (gadget, sigreturn) {
+            return Ok(Some((g, s)));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `lo..sp` (a frame and its results under stack pointer `sp`) lies in a
+/// thread's own stack: the main thread's `[stack]`, or a private anonymous read-write
+/// area right above a PROT_NONE guard, as glibc and musl make thread stacks (the guard
+/// stops a write that would not fit). Anything else (a sigaltstack in the heap, stacks
+/// a runtime carves out of its own memory) may have other data right below, which a
+/// frame must not overwrite.
+fn on_thread_stack(maps: &[procfs::MapEntry], lo: u64, sp: u64) -> bool {
+    let Some(m) = maps.iter().find(|m| m.start <= lo && sp <= m.end) else {
+        return false;
+    };
+    if m.path == b"[stack]" {
+        return true;
+    }
+    let guarded = maps
+        .iter()
+        .any(|g| g.end == m.start && !g.read && !g.write && !g.exec);
+    guarded && m.path.is_empty() && m.read && m.write && !m.shared
+}
+
+/// Where each thread's signal frame is (see [`framed_queries`]).
+struct Frames {
+    /// A `syscall; ret` of the task.
+    gadget: u64,
+    /// A `mov $15, %rax; syscall` of the task.
+    sigreturn: u64,
+    /// Each thread's frame, in the order of the threads.
+    at: Vec<u64>,
+}
+
+/// Write on each thread's stack, below its red zone, a signal frame that returns to
+/// its own context, with room for the results of its queries below it. None (and
+/// nothing but stack memory below the stack pointers written) when the task does not
+/// allow it: a thread with a shadow stack, no `syscall; ret` or `rt_sigreturn`
+/// instruction in the task, an xsave area with dynamic (AMX) components, or a stack
+/// without that room.
+fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResult<Option<Frames>> {
+    for t in threads {
+        if procfs::shadow_stack(pid, t.tid)? {
+            return Ok(None);
+        }
+    }
+    let maps = procfs::maps(pid)?;
+    let Some((gadget, sigreturn)) = find_returns(&maps, mem)? else {
+        return Ok(None);
+    };
+    let mut frames = Vec::new();
+    for t in threads {
+        let xstate = ptrace::get_xstate(t.tid, 1 << 16)?;
+        // A thread interrupted in a call with a restart block goes back into that call
+        // from its arguments: rt_sigreturn forgets the restart block.
+        let ctx = arch::native::resume_regs(&t.orig_regs);
+        match sigframe::build(&ctx, t.orig_sigmask, &xstate, sigreturn) {
+            Some(f) => frames.push(f),
+            None => return Ok(None),
+        }
+    }
+    // Nothing is written unless every thread's stack has the room.
+    for (t, f) in threads.iter().zip(&frames) {
+        if !on_thread_stack(&maps, f.at - FRAME_OUT_LEN, t.orig_regs.rsp) {
+            return Ok(None);
+        }
+    }
+    let mut at = Vec::new();
+    for f in &frames {
+        let zero = vec![0u8; FRAME_OUT_LEN as usize];
+        if mem.write(f.at - FRAME_OUT_LEN, &zero).is_err() || mem.write(f.at, &f.bytes).is_err() {
+            return Ok(None);
+        }
+        at.push(f.at);
+    }
+    Ok(Some(Frames {
+        gadget,
+        sigreturn,
+        at,
+    }))
+}
+
+/// The queries, run so that a thread let go at any moment (ckpt killed, even by
+/// SIGKILL: the kernel then detaches it where it stands) returns to its own context.
+///
+/// Every thread gets registers that run `rt_sigreturn` through its frame before its
+/// signals are blocked. Each query runs at the task's `syscall; ret` with the stack
+/// pointer at the frame, whose first word (pretcode) is the task's `rt_sigreturn`: a
+/// thread let go before, inside or after the call returns through the frame, which
+/// restores its registers, xsave state and signal mask. Nothing is mapped in the task,
+/// no breakpoint is used (an `int3` would kill a task no longer traced), and every
+/// query only reads. At the end each thread gets its mask back, then its registers.
+fn framed_queries(
+    pid: i32,
+    threads: &mut [FrozenThread],
+    mem: &RemoteMem,
+    fr: &Frames,
+) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
+    for (t, at) in threads.iter_mut().zip(&fr.at) {
+        ptrace::set_regs(t.tid, &sigframe::parked(&t.orig_regs, *at, fr.sigreturn))?;
+        t.injected = true;
+        sys::deferred::die_point("parked");
+        ptrace::set_sigmask(t.tid, !0)?;
+        sys::deferred::die_point("blocked");
+    }
+    let base = |t: &FrozenThread, at: u64| {
+        let mut r = sigframe::parked(&t.orig_regs, at, fr.sigreturn);
+        // The `ret` after the call pops the frame's pretcode.
+        r.rsp = at;
+        r
+    };
+    let run = || -> DumpResult<(Injected, Vec<ThreadInjected>)> {
+        let mut inj = Injector::new(pid, fr.gadget, base(&threads[0], fr.at[0]));
+        let out = (fr.at[0] - FRAME_OUT_LEN, FRAME_OUT_LEN as usize);
+        let p = inject_queries(&mut inj, mem, out)?;
+        let mut per = Vec::new();
+        for (t, at) in threads.iter().zip(&fr.at) {
+            let mut ti = Injector::new(t.tid, fr.gadget, base(t, *at));
+            let abi = t.orig_regs.abi();
+            per.push(inject_thread_queries(
+                &mut ti,
+                mem,
+                at - FRAME_OUT_LEN,
+                abi,
+            )?);
+        }
+        Ok((p, per))
+    };
+    let res = run();
+    for t in threads.iter() {
+        ptrace::set_sigmask(t.tid, t.orig_sigmask)?;
+        sys::deferred::die_point("mask back");
+        ptrace::set_regs(t.tid, &arch::native::release_regs(&t.orig_regs))?;
+        sys::deferred::die_point("registers back");
+    }
+    res
+}
+
+/// Run the injected queries: through signal frames when the task allows it
+/// ([`framed_queries`]), else in a scratch area mapped and unmapped again.
 /// `threads` are those of process `pid`, its leader first.
 pub(crate) fn injected_state(
     pid: i32,
@@ -267,6 +472,23 @@ pub(crate) fn injected_state(
     mem: &RemoteMem,
 ) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
     let ia32 = threads.iter().any(|t| t.orig_regs.abi() == arch::Abi::Ia32);
+    if !ia32 {
+        if let Some(fr) = write_frames(pid, threads, mem)? {
+            return framed_queries(pid, threads, mem, &fr);
+        }
+    }
+    scratch_queries(pid, threads, mem, ia32)
+}
+
+/// The queries in a scratch area mapped in the task (an ia32 task, or one that cannot
+/// take signal frames). A ckpt killed meanwhile (SIGKILL) can leave the task with the
+/// area, a blocked signal mask, or registers inside an injected call.
+fn scratch_queries(
+    pid: i32,
+    threads: &mut [FrozenThread],
+    mem: &RemoteMem,
+    ia32: bool,
+) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
     let gadgets = find_gadgets(pid, mem, ia32)?;
     // The queries run in batches of one stop each when the breakpoint that ends a batch
     // can stop the task without a trace: SIGTRAP must be neither ignored (the kernel
@@ -297,10 +519,10 @@ pub(crate) fn injected_state(
         [scratch, SCRATCH_LEN, 0, 0, 0, 0],
     );
     // From here on the task must be able to run on as before even if ckpt dies (the
-    // kernel then detaches it): give every thread its registers and signal mask now.
+    // kernel then detaches it): give every thread its signal mask and registers now.
     for t in threads.iter() {
-        ptrace::set_regs(t.tid, &arch::native::release_regs(&t.orig_regs))?;
         ptrace::set_sigmask(t.tid, t.orig_sigmask)?;
+        ptrace::set_regs(t.tid, &arch::native::release_regs(&t.orig_regs))?;
     }
     // Better: back to the interrupt stop, where the kernel decides alone how the thread
     // runs on (see FrozenThread::park).
@@ -310,4 +532,57 @@ pub(crate) fn injected_state(
     let out = res?;
     unmapped?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sys::proc::MapEntry;
+
+    fn area(start: u64, end: u64, perms: &str, path: &str) -> MapEntry {
+        MapEntry {
+            start,
+            end,
+            read: perms.contains('r'),
+            write: perms.contains('w'),
+            exec: perms.contains('x'),
+            shared: perms.contains('s'),
+            offset: 0,
+            dev_major: 0,
+            dev_minor: 0,
+            inode: 0,
+            path: path.as_bytes().to_vec(),
+            vmflags: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn frames_only_on_thread_stacks() {
+        let maps = [
+            area(0x1000, 0x9000, "rw", "[heap]"),
+            area(0x10000, 0x11000, "", ""),
+            area(0x11000, 0x20000, "rw", ""),
+            area(0x30000, 0x40000, "rw", ""),
+            area(0x50000, 0x60000, "rw", "[stack]"),
+        ];
+        let ok = |lo, sp| super::on_thread_stack(&maps, lo, sp);
+        assert!(ok(0x58000, 0x5a000), "main stack");
+        assert!(ok(0x12000, 0x14000), "thread stack above its guard");
+        assert!(!ok(0x10800, 0x12000), "reaching into the guard");
+        assert!(
+            !ok(0x32000, 0x34000),
+            "no guard below: not known to be a stack"
+        );
+        assert!(!ok(0x2000, 0x4000), "a sigaltstack in the heap");
+    }
+
+    #[test]
+    fn go_note() {
+        let mut b = vec![0u8; 64];
+        // namesz 4, descsz 83, type 4, "Go\0\0" (a Go build ID note)
+        b[20..36].copy_from_slice(&[4, 0, 0, 0, 83, 0, 0, 0, 4, 0, 0, 0, b'G', b'o', 0, 0]);
+        assert!(super::has_go_note(&b));
+        // the GNU build ID note is not one
+        b[20..36].copy_from_slice(&[4, 0, 0, 0, 20, 0, 0, 0, 3, 0, 0, 0, b'G', b'N', b'U', 0]);
+        assert!(!super::has_go_note(&b));
+    }
 }

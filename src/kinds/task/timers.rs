@@ -1,6 +1,6 @@
 //! Timers: interval timers and POSIX timers.
 
-use super::query::{SCRATCH_OUT_LEN, slot_bytes, word};
+use super::query::{slot_bytes, word};
 use crate::arch::native::nr;
 use crate::error::DumpResult;
 use crate::error::{RestoreError, RestoreResult};
@@ -47,13 +47,13 @@ pub(crate) fn itimers(b: &[u8], first: usize) -> Vec<ITimer> {
 pub(crate) fn posix_timers(
     inj: &mut Injector,
     mem: &RemoteMem,
-    out: u64,
+    (out, out_len): (u64, usize),
 ) -> DumpResult<Vec<PosixTimer>> {
     let slot = |i: usize| out + 32 * i as u64;
     let mut posix_timers = Vec::new();
     let timers = procfs::posix_timers(inj.pid())?;
     // Two calls per timer, as many timers per batch as their results have room for.
-    for chunk in timers.chunks(SCRATCH_OUT_LEN / 32) {
+    for chunk in timers.chunks((out_len / 32).max(1)) {
         let calls: Vec<Call> = chunk
             .iter()
             .enumerate()

@@ -165,6 +165,17 @@ pub fn task_ids(pid: i32) -> Result<Vec<i32>> {
     Ok(v)
 }
 
+/// Whether thread `tid` of `pid` runs with a shadow stack (CET), from the
+/// x86_Thread_features line of its status (absent on kernels and CPUs without it).
+pub fn shadow_stack(pid: i32, tid: i32) -> Result<bool> {
+    let text = read(format!("/proc/{pid}/task/{tid}/status"))?;
+    let text = String::from_utf8_lossy(&text);
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("x86_Thread_features:"))
+        .any(|v| v.split_whitespace().any(|f| f == "shstk")))
+}
+
 /// Whether signal `sig` is neither ignored by process `pid` nor pending for it or any of
 /// `tids` (its threads), from the SigIgn, ShdPnd and SigPnd masks of /proc.
 pub fn signal_quiet(pid: i32, tids: &[i32], sig: i32) -> Result<bool> {

@@ -1,0 +1,359 @@
+//! `ckpt dump` killed at any moment (SIGKILL, SIGTERM, SIGINT, its standard output
+//! closed) leaves the target running exactly as before: alive, untraced, every thread
+//! there with its own signal mask, no mapping added or removed, and its memory, vector
+//! registers and progress intact (the target checks those itself).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// What must not change in the target across a killed dump.
+#[derive(Debug, PartialEq, Eq)]
+struct Snapshot {
+    /// SigBlk of each thread, by TID.
+    masks: BTreeMap<i32, String>,
+    maps: String,
+}
+
+fn snapshot(pid: i32) -> Snapshot {
+    let mut masks = BTreeMap::new();
+    for tid in tasks(pid) {
+        let st = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+        let blk = st
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .unwrap_or("?")
+            .trim()
+            .to_string();
+        masks.insert(tid, blk);
+    }
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    Snapshot { masks, maps }
+}
+
+/// A small deterministic generator (the seed is printed, so a failure can be replayed).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum How {
+    Signal(i32),
+    /// The reader of `dump -o -` goes away.
+    CloseStdout,
+}
+
+fn label(how: How, leave: bool) -> String {
+    let h = match how {
+        How::Signal(libc::SIGKILL) => "SIGKILL".to_string(),
+        How::Signal(libc::SIGTERM) => "SIGTERM".to_string(),
+        How::Signal(libc::SIGINT) => "SIGINT".to_string(),
+        How::Signal(s) => format!("signal {s}"),
+        How::CloseStdout => "stdout closed".to_string(),
+    };
+    format!("{h}{}", if leave { " (--leave-running)" } else { "" })
+}
+
+const MIB: &str = "64";
+
+fn spawn_target(ctx: &Ctx) -> (Proc, Snapshot) {
+    spawn_sized(ctx, MIB)
+}
+
+fn spawn_sized(ctx: &Ctx, mib: &str) -> (Proc, Snapshot) {
+    let mut p = ctx.spawn(&Spec::new(target("killsafe")).arg(mib));
+    p.wait_lines(3);
+    let snap = snapshot(p.pid);
+    assert_eq!(snap.masks.len(), 5, "target threads: {snap:?}");
+    (p, snap)
+}
+
+/// Start `ckpt dump` of `pid`; `how` is done to it after `delay`; returns its status.
+fn killed_dump(
+    pid: i32,
+    img: &std::path::Path,
+    how: How,
+    leave: bool,
+    delay: Duration,
+) -> ExitStatus {
+    let mut cmd = Command::new(ckpt_bin());
+    cmd.args(["dump", &pid.to_string(), "-o"]);
+    match how {
+        How::CloseStdout => cmd.arg("-").stdout(Stdio::piped()),
+        How::Signal(_) => cmd.arg(img).stdout(Stdio::null()),
+    };
+    if leave {
+        cmd.arg("--leave-running");
+    }
+    let mut c = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ckpt dump");
+    std::thread::sleep(delay);
+    match how {
+        How::Signal(sig) => {
+            send_signal(c.id() as i32, sig);
+        }
+        How::CloseStdout => drop(c.stdout.take()),
+    }
+    let deadline = Instant::now() + timeout();
+    loop {
+        if let Some(st) = c.try_wait().expect("wait ckpt") {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            panic!("ckpt dump did not end after {}", label(how, leave));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// What is wrong with the target after a killed dump, if anything; waits for it to
+/// print two more progress lines.
+fn check_target(p: &mut Proc, before: &Snapshot) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while tracer_pid(p.pid) != Some(0) {
+        if p.try_wait().is_some() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if let Some(st) = p.try_wait() {
+        return Some(format!(
+            "target died: {st:?}; {}",
+            p.stdout.text().lines().last().unwrap_or("")
+        ));
+    }
+    if tracer_pid(p.pid) != Some(0) {
+        return Some(format!("target still traced by {:?}", tracer_pid(p.pid)));
+    }
+    // A thread the kernel let go may not have run yet (its return through its signal
+    // frame puts its mask back): give the threads a moment.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut now = snapshot(p.pid);
+    while now != *before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+        now = snapshot(p.pid);
+    }
+    if now.masks.keys().ne(before.masks.keys()) {
+        return Some(format!(
+            "threads {:?}, were {:?}",
+            now.masks.keys(),
+            before.masks.keys()
+        ));
+    }
+    if now.masks != before.masks {
+        return Some(format!(
+            "signal masks {:?}, were {:?}",
+            now.masks, before.masks
+        ));
+    }
+    if now.maps != before.maps {
+        return Some(format!(
+            "mappings changed:\n{}\nwere:\n{}",
+            now.maps, before.maps
+        ));
+    }
+    let n = p.stdout.lines();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while p.stdout.lines() < n + 2 {
+        if p.try_wait().is_some() || Instant::now() > deadline {
+            let out = p.stdout.text();
+            return Some(format!(
+                "target stopped making progress ({:?}): {}",
+                p.try_wait(),
+                out.lines().last().unwrap_or("")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if p.stdout.text().contains("CORRUPT") {
+        return Some(p.stdout.text().lines().last().unwrap_or("").to_string());
+    }
+    None
+}
+
+/// Hundreds of dumps of a five-thread 64 MiB target, each stopped at a random moment
+/// by SIGKILL, SIGTERM, SIGINT or its reader closing its standard output.
+#[test]
+fn killed_dump_leaves_target_as_before() {
+    let ctx = Ctx::new("killed_dump_leaves_target_as_before");
+    let img = ctx.path("img");
+    let (mut p, mut before) = spawn_target(&ctx);
+    // How long a whole dump takes: the kills are spread over it.
+    let t0 = Instant::now();
+    ctx.dump_leave_running(p.pid, &img);
+    let whole = t0.elapsed();
+    fs::remove_file(&img).expect("rm image");
+    let seed = std::env::var("CKPT_KILLSAFE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1);
+            t | 1
+        });
+    eprintln!("a whole dump: {whole:?}; seed {seed}");
+    let mut rng = Rng(seed);
+    let plan: &[(How, bool, u32)] = &[
+        (How::Signal(libc::SIGKILL), true, 100),
+        (How::Signal(libc::SIGTERM), true, 35),
+        (How::Signal(libc::SIGINT), true, 35),
+        (How::CloseStdout, true, 20),
+        (How::Signal(libc::SIGKILL), false, 40),
+        (How::Signal(libc::SIGTERM), false, 20),
+    ];
+    let mut tries = Vec::new();
+    for &(how, leave, n) in plan {
+        tries.extend(std::iter::repeat_n((how, leave), n as usize));
+    }
+    // Interleaved, so no kind of kill meets only one phase of the machine's load.
+    for i in (1..tries.len()).rev() {
+        tries.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let whole_us = whole.as_micros() as u64;
+    let started = Instant::now();
+    // (label) -> (tries, failures, dumps that completed, ckpt ended by the signal)
+    let mut tally: BTreeMap<String, (u32, u32, u32, u32)> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (how, leave) in tries {
+        // Two kills in three in the first 10 ms (freeze and injected queries), the
+        // others anywhere in the dump; a dump that is not left running is killed before
+        // it ends.
+        let span = if rng.below(3) != 0 { 10_000 } else { whole_us };
+        let span = if leave {
+            span
+        } else {
+            span.min(whole_us * 7 / 10)
+        };
+        let delay = Duration::from_micros(rng.below(span));
+        let st = killed_dump(p.pid, &img, how, leave, delay);
+        let _ = fs::remove_file(&img);
+        let e = tally.entry(label(how, leave)).or_default();
+        e.0 += 1;
+        if st.success() {
+            e.2 += 1;
+            if !leave {
+                // A complete dump kills the target: start another.
+                p.expect_killed();
+                (p, before) = spawn_target(&ctx);
+            }
+            continue;
+        }
+        // A deferred SIGTERM or SIGINT ends ckpt with 128+N; by the signal only when it
+        // came before the dump began (ckpt still starting), which the target's state
+        // below tells apart.
+        let status_ok = match how {
+            How::Signal(sig @ (libc::SIGTERM | libc::SIGINT)) => {
+                if st.signal() == Some(sig) {
+                    e.3 += 1;
+                }
+                st.code() == Some(128 + sig) || st.signal() == Some(sig)
+            }
+            How::Signal(_) => st.signal() == Some(libc::SIGKILL),
+            How::CloseStdout => st.code() == Some(128 + libc::SIGPIPE),
+        };
+        let wrong = check_target(&mut p, &before);
+        if !status_ok || wrong.is_some() {
+            e.1 += 1;
+            failures.push(format!(
+                "{} after {delay:?}: ckpt {st:?}{}",
+                label(how, leave),
+                wrong.map(|w| format!("; {w}")).unwrap_or_default()
+            ));
+            if p.try_wait().is_some() || tracer_pid(p.pid) != Some(0) {
+                p.kill();
+            }
+            if p.try_wait().is_some() || snapshot(p.pid) != before {
+                p.kill();
+                (p, before) = spawn_target(&ctx);
+            }
+        }
+    }
+    eprintln!("{:?} for the kills", started.elapsed());
+    for (k, (n, bad, done, early)) in &tally {
+        eprintln!(
+            "{k}: {n} tries, {bad} failed, {done} dumps completed first, {early} ended \
+             ckpt as it started"
+        );
+    }
+    for f in failures.iter().take(200) {
+        eprintln!("  {f}");
+    }
+    p.kill();
+    assert!(
+        failures.is_empty(),
+        "{} of the killed dumps went wrong (above)",
+        failures.len()
+    );
+}
+
+/// ckpt killed by SIGKILL at each moment of the injected queries where it holds a
+/// thread stopped with state it changed (`CKPT_DIE_AT`, a fault-injection hook: after
+/// each change of registers or mask and after each stop), one dump per moment, until
+/// a dump passes them all: the target runs on as before after every one.
+#[test]
+fn ckpt_killed_at_every_injection_stop_leaves_target_as_before() {
+    let ctx = Ctx::new("ckpt_killed_at_every_injection_stop_leaves_target_as_before");
+    let img = ctx.path("img");
+    let (mut p, mut before) = spawn_sized(&ctx, "4");
+    let mut failures = Vec::new();
+    let mut n = 1u32;
+    loop {
+        let st = Command::new(ckpt_bin())
+            .args(["dump", &p.pid.to_string(), "-o"])
+            .arg(&img)
+            .arg("--leave-running")
+            .env("CKPT_DIE_AT", n.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run ckpt dump");
+        if st.success() {
+            break;
+        }
+        assert_eq!(
+            st.signal(),
+            Some(libc::SIGKILL),
+            "ckpt at die point {n}: {st:?}"
+        );
+        if let Some(w) = check_target(&mut p, &before) {
+            failures.push(format!("killed at point {n}: {w}"));
+            // Go on with a new target.
+            p.kill();
+            (p, before) = spawn_sized(&ctx, "4");
+        }
+        n += 1;
+        assert!(n < 5000, "the dump never got past its die points");
+    }
+    let _ = fs::remove_file(&img);
+    eprintln!("{} die points", n - 1);
+    p.kill();
+    assert!(
+        failures.is_empty(),
+        "{} of {} die points went wrong: {failures:#?}",
+        failures.len(),
+        n - 1
+    );
+    assert!(n > 50, "only {} die points: is the hook there?", n - 1);
+}

@@ -1,0 +1,130 @@
+/* A target that checks itself while ckpt dump is killed around it
+ * (tests/e2e_killsafe.rs): MIB MiB of written memory, four worker threads, each with
+ * its own signal mask and a pattern held in ymm9 that it checks every turn, and a main
+ * thread that prints a progress line every 10 ms once every worker has moved on.
+ *
+ *   killsafe MIB
+ *
+ * Anything wrong (a page or a register changed, a worker that stops) prints a line
+ * starting with CORRUPT and exits 1.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WORKERS 4
+#define PAGE 4096
+
+static uint64_t *mem;
+static size_t pages;
+static volatile uint64_t turns[WORKERS];
+
+static void corrupt(const char *what, int id, uint64_t got, uint64_t want) {
+    char b[160];
+    int n = snprintf(b, sizeof b, "CORRUPT %s worker %d got %#lx want %#lx\n", what, id,
+                     (unsigned long)got, (unsigned long)want);
+    (void)!write(1, b, n);
+    _exit(1);
+}
+
+/* Sleep 1 ms with a raw system call: no libc code may touch the vector registers. */
+static void nap(void) {
+    struct timespec ts = {0, 1000000};
+    long r;
+    __asm__ volatile("syscall"
+                     : "=a"(r)
+                     : "0"((long)SYS_nanosleep), "D"(&ts), "S"(0L)
+                     : "rcx", "r11", "memory");
+    (void)r;
+}
+
+static uint64_t want(size_t page, uint64_t gen) {
+    return (page * 0x9E3779B97F4A7C15ULL) ^ gen;
+}
+
+static void *worker(void *arg) {
+    int id = (int)(intptr_t)arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGRTMIN + id);
+    sigaddset(&set, SIGUSR1);
+    if (id & 1)
+        sigaddset(&set, SIGALRM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    uint64_t pat = 0x0101010101010101ULL * (uint64_t)(id + 3);
+    __asm__ volatile("vmovq %0, %%xmm9\n\tvpbroadcastq %%xmm9, %%ymm9" ::"r"(pat) : "xmm9");
+    size_t lo = pages * id / WORKERS, hi = pages * (id + 1) / WORKERS;
+    size_t at = lo;
+    uint64_t gen = 0;
+    for (;;) {
+        uint64_t a, b;
+        __asm__ volatile("vmovq %%xmm9, %0\n\tvextracti128 $1, %%ymm9, %%xmm10\n\tvmovq %%xmm10, %1"
+                         : "=r"(a), "=r"(b)
+                         :
+                         : "xmm10");
+        if (a != pat)
+            corrupt("xmm9", id, a, pat);
+        if (b != pat)
+            corrupt("ymm9 upper half", id, b, pat);
+        /* Check 64 pages and write them with the next generation. */
+        for (int k = 0; k < 64; k++) {
+            uint64_t *w = mem + at * (PAGE / 8);
+            if (*w != want(at, gen))
+                corrupt("page", id, *w, want(at, gen));
+            *w = want(at, gen + 1);
+            if (++at == hi) {
+                at = lo;
+                gen++;
+            }
+        }
+        turns[id]++;
+        nap();
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    size_t mib = argc > 1 ? strtoul(argv[1], NULL, 0) : 64;
+    pages = mib << 8;
+    mem = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED)
+        return 2;
+    for (size_t p = 0; p < pages; p++) {
+        uint64_t *w = mem + p * (PAGE / 8);
+        w[0] = want(p, 0);
+        w[1] = p; /* more non-zero data per page */
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    pthread_t t[WORKERS];
+    for (int i = 0; i < WORKERS; i++)
+        pthread_create(&t[i], NULL, worker, (void *)(intptr_t)i);
+    uint64_t seen[WORKERS] = {0};
+    for (unsigned long tick = 0;; tick++) {
+        /* Wait (up to 5 s) until every worker has turned since the last line. */
+        for (int w = 0; w < WORKERS; w++) {
+            int n = 0;
+            while (turns[w] == seen[w]) {
+                struct timespec ts = {0, 1000000};
+                nanosleep(&ts, NULL);
+                if (++n > 5000)
+                    corrupt("stalled", w, turns[w], seen[w]);
+            }
+            seen[w] = turns[w];
+        }
+        printf("tick %lu\n", tick);
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+}
