@@ -27,6 +27,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub mod arch;
 pub mod oracle;
 
 mod ctx;
