@@ -200,3 +200,27 @@ pub fn assert_restore_fault_leaves_nothing(
     );
     stderr
 }
+
+/// Runs `blocked_read` once on `all_input` for reference, then again with its first two
+/// lines, and dumps it (killing it) while it blocks in read(2) for the third. Returns the
+/// reference run, the PID and what the dumped run printed.
+pub fn blocked_read_dumped_in_read(
+    ctx: &Ctx,
+    all_input: &[u8],
+    img: &Path,
+) -> (Finished, i32, Vec<u8>) {
+    let spec = Spec::new(target("blocked_read")).stdin(In::Pipe);
+    let mut rp = ctx.spawn(&spec);
+    rp.write_stdin(all_input);
+    rp.close_stdin();
+    let reference = rp.finish();
+
+    let mut t = ctx.spawn(&spec);
+    let pid = t.pid;
+    t.write_stdin(b"alpha\nbeta\n");
+    t.wait_lines(2);
+    wait_in_syscall(pid, libc::SYS_read, "blocked_read");
+    ctx.dump(pid, img);
+    t.expect_killed();
+    (reference, pid, t.stdout.finish("original"))
+}
