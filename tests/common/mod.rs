@@ -28,6 +28,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 pub mod arch;
+pub mod hostile;
 pub mod oracle;
 
 mod ctx;
