@@ -29,6 +29,7 @@ use std::time::Duration;
 
 pub mod arch;
 pub mod hostile;
+pub mod more;
 pub mod oracle;
 
 mod ctx;
