@@ -1,4 +1,4 @@
-//! The state oracle (tests/common/oracle.rs) against losses ckpt's own state comparison
+//! The state oracle (tests/common/oracle/) against losses ckpt's own state comparison
 //! cannot see (issue 13): each test runs `tests/targets/oracle.c` in one mode, which sets
 //! up one piece of kernel state and waits, quiescent; dumps it, restores it, and compares
 //! the oracle's snapshots of the original and of the restored tree, together with what

@@ -1,0 +1,208 @@
+//! An independent state oracle: what the kernel shows about a process tree, read without
+//! any of ckpt's code, so that a restore that exits 0 but differs from the original in
+//! something ckpt never recorded is caught (issue 13).
+//!
+//! [`Snapshot::take`] reads, for every process of the tree and every thread:
+//! - `/proc/PID/{status, stat, smaps (with VmFlags), limits, oom_score_adj, personality,
+//!   timerslack_ns, sched (policy, prio), cgroup, environ, cmdline, auxv, comm, timers}`,
+//!   `cwd`, `root`, `exe`; per thread `task/TID/{status, stat}`;
+//! - per descriptor: what `/proc/PID/fd/N` leads to (pipe and socket inodes replaced by
+//!   the first descriptor of the tree that holds them), `fdinfo` (flags, pos, mnt_id and
+//!   each kind's lines: eventfd-count, tfd, inotify, timerfd, signalfd...), the file's
+//!   mode, owner, link count, size, blocks and data extents (SEEK_DATA/SEEK_HOLE), and,
+//!   on a duplicate taken with `pidfd_getfd`: F_GETOWN_EX, F_GETSIG, F_GETFL, F_GETPIPE_SZ,
+//!   F_GET_SEALS, and for sockets their options (SO_*), queue lengths and addresses;
+//! - for unix sockets, `sock_diag` (state, shutdown, queues, peer) through a small netlink
+//!   client of its own;
+//! - the sharing between tasks and descriptors: `kcmp` VM/FILES/FS/SIGHAND/IO/SYSVSEM
+//!   between processes, KCMP_FILE between descriptors (which ones are one open file
+//!   description), and pages shared between processes (same frame at the same address in
+//!   `/proc/PID/pagemap`, zero page excepted).
+//!
+//! Entries are either *configuration* (set once by the program: flags, masks, limits...)
+//! or *progress* (what changes as the program runs: positions, counters, pending signals,
+//! queue lengths, states). The restored tree is read twice a moment apart: entries that
+//! changed between the readings are volatile and not compared. The original is read once,
+//! right before the dump (a second reading would delay the dump). Progress entries are
+//! compared only when both sides were at rest (no task running, nothing moving, the
+//! restored program printed nothing yet), i.e. at the same quiescent point; when the
+//! original was running as it was read, differences are printed but not judged.
+//!
+//! Differences fail unless they are on [`LEGIT`] (short, each with its reason) or on
+//! [`KNOWN_LOSSES`] (real bugs of ckpt, issue 13), whose difference must still be there.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::thread;
+use std::time::Duration;
+
+use super::{pid_exists, proc_stat, process_tree, tasks};
+
+mod compare;
+mod known;
+mod sharing;
+mod snapshot;
+mod sockdiag;
+
+pub use compare::*;
+pub use known::*;
+use sharing::*;
+use snapshot::*;
+use sockdiag::*;
+
+/// Whether an entry is set up once or moves as the program runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Config,
+    Progress,
+}
+
+/// What the kernel shows about a tree.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub root: i32,
+    /// The tree's processes, parents first.
+    pub pids: Vec<i32>,
+    /// Every entry: "p123.fd4.flags" -> (kind, value).
+    pub entries: BTreeMap<String, (Kind, String)>,
+    /// Entries that changed between the two readings (not compared).
+    pub volatile: BTreeSet<String>,
+    /// The tree went on from the point of interest (see [`Snapshot::moved`]).
+    pub moved: bool,
+    /// A single reading ([`Snapshot::take_once`]) that found a task running: the tree
+    /// may have changed anything before the point of interest (the dump's freeze).
+    pub busy: bool,
+}
+
+impl Snapshot {
+    /// One reading of the tree rooted at `root` (a few ms: what is taken right before a
+    /// dump, which must not be delayed). Whether the tree was at rest is then only told
+    /// by its tasks' states (none running).
+    pub fn take_once(root: i32) -> Snapshot {
+        let (entries, pids) = read_tree(root);
+        let busy = entries
+            .iter()
+            .any(|(k, v)| k.ends_with(".stat.state") && (v.1 == "R" || v.1 == "D"));
+        Snapshot {
+            root,
+            pids,
+            entries,
+            volatile: BTreeSet::new(),
+            moved: busy,
+            busy,
+        }
+    }
+
+    /// Two readings of the tree rooted at `root`, 30 ms apart.
+    pub fn take(root: i32) -> Snapshot {
+        let a = read_tree(root);
+        thread::sleep(Duration::from_millis(30));
+        let b = read_tree(root);
+        let keys: BTreeSet<&String> = a.0.keys().chain(b.0.keys()).collect();
+        let volatile = keys
+            .into_iter()
+            .filter(|k| a.0.get(*k) != b.0.get(*k))
+            .cloned()
+            .collect();
+        Snapshot {
+            root,
+            pids: b.1,
+            entries: b.0,
+            volatile,
+            moved: false,
+            busy: false,
+        }
+    }
+
+    /// True when the tree was at rest: no progress entry moved between the two readings,
+    /// no task was running, and nothing says it went on meanwhile ([`Snapshot::moved`]).
+    pub fn still(&self) -> bool {
+        !self.moved
+            && !self
+                .volatile
+                .iter()
+                .any(|k| self.entries.get(k).is_none_or(|e| e.0 == Kind::Progress))
+            && !self
+                .entries
+                .iter()
+                .any(|(k, v)| k.ends_with(".stat.state") && (v.1 == "R" || v.1 == "D"))
+    }
+
+    /// Mark the tree as having gone on from where it was (e.g. a restored program that
+    /// printed something before it was read): its progress entries are not compared.
+    pub fn moved(mut self, moved: bool) -> Snapshot {
+        self.moved |= moved;
+        self
+    }
+
+    /// Every process of the snapshot still exists, and is no zombie unless it was one.
+    pub fn all_alive(&self) -> bool {
+        self.pids.iter().all(|&p| {
+            let was_zombie = self.get(&format!("p{p}.stat.state")) == Some("Z");
+            pid_exists(p) && proc_stat(p).is_some_and(|s| s.0 != 'Z' || was_zombie)
+        })
+    }
+
+    /// Add what the task said of itself (a line `report: k=v k=v...` of a cooperative
+    /// target, for what only the task can tell: prctl values...) as `pPID.self.k`.
+    pub fn with_report(mut self, pid: i32, line: &str) -> Snapshot {
+        let line = line.trim().strip_prefix("report:").unwrap_or(line);
+        for kv in line.split_whitespace() {
+            if let Some((k, v)) = kv.split_once('=') {
+                self.entries
+                    .insert(format!("p{pid}.self.{k}"), (Kind::Config, v.to_string()));
+            }
+        }
+        self
+    }
+
+    /// The tree has a PID namespace of its own (its processes have more PIDs than the
+    /// harness): ckpt restores it in a new one, where its PIDs seen from here differ.
+    pub fn own_pid_namespace(&self) -> bool {
+        let levels = |s: &str| s.split_whitespace().count();
+        let mine = fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("NSpid:").map(levels)))
+            .unwrap_or(1);
+        self.pids.iter().any(|p| {
+            self.get(&format!("p{p}.status.NSpid"))
+                .is_some_and(|v| levels(v) > mine)
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries.get(key).map(|e| e.1.as_str())
+    }
+}
+
+/// The tree of `before` runs again, restored: each of its processes exists anew (started
+/// after the original), untraced, with its program and its number of threads.
+pub fn restored_tree_up(before: &Snapshot) -> bool {
+    if before.own_pid_namespace() {
+        return false;
+    }
+    before.pids.iter().all(|&p| {
+        let k = |f: &str| before.get(&format!("p{p}.{f}")).map(str::to_string);
+        let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
+            return false;
+        };
+        let Some(close) = stat.rfind(')') else {
+            return false;
+        };
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let started = f.get(19).map(|s| s.to_string());
+        let threads = f.get(17).map(|s| s.to_string());
+        let exe = fs::read_link(format!("/proc/{p}/exe"))
+            .ok()
+            .map(|e| e.to_string_lossy().into_owned());
+        if k("stat.state").as_deref() == Some("Z") {
+            // a zombie of the tree comes back a zombie
+            return f.first() == Some(&"Z");
+        }
+        f.first() != Some(&"Z")
+            && started != k("stat.starttime")
+            && threads == k("stat.num_threads")
+            && exe == k("exe")
+            && super::tracer_pid(p) == Some(0)
+    })
+}

@@ -1,0 +1,158 @@
+//! Sharing: kcmp between processes and descriptors, pages shared between processes.
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------
+// Sharing: kcmp between processes and descriptors, pages shared between processes
+
+const KCMP_FILE: i32 = 0;
+const KCMP_KINDS: &[(&str, i32)] = &[
+    ("vm", 1),
+    ("files", 2),
+    ("fs", 3),
+    ("sighand", 4),
+    ("io", 5),
+    ("sysvsem", 6),
+];
+
+fn kcmp(a: i32, b: i32, ty: i32, x: u64, y: u64) -> Option<i64> {
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, a, b, ty, x, y) };
+    (r >= 0).then_some(r)
+}
+
+fn fd_numbers(r: &Reader, pid: i32) -> Vec<i32> {
+    r.e.get(&format!("p{pid}.fds"))
+        .map(|v| {
+            v.1.trim_matches(|c| c == '[' || c == ']')
+                .split(", ")
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(super) fn read_sharing(r: &mut Reader, pids: &[i32]) {
+    // each process: the first process of the tree it shares each resource with
+    for (i, &a) in pids.iter().enumerate() {
+        for (name, ty) in KCMP_KINDS {
+            let first = pids[..i]
+                .iter()
+                .find(|&&b| kcmp(a, b, *ty, 0, 0) == Some(0))
+                .map_or("own".to_string(), |b| format!("p{b}"));
+            r.conf(format!("p{a}.shares.{name}"), first);
+        }
+    }
+    // each descriptor: the first descriptor of the tree with the same open file
+    // description
+    let all: Vec<(i32, i32)> = pids
+        .iter()
+        .flat_map(|&p| fd_numbers(r, p).into_iter().map(move |f| (p, f)))
+        .collect();
+    for (i, &(p, f)) in all.iter().enumerate() {
+        let first = all[..i]
+            .iter()
+            .find(|&&(q, g)| kcmp(p, q, KCMP_FILE, f as u64, g as u64) == Some(0))
+            .map_or("own".to_string(), |(q, g)| format!("p{q}.fd{g}"));
+        r.conf(format!("p{p}.fd{f}.same_file_as"), first);
+    }
+    read_page_sharing(r, pids);
+}
+
+/// The frame number of the zero page (what a read fault of fresh anonymous memory maps).
+fn zero_pfn() -> Option<u64> {
+    static Z: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *Z.get_or_init(|| {
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        let _ = unsafe { std::ptr::read_volatile(p.cast::<u8>()) };
+        let e = pagemap_entries(std::process::id() as i32, p as u64, 1);
+        unsafe { libc::munmap(p, 4096) };
+        e.first().map(|e| e & ((1 << 55) - 1)).filter(|&f| f != 0)
+    })
+}
+
+fn pagemap_entries(pid: i32, start: u64, pages: usize) -> Vec<u64> {
+    use std::os::unix::fs::FileExt;
+    let Ok(f) = fs::File::open(format!("/proc/{pid}/pagemap")) else {
+        return Vec::new();
+    };
+    let mut buf = vec![0u8; pages * 8];
+    if f.read_exact_at(&mut buf, start / 4096 * 8).is_err() {
+        return Vec::new();
+    }
+    buf.chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default()))
+        .collect()
+}
+
+/// For each anonymous area (no file behind it) of each process: how many of its present
+/// pages are the very frames another process of the tree maps at the same address.
+fn read_page_sharing(r: &mut Reader, pids: &[i32]) {
+    if pids.len() < 2 {
+        return;
+    }
+    let zero = zero_pfn();
+    // pid -> (area, page address -> pfn)
+    let mut frames: BTreeMap<i32, BTreeMap<u64, (String, u64)>> = BTreeMap::new();
+    for &pid in pids {
+        let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            continue;
+        };
+        let m = frames.entry(pid).or_default();
+        for l in maps.lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 5 || f[4] != "0" || f.get(5).is_some_and(|p| p.starts_with("[v")) {
+                continue;
+            }
+            let Some((a, b)) = f[0].split_once('-') else {
+                continue;
+            };
+            let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+                continue;
+            };
+            let n = ((b - a) / 4096) as usize;
+            if n > 1 << 18 {
+                continue;
+            }
+            for (i, e) in pagemap_entries(pid, a, n).into_iter().enumerate() {
+                let pfn = e & ((1 << 55) - 1);
+                if e >> 63 == 1 && pfn != 0 && Some(pfn) != zero {
+                    m.insert(a + i as u64 * 4096, (f[0].to_string(), pfn));
+                }
+            }
+        }
+    }
+    for (i, &a) in pids.iter().enumerate() {
+        for &b in &pids[i + 1..] {
+            let (Some(fa), Some(fb)) = (frames.get(&a), frames.get(&b)) else {
+                continue;
+            };
+            let mut per_area: BTreeMap<&str, usize> = BTreeMap::new();
+            for (addr, (area, pfn)) in fa {
+                if fb.get(addr).is_some_and(|x| x.1 == *pfn) {
+                    *per_area.entry(area).or_default() += 1;
+                }
+            }
+            for (area, n) in per_area {
+                r.prog(
+                    format!("p{a}.smaps.{area}.pages_shared_with_p{b}"),
+                    n.to_string(),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,743 @@
+//! Reading a tree's state from /proc and from duplicates of its descriptors.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::AsRawFd;
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------
+// Reading
+
+type Entries = BTreeMap<String, (Kind, String)>;
+
+pub(super) struct Reader {
+    pub(super) e: Entries,
+    /// pipe/socket inode -> the first "pPID.fdN" holding it
+    pub(super) labels: BTreeMap<String, String>,
+    pub(super) unix: BTreeMap<u64, UnixDiag>,
+}
+
+impl Reader {
+    fn put(&mut self, k: String, kind: Kind, v: impl Into<String>) {
+        self.e.insert(k, (kind, v.into()));
+    }
+    pub(super) fn conf(&mut self, k: String, v: impl Into<String>) {
+        self.put(k, Kind::Config, v);
+    }
+    pub(super) fn prog(&mut self, k: String, v: impl Into<String>) {
+        self.put(k, Kind::Progress, v);
+    }
+}
+
+pub(super) fn read_tree(root: i32) -> (Entries, Vec<i32>) {
+    let pids = process_tree(root);
+    let mut r = Reader {
+        e: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        unix: unix_diag().unwrap_or_default(),
+    };
+    for &pid in &pids {
+        read_process(&mut r, pid);
+    }
+    read_sharing(&mut r, &pids);
+    (r.e, pids)
+}
+
+/// Status lines that change as the task runs.
+const STATUS_PROGRESS: &[&str] = &["State", "SigPnd", "ShdPnd"];
+/// Status lines that are not state of the task (or repeat what other entries show).
+const STATUS_SKIP: &[&str] = &["Pid", "Tgid", "NStgid", "Kthread"];
+
+fn read_status(r: &mut Reader, pfx: &str, path: &str) {
+    let Ok(s) = fs::read_to_string(path) else {
+        return;
+    };
+    for l in s.lines() {
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
+        if STATUS_SKIP.contains(&k) {
+            continue;
+        }
+        let v = v.split_whitespace().collect::<Vec<_>>().join(" ");
+        if STATUS_PROGRESS.contains(&k) {
+            r.prog(format!("{pfx}.status.{k}"), v);
+        } else {
+            r.conf(format!("{pfx}.status.{k}"), v);
+        }
+    }
+}
+
+/// Names of /proc/PID/stat fields from the 3rd on (proc(5)).
+const STAT_FIELDS: &[&str] = &[
+    "state",
+    "ppid",
+    "pgrp",
+    "session",
+    "tty_nr",
+    "tpgid",
+    "flags",
+    "minflt",
+    "cminflt",
+    "majflt",
+    "cmajflt",
+    "utime",
+    "stime",
+    "cutime",
+    "cstime",
+    "priority",
+    "nice",
+    "num_threads",
+    "itrealvalue",
+    "starttime",
+    "vsize",
+    "rss",
+    "rsslim",
+    "startcode",
+    "endcode",
+    "startstack",
+    "kstkesp",
+    "kstkeip",
+    "signal",
+    "blocked",
+    "sigignore",
+    "sigcatch",
+    "wchan",
+    "nswap",
+    "cnswap",
+    "exit_signal",
+    "processor",
+    "rt_priority",
+    "policy",
+    "delayacct",
+    "guest_time",
+    "cguest_time",
+    "start_data",
+    "end_data",
+    "start_brk",
+    "arg_start",
+    "arg_end",
+    "env_start",
+    "env_end",
+    "exit_code",
+];
+
+fn read_stat(r: &mut Reader, pfx: &str, path: &str) {
+    let Ok(s) = fs::read(path) else {
+        return;
+    };
+    let Some(close) = s.iter().rposition(|&b| b == b')') else {
+        return;
+    };
+    let open = s.iter().position(|&b| b == b'(').unwrap_or(0);
+    r.conf(
+        format!("{pfx}.stat.comm"),
+        String::from_utf8_lossy(&s[open + 1..close]),
+    );
+    let rest = String::from_utf8_lossy(&s[close + 1..]).into_owned();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // a task sleeping (S) with no wait channel is still on a CPU, going to sleep or
+    // waking up: count it as running (per thread only: /proc/PID/stat of a process
+    // with threads always shows wchan 0)
+    let on_cpu = pfx.contains(".t") && fields.first() == Some(&"S") && fields.get(32) == Some(&"0");
+    for (name, v) in STAT_FIELDS.iter().zip(fields) {
+        let v = if *name == "state" && on_cpu { "R" } else { v };
+        match *name {
+            // the signal masks repeat status; esp/eip are 0; nswap unused
+            "signal" | "blocked" | "sigignore" | "sigcatch" | "kstkesp" | "kstkeip" | "nswap"
+            | "cnswap" | "wchan" => {}
+            // CPU times are never compared (LEGIT) but show a task that runs
+            "state" | "utime" | "stime" => r.prog(format!("{pfx}.stat.{name}"), v),
+            // PF_FORKNOEXEC (0x40) and PF_SUPERPRIV (0x100) are for BSD process
+            // accounting only (AFORK, ASU): a process recreated by a privileged restorer
+            // with fork and no exec has them; nothing the program can see depends on them
+            "flags" => {
+                let f = v.parse::<u64>().unwrap_or(0) & !0x140;
+                r.conf(format!("{pfx}.stat.flags"), format!("{f:#x}"));
+            }
+            _ => r.conf(format!("{pfx}.stat.{name}"), v),
+        }
+    }
+}
+
+fn read_process(r: &mut Reader, pid: i32) {
+    let p = format!("p{pid}");
+    let base = format!("/proc/{pid}");
+    read_status(r, &p, &format!("{base}/status"));
+    read_stat(r, &p, &format!("{base}/stat"));
+    for f in [
+        "limits",
+        "oom_score_adj",
+        "personality",
+        "timerslack_ns",
+        "cgroup",
+        "comm",
+        "timers",
+        "loginuid",
+        "sessionid",
+        "coredump_filter",
+        "mountinfo",
+    ] {
+        if let Ok(s) = fs::read_to_string(format!("{base}/{f}")) {
+            let s = if f == "timers" {
+                // one block per timer, listed in the kernel's hash order: sort by ID
+                let mut blocks: Vec<String> = Vec::new();
+                for l in s.lines() {
+                    match blocks.last_mut() {
+                        Some(b) if !l.starts_with("ID: ") => {
+                            b.push('\n');
+                            b.push_str(l);
+                        }
+                        _ => blocks.push(l.to_string()),
+                    }
+                }
+                blocks.sort_by_key(|b| {
+                    b[4..]
+                        .split_whitespace()
+                        .next()
+                        .and_then(|n| n.parse::<i64>().ok())
+                });
+                blocks.join("\n")
+            } else if f == "mountinfo" {
+                // which mounts it sees (ids and options), one line each
+                s.lines()
+                    .map(|l| l.split(" - ").next().unwrap_or(l).to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            } else {
+                s
+            };
+            r.conf(format!("{p}.{f}"), s.trim_end());
+        }
+    }
+    for f in ["environ", "cmdline"] {
+        if let Ok(b) = fs::read(format!("{base}/{f}")) {
+            r.conf(
+                format!("{p}.{f}"),
+                String::from_utf8_lossy(&b).replace('\0', "\\0"),
+            );
+        }
+    }
+    if let Ok(b) = fs::read(format!("{base}/auxv")) {
+        let words: Vec<String> = b
+            .chunks_exact(16)
+            .map(|c| {
+                let k = u64::from_ne_bytes(c[..8].try_into().unwrap_or_default());
+                let v = u64::from_ne_bytes(c[8..].try_into().unwrap_or_default());
+                format!("{k}={v:#x}")
+            })
+            .collect();
+        r.conf(format!("{p}.auxv"), words.join(" "));
+    }
+    if let Ok(s) = fs::read_to_string(format!("{base}/sched")) {
+        for l in s.lines() {
+            if let Some((k, v)) = l.split_once(':') {
+                let k = k.trim();
+                if k == "policy" || k == "prio" {
+                    r.conf(format!("{p}.sched.{k}"), v.trim());
+                }
+            }
+        }
+    }
+    for l in ["cwd", "root", "exe"] {
+        if let Ok(t) = fs::read_link(format!("{base}/{l}")) {
+            r.conf(format!("{p}.{l}"), t.to_string_lossy());
+        }
+    }
+    for tid in tasks(pid) {
+        let t = format!("{p}.t{tid}");
+        read_status(r, &t, &format!("{base}/task/{tid}/status"));
+        read_stat(r, &t, &format!("{base}/task/{tid}/stat"));
+        if let Ok(s) = fs::read_to_string(format!("{base}/task/{tid}/comm")) {
+            r.conf(format!("{t}.comm"), s.trim_end());
+        }
+    }
+    read_smaps(r, pid);
+    read_fds(r, pid);
+}
+
+/// smaps fields that are state (the others are residency counters).
+const SMAPS_KEEP: &[&str] = &[
+    "Size",
+    "KernelPageSize",
+    "MMUPageSize",
+    "THPeligible",
+    "VmFlags",
+    "ProtectionKey",
+    "Locked",
+];
+
+/// One area of /proc/PID/smaps: its range and the fields kept.
+struct Area {
+    start: u64,
+    end: u64,
+    fields: Vec<(String, String)>,
+}
+
+impl Area {
+    fn field(&self, k: &str) -> &str {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == k)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// Anonymous (no file, no name), so that the kernel would merge it with a neighbour
+    /// of the same protections and flags.
+    fn anonymous(&self) -> bool {
+        self.field("path").is_empty() && self.field("inode") == "0"
+    }
+}
+
+fn read_smaps(r: &mut Reader, pid: i32) {
+    let Ok(s) = fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return;
+    };
+    let mut areas: Vec<Area> = Vec::new();
+    for l in s.lines() {
+        let first = l.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // 7f..-7f.. rw-p 00000000 00:00 0   [heap]
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (a, b) = first.split_once('-').unwrap_or(("0", "0"));
+            let hex = |x: &str| u64::from_str_radix(x, 16).unwrap_or(0);
+            let get = |i: usize| f.get(i).map_or(String::new(), |x| x.to_string());
+            areas.push(Area {
+                start: hex(a),
+                end: hex(b),
+                fields: vec![
+                    ("perms".into(), get(1)),
+                    ("offset".into(), get(2)),
+                    ("dev".into(), get(3)),
+                    ("inode".into(), get(4)),
+                    (
+                        "path".into(),
+                        f.get(5..).map(|x| x.join(" ")).unwrap_or_default(),
+                    ),
+                ],
+            });
+        } else if let (Some((k, v)), Some(cur)) = (l.split_once(':'), areas.last_mut()) {
+            if SMAPS_KEEP.contains(&k) {
+                let v = v.split_whitespace().collect::<Vec<_>>().join(" ");
+                cur.fields.push((k.to_string(), v));
+            }
+        }
+    }
+    // Two adjacent anonymous areas with the same protections and flags that the kernel
+    // kept apart (a program's .bss and the heap after it, areas split by an earlier
+    // mprotect) are one area after restore, which maps them with separate mmaps the
+    // kernel merges (a known difference, docs/ARCHITECTURE.md): the same memory, the
+    // same protections. Compare them merged on both sides.
+    let mut merged: Vec<Area> = Vec::new();
+    for a in areas {
+        if let Some(prev) = merged.last_mut() {
+            if prev.end == a.start
+                && prev.anonymous()
+                && a.anonymous()
+                && prev.field("perms") == a.field("perms")
+                && prev.field("VmFlags") == a.field("VmFlags")
+                && prev.field("ProtectionKey") == a.field("ProtectionKey")
+            {
+                prev.end = a.end;
+                let kb = |x: &Area| {
+                    x.field("Size")
+                        .trim_end_matches(" kB")
+                        .parse::<u64>()
+                        .unwrap_or(0)
+                };
+                let size = format!("{} kB", kb(prev) + kb(&a));
+                for (n, v) in prev.fields.iter_mut() {
+                    if n == "Size" {
+                        *v = size.clone();
+                    }
+                }
+                continue;
+            }
+        }
+        merged.push(a);
+    }
+    for a in merged {
+        // As /proc prints the range (at least eight hex digits).
+        let cur = format!("p{pid}.smaps.{:08x}-{:08x}", a.start, a.end);
+        for (k, v) in a.fields {
+            r.conf(format!("{cur}.{k}"), v);
+        }
+    }
+}
+
+fn pidfd(pid: i32) -> Option<i32> {
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    (fd >= 0).then_some(fd)
+}
+
+/// A duplicate of `pid`'s descriptor `fd` (the same open file description).
+fn getfd(pfd: i32, fd: i32) -> Option<i32> {
+    let d = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pfd, fd, 0) } as i32;
+    (d >= 0).then_some(d)
+}
+
+/// fcntl commands the libc crate does not name (asm-generic/fcntl.h).
+const F_GETOWN_EX: i32 = 16;
+const F_GETSIG: i32 = 11;
+
+#[repr(C)]
+struct FOwnerEx {
+    kind: libc::c_int,
+    pid: libc::pid_t,
+}
+
+fn read_fds(r: &mut Reader, pid: i32) {
+    let base = format!("/proc/{pid}");
+    let Ok(rd) = fs::read_dir(format!("{base}/fd")) else {
+        return;
+    };
+    let mut fds: Vec<i32> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    r.conf(format!("p{pid}.fds"), format!("{fds:?}"));
+    let pfd = pidfd(pid);
+    for fd in fds {
+        let k = format!("p{pid}.fd{fd}");
+        let Ok(link) = fs::read_link(format!("{base}/fd/{fd}")) else {
+            continue;
+        };
+        let mut link = link.to_string_lossy().into_owned();
+        let mut ino_str = String::new();
+        for pre in ["pipe:[", "socket:["] {
+            if let Some(rest) = link.strip_prefix(pre) {
+                ino_str = rest.trim_end_matches(']').to_string();
+                let label = r
+                    .labels
+                    .entry(link.clone())
+                    .or_insert_with(|| k.clone())
+                    .clone();
+                link = format!("{pre}{label}]");
+            }
+        }
+        r.conf(format!("{k}.link"), link.clone());
+        read_fdinfo(r, &k, &format!("{base}/fdinfo/{fd}"));
+        if let Ok(m) = fs::metadata(format!("{base}/fd/{fd}")) {
+            r.conf(format!("{k}.stat.mode"), format!("{:o}", m.mode()));
+            r.conf(
+                format!("{k}.stat.owner"),
+                format!("{}:{}", m.uid(), m.gid()),
+            );
+            r.conf(format!("{k}.stat.nlink"), m.nlink().to_string());
+            r.conf(format!("{k}.stat.ino"), m.ino().to_string());
+            r.conf(format!("{k}.stat.dev"), format!("{:x}", m.dev()));
+            if m.is_file() {
+                r.prog(format!("{k}.stat.size"), m.size().to_string());
+                r.prog(format!("{k}.stat.blocks"), m.blocks().to_string());
+                if let Some(x) = extents(&format!("{base}/fd/{fd}")) {
+                    r.prog(format!("{k}.extents"), x);
+                }
+            }
+        }
+        if link.starts_with("socket:") {
+            if let Ok(ino) = ino_str.parse::<u64>() {
+                if let Some(d) = r.unix.get(&ino).cloned() {
+                    r.conf(format!("{k}.sock.unix.state"), d.state.to_string());
+                    r.conf(format!("{k}.sock.unix.type"), d.kind.to_string());
+                    r.conf(format!("{k}.sock.unix.shutdown"), d.shutdown.to_string());
+                    r.conf(format!("{k}.sock.unix.name"), d.name.clone());
+                    r.prog(format!("{k}.sock.unix.rqlen"), d.rqlen.to_string());
+                    r.prog(format!("{k}.sock.unix.wqlen"), d.wqlen.to_string());
+                    let peer = if d.peer == 0 {
+                        "none".to_string()
+                    } else {
+                        let l = format!("socket:[{}]", d.peer);
+                        r.labels.get(&l).cloned().unwrap_or_else(|| {
+                            // the peer is later in the tree (or outside it)
+                            format!("later:{}", r.labels.len())
+                        })
+                    };
+                    if !peer.starts_with("later:") {
+                        r.conf(format!("{k}.sock.unix.peer"), peer);
+                    }
+                }
+            }
+        }
+        let Some(d) = pfd.and_then(|p| getfd(p, fd)) else {
+            continue;
+        };
+        read_dup(r, &k, d, link.starts_with("socket:"));
+        unsafe { libc::close(d) };
+    }
+    if let Some(p) = pfd {
+        unsafe { libc::close(p) };
+    }
+}
+
+fn read_fdinfo(r: &mut Reader, k: &str, path: &str) {
+    let Ok(s) = fs::read_to_string(path) else {
+        return;
+    };
+    let mut n = BTreeMap::<String, usize>::new();
+    for l in s.lines() {
+        let Some((name, v)) = l.split_once(':') else {
+            continue;
+        };
+        let name = name.trim().to_string();
+        let mut v = v.split_whitespace().collect::<Vec<_>>().join(" ");
+        let progress = matches!(
+            name.as_str(),
+            "pos" | "eventfd-count" | "ticks" | "it_value" | "scm_fds"
+        );
+        match name.as_str() {
+            // the file's identity is checked by stat and the link
+            "ino" => continue,
+            // epoll items: "tfd: 5 events: 19 data: 5 pos:0 ino:1a sdev:f": the watched
+            // file's inode number changes with a recreated object
+            "tfd" => {
+                v = v
+                    .split(' ')
+                    .filter(|w| !w.starts_with("ino:") && !w.starts_with("sdev:"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+            }
+            _ => {}
+        }
+        // epoll items and inotify watches by their descriptor / watch number (the
+        // kernel lists them in the order of its trees); other repeated lines numbered
+        let i = n.entry(name.clone()).or_insert(0);
+        let key = if name == "tfd" || name == "inotify wd" || name == "inotify" {
+            let first = v.split_whitespace().next().unwrap_or("").to_string();
+            format!("{k}.fdinfo.{name}.{first}")
+        } else if *i == 0 {
+            format!("{k}.fdinfo.{name}")
+        } else {
+            format!("{k}.fdinfo.{name}#{i}")
+        };
+        *i += 1;
+        r.put(
+            key,
+            if progress {
+                Kind::Progress
+            } else {
+                Kind::Config
+            },
+            v,
+        );
+    }
+}
+
+/// Data extents of a regular file (SEEK_DATA/SEEK_HOLE on a new open file description,
+/// so as not to move the process's position): "0-4096 8192-12288".
+fn extents(path: &str) -> Option<String> {
+    let f = fs::File::open(path).ok()?;
+    let fd = f.as_raw_fd();
+    let end = unsafe { libc::lseek(fd, 0, libc::SEEK_END) };
+    let mut out = Vec::new();
+    let mut off = 0i64;
+    while off < end && out.len() < 64 {
+        let d = unsafe { libc::lseek(fd, off, libc::SEEK_DATA) };
+        if d < 0 {
+            break;
+        }
+        let h = unsafe { libc::lseek(fd, d, libc::SEEK_HOLE) };
+        if h < 0 {
+            break;
+        }
+        out.push(format!("{d}-{h}"));
+        off = h;
+    }
+    Some(out.join(" "))
+}
+
+fn fcntl_int(d: i32, cmd: i32) -> String {
+    let v = unsafe { libc::fcntl(d, cmd) };
+    if v < 0 {
+        format!(
+            "err {}",
+            io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        )
+    } else {
+        v.to_string()
+    }
+}
+
+fn read_dup(r: &mut Reader, k: &str, d: i32, socket: bool) {
+    let mut own = FOwnerEx { kind: 0, pid: 0 };
+    let v = unsafe { libc::fcntl(d, F_GETOWN_EX, &mut own as *mut FOwnerEx) };
+    if v == 0 {
+        r.conf(
+            format!("{k}.owner"),
+            format!("type {} pid {}", own.kind, own.pid),
+        );
+    }
+    r.conf(format!("{k}.F_GETSIG"), fcntl_int(d, F_GETSIG));
+    r.conf(format!("{k}.F_GETFL"), fcntl_int(d, libc::F_GETFL));
+    r.conf(
+        format!("{k}.F_GETPIPE_SZ"),
+        fcntl_int(d, libc::F_GETPIPE_SZ),
+    );
+    r.conf(format!("{k}.F_GET_SEALS"), fcntl_int(d, libc::F_GET_SEALS));
+    r.conf(format!("{k}.F_GETLEASE"), fcntl_int(d, libc::F_GETLEASE));
+    if !socket {
+        return;
+    }
+    let int_opt = |level: i32, name: i32| -> String {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let rc = unsafe {
+            libc::getsockopt(
+                d,
+                level,
+                name,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 { "err".into() } else { v.to_string() }
+    };
+    for (name, level, opt) in [
+        ("SO_TYPE", libc::SOL_SOCKET, libc::SO_TYPE),
+        ("SO_DOMAIN", libc::SOL_SOCKET, libc::SO_DOMAIN),
+        ("SO_PROTOCOL", libc::SOL_SOCKET, libc::SO_PROTOCOL),
+        ("SO_RCVBUF", libc::SOL_SOCKET, libc::SO_RCVBUF),
+        ("SO_SNDBUF", libc::SOL_SOCKET, libc::SO_SNDBUF),
+        // SO_BUF_LOCK (72, Linux 5.14): which sizes the program set itself
+        ("SO_BUF_LOCK", libc::SOL_SOCKET, 72),
+        ("SO_PASSCRED", libc::SOL_SOCKET, libc::SO_PASSCRED),
+        ("SO_KEEPALIVE", libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+        ("SO_REUSEADDR", libc::SOL_SOCKET, libc::SO_REUSEADDR),
+        ("SO_REUSEPORT", libc::SOL_SOCKET, libc::SO_REUSEPORT),
+        ("SO_BROADCAST", libc::SOL_SOCKET, libc::SO_BROADCAST),
+        ("SO_OOBINLINE", libc::SOL_SOCKET, libc::SO_OOBINLINE),
+        ("SO_RCVLOWAT", libc::SOL_SOCKET, libc::SO_RCVLOWAT),
+        ("SO_PRIORITY", libc::SOL_SOCKET, libc::SO_PRIORITY),
+        ("SO_MARK", libc::SOL_SOCKET, libc::SO_MARK),
+        ("SO_ACCEPTCONN", libc::SOL_SOCKET, libc::SO_ACCEPTCONN),
+        ("SO_PEEK_OFF", libc::SOL_SOCKET, libc::SO_PEEK_OFF),
+        ("SO_TIMESTAMP", libc::SOL_SOCKET, libc::SO_TIMESTAMP),
+        ("TCP_NODELAY", libc::IPPROTO_TCP, libc::TCP_NODELAY),
+    ] {
+        r.conf(format!("{k}.sock.{name}"), int_opt(level, opt));
+    }
+    let mut ling = libc::linger {
+        l_onoff: 0,
+        l_linger: 0,
+    };
+    let mut len = std::mem::size_of::<libc::linger>() as libc::socklen_t;
+    if unsafe {
+        libc::getsockopt(
+            d,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&mut ling as *mut libc::linger).cast(),
+            &mut len,
+        )
+    } == 0
+    {
+        r.conf(
+            format!("{k}.sock.SO_LINGER"),
+            format!("{} {}", ling.l_onoff, ling.l_linger),
+        );
+    }
+    for (name, opt) in [
+        ("SO_RCVTIMEO", libc::SO_RCVTIMEO),
+        ("SO_SNDTIMEO", libc::SO_SNDTIMEO),
+    ] {
+        let mut tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        };
+        let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+        if unsafe {
+            libc::getsockopt(
+                d,
+                libc::SOL_SOCKET,
+                opt,
+                (&mut tv as *mut libc::timeval).cast(),
+                &mut len,
+            )
+        } == 0
+        {
+            r.conf(
+                format!("{k}.sock.{name}"),
+                format!("{}.{:06}", tv.tv_sec, tv.tv_usec),
+            );
+        }
+    }
+    let mut ti: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    if unsafe {
+        libc::getsockopt(
+            d,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut ti as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    } == 0
+    {
+        r.conf(format!("{k}.sock.tcp_state"), ti.tcpi_state.to_string());
+    }
+    for (name, req) in [("inq", libc::FIONREAD), ("outq", libc::TIOCOUTQ)] {
+        let mut v: libc::c_int = 0;
+        if unsafe { libc::ioctl(d, req, &mut v as *mut libc::c_int) } == 0 {
+            r.prog(format!("{k}.sock.{name}"), v.to_string());
+        }
+    }
+    for (name, get) in [
+        (
+            "sockname",
+            libc::getsockname as unsafe extern "C" fn(_, _, _) -> _,
+        ),
+        ("peername", libc::getpeername),
+    ] {
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let rc = unsafe { get(d, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len) };
+        let v = if rc < 0 {
+            format!(
+                "err {}",
+                io::Error::last_os_error().raw_os_error().unwrap_or(0)
+            )
+        } else {
+            sockaddr_text(&ss, len as usize)
+        };
+        r.conf(format!("{k}.sock.{name}"), v);
+    }
+}
+
+fn sockaddr_text(ss: &libc::sockaddr_storage, len: usize) -> String {
+    let bytes = unsafe {
+        std::slice::from_raw_parts((ss as *const libc::sockaddr_storage).cast::<u8>(), len)
+    };
+    match i32::from(ss.ss_family) {
+        libc::AF_UNIX => {
+            let path = &bytes[2.min(len)..];
+            if path.is_empty() {
+                "unix unnamed".into()
+            } else if path[0] == 0 {
+                format!("unix @{}", String::from_utf8_lossy(&path[1..]))
+            } else {
+                let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+                format!("unix {}", String::from_utf8_lossy(&path[..end]))
+            }
+        }
+        libc::AF_INET => {
+            let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            format!(
+                "inet {}:{}",
+                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port)
+            )
+        }
+        libc::AF_INET6 => {
+            let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            format!(
+                "inet6 [{}]:{}",
+                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port)
+            )
+        }
+        f => format!("family {f} {bytes:?}"),
+    }
+}

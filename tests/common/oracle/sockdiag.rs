@@ -1,0 +1,118 @@
+//! `sock_diag` for unix sockets: a small netlink client of the harness's own.
+
+use std::collections::BTreeMap;
+
+// ---------------------------------------------------------------------------------------
+// sock_diag for unix sockets (a small netlink client of the harness's own)
+
+#[derive(Clone, Debug, Default)]
+pub(super) struct UnixDiag {
+    pub(super) kind: u8,
+    pub(super) state: u8,
+    pub(super) shutdown: u8,
+    pub(super) peer: u64,
+    pub(super) rqlen: u32,
+    pub(super) wqlen: u32,
+    pub(super) name: String,
+}
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const UDIAG_SHOW_NAME: u32 = 1;
+const UDIAG_SHOW_PEER: u32 = 4;
+const UDIAG_SHOW_RQLEN: u32 = 16;
+
+pub(super) fn unix_diag() -> Option<BTreeMap<u64, UnixDiag>> {
+    let s = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if s < 0 {
+        return None;
+    }
+    // nlmsghdr (16) + unix_diag_req (24)
+    let mut req = [0u8; 40];
+    req[0..4].copy_from_slice(&40u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    req[6..8].copy_from_slice(&flags.to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    req[16] = libc::AF_UNIX as u8;
+    req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes()); // all states
+    let show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN;
+    req[28..32].copy_from_slice(&show.to_ne_bytes());
+    req[32..40].copy_from_slice(&[0xff; 8]); // no cookie
+    let sent = unsafe { libc::send(s, req.as_ptr().cast(), req.len(), 0) };
+    let mut out = BTreeMap::new();
+    let mut buf = vec![0u8; 65536];
+    let mut done = sent < 0;
+    while !done {
+        let n = unsafe { libc::recv(s, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            break;
+        }
+        let mut m = &buf[..n as usize];
+        while m.len() >= 16 {
+            let len = u32::from_ne_bytes(m[0..4].try_into().unwrap_or_default()) as usize;
+            let ty = u16::from_ne_bytes(m[4..6].try_into().unwrap_or_default());
+            if len < 16 || len > m.len() {
+                break;
+            }
+            if ty == libc::NLMSG_DONE as u16 || ty == libc::NLMSG_ERROR as u16 {
+                done = true;
+                break;
+            }
+            let body = &m[16..len];
+            if body.len() >= 16 {
+                let mut d = UnixDiag {
+                    kind: body[1],
+                    state: body[2],
+                    ..UnixDiag::default()
+                };
+                let ino = u64::from(u32::from_ne_bytes(
+                    body[4..8].try_into().unwrap_or_default(),
+                ));
+                let mut a = &body[16..];
+                while a.len() >= 4 {
+                    let alen = u16::from_ne_bytes([a[0], a[1]]) as usize;
+                    let aty = u16::from_ne_bytes([a[2], a[3]]);
+                    if alen < 4 || alen > a.len() {
+                        break;
+                    }
+                    let p = &a[4..alen];
+                    match aty {
+                        0 => {
+                            d.name = if p.first() == Some(&0) {
+                                format!("@{}", String::from_utf8_lossy(&p[1..]))
+                            } else {
+                                String::from_utf8_lossy(p)
+                                    .trim_end_matches('\0')
+                                    .to_string()
+                            }
+                        }
+                        2 if p.len() >= 4 => {
+                            d.peer = u64::from(u32::from_ne_bytes(
+                                p[0..4].try_into().unwrap_or_default(),
+                            ))
+                        }
+                        4 if p.len() >= 8 => {
+                            d.rqlen = u32::from_ne_bytes(p[0..4].try_into().unwrap_or_default());
+                            d.wqlen = u32::from_ne_bytes(p[4..8].try_into().unwrap_or_default());
+                        }
+                        6 if !p.is_empty() => d.shutdown = p[0],
+                        _ => {}
+                    }
+                    let step = (alen + 3) & !3;
+                    a = &a[step.min(a.len())..];
+                }
+                out.insert(ino, d);
+            }
+            let step = (len + 3) & !3;
+            m = &m[step.min(m.len())..];
+        }
+    }
+    unsafe { libc::close(s) };
+    Some(out)
+}
