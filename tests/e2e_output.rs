@@ -136,8 +136,30 @@ fn killed_dump_leaves_no_file() {
             assert_eq!(names, ["img"], "after a complete dump");
             complete += 1;
             fs::remove_file(&img).expect("rm image");
+        } else if names.is_empty() {
+            // Killed before the image was complete: nothing has a name.
         } else {
-            assert!(names.is_empty(), "a killed dump left {names:?}");
+            // Killed after it linked the complete image, before it exited: the image
+            // is there whole (every checksum holds), and nothing else is.
+            assert_eq!(names, ["img"], "a killed dump left {names:?}");
+            let r = ctx.ckpt(&[
+                std::ffi::OsStr::new("check"),
+                std::ffi::OsStr::new("--json"),
+                img.as_os_str(),
+            ]);
+            let v: serde_json::Value =
+                serde_json::from_slice(&r.stdout).expect("check --json of the named image");
+            let codes: Vec<&str> = v["problems"]
+                .as_array()
+                .expect("problems")
+                .iter()
+                .filter_map(|p| p["code"].as_str())
+                .collect();
+            assert!(
+                codes.iter().all(|c| *c == "pid-taken"),
+                "a killed dump named an incomplete image: {codes:?}"
+            );
+            fs::remove_file(&img).expect("rm image");
         }
         // Whatever happened to the dump, the target is let go (PTRACE_SEIZE detaches
         // when the tracer dies).

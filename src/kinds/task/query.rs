@@ -460,6 +460,12 @@ fn framed_queries(
         ptrace::set_regs(t.tid, &arch::native::release_regs(&t.orig_regs))?;
         sys::deferred::die_point("registers back");
     }
+    // Better: back to the interrupt stop, where the kernel decides alone how the thread
+    // runs on (see FrozenThread::park): a call interrupted by a signal that arrived
+    // during the dump then fails with EINTR after its handler, as it would have.
+    for t in threads.iter_mut() {
+        t.park()?;
+    }
     res
 }
 
