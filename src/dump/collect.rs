@@ -238,6 +238,8 @@ pub(crate) fn collect_process(
             dumpable: inj.dumpable,
             child_subreaper: inj.child_subreaper,
             timerslack_ns: procfs::timerslack_ns(pid)?,
+            oom_score_adj: Some(procfs::oom_score_adj(pid)?),
+            thp_disable: inj.thp_disable,
         },
         mm,
         vmas,

@@ -9,6 +9,7 @@
 use crate::arch::native::nr;
 use crate::error::RestoreError;
 use crate::kinds::fd::{pipe, tcp, unix};
+use crate::kinds::task::attrs;
 use crate::kinds::task::creds::{self, Own};
 use crate::model::{Creds, PipeState, Process, SockMessage, SockOpts, SocketPairState, TcpState};
 use crate::remote::{Ctx, Recorded, Recorder};
@@ -541,4 +542,19 @@ fn dumpable_and_parent_death_signal_are_set_again_after_the_ids() {
         rec.calls()[1].args[..2],
         [libc::PR_SET_PDEATHSIG as u64, 15]
     );
+}
+
+#[test]
+fn thp_disable_flags_are_set_as_recorded() {
+    for (recorded, args) in [(0, [0, 0]), (1, [1, 0]), (3, [1, 2])] {
+        let mut p = process();
+        p.misc.thp_disable = recorded;
+        let rec = Recorder::new(p.pid);
+        run(&p, &rec, attrs::set_thp_disable).expect("thp");
+        assert_eq!(names(&rec), ["prctl(PR_SET_THP_DISABLE)"]);
+        assert_eq!(
+            rec.calls()[0].args[..3],
+            [libc::PR_SET_THP_DISABLE as u64, args[0], args[1]]
+        );
+    }
 }

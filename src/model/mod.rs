@@ -539,6 +539,15 @@ pub struct ProcMisc {
     pub dumpable: i32,
     pub child_subreaper: bool,
     pub timerslack_ns: u64,
+    /// /proc/PID/oom_score_adj (-1000..=1000). `None` in older images: not recorded,
+    /// left as the restored process gets it.
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
+    /// What PR_GET_THP_DISABLE said: 0 transparent huge pages allowed (older images), 1
+    /// disabled, 3 disabled but where madvise(MADV_HUGEPAGE) asks
+    /// (`PR_THP_DISABLE_EXCEPT_ADVISED`, Linux 6.18).
+    #[serde(default)]
+    pub thp_disable: u32,
 }
 
 /// An interval timer (setitimer): remaining time and reload interval, in microseconds.

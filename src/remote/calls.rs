@@ -145,6 +145,9 @@ pub(crate) enum Prctl {
     SetSecurebits(u32),
     SetDumpable(i32),
     SetPdeathsig(i32),
+    /// PR_SET_THP_DISABLE with what PR_GET_THP_DISABLE said: 0 (allowed), 1 (disabled),
+    /// or 3 (disabled but where madvised: `PR_THP_DISABLE_EXCEPT_ADVISED` as the flags).
+    SetThpDisable(u32),
 }
 
 impl Prctl {
@@ -187,6 +190,14 @@ impl Prctl {
             Prctl::SetPdeathsig(sig) => (
                 a(libc::PR_SET_PDEATHSIG, sig as u64, 0),
                 "prctl(PR_SET_PDEATHSIG)",
+            ),
+            Prctl::SetThpDisable(v) => (
+                a(
+                    libc::PR_SET_THP_DISABLE,
+                    u64::from(v & 1),
+                    u64::from(v & !1),
+                ),
+                "prctl(PR_SET_THP_DISABLE)",
             ),
         }
     }

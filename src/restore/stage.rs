@@ -429,6 +429,7 @@ fn build_process(
     tty: Option<(&super::plan::TtyPlan, i32)>,
 ) -> Result<(Vec<Injector>, u64)> {
     let p = cx.proc_;
+    attrs::set_thp_disable(cx)?;
     // mm fields and exe link before the image's memory exists: the kernel refuses
     // to replace the exe link while the old executable is mapped, and the image may
     // map the very file ckpt runs from.

@@ -207,6 +207,13 @@ pub fn prlimit_set(pid: i32, resource: u32, cur: u64, max: u64) -> Result<()> {
     Ok(())
 }
 
+/// Write `value` to /proc/PID/oom_score_adj (lowering it needs CAP_SYS_RESOURCE).
+pub fn set_oom_score_adj(pid: i32, value: i32) -> Result<()> {
+    let path = format!("/proc/{pid}/oom_score_adj");
+    std::fs::write(&path, value.to_string())
+        .map_err(|e| SysError::io(format!("write {value} to {path}"), e))
+}
+
 /// get_robust_list(pid): (head, len).
 pub fn robust_list(pid: i32) -> Result<(u64, u64)> {
     let mut head: u64 = 0;

@@ -118,6 +118,8 @@ pub fn checkpoint() -> Checkpoint {
             dumpable: 1,
             child_subreaper: false,
             timerslack_ns: 50_000,
+            oom_score_adj: Some(0),
+            thp_disable: 0,
         },
         mm: MmInfo {
             start_code: 0x5555_5555_4000,

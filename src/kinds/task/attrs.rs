@@ -15,7 +15,7 @@ use crate::kinds::task::signals;
 use crate::kinds::task::threads::{thread_attr_calls, thread_sched};
 use crate::model::Process;
 use crate::model::{MmInfo, Rlimit};
-use crate::remote::{BatchArgs, Ctx};
+use crate::remote::{BatchArgs, Ctx, Prctl};
 use crate::sys;
 use crate::sys::inject::Call;
 use crate::sys::proc as procfs;
@@ -29,9 +29,10 @@ pub(crate) const RLIM_NLIMITS: u32 = 16;
 
 /// The prctl state, brk and the xsave permissions, asked by the process: its
 /// parent-death signal into `slot(first)`, whether it is a child subreaper into
-/// `slot(first + 1)`, its ARCH_GET_XCOMP_PERM into `slot(first + 2)`; the dumpable flag
-/// and brk are results of their calls.
-pub(crate) fn prctl_calls(first: usize, slot: &dyn Fn(usize) -> u64) -> [Call; 5] {
+/// `slot(first + 1)`, its ARCH_GET_XCOMP_PERM into `slot(first + 2)`; the dumpable flag,
+/// brk and the THP-disable flags (the last call, [`thp_disable`]) are results of their
+/// calls.
+pub(crate) fn prctl_calls(first: usize, slot: &dyn Fn(usize) -> u64) -> [Call; 6] {
     // Which dynamically enabled xsave components (AMX) the process asked for; an older
     // kernel does not know the call.
     const ARCH_GET_XCOMP_PERM: u64 = 0x1022;
@@ -59,7 +60,28 @@ pub(crate) fn prctl_calls(first: usize, slot: &dyn Fn(usize) -> u64) -> [Call; 5
             [ARCH_GET_XCOMP_PERM, slot(n + 2), 0, 0, 0, 0],
         )
         .may_fail(),
+        Call::new(
+            "prctl(PR_GET_THP_DISABLE)",
+            nr::PRCTL,
+            [libc::PR_GET_THP_DISABLE as u64, 0, 0, 0, 0, 0],
+        ),
     ]
+}
+
+/// `PR_THP_DISABLE_EXCEPT_ADVISED` (Linux 6.18; libc does not have it): THP disabled
+/// but where madvise(MADV_HUGEPAGE) asks for them.
+pub(crate) const PR_THP_DISABLE_EXCEPT_ADVISED: u32 = 1 << 1;
+
+/// The THP-disable flags from what PR_GET_THP_DISABLE returned (`ret`): 0, 1, or 1 with
+/// [`PR_THP_DISABLE_EXCEPT_ADVISED`]; anything else is a kernel ckpt does not know.
+pub(crate) fn thp_disable(ret: i64) -> DumpResult<u32> {
+    match u32::try_from(ret) {
+        Ok(v @ (0 | 1)) => Ok(v),
+        Ok(v) if v == 1 | PR_THP_DISABLE_EXCEPT_ADVISED => Ok(v),
+        _ => Err(crate::error::DumpError::Sys(sys::SysError::Other(format!(
+            "prctl(PR_GET_THP_DISABLE) returned {ret}, which ckpt does not know"
+        )))),
+    }
 }
 
 /// One `prlimit64` query per resource, limit `resource` into `slot(first + resource)`.
@@ -142,6 +164,31 @@ pub(crate) fn check_rlimits(proc_: &Process, problems: &mut Vec<Problem>) {
     }
 }
 
+/// The OOM score adjustment is one the kernel takes, the THP-disable flags ones it
+/// gives.
+pub(crate) fn check_oom_thp(proc_: &Process, problems: &mut Vec<Problem>) {
+    let m = &proc_.misc;
+    if let Some(v) = m.oom_score_adj {
+        if !(-1000..=1000).contains(&v) {
+            check::p(
+                problems,
+                "malformed",
+                format!("process {}: invalid oom_score_adj {v}", proc_.pid),
+            );
+        }
+    }
+    if !matches!(m.thp_disable, 0 | 1) && m.thp_disable != 1 | PR_THP_DISABLE_EXCEPT_ADVISED {
+        check::p(
+            problems,
+            "malformed",
+            format!(
+                "process {}: invalid THP-disable flags {}",
+                proc_.pid, m.thp_disable
+            ),
+        );
+    }
+}
+
 /// The auxiliary vector and the process name are of sane size.
 pub(crate) fn check_auxv_comm(proc_: &Process, problems: &mut Vec<Problem>) {
     if proc_.mm.auxv.len() > 128 || proc_.comm.len() > 64 {
@@ -161,6 +208,13 @@ pub(crate) fn check_dirs(
 }
 
 // ---- restore (stage) ----
+
+/// The THP-disable flags, before the memory exists (the stub has ckpt's: set whatever
+/// they are, so that the memory is filled as the process would have it).
+pub(crate) fn set_thp_disable(cx: &mut Ctx<'_>) -> RestoreResult<()> {
+    cx.prctl(Prctl::SetThpDisable(cx.proc_.misc.thp_disable))?;
+    Ok(())
+}
 
 /// The mm fields and the exe link (the executable plan held, `files.held`).
 pub(crate) fn set_mm(cx: &mut Ctx<'_>, files: &FileData) -> RestoreResult<()> {
@@ -279,6 +333,20 @@ pub(crate) fn restore_attrs(cx: &mut Ctx<'_>) -> RestoreResult<()> {
     for r in &proc_.rlimits {
         fault_point("set resource limits")?;
         sys::process::prlimit_set(proc_.pid, r.resource, r.cur, r.max)?;
+    }
+    set_oom_score_adj(proc_)
+}
+
+/// The OOM score adjustment, written by ckpt (lowering it needs CAP_SYS_RESOURCE, which
+/// the stub has no more once its credentials change). Not recorded in older images: left
+/// as the stub has it.
+fn set_oom_score_adj(proc_: &Process) -> RestoreResult<()> {
+    let Some(v) = proc_.misc.oom_score_adj else {
+        return Ok(());
+    };
+    fault_point("set oom_score_adj")?;
+    if procfs::oom_score_adj(proc_.pid)? != v {
+        sys::process::set_oom_score_adj(proc_.pid, v)?;
     }
     Ok(())
 }

@@ -27,6 +27,8 @@ pub(crate) struct Injected {
     pub(crate) posix_timers: Vec<PosixTimer>,
     pub(crate) xcomp_perm: u64,
     pub(crate) rlimits: Vec<Rlimit>,
+    /// PR_GET_THP_DISABLE (see [`crate::model::ProcMisc::thp_disable`]).
+    pub(crate) thp_disable: u32,
 }
 
 /// Per-thread state that only the thread itself can tell.
@@ -92,11 +94,13 @@ fn inject_queries(
     let child_subreaper = word(at(n + 1), 0) as u32 != 0;
     let brk = r(n + 3) as u64;
     let xcomp_perm = if r(n + 4) == 0 { word(at(n + 2), 0) } else { 0 };
+    let thp_disable = attrs::thp_disable(r(n + 5))?;
     let itimers = timers::itimers(&b, n + 3);
     let rlimits = attrs::rlimits(&b, n + 6);
     let posix_timers = timers::posix_timers(inj, mem, (out, out_len))?;
     Ok(Injected {
         xcomp_perm,
+        thp_disable,
         rlimits,
         sigactions,
         pdeathsig,

@@ -154,6 +154,15 @@ pub fn timerslack_ns(pid: i32) -> Result<u64> {
         .map_err(|_| SysError::Other(format!("cannot parse /proc/{pid}/timerslack_ns")))
 }
 
+/// /proc/PID/oom_score_adj.
+pub fn oom_score_adj(pid: i32) -> Result<i32> {
+    let b = read(format!("/proc/{pid}/oom_score_adj"))?;
+    String::from_utf8_lossy(&b)
+        .trim()
+        .parse()
+        .map_err(|_| SysError::Other(format!("cannot parse /proc/{pid}/oom_score_adj")))
+}
+
 /// Thread IDs of a process (/proc/PID/task), sorted. ENOENT when it is gone.
 pub fn task_ids(pid: i32) -> Result<Vec<i32>> {
     let dir = format!("/proc/{pid}/task");

@@ -117,13 +117,6 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
         issue: "issue 13",
     },
     KnownLoss {
-        test: "oracle_oom_score_adj",
-        cmp: Cmp::Restored,
-        key: "p*.oom_score_adj",
-        what: "oom_score_adj 500 comes back 0",
-        issue: "issue 13",
-    },
-    KnownLoss {
         test: "oracle_map_noreserve",
         cmp: Cmp::Restored,
         key: "p*.smaps.*",
@@ -135,13 +128,6 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
         cmp: Cmp::Restored,
         key: "p*.smaps.*.VmFlags",
         what: "a MAP_DROPPABLE area comes back ordinary: `nr ... dp` -> `ac ...`",
-        issue: "issue 13",
-    },
-    KnownLoss {
-        test: "oracle_thp_disable",
-        cmp: Cmp::Restored,
-        key: "p*.status.THP_enabled",
-        what: "PR_SET_THP_DISABLE lost: THP_enabled 0 -> 1",
         issue: "issue 13",
     },
     KnownLoss {
@@ -492,13 +478,6 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
         cmp: Cmp::Restored,
         key: "p*.fd*.stat.owner",
         what: "pipes and sockets created by a process of another user (65534) come back owned by root",
-        issue: "issue 13",
-    },
-    KnownLoss {
-        test: "oracle_thp_disable",
-        cmp: Cmp::Restored,
-        key: "p*.self.thp_disable",
-        what: "PR_GET_THP_DISABLE says 0 after restore",
         issue: "issue 13",
     },
     KnownLoss {

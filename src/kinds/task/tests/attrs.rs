@@ -1,6 +1,8 @@
 //! Resource limits, auxv and name, root and working directories.
 
-use crate::kinds::task::attrs::{check_auxv_comm, check_dirs, check_rlimits};
+use crate::kinds::task::attrs::{
+    check_auxv_comm, check_dirs, check_oom_thp, check_rlimits, thp_disable,
+};
 use crate::kinds::testutil::*;
 use crate::model::{Process, Rlimit};
 
@@ -73,4 +75,36 @@ fn root_and_working_directories() {
     p.cwd = bytes(&d.path().join("gone"));
     let v = run(|v| check_dirs(&mut crate::kinds::fd::file::HeldFiles::same_boot(), &p, v));
     assert_eq!(codes(&v), ["file-missing", "file-missing"], "{v:?}");
+}
+
+#[test]
+fn oom_score_adj_and_thp_flags() {
+    let mut p = process(10);
+    assert_none(&run(|v| check_oom_thp(&p, v)));
+    for (oom, thp) in [(Some(-1000), 1), (Some(1000), 3), (Some(500), 0)] {
+        p.misc.oom_score_adj = oom;
+        p.misc.thp_disable = thp;
+        assert_none(&run(|v| check_oom_thp(&p, v)));
+    }
+    for (oom, thp, shown) in [
+        (Some(1001), 0, "invalid oom_score_adj 1001"),
+        (Some(-1001), 0, "invalid oom_score_adj -1001"),
+        (None, 2, "invalid THP-disable flags 2"),
+        (None, 5, "invalid THP-disable flags 5"),
+    ] {
+        p.misc.oom_score_adj = oom;
+        p.misc.thp_disable = thp;
+        let v = run(|v| check_oom_thp(&p, v));
+        assert_one(&v, "malformed", &["process 10:", shown]);
+    }
+}
+
+#[test]
+fn thp_disable_as_the_kernel_tells_it() {
+    assert_eq!(thp_disable(0).ok(), Some(0));
+    assert_eq!(thp_disable(1).ok(), Some(1));
+    assert_eq!(thp_disable(3).ok(), Some(3));
+    for bad in [2, 5, -22] {
+        assert!(thp_disable(bad).is_err(), "{bad}");
+    }
 }
