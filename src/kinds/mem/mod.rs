@@ -403,7 +403,18 @@ fn mmap_flags(v: &Vma) -> u64 {
     if v.has_flag("gd") {
         f |= libc::MAP_GROWSDOWN;
     }
-    f as u64
+    f as u64 | noreserve(v)
+}
+
+/// `MAP_NORESERVE` for an area that had it (`nr`: no swap space accounted for it, as
+/// glibc's per-thread malloc arenas ask), else nothing: without it the area would come
+/// back accounted (`ac`) and could merge with a neighbour that is.
+pub(crate) fn noreserve(v: &Vma) -> u64 {
+    if v.has_flag("nr") {
+        libc::MAP_NORESERVE as u64
+    } else {
+        0
+    }
 }
 
 /// Whether page data may land in this VMA.
