@@ -329,6 +329,17 @@ pub(crate) fn check_areas(proc_: &Process, problems: &mut Vec<Problem>) {
                 ),
             );
         }
+        if is_droppable(v) && (v.kind != VmaKind::Anon || v.shared || v.has_flag("gd")) {
+            // The kernel makes only private anonymous memory droppable.
+            check::p(
+                problems,
+                "malformed",
+                format!(
+                    "memory area {:#x}-{:#x} is droppable but not private anonymous memory",
+                    v.start, v.end
+                ),
+            );
+        }
         if let VmaKind::MemfdMap { name, seals, .. } = &v.kind {
             crate::kinds::fd::file::check_memfd(
                 name,
@@ -394,6 +405,10 @@ pub(crate) fn describe_kind(v: &Vma) -> &'static str {
 fn mmap_flags(v: &Vma) -> u64 {
     let mut f = if v.shared {
         libc::MAP_SHARED
+    } else if is_droppable(v) {
+        // Its own map type (Linux 6.11; plan checks the kernel has it): the kernel may
+        // drop its pages at any time, and it is also `wf`, `dd` and `nr`, as before.
+        MAP_DROPPABLE
     } else {
         libc::MAP_PRIVATE
     } | libc::MAP_FIXED_NOREPLACE;
@@ -415,6 +430,15 @@ pub(crate) fn noreserve(v: &Vma) -> u64 {
     } else {
         0
     }
+}
+
+/// The mmap map type of droppable memory (uapi `linux/mman.h`; libc lacks it).
+const MAP_DROPPABLE: libc::c_int = linux_raw_sys::general::MAP_DROPPABLE as libc::c_int;
+
+/// Whether `v` was mapped with `MAP_DROPPABLE` (`dp`: private anonymous memory whose
+/// pages the kernel may drop under memory pressure).
+pub(crate) fn is_droppable(v: &Vma) -> bool {
+    v.has_flag("dp")
 }
 
 /// Whether page data may land in this VMA.

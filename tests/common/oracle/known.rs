@@ -124,13 +124,6 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
         issue: "issue 13",
     },
     KnownLoss {
-        test: "oracle_map_droppable",
-        cmp: Cmp::Restored,
-        key: "p*.smaps.*.VmFlags",
-        what: "a MAP_DROPPABLE area comes back ordinary: `nr ... dp` -> `ac ...`",
-        issue: "issue 13",
-    },
-    KnownLoss {
         test: "oracle_thp_disable",
         cmp: Cmp::Restored,
         key: "p*.status.THP_enabled",
