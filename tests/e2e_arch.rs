@@ -388,6 +388,18 @@ fn check_and_restore_refuse_images_needing_kernel_facilities_this_host_is_masked
     // A 64-bit C program with rseq (glibc registers it) and MADV_GUARD_INSTALL guards.
     let counter = counter_spec(&ctx, "counter", 60, &["madv-guard"]);
     let (counter_img, counter_pid) = dump_after_lines(&ctx, &counter, 3, "counter");
+    // Droppable memory (MAP_DROPPABLE).
+    let mut dt = ctx.spawn(
+        &Spec::new(target("oracle"))
+            .arg("droppable")
+            .stdin(In::Pipe)
+            .cwd(&ctx.dir),
+    );
+    dt.wait_for("ready\n");
+    let drop_img = ctx.path("droppable.img");
+    ctx.dump(dt.pid, &drop_img);
+    dt.expect_killed();
+    let drop_pid = dt.pid;
     // POSIX timers.
     let timers = Spec::new(target("timers")).arg("30").arg("22");
     let (timers_img, timers_pid) = dump_after_lines(&ctx, &timers, 3, "timers");
@@ -460,6 +472,7 @@ fn check_and_restore_refuse_images_needing_kernel_facilities_this_host_is_masked
         (&tree_img, pids[0], "map-vdso-32", "ARCH_MAP_VDSO_32"),
         (&tree_img, pids[0], "pidfd-getfd", "pidfd_getfd"),
         (&tcp_img, tcp_pid, "tcp-repair", "TCP repair mode"),
+        (&drop_img, drop_pid, "map-droppable", "MAP_DROPPABLE"),
     ];
     for (i, &(img, pid, name, words)) in cases.iter().enumerate() {
         // Unmasked, the image passes (this kernel has everything), and the manifest

@@ -71,8 +71,8 @@ struct CpuArgs {
     /// CKPT_HOST_MASK environment variable): to check that an image will run on a
     /// smaller machine or an older kernel. Kernel facilities: clone3-set-tid,
     /// prctl-set-mm-map, pidfd-getfd, map-vdso-64, map-vdso-32, rseq,
-    /// timer-restore-ids, madv-guard-install, tcp-repair (`check --json` lists those an
-    /// image needs). By default nothing is masked.
+    /// timer-restore-ids, madv-guard-install, map-droppable, tcp-repair (`check --json`
+    /// lists those an image needs). By default nothing is masked.
     #[arg(long, value_name = "SPEC")]
     cpu_mask: Option<String>,
 }

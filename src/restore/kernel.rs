@@ -36,12 +36,14 @@ pub enum Facility {
     TimerRestoreIds,
     /// `madvise(MADV_GUARD_INSTALL)`: guard regions installed again.
     GuardRegions,
+    /// `mmap` with `MAP_DROPPABLE`: droppable memory mapped again as such.
+    MapDroppable,
     /// TCP repair mode (`TCP_REPAIR`, `TCP_REPAIR_WINDOW`): established connections.
     TcpRepair,
 }
 
 impl Facility {
-    pub const ALL: [Facility; 9] = [
+    pub const ALL: [Facility; 10] = [
         Facility::Clone3SetTid,
         Facility::SetMmMap,
         Facility::PidfdGetfd,
@@ -50,6 +52,7 @@ impl Facility {
         Facility::Rseq,
         Facility::TimerRestoreIds,
         Facility::GuardRegions,
+        Facility::MapDroppable,
         Facility::TcpRepair,
     ];
 
@@ -64,6 +67,7 @@ impl Facility {
             Facility::Rseq => "rseq",
             Facility::TimerRestoreIds => "timer-restore-ids",
             Facility::GuardRegions => "madv-guard-install",
+            Facility::MapDroppable => "map-droppable",
             Facility::TcpRepair => "tcp-repair",
         }
     }
@@ -87,6 +91,7 @@ impl Facility {
                 "prctl(PR_TIMER_CREATE_RESTORE_IDS) (only recent kernels have it)"
             }
             Facility::GuardRegions => "madvise(MADV_GUARD_INSTALL) (Linux 6.13 or newer)",
+            Facility::MapDroppable => "mmap with MAP_DROPPABLE (Linux 6.11 or newer, 64-bit)",
             Facility::TcpRepair => {
                 "TCP repair mode with TCP_REPAIR_WINDOW (Linux 4.8 or newer, and CAP_NET_ADMIN)"
             }
@@ -108,6 +113,7 @@ impl Facility {
             Facility::Rseq => probe::rseq(),
             Facility::TimerRestoreIds => probe::timer_restore_ids(),
             Facility::GuardRegions => probe::guard_install(),
+            Facility::MapDroppable => probe::map_droppable(),
             Facility::TcpRepair => probe::tcp_repair(),
         }
     }
@@ -208,6 +214,15 @@ pub fn required(ckpt: &Checkpoint) -> Vec<(Facility, String)> {
         need(
             Facility::GuardRegions,
             "a process had guard regions (MADV_GUARD_INSTALL)".into(),
+        );
+    }
+    if live
+        .iter()
+        .any(|p| p.vmas.iter().any(crate::kinds::mem::is_droppable))
+    {
+        need(
+            Facility::MapDroppable,
+            "a process had droppable memory (MAP_DROPPABLE)".into(),
         );
     }
     if live.iter().any(|p| !p.tcp_connections().is_empty()) {

@@ -168,6 +168,22 @@ pub fn guard_install() -> std::result::Result<(), String> {
     }
 }
 
+/// `mmap` with the `MAP_DROPPABLE` map type (Linux 6.11, 64-bit): one inaccessible page
+/// mapped in this process and unmapped again. (No invalid argument tells it apart: an
+/// older kernel refuses the unknown map type with the same EINVAL.)
+pub fn map_droppable() -> std::result::Result<(), String> {
+    let flags = linux_raw_sys::general::MAP_DROPPABLE as libc::c_int | libc::MAP_ANONYMOUS;
+    // SAFETY: a new PROT_NONE page where the kernel chooses, unmapped below; nothing of
+    // this process is touched.
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_NONE, flags, -1, 0) };
+    if p == libc::MAP_FAILED {
+        return Err(answer("mmap(MAP_DROPPABLE)", errno()));
+    }
+    // SAFETY: exactly the page mapped above, which nothing else knows of.
+    unsafe { libc::munmap(p, 4096) };
+    Ok(())
+}
+
 /// TCP repair mode with its window option (Linux 4.8; needs CAP_NET_ADMIN): on a fresh
 /// TCP socket, switched into repair mode and closed again (it was never bound or
 /// connected, so nothing goes on the network).
@@ -304,6 +320,7 @@ mod tests {
         assert_eq!(map_vdso(ARCH_MAP_VDSO_64), Ok(()));
         assert_eq!(rseq(), Ok(()));
         assert_eq!(guard_install(), Ok(()));
+        assert_eq!(map_droppable(), Ok(()));
         // An option no kernel has is refused the way a missing one would be.
         assert!(map_vdso(0x2009).is_err());
     }

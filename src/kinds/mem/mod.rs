@@ -329,6 +329,17 @@ pub(crate) fn check_areas(proc_: &Process, problems: &mut Vec<Problem>) {
                 ),
             );
         }
+        if is_droppable(v) && (v.kind != VmaKind::Anon || v.shared || v.has_flag("gd")) {
+            // The kernel makes only private anonymous memory droppable.
+            check::p(
+                problems,
+                "malformed",
+                format!(
+                    "memory area {:#x}-{:#x} is droppable but not private anonymous memory",
+                    v.start, v.end
+                ),
+            );
+        }
         if let VmaKind::MemfdMap { name, seals, .. } = &v.kind {
             crate::kinds::fd::file::check_memfd(
                 name,
@@ -394,6 +405,10 @@ pub(crate) fn describe_kind(v: &Vma) -> &'static str {
 fn mmap_flags(v: &Vma) -> u64 {
     let mut f = if v.shared {
         libc::MAP_SHARED
+    } else if is_droppable(v) {
+        // Its own map type (Linux 6.11; plan checks the kernel has it): the kernel may
+        // drop its pages at any time, and it is also `wf`, `dd` and `nr`, as before.
+        MAP_DROPPABLE
     } else {
         libc::MAP_PRIVATE
     } | libc::MAP_FIXED_NOREPLACE;
@@ -403,7 +418,27 @@ fn mmap_flags(v: &Vma) -> u64 {
     if v.has_flag("gd") {
         f |= libc::MAP_GROWSDOWN;
     }
-    f as u64
+    f as u64 | noreserve(v)
+}
+
+/// `MAP_NORESERVE` for an area that had it (`nr`: no swap space accounted for it, as
+/// glibc's per-thread malloc arenas ask), else nothing: without it the area would come
+/// back accounted (`ac`) and could merge with a neighbour that is.
+pub(crate) fn noreserve(v: &Vma) -> u64 {
+    if v.has_flag("nr") {
+        libc::MAP_NORESERVE as u64
+    } else {
+        0
+    }
+}
+
+/// The mmap map type of droppable memory (uapi `linux/mman.h`; libc lacks it).
+const MAP_DROPPABLE: libc::c_int = linux_raw_sys::general::MAP_DROPPABLE as libc::c_int;
+
+/// Whether `v` was mapped with `MAP_DROPPABLE` (`dp`: private anonymous memory whose
+/// pages the kernel may drop under memory pressure).
+pub(crate) fn is_droppable(v: &Vma) -> bool {
+    v.has_flag("dp")
 }
 
 /// Whether page data may land in this VMA.

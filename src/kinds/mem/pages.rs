@@ -103,6 +103,9 @@ pub(crate) fn vma_pages(
     runs: &mut Vec<Run>,
 ) -> DumpResult<()> {
     let (want, skip_zero): (fn(u64) -> bool, bool) = match (&vma.kind, vma.shared) {
+        // Droppable memory (`dp`) too: the pages still there are stored (the kernel
+        // frees such pages instead of swapping them; one dropped after the scan reads
+        // as zeroes, which are skipped, as a dropped page is).
         (VmaKind::Anon, _) => (|e| e & (PM_PRESENT | PM_SWAP) != 0, true),
         // Private file mappings: only pages that were copied on write (anonymous now).
         (VmaKind::File { .. } | VmaKind::MemfdMap { .. } | VmaKind::DeletedMap { .. }, false) => (

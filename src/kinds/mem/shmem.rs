@@ -178,7 +178,7 @@ pub(crate) fn map_shmem(
         }
     };
     let fd = cx.open(path.as_bytes(), libc::O_RDWR | libc::O_CLOEXEC)?;
-    let flags = (libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE) as u64;
+    let flags = (libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE) as u64 | super::noreserve(v);
     cx.map_at(&what, v, prot, flags, fd)?;
     cx.close(fd)?;
     if let Some(t) = tmp {

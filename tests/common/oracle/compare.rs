@@ -122,6 +122,15 @@ pub const LEGIT: &[(&str, &str)] = &[
          process's (a crafted image must not make setuid files)",
     ),
     (
+        "*.sock.outq@tcp",
+        "bytes a TCP connection sent and the peer has not acknowledged yet: the peer \
+         acknowledges (or the restored socket retransmits) at its own pace",
+    ),
+    (
+        "*.sock.inq@tcp",
+        "bytes a live TCP peer sent meanwhile, not read yet",
+    ),
+    (
         "*.stat.ino@proc",
         "a descriptor on /proc/PID/...: the restored process's /proc entries are new inodes",
     ),
@@ -219,6 +228,11 @@ fn legit(key: &str, before: &Snapshot, after: &Snapshot) -> Option<&'static str>
                     };
                     deleted && mode(before) & !0o6000 == mode(after)
                 }
+            }
+            "tcp" => {
+                let base = key.rsplit_once(".sock.").map_or(key, |x| x.0);
+                let tcp = |s: &Snapshot| s.get(&format!("{base}.sock.SO_PROTOCOL")) == Some("6");
+                tcp(before) && tcp(after)
             }
             "proc" => {
                 let base = key.rsplit_once(".stat.").map_or(key, |x| x.0);

@@ -78,6 +78,41 @@ fn misaligned_empty_overlapping_or_out_of_range_areas() {
 }
 
 #[test]
+fn only_private_anonymous_memory_is_droppable() {
+    let dp = |mut v: Vma| {
+        v.vmflags.extend(["nr", "wf", "dd", "dp"].map(String::from));
+        v
+    };
+    assert_none(&areas(vec![dp(vma(0x10000, 0x12000))]));
+    let bad = [
+        Vma {
+            shared: true,
+            kind: VmaKind::AnonShared,
+            ..vma(0x10000, 0x12000)
+        },
+        Vma {
+            kind: VmaKind::DeletedMap {
+                data: 1,
+                file: crate::model::FileId::default(),
+            },
+            ..vma(0x10000, 0x12000)
+        },
+        Vma {
+            vmflags: vec!["gd".into()],
+            ..vma(0x10000, 0x12000)
+        },
+    ];
+    for b in bad {
+        let v = areas(vec![dp(b)]);
+        assert_one(
+            &v,
+            "malformed",
+            &["memory area 0x10000-0x12000 is droppable but not private anonymous"],
+        );
+    }
+}
+
+#[test]
 fn guard_ranges_inside_their_area() {
     for g in [
         (0x10000, 0x10000),
