@@ -122,6 +122,14 @@ pub const LEGIT: &[(&str, &str)] = &[
          process's (a crafted image must not make setuid files)",
     ),
     (
+        "*.status.State@runnable",
+        "running or sleeping at the moment it was read: scheduling, not the program's state",
+    ),
+    (
+        "*.stat.state@runnable",
+        "running or sleeping at the moment it was read: scheduling, not the program's state",
+    ),
+    (
         "*.sock.outq@tcp",
         "bytes a TCP connection sent and the peer has not acknowledged yet: the peer \
          acknowledges (or the restored socket retransmits) at its own pace",
@@ -228,6 +236,13 @@ fn legit(key: &str, before: &Snapshot, after: &Snapshot) -> Option<&'static str>
                     };
                     deleted && mode(before) & !0o6000 == mode(after)
                 }
+            }
+            "runnable" => {
+                let rs = |s: &Snapshot| {
+                    s.get(key)
+                        .is_some_and(|v| v.starts_with('R') || v.starts_with('S'))
+                };
+                rs(before) && rs(after)
             }
             "tcp" => {
                 let base = key.rsplit_once(".sock.").map_or(key, |x| x.0);
