@@ -154,6 +154,7 @@ pub fn checkpoint() -> Checkpoint {
                 },
                 shared_with: None,
                 locks: vec![],
+                owner: None,
             },
             Fd {
                 fd: 3,
@@ -165,6 +166,7 @@ pub fn checkpoint() -> Checkpoint {
                 },
                 shared_with: None,
                 locks: vec![],
+                owner: None,
             },
             Fd {
                 fd: 4,
@@ -175,6 +177,7 @@ pub fn checkpoint() -> Checkpoint {
                 },
                 shared_with: None,
                 locks: vec![],
+                owner: None,
             },
             Fd {
                 fd: 5,
@@ -186,6 +189,7 @@ pub fn checkpoint() -> Checkpoint {
                 },
                 shared_with: None,
                 locks: vec![],
+                owner: None,
             },
         ],
         sigactions: vec![SigAction {
