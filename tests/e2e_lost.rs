@@ -383,3 +383,11 @@ fn descriptor_on_proc_of_a_thread_of_the_tree_is_refused_at_dump() {
     let ctx = Ctx::new("descriptor_on_proc_of_a_thread_of_the_tree_is_refused_at_dump");
     assert_refused_and_runs_on(&ctx, "procthread", 1, &["entry of a thread"]);
 }
+
+/// A descriptor whose I/O signals go to a process outside the tree (F_SETOWN to its
+/// parent): restore could not give that owner back, so dump refuses, naming it.
+#[test]
+fn descriptor_owned_by_a_process_outside_the_tree_is_refused_at_dump() {
+    let ctx = Ctx::new("descriptor_owned_by_a_process_outside_the_tree_is_refused_at_dump");
+    assert_refused_and_runs_on(&ctx, "setownout", 1, &["F_SETOWN", "not one of the tree"]);
+}

@@ -264,6 +264,7 @@ fn hostile_socket_records_are_plan_problems() {
             },
             shared_with: None,
             locks: vec![],
+            owner: None,
         });
         let what = format!("{sp:?}");
         cp.socketpairs = vec![sp];
@@ -296,6 +297,7 @@ fn hostile_socket_records_are_plan_problems() {
             kind,
             shared_with: None,
             locks: vec![],
+            owner: None,
         });
         let pl = problems(cp, &view(vec![]));
         assert!(
@@ -317,6 +319,7 @@ fn hostile_socket_records_are_plan_problems() {
         },
         shared_with: None,
         locks: vec![],
+        owner: None,
     });
     let codes = |inherit: Vec<(i32, String)>| -> Vec<(String, String)> {
         problems(cp.clone(), &view(inherit))

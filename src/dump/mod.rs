@@ -552,6 +552,7 @@ fn dump_tx(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     fds::link_shared_fds(&mut processes)?;
     fds::file::check_kept_files(&processes)?;
     fds::file::check_proc_files(&processes)?;
+    fds::check_fd_owners(&processes)?;
     let held = collect::held(&tree, &processes)?;
     let mut collected = collect::assemble(pid, processes, procs)?;
     collected.ckpt.pipes = pipes;

@@ -8,10 +8,12 @@
 
 use crate::arch::native::nr;
 use crate::error::RestoreError;
-use crate::kinds::fd::{pipe, tcp, unix};
+use crate::kinds::fd::{pipe, restore_owner, tcp, unix};
 use crate::kinds::task::attrs;
 use crate::kinds::task::creds::{self, Own};
-use crate::model::{Creds, PipeState, Process, SockMessage, SockOpts, SocketPairState, TcpState};
+use crate::model::{
+    Creds, FOwner, PipeState, Process, SockMessage, SockOpts, SocketPairState, TcpState,
+};
 use crate::remote::{Ctx, Recorded, Recorder};
 use crate::sys::SysError;
 
@@ -557,4 +559,38 @@ fn thp_disable_flags_are_set_as_recorded() {
             [libc::PR_SET_THP_DISABLE as u64, args[0], args[1]]
         );
     }
+}
+
+#[test]
+fn descriptor_signal_owner_and_signal_are_set_again() {
+    let p = process();
+    let mut f = crate::kinds::testutil::fd(7, crate::kinds::testutil::eventfd());
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| restore_owner(cx, &f)).expect("no owner");
+    assert!(names(&rec).is_empty(), "nothing recorded, nothing set");
+    f.owner = Some(FOwner {
+        kind: 2,
+        pid: 4242,
+        sig: libc::SIGUSR1,
+    });
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| restore_owner(cx, &f)).expect("owner");
+    assert_eq!(names(&rec), ["fcntl(F_SETOWN_EX)", "fcntl(F_SETSIG)"]);
+    let c = rec.calls();
+    assert_eq!((c[0].nr, c[0].args[0], c[0].args[1]), (nr::FCNTL, 7, 15));
+    // struct f_owner_ex { int type; pid_t pid; }
+    let mut want = 2i32.to_ne_bytes().to_vec();
+    want.extend(4242i32.to_ne_bytes());
+    assert_eq!(arg_bytes(&rec, &c[0], 2, 8), want);
+    assert_eq!(c[1].args[..3], [7, 10, libc::SIGUSR1 as u64]);
+    each_failure_stops_there(&p, 2, |cx| restore_owner(cx, &f));
+    // Only a signal (no owner): F_SETSIG alone.
+    f.owner = Some(FOwner {
+        kind: 0,
+        pid: 0,
+        sig: 40,
+    });
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| restore_owner(cx, &f)).expect("signal");
+    assert_eq!(names(&rec), ["fcntl(F_SETSIG)"]);
 }

@@ -93,6 +93,7 @@ pub(crate) fn fd(n: i32, kind: FdKind) -> Fd {
         kind,
         shared_with: None,
         locks: Vec::new(),
+        owner: None,
     }
 }
 

@@ -260,6 +260,10 @@ pub enum FdKind {
         pos: u64,
         seals: u32,
         data: u64,
+        /// Its permission bits (st_mode & 0o7777) at dump; `None`: not recorded (older
+        /// images), the memfd keeps the mode memfd_create gives it.
+        #[serde(default)]
+        mode: Option<u32>,
     },
     /// A regular file deleted while open: its contents are in the image (`FILE_DATA`
     /// records under `data`); restore recreates it, opens it and removes it again.
@@ -497,6 +501,23 @@ pub struct Fd {
     /// file description, POSIX record locks to this process).
     #[serde(default)]
     pub locks: Vec<FileLock>,
+    /// Who gets the descriptor's I/O signals (F_SETOWN_EX) and which signal
+    /// (F_SETSIG), as its open file description has them; `None`: nobody and the
+    /// default SIGIO (also what older images meant).
+    #[serde(default)]
+    pub owner: Option<FOwner>,
+}
+
+/// The signal owner of an open file description (`struct f_owner_ex`) and its F_SETSIG
+/// signal.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FOwner {
+    /// `F_OWNER_TID` (0), `F_OWNER_PID` (1) or `F_OWNER_PGRP` (2).
+    pub kind: i32,
+    /// The thread, process or process group (0: none).
+    pub pid: i32,
+    /// The F_SETSIG signal (0: SIGIO).
+    pub sig: i32,
 }
 
 /// What kind of file lock.
@@ -763,6 +784,11 @@ impl Checkpoint {
             for fd in &mut p.fds {
                 if let Some((pid, _)) = &mut fd.shared_with {
                     *pid = f(*pid);
+                }
+                if let Some(o) = &mut fd.owner {
+                    if o.pid > 0 {
+                        o.pid = f(o.pid);
+                    }
                 }
                 if let FdKind::Inherited { tty: Some(t), .. } = &mut fd.kind {
                     if t.fg_pgid > 0 {

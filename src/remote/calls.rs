@@ -333,6 +333,31 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// fcntl(F_SETOWN_EX): who gets the I/O signals of descriptor `fd` (`kind`:
+    /// `F_OWNER_TID`, `F_OWNER_PID` or `F_OWNER_PGRP`; `pid` as the task's PID namespace
+    /// sees it).
+    pub(crate) fn set_owner(&mut self, fd: u64, kind: i32, pid: i32) -> Result<()> {
+        use linux_raw_sys::general::F_SETOWN_EX;
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&kind.to_ne_bytes());
+        b[4..].copy_from_slice(&pid.to_ne_bytes());
+        let a = self.put(ARG_ADDR, &b)?;
+        self.call(
+            "fcntl(F_SETOWN_EX)",
+            nr::FCNTL,
+            [fd, u64::from(F_SETOWN_EX), a, 0, 0, 0],
+        )?;
+        Ok(())
+    }
+
+    /// fcntl(F_SETSIG): the signal sent for I/O on descriptor `fd` (0: SIGIO).
+    pub(crate) fn set_io_signal(&mut self, fd: u64, sig: i32) -> Result<()> {
+        use linux_raw_sys::general::F_SETSIG;
+        let args = [fd, u64::from(F_SETSIG), sig as u64, 0, 0, 0];
+        self.call("fcntl(F_SETSIG)", nr::FCNTL, args)?;
+        Ok(())
+    }
+
     /// pipe2(2): (read end, write end).
     pub(crate) fn pipe2(&mut self, flags: i32) -> Result<(u64, u64)> {
         let a = self.put(ARG_ADDR, &[0u8; 8])?;

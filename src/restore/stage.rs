@@ -189,6 +189,7 @@ pub(crate) fn stage(
     let mut pages = PageStream::new(reader);
     shared.files = pages.read_file_data(true)?;
     shared.files.held = plan.held.fds();
+    shared.files.memfd_modes = fd::file::memfd_modes(procs);
     fd::file::check_file_data(procs, &shared.files)?;
     let mut bytes = 0;
     let mut staged = Vec::new();

@@ -391,6 +391,35 @@ pub fn steal_fd(pid: i32, fd: i32) -> Result<std::os::fd::OwnedFd> {
         .map_err(|e| rerr(format!("pidfd_getfd({pid}, {fd})"), e))
 }
 
+/// The signal owner of descriptor `fd` of process `pid` (F_GETOWN_EX: its type, and the
+/// thread, process or group as ckpt's PID namespace sees it, 0 for none) and its
+/// F_SETSIG signal (0: SIGIO), read on a duplicate (the same open file description);
+/// all 0 for an O_PATH descriptor.
+pub fn fd_owner(pid: i32, fd: i32) -> Result<(i32, i32, i32)> {
+    use linux_raw_sys::general::{F_GETOWN_EX, F_GETSIG, f_owner_ex};
+    use std::os::fd::AsRawFd;
+    let dup = steal_fd(pid, fd)?;
+    let mut o = f_owner_ex { type_: 0, pid: 0 };
+    // SAFETY: F_GETOWN_EX writes one `struct f_owner_ex` to the pointer, which points at
+    // one, alive for the call.
+    let r = unsafe {
+        libc::fcntl(
+            dup.as_raw_fd(),
+            F_GETOWN_EX as i32,
+            &mut o as *mut f_owner_ex,
+        )
+    };
+    if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBADF) {
+        // An O_PATH descriptor: no I/O, so no owner or signal (fcntl refuses both).
+        return Ok((0, 0, 0));
+    }
+    check(r.into(), || format!("F_GETOWN_EX on fd {fd} of {pid}"))?;
+    // SAFETY: F_GETSIG takes no argument and only reads the description.
+    let sig = unsafe { libc::fcntl(dup.as_raw_fd(), F_GETSIG as i32) };
+    check(sig.into(), || format!("F_GETSIG on fd {fd} of {pid}"))?;
+    Ok((o.type_, o.pid, sig))
+}
+
 /// FIONREAD: the bytes waiting to be read on `fd` (the kernel's int, never negative for
 /// the descriptors asked about).
 fn queued(fd: &std::os::fd::OwnedFd) -> std::result::Result<u64, Errno> {
@@ -603,6 +632,12 @@ pub fn seals_of(file: &std::fs::File, what: &str) -> Result<u32> {
     rustix::fs::fcntl_get_seals(file)
         .map(|s| s.bits())
         .map_err(|e| rerr(format!("F_GET_SEALS on {what}"), e))
+}
+
+/// fchmod the file behind `file` (one of our own descriptors) to `mode`.
+pub fn set_mode(file: &std::fs::File, mode: u32, what: &str) -> Result<()> {
+    rustix::fs::fchmod(file, rustix::fs::Mode::from_raw_mode(mode))
+        .map_err(|e| rerr(format!("fchmod {what} to {mode:#o}"), e))
 }
 
 /// Add `seals` (F_ADD_SEALS) to the memfd behind `file`.

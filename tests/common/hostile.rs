@@ -156,6 +156,7 @@ pub fn checkpoint() -> Checkpoint {
                 },
                 shared_with: None,
                 locks: vec![],
+                owner: None,
             },
             Fd {
                 fd: 3,
@@ -167,6 +168,7 @@ pub fn checkpoint() -> Checkpoint {
                 },
                 shared_with: None,
                 locks: vec![],
+                owner: None,
             },
             Fd {
                 fd: 4,
@@ -177,6 +179,7 @@ pub fn checkpoint() -> Checkpoint {
                 },
                 shared_with: None,
                 locks: vec![],
+                owner: None,
             },
             Fd {
                 fd: 5,
@@ -188,6 +191,7 @@ pub fn checkpoint() -> Checkpoint {
                 },
                 shared_with: None,
                 locks: vec![],
+                owner: None,
             },
         ],
         sigactions: vec![SigAction {

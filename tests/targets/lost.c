@@ -17,6 +17,8 @@
  *   rmdir         a descriptor on a directory that was then removed
  *   threadsig     a thread with SIGUSR1 pending to it alone (blocked there): at GO it
  *                 takes it with sigwaitinfo
+ *   setownout     a pipe whose I/O signals go to the parent (F_SETOWN), a process
+ *                 outside the tree
  *   bigq          a TCP connection with megabytes unread in its queues: at GO the reader
  *                 drains it and checks every byte
  */
@@ -287,6 +289,22 @@ static void removed_dir(void)
 	rd_show(-1);
 }
 
+/* ---- setownout ---- */
+static int so_fd;
+static void so_show(long i)
+{
+	out("step %ld: owner is the parent %d\n", i, fcntl(so_fd, F_GETOWN) == getppid());
+}
+static void setownout(void)
+{
+	int p[2];
+	if (pipe(p) || fcntl(p[0], F_SETOWN, getppid()))
+		die("pipe/F_SETOWN: %s", strerror(errno));
+	so_fd = p[0];
+	run_steps(so_show);
+	so_show(-1);
+}
+
 /* ---- threadsig ---- */
 static pid_t tg_tid;
 static volatile int tg_ready, tg_go;
@@ -400,6 +418,8 @@ int main(int argc, char **argv)
 		tcpsame();
 	else if (!strcmp(m, "rmdir"))
 		removed_dir();
+	else if (!strcmp(m, "setownout"))
+		setownout();
 	else if (!strcmp(m, "threadsig"))
 		threadsig();
 	else if (!strcmp(m, "bigq"))

@@ -6,9 +6,11 @@ use super::{anon, epoll, fifo, file, inotify, lock, pipe, tcp, tty, unix};
 use crate::error::DumpError;
 use crate::error::DumpResult;
 use crate::kinds::unsupported;
-use crate::model::{Fd, FdKind, Process, SocketPairState};
+use crate::model::{FOwner, Fd, FdKind, Process, SocketPairState};
 use crate::sys;
 use crate::sys::proc as procfs;
+use linux_raw_sys::general::{F_OWNER_PGRP, F_OWNER_PID, F_OWNER_TID};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 // ---- collect (dump) ----
@@ -71,7 +73,60 @@ pub(crate) fn fd_entry(pid: i32, fd: i32) -> DumpResult<Fd> {
         }
         f.locks = locks;
     }
+    f.owner = fd_owner(pid, fd)?;
     Ok(f)
+}
+
+/// The signal owner and F_SETSIG signal of descriptor `fd` (`None` when both are the
+/// default: no owner, SIGIO).
+fn fd_owner(pid: i32, fd: i32) -> DumpResult<Option<FOwner>> {
+    let (kind, owner, sig) = sys::process::fd_owner(pid, fd)?;
+    Ok((owner != 0 || sig != 0).then_some(FOwner {
+        kind,
+        pid: owner,
+        sig,
+    }))
+}
+
+/// Every descriptor's signal owner must be a process (or, for a group, a process
+/// group) of the tree, which restore gives back: one outside it is refused, naming the
+/// descriptor. (A thread other than a main one is refused too: restore creates threads
+/// after the descriptors.)
+pub(crate) fn check_fd_owners(procs: &[Process]) -> DumpResult<()> {
+    let pids: BTreeSet<i32> = procs.iter().map(|p| p.pid).collect();
+    let pgids: BTreeSet<i32> = procs.iter().map(|p| p.pgid).collect();
+    for p in procs {
+        for f in &p.fds {
+            let Some(o) = f.owner else { continue };
+            let ok = match o.kind as u32 {
+                _ if o.pid == 0 => true,
+                F_OWNER_PGRP => pgids.contains(&o.pid),
+                F_OWNER_PID | F_OWNER_TID => pids.contains(&o.pid),
+                _ => false,
+            };
+            if !ok {
+                let what = match o.kind as u32 {
+                    F_OWNER_PGRP => "process group",
+                    F_OWNER_TID => "thread",
+                    _ => "process",
+                };
+                return Err(unsupported(
+                    p.pid,
+                    format!(
+                        "file descriptor {} sends its I/O signals (F_SETOWN) to {what} {},                          which is not {} of the tree; restore could not give it back",
+                        f.fd,
+                        o.pid,
+                        if what == "thread" {
+                            "the main thread of a process"
+                        } else {
+                            "one"
+                        }
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn fd_entry_kind(pid: i32, fd: i32, link: &[u8]) -> DumpResult<Fd> {
@@ -96,6 +151,7 @@ fn fd_entry_kind(pid: i32, fd: i32, link: &[u8]) -> DumpResult<Fd> {
         kind: collect_kind(&d)?,
         shared_with: None,
         locks: Vec::new(),
+        owner: None,
     })
 }
 

@@ -85,6 +85,7 @@ pub(crate) fn collect_regular(d: &OpenFd, id: FileId, nlink: u64) -> DumpResult<
             pos,
             seals,
             data: id.ino,
+            mode: Some(id.mode & 0o7777),
         });
     }
     if nlink == 0 {
@@ -503,6 +504,31 @@ pub(crate) struct FileData {
     /// Ckpt's descriptors of the files plan opened and checked, by path (see
     /// [`super::held`]): what stage gives the processes.
     pub(crate) held: BTreeMap<Vec<u8>, (std::os::fd::RawFd, bool)>,
+    /// The permission bits of the memfds whose descriptors recorded them, by `data` id
+    /// (see [`memfd_modes`]): given to each when it is recreated, whichever of its
+    /// descriptors or mappings comes first.
+    pub(crate) memfd_modes: BTreeMap<u64, u32>,
+}
+
+/// The permission bits each memfd of the image had at dump, by `data` id (from its
+/// descriptors: a memfd only mapped keeps the mode memfd_create gives). Never the
+/// setuid and setgid bits.
+pub(crate) fn memfd_modes(procs: &[Process]) -> BTreeMap<u64, u32> {
+    let mut out = BTreeMap::new();
+    for p in procs {
+        for f in &p.fds {
+            if let FdKind::Memfd {
+                data,
+                mode: Some(m),
+                ..
+            } = f.kind
+            {
+                out.entry(data)
+                    .or_insert(m & 0o7777 & !(libc::S_ISUID | libc::S_ISGID));
+            }
+        }
+    }
+    out
 }
 
 impl FileData {
@@ -581,6 +607,10 @@ fn recreate_file(
             let mut m = sys::process::memfd_named(name, sealing)?;
             std::io::copy(&mut content, &mut m)
                 .map_err(|e| sys::SysError::io("write memfd contents", e))?;
+            // (before the seals: F_SEAL_EXEC forbids changing the execute bits)
+            if let Some(&mode) = files.memfd_modes.get(&data) {
+                sys::process::set_mode(&m, mode, "a recreated memfd")?;
+            }
             if sealing && seals != 0 {
                 sys::process::add_seals(&m, seals)?;
             }
@@ -641,6 +671,7 @@ pub(crate) fn make_file_fd(
             pos,
             name,
             seals,
+            ..
         } => (
             *data,
             *flags,

@@ -35,7 +35,9 @@ use std::collections::BTreeSet;
 // ---- collect (dump) ----
 
 // In collect.rs, re-exported here for the kinds and dump/.
-pub(crate) use collect::{OpenFd, fd_entry, fdinfo_unparsed, link_shared_fds, resolve_sockets};
+pub(crate) use collect::{
+    OpenFd, check_fd_owners, fd_entry, fdinfo_unparsed, link_shared_fds, resolve_sockets,
+};
 
 // ---- checks (plan) ----
 
@@ -87,7 +89,32 @@ pub(crate) fn check_records(
                 inotify::check_watches(watches, f.fd, q.pid, problems);
             }
             lock::check_records(q, f, problems);
+            check_owner(procs, q, f, problems);
         }
+    }
+}
+
+/// A descriptor's signal owner must be a process (or group) of the image, its signal
+/// one F_SETSIG takes.
+fn check_owner(procs: &[Process], q: &Process, f: &Fd, problems: &mut Vec<Problem>) {
+    use linux_raw_sys::general::{F_OWNER_PGRP, F_OWNER_PID, F_OWNER_TID};
+    let Some(o) = f.owner else { return };
+    let known = match o.kind as u32 {
+        _ if o.pid == 0 => true,
+        F_OWNER_PGRP => procs.iter().any(|p| p.pgid == o.pid),
+        F_OWNER_PID | F_OWNER_TID => procs.iter().any(|p| p.pid == o.pid),
+        _ => false,
+    };
+    let kinds = [F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP];
+    if !known || !kinds.contains(&(o.kind as u32)) || !(0..=64).contains(&o.sig) {
+        check::p(
+            problems,
+            "malformed",
+            format!(
+                "descriptor {} of process {}: invalid signal owner (type {} pid {} signal {})",
+                f.fd, q.pid, o.kind, o.pid, o.sig
+            ),
+        );
     }
 }
 
@@ -268,7 +295,13 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
         FdKind::Inotify { watches, .. } => inotify::describe(watches),
         FdKind::Fifo { file, id, flags } => fifo::describe(ckpt, file, *id, *flags),
     };
-    d + &lock::describe(&f.locks)
+    let owner = match f.owner {
+        Some(o) if o.pid != 0 || o.sig != 0 => {
+            format!(" (I/O signal {} to owner {} type {})", o.sig, o.pid, o.kind)
+        }
+        _ => String::new(),
+    };
+    d + &owner + &lock::describe(&f.locks)
 }
 
 // ---- restore (stage) ----
@@ -418,10 +451,26 @@ pub(crate) fn restore_fds(
     for first in [true, false] {
         for f in proc_.fds.iter().filter(|f| listener(f) == first) {
             restore_fd(cx, f, ckpt, inherit, holders, files, tty_slave)?;
+            restore_owner(cx, f)?;
         }
     }
     // epoll registrations, once every descriptor they watch exists.
     epoll::register_targets(cx)
+}
+
+/// The signal owner and F_SETSIG signal of descriptor `f`, once it is in place (the
+/// owner, checked at dump to be a process or group of the tree, exists by now).
+pub(crate) fn restore_owner(cx: &mut Ctx<'_>, f: &Fd) -> RestoreResult<()> {
+    let Some(o) = f.owner else {
+        return Ok(());
+    };
+    if o.pid != 0 {
+        cx.set_owner(f.fd as u64, o.kind, o.pid)?;
+    }
+    if o.sig != 0 {
+        cx.set_io_signal(f.fd as u64, o.sig)?;
+    }
+    Ok(())
 }
 
 /// The stub holds ckpt's 0-2 (and nothing else): keep those the image inherits (one

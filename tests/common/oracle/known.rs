@@ -124,13 +124,6 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
         issue: "issue 13",
     },
     KnownLoss {
-        test: "oracle_memfd_mode",
-        cmp: Cmp::Restored,
-        key: "p*.fd*.stat.mode",
-        what: "a memfd's mode 0642 comes back 0777",
-        issue: "issue 13",
-    },
-    KnownLoss {
         test: "oracle_deleted_file_owner_and_holes",
         cmp: Cmp::Restored,
         key: "p*.fd*.extents",
@@ -156,20 +149,6 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
         cmp: Cmp::Restored,
         key: "p*.sock.unix.shutdown",
         what: "shutdown(SHUT_WR) of a unix socketpair lost on both ends",
-        issue: "issue 13",
-    },
-    KnownLoss {
-        test: "oracle_pipe_owner_and_signal",
-        cmp: Cmp::Restored,
-        key: "p*.fd*.owner",
-        what: "F_SETOWN/F_SETSIG of a pipe lost",
-        issue: "issue 13",
-    },
-    KnownLoss {
-        test: "oracle_pipe_owner_and_signal",
-        cmp: Cmp::Restored,
-        key: "p*.fd*.F_GETSIG",
-        what: "F_SETOWN/F_SETSIG of a pipe lost",
         issue: "issue 13",
     },
     KnownLoss {

@@ -4,10 +4,13 @@
 
 use std::collections::BTreeSet;
 
-use crate::kinds::fd::{check_fd, check_records, check_shared, check_sockets, check_table};
+use crate::kinds::fd::{
+    check_fd, check_fd_owners, check_records, check_shared, check_sockets, check_table,
+};
 use crate::kinds::testutil::*;
 use crate::model::{
-    FdKind, FileLock, InotifyWatch, LockKind, Process, SockMessage, UdpState, UnixDgramState,
+    FOwner, FdKind, FileLock, InotifyWatch, LockKind, Process, SockMessage, UdpState,
+    UnixDgramState,
 };
 
 fn table(fds: Vec<crate::model::Fd>) -> Vec<crate::error::Problem> {
@@ -324,6 +327,7 @@ fn host_checks_skip_what_has_nothing_on_the_host() {
                 pos: 0,
                 seals: 0,
                 data: 1,
+                mode: None,
             },
         ),
     ] {
@@ -404,5 +408,58 @@ fn host_checks_dispatch_to_the_kind() {
         });
         assert_eq!(codes(&v), ["file-missing"], "{f:?}: {v:?}");
         assert!(v[0].message.contains("descriptor 3"), "{v:?}");
+    }
+}
+
+/// Process 10 (group 10) and 11 (group 10), descriptor 3 of 11 owned by `o`.
+fn owned(o: FOwner) -> Vec<Process> {
+    let mut f = fd(3, eventfd());
+    f.owner = Some(o);
+    vec![
+        process(10),
+        Process {
+            fds: vec![f],
+            ..child(11, 10, 10, 10)
+        },
+    ]
+}
+
+#[test]
+fn signal_owners_must_be_of_the_tree() {
+    let o = |kind, pid, sig| FOwner { kind, pid, sig };
+    for good in [
+        o(1, 10, 0),
+        o(0, 11, 10),
+        o(2, 10, 64),
+        o(0, 0, 34),
+        o(1, 0, 0),
+    ] {
+        let procs = owned(good);
+        assert_none(&run(|v| check_records(&procs, &BTreeSet::new(), v)));
+        check_fd_owners(&procs).expect("an owner of the tree");
+    }
+    // A process outside the tree, a group that is none of the tree's: refused at dump.
+    for (outside, what) in [
+        (o(1, 99, 0), "process 99"),
+        (o(2, 11, 0), "process group 11"),
+    ] {
+        let procs = owned(outside);
+        let e = check_fd_owners(&procs).expect_err("an owner outside the tree");
+        let e = e.to_string();
+        assert!(e.contains("file descriptor 3") && e.contains(what), "{e}");
+        let v = run(|v| check_records(&procs, &BTreeSet::new(), v));
+        assert_one(
+            &v,
+            "malformed",
+            &["descriptor 3 of process 11", "signal owner"],
+        );
+    }
+    for bad in [o(3, 10, 0), o(1, 10, 65), o(1, 10, -1)] {
+        let v = run(|v| check_records(&owned(bad), &BTreeSet::new(), v));
+        assert_one(
+            &v,
+            "malformed",
+            &["descriptor 3 of process 11", "signal owner"],
+        );
     }
 }
