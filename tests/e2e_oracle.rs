@@ -179,6 +179,35 @@ fn oracle_sigev_thread_timer() {
     oracle_case(n, &["sigevthread"], 1);
 }
 
+/// The restored SIGEV_THREAD timer still runs its function (glibc's helper thread gets
+/// its signal 32): the process neither dies of that signal nor stops ticking.
+#[test]
+fn sigev_thread_timer_keeps_running_its_function_after_restore() {
+    let ctx = Ctx::new("sigev_thread_timer_keeps_running_its_function_after_restore");
+    let spec = Spec::new(target("oracle"))
+        .arg("sigevfast")
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    t.write_stdin(b"ticks\n");
+    t.wait_for("ticking\n");
+    let pid = t.pid;
+    let img = ctx.path("timer.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    r.write_stdin(b"ticks\nexit\n");
+    let fin = r.finish();
+    assert_eq!(
+        text(&fin.stdout),
+        "ticking\nbye\n",
+        "the restored timer; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    assert_exit_0("sigev_thread_timer", &fin);
+}
+
 #[test]
 fn oracle_unix_socketpair_shutdown() {
     let n = "oracle_unix_socketpair_shutdown";

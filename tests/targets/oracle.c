@@ -3,7 +3,7 @@
  * program waits, quiescent, in epoll_wait on its stdin:
  *
  *   oracle MODE...     modes: nonblock oom noreserve droppable thp cow memfd deleted
- *                      clonefiles sigevthread sockshut setown prctl
+ *                      clonefiles sigevthread sigevfast sockshut setown prctl
  *
  * It prints "ready" once set up. On a line "report" it prints its own view of what only
  * the task can tell (prctl values, how often epoll_wait failed with EINTR); on "exit" or
@@ -116,6 +116,18 @@ static void setup(const char *m)
 		struct itimerspec its = { { 3600, 0 }, { 3600, 0 } };
 		if (timer_settime(t, 0, &its, NULL))
 			die("timer_settime");
+	} else if (!strcmp(m, "sigevfast")) {
+		/* the same, firing every 20 ms: on "ticks" the program says whether it still
+		 * runs its timer function */
+		timer_t t;
+		struct sigevent ev = { 0 };
+		ev.sigev_notify = SIGEV_THREAD;
+		ev.sigev_notify_function = tick;
+		if (timer_create(CLOCK_MONOTONIC, &ev, &t))
+			die("timer_create");
+		struct itimerspec its = { { 0, 20000000 }, { 0, 20000000 } };
+		if (timer_settime(t, 0, &its, NULL))
+			die("timer_settime");
 	} else if (!strcmp(m, "sockshut")) {
 		int sv[2];
 		if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) || shutdown(sv[0], SHUT_WR))
@@ -185,6 +197,12 @@ int main(int argc, char **argv)
 				report(eintr);
 			else if (!strcmp(line, "exit"))
 				quit = 1;
+			else if (!strcmp(line, "ticks")) {
+				int from = ticks;
+				for (int w = 0; w < 200 && ticks < from + 3; w++)
+					usleep(10000);
+				out(ticks >= from + 3 ? "ticking\n" : "not ticking\n");
+			}
 			size_t used = (size_t)(nl + 1 - line);
 			memmove(line, nl + 1, have - used + 1);
 			have -= used;

@@ -278,8 +278,15 @@ pub struct ProcTimer {
 /// The POSIX timers of a process, from /proc/PID/timers.
 pub fn posix_timers(pid: i32) -> Result<Vec<ProcTimer>> {
     let text = read(format!("/proc/{pid}/timers"))?;
-    let text = String::from_utf8_lossy(&text);
-    let bad = || SysError::Other(format!("cannot parse /proc/{pid}/timers"));
+    parse_timers(&String::from_utf8_lossy(&text))
+        .ok_or_else(|| SysError::Other(format!("cannot parse /proc/{pid}/timers")))
+}
+
+/// The entries of a /proc/PID/timers text (None: not in the kernel's format). The
+/// kernel prints `notify: KIND/WHO.N` with KIND `signal` or `none` and WHO `tid` for
+/// SIGEV_THREAD_ID (a thread is signalled: glibc's SIGEV_THREAD timers are such, sent
+/// to its helper thread) or `pid` (the process).
+fn parse_timers(text: &str) -> Option<Vec<ProcTimer>> {
     let mut out = Vec::new();
     let mut cur: Option<ProcTimer> = None;
     for line in text.lines() {
@@ -291,45 +298,64 @@ pub fn posix_timers(pid: i32) -> Result<Vec<ProcTimer>> {
             "ID" => {
                 out.extend(cur.take());
                 cur = Some(ProcTimer {
-                    id: v.parse().map_err(|_| bad())?,
+                    id: v.parse().ok()?,
                     ..Default::default()
                 });
             }
             "signal" => {
-                let c = cur.as_mut().ok_or_else(bad)?;
-                let (sig, val) = v.split_once('/').ok_or_else(bad)?;
-                c.signo = sig.parse().map_err(|_| bad())?;
-                c.sigev_value = u64::from_str_radix(val, 16).map_err(|_| bad())?;
+                let c = cur.as_mut()?;
+                let (sig, val) = v.split_once('/')?;
+                c.signo = sig.parse().ok()?;
+                c.sigev_value = u64::from_str_radix(val, 16).ok()?;
             }
             "notify" => {
-                let c = cur.as_mut().ok_or_else(bad)?;
-                let (kind, who) = v.split_once('/').ok_or_else(bad)?;
-                c.notify = match kind {
-                    "signal" => 0,
-                    "none" => 1,
-                    "thread" => 4,
-                    _ => return Err(bad()),
+                let c = cur.as_mut()?;
+                let (kind, who) = v.split_once('/')?;
+                let base = match kind {
+                    "signal" => libc::SIGEV_SIGNAL,
+                    "none" => libc::SIGEV_NONE,
+                    _ => return None,
                 };
-                c.notify_tid = who
-                    .split_once('.')
-                    .and_then(|(_, n)| n.parse().ok())
-                    .unwrap_or(0);
+                let (whom, n) = who.split_once('.')?;
+                c.notify = match whom {
+                    "tid" => base | libc::SIGEV_THREAD_ID,
+                    "pid" => base,
+                    _ => return None,
+                };
+                c.notify_tid = if whom == "tid" { n.parse().ok()? } else { 0 };
             }
             "ClockID" => {
-                let c = cur.as_mut().ok_or_else(bad)?;
-                c.clock = v.parse().map_err(|_| bad())?;
+                let c = cur.as_mut()?;
+                c.clock = v.parse().ok()?;
             }
             _ => {}
         }
     }
     out.extend(cur);
-    Ok(out)
+    Some(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sys::proc::smaps;
+
+    #[test]
+    fn timers_signalling_a_thread_keep_their_thread() {
+        let text = "ID: 0\nsignal: 32/00007f0000001000\nnotify: signal/tid.4321\n\
+                    ClockID: 1\nID: 1\nsignal: 14/0000000000000000\n\
+                    notify: signal/pid.4320\nClockID: 0\nID: 2\nsignal: 0/0000000000000000\n\
+                    notify: none/pid.4320\nClockID: 0\n";
+        let t = parse_timers(text).expect("parse");
+        assert_eq!(t.len(), 3);
+        assert_eq!(
+            (t[0].signo, t[0].notify, t[0].notify_tid, t[0].clock),
+            (32, libc::SIGEV_THREAD_ID, 4321, 1)
+        );
+        assert_eq!((t[1].notify, t[1].notify_tid), (libc::SIGEV_SIGNAL, 0));
+        assert_eq!((t[2].notify, t[2].notify_tid), (libc::SIGEV_NONE, 0));
+        assert!(parse_timers("ID: 0\nnotify: thread/tid.1\n").is_none());
+    }
 
     #[test]
     fn parses_own_status_and_stat() {

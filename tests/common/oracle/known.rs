@@ -138,13 +138,6 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
         issue: "issue 13",
     },
     KnownLoss {
-        test: "oracle_sigev_thread_timer",
-        cmp: Cmp::Restored,
-        key: "p*.timers",
-        what: "a SIGEV_THREAD timer (glibc: SIGEV_THREAD_ID, signal 32, to its helper thread) comes back notifying the process (`signal/tid.T` -> `signal/pid.P`): signal 32 then kills it",
-        issue: "issue 13",
-    },
-    KnownLoss {
         test: "oracle_unix_socketpair_shutdown",
         cmp: Cmp::Restored,
         key: "p*.sock.unix.shutdown",
