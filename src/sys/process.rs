@@ -375,6 +375,17 @@ pub fn same_file_description(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> Result
     Ok(r == 0)
 }
 
+/// Whether processes `pid1` and `pid2` share one descriptor table (kcmp KCMP_FILES:
+/// clone with CLONE_FILES without CLONE_THREAD).
+pub fn same_fd_table(pid1: i32, pid2: i32) -> Result<bool> {
+    // linux/kcmp.h; neither libc nor linux-raw-sys has it.
+    const KCMP_FILES: libc::c_long = 2;
+    // SAFETY: kcmp takes only integers.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILES, 0, 0) };
+    check(r, || format!("kcmp({pid1}, {pid2}, KCMP_FILES)"))?;
+    Ok(r == 0)
+}
+
 /// pidfd_open(pid, 0): a descriptor of process `pid` (> 0; others are refused with
 /// EINVAL, as the kernel does).
 pub(crate) fn pidfd_open(pid: i32) -> Result<std::os::fd::OwnedFd> {

@@ -376,20 +376,6 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
         issue: "issue 13",
     },
     KnownLoss {
-        test: "oracle_clone_files_shared_table",
-        cmp: Cmp::Restored,
-        key: "p*.shares.files",
-        what: "a descriptor table shared with CLONE_FILES comes back as two tables (kcmp KCMP_FILES differs)",
-        issue: "issue 13",
-    },
-    KnownLoss {
-        test: "oracle_clone_files_shared_table",
-        cmp: Cmp::Restored,
-        key: "p*.pages_shared_with_p*",
-        what: "pages shared copy-on-write between parent and child come back as separate copies",
-        issue: "issue 13",
-    },
-    KnownLoss {
         test: "zombies_are_reaped_after_restore_with_their_exit_status",
         cmp: Cmp::Restored,
         key: "p*.comm",
