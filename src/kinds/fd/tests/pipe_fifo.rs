@@ -167,3 +167,42 @@ fn a_fifo_someone_holds_open_is_busy() {
         check_fifo_unused(&id, "FIFO", &Default::default(), v)
     }));
 }
+
+#[test]
+fn a_pipe_end_opened_again_is_a_further_description_after_the_first() {
+    use crate::kinds::fd::pipe::further_description;
+    let end = |n: i32, write: bool| {
+        fd(
+            n,
+            FdKind::Pipe {
+                id: 9,
+                write,
+                flags: 0,
+            },
+        )
+    };
+    let mut shared = end(3, false);
+    shared.shared_with = Some((10, 3));
+    let ckpt = checkpoint(vec![
+        Process {
+            pid: 10,
+            fds: vec![end(3, false), end(4, true), end(5, false)],
+            ..Process::default()
+        },
+        Process {
+            pid: 11,
+            fds: vec![shared, end(6, false), end(7, true)],
+            ..Process::default()
+        },
+    ]);
+    // the first read and write ends in image order take the pipe's own ends; every
+    // later description of an end (not one sharing an earlier description) is opened
+    // again
+    assert!(!further_description(&ckpt, 10, 3, 9, false));
+    assert!(!further_description(&ckpt, 10, 4, 9, true));
+    assert!(further_description(&ckpt, 10, 5, 9, false));
+    assert!(further_description(&ckpt, 11, 6, 9, false));
+    assert!(further_description(&ckpt, 11, 7, 9, true));
+    // another pipe's ends do not count
+    assert!(!further_description(&ckpt, 10, 3, 8, false));
+}
