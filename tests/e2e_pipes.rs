@@ -113,26 +113,50 @@ fn pipes_closed_at_one_end_and_second_descriptions_survive_restore() {
 }
 
 /// A pipe whose write end the test holds (outside the tree) is refused at dump, saying
-/// the other end is held outside, and the process runs on; once the test closes its end,
-/// the same pipe (no writer left) is dumped and restored, and the process reads its data
-/// and then end of file.
+/// the other end is held outside, and so is a pipe whose both ends the tree holds while
+/// the test holds one too (restore would give the tree a pipe the test no longer
+/// shares); the process runs on. Once the test closes its ends, the first pipe (no
+/// writer left) is dumped and restored with its data.
 #[test]
 fn pipe_held_outside_is_refused_and_accepted_once_closed() {
     use std::io::Write;
     use std::os::fd::AsRawFd;
     let name = "pipe_held_outside_is_refused_and_accepted_once_closed";
     let ctx = Ctx::new(name);
-    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe2");
+    // (numbers above those the target uses)
+    let high = |fd: std::os::fd::OwnedFd| rustix::io::fcntl_dupfd_cloexec(&fd, 40).expect("dup");
+    let pipe = || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe2");
+    let (r, w) = pipe();
+    let (r, w) = (high(r), high(w));
     let mut w = fs::File::from(w);
     w.write_all(b"sent from outside\n").expect("write the pipe");
+    let (r2, w2) = pipe();
+    let (r2, w2) = (high(r2), high(w2));
     let fd = r.as_raw_fd();
-    let spec = Spec::new(target("halfpipe")).stdin(In::Pipe).keep_fd(fd);
+    let spec = Spec::new(target("halfpipe"))
+        .stdin(In::Pipe)
+        .keep_fd(fd)
+        .keep_fd(r2.as_raw_fd())
+        .keep_fd(w2.as_raw_fd());
     let mut t = ctx.spawn(&spec);
     drop(r);
+    drop(r2);
     t.wait_for("ready\n");
     let pid = t.pid;
     let tree = wait_process_tree(pid, 2, "halfpipe and its child");
     let img = ctx.path("outside.img");
+    ctx.try_dump(pid, &img)
+        .assert_fails(1)
+        .assert_stderr_mentions(&[
+            "is an end of a pipe",
+            &format!(
+                "that process {} outside the dumped tree holds open too",
+                std::process::id()
+            ),
+        ]);
+    assert!(!img.exists(), "{name}: a refused dump left an image");
+    assert_running_untraced(pid, "halfpipe after a refused dump");
+    drop(w2);
     ctx.try_dump(pid, &img)
         .assert_fails(1)
         .assert_stderr_mentions(&[

@@ -484,12 +484,6 @@ pub fn peek_pipe_by_write_end(end: &std::os::fd::OwnedFd) -> Result<(u32, Vec<u8
     peek_pipe(&std::os::fd::OwnedFd::from(rd))
 }
 
-/// Device and inode number of the file behind `fd`.
-pub fn fd_dev_ino(fd: &std::os::fd::OwnedFd) -> Result<(u64, u64)> {
-    let st = rustix::fs::fstat(fd).map_err(|e| rerr("fstat", e))?;
-    Ok((st.st_dev, st.st_ino))
-}
-
 /// Capacity and contents of a pipe, read through a read end without consuming them
 /// (tee into a pipe of our own, then read that).
 pub fn peek_pipe(read_end: &std::os::fd::OwnedFd) -> Result<(u32, Vec<u8>)> {

@@ -57,12 +57,9 @@ pub(crate) fn resolve_pipes(procs: &mut [Process], external: bool) -> DumpResult
                 let (capacity, data) = sys::process::peek_pipe(&rd)?;
                 out.push(PipeState { id, capacity, data });
             }
-            (Some(&(pid, fd)), None) => match closed_read_end(readers)? {
+            (Some(_), None) => match closed_read_end(readers)? {
                 Some(rd) => {
                     let (capacity, data) = sys::process::peek_pipe(&rd)?;
-                    if !data.is_empty() {
-                        refuse_readers_outside(&rd, &tree, id, pid, fd)?;
-                    }
                     out.push(PipeState { id, capacity, data });
                 }
                 None => {
@@ -81,6 +78,7 @@ pub(crate) fn resolve_pipes(procs: &mut [Process], external: bool) -> DumpResult
             (None, None) => {}
         }
     }
+    refuse_shared_outside(procs, &out, &tree)?;
     for p in procs.iter_mut() {
         let pid = p.pid;
         for f in p.fds.iter_mut() {
@@ -119,6 +117,38 @@ pub(crate) fn resolve_pipes(procs: &mut [Process], external: bool) -> DumpResult
     Ok(out)
 }
 
+/// A pipe the tree keeps must not be open in a process outside it as well: restore
+/// gives the tree a pipe of its own, which that process would no longer share (it
+/// would see the other end closed, or data read twice). One pass over every process's
+/// descriptors; ckpt's own duplicates do not count.
+fn refuse_shared_outside(
+    procs: &[Process],
+    kept: &[PipeState],
+    tree: &BTreeSet<i32>,
+) -> DumpResult<()> {
+    let ids: BTreeSet<u64> = kept.iter().map(|s| s.id).collect();
+    let mut skip = tree.clone();
+    skip.insert(std::process::id() as i32);
+    let Some((other, id)) = sys::proc::pipe_holder_outside(&ids, &skip) else {
+        return Ok(());
+    };
+    let (pid, fd) = procs
+        .iter()
+        .flat_map(|p| p.fds.iter().map(move |f| (p.pid, f)))
+        .find(|(_, f)| matches!(f.kind, FdKind::Pipe { id: i, .. } if i == id))
+        .map(|(pid, f)| (pid, f.fd))
+        .unwrap_or_default();
+    Err(unsupported(
+        pid,
+        format!(
+            "file descriptor {fd} is an end of a pipe (pipe:[{id}]) that process {other} \
+             outside the dumped tree holds open too; restore would give the tree a pipe of \
+             its own, which that process would no longer share: dump the tree that holds \
+             all its ends"
+        ),
+    ))
+}
+
 /// A duplicate of one of the tree's read ends `readers` of a pipe that no writer is
 /// left for (asked of each: a description opened through /proc after the last writer
 /// left does not say so), or `None`: a writer is held outside the tree.
@@ -130,34 +160,6 @@ fn closed_read_end(readers: &[(i32, i32)]) -> DumpResult<Option<std::os::fd::Own
         }
     }
     Ok(None)
-}
-
-/// Data queued in a pipe without writers is read by whoever reads first: a process
-/// outside the tree holding a read end too would read it as well as the restored tree.
-fn refuse_readers_outside(
-    rd: &std::os::fd::OwnedFd,
-    tree: &BTreeSet<i32>,
-    id: u64,
-    pid: i32,
-    fd: i32,
-) -> DumpResult<()> {
-    let (dev, ino) = sys::process::fd_dev_ino(rd)?;
-    let me = std::process::id() as i32;
-    if let Some(other) = sys::proc::holders_of(dev, ino)
-        .into_iter()
-        .find(|q| !tree.contains(q) && *q != me)
-    {
-        return Err(unsupported(
-            pid,
-            format!(
-                "file descriptor {fd} is the read end of a pipe (pipe:[{id}]) whose write \
-                 end is closed, with data queued, and process {other} outside the dumped \
-                 tree holds a read end of it too: both would read that data; dump the tree \
-                 that holds all its ends"
-            ),
-        ));
-    }
-    Ok(())
 }
 
 // ---- checks (plan) ----

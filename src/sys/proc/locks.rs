@@ -115,6 +115,44 @@ pub fn holders_of(dev: u64, ino: u64) -> Vec<i32> {
     out
 }
 
+/// A process, other than those of `skip`, with a descriptor on one of the pipes `ids`
+/// (its /proc link reads `pipe:[ID]`), and that pipe; `None` if there is none. One pass
+/// over every process's descriptors (a process that ends meanwhile is passed over).
+pub fn pipe_holder_outside(
+    ids: &std::collections::BTreeSet<u64>,
+    skip: &std::collections::BTreeSet<i32>,
+) -> Option<(i32, u64)> {
+    if ids.is_empty() {
+        return None;
+    }
+    let rd = fs::read_dir("/proc").ok()?;
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if skip.contains(&pid) {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for f in fds.flatten() {
+            let Ok(link) = fs::read_link(f.path()) else {
+                continue;
+            };
+            let id = link
+                .to_str()
+                .and_then(|l| l.strip_prefix("pipe:["))
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(id) = id.filter(|i| ids.contains(i)) {
+                return Some((pid, id));
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
