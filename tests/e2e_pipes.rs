@@ -208,6 +208,70 @@ fn pipe_held_outside_is_refused_and_accepted_once_closed() {
     );
 }
 
+/// A process of user 65534 (run through `setpriv`) with pipes, a unix socket pair and a
+/// UDP socket: the restored ones belong to that user as the originals did (the state
+/// oracle compares each descriptor's `fstat` owner), not to root who restored them.
+#[test]
+fn pipes_and_sockets_of_another_user_keep_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let name = "pipes_and_sockets_of_another_user_keep_their_owner";
+    let ctx = Ctx::new(name);
+    let ok = std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok, "setpriv not found (apt-get install util-linux)");
+    // a copy user 65534 can run (the build directory may not let it)
+    let public = std::env::temp_dir().join(format!("ckpt-e2e-{name}-{}", std::process::id()));
+    fs::create_dir_all(&public).expect("mkdir");
+    fs::set_permissions(&public, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bin = public.join("halfpipe");
+    fs::copy(target("halfpipe"), &bin).expect("copy halfpipe");
+    let spec = ["--reuid", "65534", "--regid", "65534", "--clear-groups"]
+        .iter()
+        .fold(Spec::new("setpriv"), |s, a| s.arg(a))
+        .arg(&bin)
+        .arg("sockets")
+        .stdin(In::Pipe);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let pid = t.pid;
+    let tree = wait_process_tree(pid, 2, "halfpipe and its child");
+    let owner = |fd: i32| {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(format!("/proc/{pid}/fd/{fd}")).map(|m| (m.uid(), m.gid()))
+    };
+    for fd in [10, 16, 18] {
+        assert_eq!(
+            owner(fd).ok(),
+            Some((65534, 65534)),
+            "{name}: descriptor {fd} of the original"
+        );
+    }
+    let img = ctx.path("owner.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&tree, name);
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    // (the oracle compared the owners once the tree ran)
+    for fd in [10, 11, 12, 15, 16, 17, 18] {
+        assert_eq!(
+            owner(fd).ok(),
+            Some((65534, 65534)),
+            "{name}: descriptor {fd} of the restored process"
+        );
+    }
+    r.write_stdin(b"exit\n");
+    let fin = r.finish();
+    let _ = fs::remove_dir_all(&public);
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "{name}: restored run; stderr:\n{}",
+        text(&fin.stderr)
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // make -j2
 

@@ -12,6 +12,8 @@
  *   fd 14  a second open file description of C's read end (through /proc/self/fd/12),
  *          non-blocking; fd 15 one of C's write end, with O_APPEND|O_NONBLOCK
  *   "data in C\n" is queued in C.
+ *   With the argument "sockets" also: fds 16 and 17 a unix stream socket pair, fd 18 a
+ *   UDP socket bound to 127.0.0.1 (their inodes' owner is whoever ran the program).
  *
  * Commands (one per line):
  *   flags   prints each descriptor's status flags (F_GETFL, access mode and
@@ -22,8 +24,11 @@
  *   exit    (or end of file) kills the child and exits 0 */
 #include "util.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 static volatile sig_atomic_t sigpipes;
@@ -85,6 +90,25 @@ static void setup(void)
 	fcntl(14, F_SETFD, FD_CLOEXEC);
 }
 
+static void sockets(void)
+{
+	int sp[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp))
+		die("socketpair: %s", strerror(errno));
+	int u = socket(AF_INET, SOCK_DGRAM, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (u < 0 || bind(u, (struct sockaddr *)&a, sizeof a))
+		die("udp socket: %s", strerror(errno));
+	int hi[3] = { fcntl(sp[0], F_DUPFD, 30), fcntl(sp[1], F_DUPFD, 30), fcntl(u, F_DUPFD, 30) };
+	close(sp[0]);
+	close(sp[1]);
+	close(u);
+	put_at(hi[0], 16);
+	put_at(hi[1], 17);
+	put_at(hi[2], 18);
+}
+
 static void flags(void)
 {
 	for (int fd = 10; fd <= 15; fd++) {
@@ -134,6 +158,8 @@ int main(int argc, char **argv)
 	if (sigaction(SIGPIPE, &sa, NULL))
 		die("sigaction");
 	setup();
+	if (argc > 1 && !strcmp(argv[1], "sockets"))
+		sockets();
 	pid_t child = fork();
 	if (child < 0)
 		die("fork");
