@@ -53,7 +53,7 @@ fn pipes_closed_at_one_end_and_second_descriptions_survive_restore() {
     let pid = t.pid;
     let tree = wait_process_tree(pid, 2, "halfpipe and its child");
     t.write_stdin(b"flags\n");
-    t.wait_lines(7);
+    t.wait_lines(9);
     let img = ctx.path("halfpipe.img");
     ctx.dump(pid, &img);
     t.expect_killed();
@@ -64,7 +64,7 @@ fn pipes_closed_at_one_end_and_second_descriptions_survive_restore() {
     // ckpt's own descriptors), with their data, and inspect says which end is gone.
     let j = ctx.inspect_json(&img);
     let fds = j["processes"][0]["fds"].as_array().expect("fds").clone();
-    for n in [10, 11, 12, 13, 14, 15] {
+    for n in [8, 9, 10, 11, 12, 13, 14, 15] {
         let f = fds
             .iter()
             .find(|f| f["fd"] == n)

@@ -10,7 +10,9 @@
  *   fd 11  the write end of pipe B, "nobody reads this\n" in it, read end closed
  *   fd 12  the read end of pipe C (blocking), fd 13 its write end (blocking)
  *   fd 14  a second open file description of C's read end (through /proc/self/fd/12),
- *          non-blocking; fd 15 one of C's write end, with O_APPEND|O_NONBLOCK
+ *          non-blocking; fd 15 one of C's write end, with O_APPEND|O_NONBLOCK; fd 9
+ *          one opened read-write (through /proc/self/fd/12), fd 8 another of the write
+ *          end (numbered below the end pipe() made)
  *   "data in C\n" is queued in C.
  *   With the argument "sockets" also: fds 16 and 17 a unix stream socket pair, fd 18 a
  *   UDP socket bound to 127.0.0.1 (their inodes' owner is whoever ran the program).
@@ -85,6 +87,8 @@ static void setup(void)
 	put_at(hi[3], 13);
 	put_at(reopen(12, O_RDONLY | O_NONBLOCK), 14);
 	put_at(reopen(13, O_WRONLY | O_APPEND | O_NONBLOCK), 15);
+	put_at(reopen(12, O_RDWR), 9);
+	put_at(reopen(13, O_WRONLY), 8);
 	/* close-on-exec on some of them: it is per descriptor */
 	fcntl(11, F_SETFD, FD_CLOEXEC);
 	fcntl(14, F_SETFD, FD_CLOEXEC);
@@ -111,7 +115,9 @@ static void sockets(void)
 
 static void flags(void)
 {
-	for (int fd = 10; fd <= 15; fd++) {
+	static const int fds[] = { 8, 9, 10, 11, 12, 13, 14, 15 };
+	for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
+		int fd = fds[i];
 		int fl = fcntl(fd, F_GETFL), fdfl = fcntl(fd, F_GETFD);
 		out("flags: fd %d access=%d nonblock=%d append=%d cloexec=%d\n", fd,
 		    fl & O_ACCMODE, !!(fl & O_NONBLOCK), !!(fl & O_APPEND), !!(fdfl & FD_CLOEXEC));

@@ -225,10 +225,14 @@ pub(crate) fn describe(ckpt: &Checkpoint, id: u64, write: bool) -> String {
     )
 }
 
-/// Whether descriptor `fd` of process `pid`, an end of pipe `id`, is a further open
-/// file description of that end (opened again through /proc/self/fd): an earlier
-/// descriptor in restore order (image order) is the same end in a description of its
-/// own. Descriptors sharing a description point at it with `shared_with` and are not
+/// Whether descriptor `fd` of process `pid`, an end of pipe `id`, is an open file
+/// description of its own opened again through /proc/self/fd at restore, rather than
+/// the end `pipe2` makes. A description the program opened through /proc itself shows
+/// it in its flags (`O_LARGEFILE`, which `pipe2` never sets and a 64-bit open always
+/// does; or read-write access): it is opened again that way too, so it gets the same
+/// flags. Of the others (`pipe2`'s, or older images' without those flags), the first in
+/// restore order (image order) takes the pipe's own end and any later one is opened
+/// again. Descriptors sharing a description point at it with `shared_with` and are not
 /// counted.
 pub(crate) fn further_description(
     ckpt: &Checkpoint,
@@ -237,14 +241,24 @@ pub(crate) fn further_description(
     id: u64,
     write: bool,
 ) -> bool {
+    let reopened = |flags: u32| {
+        flags & linux_raw_sys::general::O_LARGEFILE != 0
+            || flags as i32 & libc::O_ACCMODE == libc::O_RDWR
+    };
     for q in &ckpt.processes {
         for f in &q.fds {
+            let FdKind::Pipe {
+                id: i,
+                write: w,
+                flags,
+            } = f.kind
+            else {
+                continue;
+            };
             if q.pid == pid && f.fd == fd {
-                return false;
+                return reopened(flags);
             }
-            if f.shared_with.is_none()
-                && matches!(f.kind, FdKind::Pipe { id: i, write: w, .. } if i == id && w == write)
-            {
+            if f.shared_with.is_none() && i == id && w == write && !reopened(flags) {
                 return true;
             }
         }
