@@ -78,7 +78,7 @@ pub(crate) fn resolve_pipes(procs: &mut [Process], external: bool) -> DumpResult
             (None, None) => {}
         }
     }
-    refuse_shared_outside(procs, &out, &tree)?;
+    refuse_shared_outside(procs, &mut out, &mut outside, &tree)?;
     for p in procs.iter_mut() {
         let pid = p.pid;
         for f in p.fds.iter_mut() {
@@ -120,33 +120,49 @@ pub(crate) fn resolve_pipes(procs: &mut [Process], external: bool) -> DumpResult
 /// A pipe the tree keeps must not be open in a process outside it as well: restore
 /// gives the tree a pipe of its own, which that process would no longer share (it
 /// would see the other end closed, or data read twice). One pass over every process's
-/// descriptors; ckpt's own duplicates do not count.
+/// descriptors; ckpt's own duplicates do not count. Except, as before such pipes were
+/// kept: a pipe whose other end is closed and which the tree holds only on descriptors
+/// 0-2 is, like any standard descriptor shared with the outside, connected at restore
+/// to ckpt's own (moved from `kept` to `outside`).
 fn refuse_shared_outside(
     procs: &[Process],
-    kept: &[PipeState],
+    kept: &mut Vec<PipeState>,
+    outside: &mut std::collections::BTreeMap<u64, &'static str>,
     tree: &BTreeSet<i32>,
 ) -> DumpResult<()> {
     let ids: BTreeSet<u64> = kept.iter().map(|s| s.id).collect();
     let mut skip = tree.clone();
     skip.insert(std::process::id() as i32);
-    let Some((other, id)) = sys::proc::pipe_holder_outside(&ids, &skip) else {
-        return Ok(());
-    };
-    let (pid, fd) = procs
-        .iter()
-        .flat_map(|p| p.fds.iter().map(move |f| (p.pid, f)))
-        .find(|(_, f)| matches!(f.kind, FdKind::Pipe { id: i, .. } if i == id))
-        .map(|(pid, f)| (pid, f.fd))
-        .unwrap_or_default();
-    Err(unsupported(
-        pid,
-        format!(
-            "file descriptor {fd} is an end of a pipe (pipe:[{id}]) that process {other} \
-             outside the dumped tree holds open too; restore would give the tree a pipe of \
-             its own, which that process would no longer share: dump the tree that holds \
-             all its ends"
-        ),
-    ))
+    let shared = sys::proc::pipe_holders_outside(&ids, &skip);
+    for (&id, &other) in &shared {
+        let ends: Vec<(i32, &crate::model::Fd)> = procs
+            .iter()
+            .flat_map(|p| p.fds.iter().map(move |f| (p.pid, f)))
+            .filter(|(_, f)| matches!(f.kind, FdKind::Pipe { id: i, .. } if i == id))
+            .collect();
+        let one_end = ends
+            .iter()
+            .all(|(_, f)| matches!(f.kind, FdKind::Pipe { write, .. } if write))
+            || ends
+                .iter()
+                .all(|(_, f)| matches!(f.kind, FdKind::Pipe { write, .. } if !write));
+        if one_end && ends.iter().all(|(_, f)| f.fd <= 2) {
+            kept.retain(|s| s.id != id);
+            outside.insert(id, "other");
+            continue;
+        }
+        let (pid, fd) = ends.first().map(|(p, f)| (*p, f.fd)).unwrap_or_default();
+        return Err(unsupported(
+            pid,
+            format!(
+                "file descriptor {fd} is an end of a pipe (pipe:[{id}]) that process {other} \
+                 outside the dumped tree holds open too; restore would give the tree a pipe \
+                 of its own, which that process would no longer share: dump the tree that \
+                 holds all its ends"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A duplicate of one of the tree's read ends `readers` of a pipe that no writer is

@@ -115,17 +115,20 @@ pub fn holders_of(dev: u64, ino: u64) -> Vec<i32> {
     out
 }
 
-/// A process, other than those of `skip`, with a descriptor on one of the pipes `ids`
-/// (its /proc link reads `pipe:[ID]`), and that pipe; `None` if there is none. One pass
-/// over every process's descriptors (a process that ends meanwhile is passed over).
-pub fn pipe_holder_outside(
+/// The pipes of `ids` that a process other than those of `skip` has a descriptor on
+/// (its /proc link reads `pipe:[ID]`), each with one such process. One pass over every
+/// process's descriptors (a process that ends meanwhile is passed over).
+pub fn pipe_holders_outside(
     ids: &std::collections::BTreeSet<u64>,
     skip: &std::collections::BTreeSet<i32>,
-) -> Option<(i32, u64)> {
+) -> std::collections::BTreeMap<u64, i32> {
+    let mut out = std::collections::BTreeMap::new();
     if ids.is_empty() {
-        return None;
+        return out;
     }
-    let rd = fs::read_dir("/proc").ok()?;
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return out;
+    };
     for e in rd.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
@@ -146,11 +149,11 @@ pub fn pipe_holder_outside(
                 .and_then(|r| r.strip_suffix(']'))
                 .and_then(|n| n.parse::<u64>().ok());
             if let Some(id) = id.filter(|i| ids.contains(i)) {
-                return Some((pid, id));
+                out.entry(id).or_insert(pid);
             }
         }
     }
-    None
+    out
 }
 
 #[cfg(test)]
