@@ -265,6 +265,7 @@ fn hostile_socket_records_are_plan_problems() {
             shared_with: None,
             locks: vec![],
             owner: None,
+            inode_owner: None,
         });
         let what = format!("{sp:?}");
         cp.socketpairs = vec![sp];
@@ -298,6 +299,7 @@ fn hostile_socket_records_are_plan_problems() {
             shared_with: None,
             locks: vec![],
             owner: None,
+            inode_owner: None,
         });
         let pl = problems(cp, &view(vec![]));
         assert!(
@@ -320,6 +322,7 @@ fn hostile_socket_records_are_plan_problems() {
         shared_with: None,
         locks: vec![],
         owner: None,
+        inode_owner: None,
     });
     let codes = |inherit: Vec<(i32, String)>| -> Vec<(String, String)> {
         problems(cp.clone(), &view(inherit))

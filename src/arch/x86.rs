@@ -165,6 +165,7 @@ pub mod nr {
     pub const PIDFD_GETFD: u64 = libc::SYS_pidfd_getfd as u64;
     pub const FCNTL: u64 = libc::SYS_fcntl as u64;
     pub const FLOCK: u64 = libc::SYS_flock as u64;
+    pub const FCHOWN: u64 = libc::SYS_fchown as u64;
     pub const INOTIFY_INIT1: u64 = libc::SYS_inotify_init1 as u64;
     pub const INOTIFY_ADD_WATCH: u64 = libc::SYS_inotify_add_watch as u64;
     pub const INOTIFY_RM_WATCH: u64 = libc::SYS_inotify_rm_watch as u64;
@@ -627,6 +628,7 @@ mod nr_tests {
             (PIDFD_GETFD, 438),
             (FCNTL, 72),
             (FLOCK, 73),
+            (FCHOWN, 93),
             (INOTIFY_INIT1, 294),
             (INOTIFY_ADD_WATCH, 254),
             (INOTIFY_RM_WATCH, 255),

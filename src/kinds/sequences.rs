@@ -594,3 +594,97 @@ fn descriptor_signal_owner_and_signal_are_set_again() {
     run(&p, &rec, |cx| restore_owner(cx, &f)).expect("signal");
     assert_eq!(names(&rec), ["fcntl(F_SETSIG)"]);
 }
+
+#[test]
+fn a_standard_descriptor_from_outside_gets_its_flags_on_the_description_it_is_given() {
+    use crate::kinds::fd::place_inherited;
+    use crate::kinds::testutil::fd;
+    let p = process();
+    let mut f = fd(
+        1,
+        crate::model::FdKind::Inherited {
+            what: "pipe:[5]".into(),
+            flags: (libc::O_WRONLY | libc::O_NONBLOCK) as u32,
+            tty: None,
+        },
+    );
+    f.cloexec = true;
+    let flags = (libc::O_WRONLY | libc::O_NONBLOCK) as u32;
+    // ckpt's own descriptor 1 has O_APPEND (whoever started the restore asked for it):
+    // kept; O_NONBLOCK as the program had it; close-on-exec as the descriptor had it.
+    let rec = Recorder::new(p.pid).answer(nr::FCNTL, i64::from(libc::O_APPEND));
+    run(&p, &rec, |cx| place_inherited(cx, &f, flags)).expect("inherited");
+    assert_eq!(
+        names(&rec),
+        ["fcntl(F_GETFL)", "fcntl(F_SETFD)", "fcntl(F_SETFL)"]
+    );
+    let c = rec.calls();
+    assert_eq!(c[0].args[..2], [1, libc::F_GETFL as u64]);
+    assert_eq!(c[1].args[..3], [1, libc::F_SETFD as u64, 1]);
+    assert_eq!(
+        c[2].args[..3],
+        [
+            1,
+            libc::F_SETFL as u64,
+            (libc::O_NONBLOCK | libc::O_APPEND) as u64
+        ]
+    );
+    // Not close-on-exec, no O_APPEND anywhere: both cleared.
+    f.cloexec = false;
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| place_inherited(cx, &f, 0)).expect("inherited");
+    let c = rec.calls();
+    assert_eq!((c[1].args[2], c[2].args[2]), (0, 0));
+    // ckpt was started without that descriptor: nothing to give flags to.
+    let rec = Recorder::new(p.pid).fail_at(0, libc::EBADF);
+    run(&p, &rec, |cx| place_inherited(cx, &f, flags)).expect("absent");
+    assert_eq!(names(&rec), ["fcntl(F_GETFL)"]);
+    each_failure_stops_there(&p, 3, |cx| place_inherited(cx, &f, flags));
+}
+
+#[test]
+fn a_pipe_or_socket_made_by_restore_gets_its_inode_owner_and_nothing_else_does() {
+    use crate::kinds::fd::restore_inode_owner;
+    use crate::kinds::testutil::fd;
+    use crate::model::{FdKind, InodeOwner};
+    let p = process();
+    let owner = Some(InodeOwner {
+        uid: 65534,
+        gid: 65533,
+    });
+    let mut f = fd(
+        4,
+        FdKind::Pipe {
+            id: 9,
+            write: true,
+            flags: libc::O_WRONLY as u32,
+        },
+    );
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| restore_inode_owner(cx, &f)).expect("not recorded");
+    assert!(names(&rec).is_empty(), "an older image: nothing to set");
+    f.inode_owner = owner;
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| restore_inode_owner(cx, &f)).expect("owner");
+    assert_eq!(names(&rec), ["fchown"]);
+    assert_eq!(rec.calls()[0].args[..3], [4, 65534, 65533]);
+    each_failure_stops_there(&p, 1, |cx| restore_inode_owner(cx, &f));
+    // A descriptor sharing an earlier one's description: done through that one.
+    f.shared_with = Some((4242, 3));
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| restore_inode_owner(cx, &f)).expect("shared");
+    assert!(names(&rec).is_empty());
+    // A pipe from outside the tree is never touched.
+    let mut g = fd(
+        0,
+        FdKind::Inherited {
+            what: "pipe:[5]".into(),
+            flags: 0,
+            tty: None,
+        },
+    );
+    g.inode_owner = owner;
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| restore_inode_owner(cx, &g)).expect("inherited");
+    assert!(names(&rec).is_empty());
+}

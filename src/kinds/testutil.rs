@@ -94,6 +94,7 @@ pub(crate) fn fd(n: i32, kind: FdKind) -> Fd {
         shared_with: None,
         locks: Vec::new(),
         owner: None,
+        inode_owner: None,
     }
 }
 

@@ -236,8 +236,8 @@ pub enum FdKind {
     Dir { file: FileId, flags: u32 },
     /// A character or block device reopened by path (e.g. /dev/null).
     Device { file: FileId, flags: u32, pos: u64 },
-    /// One end of a pipe whose both ends are inside the image (`id` names the pipe in
-    /// `Checkpoint::pipes`).
+    /// One end of a pipe whose other end is inside the image or closed by everyone
+    /// (`id` names the pipe in `Checkpoint::pipes`).
     Pipe { id: u64, write: bool, flags: u32 },
     /// One end (0 or 1) of a connected pair of unix sockets whose both ends are inside
     /// the image (`id` names the pair in `Checkpoint::socketpairs`).
@@ -506,6 +506,18 @@ pub struct Fd {
     /// default SIGIO (also what older images meant).
     #[serde(default)]
     pub owner: Option<FOwner>,
+    /// The owner of the inode of a pipe or socket the tree made (its creator's
+    /// filesystem user and group IDs, as `fstat` shows them), given to the one restore
+    /// makes; `None`: not recorded (older images: it is then ckpt's, root).
+    #[serde(default)]
+    pub inode_owner: Option<InodeOwner>,
+}
+
+/// The user and group owning an inode.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InodeOwner {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// The signal owner of an open file description (`struct f_owner_ex`) and its F_SETSIG

@@ -437,6 +437,53 @@ fn queued(fd: &std::os::fd::OwnedFd) -> std::result::Result<u64, Errno> {
     rustix::io::ioctl_fionread(fd)
 }
 
+/// Whether nobody is left at the other side of the pipe behind `end` (a duplicate of a
+/// descriptor of the tree: the same open file description, so the pipe's counts of
+/// readers and writers are unchanged): poll without waiting says POLLHUP on a read end
+/// no writer is left for, POLLERR on a write end no reader is left for. (A read end
+/// opened again through /proc after the last writer left may not say POLLHUP: the
+/// caller asks every read end it has.)
+pub fn pipe_other_side_gone(end: &std::os::fd::OwnedFd, write: bool) -> Result<bool> {
+    use rustix::event::{PollFd, PollFlags};
+    let mut fds = [PollFd::new(end, PollFlags::empty())];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    loop {
+        match rustix::event::poll(&mut fds, Some(&zero)) {
+            Ok(_) => break,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(rerr("poll on a pipe end", e)),
+        }
+    }
+    let r = fds[0].revents();
+    Ok(if write {
+        r.contains(PollFlags::ERR)
+    } else {
+        r.contains(PollFlags::HUP)
+    })
+}
+
+/// Capacity and contents of a pipe that only has write ends, read without consuming
+/// them: through a read-only, non-blocking description ckpt opens on it for the time
+/// of the copy (only when something is queued).
+pub fn peek_pipe_by_write_end(end: &std::os::fd::OwnedFd) -> Result<(u32, Vec<u8>)> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cap = rustix::pipe::fcntl_getpipe_size(end).map_err(|e| rerr("F_GETPIPE_SZ", e))?;
+    if queued(end).map_err(|e| rerr("FIONREAD on a pipe", e))? == 0 {
+        return Ok((cap as u32, Vec::new()));
+    }
+    let link = format!("/proc/self/fd/{}", end.as_raw_fd());
+    let rd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&link)
+        .map_err(|e| SysError::io("open a pipe to read its buffer", e))?;
+    peek_pipe(&std::os::fd::OwnedFd::from(rd))
+}
+
 /// Capacity and contents of a pipe, read through a read end without consuming them
 /// (tee into a pipe of our own, then read that).
 pub fn peek_pipe(read_end: &std::os::fd::OwnedFd) -> Result<(u32, Vec<u8>)> {

@@ -105,8 +105,13 @@ pub fn open_pty() -> Result<(OwnedFd, OwnedFd)> {
     let master = rustix::pty::openpt(flags).map_err(|e| rerr("posix_openpt", e))?;
     rustix::pty::unlockpt(&master).map_err(|e| rerr("unlockpt", e))?;
     // TIOCGPTPEER opens the slave without a path lookup (no race with /dev/pts).
-    let slave = rustix::pty::ioctl_tiocgptpeer(&master, flags)
+    // Without O_CLOEXEC: TIOCGPTPEER keeps it in the description's flags (F_GETFL and
+    // fdinfo would show it on every descriptor of the restored processes); ckpt's own
+    // descriptor is made close-on-exec afterwards.
+    let slave = rustix::pty::ioctl_tiocgptpeer(&master, OpenptFlags::RDWR | OpenptFlags::NOCTTY)
         .map_err(|e| rerr("ioctl(TIOCGPTPEER)", e))?;
+    rustix::io::fcntl_setfd(&slave, rustix::io::FdFlags::CLOEXEC)
+        .map_err(|e| rerr("fcntl(F_SETFD) on the new terminal", e))?;
     Ok((master, slave))
 }
 

@@ -157,6 +157,7 @@ pub fn checkpoint() -> Checkpoint {
                 shared_with: None,
                 locks: vec![],
                 owner: None,
+                inode_owner: None,
             },
             Fd {
                 fd: 3,
@@ -169,6 +170,7 @@ pub fn checkpoint() -> Checkpoint {
                 shared_with: None,
                 locks: vec![],
                 owner: None,
+                inode_owner: None,
             },
             Fd {
                 fd: 4,
@@ -180,6 +182,7 @@ pub fn checkpoint() -> Checkpoint {
                 shared_with: None,
                 locks: vec![],
                 owner: None,
+                inode_owner: None,
             },
             Fd {
                 fd: 5,
@@ -192,6 +195,7 @@ pub fn checkpoint() -> Checkpoint {
                 shared_with: None,
                 locks: vec![],
                 owner: None,
+                inode_owner: None,
             },
         ],
         sigactions: vec![SigAction {

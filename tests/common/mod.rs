@@ -141,6 +141,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("blockers", "blockers.c", &["-pthread"]),
     // tests/e2e_killsafe.rs: threads that check their memory, masks and vector registers
     ("killsafe", "killsafe.c", &["-pthread", "-mavx2"]),
+    // tests/e2e_pipes.rs: pipes whose other end everybody closed, second descriptions
+    ("halfpipe", "halfpipe.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

@@ -6,7 +6,7 @@ use super::{anon, epoll, fifo, file, inotify, lock, pipe, tcp, tty, unix};
 use crate::error::DumpError;
 use crate::error::DumpResult;
 use crate::kinds::unsupported;
-use crate::model::{FOwner, Fd, FdKind, Process, SocketPairState};
+use crate::model::{FOwner, Fd, FdKind, InodeOwner, Process, SocketPairState};
 use crate::sys;
 use crate::sys::proc as procfs;
 use linux_raw_sys::general::{F_OWNER_PGRP, F_OWNER_PID, F_OWNER_TID};
@@ -74,7 +74,23 @@ pub(crate) fn fd_entry(pid: i32, fd: i32) -> DumpResult<Fd> {
         f.locks = locks;
     }
     f.owner = fd_owner(pid, fd)?;
+    f.inode_owner = inode_owner(pid, fd, &link)?;
     Ok(f)
+}
+
+/// Who owns the inode of a pipe or socket (its creator's filesystem IDs): restore makes
+/// them again and gives them that owner. Other descriptors' owners are their files'.
+fn inode_owner(pid: i32, fd: i32, link: &[u8]) -> DumpResult<Option<InodeOwner>> {
+    use std::os::unix::fs::MetadataExt;
+    if !link.starts_with(b"pipe:") && !link.starts_with(b"socket:") {
+        return Ok(None);
+    }
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let m = std::fs::metadata(&path).map_err(|e| sys::SysError::io(format!("stat {path}"), e))?;
+    Ok(Some(InodeOwner {
+        uid: m.uid(),
+        gid: m.gid(),
+    }))
 }
 
 /// The signal owner and F_SETSIG signal of descriptor `fd` (`None` when both are the
@@ -152,6 +168,7 @@ fn fd_entry_kind(pid: i32, fd: i32, link: &[u8]) -> DumpResult<Fd> {
         shared_with: None,
         locks: Vec::new(),
         owner: None,
+        inode_owner: None,
     })
 }
 

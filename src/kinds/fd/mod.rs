@@ -372,7 +372,9 @@ pub(crate) fn park_pair(cx: &mut Ctx<'_>, a: u64, b: u64, tmp: u64) -> RestoreRe
 
 /// Which two-ended object a descriptor is one end of.
 enum PairEnd<'a> {
-    Pipe(&'a PipeState, bool),
+    /// A pipe, the write end or not, and whether the descriptor is a further open file
+    /// description of that end ([`pipe::further_description`]).
+    Pipe(&'a PipeState, bool, bool),
     Socket(&'a SocketPairState, u8),
 }
 
@@ -387,7 +389,7 @@ fn place_pair_end(
 ) -> RestoreResult<()> {
     let proc_ = cx.proc_;
     let key = match end {
-        PairEnd::Pipe(p, _) => (0u8, p.id),
+        PairEnd::Pipe(p, ..) => (0u8, p.id),
         PairEnd::Socket(sp, _) => (1u8, sp.id),
     };
     let (holder, a, b) = match holders.get(&key) {
@@ -396,7 +398,7 @@ fn place_pair_end(
             let k = holders.values().filter(|h| h.0 == proc_.pid).count() as u64;
             let tmp = pipe_tmp_base(proc_) + 2 * k;
             let (a, b) = match end {
-                PairEnd::Pipe(pipe, _) => {
+                PairEnd::Pipe(pipe, ..) => {
                     pipe::create_pipe(cx, pipe, tmp, flags & libc::O_DIRECT as u32 != 0)?
                 }
                 PairEnd::Socket(sp, _) => unix::create_socketpair(cx, sp, tmp)?,
@@ -406,7 +408,7 @@ fn place_pair_end(
         }
     };
     let src = match end {
-        PairEnd::Pipe(_, write) => {
+        PairEnd::Pipe(_, write, _) => {
             if write {
                 b
             } else {
@@ -423,7 +425,25 @@ fn place_pair_end(
     };
     let cl = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
     let what = format!("pipe or socket end for descriptor {}", f.fd);
-    if holder == proc_.pid {
+    if let PairEnd::Pipe(_, _, true) = end {
+        // A description of its own of the same pipe end, as the program made it
+        // through /proc/self/fd (non-blocking: never waits for a partner; the holder
+        // keeps both ends open anyway).
+        let (t, taken) = if holder == proc_.pid {
+            (src, false)
+        } else {
+            (take_remote_fd(cx, holder, src, &what)?, true)
+        };
+        let access = flags as i32 & libc::O_ACCMODE;
+        let n = cx.open(
+            format!("/proc/self/fd/{t}").as_bytes(),
+            access | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        );
+        if taken {
+            cx.close(t)?;
+        }
+        move_fd(cx, n?, f.fd, f.cloexec)?;
+    } else if holder == proc_.pid {
         cx.call(&what, nr::DUP3, [src, f.fd as u64, cl, 0, 0, 0])?;
     } else {
         let n = take_remote_fd(cx, holder, src, &what)?;
@@ -453,6 +473,7 @@ pub(crate) fn restore_fds(
         for f in proc_.fds.iter().filter(|f| listener(f) == first) {
             restore_fd(cx, f, ckpt, inherit, holders, files, tty_slave)?;
             restore_owner(cx, f)?;
+            restore_inode_owner(cx, f)?;
         }
     }
     // epoll registrations, once every descriptor they watch exists.
@@ -471,6 +492,36 @@ pub(crate) fn restore_owner(cx: &mut Ctx<'_>, f: &Fd) -> RestoreResult<()> {
     if o.sig != 0 {
         cx.set_io_signal(f.fd as u64, o.sig)?;
     }
+    Ok(())
+}
+
+/// A pipe or socket restore made gets the owner its inode had (the kernel gives it the
+/// creator's filesystem IDs: here ckpt's, root, while the original's creator may have
+/// been another user); for a socket this is also its `sk_uid` (what sock_diag reports
+/// and uid routing uses). A descriptor sharing an earlier one's description has it.
+/// Objects from outside the tree (inherited, external) are never touched.
+pub(crate) fn restore_inode_owner(cx: &mut Ctx<'_>, f: &Fd) -> RestoreResult<()> {
+    let Some(o) = f.inode_owner else {
+        return Ok(());
+    };
+    let made = matches!(
+        f.kind,
+        FdKind::Pipe { .. }
+            | FdKind::UnixPair { .. }
+            | FdKind::UnixListen { .. }
+            | FdKind::UnixDgram { .. }
+            | FdKind::TcpListen { .. }
+            | FdKind::TcpConn { .. }
+            | FdKind::Udp { .. }
+    );
+    if !made || f.shared_with.is_some() {
+        return Ok(());
+    }
+    cx.call(
+        "fchown",
+        nr::FCHOWN,
+        [f.fd as u64, u64::from(o.uid), u64::from(o.gid), 0, 0, 0],
+    )?;
     Ok(())
 }
 
@@ -518,6 +569,42 @@ fn install(cx: &mut Ctx<'_>, n: u64, f: &Fd, flags: u32) -> RestoreResult<()> {
     set_status_flags(cx, f.fd, flags)
 }
 
+/// A standard descriptor that comes from outside (ckpt's own 0-2, or the new terminal
+/// of `--new-tty`) gets the image's close-on-exec flag (the descriptor's) and the
+/// status flags the program had on its description: O_NONBLOCK and O_ASYNC as
+/// recorded (the program set them and its I/O depends on them), O_APPEND added if it
+/// had it, and kept if the new description has it (whoever started the restore asked
+/// for appending). The description is shared with whoever started `ckpt restore`, as
+/// the original's was with whoever started it. Nothing to do if ckpt was started
+/// without that descriptor.
+pub(crate) fn place_inherited(cx: &mut Ctx<'_>, f: &Fd, flags: u32) -> RestoreResult<()> {
+    let fd = f.fd as u64;
+    let get = [Call::new(
+        "fcntl(F_GETFL)",
+        nr::FCNTL,
+        [fd, libc::F_GETFL as u64, 0, 0, 0, 0],
+    )
+    .may_fail()];
+    let cur = cx
+        .batch(&BatchArgs::new(), &get)?
+        .first()
+        .copied()
+        .unwrap_or(0) as i64;
+    if cur == -(libc::EBADF as i64) {
+        return Ok(());
+    }
+    if cur < 0 {
+        return Err(sys::SysError::Remote {
+            what: "fcntl(F_GETFL)".into(),
+            errno: (-cur) as i32,
+        }
+        .into());
+    }
+    let append = (cur as u32 | flags) & libc::O_APPEND as u32;
+    move_fd(cx, fd, f.fd, f.cloexec)?;
+    set_status_flags(cx, f.fd, (flags & !(libc::O_APPEND as u32)) | append)
+}
+
 /// Give the process descriptor `f`: the one dispatch over [`FdKind`] at restore.
 fn restore_fd(
     cx: &mut Ctx<'_>,
@@ -542,17 +629,23 @@ fn restore_fd(
         return Ok(());
     }
     match &f.kind {
-        FdKind::Inherited { tty: Some(_), .. } if tty_slave.is_some() => {
-            tty::place_new_tty(cx, f, tty_slave.unwrap_or_default())
+        FdKind::Inherited {
+            tty: Some(_),
+            flags,
+            ..
+        } if tty_slave.is_some() => {
+            tty::place_new_tty(cx, f, tty_slave.unwrap_or_default())?;
+            place_inherited(cx, f, *flags)
         }
-        FdKind::Inherited { .. } => Ok(()),
+        FdKind::Inherited { flags, .. } => place_inherited(cx, f, *flags),
         FdKind::Pipe { id, write, flags } => {
             let pipe = ckpt
                 .pipes
                 .iter()
                 .find(|p| p.id == *id)
                 .ok_or_else(|| RestoreError::Malformed(format!("unknown pipe {id}")))?;
-            place_pair_end(cx, f, PairEnd::Pipe(pipe, *write), *flags, holders)
+            let again = pipe::further_description(ckpt, proc_.pid, f.fd, *id, *write);
+            place_pair_end(cx, f, PairEnd::Pipe(pipe, *write, again), *flags, holders)
         }
         FdKind::TcpListen {
             family,

@@ -115,6 +115,47 @@ pub fn holders_of(dev: u64, ino: u64) -> Vec<i32> {
     out
 }
 
+/// The pipes of `ids` that a process other than those of `skip` has a descriptor on
+/// (its /proc link reads `pipe:[ID]`), each with one such process. One pass over every
+/// process's descriptors (a process that ends meanwhile is passed over).
+pub fn pipe_holders_outside(
+    ids: &std::collections::BTreeSet<u64>,
+    skip: &std::collections::BTreeSet<i32>,
+) -> std::collections::BTreeMap<u64, i32> {
+    let mut out = std::collections::BTreeMap::new();
+    if ids.is_empty() {
+        return out;
+    }
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if skip.contains(&pid) {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for f in fds.flatten() {
+            let Ok(link) = fs::read_link(f.path()) else {
+                continue;
+            };
+            let id = link
+                .to_str()
+                .and_then(|l| l.strip_prefix("pipe:["))
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(id) = id.filter(|i| ids.contains(i)) {
+                out.entry(id).or_insert(pid);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

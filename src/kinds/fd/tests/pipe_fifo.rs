@@ -167,3 +167,50 @@ fn a_fifo_someone_holds_open_is_busy() {
         check_fifo_unused(&id, "FIFO", &Default::default(), v)
     }));
 }
+
+#[test]
+fn a_pipe_end_opened_again_is_a_further_description_after_the_first() {
+    use crate::kinds::fd::pipe::further_description;
+    const LARGEFILE: u32 = linux_raw_sys::general::O_LARGEFILE;
+    let end = |n: i32, write: bool, flags: u32| {
+        fd(
+            n,
+            FdKind::Pipe {
+                id: 9,
+                write,
+                flags: flags | if write { libc::O_WRONLY as u32 } else { 0 },
+            },
+        )
+    };
+    let mut shared = end(3, false, 0);
+    shared.shared_with = Some((10, 3));
+    let ckpt = checkpoint(vec![
+        Process {
+            pid: 10,
+            fds: vec![
+                // opened through /proc (O_LARGEFILE), before pipe2's read end
+                end(2, false, LARGEFILE | libc::O_NONBLOCK as u32),
+                end(3, false, 0),
+                end(4, true, 0),
+                end(5, false, 0),
+                // read-write, through /proc
+                end(8, false, libc::O_RDWR as u32),
+            ],
+            ..Process::default()
+        },
+        Process {
+            pid: 11,
+            fds: vec![shared, end(6, false, 0), end(7, true, LARGEFILE)],
+            ..Process::default()
+        },
+    ]);
+    // pipe2's ends (no O_LARGEFILE) are the first of their end without it; every
+    // description opened through /proc, and any later one, is opened again
+    assert!(further_description(&ckpt, 10, 2, 9, false));
+    assert!(!further_description(&ckpt, 10, 3, 9, false));
+    assert!(!further_description(&ckpt, 10, 4, 9, true));
+    assert!(further_description(&ckpt, 10, 5, 9, false));
+    assert!(further_description(&ckpt, 10, 8, 9, false));
+    assert!(further_description(&ckpt, 11, 6, 9, false));
+    assert!(further_description(&ckpt, 11, 7, 9, true));
+}
