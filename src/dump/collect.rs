@@ -198,7 +198,7 @@ pub(crate) fn collect_process(
     let status = procfs::status(pid)?;
     let stat = procfs::stat(pid)?;
     let creds = creds::creds_of(&status, read.thread_inj.first().map_or(0, |t| t.securebits));
-    creds::same_creds_in_threads(pid, &fr.threads, &creds, &read.thread_inj)?;
+    let thread_creds = creds::thread_creds(&fr.threads, &creds, &read.thread_inj)?;
     let mm = attrs::mm_info(pid, &stat, inj.brk)?;
 
     let (map, fds) = memory_and_fds(pid, &mem, stat.field(24), seen)?;
@@ -212,14 +212,15 @@ pub(crate) fn collect_process(
     } = map;
 
     let mut threads: Vec<Thread> = Vec::new();
-    for (((t, o), ti), pending) in fr
+    for ((((t, o), ti), pending), tc) in fr
         .threads
         .iter()
         .zip(read.outside)
         .zip(read.thread_inj)
         .zip(read.thread_pending)
+        .zip(thread_creds)
     {
-        threads.push(thread_image(&mem, t, o, ti, pending)?);
+        threads.push(thread_image(&mem, t, o, ti, pending, tc)?);
     }
     let process = Process {
         pid,
@@ -252,6 +253,7 @@ pub(crate) fn collect_process(
         itimers: inj.itimers,
         posix_timers: inj.posix_timers,
         exit_status: None,
+        zombie: None,
     };
     let vdso = (vdso_size != 0).then_some((vdso_hash, vdso_size, vvar_size));
     Ok((

@@ -225,6 +225,15 @@ pub struct Thread {
     pub sched_priority: i32,
     #[serde(default)]
     pub nice: i32,
+    /// The thread's own name (/proc/PID/task/TID/comm, PR_SET_NAME); empty in images
+    /// made before it was recorded (the thread then gets the process's name).
+    #[serde(default, with = "serde_bytes")]
+    pub comm: Vec<u8>,
+    /// The thread's own credentials when they differ from the process's (`Process::creds`,
+    /// the first thread's): threads that changed theirs with raw system calls. `None`:
+    /// the same as the process's (also what older images meant).
+    #[serde(default)]
+    pub creds: Option<Creds>,
 }
 
 /// What an open file descriptor refers to.
@@ -634,6 +643,20 @@ pub struct Process {
     /// For a zombie: the wait status its parent will collect.
     #[serde(default)]
     pub exit_status: Option<i32>,
+    /// For a zombie: the signal state /proc still shows of it (its limits are in
+    /// `rlimits`, its name in `comm`). `None` in older images: the zombie shows the
+    /// restore helper's.
+    #[serde(default)]
+    pub zombie: Option<ZombieState>,
+}
+
+/// What /proc shows of a zombie's signals: blocked (SigBlk), ignored (SigIgn) and
+/// caught (SigCgt) masks as they were when it died.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ZombieState {
+    pub blocked: u64,
+    pub ignored: u64,
+    pub caught: u64,
 }
 
 impl Process {

@@ -217,8 +217,12 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
         match creds::Own::detect() {
             Ok(own) => {
                 creds::check_ckpt(&own, &mut problems);
-                for proc_ in ckpt.processes.iter().filter(|q| !q.is_zombie()) {
-                    creds::check_process(proc_, &own, pairs, &mut problems);
+                for proc_ in &ckpt.processes {
+                    if proc_.is_zombie() {
+                        creds::check_zombie(proc_, &own, &mut problems);
+                    } else {
+                        creds::check_process(proc_, &own, pairs, &mut problems);
+                    }
                 }
             }
             Err(e) => p(

@@ -100,9 +100,10 @@ pub(crate) struct ThreadOutside {
     rseq: Option<Rseq>,
     robust_list: (u64, u64),
     sched: (i32, i32, i32),
+    comm: Vec<u8>,
 }
 
-pub(crate) fn thread_outside(_pid: i32, tid: i32, _regs: &Regs) -> DumpResult<ThreadOutside> {
+pub(crate) fn thread_outside(pid: i32, tid: i32, _regs: &Regs) -> DumpResult<ThreadOutside> {
     let xsave = ptrace::get_xstate(tid, 1 << 16)?;
     let mut debugregs = [0u64; 6];
     for (slot, i) in debugregs.iter_mut().zip(arch::native::DEBUGREG_INDEXES) {
@@ -129,17 +130,20 @@ pub(crate) fn thread_outside(_pid: i32, tid: i32, _regs: &Regs) -> DumpResult<Th
         rseq,
         robust_list: sys::process::robust_list(tid)?,
         sched: sys::process::sched_get(tid)?,
+        comm: procfs::thread_comm(pid, tid)?,
     })
 }
 
 /// The image of thread `t`: what was read of it from outside (`o`) and by itself (`ti`),
-/// with its registers moved out of an rseq critical section it was stopped in.
+/// with its registers moved out of an rseq critical section it was stopped in, and its
+/// credentials if they are not the process's (`creds`).
 pub(crate) fn thread_image(
     mem: &RemoteMem,
     t: &FrozenThread,
     o: ThreadOutside,
     ti: ThreadInjected,
     pending: Vec<PendingSignal>,
+    creds: Option<crate::model::Creds>,
 ) -> DumpResult<Thread> {
     let mut image_regs = t.orig_regs;
     rseq_fixup(mem, &o.rseq, &mut image_regs)?;
@@ -161,6 +165,8 @@ pub(crate) fn thread_image(
         sched_policy: o.sched.0,
         sched_priority: o.sched.1,
         nice: o.sched.2,
+        comm: o.comm,
+        creds,
     })
 }
 
@@ -182,6 +188,13 @@ pub(crate) fn check_states(proc_: &Process, problems: &mut Vec<Problem>) {
             check::p(problems, "malformed", "invalid xsave area size".into());
         }
         signals::check_pending(&t.pending, problems);
+        if t.comm.len() > 64 || t.comm.contains(&0) {
+            check::p(
+                problems,
+                "malformed",
+                format!("thread {}: invalid thread name", t.tid),
+            );
+        }
         if let Some(why) = ax::setregs_refusal(&t.arch.regs) {
             check::p(
                 problems,
@@ -414,6 +427,17 @@ pub(crate) fn thread_attr_calls(
                 [t.robust_list, t.robust_list_len, 0, 0, 0, 0],
             ));
         }
+    }
+    // The thread's own name (set where it runs: PR_SET_NAME names the calling thread).
+    if !t.comm.is_empty() {
+        let mut comm = t.comm.clone();
+        comm.truncate(15);
+        let a = args.add_cstr(cx, &comm)?;
+        calls.push(Call::new(
+            "prctl(PR_SET_NAME) of the thread",
+            nr::PRCTL,
+            [libc::PR_SET_NAME as u64, a, 0, 0, 0, 0],
+        ));
     }
     if let Some(r) = t.rseq {
         calls.push(Call::new(

@@ -11,7 +11,9 @@ use crate::kinds::unsupported;
 use crate::model::Checkpoint;
 use crate::model::ImageInfo;
 use crate::model::Process;
-use crate::remote::{Ctx, helper_injector, take_remote_fd};
+use crate::model::ZombieState;
+use crate::remote::{BatchArgs, Ctx, helper_injector, take_remote_fd};
+use crate::sys::inject::Call;
 use crate::sys::inject::Injector;
 use crate::sys::ptrace::{self, Stop};
 use crate::sys::{self, proc as procfs};
@@ -19,9 +21,20 @@ use std::collections::BTreeMap;
 
 // ---- collect (dump) ----
 
-/// A zombie of the tree: only its IDs and the status its parent will collect.
+/// A zombie of the tree: its IDs, the status its parent will collect, and what /proc
+/// still shows of it: its name, signal masks and resource limits.
 pub(crate) fn zombie_process(pid: i32) -> DumpResult<Process> {
     let stat = procfs::stat(pid)?;
+    let st = procfs::status(pid)?;
+    let rlimits = (0..crate::kinds::task::creds::RLIMIT_NAMES.len() as u32)
+        .map(|r| {
+            sys::process::prlimit_get(pid, r).map(|(cur, max)| crate::model::Rlimit {
+                resource: r,
+                cur,
+                max,
+            })
+        })
+        .collect::<sys::Result<Vec<_>>>()?;
     Ok(Process {
         pid,
         ppid: stat.field(4) as i32,
@@ -29,6 +42,12 @@ pub(crate) fn zombie_process(pid: i32) -> DumpResult<Process> {
         sid: stat.field(6) as i32,
         comm: stat.comm.clone(),
         exit_status: Some(stat.field(52) as i32),
+        rlimits,
+        zombie: Some(ZombieState {
+            blocked: st.sig_blk,
+            ignored: st.sig_ign,
+            caught: st.sig_cgt,
+        }),
         ..Default::default()
     })
 }
@@ -427,11 +446,24 @@ pub(crate) fn set_controlling_tty(cx: &mut Ctx<'_>, slave: i32, fg: i32) -> Rest
     Ok(())
 }
 
-/// Make a zombie's stub exit the way the original did, and hand it to its parent.
+/// Make a zombie's stub exit the way the original did, and hand it to its parent. What
+/// /proc shows of a zombie is the dead process's: the stub takes its name, signal
+/// dispositions, blocked signals and resource limits first (images that recorded them).
 fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> RestoreResult<()> {
     let pid = cx.proc_.pid;
     let sig = status & 0x7f;
+    let seen = cx.proc_.zombie;
+    if let Some(z) = seen {
+        zombie_looks(cx, &z, sig)?;
+        for r in &cx.proc_.rlimits {
+            sys::process::prlimit_set(pid, r.resource, r.cur, r.max)?;
+        }
+    }
+    let blocked = seen.map_or(0, |z| z.blocked);
     let stop = if sig == 0 {
+        if seen.is_some() {
+            ptrace::set_sigmask(pid, blocked)?;
+        }
         cx.live_task("exit")?.inj.final_call(
             nr::EXIT_GROUP,
             [((status >> 8) & 0xff) as u64, 0, 0, 0, 0, 0],
@@ -449,9 +481,18 @@ fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> RestoreRe
             )?;
         }
         if status & 0x80 == 0 {
-            sys::process::prlimit_set(pid, libc::RLIMIT_CORE, 0, 0)?;
+            if seen.is_some() {
+                // Not dumpable: no core file, whatever its (the original's) core limit.
+                cx.call(
+                    "prctl(PR_SET_DUMPABLE)",
+                    nr::PRCTL,
+                    [libc::PR_SET_DUMPABLE as u64, 0, 0, 0, 0, 0],
+                )?;
+            } else {
+                sys::process::prlimit_set(pid, libc::RLIMIT_CORE, 0, 0)?;
+            }
         }
-        ptrace::set_sigmask(pid, 0)?;
+        ptrace::set_sigmask(pid, blocked & !(1u64 << (sig - 1)))?;
         cx.live_task("kill")?
             .inj
             .final_call(nr::KILL, [pid as u64, sig as u64, 0, 0, 0, 0])?
@@ -482,6 +523,54 @@ fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> RestoreRe
             }
             e => Err(e),
         })?;
+    Ok(())
+}
+
+/// Give a zombie's stub the dead process's name and signal dispositions (ignored,
+/// caught: any handler, never run; the default for the rest and for `sig`, which it
+/// dies of), in one batch.
+pub(crate) fn zombie_looks(cx: &mut Ctx<'_>, z: &ZombieState, sig: i32) -> RestoreResult<()> {
+    let mut args = BatchArgs::new();
+    let mut calls = Vec::new();
+    let mut comm = cx.proc_.comm.clone();
+    comm.truncate(15);
+    let name = args.add_cstr(cx, &comm)?;
+    calls.push(Call::new(
+        "prctl(PR_SET_NAME)",
+        nr::PRCTL,
+        [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0],
+    ));
+    // struct k_sigaction: handler, flags, restorer, mask.
+    let act = |handler: u64| {
+        let mut b = handler.to_le_bytes().to_vec();
+        b.resize(32, 0);
+        b
+    };
+    let dfl = args.add(cx, &act(0))?;
+    let ign = args.add(cx, &act(1))?;
+    // A handler address it will never reach: the stub dies with every signal blocked.
+    let caught = args.add(cx, &act(cx.stub))?;
+    for s in 1..=64u64 {
+        if s == libc::SIGKILL as u64 || s == libc::SIGSTOP as u64 {
+            continue;
+        }
+        let bit = 1u64 << (s - 1);
+        let a = if s == sig as u64 {
+            dfl
+        } else if z.ignored & bit != 0 {
+            ign
+        } else if z.caught & bit != 0 {
+            caught
+        } else {
+            dfl
+        };
+        calls.push(Call::new(
+            "rt_sigaction",
+            nr::RT_SIGACTION,
+            [s, a, 0, 8, 0, 0],
+        ));
+    }
+    cx.batch(&args, &calls)?;
     Ok(())
 }
 

@@ -27,6 +27,10 @@ pub struct Status {
     pub seccomp: u32,
     /// The task's ID in each PID namespace it is in, outermost (this /proc's) first.
     pub nspid: Vec<i32>,
+    /// SigBlk, SigIgn and SigCgt: the blocked, ignored and caught signals.
+    pub sig_blk: u64,
+    pub sig_ign: u64,
+    pub sig_cgt: u64,
 }
 
 pub fn status(pid: i32) -> Result<Status> {
@@ -68,6 +72,9 @@ pub fn status(pid: i32) -> Result<Status> {
             "CapAmb" => s.cap_amb = hex(v)?,
             "NoNewPrivs" => s.no_new_privs = v == "1",
             "Seccomp" => s.seccomp = v.parse().map_err(|_| bad(k))?,
+            "SigBlk" => s.sig_blk = hex(v)?,
+            "SigIgn" => s.sig_ign = hex(v)?,
+            "SigCgt" => s.sig_cgt = hex(v)?,
             "NSpid" => {
                 s.nspid = v
                     .split_whitespace()
@@ -207,6 +214,16 @@ pub fn signal_quiet(pid: i32, tids: &[i32], sig: i32) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// The name of thread `tid` of process `pid` (/proc/PID/task/TID/comm, without its
+/// newline).
+pub fn thread_comm(pid: i32, tid: i32) -> Result<Vec<u8>> {
+    let mut b = read(format!("/proc/{pid}/task/{tid}/comm"))?;
+    if b.last() == Some(&b'\n') {
+        b.pop();
+    }
+    Ok(b)
 }
 
 /// The IDs of thread `tid` of process `pid` in each PID namespace it is in, outermost
