@@ -7,6 +7,9 @@
 //!
 //! Needs root. Run with cargo-nextest, one process per test (see README.md).
 
+// Test harness code: raw libc calls on the test's own processes are fine here.
+#![allow(unsafe_code, clippy::undocumented_unsafe_blocks)]
+
 mod common;
 
 use common::*;
@@ -77,4 +80,133 @@ fn threads_with_their_own_credentials_and_names_survive_restore() {
     );
     let fin = r.finish();
     assert_tree_finished_like_reference("threadcreds", &reference.stdout, before, &fin, &[pid]);
+}
+
+/// The process of the tree of `root` named `name` (/proc/PID/comm).
+fn named(root: i32, name: &str) -> i32 {
+    process_tree(root)
+        .into_iter()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .unwrap_or_else(|| panic!("no process {name} in the tree of {root}"))
+}
+
+/// The state letter of `pid` (/proc/PID/stat).
+fn state(pid: i32) -> char {
+    proc_stat(pid).map_or('?', |s| s.0)
+}
+
+/// Wait until the processes of `want` are in the given states.
+fn wait_states(want: &[(i32, char)], what: &str) {
+    let deadline = std::time::Instant::now() + timeout();
+    while want.iter().any(|&(p, s)| state(p) != s) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: states {:?}, want {want:?}",
+            want.iter().map(|&(p, _)| (p, state(p))).collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Drive `jobstop` (whose output `p` shows) from its rest point to its end: each signal
+/// once the line the previous one brings is out.
+fn drive_jobstop(p: &mut Proc, root: i32) {
+    let (c1, c2, g) = (named(root, "c1"), named(root, "c2"), named(root, "g"));
+    for (pid, sig, line) in [
+        (c2, libc::SIGUSR1, "c2: g stopped by signal 19\n"),
+        (g, libc::SIGCONT, "c2: g continued\n"),
+        (g, libc::SIGUSR1, "c2: g exited 4\n"),
+        (c1, libc::SIGCONT, "root: c1 continued\n"),
+        (c1, libc::SIGUSR1, "root: c1 exited 3\n"),
+    ] {
+        // SAFETY: kill(2) on a process of the test's own target tree.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
+        p.wait_for(line);
+    }
+}
+
+/// `jobstop` started and at rest: (its run, [root, c1, c2, g]).
+fn start_jobstop(ctx: &Ctx) -> (Proc, [i32; 4]) {
+    let mut t = ctx.spawn(&Spec::new(target("jobstop")));
+    t.wait_for("c2: g is stopped, waiting\n");
+    let root = t.pid;
+    wait_process_tree(root, 4, "jobstop");
+    let (c1, c2, g) = (named(root, "c1"), named(root, "c2"), named(root, "g"));
+    wait_states(
+        &[(root, 'S'), (c1, 'T'), (c2, 'S'), (g, 'T')],
+        "jobstop at rest",
+    );
+    (t, [root, c1, c2, g])
+}
+
+/// An uninterrupted run of `jobstop`, driven to its end.
+fn jobstop_reference(ctx: &Ctx) -> Finished {
+    let (mut p, [root, ..]) = start_jobstop(ctx);
+    p.label = format!("reference run of {}", p.label);
+    drive_jobstop(&mut p, root);
+    let f = p.finish();
+    assert_eq!(f.status.code(), Some(0), "jobstop reference run");
+    f
+}
+
+/// A tree with a child stopped by SIGTSTP (its parent, the root, collected the stop; it
+/// has a second thread) and a grandchild stopped by SIGSTOP (its running parent saw it
+/// with WNOWAIT but has not collected it): after restore both are stopped (state T of
+/// every thread, which the state oracle compares with every other state), the
+/// grandchild's parent still collects its stop (WUNTRACED) and the root does not see
+/// the other one again, SIGCONT continues each (their parents see it with WCONTINUED)
+/// and the output goes on as in an uninterrupted run.
+#[test]
+fn processes_stopped_by_job_control_stay_stopped_and_continue_on_sigcont() {
+    let ctx = Ctx::new("processes_stopped_by_job_control_stay_stopped_and_continue_on_sigcont");
+    let reference = jobstop_reference(&ctx);
+    let (mut t, pids) = start_jobstop(&ctx);
+    let root = t.pid;
+    for &p in &pids {
+        ctx.track(p);
+    }
+    let img = ctx.path("img");
+    ctx.dump(root, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("original");
+    wait_pids_gone(&pids, "jobstop after the dump");
+    let mut r = ctx.restore(&img, &[], In::Null);
+    let [_, c1, c2, g] = pids;
+    wait_states(&[(c1, 'T'), (c2, 'S'), (g, 'T')], "the restored jobstop");
+    drive_jobstop(&mut r, root);
+    let fin = r.finish();
+    assert_tree_finished_like_reference("jobstop", &reference.stdout, before, &fin, &pids);
+}
+
+/// A `--leave-running` dump leaves stopped processes stopped, and their parents are not
+/// told anything new (the state oracle compares the tree before and after the dump):
+/// the run then goes on exactly as an uninterrupted one.
+#[test]
+fn a_leave_running_dump_leaves_stopped_processes_stopped() {
+    let ctx = Ctx::new("a_leave_running_dump_leaves_stopped_processes_stopped");
+    let reference = jobstop_reference(&ctx);
+    let (mut t, pids) = start_jobstop(&ctx);
+    let [root, c1, c2, g] = pids;
+    for &p in &pids {
+        ctx.track(p);
+    }
+    ctx.dump_leave_running(root, &ctx.path("img"));
+    wait_states(
+        &[(root, 'S'), (c1, 'T'), (c2, 'S'), (g, 'T')],
+        "jobstop after a --leave-running dump",
+    );
+    drive_jobstop(&mut t, root);
+    let fin = t.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "jobstop after a --leave-running dump"
+    );
+    assert_same_output(
+        "jobstop after a --leave-running dump",
+        &reference.stdout,
+        &fin.stdout,
+    );
 }

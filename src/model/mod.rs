@@ -648,6 +648,23 @@ pub struct Process {
     /// restore helper's.
     #[serde(default)]
     pub zombie: Option<ZombieState>,
+    /// The process was stopped by job control (SIGSTOP, SIGTSTP...: state T, a group
+    /// stop): restore brings it back stopped, and a SIGCONT continues it. `None` in
+    /// older images.
+    #[serde(default)]
+    pub stopped: Option<JobStop>,
+}
+
+/// A process stopped by job control: the signal that stopped it and whether its parent
+/// had yet to collect the stop (waitpid with WUNTRACED) when it was dumped.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JobStop {
+    pub signo: i32,
+    /// The parent (a process of the image) had not collected the stop yet: restore
+    /// leaves the report for it to collect. False for the root (its parent is not
+    /// restored).
+    #[serde(default)]
+    pub unreported: bool,
 }
 
 /// What /proc shows of a zombie's signals: blocked (SigBlk), ignored (SigIgn) and

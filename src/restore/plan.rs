@@ -120,11 +120,15 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
 /// Structural checks of one process.
 fn check_process(proc_: &Process, ids: &mut BTreeSet<i32>, problems: &mut Vec<Problem>) {
     if !tree::check_ids(proc_, ids, problems) {
+        // A zombie's stub still takes its name and limits.
+        attrs::check_rlimits(proc_, problems);
+        attrs::check_auxv_comm(proc_, problems);
         return;
     }
     attrs::check_rlimits(proc_, problems);
     attrs::check_oom_thp(proc_, problems);
     threads::check_count(proc_, problems);
+    tree::check_stop(proc_, problems);
     mem::check_areas(proc_, problems);
     fd::check_table(proc_, problems);
     signals::check_actions(proc_, problems);

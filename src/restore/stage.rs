@@ -176,8 +176,10 @@ pub(crate) fn stage(
             tree::set_controlling_tty(&mut ctxs[0], slave, tp.fg_pgid)?;
         }
     }
-    // Zombies exit now, before their parents' pending signals are queued.
+    // Zombies exit now, before their parents' pending signals are queued; processes
+    // stopped by job control stop.
     tree::make_zombies(&mut ctxs, procs)?;
+    tree::stop_jobs(&mut ctxs, procs)?;
 
     let mut shared = Shared {
         files: FileData::default(),

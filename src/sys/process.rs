@@ -45,7 +45,7 @@ pub(crate) fn waitpid_raw(pid: i32, options: WaitOptions) -> std::result::Result
     loop {
         match rustix::process::waitpid(Some(p), options) {
             Ok(Some((_, st))) => return Ok(st.as_raw()),
-            // Only with WNOHANG, which no caller passes.
+            // Only with WNOHANG: nothing to report yet.
             Ok(None) => return Err(Errno::AGAIN),
             Err(Errno::INTR) => continue,
             Err(e) => return Err(e),

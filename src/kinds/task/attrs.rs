@@ -191,7 +191,7 @@ pub(crate) fn check_oom_thp(proc_: &Process, problems: &mut Vec<Problem>) {
 
 /// The auxiliary vector and the process name are of sane size.
 pub(crate) fn check_auxv_comm(proc_: &Process, problems: &mut Vec<Problem>) {
-    if proc_.mm.auxv.len() > 128 || proc_.comm.len() > 64 {
+    if proc_.mm.auxv.len() > 128 || proc_.comm.len() > 64 || proc_.comm.contains(&0) {
         check::p(problems, "malformed", "invalid auxv or process name".into());
     }
 }

@@ -31,6 +31,9 @@ pub(crate) struct FrozenThread {
     /// True once the thread sits in a syscall stop of ours rather than the interrupt
     /// stop: then a pending syscall restart must be applied by us before it runs on.
     pub(crate) injected: bool,
+    /// The thread was in a group-stop (job control) when it was seized: the signal that
+    /// stopped its group (what its first trap reported instead of SIGTRAP).
+    pub(crate) group_stop: Option<i32>,
 }
 
 /// If the thread was stopped inside an rseq critical section, move it to the section's
@@ -497,13 +500,23 @@ pub(crate) fn create_threads(
                 "{what}: got thread ID {got} instead"
             )));
         }
-        // PTRACE_O_TRACECLONE: the new thread is traced and stops before it runs.
-        match ptrace::wait(t.tid)? {
-            Stop::Signal(_) | Stop::Event(_) => {}
-            other => {
-                return Err(RestoreError::Stage(format!(
-                    "{what}: it did not stop as expected ({other:?})"
-                )));
+        // PTRACE_O_TRACECLONE: the new thread is traced and stops before it runs. In a
+        // process stopped by job control it also joins the group-stop, which makes a
+        // second stop (the group-stop trap, and the SIGSTOP of its attach, in either
+        // order): both are taken here (the SIGSTOP suppressed), so that injected calls
+        // find it idle.
+        let stops = if proc_.stopped.is_some() { 2 } else { 1 };
+        for n in 0..stops {
+            if n > 0 {
+                ptrace::cont(t.tid, 0)?;
+            }
+            match ptrace::wait(t.tid)? {
+                Stop::Signal(_) | Stop::Event(_) => {}
+                other => {
+                    return Err(RestoreError::Stage(format!(
+                        "{what}: it did not stop as expected ({other:?})"
+                    )));
+                }
             }
         }
         let base = ptrace::get_regs(t.tid)?;

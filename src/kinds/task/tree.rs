@@ -52,6 +52,57 @@ pub(crate) fn zombie_process(pid: i32) -> DumpResult<Process> {
     })
 }
 
+/// Which of `children` (children of the queried process, stopped by job control) have
+/// a stop their parent has not collected yet: waitid(WSTOPPED | WNOWAIT | WNOHANG),
+/// injected in the parent, reports one without collecting it (the stop of a child
+/// traced by another process than its parent is still reported to the parent). The
+/// siginfo results land 128 bytes apart at `out`.
+pub(crate) fn unreported_stops(
+    inj: &mut Injector,
+    mem: &crate::sys::mem::RemoteMem,
+    (out, out_len): (u64, usize),
+    children: &[i32],
+) -> DumpResult<Vec<i32>> {
+    const SIGINFO: usize = 128;
+    let mut found = Vec::new();
+    for chunk in children.chunks((out_len / SIGINFO).max(1)) {
+        mem.write(out, &vec![0u8; SIGINFO * chunk.len()])?;
+        let calls: Vec<Call> = chunk
+            .iter()
+            .enumerate()
+            .map(|(k, &child)| {
+                Call::new(
+                    "waitid(WSTOPPED | WNOWAIT)",
+                    nr::WAITID,
+                    [
+                        libc::P_PID as u64,
+                        child as u64,
+                        out + (SIGINFO * k) as u64,
+                        (libc::WSTOPPED | libc::WNOWAIT | libc::WNOHANG) as u64,
+                        0,
+                        0,
+                    ],
+                )
+                .may_fail()
+            })
+            .collect();
+        let res = inj.batch(mem, &calls)?;
+        let mut b = vec![0u8; SIGINFO * chunk.len()];
+        mem.read(out, &mut b)?;
+        for (k, &child) in chunk.iter().enumerate() {
+            // siginfo_t: si_signo, si_errno, si_code (ints), padding, then si_pid.
+            let pid = b
+                .get(SIGINFO * k + 16..SIGINFO * k + 20)
+                .and_then(|w| w.try_into().ok())
+                .map_or(0, i32::from_le_bytes);
+            if res.get(k).copied() == Some(0) && pid == child {
+                found.push(child);
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// The checkpoint of a collected tree (`processes` in tree order, root first): the
 /// image metadata and the architecture header, with the xsave components any process
 /// was permitted (`xcomp_perm`) and the root's vDSO (hash, size, vvar size).
@@ -242,7 +293,11 @@ pub(crate) fn check_ids(
         check::p(problems, "malformed", format!("invalid PID {}", proc_.pid));
     }
     if proc_.is_zombie() {
-        if !proc_.threads.is_empty() || !proc_.vmas.is_empty() || !proc_.fds.is_empty() {
+        if !proc_.threads.is_empty()
+            || !proc_.vmas.is_empty()
+            || !proc_.fds.is_empty()
+            || proc_.stopped.is_some()
+        {
             check::p(
                 problems,
                 "malformed",
@@ -268,6 +323,24 @@ pub(crate) fn check_ids(
         }
     }
     true
+}
+
+/// A process stopped by job control was stopped by a signal whose default action
+/// stops.
+pub(crate) fn check_stop(proc_: &Process, problems: &mut Vec<Problem>) {
+    if let Some(js) = proc_.stopped {
+        let stops = [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+        if !stops.contains(&js.signo) {
+            check::p(
+                problems,
+                "malformed",
+                format!(
+                    "process {} is stopped by signal {}, which does not stop",
+                    proc_.pid, js.signo
+                ),
+            );
+        }
+    }
 }
 
 /// Sessions and process groups: a session leader leads its group, and every group's
@@ -507,6 +580,13 @@ fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> RestoreRe
     }
     // Its parent was sent SIGCHLD just now (it is blocked there): take it back, the
     // original parent had been told long ago.
+    take_back_sigchld(parent)
+}
+
+/// Take back the SIGCHLD a child's exit or stop during stage sent to `parent` (every
+/// signal is blocked in the stub, so it is pending there): the image's own pending
+/// signals are queued later.
+fn take_back_sigchld(parent: &mut Ctx<'_>) -> RestoreResult<()> {
     let mut b = Vec::new();
     b.extend_from_slice(&(1u64 << (libc::SIGCHLD - 1)).to_le_bytes());
     b.extend_from_slice(&[0u8; 16]); // timespec {0, 0}
@@ -523,6 +603,99 @@ fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> RestoreRe
             }
             e => Err(e),
         })?;
+    Ok(())
+}
+
+/// Put process `cx` (a stub of one thread, traced) into a group-stop by `sig`, as job
+/// control stopped the original: the signal is sent, unblocked and with its default
+/// action, and passed on at its signal-delivery-stop, so the kernel stops the group
+/// (traced, it shows as a group-stop to us) and records the stop for the real parent.
+/// Calls injected later resume the thread without ending the group-stop; once detached
+/// at commit, every thread (also those created meanwhile) goes back into it without the
+/// parent being told again.
+fn stop_job(cx: &mut Ctx<'_>, sig: i32) -> RestoreResult<()> {
+    let pid = cx.pid();
+    if sig != libc::SIGSTOP {
+        // The stub's disposition is ckpt's; the image's are set later.
+        let act = cx.put(0, &[0u8; 32])?;
+        cx.call(
+            "rt_sigaction (the stop signal)",
+            nr::RT_SIGACTION,
+            [sig as u64, act, 0, 8, 0, 0],
+        )?;
+    }
+    let mask = ptrace::get_sigmask(pid)?;
+    ptrace::set_sigmask(pid, mask & !(1u64 << (sig - 1)))?;
+    sys::process::kill(pid, sig)?;
+    let failed = |got: Stop| {
+        RestoreError::Stage(format!(
+            "process {pid} did not stop on signal {sig} as it was stopped by job control \
+             (got {got:?}; a process group orphaned since ignores SIGTSTP, SIGTTIN and \
+             SIGTTOU)"
+        ))
+    };
+    ptrace::cont(pid, 0)?;
+    match ptrace::wait(pid)? {
+        Stop::Signal(s) if s == sig => {}
+        other => return Err(failed(other)),
+    }
+    ptrace::cont(pid, sig)?;
+    match ptrace::wait(pid)? {
+        Stop::Signal(s) if s == sig && ptrace::in_group_stop(pid)? => {}
+        other => return Err(failed(other)),
+    }
+    ptrace::set_sigmask(pid, mask)?;
+    Ok(())
+}
+
+/// Processes stopped by job control stop again (see [`stop_job`]), right after the
+/// zombies exit (before anything of them is built, and before their parents' pending
+/// signals are queued). The parent in the image of each was told (SIGCHLD, taken back
+/// here) and holds the stop for waitpid(WUNTRACED): it is collected here too unless the
+/// original parent had not collected it yet.
+pub(crate) fn stop_jobs(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> RestoreResult<()> {
+    for i in 0..ctxs.len() {
+        let Some(js) = ctxs[i].proc_.stopped else {
+            continue;
+        };
+        if ctxs[i].proc_.is_zombie() {
+            continue;
+        }
+        let pid = ctxs[i].proc_.pid;
+        stop_job(&mut ctxs[i], js.signo)?;
+        if i == 0 {
+            continue; // ckpt is the root's parent
+        }
+        let ppid = ctxs[i].proc_.ppid;
+        let parent = procs[..i]
+            .iter()
+            .position(|q| q.pid == ppid)
+            .ok_or_else(|| RestoreError::Malformed(format!("process {pid} has no parent")))?;
+        let parent = &mut ctxs[parent];
+        take_back_sigchld(parent)?;
+        if !js.unreported {
+            let info = parent.put(0, &[0u8; 128])?;
+            parent.call(
+                "waitid(WSTOPPED) of a stopped child",
+                nr::WAITID,
+                [
+                    libc::P_PID as u64,
+                    pid as u64,
+                    info,
+                    (libc::WSTOPPED | libc::WNOHANG) as u64,
+                    0,
+                    0,
+                ],
+            )?;
+            let mut b = [0u8; 20];
+            parent.read(info, &mut b)?;
+            if b[16..20] != pid.to_le_bytes() {
+                return Err(RestoreError::Stage(format!(
+                    "the stop of process {pid} did not reach its parent {ppid}"
+                )));
+            }
+        }
+    }
     Ok(())
 }
 

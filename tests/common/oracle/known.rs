@@ -180,6 +180,13 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
         issue: "issue 13",
     },
     KnownLoss {
+        test: "processes_stopped_by_job_control_stay_stopped_and_continue_on_sigcont",
+        cmp: Cmp::Restored,
+        key: "p*.pages_shared_with_p*",
+        what: "pages a fork child shares copy-on-write with its parent (stack, data) come back as separate copies",
+        issue: "issue 13",
+    },
+    KnownLoss {
         test: "fork_tree_4_levels_sharing_anonymous_memory_continues_after_restore",
         cmp: Cmp::Restored,
         key: "p*.pages_shared_with_p*",
