@@ -210,3 +210,100 @@ fn a_leave_running_dump_leaves_stopped_processes_stopped() {
         &fin.stdout,
     );
 }
+
+/// Each thread's state letter, tracer and blocked signals (/proc/PID/task/TID/status),
+/// for every process of `pids`.
+fn task_states(pids: &[i32]) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for &p in pids {
+        for t in tasks(p) {
+            let s =
+                std::fs::read_to_string(format!("/proc/{p}/task/{t}/status")).unwrap_or_default();
+            let keep: Vec<&str> = s
+                .lines()
+                .filter(|l| {
+                    ["State:", "TracerPid:", "SigBlk:", "SigPnd:", "ShdPnd:"]
+                        .iter()
+                        .any(|k| l.starts_with(k))
+                })
+                .collect();
+            out.push((t, keep.join(" ")));
+        }
+    }
+    out
+}
+
+/// Whether `now` is `before`, but for stopped threads that a killed dump left in its
+/// signal frame (every signal blocked, see README "Interruptions and recovery": the
+/// frame gives the mask back once the thread is continued, which the end of the run
+/// shows).
+fn same_but_parked(now: &[(i32, String)], before: &[(i32, String)]) -> bool {
+    const PARKED: &str = "SigBlk:\tfffffffffffbfeff";
+    now.len() == before.len()
+        && now.iter().zip(before).all(|((t, n), (u, b))| {
+            let stopped = b.contains("State:\tT");
+            let strip = |s: &str| s.split(" SigBlk:").next().unwrap_or_default().to_string();
+            t == u && (n == b || (stopped && n.contains(PARKED) && strip(n) == strip(b)))
+        })
+}
+
+/// `ckpt dump --leave-running` SIGKILLed at 40 moments spread over its run, each time on
+/// the same tree with stopped processes: every thread is back as it was (state T or S,
+/// not traced, the same blocked and pending signals; the kernel puts a stopped task
+/// back into its group-stop when its tracer dies, without telling its parent), and the
+/// run then goes on as an uninterrupted one.
+#[test]
+fn a_killed_dump_leaves_stopped_processes_as_they_were() {
+    let ctx = Ctx::new("a_killed_dump_leaves_stopped_processes_as_they_were");
+    let reference = jobstop_reference(&ctx);
+    let (mut t, pids) = start_jobstop(&ctx);
+    let root = t.pid;
+    for &p in &pids {
+        ctx.track(p);
+    }
+    let before = task_states(&pids);
+    let img = ctx.path("img");
+    // How long a whole dump takes here, to spread the kills over it.
+    let t0 = std::time::Instant::now();
+    ctx.dump_leave_running(root, &img);
+    let whole = t0.elapsed().as_micros() as u64;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
+    eprintln!("seed {seed:#x}, a dump takes {whole} us");
+    for i in 0..40 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = std::time::Duration::from_micros(seed % (whole + 1));
+        let mut c = std::process::Command::new(ckpt_bin())
+            .args(["dump", &root.to_string(), "--leave-running", "-o"])
+            .arg(&img)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn ckpt dump");
+        std::thread::sleep(delay);
+        send_signal(c.id() as i32, libc::SIGKILL);
+        let st = c.wait().expect("wait for ckpt dump");
+        let deadline = std::time::Instant::now() + timeout();
+        // The kernel detaches the tracees of a dead tracer as it exits: settle.
+        while !same_but_parked(&task_states(&pids), &before) && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert!(
+            same_but_parked(&task_states(&pids), &before),
+            "kill {i} after {delay:?} (ckpt dump ended with {st:?}): the tree differs:\n\
+             {:?}\nbefore:\n{before:?}",
+            task_states(&pids)
+        );
+    }
+    drive_jobstop(&mut t, root);
+    let fin = t.finish();
+    assert_eq!(fin.status.code(), Some(0), "jobstop after the killed dumps");
+    assert_same_output(
+        "jobstop after the killed dumps",
+        &reference.stdout,
+        &fin.stdout,
+    );
+}
