@@ -259,6 +259,7 @@ pub(crate) fn collect_process(
         posix_timers: inj.posix_timers,
         exit_status: None,
         zombie: None,
+        randomized: Some(stat.randomized()),
         stopped: fr
             .threads
             .iter()

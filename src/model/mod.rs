@@ -653,6 +653,12 @@ pub struct Process {
     /// older images.
     #[serde(default)]
     pub stopped: Option<JobStop>,
+    /// Whether the process's new mappings are placed at random addresses (the kernel's
+    /// PF_RANDOMIZE, decided when it executed its program: not when run with
+    /// ADDR_NO_RANDOMIZE, `setarch -R`, or where kernel.randomize_va_space is 0). `None`
+    /// in older images: not recorded, the restored process gets ckpt's.
+    #[serde(default)]
+    pub randomized: Option<bool>,
 }
 
 /// A process stopped by job control: the signal that stopped it and whether its parent

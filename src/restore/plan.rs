@@ -289,6 +289,11 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
             }
         }
         external::check_inherit_used(ckpt, &view.inherit, &mut problems);
+        attrs::check_randomization(
+            &ckpt.processes,
+            crate::sys::process::host_randomizes(),
+            &mut problems,
+        );
         problems.sort_by(|a, b| a.message.cmp(&b.message));
         problems.dedup();
     }

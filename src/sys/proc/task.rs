@@ -103,6 +103,14 @@ impl Stat {
         self.field(9) & PF_EXITING != 0
     }
 
+    /// The task's new mappings go at random addresses (`PF_RANDOMIZE` among the flags,
+    /// field 9): set at exec unless ADDR_NO_RANDOMIZE or kernel.randomize_va_space=0,
+    /// and inherited across fork.
+    pub fn randomized(&self) -> bool {
+        const PF_RANDOMIZE: u64 = 0x0040_0000;
+        self.field(9) & PF_RANDOMIZE != 0
+    }
+
     /// Field `n` (1-based, as proc(5) numbers them; n >= 4).
     pub fn field(&self, n: usize) -> u64 {
         n.checked_sub(4)

@@ -194,13 +194,6 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
         issue: "issue 13",
     },
     KnownLoss {
-        test: "non_default_attributes_survive_restore",
-        cmp: Cmp::Restored,
-        key: "p*.stat.flags",
-        what: "PF_RANDOMIZE: the original ran with ADDR_NO_RANDOMIZE from exec (no PF_RANDOMIZE); the restored process has the personality but PF_RANDOMIZE set, so its new mappings are randomized",
-        issue: "issue 13",
-    },
-    KnownLoss {
         test: "node_set_interval_loop_continues_after_restore",
         cmp: Cmp::Restored,
         key: "p*.fd*.fdinfo.flags",
