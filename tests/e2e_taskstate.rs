@@ -307,3 +307,36 @@ fn a_killed_dump_leaves_stopped_processes_as_they_were() {
         &fin.stdout,
     );
 }
+
+/// The root of the dumped tree stopped (SIGTSTP, as by Ctrl-Z): restored stopped (its
+/// parent is now ckpt restore, which waits for it to exit), it prints nothing until a
+/// SIGCONT, then finishes as an uninterrupted run, with its exit status.
+#[test]
+fn a_stopped_root_is_restored_stopped_and_continues_on_sigcont() {
+    let ctx = Ctx::new("a_stopped_root_is_restored_stopped_and_continues_on_sigcont");
+    let spec = counter_spec(&ctx, "counter", 20, &["sleep=10"]);
+    let reference = ctx.reference(&spec);
+    let mut t = ctx.spawn(&spec);
+    let pid = t.pid;
+    t.wait_lines(5);
+    send_signal(pid, libc::SIGTSTP);
+    wait_states(&[(pid, 'T')], "counter after SIGTSTP");
+    let img = ctx.path("img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("original");
+    wait_pids_gone(&[pid], "counter after the dump");
+    let mut r = ctx.restore(&img, &[], In::Null);
+    wait_states(&[(pid, 'T')], "the restored counter");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(state(pid), 'T', "the restored counter, 100 ms later");
+    assert_eq!(r.stdout.lines(), 0, "the stopped counter printed");
+    send_signal(pid, libc::SIGCONT);
+    let fin = r.finish();
+    assert_same_output(
+        "counter stopped, dumped, restored and continued",
+        &reference.stdout,
+        &[before, fin.stdout.clone()].concat(),
+    );
+    assert_eq!(fin.status.code(), reference.status.code(), "exit status");
+}
