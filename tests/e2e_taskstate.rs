@@ -340,3 +340,63 @@ fn a_stopped_root_is_restored_stopped_and_continues_on_sigcont() {
     );
     assert_eq!(fin.status.code(), reference.status.code(), "exit status");
 }
+
+/// `jobstop` under `unshare -p -f` (its root is PID 1 of a namespace of its own), at
+/// rest: (the run of `unshare`, the root's host PID).
+fn start_jobstop_in_pidns(ctx: &Ctx) -> (Proc, i32) {
+    let unshare = std::path::Path::new("/usr/bin/unshare");
+    assert!(unshare.exists(), "needs unshare(1) (util-linux)");
+    let spec = Spec::new(unshare)
+        .arg("-p")
+        .arg("-f")
+        .arg(target("jobstop"));
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("c2: g is stopped, waiting\n");
+    let tree = wait_process_tree(t.pid, 5, "unshare and jobstop");
+    let root = tree[1];
+    let (c1, c2, g) = (named(root, "c1"), named(root, "c2"), named(root, "g"));
+    wait_states(
+        &[(c1, 'T'), (c2, 'S'), (g, 'T')],
+        "jobstop in its namespace",
+    );
+    (t, root)
+}
+
+/// The tree with stopped processes in a PID namespace of its own: restore seizes the
+/// namespace's init (`PTRACE_SEIZE`: the stops and the threads joining them are event
+/// stops there), and the restored tree stops, continues and ends as the original.
+#[test]
+fn processes_stopped_by_job_control_in_their_own_pid_namespace() {
+    let ctx = Ctx::new("processes_stopped_by_job_control_in_their_own_pid_namespace");
+    let (mut rp, root) = start_jobstop_in_pidns(&ctx);
+    drive_jobstop(&mut rp, root);
+    let reference = rp.finish();
+    assert_eq!(reference.status.code(), Some(0), "jobstop: reference run");
+
+    let (mut t, root) = start_jobstop_in_pidns(&ctx);
+    let old = process_tree(root);
+    for &p in &old {
+        ctx.track(p);
+    }
+    ctx.dump(root, &ctx.path("img"));
+    let before = t.finish();
+    wait_pids_gone(&old, "jobstop after the dump");
+    let mut r = ctx.restore(&ctx.path("img"), &[], In::Null);
+    let tree = wait_process_tree(r.pid, 5, "ckpt restore and the restored jobstop");
+    let root = tree[1];
+    let (c1, c2, g) = (named(root, "c1"), named(root, "c2"), named(root, "g"));
+    wait_states(&[(c1, 'T'), (c2, 'S'), (g, 'T')], "the restored jobstop");
+    drive_jobstop(&mut r, root);
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "jobstop restored into a new PID namespace; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "jobstop in its own PID namespace",
+        &reference.stdout,
+        &[before.stdout, fin.stdout].concat(),
+    );
+}

@@ -449,13 +449,16 @@ impl FrozenTree {
     }
 
     /// The processes of the tree stopped by job control but the root, with their
-    /// parents: (process, parent).
-    fn stopped_children(&self) -> Result<Vec<(i32, i32)>> {
+    /// parents: (process, parent, the process's ID in its own PID namespace, which is
+    /// how its parent names it).
+    fn stopped_children(&self) -> Result<Vec<(i32, i32, i32)>> {
         let mut out = Vec::new();
         for (pid, fr) in self.nodes.iter().skip(1) {
             if let Some(fr) = fr {
                 if fr.threads.iter().any(|t| t.group_stop.is_some()) {
-                    out.push((*pid, sys::proc::stat(*pid)?.field(4) as i32));
+                    let st = sys::proc::status(*pid)?;
+                    let local = st.nspid.last().copied().unwrap_or(*pid);
+                    out.push((*pid, st.ppid, local));
                 }
             }
         }
@@ -557,10 +560,11 @@ fn dump_tx(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     let stopped = tree.stopped_children()?;
     for (p, fr) in tree.nodes.iter_mut() {
         check_signals()?;
+        // As the parent sees them (in the tree's own PID namespace, if it has one).
         let kids: Vec<i32> = stopped
             .iter()
-            .filter(|(_, parent)| parent == p)
-            .map(|(child, _)| *child)
+            .filter(|(_, parent, _)| parent == p)
+            .map(|(_, _, local)| *local)
             .collect();
         let (process, collected) = match fr {
             Some(fr) => collect::collect_process(fr, &mut seen, &kids)?,
@@ -572,7 +576,16 @@ fn dump_tx(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     // A stop its parent has yet to collect stays to be collected after restore.
     let unreported: Vec<i32> = procs
         .iter()
-        .flat_map(|c| c.unreported_stops.iter().copied())
+        .zip(&processes)
+        .flat_map(|(c, parent)| {
+            let stopped = &stopped;
+            c.unreported_stops.iter().filter_map(move |local| {
+                stopped
+                    .iter()
+                    .find(|(_, pp, l)| *pp == parent.pid && l == local)
+                    .map(|(host, _, _)| *host)
+            })
+        })
         .collect();
     for p in processes.iter_mut() {
         if let Some(js) = &mut p.stopped {

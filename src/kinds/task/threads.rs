@@ -501,23 +501,23 @@ pub(crate) fn create_threads(
             )));
         }
         // PTRACE_O_TRACECLONE: the new thread is traced and stops before it runs. In a
-        // process stopped by job control it also joins the group-stop, which makes a
-        // second stop (the group-stop trap, and the SIGSTOP of its attach, in either
-        // order): both are taken here (the SIGSTOP suppressed), so that injected calls
-        // find it idle.
-        let stops = if proc_.stopped.is_some() { 2 } else { 1 };
-        for n in 0..stops {
-            if n > 0 {
-                ptrace::cont(t.tid, 0)?;
-            }
-            match ptrace::wait(t.tid)? {
-                Stop::Signal(_) | Stop::Event(_) => {}
-                other => {
-                    return Err(RestoreError::Stage(format!(
-                        "{what}: it did not stop as expected ({other:?})"
-                    )));
-                }
-            }
+        // process stopped by job control it also joins the group-stop: traced with
+        // PTRACE_SEIZE (a tree in its own PID namespace) that is the one event stop;
+        // otherwise it makes a second stop (the group-stop, and the SIGSTOP of its
+        // attach, in either order), taken here too (the SIGSTOP suppressed), so that
+        // injected calls find it idle.
+        let stopped = |stop| match stop {
+            Stop::Signal(_) | Stop::Event(_) => Ok(()),
+            other => Err(RestoreError::Stage(format!(
+                "{what}: it did not stop as expected ({other:?})"
+            ))),
+        };
+        let first = ptrace::wait(t.tid)?;
+        let twice = proc_.stopped.is_some() && matches!(first, Stop::Signal(_));
+        stopped(first)?;
+        if twice {
+            ptrace::cont(t.tid, 0)?;
+            stopped(ptrace::wait(t.tid)?)?;
         }
         let base = ptrace::get_regs(t.tid)?;
         let trapping = cx.live_task(&what)?.inj.trapping();

@@ -641,6 +641,9 @@ fn stop_job(cx: &mut Ctx<'_>, sig: i32) -> RestoreResult<()> {
     }
     ptrace::cont(pid, sig)?;
     match ptrace::wait(pid)? {
+        // A group-stop: seized (the root of a tree in its own PID namespace, and what
+        // it forks), an event stop; else a stop without signal information.
+        Stop::Event(s) if s == sig => {}
         Stop::Signal(s) if s == sig && ptrace::in_group_stop(pid)? => {}
         other => return Err(failed(other)),
     }
