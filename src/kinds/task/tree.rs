@@ -724,8 +724,9 @@ pub(crate) fn zombie_looks(cx: &mut Ctx<'_>, z: &ZombieState, sig: i32) -> Resto
     };
     let dfl = args.add(cx, &act(0))?;
     let ign = args.add(cx, &act(1))?;
-    // A handler address it will never reach: the stub dies with every signal blocked.
-    let caught = args.add(cx, &act(cx.stub))?;
+    // A handler it never runs (it exits right after, with the original's blocked
+    // signals), at the helper area's breakpoint all the same.
+    let caught = args.add(cx, &act(cx.stub + 2))?;
     for s in 1..=64u64 {
         if s == libc::SIGKILL as u64 || s == libc::SIGSTOP as u64 {
             continue;
