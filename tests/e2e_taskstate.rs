@@ -400,3 +400,53 @@ fn processes_stopped_by_job_control_in_their_own_pid_namespace() {
         &[before.stdout, fin.stdout].concat(),
     );
 }
+
+/// A zombie of another user (IDs, groups, no capabilities), with a lowered descriptor
+/// limit, an ignored, a caught and a blocked signal and a name of its own: /proc shows
+/// the restored zombie as the original (the state oracle compares its status, limits
+/// and stat), and its parent still reaps it with its exit status.
+#[test]
+fn a_zombie_of_another_user_shows_its_own_credentials_limits_and_signals() {
+    let ctx = Ctx::new("a_zombie_of_another_user_shows_its_own_credentials_limits_and_signals");
+    let spec = Spec::new(target("zombieuser"));
+    let start = |ctx: &Ctx| {
+        let mut t = ctx.spawn(&spec);
+        t.wait_for("ready\n");
+        // (the child is a zombie once "ready" is out)
+        let tree = process_tree(t.pid);
+        assert_eq!(tree.len(), 2, "zombieuser's tree");
+        wait_states(&[(tree[0], 'S'), (tree[1], 'Z')], "zombieuser at rest");
+        (t, tree)
+    };
+    let (mut rp, tree) = start(&ctx);
+    send_signal(tree[0], libc::SIGUSR1);
+    let reference = rp.finish();
+    assert_eq!(reference.status.code(), Some(0), "reference run");
+    let (mut t, tree) = start(&ctx);
+    for &p in &tree {
+        ctx.track(p);
+    }
+    let status = |p: i32| thread_creds(p, p);
+    let before_creds = status(tree[1]);
+    assert!(
+        before_creds
+            .iter()
+            .any(|l| l == "Uid:\t1000\t1001\t1002\t1001"),
+        "the zombie's credentials: {before_creds:?}"
+    );
+    let img = ctx.path("img");
+    ctx.dump(tree[0], &img);
+    t.expect_killed();
+    let before = t.stdout.finish("original");
+    wait_pids_gone(&tree, "zombieuser after the dump");
+    let mut r = ctx.restore(&img, &[], In::Null);
+    wait_states(&[(tree[0], 'S'), (tree[1], 'Z')], "the restored zombieuser");
+    assert_eq!(
+        status(tree[1]),
+        before_creds,
+        "the restored zombie's credentials"
+    );
+    send_signal(tree[0], libc::SIGUSR1);
+    let fin = r.finish();
+    assert_tree_finished_like_reference("zombieuser", &reference.stdout, before, &fin, &tree);
+}

@@ -607,6 +607,7 @@ fn a_zombie_stub_takes_the_dead_process_s_name_and_dispositions() {
         // SIGTERM both ignored and the signal it died of: the default wins.
         ignored: bit(libc::SIGPIPE) | bit(libc::SIGTERM),
         caught: bit(libc::SIGUSR1) | bit(40),
+        creds: false,
     };
     let rec = Recorder::new(p.pid);
     run(&p, &rec, |cx| tree::zombie_looks(cx, &z, libc::SIGTERM)).expect("zombie");

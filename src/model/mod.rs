@@ -680,6 +680,11 @@ pub struct ZombieState {
     pub blocked: u64,
     pub ignored: u64,
     pub caught: u64,
+    /// `Process::creds` holds the zombie's user and group IDs, groups, capability sets
+    /// and no_new_privs, as /proc shows them (its securebits it does not show: they are
+    /// left as ckpt's, and seccomp is not restored).
+    #[serde(default)]
+    pub creds: bool,
 }
 
 impl Process {

@@ -134,6 +134,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     // stopped by job control
     ("threadcreds", "threadcreds.c", &["-pthread"]),
     ("jobstop", "jobstop.c", &["-pthread"]),
+    ("zombieuser", "zombieuser.c", &[]),
     // tests/e2e_lost.rs: states a dump recorded and a restore could not give back
     ("lost", "lost.c", &["-pthread"]),
     // tests/e2e_dumpplan.rs: what dump's own run of restore's plan refuses

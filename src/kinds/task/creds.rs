@@ -491,8 +491,8 @@ fn check_securebits(c: &Creds, own: &Own, who: &str, problems: &mut Vec<Problem>
     }
 }
 
-/// What a zombie of the image asks of ckpt: its hard limits (its stub takes them before
-/// it exits).
+/// What a zombie of the image asks of ckpt: its hard limits and its credentials (its
+/// stub takes them before it exits).
 pub(crate) fn check_zombie(proc_: &Process, own: &Own, problems: &mut Vec<Problem>) {
     let who = format!(
         "zombie {} ({})",
@@ -500,6 +500,18 @@ pub(crate) fn check_zombie(proc_: &Process, own: &Own, problems: &mut Vec<Proble
         String::from_utf8_lossy(&proc_.comm)
     );
     check_hard_limits(proc_, own, &who, problems);
+    if proc_.zombie.is_some_and(|z| z.creds) {
+        // Its securebits and seccomp are not recorded: it keeps ckpt's.
+        let c = Creds {
+            securebits: own.creds.securebits,
+            seccomp: own.creds.seccomp,
+            ..proc_.creds.clone()
+        };
+        check_sets(&c, &who, problems);
+        check_missing_caps(&c, own, &who, problems);
+        check_changes(&c, own, &who, problems);
+        check_securebits(&c, own, &who, problems);
+    }
 }
 
 /// Hard limits: raising one above ckpt's own needs CAP_SYS_RESOURCE (the stub starts

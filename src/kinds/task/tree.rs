@@ -26,15 +26,12 @@ use std::collections::BTreeMap;
 pub(crate) fn zombie_process(pid: i32) -> DumpResult<Process> {
     let stat = procfs::stat(pid)?;
     let st = procfs::status(pid)?;
-    let rlimits = (0..crate::kinds::task::creds::RLIMIT_NAMES.len() as u32)
-        .map(|r| {
-            sys::process::prlimit_get(pid, r).map(|(cur, max)| crate::model::Rlimit {
-                resource: r,
-                cur,
-                max,
-            })
-        })
-        .collect::<sys::Result<Vec<_>>>()?;
+    // From /proc: prlimit would need CAP_SYS_RESOURCE for a zombie of another user.
+    let rlimits = procfs::limits(pid)?
+        .into_iter()
+        .zip(0..crate::kinds::task::creds::RLIMIT_NAMES.len() as u32)
+        .map(|((cur, max), resource)| crate::model::Rlimit { resource, cur, max })
+        .collect();
     Ok(Process {
         pid,
         ppid: stat.field(4) as i32,
@@ -43,10 +40,12 @@ pub(crate) fn zombie_process(pid: i32) -> DumpResult<Process> {
         comm: stat.comm.clone(),
         exit_status: Some(stat.field(52) as i32),
         rlimits,
+        creds: crate::kinds::task::creds::creds_of(&st, 0),
         zombie: Some(ZombieState {
             blocked: st.sig_blk,
             ignored: st.sig_ign,
             caught: st.sig_cgt,
+            creds: true,
         }),
         ..Default::default()
     })
@@ -521,8 +520,14 @@ pub(crate) fn set_controlling_tty(cx: &mut Ctx<'_>, slave: i32, fg: i32) -> Rest
 
 /// Make a zombie's stub exit the way the original did, and hand it to its parent. What
 /// /proc shows of a zombie is the dead process's: the stub takes its name, signal
-/// dispositions, blocked signals and resource limits first (images that recorded them).
-fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> RestoreResult<()> {
+/// dispositions, resource limits (set from outside while the stub still has ckpt's
+/// credentials), credentials and blocked signals first (images that recorded them).
+fn make_zombie(
+    cx: &mut Ctx<'_>,
+    parent: &mut Ctx<'_>,
+    status: i32,
+    own: &super::creds::Own,
+) -> RestoreResult<()> {
     let pid = cx.proc_.pid;
     let sig = status & 0x7f;
     let seen = cx.proc_.zombie;
@@ -530,6 +535,12 @@ fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> RestoreRe
         zombie_looks(cx, &z, sig)?;
         for r in &cx.proc_.rlimits {
             sys::process::prlimit_set(pid, r.resource, r.cur, r.max)?;
+        }
+        if z.creds {
+            let mut c = cx.proc_.creds.clone();
+            c.securebits = own.creds.securebits;
+            c.seccomp = own.creds.seccomp;
+            super::creds::restore_creds(cx, own, &c)?;
         }
     }
     let blocked = seen.map_or(0, |z| z.blocked);
@@ -773,6 +784,10 @@ pub(crate) fn set_process_groups(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> Res
 
 /// The zombies of the image exit (see [`make_zombie`]); each comes after its parent.
 pub(crate) fn make_zombies(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> RestoreResult<()> {
+    if !procs.iter().any(|p| p.is_zombie()) {
+        return Ok(());
+    }
+    let own = super::creds::Own::detect()?;
     for i in 0..ctxs.len() {
         if let Some(status) = ctxs[i].proc_.exit_status {
             let ppid = ctxs[i].proc_.ppid;
@@ -788,7 +803,7 @@ pub(crate) fn make_zombies(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> RestoreRe
                     "a zombie's parent must come before it".into(),
                 ));
             };
-            make_zombie(a, b, status)?;
+            make_zombie(a, b, status, &own)?;
         }
     }
     Ok(())

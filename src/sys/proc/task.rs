@@ -224,6 +224,33 @@ pub fn signal_quiet(pid: i32, tids: &[i32], sig: i32) -> Result<bool> {
     Ok(true)
 }
 
+/// The resource limits of process `pid` from /proc/PID/limits, in its order (the
+/// RLIMIT_* numbers, 0..16): (soft, hard), `u64::MAX` for unlimited. Readable for any
+/// process, where prlimit needs CAP_SYS_RESOURCE for one of another user.
+pub fn limits(pid: i32) -> Result<Vec<(u64, u64)>> {
+    let text = read(format!("/proc/{pid}/limits"))?;
+    let text = String::from_utf8_lossy(&text);
+    let bad = || SysError::Other(format!("cannot parse /proc/{pid}/limits"));
+    let value = |v: &str| -> Result<u64> {
+        if v == "unlimited" {
+            Ok(u64::MAX)
+        } else {
+            v.parse().map_err(|_| bad())
+        }
+    };
+    let mut out = Vec::new();
+    // "Limit  Soft Limit  Hard Limit  Units" header; the name column is 26 wide.
+    for line in text.lines().skip(1) {
+        let rest = line.get(26..).ok_or_else(bad)?;
+        let mut w = rest.split_whitespace();
+        let (Some(soft), Some(hard)) = (w.next(), w.next()) else {
+            return Err(bad());
+        };
+        out.push((value(soft)?, value(hard)?));
+    }
+    Ok(out)
+}
+
 /// The name of thread `tid` of process `pid` (/proc/PID/task/TID/comm, without its
 /// newline).
 pub fn thread_comm(pid: i32, tid: i32) -> Result<Vec<u8>> {
