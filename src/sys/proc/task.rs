@@ -419,4 +419,17 @@ mod tests {
         assert!(st.field(26) > 0, "startcode");
         assert!(!smaps(me).unwrap().is_empty());
     }
+
+    #[test]
+    fn own_limits_from_proc_are_what_prlimit_says() {
+        let me = std::process::id() as i32;
+        let l = limits(me).unwrap();
+        assert_eq!(l.len(), 16, "{l:?}");
+        for (r, got) in l.iter().enumerate() {
+            let want = crate::sys::process::prlimit_get(0, r as u32).unwrap();
+            assert_eq!(*got, want, "resource {r}");
+        }
+        let comm = thread_comm(me, me).unwrap();
+        assert_eq!(comm, stat(me).unwrap().comm);
+    }
 }
