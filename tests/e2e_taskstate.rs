@@ -450,3 +450,73 @@ fn a_zombie_of_another_user_shows_its_own_credentials_limits_and_signals() {
     let fin = r.finish();
     assert_tree_finished_like_reference("zombieuser", &reference.stdout, before, &fin, &tree);
 }
+
+/// `setarch`, wherever util-linux put it.
+fn setarch() -> &'static str {
+    ["/usr/bin/setarch", "/bin/setarch"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("setarch (util-linux) not found")
+}
+
+/// A tree whose processes differ in address randomization (a child run with `setarch
+/// -R`) is refused at dump, naming both, and runs on untouched; an image of a process
+/// run without it cannot be restored from standard input (ckpt restore would have to
+/// execute itself again), which says to use `setarch -R` and leaves nothing, while from
+/// the file it is restored without randomization (the oracle compares the flags).
+#[test]
+fn address_randomization_mixed_in_a_tree_is_refused_and_kept_from_a_file() {
+    let ctx = Ctx::new("address_randomization_mixed_in_a_tree_is_refused_and_kept_from_a_file");
+    let sh = Spec::new("/bin/sh").arg("-c").arg(format!(
+        "{} x86_64 -R {} 40 sleep=10 & wait",
+        setarch(),
+        target("threadcreds").display()
+    ));
+    let mut t = ctx.spawn(&sh);
+    t.wait_for("step 2/");
+    let tree = wait_process_tree(t.pid, 2, "sh and threadcreds");
+    for &p in &tree {
+        ctx.track(p);
+    }
+    let img = ctx.path("mixed.img");
+    ctx.try_dump(t.pid, &img)
+        .assert_fails(1)
+        .assert_stderr_mentions(&[&format!(
+            "process {} ran with address randomization and process {} without it",
+            tree[0], tree[1]
+        )]);
+    assert!(!img.exists(), "a refused dump left an image");
+    for &p in &tree {
+        assert_running_untraced(p, "the tree after the refused dump");
+    }
+    let fin = t.finish();
+    assert_eq!(fin.status.code(), Some(0), "sh after the refused dump");
+
+    let spec = Spec::new(setarch())
+        .arg("x86_64")
+        .arg("-R")
+        .arg(target("threadcreds"))
+        .arg("20")
+        .arg("sleep=10");
+    let reference = ctx.reference(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("step 3/");
+    let pid = t.pid;
+    let img = ctx.path("norandom.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("original");
+    wait_pids_gone(&[pid], "threadcreds after the dump");
+    ctx.ckpt_io(&["restore", "-"], Some(&img), None)
+        .assert_fails(1)
+        .assert_stderr_mentions(&["without address randomization", "setarch -R"]);
+    assert_no_process(pid, "after the refused restore from standard input");
+    let r = ctx.restore(&img, &[], In::Null).finish();
+    assert_tree_finished_like_reference(
+        "threadcreds without randomization",
+        &reference.stdout,
+        before,
+        &r,
+        &[pid],
+    );
+}
