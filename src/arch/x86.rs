@@ -192,6 +192,7 @@ pub mod nr {
     pub const EXIT_GROUP: u64 = libc::SYS_exit_group as u64;
     pub const KILL: u64 = libc::SYS_kill as u64;
     pub const RT_SIGTIMEDWAIT: u64 = libc::SYS_rt_sigtimedwait as u64;
+    pub const WAITID: u64 = libc::SYS_waitid as u64;
     pub const SETPGID: u64 = libc::SYS_setpgid as u64;
     pub const GETITIMER: u64 = libc::SYS_getitimer as u64;
     pub const SETITIMER: u64 = libc::SYS_setitimer as u64;
@@ -655,6 +656,7 @@ mod nr_tests {
             (EXIT_GROUP, 231),
             (KILL, 62),
             (RT_SIGTIMEDWAIT, 128),
+            (WAITID, 247),
             (SETPGID, 109),
             (GETITIMER, 36),
             (SETITIMER, 38),

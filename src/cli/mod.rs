@@ -474,6 +474,10 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return err(e),
     };
+    // Returns only if ckpt already runs with the image's address randomization.
+    if let Err(e) = prepared.take_randomization(image.as_os_str() != "-") {
+        return err(e);
+    }
     let master = if new_tty {
         match prepared.with_new_tty() {
             Ok(m) => Some(m),

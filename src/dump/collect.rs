@@ -11,7 +11,7 @@ use crate::kinds::mem::{self, MemoryMap};
 use crate::kinds::task::query::{Injected, ThreadInjected, injected_state};
 use crate::kinds::task::threads::{ThreadOutside, thread_image, thread_outside};
 use crate::kinds::task::{attrs, creds, signals, tree};
-use crate::model::{Checkpoint, Fd, PendingSignal, ProcMisc, Process, Thread};
+use crate::model::{Checkpoint, Fd, JobStop, PendingSignal, ProcMisc, Process, Thread};
 use crate::sys::mem::RemoteMem;
 use crate::sys::proc::{self as procfs, MapEntry};
 
@@ -83,6 +83,8 @@ pub(crate) struct ProcCollected {
     pub runs: Vec<Run>,
     /// (hash, size) of the vDSO text and size of the vvar area, if mapped.
     pub vdso: Option<(u64, u64, u64)>,
+    /// Its children stopped by job control whose stop it has not collected yet.
+    pub unreported_stops: Vec<i32>,
 }
 
 /// What is read of the threads of a process before its memory map: from outside, by
@@ -95,13 +97,13 @@ struct ThreadsRead {
     thread_pending: Vec<Vec<PendingSignal>>,
 }
 
-fn read_threads(fr: &mut Frozen, mem: &RemoteMem) -> Result<ThreadsRead> {
+fn read_threads(fr: &mut Frozen, mem: &RemoteMem, stopped_children: &[i32]) -> Result<ThreadsRead> {
     let pid = fr.pid;
     let mut outside = Vec::new();
     for t in &fr.threads {
         outside.push(thread_outside(pid, t.tid, &t.orig_regs)?);
     }
-    let (inj, thread_inj) = injected_state(pid, &mut fr.threads, mem)?;
+    let (inj, thread_inj) = injected_state(pid, &mut fr.threads, mem, stopped_children)?;
     // Signals keep arriving while the task is stopped (its timers run on). Pending
     // signals are read after the timers, so that a timer which expired before it was
     // read has its signal in the image.
@@ -186,19 +188,22 @@ fn check_areas(pid: i32, map: &mut MemoryMap, maps: &mut [MapEntry]) -> Result<(
     }
 }
 
+/// Collect one frozen process; `stopped_children` are its children stopped by job
+/// control (whether it has collected their stops is asked of it).
 pub(crate) fn collect_process(
     fr: &mut Frozen,
     seen: &mut SharedSeen,
+    stopped_children: &[i32],
 ) -> Result<(Process, ProcCollected)> {
     let pid = fr.pid;
     let mem = RemoteMem::open(pid)?;
-    let read = read_threads(fr, &mem)?;
+    let read = read_threads(fr, &mem, stopped_children)?;
     let inj = read.inj;
 
     let status = procfs::status(pid)?;
     let stat = procfs::stat(pid)?;
     let creds = creds::creds_of(&status, read.thread_inj.first().map_or(0, |t| t.securebits));
-    creds::same_creds_in_threads(pid, &fr.threads, &creds, &read.thread_inj)?;
+    let thread_creds = creds::thread_creds(&fr.threads, &creds, &read.thread_inj)?;
     let mm = attrs::mm_info(pid, &stat, inj.brk)?;
 
     let (map, fds) = memory_and_fds(pid, &mem, stat.field(24), seen)?;
@@ -212,14 +217,15 @@ pub(crate) fn collect_process(
     } = map;
 
     let mut threads: Vec<Thread> = Vec::new();
-    for (((t, o), ti), pending) in fr
+    for ((((t, o), ti), pending), tc) in fr
         .threads
         .iter()
         .zip(read.outside)
         .zip(read.thread_inj)
         .zip(read.thread_pending)
+        .zip(thread_creds)
     {
-        threads.push(thread_image(&mem, t, o, ti, pending)?);
+        threads.push(thread_image(&mem, t, o, ti, pending, tc)?);
     }
     let process = Process {
         pid,
@@ -252,6 +258,16 @@ pub(crate) fn collect_process(
         itimers: inj.itimers,
         posix_timers: inj.posix_timers,
         exit_status: None,
+        zombie: None,
+        randomized: Some(stat.randomized()),
+        stopped: fr
+            .threads
+            .iter()
+            .find_map(|t| t.group_stop)
+            .map(|signo| JobStop {
+                signo,
+                unreported: false,
+            }),
     };
     let vdso = (vdso_size != 0).then_some((vdso_hash, vdso_size, vvar_size));
     Ok((
@@ -260,6 +276,7 @@ pub(crate) fn collect_process(
             xcomp_perm: inj.xcomp_perm,
             runs,
             vdso,
+            unreported_stops: inj.unreported_stops,
         },
     ))
 }

@@ -120,10 +120,32 @@ fn freeze_thread(tid: i32) -> Result<Option<FrozenThread>> {
         let _ = ptrace::detach(tid, 0);
         DumpError::Sys(e)
     };
-    ptrace::interrupt(tid).map_err(fail)?;
+    // A task seized in a group-stop (stopped by job control) has trapped already:
+    // PTRACE_SEIZE waits for that. Interrupting it too would leave a second trap
+    // pending, taken as soon as it is resumed. Anything else is interrupted.
+    let mut first = ptrace::try_wait(tid).map_err(fail)?;
+    let mut interrupted = false;
+    let group_stop;
     loop {
-        match ptrace::wait(tid).map_err(fail)? {
-            Stop::Event(_) => break,
+        let stop = match first.take() {
+            Some(stop) => stop,
+            None => {
+                if !interrupted {
+                    ptrace::interrupt(tid).map_err(fail)?;
+                    interrupted = true;
+                }
+                ptrace::wait(tid).map_err(fail)?
+            }
+        };
+        match stop {
+            // A task seized in a group-stop (stopped by job control) traps with the
+            // signal that stopped it, a running one with SIGTRAP. It stays stopped: when
+            // it is let go (detached), the kernel puts it back into the group-stop
+            // without telling its parent again, also if ckpt dies.
+            Stop::Event(sig) => {
+                group_stop = (sig != libc::SIGTRAP).then_some(sig);
+                break;
+            }
             // A signal was being delivered as we stopped it: let it be delivered
             // (it happened before the checkpoint) and wait for the interrupt stop.
             Stop::Signal(sig) => ptrace::cont(tid, sig).map_err(fail)?,
@@ -145,6 +167,7 @@ fn freeze_thread(tid: i32) -> Result<Option<FrozenThread>> {
         orig_regs,
         orig_sigmask,
         injected: false,
+        group_stop,
     }))
 }
 
@@ -307,7 +330,6 @@ fn precheck(pid: i32) -> Result<()> {
     }
     match st.state {
         'Z' | 'X' => return unsupported("it is a zombie (it has exited)".into()),
-        'T' => return unsupported("it is stopped (job control); continue it first".into()),
         't' => {
             return unsupported(
                 "it is being traced by another process (a debugger?); detach it first".into(),
@@ -426,6 +448,23 @@ impl FrozenTree {
         Ok(tree)
     }
 
+    /// The processes of the tree stopped by job control but the root, with their
+    /// parents: (process, parent, the process's ID in its own PID namespace, which is
+    /// how its parent names it).
+    fn stopped_children(&self) -> Result<Vec<(i32, i32, i32)>> {
+        let mut out = Vec::new();
+        for (pid, fr) in self.nodes.iter().skip(1) {
+            if let Some(fr) = fr {
+                if fr.threads.iter().any(|t| t.group_stop.is_some()) {
+                    let st = sys::proc::status(*pid)?;
+                    let local = st.nspid.last().copied().unwrap_or(*pid);
+                    out.push((*pid, st.ppid, local));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn let_go(&mut self) -> Result<()> {
         let mut first = None;
         for (_, fr) in self.nodes.iter_mut() {
@@ -518,14 +557,40 @@ fn dump_tx(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     let mut seen = SharedSeen::new();
     let mut processes = Vec::new();
     let mut procs = Vec::new();
+    let stopped = tree.stopped_children()?;
     for (p, fr) in tree.nodes.iter_mut() {
         check_signals()?;
+        // As the parent sees them (in the tree's own PID namespace, if it has one).
+        let kids: Vec<i32> = stopped
+            .iter()
+            .filter(|(_, parent, _)| parent == p)
+            .map(|(_, _, local)| *local)
+            .collect();
         let (process, collected) = match fr {
-            Some(fr) => collect::collect_process(fr, &mut seen)?,
+            Some(fr) => collect::collect_process(fr, &mut seen, &kids)?,
             None => collect::zombie_process(*p)?,
         };
         processes.push(process);
         procs.push(collected);
+    }
+    // A stop its parent has yet to collect stays to be collected after restore.
+    let unreported: Vec<i32> = procs
+        .iter()
+        .zip(&processes)
+        .flat_map(|(c, parent)| {
+            let stopped = &stopped;
+            c.unreported_stops.iter().filter_map(move |local| {
+                stopped
+                    .iter()
+                    .find(|(_, pp, l)| *pp == parent.pid && l == local)
+                    .map(|(host, _, _)| *host)
+            })
+        })
+        .collect();
+    for p in processes.iter_mut() {
+        if let Some(js) = &mut p.stopped {
+            js.unreported = unreported.contains(&p.pid);
+        }
     }
     crate::kinds::task::tree::check_groups_at_dump(&processes)?;
     // For the failure-path tests: a dump refused once the tree was frozen and queried

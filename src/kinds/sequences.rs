@@ -435,7 +435,7 @@ fn credentials_of_an_unprivileged_user_are_set_in_order() {
         ..Creds::default()
     };
     let rec = Recorder::new(p.pid);
-    let changed = run(&p, &rec, |cx| creds::restore_creds(cx, &own)).expect("creds");
+    let changed = run(&p, &rec, |cx| creds::restore_creds(cx, &own, &p.creds)).expect("creds");
     assert!(changed);
     assert_eq!(
         names(&rec),
@@ -470,7 +470,7 @@ fn credentials_of_an_unprivileged_user_are_set_in_order() {
     let hdr = arg_bytes(&rec, &c[10], 0, 8);
     assert_eq!(&hdr[..4], &0x2008_0522u32.to_le_bytes());
     assert_eq!(arg_bytes(&rec, &c[10], 1, 24), [0u8; 24]);
-    each_failure_stops_there(&p, 11, |cx| creds::restore_creds(cx, &own));
+    each_failure_stops_there(&p, 11, |cx| creds::restore_creds(cx, &own, &p.creds));
 }
 
 #[test]
@@ -479,7 +479,7 @@ fn unchanged_credentials_make_no_call() {
     let mut p = process();
     p.creds = own.creds.clone();
     let rec = Recorder::new(p.pid);
-    let changed = run(&p, &rec, |cx| creds::restore_creds(cx, &own)).expect("creds");
+    let changed = run(&p, &rec, |cx| creds::restore_creds(cx, &own, &p.creds)).expect("creds");
     assert!(!changed);
     assert!(names(&rec).is_empty());
 }
@@ -502,7 +502,7 @@ fn ambient_capabilities_and_securebits_come_after_the_ids() {
         ..Creds::default()
     };
     let rec = Recorder::new(p.pid);
-    run(&p, &rec, |cx| creds::restore_creds(cx, &own)).expect("creds");
+    run(&p, &rec, |cx| creds::restore_creds(cx, &own, &p.creds)).expect("creds");
     assert_eq!(
         names(&rec),
         [
@@ -687,4 +687,49 @@ fn a_pipe_or_socket_made_by_restore_gets_its_inode_owner_and_nothing_else_does()
     let rec = Recorder::new(p.pid);
     run(&p, &rec, |cx| restore_inode_owner(cx, &g)).expect("inherited");
     assert!(names(&rec).is_empty());
+}
+
+#[test]
+fn a_zombie_stub_takes_the_dead_process_s_name_and_dispositions() {
+    use crate::kinds::task::tree;
+    use crate::model::ZombieState;
+    let mut p = process();
+    p.comm = b"a-rather-long-process-name".to_vec();
+    let bit = |s: i32| 1u64 << (s - 1);
+    let z = ZombieState {
+        blocked: bit(libc::SIGUSR2),
+        // SIGTERM both ignored and the signal it died of: the default wins.
+        ignored: bit(libc::SIGPIPE) | bit(libc::SIGTERM),
+        caught: bit(libc::SIGUSR1) | bit(40),
+        creds: false,
+    };
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| tree::zombie_looks(cx, &z, libc::SIGTERM)).expect("zombie");
+    let calls = rec.calls();
+    assert_eq!(calls[0].what, "prctl(PR_SET_NAME)");
+    assert_eq!(arg_bytes(&rec, &calls[0], 1, 16), b"a-rather-long-p\0");
+    // Every signal but SIGKILL and SIGSTOP, in order, in the same batch.
+    let acts: Vec<&Recorded> = calls[1..].iter().collect();
+    assert_eq!(acts.len(), 62);
+    assert!(calls.iter().all(|c| c.batched));
+    let mut handlers = std::collections::BTreeMap::new();
+    for c in &acts {
+        assert_eq!(c.nr, nr::RT_SIGACTION);
+        assert_eq!((c.args[2], c.args[3]), (0, 8));
+        let act = arg_bytes(&rec, c, 1, 32);
+        let h = u64::from_le_bytes(act[..8].try_into().expect("8 bytes"));
+        assert_eq!(act[8..], [0u8; 24]);
+        handlers.insert(c.args[0] as i32, h);
+    }
+    assert!(!handlers.contains_key(&libc::SIGKILL) && !handlers.contains_key(&libc::SIGSTOP));
+    assert_eq!(handlers[&libc::SIGPIPE], 1, "ignored");
+    assert_eq!(
+        handlers[&libc::SIGTERM],
+        0,
+        "the signal it dies of: default"
+    );
+    assert_eq!(handlers[&libc::SIGUSR1], STUB + 2, "caught: any handler");
+    assert_eq!(handlers[&40], STUB + 2);
+    assert_eq!(handlers[&libc::SIGUSR2], 0, "blocked but default");
+    assert_eq!(handlers.values().filter(|&&h| h == 0).count(), 59);
 }

@@ -32,6 +32,8 @@ pub(crate) fn thread(tid: i32) -> Thread {
         sched_policy: 0,
         sched_priority: 0,
         nice: 0,
+        comm: Vec::new(),
+        creds: None,
     }
 }
 

@@ -225,6 +225,15 @@ pub struct Thread {
     pub sched_priority: i32,
     #[serde(default)]
     pub nice: i32,
+    /// The thread's own name (/proc/PID/task/TID/comm, PR_SET_NAME); empty in images
+    /// made before it was recorded (the thread then gets the process's name).
+    #[serde(default, with = "serde_bytes")]
+    pub comm: Vec<u8>,
+    /// The thread's own credentials when they differ from the process's (`Process::creds`,
+    /// the first thread's): threads that changed theirs with raw system calls. `None`:
+    /// the same as the process's (also what older images meant).
+    #[serde(default)]
+    pub creds: Option<Creds>,
 }
 
 /// What an open file descriptor refers to.
@@ -646,6 +655,48 @@ pub struct Process {
     /// For a zombie: the wait status its parent will collect.
     #[serde(default)]
     pub exit_status: Option<i32>,
+    /// For a zombie: the signal state /proc still shows of it (its limits are in
+    /// `rlimits`, its name in `comm`). `None` in older images: the zombie shows the
+    /// restore helper's.
+    #[serde(default)]
+    pub zombie: Option<ZombieState>,
+    /// The process was stopped by job control (SIGSTOP, SIGTSTP...: state T, a group
+    /// stop): restore brings it back stopped, and a SIGCONT continues it. `None` in
+    /// older images.
+    #[serde(default)]
+    pub stopped: Option<JobStop>,
+    /// Whether the process's new mappings are placed at random addresses (the kernel's
+    /// PF_RANDOMIZE, decided when it executed its program: not when run with
+    /// ADDR_NO_RANDOMIZE, `setarch -R`, or where kernel.randomize_va_space is 0). `None`
+    /// in older images: not recorded, the restored process gets ckpt's.
+    #[serde(default)]
+    pub randomized: Option<bool>,
+}
+
+/// A process stopped by job control: the signal that stopped it and whether its parent
+/// had yet to collect the stop (waitpid with WUNTRACED) when it was dumped.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JobStop {
+    pub signo: i32,
+    /// The parent (a process of the image) had not collected the stop yet: restore
+    /// leaves the report for it to collect. False for the root (its parent is not
+    /// restored).
+    #[serde(default)]
+    pub unreported: bool,
+}
+
+/// What /proc shows of a zombie's signals: blocked (SigBlk), ignored (SigIgn) and
+/// caught (SigCgt) masks as they were when it died.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ZombieState {
+    pub blocked: u64,
+    pub ignored: u64,
+    pub caught: u64,
+    /// `Process::creds` holds the zombie's user and group IDs, groups, capability sets
+    /// and no_new_privs, as /proc shows them (its securebits it does not show: they are
+    /// left as ckpt's, and seccomp is not restored).
+    #[serde(default)]
+    pub creds: bool,
 }
 
 impl Process {

@@ -154,6 +154,44 @@ pub fn prepare<R: Read>(input: R, view: &HostView) -> Result<Prepared<R>> {
     })
 }
 
+/// Set in the environment of a ckpt restore that executed itself again to take the
+/// image's address randomization ([`Prepared::take_randomization`]).
+const RANDOMIZATION_MARK: &str = "CKPT_RESTORE_REEXECUTED";
+
+impl<R: Read> Prepared<R> {
+    /// The restored processes inherit ckpt's `PF_RANDOMIZE` (only an exec sets it): when
+    /// the image's processes had the other (run with or without ADDR_NO_RANDOMIZE, plan
+    /// checked that they all had the same), execute ckpt again under the personality that
+    /// gives it theirs, to restore the image from the start (the image must then be a
+    /// file: `from_file`). Returns when nothing is to be done.
+    pub fn take_randomization(&self, from_file: bool) -> Result<()> {
+        let Some(want) = self.plan.ckpt.processes.iter().find_map(|p| p.randomized) else {
+            return Ok(());
+        };
+        if sys::process::own_randomized()? == want {
+            return Ok(());
+        }
+        let what = if want { "with" } else { "without" };
+        if !from_file || std::env::var_os(RANDOMIZATION_MARK).is_some() {
+            return Err(RestoreError::Problems(vec![Problem {
+                code: "randomization",
+                message: format!(
+                    "the image's processes ran {what} address randomization, and ckpt \
+                     restore runs {}: restore from an image file (ckpt then executes \
+                     itself again to match), or run it {}",
+                    if want { "without" } else { "with" },
+                    if want {
+                        "without `setarch -R`"
+                    } else {
+                        "under `setarch -R`"
+                    }
+                ),
+            }]));
+        }
+        Err(sys::process::reexec_randomized(want, RANDOMIZATION_MARK).into())
+    }
+}
+
 impl<R: Read + Send> Prepared<R> {
     /// The tree had a PID namespace of its own (its root must become PID 1 of a new one).
     pub fn own_pid_namespace(&self) -> bool {

@@ -120,11 +120,15 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
 /// Structural checks of one process.
 fn check_process(proc_: &Process, ids: &mut BTreeSet<i32>, problems: &mut Vec<Problem>) {
     if !tree::check_ids(proc_, ids, problems) {
+        // A zombie's stub still takes its name and limits.
+        attrs::check_rlimits(proc_, problems);
+        attrs::check_auxv_comm(proc_, problems);
         return;
     }
     attrs::check_rlimits(proc_, problems);
     attrs::check_oom_thp(proc_, problems);
     threads::check_count(proc_, problems);
+    tree::check_stop(proc_, problems);
     mem::check_areas(proc_, problems);
     fd::check_table(proc_, problems);
     signals::check_actions(proc_, problems);
@@ -217,8 +221,12 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
         match creds::Own::detect() {
             Ok(own) => {
                 creds::check_ckpt(&own, &mut problems);
-                for proc_ in ckpt.processes.iter().filter(|q| !q.is_zombie()) {
-                    creds::check_process(proc_, &own, pairs, &mut problems);
+                for proc_ in &ckpt.processes {
+                    if proc_.is_zombie() {
+                        creds::check_zombie(proc_, &own, &mut problems);
+                    } else {
+                        creds::check_process(proc_, &own, pairs, &mut problems);
+                    }
                 }
             }
             Err(e) => p(
@@ -281,6 +289,11 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
             }
         }
         external::check_inherit_used(ckpt, &view.inherit, &mut problems);
+        attrs::check_randomization(
+            &ckpt.processes,
+            crate::sys::process::host_randomizes(),
+            &mut problems,
+        );
         problems.sort_by(|a, b| a.message.cmp(&b.message));
         problems.dedup();
     }

@@ -176,8 +176,10 @@ pub(crate) fn stage(
             tree::set_controlling_tty(&mut ctxs[0], slave, tp.fg_pgid)?;
         }
     }
-    // Zombies exit now, before their parents' pending signals are queued.
+    // Zombies exit now, before their parents' pending signals are queued; processes
+    // stopped by job control stop.
     tree::make_zombies(&mut ctxs, procs)?;
+    tree::stop_jobs(&mut ctxs, procs)?;
 
     let mut shared = Shared {
         files: FileData::default(),
@@ -499,13 +501,15 @@ fn restore_all_creds(ctxs: &mut [Ctx<'_>], staged: &mut [Option<Vec<Injector>>])
             continue;
         };
         let mut changed = false;
-        for t in threads.iter_mut() {
+        let p = cx.proc_;
+        for (t, image) in threads.iter_mut().zip(p.threads.iter().skip(1)) {
+            let c = image.creds.as_ref().unwrap_or(&p.creds);
             std::mem::swap(&mut cx.live_task("set credentials")?.inj, t);
-            let r = creds::restore_creds(cx, &me);
+            let r = creds::restore_creds(cx, &me, c);
             std::mem::swap(&mut cx.live_task("set credentials")?.inj, t);
             changed |= r?;
         }
-        if creds::restore_creds(cx, &me)? || changed {
+        if creds::restore_creds(cx, &me, &p.creds)? || changed {
             creds::after_creds(cx)?;
         }
     }
@@ -531,6 +535,8 @@ fn trap_mode(procs: &[Process]) -> bool {
                 .iter()
                 .any(|t| t.pending.iter().any(|s| s.signo == trap))
             || p.posix_timers.iter().any(|t| t.signo == libc::SIGTRAP)
+            || p.zombie
+                .is_some_and(|z| z.ignored & sigbit(libc::SIGTRAP) != 0)
     })
 }
 

@@ -45,7 +45,7 @@ pub(crate) fn waitpid_raw(pid: i32, options: WaitOptions) -> std::result::Result
     loop {
         match rustix::process::waitpid(Some(p), options) {
             Ok(Some((_, st))) => return Ok(st.as_raw()),
-            // Only with WNOHANG, which no caller passes.
+            // Only with WNOHANG: nothing to report yet.
             Ok(None) => return Err(Errno::AGAIN),
             Err(Errno::INTR) => continue,
             Err(e) => return Err(e),
@@ -825,4 +825,43 @@ pub fn path_of_handle(major: u32, minor: u32, typ: i32, handle: &[u8]) -> Option
         return Some(p.as_os_str().as_bytes().to_vec());
     }
     None
+}
+
+/// Whether the kernel places the mappings of the programs it executes at random
+/// addresses (kernel.randomize_va_space is not 0; assumed so when unreadable).
+pub fn host_randomizes() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/randomize_va_space")
+        .map(|s| s.trim() != "0")
+        .unwrap_or(true)
+}
+
+/// Whether this process's new mappings go at random addresses (its `PF_RANDOMIZE`),
+/// which the processes it forks inherit.
+pub fn own_randomized() -> Result<bool> {
+    Ok(super::proc::stat(std::process::id() as i32)?.randomized())
+}
+
+/// Execute ckpt again, with the same arguments and environment plus `mark`=1, under a
+/// personality with ADDR_NO_RANDOMIZE cleared (`randomize`) or set: the exec then gives
+/// it `PF_RANDOMIZE` or not. Returns only on failure.
+pub fn reexec_randomized(randomize: bool, mark: &str) -> SysError {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: personality(0xffffffff) only returns the current persona.
+    let cur = unsafe { libc::personality(0xffff_ffff) };
+    if cur < 0 {
+        return SysError::io("personality", std::io::Error::last_os_error());
+    }
+    let flag = libc::ADDR_NO_RANDOMIZE;
+    let new = if randomize { cur & !flag } else { cur | flag };
+    // SAFETY: changes this process's persona, which only the exec below reads.
+    if unsafe { libc::personality(new as libc::c_ulong) } < 0 {
+        return SysError::io("personality", std::io::Error::last_os_error());
+    }
+    let mut args = std::env::args_os();
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    if let Some(a0) = args.next() {
+        cmd.arg0(a0);
+    }
+    let e = cmd.args(args).env(mark, "1").exec();
+    SysError::io("execute ckpt again (/proc/self/exe)", e)
 }

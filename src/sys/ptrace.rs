@@ -38,6 +38,17 @@ pub fn wait(pid: i32) -> Result<Stop> {
     Ok(decode_status(status))
 }
 
+/// The stop `pid` (a traced task) is in already, if any, without waiting for one.
+pub fn try_wait(pid: i32) -> Result<Option<Stop>> {
+    let opts =
+        rustix::process::WaitOptions::from_bits_retain((libc::__WALL | libc::WNOHANG) as u32);
+    match super::process::waitpid_raw(pid, opts) {
+        Ok(status) => Ok(Some(decode_status(status))),
+        Err(rustix::io::Errno::AGAIN) => Ok(None),
+        Err(e) => Err(super::rerr(format!("waitpid({pid}, WNOHANG)"), e)),
+    }
+}
+
 pub fn decode_status(status: libc::c_int) -> Stop {
     if libc::WIFEXITED(status) {
         return Stop::Exited(libc::WEXITSTATUS(status));
@@ -227,6 +238,23 @@ pub fn set_sigmask(pid: i32, mask: u64) -> Result<()> {
         || format!("PTRACE_SETSIGMASK {pid}"),
     )?;
     Ok(())
+}
+
+/// Whether the tracee, stopped as a signal-delivery-stop would show, is in a group-stop
+/// instead: PTRACE_GETSIGINFO then fails with EINVAL (there is no signal).
+pub fn in_group_stop(pid: i32) -> Result<bool> {
+    let mut buf = [0u8; 128];
+    match req(
+        libc::PTRACE_GETSIGINFO,
+        pid,
+        0,
+        buf.as_mut_ptr() as usize,
+        || format!("PTRACE_GETSIGINFO {pid}"),
+    ) {
+        Ok(_) => Ok(false),
+        Err(e) if e.errno() == Some(libc::EINVAL) => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 /// Pending signals of the thread (shared = false) or the thread group (shared = true),

@@ -130,6 +130,11 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("ttyjob", "ttyjob.c", &[]),
     // tests/e2e_privs.rs: credentials, securebits and limits, per thread
     ("privs", "privs.c", &["-pthread"]),
+    // tests/e2e_taskstate.rs: threads with credentials and names of their own, processes
+    // stopped by job control
+    ("threadcreds", "threadcreds.c", &["-pthread"]),
+    ("jobstop", "jobstop.c", &["-pthread"]),
+    ("zombieuser", "zombieuser.c", &[]),
     // tests/e2e_lost.rs: states a dump recorded and a restore could not give back
     ("lost", "lost.c", &["-pthread"]),
     // tests/e2e_dumpplan.rs: what dump's own run of restore's plan refuses

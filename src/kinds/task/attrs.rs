@@ -189,9 +189,45 @@ pub(crate) fn check_oom_thp(proc_: &Process, problems: &mut Vec<Problem>) {
     }
 }
 
+/// Address randomization: a restored process inherits ckpt's `PF_RANDOMIZE` (only an
+/// exec sets it), and ckpt restore runs itself again with or without ADDR_NO_RANDOMIZE
+/// to give the tree the image's (see `restore::randomization`); so every process of the
+/// image must have had the same, and one that had it needs a host that randomizes
+/// (`host_randomizes`: kernel.randomize_va_space is not 0).
+pub(crate) fn check_randomization(
+    procs: &[Process],
+    host_randomizes: bool,
+    problems: &mut Vec<Problem>,
+) {
+    let mut recorded = procs.iter().filter_map(|p| p.randomized.map(|r| (p, r)));
+    let Some((first, want)) = recorded.next() else {
+        return;
+    };
+    if let Some((other, _)) = recorded.find(|(_, r)| *r != want) {
+        let (on, off) = if want { (first, other) } else { (other, first) };
+        check::p(
+            problems,
+            "unsupported",
+            format!(
+                "process {} ran with address randomization and process {} without it                  (ADDR_NO_RANDOMIZE, e.g. `setarch -R`, when it executed its program):                  restored processes all get the one ckpt restore runs with",
+                on.pid, off.pid
+            ),
+        );
+    } else if want && !host_randomizes {
+        check::p(
+            problems,
+            "unsupported",
+            format!(
+                "process {} ran with address randomization, which this host turns off                  (kernel.randomize_va_space is 0): set it to 2 to restore it",
+                first.pid
+            ),
+        );
+    }
+}
+
 /// The auxiliary vector and the process name are of sane size.
 pub(crate) fn check_auxv_comm(proc_: &Process, problems: &mut Vec<Problem>) {
-    if proc_.mm.auxv.len() > 128 || proc_.comm.len() > 64 {
+    if proc_.mm.auxv.len() > 128 || proc_.comm.len() > 64 || proc_.comm.contains(&0) {
         check::p(problems, "malformed", "invalid auxv or process name".into());
     }
 }

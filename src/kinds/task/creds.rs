@@ -6,7 +6,6 @@ use super::threads::FrozenThread;
 use crate::error::DumpResult;
 use crate::error::Problem;
 use crate::error::RestoreResult;
-use crate::kinds::unsupported;
 use crate::model::{Creds, Process};
 use crate::remote::{Ctx, Prctl};
 use crate::sys::{self, proc as procfs};
@@ -33,30 +32,21 @@ pub(crate) fn creds_of(st: &procfs::Status, securebits: u32) -> Creds {
     }
 }
 
-/// Credentials belong to each thread; the image keeps one set per process (as a program
-/// changing them through libc sets them in every thread). Refuse a process whose threads
-/// differ, rather than give them all the leader's.
-pub(crate) fn same_creds_in_threads(
-    pid: i32,
+/// Credentials belong to each thread: the image keeps the process's (its first
+/// thread's, `creds`) and, for each thread whose own differ (a program that changed
+/// them with raw system calls rather than through libc, which changes them in every
+/// thread), that thread's. In thread order, the first thread's `None`.
+pub(crate) fn thread_creds(
     threads: &[FrozenThread],
     creds: &Creds,
     thread_inj: &[ThreadInjected],
-) -> DumpResult<()> {
+) -> DumpResult<Vec<Option<Creds>>> {
+    let mut out = vec![None];
     for (t, ti) in threads.iter().zip(thread_inj).skip(1) {
         let theirs = creds_of(&procfs::status(t.tid)?, ti.securebits);
-        if theirs != *creds {
-            return Err(unsupported(
-                pid,
-                format!(
-                    "thread {} has other credentials (uids, gids, groups, capabilities, \
-                     securebits, no_new_privs or seccomp) than the process's first thread; \
-                     threads with different credentials are not supported yet",
-                    t.tid
-                ),
-            ));
-        }
+        out.push((theirs != *creds).then_some(theirs));
     }
-    Ok(())
+    Ok(out)
 }
 
 // ---- checks (plan) ----
@@ -305,24 +295,31 @@ pub(crate) fn fd_room(proc_: &Process, pairs: usize) -> u64 {
     crate::kinds::fd::pipe_tmp_base(proc_) + 2 * pairs as u64 + 4
 }
 
-/// What one (live) process of the image asks of ckpt. `pairs`: the image's pipes, socket
-/// pairs and FIFOs (for [`fd_room`]).
+/// What one (live) process of the image asks of ckpt: its credentials, those of each
+/// thread that has its own, and its limits. `pairs`: the image's pipes, socket pairs and
+/// FIFOs (for [`fd_room`]).
 pub(crate) fn check_process(proc_: &Process, own: &Own, pairs: usize, problems: &mut Vec<Problem>) {
     let who = format!(
         "process {} ({})",
         proc_.pid,
         String::from_utf8_lossy(&proc_.comm)
     );
-    check_sets(proc_, &who, problems);
-    check_missing_caps(proc_, own, &who, problems);
-    check_changes(proc_, own, &who, problems);
-    check_securebits(proc_, own, &who, problems);
+    let own_creds = proc_.threads.iter().filter_map(|t| {
+        t.creds
+            .as_ref()
+            .map(|c| (format!("{who}, thread {}", t.tid), c))
+    });
+    for (who, c) in std::iter::once((who.clone(), &proc_.creds)).chain(own_creds) {
+        check_sets(c, &who, problems);
+        check_missing_caps(c, own, &who, problems);
+        check_changes(c, own, &who, problems);
+        check_securebits(c, own, &who, problems);
+    }
     check_limits(proc_, own, pairs, &who, problems);
 }
 
 /// Capability sets and groups the kernel would accept.
-fn check_sets(proc_: &Process, who: &str, problems: &mut Vec<Problem>) {
-    let c = &proc_.creds;
+fn check_sets(c: &Creds, who: &str, problems: &mut Vec<Problem>) {
     if c.cap_eff & !c.cap_prm != 0 || c.cap_amb & !(c.cap_prm & c.cap_inh) != 0 {
         p(
             problems,
@@ -343,8 +340,7 @@ fn check_sets(proc_: &Process, who: &str, problems: &mut Vec<Problem>) {
 }
 
 /// Capabilities the process has that ckpt cannot give it.
-fn check_missing_caps(proc_: &Process, own: &Own, who: &str, problems: &mut Vec<Problem>) {
-    let c = &proc_.creds;
+fn check_missing_caps(c: &Creds, own: &Own, who: &str, problems: &mut Vec<Problem>) {
     let o = &own.creds;
     // Capabilities ckpt cannot give. The stub starts with ckpt's sets: the permitted set
     // can only shrink (effective and ambient live inside it), the bounding set only
@@ -404,8 +400,7 @@ fn check_missing_caps(proc_: &Process, own: &Own, who: &str, problems: &mut Vec<
 }
 
 /// The calls that change credentials need capabilities ckpt must hold.
-fn check_changes(proc_: &Process, own: &Own, who: &str, problems: &mut Vec<Problem>) {
-    let c = &proc_.creds;
+fn check_changes(c: &Creds, own: &Own, who: &str, problems: &mut Vec<Problem>) {
     let o = &own.creds;
     // The calls that change credentials, and what ckpt needs for them.
     let mut needs = Vec::new();
@@ -441,8 +436,7 @@ fn check_changes(proc_: &Process, own: &Own, who: &str, problems: &mut Vec<Probl
 }
 
 /// Securebits, keep_caps, ambient raising and no_new_privs: what ckpt's own allow.
-fn check_securebits(proc_: &Process, own: &Own, who: &str, problems: &mut Vec<Problem>) {
-    let c = &proc_.creds;
+fn check_securebits(c: &Creds, own: &Own, who: &str, problems: &mut Vec<Problem>) {
     let o = &own.creds;
     // Securebits: stage goes from ckpt's own to the image's. It may turn keep_caps on
     // for the change of user IDs (unless it is locked), raises ambient capabilities
@@ -497,10 +491,32 @@ fn check_securebits(proc_: &Process, own: &Own, who: &str, problems: &mut Vec<Pr
     }
 }
 
-/// Hard resource limits and the descriptor limit restore needs.
-fn check_limits(proc_: &Process, own: &Own, pairs: usize, who: &str, problems: &mut Vec<Problem>) {
-    // Hard limits: raising one above ckpt's own needs CAP_SYS_RESOURCE (the stub starts
-    // with ckpt's limits); a descriptor limit never goes above fs.nr_open.
+/// What a zombie of the image asks of ckpt: its hard limits and its credentials (its
+/// stub takes them before it exits).
+pub(crate) fn check_zombie(proc_: &Process, own: &Own, problems: &mut Vec<Problem>) {
+    let who = format!(
+        "zombie {} ({})",
+        proc_.pid,
+        String::from_utf8_lossy(&proc_.comm)
+    );
+    check_hard_limits(proc_, own, &who, problems);
+    if proc_.zombie.is_some_and(|z| z.creds) {
+        // Its securebits and seccomp are not recorded: it keeps ckpt's.
+        let c = Creds {
+            securebits: own.creds.securebits,
+            seccomp: own.creds.seccomp,
+            ..proc_.creds.clone()
+        };
+        check_sets(&c, &who, problems);
+        check_missing_caps(&c, own, &who, problems);
+        check_changes(&c, own, &who, problems);
+        check_securebits(&c, own, &who, problems);
+    }
+}
+
+/// Hard limits: raising one above ckpt's own needs CAP_SYS_RESOURCE (the stub starts
+/// with ckpt's limits); a descriptor limit never goes above fs.nr_open.
+fn check_hard_limits(proc_: &Process, own: &Own, who: &str, problems: &mut Vec<Problem>) {
     let raise = own.can(cap::SYS_RESOURCE);
     let nofile = libc::RLIMIT_NOFILE;
     for r in &proc_.rlimits {
@@ -537,6 +553,13 @@ fn check_limits(proc_: &Process, own: &Own, pairs: usize, who: &str, problems: &
             );
         }
     }
+}
+
+/// Hard resource limits and the descriptor limit restore needs.
+fn check_limits(proc_: &Process, own: &Own, pairs: usize, who: &str, problems: &mut Vec<Problem>) {
+    check_hard_limits(proc_, own, who, problems);
+    let raise = own.can(cap::SYS_RESOURCE);
+    let nofile = libc::RLIMIT_NOFILE;
     let room = fd_room(proc_, pairs);
     let ours = own.hard(nofile);
     if room > ours && !raise {
@@ -573,7 +596,7 @@ fn join_and(items: &[&str]) -> String {
     }
 }
 
-/// Seccomp is not restored: a process that ran under it is refused.
+/// Seccomp is not restored: a process that ran under it (in any thread) is refused.
 pub(crate) fn check_seccomp(proc_: &Process, problems: &mut Vec<Problem>) {
     if proc_.creds.seccomp != 0 {
         p(
@@ -582,14 +605,28 @@ pub(crate) fn check_seccomp(proc_: &Process, problems: &mut Vec<Problem>) {
             "the process ran under seccomp; not supported yet".into(),
         );
     }
+    for t in &proc_.threads {
+        if t.creds.as_ref().is_some_and(|c| c.seccomp != 0) {
+            p(
+                problems,
+                "unsupported",
+                format!(
+                    "thread {} of process {} ran under seccomp; not supported yet",
+                    t.tid, proc_.pid
+                ),
+            );
+        }
+    }
 }
 
 // ---- restore (stage) ----
 
-/// Give the thread behind `cx` exactly the image's credentials: user and group IDs,
+/// Give the thread behind `cx` exactly the credentials `c` (the process's, or the
+/// thread's own): user and group IDs,
 /// groups, the five capability sets, securebits and no_new_privs (plan checked, in
 /// `privs`, that ckpt holds everything this needs). Credentials belong to each thread,
-/// so stage runs this in every thread of the process. Returns whether anything changed
+/// so stage runs this in every thread of the process, with each thread's (the calls
+/// are raw system calls: each changes only the thread it runs in). Returns whether anything changed
 /// (the kernel then resets the process's dumpable flag and the thread's parent-death
 /// signal: see [`after_creds`]).
 ///
@@ -601,8 +638,7 @@ pub(crate) fn check_seccomp(proc_: &Process, problems: &mut Vec<Problem>) {
 /// which may forbid raising them), the securebits (PR_SET_SECUREBITS needs CAP_SETPCAP,
 /// still effective; securebits like no_setuid_fixup and keep_caps only matter for the
 /// setuid calls, which are done by then), and last the image's capability sets.
-pub(crate) fn restore_creds(cx: &mut Ctx<'_>, me: &Own) -> RestoreResult<bool> {
-    let c = &cx.proc_.creds;
+pub(crate) fn restore_creds(cx: &mut Ctx<'_>, me: &Own, c: &Creds) -> RestoreResult<bool> {
     let o = &me.creds;
     let same = c.uid == o.uid
         && c.gid == o.gid

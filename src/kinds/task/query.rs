@@ -29,6 +29,9 @@ pub(crate) struct Injected {
     pub(crate) rlimits: Vec<Rlimit>,
     /// PR_GET_THP_DISABLE (see [`crate::model::ProcMisc::thp_disable`]).
     pub(crate) thp_disable: u32,
+    /// Those of the children asked about (stopped by job control) whose stop the
+    /// process has not collected yet.
+    pub(crate) unreported_stops: Vec<i32>,
 }
 
 /// Per-thread state that only the thread itself can tell.
@@ -68,6 +71,7 @@ fn inject_queries(
     inj: &mut Injector,
     mem: &RemoteMem,
     (out, out_len): (u64, usize),
+    stopped_children: &[i32],
 ) -> DumpResult<Injected> {
     let sigs = signals::queried_signals();
     let slots = sigs.len() + 6 + attrs::RLIM_NLIMITS as usize;
@@ -98,7 +102,10 @@ fn inject_queries(
     let itimers = timers::itimers(&b, n + 3);
     let rlimits = attrs::rlimits(&b, n + 6);
     let posix_timers = timers::posix_timers(inj, mem, (out, out_len))?;
+    let unreported_stops =
+        super::tree::unreported_stops(inj, mem, (out, out_len), stopped_children)?;
     Ok(Injected {
+        unreported_stops,
         xcomp_perm,
         thp_disable,
         rlimits,
@@ -241,6 +248,7 @@ fn run_queries(
     scratch: u64,
     batch: bool,
     (gadget, gadget32): (u64, u64),
+    stopped_children: &[i32],
 ) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
     let executor = |inj: &mut Injector| -> DumpResult<()> {
         if batch {
@@ -255,7 +263,14 @@ fn run_queries(
         Ok(())
     })
     .and_then(|()| executor(inj))
-    .and_then(|()| inject_queries(inj, mem, (scratch + SCRATCH_OUT, SCRATCH_OUT_LEN)))
+    .and_then(|()| {
+        inject_queries(
+            inj,
+            mem,
+            (scratch + SCRATCH_OUT, SCRATCH_OUT_LEN),
+            stopped_children,
+        )
+    })
     .and_then(|p| {
         let mut per = Vec::new();
         for t in threads {
@@ -426,6 +441,7 @@ fn framed_queries(
     threads: &mut [FrozenThread],
     mem: &RemoteMem,
     fr: &Frames,
+    stopped_children: &[i32],
 ) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
     for (t, at) in threads.iter_mut().zip(&fr.at) {
         ptrace::set_regs(t.tid, &sigframe::parked(&t.orig_regs, *at, fr.sigreturn))?;
@@ -443,7 +459,7 @@ fn framed_queries(
     let run = || -> DumpResult<(Injected, Vec<ThreadInjected>)> {
         let mut inj = Injector::new(pid, fr.gadget, base(&threads[0], fr.at[0]));
         let out = (fr.at[0] - FRAME_OUT_LEN, FRAME_OUT_LEN as usize);
-        let p = inject_queries(&mut inj, mem, out)?;
+        let p = inject_queries(&mut inj, mem, out, stopped_children)?;
         let mut per = Vec::new();
         for (t, at) in threads.iter().zip(&fr.at) {
             let mut ti = Injector::new(t.tid, fr.gadget, base(t, *at));
@@ -480,14 +496,15 @@ pub(crate) fn injected_state(
     pid: i32,
     threads: &mut [FrozenThread],
     mem: &RemoteMem,
+    stopped_children: &[i32],
 ) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
     let ia32 = threads.iter().any(|t| t.orig_regs.abi() == arch::Abi::Ia32);
     if !ia32 {
         if let Some(fr) = write_frames(pid, threads, mem)? {
-            return framed_queries(pid, threads, mem, &fr);
+            return framed_queries(pid, threads, mem, &fr, stopped_children);
         }
     }
-    scratch_queries(pid, threads, mem, ia32)
+    scratch_queries(pid, threads, mem, ia32, stopped_children)
 }
 
 /// The queries in a scratch area mapped in the task (an ia32 task, or one that cannot
@@ -498,6 +515,7 @@ fn scratch_queries(
     threads: &mut [FrozenThread],
     mem: &RemoteMem,
     ia32: bool,
+    stopped_children: &[i32],
 ) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
     let gadgets = find_gadgets(pid, mem, ia32)?;
     // The queries run in batches of one stop each when the breakpoint that ends a batch
@@ -522,7 +540,15 @@ fn scratch_queries(
     }
     let mut inj = Injector::new(pid, gadgets.0, threads[0].orig_regs);
     let (scratch, batch) = map_scratch(&mut inj, batch, ia32)?;
-    let res = run_queries(threads, mem, &mut inj, scratch, batch, gadgets);
+    let res = run_queries(
+        threads,
+        mem,
+        &mut inj,
+        scratch,
+        batch,
+        gadgets,
+        stopped_children,
+    );
     let unmapped = inj.call(
         "munmap scratch area",
         nr::MUNMAP,

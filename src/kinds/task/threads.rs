@@ -31,6 +31,9 @@ pub(crate) struct FrozenThread {
     /// True once the thread sits in a syscall stop of ours rather than the interrupt
     /// stop: then a pending syscall restart must be applied by us before it runs on.
     pub(crate) injected: bool,
+    /// The thread was in a group-stop (job control) when it was seized: the signal that
+    /// stopped its group (what its first trap reported instead of SIGTRAP).
+    pub(crate) group_stop: Option<i32>,
 }
 
 /// If the thread was stopped inside an rseq critical section, move it to the section's
@@ -100,9 +103,10 @@ pub(crate) struct ThreadOutside {
     rseq: Option<Rseq>,
     robust_list: (u64, u64),
     sched: (i32, i32, i32),
+    comm: Vec<u8>,
 }
 
-pub(crate) fn thread_outside(_pid: i32, tid: i32, _regs: &Regs) -> DumpResult<ThreadOutside> {
+pub(crate) fn thread_outside(pid: i32, tid: i32, _regs: &Regs) -> DumpResult<ThreadOutside> {
     let xsave = ptrace::get_xstate(tid, 1 << 16)?;
     let mut debugregs = [0u64; 6];
     for (slot, i) in debugregs.iter_mut().zip(arch::native::DEBUGREG_INDEXES) {
@@ -129,17 +133,20 @@ pub(crate) fn thread_outside(_pid: i32, tid: i32, _regs: &Regs) -> DumpResult<Th
         rseq,
         robust_list: sys::process::robust_list(tid)?,
         sched: sys::process::sched_get(tid)?,
+        comm: procfs::thread_comm(pid, tid)?,
     })
 }
 
 /// The image of thread `t`: what was read of it from outside (`o`) and by itself (`ti`),
-/// with its registers moved out of an rseq critical section it was stopped in.
+/// with its registers moved out of an rseq critical section it was stopped in, and its
+/// credentials if they are not the process's (`creds`).
 pub(crate) fn thread_image(
     mem: &RemoteMem,
     t: &FrozenThread,
     o: ThreadOutside,
     ti: ThreadInjected,
     pending: Vec<PendingSignal>,
+    creds: Option<crate::model::Creds>,
 ) -> DumpResult<Thread> {
     let mut image_regs = t.orig_regs;
     rseq_fixup(mem, &o.rseq, &mut image_regs)?;
@@ -161,6 +168,8 @@ pub(crate) fn thread_image(
         sched_policy: o.sched.0,
         sched_priority: o.sched.1,
         nice: o.sched.2,
+        comm: o.comm,
+        creds,
     })
 }
 
@@ -182,6 +191,13 @@ pub(crate) fn check_states(proc_: &Process, problems: &mut Vec<Problem>) {
             check::p(problems, "malformed", "invalid xsave area size".into());
         }
         signals::check_pending(&t.pending, problems);
+        if t.comm.len() > 64 || t.comm.contains(&0) {
+            check::p(
+                problems,
+                "malformed",
+                format!("thread {}: invalid thread name", t.tid),
+            );
+        }
         if let Some(why) = ax::setregs_refusal(&t.arch.regs) {
             check::p(
                 problems,
@@ -415,6 +431,17 @@ pub(crate) fn thread_attr_calls(
             ));
         }
     }
+    // The thread's own name (set where it runs: PR_SET_NAME names the calling thread).
+    if !t.comm.is_empty() {
+        let mut comm = t.comm.clone();
+        comm.truncate(15);
+        let a = args.add_cstr(cx, &comm)?;
+        calls.push(Call::new(
+            "prctl(PR_SET_NAME) of the thread",
+            nr::PRCTL,
+            [libc::PR_SET_NAME as u64, a, 0, 0, 0, 0],
+        ));
+    }
     if let Some(r) = t.rseq {
         calls.push(Call::new(
             "rseq registration",
@@ -473,14 +500,24 @@ pub(crate) fn create_threads(
                 "{what}: got thread ID {got} instead"
             )));
         }
-        // PTRACE_O_TRACECLONE: the new thread is traced and stops before it runs.
-        match ptrace::wait(t.tid)? {
-            Stop::Signal(_) | Stop::Event(_) => {}
-            other => {
-                return Err(RestoreError::Stage(format!(
-                    "{what}: it did not stop as expected ({other:?})"
-                )));
-            }
+        // PTRACE_O_TRACECLONE: the new thread is traced and stops before it runs. In a
+        // process stopped by job control it also joins the group-stop: traced with
+        // PTRACE_SEIZE (a tree in its own PID namespace) that is the one event stop;
+        // otherwise it makes a second stop (the group-stop, and the SIGSTOP of its
+        // attach, in either order), taken here too (the SIGSTOP suppressed), so that
+        // injected calls find it idle.
+        let stopped = |stop| match stop {
+            Stop::Signal(_) | Stop::Event(_) => Ok(()),
+            other => Err(RestoreError::Stage(format!(
+                "{what}: it did not stop as expected ({other:?})"
+            ))),
+        };
+        let first = ptrace::wait(t.tid)?;
+        let twice = proc_.stopped.is_some() && matches!(first, Stop::Signal(_));
+        stopped(first)?;
+        if twice {
+            ptrace::cont(t.tid, 0)?;
+            stopped(ptrace::wait(t.tid)?)?;
         }
         let base = ptrace::get_regs(t.tid)?;
         let trapping = cx.live_task(&what)?.inj.trapping();

@@ -11,7 +11,9 @@ use crate::kinds::unsupported;
 use crate::model::Checkpoint;
 use crate::model::ImageInfo;
 use crate::model::Process;
-use crate::remote::{Ctx, helper_injector, take_remote_fd};
+use crate::model::ZombieState;
+use crate::remote::{BatchArgs, Ctx, helper_injector, take_remote_fd};
+use crate::sys::inject::Call;
 use crate::sys::inject::Injector;
 use crate::sys::ptrace::{self, Stop};
 use crate::sys::{self, proc as procfs};
@@ -19,9 +21,17 @@ use std::collections::BTreeMap;
 
 // ---- collect (dump) ----
 
-/// A zombie of the tree: only its IDs and the status its parent will collect.
+/// A zombie of the tree: its IDs, the status its parent will collect, and what /proc
+/// still shows of it: its name, signal masks and resource limits.
 pub(crate) fn zombie_process(pid: i32) -> DumpResult<Process> {
     let stat = procfs::stat(pid)?;
+    let st = procfs::status(pid)?;
+    // From /proc: prlimit would need CAP_SYS_RESOURCE for a zombie of another user.
+    let rlimits = procfs::limits(pid)?
+        .into_iter()
+        .zip(0..crate::kinds::task::creds::RLIMIT_NAMES.len() as u32)
+        .map(|((cur, max), resource)| crate::model::Rlimit { resource, cur, max })
+        .collect();
     Ok(Process {
         pid,
         ppid: stat.field(4) as i32,
@@ -29,8 +39,67 @@ pub(crate) fn zombie_process(pid: i32) -> DumpResult<Process> {
         sid: stat.field(6) as i32,
         comm: stat.comm.clone(),
         exit_status: Some(stat.field(52) as i32),
+        rlimits,
+        creds: crate::kinds::task::creds::creds_of(&st, 0),
+        zombie: Some(ZombieState {
+            blocked: st.sig_blk,
+            ignored: st.sig_ign,
+            caught: st.sig_cgt,
+            creds: true,
+        }),
         ..Default::default()
     })
+}
+
+/// Which of `children` (children of the queried process, stopped by job control) have
+/// a stop their parent has not collected yet: waitid(WSTOPPED | WNOWAIT | WNOHANG),
+/// injected in the parent, reports one without collecting it (the stop of a child
+/// traced by another process than its parent is still reported to the parent). The
+/// siginfo results land 128 bytes apart at `out`.
+pub(crate) fn unreported_stops(
+    inj: &mut Injector,
+    mem: &crate::sys::mem::RemoteMem,
+    (out, out_len): (u64, usize),
+    children: &[i32],
+) -> DumpResult<Vec<i32>> {
+    const SIGINFO: usize = 128;
+    let mut found = Vec::new();
+    for chunk in children.chunks((out_len / SIGINFO).max(1)) {
+        mem.write(out, &vec![0u8; SIGINFO * chunk.len()])?;
+        let calls: Vec<Call> = chunk
+            .iter()
+            .enumerate()
+            .map(|(k, &child)| {
+                Call::new(
+                    "waitid(WSTOPPED | WNOWAIT)",
+                    nr::WAITID,
+                    [
+                        libc::P_PID as u64,
+                        child as u64,
+                        out + (SIGINFO * k) as u64,
+                        (libc::WSTOPPED | libc::WNOWAIT | libc::WNOHANG) as u64,
+                        0,
+                        0,
+                    ],
+                )
+                .may_fail()
+            })
+            .collect();
+        let res = inj.batch(mem, &calls)?;
+        let mut b = vec![0u8; SIGINFO * chunk.len()];
+        mem.read(out, &mut b)?;
+        for (k, &child) in chunk.iter().enumerate() {
+            // siginfo_t: si_signo, si_errno, si_code (ints), padding, then si_pid.
+            let pid = b
+                .get(SIGINFO * k + 16..SIGINFO * k + 20)
+                .and_then(|w| w.try_into().ok())
+                .map_or(0, i32::from_le_bytes);
+            if res.get(k).copied() == Some(0) && pid == child {
+                found.push(child);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// The checkpoint of a collected tree (`processes` in tree order, root first): the
@@ -223,7 +292,11 @@ pub(crate) fn check_ids(
         check::p(problems, "malformed", format!("invalid PID {}", proc_.pid));
     }
     if proc_.is_zombie() {
-        if !proc_.threads.is_empty() || !proc_.vmas.is_empty() || !proc_.fds.is_empty() {
+        if !proc_.threads.is_empty()
+            || !proc_.vmas.is_empty()
+            || !proc_.fds.is_empty()
+            || proc_.stopped.is_some()
+        {
             check::p(
                 problems,
                 "malformed",
@@ -249,6 +322,24 @@ pub(crate) fn check_ids(
         }
     }
     true
+}
+
+/// A process stopped by job control was stopped by a signal whose default action
+/// stops.
+pub(crate) fn check_stop(proc_: &Process, problems: &mut Vec<Problem>) {
+    if let Some(js) = proc_.stopped {
+        let stops = [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+        if !stops.contains(&js.signo) {
+            check::p(
+                problems,
+                "malformed",
+                format!(
+                    "process {} is stopped by signal {}, which does not stop",
+                    proc_.pid, js.signo
+                ),
+            );
+        }
+    }
 }
 
 /// Sessions and process groups: a session leader leads its group, and every group's
@@ -427,11 +518,36 @@ pub(crate) fn set_controlling_tty(cx: &mut Ctx<'_>, slave: i32, fg: i32) -> Rest
     Ok(())
 }
 
-/// Make a zombie's stub exit the way the original did, and hand it to its parent.
-fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> RestoreResult<()> {
+/// Make a zombie's stub exit the way the original did, and hand it to its parent. What
+/// /proc shows of a zombie is the dead process's: the stub takes its name, signal
+/// dispositions, resource limits (set from outside while the stub still has ckpt's
+/// credentials), credentials and blocked signals first (images that recorded them).
+fn make_zombie(
+    cx: &mut Ctx<'_>,
+    parent: &mut Ctx<'_>,
+    status: i32,
+    own: &super::creds::Own,
+) -> RestoreResult<()> {
     let pid = cx.proc_.pid;
     let sig = status & 0x7f;
+    let seen = cx.proc_.zombie;
+    if let Some(z) = seen {
+        zombie_looks(cx, &z, sig)?;
+        for r in &cx.proc_.rlimits {
+            sys::process::prlimit_set(pid, r.resource, r.cur, r.max)?;
+        }
+        if z.creds {
+            let mut c = cx.proc_.creds.clone();
+            c.securebits = own.creds.securebits;
+            c.seccomp = own.creds.seccomp;
+            super::creds::restore_creds(cx, own, &c)?;
+        }
+    }
+    let blocked = seen.map_or(0, |z| z.blocked);
     let stop = if sig == 0 {
+        if seen.is_some() {
+            ptrace::set_sigmask(pid, blocked)?;
+        }
         cx.live_task("exit")?.inj.final_call(
             nr::EXIT_GROUP,
             [((status >> 8) & 0xff) as u64, 0, 0, 0, 0, 0],
@@ -449,9 +565,18 @@ fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> RestoreRe
             )?;
         }
         if status & 0x80 == 0 {
-            sys::process::prlimit_set(pid, libc::RLIMIT_CORE, 0, 0)?;
+            if seen.is_some() {
+                // Not dumpable: no core file, whatever its (the original's) core limit.
+                cx.call(
+                    "prctl(PR_SET_DUMPABLE)",
+                    nr::PRCTL,
+                    [libc::PR_SET_DUMPABLE as u64, 0, 0, 0, 0, 0],
+                )?;
+            } else {
+                sys::process::prlimit_set(pid, libc::RLIMIT_CORE, 0, 0)?;
+            }
         }
-        ptrace::set_sigmask(pid, 0)?;
+        ptrace::set_sigmask(pid, blocked & !(1u64 << (sig - 1)))?;
         cx.live_task("kill")?
             .inj
             .final_call(nr::KILL, [pid as u64, sig as u64, 0, 0, 0, 0])?
@@ -466,6 +591,13 @@ fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> RestoreRe
     }
     // Its parent was sent SIGCHLD just now (it is blocked there): take it back, the
     // original parent had been told long ago.
+    take_back_sigchld(parent)
+}
+
+/// Take back the SIGCHLD a child's exit or stop during stage sent to `parent` (every
+/// signal is blocked in the stub, so it is pending there): the image's own pending
+/// signals are queued later.
+fn take_back_sigchld(parent: &mut Ctx<'_>) -> RestoreResult<()> {
     let mut b = Vec::new();
     b.extend_from_slice(&(1u64 << (libc::SIGCHLD - 1)).to_le_bytes());
     b.extend_from_slice(&[0u8; 16]); // timespec {0, 0}
@@ -482,6 +614,151 @@ fn make_zombie(cx: &mut Ctx<'_>, parent: &mut Ctx<'_>, status: i32) -> RestoreRe
             }
             e => Err(e),
         })?;
+    Ok(())
+}
+
+/// Put process `cx` (a stub of one thread, traced) into a group-stop by `sig`, as job
+/// control stopped the original: the signal is sent, unblocked and with its default
+/// action, and passed on at its signal-delivery-stop, so the kernel stops the group
+/// (traced, it shows as a group-stop to us) and records the stop for the real parent.
+/// Calls injected later resume the thread without ending the group-stop; once detached
+/// at commit, every thread (also those created meanwhile) goes back into it without the
+/// parent being told again.
+fn stop_job(cx: &mut Ctx<'_>, sig: i32) -> RestoreResult<()> {
+    let pid = cx.pid();
+    if sig != libc::SIGSTOP {
+        // The stub's disposition is ckpt's; the image's are set later.
+        let act = cx.put(0, &[0u8; 32])?;
+        cx.call(
+            "rt_sigaction (the stop signal)",
+            nr::RT_SIGACTION,
+            [sig as u64, act, 0, 8, 0, 0],
+        )?;
+    }
+    let mask = ptrace::get_sigmask(pid)?;
+    ptrace::set_sigmask(pid, mask & !(1u64 << (sig - 1)))?;
+    sys::process::kill(pid, sig)?;
+    let failed = |got: Stop| {
+        RestoreError::Stage(format!(
+            "process {pid} did not stop on signal {sig} as it was stopped by job control \
+             (got {got:?}; a process group orphaned since ignores SIGTSTP, SIGTTIN and \
+             SIGTTOU)"
+        ))
+    };
+    ptrace::cont(pid, 0)?;
+    match ptrace::wait(pid)? {
+        Stop::Signal(s) if s == sig => {}
+        other => return Err(failed(other)),
+    }
+    ptrace::cont(pid, sig)?;
+    match ptrace::wait(pid)? {
+        // A group-stop: seized (the root of a tree in its own PID namespace, and what
+        // it forks), an event stop; else a stop without signal information.
+        Stop::Event(s) if s == sig => {}
+        Stop::Signal(s) if s == sig && ptrace::in_group_stop(pid)? => {}
+        other => return Err(failed(other)),
+    }
+    ptrace::set_sigmask(pid, mask)?;
+    Ok(())
+}
+
+/// Processes stopped by job control stop again (see [`stop_job`]), right after the
+/// zombies exit (before anything of them is built, and before their parents' pending
+/// signals are queued). The parent in the image of each was told (SIGCHLD, taken back
+/// here) and holds the stop for waitpid(WUNTRACED): it is collected here too unless the
+/// original parent had not collected it yet.
+pub(crate) fn stop_jobs(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> RestoreResult<()> {
+    for i in 0..ctxs.len() {
+        let Some(js) = ctxs[i].proc_.stopped else {
+            continue;
+        };
+        if ctxs[i].proc_.is_zombie() {
+            continue;
+        }
+        let pid = ctxs[i].proc_.pid;
+        stop_job(&mut ctxs[i], js.signo)?;
+        if i == 0 {
+            continue; // ckpt is the root's parent
+        }
+        let ppid = ctxs[i].proc_.ppid;
+        let parent = procs[..i]
+            .iter()
+            .position(|q| q.pid == ppid)
+            .ok_or_else(|| RestoreError::Malformed(format!("process {pid} has no parent")))?;
+        let parent = &mut ctxs[parent];
+        take_back_sigchld(parent)?;
+        if !js.unreported {
+            let info = parent.put(0, &[0u8; 128])?;
+            parent.call(
+                "waitid(WSTOPPED) of a stopped child",
+                nr::WAITID,
+                [
+                    libc::P_PID as u64,
+                    pid as u64,
+                    info,
+                    (libc::WSTOPPED | libc::WNOHANG) as u64,
+                    0,
+                    0,
+                ],
+            )?;
+            let mut b = [0u8; 20];
+            parent.read(info, &mut b)?;
+            if b[16..20] != pid.to_le_bytes() {
+                return Err(RestoreError::Stage(format!(
+                    "the stop of process {pid} did not reach its parent {ppid}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Give a zombie's stub the dead process's name and signal dispositions (ignored,
+/// caught: any handler, never run; the default for the rest and for `sig`, which it
+/// dies of), in one batch.
+pub(crate) fn zombie_looks(cx: &mut Ctx<'_>, z: &ZombieState, sig: i32) -> RestoreResult<()> {
+    let mut args = BatchArgs::new();
+    let mut calls = Vec::new();
+    let mut comm = cx.proc_.comm.clone();
+    comm.truncate(15);
+    let name = args.add_cstr(cx, &comm)?;
+    calls.push(Call::new(
+        "prctl(PR_SET_NAME)",
+        nr::PRCTL,
+        [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0],
+    ));
+    // struct k_sigaction: handler, flags, restorer, mask.
+    let act = |handler: u64| {
+        let mut b = handler.to_le_bytes().to_vec();
+        b.resize(32, 0);
+        b
+    };
+    let dfl = args.add(cx, &act(0))?;
+    let ign = args.add(cx, &act(1))?;
+    // A handler it never runs (it exits right after, with the original's blocked
+    // signals), at the helper area's breakpoint all the same.
+    let caught = args.add(cx, &act(cx.stub + 2))?;
+    for s in 1..=64u64 {
+        if s == libc::SIGKILL as u64 || s == libc::SIGSTOP as u64 {
+            continue;
+        }
+        let bit = 1u64 << (s - 1);
+        let a = if s == sig as u64 {
+            dfl
+        } else if z.ignored & bit != 0 {
+            ign
+        } else if z.caught & bit != 0 {
+            caught
+        } else {
+            dfl
+        };
+        calls.push(Call::new(
+            "rt_sigaction",
+            nr::RT_SIGACTION,
+            [s, a, 0, 8, 0, 0],
+        ));
+    }
+    cx.batch(&args, &calls)?;
     Ok(())
 }
 
@@ -507,6 +784,10 @@ pub(crate) fn set_process_groups(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> Res
 
 /// The zombies of the image exit (see [`make_zombie`]); each comes after its parent.
 pub(crate) fn make_zombies(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> RestoreResult<()> {
+    if !procs.iter().any(|p| p.is_zombie()) {
+        return Ok(());
+    }
+    let own = super::creds::Own::detect()?;
     for i in 0..ctxs.len() {
         if let Some(status) = ctxs[i].proc_.exit_status {
             let ppid = ctxs[i].proc_.ppid;
@@ -522,7 +803,7 @@ pub(crate) fn make_zombies(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> RestoreRe
                     "a zombie's parent must come before it".into(),
                 ));
             };
-            make_zombie(a, b, status)?;
+            make_zombie(a, b, status, &own)?;
         }
     }
     Ok(())

@@ -27,6 +27,10 @@ pub struct Status {
     pub seccomp: u32,
     /// The task's ID in each PID namespace it is in, outermost (this /proc's) first.
     pub nspid: Vec<i32>,
+    /// SigBlk, SigIgn and SigCgt: the blocked, ignored and caught signals.
+    pub sig_blk: u64,
+    pub sig_ign: u64,
+    pub sig_cgt: u64,
 }
 
 pub fn status(pid: i32) -> Result<Status> {
@@ -68,6 +72,9 @@ pub fn status(pid: i32) -> Result<Status> {
             "CapAmb" => s.cap_amb = hex(v)?,
             "NoNewPrivs" => s.no_new_privs = v == "1",
             "Seccomp" => s.seccomp = v.parse().map_err(|_| bad(k))?,
+            "SigBlk" => s.sig_blk = hex(v)?,
+            "SigIgn" => s.sig_ign = hex(v)?,
+            "SigCgt" => s.sig_cgt = hex(v)?,
             "NSpid" => {
                 s.nspid = v
                     .split_whitespace()
@@ -94,6 +101,14 @@ impl Stat {
     pub fn exiting(&self) -> bool {
         const PF_EXITING: u64 = 0x4;
         self.field(9) & PF_EXITING != 0
+    }
+
+    /// The task's new mappings go at random addresses (`PF_RANDOMIZE` among the flags,
+    /// field 9): set at exec unless ADDR_NO_RANDOMIZE or kernel.randomize_va_space=0,
+    /// and inherited across fork.
+    pub fn randomized(&self) -> bool {
+        const PF_RANDOMIZE: u64 = 0x0040_0000;
+        self.field(9) & PF_RANDOMIZE != 0
     }
 
     /// Field `n` (1-based, as proc(5) numbers them; n >= 4).
@@ -207,6 +222,43 @@ pub fn signal_quiet(pid: i32, tids: &[i32], sig: i32) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// The resource limits of process `pid` from /proc/PID/limits, in its order (the
+/// RLIMIT_* numbers, 0..16): (soft, hard), `u64::MAX` for unlimited. Readable for any
+/// process, where prlimit needs CAP_SYS_RESOURCE for one of another user.
+pub fn limits(pid: i32) -> Result<Vec<(u64, u64)>> {
+    let text = read(format!("/proc/{pid}/limits"))?;
+    let text = String::from_utf8_lossy(&text);
+    let bad = || SysError::Other(format!("cannot parse /proc/{pid}/limits"));
+    let value = |v: &str| -> Result<u64> {
+        if v == "unlimited" {
+            Ok(u64::MAX)
+        } else {
+            v.parse().map_err(|_| bad())
+        }
+    };
+    let mut out = Vec::new();
+    // "Limit  Soft Limit  Hard Limit  Units" header; the name column is 26 wide.
+    for line in text.lines().skip(1) {
+        let rest = line.get(26..).ok_or_else(bad)?;
+        let mut w = rest.split_whitespace();
+        let (Some(soft), Some(hard)) = (w.next(), w.next()) else {
+            return Err(bad());
+        };
+        out.push((value(soft)?, value(hard)?));
+    }
+    Ok(out)
+}
+
+/// The name of thread `tid` of process `pid` (/proc/PID/task/TID/comm, without its
+/// newline).
+pub fn thread_comm(pid: i32, tid: i32) -> Result<Vec<u8>> {
+    let mut b = read(format!("/proc/{pid}/task/{tid}/comm"))?;
+    if b.last() == Some(&b'\n') {
+        b.pop();
+    }
+    Ok(b)
 }
 
 /// The IDs of thread `tid` of process `pid` in each PID namespace it is in, outermost
@@ -366,5 +418,18 @@ mod tests {
         let st = stat(me).unwrap();
         assert!(st.field(26) > 0, "startcode");
         assert!(!smaps(me).unwrap().is_empty());
+    }
+
+    #[test]
+    fn own_limits_from_proc_are_what_prlimit_says() {
+        let me = std::process::id() as i32;
+        let l = limits(me).unwrap();
+        assert_eq!(l.len(), 16, "{l:?}");
+        for (r, got) in l.iter().enumerate() {
+            let want = crate::sys::process::prlimit_get(0, r as u32).unwrap();
+            assert_eq!(*got, want, "resource {r}");
+        }
+        let comm = thread_comm(me, me).unwrap();
+        assert_eq!(comm, stat(me).unwrap().comm);
     }
 }

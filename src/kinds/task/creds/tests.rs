@@ -182,3 +182,54 @@ fn securebits_no_new_privs_and_seccomp_of_ckpt() {
     check_ckpt(&own, &mut v);
     assert_eq!(v.len(), 2, "{v:?}");
 }
+
+#[test]
+fn a_thread_with_credentials_of_its_own_is_checked_too() {
+    let own = root_own();
+    let mut pr = proc_with(own.creds.clone(), vec![]);
+    let mut t = crate::kinds::testutil::thread(78);
+    t.creds = Some(Creds {
+        uid: [1000; 4],
+        ..Default::default()
+    });
+    pr.threads = vec![crate::kinds::testutil::thread(77), t.clone()];
+    assert!(problems(&pr, &own).is_empty());
+    // A capability ckpt lacks, in that thread only: named with the thread.
+    t.creds = Some(Creds {
+        cap_prm: 1 << 45,
+        ..Default::default()
+    });
+    pr.threads[1] = t;
+    let v = problems(&pr, &own);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(
+        v[0].message
+            .starts_with("process 77 (prog), thread 78 has a capability")
+            && v[0].message.contains("capability 45"),
+        "{}",
+        v[0].message
+    );
+}
+
+#[test]
+fn a_zombie_s_hard_limits_are_checked() {
+    let mut own = root_own();
+    own.creds.cap_eff &= !(1 << cap::SYS_RESOURCE);
+    let z = proc_with(
+        Creds::default(),
+        vec![Rlimit {
+            resource: libc::RLIMIT_CORE,
+            cur: 0,
+            max: 1 << 20,
+        }],
+    );
+    let mut v = Vec::new();
+    check_zombie(&z, &own, &mut v);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(
+        v[0].message
+            .starts_with("zombie 77 (prog): its hard limit RLIMIT_CORE"),
+        "{}",
+        v[0].message
+    );
+}

@@ -1,7 +1,7 @@
 //! Resource limits, auxv and name, root and working directories.
 
 use crate::kinds::task::attrs::{
-    check_auxv_comm, check_dirs, check_oom_thp, check_rlimits, thp_disable,
+    check_auxv_comm, check_dirs, check_oom_thp, check_randomization, check_rlimits, thp_disable,
 };
 use crate::kinds::testutil::*;
 use crate::model::{Process, Rlimit};
@@ -107,4 +107,30 @@ fn thp_disable_as_the_kernel_tells_it() {
     for bad in [2, 5, -22] {
         assert!(thp_disable(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn address_randomization_is_the_same_in_the_whole_tree_and_possible_here() {
+    let with = |pid, r| Process {
+        randomized: r,
+        ..process(pid)
+    };
+    // Not recorded (older images, zombies): nothing to check.
+    assert_none(&run(|v| check_randomization(&[with(10, None)], false, v)));
+    for r in [true, false] {
+        let tree = [with(10, Some(r)), with(11, None), with(12, Some(r))];
+        assert_none(&run(|v| check_randomization(&tree, true, v)));
+    }
+    assert_none(&run(|v| {
+        check_randomization(&[with(10, Some(false))], false, v)
+    }));
+    let v = run(|v| check_randomization(&[with(10, Some(true))], false, v));
+    assert_one(&v, "unsupported", &["kernel.randomize_va_space is 0"]);
+    let mixed = [with(10, Some(false)), with(11, Some(true))];
+    let v = run(|v| check_randomization(&mixed, true, v));
+    assert_one(
+        &v,
+        "unsupported",
+        &["process 11 ran with address randomization and process 10 without it"],
+    );
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use crate::kinds::task::tree::{
-    check_groups, check_ids, check_parent, check_pids_free, check_root,
+    check_groups, check_ids, check_parent, check_pids_free, check_root, check_stop,
 };
 use crate::kinds::testutil::*;
 use crate::model::Process;
@@ -230,4 +230,41 @@ fn a_pid_held_by_an_unreaped_zombie() {
             "did not reap within 1000 ms",
         ],
     );
+}
+
+#[test]
+fn a_job_stop_is_by_a_stop_signal_and_never_of_a_zombie() {
+    use crate::model::JobStop;
+    for signo in [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+        let p = Process {
+            stopped: Some(JobStop {
+                signo,
+                unreported: true,
+            }),
+            ..process(12)
+        };
+        assert_none(&run(|v| check_stop(&p, v)));
+    }
+    let p = Process {
+        stopped: Some(JobStop {
+            signo: libc::SIGTERM,
+            unreported: false,
+        }),
+        ..process(12)
+    };
+    let v = run(|v| check_stop(&p, v));
+    assert_one(
+        &v,
+        "malformed",
+        &["stopped by signal 15, which does not stop"],
+    );
+    let z = Process {
+        stopped: Some(JobStop {
+            signo: libc::SIGSTOP,
+            unreported: false,
+        }),
+        ..zombie(12, 10, 10)
+    };
+    let v = run(|v| assert!(!check_ids(&z, &mut BTreeSet::new(), v)));
+    assert_one(&v, "malformed", &["zombie 12 has state"]);
 }
