@@ -219,6 +219,7 @@ fn hostile_socket_records_are_plan_problems() {
             peer_name: peer.to_vec(),
             opts: SockOpts::default(),
             msgs,
+            ..Default::default()
         }),
         flags: 2,
     };

@@ -178,6 +178,8 @@ pub mod nr {
     pub const LISTEN: u64 = libc::SYS_listen as u64;
     pub const SOCKETPAIR: u64 = libc::SYS_socketpair as u64;
     pub const CONNECT: u64 = libc::SYS_connect as u64;
+    pub const ACCEPT4: u64 = libc::SYS_accept4 as u64;
+    pub const SHUTDOWN: u64 = libc::SYS_shutdown as u64;
     pub const SENDTO: u64 = libc::SYS_sendto as u64;
     pub const SETSOCKOPT: u64 = libc::SYS_setsockopt as u64;
     pub const EVENTFD2: u64 = libc::SYS_eventfd2 as u64;
@@ -640,6 +642,8 @@ mod nr_tests {
             (LISTEN, 50),
             (SOCKETPAIR, 53),
             (CONNECT, 42),
+            (ACCEPT4, 288),
+            (SHUTDOWN, 48),
             (SENDTO, 44),
             (SETSOCKOPT, 54),
             (EVENTFD2, 290),

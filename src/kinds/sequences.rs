@@ -170,6 +170,7 @@ fn socket_pair_gets_options_then_data_then_messages_from_the_other_end() {
             },
             SockOpts::default(),
         ],
+        ..SocketPairState::default()
     };
     let rec = Recorder::new(p.pid);
     run(&p, &rec, |cx| unix::create_socketpair(cx, &sp, 30)).expect("pair");
@@ -208,6 +209,99 @@ fn socket_pair_gets_options_then_data_then_messages_from_the_other_end() {
     );
     assert_eq!(c[4].args[4..], [0, 0], "to the peer, no address");
     assert_eq!(arg_bytes(&rec, &c[4], 1, 6), b"record");
+    let total = n.len();
+    each_failure_stops_there(&p, total, |cx| unix::create_socketpair(cx, &sp, 30));
+}
+
+#[test]
+fn socket_pair_ends_get_their_names_first_and_are_shut_down_last() {
+    let p = process();
+    let sp = SocketPairState {
+        id: 6,
+        typ: libc::SOCK_STREAM,
+        data0: b"unread".to_vec(),
+        name1: b"\0ab12f".to_vec(),
+        shutdown: [1, 2],
+        opts: [
+            SockOpts::default(),
+            SockOpts {
+                passcred: true,
+                ..SockOpts::default()
+            },
+        ],
+        ..SocketPairState::default()
+    };
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| unix::create_socketpair(cx, &sp, 30)).expect("pair");
+    let n = names(&rec);
+    assert_eq!(
+        n[..6],
+        [
+            "socketpair",
+            // Bound before SO_PASSCRED, which would autobind it to another name.
+            "bind unix socket @ab12f",
+            "SO_PASSCRED",
+            "queue socket pair 6 data",
+            // After the data, which a shut end would refuse.
+            "shutdown",
+            "shutdown",
+        ]
+    );
+    let c = rec.calls();
+    assert_eq!(c[1].args[0], 101);
+    assert_eq!(arg_bytes(&rec, &c[1], 1, 8)[2..], *b"\0ab12f");
+    // RCV_SHUTDOWN (1) is SHUT_RD on end 0, SEND_SHUTDOWN (2) SHUT_WR on end 1.
+    assert_eq!(c[4].args[..2], [100, libc::SHUT_RD as u64]);
+    assert_eq!(c[5].args[..2], [101, libc::SHUT_WR as u64]);
+    let total = n.len();
+    each_failure_stops_there(&p, total, |cx| unix::create_socketpair(cx, &sp, 30));
+}
+
+#[test]
+fn an_accepted_connection_is_made_through_a_listener_bound_to_its_name() {
+    let p = process();
+    let sp = SocketPairState {
+        id: 7,
+        typ: libc::SOCK_SEQPACKET,
+        name0: b"\0ckpt-test-client".to_vec(),
+        name1: b"\0ckpt-test-server".to_vec(),
+        accepted: Some(1),
+        shutdown: [3, 3],
+        ..SocketPairState::default()
+    };
+    let rec = Recorder::new(p.pid);
+    let ends = run(&p, &rec, |cx| unix::create_socketpair(cx, &sp, 30)).expect("pair");
+    assert_eq!(ends, (30, 31));
+    let n = names(&rec);
+    assert_eq!(
+        n[..8],
+        [
+            "socket(AF_UNIX) to accept a connection",
+            "bind unix socket @ckpt-test-server",
+            "listen to accept a connection",
+            "socket(AF_UNIX) to connect",
+            "bind unix socket @ckpt-test-client",
+            "connect to unix socket @ckpt-test-server",
+            "accept4",
+            // The listener goes at once: the name is free for the program's own.
+            "close",
+        ]
+    );
+    let c = rec.calls();
+    // listener 100, connecting end 101 (end 0), accepted 102 (end 1).
+    assert_eq!(c[1].args[0], 100);
+    assert_eq!(c[4].args[0], 101);
+    assert_eq!(c[5].args[0], 101);
+    assert_eq!(c[6].args[0], 100);
+    assert_eq!(c[7].args[0], 100);
+    assert_eq!(
+        c[0].args[1],
+        (libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC) as u64
+    );
+    // SHUT_RDWR on both ends, end 0 first.
+    assert_eq!(n[8..10], ["shutdown", "shutdown"]);
+    assert_eq!(c[8].args[..2], [101, libc::SHUT_RDWR as u64]);
+    assert_eq!(c[9].args[..2], [102, libc::SHUT_RDWR as u64]);
     let total = n.len();
     each_failure_stops_there(&p, total, |cx| unix::create_socketpair(cx, &sp, 30));
 }

@@ -455,6 +455,9 @@ pub struct UnixDgramState {
     /// Messages waiting to be read, in order; `from` is the sender's bound name (a
     /// socket of the image), empty for an unnamed sender.
     pub msgs: Vec<SockMessage>,
+    /// Which ways it is shut down (RCV_SHUTDOWN 1, SEND_SHUTDOWN 2); 0 in older images.
+    #[serde(default)]
+    pub shutdown: u8,
 }
 
 /// A UDP socket as dump saw it.
@@ -710,6 +713,22 @@ pub struct SocketPairState {
     /// Socket options of end 0 and end 1 (all zero in older images: left as created).
     #[serde(default)]
     pub opts: [SockOpts; 2],
+    /// Which ways each end is shut down, as sock_diag shows it (`sk_shutdown`:
+    /// RCV_SHUTDOWN 1, SEND_SHUTDOWN 2); 0 in older images.
+    #[serde(default)]
+    pub shutdown: [u8; 2],
+    /// The name of end 0 and of end 1 (a path, or an abstract name starting with a NUL
+    /// byte), empty if unnamed: bound by the program (or autobound by SO_PASSCRED), or,
+    /// for the end named in `accepted`, its listener's name.
+    #[serde(default, with = "serde_bytes")]
+    pub name0: Vec<u8>,
+    #[serde(default, with = "serde_bytes")]
+    pub name1: Vec<u8>,
+    /// The end a listener accepted (a connection, not a socketpair): its name is the
+    /// listener's, which it shares without holding it; restore makes the connection
+    /// through a listener bound to that name for the time it takes.
+    #[serde(default)]
+    pub accepted: Option<u8>,
 }
 
 /// One queued datagram or record, with the raw address of its sender (empty if none).

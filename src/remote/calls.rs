@@ -414,6 +414,17 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// accept4(2), without the peer's address.
+    pub(crate) fn accept4(&mut self, fd: u64, flags: i32) -> Result<u64> {
+        self.call("accept4", nr::ACCEPT4, [fd, 0, 0, flags as u64, 0, 0])
+    }
+
+    /// shutdown(2).
+    pub(crate) fn shutdown(&mut self, fd: u64, how: i32) -> Result<()> {
+        self.call("shutdown", nr::SHUTDOWN, [fd, how as u64, 0, 0, 0, 0])?;
+        Ok(())
+    }
+
     /// listen(2).
     pub(crate) fn listen(&mut self, what: &str, fd: u64, backlog: u32) -> Result<()> {
         self.call(what, nr::LISTEN, [fd, u64::from(backlog), 0, 0, 0, 0])?;

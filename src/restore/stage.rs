@@ -186,6 +186,7 @@ pub(crate) fn stage(
         shm: ShmOwners::new(),
         shm_sizes: shmem::shm_sizes(procs),
     };
+    fd::create_accepted_pairs(&mut ctxs, &plan.ckpt, &mut shared.pipe_holders)?;
     let mut pages = PageStream::new(reader);
     shared.files = pages.read_file_data(true)?;
     shared.files.held = plan.held.fds();

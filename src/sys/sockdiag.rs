@@ -22,6 +22,8 @@ pub struct UnixSock {
     pub rqueue: u32,
     /// For a listener, its backlog.
     pub wqueue: u32,
+    /// Which ways are shut down (`sk_shutdown`): RCV_SHUTDOWN 1, SEND_SHUTDOWN 2.
+    pub shutdown: u8,
 }
 
 pub const STATE_ESTABLISHED: u8 = 1;
@@ -39,6 +41,7 @@ const UDIAG_SHOW_RQLEN: u32 = 0x10;
 const UNIX_DIAG_NAME: u16 = 0;
 const UNIX_DIAG_PEER: u16 = 2;
 const UNIX_DIAG_RQLEN: u16 = 4;
+const UNIX_DIAG_SHUTDOWN: u16 = 6;
 
 fn u16_at(b: &[u8], i: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(b.get(i..i + 2)?.try_into().ok()?))
@@ -71,6 +74,7 @@ fn parse_msg(m: &[u8]) -> Option<UnixSock> {
                 s.rqueue = u32_at(data, 0)?;
                 s.wqueue = u32_at(data, 4)?;
             }
+            UNIX_DIAG_SHUTDOWN => s.shutdown = *data.first()?,
             _ => {}
         }
         off += (len + 3) & !3;
@@ -150,6 +154,68 @@ pub fn peek_stream(fd: &OwnedFd, len: usize) -> Result<Vec<u8>> {
     let (n, _) = rustix::net::recv(fd, &mut data[..], RecvFlags::PEEK | RecvFlags::DONTWAIT)
         .map_err(|e| rerr("peek at a socket queue", e))?;
     data.truncate(n);
+    Ok(data)
+}
+
+/// The bytes queued for reading on a unix stream socket (`len`, as sock_diag counts
+/// them), read without consuming anything: from peek offset 0 on, as many reads as it
+/// takes (the kernel ends a read where the writer or the descriptors attached change).
+/// Bytes that carry descriptors (SCM_RIGHTS) are refused: a plain read would drop them
+/// unseen. The socket's own peek offset is put back afterwards.
+pub fn peek_unix_stream(fd: &OwnedFd, len: usize) -> std::result::Result<Vec<u8>, PeekError> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let old = super::tcp::getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)? as i32;
+    super::tcp::setsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)?;
+    let r = peek_stream_all(fd, len);
+    let back = super::tcp::setsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old as u32);
+    let data = r?;
+    back?;
+    Ok(data)
+}
+
+fn peek_stream_all(fd: &OwnedFd, len: usize) -> std::result::Result<Vec<u8>, PeekError> {
+    let mut data = vec![0u8; len];
+    let mut ctl = vec![0u8; 4096];
+    let mut done = 0;
+    while done < len {
+        let rest = &mut data[done..];
+        let mut iov = libc::iovec {
+            iov_base: rest.as_mut_ptr().cast(),
+            iov_len: rest.len(),
+        };
+        // SAFETY: an all-zero msghdr is valid; the pointers set below are to our own
+        // buffers of the given lengths, which outlive the call.
+        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+        mh.msg_iov = &mut iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = ctl.as_mut_ptr().cast();
+        mh.msg_controllen = ctl.len();
+        // SAFETY: `mh` describes valid buffers (see above).
+        let n =
+            unsafe { libc::recvmsg(fd.as_raw_fd(), &mut mh, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EAGAIN) {
+                break;
+            }
+            return Err(SysError::io("peek at a socket queue", e).into());
+        }
+        if has_rights(&mh) {
+            return Err(PeekError::Descriptors);
+        }
+        if n == 0 {
+            break;
+        }
+        done += n as usize;
+    }
+    if done != len {
+        return Err(SysError::Other(format!(
+            "only {done} of the {len} bytes queued on a unix socket could be read"
+        ))
+        .into());
+    }
     Ok(data)
 }
 

@@ -432,6 +432,43 @@ fn place_pair_end(
     set_status_flags(cx, f.fd, flags)
 }
 
+/// Connections a listener accepted (an end showing the listener's name) are made again
+/// before any process binds its own sockets, through a listener bound to that name for
+/// the time it takes (`unix::create_socketpair`): the name is free then, whichever
+/// process holds the real listener. Each is kept by the first process that holds one
+/// of its ends, as `place_pair_end` would have, and taken from there.
+pub(crate) fn create_accepted_pairs(
+    ctxs: &mut [Ctx<'_>],
+    ckpt: &Checkpoint,
+    holders: &mut PipeHolders,
+) -> RestoreResult<()> {
+    for sp in ckpt.socketpairs.iter().filter(|sp| sp.accepted.is_some()) {
+        let key = (1u8, sp.id);
+        let holds = |p: &Process| {
+            p.fds.iter().any(|f| {
+                f.shared_with.is_none()
+                    && matches!(f.kind, FdKind::UnixPair { id, .. } if id == sp.id)
+            })
+        };
+        let Some(cx) = ctxs
+            .iter_mut()
+            .find(|c| !c.proc_.is_zombie() && holds(c.proc_))
+        else {
+            continue;
+        };
+        if holders.contains_key(&key) {
+            continue;
+        }
+        raise_fd_limit(cx, ckpt)?;
+        let pid = cx.proc_.pid;
+        let k = holders.values().filter(|h| h.0 == pid).count() as u64;
+        let tmp = pipe_tmp_base(cx.proc_) + 2 * k;
+        let (a, b) = unix::create_socketpair(cx, sp, tmp)?;
+        holders.insert(key, (pid, a, b));
+    }
+    Ok(())
+}
+
 /// Give the process its descriptors; the pipes, socket pairs and FIFOs they refer to are
 /// the image's (`ckpt`), the `--inherit-fd` descriptors the plan's (`inherit`).
 pub(crate) fn restore_fds(

@@ -161,6 +161,9 @@ fn listen(s: &UnixSock, flags: u32, refuse: &dyn Fn(&str) -> DumpError) -> DumpR
             "a listening unix socket with connections waiting to be accepted",
         ));
     }
+    if s.shutdown != 0 {
+        return Err(refuse("a listening unix socket that was shut down"));
+    }
     Ok(FdKind::UnixListen {
         name,
         typ: s.typ,
@@ -230,8 +233,27 @@ fn pair_state(
     let mut st = SocketPairState {
         id,
         typ: s.typ,
+        shutdown: [a.shutdown, b.shutdown],
         ..Default::default()
     };
+    for (which, sock) in [(0u8, &a), (1u8, &b)] {
+        let name = unix_name(sock.name.as_deref().unwrap_or_default());
+        if !name_restorable(&name) {
+            return Err(refuse(&format!(
+                "a unix socket connection whose end is bound to {}, a name relative to \
+                 the working directory it was bound in",
+                shown_name(&name)
+            )));
+        }
+        if !name.is_empty() && s.typ != libc::SOCK_DGRAM && shares_name(sock, &name, diag) {
+            st.accepted = Some(which);
+        }
+        if which == 0 {
+            st.name0 = name;
+        } else {
+            st.name1 = name;
+        }
+    }
     for (which, sock) in [(0u8, &a), (1u8, &b)] {
         let Some(&(hp, hfd)) = held.get(&sock.ino) else {
             return Err(refuse("a unix socket whose peer vanished during the dump"));
@@ -250,7 +272,11 @@ fn pair_state(
             if sock.rqueue == 0 {
                 continue;
             }
-            let data = sockdiag::peek_stream(&dup, sock.rqueue as usize)?;
+            let data =
+                sockdiag::peek_unix_stream(&dup, sock.rqueue as usize).map_err(|e| match e {
+                    sockdiag::PeekError::Sys(e) => DumpError::Sys(e),
+                    e => refuse(&peek_refusal(&e, "unix stream socket")),
+                })?;
             if which == 0 {
                 st.data0 = data;
             } else {
@@ -271,6 +297,23 @@ fn pair_state(
         }
     }
     Ok(st)
+}
+
+/// Whether restore can bind `name` as it was: none, an abstract name, or an absolute
+/// path (a relative one was resolved in a working directory the image does not keep).
+fn name_restorable(name: &[u8]) -> bool {
+    name.is_empty() || name[0] == 0 || name[0] == b'/'
+}
+
+/// Whether connected socket `s` shares its name `name` with another socket of its type:
+/// then a listener accepted it (the listener, or its other accepted connections, show
+/// the name too); it does not hold the name, its listener does (or did).
+fn shares_name(s: &UnixSock, name: &[u8], diag: &BTreeMap<u64, UnixSock>) -> bool {
+    diag.values().any(|d| {
+        d.ino != s.ino
+            && d.typ == s.typ
+            && d.name.as_deref().map(unix_name).as_deref() == Some(name)
+    })
 }
 
 /// The messages queued on a socket, in the model's terms.
@@ -324,6 +367,13 @@ fn unix_dgram(
     flags: u32,
 ) -> std::result::Result<FdKind, String> {
     let name = unix_name(s.name.as_deref().unwrap_or_default());
+    if !name_restorable(&name) {
+        return Err(format!(
+            "a unix datagram socket bound to {}, a name relative to the working directory \
+             it was bound in",
+            shown_name(&name)
+        ));
+    }
     let peer_name = match diag.get(&s.peer) {
         Some(p) if s.peer != 0 => {
             let n = unix_name(p.name.as_deref().unwrap_or_default());
@@ -380,6 +430,7 @@ fn unix_dgram(
                 buf_lock: opts.buf_lock,
             },
             msgs,
+            shutdown: s.shutdown,
         }),
         flags,
     })
@@ -411,7 +462,18 @@ pub(crate) fn check_pairs(pairs: &[SocketPairState], problems: &mut Vec<Problem>
         } else {
             no_bytes
         };
+        let name_ok = |n: &[u8]| n.len() <= 107 && name_restorable(n);
+        let accepted_ok = match sp.accepted {
+            None => true,
+            Some(0) => !sp.name0.is_empty(),
+            Some(1) => !sp.name1.is_empty(),
+            Some(_) => false,
+        } && (sp.accepted.is_none() || sp.typ != libc::SOCK_DGRAM);
         if !pair_ids.insert(sp.id)
+            || !name_ok(&sp.name0)
+            || !name_ok(&sp.name1)
+            || !accepted_ok
+            || sp.shutdown.iter().any(|&m| m > 3)
             || !typ_ok
             || !kind_ok
             || sp.data0.len() > MAX_PIPE
@@ -556,6 +618,29 @@ pub(crate) fn check_bound_name(
     check_listen_name(name, fd, held, problems);
 }
 
+/// The names socket pairs bind at restore must be free: an end's own name (bound by
+/// the program, or autobound), and the name of the listener that accepted an end
+/// (bound for the time it takes to make the connection again). The tree's own sockets
+/// count as free; so does a stale socket file at a path, which restore replaces.
+pub(crate) fn check_pair_names(ckpt: &Checkpoint, held: &check::Held, problems: &mut Vec<Problem>) {
+    for sp in &ckpt.socketpairs {
+        for (end, name) in [(0u8, &sp.name0), (1u8, &sp.name1)] {
+            if name.is_empty() {
+                continue;
+            }
+            // A descriptor on that end, to name in the message.
+            let fd = ckpt
+                .processes
+                .iter()
+                .flat_map(|p| p.fds.iter())
+                .find(|f| matches!(f.kind, FdKind::UnixPair { id, end: e, .. } if id == sp.id && e == end))
+                .map(|f| f.fd)
+                .unwrap_or(-1);
+            check_bound_name(name, fd, held, problems);
+        }
+    }
+}
+
 /// A unix socket name as `inspect` shows it (`@` for an abstract name).
 fn shown_name(n: &[u8]) -> String {
     match n.split_first() {
@@ -627,7 +712,19 @@ pub(crate) fn create_socketpair(
     sp: &SocketPairState,
     tmp: u64,
 ) -> RestoreResult<(u64, u64)> {
-    let (e0, e1) = cx.socketpair(libc::AF_UNIX, sp.typ | libc::SOCK_CLOEXEC)?;
+    let (e0, e1) = match sp.accepted {
+        Some(a) => connect_through_listener(cx, sp, a)?,
+        None => {
+            let (e0, e1) = cx.socketpair(libc::AF_UNIX, sp.typ | libc::SOCK_CLOEXEC)?;
+            // Names before SO_PASSCRED, which would autobind an unnamed end to another.
+            for (fd, name) in [(e0, &sp.name0), (e1, &sp.name1)] {
+                if !name.is_empty() {
+                    bind_unix(cx, fd, name)?;
+                }
+            }
+            (e0, e1)
+        }
+    };
     // Options first: the buffer sizes bound what can be queued, and SO_PASSCRED
     // decides whether queued messages carry credentials.
     for (fd, o) in [(e0, &sp.opts[0]), (e1, &sp.opts[1])] {
@@ -643,7 +740,87 @@ pub(crate) fn create_socketpair(
             cx.send_message(from, &m.data, None, &what)?;
         }
     }
+    // Shut down last: nothing could be queued through a shut end. On a stream or
+    // seqpacket pair the kernel marks the peer too, as the program's own call did.
+    for (fd, m) in [(e0, sp.shutdown[0]), (e1, sp.shutdown[1])] {
+        shutdown(cx, fd, m)?;
+    }
     park_pair(cx, e0, e1, tmp)
+}
+
+/// Shut socket `fd` down the ways `mask` (sock_diag's RCV_SHUTDOWN 1, SEND_SHUTDOWN 2)
+/// says; nothing for 0.
+fn shutdown(cx: &mut Ctx<'_>, fd: u64, mask: u8) -> RestoreResult<()> {
+    let how = match mask & 3 {
+        0 => return Ok(()),
+        1 => libc::SHUT_RD,
+        2 => libc::SHUT_WR,
+        _ => libc::SHUT_RDWR,
+    };
+    cx.shutdown(fd, how)?;
+    Ok(())
+}
+
+/// The two ends of connection `sp`, end `a` accepted by a listener: a listener is
+/// bound to end `a`'s name for the time it takes to connect the other end (bound to its
+/// own name first, if it has one) and accept, so that end `a` shows that name without
+/// holding it, as the original did. A path the listener made is removed again unless
+/// a (stale) socket file was there before.
+fn connect_through_listener(
+    cx: &mut Ctx<'_>,
+    sp: &SocketPairState,
+    a: u8,
+) -> RestoreResult<(u64, u64)> {
+    let (name, other) = if a == 0 {
+        (&sp.name0, &sp.name1)
+    } else {
+        (&sp.name1, &sp.name0)
+    };
+    let path = (name.first() == Some(&b'/')).then(|| procfs::bytes_path(name));
+    let was_there = path.is_some_and(|p| std::fs::symlink_metadata(p).is_ok());
+    let l = cx.socket(
+        "socket(AF_UNIX) to accept a connection",
+        libc::AF_UNIX,
+        sp.typ | libc::SOCK_CLOEXEC,
+        0,
+    )?;
+    // (On failure the stage guard kills the process with its sockets; the path goes
+    // here either way.)
+    let r = accept_one(cx, l, sp.typ, name, other).and_then(|ends| {
+        cx.close(l)?;
+        Ok(ends)
+    });
+    if let Some(p) = path.filter(|_| !was_there) {
+        let _ = std::fs::remove_file(p);
+    }
+    let (acc, c) = r?;
+    Ok(if a == 0 { (acc, c) } else { (c, acc) })
+}
+
+/// Bind `l` to `name`, listen, connect a new socket (bound to `other` if not empty) to
+/// it and accept: (accepted end, connecting end).
+fn accept_one(
+    cx: &mut Ctx<'_>,
+    l: u64,
+    typ: i32,
+    name: &[u8],
+    other: &[u8],
+) -> RestoreResult<(u64, u64)> {
+    bind_unix(cx, l, name)?;
+    cx.listen("listen to accept a connection", l, 1)?;
+    let c = cx.socket(
+        "socket(AF_UNIX) to connect",
+        libc::AF_UNIX,
+        typ | libc::SOCK_CLOEXEC,
+        0,
+    )?;
+    if !other.is_empty() {
+        bind_unix(cx, c, other)?;
+    }
+    let what = format!("connect to unix socket {}", show_name(name));
+    cx.connect(&what, c, &SockAddr::Unix(name))?;
+    let acc = cx.accept4(l, libc::SOCK_CLOEXEC)?;
+    Ok((acc, c))
 }
 
 /// A listening unix socket bound to its old name. A stale socket file left at the path
@@ -764,6 +941,10 @@ pub(crate) fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
                 ctxs[j].send_message(sfd as u64, &m.data, Some(&to), &what)?;
             }
         }
+    }
+    // Shut down once every message is queued (a socket shut for reading takes none).
+    for &(i, fd, u) in &socks {
+        shutdown(&mut ctxs[i], fd as u64, u.shutdown)?;
     }
     Ok(())
 }

@@ -38,7 +38,13 @@ fn socket_pair_records() {
         msgs0: vec![msg(b"", 10), msg(&[0; 128], MAX_MESSAGE)],
         ..pair(2, libc::SOCK_DGRAM)
     };
-    let seq = pair(3, libc::SOCK_SEQPACKET);
+    let seq = SocketPairState {
+        name0: b"\0ckpt-test-l".to_vec(),
+        name1: b"/run/x.sock".to_vec(),
+        accepted: Some(0),
+        shutdown: [3, 1],
+        ..pair(3, libc::SOCK_SEQPACKET)
+    };
     let mut v = Vec::new();
     let ids = check_pairs(&[stream, dgram, seq], &mut v);
     assert_none(&v);
@@ -78,6 +84,35 @@ fn bad_socket_pairs() {
         vec![SocketPairState {
             msgs0: vec![msg(b"", MAX_MESSAGE); many_bytes],
             ..pair(4, libc::SOCK_DGRAM)
+        }],
+        // A name relative to a working directory, or too long for a sockaddr_un.
+        vec![SocketPairState {
+            name0: b"sock".to_vec(),
+            ..pair(4, libc::SOCK_STREAM)
+        }],
+        vec![SocketPairState {
+            name1: [b"/".as_slice(), &[b'x'; 107]].concat(),
+            ..pair(4, libc::SOCK_STREAM)
+        }],
+        // The accepted end must be one of the two, with a name, on a connection.
+        vec![SocketPairState {
+            name0: b"\0l".to_vec(),
+            accepted: Some(2),
+            ..pair(4, libc::SOCK_STREAM)
+        }],
+        vec![SocketPairState {
+            name0: b"\0l".to_vec(),
+            accepted: Some(1),
+            ..pair(4, libc::SOCK_STREAM)
+        }],
+        vec![SocketPairState {
+            name0: b"\0l".to_vec(),
+            accepted: Some(0),
+            ..pair(4, libc::SOCK_DGRAM)
+        }],
+        vec![SocketPairState {
+            shutdown: [0, 4],
+            ..pair(4, libc::SOCK_STREAM)
         }],
     ];
     for b in bad {
