@@ -252,11 +252,13 @@ impl From<SysError> for PeekError {
 /// order, with its boundaries and sender, read without consuming anything: the peek
 /// offset (`SO_PEEK_OFF`) is moved past each message in turn and `MSG_PEEK` reads the
 /// next; the socket's own peek offset is put back afterwards. `fd` is a duplicate of the
-/// (frozen) owner's descriptor.
-pub fn peek_messages(fd: &OwnedFd) -> std::result::Result<Vec<Message>, PeekError> {
+/// (frozen) owner's descriptor. `eof_ends`: a read of nothing is the end of the queue,
+/// not an empty message (a seqpacket socket shut for reading: its reads give 0 at the
+/// end, and an empty record there reads the same to the program).
+pub fn peek_messages(fd: &OwnedFd, eof_ends: bool) -> std::result::Result<Vec<Message>, PeekError> {
     let old = super::tcp::getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)? as i32;
     super::tcp::setsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)?;
-    let r = peek_all(fd);
+    let r = peek_all(fd, eof_ends);
     // -1 (the default) turns peeking at an offset off again.
     let back = super::tcp::setsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old as u32);
     let msgs = r?;
@@ -264,7 +266,7 @@ pub fn peek_messages(fd: &OwnedFd) -> std::result::Result<Vec<Message>, PeekErro
     Ok(msgs)
 }
 
-fn peek_all(fd: &OwnedFd) -> std::result::Result<Vec<Message>, PeekError> {
+fn peek_all(fd: &OwnedFd, eof_ends: bool) -> std::result::Result<Vec<Message>, PeekError> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; MAX_MESSAGE];
     // Room for SCM_RIGHTS with many descriptors and SCM_CREDENTIALS.
@@ -298,6 +300,9 @@ fn peek_all(fd: &OwnedFd) -> std::result::Result<Vec<Message>, PeekError> {
                 return Ok(out);
             }
             return Err(SysError::io("peek at a socket's messages", e).into());
+        }
+        if n == 0 && eof_ends {
+            return Ok(out);
         }
         let n = n as usize;
         if n > buf.len() || out.len() >= MAX_MESSAGES {

@@ -100,11 +100,12 @@ impl UnixTable {
         }
         if s.typ == libc::SOCK_DGRAM {
             let peer = diag.get(&s.peer);
-            let anonymous_pair = s.state == STATE_ESTABLISHED
+            // Two datagram sockets of the tree connected to each other (a socketpair,
+            // whose ends may have names of their own, e.g. autobound by SO_PASSCRED).
+            let pair = s.state == STATE_ESTABLISHED
                 && held.contains_key(&s.peer)
-                && peer.is_some_and(|p| p.peer == ino && p.name.is_none())
-                && s.name.is_none();
-            if !anonymous_pair {
+                && peer.is_some_and(|p| p.peer == ino);
+            if !pair {
                 if s.peer != 0 && !held.contains_key(&s.peer) {
                     if f.fd <= 2 {
                         return Ok(());
@@ -259,6 +260,16 @@ fn pair_state(
             return Err(refuse("a unix socket whose peer vanished during the dump"));
         };
         let dup = sys::process::steal_fd(hp, hfd)?;
+        // A queue that cannot be kept, named where it is: this end, or the other one.
+        let unkept = |e: sockdiag::PeekError, what: &str| match e {
+            sockdiag::PeekError::Sys(e) => DumpError::Sys(e),
+            e if sock.ino == s.ino => refuse(&peek_refusal(&e, what)),
+            e => refuse(&format!(
+                "one end of a unix socket pair whose other end, descriptor {hfd} of \
+                 process {hp}, is {}",
+                peek_refusal(&e, what)
+            )),
+        };
         let o = sockdiag::sock_opts(&dup, true)?;
         st.opts[usize::from(which)] = SockOpts {
             sndbuf: o.sndbuf,
@@ -272,11 +283,8 @@ fn pair_state(
             if sock.rqueue == 0 {
                 continue;
             }
-            let data =
-                sockdiag::peek_unix_stream(&dup, sock.rqueue as usize).map_err(|e| match e {
-                    sockdiag::PeekError::Sys(e) => DumpError::Sys(e),
-                    e => refuse(&peek_refusal(&e, "unix stream socket")),
-                })?;
+            let data = sockdiag::peek_unix_stream(&dup, sock.rqueue as usize)
+                .map_err(|e| unkept(e, "unix stream socket"))?;
             if which == 0 {
                 st.data0 = data;
             } else {
@@ -285,10 +293,22 @@ fn pair_state(
         } else {
             // For datagrams sock_diag reports only the first message's length
             // (0 for an empty one): always look at the whole queue.
-            let msgs = peek_messages(&dup).map_err(|e| match e {
-                sockdiag::PeekError::Sys(e) => DumpError::Sys(e),
-                e => refuse(&peek_refusal(&e, "unix socket")),
-            })?;
+            // A seqpacket end shut for reading reads 0 at the end of its queue.
+            let eof_ends = s.typ == libc::SOCK_SEQPACKET && sock.shutdown & 1 != 0;
+            let msgs = peek_messages(&dup, eof_ends).map_err(|e| unkept(e, "unix socket"))?;
+            // Restore sends them again from the other end: each must come from there
+            // (from its name, or from no name when it has none).
+            let other = if which == 0 { &b } else { &a };
+            let other_name = unix_name(other.name.as_deref().unwrap_or_default());
+            if msgs
+                .iter()
+                .any(|m| unix_name(m.from.get(2..).unwrap_or_default()) != other_name)
+            {
+                return Err(refuse(
+                    "a unix socket pair end with a message queued from another socket than \
+                     its peer, or from it before it had its name",
+                ));
+            }
             if which == 0 {
                 st.msgs0 = msgs;
             } else {
@@ -319,8 +339,9 @@ fn shares_name(s: &UnixSock, name: &[u8], diag: &BTreeMap<u64, UnixSock>) -> boo
 /// The messages queued on a socket, in the model's terms.
 pub(crate) fn peek_messages(
     dup: &std::os::fd::OwnedFd,
+    eof_ends: bool,
 ) -> std::result::Result<Vec<SockMessage>, sys::sockdiag::PeekError> {
-    Ok(sys::sockdiag::peek_messages(dup)?
+    Ok(sys::sockdiag::peek_messages(dup, eof_ends)?
         .into_iter()
         .map(|m| SockMessage {
             from: m.from,
@@ -389,7 +410,8 @@ fn unix_dgram(
         .ok_or_else(|| "a unix socket that vanished during the dump".to_string())?;
     let dup = sys::process::steal_fd(hp, hfd).map_err(|e| e.to_string())?;
     let opts = sys::sockdiag::sock_opts(&dup, true).map_err(|e| e.to_string())?;
-    let mut msgs = peek_messages(&dup).map_err(|e| peek_refusal(&e, "unix datagram socket"))?;
+    let mut msgs =
+        peek_messages(&dup, false).map_err(|e| peek_refusal(&e, "unix datagram socket"))?;
     // Names of the tree's bound sockets, which can send again at restore.
     let in_tree = |n: &[u8]| {
         diag.values().any(|d| {

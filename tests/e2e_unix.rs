@@ -1,0 +1,249 @@
+//! Unix sockets in the states a program leaves them in (issues 13 and 14): ends shut
+//! down one way or both, connections accepted by a listener (whose name the accepted
+//! end shows without holding it), clients bound to their own name, ends autobound by
+//! SO_PASSCRED; and the states dump refuses, naming the descriptor, while the program
+//! runs on: descriptors in flight inside SCM_RIGHTS messages, connections waiting to be
+//! accepted, names relative to a working directory.
+//!
+//! Each restore is compared with the original by the state oracle (sock_diag state,
+//! shutdown, names, peers, queues: run inside `Ctx::dump` and `Ctx::restore`) and by
+//! what the program does afterwards, against an undisturbed run.
+//!
+//! Needs root. Run with cargo-nextest, one process per test (see README.md).
+
+mod common;
+
+use common::*;
+
+/// A short directory for socket files (sun_path holds 108 bytes), removed at the end.
+struct SockDir(std::path::PathBuf);
+
+impl SockDir {
+    fn new(what: &str) -> Self {
+        let d = std::path::PathBuf::from(format!("/tmp/ckpt-e2e-{what}-{}", my_pid()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("mkdir socket dir");
+        SockDir(d)
+    }
+}
+
+impl Drop for SockDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Run `ushut` in `dir`, with abstract names starting with `name`.
+fn ushut(dir: &SockDir, name: &str) -> Spec {
+    Spec::new(target("ushut"))
+        .arg(&dir.0)
+        .arg(name)
+        .stdin(In::Pipe)
+}
+
+#[test]
+fn shut_down_accepted_and_autobound_unix_sockets_come_back_as_they_were() {
+    let ctx = Ctx::new("shut_down_accepted_and_autobound_unix_sockets_come_back_as_they_were");
+    // An undisturbed run.
+    let rdir = SockDir::new("ushut-ref");
+    let mut rp = ctx.spawn(&ushut(&rdir, &format!("ckpt-e2e-ushut-{}-ref", my_pid())));
+    rp.wait_for("ready\n");
+    rp.write_stdin(b"go\n");
+    let reference = rp.finish();
+    assert_eq!(
+        reference.status.code(),
+        Some(0),
+        "ushut: reference run; stderr:\n{}",
+        text(&reference.stderr)
+    );
+    let expected = text(&reference.stdout).replacen("ready\n", "", 1);
+    // The behaviour this test is about, as the kernel gives it undisturbed.
+    for line in [
+        "C: K's name right, K's peer right",
+        "C: K reads [from-a]",
+        "C: K reads again [end of file]",
+        "C: sp reads again [end of file]",
+        "C: q reads [end of file]",
+        "C: d reads [m1] from P's autobound name",
+        "C: d's peer right",
+        "P: A's name right, A's peer right",
+        "P: A sends: Broken pipe",
+        "P: A2's name right, A2's peer unnamed (right)",
+        "P: sp sends: Broken pipe",
+        "P: q sends: Broken pipe",
+        "P: d's name right",
+        "P: a message to G: Broken pipe",
+        "P: accepted, named right and right",
+    ] {
+        assert!(
+            expected.contains(line),
+            "ushut: the reference run should say {line:?}:\n{expected}"
+        );
+    }
+
+    let dir = SockDir::new("ushut-run");
+    let mut t = ctx.spawn(&ushut(&dir, &format!("ckpt-e2e-ushut-{}-run", my_pid())));
+    t.wait_for("ready\n");
+    let pids = wait_process_tree(t.pid, 2, "ushut");
+    let img = ctx.path("ushut.img");
+    // The oracle compares the restored tree's sockets (state, shutdown, names, peers,
+    // queues) with these, as soon as it runs.
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&pids, "ushut: original after the dump");
+    let j = ctx.inspect_json(&img);
+    let pairs = j["socketpairs"].as_array().cloned().unwrap_or_default();
+    let accepted = pairs.iter().filter(|p| !p["accepted"].is_null()).count();
+    let shut = pairs
+        .iter()
+        .filter(|p| p["shutdown"] != serde_json::json!([0, 0]))
+        .count();
+    assert_eq!(
+        (pairs.len(), accepted, shut),
+        (5, 2, 3),
+        "ushut: five pairs, two of them accepted connections, three shut down: {pairs:?}"
+    );
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    r.write_stdin(b"go\n");
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ushut: the restored run; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "ushut: the restored run after the dump point",
+        expected.as_bytes(),
+        &fin.stdout,
+    );
+}
+
+/// `urefuse MODE` is refused at dump, with a message naming the process, the descriptor
+/// and each of `words`; nothing is written and the program runs on, untraced, to the
+/// end an undisturbed run reaches (what was in flight or waiting is still there).
+fn refused(name: &str, mode: &str, words: &[&str]) {
+    let ctx = Ctx::new(name);
+    let spec = |dir: &SockDir| Spec::new(target("urefuse")).arg(mode).arg(&dir.0).arg("60");
+    let rdir = SockDir::new(&format!("urefuse-{mode}-ref"));
+    let reference = ctx.spawn(&spec(&rdir)).finish();
+    assert_eq!(
+        reference.status.code(),
+        Some(0),
+        "urefuse {mode}: reference run; stderr:\n{}",
+        text(&reference.stderr)
+    );
+    let dir = SockDir::new(&format!("urefuse-{mode}-run"));
+    let mut t = ctx.spawn(&spec(&dir));
+    t.wait_for("step 3\n");
+    let pid = t.pid;
+    ctx.track(pid);
+    let img = ctx.path("img");
+    let r = ctx.try_dump(pid, &img);
+    let err = r.stderr.clone();
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "urefuse {mode}: the dump should be refused; stderr:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "panic:\n{err}");
+    for w in std::iter::once("cannot dump process ").chain(words.iter().copied()) {
+        assert!(
+            err.contains(w),
+            "urefuse {mode}: the refusal should say {w:?}:\n{err}"
+        );
+    }
+    assert!(!img.exists(), "the refused dump wrote {}", img.display());
+    assert_running_untraced(pid, "the program after the refused dump");
+    let fin = t.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "urefuse {mode}: exit status after the refused dump; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        &format!("urefuse {mode} after the refused dump"),
+        &reference.stdout,
+        &fin.stdout,
+    );
+}
+
+#[test]
+fn a_pipe_in_flight_on_a_unix_stream_socket_refuses_the_dump() {
+    refused(
+        "a_pipe_in_flight_on_a_unix_stream_socket_refuses_the_dump",
+        "stream-rights",
+        &[
+            "file descriptor 3",
+            "other end, descriptor 4 of process",
+            "SCM_RIGHTS",
+        ],
+    );
+}
+
+#[test]
+fn a_pipe_in_flight_on_a_unix_datagram_pair_refuses_the_dump() {
+    refused(
+        "a_pipe_in_flight_on_a_unix_datagram_pair_refuses_the_dump",
+        "dgram-rights",
+        &[
+            "file descriptor 3",
+            "other end, descriptor 4 of process",
+            "SCM_RIGHTS",
+        ],
+    );
+}
+
+#[test]
+fn a_unix_socket_in_flight_on_itself_refuses_the_dump() {
+    refused(
+        "a_unix_socket_in_flight_on_itself_refuses_the_dump",
+        "self",
+        &[
+            "file descriptor 3",
+            "other end, descriptor 4 of process",
+            "SCM_RIGHTS",
+        ],
+    );
+}
+
+#[test]
+fn a_pipe_in_flight_to_a_named_unix_datagram_socket_refuses_the_dump() {
+    refused(
+        "a_pipe_in_flight_to_a_named_unix_datagram_socket_refuses_the_dump",
+        "named-rights",
+        &["file descriptor 3", "SCM_RIGHTS"],
+    );
+}
+
+#[test]
+fn a_unix_listener_with_a_connection_waiting_refuses_the_dump() {
+    refused(
+        "a_unix_listener_with_a_connection_waiting_refuses_the_dump",
+        "backlog",
+        &["file descriptor 3", "waiting to be accepted"],
+    );
+}
+
+#[test]
+fn a_unix_listener_bound_to_a_relative_name_refuses_the_dump() {
+    refused(
+        "a_unix_listener_bound_to_a_relative_name_refuses_the_dump",
+        "relative",
+        &["file descriptor 3", "without an absolute name"],
+    );
+}
+
+#[test]
+fn a_unix_connection_accepted_on_a_relative_name_refuses_the_dump() {
+    refused(
+        "a_unix_connection_accepted_on_a_relative_name_refuses_the_dump",
+        "relative-conn",
+        &[
+            "file descriptor 4",
+            "rel.sock",
+            "relative to the working directory",
+        ],
+    );
+}
