@@ -1,9 +1,10 @@
 //! Unix sockets in the states a program leaves them in (issues 13 and 14): ends shut
 //! down one way or both, connections accepted by a listener (whose name the accepted
 //! end shows without holding it), clients bound to their own name, ends autobound by
-//! SO_PASSCRED; and the states dump refuses, naming the descriptor, while the program
-//! runs on: descriptors in flight inside SCM_RIGHTS messages, connections waiting to be
-//! accepted, names relative to a working directory.
+//! SO_PASSCRED, a connection waiting in a listener's queue; and the states dump refuses,
+//! naming the descriptor, while the program runs on: descriptors in flight inside
+//! SCM_RIGHTS messages, connections waiting to be accepted whose client already sent
+//! data or is outside the tree, names relative to a working directory.
 //!
 //! Each restore is compared with the original by the state oracle (sock_diag state,
 //! shutdown, names, peers, queues: run inside `Ctx::dump` and `Ctx::restore`) and by
@@ -74,6 +75,8 @@ fn shut_down_accepted_and_autobound_unix_sockets_come_back_as_they_were() {
         "P: d's name right",
         "P: a message to G: Broken pipe",
         "P: accepted, named right and right",
+        "C: K3's peer right, K3 sends: sent",
+        "P: L2's waiting client, named right, says [from-k3]",
     ] {
         assert!(
             expected.contains(line),
@@ -103,6 +106,15 @@ fn shut_down_accepted_and_autobound_unix_sockets_come_back_as_they_were() {
         (5, 2, 3),
         "ushut: five pairs, two of them accepted connections, three shut down: {pairs:?}"
     );
+    let waiting = j["processes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|p| p["fds"].as_array().cloned().unwrap_or_default())
+        .filter(|f| f["kind"].get("UnixPending").is_some())
+        .count();
+    assert_eq!(waiting, 1, "ushut: one connection waiting to be accepted");
     let mut r = ctx.restore(&img, &[], In::Pipe);
     r.write_stdin(b"go\n");
     let fin = r.finish();
@@ -123,10 +135,25 @@ fn shut_down_accepted_and_autobound_unix_sockets_come_back_as_they_were() {
 /// and each of `words`; nothing is written and the program runs on, untraced, to the
 /// end an undisturbed run reaches (what was in flight or waiting is still there).
 fn refused(name: &str, mode: &str, words: &[&str]) {
+    refused_with(name, mode, words, false)
+}
+
+/// [`refused`]; with `client`, the test connects a client of its own (outside the tree)
+/// to the program's listener DIR/l.sock once it is ready, in both runs.
+fn refused_with(name: &str, mode: &str, words: &[&str], client: bool) {
     let ctx = Ctx::new(name);
     let spec = |dir: &SockDir| Spec::new(target("urefuse")).arg(mode).arg(&dir.0).arg("60");
     let rdir = SockDir::new(&format!("urefuse-{mode}-ref"));
-    let reference = ctx.spawn(&spec(&rdir)).finish();
+    let connect = |dir: &SockDir| {
+        client.then(|| {
+            std::os::unix::net::UnixStream::connect(dir.0.join("l.sock"))
+                .expect("connect to the program's listener")
+        })
+    };
+    let mut rp = ctx.spawn(&spec(&rdir));
+    rp.wait_for("ready\n");
+    let _rclient = connect(&rdir);
+    let reference = rp.finish();
     assert_eq!(
         reference.status.code(),
         Some(0),
@@ -135,6 +162,8 @@ fn refused(name: &str, mode: &str, words: &[&str]) {
     );
     let dir = SockDir::new(&format!("urefuse-{mode}-run"));
     let mut t = ctx.spawn(&spec(&dir));
+    t.wait_for("ready\n");
+    let _client = connect(&dir);
     t.wait_for("step 3\n");
     let pid = t.pid;
     ctx.track(pid);
@@ -218,11 +247,28 @@ fn a_pipe_in_flight_to_a_named_unix_datagram_socket_refuses_the_dump() {
 }
 
 #[test]
-fn a_unix_listener_with_a_connection_waiting_refuses_the_dump() {
+fn a_unix_listener_with_a_client_that_already_sent_data_refuses_the_dump() {
     refused(
-        "a_unix_listener_with_a_connection_waiting_refuses_the_dump",
+        "a_unix_listener_with_a_client_that_already_sent_data_refuses_the_dump",
         "backlog",
-        &["file descriptor 3", "waiting to be accepted"],
+        &[
+            "file descriptor 3",
+            "waiting to be accepted whose client (descriptor 4 of process",
+            "already sent data",
+        ],
+    );
+}
+
+#[test]
+fn a_unix_listener_with_a_client_from_outside_waiting_refuses_the_dump() {
+    refused_with(
+        "a_unix_listener_with_a_client_from_outside_waiting_refuses_the_dump",
+        "outside",
+        &[
+            "file descriptor 3",
+            "from a process outside the dumped tree",
+        ],
+        true,
     );
 }
 

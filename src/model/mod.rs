@@ -348,6 +348,23 @@ pub enum FdKind {
         flags: u32,
         watches: Vec<InotifyWatch>,
     },
+    /// A unix socket whose connection waits in a listener's queue, not accepted yet: the
+    /// listener (a socket of the image, by its name) and its place in that queue (0 is
+    /// accepted first). Restore connects it again, in that order, once the listener
+    /// exists. (Dump refuses one that already sent data: that data cannot be read
+    /// without accepting the connection.)
+    UnixPending {
+        #[serde(with = "serde_bytes")]
+        listener: Vec<u8>,
+        typ: i32,
+        pos: u32,
+        /// Its own name (bound, or autobound), empty if none.
+        #[serde(default, with = "serde_bytes")]
+        name: Vec<u8>,
+        #[serde(default)]
+        opts: SockOpts,
+        flags: u32,
+    },
 }
 
 /// A terminal that standard descriptors of the tree led to at dump.

@@ -482,6 +482,7 @@ fn link_processes(
     pipe_holders: PipeHolders,
 ) -> Result<()> {
     unix::unix_dgram_links(ctxs)?;
+    unix::connect_pending(ctxs)?;
     udp::requeue_udp(procs)?;
     let mut removed = std::collections::BTreeSet::new();
     for cx in ctxs.iter_mut().filter(|c| !c.proc_.is_zombie()) {

@@ -24,6 +24,9 @@ pub struct UnixSock {
     pub wqueue: u32,
     /// Which ways are shut down (`sk_shutdown`): RCV_SHUTDOWN 1, SEND_SHUTDOWN 2.
     pub shutdown: u8,
+    /// For a listener, the sockets whose connections wait to be accepted (the clients),
+    /// in the order accept takes them.
+    pub icons: Vec<u64>,
 }
 
 pub const STATE_ESTABLISHED: u8 = 1;
@@ -37,9 +40,11 @@ const NLMSG_DONE: u16 = linux_raw_sys::netlink::NLMSG_DONE as u16;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const UDIAG_SHOW_NAME: u32 = 1;
 const UDIAG_SHOW_PEER: u32 = 4;
+const UDIAG_SHOW_ICONS: u32 = 8;
 const UDIAG_SHOW_RQLEN: u32 = 0x10;
 const UNIX_DIAG_NAME: u16 = 0;
 const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_ICONS: u16 = 3;
 const UNIX_DIAG_RQLEN: u16 = 4;
 const UNIX_DIAG_SHUTDOWN: u16 = 6;
 
@@ -75,6 +80,12 @@ fn parse_msg(m: &[u8]) -> Option<UnixSock> {
                 s.wqueue = u32_at(data, 4)?;
             }
             UNIX_DIAG_SHUTDOWN => s.shutdown = *data.first()?,
+            UNIX_DIAG_ICONS => {
+                s.icons = data
+                    .chunks_exact(4)
+                    .map(|c| u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
+                    .collect();
+            }
             _ => {}
         }
         off += (len + 3) & !3;
@@ -104,7 +115,9 @@ pub fn unix_sockets() -> Result<BTreeMap<u64, UnixSock>> {
     req.extend_from_slice(&0u16.to_ne_bytes());
     req.extend_from_slice(&u32::MAX.to_ne_bytes()); // all states
     req.extend_from_slice(&0u32.to_ne_bytes()); // ino
-    req.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN).to_ne_bytes());
+    req.extend_from_slice(
+        &(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN).to_ne_bytes(),
+    );
     req.extend_from_slice(&[0xff; 8]); // cookie
     rustix::net::send(&sock, &req, SendFlags::empty()).map_err(|e| rerr("sock_diag request", e))?;
     let mut out = BTreeMap::new();
@@ -344,6 +357,18 @@ fn has_rights(mh: &libc::msghdr) -> bool {
         }
     }
     found
+}
+
+/// What socket `fd` sent that its peer has not read yet (SIOCOUTQ: for a unix socket,
+/// the memory its sent data still takes; 0 when nothing is in flight).
+pub fn unread_sent(fd: &OwnedFd) -> Result<u32> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int to the pointer, which points at `n`.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    if r < 0 {
+        return Err(SysError::io("SIOCOUTQ", std::io::Error::last_os_error()));
+    }
+    Ok(n.max(0) as u32)
 }
 
 /// Socket options that change what a program sees, read through a duplicate.

@@ -10,6 +10,8 @@
  *                   a pipe's read end queued on it, from an unnamed socket;
  *   backlog         a stream listener (fd 3) bound to DIR/l.sock with a client (fd 4)
  *                   connected, not accepted yet, that sent "hi";
+ *   outside         a stream listener (fd 3) bound to DIR/l.sock (the test connects a
+ *                   client of its own to it, outside the tree);
  *   relative        a stream listener (fd 3) bound to "rel.sock" in the working
  *                   directory DIR;
  *   relative-conn   the same, with a client (fd 4) whose connection it accepted (fd 5,
@@ -119,8 +121,8 @@ int main(int argc, char **argv)
 		send_fd(u, p[0], &sa, sl);
 		close(u);
 	} else if (!strcmp(mode, "backlog") || !strcmp(mode, "relative") ||
-		   !strcmp(mode, "relative-conn")) {
-		int rel = strcmp(mode, "backlog") != 0;
+		   !strcmp(mode, "relative-conn") || !strcmp(mode, "outside")) {
+		int rel = !strcmp(mode, "relative") || !strcmp(mode, "relative-conn");
 		if (rel) {
 			if (chdir(dir))
 				die("chdir: %s", strerror(errno));
@@ -133,7 +135,7 @@ int main(int argc, char **argv)
 		L = socket(AF_UNIX, SOCK_STREAM, 0);
 		if (L != 3 || bind(L, (struct sockaddr *)&sa, sl) || listen(L, 4))
 			die("listen: %s", strerror(errno));
-		if (strcmp(mode, "relative")) {
+		if (strcmp(mode, "relative") && strcmp(mode, "outside")) {
 			C = socket(AF_UNIX, SOCK_STREAM, 0);
 			if (C != 4 || connect(C, (struct sockaddr *)&sa, sl))
 				die("connect: %s", strerror(errno));
@@ -166,6 +168,10 @@ int main(int argc, char **argv)
 		if (a < 0 || read(a, buf, 2) != 2)
 			die("accept/read: %s", strerror(errno));
 		out("accepted the waiting client, which said %s\n", buf);
+		unlink(path);
+	} else if (!strcmp(mode, "outside")) {
+		int a = accept(L, NULL, NULL);
+		out("accepted the outside client: %s\n", a < 0 ? strerror(errno) : "yes");
 		unlink(path);
 	} else if (!strcmp(mode, "relative-conn")) {
 		char buf[8] = {0};

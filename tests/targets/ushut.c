@@ -13,12 +13,14 @@
  *    (unnamed), P accepts it as A2;
  *  - a datagram socketpair d with SO_PASSCRED on P's end, which the kernel autobinds
  *    to a name @xxxxx when P sends "m1" on it (C remembers that name);
- *  - a datagram socket G bound to DIR/g.sock and shut for reading.
+ *  - a datagram socket G bound to DIR/g.sock and shut for reading;
+ *  - a connection from C's socket K3 waiting in L2's queue, not accepted yet.
  *
  * Then P prints "ready" and both wait (P reads a line on stdin, then tells C through a
  * pipe). After that each prints what its sockets do now: names and peers (compared,
  * not printed), what reads and writes give (data, end of file, EPIPE), new connections
- * to L and L2. C goes first and exits; P waits for it, prints its own and exits. */
+ * to L and L2, and K3's connection, which P accepts only now. C goes first, sends
+ * "from-k3" on K3 and exits; P waits for it, prints its own and exits. */
 #include "util.h"
 #include <stddef.h>
 #include <sys/socket.h>
@@ -105,9 +107,9 @@ int main(int argc, char **argv)
 	socklen_t l_l = addr_of(&sa_l, lpath, 0), l_g = addr_of(&sa_g, gpath, 0);
 	socklen_t l_k = addr_of(&sa_k, kname, 1), l_l2 = addr_of(&sa_l2, l2name, 1);
 
-	int sp[2], q[2], d[2], go[2];
+	int sp[2], q[2], d[2], go[2], rdy[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) || socketpair(AF_UNIX, SOCK_SEQPACKET, 0, q) ||
-	    socketpair(AF_UNIX, SOCK_DGRAM, 0, d) || pipe(go))
+	    socketpair(AF_UNIX, SOCK_DGRAM, 0, d) || pipe(go) || pipe(rdy))
 		die("socketpair/pipe: %s", strerror(errno));
 	int L = xsocket(SOCK_STREAM), L2 = xsocket(SOCK_SEQPACKET), G = xsocket(SOCK_DGRAM);
 	xbind(L, &sa_l, l_l);
@@ -141,6 +143,7 @@ int main(int argc, char **argv)
 		close(L2);
 		close(G);
 		close(go[1]);
+		close(rdy[0]);
 		if (shutdown(q[1], SHUT_RD))
 			die("shutdown q: %s", strerror(errno));
 		int K = xsocket(SOCK_STREAM), K2 = xsocket(SOCK_SEQPACKET);
@@ -150,6 +153,12 @@ int main(int argc, char **argv)
 			die("connect: %s", strerror(errno));
 		if (write(K, "from-k", 6) != 6)
 			die("write K: %s", strerror(errno));
+		/* Queued behind K2 in L2's queue: P accepts K2 only. */
+		int K3 = xsocket(SOCK_SEQPACKET);
+		if (connect(K3, (struct sockaddr *)&sa_l2, l_l2))
+			die("connect K3: %s", strerror(errno));
+		if (write(rdy[1], "r", 1) != 1)
+			die("rdy: %s", strerror(errno));
 		/* until P says go */
 		char c;
 		if (read(go[0], &c, 1) != 1)
@@ -176,17 +185,22 @@ int main(int argc, char **argv)
 			    fl == l_auto && memcmp(&from, &sa_auto, fl) == 0 ? "P's autobound name"
 									       : "ANOTHER name");
 		out("C: d's peer %s\n", name_is(d[1], 1, &sa_auto, l_auto));
+		out("C: K3's peer %s, K3 sends: %s\n", name_is(K3, 1, &sa_l2, l_l2),
+		    try_send(K3, "from-k3"));
 		_exit(0);
 	}
 	close(sp[1]);
 	close(q[1]);
 	close(d[1]);
 	close(go[0]);
+	close(rdy[1]);
 	int A = accept(L, NULL, NULL), A2 = accept(L2, NULL, NULL);
 	if (A < 0 || A2 < 0)
 		die("accept: %s", strerror(errno));
 	if (write(A, "from-a", 6) != 6 || shutdown(A, SHUT_WR))
 		die("A: %s", strerror(errno));
+	if (read(rdy[0], buf, 1) != 1)
+		die("rdy: %s", strerror(errno));
 	out("ready\n");
 	if (read(0, buf, sizeof buf) <= 0)
 		die("stdin: %s", strerror(errno));
@@ -209,6 +223,11 @@ int main(int argc, char **argv)
 	int U = xsocket(SOCK_DGRAM);
 	ssize_t n = sendto(U, "g", 1, MSG_DONTWAIT, (struct sockaddr *)&sa_g, l_g);
 	out("P: a message to G: %s\n", n < 0 ? strerror(errno) : "sent");
+	int a3 = accept(L2, NULL, NULL);
+	if (a3 < 0)
+		die("accept K3: %s", strerror(errno));
+	out("P: L2's waiting client, named %s, says [%s]\n", name_is(a3, 0, &sa_l2, l_l2),
+	    try_recv(a3, 0, buf));
 	/* New clients of both listeners. */
 	int c1 = xsocket(SOCK_STREAM), c2 = xsocket(SOCK_SEQPACKET);
 	int r1 = connect(c1, (struct sockaddr *)&sa_l, l_l);

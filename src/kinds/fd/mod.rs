@@ -156,6 +156,15 @@ pub(crate) fn check_sockets(
                         f.fd, q.pid
                     ),
                 ),
+                FdKind::UnixPending { .. } if !unix::pending_ok(procs, f) => check::p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} is an invalid unix socket waiting to \
+                         be accepted",
+                        f.fd, q.pid
+                    ),
+                ),
                 FdKind::UnixListen { name, .. } if name.is_empty() || name.len() > 107 => check::p(
                     problems,
                     "malformed",
@@ -239,6 +248,10 @@ pub(crate) fn check_fd(
             unix::check_bound_name(&sock.name, f.fd, held, problems)
         }
         FdKind::UnixDgram { .. } => {}
+        FdKind::UnixPending { name, .. } if !name.is_empty() && f.shared_with.is_none() => {
+            unix::check_bound_name(name, f.fd, held, problems)
+        }
+        FdKind::UnixPending { .. } => {}
         FdKind::DeletedFile { file, pos, .. } => file::check_deleted_at(file, f.fd, *pos, problems),
         FdKind::Fifo { file, .. } => fifo::check_host(files, file, f.fd, held, problems),
         FdKind::Inotify { watches, .. } => inotify::check_paths(watches, f.fd, problems),
@@ -291,6 +304,7 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
         FdKind::DeletedFile { file, pos, .. } => file::describe_deleted(file, *pos),
         FdKind::UnixPair { id, end, .. } => unix::describe_pair(ckpt, *id, *end),
         FdKind::UnixListen { name, backlog, .. } => unix::describe_listen(name, *backlog),
+        FdKind::UnixPending { listener, pos, .. } => unix::describe_pending(listener, *pos),
         FdKind::Epoll { targets, .. } => epoll::describe(targets),
         FdKind::Pipe { id, write, .. } => pipe::describe(ckpt, *id, *write),
         FdKind::Inotify { watches, .. } => inotify::describe(watches),
@@ -637,6 +651,16 @@ fn restore_fd(
             flags,
         } => {
             let n = unix::create_listener(cx, name, *typ, *backlog)?;
+            install(cx, n, f, *flags)
+        }
+        FdKind::UnixPending {
+            typ,
+            name,
+            opts,
+            flags,
+            ..
+        } => {
+            let n = unix::create_pending(cx, *typ, name, opts)?;
             install(cx, n, f, *flags)
         }
         FdKind::EventFd { .. } | FdKind::TimerFd { .. } | FdKind::SignalFd { .. } => {

@@ -46,6 +46,9 @@ pub(crate) struct UnixTable {
     diag: BTreeMap<u64, UnixSock>,
     /// Where each socket inode is held: (pid, fd).
     held: BTreeMap<u64, (i32, i32)>,
+    /// Clients whose connections wait in a listener's queue: client inode -> (listener
+    /// inode, place in its queue).
+    pending: BTreeMap<u64, (u64, u32)>,
     pub(crate) pairs: Vec<SocketPairState>,
 }
 
@@ -65,9 +68,20 @@ impl UnixTable {
                 }
             }
         }
+        let pending = diag
+            .values()
+            .filter(|l| l.state == STATE_LISTEN)
+            .flat_map(|l| {
+                l.icons
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, &c)| (c, (l.ino, i as u32)))
+            })
+            .collect();
         Ok(Self {
             diag,
             held,
+            pending,
             pairs: Vec::new(),
         })
     }
@@ -96,6 +110,11 @@ impl UnixTable {
         };
         if s.state == STATE_LISTEN {
             f.kind = listen(s, flags, refuse)?;
+            check_backlog(s, held, refuse)?;
+            return Ok(());
+        }
+        if let Some(&(l, pos)) = self.pending.get(&ino) {
+            f.kind = pending(s, l, pos, diag, held, flags, refuse)?;
             return Ok(());
         }
         if s.typ == libc::SOCK_DGRAM {
@@ -157,11 +176,6 @@ fn listen(s: &UnixSock, flags: u32, refuse: &dyn Fn(&str) -> DumpError) -> DumpR
     if name.is_empty() || !(name[0] == 0 || name[0] == b'/') {
         return Err(refuse("a listening unix socket without an absolute name"));
     }
-    if s.rqueue != 0 {
-        return Err(refuse(
-            "a listening unix socket with connections waiting to be accepted",
-        ));
-    }
     if s.shutdown != 0 {
         return Err(refuse("a listening unix socket that was shut down"));
     }
@@ -169,6 +183,92 @@ fn listen(s: &UnixSock, flags: u32, refuse: &dyn Fn(&str) -> DumpError) -> DumpR
         name,
         typ: s.typ,
         backlog: s.wqueue,
+        flags,
+    })
+}
+
+/// A listener's connections waiting to be accepted can be made again if each client
+/// is a socket of the tree that has sent nothing yet: what it sent waits on the
+/// listener's side of the connection, which only accept could reach.
+fn check_backlog(
+    s: &UnixSock,
+    held: &BTreeMap<u64, (i32, i32)>,
+    refuse: &dyn Fn(&str) -> DumpError,
+) -> DumpResult<()> {
+    if s.icons.len() != s.rqueue as usize {
+        return Err(refuse(&format!(
+            "a listening unix socket with {} connections waiting to be accepted, of which \
+             sock_diag names {}",
+            s.rqueue,
+            s.icons.len()
+        )));
+    }
+    for c in &s.icons {
+        let Some(&(hp, hfd)) = held.get(c) else {
+            return Err(refuse(&format!(
+                "a listening unix socket with a connection waiting to be accepted from a \
+                 process outside the dumped tree (socket:[{c}]); not supported"
+            )));
+        };
+        let dup = sys::process::steal_fd(hp, hfd)?;
+        if sockdiag::unread_sent(&dup)? != 0 {
+            return Err(refuse(&format!(
+                "a listening unix socket with a connection waiting to be accepted whose \
+                 client (descriptor {hfd} of process {hp}) already sent data, which cannot \
+                 be read before it is accepted"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Client `s` of a connection waiting in the queue of listener `l` at place `pos`.
+fn pending(
+    s: &UnixSock,
+    l: u64,
+    pos: u32,
+    diag: &BTreeMap<u64, UnixSock>,
+    held: &BTreeMap<u64, (i32, i32)>,
+    flags: u32,
+    refuse: &dyn Fn(&str) -> DumpError,
+) -> DumpResult<FdKind> {
+    let Some(ls) = diag.get(&l).filter(|_| held.contains_key(&l)) else {
+        return Err(refuse(&format!(
+            "a unix socket whose connection waits to be accepted by a listener outside the \
+             dumped tree (socket:[{l}]); not supported"
+        )));
+    };
+    let listener = unix_name(ls.name.as_deref().unwrap_or_default());
+    let name = unix_name(s.name.as_deref().unwrap_or_default());
+    if !name_restorable(&name) || !name_restorable(&listener) {
+        return Err(refuse(
+            "a unix socket waiting to be accepted, with a name relative to the working \
+             directory",
+        ));
+    }
+    if s.shutdown != 0 {
+        return Err(refuse(
+            "a unix socket waiting to be accepted that was shut down",
+        ));
+    }
+    let &(hp, hfd) = held
+        .get(&s.ino)
+        .ok_or_else(|| refuse("a unix socket that vanished during the dump"))?;
+    let dup = sys::process::steal_fd(hp, hfd)?;
+    let o = sockdiag::sock_opts(&dup, true)?;
+    Ok(FdKind::UnixPending {
+        listener,
+        typ: s.typ,
+        pos,
+        name,
+        opts: SockOpts {
+            sndbuf: o.sndbuf,
+            rcvbuf: o.rcvbuf,
+            passcred: o.passcred,
+            reuseaddr: false,
+            reuseport: false,
+            buf_lock: o.buf_lock,
+        },
         flags,
     })
 }
@@ -603,6 +703,53 @@ pub(crate) fn unix_dgram_ok(u: &crate::model::UnixDgramState, names: &BTreeSet<&
         && u.msgs.iter().map(|m| m.data.len()).sum::<usize>() <= MAX_PIPE
 }
 
+/// A unix socket waiting to be accepted: a stream or seqpacket socket with a name that
+/// fits, waiting on a listener of the image of its type, at a place in its queue that
+/// no other has, the places of each listener's queue counting from 0, at most one more
+/// than its backlog (a full queue would make restore's connect wait).
+pub(crate) fn pending_ok(procs: &[Process], f: &Fd) -> bool {
+    let FdKind::UnixPending {
+        listener,
+        typ,
+        pos,
+        name,
+        ..
+    } = &f.kind
+    else {
+        return true;
+    };
+    let name_ok = |n: &[u8]| n.len() <= 107 && name_restorable(n);
+    let fds = || procs.iter().flat_map(|p| p.fds.iter());
+    let backlog = fds().find_map(|g| match &g.kind {
+        FdKind::UnixListen {
+            name: l,
+            typ: t,
+            backlog,
+            ..
+        } if g.shared_with.is_none() && l == listener && t == typ => Some(*backlog),
+        _ => None,
+    });
+    // The places in this listener's queue.
+    let places: Vec<u32> = fds()
+        .filter(|g| g.shared_with.is_none())
+        .filter_map(|g| match &g.kind {
+            FdKind::UnixPending {
+                listener: l, pos, ..
+            } if l == listener => Some(*pos),
+            _ => None,
+        })
+        .collect();
+    let mut sorted = places.clone();
+    sorted.sort_unstable();
+    [libc::SOCK_STREAM, libc::SOCK_SEQPACKET].contains(typ)
+        && !listener.is_empty()
+        && name_ok(listener)
+        && name_ok(name)
+        && backlog.is_some_and(|b| places.len() as u64 <= u64::from(b) + 1)
+        && sorted.iter().enumerate().all(|(i, &p)| p == i as u32)
+        && (*pos as usize) < places.len()
+}
+
 /// A unix datagram socket's name must be free: no socket may be bound to it now, and a
 /// path may hold at most a stale socket file (which restore replaces).
 pub(crate) fn check_bound_name(
@@ -714,6 +861,14 @@ pub(crate) fn describe_pair(ckpt: &Checkpoint, id: u64, end: u8) -> String {
         })
         .unwrap_or_default();
     format!("unix socket pair {id}, end {end} ({queued} queued to it)")
+}
+
+/// What `inspect` says of a unix socket waiting to be accepted.
+pub(crate) fn describe_pending(listener: &[u8], pos: u32) -> String {
+    format!(
+        "unix socket waiting to be accepted by {} (place {pos} in its queue)",
+        shown_name(listener)
+    )
 }
 
 /// What `inspect` says of a listening unix socket.
@@ -882,6 +1037,58 @@ fn bind_unix(cx: &mut Ctx<'_>, n: u64, name: &[u8]) -> RestoreResult<()> {
     if name.first() == Some(&b'/') {
         let c = &cx.proc_.creds;
         let _ = std::os::unix::fs::chown(procfs::bytes_path(name), Some(c.uid[1]), Some(c.gid[1]));
+    }
+    Ok(())
+}
+
+/// A socket that will wait to be accepted: its options and own name now; it connects
+/// in [`connect_pending`], once every listener exists.
+pub(crate) fn create_pending(
+    cx: &mut Ctx<'_>,
+    typ: i32,
+    name: &[u8],
+    opts: &SockOpts,
+) -> RestoreResult<u64> {
+    let n = cx.socket(
+        "socket(AF_UNIX) to wait to be accepted",
+        libc::AF_UNIX,
+        typ | libc::SOCK_CLOEXEC,
+        0,
+    )?;
+    // The name before SO_PASSCRED, which would autobind it to another.
+    if !name.is_empty() {
+        bind_unix(cx, n, name)?;
+    }
+    set_sock_opts(cx, n, opts)?;
+    Ok(n)
+}
+
+/// Connect the sockets that waited to be accepted to their listeners, in each queue's
+/// order (plan made sure each queue fits its backlog: no connect waits).
+pub(crate) fn connect_pending(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
+    let mut waiting: Vec<(&[u8], u32, usize, i32)> = ctxs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, cx)| {
+            cx.proc_
+                .fds
+                .iter()
+                .filter(|f| f.shared_with.is_none())
+                .filter_map(move |f| match &f.kind {
+                    FdKind::UnixPending { listener, pos, .. } => {
+                        Some((&listener[..], *pos, i, f.fd))
+                    }
+                    _ => None,
+                })
+        })
+        .collect();
+    waiting.sort();
+    for (listener, _, i, fd) in waiting {
+        let what = format!(
+            "connect unix socket {fd} to the listener {}",
+            show_name(listener)
+        );
+        ctxs[i].connect(&what, fd as u64, &SockAddr::Unix(listener))?;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use crate::kinds::fd::pipe::MAX_PIPE;
 use crate::kinds::fd::unix::{
     MAX_MESSAGE, MAX_MESSAGES, check_bound_name, check_listen_name, check_pairs, dgram_names,
-    unix_dgram_ok,
+    pending_ok, unix_dgram_ok,
 };
 use crate::kinds::testutil::*;
 use crate::model::{FdKind, Process, SockMessage, SocketPairState, UnixDgramState};
@@ -376,4 +376,83 @@ fn datagram_names_on_this_host() {
     let f = d.file("plain", b"");
     let v = run(|v| check_bound_name(&bytes(&f), 5, &Default::default(), v));
     assert_one(&v, "address-in-use", &["exists and is not a socket"]);
+}
+
+fn listener(n: i32, name: &[u8], typ: i32, backlog: u32) -> crate::model::Fd {
+    fd(
+        n,
+        FdKind::UnixListen {
+            name: name.to_vec(),
+            typ,
+            backlog,
+            flags: 0,
+        },
+    )
+}
+
+fn waiting(n: i32, listener: &[u8], typ: i32, pos: u32) -> crate::model::Fd {
+    fd(
+        n,
+        FdKind::UnixPending {
+            listener: listener.to_vec(),
+            typ,
+            pos,
+            name: Vec::new(),
+            opts: Default::default(),
+            flags: 0,
+        },
+    )
+}
+
+/// Whether every waiting socket of a process with these descriptors passes.
+fn all_waiting_ok(fds: Vec<crate::model::Fd>) -> bool {
+    let mut p = process(10);
+    p.fds = fds;
+    let procs = [p];
+    procs[0].fds.iter().all(|f| pending_ok(&procs, f))
+}
+
+#[test]
+fn sockets_waiting_to_be_accepted() {
+    let l = b"\0ckpt-test-l";
+    let st = libc::SOCK_STREAM;
+    // Two in order behind a listener of backlog 1 (a queue holds one more).
+    assert!(all_waiting_ok(vec![
+        listener(3, l, st, 1),
+        waiting(5, l, st, 1),
+        waiting(4, l, st, 0),
+    ]));
+    let bad = [
+        // No listener of that name, or of another type.
+        vec![waiting(4, l, st, 0)],
+        vec![
+            listener(3, l, libc::SOCK_SEQPACKET, 4),
+            waiting(4, l, st, 0),
+        ],
+        // Places taken twice, or with a gap.
+        vec![
+            listener(3, l, st, 4),
+            waiting(4, l, st, 0),
+            waiting(5, l, st, 0),
+        ],
+        vec![listener(3, l, st, 4), waiting(4, l, st, 1)],
+        // More than the queue holds.
+        vec![
+            listener(3, l, st, 0),
+            waiting(4, l, st, 0),
+            waiting(5, l, st, 1),
+        ],
+        // A datagram socket never waits; a relative name cannot be found again.
+        vec![
+            listener(3, l, libc::SOCK_DGRAM, 4),
+            waiting(4, l, libc::SOCK_DGRAM, 0),
+        ],
+        vec![
+            listener(3, b"rel.sock", st, 4),
+            waiting(4, b"rel.sock", st, 0),
+        ],
+    ];
+    for b in bad {
+        assert!(!all_waiting_ok(b.clone()), "{b:?}");
+    }
 }
