@@ -4,7 +4,9 @@
 //! SO_PASSCRED, a connection waiting in a listener's queue; and the states dump refuses,
 //! naming the descriptor, while the program runs on: descriptors in flight inside
 //! SCM_RIGHTS messages, connections waiting to be accepted whose client already sent
-//! data or is outside the tree, names relative to a working directory.
+//! data or is outside the tree. Names relative to the working directory they were bound
+//! in come back relative (bound again from that directory), or are refused when no
+//! process's working directory leads to them any more.
 //!
 //! Each restore is compared with the original by the state oracle (sock_diag state,
 //! shutdown, names, peers, queues: run inside `Ctx::dump` and `Ctx::restore`) and by
@@ -272,24 +274,102 @@ fn a_unix_listener_with_a_client_from_outside_waiting_refuses_the_dump() {
     );
 }
 
-#[test]
-fn a_unix_listener_bound_to_a_relative_name_refuses_the_dump() {
-    refused(
-        "a_unix_listener_bound_to_a_relative_name_refuses_the_dump",
-        "relative",
-        &["file descriptor 3", "without an absolute name"],
+/// `urel MODE` dumped mid-run, restored, and finishing as an undisturbed run does (the
+/// oracle compares the sockets' names, relative as the kernel shows them).
+fn relative_name_restored(name: &str, mode: &str) {
+    let ctx = Ctx::new(name);
+    let spec = |dir: &SockDir| Spec::new(target("urel")).arg(mode).arg(&dir.0).arg("60");
+    let rdir = SockDir::new(&format!("urel-{mode}-ref"));
+    let reference = ctx.spawn(&spec(&rdir)).finish();
+    assert_eq!(
+        reference.status.code(),
+        Some(0),
+        "urel {mode}: reference run; stderr:\n{}",
+        text(&reference.stderr)
+    );
+    assert!(
+        !text(&reference.stdout).contains("ANOTHER") && !text(&reference.stdout).contains(": No"),
+        "urel {mode}: the reference run:\n{}",
+        text(&reference.stdout)
+    );
+    let dir = SockDir::new(&format!("urel-{mode}-run"));
+    let mut t = ctx.spawn(&spec(&dir));
+    t.wait_for("step 3\n");
+    let img = ctx.path("urel.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("urel: original");
+    wait_pids_gone(&[t.pid], "urel: original after the dump");
+    let fin = ctx.restore(&img, &[], In::Null).finish();
+    assert_tree_finished_like_reference(
+        &format!("urel {mode} (restored)"),
+        &reference.stdout,
+        before,
+        &fin,
+        &[t.pid],
     );
 }
 
 #[test]
-fn a_unix_connection_accepted_on_a_relative_name_refuses_the_dump() {
-    refused(
-        "a_unix_connection_accepted_on_a_relative_name_refuses_the_dump",
-        "relative-conn",
-        &[
-            "file descriptor 4",
-            "rel.sock",
-            "relative to the working directory",
-        ],
+fn a_unix_listener_bound_to_a_relative_name_is_restored() {
+    relative_name_restored(
+        "a_unix_listener_bound_to_a_relative_name_is_restored",
+        "listener",
+    );
+}
+
+#[test]
+fn a_unix_connection_accepted_on_a_relative_name_is_restored() {
+    relative_name_restored(
+        "a_unix_connection_accepted_on_a_relative_name_is_restored",
+        "conn",
+    );
+}
+
+#[test]
+fn a_client_waiting_on_a_relative_name_is_restored() {
+    relative_name_restored("a_client_waiting_on_a_relative_name_is_restored", "pending");
+}
+
+#[test]
+fn a_relative_name_no_working_directory_leads_to_refuses_the_dump() {
+    let name = "a_relative_name_no_working_directory_leads_to_refuses_the_dump";
+    let ctx = Ctx::new(name);
+    let dir = SockDir::new("urel-moved");
+    let mut t = ctx.spawn(&Spec::new(target("urel")).arg("moved").arg(&dir.0).arg("60"));
+    t.wait_for("step 3\n");
+    ctx.track(t.pid);
+    let img = ctx.path("img");
+    let r = ctx.try_dump(t.pid, &img);
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "the dump should be refused:\n{}",
+        r.stderr
+    );
+    for w in [
+        "cannot dump process ",
+        "file descriptor 3",
+        "rel.sock",
+        "no process's working directory now",
+    ] {
+        assert!(
+            r.stderr.contains(w),
+            "the refusal should say {w:?}:\n{}",
+            r.stderr
+        );
+    }
+    assert!(!img.exists(), "the refused dump wrote {}", img.display());
+    assert_running_untraced(t.pid, "the program after the refused dump");
+    let fin = t.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "urel moved: exit status after the refused dump"
+    );
+    assert!(
+        text(&fin.stdout).contains("a new client by the relative name: accepted"),
+        "urel moved:\n{}",
+        text(&fin.stdout)
     );
 }

@@ -173,7 +173,10 @@ fn socket_pair_gets_options_then_data_then_messages_from_the_other_end() {
         ..SocketPairState::default()
     };
     let rec = Recorder::new(p.pid);
-    run(&p, &rec, |cx| unix::create_socketpair(cx, &sp, 30)).expect("pair");
+    run(&p, &rec, |cx| {
+        unix::create_socketpair(cx, &sp, 30, &Default::default())
+    })
+    .expect("pair");
     let n = names(&rec);
     assert_eq!(
         n[..5],
@@ -210,7 +213,9 @@ fn socket_pair_gets_options_then_data_then_messages_from_the_other_end() {
     assert_eq!(c[4].args[4..], [0, 0], "to the peer, no address");
     assert_eq!(arg_bytes(&rec, &c[4], 1, 6), b"record");
     let total = n.len();
-    each_failure_stops_there(&p, total, |cx| unix::create_socketpair(cx, &sp, 30));
+    each_failure_stops_there(&p, total, |cx| {
+        unix::create_socketpair(cx, &sp, 30, &Default::default())
+    });
 }
 
 #[test]
@@ -232,7 +237,10 @@ fn socket_pair_ends_get_their_names_first_and_are_shut_down_last() {
         ..SocketPairState::default()
     };
     let rec = Recorder::new(p.pid);
-    run(&p, &rec, |cx| unix::create_socketpair(cx, &sp, 30)).expect("pair");
+    run(&p, &rec, |cx| {
+        unix::create_socketpair(cx, &sp, 30, &Default::default())
+    })
+    .expect("pair");
     let n = names(&rec);
     assert_eq!(
         n[..6],
@@ -254,7 +262,9 @@ fn socket_pair_ends_get_their_names_first_and_are_shut_down_last() {
     assert_eq!(c[4].args[..2], [100, libc::SHUT_RD as u64]);
     assert_eq!(c[5].args[..2], [101, libc::SHUT_WR as u64]);
     let total = n.len();
-    each_failure_stops_there(&p, total, |cx| unix::create_socketpair(cx, &sp, 30));
+    each_failure_stops_there(&p, total, |cx| {
+        unix::create_socketpair(cx, &sp, 30, &Default::default())
+    });
 }
 
 #[test]
@@ -270,7 +280,10 @@ fn an_accepted_connection_is_made_through_a_listener_bound_to_its_name() {
         ..SocketPairState::default()
     };
     let rec = Recorder::new(p.pid);
-    let ends = run(&p, &rec, |cx| unix::create_socketpair(cx, &sp, 30)).expect("pair");
+    let ends = run(&p, &rec, |cx| {
+        unix::create_socketpair(cx, &sp, 30, &Default::default())
+    })
+    .expect("pair");
     assert_eq!(ends, (30, 31));
     let n = names(&rec);
     assert_eq!(
@@ -303,7 +316,9 @@ fn an_accepted_connection_is_made_through_a_listener_bound_to_its_name() {
     assert_eq!(c[8].args[..2], [101, libc::SHUT_RDWR as u64]);
     assert_eq!(c[9].args[..2], [102, libc::SHUT_RDWR as u64]);
     let total = n.len();
-    each_failure_stops_there(&p, total, |cx| unix::create_socketpair(cx, &sp, 30));
+    each_failure_stops_there(&p, total, |cx| {
+        unix::create_socketpair(cx, &sp, 30, &Default::default())
+    });
 }
 
 #[test]
@@ -312,7 +327,7 @@ fn unix_listener_is_bound_to_its_name_and_listens() {
     let rec = Recorder::new(p.pid);
     let name = b"\0ckpt-test-listener";
     run(&p, &rec, |cx| {
-        unix::create_listener(cx, name, libc::SOCK_STREAM, 17)
+        unix::create_listener(cx, (name, b""), libc::SOCK_STREAM, 17, &Default::default())
     })
     .expect("listener");
     assert_eq!(
@@ -330,7 +345,7 @@ fn unix_listener_is_bound_to_its_name_and_listens() {
     assert_eq!(&sa[2..], name);
     assert_eq!(c[2].args[..2], [100, 17]);
     each_failure_stops_there(&p, 3, |cx| {
-        unix::create_listener(cx, name, libc::SOCK_STREAM, 17)
+        unix::create_listener(cx, (name, b""), libc::SOCK_STREAM, 17, &Default::default())
     });
 }
 

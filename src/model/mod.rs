@@ -250,6 +250,10 @@ pub enum FdKind {
         typ: i32,
         backlog: u32,
         flags: u32,
+        /// For a name relative to a working directory: that directory (absolute), in
+        /// which restore binds the name again; empty otherwise.
+        #[serde(default, with = "serde_bytes")]
+        dir: Vec<u8>,
     },
     /// A memfd (memfd_create): its name, seals, and its contents, stored in the image as
     /// `FILE_DATA` records under `data`.
@@ -364,6 +368,12 @@ pub enum FdKind {
         #[serde(default)]
         opts: SockOpts,
         flags: u32,
+        /// The directories of `name` and of `listener` when they are relative (see
+        /// `UnixListen::dir`); empty otherwise.
+        #[serde(default, with = "serde_bytes")]
+        dir: Vec<u8>,
+        #[serde(default, with = "serde_bytes")]
+        listener_dir: Vec<u8>,
     },
 }
 
@@ -746,6 +756,12 @@ pub struct SocketPairState {
     /// through a listener bound to that name for the time it takes.
     #[serde(default)]
     pub accepted: Option<u8>,
+    /// The directories of `name0` and `name1` when they are relative to a working
+    /// directory (see `FdKind::UnixListen`'s `dir`); empty otherwise.
+    #[serde(default, with = "serde_bytes")]
+    pub dir0: Vec<u8>,
+    #[serde(default, with = "serde_bytes")]
+    pub dir1: Vec<u8>,
 }
 
 /// One queued datagram or record, with the raw address of its sender (empty if none).

@@ -280,7 +280,7 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
                 external::check_external(proc_, &view.inherit, &mut problems);
             }
         }
-        unix::check_pair_names(ckpt, held, &mut problems);
+        unix::check_pair_names(&mut files, ckpt, held, &mut problems);
         external::check_inherit_used(ckpt, &view.inherit, &mut problems);
         problems.sort_by(|a, b| a.message.cmp(&b.message));
         problems.dedup();

@@ -27,6 +27,9 @@ pub struct UnixSock {
     /// For a listener, the sockets whose connections wait to be accepted (the clients),
     /// in the order accept takes them.
     pub icons: Vec<u64>,
+    /// For a socket bound to a path (or accepted by a listener bound to one): the inode
+    /// of the socket file it was bound as (0 if none).
+    pub vfs_ino: u64,
 }
 
 pub const STATE_ESTABLISHED: u8 = 1;
@@ -39,10 +42,12 @@ const NLMSG_DONE: u16 = linux_raw_sys::netlink::NLMSG_DONE as u16;
 // covers.
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const UDIAG_SHOW_NAME: u32 = 1;
+const UDIAG_SHOW_VFS: u32 = 2;
 const UDIAG_SHOW_PEER: u32 = 4;
 const UDIAG_SHOW_ICONS: u32 = 8;
 const UDIAG_SHOW_RQLEN: u32 = 0x10;
 const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_VFS: u16 = 1;
 const UNIX_DIAG_PEER: u16 = 2;
 const UNIX_DIAG_ICONS: u16 = 3;
 const UNIX_DIAG_RQLEN: u16 = 4;
@@ -80,6 +85,8 @@ fn parse_msg(m: &[u8]) -> Option<UnixSock> {
                 s.wqueue = u32_at(data, 4)?;
             }
             UNIX_DIAG_SHUTDOWN => s.shutdown = *data.first()?,
+            // struct unix_diag_vfs { u32 udiag_vfs_ino; u32 udiag_vfs_dev; }
+            UNIX_DIAG_VFS => s.vfs_ino = u64::from(u32_at(data, 0)?),
             UNIX_DIAG_ICONS => {
                 s.icons = data
                     .chunks_exact(4)
@@ -116,7 +123,8 @@ pub fn unix_sockets() -> Result<BTreeMap<u64, UnixSock>> {
     req.extend_from_slice(&u32::MAX.to_ne_bytes()); // all states
     req.extend_from_slice(&0u32.to_ne_bytes()); // ino
     req.extend_from_slice(
-        &(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN).to_ne_bytes(),
+        &(UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN)
+            .to_ne_bytes(),
     );
     req.extend_from_slice(&[0xff; 8]); // cookie
     rustix::net::send(&sock, &req, SendFlags::empty()).map_err(|e| rerr("sock_diag request", e))?;

@@ -12,10 +12,6 @@
  *                   connected, not accepted yet, that sent "hi";
  *   outside         a stream listener (fd 3) bound to DIR/l.sock (the test connects a
  *                   client of its own to it, outside the tree);
- *   relative        a stream listener (fd 3) bound to "rel.sock" in the working
- *                   directory DIR;
- *   relative-conn   the same, with a client (fd 4) whose connection it accepted (fd 5,
- *                   which shows the relative name), and the listener closed.
  * It prints "ready", then "step N" every 20 ms for STEPS steps, then takes what was in
  * flight or waiting (receives the descriptor and checks it is the pipe, accepts the
  * client and reads its message) and prints what it found. */
@@ -120,31 +116,20 @@ int main(int argc, char **argv)
 			die("socket/pipe: %s", strerror(errno));
 		send_fd(u, p[0], &sa, sl);
 		close(u);
-	} else if (!strcmp(mode, "backlog") || !strcmp(mode, "relative") ||
-		   !strcmp(mode, "relative-conn") || !strcmp(mode, "outside")) {
-		int rel = !strcmp(mode, "relative") || !strcmp(mode, "relative-conn");
-		if (rel) {
-			if (chdir(dir))
-				die("chdir: %s", strerror(errno));
-			snprintf(path, sizeof path, "rel.sock");
-		} else {
-			snprintf(path, sizeof path, "%s/l.sock", dir);
-		}
+	} else if (!strcmp(mode, "backlog") || !strcmp(mode, "outside")) {
+		snprintf(path, sizeof path, "%s/l.sock", dir);
 		unlink(path);
 		sl = path_addr(&sa, path);
 		L = socket(AF_UNIX, SOCK_STREAM, 0);
 		if (L != 3 || bind(L, (struct sockaddr *)&sa, sl) || listen(L, 4))
 			die("listen: %s", strerror(errno));
-		if (strcmp(mode, "relative") && strcmp(mode, "outside")) {
+		if (!strcmp(mode, "backlog")) {
 			C = socket(AF_UNIX, SOCK_STREAM, 0);
 			if (C != 4 || connect(C, (struct sockaddr *)&sa, sl))
 				die("connect: %s", strerror(errno));
 			if (write(C, "hi", 2) != 2)
 				die("write: %s", strerror(errno));
 		}
-		/* Only the accepted connection shows the relative name then. */
-		if (!strcmp(mode, "relative-conn") && (accept(L, NULL, NULL) != 5 || close(L)))
-			die("accept: %s", strerror(errno));
 	} else {
 		die("unknown mode %s", mode);
 	}
@@ -169,18 +154,9 @@ int main(int argc, char **argv)
 			die("accept/read: %s", strerror(errno));
 		out("accepted the waiting client, which said %s\n", buf);
 		unlink(path);
-	} else if (!strcmp(mode, "outside")) {
+	} else {
 		int a = accept(L, NULL, NULL);
 		out("accepted the outside client: %s\n", a < 0 ? strerror(errno) : "yes");
-		unlink(path);
-	} else if (!strcmp(mode, "relative-conn")) {
-		char buf[8] = {0};
-		if (read(5, buf, 2) != 2)
-			die("read: %s", strerror(errno));
-		out("the accepted connection got %s\n", buf);
-		unlink(path);
-	} else {
-		out("the listener is still there\n");
 		unlink(path);
 	}
 	return 0;

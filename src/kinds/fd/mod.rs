@@ -165,14 +165,18 @@ pub(crate) fn check_sockets(
                         f.fd, q.pid
                     ),
                 ),
-                FdKind::UnixListen { name, .. } if name.is_empty() || name.len() > 107 => check::p(
-                    problems,
-                    "malformed",
-                    format!(
-                        "descriptor {} of process {} has an invalid socket name",
-                        f.fd, q.pid
-                    ),
-                ),
+                FdKind::UnixListen { name, dir, .. }
+                    if name.is_empty() || !unix::name_ok(name, dir) =>
+                {
+                    check::p(
+                        problems,
+                        "malformed",
+                        format!(
+                            "descriptor {} of process {} has an invalid socket name",
+                            f.fd, q.pid
+                        ),
+                    )
+                }
                 _ => {}
             }
         }
@@ -243,13 +247,28 @@ pub(crate) fn check_fd(
         FdKind::Device { file, .. } | FdKind::Dir { file, .. } => {
             file::check_file(files, file, &format!("file descriptor {}:", f.fd), problems)
         }
+        FdKind::UnixListen { name, dir, .. } if !dir.is_empty() => {
+            unix::check_relative_name(files, (name, dir), true, f.fd, held, problems)
+        }
         FdKind::UnixListen { name, .. } => unix::check_listen_name(name, f.fd, held, problems),
         FdKind::UnixDgram { sock, .. } if !sock.name.is_empty() && f.shared_with.is_none() => {
             unix::check_bound_name(&sock.name, f.fd, held, problems)
         }
         FdKind::UnixDgram { .. } => {}
-        FdKind::UnixPending { name, .. } if !name.is_empty() && f.shared_with.is_none() => {
-            unix::check_bound_name(name, f.fd, held, problems)
+        FdKind::UnixPending {
+            name,
+            dir,
+            listener,
+            listener_dir,
+            ..
+        } if f.shared_with.is_none() => {
+            // The listener's directory is held for the connect.
+            unix::check_relative_name(files, (listener, listener_dir), false, f.fd, held, problems);
+            if !dir.is_empty() {
+                unix::check_relative_name(files, (name, dir), true, f.fd, held, problems)
+            } else if !name.is_empty() {
+                unix::check_bound_name(name, f.fd, held, problems)
+            }
         }
         FdKind::UnixPending { .. } => {}
         FdKind::DeletedFile { file, pos, .. } => file::check_deleted_at(file, f.fd, *pos, problems),
@@ -398,6 +417,7 @@ fn place_pair_end(
     end: PairEnd<'_>,
     flags: u32,
     holders: &mut PipeHolders,
+    dirs: &unix::HeldDirs,
 ) -> RestoreResult<()> {
     let proc_ = cx.proc_;
     let key = match end {
@@ -413,7 +433,7 @@ fn place_pair_end(
                 PairEnd::Pipe(pipe, _) => {
                     pipe::create_pipe(cx, pipe, tmp, flags & libc::O_DIRECT as u32 != 0)?
                 }
-                PairEnd::Socket(sp, _) => unix::create_socketpair(cx, sp, tmp)?,
+                PairEnd::Socket(sp, _) => unix::create_socketpair(cx, sp, tmp, dirs)?,
             };
             holders.insert(key, (proc_.pid, a, b));
             (proc_.pid, a, b)
@@ -455,6 +475,7 @@ pub(crate) fn create_accepted_pairs(
     ctxs: &mut [Ctx<'_>],
     ckpt: &Checkpoint,
     holders: &mut PipeHolders,
+    dirs: &unix::HeldDirs,
 ) -> RestoreResult<()> {
     for sp in ckpt.socketpairs.iter().filter(|sp| sp.accepted.is_some()) {
         let key = (1u8, sp.id);
@@ -477,7 +498,7 @@ pub(crate) fn create_accepted_pairs(
         let pid = cx.proc_.pid;
         let k = holders.values().filter(|h| h.0 == pid).count() as u64;
         let tmp = pipe_tmp_base(cx.proc_) + 2 * k;
-        let (a, b) = unix::create_socketpair(cx, sp, tmp)?;
+        let (a, b) = unix::create_socketpair(cx, sp, tmp, dirs)?;
         holders.insert(key, (pid, a, b));
     }
     Ok(())
@@ -603,7 +624,14 @@ fn restore_fd(
                 .iter()
                 .find(|p| p.id == *id)
                 .ok_or_else(|| RestoreError::Malformed(format!("unknown pipe {id}")))?;
-            place_pair_end(cx, f, PairEnd::Pipe(pipe, *write), *flags, holders)
+            place_pair_end(
+                cx,
+                f,
+                PairEnd::Pipe(pipe, *write),
+                *flags,
+                holders,
+                &files.held,
+            )
         }
         FdKind::TcpListen {
             family,
@@ -642,15 +670,23 @@ fn restore_fd(
                 .iter()
                 .find(|p| p.id == *id)
                 .ok_or_else(|| RestoreError::Malformed(format!("unknown socket pair {id}")))?;
-            place_pair_end(cx, f, PairEnd::Socket(sp, *end), *flags, holders)
+            place_pair_end(
+                cx,
+                f,
+                PairEnd::Socket(sp, *end),
+                *flags,
+                holders,
+                &files.held,
+            )
         }
         FdKind::UnixListen {
             name,
             typ,
             backlog,
             flags,
+            dir,
         } => {
-            let n = unix::create_listener(cx, name, *typ, *backlog)?;
+            let n = unix::create_listener(cx, (name, dir), *typ, *backlog, &files.held)?;
             install(cx, n, f, *flags)
         }
         FdKind::UnixPending {
@@ -658,9 +694,10 @@ fn restore_fd(
             name,
             opts,
             flags,
+            dir,
             ..
         } => {
-            let n = unix::create_pending(cx, *typ, name, opts)?;
+            let n = unix::create_pending(cx, *typ, (name, dir), opts, &files.held)?;
             install(cx, n, f, *flags)
         }
         FdKind::EventFd { .. } | FdKind::TimerFd { .. } | FdKind::SignalFd { .. } => {

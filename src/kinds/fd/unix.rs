@@ -6,6 +6,7 @@ use crate::error::DumpResult;
 use crate::error::Problem;
 use crate::error::{RestoreError, RestoreResult};
 use crate::kinds::check;
+use crate::kinds::fd::file::HeldFiles;
 use crate::kinds::fd::pipe::MAX_PIPE;
 use crate::kinds::fd::{park_pair, set_sock_opts};
 use crate::kinds::unsupported;
@@ -109,7 +110,7 @@ impl UnixTable {
             return Ok(());
         };
         if s.state == STATE_LISTEN {
-            f.kind = listen(s, flags, refuse)?;
+            f.kind = listen(s, flags, held, refuse)?;
             check_backlog(s, held, refuse)?;
             return Ok(());
         }
@@ -165,17 +166,18 @@ impl UnixTable {
 
 /// A listening unix socket: kept with its name (an absolute path or an abstract name)
 /// and backlog, if no connection waits to be accepted.
-fn listen(s: &UnixSock, flags: u32, refuse: &dyn Fn(&str) -> DumpError) -> DumpResult<FdKind> {
-    let mut name = s.name.clone().unwrap_or_default();
+fn listen(
+    s: &UnixSock,
+    flags: u32,
+    held: &BTreeMap<u64, (i32, i32)>,
+    refuse: &dyn Fn(&str) -> DumpError,
+) -> DumpResult<FdKind> {
     // A path name may carry the NUL its binder passed in the address length.
-    if name.first() == Some(&b'/') {
-        while name.last() == Some(&0) {
-            name.pop();
-        }
+    let name = unix_name(s.name.as_deref().unwrap_or_default());
+    if name.is_empty() {
+        return Err(refuse("a listening unix socket without a name"));
     }
-    if name.is_empty() || !(name[0] == 0 || name[0] == b'/') {
-        return Err(refuse("a listening unix socket without an absolute name"));
-    }
+    let dir = dir_of(&name, s, held, refuse)?;
     if s.shutdown != 0 {
         return Err(refuse("a listening unix socket that was shut down"));
     }
@@ -184,6 +186,7 @@ fn listen(s: &UnixSock, flags: u32, refuse: &dyn Fn(&str) -> DumpError) -> DumpR
         typ: s.typ,
         backlog: s.wqueue,
         flags,
+        dir,
     })
 }
 
@@ -240,12 +243,8 @@ fn pending(
     };
     let listener = unix_name(ls.name.as_deref().unwrap_or_default());
     let name = unix_name(s.name.as_deref().unwrap_or_default());
-    if !name_restorable(&name) || !name_restorable(&listener) {
-        return Err(refuse(
-            "a unix socket waiting to be accepted, with a name relative to the working \
-             directory",
-        ));
-    }
+    let listener_dir = dir_of(&listener, ls, held, refuse)?;
+    let dir = dir_of(&name, s, held, refuse)?;
     if s.shutdown != 0 {
         return Err(refuse(
             "a unix socket waiting to be accepted that was shut down",
@@ -270,6 +269,8 @@ fn pending(
             buf_lock: o.buf_lock,
         },
         flags,
+        dir,
+        listener_dir,
     })
 }
 
@@ -339,20 +340,14 @@ fn pair_state(
     };
     for (which, sock) in [(0u8, &a), (1u8, &b)] {
         let name = unix_name(sock.name.as_deref().unwrap_or_default());
-        if !name_restorable(&name) {
-            return Err(refuse(&format!(
-                "a unix socket connection whose end is bound to {}, a name relative to \
-                 the working directory it was bound in",
-                shown_name(&name)
-            )));
-        }
+        let dir = dir_of(&name, sock, held, refuse)?;
         if !name.is_empty() && s.typ != libc::SOCK_DGRAM && shares_name(sock, &name, diag) {
             st.accepted = Some(which);
         }
         if which == 0 {
-            st.name0 = name;
+            (st.name0, st.dir0) = (name, dir);
         } else {
-            st.name1 = name;
+            (st.name1, st.dir1) = (name, dir);
         }
     }
     for (which, sock) in [(0u8, &a), (1u8, &b)] {
@@ -419,10 +414,118 @@ fn pair_state(
     Ok(st)
 }
 
+/// Whether socket name `name` fits a sockaddr_un and comes with directory `dir` when,
+/// and only when, it is relative (an absolute directory).
+pub(crate) fn name_ok(name: &[u8], dir: &[u8]) -> bool {
+    name.len() <= 107
+        && if relative(name) {
+            dir.first() == Some(&b'/') && !dir.contains(&0)
+        } else {
+            dir.is_empty()
+        }
+}
+
+/// A relative socket name `name` restore binds (or connects to) in directory `dir`: the
+/// directory is held now (stage uses that descriptor), and for a name bound there
+/// (`bound`), the file there is at most a stale socket file, which no socket other than
+/// the tree's own is bound as.
+pub(crate) fn check_relative_name(
+    files: &mut HeldFiles,
+    (name, dir): (&[u8], &[u8]),
+    bound: bool,
+    fd: i32,
+    held: &check::Held,
+    problems: &mut Vec<Problem>,
+) {
+    if !relative(name) {
+        return;
+    }
+    let what = format!(
+        "descriptor {fd}: the directory of unix socket {}",
+        check::show(name)
+    );
+    let before = problems.len();
+    files.check_dir(dir, &what, problems);
+    if !bound || problems.len() != before {
+        return;
+    }
+    let Some(path) = host_path(name, dir, &files.fds()) else {
+        return;
+    };
+    let shown = format!("{}/{}", check::show(dir), check::show(name));
+    let Ok(m) = std::fs::symlink_metadata(&path) else {
+        return;
+    };
+    if !std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) {
+        check::p(
+            problems,
+            "address-in-use",
+            format!("descriptor {fd}: {shown} exists and is not a socket"),
+        );
+        return;
+    }
+    let ino = std::os::unix::fs::MetadataExt::ino(&m);
+    if let Ok(socks) = crate::sys::sockdiag::unix_sockets() {
+        if socks
+            .values()
+            .any(|s| !held.sockets.contains(&s.ino) && s.vfs_ino == ino)
+        {
+            check::p(
+                problems,
+                "address-in-use",
+                format!("descriptor {fd}: a socket is bound to unix socket {shown} now"),
+            );
+        }
+    }
+}
+
+/// Whether `name` is a path relative to the working directory of its binder.
+fn relative(name: &[u8]) -> bool {
+    !(name.is_empty() || name[0] == 0 || name[0] == b'/')
+}
+
 /// Whether restore can bind `name` as it was: none, an abstract name, or an absolute
 /// path (a relative one was resolved in a working directory the image does not keep).
 fn name_restorable(name: &[u8]) -> bool {
-    name.is_empty() || name[0] == 0 || name[0] == b'/'
+    !relative(name)
+}
+
+/// The directory a relative `name` of socket `s` was bound in (empty for any other
+/// name): the working directory of a process of the tree in which `name` leads to the
+/// very socket file `s` was bound as (sock_diag's inode). Refused if there is none:
+/// the binder has moved elsewhere since, or the file was removed.
+fn dir_of(
+    name: &[u8],
+    s: &UnixSock,
+    held: &BTreeMap<u64, (i32, i32)>,
+    refuse: &dyn Fn(&str) -> DumpError,
+) -> DumpResult<Vec<u8>> {
+    if !relative(name) {
+        return Ok(Vec::new());
+    }
+    let pids: BTreeSet<i32> = held.values().map(|h| h.0).collect();
+    for pid in pids {
+        let Ok(cwd) = procfs::readlink(&format!("/proc/{pid}/cwd")) else {
+            continue;
+        };
+        let mut at = format!("/proc/{pid}/cwd/").into_bytes();
+        at.extend_from_slice(name);
+        let Ok(m) = std::fs::symlink_metadata(procfs::bytes_path(&at)) else {
+            continue;
+        };
+        if s.vfs_ino != 0
+            && std::os::unix::fs::MetadataExt::ino(&m) == s.vfs_ino
+            && std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())
+            && cwd.first() == Some(&b'/')
+        {
+            return Ok(cwd);
+        }
+    }
+    Err(refuse(&format!(
+        "a unix socket bound to {}, a name relative to the working directory it was bound \
+         in, which is no process's working directory now (or the socket file is gone)",
+        shown_name(name)
+    )))
 }
 
 /// Whether connected socket `s` shares its name `name` with another socket of its type:
@@ -584,7 +687,6 @@ pub(crate) fn check_pairs(pairs: &[SocketPairState], problems: &mut Vec<Problem>
         } else {
             no_bytes
         };
-        let name_ok = |n: &[u8]| n.len() <= 107 && name_restorable(n);
         let accepted_ok = match sp.accepted {
             None => true,
             Some(0) => !sp.name0.is_empty(),
@@ -592,8 +694,8 @@ pub(crate) fn check_pairs(pairs: &[SocketPairState], problems: &mut Vec<Problem>
             Some(_) => false,
         } && (sp.accepted.is_none() || sp.typ != libc::SOCK_DGRAM);
         if !pair_ids.insert(sp.id)
-            || !name_ok(&sp.name0)
-            || !name_ok(&sp.name1)
+            || !name_ok(&sp.name0, &sp.dir0)
+            || !name_ok(&sp.name1, &sp.dir1)
             || !accepted_ok
             || sp.shutdown.iter().any(|&m| m > 3)
             || !typ_ok
@@ -713,12 +815,13 @@ pub(crate) fn pending_ok(procs: &[Process], f: &Fd) -> bool {
         typ,
         pos,
         name,
+        dir,
+        listener_dir,
         ..
     } = &f.kind
     else {
         return true;
     };
-    let name_ok = |n: &[u8]| n.len() <= 107 && name_restorable(n);
     let fds = || procs.iter().flat_map(|p| p.fds.iter());
     let backlog = fds().find_map(|g| match &g.kind {
         FdKind::UnixListen {
@@ -743,8 +846,8 @@ pub(crate) fn pending_ok(procs: &[Process], f: &Fd) -> bool {
     sorted.sort_unstable();
     [libc::SOCK_STREAM, libc::SOCK_SEQPACKET].contains(typ)
         && !listener.is_empty()
-        && name_ok(listener)
-        && name_ok(name)
+        && name_ok(listener, listener_dir)
+        && name_ok(name, dir)
         && backlog.is_some_and(|b| places.len() as u64 <= u64::from(b) + 1)
         && sorted.iter().enumerate().all(|(i, &p)| p == i as u32)
         && (*pos as usize) < places.len()
@@ -791,9 +894,14 @@ pub(crate) fn check_bound_name(
 /// the program, or autobound), and the name of the listener that accepted an end
 /// (bound for the time it takes to make the connection again). The tree's own sockets
 /// count as free; so does a stale socket file at a path, which restore replaces.
-pub(crate) fn check_pair_names(ckpt: &Checkpoint, held: &check::Held, problems: &mut Vec<Problem>) {
+pub(crate) fn check_pair_names(
+    files: &mut HeldFiles,
+    ckpt: &Checkpoint,
+    held: &check::Held,
+    problems: &mut Vec<Problem>,
+) {
     for sp in &ckpt.socketpairs {
-        for (end, name) in [(0u8, &sp.name0), (1u8, &sp.name1)] {
+        for (end, name, dir) in [(0u8, &sp.name0, &sp.dir0), (1u8, &sp.name1, &sp.dir1)] {
             if name.is_empty() {
                 continue;
             }
@@ -805,7 +913,11 @@ pub(crate) fn check_pair_names(ckpt: &Checkpoint, held: &check::Held, problems: 
                 .find(|f| matches!(f.kind, FdKind::UnixPair { id, end: e, .. } if id == sp.id && e == end))
                 .map(|f| f.fd)
                 .unwrap_or(-1);
-            check_bound_name(name, fd, held, problems);
+            if relative(name) {
+                check_relative_name(files, (name, dir), true, fd, held, problems);
+            } else {
+                check_bound_name(name, fd, held, problems);
+            }
         }
     }
 }
@@ -888,15 +1000,16 @@ pub(crate) fn create_socketpair(
     cx: &mut Ctx<'_>,
     sp: &SocketPairState,
     tmp: u64,
+    dirs: &HeldDirs,
 ) -> RestoreResult<(u64, u64)> {
     let (e0, e1) = match sp.accepted {
-        Some(a) => connect_through_listener(cx, sp, a)?,
+        Some(a) => connect_through_listener(cx, sp, a, dirs)?,
         None => {
             let (e0, e1) = cx.socketpair(libc::AF_UNIX, sp.typ | libc::SOCK_CLOEXEC)?;
             // Names before SO_PASSCRED, which would autobind an unnamed end to another.
-            for (fd, name) in [(e0, &sp.name0), (e1, &sp.name1)] {
+            for (fd, name, dir) in [(e0, &sp.name0, &sp.dir0), (e1, &sp.name1, &sp.dir1)] {
                 if !name.is_empty() {
-                    bind_unix(cx, fd, name)?;
+                    bind_unix(cx, fd, name, dir, dirs)?;
                 }
             }
             (e0, e1)
@@ -947,14 +1060,17 @@ fn connect_through_listener(
     cx: &mut Ctx<'_>,
     sp: &SocketPairState,
     a: u8,
+    dirs: &HeldDirs,
 ) -> RestoreResult<(u64, u64)> {
     let (name, other) = if a == 0 {
-        (&sp.name0, &sp.name1)
+        ((&sp.name0, &sp.dir0), (&sp.name1, &sp.dir1))
     } else {
-        (&sp.name1, &sp.name0)
+        ((&sp.name1, &sp.dir1), (&sp.name0, &sp.dir0))
     };
-    let path = (name.first() == Some(&b'/')).then(|| procfs::bytes_path(name));
-    let was_there = path.is_some_and(|p| std::fs::symlink_metadata(p).is_ok());
+    let path = host_path(name.0, name.1, dirs);
+    let was_there = path
+        .as_ref()
+        .is_some_and(|p| std::fs::symlink_metadata(p).is_ok());
     let l = cx.socket(
         "socket(AF_UNIX) to accept a connection",
         libc::AF_UNIX,
@@ -963,7 +1079,8 @@ fn connect_through_listener(
     )?;
     // (On failure the stage guard kills the process with its sockets; the path goes
     // here either way.)
-    let r = accept_one(cx, l, sp.typ, name, other).and_then(|ends| {
+    let ends = ((&name.0[..], &name.1[..]), (&other.0[..], &other.1[..]));
+    let r = accept_one(cx, l, sp.typ, ends.0, ends.1, dirs).and_then(|ends| {
         cx.close(l)?;
         Ok(ends)
     });
@@ -980,10 +1097,11 @@ fn accept_one(
     cx: &mut Ctx<'_>,
     l: u64,
     typ: i32,
-    name: &[u8],
-    other: &[u8],
+    (name, dir): (&[u8], &[u8]),
+    (other, other_dir): (&[u8], &[u8]),
+    dirs: &HeldDirs,
 ) -> RestoreResult<(u64, u64)> {
-    bind_unix(cx, l, name)?;
+    bind_unix(cx, l, name, dir, dirs)?;
     cx.listen("listen to accept a connection", l, 1)?;
     let c = cx.socket(
         "socket(AF_UNIX) to connect",
@@ -992,9 +1110,10 @@ fn accept_one(
         0,
     )?;
     if !other.is_empty() {
-        bind_unix(cx, c, other)?;
+        bind_unix(cx, c, other, other_dir, dirs)?;
     }
     let what = format!("connect to unix socket {}", show_name(name));
+    enter_dir(cx, dir, dirs)?;
     cx.connect(&what, c, &SockAddr::Unix(name))?;
     let acc = cx.accept4(l, libc::SOCK_CLOEXEC)?;
     Ok((acc, c))
@@ -1004,9 +1123,10 @@ fn accept_one(
 /// by the dumped process is replaced (plan made sure nobody listens there now).
 pub(crate) fn create_listener(
     cx: &mut Ctx<'_>,
-    name: &[u8],
+    (name, dir): (&[u8], &[u8]),
     typ: i32,
     backlog: u32,
+    dirs: &HeldDirs,
 ) -> RestoreResult<u64> {
     let n = cx.socket(
         "socket(AF_UNIX)",
@@ -1014,29 +1134,75 @@ pub(crate) fn create_listener(
         typ | libc::SOCK_CLOEXEC,
         0,
     )?;
-    bind_unix(cx, n, name)?;
+    bind_unix(cx, n, name, dir, dirs)?;
     cx.listen("listen", n, backlog)?;
     Ok(n)
 }
 
-/// Bind unix socket `n` of the target to `name`. A stale socket file left at the path
-/// by the dumped process is replaced (plan made sure no socket has that name now); the
-/// new file belongs to the process's user, as the old one did.
-fn bind_unix(cx: &mut Ctx<'_>, n: u64, name: &[u8]) -> RestoreResult<()> {
-    if name.first() == Some(&b'/') {
-        let path = procfs::bytes_path(name);
-        if std::fs::symlink_metadata(path)
+/// The directories plan held for relative socket names (ckpt's descriptors, by path).
+pub(crate) type HeldDirs = BTreeMap<Vec<u8>, (std::os::fd::RawFd, bool)>;
+
+/// Where ckpt reaches the file of socket name `name` (relative ones in directory `dir`,
+/// through the descriptor plan held); `None` for an abstract name.
+fn host_path(name: &[u8], dir: &[u8], dirs: &HeldDirs) -> Option<std::path::PathBuf> {
+    match name.first() {
+        Some(b'/') => Some(procfs::bytes_path(name).to_path_buf()),
+        Some(0) | None => None,
+        Some(_) => {
+            let (fd, _) = dirs.get(dir)?;
+            let mut p = format!("/proc/self/fd/{fd}/").into_bytes();
+            p.extend_from_slice(name);
+            Some(procfs::bytes_path(&p).to_path_buf())
+        }
+    }
+}
+
+/// Make directory `dir` (held by plan) the working directory of the process of `cx`,
+/// for a relative name; nothing for none. (Its own working directory comes later.)
+fn enter_dir(cx: &mut Ctx<'_>, dir: &[u8], dirs: &HeldDirs) -> RestoreResult<()> {
+    if dir.is_empty() {
+        return Ok(());
+    }
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    let d = super::held::open_held(cx, dirs, &[(dir, flags)])?
+        .first()
+        .copied()
+        .ok_or_else(|| RestoreError::Stage("no descriptor opened".into()))?;
+    cx.call(
+        "fchdir",
+        crate::arch::native::nr::FCHDIR,
+        [d, 0, 0, 0, 0, 0],
+    )?;
+    cx.close(d)?;
+    Ok(())
+}
+
+/// Bind unix socket `n` of the target to `name` (a relative one from directory `dir`).
+/// A stale socket file left at the path by the dumped process is replaced (plan made
+/// sure no socket has that name now); the new file belongs to the process's user, as
+/// the old one did.
+fn bind_unix(
+    cx: &mut Ctx<'_>,
+    n: u64,
+    name: &[u8],
+    dir: &[u8],
+    dirs: &HeldDirs,
+) -> RestoreResult<()> {
+    let path = host_path(name, dir, dirs);
+    if let Some(p) = &path {
+        if std::fs::symlink_metadata(p)
             .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
             .unwrap_or(false)
         {
-            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(p);
         }
     }
+    enter_dir(cx, dir, dirs)?;
     let what = format!("bind unix socket {}", show_name(name));
     cx.bind(&what, n, &SockAddr::Unix(name))?;
-    if name.first() == Some(&b'/') {
+    if let Some(p) = &path {
         let c = &cx.proc_.creds;
-        let _ = std::os::unix::fs::chown(procfs::bytes_path(name), Some(c.uid[1]), Some(c.gid[1]));
+        let _ = std::os::unix::fs::chown(p, Some(c.uid[1]), Some(c.gid[1]));
     }
     Ok(())
 }
@@ -1046,8 +1212,9 @@ fn bind_unix(cx: &mut Ctx<'_>, n: u64, name: &[u8]) -> RestoreResult<()> {
 pub(crate) fn create_pending(
     cx: &mut Ctx<'_>,
     typ: i32,
-    name: &[u8],
+    (name, dir): (&[u8], &[u8]),
     opts: &SockOpts,
+    dirs: &HeldDirs,
 ) -> RestoreResult<u64> {
     let n = cx.socket(
         "socket(AF_UNIX) to wait to be accepted",
@@ -1057,7 +1224,7 @@ pub(crate) fn create_pending(
     )?;
     // The name before SO_PASSCRED, which would autobind it to another.
     if !name.is_empty() {
-        bind_unix(cx, n, name)?;
+        bind_unix(cx, n, name, dir, dirs)?;
     }
     set_sock_opts(cx, n, opts)?;
     Ok(n)
@@ -1065,8 +1232,10 @@ pub(crate) fn create_pending(
 
 /// Connect the sockets that waited to be accepted to their listeners, in each queue's
 /// order (plan made sure each queue fits its backlog: no connect waits).
-pub(crate) fn connect_pending(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
-    let mut waiting: Vec<(&[u8], u32, usize, i32)> = ctxs
+pub(crate) fn connect_pending(ctxs: &mut [Ctx<'_>], dirs: &HeldDirs) -> RestoreResult<()> {
+    // (listener, place, process, descriptor, listener's directory)
+    type Waiting<'a> = (&'a [u8], u32, usize, i32, &'a [u8]);
+    let mut waiting: Vec<Waiting<'_>> = ctxs
         .iter()
         .enumerate()
         .flat_map(|(i, cx)| {
@@ -1075,19 +1244,23 @@ pub(crate) fn connect_pending(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
                 .iter()
                 .filter(|f| f.shared_with.is_none())
                 .filter_map(move |f| match &f.kind {
-                    FdKind::UnixPending { listener, pos, .. } => {
-                        Some((&listener[..], *pos, i, f.fd))
-                    }
+                    FdKind::UnixPending {
+                        listener,
+                        pos,
+                        listener_dir,
+                        ..
+                    } => Some((&listener[..], *pos, i, f.fd, &listener_dir[..])),
                     _ => None,
                 })
         })
         .collect();
     waiting.sort();
-    for (listener, _, i, fd) in waiting {
+    for (listener, _, i, fd, dir) in waiting {
         let what = format!(
             "connect unix socket {fd} to the listener {}",
             show_name(listener)
         );
+        enter_dir(&mut ctxs[i], dir, dirs)?;
         ctxs[i].connect(&what, fd as u64, &SockAddr::Unix(listener))?;
     }
     Ok(())
@@ -1112,7 +1285,7 @@ pub(crate) fn create_unix_dgram(
     let n = unix_dgram_socket(cx)?;
     set_sock_opts(cx, n, &u.opts)?;
     if !u.name.is_empty() {
-        bind_unix(cx, n, &u.name)?;
+        bind_unix(cx, n, &u.name, &[], &HeldDirs::new())?;
     }
     Ok(n)
 }

@@ -40,7 +40,8 @@ fn socket_pair_records() {
     };
     let seq = SocketPairState {
         name0: b"\0ckpt-test-l".to_vec(),
-        name1: b"/run/x.sock".to_vec(),
+        name1: b"x.sock".to_vec(),
+        dir1: b"/run".to_vec(),
         accepted: Some(0),
         shutdown: [3, 1],
         ..pair(3, libc::SOCK_SEQPACKET)
@@ -85,9 +86,20 @@ fn bad_socket_pairs() {
             msgs0: vec![msg(b"", MAX_MESSAGE); many_bytes],
             ..pair(4, libc::SOCK_DGRAM)
         }],
-        // A name relative to a working directory, or too long for a sockaddr_un.
+        // A name relative to a working directory without an absolute one, a directory
+        // for a name that is not relative, or a name too long for a sockaddr_un.
         vec![SocketPairState {
             name0: b"sock".to_vec(),
+            ..pair(4, libc::SOCK_STREAM)
+        }],
+        vec![SocketPairState {
+            name0: b"sock".to_vec(),
+            dir0: b"run".to_vec(),
+            ..pair(4, libc::SOCK_STREAM)
+        }],
+        vec![SocketPairState {
+            name1: b"\0abc".to_vec(),
+            dir1: b"/run".to_vec(),
             ..pair(4, libc::SOCK_STREAM)
         }],
         vec![SocketPairState {
@@ -386,6 +398,7 @@ fn listener(n: i32, name: &[u8], typ: i32, backlog: u32) -> crate::model::Fd {
             typ,
             backlog,
             flags: 0,
+            dir: Vec::new(),
         },
     )
 }
@@ -400,6 +413,8 @@ fn waiting(n: i32, listener: &[u8], typ: i32, pos: u32) -> crate::model::Fd {
             name: Vec::new(),
             opts: Default::default(),
             flags: 0,
+            dir: Vec::new(),
+            listener_dir: Vec::new(),
         },
     )
 }
