@@ -8,6 +8,8 @@
 //! in come back relative (bound again from that directory), or are refused when no
 //! process's working directory leads to them any more.
 //!
+//! Queued messages and stream bytes keep their senders' credentials (SCM_CREDENTIALS).
+//!
 //! Each restore is compared with the original by the state oracle (sock_diag state,
 //! shutdown, names, peers, queues: run inside `Ctx::dump` and `Ctx::restore`) and by
 //! what the program does afterwards, against an undisturbed run.
@@ -371,5 +373,54 @@ fn a_relative_name_no_working_directory_leads_to_refuses_the_dump() {
         text(&fin.stdout).contains("a new client by the relative name: accepted"),
         "urel moved:\n{}",
         text(&fin.stdout)
+    );
+}
+
+#[test]
+fn queued_unix_messages_and_bytes_keep_their_senders_credentials() {
+    let ctx = Ctx::new("queued_unix_messages_and_bytes_keep_their_senders_credentials");
+    let spec = Spec::new(target("ucreds")).stdin(In::Pipe);
+    let mut rp = ctx.spawn(&spec);
+    rp.wait_for("ready\n");
+    rp.write_stdin(b"go\n");
+    let reference = rp.finish();
+    assert_eq!(
+        reference.status.code(),
+        Some(0),
+        "ucreds: reference run; stderr:\n{}",
+        text(&reference.stderr)
+    );
+    let expected = text(&reference.stdout).replacen("ready\n", "", 1);
+    for line in [
+        "q: [r1] from C, uid 65534 gid 65534",
+        "q: [r2] from C, uid 65534 gid 65534",
+        "s: [abc] from C, uid 65534 gid 65534",
+        "s: [xyz] from P, uid 0 gid 0",
+    ] {
+        assert!(
+            expected.contains(line),
+            "ucreds: the reference run should say {line:?}:\n{expected}"
+        );
+    }
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let pids = wait_process_tree(t.pid, 2, "ucreds");
+    let img = ctx.path("ucreds.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&pids, "ucreds: original after the dump");
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    r.write_stdin(b"go\n");
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ucreds: the restored run; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "ucreds: the restored run after the dump point",
+        expected.as_bytes(),
+        &fin.stdout,
     );
 }

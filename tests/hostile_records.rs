@@ -199,6 +199,7 @@ fn hostile_socket_records_are_plan_problems() {
         inherit,
     };
     let msg = |from: &[u8], len: usize| SockMessage {
+        creds: None,
         from: from.to_vec(),
         data: vec![7; len],
     };

@@ -181,6 +181,7 @@ pub mod nr {
     pub const ACCEPT4: u64 = libc::SYS_accept4 as u64;
     pub const SHUTDOWN: u64 = libc::SYS_shutdown as u64;
     pub const SENDTO: u64 = libc::SYS_sendto as u64;
+    pub const SENDMSG: u64 = libc::SYS_sendmsg as u64;
     pub const SETSOCKOPT: u64 = libc::SYS_setsockopt as u64;
     pub const EVENTFD2: u64 = libc::SYS_eventfd2 as u64;
     pub const TIMERFD_CREATE: u64 = libc::SYS_timerfd_create as u64;
@@ -645,6 +646,7 @@ mod nr_tests {
             (ACCEPT4, 288),
             (SHUTDOWN, 48),
             (SENDTO, 44),
+            (SENDMSG, 46),
             (SETSOCKOPT, 54),
             (EVENTFD2, 290),
             (TIMERFD_CREATE, 283),

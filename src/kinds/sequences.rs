@@ -159,6 +159,7 @@ fn socket_pair_gets_options_then_data_then_messages_from_the_other_end() {
         data1: Vec::new(),
         msgs0: Vec::new(),
         msgs1: vec![SockMessage {
+            creds: None,
             from: Vec::new(),
             data: b"record".to_vec(),
         }],

@@ -762,6 +762,21 @@ pub struct SocketPairState {
     pub dir0: Vec<u8>,
     #[serde(default, with = "serde_bytes")]
     pub dir1: Vec<u8>,
+    /// On a stream pair: the runs of `data0` and of `data1` each writer sent, in order,
+    /// with its credentials (a read stops where they change when SO_PASSCRED is on);
+    /// empty: all of it written at once, with the restoring process's (older images).
+    #[serde(default)]
+    pub runs0: Vec<StreamRun>,
+    #[serde(default)]
+    pub runs1: Vec<StreamRun>,
+}
+
+/// A run of bytes queued on a unix stream socket by one writer.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamRun {
+    pub len: u32,
+    #[serde(default)]
+    pub creds: Option<SockCreds>,
 }
 
 /// One queued datagram or record, with the raw address of its sender (empty if none).
@@ -771,6 +786,20 @@ pub struct SockMessage {
     pub from: Vec<u8>,
     #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
+    /// For a unix message: its sender's credentials as SO_PASSCRED shows them (a
+    /// process of the image, its user and group IDs), which restore sends it with;
+    /// `None`: sent with the restoring process's own (older images, or a sender that
+    /// is gone, when the receiver does not show credentials).
+    #[serde(default)]
+    pub creds: Option<SockCreds>,
+}
+
+/// SCM_CREDENTIALS of a queued unix message.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SockCreds {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// Socket options that a program can observe. Buffer sizes are as getsockopt reports

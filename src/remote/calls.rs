@@ -19,6 +19,8 @@ const TCPOPT_TIMESTAMP: u32 = 8;
 /// only: batches lay theirs out with [`super::BatchArgs`]).
 const ARG_ADDR: u64 = 0;
 const ARG_ADDR2: u64 = 1024;
+/// sendmsg's iovec, control message and msghdr (below the data).
+const ARG_CMSG: u64 = 2048;
 const ARG_DATA: u64 = 4096;
 const ARG_OPT: u64 = 8192 - 64;
 
@@ -488,6 +490,64 @@ impl Ctx<'_> {
                     chunk.len()
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// [`Ctx::send_message`] with the sender's credentials `creds` (pid, uid, gid) as
+    /// SCM_CREDENTIALS (ckpt's privileges at this point let it name any process and
+    /// IDs); without `creds`, the process's own go with it.
+    pub(crate) fn send_message_as(
+        &mut self,
+        fd: u64,
+        data: &[u8],
+        to: Option<&SockAddr<'_>>,
+        creds: Option<(i32, u32, u32)>,
+        what: &str,
+    ) -> Result<()> {
+        let Some((pid, uid, gid)) = creds else {
+            return self.send_message(fd, data, to, what);
+        };
+        let a = self.put(ARG_DATA, data)?;
+        let (ta, tl) = match to {
+            None => (0, 0),
+            Some(to) => {
+                let b = to.to_bytes();
+                (self.put(ARG_ADDR2, &b)?, b.len() as u64)
+            }
+        };
+        // struct iovec, then one cmsghdr with a struct ucred (CMSG_SPACE(12) = 32 bytes),
+        // then struct msghdr (the x86-64 layouts), between the address and the data.
+        let iov = [a.to_le_bytes(), (data.len() as u64).to_le_bytes()].concat();
+        let iov_a = self.put(ARG_CMSG, &iov)?;
+        let mut cmsg = Vec::with_capacity(32);
+        cmsg.extend_from_slice(&28u64.to_le_bytes());
+        cmsg.extend_from_slice(&libc::SOL_SOCKET.to_le_bytes());
+        cmsg.extend_from_slice(&libc::SCM_CREDENTIALS.to_le_bytes());
+        cmsg.extend_from_slice(&pid.to_le_bytes());
+        cmsg.extend_from_slice(&uid.to_le_bytes());
+        cmsg.extend_from_slice(&gid.to_le_bytes());
+        cmsg.extend_from_slice(&[0u8; 4]);
+        let cmsg_a = self.put(ARG_CMSG + 16, &cmsg)?;
+        let mut mh = Vec::with_capacity(56);
+        mh.extend_from_slice(&ta.to_le_bytes());
+        mh.extend_from_slice(&tl.to_le_bytes());
+        mh.extend_from_slice(&iov_a.to_le_bytes());
+        mh.extend_from_slice(&1u64.to_le_bytes());
+        mh.extend_from_slice(&cmsg_a.to_le_bytes());
+        mh.extend_from_slice(&32u64.to_le_bytes());
+        mh.extend_from_slice(&0u64.to_le_bytes());
+        let mh_a = self.put(ARG_CMSG + 64, &mh)?;
+        let n = self.call(
+            &format!("queue {what} message"),
+            nr::SENDMSG,
+            [fd, mh_a, libc::MSG_DONTWAIT as u64, 0, 0, 0],
+        )?;
+        if n != data.len() as u64 {
+            return Err(RestoreError::Stage(format!(
+                "{what}: a queued message of {} bytes could only be sent in part ({n})",
+                data.len()
+            )));
         }
         Ok(())
     }

@@ -112,6 +112,7 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
     fd::check_records(procs, &fifo_ids, problems);
     let pair_ids = unix::check_pairs(&ckpt.socketpairs, problems);
     let dgram_names = unix::dgram_names(procs, problems);
+    unix::check_creds(ckpt, problems);
     fd::check_sockets(procs, &pair_ids, &dgram_names, problems);
     fd::check_shared(procs, problems);
     tree::check_groups(procs, problems);

@@ -183,21 +183,44 @@ pub fn peek_stream(fd: &OwnedFd, len: usize) -> Result<Vec<u8>> {
 /// takes (the kernel ends a read where the writer or the descriptors attached change).
 /// Bytes that carry descriptors (SCM_RIGHTS) are refused: a plain read would drop them
 /// unseen. The socket's own peek offset is put back afterwards.
-pub fn peek_unix_stream(fd: &OwnedFd, len: usize) -> std::result::Result<Vec<u8>, PeekError> {
+///
+/// Also returns the runs of bytes each writer sent, with its credentials (pid, uid,
+/// gid): SO_PASSCRED is on for the time of the reads (put back afterwards), which makes
+/// the kernel end each read where the writer changes.
+pub fn peek_unix_stream(fd: &OwnedFd, len: usize) -> std::result::Result<StreamQueue, PeekError> {
+    use super::tcp::{getsockopt_u32 as get, setsockopt_u32 as set};
     if len == 0 {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
-    let old = super::tcp::getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)? as i32;
-    super::tcp::setsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)?;
-    let r = peek_stream_all(fd, len);
-    let back = super::tcp::setsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old as u32);
+    let old = get(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)? as i32;
+    let passcred = get(fd, libc::SOL_SOCKET, libc::SO_PASSCRED)?;
+    if passcred == 0 {
+        set(fd, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
+    }
+    let r = set(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
+        .map_err(PeekError::from)
+        .and_then(|()| peek_stream_all(fd, len));
+    let back = set(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old as u32);
+    let cred_back = if passcred == 0 {
+        set(fd, libc::SOL_SOCKET, libc::SO_PASSCRED, 0)
+    } else {
+        Ok(())
+    };
     let data = r?;
     back?;
+    cred_back?;
     Ok(data)
 }
 
-fn peek_stream_all(fd: &OwnedFd, len: usize) -> std::result::Result<Vec<u8>, PeekError> {
+/// A unix stream socket's queued bytes, and the runs of them each writer sent.
+pub type StreamQueue = (Vec<u8>, Vec<Run>);
+
+/// A run of queued bytes one writer sent: (length, its credentials (pid, uid, gid)).
+pub type Run = (usize, Option<(i32, u32, u32)>);
+
+fn peek_stream_all(fd: &OwnedFd, len: usize) -> std::result::Result<StreamQueue, PeekError> {
     let mut data = vec![0u8; len];
+    let mut runs: Vec<Run> = Vec::new();
     let mut ctl = vec![0u8; 4096];
     let mut done = 0;
     while done < len {
@@ -229,6 +252,11 @@ fn peek_stream_all(fd: &OwnedFd, len: usize) -> std::result::Result<Vec<u8>, Pee
         if n == 0 {
             break;
         }
+        let c = creds_of(&mh);
+        match runs.last_mut() {
+            Some(r) if r.1 == c => r.0 += n as usize,
+            _ => runs.push((n as usize, c)),
+        }
         done += n as usize;
     }
     if done != len {
@@ -237,7 +265,7 @@ fn peek_stream_all(fd: &OwnedFd, len: usize) -> std::result::Result<Vec<u8>, Pee
         ))
         .into());
     }
-    Ok(data)
+    Ok((data, runs))
 }
 
 /// One queued datagram or seqpacket record: its bytes and the sender's raw address
@@ -246,6 +274,9 @@ fn peek_stream_all(fd: &OwnedFd, len: usize) -> std::result::Result<Vec<u8>, Pee
 pub struct Message {
     pub from: Vec<u8>,
     pub data: Vec<u8>,
+    /// The sender's credentials the kernel keeps with a unix message (pid, uid, gid), as
+    /// SO_PASSCRED shows them (read with `creds`).
+    pub creds: Option<(i32, u32, u32)>,
 }
 
 /// Largest single message read at dump (it must fit the restore helper's scratch area).
@@ -276,14 +307,38 @@ impl From<SysError> for PeekError {
 /// (frozen) owner's descriptor. `eof_ends`: a read of nothing is the end of the queue,
 /// not an empty message (a seqpacket socket shut for reading: its reads give 0 at the
 /// end, and an empty record there reads the same to the program).
-pub fn peek_messages(fd: &OwnedFd, eof_ends: bool) -> std::result::Result<Vec<Message>, PeekError> {
-    let old = super::tcp::getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)? as i32;
-    super::tcp::setsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)?;
-    let r = peek_all(fd, eof_ends);
+///
+/// With `creds` (a unix socket), each message's sender credentials are read too:
+/// SO_PASSCRED is turned on for the time of the reads if it was off (turning it on
+/// does not bind the socket; only sending or connecting would), then put back.
+pub fn peek_messages(
+    fd: &OwnedFd,
+    eof_ends: bool,
+    creds: bool,
+) -> std::result::Result<Vec<Message>, PeekError> {
+    use super::tcp::{getsockopt_u32 as get, setsockopt_u32 as set};
+    let old = get(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)? as i32;
+    let passcred = if creds {
+        get(fd, libc::SOL_SOCKET, libc::SO_PASSCRED)?
+    } else {
+        1
+    };
+    if passcred == 0 {
+        set(fd, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
+    }
+    let r = set(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
+        .map_err(PeekError::from)
+        .and_then(|()| peek_all(fd, eof_ends));
     // -1 (the default) turns peeking at an offset off again.
-    let back = super::tcp::setsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old as u32);
+    let back = set(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old as u32);
+    let cred_back = if passcred == 0 {
+        set(fd, libc::SOL_SOCKET, libc::SO_PASSCRED, 0)
+    } else {
+        Ok(())
+    };
     let msgs = r?;
     back?;
+    cred_back?;
     Ok(msgs)
 }
 
@@ -336,8 +391,32 @@ fn peek_all(fd: &OwnedFd, eof_ends: bool) -> std::result::Result<Vec<Message>, P
         out.push(Message {
             from: name[..namelen].to_vec(),
             data: buf[..n].to_vec(),
+            creds: creds_of(&mh),
         });
     }
+}
+
+/// The SCM_CREDENTIALS a received message carries: (pid, uid, gid).
+fn creds_of(mh: &libc::msghdr) -> Option<(i32, u32, u32)> {
+    let mut out = None;
+    // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR walk the control buffer the kernel filled, within
+    // `msg_controllen`; every header they return lies inside it, and a header of type
+    // SCM_CREDENTIALS is at least CMSG_LEN(sizeof(struct ucred)) long (checked).
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(mh);
+        while !c.is_null() {
+            let len = (*c).cmsg_len as usize;
+            if (*c).cmsg_level == libc::SOL_SOCKET
+                && (*c).cmsg_type == libc::SCM_CREDENTIALS
+                && len >= libc::CMSG_LEN(std::mem::size_of::<libc::ucred>() as u32) as usize
+            {
+                let u = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::ucred>());
+                out = Some((u.pid, u.uid, u.gid));
+            }
+            c = libc::CMSG_NXTHDR(mh, c);
+        }
+    }
+    out
 }
 
 /// Whether a received message carries descriptors (which MSG_PEEK installed in this

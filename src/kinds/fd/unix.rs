@@ -11,7 +11,7 @@ use crate::kinds::fd::pipe::MAX_PIPE;
 use crate::kinds::fd::{park_pair, set_sock_opts};
 use crate::kinds::unsupported;
 use crate::model::{Checkpoint, Process};
-use crate::model::{Fd, SockMessage, SockOpts, UnixDgramState};
+use crate::model::{Fd, SockCreds, SockMessage, SockOpts, StreamRun, UnixDgramState};
 use crate::model::{FdKind, SocketPairState};
 use crate::remote::{Ctx, SockAddr};
 use crate::sys;
@@ -50,6 +50,8 @@ pub(crate) struct UnixTable {
     /// Clients whose connections wait in a listener's queue: client inode -> (listener
     /// inode, place in its queue).
     pending: BTreeMap<u64, (u64, u32)>,
+    /// The tree's processes (senders restore can send queued messages as).
+    pids: BTreeSet<i32>,
     pub(crate) pairs: Vec<SocketPairState>,
 }
 
@@ -83,6 +85,7 @@ impl UnixTable {
             diag,
             held,
             pending,
+            pids: procs.iter().map(|p| p.pid).collect(),
             pairs: Vec::new(),
         })
     }
@@ -105,7 +108,7 @@ impl UnixTable {
         external: bool,
         refuse: &dyn Fn(&str) -> DumpError,
     ) -> DumpResult<()> {
-        let (diag, held) = (&self.diag, &self.held);
+        let (diag, held, pids) = (&self.diag, &self.held, &self.pids);
         let Some(s) = diag.get(&ino) else {
             return Ok(());
         };
@@ -145,7 +148,7 @@ impl UnixTable {
                         ),
                     ));
                 }
-                f.kind = unix_dgram(s, diag, held, flags).map_err(|why| refuse(&why))?;
+                f.kind = unix_dgram(s, diag, held, pids, flags).map_err(|why| refuse(&why))?;
                 return Ok(());
             }
         }
@@ -156,7 +159,7 @@ impl UnixTable {
         let id = ino.min(s.peer);
         let end = u8::from(ino != id);
         if !self.pairs.iter().any(|x| x.id == id) {
-            let st = pair_state(s, id, end, diag, held, refuse)?;
+            let st = pair_state(s, id, end, diag, held, pids, refuse)?;
             self.pairs.push(st);
         }
         f.kind = FdKind::UnixPair { id, end, flags };
@@ -324,6 +327,7 @@ fn pair_state(
     end: u8,
     diag: &BTreeMap<u64, UnixSock>,
     held: &BTreeMap<u64, (i32, i32)>,
+    pids: &BTreeSet<i32>,
     refuse: &dyn Fn(&str) -> DumpError,
 ) -> DumpResult<SocketPairState> {
     let peer = diag.get(&s.peer).cloned().unwrap_or_default();
@@ -378,19 +382,38 @@ fn pair_state(
             if sock.rqueue == 0 {
                 continue;
             }
-            let data = sockdiag::peek_unix_stream(&dup, sock.rqueue as usize)
+            let (data, runs) = sockdiag::peek_unix_stream(&dup, sock.rqueue as usize)
                 .map_err(|e| unkept(e, "unix stream socket"))?;
+            // Runs as messages, for their credentials.
+            let mut as_msgs: Vec<SockMessage> = runs
+                .iter()
+                .map(|&(_, c)| SockMessage {
+                    creds: c.map(|(pid, uid, gid)| SockCreds { pid, uid, gid }),
+                    ..SockMessage::default()
+                })
+                .collect();
+            keep_creds(&mut as_msgs, pids, o.passcred).map_err(|why| refuse(&why))?;
+            let runs = runs
+                .iter()
+                .zip(as_msgs)
+                .map(|(&(len, _), m)| StreamRun {
+                    len: len as u32,
+                    creds: m.creds,
+                })
+                .collect();
             if which == 0 {
-                st.data0 = data;
+                (st.data0, st.runs0) = (data, runs);
             } else {
-                st.data1 = data;
+                (st.data1, st.runs1) = (data, runs);
             }
         } else {
             // For datagrams sock_diag reports only the first message's length
             // (0 for an empty one): always look at the whole queue.
             // A seqpacket end shut for reading reads 0 at the end of its queue.
             let eof_ends = s.typ == libc::SOCK_SEQPACKET && sock.shutdown & 1 != 0;
-            let msgs = peek_messages(&dup, eof_ends).map_err(|e| unkept(e, "unix socket"))?;
+            let mut msgs =
+                peek_messages(&dup, eof_ends, true).map_err(|e| unkept(e, "unix socket"))?;
+            keep_creds(&mut msgs, pids, o.passcred).map_err(|why| refuse(&why))?;
             // Restore sends them again from the other end: each must come from there
             // (from its name, or from no name when it has none).
             let other = if which == 0 { &b } else { &a };
@@ -543,14 +566,44 @@ fn shares_name(s: &UnixSock, name: &[u8], diag: &BTreeMap<u64, UnixSock>) -> boo
 pub(crate) fn peek_messages(
     dup: &std::os::fd::OwnedFd,
     eof_ends: bool,
+    creds: bool,
 ) -> std::result::Result<Vec<SockMessage>, sys::sockdiag::PeekError> {
-    Ok(sys::sockdiag::peek_messages(dup, eof_ends)?
+    Ok(sys::sockdiag::peek_messages(dup, eof_ends, creds)?
         .into_iter()
         .map(|m| SockMessage {
             from: m.from,
             data: m.data,
+            creds: m.creds.map(|(pid, uid, gid)| SockCreds { pid, uid, gid }),
         })
         .collect())
+}
+
+/// Queued unix messages are sent again with their senders' credentials, which must be
+/// those of a process of the tree (`pids`: it exists when restore sends). A sender
+/// that has exited (the kernel shows pid 0) or is outside the tree cannot be named: a
+/// receiver that shows credentials (`shown`: SO_PASSCRED) is refused (the reason is
+/// returned); for one that does not, the message goes with restore's own.
+fn keep_creds(
+    msgs: &mut [SockMessage],
+    pids: &BTreeSet<i32>,
+    shown: bool,
+) -> std::result::Result<(), String> {
+    for m in msgs.iter_mut() {
+        let Some(c) = m.creds else { continue };
+        if pids.contains(&c.pid) {
+            continue;
+        }
+        if shown {
+            return Err(format!(
+                "a unix socket (SO_PASSCRED) with a message queued from process {}, which \
+                 has exited or is outside the dumped tree: restore cannot send it with its \
+                 sender's credentials",
+                c.pid
+            ));
+        }
+        m.creds = None;
+    }
+    Ok(())
 }
 
 /// Why a socket's queued messages cannot be kept, for a refusal naming its descriptor.
@@ -588,6 +641,7 @@ fn unix_dgram(
     s: &UnixSock,
     diag: &BTreeMap<u64, UnixSock>,
     held: &BTreeMap<u64, (i32, i32)>,
+    pids: &BTreeSet<i32>,
     flags: u32,
 ) -> std::result::Result<FdKind, String> {
     let name = unix_name(s.name.as_deref().unwrap_or_default());
@@ -614,7 +668,8 @@ fn unix_dgram(
     let dup = sys::process::steal_fd(hp, hfd).map_err(|e| e.to_string())?;
     let opts = sys::sockdiag::sock_opts(&dup, true).map_err(|e| e.to_string())?;
     let mut msgs =
-        peek_messages(&dup, false).map_err(|e| peek_refusal(&e, "unix datagram socket"))?;
+        peek_messages(&dup, false, true).map_err(|e| peek_refusal(&e, "unix datagram socket"))?;
+    keep_creds(&mut msgs, pids, opts.passcred)?;
     // Names of the tree's bound sockets, which can send again at restore.
     let in_tree = |n: &[u8]| {
         diag.values().any(|d| {
@@ -681,6 +736,11 @@ pub(crate) fn check_pairs(pairs: &[SocketPairState], problems: &mut Vec<Problem>
         let typ_ok = [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&sp.typ);
         // Stream pairs carry bytes, the others messages: never both.
         let no_msgs = sp.msgs0.is_empty() && sp.msgs1.is_empty();
+        let runs_ok = |runs: &[crate::model::StreamRun], data: &[u8]| {
+            runs.is_empty()
+                || (runs.iter().all(|r| r.len > 0)
+                    && runs.iter().map(|r| r.len as usize).sum::<usize>() == data.len())
+        };
         let no_bytes = sp.data0.is_empty() && sp.data1.is_empty();
         let kind_ok = if sp.typ == libc::SOCK_STREAM {
             no_msgs
@@ -698,6 +758,8 @@ pub(crate) fn check_pairs(pairs: &[SocketPairState], problems: &mut Vec<Problem>
             || !name_ok(&sp.name1, &sp.dir1)
             || !accepted_ok
             || sp.shutdown.iter().any(|&m| m > 3)
+            || !runs_ok(&sp.runs0, &sp.data0)
+            || !runs_ok(&sp.runs1, &sp.data1)
             || !typ_ok
             || !kind_ok
             || sp.data0.len() > MAX_PIPE
@@ -713,6 +775,45 @@ pub(crate) fn check_pairs(pairs: &[SocketPairState], problems: &mut Vec<Problem>
         }
     }
     pair_ids
+}
+
+/// Queued messages name their senders' credentials: each must be a process of the
+/// image (restore sends as it).
+pub(crate) fn check_creds(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
+    let pids: BTreeSet<i32> = ckpt.processes.iter().map(|p| p.pid).collect();
+    let pairs = ckpt
+        .socketpairs
+        .iter()
+        .flat_map(|sp| sp.msgs0.iter().chain(sp.msgs1.iter()));
+    let dgrams = ckpt
+        .processes
+        .iter()
+        .flat_map(|p| p.fds.iter())
+        .filter_map(|f| match &f.kind {
+            FdKind::UnixDgram { sock, .. } => Some(sock.msgs.iter()),
+            _ => None,
+        })
+        .flatten();
+    let runs = ckpt
+        .socketpairs
+        .iter()
+        .flat_map(|sp| sp.runs0.iter().chain(sp.runs1.iter()))
+        .filter_map(|r| r.creds);
+    if let Some(c) = pairs
+        .chain(dgrams)
+        .filter_map(|m| m.creds)
+        .chain(runs)
+        .find(|c| !pids.contains(&c.pid))
+    {
+        check::p(
+            problems,
+            "malformed",
+            format!(
+                "a queued unix message names process {} as its sender, which is not in the image",
+                c.pid
+            ),
+        );
+    }
 }
 
 /// Names of the image's unix datagram sockets (connections and message senders must
@@ -1020,14 +1121,28 @@ pub(crate) fn create_socketpair(
     for (fd, o) in [(e0, &sp.opts[0]), (e1, &sp.opts[1])] {
         set_sock_opts(cx, fd, o)?;
     }
-    // What end 0 will read is sent from end 1, and the other way round.
+    // What end 0 will read is sent from end 1, and the other way round: each writer's
+    // run with its credentials, or all at once (older images).
     let what = format!("socket pair {}", sp.id);
-    for (from, data) in [(e1, &sp.data0), (e0, &sp.data1)] {
-        cx.write_all(from, data, &what)?;
+    for (from, data, runs) in [(e1, &sp.data0, &sp.runs0), (e0, &sp.data1, &sp.runs1)] {
+        if runs.is_empty() {
+            cx.write_all(from, data, &what)?;
+            continue;
+        }
+        let mut at = 0;
+        for r in runs {
+            let end = at + r.len as usize;
+            let bytes = data.get(at..end).ok_or_else(|| {
+                RestoreError::Malformed(format!("{what}: runs longer than the data"))
+            })?;
+            let c = r.creds.map(|c| (c.pid, c.uid, c.gid));
+            cx.send_message_as(from, bytes, None, c, &what)?;
+            at = end;
+        }
     }
     for (from, msgs) in [(e1, &sp.msgs0), (e0, &sp.msgs1)] {
         for m in msgs {
-            cx.send_message(from, &m.data, None, &what)?;
+            cx.send_message_as(from, &m.data, None, creds(m), &what)?;
         }
     }
     // Shut down last: nothing could be queued through a shut end. On a stream or
@@ -1036,6 +1151,11 @@ pub(crate) fn create_socketpair(
         shutdown(cx, fd, m)?;
     }
     park_pair(cx, e0, e1, tmp)
+}
+
+/// The credentials a queued message is sent again with (its sender's, if recorded).
+fn creds(m: &SockMessage) -> Option<(i32, u32, u32)> {
+    m.creds.map(|c| (c.pid, c.uid, c.gid))
 }
 
 /// Shut socket `fd` down the ways `mask` (sock_diag's RCV_SHUTDOWN 1, SEND_SHUTDOWN 2)
@@ -1327,7 +1447,7 @@ pub(crate) fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
             if m.from.is_empty() {
                 let cx = &mut ctxs[i];
                 let t = unix_dgram_socket(cx)?;
-                let r = cx.send_message(t, &m.data, Some(&to), &what);
+                let r = cx.send_message_as(t, &m.data, Some(&to), creds(m), &what);
                 cx.close(t)?;
                 r?;
             } else {
@@ -1340,7 +1460,7 @@ pub(crate) fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
                         })?;
                 // Addressed by name even when connected to the receiver (allowed), so
                 // that a sender connected elsewhere reaches it too.
-                ctxs[j].send_message(sfd as u64, &m.data, Some(&to), &what)?;
+                ctxs[j].send_message_as(sfd as u64, &m.data, Some(&to), creds(m), &what)?;
             }
         }
     }

@@ -22,6 +22,7 @@ fn v4(port: u16) -> UdpState {
 
 fn from4(len: usize) -> SockMessage {
     SockMessage {
+        creds: None,
         from: sockaddr_in([10, 0, 0, 1], 53),
         data: vec![0; len],
     }
@@ -34,6 +35,7 @@ fn udp_records() {
         local: sockaddr_in6(Ipv6Addr::LOCALHOST, 0),
         peer: sockaddr_in6(Ipv6Addr::LOCALHOST, 53),
         msgs: vec![SockMessage {
+            creds: None,
             from: sockaddr_in6(Ipv6Addr::LOCALHOST, 53),
             data: b"x".to_vec(),
         }],
@@ -75,6 +77,7 @@ fn udp_records() {
         },
         UdpState {
             msgs: vec![SockMessage {
+                creds: None,
                 from: sockaddr_in6(Ipv6Addr::LOCALHOST, 53),
                 data: vec![],
             }],
@@ -83,6 +86,7 @@ fn udp_records() {
         UdpState {
             // Right size, wrong family.
             msgs: vec![SockMessage {
+                creds: None,
                 from: vec![0; 16],
                 data: vec![],
             }],
