@@ -216,14 +216,16 @@ fn a_pipe_in_flight_on_a_unix_stream_socket_refuses_the_dump() {
 }
 
 #[test]
-fn a_pipe_in_flight_on_a_unix_datagram_pair_refuses_the_dump() {
+fn an_eventfd_only_in_flight_on_a_unix_datagram_pair_refuses_the_dump() {
     refused(
-        "a_pipe_in_flight_on_a_unix_datagram_pair_refuses_the_dump",
+        "an_eventfd_only_in_flight_on_a_unix_datagram_pair_refuses_the_dump",
         "dgram-rights",
         &[
             "file descriptor 3",
             "other end, descriptor 4 of process",
             "SCM_RIGHTS",
+            "(anon_inode:[eventfd])",
+            "that no process of the dumped tree holds",
         ],
     );
 }
@@ -420,6 +422,53 @@ fn queued_unix_messages_and_bytes_keep_their_senders_credentials() {
     );
     assert_same_output(
         "ucreds: the restored run after the dump point",
+        expected.as_bytes(),
+        &fin.stdout,
+    );
+}
+
+#[test]
+fn descriptors_in_flight_that_the_tree_holds_come_back_in_flight() {
+    let ctx = Ctx::new("descriptors_in_flight_that_the_tree_holds_come_back_in_flight");
+    let spec = Spec::new(target("urights")).stdin(In::Pipe);
+    let mut rp = ctx.spawn(&spec);
+    rp.wait_for("ready\n");
+    rp.write_stdin(b"go\n");
+    let reference = rp.finish();
+    assert_eq!(
+        reference.status.code(),
+        Some(0),
+        "urights: reference run; stderr:\n{}",
+        text(&reference.stderr)
+    );
+    let expected = text(&reference.stdout).replacen("ready\n", "", 1);
+    for line in [
+        "C: d brought [pipe]: it is the pipe's read end",
+        "C: q brought [self]: the socket itself",
+    ] {
+        assert!(
+            expected.contains(line),
+            "urights: the reference run should say {line:?}:\n{expected}"
+        );
+    }
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let pids = wait_process_tree(t.pid, 2, "urights");
+    let img = ctx.path("urights.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&pids, "urights: original after the dump");
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    r.write_stdin(b"go\n");
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "urights: the restored run; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "urights: the restored run after the dump point",
         expected.as_bytes(),
         &fin.stdout,
     );

@@ -200,6 +200,7 @@ fn hostile_socket_records_are_plan_problems() {
     };
     let msg = |from: &[u8], len: usize| SockMessage {
         creds: None,
+        rights: Vec::new(),
         from: from.to_vec(),
         data: vec![7; len],
     };

@@ -160,6 +160,7 @@ fn socket_pair_gets_options_then_data_then_messages_from_the_other_end() {
         msgs0: Vec::new(),
         msgs1: vec![SockMessage {
             creds: None,
+            rights: Vec::new(),
             from: Vec::new(),
             data: b"record".to_vec(),
         }],

@@ -792,6 +792,18 @@ pub struct SockMessage {
     /// is gone, when the receiver does not show credentials).
     #[serde(default)]
     pub creds: Option<SockCreds>,
+    /// The descriptors in flight with it (SCM_RIGHTS), in order: each the open file
+    /// description of a descriptor of the image (process, descriptor), which restore
+    /// sends again once every process has its descriptors.
+    #[serde(default)]
+    pub rights: Vec<FdRef>,
+}
+
+/// A descriptor of a process of the image.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FdRef {
+    pub pid: i32,
+    pub fd: i32,
 }
 
 /// SCM_CREDENTIALS of a queued unix message.

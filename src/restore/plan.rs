@@ -113,6 +113,7 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
     let pair_ids = unix::check_pairs(&ckpt.socketpairs, problems);
     let dgram_names = unix::dgram_names(procs, problems);
     unix::check_creds(ckpt, problems);
+    unix::check_rights(ckpt, problems);
     fd::check_sockets(procs, &pair_ids, &dgram_names, problems);
     fd::check_shared(procs, problems);
     tree::check_groups(procs, problems);

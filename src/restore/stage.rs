@@ -217,7 +217,13 @@ pub(crate) fn stage(
         ..
     } = shared;
     files.unlink_ghosts();
-    link_processes(&mut ctxs, procs, pipe_holders, &files.held)?;
+    link_processes(
+        &mut ctxs,
+        procs,
+        &plan.ckpt.socketpairs,
+        pipe_holders,
+        &files.held,
+    )?;
     restore_all_creds(&mut ctxs, &mut staged)?;
     let procs_staged = ctxs
         .into_iter()
@@ -484,9 +490,11 @@ fn build_process(
 fn link_processes(
     ctxs: &mut [Ctx<'_>],
     procs: &[Process],
+    pairs: &[crate::model::SocketPairState],
     pipe_holders: PipeHolders,
     dirs: &unix::HeldDirs,
 ) -> Result<()> {
+    unix::fill_deferred_pairs(ctxs, pairs, &pipe_holders)?;
     unix::unix_dgram_links(ctxs)?;
     unix::connect_pending(ctxs, dirs)?;
     udp::requeue_udp(procs)?;

@@ -270,13 +270,16 @@ fn peek_stream_all(fd: &OwnedFd, len: usize) -> std::result::Result<StreamQueue,
 
 /// One queued datagram or seqpacket record: its bytes and the sender's raw address
 /// (empty when the sender had none).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Message {
     pub from: Vec<u8>,
     pub data: Vec<u8>,
     /// The sender's credentials the kernel keeps with a unix message (pid, uid, gid), as
     /// SO_PASSCRED shows them (read with `creds`).
     pub creds: Option<(i32, u32, u32)>,
+    /// The descriptors in flight with it (SCM_RIGHTS), as the peek installed them in
+    /// this process: the same open file descriptions.
+    pub rights: Vec<OwnedFd>,
 }
 
 /// Largest single message read at dump (it must fit the restore helper's scratch area).
@@ -291,6 +294,8 @@ pub enum PeekError {
     Descriptors,
     /// A message is larger than [`MAX_MESSAGE`], or there are more than [`MAX_MESSAGES`].
     TooLarge,
+    /// Descriptors in flight that restore could not give back (why).
+    Rights(String),
     Sys(SysError),
 }
 
@@ -384,7 +389,8 @@ fn peek_all(fd: &OwnedFd, eof_ends: bool) -> std::result::Result<Vec<Message>, P
         if n > buf.len() || out.len() >= MAX_MESSAGES {
             return Err(PeekError::TooLarge);
         }
-        if has_rights(&mh) {
+        let (rights, cut) = take_rights(&mh);
+        if cut {
             return Err(PeekError::Descriptors);
         }
         let namelen = (mh.msg_namelen as usize).min(name.len());
@@ -392,6 +398,7 @@ fn peek_all(fd: &OwnedFd, eof_ends: bool) -> std::result::Result<Vec<Message>, P
             from: name[..namelen].to_vec(),
             data: buf[..n].to_vec(),
             creds: creds_of(&mh),
+            rights,
         });
     }
 }
@@ -417,6 +424,32 @@ fn creds_of(mh: &libc::msghdr) -> Option<(i32, u32, u32)> {
         }
     }
     out
+}
+
+/// The descriptors a received message carries (MSG_PEEK installed them in this
+/// process; they are owned here), and whether its control data was cut short.
+fn take_rights(mh: &libc::msghdr) -> (Vec<OwnedFd>, bool) {
+    use std::os::fd::FromRawFd;
+    let mut out = Vec::new();
+    // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR walk the control buffer the kernel filled, within
+    // `msg_controllen`; every header they return lies inside it. Each descriptor of an
+    // SCM_RIGHTS header was just installed in this process for us and nothing else owns
+    // it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(mh);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c);
+                let len = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+                for i in 0..len / 4 {
+                    let fd = std::ptr::read_unaligned(data.add(i * 4).cast::<i32>());
+                    out.push(OwnedFd::from_raw_fd(fd));
+                }
+            }
+            c = libc::CMSG_NXTHDR(mh, c);
+        }
+    }
+    (out, mh.msg_flags & libc::MSG_CTRUNC != 0)
 }
 
 /// Whether a received message carries descriptors (which MSG_PEEK installed in this

@@ -127,6 +127,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("urefuse", "urefuse.c", &[]),
     ("urel", "urel.c", &[]),
     ("ucreds", "ucreds.c", &[]),
+    ("urights", "urights.c", &[]),
     // tests/e2e_mapfile.rs: mapped memfds and mapped deleted files
     ("memmap", "memmap.c", &[]),
     // tests/e2e_filerace.rs: files swapped between plan and stage, recreated setuid files

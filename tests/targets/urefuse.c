@@ -4,7 +4,9 @@
  * program runs on undisturbed. MODE:
  *   stream-rights   a stream socketpair (fds 3, 4) with a pipe's read end in flight on
  *                   it: one byte sent on 3 with SCM_RIGHTS, queued on 4;
- *   dgram-rights    the same on a datagram socketpair;
+ *   dgram-rights    an eventfd (counter 5) in flight the same way on a datagram
+ *                   socketpair, closed by the program after sending it (only the message
+ *                   holds it);
  *   self            a stream socketpair whose end 4 is in flight on itself (sent on 3);
  *   named-rights    a datagram socket (fd 3) bound to DIR/g.sock with a message carrying
  *                   a pipe's read end queued on it, from an unnamed socket;
@@ -17,6 +19,7 @@
  * client and reads its message) and prints what it found. */
 #include "util.h"
 #include <stddef.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -103,7 +106,15 @@ int main(int argc, char **argv)
 		int type = !strcmp(mode, "dgram-rights") ? SOCK_DGRAM : SOCK_STREAM;
 		if (socketpair(AF_UNIX, type, 0, s) || s[0] != 3 || pipe(p))
 			die("socketpair/pipe: %s", strerror(errno));
-		send_fd(s[0], !strcmp(mode, "self") ? s[1] : p[0], NULL, 0);
+		if (type == SOCK_DGRAM) {
+			int e = eventfd(5, 0);
+			if (e < 0)
+				die("eventfd: %s", strerror(errno));
+			send_fd(s[0], e, NULL, 0);
+			close(e);
+		} else {
+			send_fd(s[0], !strcmp(mode, "self") ? s[1] : p[0], NULL, 0);
+		}
 	} else if (!strcmp(mode, "named-rights")) {
 		snprintf(path, sizeof path, "%s/g.sock", dir);
 		unlink(path);
@@ -138,7 +149,13 @@ int main(int argc, char **argv)
 		out("step %ld\n", i);
 		sleep_ms(20);
 	}
-	if (p[0] >= 0 && strcmp(mode, "self")) {
+	if (!strcmp(mode, "dgram-rights")) {
+		int fd = recv_fd(s[1]);
+		uint64_t v = 0;
+		out("%s\n", fd >= 0 && read(fd, &v, sizeof v) == sizeof v && v == 5
+				    ? "the eventfd came with the message"
+				    : "the eventfd did not come");
+	} else if (p[0] >= 0 && strcmp(mode, "self")) {
 		out("%s\n", is_pipe_end(recv_fd(s[1]), p));
 	} else if (!strcmp(mode, "self")) {
 		int fd = recv_fd(s[1]);

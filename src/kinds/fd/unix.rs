@@ -11,7 +11,7 @@ use crate::kinds::fd::pipe::MAX_PIPE;
 use crate::kinds::fd::{park_pair, set_sock_opts};
 use crate::kinds::unsupported;
 use crate::model::{Checkpoint, Process};
-use crate::model::{Fd, SockCreds, SockMessage, SockOpts, StreamRun, UnixDgramState};
+use crate::model::{Fd, FdRef, SockCreds, SockMessage, SockOpts, StreamRun, UnixDgramState};
 use crate::model::{FdKind, SocketPairState};
 use crate::remote::{Ctx, SockAddr};
 use crate::sys;
@@ -52,6 +52,8 @@ pub(crate) struct UnixTable {
     pending: BTreeMap<u64, (u64, u32)>,
     /// The tree's processes (senders restore can send queued messages as).
     pids: BTreeSet<i32>,
+    /// Every descriptor of the tree (process, descriptor), for descriptors in flight.
+    fds: Vec<(i32, i32)>,
     pub(crate) pairs: Vec<SocketPairState>,
 }
 
@@ -86,6 +88,10 @@ impl UnixTable {
             held,
             pending,
             pids: procs.iter().map(|p| p.pid).collect(),
+            fds: procs
+                .iter()
+                .flat_map(|p| p.fds.iter().map(move |f| (p.pid, f.fd)))
+                .collect(),
             pairs: Vec::new(),
         })
     }
@@ -108,7 +114,7 @@ impl UnixTable {
         external: bool,
         refuse: &dyn Fn(&str) -> DumpError,
     ) -> DumpResult<()> {
-        let (diag, held, pids) = (&self.diag, &self.held, &self.pids);
+        let (diag, held, pids, fds) = (&self.diag, &self.held, &self.pids, &self.fds);
         let Some(s) = diag.get(&ino) else {
             return Ok(());
         };
@@ -159,7 +165,7 @@ impl UnixTable {
         let id = ino.min(s.peer);
         let end = u8::from(ino != id);
         if !self.pairs.iter().any(|x| x.id == id) {
-            let st = pair_state(s, id, end, diag, held, pids, refuse)?;
+            let st = pair_state(s, id, end, diag, held, (pids, fds), refuse)?;
             self.pairs.push(st);
         }
         f.kind = FdKind::UnixPair { id, end, flags };
@@ -327,7 +333,7 @@ fn pair_state(
     end: u8,
     diag: &BTreeMap<u64, UnixSock>,
     held: &BTreeMap<u64, (i32, i32)>,
-    pids: &BTreeSet<i32>,
+    (pids, fds): (&BTreeSet<i32>, &[(i32, i32)]),
     refuse: &dyn Fn(&str) -> DumpError,
 ) -> DumpResult<SocketPairState> {
     let peer = diag.get(&s.peer).cloned().unwrap_or_default();
@@ -411,8 +417,9 @@ fn pair_state(
             // (0 for an empty one): always look at the whole queue.
             // A seqpacket end shut for reading reads 0 at the end of its queue.
             let eof_ends = s.typ == libc::SOCK_SEQPACKET && sock.shutdown & 1 != 0;
-            let mut msgs =
-                peek_messages(&dup, eof_ends, true).map_err(|e| unkept(e, "unix socket"))?;
+            let in_tree = |r: &[std::os::fd::OwnedFd]| rights_in_tree(r, fds);
+            let mut msgs = peek_messages(&dup, eof_ends, true, Some(&in_tree))
+                .map_err(|e| unkept(e, "unix socket"))?;
             keep_creds(&mut msgs, pids, o.passcred).map_err(|why| refuse(&why))?;
             // Restore sends them again from the other end: each must come from there
             // (from its name, or from no name when it has none).
@@ -563,19 +570,73 @@ fn shares_name(s: &UnixSock, name: &[u8], diag: &BTreeMap<u64, UnixSock>) -> boo
 }
 
 /// The messages queued on a socket, in the model's terms.
+/// The messages queued on a socket, in the model's terms. Descriptors in flight are
+/// given to `rights`, which names the image's descriptors with the same open file
+/// descriptions (or says why there are none); without it, they are refused.
 pub(crate) fn peek_messages(
     dup: &std::os::fd::OwnedFd,
     eof_ends: bool,
     creds: bool,
+    rights: Option<&Rights<'_>>,
 ) -> std::result::Result<Vec<SockMessage>, sys::sockdiag::PeekError> {
-    Ok(sys::sockdiag::peek_messages(dup, eof_ends, creds)?
-        .into_iter()
-        .map(|m| SockMessage {
+    use sys::sockdiag::PeekError;
+    let mut out = Vec::new();
+    for m in sys::sockdiag::peek_messages(dup, eof_ends, creds)? {
+        let refs = match (m.rights.is_empty(), rights) {
+            (true, _) => Vec::new(),
+            (false, None) => return Err(PeekError::Descriptors),
+            (false, Some(f)) => f(&m.rights).map_err(PeekError::Rights)?,
+        };
+        out.push(SockMessage {
             from: m.from,
             data: m.data,
             creds: m.creds.map(|(pid, uid, gid)| SockCreds { pid, uid, gid }),
-        })
-        .collect())
+            rights: refs,
+        });
+    }
+    Ok(out)
+}
+
+/// Names the image's descriptors with the open file descriptions of descriptors in
+/// flight (or says why it cannot).
+pub(crate) type Rights<'a> =
+    dyn Fn(&[std::os::fd::OwnedFd]) -> std::result::Result<Vec<FdRef>, String> + 'a;
+
+/// For each descriptor in flight (installed in ckpt by the peek), a descriptor of the
+/// tree (`fds`: process, descriptor) with the same open file description (kcmp, after
+/// a cheaper look at the inode): restore sends that one. One the tree does not hold is
+/// refused: restore could not make it again.
+fn rights_in_tree(
+    rights: &[std::os::fd::OwnedFd],
+    fds: &[(i32, i32)],
+) -> std::result::Result<Vec<FdRef>, String> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let me = std::process::id() as i32;
+    let ino = |path: String| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let mut out = Vec::new();
+    for r in rights {
+        let fd = r.as_raw_fd();
+        let mine = ino(format!("/proc/self/fd/{fd}"));
+        let found = fds.iter().find(|&&(pid, n)| {
+            mine.is_some()
+                && ino(format!("/proc/{pid}/fd/{n}")) == mine
+                && sys::process::same_file_description(me, fd, pid, n).unwrap_or(false)
+        });
+        match found {
+            Some(&(pid, fd)) => out.push(FdRef { pid, fd }),
+            None => {
+                let what = procfs::readlink(&format!("/proc/self/fd/{fd}"))
+                    .map(|l| String::from_utf8_lossy(&l).into_owned())
+                    .unwrap_or_default();
+                return Err(format!(
+                    "({what}) that no process of the dumped tree holds: restore could not \
+                     make it again"
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Queued unix messages are sent again with their senders' credentials, which must be
@@ -618,6 +679,9 @@ pub(crate) fn peek_refusal(e: &sys::sockdiag::PeekError, what: &str) -> String {
             sys::sockdiag::MAX_MESSAGES
         ),
         sys::sockdiag::PeekError::Sys(e) => format!("a {what} whose queue cannot be read ({e})"),
+        sys::sockdiag::PeekError::Rights(why) => {
+            format!("a {what} with a queued message that carries descriptors (SCM_RIGHTS) {why}")
+        }
     }
 }
 
@@ -667,8 +731,8 @@ fn unix_dgram(
         .ok_or_else(|| "a unix socket that vanished during the dump".to_string())?;
     let dup = sys::process::steal_fd(hp, hfd).map_err(|e| e.to_string())?;
     let opts = sys::sockdiag::sock_opts(&dup, true).map_err(|e| e.to_string())?;
-    let mut msgs =
-        peek_messages(&dup, false, true).map_err(|e| peek_refusal(&e, "unix datagram socket"))?;
+    let mut msgs = peek_messages(&dup, false, true, None)
+        .map_err(|e| peek_refusal(&e, "unix datagram socket"))?;
     keep_creds(&mut msgs, pids, opts.passcred)?;
     // Names of the tree's bound sockets, which can send again at restore.
     let in_tree = |n: &[u8]| {
@@ -812,6 +876,45 @@ pub(crate) fn check_creds(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
                 "a queued unix message names process {} as its sender, which is not in the image",
                 c.pid
             ),
+        );
+    }
+}
+
+/// Descriptors in flight name descriptors of the image that restore makes (not ones
+/// given from outside), and only on datagram or seqpacket pairs (named datagram
+/// sockets keep none).
+pub(crate) fn check_rights(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
+    let restored = |r: &FdRef| {
+        ckpt.processes.iter().any(|p| {
+            p.pid == r.pid
+                && p.fds.iter().any(|f| {
+                    f.fd == r.fd
+                        && !matches!(f.kind, FdKind::Inherited { .. } | FdKind::External { .. })
+                })
+        })
+    };
+    let pairs_ok = ckpt.socketpairs.iter().all(|sp| {
+        let rights: Vec<&FdRef> = sp
+            .msgs0
+            .iter()
+            .chain(sp.msgs1.iter())
+            .flat_map(|m| &m.rights)
+            .collect();
+        rights.is_empty() || (sp.typ != libc::SOCK_STREAM && rights.into_iter().all(restored))
+    });
+    let dgrams_ok = ckpt
+        .processes
+        .iter()
+        .flat_map(|p| p.fds.iter())
+        .all(|f| match &f.kind {
+            FdKind::UnixDgram { sock, .. } => sock.msgs.iter().all(|m| m.rights.is_empty()),
+            _ => true,
+        });
+    if !pairs_ok || !dgrams_ok {
+        check::p(
+            problems,
+            "malformed",
+            "a queued unix message carries a descriptor restore cannot send".into(),
         );
     }
 }
@@ -1121,6 +1224,25 @@ pub(crate) fn create_socketpair(
     for (fd, o) in [(e0, &sp.opts[0]), (e1, &sp.opts[1])] {
         set_sock_opts(cx, fd, o)?;
     }
+    // A pair with descriptors in flight is filled once every process has its own
+    // (`fill_deferred_pairs`).
+    if !carries_rights(sp) {
+        fill_pair(cx, sp, e0, e1)?;
+    }
+    park_pair(cx, e0, e1, tmp)
+}
+
+/// Whether messages queued on pair `sp` carry descriptors.
+fn carries_rights(sp: &SocketPairState) -> bool {
+    sp.msgs0
+        .iter()
+        .chain(sp.msgs1.iter())
+        .any(|m| !m.rights.is_empty())
+}
+
+/// Queue on pair `sp` (ends `e0`, `e1` of the process of `cx`) what each end had to
+/// read, then shut its ends down as they were.
+fn fill_pair(cx: &mut Ctx<'_>, sp: &SocketPairState, e0: u64, e1: u64) -> RestoreResult<()> {
     // What end 0 will read is sent from end 1, and the other way round: each writer's
     // run with its credentials, or all at once (older images).
     let what = format!("socket pair {}", sp.id);
@@ -1136,13 +1258,26 @@ pub(crate) fn create_socketpair(
                 RestoreError::Malformed(format!("{what}: runs longer than the data"))
             })?;
             let c = r.creds.map(|c| (c.pid, c.uid, c.gid));
-            cx.send_message_as(from, bytes, None, c, &what)?;
+            cx.send_message_as(from, bytes, None, c, &[], &what)?;
             at = end;
         }
     }
     for (from, msgs) in [(e1, &sp.msgs0), (e0, &sp.msgs1)] {
         for m in msgs {
-            cx.send_message_as(from, &m.data, None, creds(m), &what)?;
+            // The descriptors in flight: copies, in this process, of the image's
+            // descriptors with those open file descriptions.
+            let mut fds = Vec::with_capacity(m.rights.len());
+            for r in &m.rights {
+                let w = format!(
+                    "{what}: take descriptor {} of process {} to send it in flight",
+                    r.fd, r.pid
+                );
+                fds.push(crate::remote::take_remote_fd(cx, r.pid, r.fd as u64, &w)?);
+            }
+            cx.send_message_as(from, &m.data, None, creds(m), &fds, &what)?;
+            for f in fds {
+                cx.close(f)?;
+            }
         }
     }
     // Shut down last: nothing could be queued through a shut end. On a stream or
@@ -1150,7 +1285,28 @@ pub(crate) fn create_socketpair(
     for (fd, m) in [(e0, sp.shutdown[0]), (e1, sp.shutdown[1])] {
         shutdown(cx, fd, m)?;
     }
-    park_pair(cx, e0, e1, tmp)
+    Ok(())
+}
+
+/// Fill the pairs with descriptors in flight, now that every process has its
+/// descriptors: in the process that holds both ends (`holders`).
+pub(crate) fn fill_deferred_pairs(
+    ctxs: &mut [Ctx<'_>],
+    pairs: &[SocketPairState],
+    holders: &super::PipeHolders,
+) -> RestoreResult<()> {
+    for sp in pairs.iter().filter(|sp| carries_rights(sp)) {
+        let Some(&(pid, a, b)) = holders.get(&(1, sp.id)) else {
+            // No process holds it: nothing to fill.
+            continue;
+        };
+        let cx = ctxs
+            .iter_mut()
+            .find(|c| c.proc_.pid == pid)
+            .ok_or_else(|| RestoreError::Stage(format!("socket pair {}: no holder", sp.id)))?;
+        fill_pair(cx, sp, a, b)?;
+    }
+    Ok(())
 }
 
 /// The credentials a queued message is sent again with (its sender's, if recorded).
@@ -1447,7 +1603,7 @@ pub(crate) fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
             if m.from.is_empty() {
                 let cx = &mut ctxs[i];
                 let t = unix_dgram_socket(cx)?;
-                let r = cx.send_message_as(t, &m.data, Some(&to), creds(m), &what);
+                let r = cx.send_message_as(t, &m.data, Some(&to), creds(m), &[], &what);
                 cx.close(t)?;
                 r?;
             } else {
@@ -1460,7 +1616,7 @@ pub(crate) fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
                         })?;
                 // Addressed by name even when connected to the receiver (allowed), so
                 // that a sender connected elsewhere reaches it too.
-                ctxs[j].send_message_as(sfd as u64, &m.data, Some(&to), creds(m), &what)?;
+                ctxs[j].send_message_as(sfd as u64, &m.data, Some(&to), creds(m), &[], &what)?;
             }
         }
     }

@@ -264,6 +264,13 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
         issue: "issue 13",
     },
     KnownLoss {
+        test: "descriptors_in_flight_that_the_tree_holds_come_back_in_flight",
+        cmp: Cmp::Restored,
+        key: "p*.pages_shared_with_p*",
+        what: "pages a fork child shares copy-on-write with its parent (stack, data) come back as separate copies",
+        issue: "issue 13",
+    },
+    KnownLoss {
         test: "queued_unix_messages_and_bytes_keep_their_senders_credentials",
         cmp: Cmp::Restored,
         key: "p*.pages_shared_with_p*",

@@ -23,6 +23,7 @@ fn v4(port: u16) -> UdpState {
 fn from4(len: usize) -> SockMessage {
     SockMessage {
         creds: None,
+        rights: Vec::new(),
         from: sockaddr_in([10, 0, 0, 1], 53),
         data: vec![0; len],
     }
@@ -36,6 +37,7 @@ fn udp_records() {
         peer: sockaddr_in6(Ipv6Addr::LOCALHOST, 53),
         msgs: vec![SockMessage {
             creds: None,
+            rights: Vec::new(),
             from: sockaddr_in6(Ipv6Addr::LOCALHOST, 53),
             data: b"x".to_vec(),
         }],
@@ -78,6 +80,7 @@ fn udp_records() {
         UdpState {
             msgs: vec![SockMessage {
                 creds: None,
+                rights: Vec::new(),
                 from: sockaddr_in6(Ipv6Addr::LOCALHOST, 53),
                 data: vec![],
             }],
@@ -87,6 +90,7 @@ fn udp_records() {
             // Right size, wrong family.
             msgs: vec![SockMessage {
                 creds: None,
+                rights: Vec::new(),
                 from: vec![0; 16],
                 data: vec![],
             }],

@@ -23,6 +23,7 @@ fn pair(id: u64, typ: i32) -> SocketPairState {
 fn msg(from: &[u8], len: usize) -> SockMessage {
     SockMessage {
         creds: None,
+        rights: Vec::new(),
         from: from.to_vec(),
         data: vec![0; len],
     }
