@@ -705,3 +705,42 @@ fn descriptor_signal_owner_and_signal_are_set_again() {
     run(&p, &rec, |cx| restore_owner(cx, &f)).expect("signal");
     assert_eq!(names(&rec), ["fcntl(F_SETSIG)"]);
 }
+
+#[test]
+fn a_message_goes_with_its_senders_credentials_and_descriptors_in_flight() {
+    let p = process();
+    // (sendmsg's length is in the msghdr: the double is told what it took.)
+    let rec = Recorder::new(p.pid).answer(nr::SENDMSG, 2);
+    run(&p, &rec, |cx| {
+        cx.send_message_as(7, b"hi", None, Some((10, 65534, 65533)), &[5, 6], "m")
+    })
+    .expect("sent");
+    assert_eq!(names(&rec), ["queue m message"]);
+    let c = &rec.calls()[0];
+    assert_eq!(c.nr, nr::SENDMSG);
+    assert_eq!(c.args[0], 7);
+    assert_eq!(
+        c.args[2],
+        libc::MSG_DONTWAIT as u64,
+        "a full queue never blocks"
+    );
+    let word = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+    let mh = arg_bytes(&rec, c, 1, 56);
+    assert_eq!(word(&mh, 0), 0, "to the peer, no address");
+    assert_eq!(word(&mh, 24), 1, "one iovec");
+    let iov = c.bytes(word(&mh, 16), 16);
+    assert_eq!(c.bytes(word(&iov, 0), 2), b"hi");
+    assert_eq!(word(&iov, 8), 2);
+    // SCM_CREDENTIALS (CMSG_SPACE(12) = 32), then SCM_RIGHTS with two descriptors
+    // (CMSG_LEN(8) = 24, padded to 24).
+    let len = word(&mh, 40) as usize;
+    assert_eq!(len, 32 + 24);
+    let cm = c.bytes(word(&mh, 32), len);
+    let int = |i: usize| i32::from_le_bytes(cm[i..i + 4].try_into().unwrap());
+    assert_eq!(word(&cm, 0), 28);
+    assert_eq!((int(8), int(12)), (libc::SOL_SOCKET, libc::SCM_CREDENTIALS));
+    assert_eq!((int(16), int(20), int(24)), (10, 65534, 65533));
+    assert_eq!(word(&cm, 32), 24);
+    assert_eq!((int(40), int(44)), (libc::SOL_SOCKET, libc::SCM_RIGHTS));
+    assert_eq!((int(48), int(52)), (5, 6));
+}

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use crate::kinds::fd::pipe::MAX_PIPE;
 use crate::kinds::fd::unix::{
-    MAX_MESSAGE, MAX_MESSAGES, check_bound_name, check_listen_name, check_pairs, dgram_names,
-    pending_ok, unix_dgram_ok,
+    MAX_MESSAGE, MAX_MESSAGES, check_bound_name, check_creds, check_listen_name, check_pairs,
+    check_rights, dgram_names, pending_ok, unix_dgram_ok,
 };
 use crate::kinds::testutil::*;
 use crate::model::{FdKind, Process, SockMessage, SocketPairState, UnixDgramState};
@@ -471,5 +471,77 @@ fn sockets_waiting_to_be_accepted() {
     ];
     for b in bad {
         assert!(!all_waiting_ok(b.clone()), "{b:?}");
+    }
+}
+
+/// An image of process 10 (descriptor 3 an eventfd, 0 inherited) with pair `sp`.
+fn image_with(sp: SocketPairState) -> crate::model::Checkpoint {
+    let mut p = process(10);
+    p.fds = vec![
+        fd(3, eventfd()),
+        fd(
+            0,
+            FdKind::Inherited {
+                what: "pipe:[1]".into(),
+                flags: 0,
+                tty: None,
+            },
+        ),
+    ];
+    let mut c = checkpoint(vec![p]);
+    c.socketpairs = vec![sp];
+    c
+}
+
+fn sent(pid: i32, rights: &[(i32, i32)]) -> SockMessage {
+    SockMessage {
+        creds: Some(crate::model::SockCreds {
+            pid,
+            uid: 65534,
+            gid: 65534,
+        }),
+        rights: rights
+            .iter()
+            .map(|&(pid, fd)| crate::model::FdRef { pid, fd })
+            .collect(),
+        ..msg(b"", 1)
+    }
+}
+
+#[test]
+fn senders_and_descriptors_in_flight_are_of_the_image() {
+    let ok = image_with(SocketPairState {
+        msgs0: vec![sent(10, &[(10, 3)])],
+        ..pair(1, libc::SOCK_SEQPACKET)
+    });
+    assert_none(&run(|v| check_creds(&ok, v)));
+    assert_none(&run(|v| check_rights(&ok, v)));
+    // A sender that is not a process of the image.
+    let stranger = image_with(SocketPairState {
+        msgs1: vec![sent(11, &[])],
+        ..pair(1, libc::SOCK_DGRAM)
+    });
+    assert_one(
+        &run(|v| check_creds(&stranger, v)),
+        "malformed",
+        &["names process 11"],
+    );
+    // Descriptors in flight: one restore does not make (missing, or given from
+    // outside), or on a stream pair.
+    for (typ, r) in [
+        (libc::SOCK_DGRAM, (10, 4)),
+        (libc::SOCK_DGRAM, (11, 3)),
+        (libc::SOCK_DGRAM, (10, 0)),
+        (libc::SOCK_STREAM, (10, 3)),
+    ] {
+        let bad = image_with(SocketPairState {
+            msgs0: vec![sent(10, &[r])],
+            ..pair(1, typ)
+        });
+        assert_one(
+            &run(|v| check_rights(&bad, v)),
+            "malformed",
+            &["carries a descriptor restore cannot send"],
+        );
     }
 }
