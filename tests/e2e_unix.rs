@@ -119,6 +119,20 @@ fn shut_down_accepted_and_autobound_unix_sockets_come_back_as_they_were() {
         .filter(|f| f["kind"].get("UnixPending").is_some())
         .count();
     assert_eq!(waiting, 1, "ushut: one connection waiting to be accepted");
+    // Restores failing at each step that builds these sockets leave no process behind
+    // and hold no name (the temporary listener's included): the last one succeeds.
+    for step in [
+        "socket(AF_UNIX) to accept a connection",
+        "listen to accept a connection",
+        "connect to unix socket",
+        "accept4",
+        "shutdown",
+        "socket(AF_UNIX) to wait to be accepted",
+        "connect unix socket",
+        "bind unix socket @",
+    ] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], step, &pids, &[]);
+    }
     let mut r = ctx.restore(&img, &[], In::Pipe);
     r.write_stdin(b"go\n");
     let fin = r.finish();
@@ -304,6 +318,7 @@ fn relative_name_restored(name: &str, mode: &str) {
     t.expect_killed();
     let before = t.stdout.finish("urel: original");
     wait_pids_gone(&[t.pid], "urel: original after the dump");
+    assert_restore_fault_leaves_nothing(&ctx, &img, &[], "fchdir", &[t.pid], &[]);
     let fin = ctx.restore(&img, &[], In::Null).finish();
     assert_tree_finished_like_reference(
         &format!("urel {mode} (restored)"),
@@ -458,6 +473,9 @@ fn descriptors_in_flight_that_the_tree_holds_come_back_in_flight() {
     ctx.dump(t.pid, &img);
     t.expect_killed();
     wait_pids_gone(&pids, "urights: original after the dump");
+    for step in ["take descriptor", "queue socket pair"] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], step, &pids, &[]);
+    }
     let mut r = ctx.restore(&img, &[], In::Pipe);
     r.write_stdin(b"go\n");
     let fin = r.finish();
