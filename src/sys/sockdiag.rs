@@ -479,6 +479,25 @@ fn has_rights(mh: &libc::msghdr) -> bool {
     found
 }
 
+/// Whether no socket of type `typ` holds abstract name `name` (without its leading NUL)
+/// now: a socket of ckpt's own binds it for an instant and lets it go.
+pub fn abstract_name_free(typ: i32, name: &[u8]) -> Result<bool> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let t = match typ {
+        libc::SOCK_STREAM => SocketType::STREAM,
+        libc::SOCK_SEQPACKET => SocketType::SEQPACKET,
+        _ => SocketType::DGRAM,
+    };
+    let s = rustix::net::socket_with(AddressFamily::UNIX, t, SocketFlags::CLOEXEC, None)
+        .map_err(|e| rerr("socket(AF_UNIX)", e))?;
+    let addr = SocketAddrUnix::new_abstract_name(name).map_err(|e| rerr("an abstract name", e))?;
+    match rustix::net::bind(&s, &addr) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::ADDRINUSE) => Ok(false),
+        Err(e) => Err(rerr("bind to an abstract name", e)),
+    }
+}
+
 /// What socket `fd` sent that its peer has not read yet (SIOCOUTQ: for a unix socket,
 /// the memory its sent data still takes; 0 when nothing is in flight).
 pub fn unread_sent(fd: &OwnedFd) -> Result<u32> {

@@ -14,7 +14,9 @@
  *  - a datagram socketpair d with SO_PASSCRED on P's end, which the kernel autobinds
  *    to a name @xxxxx when P sends "m1" on it (C remembers that name);
  *  - a datagram socket G bound to DIR/g.sock and shut for reading;
- *  - a connection from C's socket K3 waiting in L2's queue, not accepted yet.
+ *  - a connection from C's socket K3 waiting in L2's queue, not accepted yet;
+ *  - a stream listener L3 bound to the abstract name NAME-l3, which accepted C's K4 as
+ *    A4 and was closed: A4 shows the name, which no socket holds any more.
  *
  * Then P prints "ready" and both wait (P reads a line on stdin, then tells C through a
  * pipe). After that each prints what its sockets do now: names and peers (compared,
@@ -103,7 +105,10 @@ int main(int argc, char **argv)
 	snprintf(l2name, sizeof l2name, "%s-l2", name);
 	unlink(lpath);
 	unlink(gpath);
-	struct sockaddr_un sa_l, sa_g, sa_k, sa_l2, sa_auto;
+	char l3name[200];
+	snprintf(l3name, sizeof l3name, "%s-l3", name);
+	struct sockaddr_un sa_l, sa_g, sa_k, sa_l2, sa_auto, sa_l3;
+	socklen_t l_l3 = addr_of(&sa_l3, l3name, 1);
 	socklen_t l_l = addr_of(&sa_l, lpath, 0), l_g = addr_of(&sa_g, gpath, 0);
 	socklen_t l_k = addr_of(&sa_k, kname, 1), l_l2 = addr_of(&sa_l2, l2name, 1);
 
@@ -112,6 +117,10 @@ int main(int argc, char **argv)
 	    socketpair(AF_UNIX, SOCK_DGRAM, 0, d) || pipe(go) || pipe(rdy))
 		die("socketpair/pipe: %s", strerror(errno));
 	int L = xsocket(SOCK_STREAM), L2 = xsocket(SOCK_SEQPACKET), G = xsocket(SOCK_DGRAM);
+	int L3 = xsocket(SOCK_STREAM);
+	xbind(L3, &sa_l3, l_l3);
+	if (listen(L3, 1))
+		die("listen L3: %s", strerror(errno));
 	xbind(L, &sa_l, l_l);
 	xbind(L2, &sa_l2, l_l2);
 	xbind(G, &sa_g, l_g);
@@ -142,6 +151,7 @@ int main(int argc, char **argv)
 		close(L);
 		close(L2);
 		close(G);
+		close(L3);
 		close(go[1]);
 		close(rdy[0]);
 		if (shutdown(q[1], SHUT_RD))
@@ -153,6 +163,9 @@ int main(int argc, char **argv)
 			die("connect: %s", strerror(errno));
 		if (write(K, "from-k", 6) != 6)
 			die("write K: %s", strerror(errno));
+		int K4 = xsocket(SOCK_STREAM);
+		if (connect(K4, (struct sockaddr *)&sa_l3, l_l3))
+			die("connect K4: %s", strerror(errno));
 		/* Queued behind K2 in L2's queue: P accepts K2 only. */
 		int K3 = xsocket(SOCK_SEQPACKET);
 		if (connect(K3, (struct sockaddr *)&sa_l2, l_l2))
@@ -201,6 +214,9 @@ int main(int argc, char **argv)
 		die("A: %s", strerror(errno));
 	if (read(rdy[0], buf, 1) != 1)
 		die("rdy: %s", strerror(errno));
+	int A4 = accept(L3, NULL, NULL);
+	if (A4 < 0 || close(L3))
+		die("accept K4: %s", strerror(errno));
 	out("ready\n");
 	if (read(0, buf, sizeof buf) <= 0)
 		die("stdin: %s", strerror(errno));
@@ -223,6 +239,10 @@ int main(int argc, char **argv)
 	int U = xsocket(SOCK_DGRAM);
 	ssize_t n = sendto(U, "g", 1, MSG_DONTWAIT, (struct sockaddr *)&sa_g, l_g);
 	out("P: a message to G: %s\n", n < 0 ? strerror(errno) : "sent");
+	out("P: A4's name %s\n", name_is(A4, 0, &sa_l3, l_l3));
+	int B = xsocket(SOCK_STREAM);
+	out("P: a new socket binds NAME-l3: %s\n",
+	    bind(B, (struct sockaddr *)&sa_l3, l_l3) ? strerror(errno) : "yes");
 	int a3 = accept(L2, NULL, NULL);
 	if (a3 < 0)
 		die("accept K3: %s", strerror(errno));

@@ -351,7 +351,17 @@ fn pair_state(
     for (which, sock) in [(0u8, &a), (1u8, &b)] {
         let name = unix_name(sock.name.as_deref().unwrap_or_default());
         let dir = dir_of(&name, sock, held, refuse)?;
-        if !name.is_empty() && s.typ != libc::SOCK_DGRAM && shares_name(sock, &name, diag) {
+        // An end that shows a name it does not hold was accepted: its listener (or
+        // another connection it accepted) shows it too, or, for an abstract name, no
+        // one holds it any more (the listener closed; the kernel lets ckpt bind it).
+        let unheld = |n: &[u8]| match n.split_first() {
+            Some((0, rest)) => sockdiag::abstract_name_free(s.typ, rest),
+            _ => Ok(false),
+        };
+        if !name.is_empty()
+            && s.typ != libc::SOCK_DGRAM
+            && (shares_name(sock, &name, diag) || unheld(&name)?)
+        {
             st.accepted = Some(which);
         }
         if which == 0 {
