@@ -199,6 +199,8 @@ fn hostile_socket_records_are_plan_problems() {
         inherit,
     };
     let msg = |from: &[u8], len: usize| SockMessage {
+        creds: None,
+        rights: Vec::new(),
         from: from.to_vec(),
         data: vec![7; len],
     };
@@ -219,6 +221,7 @@ fn hostile_socket_records_are_plan_problems() {
             peer_name: peer.to_vec(),
             opts: SockOpts::default(),
             msgs,
+            ..Default::default()
         }),
         flags: 2,
     };

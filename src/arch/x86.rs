@@ -179,7 +179,10 @@ pub mod nr {
     pub const LISTEN: u64 = libc::SYS_listen as u64;
     pub const SOCKETPAIR: u64 = libc::SYS_socketpair as u64;
     pub const CONNECT: u64 = libc::SYS_connect as u64;
+    pub const ACCEPT4: u64 = libc::SYS_accept4 as u64;
+    pub const SHUTDOWN: u64 = libc::SYS_shutdown as u64;
     pub const SENDTO: u64 = libc::SYS_sendto as u64;
+    pub const SENDMSG: u64 = libc::SYS_sendmsg as u64;
     pub const SETSOCKOPT: u64 = libc::SYS_setsockopt as u64;
     pub const EVENTFD2: u64 = libc::SYS_eventfd2 as u64;
     pub const TIMERFD_CREATE: u64 = libc::SYS_timerfd_create as u64;
@@ -643,7 +646,10 @@ mod nr_tests {
             (LISTEN, 50),
             (SOCKETPAIR, 53),
             (CONNECT, 42),
+            (ACCEPT4, 288),
+            (SHUTDOWN, 48),
             (SENDTO, 44),
+            (SENDMSG, 46),
             (SETSOCKOPT, 54),
             (EVENTFD2, 290),
             (TIMERFD_CREATE, 283),

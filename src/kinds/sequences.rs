@@ -159,6 +159,8 @@ fn socket_pair_gets_options_then_data_then_messages_from_the_other_end() {
         data1: Vec::new(),
         msgs0: Vec::new(),
         msgs1: vec![SockMessage {
+            creds: None,
+            rights: Vec::new(),
             from: Vec::new(),
             data: b"record".to_vec(),
         }],
@@ -170,9 +172,13 @@ fn socket_pair_gets_options_then_data_then_messages_from_the_other_end() {
             },
             SockOpts::default(),
         ],
+        ..SocketPairState::default()
     };
     let rec = Recorder::new(p.pid);
-    run(&p, &rec, |cx| unix::create_socketpair(cx, &sp, 30)).expect("pair");
+    run(&p, &rec, |cx| {
+        unix::create_socketpair(cx, &sp, 30, &Default::default())
+    })
+    .expect("pair");
     let n = names(&rec);
     assert_eq!(
         n[..5],
@@ -209,7 +215,112 @@ fn socket_pair_gets_options_then_data_then_messages_from_the_other_end() {
     assert_eq!(c[4].args[4..], [0, 0], "to the peer, no address");
     assert_eq!(arg_bytes(&rec, &c[4], 1, 6), b"record");
     let total = n.len();
-    each_failure_stops_there(&p, total, |cx| unix::create_socketpair(cx, &sp, 30));
+    each_failure_stops_there(&p, total, |cx| {
+        unix::create_socketpair(cx, &sp, 30, &Default::default())
+    });
+}
+
+#[test]
+fn socket_pair_ends_get_their_names_first_and_are_shut_down_last() {
+    let p = process();
+    let sp = SocketPairState {
+        id: 6,
+        typ: libc::SOCK_STREAM,
+        data0: b"unread".to_vec(),
+        name1: b"\0ab12f".to_vec(),
+        shutdown: [1, 2],
+        opts: [
+            SockOpts::default(),
+            SockOpts {
+                passcred: true,
+                ..SockOpts::default()
+            },
+        ],
+        ..SocketPairState::default()
+    };
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| {
+        unix::create_socketpair(cx, &sp, 30, &Default::default())
+    })
+    .expect("pair");
+    let n = names(&rec);
+    assert_eq!(
+        n[..6],
+        [
+            "socketpair",
+            // Bound before SO_PASSCRED, which would autobind it to another name.
+            "bind unix socket @ab12f",
+            "SO_PASSCRED",
+            "queue socket pair 6 data",
+            // After the data, which a shut end would refuse.
+            "shutdown",
+            "shutdown",
+        ]
+    );
+    let c = rec.calls();
+    assert_eq!(c[1].args[0], 101);
+    assert_eq!(arg_bytes(&rec, &c[1], 1, 8)[2..], *b"\0ab12f");
+    // RCV_SHUTDOWN (1) is SHUT_RD on end 0, SEND_SHUTDOWN (2) SHUT_WR on end 1.
+    assert_eq!(c[4].args[..2], [100, libc::SHUT_RD as u64]);
+    assert_eq!(c[5].args[..2], [101, libc::SHUT_WR as u64]);
+    let total = n.len();
+    each_failure_stops_there(&p, total, |cx| {
+        unix::create_socketpair(cx, &sp, 30, &Default::default())
+    });
+}
+
+#[test]
+fn an_accepted_connection_is_made_through_a_listener_bound_to_its_name() {
+    let p = process();
+    let sp = SocketPairState {
+        id: 7,
+        typ: libc::SOCK_SEQPACKET,
+        name0: b"\0ckpt-test-client".to_vec(),
+        name1: b"\0ckpt-test-server".to_vec(),
+        accepted: Some(1),
+        shutdown: [3, 3],
+        ..SocketPairState::default()
+    };
+    let rec = Recorder::new(p.pid);
+    let ends = run(&p, &rec, |cx| {
+        unix::create_socketpair(cx, &sp, 30, &Default::default())
+    })
+    .expect("pair");
+    assert_eq!(ends, (30, 31));
+    let n = names(&rec);
+    assert_eq!(
+        n[..8],
+        [
+            "socket(AF_UNIX) to accept a connection",
+            "bind unix socket @ckpt-test-server",
+            "listen to accept a connection",
+            "socket(AF_UNIX) to connect",
+            "bind unix socket @ckpt-test-client",
+            "connect to unix socket @ckpt-test-server",
+            "accept4",
+            // The listener goes at once: the name is free for the program's own.
+            "close",
+        ]
+    );
+    let c = rec.calls();
+    // listener 100, connecting end 101 (end 0), accepted 102 (end 1).
+    assert_eq!(c[1].args[0], 100);
+    assert_eq!(c[4].args[0], 101);
+    assert_eq!(c[5].args[0], 101);
+    assert_eq!(c[6].args[0], 100);
+    assert_eq!(c[7].args[0], 100);
+    assert_eq!(
+        c[0].args[1],
+        (libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC) as u64
+    );
+    // SHUT_RDWR on both ends, end 0 first.
+    assert_eq!(n[8..10], ["shutdown", "shutdown"]);
+    assert_eq!(c[8].args[..2], [101, libc::SHUT_RDWR as u64]);
+    assert_eq!(c[9].args[..2], [102, libc::SHUT_RDWR as u64]);
+    let total = n.len();
+    each_failure_stops_there(&p, total, |cx| {
+        unix::create_socketpair(cx, &sp, 30, &Default::default())
+    });
 }
 
 #[test]
@@ -218,7 +329,7 @@ fn unix_listener_is_bound_to_its_name_and_listens() {
     let rec = Recorder::new(p.pid);
     let name = b"\0ckpt-test-listener";
     run(&p, &rec, |cx| {
-        unix::create_listener(cx, name, libc::SOCK_STREAM, 17)
+        unix::create_listener(cx, (name, b""), libc::SOCK_STREAM, 17, &Default::default())
     })
     .expect("listener");
     assert_eq!(
@@ -236,7 +347,7 @@ fn unix_listener_is_bound_to_its_name_and_listens() {
     assert_eq!(&sa[2..], name);
     assert_eq!(c[2].args[..2], [100, 17]);
     each_failure_stops_there(&p, 3, |cx| {
-        unix::create_listener(cx, name, libc::SOCK_STREAM, 17)
+        unix::create_listener(cx, (name, b""), libc::SOCK_STREAM, 17, &Default::default())
     });
 }
 
@@ -732,4 +843,43 @@ fn a_zombie_stub_takes_the_dead_process_s_name_and_dispositions() {
     assert_eq!(handlers[&40], STUB + 2);
     assert_eq!(handlers[&libc::SIGUSR2], 0, "blocked but default");
     assert_eq!(handlers.values().filter(|&&h| h == 0).count(), 59);
+}
+
+#[test]
+fn a_message_goes_with_its_senders_credentials_and_descriptors_in_flight() {
+    let p = process();
+    // (sendmsg's length is in the msghdr: the double is told what it took.)
+    let rec = Recorder::new(p.pid).answer(nr::SENDMSG, 2);
+    run(&p, &rec, |cx| {
+        cx.send_message_as(7, b"hi", None, Some((10, 65534, 65533)), &[5, 6], "m")
+    })
+    .expect("sent");
+    assert_eq!(names(&rec), ["queue m message"]);
+    let c = &rec.calls()[0];
+    assert_eq!(c.nr, nr::SENDMSG);
+    assert_eq!(c.args[0], 7);
+    assert_eq!(
+        c.args[2],
+        libc::MSG_DONTWAIT as u64,
+        "a full queue never blocks"
+    );
+    let word = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+    let mh = arg_bytes(&rec, c, 1, 56);
+    assert_eq!(word(&mh, 0), 0, "to the peer, no address");
+    assert_eq!(word(&mh, 24), 1, "one iovec");
+    let iov = c.bytes(word(&mh, 16), 16);
+    assert_eq!(c.bytes(word(&iov, 0), 2), b"hi");
+    assert_eq!(word(&iov, 8), 2);
+    // SCM_CREDENTIALS (CMSG_SPACE(12) = 32), then SCM_RIGHTS with two descriptors
+    // (CMSG_LEN(8) = 24, padded to 24).
+    let len = word(&mh, 40) as usize;
+    assert_eq!(len, 32 + 24);
+    let cm = c.bytes(word(&mh, 32), len);
+    let int = |i: usize| i32::from_le_bytes(cm[i..i + 4].try_into().unwrap());
+    assert_eq!(word(&cm, 0), 28);
+    assert_eq!((int(8), int(12)), (libc::SOL_SOCKET, libc::SCM_CREDENTIALS));
+    assert_eq!((int(16), int(20), int(24)), (10, 65534, 65533));
+    assert_eq!(word(&cm, 32), 24);
+    assert_eq!((int(40), int(44)), (libc::SOL_SOCKET, libc::SCM_RIGHTS));
+    assert_eq!((int(48), int(52)), (5, 6));
 }

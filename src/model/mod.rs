@@ -259,6 +259,10 @@ pub enum FdKind {
         typ: i32,
         backlog: u32,
         flags: u32,
+        /// For a name relative to a working directory: that directory (absolute), in
+        /// which restore binds the name again; empty otherwise.
+        #[serde(default, with = "serde_bytes")]
+        dir: Vec<u8>,
     },
     /// A memfd (memfd_create): its name, seals, and its contents, stored in the image as
     /// `FILE_DATA` records under `data`.
@@ -356,6 +360,29 @@ pub enum FdKind {
     Inotify {
         flags: u32,
         watches: Vec<InotifyWatch>,
+    },
+    /// A unix socket whose connection waits in a listener's queue, not accepted yet: the
+    /// listener (a socket of the image, by its name) and its place in that queue (0 is
+    /// accepted first). Restore connects it again, in that order, once the listener
+    /// exists. (Dump refuses one that already sent data: that data cannot be read
+    /// without accepting the connection.)
+    UnixPending {
+        #[serde(with = "serde_bytes")]
+        listener: Vec<u8>,
+        typ: i32,
+        pos: u32,
+        /// Its own name (bound, or autobound), empty if none.
+        #[serde(default, with = "serde_bytes")]
+        name: Vec<u8>,
+        #[serde(default)]
+        opts: SockOpts,
+        flags: u32,
+        /// The directories of `name` and of `listener` when they are relative (see
+        /// `UnixListen::dir`); empty otherwise.
+        #[serde(default, with = "serde_bytes")]
+        dir: Vec<u8>,
+        #[serde(default, with = "serde_bytes")]
+        listener_dir: Vec<u8>,
     },
 }
 
@@ -464,6 +491,9 @@ pub struct UnixDgramState {
     /// Messages waiting to be read, in order; `from` is the sender's bound name (a
     /// socket of the image), empty for an unnamed sender.
     pub msgs: Vec<SockMessage>,
+    /// Which ways it is shut down (RCV_SHUTDOWN 1, SEND_SHUTDOWN 2); 0 in older images.
+    #[serde(default)]
+    pub shutdown: u8,
 }
 
 /// A UDP socket as dump saw it.
@@ -773,6 +803,43 @@ pub struct SocketPairState {
     /// Socket options of end 0 and end 1 (all zero in older images: left as created).
     #[serde(default)]
     pub opts: [SockOpts; 2],
+    /// Which ways each end is shut down, as sock_diag shows it (`sk_shutdown`:
+    /// RCV_SHUTDOWN 1, SEND_SHUTDOWN 2); 0 in older images.
+    #[serde(default)]
+    pub shutdown: [u8; 2],
+    /// The name of end 0 and of end 1 (a path, or an abstract name starting with a NUL
+    /// byte), empty if unnamed: bound by the program (or autobound by SO_PASSCRED), or,
+    /// for the end named in `accepted`, its listener's name.
+    #[serde(default, with = "serde_bytes")]
+    pub name0: Vec<u8>,
+    #[serde(default, with = "serde_bytes")]
+    pub name1: Vec<u8>,
+    /// The end a listener accepted (a connection, not a socketpair): its name is the
+    /// listener's, which it shares without holding it; restore makes the connection
+    /// through a listener bound to that name for the time it takes.
+    #[serde(default)]
+    pub accepted: Option<u8>,
+    /// The directories of `name0` and `name1` when they are relative to a working
+    /// directory (see `FdKind::UnixListen`'s `dir`); empty otherwise.
+    #[serde(default, with = "serde_bytes")]
+    pub dir0: Vec<u8>,
+    #[serde(default, with = "serde_bytes")]
+    pub dir1: Vec<u8>,
+    /// On a stream pair: the runs of `data0` and of `data1` each writer sent, in order,
+    /// with its credentials (a read stops where they change when SO_PASSCRED is on);
+    /// empty: all of it written at once, with the restoring process's (older images).
+    #[serde(default)]
+    pub runs0: Vec<StreamRun>,
+    #[serde(default)]
+    pub runs1: Vec<StreamRun>,
+}
+
+/// A run of bytes queued on a unix stream socket by one writer.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamRun {
+    pub len: u32,
+    #[serde(default)]
+    pub creds: Option<SockCreds>,
 }
 
 /// One queued datagram or record, with the raw address of its sender (empty if none).
@@ -782,6 +849,32 @@ pub struct SockMessage {
     pub from: Vec<u8>,
     #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
+    /// For a unix message: its sender's credentials as SO_PASSCRED shows them (a
+    /// process of the image, its user and group IDs), which restore sends it with;
+    /// `None`: sent with the restoring process's own (older images, or a sender that
+    /// is gone, when the receiver does not show credentials).
+    #[serde(default)]
+    pub creds: Option<SockCreds>,
+    /// The descriptors in flight with it (SCM_RIGHTS), in order: each the open file
+    /// description of a descriptor of the image (process, descriptor), which restore
+    /// sends again once every process has its descriptors.
+    #[serde(default)]
+    pub rights: Vec<FdRef>,
+}
+
+/// A descriptor of a process of the image.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FdRef {
+    pub pid: i32,
+    pub fd: i32,
+}
+
+/// SCM_CREDENTIALS of a queued unix message.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SockCreds {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// Socket options that a program can observe. Buffer sizes are as getsockopt reports

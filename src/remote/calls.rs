@@ -19,6 +19,8 @@ const TCPOPT_TIMESTAMP: u32 = 8;
 /// only: batches lay theirs out with [`super::BatchArgs`]).
 const ARG_ADDR: u64 = 0;
 const ARG_ADDR2: u64 = 1024;
+/// sendmsg's iovec, control message and msghdr (below the data).
+const ARG_CMSG: u64 = 2048;
 const ARG_DATA: u64 = 4096;
 const ARG_OPT: u64 = 8192 - 64;
 
@@ -414,6 +416,17 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// accept4(2), without the peer's address.
+    pub(crate) fn accept4(&mut self, fd: u64, flags: i32) -> Result<u64> {
+        self.call("accept4", nr::ACCEPT4, [fd, 0, 0, flags as u64, 0, 0])
+    }
+
+    /// shutdown(2).
+    pub(crate) fn shutdown(&mut self, fd: u64, how: i32) -> Result<()> {
+        self.call("shutdown", nr::SHUTDOWN, [fd, how as u64, 0, 0, 0, 0])?;
+        Ok(())
+    }
+
     /// listen(2).
     pub(crate) fn listen(&mut self, what: &str, fd: u64, backlog: u32) -> Result<()> {
         self.call(what, nr::LISTEN, [fd, u64::from(backlog), 0, 0, 0, 0])?;
@@ -477,6 +490,87 @@ impl Ctx<'_> {
                     chunk.len()
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// [`Ctx::send_message`] with the sender's credentials `creds` (pid, uid, gid) as
+    /// SCM_CREDENTIALS (ckpt's privileges at this point let it name any process and
+    /// IDs); without `creds`, the process's own go with it.
+    /// With `rights`, those descriptors of the process go with it (SCM_RIGHTS).
+    pub(crate) fn send_message_as(
+        &mut self,
+        fd: u64,
+        data: &[u8],
+        to: Option<&SockAddr<'_>>,
+        creds: Option<(i32, u32, u32)>,
+        rights: &[u64],
+        what: &str,
+    ) -> Result<()> {
+        if creds.is_none() && rights.is_empty() {
+            return self.send_message(fd, data, to, what);
+        }
+        if rights.len() > 253 {
+            return Err(RestoreError::Malformed(format!(
+                "{what}: more than 253 descriptors in one message"
+            )));
+        }
+        let a = self.put(ARG_DATA, data)?;
+        let (ta, tl) = match to {
+            None => (0, 0),
+            Some(to) => {
+                let b = to.to_bytes();
+                (self.put(ARG_ADDR2, &b)?, b.len() as u64)
+            }
+        };
+        // struct iovec, struct msghdr, then the control messages (a struct ucred in
+        // CMSG_SPACE(12) = 32 bytes, the descriptors), in the x86-64 layouts, between the
+        // address and the data.
+        let iov = [a.to_le_bytes(), (data.len() as u64).to_le_bytes()].concat();
+        let iov_a = self.put(ARG_CMSG, &iov)?;
+        let mut cmsg = Vec::with_capacity(32 + 16 + 4 * rights.len());
+        if let Some((pid, uid, gid)) = creds {
+            cmsg.extend_from_slice(&28u64.to_le_bytes());
+            cmsg.extend_from_slice(&libc::SOL_SOCKET.to_le_bytes());
+            cmsg.extend_from_slice(&libc::SCM_CREDENTIALS.to_le_bytes());
+            cmsg.extend_from_slice(&pid.to_le_bytes());
+            cmsg.extend_from_slice(&uid.to_le_bytes());
+            cmsg.extend_from_slice(&gid.to_le_bytes());
+            cmsg.extend_from_slice(&[0u8; 4]);
+        }
+        if !rights.is_empty() {
+            // CMSG_LEN(4n), padded to CMSG_SPACE (8 bytes).
+            cmsg.extend_from_slice(&(16 + 4 * rights.len() as u64).to_le_bytes());
+            cmsg.extend_from_slice(&libc::SOL_SOCKET.to_le_bytes());
+            cmsg.extend_from_slice(&libc::SCM_RIGHTS.to_le_bytes());
+            for &r in rights {
+                cmsg.extend_from_slice(&(r as i32).to_le_bytes());
+            }
+            while cmsg.len() % 8 != 0 {
+                cmsg.push(0);
+            }
+        }
+        // Above the iovec and the msghdr (at most 32 + 16 + 1012 bytes: below the data).
+        let cmsg_a = self.put(ARG_CMSG + 128, &cmsg)?;
+        let mut mh = Vec::with_capacity(56);
+        mh.extend_from_slice(&ta.to_le_bytes());
+        mh.extend_from_slice(&tl.to_le_bytes());
+        mh.extend_from_slice(&iov_a.to_le_bytes());
+        mh.extend_from_slice(&1u64.to_le_bytes());
+        mh.extend_from_slice(&cmsg_a.to_le_bytes());
+        mh.extend_from_slice(&(cmsg.len() as u64).to_le_bytes());
+        mh.extend_from_slice(&0u64.to_le_bytes());
+        let mh_a = self.put(ARG_CMSG + 64, &mh)?;
+        let n = self.call(
+            &format!("queue {what} message"),
+            nr::SENDMSG,
+            [fd, mh_a, libc::MSG_DONTWAIT as u64, 0, 0, 0],
+        )?;
+        if n != data.len() as u64 {
+            return Err(RestoreError::Stage(format!(
+                "{what}: a queued message of {} bytes could only be sent in part ({n})",
+                data.len()
+            )));
         }
         Ok(())
     }

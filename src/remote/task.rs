@@ -220,6 +220,7 @@ mod double {
                 | nr::INOTIFY_INIT1
                 | nr::PIDFD_OPEN
                 | nr::PIDFD_GETFD
+                | nr::ACCEPT4
                 | nr::MEMFD_CREATE
                 | nr::USERFAULTFD => self.fd(),
                 // F_DUPFD_CLOEXEC gives a new descriptor; other fcntls 0.

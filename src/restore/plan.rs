@@ -112,6 +112,8 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
     fd::check_records(procs, &fifo_ids, problems);
     let pair_ids = unix::check_pairs(&ckpt.socketpairs, problems);
     let dgram_names = unix::dgram_names(procs, problems);
+    unix::check_creds(ckpt, problems);
+    unix::check_rights(ckpt, problems);
     fd::check_sockets(procs, &pair_ids, &dgram_names, problems);
     fd::check_shared(procs, problems);
     tree::check_groups(procs, problems);
@@ -288,6 +290,7 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
                 external::check_external(proc_, &view.inherit, &mut problems);
             }
         }
+        unix::check_pair_names(&mut files, ckpt, held, &mut problems);
         external::check_inherit_used(ckpt, &view.inherit, &mut problems);
         attrs::check_randomization(
             &ckpt.processes,

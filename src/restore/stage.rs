@@ -193,6 +193,12 @@ pub(crate) fn stage(
     shared.files.held = plan.held.fds();
     shared.files.memfd_modes = fd::file::memfd_modes(procs);
     fd::file::check_file_data(procs, &shared.files)?;
+    fd::create_accepted_pairs(
+        &mut ctxs,
+        &plan.ckpt,
+        &mut shared.pipe_holders,
+        &shared.files.held,
+    )?;
     let mut bytes = 0;
     let mut staged = Vec::new();
     for (i, cx) in ctxs.iter_mut().enumerate() {
@@ -213,7 +219,13 @@ pub(crate) fn stage(
         ..
     } = shared;
     files.unlink_ghosts();
-    link_processes(&mut ctxs, procs, pipe_holders)?;
+    link_processes(
+        &mut ctxs,
+        procs,
+        &plan.ckpt.socketpairs,
+        pipe_holders,
+        &files.held,
+    )?;
     restore_all_creds(&mut ctxs, &mut staged)?;
     let procs_staged = ctxs
         .into_iter()
@@ -480,9 +492,13 @@ fn build_process(
 fn link_processes(
     ctxs: &mut [Ctx<'_>],
     procs: &[Process],
+    pairs: &[crate::model::SocketPairState],
     pipe_holders: PipeHolders,
+    dirs: &unix::HeldDirs,
 ) -> Result<()> {
+    unix::fill_deferred_pairs(ctxs, pairs, &pipe_holders)?;
     unix::unix_dgram_links(ctxs)?;
+    unix::connect_pending(ctxs, dirs)?;
     udp::requeue_udp(procs)?;
     let mut removed = std::collections::BTreeSet::new();
     for cx in ctxs.iter_mut().filter(|c| !c.proc_.is_zombie()) {

@@ -22,6 +22,14 @@ pub struct UnixSock {
     pub rqueue: u32,
     /// For a listener, its backlog.
     pub wqueue: u32,
+    /// Which ways are shut down (`sk_shutdown`): RCV_SHUTDOWN 1, SEND_SHUTDOWN 2.
+    pub shutdown: u8,
+    /// For a listener, the sockets whose connections wait to be accepted (the clients),
+    /// in the order accept takes them.
+    pub icons: Vec<u64>,
+    /// For a socket bound to a path (or accepted by a listener bound to one): the inode
+    /// of the socket file it was bound as (0 if none).
+    pub vfs_ino: u64,
 }
 
 pub const STATE_ESTABLISHED: u8 = 1;
@@ -34,11 +42,16 @@ const NLMSG_DONE: u16 = linux_raw_sys::netlink::NLMSG_DONE as u16;
 // covers.
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const UDIAG_SHOW_NAME: u32 = 1;
+const UDIAG_SHOW_VFS: u32 = 2;
 const UDIAG_SHOW_PEER: u32 = 4;
+const UDIAG_SHOW_ICONS: u32 = 8;
 const UDIAG_SHOW_RQLEN: u32 = 0x10;
 const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_VFS: u16 = 1;
 const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_ICONS: u16 = 3;
 const UNIX_DIAG_RQLEN: u16 = 4;
+const UNIX_DIAG_SHUTDOWN: u16 = 6;
 
 fn u16_at(b: &[u8], i: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(b.get(i..i + 2)?.try_into().ok()?))
@@ -71,6 +84,15 @@ fn parse_msg(m: &[u8]) -> Option<UnixSock> {
                 s.rqueue = u32_at(data, 0)?;
                 s.wqueue = u32_at(data, 4)?;
             }
+            UNIX_DIAG_SHUTDOWN => s.shutdown = *data.first()?,
+            // struct unix_diag_vfs { u32 udiag_vfs_ino; u32 udiag_vfs_dev; }
+            UNIX_DIAG_VFS => s.vfs_ino = u64::from(u32_at(data, 0)?),
+            UNIX_DIAG_ICONS => {
+                s.icons = data
+                    .chunks_exact(4)
+                    .map(|c| u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
+                    .collect();
+            }
             _ => {}
         }
         off += (len + 3) & !3;
@@ -100,7 +122,10 @@ pub fn unix_sockets() -> Result<BTreeMap<u64, UnixSock>> {
     req.extend_from_slice(&0u16.to_ne_bytes());
     req.extend_from_slice(&u32::MAX.to_ne_bytes()); // all states
     req.extend_from_slice(&0u32.to_ne_bytes()); // ino
-    req.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN).to_ne_bytes());
+    req.extend_from_slice(
+        &(UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN)
+            .to_ne_bytes(),
+    );
     req.extend_from_slice(&[0xff; 8]); // cookie
     rustix::net::send(&sock, &req, SendFlags::empty()).map_err(|e| rerr("sock_diag request", e))?;
     let mut out = BTreeMap::new();
@@ -153,12 +178,108 @@ pub fn peek_stream(fd: &OwnedFd, len: usize) -> Result<Vec<u8>> {
     Ok(data)
 }
 
+/// The bytes queued for reading on a unix stream socket (`len`, as sock_diag counts
+/// them), read without consuming anything: from peek offset 0 on, as many reads as it
+/// takes (the kernel ends a read where the writer or the descriptors attached change).
+/// Bytes that carry descriptors (SCM_RIGHTS) are refused: a plain read would drop them
+/// unseen. The socket's own peek offset is put back afterwards.
+///
+/// Also returns the runs of bytes each writer sent, with its credentials (pid, uid,
+/// gid): SO_PASSCRED is on for the time of the reads (put back afterwards), which makes
+/// the kernel end each read where the writer changes.
+pub fn peek_unix_stream(fd: &OwnedFd, len: usize) -> std::result::Result<StreamQueue, PeekError> {
+    use super::tcp::{getsockopt_u32 as get, setsockopt_u32 as set};
+    if len == 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let old = get(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)? as i32;
+    let passcred = get(fd, libc::SOL_SOCKET, libc::SO_PASSCRED)?;
+    if passcred == 0 {
+        set(fd, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
+    }
+    let r = set(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
+        .map_err(PeekError::from)
+        .and_then(|()| peek_stream_all(fd, len));
+    let back = set(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old as u32);
+    let cred_back = if passcred == 0 {
+        set(fd, libc::SOL_SOCKET, libc::SO_PASSCRED, 0)
+    } else {
+        Ok(())
+    };
+    let data = r?;
+    back?;
+    cred_back?;
+    Ok(data)
+}
+
+/// A unix stream socket's queued bytes, and the runs of them each writer sent.
+pub type StreamQueue = (Vec<u8>, Vec<Run>);
+
+/// A run of queued bytes one writer sent: (length, its credentials (pid, uid, gid)).
+pub type Run = (usize, Option<(i32, u32, u32)>);
+
+fn peek_stream_all(fd: &OwnedFd, len: usize) -> std::result::Result<StreamQueue, PeekError> {
+    let mut data = vec![0u8; len];
+    let mut runs: Vec<Run> = Vec::new();
+    let mut ctl = vec![0u8; 4096];
+    let mut done = 0;
+    while done < len {
+        let rest = &mut data[done..];
+        let mut iov = libc::iovec {
+            iov_base: rest.as_mut_ptr().cast(),
+            iov_len: rest.len(),
+        };
+        // SAFETY: an all-zero msghdr is valid; the pointers set below are to our own
+        // buffers of the given lengths, which outlive the call.
+        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+        mh.msg_iov = &mut iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = ctl.as_mut_ptr().cast();
+        mh.msg_controllen = ctl.len();
+        // SAFETY: `mh` describes valid buffers (see above).
+        let n =
+            unsafe { libc::recvmsg(fd.as_raw_fd(), &mut mh, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EAGAIN) {
+                break;
+            }
+            return Err(SysError::io("peek at a socket queue", e).into());
+        }
+        if has_rights(&mh) {
+            return Err(PeekError::Descriptors);
+        }
+        if n == 0 {
+            break;
+        }
+        let c = creds_of(&mh);
+        match runs.last_mut() {
+            Some(r) if r.1 == c => r.0 += n as usize,
+            _ => runs.push((n as usize, c)),
+        }
+        done += n as usize;
+    }
+    if done != len {
+        return Err(SysError::Other(format!(
+            "only {done} of the {len} bytes queued on a unix socket could be read"
+        ))
+        .into());
+    }
+    Ok((data, runs))
+}
+
 /// One queued datagram or seqpacket record: its bytes and the sender's raw address
 /// (empty when the sender had none).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Message {
     pub from: Vec<u8>,
     pub data: Vec<u8>,
+    /// The sender's credentials the kernel keeps with a unix message (pid, uid, gid), as
+    /// SO_PASSCRED shows them (read with `creds`).
+    pub creds: Option<(i32, u32, u32)>,
+    /// The descriptors in flight with it (SCM_RIGHTS), as the peek installed them in
+    /// this process: the same open file descriptions.
+    pub rights: Vec<OwnedFd>,
 }
 
 /// Largest single message read at dump (it must fit the restore helper's scratch area).
@@ -173,6 +294,8 @@ pub enum PeekError {
     Descriptors,
     /// A message is larger than [`MAX_MESSAGE`], or there are more than [`MAX_MESSAGES`].
     TooLarge,
+    /// Descriptors in flight that restore could not give back (why).
+    Rights(String),
     Sys(SysError),
 }
 
@@ -186,19 +309,45 @@ impl From<SysError> for PeekError {
 /// order, with its boundaries and sender, read without consuming anything: the peek
 /// offset (`SO_PEEK_OFF`) is moved past each message in turn and `MSG_PEEK` reads the
 /// next; the socket's own peek offset is put back afterwards. `fd` is a duplicate of the
-/// (frozen) owner's descriptor.
-pub fn peek_messages(fd: &OwnedFd) -> std::result::Result<Vec<Message>, PeekError> {
-    let old = super::tcp::getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)? as i32;
-    super::tcp::setsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)?;
-    let r = peek_all(fd);
+/// (frozen) owner's descriptor. `eof_ends`: a read of nothing is the end of the queue,
+/// not an empty message (a seqpacket socket shut for reading: its reads give 0 at the
+/// end, and an empty record there reads the same to the program).
+///
+/// With `creds` (a unix socket), each message's sender credentials are read too:
+/// SO_PASSCRED is turned on for the time of the reads if it was off (turning it on
+/// does not bind the socket; only sending or connecting would), then put back.
+pub fn peek_messages(
+    fd: &OwnedFd,
+    eof_ends: bool,
+    creds: bool,
+) -> std::result::Result<Vec<Message>, PeekError> {
+    use super::tcp::{getsockopt_u32 as get, setsockopt_u32 as set};
+    let old = get(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)? as i32;
+    let passcred = if creds {
+        get(fd, libc::SOL_SOCKET, libc::SO_PASSCRED)?
+    } else {
+        1
+    };
+    if passcred == 0 {
+        set(fd, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
+    }
+    let r = set(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
+        .map_err(PeekError::from)
+        .and_then(|()| peek_all(fd, eof_ends));
     // -1 (the default) turns peeking at an offset off again.
-    let back = super::tcp::setsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old as u32);
+    let back = set(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old as u32);
+    let cred_back = if passcred == 0 {
+        set(fd, libc::SOL_SOCKET, libc::SO_PASSCRED, 0)
+    } else {
+        Ok(())
+    };
     let msgs = r?;
     back?;
+    cred_back?;
     Ok(msgs)
 }
 
-fn peek_all(fd: &OwnedFd) -> std::result::Result<Vec<Message>, PeekError> {
+fn peek_all(fd: &OwnedFd, eof_ends: bool) -> std::result::Result<Vec<Message>, PeekError> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; MAX_MESSAGE];
     // Room for SCM_RIGHTS with many descriptors and SCM_CREDENTIALS.
@@ -233,19 +382,74 @@ fn peek_all(fd: &OwnedFd) -> std::result::Result<Vec<Message>, PeekError> {
             }
             return Err(SysError::io("peek at a socket's messages", e).into());
         }
+        if n == 0 && eof_ends {
+            return Ok(out);
+        }
         let n = n as usize;
         if n > buf.len() || out.len() >= MAX_MESSAGES {
             return Err(PeekError::TooLarge);
         }
-        if has_rights(&mh) {
+        let (rights, cut) = take_rights(&mh);
+        if cut {
             return Err(PeekError::Descriptors);
         }
         let namelen = (mh.msg_namelen as usize).min(name.len());
         out.push(Message {
             from: name[..namelen].to_vec(),
             data: buf[..n].to_vec(),
+            creds: creds_of(&mh),
+            rights,
         });
     }
+}
+
+/// The SCM_CREDENTIALS a received message carries: (pid, uid, gid).
+fn creds_of(mh: &libc::msghdr) -> Option<(i32, u32, u32)> {
+    let mut out = None;
+    // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR walk the control buffer the kernel filled, within
+    // `msg_controllen`; every header they return lies inside it, and a header of type
+    // SCM_CREDENTIALS is at least CMSG_LEN(sizeof(struct ucred)) long (checked).
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(mh);
+        while !c.is_null() {
+            let len = (*c).cmsg_len as usize;
+            if (*c).cmsg_level == libc::SOL_SOCKET
+                && (*c).cmsg_type == libc::SCM_CREDENTIALS
+                && len >= libc::CMSG_LEN(std::mem::size_of::<libc::ucred>() as u32) as usize
+            {
+                let u = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::ucred>());
+                out = Some((u.pid, u.uid, u.gid));
+            }
+            c = libc::CMSG_NXTHDR(mh, c);
+        }
+    }
+    out
+}
+
+/// The descriptors a received message carries (MSG_PEEK installed them in this
+/// process; they are owned here), and whether its control data was cut short.
+fn take_rights(mh: &libc::msghdr) -> (Vec<OwnedFd>, bool) {
+    use std::os::fd::FromRawFd;
+    let mut out = Vec::new();
+    // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR walk the control buffer the kernel filled, within
+    // `msg_controllen`; every header they return lies inside it. Each descriptor of an
+    // SCM_RIGHTS header was just installed in this process for us and nothing else owns
+    // it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(mh);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c);
+                let len = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+                for i in 0..len / 4 {
+                    let fd = std::ptr::read_unaligned(data.add(i * 4).cast::<i32>());
+                    out.push(OwnedFd::from_raw_fd(fd));
+                }
+            }
+            c = libc::CMSG_NXTHDR(mh, c);
+        }
+    }
+    (out, mh.msg_flags & libc::MSG_CTRUNC != 0)
 }
 
 /// Whether a received message carries descriptors (which MSG_PEEK installed in this
@@ -273,6 +477,37 @@ fn has_rights(mh: &libc::msghdr) -> bool {
         }
     }
     found
+}
+
+/// Whether no socket of type `typ` holds abstract name `name` (without its leading NUL)
+/// now: a socket of ckpt's own binds it for an instant and lets it go.
+pub fn abstract_name_free(typ: i32, name: &[u8]) -> Result<bool> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let t = match typ {
+        libc::SOCK_STREAM => SocketType::STREAM,
+        libc::SOCK_SEQPACKET => SocketType::SEQPACKET,
+        _ => SocketType::DGRAM,
+    };
+    let s = rustix::net::socket_with(AddressFamily::UNIX, t, SocketFlags::CLOEXEC, None)
+        .map_err(|e| rerr("socket(AF_UNIX)", e))?;
+    let addr = SocketAddrUnix::new_abstract_name(name).map_err(|e| rerr("an abstract name", e))?;
+    match rustix::net::bind(&s, &addr) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::ADDRINUSE) => Ok(false),
+        Err(e) => Err(rerr("bind to an abstract name", e)),
+    }
+}
+
+/// What socket `fd` sent that its peer has not read yet (SIOCOUTQ: for a unix socket,
+/// the memory its sent data still takes; 0 when nothing is in flight).
+pub fn unread_sent(fd: &OwnedFd) -> Result<u32> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int to the pointer, which points at `n`.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    if r < 0 {
+        return Err(SysError::io("SIOCOUTQ", std::io::Error::last_os_error()));
+    }
+    Ok(n.max(0) as u32)
 }
 
 /// Socket options that change what a program sees, read through a duplicate.

@@ -122,6 +122,12 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("udpecho", "udpecho.c", &[]),
     ("inheritfd", "inheritfd.c", &[]),
     ("dgname", "dgname.c", &[]),
+    // tests/e2e_unix.rs: unix sockets shut down, named, accepted, autobound; refusals
+    ("ushut", "ushut.c", &[]),
+    ("urefuse", "urefuse.c", &[]),
+    ("urel", "urel.c", &[]),
+    ("ucreds", "ucreds.c", &[]),
+    ("urights", "urights.c", &[]),
     // tests/e2e_mapfile.rs: mapped memfds and mapped deleted files
     ("memmap", "memmap.c", &[]),
     // tests/e2e_filerace.rs: files swapped between plan and stage, recreated setuid files

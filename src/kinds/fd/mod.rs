@@ -156,14 +156,27 @@ pub(crate) fn check_sockets(
                         f.fd, q.pid
                     ),
                 ),
-                FdKind::UnixListen { name, .. } if name.is_empty() || name.len() > 107 => check::p(
+                FdKind::UnixPending { .. } if !unix::pending_ok(procs, f) => check::p(
                     problems,
                     "malformed",
                     format!(
-                        "descriptor {} of process {} has an invalid socket name",
+                        "descriptor {} of process {} is an invalid unix socket waiting to \
+                         be accepted",
                         f.fd, q.pid
                     ),
                 ),
+                FdKind::UnixListen { name, dir, .. }
+                    if name.is_empty() || !unix::name_ok(name, dir) =>
+                {
+                    check::p(
+                        problems,
+                        "malformed",
+                        format!(
+                            "descriptor {} of process {} has an invalid socket name",
+                            f.fd, q.pid
+                        ),
+                    )
+                }
                 _ => {}
             }
         }
@@ -234,11 +247,30 @@ pub(crate) fn check_fd(
         FdKind::Device { file, .. } | FdKind::Dir { file, .. } => {
             file::check_file(files, file, &format!("file descriptor {}:", f.fd), problems)
         }
+        FdKind::UnixListen { name, dir, .. } if !dir.is_empty() => {
+            unix::check_relative_name(files, (name, dir), true, f.fd, held, problems)
+        }
         FdKind::UnixListen { name, .. } => unix::check_listen_name(name, f.fd, held, problems),
         FdKind::UnixDgram { sock, .. } if !sock.name.is_empty() && f.shared_with.is_none() => {
             unix::check_bound_name(&sock.name, f.fd, held, problems)
         }
         FdKind::UnixDgram { .. } => {}
+        FdKind::UnixPending {
+            name,
+            dir,
+            listener,
+            listener_dir,
+            ..
+        } if f.shared_with.is_none() => {
+            // The listener's directory is held for the connect.
+            unix::check_relative_name(files, (listener, listener_dir), false, f.fd, held, problems);
+            if !dir.is_empty() {
+                unix::check_relative_name(files, (name, dir), true, f.fd, held, problems)
+            } else if !name.is_empty() {
+                unix::check_bound_name(name, f.fd, held, problems)
+            }
+        }
+        FdKind::UnixPending { .. } => {}
         FdKind::DeletedFile { file, pos, .. } => file::check_deleted_at(file, f.fd, *pos, problems),
         FdKind::Fifo { file, .. } => fifo::check_host(files, file, f.fd, held, problems),
         FdKind::Inotify { watches, .. } => inotify::check_paths(watches, f.fd, problems),
@@ -291,6 +323,7 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
         FdKind::DeletedFile { file, pos, .. } => file::describe_deleted(file, *pos),
         FdKind::UnixPair { id, end, .. } => unix::describe_pair(ckpt, *id, *end),
         FdKind::UnixListen { name, backlog, .. } => unix::describe_listen(name, *backlog),
+        FdKind::UnixPending { listener, pos, .. } => unix::describe_pending(listener, *pos),
         FdKind::Epoll { targets, .. } => epoll::describe(targets),
         FdKind::Pipe { id, write, .. } => pipe::describe(ckpt, *id, *write),
         FdKind::Inotify { watches, .. } => inotify::describe(watches),
@@ -386,6 +419,7 @@ fn place_pair_end(
     end: PairEnd<'_>,
     flags: u32,
     holders: &mut PipeHolders,
+    dirs: &unix::HeldDirs,
 ) -> RestoreResult<()> {
     let proc_ = cx.proc_;
     let key = match end {
@@ -401,7 +435,7 @@ fn place_pair_end(
                 PairEnd::Pipe(pipe, ..) => {
                     pipe::create_pipe(cx, pipe, tmp, flags & libc::O_DIRECT as u32 != 0)?
                 }
-                PairEnd::Socket(sp, _) => unix::create_socketpair(cx, sp, tmp)?,
+                PairEnd::Socket(sp, _) => unix::create_socketpair(cx, sp, tmp, dirs)?,
             };
             holders.insert(key, (proc_.pid, a, b));
             (proc_.pid, a, b)
@@ -450,6 +484,44 @@ fn place_pair_end(
         move_fd(cx, n, f.fd, f.cloexec)?;
     }
     set_status_flags(cx, f.fd, flags)
+}
+
+/// Connections a listener accepted (an end showing the listener's name) are made again
+/// before any process binds its own sockets, through a listener bound to that name for
+/// the time it takes (`unix::create_socketpair`): the name is free then, whichever
+/// process holds the real listener. Each is kept by the first process that holds one
+/// of its ends, as `place_pair_end` would have, and taken from there.
+pub(crate) fn create_accepted_pairs(
+    ctxs: &mut [Ctx<'_>],
+    ckpt: &Checkpoint,
+    holders: &mut PipeHolders,
+    dirs: &unix::HeldDirs,
+) -> RestoreResult<()> {
+    for sp in ckpt.socketpairs.iter().filter(|sp| sp.accepted.is_some()) {
+        let key = (1u8, sp.id);
+        let holds = |p: &Process| {
+            p.fds.iter().any(|f| {
+                f.shared_with.is_none()
+                    && matches!(f.kind, FdKind::UnixPair { id, .. } if id == sp.id)
+            })
+        };
+        let Some(cx) = ctxs
+            .iter_mut()
+            .find(|c| !c.proc_.is_zombie() && holds(c.proc_))
+        else {
+            continue;
+        };
+        if holders.contains_key(&key) {
+            continue;
+        }
+        raise_fd_limit(cx, ckpt)?;
+        let pid = cx.proc_.pid;
+        let k = holders.values().filter(|h| h.0 == pid).count() as u64;
+        let tmp = pipe_tmp_base(cx.proc_) + 2 * k;
+        let (a, b) = unix::create_socketpair(cx, sp, tmp, dirs)?;
+        holders.insert(key, (pid, a, b));
+    }
+    Ok(())
 }
 
 /// Give the process its descriptors; the pipes, socket pairs and FIFOs they refer to are
@@ -645,7 +717,14 @@ fn restore_fd(
                 .find(|p| p.id == *id)
                 .ok_or_else(|| RestoreError::Malformed(format!("unknown pipe {id}")))?;
             let again = pipe::further_description(ckpt, proc_.pid, f.fd, *id, *write);
-            place_pair_end(cx, f, PairEnd::Pipe(pipe, *write, again), *flags, holders)
+            place_pair_end(
+                cx,
+                f,
+                PairEnd::Pipe(pipe, *write, again),
+                *flags,
+                holders,
+                &files.held,
+            )
         }
         FdKind::TcpListen {
             family,
@@ -684,15 +763,34 @@ fn restore_fd(
                 .iter()
                 .find(|p| p.id == *id)
                 .ok_or_else(|| RestoreError::Malformed(format!("unknown socket pair {id}")))?;
-            place_pair_end(cx, f, PairEnd::Socket(sp, *end), *flags, holders)
+            place_pair_end(
+                cx,
+                f,
+                PairEnd::Socket(sp, *end),
+                *flags,
+                holders,
+                &files.held,
+            )
         }
         FdKind::UnixListen {
             name,
             typ,
             backlog,
             flags,
+            dir,
         } => {
-            let n = unix::create_listener(cx, name, *typ, *backlog)?;
+            let n = unix::create_listener(cx, (name, dir), *typ, *backlog, &files.held)?;
+            install(cx, n, f, *flags)
+        }
+        FdKind::UnixPending {
+            typ,
+            name,
+            opts,
+            flags,
+            dir,
+            ..
+        } => {
+            let n = unix::create_pending(cx, *typ, (name, dir), opts, &files.held)?;
             install(cx, n, f, *flags)
         }
         FdKind::EventFd { .. } | FdKind::TimerFd { .. } | FdKind::SignalFd { .. } => {

@@ -28,7 +28,7 @@ pub(crate) fn collect(
     refuse: &dyn Fn(&str) -> DumpError,
 ) -> DumpResult<()> {
     if let Some(u) = sys::udp::inspect(dup)? {
-        let msgs = peek_messages(dup).map_err(|e| match e {
+        let msgs = peek_messages(dup, false, false, None).map_err(|e| match e {
             sockdiag::PeekError::Sys(e) => DumpError::Sys(e),
             e => refuse(&peek_refusal(&e, "UDP socket")),
         })?;

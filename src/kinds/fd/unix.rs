@@ -6,11 +6,12 @@ use crate::error::DumpResult;
 use crate::error::Problem;
 use crate::error::{RestoreError, RestoreResult};
 use crate::kinds::check;
+use crate::kinds::fd::file::HeldFiles;
 use crate::kinds::fd::pipe::MAX_PIPE;
 use crate::kinds::fd::{park_pair, set_sock_opts};
 use crate::kinds::unsupported;
 use crate::model::{Checkpoint, Process};
-use crate::model::{Fd, SockMessage, SockOpts, UnixDgramState};
+use crate::model::{Fd, FdRef, SockCreds, SockMessage, SockOpts, StreamRun, UnixDgramState};
 use crate::model::{FdKind, SocketPairState};
 use crate::remote::{Ctx, SockAddr};
 use crate::sys;
@@ -46,6 +47,13 @@ pub(crate) struct UnixTable {
     diag: BTreeMap<u64, UnixSock>,
     /// Where each socket inode is held: (pid, fd).
     held: BTreeMap<u64, (i32, i32)>,
+    /// Clients whose connections wait in a listener's queue: client inode -> (listener
+    /// inode, place in its queue).
+    pending: BTreeMap<u64, (u64, u32)>,
+    /// The tree's processes (senders restore can send queued messages as).
+    pids: BTreeSet<i32>,
+    /// Every descriptor of the tree (process, descriptor), for descriptors in flight.
+    fds: Vec<(i32, i32)>,
     pub(crate) pairs: Vec<SocketPairState>,
 }
 
@@ -65,9 +73,25 @@ impl UnixTable {
                 }
             }
         }
+        let pending = diag
+            .values()
+            .filter(|l| l.state == STATE_LISTEN)
+            .flat_map(|l| {
+                l.icons
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, &c)| (c, (l.ino, i as u32)))
+            })
+            .collect();
         Ok(Self {
             diag,
             held,
+            pending,
+            pids: procs.iter().map(|p| p.pid).collect(),
+            fds: procs
+                .iter()
+                .flat_map(|p| p.fds.iter().map(move |f| (p.pid, f.fd)))
+                .collect(),
             pairs: Vec::new(),
         })
     }
@@ -90,21 +114,27 @@ impl UnixTable {
         external: bool,
         refuse: &dyn Fn(&str) -> DumpError,
     ) -> DumpResult<()> {
-        let (diag, held) = (&self.diag, &self.held);
+        let (diag, held, pids, fds) = (&self.diag, &self.held, &self.pids, &self.fds);
         let Some(s) = diag.get(&ino) else {
             return Ok(());
         };
         if s.state == STATE_LISTEN {
-            f.kind = listen(s, flags, refuse)?;
+            f.kind = listen(s, flags, held, refuse)?;
+            check_backlog(s, held, refuse)?;
+            return Ok(());
+        }
+        if let Some(&(l, pos)) = self.pending.get(&ino) {
+            f.kind = pending(s, l, pos, diag, held, flags, refuse)?;
             return Ok(());
         }
         if s.typ == libc::SOCK_DGRAM {
             let peer = diag.get(&s.peer);
-            let anonymous_pair = s.state == STATE_ESTABLISHED
+            // Two datagram sockets of the tree connected to each other (a socketpair,
+            // whose ends may have names of their own, e.g. autobound by SO_PASSCRED).
+            let pair = s.state == STATE_ESTABLISHED
                 && held.contains_key(&s.peer)
-                && peer.is_some_and(|p| p.peer == ino && p.name.is_none())
-                && s.name.is_none();
-            if !anonymous_pair {
+                && peer.is_some_and(|p| p.peer == ino);
+            if !pair {
                 if s.peer != 0 && !held.contains_key(&s.peer) {
                     if f.fd <= 2 {
                         return Ok(());
@@ -124,7 +154,7 @@ impl UnixTable {
                         ),
                     ));
                 }
-                f.kind = unix_dgram(s, diag, held, flags).map_err(|why| refuse(&why))?;
+                f.kind = unix_dgram(s, diag, held, pids, flags).map_err(|why| refuse(&why))?;
                 return Ok(());
             }
         }
@@ -135,7 +165,7 @@ impl UnixTable {
         let id = ino.min(s.peer);
         let end = u8::from(ino != id);
         if !self.pairs.iter().any(|x| x.id == id) {
-            let st = pair_state(s, id, end, diag, held, refuse)?;
+            let st = pair_state(s, id, end, diag, held, (pids, fds), refuse)?;
             self.pairs.push(st);
         }
         f.kind = FdKind::UnixPair { id, end, flags };
@@ -145,27 +175,111 @@ impl UnixTable {
 
 /// A listening unix socket: kept with its name (an absolute path or an abstract name)
 /// and backlog, if no connection waits to be accepted.
-fn listen(s: &UnixSock, flags: u32, refuse: &dyn Fn(&str) -> DumpError) -> DumpResult<FdKind> {
-    let mut name = s.name.clone().unwrap_or_default();
+fn listen(
+    s: &UnixSock,
+    flags: u32,
+    held: &BTreeMap<u64, (i32, i32)>,
+    refuse: &dyn Fn(&str) -> DumpError,
+) -> DumpResult<FdKind> {
     // A path name may carry the NUL its binder passed in the address length.
-    if name.first() == Some(&b'/') {
-        while name.last() == Some(&0) {
-            name.pop();
-        }
+    let name = unix_name(s.name.as_deref().unwrap_or_default());
+    if name.is_empty() {
+        return Err(refuse("a listening unix socket without a name"));
     }
-    if name.is_empty() || !(name[0] == 0 || name[0] == b'/') {
-        return Err(refuse("a listening unix socket without an absolute name"));
-    }
-    if s.rqueue != 0 {
-        return Err(refuse(
-            "a listening unix socket with connections waiting to be accepted",
-        ));
+    let dir = dir_of(&name, s, held, refuse)?;
+    if s.shutdown != 0 {
+        return Err(refuse("a listening unix socket that was shut down"));
     }
     Ok(FdKind::UnixListen {
         name,
         typ: s.typ,
         backlog: s.wqueue,
         flags,
+        dir,
+    })
+}
+
+/// A listener's connections waiting to be accepted can be made again if each client
+/// is a socket of the tree that has sent nothing yet: what it sent waits on the
+/// listener's side of the connection, which only accept could reach.
+fn check_backlog(
+    s: &UnixSock,
+    held: &BTreeMap<u64, (i32, i32)>,
+    refuse: &dyn Fn(&str) -> DumpError,
+) -> DumpResult<()> {
+    if s.icons.len() != s.rqueue as usize {
+        return Err(refuse(&format!(
+            "a listening unix socket with {} connections waiting to be accepted, of which \
+             sock_diag names {}",
+            s.rqueue,
+            s.icons.len()
+        )));
+    }
+    for c in &s.icons {
+        let Some(&(hp, hfd)) = held.get(c) else {
+            return Err(refuse(&format!(
+                "a listening unix socket with a connection waiting to be accepted from a \
+                 process outside the dumped tree (socket:[{c}]); not supported"
+            )));
+        };
+        let dup = sys::process::steal_fd(hp, hfd)?;
+        if sockdiag::unread_sent(&dup)? != 0 {
+            return Err(refuse(&format!(
+                "a listening unix socket with a connection waiting to be accepted whose \
+                 client (descriptor {hfd} of process {hp}) already sent data, which cannot \
+                 be read before it is accepted"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Client `s` of a connection waiting in the queue of listener `l` at place `pos`.
+fn pending(
+    s: &UnixSock,
+    l: u64,
+    pos: u32,
+    diag: &BTreeMap<u64, UnixSock>,
+    held: &BTreeMap<u64, (i32, i32)>,
+    flags: u32,
+    refuse: &dyn Fn(&str) -> DumpError,
+) -> DumpResult<FdKind> {
+    let Some(ls) = diag.get(&l).filter(|_| held.contains_key(&l)) else {
+        return Err(refuse(&format!(
+            "a unix socket whose connection waits to be accepted by a listener outside the \
+             dumped tree (socket:[{l}]); not supported"
+        )));
+    };
+    let listener = unix_name(ls.name.as_deref().unwrap_or_default());
+    let name = unix_name(s.name.as_deref().unwrap_or_default());
+    let listener_dir = dir_of(&listener, ls, held, refuse)?;
+    let dir = dir_of(&name, s, held, refuse)?;
+    if s.shutdown != 0 {
+        return Err(refuse(
+            "a unix socket waiting to be accepted that was shut down",
+        ));
+    }
+    let &(hp, hfd) = held
+        .get(&s.ino)
+        .ok_or_else(|| refuse("a unix socket that vanished during the dump"))?;
+    let dup = sys::process::steal_fd(hp, hfd)?;
+    let o = sockdiag::sock_opts(&dup, true)?;
+    Ok(FdKind::UnixPending {
+        listener,
+        typ: s.typ,
+        pos,
+        name,
+        opts: SockOpts {
+            sndbuf: o.sndbuf,
+            rcvbuf: o.rcvbuf,
+            passcred: o.passcred,
+            reuseaddr: false,
+            reuseport: false,
+            buf_lock: o.buf_lock,
+        },
+        flags,
+        dir,
+        listener_dir,
     })
 }
 
@@ -219,6 +333,7 @@ fn pair_state(
     end: u8,
     diag: &BTreeMap<u64, UnixSock>,
     held: &BTreeMap<u64, (i32, i32)>,
+    (pids, fds): (&BTreeSet<i32>, &[(i32, i32)]),
     refuse: &dyn Fn(&str) -> DumpError,
 ) -> DumpResult<SocketPairState> {
     let peer = diag.get(&s.peer).cloned().unwrap_or_default();
@@ -230,13 +345,46 @@ fn pair_state(
     let mut st = SocketPairState {
         id,
         typ: s.typ,
+        shutdown: [a.shutdown, b.shutdown],
         ..Default::default()
     };
+    for (which, sock) in [(0u8, &a), (1u8, &b)] {
+        let name = unix_name(sock.name.as_deref().unwrap_or_default());
+        let dir = dir_of(&name, sock, held, refuse)?;
+        // An end that shows a name it does not hold was accepted: its listener (or
+        // another connection it accepted) shows it too, or, for an abstract name, no
+        // one holds it any more (the listener closed; the kernel lets ckpt bind it).
+        let unheld = |n: &[u8]| match n.split_first() {
+            Some((0, rest)) => sockdiag::abstract_name_free(s.typ, rest),
+            _ => Ok(false),
+        };
+        if !name.is_empty()
+            && s.typ != libc::SOCK_DGRAM
+            && (shares_name(sock, &name, diag) || unheld(&name)?)
+        {
+            st.accepted = Some(which);
+        }
+        if which == 0 {
+            (st.name0, st.dir0) = (name, dir);
+        } else {
+            (st.name1, st.dir1) = (name, dir);
+        }
+    }
     for (which, sock) in [(0u8, &a), (1u8, &b)] {
         let Some(&(hp, hfd)) = held.get(&sock.ino) else {
             return Err(refuse("a unix socket whose peer vanished during the dump"));
         };
         let dup = sys::process::steal_fd(hp, hfd)?;
+        // A queue that cannot be kept, named where it is: this end, or the other one.
+        let unkept = |e: sockdiag::PeekError, what: &str| match e {
+            sockdiag::PeekError::Sys(e) => DumpError::Sys(e),
+            e if sock.ino == s.ino => refuse(&peek_refusal(&e, what)),
+            e => refuse(&format!(
+                "one end of a unix socket pair whose other end, descriptor {hfd} of \
+                 process {hp}, is {}",
+                peek_refusal(&e, what)
+            )),
+        };
         let o = sockdiag::sock_opts(&dup, true)?;
         st.opts[usize::from(which)] = SockOpts {
             sndbuf: o.sndbuf,
@@ -250,19 +398,52 @@ fn pair_state(
             if sock.rqueue == 0 {
                 continue;
             }
-            let data = sockdiag::peek_stream(&dup, sock.rqueue as usize)?;
+            let (data, runs) = sockdiag::peek_unix_stream(&dup, sock.rqueue as usize)
+                .map_err(|e| unkept(e, "unix stream socket"))?;
+            // Runs as messages, for their credentials.
+            let mut as_msgs: Vec<SockMessage> = runs
+                .iter()
+                .map(|&(_, c)| SockMessage {
+                    creds: c.map(|(pid, uid, gid)| SockCreds { pid, uid, gid }),
+                    ..SockMessage::default()
+                })
+                .collect();
+            keep_creds(&mut as_msgs, pids, o.passcred).map_err(|why| refuse(&why))?;
+            let runs = runs
+                .iter()
+                .zip(as_msgs)
+                .map(|(&(len, _), m)| StreamRun {
+                    len: len as u32,
+                    creds: m.creds,
+                })
+                .collect();
             if which == 0 {
-                st.data0 = data;
+                (st.data0, st.runs0) = (data, runs);
             } else {
-                st.data1 = data;
+                (st.data1, st.runs1) = (data, runs);
             }
         } else {
             // For datagrams sock_diag reports only the first message's length
             // (0 for an empty one): always look at the whole queue.
-            let msgs = peek_messages(&dup).map_err(|e| match e {
-                sockdiag::PeekError::Sys(e) => DumpError::Sys(e),
-                e => refuse(&peek_refusal(&e, "unix socket")),
-            })?;
+            // A seqpacket end shut for reading reads 0 at the end of its queue.
+            let eof_ends = s.typ == libc::SOCK_SEQPACKET && sock.shutdown & 1 != 0;
+            let in_tree = |r: &[std::os::fd::OwnedFd]| rights_in_tree(r, fds);
+            let mut msgs = peek_messages(&dup, eof_ends, true, Some(&in_tree))
+                .map_err(|e| unkept(e, "unix socket"))?;
+            keep_creds(&mut msgs, pids, o.passcred).map_err(|why| refuse(&why))?;
+            // Restore sends them again from the other end: each must come from there
+            // (from its name, or from no name when it has none).
+            let other = if which == 0 { &b } else { &a };
+            let other_name = unix_name(other.name.as_deref().unwrap_or_default());
+            if msgs
+                .iter()
+                .any(|m| unix_name(m.from.get(2..).unwrap_or_default()) != other_name)
+            {
+                return Err(refuse(
+                    "a unix socket pair end with a message queued from another socket than \
+                     its peer, or from it before it had its name",
+                ));
+            }
             if which == 0 {
                 st.msgs0 = msgs;
             } else {
@@ -273,17 +454,227 @@ fn pair_state(
     Ok(st)
 }
 
+/// Whether socket name `name` fits a sockaddr_un and comes with directory `dir` when,
+/// and only when, it is relative (an absolute directory).
+pub(crate) fn name_ok(name: &[u8], dir: &[u8]) -> bool {
+    name.len() <= 107
+        && if relative(name) {
+            dir.first() == Some(&b'/') && !dir.contains(&0)
+        } else {
+            dir.is_empty()
+        }
+}
+
+/// A relative socket name `name` restore binds (or connects to) in directory `dir`: the
+/// directory is held now (stage uses that descriptor), and for a name bound there
+/// (`bound`), the file there is at most a stale socket file, which no socket other than
+/// the tree's own is bound as.
+pub(crate) fn check_relative_name(
+    files: &mut HeldFiles,
+    (name, dir): (&[u8], &[u8]),
+    bound: bool,
+    fd: i32,
+    held: &check::Held,
+    problems: &mut Vec<Problem>,
+) {
+    if !relative(name) {
+        return;
+    }
+    let what = format!(
+        "descriptor {fd}: the directory of unix socket {}",
+        check::show(name)
+    );
+    let before = problems.len();
+    files.check_dir(dir, &what, problems);
+    if !bound || problems.len() != before {
+        return;
+    }
+    let Some(path) = host_path(name, dir, &files.fds()) else {
+        return;
+    };
+    let shown = format!("{}/{}", check::show(dir), check::show(name));
+    let Ok(m) = std::fs::symlink_metadata(&path) else {
+        return;
+    };
+    if !std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) {
+        check::p(
+            problems,
+            "address-in-use",
+            format!("descriptor {fd}: {shown} exists and is not a socket"),
+        );
+        return;
+    }
+    let ino = std::os::unix::fs::MetadataExt::ino(&m);
+    if let Ok(socks) = crate::sys::sockdiag::unix_sockets() {
+        if socks
+            .values()
+            .any(|s| !held.sockets.contains(&s.ino) && s.vfs_ino == ino)
+        {
+            check::p(
+                problems,
+                "address-in-use",
+                format!("descriptor {fd}: a socket is bound to unix socket {shown} now"),
+            );
+        }
+    }
+}
+
+/// Whether `name` is a path relative to the working directory of its binder.
+fn relative(name: &[u8]) -> bool {
+    !(name.is_empty() || name[0] == 0 || name[0] == b'/')
+}
+
+/// Whether restore can bind `name` as it was: none, an abstract name, or an absolute
+/// path (a relative one was resolved in a working directory the image does not keep).
+fn name_restorable(name: &[u8]) -> bool {
+    !relative(name)
+}
+
+/// The directory a relative `name` of socket `s` was bound in (empty for any other
+/// name): the working directory of a process of the tree in which `name` leads to the
+/// very socket file `s` was bound as (sock_diag's inode). Refused if there is none:
+/// the binder has moved elsewhere since, or the file was removed.
+fn dir_of(
+    name: &[u8],
+    s: &UnixSock,
+    held: &BTreeMap<u64, (i32, i32)>,
+    refuse: &dyn Fn(&str) -> DumpError,
+) -> DumpResult<Vec<u8>> {
+    if !relative(name) {
+        return Ok(Vec::new());
+    }
+    let pids: BTreeSet<i32> = held.values().map(|h| h.0).collect();
+    for pid in pids {
+        let Ok(cwd) = procfs::readlink(&format!("/proc/{pid}/cwd")) else {
+            continue;
+        };
+        let mut at = format!("/proc/{pid}/cwd/").into_bytes();
+        at.extend_from_slice(name);
+        let Ok(m) = std::fs::symlink_metadata(procfs::bytes_path(&at)) else {
+            continue;
+        };
+        if s.vfs_ino != 0
+            && std::os::unix::fs::MetadataExt::ino(&m) == s.vfs_ino
+            && std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())
+            && cwd.first() == Some(&b'/')
+        {
+            return Ok(cwd);
+        }
+    }
+    Err(refuse(&format!(
+        "a unix socket bound to {}, a name relative to the working directory it was bound \
+         in, which is no process's working directory now (or the socket file is gone)",
+        shown_name(name)
+    )))
+}
+
+/// Whether connected socket `s` shares its name `name` with another socket of its type:
+/// then a listener accepted it (the listener, or its other accepted connections, show
+/// the name too); it does not hold the name, its listener does (or did).
+fn shares_name(s: &UnixSock, name: &[u8], diag: &BTreeMap<u64, UnixSock>) -> bool {
+    diag.values().any(|d| {
+        d.ino != s.ino
+            && d.typ == s.typ
+            && d.name.as_deref().map(unix_name).as_deref() == Some(name)
+    })
+}
+
 /// The messages queued on a socket, in the model's terms.
+/// The messages queued on a socket, in the model's terms. Descriptors in flight are
+/// given to `rights`, which names the image's descriptors with the same open file
+/// descriptions (or says why there are none); without it, they are refused.
 pub(crate) fn peek_messages(
     dup: &std::os::fd::OwnedFd,
+    eof_ends: bool,
+    creds: bool,
+    rights: Option<&Rights<'_>>,
 ) -> std::result::Result<Vec<SockMessage>, sys::sockdiag::PeekError> {
-    Ok(sys::sockdiag::peek_messages(dup)?
-        .into_iter()
-        .map(|m| SockMessage {
+    use sys::sockdiag::PeekError;
+    let mut out = Vec::new();
+    for m in sys::sockdiag::peek_messages(dup, eof_ends, creds)? {
+        let refs = match (m.rights.is_empty(), rights) {
+            (true, _) => Vec::new(),
+            (false, None) => return Err(PeekError::Descriptors),
+            (false, Some(f)) => f(&m.rights).map_err(PeekError::Rights)?,
+        };
+        out.push(SockMessage {
             from: m.from,
             data: m.data,
-        })
-        .collect())
+            creds: m.creds.map(|(pid, uid, gid)| SockCreds { pid, uid, gid }),
+            rights: refs,
+        });
+    }
+    Ok(out)
+}
+
+/// Names the image's descriptors with the open file descriptions of descriptors in
+/// flight (or says why it cannot).
+pub(crate) type Rights<'a> =
+    dyn Fn(&[std::os::fd::OwnedFd]) -> std::result::Result<Vec<FdRef>, String> + 'a;
+
+/// For each descriptor in flight (installed in ckpt by the peek), a descriptor of the
+/// tree (`fds`: process, descriptor) with the same open file description (kcmp, after
+/// a cheaper look at the inode): restore sends that one. One the tree does not hold is
+/// refused: restore could not make it again.
+fn rights_in_tree(
+    rights: &[std::os::fd::OwnedFd],
+    fds: &[(i32, i32)],
+) -> std::result::Result<Vec<FdRef>, String> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let me = std::process::id() as i32;
+    let ino = |path: String| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let mut out = Vec::new();
+    for r in rights {
+        let fd = r.as_raw_fd();
+        let mine = ino(format!("/proc/self/fd/{fd}"));
+        let found = fds.iter().find(|&&(pid, n)| {
+            mine.is_some()
+                && ino(format!("/proc/{pid}/fd/{n}")) == mine
+                && sys::process::same_file_description(me, fd, pid, n).unwrap_or(false)
+        });
+        match found {
+            Some(&(pid, fd)) => out.push(FdRef { pid, fd }),
+            None => {
+                let what = procfs::readlink(&format!("/proc/self/fd/{fd}"))
+                    .map(|l| String::from_utf8_lossy(&l).into_owned())
+                    .unwrap_or_default();
+                return Err(format!(
+                    "({what}) that no process of the dumped tree holds: restore could not \
+                     make it again"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Queued unix messages are sent again with their senders' credentials, which must be
+/// those of a process of the tree (`pids`: it exists when restore sends). A sender
+/// that has exited (the kernel shows pid 0) or is outside the tree cannot be named: a
+/// receiver that shows credentials (`shown`: SO_PASSCRED) is refused (the reason is
+/// returned); for one that does not, the message goes with restore's own.
+fn keep_creds(
+    msgs: &mut [SockMessage],
+    pids: &BTreeSet<i32>,
+    shown: bool,
+) -> std::result::Result<(), String> {
+    for m in msgs.iter_mut() {
+        let Some(c) = m.creds else { continue };
+        if pids.contains(&c.pid) {
+            continue;
+        }
+        if shown {
+            return Err(format!(
+                "a unix socket (SO_PASSCRED) with a message queued from process {}, which \
+                 has exited or is outside the dumped tree: restore cannot send it with its \
+                 sender's credentials",
+                c.pid
+            ));
+        }
+        m.creds = None;
+    }
+    Ok(())
 }
 
 /// Why a socket's queued messages cannot be kept, for a refusal naming its descriptor.
@@ -298,6 +689,9 @@ pub(crate) fn peek_refusal(e: &sys::sockdiag::PeekError, what: &str) -> String {
             sys::sockdiag::MAX_MESSAGES
         ),
         sys::sockdiag::PeekError::Sys(e) => format!("a {what} whose queue cannot be read ({e})"),
+        sys::sockdiag::PeekError::Rights(why) => {
+            format!("a {what} with a queued message that carries descriptors (SCM_RIGHTS) {why}")
+        }
     }
 }
 
@@ -321,9 +715,17 @@ fn unix_dgram(
     s: &UnixSock,
     diag: &BTreeMap<u64, UnixSock>,
     held: &BTreeMap<u64, (i32, i32)>,
+    pids: &BTreeSet<i32>,
     flags: u32,
 ) -> std::result::Result<FdKind, String> {
     let name = unix_name(s.name.as_deref().unwrap_or_default());
+    if !name_restorable(&name) {
+        return Err(format!(
+            "a unix datagram socket bound to {}, a name relative to the working directory \
+             it was bound in",
+            shown_name(&name)
+        ));
+    }
     let peer_name = match diag.get(&s.peer) {
         Some(p) if s.peer != 0 => {
             let n = unix_name(p.name.as_deref().unwrap_or_default());
@@ -339,7 +741,9 @@ fn unix_dgram(
         .ok_or_else(|| "a unix socket that vanished during the dump".to_string())?;
     let dup = sys::process::steal_fd(hp, hfd).map_err(|e| e.to_string())?;
     let opts = sys::sockdiag::sock_opts(&dup, true).map_err(|e| e.to_string())?;
-    let mut msgs = peek_messages(&dup).map_err(|e| peek_refusal(&e, "unix datagram socket"))?;
+    let mut msgs = peek_messages(&dup, false, true, None)
+        .map_err(|e| peek_refusal(&e, "unix datagram socket"))?;
+    keep_creds(&mut msgs, pids, opts.passcred)?;
     // Names of the tree's bound sockets, which can send again at restore.
     let in_tree = |n: &[u8]| {
         diag.values().any(|d| {
@@ -380,6 +784,7 @@ fn unix_dgram(
                 buf_lock: opts.buf_lock,
             },
             msgs,
+            shutdown: s.shutdown,
         }),
         flags,
     })
@@ -405,13 +810,30 @@ pub(crate) fn check_pairs(pairs: &[SocketPairState], problems: &mut Vec<Problem>
         let typ_ok = [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&sp.typ);
         // Stream pairs carry bytes, the others messages: never both.
         let no_msgs = sp.msgs0.is_empty() && sp.msgs1.is_empty();
+        let runs_ok = |runs: &[crate::model::StreamRun], data: &[u8]| {
+            runs.is_empty()
+                || (runs.iter().all(|r| r.len > 0)
+                    && runs.iter().map(|r| r.len as usize).sum::<usize>() == data.len())
+        };
         let no_bytes = sp.data0.is_empty() && sp.data1.is_empty();
         let kind_ok = if sp.typ == libc::SOCK_STREAM {
             no_msgs
         } else {
             no_bytes
         };
+        let accepted_ok = match sp.accepted {
+            None => true,
+            Some(0) => !sp.name0.is_empty(),
+            Some(1) => !sp.name1.is_empty(),
+            Some(_) => false,
+        } && (sp.accepted.is_none() || sp.typ != libc::SOCK_DGRAM);
         if !pair_ids.insert(sp.id)
+            || !name_ok(&sp.name0, &sp.dir0)
+            || !name_ok(&sp.name1, &sp.dir1)
+            || !accepted_ok
+            || sp.shutdown.iter().any(|&m| m > 3)
+            || !runs_ok(&sp.runs0, &sp.data0)
+            || !runs_ok(&sp.runs1, &sp.data1)
             || !typ_ok
             || !kind_ok
             || sp.data0.len() > MAX_PIPE
@@ -427,6 +849,84 @@ pub(crate) fn check_pairs(pairs: &[SocketPairState], problems: &mut Vec<Problem>
         }
     }
     pair_ids
+}
+
+/// Queued messages name their senders' credentials: each must be a process of the
+/// image (restore sends as it).
+pub(crate) fn check_creds(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
+    let pids: BTreeSet<i32> = ckpt.processes.iter().map(|p| p.pid).collect();
+    let pairs = ckpt
+        .socketpairs
+        .iter()
+        .flat_map(|sp| sp.msgs0.iter().chain(sp.msgs1.iter()));
+    let dgrams = ckpt
+        .processes
+        .iter()
+        .flat_map(|p| p.fds.iter())
+        .filter_map(|f| match &f.kind {
+            FdKind::UnixDgram { sock, .. } => Some(sock.msgs.iter()),
+            _ => None,
+        })
+        .flatten();
+    let runs = ckpt
+        .socketpairs
+        .iter()
+        .flat_map(|sp| sp.runs0.iter().chain(sp.runs1.iter()))
+        .filter_map(|r| r.creds);
+    if let Some(c) = pairs
+        .chain(dgrams)
+        .filter_map(|m| m.creds)
+        .chain(runs)
+        .find(|c| !pids.contains(&c.pid))
+    {
+        check::p(
+            problems,
+            "malformed",
+            format!(
+                "a queued unix message names process {} as its sender, which is not in the image",
+                c.pid
+            ),
+        );
+    }
+}
+
+/// Descriptors in flight name descriptors of the image that restore makes (not ones
+/// given from outside), and only on datagram or seqpacket pairs (named datagram
+/// sockets keep none).
+pub(crate) fn check_rights(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
+    let restored = |r: &FdRef| {
+        ckpt.processes.iter().any(|p| {
+            p.pid == r.pid
+                && p.fds.iter().any(|f| {
+                    f.fd == r.fd
+                        && !matches!(f.kind, FdKind::Inherited { .. } | FdKind::External { .. })
+                })
+        })
+    };
+    let pairs_ok = ckpt.socketpairs.iter().all(|sp| {
+        let rights: Vec<&FdRef> = sp
+            .msgs0
+            .iter()
+            .chain(sp.msgs1.iter())
+            .flat_map(|m| &m.rights)
+            .collect();
+        rights.is_empty() || (sp.typ != libc::SOCK_STREAM && rights.into_iter().all(restored))
+    });
+    let dgrams_ok = ckpt
+        .processes
+        .iter()
+        .flat_map(|p| p.fds.iter())
+        .all(|f| match &f.kind {
+            FdKind::UnixDgram { sock, .. } => sock.msgs.iter().all(|m| m.rights.is_empty()),
+            _ => true,
+        });
+    if !pairs_ok || !dgrams_ok {
+        check::p(
+            problems,
+            "malformed",
+            "a queued unix message carries a descriptor restore cannot send".into(),
+        );
+    }
 }
 
 /// Names of the image's unix datagram sockets (connections and message senders must
@@ -519,6 +1019,54 @@ pub(crate) fn unix_dgram_ok(u: &crate::model::UnixDgramState, names: &BTreeSet<&
         && u.msgs.iter().map(|m| m.data.len()).sum::<usize>() <= MAX_PIPE
 }
 
+/// A unix socket waiting to be accepted: a stream or seqpacket socket with a name that
+/// fits, waiting on a listener of the image of its type, at a place in its queue that
+/// no other has, the places of each listener's queue counting from 0, at most one more
+/// than its backlog (a full queue would make restore's connect wait).
+pub(crate) fn pending_ok(procs: &[Process], f: &Fd) -> bool {
+    let FdKind::UnixPending {
+        listener,
+        typ,
+        pos,
+        name,
+        dir,
+        listener_dir,
+        ..
+    } = &f.kind
+    else {
+        return true;
+    };
+    let fds = || procs.iter().flat_map(|p| p.fds.iter());
+    let backlog = fds().find_map(|g| match &g.kind {
+        FdKind::UnixListen {
+            name: l,
+            typ: t,
+            backlog,
+            ..
+        } if g.shared_with.is_none() && l == listener && t == typ => Some(*backlog),
+        _ => None,
+    });
+    // The places in this listener's queue.
+    let places: Vec<u32> = fds()
+        .filter(|g| g.shared_with.is_none())
+        .filter_map(|g| match &g.kind {
+            FdKind::UnixPending {
+                listener: l, pos, ..
+            } if l == listener => Some(*pos),
+            _ => None,
+        })
+        .collect();
+    let mut sorted = places.clone();
+    sorted.sort_unstable();
+    [libc::SOCK_STREAM, libc::SOCK_SEQPACKET].contains(typ)
+        && !listener.is_empty()
+        && name_ok(listener, listener_dir)
+        && name_ok(name, dir)
+        && backlog.is_some_and(|b| places.len() as u64 <= u64::from(b) + 1)
+        && sorted.iter().enumerate().all(|(i, &p)| p == i as u32)
+        && (*pos as usize) < places.len()
+}
+
 /// A unix datagram socket's name must be free: no socket may be bound to it now, and a
 /// path may hold at most a stale socket file (which restore replaces).
 pub(crate) fn check_bound_name(
@@ -554,6 +1102,38 @@ pub(crate) fn check_bound_name(
     }
     // The rest is as for a listener's name (the path's directory, a non-socket file).
     check_listen_name(name, fd, held, problems);
+}
+
+/// The names socket pairs bind at restore must be free: an end's own name (bound by
+/// the program, or autobound), and the name of the listener that accepted an end
+/// (bound for the time it takes to make the connection again). The tree's own sockets
+/// count as free; so does a stale socket file at a path, which restore replaces.
+pub(crate) fn check_pair_names(
+    files: &mut HeldFiles,
+    ckpt: &Checkpoint,
+    held: &check::Held,
+    problems: &mut Vec<Problem>,
+) {
+    for sp in &ckpt.socketpairs {
+        for (end, name, dir) in [(0u8, &sp.name0, &sp.dir0), (1u8, &sp.name1, &sp.dir1)] {
+            if name.is_empty() {
+                continue;
+            }
+            // A descriptor on that end, to name in the message.
+            let fd = ckpt
+                .processes
+                .iter()
+                .flat_map(|p| p.fds.iter())
+                .find(|f| matches!(f.kind, FdKind::UnixPair { id, end: e, .. } if id == sp.id && e == end))
+                .map(|f| f.fd)
+                .unwrap_or(-1);
+            if relative(name) {
+                check_relative_name(files, (name, dir), true, fd, held, problems);
+            } else {
+                check_bound_name(name, fd, held, problems);
+            }
+        }
+    }
 }
 
 /// A unix socket name as `inspect` shows it (`@` for an abstract name).
@@ -609,6 +1189,14 @@ pub(crate) fn describe_pair(ckpt: &Checkpoint, id: u64, end: u8) -> String {
     format!("unix socket pair {id}, end {end} ({queued} queued to it)")
 }
 
+/// What `inspect` says of a unix socket waiting to be accepted.
+pub(crate) fn describe_pending(listener: &[u8], pos: u32) -> String {
+    format!(
+        "unix socket waiting to be accepted by {} (place {pos} in its queue)",
+        shown_name(listener)
+    )
+}
+
 /// What `inspect` says of a listening unix socket.
 pub(crate) fn describe_listen(name: &[u8], backlog: u32) -> String {
     let shown = match name.split_first() {
@@ -626,33 +1214,205 @@ pub(crate) fn create_socketpair(
     cx: &mut Ctx<'_>,
     sp: &SocketPairState,
     tmp: u64,
+    dirs: &HeldDirs,
 ) -> RestoreResult<(u64, u64)> {
-    let (e0, e1) = cx.socketpair(libc::AF_UNIX, sp.typ | libc::SOCK_CLOEXEC)?;
+    let (e0, e1) = match sp.accepted {
+        Some(a) => connect_through_listener(cx, sp, a, dirs)?,
+        None => {
+            let (e0, e1) = cx.socketpair(libc::AF_UNIX, sp.typ | libc::SOCK_CLOEXEC)?;
+            // Names before SO_PASSCRED, which would autobind an unnamed end to another.
+            for (fd, name, dir) in [(e0, &sp.name0, &sp.dir0), (e1, &sp.name1, &sp.dir1)] {
+                if !name.is_empty() {
+                    bind_unix(cx, fd, name, dir, dirs)?;
+                }
+            }
+            (e0, e1)
+        }
+    };
     // Options first: the buffer sizes bound what can be queued, and SO_PASSCRED
     // decides whether queued messages carry credentials.
     for (fd, o) in [(e0, &sp.opts[0]), (e1, &sp.opts[1])] {
         set_sock_opts(cx, fd, o)?;
     }
-    // What end 0 will read is sent from end 1, and the other way round.
+    // A pair with descriptors in flight is filled once every process has its own
+    // (`fill_deferred_pairs`).
+    if !carries_rights(sp) {
+        fill_pair(cx, sp, e0, e1)?;
+    }
+    park_pair(cx, e0, e1, tmp)
+}
+
+/// Whether messages queued on pair `sp` carry descriptors.
+fn carries_rights(sp: &SocketPairState) -> bool {
+    sp.msgs0
+        .iter()
+        .chain(sp.msgs1.iter())
+        .any(|m| !m.rights.is_empty())
+}
+
+/// Queue on pair `sp` (ends `e0`, `e1` of the process of `cx`) what each end had to
+/// read, then shut its ends down as they were.
+fn fill_pair(cx: &mut Ctx<'_>, sp: &SocketPairState, e0: u64, e1: u64) -> RestoreResult<()> {
+    // What end 0 will read is sent from end 1, and the other way round: each writer's
+    // run with its credentials, or all at once (older images).
     let what = format!("socket pair {}", sp.id);
-    for (from, data) in [(e1, &sp.data0), (e0, &sp.data1)] {
-        cx.write_all(from, data, &what)?;
+    for (from, data, runs) in [(e1, &sp.data0, &sp.runs0), (e0, &sp.data1, &sp.runs1)] {
+        if runs.is_empty() {
+            cx.write_all(from, data, &what)?;
+            continue;
+        }
+        let mut at = 0;
+        for r in runs {
+            let end = at + r.len as usize;
+            let bytes = data.get(at..end).ok_or_else(|| {
+                RestoreError::Malformed(format!("{what}: runs longer than the data"))
+            })?;
+            let c = r.creds.map(|c| (c.pid, c.uid, c.gid));
+            cx.send_message_as(from, bytes, None, c, &[], &what)?;
+            at = end;
+        }
     }
     for (from, msgs) in [(e1, &sp.msgs0), (e0, &sp.msgs1)] {
         for m in msgs {
-            cx.send_message(from, &m.data, None, &what)?;
+            // The descriptors in flight: copies, in this process, of the image's
+            // descriptors with those open file descriptions.
+            let mut fds = Vec::with_capacity(m.rights.len());
+            for r in &m.rights {
+                let w = format!(
+                    "{what}: take descriptor {} of process {} to send it in flight",
+                    r.fd, r.pid
+                );
+                fds.push(crate::remote::take_remote_fd(cx, r.pid, r.fd as u64, &w)?);
+            }
+            cx.send_message_as(from, &m.data, None, creds(m), &fds, &what)?;
+            for f in fds {
+                cx.close(f)?;
+            }
         }
     }
-    park_pair(cx, e0, e1, tmp)
+    // Shut down last: nothing could be queued through a shut end. On a stream or
+    // seqpacket pair the kernel marks the peer too, as the program's own call did.
+    for (fd, m) in [(e0, sp.shutdown[0]), (e1, sp.shutdown[1])] {
+        shutdown(cx, fd, m)?;
+    }
+    Ok(())
+}
+
+/// Fill the pairs with descriptors in flight, now that every process has its
+/// descriptors: in the process that holds both ends (`holders`).
+pub(crate) fn fill_deferred_pairs(
+    ctxs: &mut [Ctx<'_>],
+    pairs: &[SocketPairState],
+    holders: &super::PipeHolders,
+) -> RestoreResult<()> {
+    for sp in pairs.iter().filter(|sp| carries_rights(sp)) {
+        let Some(&(pid, a, b)) = holders.get(&(1, sp.id)) else {
+            // No process holds it: nothing to fill.
+            continue;
+        };
+        let cx = ctxs
+            .iter_mut()
+            .find(|c| c.proc_.pid == pid)
+            .ok_or_else(|| RestoreError::Stage(format!("socket pair {}: no holder", sp.id)))?;
+        fill_pair(cx, sp, a, b)?;
+    }
+    Ok(())
+}
+
+/// The credentials a queued message is sent again with (its sender's, if recorded).
+fn creds(m: &SockMessage) -> Option<(i32, u32, u32)> {
+    m.creds.map(|c| (c.pid, c.uid, c.gid))
+}
+
+/// Shut socket `fd` down the ways `mask` (sock_diag's RCV_SHUTDOWN 1, SEND_SHUTDOWN 2)
+/// says; nothing for 0.
+fn shutdown(cx: &mut Ctx<'_>, fd: u64, mask: u8) -> RestoreResult<()> {
+    let how = match mask & 3 {
+        0 => return Ok(()),
+        1 => libc::SHUT_RD,
+        2 => libc::SHUT_WR,
+        _ => libc::SHUT_RDWR,
+    };
+    cx.shutdown(fd, how)?;
+    Ok(())
+}
+
+/// The two ends of connection `sp`, end `a` accepted by a listener: a listener is
+/// bound to end `a`'s name for the time it takes to connect the other end (bound to its
+/// own name first, if it has one) and accept, so that end `a` shows that name without
+/// holding it, as the original did. A path the listener made is removed again unless
+/// a (stale) socket file was there before.
+fn connect_through_listener(
+    cx: &mut Ctx<'_>,
+    sp: &SocketPairState,
+    a: u8,
+    dirs: &HeldDirs,
+) -> RestoreResult<(u64, u64)> {
+    let (name, other) = if a == 0 {
+        ((&sp.name0, &sp.dir0), (&sp.name1, &sp.dir1))
+    } else {
+        ((&sp.name1, &sp.dir1), (&sp.name0, &sp.dir0))
+    };
+    let path = host_path(name.0, name.1, dirs);
+    let was_there = path
+        .as_ref()
+        .is_some_and(|p| std::fs::symlink_metadata(p).is_ok());
+    let l = cx.socket(
+        "socket(AF_UNIX) to accept a connection",
+        libc::AF_UNIX,
+        sp.typ | libc::SOCK_CLOEXEC,
+        0,
+    )?;
+    // (On failure the stage guard kills the process with its sockets; the path goes
+    // here either way.)
+    let ends = ((&name.0[..], &name.1[..]), (&other.0[..], &other.1[..]));
+    let r = accept_one(cx, l, sp.typ, ends.0, ends.1, dirs).and_then(|ends| {
+        cx.close(l)?;
+        Ok(ends)
+    });
+    if let Some(p) = path.filter(|_| !was_there) {
+        let _ = std::fs::remove_file(p);
+    }
+    let (acc, c) = r?;
+    Ok(if a == 0 { (acc, c) } else { (c, acc) })
+}
+
+/// Bind `l` to `name`, listen, connect a new socket (bound to `other` if not empty) to
+/// it and accept: (accepted end, connecting end).
+fn accept_one(
+    cx: &mut Ctx<'_>,
+    l: u64,
+    typ: i32,
+    (name, dir): (&[u8], &[u8]),
+    (other, other_dir): (&[u8], &[u8]),
+    dirs: &HeldDirs,
+) -> RestoreResult<(u64, u64)> {
+    bind_unix(cx, l, name, dir, dirs)?;
+    cx.listen("listen to accept a connection", l, 1)?;
+    let c = cx.socket(
+        "socket(AF_UNIX) to connect",
+        libc::AF_UNIX,
+        typ | libc::SOCK_CLOEXEC,
+        0,
+    )?;
+    if !other.is_empty() {
+        bind_unix(cx, c, other, other_dir, dirs)?;
+    }
+    let what = format!("connect to unix socket {}", show_name(name));
+    enter_dir(cx, dir, dirs)?;
+    cx.connect(&what, c, &SockAddr::Unix(name))?;
+    let acc = cx.accept4(l, libc::SOCK_CLOEXEC)?;
+    Ok((acc, c))
 }
 
 /// A listening unix socket bound to its old name. A stale socket file left at the path
 /// by the dumped process is replaced (plan made sure nobody listens there now).
 pub(crate) fn create_listener(
     cx: &mut Ctx<'_>,
-    name: &[u8],
+    (name, dir): (&[u8], &[u8]),
     typ: i32,
     backlog: u32,
+    dirs: &HeldDirs,
 ) -> RestoreResult<u64> {
     let n = cx.socket(
         "socket(AF_UNIX)",
@@ -660,29 +1420,134 @@ pub(crate) fn create_listener(
         typ | libc::SOCK_CLOEXEC,
         0,
     )?;
-    bind_unix(cx, n, name)?;
+    bind_unix(cx, n, name, dir, dirs)?;
     cx.listen("listen", n, backlog)?;
     Ok(n)
 }
 
-/// Bind unix socket `n` of the target to `name`. A stale socket file left at the path
-/// by the dumped process is replaced (plan made sure no socket has that name now); the
-/// new file belongs to the process's user, as the old one did.
-fn bind_unix(cx: &mut Ctx<'_>, n: u64, name: &[u8]) -> RestoreResult<()> {
-    if name.first() == Some(&b'/') {
-        let path = procfs::bytes_path(name);
-        if std::fs::symlink_metadata(path)
+/// The directories plan held for relative socket names (ckpt's descriptors, by path).
+pub(crate) type HeldDirs = BTreeMap<Vec<u8>, (std::os::fd::RawFd, bool)>;
+
+/// Where ckpt reaches the file of socket name `name` (relative ones in directory `dir`,
+/// through the descriptor plan held); `None` for an abstract name.
+fn host_path(name: &[u8], dir: &[u8], dirs: &HeldDirs) -> Option<std::path::PathBuf> {
+    match name.first() {
+        Some(b'/') => Some(procfs::bytes_path(name).to_path_buf()),
+        Some(0) | None => None,
+        Some(_) => {
+            let (fd, _) = dirs.get(dir)?;
+            let mut p = format!("/proc/self/fd/{fd}/").into_bytes();
+            p.extend_from_slice(name);
+            Some(procfs::bytes_path(&p).to_path_buf())
+        }
+    }
+}
+
+/// Make directory `dir` (held by plan) the working directory of the process of `cx`,
+/// for a relative name; nothing for none. (Its own working directory comes later.)
+fn enter_dir(cx: &mut Ctx<'_>, dir: &[u8], dirs: &HeldDirs) -> RestoreResult<()> {
+    if dir.is_empty() {
+        return Ok(());
+    }
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    let d = super::held::open_held(cx, dirs, &[(dir, flags)])?
+        .first()
+        .copied()
+        .ok_or_else(|| RestoreError::Stage("no descriptor opened".into()))?;
+    cx.call(
+        "fchdir",
+        crate::arch::native::nr::FCHDIR,
+        [d, 0, 0, 0, 0, 0],
+    )?;
+    cx.close(d)?;
+    Ok(())
+}
+
+/// Bind unix socket `n` of the target to `name` (a relative one from directory `dir`).
+/// A stale socket file left at the path by the dumped process is replaced (plan made
+/// sure no socket has that name now); the new file belongs to the process's user, as
+/// the old one did.
+fn bind_unix(
+    cx: &mut Ctx<'_>,
+    n: u64,
+    name: &[u8],
+    dir: &[u8],
+    dirs: &HeldDirs,
+) -> RestoreResult<()> {
+    let path = host_path(name, dir, dirs);
+    if let Some(p) = &path {
+        if std::fs::symlink_metadata(p)
             .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
             .unwrap_or(false)
         {
-            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(p);
         }
     }
+    enter_dir(cx, dir, dirs)?;
     let what = format!("bind unix socket {}", show_name(name));
     cx.bind(&what, n, &SockAddr::Unix(name))?;
-    if name.first() == Some(&b'/') {
+    if let Some(p) = &path {
         let c = &cx.proc_.creds;
-        let _ = std::os::unix::fs::chown(procfs::bytes_path(name), Some(c.uid[1]), Some(c.gid[1]));
+        let _ = std::os::unix::fs::chown(p, Some(c.uid[1]), Some(c.gid[1]));
+    }
+    Ok(())
+}
+
+/// A socket that will wait to be accepted: its options and own name now; it connects
+/// in [`connect_pending`], once every listener exists.
+pub(crate) fn create_pending(
+    cx: &mut Ctx<'_>,
+    typ: i32,
+    (name, dir): (&[u8], &[u8]),
+    opts: &SockOpts,
+    dirs: &HeldDirs,
+) -> RestoreResult<u64> {
+    let n = cx.socket(
+        "socket(AF_UNIX) to wait to be accepted",
+        libc::AF_UNIX,
+        typ | libc::SOCK_CLOEXEC,
+        0,
+    )?;
+    // The name before SO_PASSCRED, which would autobind it to another.
+    if !name.is_empty() {
+        bind_unix(cx, n, name, dir, dirs)?;
+    }
+    set_sock_opts(cx, n, opts)?;
+    Ok(n)
+}
+
+/// Connect the sockets that waited to be accepted to their listeners, in each queue's
+/// order (plan made sure each queue fits its backlog: no connect waits).
+pub(crate) fn connect_pending(ctxs: &mut [Ctx<'_>], dirs: &HeldDirs) -> RestoreResult<()> {
+    // (listener, place, process, descriptor, listener's directory)
+    type Waiting<'a> = (&'a [u8], u32, usize, i32, &'a [u8]);
+    let mut waiting: Vec<Waiting<'_>> = ctxs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, cx)| {
+            cx.proc_
+                .fds
+                .iter()
+                .filter(|f| f.shared_with.is_none())
+                .filter_map(move |f| match &f.kind {
+                    FdKind::UnixPending {
+                        listener,
+                        pos,
+                        listener_dir,
+                        ..
+                    } => Some((&listener[..], *pos, i, f.fd, &listener_dir[..])),
+                    _ => None,
+                })
+        })
+        .collect();
+    waiting.sort();
+    for (listener, _, i, fd, dir) in waiting {
+        let what = format!(
+            "connect unix socket {fd} to the listener {}",
+            show_name(listener)
+        );
+        enter_dir(&mut ctxs[i], dir, dirs)?;
+        ctxs[i].connect(&what, fd as u64, &SockAddr::Unix(listener))?;
     }
     Ok(())
 }
@@ -706,7 +1571,7 @@ pub(crate) fn create_unix_dgram(
     let n = unix_dgram_socket(cx)?;
     set_sock_opts(cx, n, &u.opts)?;
     if !u.name.is_empty() {
-        bind_unix(cx, n, &u.name)?;
+        bind_unix(cx, n, &u.name, &[], &HeldDirs::new())?;
     }
     Ok(n)
 }
@@ -748,7 +1613,7 @@ pub(crate) fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
             if m.from.is_empty() {
                 let cx = &mut ctxs[i];
                 let t = unix_dgram_socket(cx)?;
-                let r = cx.send_message(t, &m.data, Some(&to), &what);
+                let r = cx.send_message_as(t, &m.data, Some(&to), creds(m), &[], &what);
                 cx.close(t)?;
                 r?;
             } else {
@@ -761,9 +1626,13 @@ pub(crate) fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
                         })?;
                 // Addressed by name even when connected to the receiver (allowed), so
                 // that a sender connected elsewhere reaches it too.
-                ctxs[j].send_message(sfd as u64, &m.data, Some(&to), &what)?;
+                ctxs[j].send_message_as(sfd as u64, &m.data, Some(&to), creds(m), &[], &what)?;
             }
         }
+    }
+    // Shut down once every message is queued (a socket shut for reading takes none).
+    for &(i, fd, u) in &socks {
+        shutdown(&mut ctxs[i], fd as u64, u.shutdown)?;
     }
     Ok(())
 }

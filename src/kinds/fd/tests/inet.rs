@@ -22,6 +22,8 @@ fn v4(port: u16) -> UdpState {
 
 fn from4(len: usize) -> SockMessage {
     SockMessage {
+        creds: None,
+        rights: Vec::new(),
         from: sockaddr_in([10, 0, 0, 1], 53),
         data: vec![0; len],
     }
@@ -34,6 +36,8 @@ fn udp_records() {
         local: sockaddr_in6(Ipv6Addr::LOCALHOST, 0),
         peer: sockaddr_in6(Ipv6Addr::LOCALHOST, 53),
         msgs: vec![SockMessage {
+            creds: None,
+            rights: Vec::new(),
             from: sockaddr_in6(Ipv6Addr::LOCALHOST, 53),
             data: b"x".to_vec(),
         }],
@@ -75,6 +79,8 @@ fn udp_records() {
         },
         UdpState {
             msgs: vec![SockMessage {
+                creds: None,
+                rights: Vec::new(),
                 from: sockaddr_in6(Ipv6Addr::LOCALHOST, 53),
                 data: vec![],
             }],
@@ -83,6 +89,8 @@ fn udp_records() {
         UdpState {
             // Right size, wrong family.
             msgs: vec![SockMessage {
+                creds: None,
+                rights: Vec::new(),
                 from: vec![0; 16],
                 data: vec![],
             }],

@@ -208,10 +208,13 @@ fn datagram_udp_and_listening_sockets() {
         typ: libc::SOCK_STREAM,
         backlog: 5,
         flags: 0,
+        dir: Vec::new(),
     };
     assert_none(&sockets(listen(b"/run/x.sock"), &[]));
-    assert_none(&sockets(listen(&[b'a'; 107]), &[]));
-    for name in [&b""[..], &[b'a'; 108][..]] {
+    let long = [b"/".as_slice(), &[b'a'; 106]].concat();
+    assert_none(&sockets(listen(&long), &[]));
+    // (A relative name needs the directory it was bound in: none here.)
+    for name in [&b""[..], &[b'/'; 108][..], &b"rel.sock"[..]] {
         let v = sockets(listen(name), &[]);
         assert_one(
             &v,
@@ -386,6 +389,7 @@ fn host_checks_dispatch_to_the_kind() {
             typ: libc::SOCK_STREAM,
             backlog: 1,
             flags: 0,
+            dir: Vec::new(),
         },
         FdKind::UnixDgram {
             sock: Box::new(UnixDgramState {

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use crate::kinds::fd::pipe::MAX_PIPE;
 use crate::kinds::fd::unix::{
-    MAX_MESSAGE, MAX_MESSAGES, check_bound_name, check_listen_name, check_pairs, dgram_names,
-    unix_dgram_ok,
+    MAX_MESSAGE, MAX_MESSAGES, check_bound_name, check_creds, check_listen_name, check_pairs,
+    check_rights, dgram_names, pending_ok, unix_dgram_ok,
 };
 use crate::kinds::testutil::*;
 use crate::model::{FdKind, Process, SockMessage, SocketPairState, UnixDgramState};
@@ -22,6 +22,8 @@ fn pair(id: u64, typ: i32) -> SocketPairState {
 
 fn msg(from: &[u8], len: usize) -> SockMessage {
     SockMessage {
+        creds: None,
+        rights: Vec::new(),
         from: from.to_vec(),
         data: vec![0; len],
     }
@@ -38,7 +40,14 @@ fn socket_pair_records() {
         msgs0: vec![msg(b"", 10), msg(&[0; 128], MAX_MESSAGE)],
         ..pair(2, libc::SOCK_DGRAM)
     };
-    let seq = pair(3, libc::SOCK_SEQPACKET);
+    let seq = SocketPairState {
+        name0: b"\0ckpt-test-l".to_vec(),
+        name1: b"x.sock".to_vec(),
+        dir1: b"/run".to_vec(),
+        accepted: Some(0),
+        shutdown: [3, 1],
+        ..pair(3, libc::SOCK_SEQPACKET)
+    };
     let mut v = Vec::new();
     let ids = check_pairs(&[stream, dgram, seq], &mut v);
     assert_none(&v);
@@ -78,6 +87,46 @@ fn bad_socket_pairs() {
         vec![SocketPairState {
             msgs0: vec![msg(b"", MAX_MESSAGE); many_bytes],
             ..pair(4, libc::SOCK_DGRAM)
+        }],
+        // A name relative to a working directory without an absolute one, a directory
+        // for a name that is not relative, or a name too long for a sockaddr_un.
+        vec![SocketPairState {
+            name0: b"sock".to_vec(),
+            ..pair(4, libc::SOCK_STREAM)
+        }],
+        vec![SocketPairState {
+            name0: b"sock".to_vec(),
+            dir0: b"run".to_vec(),
+            ..pair(4, libc::SOCK_STREAM)
+        }],
+        vec![SocketPairState {
+            name1: b"\0abc".to_vec(),
+            dir1: b"/run".to_vec(),
+            ..pair(4, libc::SOCK_STREAM)
+        }],
+        vec![SocketPairState {
+            name1: [b"/".as_slice(), &[b'x'; 107]].concat(),
+            ..pair(4, libc::SOCK_STREAM)
+        }],
+        // The accepted end must be one of the two, with a name, on a connection.
+        vec![SocketPairState {
+            name0: b"\0l".to_vec(),
+            accepted: Some(2),
+            ..pair(4, libc::SOCK_STREAM)
+        }],
+        vec![SocketPairState {
+            name0: b"\0l".to_vec(),
+            accepted: Some(1),
+            ..pair(4, libc::SOCK_STREAM)
+        }],
+        vec![SocketPairState {
+            name0: b"\0l".to_vec(),
+            accepted: Some(0),
+            ..pair(4, libc::SOCK_DGRAM)
+        }],
+        vec![SocketPairState {
+            shutdown: [0, 4],
+            ..pair(4, libc::SOCK_STREAM)
         }],
     ];
     for b in bad {
@@ -341,4 +390,158 @@ fn datagram_names_on_this_host() {
     let f = d.file("plain", b"");
     let v = run(|v| check_bound_name(&bytes(&f), 5, &Default::default(), v));
     assert_one(&v, "address-in-use", &["exists and is not a socket"]);
+}
+
+fn listener(n: i32, name: &[u8], typ: i32, backlog: u32) -> crate::model::Fd {
+    fd(
+        n,
+        FdKind::UnixListen {
+            name: name.to_vec(),
+            typ,
+            backlog,
+            flags: 0,
+            dir: Vec::new(),
+        },
+    )
+}
+
+fn waiting(n: i32, listener: &[u8], typ: i32, pos: u32) -> crate::model::Fd {
+    fd(
+        n,
+        FdKind::UnixPending {
+            listener: listener.to_vec(),
+            typ,
+            pos,
+            name: Vec::new(),
+            opts: Default::default(),
+            flags: 0,
+            dir: Vec::new(),
+            listener_dir: Vec::new(),
+        },
+    )
+}
+
+/// Whether every waiting socket of a process with these descriptors passes.
+fn all_waiting_ok(fds: Vec<crate::model::Fd>) -> bool {
+    let mut p = process(10);
+    p.fds = fds;
+    let procs = [p];
+    procs[0].fds.iter().all(|f| pending_ok(&procs, f))
+}
+
+#[test]
+fn sockets_waiting_to_be_accepted() {
+    let l = b"\0ckpt-test-l";
+    let st = libc::SOCK_STREAM;
+    // Two in order behind a listener of backlog 1 (a queue holds one more).
+    assert!(all_waiting_ok(vec![
+        listener(3, l, st, 1),
+        waiting(5, l, st, 1),
+        waiting(4, l, st, 0),
+    ]));
+    let bad = [
+        // No listener of that name, or of another type.
+        vec![waiting(4, l, st, 0)],
+        vec![
+            listener(3, l, libc::SOCK_SEQPACKET, 4),
+            waiting(4, l, st, 0),
+        ],
+        // Places taken twice, or with a gap.
+        vec![
+            listener(3, l, st, 4),
+            waiting(4, l, st, 0),
+            waiting(5, l, st, 0),
+        ],
+        vec![listener(3, l, st, 4), waiting(4, l, st, 1)],
+        // More than the queue holds.
+        vec![
+            listener(3, l, st, 0),
+            waiting(4, l, st, 0),
+            waiting(5, l, st, 1),
+        ],
+        // A datagram socket never waits; a relative name cannot be found again.
+        vec![
+            listener(3, l, libc::SOCK_DGRAM, 4),
+            waiting(4, l, libc::SOCK_DGRAM, 0),
+        ],
+        vec![
+            listener(3, b"rel.sock", st, 4),
+            waiting(4, b"rel.sock", st, 0),
+        ],
+    ];
+    for b in bad {
+        assert!(!all_waiting_ok(b.clone()), "{b:?}");
+    }
+}
+
+/// An image of process 10 (descriptor 3 an eventfd, 0 inherited) with pair `sp`.
+fn image_with(sp: SocketPairState) -> crate::model::Checkpoint {
+    let mut p = process(10);
+    p.fds = vec![
+        fd(3, eventfd()),
+        fd(
+            0,
+            FdKind::Inherited {
+                what: "pipe:[1]".into(),
+                flags: 0,
+                tty: None,
+            },
+        ),
+    ];
+    let mut c = checkpoint(vec![p]);
+    c.socketpairs = vec![sp];
+    c
+}
+
+fn sent(pid: i32, rights: &[(i32, i32)]) -> SockMessage {
+    SockMessage {
+        creds: Some(crate::model::SockCreds {
+            pid,
+            uid: 65534,
+            gid: 65534,
+        }),
+        rights: rights
+            .iter()
+            .map(|&(pid, fd)| crate::model::FdRef { pid, fd })
+            .collect(),
+        ..msg(b"", 1)
+    }
+}
+
+#[test]
+fn senders_and_descriptors_in_flight_are_of_the_image() {
+    let ok = image_with(SocketPairState {
+        msgs0: vec![sent(10, &[(10, 3)])],
+        ..pair(1, libc::SOCK_SEQPACKET)
+    });
+    assert_none(&run(|v| check_creds(&ok, v)));
+    assert_none(&run(|v| check_rights(&ok, v)));
+    // A sender that is not a process of the image.
+    let stranger = image_with(SocketPairState {
+        msgs1: vec![sent(11, &[])],
+        ..pair(1, libc::SOCK_DGRAM)
+    });
+    assert_one(
+        &run(|v| check_creds(&stranger, v)),
+        "malformed",
+        &["names process 11"],
+    );
+    // Descriptors in flight: one restore does not make (missing, or given from
+    // outside), or on a stream pair.
+    for (typ, r) in [
+        (libc::SOCK_DGRAM, (10, 4)),
+        (libc::SOCK_DGRAM, (11, 3)),
+        (libc::SOCK_DGRAM, (10, 0)),
+        (libc::SOCK_STREAM, (10, 3)),
+    ] {
+        let bad = image_with(SocketPairState {
+            msgs0: vec![sent(10, &[r])],
+            ..pair(1, typ)
+        });
+        assert_one(
+            &run(|v| check_rights(&bad, v)),
+            "malformed",
+            &["carries a descriptor restore cannot send"],
+        );
+    }
 }

@@ -1,0 +1,495 @@
+//! Unix sockets in the states a program leaves them in (issues 13 and 14): ends shut
+//! down one way or both, connections accepted by a listener (whose name the accepted
+//! end shows without holding it), clients bound to their own name, ends autobound by
+//! SO_PASSCRED, a connection waiting in a listener's queue; and the states dump refuses,
+//! naming the descriptor, while the program runs on: descriptors in flight inside
+//! SCM_RIGHTS messages, connections waiting to be accepted whose client already sent
+//! data or is outside the tree. Names relative to the working directory they were bound
+//! in come back relative (bound again from that directory), or are refused when no
+//! process's working directory leads to them any more.
+//!
+//! Queued messages and stream bytes keep their senders' credentials (SCM_CREDENTIALS).
+//!
+//! Each restore is compared with the original by the state oracle (sock_diag state,
+//! shutdown, names, peers, queues: run inside `Ctx::dump` and `Ctx::restore`) and by
+//! what the program does afterwards, against an undisturbed run.
+//!
+//! Needs root. Run with cargo-nextest, one process per test (see README.md).
+
+mod common;
+
+use common::*;
+
+/// A short directory for socket files (sun_path holds 108 bytes), removed at the end.
+struct SockDir(std::path::PathBuf);
+
+impl SockDir {
+    fn new(what: &str) -> Self {
+        let d = std::path::PathBuf::from(format!("/tmp/ckpt-e2e-{what}-{}", my_pid()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("mkdir socket dir");
+        SockDir(d)
+    }
+}
+
+impl Drop for SockDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Run `ushut` in `dir`, with abstract names starting with `name`.
+fn ushut(dir: &SockDir, name: &str) -> Spec {
+    Spec::new(target("ushut"))
+        .arg(&dir.0)
+        .arg(name)
+        .stdin(In::Pipe)
+}
+
+#[test]
+fn shut_down_accepted_and_autobound_unix_sockets_come_back_as_they_were() {
+    let ctx = Ctx::new("shut_down_accepted_and_autobound_unix_sockets_come_back_as_they_were");
+    // An undisturbed run.
+    let rdir = SockDir::new("ushut-ref");
+    let mut rp = ctx.spawn(&ushut(&rdir, &format!("ckpt-e2e-ushut-{}-ref", my_pid())));
+    rp.wait_for("ready\n");
+    rp.write_stdin(b"go\n");
+    let reference = rp.finish();
+    assert_eq!(
+        reference.status.code(),
+        Some(0),
+        "ushut: reference run; stderr:\n{}",
+        text(&reference.stderr)
+    );
+    let expected = text(&reference.stdout).replacen("ready\n", "", 1);
+    // The behaviour this test is about, as the kernel gives it undisturbed.
+    for line in [
+        "C: K's name right, K's peer right",
+        "C: K reads [from-a]",
+        "C: K reads again [end of file]",
+        "C: sp reads again [end of file]",
+        "C: q reads [end of file]",
+        "C: d reads [m1] from P's autobound name",
+        "C: d's peer right",
+        "P: A's name right, A's peer right",
+        "P: A sends: Broken pipe",
+        "P: A2's name right, A2's peer unnamed (right)",
+        "P: sp sends: Broken pipe",
+        "P: q sends: Broken pipe",
+        "P: d's name right",
+        "P: a message to G: Broken pipe",
+        "P: accepted, named right and right",
+        "C: K3's peer right, K3 sends: sent",
+        "P: L2's waiting client, named right, says [from-k3]",
+        "P: A4's name right",
+        "P: a new socket binds NAME-l3: yes",
+    ] {
+        assert!(
+            expected.contains(line),
+            "ushut: the reference run should say {line:?}:\n{expected}"
+        );
+    }
+
+    let dir = SockDir::new("ushut-run");
+    let mut t = ctx.spawn(&ushut(&dir, &format!("ckpt-e2e-ushut-{}-run", my_pid())));
+    t.wait_for("ready\n");
+    let pids = wait_process_tree(t.pid, 2, "ushut");
+    let img = ctx.path("ushut.img");
+    // The oracle compares the restored tree's sockets (state, shutdown, names, peers,
+    // queues) with these, as soon as it runs.
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&pids, "ushut: original after the dump");
+    let j = ctx.inspect_json(&img);
+    let pairs = j["socketpairs"].as_array().cloned().unwrap_or_default();
+    let accepted = pairs.iter().filter(|p| !p["accepted"].is_null()).count();
+    let shut = pairs
+        .iter()
+        .filter(|p| p["shutdown"] != serde_json::json!([0, 0]))
+        .count();
+    assert_eq!(
+        (pairs.len(), accepted, shut),
+        (6, 3, 3),
+        "ushut: six pairs, three of them accepted connections, three shut down: {pairs:?}"
+    );
+    let waiting = j["processes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|p| p["fds"].as_array().cloned().unwrap_or_default())
+        .filter(|f| f["kind"].get("UnixPending").is_some())
+        .count();
+    assert_eq!(waiting, 1, "ushut: one connection waiting to be accepted");
+    // Restores failing at each step that builds these sockets leave no process behind
+    // and hold no name (the temporary listener's included): the last one succeeds.
+    for step in [
+        "socket(AF_UNIX) to accept a connection",
+        "listen to accept a connection",
+        "connect to unix socket",
+        "accept4",
+        "shutdown",
+        "socket(AF_UNIX) to wait to be accepted",
+        "connect unix socket",
+        "bind unix socket @",
+    ] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], step, &pids, &[]);
+    }
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    r.write_stdin(b"go\n");
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ushut: the restored run; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "ushut: the restored run after the dump point",
+        expected.as_bytes(),
+        &fin.stdout,
+    );
+}
+
+/// `urefuse MODE` is refused at dump, with a message naming the process, the descriptor
+/// and each of `words`; nothing is written and the program runs on, untraced, to the
+/// end an undisturbed run reaches (what was in flight or waiting is still there).
+fn refused(name: &str, mode: &str, words: &[&str]) {
+    refused_with(name, mode, words, false)
+}
+
+/// [`refused`]; with `client`, the test connects a client of its own (outside the tree)
+/// to the program's listener DIR/l.sock once it is ready, in both runs.
+fn refused_with(name: &str, mode: &str, words: &[&str], client: bool) {
+    let ctx = Ctx::new(name);
+    let spec = |dir: &SockDir| Spec::new(target("urefuse")).arg(mode).arg(&dir.0).arg("60");
+    let rdir = SockDir::new(&format!("urefuse-{mode}-ref"));
+    let connect = |dir: &SockDir| {
+        client.then(|| {
+            std::os::unix::net::UnixStream::connect(dir.0.join("l.sock"))
+                .expect("connect to the program's listener")
+        })
+    };
+    let mut rp = ctx.spawn(&spec(&rdir));
+    rp.wait_for("ready\n");
+    let _rclient = connect(&rdir);
+    let reference = rp.finish();
+    assert_eq!(
+        reference.status.code(),
+        Some(0),
+        "urefuse {mode}: reference run; stderr:\n{}",
+        text(&reference.stderr)
+    );
+    let dir = SockDir::new(&format!("urefuse-{mode}-run"));
+    let mut t = ctx.spawn(&spec(&dir));
+    t.wait_for("ready\n");
+    let _client = connect(&dir);
+    t.wait_for("step 3\n");
+    let pid = t.pid;
+    ctx.track(pid);
+    let img = ctx.path("img");
+    let r = ctx.try_dump(pid, &img);
+    let err = r.stderr.clone();
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "urefuse {mode}: the dump should be refused; stderr:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "panic:\n{err}");
+    for w in std::iter::once("cannot dump process ").chain(words.iter().copied()) {
+        assert!(
+            err.contains(w),
+            "urefuse {mode}: the refusal should say {w:?}:\n{err}"
+        );
+    }
+    assert!(!img.exists(), "the refused dump wrote {}", img.display());
+    assert_running_untraced(pid, "the program after the refused dump");
+    let fin = t.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "urefuse {mode}: exit status after the refused dump; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        &format!("urefuse {mode} after the refused dump"),
+        &reference.stdout,
+        &fin.stdout,
+    );
+}
+
+#[test]
+fn a_pipe_in_flight_on_a_unix_stream_socket_refuses_the_dump() {
+    refused(
+        "a_pipe_in_flight_on_a_unix_stream_socket_refuses_the_dump",
+        "stream-rights",
+        &[
+            "file descriptor 3",
+            "other end, descriptor 4 of process",
+            "SCM_RIGHTS",
+        ],
+    );
+}
+
+#[test]
+fn an_eventfd_only_in_flight_on_a_unix_datagram_pair_refuses_the_dump() {
+    refused(
+        "an_eventfd_only_in_flight_on_a_unix_datagram_pair_refuses_the_dump",
+        "dgram-rights",
+        &[
+            "file descriptor 3",
+            "other end, descriptor 4 of process",
+            "SCM_RIGHTS",
+            "(anon_inode:[eventfd])",
+            "that no process of the dumped tree holds",
+        ],
+    );
+}
+
+#[test]
+fn a_unix_socket_in_flight_on_itself_refuses_the_dump() {
+    refused(
+        "a_unix_socket_in_flight_on_itself_refuses_the_dump",
+        "self",
+        &[
+            "file descriptor 3",
+            "other end, descriptor 4 of process",
+            "SCM_RIGHTS",
+        ],
+    );
+}
+
+#[test]
+fn a_pipe_in_flight_to_a_named_unix_datagram_socket_refuses_the_dump() {
+    refused(
+        "a_pipe_in_flight_to_a_named_unix_datagram_socket_refuses_the_dump",
+        "named-rights",
+        &["file descriptor 3", "SCM_RIGHTS"],
+    );
+}
+
+#[test]
+fn a_unix_listener_with_a_client_that_already_sent_data_refuses_the_dump() {
+    refused(
+        "a_unix_listener_with_a_client_that_already_sent_data_refuses_the_dump",
+        "backlog",
+        &[
+            "file descriptor 3",
+            "waiting to be accepted whose client (descriptor 4 of process",
+            "already sent data",
+        ],
+    );
+}
+
+#[test]
+fn a_unix_listener_with_a_client_from_outside_waiting_refuses_the_dump() {
+    refused_with(
+        "a_unix_listener_with_a_client_from_outside_waiting_refuses_the_dump",
+        "outside",
+        &[
+            "file descriptor 3",
+            "from a process outside the dumped tree",
+        ],
+        true,
+    );
+}
+
+/// `urel MODE` dumped mid-run, restored, and finishing as an undisturbed run does (the
+/// oracle compares the sockets' names, relative as the kernel shows them).
+fn relative_name_restored(name: &str, mode: &str) {
+    let ctx = Ctx::new(name);
+    let spec = |dir: &SockDir| Spec::new(target("urel")).arg(mode).arg(&dir.0).arg("60");
+    let rdir = SockDir::new(&format!("urel-{mode}-ref"));
+    let reference = ctx.spawn(&spec(&rdir)).finish();
+    assert_eq!(
+        reference.status.code(),
+        Some(0),
+        "urel {mode}: reference run; stderr:\n{}",
+        text(&reference.stderr)
+    );
+    assert!(
+        !text(&reference.stdout).contains("ANOTHER") && !text(&reference.stdout).contains(": No"),
+        "urel {mode}: the reference run:\n{}",
+        text(&reference.stdout)
+    );
+    let dir = SockDir::new(&format!("urel-{mode}-run"));
+    let mut t = ctx.spawn(&spec(&dir));
+    t.wait_for("step 3\n");
+    let img = ctx.path("urel.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("urel: original");
+    wait_pids_gone(&[t.pid], "urel: original after the dump");
+    assert_restore_fault_leaves_nothing(&ctx, &img, &[], "fchdir", &[t.pid], &[]);
+    let fin = ctx.restore(&img, &[], In::Null).finish();
+    assert_tree_finished_like_reference(
+        &format!("urel {mode} (restored)"),
+        &reference.stdout,
+        before,
+        &fin,
+        &[t.pid],
+    );
+}
+
+#[test]
+fn a_unix_listener_bound_to_a_relative_name_is_restored() {
+    relative_name_restored(
+        "a_unix_listener_bound_to_a_relative_name_is_restored",
+        "listener",
+    );
+}
+
+#[test]
+fn a_unix_connection_accepted_on_a_relative_name_is_restored() {
+    relative_name_restored(
+        "a_unix_connection_accepted_on_a_relative_name_is_restored",
+        "conn",
+    );
+}
+
+#[test]
+fn a_client_waiting_on_a_relative_name_is_restored() {
+    relative_name_restored("a_client_waiting_on_a_relative_name_is_restored", "pending");
+}
+
+#[test]
+fn a_relative_name_no_working_directory_leads_to_refuses_the_dump() {
+    let name = "a_relative_name_no_working_directory_leads_to_refuses_the_dump";
+    let ctx = Ctx::new(name);
+    let dir = SockDir::new("urel-moved");
+    let mut t = ctx.spawn(&Spec::new(target("urel")).arg("moved").arg(&dir.0).arg("60"));
+    t.wait_for("step 3\n");
+    ctx.track(t.pid);
+    let img = ctx.path("img");
+    let r = ctx.try_dump(t.pid, &img);
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "the dump should be refused:\n{}",
+        r.stderr
+    );
+    for w in [
+        "cannot dump process ",
+        "file descriptor 3",
+        "rel.sock",
+        "no process's working directory now",
+    ] {
+        assert!(
+            r.stderr.contains(w),
+            "the refusal should say {w:?}:\n{}",
+            r.stderr
+        );
+    }
+    assert!(!img.exists(), "the refused dump wrote {}", img.display());
+    assert_running_untraced(t.pid, "the program after the refused dump");
+    let fin = t.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "urel moved: exit status after the refused dump"
+    );
+    assert!(
+        text(&fin.stdout).contains("a new client by the relative name: accepted"),
+        "urel moved:\n{}",
+        text(&fin.stdout)
+    );
+}
+
+#[test]
+fn queued_unix_messages_and_bytes_keep_their_senders_credentials() {
+    let ctx = Ctx::new("queued_unix_messages_and_bytes_keep_their_senders_credentials");
+    let spec = Spec::new(target("ucreds")).stdin(In::Pipe);
+    let mut rp = ctx.spawn(&spec);
+    rp.wait_for("ready\n");
+    rp.write_stdin(b"go\n");
+    let reference = rp.finish();
+    assert_eq!(
+        reference.status.code(),
+        Some(0),
+        "ucreds: reference run; stderr:\n{}",
+        text(&reference.stderr)
+    );
+    let expected = text(&reference.stdout).replacen("ready\n", "", 1);
+    for line in [
+        "q: [r1] from C, uid 65534 gid 65534",
+        "q: [r2] from C, uid 65534 gid 65534",
+        "s: [abc] from C, uid 65534 gid 65534",
+        "s: [xyz] from P, uid 0 gid 0",
+    ] {
+        assert!(
+            expected.contains(line),
+            "ucreds: the reference run should say {line:?}:\n{expected}"
+        );
+    }
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let pids = wait_process_tree(t.pid, 2, "ucreds");
+    let img = ctx.path("ucreds.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&pids, "ucreds: original after the dump");
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    r.write_stdin(b"go\n");
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ucreds: the restored run; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "ucreds: the restored run after the dump point",
+        expected.as_bytes(),
+        &fin.stdout,
+    );
+}
+
+#[test]
+fn descriptors_in_flight_that_the_tree_holds_come_back_in_flight() {
+    let ctx = Ctx::new("descriptors_in_flight_that_the_tree_holds_come_back_in_flight");
+    let spec = Spec::new(target("urights")).stdin(In::Pipe);
+    let mut rp = ctx.spawn(&spec);
+    rp.wait_for("ready\n");
+    rp.write_stdin(b"go\n");
+    let reference = rp.finish();
+    assert_eq!(
+        reference.status.code(),
+        Some(0),
+        "urights: reference run; stderr:\n{}",
+        text(&reference.stderr)
+    );
+    let expected = text(&reference.stdout).replacen("ready\n", "", 1);
+    for line in [
+        "C: d brought [pipe]: it is the pipe's read end",
+        "C: q brought [self]: the socket itself",
+    ] {
+        assert!(
+            expected.contains(line),
+            "urights: the reference run should say {line:?}:\n{expected}"
+        );
+    }
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let pids = wait_process_tree(t.pid, 2, "urights");
+    let img = ctx.path("urights.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&pids, "urights: original after the dump");
+    for step in ["take descriptor", "queue socket pair"] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], step, &pids, &[]);
+    }
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    r.write_stdin(b"go\n");
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "urights: the restored run; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "urights: the restored run after the dump point",
+        expected.as_bytes(),
+        &fin.stdout,
+    );
+}
