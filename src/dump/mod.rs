@@ -536,6 +536,7 @@ fn dump_tx(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     })?;
     let pipes = fds::pipe::resolve_pipes(&mut processes, opts.external)?;
     let fifos = fds::fifo::resolve_fifos(&processes)?;
+    let ptys = fds::tty::resolve_ptys(&mut processes)?;
     // TCP connections in repair mode, held until the tree is released (see below).
     let mut repair = Vec::new();
     let socketpairs = fds::resolve_sockets(&mut processes, &mut repair, opts.external);
@@ -559,6 +560,7 @@ fn dump_tx(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     collected.ckpt.pipes = pipes;
     collected.ckpt.socketpairs = socketpairs;
     collected.ckpt.fifos = fifos;
+    collected.ckpt.ptys = ptys;
     if own_pidns {
         collected.use_namespace_pids()?;
     }

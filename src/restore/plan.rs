@@ -114,6 +114,7 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
     let dgram_names = unix::dgram_names(procs, problems);
     fd::check_sockets(procs, &pair_ids, &dgram_names, problems);
     fd::check_shared(procs, problems);
+    fd::tty::check_ptys(ckpt, problems);
     tree::check_groups(procs, problems);
 }
 
@@ -281,6 +282,7 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
             }
         }
         external::check_inherit_used(ckpt, &view.inherit, &mut problems);
+        fd::tty::check_pty_indexes(ckpt, held, &mut problems);
         problems.sort_by(|a, b| a.message.cmp(&b.message));
         problems.dedup();
     }

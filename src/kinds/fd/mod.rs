@@ -253,6 +253,8 @@ pub(crate) fn check_fd(
         | FdKind::TcpConn { .. }
         | FdKind::Udp { .. } => {}
         FdKind::Inherited { .. }
+        | FdKind::Pty { .. }
+        | FdKind::DevTty { .. }
         | FdKind::Pipe { .. }
         | FdKind::UnixPair { .. }
         | FdKind::EventFd { .. }
@@ -295,6 +297,8 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
         FdKind::Pipe { id, write, .. } => pipe::describe(ckpt, *id, *write),
         FdKind::Inotify { watches, .. } => inotify::describe(watches),
         FdKind::Fifo { file, id, flags } => fifo::describe(ckpt, file, *id, *flags),
+        FdKind::Pty { index, master, .. } => tty::describe_pty(ckpt, *index, Some(*master)),
+        FdKind::DevTty { index, .. } => tty::describe_pty(ckpt, *index, None),
     };
     let owner = match f.owner {
         Some(o) if o.pid != 0 || o.sig != 0 => {
@@ -441,6 +445,7 @@ pub(crate) fn restore_fds(
     holders: &mut PipeHolders,
     files: &mut FileData,
     tty_slave: Option<i32>,
+    ptys: &tty::PtyMasters,
 ) -> RestoreResult<()> {
     close_stub_std(cx)?;
     raise_fd_limit(cx, ckpt)?;
@@ -451,7 +456,7 @@ pub(crate) fn restore_fds(
     let listener = |f: &Fd| matches!(f.kind, FdKind::TcpListen { .. });
     for first in [true, false] {
         for f in proc_.fds.iter().filter(|f| listener(f) == first) {
-            restore_fd(cx, f, ckpt, inherit, holders, files, tty_slave)?;
+            restore_fd(cx, f, ckpt, inherit, holders, files, tty_slave, ptys)?;
             restore_owner(cx, f)?;
         }
     }
@@ -519,6 +524,7 @@ fn install(cx: &mut Ctx<'_>, n: u64, f: &Fd, flags: u32) -> RestoreResult<()> {
 }
 
 /// Give the process descriptor `f`: the one dispatch over [`FdKind`] at restore.
+#[allow(clippy::too_many_arguments)]
 fn restore_fd(
     cx: &mut Ctx<'_>,
     f: &Fd,
@@ -527,6 +533,7 @@ fn restore_fd(
     holders: &mut PipeHolders,
     files: &mut FileData,
     tty_slave: Option<i32>,
+    ptys: &tty::PtyMasters,
 ) -> RestoreResult<()> {
     let proc_ = cx.proc_;
     if let Some((q, qfd)) = f.shared_with {
@@ -625,6 +632,18 @@ fn restore_fd(
                 .find(|p| p.id == *id)
                 .ok_or_else(|| RestoreError::Malformed(format!("unknown FIFO {id}")))?;
             fifo::place_fifo_end(cx, &files.held, f, fifo, &file.path, *flags, holders)
+        }
+        FdKind::Pty {
+            index,
+            master,
+            flags,
+        } => {
+            let n = tty::make_pty_fd(cx, ptys, *index, *master, *flags)?;
+            install(cx, n, f, *flags)
+        }
+        FdKind::DevTty { flags, .. } => {
+            let n = tty::open_dev_tty(cx, *flags)?;
+            install(cx, n, f, *flags)
         }
     }
 }
