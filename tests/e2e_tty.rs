@@ -12,6 +12,7 @@
 mod common;
 
 use std::ffi::OsStr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use common::*;
@@ -144,4 +145,175 @@ fn new_tty_refusals_and_failed_restores_leave_nothing_behind() {
     .assert_fails(1)
     .assert_stderr_mentions(&["--new-tty", "terminal"]);
     assert_no_process(spid, "after the refused restore");
+}
+
+// ---- pseudo-terminal pairs inside the tree (tests/targets/ptypair.c) ----
+
+/// The lines of `out` that start with `tag`, without their step numbers (`ping N`).
+fn answers(out: &str, tag: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.starts_with(tag))
+        .map(|l| {
+            let mut s = String::new();
+            let mut rest = l;
+            while let Some(i) = rest.find("ping ") {
+                s.push_str(&rest[..i + 5]);
+                rest = rest[i + 5..].trim_start_matches(|c: char| c.is_ascii_digit());
+                s.push('N');
+            }
+            s.push_str(rest);
+            s
+        })
+        .collect()
+}
+
+/// Wait until `p` printed its `n`-th line starting with `tag`.
+fn wait_tagged(p: &mut Proc, tag: &str, n: usize) -> String {
+    let deadline = std::time::Instant::now() + timeout();
+    loop {
+        let out = p.stdout.text();
+        let got: Vec<&str> = out.lines().filter(|l| l.starts_with(tag)).collect();
+        if got.len() >= n {
+            return got[n - 1].to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline && p.try_wait().is_none(),
+            "no {tag} line {n} from {}: {out}\n{}",
+            p.label,
+            p.stderr.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// /proc/PID/stat's tty_nr and tpgid.
+fn tty_of(pid: i32) -> (String, String) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<String> = s
+        .rsplit_once(')')
+        .map(|x| x.1)
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    (
+        f.get(4).cloned().unwrap_or_default(),
+        f.get(5).cloned().unwrap_or_default(),
+    )
+}
+
+fn start_ptypair(ctx: &Ctx) -> (Proc, Vec<i32>) {
+    let mut t = ctx.spawn(&Spec::new(target("ptypair")).stdin(In::Pipe));
+    t.wait_for("ready\n");
+    let tree = wait_process_tree(
+        t.pid,
+        3,
+        "ptypair, its session leader and its foreground job",
+    );
+    (t, tree)
+}
+
+#[test]
+fn pty_pair_inside_the_tree_keeps_its_session_settings_modes_and_number() {
+    let ctx = Ctx::new("pty_pair_inside_the_tree_keeps_its_session_settings_modes_and_number");
+    let (mut t, tree) = start_ptypair(&ctx);
+    let pid = t.pid;
+    t.write_stdin(b"step\n");
+    let first = wait_tagged(&mut t, "step", 1);
+    assert!(
+        first.contains("controlling 1 foreground 1 size 40x100 echo 0")
+            && first.contains("B: packet 1 locked 1 hup 1 read -1 Input/output error"),
+        "the original run: {first}"
+    );
+    let ttys: Vec<(String, String)> = tree.iter().map(|&p| tty_of(p)).collect();
+    let links: Vec<String> = tree[1..]
+        .iter()
+        .map(|p| {
+            std::fs::read_link(format!("/proc/{p}/fd/0"))
+                .map(|l| l.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let img = ctx.path("ptypair.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&tree, "ptypair");
+    // The oracle compares the restored tree with the original as soon as it runs
+    // (termios, window size, packet mode, lock of every terminal descriptor, fdinfo,
+    // tty_nr, and tpgid of the sessions on a pty of the tree).
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    assert_eq!(
+        tree.iter().map(|&p| tty_of(p)).collect::<Vec<_>>(),
+        ttys,
+        "controlling terminals (tty_nr) and foreground groups (tpgid) of the restored tree"
+    );
+    for (p, l) in tree[1..].iter().zip(&links) {
+        let now = std::fs::read_link(format!("/proc/{p}/fd/0")).expect("fd 0");
+        assert_eq!(now.to_string_lossy(), l.as_str(), "the pty's number");
+    }
+    r.write_stdin(b"step\nstep\n");
+    wait_tagged(&mut r, "step", 2);
+    r.write_stdin(b"exit\n");
+    r.close_stdin();
+    let after = r.finish();
+    assert_eq!(
+        after.status.code(),
+        Some(0),
+        "the restored tree's exit; stderr:\n{}",
+        text(&after.stderr)
+    );
+    let out = text(&after.stdout);
+    assert!(out.contains("child exit 0"), "restored run:\n{out}");
+    let want = answers(&first, "step");
+    let got = answers(&out, "step");
+    assert_eq!(got.len(), 2, "restored run:\n{out}");
+    for g in &got {
+        assert_eq!(g, &want[0], "the restored tree's view of its terminals");
+    }
+}
+
+#[test]
+fn pty_data_queued_or_held_outside_is_refused_and_the_tree_runs_on() {
+    let ctx = Ctx::new("pty_data_queued_or_held_outside_is_refused_and_the_tree_runs_on");
+    let (mut t, tree) = start_ptypair(&ctx);
+    let pid = t.pid;
+    let img = ctx.path("refused.img");
+    // A slave side held outside the tree.
+    let slave = std::fs::read_link(format!("/proc/{}/fd/0", tree[1])).expect("slave");
+    let outside = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&slave)
+        .expect("open the slave");
+    ctx.try_dump(pid, &img)
+        .assert_fails(1)
+        .assert_stderr_mentions(&["whose slave side is also held by process"]);
+    drop(outside);
+    assert_running_untraced(pid, "after the refused dump");
+    // Output the master has not read.
+    t.write_stdin(b"queue\n");
+    t.wait_for("queued\n");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    ctx.try_dump(pid, &img)
+        .assert_fails(1)
+        .assert_stderr_mentions(&["the slave side wrote and it has not read yet"]);
+    assert_running_untraced(pid, "after the refused dump");
+    // The queued answer is still there.
+    t.write_stdin(b"drain\n");
+    let l = wait_tagged(&mut t, "drained", 1);
+    assert!(l.contains("[queued: tty"), "the queued line was lost: {l}");
+    // Input the slave side has not read (its reader sleeps).
+    t.write_stdin(b"nap\n");
+    t.wait_for("napping\n");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    ctx.try_dump(pid, &img)
+        .assert_fails(1)
+        .assert_stderr_mentions(&["bytes of input it has not read yet"]);
+    assert_running_untraced(pid, "after the refused dump");
+    assert!(!img.exists(), "a refused dump left an image");
+    t.write_stdin(b"exit\n");
+    t.close_stdin();
+    let fin = t.finish();
+    assert_eq!(fin.status.code(), Some(0), "{}", text(&fin.stdout));
 }

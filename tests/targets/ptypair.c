@@ -12,6 +12,7 @@
  *   step     ping G through A's master and print G's answer and what P sees of A and B
  *   report   the same, as a "report:" line (the state oracle's tests)
  *   queue    ask G to write a line that P leaves unread in A's master
+ *   drain    read one such line and print it
  *   nap      ask G to sleep 3 s, then type a line it does not read meanwhile
  *   exit     tell G to exit, wait for C, exit 0
  * It prints "ready" once set up. Output is deterministic but for the pty numbers. */
@@ -217,6 +218,10 @@ int main(void)
 			exchange("step");
 		} else if (strcmp(cmd, "report") == 0) {
 			exchange("report");
+		} else if (strcmp(cmd, "drain") == 0) {
+			char answer[600];
+			read_answer(answer, sizeof answer);
+			out("drained: [%s]\n", answer);
 		} else if (strcmp(cmd, "queue") == 0) {
 			write_all(master_a, "queued\n", 7);
 			out("queued\n");

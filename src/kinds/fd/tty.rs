@@ -142,7 +142,9 @@ pub(crate) fn resolve_ptys(procs: &mut [Process]) -> DumpResult<Vec<PtyState>> {
             return Err(unsupported(
                 *pid,
                 format!(
-                    "file descriptor {fd}, the master of pseudo-terminal {name}, has {} bytes                      the slave side wrote and it has not read yet; a terminal's queue cannot                      be read without consuming it (dump again once the program has read them)",
+                    "file descriptor {fd}, the master of pseudo-terminal {name}, has {} bytes \
+                     the slave side wrote and it has not read yet; a terminal's queue cannot \
+                     be read without consuming it (dump again once the program has read them)",
                     info.unread
                 ),
             ));
@@ -155,7 +157,9 @@ pub(crate) fn resolve_ptys(procs: &mut [Process]) -> DumpResult<Vec<PtyState>> {
                     return Err(unsupported(
                         spid,
                         format!(
-                            "file descriptor {sfd} ({name}) has {n} bytes of input it has not                              read yet; a terminal's queue cannot be read without consuming it                              (dump again once the program has read them)"
+                            "file descriptor {sfd} ({name}) has {n} bytes of input it has not \
+                             read yet; a terminal's queue cannot be read without consuming it \
+                             (dump again once the program has read them)"
                         ),
                     ));
                 }
@@ -164,7 +168,9 @@ pub(crate) fn resolve_ptys(procs: &mut [Process]) -> DumpResult<Vec<PtyState>> {
                 return Err(unsupported(
                     *pid,
                     format!(
-                        "file descriptor {fd} is the master of pseudo-terminal {name}, whose                          slave side no process of the tree holds (held outside it, or never                          opened); not supported yet"
+                        "file descriptor {fd} is the master of pseudo-terminal {name}, whose \
+                         slave side no process of the tree holds (held outside it, or never \
+                         opened); not supported yet"
                     ),
                 ));
             }
@@ -216,7 +222,9 @@ pub(crate) fn resolve_ptys(procs: &mut [Process]) -> DumpResult<Vec<PtyState>> {
         return Err(unsupported(
             pid,
             format!(
-                "file descriptor {fd} is the master of pseudo-terminal /dev/pts/{index}, whose                  {} is also held by process {opid} (descriptor {ofd}) outside the dumped                  tree; dump the tree that holds every side of it",
+                "file descriptor {fd} is the master of pseudo-terminal /dev/pts/{index}, whose \
+                 {} is also held by process {opid} (descriptor {ofd}) outside the dumped \
+                 tree; dump the tree that holds every side of it",
                 if master { "master" } else { "slave side" }
             ),
         ));
@@ -248,7 +256,9 @@ pub(crate) fn resolve_ptys(procs: &mut [Process]) -> DumpResult<Vec<PtyState>> {
                 return Err(unsupported(
                     pid,
                     format!(
-                        "file descriptor {} is a terminal ({what}) whose master side is                          outside the dumped tree; only standard descriptors 0-2 can lead to                          such a terminal (restore connects them to its own)",
+                        "file descriptor {} is a terminal ({what}) whose master side is \
+                         outside the dumped tree; only standard descriptors 0-2 can lead to \
+                         such a terminal (restore connects them to its own)",
                         f.fd
                     ),
                 ));
@@ -281,7 +291,9 @@ fn check_ctty_session(
         return Err(unsupported(
             root,
             format!(
-                "pseudo-terminal {name} is the controlling terminal of session {sid}, whose                  leader is not in the dumped tree; restore could not make it that session's                  terminal (dump the tree from the session's leader)"
+                "pseudo-terminal {name} is the controlling terminal of session {sid}, whose \
+                 leader is not in the dumped tree; restore could not make it that session's \
+                 terminal (dump the tree from the session's leader)"
             ),
         ));
     }
@@ -291,7 +303,8 @@ fn check_ctty_session(
             return Err(unsupported(
                 q.pid,
                 format!(
-                    "it is in session {} and {} pseudo-terminal {name} as controlling terminal,                      which session {sid} has; not supported yet",
+                    "it is in session {} and {} pseudo-terminal {name} as controlling terminal, \
+                     which session {sid} has; not supported yet",
                     q.sid,
                     if has { "has" } else { "does not have" }
                 ),
@@ -305,7 +318,9 @@ fn check_ctty_session(
         return Err(unsupported(
             sid,
             format!(
-                "the foreground process group of its controlling terminal {name} is {fg}, no                  process group of the dumped tree in its session; restore could not give it                  back"
+                "the foreground process group of its controlling terminal {name} is {fg}, no \
+                 process group of the dumped tree in its session; restore could not give it \
+                 back"
             ),
         ));
     }
@@ -685,12 +700,24 @@ pub(crate) fn make_pty_fd(
     if master {
         return Ok(n);
     }
-    let open = (flags as i32 & libc::O_ACCMODE) | libc::O_NOCTTY | libc::O_CLOEXEC;
-    let s = cx.call(
-        "ioctl(TIOCGPTPEER)",
-        crate::arch::native::nr::IOCTL,
-        [n, libc::TIOCGPTPEER, open as u64, 0, 0, 0],
-    );
+    // A slave opened by its name has O_LARGEFILE (open(2) adds it on 64-bit), one
+    // opened with TIOCGPTPEER not, and F_SETFL cannot change it: open it the same way.
+    // (Not with O_CLOEXEC either: TIOCGPTPEER would keep it in the status flags.)
+    let open = (flags as i32 & libc::O_ACCMODE) | libc::O_NOCTTY;
+    let s = if flags & linux_raw_sys::general::O_LARGEFILE != 0 {
+        let path = cx.put_cstr(0, format!("/dev/pts/{index}").as_bytes())?;
+        cx.call(
+            "open a pseudo-terminal's slave side",
+            crate::arch::native::nr::OPENAT,
+            [libc::AT_FDCWD as u64, path, open as u64, 0, 0, 0],
+        )
+    } else {
+        cx.call(
+            "ioctl(TIOCGPTPEER)",
+            crate::arch::native::nr::IOCTL,
+            [n, libc::TIOCGPTPEER, open as u64, 0, 0, 0],
+        )
+    };
     cx.close(n)?;
     s
 }
@@ -699,7 +726,7 @@ pub(crate) fn make_pty_fd(
 /// now).
 pub(crate) fn open_dev_tty(cx: &mut Ctx<'_>, flags: u32) -> RestoreResult<u64> {
     let path = cx.put_cstr(0, b"/dev/tty")?;
-    let open = (flags as i32 & libc::O_ACCMODE) | libc::O_NOCTTY | libc::O_CLOEXEC;
+    let open = (flags as i32 & libc::O_ACCMODE) | libc::O_NOCTTY;
     cx.call(
         "open /dev/tty",
         crate::arch::native::nr::OPENAT,
