@@ -317,3 +317,182 @@ fn pty_data_queued_or_held_outside_is_refused_and_the_tree_runs_on() {
     let fin = t.finish();
     assert_eq!(fin.status.code(), Some(0), "{}", text(&fin.stdout));
 }
+
+// ---- a real tmux server ----
+
+/// The tmux binary; the test fails (never passes silently) without it.
+fn tmux_bin() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
+        .map(|d| d.join("tmux"))
+        .find(|p| p.is_file())
+        .expect("needs tmux (apt-get install tmux)")
+}
+
+/// `tmux -S SOCK ARGS...`: its output (asserted to succeed).
+fn tmux(sock: &std::path::Path, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(tmux_bin());
+    cmd.arg("-S").arg(sock).args(args).env_remove("TMUX");
+    // (the server it starts must not inherit descriptors leaked into the test)
+    no_inherited_fds(&mut cmd, Vec::new());
+    let out = cmd.output().expect("run tmux");
+    assert!(
+        out.status.success(),
+        "tmux {args:?}: {:?}\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// The highest "NAME tick N" a pane shows.
+fn last_tick(sock: &std::path::Path, pane: &str, name: &str) -> u64 {
+    let screen = tmux(sock, &["capture-pane", "-p", "-t", pane]);
+    screen
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{name} tick ")))
+        .filter_map(|n| n.trim().parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Wait until what `f` returns satisfies `ok` (or fail, showing it).
+fn wait_until<T: std::fmt::Debug>(
+    what: &str,
+    mut f: impl FnMut() -> T,
+    ok: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout();
+    loop {
+        let v = f();
+        if ok(&v) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {v:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A tmux server started detached on its own socket, with two panes each running a
+/// small loop (a tick every 0.2 s, and any line typed into it echoed back), is dumped
+/// (killed) and restored: both panes run on (their output advances), keys sent to each
+/// reach it, and a client attaches on a terminal of the test's and detaches again.
+/// The state oracle compares the restored server and panes with the originals.
+#[test]
+fn tmux_server_with_two_panes_runs_on_and_takes_keys_and_clients() {
+    let ctx = Ctx::new("tmux_server_with_two_panes_runs_on_and_takes_keys_and_clients");
+    tmux_bin();
+    let pane = ctx.path("pane.sh");
+    std::fs::write(
+        &pane,
+        "i=0\nwhile :; do\n  i=$((i+1))\n  echo \"$1 tick $i\"\n  \
+         if read -r -t 0.2 line; then echo \"$1 got:$line\"; fi\ndone\n",
+    )
+    .expect("write pane.sh");
+    let sock = ctx.path("tmux.sock");
+    let cmd = |name: &str| format!("exec bash {} {name}", pane.display());
+    tmux(
+        &sock,
+        &[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            &cmd("left"),
+        ],
+    );
+    tmux(&sock, &["split-window", "-h", "-t", "%0", &cmd("right")]);
+    let pid: i32 = tmux(&sock, &["display-message", "-p", "#{pid}"])
+        .trim()
+        .parse()
+        .expect("the server's pid");
+    ctx.track(pid);
+    let tree = wait_process_tree(pid, 3, "the tmux server and its two panes");
+    for (p, name) in [("%0", "left"), ("%1", "right")] {
+        wait_until(
+            &format!("pane {name} ticks"),
+            || last_tick(&sock, p, name),
+            |&n| n >= 3,
+        );
+    }
+    // A terminal's queues cannot be read without consuming them: a dump that finds a
+    // pane's output not yet read by the server is refused, the tree running on, and is
+    // tried again.
+    let img = ctx.path("tmux.img");
+    let mut refused = 0;
+    loop {
+        ctx.oracle_before_dump(pid, &img);
+        let r = ctx.try_dump(pid, &img);
+        if r.status.success() {
+            break;
+        }
+        let err = r.stderr.clone();
+        assert!(
+            err.contains("not read yet") && refused < 5,
+            "dump of the tmux server: {err}"
+        );
+        refused += 1;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    eprintln!("tmux dumped after {refused} refusal(s) for queued terminal data");
+    wait_pids_gone(&tree, "the dumped tmux server");
+    let _restored = ctx.restore_detached(&img);
+    // Both panes run on.
+    for (p, name) in [("%0", "left"), ("%1", "right")] {
+        let n = last_tick(&sock, p, name);
+        assert!(n >= 3, "pane {name} lost its screen: {n}");
+        wait_until(
+            &format!("pane {name} ticks after restore"),
+            || last_tick(&sock, p, name),
+            |&m| m >= n + 3,
+        );
+    }
+    // Keys reach each pane's program.
+    for (p, name) in [("%0", "left"), ("%1", "right")] {
+        tmux(
+            &sock,
+            &["send-keys", "-t", p, &format!("hello-{name}"), "Enter"],
+        );
+        wait_until(
+            &format!("pane {name} reads the keys"),
+            || tmux(&sock, &["capture-pane", "-p", "-t", p]),
+            |s| s.contains(&format!("{name} got:hello-{name}")),
+        );
+    }
+    // A client attaches on a terminal, sees the panes, and detaches.
+    let mut client = ctx.spawn(
+        &Spec::new(python3())
+            .arg(script("ptyrun.py"))
+            .arg(tmux_bin())
+            .arg("-S")
+            .arg(&sock)
+            .arg("attach-session")
+            .env("TERM", "xterm"),
+    );
+    wait_until(
+        "a client attached",
+        || tmux(&sock, &["list-clients", "-F", "#{client_tty}"]),
+        |s| s.contains("/dev/pts/"),
+    );
+    client.wait_for("tick");
+    tmux(&sock, &["detach-client", "-s", "0"]);
+    let fin = client.finish();
+    assert!(
+        text(&fin.stdout).contains("[detached"),
+        "the attached client: {:?}\n{}",
+        fin.status,
+        text(&fin.stdout)
+    );
+    assert_eq!(
+        tmux(&sock, &["list-panes", "-a", "-F", "#{pane_dead}"]).trim(),
+        "0\n0",
+        "both panes alive"
+    );
+    tmux(&sock, &["kill-server"]);
+    wait_pids_gone(&[pid], "the restored tmux server");
+}
