@@ -496,3 +496,79 @@ fn tmux_server_with_two_panes_runs_on_and_takes_keys_and_clients() {
     tmux(&sock, &["kill-server"]);
     wait_pids_gone(&[pid], "the restored tmux server");
 }
+
+/// The /dev/pts number of a pty master the test opens.
+fn open_ptmx() -> (std::fs::File, u32) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open("/dev/ptmx")
+        .expect("open /dev/ptmx");
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", {
+        use std::os::fd::AsRawFd;
+        f.as_raw_fd()
+    }))
+    .expect("fdinfo");
+    let n = info
+        .lines()
+        .find_map(|l| l.strip_prefix("tty-index:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("tty-index");
+    (f, n)
+}
+
+#[test]
+fn pty_pair_restores_that_fail_leave_nothing_and_a_taken_number_is_refused() {
+    let ctx = Ctx::new("pty_pair_restores_that_fail_leave_nothing_and_a_taken_number_is_refused");
+    let (mut t, tree) = start_ptypair(&ctx);
+    let slave = std::fs::read_link(format!("/proc/{}/fd/0", tree[1])).expect("slave");
+    let img = ctx.path("ptypair.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&tree, "ptypair");
+    for fault in [
+        "create a pseudo-terminal",
+        "take a pseudo-terminal",
+        "ioctl(TIOCSCTTY) of a pseudo-terminal",
+        "ioctl(TIOCSPGRP) of a pseudo-terminal",
+        "open a pseudo-terminal's slave side",
+        "open /dev/tty",
+        "finish a pseudo-terminal",
+        "set registers",
+    ] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], fault, &tree, &[]);
+        assert!(
+            !slave.exists(),
+            "{} is left after a restore failing at {fault:?}",
+            slave.display()
+        );
+    }
+    // The pty's number taken by someone else: refused in plan, naming it.
+    let want: u32 = slave
+        .to_string_lossy()
+        .trim_start_matches("/dev/pts/")
+        .parse()
+        .expect("pty number");
+    let mut held = Vec::new();
+    loop {
+        let (f, n) = open_ptmx();
+        held.push(f);
+        if n >= want {
+            break;
+        }
+    }
+    ctx.ckpt(&[OsStr::new("restore"), img.as_os_str()])
+        .assert_fails(1)
+        .assert_stderr_mentions(&[&format!("{} is in use on this host", slave.display())]);
+    for p in &tree {
+        assert_no_process(*p, "after the refused restore");
+    }
+    drop(held);
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    r.write_stdin(b"step\nexit\n");
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(fin.status.code(), Some(0), "{}", text(&fin.stderr));
+    assert!(text(&fin.stdout).contains("foreground 1 size 40x100"));
+}
