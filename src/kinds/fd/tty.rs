@@ -710,16 +710,16 @@ pub(crate) fn make_pty_fd(
             "open a pseudo-terminal's slave side",
             crate::arch::native::nr::OPENAT,
             [libc::AT_FDCWD as u64, path, open as u64, 0, 0, 0],
-        )
+        )?
     } else {
         cx.call(
             "ioctl(TIOCGPTPEER)",
             crate::arch::native::nr::IOCTL,
             [n, libc::TIOCGPTPEER, open as u64, 0, 0, 0],
-        )
+        )?
     };
     cx.close(n)?;
-    s
+    Ok(s)
 }
 
 /// /dev/tty, opened by the process (its controlling terminal is the image's pty by
