@@ -303,6 +303,15 @@ fn pty_data_queued_or_held_outside_is_refused_and_the_tree_runs_on() {
     t.write_stdin(b"drain\n");
     let l = wait_tagged(&mut t, "drained", 1);
     assert!(l.contains("[queued: tty"), "the queued line was lost: {l}");
+    // Exclusive mode.
+    t.write_stdin(b"excl\n");
+    t.wait_for("excl done\n");
+    ctx.try_dump(pid, &img)
+        .assert_fails(1)
+        .assert_stderr_mentions(&["is in exclusive mode (TIOCEXCL)"]);
+    assert_running_untraced(pid, "after the refused dump");
+    t.write_stdin(b"noexcl\n");
+    t.wait_for("noexcl done\n");
     // Input the slave side has not read (its reader sleeps).
     t.write_stdin(b"nap\n");
     t.wait_for("napping\n");

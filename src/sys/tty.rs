@@ -343,6 +343,11 @@ pub fn unread(fd: BorrowedFd<'_>) -> Result<u32> {
     Ok(ioctl_get_int(fd, libc::FIONREAD, "FIONREAD")?.max(0) as u32)
 }
 
+/// Whether a terminal is in exclusive mode (TIOCEXCL: only root may open it again).
+pub fn exclusive(fd: BorrowedFd<'_>) -> Result<bool> {
+    Ok(ioctl_get_int(fd, libc::TIOCGEXCL, "TIOCGEXCL")? != 0)
+}
+
 /// Open a new pty master at `path` (/dev/ptmx) with access mode `accmode` that gets
 /// index `index`: the kernel gives the lowest free index, so masters with lower ones are
 /// opened and kept until it comes, then closed. Fails (EBUSY) if the index is taken.

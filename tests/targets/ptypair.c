@@ -13,6 +13,7 @@
  *   report   the same, as a "report:" line (the state oracle's tests)
  *   queue    ask G to write a line that P leaves unread in A's master
  *   drain    read one such line and print it
+ *   excl     have G put the terminal in exclusive mode (TIOCEXCL); noexcl: out of it
  *   nap      ask G to sleep 3 s, then type a line it does not read meanwhile
  *   exit     tell G to exit, wait for C, exit 0
  * It prints "ready" once set up. Output is deterministic but for the pty numbers. */
@@ -48,6 +49,12 @@ static void child_g(void)
 		line[n] = 0;
 		if (strcmp(line, "exit") == 0)
 			_exit(0);
+		if (strcmp(line, "excl") == 0 || strcmp(line, "noexcl") == 0) {
+			if (ioctl(7, line[0] == 'e' ? TIOCEXCL : TIOCNXCL) != 0)
+				_exit(6);
+			write_all(1, "done\n", 5);
+			continue;
+		}
 		if (strcmp(line, "nap") == 0) {
 			sleep(3);
 			continue;
@@ -218,6 +225,12 @@ int main(void)
 			exchange("step");
 		} else if (strcmp(cmd, "report") == 0) {
 			exchange("report");
+		} else if (strcmp(cmd, "excl") == 0 || strcmp(cmd, "noexcl") == 0) {
+			char answer[64];
+			write_all(master_a, cmd, strlen(cmd));
+			write_all(master_a, "\n", 1);
+			read_answer(answer, sizeof answer);
+			out("%s %s\n", cmd, answer);
 		} else if (strcmp(cmd, "drain") == 0) {
 			char answer[600];
 			read_answer(answer, sizeof answer);

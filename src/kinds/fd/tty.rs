@@ -152,6 +152,15 @@ pub(crate) fn resolve_ptys(procs: &mut [Process]) -> DumpResult<Vec<PtyState>> {
         match slaves.get(&index) {
             Some(&(spid, sfd)) => {
                 let s = sys::process::steal_fd(spid, sfd)?;
+                if sys::tty::exclusive(s.as_fd())? {
+                    return Err(unsupported(
+                        spid,
+                        format!(
+                            "file descriptor {sfd} ({name}) is in exclusive mode (TIOCEXCL); \
+                             not supported yet"
+                        ),
+                    ));
+                }
                 let n = sys::tty::unread(s.as_fd())?;
                 if n > 0 {
                     return Err(unsupported(
