@@ -532,6 +532,12 @@ fn pty_pair_restores_that_fail_leave_nothing_and_a_taken_number_is_refused() {
     let ctx = Ctx::new("pty_pair_restores_that_fail_leave_nothing_and_a_taken_number_is_refused");
     let (mut t, tree) = start_ptypair(&ctx);
     let slave = std::fs::read_link(format!("/proc/{}/fd/0", tree[1])).expect("slave");
+    // A dump that leaves the tree running changes nothing the oracle sees (no slave is
+    // opened, nothing is read), and the terminals work on.
+    ctx.dump_leave_running(t.pid, &ctx.path("left.img"));
+    t.write_stdin(b"step\n");
+    let l = wait_tagged(&mut t, "step", 1);
+    assert!(l.contains("foreground 1 size 40x100"), "{l}");
     let img = ctx.path("ptypair.img");
     ctx.dump(t.pid, &img);
     t.expect_killed();
