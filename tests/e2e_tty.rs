@@ -587,3 +587,41 @@ fn pty_pair_restores_that_fail_leave_nothing_and_a_taken_number_is_refused() {
     assert_eq!(fin.status.code(), Some(0), "{}", text(&fin.stderr));
     assert!(text(&fin.stdout).contains("foreground 1 size 40x100"));
 }
+
+/// A terminal whose master is outside the tree (here `ptyrun.py`'s) stays what it was
+/// on descriptors 0-2 (connected to `ckpt restore`'s own), and is refused above them,
+/// as its slave or as `/dev/tty`, naming the descriptor; the process runs on.
+#[test]
+fn a_terminal_of_outside_above_descriptor_2_is_refused() {
+    let ctx = Ctx::new("a_terminal_of_outside_above_descriptor_2_is_refused");
+    for (shell, fd, what) in [
+        ("exec 5<&0; exec sleep 30", 5, "(/dev/pts/"),
+        ("exec 6<>/dev/tty; exec sleep 30", 6, "(/dev/tty)"),
+    ] {
+        let mut t = ctx.spawn(
+            &Spec::new(python3())
+                .arg(script("ptyrun.py"))
+                .arg("/bin/sh")
+                .arg("-c")
+                .arg(shell),
+        );
+        let pid = wait_until(
+            "sleep under ptyrun.py holding its terminal",
+            || {
+                process_tree(t.pid).into_iter().find(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c == "sleep\n")
+                        && std::fs::read_link(format!("/proc/{p}/fd/{fd}")).is_ok()
+                })
+            },
+            Option::is_some,
+        )
+        .unwrap_or_default();
+        let img = ctx.path("outside.img");
+        ctx.try_dump(pid, &img)
+            .assert_fails(1)
+            .assert_stderr_mentions(&[&format!("file descriptor {fd} is a terminal {what}")]);
+        assert_running_untraced(pid, "after the refused dump");
+        assert!(!img.exists());
+        t.kill();
+    }
+}
