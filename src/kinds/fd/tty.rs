@@ -387,7 +387,7 @@ pub(crate) fn check_ptys(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
                     .iter()
                     .any(|q| q.pgid == t.fg_pgid && q.sid == t.session && !q.is_zombie())
                 && sessions.insert(t.session));
-        if !seen.insert(t.index) || masters != 1 || !path_ok || !session_ok {
+        if !seen.insert(t.index) || t.index >= MAX_PTYS || masters != 1 || !path_ok || !session_ok {
             check::p(
                 problems,
                 "malformed",
@@ -412,6 +412,9 @@ pub(crate) fn check_ptys(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
         }
     }
 }
+
+/// Pty numbers the kernel can hand out (NR_UNIX98_PTY_MAX, include/linux/tty.h).
+const MAX_PTYS: u32 = 1 << 20;
 
 /// How long a pty index of the image may stay taken after its tree was killed (the
 /// index is free once every descriptor of the pair is closed, as the processes exit).

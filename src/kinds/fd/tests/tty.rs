@@ -160,6 +160,14 @@ mod pairs {
         let mut path = pty(4, 11, 12);
         path.master_path = b"/tmp/ptmx".to_vec();
         assert_one(&run(|p| check_ptys(&image(path), p)), "malformed", &["4"]);
+        let mut huge = image(pty(4, 11, 12));
+        huge.ptys[0].index = 1 << 20;
+        for f in huge.processes.iter_mut().flat_map(|q| q.fds.iter_mut()) {
+            if let FdKind::Pty { index, .. } | FdKind::DevTty { index, .. } = &mut f.kind {
+                *index = 1 << 20;
+            }
+        }
+        assert_one(&run(|p| check_ptys(&huge, p)), "malformed", &["1048576"]);
         // 12 leads no session; group 13 does not exist; no session 99.
         for t in [pty(4, 12, 12), pty(4, 11, 13), pty(4, 99, 12)] {
             assert_one(&run(|p| check_ptys(&image(t), p)), "malformed", &["4"]);
