@@ -383,11 +383,44 @@ fn wait_until<T: std::fmt::Debug>(
     }
 }
 
+/// `tmux attach-session` on a pty of `ptyrun.py`, once the server lists it and it shows
+/// the panes.
+fn attach_client(ctx: &Ctx, sock: &std::path::Path) -> Proc {
+    let mut client = ctx.spawn(
+        &Spec::new(python3())
+            .arg(script("ptyrun.py"))
+            .arg(tmux_bin())
+            .arg("-S")
+            .arg(sock)
+            .arg("attach-session")
+            .env("TERM", "xterm"),
+    );
+    wait_until(
+        "a client attached",
+        || tmux(sock, &["list-clients", "-F", "#{client_tty}"]),
+        |s| s.contains("/dev/pts/"),
+    );
+    client.wait_for("tick");
+    client
+}
+
+/// Detach every client; the attached one says so and ends.
+fn detach_clients(sock: &std::path::Path, client: &mut Proc) {
+    tmux(sock, &["detach-client", "-s", "0"]);
+    let fin = client.finish();
+    assert!(
+        text(&fin.stdout).contains("[detached"),
+        "the attached client: {:?}\n{}",
+        fin.status,
+        text(&fin.stdout)
+    );
+}
+
 /// A tmux server started detached on its own socket, with two panes each running a
 /// small loop (a tick every 0.2 s, and any line typed into it echoed back), is dumped
 /// (killed) and restored: both panes run on (their output advances), keys sent to each
-/// reach it, and a client attaches on a terminal of the test's and detaches again.
-/// The state oracle compares the restored server and panes with the originals.
+/// reach it, and a client attaches on a terminal of the test's and detaches again. With
+/// a client attached, the dump is refused. The state oracle compares the restored server and panes with the originals.
 #[test]
 fn tmux_server_with_two_panes_runs_on_and_takes_keys_and_clients() {
     let ctx = Ctx::new("tmux_server_with_two_panes_runs_on_and_takes_keys_and_clients");
@@ -429,10 +462,20 @@ fn tmux_server_with_two_panes_runs_on_and_takes_keys_and_clients() {
             |&n| n >= 3,
         );
     }
+    // With a client attached (on a pty of the test's, outside the tree) the dump is
+    // refused, the server running on: its descriptor of the client's terminal and its
+    // connection to the client lead outside.
+    let img = ctx.path("tmux.img");
+    let mut client = attach_client(&ctx, &sock);
+    let r = ctx.try_dump(pid, &img);
+    r.assert_fails(1)
+        .assert_stderr_mentions(&["outside the dumped tree"]);
+    eprintln!("with a client attached: {}", r.stderr.trim());
+    assert_running_untraced(pid, "after the refused dump");
+    detach_clients(&sock, &mut client);
     // A terminal's queues cannot be read without consuming them: a dump that finds a
     // pane's output not yet read by the server is refused, the tree running on, and is
     // tried again.
-    let img = ctx.path("tmux.img");
     let mut refused = 0;
     loop {
         ctx.oracle_before_dump(pid, &img);
@@ -474,29 +517,8 @@ fn tmux_server_with_two_panes_runs_on_and_takes_keys_and_clients() {
         );
     }
     // A client attaches on a terminal, sees the panes, and detaches.
-    let mut client = ctx.spawn(
-        &Spec::new(python3())
-            .arg(script("ptyrun.py"))
-            .arg(tmux_bin())
-            .arg("-S")
-            .arg(&sock)
-            .arg("attach-session")
-            .env("TERM", "xterm"),
-    );
-    wait_until(
-        "a client attached",
-        || tmux(&sock, &["list-clients", "-F", "#{client_tty}"]),
-        |s| s.contains("/dev/pts/"),
-    );
-    client.wait_for("tick");
-    tmux(&sock, &["detach-client", "-s", "0"]);
-    let fin = client.finish();
-    assert!(
-        text(&fin.stdout).contains("[detached"),
-        "the attached client: {:?}\n{}",
-        fin.status,
-        text(&fin.stdout)
-    );
+    let mut client = attach_client(&ctx, &sock);
+    detach_clients(&sock, &mut client);
     assert_eq!(
         tmux(&sock, &["list-panes", "-a", "-F", "#{pane_dead}"]).trim(),
         "0\n0",
