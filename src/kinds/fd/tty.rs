@@ -102,10 +102,14 @@ pub(crate) fn collect(d: &OpenFd, id: &FileId) -> DumpResult<FdKind> {
 /// Pseudo-terminal pairs whose master is in the tree are kept ([`PtyState`], with their
 /// settings, modes and controlling session); a slave (or /dev/tty) leading to a
 /// terminal outside is a standard descriptor connected at restore to ckpt's own (0-2),
-/// or refused. Refused too: data queued in either direction (a terminal's queue cannot
-/// be read without consuming it), a side held by a process outside the tree, a session
-/// whose controlling terminal restore could not give back.
-pub(crate) fn resolve_ptys(procs: &mut [Process]) -> DumpResult<Vec<PtyState>> {
+/// or refused. Refused too: a side held by a process outside the tree, a session whose
+/// controlling terminal restore could not give back. Data queued in either direction
+/// (a terminal's queue cannot be read without consuming it) is returned apart, as a
+/// refusal the dump makes only once nothing else refuses it, since it may go away
+/// ([`crate::error::DumpError::TtyBusy`]).
+pub(crate) fn resolve_ptys(
+    procs: &mut [Process],
+) -> DumpResult<(Vec<PtyState>, Option<crate::error::DumpError>)> {
     use std::collections::{BTreeMap, BTreeSet};
     use std::os::fd::AsFd;
     let mut masters: BTreeMap<u32, (i32, i32, Vec<u8>, u32)> = BTreeMap::new();
@@ -134,12 +138,14 @@ pub(crate) fn resolve_ptys(procs: &mut [Process]) -> DumpResult<Vec<PtyState>> {
         ctty.insert(p.pid, (st.field(7), st.field(8) as i64 as i32));
     }
     let mut out = Vec::new();
+    // Data queued in a pair: refused last, as it may go away (see `DumpError::TtyBusy`).
+    let mut busy = None;
     for (&index, (pid, fd, link, _)) in &masters {
         let m = sys::process::steal_fd(*pid, *fd)?;
         let info = sys::tty::pty_master(m.as_fd())?;
         let name = format!("/dev/pts/{index}");
         if info.unread > 0 {
-            return Err(unsupported(
+            busy.get_or_insert(busy_err(
                 *pid,
                 format!(
                     "file descriptor {fd}, the master of pseudo-terminal {name}, has {} bytes \
@@ -163,7 +169,7 @@ pub(crate) fn resolve_ptys(procs: &mut [Process]) -> DumpResult<Vec<PtyState>> {
                 }
                 let n = sys::tty::unread(s.as_fd())?;
                 if n > 0 {
-                    return Err(unsupported(
+                    busy.get_or_insert(busy_err(
                         spid,
                         format!(
                             "file descriptor {sfd} ({name}) has {n} bytes of input it has not \
@@ -281,7 +287,12 @@ pub(crate) fn resolve_ptys(procs: &mut [Process]) -> DumpResult<Vec<PtyState>> {
             f.shared_with = None;
         }
     }
-    Ok(out)
+    Ok((out, busy))
+}
+
+/// A refusal for data queued in a terminal, which the program may read meanwhile.
+fn busy_err(pid: i32, why: String) -> crate::error::DumpError {
+    crate::error::DumpError::TtyBusy { pid, why }
 }
 
 /// The session whose controlling terminal is pty `name` (device `rdev`) must be one
