@@ -329,6 +329,16 @@ fn pty_data_queued_or_held_outside_is_refused_and_the_tree_runs_on() {
     assert!(left.exists());
     assert!(wait_tagged(&mut t, "drained", 2).contains("[queued: tty"));
     assert_running_untraced(pid, "after dump --leave-running");
+    // A packet-mode status byte the master has not read.
+    t.write_stdin(b"flush\n");
+    t.wait_for("flushed\n");
+    ctx.try_dump(pid, &img)
+        .assert_fails(1)
+        .assert_stderr_mentions(&["has a status byte (TIOCPKT) it has not read yet"]);
+    assert_running_untraced(pid, "after the refused dump");
+    t.write_stdin(b"status\n");
+    let st = wait_tagged(&mut t, "status", 1);
+    assert!(st.starts_with("status 1 ") && st != "status 1 0", "{st}");
     // Exclusive mode.
     t.write_stdin(b"excl\n");
     t.wait_for("excl done\n");

@@ -301,6 +301,8 @@ pub struct PtyMaster {
     pub locked: bool,
     pub slave_closed: bool,
     pub unread: u32,
+    /// In packet mode, a status byte (flush, stop, start...) waits to be read.
+    pub status_pending: bool,
 }
 
 /// An `int` an ioctl request writes (TIOCGPTN, TIOCGPKT, FIONREAD...).
@@ -327,13 +329,15 @@ pub fn pty_master(master: BorrowedFd<'_>) -> Result<PtyMaster> {
     let packet = ioctl_get_int(master, libc::TIOCGPKT, "TIOCGPKT")? != 0;
     let locked = ioctl_get_int(master, libc::TIOCGPTLCK, "TIOCGPTLCK")? != 0;
     let unread = ioctl_get_int(master, libc::FIONREAD, "FIONREAD")?;
-    let (_, ev) = poll(&[Some((master, PollFlags::empty()))], 0)?;
+    let (_, ev) = poll(&[Some((master, PollFlags::PRI))], 0)?;
+    let ev = ev.first().copied().unwrap_or_else(PollFlags::empty);
     Ok(PtyMaster {
         index: index as u32,
         packet,
         locked,
-        slave_closed: ev.first().is_some_and(|e| e.contains(PollFlags::HUP)),
+        slave_closed: ev.contains(PollFlags::HUP),
         unread: unread.max(0) as u32,
+        status_pending: packet && ev.contains(PollFlags::PRI),
     })
 }
 

@@ -13,6 +13,8 @@
  *   report   the same, as a "report:" line (the state oracle's tests)
  *   queue    ask G to write a line that P leaves unread in A's master
  *   drain    read one such line and print it
+ *   flush    have G flush its input (tcflush): a packet-mode status byte for P
+ *   status   read that status byte and print it
  *   excl     have G put the terminal in exclusive mode (TIOCEXCL); noexcl: out of it
  *   nap      ask G to sleep 3 s, then type a line it does not read meanwhile
  *   exit     tell G to exit, wait for C, exit 0
@@ -53,6 +55,10 @@ static void child_g(void)
 			if (ioctl(7, line[0] == 'e' ? TIOCEXCL : TIOCNXCL) != 0)
 				_exit(6);
 			write_all(1, "done\n", 5);
+			continue;
+		}
+		if (strcmp(line, "flush") == 0) { /* no answer: a status byte for P */
+			tcflush(7, TCIFLUSH);
 			continue;
 		}
 		if (strcmp(line, "nap") == 0) {
@@ -231,6 +237,14 @@ int main(void)
 			write_all(master_a, "\n", 1);
 			read_answer(answer, sizeof answer);
 			out("%s %s\n", cmd, answer);
+		} else if (strcmp(cmd, "flush") == 0) {
+			write_all(master_a, "flush\n", 6);
+			usleep(100000);
+			out("flushed\n");
+		} else if (strcmp(cmd, "status") == 0) {
+			unsigned char pkt[16];
+			ssize_t r = read(master_a, pkt, sizeof pkt);
+			out("status %zd %d\n", r, r > 0 ? pkt[0] : -1);
 		} else if (strcmp(cmd, "drain") == 0) {
 			char answer[600];
 			read_answer(answer, sizeof answer);

@@ -155,6 +155,16 @@ pub(crate) fn resolve_ptys(
                 ),
             ));
         }
+        if info.status_pending {
+            busy.get_or_insert(busy_err(
+                *pid,
+                format!(
+                    "file descriptor {fd}, the master of pseudo-terminal {name} in packet \
+                     mode, has a status byte (TIOCPKT) it has not read yet; it cannot be \
+                     read without consuming it"
+                ),
+            ));
+        }
         match slaves.get(&index) {
             Some(&(spid, sfd)) => {
                 let s = sys::process::steal_fd(spid, sfd)?;
