@@ -352,6 +352,11 @@ pub fn exclusive(fd: BorrowedFd<'_>) -> Result<bool> {
     Ok(ioctl_get_int(fd, libc::TIOCGEXCL, "TIOCGEXCL")? != 0)
 }
 
+/// The line discipline of a terminal (TIOCGETD; N_TTY is 0).
+pub fn line_discipline(fd: BorrowedFd<'_>) -> Result<i32> {
+    ioctl_get_int(fd, libc::TIOCGETD, "TIOCGETD")
+}
+
 /// Open a new pty master at `path` (/dev/ptmx) with access mode `accmode` that gets
 /// index `index`: the kernel gives the lowest free index, so masters with lower ones are
 /// opened and kept until it comes, then closed. Fails (EBUSY) if the index is taken.

@@ -43,6 +43,8 @@ pub(crate) fn is_tty(id: &FileId) -> bool {
 /// (Documentation/admin-guide/devices.txt).
 const PTMX: (u32, u32) = (5, 2);
 const DEV_TTY: (u32, u32) = (5, 0);
+/// The terminal line discipline's number (N_TTY, include/uapi/linux/tty.h).
+const N_TTY: i32 = 0;
 /// Majors of the Unix98 pty slaves (/dev/pts/N): 136-143, 256 minors each.
 const PTS_MAJORS: std::ops::RangeInclusive<u32> = 136..=143;
 
@@ -168,6 +170,16 @@ pub(crate) fn resolve_ptys(
         match slaves.get(&index) {
             Some(&(spid, sfd)) => {
                 let s = sys::process::steal_fd(spid, sfd)?;
+                let ldisc = sys::tty::line_discipline(s.as_fd())?;
+                if ldisc != N_TTY {
+                    return Err(unsupported(
+                        spid,
+                        format!(
+                            "file descriptor {sfd} ({name}) uses line discipline {ldisc}, \
+                             not the terminal one (N_TTY); not supported yet"
+                        ),
+                    ));
+                }
                 if sys::tty::exclusive(s.as_fd())? {
                     return Err(unsupported(
                         spid,
