@@ -45,20 +45,22 @@ const PTMX: (u32, u32) = (5, 2);
 const DEV_TTY: (u32, u32) = (5, 0);
 /// The terminal line discipline's number (N_TTY, include/uapi/linux/tty.h).
 const N_TTY: i32 = 0;
-/// Majors of the Unix98 pty slaves (/dev/pts/N): 136-143, 256 minors each.
+/// Majors of the Unix98 pty slaves (/dev/pts/N): 136-143 as devices.txt lists them,
+/// 256 minors each; devpts numbers every slave under 136 with a 20-bit minor.
 const PTS_MAJORS: std::ops::RangeInclusive<u32> = 136..=143;
 
 /// The /dev/pts index of a pty slave's device number, if it is one.
-fn pts_index(rdev: u64) -> Option<u32> {
+pub(crate) fn pts_index(rdev: u64) -> Option<u32> {
     let (major, minor) = (libc::major(rdev), libc::minor(rdev));
     PTS_MAJORS
         .contains(&major)
         .then(|| (major - PTS_MAJORS.start()) * 256 + minor)
 }
 
-/// The device number of pty slave `index`.
-fn pts_rdev(index: u32) -> u64 {
-    libc::makedev(PTS_MAJORS.start() + index / 256, index % 256)
+/// The device number of pty slave `index`: devpts gives every slave the first major,
+/// with the index as its (20-bit) minor.
+pub(crate) fn pts_rdev(index: u32) -> u64 {
+    libc::makedev(*PTS_MAJORS.start(), index)
 }
 
 /// A terminal open as descriptor `d`. A pty master or slave, or /dev/tty, is decided

@@ -189,3 +189,18 @@ mod pairs {
         assert!(!run(|p| check_ptys(&twice, p)).is_empty());
     }
 }
+
+/// /dev/pts/259 is (136, 259) (devpts numbers every slave under the first major);
+/// the older majors 137-143 of devices.txt still name the same indexes.
+#[test]
+fn pty_numbers_and_device_numbers() {
+    use crate::kinds::fd::tty::{pts_index, pts_rdev};
+    assert_eq!(pts_rdev(259), libc::makedev(136, 259));
+    assert_eq!(pts_rdev(3), libc::makedev(136, 3));
+    for i in [0, 3, 255, 256, 259, 4095, (1 << 20) - 1] {
+        assert_eq!(pts_index(pts_rdev(i)), Some(i));
+    }
+    assert_eq!(pts_index(libc::makedev(137, 3)), Some(259));
+    assert_eq!(pts_index(libc::makedev(5, 2)), None);
+    assert_eq!(pts_index(libc::makedev(4, 1)), None);
+}
