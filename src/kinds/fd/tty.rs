@@ -116,6 +116,14 @@ pub(crate) fn resolve_ptys(
 ) -> DumpResult<(Vec<PtyState>, Option<crate::error::DumpError>)> {
     use std::collections::{BTreeMap, BTreeSet};
     use std::os::fd::AsFd;
+    let any = procs.iter().any(|p| {
+        p.fds
+            .iter()
+            .any(|f| matches!(f.kind, FdKind::Pty { .. } | FdKind::DevTty { .. }))
+    });
+    if !any {
+        return Ok((Vec::new(), None));
+    }
     let mut masters: BTreeMap<u32, (i32, i32, Vec<u8>, u32)> = BTreeMap::new();
     let mut slaves: BTreeMap<u32, (i32, i32)> = BTreeMap::new();
     for p in procs.iter() {
@@ -256,7 +264,12 @@ pub(crate) fn resolve_ptys(
     // Sides held outside the tree: the pair could not be given back to them.
     let kept: BTreeSet<u32> = out.iter().map(|t| t.index).collect();
     let tree: BTreeSet<i32> = procs.iter().map(|p| p.pid).collect();
-    if let Some(&(opid, ofd, index, master)) = sys::tty::pty_users(&kept, &tree).first() {
+    let outside = if kept.is_empty() {
+        Vec::new()
+    } else {
+        sys::tty::pty_users(&kept, &tree)
+    };
+    if let Some(&(opid, ofd, index, master)) = outside.first() {
         let (pid, fd, ..) = masters.get(&index).cloned().unwrap_or_default();
         return Err(unsupported(
             pid,
