@@ -222,7 +222,8 @@ fn pty_pair_inside_the_tree_keeps_its_session_settings_modes_and_number() {
     let first = wait_tagged(&mut t, "step", 1);
     assert!(
         first.contains("controlling 1 foreground 1 size 40x100 echo 0")
-            && first.contains("B: packet 1 locked 1 hup 1 read -1 Input/output error"),
+            && first.contains("B: packet 1 locked 1 hup 1 read -1 Input/output error")
+            && first.contains("C: xz /dev/pts/"),
         "the original run: {first}"
     );
     let ttys: Vec<(String, String)> = tree.iter().map(|&p| tty_of(p)).collect();

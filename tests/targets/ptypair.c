@@ -6,7 +6,8 @@
  * (no ECHO, ^H as erase character, window size 40x100) and forks G into a process group
  * of its own, which it makes the terminal's foreground group; C then waits for G. G
  * says hello once in the foreground, then answers every line it reads on its terminal ("ping N") with what it sees of it.
- * P also holds pty B: packet mode, its slave opened and closed again, then locked.
+ * P also holds pty B: packet mode, its slave opened and closed again, then locked; and
+ * both sides of pty C, its slave opened with TIOCGPTPEER, in raw mode.
  *
  * P reads commands on its stdin:
  *   step     ping G through A's master and print G's answer and what P sees of A and B
@@ -27,7 +28,7 @@
 #include <sys/wait.h>
 #include <termios.h>
 
-static int master_a, master_b;
+static int master_a, master_b, master_c, slave_c;
 static long step_no;
 
 static void child_g(void)
@@ -87,6 +88,8 @@ static void child_c(const char *slave)
 {
 	close(master_a);
 	close(master_b);
+	close(master_c);
+	close(slave_c);
 	if (setsid() < 0)
 		die("setsid: %s", strerror(errno));
 	int s = open(slave, O_RDWR); /* the session's controlling terminal now */
@@ -173,10 +176,17 @@ static void exchange(const char *tag)
 	int eb = rb < 0 ? errno : 0;
 	struct winsize w = { 0 };
 	ioctl(master_a, TIOCGWINSZ, &w);
+	/* C: a byte through the raw pair, both ways. */
+	char x = 'x', y = 0, z = 0;
+	write_all(slave_c, &x, 1);
+	ssize_t r1 = read(master_c, &y, 1);
+	write_all(master_c, "z", 1);
+	ssize_t r2 = read(slave_c, &z, 1);
 	out("%s: [%s] A: packet %d locked %d size %dx%d; B: packet %d locked %d hup %d "
-	    "read %zd %s\n",
+	    "read %zd %s; C: %c%c %s\n",
 	    tag, answer, pkt_a, lck_a, w.ws_row, w.ws_col, pkt_b, lck_b,
-	    !!(pb.revents & POLLHUP), rb, eb ? strerror(eb) : "-");
+	    !!(pb.revents & POLLHUP), rb, eb ? strerror(eb) : "-", r1 == 1 ? y : '?',
+	    r2 == 1 ? z : '?', ttyname(slave_c) ? ttyname(slave_c) : "(none)");
 }
 
 int main(void)
@@ -202,6 +212,20 @@ int main(void)
 	close(sb);
 	if (ioctl(master_b, TIOCSPTLCK, &one) != 0)
 		die("TIOCSPTLCK: %s", strerror(errno));
+
+	/* Pty C: both sides in P, the slave opened with TIOCGPTPEER (no O_LARGEFILE). */
+	master_c = posix_openpt(O_RDWR | O_NOCTTY);
+	if (master_c < 0 || unlockpt(master_c) != 0)
+		die("pty C: %s", strerror(errno));
+	slave_c = ioctl(master_c, TIOCGPTPEER, O_RDWR | O_NOCTTY);
+	if (slave_c < 0)
+		die("TIOCGPTPEER: %s", strerror(errno));
+	struct termios tc;
+	if (tcgetattr(slave_c, &tc) != 0)
+		die("tcgetattr C: %s", strerror(errno));
+	cfmakeraw(&tc);
+	if (tcsetattr(slave_c, TCSANOW, &tc) != 0)
+		die("tcsetattr C: %s", strerror(errno));
 
 	pid_t c = fork();
 	if (c < 0)
