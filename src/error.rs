@@ -13,6 +13,11 @@ pub enum DumpError {
     NoProcess(i32),
     #[error("cannot dump process {pid}: {why}")]
     Unsupported { pid: i32, why: String },
+    /// Data waits in a terminal of the tree that no interface reads without consuming
+    /// it: the dump lets the tree go and tries again (see `dump::dump`), and refuses
+    /// with this if it is still there.
+    #[error("cannot dump process {pid}: {why}")]
+    TtyBusy { pid: i32, why: String },
     #[error("process {0} exited while it was being dumped")]
     Exited(i32),
     #[error(transparent)]

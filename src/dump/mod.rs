@@ -533,7 +533,28 @@ pub(crate) fn check_signals() -> Result<()> {
 /// completes.
 pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     let _deferred = sys::deferred::Deferred::install();
-    let r = dump_tx(pid, out, opts);
+    // Data queued in a terminal of the tree cannot be read without consuming it; the
+    // program reads it soon (tmux its panes' output): the tree is let go and the dump
+    // tried again a few times before it is refused.
+    let mut tries = 1;
+    let r = loop {
+        match dump_tx(pid, &out, opts) {
+            Err(DumpError::TtyBusy { pid, why }) if sys::deferred::pending().is_none() => {
+                if tries >= TTY_TRIES {
+                    break Err(DumpError::TtyBusy {
+                        pid,
+                        why: format!(
+                            "{why}; still there after {tries} tries over {} ms",
+                            (TTY_TRIES - 1) * TTY_PAUSE_MS
+                        ),
+                    });
+                }
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(u64::from(TTY_PAUSE_MS)));
+            }
+            r => break r,
+        }
+    };
     match (r, sys::deferred::pending()) {
         // Whatever failed (a write to a closed pipe...) failed because of the signal.
         (Err(_), Some(sig)) => Err(DumpError::Interrupted(sig)),
@@ -541,11 +562,16 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     }
 }
 
-fn dump_tx(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
+/// How many times a dump that finds data queued in a terminal of the tree is tried,
+/// and the pause between tries, during which the tree runs.
+const TTY_TRIES: u32 = 20;
+const TTY_PAUSE_MS: u32 = 25;
+
+fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     let t0 = Instant::now();
     precheck(pid)?;
     check_signals()?;
-    let (tmp, file): (Option<TempOutput>, Option<File>) = match &out {
+    let (tmp, file): (Option<TempOutput>, Option<File>) = match out {
         Output::Path(p) => {
             let (t, f) = TempOutput::create(p)?;
             (Some(t), Some(f))
@@ -601,6 +627,7 @@ fn dump_tx(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     })?;
     let pipes = fds::pipe::resolve_pipes(&mut processes, opts.external)?;
     let fifos = fds::fifo::resolve_fifos(&processes)?;
+    let (ptys, tty_busy) = fds::tty::resolve_ptys(&mut processes)?;
     // TCP connections in repair mode, held until the tree is released (see below).
     let mut repair = Vec::new();
     let socketpairs = fds::resolve_sockets(&mut processes, &mut repair, opts.external);
@@ -624,10 +651,14 @@ fn dump_tx(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     collected.ckpt.pipes = pipes;
     collected.ckpt.socketpairs = socketpairs;
     collected.ckpt.fifos = fifos;
+    collected.ckpt.ptys = ptys;
     if own_pidns {
         collected.use_namespace_pids()?;
     }
     refuse_unrestorable(pid, &collected.ckpt, &held)?;
+    if let Some(e) = tty_busy {
+        return Err(e);
+    }
     check_signals()?;
     let ckpt = &collected.ckpt;
     let mut stats = DumpStats {

@@ -883,3 +883,69 @@ fn a_message_goes_with_its_senders_credentials_and_descriptors_in_flight() {
     assert_eq!((int(40), int(44)), (libc::SOL_SOCKET, libc::SCM_RIGHTS));
     assert_eq!((int(48), int(52)), (5, 6));
 }
+
+/// A pty's slave side is opened as the original was: by its name (the descriptor then
+/// has O_LARGEFILE, as open(2) gives it) or from the master (TIOCGPTPEER), never with
+/// O_CLOEXEC (TIOCGPTPEER would keep it in the status flags); the master comes from
+/// ckpt's.
+#[test]
+fn pty_slave_is_opened_by_name_or_from_its_master_as_it_was() {
+    use crate::kinds::fd::tty::{PtyMasters, make_pty_fd};
+    use linux_raw_sys::general::O_LARGEFILE;
+    let p = process();
+    let mut masters = PtyMasters::default();
+    let null = std::fs::File::open("/dev/null").expect("/dev/null");
+    masters.0.insert(4, std::os::fd::OwnedFd::from(null));
+    let by_name = libc::O_RDWR as u32 | O_LARGEFILE;
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| make_pty_fd(cx, &masters, 4, false, by_name)).expect("slave");
+    assert_eq!(
+        names(&rec),
+        [
+            "pidfd_open",
+            "take a pseudo-terminal master",
+            "close",
+            "open a pseudo-terminal's slave side",
+            "close"
+        ]
+    );
+    let c = rec.calls();
+    assert_eq!(c[3].nr, nr::OPENAT);
+    assert_eq!(arg_bytes(&rec, &c[3], 1, 11), b"/dev/pts/4\0");
+    assert_eq!(c[3].args[2], (libc::O_RDWR | libc::O_NOCTTY) as u64);
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| make_pty_fd(cx, &masters, 4, false, 2)).expect("slave");
+    let c = rec.calls();
+    assert_eq!(c[3].nr, nr::IOCTL);
+    assert_eq!(
+        c[3].args[1..3],
+        [libc::TIOCGPTPEER, (libc::O_RDWR | libc::O_NOCTTY) as u64]
+    );
+    assert_eq!(c[3].args[0], 101, "from the master just taken (pidfd 100)");
+    // The master itself: ckpt's description, nothing opened.
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| make_pty_fd(cx, &masters, 4, true, 2)).expect("master");
+    assert_eq!(names(&rec).len(), 3, "pidfd_open, pidfd_getfd, close");
+    // A failure at each call is that call's error (take_remote_fd closes its pidfd
+    // whatever comes of pidfd_getfd).
+    for flags in [by_name, 2] {
+        let all = {
+            let rec = Recorder::new(p.pid);
+            run(&p, &rec, |cx| make_pty_fd(cx, &masters, 4, false, flags)).expect("slave");
+            names(&rec)
+        };
+        for (k, name) in all.iter().enumerate() {
+            let rec = Recorder::new(p.pid).fail_at(k, libc::EIO);
+            let err = run(&p, &rec, |cx| make_pty_fd(cx, &masters, 4, false, flags))
+                .expect_err("a failed call fails the step");
+            assert!(err.to_string().contains(name.as_str()), "{k}: {err}");
+            assert!(names(&rec).len() <= k + 2, "{:?}", names(&rec));
+        }
+    }
+    let rec = Recorder::new(p.pid);
+    let err = run(&p, &rec, |cx| make_pty_fd(cx, &masters, 5, true, 2)).expect_err("unknown");
+    assert!(
+        err.to_string().contains("unknown pseudo-terminal 5"),
+        "{err}"
+    );
+}

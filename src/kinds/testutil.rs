@@ -83,6 +83,7 @@ pub(crate) fn checkpoint(processes: Vec<Process>) -> Checkpoint {
         pipes: Vec::new(),
         socketpairs: Vec::new(),
         fifos: Vec::new(),
+        ptys: Vec::new(),
         own_pid_namespace: false,
     }
 }

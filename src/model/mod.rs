@@ -384,6 +384,41 @@ pub enum FdKind {
         #[serde(default, with = "serde_bytes")]
         listener_dir: Vec<u8>,
     },
+    /// One side of a pseudo-terminal pair whose master is held inside the image (`index`
+    /// names the pair in `Checkpoint::ptys`, and is its /dev/pts number): the master
+    /// (/dev/ptmx) or the slave (/dev/pts/N).
+    Pty {
+        index: u32,
+        master: bool,
+        flags: u32,
+    },
+    /// /dev/tty: the controlling terminal of the process that opened it (a pty of the
+    /// image's, `index`).
+    DevTty { index: u32, flags: u32 },
+}
+
+/// A pseudo-terminal pair whose master is held inside the image, restored under the
+/// same /dev/pts number.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct PtyState {
+    /// Its index: /dev/pts/N.
+    pub index: u32,
+    /// The path its master was opened by (/dev/ptmx or /dev/pts/ptmx).
+    #[serde(with = "serde_bytes")]
+    pub master_path: Vec<u8>,
+    /// Termios and window size (one set for both sides).
+    pub settings: TtySettings,
+    /// Packet mode (TIOCPKT) of the master.
+    pub packet: bool,
+    /// The slave side is locked (TIOCSPTLCK).
+    pub locked: bool,
+    /// The slave side was opened and closed again (no process holds it): the master
+    /// reads EIO and polls POLLHUP.
+    pub slave_closed: bool,
+    /// The session whose controlling terminal it is (its leader's PID; 0: none).
+    pub session: i32,
+    /// That session's foreground process group.
+    pub fg_pgid: i32,
 }
 
 /// A terminal that standard descriptors of the tree led to at dump.
@@ -912,6 +947,9 @@ pub struct Checkpoint {
     pub socketpairs: Vec<SocketPairState>,
     #[serde(default)]
     pub fifos: Vec<FifoState>,
+    /// Pseudo-terminal pairs whose master is inside the tree.
+    #[serde(default)]
+    pub ptys: Vec<PtyState>,
     /// The tree had a PID namespace of its own, whose init was the root: every process
     /// and thread ID in the image is as seen in that namespace (the root is 1, IDs of
     /// processes outside it are 0), and restore creates a new namespace for the tree.
@@ -951,6 +989,14 @@ impl Checkpoint {
                         t.fg_pgid = f(t.fg_pgid);
                     }
                 }
+            }
+        }
+        for t in &mut self.ptys {
+            if t.session > 0 {
+                t.session = f(t.session);
+            }
+            if t.fg_pgid > 0 {
+                t.fg_pgid = f(t.fg_pgid);
             }
         }
     }

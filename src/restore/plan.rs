@@ -116,6 +116,7 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
     unix::check_rights(ckpt, problems);
     fd::check_sockets(procs, &pair_ids, &dgram_names, problems);
     fd::check_shared(procs, problems);
+    fd::tty::check_ptys(ckpt, problems);
     tree::check_groups(procs, problems);
 }
 
@@ -297,6 +298,7 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
             crate::sys::process::host_randomizes(),
             &mut problems,
         );
+        fd::tty::check_pty_indexes(ckpt, held, &mut problems);
         problems.sort_by(|a, b| a.message.cmp(&b.message));
         problems.dedup();
     }

@@ -164,11 +164,18 @@ pub(crate) fn stage(
     let procs = &plan.ckpt.processes;
     let root = &procs[0];
     let mut stub = start_root(root, root_stub)?;
+    // Pseudo-terminal pairs of the image, held by ckpt until every process has its
+    // descriptors of them.
+    let ptys = fd::tty::open_ptys(&plan.ckpt)?;
     let (root_cx, stub_addr) = helper_area(stub.procs[0].0, procs)?;
     let mut ctxs: Vec<Ctx<'_>> = vec![root_cx];
     clean_stub(&mut ctxs[0], stub_addr, tty.is_some())?;
-    fork_tree(&mut ctxs, &mut stub, stub_addr, procs)?;
+    if tty.is_none() && root.sid == root.pid {
+        tree::set_session_tty(&mut ctxs[0], &plan.ckpt, &ptys)?;
+    }
+    fork_tree(&mut ctxs, &mut stub, stub_addr, plan, &ptys)?;
     tree::set_process_groups(&mut ctxs, procs)?;
+    tree::set_foreground_groups(&mut ctxs, &plan.ckpt, &ptys)?;
     // --new-tty: the new terminal becomes the controlling terminal of the root's session,
     // with the image's foreground group (every group exists by now).
     if let Some((tp, slave)) = tty {
@@ -207,7 +214,7 @@ pub(crate) fn stage(
             continue;
         }
         let tids = &mut stub.procs[i].1;
-        let (threads, b) = build_process(cx, plan, &mut pages, &mut shared, tids, tty)?;
+        let (threads, b) = build_process(cx, plan, &mut pages, &mut shared, tids, tty, &ptys)?;
         bytes += b;
         staged.push(Some(threads));
     }
@@ -226,6 +233,8 @@ pub(crate) fn stage(
         pipe_holders,
         &files.held,
     )?;
+    fd::tty::finish_ptys(&plan.ckpt, &ptys)?;
+    drop(ptys);
     restore_all_creds(&mut ctxs, &mut staged)?;
     let procs_staged = ctxs
         .into_iter()
@@ -413,8 +422,10 @@ fn fork_tree<'a>(
     ctxs: &mut Vec<Ctx<'a>>,
     stub: &mut Stub,
     stub_addr: u64,
-    procs: &'a [Process],
+    plan: &'a Plan,
+    ptys: &fd::tty::PtyMasters,
 ) -> Result<()> {
+    let procs = &plan.ckpt.processes;
     for p in procs.iter().skip(1) {
         let parent = procs
             .iter()
@@ -426,6 +437,7 @@ fn fork_tree<'a>(
         let mut cx = Ctx::live(inj, mem, stub_addr, p);
         if p.sid == p.pid {
             cx.call("setsid", nr::SETSID, [0; 6])?;
+            tree::set_session_tty(&mut cx, &plan.ckpt, ptys)?;
         }
         ctxs.push(cx);
     }
@@ -442,6 +454,7 @@ fn build_process(
     sh: &mut Shared,
     tids: &mut Vec<i32>,
     tty: Option<(&super::plan::TtyPlan, i32)>,
+    ptys: &fd::tty::PtyMasters,
 ) -> Result<(Vec<Injector>, u64)> {
     let p = cx.proc_;
     attrs::set_thp_disable(cx)?;
@@ -462,6 +475,7 @@ fn build_process(
         &mut sh.pipe_holders,
         &mut sh.files,
         tty.map(|t| t.1),
+        ptys,
     )?;
     attrs::set_cwd_root(cx, &sh.files)?;
     lock::restore_locks(cx)?;

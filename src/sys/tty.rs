@@ -292,3 +292,169 @@ pub fn relay(master: OwnedFd, pid: i32) -> Result<i32> {
     }
     Ok(status)
 }
+
+// ---- pseudo-terminal pairs kept inside a tree ----
+
+/// What the master side of a pty shows of the pair: its index (/dev/pts/N), packet mode,
+/// the lock (TIOCSPTLCK), whether its slave side was closed after being opened (the
+/// master then polls POLLHUP and reads fail with EIO), and how many bytes the slave
+/// wrote that the master has not read yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PtyMaster {
+    pub index: u32,
+    pub packet: bool,
+    pub locked: bool,
+    pub slave_closed: bool,
+    pub unread: u32,
+    /// In packet mode, a status byte (flush, stop, start...) waits to be read.
+    pub status_pending: bool,
+}
+
+/// An `int` an ioctl request writes (TIOCGPTN, TIOCGPKT, FIONREAD...).
+fn ioctl_get_int(fd: BorrowedFd<'_>, req: libc::Ioctl, what: &str) -> Result<i32> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: `req` writes one int to the valid pointer; `fd` is borrowed for the call.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req, &mut v as *mut libc::c_int) };
+    check(r as libc::c_long, || format!("ioctl({what})"))?;
+    Ok(v)
+}
+
+/// An ioctl request that reads an `int` argument (TIOCPKT, TIOCSPTLCK).
+fn ioctl_set_int(fd: BorrowedFd<'_>, req: libc::Ioctl, v: i32, what: &str) -> Result<()> {
+    let v: libc::c_int = v;
+    // SAFETY: `req` reads one int from the valid pointer; `fd` is borrowed for the call.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req, &v as *const libc::c_int) };
+    check(r as libc::c_long, || format!("ioctl({what})"))?;
+    Ok(())
+}
+
+/// The state of the pty pair whose master is `master` (read only: nothing changes).
+pub fn pty_master(master: BorrowedFd<'_>) -> Result<PtyMaster> {
+    let index = ioctl_get_int(master, libc::TIOCGPTN, "TIOCGPTN")?;
+    let packet = ioctl_get_int(master, libc::TIOCGPKT, "TIOCGPKT")? != 0;
+    let locked = ioctl_get_int(master, libc::TIOCGPTLCK, "TIOCGPTLCK")? != 0;
+    let unread = ioctl_get_int(master, libc::FIONREAD, "FIONREAD")?;
+    let (_, ev) = poll(&[Some((master, PollFlags::PRI))], 0)?;
+    let ev = ev.first().copied().unwrap_or_else(PollFlags::empty);
+    Ok(PtyMaster {
+        index: index as u32,
+        packet,
+        locked,
+        slave_closed: ev.contains(PollFlags::HUP),
+        unread: unread.max(0) as u32,
+        status_pending: packet && ev.contains(PollFlags::PRI),
+    })
+}
+
+/// How many bytes a terminal descriptor has to read (FIONREAD; in canonical mode only
+/// complete lines count).
+pub fn unread(fd: BorrowedFd<'_>) -> Result<u32> {
+    Ok(ioctl_get_int(fd, libc::FIONREAD, "FIONREAD")?.max(0) as u32)
+}
+
+/// Whether a terminal is in exclusive mode (TIOCEXCL: only root may open it again).
+pub fn exclusive(fd: BorrowedFd<'_>) -> Result<bool> {
+    Ok(ioctl_get_int(fd, libc::TIOCGEXCL, "TIOCGEXCL")? != 0)
+}
+
+/// The line discipline of a terminal (TIOCGETD; N_TTY is 0).
+pub fn line_discipline(fd: BorrowedFd<'_>) -> Result<i32> {
+    ioctl_get_int(fd, libc::TIOCGETD, "TIOCGETD")
+}
+
+/// Open a new pty master at `path` (/dev/ptmx) with access mode `accmode` that gets
+/// index `index`: the kernel gives the lowest free index, so masters with lower ones are
+/// opened and kept until it comes, then closed. Fails (EBUSY) if the index is taken.
+pub fn open_pty_at(path: &std::path::Path, accmode: i32, index: u32) -> Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut lower = Vec::new();
+    loop {
+        let f = std::fs::OpenOptions::new()
+            .read(accmode != libc::O_WRONLY)
+            .write(accmode != libc::O_RDONLY)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| super::SysError::io(format!("open {}", path.display()), e))?;
+        let fd = OwnedFd::from(f);
+        let got = ioctl_get_int(fd.as_fd(), libc::TIOCGPTN, "TIOCGPTN")? as u32;
+        if got == index {
+            return Ok(fd);
+        }
+        if got > index || lower.len() > index as usize {
+            return Err(super::SysError::Other(format!(
+                "pseudo-terminal /dev/pts/{index} is in use (a new one got /dev/pts/{got})"
+            )));
+        }
+        lower.push(fd);
+    }
+}
+
+/// Switch packet mode (TIOCPKT) of a pty master.
+pub fn set_packet(master: BorrowedFd<'_>, on: bool) -> Result<()> {
+    ioctl_set_int(master, libc::TIOCPKT, i32::from(on), "TIOCPKT")
+}
+
+/// Lock or unlock (TIOCSPTLCK) the slave side of a pty master.
+pub fn set_locked(master: BorrowedFd<'_>, on: bool) -> Result<()> {
+    ioctl_set_int(master, libc::TIOCSPTLCK, i32::from(on), "TIOCSPTLCK")
+}
+
+/// Open the slave side of pty master `master` (TIOCGPTPEER; never our controlling
+/// terminal).
+pub fn open_peer(master: BorrowedFd<'_>) -> Result<OwnedFd> {
+    use rustix::pty::OpenptFlags;
+    let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
+    rustix::pty::ioctl_tiocgptpeer(master, flags).map_err(|e| rerr("ioctl(TIOCGPTPEER)", e))
+}
+
+/// Descriptors of processes not in `skip` that lead to a side of one of the pty pairs
+/// `indexes` (/dev/pts/N, or a master whose fdinfo shows `tty-index: N`): (pid, fd,
+/// index, master). Processes that vanish meanwhile are passed over.
+pub fn pty_users(
+    indexes: &std::collections::BTreeSet<u32>,
+    skip: &std::collections::BTreeSet<i32>,
+) -> Vec<(i32, i32, u32, bool)> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if skip.contains(&pid) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for f in fds.flatten() {
+            let Some(fd) = f.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(link) = std::fs::read_link(f.path()) else {
+                continue;
+            };
+            let link = link.to_string_lossy();
+            if let Some(n) = link
+                .strip_prefix("/dev/pts/")
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                if indexes.contains(&n) {
+                    out.push((pid, fd, n, false));
+                }
+            } else if link == "/dev/ptmx" || link == "/dev/pts/ptmx" {
+                let info =
+                    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+                let n = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("tty-index:"))
+                    .and_then(|v| v.trim().parse::<u32>().ok());
+                if let Some(n) = n.filter(|n| indexes.contains(n)) {
+                    out.push((pid, fd, n, true));
+                }
+            }
+        }
+    }
+    out
+}

@@ -484,7 +484,7 @@ impl Drop for Ctx {
 /// Mark every fd above 2 close-on-exec in the child, so that fds leaked into the test
 /// process (by a CI runner, a shell) never reach a target and its image.
 /// Descriptors in `keep` stay open across exec.
-fn no_inherited_fds(cmd: &mut Command, keep: Vec<i32>) {
+pub fn no_inherited_fds(cmd: &mut Command, keep: Vec<i32>) {
     // SAFETY: the closure only makes async-signal-safe system calls (and allocates
     // nothing: `keep` was built before the fork).
     unsafe {

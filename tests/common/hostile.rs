@@ -250,6 +250,7 @@ pub fn checkpoint() -> Checkpoint {
         socketpairs: vec![],
         own_pid_namespace: false,
         fifos: vec![],
+        ptys: vec![],
     }
 }
 

@@ -134,6 +134,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("filerace", "filerace.c", &[]),
     // tests/e2e_tty.rs: a program on a terminal restored onto a new pty
     ("ttyjob", "ttyjob.c", &[]),
+    ("ptypair", "ptypair.c", &[]),
     // tests/e2e_privs.rs: credentials, securebits and limits, per thread
     ("privs", "privs.c", &["-pthread"]),
     // tests/e2e_taskstate.rs: threads with credentials and names of their own, processes

@@ -287,6 +287,8 @@ pub(crate) fn link_shared_fds(procs: &mut [Process]) -> DumpResult<()> {
             FdKind::UnixDgram { .. } => Some((2, 9, 0)),
             FdKind::UnixPending { .. } => Some((2, 10, 0)),
             FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. } => Some((4, *data, 0)),
+            FdKind::Pty { index, master, .. } => Some((5, u64::from(*index), u64::from(*master))),
+            FdKind::DevTty { index, .. } => Some((6, u64::from(*index), 0)),
             FdKind::Inherited { .. } | FdKind::External { .. } => None,
         }
     }

@@ -285,6 +285,8 @@ pub(crate) fn check_fd(
         | FdKind::TcpConn { .. }
         | FdKind::Udp { .. } => {}
         FdKind::Inherited { .. }
+        | FdKind::Pty { .. }
+        | FdKind::DevTty { .. }
         | FdKind::Pipe { .. }
         | FdKind::UnixPair { .. }
         | FdKind::EventFd { .. }
@@ -328,6 +330,8 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
         FdKind::Pipe { id, write, .. } => pipe::describe(ckpt, *id, *write),
         FdKind::Inotify { watches, .. } => inotify::describe(watches),
         FdKind::Fifo { file, id, flags } => fifo::describe(ckpt, file, *id, *flags),
+        FdKind::Pty { index, master, .. } => tty::describe_pty(ckpt, *index, Some(*master)),
+        FdKind::DevTty { index, .. } => tty::describe_pty(ckpt, *index, None),
     };
     let owner = match f.owner {
         Some(o) if o.pid != 0 || o.sig != 0 => {
@@ -533,6 +537,7 @@ pub(crate) fn restore_fds(
     holders: &mut PipeHolders,
     files: &mut FileData,
     tty_slave: Option<i32>,
+    ptys: &tty::PtyMasters,
 ) -> RestoreResult<()> {
     close_stub_std(cx)?;
     raise_fd_limit(cx, ckpt)?;
@@ -543,7 +548,7 @@ pub(crate) fn restore_fds(
     let listener = |f: &Fd| matches!(f.kind, FdKind::TcpListen { .. });
     for first in [true, false] {
         for f in proc_.fds.iter().filter(|f| listener(f) == first) {
-            restore_fd(cx, f, ckpt, inherit, holders, files, tty_slave)?;
+            restore_fd(cx, f, ckpt, inherit, holders, files, tty_slave, ptys)?;
             restore_owner(cx, f)?;
             restore_inode_owner(cx, f)?;
         }
@@ -678,6 +683,7 @@ pub(crate) fn place_inherited(cx: &mut Ctx<'_>, f: &Fd, flags: u32) -> RestoreRe
 }
 
 /// Give the process descriptor `f`: the one dispatch over [`FdKind`] at restore.
+#[allow(clippy::too_many_arguments)]
 fn restore_fd(
     cx: &mut Ctx<'_>,
     f: &Fd,
@@ -686,6 +692,7 @@ fn restore_fd(
     holders: &mut PipeHolders,
     files: &mut FileData,
     tty_slave: Option<i32>,
+    ptys: &tty::PtyMasters,
 ) -> RestoreResult<()> {
     let proc_ = cx.proc_;
     if let Some((q, qfd)) = f.shared_with {
@@ -816,6 +823,18 @@ fn restore_fd(
                 .find(|p| p.id == *id)
                 .ok_or_else(|| RestoreError::Malformed(format!("unknown FIFO {id}")))?;
             fifo::place_fifo_end(cx, &files.held, f, fifo, &file.path, *flags, holders)
+        }
+        FdKind::Pty {
+            index,
+            master,
+            flags,
+        } => {
+            let n = tty::make_pty_fd(cx, ptys, *index, *master, *flags)?;
+            install(cx, n, f, *flags)
+        }
+        FdKind::DevTty { flags, .. } => {
+            let n = tty::open_dev_tty(cx, *flags)?;
+            install(cx, n, f, *flags)
         }
     }
 }

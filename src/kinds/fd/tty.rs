@@ -3,10 +3,11 @@
 use super::OpenFd;
 use crate::error::DumpResult;
 use crate::error::Problem;
-use crate::error::RestoreResult;
+use crate::error::{RestoreError, RestoreResult};
 use crate::kinds::check;
+use crate::kinds::unsupported;
 use crate::model::FileId;
-use crate::model::{Checkpoint, FdKind, Process, TtySettings, TtyState};
+use crate::model::{Checkpoint, FdKind, Process, PtyState, TtySettings, TtyState};
 use crate::remote::{Ctx, move_fd, take_remote_fd};
 use crate::sys::{self, proc as procfs};
 
@@ -38,11 +39,61 @@ pub(crate) fn is_tty(id: &FileId) -> bool {
     matches!(major, 4 | 5 | 136..=143)
 }
 
-/// A terminal open as descriptor `d`: kept as a standard descriptor (0-2) connected at
-/// restore to ckpt's own, with its settings; refused elsewhere.
+/// Device numbers of the pty masters' multiplexer (/dev/ptmx) and of /dev/tty
+/// (Documentation/admin-guide/devices.txt).
+const PTMX: (u32, u32) = (5, 2);
+const DEV_TTY: (u32, u32) = (5, 0);
+/// The terminal line discipline's number (N_TTY, include/uapi/linux/tty.h).
+const N_TTY: i32 = 0;
+/// Majors of the Unix98 pty slaves (/dev/pts/N): 136-143 as devices.txt lists them,
+/// 256 minors each; devpts numbers every slave under 136 with a 20-bit minor.
+const PTS_MAJORS: std::ops::RangeInclusive<u32> = 136..=143;
+
+/// The /dev/pts index of a pty slave's device number, if it is one.
+pub(crate) fn pts_index(rdev: u64) -> Option<u32> {
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    PTS_MAJORS
+        .contains(&major)
+        .then(|| (major - PTS_MAJORS.start()) * 256 + minor)
+}
+
+/// The device number of pty slave `index`: devpts gives every slave the first major,
+/// with the index as its (20-bit) minor.
+pub(crate) fn pts_rdev(index: u32) -> u64 {
+    libc::makedev(*PTS_MAJORS.start(), index)
+}
+
+/// A terminal open as descriptor `d`. A pty master or slave, or /dev/tty, is decided
+/// once the whole tree is known ([`resolve_ptys`]); another terminal is kept as a
+/// standard descriptor (0-2) connected at restore to ckpt's own, with its settings, and
+/// refused elsewhere.
 pub(crate) fn collect(d: &OpenFd, id: &FileId) -> DumpResult<FdKind> {
+    use std::os::fd::AsFd;
+    let dev = (libc::major(id.rdev), libc::minor(id.rdev));
+    if dev == PTMX {
+        let m = sys::process::steal_fd(d.pid, d.fd)?;
+        let info = sys::tty::pty_master(m.as_fd())?;
+        return Ok(FdKind::Pty {
+            index: info.index,
+            master: true,
+            flags: d.flags,
+        });
+    }
+    if let Some(index) = pts_index(id.rdev) {
+        return Ok(FdKind::Pty {
+            index,
+            master: false,
+            flags: d.flags,
+        });
+    }
+    if dev == DEV_TTY {
+        return Ok(FdKind::DevTty {
+            index: u32::MAX,
+            flags: d.flags,
+        });
+    }
     if d.fd <= 2 {
-        let tty = Some(Box::new(tty_state(d.pid, d.fd, id, &d.link)?));
+        let tty = Some(Box::new(tty_state(d.pid, d.fd, id.rdev, &d.link)?));
         return Ok(FdKind::Inherited {
             what: d.name.clone(),
             flags: d.flags,
@@ -52,18 +103,299 @@ pub(crate) fn collect(d: &OpenFd, id: &FileId) -> DumpResult<FdKind> {
     Err(d.not_yet("a terminal"))
 }
 
+/// Pseudo-terminal pairs whose master is in the tree are kept ([`PtyState`], with their
+/// settings, modes and controlling session); a slave (or /dev/tty) leading to a
+/// terminal outside is a standard descriptor connected at restore to ckpt's own (0-2),
+/// or refused. Refused too: a side held by a process outside the tree, a session whose
+/// controlling terminal restore could not give back. Data queued in either direction
+/// (a terminal's queue cannot be read without consuming it) is returned apart, as a
+/// refusal the dump makes only once nothing else refuses it, since it may go away
+/// ([`crate::error::DumpError::TtyBusy`]).
+pub(crate) fn resolve_ptys(
+    procs: &mut [Process],
+) -> DumpResult<(Vec<PtyState>, Option<crate::error::DumpError>)> {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::os::fd::AsFd;
+    let any = procs.iter().any(|p| {
+        p.fds
+            .iter()
+            .any(|f| matches!(f.kind, FdKind::Pty { .. } | FdKind::DevTty { .. }))
+    });
+    if !any {
+        return Ok((Vec::new(), None));
+    }
+    let mut masters: BTreeMap<u32, (i32, i32, Vec<u8>, u32)> = BTreeMap::new();
+    let mut slaves: BTreeMap<u32, (i32, i32)> = BTreeMap::new();
+    for p in procs.iter() {
+        for f in &p.fds {
+            if let FdKind::Pty {
+                index,
+                master,
+                flags,
+            } = f.kind
+            {
+                if master {
+                    let link = procfs::readlink(&format!("/proc/{}/fd/{}", p.pid, f.fd))?;
+                    masters.entry(index).or_insert((p.pid, f.fd, link, flags));
+                } else {
+                    slaves.entry(index).or_insert((p.pid, f.fd));
+                }
+            }
+        }
+    }
+    // Each process's controlling terminal and its foreground group (/proc/PID/stat).
+    let mut ctty: BTreeMap<i32, (u64, i32)> = BTreeMap::new();
+    for p in procs.iter().filter(|p| !p.is_zombie()) {
+        let st = procfs::stat(p.pid)?;
+        ctty.insert(p.pid, (st.field(7), st.field(8) as i64 as i32));
+    }
+    let mut out = Vec::new();
+    // Data queued in a pair: refused last, as it may go away (see `DumpError::TtyBusy`).
+    let mut busy = None;
+    for (&index, (pid, fd, link, _)) in &masters {
+        let m = sys::process::steal_fd(*pid, *fd)?;
+        let info = sys::tty::pty_master(m.as_fd())?;
+        let name = format!("/dev/pts/{index}");
+        if info.unread > 0 {
+            busy.get_or_insert(busy_err(
+                *pid,
+                format!(
+                    "file descriptor {fd}, the master of pseudo-terminal {name}, has {} bytes \
+                     the slave side wrote and it has not read yet; a terminal's queue cannot \
+                     be read without consuming it (dump again once the program has read them)",
+                    info.unread
+                ),
+            ));
+        }
+        if info.status_pending {
+            busy.get_or_insert(busy_err(
+                *pid,
+                format!(
+                    "file descriptor {fd}, the master of pseudo-terminal {name} in packet \
+                     mode, has a status byte (TIOCPKT) it has not read yet; it cannot be \
+                     read without consuming it"
+                ),
+            ));
+        }
+        match slaves.get(&index) {
+            Some(&(spid, sfd)) => {
+                let s = sys::process::steal_fd(spid, sfd)?;
+                let ldisc = sys::tty::line_discipline(s.as_fd())?;
+                if ldisc != N_TTY {
+                    return Err(unsupported(
+                        spid,
+                        format!(
+                            "file descriptor {sfd} ({name}) uses line discipline {ldisc}, \
+                             not the terminal one (N_TTY); not supported yet"
+                        ),
+                    ));
+                }
+                if sys::tty::exclusive(s.as_fd())? {
+                    return Err(unsupported(
+                        spid,
+                        format!(
+                            "file descriptor {sfd} ({name}) is in exclusive mode (TIOCEXCL); \
+                             not supported yet"
+                        ),
+                    ));
+                }
+                let n = sys::tty::unread(s.as_fd())?;
+                if n > 0 {
+                    busy.get_or_insert(busy_err(
+                        spid,
+                        format!(
+                            "file descriptor {sfd} ({name}) has {n} bytes of input it has not \
+                             read yet; a terminal's queue cannot be read without consuming it \
+                             (dump again once the program has read them)"
+                        ),
+                    ));
+                }
+            }
+            None if !info.slave_closed => {
+                return Err(unsupported(
+                    *pid,
+                    format!(
+                        "file descriptor {fd} is the master of pseudo-terminal {name}, whose \
+                         slave side no process of the tree holds (held outside it, or never \
+                         opened); not supported yet"
+                    ),
+                ));
+            }
+            None => {}
+        }
+        let rdev = pts_rdev(index);
+        let in_session: Vec<&Process> = procs
+            .iter()
+            .filter(|q| ctty.get(&q.pid).is_some_and(|c| c.0 == rdev))
+            .collect();
+        let (session, fg_pgid) = match in_session.first() {
+            None => (0, 0),
+            Some(q) => {
+                let sid = q.sid;
+                let fg = ctty.get(&q.pid).map_or(0, |c| c.1);
+                check_ctty_session(procs, &ctty, rdev, sid, fg, &name)?;
+                (sid, fg)
+            }
+        };
+        let path = link.clone();
+        if path != b"/dev/ptmx" && path != b"/dev/pts/ptmx" {
+            return Err(unsupported(
+                *pid,
+                format!(
+                    "file descriptor {fd} is a pty master opened as {}; only /dev/ptmx and \
+                     /dev/pts/ptmx are supported",
+                    String::from_utf8_lossy(&path)
+                ),
+            ));
+        }
+        out.push(PtyState {
+            index,
+            master_path: path,
+            settings: sys::tty::settings(m.as_fd())
+                .map_err(crate::error::DumpError::from)?
+                .into(),
+            packet: info.packet,
+            locked: info.locked,
+            slave_closed: info.slave_closed && !slaves.contains_key(&index),
+            session,
+            fg_pgid,
+        });
+    }
+    // Sides held outside the tree: the pair could not be given back to them.
+    let kept: BTreeSet<u32> = out.iter().map(|t| t.index).collect();
+    let tree: BTreeSet<i32> = procs.iter().map(|p| p.pid).collect();
+    let outside = if kept.is_empty() {
+        Vec::new()
+    } else {
+        sys::tty::pty_users(&kept, &tree)
+    };
+    if let Some(&(opid, ofd, index, master)) = outside.first() {
+        let (pid, fd, ..) = masters.get(&index).cloned().unwrap_or_default();
+        return Err(unsupported(
+            pid,
+            format!(
+                "file descriptor {fd} is the master of pseudo-terminal /dev/pts/{index}, whose \
+                 {} is also held by process {opid} (descriptor {ofd}) outside the dumped \
+                 tree; dump the tree that holds every side of it",
+                if master { "master" } else { "slave side" }
+            ),
+        ));
+    }
+    // Slaves and /dev/tty leading to terminals outside: standard descriptors inherited
+    // from restore, or refused.
+    for p in procs.iter_mut() {
+        let pid = p.pid;
+        let own = ctty.get(&pid).map_or(0, |c| c.0);
+        for f in p.fds.iter_mut() {
+            let (rdev, flags, what) = match f.kind {
+                FdKind::Pty {
+                    index,
+                    master: false,
+                    flags,
+                } if !kept.contains(&index) => {
+                    (pts_rdev(index), flags, format!("/dev/pts/{index}"))
+                }
+                FdKind::DevTty { flags, .. } => match pts_index(own).filter(|i| kept.contains(i)) {
+                    Some(i) => {
+                        f.kind = FdKind::DevTty { index: i, flags };
+                        continue;
+                    }
+                    None => (own, flags, "/dev/tty".to_string()),
+                },
+                _ => continue,
+            };
+            if f.fd > 2 {
+                return Err(unsupported(
+                    pid,
+                    format!(
+                        "file descriptor {} is a terminal ({what}) whose master side is \
+                         outside the dumped tree; only standard descriptors 0-2 can lead to \
+                         such a terminal (restore connects them to its own)",
+                        f.fd
+                    ),
+                ));
+            }
+            let tty = tty_state(pid, f.fd, rdev, what.as_bytes())?;
+            f.kind = FdKind::Inherited {
+                what,
+                flags,
+                tty: Some(Box::new(tty)),
+            };
+            f.shared_with = None;
+        }
+    }
+    Ok((out, busy))
+}
+
+/// A refusal for data queued in a terminal, which the program may read meanwhile.
+fn busy_err(pid: i32, why: String) -> crate::error::DumpError {
+    crate::error::DumpError::TtyBusy { pid, why }
+}
+
+/// The session whose controlling terminal is pty `name` (device `rdev`) must be one
+/// restore can give it to: its leader in the tree, every process of the tree in it
+/// holding that terminal, and its foreground group a group of the tree in it.
+fn check_ctty_session(
+    procs: &[Process],
+    ctty: &std::collections::BTreeMap<i32, (u64, i32)>,
+    rdev: u64,
+    sid: i32,
+    fg: i32,
+    name: &str,
+) -> DumpResult<()> {
+    let root = procs.first().map_or(0, |p| p.pid);
+    if !procs.iter().any(|q| q.pid == sid && !q.is_zombie()) {
+        return Err(unsupported(
+            root,
+            format!(
+                "pseudo-terminal {name} is the controlling terminal of session {sid}, whose \
+                 leader is not in the dumped tree; restore could not make it that session's \
+                 terminal (dump the tree from the session's leader)"
+            ),
+        ));
+    }
+    for q in procs.iter().filter(|q| !q.is_zombie()) {
+        let has = ctty.get(&q.pid).is_some_and(|c| c.0 == rdev);
+        if has != (q.sid == sid) {
+            return Err(unsupported(
+                q.pid,
+                format!(
+                    "it is in session {} and {} pseudo-terminal {name} as controlling terminal, \
+                     which session {sid} has; not supported yet",
+                    q.sid,
+                    if has { "has" } else { "does not have" }
+                ),
+            ));
+        }
+    }
+    if !procs
+        .iter()
+        .any(|q| q.pgid == fg && q.sid == sid && !q.is_zombie())
+    {
+        return Err(unsupported(
+            sid,
+            format!(
+                "the foreground process group of its controlling terminal {name} is {fg}, no \
+                 process group of the dumped tree in its session; restore could not give it \
+                 back"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A terminal on standard descriptor `fd`: its settings (read through a duplicate of the
 /// descriptor; left out if the terminal no longer answers, e.g. hung up) and whether it
 /// is the process's controlling terminal, with its foreground group (/proc/PID/stat).
-fn tty_state(pid: i32, fd: i32, id: &FileId, link: &[u8]) -> DumpResult<TtyState> {
+fn tty_state(pid: i32, fd: i32, rdev: u64, link: &[u8]) -> DumpResult<TtyState> {
     use std::os::fd::AsFd;
     let dup = sys::process::steal_fd(pid, fd)?;
     let settings = sys::tty::settings(dup.as_fd()).ok().map(TtySettings::from);
     let st = procfs::stat(pid)?;
-    let controlling = st.field(7) == id.rdev;
+    let controlling = st.field(7) == rdev;
     Ok(TtyState {
         path: link.to_vec(),
-        rdev: id.rdev,
+        rdev,
         settings,
         controlling,
         fg_pgid: if controlling {
@@ -75,6 +407,124 @@ fn tty_state(pid: i32, fd: i32, id: &FileId, link: &[u8]) -> DumpResult<TtyState
 }
 
 // ---- checks (plan) ----
+
+/// Pseudo-terminal pairs: each is recorded once, held by exactly one master
+/// description of the image, opened by a known path, the controlling terminal of a
+/// session led by a process of the image (one terminal per session), with a foreground
+/// group of that session; every pty and /dev/tty descriptor names a known pair.
+pub(crate) fn check_ptys(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
+    use std::collections::BTreeSet;
+    let procs = &ckpt.processes;
+    let mut seen = BTreeSet::new();
+    let mut sessions = BTreeSet::new();
+    for t in &ckpt.ptys {
+        let masters = procs
+            .iter()
+            .flat_map(|q| q.fds.iter())
+            .filter(|f| {
+                f.shared_with.is_none()
+                    && matches!(f.kind, FdKind::Pty { index, master: true, .. } if index == t.index)
+            })
+            .count();
+        let path_ok = t.master_path == b"/dev/ptmx" || t.master_path == b"/dev/pts/ptmx";
+        let session_ok = t.session == 0
+            || (procs
+                .iter()
+                .any(|q| q.pid == t.session && q.sid == t.session && !q.is_zombie())
+                && procs
+                    .iter()
+                    .any(|q| q.pgid == t.fg_pgid && q.sid == t.session && !q.is_zombie())
+                && sessions.insert(t.session));
+        if !seen.insert(t.index) || t.index >= MAX_PTYS || masters != 1 || !path_ok || !session_ok {
+            check::p(
+                problems,
+                "malformed",
+                format!("invalid pseudo-terminal {}", t.index),
+            );
+        }
+    }
+    for q in procs {
+        for f in &q.fds {
+            if let FdKind::Pty { index, .. } | FdKind::DevTty { index, .. } = f.kind {
+                if !seen.contains(&index) {
+                    check::p(
+                        problems,
+                        "malformed",
+                        format!(
+                            "descriptor {} of process {} is an unknown pseudo-terminal",
+                            f.fd, q.pid
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Pty numbers the kernel can hand out (NR_UNIX98_PTY_MAX, include/linux/tty.h).
+const MAX_PTYS: u32 = 1 << 20;
+
+/// How long a pty index of the image may stay taken after its tree was killed (the
+/// index is free once every descriptor of the pair is closed, as the processes exit).
+const PTY_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Each pty index of the image is free on this host (/dev/pts/N does not exist), but
+/// those a dumped tree holds (`held.live`: they are its own).
+pub(crate) fn check_pty_indexes(
+    ckpt: &Checkpoint,
+    held: &check::Held,
+    problems: &mut Vec<Problem>,
+) {
+    if held.live {
+        return;
+    }
+    let until = std::time::Instant::now() + PTY_GRACE;
+    for t in &ckpt.ptys {
+        let path = format!("/dev/pts/{}", t.index);
+        while std::path::Path::new(&path).exists() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        if std::path::Path::new(&path).exists() {
+            check::p(
+                problems,
+                "pty-taken",
+                format!(
+                    "pseudo-terminal {path} is in use on this host; the restored programs \
+                     hold it under that name"
+                ),
+            );
+        }
+    }
+}
+
+/// What `inspect` says of a pty side or /dev/tty.
+pub(crate) fn describe_pty(ckpt: &Checkpoint, index: u32, master: Option<bool>) -> String {
+    let side = match master {
+        Some(true) => "master of pseudo-terminal",
+        Some(false) => "slave side of pseudo-terminal",
+        None => "/dev/tty, the controlling terminal",
+    };
+    let extra = ckpt
+        .ptys
+        .iter()
+        .find(|t| t.index == index)
+        .map(|t| {
+            format!(
+                " ({}x{}{}{}{})",
+                t.settings.cols,
+                t.settings.rows,
+                if t.packet { ", packet mode" } else { "" },
+                if t.locked { ", locked" } else { "" },
+                if t.session != 0 {
+                    format!(", controlling terminal of session {}", t.session)
+                } else {
+                    String::new()
+                }
+            )
+        })
+        .unwrap_or_default();
+    format!("{side} /dev/pts/{index}{extra}")
+}
 
 // `pub`, not `pub(crate)`: `restore::plan` re-exports both (the public `stage` takes a
 // `TtyPlan`).
@@ -157,6 +607,21 @@ pub fn tty_plan(ckpt: &Checkpoint) -> std::result::Result<TtyPlan, Vec<Problem>>
             );
         }
     }
+    if let Some(t) = ckpt
+        .ptys
+        .iter()
+        .find(|t| t.session == root.sid && t.session != 0)
+    {
+        check::p(
+            &mut problems,
+            "unsupported",
+            format!(
+                "--new-tty: the root's session has pseudo-terminal /dev/pts/{} of the image as \
+                 its controlling terminal; restore it without --new-tty",
+                t.index
+            ),
+        );
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -201,6 +666,133 @@ pub(crate) fn describe_inherited(what: &str, tty: Option<&TtyState>) -> String {
 }
 
 // ---- restore (stage) ----
+
+/// The image's pty pairs, opened by ckpt for the stage (index -> its master): every
+/// descriptor of a pair is taken from these (`pidfd_getfd`), so the processes share
+/// ckpt's master description, and slaves are opened from it (TIOCGPTPEER).
+#[derive(Default)]
+pub(crate) struct PtyMasters(pub(crate) std::collections::BTreeMap<u32, std::os::fd::OwnedFd>);
+
+impl PtyMasters {
+    /// ckpt's descriptor of the master of pair `index`.
+    pub(crate) fn fd(&self, index: u32) -> RestoreResult<i32> {
+        use std::os::fd::AsRawFd;
+        self.0
+            .get(&index)
+            .map(|m| m.as_raw_fd())
+            .ok_or_else(|| RestoreError::Malformed(format!("unknown pseudo-terminal {index}")))
+    }
+}
+
+/// Open every pty pair of the image under its own index (lowest first), unlocked, with
+/// its settings and packet mode.
+pub(crate) fn open_ptys(ckpt: &Checkpoint) -> RestoreResult<PtyMasters> {
+    use std::os::fd::AsFd;
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = PtyMasters::default();
+    let mut ptys: Vec<&PtyState> = ckpt.ptys.iter().collect();
+    ptys.sort_by_key(|t| t.index);
+    for t in ptys {
+        crate::error::fault_point("create a pseudo-terminal")?;
+        let accmode = ckpt
+            .processes
+            .iter()
+            .flat_map(|q| q.fds.iter())
+            .find_map(|f| match f.kind {
+                FdKind::Pty {
+                    index,
+                    master: true,
+                    flags,
+                } if index == t.index && f.shared_with.is_none() => {
+                    Some(flags as i32 & libc::O_ACCMODE)
+                }
+                _ => None,
+            })
+            .unwrap_or(libc::O_RDWR);
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&t.master_path));
+        let m = sys::tty::open_pty_at(path, accmode, t.index)?;
+        sys::tty::set_locked(m.as_fd(), false)?;
+        sys::tty::apply(m.as_fd(), &sys::tty::Settings::from(&t.settings))?;
+        if t.packet {
+            sys::tty::set_packet(m.as_fd(), true)?;
+        }
+        out.0.insert(t.index, m);
+    }
+    Ok(out)
+}
+
+/// Once every process has its descriptors: a pair whose slave side had been closed
+/// gets it opened and closed again (its master then reads EIO, as it did), and locked
+/// pairs are locked again.
+pub(crate) fn finish_ptys(ckpt: &Checkpoint, masters: &PtyMasters) -> RestoreResult<()> {
+    use std::os::fd::AsFd;
+    for t in &ckpt.ptys {
+        let Some(m) = masters.0.get(&t.index) else {
+            continue;
+        };
+        crate::error::fault_point("finish a pseudo-terminal")?;
+        if t.slave_closed {
+            drop(sys::tty::open_peer(m.as_fd())?);
+        }
+        if t.locked {
+            sys::tty::set_locked(m.as_fd(), true)?;
+        }
+    }
+    Ok(())
+}
+
+/// A side of pty pair `index` for descriptor `f`, as a new descriptor of the process:
+/// its master (ckpt's, shared), or a new open description of its slave side.
+pub(crate) fn make_pty_fd(
+    cx: &mut Ctx<'_>,
+    masters: &PtyMasters,
+    index: u32,
+    master: bool,
+    flags: u32,
+) -> RestoreResult<u64> {
+    let me = std::process::id() as i32;
+    let n = take_remote_fd(
+        cx,
+        me,
+        masters.fd(index)? as u64,
+        "take a pseudo-terminal master",
+    )?;
+    if master {
+        return Ok(n);
+    }
+    // A slave opened by its name has O_LARGEFILE (open(2) adds it on 64-bit), one
+    // opened with TIOCGPTPEER not, and F_SETFL cannot change it: open it the same way.
+    // (Not with O_CLOEXEC either: TIOCGPTPEER would keep it in the status flags.)
+    let open = (flags as i32 & libc::O_ACCMODE) | libc::O_NOCTTY;
+    let s = if flags & linux_raw_sys::general::O_LARGEFILE != 0 {
+        let path = cx.put_cstr(0, format!("/dev/pts/{index}").as_bytes())?;
+        cx.call(
+            "open a pseudo-terminal's slave side",
+            crate::arch::native::nr::OPENAT,
+            [libc::AT_FDCWD as u64, path, open as u64, 0, 0, 0],
+        )?
+    } else {
+        cx.call(
+            "ioctl(TIOCGPTPEER)",
+            crate::arch::native::nr::IOCTL,
+            [n, libc::TIOCGPTPEER, open as u64, 0, 0, 0],
+        )?
+    };
+    cx.close(n)?;
+    Ok(s)
+}
+
+/// /dev/tty, opened by the process (its controlling terminal is the image's pty by
+/// now).
+pub(crate) fn open_dev_tty(cx: &mut Ctx<'_>, flags: u32) -> RestoreResult<u64> {
+    let path = cx.put_cstr(0, b"/dev/tty")?;
+    let open = (flags as i32 & libc::O_ACCMODE) | libc::O_NOCTTY;
+    cx.call(
+        "open /dev/tty",
+        crate::arch::native::nr::OPENAT,
+        [libc::AT_FDCWD as u64, path, open as u64, 0, 0, 0],
+    )
+}
 
 /// `--new-tty`: descriptor `f`, inherited from the terminal, becomes the new terminal
 /// (ckpt's descriptor `slave`; one open description, as a terminal's 0-2 usually share)

@@ -145,6 +145,7 @@ pub(crate) fn checkpoint(
         socketpairs: Vec::new(),
         own_pid_namespace: false,
         fifos: Vec::new(),
+        ptys: Vec::new(),
     }
 }
 
@@ -515,6 +516,70 @@ pub(crate) fn set_controlling_tty(cx: &mut Ctx<'_>, slave: i32, fg: i32) -> Rest
         [n, libc::TIOCSPGRP, a, 0, 0, 0],
     )?;
     cx.close(n)?;
+    Ok(())
+}
+
+/// A pty pair of the image that is the controlling terminal of the session process
+/// `cx` leads becomes its controlling terminal (TIOCSCTTY on the master taken from
+/// ckpt, which acts on the slave side), right after `setsid` and before its children
+/// are forked, so that every process of the session inherits it.
+pub(crate) fn set_session_tty(
+    cx: &mut Ctx<'_>,
+    ckpt: &Checkpoint,
+    masters: &crate::kinds::fd::tty::PtyMasters,
+) -> RestoreResult<()> {
+    let pid = cx.proc_.pid;
+    let Some(t) = ckpt
+        .ptys
+        .iter()
+        .find(|t| t.session == pid && t.session != 0)
+    else {
+        return Ok(());
+    };
+    let me = std::process::id() as i32;
+    let n = take_remote_fd(
+        cx,
+        me,
+        masters.fd(t.index)? as u64,
+        "take a pseudo-terminal",
+    )?;
+    cx.call(
+        "ioctl(TIOCSCTTY) of a pseudo-terminal",
+        nr::IOCTL,
+        [n, libc::TIOCSCTTY, 0, 0, 0, 0],
+    )?;
+    cx.close(n)
+}
+
+/// Every session with a pty of the image as controlling terminal gets its foreground
+/// group back (TIOCSPGRP from its leader, once every group exists).
+pub(crate) fn set_foreground_groups(
+    ctxs: &mut [Ctx<'_>],
+    ckpt: &Checkpoint,
+    masters: &crate::kinds::fd::tty::PtyMasters,
+) -> RestoreResult<()> {
+    let me = std::process::id() as i32;
+    for t in ckpt.ptys.iter().filter(|t| t.session != 0) {
+        let Some(cx) = ctxs.iter_mut().find(|c| c.proc_.pid == t.session) else {
+            return Err(RestoreError::Malformed(format!(
+                "the leader of session {} is not in the image",
+                t.session
+            )));
+        };
+        let n = take_remote_fd(
+            cx,
+            me,
+            masters.fd(t.index)? as u64,
+            "take a pseudo-terminal",
+        )?;
+        let a = cx.put(0, &t.fg_pgid.to_le_bytes())?;
+        cx.call(
+            "ioctl(TIOCSPGRP) of a pseudo-terminal",
+            nr::IOCTL,
+            [n, libc::TIOCSPGRP, a, 0, 0, 0],
+        )?;
+        cx.close(n)?;
+    }
     Ok(())
 }
 

@@ -72,8 +72,8 @@ pub const LEGIT: &[(&str, &str)] = &[
     ("*.stat.pgrp", "the tree joins ckpt restore's process group"),
     ("*.stat.session", "the tree joins ckpt restore's session"),
     (
-        "*.stat.tpgid",
-        "the foreground group of ckpt restore's terminal, if any",
+        "*.stat.tpgid@outside_tty",
+        "the foreground group of ckpt restore's terminal, if any (a pty of the tree is compared)",
     ),
     (
         "*.status.NSpgid",
@@ -248,6 +248,21 @@ fn legit(key: &str, before: &Snapshot, after: &Snapshot) -> Option<&'static str>
                 let base = key.rsplit_once(".sock.").map_or(key, |x| x.0);
                 let tcp = |s: &Snapshot| s.get(&format!("{base}.sock.SO_PROTOCOL")) == Some("6");
                 tcp(before) && tcp(after)
+            }
+            "outside_tty" => {
+                // The controlling terminal is not a pty whose master the tree holds.
+                let base = key.rsplit_once(".stat.").map_or(key, |x| x.0);
+                let nr: u64 = before
+                    .get(&format!("{base}.stat.tty_nr"))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let (major, minor) = ((nr >> 8) & 0xfff, (nr & 0xff) | ((nr >> 12) & 0xfff00));
+                let index = (136..=143)
+                    .contains(&major)
+                    .then(|| ((major - 136) * 256 + minor).to_string());
+                !before.entries.iter().any(|(k, (_, v))| {
+                    k.ends_with(".fdinfo.tty-index") && Some(v) == index.as_ref()
+                })
             }
             "proc" => {
                 let base = key.rsplit_once(".stat.").map_or(key, |x| x.0);

@@ -11,7 +11,9 @@
 //!   each kind's lines: eventfd-count, tfd, inotify, timerfd, signalfd...), the file's
 //!   mode, owner, link count, size, blocks and data extents (SEEK_DATA/SEEK_HOLE), and,
 //!   on a duplicate taken with `pidfd_getfd`: F_GETOWN_EX, F_GETSIG, F_GETFL, F_GETPIPE_SZ,
-//!   F_GET_SEALS, and for sockets their options (SO_*), queue lengths and addresses;
+//!   F_GET_SEALS, for sockets their options (SO_*), queue lengths and addresses, and for
+//!   terminals (/dev/pts/N, /dev/ptmx, /dev/tty) termios, window size, packet mode, lock,
+//!   exclusive mode and bytes to read;
 //! - for unix sockets, `sock_diag` (state, shutdown, queues, peer) through a small netlink
 //!   client of its own;
 //! - the sharing between tasks and descriptors: `kcmp` VM/FILES/FS/SIGHAND/IO/SYSVSEM

@@ -466,6 +466,9 @@ fn read_fds(r: &mut Reader, pid: i32) {
             continue;
         };
         read_dup(r, &k, d, link.starts_with("socket:"));
+        if link.starts_with("/dev/pts/") || link == "/dev/ptmx" || link == "/dev/tty" {
+            read_tty(r, &k, d);
+        }
         unsafe { libc::close(d) };
     }
     if let Some(p) = pfd {
@@ -739,5 +742,50 @@ fn sockaddr_text(ss: &libc::sockaddr_storage, len: usize) -> String {
             )
         }
         f => format!("family {f} {bytes:?}"),
+    }
+}
+
+/// A terminal's state as its ioctls show it: termios, window size, and for a pty master
+/// packet mode and the lock; the bytes waiting to be read.
+fn read_tty(r: &mut Reader, k: &str, d: i32) {
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    if unsafe { libc::tcgetattr(d, &mut t) } == 0 {
+        r.conf(
+            format!("{k}.tty.termios"),
+            format!(
+                "i {:o} o {:o} c {:o} l {:o} line {} cc {:?} speed {}/{}",
+                t.c_iflag,
+                t.c_oflag,
+                t.c_cflag,
+                t.c_lflag,
+                t.c_line,
+                t.c_cc,
+                t.c_ispeed,
+                t.c_ospeed
+            ),
+        );
+    }
+    let mut w: libc::winsize = unsafe { std::mem::zeroed() };
+    if unsafe { libc::ioctl(d, libc::TIOCGWINSZ, &mut w) } == 0 {
+        r.conf(
+            format!("{k}.tty.winsize"),
+            format!("{}x{} {}x{}", w.ws_row, w.ws_col, w.ws_xpixel, w.ws_ypixel),
+        );
+    }
+    for (name, req) in [
+        ("TIOCGPKT", libc::TIOCGPKT),
+        ("TIOCGPTLCK", libc::TIOCGPTLCK),
+        ("TIOCGEXCL", libc::TIOCGEXCL),
+    ] {
+        let mut v: libc::c_int = 0;
+        let rc = unsafe { libc::ioctl(d, req, &mut v as *mut libc::c_int) };
+        r.conf(
+            format!("{k}.tty.{name}"),
+            if rc == 0 { v.to_string() } else { "err".into() },
+        );
+    }
+    let mut v: libc::c_int = 0;
+    if unsafe { libc::ioctl(d, libc::FIONREAD, &mut v as *mut libc::c_int) } == 0 {
+        r.prog(format!("{k}.tty.inq"), v.to_string());
     }
 }

@@ -97,3 +97,110 @@ fn what_cannot_get_a_new_terminal() {
         &["--new-tty: the tree has a PID namespace of its own"],
     );
 }
+
+// ---- pty pairs inside the image (`check_ptys`) ----
+
+mod pairs {
+    use super::with_fds;
+    use crate::kinds::fd::tty::check_ptys;
+    use crate::kinds::testutil::*;
+    use crate::model::{Checkpoint, FdKind, PtyState};
+
+    fn side(index: u32, master: bool) -> FdKind {
+        FdKind::Pty {
+            index,
+            master,
+            flags: 2,
+        }
+    }
+
+    fn pty(index: u32, session: i32, fg_pgid: i32) -> PtyState {
+        PtyState {
+            index,
+            master_path: b"/dev/ptmx".to_vec(),
+            session,
+            fg_pgid,
+            ..Default::default()
+        }
+    }
+
+    /// A parent holding the master of pty 4 and a child (11) leading a session on its
+    /// slave, with a job (12) in the foreground.
+    fn image(t: PtyState) -> Checkpoint {
+        let mut ck = checkpoint(vec![
+            with_fds(process(10), vec![fd(5, side(4, true))]),
+            with_fds(
+                child(11, 10, 11, 11),
+                vec![
+                    fd(0, side(4, false)),
+                    fd(7, FdKind::DevTty { index: 4, flags: 2 }),
+                ],
+            ),
+            with_fds(child(12, 11, 12, 11), vec![fd(0, side(4, false))]),
+        ]);
+        ck.ptys = vec![t];
+        ck
+    }
+
+    #[test]
+    fn a_session_on_a_pair_of_the_image() {
+        assert_none(&run(|p| check_ptys(&image(pty(4, 11, 12)), p)));
+        assert_none(&run(|p| check_ptys(&image(pty(4, 0, 0)), p)));
+    }
+
+    #[test]
+    fn a_pair_needs_one_master_a_known_path_and_a_session_of_the_image() {
+        let mut no_master = image(pty(4, 11, 12));
+        no_master.processes[0].fds.clear();
+        assert_one(
+            &run(|p| check_ptys(&no_master, p)),
+            "malformed",
+            &["pseudo-terminal 4"],
+        );
+        let mut path = pty(4, 11, 12);
+        path.master_path = b"/tmp/ptmx".to_vec();
+        assert_one(&run(|p| check_ptys(&image(path), p)), "malformed", &["4"]);
+        let mut huge = image(pty(4, 11, 12));
+        huge.ptys[0].index = 1 << 20;
+        for f in huge.processes.iter_mut().flat_map(|q| q.fds.iter_mut()) {
+            if let FdKind::Pty { index, .. } | FdKind::DevTty { index, .. } = &mut f.kind {
+                *index = 1 << 20;
+            }
+        }
+        assert_one(&run(|p| check_ptys(&huge, p)), "malformed", &["1048576"]);
+        // 12 leads no session; group 13 does not exist; no session 99.
+        for t in [pty(4, 12, 12), pty(4, 11, 13), pty(4, 99, 12)] {
+            assert_one(&run(|p| check_ptys(&image(t), p)), "malformed", &["4"]);
+        }
+    }
+
+    #[test]
+    fn a_descriptor_of_an_unknown_pair_and_a_pair_recorded_twice() {
+        let mut ck = image(pty(4, 11, 12));
+        ck.ptys[0].index = 5;
+        let got = run(|p| check_ptys(&ck, p));
+        assert!(
+            got.iter()
+                .any(|x| x.message.contains("unknown pseudo-terminal")),
+            "{got:?}"
+        );
+        let mut twice = image(pty(4, 11, 12));
+        twice.ptys.push(pty(4, 0, 0));
+        assert!(!run(|p| check_ptys(&twice, p)).is_empty());
+    }
+}
+
+/// /dev/pts/259 is (136, 259) (devpts numbers every slave under the first major);
+/// the older majors 137-143 of devices.txt still name the same indexes.
+#[test]
+fn pty_numbers_and_device_numbers() {
+    use crate::kinds::fd::tty::{pts_index, pts_rdev};
+    assert_eq!(pts_rdev(259), libc::makedev(136, 259));
+    assert_eq!(pts_rdev(3), libc::makedev(136, 3));
+    for i in [0, 3, 255, 256, 259, 4095, (1 << 20) - 1] {
+        assert_eq!(pts_index(pts_rdev(i)), Some(i));
+    }
+    assert_eq!(pts_index(libc::makedev(137, 3)), Some(259));
+    assert_eq!(pts_index(libc::makedev(5, 2)), None);
+    assert_eq!(pts_index(libc::makedev(4, 1)), None);
+}
