@@ -554,8 +554,10 @@ fn dump_tx(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     fds::file::check_kept_files(&processes)?;
     fds::file::check_proc_files(&processes)?;
     fds::check_fd_owners(&processes)?;
-    let held = collect::held(&tree, &processes)?;
+    let mut held = collect::held(&tree, &processes)?;
+    let sysv = collect::sysv_objects(pid, &processes, &mut held)?;
     let mut collected = collect::assemble(pid, processes, procs)?;
+    collected.ckpt.sysv = sysv;
     collected.ckpt.pipes = pipes;
     collected.ckpt.socketpairs = socketpairs;
     collected.ckpt.fifos = fifos;
@@ -630,6 +632,10 @@ fn dump_tx(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         // sends no FIN or RST.
         tree.kill()?;
         repair.close_silently();
+        // The tree's System V objects would outlive it (see `kinds::ipc`).
+        stats
+            .warnings
+            .extend(crate::kinds::ipc::remove_owned(&collected.ckpt.sysv));
     }
     stats.frozen = tree.frozen_at.elapsed();
     stats.total = t0.elapsed();

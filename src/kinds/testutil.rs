@@ -82,6 +82,7 @@ pub(crate) fn checkpoint(processes: Vec<Process>) -> Checkpoint {
         socketpairs: Vec::new(),
         fifos: Vec::new(),
         own_pid_namespace: false,
+        sysv: Default::default(),
     }
 }
 

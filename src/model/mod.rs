@@ -761,6 +761,69 @@ pub struct Checkpoint {
     /// processes outside it are 0), and restore creates a new namespace for the tree.
     #[serde(default)]
     pub own_pid_namespace: bool,
+    /// The System V IPC objects that belong to the tree (see `kinds::ipc`), restored
+    /// under the same IDs and keys. Empty in older images.
+    #[serde(default)]
+    pub sysv: SysvIpc,
+}
+
+/// System V IPC objects (of the host's IPC namespace, those the tree owns; a whole
+/// namespace's objects would be listed the same way).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SysvIpc {
+    #[serde(default)]
+    pub shm: Vec<SysvShm>,
+    #[serde(default)]
+    pub sem: Vec<SysvSem>,
+    #[serde(default)]
+    pub msg: Vec<SysvMsgQueue>,
+}
+
+/// What every System V object has: key (0 for IPC_PRIVATE), ID, owner, creator and
+/// mode (permission bits; for a segment also SHM_DEST 0o1000 and SHM_LOCKED 0o2000).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct IpcPerm {
+    pub key: i32,
+    pub id: i32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cuid: u32,
+    pub cgid: u32,
+    pub mode: u32,
+}
+
+/// A System V shared memory segment. Its contents travel as the pages of the processes
+/// that attach it (`VmaKind::SysvShm`); one attached by no process of the tree has them
+/// here (`data`, trailing zero bytes left out).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SysvShm {
+    pub perm: IpcPerm,
+    pub size: u64,
+    #[serde(default, with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// A System V semaphore set: the value of each semaphore.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SysvSem {
+    pub perm: IpcPerm,
+    pub values: Vec<u16>,
+}
+
+/// A System V message queue: its byte limit and its messages, in order.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SysvMsgQueue {
+    pub perm: IpcPerm,
+    pub qbytes: u64,
+    pub messages: Vec<SysvMsg>,
+}
+
+/// One queued System V message: its type and text.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SysvMsg {
+    pub mtype: i64,
+    #[serde(with = "serde_bytes")]
+    pub text: Vec<u8>,
 }
 
 impl Checkpoint {

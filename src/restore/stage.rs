@@ -186,6 +186,7 @@ pub(crate) fn stage(
         shm: ShmOwners::new(),
         shm_sizes: shmem::shm_sizes(procs),
     };
+    crate::kinds::ipc::create_objects(&plan.ckpt.sysv, &mut shared.sysv)?;
     let mut pages = PageStream::new(reader);
     shared.files = pages.read_file_data(true)?;
     shared.files.held = plan.held.fds();

@@ -245,6 +245,7 @@ pub fn checkpoint() -> Checkpoint {
         pipes: vec![],
         socketpairs: vec![],
         own_pid_namespace: false,
+        sysv: Default::default(),
         fifos: vec![],
     }
 }

@@ -459,4 +459,12 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
         what: "a restored zombie is a ckpt helper that exited with the status: /proc shows ckpt's name (`ckpt`), signal masks and limits (hard core limit 0) instead of the dead process's",
         issue: "issue 13",
     },
+    // tests/e2e_sysv.rs
+    KnownLoss {
+        test: "sysv_objects_come_back_under_their_ids_with_owners_and_contents",
+        cmp: Cmp::Restored,
+        key: "p*.pages_shared_with_p*",
+        what: "pages a fork child shares copy-on-write with its parent (stack, data) come back as separate copies",
+        issue: "issue 13",
+    },
 ];

@@ -1,0 +1,491 @@
+//! System V IPC objects that belong to the tree: shared memory segments, semaphore sets
+//! and message queues of the host's IPC namespace, saved with their IDs, keys, owners,
+//! creators, modes and contents, and made again under the same IDs at restore.
+//!
+//! **Which objects belong to the tree** (the host's IPC namespace is shared with
+//! everyone, so the tree's objects must be picked out; a tree with an IPC namespace of
+//! its own would simply take all of them):
+//! - a segment attached by a process of the tree (all of its attachments must be the
+//!   tree's: one also attached outside is refused, naming it), or attached by no one and
+//!   created by a process of the tree (`cpid`);
+//! - a semaphore set on which a process of the tree made the last operation of some
+//!   semaphore (`sempid`); refused if another semaphore's last operation was made by a
+//!   live process outside the tree;
+//! - a queue a process of the tree sent to or received from last (`lspid`/`lrpid`);
+//!   refused if the other one is a live process outside the tree.
+//!
+//! Objects the tree never touched that way (a set created but never operated on, a queue
+//! never used) are not the tree's: they stay on the host, as its files do, and the
+//! restored program finds them there. A process with a semaphore undo list (SEM_UNDO) is
+//! refused: the kernel offers no way to read its adjustments.
+//!
+//! A dump that kills the tree removes its objects once the image is written (they would
+//! outlive it, their IDs taken, and the restore would be refused); with
+//! `--leave-running` they stay with the running tree.
+
+use crate::error::{DumpError, DumpResult, Problem, RestoreError, RestoreResult};
+use crate::kinds::check::{self, Held};
+use crate::kinds::mem::shmem::SysvCreated;
+use crate::model::{IpcPerm, Process, SysvIpc, SysvMsg, SysvMsgQueue, SysvSem, SysvShm, VmaKind};
+use crate::sys::ipc::{self as sysipc, IpcKind, IpcObject, NewObject};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// SHM_LOCKED in a segment's mode (linux/shm.h).
+pub(crate) const SHM_LOCKED: u32 = 0o2000;
+/// SHM_DEST in a segment's mode (linux/shm.h).
+pub(crate) const SHM_DEST: u32 = 0o1000;
+/// Contents of a segment attached by no process of the tree are kept in the metadata;
+/// larger ones are refused.
+const MAX_UNATTACHED: u64 = 256 << 20;
+
+// ---- collect (dump) ----
+
+fn perm(o: &IpcObject) -> IpcPerm {
+    IpcPerm {
+        key: o.key,
+        id: o.id,
+        uid: o.uid,
+        gid: o.gid,
+        cuid: o.cuid,
+        cgid: o.cgid,
+        mode: o.mode,
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A live process outside the tree among `pids`, if any.
+fn outsider(pids: &[i32], tree: &BTreeSet<i32>) -> Option<i32> {
+    pids.iter()
+        .copied()
+        .find(|&p| p > 0 && !tree.contains(&p) && alive(p))
+}
+
+/// The System V objects that belong to the tree (see the module's rule), read from the
+/// host with their contents. `processes` are the tree's, with host PIDs; `tree` their
+/// PIDs. An object the tree shares with a live process outside it, or a process with a
+/// semaphore undo list, refuses the dump (nothing is changed).
+pub(crate) fn collect(
+    root: i32,
+    processes: &[Process],
+    tree: &BTreeSet<i32>,
+) -> DumpResult<SysvIpc> {
+    let refuse = |pid: i32, why: String| DumpError::Unsupported { pid, why };
+    let mut out = SysvIpc::default();
+    // Attachments (areas) of each segment in the tree, and the first process with one.
+    let mut attached: BTreeMap<i32, (u64, i32)> = BTreeMap::new();
+    for p in processes {
+        for v in &p.vmas {
+            if let VmaKind::SysvShm { shmid, .. } = v.kind {
+                attached.entry(shmid).or_insert((0, p.pid)).0 += 1;
+            }
+        }
+    }
+    for o in sysipc::list(IpcKind::Shm)? {
+        let data = match attached.get(&o.id) {
+            Some(&(n, pid)) => {
+                if o.count > n {
+                    return Err(refuse(
+                        pid,
+                        format!(
+                            "System V shared memory segment {} (key {:#x}) is also attached \
+                             outside the dumped tree ({} attachments, {n} of them the \
+                             tree's); it cannot be restored while others use it",
+                            o.id, o.key, o.count
+                        ),
+                    ));
+                }
+                Vec::new()
+            }
+            None if o.count == 0 && tree.contains(&o.pid1) => {
+                if o.size > MAX_UNATTACHED {
+                    return Err(refuse(
+                        o.pid1,
+                        format!(
+                            "System V shared memory segment {} (key {:#x}), created by the \
+                             process and attached by none, is {} bytes: more than the {} \
+                             ckpt keeps of an unattached segment",
+                            o.id, o.key, o.size, MAX_UNATTACHED
+                        ),
+                    ));
+                }
+                let mut d = sysipc::shm_read(o.id, o.size as usize)?;
+                let used = d.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                d.truncate(used);
+                d
+            }
+            None => continue,
+        };
+        out.shm.push(SysvShm {
+            perm: perm(&o),
+            size: o.size,
+            data,
+        });
+    }
+    for o in sysipc::list(IpcKind::Sem)? {
+        let pids = sysipc::sem_pids(o.id, o.size as usize)?;
+        let Some(&ours) = pids.iter().find(|p| tree.contains(p)) else {
+            continue;
+        };
+        if let Some(other) = outsider(&pids, tree) {
+            return Err(refuse(
+                ours,
+                format!(
+                    "System V semaphore set {} (key {:#x}) is also used by process {other} \
+                     outside the dumped tree; it cannot be restored while others use it",
+                    o.id, o.key
+                ),
+            ));
+        }
+        out.sem.push(SysvSem {
+            perm: perm(&o),
+            values: sysipc::sem_values(o.id, o.size as usize)?,
+        });
+    }
+    for o in sysipc::list(IpcKind::Msg)? {
+        let pids = [o.pid1, o.pid2];
+        let Some(&ours) = pids.iter().find(|p| tree.contains(p)) else {
+            continue;
+        };
+        if let Some(other) = outsider(&pids, tree) {
+            return Err(refuse(
+                ours,
+                format!(
+                    "System V message queue {} (key {:#x}) is also used by process {other} \
+                     outside the dumped tree; it cannot be restored while others use it",
+                    o.id, o.key
+                ),
+            ));
+        }
+        let messages = sysipc::msg_copy_all(o.id, o.count, o.size)?
+            .into_iter()
+            .map(|(mtype, text)| SysvMsg { mtype, text })
+            .collect();
+        out.msg.push(SysvMsgQueue {
+            perm: perm(&o),
+            qbytes: sysipc::msg_qbytes(o.id)?,
+            messages,
+        });
+    }
+    for p in processes.iter().filter(|p| !p.is_zombie()) {
+        if sysipc::has_sem_undo(p.pid)? {
+            return Err(refuse(
+                p.pid,
+                "it has System V semaphore undo adjustments (semop with SEM_UNDO): the \
+                 kernel offers no way to read them back, so they cannot be restored"
+                    .into(),
+            ));
+        }
+    }
+    let _ = root;
+    Ok(out)
+}
+
+/// The IDs of the tree's objects, by kind: free once the tree is gone (`Held`).
+pub(crate) fn held_ids(ipc: &SysvIpc) -> BTreeSet<(u8, i32)> {
+    let mut s = BTreeSet::new();
+    s.extend(ipc.shm.iter().map(|o| (0u8, o.perm.id)));
+    s.extend(ipc.sem.iter().map(|o| (1u8, o.perm.id)));
+    s.extend(ipc.msg.iter().map(|o| (2u8, o.perm.id)));
+    s
+}
+
+fn kind_code(k: IpcKind) -> u8 {
+    match k {
+        IpcKind::Shm => 0,
+        IpcKind::Sem => 1,
+        IpcKind::Msg => 2,
+    }
+}
+
+/// After the tree was killed (the image is written): remove its objects, and wait a
+/// little for segments its dying processes still attach to go. Returns warnings.
+pub(crate) fn remove_owned(ipc: &SysvIpc) -> Vec<String> {
+    let mut warn = Vec::new();
+    let all = ipc
+        .shm
+        .iter()
+        .map(|o| (IpcKind::Shm, &o.perm))
+        .chain(ipc.sem.iter().map(|o| (IpcKind::Sem, &o.perm)))
+        .chain(ipc.msg.iter().map(|o| (IpcKind::Msg, &o.perm)));
+    for (kind, p) in all {
+        // A segment removed while attached (SHM_DEST) goes with the last detach.
+        if kind == IpcKind::Shm && p.mode & SHM_DEST != 0 {
+            continue;
+        }
+        if let Err(e) = sysipc::remove(kind, p.id) {
+            warn.push(format!(
+                "the tree's System V {} {} (key {:#x}) was not removed ({e}); a restore on \
+                 this host is refused while it is there",
+                kind_name(kind),
+                p.id,
+                p.key
+            ));
+        }
+    }
+    let ids: BTreeSet<i32> = ipc.shm.iter().map(|o| o.perm.id).collect();
+    if !ids.is_empty() {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            match sysipc::list(IpcKind::Shm) {
+                Ok(l) if l.iter().any(|o| ids.contains(&o.id)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                _ => break,
+            }
+        }
+    }
+    warn
+}
+
+fn kind_name(k: IpcKind) -> &'static str {
+    match k {
+        IpcKind::Shm => "shared memory segment",
+        IpcKind::Sem => "semaphore set",
+        IpcKind::Msg => "message queue",
+    }
+}
+
+// ---- checks (plan) ----
+
+/// The image's objects can be made again here: this kernel lets ckpt choose their IDs,
+/// and no object of this host (but the dumped tree's own, `held`) has their IDs or keys.
+pub(crate) fn check_objects(ipc: &SysvIpc, held: &Held, problems: &mut Vec<Problem>) {
+    let kinds = [
+        (
+            IpcKind::Shm,
+            ipc.shm.iter().map(|o| &o.perm).collect::<Vec<_>>(),
+        ),
+        (IpcKind::Sem, ipc.sem.iter().map(|o| &o.perm).collect()),
+        (IpcKind::Msg, ipc.msg.iter().map(|o| &o.perm).collect()),
+    ];
+    for (kind, perms) in kinds {
+        if perms.is_empty() {
+            continue;
+        }
+        if !sysipc::next_id_settable(kind) {
+            check::p(
+                problems,
+                "sysv-ids",
+                format!(
+                    "the image has System V {}s, which come back under their IDs through \
+                     /proc/sys/kernel/{}_next_id; it cannot be written here (a kernel \
+                     without CONFIG_CHECKPOINT_RESTORE, or not root)",
+                    kind_name(kind),
+                    match kind {
+                        IpcKind::Shm => "shm",
+                        IpcKind::Sem => "sem",
+                        IpcKind::Msg => "msg",
+                    }
+                ),
+            );
+        }
+        match sysipc::list(kind) {
+            Ok(mut host) => {
+                host.retain(|o| !held.sysv_ipc.contains(&(kind_code(kind), o.id)));
+                check_ids(kind, &perms, &host, problems);
+            }
+            Err(e) => check::p(problems, "sysv-ids", format!("{e}")),
+        }
+    }
+}
+
+/// No object of `host` has the ID or the (non-private) key of one of `image`'s.
+pub(crate) fn check_ids(
+    kind: IpcKind,
+    image: &[&IpcPerm],
+    host: &[IpcObject],
+    problems: &mut Vec<Problem>,
+) {
+    let opt = match kind {
+        IpcKind::Shm => "-m",
+        IpcKind::Sem => "-s",
+        IpcKind::Msg => "-q",
+    };
+    for p in image {
+        for o in host {
+            if o.id == p.id || (p.key != 0 && o.key == p.key) {
+                let what = if o.id == p.id {
+                    format!("ID {}", p.id)
+                } else {
+                    format!("key {:#x}", p.key)
+                };
+                check::p(
+                    problems,
+                    "sysv-taken",
+                    format!(
+                        "System V {} {what} is in use on this host (by object {} of user \
+                         {}, key {:#x}): the dumped program still running \
+                         (--leave-running), or another program's; if nothing uses it, \
+                         `ipcrm {opt} {}` removes it",
+                        kind_name(kind),
+                        o.id,
+                        o.uid,
+                        o.key,
+                        o.id
+                    ),
+                );
+            }
+        }
+    }
+}
+
+// ---- restore (stage) ----
+
+/// Make every object of the image again (before any process attaches a segment), as
+/// its creator, under its ID and key, with its owner, mode and contents; `created`
+/// removes them again unless the restore commits.
+pub(crate) fn create_objects(ipc: &SysvIpc, created: &mut SysvCreated) -> RestoreResult<()> {
+    for s in &ipc.shm {
+        make(IpcKind::Shm, &s.perm, s.size, created)?;
+        created.pre.insert(s.perm.id);
+        if !s.data.is_empty() {
+            sysipc::shm_write(s.perm.id, &s.data)?;
+        }
+        if s.perm.mode & SHM_LOCKED != 0 {
+            sysipc::shm_lock(s.perm.id)?;
+        }
+        sysipc::set_owner(
+            IpcKind::Shm,
+            s.perm.id,
+            s.perm.uid,
+            s.perm.gid,
+            s.perm.mode,
+            0,
+        )?;
+    }
+    for s in &ipc.sem {
+        make(IpcKind::Sem, &s.perm, s.values.len() as u64, created)?;
+        sysipc::sem_set_values(s.perm.id, &s.values)?;
+        sysipc::set_owner(
+            IpcKind::Sem,
+            s.perm.id,
+            s.perm.uid,
+            s.perm.gid,
+            s.perm.mode,
+            0,
+        )?;
+    }
+    for q in &ipc.msg {
+        make(IpcKind::Msg, &q.perm, 0, created)?;
+        let p = &q.perm;
+        sysipc::set_owner(IpcKind::Msg, p.id, p.uid, p.gid, p.mode, q.qbytes)?;
+        for m in &q.messages {
+            sysipc::msg_send(p.id, m.mtype, &m.text)?;
+        }
+    }
+    Ok(())
+}
+
+fn make(kind: IpcKind, p: &IpcPerm, size: u64, created: &mut SysvCreated) -> RestoreResult<()> {
+    crate::error::fault_point("create System V object")?;
+    let got = sysipc::create(NewObject {
+        kind,
+        key: p.key,
+        id: p.id,
+        cuid: p.cuid,
+        cgid: p.cgid,
+        size,
+    })?;
+    created.objs.push((kind, got));
+    if got != p.id {
+        return Err(RestoreError::Stage(format!(
+            "System V {} {}: the kernel gave it ID {got}; the program would use the wrong one",
+            kind_name(kind),
+            p.id
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHM: &str = "       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap
+         0      32769   600                  4096 30465 30465      0     0     0     0     0 1796568844 1796568844 1796568844                  4096                     0
+   5432001          4  1600                    56   900   901      6   104   105   104   105          0          0          0                  4096                     0
+";
+    const SEM: &str =
+        "       key      semid perms      nsems   uid   gid  cuid  cgid      otime      ctime
+         0          2   660          3 65534 65534     0     0          0 1796568844
+";
+    const MSG: &str = "       key      msqid perms      cbytes       qnum lspid lrpid   uid   gid  cuid  cgid      stime      rtime      ctime
+         0          1   620         23          2   700   701 65534 65534 65534 65534 1796568844          0 1796568844
+";
+
+    #[test]
+    fn proc_sysvipc_lines_parse() {
+        let shm = sysipc::parse_list(IpcKind::Shm, SHM).unwrap();
+        assert_eq!(shm.len(), 2);
+        let s = &shm[1];
+        assert_eq!((s.key, s.id, s.mode, s.size), (5432001, 4, 0o1600, 56));
+        assert_eq!((s.pid1, s.pid2, s.count), (900, 901, 6));
+        assert_eq!((s.uid, s.gid, s.cuid, s.cgid), (104, 105, 104, 105));
+        let sem = sysipc::parse_list(IpcKind::Sem, SEM).unwrap();
+        assert_eq!(
+            (sem[0].id, sem[0].size, sem[0].uid, sem[0].cuid),
+            (2, 3, 65534, 0)
+        );
+        assert_eq!(sem[0].mode, 0o660);
+        let msg = sysipc::parse_list(IpcKind::Msg, MSG).unwrap();
+        let m = &msg[0];
+        assert_eq!(
+            (m.size, m.count, m.pid1, m.pid2, m.cuid),
+            (23, 2, 700, 701, 65534)
+        );
+        assert!(sysipc::parse_list(IpcKind::Shm, "header\n1 2 zz\n").is_none());
+    }
+
+    fn perm(key: i32, id: i32) -> IpcPerm {
+        IpcPerm {
+            key,
+            id,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn taken_ids_and_keys_are_problems_naming_how_to_remove_them() {
+        let host = sysipc::parse_list(IpcKind::Shm, SHM).unwrap();
+        let run = |p: IpcPerm| {
+            let mut v = Vec::new();
+            check_ids(IpcKind::Shm, &[&p], &host, &mut v);
+            v
+        };
+        assert!(run(perm(0, 5)).is_empty());
+        // IPC_PRIVATE keys never clash.
+        assert!(run(perm(0, 7)).is_empty());
+        let v = run(perm(0x99, 4));
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].code, "sysv-taken");
+        assert!(v[0].message.contains("ID 4 is in use"), "{}", v[0].message);
+        assert!(v[0].message.contains("ipcrm -m 4"), "{}", v[0].message);
+        let v = run(perm(5432001, 9));
+        assert!(v[0].message.contains("key 0x52e2c1"), "{}", v[0].message);
+        let q = sysipc::parse_list(IpcKind::Msg, MSG).unwrap();
+        let mut v = Vec::new();
+        check_ids(IpcKind::Msg, &[&perm(0, 1)], &q, &mut v);
+        assert!(v[0].message.contains("ipcrm -q 1"), "{}", v[0].message);
+    }
+
+    #[test]
+    fn the_tree_s_own_objects_count_as_free_at_dump() {
+        let ipc = SysvIpc {
+            sem: vec![SysvSem {
+                perm: perm(0, 2),
+                values: vec![0; 3],
+            }],
+            ..Default::default()
+        };
+        let held = Held {
+            sysv_ipc: held_ids(&ipc),
+            ..Default::default()
+        };
+        let mut v = Vec::new();
+        check_objects(&ipc, &held, &mut v);
+        assert!(v.iter().all(|p| p.code != "sysv-taken"), "{v:?}");
+    }
+}
