@@ -393,26 +393,34 @@ fn postgres_is_restored_with_its_sysv_segment_and_stops_cleanly() {
     std::os::unix::fs::chown(&log, Some(PG_UID), Some(PG_GID)).unwrap();
     let server = {
         use std::os::unix::process::CommandExt;
-        std::process::Command::new(bin.join("postgres"))
-            .args([
-                "-D",
-                &datas,
-                "-k",
-                &dir,
-                "-p",
-                "5433",
-                "-c",
-                "listen_addresses=",
-            ])
-            .args(["-c", "shared_buffers=16MB", "-c", "max_connections=10"])
-            .uid(PG_UID)
-            .gid(PG_GID)
-            .env("LC_ALL", "C")
-            .stdin(std::process::Stdio::null())
-            .stdout(logf.try_clone().unwrap())
-            .stderr(logf)
-            .spawn()
-            .expect("start postgres")
+        let mut cmd = std::process::Command::new(bin.join("postgres"));
+        // SAFETY: close_range takes integers; only the server's descriptors above 2
+        // (inherited from the test runner, e.g. its jobserver pipe) are closed.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                Ok(())
+            })
+        };
+        cmd.args([
+            "-D",
+            &datas,
+            "-k",
+            &dir,
+            "-p",
+            "5433",
+            "-c",
+            "listen_addresses=",
+        ])
+        .args(["-c", "shared_buffers=16MB", "-c", "max_connections=10"])
+        .uid(PG_UID)
+        .gid(PG_GID)
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::null())
+        .stdout(logf.try_clone().unwrap())
+        .stderr(logf)
+        .spawn()
+        .expect("start postgres")
     };
     let pid = server.id() as i32;
     ctx.track(pid);
