@@ -526,3 +526,30 @@ fn postgres_is_restored_with_its_sysv_segment_and_stops_cleanly() {
     );
     let _ = fs::remove_dir_all(&base);
 }
+
+/// A POSIX message queue descriptor (here unlinked, with a message queued) is refused at
+/// dump, naming the descriptor; the program runs on and still receives its message.
+/// (Before, its descriptor was taken for a deleted regular file.)
+#[test]
+fn posix_message_queue_is_refused_at_dump() {
+    let name = "posix_message_queue_is_refused_at_dump";
+    let ctx = Ctx::new(name);
+    let spec = Spec::new(target("sysvall"))
+        .arg("mq")
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let r = ctx.try_dump(t.pid, &ctx.path("mq.img"));
+    r.assert_fails(1)
+        .assert_stderr_mentions(&["is a POSIX message queue (mq_open)"]);
+    assert!(!ctx.path("mq.img").exists());
+    t.write_stdin(b"go\n");
+    let fin = t.finish();
+    assert_eq!(fin.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&fin.stdout).ends_with("mq 6 hello 3\n"),
+        "{}",
+        String::from_utf8_lossy(&fin.stdout)
+    );
+}

@@ -380,3 +380,17 @@ pub fn has_sem_undo(pid: i32) -> Result<bool> {
     check(r, || format!("kcmp({pid}, ckpt, KCMP_SYSVSEM)"))?;
     Ok(r != 0)
 }
+
+/// Whether `path` (a /proc/PID/fd/N link) leads to a POSIX message queue: its file
+/// system is mqueue (MQUEUE_MAGIC, linux/magic.h).
+pub fn is_posix_mqueue(path: &str) -> bool {
+    const MQUEUE_MAGIC: i64 = 0x1980_0202;
+    let Ok(c) = std::ffi::CString::new(path) else {
+        return false;
+    };
+    // SAFETY: statfs is plain data; all zeros is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a statfs the call fills.
+    let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    r == 0 && st.f_type as i64 == MQUEUE_MAGIC
+}

@@ -190,6 +190,10 @@ fn collect_kind(d: &OpenFd) -> DumpResult<FdKind> {
     let id = crate::model::FileId::from(id);
     let (fd, flags) = (d.fd, d.flags);
     match id.mode & libc::S_IFMT {
+        libc::S_IFREG if crate::sys::ipc::is_posix_mqueue(&d.link_path) => Err(d.not_yet(
+            "a POSIX message queue (mq_open): its messages, attributes and notification \
+             are not saved",
+        )),
         libc::S_IFREG => file::collect_regular(d, id, nlink),
         libc::S_IFDIR => file::collect_dir(d, id, nlink),
         libc::S_IFCHR | libc::S_IFBLK if tty::is_tty(&id) => tty::collect(d, &id),
