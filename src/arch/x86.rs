@@ -173,6 +173,7 @@ pub mod nr {
     pub const SHMGET: u64 = libc::SYS_shmget as u64;
     pub const SHMAT: u64 = libc::SYS_shmat as u64;
     pub const SHMCTL: u64 = libc::SYS_shmctl as u64;
+    pub const SEMOP: u64 = libc::SYS_semop as u64;
     pub const SOCKET: u64 = libc::SYS_socket as u64;
     pub const BIND: u64 = libc::SYS_bind as u64;
     pub const LISTEN: u64 = libc::SYS_listen as u64;
@@ -635,6 +636,7 @@ mod nr_tests {
             (SHMGET, 29),
             (SHMAT, 30),
             (SHMCTL, 31),
+            (SEMOP, 65),
             (SOCKET, 41),
             (BIND, 49),
             (LISTEN, 50),

@@ -266,6 +266,7 @@ pub(crate) fn collect_process(
         itimers: inj.itimers,
         posix_timers: inj.posix_timers,
         exit_status: None,
+        sem_undo: inj.sem_undo,
     };
     let vdso = (vdso_size != 0).then_some((vdso_hash, vdso_size, vvar_size));
     Ok((

@@ -16,18 +16,27 @@
 //!
 //! Objects the tree never touched that way (a set created but never operated on, a queue
 //! never used) are not the tree's: they stay on the host, as its files do, and the
-//! restored program finds them there. A process with a semaphore undo list (SEM_UNDO) is
-//! refused: the kernel offers no way to read its adjustments.
+//! restored program finds them there.
+//!
+//! **Semaphore undo adjustments** (SEM_UNDO) have no read interface; dump finds each by
+//! asking the process itself (see [`probe_undo`]) and restore sets them again with
+//! value-neutral semops made by the restored process.
 //!
 //! A dump that kills the tree removes its objects once the image is written (they would
 //! outlive it, their IDs taken, and the restore would be refused); with
 //! `--leave-running` they stay with the running tree.
 
+use crate::arch::native::nr;
 use crate::error::{DumpError, DumpResult, Problem, RestoreError, RestoreResult};
 use crate::kinds::check::{self, Held};
 use crate::kinds::mem::shmem::SysvCreated;
-use crate::model::{IpcPerm, Process, SysvIpc, SysvMsg, SysvMsgQueue, SysvSem, SysvShm, VmaKind};
+use crate::model::{
+    IpcPerm, Process, SemUndo, SysvIpc, SysvMsg, SysvMsgQueue, SysvSem, SysvShm, VmaKind,
+};
+use crate::remote::Ctx;
+use crate::sys::inject::Injector;
 use crate::sys::ipc::{self as sysipc, IpcKind, IpcObject, NewObject};
+use crate::sys::mem::RemoteMem;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// SHM_LOCKED in a segment's mode (linux/shm.h).
@@ -169,14 +178,39 @@ pub(crate) fn collect(
             messages,
         });
     }
-    for p in processes.iter().filter(|p| !p.is_zombie()) {
-        if sysipc::has_sem_undo(p.pid)? {
-            return Err(refuse(
-                p.pid,
-                "it has System V semaphore undo adjustments (semop with SEM_UNDO): the \
-                 kernel offers no way to read them back, so they cannot be restored"
-                    .into(),
-            ));
+    // Undo adjustments go back with their set, which must be the tree's; a list shared
+    // by two processes (clone with CLONE_SYSVSEM) would come back as two.
+    let with_undo: Vec<&Process> = processes
+        .iter()
+        .filter(|p| !p.sem_undo.is_empty())
+        .collect();
+    for p in &with_undo {
+        for u in &p.sem_undo {
+            if !out.sem.iter().any(|s| s.perm.id == u.semid) {
+                return Err(refuse(
+                    p.pid,
+                    format!(
+                        "it has undo adjustments (SEM_UNDO) on System V semaphore set {}, \
+                         which is not the tree's (its last operations were made outside \
+                         it)",
+                        u.semid
+                    ),
+                ));
+            }
+        }
+    }
+    for (i, a) in with_undo.iter().enumerate() {
+        for b in &with_undo[i + 1..] {
+            if sysipc::same_sem_undo(a.pid, b.pid)? {
+                return Err(refuse(
+                    b.pid,
+                    format!(
+                        "it shares its System V semaphore undo list with process {} \
+                         (CLONE_SYSVSEM); restore would give each its own",
+                        a.pid
+                    ),
+                ));
+            }
         }
     }
     let _ = root;
@@ -248,6 +282,141 @@ fn kind_name(k: IpcKind) -> &'static str {
     }
 }
 
+/// One semop operation: (semaphore, operation, flags).
+pub(crate) type SemOp = (u16, i16, i16);
+
+/// Operations on semaphore `num` (whose value is `value` now) that change the caller's
+/// undo adjustment of it by `-d` and leave its value as it was: the value is first
+/// brought to where each SEM_UNDO step has room (0 for steps up, 16384 for steps
+/// down), each step of at most 16384 is taken back by a plain operation, and the value
+/// is put back. With `probe`, a last operation that always blocks (-32768) ends the
+/// list instead, so the kernel undoes everything: with IPC_NOWAIT it then fails with
+/// EAGAIN if every step fitted the undo range (-32768..=32767) and ERANGE if one did
+/// not. Repeating one semaphore makes the kernel apply the operations in order,
+/// each checked against the result of the ones before (its "dupsop" path).
+pub(crate) fn undo_ops(num: u16, value: i32, d: i32, probe: bool) -> Vec<SemOp> {
+    let nowait = libc::IPC_NOWAIT as i16;
+    let undo = libc::SEM_UNDO as i16;
+    let base = if d > 0 { 0 } else { 16384 };
+    let mut ops = Vec::new();
+    if base != value {
+        ops.push((num, (base - value) as i16, nowait));
+    }
+    let mut left = d;
+    while left != 0 {
+        let x = left.clamp(-16384, 16384);
+        ops.push((num, x as i16, nowait | undo));
+        ops.push((num, (-x) as i16, nowait));
+        left -= x;
+    }
+    if probe {
+        ops.push((num, i16::MIN, nowait));
+    } else if value != base {
+        ops.push((num, (value - base) as i16, nowait));
+    }
+    ops
+}
+
+/// `ops` as the kernel's struct sembuf array.
+pub(crate) fn sembufs(ops: &[SemOp]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(ops.len() * 6);
+    for (n, op, fl) in ops {
+        b.extend_from_slice(&n.to_ne_bytes());
+        b.extend_from_slice(&op.to_ne_bytes());
+        b.extend_from_slice(&fl.to_ne_bytes());
+    }
+    b
+}
+
+/// The undo adjustment found by `probe(d)` (whether the adjustment minus `d` stays in
+/// -32768..=32767; `None`: the set cannot be asked), by bisection: the largest `d` in
+/// 0..=65535 that fits is the adjustment plus 32768.
+pub(crate) fn search_adj(
+    probe: &mut dyn FnMut(i32) -> DumpResult<Option<bool>>,
+) -> DumpResult<Option<i16>> {
+    let (mut lo, mut hi) = (0i32, 65535i32);
+    while lo < hi {
+        let mid = (lo + hi + 1) / 2;
+        match probe(mid)? {
+            Some(true) => lo = mid,
+            Some(false) => hi = mid - 1,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some((lo - 32768) as i16))
+}
+
+/// The undo adjustments of the process `inj` drives (stopped, its own calls injected;
+/// `out` is memory of it for the operations), on every semaphore set of the host it
+/// can operate on. Only a process with an undo list (kcmp KCMP_SYSVSEM) is asked. Each
+/// question is a semop made by the process that always fails (see [`undo_ops`]), so
+/// nothing changes: no value, no adjustment, no last-operation PID, no wakeup. About
+/// 16 calls per semaphore. A set whose values change meanwhile (someone outside the
+/// tree works on it) is asked again; the third time the dump is refused.
+pub(crate) fn probe_undo(
+    inj: &mut Injector,
+    mem: &RemoteMem,
+    out: u64,
+) -> DumpResult<Vec<SemUndo>> {
+    let pid = inj.pid();
+    if !sysipc::has_sem_undo(pid)? {
+        return Ok(Vec::new());
+    }
+    'attempt: for _ in 0..3 {
+        let mut found = Vec::new();
+        for o in sysipc::list(IpcKind::Sem)? {
+            let n = o.size as usize;
+            let Ok(values) = sysipc::sem_values(o.id, n) else {
+                continue;
+            };
+            let mut adj = vec![0i16; n];
+            let mut asked = true;
+            for (num, a) in adj.iter_mut().enumerate() {
+                let mut probe = |d: i32| -> DumpResult<Option<bool>> {
+                    let ops = undo_ops(num as u16, i32::from(values[num]), d, true);
+                    mem.write(out, &sembufs(&ops))?;
+                    let r = inj.raw(nr::SEMOP, [o.id as u64, out, ops.len() as u64, 0, 0, 0])?;
+                    match (-r) as i32 {
+                        libc::EAGAIN => Ok(Some(true)),
+                        libc::ERANGE => Ok(Some(false)),
+                        // Not its to operate on (then it made no adjustment since), or
+                        // gone.
+                        libc::EACCES | libc::EINVAL | libc::EIDRM => Ok(None),
+                        e => Err(DumpError::Sys(crate::sys::SysError::Other(format!(
+                            "reading the undo adjustments of System V semaphore set {} in \
+                             process {pid}: semop returned {e}",
+                            o.id
+                        )))),
+                    }
+                };
+                match search_adj(&mut probe)? {
+                    Some(v) => *a = v,
+                    None => {
+                        asked = false;
+                        break;
+                    }
+                }
+            }
+            if !asked {
+                continue;
+            }
+            if sysipc::sem_values(o.id, n).ok().as_deref() != Some(&values[..]) {
+                continue 'attempt;
+            }
+            if adj.iter().any(|&a| a != 0) {
+                found.push(SemUndo { semid: o.id, adj });
+            }
+        }
+        return Ok(found);
+    }
+    Err(DumpError::Unsupported {
+        pid,
+        why: "its System V semaphore undo adjustments could not be read: the sets kept \
+              changing meanwhile (used outside the tree)"
+            .into(),
+    })
+}
+
 // ---- checks (plan) ----
 
 /// The image's objects can be made again here: this kernel lets ckpt choose their IDs,
@@ -288,6 +457,31 @@ pub(crate) fn check_objects(ipc: &SysvIpc, held: &Held, problems: &mut Vec<Probl
                 check_ids(kind, &perms, &host, problems);
             }
             Err(e) => check::p(problems, "sysv-ids", format!("{e}")),
+        }
+    }
+}
+
+/// Every undo adjustment of the image's processes is on a set of the image, with one
+/// adjustment per semaphore.
+pub(crate) fn check_undo(ipc: &SysvIpc, procs: &[Process], problems: &mut Vec<Problem>) {
+    for p in procs {
+        for u in &p.sem_undo {
+            let n = ipc
+                .sem
+                .iter()
+                .find(|s| s.perm.id == u.semid)
+                .map(|s| s.values.len());
+            if n != Some(u.adj.len()) {
+                check::p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "process {} has undo adjustments on System V semaphore set {} that \
+                         the image does not hold as such",
+                        p.pid, u.semid
+                    ),
+                );
+            }
         }
     }
 }
@@ -374,6 +568,33 @@ pub(crate) fn create_objects(ipc: &SysvIpc, created: &mut SysvCreated) -> Restor
         sysipc::set_owner(IpcKind::Msg, p.id, p.uid, p.gid, p.mode, q.qbytes)?;
         for m in &q.messages {
             sysipc::msg_send(p.id, m.mtype, &m.text)?;
+        }
+    }
+    Ok(())
+}
+
+/// The process's semaphore undo adjustments, set again by semops it makes itself (its
+/// own undo list; threads made with CLONE_SYSVSEM share it), each leaving the value as
+/// it is (see [`undo_ops`]).
+pub(crate) fn restore_undo(cx: &mut Ctx<'_>) -> RestoreResult<()> {
+    let undo = cx.proc_.sem_undo.clone();
+    for u in &undo {
+        let values = sysipc::sem_values(u.semid, u.adj.len())?;
+        for (num, &a) in u.adj.iter().enumerate() {
+            if a == 0 {
+                continue;
+            }
+            let v = values.get(num).copied().unwrap_or_default();
+            let ops = undo_ops(num as u16, i32::from(v), -i32::from(a), false);
+            let addr = cx.put(0, &sembufs(&ops))?;
+            cx.call(
+                &format!(
+                    "semop (undo adjustment of semaphore {num} of set {})",
+                    u.semid
+                ),
+                nr::SEMOP,
+                [u.semid as u64, addr, ops.len() as u64, 0, 0, 0],
+            )?;
         }
     }
     Ok(())
@@ -487,5 +708,73 @@ mod tests {
         let mut v = Vec::new();
         check_objects(&ipc, &held, &mut v);
         assert!(v.iter().all(|p| p.code != "sysv-taken"), "{v:?}");
+    }
+
+    /// The kernel's semop on the dupsop path (operations applied in order, each checked
+    /// against the results before it, everything undone on failure), for one caller.
+    fn kernel_semop(vals: &mut [i32], adj: &mut [i32], ops: &[SemOp]) -> Result<(), i32> {
+        let (v0, a0) = (vals.to_vec(), adj.to_vec());
+        let fail = |e: i32, vals: &mut [i32], adj: &mut [i32]| {
+            vals.copy_from_slice(&v0);
+            adj.copy_from_slice(&a0);
+            Err(e)
+        };
+        for &(n, op, fl) in ops {
+            let n = n as usize;
+            let r = vals[n] + i32::from(op);
+            if (op == 0 && vals[n] != 0) || r < 0 {
+                return fail(libc::EAGAIN, vals, adj);
+            }
+            if r > 32767 {
+                return fail(libc::ERANGE, vals, adj);
+            }
+            if fl & libc::SEM_UNDO as i16 != 0 {
+                let u = adj[n] - i32::from(op);
+                if !(-32768..=32767).contains(&u) {
+                    return fail(libc::ERANGE, vals, adj);
+                }
+                adj[n] = u;
+            }
+            vals[n] = r;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn undo_adjustments_are_found_without_changing_anything_and_set_again() {
+        let values = [0, 1, 2, 100, 16384, 30000, 32766, 32767];
+        let adjs = [
+            -32768, -32767, -16385, -100, -2, -1, 0, 1, 2, 5, 16384, 32766, 32767,
+        ];
+        for &v in &values {
+            for &a in &adjs {
+                let (mut vals, mut adj) = ([v, 7], [a, -3]);
+                let mut calls = 0;
+                let mut probe = |d: i32| -> DumpResult<Option<bool>> {
+                    calls += 1;
+                    let ops = undo_ops(0, vals[0], d, true);
+                    assert!(ops.len() <= 12, "{ops:?}");
+                    match kernel_semop(&mut vals, &mut adj, &ops) {
+                        Err(libc::EAGAIN) => Ok(Some(true)),
+                        Err(libc::ERANGE) => Ok(Some(false)),
+                        r => panic!("a probe must fail: {r:?}"),
+                    }
+                };
+                let got = search_adj(&mut probe).unwrap();
+                assert_eq!(got, Some(a as i16), "value {v} adjustment {a}");
+                assert!(calls <= 16, "{calls} probes");
+                assert_eq!((vals, adj), ([v, 7], [a, -3]), "probing changes nothing");
+                // Restore: a fresh list (0) gets the adjustment, the value stays.
+                let (mut vals, mut adj) = ([v, 7], [0, 0]);
+                let ops = undo_ops(0, v, -a, false);
+                assert_eq!(kernel_semop(&mut vals, &mut adj, &ops), Ok(()), "{ops:?}");
+                assert_eq!((vals, adj), ([v, 7], [a, 0]), "value {v} adjustment {a}");
+            }
+        }
+        assert_eq!(
+            sembufs(&[(1, -2, 0x1800)]),
+            [1, 0, 0xfe, 0xff, 0x00, 0x18],
+            "struct sembuf {{ u16 num; i16 op; i16 flg }}"
+        );
     }
 }

@@ -634,6 +634,18 @@ pub struct Process {
     /// For a zombie: the wait status its parent will collect.
     #[serde(default)]
     pub exit_status: Option<i32>,
+    /// Its System V semaphore undo adjustments (semop with SEM_UNDO), by set; sets
+    /// where every adjustment is 0 are left out.
+    #[serde(default)]
+    pub sem_undo: Vec<SemUndo>,
+}
+
+/// A process's undo adjustments on one System V semaphore set: what the kernel adds to
+/// each semaphore when the process exits.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SemUndo {
+    pub semid: i32,
+    pub adj: Vec<i16>,
 }
 
 impl Process {

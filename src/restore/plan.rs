@@ -276,6 +276,7 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
             sysv_listed: !ckpt.sysv.shm.is_empty(),
         };
         crate::kinds::ipc::check_objects(&ckpt.sysv, held, &mut problems);
+        crate::kinds::ipc::check_undo(&ckpt.sysv, &ckpt.processes, &mut problems);
         for proc_ in &ckpt.processes {
             if !proc_.is_zombie() {
                 threads::check_arch(&ckpt.arch, proc_, vdso32, &mut problems);

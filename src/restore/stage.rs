@@ -470,6 +470,7 @@ fn build_process(
     signals::queue_pending(cx)?;
     // Timers may signal a particular thread: after the threads exist.
     timers::restore_timers(cx)?;
+    crate::kinds::ipc::restore_undo(cx)?;
     Ok((threads, bytes))
 }
 

@@ -368,6 +368,26 @@ pub fn create(o: NewObject) -> Result<i32> {
     r
 }
 
+/// Whether processes `a` and `b` share one System V semaphore undo list (kcmp
+/// KCMP_SYSVSEM; both without one also count as the same).
+pub fn same_sem_undo(a: i32, b: i32) -> Result<bool> {
+    // linux/kcmp.h; neither libc nor linux-raw-sys has it.
+    const KCMP_SYSVSEM: libc::c_long = 6;
+    // SAFETY: kcmp takes only integers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            a as libc::c_long,
+            b as libc::c_long,
+            KCMP_SYSVSEM,
+            0,
+            0,
+        )
+    };
+    check(r, || format!("kcmp({a}, {b}, KCMP_SYSVSEM)"))?;
+    Ok(r == 0)
+}
+
 /// Whether process `pid` has a System V semaphore undo list (it made a semop with
 /// SEM_UNDO, or shares the list of one that did): kcmp KCMP_SYSVSEM against ckpt,
 /// which has none.

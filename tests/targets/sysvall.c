@@ -8,7 +8,9 @@
  * - shm2: a segment with a key, written to once and attached by no one (its contents
  *   live only in the kernel);
  * - sem: a set of three semaphores (owner changed to 65534:65534, mode 0660), values
- *   0 (the child's turn), 7 and 40;
+ *   0 (the child's turn), 7 and 40; the parent takes 5 from semaphore 2 and the child
+ *   gives it 3, both with SEM_UNDO, so the child's exit takes its 3 back (the parent's
+ *   adjustment would give 5 back at its exit, after it removed the set);
  * - msg: a queue created as user 65534 (so its creator is 65534) with two messages that
  *   stay queued until the end (types 9 and 8).
  * Each step the parent adds 1 to the segment's slot 0, sends "step N" (type 1) and posts
@@ -33,12 +35,17 @@ struct msg {
 	char text[64];
 };
 
-static void sem_add(int id, int num, int op)
+static void sem_add_flags(int id, int num, int op, int flags)
 {
-	struct sembuf b = {.sem_num = (unsigned short)num, .sem_op = (short)op};
+	struct sembuf b = {.sem_num = (unsigned short)num, .sem_op = (short)op, .sem_flg = (short)flags};
 	while (semop(id, &b, 1) < 0)
 		if (errno != EINTR)
 			die("semop: %s", strerror(errno));
+}
+
+static void sem_add(int id, int num, int op)
+{
+	sem_add_flags(id, num, op, 0);
 }
 
 static void send(int q, long type, const char *text)
@@ -127,6 +134,7 @@ int main(int argc, char **argv)
 		die("IPC_SET: %s", strerror(errno));
 	send(q, 9, "first kept");
 	send(q, 8, "second kept");
+	sem_add_flags(sem, 2, -5, SEM_UNDO);
 
 	FILE *f = fopen("ids", "w");
 	if (!f)
@@ -139,6 +147,7 @@ int main(int argc, char **argv)
 		die("shmat: %s", strerror(errno));
 	pid_t c = fork();
 	if (c == 0) {
+		sem_add_flags(sem, 2, 3, SEM_UNDO);
 		for (long s = 1; s <= steps; s++) {
 			struct msg m;
 			sem_add(sem, 0, -1);

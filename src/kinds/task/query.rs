@@ -29,6 +29,8 @@ pub(crate) struct Injected {
     pub(crate) rlimits: Vec<Rlimit>,
     /// PR_GET_THP_DISABLE (see [`crate::model::ProcMisc::thp_disable`]).
     pub(crate) thp_disable: u32,
+    /// System V semaphore undo adjustments (`kinds::ipc::probe_undo`).
+    pub(crate) sem_undo: Vec<crate::model::SemUndo>,
 }
 
 /// Per-thread state that only the thread itself can tell.
@@ -98,7 +100,9 @@ fn inject_queries(
     let itimers = timers::itimers(&b, n + 3);
     let rlimits = attrs::rlimits(&b, n + 6);
     let posix_timers = timers::posix_timers(inj, mem, (out, out_len))?;
+    let sem_undo = crate::kinds::ipc::probe_undo(inj, mem, out)?;
     Ok(Injected {
+        sem_undo,
         xcomp_perm,
         thp_disable,
         rlimits,
