@@ -174,6 +174,11 @@ pub mod nr {
     pub const SHMAT: u64 = libc::SYS_shmat as u64;
     pub const SHMCTL: u64 = libc::SYS_shmctl as u64;
     pub const SEMOP: u64 = libc::SYS_semop as u64;
+    pub const MQ_OPEN: u64 = libc::SYS_mq_open as u64;
+    pub const MQ_UNLINK: u64 = libc::SYS_mq_unlink as u64;
+    pub const MQ_TIMEDSEND: u64 = libc::SYS_mq_timedsend as u64;
+    pub const FCHOWN: u64 = libc::SYS_fchown as u64;
+    pub const FCHMOD: u64 = libc::SYS_fchmod as u64;
     pub const SOCKET: u64 = libc::SYS_socket as u64;
     pub const BIND: u64 = libc::SYS_bind as u64;
     pub const LISTEN: u64 = libc::SYS_listen as u64;
@@ -637,6 +642,11 @@ mod nr_tests {
             (SHMAT, 30),
             (SHMCTL, 31),
             (SEMOP, 65),
+            (MQ_OPEN, 240),
+            (MQ_UNLINK, 241),
+            (MQ_TIMEDSEND, 242),
+            (FCHOWN, 93),
+            (FCHMOD, 91),
             (SOCKET, 41),
             (BIND, 49),
             (LISTEN, 50),

@@ -551,6 +551,7 @@ fn dump_tx(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     let mut repair = RepairGuard(repair);
     fds::refuse_shared_tables(&processes)?;
     fds::link_shared_fds(&mut processes)?;
+    fds::mqueue::refuse_split_deleted(&processes)?;
     fds::file::check_kept_files(&processes)?;
     fds::file::check_proc_files(&processes)?;
     fds::check_fd_owners(&processes)?;

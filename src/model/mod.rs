@@ -348,6 +348,31 @@ pub enum FdKind {
         flags: u32,
         watches: Vec<InotifyWatch>,
     },
+    /// A POSIX message queue (mq_open), `name` as /proc shows it ("/q"). One that still
+    /// has its name is opened again by it (it outlives the tree with its messages, like a
+    /// file); one removed while open (`deleted`) is made again with its attributes,
+    /// owner, mode and messages, and removed again. `ino` tells queues apart at dump.
+    PosixMq {
+        #[serde(with = "serde_bytes")]
+        name: Vec<u8>,
+        flags: u32,
+        deleted: bool,
+        ino: u64,
+        maxmsg: i64,
+        msgsize: i64,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        messages: Vec<MqMessage>,
+    },
+}
+
+/// A message queued on a POSIX message queue: its priority and bytes.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct MqMessage {
+    pub prio: u32,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
 }
 
 /// A terminal that standard descriptors of the tree led to at dump.

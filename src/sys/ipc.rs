@@ -414,3 +414,126 @@ pub fn is_posix_mqueue(path: &str) -> bool {
     let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
     r == 0 && st.f_type as i64 == MQUEUE_MAGIC
 }
+
+/// A POSIX message queue's limits and length (mq_getattr): (maxmsg, msgsize, curmsgs).
+pub fn mq_attr(fd: &std::os::fd::OwnedFd) -> Result<(i64, i64, i64)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: mq_attr is plain data; all zeros is a valid value.
+    let mut a: libc::mq_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: mq_getsetattr with no new attributes writes the old ones into `a`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mq_getsetattr,
+            fd.as_raw_fd(),
+            std::ptr::null::<libc::mq_attr>(),
+            &mut a as *mut libc::mq_attr,
+        )
+    };
+    check(r, || "mq_getattr".to_string())?;
+    Ok((a.mq_maxmsg, a.mq_msgsize, a.mq_curmsgs))
+}
+
+/// The process registered for a queue's notification (mq_notify), 0 if none: the
+/// NOTIFY_PID field of the text a read of the queue gives (read at offset 0 with pread,
+/// so no file position moves).
+pub fn mq_notify_pid(fd: &std::os::fd::OwnedFd) -> Result<i32> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::from(fd.try_clone().map_err(|e| SysError::io("dup", e))?);
+    let mut buf = [0u8; 256];
+    let n = f
+        .read_at(&mut buf, 0)
+        .map_err(|e| SysError::io("read a POSIX queue", e))?;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    text.split("NOTIFY_PID:")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| SysError::Other(format!("cannot parse a POSIX queue's state: {text}")))
+}
+
+/// Every message of a queue, in the order they would be received (highest priority
+/// first, then oldest), taken off and queued again in that order, which gives the same
+/// queue: (priority, bytes). Never waits (an expired timeout).
+pub fn mq_copy_messages(fd: &std::os::fd::OwnedFd, msgsize: i64) -> Result<Vec<(u32, Vec<u8>)>> {
+    use std::os::fd::AsRawFd;
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let mut buf = vec![0u8; msgsize.max(1) as usize];
+    let mut out = Vec::new();
+    loop {
+        let mut prio = 0u32;
+        // SAFETY: the buffer has the queue's message size; prio and the timeout are
+        // valid for the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mq_timedreceive,
+                fd.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut prio as *mut u32,
+                &zero as *const libc::timespec,
+            )
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if matches!(e.raw_os_error(), Some(libc::ETIMEDOUT) | Some(libc::EAGAIN)) {
+                break;
+            }
+            // Put back what was taken before failing.
+            let _ = mq_send_all(fd, &out);
+            return Err(SysError::io("mq_timedreceive", e));
+        }
+        out.push((prio, buf[..r as usize].to_vec()));
+    }
+    mq_send_all(fd, &out)?;
+    Ok(out)
+}
+
+fn mq_send_all(fd: &std::os::fd::OwnedFd, msgs: &[(u32, Vec<u8>)]) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    for (prio, data) in msgs {
+        // SAFETY: `data` is valid for its length; the timeout is valid.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mq_timedsend,
+                fd.as_raw_fd(),
+                data.as_ptr(),
+                data.len(),
+                *prio,
+                &zero as *const libc::timespec,
+            )
+        };
+        check(r, || "mq_timedsend".to_string())?;
+    }
+    Ok(())
+}
+
+/// Whether a POSIX message queue named `name` (without its leading '/') exists in
+/// ckpt's IPC namespace (opened read-only and closed; a queue ckpt may not open exists).
+pub fn mq_exists(name: &[u8]) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `c` is NUL-terminated; no attributes are passed without O_CREAT.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_mq_open,
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+            0,
+            std::ptr::null::<libc::mq_attr>(),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: the descriptor just opened.
+        unsafe { libc::close(fd as i32) };
+        return true;
+    }
+    std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
+}

@@ -1,7 +1,7 @@
 /* sysvall: a parent and child working through all three kinds of System V IPC object.
  *
  * usage: sysvall STEPS READY_AT        (the IPC objects; see below)
- *        sysvall mq                    (holds a POSIX message queue, prints "ready", waits)
+ *        sysvall mq [notify]           (POSIX message queues, see mq_mode)
  *
  * Made at start, their IDs written to ./ids ("shm ID", "shm2 ID", "sem ID", "msg ID"):
  * - shm: a segment (IPC_PRIVATE, 3 pages, mode 0640) attached by both;
@@ -28,6 +28,7 @@
 #include <sys/msg.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 struct msg {
@@ -63,32 +64,71 @@ static void recv(int q, long type, struct msg *m)
 			die("msgrcv: %s", strerror(errno));
 }
 
-static int mq_mode(void)
+static void mq_show(const char *tag, mqd_t q)
 {
-	struct mq_attr a = {.mq_maxmsg = 4, .mq_msgsize = 32};
-	char name[64];
+	struct mq_attr a;
+	struct stat st;
+	if (mq_getattr(q, &a) < 0 || fstat(q, &st) < 0)
+		die("mq_getattr: %s", strerror(errno));
+	out("%s maxmsg=%ld msgsize=%ld cur=%ld nonblock=%d owner=%d:%d mode=%o\n", tag,
+	    a.mq_maxmsg, a.mq_msgsize, a.mq_curmsgs, (a.mq_flags & O_NONBLOCK) != 0,
+	    (int)st.st_uid, (int)st.st_gid, (unsigned)(st.st_mode & 07777));
+	long n = a.mq_curmsgs;
+	for (long i = 0; i < n; i++) {
+		char buf[64];
+		unsigned prio = 0;
+		ssize_t r = mq_receive(q, buf, sizeof buf, &prio);
+		out("%s %zd %s %u\n", tag, r, r > 0 ? buf : "", prio);
+	}
+}
+
+static void mq_put(mqd_t q, const char *text, unsigned prio)
+{
+	if (mq_send(q, text, strlen(text) + 1, prio) < 0)
+		die("mq_send: %s", strerror(errno));
+}
+
+/* mq [notify]: a queue removed while open (owner 65534:65534, mode 0640) with four
+ * messages of three priorities, and a named queue (non-blocking descriptor) with one;
+ * with "notify", a notification registered on the first. */
+static int mq_mode(int notify)
+{
+	struct mq_attr a = {.mq_maxmsg = 6, .mq_msgsize = 40};
+	struct mq_attr a2 = {.mq_maxmsg = 3, .mq_msgsize = 16};
+	char name[64], kept[64];
 	snprintf(name, sizeof name, "/ckpt-sysvall-%d", (int)getpid());
-	mqd_t q = mq_open(name, O_RDWR | O_CREAT | O_EXCL, 0600, &a);
-	if (q < 0)
+	snprintf(kept, sizeof kept, "/ckpt-sysvall-kept-%d", (int)getpid());
+	mqd_t q = mq_open(name, O_RDWR | O_CREAT | O_EXCL, 0640, &a);
+	mqd_t k = mq_open(kept, O_RDWR | O_CREAT | O_EXCL | O_NONBLOCK, 0600, &a2);
+	if (q < 0 || k < 0)
 		die("mq_open: %s", strerror(errno));
 	mq_unlink(name);
-	if (mq_send(q, "hello", 6, 3) < 0)
-		die("mq_send: %s", strerror(errno));
+	if (fchown(q, 65534, 65534) < 0)
+		die("fchown: %s", strerror(errno));
+	mq_put(q, "hello", 3);
+	mq_put(q, "low", 1);
+	mq_put(q, "high", 7);
+	mq_put(q, "hello again", 3);
+	mq_put(k, "named", 2);
+	if (notify) {
+		struct sigevent ev = {.sigev_notify = SIGEV_NONE};
+		if (mq_notify(q, &ev) < 0)
+			die("mq_notify: %s", strerror(errno));
+	}
 	out("ready\n");
 	char line[16];
 	if (read(0, line, sizeof line) < 0)
 		die("read: %s", strerror(errno));
-	char buf[32];
-	unsigned prio = 0;
-	ssize_t n = mq_receive(q, buf, sizeof buf, &prio);
-	out("mq %zd %s %u\n", n, n > 0 ? buf : "", prio);
+	mq_show("removed", q);
+	mq_show("named", k);
+	out("unlink %d\n", mq_unlink(kept));
 	return 0;
 }
 
 int main(int argc, char **argv)
 {
-	if (argc == 2 && strcmp(argv[1], "mq") == 0)
-		return mq_mode();
+	if (argc >= 2 && strcmp(argv[1], "mq") == 0)
+		return mq_mode(argc > 2 && strcmp(argv[2], "notify") == 0);
 	if (argc < 3)
 		die("usage: sysvall STEPS READY_AT | sysvall mq");
 	long steps = arg_long(argc, argv, 1, 1);

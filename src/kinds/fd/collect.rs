@@ -190,10 +190,9 @@ fn collect_kind(d: &OpenFd) -> DumpResult<FdKind> {
     let id = crate::model::FileId::from(id);
     let (fd, flags) = (d.fd, d.flags);
     match id.mode & libc::S_IFMT {
-        libc::S_IFREG if crate::sys::ipc::is_posix_mqueue(&d.link_path) => Err(d.not_yet(
-            "a POSIX message queue (mq_open): its messages, attributes and notification \
-             are not saved",
-        )),
+        libc::S_IFREG if crate::sys::ipc::is_posix_mqueue(&d.link_path) => {
+            super::mqueue::collect(d, nlink == 0)
+        }
         libc::S_IFREG => file::collect_regular(d, id, nlink),
         libc::S_IFDIR => file::collect_dir(d, id, nlink),
         libc::S_IFCHR | libc::S_IFBLK if tty::is_tty(&id) => tty::collect(d, &id),
@@ -273,6 +272,7 @@ pub(crate) fn link_shared_fds(procs: &mut [Process]) -> DumpResult<()> {
             FdKind::Udp { .. } => Some((2, 8, 0)),
             FdKind::UnixDgram { .. } => Some((2, 9, 0)),
             FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. } => Some((4, *data, 0)),
+            FdKind::PosixMq { ino, .. } => Some((5, *ino, 0)),
             FdKind::Inherited { .. } | FdKind::External { .. } => None,
         }
     }
