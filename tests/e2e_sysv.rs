@@ -206,6 +206,48 @@ fn sysv_objects_come_back_under_their_ids_with_owners_and_contents() {
     assert!(gone(&ids), "the restored program removed its objects");
 }
 
+/// A restore that fails after it made the objects (at the first one, at a process's
+/// undo adjustments, at commit) removes them again and leaves no process; the image
+/// then still restores, and the program ends as it would have.
+#[test]
+fn failed_restores_leave_no_sysv_object_behind() {
+    let name = "failed_restores_leave_no_sysv_object_behind";
+    let ctx = Ctx::new(name);
+    let spec = Spec::new(target("sysvall"))
+        .arg("5")
+        .arg("2")
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let ids = read_ids(&ctx);
+    wait_child_waiting(ids["sem"], name);
+    let pids = process_tree(t.pid);
+    let img = ctx.path("sysv.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    let printed = t.stdout.finish("sysvall: original");
+    wait_pids_gone(&pids, name);
+    for fault in ["create System V object", "semop (undo", "set registers"] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], fault, &pids, &[]);
+        assert!(
+            gone(&ids),
+            "a restore failing at {fault:?} leaves its objects: {:#?}",
+            view(&ids)
+        );
+    }
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    r.write_stdin(b"go\n");
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(fin.status.code(), Some(0), "restore: {}", text(&fin.stderr));
+    assert_eq!(
+        [printed, fin.stdout].concat(),
+        expected_output(5, 2).into_bytes()
+    );
+    assert!(gone(&ids));
+}
+
 /// A restore while the objects are still there (the program dumped with
 /// --leave-running still runs) is refused, saying which object and how to remove it.
 #[test]

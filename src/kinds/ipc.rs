@@ -330,11 +330,20 @@ pub(crate) fn sembufs(ops: &[SemOp]) -> Vec<u8> {
 
 /// The undo adjustment found by `probe(d)` (whether the adjustment minus `d` stays in
 /// -32768..=32767; `None`: the set cannot be asked), by bisection: the largest `d` in
-/// 0..=65535 that fits is the adjustment plus 32768.
+/// 0..=65535 that fits is the adjustment plus 32768. The usual 0 takes two questions
+/// (32768 fits, 32769 does not), any other at most 17.
 pub(crate) fn search_adj(
     probe: &mut dyn FnMut(i32) -> DumpResult<Option<bool>>,
 ) -> DumpResult<Option<i16>> {
-    let (mut lo, mut hi) = (0i32, 65535i32);
+    let (mut lo, mut hi) = match probe(32768)? {
+        None => return Ok(None),
+        Some(false) => (0i32, 32767i32),
+        Some(true) => match probe(32769)? {
+            None => return Ok(None),
+            Some(false) => return Ok(Some(0)),
+            Some(true) => (32769, 65535),
+        },
+    };
     while lo < hi {
         let mid = (lo + hi + 1) / 2;
         match probe(mid)? {
@@ -350,8 +359,8 @@ pub(crate) fn search_adj(
 /// `out` is memory of it for the operations), on every semaphore set of the host it
 /// can operate on. Only a process with an undo list (kcmp KCMP_SYSVSEM) is asked. Each
 /// question is a semop made by the process that always fails (see [`undo_ops`]), so
-/// nothing changes: no value, no adjustment, no last-operation PID, no wakeup. About
-/// 16 calls per semaphore. A set whose values change meanwhile (someone outside the
+/// nothing changes: no value, no adjustment, no last-operation PID, no wakeup. Two
+/// calls per semaphore without an adjustment, up to 17 with one. A set whose values change meanwhile (someone outside the
 /// tree works on it) is asked again; the third time the dump is refused.
 pub(crate) fn probe_undo(
     inj: &mut Injector,
@@ -762,7 +771,10 @@ mod tests {
                 };
                 let got = search_adj(&mut probe).unwrap();
                 assert_eq!(got, Some(a as i16), "value {v} adjustment {a}");
-                assert!(calls <= 16, "{calls} probes");
+                assert!(calls <= 17, "{calls} probes");
+                if a == 0 {
+                    assert_eq!(calls, 2, "no adjustment takes two questions");
+                }
                 assert_eq!((vals, adj), ([v, 7], [a, -3]), "probing changes nothing");
                 // Restore: a fresh list (0) gets the adjustment, the value stays.
                 let (mut vals, mut adj) = ([v, 7], [0, 0]);
