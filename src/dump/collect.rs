@@ -47,12 +47,11 @@ pub(crate) fn held(tree: &super::FrozenTree, processes: &[Process]) -> Result<He
 /// The System V objects that belong to the tree (`kinds::ipc`), and `held` told they
 /// go with it.
 pub(crate) fn sysv_objects(
-    root: i32,
     processes: &[Process],
     held: &mut Held,
 ) -> Result<crate::model::SysvIpc> {
     let tree: std::collections::BTreeSet<i32> = processes.iter().map(|p| p.pid).collect();
-    let ipc = crate::kinds::ipc::collect(root, processes, &tree)?;
+    let ipc = crate::kinds::ipc::collect(processes, &tree)?;
     held.sysv.extend(ipc.shm.iter().map(|s| s.perm.id));
     held.sysv_ipc = crate::kinds::ipc::held_ids(&ipc);
     Ok(ipc)

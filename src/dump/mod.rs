@@ -556,7 +556,7 @@ fn dump_tx(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     fds::file::check_proc_files(&processes)?;
     fds::check_fd_owners(&processes)?;
     let mut held = collect::held(&tree, &processes)?;
-    let sysv = collect::sysv_objects(pid, &processes, &mut held)?;
+    let sysv = collect::sysv_objects(&processes, &mut held)?;
     let mut collected = collect::assemble(pid, processes, procs)?;
     collected.ckpt.sysv = sysv;
     collected.ckpt.pipes = pipes;

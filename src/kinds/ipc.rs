@@ -74,13 +74,9 @@ fn outsider(pids: &[i32], tree: &BTreeSet<i32>) -> Option<i32> {
 
 /// The System V objects that belong to the tree (see the module's rule), read from the
 /// host with their contents. `processes` are the tree's, with host PIDs; `tree` their
-/// PIDs. An object the tree shares with a live process outside it, or a process with a
-/// semaphore undo list, refuses the dump (nothing is changed).
-pub(crate) fn collect(
-    root: i32,
-    processes: &[Process],
-    tree: &BTreeSet<i32>,
-) -> DumpResult<SysvIpc> {
+/// PIDs. An object the tree shares with a live process outside it, or undo adjustments
+/// it cannot bring back, refuse the dump (nothing is changed).
+pub(crate) fn collect(processes: &[Process], tree: &BTreeSet<i32>) -> DumpResult<SysvIpc> {
     let refuse = |pid: i32, why: String| DumpError::Unsupported { pid, why };
     let mut out = SysvIpc::default();
     // Attachments (areas) of each segment in the tree, and the first process with one.
@@ -213,7 +209,6 @@ pub(crate) fn collect(
             }
         }
     }
-    let _ = root;
     Ok(out)
 }
 
