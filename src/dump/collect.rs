@@ -108,13 +108,13 @@ struct ThreadsRead {
     thread_pending: Vec<Vec<PendingSignal>>,
 }
 
-fn read_threads(fr: &mut Frozen, mem: &RemoteMem) -> Result<ThreadsRead> {
+fn read_threads(fr: &mut Frozen, mem: &RemoteMem, undo_sets: &[i32]) -> Result<ThreadsRead> {
     let pid = fr.pid;
     let mut outside = Vec::new();
     for t in &fr.threads {
         outside.push(thread_outside(pid, t.tid, &t.orig_regs)?);
     }
-    let (inj, thread_inj) = injected_state(pid, &mut fr.threads, mem)?;
+    let (inj, thread_inj) = injected_state(pid, &mut fr.threads, mem, undo_sets)?;
     // Signals keep arriving while the task is stopped (its timers run on). Pending
     // signals are read after the timers, so that a timer which expired before it was
     // read has its signal in the image.
@@ -199,13 +199,16 @@ fn check_areas(pid: i32, map: &mut MemoryMap, maps: &mut [MapEntry]) -> Result<(
     }
 }
 
+/// `undo_sets`: the System V semaphore sets the tree works on, whose undo adjustments
+/// are asked of the process (`kinds::ipc::undo_candidates`).
 pub(crate) fn collect_process(
     fr: &mut Frozen,
     seen: &mut SharedSeen,
+    undo_sets: &[i32],
 ) -> Result<(Process, ProcCollected)> {
     let pid = fr.pid;
     let mem = RemoteMem::open(pid)?;
-    let read = read_threads(fr, &mem)?;
+    let read = read_threads(fr, &mem, undo_sets)?;
     let inj = read.inj;
 
     let status = procfs::status(pid)?;

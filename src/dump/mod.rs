@@ -518,10 +518,14 @@ fn dump_tx(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     let mut seen = SharedSeen::new();
     let mut processes = Vec::new();
     let mut procs = Vec::new();
+    // The semaphore sets the frozen tree works on: the undo adjustments asked of its
+    // processes (see kinds::ipc).
+    let tree_pids: std::collections::BTreeSet<i32> = tree.nodes.iter().map(|(p, _)| *p).collect();
+    let undo_sets = crate::kinds::ipc::undo_candidates(&tree_pids)?;
     for (p, fr) in tree.nodes.iter_mut() {
         check_signals()?;
         let (process, collected) = match fr {
-            Some(fr) => collect::collect_process(fr, &mut seen)?,
+            Some(fr) => collect::collect_process(fr, &mut seen, &undo_sets)?,
             None => collect::zombie_process(*p)?,
         };
         processes.push(process);

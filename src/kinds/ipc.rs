@@ -350,25 +350,48 @@ pub(crate) fn search_adj(
     Ok(Some((lo - 32768) as i16))
 }
 
+/// The semaphore sets whose undo adjustments are asked of the tree's processes: those
+/// on which a process of the tree (`tree`, host PIDs) made the last operation of some
+/// semaphore, i.e. the sets that can be the tree's. (A SEM_UNDO operation makes its
+/// process the last one; adjustments on a set every semaphore of which was operated on
+/// outside the tree since are not seen.)
+pub(crate) fn undo_candidates(tree: &BTreeSet<i32>) -> DumpResult<Vec<i32>> {
+    let mut out = Vec::new();
+    for o in sysipc::list(IpcKind::Sem)? {
+        if let Ok(pids) = sysipc::sem_pids(o.id, o.size as usize) {
+            if pids.iter().any(|p| tree.contains(p)) {
+                out.push(o.id);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The undo adjustments of the process `inj` drives (stopped, its own calls injected;
-/// `out` is memory of it for the operations), on every semaphore set of the host it
-/// can operate on. Only a process with an undo list (kcmp KCMP_SYSVSEM) is asked. Each
-/// question is a semop made by the process that always fails (see [`undo_ops`]), so
-/// nothing changes: no value, no adjustment, no last-operation PID, no wakeup. Two
-/// calls per semaphore without an adjustment, up to 17 with one. A set whose values change meanwhile (someone outside the
-/// tree works on it) is asked again; the third time the dump is refused.
+/// `out` is memory of it for the operations) on the semaphore sets `sets`. Only a
+/// process with an undo list (kcmp KCMP_SYSVSEM) is asked: one that made a SEM_UNDO
+/// operation, and every multi-threaded one (CLONE_SYSVSEM, which pthread_create passes,
+/// gives the process a list). Each question is a semop made by the process that always
+/// fails (see [`undo_ops`]), so nothing changes: no value, no adjustment, no
+/// last-operation PID, no wakeup. Two calls per semaphore without an adjustment, up to
+/// 17 with one. A set whose values change meanwhile (someone outside the tree works on
+/// it) is asked again; the third time the dump is refused.
 pub(crate) fn probe_undo(
     inj: &mut Injector,
     mem: &RemoteMem,
     out: u64,
+    sets: &[i32],
 ) -> DumpResult<Vec<SemUndo>> {
     let pid = inj.pid();
-    if !sysipc::has_sem_undo(pid)? {
+    if sets.is_empty() || !sysipc::has_sem_undo(pid)? {
         return Ok(Vec::new());
     }
     'attempt: for _ in 0..3 {
         let mut found = Vec::new();
-        for o in sysipc::list(IpcKind::Sem)? {
+        for o in sysipc::list(IpcKind::Sem)?
+            .into_iter()
+            .filter(|o| sets.contains(&o.id))
+        {
             let n = o.size as usize;
             let Ok(values) = sysipc::sem_values(o.id, n) else {
                 continue;

@@ -70,6 +70,7 @@ fn inject_queries(
     inj: &mut Injector,
     mem: &RemoteMem,
     (out, out_len): (u64, usize),
+    undo_sets: &[i32],
 ) -> DumpResult<Injected> {
     let sigs = signals::queried_signals();
     let slots = sigs.len() + 6 + attrs::RLIM_NLIMITS as usize;
@@ -100,7 +101,7 @@ fn inject_queries(
     let itimers = timers::itimers(&b, n + 3);
     let rlimits = attrs::rlimits(&b, n + 6);
     let posix_timers = timers::posix_timers(inj, mem, (out, out_len))?;
-    let sem_undo = crate::kinds::ipc::probe_undo(inj, mem, out)?;
+    let sem_undo = crate::kinds::ipc::probe_undo(inj, mem, out, undo_sets)?;
     Ok(Injected {
         sem_undo,
         xcomp_perm,
@@ -245,6 +246,7 @@ fn run_queries(
     scratch: u64,
     batch: bool,
     (gadget, gadget32): (u64, u64),
+    undo_sets: &[i32],
 ) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
     let executor = |inj: &mut Injector| -> DumpResult<()> {
         if batch {
@@ -259,7 +261,14 @@ fn run_queries(
         Ok(())
     })
     .and_then(|()| executor(inj))
-    .and_then(|()| inject_queries(inj, mem, (scratch + SCRATCH_OUT, SCRATCH_OUT_LEN)))
+    .and_then(|()| {
+        inject_queries(
+            inj,
+            mem,
+            (scratch + SCRATCH_OUT, SCRATCH_OUT_LEN),
+            undo_sets,
+        )
+    })
     .and_then(|p| {
         let mut per = Vec::new();
         for t in threads {
@@ -430,6 +439,7 @@ fn framed_queries(
     threads: &mut [FrozenThread],
     mem: &RemoteMem,
     fr: &Frames,
+    undo_sets: &[i32],
 ) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
     for (t, at) in threads.iter_mut().zip(&fr.at) {
         ptrace::set_regs(t.tid, &sigframe::parked(&t.orig_regs, *at, fr.sigreturn))?;
@@ -447,7 +457,7 @@ fn framed_queries(
     let run = || -> DumpResult<(Injected, Vec<ThreadInjected>)> {
         let mut inj = Injector::new(pid, fr.gadget, base(&threads[0], fr.at[0]));
         let out = (fr.at[0] - FRAME_OUT_LEN, FRAME_OUT_LEN as usize);
-        let p = inject_queries(&mut inj, mem, out)?;
+        let p = inject_queries(&mut inj, mem, out, undo_sets)?;
         let mut per = Vec::new();
         for (t, at) in threads.iter().zip(&fr.at) {
             let mut ti = Injector::new(t.tid, fr.gadget, base(t, *at));
@@ -479,19 +489,21 @@ fn framed_queries(
 
 /// Run the injected queries: through signal frames when the task allows it
 /// ([`framed_queries`]), else in a scratch area mapped and unmapped again.
-/// `threads` are those of process `pid`, its leader first.
+/// `threads` are those of process `pid`, its leader first; `undo_sets` the semaphore
+/// sets whose undo adjustments are asked (`kinds::ipc::undo_candidates`).
 pub(crate) fn injected_state(
     pid: i32,
     threads: &mut [FrozenThread],
     mem: &RemoteMem,
+    undo_sets: &[i32],
 ) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
     let ia32 = threads.iter().any(|t| t.orig_regs.abi() == arch::Abi::Ia32);
     if !ia32 {
         if let Some(fr) = write_frames(pid, threads, mem)? {
-            return framed_queries(pid, threads, mem, &fr);
+            return framed_queries(pid, threads, mem, &fr, undo_sets);
         }
     }
-    scratch_queries(pid, threads, mem, ia32)
+    scratch_queries(pid, threads, mem, ia32, undo_sets)
 }
 
 /// The queries in a scratch area mapped in the task (an ia32 task, or one that cannot
@@ -502,6 +514,7 @@ fn scratch_queries(
     threads: &mut [FrozenThread],
     mem: &RemoteMem,
     ia32: bool,
+    undo_sets: &[i32],
 ) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
     let gadgets = find_gadgets(pid, mem, ia32)?;
     // The queries run in batches of one stop each when the breakpoint that ends a batch
@@ -526,7 +539,7 @@ fn scratch_queries(
     }
     let mut inj = Injector::new(pid, gadgets.0, threads[0].orig_regs);
     let (scratch, batch) = map_scratch(&mut inj, batch, ia32)?;
-    let res = run_queries(threads, mem, &mut inj, scratch, batch, gadgets);
+    let res = run_queries(threads, mem, &mut inj, scratch, batch, gadgets, undo_sets);
     let unmapped = inj.call(
         "munmap scratch area",
         nr::MUNMAP,
