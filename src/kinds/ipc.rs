@@ -489,8 +489,20 @@ pub(crate) fn check_objects(ipc: &SysvIpc, held: &Held, problems: &mut Vec<Probl
 }
 
 /// Every undo adjustment of the image's processes is on a set of the image, with one
-/// adjustment per semaphore.
+/// adjustment per semaphore; a segment's data fits in it.
 pub(crate) fn check_undo(ipc: &SysvIpc, procs: &[Process], problems: &mut Vec<Problem>) {
+    for s in ipc.shm.iter().filter(|s| s.data.len() as u64 > s.size) {
+        check::p(
+            problems,
+            "malformed",
+            format!(
+                "System V segment {} holds {} bytes of data but is {} bytes",
+                s.perm.id,
+                s.data.len(),
+                s.size
+            ),
+        );
+    }
     for p in procs {
         for u in &p.sem_undo {
             let n = ipc
@@ -560,6 +572,12 @@ pub(crate) fn check_ids(
 /// removes them again unless the restore commits.
 pub(crate) fn create_objects(ipc: &SysvIpc, created: &mut SysvCreated) -> RestoreResult<()> {
     for s in &ipc.shm {
+        if s.data.len() as u64 > s.size {
+            return Err(RestoreError::Malformed(format!(
+                "System V segment {} holds more data than its size",
+                s.perm.id
+            )));
+        }
         make(IpcKind::Shm, &s.perm, s.size, created)?;
         created.pre.insert(s.perm.id);
         if !s.data.is_empty() {
@@ -806,5 +824,40 @@ mod tests {
             [1, 0, 0xfe, 0xff, 0x00, 0x18],
             "struct sembuf {{ u16 num; i16 op; i16 flg }}"
         );
+    }
+
+    #[test]
+    fn malformed_undo_and_segment_data_are_problems() {
+        let ipc = SysvIpc {
+            shm: vec![SysvShm {
+                perm: perm(0, 3),
+                size: 4,
+                data: vec![1; 5],
+            }],
+            sem: vec![SysvSem {
+                perm: perm(0, 2),
+                values: vec![0; 3],
+            }],
+            ..Default::default()
+        };
+        let mut p = crate::kinds::testutil::process(10);
+        p.sem_undo = vec![
+            SemUndo {
+                semid: 2,
+                adj: vec![1, 0, 0],
+            },
+            SemUndo {
+                semid: 2,
+                adj: vec![1],
+            },
+            SemUndo {
+                semid: 9,
+                adj: vec![1],
+            },
+        ];
+        let mut v = Vec::new();
+        check_undo(&ipc, &[p], &mut v);
+        assert_eq!(v.len(), 3, "{v:?}");
+        assert!(v.iter().all(|p| p.code == "malformed"), "{v:?}");
     }
 }
