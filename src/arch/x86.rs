@@ -174,6 +174,11 @@ pub mod nr {
     pub const SHMGET: u64 = libc::SYS_shmget as u64;
     pub const SHMAT: u64 = libc::SYS_shmat as u64;
     pub const SHMCTL: u64 = libc::SYS_shmctl as u64;
+    pub const SEMOP: u64 = libc::SYS_semop as u64;
+    pub const MQ_OPEN: u64 = libc::SYS_mq_open as u64;
+    pub const MQ_UNLINK: u64 = libc::SYS_mq_unlink as u64;
+    pub const MQ_TIMEDSEND: u64 = libc::SYS_mq_timedsend as u64;
+    pub const FCHMOD: u64 = libc::SYS_fchmod as u64;
     pub const SOCKET: u64 = libc::SYS_socket as u64;
     pub const BIND: u64 = libc::SYS_bind as u64;
     pub const LISTEN: u64 = libc::SYS_listen as u64;
@@ -641,6 +646,11 @@ mod nr_tests {
             (SHMGET, 29),
             (SHMAT, 30),
             (SHMCTL, 31),
+            (SEMOP, 65),
+            (MQ_OPEN, 240),
+            (MQ_UNLINK, 241),
+            (MQ_TIMEDSEND, 242),
+            (FCHMOD, 91),
             (SOCKET, 41),
             (BIND, 49),
             (LISTEN, 50),

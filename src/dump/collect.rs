@@ -8,7 +8,7 @@ use crate::kinds::fd::{fd_entry, file};
 use crate::kinds::mem::pages::Run;
 use crate::kinds::mem::shmem::SharedSeen;
 use crate::kinds::mem::{self, MemoryMap};
-use crate::kinds::task::query::{Injected, ThreadInjected, injected_state};
+use crate::kinds::task::query::{Ask, Injected, ThreadInjected, injected_state};
 use crate::kinds::task::threads::{ThreadOutside, thread_image, thread_outside};
 use crate::kinds::task::{attrs, creds, signals, tree};
 use crate::model::{Checkpoint, Fd, JobStop, PendingSignal, ProcMisc, Process, Thread};
@@ -42,6 +42,19 @@ pub(crate) fn held(tree: &super::FrozenTree, processes: &[Process]) -> Result<He
     }
     held.sysv = crate::kinds::mem::shmem::held_segments(processes)?;
     Ok(held)
+}
+
+/// The System V objects that belong to the tree (`kinds::ipc`), and `held` told they
+/// go with it.
+pub(crate) fn sysv_objects(
+    processes: &[Process],
+    held: &mut Held,
+) -> Result<crate::model::SysvIpc> {
+    let tree: std::collections::BTreeSet<i32> = processes.iter().map(|p| p.pid).collect();
+    let ipc = crate::kinds::ipc::collect(processes, &tree)?;
+    held.sysv.extend(ipc.shm.iter().map(|s| s.perm.id));
+    held.sysv_ipc = crate::kinds::ipc::held_ids(&ipc);
+    Ok(ipc)
 }
 
 pub(crate) struct Collected {
@@ -97,13 +110,13 @@ struct ThreadsRead {
     thread_pending: Vec<Vec<PendingSignal>>,
 }
 
-fn read_threads(fr: &mut Frozen, mem: &RemoteMem, stopped_children: &[i32]) -> Result<ThreadsRead> {
+fn read_threads(fr: &mut Frozen, mem: &RemoteMem, ask: &Ask<'_>) -> Result<ThreadsRead> {
     let pid = fr.pid;
     let mut outside = Vec::new();
     for t in &fr.threads {
         outside.push(thread_outside(pid, t.tid, &t.orig_regs)?);
     }
-    let (inj, thread_inj) = injected_state(pid, &mut fr.threads, mem, stopped_children)?;
+    let (inj, thread_inj) = injected_state(pid, &mut fr.threads, mem, ask)?;
     // Signals keep arriving while the task is stopped (its timers run on). Pending
     // signals are read after the timers, so that a timer which expired before it was
     // read has its signal in the image.
@@ -188,16 +201,17 @@ fn check_areas(pid: i32, map: &mut MemoryMap, maps: &mut [MapEntry]) -> Result<(
     }
 }
 
-/// Collect one frozen process; `stopped_children` are its children stopped by job
-/// control (whether it has collected their stops is asked of it).
+/// Collect one frozen process; `ask`: its children stopped by job control (whether it
+/// has collected their stops is asked of it) and the System V semaphore sets the tree
+/// works on (its undo adjustments on them).
 pub(crate) fn collect_process(
     fr: &mut Frozen,
     seen: &mut SharedSeen,
-    stopped_children: &[i32],
+    ask: &Ask<'_>,
 ) -> Result<(Process, ProcCollected)> {
     let pid = fr.pid;
     let mem = RemoteMem::open(pid)?;
-    let read = read_threads(fr, &mem, stopped_children)?;
+    let read = read_threads(fr, &mem, ask)?;
     let inj = read.inj;
 
     let status = procfs::status(pid)?;
@@ -268,6 +282,7 @@ pub(crate) fn collect_process(
                 signo,
                 unreported: false,
             }),
+        sem_undo: inj.sem_undo,
     };
     let vdso = (vdso_size != 0).then_some((vdso_hash, vdso_size, vvar_size));
     Ok((

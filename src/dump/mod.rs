@@ -584,6 +584,10 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     let mut processes = Vec::new();
     let mut procs = Vec::new();
     let stopped = tree.stopped_children()?;
+    // The semaphore sets the frozen tree works on: the undo adjustments asked of its
+    // processes (see kinds::ipc).
+    let tree_pids: std::collections::BTreeSet<i32> = tree.nodes.iter().map(|(p, _)| *p).collect();
+    let undo_sets = crate::kinds::ipc::undo_candidates(&tree_pids)?;
     for (p, fr) in tree.nodes.iter_mut() {
         check_signals()?;
         // As the parent sees them (in the tree's own PID namespace, if it has one).
@@ -593,7 +597,14 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
             .map(|(_, _, local)| *local)
             .collect();
         let (process, collected) = match fr {
-            Some(fr) => collect::collect_process(fr, &mut seen, &kids)?,
+            Some(fr) => collect::collect_process(
+                fr,
+                &mut seen,
+                &crate::kinds::task::query::Ask {
+                    stopped_children: &kids,
+                    undo_sets: &undo_sets,
+                },
+            )?,
             None => collect::zombie_process(*p)?,
         };
         processes.push(process);
@@ -643,11 +654,14 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     let mut repair = RepairGuard(repair);
     fds::refuse_shared_tables(&processes)?;
     fds::link_shared_fds(&mut processes)?;
+    fds::mqueue::refuse_split_deleted(&processes)?;
     fds::file::check_kept_files(&processes)?;
     fds::file::check_proc_files(&processes)?;
     fds::check_fd_owners(&processes)?;
-    let held = collect::held(&tree, &processes)?;
+    let mut held = collect::held(&tree, &processes)?;
+    let sysv = collect::sysv_objects(&processes, &mut held)?;
     let mut collected = collect::assemble(pid, processes, procs)?;
+    collected.ckpt.sysv = sysv;
     collected.ckpt.pipes = pipes;
     collected.ckpt.socketpairs = socketpairs;
     collected.ckpt.fifos = fifos;
@@ -726,6 +740,10 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         // sends no FIN or RST.
         tree.kill()?;
         repair.close_silently();
+        // The tree's System V objects would outlive it (see `kinds::ipc`).
+        stats
+            .warnings
+            .extend(crate::kinds::ipc::remove_owned(&collected.ckpt.sysv));
     }
     stats.frozen = tree.frozen_at.elapsed();
     stats.total = t0.elapsed();

@@ -28,6 +28,9 @@ pub struct Held {
     /// System V segments that go away with it: removed (SHM_DEST) and attached by no one
     /// else.
     pub(crate) sysv: std::collections::BTreeSet<i32>,
+    /// Its System V objects (`kinds::ipc`), by kind (0 segment, 1 semaphores, 2 queue)
+    /// and ID: removed once it is killed.
+    pub(crate) sysv_ipc: std::collections::BTreeSet<(u8, i32)>,
     /// The file locks it holds (its descriptors' fdinfo "lock:" lines).
     pub(crate) locks: Vec<crate::sys::proc::LockLine>,
 }

@@ -4,6 +4,7 @@
 
 pub(crate) mod check;
 pub(crate) mod fd;
+pub(crate) mod ipc;
 pub(crate) mod mem;
 pub(crate) mod task;
 #[cfg(test)]

@@ -85,6 +85,7 @@ pub(crate) fn checkpoint(processes: Vec<Process>) -> Checkpoint {
         fifos: Vec::new(),
         ptys: Vec::new(),
         own_pid_namespace: false,
+        sysv: Default::default(),
     }
 }
 

@@ -395,6 +395,23 @@ pub enum FdKind {
     /// /dev/tty: the controlling terminal of the process that opened it (a pty of the
     /// image's, `index`).
     DevTty { index: u32, flags: u32 },
+    /// A POSIX message queue (mq_open), `name` as /proc shows it ("/q"). One that still
+    /// has its name is opened again by it (it outlives the tree with its messages, like a
+    /// file); one removed while open (`deleted`) is made again with its attributes,
+    /// owner, mode and messages, and removed again. `ino` tells queues apart at dump.
+    PosixMq {
+        #[serde(with = "serde_bytes")]
+        name: Vec<u8>,
+        flags: u32,
+        deleted: bool,
+        ino: u64,
+        maxmsg: i64,
+        msgsize: i64,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        messages: Vec<MqMessage>,
+    },
 }
 
 /// A pseudo-terminal pair whose master is held inside the image, restored under the
@@ -419,6 +436,14 @@ pub struct PtyState {
     pub session: i32,
     /// That session's foreground process group.
     pub fg_pgid: i32,
+}
+
+/// A message queued on a POSIX message queue: its priority and bytes.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct MqMessage {
+    pub prio: u32,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
 }
 
 /// A terminal that standard descriptors of the tree led to at dump.
@@ -736,6 +761,10 @@ pub struct Process {
     /// in older images: not recorded, the restored process gets ckpt's.
     #[serde(default)]
     pub randomized: Option<bool>,
+    /// Its System V semaphore undo adjustments (semop with SEM_UNDO), by set; sets
+    /// where every adjustment is 0 are left out.
+    #[serde(default)]
+    pub sem_undo: Vec<SemUndo>,
 }
 
 /// A process stopped by job control: the signal that stopped it and whether its parent
@@ -762,6 +791,14 @@ pub struct ZombieState {
     /// left as ckpt's, and seccomp is not restored).
     #[serde(default)]
     pub creds: bool,
+}
+
+/// A process's undo adjustments on one System V semaphore set: what the kernel adds to
+/// each semaphore when the process exits.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SemUndo {
+    pub semid: i32,
+    pub adj: Vec<i16>,
 }
 
 impl Process {
@@ -955,6 +992,69 @@ pub struct Checkpoint {
     /// processes outside it are 0), and restore creates a new namespace for the tree.
     #[serde(default)]
     pub own_pid_namespace: bool,
+    /// The System V IPC objects that belong to the tree (see `kinds::ipc`), restored
+    /// under the same IDs and keys. Empty in older images.
+    #[serde(default)]
+    pub sysv: SysvIpc,
+}
+
+/// System V IPC objects (of the host's IPC namespace, those the tree owns; a whole
+/// namespace's objects would be listed the same way).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SysvIpc {
+    #[serde(default)]
+    pub shm: Vec<SysvShm>,
+    #[serde(default)]
+    pub sem: Vec<SysvSem>,
+    #[serde(default)]
+    pub msg: Vec<SysvMsgQueue>,
+}
+
+/// What every System V object has: key (0 for IPC_PRIVATE), ID, owner, creator and
+/// mode (permission bits; for a segment also SHM_DEST 0o1000 and SHM_LOCKED 0o2000).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct IpcPerm {
+    pub key: i32,
+    pub id: i32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cuid: u32,
+    pub cgid: u32,
+    pub mode: u32,
+}
+
+/// A System V shared memory segment. Its contents travel as the pages of the processes
+/// that attach it (`VmaKind::SysvShm`); one attached by no process of the tree has them
+/// here (`data`, trailing zero bytes left out).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SysvShm {
+    pub perm: IpcPerm,
+    pub size: u64,
+    #[serde(default, with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// A System V semaphore set: the value of each semaphore.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SysvSem {
+    pub perm: IpcPerm,
+    pub values: Vec<u16>,
+}
+
+/// A System V message queue: its byte limit and its messages, in order.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SysvMsgQueue {
+    pub perm: IpcPerm,
+    pub qbytes: u64,
+    pub messages: Vec<SysvMsg>,
+}
+
+/// One queued System V message: its type and text.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SysvMsg {
+    pub mtype: i64,
+    #[serde(with = "serde_bytes")]
+    pub text: Vec<u8>,
 }
 
 impl Checkpoint {

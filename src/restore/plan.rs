@@ -153,7 +153,10 @@ fn check_host_files(
     if let Some(exe) = &proc_.mm.exe {
         fd::file::check_file(files, exe, "executable", problems);
     }
-    shmem::check_sysv_free(proc_, held, problems);
+    // Images that list their System V objects are checked once for all (`kinds::ipc`).
+    if !image.sysv_listed {
+        shmem::check_sysv_free(proc_, held, problems);
+    }
     mem::check_mapped_files(files, proc_, problems);
     for f in &proc_.fds {
         fd::check_fd_in_image(files, f, image.pids, image.new_pidns, held, problems);
@@ -168,6 +171,8 @@ struct ImageView<'a> {
     pids: &'a BTreeSet<i32>,
     /// Its IDs will live in a new PID namespace, where they are all free.
     new_pidns: bool,
+    /// It lists the System V segments its processes attach (`Checkpoint::sysv`).
+    sysv_listed: bool,
 }
 
 /// Host checks of one process; what the dumped tree holds (`held`) counts as free.
@@ -279,7 +284,10 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
         let image = ImageView {
             pids: &pids,
             new_pidns: view.new_pid_namespace || ckpt.own_pid_namespace,
+            sysv_listed: !ckpt.sysv.shm.is_empty(),
         };
+        crate::kinds::ipc::check_objects(&ckpt.sysv, held, &mut problems);
+        crate::kinds::ipc::check_undo(&ckpt.sysv, &ckpt.processes, &mut problems);
         for proc_ in &ckpt.processes {
             if !proc_.is_zombie() {
                 threads::check_arch(&ckpt.arch, proc_, vdso32, &mut problems);

@@ -195,6 +195,7 @@ pub(crate) fn stage(
         shm: ShmOwners::new(),
         shm_sizes: shmem::shm_sizes(procs),
     };
+    crate::kinds::ipc::create_objects(&plan.ckpt.sysv, &mut shared.sysv)?;
     let mut pages = PageStream::new(reader);
     shared.files = pages.read_file_data(true)?;
     shared.files.held = plan.held.fds();
@@ -497,6 +498,7 @@ fn build_process(
     signals::queue_pending(cx)?;
     // Timers may signal a particular thread: after the threads exist.
     timers::restore_timers(cx)?;
+    crate::kinds::ipc::restore_undo(cx)?;
     Ok((threads, bytes))
 }
 

@@ -7,6 +7,7 @@
 pub(crate) mod deferred;
 pub(crate) mod file;
 pub(crate) mod inject;
+pub(crate) mod ipc;
 pub(crate) mod mem;
 pub(crate) mod netlock;
 pub(crate) mod pathfd;

@@ -112,6 +112,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("chroot-static", "chroot.c", &["-static"]),
     ("nstree", "nstree.c", &[]),
     ("sysv", "sysv.c", &[]),
+    // tests/e2e_sysv.rs: System V segments, semaphores and queues; a POSIX queue
+    ("sysvall", "sysvall.c", &[]),
     // tests/e2e_fsobj.rs: FIFOs, file locks, O_PATH descriptors, inotify
     ("fifo", "fifo.c", &[]),
     ("locks", "locks.c", &[]),

@@ -207,6 +207,9 @@ fn collect_kind(d: &OpenFd) -> DumpResult<FdKind> {
     let id = crate::model::FileId::from(id);
     let (fd, flags) = (d.fd, d.flags);
     match id.mode & libc::S_IFMT {
+        libc::S_IFREG if crate::sys::ipc::is_posix_mqueue(&d.link_path) => {
+            super::mqueue::collect(d, nlink == 0)
+        }
         libc::S_IFREG => file::collect_regular(d, id, nlink),
         libc::S_IFDIR => file::collect_dir(d, id, nlink),
         libc::S_IFCHR | libc::S_IFBLK if tty::is_tty(&id) => tty::collect(d, &id),
@@ -287,8 +290,9 @@ pub(crate) fn link_shared_fds(procs: &mut [Process]) -> DumpResult<()> {
             FdKind::UnixDgram { .. } => Some((2, 9, 0)),
             FdKind::UnixPending { .. } => Some((2, 10, 0)),
             FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. } => Some((4, *data, 0)),
-            FdKind::Pty { index, master, .. } => Some((5, u64::from(*index), u64::from(*master))),
-            FdKind::DevTty { index, .. } => Some((6, u64::from(*index), 0)),
+            FdKind::PosixMq { ino, .. } => Some((5, *ino, 0)),
+            FdKind::Pty { index, master, .. } => Some((6, u64::from(*index), u64::from(*master))),
+            FdKind::DevTty { index, .. } => Some((7, u64::from(*index), 0)),
             FdKind::Inherited { .. } | FdKind::External { .. } => None,
         }
     }

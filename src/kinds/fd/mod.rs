@@ -12,6 +12,7 @@ mod ghost;
 pub(crate) mod held;
 pub(crate) mod inotify;
 pub(crate) mod lock;
+pub(crate) mod mqueue;
 pub(crate) mod pipe;
 pub(crate) mod tcp;
 #[cfg(test)]
@@ -274,6 +275,7 @@ pub(crate) fn check_fd(
         FdKind::DeletedFile { file, pos, .. } => file::check_deleted_at(file, f.fd, *pos, problems),
         FdKind::Fifo { file, .. } => fifo::check_host(files, file, f.fd, held, problems),
         FdKind::Inotify { watches, .. } => inotify::check_paths(watches, f.fd, problems),
+        FdKind::PosixMq { .. } => mqueue::check_host(f, problems),
         // A live tree's socket is bound to the address now, and no other socket can be
         // without the reuse options the check leaves to the kernel.
         FdKind::Udp { sock: u, .. } if f.shared_with.is_none() && !held.live => {
@@ -329,6 +331,12 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
         FdKind::Epoll { targets, .. } => epoll::describe(targets),
         FdKind::Pipe { id, write, .. } => pipe::describe(ckpt, *id, *write),
         FdKind::Inotify { watches, .. } => inotify::describe(watches),
+        FdKind::PosixMq {
+            name,
+            deleted,
+            messages,
+            ..
+        } => mqueue::describe(name, *deleted, messages.len()),
         FdKind::Fifo { file, id, flags } => fifo::describe(ckpt, file, *id, *flags),
         FdKind::Pty { index, master, .. } => tty::describe_pty(ckpt, *index, Some(*master)),
         FdKind::DevTty { index, .. } => tty::describe_pty(ckpt, *index, None),
@@ -811,6 +819,10 @@ fn restore_fd(
         FdKind::Epoll { flags, .. } => {
             let n = epoll::create_epoll(cx, *flags)?;
             move_fd(cx, n, f.fd, f.cloexec)
+        }
+        FdKind::PosixMq { flags, .. } => {
+            let n = mqueue::open_mq(cx, f, &f.kind)?;
+            install(cx, n, f, *flags)
         }
         FdKind::File { file, flags, pos } | FdKind::Device { file, flags, pos } => {
             file::open_path_fd(cx, files, f, &file.path, *flags, Some(*pos))

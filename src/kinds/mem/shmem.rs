@@ -129,6 +129,10 @@ pub(crate) fn check_sysv_ids(
 #[derive(Default)]
 pub(crate) struct SysvCreated {
     ids: Vec<i32>,
+    /// Objects of the image's System V list (`kinds::ipc`), created by ckpt.
+    pub(crate) objs: Vec<(sys::ipc::IpcKind, i32)>,
+    /// Segments of that list: already made, processes only attach them.
+    pub(crate) pre: std::collections::BTreeSet<i32>,
     pub(crate) keep: bool,
 }
 
@@ -137,6 +141,9 @@ impl Drop for SysvCreated {
         if !self.keep {
             for id in &self.ids {
                 sys::process::remove_sysv_shm(*id);
+            }
+            for (kind, id) in &self.objs {
+                let _ = sys::ipc::remove(*kind, *id);
             }
         }
     }
@@ -199,7 +206,9 @@ pub(crate) fn attach_sysv(
     created: &mut SysvCreated,
 ) -> RestoreResult<()> {
     let what = format!("System V segment {shmid}");
-    if let std::collections::btree_map::Entry::Vacant(slot) = shm.entry(v.shmem_id) {
+    if created.pre.contains(&shmid) {
+        // Made by ckpt with the image's other System V objects (`kinds::ipc`).
+    } else if let std::collections::btree_map::Entry::Vacant(slot) = shm.entry(v.shmem_id) {
         sys::process::set_shm_next_id(shmid)?;
         let flags = libc::IPC_CREAT as u64 | libc::IPC_EXCL as u64 | u64::from(mode & 0o777);
         let got = cx.call(&what, nr::SHMGET, [key as u32 as u64, size, flags, 0, 0, 0]);

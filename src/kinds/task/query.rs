@@ -32,6 +32,17 @@ pub(crate) struct Injected {
     /// Those of the children asked about (stopped by job control) whose stop the
     /// process has not collected yet.
     pub(crate) unreported_stops: Vec<i32>,
+    /// System V semaphore undo adjustments (`kinds::ipc::probe_undo`).
+    pub(crate) sem_undo: Vec<crate::model::SemUndo>,
+}
+
+/// What the dump asks each process about others: its children stopped by job control
+/// (whether it collected their stops) and the System V semaphore sets the tree works on
+/// (its undo adjustments on them, `kinds::ipc::undo_candidates`).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Ask<'a> {
+    pub(crate) stopped_children: &'a [i32],
+    pub(crate) undo_sets: &'a [i32],
 }
 
 /// Per-thread state that only the thread itself can tell.
@@ -71,7 +82,7 @@ fn inject_queries(
     inj: &mut Injector,
     mem: &RemoteMem,
     (out, out_len): (u64, usize),
-    stopped_children: &[i32],
+    ask: &Ask<'_>,
 ) -> DumpResult<Injected> {
     let sigs = signals::queried_signals();
     let slots = sigs.len() + 6 + attrs::RLIM_NLIMITS as usize;
@@ -103,9 +114,11 @@ fn inject_queries(
     let rlimits = attrs::rlimits(&b, n + 6);
     let posix_timers = timers::posix_timers(inj, mem, (out, out_len))?;
     let unreported_stops =
-        super::tree::unreported_stops(inj, mem, (out, out_len), stopped_children)?;
+        super::tree::unreported_stops(inj, mem, (out, out_len), ask.stopped_children)?;
+    let sem_undo = crate::kinds::ipc::probe_undo(inj, mem, out, ask.undo_sets)?;
     Ok(Injected {
         unreported_stops,
+        sem_undo,
         xcomp_perm,
         thp_disable,
         rlimits,
@@ -248,7 +261,7 @@ fn run_queries(
     scratch: u64,
     batch: bool,
     (gadget, gadget32): (u64, u64),
-    stopped_children: &[i32],
+    ask: &Ask<'_>,
 ) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
     let executor = |inj: &mut Injector| -> DumpResult<()> {
         if batch {
@@ -263,14 +276,7 @@ fn run_queries(
         Ok(())
     })
     .and_then(|()| executor(inj))
-    .and_then(|()| {
-        inject_queries(
-            inj,
-            mem,
-            (scratch + SCRATCH_OUT, SCRATCH_OUT_LEN),
-            stopped_children,
-        )
-    })
+    .and_then(|()| inject_queries(inj, mem, (scratch + SCRATCH_OUT, SCRATCH_OUT_LEN), ask))
     .and_then(|p| {
         let mut per = Vec::new();
         for t in threads {
@@ -441,7 +447,7 @@ fn framed_queries(
     threads: &mut [FrozenThread],
     mem: &RemoteMem,
     fr: &Frames,
-    stopped_children: &[i32],
+    ask: &Ask<'_>,
 ) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
     for (t, at) in threads.iter_mut().zip(&fr.at) {
         ptrace::set_regs(t.tid, &sigframe::parked(&t.orig_regs, *at, fr.sigreturn))?;
@@ -459,7 +465,7 @@ fn framed_queries(
     let run = || -> DumpResult<(Injected, Vec<ThreadInjected>)> {
         let mut inj = Injector::new(pid, fr.gadget, base(&threads[0], fr.at[0]));
         let out = (fr.at[0] - FRAME_OUT_LEN, FRAME_OUT_LEN as usize);
-        let p = inject_queries(&mut inj, mem, out, stopped_children)?;
+        let p = inject_queries(&mut inj, mem, out, ask)?;
         let mut per = Vec::new();
         for (t, at) in threads.iter().zip(&fr.at) {
             let mut ti = Injector::new(t.tid, fr.gadget, base(t, *at));
@@ -491,20 +497,21 @@ fn framed_queries(
 
 /// Run the injected queries: through signal frames when the task allows it
 /// ([`framed_queries`]), else in a scratch area mapped and unmapped again.
-/// `threads` are those of process `pid`, its leader first.
+/// `threads` are those of process `pid`, its leader first; `undo_sets` the semaphore
+/// sets whose undo adjustments are asked (`kinds::ipc::undo_candidates`).
 pub(crate) fn injected_state(
     pid: i32,
     threads: &mut [FrozenThread],
     mem: &RemoteMem,
-    stopped_children: &[i32],
+    ask: &Ask<'_>,
 ) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
     let ia32 = threads.iter().any(|t| t.orig_regs.abi() == arch::Abi::Ia32);
     if !ia32 {
         if let Some(fr) = write_frames(pid, threads, mem)? {
-            return framed_queries(pid, threads, mem, &fr, stopped_children);
+            return framed_queries(pid, threads, mem, &fr, ask);
         }
     }
-    scratch_queries(pid, threads, mem, ia32, stopped_children)
+    scratch_queries(pid, threads, mem, ia32, ask)
 }
 
 /// The queries in a scratch area mapped in the task (an ia32 task, or one that cannot
@@ -515,7 +522,7 @@ fn scratch_queries(
     threads: &mut [FrozenThread],
     mem: &RemoteMem,
     ia32: bool,
-    stopped_children: &[i32],
+    ask: &Ask<'_>,
 ) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
     let gadgets = find_gadgets(pid, mem, ia32)?;
     // The queries run in batches of one stop each when the breakpoint that ends a batch
@@ -540,15 +547,7 @@ fn scratch_queries(
     }
     let mut inj = Injector::new(pid, gadgets.0, threads[0].orig_regs);
     let (scratch, batch) = map_scratch(&mut inj, batch, ia32)?;
-    let res = run_queries(
-        threads,
-        mem,
-        &mut inj,
-        scratch,
-        batch,
-        gadgets,
-        stopped_children,
-    );
+    let res = run_queries(threads, mem, &mut inj, scratch, batch, gadgets, ask);
     let unmapped = inj.call(
         "munmap scratch area",
         nr::MUNMAP,

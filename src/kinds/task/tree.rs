@@ -144,6 +144,7 @@ pub(crate) fn checkpoint(
         pipes: Vec::new(),
         socketpairs: Vec::new(),
         own_pid_namespace: false,
+        sysv: Default::default(),
         fifos: Vec::new(),
         ptys: Vec::new(),
     }

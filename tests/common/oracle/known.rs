@@ -200,4 +200,19 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
         what: "pages a fork child shares copy-on-write with its parent (stack, data) come back as separate copies",
         issue: "issue 13",
     },
+    // tests/e2e_sysv.rs
+    KnownLoss {
+        test: "sysv_objects_come_back_under_their_ids_with_owners_and_contents",
+        cmp: Cmp::Restored,
+        key: "p*.pages_shared_with_p*",
+        what: "pages a fork child shares copy-on-write with its parent (stack, data) come back as separate copies",
+        issue: "issue 13",
+    },
+    KnownLoss {
+        test: "failed_restores_leave_no_sysv_object_behind",
+        cmp: Cmp::Restored,
+        key: "p*.pages_shared_with_p*",
+        what: "pages a fork child shares copy-on-write with its parent (stack, data) come back as separate copies",
+        issue: "issue 13",
+    },
 ];
