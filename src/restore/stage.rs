@@ -205,12 +205,8 @@ pub(crate) fn stage(
     }
     pages.finish()?;
     let Shared {
-        sysv,
-        pipe_holders,
-        mut files,
-        ..
+        sysv, pipe_holders, ..
     } = shared;
-    files.unlink_ghosts();
     link_processes(&mut ctxs, procs, pipe_holders)?;
     restore_all_creds(&mut ctxs, &mut staged)?;
     let procs_staged = ctxs
@@ -543,8 +539,10 @@ fn own_vdso_range() -> Result<(u64, u64)> {
         .ok_or_else(|| RestoreError::Stage("ckpt itself has no vDSO".into()))
 }
 
-/// The point of no return: remove the helper area, set the saved registers, let go.
-pub fn commit(mut s: Staged, plan: &Plan) -> Result<i32> {
+/// The point of no return: remove the helper area, set the saved registers, hand the
+/// network lock over to ourselves, let go. Returns the root's PID and the lock of the
+/// tree's TCP connections, which lasts until it is released or ckpt exits.
+pub fn commit(mut s: Staged, plan: &Plan) -> Result<(i32, Option<sys::netlock::Handover>)> {
     let procs = &plan.ckpt.processes;
     fault_point("remove helper area")?;
     for sp in s.procs.iter_mut().flatten() {
@@ -568,10 +566,32 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<i32> {
             threads::set_thread_state(t.tid, t, xsave)?;
         }
     }
+    // The restored TCP connections, still in repair mode: ours to take out of it.
+    let mut conns = Vec::new();
+    for p in procs.iter().filter(|p| !p.is_zombie()) {
+        for f in p.fds.iter().filter(|f| f.shared_with.is_none()) {
+            if let crate::model::FdKind::TcpConn { conn, .. } = &f.kind {
+                conns.push((sys::process::steal_fd(p.pid, f.fd)?, conn));
+            }
+        }
+    }
     fault_point("detach")?;
+    sys::deferred::die_point("before the point of no return");
+    // The point of no return. The dump's netfilter rules of the tree's connections are
+    // replaced, in one nf_tables transaction, by a table of ours that the kernel removes
+    // when ckpt exits (`sys::netlock::Handover`): until here, a ckpt killed leaves the
+    // dump's lock for another try; from here, the lock never outlives ckpt. (A kernel
+    // without owned tables: the dump's rules stay until `unlock` after commit.)
+    let tcp: Vec<_> = procs.iter().flat_map(|p| p.tcp_connections()).collect();
+    let handover = sys::netlock::Handover::take(&tcp).ok().flatten();
+    sys::deferred::die_point("lock handed over");
     // Nothing below can fail in a way we could still undo; let every thread go.
     s.stub.committed = true;
     s.sysv.keep = true;
+    for (sock, c) in &conns {
+        fd::tcp::finish_conn(sock, c);
+    }
+    drop(conns);
     let mut first_err = None;
     for sp in s.procs.iter().flatten() {
         for t in sp.threads.iter().map(|i| i.pid()).chain([sp.inj.pid()]) {
@@ -587,5 +607,6 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<i32> {
         drop(s.stub);
         return Err(e.into());
     }
-    Ok(procs[0].pid)
+    sys::deferred::die_point("committed");
+    Ok((procs[0].pid, handover))
 }

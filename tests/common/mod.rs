@@ -141,6 +141,9 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("blockers", "blockers.c", &["-pthread"]),
     // tests/e2e_killsafe.rs: threads that check their memory, masks and vector registers
     ("killsafe", "killsafe.c", &["-pthread", "-mavx2"]),
+    // tests/e2e_killrestore.rs: a tree with a TCP connection and a deleted file, whose
+    // restore is killed at any moment
+    ("killrestore", "killrestore.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

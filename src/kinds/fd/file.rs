@@ -2,7 +2,6 @@
 //! travel in the image).
 
 use super::OpenFd;
-use super::ghost::Ghost;
 pub(crate) use super::held::HeldFiles;
 use crate::arch::native::nr;
 use crate::error::DumpResult;
@@ -498,9 +497,6 @@ pub(crate) struct FileData {
     /// The files recreated so far, by `data` id: ckpt holds each open until every
     /// process has its own descriptors and mappings of it (see [`kept_file_fd`]).
     made: BTreeMap<u64, std::fs::File>,
-    /// Files created on disk for deleted files; removed again once every process has
-    /// opened them, or when restore fails.
-    ghosts: Vec<Ghost>,
     /// Ckpt's descriptors of the files plan opened and checked, by path (see
     /// [`super::held`]): what stage gives the processes.
     pub(crate) held: BTreeMap<Vec<u8>, (std::os::fd::RawFd, bool)>,
@@ -529,21 +525,6 @@ pub(crate) fn memfd_modes(procs: &[Process]) -> BTreeMap<u64, u32> {
         }
     }
     out
-}
-
-impl FileData {
-    /// Remove the recreated deleted files (every process has them open by now).
-    pub(crate) fn unlink_ghosts(&mut self) {
-        for g in self.ghosts.drain(..) {
-            g.remove();
-        }
-    }
-}
-
-impl Drop for FileData {
-    fn drop(&mut self) {
-        self.unlink_ghosts();
-    }
 }
 
 /// Every memfd and deleted file the live processes open or map has its contents in the
@@ -618,11 +599,9 @@ fn recreate_file(
         }
         Kept::Deleted { file } => {
             fault_point("recreate deleted file")?;
-            // Made exclusively in a directory only root can write (see `ghost`);
-            // removed again later.
-            let (g, ghost) = super::ghost::make_ghost(file, data, creds, &mut content)?;
-            files.ghosts.push(ghost);
-            g
+            // Made in a directory only root can write, and already deleted again
+            // (see `ghost`).
+            super::ghost::make_ghost(file, data, creds, &mut content)?
         }
     };
     files.made.insert(data, made);
