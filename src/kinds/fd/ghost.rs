@@ -56,6 +56,7 @@ pub(crate) fn make_ghost(
     data: u64,
     creds: &Creds,
     content: &mut File,
+    extents: Option<&[(u64, u64)]>,
 ) -> RestoreResult<File> {
     let orig = procfs::bytes_path(&file.path);
     let (Some(parent), Some(base)) = (orig.parent(), orig.file_name()) else {
@@ -73,7 +74,8 @@ pub(crate) fn make_ghost(
     let tmp_name = format!(".ckpt-ghost-{data}-{}-{stamp}", std::process::id()).into_bytes();
     let what = orig.display().to_string();
     let fill = |g: &mut File| -> RestoreResult<()> {
-        write_content(content, g).map_err(|e| sys::SysError::io(format!("write {what}"), e))?;
+        super::file::write_contents(content, g, extents)
+            .map_err(|e| sys::SysError::io(format!("write {what}"), e))?;
         let owner = file.owner.filter(|(u, g)| *u != u32::MAX && *g != u32::MAX);
         Ok(pathfd::set_owner_mode(g, owner, ghost_mode(file, creds))?)
     };
@@ -132,11 +134,6 @@ fn made_in(
             Err(last.into())
         }
     }
-}
-
-/// Copy a kept file's contents (from the start) into the new file.
-fn write_content(content: &mut File, to: &mut File) -> std::io::Result<()> {
-    std::io::copy(content, to).map(|_| ())
 }
 
 #[cfg(test)]

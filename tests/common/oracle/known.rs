@@ -124,20 +124,6 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
         issue: "issue 13",
     },
     KnownLoss {
-        test: "oracle_deleted_file_owner_and_holes",
-        cmp: Cmp::Restored,
-        key: "p*.fd*.extents",
-        what: "a deleted-but-open file with a 1 MiB hole comes back fully allocated",
-        issue: "issue 13",
-    },
-    KnownLoss {
-        test: "oracle_deleted_file_owner_and_holes",
-        cmp: Cmp::Restored,
-        key: "p*.fd*.stat.blocks",
-        what: "a deleted-but-open file with a 1 MiB hole comes back fully allocated",
-        issue: "issue 13",
-    },
-    KnownLoss {
         test: "oracle_unix_socketpair_shutdown",
         cmp: Cmp::Restored,
         key: "p*.sock.unix.shutdown",
