@@ -62,7 +62,9 @@ pub fn thread(tid: i32, abi: Abi) -> Thread {
         "sigaltstack": SigAltStack { sp: 0, flags: 2, size: 0 },
         "rseq": Rseq { addr: 0x7f00_0000_0fe0, len: 32, flags: 0, signature: 0x5305_3053 },
         "robust_list": 0x7f00_0000_0a20u64,
-        "robust_list_len": 24,
+        // struct robust_list_head's size for the thread's ABI (set_robust_list takes
+        // no other).
+        "robust_list_len": match abi { Abi::X86_64 => 24, Abi::Ia32 => 12 },
         "clear_child_tid": 0x7f00_0000_0a10u64,
         "pending": [PendingSignal { signo: 10, siginfo: vec![10; 128] }],
         "nice": 5,
