@@ -1,8 +1,10 @@
-//! `check` = restore minus the commit, for what stage sets in each thread from outside
-//! its memory: a well-formed image whose sigaltstack, robust futex list, rseq area or
-//! xsave state the kernel would refuse at stage is refused by plan already, so `ckpt
-//! check` says so (exit 1, naming the thread) instead of "can be restored"; and file
-//! data extents (`FILE_EXTENTS`) that make no sense are refused by `check` too.
+//! `check` = restore minus the commit, for what stage sets in each thread and process
+//! from outside its memory: a well-formed image whose sigaltstack, robust futex list,
+//! rseq area or xsave state, or whose parent-death signal, personality or umask the
+//! kernel would refuse (or take for something else) at stage is refused by plan already,
+//! so `ckpt check` says so (exit 1, naming the thread or process) instead of "can be
+//! restored"; and file data extents (`FILE_EXTENTS`) that make no sense are refused by
+//! `check` too.
 
 mod common;
 
@@ -103,6 +105,24 @@ fn thread_state_the_kernel_would_refuse_is_refused_by_check() {
         let (code, err) = cli_check(&ctx, "t.img", &image(&cp, false).bytes);
         assert_eq!(code, Some(1), "{what}: ckpt check: {err}");
         assert!(err.contains(needle), "{what}: ckpt check says: {err}");
+    }
+}
+
+#[test]
+fn process_attributes_the_kernel_would_refuse_are_refused_by_check() {
+    let ctx = Ctx::new("process_attributes_the_kernel_would_refuse_are_refused_by_check");
+    type Change = fn(&mut Process);
+    let cases: &[(&str, Change)] = &[
+        ("parent-death signal 99", |p| p.misc.pdeathsig = 99),
+        ("personality 0xffffffff", |p| p.personality = u32::MAX),
+        ("umask 7777", |p| p.umask = 0o7777),
+    ];
+    for (needle, change) in cases {
+        let mut cp = checkpoint();
+        change(&mut cp.processes[0]);
+        let (code, err) = cli_check(&ctx, "p.img", &image(&cp, false).bytes);
+        assert_eq!(code, Some(1), "{needle}: ckpt check: {err}");
+        assert!(err.contains(needle), "{needle}: ckpt check says: {err}");
     }
 }
 

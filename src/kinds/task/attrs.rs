@@ -189,6 +189,33 @@ pub(crate) fn check_oom_thp(proc_: &Process, problems: &mut Vec<Problem>) {
     }
 }
 
+/// What restore_attrs sets that the kernel would refuse or take for something else: a
+/// parent-death signal that is no signal (PR_SET_PDEATHSIG: EINVAL), a personality of
+/// 0xffffffff (personality() would only query it), a umask beyond 0777 (cut off).
+pub(crate) fn check_prctl(proc_: &Process, problems: &mut Vec<Problem>) {
+    let m = &proc_.misc;
+    let mut bad = Vec::new();
+    if !(0..=64).contains(&m.pdeathsig) {
+        bad.push(format!("parent-death signal {}", m.pdeathsig));
+    }
+    if proc_.personality == u32::MAX {
+        bad.push(format!("personality {:#x}", proc_.personality));
+    }
+    if proc_.umask & !0o777 != 0 {
+        bad.push(format!("umask {:o}", proc_.umask));
+    }
+    for b in bad {
+        check::p(
+            problems,
+            "malformed",
+            format!(
+                "process {}: invalid {b}; the kernel would not set it",
+                proc_.pid
+            ),
+        );
+    }
+}
+
 /// The auxiliary vector and the process name are of sane size.
 pub(crate) fn check_auxv_comm(proc_: &Process, problems: &mut Vec<Problem>) {
     if proc_.mm.auxv.len() > 128 || proc_.comm.len() > 64 {

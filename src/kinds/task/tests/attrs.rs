@@ -1,7 +1,7 @@
 //! Resource limits, auxv and name, root and working directories.
 
 use crate::kinds::task::attrs::{
-    check_auxv_comm, check_dirs, check_oom_thp, check_rlimits, thp_disable,
+    check_auxv_comm, check_dirs, check_oom_thp, check_prctl, check_rlimits, thp_disable,
 };
 use crate::kinds::testutil::*;
 use crate::model::{Process, Rlimit};
@@ -106,5 +106,41 @@ fn thp_disable_as_the_kernel_tells_it() {
     assert_eq!(thp_disable(3).ok(), Some(3));
     for bad in [2, 5, -22] {
         assert!(thp_disable(bad).is_err(), "{bad}");
+    }
+}
+
+/// A parent-death signal that is no signal, a personality that personality() would only
+/// query, a umask beyond 0777: refused by plan.
+#[test]
+fn prctl_values_the_kernel_would_not_set() {
+    let p = process(10);
+    assert_none(&run(|v| check_prctl(&p, v)));
+    let mut q = p.clone();
+    q.misc.pdeathsig = 64;
+    q.umask = 0o777;
+    q.personality = 0x0040_0000;
+    assert_none(&run(|v| check_prctl(&q, v)));
+    for (f, why) in [
+        (
+            (|x: &mut Process| x.misc.pdeathsig = 65) as fn(&mut Process),
+            "parent-death signal 65",
+        ),
+        (
+            |x: &mut Process| x.misc.pdeathsig = -1,
+            "parent-death signal -1",
+        ),
+        (
+            |x: &mut Process| x.personality = u32::MAX,
+            "personality 0xffffffff",
+        ),
+        (|x: &mut Process| x.umask = 0o1022, "umask 1022"),
+    ] {
+        let mut q = p.clone();
+        f(&mut q);
+        assert_one(
+            &run(|v| check_prctl(&q, v)),
+            "malformed",
+            &["process 10", why],
+        );
     }
 }
