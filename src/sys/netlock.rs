@@ -416,7 +416,34 @@ impl Handover {
             let seq = self.next_seq();
             msgs.push(lock_rule(&self.table, seq, local, peer)?);
         }
-        if all && !dump_handles.is_empty() {
+        let emptied = all && !dump_handles.is_empty();
+        for h in dump_handles {
+            let mut d = Msg::new(
+                nft_type(libc::NFT_MSG_DELRULE),
+                req | ack,
+                self.next_seq(),
+                inet,
+                0,
+            );
+            d.str(nft::NFTA_RULE_TABLE, TABLE)
+                .str(nft::NFTA_RULE_CHAIN, "input")
+                .attr(nft::NFTA_RULE_HANDLE, &h.to_be_bytes());
+            msgs.push(d.done());
+        }
+        if emptied {
+            // The dump's table goes too once our rules were all it held: the chain first,
+            // which the kernel refuses (EBUSY, the whole transaction with it) if another
+            // dump added a rule since we listed them; the table, then empty, after it.
+            let mut c = Msg::new(
+                nft_type(libc::NFT_MSG_DELCHAIN),
+                req | ack,
+                self.next_seq(),
+                inet,
+                0,
+            );
+            c.str(nft::NFTA_CHAIN_TABLE, TABLE)
+                .str(nft::NFTA_CHAIN_NAME, "input");
+            msgs.push(c.done());
             let mut d = Msg::new(
                 nft_type(libc::NFT_MSG_DELTABLE),
                 req | ack,
@@ -426,20 +453,6 @@ impl Handover {
             );
             d.str(nft::NFTA_TABLE_NAME, TABLE);
             msgs.push(d.done());
-        } else {
-            for h in dump_handles {
-                let mut d = Msg::new(
-                    nft_type(libc::NFT_MSG_DELRULE),
-                    req | ack,
-                    self.next_seq(),
-                    inet,
-                    0,
-                );
-                d.str(nft::NFTA_RULE_TABLE, TABLE)
-                    .str(nft::NFTA_RULE_CHAIN, "input")
-                    .attr(nft::NFTA_RULE_HANDLE, &h.to_be_bytes());
-                msgs.push(d.done());
-            }
         }
         self.transaction(msgs)
     }
@@ -580,5 +593,15 @@ mod tests {
         let gone = nft(&format!("list table inet {table}"));
         assert!(gone.is_err(), "{gone:?}");
         unlock(&[other]);
+        // The dump's rules all ours (when no other test holds a lock meanwhile): its
+        // chain and table go in the same transaction; either way ours are gone.
+        lock(&conns).expect("nft lock");
+        let h = Handover::take(&conns).expect("handover").expect("some");
+        let after = nft(&format!("list chain inet {TABLE} input")).unwrap_or_default();
+        for (l, p) in &conns {
+            let c = comment(l, p).expect("comment");
+            assert!(!after.contains(&c), "{after}");
+        }
+        h.release();
     }
 }
