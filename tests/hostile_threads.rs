@@ -116,6 +116,8 @@ fn process_attributes_the_kernel_would_refuse_are_refused_by_check() {
         ("parent-death signal 99", |p| p.misc.pdeathsig = 99),
         ("personality 0xffffffff", |p| p.personality = u32::MAX),
         ("umask 7777", |p| p.umask = 0o7777),
+        ("brk range", |p| p.mm.brk = p.mm.start_brk - 4096),
+        ("lies outside", |p| p.mm.arg_start = 0),
     ];
     for (needle, change) in cases {
         let mut cp = checkpoint();

@@ -73,6 +73,7 @@ pub fn thread(tid: i32, abi: Abi) -> Thread {
 }
 
 /// A small but complete checkpoint: every enum variant and optional field appears.
+#[allow(clippy::needless_update)]
 pub fn checkpoint() -> Checkpoint {
     let vma = |start: u64, end: u64, kind: VmaKind, name: &str| Vma {
         start,
@@ -128,8 +129,17 @@ pub fn checkpoint() -> Checkpoint {
             end_code: 0x5555_5555_5000,
             start_brk: 0x5555_5556_0000,
             brk: 0x5555_5558_1000,
+            // The other fields as a real process has them (PR_SET_MM_MAP refuses zeros).
+            start_data: 0x5555_5555_6000,
+            end_data: 0x5555_5555_7000,
+            start_stack: 0x7ffc_0000_1f00,
+            arg_start: 0x7ffc_0000_1f10,
+            arg_end: 0x7ffc_0000_1f20,
+            env_start: 0x7ffc_0000_1f20,
+            env_end: 0x7ffc_0000_1f80,
             auxv: vec![6, 4096, 0, 0],
             exe: Some(file_id("/tmp/counter")),
+            // (fields the model may add later)
             ..Default::default()
         },
         vmas: vec![
