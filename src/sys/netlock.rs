@@ -462,6 +462,13 @@ impl Handover {
         let res = libc::NFNL_SUBSYS_NFTABLES as u16;
         let req = libc::NLM_F_REQUEST as u16;
         let n = msgs.len();
+        // Answers to this batch only (an earlier, failed one may have left some): the
+        // sequence numbers of its messages, begin and end included.
+        let seq_of = |m: &[u8]| {
+            m.get(8..12)
+                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let lo = msgs.iter().filter_map(|m| seq_of(m)).min();
         let mut buf = Msg::new(
             libc::NFNL_MSG_BATCH_BEGIN as u16,
             req,
@@ -485,10 +492,12 @@ impl Handover {
         );
         rustix::net::send(&self.sock, &buf, rustix::net::SendFlags::empty())
             .map_err(|e| super::rerr("send to nf_tables", e))?;
+        let hi = self.seq;
+        let lo = lo.unwrap_or(hi).min(hi - 1);
         let mut answers = 0;
         let mut first_err = None;
         let mut rb = vec![0u8; 1 << 16];
-        while answers < n {
+        while answers < n && first_err.is_none() {
             let got = rustix::net::recv(&self.sock, &mut rb, rustix::net::RecvFlags::empty())
                 .map_err(|e| super::rerr("receive from nf_tables", e))?
                 .0;
@@ -499,7 +508,8 @@ impl Handover {
                 if len < 16 || at + len > got {
                     break;
                 }
-                if typ == libc::NLMSG_ERROR as u16 && len >= 20 {
+                let seq = u32::from_ne_bytes([rb[at + 8], rb[at + 9], rb[at + 10], rb[at + 11]]);
+                if typ == libc::NLMSG_ERROR as u16 && len >= 20 && (lo..=hi).contains(&seq) {
                     let e =
                         i32::from_ne_bytes([rb[at + 16], rb[at + 17], rb[at + 18], rb[at + 19]]);
                     answers += 1;
