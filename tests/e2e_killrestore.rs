@@ -124,8 +124,9 @@ fn dir_listing(dir: &Path) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// Start `ckpt restore` of `img`, do `how` to it, wait for it to end; returns its PID.
-fn killed_restore(img: &Path, how: How, full: Duration) -> u32 {
+/// Start `ckpt restore` of `img`, do `how` to it, wait for it to end; returns its PID
+/// and, for `DieAt`, the name of the die point it died at (its trace goes to `log`).
+fn killed_restore(img: &Path, how: How, full: Duration, log: &Path) -> (u32, String) {
     let mut cmd = Command::new(ckpt_bin());
     cmd.arg("restore").arg(img);
     if matches!(how, How::Signal(libc::SIGINT, _)) {
@@ -137,7 +138,9 @@ fn killed_restore(img: &Path, how: How, full: Duration) -> u32 {
         _ => cmd.stdout(Stdio::null()),
     };
     if let How::DieAt(n) = how {
-        cmd.env("CKPT_DIE_AT", n.to_string());
+        cmd.env("CKPT_DIE_AT", n.to_string())
+            .env("CKPT_DIE_TRACE", "1")
+            .stderr(std::fs::File::create(log).expect("log"));
     }
     let mut c = cmd.spawn().expect("spawn ckpt restore");
     let pid = c.id();
@@ -158,7 +161,18 @@ fn killed_restore(img: &Path, how: How, full: Duration) -> u32 {
         _ => full * 3 + Duration::from_millis(300),
     };
     wait_child(&mut c, patience);
-    pid
+    let mut point = String::new();
+    if let How::DieAt(_) = how {
+        let trace = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(l) = trace.lines().rfind(|l| l.contains("die point #")) {
+            point = l
+                .split_once("die point #")
+                .and_then(|(_, r)| r.split_once(' '))
+                .map(|(_, name)| name.to_string())
+                .unwrap_or_default();
+        }
+    }
+    (pid, point)
 }
 
 fn wait_child(c: &mut Child, patience: Duration) {
@@ -222,7 +236,12 @@ fn dump_tree(ctx: &Ctx, t: &Tree, img: &Path) {
 
 /// What is wrong after restore was killed with `how`, if anything; `committed` says
 /// which side of the point of no return it was.
-fn check_after(t: &mut Tree, ckpt_pid: u32, what: &str) -> (bool, Result<(), String>) {
+fn check_after(
+    t: &mut Tree,
+    img: &Path,
+    ckpt_pid: u32,
+    what: &str,
+) -> (Outcome, Result<(), String>) {
     let committed = settle(&[t.root, t.child]);
     let mut err = Vec::new();
     let files = dir_listing(&t.dir);
@@ -235,8 +254,27 @@ fn check_after(t: &mut Tree, ckpt_pid: u32, what: &str) -> (bool, Result<(), Str
             "the killed ckpt's table ckpt_restore_{ckpt_pid} is still there"
         ));
     }
+    let mut outcome = if committed {
+        Outcome::After
+    } else {
+        Outcome::Before
+    };
     if committed {
-        if rules != 0 {
+        if rules == 1 {
+            // Killed after the tree was made to outlive ckpt and before the lock was
+            // handed over: the dump's rule is left, exactly what `ckpt unlock` removes.
+            outcome = Outcome::Unlock;
+            let r = Command::new(ckpt_bin())
+                .arg("unlock")
+                .arg(img)
+                .stdin(Stdio::null())
+                .output()
+                .expect("ckpt unlock");
+            let (left, _) = lock_state(&t.comment, ckpt_pid);
+            if !r.status.success() || left != 0 {
+                err.push(format!("ckpt unlock left {left} rule(s): {r:?}"));
+            }
+        } else if rules != 0 {
             err.push(format!(
                 "{rules} drop rule(s) of the connection left after commit"
             ));
@@ -264,12 +302,21 @@ fn check_after(t: &mut Tree, ckpt_pid: u32, what: &str) -> (bool, Result<(), Str
     let r = if err.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "{what} (committed: {committed}): {}",
-            err.join("; ")
-        ))
+        Err(format!("{what} ({outcome:?}): {}", err.join("; ")))
     };
-    (committed, r)
+    (outcome, r)
+}
+
+/// Where a killed restore stood.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Before the point of no return: nothing left.
+    Before,
+    /// After it: the tree runs, no lock left.
+    After,
+    /// After it, the dump's lock left (killed between letting the tree outlive ckpt and
+    /// handing the lock over): `ckpt unlock` removed it.
+    Unlock,
 }
 
 /// Answers alike: the count, message, file hash, the file's blocks (its hole kept) and
@@ -349,8 +396,8 @@ fn killed_restore_leaves_nothing_or_a_running_tree() {
     let points = err.lines().filter(|l| l.contains("die point #")).count() as u64;
     eprintln!("a restore takes {full:?} with {points} die points");
     assert!(points > 50, "too few die points: {points}");
-    let (c, r) = check_after(&mut t, 0, "whole restore");
-    assert!(c, "the whole restore did not commit");
+    let (c, r) = check_after(&mut t, &img, 0, "whole restore");
+    assert_eq!(c, Outcome::After, "the whole restore");
     r.unwrap_or_else(|e| panic!("{e}"));
     dump_tree(&ctx, &t, &img);
 
@@ -366,48 +413,102 @@ fn killed_restore_leaves_nothing_or_a_running_tree() {
     eprintln!("seed {seed} (CKPT_KILL_SEED to replay)");
     let mut rng = Rng(seed);
     let span = (full.as_micros() as u64 * 12 / 10).max(1000);
-    let mut hows: Vec<How> = (1..=points).map(How::DieAt).collect();
+    let log = ctx.path("die.log");
+    let mut failures = Vec::new();
+    let t1 = Instant::now();
+    let round = |how: How,
+                 t: &mut Tree,
+                 failures: &mut Vec<String>,
+                 counts: &mut (u32, u32, u32)|
+     -> (Outcome, String) {
+        let (ckpt_pid, point) = killed_restore(&img, how, full, &log);
+        let (outcome, r) = check_after(t, &img, ckpt_pid, &format!("{how:?} {point}"));
+        if let Err(e) = r {
+            eprintln!("FAIL {e}");
+            failures.push(e);
+        }
+        match outcome {
+            Outcome::Before => counts.0 += 1,
+            Outcome::After => counts.1 += 1,
+            Outcome::Unlock => counts.2 += 1,
+        }
+        if outcome != Outcome::Before {
+            dump_tree(&ctx, t, &img);
+        }
+        (outcome, point)
+    };
+    // Every die point in turn (until the last, after the lock is released), with what
+    // each named point must give.
+    let mut counts = (0, 0, 0);
+    let mut seen = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+    let mut n = 1;
+    loop {
+        let (outcome, point) = round(How::DieAt(n), &mut t, &mut failures, &mut counts);
+        seen.entry(point.clone())
+            .or_default()
+            .insert(format!("{outcome:?}"));
+        if point == "unlocked" || n > 5 * points || failures.len() > 5 {
+            break;
+        }
+        n += 1;
+    }
+    eprintln!("{n} die points walked: {counts:?} (before, after, ckpt unlock needed)");
+    for (point, want) in [
+        ("before the point of no return", "Before"),
+        ("the tree outlives ckpt", "Unlock"),
+        ("lock handed over", "After"),
+        ("let go", "After"),
+        ("committed", "After"),
+        ("unlocked", "After"),
+    ] {
+        let got = seen.get(point).cloned().unwrap_or_default();
+        assert_eq!(
+            got,
+            BTreeSet::from([want.to_string()]),
+            "killed at die point {point:?}"
+        );
+    }
+    let (before, after, unlock) = counts;
+    let mut counts = (0, 0, 0);
     for _ in 0..160 {
         let d = Duration::from_micros(rng.below(span));
-        hows.push(match rng.below(10) {
+        let how = match rng.below(10) {
             0..=5 => How::Signal(libc::SIGKILL, d),
             6 | 7 => How::Signal(libc::SIGTERM, d),
             8 => How::Signal(libc::SIGINT, d),
             _ => How::CloseStdout(d),
-        });
-    }
-    let (mut before, mut after) = (0, 0);
-    let mut failures = Vec::new();
-    let t1 = Instant::now();
-    for how in hows {
-        let ckpt_pid = killed_restore(&img, how, full);
-        let (committed, r) = check_after(&mut t, ckpt_pid, &format!("{how:?}"));
-        if let Err(e) = r {
-            eprintln!("FAIL {e}");
-            failures.push(e);
-            if failures.len() > 5 {
-                break;
-            }
-        }
-        if committed {
-            after += 1;
-            dump_tree(&ctx, &t, &img);
-        } else {
-            before += 1;
+        };
+        round(how, &mut t, &mut failures, &mut counts);
+        if failures.len() > 5 {
+            break;
         }
     }
     eprintln!(
-        "{before} restores killed before the point of no return, {after} after, in {:?}",
+        "{} die points and 160 random kills: {} restores killed before the point of no \
+         return, {} after it, {} in between (ckpt unlock needed), in {:?}; random kills: \
+         {counts:?}",
+        n,
+        before + counts.0,
+        after + counts.1,
+        unlock + counts.2,
         t1.elapsed()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(before > 100 && after > 10, "{before} before, {after} after");
+    assert!(
+        before + counts.0 > 100 && after + counts.1 > 10,
+        "{before} before, {after} after (die points), {counts:?} (random)"
+    );
+    // Between the tree outliving ckpt and the handover: a few microseconds.
+    assert!(
+        counts.2 <= 2,
+        "{counts:?}: random kills left the dump's lock"
+    );
 
     // The last image restores whole, and the tree ends as asked.
     let (st, err) = restore_whole(&ctx, &img, false);
     assert!(st, "{err}");
-    let (c, r) = check_after(&mut t, 0, "final restore");
-    assert!(c);
+    let (c, r) = check_after(&mut t, &img, 0, "final restore");
+    assert_eq!(c, Outcome::After, "the final restore");
     r.unwrap_or_else(|e| panic!("{e}"));
     t.conn.get_mut().write_all(b"bye\n").expect("bye");
     assert_eq!(wait_pid(t.root, timeout()).and_then(|s| s.code()), Some(0));

@@ -315,6 +315,45 @@ pub struct Handover {
     seq: u32,
 }
 
+/// A batch of nf_tables messages ready to send.
+struct Batch {
+    bytes: Vec<u8>,
+    /// The sequence numbers its answers carry, and how many answers there will be.
+    lo: u32,
+    hi: u32,
+    n: usize,
+}
+
+/// A handover ready to be made ([`Handover::prepare`]): all that can fail slowly
+/// (listing the dump's rules, building the transaction) is done.
+pub struct PreparedHandover {
+    h: Handover,
+    batch: Batch,
+}
+
+impl PreparedHandover {
+    /// The transaction, applied by the kernel (or refused whole) before this returns:
+    /// the point of no return of a restore. What it answered is read by
+    /// [`SentHandover::confirm`], once the tree runs.
+    pub fn send(self) -> Result<SentHandover> {
+        self.h.send_batch(&self.batch)?;
+        Ok(SentHandover(self))
+    }
+}
+
+/// A handover sent, its answers not read yet.
+pub struct SentHandover(PreparedHandover);
+
+impl SentHandover {
+    /// Whether the kernel made the transaction: the lock is then ours (an error: nothing
+    /// changed, the dump's rules are still there).
+    pub fn confirm(self) -> Result<Handover> {
+        let PreparedHandover { h, batch } = self.0;
+        h.answers(&batch)?;
+        Ok(h)
+    }
+}
+
 /// The handles of the dump's rules for these connections in the chain of `inet
 /// ckpt_lock`, and whether they are all of its rules.
 fn dump_rules(conns: &[(Vec<u8>, Vec<u8>)]) -> (Vec<u64>, bool) {
@@ -344,7 +383,21 @@ impl Handover {
     /// gone (with the dump's table if nothing else is in it). From then on the lock lasts
     /// exactly as long as this process (or until [`Handover::release`]). None when there
     /// is nothing to lock.
+    #[cfg(test)]
     pub fn take(conns: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<Handover>> {
+        // Someone else may change the dump's table meanwhile: list it again once.
+        let once = || -> Result<Option<Handover>> {
+            match Handover::prepare(conns)? {
+                Some(p) => p.send()?.confirm().map(Some),
+                None => Ok(None),
+            }
+        };
+        once().or_else(|_| once())
+    }
+
+    /// Everything up to the transaction: our netlink socket, the dump's rules listed, the
+    /// batch built (see [`Handover::take`]). None when there is nothing to lock.
+    pub fn prepare(conns: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<PreparedHandover>> {
         if conns.is_empty() {
             return Ok(None);
         }
@@ -368,11 +421,9 @@ impl Handover {
             table: format!("ckpt_restore_{}", std::process::id()),
             seq: 0,
         };
-        // Someone else may change the dump's table meanwhile: list it again once.
-        match h.hand_over(conns) {
-            Ok(()) => Ok(Some(h)),
-            Err(_) => h.hand_over(conns).map(|()| Some(h)),
-        }
+        let msgs = h.hand_over(conns)?;
+        let batch = h.batch(msgs);
+        Ok(Some(PreparedHandover { h, batch }))
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -380,7 +431,7 @@ impl Handover {
         self.seq
     }
 
-    fn hand_over(&mut self, conns: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+    fn hand_over(&mut self, conns: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Vec<u8>>> {
         let (dump_handles, all) = dump_rules(conns);
         let inet = libc::NFPROTO_INET as u8;
         let req = libc::NLM_F_REQUEST as u16;
@@ -454,50 +505,50 @@ impl Handover {
             d.str(nft::NFTA_TABLE_NAME, TABLE);
             msgs.push(d.done());
         }
-        self.transaction(msgs)
+        Ok(msgs)
     }
 
-    /// Send `msgs` as one batch (one nf_tables transaction) and wait for every answer.
-    fn transaction(&mut self, msgs: Vec<Vec<u8>>) -> Result<()> {
+    /// `msgs` as one batch (one nf_tables transaction), with the range of sequence
+    /// numbers its answers carry and how many there will be.
+    fn batch(&mut self, msgs: Vec<Vec<u8>>) -> Batch {
         let res = libc::NFNL_SUBSYS_NFTABLES as u16;
         let req = libc::NLM_F_REQUEST as u16;
         let n = msgs.len();
-        // Answers to this batch only (an earlier, failed one may have left some): the
-        // sequence numbers of its messages, begin and end included.
         let seq_of = |m: &[u8]| {
             m.get(8..12)
                 .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
         };
         let lo = msgs.iter().filter_map(|m| seq_of(m)).min();
-        let mut buf = Msg::new(
-            libc::NFNL_MSG_BATCH_BEGIN as u16,
-            req,
-            self.next_seq(),
-            0,
-            res,
-        )
-        .done();
+        let begin = self.next_seq();
+        let mut buf = Msg::new(libc::NFNL_MSG_BATCH_BEGIN as u16, req, begin, 0, res).done();
         for m in msgs {
             buf.extend_from_slice(&m);
         }
-        buf.extend_from_slice(
-            &Msg::new(
-                libc::NFNL_MSG_BATCH_END as u16,
-                req,
-                self.next_seq(),
-                0,
-                res,
-            )
-            .done(),
-        );
-        rustix::net::send(&self.sock, &buf, rustix::net::SendFlags::empty())
+        let end = self.next_seq();
+        buf.extend_from_slice(&Msg::new(libc::NFNL_MSG_BATCH_END as u16, req, end, 0, res).done());
+        Batch {
+            bytes: buf,
+            lo: lo.unwrap_or(begin).min(begin),
+            hi: end,
+            n,
+        }
+    }
+
+    /// Send a batch: the kernel applies the whole transaction, or none of it, before
+    /// `send` returns.
+    fn send_batch(&self, b: &Batch) -> Result<()> {
+        rustix::net::send(&self.sock, &b.bytes, rustix::net::SendFlags::empty())
             .map_err(|e| super::rerr("send to nf_tables", e))?;
-        let hi = self.seq;
-        let lo = lo.unwrap_or(hi).min(hi - 1);
+        Ok(())
+    }
+
+    /// Read the answers to batch `b` (only those: an earlier, failed one may have left
+    /// some), stopping at the first error.
+    fn answers(&self, b: &Batch) -> Result<()> {
         let mut answers = 0;
         let mut first_err = None;
         let mut rb = vec![0u8; 1 << 16];
-        while answers < n && first_err.is_none() {
+        while answers < b.n && first_err.is_none() {
             let got = rustix::net::recv(&self.sock, &mut rb, rustix::net::RecvFlags::empty())
                 .map_err(|e| super::rerr("receive from nf_tables", e))?
                 .0;
@@ -509,7 +560,7 @@ impl Handover {
                     break;
                 }
                 let seq = u32::from_ne_bytes([rb[at + 8], rb[at + 9], rb[at + 10], rb[at + 11]]);
-                if typ == libc::NLMSG_ERROR as u16 && len >= 20 && (lo..=hi).contains(&seq) {
+                if typ == libc::NLMSG_ERROR as u16 && len >= 20 && (b.lo..=b.hi).contains(&seq) {
                     let e =
                         i32::from_ne_bytes([rb[at + 16], rb[at + 17], rb[at + 18], rb[at + 19]]);
                     answers += 1;
@@ -527,6 +578,13 @@ impl Handover {
                 std::io::Error::from_raw_os_error(e),
             )),
         }
+    }
+
+    /// Send `msgs` as one transaction and wait for every answer.
+    fn transaction(&mut self, msgs: Vec<Vec<u8>>) -> Result<()> {
+        let b = self.batch(msgs);
+        self.send_batch(&b)?;
+        self.answers(&b)
     }
 
     /// Remove the lock now (the table goes with the socket anyway).
