@@ -88,6 +88,10 @@ pub enum RestoreError {
     Stage(String),
     #[error("restore failed: injected fault at step \"{0}\" (testing)")]
     Fault(String),
+    /// A deferred signal (SIGTERM, SIGINT...: `sys::deferred`) arrived before the point
+    /// of no return: the restore stopped there and undid what it had built.
+    #[error("restore interrupted by {}: nothing was left behind", crate::sys::deferred::name(*.0))]
+    Interrupted(i32),
     /// The error a helper process that restored part of the tree reported, as it
     /// reported it.
     #[error("{0}")]
@@ -116,6 +120,7 @@ pub type RestoreResult<T> = std::result::Result<T, RestoreError>;
 #[cfg(feature = "fault-injection")]
 pub(crate) fn fault_point(step: &str) -> RestoreResult<()> {
     use std::sync::atomic::{AtomicU64, Ordering};
+    interrupted()?;
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed) + 1;
     if let Ok(spec) = std::env::var("CKPT_FAULT") {
@@ -163,5 +168,14 @@ pub(crate) fn pause_after_plan() {}
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub(crate) fn fault_point(_step: &str) -> RestoreResult<()> {
-    Ok(())
+    interrupted()
+}
+
+/// A deferred signal that arrived during a restore ends it at the next step before its
+/// point of no return (every step is a `fault_point`).
+fn interrupted() -> RestoreResult<()> {
+    match crate::sys::deferred::pending() {
+        Some(sig) => Err(RestoreError::Interrupted(sig)),
+        None => Ok(()),
+    }
 }

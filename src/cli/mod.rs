@@ -488,6 +488,11 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
     };
     let launched = match prepared.launch(new_pidns) {
         Ok(l) => l,
+        // The conventional status of a program ended by that signal.
+        Err(e @ restore::RestoreError::Interrupted(sig)) => {
+            err(e);
+            return 128 + sig;
+        }
         Err(e) => return err(e),
     };
     if let Some(m) = master {

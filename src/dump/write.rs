@@ -357,6 +357,16 @@ fn write_file_data<W: Write>(c: &Collected, w: &mut ImageWriter<W>) -> Result<()
                     break;
                 }
             }
+            // Its holes: only the data extents are written back at restore.
+            let extents = crate::sys::file::data_extents(&file)
+                .map_err(|e| crate::sys::SysError::io(format!("find the holes of {path}"), e))?;
+            if let Some(ext) = extents {
+                let payload: Vec<u8> = ext
+                    .iter()
+                    .flat_map(|(o, l)| o.to_le_bytes().into_iter().chain(l.to_le_bytes()))
+                    .collect();
+                w.write_record(tag::FILE_EXTENTS, 0, data, &payload, false)?;
+            }
         }
     }
     Ok(())

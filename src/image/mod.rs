@@ -79,6 +79,11 @@ pub mod tag {
     /// `PAGES`; the payload is the uncompressed length (u32, little endian, a multiple
     /// of 4096) followed by one zstd frame. See [`super::decompress_pages_zstd`].
     pub const PAGES_ZSTD: u32 = 6;
+    /// Where a kept file (`FILE_DATA` under the same `arg`) has data, when it has holes:
+    /// (offset, length) pairs of u64, little endian, in order, not overlapping, inside
+    /// the contents. Right after the file's `FILE_DATA` records. Optional: a reader that
+    /// does not know it gives the file back without holes (the contents are whole).
+    pub const FILE_EXTENTS: u32 = 7;
     /// End of image: payload is `record_count u64 | chain_hash u64`.
     pub const END: u32 = 0xffff_fff0;
 
@@ -90,6 +95,7 @@ pub mod tag {
             FILE_DATA => "file contents",
             PAGES_LZ4 => "compressed page data",
             PAGES_ZSTD => "zstd-compressed page data",
+            FILE_EXTENTS => "file data extents",
             END => "end of image",
             _ => "unknown",
         }
@@ -105,6 +111,7 @@ pub fn max_payload(tag: u32) -> u64 {
         tag::PAGES_ZSTD => 64 << 20,
         tag::PAGES_PID => 0,
         tag::FILE_DATA => 64 << 20,
+        tag::FILE_EXTENTS => 64 << 20,
         tag::END => 16,
         _ => 256 << 20,
     }

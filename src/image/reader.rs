@@ -326,6 +326,7 @@ impl<R: Read> ImageReader<R> {
                 | tag::PAGES
                 | tag::PAGES_PID
                 | tag::FILE_DATA
+                | tag::FILE_EXTENTS
                 | tag::PAGES_LZ4
                 | tag::PAGES_ZSTD
         );

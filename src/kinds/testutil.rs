@@ -23,7 +23,11 @@ pub(crate) fn thread(tid: i32) -> Thread {
             tls: Vec::new(),
         },
         sigmask: 0,
-        sigaltstack: Default::default(),
+        // No alternate stack, as the kernel reports it.
+        sigaltstack: crate::model::SigAltStack {
+            flags: libc::SS_DISABLE,
+            ..Default::default()
+        },
         rseq: None,
         robust_list: 0,
         robust_list_len: 0,

@@ -64,7 +64,6 @@ pub(crate) enum SockOpt {
     /// `IP_FREEBIND`, `IP_TRANSPARENT` on (at the IP level, which IPv6 sockets share).
     IpFreebind,
     IpTransparent,
-    KeepAlive,
     ReuseAddr,
     ReusePort,
     V6Only(bool),
@@ -76,7 +75,6 @@ pub(crate) enum SockOpt {
     TcpTimestamp(u32),
     /// `struct tcp_repair_window`: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
     TcpRepairWindow([u32; 5]),
-    TcpNoDelay,
 }
 
 impl SockOpt {
@@ -95,7 +93,6 @@ impl SockOpt {
                 "SO_BUF_LOCK",
             ),
             SockOpt::PassCred => (sol, libc::SO_PASSCRED, one, "SO_PASSCRED"),
-            SockOpt::KeepAlive => (sol, libc::SO_KEEPALIVE, one, "SO_KEEPALIVE"),
             SockOpt::IpFreebind => (libc::SOL_IP, libc::IP_FREEBIND, one, "IP_FREEBIND"),
             SockOpt::IpTransparent => (libc::SOL_IP, libc::IP_TRANSPARENT, one, "IP_TRANSPARENT"),
             SockOpt::ReuseAddr => (sol, libc::SO_REUSEADDR, one, "SO_REUSEADDR"),
@@ -129,7 +126,6 @@ impl SockOpt {
                 let bytes = w.iter().flat_map(|v| v.to_le_bytes()).collect();
                 (tcp, libc::TCP_REPAIR_WINDOW, bytes, "TCP_REPAIR_WINDOW")
             }
-            SockOpt::TcpNoDelay => (tcp, libc::TCP_NODELAY, one, "TCP_NODELAY"),
         }
     }
 }

@@ -248,6 +248,10 @@ impl<R: Read + Send> Prepared<R> {
             use std::os::fd::AsRawFd;
             (tp, slave.as_raw_fd())
         });
+        // SIGTERM, SIGINT, SIGHUP, SIGQUIT and SIGPIPE wait (see `sys::deferred`): one
+        // that arrives before the point of no return ends the restore at its next step,
+        // undone; after it, it acts once the restore is complete.
+        let deferred = sys::deferred::Deferred::install();
         // While the tree is being built, orphans of a failed stage must come to us to be
         // reaped (PID 1 may not reap them, and their PIDs would stay taken).
         sys::process::set_child_subreaper(true)?;
@@ -256,7 +260,7 @@ impl<R: Read + Send> Prepared<R> {
         let build = |records: &mut dyn source::RecordSource, root| {
             stage::stage(&plan, records, root, tty_ref).and_then(|staged| {
                 let bytes = staged.bytes;
-                stage::commit(staged, &plan).map(|pid| (pid, bytes))
+                stage::commit(staged, &plan).map(|(pid, lock)| (pid, bytes, lock))
             })
         };
         let res = if reading_thread {
@@ -275,15 +279,29 @@ impl<R: Read + Send> Prepared<R> {
         // The tree holds the new terminal now: our slave side goes, so that the master
         // reports the end once the tree's descriptors are closed.
         drop(tty);
-        let (pid, bytes) = res?;
+        let (pid, bytes, lock) = match (res, sys::deferred::pending()) {
+            (Err(_), Some(sig)) => return Err(RestoreError::Interrupted(sig)),
+            (r, _) => r?,
+        };
         // The connections are back: let the peers' packets through again.
-        let conns: Vec<_> = plan
-            .ckpt
-            .processes
-            .iter()
-            .flat_map(|p| p.tcp_connections())
-            .collect();
-        sys::netlock::unlock(&conns);
+        match lock {
+            Some(l) => l.release(),
+            None => {
+                let conns: Vec<_> = plan
+                    .ckpt
+                    .processes
+                    .iter()
+                    .flat_map(|p| p.tcp_connections())
+                    .collect();
+                sys::netlock::unlock(&conns);
+            }
+        }
+        sys::deferred::die_point("unlocked");
+        drop(deferred);
+        if let Some(sig) = sys::deferred::pending() {
+            // The tree runs: now the signal does what it was sent for.
+            let _ = sys::process::kill(std::process::id() as i32, sig);
+        }
         Ok(RestoreStats {
             pid,
             page_bytes: bytes,

@@ -130,6 +130,10 @@ fn check_process(proc_: &Process, ids: &mut BTreeSet<i32>, problems: &mut Vec<Pr
     }
     attrs::check_rlimits(proc_, problems);
     attrs::check_oom_thp(proc_, problems);
+    attrs::check_prctl(proc_, problems);
+    if !proc_.is_zombie() {
+        attrs::check_mm(proc_, attrs::mmap_min_addr(), problems);
+    }
     threads::check_count(proc_, problems);
     tree::check_stop(proc_, problems);
     mem::check_areas(proc_, problems);

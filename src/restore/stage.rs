@@ -223,10 +223,9 @@ pub(crate) fn stage(
     let Shared {
         sysv,
         pipe_holders,
-        mut files,
+        files,
         ..
     } = shared;
-    files.unlink_ghosts();
     link_processes(
         &mut ctxs,
         procs,
@@ -581,8 +580,10 @@ fn own_vdso_range() -> Result<(u64, u64)> {
         .ok_or_else(|| RestoreError::Stage("ckpt itself has no vDSO".into()))
 }
 
-/// The point of no return: remove the helper area, set the saved registers, let go.
-pub fn commit(mut s: Staged, plan: &Plan) -> Result<i32> {
+/// The point of no return: remove the helper area, set the saved registers, hand the
+/// network lock over to ourselves, let go. Returns the root's PID and the lock of the
+/// tree's TCP connections, which lasts until it is released or ckpt exits.
+pub fn commit(mut s: Staged, plan: &Plan) -> Result<(i32, Option<sys::netlock::Handover>)> {
     let procs = &plan.ckpt.processes;
     fault_point("remove helper area")?;
     for sp in s.procs.iter_mut().flatten() {
@@ -606,11 +607,50 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<i32> {
             threads::set_thread_state(t.tid, t, xsave)?;
         }
     }
+    // The restored TCP connections, still in repair mode: ours to take out of it.
+    let mut conns = Vec::new();
+    for p in procs.iter().filter(|p| !p.is_zombie()) {
+        for f in p.fds.iter().filter(|f| f.shared_with.is_none()) {
+            if let crate::model::FdKind::TcpConn { conn, .. } = &f.kind {
+                conns.push((sys::process::steal_fd(p.pid, f.fd)?, conn));
+            }
+        }
+    }
+    // The point of no return comes next, in three short steps, each with only fast
+    // system calls: (1) the restored connections leave repair mode; (2) no thread is
+    // killed with ckpt any more (PTRACE_O_EXITKILL cleared): from here a ckpt that dies
+    // leaves the tree running (the kernel lets its tracees go where they stand, with
+    // their final registers); (3) the dump's netfilter rules of the tree's connections
+    // are replaced, in one nf_tables transaction, by a table of ours that the kernel
+    // removes when ckpt exits (`sys::netlock::Handover`; listed and built before, the
+    // answer read after). A ckpt killed before (1) leaves nothing and the dump's lock
+    // for another try; between (2) and (3), the tree runs and the dump's rules wait for
+    // `ckpt unlock`; after (3), the lock never outlives ckpt. Killed inside (1)-(2), a
+    // few microseconds, the tree dies with ckpt and its connections are lost. (A kernel
+    // without owned tables: the dump's rules stay until `unlock` after commit.)
+    let tcp: Vec<_> = procs.iter().flat_map(|p| p.tcp_connections()).collect();
+    let prepared = sys::netlock::Handover::prepare(&tcp).ok().flatten();
     fault_point("detach")?;
+    sys::deferred::die_point("before the point of no return");
+    for (sock, c) in &conns {
+        fd::tcp::finish_conn(sock, c);
+    }
+    let survive =
+        libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEFORK;
+    let mut first_err = None;
+    for sp in s.procs.iter().flatten() {
+        for t in sp.threads.iter().map(|i| i.pid()).chain([sp.inj.pid()]) {
+            if let Err(e) = ptrace::set_options(t, survive) {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
     // Nothing below can fail in a way we could still undo; let every thread go.
     s.stub.committed = true;
     s.sysv.keep = true;
-    let mut first_err = None;
+    sys::deferred::die_point("the tree outlives ckpt");
+    let sent = prepared.and_then(|p| p.send().ok());
+    sys::deferred::die_point("lock handed over");
     for sp in s.procs.iter().flatten() {
         for t in sp.threads.iter().map(|i| i.pid()).chain([sp.inj.pid()]) {
             if let Err(e) = ptrace::detach(t, 0) {
@@ -618,6 +658,9 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<i32> {
             }
         }
     }
+    drop(conns);
+    sys::deferred::die_point("let go");
+    let handover = sent.and_then(|h| h.confirm().ok());
     if let Some(e) = first_err {
         // A thread we could not detach is still stopped: kill the tree rather than
         // leave it half-running.
@@ -625,5 +668,6 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<i32> {
         drop(s.stub);
         return Err(e.into());
     }
-    Ok(procs[0].pid)
+    sys::deferred::die_point("committed");
+    Ok((procs[0].pid, handover))
 }

@@ -61,6 +61,33 @@ impl Write for WritebackFile {
     }
 }
 
+/// Where file `f` has data (SEEK_DATA / SEEK_HOLE): (offset, length) pairs, in order;
+/// None when it has no hole (or its file system cannot say). Moves the file position.
+pub fn data_extents(f: &File) -> io::Result<Option<Vec<(u64, u64)>>> {
+    use rustix::fs::SeekFrom;
+    let size = f.metadata()?.len();
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < size {
+        let start = match rustix::fs::seek(f, SeekFrom::Data(off)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(rustix::io::Errno::INVAL) if off == 0 => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let end = rustix::fs::seek(f, SeekFrom::Hole(start))?.min(size);
+        if end <= start {
+            break;
+        }
+        out.push((start, end - start));
+        off = end;
+    }
+    if size == 0 || out == [(0, size)] {
+        return Ok(None);
+    }
+    Ok(Some(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,3 +116,560 @@ pub fn unlock(conns: &[(Vec<u8>, Vec<u8>)]) {
         let _ = nft(&format!("delete table inet {TABLE}"));
     }
 }
+
+// ---- handing the lock over to the restore (nf_tables over netlink) ----
+
+/// Kernel constants of `linux/netfilter/nf_tables.h` (the attribute enums; libc has only
+/// the message types, payload bases and registers).
+mod nft {
+    pub const NFTA_TABLE_NAME: u16 = 1;
+    pub const NFTA_TABLE_FLAGS: u16 = 2;
+    pub const NFT_TABLE_F_OWNER: u32 = 2;
+    pub const NFTA_CHAIN_TABLE: u16 = 1;
+    pub const NFTA_CHAIN_NAME: u16 = 3;
+    pub const NFTA_CHAIN_HOOK: u16 = 4;
+    pub const NFTA_CHAIN_TYPE: u16 = 7;
+    pub const NFTA_HOOK_HOOKNUM: u16 = 1;
+    pub const NFTA_HOOK_PRIORITY: u16 = 2;
+    pub const NFTA_RULE_TABLE: u16 = 1;
+    pub const NFTA_RULE_CHAIN: u16 = 2;
+    pub const NFTA_RULE_HANDLE: u16 = 3;
+    pub const NFTA_RULE_EXPRESSIONS: u16 = 4;
+    pub const NFTA_RULE_USERDATA: u16 = 7;
+    pub const NFTA_LIST_ELEM: u16 = 1;
+    pub const NFTA_EXPR_NAME: u16 = 1;
+    pub const NFTA_EXPR_DATA: u16 = 2;
+    pub const NFTA_PAYLOAD_DREG: u16 = 1;
+    pub const NFTA_PAYLOAD_BASE: u16 = 2;
+    pub const NFTA_PAYLOAD_OFFSET: u16 = 3;
+    pub const NFTA_PAYLOAD_LEN: u16 = 4;
+    pub const NFTA_CMP_SREG: u16 = 1;
+    pub const NFTA_CMP_OP: u16 = 2;
+    pub const NFTA_CMP_DATA: u16 = 3;
+    pub const NFTA_DATA_VALUE: u16 = 1;
+    pub const NFTA_DATA_VERDICT: u16 = 2;
+    pub const NFTA_VERDICT_CODE: u16 = 1;
+    pub const NFTA_IMMEDIATE_DREG: u16 = 1;
+    pub const NFTA_IMMEDIATE_DATA: u16 = 2;
+    pub const NFTA_META_DREG: u16 = 1;
+    pub const NFTA_META_KEY: u16 = 2;
+    /// libnftnl's user-data type of a rule comment (`libnftnl/udata.h`), so that `nft
+    /// list` shows it.
+    pub const NFTNL_UDATA_RULE_COMMENT: u8 = 0;
+}
+
+/// A netlink message (nlmsghdr, nfgenmsg, attributes) under construction.
+struct Msg(Vec<u8>);
+
+impl Msg {
+    fn new(typ: u16, flags: u16, seq: u32, family: u8, res_id: u16) -> Msg {
+        let mut b = Vec::with_capacity(256);
+        b.extend_from_slice(&0u32.to_ne_bytes()); // length, set by `done`
+        b.extend_from_slice(&typ.to_ne_bytes());
+        b.extend_from_slice(&flags.to_ne_bytes());
+        b.extend_from_slice(&seq.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        b.extend_from_slice(&[family, libc::NFNETLINK_V0 as u8]);
+        b.extend_from_slice(&res_id.to_be_bytes());
+        Msg(b)
+    }
+    fn attr(&mut self, typ: u16, data: &[u8]) -> &mut Self {
+        let len = 4 + data.len();
+        self.0.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.0.extend_from_slice(&typ.to_ne_bytes());
+        self.0.extend_from_slice(data);
+        while self.0.len() % 4 != 0 {
+            self.0.push(0);
+        }
+        self
+    }
+    fn str(&mut self, typ: u16, s: &str) -> &mut Self {
+        let mut d = s.as_bytes().to_vec();
+        d.push(0);
+        self.attr(typ, &d)
+    }
+    fn be32(&mut self, typ: u16, v: u32) -> &mut Self {
+        self.attr(typ, &v.to_be_bytes())
+    }
+    fn nest(&mut self, typ: u16, f: impl FnOnce(&mut Msg)) -> &mut Self {
+        let start = self.0.len();
+        self.0.extend_from_slice(&[0; 4]);
+        f(self);
+        let len = (self.0.len() - start) as u16;
+        let typ = typ | linux_raw_sys::netlink::NLA_F_NESTED as u16;
+        self.0[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+        self.0[start + 2..start + 4].copy_from_slice(&typ.to_ne_bytes());
+        self
+    }
+    /// One expression of a rule: `name` with its data attributes.
+    fn expr(&mut self, name: &str, data: impl FnOnce(&mut Msg)) -> &mut Self {
+        self.nest(nft::NFTA_LIST_ELEM, |m| {
+            m.str(nft::NFTA_EXPR_NAME, name);
+            m.nest(nft::NFTA_EXPR_DATA, data);
+        })
+    }
+    /// Load `len` bytes at `offset` of header `base` into register 1, compare with `eq`.
+    fn match_payload(&mut self, base: u32, offset: u32, eq: &[u8]) -> &mut Self {
+        self.expr("payload", |m| {
+            m.be32(nft::NFTA_PAYLOAD_DREG, libc::NFT_REG_1 as u32)
+                .be32(nft::NFTA_PAYLOAD_BASE, base)
+                .be32(nft::NFTA_PAYLOAD_OFFSET, offset)
+                .be32(nft::NFTA_PAYLOAD_LEN, eq.len() as u32);
+        })
+        .match_reg(eq)
+    }
+    fn match_meta(&mut self, key: u32, eq: &[u8]) -> &mut Self {
+        self.expr("meta", |m| {
+            m.be32(nft::NFTA_META_DREG, libc::NFT_REG_1 as u32)
+                .be32(nft::NFTA_META_KEY, key);
+        })
+        .match_reg(eq)
+    }
+    fn match_reg(&mut self, eq: &[u8]) -> &mut Self {
+        self.expr("cmp", |m| {
+            m.be32(nft::NFTA_CMP_SREG, libc::NFT_REG_1 as u32)
+                .be32(nft::NFTA_CMP_OP, libc::NFT_CMP_EQ as u32)
+                .nest(nft::NFTA_CMP_DATA, |d| {
+                    d.attr(nft::NFTA_DATA_VALUE, eq);
+                });
+        })
+    }
+    fn done(mut self) -> Vec<u8> {
+        let len = self.0.len() as u32;
+        self.0[0..4].copy_from_slice(&len.to_ne_bytes());
+        self.0
+    }
+}
+
+/// Message type of nf_tables message `m`.
+fn nft_type(m: i32) -> u16 {
+    ((libc::NFNL_SUBSYS_NFTABLES << 8) | m) as u16
+}
+
+/// A rule of the lock's chain in `table`: drop what the peer sends to connection
+/// (local, peer), tagged with the connection's comment.
+fn lock_rule(table: &str, seq: u32, local: &[u8], peer: &[u8]) -> Result<Vec<u8>> {
+    let bad = || SysError::Other("bad TCP address to lock".into());
+    let (v6, _, _) = endpoint(local).ok_or_else(bad)?;
+    let (pv6, _, _) = endpoint(peer).ok_or_else(bad)?;
+    if v6 != pv6 {
+        return Err(bad());
+    }
+    // (offset of the source address in the network header, the addresses' bytes)
+    let (proto, src_off, range) = if v6 {
+        (libc::NFPROTO_IPV6 as u8, 8, 8..24)
+    } else {
+        (libc::NFPROTO_IPV4 as u8, 12, 4..8)
+    };
+    let (la, pa) = (
+        local.get(range.clone()).ok_or_else(bad)?,
+        peer.get(range).ok_or_else(bad)?,
+    );
+    let (lp, pp) = (
+        local.get(2..4).ok_or_else(bad)?,
+        peer.get(2..4).ok_or_else(bad)?,
+    );
+    let c = comment(local, peer).ok_or_else(bad)?;
+    let mut udata = vec![nft::NFTNL_UDATA_RULE_COMMENT, (c.len() + 1) as u8];
+    udata.extend_from_slice(c.as_bytes());
+    udata.push(0);
+    let flags =
+        (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_APPEND) as u16;
+    let mut m = Msg::new(
+        nft_type(libc::NFT_MSG_NEWRULE),
+        flags,
+        seq,
+        libc::NFPROTO_INET as u8,
+        0,
+    );
+    m.str(nft::NFTA_RULE_TABLE, table)
+        .str(nft::NFTA_RULE_CHAIN, "input")
+        .nest(nft::NFTA_RULE_EXPRESSIONS, |e| {
+            let nh = libc::NFT_PAYLOAD_NETWORK_HEADER as u32;
+            let th = libc::NFT_PAYLOAD_TRANSPORT_HEADER as u32;
+            e.match_meta(libc::NFT_META_NFPROTO as u32, &[proto])
+                .match_payload(nh, src_off, pa)
+                .match_payload(nh, src_off + pa.len() as u32, la)
+                .match_meta(libc::NFT_META_L4PROTO as u32, &[libc::IPPROTO_TCP as u8])
+                .match_payload(th, 0, pp)
+                .match_payload(th, 2, lp)
+                .expr("immediate", |m| {
+                    m.be32(nft::NFTA_IMMEDIATE_DREG, libc::NFT_REG_VERDICT as u32)
+                        .nest(nft::NFTA_IMMEDIATE_DATA, |d| {
+                            d.nest(nft::NFTA_DATA_VERDICT, |v| {
+                                v.be32(nft::NFTA_VERDICT_CODE, libc::NF_DROP as u32);
+                            });
+                        });
+                });
+        })
+        .attr(nft::NFTA_RULE_USERDATA, &udata);
+    Ok(m.done())
+}
+
+/// The lock of a restore's connections, held by the restore itself: a table with the
+/// owner flag (`NFT_TABLE_F_OWNER`, Linux 5.12), which the kernel deletes when the
+/// netlink socket that made it is closed, that is when ckpt exits, however it dies.
+pub struct Handover {
+    sock: std::os::fd::OwnedFd,
+    table: String,
+    seq: u32,
+}
+
+/// A batch of nf_tables messages ready to send.
+struct Batch {
+    bytes: Vec<u8>,
+    /// The sequence numbers its answers carry, and how many answers there will be.
+    lo: u32,
+    hi: u32,
+    n: usize,
+}
+
+/// A handover ready to be made ([`Handover::prepare`]): all that can fail slowly
+/// (listing the dump's rules, building the transaction) is done.
+pub struct PreparedHandover {
+    h: Handover,
+    batch: Batch,
+}
+
+impl PreparedHandover {
+    /// The transaction, applied by the kernel (or refused whole) before this returns:
+    /// the point of no return of a restore. What it answered is read by
+    /// [`SentHandover::confirm`], once the tree runs.
+    pub fn send(self) -> Result<SentHandover> {
+        self.h.send_batch(&self.batch)?;
+        Ok(SentHandover(self))
+    }
+}
+
+/// A handover sent, its answers not read yet.
+pub struct SentHandover(PreparedHandover);
+
+impl SentHandover {
+    /// Whether the kernel made the transaction: the lock is then ours (an error: nothing
+    /// changed, the dump's rules are still there).
+    pub fn confirm(self) -> Result<Handover> {
+        let PreparedHandover { h, batch } = self.0;
+        h.answers(&batch)?;
+        Ok(h)
+    }
+}
+
+/// The handles of the dump's rules for these connections in the chain of `inet
+/// ckpt_lock`, and whether they are all of its rules.
+fn dump_rules(conns: &[(Vec<u8>, Vec<u8>)]) -> (Vec<u64>, bool) {
+    let Ok(list) = nft(&format!("-a list chain inet {TABLE} input")) else {
+        return (Vec::new(), false);
+    };
+    let wanted: Vec<String> = conns.iter().filter_map(|(l, p)| comment(l, p)).collect();
+    let (mut ours, mut left) = (Vec::new(), 0);
+    for line in list.lines() {
+        let Some(h) = line.rsplit_once("# handle ").map(|x| x.1.trim()) else {
+            continue;
+        };
+        if !line.contains("drop") {
+            continue;
+        }
+        match h.parse::<u64>() {
+            Ok(h) if wanted.iter().any(|c| line.contains(&format!("\"{c}\""))) => ours.push(h),
+            _ => left += 1,
+        }
+    }
+    (ours, left == 0)
+}
+
+impl Handover {
+    /// In one nf_tables transaction (all or nothing): a table of ours with the owner flag
+    /// that drops the peers' packets of these connections, and the dump's rules for them
+    /// gone (with the dump's table if nothing else is in it). From then on the lock lasts
+    /// exactly as long as this process (or until [`Handover::release`]). None when there
+    /// is nothing to lock.
+    #[cfg(test)]
+    pub fn take(conns: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<Handover>> {
+        // Someone else may change the dump's table meanwhile: list it again once.
+        let once = || -> Result<Option<Handover>> {
+            match Handover::prepare(conns)? {
+                Some(p) => p.send()?.confirm().map(Some),
+                None => Ok(None),
+            }
+        };
+        once().or_else(|_| once())
+    }
+
+    /// Everything up to the transaction: our netlink socket, the dump's rules listed, the
+    /// batch built (see [`Handover::take`]). None when there is nothing to lock.
+    pub fn prepare(conns: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<PreparedHandover>> {
+        if conns.is_empty() {
+            return Ok(None);
+        }
+        use rustix::net::{AddressFamily, SocketType, netlink};
+        let sock = rustix::net::socket(
+            AddressFamily::NETLINK,
+            SocketType::RAW,
+            Some(netlink::NETFILTER),
+        )
+        .map_err(|e| super::rerr("netlink socket (netfilter)", e))?;
+        rustix::net::bind(&sock, &netlink::SocketAddrNetlink::new(0, 0))
+            .map_err(|e| super::rerr("bind netlink socket", e))?;
+        rustix::net::sockopt::set_socket_timeout(
+            &sock,
+            rustix::net::sockopt::Timeout::Recv,
+            Some(std::time::Duration::from_secs(5)),
+        )
+        .map_err(|e| super::rerr("netlink socket timeout", e))?;
+        let mut h = Handover {
+            sock,
+            table: format!("ckpt_restore_{}", std::process::id()),
+            seq: 0,
+        };
+        let msgs = h.hand_over(conns)?;
+        let batch = h.batch(msgs);
+        Ok(Some(PreparedHandover { h, batch }))
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn hand_over(&mut self, conns: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Vec<u8>>> {
+        let (dump_handles, all) = dump_rules(conns);
+        let inet = libc::NFPROTO_INET as u8;
+        let req = libc::NLM_F_REQUEST as u16;
+        let ack = libc::NLM_F_ACK as u16;
+        let create = (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+        let mut msgs = Vec::new();
+        let mut t = Msg::new(
+            nft_type(libc::NFT_MSG_NEWTABLE),
+            req | ack | create,
+            self.next_seq(),
+            inet,
+            0,
+        );
+        t.str(nft::NFTA_TABLE_NAME, &self.table)
+            .be32(nft::NFTA_TABLE_FLAGS, nft::NFT_TABLE_F_OWNER);
+        msgs.push(t.done());
+        let mut c = Msg::new(
+            nft_type(libc::NFT_MSG_NEWCHAIN),
+            req | ack | create,
+            self.next_seq(),
+            inet,
+            0,
+        );
+        c.str(nft::NFTA_CHAIN_TABLE, &self.table)
+            .str(nft::NFTA_CHAIN_NAME, "input")
+            .nest(nft::NFTA_CHAIN_HOOK, |h| {
+                h.be32(nft::NFTA_HOOK_HOOKNUM, libc::NF_INET_LOCAL_IN as u32)
+                    .be32(nft::NFTA_HOOK_PRIORITY, -300i32 as u32);
+            })
+            .str(nft::NFTA_CHAIN_TYPE, "filter");
+        msgs.push(c.done());
+        for (local, peer) in conns {
+            let seq = self.next_seq();
+            msgs.push(lock_rule(&self.table, seq, local, peer)?);
+        }
+        let emptied = all && !dump_handles.is_empty();
+        for h in dump_handles {
+            let mut d = Msg::new(
+                nft_type(libc::NFT_MSG_DELRULE),
+                req | ack,
+                self.next_seq(),
+                inet,
+                0,
+            );
+            d.str(nft::NFTA_RULE_TABLE, TABLE)
+                .str(nft::NFTA_RULE_CHAIN, "input")
+                .attr(nft::NFTA_RULE_HANDLE, &h.to_be_bytes());
+            msgs.push(d.done());
+        }
+        if emptied {
+            // The dump's table goes too once our rules were all it held: the chain first,
+            // which the kernel refuses (EBUSY, the whole transaction with it) if another
+            // dump added a rule since we listed them; the table, then empty, after it.
+            let mut c = Msg::new(
+                nft_type(libc::NFT_MSG_DELCHAIN),
+                req | ack,
+                self.next_seq(),
+                inet,
+                0,
+            );
+            c.str(nft::NFTA_CHAIN_TABLE, TABLE)
+                .str(nft::NFTA_CHAIN_NAME, "input");
+            msgs.push(c.done());
+            let mut d = Msg::new(
+                nft_type(libc::NFT_MSG_DELTABLE),
+                req | ack,
+                self.next_seq(),
+                inet,
+                0,
+            );
+            d.str(nft::NFTA_TABLE_NAME, TABLE);
+            msgs.push(d.done());
+        }
+        Ok(msgs)
+    }
+
+    /// `msgs` as one batch (one nf_tables transaction), with the range of sequence
+    /// numbers its answers carry and how many there will be.
+    fn batch(&mut self, msgs: Vec<Vec<u8>>) -> Batch {
+        let res = libc::NFNL_SUBSYS_NFTABLES as u16;
+        let req = libc::NLM_F_REQUEST as u16;
+        let n = msgs.len();
+        let seq_of = |m: &[u8]| {
+            m.get(8..12)
+                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let lo = msgs.iter().filter_map(|m| seq_of(m)).min();
+        let begin = self.next_seq();
+        let mut buf = Msg::new(libc::NFNL_MSG_BATCH_BEGIN as u16, req, begin, 0, res).done();
+        for m in msgs {
+            buf.extend_from_slice(&m);
+        }
+        let end = self.next_seq();
+        buf.extend_from_slice(&Msg::new(libc::NFNL_MSG_BATCH_END as u16, req, end, 0, res).done());
+        Batch {
+            bytes: buf,
+            lo: lo.unwrap_or(begin).min(begin),
+            hi: end,
+            n,
+        }
+    }
+
+    /// Send a batch: the kernel applies the whole transaction, or none of it, before
+    /// `send` returns.
+    fn send_batch(&self, b: &Batch) -> Result<()> {
+        rustix::net::send(&self.sock, &b.bytes, rustix::net::SendFlags::empty())
+            .map_err(|e| super::rerr("send to nf_tables", e))?;
+        Ok(())
+    }
+
+    /// Read the answers to batch `b` (only those: an earlier, failed one may have left
+    /// some), stopping at the first error.
+    fn answers(&self, b: &Batch) -> Result<()> {
+        let mut answers = 0;
+        let mut first_err = None;
+        let mut rb = vec![0u8; 1 << 16];
+        while answers < b.n && first_err.is_none() {
+            let got = rustix::net::recv(&self.sock, &mut rb, rustix::net::RecvFlags::empty())
+                .map_err(|e| super::rerr("receive from nf_tables", e))?
+                .0;
+            let mut at = 0;
+            while at + 16 <= got {
+                let len = u32::from_ne_bytes([rb[at], rb[at + 1], rb[at + 2], rb[at + 3]]) as usize;
+                let typ = u16::from_ne_bytes([rb[at + 4], rb[at + 5]]);
+                if len < 16 || at + len > got {
+                    break;
+                }
+                let seq = u32::from_ne_bytes([rb[at + 8], rb[at + 9], rb[at + 10], rb[at + 11]]);
+                if typ == libc::NLMSG_ERROR as u16 && len >= 20 && (b.lo..=b.hi).contains(&seq) {
+                    let e =
+                        i32::from_ne_bytes([rb[at + 16], rb[at + 17], rb[at + 18], rb[at + 19]]);
+                    answers += 1;
+                    if e != 0 && first_err.is_none() {
+                        first_err = Some(-e);
+                    }
+                }
+                at += (len + 3) & !3;
+            }
+        }
+        match first_err {
+            None => Ok(()),
+            Some(e) => Err(SysError::io(
+                "nf_tables transaction (hand the TCP lock over)",
+                std::io::Error::from_raw_os_error(e),
+            )),
+        }
+    }
+
+    /// Send `msgs` as one transaction and wait for every answer.
+    fn transaction(&mut self, msgs: Vec<Vec<u8>>) -> Result<()> {
+        let b = self.batch(msgs);
+        self.send_batch(&b)?;
+        self.answers(&b)
+    }
+
+    /// Remove the lock now (the table goes with the socket anyway).
+    pub fn release(mut self) {
+        let inet = libc::NFPROTO_INET as u8;
+        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+        let mut d = Msg::new(
+            nft_type(libc::NFT_MSG_DELTABLE),
+            flags,
+            self.next_seq(),
+            inet,
+            0,
+        );
+        d.str(nft::NFTA_TABLE_NAME, &self.table);
+        let _ = self.transaction(vec![d.done()]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sin(a: [u8; 4], port: u16) -> Vec<u8> {
+        let mut v = vec![2, 0];
+        v.extend_from_slice(&port.to_be_bytes());
+        v.extend_from_slice(&a);
+        v.extend_from_slice(&[0; 8]);
+        v
+    }
+
+    fn sin6(a: std::net::Ipv6Addr, port: u16) -> Vec<u8> {
+        let mut v = vec![10, 0];
+        v.extend_from_slice(&port.to_be_bytes());
+        v.extend_from_slice(&[0; 4]);
+        v.extend_from_slice(&a.octets());
+        v.extend_from_slice(&[0; 4]);
+        v
+    }
+
+    /// The table handed over holds, as `nft` reads it back, the very rules `lock` makes
+    /// (the dump's lock, by the `nft` command), replaces the dump's rules of these
+    /// connections in one step (another connection's rule stays), and goes when its
+    /// socket is closed. (Needs root and nftables, as restoring TCP does.)
+    #[test]
+    fn handover_replaces_the_dump_rules_and_goes_with_its_socket() {
+        let a = (sin([127, 0, 0, 1], 40001), sin([127, 0, 0, 2], 40002));
+        let b = (
+            sin6("::1".parse().expect("v6"), 40003),
+            sin6("::1".parse().expect("v6"), 40004),
+        );
+        let other = (sin([127, 0, 0, 1], 40005), sin([127, 0, 0, 3], 40006));
+        let conns = vec![a.clone(), b.clone()];
+        lock(&[a.clone(), b.clone(), other.clone()]).expect("nft lock (needs root and nft)");
+        let dump = nft(&format!("list chain inet {TABLE} input")).expect("list");
+        let h = Handover::take(&conns).expect("handover").expect("some");
+        let ours = nft(&format!("list chain inet {} input", h.table)).expect("list ours");
+        let after = nft(&format!("list chain inet {TABLE} input")).unwrap_or_default();
+        let table = h.table.clone();
+        for (l, p) in &conns {
+            let c = comment(l, p).expect("comment");
+            let rule = |s: &str| {
+                s.lines()
+                    .find(|x| x.contains(&c))
+                    .map(|x| x.trim().to_string())
+            };
+            assert!(rule(&dump).is_some(), "{c} in {dump}");
+            assert_eq!(rule(&ours), rule(&dump), "{ours}");
+            assert_eq!(rule(&after), None, "{after}");
+        }
+        assert!(ours.contains("hook input priority raw"), "{ours}");
+        let oc = comment(&other.0, &other.1).expect("comment");
+        assert!(after.contains(&oc), "{after}");
+        drop(h);
+        let gone = nft(&format!("list table inet {table}"));
+        assert!(gone.is_err(), "{gone:?}");
+        unlock(&[other]);
+        // The dump's rules all ours (when no other test holds a lock meanwhile): its
+        // chain and table go in the same transaction; either way ours are gone.
+        lock(&conns).expect("nft lock");
+        let h = Handover::take(&conns).expect("handover").expect("some");
+        let after = nft(&format!("list chain inet {TABLE} input")).unwrap_or_default();
+        for (l, p) in &conns {
+            let c = comment(l, p).expect("comment");
+            assert!(!after.contains(&c), "{after}");
+        }
+        h.release();
+    }
+}

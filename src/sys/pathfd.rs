@@ -66,6 +66,49 @@ pub fn create_excl(dir: impl AsFd, name: &[u8], what: &str) -> Result<File> {
     Ok(File::from(fd))
 }
 
+/// A new file without a name in directory `dir` (`O_TMPFILE`), read-write, mode 0600:
+/// it leaves nothing behind if we die, until [`link_unnamed`] gives it a name.
+pub fn create_unnamed(dir: impl AsFd, what: &str) -> Result<File> {
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| rerr(format!("create {what}"), e))?;
+    Ok(File::from(fd))
+}
+
+/// Give the unnamed file `f` ([`create_unnamed`]) the name `name` in `dir`; fails if the
+/// name exists (never follows a symbolic link there).
+pub fn link_unnamed(f: &File, dir: impl AsFd, name: &[u8], what: &str) -> Result<()> {
+    rustix::fs::linkat(f, "", dir, name, AtFlags::EMPTY_PATH)
+        .map_err(|e| rerr(format!("link {what}"), e))
+}
+
+/// `name` in `dir` opened read-write (never through a symbolic link), checked to be the
+/// very file `same` is (device and inode).
+pub fn open_same(dir: impl AsFd, name: &[u8], same: &File, what: &str) -> Result<File> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| rerr(format!("open {what}"), e))?;
+    let (a, b) = (
+        rustix::fs::fstat(&fd).map_err(|e| rerr("fstat", e))?,
+        rustix::fs::fstat(same).map_err(|e| rerr("fstat", e))?,
+    );
+    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
+        return Err(SysError::io(
+            format!("open {what}"),
+            std::io::Error::other("it is not the file just made"),
+        ));
+    }
+    Ok(File::from(fd))
+}
+
 /// A new directory `name` in `dir` with mode 0700 (ours: root's, while restore runs as
 /// root), created exclusively, and held: checked to be the directory just made, owned
 /// by us and writable by no one else.

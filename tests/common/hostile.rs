@@ -62,7 +62,9 @@ pub fn thread(tid: i32, abi: Abi) -> Thread {
         "sigaltstack": SigAltStack { sp: 0, flags: 2, size: 0 },
         "rseq": Rseq { addr: 0x7f00_0000_0fe0, len: 32, flags: 0, signature: 0x5305_3053 },
         "robust_list": 0x7f00_0000_0a20u64,
-        "robust_list_len": 24,
+        // struct robust_list_head's size for the thread's ABI (set_robust_list takes
+        // no other).
+        "robust_list_len": match abi { Abi::X86_64 => 24, Abi::Ia32 => 12 },
         "clear_child_tid": 0x7f00_0000_0a10u64,
         "pending": [PendingSignal { signo: 10, siginfo: vec![10; 128] }],
         "nice": 5,
@@ -71,6 +73,7 @@ pub fn thread(tid: i32, abi: Abi) -> Thread {
 }
 
 /// A small but complete checkpoint: every enum variant and optional field appears.
+#[allow(clippy::needless_update)]
 pub fn checkpoint() -> Checkpoint {
     let vma = |start: u64, end: u64, kind: VmaKind, name: &str| Vma {
         start,
@@ -126,8 +129,17 @@ pub fn checkpoint() -> Checkpoint {
             end_code: 0x5555_5555_5000,
             start_brk: 0x5555_5556_0000,
             brk: 0x5555_5558_1000,
+            // The other fields as a real process has them (PR_SET_MM_MAP refuses zeros).
+            start_data: 0x5555_5555_6000,
+            end_data: 0x5555_5555_7000,
+            start_stack: 0x7ffc_0000_1f00,
+            arg_start: 0x7ffc_0000_1f10,
+            arg_end: 0x7ffc_0000_1f20,
+            env_start: 0x7ffc_0000_1f20,
+            env_end: 0x7ffc_0000_1f80,
             auxv: vec![6, 4096, 0, 0],
             exe: Some(file_id("/tmp/counter")),
+            // (fields the model may add later)
             ..Default::default()
         },
         vmas: vec![

@@ -157,6 +157,9 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("killsafe", "killsafe.c", &["-pthread", "-mavx2"]),
     // tests/e2e_pipes.rs: pipes whose other end everybody closed, second descriptions
     ("halfpipe", "halfpipe.c", &[]),
+    // tests/e2e_killrestore.rs: a tree with a TCP connection and a deleted file, whose
+    // restore is killed at any moment
+    ("killrestore", "killrestore.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

@@ -2,7 +2,6 @@
 //! travel in the image).
 
 use super::OpenFd;
-use super::ghost::Ghost;
 pub(crate) use super::held::HeldFiles;
 use crate::arch::native::nr;
 use crate::error::DumpResult;
@@ -495,12 +494,13 @@ pub(crate) struct FileData {
     pub(crate) bytes: u64,
     /// The `data` ids the image has contents for (also when they are not kept).
     pub(crate) ids: std::collections::BTreeSet<u64>,
+    /// The size of each file's contents, by `data` id.
+    pub(crate) sizes: BTreeMap<u64, u64>,
+    /// Where each file with holes has data (`FILE_EXTENTS`), by `data` id.
+    pub(crate) extents: BTreeMap<u64, Vec<(u64, u64)>>,
     /// The files recreated so far, by `data` id: ckpt holds each open until every
     /// process has its own descriptors and mappings of it (see [`kept_file_fd`]).
     made: BTreeMap<u64, std::fs::File>,
-    /// Files created on disk for deleted files; removed again once every process has
-    /// opened them, or when restore fails.
-    ghosts: Vec<Ghost>,
     /// Ckpt's descriptors of the files plan opened and checked, by path (see
     /// [`super::held`]): what stage gives the processes.
     pub(crate) held: BTreeMap<Vec<u8>, (std::os::fd::RawFd, bool)>,
@@ -531,21 +531,6 @@ pub(crate) fn memfd_modes(procs: &[Process]) -> BTreeMap<u64, u32> {
     out
 }
 
-impl FileData {
-    /// Remove the recreated deleted files (every process has them open by now).
-    pub(crate) fn unlink_ghosts(&mut self) {
-        for g in self.ghosts.drain(..) {
-            g.remove();
-        }
-    }
-}
-
-impl Drop for FileData {
-    fn drop(&mut self) {
-        self.unlink_ghosts();
-    }
-}
-
 /// Every memfd and deleted file the live processes open or map has its contents in the
 /// image (`got`: the ids of the FILE_DATA records read). Checked by `check` and by stage
 /// before anything is recreated.
@@ -573,6 +558,59 @@ pub(crate) fn check_file_data(procs: &[Process], got: &FileData) -> RestoreResul
         }
     }
     Ok(())
+}
+
+/// The data extents of a `FILE_EXTENTS` record: (offset, length) pairs in order, not
+/// overlapping, none empty, inside the file's contents (`size`: None if they came
+/// first).
+pub(crate) fn parse_extents(b: &[u8], size: Option<u64>) -> Result<Vec<(u64, u64)>, String> {
+    let size = size.ok_or("data extents before its contents")?;
+    if b.len() % 16 != 0 {
+        return Err(format!("data extents of {} bytes", b.len()));
+    }
+    let mut out = Vec::with_capacity(b.len() / 16);
+    let mut end = 0u64;
+    for c in b.chunks_exact(16) {
+        let mut o = [0u8; 8];
+        let mut l = [0u8; 8];
+        o.copy_from_slice(&c[..8]);
+        l.copy_from_slice(&c[8..]);
+        let (o, l) = (u64::from_le_bytes(o), u64::from_le_bytes(l));
+        let e = o.checked_add(l).ok_or("a data extent past 2^64")?;
+        if l == 0 || o < end || e > size {
+            return Err(format!(
+                "data extent {o}+{l} is empty, out of order or past the end ({size})"
+            ));
+        }
+        out.push((o, l));
+        end = e;
+    }
+    Ok(out)
+}
+
+/// Write a kept file's contents (`content`, from its start) into the new file `to`:
+/// only its data extents when it had holes, then its size.
+pub(crate) fn write_contents(
+    content: &mut std::fs::File,
+    to: &mut std::fs::File,
+    extents: Option<&[(u64, u64)]>,
+) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Some(extents) = extents else {
+        return std::io::copy(content, to).map(|_| ());
+    };
+    let size = content.metadata()?.len();
+    for &(o, l) in extents {
+        content.seek(SeekFrom::Start(o))?;
+        to.seek(SeekFrom::Start(o))?;
+        let n = std::io::copy(&mut content.by_ref().take(l), to)?;
+        if n != l {
+            return Err(std::io::Error::other(
+                "file contents shorter than an extent",
+            ));
+        }
+    }
+    to.set_len(size)
 }
 
 /// What a file kept in the image (contents in `FILE_DATA`) is, to recreate it.
@@ -605,8 +643,12 @@ fn recreate_file(
             fault_point("recreate memfd")?;
             let sealing = seals != libc::F_SEAL_SEAL as u32;
             let mut m = sys::process::memfd_named(name, sealing)?;
-            std::io::copy(&mut content, &mut m)
-                .map_err(|e| sys::SysError::io("write memfd contents", e))?;
+            write_contents(
+                &mut content,
+                &mut m,
+                files.extents.get(&data).map(|v| &v[..]),
+            )
+            .map_err(|e| sys::SysError::io("write memfd contents", e))?;
             // (before the seals: F_SEAL_EXEC forbids changing the execute bits)
             if let Some(&mode) = files.memfd_modes.get(&data) {
                 sys::process::set_mode(&m, mode, "a recreated memfd")?;
@@ -618,11 +660,10 @@ fn recreate_file(
         }
         Kept::Deleted { file } => {
             fault_point("recreate deleted file")?;
-            // Made exclusively in a directory only root can write (see `ghost`);
-            // removed again later.
-            let (g, ghost) = super::ghost::make_ghost(file, data, creds, &mut content)?;
-            files.ghosts.push(ghost);
-            g
+            // Made in a directory only root can write, and already deleted again
+            // (see `ghost`).
+            let extents = files.extents.get(&data).map(|v| &v[..]);
+            super::ghost::make_ghost(file, data, creds, &mut content, extents)?
         }
     };
     files.made.insert(data, made);

@@ -1,17 +1,23 @@
-//! Files deleted while open or mapped, recreated on disk for the stage (their contents
-//! come from the image) and removed again once every process has them.
+//! Files deleted while open or mapped, recreated for the stage (their contents come
+//! from the image), deleted again at once: nothing of them is ever left on disk.
 //!
-//! A recreated file is made exclusively (`O_EXCL`, never through a symbolic link) in a
-//! directory only root can write, found and then used through a descriptor, never by
-//! path again: its own directory if that is root's and writable by no one else (the
-//! process then sees its old name, " (deleted)"), else a private directory (mode 0700,
-//! root's) made for it inside that directory, on the same file system. It gets its
-//! recorded owner and group back, and its mode, but the set-user-ID and set-group-ID bits
-//! only where the process the image restores is the file's owner (all of its user IDs,
-//! and for set-group-ID the group among its groups): an image's contents are whatever
-//! the image says, so they must not come back as a program that runs with someone
-//! else's privileges. Images made before owners were recorded get root's file without
-//! those bits.
+//! A recreated file is made without a name (`O_TMPFILE`) in a directory only root can
+//! write, found and then used through a descriptor, never by path again: its own
+//! directory if that is root's and writable by no one else (the process then sees its
+//! old name, " (deleted)"), else a private directory (mode 0700, root's) made for it
+//! inside that directory, on the same file system. It gets its contents, its recorded
+//! owner and group, and its mode, but the set-user-ID and set-group-ID bits only where
+//! the process the image restores is the file's owner (all of its user IDs, and for
+//! set-group-ID the group among its groups): an image's contents are whatever the image
+//! says, so they must not come back as a program that runs with someone else's
+//! privileges. Images made before owners were recorded get root's file without those
+//! bits. Only then is it linked under its name (exclusively: `linkat` never replaces or
+//! follows anything), opened there (the descriptor the processes get reopens that one,
+//! so /proc shows the old path), checked to be the same file, and unlinked again (and
+//! the private directory removed): a few microseconds during which the name exists, the
+//! only moment a SIGKILL of ckpt leaves something behind (SIGTERM and the other signals
+//! a restore defers wait until it is gone). A file system without `O_TMPFILE` gets the
+//! file created exclusively under its name and written there, then unlinked at once.
 
 use crate::error::{RestoreError, RestoreResult};
 use crate::model::{Creds, FileId};
@@ -19,24 +25,6 @@ use crate::sys::{self, pathfd, proc as procfs};
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-
-/// A recreated file on disk: its directory and name, and the private directory made
-/// for it (held through its parent, with its name), if any.
-pub(crate) struct Ghost {
-    dir: OwnedFd,
-    name: Vec<u8>,
-    private: Option<(OwnedFd, Vec<u8>)>,
-}
-
-impl Ghost {
-    /// Remove the file (and its private directory).
-    pub(crate) fn remove(self) {
-        let _ = pathfd::unlink_at(&self.dir, &self.name, false);
-        if let Some((parent, name)) = self.private {
-            let _ = pathfd::unlink_at(&parent, &name, true);
-        }
-    }
-}
 
 /// The mode a recreated file gets: its recorded permissions, with set-user-ID and
 /// set-group-ID only where `creds` (the restored process's) own the file.
@@ -61,14 +49,15 @@ fn root_only(dir: &OwnedFd) -> RestoreResult<bool> {
 }
 
 /// Recreate deleted file `file` (kept in the image under `data`) with `content`, for a
-/// process with credentials `creds`; returns ckpt's read-write descriptor of it and
-/// where it is (to remove it later).
+/// process with credentials `creds`; returns ckpt's read-write descriptor of it, already
+/// deleted again (its name in /proc is the old one, or the private directory's).
 pub(crate) fn make_ghost(
     file: &FileId,
     data: u64,
     creds: &Creds,
     content: &mut File,
-) -> RestoreResult<(File, Ghost)> {
+    extents: Option<&[(u64, u64)]>,
+) -> RestoreResult<File> {
     let orig = procfs::bytes_path(&file.path);
     let (Some(parent), Some(base)) = (orig.parent(), orig.file_name()) else {
         return Err(RestoreError::Malformed(format!(
@@ -84,53 +73,65 @@ pub(crate) fn make_ghost(
         .unwrap_or(0);
     let tmp_name = format!(".ckpt-ghost-{data}-{}-{stamp}", std::process::id()).into_bytes();
     let what = orig.display().to_string();
-    let (mut g, ghost) = if root_only(&dir)? {
+    let fill = |g: &mut File| -> RestoreResult<()> {
+        super::file::write_contents(content, g, extents)
+            .map_err(|e| sys::SysError::io(format!("write {what}"), e))?;
+        let owner = file.owner.filter(|(u, g)| *u != u32::MAX && *g != u32::MAX);
+        Ok(pathfd::set_owner_mode(g, owner, ghost_mode(file, creds))?)
+    };
+    if root_only(&dir)? {
         // Under its old name if that is free, else next to it.
-        match pathfd::create_excl(&dir, &base, &what) {
-            Ok(g) => (
-                g,
-                Ghost {
-                    dir,
-                    name: base,
-                    private: None,
-                },
-            ),
-            Err(_) => {
-                let g = pathfd::create_excl(&dir, &tmp_name, &what)?;
-                let ghost = Ghost {
-                    dir,
-                    name: tmp_name,
-                    private: None,
-                };
-                (g, ghost)
-            }
-        }
+        made_in(&dir, &[&base, &tmp_name], &what, fill)
     } else {
         let private = pathfd::make_private_dir(&dir, &tmp_name, &what)?;
-        let ghost = Ghost {
-            dir: private,
-            name: base,
-            private: Some((dir, tmp_name)),
-        };
-        match pathfd::create_excl(&ghost.dir, &ghost.name, &what) {
-            Ok(g) => (g, ghost),
-            Err(e) => {
-                ghost.remove();
-                return Err(e.into());
+        let r = made_in(&private, &[&base], &what, fill);
+        let _ = pathfd::unlink_at(&dir, &tmp_name, true);
+        r
+    }
+}
+
+/// The file made in `dir` under the first free one of `names`, filled by `fill`, and
+/// unlinked again (see the module's comment).
+fn made_in(
+    dir: &OwnedFd,
+    names: &[&[u8]],
+    what: &str,
+    fill: impl FnOnce(&mut File) -> RestoreResult<()>,
+) -> RestoreResult<File> {
+    match pathfd::create_unnamed(dir, what) {
+        Ok(mut unnamed) => {
+            fill(&mut unnamed)?;
+            let mut last = None;
+            for name in names {
+                match pathfd::link_unnamed(&unnamed, dir, name, what) {
+                    Ok(()) => {
+                        let f = pathfd::open_same(dir, name, &unnamed, what);
+                        let _ = pathfd::unlink_at(dir, name, false);
+                        sys::deferred::die_point("deleted file recreated");
+                        return Ok(f?);
+                    }
+                    Err(e) => last = Some(e),
+                }
             }
+            Err(last
+                .unwrap_or_else(|| sys::SysError::Other(format!("no name for {what}")))
+                .into())
         }
-    };
-    let r = std::io::copy(content, &mut g)
-        .map_err(|e| sys::SysError::io(format!("write {what}"), e).into())
-        .and_then(|_| {
-            let owner = file.owner.filter(|(u, g)| *u != u32::MAX && *g != u32::MAX);
-            Ok(pathfd::set_owner_mode(&g, owner, ghost_mode(file, creds))?)
-        });
-    match r {
-        Ok(()) => Ok((g, ghost)),
-        Err(e) => {
-            ghost.remove();
-            Err(e)
+        // No O_TMPFILE on this file system: made under its name, deleted once written.
+        Err(unnamed_err) => {
+            let mut last = unnamed_err;
+            for name in names {
+                match pathfd::create_excl(dir, name, what) {
+                    Ok(mut f) => {
+                        let r = fill(&mut f);
+                        let _ = pathfd::unlink_at(dir, name, false);
+                        sys::deferred::die_point("deleted file recreated");
+                        return r.map(|()| f);
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            Err(last.into())
         }
     }
 }

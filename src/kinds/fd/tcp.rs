@@ -210,7 +210,8 @@ fn repair_options(c: &crate::model::TcpState) -> Vec<TcpRepairOpt> {
 }
 
 /// An established TCP connection, rebuilt in repair mode: same addresses, sequence
-/// numbers, options, window and queued data; then taken out of repair mode.
+/// numbers, options, window and queued data (taken out of repair mode at commit, by
+/// [`finish_conn`]).
 pub(crate) fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> RestoreResult<u64> {
     check_sockaddr(c.family, &c.local)?;
     check_sockaddr(c.family, &c.peer)?;
@@ -268,16 +269,26 @@ pub(crate) fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> R
     // The window last: the kernel checks it against the receive sequence, which the
     // queued data has just moved to where it was.
     cx.setsockopt(n, &SockOpt::TcpRepairWindow(c.window))?;
-    cx.setsockopt(n, &SockOpt::TcpRepair(false))?;
-    if c.nodelay {
-        cx.setsockopt(n, &SockOpt::TcpNoDelay)?;
-    }
-    // Out of repair mode (SO_REUSEADDR would have undone the forced reuse of the bind).
-    if c.keepalive {
-        cx.setsockopt(n, &SockOpt::KeepAlive)?;
-    }
-    if c.reuseaddr {
-        cx.setsockopt(n, &SockOpt::ReuseAddr)?;
-    }
+    // It stays in repair mode until commit ([`finish_conn`]): a stub killed before then
+    // closes it without a word to the peer (no FIN, no reset, no orphan holding the
+    // addresses), so the restore can be tried again.
     Ok(n)
+}
+
+/// At commit, past the point of no return: take restored connection `c` (`sock`: ckpt's
+/// duplicate of it) out of repair mode, then set the options that must wait for that
+/// (SO_REUSEADDR would have undone the forced reuse of the bind). Errors are ignored:
+/// nothing can be undone any more, and the options are checked against the original by
+/// the tests' oracle.
+pub(crate) fn finish_conn(sock: &std::os::fd::OwnedFd, c: &crate::model::TcpState) {
+    sys::tcp::repair_off(sock);
+    for (on, level, opt) in [
+        (c.nodelay, libc::SOL_TCP, libc::TCP_NODELAY),
+        (c.keepalive, libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+        (c.reuseaddr, libc::SOL_SOCKET, libc::SO_REUSEADDR),
+    ] {
+        if on {
+            let _ = sys::tcp::setsockopt_u32(sock, level, opt, 1);
+        }
+    }
 }

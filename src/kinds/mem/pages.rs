@@ -329,6 +329,19 @@ impl<'r> PageStream<'r> {
                         std::io::Write::write_all(f, &rec.payload)
                             .map_err(|e| sys::SysError::io("keep file contents", e))?;
                     }
+                    *out.sizes.entry(rec.arg).or_insert(0) += rec.payload.len() as u64;
+                    self.reader.recycle(rec.payload);
+                }
+                tag::FILE_EXTENTS => {
+                    let size = out.sizes.get(&rec.arg).copied();
+                    let ext = crate::kinds::fd::file::parse_extents(&rec.payload, size)
+                        .map_err(|e| RestoreError::Malformed(format!("file {}: {e}", rec.arg)))?;
+                    if out.extents.insert(rec.arg, ext).is_some() {
+                        return Err(RestoreError::Malformed(format!(
+                            "file {}: its data extents are given twice",
+                            rec.arg
+                        )));
+                    }
                     self.reader.recycle(rec.payload);
                 }
                 tag::PAGES_PID => {

@@ -225,6 +225,96 @@ pub(crate) fn check_randomization(
     }
 }
 
+/// What restore_attrs sets that the kernel would refuse or take for something else: a
+/// parent-death signal that is no signal (PR_SET_PDEATHSIG: EINVAL), a personality of
+/// 0xffffffff (personality() would only query it), a umask beyond 0777 (cut off).
+pub(crate) fn check_prctl(proc_: &Process, problems: &mut Vec<Problem>) {
+    let m = &proc_.misc;
+    let mut bad = Vec::new();
+    if !(0..=64).contains(&m.pdeathsig) {
+        bad.push(format!("parent-death signal {}", m.pdeathsig));
+    }
+    if proc_.personality == u32::MAX {
+        bad.push(format!("personality {:#x}", proc_.personality));
+    }
+    if proc_.umask & !0o777 != 0 {
+        bad.push(format!("umask {:o}", proc_.umask));
+    }
+    for b in bad {
+        check::p(
+            problems,
+            "malformed",
+            format!(
+                "process {}: invalid {b}; the kernel would not set it",
+                proc_.pid
+            ),
+        );
+    }
+}
+
+/// The lowest address a mapping may have here (`/proc/sys/vm/mmap_min_addr`; 0 if it
+/// cannot be read).
+pub(crate) fn mmap_min_addr() -> u64 {
+    static V: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    })
+}
+
+/// The mm fields PR_SET_MM_MAP sets at stage are ones it takes: code, data, brk,
+/// arguments and environment each a range in order (code not empty), every address at
+/// or above `mmap_min` and below the task size (EINVAL otherwise).
+pub(crate) fn check_mm(proc_: &Process, mmap_min: u64, problems: &mut Vec<Problem>) {
+    let m = &proc_.mm;
+    let ranges = [
+        ("code", m.start_code, m.end_code, false),
+        ("data", m.start_data, m.end_data, true),
+        ("brk", m.start_brk, m.brk, true),
+        ("arguments", m.arg_start, m.arg_end, true),
+        ("environment", m.env_start, m.env_end, true),
+    ];
+    let mut bad: Vec<String> = ranges
+        .iter()
+        .filter(|(_, a, b, empty_ok)| if *empty_ok { a > b } else { a >= b })
+        .map(|(what, a, b, _)| format!("its {what} range {a:#x}-{b:#x} is inverted"))
+        .collect();
+    let addrs = [
+        m.start_code,
+        m.end_code,
+        m.start_data,
+        m.end_data,
+        m.start_stack,
+        m.start_brk,
+        m.brk,
+        m.arg_start,
+        m.arg_end,
+        m.env_start,
+        m.env_end,
+    ];
+    if let Some(a) = addrs
+        .iter()
+        .find(|&&a| a < mmap_min || a >= crate::kinds::mem::TASK_SIZE)
+    {
+        bad.push(format!(
+            "its memory layout field {a:#x} lies outside {mmap_min:#x}-{:#x}",
+            crate::kinds::mem::TASK_SIZE
+        ));
+    }
+    for b in bad {
+        check::p(
+            problems,
+            "malformed",
+            format!(
+                "process {}: {b}; prctl(PR_SET_MM_MAP) would refuse it",
+                proc_.pid
+            ),
+        );
+    }
+}
+
 /// The auxiliary vector and the process name are of sane size.
 pub(crate) fn check_auxv_comm(proc_: &Process, problems: &mut Vec<Problem>) {
     if proc_.mm.auxv.len() > 128 || proc_.comm.len() > 64 || proc_.comm.contains(&0) {

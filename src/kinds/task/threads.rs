@@ -216,6 +216,91 @@ pub(crate) fn check_states(proc_: &Process, problems: &mut Vec<Problem>) {
             );
         }
         check_sched(t, problems);
+        check_thread_attrs(t, proc_, problems);
+    }
+}
+
+/// `struct robust_list_head`'s size, the only length set_robust_list accepts (64-bit,
+/// ia32: `linux/futex.h`).
+const ROBUST_HEAD_LEN: [u64; 2] = [24, 12];
+/// The size and alignment rseq() asks of an area at least (`ORIG_RSEQ_SIZE`,
+/// `linux/rseq.h`).
+const RSEQ_MIN_LEN: u32 = 32;
+
+/// What stage sets from outside the process's own state and the kernel would refuse:
+/// - sigaltstack: flags other than 0 or SS_DISABLE (with SS_ONSTACK, which restore
+///   drops, and SS_AUTODISARM), a stack smaller than MINSIGSTKSZ (ENOMEM), an ia32
+///   thread's stack beyond 32 bits;
+/// - set_robust_list: a length other than the list head's (EINVAL);
+/// - rseq: an area shorter than 32 bytes or not 32-byte aligned (EINVAL), or not inside
+///   a writable mapping of the process (the kernel writes it at registration: EFAULT).
+pub(crate) fn check_thread_attrs(t: &Thread, proc_: &Process, problems: &mut Vec<Problem>) {
+    use linux_raw_sys::general::{MINSIGSTKSZ, SS_AUTODISARM};
+    let ia32 = t.arch.abi() == Abi::Ia32;
+    let bad = |problems: &mut Vec<Problem>, why: String| {
+        check::p(
+            problems,
+            "malformed",
+            format!("thread {}: {why}; the kernel would refuse it", t.tid),
+        )
+    };
+    let ss = t.sigaltstack;
+    let mode = ss.flags & !libc::SS_ONSTACK & !(SS_AUTODISARM as i32);
+    if mode != 0 && mode != libc::SS_DISABLE {
+        bad(problems, format!("sigaltstack flags {:#x}", ss.flags));
+    } else if mode == 0 {
+        if ss.size < u64::from(MINSIGSTKSZ) {
+            bad(
+                problems,
+                format!(
+                    "its alternate signal stack is {} bytes, less than MINSIGSTKSZ ({MINSIGSTKSZ})",
+                    ss.size
+                ),
+            );
+        } else if ia32 && (ss.sp > u64::from(u32::MAX) || ss.size > u64::from(u32::MAX)) {
+            bad(
+                problems,
+                format!(
+                    "an ia32 thread's alternate signal stack at {:#x} ({} bytes) is beyond 32 bits",
+                    ss.sp, ss.size
+                ),
+            );
+        }
+    }
+    let head = ROBUST_HEAD_LEN[usize::from(ia32)];
+    if t.robust_list != 0 && t.robust_list_len != head {
+        bad(
+            problems,
+            format!(
+                "robust futex list length {} (set_robust_list takes {head})",
+                t.robust_list_len
+            ),
+        );
+    }
+    if let Some(r) = t.rseq {
+        let end = r.addr.checked_add(u64::from(r.len));
+        if r.len < RSEQ_MIN_LEN || r.addr % u64::from(RSEQ_MIN_LEN) != 0 {
+            bad(
+                problems,
+                format!(
+                    "rseq area at {:#x} of {} bytes (at least {RSEQ_MIN_LEN}, aligned to {RSEQ_MIN_LEN})",
+                    r.addr, r.len
+                ),
+            );
+        } else if !end.is_some_and(|e| {
+            proc_
+                .vmas
+                .iter()
+                .any(|v| v.start <= r.addr && e <= v.end && v.prot & libc::PROT_WRITE as u32 != 0)
+        }) {
+            bad(
+                problems,
+                format!(
+                    "rseq area at {:#x} of {} bytes is not inside a writable mapping of process {}",
+                    r.addr, r.len, proc_.pid
+                ),
+            );
+        }
     }
 }
 

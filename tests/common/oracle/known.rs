@@ -26,20 +26,6 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
         issue: "issue 13",
     },
     KnownLoss {
-        test: "oracle_deleted_file_owner_and_holes",
-        cmp: Cmp::Restored,
-        key: "p*.fd*.extents",
-        what: "a deleted-but-open file with a 1 MiB hole comes back fully allocated",
-        issue: "issue 13",
-    },
-    KnownLoss {
-        test: "oracle_deleted_file_owner_and_holes",
-        cmp: Cmp::Restored,
-        key: "p*.fd*.stat.blocks",
-        what: "a deleted-but-open file with a 1 MiB hole comes back fully allocated",
-        issue: "issue 13",
-    },
-    KnownLoss {
         test: "check_and_restore_refuse_an_image_whose_vdso_is_not_this_kernels",
         cmp: Cmp::Restored,
         key: "p*.smaps.ffffffffff600000-ffffffffff601000.*",

@@ -286,3 +286,86 @@ fn a_held_file_is_opened_once_and_kept() {
     let m = std::fs::metadata(format!("/proc/self/fd/{fd}")).expect("stat held");
     assert_eq!((m.dev(), m.ino()), (id.dev, id.ino));
 }
+
+/// A file with a hole: its data extents are found (SEEK_DATA/SEEK_HOLE), written back
+/// alone into a new file, which then has the same contents, size and extents (and so the
+/// same allocation); a whole file has none recorded.
+#[test]
+fn holes_are_found_and_given_back() {
+    use crate::kinds::fd::file::write_contents;
+    use crate::sys::file::data_extents;
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::FileExt;
+    let d = TempDir::new();
+    let p = d.file("sparse", b"");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&p)
+        .expect("open");
+    let blk = vec![7u8; 4096];
+    f.write_all_at(&blk, 0).expect("write");
+    f.write_all_at(&blk, (1 << 20) + 4096).expect("write");
+    let ext = data_extents(&f).expect("extents").expect("it has a hole");
+    assert_eq!(ext.first().map(|e| e.0), Some(0), "{ext:?}");
+    assert_eq!(
+        ext.last().map(|e| e.0 + e.1),
+        Some((1 << 20) + 8192),
+        "{ext:?}"
+    );
+    assert!(ext.iter().map(|e| e.1).sum::<u64>() < 1 << 20, "{ext:?}");
+    let mut content = std::fs::File::open(&p).expect("open");
+    let q = d.file("back", b"");
+    let mut to = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&q)
+        .expect("open");
+    write_contents(&mut content, &mut to, Some(&ext)).expect("write back");
+    assert_eq!(data_extents(&to).expect("extents"), Some(ext.clone()));
+    let (a, b) = (
+        std::fs::metadata(&p).expect("stat"),
+        std::fs::metadata(&q).expect("stat"),
+    );
+    assert_eq!((a.len(), a.blocks()), (b.len(), b.blocks()));
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    std::fs::File::open(&p)
+        .and_then(|mut f| f.read_to_end(&mut x))
+        .expect("read");
+    to.rewind().expect("rewind");
+    to.read_to_end(&mut y).expect("read");
+    assert!(x == y, "contents differ");
+    // A file without holes: nothing recorded.
+    let w = d.file("whole", b"abc");
+    let mut wf = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&w)
+        .expect("open");
+    wf.write_all(b"def").expect("write");
+    assert_eq!(data_extents(&wf).expect("extents"), None);
+}
+
+/// FILE_EXTENTS records: in order, not overlapping, not empty, inside the contents.
+#[test]
+fn bad_extents_are_refused() {
+    use crate::kinds::fd::file::parse_extents;
+    let enc = |v: &[(u64, u64)]| -> Vec<u8> {
+        v.iter()
+            .flat_map(|(o, l)| o.to_le_bytes().into_iter().chain(l.to_le_bytes()))
+            .collect()
+    };
+    assert_eq!(
+        parse_extents(&enc(&[(0, 4096), (8192, 4096)]), Some(12288)),
+        Ok(vec![(0, 4096), (8192, 4096)])
+    );
+    for (v, size) in [
+        (vec![(0, 4096)], None),
+        (vec![(0, 4096), (4000, 10)], Some(8192)),
+        (vec![(4096, 0)], Some(8192)),
+        (vec![(0, 8193)], Some(8192)),
+        (vec![(u64::MAX, 2)], Some(8192)),
+    ] {
+        assert!(parse_extents(&enc(&v), size).is_err(), "{v:?} {size:?}");
+    }
+    assert!(parse_extents(&[0; 15], Some(100)).is_err());
+}

@@ -1,7 +1,8 @@
 //! Resource limits, auxv and name, root and working directories.
 
 use crate::kinds::task::attrs::{
-    check_auxv_comm, check_dirs, check_oom_thp, check_randomization, check_rlimits, thp_disable,
+    check_auxv_comm, check_dirs, check_mm, check_oom_thp, check_prctl, check_randomization,
+    check_rlimits, thp_disable,
 };
 use crate::kinds::testutil::*;
 use crate::model::{Process, Rlimit};
@@ -133,4 +134,84 @@ fn address_randomization_is_the_same_in_the_whole_tree_and_possible_here() {
         "unsupported",
         &["process 11 ran with address randomization and process 10 without it"],
     );
+}
+
+/// A parent-death signal that is no signal, a personality that personality() would only
+/// query, a umask beyond 0777: refused by plan.
+#[test]
+fn prctl_values_the_kernel_would_not_set() {
+    let p = process(10);
+    assert_none(&run(|v| check_prctl(&p, v)));
+    let mut q = p.clone();
+    q.misc.pdeathsig = 64;
+    q.umask = 0o777;
+    q.personality = 0x0040_0000;
+    assert_none(&run(|v| check_prctl(&q, v)));
+    for (f, why) in [
+        (
+            (|x: &mut Process| x.misc.pdeathsig = 65) as fn(&mut Process),
+            "parent-death signal 65",
+        ),
+        (
+            |x: &mut Process| x.misc.pdeathsig = -1,
+            "parent-death signal -1",
+        ),
+        (
+            |x: &mut Process| x.personality = u32::MAX,
+            "personality 0xffffffff",
+        ),
+        (|x: &mut Process| x.umask = 0o1022, "umask 1022"),
+    ] {
+        let mut q = p.clone();
+        f(&mut q);
+        assert_one(
+            &run(|v| check_prctl(&q, v)),
+            "malformed",
+            &["process 10", why],
+        );
+    }
+}
+
+/// The mm fields PR_SET_MM_MAP would refuse: a range out of order (empty code), an
+/// address below mmap_min_addr or at the task size.
+#[test]
+fn mm_fields_prctl_would_refuse() {
+    let mut p = process(10);
+    p.mm.start_code = 0x40_0000;
+    p.mm.end_code = 0x40_1000;
+    p.mm.start_data = 0x60_0000;
+    p.mm.end_data = 0x60_1000;
+    p.mm.start_brk = 0x70_0000;
+    p.mm.brk = 0x70_0000;
+    p.mm.start_stack = 0x7ffc_0000_0000;
+    p.mm.arg_start = 0x7ffc_0000_1000;
+    p.mm.arg_end = 0x7ffc_0000_1010;
+    p.mm.env_start = 0x7ffc_0000_1010;
+    p.mm.env_end = 0x7ffc_0000_1010;
+    assert_none(&run(|v| check_mm(&p, 0x1_0000, v)));
+    for (f, why) in [
+        (
+            (|m: &mut crate::model::MmInfo| m.end_code = m.start_code) as fn(&mut _),
+            "code range",
+        ),
+        (|m| m.brk = m.start_brk - 1, "brk range"),
+        (|m| m.arg_end = m.arg_start - 1, "arguments range"),
+        (|m| m.env_start = m.env_end + 1, "environment range"),
+        (|m| m.start_data = 0x1000, "outside 0x10000-"),
+        (
+            |m| m.start_stack = crate::kinds::mem::TASK_SIZE,
+            "outside 0x10000-",
+        ),
+    ] {
+        let mut q = p.clone();
+        f(&mut q.mm);
+        let got = run(|v| check_mm(&q, 0x1_0000, v));
+        assert!(
+            got.iter().any(|x| x.code == "malformed"
+                && x.message.contains("process 10")
+                && x.message.contains(why)
+                && x.message.contains("PR_SET_MM_MAP")),
+            "{why}: {got:?}"
+        );
+    }
 }

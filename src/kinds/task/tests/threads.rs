@@ -164,3 +164,97 @@ fn registers_and_scheduling_the_kernel_would_refuse() {
         assert_none(&run(|v| check_states(&q, v)));
     }
 }
+
+/// What stage would have the kernel refuse in a thread's sigaltstack, robust list and
+/// rseq registration is a plan problem naming the thread.
+#[test]
+fn thread_attrs_the_kernel_would_refuse() {
+    use crate::kinds::task::threads::check_thread_attrs;
+    use crate::model::{Rseq, SigAltStack};
+    let mut p = process(10);
+    p.vmas = vec![
+        vma(0x7000_0000, 0x7000_2000),
+        Vma {
+            prot: libc::PROT_READ as u32,
+            ..vma(0x7100_0000, 0x7100_1000)
+        },
+    ];
+    let good = {
+        let mut t = thread(10);
+        t.sigaltstack = SigAltStack {
+            sp: 0x7000_0000,
+            flags: libc::SS_ONSTACK | (1 << 31),
+            size: 8192,
+        };
+        t.robust_list = 0x7000_0100;
+        t.robust_list_len = 24;
+        t.rseq = Some(Rseq {
+            addr: 0x7000_1fe0,
+            len: 32,
+            flags: 0,
+            signature: 0x5305_3053,
+        });
+        t
+    };
+    assert_none(&run(|v| check_thread_attrs(&good, &p, v)));
+    let mut disabled = good.clone();
+    disabled.sigaltstack = SigAltStack {
+        sp: 0,
+        flags: libc::SS_DISABLE,
+        size: 0,
+    };
+    assert_none(&run(|v| check_thread_attrs(&disabled, &p, v)));
+    type Change = Box<dyn Fn(&mut crate::model::Thread)>;
+    let cases: Vec<(&str, Change)> = vec![
+        ("sigaltstack flags", Box::new(|t| t.sigaltstack.flags = 4)),
+        (
+            "less than MINSIGSTKSZ",
+            Box::new(|t| t.sigaltstack.size = 2047),
+        ),
+        (
+            "robust futex list length 16",
+            Box::new(|t| t.robust_list_len = 16),
+        ),
+        (
+            "aligned to 32",
+            Box::new(|t| t.rseq.as_mut().unwrap().addr += 8),
+        ),
+        (
+            "at least 32",
+            Box::new(|t| t.rseq.as_mut().unwrap().len = 20),
+        ),
+        (
+            "not inside a writable mapping",
+            Box::new(|t| t.rseq.as_mut().unwrap().addr = 0x7100_0000),
+        ),
+        (
+            "not inside a writable mapping",
+            Box::new(|t| t.rseq.as_mut().unwrap().addr = 0x7000_2000),
+        ),
+        (
+            "not inside a writable mapping",
+            Box::new(|t| t.rseq.as_mut().unwrap().addr = u64::MAX - 31),
+        ),
+    ];
+    for (why, f) in cases {
+        let mut t = good.clone();
+        f(&mut t);
+        assert_one(
+            &run(|v| check_thread_attrs(&t, &p, v)),
+            "malformed",
+            &["thread 10", why, "the kernel would refuse it"],
+        );
+    }
+    // An ia32 thread: its own robust list head size, a stack within 32 bits.
+    let mut t = good.clone();
+    t.arch.regs.cs = crate::arch::native::USER_CS_32;
+    t.robust_list_len = 12;
+    t.sigaltstack.sp = 0x7000_0000;
+    assert_none(&run(|v| check_thread_attrs(&t, &p, v)));
+    t.sigaltstack.sp = 1 << 32;
+    assert_one(
+        &run(|v| check_thread_attrs(&t, &p, v)),
+        "malformed",
+        &["beyond 32 bits"],
+    );
+}
