@@ -282,6 +282,9 @@ pub enum FdKind {
         reuseaddr: bool,
         v6only: bool,
         flags: u32,
+        /// Options set on it (none in images made before they were recorded).
+        #[serde(default)]
+        opts: Option<Box<TcpOpts>>,
     },
     /// An established TCP connection, restored with TCP_REPAIR.
     TcpConn { conn: Box<TcpState>, flags: u32 },
@@ -316,6 +319,12 @@ pub enum FdKind {
     /// A UDP socket: its bound address, connected peer (if any) and options. Datagrams
     /// queued for reading are in `sock.msgs` and are sent to it again at restore.
     Udp { sock: Box<UdpState>, flags: u32 },
+    /// A TCP socket neither listening nor connected (state CLOSE, never connected):
+    /// created, and bound or not.
+    TcpUnconnected {
+        sock: Box<TcpUnconnState>,
+        flags: u32,
+    },
     /// A descriptor leading outside the dumped tree (a pipe or socket whose other end a
     /// process not dumped holds), recorded at `ckpt dump --external`. Restore needs
     /// `--inherit-fd N:KEY` to give one of its own descriptors in its place; `key` is
@@ -440,6 +449,49 @@ pub struct TcpState {
     pub rcvbuf: u32,
     #[serde(default)]
     pub buf_lock: u32,
+    /// Further options set on it (none in images made before they were recorded).
+    #[serde(default)]
+    pub opts: Option<TcpOpts>,
+}
+
+/// A TCP socket of [`FdKind::TcpUnconnected`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct TcpUnconnState {
+    /// AF_INET or AF_INET6.
+    pub family: i32,
+    /// Raw bound address (sockaddr_in / sockaddr_in6); port 0 when not bound.
+    #[serde(with = "serde_bytes")]
+    pub local: Vec<u8>,
+    pub v6only: bool,
+    /// Buffer sizes and the reuse options (set before bind).
+    pub sock: SockOpts,
+    #[serde(default)]
+    pub opts: TcpOpts,
+}
+
+/// Options of a TCP socket that a program sets and reads back, beyond those of
+/// [`SockOpts`]: integer options (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_NODELAY, TCP_CORK,
+/// IP_TOS...) that differ from a new socket's, SO_LINGER and the timeouts.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct TcpOpts {
+    #[serde(default)]
+    pub ints: Vec<IntSockOpt>,
+    /// SO_LINGER (l_onoff, l_linger) when on.
+    #[serde(default)]
+    pub linger: Option<[i32; 2]>,
+    /// SO_RCVTIMEO, SO_SNDTIMEO (seconds, microseconds) when set.
+    #[serde(default)]
+    pub rcvtimeo: Option<[i64; 2]>,
+    #[serde(default)]
+    pub sndtimeo: Option<[i64; 2]>,
+}
+
+/// One integer socket option: setsockopt(level, name, value).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IntSockOpt {
+    pub level: i32,
+    pub name: i32,
+    pub value: i32,
 }
 
 /// A unix datagram socket of [`FdKind::UnixDgram`].

@@ -75,6 +75,13 @@ pub(crate) enum SockOpt {
     /// `struct tcp_repair_window`: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
     TcpRepairWindow([u32; 5]),
     TcpNoDelay,
+    /// An integer option of `sys::tcp::INT_OPTS` (level, name, value).
+    Int(i32, i32, i32),
+    /// `SO_LINGER` (l_onoff, l_linger).
+    Linger([i32; 2]),
+    /// `SO_RCVTIMEO`, `SO_SNDTIMEO` (seconds, microseconds).
+    RcvTimeo([i64; 2]),
+    SndTimeo([i64; 2]),
 }
 
 impl SockOpt {
@@ -128,6 +135,25 @@ impl SockOpt {
                 (tcp, libc::TCP_REPAIR_WINDOW, bytes, "TCP_REPAIR_WINDOW")
             }
             SockOpt::TcpNoDelay => (tcp, libc::TCP_NODELAY, one, "TCP_NODELAY"),
+            SockOpt::Int(level, name, v) => {
+                let what = crate::sys::tcp::INT_OPTS
+                    .iter()
+                    .find(|o| o.0 == *level && o.1 == *name)
+                    .map_or("setsockopt", |o| o.2);
+                (*level, *name, v.to_le_bytes().to_vec(), what)
+            }
+            SockOpt::Linger(l) => {
+                let bytes = l.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (sol, libc::SO_LINGER, bytes, "SO_LINGER")
+            }
+            SockOpt::RcvTimeo(t) => {
+                let bytes = t.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (sol, libc::SO_RCVTIMEO, bytes, "SO_RCVTIMEO")
+            }
+            SockOpt::SndTimeo(t) => {
+                let bytes = t.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (sol, libc::SO_SNDTIMEO, bytes, "SO_SNDTIMEO")
+            }
         }
     }
 }

@@ -122,6 +122,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("udpecho", "udpecho.c", &[]),
     ("inheritfd", "inheritfd.c", &[]),
     ("dgname", "dgname.c", &[]),
+    // tests/e2e_net.rs: TCP sockets in every state restore brings back
+    ("tcpstates", "tcpstates.c", &[]),
     // tests/e2e_mapfile.rs: mapped memfds and mapped deleted files
     ("memmap", "memmap.c", &[]),
     // tests/e2e_filerace.rs: files swapped between plan and stage, recreated setuid files

@@ -616,6 +616,31 @@ fn read_dup(r: &mut Reader, k: &str, d: i32, socket: bool) {
         ("SO_PEEK_OFF", libc::SOL_SOCKET, libc::SO_PEEK_OFF),
         ("SO_TIMESTAMP", libc::SOL_SOCKET, libc::SO_TIMESTAMP),
         ("TCP_NODELAY", libc::IPPROTO_TCP, libc::TCP_NODELAY),
+        ("TCP_CORK", libc::IPPROTO_TCP, libc::TCP_CORK),
+        ("TCP_KEEPIDLE", libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
+        ("TCP_KEEPINTVL", libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
+        ("TCP_KEEPCNT", libc::IPPROTO_TCP, libc::TCP_KEEPCNT),
+        (
+            "TCP_USER_TIMEOUT",
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+        ),
+        (
+            "TCP_NOTSENT_LOWAT",
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+        ),
+        ("TCP_SYNCNT", libc::IPPROTO_TCP, libc::TCP_SYNCNT),
+        ("TCP_LINGER2", libc::IPPROTO_TCP, libc::TCP_LINGER2),
+        ("IP_TOS", libc::IPPROTO_IP, libc::IP_TOS),
+        ("IP_TTL", libc::IPPROTO_IP, libc::IP_TTL),
+        ("IPV6_V6ONLY", libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+        ("IPV6_TCLASS", libc::IPPROTO_IPV6, libc::IPV6_TCLASS),
+        (
+            "IPV6_UNICAST_HOPS",
+            libc::IPPROTO_IPV6,
+            libc::IPV6_UNICAST_HOPS,
+        ),
     ] {
         r.conf(format!("{k}.sock.{name}"), int_opt(level, opt));
     }

@@ -1,0 +1,133 @@
+//! End-to-end tests of TCP sockets in the states restore brings back besides a
+//! connection (created and not connected, bound and not listening, listening), over
+//! IPv4, IPv6 and IPv4-mapped IPv6, with their options; and of the states dump refuses
+//! (half-closed, ended). Each restored run is compared with the original through the
+//! state oracle and through its own behaviour (the bound sockets still hold their ports,
+//! the new one connects, options read back and are inherited by accepted sockets).
+//!
+//! Needs root. Run with cargo-nextest, one process per test (see README.md).
+
+mod common;
+
+use common::oracle::{self, Cmp, Snapshot};
+use common::*;
+
+/// The oracle's snapshot of the tree of `pid` once it is at rest.
+fn at_rest(pid: i32, what: &str) -> Snapshot {
+    let deadline = std::time::Instant::now() + timeout();
+    loop {
+        let s = Snapshot::take(pid);
+        if s.still() {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: the target never came to rest (moving: {:?})",
+            s.volatile
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// What a run of `tcpstates` prints after "ready" for "report", "check" and "exit".
+fn use_all(p: &mut Proc) -> String {
+    p.write_stdin(b"report\ncheck\nexit\n");
+    p.close_stdin();
+    let fin = p.finish();
+    let out = String::from_utf8_lossy(&fin.stdout).into_owned();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "tcpstates: exit; output:\n{out}\nstderr:\n{}",
+        String::from_utf8_lossy(&fin.stderr)
+    );
+    out.trim_start_matches("ready\n").to_string()
+}
+
+#[test]
+fn tcp_sockets_not_connected_bound_and_listening_keep_addresses_and_options() {
+    let name = "tcp_sockets_not_connected_bound_and_listening_keep_addresses_and_options";
+    let ctx = Ctx::new(name);
+    let spec = Spec::new(target("tcpstates")).stdin(In::Pipe);
+    let mut reference = ctx.spawn(&spec);
+    reference.wait_for("ready\n");
+    let want = use_all(&mut reference);
+    assert!(want.ends_with("check: done\n"), "reference run: {want}");
+
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let pid = t.pid;
+    let before = at_rest(pid, name);
+    let img = ctx.path("tcpstates.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&[pid], name);
+    let inspect = ctx.inspect_json(&img).to_string();
+    assert!(
+        inspect.contains("TcpUnconnected"),
+        "{name}: the image should hold TCP sockets not connected: {inspect}"
+    );
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    let deadline = std::time::Instant::now() + timeout();
+    while !oracle::restored_tree_up(&before) {
+        assert!(
+            std::time::Instant::now() < deadline && r.try_wait().is_none(),
+            "{name}: the restored tree does not run: {}",
+            r.stderr.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let after = at_rest(pid, name);
+    oracle::assert_same_kernel_state(
+        name,
+        &format!("{name}: tcpstates"),
+        Cmp::Restored,
+        &before,
+        &after,
+        &[],
+    );
+    let got = use_all(&mut r);
+    assert_eq!(got, want, "{name}: the restored run against the reference");
+}
+
+/// Dump of `tcpstates MODE` is refused naming descriptor 3 and `why`; the target runs
+/// on untouched (and, for CLOSE_WAIT, still reads the rest, the end of file, and writes).
+fn refused(name: &str, mode: &str, why: &str, after: Option<&str>) {
+    let ctx = Ctx::new(name);
+    let mut t = ctx.spawn(&Spec::new(target("tcpstates")).arg(mode).stdin(In::Pipe));
+    t.wait_for("ready\n");
+    let img = ctx.path("refused.img");
+    ctx.try_dump(t.pid, &img)
+        .assert_fails(1)
+        .assert_stderr_mentions(&["descriptor 3", why]);
+    assert!(!img.exists(), "{name}: a refused dump left an image");
+    assert_running_untraced(t.pid, name);
+    if let Some(line) = after {
+        t.write_stdin(b"check\n");
+        t.wait_for(line);
+    }
+    t.write_stdin(b"exit\n");
+    t.close_stdin();
+    let fin = t.finish();
+    assert_eq!(fin.status.code(), Some(0), "{name}: the target's exit");
+}
+
+#[test]
+fn tcp_close_wait_is_refused_at_dump_and_the_program_runs_on() {
+    refused(
+        "tcp_close_wait_is_refused_at_dump_and_the_program_runs_on",
+        "closewait",
+        "CLOSE_WAIT",
+        Some("check: read 4 rest then 0; write 1\n"),
+    );
+}
+
+#[test]
+fn tcp_socket_reset_by_its_peer_is_refused_at_dump() {
+    refused(
+        "tcp_socket_reset_by_its_peer_is_refused_at_dump",
+        "ended",
+        "connection has ended",
+        None,
+    );
+}
