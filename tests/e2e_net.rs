@@ -29,7 +29,7 @@ fn at_rest(pid: i32, what: &str) -> Snapshot {
     }
 }
 
-/// What a run of `tcpstates` prints after "ready" for "report", "check" and "exit".
+/// What a run prints after "ready" for "report", "check" and "exit".
 fn use_all(p: &mut Proc) -> String {
     p.write_stdin(b"report\ncheck\nexit\n");
     p.close_stdin();
@@ -38,17 +38,18 @@ fn use_all(p: &mut Proc) -> String {
     assert_eq!(
         fin.status.code(),
         Some(0),
-        "tcpstates: exit; output:\n{out}\nstderr:\n{}",
+        "exit; output:\n{out}\nstderr:\n{}",
         String::from_utf8_lossy(&fin.stderr)
     );
     out.trim_start_matches("ready\n").to_string()
 }
 
-#[test]
-fn tcp_sockets_not_connected_bound_and_listening_keep_addresses_and_options() {
-    let name = "tcp_sockets_not_connected_bound_and_listening_keep_addresses_and_options";
+/// Run `prog` once uninterrupted and once dumped (killed) and restored once ready: the
+/// oracle sees the same kernel state before and after, the image holds `kind`, and the
+/// restored run prints what the uninterrupted one did.
+fn restored_like_reference(name: &str, prog: &str, kind: &str) {
     let ctx = Ctx::new(name);
-    let spec = Spec::new(target("tcpstates")).stdin(In::Pipe);
+    let spec = Spec::new(target(prog)).stdin(In::Pipe);
     let mut reference = ctx.spawn(&spec);
     reference.wait_for("ready\n");
     let want = use_all(&mut reference);
@@ -58,14 +59,14 @@ fn tcp_sockets_not_connected_bound_and_listening_keep_addresses_and_options() {
     t.wait_for("ready\n");
     let pid = t.pid;
     let before = at_rest(pid, name);
-    let img = ctx.path("tcpstates.img");
+    let img = ctx.path("net.img");
     ctx.dump(pid, &img);
     t.expect_killed();
     wait_pids_gone(&[pid], name);
     let inspect = ctx.inspect_json(&img).to_string();
     assert!(
-        inspect.contains("TcpUnconnected"),
-        "{name}: the image should hold TCP sockets not connected: {inspect}"
+        inspect.contains(kind),
+        "{name}: the image should hold {kind}: {inspect}"
     );
     let mut r = ctx.restore(&img, &[], In::Pipe);
     let deadline = std::time::Instant::now() + timeout();
@@ -80,7 +81,7 @@ fn tcp_sockets_not_connected_bound_and_listening_keep_addresses_and_options() {
     let after = at_rest(pid, name);
     oracle::assert_same_kernel_state(
         name,
-        &format!("{name}: tcpstates"),
+        &format!("{name}: {prog}"),
         Cmp::Restored,
         &before,
         &after,
@@ -90,11 +91,29 @@ fn tcp_sockets_not_connected_bound_and_listening_keep_addresses_and_options() {
     assert_eq!(got, want, "{name}: the restored run against the reference");
 }
 
-/// Dump of `tcpstates MODE` is refused naming descriptor 3 and `why`; the target runs
+#[test]
+fn tcp_sockets_not_connected_bound_and_listening_keep_addresses_and_options() {
+    restored_like_reference(
+        "tcp_sockets_not_connected_bound_and_listening_keep_addresses_and_options",
+        "tcpstates",
+        "TcpUnconnected",
+    );
+}
+
+#[test]
+fn netlink_route_uevent_and_generic_sockets_keep_port_groups_and_options() {
+    restored_like_reference(
+        "netlink_route_uevent_and_generic_sockets_keep_port_groups_and_options",
+        "nlsock",
+        "Netlink",
+    );
+}
+
+/// Dump of `PROG MODE` is refused naming descriptor 3 and `why`; the target runs
 /// on untouched (and, for CLOSE_WAIT, still reads the rest, the end of file, and writes).
-fn refused(name: &str, mode: &str, why: &str, after: Option<&str>) {
+fn refused(name: &str, prog: &str, mode: &str, why: &str, after: Option<&str>) {
     let ctx = Ctx::new(name);
-    let mut t = ctx.spawn(&Spec::new(target("tcpstates")).arg(mode).stdin(In::Pipe));
+    let mut t = ctx.spawn(&Spec::new(target(prog)).arg(mode).stdin(In::Pipe));
     t.wait_for("ready\n");
     let img = ctx.path("refused.img");
     ctx.try_dump(t.pid, &img)
@@ -116,6 +135,7 @@ fn refused(name: &str, mode: &str, why: &str, after: Option<&str>) {
 fn tcp_close_wait_is_refused_at_dump_and_the_program_runs_on() {
     refused(
         "tcp_close_wait_is_refused_at_dump_and_the_program_runs_on",
+        "tcpstates",
         "closewait",
         "CLOSE_WAIT",
         Some("check: read 4 rest then 0; write 1\n"),
@@ -126,8 +146,20 @@ fn tcp_close_wait_is_refused_at_dump_and_the_program_runs_on() {
 fn tcp_socket_reset_by_its_peer_is_refused_at_dump() {
     refused(
         "tcp_socket_reset_by_its_peer_is_refused_at_dump",
+        "tcpstates",
         "ended",
         "connection has ended",
+        None,
+    );
+}
+
+#[test]
+fn netlink_socket_with_unread_messages_is_refused_at_dump() {
+    refused(
+        "netlink_socket_with_unread_messages_is_refused_at_dump",
+        "nlsock",
+        "queued",
+        "netlink socket (NETLINK_ROUTE) with messages waiting",
         None,
     );
 }

@@ -325,6 +325,8 @@ pub enum FdKind {
         sock: Box<TcpUnconnState>,
         flags: u32,
     },
+    /// A netlink socket (route, uevent, generic...): protocol, port id, groups.
+    Netlink { sock: Box<NetlinkState>, flags: u32 },
     /// A descriptor leading outside the dumped tree (a pipe or socket whose other end a
     /// process not dumped holds), recorded at `ckpt dump --external`. Restore needs
     /// `--inherit-fd N:KEY` to give one of its own descriptors in its place; `key` is
@@ -452,6 +454,25 @@ pub struct TcpState {
     /// Further options set on it (none in images made before they were recorded).
     #[serde(default)]
     pub opts: Option<TcpOpts>,
+}
+
+/// A netlink socket of [`FdKind::Netlink`] (with no message waiting to be read).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetlinkState {
+    /// NETLINK_ROUTE, NETLINK_KOBJECT_UEVENT, NETLINK_GENERIC...
+    pub protocol: i32,
+    /// SOCK_RAW or SOCK_DGRAM.
+    pub typ: i32,
+    /// Port id it is bound to (0: not bound yet).
+    pub portid: u32,
+    /// Multicast groups: bit `i` of word `w` is group `32 * w + i + 1`.
+    pub groups: Vec<u32>,
+    /// Connected destination (port id, group); 0 when not connected.
+    pub dst_portid: u32,
+    pub dst_group: u32,
+    /// Netlink options on (SOL_NETLINK option numbers).
+    pub nl_opts: Vec<i32>,
+    pub opts: SockOpts,
 }
 
 /// A TCP socket of [`FdKind::TcpUnconnected`].

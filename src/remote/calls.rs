@@ -136,10 +136,24 @@ impl SockOpt {
             }
             SockOpt::TcpNoDelay => (tcp, libc::TCP_NODELAY, one, "TCP_NODELAY"),
             SockOpt::Int(level, name, v) => {
+                let nl = crate::sys::netlink::NETLINK_OPTS
+                    .iter()
+                    .find(|o| *level == libc::SOL_NETLINK && o.0 == *name)
+                    .map(|o| o.1);
                 let what = crate::sys::tcp::INT_OPTS
                     .iter()
                     .find(|o| o.0 == *level && o.1 == *name)
-                    .map_or("setsockopt", |o| o.2);
+                    .map(|o| o.2)
+                    .or(nl)
+                    .unwrap_or(
+                        if *level == libc::SOL_NETLINK
+                            && *name == crate::sys::netlink::ADD_MEMBERSHIP
+                        {
+                            "NETLINK_ADD_MEMBERSHIP"
+                        } else {
+                            "setsockopt"
+                        },
+                    );
                 (*level, *name, v.to_le_bytes().to_vec(), what)
             }
             SockOpt::Linger(l) => {

@@ -8,6 +8,7 @@ pub(crate) mod deferred;
 pub(crate) mod file;
 pub(crate) mod inject;
 pub(crate) mod mem;
+pub(crate) mod netlink;
 pub(crate) mod netlock;
 pub(crate) mod pathfd;
 pub(crate) mod probe;

@@ -12,6 +12,7 @@ mod ghost;
 pub(crate) mod held;
 pub(crate) mod inotify;
 pub(crate) mod lock;
+pub(crate) mod netlink;
 pub(crate) mod pipe;
 pub(crate) mod tcp;
 #[cfg(test)]
@@ -148,6 +149,14 @@ pub(crate) fn check_sockets(
                         ),
                     )
                 }
+                FdKind::Netlink { sock: n, .. } if !netlink::netlink_ok(n) => check::p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} is an invalid netlink socket",
+                        f.fd, q.pid
+                    ),
+                ),
                 FdKind::TcpUnconnected { sock: u, .. } if !tcp::unconn_ok(u) => check::p(
                     problems,
                     "malformed",
@@ -278,8 +287,11 @@ pub(crate) fn check_fd(
         FdKind::TcpUnconnected { sock: u, .. } if f.shared_with.is_none() && !held.live => {
             tcp::check_tcp_addr(u, f.fd, problems)
         }
+        FdKind::Netlink { sock: n, .. } if f.shared_with.is_none() && !held.live => {
+            netlink::check_portid(n, f.fd, problems)
+        }
         FdKind::External { .. } => {}
-        FdKind::TcpUnconnected { .. } => {}
+        FdKind::TcpUnconnected { .. } | FdKind::Netlink { .. } => {}
         FdKind::Memfd { .. }
         | FdKind::TcpListen { .. }
         | FdKind::TcpConn { .. }
@@ -316,6 +328,7 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
         FdKind::TcpListen { addr, backlog, .. } => tcp::describe_listen(addr, *backlog),
         FdKind::TcpConn { conn, .. } => tcp::describe_conn(conn),
         FdKind::TcpUnconnected { sock, .. } => tcp::describe_unconn(sock),
+        FdKind::Netlink { sock, .. } => netlink::describe(sock),
         FdKind::UnixDgram { sock: u, .. } => unix::describe_dgram(u),
         FdKind::Udp { sock: u, .. } => udp::describe(u),
         FdKind::Memfd {
@@ -552,6 +565,7 @@ pub(crate) fn restore_inode_owner(cx: &mut Ctx<'_>, f: &Fd) -> RestoreResult<()>
             | FdKind::TcpListen { .. }
             | FdKind::TcpConn { .. }
             | FdKind::TcpUnconnected { .. }
+            | FdKind::Netlink { .. }
             | FdKind::Udp { .. }
     );
     if !made || f.shared_with.is_some() {
@@ -709,6 +723,10 @@ fn restore_fd(
         }
         FdKind::TcpUnconnected { sock, flags } => {
             let n = tcp::create_tcp_unconnected(cx, sock)?;
+            install(cx, n, f, *flags)
+        }
+        FdKind::Netlink { sock, flags } => {
+            let n = netlink::create_netlink(cx, sock)?;
             install(cx, n, f, *flags)
         }
         FdKind::TcpConn { conn, flags } => {

@@ -34,8 +34,9 @@ impl Drop for RepairGuard {
     }
 }
 
-/// A socket that sock_diag does not list as a unix one: a TCP socket listening or
-/// connected, or else a UDP one ([`udp::collect`]). Its kind is set in `f`; a socket of
+/// A socket that sock_diag does not list as a unix one: a TCP socket listening,
+/// connected or not yet connected, or else a netlink one ([`super::netlink::collect`])
+/// or a UDP one ([`udp::collect`]). Its kind is set in `f`; a socket of
 /// another kind is refused above the standard descriptors (0-2), which stay inherited.
 ///
 /// TCP: read with TCP_REPAIR through a duplicate that stays open (in repair mode, kept
@@ -157,7 +158,11 @@ pub(crate) fn collect_inet(
                 )));
             }
         }
-        sys::tcp::TcpSock::NotTcp => udp::collect(f, flags, &dup, refuse)?,
+        sys::tcp::TcpSock::NotTcp => {
+            if !super::netlink::collect(f, flags, &dup, refuse)? {
+                udp::collect(f, flags, &dup, refuse)?
+            }
+        }
     }
     Ok(())
 }
