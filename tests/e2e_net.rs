@@ -163,3 +163,50 @@ fn netlink_socket_with_unread_messages_is_refused_at_dump() {
         None,
     );
 }
+
+/// net.ipv4.ping_group_range widened to root's group for the test's life (ping sockets
+/// need it; it is put back after).
+struct PingGroups(Option<String>);
+
+const PING_RANGE: &str = "/proc/sys/net/ipv4/ping_group_range";
+
+impl PingGroups {
+    fn allow_root() -> PingGroups {
+        let old =
+            std::fs::read_to_string(PING_RANGE).unwrap_or_else(|e| panic!("{PING_RANGE}: {e}"));
+        let mut it = old
+            .split_whitespace()
+            .map(|v| v.parse::<i64>().unwrap_or(-1));
+        let (lo, hi) = (it.next().unwrap_or(1), it.next().unwrap_or(0));
+        if lo <= 0 && hi >= 0 {
+            return PingGroups(None);
+        }
+        std::fs::write(PING_RANGE, "0 0").unwrap_or_else(|e| panic!("{PING_RANGE}: {e}"));
+        PingGroups(Some(old.replace('\t', " ")))
+    }
+}
+
+impl Drop for PingGroups {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            let _ = std::fs::write(PING_RANGE, old.trim());
+        }
+    }
+}
+
+#[test]
+fn ping_and_raw_sockets_keep_identifier_filter_and_addresses_and_still_ping() {
+    let _groups = PingGroups::allow_root();
+    restored_like_reference(
+        "ping_and_raw_sockets_keep_identifier_filter_and_addresses_and_still_ping",
+        "pingraw",
+        "InetRaw",
+    );
+    refused(
+        "ping_socket_with_a_reply_waiting_is_refused_at_dump",
+        "pingraw",
+        "queued",
+        "an ICMP ping socket (IPv4) with a packet waiting to be read",
+        None,
+    );
+}

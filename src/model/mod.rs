@@ -327,6 +327,8 @@ pub enum FdKind {
     },
     /// A netlink socket (route, uevent, generic...): protocol, port id, groups.
     Netlink { sock: Box<NetlinkState>, flags: u32 },
+    /// A raw IP socket, or an ICMP ping socket (SOCK_DGRAM, IPPROTO_ICMP{,V6}).
+    InetRaw { sock: Box<InetRawState>, flags: u32 },
     /// A descriptor leading outside the dumped tree (a pipe or socket whose other end a
     /// process not dumped holds), recorded at `ckpt dump --external`. Restore needs
     /// `--inherit-fd N:KEY` to give one of its own descriptors in its place; `key` is
@@ -473,6 +475,28 @@ pub struct NetlinkState {
     /// Netlink options on (SOL_NETLINK option numbers).
     pub nl_opts: Vec<i32>,
     pub opts: SockOpts,
+}
+
+/// A socket of [`FdKind::InetRaw`] (with no packet waiting to be read).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct InetRawState {
+    /// AF_INET or AF_INET6.
+    pub family: i32,
+    /// SOCK_RAW, or SOCK_DGRAM for a ping socket.
+    pub typ: i32,
+    pub protocol: i32,
+    /// Raw bound address (for a ping socket the port is its ICMP identifier; 0 when
+    /// not bound).
+    #[serde(with = "serde_bytes")]
+    pub local: Vec<u8>,
+    /// Raw address of the connected peer; empty when not connected.
+    #[serde(with = "serde_bytes")]
+    pub peer: Vec<u8>,
+    pub v6only: bool,
+    pub sock: SockOpts,
+    /// Integer options that differ from a new socket's (IP_HDRINCL, ICMP_FILTER,
+    /// IP_TOS...), SO_LINGER and the timeouts.
+    pub opts: TcpOpts,
 }
 
 /// A TCP socket of [`FdKind::TcpUnconnected`].

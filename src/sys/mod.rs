@@ -6,6 +6,7 @@
 
 pub(crate) mod deferred;
 pub(crate) mod file;
+pub(crate) mod inetraw;
 pub(crate) mod inject;
 pub(crate) mod mem;
 pub(crate) mod netlink;

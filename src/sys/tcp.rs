@@ -316,9 +316,23 @@ pub const INT_OPTS: &[(i32, i32, &str)] = &[
         libc::IPV6_UNICAST_HOPS,
         "IPV6_UNICAST_HOPS",
     ),
+    (libc::SOL_IP, libc::IP_RECVERR, "IP_RECVERR"),
+    (libc::IPPROTO_IPV6, libc::IPV6_RECVERR, "IPV6_RECVERR"),
+    (libc::SOL_IP, libc::IP_PKTINFO, "IP_PKTINFO"),
+    (
+        libc::IPPROTO_IPV6,
+        libc::IPV6_RECVPKTINFO,
+        "IPV6_RECVPKTINFO",
+    ),
+    // Raw and ping sockets (a TCP socket never has them on).
+    (libc::SOL_IP, libc::IP_HDRINCL, "IP_HDRINCL"),
+    (libc::SOL_RAW, ICMP_FILTER, "ICMP_FILTER"),
     // After IP_TOS and IPV6_TCLASS, which set the priority from the class they give.
     (libc::SOL_SOCKET, libc::SO_PRIORITY, "SO_PRIORITY"),
 ];
+
+/// ICMP_FILTER (linux/icmp.h): the ICMP types a raw ICMP socket drops, one bit each.
+pub const ICMP_FILTER: i32 = 1;
 
 /// Options of a TCP socket beyond addresses, buffers and reuse, as [`changed_opts`]
 /// reads them.
@@ -350,23 +364,23 @@ fn getsockopt_timeval(fd: &OwnedFd, name: i32) -> Result<[i64; 2]> {
 /// The options of TCP socket `fd` (of `family`) that differ from those of a new TCP
 /// socket of the same family made here, with SO_LINGER and the timeouts when set.
 pub fn changed_opts(fd: &OwnedFd, family: i32) -> Result<ExtraOpts> {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto};
-    let af = if family == libc::AF_INET6 {
-        AddressFamily::INET6
-    } else {
-        AddressFamily::INET
-    };
-    let fresh = rustix::net::socket_with(
-        af,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        Some(ipproto::TCP),
-    )
-    .map_err(|e| super::rerr("socket(TCP)", e))?;
+    changed_opts_of(fd, family, libc::SOCK_STREAM, libc::IPPROTO_TCP)
+}
+
+/// [`changed_opts`] for a socket of any type and protocol of the IP families. Where
+/// ckpt cannot make such a socket itself (a ping socket outside
+/// net.ipv4.ping_group_range), every option that reads is kept.
+pub fn changed_opts_of(fd: &OwnedFd, family: i32, typ: i32, proto: i32) -> Result<ExtraOpts> {
+    // SAFETY: plain socket call; the descriptor is owned right away.
+    let raw = unsafe { libc::socket(family, typ | libc::SOCK_CLOEXEC, proto) };
+    let fresh = (raw >= 0).then(|| {
+        // SAFETY: `raw` is a new descriptor of ours.
+        unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) }
+    });
     let mut out = ExtraOpts::default();
     for &(level, name, _) in INT_OPTS {
         if let Some(v) = getsockopt_int(fd, level, name) {
-            if getsockopt_int(&fresh, level, name) != Some(v) {
+            if fresh.as_ref().and_then(|f| getsockopt_int(f, level, name)) != Some(v) {
                 out.ints.push((level, name, v));
             }
         }

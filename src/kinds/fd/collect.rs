@@ -287,6 +287,7 @@ pub(crate) fn link_shared_fds(procs: &mut [Process]) -> DumpResult<()> {
             FdKind::UnixDgram { .. } => Some((2, 9, 0)),
             FdKind::TcpUnconnected { .. } => Some((2, 10, 0)),
             FdKind::Netlink { .. } => Some((2, 11, 0)),
+            FdKind::InetRaw { .. } => Some((2, 12, 0)),
             FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. } => Some((4, *data, 0)),
             FdKind::Inherited { .. } | FdKind::External { .. } => None,
         }

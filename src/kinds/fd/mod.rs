@@ -10,6 +10,7 @@ pub(crate) mod fifo;
 pub(crate) mod file;
 mod ghost;
 pub(crate) mod held;
+pub(crate) mod inetraw;
 pub(crate) mod inotify;
 pub(crate) mod lock;
 pub(crate) mod netlink;
@@ -149,6 +150,14 @@ pub(crate) fn check_sockets(
                         ),
                     )
                 }
+                FdKind::InetRaw { sock: r, .. } if !inetraw::raw_ok(r) => check::p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} is an invalid raw or ping socket",
+                        f.fd, q.pid
+                    ),
+                ),
                 FdKind::Netlink { sock: n, .. } if !netlink::netlink_ok(n) => check::p(
                     problems,
                     "malformed",
@@ -291,7 +300,7 @@ pub(crate) fn check_fd(
             netlink::check_portid(n, f.fd, problems)
         }
         FdKind::External { .. } => {}
-        FdKind::TcpUnconnected { .. } | FdKind::Netlink { .. } => {}
+        FdKind::TcpUnconnected { .. } | FdKind::Netlink { .. } | FdKind::InetRaw { .. } => {}
         FdKind::Memfd { .. }
         | FdKind::TcpListen { .. }
         | FdKind::TcpConn { .. }
@@ -329,6 +338,7 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
         FdKind::TcpConn { conn, .. } => tcp::describe_conn(conn),
         FdKind::TcpUnconnected { sock, .. } => tcp::describe_unconn(sock),
         FdKind::Netlink { sock, .. } => netlink::describe(sock),
+        FdKind::InetRaw { sock, .. } => inetraw::describe(sock),
         FdKind::UnixDgram { sock: u, .. } => unix::describe_dgram(u),
         FdKind::Udp { sock: u, .. } => udp::describe(u),
         FdKind::Memfd {
@@ -566,6 +576,7 @@ pub(crate) fn restore_inode_owner(cx: &mut Ctx<'_>, f: &Fd) -> RestoreResult<()>
             | FdKind::TcpConn { .. }
             | FdKind::TcpUnconnected { .. }
             | FdKind::Netlink { .. }
+            | FdKind::InetRaw { .. }
             | FdKind::Udp { .. }
     );
     if !made || f.shared_with.is_some() {
@@ -727,6 +738,10 @@ fn restore_fd(
         }
         FdKind::Netlink { sock, flags } => {
             let n = netlink::create_netlink(cx, sock)?;
+            install(cx, n, f, *flags)
+        }
+        FdKind::InetRaw { sock, flags } => {
+            let n = inetraw::create_inet_raw(cx, sock)?;
             install(cx, n, f, *flags)
         }
         FdKind::TcpConn { conn, flags } => {

@@ -1,4 +1,4 @@
-//! Netlink sockets (route, uevent, generic and the other protocols a program may open):
+//! Netlink sockets (route, uevent, generic, sock_diag):
 //! protocol, port id, multicast groups, connected destination and options. A socket
 //! with messages waiting to be read is refused (the kernel's messages cannot be put
 //! back).
@@ -23,6 +23,13 @@ pub(crate) fn collect(
         return Ok(false);
     };
     let what = sys::tcp::socket_kind(dup)?;
+    if !PROTOCOLS.contains(&n.protocol) {
+        return Err(refuse(&format!(
+            "{what}: of the netlink protocols only route, uevent, generic and sock_diag \
+             sockets are restored (the kernel keeps state of the others' sockets that \
+             dump does not read)"
+        )));
+    }
     if n.queued {
         return Err(refuse(&format!(
             "{what} with messages waiting to be read (the kernel's messages cannot be \
@@ -55,13 +62,22 @@ pub(crate) fn collect(
 
 // ---- checks (plan) ----
 
+/// The netlink protocols whose sockets restore brings back: their whole state is the
+/// socket's own (port id, groups, options).
+const PROTOCOLS: &[i32] = &[
+    libc::NETLINK_ROUTE,
+    libc::NETLINK_KOBJECT_UEVENT,
+    libc::NETLINK_GENERIC,
+    libc::NETLINK_SOCK_DIAG,
+];
+
 /// Most group words a record may have (groups up to 32 * 64).
 const MAX_GROUP_WORDS: usize = 64;
 
 /// A netlink record restore can build.
 pub(crate) fn netlink_ok(n: &NetlinkState) -> bool {
     (n.typ == libc::SOCK_RAW || n.typ == libc::SOCK_DGRAM)
-        && (0..32).contains(&n.protocol)
+        && PROTOCOLS.contains(&n.protocol)
         && n.groups.len() <= MAX_GROUP_WORDS
         && n.nl_opts
             .iter()

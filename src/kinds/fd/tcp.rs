@@ -159,7 +159,9 @@ pub(crate) fn collect_inet(
             }
         }
         sys::tcp::TcpSock::NotTcp => {
-            if !super::netlink::collect(f, flags, &dup, refuse)? {
+            if !super::netlink::collect(f, flags, &dup, refuse)?
+                && !super::inetraw::collect(pid, f, flags, &dup, refuse)?
+            {
                 udp::collect(f, flags, &dup, refuse)?
             }
         }
