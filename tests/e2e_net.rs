@@ -209,4 +209,11 @@ fn ping_and_raw_sockets_keep_identifier_filter_and_addresses_and_still_ping() {
         "an ICMP ping socket (IPv4) with a packet waiting to be read",
         None,
     );
+    refused(
+        "socket_with_a_filter_attached_is_refused_at_dump",
+        "pingraw",
+        "filtered",
+        "with a socket filter attached",
+        None,
+    );
 }

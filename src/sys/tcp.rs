@@ -428,3 +428,29 @@ pub fn try_bind(family: i32, addr: std::net::SocketAddr, v6only: bool) -> std::i
     bind(&s, &addr)?;
     Ok(())
 }
+
+/// Whether a socket filter is attached to the socket (SO_ATTACH_FILTER, or an eBPF one
+/// with SO_ATTACH_BPF / SO_ATTACH_REUSEPORT_*BPF that SO_GET_FILTER cannot read back).
+pub fn has_filter(fd: &OwnedFd) -> Result<bool> {
+    let mut len: libc::socklen_t = 0;
+    // SAFETY: a zero length asks only for the number of filter blocks: the kernel
+    // writes nothing through the (unused, non-null) value pointer, only `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_GET_FILTER,
+            std::ptr::NonNull::<u8>::dangling().as_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        // An eBPF filter has no classic program to read.
+        if e.raw_os_error() == Some(libc::EACCES) {
+            return Ok(true);
+        }
+        return Err(SysError::io("SO_GET_FILTER", e));
+    }
+    Ok(len != 0)
+}

@@ -8,11 +8,12 @@
  * address is the same as at setup. On "check" it pings 127.0.0.1 through the ping
  * socket (and ::1 through the IPv6 one), reads the first packet the raw ICMP socket
  * got, and sends itself a packet through the raw IPv6 socket. On "exit" or end of file
- * it exits 0. With the argument "queued", the ping socket has a reply waiting instead
- * (dump refuses it). */
+ * it exits 0. With the argument "queued", the ping socket has a reply waiting; with
+ * "filtered", a socket filter attached (dump refuses either). */
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <linux/filter.h>
 #include <netinet/icmp6.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
@@ -73,7 +74,7 @@ static void ping(int fd, int v6, unsigned short seq)
 	}
 }
 
-static void setup(int queued)
+static void setup(int queued, int filtered)
 {
 	ping4 = socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP);
 	if (ping4 < 0)
@@ -103,6 +104,12 @@ static void setup(int queued)
 	    connect(raw6, (struct sockaddr *)&lo6, sizeof lo6))
 		die("raw6: %s", strerror(errno));
 	remember(raw6);
+	if (filtered) {
+		struct sock_filter all[] = { BPF_STMT(BPF_RET | BPF_K, 0xffff) };
+		struct sock_fprog prog = { 1, all };
+		if (setsockopt(ping4, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog))
+			die("SO_ATTACH_FILTER: %s", strerror(errno));
+	}
 	if (queued) {
 		ping(ping4, 0, 9);
 		usleep(100000);
@@ -158,7 +165,7 @@ static void check(void)
 
 int main(int argc, char **argv)
 {
-	setup(argc > 1 && !strcmp(argv[1], "queued"));
+	setup(argc > 1 && !strcmp(argv[1], "queued"), argc > 1 && !strcmp(argv[1], "filtered"));
 	out("ready\n");
 	char line[256];
 	size_t have = 0;

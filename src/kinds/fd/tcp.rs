@@ -50,6 +50,12 @@ pub(crate) fn collect_inet(
     refuse: &dyn Fn(&str) -> DumpError,
 ) -> DumpResult<()> {
     let dup = sys::process::steal_fd(pid, f.fd)?;
+    if sys::tcp::has_filter(&dup)? {
+        return Err(refuse(&format!(
+            "{} with a socket filter attached (SO_ATTACH_FILTER or BPF): not restored yet",
+            sys::tcp::socket_kind(&dup)?
+        )));
+    }
     let opts = |family: i32| -> DumpResult<TcpOpts> {
         let o = sys::tcp::changed_opts(&dup, family)?;
         Ok(TcpOpts {
