@@ -772,3 +772,44 @@ fn tcp_socket_never_bound_is_not_bound_and_bad_options_are_refused() {
     assert!(!tcp::unconn_ok(&u));
     assert!(!tcp::tcp_opts_ok(&u.opts));
 }
+
+#[test]
+fn netlink_socket_takes_its_port_then_each_group_then_its_destination() {
+    use crate::model::NetlinkState;
+    let p = process();
+    let n = NetlinkState {
+        protocol: libc::NETLINK_ROUTE,
+        typ: libc::SOCK_RAW,
+        portid: 4242,
+        groups: vec![0b101, 0, 1],
+        dst_group: 0,
+        dst_portid: 0,
+        nl_opts: vec![linux_raw_sys::netlink::NETLINK_NO_ENOBUFS as i32],
+        opts: SockOpts::default(),
+    };
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| {
+        crate::kinds::fd::netlink::create_netlink(cx, &n)
+    })
+    .expect("netlink");
+    assert_eq!(
+        names(&rec),
+        [
+            "socket(AF_NETLINK)",
+            "NETLINK_NO_ENOBUFS",
+            "bind netlink socket",
+            "NETLINK_ADD_MEMBERSHIP",
+            "NETLINK_ADD_MEMBERSHIP",
+            "NETLINK_ADD_MEMBERSHIP",
+        ]
+    );
+    let calls = rec.calls();
+    let group = |i: usize| i32::from_le_bytes(arg_bytes(&rec, &calls[i], 3, 4).try_into().unwrap());
+    // groups 1 and 3 of the first word, group 65 of the third
+    assert_eq!([group(3), group(4), group(5)], [1, 3, 65]);
+    let bound = arg_bytes(&rec, &calls[2], 1, 12);
+    assert_eq!(&bound[4..8], &4242u32.to_ne_bytes());
+    each_failure_stops_there(&p, 6, |cx| {
+        crate::kinds::fd::netlink::create_netlink(cx, &n)
+    });
+}
