@@ -121,3 +121,21 @@ pub fn inspect(pid: i32, fd: &OwnedFd) -> Result<Option<RawSock>> {
         queued,
     }))
 }
+
+/// Whether ckpt (whose credentials the restore's stub has when it makes descriptors)
+/// may make an ICMP ping socket of `family` here (net.ipv4.ping_group_range).
+pub fn try_ping(family: i32) -> std::io::Result<()> {
+    let proto = if family == libc::AF_INET6 {
+        libc::IPPROTO_ICMPV6
+    } else {
+        libc::IPPROTO_ICMP
+    };
+    // SAFETY: plain socket call; the descriptor is owned right away.
+    let s = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, proto) };
+    if s < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `s` is a new descriptor of ours; dropping it closes it.
+    drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(s) });
+    Ok(())
+}

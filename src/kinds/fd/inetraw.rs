@@ -96,6 +96,24 @@ pub(crate) fn raw_ok(r: &InetRawState) -> bool {
         && tcp_opts_ok(&r.opts)
 }
 
+/// A ping socket can be made here: the stub makes it with ckpt's credentials, whose
+/// group net.ipv4.ping_group_range must hold.
+pub(crate) fn check_ping(r: &InetRawState, fd: i32, problems: &mut Vec<crate::error::Problem>) {
+    if r.typ != libc::SOCK_DGRAM {
+        return;
+    }
+    if let Err(e) = sys::inetraw::try_ping(r.family) {
+        crate::kinds::check::p(
+            problems,
+            "ping-socket",
+            format!(
+                "descriptor {fd}: an ICMP ping socket cannot be made here ({e}): \
+                 net.ipv4.ping_group_range must hold ckpt's group"
+            ),
+        );
+    }
+}
+
 /// What `inspect` says of one.
 pub(crate) fn describe(r: &InetRawState) -> String {
     format!(

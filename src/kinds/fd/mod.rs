@@ -299,6 +299,9 @@ pub(crate) fn check_fd(
         FdKind::Netlink { sock: n, .. } if f.shared_with.is_none() && !held.live => {
             netlink::check_portid(n, f.fd, problems)
         }
+        FdKind::InetRaw { sock: r, .. } if f.shared_with.is_none() => {
+            inetraw::check_ping(r, f.fd, problems)
+        }
         FdKind::External { .. } => {}
         FdKind::TcpUnconnected { .. } | FdKind::Netlink { .. } | FdKind::InetRaw { .. } => {}
         FdKind::Memfd { .. }
