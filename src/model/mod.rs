@@ -575,6 +575,10 @@ pub struct UdpState {
     /// `IP_TRANSPARENT` (or `IPV6_TRANSPARENT`): the same, for a transparent proxy.
     #[serde(default)]
     pub transparent: bool,
+    /// Further options set on it (IP_TOS, SO_PRIORITY, SO_BROADCAST, IP_RECVERR,
+    /// timeouts...; none in images made before they were recorded).
+    #[serde(default)]
+    pub extra: Option<TcpOpts>,
 }
 
 /// One descriptor registered in an epoll instance.

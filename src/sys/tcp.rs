@@ -334,7 +334,7 @@ pub const INT_OPTS: &[(i32, i32, &str)] = &[
 /// ICMP_FILTER (linux/icmp.h): the ICMP types a raw ICMP socket drops, one bit each.
 pub const ICMP_FILTER: i32 = 1;
 
-/// Options of a TCP socket beyond addresses, buffers and reuse, as [`changed_opts`]
+/// Options of an IP socket beyond addresses, buffers and reuse, as [`changed_opts_of`]
 /// reads them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExtraOpts {
@@ -361,14 +361,9 @@ fn getsockopt_timeval(fd: &OwnedFd, name: i32) -> Result<[i64; 2]> {
     Ok([at(0), at(8)])
 }
 
-/// The options of TCP socket `fd` (of `family`) that differ from those of a new TCP
-/// socket of the same family made here, with SO_LINGER and the timeouts when set.
-pub fn changed_opts(fd: &OwnedFd, family: i32) -> Result<ExtraOpts> {
-    changed_opts_of(fd, family, libc::SOCK_STREAM, libc::IPPROTO_TCP)
-}
-
-/// [`changed_opts`] for a socket of any type and protocol of the IP families. Where
-/// ckpt cannot make such a socket itself (a ping socket outside
+/// The options of socket `fd` (of `family`, `typ`, `proto`: TCP, UDP, raw or ping) that
+/// differ from those of a new socket of the same kind made here, with SO_LINGER and the
+/// timeouts when set. Where ckpt cannot make such a socket itself (a ping socket outside
 /// net.ipv4.ping_group_range), every option that reads is kept.
 pub fn changed_opts_of(fd: &OwnedFd, family: i32, typ: i32, proto: i32) -> Result<ExtraOpts> {
     // SAFETY: plain socket call; the descriptor is owned right away.

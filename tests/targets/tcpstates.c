@@ -1,8 +1,8 @@
 /* TCP sockets in the states restore brings back besides connections: created and not
  * connected, bound but not listening, listening, over IPv4, IPv6 and IPv4-mapped IPv6,
  * each with options set (linger, keepalive and its timing, buffer sizes, TCP_NODELAY,
- * TCP_CORK, reuse, IP_TOS/IPV6_TCLASS, timeouts...); and a listener with a connection it
- * accepted on the same port.
+ * TCP_CORK, reuse, IP_TOS/IPV6_TCLASS, timeouts...); a listener with a connection it
+ * accepted on the same port; a UDP socket with options of the same kind.
  *
  * It prints "ready" once set up. On "report" it prints the options and whether each
  * socket still has the address it had (never a port: they differ between runs). On
@@ -24,7 +24,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
-static int plain, bound4, bound6, mapped, listen6, listen4, client, server;
+static int plain, bound4, bound6, mapped, listen6, listen4, client, server, udp;
 static struct sockaddr_storage addr_of[64];
 
 static void seti(int fd, int level, int name, int v)
@@ -138,6 +138,15 @@ static void setup(void)
 	remember(server);
 	if (write(client, "queued", 6) != 6)
 		die("write");
+	/* a UDP socket with options of the same kind */
+	udp = socket(AF_INET, SOCK_DGRAM, 0);
+	seti(udp, IPPROTO_IP, IP_TOS, 0x08);
+	seti(udp, SOL_SOCKET, SO_BROADCAST, 1);
+	seti(udp, SOL_SOCKET, SO_PRIORITY, 2);
+	seti(udp, IPPROTO_IP, IP_RECVERR, 1);
+	struct timeval stv = { 1, 250000 };
+	if (setsockopt(udp, SOL_SOCKET, SO_SNDTIMEO, &stv, sizeof stv))
+		die("SO_SNDTIMEO");
 }
 
 static void report(void)
@@ -169,6 +178,12 @@ static void report(void)
 	    same_addr(listen6), geti(listen6, IPPROTO_IPV6, IPV6_V6ONLY),
 	    geti(listen6, SOL_SOCKET, SO_KEEPALIVE), geti(listen6, IPPROTO_TCP, TCP_KEEPIDLE),
 	    geti(listen6, IPPROTO_TCP, TCP_NODELAY), same_addr(listen4), same_addr(server));
+	l = sizeof tv;
+	getsockopt(udp, SOL_SOCKET, SO_SNDTIMEO, &tv, &l);
+	out("report: udp tos=%#x broadcast=%d priority=%d recverr=%d sndtimeo=%ld.%06ld\n",
+	    geti(udp, IPPROTO_IP, IP_TOS), geti(udp, SOL_SOCKET, SO_BROADCAST),
+	    geti(udp, SOL_SOCKET, SO_PRIORITY), geti(udp, IPPROTO_IP, IP_RECVERR), (long)tv.tv_sec,
+	    (long)tv.tv_usec);
 }
 
 /* Connect a new socket of `family` to `to`, accept it on `lfd`; return the accepted

@@ -5,7 +5,7 @@
 use crate::error::{DumpError, DumpResult, RestoreError, RestoreResult};
 use crate::kinds::fd::tcp::{inet_addr, set_tcp_opts, show_inet, tcp_opts_ok};
 use crate::kinds::fd::udp::check_sockaddr;
-use crate::model::{Fd, FdKind, InetRawState, IntSockOpt, SockOpts, TcpOpts};
+use crate::model::{Fd, FdKind, InetRawState, SockOpts};
 use crate::remote::{Ctx, SockAddr, SockOpt};
 use crate::sys;
 
@@ -30,7 +30,7 @@ pub(crate) fn collect(
         )));
     }
     let o = sys::sockdiag::sock_opts(dup, false)?;
-    let x = sys::tcp::changed_opts_of(dup, r.family, r.typ, r.protocol)?;
+    let opts = super::tcp::extra_opts(dup, r.family, r.typ, r.protocol)?;
     f.kind = FdKind::InetRaw {
         sock: Box::new(InetRawState {
             family: r.family,
@@ -47,16 +47,7 @@ pub(crate) fn collect(
                 reuseport: o.reuseport,
                 buf_lock: o.buf_lock,
             },
-            opts: TcpOpts {
-                ints: x
-                    .ints
-                    .into_iter()
-                    .map(|(level, name, value)| IntSockOpt { level, name, value })
-                    .collect(),
-                linger: x.linger,
-                rcvtimeo: x.rcvtimeo,
-                sndtimeo: x.sndtimeo,
-            },
+            opts,
         }),
         flags,
     };

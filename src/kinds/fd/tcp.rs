@@ -56,19 +56,7 @@ pub(crate) fn collect_inet(
             sys::tcp::socket_kind(&dup)?
         )));
     }
-    let opts = |family: i32| -> DumpResult<TcpOpts> {
-        let o = sys::tcp::changed_opts(&dup, family)?;
-        Ok(TcpOpts {
-            ints: o
-                .ints
-                .into_iter()
-                .map(|(level, name, value)| IntSockOpt { level, name, value })
-                .collect(),
-            linger: o.linger,
-            rcvtimeo: o.rcvtimeo,
-            sndtimeo: o.sndtimeo,
-        })
-    };
+    let opts = |family: i32| extra_opts(&dup, family, libc::SOCK_STREAM, libc::IPPROTO_TCP);
     match sys::tcp::inspect(&dup)? {
         sys::tcp::TcpSock::Listen {
             family,
@@ -193,6 +181,26 @@ pub(crate) fn state_name(s: u8) -> String {
         _ => return format!("{s}"),
     };
     n.to_string()
+}
+
+/// The options of an IP socket ([`sys::tcp::changed_opts_of`]) as the image keeps them.
+pub(crate) fn extra_opts(
+    dup: &std::os::fd::OwnedFd,
+    family: i32,
+    typ: i32,
+    proto: i32,
+) -> DumpResult<TcpOpts> {
+    let o = sys::tcp::changed_opts_of(dup, family, typ, proto)?;
+    Ok(TcpOpts {
+        ints: o
+            .ints
+            .into_iter()
+            .map(|(level, name, value)| IntSockOpt { level, name, value })
+            .collect(),
+        linger: o.linger,
+        rcvtimeo: o.rcvtimeo,
+        sndtimeo: o.sndtimeo,
+    })
 }
 
 // ---- checks (plan) ----
