@@ -391,10 +391,6 @@ const UNSUPPORTED_FD_KINDS: &[(&str, &str)] = &[
         "file descriptor 3 is a special file (pidfd) (anon_inode:[pidfd]); not supported yet",
     ),
     (
-        "netlink",
-        "file descriptor 3 is a netlink socket (NETLINK_ROUTE) (socket:[",
-    ),
-    (
         "packet",
         "file descriptor 3 is a packet socket (datagram) (socket:[",
     ),

@@ -949,3 +949,128 @@ fn pty_slave_is_opened_by_name_or_from_its_master_as_it_was() {
         "{err}"
     );
 }
+
+fn tcp_unconn() -> crate::model::TcpUnconnState {
+    use crate::model::{IntSockOpt, TcpOpts, TcpUnconnState};
+    let mut local = (libc::AF_INET6 as u16).to_ne_bytes().to_vec();
+    local.extend_from_slice(&8080u16.to_be_bytes());
+    local.resize(28, 0);
+    local[23] = 1;
+    TcpUnconnState {
+        family: libc::AF_INET6,
+        local,
+        v6only: true,
+        sock: SockOpts {
+            sndbuf: 8192,
+            rcvbuf: 131072,
+            reuseaddr: true,
+            buf_lock: Some(1),
+            ..SockOpts::default()
+        },
+        opts: TcpOpts {
+            ints: vec![
+                IntSockOpt {
+                    level: libc::SOL_IP,
+                    name: libc::IP_TOS,
+                    value: 0x10,
+                },
+                IntSockOpt {
+                    level: libc::SOL_SOCKET,
+                    name: libc::SO_PRIORITY,
+                    value: 3,
+                },
+            ],
+            linger: Some([1, 7]),
+            rcvtimeo: Some([2, 500_000]),
+            sndtimeo: None,
+        },
+    }
+}
+
+#[test]
+fn tcp_socket_not_connected_gets_its_options_before_its_bind() {
+    let p = process();
+    let u = tcp_unconn();
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| tcp::create_tcp_unconnected(cx, &u)).expect("socket");
+    // The size the program set (locked) comes back, the other stays the new socket's
+    // (setting the one locks it as it was: no SO_BUF_LOCK);
+    // IP_TOS before SO_PRIORITY (it sets the priority); all before bind (SO_REUSEPORT
+    // would come too late after it).
+    assert_eq!(
+        names(&rec),
+        [
+            "socket(TCP)",
+            "SO_SNDBUFFORCE",
+            "SO_REUSEADDR",
+            "IPV6_V6ONLY",
+            "IP_TOS",
+            "SO_PRIORITY",
+            "SO_LINGER",
+            "SO_RCVTIMEO",
+            "bind TCP socket",
+        ]
+    );
+    let calls = rec.calls();
+    assert_eq!(arg_bytes(&rec, &calls[6], 3, 8), [1, 0, 0, 0, 7, 0, 0, 0]);
+    each_failure_stops_there(&p, 9, |cx| tcp::create_tcp_unconnected(cx, &u));
+}
+
+#[test]
+fn tcp_socket_never_bound_is_not_bound_and_bad_options_are_refused() {
+    let p = process();
+    let mut u = tcp_unconn();
+    u.local[2..4].copy_from_slice(&[0, 0]);
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| tcp::create_tcp_unconnected(cx, &u)).expect("socket");
+    assert!(!names(&rec).iter().any(|n| n.starts_with("bind")));
+    // An option outside the known list (here SO_PEERCRED) is refused before any call.
+    u.opts.ints.push(crate::model::IntSockOpt {
+        level: libc::SOL_SOCKET,
+        name: libc::SO_PEERCRED,
+        value: 1,
+    });
+    assert!(!tcp::unconn_ok(&u));
+    assert!(!tcp::tcp_opts_ok(&u.opts));
+}
+
+#[test]
+fn netlink_socket_takes_its_port_then_each_group_then_its_destination() {
+    use crate::model::NetlinkState;
+    let p = process();
+    let n = NetlinkState {
+        protocol: libc::NETLINK_ROUTE,
+        typ: libc::SOCK_RAW,
+        portid: 4242,
+        groups: vec![0b101, 0, 1],
+        dst_group: 0,
+        dst_portid: 0,
+        nl_opts: vec![linux_raw_sys::netlink::NETLINK_NO_ENOBUFS as i32],
+        opts: SockOpts::default(),
+    };
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| {
+        crate::kinds::fd::netlink::create_netlink(cx, &n)
+    })
+    .expect("netlink");
+    assert_eq!(
+        names(&rec),
+        [
+            "socket(AF_NETLINK)",
+            "NETLINK_NO_ENOBUFS",
+            "bind netlink socket",
+            "NETLINK_ADD_MEMBERSHIP",
+            "NETLINK_ADD_MEMBERSHIP",
+            "NETLINK_ADD_MEMBERSHIP",
+        ]
+    );
+    let calls = rec.calls();
+    let group = |i: usize| i32::from_le_bytes(arg_bytes(&rec, &calls[i], 3, 4).try_into().unwrap());
+    // groups 1 and 3 of the first word, group 65 of the third
+    assert_eq!([group(3), group(4), group(5)], [1, 3, 65]);
+    let bound = arg_bytes(&rec, &calls[2], 1, 12);
+    assert_eq!(&bound[4..8], &4242u32.to_ne_bytes());
+    each_failure_stops_there(&p, 6, |cx| {
+        crate::kinds::fd::netlink::create_netlink(cx, &n)
+    });
+}

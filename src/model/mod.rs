@@ -295,6 +295,9 @@ pub enum FdKind {
         reuseaddr: bool,
         v6only: bool,
         flags: u32,
+        /// Options set on it (none in images made before they were recorded).
+        #[serde(default)]
+        opts: Option<Box<TcpOpts>>,
     },
     /// An established TCP connection, restored with TCP_REPAIR.
     TcpConn { conn: Box<TcpState>, flags: u32 },
@@ -329,6 +332,16 @@ pub enum FdKind {
     /// A UDP socket: its bound address, connected peer (if any) and options. Datagrams
     /// queued for reading are in `sock.msgs` and are sent to it again at restore.
     Udp { sock: Box<UdpState>, flags: u32 },
+    /// A TCP socket neither listening nor connected (state CLOSE, never connected):
+    /// created, and bound or not.
+    TcpUnconnected {
+        sock: Box<TcpUnconnState>,
+        flags: u32,
+    },
+    /// A netlink socket (route, uevent, generic...): protocol, port id, groups.
+    Netlink { sock: Box<NetlinkState>, flags: u32 },
+    /// A raw IP socket, or an ICMP ping socket (SOCK_DGRAM, IPPROTO_ICMP{,V6}).
+    InetRaw { sock: Box<InetRawState>, flags: u32 },
     /// A descriptor leading outside the dumped tree (a pipe or socket whose other end a
     /// process not dumped holds), recorded at `ckpt dump --external`. Restore needs
     /// `--inherit-fd N:KEY` to give one of its own descriptors in its place; `key` is
@@ -536,6 +549,90 @@ pub struct TcpState {
     pub rcvbuf: u32,
     #[serde(default)]
     pub buf_lock: u32,
+    /// Further options set on it (none in images made before they were recorded).
+    #[serde(default)]
+    pub opts: Option<TcpOpts>,
+}
+
+/// A netlink socket of [`FdKind::Netlink`] (with no message waiting to be read).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetlinkState {
+    /// NETLINK_ROUTE, NETLINK_KOBJECT_UEVENT, NETLINK_GENERIC...
+    pub protocol: i32,
+    /// SOCK_RAW or SOCK_DGRAM.
+    pub typ: i32,
+    /// Port id it is bound to (0: not bound yet).
+    pub portid: u32,
+    /// Multicast groups: bit `i` of word `w` is group `32 * w + i + 1`.
+    pub groups: Vec<u32>,
+    /// Connected destination (port id, group); 0 when not connected.
+    pub dst_portid: u32,
+    pub dst_group: u32,
+    /// Netlink options on (SOL_NETLINK option numbers).
+    pub nl_opts: Vec<i32>,
+    pub opts: SockOpts,
+}
+
+/// A socket of [`FdKind::InetRaw`] (with no packet waiting to be read).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct InetRawState {
+    /// AF_INET or AF_INET6.
+    pub family: i32,
+    /// SOCK_RAW, or SOCK_DGRAM for a ping socket.
+    pub typ: i32,
+    pub protocol: i32,
+    /// Raw bound address (for a ping socket the port is its ICMP identifier; 0 when
+    /// not bound).
+    #[serde(with = "serde_bytes")]
+    pub local: Vec<u8>,
+    /// Raw address of the connected peer; empty when not connected.
+    #[serde(with = "serde_bytes")]
+    pub peer: Vec<u8>,
+    pub v6only: bool,
+    pub sock: SockOpts,
+    /// Integer options that differ from a new socket's (IP_HDRINCL, ICMP_FILTER,
+    /// IP_TOS...), SO_LINGER and the timeouts.
+    pub opts: TcpOpts,
+}
+
+/// A TCP socket of [`FdKind::TcpUnconnected`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct TcpUnconnState {
+    /// AF_INET or AF_INET6.
+    pub family: i32,
+    /// Raw bound address (sockaddr_in / sockaddr_in6); port 0 when not bound.
+    #[serde(with = "serde_bytes")]
+    pub local: Vec<u8>,
+    pub v6only: bool,
+    /// Buffer sizes and the reuse options (set before bind).
+    pub sock: SockOpts,
+    #[serde(default)]
+    pub opts: TcpOpts,
+}
+
+/// Options of a TCP socket that a program sets and reads back, beyond those of
+/// [`SockOpts`]: integer options (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_NODELAY, TCP_CORK,
+/// IP_TOS...) that differ from a new socket's, SO_LINGER and the timeouts.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct TcpOpts {
+    #[serde(default)]
+    pub ints: Vec<IntSockOpt>,
+    /// SO_LINGER (l_onoff, l_linger) when on.
+    #[serde(default)]
+    pub linger: Option<[i32; 2]>,
+    /// SO_RCVTIMEO, SO_SNDTIMEO (seconds, microseconds) when set.
+    #[serde(default)]
+    pub rcvtimeo: Option<[i64; 2]>,
+    #[serde(default)]
+    pub sndtimeo: Option<[i64; 2]>,
+}
+
+/// One integer socket option: setsockopt(level, name, value).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IntSockOpt {
+    pub level: i32,
+    pub name: i32,
+    pub value: i32,
 }
 
 /// A unix datagram socket of [`FdKind::UnixDgram`].
@@ -577,6 +674,10 @@ pub struct UdpState {
     /// `IP_TRANSPARENT` (or `IPV6_TRANSPARENT`): the same, for a transparent proxy.
     #[serde(default)]
     pub transparent: bool,
+    /// Further options set on it (IP_TOS, SO_PRIORITY, SO_BROADCAST, IP_RECVERR,
+    /// timeouts...; none in images made before they were recorded).
+    #[serde(default)]
+    pub extra: Option<TcpOpts>,
 }
 
 /// One descriptor registered in an epoll instance.

@@ -75,6 +75,13 @@ pub(crate) enum SockOpt {
     TcpTimestamp(u32),
     /// `struct tcp_repair_window`: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
     TcpRepairWindow([u32; 5]),
+    /// An integer option of `sys::tcp::INT_OPTS` (level, name, value).
+    Int(i32, i32, i32),
+    /// `SO_LINGER` (l_onoff, l_linger).
+    Linger([i32; 2]),
+    /// `SO_RCVTIMEO`, `SO_SNDTIMEO` (seconds, microseconds).
+    RcvTimeo([i64; 2]),
+    SndTimeo([i64; 2]),
 }
 
 impl SockOpt {
@@ -125,6 +132,39 @@ impl SockOpt {
             SockOpt::TcpRepairWindow(w) => {
                 let bytes = w.iter().flat_map(|v| v.to_le_bytes()).collect();
                 (tcp, libc::TCP_REPAIR_WINDOW, bytes, "TCP_REPAIR_WINDOW")
+            }
+            SockOpt::Int(level, name, v) => {
+                let nl = crate::sys::netlink::NETLINK_OPTS
+                    .iter()
+                    .find(|o| *level == libc::SOL_NETLINK && o.0 == *name)
+                    .map(|o| o.1);
+                let what = crate::sys::tcp::INT_OPTS
+                    .iter()
+                    .find(|o| o.0 == *level && o.1 == *name)
+                    .map(|o| o.2)
+                    .or(nl)
+                    .unwrap_or(
+                        if *level == libc::SOL_NETLINK
+                            && *name == crate::sys::netlink::ADD_MEMBERSHIP
+                        {
+                            "NETLINK_ADD_MEMBERSHIP"
+                        } else {
+                            "setsockopt"
+                        },
+                    );
+                (*level, *name, v.to_le_bytes().to_vec(), what)
+            }
+            SockOpt::Linger(l) => {
+                let bytes = l.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (sol, libc::SO_LINGER, bytes, "SO_LINGER")
+            }
+            SockOpt::RcvTimeo(t) => {
+                let bytes = t.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (sol, libc::SO_RCVTIMEO, bytes, "SO_RCVTIMEO")
+            }
+            SockOpt::SndTimeo(t) => {
+                let bytes = t.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (sol, libc::SO_SNDTIMEO, bytes, "SO_SNDTIMEO")
             }
         }
     }

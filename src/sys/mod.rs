@@ -6,9 +6,11 @@
 
 pub(crate) mod deferred;
 pub(crate) mod file;
+pub(crate) mod inetraw;
 pub(crate) mod inject;
 pub(crate) mod ipc;
 pub(crate) mod mem;
+pub(crate) mod netlink;
 pub(crate) mod netlock;
 pub(crate) mod pathfd;
 pub(crate) mod probe;

@@ -130,6 +130,10 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("urel", "urel.c", &[]),
     ("ucreds", "ucreds.c", &[]),
     ("urights", "urights.c", &[]),
+    // tests/e2e_net.rs: TCP sockets in every state restore brings back
+    ("tcpstates", "tcpstates.c", &[]),
+    ("nlsock", "nlsock.c", &[]),
+    ("pingraw", "pingraw.c", &[]),
     // tests/e2e_mapfile.rs: mapped memfds and mapped deleted files
     ("memmap", "memmap.c", &[]),
     // tests/e2e_filerace.rs: files swapped between plan and stage, recreated setuid files

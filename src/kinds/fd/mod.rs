@@ -10,9 +10,11 @@ pub(crate) mod fifo;
 pub(crate) mod file;
 mod ghost;
 pub(crate) mod held;
+pub(crate) mod inetraw;
 pub(crate) mod inotify;
 pub(crate) mod lock;
 pub(crate) mod mqueue;
+pub(crate) mod netlink;
 pub(crate) mod pipe;
 pub(crate) mod tcp;
 #[cfg(test)]
@@ -149,6 +151,50 @@ pub(crate) fn check_sockets(
                         ),
                     )
                 }
+                FdKind::InetRaw { sock: r, .. } if !inetraw::raw_ok(r) => check::p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} is an invalid raw or ping socket",
+                        f.fd, q.pid
+                    ),
+                ),
+                FdKind::Netlink { sock: n, .. } if !netlink::netlink_ok(n) => check::p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} is an invalid netlink socket",
+                        f.fd, q.pid
+                    ),
+                ),
+                FdKind::TcpUnconnected { sock: u, .. } if !tcp::unconn_ok(u) => check::p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} is an invalid TCP socket",
+                        f.fd, q.pid
+                    ),
+                ),
+                FdKind::TcpListen { opts: Some(o), .. } if !tcp::tcp_opts_ok(o) => check::p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} has invalid TCP options",
+                        f.fd, q.pid
+                    ),
+                ),
+                FdKind::TcpConn { conn, .. }
+                    if conn.opts.as_ref().is_some_and(|o| !tcp::tcp_opts_ok(o)) =>
+                {
+                    check::p(
+                        problems,
+                        "malformed",
+                        format!(
+                            "descriptor {} of process {} has invalid TCP options",
+                            f.fd, q.pid
+                        ),
+                    )
+                }
                 FdKind::Udp { sock: u, .. } if !udp::udp_ok(u) => check::p(
                     problems,
                     "malformed",
@@ -281,7 +327,17 @@ pub(crate) fn check_fd(
         FdKind::Udp { sock: u, .. } if f.shared_with.is_none() && !held.live => {
             udp::check_udp_addr(u, f.fd, problems)
         }
+        FdKind::TcpUnconnected { sock: u, .. } if f.shared_with.is_none() && !held.live => {
+            tcp::check_tcp_addr(u, f.fd, problems)
+        }
+        FdKind::Netlink { sock: n, .. } if f.shared_with.is_none() && !held.live => {
+            netlink::check_portid(n, f.fd, problems)
+        }
+        FdKind::InetRaw { sock: r, .. } if f.shared_with.is_none() => {
+            inetraw::check_ping(r, f.fd, problems)
+        }
         FdKind::External { .. } => {}
+        FdKind::TcpUnconnected { .. } | FdKind::Netlink { .. } | FdKind::InetRaw { .. } => {}
         FdKind::Memfd { .. }
         | FdKind::TcpListen { .. }
         | FdKind::TcpConn { .. }
@@ -319,6 +375,9 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
         FdKind::SignalFd { mask, .. } => anon::describe_signalfd(*mask),
         FdKind::TcpListen { addr, backlog, .. } => tcp::describe_listen(addr, *backlog),
         FdKind::TcpConn { conn, .. } => tcp::describe_conn(conn),
+        FdKind::TcpUnconnected { sock, .. } => tcp::describe_unconn(sock),
+        FdKind::Netlink { sock, .. } => netlink::describe(sock),
+        FdKind::InetRaw { sock, .. } => inetraw::describe(sock),
         FdKind::UnixDgram { sock: u, .. } => unix::describe_dgram(u),
         FdKind::Udp { sock: u, .. } => udp::describe(u),
         FdKind::Memfd {
@@ -553,9 +612,15 @@ pub(crate) fn restore_fds(
     // TCP listeners first: a connection on a listener's port (one it accepted) is
     // bound next to it in repair mode, which the kernel allows; the other way round,
     // the listener could not bind its port once the connection is out of repair mode.
-    let listener = |f: &Fd| matches!(f.kind, FdKind::TcpListen { .. });
-    for first in [true, false] {
-        for f in proc_.fds.iter().filter(|f| listener(f) == first) {
+    // Before them, TCP sockets bound but not listening: with SO_REUSEADDR on both, a
+    // socket may bind a port a socket not yet listening holds, not one listening.
+    let rank = |f: &Fd| match f.kind {
+        FdKind::TcpUnconnected { .. } => 0,
+        FdKind::TcpListen { .. } => 1,
+        _ => 2,
+    };
+    for r in 0..3 {
+        for f in proc_.fds.iter().filter(|f| rank(f) == r) {
             restore_fd(cx, f, ckpt, inherit, holders, files, tty_slave, ptys)?;
             restore_owner(cx, f)?;
             restore_inode_owner(cx, f)?;
@@ -597,6 +662,9 @@ pub(crate) fn restore_inode_owner(cx: &mut Ctx<'_>, f: &Fd) -> RestoreResult<()>
             | FdKind::UnixDgram { .. }
             | FdKind::TcpListen { .. }
             | FdKind::TcpConn { .. }
+            | FdKind::TcpUnconnected { .. }
+            | FdKind::Netlink { .. }
+            | FdKind::InetRaw { .. }
             | FdKind::Udp { .. }
     );
     if !made || f.shared_with.is_some() {
@@ -748,8 +816,29 @@ fn restore_fd(
             reuseaddr,
             v6only,
             flags,
+            opts,
         } => {
-            let n = tcp::create_tcp_listener(cx, *family, addr, *backlog, *reuseaddr, *v6only)?;
+            let n = tcp::create_tcp_listener(
+                cx,
+                *family,
+                addr,
+                *backlog,
+                *reuseaddr,
+                *v6only,
+                opts.as_deref(),
+            )?;
+            install(cx, n, f, *flags)
+        }
+        FdKind::TcpUnconnected { sock, flags } => {
+            let n = tcp::create_tcp_unconnected(cx, sock)?;
+            install(cx, n, f, *flags)
+        }
+        FdKind::Netlink { sock, flags } => {
+            let n = netlink::create_netlink(cx, sock)?;
+            install(cx, n, f, *flags)
+        }
+        FdKind::InetRaw { sock, flags } => {
+            let n = inetraw::create_inet_raw(cx, sock)?;
             install(cx, n, f, *flags)
         }
         FdKind::TcpConn { conn, flags } => {

@@ -5,7 +5,7 @@ use crate::error::DumpError;
 use crate::error::DumpResult;
 use crate::error::RestoreResult;
 use crate::kinds::fd::udp::check_sockaddr;
-use crate::model::{Fd, FdKind, TcpState};
+use crate::model::{Fd, FdKind, IntSockOpt, SockOpts, TcpOpts, TcpState, TcpUnconnState};
 use crate::remote::{Ctx, SockAddr, SockOpt, TcpQueue, TcpRepairOpt};
 use crate::sys;
 
@@ -34,8 +34,9 @@ impl Drop for RepairGuard {
     }
 }
 
-/// A socket that sock_diag does not list as a unix one: a TCP socket listening or
-/// connected, or else a UDP one ([`udp::collect`]). Its kind is set in `f`; a socket of
+/// A socket that sock_diag does not list as a unix one: a TCP socket listening,
+/// connected or not yet connected, or else a netlink one ([`super::netlink::collect`])
+/// or a UDP one ([`udp::collect`]). Its kind is set in `f`; a socket of
 /// another kind is refused above the standard descriptors (0-2), which stay inherited.
 ///
 /// TCP: read with TCP_REPAIR through a duplicate that stays open (in repair mode, kept
@@ -49,6 +50,13 @@ pub(crate) fn collect_inet(
     refuse: &dyn Fn(&str) -> DumpError,
 ) -> DumpResult<()> {
     let dup = sys::process::steal_fd(pid, f.fd)?;
+    if sys::tcp::has_filter(&dup)? {
+        return Err(refuse(&format!(
+            "{} with a socket filter attached (SO_ATTACH_FILTER or BPF): not restored yet",
+            sys::tcp::socket_kind(&dup)?
+        )));
+    }
+    let opts = |family: i32| extra_opts(&dup, family, libc::SOCK_STREAM, libc::IPPROTO_TCP);
     match sys::tcp::inspect(&dup)? {
         sys::tcp::TcpSock::Listen {
             family,
@@ -70,9 +78,43 @@ pub(crate) fn collect_inet(
                 reuseaddr,
                 v6only,
                 flags,
+                opts: Some(Box::new(opts(family)?)),
             };
         }
+        sys::tcp::TcpSock::Unconnected {
+            family,
+            local,
+            v6only,
+        } => {
+            let o = sys::sockdiag::sock_opts(&dup, false)?;
+            f.kind = FdKind::TcpUnconnected {
+                sock: Box::new(TcpUnconnState {
+                    family,
+                    local,
+                    v6only,
+                    sock: SockOpts {
+                        sndbuf: o.sndbuf,
+                        rcvbuf: o.rcvbuf,
+                        passcred: false,
+                        reuseaddr: o.reuseaddr,
+                        reuseport: o.reuseport,
+                        buf_lock: o.buf_lock,
+                    },
+                    opts: opts(family)?,
+                }),
+                flags,
+            };
+        }
+        sys::tcp::TcpSock::Ended => {
+            if f.fd > 2 {
+                return Err(refuse(
+                    "a TCP socket whose connection has ended (closed, reset or refused): \
+                     restore cannot make a socket in that state",
+                ));
+            }
+        }
         sys::tcp::TcpSock::Established(c) => {
+            let extra = opts(c.family)?;
             f.kind = FdKind::TcpConn {
                 conn: Box::new(TcpState {
                     family: c.family,
@@ -95,6 +137,7 @@ pub(crate) fn collect_inet(
                     sndbuf: c.sndbuf,
                     rcvbuf: c.rcvbuf,
                     buf_lock: c.buf_lock,
+                    opts: Some(extra),
                 }),
                 flags,
             };
@@ -103,16 +146,115 @@ pub(crate) fn collect_inet(
         sys::tcp::TcpSock::Other(state) => {
             if f.fd > 2 {
                 return Err(refuse(&format!(
-                    "a TCP socket in state {state} (neither listening nor established)"
+                    "a TCP socket in state {} (half-closed or connecting): restore \
+                     brings back only sockets listening, connected or not yet connected",
+                    state_name(state)
                 )));
             }
         }
-        sys::tcp::TcpSock::NotTcp => udp::collect(f, flags, &dup, refuse)?,
+        sys::tcp::TcpSock::NotTcp => {
+            if !super::netlink::collect(f, flags, &dup, refuse)?
+                && !super::inetraw::collect(pid, f, flags, &dup, refuse)?
+            {
+                udp::collect(f, flags, &dup, refuse)?
+            }
+        }
     }
     Ok(())
 }
 
+/// The name of a TCP state (net/tcp_states.h).
+pub(crate) fn state_name(s: u8) -> String {
+    let n = match s {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        _ => return format!("{s}"),
+    };
+    n.to_string()
+}
+
+/// The options of an IP socket ([`sys::tcp::changed_opts_of`]) as the image keeps them.
+pub(crate) fn extra_opts(
+    dup: &std::os::fd::OwnedFd,
+    family: i32,
+    typ: i32,
+    proto: i32,
+) -> DumpResult<TcpOpts> {
+    let o = sys::tcp::changed_opts_of(dup, family, typ, proto)?;
+    Ok(TcpOpts {
+        ints: o
+            .ints
+            .into_iter()
+            .map(|(level, name, value)| IntSockOpt { level, name, value })
+            .collect(),
+        linger: o.linger,
+        rcvtimeo: o.rcvtimeo,
+        sndtimeo: o.sndtimeo,
+    })
+}
+
 // ---- checks (plan) ----
+
+/// Options restore can set: integer options of the known list only, a linger time and
+/// timeouts in range.
+pub(crate) fn tcp_opts_ok(o: &TcpOpts) -> bool {
+    let tv_ok =
+        |t: &Option<[i64; 2]>| t.is_none_or(|[s, us]| s >= 0 && (0..1_000_000).contains(&us));
+    o.ints.iter().all(|i| {
+        sys::tcp::INT_OPTS
+            .iter()
+            .any(|k| k.0 == i.level && k.1 == i.name)
+    }) && o.linger.is_none_or(|[on, secs]| on != 0 && secs >= 0)
+        && tv_ok(&o.rcvtimeo)
+        && tv_ok(&o.sndtimeo)
+}
+
+/// A record of a TCP socket not connected that restore can build.
+pub(crate) fn unconn_ok(u: &TcpUnconnState) -> bool {
+    let len = match u.family {
+        libc::AF_INET => 16,
+        libc::AF_INET6 => 28,
+        _ => return false,
+    };
+    u.local.len() == len
+        && u.local.get(0..2) == Some(&(u.family as u16).to_ne_bytes()[..])
+        && tcp_opts_ok(&u.opts)
+}
+
+/// A bound TCP socket's address must be free here (unless the reuse options let it be
+/// shared, which is left to the kernel at restore).
+pub(crate) fn check_tcp_addr(
+    u: &TcpUnconnState,
+    fd: i32,
+    problems: &mut Vec<crate::error::Problem>,
+) {
+    if u.sock.reuseaddr || u.sock.reuseport {
+        return;
+    }
+    let Some(addr) = inet_addr(&u.local) else {
+        return;
+    };
+    if addr.port() == 0 {
+        return;
+    }
+    if let Err(e) = sys::tcp::try_bind(u.family, addr, u.v6only) {
+        crate::kinds::check::p(
+            problems,
+            "address-in-use",
+            format!("descriptor {fd}: TCP address {addr} cannot be bound here: {e}"),
+        );
+    }
+}
 
 /// A raw sockaddr_in / sockaddr_in6 as a std address.
 pub(crate) fn inet_addr(raw: &[u8]) -> Option<std::net::SocketAddr> {
@@ -151,6 +293,16 @@ pub(crate) fn describe_listen(addr: &[u8], backlog: u32) -> String {
     format!("TCP listening on {} (backlog {backlog})", show_inet(addr))
 }
 
+/// What `inspect` says of a TCP socket not connected.
+pub(crate) fn describe_unconn(u: &TcpUnconnState) -> String {
+    let port = inet_addr(&u.local).map_or(0, |a| a.port());
+    if port == 0 {
+        "TCP socket, not bound".to_string()
+    } else {
+        format!("TCP socket bound to {}, not listening", show_inet(&u.local))
+    }
+}
+
 /// What `inspect` says of a TCP connection.
 pub(crate) fn describe_conn(conn: &crate::model::TcpState) -> String {
     format!(
@@ -164,6 +316,57 @@ pub(crate) fn describe_conn(conn: &crate::model::TcpState) -> String {
 
 // ---- restore (stage) ----
 
+/// The options of [`TcpOpts`] on socket `n`.
+pub(crate) fn set_tcp_opts(cx: &mut Ctx<'_>, n: u64, o: &TcpOpts) -> RestoreResult<()> {
+    if !tcp_opts_ok(o) {
+        return Err(crate::error::RestoreError::Malformed(
+            "invalid TCP socket options".into(),
+        ));
+    }
+    for i in &o.ints {
+        cx.setsockopt(n, &SockOpt::Int(i.level, i.name, i.value))?;
+    }
+    if let Some(l) = o.linger {
+        cx.setsockopt(n, &SockOpt::Linger(l))?;
+    }
+    if let Some(t) = o.rcvtimeo {
+        cx.setsockopt(n, &SockOpt::RcvTimeo(t))?;
+    }
+    if let Some(t) = o.sndtimeo {
+        cx.setsockopt(n, &SockOpt::SndTimeo(t))?;
+    }
+    Ok(())
+}
+
+/// A TCP socket not connected: its options (the reuse ones and IPV6_V6ONLY before
+/// bind), bound to its old address if it was bound.
+pub(crate) fn create_tcp_unconnected(cx: &mut Ctx<'_>, u: &TcpUnconnState) -> RestoreResult<u64> {
+    check_sockaddr(u.family, &u.local)?;
+    let n = cx.socket(
+        "socket(TCP)",
+        u.family,
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+        0,
+    )?;
+    // The sizes the program set (SO_BUF_LOCK shows which); the others are the new
+    // socket's defaults, as they were.
+    let lock = u.sock.buf_lock.unwrap_or(3);
+    let sizes = SockOpts {
+        sndbuf: if lock & 1 != 0 { u.sock.sndbuf } else { 0 },
+        rcvbuf: if lock & 2 != 0 { u.sock.rcvbuf } else { 0 },
+        ..u.sock
+    };
+    super::set_sock_opts(cx, n, &sizes)?;
+    if u.family == libc::AF_INET6 {
+        cx.setsockopt(n, &SockOpt::V6Only(u.v6only))?;
+    }
+    set_tcp_opts(cx, n, &u.opts)?;
+    if inet_addr(&u.local).is_some_and(|a| a.port() != 0) {
+        cx.bind("bind TCP socket", n, &SockAddr::Raw(&u.local))?;
+    }
+    Ok(n)
+}
+
 /// A listening TCP socket on its old address.
 pub(crate) fn create_tcp_listener(
     cx: &mut Ctx<'_>,
@@ -172,6 +375,7 @@ pub(crate) fn create_tcp_listener(
     backlog: u32,
     reuseaddr: bool,
     v6only: bool,
+    opts: Option<&TcpOpts>,
 ) -> RestoreResult<u64> {
     check_sockaddr(family, addr)?;
     let n = cx.socket(
@@ -185,6 +389,10 @@ pub(crate) fn create_tcp_listener(
     }
     if family == libc::AF_INET6 {
         cx.setsockopt(n, &SockOpt::V6Only(v6only))?;
+    }
+    // Before bind: SO_REUSEPORT is among them.
+    if let Some(o) = opts {
+        set_tcp_opts(cx, n, o)?;
     }
     cx.bind("bind TCP listener", n, &SockAddr::Raw(addr))?;
     cx.listen("listen", n, backlog)?;
@@ -289,6 +497,37 @@ pub(crate) fn finish_conn(sock: &std::os::fd::OwnedFd, c: &crate::model::TcpStat
     ] {
         if on {
             let _ = sys::tcp::setsockopt_u32(sock, level, opt, 1);
+        }
+    }
+    // The other options the program set (checked by plan: `tcp_opts_ok`), out of repair
+    // mode too: some (TCP_NODELAY, TCP_CORK) push pending data, which in repair mode
+    // would be taken for sent.
+    if let Some(o) = &c.opts {
+        for i in &o.ints {
+            let _ = sys::tcp::setsockopt_u32(sock, i.level, i.name, i.value as u32);
+        }
+        let pairs = [
+            (
+                libc::SO_LINGER,
+                o.linger
+                    .map(|l| l.iter().flat_map(|v| v.to_ne_bytes()).collect()),
+            ),
+            (
+                libc::SO_RCVTIMEO,
+                o.rcvtimeo
+                    .map(|t| t.iter().flat_map(|v| v.to_ne_bytes()).collect()),
+            ),
+            (
+                libc::SO_SNDTIMEO,
+                o.sndtimeo
+                    .map(|t| t.iter().flat_map(|v| v.to_ne_bytes()).collect()),
+            ),
+        ];
+        for (opt, bytes) in pairs {
+            if let Some(b) = bytes {
+                let b: Vec<u8> = b;
+                let _ = sys::tcp::setsockopt_bytes(sock, libc::SOL_SOCKET, opt, &b);
+            }
         }
     }
 }

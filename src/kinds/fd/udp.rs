@@ -52,6 +52,12 @@ pub(crate) fn collect(
                 msgs,
                 freebind: u.freebind,
                 transparent: u.transparent,
+                extra: Some(super::tcp::extra_opts(
+                    dup,
+                    u.family,
+                    libc::SOCK_DGRAM,
+                    libc::IPPROTO_UDP,
+                )?),
             }),
             flags,
         };
@@ -80,6 +86,7 @@ pub(crate) fn udp_ok(u: &crate::model::UdpState) -> bool {
                 && m.from.get(0..2) == Some(&(u.family as u16).to_ne_bytes()[..])
         })
         && u.msgs.iter().map(|m| m.data.len()).sum::<usize>() <= MAX_PIPE
+        && u.extra.as_ref().is_none_or(super::tcp::tcp_opts_ok)
 }
 
 /// A bound UDP socket's address must be free here (sockets with SO_REUSEADDR or
@@ -170,6 +177,9 @@ pub(crate) fn create_udp(cx: &mut Ctx<'_>, u: &crate::model::UdpState) -> Restor
     }
     if !u.peer.is_empty() {
         cx.connect("connect UDP socket", n, &SockAddr::Raw(&u.peer))?;
+    }
+    if let Some(o) = &u.extra {
+        super::tcp::set_tcp_opts(cx, n, o)?;
     }
     Ok(n)
 }

@@ -619,8 +619,67 @@ fn read_dup(r: &mut Reader, k: &str, d: i32, socket: bool) {
         ("SO_PEEK_OFF", libc::SOL_SOCKET, libc::SO_PEEK_OFF),
         ("SO_TIMESTAMP", libc::SOL_SOCKET, libc::SO_TIMESTAMP),
         ("TCP_NODELAY", libc::IPPROTO_TCP, libc::TCP_NODELAY),
+        ("TCP_CORK", libc::IPPROTO_TCP, libc::TCP_CORK),
+        ("TCP_KEEPIDLE", libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
+        ("TCP_KEEPINTVL", libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
+        ("TCP_KEEPCNT", libc::IPPROTO_TCP, libc::TCP_KEEPCNT),
+        (
+            "TCP_USER_TIMEOUT",
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+        ),
+        (
+            "TCP_NOTSENT_LOWAT",
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+        ),
+        ("TCP_SYNCNT", libc::IPPROTO_TCP, libc::TCP_SYNCNT),
+        ("TCP_LINGER2", libc::IPPROTO_TCP, libc::TCP_LINGER2),
+        ("IP_TOS", libc::IPPROTO_IP, libc::IP_TOS),
+        ("IP_TTL", libc::IPPROTO_IP, libc::IP_TTL),
+        ("IPV6_V6ONLY", libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+        ("IPV6_TCLASS", libc::IPPROTO_IPV6, libc::IPV6_TCLASS),
+        (
+            "IPV6_UNICAST_HOPS",
+            libc::IPPROTO_IPV6,
+            libc::IPV6_UNICAST_HOPS,
+        ),
+        // netlink (linux/netlink.h): the first word of the groups joined, and options
+        ("NETLINK_LIST_MEMBERSHIPS", libc::SOL_NETLINK, 9),
+        ("NETLINK_PKTINFO", libc::SOL_NETLINK, 3),
+        ("NETLINK_BROADCAST_ERROR", libc::SOL_NETLINK, 4),
+        ("NETLINK_NO_ENOBUFS", libc::SOL_NETLINK, 5),
+        ("NETLINK_CAP_ACK", libc::SOL_NETLINK, 10),
+        ("NETLINK_EXT_ACK", libc::SOL_NETLINK, 11),
+        ("NETLINK_GET_STRICT_CHK", libc::SOL_NETLINK, 12),
+        // raw and ping sockets: ICMP_FILTER (linux/icmp.h), header inclusion, errors
+        ("ICMP_FILTER", libc::SOL_RAW, 1),
+        ("IP_HDRINCL", libc::IPPROTO_IP, libc::IP_HDRINCL),
+        ("IP_RECVERR", libc::IPPROTO_IP, libc::IP_RECVERR),
     ] {
         r.conf(format!("{k}.sock.{name}"), int_opt(level, opt));
+    }
+    // Raw and ping sockets hide their connected peer from getpeername (no port): the
+    // kernel's tables show it, with the state.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(d, &mut st) } == 0 {
+        for table in ["raw", "raw6", "icmp", "icmp6"] {
+            let text = fs::read_to_string(format!("/proc/self/net/{table}")).unwrap_or_default();
+            for line in text.lines().skip(1) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if f.get(9).and_then(|i| i.parse::<u64>().ok()) == Some(st.st_ino) {
+                    r.conf(
+                        format!("{k}.sock.proc_net"),
+                        format!(
+                            "{table} local {} remote {} state {}",
+                            f.get(1).unwrap_or(&"?"),
+                            f.get(2).unwrap_or(&"?"),
+                            f.get(3).unwrap_or(&"?")
+                        ),
+                    );
+                }
+            }
+        }
     }
     let mut ling = libc::linger {
         l_onoff: 0,

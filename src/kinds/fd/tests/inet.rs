@@ -224,3 +224,84 @@ fn tcp_and_udp_addresses_parse_and_show() {
     assert_eq!(show_inet(&[]), "?");
     assert_eq!(show_inet(&a[..10]), "?");
 }
+
+#[test]
+fn netlink_records() {
+    use crate::kinds::fd::netlink::{describe, netlink_ok};
+    use crate::model::NetlinkState;
+    let ok = NetlinkState {
+        protocol: libc::NETLINK_ROUTE,
+        typ: libc::SOCK_RAW,
+        portid: 1234,
+        groups: vec![0x111],
+        nl_opts: vec![linux_raw_sys::netlink::NETLINK_NO_ENOBUFS as i32],
+        ..Default::default()
+    };
+    assert!(netlink_ok(&ok));
+    assert_eq!(
+        describe(&ok),
+        "netlink socket (protocol 0) port 1234, groups 1,5,9"
+    );
+    let bad = [
+        // a protocol whose state the kernel keeps elsewhere (audit)
+        NetlinkState {
+            protocol: libc::NETLINK_AUDIT,
+            ..ok.clone()
+        },
+        NetlinkState {
+            typ: libc::SOCK_STREAM,
+            ..ok.clone()
+        },
+        NetlinkState {
+            nl_opts: vec![99],
+            ..ok.clone()
+        },
+        NetlinkState {
+            groups: vec![1; 65],
+            ..ok.clone()
+        },
+    ];
+    for n in &bad {
+        assert!(!netlink_ok(n), "{n:?}");
+    }
+}
+
+#[test]
+fn raw_and_ping_records() {
+    use crate::kinds::fd::inetraw::raw_ok;
+    use crate::model::InetRawState;
+    let ping = InetRawState {
+        family: libc::AF_INET,
+        typ: libc::SOCK_DGRAM,
+        protocol: libc::IPPROTO_ICMP,
+        local: sockaddr_in([127, 0, 0, 1], 7),
+        peer: sockaddr_in([127, 0, 0, 1], 0),
+        ..Default::default()
+    };
+    let raw6 = InetRawState {
+        family: libc::AF_INET6,
+        typ: libc::SOCK_RAW,
+        protocol: 253,
+        local: sockaddr_in6(Ipv6Addr::LOCALHOST, 0),
+        ..Default::default()
+    };
+    assert!(raw_ok(&ping) && raw_ok(&raw6));
+    let bad = [
+        // a datagram socket of another protocol is UDP's, not a ping socket
+        InetRawState {
+            protocol: libc::IPPROTO_UDP,
+            ..ping.clone()
+        },
+        InetRawState {
+            local: sockaddr_in([127, 0, 0, 1], 7),
+            ..raw6.clone()
+        },
+        InetRawState {
+            protocol: 300,
+            ..raw6.clone()
+        },
+    ];
+    for r in &bad {
+        assert!(!raw_ok(r), "{r:?}");
+    }
+}
