@@ -21,7 +21,7 @@ use crate::kinds::fd::{self, PipeHolders, lock, udp, unix};
 use crate::kinds::mem;
 use crate::kinds::mem::pages::{PageSink, PageStream};
 use crate::kinds::mem::shmem::{self, ShmOwners, SysvCreated};
-use crate::kinds::task::{attrs, creds, signals, threads, timers, tree};
+use crate::kinds::task::{attrs, creds, seccomp, signals, threads, timers, tree};
 use crate::model::{Process, Vma};
 use crate::remote::{BATCH_CODE_OFFSET, BatchArgs, Ctx, STUB_SIZE, helper_injector};
 use crate::sys::inject::{Call, Injector, find_gadget};
@@ -227,6 +227,12 @@ pub(crate) fn stage(
         &files.held,
     )?;
     restore_all_creds(&mut ctxs, &mut staged)?;
+    // Seccomp filters last: they may forbid what the steps above do.
+    for (cx, threads) in ctxs.iter_mut().zip(staged.iter_mut()) {
+        if let Some(threads) = threads {
+            seccomp::install_filters(cx, threads, stub_addr)?;
+        }
+    }
     let procs_staged = ctxs
         .into_iter()
         .zip(staged)
