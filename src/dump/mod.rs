@@ -346,13 +346,6 @@ fn precheck(pid: i32) -> Result<()> {
         }
         _ => {}
     }
-    if st.seccomp == libc::SECCOMP_MODE_STRICT {
-        return unsupported(
-            "it runs under seccomp strict mode (only read, write, exit and sigreturn \
-             allowed), which is not supported yet"
-                .into(),
-        );
-    }
     // Other namespaces than ckpt's would be silently replaced by ckpt's at restore.
     if let Some(ns) = sys::proc::foreign_namespace(pid) {
         return unsupported(format!(

@@ -585,6 +585,21 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<i32> {
             [s.stub_addr, STUB_SIZE, 0, 0, 0, 0],
         )?;
     }
+    // Seccomp strict mode only now: it leaves the threads no other call.
+    fault_point("seccomp strict mode")?;
+    if procs.iter().any(|p| {
+        p.threads
+            .iter()
+            .any(|t| t.creds.as_ref().unwrap_or(&p.creds).seccomp == libc::SECCOMP_MODE_STRICT)
+    }) {
+        let (vstart, vlen) = own_vdso_range()?;
+        let code = sys::process::read_own(vstart, vlen as usize)?;
+        let gadget = find_gadget(&code, 0)
+            .ok_or_else(|| RestoreError::Stage("no syscall instruction in the vDSO".into()))?;
+        for p in procs.iter().filter(|p| !p.is_zombie()) {
+            seccomp::enter_strict_mode(p, gadget)?;
+        }
+    }
     fault_point("set registers")?;
     // Signal masks only now: until the helper area is gone every signal stays blocked,
     // so that a timer firing cannot interrupt an injected call.

@@ -13,7 +13,7 @@
  * MODE "blockmunmap": as "filters", but the shared filter also kills the process on a
  * munmap of exactly 0x101000 bytes (which the program never does: the restore does).
  * MODE "strict": the "solo" thread enters strict mode (PR_SET_SECCOMP 1) and only reads
- * its pipe; no filters. The main thread reports (only its own view).
+ * its pipe and writes "solo: strict" when asked; no filters. The main thread reports.
  * Needs root (or no_new_privs, which it sets). Exits with status 0. */
 #include "util.h"
 
@@ -150,12 +150,14 @@ static void *worker(void *arg)
 	if (write(done[i][1], "x", 1) != 1)
 		_exit(102);
 	while (read(ask[i][0], &c, 1) == 1) {
-		if (!mode_strict)
+		if (!mode_strict || i == 0)
 			report(names[i]);
+		else
+			write_all(1, "  solo: strict\n", 15);
 		if (write(done[i][1], "x", 1) != 1)
 			_exit(103);
 	}
-	if (mode_strict)
+	if (mode_strict && i == 1)
 		syscall(SYS_exit, 0);
 	return NULL;
 }

@@ -308,11 +308,14 @@ pub(crate) fn check_seccomp(proc_: &Process, problems: &mut Vec<Problem>) {
         };
         match c.seccomp {
             0 if t.seccomp_filters.is_empty() => continue,
-            1 => {
-                p(format!(
-                    "{who} runs under seccomp strict mode (only read, write, exit and \
-                     sigreturn allowed); not supported yet"
-                ));
+            1 if t.seccomp_filters.is_empty() => {
+                if vdso_start(proc_).is_none() {
+                    p(format!(
+                        "{who} runs under seccomp strict mode, which the restore enters \
+                         through the vDSO's system call instruction, and the process has no \
+                         vDSO; not supported"
+                    ));
+                }
                 continue;
             }
             2 if !t.seccomp_filters.is_empty() => {}
@@ -401,7 +404,53 @@ pub(crate) fn check_seccomp(proc_: &Process, problems: &mut Vec<Problem>) {
     }
 }
 
+/// Where the vDSO of `proc_` is (restore maps it there).
+fn vdso_start(proc_: &Process) -> Option<u64> {
+    proc_
+        .vmas
+        .iter()
+        .find(|v| v.kind == crate::model::VmaKind::Vdso)
+        .map(|v| v.start)
+}
+
 // ---- restore (stage) ----
+
+/// Put the threads of `p` that were in strict mode in it again: the very last system
+/// call they make for the restore (strict mode leaves only read, write, exit and
+/// sigreturn), at commit, after the helper area is gone. The call is made through the
+/// `syscall` instruction at `gadget_off` in the vDSO (the same as ckpt's, checked in
+/// plan), which restore mapped at the image's address.
+pub(crate) fn enter_strict_mode(p: &Process, gadget_off: u64) -> RestoreResult<()> {
+    let main = &p.creds;
+    for t in &p.threads {
+        if t.creds.as_ref().unwrap_or(main).seccomp != libc::SECCOMP_MODE_STRICT {
+            continue;
+        }
+        let vdso = vdso_start(p).ok_or_else(|| {
+            RestoreError::Stage(format!("process {} has no vDSO for strict mode", p.pid))
+        })?;
+        let regs = ptrace::get_regs(t.tid)?;
+        let mut inj = sys::inject::Injector::new(t.tid, vdso + gadget_off, regs);
+        let r = inj.raw(
+            nr::PRCTL,
+            [
+                libc::PR_SET_SECCOMP as u64,
+                u64::from(libc::SECCOMP_MODE_STRICT),
+                0,
+                0,
+                0,
+                0,
+            ],
+        )?;
+        if r != 0 {
+            return Err(RestoreError::Stage(format!(
+                "thread {} of process {}: PR_SET_SECCOMP strict failed ({r})",
+                t.tid, p.pid
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// Install `f` in the thread `cx` drives.
 fn install(cx: &mut Ctx<'_>, f: &SeccompFilter, tsync: bool) -> RestoreResult<()> {

@@ -153,7 +153,12 @@ fn filters_that_would_stop_the_restore_are_refused() {
 fn strict_mode_user_notification_and_missing_privilege_are_refused() {
     let mut p = process(10);
     p.creds.seccomp = 1;
-    assert_one(&run_checks(&p), "unsupported", &["strict mode"]);
+    assert_one(&run_checks(&p), "unsupported", &["strict mode", "no vDSO"]);
+    p.vmas.push(crate::model::Vma {
+        kind: crate::model::VmaKind::Vdso,
+        ..vma(0x7fff_0000_0000, 0x7fff_0000_2000)
+    });
+    assert_none(&run_checks(&p));
     p.creds.seccomp = 2;
     assert_one(&run_checks(&p), "unsupported", &["does not record"]);
     let p = filtered(&[vec![deny(39, libc::SECCOMP_RET_USER_NOTIF)]]);
