@@ -77,8 +77,9 @@ fn seccomp_of(pid: i32) -> Seccomp {
 
 /// `seccomp MODE` dumped mid-run and restored: the restored threads show the same
 /// seccomp status lines and filters as the original's, and the program ends as an
-/// undisturbed run (`expect` are lines of that run showing the setup took place).
-fn restored_like_original(name: &str, mode: &str, expect: &[&str]) -> Seccomp {
+/// undisturbed run (`expect` are lines of that run showing the setup took place). A
+/// restore failing first at step `fault` (putting seccomp in place) leaves nothing.
+fn restored_like_original(name: &str, mode: &str, expect: &[&str], fault: &str) -> Seccomp {
     let ctx = Ctx::new(name);
     let spec = Spec::new(target("seccomp"))
         .arg(mode)
@@ -103,6 +104,7 @@ fn restored_like_original(name: &str, mode: &str, expect: &[&str]) -> Seccomp {
     t.expect_killed();
     let out_before = t.stdout.finish("original");
     wait_pids_gone(&[pid], "seccomp after the dump");
+    assert_restore_fault_leaves_nothing(&ctx, &img, &[], fault, &[pid], &[]);
     let mut r = ctx.restore(&img, &[], In::Null);
     let n = r.stdout.lines();
     r.wait_lines(n + 1);
@@ -128,6 +130,7 @@ fn threads_under_seccomp_filters_come_back_under_the_same_filters() {
             "  main: getpid=-1/1 getppid=ok getuid=0 NoNewPrivs=1 Seccomp=2 Seccomp_filters=1",
             "  solo: getpid=-1/1 getppid=ok getuid=-1/13 NoNewPrivs=1 Seccomp=2 Seccomp_filters=2",
         ],
+        "seccomp(SECCOMP_SET_MODE_FILTER)",
     );
     assert_eq!(
         before[2].1.len(),
@@ -149,6 +152,7 @@ fn a_thread_in_strict_mode_comes_back_in_strict_mode() {
         "a_thread_in_strict_mode_comes_back_in_strict_mode",
         "strict",
         &["  solo: strict\n"],
+        "seccomp strict mode",
     );
     assert!(
         before[2].0.contains(&"Seccomp:\t1".to_string()),

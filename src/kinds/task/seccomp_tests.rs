@@ -174,3 +174,54 @@ fn strict_mode_user_notification_and_missing_privilege_are_refused() {
     assert_none(&run_checks(&p));
     assert_none(&run_checks(&process(10)));
 }
+
+/// The instructions of `f` as `struct sock_filter` bytes.
+fn raw(f: &SeccompFilter) -> Vec<u8> {
+    f.insns
+        .iter()
+        .flat_map(|&(code, jt, jf, k)| {
+            let mut b = code.to_le_bytes().to_vec();
+            b.extend_from_slice(&[jt, jf]);
+            b.extend_from_slice(&k.to_le_bytes());
+            b
+        })
+        .collect()
+}
+
+#[test]
+fn shared_filters_go_in_once_with_tsync_then_each_threads_own_with_its_flags() {
+    let shared = deny(libc::SYS_getpid as u32, libc::SECCOMP_RET_ERRNO | 1);
+    let own = SeccompFilter {
+        log: true,
+        ..deny(libc::SYS_getuid as u32, libc::SECCOMP_RET_ERRNO | 13)
+    };
+    let p = filtered(&[vec![shared.clone(), own.clone()], vec![shared.clone()]]);
+    let rec = crate::remote::Recorder::new(10);
+    let stub = 0x7000_0000;
+    let mut cx = Ctx::double(&rec, stub, &p);
+    install_filters(&mut cx, &mut [], stub).expect("install");
+    let calls = rec.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    for (c, f, flags) in [
+        (&calls[0], &shared, libc::SECCOMP_FILTER_FLAG_TSYNC),
+        (&calls[1], &own, libc::SECCOMP_FILTER_FLAG_LOG),
+    ] {
+        assert_eq!(c.nr, nr::SECCOMP);
+        assert_eq!(c.args[0], u64::from(libc::SECCOMP_SET_MODE_FILTER));
+        assert_eq!(c.args[1], flags);
+        let fprog = c.bytes(c.args[2], 16);
+        let len = u64::from_le_bytes(fprog[..8].try_into().expect("8 bytes"));
+        let at = u64::from_le_bytes(fprog[8..].try_into().expect("8 bytes"));
+        assert_eq!(len, f.insns.len() as u64);
+        assert_eq!(c.bytes(at, f.insns.len() * 8), raw(f));
+    }
+}
+
+#[test]
+fn a_process_without_filters_gets_no_call() {
+    let p = process(10);
+    let rec = crate::remote::Recorder::new(10);
+    let mut cx = Ctx::double(&rec, 0x7000_0000, &p);
+    install_filters(&mut cx, &mut [], 0x7000_0000).expect("install");
+    assert!(rec.calls().is_empty());
+}
