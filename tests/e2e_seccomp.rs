@@ -6,6 +6,8 @@
 //! status line), and the filters read back through ptrace are the original's, with their
 //! flags. A thread in strict mode comes back in strict mode. Filters that would stop
 //! the restore itself are refused at dump, the program running on.
+//! A python3 program that sandboxes itself through ctypes stays sandboxed. The targets
+//! are `seccomp.c` and `pyseccomp.py`.
 //!
 //! Needs root. Run with cargo-nextest, one process per test (see README.md).
 
@@ -215,4 +217,44 @@ fn a_filter_that_would_stop_the_restore_is_refused_at_dump() {
             "SECCOMP_RET_KILL_PROCESS",
         ],
     );
+}
+
+/// A real program sandboxing itself: python3 installs a filter through ctypes (mkdir
+/// fails with EACCES); after restore its mkdir still fails the same way, and its status
+/// and filter are the original's.
+#[test]
+fn python_sandboxed_with_seccomp_stays_sandboxed() {
+    let ctx = Ctx::new("python_sandboxed_with_seccomp_stays_sandboxed");
+    let spec = Spec::new(python3())
+        .arg(script("pyseccomp.py"))
+        .arg("40")
+        .arg("0.02")
+        .env("PYTHONHASHSEED", "0")
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let reference = ctx.reference(&spec);
+    assert_eq!(reference.status.code(), Some(0), "reference run");
+    let out = text(&reference.stdout);
+    assert!(
+        out.contains("step 1/40 mkdir: errno 13 NoNewPrivs=1 Seccomp=2 Seccomp_filters=1\n"),
+        "pyseccomp did not sandbox itself:\n{out}"
+    );
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("step 5/");
+    let pid = t.pid;
+    let before = seccomp_of(pid);
+    let img = ctx.path("img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let out_before = t.stdout.finish("original");
+    wait_pids_gone(&[pid], "pyseccomp after the dump");
+    let mut r = ctx.restore(&img, &[], In::Null);
+    let n = r.stdout.lines();
+    r.wait_lines(n + 1);
+    assert_eq!(
+        seccomp_of(pid),
+        before,
+        "the restored python's seccomp status and filter (left) differ from the original's"
+    );
+    let fin = r.finish();
+    assert_tree_finished_like_reference("pyseccomp", &reference.stdout, out_before, &fin, &[pid]);
 }
