@@ -379,8 +379,8 @@ pub(crate) fn check_seccomp(proc_: &Process, problems: &mut Vec<Problem>) {
                     action_name(a)
                 )),
                 None => p(format!(
-                    "{who}: seccomp filter of {} cannot be run (malformed program)",
-                    n
+                    "{who}: its first {n} seccomp filters cannot be run on the restore's own \
+                     {what} (a malformed program): the image is malformed"
                 )),
             }
         }

@@ -147,6 +147,16 @@ fn filters_that_would_stop_the_restore_are_refused() {
         "unsupported",
         &["seccomp() installing its filter #2", "errno 1"],
     );
+    // A program the kernel would not run (it falls off its end).
+    let p = filtered(&[vec![SeccompFilter {
+        insns: vec![LD_NR],
+        log: false,
+    }]]);
+    assert_one(
+        &run_checks(&p),
+        "unsupported",
+        &["cannot be run", "munmap of the restore's helper area"],
+    );
 }
 
 #[test]
