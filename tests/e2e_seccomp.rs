@@ -146,6 +146,17 @@ fn threads_under_seccomp_filters_come_back_under_the_same_filters() {
     );
 }
 
+/// A filter that hands system calls to a user-space supervisor is refused at dump: its
+/// listener (here closed) is not restored.
+#[test]
+fn a_filter_with_user_notification_is_refused_at_dump() {
+    refused(
+        "a_filter_with_user_notification_is_refused_at_dump",
+        "notif",
+        &["SECCOMP_RET_USER_NOTIF", "listener"],
+    );
+}
+
 /// A thread in strict mode comes back in strict mode (entered as the restore's very
 /// last call in it), still answering through read and write.
 #[test]

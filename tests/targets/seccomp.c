@@ -14,6 +14,9 @@
  * munmap of exactly 0x101000 bytes (which the program never does: the restore does).
  * MODE "strict": the "solo" thread enters strict mode (PR_SET_SECCOMP 1) and only reads
  * its pipe and writes "solo: strict" when asked; no filters. The main thread reports.
+ * MODE "notif": as "filters", but the solo thread's filter hands getgid to a supervisor
+ * (SECCOMP_RET_USER_NOTIF, SECCOMP_FILTER_FLAG_NEW_LISTENER); the program closes the
+ * listener (so getgid would fail with ENOSYS; it never calls it).
  * Needs root (or no_new_privs, which it sets). Exits with status 0. */
 #include "util.h"
 
@@ -29,7 +32,7 @@
 
 static int ask[NTHREADS][2], done[NTHREADS][2];
 static const char *names[NTHREADS] = { "shared", "solo" };
-static int mode_strict, mode_blockmunmap;
+static int mode_strict, mode_blockmunmap, mode_notif;
 
 static void status_lines(char *buf, size_t len)
 {
@@ -127,6 +130,20 @@ static void install_solo(void)
 		RET(SECCOMP_RET_ERRNO | EACCES),
 		RET(SECCOMP_RET_ALLOW),
 	};
+	if (mode_notif) {
+		struct sock_filter g[] = {
+			LD(offsetof(struct seccomp_data, nr)),
+			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_getgid, 0, 1),
+			RET(SECCOMP_RET_USER_NOTIF),
+			RET(SECCOMP_RET_ALLOW),
+		};
+		struct sock_fprog prog = { sizeof g / sizeof g[0], g };
+		long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+				  SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+		if (fd < 0)
+			die("seccomp(NEW_LISTENER): %s", strerror(errno));
+		close((int)fd);
+	}
 	install(f, sizeof f / sizeof f[0], SECCOMP_FILTER_FLAG_LOG);
 }
 
@@ -177,6 +194,8 @@ int main(int argc, char **argv)
 		mode_strict = 1;
 	else if (!strcmp(argv[1], "blockmunmap"))
 		mode_blockmunmap = 1;
+	else if (!strcmp(argv[1], "notif"))
+		mode_notif = 1;
 	else if (strcmp(argv[1], "filters"))
 		die("unknown mode %s", argv[1]);
 	long steps = arg_long(argc, argv, 2, 0);
