@@ -142,6 +142,7 @@ pub mod nr {
     pub const MMAP: u64 = libc::SYS_mmap as u64;
     pub const MPROTECT: u64 = libc::SYS_mprotect as u64;
     pub const MUNMAP: u64 = libc::SYS_munmap as u64;
+    pub const SECCOMP: u64 = libc::SYS_seccomp as u64;
     pub const BRK: u64 = libc::SYS_brk as u64;
     pub const RT_SIGACTION: u64 = libc::SYS_rt_sigaction as u64;
     pub const NANOSLEEP: u64 = libc::SYS_nanosleep as u64;
@@ -614,6 +615,7 @@ mod nr_tests {
             (MMAP, 9),
             (MPROTECT, 10),
             (MUNMAP, 11),
+            (SECCOMP, 317),
             (BRK, 12),
             (RT_SIGACTION, 13),
             (NANOSLEEP, 35),

@@ -10,7 +10,7 @@ use crate::kinds::mem::shmem::SharedSeen;
 use crate::kinds::mem::{self, MemoryMap};
 use crate::kinds::task::query::{Ask, Injected, ThreadInjected, injected_state};
 use crate::kinds::task::threads::{ThreadOutside, thread_image, thread_outside};
-use crate::kinds::task::{attrs, creds, signals, tree};
+use crate::kinds::task::{attrs, creds, seccomp, signals, tree};
 use crate::model::{Checkpoint, Fd, JobStop, PendingSignal, ProcMisc, Process, Thread};
 use crate::sys::mem::RemoteMem;
 use crate::sys::proc::{self as procfs, MapEntry};
@@ -239,7 +239,12 @@ pub(crate) fn collect_process(
         .zip(read.thread_pending)
         .zip(thread_creds)
     {
-        threads.push(thread_image(&mem, t, o, ti, pending, tc)?);
+        let mode = tc.as_ref().map_or(creds.seccomp, |c| c.seccomp);
+        let mut th = thread_image(&mem, t, o, ti, pending, tc)?;
+        if mode == libc::SECCOMP_MODE_FILTER {
+            th.seccomp_filters = seccomp::read_filters(t.tid)?;
+        }
+        threads.push(th);
     }
     let process = Process {
         pid,

@@ -111,7 +111,16 @@ fn task_ids(pid: i32) -> Result<Vec<i32>> {
 /// Stop one thread: seize, interrupt, wait for the interrupt stop. Ok(None) if the
 /// thread exited meanwhile.
 fn freeze_thread(tid: i32) -> Result<Option<FrozenThread>> {
-    match ptrace::seize(tid, libc::PTRACE_O_TRACESYSGOOD) {
+    // Seccomp is suspended while ckpt traces the thread (PTRACE_O_SUSPEND_SECCOMP, until
+    // the detach), so that its filters (or strict mode) cannot deny or kill on the calls
+    // dump injects; without CAP_SYS_ADMIN the kernel refuses the option (EPERM), and the
+    // thread is seized without it (reading its filters needs CAP_SYS_ADMIN anyway).
+    let opts = libc::PTRACE_O_TRACESYSGOOD;
+    let seized = match ptrace::seize(tid, opts | libc::PTRACE_O_SUSPEND_SECCOMP) {
+        Err(e) if e.errno() == Some(libc::EPERM) => ptrace::seize(tid, opts),
+        r => r,
+    };
+    match seized {
         Ok(()) => {}
         Err(e) if e.errno() == Some(libc::ESRCH) => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -336,9 +345,6 @@ fn precheck(pid: i32) -> Result<()> {
             );
         }
         _ => {}
-    }
-    if st.seccomp != 0 {
-        return unsupported("it runs under seccomp, which is not supported yet".into());
     }
     // Other namespaces than ckpt's would be silently replaced by ckpt's at restore.
     if let Some(ns) = sys::proc::foreign_namespace(pid) {

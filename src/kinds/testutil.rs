@@ -38,6 +38,7 @@ pub(crate) fn thread(tid: i32) -> Thread {
         nice: 0,
         comm: Vec::new(),
         creds: None,
+        seccomp_filters: Vec::new(),
     }
 }
 

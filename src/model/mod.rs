@@ -234,6 +234,21 @@ pub struct Thread {
     /// the same as the process's (also what older images meant).
     #[serde(default)]
     pub creds: Option<Creds>,
+    /// The thread's seccomp filters (mode 2), oldest first, as the kernel gives them
+    /// back; empty without filters (also what older images meant: they had none).
+    /// Threads whose chains start with the same filters shared them (TSYNC, or created
+    /// after they were installed).
+    #[serde(default)]
+    pub seccomp_filters: Vec<SeccompFilter>,
+}
+
+/// One classic BPF seccomp filter.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SeccompFilter {
+    /// `struct sock_filter` instructions: code, jt, jf, k.
+    pub insns: Vec<(u16, u8, u8, u32)>,
+    /// Installed with SECCOMP_FILTER_FLAG_LOG.
+    pub log: bool,
 }
 
 /// What an open file descriptor refers to.

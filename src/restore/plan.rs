@@ -17,7 +17,7 @@ pub use crate::kinds::fd::tty::{TtyPlan, tty_plan};
 use crate::kinds::fd::{self, epoll, external, fifo, pipe, unix};
 pub(crate) use crate::kinds::mem::TASK_SIZE;
 use crate::kinds::mem::{self, shmem};
-use crate::kinds::task::{attrs, creds, signals, threads, tree};
+use crate::kinds::task::{attrs, creds, seccomp, signals, threads, tree};
 use crate::model::{Checkpoint, Process};
 
 pub struct Plan {
@@ -166,7 +166,7 @@ fn check_host_files(
         fd::check_fd_in_image(files, f, image.pids, image.new_pidns, held, problems);
     }
     fd::lock::check_locks(proc_, held, problems);
-    creds::check_seccomp(proc_, problems);
+    seccomp::check_seccomp(proc_, problems);
 }
 
 /// What the host checks of one process need to know of the whole image.

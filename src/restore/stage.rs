@@ -21,7 +21,7 @@ use crate::kinds::fd::{self, PipeHolders, lock, udp, unix};
 use crate::kinds::mem;
 use crate::kinds::mem::pages::{PageSink, PageStream};
 use crate::kinds::mem::shmem::{self, ShmOwners, SysvCreated};
-use crate::kinds::task::{attrs, creds, signals, threads, timers, tree};
+use crate::kinds::task::{attrs, creds, seccomp, signals, threads, timers, tree};
 use crate::model::{Process, Vma};
 use crate::remote::{BATCH_CODE_OFFSET, BatchArgs, Ctx, STUB_SIZE, helper_injector};
 use crate::sys::inject::{Call, Injector, find_gadget};
@@ -236,6 +236,12 @@ pub(crate) fn stage(
     fd::tty::finish_ptys(&plan.ckpt, &ptys)?;
     drop(ptys);
     restore_all_creds(&mut ctxs, &mut staged)?;
+    // Seccomp filters last: they may forbid what the steps above do.
+    for (cx, threads) in ctxs.iter_mut().zip(staged.iter_mut()) {
+        if let Some(threads) = threads {
+            seccomp::install_filters(cx, threads, stub_addr)?;
+        }
+    }
     let procs_staged = ctxs
         .into_iter()
         .zip(staged)
@@ -595,6 +601,21 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<(i32, Option<sys::netlock::H
             nr::MUNMAP,
             [s.stub_addr, STUB_SIZE, 0, 0, 0, 0],
         )?;
+    }
+    // Seccomp strict mode only now: it leaves the threads no other call.
+    fault_point("seccomp strict mode")?;
+    if procs.iter().any(|p| {
+        p.threads
+            .iter()
+            .any(|t| t.creds.as_ref().unwrap_or(&p.creds).seccomp == libc::SECCOMP_MODE_STRICT)
+    }) {
+        let (vstart, vlen) = own_vdso_range()?;
+        let code = sys::process::read_own(vstart, vlen as usize)?;
+        let gadget = find_gadget(&code, 0)
+            .ok_or_else(|| RestoreError::Stage("no syscall instruction in the vDSO".into()))?;
+        for p in procs.iter().filter(|p| !p.is_zombie()) {
+            seccomp::enter_strict_mode(p, gadget)?;
+        }
     }
     fault_point("set registers")?;
     // Signal masks only now: until the helper area is gone every signal stays blocked,

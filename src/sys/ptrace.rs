@@ -347,3 +347,37 @@ pub fn set_thread_area(tid: i32, d: &[u32; 4]) -> Result<()> {
     )?;
     Ok(())
 }
+
+/// The number of instructions of the `index`th seccomp filter of `tid` (0: the oldest)
+/// and, with `out`, the instructions themselves (8 bytes each, `struct sock_filter`).
+/// ENOENT past the oldest filter.
+pub fn seccomp_filter(tid: i32, index: usize) -> Result<Vec<[u8; 8]>> {
+    let req_nr = linux_raw_sys::ptrace::PTRACE_SECCOMP_GET_FILTER;
+    // With a null buffer the request only counts the instructions.
+    let n = req(req_nr, tid, index, 0, || {
+        format!("PTRACE_SECCOMP_GET_FILTER {tid} #{index}")
+    })?;
+    let mut buf = vec![[0u8; 8]; n as usize];
+    // The buffer holds exactly `n` instructions, the count the kernel gave; the filter of
+    // a stopped tracee cannot change in between (filters are never removed or altered).
+    let got = req(req_nr, tid, index, buf.as_mut_ptr() as usize, || {
+        format!("PTRACE_SECCOMP_GET_FILTER {tid} #{index}")
+    })?;
+    buf.truncate(got as usize);
+    Ok(buf)
+}
+
+/// The flags of the `index`th seccomp filter of `tid` (0: the oldest) that the kernel
+/// remembers (only SECCOMP_FILTER_FLAG_LOG today).
+pub fn seccomp_flags(tid: i32, index: u64) -> Result<u64> {
+    // struct seccomp_metadata { __u64 filter_off; __u64 flags; }
+    let mut md = [index, 0u64];
+    req(
+        linux_raw_sys::ptrace::PTRACE_SECCOMP_GET_METADATA,
+        tid,
+        std::mem::size_of_val(&md),
+        md.as_mut_ptr() as usize,
+        || format!("PTRACE_SECCOMP_GET_METADATA {tid} #{index}"),
+    )?;
+    Ok(md[1])
+}

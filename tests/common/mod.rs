@@ -146,6 +146,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     // tests/e2e_taskstate.rs: threads with credentials and names of their own, processes
     // stopped by job control
     ("threadcreds", "threadcreds.c", &["-pthread"]),
+    // tests/e2e_seccomp.rs: threads under seccomp filters (shared by TSYNC, their own), strict mode
+    ("seccomp", "seccomp.c", &["-pthread"]),
     ("jobstop", "jobstop.c", &["-pthread"]),
     ("zombieuser", "zombieuser.c", &[]),
     // tests/e2e_lost.rs: states a dump recorded and a restore could not give back

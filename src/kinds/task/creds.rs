@@ -596,29 +596,6 @@ fn join_and(items: &[&str]) -> String {
     }
 }
 
-/// Seccomp is not restored: a process that ran under it (in any thread) is refused.
-pub(crate) fn check_seccomp(proc_: &Process, problems: &mut Vec<Problem>) {
-    if proc_.creds.seccomp != 0 {
-        p(
-            problems,
-            "unsupported",
-            "the process ran under seccomp; not supported yet".into(),
-        );
-    }
-    for t in &proc_.threads {
-        if t.creds.as_ref().is_some_and(|c| c.seccomp != 0) {
-            p(
-                problems,
-                "unsupported",
-                format!(
-                    "thread {} of process {} ran under seccomp; not supported yet",
-                    t.tid, proc_.pid
-                ),
-            );
-        }
-    }
-}
-
 // ---- restore (stage) ----
 
 /// Give the thread behind `cx` exactly the credentials `c` (the process's, or the

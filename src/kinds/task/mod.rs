@@ -3,6 +3,7 @@
 pub(crate) mod attrs;
 pub(crate) mod creds;
 pub(crate) mod query;
+pub(crate) mod seccomp;
 pub(crate) mod signals;
 #[cfg(test)]
 mod tests;

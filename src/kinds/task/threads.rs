@@ -170,6 +170,7 @@ pub(crate) fn thread_image(
         nice: o.sched.2,
         comm: o.comm,
         creds,
+        seccomp_filters: Vec::new(),
     })
 }
 

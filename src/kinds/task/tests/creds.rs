@@ -1,12 +1,10 @@
-//! Credentials: the branches of `creds::check_process`, `check_ckpt` and `check_seccomp`
+//! Credentials: the branches of `creds::check_process` and `check_ckpt`
 //! that the tests in creds.rs leave out (capability sets the kernel would refuse, many
 //! groups, keep_caps and ambient securebits, the descriptor room restore needs, ckpt
 //! without the right to choose PIDs). `Own` is built in memory: nothing is asked of
 //! this host.
 
-use crate::kinds::task::creds::{
-    Own, cap, check_ckpt, check_process, check_seccomp, fd_room, secbit,
-};
+use crate::kinds::task::creds::{Own, cap, check_ckpt, check_process, fd_room, secbit};
 use crate::kinds::testutil::*;
 use crate::model::{Creds, Process};
 
@@ -191,21 +189,4 @@ fn ckpt_needs_the_right_to_choose_pids() {
         "privilege",
         &["restore must run as root", "as user ID 1000"],
     );
-}
-
-#[test]
-fn seccomp_processes_are_refused() {
-    assert_none(&run(|v| check_seccomp(&process(10), v)));
-    for mode in [1, 2] {
-        let p = with_creds(Creds {
-            seccomp: mode,
-            ..Default::default()
-        });
-        let v = run(|v| check_seccomp(&p, v));
-        assert_one(
-            &v,
-            "unsupported",
-            &["the process ran under seccomp; not supported yet"],
-        );
-    }
 }
