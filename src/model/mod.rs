@@ -384,6 +384,10 @@ pub enum FdKind {
         #[serde(default, with = "serde_bytes")]
         listener_dir: Vec<u8>,
     },
+    /// A process descriptor (pidfd) of process `pid` of the image (as the image's IDs
+    /// go: rewritten by `map_pids`), with its status flags (O_NONBLOCK, and O_EXCL for
+    /// PIDFD_THREAD). Restore opens it again once every process exists.
+    Pidfd { pid: i32, flags: u32 },
 }
 
 /// A terminal that standard descriptors of the tree led to at dump.
@@ -950,6 +954,9 @@ impl Checkpoint {
                     if t.fg_pgid > 0 {
                         t.fg_pgid = f(t.fg_pgid);
                     }
+                }
+                if let FdKind::Pidfd { pid, .. } = &mut fd.kind {
+                    *pid = f(*pid);
                 }
             }
         }

@@ -154,6 +154,10 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("killsafe", "killsafe.c", &["-pthread", "-mavx2"]),
     // tests/e2e_pipes.rs: pipes whose other end everybody closed, second descriptions
     ("halfpipe", "halfpipe.c", &[]),
+    // tests/e2e_descs.rs: pidfds of the tree's processes, of itself, of a zombie; AIO,
+    // io_uring and fanotify refused
+    ("pidfds", "pidfds.c", &[]),
+    ("ioctx", "ioctx.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

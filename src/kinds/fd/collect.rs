@@ -2,7 +2,7 @@
 //! its kind's module), which descriptors share an open file description, and what the
 //! sockets of the tree are once the whole tree is known.
 
-use super::{anon, epoll, fifo, file, inotify, lock, pipe, tcp, tty, unix};
+use super::{anon, epoll, fifo, file, inotify, lock, pidfd, pipe, tcp, tty, unix};
 use crate::error::DumpError;
 use crate::error::DumpResult;
 use crate::kinds::unsupported;
@@ -232,10 +232,18 @@ fn anon_inode_kind(d: &OpenFd, kind: &str) -> DumpResult<FdKind> {
     match kind {
         "eventfd" | "timerfd" | "signalfd" => anon::collect(d, kind, &info),
         "[eventpoll" | "eventpoll" => epoll::collect(d, kind, &info),
+        "pidfd" => pidfd::collect(d, &info),
         "inotify" => Ok(FdKind::Inotify {
             flags: d.flags,
             watches: inotify::inotify_watches(d.pid, d.fd, &info)?,
         }),
+        "io_uring" => Err(d.not_yet(
+            "an io_uring instance (its queues, registered buffers and files and requests \
+             in flight cannot be saved)",
+        )),
+        "fanotify" => {
+            Err(d.not_yet("a fanotify group (restoring a group and its marks is not implemented)"))
+        }
         _ => Err(d.not_yet(&format!("a special file ({kind})"))),
     }
 }
@@ -286,6 +294,7 @@ pub(crate) fn link_shared_fds(procs: &mut [Process]) -> DumpResult<()> {
             FdKind::Udp { .. } => Some((2, 8, 0)),
             FdKind::UnixDgram { .. } => Some((2, 9, 0)),
             FdKind::UnixPending { .. } => Some((2, 10, 0)),
+            FdKind::Pidfd { pid, .. } => Some((5, *pid as u64, 0)),
             FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. } => Some((4, *data, 0)),
             FdKind::Inherited { .. } | FdKind::External { .. } => None,
         }

@@ -12,6 +12,7 @@ mod ghost;
 pub(crate) mod held;
 pub(crate) mod inotify;
 pub(crate) mod lock;
+pub(crate) mod pidfd;
 pub(crate) mod pipe;
 pub(crate) mod tcp;
 #[cfg(test)]
@@ -88,6 +89,9 @@ pub(crate) fn check_records(
             }
             if let FdKind::Inotify { watches, .. } = &f.kind {
                 inotify::check_watches(watches, f.fd, q.pid, problems);
+            }
+            if let FdKind::Pidfd { pid, .. } = f.kind {
+                pidfd::check_target(procs, q, f.fd, pid, problems);
             }
             lock::check_records(q, f, problems);
             check_owner(procs, q, f, problems);
@@ -290,7 +294,8 @@ pub(crate) fn check_fd(
         | FdKind::EventFd { .. }
         | FdKind::TimerFd { .. }
         | FdKind::SignalFd { .. }
-        | FdKind::Epoll { .. } => {}
+        | FdKind::Epoll { .. }
+        | FdKind::Pidfd { .. } => {}
     }
 }
 
@@ -328,6 +333,7 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
         FdKind::Pipe { id, write, .. } => pipe::describe(ckpt, *id, *write),
         FdKind::Inotify { watches, .. } => inotify::describe(watches),
         FdKind::Fifo { file, id, flags } => fifo::describe(ckpt, file, *id, *flags),
+        FdKind::Pidfd { pid, flags } => pidfd::describe(*pid, *flags),
     };
     let owner = match f.owner {
         Some(o) if o.pid != 0 || o.sig != 0 => {
@@ -803,6 +809,10 @@ fn restore_fd(
         }
         FdKind::Epoll { flags, .. } => {
             let n = epoll::create_epoll(cx, *flags)?;
+            move_fd(cx, n, f.fd, f.cloexec)
+        }
+        FdKind::Pidfd { pid, flags } => {
+            let n = pidfd::create_pidfd(cx, *pid, *flags)?;
             move_fd(cx, n, f.fd, f.cloexec)
         }
         FdKind::File { file, flags, pos } | FdKind::Device { file, flags, pos } => {
