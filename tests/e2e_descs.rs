@@ -6,9 +6,12 @@
 //! output and exit status match an uninterrupted run's (the state oracle compares the
 //! kernel's view, fdinfo's Pid and flags included, inside dump and restore). A pidfd of a
 //! process outside the tree is refused at dump, naming it, and the process runs on; so
-//! are an AIO context, an io_uring instance and a fanotify group.
+//! are an AIO context, an io_uring instance and a fanotify group. An epoll instance
+//! whose watched descriptors were moved (dup2) or closed (the file still open under
+//! another number) keeps its items under the numbers they were added under, and
+//! epoll_wait reports their data as before.
 //!
-//! The targets are `tests/targets/{pidfds,ioctx}.c`.
+//! The targets are `tests/targets/{pidfds,ioctx,epollmoved}.c`.
 //!
 //! Needs root (ptrace of arbitrary processes, restoring PIDs). Run with cargo-nextest,
 //! one process per test (see README.md).
@@ -215,4 +218,42 @@ fn dump_refuses_a_fanotify_group() {
             )
         },
     );
+}
+
+/// epoll items added under numbers that were since moved away (dup2, the old number now
+/// holding /dev/null) or closed (the file still open under a dup) come back under those
+/// numbers, and keep reporting their data: the whole output (epoll_wait's answers each
+/// step) matches an uninterrupted run's, and the oracle compares each item of fdinfo.
+#[test]
+fn epoll_items_whose_descriptors_moved_or_closed_come_back_as_they_were() {
+    let tag = "epoll_items_whose_descriptors_moved_or_closed_come_back_as_they_were";
+    let ctx = Ctx::new(tag);
+    let spec = Spec::new(target("epollmoved")).arg("60").arg("sleep=20");
+    let mut rp = ctx.spawn(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(8);
+    let pid = t.pid;
+    ctx.track(pid);
+    let img = ctx.path("epoll.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let mut output = t.stdout.finish(&format!("{tag}: original"));
+    wait_pids_gone(&[pid], tag);
+    assert_has_kinds(&ctx, &img, &["Epoll"], tag);
+    let fin = ctx.restore(&img, &[], In::Null).finish();
+    output.extend(&fin.stdout);
+    let reference = rp.finish();
+    assert_eq!(reference.status.code(), Some(0), "{tag}: reference run");
+    assert_same_output(
+        &format!("{tag} (dumped after 8 lines, restored)"),
+        &reference.stdout,
+        &output,
+    );
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "{tag}: ckpt restore's exit status; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    assert_no_process(pid, tag);
 }

@@ -526,9 +526,15 @@ pub struct UdpState {
 /// One descriptor registered in an epoll instance.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpollTarget {
+    /// The descriptor number it was added under (what fdinfo shows as `tfd`).
     pub fd: i32,
     pub events: u32,
     pub data: u64,
+    /// When that number no longer holds the watched file (closed or moved since, with
+    /// the file still open elsewhere in the process): the descriptor that holds it.
+    /// Restore puts the file at `fd` for the time of the registration.
+    #[serde(default)]
+    pub held_at: Option<i32>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
