@@ -317,8 +317,9 @@ fn dump_refuses_a_mapped_file_whose_path_leads_elsewhere_now() {
     fs::write(&new, b"another file ".repeat(1000)).expect("write map.bin.new");
     fs::rename(&new, &map).expect("rename over map.bin");
     let want = format!(
-        "ckpt: cannot dump process {}: mapped file {} (deleted) no longer exists under that \
-         path (renamed or replaced)",
+        "ckpt: cannot dump process {}: mapped file {} (deleted) is no longer linked under \
+         that name (removed or replaced) but still is under another (a hard link), which \
+         restore cannot know",
         t.pid,
         map.display()
     );

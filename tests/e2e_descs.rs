@@ -119,6 +119,10 @@ fn pidfds_of_itself_a_child_and_a_zombie_work_after_restore() {
 /// untraced to the same end as an uninterrupted run.
 fn assert_dump_refused(tag: &str, spec: &Spec, want: impl Fn(i32, &str) -> String) {
     let ctx = Ctx::new(tag);
+    assert_dump_refused_in(&ctx, tag, spec, want);
+}
+
+fn assert_dump_refused_in(ctx: &Ctx, tag: &str, spec: &Spec, want: impl Fn(i32, &str) -> String) {
     let reference = ctx.reference(spec);
     let mut t = ctx.spawn(spec);
     t.wait_lines(5);
@@ -256,4 +260,47 @@ fn epoll_items_whose_descriptors_moved_or_closed_come_back_as_they_were() {
         text(&fin.stderr)
     );
     assert_no_process(pid, tag);
+}
+
+/// Descriptors of file-system objects changed under them are refused, each saying what
+/// happened: a file lease, a FIFO removed while open, a file unlinked under its name but
+/// still linked under another, a directory removed while open, an inotify watch on a
+/// file since deleted.
+#[test]
+fn dump_refuses_objects_changed_under_their_descriptors_saying_what_happened() {
+    let tag = "dump_refuses_objects_changed_under_their_descriptors_saying_what_happened";
+    let ctx = Ctx::new(tag);
+    let cases: [(&str, &str); 5] = [
+        (
+            "lease",
+            "holds a file lock of kind LEASE; not supported yet",
+        ),
+        (
+            "fifo",
+            "file descriptor 3 is a FIFO that was removed while open (restore opens FIFOs \
+             by their path)",
+        ),
+        (
+            "hardlink",
+            "(deleted) is no longer linked under that name (removed or replaced) but still \
+             is under another (a hard link)",
+        ),
+        (
+            "rmdir",
+            "file descriptor 3 is a directory that was removed while open",
+        ),
+        ("inotify", "has no path that leads to it"),
+    ];
+    for (kind, want) in cases {
+        let dir = ctx.path(kind);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let spec = Spec::new(target("fsgone"))
+            .arg(kind)
+            .arg(&dir)
+            .arg("40")
+            .arg("sleep=20");
+        assert_dump_refused_in(&ctx, &format!("{tag} {kind}"), &spec, |_, _| {
+            want.to_string()
+        });
+    }
 }

@@ -155,10 +155,12 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     // tests/e2e_pipes.rs: pipes whose other end everybody closed, second descriptions
     ("halfpipe", "halfpipe.c", &[]),
     // tests/e2e_descs.rs: pidfds of the tree's processes, of itself, of a zombie; AIO,
-    // io_uring and fanotify refused; epoll items whose descriptors moved or closed
+    // io_uring and fanotify refused; epoll items whose descriptors moved or closed;
+    // file-system objects changed under a descriptor refused
     ("pidfds", "pidfds.c", &[]),
     ("ioctx", "ioctx.c", &[]),
     ("epollmoved", "epollmoved.c", &[]),
+    ("fsgone", "fsgone.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
