@@ -263,7 +263,7 @@ fn epoll_items_whose_descriptors_moved_or_closed_come_back_as_they_were() {
 }
 
 /// Descriptors of file-system objects changed under them are refused, each saying what
-/// happened: a file lease, a FIFO removed while open, a file unlinked under its name but
+/// happened: a write lease, a FIFO removed while open, a file unlinked under its name but
 /// still linked under another, a directory removed while open, an inotify watch on a
 /// file since deleted.
 #[test]
@@ -271,10 +271,7 @@ fn dump_refuses_objects_changed_under_their_descriptors_saying_what_happened() {
     let tag = "dump_refuses_objects_changed_under_their_descriptors_saying_what_happened";
     let ctx = Ctx::new(tag);
     let cases: [(&str, &str); 5] = [
-        (
-            "lease",
-            "holds a file lock of kind LEASE; not supported yet",
-        ),
+        ("wlease", "holds a write lease; not supported yet"),
         (
             "fifo",
             "file descriptor 3 is a FIFO that was removed while open (restore opens FIFOs \
@@ -303,4 +300,44 @@ fn dump_refuses_objects_changed_under_their_descriptors_saying_what_happened() {
             want.to_string()
         });
     }
+}
+
+/// A read lease (F_SETLEASE) is taken again at restore: F_GETLEASE shows it at the end of
+/// the run as in an uninterrupted one, and the oracle sees the same lock line.
+#[test]
+fn a_read_lease_is_taken_again_at_restore() {
+    let tag = "a_read_lease_is_taken_again_at_restore";
+    let ctx = Ctx::new(tag);
+    let dir = ctx.path("lease");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let spec = Spec::new(target("fsgone"))
+        .arg("lease")
+        .arg(&dir)
+        .arg("60")
+        .arg("sleep=20");
+    let mut rp = ctx.spawn(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(5);
+    let pid = t.pid;
+    ctx.track(pid);
+    let img = ctx.path("lease.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let mut output = t.stdout.finish(&format!("{tag}: original"));
+    wait_pids_gone(&[pid], tag);
+    let fin = ctx.restore(&img, &[], In::Null).finish();
+    output.extend(&fin.stdout);
+    let reference = rp.finish();
+    assert!(
+        text(&reference.stdout).contains("lease: read\n"),
+        "{tag}: reference run: {}",
+        text(&reference.stdout)
+    );
+    assert_same_output(&format!("{tag} (restored)"), &reference.stdout, &output);
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "{tag}: ckpt restore's exit status; stderr:\n{}",
+        text(&fin.stderr)
+    );
 }

@@ -590,6 +590,9 @@ pub enum LockKind {
     Posix,
     /// fcntl(F_OFD_SETLK) record lock, owned by the open file description.
     Ofd,
+    /// fcntl(F_SETLEASE) lease on the whole file, owned by the open file description:
+    /// an active read lease (write leases and leases being broken are refused at dump).
+    Lease,
 }
 
 impl LockKind {
@@ -598,6 +601,7 @@ impl LockKind {
             LockKind::Flock => "flock",
             LockKind::Posix => "POSIX",
             LockKind::Ofd => "OFD",
+            LockKind::Lease => "lease",
         }
     }
 }

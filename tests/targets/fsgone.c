@@ -1,7 +1,8 @@
 /* fsgone: holds a descriptor of a file-system object that changed under it, and counts.
  *
  * usage: fsgone KIND DIR STEPS [sleep=MS]   (works in DIR/PID, which it makes)
- * KIND: lease (a read lease on DIR/f, F_SETLEASE) | fifo (a FIFO DIR/p opened read-write,
+ * KIND: lease | wlease (a read or write lease on DIR/f, F_SETLEASE; F_GETLEASE printed
+ *   at the end) | fifo (a FIFO DIR/p opened read-write,
  *   then removed) | hardlink (DIR/a opened, removed; still linked as DIR/b) | rmdir
  *   (DIR/d opened, then removed) | inotify (a watch on DIR/w, then the file removed; the
  *   IN_ATTRIB/IN_DELETE_SELF/IN_IGNORED events read)
@@ -29,11 +30,14 @@ int main(int argc, char **argv)
 		sleep_each = strtol(argv[4] + 6, NULL, 0);
 	}
 	char a[4096], b[4096];
-	if (!strcmp(kind, "lease")) {
+	int lease_fd = -1;
+	if (!strcmp(kind, "lease") || !strcmp(kind, "wlease")) {
+		int w = !strcmp(kind, "wlease");
 		snprintf(a, sizeof a, "%s/f", dir);
 		int fd = open(a, O_RDONLY | O_CREAT, 0644);
-		if (fd < 0 || fcntl(fd, F_SETLEASE, F_RDLCK))
+		if (fd < 0 || fcntl(fd, F_SETLEASE, w ? F_WRLCK : F_RDLCK))
 			die("lease: %s", strerror(errno));
+		lease_fd = fd;
 	} else if (!strcmp(kind, "fifo")) {
 		snprintf(a, sizeof a, "%s/p", dir);
 		if (mkfifo(a, 0600) || open(a, O_RDWR) < 0 || unlink(a))
@@ -64,6 +68,10 @@ int main(int argc, char **argv)
 		out("step %ld\n", step);
 		sleep_ms(sleep_each);
 	}
+	if (lease_fd >= 0)
+		out("lease: %s\n", fcntl(lease_fd, F_GETLEASE) == F_RDLCK   ? "read"
+				    : fcntl(lease_fd, F_GETLEASE) == F_WRLCK ? "write"
+									     : "other");
 	out("done\n");
 	return 0;
 }
