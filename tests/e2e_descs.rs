@@ -341,3 +341,19 @@ fn a_read_lease_is_taken_again_at_restore() {
         text(&fin.stderr)
     );
 }
+
+/// A pidfd of a child already reaped, and one of a thread (PIDFD_THREAD), are refused
+/// at dump, saying so; the process runs on.
+#[test]
+fn dump_refuses_pidfds_of_a_reaped_child_and_of_a_thread() {
+    assert_dump_refused(
+        "dump_refuses_pidfds_of_a_reaped_child_and_of_a_thread",
+        &spec("reaped"),
+        |_, _| "is a pidfd of a process that has exited and been reaped".into(),
+    );
+    assert_dump_refused(
+        "dump_refuses_pidfds_of_a_reaped_child_and_of_a_thread",
+        &spec("thread"),
+        |pid, _| format!("of process {pid} is a pidfd that names thread "),
+    );
+}

@@ -157,7 +157,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     // tests/e2e_descs.rs: pidfds of the tree's processes, of itself, of a zombie; AIO,
     // io_uring and fanotify refused; epoll items whose descriptors moved or closed;
     // file-system objects changed under a descriptor refused
-    ("pidfds", "pidfds.c", &[]),
+    ("pidfds", "pidfds.c", &["-pthread"]),
     ("ioctx", "ioctx.c", &[]),
     ("epollmoved", "epollmoved.c", &[]),
     ("fsgone", "fsgone.c", &[]),

@@ -8,12 +8,15 @@
  *   it tells the child to exit, waits for it with poll and waitid(P_PIDFD) on the pidfd
  *   (the child's exit code is what it counted), and reaps the zombie the same way.
  * MODE outside: the process holds a pidfd of its parent (outside the dumped tree).
+ * MODE reaped: a pidfd of a child that exited and was reaped.
+ * MODE thread: a pidfd of one of its threads (PIDFD_THREAD).
  * Output: one "step N" line a step, then what the descriptors showed. */
 #define _GNU_SOURCE
 #include "util.h"
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -22,6 +25,9 @@
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
+#endif
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL
 #endif
 #ifndef PIDFD_NONBLOCK
 #define PIDFD_NONBLOCK O_NONBLOCK
@@ -78,6 +84,17 @@ static void wait_pidfd(int pfd, const char *what)
 	out("%s exited with code %d (poll revents %#x)\n", what, si.si_status, p.revents);
 }
 
+static volatile pid_t thread_tid;
+
+static void *thread_main(void *arg)
+{
+	(void)arg;
+	thread_tid = (pid_t)syscall(SYS_gettid);
+	for (;;)
+		pause();
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3)
@@ -90,14 +107,29 @@ int main(int argc, char **argv)
 			die("unknown option %s", argv[3]);
 		sleep_each = strtol(argv[3] + 6, NULL, 0);
 	}
-	if (!strcmp(mode, "outside")) {
-		int pfd = pidfd_open(getppid(), 0);
+	if (!strcmp(mode, "outside") || !strcmp(mode, "reaped") || !strcmp(mode, "thread")) {
+		int pfd;
+		if (!strcmp(mode, "outside")) {
+			pfd = pidfd_open(getppid(), 0);
+		} else if (!strcmp(mode, "reaped")) {
+			pid_t c = fork();
+			if (c == 0)
+				_exit(3);
+			pfd = pidfd_open(c, 0);
+			if (waitpid(c, NULL, 0) != c)
+				die("waitpid: %s", strerror(errno));
+		} else {
+			pthread_t th;
+			if (pthread_create(&th, NULL, thread_main, NULL))
+				die("pthread_create");
+			while (!thread_tid)
+				sleep_ms(1);
+			pfd = pidfd_open(thread_tid, PIDFD_THREAD);
+		}
 		if (pfd < 0)
-			die("pidfd_open(parent): %s", strerror(errno));
-		out("holding a pidfd of the parent as fd %d\n", pfd);
+			die("pidfd_open(%s): %s", mode, strerror(errno));
+		out("holding a pidfd (%s) as fd %d\n", mode, pfd);
 		for (long step = 1; step <= steps; step++) {
-			if (syscall(SYS_pidfd_send_signal, pfd, 0, NULL, 0))
-				die("pidfd_send_signal(parent, 0): %s", strerror(errno));
 			out("step %ld\n", step);
 			sleep_ms(sleep_each);
 		}
