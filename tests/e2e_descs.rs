@@ -361,3 +361,57 @@ fn dump_refuses_pidfds_of_a_reaped_child_and_of_a_thread() {
         |pid, _| format!("of process {pid} is a pidfd that names thread "),
     );
 }
+
+/// The pidfds of a tree with a PID namespace of its own (started with `unshare -p -f`,
+/// its root PID 1 there) are recorded by the namespace's IDs and opened again inside the
+/// new namespace: the run goes on to the same end as an uninterrupted one (the child
+/// and the zombie waited for through their pidfds).
+#[test]
+fn pidfds_of_a_tree_with_its_own_pid_namespace_work_after_restore() {
+    let tag = "pidfds_of_a_tree_with_its_own_pid_namespace_work_after_restore";
+    let ctx = Ctx::new(tag);
+    let unshare = std::path::PathBuf::from("/usr/bin/unshare");
+    assert!(unshare.exists(), "needs unshare(1) (util-linux)");
+    let spec = Spec::new(&unshare)
+        .arg("-p")
+        .arg("-f")
+        .arg(target("pidfds"))
+        .arg("60")
+        .arg("tree")
+        .arg("sleep=20");
+    let mut rp = ctx.spawn(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(6);
+    // unshare, the namespace's init (pidfds) and its counting child
+    let tree = wait_process_tree(t.pid, 3, tag);
+    let root = tree[1];
+    for &p in &tree[1..] {
+        ctx.track(p);
+    }
+    let img = ctx.path("ownns.img");
+    ctx.dump(root, &img);
+    let before = t.finish();
+    let j = ctx.inspect_json(&img);
+    assert_eq!(j["own_pid_namespace"], true, "{tag}: inspect --json");
+    let named: Vec<i64> = j["processes"][0]["fds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["kind"]["Pidfd"]["pid"].as_i64())
+        .collect();
+    assert!(
+        named.contains(&1) && named.iter().all(|&p| (1..10).contains(&p)),
+        "{tag}: the pidfds name the namespace's IDs: {named:?}"
+    );
+    let fin = ctx.restore(&img, &[], In::Null).finish();
+    let reference = rp.finish();
+    assert_eq!(reference.status.code(), Some(0), "{tag}: reference run");
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "{tag}: ckpt restore's exit status; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    let got = [before.stdout, fin.stdout].concat();
+    assert_same_output(tag, &reference.stdout, &got);
+}
