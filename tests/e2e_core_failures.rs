@@ -264,9 +264,8 @@ fn sealed_anon_areas(pid: i32) -> Vec<(u64, u64)> {
 }
 
 /// A sealed area (mseal) is refused by name and the target runs on as before: in a small
-/// process; in one holding a pidfd too (refused as well, but the memory map comes first,
-/// so the area must be what the refusal names, even if the descriptors are read before
-/// the areas' flags are known); and in one big enough (80 MiB resident) for smaps to be
+/// process; in one holding a pidfd too (the descriptors are read before the areas'
+/// flags are known, and the area must still be what the refusal names); and in one big enough (80 MiB resident) for smaps to be
 /// read on a second thread.
 #[test]
 fn dump_refuses_a_sealed_area_and_leaves_the_target_running() {
@@ -318,8 +317,9 @@ fn dump_refuses_a_mapped_file_whose_path_leads_elsewhere_now() {
     fs::write(&new, b"another file ".repeat(1000)).expect("write map.bin.new");
     fs::rename(&new, &map).expect("rename over map.bin");
     let want = format!(
-        "ckpt: cannot dump process {}: mapped file {} (deleted) no longer exists under that \
-         path (renamed or replaced)",
+        "ckpt: cannot dump process {}: mapped file {} (deleted) is no longer linked under \
+         that name (removed or replaced) but still is under another (a hard link), which \
+         restore cannot know",
         t.pid,
         map.display()
     );
@@ -385,16 +385,10 @@ fn assert_dump_refused(
 /// fd kinds that dump does not support yet (an `fdkind` argument), with the start of the
 /// refusal's exact words (the descriptor is 3; a socket's inode number follows). Remove a
 /// kind from this list when its support lands (and add a round-trip test for it).
-const UNSUPPORTED_FD_KINDS: &[(&str, &str)] = &[
-    (
-        "pidfd",
-        "file descriptor 3 is a special file (pidfd) (anon_inode:[pidfd]); not supported yet",
-    ),
-    (
-        "packet",
-        "file descriptor 3 is a packet socket (datagram) (socket:[",
-    ),
-];
+const UNSUPPORTED_FD_KINDS: &[(&str, &str)] = &[(
+    "packet",
+    "file descriptor 3 is a packet socket (datagram) (socket:[",
+)];
 
 #[test]
 fn dump_refuses_unsupported_fds_and_leaves_the_target_running() {

@@ -1074,3 +1074,68 @@ fn netlink_socket_takes_its_port_then_each_group_then_its_destination() {
         crate::kinds::fd::netlink::create_netlink(cx, &n)
     });
 }
+
+/// epoll items added under numbers that no longer hold their files: the file is put at
+/// the item's number for the registration only (what is there now set aside above the
+/// table and put back with its close-on-exec flag; a free number closed again).
+#[test]
+fn epoll_items_of_moved_or_closed_descriptors_are_added_under_their_old_numbers() {
+    use crate::kinds::fd::epoll;
+    use crate::kinds::testutil::{eventfd, fd};
+    use crate::model::{EpollTarget, FdKind};
+    let t = |fd: i32, data: u64, held_at: Option<i32>| EpollTarget {
+        fd,
+        events: 1,
+        data,
+        held_at,
+    };
+    let mut occupant = fd(5, eventfd());
+    occupant.cloexec = true;
+    let p = Process {
+        fds: vec![
+            fd(
+                3,
+                FdKind::Epoll {
+                    flags: 0,
+                    targets: vec![t(5, 0x22, Some(30)), t(8, 0x55, Some(9)), t(4, 0x11, None)],
+                },
+            ),
+            fd(4, eventfd()),
+            occupant,
+            fd(9, eventfd()),
+            fd(30, eventfd()),
+        ],
+        ..process()
+    };
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, epoll::register_targets).expect("register");
+    assert_eq!(
+        names(&rec),
+        [
+            "fcntl(F_DUPFD_CLOEXEC)",
+            "dup3",
+            "epoll_ctl(ADD 5)",
+            "dup3",
+            "close",
+            "dup3",
+            "epoll_ctl(ADD 8)",
+            "close",
+            "epoll_ctl(ADD 4)",
+        ]
+    );
+    let c = rec.calls();
+    // 5 set aside above the table (31 and up), 30's file put at 5 and added there
+    assert_eq!(c[0].args[..3], [5, libc::F_DUPFD_CLOEXEC as u64, 31]);
+    let parked = 100;
+    assert_eq!(c[1].args[..3], [30, 5, 0]);
+    assert_eq!(c[2].args[..3], [3, libc::EPOLL_CTL_ADD as u64, 5]);
+    assert_eq!(arg_bytes(&rec, &c[2], 3, 12)[4..], 0x22u64.to_le_bytes());
+    // ... then put back, close-on-exec as it was
+    assert_eq!(c[3].args[..3], [parked, 5, libc::O_CLOEXEC as u64]);
+    assert_eq!(c[4].args[0], parked);
+    // 8 was free: 9's file there for the registration, then closed
+    assert_eq!(c[5].args[..3], [9, 8, 0]);
+    assert_eq!(c[6].args[2], 8);
+    assert_eq!(c[7].args[0], 8);
+    each_failure_stops_there(&p, 9, epoll::register_targets);
+}

@@ -440,6 +440,10 @@ pub enum FdKind {
         mode: u32,
         messages: Vec<MqMessage>,
     },
+    /// A process descriptor (pidfd) of process `pid` of the image (as the image's IDs
+    /// go: rewritten by `map_pids`), with its status flags (O_NONBLOCK, and O_EXCL for
+    /// PIDFD_THREAD). Restore opens it again once every process exists.
+    Pidfd { pid: i32, flags: u32 },
 }
 
 /// A pseudo-terminal pair whose master is held inside the image, restored under the
@@ -698,9 +702,15 @@ pub struct UdpState {
 /// One descriptor registered in an epoll instance.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpollTarget {
+    /// The descriptor number it was added under (what fdinfo shows as `tfd`).
     pub fd: i32,
     pub events: u32,
     pub data: u64,
+    /// When that number no longer holds the watched file (closed or moved since, with
+    /// the file still open elsewhere in the process): the descriptor that holds it.
+    /// Restore puts the file at `fd` for the time of the registration.
+    #[serde(default)]
+    pub held_at: Option<i32>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -756,6 +766,9 @@ pub enum LockKind {
     Posix,
     /// fcntl(F_OFD_SETLK) record lock, owned by the open file description.
     Ofd,
+    /// fcntl(F_SETLEASE) lease on the whole file, owned by the open file description:
+    /// an active read lease (write leases and leases being broken are refused at dump).
+    Lease,
 }
 
 impl LockKind {
@@ -764,6 +777,7 @@ impl LockKind {
             LockKind::Flock => "flock",
             LockKind::Posix => "POSIX",
             LockKind::Ofd => "OFD",
+            LockKind::Lease => "lease",
         }
     }
 }
@@ -1204,6 +1218,9 @@ impl Checkpoint {
                     if t.fg_pgid > 0 {
                         t.fg_pgid = f(t.fg_pgid);
                     }
+                }
+                if let FdKind::Pidfd { pid, .. } = &mut fd.kind {
+                    *pid = f(*pid);
                 }
             }
         }

@@ -375,6 +375,31 @@ pub fn same_file_description(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> Result
     Ok(r == 0)
 }
 
+/// Whether descriptor `fd` of `pid` is the file that epoll instance `efd` of `pid`
+/// watches as its `toff`-th item registered under number `tfd` (kcmp KCMP_EPOLL_TFD).
+/// ENOENT: no such item.
+pub fn is_epoll_target(pid: i32, fd: i32, efd: i32, tfd: i32, toff: u32) -> Result<bool> {
+    // linux/kcmp.h (KCMP_EPOLL_TFD and struct kcmp_epoll_slot); neither libc nor
+    // linux-raw-sys has them.
+    const KCMP_EPOLL_TFD: libc::c_long = 7;
+    let slot: [u32; 3] = [efd as u32, tfd as u32, toff];
+    // SAFETY: slot is a valid in-pointer to the three u32 the kernel reads.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid,
+            pid,
+            KCMP_EPOLL_TFD,
+            fd as libc::c_long,
+            slot.as_ptr(),
+        )
+    };
+    check(r, || {
+        format!("kcmp({pid}:{fd}, epoll {efd} item {tfd}/{toff})")
+    })?;
+    Ok(r == 0)
+}
+
 /// Whether processes `pid1` and `pid2` share one descriptor table (kcmp KCMP_FILES:
 /// clone with CLONE_FILES without CLONE_THREAD).
 pub fn same_fd_table(pid1: i32, pid2: i32) -> Result<bool> {

@@ -166,6 +166,13 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     // tests/e2e_killrestore.rs: a tree with a TCP connection and a deleted file, whose
     // restore is killed at any moment
     ("killrestore", "killrestore.c", &[]),
+    // tests/e2e_descs.rs: pidfds of the tree's processes, of itself, of a zombie; AIO,
+    // io_uring and fanotify refused; epoll items whose descriptors moved or closed;
+    // file-system objects changed under a descriptor refused
+    ("pidfds", "pidfds.c", &["-pthread"]),
+    ("ioctx", "ioctx.c", &[]),
+    ("epollmoved", "epollmoved.c", &[]),
+    ("fsgone", "fsgone.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

@@ -28,6 +28,13 @@ pub(crate) fn collect(d: &OpenFd) -> DumpResult<FdKind> {
     if d.flags & libc::O_PATH as u32 != 0 {
         return Err(d.not_yet("an O_PATH descriptor of a FIFO"));
     }
+    if d.link.ends_with(b" (deleted)") {
+        if let Ok((_, 0)) = procfs::file_stat(std::path::Path::new(&d.link_path), &d.link) {
+            return Err(d.not_yet(
+                "a FIFO that was removed while open (restore opens FIFOs by their path)",
+            ));
+        }
+    }
     let file = file_id_checked(
         d.pid,
         &d.link_path,

@@ -52,7 +52,8 @@ pub(crate) fn inotify_watches(pid: i32, fd: i32, info: &str) -> DumpResult<Vec<I
             .ok_or_else(|| {
                 refuse(format!(
                     "whose watch {} (inode {} on device {major}:{minor}) has no path that \
-                     leads to it",
+                     leads to it (the watched file was deleted, or is no longer where its \
+                     handle names it); restore sets watches by path",
                     w.wd, w.ino
                 ))
             })?;

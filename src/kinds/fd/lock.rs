@@ -36,7 +36,8 @@ pub(crate) fn held_locks(pid: i32, fds: &[Fd]) -> DumpResult<Vec<procfs::LockLin
 
 /// The file locks held through descriptor `fd` (its fdinfo "lock:" lines): flock and
 /// OFD locks of its open file description, POSIX locks of this process taken through
-/// it. Kinds that cannot be taken again (leases, delegations...) are refused by name.
+/// it; leases of its description. Kinds that cannot be taken again (delegations,
+/// leases being broken...) are refused by name.
 pub(crate) fn fd_locks(pid: i32, fd: i32, name: &str) -> DumpResult<Vec<FileLock>> {
     let mut locks = Vec::new();
     for l in procfs::fdinfo_text(pid, fd)?
@@ -56,6 +57,14 @@ pub(crate) fn fd_locks(pid: i32, fd: i32, name: &str) -> DumpResult<Vec<FileLock
             "FLOCK" => LockKind::Flock,
             "POSIX" => LockKind::Posix,
             "OFDLCK" => LockKind::Ofd,
+            // Its state: ACTIVE, or BREAKING (a conflicting open waits for it to go).
+            "LEASE" if !l.split_whitespace().any(|w| w == "ACTIVE") => {
+                return Err(refuse("a lease being broken"));
+            }
+            // A write lease is broken by any other open of the file, which restore
+            // makes while it works: it would not come back.
+            "LEASE" if ll.mode == "READ" => LockKind::Lease,
+            "LEASE" => return Err(refuse("a write lease")),
             other => return Err(refuse(&format!("a file lock of kind {other}"))),
         };
         let write = match ll.mode.as_str() {
@@ -131,7 +140,9 @@ pub(crate) fn check_locks_against(
             continue; // reported by the file checks
         };
         let (maj, min) = (libc::major(m.dev()), libc::minor(m.dev()));
-        for l in &f.locks {
+        // (A lease conflicts with opens, not locks: one taken meanwhile fails the
+        // restore, naming it.)
+        for l in f.locks.iter().filter(|l| l.kind != LockKind::Lease) {
             let flock = l.kind == crate::model::LockKind::Flock;
             let conflict = all.iter().find(|o| {
                 !o.blocked
@@ -216,6 +227,15 @@ pub(crate) fn restore_locks(cx: &mut Ctx<'_>) -> RestoreResult<()> {
                 String::from_utf8_lossy(path)
             );
             let r = match l.kind {
+                LockKind::Lease => {
+                    let typ = if l.write {
+                        libc::F_WRLCK
+                    } else {
+                        libc::F_RDLCK
+                    };
+                    let args = [f.fd as u64, libc::F_SETLEASE as u64, typ as u64, 0, 0, 0];
+                    cx.call(&what, nr::FCNTL, args)
+                }
                 LockKind::Flock => {
                     let op = if l.write {
                         libc::LOCK_EX
@@ -252,7 +272,8 @@ pub(crate) fn restore_locks(cx: &mut Ctx<'_>) -> RestoreResult<()> {
                     if errno == libc::EAGAIN || errno == libc::EACCES =>
                 {
                     return Err(RestoreError::Stage(format!(
-                        "process {}: cannot {what}: another process holds a conflicting lock now",
+                        "process {}: cannot {what}: another process holds a conflicting lock \
+                         (or, for a lease, has the file open) now",
                         proc_.pid
                     )));
                 }

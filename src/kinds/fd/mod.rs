@@ -15,6 +15,7 @@ pub(crate) mod inotify;
 pub(crate) mod lock;
 pub(crate) mod mqueue;
 pub(crate) mod netlink;
+pub(crate) mod pidfd;
 pub(crate) mod pipe;
 pub(crate) mod tcp;
 #[cfg(test)]
@@ -91,6 +92,9 @@ pub(crate) fn check_records(
             }
             if let FdKind::Inotify { watches, .. } = &f.kind {
                 inotify::check_watches(watches, f.fd, q.pid, problems);
+            }
+            if let FdKind::Pidfd { pid, .. } = f.kind {
+                pidfd::check_target(procs, q, f.fd, pid, problems);
             }
             lock::check_records(q, f, problems);
             check_owner(procs, q, f, problems);
@@ -350,7 +354,8 @@ pub(crate) fn check_fd(
         | FdKind::EventFd { .. }
         | FdKind::TimerFd { .. }
         | FdKind::SignalFd { .. }
-        | FdKind::Epoll { .. } => {}
+        | FdKind::Epoll { .. }
+        | FdKind::Pidfd { .. } => {}
     }
 }
 
@@ -399,6 +404,7 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
         FdKind::Fifo { file, id, flags } => fifo::describe(ckpt, file, *id, *flags),
         FdKind::Pty { index, master, .. } => tty::describe_pty(ckpt, *index, Some(*master)),
         FdKind::DevTty { index, .. } => tty::describe_pty(ckpt, *index, None),
+        FdKind::Pidfd { pid, flags } => pidfd::describe(*pid, *flags),
     };
     let owner = match f.owner {
         Some(o) if o.pid != 0 || o.sig != 0 => {
@@ -912,6 +918,10 @@ fn restore_fd(
         FdKind::PosixMq { flags, .. } => {
             let n = mqueue::open_mq(cx, f, &f.kind)?;
             install(cx, n, f, *flags)
+        }
+        FdKind::Pidfd { pid, flags } => {
+            let n = pidfd::create_pidfd(cx, *pid, *flags)?;
+            move_fd(cx, n, f.fd, f.cloexec)
         }
         FdKind::File { file, flags, pos } | FdKind::Device { file, flags, pos } => {
             file::open_path_fd(cx, files, f, &file.path, *flags, Some(*pos))

@@ -91,6 +91,28 @@ fn classify_vma(pid: i32, m: &MapEntry, checked: &mut CheckedPaths) -> DumpResul
                 mode,
             }
         }
+        _ if path.starts_with(b"/[aio]") => {
+            return Err(unsupported(
+                pid,
+                format!(
+                    "memory area {:#x}-{:#x} is the ring of an AIO context (io_setup); \
+                     AIO contexts are not supported yet (restore cannot make the context \
+                     again at that address, nor requests in flight)",
+                    m.start, m.end
+                ),
+            ));
+        }
+        _ if path.starts_with(b"anon_inode:[io_uring]") => {
+            return Err(unsupported(
+                pid,
+                format!(
+                    "memory area {:#x}-{:#x} is a ring of an io_uring instance; io_uring is \
+                     not supported (its queues, registered buffers and files and requests \
+                     in flight cannot be saved)",
+                    m.start, m.end
+                ),
+            ));
+        }
         _ if path.starts_with(b"/") => {
             let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
             let lp = std::path::Path::new(&link);

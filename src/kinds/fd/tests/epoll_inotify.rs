@@ -14,6 +14,7 @@ fn epoll(targets: &[i32]) -> FdKind {
                 fd,
                 events: 1,
                 data: 0,
+                held_at: None,
             })
             .collect(),
     }
@@ -43,6 +44,35 @@ fn epoll_watches_its_own_process_descriptors() {
         "{v:?}"
     );
     assert!(v[1].message.contains("missing descriptor 9"), "{v:?}");
+}
+
+#[test]
+fn epoll_items_moved_or_closed_are_held_by_a_descriptor_of_the_process() {
+    let moved = |fd: i32, held_at: i32| FdKind::Epoll {
+        flags: 0,
+        targets: vec![EpollTarget {
+            fd,
+            events: 1,
+            data: 7,
+            held_at: Some(held_at),
+        }],
+    };
+    // Added as 8 (closed since), held at 4: fine.
+    let p = Process {
+        fds: vec![fd(3, moved(8, 4)), fd(4, eventfd())],
+        ..process(10)
+    };
+    assert_none(&run(|v| check_targets(&[p], v)));
+    // Held at a descriptor the process does not have, or added under an impossible
+    // number: malformed.
+    for kind in [moved(8, 6), moved(-1, 4)] {
+        let p = Process {
+            fds: vec![fd(3, kind), fd(4, eventfd())],
+            ..process(10)
+        };
+        let v = run(|v| check_targets(&[p], v));
+        assert_eq!(codes(&v), ["malformed"], "{v:?}");
+    }
 }
 
 fn watch(wd: i32, path: &[u8]) -> InotifyWatch {
