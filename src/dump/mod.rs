@@ -340,13 +340,6 @@ fn precheck(pid: i32) -> Result<()> {
     if st.seccomp != 0 {
         return unsupported("it runs under seccomp, which is not supported yet".into());
     }
-    // Other namespaces than ckpt's would be silently replaced by ckpt's at restore.
-    if let Some(ns) = sys::proc::foreign_namespace(pid) {
-        return unsupported(format!(
-            "it runs in another {ns} namespace than ckpt; namespaces are not supported yet \
-             (run ckpt inside them)"
-        ));
-    }
     Ok(())
 }
 
@@ -593,6 +586,14 @@ fn dump_tx(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
     }
     crate::kinds::task::tree::check_groups_at_dump(&processes)?;
+    // The namespaces each process is in (host PIDs, the root first), and those the tree
+    // owns; what restore cannot bring back is refused here.
+    let host: Vec<(i32, bool)> = tree.nodes.iter().map(|(p, f)| (*p, f.is_some())).collect();
+    let root_parent = sys::proc::status(pid).map(|s| s.ppid).unwrap_or(0);
+    let (per_proc, namespaces) = crate::kinds::ns::collect(&host, root_parent)?;
+    for (p, ns) in processes.iter_mut().zip(per_proc) {
+        p.namespaces = ns;
+    }
     // For the failure-path tests: a dump refused once the tree was frozen and queried
     // (with injected calls) must let it go exactly as a successful --leave-running one.
     crate::error::fault_point("dump: collected").map_err(|_| DumpError::Unsupported {
@@ -624,6 +625,7 @@ fn dump_tx(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     collected.ckpt.pipes = pipes;
     collected.ckpt.socketpairs = socketpairs;
     collected.ckpt.fifos = fifos;
+    collected.ckpt.namespaces = namespaces;
     if own_pidns {
         collected.use_namespace_pids()?;
     }

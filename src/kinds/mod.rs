@@ -5,6 +5,7 @@
 pub(crate) mod check;
 pub(crate) mod fd;
 pub(crate) mod mem;
+pub(crate) mod ns;
 pub(crate) mod task;
 #[cfg(test)]
 pub(crate) mod testutil;

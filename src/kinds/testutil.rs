@@ -84,6 +84,7 @@ pub(crate) fn checkpoint(processes: Vec<Process>) -> Checkpoint {
         socketpairs: Vec::new(),
         fifos: Vec::new(),
         own_pid_namespace: false,
+        namespaces: Vec::new(),
     }
 }
 

@@ -217,6 +217,7 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
     // descriptor; stage uses only these descriptors.
     let mut files = HeldFiles::new(&ckpt.info.boot_id);
     check_structure(ckpt, &mut problems);
+    crate::kinds::ns::check_namespaces(ckpt, &mut problems);
     if problems.iter().all(|p| p.code != "malformed") {
         // Privileges: ckpt's own, and what each process asks of them.
         let pairs = ckpt.pipes.len() + ckpt.socketpairs.len() + ckpt.fifos.len();

@@ -9,6 +9,7 @@ pub(crate) mod file;
 pub(crate) mod inject;
 pub(crate) mod mem;
 pub(crate) mod netlock;
+pub(crate) mod ns;
 pub(crate) mod pathfd;
 pub(crate) mod probe;
 pub(crate) mod proc;

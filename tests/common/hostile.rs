@@ -249,6 +249,7 @@ pub fn checkpoint() -> Checkpoint {
         pipes: vec![],
         socketpairs: vec![],
         own_pid_namespace: false,
+        namespaces: Vec::new(),
         fifos: vec![],
     }
 }

@@ -111,6 +111,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("memfd", "memfd.c", &[]),
     ("chroot-static", "chroot.c", &["-static"]),
     ("nstree", "nstree.c", &[]),
+    ("nsown", "nsown.c", &[]),
     ("sysv", "sysv.c", &[]),
     // tests/e2e_fsobj.rs: FIFOs, file locks, O_PATH descriptors, inotify
     ("fifo", "fifo.c", &[]),

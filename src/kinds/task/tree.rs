@@ -144,6 +144,7 @@ pub(crate) fn checkpoint(
         pipes: Vec::new(),
         socketpairs: Vec::new(),
         own_pid_namespace: false,
+        namespaces: Vec::new(),
         fifos: Vec::new(),
     }
 }

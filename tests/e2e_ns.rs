@@ -1,0 +1,124 @@
+//! Namespaces of the tree's own (issue 15, first part): UTS, IPC and time namespaces
+//! made by the tree are recreated at restore with their names, limits and clocks, every
+//! process in the right one; namespaces ckpt does not restore yet, or that the tree did
+//! not make, are refused at dump, naming them, and the tree runs on.
+//!
+//! The target is `tests/targets/nsown.c`. Needs root (unshare, setns, ptrace).
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use common::more::*;
+use common::*;
+
+/// The inode of namespace `kind` of process `pid` (`self` for the test).
+fn ns(pid: &str, kind: &str) -> u64 {
+    std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
+        .unwrap_or_else(|e| panic!("stat /proc/{pid}/ns/{kind}: {e}"))
+        .ino()
+}
+
+/// `unshare` (util-linux).
+fn unshare() -> PathBuf {
+    let p = PathBuf::from("/usr/bin/unshare");
+    assert!(p.exists(), "needs unshare(1) (util-linux)");
+    p
+}
+
+/// Assert that the processes of `tree` (root first) share their UTS, IPC and time
+/// namespaces, none of them the test's, and are in the test's other ones.
+fn assert_own_namespaces(tree: &[i32], what: &str) {
+    assert_eq!(tree.len(), 2, "{what}: the root and its child: {tree:?}");
+    let (root, child) = (tree[0].to_string(), tree[1].to_string());
+    for kind in ["uts", "ipc", "time"] {
+        let r = ns(&root, kind);
+        assert_eq!(r, ns(&child, kind), "{what}: root and child share {kind}");
+        assert_ne!(r, ns("self", kind), "{what}: {kind} is the tree's own");
+    }
+    for kind in ["net", "mnt", "cgroup", "user"] {
+        assert_eq!(
+            ns(&root, kind),
+            ns("self", kind),
+            "{what}: {kind} is ckpt's"
+        );
+        assert_eq!(
+            ns(&child, kind),
+            ns("self", kind),
+            "{what}: {kind} is ckpt's"
+        );
+    }
+}
+
+/// A tree with UTS, IPC and time namespaces of its own: the restored processes are in
+/// new ones (shared by both, not ckpt's), with the host and domain names and the IPC
+/// limit they set, and clocks that continue from the dumped values (10 days ahead of
+/// the host's, no jump); the output is an uninterrupted run's.
+#[test]
+fn tree_with_own_uts_ipc_time_namespaces_is_restored_in_new_ones() {
+    let ctx = Ctx::new("tree_with_own_uts_ipc_time_namespaces_is_restored_in_new_ones");
+    let spec = Spec::new(target("nsown")).arg("60").arg("sleep=40");
+    let mut checked = false;
+    dump_restore_compare(&ctx, &spec, &spec, 6, &[], "nsown", &mut |pid| {
+        let tree = wait_process_tree(pid, 2, "nsown");
+        assert_own_namespaces(&tree, "restored nsown");
+        checked = true;
+    });
+    assert!(checked);
+}
+
+/// The original's namespaces are as the restored ones must be (the check above can
+/// tell), and a dump of the child alone is refused: its namespaces were made by its
+/// parent, outside what is dumped; the child runs on.
+#[test]
+fn namespaces_the_tree_did_not_make_are_refused() {
+    let ctx = Ctx::new("namespaces_the_tree_did_not_make_are_refused");
+    let spec = Spec::new(target("nsown")).arg("200").arg("sleep=40");
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(3);
+    let tree = wait_process_tree(t.pid, 2, "nsown");
+    for &p in &tree {
+        ctx.track(p);
+    }
+    assert_own_namespaces(&tree, "original nsown");
+    let child = tree[1];
+    let r = ctx.try_dump(child, &ctx.path("child.img"));
+    r.assert_fails(1);
+    assert!(
+        r.stderr.contains("UTS namespace") && r.stderr.contains("did not make"),
+        "dump of a process in its parent's namespaces: {}",
+        r.stderr
+    );
+    assert_running_untraced(child, "the child after the refused dump");
+    assert_running_untraced(t.pid, "the root after the refused dump");
+}
+
+/// A tree in a network namespace of its own (`unshare --net`) is refused at dump, naming
+/// the namespace; it runs on.
+#[test]
+fn own_network_namespace_is_refused() {
+    let ctx = Ctx::new("own_network_namespace_is_refused");
+    let spec = Spec::new(unshare())
+        .arg("--net")
+        .arg(target("nsown"))
+        .arg("200")
+        .arg("sleep=40");
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(3);
+    let tree = wait_process_tree(t.pid, 2, "nsown");
+    for &p in &tree {
+        ctx.track(p);
+    }
+    let r = ctx.try_dump(t.pid, &ctx.path("net.img"));
+    r.assert_fails(1);
+    assert!(
+        r.stderr.contains("network namespace of its own")
+            && r.stderr
+                .contains(&format!("net:[{}]", ns(&t.pid.to_string(), "net"))),
+        "dump of a tree in its own network namespace: {}",
+        r.stderr
+    );
+    assert_running_untraced(t.pid, "the root after the refused dump");
+    assert_running_untraced(tree[1], "the child after the refused dump");
+}
