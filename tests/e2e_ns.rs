@@ -122,3 +122,87 @@ fn own_network_namespace_is_refused() {
     assert_running_untraced(t.pid, "the root after the refused dump");
     assert_running_untraced(tree[1], "the child after the refused dump");
 }
+
+/// Mount points of namespace files (nsfs) the host shows: a namespace kept alive by a
+/// bind mount would be one.
+fn nsfs_mounts() -> usize {
+    std::fs::read_to_string("/proc/1/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" - nsfs "))
+        .count()
+}
+
+/// Restores of a tree with namespaces of its own that fail at each step (creating the
+/// namespaces, and every step after, sampled) leave no process behind (the namespaces
+/// end with them) and no namespace file mounted; the next restore succeeds and the
+/// tree finishes as an uninterrupted run.
+#[test]
+fn failed_restores_of_a_tree_with_own_namespaces_leave_nothing() {
+    let ctx = Ctx::new("failed_restores_of_a_tree_with_own_namespaces_leave_nothing");
+    let spec = Spec::new(target("nsown")).arg("30").arg("sleep=20");
+    let reference = ctx.reference(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(5);
+    let tree = wait_process_tree(t.pid, 2, "nsown");
+    let img = ctx.path("nsown.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("nsown: original");
+    wait_pids_gone(&tree, "nsown after the dump");
+    let mounts = nsfs_mounts();
+    let restore = |env: &[(&str, &str)]| {
+        let mut s = Spec::new(ckpt_bin()).arg("restore").arg(&img).cwd(&ctx.dir);
+        for (k, v) in env {
+            s = s.env(k, v);
+        }
+        ctx.spawn(&s).finish()
+    };
+    let trace = restore(&[("CKPT_FAULT", "no such step"), ("CKPT_FAULT_TRACE", "1")]);
+    let trace_text = text(&trace.stderr);
+    let total = trace_text
+        .lines()
+        .filter(|l| l.starts_with("ckpt: step #"))
+        .count();
+    assert!(
+        total > 20 && trace_text.contains("create the tree's namespaces"),
+        "too few traced steps (fault-injection feature on?):\n{trace_text}"
+    );
+    assert_eq!(
+        trace.status.code(),
+        Some(0),
+        "the traced restore: {trace_text}"
+    );
+    assert_same_output(
+        "nsown: the traced restore",
+        &reference.stdout,
+        &[before.clone(), trace.stdout].concat(),
+    );
+    let mut faults = vec!["create the tree's namespaces".to_string()];
+    faults.extend(
+        (1..=total)
+            .filter(|n| *n <= 8 || n % 11 == 0 || *n == total)
+            .map(|n| format!("#{n}")),
+    );
+    for f in &faults {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
+        assert_eq!(
+            nsfs_mounts(),
+            mounts,
+            "restore failing at {f} left a namespace file mounted"
+        );
+    }
+    eprintln!("{} failing restores of {total} steps", faults.len());
+    let fin = restore(&[]);
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "the final restore: {}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "nsown: restored after the failed ones",
+        &reference.stdout,
+        &[before, fin.stdout].concat(),
+    );
+}
