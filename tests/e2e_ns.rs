@@ -68,6 +68,24 @@ fn tree_with_own_uts_ipc_time_namespaces_is_restored_in_new_ones() {
     assert!(checked);
 }
 
+/// The same with a System V segment made in the tree's IPC namespace, attached by both
+/// processes: it comes back in the new namespace, with its ID and its contents.
+#[test]
+fn sysv_segment_in_the_trees_own_ipc_namespace_is_restored_there() {
+    let ctx = Ctx::new("sysv_segment_in_the_trees_own_ipc_namespace_is_restored_there");
+    let spec = Spec::new(target("nsown"))
+        .arg("40")
+        .arg("sleep=40")
+        .arg("shm");
+    let mut checked = false;
+    dump_restore_compare(&ctx, &spec, &spec, 8, &[], "nsown-shm", &mut |pid| {
+        let tree = wait_process_tree(pid, 2, "nsown");
+        assert_own_namespaces(&tree, "restored nsown with a SysV segment");
+        checked = true;
+    });
+    assert!(checked);
+}
+
 /// The original's namespaces are as the restored ones must be (the check above can
 /// tell), and a dump of the child alone is refused: its namespaces were made by its
 /// parent, outside what is dumped; the child runs on.

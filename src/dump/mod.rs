@@ -546,6 +546,9 @@ fn dump_tx(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
         Output::Stdout => (None, None),
     };
     let own_pidns = root_owns_pid_namespace(pid)?;
+    // A tree with an IPC namespace of its own: its System V segments are read there.
+    let ckpts_ns = crate::kinds::ns::own_namespaces()?;
+    crate::kinds::ns::join_own_ipc(pid, sys::proc::status(pid)?.ppid, &ckpts_ns)?;
     let mut tree = FrozenTree::freeze(pid)?;
     let mut seen = SharedSeen::new();
     let mut processes = Vec::new();
@@ -590,7 +593,16 @@ fn dump_tx(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     // owns; what restore cannot bring back is refused here.
     let host: Vec<(i32, bool)> = tree.nodes.iter().map(|(p, f)| (*p, f.is_some())).collect();
     let root_parent = sys::proc::status(pid).map(|s| s.ppid).unwrap_or(0);
-    let (per_proc, namespaces) = crate::kinds::ns::collect(&host, root_parent)?;
+    let attached: std::collections::BTreeSet<i32> = processes
+        .iter()
+        .flat_map(|p| &p.vmas)
+        .filter_map(|v| match v.kind {
+            crate::model::VmaKind::SysvShm { shmid, .. } => Some(shmid),
+            _ => None,
+        })
+        .collect();
+    let (per_proc, namespaces) =
+        crate::kinds::ns::collect(&host, root_parent, &attached, &ckpts_ns)?;
     for (p, ns) in processes.iter_mut().zip(per_proc) {
         p.namespaces = ns;
     }

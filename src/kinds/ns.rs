@@ -11,7 +11,7 @@
 //! tree (another container's), processes of the tree in different namespaces of one
 //! kind, and a time namespace made for children nobody entered yet.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{DumpError, DumpResult, Problem};
 use crate::kinds::check::p;
@@ -64,7 +64,12 @@ pub(crate) type Collected = (Vec<Vec<(String, u64)>>, Vec<Namespace>);
 /// outside the tree): each process's (kind, inode) list, in the order of `pids`, and
 /// every namespace once. Refuses what restore cannot bring back (see the module's
 /// comment), naming the process.
-pub(crate) fn collect(pids: &[(i32, bool)], root_parent: i32) -> DumpResult<Collected> {
+pub(crate) fn collect(
+    pids: &[(i32, bool)],
+    root_parent: i32,
+    attached: &BTreeSet<i32>,
+    ckpts: &OwnNamespaces,
+) -> DumpResult<Collected> {
     let Some(&(root, _)) = pids.first() else {
         return Ok((Vec::new(), Vec::new()));
     };
@@ -72,7 +77,7 @@ pub(crate) fn collect(pids: &[(i32, bool)], root_parent: i32) -> DumpResult<Coll
     let mut per_proc: Vec<Vec<(String, u64)>> = vec![Vec::new(); pids.len()];
     let mut all = Vec::new();
     for kind in KINDS {
-        let own = sys::ns::inode(0, kind)?;
+        let own = ckpts.get(kind).copied().unwrap_or(0);
         let root_ns = sys::ns::inode(root, kind)?;
         for (i, &(pid, live)) in pids.iter().enumerate() {
             if !live {
@@ -151,14 +156,44 @@ pub(crate) fn collect(pids: &[(i32, bool)], root_parent: i32) -> DumpResult<Coll
                 ),
             ));
         }
-        all.push(own_namespace(root, kind, root_ns)?);
+        all.push(own_namespace(root, kind, root_ns, attached)?);
     }
     Ok((per_proc, all))
 }
 
+/// ckpt's own namespaces (inode by kind), as they were when the dump began.
+pub(crate) type OwnNamespaces = BTreeMap<&'static str, u64>;
+
+/// ckpt's own namespaces, read before it joins any of the tree's.
+pub(crate) fn own_namespaces() -> DumpResult<OwnNamespaces> {
+    let mut m = OwnNamespaces::new();
+    for kind in KINDS {
+        m.insert(kind, sys::ns::inode(0, kind)?);
+    }
+    Ok(m)
+}
+
+/// Whether the tree of `root` (whose parent `root_parent` is outside it) owns the IPC
+/// namespace it is in: then ckpt's dumping thread joins it (`sys::ns::join`), so that
+/// what the memory kind reads of System V segments (/proc/sysvipc) is the tree's.
+pub(crate) fn join_own_ipc(root: i32, root_parent: i32, ckpts: &OwnNamespaces) -> DumpResult<()> {
+    let ns = sys::ns::inode(root, "ipc")?;
+    if Some(&ns) != ckpts.get("ipc")
+        && (root_parent <= 0 || sys::ns::inode(root_parent, "ipc").ok() != Some(ns))
+    {
+        sys::ns::join(root, "ipc")?;
+    }
+    Ok(())
+}
+
 /// The state of a namespace of kind `kind` (one of `RESTORED`) the tree owns, read
 /// through its process `pid`.
-fn own_namespace(pid: i32, kind: &str, inode: u64) -> DumpResult<Namespace> {
+fn own_namespace(
+    pid: i32,
+    kind: &str,
+    inode: u64,
+    attached: &BTreeSet<i32>,
+) -> DumpResult<Namespace> {
     let mut ns = Namespace {
         kind: kind.to_string(),
         inode,
@@ -182,13 +217,24 @@ fn own_namespace(pid: i32, kind: &str, inode: u64) -> DumpResult<Namespace> {
                 }
                 Ok((objects, values))
             })?;
+            // Segments the tree has attached come back with it (the memory kind,
+            // in the new namespace); anything else is not restored yet.
+            let objects: Vec<String> = objects
+                .into_iter()
+                .filter(|o| {
+                    o.strip_prefix("shm ")
+                        .and_then(|id| id.parse::<i32>().ok())
+                        .is_none_or(|id| !attached.contains(&id))
+                })
+                .collect();
             if !objects.is_empty() {
                 return Err(DumpError::Unsupported {
                     pid,
                     why: format!(
                         "its IPC namespace of its own (ipc:[{inode}]) holds SysV objects \
-                         ({}); SysV objects in a namespace of the tree's are not \
-                         restored yet",
+                         ({}) that no process of the tree has attached; such SysV \
+                         objects (message queues, semaphore sets, unattached shared \
+                         memory) are not restored yet",
                         objects.join(", ")
                     ),
                 });
@@ -305,6 +351,11 @@ fn owned(ckpt: &Checkpoint) -> Vec<&Namespace> {
         .iter()
         .filter(|ns| !ns.external && root.namespaces.contains(&(ns.kind.clone(), ns.inode)))
         .collect()
+}
+
+/// Whether restore creates a namespace of kind `kind` for the tree.
+pub(crate) fn owns(ckpt: &Checkpoint, kind: &str) -> bool {
+    owned(ckpt).iter().any(|ns| ns.kind == kind)
 }
 
 /// Whether restore creates namespaces for the tree.

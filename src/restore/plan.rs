@@ -152,7 +152,9 @@ fn check_host_files(
     if let Some(exe) = &proc_.mm.exe {
         fd::file::check_file(files, exe, "executable", problems);
     }
-    shmem::check_sysv_free(proc_, held, problems);
+    if !image.new_ipcns {
+        shmem::check_sysv_free(proc_, held, problems);
+    }
     mem::check_mapped_files(files, proc_, problems);
     for f in &proc_.fds {
         fd::check_fd_in_image(files, f, image.pids, image.new_pidns, held, problems);
@@ -167,6 +169,8 @@ struct ImageView<'a> {
     pids: &'a BTreeSet<i32>,
     /// Its IDs will live in a new PID namespace, where they are all free.
     new_pidns: bool,
+    /// Its System V objects will live in a new IPC namespace, where every ID is free.
+    new_ipcns: bool,
 }
 
 /// Host checks of one process; what the dumped tree holds (`held`) counts as free.
@@ -279,6 +283,7 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
         let image = ImageView {
             pids: &pids,
             new_pidns: view.new_pid_namespace || ckpt.own_pid_namespace,
+            new_ipcns: crate::kinds::ns::owns(ckpt, "ipc"),
         };
         for proc_ in &ckpt.processes {
             if !proc_.is_zombie() {

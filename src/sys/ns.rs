@@ -62,6 +62,19 @@ pub fn inside<T: Send>(
     })
 }
 
+/// Make the calling thread join the namespace of kind `kind` (uts or ipc) of process
+/// `pid`, for good (a dump that must see the tree's System V objects).
+pub fn join(pid: i32, kind: &str) -> Result<()> {
+    let p = format!("/proc/{pid}/ns/{kind}");
+    let flag = clone_flag(kind).ok_or_else(|| SysError::Other(format!("cannot join {p}")))?;
+    let f = fs::File::open(&p).map_err(|e| SysError::io(format!("open {p}"), e))?;
+    // SAFETY: setns with a namespace file we hold open and a UTS or IPC flag changes only
+    // this thread's namespaces.
+    let r = unsafe { libc::setns(f.as_raw_fd(), flag) };
+    super::check(r as libc::c_long, || format!("setns {p}"))?;
+    Ok(())
+}
+
 /// The host and domain names of the calling thread's UTS namespace.
 pub fn uts_names() -> Result<(Vec<u8>, Vec<u8>)> {
     let u = rustix::system::uname();

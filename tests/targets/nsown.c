@@ -1,4 +1,4 @@
-/* nsown STEPS [sleep=MS]
+/* nsown STEPS [sleep=MS] [shm]
  *
  * A tree that makes UTS, IPC and time namespaces of its own (as `unshare --uts --ipc
  * --time` would, done here so that the root itself is in the time namespace): it
@@ -7,11 +7,13 @@
  * shares them all. Every step the parent prints the names and the limit it sees and
  * whether both clocks went on from the previous step without jumping (between 0 and
  * 5 s later, and still more than 10 days); the child checks the same every step and
- * exits with a status the parent prints at the end. Nothing printed depends on the
- * actual times. */
+ * exits with a status the parent prints at the end. With `shm`, the parent also makes
+ * a System V segment in its IPC namespace (attached by both) and counts in it every
+ * step, printing its ID and the count. Nothing printed depends on the actual times. */
 #include "util.h"
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/shm.h>
 #include <sys/wait.h>
 
 #define AHEAD (10L * 86400)
@@ -70,9 +72,12 @@ int main(int argc, char **argv)
 {
 	long steps = arg_long(argc, argv, 1, 40);
 	long ms = 40;
+	int use_shm = 0;
 	for (int i = 2; i < argc; i++)
 		if (strncmp(argv[i], "sleep=", 6) == 0)
 			ms = strtol(argv[i] + 6, NULL, 10);
+		else if (strcmp(argv[i], "shm") == 0)
+			use_shm = 1;
 	if (unshare(CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWTIME) != 0)
 		die("unshare: %s", strerror(errno));
 	char off[128];
@@ -85,6 +90,16 @@ int main(int argc, char **argv)
 	if (sethostname("ckpt-ns-host", 12) != 0 || setdomainname("ckpt-ns-domain", 14) != 0)
 		die("sethostname: %s", strerror(errno));
 	put("/proc/sys/kernel/msgmni", "123\n");
+	int shmid = -1;
+	volatile long *count = NULL;
+	if (use_shm) {
+		shmid = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
+		if (shmid < 0)
+			die("shmget: %s", strerror(errno));
+		count = shmat(shmid, NULL, 0);
+		if (count == (void *)-1)
+			die("shmat: %s", strerror(errno));
+	}
 	long long m = now_ns(CLOCK_MONOTONIC), b = now_ns(CLOCK_BOOTTIME);
 	pid_t child = fork();
 	if (child < 0)
@@ -106,6 +121,8 @@ int main(int argc, char **argv)
 		get("/proc/sys/kernel/msgmni", l, sizeof l);
 		out("step %ld host=%s domain=%s msgmni=%s clocks=%s\n", i, h, d, l,
 		    clocks_ok(&m, &b) ? "continuous" : "JUMPED");
+		if (use_shm)
+			out("shm id=%d count=%ld\n", shmid, ++*count);
 		sleep_ms(ms);
 	}
 	int st;
