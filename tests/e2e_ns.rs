@@ -224,3 +224,70 @@ fn failed_restores_of_a_tree_with_own_namespaces_leave_nothing() {
         &[before, fin.stdout].concat(),
     );
 }
+
+/// With a PID namespace of its own too (`unshare -p -f`: the root is PID 1 there), the
+/// tree comes back in a new PID namespace and new UTS, IPC and time ones, its System V
+/// segment with it; the output of the two runs is an uninterrupted run's.
+#[test]
+fn own_namespaces_with_an_own_pid_namespace_are_restored() {
+    let ctx = Ctx::new("own_namespaces_with_an_own_pid_namespace_are_restored");
+    let spec = Spec::new(unshare())
+        .arg("-p")
+        .arg("-f")
+        .arg(target("nsown"))
+        .arg("40")
+        .arg("sleep=30")
+        .arg("shm");
+    let mut rp = ctx.spawn(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(7);
+    let tree = wait_process_tree(t.pid, 3, "unshare and nsown");
+    for &p in &tree {
+        ctx.track(p);
+    }
+    assert_eq!(
+        nspids(tree[1]),
+        vec![tree[1], 1],
+        "nsown is PID 1 of its own"
+    );
+    let img = ctx.path("pidns.img");
+    ctx.dump(tree[1], &img);
+    let before = t.finish().stdout;
+    wait_pids_gone(&tree[1..], "nsown after its dump");
+    let mut r = ctx.restore(&img, &[], In::Null);
+    r.wait_lines(1);
+    let restored = wait_process_tree(r.pid, 3, "ckpt restore and the restored nsown");
+    assert_eq!(
+        nspids(restored[1]),
+        vec![restored[1], 1],
+        "restored as PID 1"
+    );
+    assert_own_namespaces(&restored[1..], "restored nsown in a PID namespace");
+    let fin = r.finish();
+    let reference = rp.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "nsown in a PID namespace, dumped and restored",
+        &reference.stdout,
+        &[before, fin.stdout].concat(),
+    );
+}
+
+/// A process's IDs from the outermost PID namespace in (`NSpid`).
+fn nspids(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|v| {
+                v.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
