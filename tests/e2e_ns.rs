@@ -112,6 +112,32 @@ fn namespaces_the_tree_did_not_make_are_refused() {
     assert_running_untraced(t.pid, "the root after the refused dump");
 }
 
+/// A POSIX message queue only the tree's own IPC namespace holds is refused at dump,
+/// naming it (it would be lost); the tree runs on.
+#[test]
+fn message_queue_in_the_trees_own_ipc_namespace_is_refused() {
+    let ctx = Ctx::new("message_queue_in_the_trees_own_ipc_namespace_is_refused");
+    let spec = Spec::new(target("nsown"))
+        .arg("200")
+        .arg("sleep=40")
+        .arg("mq");
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(3);
+    let tree = wait_process_tree(t.pid, 2, "nsown");
+    for &p in &tree {
+        ctx.track(p);
+    }
+    let r = ctx.try_dump(t.pid, &ctx.path("mq.img"));
+    r.assert_fails(1);
+    assert!(
+        r.stderr.contains("POSIX message queues (/ckpt-ns-q)"),
+        "dump of a tree whose IPC namespace holds a message queue: {}",
+        r.stderr
+    );
+    assert_running_untraced(t.pid, "the root after the refused dump");
+    assert_running_untraced(tree[1], "the child after the refused dump");
+}
+
 /// A tree in a network namespace of its own (`unshare --net`) is refused at dump, naming
 /// the namespace; it runs on.
 #[test]

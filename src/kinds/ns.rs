@@ -227,6 +227,17 @@ fn own_namespace(
                         .is_none_or(|id| !attached.contains(&id))
                 })
                 .collect();
+            let queues = sys::ns::mqueues_of(pid)?;
+            if !queues.is_empty() {
+                return Err(DumpError::Unsupported {
+                    pid,
+                    why: format!(
+                        "its IPC namespace of its own (ipc:[{inode}]) holds POSIX message \
+                         queues (/{}); they are not restored yet",
+                        queues.join(", /")
+                    ),
+                });
+            }
             if !objects.is_empty() {
                 return Err(DumpError::Unsupported {
                     pid,

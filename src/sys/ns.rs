@@ -99,6 +99,118 @@ pub fn sysv_objects() -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The POSIX message queues of the IPC namespace process `pid` is in (their names).
+/// A forked helper joins that namespace and a private mount namespace of its own,
+/// mounts an mqueue file system there (which shows the queues of its IPC namespace)
+/// and sends its directory entries through a pipe; it leaves nothing mounted anywhere
+/// else and ends at once.
+pub fn mqueues_of(pid: i32) -> Result<Vec<String>> {
+    use std::io::Read;
+    let p = format!("/proc/{pid}/ns/ipc");
+    let ns = fs::File::open(&p).map_err(|e| SysError::io(format!("open {p}"), e))?;
+    let (rd, wr) = super::process::pipe()?;
+    let (nsfd, wfd) = (ns.as_raw_fd(), wr.as_raw_fd());
+    let parent = super::process::own_pid();
+    let args = libc::clone_args {
+        exit_signal: libc::SIGCHLD as u64,
+        ..super::process::clone_args()
+    };
+    let child = super::process::clone3(&args);
+    if child == 0 {
+        // SAFETY: the forked child runs raw system calls only (see `die_with_parent`),
+        // on descriptors it inherited and constant strings, and ends with `_exit`. Its
+        // mount is made in a mount namespace of its own, private, which ends with it.
+        unsafe {
+            super::process::die_with_parent(parent);
+            let fail = |code: i32| libc::_exit(code);
+            if libc::syscall(libc::SYS_setns, nsfd, libc::CLONE_NEWIPC) != 0 {
+                fail(2);
+            }
+            if libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS) != 0 {
+                fail(3);
+            }
+            let null = std::ptr::null::<libc::c_char>();
+            if libc::syscall(
+                libc::SYS_mount,
+                null,
+                c"/".as_ptr(),
+                null,
+                libc::MS_REC | libc::MS_PRIVATE,
+                null,
+            ) != 0
+            {
+                fail(4);
+            }
+            if libc::syscall(
+                libc::SYS_mount,
+                c"mqueue".as_ptr(),
+                c"/tmp".as_ptr(),
+                c"mqueue".as_ptr(),
+                0,
+                null,
+            ) != 0
+            {
+                fail(5);
+            }
+            let d = libc::syscall(
+                libc::SYS_open,
+                c"/tmp".as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            );
+            if d < 0 {
+                fail(6);
+            }
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = libc::syscall(libc::SYS_getdents64, d, buf.as_mut_ptr(), buf.len());
+                if n < 0 {
+                    fail(7);
+                }
+                if n == 0 {
+                    break;
+                }
+                if libc::syscall(libc::SYS_write, wfd, buf.as_ptr(), n) != n {
+                    fail(8);
+                }
+            }
+            libc::_exit(0);
+        }
+    }
+    if child < 0 {
+        return Err(SysError::os("clone3 (listing POSIX message queues)"));
+    }
+    drop(wr);
+    let mut data = Vec::new();
+    let read = fs::File::from(rd).read_to_end(&mut data);
+    let status = super::process::wait_exit(child as i32)?;
+    read.map_err(|e| SysError::io("read the POSIX message queues' list", e))?;
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(SysError::Other(format!(
+            "cannot list the POSIX message queues of {p} (helper status {status:#x})"
+        )));
+    }
+    Ok(dirent_names(&data))
+}
+
+/// The names in a getdents64 buffer, "." and ".." aside.
+fn dirent_names(mut b: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name (NUL-ended).
+    while b.len() >= 19 {
+        let reclen = u16::from_ne_bytes([b[16], b[17]]) as usize;
+        if reclen < 19 || reclen > b.len() {
+            break;
+        }
+        let name = &b[19..reclen];
+        let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(name.len())];
+        if name != b"." && name != b".." {
+            out.push(String::from_utf8_lossy(name).into_owned());
+        }
+        b = &b[reclen..];
+    }
+    out
+}
+
 /// A file of /proc/sys (as the calling thread's namespaces show it), trimmed.
 pub fn read_sysctl(rel: &str) -> Result<String> {
     let p = format!("/proc/sys/{rel}");
@@ -212,6 +324,22 @@ pub fn unshare_new(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dirent_names_of_a_getdents_buffer() {
+        let mut b = Vec::new();
+        for name in [&b"."[..], b"..", b"q1", b"longer-queue"] {
+            let reclen = (19 + name.len() + 1).next_multiple_of(8);
+            let mut e = vec![0u8; reclen];
+            e[16..18].copy_from_slice(&(reclen as u16).to_ne_bytes());
+            e[19..19 + name.len()].copy_from_slice(name);
+            b.extend(e);
+        }
+        assert_eq!(dirent_names(&b), vec!["q1", "longer-queue"]);
+        // A truncated or bad record ends the list.
+        assert_eq!(dirent_names(&b[..b.len() - 3]), vec!["q1"]);
+        assert!(dirent_names(&[0u8; 18]).is_empty());
+    }
 
     #[test]
     fn timens_offsets_text() {

@@ -1,4 +1,4 @@
-/* nsown STEPS [sleep=MS] [shm]
+/* nsown STEPS [sleep=MS] [shm] [mq]
  *
  * A tree that makes UTS, IPC and time namespaces of its own (as `unshare --uts --ipc
  * --time` would, done here so that the root itself is in the time namespace): it
@@ -9,10 +9,12 @@
  * 5 s later, and still more than 10 days); the child checks the same every step and
  * exits with a status the parent prints at the end. With `shm`, the parent also makes
  * a System V segment in its IPC namespace (attached by both) and counts in it every
- * step, printing its ID and the count. Nothing printed depends on the actual times. */
+ * step, printing its ID and the count. With `mq`, it makes a POSIX message queue
+ * /ckpt-ns-q in its IPC namespace and closes it (only the namespace holds it). Nothing printed depends on the actual times. */
 #include "util.h"
 #include <fcntl.h>
 #include <sched.h>
+#include <mqueue.h>
 #include <sys/shm.h>
 #include <sys/wait.h>
 
@@ -72,12 +74,14 @@ int main(int argc, char **argv)
 {
 	long steps = arg_long(argc, argv, 1, 40);
 	long ms = 40;
-	int use_shm = 0;
+	int use_shm = 0, use_mq = 0;
 	for (int i = 2; i < argc; i++)
 		if (strncmp(argv[i], "sleep=", 6) == 0)
 			ms = strtol(argv[i] + 6, NULL, 10);
 		else if (strcmp(argv[i], "shm") == 0)
 			use_shm = 1;
+		else if (strcmp(argv[i], "mq") == 0)
+			use_mq = 1;
 	if (unshare(CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWTIME) != 0)
 		die("unshare: %s", strerror(errno));
 	char off[128];
@@ -90,6 +94,12 @@ int main(int argc, char **argv)
 	if (sethostname("ckpt-ns-host", 12) != 0 || setdomainname("ckpt-ns-domain", 14) != 0)
 		die("sethostname: %s", strerror(errno));
 	put("/proc/sys/kernel/msgmni", "123\n");
+	if (use_mq) {
+		mqd_t q = mq_open("/ckpt-ns-q", O_CREAT | O_RDWR, 0600, NULL);
+		if (q == (mqd_t)-1)
+			die("mq_open: %s", strerror(errno));
+		mq_close(q);
+	}
 	int shmid = -1;
 	volatile long *count = NULL;
 	if (use_shm) {
