@@ -279,6 +279,7 @@ pub(crate) fn collect_process(
         exit_status: None,
         zombie: None,
         randomized: Some(stat.randomized()),
+        namespaces: Vec::new(),
         stopped: fr
             .threads
             .iter()

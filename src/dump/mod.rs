@@ -346,13 +346,6 @@ fn precheck(pid: i32) -> Result<()> {
         }
         _ => {}
     }
-    // Other namespaces than ckpt's would be silently replaced by ckpt's at restore.
-    if let Some(ns) = sys::proc::foreign_namespace(pid) {
-        return unsupported(format!(
-            "it runs in another {ns} namespace than ckpt; namespaces are not supported yet \
-             (run ckpt inside them)"
-        ));
-    }
     Ok(())
 }
 
@@ -585,6 +578,9 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         Output::Stdout => (None, None),
     };
     let own_pidns = root_owns_pid_namespace(pid)?;
+    // A tree with an IPC namespace of its own: its System V segments are read there.
+    let ckpts_ns = crate::kinds::ns::own_namespaces()?;
+    crate::kinds::ns::join_own_ipc(pid, sys::proc::status(pid)?.ppid, &ckpts_ns)?;
     let mut tree = FrozenTree::freeze(pid)?;
     let mut seen = SharedSeen::new();
     let mut processes = Vec::new();
@@ -636,6 +632,23 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
     }
     crate::kinds::task::tree::check_groups_at_dump(&processes)?;
+    // The namespaces each process is in (host PIDs, the root first), and those the tree
+    // owns; what restore cannot bring back is refused here.
+    let host: Vec<(i32, bool)> = tree.nodes.iter().map(|(p, f)| (*p, f.is_some())).collect();
+    let root_parent = sys::proc::status(pid).map(|s| s.ppid).unwrap_or(0);
+    let attached: std::collections::BTreeSet<i32> = processes
+        .iter()
+        .flat_map(|p| &p.vmas)
+        .filter_map(|v| match v.kind {
+            crate::model::VmaKind::SysvShm { shmid, .. } => Some(shmid),
+            _ => None,
+        })
+        .collect();
+    let (per_proc, namespaces) =
+        crate::kinds::ns::collect(&host, root_parent, &attached, &ckpts_ns)?;
+    for (p, ns) in processes.iter_mut().zip(per_proc) {
+        p.namespaces = ns;
+    }
     // For the failure-path tests: a dump refused once the tree was frozen and queried
     // (with injected calls) must let it go exactly as a successful --leave-running one.
     crate::error::fault_point("dump: collected").map_err(|_| DumpError::Unsupported {
@@ -672,6 +685,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     collected.ckpt.socketpairs = socketpairs;
     collected.ckpt.fifos = fifos;
     collected.ckpt.ptys = ptys;
+    collected.ckpt.namespaces = namespaces;
     if own_pidns {
         collected.use_namespace_pids()?;
     }

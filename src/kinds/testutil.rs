@@ -91,6 +91,7 @@ pub(crate) fn checkpoint(processes: Vec<Process>) -> Checkpoint {
         ptys: Vec::new(),
         own_pid_namespace: false,
         sysv: Default::default(),
+        namespaces: Vec::new(),
     }
 }
 

@@ -895,6 +895,12 @@ pub struct Process {
     /// where every adjustment is 0 are left out.
     #[serde(default)]
     pub sem_undo: Vec<SemUndo>,
+    /// The namespaces the process is in, other than its PID namespace: (kind, inode)
+    /// for each of "uts", "ipc", "net", "mnt", "cgroup", "time", "user", each described
+    /// once in `Checkpoint::namespaces`. Empty in older images: the process was in
+    /// ckpt's own.
+    #[serde(default)]
+    pub namespaces: Vec<(String, u64)>,
 }
 
 /// A process stopped by job control: the signal that stopped it and whether its parent
@@ -1126,6 +1132,10 @@ pub struct Checkpoint {
     /// under the same IDs and keys. Empty in older images.
     #[serde(default)]
     pub sysv: SysvIpc,
+    /// Every namespace (other than PID namespaces) a process of the tree is in, once.
+    /// Empty in older images (every process was in ckpt's own).
+    #[serde(default)]
+    pub namespaces: Vec<Namespace>,
 }
 
 /// System V IPC objects (of the host's IPC namespace, those the tree owns; a whole
@@ -1185,6 +1195,52 @@ pub struct SysvMsg {
     pub mtype: i64,
     #[serde(with = "serde_bytes")]
     pub text: Vec<u8>,
+}
+
+/// A namespace of the tree's processes (not a PID namespace: see
+/// `Checkpoint::own_pid_namespace`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct Namespace {
+    /// "uts", "ipc", "net", "mnt", "cgroup", "time" or "user" (as in /proc/PID/ns/).
+    pub kind: String,
+    /// Its inode at dump (how processes name it in `Process::namespaces`).
+    pub inode: u64,
+    /// Shared with ckpt at dump (the host's, or whatever ckpt ran in): joined at restore,
+    /// not recreated. Otherwise the tree owned it, and restore creates a new one.
+    pub external: bool,
+    /// A UTS namespace of the tree's: its names.
+    #[serde(default)]
+    pub uts: Option<UtsNames>,
+    /// An IPC namespace of the tree's: its limits.
+    #[serde(default)]
+    pub ipc: Option<IpcLimits>,
+    /// A time namespace of the tree's: its clocks as its processes saw them at dump.
+    #[serde(default)]
+    pub time: Option<TimeClocks>,
+}
+
+/// The host and domain names of a UTS namespace.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct UtsNames {
+    #[serde(with = "serde_bytes")]
+    pub hostname: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub domainname: Vec<u8>,
+}
+
+/// The limits of an IPC namespace: (file name under /proc/sys/kernel or
+/// /proc/sys/fs/mqueue prefixed "mqueue/", its text as read, trimmed).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct IpcLimits {
+    pub values: Vec<(String, String)>,
+}
+
+/// The clocks of a time namespace as its processes read them at dump (nanoseconds):
+/// restore gives a new namespace offsets that make them continue from there.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TimeClocks {
+    pub monotonic_ns: i64,
+    pub boottime_ns: i64,
 }
 
 impl Checkpoint {

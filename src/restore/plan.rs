@@ -157,8 +157,9 @@ fn check_host_files(
     if let Some(exe) = &proc_.mm.exe {
         fd::file::check_file(files, exe, "executable", problems);
     }
-    // Images that list their System V objects are checked once for all (`kinds::ipc`).
-    if !image.sysv_listed {
+    // Images that list their System V objects are checked once for all (`kinds::ipc`);
+    // in a new IPC namespace every ID is free.
+    if !image.sysv_listed && !image.new_ipcns {
         shmem::check_sysv_free(proc_, held, problems);
     }
     mem::check_mapped_files(files, proc_, problems);
@@ -177,6 +178,8 @@ struct ImageView<'a> {
     new_pidns: bool,
     /// It lists the System V segments its processes attach (`Checkpoint::sysv`).
     sysv_listed: bool,
+    /// Its System V objects will live in a new IPC namespace, where every ID is free.
+    new_ipcns: bool,
 }
 
 /// Host checks of one process; what the dumped tree holds (`held`) counts as free.
@@ -227,6 +230,7 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
     // descriptor; stage uses only these descriptors.
     let mut files = HeldFiles::new(&ckpt.info.boot_id);
     check_structure(ckpt, &mut problems);
+    crate::kinds::ns::check_namespaces(ckpt, &mut problems);
     if problems.iter().all(|p| p.code != "malformed") {
         // Privileges: ckpt's own, and what each process asks of them.
         let pairs = ckpt.pipes.len() + ckpt.socketpairs.len() + ckpt.fifos.len();
@@ -289,8 +293,9 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
             pids: &pids,
             new_pidns: view.new_pid_namespace || ckpt.own_pid_namespace,
             sysv_listed: !ckpt.sysv.shm.is_empty(),
+            new_ipcns: crate::kinds::ns::owns(ckpt, "ipc"),
         };
-        crate::kinds::ipc::check_objects(&ckpt.sysv, held, &mut problems);
+        crate::kinds::ipc::check_objects(&ckpt.sysv, held, !image.new_ipcns, &mut problems);
         crate::kinds::ipc::check_undo(&ckpt.sysv, &ckpt.processes, &mut problems);
         for proc_ in &ckpt.processes {
             if !proc_.is_zombie() {

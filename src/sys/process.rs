@@ -7,7 +7,7 @@ use rustix::process::{Pid, WaitOptions};
 use super::{Result, SysError, check, rerr};
 
 /// The kernel's `struct clone_args` (linux/sched.h), all of it zero.
-fn clone_args() -> libc::clone_args {
+pub(super) fn clone_args() -> libc::clone_args {
     libc::clone_args {
         flags: 0,
         pidfd: 0,
@@ -35,7 +35,7 @@ fn one_pid(pid: i32, errno: Errno) -> std::result::Result<Pid, Errno> {
 }
 
 /// This process's PID.
-fn own_pid() -> libc::pid_t {
+pub(super) fn own_pid() -> libc::pid_t {
     rustix::process::getpid().as_raw_nonzero().get()
 }
 
@@ -56,7 +56,7 @@ pub(crate) fn waitpid_raw(pid: i32, options: WaitOptions) -> std::result::Result
 /// clone3 without CLONE_VM: a copy-on-write copy of this process (0 in the child, the
 /// child's PID in the parent, -1 with errno on error). What the child may do depends on
 /// the caller: see each one.
-fn clone3(args: &libc::clone_args) -> libc::c_long {
+pub(super) fn clone3(args: &libc::clone_args) -> libc::c_long {
     // SAFETY: `args` (and any set_tid array it points to, which the callers keep alive
     // across this call) is a valid clone_args of the size passed; without CLONE_VM the
     // child gets its own copy of the address space, so nothing of ours is shared.

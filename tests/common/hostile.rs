@@ -262,6 +262,7 @@ pub fn checkpoint() -> Checkpoint {
         socketpairs: vec![],
         own_pid_namespace: false,
         sysv: Default::default(),
+        namespaces: Vec::new(),
         fifos: vec![],
         ptys: vec![],
     }

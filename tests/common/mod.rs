@@ -111,6 +111,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("memfd", "memfd.c", &[]),
     ("chroot-static", "chroot.c", &["-static"]),
     ("nstree", "nstree.c", &[]),
+    ("nsown", "nsown.c", &[]),
     ("sysv", "sysv.c", &[]),
     // tests/e2e_sysv.rs: System V segments, semaphores and queues; a POSIX queue
     ("sysvall", "sysvall.c", &[]),

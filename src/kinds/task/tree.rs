@@ -145,6 +145,7 @@ pub(crate) fn checkpoint(
         socketpairs: Vec::new(),
         own_pid_namespace: false,
         sysv: Default::default(),
+        namespaces: Vec::new(),
         fifos: Vec::new(),
         ptys: Vec::new(),
     }

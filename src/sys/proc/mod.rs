@@ -40,9 +40,8 @@ pub use pagemap::{
     PM_GUARD_REGION, PM_PRESENT, PM_SWAP, Pagemap, ScanRange,
 };
 pub use task::{
-    Stat, Status, auxv, children, foreign_namespace, limits, oom_score_adj, personality,
-    pid_namespace, posix_timers, shadow_stack, signal_quiet, stat, status, task_ids, thread_comm,
-    thread_nspid, timerslack_ns,
+    Stat, Status, auxv, children, limits, oom_score_adj, personality, pid_namespace, posix_timers,
+    shadow_stack, signal_quiet, stat, status, task_ids, thread_comm, thread_nspid, timerslack_ns,
 };
 
 /// Read a /proc file whole. `fs::read` starts with 32-byte reads and doubles them (a

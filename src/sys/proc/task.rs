@@ -303,18 +303,6 @@ pub fn children(pid: i32) -> Result<Vec<i32>> {
     Ok(out)
 }
 
-/// The first namespace kind (mnt, net, ...; not pid) in which process `pid` differs
-/// from this process, if any.
-pub fn foreign_namespace(pid: i32) -> Option<&'static str> {
-    ["mnt", "net", "ipc", "uts", "user", "cgroup", "time"]
-        .into_iter()
-        .find(|ns| {
-            let theirs = fs::read_link(format!("/proc/{pid}/ns/{ns}"));
-            let ours = fs::read_link(format!("/proc/self/ns/{ns}"));
-            matches!((theirs, ours), (Ok(a), Ok(b)) if a != b)
-        })
-}
-
 /// One entry of /proc/PID/timers.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcTimer {

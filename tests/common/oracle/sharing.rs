@@ -45,6 +45,39 @@ pub(super) fn read_sharing(r: &mut Reader, pids: &[i32]) {
             r.conf(format!("p{a}.shares.{name}"), first);
         }
     }
+    // each namespace (PID namespaces aside: `--new-pidns` changes them on purpose):
+    // ours (the test's: the host's), or the first process of the tree in it
+    let ino = |pid: &str, kind: &str| {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(format!("/proc/{pid}/ns/{kind}"))
+            .map(|m| m.ino())
+            .ok()
+    };
+    for (i, &a) in pids.iter().enumerate() {
+        for kind in [
+            "uts",
+            "ipc",
+            "net",
+            "mnt",
+            "cgroup",
+            "time",
+            "time_for_children",
+            "user",
+        ] {
+            let Some(mine) = ino(&a.to_string(), kind) else {
+                continue;
+            };
+            let v = if ino("self", kind) == Some(mine) {
+                "host".to_string()
+            } else {
+                pids[..i]
+                    .iter()
+                    .find(|&&b| ino(&b.to_string(), kind) == Some(mine))
+                    .map_or("own".to_string(), |b| format!("p{b}"))
+            };
+            r.conf(format!("p{a}.ns.{kind}"), v);
+        }
+    }
     // each descriptor: the first descriptor of the tree with the same open file
     // description
     let all: Vec<(i32, i32)> = pids

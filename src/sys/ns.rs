@@ -1,0 +1,362 @@
+//! Namespaces (other than PID namespaces, see `process`): their identities, reading a
+//! namespace's state from a thread that joined it, and creating new ones for the
+//! calling thread before a restored tree is started.
+
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+
+use super::{Result, SysError};
+
+/// The inode of the namespace of kind `kind` ("uts", "time_for_children"...) process
+/// `pid` is in (`pid` 0: ckpt itself).
+pub fn inode(pid: i32, kind: &str) -> Result<u64> {
+    let p = if pid == 0 {
+        format!("/proc/self/ns/{kind}")
+    } else {
+        format!("/proc/{pid}/ns/{kind}")
+    };
+    fs::metadata(&p)
+        .map(|m| m.ino())
+        .map_err(|e| SysError::io(format!("stat {p}"), e))
+}
+
+/// The CLONE_NEW* flag of a namespace kind ckpt creates (uts, ipc, time).
+pub fn clone_flag(kind: &str) -> Option<libc::c_int> {
+    match kind {
+        "uts" => Some(libc::CLONE_NEWUTS),
+        "ipc" => Some(libc::CLONE_NEWIPC),
+        "time" => Some(libc::CLONE_NEWTIME),
+        _ => None,
+    }
+}
+
+/// Run `f` on a thread of ckpt that joined the namespaces of kinds `kinds` (uts, ipc:
+/// kinds a thread may join alone) of process `pid`: what it reads of /proc/sys and the
+/// kernel's names is the namespace's. The thread ends with `f`, and its namespaces
+/// with it.
+pub fn inside<T: Send>(
+    pid: i32,
+    kinds: &[&str],
+    f: impl FnOnce() -> Result<T> + Send,
+) -> Result<T> {
+    let mut files = Vec::new();
+    for k in kinds {
+        let p = format!("/proc/{pid}/ns/{k}");
+        let flag = clone_flag(k).ok_or_else(|| SysError::Other(format!("cannot join {p}")))?;
+        let f = fs::File::open(&p).map_err(|e| SysError::io(format!("open {p}"), e))?;
+        files.push((p, f, flag));
+    }
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for (p, f, flag) in &files {
+                // SAFETY: setns with a namespace file we hold open and a UTS or IPC
+                // flag changes only this thread's namespaces, which end with it.
+                let r = unsafe { libc::setns(f.as_raw_fd(), *flag) };
+                super::check(r as libc::c_long, || format!("setns {p}"))?;
+            }
+            f()
+        })
+        .join()
+        .map_err(|_| SysError::Other("a thread reading a namespace panicked".into()))?
+    })
+}
+
+/// Make the calling thread join the namespace of kind `kind` (uts or ipc) of process
+/// `pid`, for good (a dump that must see the tree's System V objects).
+pub fn join(pid: i32, kind: &str) -> Result<()> {
+    let p = format!("/proc/{pid}/ns/{kind}");
+    let flag = clone_flag(kind).ok_or_else(|| SysError::Other(format!("cannot join {p}")))?;
+    let f = fs::File::open(&p).map_err(|e| SysError::io(format!("open {p}"), e))?;
+    // SAFETY: setns with a namespace file we hold open and a UTS or IPC flag changes only
+    // this thread's namespaces.
+    let r = unsafe { libc::setns(f.as_raw_fd(), flag) };
+    super::check(r as libc::c_long, || format!("setns {p}"))?;
+    Ok(())
+}
+
+/// The host and domain names of the calling thread's UTS namespace.
+pub fn uts_names() -> Result<(Vec<u8>, Vec<u8>)> {
+    let u = rustix::system::uname();
+    Ok((
+        u.nodename().to_bytes().to_vec(),
+        u.domainname().to_bytes().to_vec(),
+    ))
+}
+
+/// The number of SysV objects (shared memory, message queues, semaphore sets) of the
+/// calling thread's IPC namespace, each as "kind id" (from /proc/sysvipc).
+pub fn sysv_objects() -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for kind in ["shm", "msg", "sem"] {
+        let p = format!("/proc/sysvipc/{kind}");
+        let text = fs::read_to_string(&p).map_err(|e| SysError::io(format!("read {p}"), e))?;
+        for l in text.lines().skip(1) {
+            let id = l.split_whitespace().nth(1).unwrap_or("?");
+            out.push(format!("{kind} {id}"));
+        }
+    }
+    Ok(out)
+}
+
+/// The POSIX message queues of the IPC namespace process `pid` is in (their names).
+/// A forked helper joins that namespace and a private mount namespace of its own,
+/// mounts an mqueue file system there (which shows the queues of its IPC namespace)
+/// and sends its directory entries through a pipe; it leaves nothing mounted anywhere
+/// else and ends at once.
+pub fn mqueues_of(pid: i32) -> Result<Vec<String>> {
+    use std::io::Read;
+    let p = format!("/proc/{pid}/ns/ipc");
+    let ns = fs::File::open(&p).map_err(|e| SysError::io(format!("open {p}"), e))?;
+    let (rd, wr) = super::process::pipe()?;
+    let (nsfd, wfd) = (ns.as_raw_fd(), wr.as_raw_fd());
+    let parent = super::process::own_pid();
+    let args = libc::clone_args {
+        exit_signal: libc::SIGCHLD as u64,
+        ..super::process::clone_args()
+    };
+    let child = super::process::clone3(&args);
+    if child == 0 {
+        // SAFETY: the forked child runs raw system calls only (see `die_with_parent`),
+        // on descriptors it inherited and constant strings, and ends with `_exit`. Its
+        // mount is made in a mount namespace of its own, private, which ends with it.
+        unsafe {
+            super::process::die_with_parent(parent);
+            let fail = |code: i32| libc::_exit(code);
+            if libc::syscall(libc::SYS_setns, nsfd, libc::CLONE_NEWIPC) != 0 {
+                fail(2);
+            }
+            if libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS) != 0 {
+                fail(3);
+            }
+            let null = std::ptr::null::<libc::c_char>();
+            if libc::syscall(
+                libc::SYS_mount,
+                null,
+                c"/".as_ptr(),
+                null,
+                libc::MS_REC | libc::MS_PRIVATE,
+                null,
+            ) != 0
+            {
+                fail(4);
+            }
+            if libc::syscall(
+                libc::SYS_mount,
+                c"mqueue".as_ptr(),
+                c"/tmp".as_ptr(),
+                c"mqueue".as_ptr(),
+                0,
+                null,
+            ) != 0
+            {
+                fail(5);
+            }
+            let d = libc::syscall(
+                libc::SYS_open,
+                c"/tmp".as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            );
+            if d < 0 {
+                fail(6);
+            }
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = libc::syscall(libc::SYS_getdents64, d, buf.as_mut_ptr(), buf.len());
+                if n < 0 {
+                    fail(7);
+                }
+                if n == 0 {
+                    break;
+                }
+                if libc::syscall(libc::SYS_write, wfd, buf.as_ptr(), n) != n {
+                    fail(8);
+                }
+            }
+            libc::_exit(0);
+        }
+    }
+    if child < 0 {
+        return Err(SysError::os("clone3 (listing POSIX message queues)"));
+    }
+    drop(wr);
+    let mut data = Vec::new();
+    let read = fs::File::from(rd).read_to_end(&mut data);
+    let status = super::process::wait_exit(child as i32)?;
+    read.map_err(|e| SysError::io("read the POSIX message queues' list", e))?;
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(SysError::Other(format!(
+            "cannot list the POSIX message queues of {p} (helper status {status:#x})"
+        )));
+    }
+    Ok(dirent_names(&data))
+}
+
+/// The names in a getdents64 buffer, "." and ".." aside.
+fn dirent_names(mut b: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name (NUL-ended).
+    while b.len() >= 19 {
+        let reclen = u16::from_ne_bytes([b[16], b[17]]) as usize;
+        if reclen < 19 || reclen > b.len() {
+            break;
+        }
+        let name = &b[19..reclen];
+        let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(name.len())];
+        if name != b"." && name != b".." {
+            out.push(String::from_utf8_lossy(name).into_owned());
+        }
+        b = &b[reclen..];
+    }
+    out
+}
+
+/// A file of /proc/sys (as the calling thread's namespaces show it), trimmed.
+pub fn read_sysctl(rel: &str) -> Result<String> {
+    let p = format!("/proc/sys/{rel}");
+    fs::read_to_string(&p)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| SysError::io(format!("read {p}"), e))
+}
+
+/// Write a file of /proc/sys (in the calling thread's namespaces).
+pub fn write_sysctl(rel: &str, value: &str) -> Result<()> {
+    let p = format!("/proc/sys/{rel}");
+    fs::write(&p, value).map_err(|e| SysError::io(format!("write {value:?} to {p}"), e))
+}
+
+/// A clock's reading in nanoseconds (in the calling process's time namespace).
+pub fn clock_ns(clock: libc::clockid_t) -> Result<i64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to the valid pointer it is given.
+    let r = unsafe { libc::clock_gettime(clock, &mut ts) };
+    super::check(r as libc::c_long, || format!("clock_gettime({clock})"))?;
+    Ok(ts
+        .tv_sec
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec))
+}
+
+/// The offsets (monotonic, boottime; nanoseconds) of the time namespace process `pid`
+/// is in, from /proc/PID/timens_offsets.
+pub fn timens_offsets(pid: i32) -> Result<(i64, i64)> {
+    let p = format!("/proc/{pid}/timens_offsets");
+    let text = fs::read_to_string(&p).map_err(|e| SysError::io(format!("read {p}"), e))?;
+    parse_timens_offsets(&text).ok_or_else(|| SysError::Other(format!("cannot parse {p}")))
+}
+
+/// (monotonic, boottime) offsets in nanoseconds from a /proc/PID/timens_offsets text:
+/// lines "monotonic SECS NSECS" and "boottime SECS NSECS".
+pub fn parse_timens_offsets(text: &str) -> Option<(i64, i64)> {
+    let (mut mono, mut boot) = (None, None);
+    for l in text.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let [name, s, n] = w.as_slice() else {
+            continue;
+        };
+        let s: i64 = s.parse().ok()?;
+        let n: i64 = n.parse().ok()?;
+        let v = s.checked_mul(1_000_000_000)?.checked_add(n)?;
+        match *name {
+            "monotonic" => mono = Some(v),
+            "boottime" => boot = Some(v),
+            _ => {}
+        }
+    }
+    Some((mono?, boot?))
+}
+
+/// The text /proc/PID/timens_offsets takes for offsets in nanoseconds (seconds may be
+/// negative, nanoseconds not).
+pub fn format_timens_offsets(mono: i64, boot: i64) -> String {
+    let one = |name: &str, v: i64| {
+        format!(
+            "{name} {} {}\n",
+            v.div_euclid(1_000_000_000),
+            v.rem_euclid(1_000_000_000)
+        )
+    };
+    format!("{}{}", one("monotonic", mono), one("boottime", boot))
+}
+
+/// Give the calling thread new namespaces (CLONE_NEW* `flags`): its children are
+/// created in them (for a time namespace, only its children: it stays in its own).
+/// `names`: the new UTS namespace's host and domain names; `sysctls`: files of
+/// /proc/sys to write in the new namespaces; `offsets`: the new time namespace's
+/// (monotonic, boottime) offsets, written before any process enters it. The calling
+/// thread must be the thread group leader (/proc/self names it) when a time namespace
+/// is created.
+pub fn unshare_new(
+    flags: libc::c_int,
+    names: Option<(&[u8], &[u8])>,
+    sysctls: &[(String, String)],
+    offsets: Option<(i64, i64)>,
+) -> Result<()> {
+    if offsets.is_some() && rustix::thread::gettid() != rustix::process::getpid() {
+        return Err(SysError::Other(
+            "a new time namespace must be made by the main thread".into(),
+        ));
+    }
+    // SAFETY: unshare with only CLONE_NEWUTS, CLONE_NEWIPC or CLONE_NEWTIME changes
+    // the calling thread's namespaces (for children, in the case of time), no memory
+    // or descriptor state other code relies on.
+    let r = unsafe { libc::unshare(flags) };
+    super::check(r as libc::c_long, || format!("unshare({flags:#x})"))?;
+    if let Some((host, domain)) = names {
+        rustix::system::sethostname(host).map_err(|e| SysError::io("sethostname", e.into()))?;
+        rustix::system::setdomainname(domain)
+            .map_err(|e| SysError::io("setdomainname", e.into()))?;
+    }
+    for (k, v) in sysctls {
+        write_sysctl(k, v)?;
+    }
+    if let Some((m, b)) = offsets {
+        let text = format_timens_offsets(m, b);
+        fs::write("/proc/self/timens_offsets", &text)
+            .map_err(|e| SysError::io(format!("write {text:?} to /proc/self/timens_offsets"), e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dirent_names_of_a_getdents_buffer() {
+        let mut b = Vec::new();
+        for name in [&b"."[..], b"..", b"q1", b"longer-queue"] {
+            let reclen = (19 + name.len() + 1).next_multiple_of(8);
+            let mut e = vec![0u8; reclen];
+            e[16..18].copy_from_slice(&(reclen as u16).to_ne_bytes());
+            e[19..19 + name.len()].copy_from_slice(name);
+            b.extend(e);
+        }
+        assert_eq!(dirent_names(&b), vec!["q1", "longer-queue"]);
+        // A truncated or bad record ends the list.
+        assert_eq!(dirent_names(&b[..b.len() - 3]), vec!["q1"]);
+        assert!(dirent_names(&[0u8; 18]).is_empty());
+    }
+
+    #[test]
+    fn timens_offsets_text() {
+        let t = "monotonic           -5         250000000\nboottime         86400          0\n";
+        assert_eq!(
+            parse_timens_offsets(t),
+            Some((-5 * 1_000_000_000 + 250_000_000, 86_400 * 1_000_000_000))
+        );
+        assert_eq!(parse_timens_offsets("monotonic 1 2\n"), None);
+        let (m, b) = (-4_750_000_000, 3);
+        assert_eq!(
+            parse_timens_offsets(&format_timens_offsets(m, b)),
+            Some((m, b))
+        );
+        assert_eq!(
+            format_timens_offsets(-1, 0),
+            "monotonic -1 999999999\nboottime 0 0\n"
+        );
+    }
+}

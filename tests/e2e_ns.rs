@@ -1,0 +1,319 @@
+//! Namespaces of the tree's own (issue 15, first part): UTS, IPC and time namespaces
+//! made by the tree are recreated at restore with their names, limits and clocks, every
+//! process in the right one; namespaces ckpt does not restore yet, or that the tree did
+//! not make, are refused at dump, naming them, and the tree runs on.
+//!
+//! The target is `tests/targets/nsown.c`. Needs root (unshare, setns, ptrace).
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use common::more::*;
+use common::*;
+
+/// The inode of namespace `kind` of process `pid` (`self` for the test).
+fn ns(pid: &str, kind: &str) -> u64 {
+    std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
+        .unwrap_or_else(|e| panic!("stat /proc/{pid}/ns/{kind}: {e}"))
+        .ino()
+}
+
+/// `unshare` (util-linux).
+fn unshare() -> PathBuf {
+    let p = PathBuf::from("/usr/bin/unshare");
+    assert!(p.exists(), "needs unshare(1) (util-linux)");
+    p
+}
+
+/// Assert that the processes of `tree` (root first) share their UTS, IPC and time
+/// namespaces, none of them the test's, and are in the test's other ones.
+fn assert_own_namespaces(tree: &[i32], what: &str) {
+    assert_eq!(tree.len(), 2, "{what}: the root and its child: {tree:?}");
+    let (root, child) = (tree[0].to_string(), tree[1].to_string());
+    for kind in ["uts", "ipc", "time"] {
+        let r = ns(&root, kind);
+        assert_eq!(r, ns(&child, kind), "{what}: root and child share {kind}");
+        assert_ne!(r, ns("self", kind), "{what}: {kind} is the tree's own");
+    }
+    for kind in ["net", "mnt", "cgroup", "user"] {
+        assert_eq!(
+            ns(&root, kind),
+            ns("self", kind),
+            "{what}: {kind} is ckpt's"
+        );
+        assert_eq!(
+            ns(&child, kind),
+            ns("self", kind),
+            "{what}: {kind} is ckpt's"
+        );
+    }
+}
+
+/// A tree with UTS, IPC and time namespaces of its own: the restored processes are in
+/// new ones (shared by both, not ckpt's), with the host and domain names and the IPC
+/// limit they set, and clocks that continue from the dumped values (10 days ahead of
+/// the host's, no jump); the output is an uninterrupted run's.
+#[test]
+fn tree_with_own_uts_ipc_time_namespaces_is_restored_in_new_ones() {
+    let ctx = Ctx::new("tree_with_own_uts_ipc_time_namespaces_is_restored_in_new_ones");
+    let spec = Spec::new(target("nsown")).arg("60").arg("sleep=40");
+    let mut checked = false;
+    dump_restore_compare(&ctx, &spec, &spec, 6, &[], "nsown", &mut |pid| {
+        let tree = wait_process_tree(pid, 2, "nsown");
+        assert_own_namespaces(&tree, "restored nsown");
+        checked = true;
+    });
+    assert!(checked);
+}
+
+/// The same with a System V segment made in the tree's IPC namespace, attached by both
+/// processes: it comes back in the new namespace, with its ID and its contents.
+#[test]
+fn sysv_segment_in_the_trees_own_ipc_namespace_is_restored_there() {
+    let ctx = Ctx::new("sysv_segment_in_the_trees_own_ipc_namespace_is_restored_there");
+    let spec = Spec::new(target("nsown"))
+        .arg("40")
+        .arg("sleep=40")
+        .arg("shm");
+    let mut checked = false;
+    dump_restore_compare(&ctx, &spec, &spec, 8, &[], "nsown-shm", &mut |pid| {
+        let tree = wait_process_tree(pid, 2, "nsown");
+        assert_own_namespaces(&tree, "restored nsown with a SysV segment");
+        checked = true;
+    });
+    assert!(checked);
+}
+
+/// The original's namespaces are as the restored ones must be (the check above can
+/// tell), and a dump of the child alone is refused: its namespaces were made by its
+/// parent, outside what is dumped; the child runs on.
+#[test]
+fn namespaces_the_tree_did_not_make_are_refused() {
+    let ctx = Ctx::new("namespaces_the_tree_did_not_make_are_refused");
+    let spec = Spec::new(target("nsown")).arg("200").arg("sleep=40");
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(3);
+    let tree = wait_process_tree(t.pid, 2, "nsown");
+    for &p in &tree {
+        ctx.track(p);
+    }
+    assert_own_namespaces(&tree, "original nsown");
+    let child = tree[1];
+    let r = ctx.try_dump(child, &ctx.path("child.img"));
+    r.assert_fails(1);
+    assert!(
+        r.stderr.contains("UTS namespace") && r.stderr.contains("did not make"),
+        "dump of a process in its parent's namespaces: {}",
+        r.stderr
+    );
+    assert_running_untraced(child, "the child after the refused dump");
+    assert_running_untraced(t.pid, "the root after the refused dump");
+}
+
+/// A POSIX message queue only the tree's own IPC namespace holds is refused at dump,
+/// naming it (it would be lost); the tree runs on.
+#[test]
+fn message_queue_in_the_trees_own_ipc_namespace_is_refused() {
+    let ctx = Ctx::new("message_queue_in_the_trees_own_ipc_namespace_is_refused");
+    let spec = Spec::new(target("nsown"))
+        .arg("200")
+        .arg("sleep=40")
+        .arg("mq");
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(3);
+    let tree = wait_process_tree(t.pid, 2, "nsown");
+    for &p in &tree {
+        ctx.track(p);
+    }
+    let r = ctx.try_dump(t.pid, &ctx.path("mq.img"));
+    r.assert_fails(1);
+    assert!(
+        r.stderr.contains("POSIX message queues (/ckpt-ns-q)"),
+        "dump of a tree whose IPC namespace holds a message queue: {}",
+        r.stderr
+    );
+    assert_running_untraced(t.pid, "the root after the refused dump");
+    assert_running_untraced(tree[1], "the child after the refused dump");
+}
+
+/// A tree in a network namespace of its own (`unshare --net`) is refused at dump, naming
+/// the namespace; it runs on.
+#[test]
+fn own_network_namespace_is_refused() {
+    let ctx = Ctx::new("own_network_namespace_is_refused");
+    let spec = Spec::new(unshare())
+        .arg("--net")
+        .arg(target("nsown"))
+        .arg("200")
+        .arg("sleep=40");
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(3);
+    let tree = wait_process_tree(t.pid, 2, "nsown");
+    for &p in &tree {
+        ctx.track(p);
+    }
+    let r = ctx.try_dump(t.pid, &ctx.path("net.img"));
+    r.assert_fails(1);
+    assert!(
+        r.stderr.contains("network namespace of its own")
+            && r.stderr
+                .contains(&format!("net:[{}]", ns(&t.pid.to_string(), "net"))),
+        "dump of a tree in its own network namespace: {}",
+        r.stderr
+    );
+    assert_running_untraced(t.pid, "the root after the refused dump");
+    assert_running_untraced(tree[1], "the child after the refused dump");
+}
+
+/// Mount points of namespace files (nsfs) the host shows: a namespace kept alive by a
+/// bind mount would be one.
+fn nsfs_mounts() -> usize {
+    std::fs::read_to_string("/proc/1/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" - nsfs "))
+        .count()
+}
+
+/// Restores of a tree with namespaces of its own that fail at each step (creating the
+/// namespaces, and every step after, sampled) leave no process behind (the namespaces
+/// end with them) and no namespace file mounted; the next restore succeeds and the
+/// tree finishes as an uninterrupted run.
+#[test]
+fn failed_restores_of_a_tree_with_own_namespaces_leave_nothing() {
+    let ctx = Ctx::new("failed_restores_of_a_tree_with_own_namespaces_leave_nothing");
+    let spec = Spec::new(target("nsown")).arg("30").arg("sleep=20");
+    let reference = ctx.reference(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(5);
+    let tree = wait_process_tree(t.pid, 2, "nsown");
+    let img = ctx.path("nsown.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("nsown: original");
+    wait_pids_gone(&tree, "nsown after the dump");
+    let mounts = nsfs_mounts();
+    let restore = |env: &[(&str, &str)]| {
+        let mut s = Spec::new(ckpt_bin()).arg("restore").arg(&img).cwd(&ctx.dir);
+        for (k, v) in env {
+            s = s.env(k, v);
+        }
+        ctx.spawn(&s).finish()
+    };
+    let trace = restore(&[("CKPT_FAULT", "no such step"), ("CKPT_FAULT_TRACE", "1")]);
+    let trace_text = text(&trace.stderr);
+    let total = trace_text
+        .lines()
+        .filter(|l| l.starts_with("ckpt: step #"))
+        .count();
+    assert!(
+        total > 20 && trace_text.contains("create the tree's namespaces"),
+        "too few traced steps (fault-injection feature on?):\n{trace_text}"
+    );
+    assert_eq!(
+        trace.status.code(),
+        Some(0),
+        "the traced restore: {trace_text}"
+    );
+    assert_same_output(
+        "nsown: the traced restore",
+        &reference.stdout,
+        &[before.clone(), trace.stdout].concat(),
+    );
+    let mut faults = vec!["create the tree's namespaces".to_string()];
+    faults.extend(
+        (1..=total)
+            .filter(|n| *n <= 8 || n % 11 == 0 || *n == total)
+            .map(|n| format!("#{n}")),
+    );
+    for f in &faults {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
+        assert_eq!(
+            nsfs_mounts(),
+            mounts,
+            "restore failing at {f} left a namespace file mounted"
+        );
+    }
+    eprintln!("{} failing restores of {total} steps", faults.len());
+    let fin = restore(&[]);
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "the final restore: {}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "nsown: restored after the failed ones",
+        &reference.stdout,
+        &[before, fin.stdout].concat(),
+    );
+}
+
+/// With a PID namespace of its own too (`unshare -p -f`: the root is PID 1 there), the
+/// tree comes back in a new PID namespace and new UTS, IPC and time ones, its System V
+/// segment with it; the output of the two runs is an uninterrupted run's.
+#[test]
+fn own_namespaces_with_an_own_pid_namespace_are_restored() {
+    let ctx = Ctx::new("own_namespaces_with_an_own_pid_namespace_are_restored");
+    let spec = Spec::new(unshare())
+        .arg("-p")
+        .arg("-f")
+        .arg(target("nsown"))
+        .arg("40")
+        .arg("sleep=30")
+        .arg("shm");
+    let mut rp = ctx.spawn(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(7);
+    let tree = wait_process_tree(t.pid, 3, "unshare and nsown");
+    for &p in &tree {
+        ctx.track(p);
+    }
+    assert_eq!(
+        nspids(tree[1]),
+        vec![tree[1], 1],
+        "nsown is PID 1 of its own"
+    );
+    let img = ctx.path("pidns.img");
+    ctx.dump(tree[1], &img);
+    let before = t.finish().stdout;
+    wait_pids_gone(&tree[1..], "nsown after its dump");
+    let mut r = ctx.restore(&img, &[], In::Null);
+    r.wait_lines(1);
+    let restored = wait_process_tree(r.pid, 3, "ckpt restore and the restored nsown");
+    assert_eq!(
+        nspids(restored[1]),
+        vec![restored[1], 1],
+        "restored as PID 1"
+    );
+    assert_own_namespaces(&restored[1..], "restored nsown in a PID namespace");
+    let fin = r.finish();
+    let reference = rp.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "nsown in a PID namespace, dumped and restored",
+        &reference.stdout,
+        &[before, fin.stdout].concat(),
+    );
+}
+
+/// A process's IDs from the outermost PID namespace in (`NSpid`).
+fn nspids(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|v| {
+                v.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
