@@ -612,43 +612,14 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         processes.push(process);
         procs.push(collected);
     }
-    // A stop its parent has yet to collect stays to be collected after restore.
-    let unreported: Vec<i32> = procs
-        .iter()
-        .zip(&processes)
-        .flat_map(|(c, parent)| {
-            let stopped = &stopped;
-            c.unreported_stops.iter().filter_map(move |local| {
-                stopped
-                    .iter()
-                    .find(|(_, pp, l)| *pp == parent.pid && l == local)
-                    .map(|(host, _, _)| *host)
-            })
-        })
-        .collect();
-    for p in processes.iter_mut() {
-        if let Some(js) = &mut p.stopped {
-            js.unreported = unreported.contains(&p.pid);
-        }
-    }
+    let unreported: Vec<Vec<i32>> = procs.iter().map(|c| c.unreported_stops.clone()).collect();
+    crate::kinds::task::tree::mark_unreported_stops(&mut processes, &unreported, &stopped);
     crate::kinds::task::tree::check_groups_at_dump(&processes)?;
     // The namespaces each process is in (host PIDs, the root first), and those the tree
     // owns; what restore cannot bring back is refused here.
     let host: Vec<(i32, bool)> = tree.nodes.iter().map(|(p, f)| (*p, f.is_some())).collect();
     let root_parent = sys::proc::status(pid).map(|s| s.ppid).unwrap_or(0);
-    let attached: std::collections::BTreeSet<i32> = processes
-        .iter()
-        .flat_map(|p| &p.vmas)
-        .filter_map(|v| match v.kind {
-            crate::model::VmaKind::SysvShm { shmid, .. } => Some(shmid),
-            _ => None,
-        })
-        .collect();
-    let (per_proc, namespaces) =
-        crate::kinds::ns::collect(&host, root_parent, &attached, &ckpts_ns)?;
-    for (p, ns) in processes.iter_mut().zip(per_proc) {
-        p.namespaces = ns;
-    }
+    let namespaces = crate::kinds::ns::collect_into(&mut processes, &host, root_parent, &ckpts_ns)?;
     // For the failure-path tests: a dump refused once the tree was frozen and queried
     // (with injected calls) must let it go exactly as a successful --leave-running one.
     crate::error::fault_point("dump: collected").map_err(|_| DumpError::Unsupported {

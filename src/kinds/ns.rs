@@ -63,6 +63,30 @@ pub(crate) type Collected = (Vec<Vec<(String, u64)>>, Vec<Namespace>);
 /// whether each is alive: a zombie has none left; the root's parent `root_parent` is
 /// outside the tree): each process's (kind, inode) list, in the order of `pids`, and
 /// every namespace once. Refuses what restore cannot bring back (see the module's
+/// [`collect`] for the dumped `processes` (in `pids` order, the root first): each gets
+/// the namespaces it is in; returns those the tree holds. The System V segments the
+/// processes attach are what an IPC namespace of the tree's own may hold.
+pub(crate) fn collect_into(
+    processes: &mut [crate::model::Process],
+    pids: &[(i32, bool)],
+    root_parent: i32,
+    ckpts: &OwnNamespaces,
+) -> DumpResult<Vec<crate::model::Namespace>> {
+    let attached: BTreeSet<i32> = processes
+        .iter()
+        .flat_map(|p| &p.vmas)
+        .filter_map(|v| match v.kind {
+            crate::model::VmaKind::SysvShm { shmid, .. } => Some(shmid),
+            _ => None,
+        })
+        .collect();
+    let (per_proc, namespaces) = collect(pids, root_parent, &attached, ckpts)?;
+    for (p, ns) in processes.iter_mut().zip(per_proc) {
+        p.namespaces = ns;
+    }
+    Ok(namespaces)
+}
+
 /// comment), naming the process.
 pub(crate) fn collect(
     pids: &[(i32, bool)],

@@ -178,6 +178,34 @@ pub(crate) fn namespace_pids(processes: &[Process]) -> DumpResult<BTreeMap<i32, 
 /// the tree, or the root's own group led from outside (a shell's job). A group whose
 /// leader has exited (and been reaped) lives on through its other members, but a group
 /// can only be created by its leader, under the leader's PID: refused here, before
+/// A stop its parent had yet to collect stays to be collected after restore: mark the
+/// processes (`JobStop::unreported`) whose parent's injected query (`unreported[i]`, IDs
+/// as process `i` sees its children) said so. `stopped`: (host PID, parent's host PID,
+/// PID as the parent sees it) of every stopped child.
+pub(crate) fn mark_unreported_stops(
+    processes: &mut [Process],
+    unreported: &[Vec<i32>],
+    stopped: &[(i32, i32, i32)],
+) {
+    let hosts: Vec<i32> = processes
+        .iter()
+        .zip(unreported)
+        .flat_map(|(parent, locals)| {
+            locals.iter().filter_map(move |local| {
+                stopped
+                    .iter()
+                    .find(|(_, pp, l)| *pp == parent.pid && l == local)
+                    .map(|(host, _, _)| *host)
+            })
+        })
+        .collect();
+    for p in processes.iter_mut() {
+        if let Some(js) = &mut p.stopped {
+            js.unreported = hosts.contains(&p.pid);
+        }
+    }
+}
+
 /// anything is killed.
 pub(crate) fn check_groups_at_dump(procs: &[Process]) -> DumpResult<()> {
     let Some(root) = procs.first() else {
