@@ -453,6 +453,17 @@ fn killed_restore_leaves_nothing_or_a_running_tree() {
         if outcome == Outcome::Window {
             eprintln!("{what}: killed inside the point of no return's window; a new tree");
             windows.set(windows.get() + 1);
+            // The lost connection's lock goes with it (`ckpt unlock` of its image).
+            let r = Command::new(ckpt_bin())
+                .arg("unlock")
+                .arg(&img)
+                .stdin(Stdio::null())
+                .output()
+                .expect("ckpt unlock");
+            let (left, _) = lock_state(&t.comment, 0);
+            if !r.status.success() || left != 0 {
+                failures.push(format!("ckpt unlock left {left} rule(s): {r:?}"));
+            }
             *t = setup(&ctx).0;
         }
         if outcome != Outcome::Before {
