@@ -9,8 +9,8 @@
 //!   (no FIN, no reset) -- but for a SIGKILL inside the documented microseconds of the
 //!   point of no return itself (the connections out of repair mode, the tree still dying
 //!   with ckpt: README, "killed before the point of no return"), which the test tells
-//!   from any other by the last die point ckpt traced, and after which it starts a new
-//!   tree;
+//!   from any other by the last die point ckpt traced (the die point inside that window
+//!   gives exactly this outcome), and after which it starts a new tree;
 //! - after it, the tree runs untraced and answers on its connection at once (no drop rule
 //!   left: neither the dump's nor the restore's), with its file's contents, and nothing
 //!   is left in the directory. The tree is then dumped again for the next round.
@@ -50,6 +50,8 @@ enum How {
     CloseStdout(Duration),
     /// `CKPT_DIE_AT=N`: ckpt kills itself at its N-th die point.
     DieAt(u64),
+    /// `CKPT_DIE_AT=name:WHAT`: at its first die point named WHAT.
+    DieAtName(&'static str),
 }
 
 /// The tree under test: its connection (our end), its PIDs, where its deleted file was.
@@ -145,8 +147,14 @@ fn killed_restore(img: &Path, how: How, full: Duration, log: &Path) -> (u32, Str
     // died tells a loss inside the point of no return's documented window from a bug.
     cmd.env("CKPT_DIE_TRACE", "1")
         .stderr(std::fs::File::create(log).expect("log"));
-    if let How::DieAt(n) = how {
-        cmd.env("CKPT_DIE_AT", n.to_string());
+    match how {
+        How::DieAt(n) => {
+            cmd.env("CKPT_DIE_AT", n.to_string());
+        }
+        How::DieAtName(name) => {
+            cmd.env("CKPT_DIE_AT", format!("name:{name}"));
+        }
+        _ => {}
     }
     let mut c = cmd.spawn().expect("spawn ckpt restore");
     let pid = c.id();
@@ -159,11 +167,11 @@ fn killed_restore(img: &Path, how: How, full: Duration, log: &Path) -> (u32, Str
             std::thread::sleep(d);
             drop(c.stdout.take());
         }
-        How::DieAt(_) => {}
+        How::DieAt(_) | How::DieAtName(_) => {}
     }
     // Not ended by then (a restore that went on and now waits for the tree): SIGKILL.
     let patience = match how {
-        How::DieAt(_) | How::Signal(libc::SIGKILL, _) => timeout(),
+        How::DieAt(_) | How::DieAtName(_) | How::Signal(libc::SIGKILL, _) => timeout(),
         _ => full * 3 + Duration::from_millis(300),
     };
     wait_child(&mut c, patience);
@@ -330,8 +338,17 @@ enum Outcome {
     Window,
 }
 
-/// The last die point ckpt passes before the point of no return's window.
-const WINDOW: &str = "before the point of no return";
+/// The die points ckpt passes just before and inside the point of no return's window.
+const WINDOW: [&str; 2] = ["before the point of no return", "out of repair mode"];
+
+/// The die points after the window, in order.
+const AFTER_WINDOW: [&str; 5] = [
+    "the tree outlives ckpt",
+    "lock handed over",
+    "let go",
+    "committed",
+    "unlocked",
+];
 
 /// Answers alike: the count, message, file hash, the file's blocks (its hole kept) and
 /// the child's life.
@@ -437,8 +454,12 @@ fn killed_restore_leaves_nothing_or_a_running_tree() {
                  counts: &mut (u32, u32, u32)|
      -> (Outcome, String) {
         let (ckpt_pid, point) = killed_restore(&img, how, full, &log);
-        // A random kill whose last die point was WINDOW's may have landed inside it.
-        let in_window = !matches!(how, How::DieAt(_)) && point == WINDOW;
+        // A kill at the die point inside the window, or a random one whose last die
+        // point was one of WINDOW's, landed inside it.
+        let in_window = match how {
+            How::DieAt(_) | How::DieAtName(_) => point == WINDOW[1],
+            _ => WINDOW.contains(&point.as_str()),
+        };
         let what = format!("{how:?} (last die point: {point:?})");
         let (outcome, r) = check_after(t, &img, ckpt_pid, &what, in_window);
         if let Err(e) = r {
@@ -464,7 +485,15 @@ fn killed_restore_leaves_nothing_or_a_running_tree() {
             if !r.status.success() || left != 0 {
                 failures.push(format!("ckpt unlock left {left} rule(s): {r:?}"));
             }
+            // The new tree goes through one dump and restore first, so that its images
+            // are like the others (a restored tree's image has a few more die points).
             *t = setup(&ctx).0;
+            dump_tree(&ctx, t, &img);
+            let (st, err) = restore_whole(&ctx, &img, false);
+            assert!(st, "{err}");
+            let (c, r) = check_after(t, &img, 0, "the new tree's restore", false);
+            assert_eq!(c, Outcome::After, "the new tree's restore");
+            r.unwrap_or_else(|e| panic!("{e}"));
         }
         if outcome != Outcome::Before {
             dump_tree(&ctx, t, &img);
@@ -484,11 +513,24 @@ fn killed_restore_leaves_nothing_or_a_running_tree() {
         if point == "unlocked" || n > 5 * points || failures.len() > 5 {
             break;
         }
+        if outcome == Outcome::Window {
+            // A new tree, whose image numbers its die points differently: the points
+            // left (each passed once) are walked by name.
+            for name in AFTER_WINDOW {
+                let (outcome, point) =
+                    round(How::DieAtName(name), &mut t, &mut failures, &mut counts);
+                seen.entry(point)
+                    .or_default()
+                    .insert(format!("{outcome:?}"));
+            }
+            break;
+        }
         n += 1;
     }
     eprintln!("{n} die points walked: {counts:?} (before, after, ckpt unlock needed)");
     for (point, want) in [
         ("before the point of no return", "Before"),
+        ("out of repair mode", "Window"),
         ("the tree outlives ckpt", "Unlock"),
         ("lock handed over", "After"),
         ("let go", "After"),
@@ -520,7 +562,7 @@ fn killed_restore_leaves_nothing_or_a_running_tree() {
     eprintln!(
         "{} die points and 160 random kills: {} restores killed before the point of no \
          return, {} after it, {} in between (ckpt unlock needed), in {:?}; random kills: \
-         {counts:?}, {} of them inside the point of no return's window",
+         {counts:?}; {} kills inside the point of no return's window (its die point's included)",
         n,
         before + counts.0,
         after + counts.1,

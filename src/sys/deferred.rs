@@ -93,7 +93,8 @@ pub fn name(sig: i32) -> String {
 }
 
 /// Test hook (feature `fault-injection`): with CKPT_DIE_AT=N in the environment, ckpt
-/// kills itself with SIGKILL at the N-th call of this function, placed at every moment
+/// kills itself with SIGKILL at the N-th call of this function (CKPT_DIE_AT=name:WHAT:
+/// at the first call named WHAT), placed at every moment
 /// of the injected queries where a tracee is stopped with state ckpt changed (after each
 /// register or mask change, after each stop). `tests/e2e_killsafe.rs` walks N over all
 /// of them. With CKPT_DIE_TRACE set, each call is counted on stderr.
@@ -105,10 +106,13 @@ pub fn die_point(what: &str) {
     if std::env::var_os("CKPT_DIE_TRACE").is_some() {
         eprintln!("ckpt: die point #{n} {what}");
     }
-    let at = std::env::var("CKPT_DIE_AT")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok());
-    if at == Some(n) {
+    // CKPT_DIE_AT=N: the N-th die point; CKPT_DIE_AT=name:WHAT: the first named WHAT.
+    let at = std::env::var("CKPT_DIE_AT").unwrap_or_default();
+    let hit = match at.strip_prefix("name:") {
+        Some(name) => name == what,
+        None => at.parse::<u64>().ok() == Some(n),
+    };
+    if hit {
         let _ =
             rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     }
