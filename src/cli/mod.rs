@@ -349,6 +349,15 @@ pub fn main() -> i32 {
         );
         return 1;
     }
+    // Run as `criu` (a link named so) or `ckpt criu ...`: the criu-compatible front end.
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    if ckpt::criu::called_as_criu(&argv0) {
+        return ckpt::criu::main(args.collect());
+    }
+    if args.next().is_some_and(|a| a == "criu") {
+        return ckpt::criu::main(args.collect());
+    }
     match Cli::parse().cmd {
         Cmd::Dump(a) => cmd_dump(a),
         Cmd::Restore(a) => cmd_restore(a),
@@ -402,6 +411,7 @@ fn cmd_dump(a: DumpArgs) -> i32 {
         external,
         compress,
         progress: Some(progress),
+        hook: None,
     };
     let res = dump::dump(pid, out, &opts);
     bar.finish_and_clear();

@@ -64,6 +64,30 @@ impl<R: Read + Send> Prepared<R> {
     }
 }
 
+impl<R: Read + Send> Prepared<R> {
+    /// Build the tree and let it run with its root as a child of OUR parent (`criu`'s
+    /// `rst_sibling`: the caller of ckpt gets the restored root as its child, and reaps
+    /// it). Not for a tree that had a PID namespace of its own (refused). The returned
+    /// [`Launched::child`] is not ours to wait for.
+    pub fn launch_as_sibling(self) -> Result<Launched> {
+        if self.own_pid_namespace() {
+            return Err(RestoreError::Problems(vec![crate::error::Problem {
+                code: "sibling-pidns",
+                message: "the image's tree had a PID namespace of its own: its root \
+                          cannot be restored as a child of ckpt's caller (rst_sibling) \
+                          yet"
+                .into(),
+            }]));
+        }
+        crate::kinds::ns::enter_new(&self.plan.ckpt)?;
+        let st = self.run(RootStub::Sibling)?;
+        Ok(Launched {
+            root: st.pid,
+            child: st.pid,
+        })
+    }
+}
+
 /// What a child that restores in a new PID namespace reported through its pipe: "ok",
 /// or the error (nothing if it died before it could say).
 fn child_report(rd: OwnedFd) -> Result<()> {
