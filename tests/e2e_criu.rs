@@ -330,6 +330,11 @@ struct Swrk {
 
 impl Swrk {
     fn start(ctx: &Ctx, stdout: Stdio) -> Swrk {
+        Swrk::start_with(ctx, stdout, None)
+    }
+
+    /// With our descriptor `extra.0` as the service's descriptor `extra.1` (> 3).
+    fn start_with(ctx: &Ctx, stdout: Stdio, extra: Option<(i32, i32)>) -> Swrk {
         let mut fds = [0; 2];
         let r = unsafe {
             libc::socketpair(
@@ -350,10 +355,17 @@ impl Swrk {
             .stdout(stdout);
         unsafe {
             cmd.pre_exec(move || {
-                if t == 3 {
-                    libc::fcntl(3, libc::F_SETFD, 0);
-                } else if libc::dup2(t, 3) != 3 {
+                // Out of the way first (high numbers), then in place: no copy clobbers
+                // a source that sits at the other's target.
+                let hi_t = libc::fcntl(t, libc::F_DUPFD, 200);
+                let hi_x = extra.map(|(src, _)| libc::fcntl(src, libc::F_DUPFD, 200));
+                if hi_t < 0 || libc::dup2(hi_t, 3) != 3 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if let (Some(h), Some((_, dst))) = (hi_x, extra) {
+                    if h < 0 || libc::dup2(h, dst) != dst {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
@@ -490,6 +502,11 @@ fn rpc_like_runc() {
     ctx.track(pid);
     fs::create_dir(ctx.path("img")).expect("mkdir");
     let dir = fs::File::open(ctx.path("img")).expect("open img");
+    let stdout_key = fs::read_link(format!("/proc/{pid}/fd/1"))
+        .expect("the counter's stdout")
+        .display()
+        .to_string();
+    assert!(stdout_key.starts_with("pipe:["), "{stdout_key}");
     let before = Snapshot::take_once(pid);
     let s = Swrk::start(&ctx, Stdio::null());
     let (seen, resp) = s.transact(
@@ -516,13 +533,18 @@ fn rpc_like_runc() {
     let printed = t.stdout.finish("original");
     check_dump_files(&ctx.path("img"));
 
-    // The restored program's standard output was a pipe: it gets the service's, a pipe
-    // read to its end here.
-    let mut s = Swrk::start(&ctx, Stdio::piped());
-    let mut pipe = s.child.stdout.take().expect("swrk's stdout");
+    // The restored program's standard output was a pipe: as runc does, a new pipe takes
+    // its place (`inherit_fd` with the old pipe's name, the new one as the service's
+    // descriptor 4), read to its end here.
+    let mut p = [0; 2];
+    assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let (rd, wr) = unsafe { (fs::File::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
+    let s = Swrk::start_with(&ctx, Stdio::null(), Some((wr.as_raw_fd(), 4)));
+    drop(wr);
     let reader = std::thread::spawn(move || {
         let mut v = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut pipe, &mut v);
+        let mut rd = rd;
+        let _ = std::io::Read::read_to_end(&mut rd, &mut v);
         v
     });
     let me = my_pid();
@@ -535,6 +557,10 @@ fn rpc_like_runc() {
                 notify_scripts: Some(true),
                 rst_sibling: Some(true),
                 log_file: Some("restore.log".into()),
+                inherit_fd: vec![rpc::InheritFd {
+                    key: stdout_key.clone(),
+                    fd: 4,
+                }],
                 ..opts(&dir)
             }),
             ..Default::default()

@@ -4,10 +4,14 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-pub struct Log {
+/// Cheap to clone: the copies write to the same file (hooks the engine calls log too).
+#[derive(Clone)]
+pub struct Log(Arc<Inner>);
+
+struct Inner {
     file: Option<Mutex<std::fs::File>>,
     level: i32,
     /// Errors also go to standard error (the command line; not `swrk`, whose standard
@@ -19,12 +23,12 @@ pub struct Log {
 impl Log {
     /// Everything to standard error (before a log file is known).
     pub fn stderr() -> Self {
-        Log {
+        Log(Arc::new(Inner {
             file: None,
             level: 2,
             errors_to_stderr: true,
             t0: Instant::now(),
-        }
+        }))
     }
 
     /// `name` in `dir` (created, truncated) at `level`; standard error if `name` is
@@ -44,26 +48,27 @@ impl Log {
                 Some(Mutex::new(f))
             }
         };
-        Ok(Log {
+        Ok(Log(Arc::new(Inner {
             errors_to_stderr: errors_to_stderr || file.is_none(),
             file,
             level,
             t0: Instant::now(),
-        })
+        })))
     }
 
     fn line(&self, level: i32, tag: &str, msg: &str) {
-        if level > self.level && level > 1 {
+        let this = &self.0;
+        if level > this.level && level > 1 {
             return;
         }
-        let t = self.t0.elapsed();
+        let t = this.t0.elapsed();
         let text = format!("({:02}.{:06}) {tag}{msg}\n", t.as_secs(), t.subsec_micros());
-        if let Some(f) = &self.file {
+        if let Some(f) = &this.file {
             if let Ok(mut f) = f.lock() {
                 let _ = f.write_all(text.as_bytes());
             }
         }
-        if self.file.is_none() || (level <= 1 && self.errors_to_stderr) {
+        if this.file.is_none() || (level <= 1 && this.errors_to_stderr) {
             let _ = std::io::stderr().write_all(text.as_bytes());
         }
     }

@@ -403,12 +403,13 @@ fn scripts_notifier(o: &Opts, log: &Log) -> Option<Notifier> {
     }))
 }
 
-fn notify(n: Option<&Notifier>, log: &Log, action: &str, pid: Option<i32>) -> Result<(), String> {
-    log.info(&format!("notify: {action}"));
-    match n {
-        Some(n) => n(action, pid),
-        None => Ok(()),
-    }
+/// `n` (if any), with each action logged.
+fn logged(n: Option<&Notifier>, log: &Log) -> Notifier {
+    let (n, log) = (n.cloned(), log.clone());
+    Arc::new(move |action: &str, pid: Option<i32>| {
+        log.info(&format!("notify: {action}"));
+        n.as_ref().map_or(Ok(()), |n| n(action, pid))
+    })
 }
 
 /// The dump transaction: notifications pre-dump, network-lock (the tree stopped),
@@ -432,12 +433,13 @@ pub fn run_dump(o: &Opts, log: &Log, n: Option<&Notifier>) -> Result<i32, String
     if o.shell_job {
         log.debug("--shell-job: ckpt restores a shell job's terminal and groups as they were");
     }
-    notify(n, log, "pre-dump", None)?;
+    let n = logged(n, log);
+    n("pre-dump", None)?;
     let locked = Arc::new(AtomicBool::new(false));
     let hook: dump::DumpHook = {
-        let (n, locked, dir) = (n.cloned(), locked.clone(), dir.clone());
+        let (n, locked, dir) = (n.clone(), locked.clone(), dir.clone());
         Arc::new(move |step| {
-            let call = |a: &str| n.as_ref().map_or(Ok(()), |n| n(a, None));
+            let call = |a: &str| n(a, None);
             match step {
                 dump::DumpStep::Frozen => {
                     call("network-lock")?;
@@ -464,7 +466,7 @@ pub fn run_dump(o: &Opts, log: &Log, n: Option<&Notifier>) -> Result<i32, String
         Ok(st) => st,
         Err(e) => {
             if locked.load(Ordering::SeqCst) {
-                if let Err(u) = notify(n, log, "network-unlock", None) {
+                if let Err(u) = n("network-unlock", None) {
                     log.error(&u);
                 }
             }
@@ -475,7 +477,7 @@ pub fn run_dump(o: &Opts, log: &Log, n: Option<&Notifier>) -> Result<i32, String
         log.warn(w);
     }
     if o.leave_running {
-        notify(n, log, "network-unlock", None)?;
+        n("network-unlock", None)?;
     }
     let frozen = images::micros(st.frozen);
     let stats = StatsEntry {
@@ -524,28 +526,30 @@ pub fn run_restore(
     let t0 = Instant::now();
     let path = o.images_dir.join(CKPT_IMAGE);
     log.info(&format!("restoring from {}", path.display()));
-    let f = std::fs::File::open(&path)
-        .map_err(|e| format!("cannot open the image {}: {e}", path.display()))?;
-    let input = std::io::BufReader::with_capacity(64 << 10, f);
+    let open = || {
+        std::fs::File::open(&path)
+            .map(|f| std::io::BufReader::with_capacity(64 << 10, f))
+            .map_err(|e| format!("cannot open the image {}: {e}", path.display()))
+    };
     let mut view = restore::HostView::detect(None, crate::arch::CpuPolicy::default())?;
-    view.inherit = o.inherit_fd.clone();
+    view.inherit = inherit_stdio(o, log, open()?)?;
+    let input = open()?;
     let prepared = restore::prepare(input, &view).map_err(|e| e.to_string())?;
     prepared
         .take_randomization(from_file)
         .map_err(|e| e.to_string())?;
+    let n = logged(n, log);
     let hook: restore::RestoreHook = {
-        let n = n.cloned();
+        let n = n.clone();
         Arc::new(move |step| {
             let restore::RestoreStep::Staged { root } = step;
-            if let Some(n) = &n {
-                for a in [
-                    "setup-namespaces",
-                    "post-setup-namespaces",
-                    "post-restore",
-                    "pre-resume",
-                ] {
-                    n(a, Some(root))?;
-                }
+            for a in [
+                "setup-namespaces",
+                "post-setup-namespaces",
+                "post-restore",
+                "pre-resume",
+            ] {
+                n(a, Some(root))?;
             }
             Ok(())
         })
@@ -558,7 +562,7 @@ pub fn run_restore(
     }
     .map_err(|e| e.to_string())?;
     for a in ["network-unlock", "post-resume"] {
-        if let Err(e) = notify(n, log, a, Some(launched.root)) {
+        if let Err(e) = n(a, Some(launched.root)) {
             log.warn(&format!("{e} (the restored tree runs)"));
         }
     }
@@ -588,6 +592,56 @@ pub fn run_restore(
         total.as_micros()
     ));
     Ok(launched)
+}
+
+/// CRIU's `inherit_fd` also names the pipes (or sockets) the image's standard
+/// descriptors led to (runc gives a container's new stdio pipes so): ckpt connects
+/// those to its own descriptor of the same number, so such a descriptor is put there
+/// (dup2). Returns the other pairs, for the image's external resources.
+fn inherit_stdio(
+    o: &Opts,
+    log: &Log,
+    input: impl std::io::Read,
+) -> Result<Vec<(i32, String)>, String> {
+    if o.inherit_fd.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut reader = crate::image::ImageReader::new(input).map_err(|e| e.to_string())?;
+    let ckpt = restore::read_checkpoint(&mut reader).map_err(|e| e.to_string())?;
+    let mut stdio: Vec<(i32, &str)> = Vec::new();
+    for f in ckpt.processes.iter().flat_map(|p| p.fds.iter()) {
+        if let crate::model::FdKind::Inherited { what, .. } = &f.kind {
+            if !stdio.contains(&(f.fd, what.as_str())) {
+                stdio.push((f.fd, what.as_str()));
+            }
+        }
+    }
+    let mut rest = Vec::new();
+    for (fd, key) in &o.inherit_fd {
+        let at: Vec<i32> = stdio
+            .iter()
+            .filter(|(_, w)| w == key)
+            .map(|(n, _)| *n)
+            .collect();
+        if at.is_empty() {
+            rest.push((*fd, key.clone()));
+            continue;
+        }
+        for n in at {
+            if let Some((_, other)) = stdio.iter().find(|(m, w)| *m == n && w != key) {
+                return Err(format!(
+                    "inherit_fd {key}: the image's descriptor {n} led to {key} in one \
+                     process and to {other} in another; ckpt gives them all its own \
+                     descriptor {n}"
+                ));
+            }
+            log.info(&format!(
+                "inherit_fd {key}: descriptor {fd} becomes standard descriptor {n}"
+            ));
+            crate::host::put_fd_at(*fd, n).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(rest)
 }
 
 /// `criu restore` on the command line: restore, then (CRIU's ways) exec `--exec-cmd`

@@ -191,11 +191,6 @@ impl<R: Read> Prepared<R> {
         self
     }
 
-    /// The image's root process: its PID and whether it had a PID namespace of its own.
-    pub fn root_pid(&self) -> Option<i32> {
-        self.plan.ckpt.processes.first().map(|p| p.pid)
-    }
-
     /// The restored processes inherit ckpt's `PF_RANDOMIZE` (only an exec sets it): when
     /// the image's processes had the other (run with or without ADDR_NO_RANDOMIZE, plan
     /// checked that they all had the same), execute ckpt again under the personality that

@@ -123,8 +123,14 @@ fn report_and_exit(wr: OwnedFd, res: Result<()>) -> ! {
 /// the tree is built by a helper we fork into the new namespace (where /proc, ptrace
 /// and clone3 speak the tree's own IDs), which seizes the root and exits once the tree
 /// runs. If anything fails, killing the root ends the namespace and everything in it.
-fn launch_own_pidns<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched> {
+fn launch_own_pidns<R: Read + Send>(mut prepared: Prepared<R>) -> Result<Launched> {
     let (init, go) = sys::process::spawn_pidns_init_stub()?;
+    // The builder sees the root as PID 1: the front end's hook is told its PID here.
+    if let Some(h) = prepared.hook.take() {
+        prepared.hook = Some(std::sync::Arc::new(move |step| match step {
+            super::RestoreStep::Staged { .. } => h(super::RestoreStep::Staged { root: init }),
+        }));
+    }
     let give_up = |e: RestoreError| {
         let _ = sys::process::kill(init, libc::SIGKILL);
         let _ = sys::process::wait_exit(init);
