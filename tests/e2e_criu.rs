@@ -217,6 +217,71 @@ fn crac_command_lines_round_trip() {
     assert_eq!(got, expected, "action script calls");
 }
 
+/// CRaC's restore with `--exec-cmd -- CMD`: once the tree runs, `criu restore`
+/// becomes CMD, whose child the restored root is (here a python3 that waits for its
+/// child and exits with its status).
+#[test]
+fn restore_exec_cmd_becomes_the_parent() {
+    let ctx = Ctx::new("restore_exec_cmd_becomes_the_parent");
+    let spec = counter_spec(&ctx, "counter", 30, &[]).cwd(&ctx.dir);
+    let reference = ctx.reference(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(8);
+    let pid = t.pid;
+    ctx.track(pid);
+    fs::create_dir(ctx.path("cr")).expect("mkdir");
+    let out = criu(
+        &ctx,
+        &[
+            "dump",
+            "-t",
+            &pid.to_string(),
+            "-D",
+            "cr",
+            "--shell-job",
+            "-o",
+            "d.log",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    t.expect_killed();
+    let printed = t.stdout.finish("original");
+    let waiter = "import os, sys\n\
+                  p, s = os.wait()\n\
+                  sys.exit(os.waitstatus_to_exitcode(s) if p == int(sys.argv[1]) else 99)";
+    let restore = Spec::new(criu_link(&ctx))
+        .arg("restore")
+        .arg("-W")
+        .arg(".")
+        .arg("--shell-job")
+        .arg("-D")
+        .arg("cr")
+        .arg("-o")
+        .arg("r.log")
+        .arg("--exec-cmd")
+        .arg("--")
+        .arg("python3")
+        .arg("-c")
+        .arg(waiter)
+        .arg(pid.to_string())
+        .cwd(&ctx.dir);
+    let mut r = ctx.spawn(&restore);
+    let fin = r.finish();
+    let log = fs::read_to_string(ctx.path("r.log")).unwrap_or_default();
+    assert_eq!(
+        fin.status.code(),
+        reference.status.code(),
+        "criu restore --exec-cmd must become python3, which exits with its child's status \
+         (the restored counter's):\n{log}\n{}",
+        String::from_utf8_lossy(&fin.stderr)
+    );
+    assert_same_output(
+        "counter restored under --exec-cmd",
+        &reference.stdout,
+        &[printed, fin.stdout].concat(),
+    );
+}
+
 /// A failing action script at post-dump aborts the dump: the program runs on untouched,
 /// no image is left, and the log says "Error" naming the script.
 #[test]
