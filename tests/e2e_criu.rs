@@ -559,6 +559,15 @@ fn rpc_like_runc() {
     );
     s.finish();
 
+    let s = Swrk::start(&ctx, Stdio::null());
+    s.send(&rpc::Req {
+        r#type: ReqType::Check as i32,
+        ..Default::default()
+    });
+    let c = s.recv();
+    assert!(c.success, "CHECK: {:?}", c.cr_errmsg);
+    s.finish();
+
     let spec = counter_spec(&ctx, "counter", 40, &[]).cwd(&ctx.dir);
     let reference = ctx.reference(&spec);
     let mut t = ctx.spawn(&spec);
@@ -597,6 +606,41 @@ fn rpc_like_runc() {
     t.expect_killed();
     let printed = t.stdout.finish("original");
     check_dump_files(&ctx.path("img"));
+
+    // A restore the caller fails at post-restore is undone: the half-built root (our
+    // child) is killed before it ran, and nothing else is left.
+    let s = Swrk::start(&ctx, Stdio::null());
+    let (seen, resp) = s.transact(
+        &rpc::Req {
+            r#type: ReqType::Restore as i32,
+            opts: Some(rpc::Opts {
+                shell_job: Some(true),
+                notify_scripts: Some(true),
+                rst_sibling: Some(true),
+                log_file: Some("failed-restore.log".into()),
+                ..opts(&dir)
+            }),
+            ..Default::default()
+        },
+        |n| n.script.as_deref() != Some("post-restore"),
+    );
+    assert!(
+        !resp.success,
+        "a restore whose post-restore failed succeeded"
+    );
+    assert_eq!(
+        seen,
+        ["setup-namespaces", "post-setup-namespaces", "post-restore"]
+    );
+    assert!(!s.finish().success());
+    let st = wait_pid(pid, timeout()).expect("the undone root, our child, is reaped by us");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&st),
+        Some(libc::SIGKILL),
+        "{st:?}"
+    );
+    assert!(!pid_exists(pid), "the undone restore left process {pid}");
+    assert!(stray_children(&[]).is_empty(), "{:?}", stray_children(&[]));
 
     // The restored program's standard output was a pipe: as runc does, a new pipe takes
     // its place (`inherit_fd` with the old pipe's name, the new one as the service's
