@@ -51,7 +51,9 @@ ckpt restore job.img               bring it back and wait for it\n  \
 ckpt dump 1234 -o job.img --external   pipes/sockets to outside kept as external\n  \
 ckpt restore job.img --inherit-fd 7:pipe:[5678] 7< <(producer)   a new pipe for one\n  \
 ckpt restore job.img --new-tty     ...on a new terminal, relayed to ckpt's stdin/stdout\n  \
-ckpt inspect job.img --json        everything in the image, for scripts"
+ckpt inspect job.img --json        everything in the image, for scripts\n\n\
+CRIU: run as `criu` (a link to ckpt) or as `ckpt criu ARGS`, ckpt takes CRIU's command \
+line and `criu swrk` RPC (runc, CRaC...): see README, \"As `criu`\"."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -174,10 +174,9 @@ fn parse(cmd: &str, args: &[String]) -> Result<Parsed, String> {
             let rest: String = ch.collect();
             if c == 'v' {
                 // -v, -vN, -vvv
-                o.log_level = if rest.is_empty() {
-                    3
-                } else if rest.chars().all(|c| c == 'v') {
-                    1 + rest.len() as i32 + 1
+                // Each v one level above the default (2); -vN sets N.
+                o.log_level = if rest.chars().all(|c| c == 'v') {
+                    3 + rest.len() as i32
                 } else {
                     rest.parse()
                         .map_err(|_| format!("-v{rest}: not a verbosity level"))?
@@ -781,6 +780,16 @@ mod tests {
         assert_eq!(o.log_level, 4);
         assert_eq!(o.log_file.as_deref(), Some("dump4.log"));
         assert!(o.leave_running && o.shell_job);
+        let level = |a: &str| {
+            parse("dump", &args(&format!("-t 1 -D d {a}")))
+                .unwrap()
+                .opts
+                .log_level
+        };
+        assert_eq!(
+            (level("-v"), level("-vv"), level("-v1"), level("")),
+            (3, 4, 1, 2)
+        );
     }
 
     #[test]
