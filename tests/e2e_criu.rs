@@ -282,6 +282,46 @@ fn restore_exec_cmd_becomes_the_parent() {
     );
 }
 
+/// `criu dump -R` (CRaC's `--leave-running`): the program runs on, untraced, and the
+/// network is unlocked after the dump.
+#[test]
+fn dump_leave_running_keeps_the_program() {
+    let ctx = Ctx::new("dump_leave_running_keeps_the_program");
+    let spec = counter_spec(&ctx, "counter", 300, &[]).cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(3);
+    let pid = t.pid;
+    fs::create_dir(ctx.path("cr")).expect("mkdir");
+    let out = criu(
+        &ctx,
+        &[
+            "dump",
+            "-t",
+            &pid.to_string(),
+            "-D",
+            "cr",
+            "-R",
+            "--shell-job",
+            "-o",
+            "d.log",
+            "--action-script",
+            "echo $CRTOOLS_SCRIPT_ACTION >> actions.log",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_running_untraced(pid, "after criu dump -R");
+    assert!(ctx.path("cr/ckpt.img").exists());
+    check_dump_files(&ctx.path("cr"));
+    let actions = fs::read_to_string(ctx.path("actions.log")).expect("actions.log");
+    assert_eq!(
+        actions.lines().collect::<Vec<_>>(),
+        ["pre-dump", "network-lock", "post-dump", "network-unlock"]
+    );
+    let n = t.stdout.lines();
+    t.wait_lines(n + 2);
+    t.kill();
+}
+
 /// A failing action script at post-dump aborts the dump: the program runs on untouched,
 /// no image is left, and the log says "Error" naming the script.
 #[test]

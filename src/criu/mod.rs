@@ -183,9 +183,64 @@ pub fn feature(name: &str) -> Option<Result<(), String>> {
     })
 }
 
+/// Every feature name `check --feature` answers (`check --feature list`).
+pub const FEATURES: &[&str] = &[
+    "mem_dirty_track",
+    "uffd",
+    "uffd-noncoop",
+    "lazy_pages",
+    "tcp_half_closed",
+    "timens",
+    "clone3_set_tid",
+    "can_map_vdso",
+    "get_rseq_conf",
+    "seccomp_suspend",
+    "seccomp_filters",
+    "pidfd_store",
+    "network_lock_nftables",
+    "compat_cr",
+    "userns",
+    "cgroupns",
+    "external_net_ns",
+    "ns_pid",
+    "move_mount_set_group",
+    "link_nsid",
+    "nsid",
+    "sk_ns",
+    "tun",
+    "tun_ns",
+    "newifindex",
+    "autofs",
+    "loginuid",
+    "aio_remap",
+    "timerfd",
+    "net_diag_raw",
+    "apparmor_stacking",
+    "sockopt_buf_lock",
+    "ipv6_freebind",
+    "ima",
+    "mnt_id",
+    "fdinfo_lock",
+    "kcmp_epoll",
+    "sk_unix_file",
+    "memfd_hugetlb",
+    "openat2",
+];
+
 /// The features of CRIU's list ckpt has no answer for of its own: not offered.
 fn feature_other(name: &str) -> Result<(), String> {
     Err(format!(
         "ckpt's criu front end does not offer {name:?} (not built, or not checked)"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_listed_feature_has_an_answer() {
+        for f in super::FEATURES {
+            assert!(super::feature(f).is_some(), "{f}");
+        }
+        assert!(super::feature("no_such_feature").is_none());
+    }
 }

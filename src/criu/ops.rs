@@ -703,6 +703,10 @@ pub fn check(args: &[String]) -> i32 {
             return 1;
         }
     }
+    if features.iter().any(|f| f == "list") {
+        println!("{}", super::FEATURES.join(" "));
+        return 0;
+    }
     if !features.is_empty() {
         let mut ok = true;
         for f in &features {
