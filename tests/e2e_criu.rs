@@ -838,3 +838,112 @@ fn rpc_refusals_and_aborted_dump() {
     t.wait_lines(n + 2);
     t.kill();
 }
+
+/// The IDs of `pid` in each PID namespace it is in (NSpid), outermost first.
+fn nspids(pid: i32) -> Vec<i32> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|v| {
+                v.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// A tree with a PID namespace of its own (a container's shape: `unshare -p -f`), dumped
+/// and restored over RPC with `rst_sibling`: the new namespace's init is the caller's
+/// child, PID 1 there, and the program continues byte for byte.
+#[test]
+fn rpc_restore_sibling_of_a_tree_with_its_own_pid_namespace() {
+    let ctx = Ctx::new("rpc_restore_sibling_of_a_tree_with_its_own_pid_namespace");
+    let unshare = PathBuf::from("/usr/bin/unshare");
+    assert!(unshare.exists(), "needs unshare(1) (util-linux)");
+    let nstree = ctx.path("nstree");
+    fs::copy(target("nstree"), &nstree).expect("copy nstree");
+    let spec = Spec::new(&unshare)
+        .arg("-p")
+        .arg("-f")
+        .arg(&nstree)
+        .arg("40")
+        .arg("sleep=30")
+        .arg("show-pids");
+    let reference = ctx.reference(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(9);
+    let tree = wait_process_tree(t.pid, 3, "unshare and nstree");
+    let root = tree[1];
+    assert_eq!(
+        nspids(root),
+        vec![root, 1],
+        "nstree's root is PID 1 of its namespace"
+    );
+    fs::create_dir(ctx.path("img")).expect("mkdir");
+    let dir = fs::File::open(ctx.path("img")).expect("open img");
+    let s = Swrk::start(&ctx, Stdio::null());
+    let (_, resp) = s.transact(
+        &rpc::Req {
+            r#type: ReqType::Dump as i32,
+            opts: Some(rpc::Opts {
+                pid: Some(root),
+                log_file: Some("dump.log".into()),
+                ..opts(&dir)
+            }),
+            ..Default::default()
+        },
+        |_| true,
+    );
+    assert!(resp.success, "DUMP: {:?}", resp.cr_errmsg);
+    s.finish();
+    let before = t.stdout.finish("original");
+    t.wait();
+
+    let mut s = Swrk::start(&ctx, Stdio::piped());
+    let mut out = s.child.stdout.take().expect("swrk's stdout");
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out, &mut v);
+        v
+    });
+    let me = my_pid();
+    let mut parent = 0;
+    let (_, resp) = s.transact(
+        &rpc::Req {
+            r#type: ReqType::Restore as i32,
+            opts: Some(rpc::Opts {
+                rst_sibling: Some(true),
+                notify_scripts: Some(true),
+                log_file: Some("restore.log".into()),
+                ..opts(&dir)
+            }),
+            ..Default::default()
+        },
+        |n| {
+            if n.script.as_deref() == Some("post-restore") {
+                parent = ppid(n.pid.unwrap_or(0));
+            }
+            true
+        },
+    );
+    let log = fs::read_to_string(ctx.path("img/restore.log")).unwrap_or_default();
+    assert!(resp.success, "RESTORE: {:?}\n{log}", resp.cr_errmsg);
+    let pid = resp.restore.map(|r| r.pid).unwrap_or(0);
+    ctx.track(pid);
+    assert_eq!(parent, me, "the new namespace's init is the caller's child");
+    assert_eq!(
+        nspids(pid),
+        vec![pid, 1],
+        "the restored root is PID 1 of its namespace"
+    );
+    assert!(s.finish().success());
+    let st = wait_pid(pid, timeout()).expect("our child's status");
+    let rest = reader.join().expect("reader");
+    assert_eq!(st.code(), reference.status.code(), "exit status");
+    assert_same_output(
+        "nstree in its own PID namespace, restored as the caller's child",
+        &reference.stdout,
+        &[before, rest].concat(),
+    );
+}

@@ -599,13 +599,21 @@ pub fn mount_own_proc() -> Result<()> {
 ///
 /// Returns (its PID here, the pipe's write end). Must be called while this process is
 /// single-threaded.
-pub fn spawn_pidns_init_stub() -> Result<(i32, std::os::fd::OwnedFd)> {
+pub fn spawn_pidns_init_stub(sibling: bool) -> Result<(i32, std::os::fd::OwnedFd)> {
     use std::os::fd::AsRawFd;
     let (rd, wr) = pipe()?;
     let (rfd, wfd) = (rd.as_raw_fd(), wr.as_raw_fd());
+    // `sibling`: a child of our parent (CLONE_PARENT, which takes our own exit signal);
+    // its parent-death signal then follows our parent, and the pipe's end (below) is
+    // what ends it if we die first.
     let args = libc::clone_args {
-        flags: libc::CLONE_NEWPID as u64,
-        exit_signal: libc::SIGCHLD as u64,
+        flags: libc::CLONE_NEWPID as u64
+            | if sibling {
+                libc::CLONE_PARENT as u64
+            } else {
+                0
+            },
+        exit_signal: if sibling { 0 } else { libc::SIGCHLD as u64 },
         ..clone_args()
     };
     // In the child (return 0) only raw syscalls run before it stops or exits, so no libc
