@@ -185,6 +185,13 @@ fn transaction(sock: &Arc<OwnedFd>, ty: ReqType, opts: Option<rpc::Opts>) -> Res
         action_scripts: Vec::new(),
         exec_cmd: Vec::new(),
     };
+    if o.log_file.as_deref().is_some_and(|f| f.contains('/')) {
+        return failure(
+            ty,
+            libc::EINVAL,
+            "opts.log_file: a name in the work directory, without subdirectories".into(),
+        );
+    }
     let log = match Log::open(o.work_dir(), o.log_file.as_deref(), o.log_level, false) {
         Ok(l) => l,
         Err(e) => return failure(ty, libc::EIO, e),
