@@ -41,6 +41,10 @@ pub enum DumpError {
     /// free): nothing is written and the tree runs on.
     #[error("{}", format_unrestorable(*.pid, .problems))]
     Unrestorable { pid: i32, problems: Vec<Problem> },
+    /// The front end's hook (`DumpOptions::hook`, e.g. a `criu` notify script) stopped
+    /// the dump: the tree runs on and no image is left.
+    #[error("{0}; nothing was written and the process runs on as before")]
+    Refused(String),
 }
 
 fn format_unrestorable(pid: i32, p: &[Problem]) -> String {

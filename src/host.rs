@@ -33,6 +33,13 @@ pub fn close_inherited_fds() {
     sys::process::close_fds_from(3);
 }
 
+/// Make this process's descriptor `dst` a copy of its descriptor `src` (dup2): a
+/// front end that puts a descriptor it was given where the restored processes'
+/// standard descriptors come from.
+pub fn put_fd_at(src: i32, dst: i32) -> Result<(), SysError> {
+    sys::file::dup2(src, dst)
+}
+
 /// This process runs with effective user ID 0 (which dump and restore need).
 pub fn is_root() -> bool {
     sys::process::is_root()

@@ -13,6 +13,8 @@
 //!   image's contents);
 //! - [`host`]: what a front end does to its own process around them (signals,
 //!   inherited descriptors);
+//! - [`criu`]: the `criu`-compatible front end (ckpt run as `criu`, for runc, crun,
+//!   containerd and CRaC), translating CRIU's command line and RPC into the above;
 //! - [`error`]: the errors of both.
 //!
 //! Layers (dependencies point downwards only):
@@ -23,6 +25,7 @@
 //! - [`image`] at the bottom: the file format, knowing nothing of syscalls.
 
 pub mod arch;
+pub mod criu;
 pub mod dump;
 pub mod error;
 pub mod host;

@@ -51,7 +51,9 @@ ckpt restore job.img               bring it back and wait for it\n  \
 ckpt dump 1234 -o job.img --external   pipes/sockets to outside kept as external\n  \
 ckpt restore job.img --inherit-fd 7:pipe:[5678] 7< <(producer)   a new pipe for one\n  \
 ckpt restore job.img --new-tty     ...on a new terminal, relayed to ckpt's stdin/stdout\n  \
-ckpt inspect job.img --json        everything in the image, for scripts"
+ckpt inspect job.img --json        everything in the image, for scripts\n\n\
+CRIU: run as `criu` (a link to ckpt) or as `ckpt criu ARGS`, ckpt takes CRIU's command \
+line and `criu swrk` RPC (runc, CRaC...): see README, \"As `criu`\"."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -349,6 +351,15 @@ pub fn main() -> i32 {
         );
         return 1;
     }
+    // Run as `criu` (a link named so) or `ckpt criu ...`: the criu-compatible front end.
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    if ckpt::criu::called_as_criu(&argv0) {
+        return ckpt::criu::main(args.collect());
+    }
+    if args.next().is_some_and(|a| a == "criu") {
+        return ckpt::criu::main(args.collect());
+    }
     match Cli::parse().cmd {
         Cmd::Dump(a) => cmd_dump(a),
         Cmd::Restore(a) => cmd_restore(a),
@@ -402,6 +413,7 @@ fn cmd_dump(a: DumpArgs) -> i32 {
         external,
         compress,
         progress: Some(progress),
+        hook: None,
     };
     let res = dump::dump(pid, out, &opts);
     bar.finish_and_clear();

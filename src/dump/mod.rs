@@ -46,7 +46,24 @@ pub struct DumpOptions {
     pub compress: Compress,
     /// Called as page data is written: (bytes done, bytes at most).
     pub progress: Option<std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>>,
+    /// Called at each [`DumpStep`] (the `criu` front end's notify scripts); an error
+    /// ends the dump there, the tree let go as it was and no image left.
+    pub hook: Option<DumpHook>,
 }
+
+/// The points of a dump where a front end may act, and stop it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpStep {
+    /// Every process of the tree is stopped; nothing is collected yet.
+    Frozen,
+    /// The image is complete and named; the tree is still stopped, to be killed (or
+    /// let go with `leave_running`) once the hook returns.
+    Written,
+}
+
+/// A front end's hook (see [`DumpOptions::hook`]): `Err(why)` stops the dump.
+pub type DumpHook =
+    std::sync::Arc<dyn Fn(DumpStep) -> std::result::Result<(), String> + Send + Sync>;
 
 impl std::fmt::Debug for DumpOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,6 +72,7 @@ impl std::fmt::Debug for DumpOptions {
             .field("external", &self.external)
             .field("compress", &self.compress)
             .field("progress", &self.progress.is_some())
+            .field("hook", &self.hook.is_some())
             .finish()
     }
 }
@@ -85,6 +103,12 @@ pub struct DumpStats {
     /// How long the target was stopped.
     pub frozen: Duration,
     pub total: Duration,
+    /// How long stopping every thread of the tree took (part of `frozen`).
+    #[serde(skip)]
+    pub freezing: Duration,
+    /// How long writing the image took (part of `frozen`).
+    #[serde(skip)]
+    pub writing: Duration,
     /// Things the user should know (the dump succeeded).
     pub warnings: Vec<String>,
 }
@@ -561,6 +585,14 @@ pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     }
 }
 
+/// Call the front end's hook at `step`, if it has one.
+fn run_hook(opts: &DumpOptions, step: DumpStep) -> Result<()> {
+    match &opts.hook {
+        Some(h) => h(step).map_err(DumpError::Refused),
+        None => Ok(()),
+    }
+}
+
 /// How many times a dump that finds data queued in a terminal of the tree is tried,
 /// and the pause between tries, during which the tree runs.
 const TTY_TRIES: u32 = 20;
@@ -582,6 +614,8 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     let ckpts_ns = crate::kinds::ns::own_namespaces()?;
     crate::kinds::ns::join_own_ipc(pid, sys::proc::status(pid)?.ppid, &ckpts_ns)?;
     let mut tree = FrozenTree::freeze(pid)?;
+    let freezing = tree.frozen_at.elapsed();
+    run_hook(opts, DumpStep::Frozen)?;
     let mut seen = SharedSeen::new();
     let mut processes = Vec::new();
     let mut procs = Vec::new();
@@ -668,6 +702,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     let ckpt = &collected.ckpt;
     let mut stats = DumpStats {
         pid,
+        freezing,
         processes: ckpt.processes.len(),
         vmas: ckpt.processes.iter().map(|p| p.vmas.len()).sum(),
         ..Default::default()
@@ -684,6 +719,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
             }
         }
     }
+    let writing = Instant::now();
     match (tmp, file) {
         (Some(tmp), Some(file)) => {
             // The disk writes while the pages are copied (see WritebackFile).
@@ -708,6 +744,14 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
             })?;
             check_signals()?;
         }
+    }
+    stats.writing = writing.elapsed();
+    if let Err(e) = run_hook(opts, DumpStep::Written) {
+        // The tree is let go as it was (dropping it), and the image goes.
+        if let Output::Path(p) = out {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(e);
     }
     if opts.leave_running {
         repair.off();

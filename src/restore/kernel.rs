@@ -125,6 +125,11 @@ impl fmt::Display for Facility {
     }
 }
 
+/// Every facility, probed on this host: `Err(why)` for one it lacks.
+pub(crate) fn probe_all() -> Vec<(Facility, Result<(), String>)> {
+    Facility::ALL.into_iter().map(|f| (f, f.probe())).collect()
+}
+
 /// An unknown facility in a mask.
 pub fn unknown_facility(name: &str) -> String {
     format!(

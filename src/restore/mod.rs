@@ -96,6 +96,16 @@ pub fn problems(ckpt: crate::model::Checkpoint, view: &HostView) -> Vec<Problem>
     plan::plan(ckpt, view).problems
 }
 
+/// Every kernel facility restore uses for some images, probed on this host (a probe
+/// creates nothing lasting): its name (as in `check --json`), what it is, and `Err(why)`
+/// when this kernel lacks it.
+pub fn host_facilities() -> Vec<(&'static str, &'static str, std::result::Result<(), String>)> {
+    kernel::probe_all()
+        .into_iter()
+        .map(|(f, r)| (f.name(), f.what(), r))
+        .collect()
+}
+
 /// Remove the network lock of the image's TCP connections (see `sys::netlock`); returns
 /// how many connections the image has.
 pub fn unlock<R: Read>(input: R) -> Result<usize> {
@@ -133,7 +143,22 @@ pub struct Prepared<R: Read> {
     /// `--new-tty`: what to do with the terminal, and the new pty's slave side (ours is
     /// closed once the tree runs).
     tty: Option<(plan::TtyPlan, std::os::fd::OwnedFd)>,
+    /// The front end's hook ([`Prepared::with_hook`]).
+    hook: Option<RestoreHook>,
 }
+
+/// The points of a restore where a front end may act (the `criu` front end's notify
+/// scripts), and stop it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreStep {
+    /// Every process of the tree is built, stopped, before the point of no return:
+    /// `root` is the root's PID here. An error undoes the restore.
+    Staged { root: i32 },
+}
+
+/// A front end's hook: `Err(why)` stops the restore (nothing is left behind).
+pub type RestoreHook =
+    std::sync::Arc<dyn Fn(RestoreStep) -> std::result::Result<(), String> + Send + Sync>;
 
 /// Read the image's metadata from `input` and check it against this host.
 pub fn prepare<R: Read>(input: R, view: &HostView) -> Result<Prepared<R>> {
@@ -151,6 +176,7 @@ pub fn prepare<R: Read>(input: R, view: &HostView) -> Result<Prepared<R>> {
         t0,
         reading_thread: true,
         tty: None,
+        hook: None,
     })
 }
 
@@ -159,6 +185,12 @@ pub fn prepare<R: Read>(input: R, view: &HostView) -> Result<Prepared<R>> {
 const RANDOMIZATION_MARK: &str = "CKPT_RESTORE_REEXECUTED";
 
 impl<R: Read> Prepared<R> {
+    /// Call `hook` at each [`RestoreStep`].
+    pub fn with_hook(mut self, hook: RestoreHook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
     /// The restored processes inherit ckpt's `PF_RANDOMIZE` (only an exec sets it): when
     /// the image's processes had the other (run with or without ADDR_NO_RANDOMIZE, plan
     /// checked that they all had the same), execute ckpt again under the personality that
@@ -243,6 +275,7 @@ impl<R: Read + Send> Prepared<R> {
             t0,
             reading_thread,
             tty,
+            hook,
         } = self;
         let tty_ref = tty.as_ref().map(|(tp, slave)| {
             use std::os::fd::AsRawFd;
@@ -259,6 +292,9 @@ impl<R: Read + Send> Prepared<R> {
         // the new processes.
         let build = |records: &mut dyn source::RecordSource, root| {
             stage::stage(&plan, records, root, tty_ref).and_then(|staged| {
+                if let (Some(h), Some((root, _))) = (&hook, staged.stub.procs.first()) {
+                    h(RestoreStep::Staged { root: *root }).map_err(RestoreError::Reported)?;
+                }
                 let bytes = staged.bytes;
                 stage::commit(staged, &plan).map(|(pid, lock)| (pid, bytes, lock))
             })

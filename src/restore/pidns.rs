@@ -51,12 +51,31 @@ impl<R: Read + Send> Prepared<R> {
         // before any process of the tree exists: every one started below is in them.
         crate::kinds::ns::enter_new(&self.plan.ckpt)?;
         if self.own_pid_namespace() {
-            return launch_own_pidns(self);
+            return launch_own_pidns(self, false);
         }
         if new_pidns {
             return launch_in_new_pidns(self);
         }
         let st = self.run(RootStub::Spawn)?;
+        Ok(Launched {
+            root: st.pid,
+            child: st.pid,
+        })
+    }
+}
+
+impl<R: Read + Send> Prepared<R> {
+    /// Build the tree and let it run with its root as a child of OUR parent (`criu`'s
+    /// `rst_sibling`: the caller of ckpt gets the restored root as its child, and reaps
+    /// it); a tree that had a PID namespace of its own gets a new one whose init (its
+    /// root) is our parent's child. The returned [`Launched::child`] is not ours to
+    /// wait for.
+    pub fn launch_as_sibling(self) -> Result<Launched> {
+        crate::kinds::ns::enter_new(&self.plan.ckpt)?;
+        if self.own_pid_namespace() {
+            return launch_own_pidns(self, true);
+        }
+        let st = self.run(RootStub::Sibling)?;
         Ok(Launched {
             root: st.pid,
             child: st.pid,
@@ -99,11 +118,22 @@ fn report_and_exit(wr: OwnedFd, res: Result<()>) -> ! {
 /// the tree is built by a helper we fork into the new namespace (where /proc, ptrace
 /// and clone3 speak the tree's own IDs), which seizes the root and exits once the tree
 /// runs. If anything fails, killing the root ends the namespace and everything in it.
-fn launch_own_pidns<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched> {
-    let (init, go) = sys::process::spawn_pidns_init_stub()?;
+///
+/// `sibling`: the root is our parent's child instead (`launch_as_sibling`); on failure it
+/// is killed, and our parent reaps it.
+fn launch_own_pidns<R: Read + Send>(mut prepared: Prepared<R>, sibling: bool) -> Result<Launched> {
+    let (init, go) = sys::process::spawn_pidns_init_stub(sibling)?;
+    // The builder sees the root as PID 1: the front end's hook is told its PID here.
+    if let Some(h) = prepared.hook.take() {
+        prepared.hook = Some(std::sync::Arc::new(move |step| match step {
+            super::RestoreStep::Staged { .. } => h(super::RestoreStep::Staged { root: init }),
+        }));
+    }
     let give_up = |e: RestoreError| {
         let _ = sys::process::kill(init, libc::SIGKILL);
-        let _ = sys::process::wait_exit(init);
+        if !sibling {
+            let _ = sys::process::wait_exit(init);
+        }
         e
     };
     let (rd, wr) = sys::process::pipe().map_err(|e| give_up(e.into()))?;

@@ -52,6 +52,9 @@ pub enum RootStub {
     /// An existing process (see `sys::process::spawn_pidns_init_stub`): we seize it and
     /// write a byte to `go`, after which it stops itself.
     Seize { pid: i32, go: std::os::fd::OwnedFd },
+    /// A new child of our parent (a sibling of ours), created with the root's PID: the
+    /// restored root becomes our caller's child (`criu`'s `rst_sibling`).
+    Sibling,
 }
 
 impl RootStub {
@@ -289,6 +292,21 @@ fn start_root(root: &Process, root_stub: RootStub) -> Result<Stub> {
             )
         }
         RootStub::Spawned(r) => (r.take(), false),
+        RootStub::Sibling => {
+            fault_point("create process")?;
+            let (pid, go) =
+                tree::once_released(root.pid, || Ok(sys::process::spawn_sibling_stub(root.pid)?))?;
+            // Killed with us from the start: it is not our child, nothing else would.
+            let seized = ptrace::seize(pid, libc::PTRACE_O_EXITKILL).and_then(|()| {
+                std::io::Write::write_all(&mut std::fs::File::from(go), b"g")
+                    .map_err(|e| sys::SysError::io("wake the new process", e))
+            });
+            if let Err(e) = seized {
+                let _ = sys::process::kill(pid, libc::SIGKILL);
+                return Err(e.into());
+            }
+            (pid, false)
+        }
         RootStub::Seize { pid, go } => {
             ptrace::seize(pid, 0)?;
             std::io::Write::write_all(&mut std::fs::File::from(go), b"g")

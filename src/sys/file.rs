@@ -88,6 +88,25 @@ pub fn data_extents(f: &File) -> io::Result<Option<Vec<(u64, u64)>>> {
     Ok(Some(out))
 }
 
+/// Make descriptor `dst` of this process a copy of its descriptor `src` (dup2; `dst`
+/// is closed first if open). Both are plain numbers the caller names: `src` must be
+/// open.
+pub fn dup2(src: i32, dst: i32) -> super::Result<()> {
+    if src < 0 || dst < 0 {
+        return Err(super::SysError::Other(format!(
+            "dup2({src}, {dst}): bad descriptor"
+        )));
+    }
+    // SAFETY: dup2 on plain descriptor numbers touches no memory; if `dst` was owned by
+    // something in this process it now refers to `src`'s file (the caller's intent: it
+    // replaces a standard descriptor), and nothing is closed twice.
+    let r = unsafe { libc::dup2(src, dst) };
+    if r < 0 {
+        return Err(super::SysError::os(format!("dup2({src}, {dst})")));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

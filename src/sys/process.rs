@@ -599,13 +599,21 @@ pub fn mount_own_proc() -> Result<()> {
 ///
 /// Returns (its PID here, the pipe's write end). Must be called while this process is
 /// single-threaded.
-pub fn spawn_pidns_init_stub() -> Result<(i32, std::os::fd::OwnedFd)> {
+pub fn spawn_pidns_init_stub(sibling: bool) -> Result<(i32, std::os::fd::OwnedFd)> {
     use std::os::fd::AsRawFd;
     let (rd, wr) = pipe()?;
     let (rfd, wfd) = (rd.as_raw_fd(), wr.as_raw_fd());
+    // `sibling`: a child of our parent (CLONE_PARENT, which takes our own exit signal);
+    // its parent-death signal then follows our parent, and the pipe's end (below) is
+    // what ends it if we die first.
     let args = libc::clone_args {
-        flags: libc::CLONE_NEWPID as u64,
-        exit_signal: libc::SIGCHLD as u64,
+        flags: libc::CLONE_NEWPID as u64
+            | if sibling {
+                libc::CLONE_PARENT as u64
+            } else {
+                0
+            },
+        exit_signal: if sibling { 0 } else { libc::SIGCHLD as u64 },
         ..clone_args()
     };
     // In the child (return 0) only raw syscalls run before it stops or exits, so no libc
@@ -635,6 +643,53 @@ pub fn spawn_pidns_init_stub() -> Result<(i32, std::os::fd::OwnedFd)> {
     }
     if r < 0 {
         return Err(SysError::os("clone3(CLONE_NEWPID)".to_string()));
+    }
+    drop(rd);
+    Ok((r as i32, wr))
+}
+
+/// Create a stub with PID `pid` as a child of our own parent (CLONE_PARENT: a sibling
+/// of ckpt, which the caller of ckpt waits for, as `criu`'s `rst_sibling` asks). It
+/// waits for a byte on the returned pipe and then stops itself with SIGSTOP; the caller
+/// seizes it first (it is not our child: PTRACE_TRACEME would make our parent its
+/// tracer). If the pipe closes without its byte (ckpt died), it exits.
+pub fn spawn_sibling_stub(pid: i32) -> Result<(i32, std::os::fd::OwnedFd)> {
+    use std::os::fd::AsRawFd;
+    let (rd, wr) = pipe()?;
+    let (rfd, wfd) = (rd.as_raw_fd(), wr.as_raw_fd());
+    let tid: libc::pid_t = pid;
+    let args = libc::clone_args {
+        flags: libc::CLONE_PARENT as u64,
+        // With CLONE_PARENT the kernel uses our own exit signal for the child.
+        exit_signal: 0,
+        set_tid: &tid as *const libc::pid_t as u64,
+        set_tid_size: 1,
+        ..clone_args()
+    };
+    // In the child (return 0) only raw syscalls run before it stops or exits, so no libc
+    // or Rust runtime state is used in an inconsistent state.
+    let r = clone3(&args);
+    if r == 0 {
+        // SAFETY: raw syscalls only; see above. _exit never returns.
+        unsafe {
+            libc::syscall(libc::SYS_close, wfd);
+            let mut b = 0u8;
+            if libc::syscall(libc::SYS_read, rfd, &mut b as *mut u8, 1) != 1 {
+                libc::_exit(125);
+            }
+            libc::syscall(libc::SYS_close, rfd);
+            let me = libc::syscall(libc::SYS_getpid);
+            libc::syscall(libc::SYS_kill, me, libc::SIGSTOP);
+            libc::_exit(127);
+        }
+    }
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        let msg = match e.raw_os_error() {
+            Some(libc::EEXIST) => format!("PID {pid} is already in use"),
+            _ => "clone3(CLONE_PARENT)".to_string(),
+        };
+        return Err(SysError::io(msg, e));
     }
     drop(rd);
     Ok((r as i32, wr))

@@ -1,0 +1,428 @@
+//! `criu swrk FD`: CRIU's RPC service on an inherited SOCK_SEQPACKET socket, one
+//! `criu_req` / `criu_resp` per packet, as runc, crun (libcriu) and containerd use it.
+//!
+//! The caller's image and work directories come as descriptor numbers of the caller,
+//! opened here through /proc/PEER/fd/N (PEER: the socket's peer); `inherit_fd`
+//! descriptors are the service's own (inherited from the caller). With
+//! `notify_scripts`, each notification is a `criu_resp` of type NOTIFY, and the caller's
+//! NOTIFY request with `notify_success` is awaited before going on.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use prost::Message;
+
+use super::ops::{self, Notifier};
+use super::rpc::{self, Req, ReqType, Resp};
+use super::{Log, Opts};
+use crate::sys::seqpacket;
+
+/// The largest request accepted.
+const MAX_MSG: usize = 1 << 20;
+
+/// `criu swrk FD`.
+pub fn main(args: &[String]) -> i32 {
+    let early = Log::stderr();
+    let fd: i32 = match args {
+        [fd] => match fd.parse() {
+            Ok(fd) => fd,
+            Err(_) => {
+                early.error(&format!("criu swrk: {fd:?} is not a descriptor number"));
+                return 1;
+            }
+        },
+        _ => {
+            early.error("usage: criu swrk FD");
+            return 1;
+        }
+    };
+    let sock = match seqpacket::adopt(fd) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            early.error(&format!("criu swrk: {e}"));
+            return 1;
+        }
+    };
+    loop {
+        let req = match seqpacket::recv(&sock, MAX_MSG) {
+            Ok(Some(b)) => match Req::decode(&b[..]) {
+                Ok(r) => r,
+                Err(e) => {
+                    early.error(&format!("criu swrk: a request that does not decode: {e}"));
+                    return 1;
+                }
+            },
+            // The caller closed its side: done.
+            Ok(None) => return 0,
+            Err(e) => {
+                early.error(&format!("criu swrk: {e}"));
+                return 1;
+            }
+        };
+        let keep_open = req.keep_open.unwrap_or(false);
+        let resp = serve(&sock, req);
+        let ok = resp.success;
+        if let Err(e) = seqpacket::send(&sock, &resp.encode_to_vec()) {
+            early.error(&format!("criu swrk: cannot answer: {e}"));
+            return 1;
+        }
+        if !keep_open {
+            return if ok { 0 } else { 1 };
+        }
+    }
+}
+
+fn answer(ty: ReqType) -> Resp {
+    Resp {
+        r#type: ty as i32,
+        success: true,
+        ..Default::default()
+    }
+}
+
+/// A failure answer: `cr_errmsg` says why (and the log has it as an "Error" line).
+fn failure(ty: ReqType, errno: i32, msg: String) -> Resp {
+    Resp {
+        r#type: ty as i32,
+        success: false,
+        cr_errno: Some(errno),
+        cr_errmsg: Some(msg),
+        ..Default::default()
+    }
+}
+
+/// Serve one request.
+fn serve(sock: &Arc<OwnedFd>, req: Req) -> Resp {
+    let ty = ReqType::try_from(req.r#type).unwrap_or(ReqType::Empty);
+    match ty {
+        ReqType::Version => Resp {
+            version: Some(rpc::Version {
+                major_number: super::VERSION_MAJOR,
+                minor_number: super::VERSION_MINOR,
+                gitid: None,
+                sublevel: None,
+                extra: None,
+                name: Some(format!("ckpt {}", env!("CARGO_PKG_VERSION"))),
+            }),
+            ..answer(ty)
+        },
+        ReqType::FeatureCheck => {
+            let asked = req.features.unwrap_or_default();
+            let has = |name: &str| matches!(super::feature(name), Some(Ok(())));
+            Resp {
+                features: Some(rpc::Features {
+                    mem_track: asked.mem_track.map(|_| has("mem_dirty_track")),
+                    lazy_pages: asked.lazy_pages.map(|_| has("lazy_pages")),
+                    pidfd_store: asked.pidfd_store.map(|_| has("pidfd_store")),
+                }),
+                ..answer(ty)
+            }
+        }
+        ReqType::Check => match ops::host_check() {
+            Ok(()) => answer(ty),
+            Err(p) => failure(ty, libc::EOPNOTSUPP, p.join("; ")),
+        },
+        ReqType::Dump | ReqType::Restore => transaction(sock, ty, req.opts),
+        other => failure(
+            ty,
+            libc::EOPNOTSUPP,
+            format!(
+                "the request {other:?} ({}) is not built in ckpt's criu front end",
+                req.r#type
+            ),
+        ),
+    }
+}
+
+/// A DUMP or RESTORE request.
+fn transaction(sock: &Arc<OwnedFd>, ty: ReqType, opts: Option<rpc::Opts>) -> Resp {
+    let Some(ro) = opts else {
+        return failure(ty, libc::EINVAL, "the request has no options".into());
+    };
+    let peer = match seqpacket::peer_pid(sock) {
+        Ok(p) => p,
+        Err(e) => return failure(ty, libc::EINVAL, e.to_string()),
+    };
+    // The caller's directories, held open for the whole request.
+    let open_dir = |n: i32| -> Result<(std::fs::File, PathBuf), String> {
+        let p = format!("/proc/{peer}/fd/{n}");
+        let f = std::fs::File::open(&p)
+            .map_err(|e| format!("cannot open the caller's descriptor {n} ({p}): {e}"))?;
+        let ours = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+        if !ours.is_dir() {
+            return Err(format!("the caller's descriptor {n} is not a directory"));
+        }
+        Ok((f, ours))
+    };
+    let (_images, images_dir) = match open_dir(ro.images_dir_fd) {
+        Ok(d) => d,
+        Err(e) => return failure(ty, libc::EBADF, e),
+    };
+    let work = match ro.work_dir_fd.map(open_dir).transpose() {
+        Ok(w) => w,
+        Err(e) => return failure(ty, libc::EBADF, e),
+    };
+    let o = Opts {
+        pid: ro.pid,
+        images_dir,
+        work_dir: work.as_ref().map(|(_, p)| p.clone()),
+        log_file: ro.log_file.clone(),
+        log_level: ro.log_level.unwrap_or(2),
+        leave_running: ro.leave_running.unwrap_or(false),
+        shell_job: ro.shell_job.unwrap_or(false),
+        tcp_established: ro.tcp_established.unwrap_or(false),
+        file_locks: ro.file_locks.unwrap_or(false),
+        external: ro.ext_unix_sk.unwrap_or(false),
+        detach: true,
+        rst_sibling: ro.rst_sibling.unwrap_or(false),
+        pidfile: None,
+        inherit_fd: ro
+            .inherit_fd
+            .iter()
+            .map(|i| (i.fd, i.key.clone()))
+            .collect(),
+        action_scripts: Vec::new(),
+        exec_cmd: Vec::new(),
+    };
+    if o.log_file.as_deref().is_some_and(|f| f.contains('/')) {
+        return failure(
+            ty,
+            libc::EINVAL,
+            "opts.log_file: a name in the work directory, without subdirectories".into(),
+        );
+    }
+    let log = match Log::open(o.work_dir(), o.log_file.as_deref(), o.log_level, false) {
+        Ok(l) => l,
+        Err(e) => return failure(ty, libc::EIO, e),
+    };
+    log.info(&format!("criu swrk: {ty:?} request from process {peer}"));
+    let refused = refusals(ty, &ro);
+    if !refused.is_empty() {
+        for r in &refused {
+            log.error(r);
+        }
+        return failure(ty, libc::EOPNOTSUPP, refused.join("; "));
+    }
+    let notifier: Option<Notifier> = ro.notify_scripts.unwrap_or(false).then(|| {
+        let sock = sock.clone();
+        let n: Notifier =
+            Arc::new(move |action: &str, pid: Option<i32>| notify(&sock, action, pid));
+        n
+    });
+    if ty == ReqType::Dump {
+        if o.pid.is_none() {
+            let m = "DUMP without opts.pid (dumping the requesting process itself) is not \
+                     built in ckpt's criu front end"
+                .to_string();
+            log.error(&m);
+            return failure(ty, libc::EOPNOTSUPP, m);
+        }
+        match ops::run_dump(&o, &log, notifier.as_ref()) {
+            Ok(_) => Resp {
+                dump: Some(rpc::DumpResp {
+                    restored: Some(false),
+                }),
+                ..answer(ty)
+            },
+            Err(e) => {
+                log.error(&e);
+                failure(ty, libc::EIO, e)
+            }
+        }
+    } else {
+        match ops::run_restore(&o, &log, notifier.as_ref(), false) {
+            Ok(l) => Resp {
+                restore: Some(rpc::RestoreResp { pid: l.root }),
+                ..answer(ty)
+            },
+            Err(e) => {
+                log.error(&e);
+                failure(ty, libc::EIO, e)
+            }
+        }
+    }
+}
+
+/// Send the notification `action` and wait for the caller's acknowledgement.
+fn notify(sock: &OwnedFd, action: &str, pid: Option<i32>) -> Result<(), String> {
+    let msg = Resp {
+        notify: Some(rpc::Notify {
+            script: Some(action.to_string()),
+            pid,
+        }),
+        ..answer(ReqType::Notify)
+    };
+    seqpacket::send(sock, &msg.encode_to_vec())
+        .map_err(|e| format!("cannot send the notification {action}: {e}"))?;
+    let ack = seqpacket::recv(sock, MAX_MSG)
+        .map_err(|e| format!("no acknowledgement of the notification {action}: {e}"))?
+        .ok_or_else(|| format!("the caller went away at the notification {action}"))?;
+    let ack = Req::decode(&ack[..])
+        .map_err(|e| format!("the acknowledgement of {action} does not decode: {e}"))?;
+    if ack.r#type != ReqType::Notify as i32 {
+        return Err(format!(
+            "the caller answered the notification {action} with a request of type {}",
+            ack.r#type
+        ));
+    }
+    if ack.notify_success != Some(true) {
+        return Err(format!(
+            "the caller's handling of the notification {action} failed"
+        ));
+    }
+    Ok(())
+}
+
+/// Every option of `o` ckpt cannot honour for a request of type `ty`, by name.
+pub(crate) fn refusals(ty: ReqType, o: &rpc::Opts) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut no = |set: bool, name: &str, why: &str| {
+        if set {
+            out.push(format!("opts.{name}: {why}"));
+        }
+    };
+    let mounts = "ckpt does not dump or restore mounts or mount namespaces yet";
+    let cg = "ckpt does not dump or restore cgroups (only manage_cgroups_mode IGNORE or \
+              CG_NONE, which leave them alone)";
+    let yes = |b: Option<bool>| b.unwrap_or(false);
+    no(!o.ext_mnt.is_empty(), "ext_mnt", mounts);
+    no(yes(o.auto_ext_mnt), "auto_ext_mnt", mounts);
+    no(yes(o.ext_sharing), "ext_sharing", mounts);
+    no(yes(o.ext_masters), "ext_masters", mounts);
+    no(!o.skip_mnt.is_empty(), "skip_mnt", mounts);
+    no(!o.enable_fs.is_empty(), "enable_fs", mounts);
+    no(
+        o.root
+            .as_deref()
+            .is_some_and(|r| std::path::Path::new(r) != std::path::Path::new("/")),
+        "root",
+        mounts,
+    );
+    let mode_ok = match o.manage_cgroups_mode {
+        None => !yes(o.manage_cgroups),
+        Some(m) => m == rpc::CgMode::Ignore as i32 || m == rpc::CgMode::CgNone as i32,
+    };
+    no(!mode_ok, "manage_cgroups", cg);
+    no(!o.cg_root.is_empty(), "cg_root", cg);
+    no(o.cgroup_props.is_some(), "cgroup_props", cg);
+    no(o.cgroup_props_file.is_some(), "cgroup_props_file", cg);
+    no(
+        !o.cgroup_dump_controller.is_empty(),
+        "cgroup_dump_controller",
+        cg,
+    );
+    no(o.freeze_cgroup.is_some(), "freeze_cgroup", cg);
+    let ns = "external and joined namespaces are not built in ckpt's criu front end";
+    no(o.empty_ns.is_some_and(|m| m != 0), "empty_ns", ns);
+    no(!o.join_ns.is_empty(), "join_ns", ns);
+    no(!o.external.is_empty(), "external", ns);
+    no(!o.veths.is_empty(), "veths", ns);
+    no(!o.unix_sk_ino.is_empty(), "unix_sk_ino", "use ext_unix_sk");
+    no(
+        yes(o.orphan_pts_master),
+        "orphan_pts_master",
+        "passing a terminal's master side to the caller is not built",
+    );
+    let incr = "ckpt has no incremental dumps, page server or lazy pages";
+    no(o.ps.is_some(), "ps", incr);
+    no(o.parent_img.is_some(), "parent_img", incr);
+    no(yes(o.track_mem), "track_mem", incr);
+    no(yes(o.auto_dedup), "auto_dedup", incr);
+    no(yes(o.lazy_pages), "lazy_pages", incr);
+    no(o.status_fd.is_some(), "status_fd", incr);
+    let nb = "not built in ckpt's criu front end";
+    no(yes(o.evasive_devices), "evasive_devices", nb);
+    no(yes(o.link_remap), "link_remap", nb);
+    no(yes(o.force_irmap), "force_irmap", nb);
+    no(!o.irmap_scan_paths.is_empty(), "irmap_scan_paths", nb);
+    no(yes(o.weak_sysctls), "weak_sysctls", nb);
+    no(o.lsm_profile.is_some(), "lsm_profile", nb);
+    no(o.config_file.is_some(), "config_file", nb);
+    no(o.timeout.is_some(), "timeout", nb);
+    no(!o.exec_cmd.is_empty(), "exec_cmd", nb);
+    no(
+        o.cpu_cap.is_some_and(|c| c != u32::MAX),
+        "cpu_cap",
+        "ckpt applies its own CPU policy (compatible)",
+    );
+    no(
+        o.ghost_limit.is_some(),
+        "ghost_limit",
+        "ckpt keeps every deleted file's contents whatever its size; a limit is not built",
+    );
+    let tcp = "ckpt restores established TCP connections exactly or refuses them";
+    no(yes(o.tcp_close), "tcp_close", tcp);
+    no(yes(o.tcp_skip_in_flight), "tcp_skip_in_flight", tcp);
+    if ty == ReqType::Dump {
+        no(yes(o.rst_sibling), "rst_sibling", "an option of RESTORE");
+        no(
+            !o.inherit_fd.is_empty(),
+            "inherit_fd",
+            "an option of RESTORE",
+        );
+    } else {
+        no(yes(o.leave_running), "leave_running", "an option of DUMP");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> rpc::Opts {
+        rpc::Opts {
+            images_dir_fd: 3,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn plain_requests_pass() {
+        let mut o = opts();
+        o.pid = Some(5);
+        o.leave_running = Some(true);
+        o.shell_job = Some(true);
+        o.tcp_established = Some(true);
+        o.file_locks = Some(true);
+        o.notify_scripts = Some(true);
+        o.root = Some("/".into());
+        o.manage_cgroups_mode = Some(rpc::CgMode::Ignore as i32);
+        assert_eq!(refusals(ReqType::Dump, &o), Vec::<String>::new());
+        let mut r = opts();
+        r.rst_sibling = Some(true);
+        r.inherit_fd.push(rpc::InheritFd {
+            key: "pipe:[1]".into(),
+            fd: 4,
+        });
+        assert_eq!(refusals(ReqType::Restore, &r), Vec::<String>::new());
+    }
+
+    #[test]
+    fn runc_container_options_are_refused_by_name() {
+        let mut o = opts();
+        o.ext_mnt.push(rpc::ExtMountMap {
+            key: "/etc/hosts".into(),
+            val: "/etc/hosts".into(),
+        });
+        o.manage_cgroups = Some(true);
+        o.root = Some("/run/runc/rootfs".into());
+        o.orphan_pts_master = Some(true);
+        let r = refusals(ReqType::Restore, &o);
+        for name in ["ext_mnt", "manage_cgroups", "root", "orphan_pts_master"] {
+            assert!(
+                r.iter().any(|m| m.starts_with(&format!("opts.{name}:"))),
+                "{name}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn default_valued_fields_decode_as_unset() {
+        // The ghost_limit and cpu_cap defaults are not "set" unless sent.
+        let o = rpc::Opts::decode(&opts().encode_to_vec()[..]).unwrap();
+        assert!(o.ghost_limit.is_none() && o.cpu_cap.is_none());
+        assert_eq!(o.log_level, None);
+    }
+}

@@ -1,0 +1,72 @@
+//! The socket of `criu swrk FD`: a SOCK_SEQPACKET unix socket the caller passes as an
+//! inherited descriptor, one message per packet.
+
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+
+use super::{Result, SysError, rerr};
+
+/// Take over descriptor `fd`, inherited from our caller and named by it on our
+/// command line, after checking that it is an open SOCK_SEQPACKET socket.
+pub fn adopt(fd: i32) -> Result<OwnedFd> {
+    // SAFETY: F_GETFD reads the descriptor's flags and changes nothing.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(SysError::os(format!("descriptor {fd}")));
+    }
+    // SAFETY: `fd` is open (checked above) and nothing else in this process owns it: it
+    // was inherited at exec and is named only by the command line, which is read once.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let ty = rustix::net::sockopt::socket_type(owned.as_fd())
+        .map_err(|e| rerr(format!("descriptor {fd} is not a socket"), e))?;
+    if ty != rustix::net::SocketType::SEQPACKET {
+        return Err(SysError::Other(format!(
+            "descriptor {fd} is not a SOCK_SEQPACKET socket"
+        )));
+    }
+    Ok(owned)
+}
+
+/// The PID of the process at the other end (as it was when the pair was made).
+pub fn peer_pid(fd: &OwnedFd) -> Result<i32> {
+    let c =
+        rustix::net::sockopt::socket_peercred(fd.as_fd()).map_err(|e| rerr("SO_PEERCRED", e))?;
+    Ok(c.pid.as_raw_nonzero().get())
+}
+
+/// The next packet (None at the end: the caller closed its side). A packet larger
+/// than `max` is an error (it would be cut).
+pub fn recv(fd: &OwnedFd, max: usize) -> Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; max];
+    let (n, full) = loop {
+        match rustix::net::recv(fd.as_fd(), &mut buf[..], rustix::net::RecvFlags::TRUNC) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => break r.map_err(|e| rerr("recv", e))?,
+        }
+    };
+    if full > n {
+        return Err(SysError::Other(format!(
+            "a message of {full} bytes, more than {max}"
+        )));
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    buf.truncate(n);
+    Ok(Some(buf))
+}
+
+/// Send `msg` as one packet.
+pub fn send(fd: &OwnedFd, msg: &[u8]) -> Result<()> {
+    loop {
+        match rustix::net::send(fd.as_fd(), msg, rustix::net::SendFlags::NOSIGNAL) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(rerr("send", e)),
+            Ok(n) if n == msg.len() => return Ok(()),
+            Ok(n) => {
+                return Err(SysError::Other(format!(
+                    "sent {n} bytes of a {}-byte message",
+                    msg.len()
+                )));
+            }
+        }
+    }
+}

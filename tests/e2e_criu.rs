@@ -1,0 +1,949 @@
+//! End-to-end tests of the `criu`-compatible front end (issue 16): ckpt run as `criu`
+//! (a symlink named so) with the command lines CRaC uses, and `criu swrk` spoken to as
+//! runc does (protobuf `criu_req`/`criu_resp` over a SOCK_SEQPACKET socket pair, with
+//! notifications acknowledged); each restored program's output is byte for byte that of
+//! an uninterrupted run, and the state oracle compares the kernel's view of it with the
+//! original's. CRIU's files in the image directory are decoded and checked; what ckpt
+//! cannot honour is refused by name, and a refused or aborted dump leaves the program
+//! running.
+//!
+//! Needs root. Run with cargo-nextest, one process per test.
+
+// Test harness code: raw libc calls on the test's own processes are fine here.
+#![allow(unsafe_code, clippy::undocumented_unsafe_blocks)]
+
+mod common;
+
+use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use ckpt::criu::images;
+use ckpt::criu::rpc::{self, ReqType};
+use common::oracle::{self, Cmp, Snapshot};
+use common::*;
+use prost::Message;
+
+/// A link named `criu` to the ckpt under test, in the test's directory.
+fn criu_link(ctx: &Ctx) -> PathBuf {
+    let l = ctx.path("criu");
+    if !l.exists() {
+        std::os::unix::fs::symlink(ckpt_bin(), &l).expect("symlink criu -> ckpt");
+    }
+    l
+}
+
+/// Run `criu ARGS` (through the link) in the test's directory, to its end.
+fn criu(ctx: &Ctx, args: &[&str]) -> std::process::Output {
+    let out = Command::new(criu_link(ctx))
+        .args(args)
+        .current_dir(&ctx.dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run criu");
+    eprintln!(
+        "criu {args:?}: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The oracle's comparison of the restored tree with `before` once it runs whole.
+fn oracle_restored(name: &str, before: &Snapshot) {
+    let deadline = Instant::now() + timeout();
+    while !oracle::restored_tree_up(before) {
+        assert!(
+            Instant::now() < deadline,
+            "{name}: the restored tree never ran whole"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let after = Snapshot::take(before.root).moved(true);
+    oracle::assert_same_kernel_state(name, "criu restore", Cmp::Restored, before, &after, &[]);
+}
+
+/// CRIU's files of a dump in `dir`: the inventory and the dump statistics, decoded.
+fn check_dump_files(dir: &Path) -> rpc::DumpStatsEntry {
+    let raw = fs::read(dir.join("inventory.img")).expect("inventory.img");
+    assert_eq!(&raw[..4], &0x5831_3116u32.to_le_bytes(), "inventory magic");
+    let inv = images::read_inventory(dir).expect("decode inventory.img");
+    assert_eq!(inv.img_version, 2, "images v1.1");
+    let raw = fs::read(dir.join("stats-dump")).expect("stats-dump");
+    assert_eq!(&raw[..4], &0x5510_5940u32.to_le_bytes(), "service magic");
+    assert_eq!(&raw[4..8], &0x5709_3306u32.to_le_bytes(), "stats magic");
+    let st = images::read_stats(dir, "stats-dump").expect("decode stats-dump");
+    let d = st.dump.expect("stats-dump holds dump statistics");
+    assert!(d.pages_written > 0, "pages written: {d:?}");
+    assert!(d.pages_scanned >= d.pages_written, "{d:?}");
+    assert!(
+        d.frozen_time > 0 && d.frozen_time >= d.freezing_time,
+        "{d:?}"
+    );
+    eprintln!("stats-dump: {d:?}");
+    d
+}
+
+fn check_restore_stats(dir: &Path) {
+    let st = images::read_stats(dir, "stats-restore").expect("decode stats-restore");
+    let r = st.restore.expect("stats-restore holds restore statistics");
+    assert!(r.restore_time > 0, "{r:?}");
+    eprintln!("stats-restore: {r:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// The command line, as CRaC uses it
+
+/// CRaC's checkpoint (`criu dump -t PID -D DIR --shell-job -v4 -o dump4.log`) and
+/// restore (`criu restore -W . --shell-job -D DIR -d`): the program continues as if
+/// nothing happened, and the action script saw CRIU's actions in CRIU's order.
+#[test]
+fn crac_command_lines_round_trip() {
+    let name = "crac_command_lines_round_trip";
+    let ctx = Ctx::new(name);
+    let spec = counter_spec(&ctx, "counter", 40, &[]).cwd(&ctx.dir);
+    let reference = ctx.reference(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(10);
+    let pid = t.pid;
+    ctx.track(pid);
+    let img = ctx.path("cr");
+    fs::create_dir(&img).expect("mkdir cr");
+    let script = ctx.path("actions.sh");
+    fs::write(
+        &script,
+        "echo \"$CRTOOLS_SCRIPT_ACTION ${CRTOOLS_INIT_PID:-none} $CRTOOLS_IMAGE_DIR\" >> actions.log\n",
+    )
+    .expect("write script");
+    let before = Snapshot::take_once(pid);
+    let script_arg = format!("sh {}", script.display());
+    let out = criu(
+        &ctx,
+        &[
+            "dump",
+            "-t",
+            &pid.to_string(),
+            "-D",
+            "cr",
+            "--shell-job",
+            "-v4",
+            "-o",
+            "dump4.log",
+            "--action-script",
+            &script_arg,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "criu dump failed");
+    t.expect_killed();
+    let printed = t.stdout.finish("original");
+    let log = fs::read_to_string(img.join("dump4.log")).expect("dump4.log");
+    assert!(!log.contains("Error"), "dump log has errors:\n{log}");
+    assert!(img.join("ckpt.img").exists());
+    check_dump_files(&img);
+
+    let restore = Spec::new(criu_link(&ctx))
+        .arg("restore")
+        .arg("-W")
+        .arg(".")
+        .arg("--shell-job")
+        .arg("-D")
+        .arg("cr")
+        .arg("-d")
+        .arg("-o")
+        .arg("restore.log")
+        .arg("--pidfile")
+        .arg("restored.pid")
+        .arg("--action-script")
+        .arg(&script_arg)
+        .cwd(&ctx.dir);
+    let mut r = ctx.spawn(&restore);
+    let st = r.wait();
+    let log = fs::read_to_string(ctx.path("restore.log")).unwrap_or_default();
+    assert_eq!(st.code(), Some(0), "criu restore -d failed:\n{log}");
+    let pidfile = fs::read_to_string(ctx.path("restored.pid")).expect("pid file");
+    assert_eq!(
+        pidfile.trim(),
+        pid.to_string(),
+        "the pid file names the restored root"
+    );
+    oracle_restored(name, &before);
+    let status = wait_pid(pid, timeout()).expect("the restored counter's status");
+    let rest = r.stdout.finish("restored");
+    assert_same_output(
+        "counter dumped by criu dump, restored by criu restore -d",
+        &reference.stdout,
+        &[printed, rest].concat(),
+    );
+    assert_eq!(status.code(), reference.status.code(), "exit status");
+    check_restore_stats(&img);
+
+    let dir = fs::canonicalize(&img).expect("canonical images dir");
+    let expected: Vec<String> = [
+        ("pre-dump", None),
+        ("network-lock", None),
+        ("post-dump", None),
+        ("setup-namespaces", Some(pid)),
+        ("post-setup-namespaces", Some(pid)),
+        ("post-restore", Some(pid)),
+        ("pre-resume", Some(pid)),
+        ("network-unlock", Some(pid)),
+        ("post-resume", Some(pid)),
+    ]
+    .iter()
+    .map(|(a, p)| {
+        format!(
+            "{a} {} {}",
+            p.map_or("none".to_string(), |p| p.to_string()),
+            dir.display()
+        )
+    })
+    .collect();
+    let got = fs::read_to_string(ctx.path("actions.log")).expect("actions.log");
+    let got: Vec<String> = got
+        .lines()
+        .map(|l| {
+            // CRTOOLS_IMAGE_DIR may be relative to the working directory: compare resolved.
+            let mut w: Vec<String> = l.splitn(3, ' ').map(String::from).collect();
+            if let Some(d) = w.get_mut(2) {
+                *d = fs::canonicalize(ctx.path(d)).map_or(d.clone(), |p| p.display().to_string());
+            }
+            w.join(" ")
+        })
+        .collect();
+    assert_eq!(got, expected, "action script calls");
+}
+
+/// CRaC's restore with `--exec-cmd -- CMD`: once the tree runs, `criu restore`
+/// becomes CMD, whose child the restored root is (here a python3 that waits for its
+/// child and exits with its status).
+#[test]
+fn restore_exec_cmd_becomes_the_parent() {
+    let ctx = Ctx::new("restore_exec_cmd_becomes_the_parent");
+    let spec = counter_spec(&ctx, "counter", 30, &[]).cwd(&ctx.dir);
+    let reference = ctx.reference(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(8);
+    let pid = t.pid;
+    ctx.track(pid);
+    fs::create_dir(ctx.path("cr")).expect("mkdir");
+    let out = criu(
+        &ctx,
+        &[
+            "dump",
+            "-t",
+            &pid.to_string(),
+            "-D",
+            "cr",
+            "--shell-job",
+            "-o",
+            "d.log",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    t.expect_killed();
+    let printed = t.stdout.finish("original");
+    let waiter = "import os, sys\n\
+                  p, s = os.wait()\n\
+                  sys.exit(os.waitstatus_to_exitcode(s) if p == int(sys.argv[1]) else 99)";
+    let restore = Spec::new(criu_link(&ctx))
+        .arg("restore")
+        .arg("-W")
+        .arg(".")
+        .arg("--shell-job")
+        .arg("-D")
+        .arg("cr")
+        .arg("-o")
+        .arg("r.log")
+        .arg("--exec-cmd")
+        .arg("--")
+        .arg("python3")
+        .arg("-c")
+        .arg(waiter)
+        .arg(pid.to_string())
+        .cwd(&ctx.dir);
+    let mut r = ctx.spawn(&restore);
+    let fin = r.finish();
+    let log = fs::read_to_string(ctx.path("r.log")).unwrap_or_default();
+    assert_eq!(
+        fin.status.code(),
+        reference.status.code(),
+        "criu restore --exec-cmd must become python3, which exits with its child's status \
+         (the restored counter's):\n{log}\n{}",
+        String::from_utf8_lossy(&fin.stderr)
+    );
+    assert_same_output(
+        "counter restored under --exec-cmd",
+        &reference.stdout,
+        &[printed, fin.stdout].concat(),
+    );
+}
+
+/// `criu dump -R` (CRaC's `--leave-running`): the program runs on, untraced, and the
+/// network is unlocked after the dump.
+#[test]
+fn dump_leave_running_keeps_the_program() {
+    let ctx = Ctx::new("dump_leave_running_keeps_the_program");
+    let spec = counter_spec(&ctx, "counter", 300, &[]).cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(3);
+    let pid = t.pid;
+    fs::create_dir(ctx.path("cr")).expect("mkdir");
+    let out = criu(
+        &ctx,
+        &[
+            "dump",
+            "-t",
+            &pid.to_string(),
+            "-D",
+            "cr",
+            "-R",
+            "--shell-job",
+            "-o",
+            "d.log",
+            "--action-script",
+            "echo $CRTOOLS_SCRIPT_ACTION >> actions.log",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_running_untraced(pid, "after criu dump -R");
+    assert!(ctx.path("cr/ckpt.img").exists());
+    check_dump_files(&ctx.path("cr"));
+    let actions = fs::read_to_string(ctx.path("actions.log")).expect("actions.log");
+    assert_eq!(
+        actions.lines().collect::<Vec<_>>(),
+        ["pre-dump", "network-lock", "post-dump", "network-unlock"]
+    );
+    let n = t.stdout.lines();
+    t.wait_lines(n + 2);
+    t.kill();
+}
+
+/// A failing action script at post-dump aborts the dump: the program runs on untouched,
+/// no image is left, and the log says "Error" naming the script.
+#[test]
+fn failing_post_dump_script_leaves_the_program_running() {
+    let ctx = Ctx::new("failing_post_dump_script_leaves_the_program_running");
+    let spec = counter_spec(&ctx, "counter", 200, &[]).cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(3);
+    let pid = t.pid;
+    fs::create_dir(ctx.path("cr")).expect("mkdir");
+    let out = criu(
+        &ctx,
+        &[
+            "dump",
+            "-t",
+            &pid.to_string(),
+            "-D",
+            "cr",
+            "-o",
+            "d.log",
+            "--action-script",
+            "test \"$CRTOOLS_SCRIPT_ACTION\" != post-dump",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let log = fs::read_to_string(ctx.path("cr/d.log")).expect("log");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Error") && l.contains("post-dump")),
+        "{log}"
+    );
+    assert!(!ctx.path("cr/ckpt.img").exists(), "an image was left");
+    assert!(
+        !ctx.path("cr/inventory.img").exists(),
+        "an inventory was left"
+    );
+    assert_running_untraced(pid, "after a dump aborted at post-dump");
+    let n = t.stdout.lines();
+    t.wait_lines(n + 2);
+    t.kill();
+}
+
+/// Options ckpt does not have or cannot honour are refused by name, with an "Error"
+/// line, before the process is touched; `criu check` and its features answer.
+#[test]
+fn cli_refusals_check_and_version() {
+    let ctx = Ctx::new("cli_refusals_check_and_version");
+    let out = criu(&ctx, &["--version"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "Version: 3.19");
+    let out = Command::new(ckpt_bin())
+        .args(["criu", "--version"])
+        .output()
+        .expect("ckpt criu --version");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "Version: 3.19");
+    assert_eq!(criu(&ctx, &["check"]).status.code(), Some(0));
+    for (f, ok) in [
+        ("mem_dirty_track", false),
+        ("uffd-noncoop", false),
+        ("lazy_pages", false),
+        ("tcp_half_closed", false),
+        ("timens", Path::new("/proc/self/ns/time").exists()),
+    ] {
+        let out = criu(&ctx, &["check", "--feature", f]);
+        assert_eq!(out.status.success(), ok, "feature {f}");
+    }
+    assert_eq!(
+        criu(&ctx, &["check", "--feature", "no_such_thing"])
+            .status
+            .code(),
+        Some(1)
+    );
+
+    let spec = counter_spec(&ctx, "counter", 200, &[]).cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(2);
+    let pid = t.pid.to_string();
+    fs::create_dir(ctx.path("cr")).expect("mkdir");
+    let out = criu(&ctx, &["dump", "-t", &pid, "-D", "cr", "--frobnicate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Error") && err.contains("--frobnicate"),
+        "{err}"
+    );
+    for (opt, name) in [
+        ("--ext-mount-map=/a:/b", "--ext-mount-map"),
+        ("--manage-cgroups=full", "--manage-cgroups=full"),
+        ("--ghost-limit=1M", "--ghost-limit"),
+    ] {
+        let out = criu(&ctx, &["dump", "-t", &pid, "-D", "cr", "-o", "r.log", opt]);
+        assert_eq!(out.status.code(), Some(1), "{opt}");
+        let log = fs::read_to_string(ctx.path("cr/r.log")).expect("log");
+        assert!(
+            log.lines().any(|l| l.contains("Error") && l.contains(name)),
+            "{opt}: {log}"
+        );
+    }
+    assert!(!ctx.path("cr/ckpt.img").exists());
+    assert_running_untraced(pid.parse().unwrap_or(0), "after refused dumps");
+    t.kill();
+}
+
+// ---------------------------------------------------------------------------------------
+// The RPC, as runc uses it
+
+/// A `criu swrk 3` with our end of a SOCK_SEQPACKET pair.
+struct Swrk {
+    sock: OwnedFd,
+    child: std::process::Child,
+}
+
+impl Swrk {
+    fn start(ctx: &Ctx, stdout: Stdio) -> Swrk {
+        Swrk::start_with(ctx, stdout, None)
+    }
+
+    /// With our descriptor `extra.0` as the service's descriptor `extra.1` (> 3).
+    fn start_with(ctx: &Ctx, stdout: Stdio, extra: Option<(i32, i32)>) -> Swrk {
+        let mut fds = [0; 2];
+        let r = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        assert_eq!(r, 0, "socketpair");
+        let (ours, theirs) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let t = theirs.as_raw_fd();
+        let mut cmd = Command::new(criu_link(ctx));
+        cmd.args(["swrk", "3"])
+            .current_dir(&ctx.dir)
+            .stdin(Stdio::null())
+            .stdout(stdout);
+        unsafe {
+            cmd.pre_exec(move || {
+                // Out of the way first (high numbers), then in place: no copy clobbers
+                // a source that sits at the other's target.
+                let hi_t = libc::fcntl(t, libc::F_DUPFD, 200);
+                let hi_x = extra.map(|(src, _)| libc::fcntl(src, libc::F_DUPFD, 200));
+                if hi_t < 0 || libc::dup2(hi_t, 3) != 3 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let (Some(h), Some((_, dst))) = (hi_x, extra) {
+                    if h < 0 || libc::dup2(h, dst) != dst {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn criu swrk");
+        drop(theirs);
+        Swrk { sock: ours, child }
+    }
+
+    fn send(&self, req: &rpc::Req) {
+        let b = req.encode_to_vec();
+        let n = unsafe { libc::send(self.sock.as_raw_fd(), b.as_ptr().cast(), b.len(), 0) };
+        assert_eq!(n, b.len() as isize, "send to swrk");
+    }
+
+    fn recv(&self) -> rpc::Resp {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut pfd = libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout().as_millis() as i32;
+        assert_eq!(
+            unsafe { libc::poll(&mut pfd, 1, ms) },
+            1,
+            "swrk did not answer"
+        );
+        let n = unsafe { libc::recv(self.sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        assert!(n > 0, "swrk closed the socket without an answer");
+        rpc::Resp::decode(&buf[..n as usize]).expect("a criu_resp")
+    }
+
+    /// Send `req`, acknowledge every notification (`ack` says how: true is success;
+    /// `on` runs first), and return the notifications' names and the final answer.
+    fn transact(
+        &self,
+        req: &rpc::Req,
+        mut on: impl FnMut(&rpc::Notify) -> bool,
+    ) -> (Vec<String>, rpc::Resp) {
+        self.send(req);
+        let mut seen = Vec::new();
+        loop {
+            let resp = self.recv();
+            if resp.r#type != ReqType::Notify as i32 {
+                return (seen, resp);
+            }
+            let n = resp.notify.clone().unwrap_or_default();
+            seen.push(n.script.clone().unwrap_or_default());
+            let ok = on(&n);
+            self.send(&rpc::Req {
+                r#type: ReqType::Notify as i32,
+                notify_success: Some(ok),
+                ..Default::default()
+            });
+        }
+    }
+
+    fn finish(mut self) -> std::process::ExitStatus {
+        drop(self.sock);
+        let deadline = Instant::now() + timeout();
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait swrk") {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "criu swrk did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+fn opts(dir: &fs::File) -> rpc::Opts {
+    rpc::Opts {
+        images_dir_fd: dir.as_raw_fd(),
+        log_level: Some(4),
+        ..Default::default()
+    }
+}
+
+/// The parent of process `pid` (field 4 of its stat).
+fn ppid(pid: i32) -> i32 {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = s.rsplit_once(')').map_or("", |(_, a)| a);
+    after
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+/// runc's conversation: VERSION, FEATURE_CHECK, DUMP with notify scripts acknowledged,
+/// RESTORE with rst_sibling (the restored root is OUR child, already while the service
+/// runs) — the program continues byte for byte and the oracle finds it the same.
+#[test]
+fn rpc_like_runc() {
+    let name = "rpc_like_runc";
+    let ctx = Ctx::new(name);
+
+    let s = Swrk::start(&ctx, Stdio::null());
+    s.send(&rpc::Req {
+        r#type: ReqType::Version as i32,
+        ..Default::default()
+    });
+    let v = s.recv();
+    assert!(v.success);
+    let v = v.version.expect("a version");
+    assert!((v.major_number, v.minor_number) >= (3, 16), "{v:?}");
+    assert!(s.finish().success());
+
+    let s = Swrk::start(&ctx, Stdio::null());
+    s.send(&rpc::Req {
+        r#type: ReqType::FeatureCheck as i32,
+        features: Some(rpc::Features {
+            mem_track: Some(true),
+            lazy_pages: Some(true),
+            pidfd_store: None,
+        }),
+        ..Default::default()
+    });
+    let f = s.recv();
+    assert!(f.success);
+    let f = f.features.expect("features");
+    assert_eq!(
+        (f.mem_track, f.lazy_pages, f.pidfd_store),
+        (Some(false), Some(false), None)
+    );
+    s.finish();
+
+    let s = Swrk::start(&ctx, Stdio::null());
+    s.send(&rpc::Req {
+        r#type: ReqType::Check as i32,
+        ..Default::default()
+    });
+    let c = s.recv();
+    assert!(c.success, "CHECK: {:?}", c.cr_errmsg);
+    s.finish();
+
+    let spec = counter_spec(&ctx, "counter", 40, &[]).cwd(&ctx.dir);
+    let reference = ctx.reference(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(10);
+    let pid = t.pid;
+    ctx.track(pid);
+    fs::create_dir(ctx.path("img")).expect("mkdir");
+    let dir = fs::File::open(ctx.path("img")).expect("open img");
+    let stdout_key = fs::read_link(format!("/proc/{pid}/fd/1"))
+        .expect("the counter's stdout")
+        .display()
+        .to_string();
+    assert!(stdout_key.starts_with("pipe:["), "{stdout_key}");
+    let before = Snapshot::take_once(pid);
+    let s = Swrk::start(&ctx, Stdio::null());
+    let (seen, resp) = s.transact(
+        &rpc::Req {
+            r#type: ReqType::Dump as i32,
+            opts: Some(rpc::Opts {
+                pid: Some(pid),
+                shell_job: Some(true),
+                notify_scripts: Some(true),
+                log_file: Some("dump.log".into()),
+                manage_cgroups_mode: Some(rpc::CgMode::Ignore as i32),
+                ..opts(&dir)
+            }),
+            ..Default::default()
+        },
+        |_| true,
+    );
+    let log = fs::read_to_string(ctx.path("img/dump.log")).unwrap_or_default();
+    assert!(resp.success, "DUMP failed: {:?}\n{log}", resp.cr_errmsg);
+    assert_eq!(seen, ["pre-dump", "network-lock", "post-dump"]);
+    assert_eq!(resp.r#type, ReqType::Dump as i32);
+    assert!(s.finish().success());
+    t.expect_killed();
+    let printed = t.stdout.finish("original");
+    check_dump_files(&ctx.path("img"));
+
+    // A restore the caller fails at post-restore is undone: the half-built root (our
+    // child) is killed before it ran, and nothing else is left.
+    let s = Swrk::start(&ctx, Stdio::null());
+    let (seen, resp) = s.transact(
+        &rpc::Req {
+            r#type: ReqType::Restore as i32,
+            opts: Some(rpc::Opts {
+                shell_job: Some(true),
+                notify_scripts: Some(true),
+                rst_sibling: Some(true),
+                log_file: Some("failed-restore.log".into()),
+                ..opts(&dir)
+            }),
+            ..Default::default()
+        },
+        |n| n.script.as_deref() != Some("post-restore"),
+    );
+    assert!(
+        !resp.success,
+        "a restore whose post-restore failed succeeded"
+    );
+    assert_eq!(
+        seen,
+        ["setup-namespaces", "post-setup-namespaces", "post-restore"]
+    );
+    assert!(!s.finish().success());
+    let st = wait_pid(pid, timeout()).expect("the undone root, our child, is reaped by us");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&st),
+        Some(libc::SIGKILL),
+        "{st:?}"
+    );
+    assert!(!pid_exists(pid), "the undone restore left process {pid}");
+    assert!(stray_children(&[]).is_empty(), "{:?}", stray_children(&[]));
+
+    // The restored program's standard output was a pipe: as runc does, a new pipe takes
+    // its place (`inherit_fd` with the old pipe's name, the new one as the service's
+    // descriptor 4), read to its end here.
+    let mut p = [0; 2];
+    assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let (rd, wr) = unsafe { (fs::File::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
+    let s = Swrk::start_with(&ctx, Stdio::null(), Some((wr.as_raw_fd(), 4)));
+    drop(wr);
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let mut rd = rd;
+        let _ = std::io::Read::read_to_end(&mut rd, &mut v);
+        v
+    });
+    let me = my_pid();
+    let mut parent_at_post_restore = 0;
+    let (seen, resp) = s.transact(
+        &rpc::Req {
+            r#type: ReqType::Restore as i32,
+            opts: Some(rpc::Opts {
+                shell_job: Some(true),
+                notify_scripts: Some(true),
+                rst_sibling: Some(true),
+                log_file: Some("restore.log".into()),
+                inherit_fd: vec![rpc::InheritFd {
+                    key: stdout_key.clone(),
+                    fd: 4,
+                }],
+                ..opts(&dir)
+            }),
+            ..Default::default()
+        },
+        |n| {
+            if n.script.as_deref() == Some("post-restore") {
+                parent_at_post_restore = ppid(n.pid.unwrap_or(0));
+            }
+            true
+        },
+    );
+    let log = fs::read_to_string(ctx.path("img/restore.log")).unwrap_or_default();
+    assert!(resp.success, "RESTORE failed: {:?}\n{log}", resp.cr_errmsg);
+    assert_eq!(
+        seen,
+        [
+            "setup-namespaces",
+            "post-setup-namespaces",
+            "post-restore",
+            "pre-resume",
+            "network-unlock",
+            "post-resume"
+        ]
+    );
+    assert_eq!(resp.restore.as_ref().map(|r| r.pid), Some(pid));
+    assert_eq!(
+        parent_at_post_restore, me,
+        "rst_sibling: the restored root must be the caller's child"
+    );
+    assert!(s.finish().success());
+    oracle_restored(name, &before);
+    let status = wait_pid(pid, timeout()).expect("our child's status");
+    let rest = reader.join().expect("the reader of the restored output");
+    assert_same_output(
+        "counter dumped and restored over criu swrk",
+        &reference.stdout,
+        &[printed, rest].concat(),
+    );
+    assert_eq!(status.code(), reference.status.code());
+    check_restore_stats(&ctx.path("img"));
+}
+
+/// What ckpt cannot honour in a request is refused by name (success false, cr_errmsg,
+/// an "Error" line in the log) before the process is touched; a caller's failed
+/// post-dump notification aborts the dump, the process running on.
+#[test]
+fn rpc_refusals_and_aborted_dump() {
+    let ctx = Ctx::new("rpc_refusals_and_aborted_dump");
+    let spec = counter_spec(&ctx, "counter", 400, &[]).cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(2);
+    let pid = t.pid;
+    fs::create_dir(ctx.path("img")).expect("mkdir");
+    let dir = fs::File::open(ctx.path("img")).expect("open img");
+
+    let s = Swrk::start(&ctx, Stdio::null());
+    let (seen, resp) = s.transact(
+        &rpc::Req {
+            r#type: ReqType::Dump as i32,
+            opts: Some(rpc::Opts {
+                pid: Some(pid),
+                notify_scripts: Some(true),
+                log_file: Some("refused.log".into()),
+                ext_mnt: vec![rpc::ExtMountMap {
+                    key: "/etc/hosts".into(),
+                    val: "/etc/hosts".into(),
+                }],
+                manage_cgroups: Some(true),
+                ..opts(&dir)
+            }),
+            ..Default::default()
+        },
+        |_| true,
+    );
+    assert!(!resp.success);
+    assert!(seen.is_empty(), "notified {seen:?} before refusing");
+    let msg = resp.cr_errmsg.unwrap_or_default();
+    assert!(
+        msg.contains("ext_mnt") && msg.contains("manage_cgroups"),
+        "{msg}"
+    );
+    assert!(resp.cr_errno.is_some_and(|e| e != 0));
+    let log = fs::read_to_string(ctx.path("img/refused.log")).expect("log");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Error") && l.contains("ext_mnt")),
+        "{log}"
+    );
+    assert!(!s.finish().success());
+    assert_running_untraced(pid, "after a refused DUMP");
+
+    // An unknown request type.
+    let s = Swrk::start(&ctx, Stdio::null());
+    s.send(&rpc::Req {
+        r#type: ReqType::PageServer as i32,
+        ..Default::default()
+    });
+    let r = s.recv();
+    assert!(!r.success && r.cr_errmsg.unwrap_or_default().contains("PageServer"));
+    s.finish();
+
+    let s = Swrk::start(&ctx, Stdio::null());
+    let (seen, resp) = s.transact(
+        &rpc::Req {
+            r#type: ReqType::Dump as i32,
+            opts: Some(rpc::Opts {
+                pid: Some(pid),
+                notify_scripts: Some(true),
+                log_file: Some("aborted.log".into()),
+                ..opts(&dir)
+            }),
+            ..Default::default()
+        },
+        |n| n.script.as_deref() != Some("post-dump"),
+    );
+    assert!(!resp.success);
+    assert_eq!(
+        seen,
+        ["pre-dump", "network-lock", "post-dump", "network-unlock"]
+    );
+    assert!(resp.cr_errmsg.unwrap_or_default().contains("post-dump"));
+    assert!(!ctx.path("img/ckpt.img").exists(), "an image was left");
+    s.finish();
+    assert_running_untraced(pid, "after a DUMP aborted at post-dump");
+    let n = t.stdout.lines();
+    t.wait_lines(n + 2);
+    t.kill();
+}
+
+/// The IDs of `pid` in each PID namespace it is in (NSpid), outermost first.
+fn nspids(pid: i32) -> Vec<i32> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|v| {
+                v.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// A tree with a PID namespace of its own (a container's shape: `unshare -p -f`), dumped
+/// and restored over RPC with `rst_sibling`: the new namespace's init is the caller's
+/// child, PID 1 there, and the program continues byte for byte.
+#[test]
+fn rpc_restore_sibling_of_a_tree_with_its_own_pid_namespace() {
+    let ctx = Ctx::new("rpc_restore_sibling_of_a_tree_with_its_own_pid_namespace");
+    let unshare = PathBuf::from("/usr/bin/unshare");
+    assert!(unshare.exists(), "needs unshare(1) (util-linux)");
+    let nstree = ctx.path("nstree");
+    fs::copy(target("nstree"), &nstree).expect("copy nstree");
+    let spec = Spec::new(&unshare)
+        .arg("-p")
+        .arg("-f")
+        .arg(&nstree)
+        .arg("40")
+        .arg("sleep=30")
+        .arg("show-pids");
+    let reference = ctx.reference(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(9);
+    let tree = wait_process_tree(t.pid, 3, "unshare and nstree");
+    let root = tree[1];
+    assert_eq!(
+        nspids(root),
+        vec![root, 1],
+        "nstree's root is PID 1 of its namespace"
+    );
+    fs::create_dir(ctx.path("img")).expect("mkdir");
+    let dir = fs::File::open(ctx.path("img")).expect("open img");
+    let s = Swrk::start(&ctx, Stdio::null());
+    let (_, resp) = s.transact(
+        &rpc::Req {
+            r#type: ReqType::Dump as i32,
+            opts: Some(rpc::Opts {
+                pid: Some(root),
+                log_file: Some("dump.log".into()),
+                ..opts(&dir)
+            }),
+            ..Default::default()
+        },
+        |_| true,
+    );
+    assert!(resp.success, "DUMP: {:?}", resp.cr_errmsg);
+    s.finish();
+    let before = t.stdout.finish("original");
+    t.wait();
+
+    let mut s = Swrk::start(&ctx, Stdio::piped());
+    let mut out = s.child.stdout.take().expect("swrk's stdout");
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out, &mut v);
+        v
+    });
+    let me = my_pid();
+    let mut parent = 0;
+    let (_, resp) = s.transact(
+        &rpc::Req {
+            r#type: ReqType::Restore as i32,
+            opts: Some(rpc::Opts {
+                rst_sibling: Some(true),
+                notify_scripts: Some(true),
+                log_file: Some("restore.log".into()),
+                ..opts(&dir)
+            }),
+            ..Default::default()
+        },
+        |n| {
+            if n.script.as_deref() == Some("post-restore") {
+                parent = ppid(n.pid.unwrap_or(0));
+            }
+            true
+        },
+    );
+    let log = fs::read_to_string(ctx.path("img/restore.log")).unwrap_or_default();
+    assert!(resp.success, "RESTORE: {:?}\n{log}", resp.cr_errmsg);
+    let pid = resp.restore.map(|r| r.pid).unwrap_or(0);
+    ctx.track(pid);
+    assert_eq!(parent, me, "the new namespace's init is the caller's child");
+    assert_eq!(
+        nspids(pid),
+        vec![pid, 1],
+        "the restored root is PID 1 of its namespace"
+    );
+    assert!(s.finish().success());
+    let st = wait_pid(pid, timeout()).expect("our child's status");
+    let rest = reader.join().expect("reader");
+    assert_eq!(st.code(), reference.status.code(), "exit status");
+    assert_same_output(
+        "nstree in its own PID namespace, restored as the caller's child",
+        &reference.stdout,
+        &[before, rest].concat(),
+    );
+}
