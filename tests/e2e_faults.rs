@@ -176,7 +176,10 @@ fn every_restore_step_fails_in_turn_ia32() {
 #[test]
 fn every_restore_step_fails_in_turn_threads() {
     let ctx = Ctx::new("every_restore_step_fails_in_turn_threads");
-    let spec = Spec::new(target("threads")).arg("60").arg("sleep=2000");
+    // 5 ms naps: the 45 rounds left after the dump take 2 s, long enough for the test
+    // to see the restored threads even on a loaded machine (2 ms: a CI run under load
+    // found the program finished before it looked).
+    let spec = Spec::new(target("threads")).arg("60").arg("sleep=5000");
     let reference = ctx.reference(&spec);
     assert_eq!(reference.status.code(), Some(0));
     every_step_fails_in_turn(&ctx, &spec, &reference, 15, 9, "threads");
