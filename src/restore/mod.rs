@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 pub(crate) use crate::error::fault_point;
 pub use crate::error::{Problem, RestoreError, RestoreResult as Result};
 use crate::image::ImageReader;
+pub use crate::kinds::mnt::set_external_mounts;
 use crate::sys;
 pub use pidns::{Launched, exit_code};
 pub use plan::{HostView, read_checkpoint};
@@ -36,6 +37,8 @@ pub struct CheckReport {
 pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     let mut reader = ImageReader::new(input)?;
     let ckpt = plan::read_checkpoint(&mut reader)?;
+    // The files of a tree with a mount namespace of its own are in it: built first.
+    crate::kinds::mnt::enter_new(&ckpt, view.new_pid_namespace)?;
     let plan = plan::plan(ckpt, view);
     let mut requirements = crate::arch::requirements_manifest(&plan.ckpt.arch);
     if let Some(k) = requirements
@@ -140,6 +143,9 @@ pub fn prepare<R: Read>(input: R, view: &HostView) -> Result<Prepared<R>> {
     let t0 = Instant::now();
     let mut reader = ImageReader::new(input)?;
     let ckpt = plan::read_checkpoint(&mut reader)?;
+    // A mount namespace of the tree's own is built before plan opens the files in it;
+    // ckpt's main thread stays in it (see `kinds::mnt`).
+    crate::kinds::mnt::enter_new(&ckpt, view.new_pid_namespace)?;
     let plan = plan::plan(ckpt, view);
     if !plan.problems.is_empty() {
         return Err(RestoreError::Problems(plan.problems));
