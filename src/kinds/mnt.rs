@@ -49,7 +49,11 @@ const FRESH: [&str; 6] = ["tmpfs", "proc", "sysfs", "devpts", "mqueue", "cgroup2
 fn host_path(host: &[MountLine], dev: u64, root: &[u8]) -> Option<Vec<u8>> {
     let under = |r: &[u8]| -> Option<Vec<u8>> {
         if r == b"/" {
-            return Some(if root == b"/" { Vec::new() } else { root.to_vec() });
+            return Some(if root == b"/" {
+                Vec::new()
+            } else {
+                root.to_vec()
+            });
         }
         let rest = root.strip_prefix(r)?;
         (rest.is_empty() || rest.first() == Some(&b'/')).then(|| rest.to_vec())

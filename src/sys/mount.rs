@@ -318,7 +318,7 @@ fn walk(
 /// The extended attributes of an open file (none if they cannot be listed).
 fn xattrs(f: &OwnedFd) -> Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)> {
     let mut out = Vec::new();
-    let Ok(n) = rustix::fs::flistxattr(f, &mut [0u8; 0][..]) else {
+    let Ok(n) = rustix::fs::flistxattr_query(f) else {
         return out;
     };
     if n == 0 {
@@ -329,7 +329,7 @@ fn xattrs(f: &OwnedFd) -> Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)> {
         return out;
     };
     for name in list[..n].split(|c| *c == 0).filter(|x| !x.is_empty()) {
-        let Ok(len) = rustix::fs::fgetxattr(f, OsStr::from_bytes(name), &mut [0u8; 0][..]) else {
+        let Ok(len) = rustix::fs::fgetxattr_query(f, OsStr::from_bytes(name)) else {
             continue;
         };
         let mut v = vec![0u8; len];

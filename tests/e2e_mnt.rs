@@ -1,0 +1,274 @@
+//! Mount namespaces of the tree's own (issue 15, the mount tree): a tree started with
+//! `unshare -m --propagation private` that mounts a tmpfs with files, a read-only bind
+//! of it, a bind of a host directory and a proc comes back in a new mount namespace
+//! with the same mounts (its mountinfo, normalised: mount IDs, peer group numbers and
+//! the device numbers of the file systems made anew differ), the tmpfs's files, and
+//! its descriptors and working directory in them; what restore cannot rebuild (an
+//! overlay) is refused at dump, naming it; failed restores leave no mount on the host.
+//!
+//! The target is `tests/targets/mntns.c`. Needs root (unshare, mount, ptrace).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// `unshare` (util-linux).
+fn unshare() -> PathBuf {
+    let p = PathBuf::from("/usr/bin/unshare");
+    assert!(p.exists(), "needs unshare(1) (util-linux)");
+    p
+}
+
+/// A base directory for the target below the test's directory, with the host
+/// directory it binds (host/h.txt).
+fn base(ctx: &Ctx, name: &str) -> PathBuf {
+    let b = ctx.dir.join(name);
+    std::fs::create_dir_all(b.join("host")).expect("mkdir host");
+    std::fs::write(b.join("host/h.txt"), "host file\n").expect("write h.txt");
+    b
+}
+
+fn spec(base: &Path, steps: u32, more: &[&str]) -> Spec {
+    let mut s = Spec::new(unshare())
+        .arg("-m")
+        .arg("--propagation")
+        .arg("private")
+        .arg(target("mntns"))
+        .arg(base)
+        .arg(steps.to_string())
+        .arg("sleep=40");
+    for m in more {
+        s = s.arg(m);
+    }
+    s
+}
+
+/// The mountinfo of `pid`, normalised: each mount as its mount point, the mount point
+/// of its parent, the root, the options, the propagation with peer groups numbered in
+/// order of appearance, the type, source and file system options, and its device
+/// (numbered in order of appearance for file systems the host does not have mounted:
+/// those restore makes anew). Mount IDs differ after a restore.
+fn mountinfo(pid: i32) -> Vec<String> {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("read {p}: {e}"));
+    let host_devs: Vec<String> = read("/proc/self/mountinfo")
+        .lines()
+        .filter_map(|l| l.split(' ').nth(2).map(str::to_string))
+        .collect();
+    let text = read(&format!("/proc/{pid}/mountinfo"));
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    let points: BTreeMap<&str, &str> = lines.iter().map(|w| (w[0], w[4])).collect();
+    let mut groups: BTreeMap<String, usize> = BTreeMap::new();
+    let mut devs: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out = Vec::new();
+    for w in &lines {
+        let sep = w
+            .iter()
+            .position(|x| *x == "-")
+            .expect("mountinfo separator");
+        let optional: Vec<String> = w[6..sep]
+            .iter()
+            .map(|o| match o.split_once(':') {
+                Some((k, g)) => {
+                    let n = groups.len();
+                    format!("{k}:{}", *groups.entry(g.to_string()).or_insert(n))
+                }
+                None => o.to_string(),
+            })
+            .collect();
+        let dev = if host_devs.iter().any(|d| d == w[2]) {
+            w[2].to_string()
+        } else {
+            let n = devs.len();
+            format!("new{}", *devs.entry(w[2].to_string()).or_insert(n))
+        };
+        out.push(format!(
+            "{} on {} root {} {} [{}] {} {} {} dev {dev}",
+            w[4],
+            points.get(w[1]).copied().unwrap_or("(outside)"),
+            w[3],
+            w[5],
+            optional.join(" "),
+            w[sep + 1],
+            w[sep + 2],
+            w[sep + 3..].join(" "),
+        ));
+    }
+    out
+}
+
+/// The tree of `unshare -m` (the target, after exec) with its mounts and files is
+/// restored in a new mount namespace: same mountinfo (normalised), and its output is
+/// an uninterrupted run's (it reads and writes its tmpfs through descriptors and
+/// paths, sees the read-only bind, the hole, the link, the FIFO, owners, modes, the
+/// device node, the attribute, the host file and its working directory there).
+#[test]
+fn tree_with_own_mount_namespace_is_restored_with_its_mounts_and_files() {
+    let ctx = Ctx::new("tree_with_own_mount_namespace_is_restored_with_its_mounts_and_files");
+    let b = base(&ctx, "m");
+    let rb = base(&ctx, "r");
+    let steps = 40;
+    let mut rp = ctx.spawn(&spec(&rb, steps, &[]));
+    let mut t = ctx.spawn(&spec(&b, steps, &[]));
+    t.wait_lines(5);
+    let pid = t.pid;
+    let before = mountinfo(pid);
+    assert!(
+        before.iter().any(|l| l.contains(" tmpfs ckpt-mnt ")),
+        "the target's tmpfs: {before:#?}"
+    );
+    let host_before = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let img = ctx.path("mntns.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let out_before = t.stdout.finish("mntns: original");
+    wait_pids_gone(&[pid], "mntns after the dump");
+
+    let mut r = ctx.restore(&img, &[], In::Null);
+    r.wait_lines(1);
+    let after = mountinfo(pid);
+    assert_eq!(
+        before, after,
+        "the restored tree's mounts (normalised mountinfo)"
+    );
+    assert_ne!(
+        std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.ino()
+            })
+            .ok(),
+        std::fs::metadata("/proc/self/ns/mnt")
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.ino()
+            })
+            .ok(),
+        "the restored tree is in a mount namespace of its own"
+    );
+    let fin = r.finish();
+    let reference = rp.finish();
+    assert_eq!(reference.status.code(), Some(0), "reference run");
+    assert_same_output(
+        "mntns (dumped, restored)",
+        &reference.stdout,
+        &[out_before, fin.stdout].concat(),
+    );
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore: {}",
+        text(&fin.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo"),
+        host_before,
+        "the host's mounts are as before"
+    );
+}
+
+/// An overlay mounted in the tree's namespace is refused at dump, naming its mount
+/// point and type; the tree runs on.
+#[test]
+fn overlay_in_the_trees_mount_namespace_is_refused() {
+    let ctx = Ctx::new("overlay_in_the_trees_mount_namespace_is_refused");
+    let b = base(&ctx, "m");
+    let mut t = ctx.spawn(&spec(&b, 400, &["overlay"]));
+    t.wait_lines(2);
+    let r = ctx.try_dump(t.pid, &ctx.path("ov.img"));
+    r.assert_fails(1);
+    let point = b.join("ov");
+    assert!(
+        r.stderr
+            .contains(&format!("overlay mounted on {}", point.display()))
+            && r.stderr.contains("is not restored"),
+        "dump of a tree with an overlay mounted: {}",
+        r.stderr
+    );
+    assert_running_untraced(t.pid, "the target after the refused dump");
+    let n = t.stdout.lines();
+    t.wait_lines(n + 2);
+}
+
+/// Restores that fail at each step of building the namespace and at sampled steps
+/// after leave no mount on the host and no process; the next restore succeeds with
+/// the same output as an uninterrupted run.
+#[test]
+fn failed_restores_of_a_tree_with_own_mount_namespace_leave_no_mount() {
+    let ctx = Ctx::new("failed_restores_of_a_tree_with_own_mount_namespace_leave_no_mount");
+    let b = base(&ctx, "m");
+    let rb = base(&ctx, "r");
+    let reference = ctx.reference(&spec(&rb, 20, &[]));
+    let mut t = ctx.spawn(&spec(&b, 20, &[]));
+    t.wait_lines(4);
+    let pid = t.pid;
+    let img = ctx.path("mntns.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("mntns: original");
+    wait_pids_gone(&[pid], "mntns after the dump");
+    let host = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let restore = |env: &[(&str, &str)]| {
+        let mut s = Spec::new(ckpt_bin()).arg("restore").arg(&img).cwd(&ctx.dir);
+        for (k, v) in env {
+            s = s.env(k, v);
+        }
+        ctx.spawn(&s).finish()
+    };
+    let trace = restore(&[("CKPT_FAULT", "no such step"), ("CKPT_FAULT_TRACE", "1")]);
+    let trace_text = text(&trace.stderr);
+    let total = trace_text
+        .lines()
+        .filter(|l| l.starts_with("ckpt: step #"))
+        .count();
+    assert!(
+        total > 20 && trace_text.contains("mount the tree's file systems"),
+        "too few traced steps (fault-injection feature on?):\n{trace_text}"
+    );
+    assert_eq!(
+        trace.status.code(),
+        Some(0),
+        "the traced restore: {trace_text}"
+    );
+    let mut faults: Vec<String> = [
+        "create the tree's mount namespace",
+        "mount the tree's file systems",
+        "set the tree's mount flags",
+    ]
+    .map(String::from)
+    .to_vec();
+    // Every step of building the namespace (the mounts are the first steps), then some.
+    faults.extend(
+        (1..=total)
+            .filter(|n| *n <= 30 || n % 13 == 0 || *n == total)
+            .map(|n| format!("#{n}")),
+    );
+    for f in &faults {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &[pid], &[]);
+        assert_eq!(
+            std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo"),
+            host,
+            "restore failing at {f} left a mount on the host"
+        );
+    }
+    eprintln!("{} failing restores of {total} steps", faults.len());
+    let fin = restore(&[]);
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "the final restore: {}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "mntns: the traced restore",
+        &reference.stdout,
+        &[before.clone(), trace.stdout].concat(),
+    );
+    assert_same_output(
+        "mntns: restored after the failed ones",
+        &reference.stdout,
+        &[before, fin.stdout].concat(),
+    );
+}
