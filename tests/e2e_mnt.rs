@@ -272,3 +272,91 @@ fn failed_restores_of_a_tree_with_own_mount_namespace_leave_no_mount() {
         &[before, fin.stdout].concat(),
     );
 }
+
+/// An external mount whose host source is gone (the host directory bound in was
+/// renamed after the dump): restore refuses, naming the mount and the option that
+/// gives it, and leaves nothing; with `--external-mount POINT=SOURCE` naming the new
+/// place, the tree comes back and runs as an uninterrupted run.
+#[test]
+fn external_mount_is_given_at_restore_when_its_source_moved() {
+    let ctx = Ctx::new("external_mount_is_given_at_restore_when_its_source_moved");
+    let b = base(&ctx, "m");
+    let rb = base(&ctx, "r");
+    let reference = ctx.reference(&spec(&rb, 16, &[]));
+    let mut t = ctx.spawn(&spec(&b, 16, &[]));
+    t.wait_lines(4);
+    let pid = t.pid;
+    let mounts = mountinfo(pid);
+    let img = ctx.path("mntns.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("mntns: original");
+    wait_pids_gone(&[pid], "mntns after the dump");
+    let moved = ctx.dir.join("moved-host");
+    std::fs::rename(b.join("host"), &moved).expect("move the host directory");
+    let host = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let point = b.join("hb");
+    let refused = ctx
+        .spawn(&Spec::new(ckpt_bin()).arg("restore").arg(&img).cwd(&ctx.dir))
+        .finish();
+    let err = text(&refused.stderr);
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "restore without the source: {err}"
+    );
+    assert!(
+        err.contains(&format!("the source of the mount on {}", point.display()))
+            && err.contains(&format!("--external-mount {}=SOURCE", point.display())),
+        "restore without the external mount's source: {err}"
+    );
+    assert!(
+        refused.stdout.is_empty(),
+        "the tree ran: {}",
+        text(&refused.stdout)
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo"),
+        host,
+        "the refused restore left a mount on the host"
+    );
+    let given = format!("{}={}", point.display(), moved.display());
+    // Not `ctx.restore`: its oracle would see the bind's root change, which is what was
+    // asked; the mounts are compared here with that one root replaced.
+    let mut r = ctx.spawn(
+        &Spec::new(ckpt_bin())
+            .arg("restore")
+            .arg(&img)
+            .arg("--external-mount")
+            .arg(&given)
+            .cwd(&ctx.dir),
+    );
+    r.wait_lines(1);
+    let want: Vec<String> = mounts
+        .iter()
+        .map(|l| {
+            l.replace(
+                &format!("root {} ", b.join("host").display()),
+                &format!("root {} ", moved.display()),
+            )
+        })
+        .collect();
+    assert_ne!(want, mounts, "the bind of the host directory is listed");
+    assert_eq!(
+        mountinfo(pid),
+        want,
+        "the restored mounts, the bind's root given"
+    );
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "restore with --external-mount: {}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "mntns: restored with its host directory moved",
+        &reference.stdout,
+        &[before, fin.stdout].concat(),
+    );
+}

@@ -109,7 +109,8 @@ struct InheritArgs {
     /// For a tree that had a mount namespace of its own: bind the host path SOURCE on
     /// DEST, an external mount of the image (a mount the namespace had of a host
     /// directory or file, the container's root file system, a host file system), named
-    /// by where it was mounted inside the namespace (`ckpt inspect` lists them).
+    /// by where it was mounted inside the namespace (`ckpt inspect --json` shows them,
+    /// under "namespaces").
     /// Without it, an external mount is bound again from the host path it had at dump,
     /// if that is still the same file (device and inode, on the dump's boot). Repeat
     /// the option for each mount given.
