@@ -360,3 +360,50 @@ fn external_mount_is_given_at_restore_when_its_source_moved() {
         &[before, fin.stdout].concat(),
     );
 }
+
+/// Propagation between the namespace's mounts: a shared tmpfs, a peer bind of it and a
+/// slave bind, and a tmpfs mounted on it that propagated to both, come back with the
+/// same peer groups and master (the same mountinfo, normalised), and a mount made
+/// after the restore propagates as in an uninterrupted run (to the peer and the slave
+/// from the shared one, to neither from the slave).
+#[test]
+fn shared_and_slave_mounts_keep_their_propagation() {
+    let ctx = Ctx::new("shared_and_slave_mounts_keep_their_propagation");
+    let b = base(&ctx, "m");
+    let rb = base(&ctx, "r");
+    let reference = ctx.reference(&spec(&rb, 14, &["shared"]));
+    let mut t = ctx.spawn(&spec(&b, 14, &["shared"]));
+    t.wait_lines(6);
+    let pid = t.pid;
+    let before = mountinfo(pid);
+    assert!(
+        before.iter().any(|l| l.contains("[shared:"))
+            && before.iter().any(|l| l.contains("[master:")),
+        "the target's shared and slave mounts: {before:#?}"
+    );
+    let img = ctx.path("mntns.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let out_before = t.stdout.finish("mntns shared: original");
+    wait_pids_gone(&[pid], "mntns after the dump");
+    let mut r = ctx.restore(&img, &[], In::Null);
+    r.wait_lines(1);
+    let after = mountinfo(pid);
+    assert_eq!(
+        before,
+        after[..before.len().min(after.len())],
+        "the restored mounts"
+    );
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore: {}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "mntns shared (dumped, restored)",
+        &reference.stdout,
+        &[out_before, fin.stdout].concat(),
+    );
+}

@@ -15,15 +15,16 @@
 //!   re-bind, a directory of a tmpfs bound elsewhere), bound again from it.
 //!
 //! Anything else (overlay, fuse, a block device's file system not mounted on the
-//! host...) is refused at dump, naming the mount point and the type, and so are
-//! propagation between several mounts of the namespace (peer groups of more than one
-//! mount, slaves) and a tree with a PID namespace of its own too.
+//! host...) is refused at dump, naming the mount point and the type, and so are a slave
+//! of a mount outside the namespace and a tree with a PID namespace of its own too.
+//! Propagation between the namespace's mounts (peer groups, slaves) is restored
+//! ([`PropPlan`]).
 //!
 //! Restore builds the namespace before plan opens any file, on ckpt's main thread
 //! (every process it starts afterwards is in it): a new mount namespace with every
 //! mount private (nothing reaches the host's), a staging tmpfs, the mounts replayed
-//! below it parent first, their flags and propagation, then `pivot_root` into the
-//! namespace's root, which detaches the host's mounts. A failed restore leaves nothing
+//! below it parent first, their flags, `pivot_root` into the namespace's root (which
+//! detaches the host's mounts), then their propagation. A failed restore leaves nothing
 //! on the host: the namespace ends with ckpt and the processes started in it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,32 +75,122 @@ fn host_path(host: &[MountLine], dev: u64, root: &[u8]) -> Option<Vec<u8>> {
     Some(p)
 }
 
-/// What refuses a mount's propagation, if anything (`lines`: the namespace's mounts).
-fn propagation_refusal(m: &MountLine, lines: &[MountLine]) -> Option<String> {
-    for o in &m.optional {
-        if o == "unbindable" {
-            continue;
-        }
-        if let Some(g) = o.strip_prefix("shared:") {
-            let peers = lines
-                .iter()
-                .filter(|l| l.optional.iter().any(|x| x == o))
-                .count();
-            if peers > 1 {
-                return Some(format!(
-                    "it is shared with {} other mounts of the namespace (peer group {g}); \
-                     peer groups of several mounts are not restored yet",
-                    peers - 1
-                ));
+/// How restore gives the namespace's mounts their propagation, once they are all there
+/// (private): each peer group's leader (the member with the widest root) is made shared,
+/// after it is made a slave of its own master group if it has one; the other members
+/// join its group (`MOVE_MOUNT_SET_GROUP`); a mount that is only a slave joins its
+/// master group's leader and is made a slave. Indices are places in the mount list.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct PropPlan {
+    /// (group, its leader, the group it is a slave of, the other members), masters
+    /// before their slaves.
+    groups: Vec<(String, usize, Option<String>, Vec<usize>)>,
+    /// (a mount that is a slave only, its master group).
+    slaves: Vec<(usize, String)>,
+    unbindable: Vec<usize>,
+}
+
+/// One mount as [`prop_plan`] sees it: device, root, optional fields.
+type PropIn<'a> = (u64, &'a [u8], &'a [String]);
+
+/// Whether `root` is `top` or below it.
+fn within(root: &[u8], top: &[u8]) -> bool {
+    top == b"/" || root == top || (root.starts_with(top) && root.get(top.len()) == Some(&b'/'))
+}
+
+/// The [`PropPlan`] of mounts, or the place of one restore cannot give its
+/// propagation, and why.
+fn prop_plan(mounts: &[PropIn]) -> std::result::Result<PropPlan, (usize, String)> {
+    let field = |i: usize, k: &str| {
+        mounts[i]
+            .2
+            .iter()
+            .find_map(|o| o.strip_prefix(k))
+            .map(str::to_string)
+    };
+    let mut members: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut plan = PropPlan::default();
+    for (i, (_, _, opts)) in mounts.iter().enumerate() {
+        for o in opts.iter() {
+            if let Some(g) = o.strip_prefix("shared:") {
+                members.entry(g.to_string()).or_default().push(i);
+            } else if o == "unbindable" {
+                plan.unbindable.push(i);
+            } else if !o.starts_with("master:") {
+                return Err((i, format!("its propagation ({o}) is not restored yet")));
             }
-            continue;
         }
-        return Some(format!(
-            "its propagation ({o}) is not restored yet (only private, shared with no \
-             other mount, and unbindable are)"
-        ));
     }
-    None
+    // Each group's leader: the widest root, which holds every member's, on one device.
+    let mut leader = BTreeMap::new();
+    for (g, ms) in &members {
+        let l = ms
+            .iter()
+            .copied()
+            .min_by_key(|&i| mounts[i].1.len())
+            .unwrap_or_default();
+        if let Some(&x) = ms
+            .iter()
+            .find(|&&x| mounts[x].0 != mounts[l].0 || !within(mounts[x].1, mounts[l].1))
+        {
+            return Err((
+                x,
+                format!(
+                    "its peer group {g} has mounts of different directories none of which                      holds the others; this is not restored yet"
+                ),
+            ));
+        }
+        leader.insert(g.clone(), l);
+    }
+    let master_of = |i: usize| -> std::result::Result<Option<String>, (usize, String)> {
+        let Some(n) = field(i, "master:") else {
+            return Ok(None);
+        };
+        let Some(&l) = leader.get(&n) else {
+            return Err((
+                i,
+                format!(
+                    "it is a slave of a mount outside the namespace (master:{n}); this is                      not restored yet"
+                ),
+            ));
+        };
+        if mounts[l].0 != mounts[i].0 || !within(mounts[i].1, mounts[l].1) {
+            return Err((
+                i,
+                format!("its master group {n} does not hold its root; this is not restored yet"),
+            ));
+        }
+        Ok(Some(n))
+    };
+    // Groups in an order where a master group comes before its slaves.
+    let mut done = BTreeSet::new();
+    while done.len() < members.len() {
+        let before = done.len();
+        for (g, ms) in &members {
+            let l = leader[g];
+            let master = master_of(l)?;
+            if done.contains(g) || master.as_ref().is_some_and(|n| !done.contains(n)) {
+                continue;
+            }
+            let others = ms.iter().copied().filter(|&x| x != l).collect();
+            plan.groups.push((g.clone(), l, master, others));
+            done.insert(g.clone());
+        }
+        if done.len() == before {
+            return Err((
+                0,
+                "its peer groups are slaves of each other in a cycle".into(),
+            ));
+        }
+    }
+    for i in 0..mounts.len() {
+        if field(i, "shared:").is_none() {
+            if let Some(n) = master_of(i)? {
+                plan.slaves.push((i, n));
+            }
+        }
+    }
+    Ok(plan)
 }
 
 /// The mounts of the mount namespace of process `pid` (the tree's root, in a namespace
@@ -117,6 +208,15 @@ pub(crate) fn collect(pid: i32) -> DumpResult<MountTree> {
         ),
     };
     let ids: BTreeSet<u32> = lines.iter().map(|l| l.id).collect();
+    let prop: Vec<PropIn> = lines
+        .iter()
+        .map(|l| (l.dev(), l.root.as_slice(), l.optional.as_slice()))
+        .collect();
+    if let Err((i, why)) = prop_plan(&prop) {
+        if let Some(l) = lines.get(i) {
+            return Err(refuse(l, why));
+        }
+    }
     let mut done = BTreeSet::new();
     let mut fresh: BTreeMap<u64, u32> = BTreeMap::new();
     let mut mounts = Vec::new();
@@ -158,9 +258,6 @@ pub(crate) fn collect(pid: i32) -> DumpResult<MountTree> {
                 l,
                 format!("its mount option {o} is not restored yet"),
             ));
-        }
-        if let Some(why) = propagation_refusal(l, &lines) {
-            return Err(refuse(l, why));
         }
         let dev = l.dev();
         let origin = if let Some(hp) = host_path(&host, dev, &l.root) {
@@ -354,6 +451,28 @@ pub(crate) fn check_tree(ckpt: &Checkpoint, new_pidns: bool, problems: &mut Vec<
         }
         seen.insert(m.id, matches!(m.origin, MountOrigin::Fresh { .. }));
     }
+    if let Err((i, why)) = prop_plan(&prop_in(tree)) {
+        let at = tree
+            .mounts
+            .get(i)
+            .map(|m| String::from_utf8_lossy(&m.point));
+        p(
+            problems,
+            "malformed",
+            format!(
+                "the image's mount on {} cannot be restored: {why}",
+                at.unwrap_or_default()
+            ),
+        );
+    }
+}
+
+/// The tree's mounts as [`prop_plan`] takes them.
+fn prop_in(tree: &MountTree) -> Vec<PropIn<'_>> {
+    tree.mounts
+        .iter()
+        .map(|m| (m.dev, m.root.as_slice(), m.propagation.as_slice()))
+        .collect()
 }
 
 /// `restore --external-mount POINT=SOURCE` pairs, set once by the command line.
@@ -606,25 +725,63 @@ pub(crate) fn enter_new(ckpt: &Checkpoint, new_pidns: bool) -> RestoreResult<()>
             .ok_or_else(|| RestoreError::Reported("a mount went".into()))?;
         let at = sys::mount::fd_path(fd);
         sys::mount::set_mount_flags(&at, sys::mount::mount_flags(&m.options))?;
-        if m.id != tree.mounts[0].id {
-            propagate(&at, m)?;
-        }
     }
     sys::mount::pivot_into(&base)?;
-    propagate(b"/", &tree.mounts[0])?;
+    // After the pivot (pivot_root refuses a shared root): our descriptors of the mounts
+    // name them, through the namespace's /proc.
+    crate::error::fault_point("set the tree's mount propagation")?;
+    let fds: Vec<&OwnedFd> = tree
+        .mounts
+        .iter()
+        .map(|m| {
+            roots
+                .get(&m.id)
+                .ok_or_else(|| RestoreError::Reported("a mount went".into()))
+        })
+        .collect::<RestoreResult<_>>()?;
+    propagate(&prop_in(tree), &fds)?;
     drop(roots);
     sys::mount::fchdir(&cwd)?;
     Ok(())
 }
 
-/// Give the mount at `at` the propagation of `m` (private, shared, unbindable).
-fn propagate(at: &[u8], m: &Mount) -> RestoreResult<()> {
-    for o in &m.propagation {
-        if o.starts_with("shared:") {
-            sys::mount::set_propagation(at, "shared")?;
-        } else if o == "unbindable" {
-            sys::mount::set_propagation(at, "unbindable")?;
+/// Give the mounts (all private, `fds` their roots, in the tree's order) their
+/// propagation (see [`PropPlan`]).
+fn propagate(mounts: &[PropIn], fds: &[&OwnedFd]) -> RestoreResult<()> {
+    let plan = prop_plan(mounts).map_err(|(_, why)| RestoreError::Reported(why))?;
+    let fd = |i: usize| {
+        fds.get(i)
+            .copied()
+            .ok_or_else(|| RestoreError::Reported("a mount went".into()))
+    };
+    let path = |i: usize| fd(i).map(sys::mount::fd_path);
+    let leader: BTreeMap<&str, usize> = plan
+        .groups
+        .iter()
+        .map(|(g, l, _, _)| (g.as_str(), *l))
+        .collect();
+    let leader_of = |n: &str| {
+        leader
+            .get(n)
+            .copied()
+            .ok_or_else(|| RestoreError::Reported(format!("no peer group {n}")))
+    };
+    for (_, l, master, others) in &plan.groups {
+        if let Some(n) = master {
+            sys::mount::set_group(fd(leader_of(n)?)?, fd(*l)?)?;
+            sys::mount::set_propagation(&path(*l)?, "slave")?;
         }
+        sys::mount::set_propagation(&path(*l)?, "shared")?;
+        for &x in others {
+            sys::mount::set_group(fd(*l)?, fd(x)?)?;
+        }
+    }
+    for (m, n) in &plan.slaves {
+        sys::mount::set_group(fd(leader_of(n)?)?, fd(*m)?)?;
+        sys::mount::set_propagation(&path(*m)?, "slave")?;
+    }
+    for &u in &plan.unbindable {
+        sys::mount::set_propagation(&path(u)?, "unbindable")?;
     }
     Ok(())
 }
@@ -671,18 +828,42 @@ mod tests {
     }
 
     #[test]
-    fn propagation_restored_or_refused() {
-        let mut a = line(1, 0, 1, "/", "/");
-        let mut b = line(2, 1, 2, "/", "/x");
-        a.optional = vec!["shared:5".into()];
-        assert_eq!(propagation_refusal(&a, &[a.clone(), b.clone()]), None);
-        b.optional = vec!["shared:5".into()];
-        let lines = [a.clone(), b.clone()];
-        assert!(propagation_refusal(&a, &lines).is_some_and(|w| w.contains("peer group 5")));
-        b.optional = vec!["master:7".into()];
-        assert!(propagation_refusal(&b, &lines).is_some_and(|w| w.contains("master:7")));
-        b.optional = vec!["unbindable".into()];
-        assert_eq!(propagation_refusal(&b, &lines), None);
+    fn propagation_plans() {
+        let o = |s: &str| -> Vec<String> { s.split_whitespace().map(String::from).collect() };
+        let (a, b, c, d, e) = (
+            o("shared:5"),
+            o("shared:5"),
+            o("master:5"),
+            o("shared:7 master:5"),
+            o("unbindable"),
+        );
+        let f = o("shared:7");
+        let mounts: Vec<PropIn> = vec![
+            (1, b"/", &a),
+            (1, b"/x", &b),
+            (1, b"/x/y", &c),
+            (1, b"/z", &d),
+            (2, b"/", &e),
+            (1, b"/z/w", &f),
+        ];
+        let plan = prop_plan(&mounts).expect("restorable");
+        assert_eq!(
+            plan.groups,
+            vec![
+                ("5".into(), 0, None, vec![1]),
+                ("7".into(), 3, Some("5".into()), vec![5]),
+            ]
+        );
+        assert_eq!(plan.slaves, vec![(2, "5".to_string())]);
+        assert_eq!(plan.unbindable, vec![4]);
+        // A slave of a group outside the namespace; a group whose roots do not nest;
+        // propagate_from.
+        let m = o("master:9");
+        assert!(prop_plan(&[(1, b"/", &m)]).is_err_and(|(i, w)| i == 0 && w.contains("outside")));
+        assert!(prop_plan(&[(1, b"/a", &a), (1, b"/b", &b)]).is_err());
+        assert!(prop_plan(&[(1, b"/a", &a), (2, b"/a", &b)]).is_err());
+        let pf = o("master:5 propagate_from:2");
+        assert!(prop_plan(&[(1, b"/", &a), (1, b"/", &pf)]).is_err());
     }
 
     fn mount(id: u32, parent: u32, point: &str, origin: MountOrigin) -> Mount {

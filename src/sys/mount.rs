@@ -568,6 +568,21 @@ pub fn attach(tree: &OwnedFd, target: &[u8]) -> Result<()> {
     })
 }
 
+/// Put the private mount `to` in the peer group of `from` (and under its master), as
+/// `move_mount(MOVE_MOUNT_SET_GROUP)` does: both are mount roots of one file system,
+/// `to`'s root within `from`'s.
+pub fn set_group(from: &OwnedFd, to: &OwnedFd) -> Result<()> {
+    use rustix::mount::MoveMountFlags as F;
+    rustix::mount::move_mount(
+        from,
+        c"",
+        to,
+        c"",
+        F::MOVE_MOUNT_SET_GROUP | F::MOVE_MOUNT_F_EMPTY_PATH | F::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(|e| rerr("move_mount(MOVE_MOUNT_SET_GROUP)", e))
+}
+
 /// Detach the mount on `target`.
 pub fn detach(target: &[u8]) -> Result<()> {
     rustix::mount::unmount(cpath(target)?.as_c_str(), UnmountFlags::DETACH)

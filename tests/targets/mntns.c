@@ -1,4 +1,4 @@
-/* mntns BASE STEPS [sleep=MS] [overlay]
+/* mntns BASE STEPS [sleep=MS] [overlay] [shared]
  *
  * Run under `unshare -m --propagation private` (a mount namespace of its own, every
  * mount private). In BASE (a directory of the host, which holds host/h.txt) it mounts:
@@ -10,7 +10,11 @@
  * the host directory BASE/host on BASE/hb, and a proc on BASE/p (nosuid, nodev,
  * noexec). It keeps descriptors open on t/log (appending), ro/data and hb/h.txt, and
  * works in t/d. With `overlay`, it also mounts an overlay of BASE/host (upper and work
- * directories in the tmpfs) on BASE/ov.
+ * directories in the tmpfs) on BASE/ov. With `shared`, it makes BASE/t shared, binds
+ * it on BASE/s (a peer) and on BASE/sl (made a slave of it), and mounts a tmpfs on
+ * t/pm, which propagates to both; at step 8 it mounts another tmpfs on t/pm2 and one on
+ * sl/pm3, and every step prints which of t, s and sl show them (a mount on t reaches
+ * its peer and its slave, one on the slave reaches neither).
  *
  * Every step it appends a line to t/log through its descriptor and prints what it sees:
  * the log's hash read through the read-only bind, whether writing there fails with
@@ -51,9 +55,9 @@ static void must(int r, const char *what)
 		die("%s: %s", what, strerror(errno));
 }
 
-static void setup(int overlay)
+static void setup(int overlay, int shared)
 {
-	const char *dirs[] = { "t", "ro", "hb", "p", "ov" };
+	const char *dirs[] = { "t", "ro", "hb", "p", "ov", "s", "sl" };
 	for (unsigned i = 0; i < sizeof dirs / sizeof *dirs; i++)
 		if (mkdir(at(dirs[i]), 0755) != 0 && errno != EEXIST)
 			die("mkdir %s: %s", dirs[i], strerror(errno));
@@ -90,6 +94,25 @@ static void setup(int overlay)
 			 at("t/up"), at("t/work"));
 		must(mount("overlay", at("ov"), "overlay", 0, opts), "mount overlay");
 	}
+	if (shared) {
+		const char *pm[] = { "t/pm", "t/pm2", "t/pm3" };
+		for (unsigned i = 0; i < 3; i++)
+			must(mkdir(at(pm[i]), 0755), "mkdir pm");
+		must(mount(NULL, at("t"), NULL, MS_SHARED, NULL), "make t shared");
+		must(mount(at("t"), at("s"), NULL, MS_BIND, NULL), "bind s");
+		must(mount(at("t"), at("sl"), NULL, MS_BIND, NULL), "bind sl");
+		must(mount(NULL, at("sl"), NULL, MS_SLAVE, NULL), "make sl a slave");
+		must(mount("ckpt-pm", at("t/pm"), "tmpfs", 0, "size=1m"), "mount pm");
+	}
+}
+
+/* Whether REL (below BASE) is a mount point: another device than its parent's. */
+static int mounted(const char *rel)
+{
+	char parent[1024];
+	snprintf(parent, sizeof parent, "%s/..", at(rel));
+	struct stat a, b;
+	return stat(at(rel), &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
 }
 
 /* The mounts below BASE in our mountinfo: their count, and a hash of their mount
@@ -127,14 +150,16 @@ int main(int argc, char **argv)
 	snprintf(base, sizeof base, "%s", argv[1]);
 	long steps = arg_long(argc, argv, 2, 30);
 	long ms = 50;
-	int overlay = 0;
+	int overlay = 0, shared = 0;
 	for (int i = 3; i < argc; i++) {
 		if (strncmp(argv[i], "sleep=", 6) == 0)
 			ms = strtol(argv[i] + 6, NULL, 10);
 		else if (strcmp(argv[i], "overlay") == 0)
 			overlay = 1;
+		else if (strcmp(argv[i], "shared") == 0)
+			shared = 1;
 	}
-	setup(overlay);
+	setup(overlay, shared);
 	int log = open(at("t/log"), O_WRONLY | O_CREAT | O_APPEND, 0600);
 	int rodata = open(at("ro/data"), O_RDONLY);
 	int host = open(at("hb/h.txt"), O_RDONLY);
@@ -209,6 +234,18 @@ int main(int argc, char **argv)
 		if (getcwd(cwd, sizeof cwd) && strncmp(cwd, base, strlen(base)) == 0)
 			rel = cwd + strlen(base);
 		int selfp = access(at("p/self/stat"), R_OK) == 0;
+
+		if (shared && i == 8) {
+			must(mount("ckpt-pm2", at("t/pm2"), "tmpfs", 0, "size=1m"), "mount pm2");
+			must(mount("ckpt-pm3", at("sl/pm3"), "tmpfs", 0, "size=1m"), "mount pm3");
+		}
+		if (shared) {
+			char seen[64];
+			snprintf(seen, sizeof seen, "prop=%d%d%d,%d%d%d,%d%d%d\n", mounted("t/pm"),
+				 mounted("s/pm"), mounted("sl/pm"), mounted("t/pm2"), mounted("s/pm2"),
+				 mounted("sl/pm2"), mounted("t/pm3"), mounted("s/pm3"), mounted("sl/pm3"));
+			write_all(1, seen, strlen(seen));
+		}
 
 		int nm;
 		uint32_t mh;
