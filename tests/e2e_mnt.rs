@@ -192,6 +192,28 @@ fn overlay_in_the_trees_mount_namespace_is_refused() {
     t.wait_lines(n + 2);
 }
 
+/// A tmpfs of the tree's holding more data than an image keeps (65 MiB) is refused at
+/// dump, naming its mount point; the tree runs on.
+#[test]
+fn tmpfs_with_too_much_data_is_refused() {
+    let ctx = Ctx::new("tmpfs_with_too_much_data_is_refused");
+    let b = base(&ctx, "m");
+    let mut t = ctx.spawn(&spec(&b, 400, &["big"]));
+    t.wait_lines(2);
+    let r = ctx.try_dump(t.pid, &ctx.path("big.img"));
+    r.assert_fails(1);
+    assert!(
+        r.stderr
+            .contains(&format!("tmpfs mounted on {}", b.join("t").display()))
+            && r.stderr.contains("more than 64 MiB"),
+        "dump of a tree with a big tmpfs: {}",
+        r.stderr
+    );
+    assert_running_untraced(t.pid, "the target after the refused dump");
+    let n = t.stdout.lines();
+    t.wait_lines(n + 2);
+}
+
 /// Restores that fail at each step of building the namespace and at sampled steps
 /// after leave no mount on the host and no process; the next restore succeeds with
 /// the same output as an uninterrupted run.
@@ -296,6 +318,32 @@ fn external_mount_is_given_at_restore_when_its_source_moved() {
     std::fs::rename(b.join("host"), &moved).expect("move the host directory");
     let host = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let point = b.join("hb");
+    // `ckpt check --json` lists the external mounts and the missing source.
+    let check = ctx
+        .spawn(
+            &Spec::new(ckpt_bin())
+                .arg("check")
+                .arg("--json")
+                .arg(&img)
+                .cwd(&ctx.dir),
+        )
+        .finish();
+    let json: serde_json::Value = serde_json::from_slice(&check.stdout)
+        .unwrap_or_else(|e| panic!("ckpt check --json: {e}: {}", text(&check.stdout)));
+    let external = &json["requirements"]["mounts"]["external"];
+    assert!(
+        external.as_array().is_some_and(|a| a.iter().any(|m| {
+            m["point"] == point.display().to_string()
+                && m["source"] == b.join("host").display().to_string()
+        })),
+        "ckpt check --json lists the external mounts: {json}"
+    );
+    assert!(
+        json["problems"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p["code"] == "external-mount")),
+        "ckpt check --json names the missing source: {json}"
+    );
     let refused = ctx
         .spawn(&Spec::new(ckpt_bin()).arg("restore").arg(&img).cwd(&ctx.dir))
         .finish();

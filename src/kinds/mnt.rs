@@ -475,6 +475,33 @@ fn prop_in(tree: &MountTree) -> Vec<PropIn<'_>> {
         .collect()
 }
 
+/// What the image's mount namespace needs of a host (`ckpt check --json`): each
+/// external mount (where it is mounted, the host path it is bound from by default) and
+/// the file systems mounted anew.
+pub(crate) fn manifest(ckpt: &Checkpoint) -> Option<serde_json::Value> {
+    let tree = owned_tree(ckpt)?;
+    let show = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let external: Vec<serde_json::Value> = tree
+        .mounts
+        .iter()
+        .filter_map(|m| match &m.origin {
+            MountOrigin::External { host_path, .. } => Some(serde_json::json!({
+                "point": show(&m.point),
+                "source": show(host_path),
+                "fstype": m.fstype,
+            })),
+            _ => None,
+        })
+        .collect();
+    let fresh: BTreeSet<&str> = tree
+        .mounts
+        .iter()
+        .filter(|m| matches!(m.origin, MountOrigin::Fresh { .. }))
+        .map(|m| m.fstype.as_str())
+        .collect();
+    Some(serde_json::json!({ "external": external, "filesystems": fresh }))
+}
+
 /// `restore --external-mount POINT=SOURCE` pairs, set once by the command line.
 static EXTERNAL: Mutex<Vec<(Vec<u8>, Vec<u8>)>> = Mutex::new(Vec::new());
 

@@ -37,17 +37,32 @@ pub struct CheckReport {
 pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     let mut reader = ImageReader::new(input)?;
     let ckpt = plan::read_checkpoint(&mut reader)?;
-    // The files of a tree with a mount namespace of its own are in it: built first.
-    crate::kinds::mnt::enter_new(&ckpt, view.new_pid_namespace)?;
+    // The files of a tree with a mount namespace of its own are in it: built first (in
+    // a namespace of ckpt's own, which ends with it); what stops it is a problem.
+    let early = match crate::kinds::mnt::enter_new(&ckpt, view.new_pid_namespace) {
+        Ok(()) => Vec::new(),
+        Err(RestoreError::Problems(p)) => p,
+        Err(e) => vec![Problem {
+            code: "mount",
+            message: format!("cannot build the tree's mount namespace: {e}"),
+        }],
+    };
     let plan = plan::plan(ckpt, view);
     let mut requirements = crate::arch::requirements_manifest(&plan.ckpt.arch);
+    if let (Some(o), Some(m)) = (
+        requirements.as_object_mut(),
+        crate::kinds::mnt::manifest(&plan.ckpt),
+    ) {
+        o.insert("mounts".into(), m);
+    }
     if let Some(k) = requirements
         .get_mut("kernel")
         .and_then(serde_json::Value::as_array_mut)
     {
         k.extend(kernel::manifest(&kernel::required(&plan.ckpt)));
     }
-    let mut problems = plan.problems;
+    let mut problems = early;
+    problems.extend(plan.problems);
     let mut page_bytes = 0;
     if problems.iter().all(|p| p.code != "malformed") {
         match read_records(&plan.ckpt, &mut reader) {

@@ -1,4 +1,4 @@
-/* mntns BASE STEPS [sleep=MS] [overlay] [shared]
+/* mntns BASE STEPS [sleep=MS] [overlay] [shared] [big]
  *
  * Run under `unshare -m --propagation private` (a mount namespace of its own, every
  * mount private). In BASE (a directory of the host, which holds host/h.txt) it mounts:
@@ -14,7 +14,8 @@
  * it on BASE/s (a peer) and on BASE/sl (made a slave of it), and mounts a tmpfs on
  * t/pm, which propagates to both; at step 8 it mounts another tmpfs on t/pm2 and one on
  * sl/pm3, and every step prints which of t, s and sl show them (a mount on t reaches
- * its peer and its slave, one on the slave reaches neither).
+ * its peer and its slave, one on the slave reaches neither). With `big`, the tmpfs is
+ * 96m and holds a 65 MiB file of data (more than an image keeps).
  *
  * Every step it appends a line to t/log through its descriptor and prints what it sees:
  * the log's hash read through the read-only bind, whether writing there fails with
@@ -55,13 +56,24 @@ static void must(int r, const char *what)
 		die("%s: %s", what, strerror(errno));
 }
 
-static void setup(int overlay, int shared)
+static void setup(int overlay, int shared, int big)
 {
 	const char *dirs[] = { "t", "ro", "hb", "p", "ov", "s", "sl" };
 	for (unsigned i = 0; i < sizeof dirs / sizeof *dirs; i++)
 		if (mkdir(at(dirs[i]), 0755) != 0 && errno != EEXIST)
 			die("mkdir %s: %s", dirs[i], strerror(errno));
-	must(mount("ckpt-mnt", at("t"), "tmpfs", 0, "size=8m,mode=0751"), "mount tmpfs");
+	must(mount("ckpt-mnt", at("t"), "tmpfs", 0, big ? "size=96m,mode=0751" : "size=8m,mode=0751"),
+	     "mount tmpfs");
+	if (big) {
+		static char chunk[1 << 20];
+		memset(chunk, 'b', sizeof chunk);
+		int fd = open(at("t/big"), O_WRONLY | O_CREAT, 0600);
+		for (int i = 0; fd >= 0 && i < 65; i++)
+			write_all(fd, chunk, sizeof chunk);
+		if (fd < 0)
+			die("big: %s", strerror(errno));
+		close(fd);
+	}
 	put(at("t/data"), "tmpfs data\n", 0644);
 	must(setxattr(at("t/data"), "trusted.ckpt", "v1", 2, 0), "setxattr");
 	struct timespec tm[2] = { { 1000000000, 0 }, { 1000000000, 123 } };
@@ -150,7 +162,7 @@ int main(int argc, char **argv)
 	snprintf(base, sizeof base, "%s", argv[1]);
 	long steps = arg_long(argc, argv, 2, 30);
 	long ms = 50;
-	int overlay = 0, shared = 0;
+	int overlay = 0, shared = 0, big = 0;
 	for (int i = 3; i < argc; i++) {
 		if (strncmp(argv[i], "sleep=", 6) == 0)
 			ms = strtol(argv[i] + 6, NULL, 10);
@@ -158,8 +170,10 @@ int main(int argc, char **argv)
 			overlay = 1;
 		else if (strcmp(argv[i], "shared") == 0)
 			shared = 1;
+		else if (strcmp(argv[i], "big") == 0)
+			big = 1;
 	}
-	setup(overlay, shared);
+	setup(overlay, shared, big);
 	int log = open(at("t/log"), O_WRONLY | O_CREAT | O_APPEND, 0600);
 	int rodata = open(at("ro/data"), O_RDONLY);
 	int host = open(at("hb/h.txt"), O_RDONLY);
