@@ -694,10 +694,13 @@ pub(crate) fn enter_new(ckpt: &Checkpoint, new_pidns: bool) -> RestoreResult<()>
     base.extend(b"/root");
     let mut scratch = stage.to_vec();
     scratch.extend(b"/scratch");
-    for d in [&base, &scratch] {
-        std::fs::create_dir(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(d))
-            .map_err(|e| RestoreError::Reported(format!("make the staging directories: {e}")))?;
-    }
+    let mut scratch_file = stage.to_vec();
+    scratch_file.extend(b"/scratch-file");
+    let os = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes;
+    let made = std::fs::create_dir(os(&base))
+        .and_then(|()| std::fs::create_dir(os(&scratch)))
+        .and_then(|()| std::fs::write(os(&scratch_file), b""));
+    made.map_err(|e| RestoreError::Reported(format!("make the staging directories: {e}")))?;
     let mut roots: BTreeMap<u32, OwnedFd> = BTreeMap::new();
     for (i, m) in tree.mounts.iter().enumerate() {
         crate::error::fault_point("mount the tree's file systems")?;
@@ -712,9 +715,14 @@ pub(crate) fn enter_new(ckpt: &Checkpoint, new_pidns: bool) -> RestoreResult<()>
                     .ok_or_else(|| RestoreError::Reported("an external source went".into()))?;
                 // Bound from a scratch point, so that the mount is made now, in the
                 // namespace's order (mountinfo lists mounts as they were made).
-                sys::mount::attach(&src.0, &scratch)?;
-                sys::mount::bind(&scratch, &target)?;
-                sys::mount::detach(&scratch)?;
+                let at = if sys::mount::fd_is_dir(&src.1)? {
+                    &scratch
+                } else {
+                    &scratch_file
+                };
+                sys::mount::attach(&src.0, at)?;
+                sys::mount::bind(at, &target)?;
+                sys::mount::detach(at)?;
             }
             MountOrigin::Fresh { files } => {
                 let ro = m.super_options.split(',').any(|o| o == "ro");

@@ -617,6 +617,12 @@ pub fn open_path(p: &[u8]) -> Result<OwnedFd> {
     .map_err(|e| rerr(format!("open {}", String::from_utf8_lossy(p)), e))
 }
 
+/// Whether an open file is a directory.
+pub fn fd_is_dir(fd: &impl AsFd) -> Result<bool> {
+    let st = rustix::fs::fstat(fd).map_err(|e| rerr("fstat", e))?;
+    Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}
+
 /// (device, inode) of an open file.
 pub fn dev_ino(fd: &impl AsFd) -> Result<(u64, u64)> {
     let st = rustix::fs::fstat(fd).map_err(|e| rerr("fstat", e))?;

@@ -8,7 +8,8 @@
  * directory "d" (0710, owned 1234:5678) holding "own" (0604, owned 1000:1000), a
  * character device "null" (1:3); then a read-only bind of BASE/t on BASE/ro, a bind of
  * the host directory BASE/host on BASE/hb, and a proc on BASE/p (nosuid, nodev,
- * noexec). It keeps descriptors open on t/log (appending), ro/data and hb/h.txt, and
+ * noexec). Then, as a container masks paths: /dev/null bound over t/masked (a file
+ * holding "secret"), and a read-only empty tmpfs on BASE/ms. It keeps descriptors open on t/log (appending), ro/data and hb/h.txt, and
  * works in t/d. With `overlay`, it also mounts an overlay of BASE/host (upper and work
  * directories in the tmpfs) on BASE/ov. With `shared`, it makes BASE/t shared, binds
  * it on BASE/s (a peer) and on BASE/sl (made a slave of it), and mounts a tmpfs on
@@ -58,7 +59,7 @@ static void must(int r, const char *what)
 
 static void setup(int overlay, int shared, int big)
 {
-	const char *dirs[] = { "t", "ro", "hb", "p", "ov", "s", "sl" };
+	const char *dirs[] = { "t", "ro", "hb", "p", "ov", "s", "sl", "ms" };
 	for (unsigned i = 0; i < sizeof dirs / sizeof *dirs; i++)
 		if (mkdir(at(dirs[i]), 0755) != 0 && errno != EEXIST)
 			die("mkdir %s: %s", dirs[i], strerror(errno));
@@ -98,6 +99,9 @@ static void setup(int overlay, int shared, int big)
 	must(mount(NULL, at("ro"), NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL), "remount ro");
 	must(mount(at("host"), at("hb"), NULL, MS_BIND, NULL), "bind host");
 	must(mount("proc", at("p"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL), "mount proc");
+	put(at("t/masked"), "secret\n", 0600);
+	must(mount("/dev/null", at("t/masked"), NULL, MS_BIND, NULL), "mask a file");
+	must(mount("ckpt-ms", at("ms"), "tmpfs", MS_RDONLY, "size=4k,mode=0555"), "mask a directory");
 	if (overlay) {
 		must(mkdir(at("t/up"), 0755), "mkdir up");
 		must(mkdir(at("t/work"), 0755), "mkdir work");
@@ -248,6 +252,18 @@ int main(int argc, char **argv)
 		if (getcwd(cwd, sizeof cwd) && strncmp(cwd, base, strlen(base)) == 0)
 			rel = cwd + strlen(base);
 		int selfp = access(at("p/self/stat"), R_OK) == 0;
+		char sec[16] = "";
+		fd = open(at("t/masked"), O_RDONLY);
+		r = fd >= 0 ? read(fd, sec, sizeof sec - 1) : -1;
+		if (fd >= 0)
+			close(fd);
+		int msw = open(at("ms/x"), O_WRONLY | O_CREAT, 0600);
+		int ms_ro = msw < 0 && errno == EROFS;
+		if (msw >= 0)
+			close(msw);
+		struct stat mss;
+		int ms_mode = stat(at("ms"), &mss) == 0 ? (int)(mss.st_mode & 07777) : -1;
+		out("masked=%zd ms=%d:%o\n", r, ms_ro, ms_mode);
 
 		if (shared && i == 8) {
 			must(mount("ckpt-pm2", at("t/pm2"), "tmpfs", 0, "size=1m"), "mount pm2");
