@@ -455,3 +455,51 @@ fn shared_and_slave_mounts_keep_their_propagation() {
         &[out_before, fin.stdout].concat(),
     );
 }
+
+/// A tree run without address randomization (`setarch -R`) makes ckpt restore execute
+/// itself again to match, from inside the namespace the first run built (the second run
+/// uses it as it is); the output is an uninterrupted run's and the mounts the same.
+#[test]
+fn restore_executing_itself_again_stays_in_the_built_namespace() {
+    let ctx = Ctx::new("restore_executing_itself_again_stays_in_the_built_namespace");
+    let setarch = ["/usr/bin/setarch", "/bin/setarch"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("setarch (util-linux) not found");
+    let b = base(&ctx, "m");
+    let rb = base(&ctx, "r");
+    let norand = |base: &Path| {
+        let s = spec(base, 16, &[]);
+        let mut n = Spec::new(&setarch).arg("-R").arg(&s.prog);
+        for a in &s.args {
+            n = n.arg(a);
+        }
+        n
+    };
+    let reference = ctx.reference(&norand(&rb));
+    let mut t = ctx.spawn(&norand(&b));
+    t.wait_lines(6);
+    let pid = t.pid;
+    let before = mountinfo(pid);
+    let img = ctx.path("mntns.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let out_before = t.stdout.finish("mntns -R: original");
+    wait_pids_gone(&[pid], "mntns after the dump");
+    let mut r = ctx.restore(&img, &[], In::Null);
+    r.wait_lines(1);
+    assert_eq!(mountinfo(pid), before, "the restored mounts");
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore: {}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "mntns -R (dumped, restored)",
+        &reference.stdout,
+        &[out_before, fin.stdout].concat(),
+    );
+}

@@ -668,6 +668,11 @@ pub(crate) fn enter_new(ckpt: &Checkpoint, new_pidns: bool) -> RestoreResult<()>
     let Some(tree) = owned_tree(ckpt) else {
         return Ok(());
     };
+    // A restore that executed itself again (`Prepared::take_randomization`) did so
+    // from inside the namespace it had built: it is there already.
+    if std::env::var_os(crate::restore::RANDOMIZATION_MARK).is_some() {
+        return Ok(());
+    }
     let mut problems = Vec::new();
     check_tree(ckpt, new_pidns, &mut problems);
     let same_boot = !ckpt.info.boot_id.is_empty() && ckpt.info.boot_id == sys::process::boot_id();

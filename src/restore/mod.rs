@@ -177,7 +177,7 @@ pub fn prepare<R: Read>(input: R, view: &HostView) -> Result<Prepared<R>> {
 
 /// Set in the environment of a ckpt restore that executed itself again to take the
 /// image's address randomization ([`Prepared::take_randomization`]).
-const RANDOMIZATION_MARK: &str = "CKPT_RESTORE_REEXECUTED";
+pub(crate) const RANDOMIZATION_MARK: &str = "CKPT_RESTORE_REEXECUTED";
 
 impl<R: Read> Prepared<R> {
     /// The restored processes inherit ckpt's `PF_RANDOMIZE` (only an exec sets it): when
