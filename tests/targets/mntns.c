@@ -9,7 +9,8 @@
  * character device "null" (1:3); then a read-only bind of BASE/t on BASE/ro, a bind of
  * the host directory BASE/host on BASE/hb, and a proc on BASE/p (nosuid, nodev,
  * noexec). Then, as a container masks paths: /dev/null bound over t/masked (a file
- * holding "secret"), and a read-only empty tmpfs on BASE/ms. It keeps descriptors open on t/log (appending), ro/data and hb/h.txt, and
+ * holding "secret"), and a read-only empty tmpfs on BASE/ms; a new devpts instance on
+ * BASE/pts (ptmxmode 0666) and an mqueue on BASE/mq. It keeps descriptors open on t/log (appending), ro/data and hb/h.txt, and
  * works in t/d. With `overlay`, it also mounts an overlay of BASE/host (upper and work
  * directories in the tmpfs) on BASE/ov. With `shared`, it makes BASE/t shared, binds
  * it on BASE/s (a peer) and on BASE/sl (made a slave of it), and mounts a tmpfs on
@@ -59,7 +60,7 @@ static void must(int r, const char *what)
 
 static void setup(int overlay, int shared, int big)
 {
-	const char *dirs[] = { "t", "ro", "hb", "p", "ov", "s", "sl", "ms" };
+	const char *dirs[] = { "t", "ro", "hb", "p", "ov", "s", "sl", "ms", "pts", "mq" };
 	for (unsigned i = 0; i < sizeof dirs / sizeof *dirs; i++)
 		if (mkdir(at(dirs[i]), 0755) != 0 && errno != EEXIST)
 			die("mkdir %s: %s", dirs[i], strerror(errno));
@@ -102,6 +103,11 @@ static void setup(int overlay, int shared, int big)
 	put(at("t/masked"), "secret\n", 0600);
 	must(mount("/dev/null", at("t/masked"), NULL, MS_BIND, NULL), "mask a file");
 	must(mount("ckpt-ms", at("ms"), "tmpfs", MS_RDONLY, "size=4k,mode=0555"), "mask a directory");
+	must(mount("devpts", at("pts"), "devpts", MS_NOSUID | MS_NOEXEC,
+		   "newinstance,ptmxmode=0666,mode=0620"),
+	     "mount devpts");
+	must(mount("mqueue", at("mq"), "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL),
+	     "mount mqueue");
 	if (overlay) {
 		must(mkdir(at("t/up"), 0755), "mkdir up");
 		must(mkdir(at("t/work"), 0755), "mkdir work");
@@ -263,7 +269,9 @@ int main(int argc, char **argv)
 			close(msw);
 		struct stat mss;
 		int ms_mode = stat(at("ms"), &mss) == 0 ? (int)(mss.st_mode & 07777) : -1;
-		out("masked=%zd ms=%d:%o\n", r, ms_ro, ms_mode);
+		struct stat pt;
+		int ptmx = stat(at("pts/ptmx"), &pt) == 0 ? (int)(pt.st_mode & 07777) : -1;
+		out("masked=%zd ms=%d:%o ptmx=%o\n", r, ms_ro, ms_mode, ptmx);
 
 		if (shared && i == 8) {
 			must(mount("ckpt-pm2", at("t/pm2"), "tmpfs", 0, "size=1m"), "mount pm2");
