@@ -108,15 +108,42 @@ struct InheritArgs {
     /// `ckpt restore job.img --inherit-fd 7:pipe:[12345] 7< <(producer)`.
     #[arg(long = "inherit-fd", value_name = "N:KEY", value_parser = parse_inherit)]
     inherit_fd: Vec<(i32, String)>,
+    /// For a tree that had a mount namespace of its own: bind the host path SOURCE on
+    /// DEST, an external mount of the image (a mount the namespace had of a host
+    /// directory or file, the container's root file system, a host file system), named
+    /// by where it was mounted inside the namespace (`ckpt inspect --json` shows them,
+    /// under "namespaces").
+    /// Without it, an external mount is bound again from the host path it had at dump,
+    /// if that is still the same file (device and inode, on the dump's boot). Repeat
+    /// the option for each mount given.
+    #[arg(long = "external-mount", value_name = "DEST=SOURCE", value_parser = parse_external_mount)]
+    external_mount: Vec<(String, String)>,
 }
 
 impl InheritArgs {
     /// The host view for `cpu` with these external resources; an error is bad usage.
     fn view(self, cpu: &CpuArgs) -> Result<restore::HostView, String> {
+        restore::set_external_mounts(
+            self.external_mount
+                .into_iter()
+                .map(|(d, s)| (d.into_bytes(), s.into_bytes()))
+                .collect(),
+        );
         cpu.view().map(|v| restore::HostView {
             inherit: self.inherit_fd,
             ..v
         })
+    }
+}
+
+fn parse_external_mount(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((d, src)) if d.starts_with('/') && src.starts_with('/') => {
+            Ok((d.to_string(), src.to_string()))
+        }
+        _ => Err(format!(
+            "{s:?} is not DEST=SOURCE with two absolute paths (e.g. /data=/srv/data)"
+        )),
     }
 }
 

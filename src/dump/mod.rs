@@ -530,7 +530,15 @@ fn refuse_unrestorable(
         new_pid_namespace: false,
         inherit: Vec::new(),
     };
-    let problems = crate::restore::plan::problems_while_held(ckpt, &view, held);
+    // A tree with a mount namespace of its own names its files as its namespace shows
+    // them: plan opens them from a thread in that namespace.
+    let problems = if crate::kinds::mnt::owned_tree(ckpt).is_some() {
+        sys::mount::in_mount_ns(pid, || {
+            crate::restore::plan::problems_while_held(ckpt, &view, held)
+        })?
+    } else {
+        crate::restore::plan::problems_while_held(ckpt, &view, held)
+    };
     if problems.is_empty() {
         Ok(())
     } else {

@@ -6,6 +6,7 @@ pub(crate) mod check;
 pub(crate) mod fd;
 pub(crate) mod ipc;
 pub(crate) mod mem;
+pub(crate) mod mnt;
 pub(crate) mod ns;
 pub(crate) mod task;
 #[cfg(test)]

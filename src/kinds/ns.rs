@@ -5,9 +5,10 @@
 //! restore by starting the tree in ckpt's) or one the tree created (its root is in it
 //! and the root's parent, outside the tree, is not), which restore creates anew before
 //! the first process is started: UTS (its names), IPC (its limits; it must hold no
-//! SysV object yet) and time (its clocks continue from the dumped values). Everything
-//! else is refused at dump, naming the process and the namespace: another kind of
-//! namespace of the tree's own (net, mnt, cgroup, user), a namespace made outside the
+//! SysV object yet) and time (its clocks continue from the dumped values); a mount
+//! namespace is built by `kinds::mnt`, before plan. Everything else is refused at dump,
+//! naming the process and the namespace: another kind of namespace of the tree's own
+//! (net, cgroup, user), a namespace made outside the
 //! tree (another container's), processes of the tree in different namespaces of one
 //! kind, and a time namespace made for children nobody entered yet.
 
@@ -22,7 +23,7 @@ use crate::sys;
 pub(crate) const KINDS: [&str; 7] = ["uts", "ipc", "net", "mnt", "cgroup", "time", "user"];
 
 /// Kinds a tree's own namespace of which restore creates.
-pub(crate) const RESTORED: [&str; 3] = ["uts", "ipc", "time"];
+pub(crate) const RESTORED: [&str; 4] = ["uts", "ipc", "time", "mnt"];
 
 /// The per-namespace limits of an IPC namespace (under /proc/sys).
 pub(crate) const IPC_LIMITS: [&str; 12] = [
@@ -285,6 +286,7 @@ fn own_namespace(
                 boottime_ns: b.saturating_add(bo),
             });
         }
+        "mnt" => ns.mounts = Some(crate::kinds::mnt::collect(pid)?),
         _ => {}
     }
     Ok(ns)
@@ -326,6 +328,7 @@ pub(crate) fn check_namespaces(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             "time" => ns
                 .time
                 .is_some_and(|t| t.monotonic_ns >= 0 && t.boottime_ns >= 0),
+            "mnt" => ns.mounts.is_some(),
             _ => false,
         };
         if !ok {

@@ -1217,6 +1217,96 @@ pub struct Namespace {
     /// A time namespace of the tree's: its clocks as its processes saw them at dump.
     #[serde(default)]
     pub time: Option<TimeClocks>,
+    /// A mount namespace of the tree's: its mounts (see `kinds::mnt`).
+    #[serde(default)]
+    pub mounts: Option<MountTree>,
+}
+
+/// The mounts of a mount namespace of the tree's own, in the order its root's
+/// /proc/PID/mountinfo lists them (a parent before its children).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct MountTree {
+    pub mounts: Vec<Mount>,
+}
+
+/// One mount, as /proc/PID/mountinfo shows it, and where restore gets it from.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Mount {
+    /// Its mount ID at dump (how `parent` and `MountOrigin::Bind` name mounts).
+    pub id: u32,
+    /// The mount it is mounted on (for the namespace's root: a mount outside it).
+    pub parent: u32,
+    /// The device of its file system at dump (as stat shows it).
+    pub dev: u64,
+    /// The directory of its file system it shows (its root, "/" for the whole).
+    #[serde(with = "serde_bytes")]
+    pub root: Vec<u8>,
+    /// Where it is mounted, as the namespace's processes see it.
+    #[serde(with = "serde_bytes")]
+    pub point: Vec<u8>,
+    /// Per-mount options: "ro" or "rw", "nosuid", "nodev", "noexec", "noatime",
+    /// "nodiratime", "relatime"...
+    pub options: Vec<String>,
+    /// The optional fields: "shared:N", "master:N", "propagate_from:N", "unbindable".
+    pub propagation: Vec<String>,
+    pub fstype: String,
+    #[serde(with = "serde_bytes")]
+    pub source: Vec<u8>,
+    /// The file system's options ("rw,size=1024k,mode=755...").
+    pub super_options: String,
+    pub origin: MountOrigin,
+}
+
+/// Where restore gets a mount from.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub enum MountOrigin {
+    /// A directory or file of a file system the host has mounted too (the container's
+    /// root file system, a host directory bound in): bound again from `host_path`
+    /// (ckpt's view at dump; or `restore --external-mount POINT=SOURCE`), which must
+    /// still be the file (`dev`, `ino`) it was.
+    External {
+        #[serde(with = "serde_bytes")]
+        host_path: Vec<u8>,
+        dev: u64,
+        ino: u64,
+    },
+    /// A file system of the namespace's own, mounted anew (`fstype`, `source`,
+    /// `super_options`); a tmpfs with its files.
+    Fresh { files: Vec<FsEntry> },
+    /// A bind of (a directory of) another mount of the namespace, mount ID `of`,
+    /// recreated before it.
+    Bind { of: u32 },
+    /// Not known (never in an image ckpt wrote).
+    #[default]
+    Unknown,
+}
+
+/// One file of a tmpfs kept in the image, a directory before what it holds.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct FsEntry {
+    /// Its path below the file system's root ("" for the root itself).
+    #[serde(with = "serde_bytes")]
+    pub path: Vec<u8>,
+    /// Type and permission bits (st_mode).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// A device node's device number.
+    pub rdev: u64,
+    /// A regular file's size (its data is `extents`, the rest holes).
+    pub size: u64,
+    pub atime: (i64, u32),
+    pub mtime: (i64, u32),
+    /// A symbolic link's target.
+    #[serde(with = "serde_bytes")]
+    pub target: Vec<u8>,
+    /// Another name of the same file, given earlier (a hard link): only the name.
+    #[serde(default, with = "serde_bytes")]
+    pub link_to: Vec<u8>,
+    /// A regular file's data: (offset, bytes), in order.
+    pub extents: Vec<(u64, serde_bytes::ByteBuf)>,
+    /// Extended attributes (name, value), of regular files and directories.
+    pub xattrs: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
 }
 
 /// The host and domain names of a UTS namespace.

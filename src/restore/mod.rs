@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 pub(crate) use crate::error::fault_point;
 pub use crate::error::{Problem, RestoreError, RestoreResult as Result};
 use crate::image::ImageReader;
+pub use crate::kinds::mnt::set_external_mounts;
 use crate::sys;
 pub use pidns::{Launched, exit_code};
 pub use plan::{HostView, read_checkpoint};
@@ -36,15 +37,32 @@ pub struct CheckReport {
 pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     let mut reader = ImageReader::new(input)?;
     let ckpt = plan::read_checkpoint(&mut reader)?;
+    // The files of a tree with a mount namespace of its own are in it: built first (in
+    // a namespace of ckpt's own, which ends with it); what stops it is a problem.
+    let early = match crate::kinds::mnt::enter_new(&ckpt, view.new_pid_namespace) {
+        Ok(()) => Vec::new(),
+        Err(RestoreError::Problems(p)) => p,
+        Err(e) => vec![Problem {
+            code: "mount",
+            message: format!("cannot build the tree's mount namespace: {e}"),
+        }],
+    };
     let plan = plan::plan(ckpt, view);
     let mut requirements = crate::arch::requirements_manifest(&plan.ckpt.arch);
+    if let (Some(o), Some(m)) = (
+        requirements.as_object_mut(),
+        crate::kinds::mnt::manifest(&plan.ckpt),
+    ) {
+        o.insert("mounts".into(), m);
+    }
     if let Some(k) = requirements
         .get_mut("kernel")
         .and_then(serde_json::Value::as_array_mut)
     {
         k.extend(kernel::manifest(&kernel::required(&plan.ckpt)));
     }
-    let mut problems = plan.problems;
+    let mut problems = early;
+    problems.extend(plan.problems);
     let mut page_bytes = 0;
     if problems.iter().all(|p| p.code != "malformed") {
         match read_records(&plan.ckpt, &mut reader) {
@@ -165,6 +183,9 @@ pub fn prepare<R: Read>(input: R, view: &HostView) -> Result<Prepared<R>> {
     let t0 = Instant::now();
     let mut reader = ImageReader::new(input)?;
     let ckpt = plan::read_checkpoint(&mut reader)?;
+    // A mount namespace of the tree's own is built before plan opens the files in it;
+    // ckpt's main thread stays in it (see `kinds::mnt`).
+    crate::kinds::mnt::enter_new(&ckpt, view.new_pid_namespace)?;
     let plan = plan::plan(ckpt, view);
     if !plan.problems.is_empty() {
         return Err(RestoreError::Problems(plan.problems));
@@ -182,7 +203,7 @@ pub fn prepare<R: Read>(input: R, view: &HostView) -> Result<Prepared<R>> {
 
 /// Set in the environment of a ckpt restore that executed itself again to take the
 /// image's address randomization ([`Prepared::take_randomization`]).
-const RANDOMIZATION_MARK: &str = "CKPT_RESTORE_REEXECUTED";
+pub(crate) const RANDOMIZATION_MARK: &str = "CKPT_RESTORE_REEXECUTED";
 
 impl<R: Read> Prepared<R> {
     /// Call `hook` at each [`RestoreStep`].

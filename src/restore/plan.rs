@@ -229,8 +229,10 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
     // Every file restore needs by path is opened here, once, and checked through that
     // descriptor; stage uses only these descriptors.
     let mut files = HeldFiles::new(&ckpt.info.boot_id);
+    files.fresh_devs = crate::kinds::mnt::fresh_devs(ckpt);
     check_structure(ckpt, &mut problems);
     crate::kinds::ns::check_namespaces(ckpt, &mut problems);
+    crate::kinds::mnt::check_tree(ckpt, view.new_pid_namespace, &mut problems);
     if problems.iter().all(|p| p.code != "malformed") {
         // Privileges: ckpt's own, and what each process asks of them.
         let pairs = ckpt.pipes.len() + ckpt.socketpairs.len() + ckpt.fifos.len();

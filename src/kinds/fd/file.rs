@@ -59,7 +59,15 @@ pub(crate) fn file_id_checked(pid: i32, link: &str, name: &[u8], what: &str) -> 
 /// unlinked under that name but is still linked under another, a hard link restore
 /// cannot find.)
 pub(crate) fn check_path(pid: i32, id: &FileId, what: &str) -> DumpResult<()> {
-    match procfs::file_id(procfs::bytes_path(&id.path), &id.path) {
+    // A process in a mount namespace of its own names files as that namespace shows
+    // them (`kinds::mnt`): looked up from its root.
+    let own_mnt = sys::ns::inode(pid, "mnt").ok() != sys::ns::inode(0, "mnt").ok();
+    let path = if own_mnt {
+        [format!("/proc/{pid}/root").as_bytes(), &id.path[..]].concat()
+    } else {
+        id.path.clone()
+    };
+    match procfs::file_id(procfs::bytes_path(&path), &id.path) {
         Ok(now) if now.dev == id.dev && now.ino == id.ino => Ok(()),
         _ if id.path.ends_with(b" (deleted)") => Err(unsupported(
             pid,

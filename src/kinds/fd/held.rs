@@ -36,6 +36,9 @@ struct Held {
 pub(crate) struct HeldFiles {
     /// The image was made on this boot: device and inode numbers are compared.
     same_boot: bool,
+    /// Devices of the file systems restore mounts anew (`kinds::mnt::fresh_devs`): their
+    /// files are other inodes, compared as on another boot.
+    pub(crate) fresh_devs: std::collections::BTreeSet<u64>,
     files: BTreeMap<Vec<u8>, Held>,
 }
 
@@ -46,6 +49,7 @@ impl HeldFiles {
         pathfd::raise_own_fd_limit();
         Self {
             same_boot: !image_boot_id.is_empty() && image_boot_id == here,
+            fresh_devs: Default::default(),
             files: BTreeMap::new(),
         }
     }
@@ -55,6 +59,7 @@ impl HeldFiles {
     pub(crate) fn same_boot() -> Self {
         Self {
             same_boot: true,
+            fresh_devs: Default::default(),
             files: BTreeMap::new(),
         }
     }
@@ -95,7 +100,10 @@ impl HeldFiles {
         what: &str,
         problems: &mut Vec<Problem>,
     ) -> bool {
-        if !self.same_boot || (now.dev == id.dev && now.ino == id.ino) {
+        if !self.same_boot
+            || self.fresh_devs.contains(&id.dev)
+            || (now.dev == id.dev && now.ino == id.ino)
+        {
             return true;
         }
         check::p(

@@ -201,6 +201,8 @@ fn read_process(r: &mut Reader, pid: i32) {
                         .and_then(|n| n.parse::<i64>().ok())
                 });
                 blocks.join("\n")
+            } else if let (true, Some(n)) = (f == "mountinfo", own_mounts(pid)) {
+                n.mountinfo
             } else if f == "mountinfo" {
                 // which mounts it sees (ids and options), one line each
                 s.lines()
@@ -389,8 +391,94 @@ struct FOwnerEx {
     pid: libc::pid_t,
 }
 
+/// The mounts of a process in a mount namespace other than ours (one restore made
+/// anew), as the oracle compares them: mount IDs as their place in the list, and the
+/// file systems our namespace does not have (those restore mounts anew) numbered in
+/// order of appearance.
+pub(super) struct OwnMounts {
+    /// Its mountinfo so normalised (without the file systems' fields, as for others).
+    mountinfo: String,
+    /// Mount ID -> its place ("m3").
+    ids: BTreeMap<String, String>,
+    /// Device (stat's) of a file system made anew -> its name ("new0").
+    new_devs: BTreeMap<u64, String>,
+}
+
+/// The mount of a descriptor of a process in a mount namespace of its own that is not
+/// in that namespace (the descriptor was opened outside it).
+pub(super) const OUTSIDE_NS: &str = "(a mount of another namespace)";
+
+pub(super) fn own_mounts(pid: i32) -> Option<OwnMounts> {
+    let ns = |p: &str| {
+        fs::metadata(format!("/proc/{p}/ns/mnt"))
+            .ok()
+            .map(|m| m.ino())
+    };
+    if ns(&pid.to_string())? == ns("self")? {
+        return None;
+    }
+    let text = fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
+    let ours = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let our_devs: Vec<&str> = ours.lines().filter_map(|l| l.split(' ').nth(2)).collect();
+    let dev_of = |mm: &str| {
+        let (a, b) = mm.split_once(':')?;
+        Some(libc::makedev(a.parse().ok()?, b.parse().ok()?))
+    };
+    let mut ids = BTreeMap::new();
+    for (i, l) in text.lines().enumerate() {
+        if let Some(id) = l.split(' ').next() {
+            ids.insert(id.to_string(), format!("m{i}"));
+        }
+    }
+    let mut new_devs = BTreeMap::new();
+    let mut groups = BTreeMap::<String, usize>::new();
+    let mut lines = Vec::new();
+    for l in text.lines() {
+        let head = l.split(" - ").next().unwrap_or(l);
+        let w: Vec<&str> = head.split(' ').collect();
+        if w.len() < 6 {
+            continue;
+        }
+        let dev = match dev_of(w[2]) {
+            Some(d) if !our_devs.contains(&w[2]) => {
+                let n = new_devs.len();
+                new_devs
+                    .entry(d)
+                    .or_insert_with(|| format!("new{n}"))
+                    .clone()
+            }
+            _ => w[2].to_string(),
+        };
+        let optional: Vec<String> = w[6..]
+            .iter()
+            .map(|o| match o.split_once(':') {
+                Some((k, g)) => {
+                    let n = groups.len();
+                    format!("{k}:{}", *groups.entry(g.to_string()).or_insert(n))
+                }
+                None => o.to_string(),
+            })
+            .collect();
+        lines.push(format!(
+            "{} {} {dev} {} {} {} {}",
+            ids.get(w[0]).cloned().unwrap_or_default(),
+            ids.get(w[1]).cloned().unwrap_or_else(|| "outside".into()),
+            w[3],
+            w[4],
+            w[5],
+            optional.join(" ")
+        ));
+    }
+    Some(OwnMounts {
+        mountinfo: lines.join("\n"),
+        ids,
+        new_devs,
+    })
+}
+
 fn read_fds(r: &mut Reader, pid: i32) {
     let base = format!("/proc/{pid}");
+    let own = own_mounts(pid);
     let Ok(rd) = fs::read_dir(format!("{base}/fd")) else {
         return;
     };
@@ -421,6 +509,18 @@ fn read_fds(r: &mut Reader, pid: i32) {
         }
         r.conf(format!("{k}.link"), link.clone());
         read_fdinfo(r, &k, &format!("{base}/fdinfo/{fd}"));
+        if let Some(own) = &own {
+            // In a mount namespace restore made anew: the mount by its place.
+            let key = format!("{k}.fdinfo.mnt_id");
+            if let Some((_, (_, id))) = r.e.get_key_value(&key) {
+                let place = own
+                    .ids
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_else(|| OUTSIDE_NS.into());
+                r.conf(key, place);
+            }
+        }
         if let Ok(m) = fs::metadata(format!("{base}/fd/{fd}")) {
             r.conf(format!("{k}.stat.mode"), format!("{:o}", m.mode()));
             r.conf(
@@ -428,8 +528,17 @@ fn read_fds(r: &mut Reader, pid: i32) {
                 format!("{}:{}", m.uid(), m.gid()),
             );
             r.conf(format!("{k}.stat.nlink"), m.nlink().to_string());
-            r.conf(format!("{k}.stat.ino"), m.ino().to_string());
-            r.conf(format!("{k}.stat.dev"), format!("{:x}", m.dev()));
+            match own.as_ref().and_then(|o| o.new_devs.get(&m.dev())) {
+                // A file system restore mounts anew has other device and inode numbers.
+                Some(name) => {
+                    r.conf(format!("{k}.stat.ino"), "(on a file system made anew)");
+                    r.conf(format!("{k}.stat.dev"), name.clone());
+                }
+                None => {
+                    r.conf(format!("{k}.stat.ino"), m.ino().to_string());
+                    r.conf(format!("{k}.stat.dev"), format!("{:x}", m.dev()));
+                }
+            }
             if m.is_file() {
                 r.prog(format!("{k}.stat.size"), m.size().to_string());
                 r.prog(format!("{k}.stat.blocks"), m.blocks().to_string());

@@ -1,0 +1,505 @@
+//! Mount namespaces of the tree's own (issue 15, the mount tree): a tree started with
+//! `unshare -m --propagation private` that mounts a tmpfs with files, a read-only bind
+//! of it, a bind of a host directory and a proc comes back in a new mount namespace
+//! with the same mounts (its mountinfo, normalised: mount IDs, peer group numbers and
+//! the device numbers of the file systems made anew differ), the tmpfs's files, and
+//! its descriptors and working directory in them; what restore cannot rebuild (an
+//! overlay) is refused at dump, naming it; failed restores leave no mount on the host.
+//!
+//! The target is `tests/targets/mntns.c`. Needs root (unshare, mount, ptrace).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// `unshare` (util-linux).
+fn unshare() -> PathBuf {
+    let p = PathBuf::from("/usr/bin/unshare");
+    assert!(p.exists(), "needs unshare(1) (util-linux)");
+    p
+}
+
+/// A base directory for the target below the test's directory, with the host
+/// directory it binds (host/h.txt).
+fn base(ctx: &Ctx, name: &str) -> PathBuf {
+    let b = ctx.dir.join(name);
+    std::fs::create_dir_all(b.join("host")).expect("mkdir host");
+    std::fs::write(b.join("host/h.txt"), "host file\n").expect("write h.txt");
+    b
+}
+
+fn spec(base: &Path, steps: u32, more: &[&str]) -> Spec {
+    let mut s = Spec::new(unshare())
+        .arg("-m")
+        .arg("--propagation")
+        .arg("private")
+        .arg(target("mntns"))
+        .arg(base)
+        .arg(steps.to_string())
+        .arg("sleep=40");
+    for m in more {
+        s = s.arg(m);
+    }
+    s
+}
+
+/// The mountinfo of `pid`, normalised: each mount as its mount point, the mount point
+/// of its parent, the root, the options, the propagation with peer groups numbered in
+/// order of appearance, the type, source and file system options, and its device
+/// (numbered in order of appearance for file systems the host does not have mounted:
+/// those restore makes anew). Mount IDs differ after a restore.
+fn mountinfo(pid: i32) -> Vec<String> {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("read {p}: {e}"));
+    let host_devs: Vec<String> = read("/proc/self/mountinfo")
+        .lines()
+        .filter_map(|l| l.split(' ').nth(2).map(str::to_string))
+        .collect();
+    let text = read(&format!("/proc/{pid}/mountinfo"));
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    let points: BTreeMap<&str, &str> = lines.iter().map(|w| (w[0], w[4])).collect();
+    let mut groups: BTreeMap<String, usize> = BTreeMap::new();
+    let mut devs: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out = Vec::new();
+    for w in &lines {
+        let sep = w
+            .iter()
+            .position(|x| *x == "-")
+            .expect("mountinfo separator");
+        let optional: Vec<String> = w[6..sep]
+            .iter()
+            .map(|o| match o.split_once(':') {
+                Some((k, g)) => {
+                    let n = groups.len();
+                    format!("{k}:{}", *groups.entry(g.to_string()).or_insert(n))
+                }
+                None => o.to_string(),
+            })
+            .collect();
+        let dev = if host_devs.iter().any(|d| d == w[2]) {
+            w[2].to_string()
+        } else {
+            let n = devs.len();
+            format!("new{}", *devs.entry(w[2].to_string()).or_insert(n))
+        };
+        out.push(format!(
+            "{} on {} root {} {} [{}] {} {} {} dev {dev}",
+            w[4],
+            points.get(w[1]).copied().unwrap_or("(outside)"),
+            w[3],
+            w[5],
+            optional.join(" "),
+            w[sep + 1],
+            w[sep + 2],
+            w[sep + 3..].join(" "),
+        ));
+    }
+    out
+}
+
+/// The tree of `unshare -m` (the target, after exec) with its mounts and files is
+/// restored in a new mount namespace: same mountinfo (normalised), and its output is
+/// an uninterrupted run's (it reads and writes its tmpfs through descriptors and
+/// paths, sees the read-only bind, the hole, the link, the FIFO, owners, modes, the
+/// device node, the attribute, the host file and its working directory there).
+#[test]
+fn tree_with_own_mount_namespace_is_restored_with_its_mounts_and_files() {
+    let ctx = Ctx::new("tree_with_own_mount_namespace_is_restored_with_its_mounts_and_files");
+    let b = base(&ctx, "m");
+    let rb = base(&ctx, "r");
+    let steps = 40;
+    let mut rp = ctx.spawn(&spec(&rb, steps, &[]));
+    let mut t = ctx.spawn(&spec(&b, steps, &[]));
+    t.wait_lines(5);
+    let pid = t.pid;
+    let before = mountinfo(pid);
+    assert!(
+        before.iter().any(|l| l.contains(" tmpfs ckpt-mnt ")),
+        "the target's tmpfs: {before:#?}"
+    );
+    let host_before = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let img = ctx.path("mntns.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let out_before = t.stdout.finish("mntns: original");
+    wait_pids_gone(&[pid], "mntns after the dump");
+
+    let mut r = ctx.restore(&img, &[], In::Null);
+    r.wait_lines(1);
+    let after = mountinfo(pid);
+    assert_eq!(
+        before, after,
+        "the restored tree's mounts (normalised mountinfo)"
+    );
+    assert_ne!(
+        std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.ino()
+            })
+            .ok(),
+        std::fs::metadata("/proc/self/ns/mnt")
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.ino()
+            })
+            .ok(),
+        "the restored tree is in a mount namespace of its own"
+    );
+    let fin = r.finish();
+    let reference = rp.finish();
+    assert_eq!(reference.status.code(), Some(0), "reference run");
+    assert_same_output(
+        "mntns (dumped, restored)",
+        &reference.stdout,
+        &[out_before, fin.stdout].concat(),
+    );
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore: {}",
+        text(&fin.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo"),
+        host_before,
+        "the host's mounts are as before"
+    );
+}
+
+/// An overlay mounted in the tree's namespace is refused at dump, naming its mount
+/// point and type; the tree runs on.
+#[test]
+fn overlay_in_the_trees_mount_namespace_is_refused() {
+    let ctx = Ctx::new("overlay_in_the_trees_mount_namespace_is_refused");
+    let b = base(&ctx, "m");
+    let mut t = ctx.spawn(&spec(&b, 400, &["overlay"]));
+    t.wait_lines(2);
+    let r = ctx.try_dump(t.pid, &ctx.path("ov.img"));
+    r.assert_fails(1);
+    let point = b.join("ov");
+    assert!(
+        r.stderr
+            .contains(&format!("overlay mounted on {}", point.display()))
+            && r.stderr.contains("is not restored"),
+        "dump of a tree with an overlay mounted: {}",
+        r.stderr
+    );
+    assert_running_untraced(t.pid, "the target after the refused dump");
+    let n = t.stdout.lines();
+    t.wait_lines(n + 2);
+}
+
+/// A tmpfs of the tree's holding more data than an image keeps (65 MiB) is refused at
+/// dump, naming its mount point; the tree runs on.
+#[test]
+fn tmpfs_with_too_much_data_is_refused() {
+    let ctx = Ctx::new("tmpfs_with_too_much_data_is_refused");
+    let b = base(&ctx, "m");
+    let mut t = ctx.spawn(&spec(&b, 400, &["big"]));
+    t.wait_lines(2);
+    let r = ctx.try_dump(t.pid, &ctx.path("big.img"));
+    r.assert_fails(1);
+    assert!(
+        r.stderr
+            .contains(&format!("tmpfs mounted on {}", b.join("t").display()))
+            && r.stderr.contains("more than 64 MiB"),
+        "dump of a tree with a big tmpfs: {}",
+        r.stderr
+    );
+    assert_running_untraced(t.pid, "the target after the refused dump");
+    let n = t.stdout.lines();
+    t.wait_lines(n + 2);
+}
+
+/// Restores that fail at each step of building the namespace and at sampled steps
+/// after leave no mount on the host and no process; the next restore succeeds with
+/// the same output as an uninterrupted run.
+#[test]
+fn failed_restores_of_a_tree_with_own_mount_namespace_leave_no_mount() {
+    let ctx = Ctx::new("failed_restores_of_a_tree_with_own_mount_namespace_leave_no_mount");
+    let b = base(&ctx, "m");
+    let rb = base(&ctx, "r");
+    let reference = ctx.reference(&spec(&rb, 20, &[]));
+    let mut t = ctx.spawn(&spec(&b, 20, &[]));
+    t.wait_lines(4);
+    let pid = t.pid;
+    let img = ctx.path("mntns.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("mntns: original");
+    wait_pids_gone(&[pid], "mntns after the dump");
+    let host = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let restore = |env: &[(&str, &str)]| {
+        let mut s = Spec::new(ckpt_bin()).arg("restore").arg(&img).cwd(&ctx.dir);
+        for (k, v) in env {
+            s = s.env(k, v);
+        }
+        ctx.spawn(&s).finish()
+    };
+    let trace = restore(&[("CKPT_FAULT", "no such step"), ("CKPT_FAULT_TRACE", "1")]);
+    let trace_text = text(&trace.stderr);
+    let total = trace_text
+        .lines()
+        .filter(|l| l.starts_with("ckpt: step #"))
+        .count();
+    assert!(
+        total > 20 && trace_text.contains("mount the tree's file systems"),
+        "too few traced steps (fault-injection feature on?):\n{trace_text}"
+    );
+    assert_eq!(
+        trace.status.code(),
+        Some(0),
+        "the traced restore: {trace_text}"
+    );
+    let mut faults: Vec<String> = [
+        "create the tree's mount namespace",
+        "mount the tree's file systems",
+        "set the tree's mount flags",
+    ]
+    .map(String::from)
+    .to_vec();
+    // Every step of building the namespace (the mounts are the first steps), then some.
+    faults.extend(
+        (1..=total)
+            .filter(|n| *n <= 30 || n % 13 == 0 || *n == total)
+            .map(|n| format!("#{n}")),
+    );
+    for f in &faults {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &[pid], &[]);
+        assert_eq!(
+            std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo"),
+            host,
+            "restore failing at {f} left a mount on the host"
+        );
+    }
+    eprintln!("{} failing restores of {total} steps", faults.len());
+    let fin = restore(&[]);
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "the final restore: {}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "mntns: the traced restore",
+        &reference.stdout,
+        &[before.clone(), trace.stdout].concat(),
+    );
+    assert_same_output(
+        "mntns: restored after the failed ones",
+        &reference.stdout,
+        &[before, fin.stdout].concat(),
+    );
+}
+
+/// An external mount whose host source is gone (the host directory bound in was
+/// renamed after the dump): restore refuses, naming the mount and the option that
+/// gives it, and leaves nothing; with `--external-mount POINT=SOURCE` naming the new
+/// place, the tree comes back and runs as an uninterrupted run.
+#[test]
+fn external_mount_is_given_at_restore_when_its_source_moved() {
+    let ctx = Ctx::new("external_mount_is_given_at_restore_when_its_source_moved");
+    let b = base(&ctx, "m");
+    let rb = base(&ctx, "r");
+    let reference = ctx.reference(&spec(&rb, 16, &[]));
+    let mut t = ctx.spawn(&spec(&b, 16, &[]));
+    t.wait_lines(4);
+    let pid = t.pid;
+    let mounts = mountinfo(pid);
+    let img = ctx.path("mntns.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("mntns: original");
+    wait_pids_gone(&[pid], "mntns after the dump");
+    let moved = ctx.dir.join("moved-host");
+    std::fs::rename(b.join("host"), &moved).expect("move the host directory");
+    let host = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let point = b.join("hb");
+    // `ckpt check --json` lists the external mounts and the missing source.
+    let check = ctx
+        .spawn(
+            &Spec::new(ckpt_bin())
+                .arg("check")
+                .arg("--json")
+                .arg(&img)
+                .cwd(&ctx.dir),
+        )
+        .finish();
+    let json: serde_json::Value = serde_json::from_slice(&check.stdout)
+        .unwrap_or_else(|e| panic!("ckpt check --json: {e}: {}", text(&check.stdout)));
+    let external = &json["requirements"]["mounts"]["external"];
+    assert!(
+        external.as_array().is_some_and(|a| a.iter().any(|m| {
+            m["point"] == point.display().to_string()
+                && m["source"] == b.join("host").display().to_string()
+        })),
+        "ckpt check --json lists the external mounts: {json}"
+    );
+    assert!(
+        json["problems"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p["code"] == "external-mount")),
+        "ckpt check --json names the missing source: {json}"
+    );
+    let refused = ctx
+        .spawn(&Spec::new(ckpt_bin()).arg("restore").arg(&img).cwd(&ctx.dir))
+        .finish();
+    let err = text(&refused.stderr);
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "restore without the source: {err}"
+    );
+    assert!(
+        err.contains(&format!("the source of the mount on {}", point.display()))
+            && err.contains(&format!("--external-mount {}=SOURCE", point.display())),
+        "restore without the external mount's source: {err}"
+    );
+    assert!(
+        refused.stdout.is_empty(),
+        "the tree ran: {}",
+        text(&refused.stdout)
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo"),
+        host,
+        "the refused restore left a mount on the host"
+    );
+    let given = format!("{}={}", point.display(), moved.display());
+    // Not `ctx.restore`: its oracle would see the bind's root change, which is what was
+    // asked; the mounts are compared here with that one root replaced.
+    let mut r = ctx.spawn(
+        &Spec::new(ckpt_bin())
+            .arg("restore")
+            .arg(&img)
+            .arg("--external-mount")
+            .arg(&given)
+            .cwd(&ctx.dir),
+    );
+    r.wait_lines(1);
+    let want: Vec<String> = mounts
+        .iter()
+        .map(|l| {
+            l.replace(
+                &format!("root {} ", b.join("host").display()),
+                &format!("root {} ", moved.display()),
+            )
+        })
+        .collect();
+    assert_ne!(want, mounts, "the bind of the host directory is listed");
+    assert_eq!(
+        mountinfo(pid),
+        want,
+        "the restored mounts, the bind's root given"
+    );
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "restore with --external-mount: {}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "mntns: restored with its host directory moved",
+        &reference.stdout,
+        &[before, fin.stdout].concat(),
+    );
+}
+
+/// Propagation between the namespace's mounts: a shared tmpfs, a peer bind of it and a
+/// slave bind, and a tmpfs mounted on it that propagated to both, come back with the
+/// same peer groups and master (the same mountinfo, normalised), and a mount made
+/// after the restore propagates as in an uninterrupted run (to the peer and the slave
+/// from the shared one, to neither from the slave).
+#[test]
+fn shared_and_slave_mounts_keep_their_propagation() {
+    let ctx = Ctx::new("shared_and_slave_mounts_keep_their_propagation");
+    let b = base(&ctx, "m");
+    let rb = base(&ctx, "r");
+    let reference = ctx.reference(&spec(&rb, 14, &["shared"]));
+    let mut t = ctx.spawn(&spec(&b, 14, &["shared"]));
+    t.wait_lines(6);
+    let pid = t.pid;
+    let before = mountinfo(pid);
+    assert!(
+        before.iter().any(|l| l.contains("[shared:"))
+            && before.iter().any(|l| l.contains("[master:")),
+        "the target's shared and slave mounts: {before:#?}"
+    );
+    let img = ctx.path("mntns.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let out_before = t.stdout.finish("mntns shared: original");
+    wait_pids_gone(&[pid], "mntns after the dump");
+    let mut r = ctx.restore(&img, &[], In::Null);
+    r.wait_lines(1);
+    let after = mountinfo(pid);
+    assert_eq!(
+        before,
+        after[..before.len().min(after.len())],
+        "the restored mounts"
+    );
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore: {}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "mntns shared (dumped, restored)",
+        &reference.stdout,
+        &[out_before, fin.stdout].concat(),
+    );
+}
+
+/// A tree run without address randomization (`setarch -R`) makes ckpt restore execute
+/// itself again to match, from inside the namespace the first run built (the second run
+/// uses it as it is); the output is an uninterrupted run's and the mounts the same.
+#[test]
+fn restore_executing_itself_again_stays_in_the_built_namespace() {
+    let ctx = Ctx::new("restore_executing_itself_again_stays_in_the_built_namespace");
+    let setarch = ["/usr/bin/setarch", "/bin/setarch"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("setarch (util-linux) not found");
+    let b = base(&ctx, "m");
+    let rb = base(&ctx, "r");
+    let norand = |base: &Path| {
+        let s = spec(base, 16, &[]);
+        let mut n = Spec::new(&setarch).arg("-R").arg(&s.prog);
+        for a in &s.args {
+            n = n.arg(a);
+        }
+        n
+    };
+    let reference = ctx.reference(&norand(&rb));
+    let mut t = ctx.spawn(&norand(&b));
+    t.wait_lines(6);
+    let pid = t.pid;
+    let before = mountinfo(pid);
+    let img = ctx.path("mntns.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let out_before = t.stdout.finish("mntns -R: original");
+    wait_pids_gone(&[pid], "mntns after the dump");
+    let mut r = ctx.restore(&img, &[], In::Null);
+    r.wait_lines(1);
+    assert_eq!(mountinfo(pid), before, "the restored mounts");
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore: {}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "mntns -R (dumped, restored)",
+        &reference.stdout,
+        &[out_before, fin.stdout].concat(),
+    );
+}
