@@ -80,19 +80,6 @@ pub const LEGIT: &[(&str, &str)] = &[
         "the tree joins ckpt restore's process group",
     ),
     ("*.status.NSsid", "the tree joins ckpt restore's session"),
-    // fds 0-2 leading outside the tree: they are ckpt restore's now (same kind, flags)
-    (
-        "*.fd[012].stat.ino",
-        "an inherited fd 0-2 is ckpt restore's, not the original's",
-    ),
-    (
-        "*.fd[012].fdinfo.mnt_id",
-        "an inherited fd 0-2 is ckpt restore's",
-    ),
-    (
-        "*.fd[012].stat.dev",
-        "an inherited fd 0-2 is ckpt restore's",
-    ),
     // a mount namespace restore made anew (see `snapshot::own_mounts`)
     (
         "*.fdinfo.mnt_id@outside_ns",
