@@ -29,6 +29,7 @@ fn view() -> &'static ckpt::restore::HostView {
         // PIDs taken on the fuzzing host say nothing about the image.
         new_pid_namespace: true,
         inherit: Vec::new(),
+        join_ns: Vec::new(),
     })
 }
 

@@ -106,6 +106,15 @@ struct InheritArgs {
     /// `ckpt restore job.img --inherit-fd 7:pipe:[12345] 7< <(producer)`.
     #[arg(long = "inherit-fd", value_name = "N:KEY", value_parser = parse_inherit)]
     inherit_fd: Vec<(i32, String)>,
+    /// Restore the tree in the namespace of file PATH for its namespace of kind TYPE
+    /// (net, uts or ipc) that was made outside the dumped tree (neither ckpt's nor the
+    /// tree's own, e.g. another container's network namespace; `ckpt dump` notes it
+    /// and `ckpt check --json` lists it as "external"). PATH is /proc/PID/ns/TYPE of a
+    /// process in it or a bind-mounted namespace file such as /run/netns/NAME. Restore
+    /// refuses an image with such a namespace that is not given. Repeat for each kind.
+    /// Example: `ckpt restore web.img --join-ns net:/run/netns/blue`.
+    #[arg(long = "join-ns", value_name = "TYPE:PATH", value_parser = parse_join_ns)]
+    join_ns: Vec<(String, std::path::PathBuf)>,
 }
 
 impl InheritArgs {
@@ -113,9 +122,25 @@ impl InheritArgs {
     fn view(self, cpu: &CpuArgs) -> Result<restore::HostView, String> {
         cpu.view().map(|v| restore::HostView {
             inherit: self.inherit_fd,
+            join_ns: self.join_ns,
             ..v
         })
     }
+}
+
+fn parse_join_ns(s: &str) -> Result<(String, std::path::PathBuf), String> {
+    let (kind, path) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not TYPE:PATH (e.g. net:/run/netns/blue)"))?;
+    if !["net", "uts", "ipc"].contains(&kind) {
+        return Err(format!(
+            "{kind:?}: restore joins only net, uts and ipc namespaces"
+        ));
+    }
+    if path.is_empty() {
+        return Err(format!("{s:?} names no namespace file after the colon"));
+    }
+    Ok((kind.to_string(), std::path::PathBuf::from(path)))
 }
 
 fn parse_inherit(s: &str) -> Result<(i32, String), String> {

@@ -505,6 +505,7 @@ fn refuse_unrestorable(
         policy: arch::CpuPolicy::default(),
         new_pid_namespace: false,
         inherit: Vec::new(),
+        join_ns: Vec::new(),
     };
     let problems = crate::restore::plan::problems_while_held(ckpt, &view, held);
     if problems.is_empty() {
@@ -581,6 +582,8 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     // A tree with an IPC namespace of its own: its System V segments are read there.
     let ckpts_ns = crate::kinds::ns::own_namespaces()?;
     crate::kinds::ns::join_own_ipc(pid, sys::proc::status(pid)?.ppid, &ckpts_ns)?;
+    // A tree in another network namespace: its sockets are looked at there.
+    crate::kinds::ns::join_tree_net(pid, &ckpts_ns)?;
     let mut tree = FrozenTree::freeze(pid)?;
     let mut seen = SharedSeen::new();
     let mut processes = Vec::new();
@@ -672,6 +675,14 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         vmas: ckpt.processes.iter().map(|p| p.vmas.len()).sum(),
         ..Default::default()
     };
+    for ns in ckpt.namespaces.iter().filter(|n| n.foreign) {
+        stats.warnings.push(format!(
+            "the tree is in a {kind} namespace ({kind}:[{}]) made outside it, recorded as \
+             external: restore needs --join-ns {kind}:PATH naming the one to restore it in",
+            ns.inode,
+            kind = ns.kind
+        ));
+    }
     for p in &ckpt.processes {
         for t in p.threads.iter() {
             if arch::native::in_restart_syscall(&t.arch.regs) {
@@ -714,13 +725,19 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         tree.let_go()?;
     } else {
         // The peers' packets are dropped until restore (else the kernel would answer
-        // them with a reset once the sockets are gone)...
-        let conns: Vec<_> = collected
-            .ckpt
-            .processes
-            .iter()
-            .flat_map(|p| p.tcp_connections())
-            .collect();
+        // them with a reset once the sockets are gone)... In a network namespace of
+        // the tree's own, every peer is in the tree and the namespace ends with it:
+        // nothing to lock.
+        let conns: Vec<_> = if crate::kinds::ns::owns(&collected.ckpt, "net") {
+            Vec::new()
+        } else {
+            collected
+                .ckpt
+                .processes
+                .iter()
+                .flat_map(|p| p.tcp_connections())
+                .collect()
+        };
         if let Err(e) = sys::netlock::lock(&conns) {
             stats.warnings.push(format!(
                 "the TCP connections are not locked while the process is gone ({e}); a peer \

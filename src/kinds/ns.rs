@@ -2,27 +2,38 @@
 //! each process is in, and the state of those the tree owns.
 //!
 //! A namespace is either ckpt's own at dump ("external": the host's, joined again at
-//! restore by starting the tree in ckpt's) or one the tree created (its root is in it
-//! and the root's parent, outside the tree, is not), which restore creates anew before
-//! the first process is started: UTS (its names), IPC (its limits; it must hold no
-//! SysV object yet) and time (its clocks continue from the dumped values). Everything
-//! else is refused at dump, naming the process and the namespace: another kind of
-//! namespace of the tree's own (net, mnt, cgroup, user), a namespace made outside the
-//! tree (another container's), processes of the tree in different namespaces of one
-//! kind, and a time namespace made for children nobody entered yet.
+//! restore by starting the tree in ckpt's), one made outside the tree that is not
+//! ckpt's ("foreign", e.g. another container's network namespace: restore joins the
+//! one `--join-ns KIND:PATH` names, for the kinds in [`JOINABLE`]), or one the tree
+//! created (its root is in it and the root's parent, outside the tree, is not), which
+//! restore creates anew before the first process is started: UTS (its names), IPC (its
+//! limits; it must hold no SysV object yet), time (its clocks continue from the dumped
+//! values) and network (only its loopback interface, up or down, with its MTU and
+//! addresses, and the network settings of /proc/sys/net that differ from a new
+//! namespace's; every socket of the tree is made again inside it). Everything else is
+//! refused at dump, naming the process and the namespace: another kind of namespace of
+//! the tree's own (mnt, cgroup, user), a network namespace with another interface, a
+//! route the kernel did not make for an address, firewall tables or settings a new
+//! namespace does not take, a foreign namespace of a kind restore cannot join,
+//! processes of the tree in different namespaces of one kind, and a time namespace
+//! made for children nobody entered yet.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{DumpError, DumpResult, Problem};
 use crate::kinds::check::p;
-use crate::model::{Checkpoint, IpcLimits, Namespace, TimeClocks, UtsNames};
+use crate::model::{Checkpoint, IpcLimits, Namespace, NetAddr, NetState, TimeClocks, UtsNames};
 use crate::sys;
 
 /// The kinds of namespace recorded (as in /proc/PID/ns/), PID namespaces aside.
 pub(crate) const KINDS: [&str; 7] = ["uts", "ipc", "net", "mnt", "cgroup", "time", "user"];
 
 /// Kinds a tree's own namespace of which restore creates.
-pub(crate) const RESTORED: [&str; 3] = ["uts", "ipc", "time"];
+pub(crate) const RESTORED: [&str; 4] = ["uts", "ipc", "time", "net"];
+
+/// Kinds of a namespace made outside the tree that restore joins (`--join-ns`): those
+/// a thread of ckpt may join alone.
+pub(crate) const JOINABLE: [&str; 3] = ["uts", "ipc", "net"];
 
 /// The per-namespace limits of an IPC namespace (under /proc/sys).
 pub(crate) const IPC_LIMITS: [&str; 12] = [
@@ -157,15 +168,37 @@ pub(crate) fn collect(
             continue;
         }
         // The tree's root is in a namespace other than ckpt's: the tree must have
-        // made it (its parent, outside the tree, is not in it).
-        if root_parent > 0 && sys::ns::inode(root_parent, kind).ok() == Some(root_ns) {
+        // made it (nothing outside the tree is in it, its parent first, nor is it
+        // bind-mounted), or restore joins one given for it.
+        let outside = if root_parent > 0 && sys::ns::inode(root_parent, kind).ok() == Some(root_ns)
+        {
+            Some(format!(
+                "its parent, PID {root_parent}, outside the tree, is in it too"
+            ))
+        } else {
+            let tree: BTreeSet<i32> = pids.iter().map(|&(p, _)| p).collect();
+            sys::ns::held_outside(kind, root_ns, &tree)
+        };
+        if let Some(why) = outside {
+            if JOINABLE.contains(&kind) {
+                all.push(Namespace {
+                    kind: kind.to_string(),
+                    inode: root_ns,
+                    external: true,
+                    foreign: true,
+                    ..Default::default()
+                });
+                continue;
+            }
             return Err(refuse(
                 root,
                 format!(
                     "it runs in a {} namespace ({kind}:[{root_ns}]) that is not ckpt's \
-                     and that the tree did not make (its parent, PID {root_parent}, \
-                     outside the tree, is in it too); run ckpt inside that namespace",
-                    title(kind)
+                     and that the tree did not make ({why}); restore joins only {} \
+                     namespaces made outside the tree (--join-ns); run ckpt inside that \
+                     namespace",
+                    title(kind),
+                    JOINABLE.map(title).join(", ")
                 ),
             ));
         }
@@ -188,13 +221,31 @@ pub(crate) fn collect(
 /// ckpt's own namespaces (inode by kind), as they were when the dump began.
 pub(crate) type OwnNamespaces = BTreeMap<&'static str, u64>;
 
-/// ckpt's own namespaces, read before it joins any of the tree's.
+/// ckpt's own namespaces, read before it joins any of the tree's (the first reading
+/// is kept: a dump tried again has joined the tree's IPC and network namespaces).
 pub(crate) fn own_namespaces() -> DumpResult<OwnNamespaces> {
+    static FIRST: std::sync::OnceLock<OwnNamespaces> = std::sync::OnceLock::new();
+    if let Some(m) = FIRST.get() {
+        return Ok(m.clone());
+    }
     let mut m = OwnNamespaces::new();
     for kind in KINDS {
         m.insert(kind, sys::ns::inode(0, kind)?);
     }
-    Ok(m)
+    Ok(FIRST.get_or_init(|| m).clone())
+}
+
+/// Whether the tree of `root` is in a network namespace other than ckpt's: then
+/// ckpt's dumping thread joins it (`sys::ns::join`), so that what it reads of the
+/// tree's sockets through sock_diag, and the checks restore's plan makes of their
+/// names and addresses, are that namespace's; a TCP lock for a namespace made outside
+/// the tree is made there too (its `nft` runs from this thread).
+pub(crate) fn join_tree_net(root: i32, ckpts: &OwnNamespaces) -> DumpResult<()> {
+    let ns = sys::ns::inode(root, "net")?;
+    if Some(&ns) != ckpts.get("net") {
+        sys::ns::join(root, "net")?;
+    }
+    Ok(())
 }
 
 /// Whether the tree of `root` (whose parent `root_parent` is outside it) owns the IPC
@@ -276,6 +327,7 @@ fn own_namespace(
             }
             ns.ipc = Some(IpcLimits { values });
         }
+        "net" => ns.net = Some(own_net(pid, inode)?),
         "time" => {
             let (mo, bo) = sys::ns::timens_offsets(pid)?;
             let m = sys::ns::clock_ns(libc::CLOCK_MONOTONIC)?;
@@ -290,7 +342,254 @@ fn own_namespace(
     Ok(ns)
 }
 
+/// What a network namespace holds, read from inside it.
+struct NetRead {
+    links: Vec<sys::rtnl::Link>,
+    addrs: Vec<sys::rtnl::Addr>,
+    routes: Vec<sys::rtnl::Route>,
+    tables: Vec<String>,
+    sysctls: Vec<(String, String)>,
+}
+
+/// The network namespace of the tree's own (`inode`) that process `pid` is in: its
+/// loopback interface and the settings restore writes again; anything restore cannot
+/// make again is refused, naming it.
+fn own_net(pid: i32, inode: u64) -> DumpResult<NetState> {
+    let read = sys::ns::inside(pid, &["net"], || {
+        let mut tables = sys::rtnl::nft_tables()?;
+        tables.extend(sys::ns::legacy_tables());
+        Ok(NetRead {
+            links: sys::rtnl::links()?,
+            addrs: sys::rtnl::addrs()?,
+            routes: sys::rtnl::routes()?,
+            tables,
+            sysctls: sys::ns::net_sysctls()?,
+        })
+    })?;
+    let refuse = |why: String| DumpError::Unsupported {
+        pid,
+        why: format!("its network namespace of its own (net:[{inode}]) {why}"),
+    };
+    let others: Vec<String> = read
+        .links
+        .iter()
+        .filter(|l| !l.is_loopback())
+        .map(|l| {
+            if l.kind.is_empty() {
+                l.name.clone()
+            } else {
+                format!("{} ({})", l.name, l.kind)
+            }
+        })
+        .collect();
+    if !others.is_empty() {
+        return Err(refuse(format!(
+            "has the network interface(s) {}; only a namespace with nothing but its \
+             loopback interface is restored yet",
+            others.join(", ")
+        )));
+    }
+    let Some(lo) = read.links.iter().find(|l| l.is_loopback()) else {
+        return Err(refuse("has no loopback interface".into()));
+    };
+    let made: Vec<String> = read
+        .routes
+        .iter()
+        .filter(|r| r.protocol != libc::RTPROT_KERNEL)
+        .map(show_route)
+        .collect();
+    if !made.is_empty() {
+        return Err(refuse(format!(
+            "has route(s) the kernel did not make for its addresses ({}); routes are \
+             not restored yet",
+            made.join(", ")
+        )));
+    }
+    if !read.tables.is_empty() {
+        return Err(refuse(format!(
+            "has firewall tables ({}); nf_tables and iptables rules are not restored yet",
+            read.tables.join(", ")
+        )));
+    }
+    // The settings that differ from what a new namespace starts with, and whether a new
+    // namespace takes them (written in order, each reads back as written).
+    let changed = sys::ns::in_new_net(|| {
+        let fresh: BTreeMap<String, String> = sys::ns::net_sysctls()?.into_iter().collect();
+        let changed: Vec<(String, String)> = read
+            .sysctls
+            .iter()
+            .filter(|(k, v)| fresh.get(k) != Some(v))
+            .cloned()
+            .collect();
+        for (k, v) in &changed {
+            let _ = sys::ns::write_sysctl(k, v);
+        }
+        let lost: Vec<String> = changed
+            .iter()
+            .filter(|(k, v)| sys::ns::read_sysctl(k).ok().as_ref() != Some(v))
+            .map(|(k, v)| format!("{} = {v}", k.replace('/', ".")))
+            .collect();
+        Ok((changed, lost))
+    })?;
+    let (sysctls, lost) = changed;
+    if !lost.is_empty() {
+        return Err(refuse(format!(
+            "has settings a new network namespace does not take back ({}); they are \
+             not restored",
+            lost.join(", ")
+        )));
+    }
+    Ok(NetState {
+        lo_up: lo.is_up(),
+        lo_mtu: lo.mtu,
+        addrs: read
+            .addrs
+            .iter()
+            .filter(|a| a.index == lo.index)
+            .map(|a| NetAddr {
+                family: a.family,
+                prefixlen: a.prefixlen,
+                flags: a.flags,
+                scope: a.scope,
+                local: a.local.clone(),
+                address: a.address.clone(),
+                label: a.label.clone(),
+            })
+            .collect(),
+        sysctls,
+    })
+}
+
+/// A route as messages show it.
+fn show_route(r: &sys::rtnl::Route) -> String {
+    let a = sys::rtnl::Addr {
+        family: r.family,
+        prefixlen: r.dst_len,
+        address: r.dst.clone(),
+        ..Default::default()
+    };
+    let dst = if r.dst.is_empty() {
+        "default".to_string()
+    } else {
+        a.show()
+    };
+    format!("{dst} table {} proto {}", r.table, r.protocol)
+}
+
 // ---- checks (plan) ----
+
+/// Whether a network namespace's recorded state is one restore can set.
+fn net_ok(n: &NetState) -> bool {
+    n.addrs.iter().all(|a| {
+        let len = match i32::from(a.family) {
+            libc::AF_INET => 4,
+            libc::AF_INET6 => 16,
+            _ => return false,
+        };
+        (a.local.is_empty() || a.local.len() == len)
+            && a.address.len() == len
+            && usize::from(a.prefixlen) <= len * 8
+            && a.label.len() < 16
+            && !a.label.contains('\0')
+    }) && n.sysctls.iter().all(|(k, v)| {
+        k.starts_with("net/")
+            && !k.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+            && !k.contains('\0')
+            && !v.contains('\0')
+    })
+}
+
+/// The namespaces made outside the tree in the image have each a `--join-ns` of their
+/// kind (`joins`: kind, path), which names a namespace file of that kind; and each
+/// `--join-ns` is for one of them.
+pub(crate) fn check_joins(
+    ckpt: &Checkpoint,
+    joins: &[(String, std::path::PathBuf)],
+    problems: &mut Vec<Problem>,
+) {
+    let foreign: Vec<&Namespace> = ckpt.namespaces.iter().filter(|n| n.foreign).collect();
+    for ns in &foreign {
+        if !JOINABLE.contains(&ns.kind.as_str()) {
+            p(
+                problems,
+                "namespace",
+                format!(
+                    "the tree was in a {} namespace made outside it ({}:[{}]), which \
+                     restore cannot join",
+                    title(&ns.kind),
+                    ns.kind,
+                    ns.inode
+                ),
+            );
+        } else if !joins.iter().any(|(k, _)| *k == ns.kind) {
+            p(
+                problems,
+                "namespace",
+                format!(
+                    "the tree was in a {} namespace made outside it ({}:[{}]): give the \
+                     one to restore it in with --join-ns {}:PATH (e.g. /proc/PID/ns/{} \
+                     or a bind-mounted namespace file such as /run/netns/NAME)",
+                    title(&ns.kind),
+                    ns.kind,
+                    ns.inode,
+                    ns.kind,
+                    ns.kind
+                ),
+            );
+        }
+    }
+    for (kind, path) in joins {
+        if !foreign.iter().any(|n| n.kind == *kind) {
+            p(
+                problems,
+                "namespace",
+                format!(
+                    "--join-ns {kind}:{}: the image has no {} namespace made outside \
+                     the tree",
+                    path.display(),
+                    title(kind)
+                ),
+            );
+            continue;
+        }
+        match sys::ns::open_ns_file(path) {
+            Ok((_, t)) if Some(t) == sys::ns::clone_flag(kind) => {}
+            Ok(_) => p(
+                problems,
+                "namespace",
+                format!(
+                    "--join-ns {kind}:{}: not a {} namespace",
+                    path.display(),
+                    title(kind)
+                ),
+            ),
+            Err(e) => p(
+                problems,
+                "namespace",
+                format!("--join-ns {kind}:{}: {e}", path.display()),
+            ),
+        }
+    }
+}
+
+/// What `ckpt check --json` lists of the image's namespaces: each with its kind and
+/// whether the tree owns it ("own": restore creates it), joins it ("external": made
+/// outside the tree, `--join-ns`) or shares ckpt's ("host").
+pub fn manifest(ckpt: &Checkpoint) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = ckpt
+        .namespaces
+        .iter()
+        .map(|ns| {
+            let how = match (ns.external, ns.foreign) {
+                (false, _) => "own",
+                (true, true) => "external",
+                (true, false) => "host",
+            };
+            serde_json::json!({"kind": ns.kind, "inode": ns.inode, "as": how})
+        })
+        .collect();
+    serde_json::Value::Array(list)
+}
 
 /// The image's namespaces are consistent and restorable: every process names each of
 /// its namespaces once and each is described; a namespace of the tree's own is of a
@@ -326,6 +625,7 @@ pub(crate) fn check_namespaces(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             "time" => ns
                 .time
                 .is_some_and(|t| t.monotonic_ns >= 0 && t.boottime_ns >= 0),
+            "net" => ns.net.as_ref().is_some_and(net_ok),
             _ => false,
         };
         if !ok {
@@ -398,6 +698,136 @@ pub(crate) fn any_owned(ckpt: &Checkpoint) -> bool {
     !owned(ckpt).is_empty()
 }
 
+/// Whether the tree's network is not ckpt's at restore: a new network namespace of its
+/// own (where every address and abstract name is free, and its TCP connections need no
+/// lock: the dump's namespace ended with the tree) or one `--join-ns` gives.
+pub(crate) fn net_elsewhere(ckpt: &Checkpoint) -> bool {
+    owns(ckpt, "net") || ckpt.namespaces.iter().any(|n| n.foreign && n.kind == "net")
+}
+
+/// The TCP connections of the image that the dump locked (`sys::netlock`): none when
+/// the tree had a network namespace of its own (it ended with the tree).
+pub(crate) fn locked_connections(ckpt: &Checkpoint) -> Vec<(Vec<u8>, Vec<u8>)> {
+    if owns(ckpt, "net") {
+        return Vec::new();
+    }
+    ckpt.processes
+        .iter()
+        .flat_map(|p| p.tcp_connections())
+        .collect()
+}
+
+/// The state of the tree's own network namespace, if it had one.
+fn own_net_state(ckpt: &Checkpoint) -> Option<&NetState> {
+    owned(ckpt).into_iter().find_map(|n| n.net.as_ref())
+}
+
+/// The flags restore gives an address it adds (`IFA_F_*` of linux/if_addr.h): NODAD
+/// 0x02, HOMEADDRESS 0x10, MANAGETEMPADDR 0x100, NOPREFIXROUTE 0x200, MCAUTOJOIN
+/// 0x400; the others are the kernel's to set.
+const ADDR_FLAGS: u32 = 0x02 | 0x10 | 0x100 | 0x200 | 0x400;
+
+/// An address of the image as rtnetlink takes it, on interface `index`.
+fn rtnl_addr(a: &NetAddr, index: i32) -> sys::rtnl::Addr {
+    sys::rtnl::Addr {
+        family: a.family,
+        prefixlen: a.prefixlen,
+        flags: a.flags & ADDR_FLAGS,
+        scope: a.scope,
+        index,
+        local: a.local.clone(),
+        address: a.address.clone(),
+        label: a.label.clone(),
+    }
+}
+
+/// The same address (family, address, prefix length).
+fn same_addr(a: &sys::rtnl::Addr, b: &sys::rtnl::Addr) -> bool {
+    let key = |x: &sys::rtnl::Addr| {
+        (
+            x.family,
+            x.prefixlen,
+            if x.local.is_empty() {
+                x.address.clone()
+            } else {
+                x.local.clone()
+            },
+        )
+    };
+    key(a) == key(b)
+}
+
+/// Give the calling thread's new network namespace the dumped one's state: its
+/// settings, its loopback interface up or down with its MTU, exactly its addresses
+/// (those the kernel added when it went up and the dump had not are removed); the
+/// settings are read back.
+fn set_up_net(n: &NetState) -> crate::error::RestoreResult<()> {
+    for (k, v) in &n.sysctls {
+        sys::ns::write_sysctl(k, v)?;
+    }
+    let links = sys::rtnl::links()?;
+    let Some(lo) = links.iter().find(|l| l.is_loopback()) else {
+        return Err(crate::error::RestoreError::Stage(
+            "the new network namespace has no loopback interface".into(),
+        ));
+    };
+    sys::rtnl::set_link(lo.index, n.lo_up, n.lo_mtu)?;
+    let want: Vec<sys::rtnl::Addr> = n.addrs.iter().map(|a| rtnl_addr(a, lo.index)).collect();
+    let have: Vec<sys::rtnl::Addr> = sys::rtnl::addrs()?
+        .into_iter()
+        .filter(|a| a.index == lo.index)
+        .collect();
+    for h in &have {
+        if !want.iter().any(|w| same_addr(w, h)) {
+            sys::rtnl::del_addr(h)?;
+        }
+    }
+    for w in &want {
+        if !have.iter().any(|h| same_addr(w, h)) {
+            sys::rtnl::add_addr(w)?;
+        }
+    }
+    for (k, v) in &n.sysctls {
+        let now = sys::ns::read_sysctl(k)?;
+        if now != *v {
+            return Err(crate::error::RestoreError::Stage(format!(
+                "/proc/sys/{k} in the new network namespace reads {now:?}, not {v:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Make the calling thread join the namespaces made outside the tree that the image
+/// names, each from its `--join-ns` (kind, path) in `joins` (plan checked that there is
+/// one of the right kind for each).
+fn join_foreign(
+    ckpt: &Checkpoint,
+    joins: &[(String, std::path::PathBuf)],
+) -> crate::error::RestoreResult<()> {
+    for ns in ckpt.namespaces.iter().filter(|n| n.foreign) {
+        let Some((_, path)) = joins.iter().find(|(k, _)| *k == ns.kind) else {
+            return Err(crate::error::RestoreError::Stage(format!(
+                "no --join-ns for the {} namespace {}:[{}]",
+                title(&ns.kind),
+                ns.kind,
+                ns.inode
+            )));
+        };
+        crate::error::fault_point("join a namespace made outside the tree")?;
+        let (f, t) = sys::ns::open_ns_file(path)?;
+        if Some(t) != sys::ns::clone_flag(&ns.kind) {
+            return Err(crate::error::RestoreError::Stage(format!(
+                "{} is not a {} namespace",
+                path.display(),
+                title(&ns.kind)
+            )));
+        }
+        sys::ns::join_file(&f, t, &path.display().to_string())?;
+    }
+    Ok(())
+}
+
 /// What the calling thread does to put the tree in new namespaces: the CLONE_NEW*
 /// flags, the UTS names, the /proc/sys values, the time offsets for `now`
 /// (monotonic, boottime readings of this host, nanoseconds).
@@ -433,10 +863,15 @@ pub(crate) fn new_namespaces(ckpt: &Checkpoint, now: (i64, i64)) -> NewNamespace
 }
 
 /// Give the calling thread (ckpt's main thread, before it starts the tree's first
-/// process) the new namespaces the tree had of its own, in their dumped state: every
-/// process started afterwards is in them. They end with ckpt and the processes
+/// process) the namespaces made outside the tree it is to join (`joins`, from
+/// `--join-ns`) and the new namespaces the tree had of its own, in their dumped state:
+/// every process started afterwards is in them. They end with ckpt and the processes
 /// started in them, so a failed restore leaves none behind.
-pub(crate) fn enter_new(ckpt: &Checkpoint) -> crate::error::RestoreResult<()> {
+pub(crate) fn enter_new(
+    ckpt: &Checkpoint,
+    joins: &[(String, std::path::PathBuf)],
+) -> crate::error::RestoreResult<()> {
+    join_foreign(ckpt, joins)?;
     if !any_owned(ckpt) {
         return Ok(());
     }
@@ -447,6 +882,9 @@ pub(crate) fn enter_new(ckpt: &Checkpoint) -> crate::error::RestoreResult<()> {
     );
     let (flags, names, sysctls, offsets) = new_namespaces(ckpt, now);
     sys::ns::unshare_new(flags, names, &sysctls, offsets)?;
+    if let Some(n) = own_net_state(ckpt) {
+        set_up_net(n)?;
+    }
     Ok(())
 }
 

@@ -1217,6 +1217,54 @@ pub struct Namespace {
     /// A time namespace of the tree's: its clocks as its processes saw them at dump.
     #[serde(default)]
     pub time: Option<TimeClocks>,
+    /// A network namespace of the tree's: its loopback interface and the network
+    /// settings restore brings back.
+    #[serde(default)]
+    pub net: Option<NetState>,
+    /// With `external`: the namespace was neither ckpt's nor the tree's own (made
+    /// outside the tree, e.g. another container's); restore joins the one given by
+    /// `restore --join-ns KIND:PATH`, and refuses without it.
+    #[serde(default)]
+    pub foreign: bool,
+}
+
+/// The state of a network namespace of the tree's own, which holds only its loopback
+/// interface.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetState {
+    /// The loopback interface is up.
+    pub lo_up: bool,
+    /// Its MTU.
+    pub lo_mtu: u32,
+    /// Every address of the loopback interface (the default 127.0.0.1/8 and ::1 too,
+    /// when it has them).
+    #[serde(default)]
+    pub addrs: Vec<NetAddr>,
+    /// Network settings of the namespace (file under /proc/sys, its text as read,
+    /// trimmed), written again in the new namespace.
+    #[serde(default)]
+    pub sysctls: Vec<(String, String)>,
+}
+
+/// An address of an interface (as rtnetlink gives it).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetAddr {
+    /// AF_INET or AF_INET6.
+    pub family: u8,
+    pub prefixlen: u8,
+    /// IFA_F_* flags.
+    pub flags: u32,
+    /// RT_SCOPE_*.
+    pub scope: u8,
+    /// IFA_LOCAL (empty if none).
+    #[serde(with = "serde_bytes")]
+    pub local: Vec<u8>,
+    /// IFA_ADDRESS.
+    #[serde(with = "serde_bytes")]
+    pub address: Vec<u8>,
+    /// IFA_LABEL (IPv4), empty if none.
+    #[serde(default)]
+    pub label: String,
 }
 
 /// The host and domain names of a UTS namespace.

@@ -44,6 +44,9 @@ pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     {
         k.extend(kernel::manifest(&kernel::required(&plan.ckpt)));
     }
+    if let Some(r) = requirements.as_object_mut() {
+        r.insert("namespaces".into(), crate::kinds::ns::manifest(&plan.ckpt));
+    }
     let mut problems = plan.problems;
     let mut page_bytes = 0;
     if problems.iter().all(|p| p.code != "malformed") {
@@ -101,11 +104,7 @@ pub fn problems(ckpt: crate::model::Checkpoint, view: &HostView) -> Vec<Problem>
 pub fn unlock<R: Read>(input: R) -> Result<usize> {
     let mut reader = ImageReader::new(input)?;
     let ckpt = plan::read_checkpoint(&mut reader)?;
-    let conns: Vec<_> = ckpt
-        .processes
-        .iter()
-        .flat_map(|p| p.tcp_connections())
-        .collect();
+    let conns = crate::kinds::ns::locked_connections(&ckpt);
     sys::netlock::unlock(&conns);
     Ok(conns.len())
 }
@@ -287,12 +286,7 @@ impl<R: Read + Send> Prepared<R> {
         match lock {
             Some(l) => l.release(),
             None => {
-                let conns: Vec<_> = plan
-                    .ckpt
-                    .processes
-                    .iter()
-                    .flat_map(|p| p.tcp_connections())
-                    .collect();
+                let conns = crate::kinds::ns::locked_connections(&plan.ckpt);
                 sys::netlock::unlock(&conns);
             }
         }

@@ -47,9 +47,10 @@ impl<R: Read + Send> Prepared<R> {
     /// had its own at dump (its root becomes PID 1 again) or when `new_pidns` asks for
     /// one (a child of ours becomes its init), else ours, with the root as our child.
     pub fn launch(self, new_pidns: bool) -> Result<Launched> {
-        // The namespaces the tree had of its own (UTS, IPC, time), made for our thread
-        // before any process of the tree exists: every one started below is in them.
-        crate::kinds::ns::enter_new(&self.plan.ckpt)?;
+        // The namespaces made outside the tree it joins (--join-ns) and those it had of
+        // its own (UTS, IPC, time, network), for our thread before any process of the
+        // tree exists: every one started below is in them.
+        crate::kinds::ns::enter_new(&self.plan.ckpt, &self.plan.joins)?;
         if self.own_pid_namespace() {
             return launch_own_pidns(self);
         }

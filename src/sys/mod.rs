@@ -18,6 +18,7 @@ pub(crate) mod probe;
 pub(crate) mod proc;
 pub(crate) mod process;
 pub(crate) mod ptrace;
+pub(crate) mod rtnl;
 pub(crate) mod sockdiag;
 pub(crate) mod tcp;
 pub(crate) mod tmpfile;

@@ -112,6 +112,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("chroot-static", "chroot.c", &["-static"]),
     ("nstree", "nstree.c", &[]),
     ("nsown", "nsown.c", &[]),
+    ("netns", "netns.c", &[]),
     ("sysv", "sysv.c", &[]),
     // tests/e2e_sysv.rs: System V segments, semaphores and queues; a POSIX queue
     ("sysvall", "sysvall.c", &[]),
