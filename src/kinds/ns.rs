@@ -985,6 +985,102 @@ mod tests {
         assert!(p.iter().any(|x| x.contains("described twice")));
     }
 
+    fn net_image() -> Checkpoint {
+        let mut ck = image();
+        for p in &mut ck.processes {
+            p.namespaces.push(("net".into(), 4));
+        }
+        ck.namespaces.push(Namespace {
+            kind: "net".into(),
+            inode: 4,
+            net: Some(NetState {
+                lo_up: true,
+                lo_mtu: 65536,
+                addrs: vec![NetAddr {
+                    family: libc::AF_INET as u8,
+                    prefixlen: 24,
+                    local: vec![10, 77, 0, 1],
+                    address: vec![10, 77, 0, 1],
+                    label: "lo".into(),
+                    ..Default::default()
+                }],
+                sysctls: vec![("net/ipv4/ip_local_port_range".into(), "20000\t30000".into())],
+            }),
+            ..Default::default()
+        });
+        ck
+    }
+
+    #[test]
+    fn a_network_namespace_of_the_trees_own_is_checked_and_created() {
+        let ck = net_image();
+        assert_eq!(problems(&ck), Vec::<String>::new());
+        assert!(owns(&ck, "net") && net_elsewhere(&ck));
+        assert!(locked_connections(&ck).is_empty());
+        let (flags, ..) = new_namespaces(&ck, (0, 0));
+        assert_eq!(
+            flags,
+            libc::CLONE_NEWUTS | libc::CLONE_NEWTIME | libc::CLONE_NEWNET
+        );
+        // An address of the wrong length, a setting outside /proc/sys/net: refused.
+        for bad in 0..3 {
+            let mut ck = net_image();
+            let n = ck.namespaces[3].net.as_mut().unwrap();
+            match bad {
+                0 => n.addrs[0].local = vec![1, 2, 3],
+                1 => n.sysctls[0].0 = "net/../kernel/hostname".into(),
+                _ => n.sysctls[0].0 = "kernel/hostname".into(),
+            }
+            assert!(
+                problems(&ck)[0].contains("network namespace of the tree's own (net:[4])"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_namespace_made_outside_the_tree_needs_a_join() {
+        let mut ck = image();
+        for p in &mut ck.processes {
+            p.namespaces.push(("net".into(), 5));
+        }
+        ck.namespaces.push(Namespace {
+            kind: "net".into(),
+            inode: 5,
+            external: true,
+            foreign: true,
+            ..Default::default()
+        });
+        assert_eq!(problems(&ck), Vec::<String>::new());
+        assert!(net_elsewhere(&ck) && !owns(&ck, "net"));
+        let joins = |j: &[(&str, &str)]| {
+            let j: Vec<(String, std::path::PathBuf)> =
+                j.iter().map(|(k, p)| (k.to_string(), p.into())).collect();
+            let mut v = Vec::new();
+            check_joins(&ck, &j, &mut v);
+            v.into_iter().map(|p| p.message).collect::<Vec<_>>()
+        };
+        let none = joins(&[]);
+        assert!(
+            none.len() == 1
+                && none[0].contains("net:[5]")
+                && none[0].contains("--join-ns net:PATH"),
+            "{none:?}"
+        );
+        assert_eq!(joins(&[("net", "/proc/self/ns/net")]), Vec::<String>::new());
+        let wrong = joins(&[("net", "/proc/self/ns/uts")]);
+        assert!(wrong[0].contains("not a network namespace"), "{wrong:?}");
+        let extra = joins(&[("net", "/proc/self/ns/net"), ("uts", "/proc/self/ns/uts")]);
+        assert!(
+            extra[0].contains("no UTS namespace made outside"),
+            "{extra:?}"
+        );
+        let m = manifest(&ck);
+        assert_eq!(m[0]["as"], "own");
+        assert_eq!(m[1]["as"], "host");
+        assert_eq!(m[3]["as"], "external");
+    }
+
     #[test]
     fn new_namespaces_for_the_owned_ones() {
         let ck = image();
