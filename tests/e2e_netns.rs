@@ -106,8 +106,15 @@ fn own_ns_spec(ctx: &Ctx, setup: &str, addr: &str) -> Spec {
 /// Ask the restored (or original) tree for two rounds over all its sockets, then its
 /// end, and check what it printed.
 fn rounds_and_exit(p: &mut Proc, what: &str) {
+    rounds_and_exit_checking(p, what, &mut || {});
+}
+
+/// [`rounds_and_exit`], calling `between` once the first round is done (the restored
+/// tree runs).
+fn rounds_and_exit_checking(p: &mut Proc, what: &str, between: &mut dyn FnMut()) {
     p.write_stdin(b"go\n");
     p.wait_for("round 1 ");
+    between();
     p.write_stdin(b"go\n");
     p.wait_for("round 2 ");
     p.write_stdin(b"exit\n");
@@ -297,4 +304,162 @@ fn tree_in_a_namespace_made_outside_it_is_restored_with_join_ns() {
     }
     assert_eq!(net_view(pid), before, "the joined namespace's sockets");
     rounds_and_exit(&mut r, "restored with --join-ns");
+}
+
+/// Where the cgroup v2 hierarchy and the v1 `pids` hierarchy (if this machine has one)
+/// are mounted.
+fn cgroup_mounts() -> (PathBuf, Option<PathBuf>) {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut v2 = None;
+    let mut pids = None;
+    for l in mi.lines() {
+        let Some((pre, post)) = l.split_once(" - ") else {
+            continue;
+        };
+        let mp = pre.split(' ').nth(4).unwrap_or_default();
+        let mut post = post.split(' ');
+        match post.next() {
+            Some("cgroup2") if v2.is_none() => v2 = Some(PathBuf::from(mp)),
+            Some("cgroup")
+                if pids.is_none()
+                    && post
+                        .nth(1)
+                        .is_some_and(|o| o.split(',').any(|x| x == "pids")) =>
+            {
+                pids = Some(PathBuf::from(mp))
+            }
+            _ => {}
+        }
+    }
+    (
+        v2.expect("needs a cgroup v2 hierarchy mounted (cgroup2 in /proc/self/mountinfo)"),
+        pids,
+    )
+}
+
+/// Cgroups the test made, removed (innermost first) when dropped.
+struct Cgroups(Vec<PathBuf>);
+
+impl Cgroups {
+    fn make(&mut self, dir: PathBuf) -> PathBuf {
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        self.0.push(dir.clone());
+        dir
+    }
+    /// Remember a cgroup restore made, to remove it at the end.
+    fn made_by_restore(&mut self, dir: PathBuf) {
+        self.0.push(dir);
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        let mut all = self.0.clone();
+        all.sort();
+        for d in all.iter().rev() {
+            for _ in 0..100 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+fn move_to(dir: &std::path::Path, pid: i32) {
+    let p = dir.join("cgroup.procs");
+    std::fs::write(&p, pid.to_string()).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+}
+
+fn cgroup_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/cgroup: {e}"))
+}
+
+/// A tree whose root is in a cgroup v2 child group (and a v1 `pids` one, where this
+/// machine has that hierarchy) and whose child is in a group below it: restored into
+/// the same cgroups (/proc/PID/cgroup as before, compared by the oracle too), working;
+/// restored again with `--cgroup-root`, into the same groups below that root, made by
+/// the restore; a restore failing just before its point of no return leaves none of the
+/// groups it made.
+#[test]
+fn tree_in_cgroups_is_restored_into_them_and_below_cgroup_root() {
+    let ctx = Ctx::new("tree_in_cgroups_is_restored_into_them_and_below_cgroup_root");
+    let (v2, v1pids) = cgroup_mounts();
+    let name = format!("ckpt-e2e-cg-{}", std::process::id());
+    let mut cgs = Cgroups(Vec::new());
+    let top = cgs.make(v2.join(&name));
+    let kid = cgs.make(top.join("kid"));
+    let mut setup = format!(
+        "ip link set lo up && echo $$ > {}/cgroup.procs &&",
+        top.display()
+    );
+    if let Some(p) = &v1pids {
+        let d = cgs.make(p.join(&name));
+        setup += &format!(" echo $$ > {}/cgroup.procs &&", d.display());
+    }
+    let mut t = ctx.spawn(&own_ns_spec(&ctx, &setup, "127.0.0.1"));
+    t.wait_for("ready\n");
+    let tree = wait_process_tree(t.pid, 2, "netns");
+    move_to(&kid, tree[1]);
+    let before: Vec<String> = tree.iter().map(|&p| cgroup_of(p)).collect();
+    assert!(
+        before[0].contains(&format!("0::/{name}\n"))
+            && before[1].contains(&format!("0::/{name}/kid\n")),
+        "the original's cgroups: {before:?}"
+    );
+    let img = ctx.path("cg.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&tree, "after the dump");
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    rounds_and_exit_checking(&mut r, "restored into its cgroups", &mut || {
+        let after: Vec<String> = tree.iter().map(|&p| cgroup_of(p)).collect();
+        assert_eq!(after, before, "the restored tree's cgroups");
+    });
+
+    // Under another root, made by the restore (a copy of the image: the oracle's
+    // snapshot is the original's, in other cgroups).
+    let other = format!("/ckpt-e2e-cgr-{}", std::process::id());
+    cgs.made_by_restore(v2.join(&other[1..]));
+    cgs.made_by_restore(v2.join(&other[1..]).join(&name));
+    cgs.made_by_restore(v2.join(&other[1..]).join(&name).join("kid"));
+    if let Some(p) = &v1pids {
+        cgs.made_by_restore(p.join(&other[1..]));
+        cgs.made_by_restore(p.join(&other[1..]).join(&name));
+    }
+    let img2 = ctx.path("cg-again.img");
+    std::fs::copy(&img, &img2).expect("copy the image");
+    let root_dir = v2.join(&other[1..]);
+    assert_restore_fault_leaves_nothing(
+        &ctx,
+        &img2,
+        &["--cgroup-root", &other],
+        "detach",
+        &tree,
+        &[],
+    );
+    assert!(
+        !root_dir.exists(),
+        "a failed restore left the cgroup {} it made",
+        root_dir.display()
+    );
+    let mut r = ctx.restore(&img2, &["--cgroup-root", &other], In::Pipe);
+    rounds_and_exit_checking(&mut r, "restored below --cgroup-root", &mut || {
+        let under: Vec<String> = tree.iter().map(|&p| cgroup_of(p)).collect();
+        assert!(
+            under[0].contains(&format!("0::{other}/{name}\n"))
+                && under[1].contains(&format!("0::{other}/{name}/kid\n")),
+            "restored below {other}: {under:?}"
+        );
+        if v1pids.is_some() {
+            assert!(
+                under
+                    .iter()
+                    .all(|c| c.contains(&format!(":pids:{other}/{name}\n"))),
+                "{under:?}"
+            );
+        }
+    });
 }

@@ -97,6 +97,7 @@ fn hostile_fifo_lock_and_inotify_records_are_malformed() {
         new_pid_namespace: false,
         inherit: Vec::new(),
         join_ns: Vec::new(),
+        cgroup_root: None,
     };
     let lock = |start: u64, end: Option<u64>| FileLock {
         kind: LockKind::Posix,
@@ -199,6 +200,7 @@ fn hostile_socket_records_are_plan_problems() {
         new_pid_namespace: false,
         inherit,
         join_ns: Vec::new(),
+        cgroup_root: None,
     };
     let msg = |from: &[u8], len: usize| SockMessage {
         creds: None,
@@ -450,6 +452,7 @@ fn compressed_records_are_checked(
         new_pid_namespace: false,
         inherit: Vec::new(),
         join_ns: Vec::new(),
+        cgroup_root: None,
     };
     let report = ckpt::restore::check(&bytes[..], &view).unwrap();
     assert!(

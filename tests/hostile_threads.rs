@@ -20,6 +20,7 @@ fn view() -> ckpt::restore::HostView {
         new_pid_namespace: false,
         inherit: vec![],
         join_ns: Vec::new(),
+        cgroup_root: None,
     }
 }
 

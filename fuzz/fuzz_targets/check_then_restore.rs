@@ -30,6 +30,7 @@ fn view() -> &'static ckpt::restore::HostView {
         new_pid_namespace: true,
         inherit: Vec::new(),
         join_ns: Vec::new(),
+        cgroup_root: None,
     })
 }
 

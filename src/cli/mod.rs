@@ -115,6 +115,13 @@ struct InheritArgs {
     /// Example: `ckpt restore web.img --join-ns net:/run/netns/blue`.
     #[arg(long = "join-ns", value_name = "TYPE:PATH", value_parser = parse_join_ns)]
     join_ns: Vec<(String, std::path::PathBuf)>,
+    /// Restore the tree's cgroups below cgroup PATH of each hierarchy (e.g. /restored:
+    /// a process that was in /box/a goes to /restored/box/a, one that was below ckpt's
+    /// own cgroup goes to the same place below PATH) instead of where they were;
+    /// missing cgroups are made (and removed again if the restore fails). Membership
+    /// only: the cgroups' limits are not restored.
+    #[arg(long = "cgroup-root", value_name = "PATH")]
+    cgroup_root: Option<String>,
 }
 
 impl InheritArgs {
@@ -123,6 +130,7 @@ impl InheritArgs {
         cpu.view().map(|v| restore::HostView {
             inherit: self.inherit_fd,
             join_ns: self.join_ns,
+            cgroup_root: self.cgroup_root,
             ..v
         })
     }

@@ -506,6 +506,7 @@ fn refuse_unrestorable(
         new_pid_namespace: false,
         inherit: Vec::new(),
         join_ns: Vec::new(),
+        cgroup_root: None,
     };
     let problems = crate::restore::plan::problems_while_held(ckpt, &view, held);
     if problems.is_empty() {
@@ -623,6 +624,13 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     let host: Vec<(i32, bool)> = tree.nodes.iter().map(|(p, f)| (*p, f.is_some())).collect();
     let root_parent = sys::proc::status(pid).map(|s| s.ppid).unwrap_or(0);
     let namespaces = crate::kinds::ns::collect_into(&mut processes, &host, root_parent, &ckpts_ns)?;
+    // The cgroups of each live process, relative to ckpt's.
+    let ckpts_cgroups = sys::cgroup::membership(0)?;
+    for (proc_, &(hp, live)) in processes.iter_mut().zip(&host) {
+        if live {
+            proc_.cgroups = crate::kinds::cgroup::collect(hp, &ckpts_cgroups)?;
+        }
+    }
     // For the failure-path tests: a dump refused once the tree was frozen and queried
     // (with injected calls) must let it go exactly as a successful --leave-running one.
     crate::error::fault_point("dump: collected").map_err(|_| DumpError::Unsupported {

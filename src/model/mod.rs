@@ -901,6 +901,22 @@ pub struct Process {
     /// ckpt's own.
     #[serde(default)]
     pub namespaces: Vec<(String, u64)>,
+    /// The cgroups the process was in, one per hierarchy, other than ckpt's own at dump
+    /// (see `kinds::cgroup`). Empty in older images (restored into ckpt's).
+    #[serde(default)]
+    pub cgroups: Vec<CgroupPlace>,
+}
+
+/// Where a process is in one cgroup hierarchy.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct CgroupPlace {
+    /// The hierarchy, by its controllers as /proc/PID/cgroup names them ("memory",
+    /// "cpu,cpuacct", "name=systemd"); empty for cgroup v2.
+    pub controllers: String,
+    /// The cgroup's path in the hierarchy: below ckpt's own cgroup when `relative`
+    /// (without a leading '/'), else from the hierarchy's root (with one).
+    pub path: String,
+    pub relative: bool,
 }
 
 /// A process stopped by job control: the signal that stopped it and whether its parent

@@ -26,6 +26,8 @@ pub struct Plan {
     pub inherit: Vec<(i32, String)>,
     /// `--join-ns` pairs (namespace kind, namespace file).
     pub joins: Vec<(String, std::path::PathBuf)>,
+    /// `--cgroup-root`: the cgroup the tree's cgroups are restored below.
+    pub cgroup_root: Option<String>,
     pub problems: Vec<Problem>,
     /// Each thread's xsave area converted to this host's layout, by TID.
     pub xsave: std::collections::BTreeMap<i32, Vec<u8>>,
@@ -53,6 +55,9 @@ pub struct HostView {
     /// `--join-ns KIND:PATH`: the tree's namespace of kind KIND that was made outside
     /// it is the one of namespace file PATH (see `kinds::ns`).
     pub join_ns: Vec<(String, std::path::PathBuf)>,
+    /// `--cgroup-root PATH`: restore the tree's cgroups below cgroup PATH (of each
+    /// hierarchy) instead of where they were (see `kinds::cgroup`).
+    pub cgroup_root: Option<String>,
 }
 
 impl HostView {
@@ -80,6 +85,7 @@ impl HostView {
             new_pid_namespace: false,
             inherit: Vec::new(),
             join_ns: Vec::new(),
+            cgroup_root: None,
         })
     }
 }
@@ -219,6 +225,7 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
         ckpt,
         inherit: view.inherit.clone(),
         joins: view.join_ns.clone(),
+        cgroup_root: view.cgroup_root.clone(),
         problems,
         xsave,
         request_amx,
@@ -248,6 +255,7 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
     if !held.live {
         crate::kinds::ns::check_joins(ckpt, &view.join_ns, &mut problems);
     }
+    crate::kinds::cgroup::check_cgroups(ckpt, view.cgroup_root.as_deref(), &mut problems);
     if problems.iter().all(|p| p.code != "malformed") {
         // Privileges: ckpt's own, and what each process asks of them.
         let pairs = ckpt.pipes.len() + ckpt.socketpairs.len() + ckpt.fifos.len();

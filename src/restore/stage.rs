@@ -147,6 +147,8 @@ struct StagedProc {
 /// What stage hands to commit.
 pub struct Staged {
     pub stub: Stub,
+    /// The cgroups made for the tree (removed after the stub's processes are killed).
+    cgroups: crate::kinds::cgroup::MadeCgroups,
     sysv: SysvCreated,
     stub_addr: u64,
     /// Per process of the image (zombies have none).
@@ -163,6 +165,8 @@ pub(crate) fn stage(
 ) -> Result<Staged> {
     let procs = &plan.ckpt.processes;
     let root = &procs[0];
+    // Declared before the stub: on failure it goes after the stub's processes.
+    let mut cgroups = crate::kinds::cgroup::MadeCgroups::default();
     let mut stub = start_root(root, root_stub)?;
     // Pseudo-terminal pairs of the image, held by ckpt until every process has its
     // descriptors of them.
@@ -174,6 +178,9 @@ pub(crate) fn stage(
         tree::set_session_tty(&mut ctxs[0], &plan.ckpt, &ptys)?;
     }
     fork_tree(&mut ctxs, &mut stub, stub_addr, plan, &ptys)?;
+    // Into their cgroups before their memory is filled, so that it is charged there.
+    let pids: Vec<i32> = stub.procs.iter().map(|(p, _)| *p).collect();
+    crate::kinds::cgroup::place(&plan.ckpt, &pids, plan.cgroup_root.as_deref(), &mut cgroups)?;
     tree::set_process_groups(&mut ctxs, procs)?;
     tree::set_foreground_groups(&mut ctxs, &plan.ckpt, &ptys)?;
     // --new-tty: the new terminal becomes the controlling terminal of the root's session,
@@ -256,6 +263,7 @@ pub(crate) fn stage(
         .collect::<Result<_>>()?;
     Ok(Staged {
         stub,
+        cgroups,
         sysv,
         stub_addr,
         procs: procs_staged,
@@ -673,6 +681,7 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<(i32, Option<sys::netlock::H
     // Nothing below can fail in a way we could still undo; let every thread go.
     s.stub.committed = true;
     s.sysv.keep = true;
+    s.cgroups.keep = true;
     sys::deferred::die_point("the tree outlives ckpt");
     let sent = prepared.and_then(|p| p.send().ok());
     sys::deferred::die_point("lock handed over");

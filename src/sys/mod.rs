@@ -4,6 +4,7 @@
 
 #![allow(unsafe_code)]
 
+pub(crate) mod cgroup;
 pub(crate) mod deferred;
 pub(crate) mod file;
 pub(crate) mod inetraw;

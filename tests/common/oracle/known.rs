@@ -209,7 +209,7 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
         issue: "issue 13",
     },
     KnownLoss {
-        test: "tree_in_*namespace*_is_restored_*",
+        test: "tree_in_*_is_restored_*",
         cmp: Cmp::Restored,
         key: "p*.pages_shared_with_p*",
         what: "pages a fork child shares copy-on-write with its parent (stack, data) come back as separate copies",
