@@ -141,7 +141,8 @@ fn rounds_and_exit_checking(p: &mut Proc, what: &str, between: &mut dyn FnMut())
 /// processes, none the test's) whose addresses, sockets (queues included) and setting
 /// the kernel shows as before; the connection carries data both ways, the queued data
 /// and datagram are read, the listener accepts a new connection, the abstract name is
-/// reached; the oracle compares both trees (`Ctx::dump`/`restore`).
+/// reached; the oracle compares both trees (`Ctx::dump`/`restore`). Restores that fail
+/// first leave nothing behind.
 #[test]
 fn tree_in_its_own_network_namespace_is_restored_in_a_new_one() {
     let ctx = Ctx::new("tree_in_its_own_network_namespace_is_restored_in_a_new_one");
@@ -166,6 +167,11 @@ fn tree_in_its_own_network_namespace_is_restored_in_a_new_one() {
         "no TCP lock is needed in the tree's own namespace: {}",
         d.stderr
     );
+    // Restores failing while the namespaces are made, and right before the point of
+    // no return, leave no process (the namespace ends with them and ckpt).
+    for f in ["create the tree's namespaces", "detach"] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
+    }
     let mut r = ctx.restore(&img, &[], In::Pipe);
     let tree = wait_process_tree(pid, 2, "restored netns");
     for kind in ["net", "uts", "ipc"] {
