@@ -469,3 +469,72 @@ fn tree_in_cgroups_is_restored_into_them_and_below_cgroup_root() {
         }
     });
 }
+
+/// /proc/`of`/cgroup as the cgroup namespace of `pid` shows it.
+fn cgroup_in_ns_of(pid: i32, of: i32) -> String {
+    let out = Command::new(tool("nsenter"))
+        .arg("-t")
+        .arg(pid.to_string())
+        .arg("-C")
+        .arg("cat")
+        .arg(format!("/proc/{of}/cgroup"))
+        .output()
+        .unwrap_or_else(|e| panic!("nsenter -C: {e}"));
+    assert!(
+        out.status.success(),
+        "nsenter -t {pid} -C cat /proc/{of}/cgroup"
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A tree in a cgroup namespace of its own (`unshare --cgroup` in a cgroup v2 child
+/// group, its child moved into a group below): restored into a new cgroup namespace
+/// rooted at the same cgroups, the processes in the same cgroups, as the host and the
+/// namespace show them (the child reads /kid, the root /), and working.
+#[test]
+fn tree_in_its_own_cgroup_namespace_is_restored_in_a_new_one() {
+    let ctx = Ctx::new("tree_in_its_own_cgroup_namespace_is_restored_in_a_new_one");
+    let (v2, _) = cgroup_mounts();
+    let name = format!("ckpt-e2e-cgns-{}", std::process::id());
+    let mut cgs = Cgroups(Vec::new());
+    let top = cgs.make(v2.join(&name));
+    let kid = cgs.make(top.join("kid"));
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec {} --cgroup --net sh -c \
+         'ip link set lo up && exec {} 127.0.0.1'",
+        top.display(),
+        tool("unshare").display(),
+        target("netns").display()
+    );
+    let spec = Spec::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let tree = wait_process_tree(t.pid, 2, "netns");
+    move_to(&kid, tree[1]);
+    let view = |tree: &[i32]| -> Vec<String> {
+        let mut v: Vec<String> = tree.iter().map(|&p| cgroup_of(p)).collect();
+        v.extend(tree.iter().map(|&p| cgroup_in_ns_of(tree[0], p)));
+        v
+    };
+    let before = view(&tree);
+    assert!(
+        before[2].contains("0::/\n") && before[3].contains("0::/kid\n"),
+        "the original's cgroups in its namespace: {before:?}"
+    );
+    assert_ne!(ns(&t.pid.to_string(), "cgroup"), ns("self", "cgroup"));
+    let img = ctx.path("cgns.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&tree, "after the dump");
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    rounds_and_exit_checking(&mut r, "restored cgroup namespace", &mut || {
+        assert_eq!(view(&tree), before, "the restored tree's cgroups");
+        let root = ns(&tree[0].to_string(), "cgroup");
+        assert_ne!(root, ns("self", "cgroup"), "a cgroup namespace of its own");
+        assert_eq!(root, ns(&tree[1].to_string(), "cgroup"), "shared by both");
+    });
+}

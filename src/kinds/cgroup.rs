@@ -60,7 +60,7 @@ pub(crate) fn places(theirs: &[(String, String)], ckpts: &[(String, String)]) ->
 
 /// Whether a recorded path is one restore may use: no empty, "." or ".." component,
 /// no NUL.
-fn path_ok(pl: &CgroupPlace) -> bool {
+pub(crate) fn path_ok(pl: &CgroupPlace) -> bool {
     let p = pl.path.strip_prefix('/').unwrap_or(&pl.path);
     pl.relative != pl.path.starts_with('/')
         && !pl.path.contains('\0')
@@ -216,6 +216,45 @@ impl Drop for MadeCgroups {
     }
 }
 
+/// The directory (as ckpt sees the hierarchy) where restore puts what was recorded at
+/// `pl`.
+pub(crate) fn dir_for(
+    pl: &CgroupPlace,
+    cgroup_root: Option<&str>,
+) -> crate::error::RestoreResult<std::path::PathBuf> {
+    let hier = sys::cgroup::hierarchies()?;
+    let ckpts = sys::cgroup::membership(0)?;
+    let key = sys::cgroup::canonical(&pl.controllers);
+    let t = target(pl, cgroup_root, &ckpts);
+    hier.iter()
+        .find(|h| h.controllers == key)
+        .and_then(|h| sys::cgroup::dir_of(h, &t))
+        .ok_or_else(|| {
+            crate::error::RestoreError::Stage(format!(
+                "the cgroup {t} of hierarchy {:?} is not mounted here",
+                pl.controllers
+            ))
+        })
+}
+
+/// Make the cgroups of `roots` that are missing (into `made`) and join a new cgroup
+/// namespace rooted at them (the calling thread: every process it starts afterwards is
+/// in it).
+pub(crate) fn enter_new_namespace(
+    roots: &[CgroupPlace],
+    cgroup_root: Option<&str>,
+    made: &mut MadeCgroups,
+) -> crate::error::RestoreResult<()> {
+    let mut dirs = Vec::new();
+    for pl in roots {
+        let d = dir_for(pl, cgroup_root)?;
+        made.made.extend(sys::cgroup::make_dirs(&d)?);
+        dirs.push(d);
+    }
+    sys::cgroup::enter_new_ns(&dirs)?;
+    Ok(())
+}
+
 /// Put each live process of the image (`pids`: its PID as ckpt sees it now, in image
 /// order; 0 for a zombie) into its cgroups, making the missing ones (into `made`).
 pub(crate) fn place(
@@ -228,25 +267,12 @@ pub(crate) fn place(
         return Ok(());
     }
     crate::error::fault_point("place the processes in their cgroups")?;
-    let hier = sys::cgroup::hierarchies()?;
-    let ckpts = sys::cgroup::membership(0)?;
     for (proc_, &pid) in ckpt.processes.iter().zip(pids) {
         if pid <= 0 || proc_.is_zombie() {
             continue;
         }
         for pl in &proc_.cgroups {
-            let key = sys::cgroup::canonical(&pl.controllers);
-            let t = target(pl, cgroup_root, &ckpts);
-            let dir = hier
-                .iter()
-                .find(|h| h.controllers == key)
-                .and_then(|h| sys::cgroup::dir_of(h, &t))
-                .ok_or_else(|| {
-                    crate::error::RestoreError::Stage(format!(
-                        "the cgroup {t} of hierarchy {:?} is not mounted here",
-                        pl.controllers
-                    ))
-                })?;
+            let dir = dir_for(pl, cgroup_root)?;
             made.made.extend(sys::cgroup::make_dirs(&dir)?);
             sys::cgroup::move_into(&dir, pid)?;
         }

@@ -8,11 +8,12 @@
 //! created (its root is in it and the root's parent, outside the tree, is not), which
 //! restore creates anew before the first process is started: UTS (its names), IPC (its
 //! limits; it must hold no SysV object yet), time (its clocks continue from the dumped
-//! values) and network (only its loopback interface, up or down, with its MTU and
+//! values), network (only its loopback interface, up or down, with its MTU and
 //! addresses, and the network settings of /proc/sys/net that differ from a new
-//! namespace's; every socket of the tree is made again inside it). Everything else is
-//! refused at dump, naming the process and the namespace: another kind of namespace of
-//! the tree's own (mnt, cgroup, user), a network namespace with another interface, a
+//! namespace's; every socket of the tree is made again inside it) and cgroup (rooted
+//! at the same cgroups, see `kinds::cgroup`). Everything else is refused at dump,
+//! naming the process and the namespace: another kind of namespace of the tree's own
+//! (mnt, user), a network namespace with another interface, a
 //! route the kernel did not make for an address, firewall tables or settings a new
 //! namespace does not take, a foreign namespace of a kind restore cannot join,
 //! processes of the tree in different namespaces of one kind, and a time namespace
@@ -29,7 +30,7 @@ use crate::sys;
 pub(crate) const KINDS: [&str; 7] = ["uts", "ipc", "net", "mnt", "cgroup", "time", "user"];
 
 /// Kinds a tree's own namespace of which restore creates.
-pub(crate) const RESTORED: [&str; 4] = ["uts", "ipc", "time", "net"];
+pub(crate) const RESTORED: [&str; 5] = ["uts", "ipc", "time", "net", "cgroup"];
 
 /// Kinds of a namespace made outside the tree that restore joins (`--join-ns`): those
 /// a thread of ckpt may join alone.
@@ -328,6 +329,7 @@ fn own_namespace(
             ns.ipc = Some(IpcLimits { values });
         }
         "net" => ns.net = Some(own_net(pid, inode)?),
+        "cgroup" => ns.cgroup = Some(own_cgroup(pid, inode)?),
         "time" => {
             let (mo, bo) = sys::ns::timens_offsets(pid)?;
             let m = sys::ns::clock_ns(libc::CLOCK_MONOTONIC)?;
@@ -457,6 +459,47 @@ fn own_net(pid: i32, inode: u64) -> DumpResult<NetState> {
             })
             .collect(),
         sysctls,
+    })
+}
+
+/// The cgroup namespace of the tree's own (`inode`) that process `pid` is in: its root
+/// in each hierarchy, the cgroup `pid` is in as ckpt sees it less what its namespace
+/// shows (a thread of ckpt that joined it reads /proc/PID/cgroup).
+fn own_cgroup(pid: i32, inode: u64) -> DumpResult<crate::model::CgroupNsRoots> {
+    let host = sys::cgroup::membership(pid)?;
+    let inside = sys::ns::inside(pid, &["cgroup"], || sys::cgroup::membership(pid))?;
+    let mut roots = Vec::new();
+    for (c, hpath) in &host {
+        let npath = inside
+            .iter()
+            .find(|(k, _)| k == c)
+            .map(|(_, p)| p.as_str())
+            .unwrap_or("/");
+        let root = if npath == "/" {
+            Some(hpath.as_str())
+        } else if npath.starts_with("/..") {
+            None
+        } else {
+            hpath.strip_suffix(npath)
+        };
+        let Some(root) = root else {
+            return Err(DumpError::Unsupported {
+                pid,
+                why: format!(
+                    "it is in a cgroup ({hpath}) outside the root of its cgroup namespace \
+                     of its own (cgroup:[{inode}], where it reads {npath}); this is not \
+                     restored"
+                ),
+            });
+        };
+        roots.push((
+            c.clone(),
+            if root.is_empty() { "/" } else { root }.to_string(),
+        ));
+    }
+    let ckpts = sys::cgroup::membership(0)?;
+    Ok(crate::model::CgroupNsRoots {
+        roots: crate::kinds::cgroup::places(&roots, &ckpts),
     })
 }
 
@@ -626,6 +669,10 @@ pub(crate) fn check_namespaces(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
                 .time
                 .is_some_and(|t| t.monotonic_ns >= 0 && t.boottime_ns >= 0),
             "net" => ns.net.as_ref().is_some_and(net_ok),
+            "cgroup" => ns
+                .cgroup
+                .as_ref()
+                .is_some_and(|c| c.roots.iter().all(crate::kinds::cgroup::path_ok)),
             _ => false,
         };
         if !ok {
@@ -844,7 +891,8 @@ pub(crate) fn new_namespaces(ckpt: &Checkpoint, now: (i64, i64)) -> NewNamespace
     let mut names = None;
     let mut sysctls = Vec::new();
     let mut offsets = None;
-    for ns in owned(ckpt) {
+    // (A cgroup namespace is made by `enter_new`, rooted elsewhere.)
+    for ns in owned(ckpt).into_iter().filter(|n| n.kind != "cgroup") {
         flags |= sys::ns::clone_flag(&ns.kind).unwrap_or(0);
         if let Some(u) = &ns.uts {
             names = Some((u.hostname.as_slice(), u.domainname.as_slice()));
@@ -864,18 +912,25 @@ pub(crate) fn new_namespaces(ckpt: &Checkpoint, now: (i64, i64)) -> NewNamespace
 
 /// Give the calling thread (ckpt's main thread, before it starts the tree's first
 /// process) the namespaces made outside the tree it is to join (`joins`, from
-/// `--join-ns`) and the new namespaces the tree had of its own, in their dumped state:
-/// every process started afterwards is in them. They end with ckpt and the processes
+/// `--join-ns`) and the new namespaces the tree had of its own, in their dumped state
+/// (a cgroup namespace rooted at its root cgroups, below `cgroup_root` if given, made
+/// when missing: returned, removed again unless kept): every process started
+/// afterwards is in them. They end with ckpt and the processes
 /// started in them, so a failed restore leaves none behind.
 pub(crate) fn enter_new(
     ckpt: &Checkpoint,
     joins: &[(String, std::path::PathBuf)],
-) -> crate::error::RestoreResult<()> {
+    cgroup_root: Option<&str>,
+) -> crate::error::RestoreResult<crate::kinds::cgroup::MadeCgroups> {
+    let mut made = crate::kinds::cgroup::MadeCgroups::default();
     join_foreign(ckpt, joins)?;
     if !any_owned(ckpt) {
-        return Ok(());
+        return Ok(made);
     }
     crate::error::fault_point("create the tree's namespaces")?;
+    if let Some(c) = owned(ckpt).into_iter().find_map(|n| n.cgroup.as_ref()) {
+        crate::kinds::cgroup::enter_new_namespace(&c.roots, cgroup_root, &mut made)?;
+    }
     let now = (
         sys::ns::clock_ns(libc::CLOCK_MONOTONIC)?,
         sys::ns::clock_ns(libc::CLOCK_BOOTTIME)?,
@@ -885,7 +940,7 @@ pub(crate) fn enter_new(
     if let Some(n) = own_net_state(ckpt) {
         set_up_net(n)?;
     }
-    Ok(())
+    Ok(made)
 }
 
 #[cfg(test)]

@@ -1242,6 +1242,16 @@ pub struct Namespace {
     /// `restore --join-ns KIND:PATH`, and refuses without it.
     #[serde(default)]
     pub foreign: bool,
+    /// A cgroup namespace of the tree's: its root in each hierarchy (as
+    /// `Process::cgroups` records places; a hierarchy not listed: ckpt's own cgroup).
+    #[serde(default)]
+    pub cgroup: Option<CgroupNsRoots>,
+}
+
+/// The root of a cgroup namespace in each hierarchy.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct CgroupNsRoots {
+    pub roots: Vec<CgroupPlace>,
 }
 
 /// The state of a network namespace of the tree's own, which holds only its loopback

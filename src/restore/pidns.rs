@@ -50,18 +50,24 @@ impl<R: Read + Send> Prepared<R> {
         // The namespaces made outside the tree it joins (--join-ns) and those it had of
         // its own (UTS, IPC, time, network), for our thread before any process of the
         // tree exists: every one started below is in them.
-        crate::kinds::ns::enter_new(&self.plan.ckpt, &self.plan.joins)?;
-        if self.own_pid_namespace() {
-            return launch_own_pidns(self);
-        }
-        if new_pidns {
-            return launch_in_new_pidns(self);
-        }
-        let st = self.run(RootStub::Spawn)?;
-        Ok(Launched {
-            root: st.pid,
-            child: st.pid,
-        })
+        let mut made = crate::kinds::ns::enter_new(
+            &self.plan.ckpt,
+            &self.plan.joins,
+            self.plan.cgroup_root.as_deref(),
+        )?;
+        let launched = if self.own_pid_namespace() {
+            launch_own_pidns(self)
+        } else if new_pidns {
+            launch_in_new_pidns(self)
+        } else {
+            self.run(RootStub::Spawn).map(|st| Launched {
+                root: st.pid,
+                child: st.pid,
+            })
+        };
+        // The cgroups made for a cgroup namespace of the tree's stay with it.
+        made.keep = launched.is_ok();
+        launched
     }
 }
 

@@ -35,14 +35,21 @@ pub fn canonical(controllers: &str) -> String {
     v.join(",")
 }
 
-/// (controllers, path) of each hierarchy process `pid` (0: ckpt) is in, from
-/// /proc/PID/cgroup ("ID:CONTROLLERS:PATH" lines; controllers empty for v2).
+/// (controllers, path) of each hierarchy process `pid` (0: ckpt, as first read: later
+/// ckpt may be in the tree's cgroup namespace, where paths read differently) is in,
+/// from /proc/PID/cgroup ("ID:CONTROLLERS:PATH" lines; controllers empty for v2), as
+/// the calling thread's cgroup namespace shows them.
 pub fn membership(pid: i32) -> Result<Vec<(String, String)>> {
-    let p = if pid == 0 {
-        "/proc/self/cgroup".to_string()
-    } else {
-        format!("/proc/{pid}/cgroup")
-    };
+    static OWN: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    if pid == 0 {
+        if let Some(v) = OWN.get() {
+            return Ok(v.clone());
+        }
+        let text = fs::read_to_string("/proc/self/cgroup")
+            .map_err(|e| SysError::io("read /proc/self/cgroup", e))?;
+        return Ok(OWN.get_or_init(|| parse_membership(&text)).clone());
+    }
+    let p = format!("/proc/{pid}/cgroup");
     let text = fs::read_to_string(&p).map_err(|e| SysError::io(format!("read {p}"), e))?;
     Ok(parse_membership(&text))
 }
@@ -71,11 +78,109 @@ pub struct Hierarchy {
     pub root: String,
 }
 
-/// The cgroup hierarchies of ckpt's mount namespace (the first mount of each).
+/// The cgroup hierarchies of ckpt's mount namespace (the first mount of each), as first
+/// read (a cgroup mount's root reads differently from another cgroup namespace).
 pub fn hierarchies() -> Result<Vec<Hierarchy>> {
+    static FIRST: std::sync::OnceLock<Vec<Hierarchy>> = std::sync::OnceLock::new();
+    if let Some(h) = FIRST.get() {
+        return Ok(h.clone());
+    }
     let p = "/proc/self/mountinfo";
     let text = fs::read_to_string(p).map_err(|e| SysError::io(format!("read {p}"), e))?;
-    Ok(parse_hierarchies(&text))
+    Ok(FIRST.get_or_init(|| parse_hierarchies(&text)).clone())
+}
+
+/// ckpt's own cgroup namespace, kept open once ckpt's main thread is to join another
+/// ([`enter_new_ns`]): processes are moved between cgroups from a thread back in it.
+static OWN_NS: std::sync::OnceLock<fs::File> = std::sync::OnceLock::new();
+
+/// Make the calling thread join a new cgroup namespace whose root is, in each
+/// hierarchy, cgroup directory `roots` (the others: ckpt's own cgroups). A forked
+/// helper moves itself into them, unshares its cgroup namespace (rooted where it is)
+/// and waits while this thread joins that namespace; it then exits. The calling
+/// thread's own cgroups do not change.
+pub fn enter_new_ns(roots: &[PathBuf]) -> Result<()> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let own = fs::File::open("/proc/thread-self/ns/cgroup")
+        .map_err(|e| SysError::io("open /proc/thread-self/ns/cgroup", e))?;
+    let _ = OWN_NS.set(own);
+    let paths: Vec<std::ffi::CString> = roots
+        .iter()
+        .map(|d| {
+            std::ffi::CString::new(d.join("cgroup.procs").as_os_str().as_bytes())
+                .map_err(|_| SysError::Other(format!("bad cgroup path {}", d.display())))
+        })
+        .collect::<Result<_>>()?;
+    let ptrs: Vec<*const libc::c_char> = paths.iter().map(|c| c.as_ptr()).collect();
+    let (ready_rd, ready_wr) = super::process::pipe()?;
+    let (go_rd, go_wr) = super::process::pipe()?;
+    let (rfd, gfd, gw) = (ready_wr.as_raw_fd(), go_rd.as_raw_fd(), go_wr.as_raw_fd());
+    let parent = super::process::own_pid();
+    let args = libc::clone_args {
+        exit_signal: libc::SIGCHLD as u64,
+        ..super::process::clone_args()
+    };
+    let child = super::process::clone3(&args);
+    if child == 0 {
+        // SAFETY: the forked child runs raw system calls only (see `die_with_parent`),
+        // on descriptors it inherited and strings made before the fork, and ends with
+        // `_exit`. It moves only itself and changes only its own cgroup namespace.
+        unsafe {
+            super::process::die_with_parent(parent);
+            // Its copy of the write end of `go` goes: the parent's closing it ends the
+            // wait below.
+            libc::syscall(libc::SYS_close, gw);
+            for (i, p) in ptrs.iter().enumerate() {
+                let fd = libc::syscall(libc::SYS_open, *p, libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::syscall(libc::SYS_write, fd, c"0".as_ptr(), 1) != 1 {
+                    libc::_exit(10 + i as i32);
+                }
+                libc::syscall(libc::SYS_close, fd);
+            }
+            if libc::syscall(libc::SYS_unshare, libc::CLONE_NEWCGROUP) != 0 {
+                libc::_exit(2);
+            }
+            if libc::syscall(libc::SYS_write, rfd, c"k".as_ptr(), 1) != 1 {
+                libc::_exit(3);
+            }
+            let mut b = 0u8;
+            libc::syscall(libc::SYS_read, gfd, &mut b as *mut u8, 1);
+            libc::_exit(0);
+        }
+    }
+    if child < 0 {
+        return Err(SysError::os("clone3 (making a cgroup namespace)"));
+    }
+    drop((ready_wr, go_rd));
+    let mut b = [0u8; 1];
+    let got = fs::File::from(ready_rd).read(&mut b);
+    let joined = match got {
+        Ok(1) => {
+            let p = format!("/proc/{child}/ns/cgroup");
+            fs::File::open(&p)
+                .map_err(|e| SysError::io(format!("open {p}"), e))
+                .and_then(|f| {
+                    // SAFETY: setns with a cgroup namespace file we hold open changes
+                    // only the calling thread's cgroup namespace.
+                    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWCGROUP) };
+                    super::check(r as libc::c_long, || format!("setns {p}"))
+                })
+        }
+        _ => Err(SysError::Other(
+            "the helper making the tree's cgroup namespace failed".into(),
+        )),
+    };
+    drop(go_wr);
+    let status = super::process::wait_exit(child as i32)?;
+    joined?;
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(SysError::Other(format!(
+            "the helper making the tree's cgroup namespace failed (status {status:#x})"
+        )));
+    }
+    Ok(())
 }
 
 /// The cgroup hierarchies of a mountinfo text.
@@ -188,11 +293,31 @@ pub fn remove_dirs(made: &[PathBuf]) {
     }
 }
 
-/// Move process `pid` (all its threads) into the cgroup of directory `dir`.
+/// Move process `pid` (all its threads) into the cgroup of directory `dir` (from a
+/// thread back in ckpt's own cgroup namespace when ckpt joined the tree's).
 pub fn move_into(dir: &Path, pid: i32) -> Result<()> {
+    use std::os::fd::AsRawFd;
     let p = dir.join("cgroup.procs");
-    fs::write(&p, pid.to_string())
-        .map_err(|e| SysError::io(format!("write {pid} to {}", p.display()), e))
+    let write = || {
+        fs::write(&p, pid.to_string())
+            .map_err(|e| SysError::io(format!("write {pid} to {}", p.display()), e))
+    };
+    let Some(own) = OWN_NS.get() else {
+        return write();
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns with ckpt's own cgroup namespace file, held open, changes
+            // only this thread's cgroup namespace; the thread ends right after.
+            let r = unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWCGROUP) };
+            super::check(r as libc::c_long, || {
+                "setns (ckpt's cgroup namespace)".into()
+            })?;
+            write()
+        })
+        .join()
+        .map_err(|_| SysError::Other("a thread moving a process panicked".into()))?
+    })
 }
 
 #[cfg(test)]

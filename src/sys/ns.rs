@@ -21,13 +21,15 @@ pub fn inode(pid: i32, kind: &str) -> Result<u64> {
         .map_err(|e| SysError::io(format!("stat {p}"), e))
 }
 
-/// The CLONE_NEW* flag of a namespace kind ckpt creates or joins (uts, ipc, time, net).
+/// The CLONE_NEW* flag of a namespace kind ckpt creates or joins (uts, ipc, time, net,
+/// cgroup).
 pub fn clone_flag(kind: &str) -> Option<libc::c_int> {
     match kind {
         "uts" => Some(libc::CLONE_NEWUTS),
         "ipc" => Some(libc::CLONE_NEWIPC),
         "time" => Some(libc::CLONE_NEWTIME),
         "net" => Some(libc::CLONE_NEWNET),
+        "cgroup" => Some(libc::CLONE_NEWCGROUP),
         _ => None,
     }
 }
@@ -177,8 +179,9 @@ pub fn inside<T: Send>(
     std::thread::scope(|s| {
         s.spawn(move || {
             for (p, f, flag) in &files {
-                // SAFETY: setns with a namespace file we hold open and a UTS, IPC or
-                // network flag changes only this thread's namespaces, which end with it.
+                // SAFETY: setns with a namespace file we hold open and a UTS, IPC,
+                // network or cgroup flag changes only this thread's namespaces, which
+                // end with it.
                 let r = unsafe { libc::setns(f.as_raw_fd(), *flag) };
                 super::check(r as libc::c_long, || format!("setns {p}"))?;
             }
