@@ -289,3 +289,44 @@ fn nspids(pid: i32) -> Vec<i32> {
         })
         .unwrap_or_default()
 }
+
+/// Processes of one tree in different UTS namespaces (issue 15, mixed arrangements):
+/// the root in one of its own, its child in one it made below it, shared with the
+/// grandchild. Restored, each process is in a new namespace of the same pattern (the
+/// child's made in its stub before the grandchild is forked) with its host name; the
+/// output is an uninterrupted run's (the child and grandchild checked their names all
+/// along).
+#[test]
+fn processes_in_uts_namespaces_made_below_the_root_are_restored() {
+    let ctx = Ctx::new("processes_in_uts_namespaces_made_below_the_root_are_restored");
+    let script = format!(
+        "hostname ckpt-root && exec {} 40 sleep=40",
+        target("nsmixed").display()
+    );
+    let spec = Spec::new(unshare())
+        .arg("--uts")
+        .arg("sh")
+        .arg("-c")
+        .arg(script);
+    let check = |tree: &[i32], what: &str| {
+        assert_eq!(tree.len(), 3, "{what}: root, child, grandchild: {tree:?}");
+        let u: Vec<u64> = tree.iter().map(|p| ns(&p.to_string(), "uts")).collect();
+        assert_ne!(
+            u[0],
+            ns("self", "uts"),
+            "{what}: the root's UTS namespace is its own"
+        );
+        assert_ne!(u[1], u[0], "{what}: the child made one below the root");
+        assert_eq!(u[2], u[1], "{what}: the grandchild shares the child's");
+    };
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(3);
+    check(&wait_process_tree(t.pid, 3, "nsmixed"), "original");
+    t.kill();
+    let mut checked = false;
+    dump_restore_compare(&ctx, &spec, &spec, 6, &[], "nsmixed", &mut |pid| {
+        check(&wait_process_tree(pid, 3, "nsmixed"), "restored");
+        checked = true;
+    });
+    assert!(checked);
+}

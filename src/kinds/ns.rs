@@ -32,6 +32,11 @@ pub(crate) const KINDS: [&str; 7] = ["uts", "ipc", "net", "mnt", "cgroup", "time
 /// Kinds a tree's own namespace of which restore creates.
 pub(crate) const RESTORED: [&str; 5] = ["uts", "ipc", "time", "net", "cgroup"];
 
+/// Kinds of namespace a process of the tree below its root may have made for itself
+/// and its descendants (restore makes it again in that process's stub before its
+/// children are forked).
+pub(crate) const MIXABLE: [&str; 1] = ["uts"];
+
 /// Kinds of a namespace made outside the tree that restore joins (`--join-ns`): those
 /// a thread of ckpt may join alone.
 pub(crate) const JOINABLE: [&str; 3] = ["uts", "ipc", "net"];
@@ -120,6 +125,11 @@ pub(crate) fn collect(
                 continue;
             }
             let ino = sys::ns::inode(pid, kind)?;
+            if ino != root_ns && ino != own && MIXABLE.contains(&kind) {
+                // Checked below, once every process's is known.
+                per_proc[i].push((kind.to_string(), ino));
+                continue;
+            }
             if ino != root_ns && ino != own {
                 return Err(refuse(
                     pid,
@@ -159,6 +169,9 @@ pub(crate) fn collect(
             }
             per_proc[i].push((kind.to_string(), ino));
         }
+        all.extend(child_namespaces(
+            pids, &per_proc, kind, root_ns, own, attached,
+        )?);
         if root_ns == own {
             all.push(Namespace {
                 kind: kind.to_string(),
@@ -217,6 +230,59 @@ pub(crate) fn collect(
         all.push(own_namespace(root, kind, root_ns, attached)?);
     }
     Ok((per_proc, all))
+}
+
+/// The namespaces of kind `kind` that processes of the tree below its root made (each
+/// process's namespaces so far in `per_proc`, in `pids` order: parents first): each
+/// made by one process (its parent is not in it), every other process in it below
+/// that one, nothing outside the tree in it. Returns them described; refuses anything
+/// else, naming the process.
+fn child_namespaces(
+    pids: &[(i32, bool)],
+    per_proc: &[Vec<(String, u64)>],
+    kind: &str,
+    root_ns: u64,
+    own: u64,
+    attached: &BTreeSet<i32>,
+) -> DumpResult<Vec<Namespace>> {
+    let ino_of = |i: usize| per_proc[i].iter().find(|(k, _)| k == kind).map(|(_, n)| *n);
+    let mut made: BTreeMap<u64, i32> = BTreeMap::new();
+    for (i, &(pid, live)) in pids.iter().enumerate() {
+        let Some(ino) = ino_of(i).filter(|n| live && *n != root_ns && *n != own) else {
+            continue;
+        };
+        let ppid = sys::proc::status(pid)?.ppid;
+        let parent_ns = pids.iter().position(|&(p, _)| p == ppid).and_then(ino_of);
+        if parent_ns == Some(ino) {
+            continue;
+        }
+        if let Some(first) = made.insert(ino, pid) {
+            return Err(DumpError::Unsupported {
+                pid,
+                why: format!(
+                    "it entered the {} namespace {kind}:[{ino}] that process {first} of \
+                     the tree made, not from it; this is not restored",
+                    title(kind)
+                ),
+            });
+        }
+    }
+    let tree: BTreeSet<i32> = pids.iter().map(|&(p, _)| p).collect();
+    let mut out = Vec::new();
+    for (ino, pid) in made {
+        if let Some(why) = sys::ns::held_outside(kind, ino, &tree) {
+            return Err(DumpError::Unsupported {
+                pid,
+                why: format!(
+                    "it is in a {} namespace ({kind}:[{ino}]) other than the tree's \
+                     root's that the tree did not make ({why}); this is not restored",
+                    title(kind)
+                ),
+            });
+        }
+        out.push(own_namespace(pid, kind, ino, attached)?);
+    }
+    Ok(out)
 }
 
 /// ckpt's own namespaces (inode by kind), as they were when the dump began.
@@ -706,7 +772,10 @@ pub(crate) fn check_namespaces(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
                 );
                 continue;
             };
-            if !ns.external && !root.namespaces.contains(&(kind.clone(), *inode)) {
+            if !ns.external
+                && !root.namespaces.contains(&(kind.clone(), *inode))
+                && !made_below_root(ckpt, kind, *inode)
+            {
                 p(
                     problems,
                     "namespace",
@@ -721,7 +790,74 @@ pub(crate) fn check_namespaces(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
     }
 }
 
+/// Whether namespace `kind:[inode]` (not the root's) is one a process below the root
+/// made, of a kind restore makes there ([`MIXABLE`]): exactly one process of the image
+/// is in it while its parent is not.
+fn made_below_root(ckpt: &Checkpoint, kind: &str, inode: u64) -> bool {
+    if !MIXABLE.contains(&kind) {
+        return false;
+    }
+    let key = (kind.to_string(), inode);
+    let in_it = |p: &crate::model::Process| p.namespaces.contains(&key);
+    let creators = ckpt
+        .processes
+        .iter()
+        .skip(1)
+        .filter(|p| in_it(p))
+        .filter(|p| !ckpt.processes.iter().any(|q| q.pid == p.ppid && in_it(q)))
+        .count();
+    creators == 1
+}
+
 // ---- restore (stage) ----
+
+/// In the stub of process `p` (just forked from its parent `parent`, before its own
+/// children are), make the namespaces it made below the tree's root: injected
+/// `unshare`, then their state set from a thread of ckpt that joins them.
+pub(crate) fn enter_child_namespaces(
+    cx: &mut crate::remote::Ctx<'_>,
+    ckpt: &Checkpoint,
+    parent: &crate::model::Process,
+) -> crate::error::RestoreResult<()> {
+    let p = cx.proc_;
+    let mut flags = 0;
+    let mut made = Vec::new();
+    for (kind, inode) in &p.namespaces {
+        if parent.namespaces.contains(&(kind.clone(), *inode)) || !MIXABLE.contains(&kind.as_str())
+        {
+            continue;
+        }
+        let Some(ns) = ckpt
+            .namespaces
+            .iter()
+            .find(|n| n.kind == *kind && n.inode == *inode && !n.external)
+        else {
+            continue;
+        };
+        flags |= sys::ns::clone_flag(kind).unwrap_or(0);
+        made.push(ns);
+    }
+    if flags == 0 {
+        return Ok(());
+    }
+    cx.call(
+        "unshare (a namespace a process made)",
+        crate::arch::native::nr::UNSHARE,
+        [flags as u64, 0, 0, 0, 0, 0],
+    )?;
+    for ns in made {
+        if let Some(u) = &ns.uts {
+            let (h, d) = (u.hostname.clone(), u.domainname.clone());
+            sys::ns::inside(p.pid, &["uts"], move || {
+                rustix::system::sethostname(&h)
+                    .map_err(|e| sys::SysError::io("sethostname", e.into()))?;
+                rustix::system::setdomainname(&d)
+                    .map_err(|e| sys::SysError::io("setdomainname", e.into()))
+            })?;
+        }
+    }
+    Ok(())
+}
 
 /// The namespaces of the tree's own in the image (restore creates them), those of
 /// its root.
@@ -1015,7 +1151,31 @@ mod tests {
             uts: ck.namespaces[0].uts.clone(),
             ..Default::default()
         });
-        assert!(problems(&ck)[0].contains("process 11 is in another UTS namespace"));
+        // A UTS namespace the child made below the root is restored in its stub.
+        assert_eq!(problems(&ck), Vec::<String>::new());
+        // Not a time namespace.
+        let mut ck = image();
+        ck.processes[1].namespaces[2].1 = 8;
+        ck.namespaces.push(Namespace {
+            kind: "time".into(),
+            inode: 8,
+            time: ck.namespaces[2].time,
+            ..Default::default()
+        });
+        assert!(problems(&ck)[0].contains("process 11 is in another time namespace"));
+        // Nor one two processes entered apart (the root's second child too).
+        let mut ck = image();
+        ck.processes[1].namespaces[0].1 = 8;
+        let mut c2 = child(12, 10, 10, 10);
+        c2.namespaces = ck.processes[1].namespaces.clone();
+        ck.processes.push(c2);
+        ck.namespaces.push(Namespace {
+            kind: "uts".into(),
+            inode: 8,
+            uts: ck.namespaces[0].uts.clone(),
+            ..Default::default()
+        });
+        assert!(problems(&ck)[0].contains("in another UTS namespace"));
 
         let mut ck = image();
         ck.namespaces.push(Namespace {

@@ -449,6 +449,7 @@ fn fork_tree<'a>(
         stub.procs.push((p.pid, Vec::new()));
         let mem = RemoteMem::open(p.pid)?;
         let mut cx = Ctx::live(inj, mem, stub_addr, p);
+        crate::kinds::ns::enter_child_namespaces(&mut cx, &plan.ckpt, &procs[parent])?;
         if p.sid == p.pid {
             cx.call("setsid", nr::SETSID, [0; 6])?;
             tree::set_session_tty(&mut cx, &plan.ckpt, ptys)?;
