@@ -96,6 +96,8 @@ fn hostile_fifo_lock_and_inotify_records_are_malformed() {
         policy: ckpt::arch::CpuPolicy::ALL[0],
         new_pid_namespace: false,
         inherit: Vec::new(),
+        join_ns: Vec::new(),
+        cgroup_root: None,
     };
     let lock = |start: u64, end: Option<u64>| FileLock {
         kind: LockKind::Posix,
@@ -197,6 +199,8 @@ fn hostile_socket_records_are_plan_problems() {
         policy: ckpt::arch::CpuPolicy::default(),
         new_pid_namespace: false,
         inherit,
+        join_ns: Vec::new(),
+        cgroup_root: None,
     };
     let msg = |from: &[u8], len: usize| SockMessage {
         creds: None,
@@ -447,6 +451,8 @@ fn compressed_records_are_checked(
         policy: ckpt::arch::CpuPolicy::ALL[0],
         new_pid_namespace: false,
         inherit: Vec::new(),
+        join_ns: Vec::new(),
+        cgroup_root: None,
     };
     let report = ckpt::restore::check(&bytes[..], &view).unwrap();
     assert!(

@@ -19,6 +19,8 @@ fn view() -> ckpt::restore::HostView {
         policy: ckpt::arch::CpuPolicy::default(),
         new_pid_namespace: false,
         inherit: vec![],
+        join_ns: Vec::new(),
+        cgroup_root: None,
     }
 }
 

@@ -29,6 +29,8 @@ fn view() -> &'static ckpt::restore::HostView {
         // PIDs taken on the fuzzing host say nothing about the image.
         new_pid_namespace: true,
         inherit: Vec::new(),
+        join_ns: Vec::new(),
+        cgroup_root: None,
     })
 }
 

@@ -118,6 +118,22 @@ struct InheritArgs {
     /// the option for each mount given.
     #[arg(long = "external-mount", value_name = "DEST=SOURCE", value_parser = parse_external_mount)]
     external_mount: Vec<(String, String)>,
+    /// Restore the tree in the namespace of file PATH for its namespace of kind TYPE
+    /// (net, uts or ipc) that was made outside the dumped tree (neither ckpt's nor the
+    /// tree's own, e.g. another container's network namespace; `ckpt dump` notes it
+    /// and `ckpt check --json` lists it as "external"). PATH is /proc/PID/ns/TYPE of a
+    /// process in it or a bind-mounted namespace file such as /run/netns/NAME. Restore
+    /// refuses an image with such a namespace that is not given. Repeat for each kind.
+    /// Example: `ckpt restore web.img --join-ns net:/run/netns/blue`.
+    #[arg(long = "join-ns", value_name = "TYPE:PATH", value_parser = parse_join_ns)]
+    join_ns: Vec<(String, std::path::PathBuf)>,
+    /// Restore the tree's cgroups below cgroup PATH of each hierarchy (e.g. /restored:
+    /// a process that was in /box/a goes to /restored/box/a, one that was below ckpt's
+    /// own cgroup goes to the same place below PATH) instead of where they were;
+    /// missing cgroups are made (and removed again if the restore fails). Membership
+    /// only: the cgroups' limits are not restored.
+    #[arg(long = "cgroup-root", value_name = "PATH")]
+    cgroup_root: Option<String>,
 }
 
 impl InheritArgs {
@@ -131,6 +147,8 @@ impl InheritArgs {
         );
         cpu.view().map(|v| restore::HostView {
             inherit: self.inherit_fd,
+            join_ns: self.join_ns,
+            cgroup_root: self.cgroup_root,
             ..v
         })
     }
@@ -145,6 +163,21 @@ fn parse_external_mount(s: &str) -> Result<(String, String), String> {
             "{s:?} is not DEST=SOURCE with two absolute paths (e.g. /data=/srv/data)"
         )),
     }
+}
+
+fn parse_join_ns(s: &str) -> Result<(String, std::path::PathBuf), String> {
+    let (kind, path) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not TYPE:PATH (e.g. net:/run/netns/blue)"))?;
+    if !["net", "uts", "ipc"].contains(&kind) {
+        return Err(format!(
+            "{kind:?}: restore joins only net, uts and ipc namespaces"
+        ));
+    }
+    if path.is_empty() {
+        return Err(format!("{s:?} names no namespace file after the colon"));
+    }
+    Ok((kind.to_string(), std::path::PathBuf::from(path)))
 }
 
 fn parse_inherit(s: &str) -> Result<(i32, String), String> {

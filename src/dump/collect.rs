@@ -280,6 +280,7 @@ pub(crate) fn collect_process(
         zombie: None,
         randomized: Some(stat.randomized()),
         namespaces: Vec::new(),
+        cgroups: Vec::new(),
         stopped: fr
             .threads
             .iter()

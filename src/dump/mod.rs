@@ -529,6 +529,8 @@ fn refuse_unrestorable(
         policy: arch::CpuPolicy::default(),
         new_pid_namespace: false,
         inherit: Vec::new(),
+        join_ns: Vec::new(),
+        cgroup_root: None,
     };
     // A tree with a mount namespace of its own names its files as its namespace shows
     // them: plan opens them from a thread in that namespace.
@@ -621,6 +623,8 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     // A tree with an IPC namespace of its own: its System V segments are read there.
     let ckpts_ns = crate::kinds::ns::own_namespaces()?;
     crate::kinds::ns::join_own_ipc(pid, sys::proc::status(pid)?.ppid, &ckpts_ns)?;
+    // A tree in another network namespace: its sockets are looked at there.
+    crate::kinds::ns::join_tree_net(pid, &ckpts_ns)?;
     let mut tree = FrozenTree::freeze(pid)?;
     let freezing = tree.frozen_at.elapsed();
     run_hook(opts, DumpStep::Frozen)?;
@@ -662,6 +666,13 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     let host: Vec<(i32, bool)> = tree.nodes.iter().map(|(p, f)| (*p, f.is_some())).collect();
     let root_parent = sys::proc::status(pid).map(|s| s.ppid).unwrap_or(0);
     let namespaces = crate::kinds::ns::collect_into(&mut processes, &host, root_parent, &ckpts_ns)?;
+    // The cgroups of each live process, relative to ckpt's.
+    let ckpts_cgroups = sys::cgroup::membership(0)?;
+    for (proc_, &(hp, live)) in processes.iter_mut().zip(&host) {
+        if live {
+            proc_.cgroups = crate::kinds::cgroup::collect(hp, &ckpts_cgroups)?;
+        }
+    }
     // For the failure-path tests: a dump refused once the tree was frozen and queried
     // (with injected calls) must let it go exactly as a successful --leave-running one.
     crate::error::fault_point("dump: collected").map_err(|_| DumpError::Unsupported {
@@ -715,6 +726,14 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         vmas: ckpt.processes.iter().map(|p| p.vmas.len()).sum(),
         ..Default::default()
     };
+    for ns in ckpt.namespaces.iter().filter(|n| n.foreign) {
+        stats.warnings.push(format!(
+            "the tree is in a {kind} namespace ({kind}:[{}]) made outside it, recorded as \
+             external: restore needs --join-ns {kind}:PATH naming the one to restore it in",
+            ns.inode,
+            kind = ns.kind
+        ));
+    }
     for p in &ckpt.processes {
         for t in p.threads.iter() {
             if arch::native::in_restart_syscall(&t.arch.regs) {
@@ -766,13 +785,19 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         tree.let_go()?;
     } else {
         // The peers' packets are dropped until restore (else the kernel would answer
-        // them with a reset once the sockets are gone)...
-        let conns: Vec<_> = collected
-            .ckpt
-            .processes
-            .iter()
-            .flat_map(|p| p.tcp_connections())
-            .collect();
+        // them with a reset once the sockets are gone)... In a network namespace of
+        // the tree's own, every peer is in the tree and the namespace ends with it:
+        // nothing to lock.
+        let conns: Vec<_> = if crate::kinds::ns::owns(&collected.ckpt, "net") {
+            Vec::new()
+        } else {
+            collected
+                .ckpt
+                .processes
+                .iter()
+                .flat_map(|p| p.tcp_connections())
+                .collect()
+        };
         if let Err(e) = sys::netlock::lock(&conns) {
             stats.warnings.push(format!(
                 "the TCP connections are not locked while the process is gone ({e}); a peer \

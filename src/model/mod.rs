@@ -901,6 +901,22 @@ pub struct Process {
     /// ckpt's own.
     #[serde(default)]
     pub namespaces: Vec<(String, u64)>,
+    /// The cgroups the process was in, one per hierarchy, other than ckpt's own at dump
+    /// (see `kinds::cgroup`). Empty in older images (restored into ckpt's).
+    #[serde(default)]
+    pub cgroups: Vec<CgroupPlace>,
+}
+
+/// Where a process is in one cgroup hierarchy.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct CgroupPlace {
+    /// The hierarchy, by its controllers as /proc/PID/cgroup names them ("memory",
+    /// "cpu,cpuacct", "name=systemd"); empty for cgroup v2.
+    pub controllers: String,
+    /// The cgroup's path in the hierarchy: below ckpt's own cgroup when `relative`
+    /// (without a leading '/'), else from the hierarchy's root (with one).
+    pub path: String,
+    pub relative: bool,
 }
 
 /// A process stopped by job control: the signal that stopped it and whether its parent
@@ -1220,6 +1236,64 @@ pub struct Namespace {
     /// A mount namespace of the tree's: its mounts (see `kinds::mnt`).
     #[serde(default)]
     pub mounts: Option<MountTree>,
+    /// A network namespace of the tree's: its loopback interface and the network
+    /// settings restore brings back.
+    #[serde(default)]
+    pub net: Option<NetState>,
+    /// With `external`: the namespace was neither ckpt's nor the tree's own (made
+    /// outside the tree, e.g. another container's); restore joins the one given by
+    /// `restore --join-ns KIND:PATH`, and refuses without it.
+    #[serde(default)]
+    pub foreign: bool,
+    /// A cgroup namespace of the tree's: its root in each hierarchy (as
+    /// `Process::cgroups` records places; a hierarchy not listed: ckpt's own cgroup).
+    #[serde(default)]
+    pub cgroup: Option<CgroupNsRoots>,
+}
+
+/// The root of a cgroup namespace in each hierarchy.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct CgroupNsRoots {
+    pub roots: Vec<CgroupPlace>,
+}
+
+/// The state of a network namespace of the tree's own, which holds only its loopback
+/// interface.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetState {
+    /// The loopback interface is up.
+    pub lo_up: bool,
+    /// Its MTU.
+    pub lo_mtu: u32,
+    /// Every address of the loopback interface (the default 127.0.0.1/8 and ::1 too,
+    /// when it has them).
+    #[serde(default)]
+    pub addrs: Vec<NetAddr>,
+    /// Network settings of the namespace (file under /proc/sys, its text as read,
+    /// trimmed), written again in the new namespace.
+    #[serde(default)]
+    pub sysctls: Vec<(String, String)>,
+}
+
+/// An address of an interface (as rtnetlink gives it).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetAddr {
+    /// AF_INET or AF_INET6.
+    pub family: u8,
+    pub prefixlen: u8,
+    /// IFA_F_* flags.
+    pub flags: u32,
+    /// RT_SCOPE_*.
+    pub scope: u8,
+    /// IFA_LOCAL (empty if none).
+    #[serde(with = "serde_bytes")]
+    pub local: Vec<u8>,
+    /// IFA_ADDRESS.
+    #[serde(with = "serde_bytes")]
+    pub address: Vec<u8>,
+    /// IFA_LABEL (IPv4), empty if none.
+    #[serde(default)]
+    pub label: String,
 }
 
 /// The mounts of a mount namespace of the tree's own, in the order its root's

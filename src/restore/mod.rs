@@ -61,6 +61,9 @@ pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     {
         k.extend(kernel::manifest(&kernel::required(&plan.ckpt)));
     }
+    if let Some(r) = requirements.as_object_mut() {
+        r.insert("namespaces".into(), crate::kinds::ns::manifest(&plan.ckpt));
+    }
     let mut problems = early;
     problems.extend(plan.problems);
     let mut page_bytes = 0;
@@ -129,11 +132,7 @@ pub fn host_facilities() -> Vec<(&'static str, &'static str, std::result::Result
 pub fn unlock<R: Read>(input: R) -> Result<usize> {
     let mut reader = ImageReader::new(input)?;
     let ckpt = plan::read_checkpoint(&mut reader)?;
-    let conns: Vec<_> = ckpt
-        .processes
-        .iter()
-        .flat_map(|p| p.tcp_connections())
-        .collect();
+    let conns = crate::kinds::ns::locked_connections(&ckpt);
     sys::netlock::unlock(&conns);
     Ok(conns.len())
 }
@@ -344,12 +343,7 @@ impl<R: Read + Send> Prepared<R> {
         match lock {
             Some(l) => l.release(),
             None => {
-                let conns: Vec<_> = plan
-                    .ckpt
-                    .processes
-                    .iter()
-                    .flat_map(|p| p.tcp_connections())
-                    .collect();
+                let conns = crate::kinds::ns::locked_connections(&plan.ckpt);
                 sys::netlock::unlock(&conns);
             }
         }

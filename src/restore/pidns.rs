@@ -47,20 +47,27 @@ impl<R: Read + Send> Prepared<R> {
     /// had its own at dump (its root becomes PID 1 again) or when `new_pidns` asks for
     /// one (a child of ours becomes its init), else ours, with the root as our child.
     pub fn launch(self, new_pidns: bool) -> Result<Launched> {
-        // The namespaces the tree had of its own (UTS, IPC, time), made for our thread
-        // before any process of the tree exists: every one started below is in them.
-        crate::kinds::ns::enter_new(&self.plan.ckpt)?;
-        if self.own_pid_namespace() {
-            return launch_own_pidns(self, false);
-        }
-        if new_pidns {
-            return launch_in_new_pidns(self);
-        }
-        let st = self.run(RootStub::Spawn)?;
-        Ok(Launched {
-            root: st.pid,
-            child: st.pid,
-        })
+        // The namespaces made outside the tree it joins (--join-ns) and those it had of
+        // its own (UTS, IPC, time, network), for our thread before any process of the
+        // tree exists: every one started below is in them.
+        let mut made = crate::kinds::ns::enter_new(
+            &self.plan.ckpt,
+            &self.plan.joins,
+            self.plan.cgroup_root.as_deref(),
+        )?;
+        let launched = if self.own_pid_namespace() {
+            launch_own_pidns(self, false)
+        } else if new_pidns {
+            launch_in_new_pidns(self)
+        } else {
+            self.run(RootStub::Spawn).map(|st| Launched {
+                root: st.pid,
+                child: st.pid,
+            })
+        };
+        // The cgroups made for a cgroup namespace of the tree's stay with it.
+        made.keep = launched.is_ok();
+        launched
     }
 }
 
@@ -71,15 +78,21 @@ impl<R: Read + Send> Prepared<R> {
     /// root) is our parent's child. The returned [`Launched::child`] is not ours to
     /// wait for.
     pub fn launch_as_sibling(self) -> Result<Launched> {
-        crate::kinds::ns::enter_new(&self.plan.ckpt)?;
-        if self.own_pid_namespace() {
-            return launch_own_pidns(self, true);
-        }
-        let st = self.run(RootStub::Sibling)?;
-        Ok(Launched {
-            root: st.pid,
-            child: st.pid,
-        })
+        let mut made = crate::kinds::ns::enter_new(
+            &self.plan.ckpt,
+            &self.plan.joins,
+            self.plan.cgroup_root.as_deref(),
+        )?;
+        let launched = if self.own_pid_namespace() {
+            launch_own_pidns(self, true)
+        } else {
+            self.run(RootStub::Sibling).map(|st| Launched {
+                root: st.pid,
+                child: st.pid,
+            })
+        };
+        made.keep = launched.is_ok();
+        launched
     }
 }
 

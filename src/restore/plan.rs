@@ -24,6 +24,10 @@ pub struct Plan {
     pub ckpt: Checkpoint,
     /// `--inherit-fd` pairs (ckpt's descriptor, external resource key).
     pub inherit: Vec<(i32, String)>,
+    /// `--join-ns` pairs (namespace kind, namespace file).
+    pub joins: Vec<(String, std::path::PathBuf)>,
+    /// `--cgroup-root`: the cgroup the tree's cgroups are restored below.
+    pub cgroup_root: Option<String>,
     pub problems: Vec<Problem>,
     /// Each thread's xsave area converted to this host's layout, by TID.
     pub xsave: std::collections::BTreeMap<i32, Vec<u8>>,
@@ -48,6 +52,12 @@ pub struct HostView {
     /// `--inherit-fd N:KEY`: ckpt's own descriptor N takes the place of the image's
     /// external resource KEY (see `FdKind::External`).
     pub inherit: Vec<(i32, String)>,
+    /// `--join-ns KIND:PATH`: the tree's namespace of kind KIND that was made outside
+    /// it is the one of namespace file PATH (see `kinds::ns`).
+    pub join_ns: Vec<(String, std::path::PathBuf)>,
+    /// `--cgroup-root PATH`: restore the tree's cgroups below cgroup PATH (of each
+    /// hierarchy) instead of where they were (see `kinds::cgroup`).
+    pub cgroup_root: Option<String>,
 }
 
 impl HostView {
@@ -74,6 +84,8 @@ impl HostView {
             policy,
             new_pid_namespace: false,
             inherit: Vec::new(),
+            join_ns: Vec::new(),
+            cgroup_root: None,
         })
     }
 }
@@ -164,7 +176,8 @@ fn check_host_files(
     }
     mem::check_mapped_files(files, proc_, problems);
     for f in &proc_.fds {
-        fd::check_fd_in_image(files, f, image.pids, image.new_pidns, held, problems);
+        let net = (image.pids, image.new_pidns, image.other_netns);
+        fd::check_fd_in_image(files, f, net, held, problems);
     }
     fd::lock::check_locks(proc_, held, problems);
     seccomp::check_seccomp(proc_, problems);
@@ -180,6 +193,11 @@ struct ImageView<'a> {
     sysv_listed: bool,
     /// Its System V objects will live in a new IPC namespace, where every ID is free.
     new_ipcns: bool,
+    /// Its sockets will live in another network namespace than ckpt's: a new one,
+    /// where every address, port and abstract name is free, or one `--join-ns` gives,
+    /// whose addresses are not checked here (a bind that fails there fails the stage,
+    /// before the point of no return).
+    other_netns: bool,
 }
 
 /// Host checks of one process; what the dumped tree holds (`held`) counts as free.
@@ -206,6 +224,8 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
     Plan {
         ckpt,
         inherit: view.inherit.clone(),
+        joins: view.join_ns.clone(),
+        cgroup_root: view.cgroup_root.clone(),
         problems,
         xsave,
         request_amx,
@@ -233,6 +253,11 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
     check_structure(ckpt, &mut problems);
     crate::kinds::ns::check_namespaces(ckpt, &mut problems);
     crate::kinds::mnt::check_tree(ckpt, view.new_pid_namespace, &mut problems);
+    // (At dump, the namespaces are the tree's own: nothing to join yet.)
+    if !held.live {
+        crate::kinds::ns::check_joins(ckpt, &view.join_ns, &mut problems);
+    }
+    crate::kinds::cgroup::check_cgroups(ckpt, view.cgroup_root.as_deref(), &mut problems);
     if problems.iter().all(|p| p.code != "malformed") {
         // Privileges: ckpt's own, and what each process asks of them.
         let pairs = ckpt.pipes.len() + ckpt.socketpairs.len() + ckpt.fifos.len();
@@ -296,6 +321,7 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
             new_pidns: view.new_pid_namespace || ckpt.own_pid_namespace,
             sysv_listed: !ckpt.sysv.shm.is_empty(),
             new_ipcns: crate::kinds::ns::owns(ckpt, "ipc"),
+            other_netns: crate::kinds::ns::net_elsewhere(ckpt),
         };
         crate::kinds::ipc::check_objects(&ckpt.sysv, held, !image.new_ipcns, &mut problems);
         crate::kinds::ipc::check_undo(&ckpt.sysv, &ckpt.processes, &mut problems);

@@ -150,6 +150,8 @@ struct StagedProc {
 /// What stage hands to commit.
 pub struct Staged {
     pub stub: Stub,
+    /// The cgroups made for the tree (removed after the stub's processes are killed).
+    cgroups: crate::kinds::cgroup::MadeCgroups,
     sysv: SysvCreated,
     stub_addr: u64,
     /// Per process of the image (zombies have none).
@@ -166,6 +168,8 @@ pub(crate) fn stage(
 ) -> Result<Staged> {
     let procs = &plan.ckpt.processes;
     let root = &procs[0];
+    // Declared before the stub: on failure it goes after the stub's processes.
+    let mut cgroups = crate::kinds::cgroup::MadeCgroups::default();
     let mut stub = start_root(root, root_stub)?;
     // Pseudo-terminal pairs of the image, held by ckpt until every process has its
     // descriptors of them.
@@ -177,6 +181,9 @@ pub(crate) fn stage(
         tree::set_session_tty(&mut ctxs[0], &plan.ckpt, &ptys)?;
     }
     fork_tree(&mut ctxs, &mut stub, stub_addr, plan, &ptys)?;
+    // Into their cgroups before their memory is filled, so that it is charged there.
+    let pids: Vec<i32> = stub.procs.iter().map(|(p, _)| *p).collect();
+    crate::kinds::cgroup::place(&plan.ckpt, &pids, plan.cgroup_root.as_deref(), &mut cgroups)?;
     tree::set_process_groups(&mut ctxs, procs)?;
     tree::set_foreground_groups(&mut ctxs, &plan.ckpt, &ptys)?;
     // --new-tty: the new terminal becomes the controlling terminal of the root's session,
@@ -259,6 +266,7 @@ pub(crate) fn stage(
         .collect::<Result<_>>()?;
     Ok(Staged {
         stub,
+        cgroups,
         sysv,
         stub_addr,
         procs: procs_staged,
@@ -459,6 +467,7 @@ fn fork_tree<'a>(
         stub.procs.push((p.pid, Vec::new()));
         let mem = RemoteMem::open(p.pid)?;
         let mut cx = Ctx::live(inj, mem, stub_addr, p);
+        crate::kinds::ns::enter_child_namespaces(&mut cx, &plan.ckpt, &procs[parent])?;
         if p.sid == p.pid {
             cx.call("setsid", nr::SETSID, [0; 6])?;
             tree::set_session_tty(&mut cx, &plan.ckpt, ptys)?;
@@ -667,7 +676,11 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<(i32, Option<sys::netlock::H
     // `ckpt unlock`; after (3), the lock never outlives ckpt. Killed inside (1)-(2), a
     // few microseconds, the tree dies with ckpt and its connections are lost. (A kernel
     // without owned tables: the dump's rules stay until `unlock` after commit.)
-    let tcp: Vec<_> = procs.iter().flat_map(|p| p.tcp_connections()).collect();
+    let tcp: Vec<_> = if crate::kinds::ns::owns(&plan.ckpt, "net") {
+        Vec::new()
+    } else {
+        procs.iter().flat_map(|p| p.tcp_connections()).collect()
+    };
     let prepared = sys::netlock::Handover::prepare(&tcp).ok().flatten();
     fault_point("detach")?;
     sys::deferred::die_point("before the point of no return");
@@ -688,6 +701,7 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<(i32, Option<sys::netlock::H
     // Nothing below can fail in a way we could still undo; let every thread go.
     s.stub.committed = true;
     s.sysv.keep = true;
+    s.cgroups.keep = true;
     sys::deferred::die_point("the tree outlives ckpt");
     let sent = prepared.and_then(|p| p.send().ok());
     sys::deferred::die_point("lock handed over");

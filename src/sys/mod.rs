@@ -4,6 +4,7 @@
 
 #![allow(unsafe_code)]
 
+pub(crate) mod cgroup;
 pub(crate) mod deferred;
 pub(crate) mod file;
 pub(crate) mod inetraw;
@@ -20,6 +21,7 @@ pub(crate) mod proc;
 pub(crate) mod process;
 pub(crate) mod ptrace;
 pub(crate) mod seqpacket;
+pub(crate) mod rtnl;
 pub(crate) mod sockdiag;
 pub(crate) mod tcp;
 pub(crate) mod tmpfile;

@@ -21,14 +21,143 @@ pub fn inode(pid: i32, kind: &str) -> Result<u64> {
         .map_err(|e| SysError::io(format!("stat {p}"), e))
 }
 
-/// The CLONE_NEW* flag of a namespace kind ckpt creates (uts, ipc, time).
+/// The CLONE_NEW* flag of a namespace kind ckpt creates or joins (uts, ipc, time, net,
+/// cgroup).
 pub fn clone_flag(kind: &str) -> Option<libc::c_int> {
     match kind {
         "uts" => Some(libc::CLONE_NEWUTS),
         "ipc" => Some(libc::CLONE_NEWIPC),
         "time" => Some(libc::CLONE_NEWTIME),
+        "net" => Some(libc::CLONE_NEWNET),
+        "cgroup" => Some(libc::CLONE_NEWCGROUP),
         _ => None,
     }
+}
+
+/// The kind of namespace (`clone_flag`'s CLONE_NEW* flag) of the namespace file at
+/// `path` (/proc/PID/ns/KIND, or a bind mount of one), kept open for [`join_file`].
+pub fn open_ns_file(path: &std::path::Path) -> Result<(fs::File, libc::c_int)> {
+    let f =
+        fs::File::open(path).map_err(|e| SysError::io(format!("open {}", path.display()), e))?;
+    // NS_GET_NSTYPE (linux/nsfs.h): _IO(0xb7, 0x3).
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only returns a value; on a file that
+    // is not a namespace the kernel answers ENOTTY.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE as _) };
+    super::check(r as libc::c_long, || {
+        format!("{} is not a namespace file (NS_GET_NSTYPE)", path.display())
+    })?;
+    Ok((f, r))
+}
+
+/// Make the calling thread join the namespace of file `f` (opened by [`open_ns_file`],
+/// of kind `flag`: CLONE_NEWNET, CLONE_NEWUTS or CLONE_NEWIPC).
+pub fn join_file(f: &fs::File, flag: libc::c_int, what: &str) -> Result<()> {
+    // SAFETY: setns with a namespace file we hold open and a network, UTS or IPC flag
+    // changes only this thread's namespaces.
+    let r = unsafe { libc::setns(f.as_raw_fd(), flag) };
+    super::check(r as libc::c_long, || format!("setns {what}"))?;
+    Ok(())
+}
+
+/// Run `f` on a thread of ckpt in a new, empty network namespace of its own (made
+/// with `unshare(CLONE_NEWNET)`, which ends with the thread): what a network namespace
+/// starts with on this host.
+pub fn in_new_net<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: unshare(CLONE_NEWNET) on this thread changes only its own network
+            // namespace, which ends with it.
+            let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            super::check(r as libc::c_long, || "unshare(CLONE_NEWNET)".into())?;
+            f()
+        })
+        .join()
+        .map_err(|_| SysError::Other("a thread in a new network namespace panicked".into()))?
+    })
+}
+
+/// Every writable file under /proc/sys/net of the calling thread's network namespace
+/// with its value (path relative to /proc/sys, trimmed text), sorted; files that
+/// cannot be read are left out.
+pub fn net_sysctls() -> Result<Vec<(String, String)>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut dirs = vec![std::path::PathBuf::from("/proc/sys/net")];
+    while let Some(d) = dirs.pop() {
+        let rd = fs::read_dir(&d).map_err(|e| SysError::io(format!("read {}", d.display()), e))?;
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(m) = e.metadata() else {
+                continue;
+            };
+            if m.is_dir() {
+                dirs.push(p);
+            } else if m.permissions().mode() & 0o200 != 0 {
+                if let (Ok(v), Ok(rel)) = (fs::read_to_string(&p), p.strip_prefix("/proc/sys")) {
+                    out.push((rel.to_string_lossy().into_owned(), v.trim().to_string()));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The tables of the legacy iptables (ip, ip6 and arp) the calling thread's network
+/// namespace has, as "iptables filter".
+pub fn legacy_tables() -> Vec<String> {
+    let mut out = Vec::new();
+    for (file, name) in [
+        ("ip_tables_names", "iptables"),
+        ("ip6_tables_names", "ip6tables"),
+        ("arp_tables_names", "arptables"),
+    ] {
+        if let Ok(t) = fs::read_to_string(format!("/proc/thread-self/net/{file}")) {
+            out.extend(t.split_whitespace().map(|x| format!("{name} {x}")));
+        }
+    }
+    out
+}
+
+/// What keeps namespace `kind:[ino]` alive outside the processes `tree` (host PIDs)
+/// and ckpt: a bind mount of it in ckpt's mount namespace, or another process in it;
+/// `None` if nothing does.
+pub fn held_outside(
+    kind: &str,
+    ino: u64,
+    tree: &std::collections::BTreeSet<i32>,
+) -> Option<String> {
+    let root = format!("{kind}:[{ino}]");
+    if let Ok(mi) = fs::read_to_string("/proc/self/mountinfo") {
+        for l in mi.lines() {
+            let f: Vec<&str> = l.split(' ').collect();
+            if f.get(3) == Some(&root.as_str()) {
+                return Some(format!(
+                    "it is bind-mounted at {}",
+                    f.get(4).copied().unwrap_or("?")
+                ));
+            }
+        }
+    }
+    let me = super::process::own_pid();
+    let rd = fs::read_dir("/proc").ok()?;
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me || tree.contains(&pid) {
+            continue;
+        }
+        if inode(pid, kind).ok() == Some(ino) {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            return Some(format!(
+                "process {pid} ({}), outside the tree, is in it too",
+                comm.trim()
+            ));
+        }
+    }
+    None
 }
 
 /// Run `f` on a thread of ckpt that joined the namespaces of kinds `kinds` (uts, ipc:
@@ -50,8 +179,9 @@ pub fn inside<T: Send>(
     std::thread::scope(|s| {
         s.spawn(move || {
             for (p, f, flag) in &files {
-                // SAFETY: setns with a namespace file we hold open and a UTS or IPC
-                // flag changes only this thread's namespaces, which end with it.
+                // SAFETY: setns with a namespace file we hold open and a UTS, IPC,
+                // network or cgroup flag changes only this thread's namespaces, which
+                // end with it.
                 let r = unsafe { libc::setns(f.as_raw_fd(), *flag) };
                 super::check(r as libc::c_long, || format!("setns {p}"))?;
             }
@@ -68,8 +198,8 @@ pub fn join(pid: i32, kind: &str) -> Result<()> {
     let p = format!("/proc/{pid}/ns/{kind}");
     let flag = clone_flag(kind).ok_or_else(|| SysError::Other(format!("cannot join {p}")))?;
     let f = fs::File::open(&p).map_err(|e| SysError::io(format!("open {p}"), e))?;
-    // SAFETY: setns with a namespace file we hold open and a UTS or IPC flag changes only
-    // this thread's namespaces.
+    // SAFETY: setns with a namespace file we hold open and a UTS, IPC or network flag
+    // changes only this thread's namespaces.
     let r = unsafe { libc::setns(f.as_raw_fd(), flag) };
     super::check(r as libc::c_long, || format!("setns {p}"))?;
     Ok(())
@@ -300,8 +430,8 @@ pub fn unshare_new(
             "a new time namespace must be made by the main thread".into(),
         ));
     }
-    // SAFETY: unshare with only CLONE_NEWUTS, CLONE_NEWIPC or CLONE_NEWTIME changes
-    // the calling thread's namespaces (for children, in the case of time), no memory
+    // SAFETY: unshare with only CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWNET or
+    // CLONE_NEWTIME changes the calling thread's namespaces (for children, in the case of time), no memory
     // or descriptor state other code relies on.
     let r = unsafe { libc::unshare(flags) };
     super::check(r as libc::c_long, || format!("unshare({flags:#x})"))?;

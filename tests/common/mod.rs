@@ -113,6 +113,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("nstree", "nstree.c", &[]),
     ("nsown", "nsown.c", &[]),
     ("mntns", "mntns.c", &[]),
+    ("netns", "netns.c", &[]),
+    ("nsmixed", "nsmixed.c", &[]),
     ("sysv", "sysv.c", &[]),
     // tests/e2e_sysv.rs: System V segments, semaphores and queues; a POSIX queue
     ("sysvall", "sysvall.c", &[]),

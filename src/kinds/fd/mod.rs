@@ -265,13 +265,13 @@ pub(crate) fn check_shared(procs: &[Process], problems: &mut Vec<Problem>) {
     }
 }
 
-/// [`check_fd`] in an image of processes `pids`: a file under /proc/PID/ of one of them
-/// is made by restore (see `file::check_proc_file`).
+/// [`check_fd`] in an image of processes `pids` (in a new PID namespace or not, in
+/// another network namespace than ckpt's or not): a file under /proc/PID/ of one of
+/// them is made by restore (see `file::check_proc_file`).
 pub(crate) fn check_fd_in_image(
     files: &mut file::HeldFiles,
     f: &Fd,
-    pids: &std::collections::BTreeSet<i32>,
-    new_pidns: bool,
+    (pids, new_pidns, other_netns): (&std::collections::BTreeSet<i32>, bool, bool),
     held: &check::Held,
     problems: &mut Vec<Problem>,
 ) {
@@ -280,7 +280,31 @@ pub(crate) fn check_fd_in_image(
             return;
         }
     }
+    // In another network namespace than ckpt's, the names and addresses of the
+    // network (ports, abstract unix names, netlink port IDs, ping groups) are that
+    // namespace's: not checked against ckpt's.
+    if other_netns && network_named(f) {
+        return;
+    }
     check_fd(files, f, held, problems);
+}
+
+/// Whether what a descriptor's host check looks at is the network namespace's only
+/// (an address, a port, an abstract unix name), not the file system's.
+fn network_named(f: &Fd) -> bool {
+    let abstract_name = |n: &[u8]| n.first() == Some(&0);
+    match &f.kind {
+        FdKind::Udp { .. }
+        | FdKind::TcpUnconnected { .. }
+        | FdKind::Netlink { .. }
+        | FdKind::InetRaw { .. } => true,
+        FdKind::UnixListen { name, dir, .. } => dir.is_empty() && abstract_name(name),
+        FdKind::UnixDgram { sock, .. } => abstract_name(&sock.name),
+        FdKind::UnixPending { name, listener, .. } => {
+            abstract_name(listener) && (name.is_empty() || abstract_name(name))
+        }
+        _ => false,
+    }
 }
 
 /// Host checks of one descriptor: what it opened by path is there and unchanged, the

@@ -208,4 +208,11 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
         what: "pages a fork child shares copy-on-write with its parent (stack, data) come back as separate copies",
         issue: "issue 13",
     },
+    KnownLoss {
+        test: "tree_in_*_is_restored_*",
+        cmp: Cmp::Restored,
+        key: "p*.pages_shared_with_p*",
+        what: "pages a fork child shares copy-on-write with its parent (stack, data) come back as separate copies",
+        issue: "issue 13",
+    },
 ];

@@ -37,7 +37,7 @@ pub(super) fn read_tree(root: i32) -> (Entries, Vec<i32>) {
     let mut r = Reader {
         e: BTreeMap::new(),
         labels: BTreeMap::new(),
-        unix: unix_diag().unwrap_or_default(),
+        unix: unix_diag_in_net_of(root).unwrap_or_default(),
     };
     for &pid in &pids {
         read_process(&mut r, pid);

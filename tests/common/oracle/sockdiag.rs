@@ -21,6 +21,28 @@ const UDIAG_SHOW_NAME: u32 = 1;
 const UDIAG_SHOW_PEER: u32 = 4;
 const UDIAG_SHOW_RQLEN: u32 = 16;
 
+/// [`unix_diag`] of the network namespace process `pid` is in (unix sockets are listed
+/// per network namespace): from a thread that joined it when it is not ours.
+pub(super) fn unix_diag_in_net_of(pid: i32) -> Option<BTreeMap<u64, UnixDiag>> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let theirs = std::fs::File::open(format!("/proc/{pid}/ns/net")).ok()?;
+    let ours = std::fs::metadata("/proc/self/ns/net").ok()?;
+    if theirs.metadata().ok()?.ino() == ours.ino() {
+        return unix_diag();
+    }
+    std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, which ends right after.
+        if unsafe { libc::setns(theirs.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return None;
+        }
+        unix_diag()
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
 pub(super) fn unix_diag() -> Option<BTreeMap<u64, UnixDiag>> {
     let s = unsafe {
         libc::socket(

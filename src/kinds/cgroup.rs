@@ -1,0 +1,345 @@
+//! Control groups (issue 15, part 3): the cgroup of each hierarchy (v1 and v2) each
+//! process is in, and putting the restored processes back into them.
+//!
+//! At dump, a process in ckpt's own cgroup of a hierarchy records nothing for it (it is
+//! restored into the restoring ckpt's, as before); one below ckpt's records the path
+//! relative to ckpt's (restored below the restoring ckpt's cgroup, or below
+//! `--cgroup-root`); any other records its path from the hierarchy's root (restored
+//! there, or below `--cgroup-root`). Plan checks that each hierarchy is mounted here and
+//! that each cgroup exists or can be made; stage makes the missing ones (removed again
+//! if the restore fails) and moves each process into its cgroups before anything else
+//! is built in it, so its memory is charged there. Membership only: the controllers'
+//! settings (memory.max, pids.max, cpu.max...) of the cgroups are not recorded, and a
+//! cgroup made at restore has its parent's defaults.
+
+use crate::error::{DumpResult, Problem};
+use crate::kinds::check::p;
+use crate::model::{CgroupPlace, Checkpoint};
+use crate::sys;
+
+// ---- collect (dump) ----
+
+/// Where process `pid` is in each hierarchy, relative to ckpt's own cgroups
+/// (`ckpts`: ckpt's /proc/self/cgroup pairs).
+pub(crate) fn collect(pid: i32, ckpts: &[(String, String)]) -> DumpResult<Vec<CgroupPlace>> {
+    Ok(places(&sys::cgroup::membership(pid)?, ckpts))
+}
+
+/// The places of a process's (controllers, path) pairs, given ckpt's.
+pub(crate) fn places(theirs: &[(String, String)], ckpts: &[(String, String)]) -> Vec<CgroupPlace> {
+    let mut out = Vec::new();
+    for (c, path) in theirs {
+        let own = ckpts.iter().find(|(k, _)| k == c).map(|(_, p)| p.as_str());
+        if own == Some(path.as_str()) {
+            continue;
+        }
+        let below = own.and_then(|o| {
+            if o == "/" {
+                path.strip_prefix('/')
+            } else {
+                path.strip_prefix(o).and_then(|r| r.strip_prefix('/'))
+            }
+        });
+        out.push(match below {
+            Some(rel) => CgroupPlace {
+                controllers: c.clone(),
+                path: rel.to_string(),
+                relative: true,
+            },
+            None => CgroupPlace {
+                controllers: c.clone(),
+                path: path.clone(),
+                relative: false,
+            },
+        });
+    }
+    out
+}
+
+// ---- checks (plan) ----
+
+/// Whether a recorded path is one restore may use: no empty, "." or ".." component,
+/// no NUL.
+pub(crate) fn path_ok(pl: &CgroupPlace) -> bool {
+    let p = pl.path.strip_prefix('/').unwrap_or(&pl.path);
+    pl.relative != pl.path.starts_with('/')
+        && !pl.path.contains('\0')
+        && (p.is_empty() && !pl.relative
+            || p.split('/').all(|c| !c.is_empty() && c != "." && c != ".."))
+}
+
+/// The cgroup path (from its hierarchy's root) where restore puts a process recorded
+/// at `pl`: below `root` (`--cgroup-root`) when given, else below ckpt's own cgroup
+/// (`ckpts`) for a relative one, else the same path.
+pub(crate) fn target(pl: &CgroupPlace, root: Option<&str>, ckpts: &[(String, String)]) -> String {
+    let base = match (root, pl.relative) {
+        (Some(r), _) => r.to_string(),
+        (None, true) => ckpts
+            .iter()
+            .find(|(c, _)| *c == pl.controllers)
+            .map_or_else(|| "/".to_string(), |(_, p)| p.clone()),
+        (None, false) => String::new(),
+    };
+    let join = |a: &str, b: &str| {
+        let a = a.trim_end_matches('/');
+        let b = b.trim_start_matches('/');
+        if b.is_empty() {
+            if a.is_empty() {
+                "/".to_string()
+            } else {
+                a.to_string()
+            }
+        } else {
+            format!("{a}/{b}")
+        }
+    };
+    join(&base, &pl.path)
+}
+
+/// Each cgroup the image's processes were in can be had here: its hierarchy is mounted
+/// and the cgroup is there or can be made (`cgroup_root`: `--cgroup-root`).
+pub(crate) fn check_cgroups(
+    ckpt: &Checkpoint,
+    cgroup_root: Option<&str>,
+    problems: &mut Vec<Problem>,
+) {
+    let any = ckpt.processes.iter().any(|p| !p.cgroups.is_empty());
+    if !any {
+        return;
+    }
+    if let Some(r) = cgroup_root {
+        if !r.starts_with('/') || r.split('/').any(|c| c == "." || c == "..") {
+            p(
+                problems,
+                "cgroup",
+                format!("--cgroup-root {r:?}: not an absolute cgroup path"),
+            );
+            return;
+        }
+    }
+    let (hier, ckpts) = match (sys::cgroup::hierarchies(), sys::cgroup::membership(0)) {
+        (Ok(h), Ok(c)) => (h, c),
+        (Err(e), _) | (_, Err(e)) => {
+            p(
+                problems,
+                "cgroup",
+                format!("cannot read ckpt's cgroups: {e}"),
+            );
+            return;
+        }
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for proc_ in &ckpt.processes {
+        for pl in &proc_.cgroups {
+            if !seen.insert((pl.controllers.clone(), pl.path.clone(), pl.relative)) {
+                continue;
+            }
+            let shown = if pl.controllers.is_empty() {
+                "cgroup v2".to_string()
+            } else {
+                format!("cgroup v1 hierarchy {}", pl.controllers)
+            };
+            if !path_ok(pl) {
+                p(
+                    problems,
+                    "malformed",
+                    format!("process {}: bad {shown} path {:?}", proc_.pid, pl.path),
+                );
+                continue;
+            }
+            let key = sys::cgroup::canonical(&pl.controllers);
+            let Some(h) = hier.iter().find(|h| h.controllers == key) else {
+                p(
+                    problems,
+                    "cgroup",
+                    format!(
+                        "process {} was in {shown} cgroup {}, and that hierarchy is not \
+                         mounted here",
+                        proc_.pid, pl.path
+                    ),
+                );
+                continue;
+            };
+            let t = target(pl, cgroup_root, &ckpts);
+            let Some(dir) = sys::cgroup::dir_of(h, &t) else {
+                p(
+                    problems,
+                    "cgroup",
+                    format!(
+                        "process {}: {shown} cgroup {t} is outside what ckpt sees of the \
+                         hierarchy (mounted at {} from {})",
+                        proc_.pid,
+                        h.mountpoint.display(),
+                        h.root
+                    ),
+                );
+                continue;
+            };
+            // There, or below a cgroup that is (made at stage).
+            let mut d = dir.as_path();
+            while !d.exists() {
+                match d.parent() {
+                    Some(pd) => d = pd,
+                    None => break,
+                }
+            }
+            if !d.join("cgroup.procs").exists() {
+                p(
+                    problems,
+                    "cgroup",
+                    format!(
+                        "process {}: {shown} cgroup {t} cannot be made here ({} is not a \
+                         cgroup)",
+                        proc_.pid,
+                        d.display()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+// ---- restore (stage) ----
+
+/// Cgroups a restore made, removed again unless it commits.
+#[derive(Default)]
+pub(crate) struct MadeCgroups {
+    made: Vec<std::path::PathBuf>,
+    pub(crate) keep: bool,
+}
+
+impl Drop for MadeCgroups {
+    fn drop(&mut self) {
+        if !self.keep {
+            sys::cgroup::remove_dirs(&self.made);
+        }
+    }
+}
+
+/// The directory (as ckpt sees the hierarchy) where restore puts what was recorded at
+/// `pl`.
+pub(crate) fn dir_for(
+    pl: &CgroupPlace,
+    cgroup_root: Option<&str>,
+) -> crate::error::RestoreResult<std::path::PathBuf> {
+    let hier = sys::cgroup::hierarchies()?;
+    let ckpts = sys::cgroup::membership(0)?;
+    let key = sys::cgroup::canonical(&pl.controllers);
+    let t = target(pl, cgroup_root, &ckpts);
+    hier.iter()
+        .find(|h| h.controllers == key)
+        .and_then(|h| sys::cgroup::dir_of(h, &t))
+        .ok_or_else(|| {
+            crate::error::RestoreError::Stage(format!(
+                "the cgroup {t} of hierarchy {:?} is not mounted here",
+                pl.controllers
+            ))
+        })
+}
+
+/// Make the cgroups of `roots` that are missing (into `made`) and join a new cgroup
+/// namespace rooted at them (the calling thread: every process it starts afterwards is
+/// in it).
+pub(crate) fn enter_new_namespace(
+    roots: &[CgroupPlace],
+    cgroup_root: Option<&str>,
+    made: &mut MadeCgroups,
+) -> crate::error::RestoreResult<()> {
+    let mut dirs = Vec::new();
+    for pl in roots {
+        let d = dir_for(pl, cgroup_root)?;
+        made.made.extend(sys::cgroup::make_dirs(&d)?);
+        dirs.push(d);
+    }
+    sys::cgroup::enter_new_ns(&dirs)?;
+    Ok(())
+}
+
+/// Put each live process of the image (`pids`: its PID as ckpt sees it now, in image
+/// order; 0 for a zombie) into its cgroups, making the missing ones (into `made`).
+pub(crate) fn place(
+    ckpt: &Checkpoint,
+    pids: &[i32],
+    cgroup_root: Option<&str>,
+    made: &mut MadeCgroups,
+) -> crate::error::RestoreResult<()> {
+    if ckpt.processes.iter().all(|p| p.cgroups.is_empty()) {
+        return Ok(());
+    }
+    crate::error::fault_point("place the processes in their cgroups")?;
+    for (proc_, &pid) in ckpt.processes.iter().zip(pids) {
+        if pid <= 0 || proc_.is_zombie() {
+            continue;
+        }
+        for pl in &proc_.cgroups {
+            let dir = dir_for(pl, cgroup_root)?;
+            made.made.extend(sys::cgroup::make_dirs(&dir)?);
+            sys::cgroup::move_into(&dir, pid)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn places_relative_to_ckpts_cgroups() {
+        let ckpt = pairs(&[("", "/"), ("memory", "/job/1"), ("pids", "/")]);
+        let theirs = pairs(&[
+            ("", "/box/a"),
+            ("memory", "/job/1"),
+            ("pids", "/p"),
+            ("name=x", "/n"),
+        ]);
+        let pl = places(&theirs, &ckpt);
+        assert_eq!(pl.len(), 3, "{pl:?}");
+        assert_eq!((pl[0].path.as_str(), pl[0].relative), ("box/a", true));
+        assert_eq!((pl[1].path.as_str(), pl[1].relative), ("p", true));
+        assert_eq!((pl[2].path.as_str(), pl[2].relative), ("/n", false));
+        // Outside ckpt's: absolute.
+        let pl = places(&pairs(&[("memory", "/other")]), &ckpt);
+        assert_eq!((pl[0].path.as_str(), pl[0].relative), ("/other", false));
+        let pl = places(&pairs(&[("memory", "/job/10")]), &ckpt);
+        assert!(!pl[0].relative);
+        assert!(pl.iter().all(path_ok));
+    }
+
+    #[test]
+    fn targets_and_bad_paths() {
+        let ckpt = pairs(&[("", "/svc"), ("memory", "/")]);
+        let rel = CgroupPlace {
+            controllers: String::new(),
+            path: "box/a".into(),
+            relative: true,
+        };
+        let abs = CgroupPlace {
+            controllers: "memory".into(),
+            path: "/m".into(),
+            relative: false,
+        };
+        assert_eq!(target(&rel, None, &ckpt), "/svc/box/a");
+        assert_eq!(target(&rel, Some("/r/"), &ckpt), "/r/box/a");
+        assert_eq!(target(&abs, None, &ckpt), "/m");
+        assert_eq!(target(&abs, Some("/r"), &ckpt), "/r/m");
+        for bad in ["../x", "a//b", "/abs-but-relative", "a/./b", ""] {
+            let b = CgroupPlace {
+                path: bad.into(),
+                ..rel.clone()
+            };
+            assert!(!path_ok(&b), "{bad}");
+        }
+        assert!(!path_ok(&CgroupPlace {
+            path: "x".into(),
+            ..abs.clone()
+        }));
+        assert!(path_ok(&abs));
+    }
+}
