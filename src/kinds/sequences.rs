@@ -484,6 +484,122 @@ fn tcp_connection_is_rebuilt_in_repair_mode_in_the_kernel_s_order() {
 }
 
 #[test]
+fn half_closed_tcp_connections_replay_their_fin_in_repair_mode() {
+    use crate::sys::tcp::{
+        TCP_CLOSE_WAIT, TCP_CLOSING, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK,
+    };
+    let p = process();
+    let base = TcpState {
+        sndq: Vec::new(),
+        ..tcp_state()
+    };
+    // After the established connection's calls (up to TCP_REPAIR_WINDOW): our FIN goes
+    // into the send queue as sent (the send queue selected, then shutdown); the peer's
+    // FIN and its acknowledgment are segments ckpt sends itself (none in the double).
+    let ours = ["TCP_REPAIR_QUEUE", "shutdown"];
+    for (state, tail) in [
+        (TCP_FIN_WAIT1, &ours[..]),
+        (TCP_FIN_WAIT2, &ours[..]),
+        (TCP_CLOSE_WAIT, &[][..]),
+        (TCP_LAST_ACK, &ours[..]),
+        (TCP_CLOSING, &ours[..]),
+    ] {
+        let c = TcpState {
+            state,
+            ..base.clone()
+        };
+        assert!(tcp::conn_state_ok(&c), "state {state}");
+        let rec = Recorder::new(p.pid);
+        run(&p, &rec, |cx| tcp::create_tcp_conn(cx, &c)).expect("conn");
+        let n = names(&rec);
+        let w = n
+            .iter()
+            .position(|x| x == "TCP_REPAIR_WINDOW")
+            .expect("window");
+        assert_eq!(n[w + 1..], tail[..], "state {state}: {n:?}");
+        let calls = rec.calls();
+        if !tail.is_empty() {
+            let q = arg_bytes(&rec, &calls[w + 1], 3, 4);
+            assert_eq!(
+                u32::from_le_bytes([q[0], q[1], q[2], q[3]]),
+                2,
+                "send queue"
+            );
+            assert_eq!(calls[w + 2].args[1], libc::SHUT_WR as u64);
+        }
+        // The window's edge stops before a FIN received (it is not there yet).
+        let win = arg_bytes(&rec, &calls[w], 3, 20);
+        let rcv_wup = u32::from_le_bytes([win[16], win[17], win[18], win[19]]);
+        assert_eq!(rcv_wup, 5, "state {state}");
+    }
+    // A FIN received with the window's edge after it: clamped to the end of the data.
+    let c = TcpState {
+        state: TCP_CLOSE_WAIT,
+        rcvq: Vec::new(),
+        window: [1, 2, 3, 4, 2001],
+        ..base.clone()
+    };
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| tcp::create_tcp_conn(cx, &c)).expect("conn");
+    let calls = rec.calls();
+    let w = calls.len() - 1;
+    let win = arg_bytes(&rec, &calls[w], 3, 20);
+    assert_eq!(
+        u32::from_le_bytes([win[16], win[17], win[18], win[19]]),
+        2000
+    );
+    // The program's own shutdown(SHUT_RD) on an established connection comes back.
+    let c = TcpState {
+        rd_shut: true,
+        ..base.clone()
+    };
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| tcp::create_tcp_conn(cx, &c)).expect("conn");
+    let calls = rec.calls();
+    assert_eq!(names(&rec).last().map(String::as_str), Some("shutdown"));
+    assert_eq!(calls[calls.len() - 1].args[1], libc::SHUT_RD as u64);
+}
+
+#[test]
+fn tcp_connection_states_restore_cannot_rebuild_are_malformed() {
+    use crate::sys::tcp::{TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_FIN_WAIT2};
+    let ok = |c: TcpState| tcp::conn_state_ok(&c);
+    assert!(ok(tcp_state()));
+    assert!(ok(TcpState {
+        state: TCP_ESTABLISHED,
+        ..tcp_state()
+    }));
+    // SYN_SENT, TIME_WAIT, LISTEN are not connections restore builds this way.
+    for state in [2, 6, 7, 10, 12, 200] {
+        assert!(!ok(TcpState {
+            state,
+            ..tcp_state()
+        }));
+    }
+    // A FIN acknowledged leaves nothing unacknowledged before it.
+    assert!(!ok(TcpState {
+        state: TCP_FIN_WAIT2,
+        ..tcp_state()
+    }));
+    // An end of file read: a FIN received, nothing unread before it.
+    assert!(!ok(TcpState {
+        fin_read: true,
+        ..tcp_state()
+    }));
+    assert!(!ok(TcpState {
+        state: TCP_CLOSE_WAIT,
+        fin_read: true,
+        ..tcp_state()
+    }));
+    assert!(ok(TcpState {
+        state: TCP_CLOSE_WAIT,
+        fin_read: true,
+        rcvq: Vec::new(),
+        ..tcp_state()
+    }));
+}
+
+#[test]
 fn a_full_tcp_queue_fails_the_restore_instead_of_blocking() {
     let p = process();
     let c = tcp_state();

@@ -571,6 +571,22 @@ pub struct TcpState {
     /// Further options set on it (none in images made before they were recorded).
     #[serde(default)]
     pub opts: Option<TcpOpts>,
+    /// The TCP state (net/tcp_states.h): 0 (images made before it was recorded) or 1
+    /// ESTABLISHED; or closed on one side or both: FIN_WAIT1 4, FIN_WAIT2 5, CLOSE_WAIT
+    /// 8, LAST_ACK 9, CLOSING 11. A FIN sent or received takes one sequence number after
+    /// its queue's data (`snd_seq`/`rcv_seq` are those of the data).
+    #[serde(default)]
+    pub state: u8,
+    /// The peer's FIN was received and the program has read the end of file already.
+    #[serde(default)]
+    pub fin_read: bool,
+    /// The reading side was shut down (shutdown(SHUT_RD)) without a FIN from the peer.
+    #[serde(default)]
+    pub rd_shut: bool,
+    /// IPV6_V6ONLY of an IPv6 connection (None in images made before it was recorded,
+    /// and for IPv4).
+    #[serde(default)]
+    pub v6only: Option<bool>,
 }
 
 /// A netlink socket of [`FdKind::Netlink`] (with no message waiting to be read).

@@ -102,14 +102,6 @@ fn parse_msg(m: &[u8]) -> Option<UnixSock> {
 
 /// Every unix socket of this network namespace, by inode.
 pub fn unix_sockets() -> Result<BTreeMap<u64, UnixSock>> {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType};
-    let sock = rustix::net::socket_with(
-        AddressFamily::NETLINK,
-        SocketType::DGRAM,
-        SocketFlags::CLOEXEC,
-        Some(rustix::net::netlink::SOCK_DIAG),
-    )
-    .map_err(|e| rerr("socket(NETLINK_SOCK_DIAG)", e))?;
     let mut req = Vec::with_capacity(40);
     req.extend_from_slice(&40u32.to_ne_bytes()); // nlmsg_len
     req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -127,8 +119,65 @@ pub fn unix_sockets() -> Result<BTreeMap<u64, UnixSock>> {
             .to_ne_bytes(),
     );
     req.extend_from_slice(&[0xff; 8]); // cookie
-    rustix::net::send(&sock, &req, SendFlags::empty()).map_err(|e| rerr("sock_diag request", e))?;
     let mut out = BTreeMap::new();
+    diag_dump(&req, |m| {
+        let s = parse_msg(m)?;
+        out.insert(s.ino, s);
+        Some(())
+    })?;
+    Ok(out)
+}
+
+// struct inet_diag_msg (linux/inet_diag.h): offsets of idiag_rqueue, idiag_wqueue and
+// idiag_inode.
+const IDIAG_RQUEUE: usize = 56;
+const IDIAG_WQUEUE: usize = 60;
+const IDIAG_INODE: usize = 68;
+
+/// A TCP socket's queues as sock_diag shows them (found by its inode among those of its
+/// family in `state`): sequence numbers received and not yet read (rcv_nxt - copied_seq,
+/// a FIN included), and sent and not yet acknowledged.
+pub fn tcp_queues(fd: &OwnedFd, state: u8) -> Result<(u32, u32)> {
+    let domain = super::tcp::getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+    let ino = rustix::fs::fstat(fd)
+        .map_err(|e| rerr("fstat a TCP socket", e))?
+        .st_ino;
+    let mut req = Vec::with_capacity(72);
+    req.extend_from_slice(&72u32.to_ne_bytes()); // nlmsg_len
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    req.extend_from_slice(&0u32.to_ne_bytes()); // pid
+    // struct inet_diag_req_v2: family, protocol, ext, pad, states, then a zero
+    // inet_diag_sockid (48 bytes): no filter on addresses.
+    req.push(domain as u8);
+    req.push(libc::IPPROTO_TCP as u8);
+    req.push(0);
+    req.push(0);
+    req.extend_from_slice(&(1u32 << state).to_ne_bytes());
+    req.extend_from_slice(&[0; 48]);
+    let mut found = None;
+    diag_dump(&req, |m| {
+        if u64::from(u32_at(m, IDIAG_INODE)?) == ino {
+            found = Some((u32_at(m, IDIAG_RQUEUE)?, u32_at(m, IDIAG_WQUEUE)?));
+        }
+        Some(())
+    })?;
+    found.ok_or_else(|| SysError::Other(format!("sock_diag does not list TCP socket {ino}")))
+}
+
+/// Send sock_diag dump request `req`; `each` sees every message's payload (`None`: a
+/// malformed one).
+fn diag_dump(req: &[u8], mut each: impl FnMut(&[u8]) -> Option<()>) -> Result<()> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let sock = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(rustix::net::netlink::SOCK_DIAG),
+    )
+    .map_err(|e| rerr("socket(NETLINK_SOCK_DIAG)", e))?;
+    rustix::net::send(&sock, req, SendFlags::empty()).map_err(|e| rerr("sock_diag request", e))?;
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let (n, _) = rustix::net::recv(&sock, &mut buf[..], RecvFlags::empty())
@@ -142,7 +191,7 @@ pub fn unix_sockets() -> Result<BTreeMap<u64, UnixSock>> {
                 return Err(bad());
             }
             match typ {
-                NLMSG_DONE => return Ok(out),
+                NLMSG_DONE => return Ok(()),
                 NLMSG_ERROR => {
                     let e = u32_at(&buf, off + 16)
                         .map(|e| e as i32)
@@ -152,15 +201,12 @@ pub fn unix_sockets() -> Result<BTreeMap<u64, UnixSock>> {
                         std::io::Error::from_raw_os_error(-e),
                     ));
                 }
-                _ => {
-                    let s = parse_msg(&buf[off + 16..off + len]).ok_or_else(bad)?;
-                    out.insert(s.ino, s);
-                }
+                _ => each(&buf[off + 16..off + len]).ok_or_else(bad)?,
             }
             off += (len + 3) & !3;
         }
         if n == 0 {
-            return Ok(out);
+            return Ok(());
         }
     }
 }

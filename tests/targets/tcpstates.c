@@ -13,8 +13,8 @@
  *
  * With the argument "closewait" it holds instead, as descriptor 3, a TCP socket in
  * CLOSE_WAIT (its peer closed; data still queued) and the listener; with "ended", as
- * descriptor 3, a socket whose peer reset the connection: restore brings neither back, dump
- * refuses them. On "check" it reads the rest and the end of file from the CLOSE_WAIT
+ * descriptor 3, a socket whose peer reset the connection: restore brings the first back,
+ * dump refuses the second. On "check" it reads the rest and the end of file from the CLOSE_WAIT
  * socket and writes to it. */
 #include "util.h"
 

@@ -187,6 +187,15 @@ pub(crate) fn check_sockets(
                         f.fd, q.pid
                     ),
                 ),
+                FdKind::TcpConn { conn, .. } if !tcp::conn_state_ok(conn) => check::p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} is a TCP connection in a state restore \
+                         cannot rebuild",
+                        f.fd, q.pid
+                    ),
+                ),
                 FdKind::TcpConn { conn, .. }
                     if conn.opts.as_ref().is_some_and(|o| !tcp::tcp_opts_ok(o)) =>
                 {

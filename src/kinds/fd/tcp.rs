@@ -138,6 +138,10 @@ pub(crate) fn collect_inet(
                     rcvbuf: c.rcvbuf,
                     buf_lock: c.buf_lock,
                     opts: Some(extra),
+                    state: c.state,
+                    fin_read: c.fin_read,
+                    rd_shut: c.rd_shut && !sys::tcp::fin_received(c.state),
+                    v6only: c.v6only,
                 }),
                 flags,
             };
@@ -146,8 +150,9 @@ pub(crate) fn collect_inet(
         sys::tcp::TcpSock::Other(state) => {
             if f.fd > 2 {
                 return Err(refuse(&format!(
-                    "a TCP socket in state {} (half-closed or connecting): restore \
-                     brings back only sockets listening, connected or not yet connected",
+                    "a TCP socket in state {} (connecting): restore brings back only \
+                     sockets listening, connected (or closed on one side or both) or not \
+                     yet connected",
                     state_name(state)
                 )));
             }
@@ -217,6 +222,17 @@ pub(crate) fn tcp_opts_ok(o: &TcpOpts) -> bool {
     }) && o.linger.is_none_or(|[on, secs]| on != 0 && secs >= 0)
         && tv_ok(&o.rcvtimeo)
         && tv_ok(&o.sndtimeo)
+}
+
+/// A record of a TCP connection whose state restore can rebuild: established or
+/// half-closed; a FIN acknowledged (FIN_WAIT2) leaves nothing unacknowledged; an end of
+/// file read leaves nothing unread.
+pub(crate) fn conn_state_ok(c: &crate::model::TcpState) -> bool {
+    let st = c.state;
+    (st == 0 || st == sys::tcp::TCP_ESTABLISHED || sys::tcp::HALF_CLOSED.contains(&st))
+        && (st != sys::tcp::TCP_FIN_WAIT2 || c.sndq.is_empty())
+        && (!c.fin_read || (sys::tcp::fin_received(st) && c.rcvq.is_empty()))
+        && !(c.rd_shut && sys::tcp::fin_received(st))
 }
 
 /// A record of a TCP socket not connected that restore can build.
@@ -305,8 +321,13 @@ pub(crate) fn describe_unconn(u: &TcpUnconnState) -> String {
 
 /// What `inspect` says of a TCP connection.
 pub(crate) fn describe_conn(conn: &crate::model::TcpState) -> String {
+    let state = if conn.state > sys::tcp::TCP_ESTABLISHED {
+        format!(", {}", state_name(conn.state))
+    } else {
+        String::new()
+    };
     format!(
-        "TCP connection {} -> {} ({} bytes unsent/unacked, {} unread)",
+        "TCP connection {} -> {} ({} bytes unsent/unacked, {} unread{state})",
         show_inet(&conn.local),
         show_inet(&conn.peer),
         conn.sndq.len(),
@@ -432,12 +453,36 @@ pub(crate) fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> R
     // Repair mode also lets the socket bind to its old address next to the restored
     // listener (the kernel forces the reuse); SO_REUSEADDR would undo that.
     cx.setsockopt(n, &SockOpt::TcpRepair(true))?;
-    cx.bind("bind TCP connection", n, &SockAddr::Raw(&c.local))?;
+    // An IPv6 socket bound to an address of its own is IPv6-only (the kernel sets it at
+    // bind, for good); one that is not had its address chosen at connect, by the route
+    // to its peer: it is bound to its port alone and gets its address the same way
+    // (checked below).
+    let by_route = c.v6only == Some(false)
+        && inet_addr(&c.local).is_some_and(|a| match a {
+            std::net::SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_none(),
+            std::net::SocketAddr::V4(_) => false,
+        });
+    let port_only;
+    let bind_to: &[u8] = if by_route {
+        cx.setsockopt(n, &SockOpt::V6Only(false))?;
+        let mut any = c.local.clone();
+        if let Some(a) = any.get_mut(8..24) {
+            a.fill(0);
+        }
+        port_only = any;
+        &port_only
+    } else {
+        &c.local
+    };
+    cx.bind("bind TCP connection", n, &SockAddr::Raw(bind_to))?;
     for (q, seq) in [(TcpQueue::Recv, c.rcv_seq), (TcpQueue::Send, c.snd_seq)] {
         cx.setsockopt(n, &SockOpt::TcpRepairQueue(q))?;
         cx.setsockopt(n, &SockOpt::TcpQueueSeq(seq))?;
     }
     cx.connect("connect (repair)", n, &SockAddr::Raw(&c.peer))?;
+    if by_route {
+        check_local_addr(cx, n, c)?;
+    }
     cx.setsockopt(n, &SockOpt::TcpRepairOptions(repair_options(c)))?;
     if c.timestamps {
         cx.setsockopt(n, &SockOpt::TcpTimestamp(c.tsval))?;
@@ -475,12 +520,156 @@ pub(crate) fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> R
         cx.setsockopt(n, &SockOpt::BufLock(lock))?;
     }
     // The window last: the kernel checks it against the receive sequence, which the
-    // queued data has just moved to where it was.
-    cx.setsockopt(n, &SockOpt::TcpRepairWindow(c.window))?;
+    // queued data has just moved to where it was. The peer's FIN is not there yet (see
+    // `replay_close`): the window's edge stops before it until it comes.
+    let mut window = c.window;
+    if sys::tcp::fin_received(c.state) {
+        let rcv_end = c.rcv_seq.wrapping_add(c.rcvq.len() as u32);
+        if (window[4].wrapping_sub(rcv_end) as i32) > 0 {
+            window[4] = rcv_end;
+        }
+    }
+    cx.setsockopt(n, &SockOpt::TcpRepairWindow(window))?;
+    replay_close(cx, n, c)?;
     // It stays in repair mode until commit ([`finish_conn`]): a stub killed before then
     // closes it without a word to the peer (no FIN, no reset, no orphan holding the
     // addresses), so the restore can be tried again.
     Ok(n)
+}
+
+/// The address connect gave restored connection `n` is the one it had (a failed restore
+/// otherwise).
+fn check_local_addr(cx: &mut Ctx<'_>, n: u64, c: &crate::model::TcpState) -> RestoreResult<()> {
+    let Some(pid) = cx.live_pid() else {
+        return Ok(());
+    };
+    let fail = |what: String| {
+        crate::error::RestoreError::Stage(format!(
+            "TCP connection {} -> {}: {what}",
+            show_inet(&c.local),
+            show_inet(&c.peer)
+        ))
+    };
+    let sock = sys::process::steal_fd(pid, n as i32)
+        .map_err(|e| fail(format!("cannot reach the restored socket: {e}")))?;
+    let now = sys::tcp::sockname(&sock, false).map_err(|e| fail(e.to_string()))?;
+    if inet_addr(&now) != inet_addr(&c.local) {
+        return Err(fail(format!(
+            "the route to the peer gives it address {} here",
+            show_inet(&now)
+        )));
+    }
+    Ok(())
+}
+
+/// How long restore waits for the kernel to take a segment of its own
+/// ([`sys::tcp::inject_segment`]) to a restored connection.
+const SEGMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The close of a connection restored as established, replayed in repair mode up to its
+/// state (`c.state`): our FIN goes into the send queue as already sent (shutdown in
+/// repair mode with the send queue selected sends nothing); the peer's FIN, and the
+/// acknowledgment of ours (FIN_WAIT2), come as segments from the peer that ckpt makes
+/// itself ([`sys::tcp::inject_segment`]); the kernel answers the FIN with an
+/// acknowledgment to the real peer, a duplicate of one it had (no data, no FIN, no
+/// reset). A program's own shutdown(SHUT_RD) is replayed too.
+fn replay_close(cx: &mut Ctx<'_>, n: u64, c: &crate::model::TcpState) -> RestoreResult<()> {
+    use sys::tcp::{TCP_CLOSING, TCP_FIN_WAIT2, TCP_LAST_ACK, fin_received, fin_sent};
+    let st = c.state;
+    if c.rd_shut && !fin_received(st) {
+        cx.shutdown(n, libc::SHUT_RD)?;
+    }
+    if !fin_sent(st) && !fin_received(st) {
+        return Ok(());
+    }
+    let snd_end = c.snd_seq.wrapping_add(c.sndq.len() as u32);
+    let rcv_end = c.rcv_seq.wrapping_add(c.rcvq.len() as u32);
+    // The peer's window as it advertised it (the restored one must keep it).
+    let window = u16::try_from(c.window[1] >> c.snd_wscale.min(14)).unwrap_or(u16::MAX);
+    let send_fin = |cx: &mut Ctx<'_>| -> RestoreResult<()> {
+        cx.setsockopt(n, &SockOpt::TcpRepairQueue(TcpQueue::Send))?;
+        cx.shutdown(n, libc::SHUT_WR)
+    };
+    if fin_sent(st) && st != TCP_LAST_ACK {
+        send_fin(cx)?;
+    }
+    if fin_received(st) {
+        // It acknowledges nothing new: for CLOSING, our FIN is not acknowledged yet.
+        let want = match st {
+            TCP_LAST_ACK => sys::tcp::TCP_CLOSE_WAIT,
+            s => s,
+        };
+        peer_segment(cx, n, c, rcv_end, c.snd_seq, window, true, want)?;
+        if st == TCP_CLOSING {
+            debug_assert!(fin_sent(st));
+        }
+    }
+    if st == TCP_LAST_ACK {
+        send_fin(cx)?;
+    }
+    if st == TCP_FIN_WAIT2 {
+        peer_segment(
+            cx,
+            n,
+            c,
+            rcv_end,
+            snd_end.wrapping_add(1),
+            window,
+            false,
+            TCP_FIN_WAIT2,
+        )?;
+    }
+    Ok(())
+}
+
+/// A segment from the peer to restored connection `n` ([`sys::tcp::inject_segment`]),
+/// then wait until the connection is in state `want` (a failed restore otherwise).
+#[allow(clippy::too_many_arguments)]
+fn peer_segment(
+    cx: &mut Ctx<'_>,
+    n: u64,
+    c: &crate::model::TcpState,
+    seq: u32,
+    ack: u32,
+    window: u16,
+    fin: bool,
+    want: u8,
+) -> RestoreResult<()> {
+    let fail = |what: String| {
+        crate::error::RestoreError::Stage(format!(
+            "TCP connection {} -> {}: {what}",
+            show_inet(&c.local),
+            show_inet(&c.peer)
+        ))
+    };
+    let Some(pid) = cx.live_pid() else {
+        // A test double: nothing to send to.
+        return Ok(());
+    };
+    let sock = sys::process::steal_fd(pid, n as i32)
+        .map_err(|e| fail(format!("cannot reach the restored socket: {e}")))?;
+    sys::tcp::inject_segment(&c.local, &c.peer, seq, ack, window, fin)
+        .map_err(|e| fail(e.to_string()))?;
+    let deadline = std::time::Instant::now() + SEGMENT_WAIT;
+    loop {
+        let now = sys::tcp::state_of(&sock).map_err(|e| fail(e.to_string()))?;
+        if now == want {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(fail(format!(
+                "the kernel did not take the peer's {} (state {}, not {})",
+                if fin {
+                    "FIN"
+                } else {
+                    "acknowledgment of our FIN"
+                },
+                state_name(now),
+                state_name(want)
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// At commit, past the point of no return: take restored connection `c` (`sock`: ckpt's
@@ -490,6 +679,9 @@ pub(crate) fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> R
 /// the tests' oracle.
 pub(crate) fn finish_conn(sock: &std::os::fd::OwnedFd, c: &crate::model::TcpState) {
     sys::tcp::repair_off(sock);
+    if c.fin_read {
+        sys::tcp::consume_fin(sock);
+    }
     for (on, level, opt) in [
         (c.nodelay, libc::SOL_TCP, libc::TCP_NODELAY),
         (c.keepalive, libc::SOL_SOCKET, libc::SO_KEEPALIVE),

@@ -18,6 +18,7 @@ pub(super) struct Reader {
     /// pipe/socket inode -> the first "pPID.fdN" holding it
     pub(super) labels: BTreeMap<String, String>,
     pub(super) unix: BTreeMap<u64, UnixDiag>,
+    pub(super) tcp: BTreeMap<u64, TcpDiag>,
 }
 
 impl Reader {
@@ -38,6 +39,7 @@ pub(super) fn read_tree(root: i32) -> (Entries, Vec<i32>) {
         e: BTreeMap::new(),
         labels: BTreeMap::new(),
         unix: unix_diag().unwrap_or_default(),
+        tcp: tcp_diag(),
     };
     for &pid in &pids {
         read_process(&mut r, pid);
@@ -740,10 +742,28 @@ fn read_dup(r: &mut Reader, k: &str, d: i32, socket: bool) {
     {
         r.conf(format!("{k}.sock.tcp_state"), ti.tcpi_state.to_string());
     }
+    let mut inq = None;
     for (name, req) in [("inq", libc::FIONREAD), ("outq", libc::TIOCOUTQ)] {
         let mut v: libc::c_int = 0;
         if unsafe { libc::ioctl(d, req, &mut v as *mut libc::c_int) } == 0 {
             r.prog(format!("{k}.sock.{name}"), v.to_string());
+            if name == "inq" {
+                inq = Some(v);
+            }
+        }
+    }
+    // A TCP socket's shutdown state, and whether a FIN received is still to be read
+    // (sock_diag counts it in the receive queue, FIONREAD does not).
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(d, &mut st) } == 0 {
+        if let Some(t) = r.tcp.get(&st.st_ino).cloned() {
+            r.conf(format!("{k}.sock.tcp.shutdown"), t.shutdown.to_string());
+            if let Some(n) = inq {
+                r.conf(
+                    format!("{k}.sock.tcp.fin_unread"),
+                    (i64::from(t.rqueue) - i64::from(n)).to_string(),
+                );
+            }
         }
     }
     for (name, get) in [
