@@ -1,5 +1,6 @@
 //! End-to-end tests of TCP connections closed on one side or both (FIN_WAIT1,
-//! FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING), over IPv4, IPv6 and IPv4-mapped IPv6,
+//! FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING), and connecting (SYN_SENT), over IPv4,
+//! IPv6 and IPv4-mapped IPv6,
 //! each with a live peer in another process (outside the dumped tree). The restored
 //! program is compared with the original through the state oracle (its socket's TCP
 //! state, addresses, options) and through what both ends then see: the rest of the
@@ -73,8 +74,13 @@ fn half_closed(name: &str, mode: &str, fam: &str, state: &str) {
     t.expect_killed();
     wait_pids_gone(&[pid], name);
     let inspect = ctx.inspect_json(&img).to_string();
+    let kind = if mode == "synsent" {
+        "connecting_to"
+    } else {
+        "TcpConn"
+    };
     assert!(
-        inspect.contains("TcpConn"),
+        inspect.contains(kind),
         "{name}: the image should hold the connection: {inspect}"
     );
     let mut r = ctx.restore(&img, &[], In::Pipe);
@@ -96,6 +102,30 @@ fn half_closed(name: &str, mode: &str, fam: &str, state: &str) {
         &after,
         &[],
     );
+    if mode == "synsent" {
+        // The peer makes room: the SYN the restored socket sent again gets through, the
+        // connect completes as the program expected (poll, SO_ERROR 0), data flows.
+        peer.write_stdin(b"check\n");
+        r.write_stdin(b"check\n");
+        r.wait_for("sent ");
+        peer.wait_for("peer: accepted");
+        for p in [&mut peer, &mut r] {
+            p.write_stdin(b"exit\n");
+            p.close_stdin();
+        }
+        let (pf, rf) = (peer.finish(), r.finish());
+        let (pout, rout) = (text(&pf.stdout), text(&rf.stdout));
+        assert_eq!(rf.status.code(), Some(0), "{name}: restored run:\n{rout}");
+        assert!(
+            rout.contains("check: poll 1, SO_ERROR 0, state ESTABLISHED\n"),
+            "{name}: {rout}"
+        );
+        assert!(
+            pout.contains("peer: accepted the connection; got 'hello'\n"),
+            "{name}: {pout}"
+        );
+        return;
+    }
     // The exchange goes on: the end that must act first does.
     let peer_first = !mode.starts_with("closewait");
     let (first, second) = if peer_first {
@@ -221,4 +251,14 @@ fn tcp_closing_comes_back_ipv4() {
 #[test]
 fn tcp_closing_comes_back_ipv6() {
     half_closed("tcp_closing_ipv6", "closing", "6", "CLOSING");
+}
+
+#[test]
+fn tcp_connect_in_progress_is_issued_again_and_completes_ipv4() {
+    half_closed("tcp_syn_sent_ipv4", "synsent", "4", "SYN_SENT");
+}
+
+#[test]
+fn tcp_connect_in_progress_is_issued_again_and_completes_ipv6() {
+    half_closed("tcp_syn_sent_ipv6", "synsent", "6", "SYN_SENT");
 }

@@ -1100,7 +1100,53 @@ fn tcp_unconn() -> crate::model::TcpUnconnState {
             rcvtimeo: Some([2, 500_000]),
             sndtimeo: None,
         },
+        connecting_to: None,
     }
+}
+
+#[test]
+fn tcp_connect_in_progress_is_issued_again_from_its_port_without_waiting() {
+    let p = process();
+    let mut u = tcp_unconn();
+    u.sock.reuseaddr = false;
+    u.v6only = false;
+    let mut peer = u.local.clone();
+    peer[2..4].copy_from_slice(&9090u16.to_be_bytes());
+    u.connecting_to = Some(peer.clone());
+    assert!(tcp::unconn_ok(&u));
+    // EINPROGRESS is what a non-blocking connect answers: not an error.
+    let rec = Recorder::new(p.pid).fail_at(10, libc::EINPROGRESS);
+    run(&p, &rec, |cx| tcp::create_tcp_unconnected(cx, &u)).expect("socket");
+    let n = names(&rec);
+    assert_eq!(
+        n[6..],
+        [
+            "SO_RCVTIMEO",
+            "SO_REUSEADDR",
+            "bind TCP socket",
+            "setsockopt",
+            "connect (in progress)"
+        ],
+        "{n:?}"
+    );
+    let calls = rec.calls();
+    // SO_REUSEADDR for the bind only (connect shares ports), then off again.
+    let v = |i: usize| arg_bytes(&rec, &calls[i], 3, 4);
+    assert_eq!((v(7), v(9)), (vec![1, 0, 0, 0], vec![0, 0, 0, 0]));
+    // Not IPv6-only: bound to its port alone (an address would make it IPv6-only).
+    let bound = arg_bytes(&rec, &calls[8], 1, 28);
+    assert_eq!(bound[2..4], 8080u16.to_be_bytes());
+    assert!(bound[8..24].iter().all(|&b| b == 0), "{bound:?}");
+    assert_eq!(arg_bytes(&rec, &calls[10], 1, 28), peer);
+    // Another error fails the restore.
+    let rec = Recorder::new(p.pid).fail_at(10, libc::ENETUNREACH);
+    run(&p, &rec, |cx| tcp::create_tcp_unconnected(cx, &u)).expect_err("unreachable");
+    // A destination without a port is malformed.
+    let mut bad = u.clone();
+    if let Some(d) = bad.connecting_to.as_mut() {
+        d[2..4].copy_from_slice(&[0, 0]);
+    }
+    assert!(!tcp::unconn_ok(&bad));
 }
 
 #[test]

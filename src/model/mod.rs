@@ -643,6 +643,11 @@ pub struct TcpUnconnState {
     pub sock: SockOpts,
     #[serde(default)]
     pub opts: TcpOpts,
+    /// A connect in progress (SYN_SENT, a non-blocking connect that had no answer yet):
+    /// the raw address it connects to; `local` is the address and port connect gave it.
+    /// None: never connected (and in images made before it was recorded).
+    #[serde(default)]
+    pub connecting_to: Option<Vec<u8>>,
 }
 
 /// Options of a TCP socket that a program sets and reads back, beyond those of

@@ -452,6 +452,23 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// connect(2) on a non-blocking socket: started (EINPROGRESS) or done.
+    pub(crate) fn connect_started(
+        &mut self,
+        what: &str,
+        fd: u64,
+        addr: &SockAddr<'_>,
+    ) -> Result<()> {
+        let b = addr.to_bytes();
+        let a = self.put(ARG_ADDR, &b)?;
+        match self.call(what, nr::CONNECT, [fd, a, b.len() as u64, 0, 0, 0]) {
+            Err(crate::error::RestoreError::Sys(crate::sys::SysError::Remote {
+                errno, ..
+            })) if errno == libc::EINPROGRESS => Ok(()),
+            r => r.map(|_| ()),
+        }
+    }
+
     /// accept4(2), without the peer's address.
     pub(crate) fn accept4(&mut self, fd: u64, flags: i32) -> Result<u64> {
         self.call("accept4", nr::ACCEPT4, [fd, 0, 0, flags as u64, 0, 0])

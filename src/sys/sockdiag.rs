@@ -128,16 +128,28 @@ pub fn unix_sockets() -> Result<BTreeMap<u64, UnixSock>> {
     Ok(out)
 }
 
-// struct inet_diag_msg (linux/inet_diag.h): offsets of idiag_rqueue, idiag_wqueue and
-// idiag_inode.
+// struct inet_diag_msg (linux/inet_diag.h): offsets of the destination port and
+// address (in its inet_diag_sockid), idiag_rqueue and idiag_inode.
+const IDIAG_DPORT: usize = 6;
+const IDIAG_DST: usize = 24;
 const IDIAG_RQUEUE: usize = 56;
-const IDIAG_WQUEUE: usize = 60;
 const IDIAG_INODE: usize = 68;
 
-/// A TCP socket's queues as sock_diag shows them (found by its inode among those of its
-/// family in `state`): sequence numbers received and not yet read (rcv_nxt - copied_seq,
-/// a FIN included), and sent and not yet acknowledged.
-pub fn tcp_queues(fd: &OwnedFd, state: u8) -> Result<(u32, u32)> {
+/// What sock_diag shows of a TCP socket that its descriptor does not.
+#[derive(Debug, Clone, Default)]
+pub struct TcpDiag {
+    /// Sequence numbers received and not yet read (rcv_nxt - copied_seq, a FIN
+    /// included).
+    pub rqueue: u32,
+    /// The destination (also while connecting, when getpeername has none): its port and
+    /// address (IPv4 in the first 4 bytes).
+    pub dport: u16,
+    pub dst: [u8; 16],
+}
+
+/// A TCP socket as sock_diag shows it (found by its inode among those of its family in
+/// `state`).
+pub fn tcp_diag_of(fd: &OwnedFd, state: u8) -> Result<TcpDiag> {
     let domain = super::tcp::getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
     let ino = rustix::fs::fstat(fd)
         .map_err(|e| rerr("fstat a TCP socket", e))?
@@ -159,7 +171,11 @@ pub fn tcp_queues(fd: &OwnedFd, state: u8) -> Result<(u32, u32)> {
     let mut found = None;
     diag_dump(&req, |m| {
         if u64::from(u32_at(m, IDIAG_INODE)?) == ino {
-            found = Some((u32_at(m, IDIAG_RQUEUE)?, u32_at(m, IDIAG_WQUEUE)?));
+            found = Some(TcpDiag {
+                rqueue: u32_at(m, IDIAG_RQUEUE)?,
+                dport: u16::from_be_bytes(m.get(IDIAG_DPORT..IDIAG_DPORT + 2)?.try_into().ok()?),
+                dst: m.get(IDIAG_DST..IDIAG_DST + 16)?.try_into().ok()?,
+            });
         }
         Some(())
     })?;

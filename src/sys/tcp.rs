@@ -58,6 +58,13 @@ pub enum TcpSock {
         local: Vec<u8>,
         v6only: bool,
     },
+    /// A connect in progress (SYN_SENT) from `local` to `peer`.
+    Connecting {
+        family: i32,
+        local: Vec<u8>,
+        peer: Vec<u8>,
+        v6only: bool,
+    },
     /// In state CLOSE after a connection (or an attempt) ended: reads give end of file
     /// or the error.
     Ended,
@@ -70,6 +77,7 @@ pub enum TcpSock {
 // TCP states (net/tcp_states.h, not a uapi header: neither libc nor linux-raw-sys has
 // them).
 pub const TCP_ESTABLISHED: u8 = 1;
+pub const TCP_SYN_SENT: u8 = 2;
 pub const TCP_FIN_WAIT1: u8 = 4;
 pub const TCP_FIN_WAIT2: u8 = 5;
 const TCP_CLOSE: u8 = 7;
@@ -307,8 +315,7 @@ pub fn inspect(fd: &OwnedFd) -> Result<TcpSock> {
             if fin_received(st) {
                 // The FIN is one sequence number after the data: the end of file was
                 // read when nothing, not even it, is left between the two.
-                let (unread, _) = super::sockdiag::tcp_queues(fd, st)?;
-                c.fin_read = unread == 0;
+                c.fin_read = super::sockdiag::tcp_diag_of(fd, st)?.rqueue == 0;
             }
             setsockopt_u32(fd, libc::SOL_TCP, libc::TCP_REPAIR, 1)?;
             for q in [TCP_RECV_QUEUE, TCP_SEND_QUEUE] {
@@ -361,6 +368,29 @@ pub fn inspect(fd: &OwnedFd) -> Result<TcpSock> {
             Ok(TcpSock::Unconnected {
                 family: domain,
                 local: sockname(fd, false)?,
+                v6only: domain == libc::AF_INET6
+                    && getsockopt_u32(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? != 0,
+            })
+        }
+        TCP_SYN_SENT => {
+            // getpeername answers ENOTCONN while connecting: sock_diag has the address.
+            let local = sockname(fd, false)?;
+            let d = super::sockdiag::tcp_diag_of(fd, TCP_SYN_SENT)?;
+            let mut peer = (domain as u16).to_ne_bytes().to_vec();
+            peer.extend_from_slice(&d.dport.to_be_bytes());
+            if domain == libc::AF_INET {
+                peer.extend_from_slice(&d.dst[..4]);
+                peer.resize(16, 0);
+            } else {
+                // flowinfo 0, the address, the local address's scope
+                peer.extend_from_slice(&[0; 4]);
+                peer.extend_from_slice(&d.dst);
+                peer.extend_from_slice(local.get(24..28).unwrap_or(&[0; 4]));
+            }
+            Ok(TcpSock::Connecting {
+                family: domain,
+                local,
+                peer,
                 v6only: domain == libc::AF_INET6
                     && getsockopt_u32(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? != 0,
             })

@@ -14,6 +14,9 @@
  *                 FIN, which waits behind the data
  *   lastack       the peer's FIN came and was read; then as finwait1
  *   closing       as finwait1, then the peer's FIN came
+ *   synsent       a non-blocking connect in progress: the peer's accept queue is full
+ *                 (its own connection fills it), so it drops the SYNs; on "check" it
+ *                 accepts, the SYN sent again gets through and the connect completes
  * Both ends read commands on stdin ("check", then "exit"); see each mode's part below.
  * The only numbers printed are the port and the byte counts of the blocked modes (how
  * much the program wrote, how much the peer read: the test compares the two). */
@@ -179,6 +182,32 @@ static int peer(const char *fam)
 	int l = socket(domain, SOCK_STREAM, 0);
 	if (l < 0)
 		die("socket");
+	if (!strcmp(mode, "synsent")) {
+		/* an accept queue of one, filled by a connection of its own */
+		if (bind(l, (struct sockaddr *)&ss, len) || listen(l, 0))
+			die("bind/listen");
+		socklen_t al = sizeof ss;
+		getsockname(l, (struct sockaddr *)&ss, &al);
+		int filler = socket(domain, SOCK_STREAM, 0);
+		if (connect(filler, (struct sockaddr *)&ss, al))
+			die("filler");
+		usleep(50000);
+		out("port %d\n", ntohs(domain == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+						 : ((struct sockaddr_in6 *)&ss)->sin6_port));
+		out("peer ready\n");
+		if (!wait_line("check"))
+			return 0;
+		int a = accept(l, NULL, NULL);
+		int c = accept(l, NULL, NULL);
+		if (a < 0 || c < 0)
+			die("accept");
+		char got[16] = { 0 };
+		if (read(c, got, 5) != 5)
+			die("read");
+		out("peer: accepted the connection; got '%s'\n", got);
+		wait_line("exit");
+		return 0;
+	}
 	/* A small window that the blocked modes fill (accepted sockets inherit it). */
 	if (blocked())
 		seti(l, SOL_SOCKET, SO_RCVBUF, 4096);
@@ -251,7 +280,7 @@ int main(int argc, char **argv)
 		seti(s, IPPROTO_IPV6, IPV6_V6ONLY, 0);
 	seti(s, SOL_SOCKET, SO_SNDBUF, 8192);
 	seti(s, IPPROTO_TCP, TCP_NODELAY, 1);
-	if (connect(s, (struct sockaddr *)&ss, len))
+	if (strcmp(mode, "synsent") && connect(s, (struct sockaddr *)&ss, len))
 		die("connect: %s", strerror(errno));
 	size_t sent = 0;
 	char got[256];
@@ -279,6 +308,11 @@ int main(int argc, char **argv)
 		sent = flood(s);
 		shutdown(s, SHUT_WR);
 		wait_state(s, TCP_LAST_ACK);
+	} else if (!strcmp(mode, "synsent")) {
+		fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK);
+		if (connect(s, (struct sockaddr *)&ss, len) == 0 || errno != EINPROGRESS)
+			die("connect: %s", strerror(errno));
+		wait_state(s, TCP_SYN_SENT);
 	} else {
 		die("unknown mode %s", mode);
 	}
@@ -286,6 +320,19 @@ int main(int argc, char **argv)
 	if (!wait_line("check"))
 		return 0;
 	/* The peer has done its part (see the test): the rest of the stream and the end. */
+	if (!strcmp(mode, "synsent")) {
+		struct pollfd p = { .fd = s, .events = POLLOUT };
+		int r = poll(&p, 1, 30000);
+		int err = -1;
+		socklen_t l = sizeof err;
+		getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &l);
+		out("check: poll %d, SO_ERROR %d, state %s\n", r, err, state_name(state_of(s)));
+		if (write(s, "hello", 5) != 5)
+			die("hello");
+		out("sent 0\n");
+		wait_line("exit");
+		return 0;
+	}
 	if (!strcmp(mode, "closewait") || !strcmp(mode, "closewaiteof")) {
 		drain(s, got, sizeof got, 0);
 		out("check: read '%s' then eof; %s\n", got, eof_again(s));

@@ -85,26 +85,13 @@ pub(crate) fn collect_inet(
             family,
             local,
             v6only,
-        } => {
-            let o = sys::sockdiag::sock_opts(&dup, false)?;
-            f.kind = FdKind::TcpUnconnected {
-                sock: Box::new(TcpUnconnState {
-                    family,
-                    local,
-                    v6only,
-                    sock: SockOpts {
-                        sndbuf: o.sndbuf,
-                        rcvbuf: o.rcvbuf,
-                        passcred: false,
-                        reuseaddr: o.reuseaddr,
-                        reuseport: o.reuseport,
-                        buf_lock: o.buf_lock,
-                    },
-                    opts: opts(family)?,
-                }),
-                flags,
-            };
-        }
+        } => unconnected(f, flags, &dup, family, local, v6only, None)?,
+        sys::tcp::TcpSock::Connecting {
+            family,
+            local,
+            peer,
+            v6only,
+        } => unconnected(f, flags, &dup, family, local, v6only, Some(peer))?,
         sys::tcp::TcpSock::Ended => {
             if f.fd > 2 {
                 return Err(refuse(
@@ -165,6 +152,38 @@ pub(crate) fn collect_inet(
             }
         }
     }
+    Ok(())
+}
+
+/// A TCP socket not connected, or connecting to `connecting_to`, as the image keeps it.
+fn unconnected(
+    f: &mut Fd,
+    flags: u32,
+    dup: &std::os::fd::OwnedFd,
+    family: i32,
+    local: Vec<u8>,
+    v6only: bool,
+    connecting_to: Option<Vec<u8>>,
+) -> DumpResult<()> {
+    let o = sys::sockdiag::sock_opts(dup, false)?;
+    f.kind = FdKind::TcpUnconnected {
+        sock: Box::new(TcpUnconnState {
+            family,
+            local,
+            v6only,
+            sock: SockOpts {
+                sndbuf: o.sndbuf,
+                rcvbuf: o.rcvbuf,
+                passcred: false,
+                reuseaddr: o.reuseaddr,
+                reuseport: o.reuseport,
+                buf_lock: o.buf_lock,
+            },
+            opts: extra_opts(dup, family, libc::SOCK_STREAM, libc::IPPROTO_TCP)?,
+            connecting_to,
+        }),
+        flags,
+    };
     Ok(())
 }
 
@@ -242,9 +261,13 @@ pub(crate) fn unconn_ok(u: &TcpUnconnState) -> bool {
         libc::AF_INET6 => 28,
         _ => return false,
     };
-    u.local.len() == len
-        && u.local.get(0..2) == Some(&(u.family as u16).to_ne_bytes()[..])
+    let addr_ok =
+        |a: &[u8]| a.len() == len && a.get(0..2) == Some(&(u.family as u16).to_ne_bytes()[..]);
+    addr_ok(&u.local)
         && tcp_opts_ok(&u.opts)
+        && u.connecting_to
+            .as_deref()
+            .is_none_or(|p| addr_ok(p) && inet_addr(p).is_some_and(|a| a.port() != 0))
 }
 
 /// A bound TCP socket's address must be free here (unless the reuse options let it be
@@ -254,7 +277,9 @@ pub(crate) fn check_tcp_addr(
     fd: i32,
     problems: &mut Vec<crate::error::Problem>,
 ) {
-    if u.sock.reuseaddr || u.sock.reuseport {
+    // A connecting socket's port came from connect, which shares ports between
+    // connections to different peers: restore binds it with SO_REUSEADDR the same way.
+    if u.sock.reuseaddr || u.sock.reuseport || u.connecting_to.is_some() {
         return;
     }
     let Some(addr) = inet_addr(&u.local) else {
@@ -312,7 +337,13 @@ pub(crate) fn describe_listen(addr: &[u8], backlog: u32) -> String {
 /// What `inspect` says of a TCP socket not connected.
 pub(crate) fn describe_unconn(u: &TcpUnconnState) -> String {
     let port = inet_addr(&u.local).map_or(0, |a| a.port());
-    if port == 0 {
+    if let Some(p) = &u.connecting_to {
+        format!(
+            "TCP socket {} connecting to {} (SYN_SENT)",
+            show_inet(&u.local),
+            show_inet(p)
+        )
+    } else if port == 0 {
         "TCP socket, not bound".to_string()
     } else {
         format!("TCP socket bound to {}, not listening", show_inet(&u.local))
@@ -363,10 +394,17 @@ pub(crate) fn set_tcp_opts(cx: &mut Ctx<'_>, n: u64, o: &TcpOpts) -> RestoreResu
 /// bind), bound to its old address if it was bound.
 pub(crate) fn create_tcp_unconnected(cx: &mut Ctx<'_>, u: &TcpUnconnState) -> RestoreResult<u64> {
     check_sockaddr(u.family, &u.local)?;
+    // A connect in progress is issued again without waiting (the flags the program had
+    // on it are set afterwards, as for every descriptor).
+    let nonblock = if u.connecting_to.is_some() {
+        libc::SOCK_NONBLOCK
+    } else {
+        0
+    };
     let n = cx.socket(
         "socket(TCP)",
         u.family,
-        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC | nonblock,
         0,
     )?;
     // The sizes the program set (SO_BUF_LOCK shows which); the others are the new
@@ -382,10 +420,50 @@ pub(crate) fn create_tcp_unconnected(cx: &mut Ctx<'_>, u: &TcpUnconnState) -> Re
         cx.setsockopt(n, &SockOpt::V6Only(u.v6only))?;
     }
     set_tcp_opts(cx, n, &u.opts)?;
-    if inet_addr(&u.local).is_some_and(|a| a.port() != 0) {
+    if let Some(peer) = &u.connecting_to {
+        connect_again(cx, n, u, peer)?;
+    } else if inet_addr(&u.local).is_some_and(|a| a.port() != 0) {
         cx.bind("bind TCP socket", n, &SockAddr::Raw(&u.local))?;
     }
     Ok(n)
+}
+
+/// A connect in progress, issued again: the socket bound to the port (and address)
+/// connect had given it, SO_REUSEADDR on for the bind as connect shares ports between
+/// connections to different peers, then a connect that does not wait (EINPROGRESS) and
+/// sends a SYN again; what the program later sees (poll, SO_ERROR) is the outcome of
+/// this one. An IPv6 socket that is not IPv6-only is bound to its port alone (a bind to
+/// an address would make it IPv6-only), and connect gives it its address by the route
+/// (checked).
+fn connect_again(cx: &mut Ctx<'_>, n: u64, u: &TcpUnconnState, peer: &[u8]) -> RestoreResult<()> {
+    check_sockaddr(u.family, peer)?;
+    let by_route = u.family == libc::AF_INET6 && !u.v6only && v6_not_mapped(&u.local);
+    let mut local = u.local.clone();
+    if by_route {
+        if let Some(a) = local.get_mut(8..24) {
+            a.fill(0);
+        }
+    }
+    if !u.sock.reuseaddr {
+        cx.setsockopt(n, &SockOpt::ReuseAddr)?;
+    }
+    cx.bind("bind TCP socket", n, &SockAddr::Raw(&local))?;
+    if !u.sock.reuseaddr {
+        cx.setsockopt(n, &SockOpt::Int(libc::SOL_SOCKET, libc::SO_REUSEADDR, 0))?;
+    }
+    cx.connect_started("connect (in progress)", n, &SockAddr::Raw(peer))?;
+    if by_route {
+        check_sock_addr(cx, n, &u.local, peer)?;
+    }
+    Ok(())
+}
+
+/// Whether a raw address is an IPv6 one that is not v4-mapped.
+fn v6_not_mapped(a: &[u8]) -> bool {
+    match inet_addr(a) {
+        Some(std::net::SocketAddr::V6(a)) => a.ip().to_ipv4_mapped().is_none(),
+        _ => false,
+    }
 }
 
 /// A listening TCP socket on its old address.
@@ -457,11 +535,7 @@ pub(crate) fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> R
     // bind, for good); one that is not had its address chosen at connect, by the route
     // to its peer: it is bound to its port alone and gets its address the same way
     // (checked below).
-    let by_route = c.v6only == Some(false)
-        && inet_addr(&c.local).is_some_and(|a| match a {
-            std::net::SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_none(),
-            std::net::SocketAddr::V4(_) => false,
-        });
+    let by_route = c.v6only == Some(false) && v6_not_mapped(&c.local);
     let port_only;
     let bind_to: &[u8] = if by_route {
         cx.setsockopt(n, &SockOpt::V6Only(false))?;
@@ -481,7 +555,7 @@ pub(crate) fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> R
     }
     cx.connect("connect (repair)", n, &SockAddr::Raw(&c.peer))?;
     if by_route {
-        check_local_addr(cx, n, c)?;
+        check_sock_addr(cx, n, &c.local, &c.peer)?;
     }
     cx.setsockopt(n, &SockOpt::TcpRepairOptions(repair_options(c)))?;
     if c.timestamps {
@@ -537,23 +611,23 @@ pub(crate) fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> R
     Ok(n)
 }
 
-/// The address connect gave restored connection `n` is the one it had (a failed restore
-/// otherwise).
-fn check_local_addr(cx: &mut Ctx<'_>, n: u64, c: &crate::model::TcpState) -> RestoreResult<()> {
+/// The address connect gave restored socket `n` is the one it had, `local` (a failed
+/// restore otherwise).
+fn check_sock_addr(cx: &mut Ctx<'_>, n: u64, local: &[u8], peer: &[u8]) -> RestoreResult<()> {
     let Some(pid) = cx.live_pid() else {
         return Ok(());
     };
     let fail = |what: String| {
         crate::error::RestoreError::Stage(format!(
-            "TCP connection {} -> {}: {what}",
-            show_inet(&c.local),
-            show_inet(&c.peer)
+            "TCP socket {} -> {}: {what}",
+            show_inet(local),
+            show_inet(peer)
         ))
     };
     let sock = sys::process::steal_fd(pid, n as i32)
         .map_err(|e| fail(format!("cannot reach the restored socket: {e}")))?;
     let now = sys::tcp::sockname(&sock, false).map_err(|e| fail(e.to_string()))?;
-    if inet_addr(&now) != inet_addr(&c.local) {
+    if inet_addr(&now) != inet_addr(local) {
         return Err(fail(format!(
             "the route to the peer gives it address {} here",
             show_inet(&now)
