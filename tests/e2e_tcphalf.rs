@@ -262,3 +262,57 @@ fn tcp_connect_in_progress_is_issued_again_and_completes_ipv4() {
 fn tcp_connect_in_progress_is_issued_again_and_completes_ipv6() {
     half_closed("tcp_syn_sent_ipv6", "synsent", "6", "SYN_SENT");
 }
+
+/// A listener with connections waiting to be accepted (one with data already sent):
+/// dump refuses it naming the listener and the count, and the program runs on: it
+/// accepts both and reads the data.
+#[test]
+fn tcp_listener_with_connections_waiting_to_be_accepted_is_refused_and_runs_on() {
+    let name = "tcp_listener_with_connections_waiting_to_be_accepted_is_refused";
+    let ctx = Ctx::new(name);
+    let mut t = ctx.spawn(
+        &Spec::new(target("tcphalf"))
+            .arg("backlog")
+            .arg("4")
+            .arg("0")
+            .stdin(In::Pipe),
+    );
+    t.wait_for("port ");
+    let port = number_after(&t.stdout.text(), "port ");
+    let mut peer = ctx.spawn(
+        &Spec::new(target("tcphalf"))
+            .arg("peer")
+            .arg("backlog")
+            .arg("4")
+            .arg(port.to_string())
+            .stdin(In::Pipe),
+    );
+    peer.wait_for("peer ready\n");
+    t.wait_for("ready 2 waiting\n");
+    let img = ctx.path("refused.img");
+    ctx.try_dump(t.pid, &img)
+        .assert_fails(1)
+        .assert_stderr_mentions(&[
+            "descriptor 3",
+            &format!("TCP listener on 127.0.0.1:{port}"),
+            "2 connections waiting to be accepted",
+        ]);
+    assert!(!img.exists(), "{name}: a refused dump left an image");
+    assert_running_untraced(t.pid, name);
+    t.write_stdin(b"check\n");
+    t.wait_for("check: accepted 2; got 'early'\n");
+    for p in [&mut peer, &mut t] {
+        p.write_stdin(b"exit\n");
+        p.close_stdin();
+    }
+    assert_eq!(
+        t.finish().status.code(),
+        Some(0),
+        "{name}: the target's exit"
+    );
+    assert_eq!(
+        peer.finish().status.code(),
+        Some(0),
+        "{name}: the peer's exit"
+    );
+}

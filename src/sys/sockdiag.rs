@@ -182,6 +182,35 @@ pub fn tcp_diag_of(fd: &OwnedFd, state: u8) -> Result<TcpDiag> {
     found.ok_or_else(|| SysError::Other(format!("sock_diag does not list TCP socket {ino}")))
 }
 
+/// How many connections to the TCP listener bound to `addr` (a raw sockaddr_in /
+/// sockaddr_in6 of `family`) are still in their handshake (SYN_RECV): sock_diag lists
+/// them with the listener's address and port.
+pub fn tcp_half_open(family: i32, addr: &[u8]) -> Result<u32> {
+    const TCP_SYN_RECV: u32 = 3;
+    let port = addr.get(2..4).unwrap_or(&[0, 0]).to_vec();
+    let mut req = Vec::with_capacity(72);
+    req.extend_from_slice(&72u32.to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.push(family as u8);
+    req.push(libc::IPPROTO_TCP as u8);
+    req.push(0);
+    req.push(0);
+    req.extend_from_slice(&(1u32 << TCP_SYN_RECV).to_ne_bytes());
+    req.extend_from_slice(&[0; 48]);
+    let mut n = 0;
+    diag_dump(&req, |m| {
+        // inet_diag_msg: the source port (the listener's) at 4, in network order
+        if m.get(4..6)? == &port[..] {
+            n += 1;
+        }
+        Some(())
+    })?;
+    Ok(n)
+}
+
 /// Send sock_diag dump request `req`; `each` sees every message's payload (`None`: a
 /// malformed one).
 fn diag_dump(req: &[u8], mut each: impl FnMut(&[u8]) -> Option<()>) -> Result<()> {

@@ -14,6 +14,10 @@
  *                 FIN, which waits behind the data
  *   lastack       the peer's FIN came and was read; then as finwait1
  *   closing       as finwait1, then the peer's FIN came
+ *   backlog       (PORT 0) a listener, descriptor 3, that the peer (tcphalf peer
+ *                 backlog FAMILY PORT) connects to twice, sending "early" on the
+ *                 first; nothing accepted yet (dump refuses it); on "check" it accepts
+ *                 both and reads
  *   synsent       a non-blocking connect in progress: the peer's accept queue is full
  *                 (its own connection fills it), so it drops the SYNs; on "check" it
  *                 accepts, the SYN sent again gets through and the connect completes
@@ -261,8 +265,65 @@ static int peer(const char *fam)
 	return 0;
 }
 
+/* The peer of "backlog": two connections to the program's listener, "early" sent on the
+ * first. */
+static int backlog_peer(const char *fam, int port)
+{
+	struct sockaddr_storage ss;
+	int domain;
+	socklen_t len = addr(fam, port, &ss, &domain);
+	int a = socket(domain, SOCK_STREAM, 0), b = socket(domain, SOCK_STREAM, 0);
+	if (connect(a, (struct sockaddr *)&ss, len) || connect(b, (struct sockaddr *)&ss, len))
+		die("connect: %s", strerror(errno));
+	if (write(a, "early", 5) != 5)
+		die("early");
+	out("peer ready\n");
+	wait_line("exit");
+	return 0;
+}
+
+static int backlog_listener(const char *fam)
+{
+	struct sockaddr_storage ss;
+	int domain;
+	socklen_t len = addr(fam, 0, &ss, &domain);
+	int l = socket(domain, SOCK_STREAM, 0);
+	if (l != 3 || bind(l, (struct sockaddr *)&ss, len) || listen(l, 8))
+		die("listen");
+	socklen_t al = sizeof ss;
+	getsockname(l, (struct sockaddr *)&ss, &al);
+	out("port %d\n", ntohs(domain == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+					 : ((struct sockaddr_in6 *)&ss)->sin6_port));
+	struct tcp_info ti;
+	for (int i = 0; i < 20000; i++) {
+		socklen_t tl = sizeof ti;
+		getsockopt(l, IPPROTO_TCP, TCP_INFO, &ti, &tl);
+		if (ti.tcpi_unacked == 2)
+			break;
+		usleep(1000);
+	}
+	out("ready %u waiting\n", ti.tcpi_unacked);
+	if (!wait_line("check"))
+		return 0;
+	int a = accept(l, NULL, NULL), b = accept(l, NULL, NULL);
+	char got[16] = { 0 };
+	if (a < 0 || b < 0 || read(a, got, 5) != 5)
+		die("accept");
+	out("check: accepted 2; got '%s'\n", got);
+	wait_line("exit");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 5 && !strcmp(argv[1], "peer") && !strcmp(argv[2], "backlog")) {
+		mode = argv[2];
+		return backlog_peer(argv[3], atoi(argv[4]));
+	}
+	if (argc == 4 && !strcmp(argv[1], "backlog")) {
+		mode = argv[1];
+		return backlog_listener(argv[2]);
+	}
 	if (argc == 4 && !strcmp(argv[1], "peer")) {
 		mode = argv[2];
 		return peer(argv[3]);

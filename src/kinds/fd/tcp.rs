@@ -66,10 +66,29 @@ pub(crate) fn collect_inet(
             reuseaddr,
             v6only,
         } => {
-            if pending != 0 {
-                return Err(refuse(
-                    "a listening TCP socket with connections waiting to be accepted",
-                ));
+            // Repair mode rebuilds a connection on its own, never inside a listener's
+            // queue, and a connection made again by a handshake would not have the
+            // sequence numbers its client holds: accept() could not return them.
+            let half_open = sys::sockdiag::tcp_half_open(family, &addr)?;
+            if pending != 0 || half_open != 0 {
+                let n = |k: u32, what: &str| match k {
+                    0 => None,
+                    1 => Some(format!("1 connection {what}")),
+                    k => Some(format!("{k} connections {what}")),
+                };
+                let counts: Vec<String> = [
+                    n(pending, "waiting to be accepted"),
+                    n(half_open, "still in their handshake"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                return Err(refuse(&format!(
+                    "the TCP listener on {} has {}: restore cannot put connections back \
+                     into a listener's queue (the program must accept them first)",
+                    show_inet(&addr),
+                    counts.join(" and ")
+                )));
             }
             f.kind = FdKind::TcpListen {
                 family,
