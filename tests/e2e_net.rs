@@ -165,6 +165,26 @@ fn tcp_close_wait_whose_peer_the_program_closed_comes_back() {
 }
 
 #[test]
+fn packet_sockets_keep_protocol_interface_options_and_filter() {
+    restored_like_reference(
+        "packet_sockets_keep_protocol_interface_options_and_filter",
+        "packetsock",
+        "Packet",
+    );
+}
+
+#[test]
+fn packet_socket_in_a_fanout_group_is_refused_at_dump() {
+    refused(
+        "packet_socket_in_a_fanout_group_is_refused_at_dump",
+        "packetsock",
+        "fanout",
+        "packet socket (raw, protocol 0x88b5, on lo) in fanout group 77",
+        Some("check: done\n"),
+    );
+}
+
+#[test]
 fn tcp_socket_reset_by_its_peer_is_refused_at_dump() {
     refused(
         "tcp_socket_reset_by_its_peer_is_refused_at_dump",

@@ -1301,3 +1301,74 @@ fn epoll_items_of_moved_or_closed_descriptors_are_added_under_their_old_numbers(
     assert_eq!(c[7].args[0], 8);
     each_failure_stops_there(&p, 9, epoll::register_targets);
 }
+
+#[test]
+fn packet_socket_gets_its_options_and_filter_before_its_bind() {
+    use crate::kinds::fd::packet;
+    use crate::model::{IntSockOpt, PacketState};
+    let p = process();
+    let k = PacketState {
+        typ: libc::SOCK_RAW,
+        protocol: 0x88b5u16.to_be(),
+        ifindex: 1,
+        ifname: "lo".into(),
+        packet_opts: vec![IntSockOpt {
+            level: libc::SOL_PACKET,
+            name: libc::PACKET_AUXDATA,
+            value: 1,
+        }],
+        filter: [[0x30, 0, 0, 0, 14, 0, 0, 0], [6, 0, 0, 0, 0xff, 0xff, 0, 0]].concat(),
+        filter_locked: true,
+        ..PacketState::default()
+    };
+    assert!(packet::packet_ok(&k));
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| packet::create_packet(cx, &k)).expect("socket");
+    let n = names(&rec);
+    assert_eq!(
+        n,
+        [
+            "socket(AF_PACKET)",
+            "setsockopt",
+            "SO_ATTACH_FILTER",
+            "setsockopt",
+            "bind packet socket"
+        ]
+    );
+    let calls = rec.calls();
+    assert_eq!(calls[0].args[2], u64::from(0x88b5u16.to_be()));
+    // struct sock_fprog: 2 instructions, then the pointer to them.
+    let fprog = arg_bytes(&rec, &calls[2], 3, 16);
+    assert_eq!(fprog[0..2], [2, 0]);
+    let at = u64::from_le_bytes(fprog[8..16].try_into().expect("8 bytes"));
+    assert_eq!(calls[2].bytes(at, 16), k.filter);
+    // struct sockaddr_ll: AF_PACKET, the protocol, interface 1.
+    let sa = arg_bytes(&rec, &calls[4], 1, 8);
+    assert_eq!(sa[4..8], 1i32.to_ne_bytes());
+    each_failure_stops_there(&p, 5, |cx| packet::create_packet(cx, &k));
+    // Records restore cannot build.
+    for bad in [
+        PacketState {
+            typ: libc::SOCK_STREAM,
+            ..k.clone()
+        },
+        PacketState {
+            ifname: String::new(),
+            ..k.clone()
+        },
+        PacketState {
+            filter: vec![0; 7],
+            ..k.clone()
+        },
+        PacketState {
+            packet_opts: vec![IntSockOpt {
+                level: libc::SOL_PACKET,
+                name: libc::PACKET_RX_RING,
+                value: 1,
+            }],
+            ..k.clone()
+        },
+    ] {
+        assert!(!packet::packet_ok(&bad), "{bad:?}");
+    }
+}

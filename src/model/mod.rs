@@ -444,6 +444,34 @@ pub enum FdKind {
     /// go: rewritten by `map_pids`), with its status flags (O_NONBLOCK, and O_EXCL for
     /// PIDFD_THREAD). Restore opens it again once every process exists.
     Pidfd { pid: i32, flags: u32 },
+    /// A packet socket (AF_PACKET, SOCK_RAW or SOCK_DGRAM): protocol, bound interface,
+    /// PACKET_* options, classic filter.
+    Packet { sock: Box<PacketState>, flags: u32 },
+}
+
+/// A socket of [`FdKind::Packet`] (with no packet waiting, no ring, no fanout group, no
+/// interface membership).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct PacketState {
+    /// SOCK_RAW or SOCK_DGRAM.
+    pub typ: i32,
+    /// The protocol (ethertype) it receives, in network byte order as sockaddr_ll has
+    /// it; 0: none (not receiving).
+    pub protocol: u16,
+    /// The interface it is bound to (0: all), and its name at dump.
+    pub ifindex: i32,
+    pub ifname: String,
+    /// SOL_PACKET integer options that differ from a new socket's
+    /// (`sys::packet::PACKET_OPTS`).
+    pub packet_opts: Vec<IntSockOpt>,
+    /// The other options (SO_PRIORITY, SO_MARK, timeouts...) and the buffer sizes.
+    pub opts: TcpOpts,
+    pub sock: SockOpts,
+    /// A classic BPF filter (SO_ATTACH_FILTER): its instructions, 8 bytes each (struct
+    /// sock_filter); empty when none. `filter_locked`: SO_LOCK_FILTER.
+    #[serde(with = "serde_bytes")]
+    pub filter: Vec<u8>,
+    pub filter_locked: bool,
 }
 
 /// A pseudo-terminal pair whose master is held inside the image, restored under the

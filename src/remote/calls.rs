@@ -436,6 +436,29 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// SO_ATTACH_FILTER with a classic filter of `insns` (struct sock_filter, 8 bytes
+    /// each): the program and its struct sock_fprog go through the scratch area.
+    pub(crate) fn attach_filter(&mut self, fd: u64, insns: &[u8]) -> Result<()> {
+        let prog = self.put(ARG_DATA, insns)?;
+        let mut fprog = ((insns.len() / 8) as u16).to_le_bytes().to_vec();
+        fprog.extend_from_slice(&[0; 6]);
+        fprog.extend_from_slice(&prog.to_le_bytes());
+        let a = self.put(ARG_OPT, &fprog)?;
+        self.call(
+            "SO_ATTACH_FILTER",
+            nr::SETSOCKOPT,
+            [
+                fd,
+                libc::SOL_SOCKET as u64,
+                libc::SO_ATTACH_FILTER as u64,
+                a,
+                fprog.len() as u64,
+                0,
+            ],
+        )?;
+        Ok(())
+    }
+
     /// bind(2).
     pub(crate) fn bind(&mut self, what: &str, fd: u64, addr: &SockAddr<'_>) -> Result<()> {
         let b = addr.to_bytes();

@@ -13,6 +13,7 @@ pub(crate) mod mem;
 pub(crate) mod netlink;
 pub(crate) mod netlock;
 pub(crate) mod ns;
+pub(crate) mod packet;
 pub(crate) mod pathfd;
 pub(crate) mod probe;
 pub(crate) mod proc;

@@ -211,6 +211,59 @@ pub fn tcp_half_open(family: i32, addr: &[u8]) -> Result<u32> {
     Ok(n)
 }
 
+// linux/packet_diag.h: what to show, and the attributes read.
+const PACKET_SHOW_MCLIST: u32 = 0x2;
+const PACKET_SHOW_RING_CFG: u32 = 0x4;
+const PACKET_DIAG_MCLIST: u16 = 1;
+const PACKET_DIAG_RX_RING: u16 = 2;
+const PACKET_DIAG_TX_RING: u16 = 3;
+
+/// Whether packet socket `fd` has a ring (PACKET_RX_RING / PACKET_TX_RING), and whether
+/// it is a member of an interface's lists (PACKET_ADD_MEMBERSHIP: promiscuous,
+/// multicast...), as packet_diag shows it.
+pub fn packet_rings_and_members(fd: &OwnedFd) -> Result<(bool, bool)> {
+    let ino = rustix::fs::fstat(fd)
+        .map_err(|e| rerr("fstat a packet socket", e))?
+        .st_ino;
+    let mut req = Vec::with_capacity(36);
+    req.extend_from_slice(&36u32.to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    // struct packet_diag_req: family, protocol, pad, ino, show, cookie
+    req.push(libc::AF_PACKET as u8);
+    req.extend_from_slice(&[0, 0, 0]);
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.extend_from_slice(&(PACKET_SHOW_MCLIST | PACKET_SHOW_RING_CFG).to_ne_bytes());
+    req.extend_from_slice(&[0xff; 8]);
+    let mut found = None;
+    diag_dump(&req, |m| {
+        // struct packet_diag_msg (16 bytes), then attributes
+        if u64::from(u32_at(m, 4)?) != ino {
+            return Some(());
+        }
+        let (mut rings, mut members) = (false, false);
+        let mut off = 16;
+        while off + 4 <= m.len() {
+            let len = usize::from(u16_at(m, off)?);
+            let typ = u16_at(m, off + 2)? & 0x3fff;
+            if len < 4 || off + len > m.len() {
+                return None;
+            }
+            match typ {
+                PACKET_DIAG_RX_RING | PACKET_DIAG_TX_RING => rings = true,
+                PACKET_DIAG_MCLIST => members = len > 4,
+                _ => {}
+            }
+            off += (len + 3) & !3;
+        }
+        found = Some((rings, members));
+        Some(())
+    })?;
+    found.ok_or_else(|| SysError::Other(format!("packet_diag does not list socket {ino}")))
+}
+
 /// Send sock_diag dump request `req`; `each` sees every message's payload (`None`: a
 /// malformed one).
 fn diag_dump(req: &[u8], mut each: impl FnMut(&[u8]) -> Option<()>) -> Result<()> {

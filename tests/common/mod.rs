@@ -135,6 +135,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("tcpstates", "tcpstates.c", &[]),
     ("nlsock", "nlsock.c", &[]),
     ("pingraw", "pingraw.c", &[]),
+    ("packetsock", "packetsock.c", &[]),
     // tests/e2e_tcphalf.rs: TCP connections closed on one side or both, with a peer
     ("tcphalf", "tcphalf.c", &[]),
     // tests/e2e_mapfile.rs: mapped memfds and mapped deleted files

@@ -15,6 +15,7 @@ pub(crate) mod inotify;
 pub(crate) mod lock;
 pub(crate) mod mqueue;
 pub(crate) mod netlink;
+pub(crate) mod packet;
 pub(crate) mod pidfd;
 pub(crate) mod pipe;
 pub(crate) mod tcp;
@@ -155,6 +156,14 @@ pub(crate) fn check_sockets(
                         ),
                     )
                 }
+                FdKind::Packet { sock: k, .. } if !packet::packet_ok(k) => check::p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} is an invalid packet socket",
+                        f.fd, q.pid
+                    ),
+                ),
                 FdKind::InetRaw { sock: r, .. } if !inetraw::raw_ok(r) => check::p(
                     problems,
                     "malformed",
@@ -350,6 +359,7 @@ pub(crate) fn check_fd(
             inetraw::check_ping(r, f.fd, problems)
         }
         FdKind::External { .. } => {}
+        FdKind::Packet { sock: k, .. } => packet::check_iface(k, f.fd, problems),
         FdKind::TcpUnconnected { .. } | FdKind::Netlink { .. } | FdKind::InetRaw { .. } => {}
         FdKind::Memfd { .. }
         | FdKind::TcpListen { .. }
@@ -392,6 +402,7 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
         FdKind::TcpUnconnected { sock, .. } => tcp::describe_unconn(sock),
         FdKind::Netlink { sock, .. } => netlink::describe(sock),
         FdKind::InetRaw { sock, .. } => inetraw::describe(sock),
+        FdKind::Packet { sock, .. } => packet::describe(sock),
         FdKind::UnixDgram { sock: u, .. } => unix::describe_dgram(u),
         FdKind::Udp { sock: u, .. } => udp::describe(u),
         FdKind::Memfd {
@@ -680,6 +691,7 @@ pub(crate) fn restore_inode_owner(cx: &mut Ctx<'_>, f: &Fd) -> RestoreResult<()>
             | FdKind::TcpUnconnected { .. }
             | FdKind::Netlink { .. }
             | FdKind::InetRaw { .. }
+            | FdKind::Packet { .. }
             | FdKind::Udp { .. }
     );
     if !made || f.shared_with.is_some() {
@@ -854,6 +866,10 @@ fn restore_fd(
         }
         FdKind::InetRaw { sock, flags } => {
             let n = inetraw::create_inet_raw(cx, sock)?;
+            install(cx, n, f, *flags)
+        }
+        FdKind::Packet { sock, flags } => {
+            let n = packet::create_packet(cx, sock)?;
             install(cx, n, f, *flags)
         }
         FdKind::TcpConn { conn, flags } => {

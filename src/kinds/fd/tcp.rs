@@ -50,6 +50,10 @@ pub(crate) fn collect_inet(
     refuse: &dyn Fn(&str) -> DumpError,
 ) -> DumpResult<()> {
     let dup = sys::process::steal_fd(pid, f.fd)?;
+    // A packet socket keeps its classic filter (see `packet`).
+    if super::packet::collect(f, flags, &dup, refuse)? {
+        return Ok(());
+    }
     if sys::tcp::has_filter(&dup)? {
         return Err(refuse(&format!(
             "{} with a socket filter attached (SO_ATTACH_FILTER or BPF): not restored yet",
