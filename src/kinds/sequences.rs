@@ -1099,8 +1099,44 @@ fn tcp_unconn() -> crate::model::TcpUnconnState {
             linger: Some([1, 7]),
             rcvtimeo: Some([2, 500_000]),
             sndtimeo: None,
+            ..TcpOpts::default()
         },
         connecting_to: None,
+    }
+}
+
+#[test]
+fn string_and_structure_options_come_after_the_integer_ones_and_are_checked() {
+    use crate::model::TcpOpts;
+    let p = process();
+    let mut u = tcp_unconn();
+    u.opts.congestion = Some("reno".into());
+    u.opts.bind_device = Some("lo".into());
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| tcp::create_tcp_unconnected(cx, &u)).expect("socket");
+    let n = names(&rec);
+    let at = |x: &str| n.iter().position(|y| y == x).expect(x);
+    assert!(at("SO_BINDTODEVICE") < at("bind TCP socket"), "{n:?}");
+    assert!(at("TCP_CONGESTION") < at("bind TCP socket"), "{n:?}");
+    let calls = rec.calls();
+    let c = &calls[at("TCP_CONGESTION")];
+    assert_eq!(arg_bytes(&rec, c, 3, 4), b"reno");
+    assert_eq!(c.args[4], 4);
+    for bad in [
+        TcpOpts {
+            congestion: Some(String::new()),
+            ..TcpOpts::default()
+        },
+        TcpOpts {
+            bind_device: Some("a-name-far-too-long".into()),
+            ..TcpOpts::default()
+        },
+        TcpOpts {
+            icmp6_filter: Some(vec![0; 31]),
+            ..TcpOpts::default()
+        },
+    ] {
+        assert!(!tcp::tcp_opts_ok(&bad), "{bad:?}");
     }
 }
 

@@ -693,6 +693,16 @@ pub struct TcpOpts {
     pub rcvtimeo: Option<[i64; 2]>,
     #[serde(default)]
     pub sndtimeo: Option<[i64; 2]>,
+    /// TCP_CONGESTION when it differs from a new socket's ("reno"...).
+    #[serde(default)]
+    pub congestion: Option<String>,
+    /// SO_BINDTODEVICE: the interface it is bound to.
+    #[serde(default)]
+    pub bind_device: Option<String>,
+    /// ICMP6_FILTER of a raw or ping ICMPv6 socket (struct icmp6_filter, 32 bytes) when
+    /// it differs from a new socket's.
+    #[serde(default)]
+    pub icmp6_filter: Option<Vec<u8>>,
 }
 
 /// One integer socket option: setsockopt(level, name, value).

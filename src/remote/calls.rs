@@ -82,6 +82,8 @@ pub(crate) enum SockOpt {
     /// `SO_RCVTIMEO`, `SO_SNDTIMEO` (seconds, microseconds).
     RcvTimeo([i64; 2]),
     SndTimeo([i64; 2]),
+    /// A string or structure option: (level, name, value, the step's name).
+    Bytes(i32, i32, Vec<u8>, &'static str),
 }
 
 impl SockOpt {
@@ -166,6 +168,7 @@ impl SockOpt {
                 let bytes = t.iter().flat_map(|v| v.to_le_bytes()).collect();
                 (sol, libc::SO_SNDTIMEO, bytes, "SO_SNDTIMEO")
             }
+            SockOpt::Bytes(level, name, v, what) => (*level, *name, v.clone(), *what),
         }
     }
 }

@@ -461,6 +461,20 @@ pub struct ExtraOpts {
     pub linger: Option<[i32; 2]>,
     pub rcvtimeo: Option<[i64; 2]>,
     pub sndtimeo: Option<[i64; 2]>,
+    pub congestion: Option<String>,
+    pub bind_device: Option<String>,
+    pub icmp6_filter: Option<Vec<u8>>,
+}
+
+/// ICMP6_FILTER (linux/icmpv6.h): the ICMPv6 types a raw ICMPv6 socket drops, one bit
+/// each (struct icmp6_filter, 32 bytes).
+pub const ICMP6_FILTER: i32 = 1;
+
+/// A string option as getsockopt gives it (up to the first NUL).
+fn getsockopt_str(fd: &OwnedFd, level: i32, name: i32) -> Option<String> {
+    let b = getsockopt_bytes(fd, level, name, 64).ok()?;
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    Some(String::from_utf8_lossy(&b[..end]).into_owned())
 }
 
 fn getsockopt_int(fd: &OwnedFd, level: i32, name: i32) -> Option<i32> {
@@ -515,6 +529,28 @@ pub fn changed_opts_of(fd: &OwnedFd, family: i32, typ: i32, proto: i32) -> Resul
         let tv = getsockopt_timeval(fd, name)?;
         if tv != [0, 0] {
             *slot = Some(tv);
+        }
+    }
+    if proto == libc::IPPROTO_TCP {
+        let cc = getsockopt_str(fd, libc::SOL_TCP, libc::TCP_CONGESTION);
+        if cc.is_some()
+            && fresh
+                .as_ref()
+                .and_then(|f| getsockopt_str(f, libc::SOL_TCP, libc::TCP_CONGESTION))
+                != cc
+        {
+            out.congestion = cc;
+        }
+    }
+    out.bind_device =
+        getsockopt_str(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE).filter(|d| !d.is_empty());
+    if family == libc::AF_INET6 && proto == libc::IPPROTO_ICMPV6 {
+        let f = getsockopt_bytes(fd, libc::IPPROTO_ICMPV6, ICMP6_FILTER, 32).ok();
+        let new = fresh
+            .as_ref()
+            .and_then(|n| getsockopt_bytes(n, libc::IPPROTO_ICMPV6, ICMP6_FILTER, 32).ok());
+        if f.as_ref().is_some_and(|b| b.len() == 32) && f != new {
+            out.icmp6_filter = f;
         }
     }
     Ok(out)

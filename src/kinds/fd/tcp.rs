@@ -247,6 +247,9 @@ pub(crate) fn extra_opts(
         linger: o.linger,
         rcvtimeo: o.rcvtimeo,
         sndtimeo: o.sndtimeo,
+        congestion: o.congestion,
+        bind_device: o.bind_device,
+        icmp6_filter: o.icmp6_filter,
     })
 }
 
@@ -264,6 +267,41 @@ pub(crate) fn tcp_opts_ok(o: &TcpOpts) -> bool {
     }) && o.linger.is_none_or(|[on, secs]| on != 0 && secs >= 0)
         && tv_ok(&o.rcvtimeo)
         && tv_ok(&o.sndtimeo)
+        && [&o.congestion, &o.bind_device].iter().all(|n| {
+            n.as_deref()
+                .is_none_or(|n| !n.is_empty() && n.len() < 16 && !n.contains('\0'))
+        })
+        && o.icmp6_filter.as_ref().is_none_or(|f| f.len() == 32)
+}
+
+/// The string and structure options of [`TcpOpts`] as (level, name, value bytes, what).
+fn byte_opts(o: &TcpOpts) -> Vec<(i32, i32, Vec<u8>, &'static str)> {
+    let mut v = Vec::new();
+    if let Some(d) = &o.bind_device {
+        v.push((
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            d.as_bytes().to_vec(),
+            "SO_BINDTODEVICE",
+        ));
+    }
+    if let Some(c) = &o.congestion {
+        v.push((
+            libc::SOL_TCP,
+            libc::TCP_CONGESTION,
+            c.as_bytes().to_vec(),
+            "TCP_CONGESTION",
+        ));
+    }
+    if let Some(f) = &o.icmp6_filter {
+        v.push((
+            libc::IPPROTO_ICMPV6,
+            sys::tcp::ICMP6_FILTER,
+            f.clone(),
+            "ICMP6_FILTER",
+        ));
+    }
+    v
 }
 
 /// A record of a TCP connection whose state restore can rebuild: established or
@@ -409,6 +447,9 @@ pub(crate) fn set_tcp_opts(cx: &mut Ctx<'_>, n: u64, o: &TcpOpts) -> RestoreResu
     }
     if let Some(t) = o.sndtimeo {
         cx.setsockopt(n, &SockOpt::SndTimeo(t))?;
+    }
+    for (level, name, value, what) in byte_opts(o) {
+        cx.setsockopt(n, &SockOpt::Bytes(level, name, value, what))?;
     }
     Ok(())
 }
@@ -817,6 +858,9 @@ pub(crate) fn finish_conn(sock: &std::os::fd::OwnedFd, c: &crate::model::TcpStat
                 let b: Vec<u8> = b;
                 let _ = sys::tcp::setsockopt_bytes(sock, libc::SOL_SOCKET, opt, &b);
             }
+        }
+        for (level, name, value, _) in byte_opts(o) {
+            let _ = sys::tcp::setsockopt_bytes(sock, level, name, &value);
         }
     }
 }

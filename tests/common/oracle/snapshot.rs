@@ -683,6 +683,26 @@ fn read_dup(r: &mut Reader, k: &str, d: i32, socket: bool) {
             }
         }
     }
+    // String and structure options: the congestion control, the bound device, an
+    // ICMPv6 socket's type filter.
+    for (name, level, opt) in [
+        ("TCP_CONGESTION", libc::IPPROTO_TCP, libc::TCP_CONGESTION),
+        ("SO_BINDTODEVICE", libc::SOL_SOCKET, libc::SO_BINDTODEVICE),
+        ("ICMP6_FILTER", libc::IPPROTO_ICMPV6, 1),
+    ] {
+        let mut b = [0u8; 64];
+        let mut len = b.len() as libc::socklen_t;
+        if unsafe { libc::getsockopt(d, level, opt, b.as_mut_ptr().cast(), &mut len) } == 0 {
+            let v = &b[..(len as usize).min(b.len())];
+            let text = if name == "ICMP6_FILTER" {
+                v.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            } else {
+                let end = v.iter().position(|&c| c == 0).unwrap_or(v.len());
+                String::from_utf8_lossy(&v[..end]).into_owned()
+            };
+            r.conf(format!("{k}.sock.{name}"), text);
+        }
+    }
     let mut ling = libc::linger {
         l_onoff: 0,
         l_linger: 0,
