@@ -762,6 +762,8 @@ fn read_dup(r: &mut Reader, k: &str, d: i32, socket: bool) {
     {
         r.conf(format!("{k}.sock.tcp_state"), ti.tcpi_state.to_string());
     }
+    // (CLOSE_WAIT, LAST_ACK, CLOSING: the peer's FIN came, nothing more can.)
+    let fin_came = len > 0 && matches!(ti.tcpi_state, 8 | 9 | 11);
     let mut inq = None;
     for (name, req) in [("inq", libc::FIONREAD), ("outq", libc::TIOCOUTQ)] {
         let mut v: libc::c_int = 0;
@@ -773,12 +775,13 @@ fn read_dup(r: &mut Reader, k: &str, d: i32, socket: bool) {
         }
     }
     // A TCP socket's shutdown state, and whether a FIN received is still to be read
-    // (sock_diag counts it in the receive queue, FIONREAD does not).
+    // (sock_diag counts it in the receive queue, FIONREAD does not; read once the FIN
+    // came, when the queue cannot change under the two reads).
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(d, &mut st) } == 0 {
         if let Some(t) = r.tcp.get(&st.st_ino).cloned() {
             r.conf(format!("{k}.sock.tcp.shutdown"), t.shutdown.to_string());
-            if let Some(n) = inq {
+            if let (Some(n), true) = (inq, fin_came) {
                 r.conf(
                     format!("{k}.sock.tcp.fin_unread"),
                     (i64::from(t.rqueue) - i64::from(n)).to_string(),
