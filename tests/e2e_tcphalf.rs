@@ -127,7 +127,7 @@ fn half_closed(name: &str, mode: &str, fam: &str, state: &str) {
         return;
     }
     // The exchange goes on: the end that must act first does.
-    let peer_first = !mode.starts_with("closewait");
+    let peer_first = !mode.starts_with("closewait") && mode != "shutrd";
     let (first, second) = if peer_first {
         (&mut peer, &mut r)
     } else {
@@ -161,7 +161,7 @@ fn half_closed(name: &str, mode: &str, fam: &str, state: &str) {
     assert_eq!(pf.status.code(), Some(0), "{name}: peer:\n{pout}");
     let want_t: &[&str] = match mode {
         "closewait" => &["check: read 'rest' then eof; eof again\n"],
-        "closewaiteof" => &["check: read '' then eof; eof again\n"],
+        "closewaiteof" | "shutrd" => &["check: read '' then eof; eof again\n"],
         "finwait2" | "finwait1" => &["check: read 'late' then eof; eof again\n"],
         _ => &["check: eof again\n"],
     };
@@ -176,7 +176,7 @@ fn half_closed(name: &str, mode: &str, fam: &str, state: &str) {
         "{name}: the connection should close:\n{rout}"
     );
     match mode {
-        "closewait" | "closewaiteof" => assert!(
+        "closewait" | "closewaiteof" | "shutrd" => assert!(
             pout.contains("peer: got 'reply' then eof; eof again\n"),
             "{name}: peer:\n{pout}"
         ),
@@ -315,4 +315,9 @@ fn tcp_listener_with_connections_waiting_to_be_accepted_is_refused_and_runs_on()
         Some(0),
         "{name}: the peer's exit"
     );
+}
+
+#[test]
+fn tcp_connection_whose_reading_side_the_program_shut_keeps_it_shut_ipv4() {
+    half_closed("tcp_shut_rd_ipv4", "shutrd", "4", "ESTABLISHED");
 }

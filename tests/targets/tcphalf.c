@@ -14,6 +14,7 @@
  *                 FIN, which waits behind the data
  *   lastack       the peer's FIN came and was read; then as finwait1
  *   closing       as finwait1, then the peer's FIN came
+ *   shutrd        established; the program shut its reading side down (SHUT_RD)
  *   backlog       (PORT 0) a listener, descriptor 3, that the peer (tcphalf peer
  *                 backlog FAMILY PORT) connects to twice, sending "early" on the
  *                 first; nothing accepted yet (dump refuses it); on "check" it accepts
@@ -255,6 +256,8 @@ static int peer(const char *fam)
 	} else {
 		drain(c, got, sizeof got, 0);
 		out("peer: got '%s' then eof; %s\n", got, eof_again(c));
+		if (!strcmp(mode, "shutrd"))
+			shutdown(c, SHUT_WR);
 	}
 	if (!strcmp(mode, "finwait1")) {
 		if (write(c, "late", 4) != 4 || shutdown(c, SHUT_WR))
@@ -347,6 +350,9 @@ int main(int argc, char **argv)
 	char got[256];
 	if (!strcmp(mode, "closewait")) {
 		wait_state(s, TCP_CLOSE_WAIT);
+	} else if (!strcmp(mode, "shutrd")) {
+		if (shutdown(s, SHUT_RD))
+			die("SHUT_RD");
 	} else if (!strcmp(mode, "closewaiteof")) {
 		wait_state(s, TCP_CLOSE_WAIT);
 		drain(s, got, sizeof got, 0);
@@ -394,7 +400,7 @@ int main(int argc, char **argv)
 		wait_line("exit");
 		return 0;
 	}
-	if (!strcmp(mode, "closewait") || !strcmp(mode, "closewaiteof")) {
+	if (!strcmp(mode, "closewait") || !strcmp(mode, "closewaiteof") || !strcmp(mode, "shutrd")) {
 		drain(s, got, sizeof got, 0);
 		out("check: read '%s' then eof; %s\n", got, eof_again(s));
 		if (write(s, "reply", 5) != 5 || shutdown(s, SHUT_WR))
