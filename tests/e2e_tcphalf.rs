@@ -321,3 +321,33 @@ fn tcp_listener_with_connections_waiting_to_be_accepted_is_refused_and_runs_on()
 fn tcp_connection_whose_reading_side_the_program_shut_keeps_it_shut_ipv4() {
     half_closed("tcp_shut_rd_ipv4", "shutrd", "4", "ESTABLISHED");
 }
+
+#[test]
+fn tcp_fin_wait1_behind_unsent_data_comes_back_ipv6() {
+    half_closed("tcp_fin_wait1_ipv6", "finwait1", "6", "FIN_WAIT1");
+}
+
+#[test]
+fn tcp_fin_wait2_comes_back_v4_mapped() {
+    half_closed("tcp_fin_wait2_mapped", "finwait2", "mapped", "FIN_WAIT2");
+}
+
+#[test]
+fn tcp_last_ack_comes_back_v4_mapped() {
+    half_closed("tcp_last_ack_mapped", "lastack", "mapped", "LAST_ACK");
+}
+
+#[test]
+fn tcp_closing_comes_back_v4_mapped() {
+    half_closed("tcp_closing_mapped", "closing", "mapped", "CLOSING");
+}
+
+#[test]
+fn tcp_connect_in_progress_is_issued_again_and_completes_v4_mapped() {
+    half_closed("tcp_syn_sent_mapped", "synsent", "mapped", "SYN_SENT");
+}
+
+#[test]
+fn tcp_connection_whose_reading_side_the_program_shut_keeps_it_shut_ipv6() {
+    half_closed("tcp_shut_rd_ipv6", "shutrd", "6", "ESTABLISHED");
+}
