@@ -387,7 +387,9 @@ fn assert_dump_refused(
 /// kind from this list when its support lands (and add a round-trip test for it).
 const UNSUPPORTED_FD_KINDS: &[(&str, &str)] = &[(
     "packet",
-    "file descriptor 3 is a packet socket (datagram) (socket:[",
+    "file descriptor 3 is a packet socket (datagram, protocol 0x88b7, on every interface) \
+     in fanout group 5 (PACKET_FANOUT): the group's other members are not restored with it \
+     (socket:[",
 )];
 
 #[test]

@@ -1,7 +1,7 @@
 //! End-to-end tests of TCP sockets in the states restore brings back besides a
 //! connection (created and not connected, bound and not listening, listening), over
-//! IPv4, IPv6 and IPv4-mapped IPv6, with their options; and of the states dump refuses
-//! (half-closed, ended). Each restored run is compared with the original through the
+//! IPv4, IPv6 and IPv4-mapped IPv6, with their options; a connection in CLOSE_WAIT; and
+//! of the states dump refuses (ended). Each restored run is compared with the original through the
 //! state oracle and through its own behaviour (the bound sockets still hold their ports,
 //! the new one connects, options read back and are inherited by accepted sockets).
 //!
@@ -131,14 +131,56 @@ fn refused(name: &str, prog: &str, mode: &str, why: &str, after: Option<&str>) {
     assert_eq!(fin.status.code(), Some(0), "{name}: the target's exit");
 }
 
+/// A connection in CLOSE_WAIT whose peer the program closed itself (the peer is the
+/// kernel's orphan now): restored with its unread data and the end of file after it
+/// (the half-closed states with a live peer: tests/e2e_tcphalf.rs).
 #[test]
-fn tcp_close_wait_is_refused_at_dump_and_the_program_runs_on() {
+fn tcp_close_wait_whose_peer_the_program_closed_comes_back() {
+    let name = "tcp_close_wait_whose_peer_the_program_closed_comes_back";
+    let ctx = Ctx::new(name);
+    let spec = Spec::new(target("tcpstates"))
+        .arg("closewait")
+        .stdin(In::Pipe);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let pid = t.pid;
+    let before = at_rest(pid, name);
+    let img = ctx.path("net.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&[pid], name);
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    let deadline = std::time::Instant::now() + timeout();
+    while !oracle::restored_tree_up(&before) {
+        assert!(
+            std::time::Instant::now() < deadline && r.try_wait().is_none(),
+            "{name}: the restored tree does not run: {}",
+            r.stderr.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let after = at_rest(pid, name);
+    oracle::assert_same_kernel_state(name, name, Cmp::Restored, &before, &after, &[]);
+    assert_eq!(use_all(&mut r), "check: read 4 rest then 0; write 1\n");
+}
+
+#[test]
+fn packet_sockets_keep_protocol_interface_options_and_filter() {
+    restored_like_reference(
+        "packet_sockets_keep_protocol_interface_options_and_filter",
+        "packetsock",
+        "Packet",
+    );
+}
+
+#[test]
+fn packet_socket_in_a_fanout_group_is_refused_at_dump() {
     refused(
-        "tcp_close_wait_is_refused_at_dump_and_the_program_runs_on",
-        "tcpstates",
-        "closewait",
-        "CLOSE_WAIT",
-        Some("check: read 4 rest then 0; write 1\n"),
+        "packet_socket_in_a_fanout_group_is_refused_at_dump",
+        "packetsock",
+        "fanout",
+        "packet socket (raw, protocol 0x88b5, on lo) in fanout group 77",
+        Some("check: done\n"),
     );
 }
 

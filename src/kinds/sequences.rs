@@ -484,6 +484,122 @@ fn tcp_connection_is_rebuilt_in_repair_mode_in_the_kernel_s_order() {
 }
 
 #[test]
+fn half_closed_tcp_connections_replay_their_fin_in_repair_mode() {
+    use crate::sys::tcp::{
+        TCP_CLOSE_WAIT, TCP_CLOSING, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK,
+    };
+    let p = process();
+    let base = TcpState {
+        sndq: Vec::new(),
+        ..tcp_state()
+    };
+    // After the established connection's calls (up to TCP_REPAIR_WINDOW): our FIN goes
+    // into the send queue as sent (the send queue selected, then shutdown); the peer's
+    // FIN and its acknowledgment are segments ckpt sends itself (none in the double).
+    let ours = ["TCP_REPAIR_QUEUE", "shutdown"];
+    for (state, tail) in [
+        (TCP_FIN_WAIT1, &ours[..]),
+        (TCP_FIN_WAIT2, &ours[..]),
+        (TCP_CLOSE_WAIT, &[][..]),
+        (TCP_LAST_ACK, &ours[..]),
+        (TCP_CLOSING, &ours[..]),
+    ] {
+        let c = TcpState {
+            state,
+            ..base.clone()
+        };
+        assert!(tcp::conn_state_ok(&c), "state {state}");
+        let rec = Recorder::new(p.pid);
+        run(&p, &rec, |cx| tcp::create_tcp_conn(cx, &c)).expect("conn");
+        let n = names(&rec);
+        let w = n
+            .iter()
+            .position(|x| x == "TCP_REPAIR_WINDOW")
+            .expect("window");
+        assert_eq!(n[w + 1..], tail[..], "state {state}: {n:?}");
+        let calls = rec.calls();
+        if !tail.is_empty() {
+            let q = arg_bytes(&rec, &calls[w + 1], 3, 4);
+            assert_eq!(
+                u32::from_le_bytes([q[0], q[1], q[2], q[3]]),
+                2,
+                "send queue"
+            );
+            assert_eq!(calls[w + 2].args[1], libc::SHUT_WR as u64);
+        }
+        // The window's edge stops before a FIN received (it is not there yet).
+        let win = arg_bytes(&rec, &calls[w], 3, 20);
+        let rcv_wup = u32::from_le_bytes([win[16], win[17], win[18], win[19]]);
+        assert_eq!(rcv_wup, 5, "state {state}");
+    }
+    // A FIN received with the window's edge after it: clamped to the end of the data.
+    let c = TcpState {
+        state: TCP_CLOSE_WAIT,
+        rcvq: Vec::new(),
+        window: [1, 2, 3, 4, 2001],
+        ..base.clone()
+    };
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| tcp::create_tcp_conn(cx, &c)).expect("conn");
+    let calls = rec.calls();
+    let w = calls.len() - 1;
+    let win = arg_bytes(&rec, &calls[w], 3, 20);
+    assert_eq!(
+        u32::from_le_bytes([win[16], win[17], win[18], win[19]]),
+        2000
+    );
+    // The program's own shutdown(SHUT_RD) on an established connection comes back.
+    let c = TcpState {
+        rd_shut: true,
+        ..base.clone()
+    };
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| tcp::create_tcp_conn(cx, &c)).expect("conn");
+    let calls = rec.calls();
+    assert_eq!(names(&rec).last().map(String::as_str), Some("shutdown"));
+    assert_eq!(calls[calls.len() - 1].args[1], libc::SHUT_RD as u64);
+}
+
+#[test]
+fn tcp_connection_states_restore_cannot_rebuild_are_malformed() {
+    use crate::sys::tcp::{TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_FIN_WAIT2};
+    let ok = |c: TcpState| tcp::conn_state_ok(&c);
+    assert!(ok(tcp_state()));
+    assert!(ok(TcpState {
+        state: TCP_ESTABLISHED,
+        ..tcp_state()
+    }));
+    // SYN_SENT, TIME_WAIT, LISTEN are not connections restore builds this way.
+    for state in [2, 6, 7, 10, 12, 200] {
+        assert!(!ok(TcpState {
+            state,
+            ..tcp_state()
+        }));
+    }
+    // A FIN acknowledged leaves nothing unacknowledged before it.
+    assert!(!ok(TcpState {
+        state: TCP_FIN_WAIT2,
+        ..tcp_state()
+    }));
+    // An end of file read: a FIN received, nothing unread before it.
+    assert!(!ok(TcpState {
+        fin_read: true,
+        ..tcp_state()
+    }));
+    assert!(!ok(TcpState {
+        state: TCP_CLOSE_WAIT,
+        fin_read: true,
+        ..tcp_state()
+    }));
+    assert!(ok(TcpState {
+        state: TCP_CLOSE_WAIT,
+        fin_read: true,
+        rcvq: Vec::new(),
+        ..tcp_state()
+    }));
+}
+
+#[test]
 fn a_full_tcp_queue_fails_the_restore_instead_of_blocking() {
     let p = process();
     let c = tcp_state();
@@ -983,8 +1099,90 @@ fn tcp_unconn() -> crate::model::TcpUnconnState {
             linger: Some([1, 7]),
             rcvtimeo: Some([2, 500_000]),
             sndtimeo: None,
+            ..TcpOpts::default()
         },
+        connecting_to: None,
     }
+}
+
+#[test]
+fn string_and_structure_options_come_after_the_integer_ones_and_are_checked() {
+    use crate::model::TcpOpts;
+    let p = process();
+    let mut u = tcp_unconn();
+    u.opts.congestion = Some("reno".into());
+    u.opts.bind_device = Some("lo".into());
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| tcp::create_tcp_unconnected(cx, &u)).expect("socket");
+    let n = names(&rec);
+    let at = |x: &str| n.iter().position(|y| y == x).expect(x);
+    assert!(at("SO_BINDTODEVICE") < at("bind TCP socket"), "{n:?}");
+    assert!(at("TCP_CONGESTION") < at("bind TCP socket"), "{n:?}");
+    let calls = rec.calls();
+    let c = &calls[at("TCP_CONGESTION")];
+    assert_eq!(arg_bytes(&rec, c, 3, 4), b"reno");
+    assert_eq!(c.args[4], 4);
+    for bad in [
+        TcpOpts {
+            congestion: Some(String::new()),
+            ..TcpOpts::default()
+        },
+        TcpOpts {
+            bind_device: Some("a-name-far-too-long".into()),
+            ..TcpOpts::default()
+        },
+        TcpOpts {
+            icmp6_filter: Some(vec![0; 31]),
+            ..TcpOpts::default()
+        },
+    ] {
+        assert!(!tcp::tcp_opts_ok(&bad), "{bad:?}");
+    }
+}
+
+#[test]
+fn tcp_connect_in_progress_is_issued_again_from_its_port_without_waiting() {
+    let p = process();
+    let mut u = tcp_unconn();
+    u.sock.reuseaddr = false;
+    u.v6only = false;
+    let mut peer = u.local.clone();
+    peer[2..4].copy_from_slice(&9090u16.to_be_bytes());
+    u.connecting_to = Some(peer.clone());
+    assert!(tcp::unconn_ok(&u));
+    // EINPROGRESS is what a non-blocking connect answers: not an error.
+    let rec = Recorder::new(p.pid).fail_at(10, libc::EINPROGRESS);
+    run(&p, &rec, |cx| tcp::create_tcp_unconnected(cx, &u)).expect("socket");
+    let n = names(&rec);
+    assert_eq!(
+        n[6..],
+        [
+            "SO_RCVTIMEO",
+            "SO_REUSEADDR",
+            "bind TCP socket",
+            "setsockopt",
+            "connect (in progress)"
+        ],
+        "{n:?}"
+    );
+    let calls = rec.calls();
+    // SO_REUSEADDR for the bind only (connect shares ports), then off again.
+    let v = |i: usize| arg_bytes(&rec, &calls[i], 3, 4);
+    assert_eq!((v(7), v(9)), (vec![1, 0, 0, 0], vec![0, 0, 0, 0]));
+    // Not IPv6-only: bound to its port alone (an address would make it IPv6-only).
+    let bound = arg_bytes(&rec, &calls[8], 1, 28);
+    assert_eq!(bound[2..4], 8080u16.to_be_bytes());
+    assert!(bound[8..24].iter().all(|&b| b == 0), "{bound:?}");
+    assert_eq!(arg_bytes(&rec, &calls[10], 1, 28), peer);
+    // Another error fails the restore.
+    let rec = Recorder::new(p.pid).fail_at(10, libc::ENETUNREACH);
+    run(&p, &rec, |cx| tcp::create_tcp_unconnected(cx, &u)).expect_err("unreachable");
+    // A destination without a port is malformed.
+    let mut bad = u.clone();
+    if let Some(d) = bad.connecting_to.as_mut() {
+        d[2..4].copy_from_slice(&[0, 0]);
+    }
+    assert!(!tcp::unconn_ok(&bad));
 }
 
 #[test]
@@ -1138,4 +1336,75 @@ fn epoll_items_of_moved_or_closed_descriptors_are_added_under_their_old_numbers(
     assert_eq!(c[6].args[2], 8);
     assert_eq!(c[7].args[0], 8);
     each_failure_stops_there(&p, 9, epoll::register_targets);
+}
+
+#[test]
+fn packet_socket_gets_its_options_and_filter_before_its_bind() {
+    use crate::kinds::fd::packet;
+    use crate::model::{IntSockOpt, PacketState};
+    let p = process();
+    let k = PacketState {
+        typ: libc::SOCK_RAW,
+        protocol: 0x88b5u16.to_be(),
+        ifindex: 1,
+        ifname: "lo".into(),
+        packet_opts: vec![IntSockOpt {
+            level: libc::SOL_PACKET,
+            name: libc::PACKET_AUXDATA,
+            value: 1,
+        }],
+        filter: [[0x30, 0, 0, 0, 14, 0, 0, 0], [6, 0, 0, 0, 0xff, 0xff, 0, 0]].concat(),
+        filter_locked: true,
+        ..PacketState::default()
+    };
+    assert!(packet::packet_ok(&k));
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| packet::create_packet(cx, &k)).expect("socket");
+    let n = names(&rec);
+    assert_eq!(
+        n,
+        [
+            "socket(AF_PACKET)",
+            "setsockopt",
+            "SO_ATTACH_FILTER",
+            "setsockopt",
+            "bind packet socket"
+        ]
+    );
+    let calls = rec.calls();
+    assert_eq!(calls[0].args[2], u64::from(0x88b5u16.to_be()));
+    // struct sock_fprog: 2 instructions, then the pointer to them.
+    let fprog = arg_bytes(&rec, &calls[2], 3, 16);
+    assert_eq!(fprog[0..2], [2, 0]);
+    let at = u64::from_le_bytes(fprog[8..16].try_into().expect("8 bytes"));
+    assert_eq!(calls[2].bytes(at, 16), k.filter);
+    // struct sockaddr_ll: AF_PACKET, the protocol, interface 1.
+    let sa = arg_bytes(&rec, &calls[4], 1, 8);
+    assert_eq!(sa[4..8], 1i32.to_ne_bytes());
+    each_failure_stops_there(&p, 5, |cx| packet::create_packet(cx, &k));
+    // Records restore cannot build.
+    for bad in [
+        PacketState {
+            typ: libc::SOCK_STREAM,
+            ..k.clone()
+        },
+        PacketState {
+            ifname: String::new(),
+            ..k.clone()
+        },
+        PacketState {
+            filter: vec![0; 7],
+            ..k.clone()
+        },
+        PacketState {
+            packet_opts: vec![IntSockOpt {
+                level: libc::SOL_PACKET,
+                name: libc::PACKET_RX_RING,
+                value: 1,
+            }],
+            ..k.clone()
+        },
+    ] {
+        assert!(!packet::packet_ok(&bad), "{bad:?}");
+    }
 }

@@ -444,6 +444,34 @@ pub enum FdKind {
     /// go: rewritten by `map_pids`), with its status flags (O_NONBLOCK, and O_EXCL for
     /// PIDFD_THREAD). Restore opens it again once every process exists.
     Pidfd { pid: i32, flags: u32 },
+    /// A packet socket (AF_PACKET, SOCK_RAW or SOCK_DGRAM): protocol, bound interface,
+    /// PACKET_* options, classic filter.
+    Packet { sock: Box<PacketState>, flags: u32 },
+}
+
+/// A socket of [`FdKind::Packet`] (with no packet waiting, no ring, no fanout group, no
+/// interface membership).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct PacketState {
+    /// SOCK_RAW or SOCK_DGRAM.
+    pub typ: i32,
+    /// The protocol (ethertype) it receives, in network byte order as sockaddr_ll has
+    /// it; 0: none (not receiving).
+    pub protocol: u16,
+    /// The interface it is bound to (0: all), and its name at dump.
+    pub ifindex: i32,
+    pub ifname: String,
+    /// SOL_PACKET integer options that differ from a new socket's
+    /// (`sys::packet::PACKET_OPTS`).
+    pub packet_opts: Vec<IntSockOpt>,
+    /// The other options (SO_PRIORITY, SO_MARK, timeouts...) and the buffer sizes.
+    pub opts: TcpOpts,
+    pub sock: SockOpts,
+    /// A classic BPF filter (SO_ATTACH_FILTER): its instructions, 8 bytes each (struct
+    /// sock_filter); empty when none. `filter_locked`: SO_LOCK_FILTER.
+    #[serde(with = "serde_bytes")]
+    pub filter: Vec<u8>,
+    pub filter_locked: bool,
 }
 
 /// A pseudo-terminal pair whose master is held inside the image, restored under the
@@ -571,6 +599,22 @@ pub struct TcpState {
     /// Further options set on it (none in images made before they were recorded).
     #[serde(default)]
     pub opts: Option<TcpOpts>,
+    /// The TCP state (net/tcp_states.h): 0 (images made before it was recorded) or 1
+    /// ESTABLISHED; or closed on one side or both: FIN_WAIT1 4, FIN_WAIT2 5, CLOSE_WAIT
+    /// 8, LAST_ACK 9, CLOSING 11. A FIN sent or received takes one sequence number after
+    /// its queue's data (`snd_seq`/`rcv_seq` are those of the data).
+    #[serde(default)]
+    pub state: u8,
+    /// The peer's FIN was received and the program has read the end of file already.
+    #[serde(default)]
+    pub fin_read: bool,
+    /// The reading side was shut down (shutdown(SHUT_RD)) without a FIN from the peer.
+    #[serde(default)]
+    pub rd_shut: bool,
+    /// IPV6_V6ONLY of an IPv6 connection (None in images made before it was recorded,
+    /// and for IPv4).
+    #[serde(default)]
+    pub v6only: Option<bool>,
 }
 
 /// A netlink socket of [`FdKind::Netlink`] (with no message waiting to be read).
@@ -627,6 +671,11 @@ pub struct TcpUnconnState {
     pub sock: SockOpts,
     #[serde(default)]
     pub opts: TcpOpts,
+    /// A connect in progress (SYN_SENT, a non-blocking connect that had no answer yet):
+    /// the raw address it connects to; `local` is the address and port connect gave it.
+    /// None: never connected (and in images made before it was recorded).
+    #[serde(default)]
+    pub connecting_to: Option<Vec<u8>>,
 }
 
 /// Options of a TCP socket that a program sets and reads back, beyond those of
@@ -644,6 +693,16 @@ pub struct TcpOpts {
     pub rcvtimeo: Option<[i64; 2]>,
     #[serde(default)]
     pub sndtimeo: Option<[i64; 2]>,
+    /// TCP_CONGESTION when it differs from a new socket's ("reno"...).
+    #[serde(default)]
+    pub congestion: Option<String>,
+    /// SO_BINDTODEVICE: the interface it is bound to.
+    #[serde(default)]
+    pub bind_device: Option<String>,
+    /// ICMP6_FILTER of a raw or ping ICMPv6 socket (struct icmp6_filter, 32 bytes) when
+    /// it differs from a new socket's.
+    #[serde(default)]
+    pub icmp6_filter: Option<Vec<u8>>,
 }
 
 /// One integer socket option: setsockopt(level, name, value).

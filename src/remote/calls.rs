@@ -82,6 +82,8 @@ pub(crate) enum SockOpt {
     /// `SO_RCVTIMEO`, `SO_SNDTIMEO` (seconds, microseconds).
     RcvTimeo([i64; 2]),
     SndTimeo([i64; 2]),
+    /// A string or structure option: (level, name, value, the step's name).
+    Bytes(i32, i32, Vec<u8>, &'static str),
 }
 
 impl SockOpt {
@@ -166,6 +168,7 @@ impl SockOpt {
                 let bytes = t.iter().flat_map(|v| v.to_le_bytes()).collect();
                 (sol, libc::SO_SNDTIMEO, bytes, "SO_SNDTIMEO")
             }
+            SockOpt::Bytes(level, name, v, what) => (*level, *name, v.clone(), *what),
         }
     }
 }
@@ -436,6 +439,29 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// SO_ATTACH_FILTER with a classic filter of `insns` (struct sock_filter, 8 bytes
+    /// each): the program and its struct sock_fprog go through the scratch area.
+    pub(crate) fn attach_filter(&mut self, fd: u64, insns: &[u8]) -> Result<()> {
+        let prog = self.put(ARG_DATA, insns)?;
+        let mut fprog = ((insns.len() / 8) as u16).to_le_bytes().to_vec();
+        fprog.extend_from_slice(&[0; 6]);
+        fprog.extend_from_slice(&prog.to_le_bytes());
+        let a = self.put(ARG_OPT, &fprog)?;
+        self.call(
+            "SO_ATTACH_FILTER",
+            nr::SETSOCKOPT,
+            [
+                fd,
+                libc::SOL_SOCKET as u64,
+                libc::SO_ATTACH_FILTER as u64,
+                a,
+                fprog.len() as u64,
+                0,
+            ],
+        )?;
+        Ok(())
+    }
+
     /// bind(2).
     pub(crate) fn bind(&mut self, what: &str, fd: u64, addr: &SockAddr<'_>) -> Result<()> {
         let b = addr.to_bytes();
@@ -450,6 +476,23 @@ impl Ctx<'_> {
         let a = self.put(ARG_ADDR, &b)?;
         self.call(what, nr::CONNECT, [fd, a, b.len() as u64, 0, 0, 0])?;
         Ok(())
+    }
+
+    /// connect(2) on a non-blocking socket: started (EINPROGRESS) or done.
+    pub(crate) fn connect_started(
+        &mut self,
+        what: &str,
+        fd: u64,
+        addr: &SockAddr<'_>,
+    ) -> Result<()> {
+        let b = addr.to_bytes();
+        let a = self.put(ARG_ADDR, &b)?;
+        match self.call(what, nr::CONNECT, [fd, a, b.len() as u64, 0, 0, 0]) {
+            Err(crate::error::RestoreError::Sys(crate::sys::SysError::Remote {
+                errno, ..
+            })) if errno == libc::EINPROGRESS => Ok(()),
+            r => r.map(|_| ()),
+        }
     }
 
     /// accept4(2), without the peer's address.

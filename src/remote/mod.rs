@@ -136,6 +136,12 @@ impl Ctx<'_> {
         self.task.pid()
     }
 
+    /// The process being built, when it is a real one (not a test double): ckpt may
+    /// reach its descriptors.
+    pub(crate) fn live_pid(&self) -> Option<i32> {
+        self.task.is_live().then_some(self.proc_.pid)
+    }
+
     /// Read the task's memory at `addr` into `buf`.
     pub(crate) fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
         Ok(self.task.read(addr, buf)?)

@@ -11,6 +11,10 @@ use crate::sys::{self, SysError};
 pub(crate) trait Remote {
     /// The thread the calls run in.
     fn pid(&self) -> i32;
+    /// Whether the calls reach a real process (not a test double).
+    fn is_live(&self) -> bool {
+        true
+    }
     /// One system call; a negative result is an error naming `what`.
     fn call(&mut self, what: &str, nr: u64, args: [u64; 6]) -> sys::Result<u64>;
     /// One ia32 system call (32-bit numbering and convention).
@@ -261,6 +265,9 @@ mod double {
     impl Remote for Recorder {
         fn pid(&self) -> i32 {
             self.pid
+        }
+        fn is_live(&self) -> bool {
+            false
         }
         fn call(&mut self, what: &str, nr: u64, args: [u64; 6]) -> sys::Result<u64> {
             let r = self.record(what, nr, args, false, false);

@@ -15,6 +15,7 @@ pub(crate) mod mount;
 pub(crate) mod netlink;
 pub(crate) mod netlock;
 pub(crate) mod ns;
+pub(crate) mod packet;
 pub(crate) mod pathfd;
 pub(crate) mod probe;
 pub(crate) mod proc;

@@ -1,7 +1,8 @@
 //! Locking TCP connections while their process is gone: netfilter rules (through the
 //! `nft` command) that drop the peer's packets, so the kernel does not answer them with
 //! a reset before restore brings the socket back. One rule per connection, each tagged
-//! with a comment naming the connection, in the table `inet ckpt_lock`.
+//! with a comment naming the connection, in the table `inet ckpt_lock`. Segments marked
+//! [`super::tcp::INJECT_MARK`] (restore's own, see `tcp::inject_segment`) pass.
 
 use std::process::Command;
 
@@ -67,9 +68,11 @@ fn lock_once(conns: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
             endpoint(peer).ok_or_else(|| SysError::Other("bad TCP address to lock".into()))?;
         let ip = if v6 { "ip6" } else { "ip" };
         let c = comment(local, peer).unwrap_or_default();
-        // The comment has spaces: pass the rule as separate arguments.
+        // The comment has spaces: pass the rule as separate arguments. The segments
+        // restore itself sends to a connection (`tcp::inject_segment`, marked) pass.
+        let mark = super::tcp::INJECT_MARK;
         let rule = format!(
-            "add rule inet {TABLE} input {ip} saddr {pa} {ip} daddr {la} tcp sport {pp} tcp dport {lp} drop comment"
+            "add rule inet {TABLE} input {ip} saddr {pa} {ip} daddr {la} tcp sport {pp} tcp dport {lp} meta mark != {mark:#x} drop comment"
         );
         let mut args: Vec<String> = rule.split(' ').map(str::to_string).collect();
         args.push(format!("\"{c}\""));
@@ -225,10 +228,21 @@ impl Msg {
         })
         .match_reg(eq)
     }
+    /// Meta `key` into register 1, compare: not equal to `ne`.
+    fn match_meta_not(&mut self, key: u32, ne: &[u8]) -> &mut Self {
+        self.expr("meta", |m| {
+            m.be32(nft::NFTA_META_DREG, libc::NFT_REG_1 as u32)
+                .be32(nft::NFTA_META_KEY, key);
+        })
+        .cmp_reg(libc::NFT_CMP_NEQ as u32, ne)
+    }
     fn match_reg(&mut self, eq: &[u8]) -> &mut Self {
+        self.cmp_reg(libc::NFT_CMP_EQ as u32, eq)
+    }
+    fn cmp_reg(&mut self, op: u32, eq: &[u8]) -> &mut Self {
         self.expr("cmp", |m| {
             m.be32(nft::NFTA_CMP_SREG, libc::NFT_REG_1 as u32)
-                .be32(nft::NFTA_CMP_OP, libc::NFT_CMP_EQ as u32)
+                .be32(nft::NFTA_CMP_OP, op)
                 .nest(nft::NFTA_CMP_DATA, |d| {
                     d.attr(nft::NFTA_DATA_VALUE, eq);
                 });
@@ -293,6 +307,11 @@ fn lock_rule(table: &str, seq: u32, local: &[u8], peer: &[u8]) -> Result<Vec<u8>
                 .match_meta(libc::NFT_META_L4PROTO as u32, &[libc::IPPROTO_TCP as u8])
                 .match_payload(th, 0, pp)
                 .match_payload(th, 2, lp)
+                // restore's own segments pass (host order: the mark is a number)
+                .match_meta_not(
+                    libc::NFT_META_MARK as u32,
+                    &super::tcp::INJECT_MARK.to_ne_bytes(),
+                )
                 .expr("immediate", |m| {
                     m.be32(nft::NFTA_IMMEDIATE_DREG, libc::NFT_REG_VERDICT as u32)
                         .nest(nft::NFTA_IMMEDIATE_DATA, |d| {

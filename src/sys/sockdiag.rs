@@ -102,14 +102,6 @@ fn parse_msg(m: &[u8]) -> Option<UnixSock> {
 
 /// Every unix socket of this network namespace, by inode.
 pub fn unix_sockets() -> Result<BTreeMap<u64, UnixSock>> {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType};
-    let sock = rustix::net::socket_with(
-        AddressFamily::NETLINK,
-        SocketType::DGRAM,
-        SocketFlags::CLOEXEC,
-        Some(rustix::net::netlink::SOCK_DIAG),
-    )
-    .map_err(|e| rerr("socket(NETLINK_SOCK_DIAG)", e))?;
     let mut req = Vec::with_capacity(40);
     req.extend_from_slice(&40u32.to_ne_bytes()); // nlmsg_len
     req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -127,8 +119,163 @@ pub fn unix_sockets() -> Result<BTreeMap<u64, UnixSock>> {
             .to_ne_bytes(),
     );
     req.extend_from_slice(&[0xff; 8]); // cookie
-    rustix::net::send(&sock, &req, SendFlags::empty()).map_err(|e| rerr("sock_diag request", e))?;
     let mut out = BTreeMap::new();
+    diag_dump(&req, |m| {
+        let s = parse_msg(m)?;
+        out.insert(s.ino, s);
+        Some(())
+    })?;
+    Ok(out)
+}
+
+// struct inet_diag_msg (linux/inet_diag.h): offsets of the destination port and
+// address (in its inet_diag_sockid), idiag_rqueue and idiag_inode.
+const IDIAG_DPORT: usize = 6;
+const IDIAG_DST: usize = 24;
+const IDIAG_RQUEUE: usize = 56;
+const IDIAG_INODE: usize = 68;
+
+/// What sock_diag shows of a TCP socket that its descriptor does not.
+#[derive(Debug, Clone, Default)]
+pub struct TcpDiag {
+    /// Sequence numbers received and not yet read (rcv_nxt - copied_seq, a FIN
+    /// included).
+    pub rqueue: u32,
+    /// The destination (also while connecting, when getpeername has none): its port and
+    /// address (IPv4 in the first 4 bytes).
+    pub dport: u16,
+    pub dst: [u8; 16],
+}
+
+/// A TCP socket as sock_diag shows it (found by its inode among those of its family in
+/// `state`).
+pub fn tcp_diag_of(fd: &OwnedFd, state: u8) -> Result<TcpDiag> {
+    let domain = super::tcp::getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+    let ino = rustix::fs::fstat(fd)
+        .map_err(|e| rerr("fstat a TCP socket", e))?
+        .st_ino;
+    let mut req = Vec::with_capacity(72);
+    req.extend_from_slice(&72u32.to_ne_bytes()); // nlmsg_len
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    req.extend_from_slice(&0u32.to_ne_bytes()); // pid
+    // struct inet_diag_req_v2: family, protocol, ext, pad, states, then a zero
+    // inet_diag_sockid (48 bytes): no filter on addresses.
+    req.push(domain as u8);
+    req.push(libc::IPPROTO_TCP as u8);
+    req.push(0);
+    req.push(0);
+    req.extend_from_slice(&(1u32 << state).to_ne_bytes());
+    req.extend_from_slice(&[0; 48]);
+    let mut found = None;
+    diag_dump(&req, |m| {
+        if u64::from(u32_at(m, IDIAG_INODE)?) == ino {
+            found = Some(TcpDiag {
+                rqueue: u32_at(m, IDIAG_RQUEUE)?,
+                dport: u16::from_be_bytes(m.get(IDIAG_DPORT..IDIAG_DPORT + 2)?.try_into().ok()?),
+                dst: m.get(IDIAG_DST..IDIAG_DST + 16)?.try_into().ok()?,
+            });
+        }
+        Some(())
+    })?;
+    found.ok_or_else(|| SysError::Other(format!("sock_diag does not list TCP socket {ino}")))
+}
+
+/// How many connections to the TCP listener bound to `addr` (a raw sockaddr_in /
+/// sockaddr_in6 of `family`) are still in their handshake (SYN_RECV): sock_diag lists
+/// them with the listener's address and port.
+pub fn tcp_half_open(family: i32, addr: &[u8]) -> Result<u32> {
+    const TCP_SYN_RECV: u32 = 3;
+    let port = addr.get(2..4).unwrap_or(&[0, 0]).to_vec();
+    let mut req = Vec::with_capacity(72);
+    req.extend_from_slice(&72u32.to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.push(family as u8);
+    req.push(libc::IPPROTO_TCP as u8);
+    req.push(0);
+    req.push(0);
+    req.extend_from_slice(&(1u32 << TCP_SYN_RECV).to_ne_bytes());
+    req.extend_from_slice(&[0; 48]);
+    let mut n = 0;
+    diag_dump(&req, |m| {
+        // inet_diag_msg: the source port (the listener's) at 4, in network order
+        if m.get(4..6)? == &port[..] {
+            n += 1;
+        }
+        Some(())
+    })?;
+    Ok(n)
+}
+
+// linux/packet_diag.h: what to show, and the attributes read.
+const PACKET_SHOW_MCLIST: u32 = 0x2;
+const PACKET_SHOW_RING_CFG: u32 = 0x4;
+const PACKET_DIAG_MCLIST: u16 = 1;
+const PACKET_DIAG_RX_RING: u16 = 2;
+const PACKET_DIAG_TX_RING: u16 = 3;
+
+/// Whether packet socket `fd` has a ring (PACKET_RX_RING / PACKET_TX_RING), and whether
+/// it is a member of an interface's lists (PACKET_ADD_MEMBERSHIP: promiscuous,
+/// multicast...), as packet_diag shows it.
+pub fn packet_rings_and_members(fd: &OwnedFd) -> Result<(bool, bool)> {
+    let ino = rustix::fs::fstat(fd)
+        .map_err(|e| rerr("fstat a packet socket", e))?
+        .st_ino;
+    let mut req = Vec::with_capacity(36);
+    req.extend_from_slice(&36u32.to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    // struct packet_diag_req: family, protocol, pad, ino, show, cookie
+    req.push(libc::AF_PACKET as u8);
+    req.extend_from_slice(&[0, 0, 0]);
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.extend_from_slice(&(PACKET_SHOW_MCLIST | PACKET_SHOW_RING_CFG).to_ne_bytes());
+    req.extend_from_slice(&[0xff; 8]);
+    let mut found = None;
+    diag_dump(&req, |m| {
+        // struct packet_diag_msg (16 bytes), then attributes
+        if u64::from(u32_at(m, 4)?) != ino {
+            return Some(());
+        }
+        let (mut rings, mut members) = (false, false);
+        let mut off = 16;
+        while off + 4 <= m.len() {
+            let len = usize::from(u16_at(m, off)?);
+            let typ = u16_at(m, off + 2)? & 0x3fff;
+            if len < 4 || off + len > m.len() {
+                return None;
+            }
+            match typ {
+                PACKET_DIAG_RX_RING | PACKET_DIAG_TX_RING => rings = true,
+                PACKET_DIAG_MCLIST => members = len > 4,
+                _ => {}
+            }
+            off += (len + 3) & !3;
+        }
+        found = Some((rings, members));
+        Some(())
+    })?;
+    found.ok_or_else(|| SysError::Other(format!("packet_diag does not list socket {ino}")))
+}
+
+/// Send sock_diag dump request `req`; `each` sees every message's payload (`None`: a
+/// malformed one).
+fn diag_dump(req: &[u8], mut each: impl FnMut(&[u8]) -> Option<()>) -> Result<()> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let sock = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(rustix::net::netlink::SOCK_DIAG),
+    )
+    .map_err(|e| rerr("socket(NETLINK_SOCK_DIAG)", e))?;
+    rustix::net::send(&sock, req, SendFlags::empty()).map_err(|e| rerr("sock_diag request", e))?;
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let (n, _) = rustix::net::recv(&sock, &mut buf[..], RecvFlags::empty())
@@ -142,7 +289,7 @@ pub fn unix_sockets() -> Result<BTreeMap<u64, UnixSock>> {
                 return Err(bad());
             }
             match typ {
-                NLMSG_DONE => return Ok(out),
+                NLMSG_DONE => return Ok(()),
                 NLMSG_ERROR => {
                     let e = u32_at(&buf, off + 16)
                         .map(|e| e as i32)
@@ -152,15 +299,12 @@ pub fn unix_sockets() -> Result<BTreeMap<u64, UnixSock>> {
                         std::io::Error::from_raw_os_error(-e),
                     ));
                 }
-                _ => {
-                    let s = parse_msg(&buf[off + 16..off + len]).ok_or_else(bad)?;
-                    out.insert(s.ino, s);
-                }
+                _ => each(&buf[off + 16..off + len]).ok_or_else(bad)?,
             }
             off += (len + 3) & !3;
         }
         if n == 0 {
-            return Ok(out);
+            return Ok(());
         }
     }
 }

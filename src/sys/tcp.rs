@@ -29,6 +29,15 @@ pub struct TcpConn {
     pub rcvbuf: u32,
     /// SO_BUF_LOCK (Linux 5.14; 0 where it is missing): sizes the program set itself.
     pub buf_lock: u32,
+    /// The TCP state: ESTABLISHED, or one of the half-closed ones ([`HALF_CLOSED`]).
+    pub state: u8,
+    /// The peer's FIN was received and the program has read the end of file already.
+    pub fin_read: bool,
+    /// The reading side is shut down (the program's shutdown(SHUT_RD), or the peer's
+    /// FIN).
+    pub rd_shut: bool,
+    /// IPV6_V6ONLY of an IPv6 socket.
+    pub v6only: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +58,13 @@ pub enum TcpSock {
         local: Vec<u8>,
         v6only: bool,
     },
+    /// A connect in progress (SYN_SENT) from `local` to `peer`.
+    Connecting {
+        family: i32,
+        local: Vec<u8>,
+        peer: Vec<u8>,
+        v6only: bool,
+    },
     /// In state CLOSE after a connection (or an attempt) ended: reads give end of file
     /// or the error.
     Ended,
@@ -60,9 +76,38 @@ pub enum TcpSock {
 
 // TCP states (net/tcp_states.h, not a uapi header: neither libc nor linux-raw-sys has
 // them).
-const TCP_ESTABLISHED: u8 = 1;
+pub const TCP_ESTABLISHED: u8 = 1;
+pub const TCP_SYN_SENT: u8 = 2;
+pub const TCP_FIN_WAIT1: u8 = 4;
+pub const TCP_FIN_WAIT2: u8 = 5;
 const TCP_CLOSE: u8 = 7;
+pub const TCP_CLOSE_WAIT: u8 = 8;
+pub const TCP_LAST_ACK: u8 = 9;
 const TCP_LISTEN: u8 = 10;
+pub const TCP_CLOSING: u8 = 11;
+/// The states of a connection closed on one side or both that restore rebuilds.
+pub const HALF_CLOSED: [u8; 5] = [
+    TCP_FIN_WAIT1,
+    TCP_FIN_WAIT2,
+    TCP_CLOSE_WAIT,
+    TCP_LAST_ACK,
+    TCP_CLOSING,
+];
+
+/// Whether a connection in `state` has sent its FIN (it holds a sequence number after
+/// the send queue's data).
+pub fn fin_sent(state: u8) -> bool {
+    matches!(
+        state,
+        TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_LAST_ACK | TCP_CLOSING
+    )
+}
+
+/// Whether a connection in `state` has received its peer's FIN (it holds a sequence
+/// number after the receive queue's data).
+pub fn fin_received(state: u8) -> bool {
+    matches!(state, TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING)
+}
 /// Bytes of struct tcp_info read (up to tcpi_segs_in, linux/tcp.h).
 const TCP_INFO_LEN: usize = 144;
 /// Offsets of tcpi_segs_out and tcpi_segs_in in struct tcp_info.
@@ -137,6 +182,20 @@ fn queue_len(fd: &OwnedFd, req: libc::c_ulong) -> Result<usize> {
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), req, &mut n) };
     check(r as libc::c_long, || "socket queue length".into())?;
     Ok(n.max(0) as usize)
+}
+
+/// Whether the reading side of a socket is shut down (POLLRDHUP: the peer's FIN, or the
+/// program's shutdown(SHUT_RD)).
+fn rd_shut(fd: &OwnedFd) -> Result<bool> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one pollfd of ours, no wait.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    check(r as libc::c_long, || "poll a TCP socket".into())?;
+    Ok(p.revents & libc::POLLRDHUP != 0)
 }
 
 /// A socket's kind in words, from its family, type and protocol ("a netlink socket
@@ -221,7 +280,7 @@ pub fn inspect(fd: &OwnedFd) -> Result<TcpSock> {
                 v6only,
             })
         }
-        TCP_ESTABLISHED => {
+        st if st == TCP_ESTABLISHED || HALF_CLOSED.contains(&st) => {
             let options = info.get(5).copied().unwrap_or(0);
             let wscales = info.get(6).copied().unwrap_or(0);
             let mut c = TcpConn {
@@ -244,8 +303,20 @@ pub fn inspect(fd: &OwnedFd) -> Result<TcpSock> {
                     linux_raw_sys::net::SO_BUF_LOCK as i32,
                 )
                 .unwrap_or(0),
+                state: st,
+                rd_shut: rd_shut(fd)?,
+                v6only: if domain == libc::AF_INET6 {
+                    Some(getsockopt_u32(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? != 0)
+                } else {
+                    None
+                },
                 ..Default::default()
             };
+            if fin_received(st) {
+                // The FIN is one sequence number after the data: the end of file was
+                // read when nothing, not even it, is left between the two.
+                c.fin_read = super::sockdiag::tcp_diag_of(fd, st)?.rqueue == 0;
+            }
             setsockopt_u32(fd, libc::SOL_TCP, libc::TCP_REPAIR, 1)?;
             for q in [TCP_RECV_QUEUE, TCP_SEND_QUEUE] {
                 setsockopt_u32(fd, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, q)?;
@@ -259,8 +330,16 @@ pub fn inspect(fd: &OwnedFd) -> Result<TcpSock> {
                 };
                 *data = super::sockdiag::peek_stream(fd, len)?;
                 // The kernel reports the sequence number after the queue (rcv_nxt,
-                // write_seq); restore sets the one before it and appends the data.
-                let start = seq.wrapping_sub(data.len() as u32);
+                // write_seq), a FIN included; restore sets the one before the data,
+                // appends the data, then replays the FIN.
+                let fin = if q == TCP_RECV_QUEUE {
+                    fin_received(st)
+                } else {
+                    fin_sent(st)
+                };
+                let start = seq
+                    .wrapping_sub(data.len() as u32)
+                    .wrapping_sub(u32::from(fin));
                 if q == TCP_RECV_QUEUE {
                     c.rcv_seq = start;
                 } else {
@@ -289,6 +368,29 @@ pub fn inspect(fd: &OwnedFd) -> Result<TcpSock> {
             Ok(TcpSock::Unconnected {
                 family: domain,
                 local: sockname(fd, false)?,
+                v6only: domain == libc::AF_INET6
+                    && getsockopt_u32(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? != 0,
+            })
+        }
+        TCP_SYN_SENT => {
+            // getpeername answers ENOTCONN while connecting: sock_diag has the address.
+            let local = sockname(fd, false)?;
+            let d = super::sockdiag::tcp_diag_of(fd, TCP_SYN_SENT)?;
+            let mut peer = (domain as u16).to_ne_bytes().to_vec();
+            peer.extend_from_slice(&d.dport.to_be_bytes());
+            if domain == libc::AF_INET {
+                peer.extend_from_slice(&d.dst[..4]);
+                peer.resize(16, 0);
+            } else {
+                // flowinfo 0, the address, the local address's scope
+                peer.extend_from_slice(&[0; 4]);
+                peer.extend_from_slice(&d.dst);
+                peer.extend_from_slice(local.get(24..28).unwrap_or(&[0; 4]));
+            }
+            Ok(TcpSock::Connecting {
+                family: domain,
+                local,
+                peer,
                 v6only: domain == libc::AF_INET6
                     && getsockopt_u32(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? != 0,
             })
@@ -359,6 +461,20 @@ pub struct ExtraOpts {
     pub linger: Option<[i32; 2]>,
     pub rcvtimeo: Option<[i64; 2]>,
     pub sndtimeo: Option<[i64; 2]>,
+    pub congestion: Option<String>,
+    pub bind_device: Option<String>,
+    pub icmp6_filter: Option<Vec<u8>>,
+}
+
+/// ICMP6_FILTER (linux/icmpv6.h): the ICMPv6 types a raw ICMPv6 socket drops, one bit
+/// each (struct icmp6_filter, 32 bytes).
+pub const ICMP6_FILTER: i32 = 1;
+
+/// A string option as getsockopt gives it (up to the first NUL).
+fn getsockopt_str(fd: &OwnedFd, level: i32, name: i32) -> Option<String> {
+    let b = getsockopt_bytes(fd, level, name, 64).ok()?;
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    Some(String::from_utf8_lossy(&b[..end]).into_owned())
 }
 
 fn getsockopt_int(fd: &OwnedFd, level: i32, name: i32) -> Option<i32> {
@@ -415,6 +531,28 @@ pub fn changed_opts_of(fd: &OwnedFd, family: i32, typ: i32, proto: i32) -> Resul
             *slot = Some(tv);
         }
     }
+    if proto == libc::IPPROTO_TCP {
+        let cc = getsockopt_str(fd, libc::SOL_TCP, libc::TCP_CONGESTION);
+        if cc.is_some()
+            && fresh
+                .as_ref()
+                .and_then(|f| getsockopt_str(f, libc::SOL_TCP, libc::TCP_CONGESTION))
+                != cc
+        {
+            out.congestion = cc;
+        }
+    }
+    out.bind_device =
+        getsockopt_str(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE).filter(|d| !d.is_empty());
+    if family == libc::AF_INET6 && proto == libc::IPPROTO_ICMPV6 {
+        let f = getsockopt_bytes(fd, libc::IPPROTO_ICMPV6, ICMP6_FILTER, 32).ok();
+        let new = fresh
+            .as_ref()
+            .and_then(|n| getsockopt_bytes(n, libc::IPPROTO_ICMPV6, ICMP6_FILTER, 32).ok());
+        if f.as_ref().is_some_and(|b| b.len() == 32) && f != new {
+            out.icmp6_filter = f;
+        }
+    }
     Ok(out)
 }
 
@@ -464,4 +602,171 @@ pub fn has_filter(fd: &OwnedFd) -> Result<bool> {
         return Err(SysError::io("SO_GET_FILTER", e));
     }
     Ok(len != 0)
+}
+
+/// The firewall mark of the segments ckpt itself sends to a restored connection
+/// ([`inject_segment`]): the network lock (`netlock`) lets them through.
+pub const INJECT_MARK: u32 = 0x636b_7074;
+
+// TCP header flags (RFC 9293).
+const TH_FIN: u8 = 0x01;
+const TH_ACK: u8 = 0x10;
+
+/// The IPv4 address of a sockaddr_in, or of a v4-mapped sockaddr_in6.
+fn v4_of(a: &[u8]) -> Option<[u8; 4]> {
+    match a.len() {
+        16 => a.get(4..8)?.try_into().ok(),
+        28 => {
+            let ip: [u8; 16] = a.get(8..24)?.try_into().ok()?;
+            std::net::Ipv6Addr::from(ip)
+                .to_ipv4_mapped()
+                .map(|v| v.octets())
+        }
+        _ => None,
+    }
+}
+
+fn csum_add(mut sum: u32, data: &[u8]) -> u32 {
+    for c in data.chunks(2) {
+        let w = u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]);
+        sum += u32::from(w);
+    }
+    sum
+}
+
+fn csum_fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A segment of a connection restored in repair mode, as if its peer had sent it: from
+/// `peer` to `local` (raw sockaddr_in / sockaddr_in6, v4-mapped ones sent as IPv4), with
+/// sequence number `seq`, acknowledging `ack`, advertising `window` (already scaled
+/// down), a FIN if `fin`. Sent through a raw socket of ckpt's, marked [`INJECT_MARK`];
+/// the kernel takes it like any segment from the peer. This is how the peer's FIN comes
+/// back: repair mode has no way to queue one.
+pub fn inject_segment(
+    local: &[u8],
+    peer: &[u8],
+    seq: u32,
+    ack: u32,
+    window: u16,
+    fin: bool,
+) -> Result<()> {
+    let bad = || SysError::Other("bad TCP address for a segment".into());
+    let (lport, pport) = (
+        local.get(2..4).ok_or_else(bad)?,
+        peer.get(2..4).ok_or_else(bad)?,
+    );
+    let mut tcp = Vec::with_capacity(20);
+    tcp.extend_from_slice(pport);
+    tcp.extend_from_slice(lport);
+    tcp.extend_from_slice(&seq.to_be_bytes());
+    tcp.extend_from_slice(&ack.to_be_bytes());
+    tcp.push(5 << 4); // data offset: 20 bytes, no options
+    tcp.push(TH_ACK | if fin { TH_FIN } else { 0 });
+    tcp.extend_from_slice(&window.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
+    let v4 = (v4_of(local), v4_of(peer));
+    let (family, packet, dst): (i32, Vec<u8>, Vec<u8>) = match v4 {
+        (Some(l), Some(p)) => {
+            let mut sum = csum_add(0, &p);
+            sum = csum_add(sum, &l);
+            sum += libc::IPPROTO_TCP as u32 + tcp.len() as u32;
+            let c = csum_fold(csum_add(sum, &tcp)).to_be_bytes();
+            tcp[16..18].copy_from_slice(&c);
+            // The kernel fills in the total length, the identification and the header
+            // checksum.
+            let mut ip = vec![
+                0x45,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0x40,
+                0,
+                64,
+                libc::IPPROTO_TCP as u8,
+                0,
+                0,
+            ];
+            ip.extend_from_slice(&p);
+            ip.extend_from_slice(&l);
+            ip.extend_from_slice(&tcp);
+            let mut dst = (libc::AF_INET as u16).to_ne_bytes().to_vec();
+            dst.extend_from_slice(&[0, 0]);
+            dst.extend_from_slice(&l);
+            dst.resize(16, 0);
+            (libc::AF_INET, ip, dst)
+        }
+        (None, None) if local.len() == 28 && peer.len() == 28 => {
+            let (l, p) = (&local[8..24], &peer[8..24]);
+            let mut sum = csum_add(0, p);
+            sum = csum_add(sum, l);
+            sum += libc::IPPROTO_TCP as u32 + tcp.len() as u32;
+            let c = csum_fold(csum_add(sum, &tcp)).to_be_bytes();
+            tcp[16..18].copy_from_slice(&c);
+            let mut ip = vec![0x60, 0, 0, 0];
+            ip.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+            ip.extend_from_slice(&[libc::IPPROTO_TCP as u8, 64]);
+            ip.extend_from_slice(p);
+            ip.extend_from_slice(l);
+            ip.extend_from_slice(&tcp);
+            // sockaddr_in6 with port 0 (a raw socket's destination), the local
+            // address and its scope.
+            let mut dst = local.to_vec();
+            dst[2..4].copy_from_slice(&[0, 0]);
+            (libc::AF_INET6, ip, dst)
+        }
+        _ => return Err(bad()),
+    };
+    // IPPROTO_RAW: the header is ours (IP_HDRINCL, IPV6_HDRINCL implied).
+    // SAFETY: plain socket call; the descriptor is owned right away.
+    let raw = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_RAW,
+        )
+    };
+    check(raw as libc::c_long, || {
+        "socket(raw, for a TCP segment)".into()
+    })?;
+    // SAFETY: `raw` is a new descriptor of ours.
+    let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    setsockopt_u32(&sock, libc::SOL_SOCKET, libc::SO_MARK, INJECT_MARK)?;
+    // SAFETY: `packet` and `dst` are live buffers passed with their lengths; the kernel
+    // only reads them.
+    let r = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            dst.as_ptr().cast(),
+            dst.len() as libc::socklen_t,
+        )
+    };
+    check(r as libc::c_long, || {
+        "send a TCP segment to a restored connection".into()
+    })?;
+    Ok(())
+}
+
+/// The TCP state of a socket (TCP_INFO).
+pub fn state_of(fd: &OwnedFd) -> Result<u8> {
+    let info = getsockopt_bytes(fd, libc::SOL_TCP, libc::TCP_INFO, 8)?;
+    info.first()
+        .copied()
+        .ok_or_else(|| SysError::Other("empty TCP_INFO".into()))
+}
+
+/// Read the end of file the peer's FIN left on a socket out of repair mode (nothing
+/// else is queued before it), as the program had.
+pub fn consume_fin(fd: &OwnedFd) {
+    let mut b = [0u8; 1];
+    let _ = rustix::net::recv(fd, &mut b[..], rustix::net::RecvFlags::DONTWAIT);
 }

@@ -138,6 +138,9 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("tcpstates", "tcpstates.c", &[]),
     ("nlsock", "nlsock.c", &[]),
     ("pingraw", "pingraw.c", &[]),
+    ("packetsock", "packetsock.c", &[]),
+    // tests/e2e_tcphalf.rs: TCP connections closed on one side or both, with a peer
+    ("tcphalf", "tcphalf.c", &[]),
     // tests/e2e_mapfile.rs: mapped memfds and mapped deleted files
     ("memmap", "memmap.c", &[]),
     // tests/e2e_filerace.rs: files swapped between plan and stage, recreated setuid files

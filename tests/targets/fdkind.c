@@ -2,13 +2,16 @@
  *
  * usage: fdkind KIND STEPS [sleep=MS]
  * KIND: pipe | socketpair | inotify | eventfd | timerfd | signalfd | epoll | memfd | pidfd |
- *       netlink (a bound NETLINK_ROUTE socket) | packet (an AF_PACKET socket; needs root)
+ *       netlink (a bound NETLINK_ROUTE socket) | packet (an AF_PACKET socket in a fanout
+ *       group; needs root)
  *
  * Used to check that `ckpt dump` refuses, with a message naming the fd and its kind, a
  * process holding an fd of a kind it does not support yet, and leaves it running as
  * before. */
 #include "util.h"
 
+#include <arpa/inet.h>
+#include <linux/if_packet.h>
 #include <linux/netlink.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -64,8 +67,13 @@ int main(int argc, char **argv)
 		if (fds[0] >= 0 && bind(fds[0], (struct sockaddr *)&nl, sizeof nl))
 			die("bind netlink: %s", strerror(errno));
 	} else if (!strcmp(kind, "packet")) {
-		/* Protocol 0: it receives nothing until bound to one. */
-		fds[0] = socket(AF_PACKET, SOCK_DGRAM, 0);
+		/* A packet socket in a fanout group (restore does not make groups); its
+		 * protocol, 0x88b7 (local experimental), sees no traffic. */
+		fds[0] = socket(AF_PACKET, SOCK_DGRAM, htons(0x88b7));
+		int fanout = 5 | (PACKET_FANOUT_HASH << 16);
+		if (fds[0] >= 0 &&
+		    setsockopt(fds[0], SOL_PACKET, PACKET_FANOUT, &fanout, sizeof fanout))
+			die("PACKET_FANOUT: %s", strerror(errno));
 	} else {
 		die("unknown kind %s", kind);
 	}

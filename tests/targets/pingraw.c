@@ -1,7 +1,8 @@
 /* ICMP ping sockets and raw IP sockets: an IPv4 ping socket bound to 127.0.0.1 (its
  * identifier chosen by the kernel) and connected there, with IP_TTL and IP_RECVERR set;
  * an IPv6 ping socket never bound; a raw ICMP socket whose ICMP_FILTER lets only echo
- * replies through; a raw IPv6 socket of protocol 253 bound to ::1 and connected there.
+ * replies through; a raw IPv6 socket of protocol 253 bound to ::1 and connected there;
+ * a raw ICMPv6 socket whose ICMP6_FILTER lets only echo replies through.
  * (Ping sockets need net.ipv4.ping_group_range to hold the group.)
  *
  * It prints "ready" once set up. On "report" it prints the options and whether each
@@ -25,7 +26,7 @@
 #define ICMP_FILTER 1 /* linux/icmp.h */
 #endif
 
-static int ping4, ping6, rawicmp, raw6;
+static int ping4, ping6, rawicmp, raw6, rawicmp6;
 static struct sockaddr_storage addr_of[16];
 
 static void remember(int fd)
@@ -104,6 +105,13 @@ static void setup(int queued, int filtered)
 	    connect(raw6, (struct sockaddr *)&lo6, sizeof lo6))
 		die("raw6: %s", strerror(errno));
 	remember(raw6);
+	/* a raw ICMPv6 socket whose ICMP6_FILTER passes only echo replies */
+	rawicmp6 = socket(AF_INET6, SOCK_RAW, IPPROTO_ICMPV6);
+	struct icmp6_filter f6;
+	ICMP6_FILTER_SETBLOCKALL(&f6);
+	ICMP6_FILTER_SETPASS(ICMP6_ECHO_REPLY, &f6);
+	if (rawicmp6 < 0 || setsockopt(rawicmp6, IPPROTO_ICMPV6, ICMP6_FILTER, &f6, sizeof f6))
+		die("raw icmp6: %s", strerror(errno));
 	if (filtered) {
 		struct sock_filter all[] = { BPF_STMT(BPF_RET | BPF_K, 0xffff) };
 		struct sock_fprog prog = { 1, all };
@@ -125,6 +133,13 @@ static void report(void)
 	    "addr=%s\n",
 	    same_addr(ping4), geti(ping4, IPPROTO_IP, IP_TTL), geti(ping4, IPPROTO_IP, IP_RECVERR),
 	    same_addr(ping6), filter, same_addr(raw6));
+	struct icmp6_filter f6;
+	l = sizeof f6;
+	memset(&f6, 0, sizeof f6);
+	getsockopt(rawicmp6, IPPROTO_ICMPV6, ICMP6_FILTER, &f6, &l);
+	out("report: rawicmp6 passes echo reply=%d echo request=%d\n",
+	    ICMP6_FILTER_WILLPASS(ICMP6_ECHO_REPLY, &f6),
+	    ICMP6_FILTER_WILLPASS(ICMP6_ECHO_REQUEST, &f6));
 }
 
 static int wait_in(int fd)

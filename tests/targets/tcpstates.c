@@ -1,7 +1,8 @@
 /* TCP sockets in the states restore brings back besides connections: created and not
  * connected, bound but not listening, listening, over IPv4, IPv6 and IPv4-mapped IPv6,
  * each with options set (linger, keepalive and its timing, buffer sizes, TCP_NODELAY,
- * TCP_CORK, reuse, IP_TOS/IPV6_TCLASS, timeouts...); a listener with a connection it
+ * TCP_CORK, reuse, IP_TOS/IPV6_TCLASS, timeouts, TCP_CONGESTION, SO_BINDTODEVICE...); a
+ * listener with a connection it
  * accepted on the same port; a UDP socket with options of the same kind.
  *
  * It prints "ready" once set up. On "report" it prints the options and whether each
@@ -13,8 +14,8 @@
  *
  * With the argument "closewait" it holds instead, as descriptor 3, a TCP socket in
  * CLOSE_WAIT (its peer closed; data still queued) and the listener; with "ended", as
- * descriptor 3, a socket whose peer reset the connection: restore brings neither back, dump
- * refuses them. On "check" it reads the rest and the end of file from the CLOSE_WAIT
+ * descriptor 3, a socket whose peer reset the connection: restore brings the first back,
+ * dump refuses the second. On "check" it reads the rest and the end of file from the CLOSE_WAIT
  * socket and writes to it. */
 #include "util.h"
 
@@ -94,6 +95,8 @@ static void setup(void)
 	seti(plain, IPPROTO_IP, IP_TOS, 0x10);
 	seti(plain, IPPROTO_TCP, TCP_USER_TIMEOUT, 5000);
 	seti(plain, SOL_SOCKET, SO_PRIORITY, 3);
+	if (setsockopt(plain, IPPROTO_TCP, TCP_CONGESTION, "reno", 4))
+		die("TCP_CONGESTION");
 	struct timeval tv = { 2, 500000 };
 	if (setsockopt(plain, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv))
 		die("SO_RCVTIMEO");
@@ -101,6 +104,8 @@ static void setup(void)
 	bound4 = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
 	seti(bound4, SOL_SOCKET, SO_REUSEADDR, 1);
 	seti(bound4, IPPROTO_TCP, TCP_CORK, 1);
+	if (setsockopt(bound4, SOL_SOCKET, SO_BINDTODEVICE, "lo", 2))
+		die("SO_BINDTODEVICE");
 	bind4(bound4);
 
 	bound6 = socket(AF_INET6, SOCK_STREAM, 0);
@@ -178,6 +183,12 @@ static void report(void)
 	    same_addr(listen6), geti(listen6, IPPROTO_IPV6, IPV6_V6ONLY),
 	    geti(listen6, SOL_SOCKET, SO_KEEPALIVE), geti(listen6, IPPROTO_TCP, TCP_KEEPIDLE),
 	    geti(listen6, IPPROTO_TCP, TCP_NODELAY), same_addr(listen4), same_addr(server));
+	char cc[16] = { 0 }, dev[16] = { 0 };
+	l = sizeof cc;
+	getsockopt(plain, IPPROTO_TCP, TCP_CONGESTION, cc, &l);
+	l = sizeof dev;
+	getsockopt(bound4, SOL_SOCKET, SO_BINDTODEVICE, dev, &l);
+	out("report: plain congestion=%s; bound4 device=%s\n", cc, dev);
 	l = sizeof tv;
 	getsockopt(udp, SOL_SOCKET, SO_SNDTIMEO, &tv, &l);
 	out("report: udp tos=%#x broadcast=%d priority=%d recverr=%d sndtimeo=%ld.%06ld\n",

@@ -300,6 +300,7 @@ pub(crate) fn link_shared_fds(procs: &mut [Process]) -> DumpResult<()> {
             FdKind::TcpUnconnected { .. } => Some((2, 13, 0)),
             FdKind::Netlink { .. } => Some((2, 14, 0)),
             FdKind::InetRaw { .. } => Some((2, 15, 0)),
+            FdKind::Packet { .. } => Some((2, 16, 0)),
             FdKind::Pidfd { pid, .. } => Some((8, *pid as u64, 0)),
             FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. } => Some((4, *data, 0)),
             FdKind::PosixMq { ino, .. } => Some((5, *ino, 0)),

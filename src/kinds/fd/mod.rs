@@ -15,6 +15,7 @@ pub(crate) mod inotify;
 pub(crate) mod lock;
 pub(crate) mod mqueue;
 pub(crate) mod netlink;
+pub(crate) mod packet;
 pub(crate) mod pidfd;
 pub(crate) mod pipe;
 pub(crate) mod tcp;
@@ -155,6 +156,14 @@ pub(crate) fn check_sockets(
                         ),
                     )
                 }
+                FdKind::Packet { sock: k, .. } if !packet::packet_ok(k) => check::p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} is an invalid packet socket",
+                        f.fd, q.pid
+                    ),
+                ),
                 FdKind::InetRaw { sock: r, .. } if !inetraw::raw_ok(r) => check::p(
                     problems,
                     "malformed",
@@ -184,6 +193,15 @@ pub(crate) fn check_sockets(
                     "malformed",
                     format!(
                         "descriptor {} of process {} has invalid TCP options",
+                        f.fd, q.pid
+                    ),
+                ),
+                FdKind::TcpConn { conn, .. } if !tcp::conn_state_ok(conn) => check::p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} is a TCP connection in a state restore \
+                         cannot rebuild",
                         f.fd, q.pid
                     ),
                 ),
@@ -365,6 +383,7 @@ pub(crate) fn check_fd(
             inetraw::check_ping(r, f.fd, problems)
         }
         FdKind::External { .. } => {}
+        FdKind::Packet { sock: k, .. } => packet::check_iface(k, f.fd, problems),
         FdKind::TcpUnconnected { .. } | FdKind::Netlink { .. } | FdKind::InetRaw { .. } => {}
         FdKind::Memfd { .. }
         | FdKind::TcpListen { .. }
@@ -407,6 +426,7 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
         FdKind::TcpUnconnected { sock, .. } => tcp::describe_unconn(sock),
         FdKind::Netlink { sock, .. } => netlink::describe(sock),
         FdKind::InetRaw { sock, .. } => inetraw::describe(sock),
+        FdKind::Packet { sock, .. } => packet::describe(sock),
         FdKind::UnixDgram { sock: u, .. } => unix::describe_dgram(u),
         FdKind::Udp { sock: u, .. } => udp::describe(u),
         FdKind::Memfd {
@@ -695,6 +715,7 @@ pub(crate) fn restore_inode_owner(cx: &mut Ctx<'_>, f: &Fd) -> RestoreResult<()>
             | FdKind::TcpUnconnected { .. }
             | FdKind::Netlink { .. }
             | FdKind::InetRaw { .. }
+            | FdKind::Packet { .. }
             | FdKind::Udp { .. }
     );
     if !made || f.shared_with.is_some() {
@@ -869,6 +890,10 @@ fn restore_fd(
         }
         FdKind::InetRaw { sock, flags } => {
             let n = inetraw::create_inet_raw(cx, sock)?;
+            install(cx, n, f, *flags)
+        }
+        FdKind::Packet { sock, flags } => {
+            let n = packet::create_packet(cx, sock)?;
             install(cx, n, f, *flags)
         }
         FdKind::TcpConn { conn, flags } => {

@@ -50,6 +50,10 @@ pub(crate) fn collect_inet(
     refuse: &dyn Fn(&str) -> DumpError,
 ) -> DumpResult<()> {
     let dup = sys::process::steal_fd(pid, f.fd)?;
+    // A packet socket keeps its classic filter (see `packet`).
+    if super::packet::collect(f, flags, &dup, refuse)? {
+        return Ok(());
+    }
     if sys::tcp::has_filter(&dup)? {
         return Err(refuse(&format!(
             "{} with a socket filter attached (SO_ATTACH_FILTER or BPF): not restored yet",
@@ -66,10 +70,29 @@ pub(crate) fn collect_inet(
             reuseaddr,
             v6only,
         } => {
-            if pending != 0 {
-                return Err(refuse(
-                    "a listening TCP socket with connections waiting to be accepted",
-                ));
+            // Repair mode rebuilds a connection on its own, never inside a listener's
+            // queue, and a connection made again by a handshake would not have the
+            // sequence numbers its client holds: accept() could not return them.
+            let half_open = sys::sockdiag::tcp_half_open(family, &addr)?;
+            if pending != 0 || half_open != 0 {
+                let n = |k: u32, what: &str| match k {
+                    0 => None,
+                    1 => Some(format!("1 connection {what}")),
+                    k => Some(format!("{k} connections {what}")),
+                };
+                let counts: Vec<String> = [
+                    n(pending, "waiting to be accepted"),
+                    n(half_open, "still in their handshake"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                return Err(refuse(&format!(
+                    "the TCP listener on {} has {}: restore cannot put connections back \
+                     into a listener's queue (the program must accept them first)",
+                    show_inet(&addr),
+                    counts.join(" and ")
+                )));
             }
             f.kind = FdKind::TcpListen {
                 family,
@@ -85,26 +108,13 @@ pub(crate) fn collect_inet(
             family,
             local,
             v6only,
-        } => {
-            let o = sys::sockdiag::sock_opts(&dup, false)?;
-            f.kind = FdKind::TcpUnconnected {
-                sock: Box::new(TcpUnconnState {
-                    family,
-                    local,
-                    v6only,
-                    sock: SockOpts {
-                        sndbuf: o.sndbuf,
-                        rcvbuf: o.rcvbuf,
-                        passcred: false,
-                        reuseaddr: o.reuseaddr,
-                        reuseport: o.reuseport,
-                        buf_lock: o.buf_lock,
-                    },
-                    opts: opts(family)?,
-                }),
-                flags,
-            };
-        }
+        } => unconnected(f, flags, &dup, family, local, v6only, None)?,
+        sys::tcp::TcpSock::Connecting {
+            family,
+            local,
+            peer,
+            v6only,
+        } => unconnected(f, flags, &dup, family, local, v6only, Some(peer))?,
         sys::tcp::TcpSock::Ended => {
             if f.fd > 2 {
                 return Err(refuse(
@@ -138,6 +148,10 @@ pub(crate) fn collect_inet(
                     rcvbuf: c.rcvbuf,
                     buf_lock: c.buf_lock,
                     opts: Some(extra),
+                    state: c.state,
+                    fin_read: c.fin_read,
+                    rd_shut: c.rd_shut && !sys::tcp::fin_received(c.state),
+                    v6only: c.v6only,
                 }),
                 flags,
             };
@@ -146,8 +160,9 @@ pub(crate) fn collect_inet(
         sys::tcp::TcpSock::Other(state) => {
             if f.fd > 2 {
                 return Err(refuse(&format!(
-                    "a TCP socket in state {} (half-closed or connecting): restore \
-                     brings back only sockets listening, connected or not yet connected",
+                    "a TCP socket in state {} (connecting): restore brings back only \
+                     sockets listening, connected (or closed on one side or both) or not \
+                     yet connected",
                     state_name(state)
                 )));
             }
@@ -160,6 +175,38 @@ pub(crate) fn collect_inet(
             }
         }
     }
+    Ok(())
+}
+
+/// A TCP socket not connected, or connecting to `connecting_to`, as the image keeps it.
+fn unconnected(
+    f: &mut Fd,
+    flags: u32,
+    dup: &std::os::fd::OwnedFd,
+    family: i32,
+    local: Vec<u8>,
+    v6only: bool,
+    connecting_to: Option<Vec<u8>>,
+) -> DumpResult<()> {
+    let o = sys::sockdiag::sock_opts(dup, false)?;
+    f.kind = FdKind::TcpUnconnected {
+        sock: Box::new(TcpUnconnState {
+            family,
+            local,
+            v6only,
+            sock: SockOpts {
+                sndbuf: o.sndbuf,
+                rcvbuf: o.rcvbuf,
+                passcred: false,
+                reuseaddr: o.reuseaddr,
+                reuseport: o.reuseport,
+                buf_lock: o.buf_lock,
+            },
+            opts: extra_opts(dup, family, libc::SOCK_STREAM, libc::IPPROTO_TCP)?,
+            connecting_to,
+        }),
+        flags,
+    };
     Ok(())
 }
 
@@ -200,6 +247,9 @@ pub(crate) fn extra_opts(
         linger: o.linger,
         rcvtimeo: o.rcvtimeo,
         sndtimeo: o.sndtimeo,
+        congestion: o.congestion,
+        bind_device: o.bind_device,
+        icmp6_filter: o.icmp6_filter,
     })
 }
 
@@ -217,6 +267,52 @@ pub(crate) fn tcp_opts_ok(o: &TcpOpts) -> bool {
     }) && o.linger.is_none_or(|[on, secs]| on != 0 && secs >= 0)
         && tv_ok(&o.rcvtimeo)
         && tv_ok(&o.sndtimeo)
+        && [&o.congestion, &o.bind_device].iter().all(|n| {
+            n.as_deref()
+                .is_none_or(|n| !n.is_empty() && n.len() < 16 && !n.contains('\0'))
+        })
+        && o.icmp6_filter.as_ref().is_none_or(|f| f.len() == 32)
+}
+
+/// The string and structure options of [`TcpOpts`] as (level, name, value bytes, what).
+fn byte_opts(o: &TcpOpts) -> Vec<(i32, i32, Vec<u8>, &'static str)> {
+    let mut v = Vec::new();
+    if let Some(d) = &o.bind_device {
+        v.push((
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            d.as_bytes().to_vec(),
+            "SO_BINDTODEVICE",
+        ));
+    }
+    if let Some(c) = &o.congestion {
+        v.push((
+            libc::SOL_TCP,
+            libc::TCP_CONGESTION,
+            c.as_bytes().to_vec(),
+            "TCP_CONGESTION",
+        ));
+    }
+    if let Some(f) = &o.icmp6_filter {
+        v.push((
+            libc::IPPROTO_ICMPV6,
+            sys::tcp::ICMP6_FILTER,
+            f.clone(),
+            "ICMP6_FILTER",
+        ));
+    }
+    v
+}
+
+/// A record of a TCP connection whose state restore can rebuild: established or
+/// half-closed; a FIN acknowledged (FIN_WAIT2) leaves nothing unacknowledged; an end of
+/// file read leaves nothing unread.
+pub(crate) fn conn_state_ok(c: &crate::model::TcpState) -> bool {
+    let st = c.state;
+    (st == 0 || st == sys::tcp::TCP_ESTABLISHED || sys::tcp::HALF_CLOSED.contains(&st))
+        && (st != sys::tcp::TCP_FIN_WAIT2 || c.sndq.is_empty())
+        && (!c.fin_read || (sys::tcp::fin_received(st) && c.rcvq.is_empty()))
+        && !(c.rd_shut && sys::tcp::fin_received(st))
 }
 
 /// A record of a TCP socket not connected that restore can build.
@@ -226,9 +322,13 @@ pub(crate) fn unconn_ok(u: &TcpUnconnState) -> bool {
         libc::AF_INET6 => 28,
         _ => return false,
     };
-    u.local.len() == len
-        && u.local.get(0..2) == Some(&(u.family as u16).to_ne_bytes()[..])
+    let addr_ok =
+        |a: &[u8]| a.len() == len && a.get(0..2) == Some(&(u.family as u16).to_ne_bytes()[..]);
+    addr_ok(&u.local)
         && tcp_opts_ok(&u.opts)
+        && u.connecting_to
+            .as_deref()
+            .is_none_or(|p| addr_ok(p) && inet_addr(p).is_some_and(|a| a.port() != 0))
 }
 
 /// A bound TCP socket's address must be free here (unless the reuse options let it be
@@ -238,7 +338,9 @@ pub(crate) fn check_tcp_addr(
     fd: i32,
     problems: &mut Vec<crate::error::Problem>,
 ) {
-    if u.sock.reuseaddr || u.sock.reuseport {
+    // A connecting socket's port came from connect, which shares ports between
+    // connections to different peers: restore binds it with SO_REUSEADDR the same way.
+    if u.sock.reuseaddr || u.sock.reuseport || u.connecting_to.is_some() {
         return;
     }
     let Some(addr) = inet_addr(&u.local) else {
@@ -296,7 +398,13 @@ pub(crate) fn describe_listen(addr: &[u8], backlog: u32) -> String {
 /// What `inspect` says of a TCP socket not connected.
 pub(crate) fn describe_unconn(u: &TcpUnconnState) -> String {
     let port = inet_addr(&u.local).map_or(0, |a| a.port());
-    if port == 0 {
+    if let Some(p) = &u.connecting_to {
+        format!(
+            "TCP socket {} connecting to {} (SYN_SENT)",
+            show_inet(&u.local),
+            show_inet(p)
+        )
+    } else if port == 0 {
         "TCP socket, not bound".to_string()
     } else {
         format!("TCP socket bound to {}, not listening", show_inet(&u.local))
@@ -305,8 +413,13 @@ pub(crate) fn describe_unconn(u: &TcpUnconnState) -> String {
 
 /// What `inspect` says of a TCP connection.
 pub(crate) fn describe_conn(conn: &crate::model::TcpState) -> String {
+    let state = if conn.state > sys::tcp::TCP_ESTABLISHED {
+        format!(", {}", state_name(conn.state))
+    } else {
+        String::new()
+    };
     format!(
-        "TCP connection {} -> {} ({} bytes unsent/unacked, {} unread)",
+        "TCP connection {} -> {} ({} bytes unsent/unacked, {} unread{state})",
         show_inet(&conn.local),
         show_inet(&conn.peer),
         conn.sndq.len(),
@@ -335,6 +448,9 @@ pub(crate) fn set_tcp_opts(cx: &mut Ctx<'_>, n: u64, o: &TcpOpts) -> RestoreResu
     if let Some(t) = o.sndtimeo {
         cx.setsockopt(n, &SockOpt::SndTimeo(t))?;
     }
+    for (level, name, value, what) in byte_opts(o) {
+        cx.setsockopt(n, &SockOpt::Bytes(level, name, value, what))?;
+    }
     Ok(())
 }
 
@@ -342,10 +458,17 @@ pub(crate) fn set_tcp_opts(cx: &mut Ctx<'_>, n: u64, o: &TcpOpts) -> RestoreResu
 /// bind), bound to its old address if it was bound.
 pub(crate) fn create_tcp_unconnected(cx: &mut Ctx<'_>, u: &TcpUnconnState) -> RestoreResult<u64> {
     check_sockaddr(u.family, &u.local)?;
+    // A connect in progress is issued again without waiting (the flags the program had
+    // on it are set afterwards, as for every descriptor).
+    let nonblock = if u.connecting_to.is_some() {
+        libc::SOCK_NONBLOCK
+    } else {
+        0
+    };
     let n = cx.socket(
         "socket(TCP)",
         u.family,
-        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC | nonblock,
         0,
     )?;
     // The sizes the program set (SO_BUF_LOCK shows which); the others are the new
@@ -361,10 +484,50 @@ pub(crate) fn create_tcp_unconnected(cx: &mut Ctx<'_>, u: &TcpUnconnState) -> Re
         cx.setsockopt(n, &SockOpt::V6Only(u.v6only))?;
     }
     set_tcp_opts(cx, n, &u.opts)?;
-    if inet_addr(&u.local).is_some_and(|a| a.port() != 0) {
+    if let Some(peer) = &u.connecting_to {
+        connect_again(cx, n, u, peer)?;
+    } else if inet_addr(&u.local).is_some_and(|a| a.port() != 0) {
         cx.bind("bind TCP socket", n, &SockAddr::Raw(&u.local))?;
     }
     Ok(n)
+}
+
+/// A connect in progress, issued again: the socket bound to the port (and address)
+/// connect had given it, SO_REUSEADDR on for the bind as connect shares ports between
+/// connections to different peers, then a connect that does not wait (EINPROGRESS) and
+/// sends a SYN again; what the program later sees (poll, SO_ERROR) is the outcome of
+/// this one. An IPv6 socket that is not IPv6-only is bound to its port alone (a bind to
+/// an address would make it IPv6-only), and connect gives it its address by the route
+/// (checked).
+fn connect_again(cx: &mut Ctx<'_>, n: u64, u: &TcpUnconnState, peer: &[u8]) -> RestoreResult<()> {
+    check_sockaddr(u.family, peer)?;
+    let by_route = u.family == libc::AF_INET6 && !u.v6only && v6_not_mapped(&u.local);
+    let mut local = u.local.clone();
+    if by_route {
+        if let Some(a) = local.get_mut(8..24) {
+            a.fill(0);
+        }
+    }
+    if !u.sock.reuseaddr {
+        cx.setsockopt(n, &SockOpt::ReuseAddr)?;
+    }
+    cx.bind("bind TCP socket", n, &SockAddr::Raw(&local))?;
+    if !u.sock.reuseaddr {
+        cx.setsockopt(n, &SockOpt::Int(libc::SOL_SOCKET, libc::SO_REUSEADDR, 0))?;
+    }
+    cx.connect_started("connect (in progress)", n, &SockAddr::Raw(peer))?;
+    if by_route {
+        check_sock_addr(cx, n, &u.local, peer)?;
+    }
+    Ok(())
+}
+
+/// Whether a raw address is an IPv6 one that is not v4-mapped.
+fn v6_not_mapped(a: &[u8]) -> bool {
+    match inet_addr(a) {
+        Some(std::net::SocketAddr::V6(a)) => a.ip().to_ipv4_mapped().is_none(),
+        _ => false,
+    }
 }
 
 /// A listening TCP socket on its old address.
@@ -432,12 +595,32 @@ pub(crate) fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> R
     // Repair mode also lets the socket bind to its old address next to the restored
     // listener (the kernel forces the reuse); SO_REUSEADDR would undo that.
     cx.setsockopt(n, &SockOpt::TcpRepair(true))?;
-    cx.bind("bind TCP connection", n, &SockAddr::Raw(&c.local))?;
+    // An IPv6 socket bound to an address of its own is IPv6-only (the kernel sets it at
+    // bind, for good); one that is not had its address chosen at connect, by the route
+    // to its peer: it is bound to its port alone and gets its address the same way
+    // (checked below).
+    let by_route = c.v6only == Some(false) && v6_not_mapped(&c.local);
+    let port_only;
+    let bind_to: &[u8] = if by_route {
+        cx.setsockopt(n, &SockOpt::V6Only(false))?;
+        let mut any = c.local.clone();
+        if let Some(a) = any.get_mut(8..24) {
+            a.fill(0);
+        }
+        port_only = any;
+        &port_only
+    } else {
+        &c.local
+    };
+    cx.bind("bind TCP connection", n, &SockAddr::Raw(bind_to))?;
     for (q, seq) in [(TcpQueue::Recv, c.rcv_seq), (TcpQueue::Send, c.snd_seq)] {
         cx.setsockopt(n, &SockOpt::TcpRepairQueue(q))?;
         cx.setsockopt(n, &SockOpt::TcpQueueSeq(seq))?;
     }
     cx.connect("connect (repair)", n, &SockAddr::Raw(&c.peer))?;
+    if by_route {
+        check_sock_addr(cx, n, &c.local, &c.peer)?;
+    }
     cx.setsockopt(n, &SockOpt::TcpRepairOptions(repair_options(c)))?;
     if c.timestamps {
         cx.setsockopt(n, &SockOpt::TcpTimestamp(c.tsval))?;
@@ -475,12 +658,156 @@ pub(crate) fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> R
         cx.setsockopt(n, &SockOpt::BufLock(lock))?;
     }
     // The window last: the kernel checks it against the receive sequence, which the
-    // queued data has just moved to where it was.
-    cx.setsockopt(n, &SockOpt::TcpRepairWindow(c.window))?;
+    // queued data has just moved to where it was. The peer's FIN is not there yet (see
+    // `replay_close`): the window's edge stops before it until it comes.
+    let mut window = c.window;
+    if sys::tcp::fin_received(c.state) {
+        let rcv_end = c.rcv_seq.wrapping_add(c.rcvq.len() as u32);
+        if (window[4].wrapping_sub(rcv_end) as i32) > 0 {
+            window[4] = rcv_end;
+        }
+    }
+    cx.setsockopt(n, &SockOpt::TcpRepairWindow(window))?;
+    replay_close(cx, n, c)?;
     // It stays in repair mode until commit ([`finish_conn`]): a stub killed before then
     // closes it without a word to the peer (no FIN, no reset, no orphan holding the
     // addresses), so the restore can be tried again.
     Ok(n)
+}
+
+/// The address connect gave restored socket `n` is the one it had, `local` (a failed
+/// restore otherwise).
+fn check_sock_addr(cx: &mut Ctx<'_>, n: u64, local: &[u8], peer: &[u8]) -> RestoreResult<()> {
+    let Some(pid) = cx.live_pid() else {
+        return Ok(());
+    };
+    let fail = |what: String| {
+        crate::error::RestoreError::Stage(format!(
+            "TCP socket {} -> {}: {what}",
+            show_inet(local),
+            show_inet(peer)
+        ))
+    };
+    let sock = sys::process::steal_fd(pid, n as i32)
+        .map_err(|e| fail(format!("cannot reach the restored socket: {e}")))?;
+    let now = sys::tcp::sockname(&sock, false).map_err(|e| fail(e.to_string()))?;
+    if inet_addr(&now) != inet_addr(local) {
+        return Err(fail(format!(
+            "the route to the peer gives it address {} here",
+            show_inet(&now)
+        )));
+    }
+    Ok(())
+}
+
+/// How long restore waits for the kernel to take a segment of its own
+/// ([`sys::tcp::inject_segment`]) to a restored connection.
+const SEGMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The close of a connection restored as established, replayed in repair mode up to its
+/// state (`c.state`): our FIN goes into the send queue as already sent (shutdown in
+/// repair mode with the send queue selected sends nothing); the peer's FIN, and the
+/// acknowledgment of ours (FIN_WAIT2), come as segments from the peer that ckpt makes
+/// itself ([`sys::tcp::inject_segment`]); the kernel answers the FIN with an
+/// acknowledgment to the real peer, a duplicate of one it had (no data, no FIN, no
+/// reset). A program's own shutdown(SHUT_RD) is replayed too.
+fn replay_close(cx: &mut Ctx<'_>, n: u64, c: &crate::model::TcpState) -> RestoreResult<()> {
+    use sys::tcp::{TCP_CLOSING, TCP_FIN_WAIT2, TCP_LAST_ACK, fin_received, fin_sent};
+    let st = c.state;
+    if c.rd_shut && !fin_received(st) {
+        cx.shutdown(n, libc::SHUT_RD)?;
+    }
+    if !fin_sent(st) && !fin_received(st) {
+        return Ok(());
+    }
+    let snd_end = c.snd_seq.wrapping_add(c.sndq.len() as u32);
+    let rcv_end = c.rcv_seq.wrapping_add(c.rcvq.len() as u32);
+    // The peer's window as it advertised it (the restored one must keep it).
+    let window = u16::try_from(c.window[1] >> c.snd_wscale.min(14)).unwrap_or(u16::MAX);
+    let send_fin = |cx: &mut Ctx<'_>| -> RestoreResult<()> {
+        cx.setsockopt(n, &SockOpt::TcpRepairQueue(TcpQueue::Send))?;
+        cx.shutdown(n, libc::SHUT_WR)
+    };
+    if fin_sent(st) && st != TCP_LAST_ACK {
+        send_fin(cx)?;
+    }
+    if fin_received(st) {
+        // It acknowledges nothing new: for CLOSING, our FIN is not acknowledged yet.
+        let want = match st {
+            TCP_LAST_ACK => sys::tcp::TCP_CLOSE_WAIT,
+            s => s,
+        };
+        peer_segment(cx, n, c, rcv_end, c.snd_seq, window, true, want)?;
+        if st == TCP_CLOSING {
+            debug_assert!(fin_sent(st));
+        }
+    }
+    if st == TCP_LAST_ACK {
+        send_fin(cx)?;
+    }
+    if st == TCP_FIN_WAIT2 {
+        peer_segment(
+            cx,
+            n,
+            c,
+            rcv_end,
+            snd_end.wrapping_add(1),
+            window,
+            false,
+            TCP_FIN_WAIT2,
+        )?;
+    }
+    Ok(())
+}
+
+/// A segment from the peer to restored connection `n` ([`sys::tcp::inject_segment`]),
+/// then wait until the connection is in state `want` (a failed restore otherwise).
+#[allow(clippy::too_many_arguments)]
+fn peer_segment(
+    cx: &mut Ctx<'_>,
+    n: u64,
+    c: &crate::model::TcpState,
+    seq: u32,
+    ack: u32,
+    window: u16,
+    fin: bool,
+    want: u8,
+) -> RestoreResult<()> {
+    let fail = |what: String| {
+        crate::error::RestoreError::Stage(format!(
+            "TCP connection {} -> {}: {what}",
+            show_inet(&c.local),
+            show_inet(&c.peer)
+        ))
+    };
+    let Some(pid) = cx.live_pid() else {
+        // A test double: nothing to send to.
+        return Ok(());
+    };
+    let sock = sys::process::steal_fd(pid, n as i32)
+        .map_err(|e| fail(format!("cannot reach the restored socket: {e}")))?;
+    sys::tcp::inject_segment(&c.local, &c.peer, seq, ack, window, fin)
+        .map_err(|e| fail(e.to_string()))?;
+    let deadline = std::time::Instant::now() + SEGMENT_WAIT;
+    loop {
+        let now = sys::tcp::state_of(&sock).map_err(|e| fail(e.to_string()))?;
+        if now == want {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(fail(format!(
+                "the kernel did not take the peer's {} (state {}, not {})",
+                if fin {
+                    "FIN"
+                } else {
+                    "acknowledgment of our FIN"
+                },
+                state_name(now),
+                state_name(want)
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// At commit, past the point of no return: take restored connection `c` (`sock`: ckpt's
@@ -490,6 +817,9 @@ pub(crate) fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> R
 /// the tests' oracle.
 pub(crate) fn finish_conn(sock: &std::os::fd::OwnedFd, c: &crate::model::TcpState) {
     sys::tcp::repair_off(sock);
+    if c.fin_read {
+        sys::tcp::consume_fin(sock);
+    }
     for (on, level, opt) in [
         (c.nodelay, libc::SOL_TCP, libc::TCP_NODELAY),
         (c.keepalive, libc::SOL_SOCKET, libc::SO_KEEPALIVE),
@@ -528,6 +858,9 @@ pub(crate) fn finish_conn(sock: &std::os::fd::OwnedFd, c: &crate::model::TcpStat
                 let b: Vec<u8> = b;
                 let _ = sys::tcp::setsockopt_bytes(sock, libc::SOL_SOCKET, opt, &b);
             }
+        }
+        for (level, name, value, _) in byte_opts(o) {
+            let _ = sys::tcp::setsockopt_bytes(sock, level, name, &value);
         }
     }
 }

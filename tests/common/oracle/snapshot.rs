@@ -18,6 +18,7 @@ pub(super) struct Reader {
     /// pipe/socket inode -> the first "pPID.fdN" holding it
     pub(super) labels: BTreeMap<String, String>,
     pub(super) unix: BTreeMap<u64, UnixDiag>,
+    pub(super) tcp: BTreeMap<u64, TcpDiag>,
 }
 
 impl Reader {
@@ -38,6 +39,7 @@ pub(super) fn read_tree(root: i32) -> (Entries, Vec<i32>) {
         e: BTreeMap::new(),
         labels: BTreeMap::new(),
         unix: unix_diag_in_net_of(root).unwrap_or_default(),
+        tcp: tcp_diag(),
     };
     for &pid in &pids {
         read_process(&mut r, pid);
@@ -790,6 +792,26 @@ fn read_dup(r: &mut Reader, k: &str, d: i32, socket: bool) {
             }
         }
     }
+    // String and structure options: the congestion control, the bound device, an
+    // ICMPv6 socket's type filter.
+    for (name, level, opt) in [
+        ("TCP_CONGESTION", libc::IPPROTO_TCP, libc::TCP_CONGESTION),
+        ("SO_BINDTODEVICE", libc::SOL_SOCKET, libc::SO_BINDTODEVICE),
+        ("ICMP6_FILTER", libc::IPPROTO_ICMPV6, 1),
+    ] {
+        let mut b = [0u8; 64];
+        let mut len = b.len() as libc::socklen_t;
+        if unsafe { libc::getsockopt(d, level, opt, b.as_mut_ptr().cast(), &mut len) } == 0 {
+            let v = &b[..(len as usize).min(b.len())];
+            let text = if name == "ICMP6_FILTER" {
+                v.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            } else {
+                let end = v.iter().position(|&c| c == 0).unwrap_or(v.len());
+                String::from_utf8_lossy(&v[..end]).into_owned()
+            };
+            r.conf(format!("{k}.sock.{name}"), text);
+        }
+    }
     let mut ling = libc::linger {
         l_onoff: 0,
         l_linger: 0,
@@ -849,10 +871,31 @@ fn read_dup(r: &mut Reader, k: &str, d: i32, socket: bool) {
     {
         r.conf(format!("{k}.sock.tcp_state"), ti.tcpi_state.to_string());
     }
+    // (CLOSE_WAIT, LAST_ACK, CLOSING: the peer's FIN came, nothing more can.)
+    let fin_came = len > 0 && matches!(ti.tcpi_state, 8 | 9 | 11);
+    let mut inq = None;
     for (name, req) in [("inq", libc::FIONREAD), ("outq", libc::TIOCOUTQ)] {
         let mut v: libc::c_int = 0;
         if unsafe { libc::ioctl(d, req, &mut v as *mut libc::c_int) } == 0 {
             r.prog(format!("{k}.sock.{name}"), v.to_string());
+            if name == "inq" {
+                inq = Some(v);
+            }
+        }
+    }
+    // A TCP socket's shutdown state, and whether a FIN received is still to be read
+    // (sock_diag counts it in the receive queue, FIONREAD does not; read once the FIN
+    // came, when the queue cannot change under the two reads).
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(d, &mut st) } == 0 {
+        if let Some(t) = r.tcp.get(&st.st_ino).cloned() {
+            r.conf(format!("{k}.sock.tcp.shutdown"), t.shutdown.to_string());
+            if let (Some(n), true) = (inq, fin_came) {
+                r.conf(
+                    format!("{k}.sock.tcp.fin_unread"),
+                    (i64::from(t.rqueue) - i64::from(n)).to_string(),
+                );
+            }
         }
     }
     for (name, get) in [

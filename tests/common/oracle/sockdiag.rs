@@ -138,3 +138,93 @@ pub(super) fn unix_diag() -> Option<BTreeMap<u64, UnixDiag>> {
     unsafe { libc::close(s) };
     Some(out)
 }
+
+// ---------------------------------------------------------------------------------------
+// sock_diag for TCP sockets (inet_diag): what getsockopt and ioctls do not show
+
+#[derive(Clone, Debug, Default)]
+pub(super) struct TcpDiag {
+    /// rcv_nxt - copied_seq: the bytes not read yet, and a FIN not read yet.
+    pub(super) rqueue: u32,
+    /// sk_shutdown (INET_DIAG_SHUTDOWN): RCV_SHUTDOWN 1, SEND_SHUTDOWN 2.
+    pub(super) shutdown: u8,
+}
+
+/// Every TCP socket of this network namespace (IPv4 and IPv6), by inode.
+pub(super) fn tcp_diag() -> BTreeMap<u64, TcpDiag> {
+    let mut out = BTreeMap::new();
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        let s = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                libc::NETLINK_SOCK_DIAG,
+            )
+        };
+        if s < 0 {
+            continue;
+        }
+        // nlmsghdr (16) + inet_diag_req_v2 (56): all states, no address filter
+        let mut req = [0u8; 72];
+        req[0..4].copy_from_slice(&72u32.to_ne_bytes());
+        req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+        req[6..8].copy_from_slice(&flags.to_ne_bytes());
+        req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+        req[16] = family as u8;
+        req[17] = libc::IPPROTO_TCP as u8;
+        req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes());
+        let sent = unsafe { libc::send(s, req.as_ptr().cast(), req.len(), 0) };
+        let mut buf = vec![0u8; 65536];
+        let mut done = sent < 0;
+        while !done {
+            let n = unsafe { libc::recv(s, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n <= 0 {
+                break;
+            }
+            let mut m = &buf[..n as usize];
+            while m.len() >= 16 {
+                let len = u32::from_ne_bytes(m[0..4].try_into().unwrap_or_default()) as usize;
+                let ty = u16::from_ne_bytes(m[4..6].try_into().unwrap_or_default());
+                if len < 16 || len > m.len() {
+                    break;
+                }
+                if ty == libc::NLMSG_DONE as u16 || ty == libc::NLMSG_ERROR as u16 {
+                    done = true;
+                    break;
+                }
+                // inet_diag_msg: 4 bytes, sockid (48), expires, rqueue, wqueue, uid,
+                // inode; then attributes
+                let body = &m[16..len];
+                if body.len() >= 72 {
+                    let at = |i: usize| {
+                        u32::from_ne_bytes(body[i..i + 4].try_into().unwrap_or_default())
+                    };
+                    let mut d = TcpDiag {
+                        rqueue: at(56),
+                        ..TcpDiag::default()
+                    };
+                    let mut a = &body[72..];
+                    while a.len() >= 4 {
+                        let alen = u16::from_ne_bytes([a[0], a[1]]) as usize;
+                        let aty = u16::from_ne_bytes([a[2], a[3]]);
+                        if alen < 4 || alen > a.len() {
+                            break;
+                        }
+                        // INET_DIAG_SHUTDOWN
+                        if aty == 8 && alen > 4 {
+                            d.shutdown = a[4];
+                        }
+                        let step = (alen + 3) & !3;
+                        a = &a[step.min(a.len())..];
+                    }
+                    out.insert(u64::from(at(68)), d);
+                }
+                let step = (len + 3) & !3;
+                m = &m[step.min(m.len())..];
+            }
+        }
+        unsafe { libc::close(s) };
+    }
+    out
+}
