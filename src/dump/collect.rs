@@ -280,6 +280,7 @@ pub(crate) fn collect_process(
         zombie: None,
         randomized: Some(stat.randomized()),
         namespaces: Vec::new(),
+        cow_from_parent: Vec::new(),
         stopped: fr
             .threads
             .iter()

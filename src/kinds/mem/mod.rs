@@ -1,6 +1,7 @@
 //! Memory: the areas of a process (what each mapping is, how it is checked and mapped
 //! again) and the pages in them.
 
+pub(crate) mod cow;
 pub(crate) mod pages;
 pub(crate) mod shmem;
 #[cfg(test)]
@@ -594,6 +595,8 @@ pub(crate) fn map_memory(
                     .unwrap_or(v.offset + v.len());
                 map_shmem(cx, v, prot, shm, size)?;
             }
+            // An area whose pages it inherits: it has it from its parent already.
+            VmaKind::Anon if cow::is_kept(proc_, v) => {}
             VmaKind::Anon => map_call(what, v, prot, u64::MAX),
             VmaKind::MemfdMap { data, name, seals } => {
                 let how = Kept::Memfd {
