@@ -88,6 +88,8 @@ fn shared_pages(parent: &Process, child: &Process) -> DumpResult<Vec<(u64, u64)>
     const CHUNK: u64 = 1 << 16; // pages per pagemap read
     let (mut ec, mut ep) = (Vec::new(), Vec::new());
     for v in pairs {
+        // Ranges never span two areas: each lies in one the parent has identical.
+        let mut in_area = Vec::new();
         let mut addr = v.start;
         while addr < v.end {
             let end = v.end.min(addr + CHUNK * 4096);
@@ -98,11 +100,12 @@ fn shared_pages(parent: &Process, child: &Process) -> DumpResult<Vec<(u64, u64)>
             for (i, (c, p)) in ec.iter().zip(&ep).enumerate() {
                 let pfn = c & PFN_MASK;
                 if c & PM_PRESENT != 0 && p & PM_PRESENT != 0 && pfn != 0 && pfn == p & PFN_MASK {
-                    push_page(&mut ranges, addr + i as u64 * 4096);
+                    push_page(&mut in_area, addr + i as u64 * 4096);
                 }
             }
             addr = end;
         }
+        ranges.append(&mut in_area);
     }
     Ok(ranges)
 }
@@ -123,6 +126,42 @@ pub(crate) fn runs_without(runs: Vec<Run>, ranges: &[(u64, u64)]) -> Vec<Run> {
                 });
             }
             a = a.max(x.1);
+        }
+        if a < end {
+            out.push(Run {
+                addr: a,
+                pages: (end - a) / 4096,
+                ..r
+            });
+        }
+    }
+    out
+}
+
+/// `runs` with the pages of `ranges` (sorted, not overlapping) kept even if all zero:
+/// a child inherits them only if the parent has them.
+pub(crate) fn runs_keeping(runs: Vec<Run>, ranges: &[(u64, u64)]) -> Vec<Run> {
+    let mut out = Vec::with_capacity(runs.len());
+    for r in runs {
+        let end = r.addr + r.pages * 4096;
+        let mut a = r.addr;
+        let first = ranges.partition_point(|x| x.1 <= a);
+        for x in ranges[first..].iter().take_while(|x| x.0 < end) {
+            if x.0 > a {
+                out.push(Run {
+                    addr: a,
+                    pages: (x.0 - a) / 4096,
+                    ..r
+                });
+                a = x.0;
+            }
+            let b = x.1.min(end);
+            out.push(Run {
+                addr: a,
+                pages: (b - a) / 4096,
+                skip_zero: false,
+            });
+            a = b;
         }
         if a < end {
             out.push(Run {
@@ -162,6 +201,28 @@ pub(crate) fn find_shared(
             *r = runs_without(std::mem::take(r), &ranges);
         }
         child.cow_from_parent = ranges;
+    }
+    // Each parent stores the pages its children inherit even where they are all zero.
+    for p in processes.iter() {
+        let mut inherited: Vec<(u64, u64)> = processes
+            .iter()
+            .filter(|c| c.ppid == p.pid && !c.is_zombie())
+            .flat_map(|c| c.cow_from_parent.iter().copied())
+            .collect();
+        if inherited.is_empty() {
+            continue;
+        }
+        inherited.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (a, b) in inherited {
+            match merged.last_mut() {
+                Some(m) if a <= m.1 => m.1 = m.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        if let Some((_, r)) = runs.iter_mut().find(|(pid, _)| *pid == p.pid) {
+            *r = runs_keeping(std::mem::take(r), &merged);
+        }
     }
     Ok(())
 }
@@ -347,6 +408,23 @@ mod tests {
         assert!(all.is_empty());
         let none = runs_without(vec![run(0x10000, 4)], &[(0x20000, 0x24000)]);
         assert_eq!(none.len(), 1);
+    }
+
+    #[test]
+    fn runs_keep_zero_pages_where_children_inherit() {
+        let runs = vec![run(0x10000, 8)];
+        let got = runs_keeping(runs, &[(0x11000, 0x13000), (0x17000, 0x20000)]);
+        let got: Vec<(u64, u64, bool)> =
+            got.iter().map(|r| (r.addr, r.pages, r.skip_zero)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0x10000, 1, true),
+                (0x11000, 2, false),
+                (0x13000, 4, true),
+                (0x17000, 1, false)
+            ]
+        );
     }
 
     fn anon(start: u64, end: u64, flags: &[&str]) -> Vma {
