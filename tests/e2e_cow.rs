@@ -53,3 +53,40 @@ fn pages_shared_copy_on_write_in_a_fork_tree_come_back_shared() {
         "the image holds {size} bytes: are the shared pages stored once per process?"
     );
 }
+
+/// Adjacent private anonymous areas of equal attributes that the kernel kept apart (each
+/// with its own anon_vma, one without any page) come back apart, and two it merged come
+/// back merged: the oracle compares /proc/PID/smaps area by area.
+#[test]
+fn adjacent_anonymous_areas_the_kernel_kept_apart_stay_apart() {
+    let name = "adjacent_anonymous_areas_the_kernel_kept_apart_stay_apart";
+    let ctx = Ctx::new(name);
+    let spec = Spec::new(target("apart")).stdin(In::Pipe).cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready ");
+    let pid = t.pid;
+    let anon_lines = |pid: i32| -> usize {
+        std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.split_whitespace().count() == 5 && l.contains(" rw-p "))
+            .count()
+    };
+    let before = anon_lines(pid);
+    let img = ctx.path("apart.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&[pid], name);
+    // (the oracle compares the restored process with the original as soon as it runs)
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    assert_eq!(
+        anon_lines(pid),
+        before,
+        "{name}: unnamed read-write private areas in /proc/{pid}/maps"
+    );
+    r.write_stdin(b"check\n");
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(text(&fin.stdout), "ok\n", "{name}: {}", text(&fin.stderr));
+    assert_eq!(fin.status.code(), Some(0), "{name}: {}", text(&fin.stderr));
+}

@@ -90,6 +90,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("tree", "tree.c", &[]),
     // private memory a fork tree shares copy-on-write (tests/e2e_cow.rs)
     ("cow", "cow.c", &[]),
+    // adjacent anonymous areas the kernel keeps apart (tests/e2e_cow.rs)
+    ("apart", "apart.c", &[]),
     ("session", "session.c", &[]),
     ("zombie", "zombie.c", &[]),
     ("timers", "timers.c", &[]),
