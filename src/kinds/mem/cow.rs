@@ -65,6 +65,12 @@ fn push_page(ranges: &mut Vec<(u64, u64)>, a: u64) {
     }
 }
 
+/// The area of `p` that starts at `start` (its areas are sorted).
+fn area_at(p: &Process, start: u64) -> Option<&Vma> {
+    let i = p.vmas.partition_point(|v| v.start < start);
+    p.vmas.get(i).filter(|v| v.start == start)
+}
+
 /// The pages of `child` (host PID) that are its parent's own frames, in the areas both
 /// have identical.
 fn shared_pages(parent: &Process, child: &Process) -> DumpResult<Vec<(u64, u64)>> {
@@ -72,13 +78,8 @@ fn shared_pages(parent: &Process, child: &Process) -> DumpResult<Vec<(u64, u64)>
     let pairs: Vec<&Vma> = child
         .vmas
         .iter()
-        .filter(|c| {
-            parent
-                .vmas
-                .iter()
-                .any(|p| p.start == c.start && inheritable(p, c))
-        })
         .filter(|c| c.pages_present > 0)
+        .filter(|c| area_at(parent, c.start).is_some_and(|p| inheritable(p, c)))
         .collect();
     if pairs.is_empty() {
         return Ok(ranges);
@@ -269,13 +270,10 @@ pub(crate) fn check_cow(procs: &[Process], i: usize, problems: &mut Vec<Problem>
             return;
         }
         prev = b;
-        let area = c.vmas.iter().find(|v| v.start <= a && b <= v.end);
-        let same = area.is_some_and(|v| {
-            parent
-                .vmas
-                .iter()
-                .any(|p| p.start == v.start && inheritable(p, v))
-        });
+        let i = c.vmas.partition_point(|v| v.end <= a);
+        let area = c.vmas.get(i).filter(|v| v.start <= a && b <= v.end);
+        let same =
+            area.is_some_and(|v| area_at(parent, v.start).is_some_and(|p| inheritable(p, v)));
         if !same {
             bad(
                 problems,
