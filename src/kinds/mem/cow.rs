@@ -454,6 +454,46 @@ mod tests {
         assert!(!inheritable(&wiped, &wiped));
     }
 
+    #[test]
+    fn a_child_forked_from_a_built_parent_keeps_only_what_it_inherits() {
+        // Areas: K1 (inherits two of its pages), a plain area (not kept), K2 read-only
+        // with pages (inherits all of it).
+        let k1 = anon(0x10000, 0x20000, &["rd", "wr"]);
+        let plain = anon(0x30000, 0x31000, &["rd", "wr"]);
+        let mut k2 = anon(0x40000, 0x42000, &["rd"]);
+        k2.prot = libc::PROT_READ as u32;
+        let child = proc_(
+            2,
+            1,
+            vec![k1, plain, k2],
+            vec![(0x11000, 0x13000), (0x40000, 0x42000)],
+        );
+        let stub = 0x7000_0000;
+        let rec = crate::remote::Recorder::new(2);
+        let mut cx = Ctx::double(&rec, stub, &child);
+        trim_inherited(&mut cx, stub).expect("trim");
+        let calls: Vec<(u64, [u64; 3])> = rec
+            .calls()
+            .iter()
+            .map(|c| (c.nr, [c.args[0], c.args[1], c.args[2]]))
+            .collect();
+        let after = stub + STUB_SIZE;
+        let dontneed = libc::MADV_DONTNEED as u64;
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        assert_eq!(
+            calls,
+            vec![
+                (nr::MUNMAP, [0, 0x10000, 0]),
+                (nr::MUNMAP, [0x20000, 0x40000 - 0x20000, 0]),
+                (nr::MUNMAP, [0x42000, stub - 0x42000, 0]),
+                (nr::MUNMAP, [after, TASK_SIZE - after, 0]),
+                (nr::MADVISE, [0x10000, 0x1000, dontneed]),
+                (nr::MADVISE, [0x13000, 0xd000, dontneed]),
+                (nr::MPROTECT, [0x40000, 0x2000, rw]),
+            ]
+        );
+    }
+
     fn proc_(pid: i32, ppid: i32, vmas: Vec<Vma>, cow: Vec<(u64, u64)>) -> Process {
         Process {
             pid,
