@@ -82,14 +82,23 @@ fn threads_with_their_own_credentials_and_names_survive_restore() {
     assert_tree_finished_like_reference("threadcreds", &reference.stdout, before, &fin, &[pid]);
 }
 
-/// The process of the tree of `root` named `name` (/proc/PID/comm).
+/// The process of the tree of `root` named `name` (/proc/PID/comm), waiting for it: a
+/// restored tree has all its processes before restore gives each its name.
 fn named(root: i32, name: &str) -> i32 {
-    process_tree(root)
-        .into_iter()
-        .find(|p| {
+    let deadline = std::time::Instant::now() + timeout();
+    loop {
+        let found = process_tree(root).into_iter().find(|p| {
             std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == name)
-        })
-        .unwrap_or_else(|| panic!("no process {name} in the tree of {root}"))
+        });
+        if let Some(p) = found {
+            return p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no process {name} in the tree of {root}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// The state letter of `pid` (/proc/PID/stat).

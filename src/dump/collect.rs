@@ -281,6 +281,7 @@ pub(crate) fn collect_process(
         randomized: Some(stat.randomized()),
         namespaces: Vec::new(),
         cgroups: Vec::new(),
+        cow_from_parent: Vec::new(),
         stopped: fr
             .threads
             .iter()

@@ -704,6 +704,8 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     let mut held = collect::held(&tree, &processes)?;
     let sysv = collect::sysv_objects(&processes, &mut held)?;
     let mut collected = collect::assemble(pid, processes, procs)?;
+    // Pages a child still shares with its parent are stored once, in the parent's.
+    crate::kinds::mem::cow::find_shared(&mut collected.ckpt.processes, &mut collected.runs)?;
     collected.ckpt.sysv = sysv;
     collected.ckpt.pipes = pipes;
     collected.ckpt.socketpairs = socketpairs;

@@ -964,6 +964,14 @@ pub struct Process {
     /// (see `kinds::cgroup`). Empty in older images (restored into ckpt's).
     #[serde(default)]
     pub cgroups: Vec<CgroupPlace>,
+    /// Page ranges [start, end) of its private anonymous areas whose pages were the very
+    /// pages of its parent (copy-on-write, not written by either since the fork): they
+    /// are stored once, in the parent's page data, and restore forks this process from
+    /// its parent after the parent's memory is filled, so that it inherits them shared
+    /// again (`kinds::mem::cow`). Each range lies in an area the parent has identical.
+    /// Empty in older images.
+    #[serde(default)]
+    pub cow_from_parent: Vec<(u64, u64)>,
 }
 
 /// Where a process is in one cgroup hierarchy.

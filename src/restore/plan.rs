@@ -116,6 +116,7 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
     for (i, q) in procs.iter().enumerate() {
         check_process(q, &mut ids, problems);
         tree::check_parent(procs, i, problems);
+        mem::cow::check_cow(procs, i, problems);
     }
     epoll::check_targets(procs, problems);
     let pipe_ids = pipe::check_pipes(&ckpt.pipes, problems);

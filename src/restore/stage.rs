@@ -19,6 +19,7 @@ use crate::arch::native::{self as ax, nr};
 use crate::kinds::fd::file::FileData;
 use crate::kinds::fd::{self, PipeHolders, lock, udp, unix};
 use crate::kinds::mem;
+use crate::kinds::mem::cow;
 use crate::kinds::mem::pages::{PageSink, PageStream};
 use crate::kinds::mem::shmem::{self, ShmOwners, SysvCreated};
 use crate::kinds::task::{attrs, creds, seccomp, signals, threads, timers, tree};
@@ -180,8 +181,43 @@ pub(crate) fn stage(
     if tty.is_none() && root.sid == root.pid {
         tree::set_session_tty(&mut ctxs[0], &plan.ckpt, &ptys)?;
     }
-    fork_tree(&mut ctxs, &mut stub, stub_addr, plan, &ptys)?;
-    // Into their cgroups before their memory is filled, so that it is charged there.
+    let mut shared = Shared {
+        files: FileData::default(),
+        pipe_holders: PipeHolders::new(),
+        sysv: SysvCreated::default(),
+        shm: ShmOwners::new(),
+        shm_sizes: shmem::shm_sizes(procs),
+    };
+    crate::kinds::ipc::create_objects(&plan.ckpt.sysv, &mut shared.sysv)?;
+    let mut pages = PageStream::new(reader);
+    shared.files = pages.read_file_data(true)?;
+    shared.files.held = plan.held.fds();
+    shared.files.memfd_modes = fd::file::memfd_modes(procs);
+    fd::file::check_file_data(procs, &shared.files)?;
+    // The memory of a process whose child inherits pages from it is built before that
+    // child is forked (`kinds::mem::cow`); the others' in the loop below.
+    let mut early = EarlyMemory {
+        pages: &mut pages,
+        sh: &mut shared,
+        built: vec![false; procs.len()],
+        bytes: 0,
+    };
+    fork_tree(
+        &mut ctxs,
+        &mut stub,
+        stub_addr,
+        plan,
+        &ptys,
+        &mut early,
+        &mut cgroups,
+    )?;
+    let EarlyMemory {
+        built: mem_built,
+        mut bytes,
+        ..
+    } = early;
+    // Into their cgroups before their memory is filled, so that it is charged there
+    // (those whose memory `fork_tree` built went in before it).
     let pids: Vec<i32> = stub.procs.iter().map(|(p, _)| *p).collect();
     crate::kinds::cgroup::place(&plan.ckpt, &pids, plan.cgroup_root.as_deref(), &mut cgroups)?;
     tree::set_process_groups(&mut ctxs, procs)?;
@@ -198,26 +234,12 @@ pub(crate) fn stage(
     tree::make_zombies(&mut ctxs, procs)?;
     tree::stop_jobs(&mut ctxs, procs)?;
 
-    let mut shared = Shared {
-        files: FileData::default(),
-        pipe_holders: PipeHolders::new(),
-        sysv: SysvCreated::default(),
-        shm: ShmOwners::new(),
-        shm_sizes: shmem::shm_sizes(procs),
-    };
-    crate::kinds::ipc::create_objects(&plan.ckpt.sysv, &mut shared.sysv)?;
-    let mut pages = PageStream::new(reader);
-    shared.files = pages.read_file_data(true)?;
-    shared.files.held = plan.held.fds();
-    shared.files.memfd_modes = fd::file::memfd_modes(procs);
-    fd::file::check_file_data(procs, &shared.files)?;
     fd::create_accepted_pairs(
         &mut ctxs,
         &plan.ckpt,
         &mut shared.pipe_holders,
         &shared.files.held,
     )?;
-    let mut bytes = 0;
     let mut staged = Vec::new();
     for (i, cx) in ctxs.iter_mut().enumerate() {
         if cx.proc_.is_zombie() {
@@ -225,8 +247,10 @@ pub(crate) fn stage(
             continue;
         }
         let tids = &mut stub.procs[i].1;
-        let (threads, b) = build_process(cx, plan, &mut pages, &mut shared, tids, tty, &ptys)?;
-        bytes += b;
+        if !mem_built[i] {
+            bytes += build_memory(cx, &mut pages, &mut shared)?;
+        }
+        let threads = build_process(cx, plan, &mut shared, tids, tty, &ptys)?;
         staged.push(Some(threads));
     }
     pages.finish()?;
@@ -448,26 +472,62 @@ fn clean_stub(cx: &mut Ctx<'_>, stub_addr: u64, new_tty: bool) -> Result<()> {
     Ok(())
 }
 
-/// The tree, parents first: each process is forked from its parent's clean stub (so it
-/// is that parent's child), and takes its session before its own children are forked.
+/// The memory built while the tree is forked: for the processes whose children inherit
+/// pages from them (`kinds::mem::cow`), and, the page data coming in image order, those
+/// before them.
+struct EarlyMemory<'p, 'r, 's> {
+    pages: &'p mut PageStream<'r>,
+    sh: &'s mut Shared,
+    /// Per process of the image: its memory is built.
+    built: Vec<bool>,
+    bytes: u64,
+}
+
+/// The tree, parents first: each process is forked from its parent's stub (so it is
+/// that parent's child), and takes its session before its own children are forked. A
+/// process that inherits pages from its parent is forked once the parent's memory is
+/// built (and that of every process before it, in image order); a process forked from
+/// a parent that is no longer a clean stub keeps only the helper area and what it
+/// inherits (`cow::trim_inherited`).
 fn fork_tree<'a>(
     ctxs: &mut Vec<Ctx<'a>>,
     stub: &mut Stub,
     stub_addr: u64,
     plan: &'a Plan,
     ptys: &fd::tty::PtyMasters,
+    early: &mut EarlyMemory<'_, '_, '_>,
+    cgroups: &mut crate::kinds::cgroup::MadeCgroups,
 ) -> Result<()> {
     let procs = &plan.ckpt.processes;
-    for p in procs.iter().skip(1) {
+    // Per process: its memory is no longer the clean stub's.
+    let mut dirty = vec![false; procs.len()];
+    for (i, p) in procs.iter().enumerate().skip(1) {
         let parent = procs
             .iter()
             .position(|q| q.pid == p.ppid)
             .ok_or_else(|| RestoreError::Malformed(format!("no parent for process {}", p.pid)))?;
+        if cow::inherits(p) {
+            // The processes forked so far go into their cgroups first, so that the
+            // memory built now is charged there.
+            let pids: Vec<i32> = stub.procs.iter().map(|(p, _)| *p).collect();
+            crate::kinds::cgroup::place(&plan.ckpt, &pids, plan.cgroup_root.as_deref(), cgroups)?;
+            for k in 0..=parent {
+                if !early.built[k] && !procs[k].is_zombie() {
+                    early.bytes += build_memory(&mut ctxs[k], early.pages, early.sh)?;
+                    early.built[k] = true;
+                    dirty[k] = true;
+                }
+            }
+        }
         let inj = tree::fork_process(&mut ctxs[parent], p)?;
         stub.procs.push((p.pid, Vec::new()));
         let mem = RemoteMem::open(p.pid)?;
         let mut cx = Ctx::live(inj, mem, stub_addr, p);
         crate::kinds::ns::enter_child_namespaces(&mut cx, &plan.ckpt, &procs[parent])?;
+        if dirty[parent] {
+            cow::trim_inherited(&mut cx, stub_addr)?;
+            dirty[i] = true;
+        }
         if p.sid == p.pid {
             cx.call("setsid", nr::SETSID, [0; 6])?;
             tree::set_session_tty(&mut cx, &plan.ckpt, ptys)?;
@@ -477,30 +537,17 @@ fn fork_tree<'a>(
     Ok(())
 }
 
-/// Build one (live) process in its stub: memory and pages, descriptors, attributes,
-/// threads (their IDs go to `tids`), timers. Returns its threads' injectors and the
-/// page bytes written.
+/// Build one (live) process in its stub, its memory built ([`build_memory`]):
+/// descriptors, attributes, threads (their IDs go to `tids`), timers. Returns its
+/// threads' injectors.
 fn build_process(
     cx: &mut Ctx<'_>,
     plan: &Plan,
-    pages: &mut PageStream<'_>,
     sh: &mut Shared,
     tids: &mut Vec<i32>,
     tty: Option<(&super::plan::TtyPlan, i32)>,
     ptys: &fd::tty::PtyMasters,
-) -> Result<(Vec<Injector>, u64)> {
-    let p = cx.proc_;
-    attrs::set_thp_disable(cx)?;
-    // mm fields and exe link before the image's memory exists: the kernel refuses
-    // to replace the exe link while the old executable is mapped, and the image may
-    // map the very file ckpt runs from.
-    attrs::set_mm(cx, &sh.files)?;
-    mem::map_memory(cx, &mut sh.sysv, &mut sh.shm, &sh.shm_sizes, &mut sh.files)?;
-    fault_point("fill memory")?;
-    let sink = PageSink::new(cx)?;
-    let bytes = pages.load(p, Some(&sink))?;
-    sink.finish()?;
-    mem::finish_memory(cx)?;
+) -> Result<Vec<Injector>> {
     fd::restore_fds(
         cx,
         &plan.ckpt,
@@ -531,7 +578,25 @@ fn build_process(
     // Timers may signal a particular thread: after the threads exist.
     timers::restore_timers(cx)?;
     crate::kinds::ipc::restore_undo(cx)?;
-    Ok((threads, bytes))
+    Ok(threads)
+}
+
+/// Build the memory of one (live) process in its stub: mm fields, areas, pages,
+/// protections and advice. Returns the page bytes written.
+fn build_memory(cx: &mut Ctx<'_>, pages: &mut PageStream<'_>, sh: &mut Shared) -> Result<u64> {
+    let p = cx.proc_;
+    attrs::set_thp_disable(cx)?;
+    // mm fields and exe link before the image's memory exists: the kernel refuses
+    // to replace the exe link while the old executable is mapped, and the image may
+    // map the very file ckpt runs from.
+    attrs::set_mm(cx, &sh.files)?;
+    mem::map_memory(cx, &mut sh.sysv, &mut sh.shm, &sh.shm_sizes, &mut sh.files)?;
+    fault_point("fill memory")?;
+    let sink = PageSink::new(cx)?;
+    let bytes = pages.load(p, Some(&sink))?;
+    sink.finish()?;
+    mem::finish_memory(cx)?;
+    Ok(bytes)
 }
 
 /// Once every process has its descriptors: what links processes to each other (unix

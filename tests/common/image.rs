@@ -262,13 +262,7 @@ fn walk_json(
 
 /// Assert two `inspect --json` documents agree except where `ignore` says.
 pub fn assert_same_image_state(what: &str, a: &Value, b: &Value, ignore: &[&str]) {
-    // The kernel may merge two adjacent private anonymous areas of equal attributes that
-    // the original kept apart (their anon_vmas differed): a known difference (README,
-    // "Known to come back different"), compared here with both sides merged alike.
-    let (mut a, mut b) = (a.clone(), b.clone());
-    merge_adjacent_anon(&mut a);
-    merge_adjacent_anon(&mut b);
-    let d = json_diff(&a, &b, ignore);
+    let d = json_diff(a, b, ignore);
     if d.is_empty() {
         return;
     }
@@ -280,47 +274,6 @@ pub fn assert_same_image_state(what: &str, a: &Value, b: &Value, ignore: &[&str]
         shown.join("\n  "),
         if n > 40 { "\n  ..." } else { "" }
     );
-}
-
-/// Merge, in each process of an inspected image, adjacent private anonymous areas whose
-/// attributes are all equal (their present pages added up).
-fn merge_adjacent_anon(img: &mut Value) {
-    let Some(procs) = img.get_mut("processes").and_then(Value::as_array_mut) else {
-        return;
-    };
-    for p in procs {
-        let Some(vmas) = p.get_mut("vmas").and_then(Value::as_array_mut) else {
-            continue;
-        };
-        let attrs = |v: &Value| {
-            let mut v = v.clone();
-            if let Some(m) = v.as_object_mut() {
-                for k in ["start", "end", "pages_present"] {
-                    m.remove(k);
-                }
-            }
-            v
-        };
-        let mut out: Vec<Value> = Vec::new();
-        for v in vmas.drain(..) {
-            let anon = v["kind"] == "Anon" && v["shared"] != true;
-            if let Some(prev) = out.last_mut() {
-                if anon
-                    && prev["kind"] == "Anon"
-                    && prev["end"] == v["start"]
-                    && attrs(prev) == attrs(&v)
-                {
-                    let pages = prev["pages_present"].as_u64().unwrap_or(0)
-                        + v["pages_present"].as_u64().unwrap_or(0);
-                    prev["end"] = v["end"].clone();
-                    prev["pages_present"] = pages.into();
-                    continue;
-                }
-            }
-            out.push(v);
-        }
-        *vmas = out;
-    }
 }
 
 /// Does `v` contain, anywhere, the key `key` with the integer value `want`?

@@ -88,6 +88,10 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     // tests/e2e_tree.rs: threads, process trees, signals and timers
     ("threads", "threads.c", &["-pthread"]),
     ("tree", "tree.c", &[]),
+    // private memory a fork tree shares copy-on-write (tests/e2e_cow.rs)
+    ("cow", "cow.c", &[]),
+    // adjacent anonymous areas the kernel keeps apart (tests/e2e_cow.rs)
+    ("apart", "apart.c", &[]),
     ("session", "session.c", &[]),
     ("zombie", "zombie.c", &[]),
     ("timers", "timers.c", &[]),

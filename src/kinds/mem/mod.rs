@@ -1,6 +1,7 @@
 //! Memory: the areas of a process (what each mapping is, how it is checked and mapped
 //! again) and the pages in them.
 
+pub(crate) mod cow;
 pub(crate) mod pages;
 pub(crate) mod shmem;
 #[cfg(test)]
@@ -594,6 +595,8 @@ pub(crate) fn map_memory(
                     .unwrap_or(v.offset + v.len());
                 map_shmem(cx, v, prot, shm, size)?;
             }
+            // An area whose pages it inherits: it has it from its parent already.
+            VmaKind::Anon if cow::is_kept(proc_, v) => {}
             VmaKind::Anon => map_call(what, v, prot, u64::MAX),
             VmaKind::MemfdMap { data, name, seals } => {
                 let how = Kept::Memfd {
@@ -623,6 +626,16 @@ pub(crate) fn map_memory(
             )));
         }
     }
+    // Adjacent areas the kernel would merge now, but kept apart in the original.
+    for (i, v) in proc_.vmas.iter().enumerate() {
+        let prev = i.checked_sub(1).and_then(|j| proc_.vmas.get(j));
+        let next = proc_.vmas.get(i + 1);
+        if !cow::is_kept(proc_, v)
+            && (prev.is_some_and(|p| kept_apart(p, v)) || next.is_some_and(|n| kept_apart(v, n)))
+        {
+            map_apart(cx, v)?;
+        }
+    }
     let closes: Vec<Call> = files
         .into_values()
         .map(|fd| Call::new("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0]))
@@ -631,6 +644,54 @@ pub(crate) fn map_memory(
     // The vDSO must be where the image had it: the program holds pointers into it.
     if vdso_done {
         check_vdso(cx)?;
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` (`a` right before it) are private anonymous areas of equal
+/// attributes, which the kernel merges into one unless each has an anon_vma of its own
+/// (the pages of one were faulted before the other was mapped next to it, or it was
+/// moved there with mremap): listed apart in the image, they were kept apart.
+fn kept_apart(a: &Vma, b: &Vma) -> bool {
+    let plain =
+        |v: &Vma| v.kind == VmaKind::Anon && !v.shared && !is_droppable(v) && !v.has_flag("gd");
+    plain(a) && plain(b) && a.end == b.start && a.prot == b.prot && a.vmflags == b.vmflags
+}
+
+/// Give area `v` (mapped at its place, maybe merged with a neighbour) an anon_vma of its
+/// own, so that the kernel keeps it apart from its neighbours as the original had it:
+/// the same area is made elsewhere, one page of it faulted in (the fault gives it its
+/// anon_vma, which stays when the page is dropped again) and moved over its place with
+/// mremap, which replaces what was mapped there and merges it with nothing.
+fn map_apart(cx: &mut Ctx<'_>, v: &Vma) -> RestoreResult<()> {
+    let what = format!("map memory area {:#x}-{:#x} apart", v.start, v.end);
+    let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let flags = mmap_flags(v) & !(libc::MAP_FIXED_NOREPLACE as u64);
+    let tmp = cx.call(&what, nr::MMAP, [0, v.len(), rw, flags, u64::MAX, 0])?;
+    cx.write(tmp, &[0])?;
+    cx.call(
+        &what,
+        nr::MADVISE,
+        [tmp, 4096, libc::MADV_DONTNEED as u64, 0, 0, 0],
+    )?;
+    let moved = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+    let got = cx.call(
+        &what,
+        nr::MREMAP,
+        [tmp, v.len(), v.len(), moved, v.start, 0],
+    )?;
+    if got != v.start {
+        return Err(RestoreError::Stage(format!(
+            "{what}: the kernel moved it to {got:#x}"
+        )));
+    }
+    // The protections map_memory gives it (see there).
+    let mut prot = u64::from(v.prot);
+    if takes_pages(v) && v.pages_present > 0 {
+        prot |= libc::PROT_WRITE as u64;
+    }
+    if prot != rw {
+        cx.call(&what, nr::MPROTECT, [v.start, v.len(), prot, 0, 0, 0])?;
     }
     Ok(())
 }

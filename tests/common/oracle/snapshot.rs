@@ -288,12 +288,6 @@ impl Area {
             .find(|(n, _)| n == k)
             .map_or("", |(_, v)| v.as_str())
     }
-
-    /// Anonymous (no file, no name), so that the kernel would merge it with a neighbour
-    /// of the same protections and flags.
-    fn anonymous(&self) -> bool {
-        self.field("path").is_empty() && self.field("inode") == "0"
-    }
 }
 
 fn read_smaps(r: &mut Reader, pid: i32) {
@@ -330,40 +324,7 @@ fn read_smaps(r: &mut Reader, pid: i32) {
             }
         }
     }
-    // Two adjacent anonymous areas with the same protections and flags that the kernel
-    // kept apart (a program's .bss and the heap after it, areas split by an earlier
-    // mprotect) are one area after restore, which maps them with separate mmaps the
-    // kernel merges (a known difference, docs/ARCHITECTURE.md): the same memory, the
-    // same protections. Compare them merged on both sides.
-    let mut merged: Vec<Area> = Vec::new();
     for a in areas {
-        if let Some(prev) = merged.last_mut() {
-            if prev.end == a.start
-                && prev.anonymous()
-                && a.anonymous()
-                && prev.field("perms") == a.field("perms")
-                && prev.field("VmFlags") == a.field("VmFlags")
-                && prev.field("ProtectionKey") == a.field("ProtectionKey")
-            {
-                prev.end = a.end;
-                let kb = |x: &Area| {
-                    x.field("Size")
-                        .trim_end_matches(" kB")
-                        .parse::<u64>()
-                        .unwrap_or(0)
-                };
-                let size = format!("{} kB", kb(prev) + kb(&a));
-                for (n, v) in prev.fields.iter_mut() {
-                    if n == "Size" {
-                        *v = size.clone();
-                    }
-                }
-                continue;
-            }
-        }
-        merged.push(a);
-    }
-    for a in merged {
         // As /proc prints the range (at least eight hex digits).
         let cur = format!("p{pid}.smaps.{:08x}-{:08x}", a.start, a.end);
         for (k, v) in a.fields {
