@@ -1043,11 +1043,16 @@ pub struct SocketPairState {
 }
 
 /// A run of bytes queued on a unix stream socket by one writer.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct StreamRun {
     pub len: u32,
     #[serde(default)]
     pub creds: Option<SockCreds>,
+    /// The descriptors in flight with it (SCM_RIGHTS, as for `SockMessage::rights`):
+    /// then the run is exactly the bytes of the one message that carried them, which
+    /// restore sends again as one message (none in older images).
+    #[serde(default)]
+    pub rights: Vec<FdRef>,
 }
 
 /// One queued datagram or record, with the raw address of its sender (empty if none).
