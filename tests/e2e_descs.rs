@@ -300,8 +300,18 @@ fn dump_refuses_objects_changed_under_their_descriptors_saying_what_happened() {
             .arg(&dir)
             .arg("40")
             .arg("sleep=20");
-        assert_dump_refused_in(&ctx, &format!("{tag} {kind}"), &spec, |_, _| {
-            want.to_string()
+        // The refusal names the link that remains, found in the file's directory (the
+        // program's own, DIR/PID).
+        assert_dump_refused_in(&ctx, &format!("{tag} {kind}"), &spec, |pid, _| {
+            if kind == "hardlink" {
+                format!(
+                    "{want}, which restore cannot know: it finds files by path; not \
+                     supported yet (in its directory it is still linked as {}/{pid}/b)",
+                    dir.display()
+                )
+            } else {
+                want.to_string()
+            }
         });
     }
 }

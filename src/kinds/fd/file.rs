@@ -66,8 +66,15 @@ pub(crate) fn check_path(pid: i32, id: &FileId, what: &str) -> DumpResult<()> {
             format!(
                 "{what} {} is no longer linked under that name (removed or replaced) but \
                  still is under another (a hard link), which restore cannot know: it finds \
-                 files by path; not supported yet",
-                String::from_utf8_lossy(&id.path)
+                 files by path; not supported yet{}",
+                String::from_utf8_lossy(&id.path),
+                match surviving_link(id) {
+                    Some(p) => format!(
+                        " (in its directory it is still linked as {})",
+                        String::from_utf8_lossy(&p)
+                    ),
+                    None => " (no other link to it is in its directory)".into(),
+                }
             ),
         )),
         _ => Err(unsupported(
@@ -78,6 +85,24 @@ pub(crate) fn check_path(pid: i32, id: &FileId, what: &str) -> DumpResult<()> {
             ),
         )),
     }
+}
+
+/// Another name of file `id` (unlinked under its own, still linked elsewhere) in the
+/// directory it was unlinked from, for a refusal that names it: the only place looked
+/// at (a search of the file system would be unbounded); at most 65536 entries.
+fn surviving_link(id: &FileId) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = id.path.strip_suffix(b" (deleted)")?;
+    let dir = procfs::bytes_path(path).parent()?.to_path_buf();
+    std::fs::read_dir(&dir)
+        .ok()?
+        .take(1 << 16)
+        .filter_map(|e| e.ok())
+        .find(|e| {
+            e.metadata()
+                .is_ok_and(|m| m.dev() == id.dev && m.ino() == id.ino)
+        })
+        .map(|e| e.path().as_os_str().as_bytes().to_vec())
 }
 
 /// A regular file open as descriptor `d` (`nlink` links left): a memfd or a file deleted
