@@ -263,24 +263,18 @@ fn epoll_items_whose_descriptors_moved_or_closed_come_back_as_they_were() {
 }
 
 /// Descriptors of file-system objects changed under them are refused, each saying what
-/// happened: a write lease, a FIFO removed while open, a file unlinked under its name but
-/// still linked under another, a directory removed while open, an inotify watch on a
-/// file since deleted.
+/// happened: a write lease, a FIFO removed while open, a directory removed while open,
+/// an inotify watch on a file since deleted.
 #[test]
 fn dump_refuses_objects_changed_under_their_descriptors_saying_what_happened() {
     let tag = "dump_refuses_objects_changed_under_their_descriptors_saying_what_happened";
     let ctx = Ctx::new(tag);
-    let cases: [(&str, &str); 5] = [
+    let cases: [(&str, &str); 4] = [
         ("wlease", "holds a write lease; not supported yet"),
         (
             "fifo",
             "file descriptor 3 is a FIFO that was removed while open (restore opens FIFOs \
              by their path)",
-        ),
-        (
-            "hardlink",
-            "(deleted) is no longer linked under that name (removed or replaced) but still \
-             is under another (a hard link)",
         ),
         (
             "rmdir",
@@ -300,20 +294,64 @@ fn dump_refuses_objects_changed_under_their_descriptors_saying_what_happened() {
             .arg(&dir)
             .arg("40")
             .arg("sleep=20");
-        // The refusal names the link that remains, found in the file's directory (the
-        // program's own, DIR/PID).
-        assert_dump_refused_in(&ctx, &format!("{tag} {kind}"), &spec, |pid, _| {
-            if kind == "hardlink" {
-                format!(
-                    "{want}, which restore cannot know: it finds files by path; not \
-                     supported yet (in its directory it is still linked as {}/{pid}/b)",
-                    dir.display()
-                )
-            } else {
-                want.to_string()
-            }
+        assert_dump_refused_in(&ctx, &format!("{tag} {kind}"), &spec, |_, _| {
+            want.to_string()
         });
     }
+}
+
+/// Files removed under the name they were opened by but still linked under another (in
+/// the same directory, or a path the process has open) are opened again by that link
+/// and show their old name " (deleted)" as before (the oracle compares the /proc links,
+/// link counts and offsets); what is written through one is read through the other. A
+/// restore failing as it links the old name again leaves no name behind.
+#[test]
+fn files_removed_under_their_name_but_linked_under_another_come_back_by_that_link() {
+    let tag = "files_removed_under_their_name_but_linked_under_another_come_back_by_that_link";
+    let ctx = Ctx::new(tag);
+    let dir = ctx.path("relinked");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let spec = Spec::new(target("relinked")).arg(&dir).arg("60");
+    let reference = ctx.spawn(&spec).finish();
+    let want = [
+        "fd 3: /a (deleted), 1 links, offset 4",
+        "fd 4: /c (deleted), 1 links, offset 1",
+        "fd 5: /sub/c2, 1 links, offset 0",
+        "b now reads [data+]",
+        "c read from its offset: [ccc]",
+    ];
+    for w in want {
+        assert!(
+            text(&reference.stdout).contains(w),
+            "{tag}: the reference run should say {w:?}:\n{}",
+            text(&reference.stdout)
+        );
+    }
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("step 3\n");
+    let pid = t.pid;
+    ctx.track(pid);
+    let img = ctx.path("relinked.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish(&format!("{tag}: original"));
+    wait_pids_gone(&[pid], tag);
+    let old = dir.join(pid.to_string()).join("a");
+    assert_restore_fault_leaves_nothing(&ctx, &img, &[], "link a removed name again", &[pid], &[]);
+    assert!(
+        !old.exists(),
+        "{tag}: a failed restore left {}",
+        old.display()
+    );
+    let fin = ctx.restore(&img, &[], In::Null).finish();
+    assert!(!old.exists(), "{tag}: the restore left {}", old.display());
+    assert_tree_finished_like_reference(
+        &format!("{tag} (restored)"),
+        &reference.stdout,
+        before,
+        &fin,
+        &[pid],
+    );
 }
 
 /// A read lease (F_SETLEASE) is taken again at restore: F_GETLEASE shows it at the end of

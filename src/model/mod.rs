@@ -255,7 +255,18 @@ pub struct SeccompFilter {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum FdKind {
     /// A regular file, reopened by path (identity checked) at the saved offset.
-    File { file: FileId, flags: u32, pos: u64 },
+    File {
+        file: FileId,
+        flags: u32,
+        pos: u64,
+        /// The name it was opened by, removed since while `file.path` (another link in
+        /// the same directory or one the tree has open) still leads to it; empty: none
+        /// (older images too). Restore links the file under that name again for an
+        /// instant, opens it there and removes the name, so /proc shows it as the
+        /// original's did ("NAME (deleted)").
+        #[serde(default, with = "serde_bytes")]
+        unlinked: Vec<u8>,
+    },
     /// A directory.
     Dir { file: FileId, flags: u32 },
     /// A character or block device reopened by path (e.g. /dev/null).

@@ -6,7 +6,7 @@ use super::proc::FileIdent;
 use super::{Result, SysError, rerr};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::Path;
 
 /// Raise this process's soft limit on descriptors to its hard limit (ckpt holds one
@@ -84,6 +84,42 @@ pub fn create_unnamed(dir: impl AsFd, what: &str) -> Result<File> {
 pub fn link_unnamed(f: &File, dir: impl AsFd, name: &[u8], what: &str) -> Result<()> {
     rustix::fs::linkat(f, "", dir, name, AtFlags::EMPTY_PATH)
         .map_err(|e| rerr(format!("link {what}"), e))
+}
+
+/// The file behind ckpt's descriptor `fd` (of a file that has links) linked as `name`
+/// in `dir`, exclusively (never replacing anything).
+pub fn link_held(fd: RawFd, dir: impl AsFd, name: &[u8], what: &str) -> Result<()> {
+    let from = format!("/proc/self/fd/{fd}");
+    rustix::fs::linkat(
+        rustix::fs::CWD,
+        from.as_str(),
+        dir,
+        name,
+        AtFlags::SYMLINK_FOLLOW,
+    )
+    .map_err(|e| rerr(format!("link {what}"), e))
+}
+
+/// `name` in `dir` held (`O_PATH`, never through a symbolic link), checked to be the
+/// very file ckpt's descriptor `same` is (device and inode).
+pub fn hold_same(dir: impl AsFd, name: &[u8], same: RawFd, what: &str) -> Result<OwnedFd> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| rerr(format!("open {what}"), e))?;
+    let a = rustix::fs::fstat(&fd).map_err(|e| rerr("fstat", e))?;
+    let b =
+        rustix::fs::stat(format!("/proc/self/fd/{same}").as_str()).map_err(|e| rerr("stat", e))?;
+    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
+        return Err(SysError::io(
+            format!("open {what}"),
+            std::io::Error::other("it is not the file just linked"),
+        ));
+    }
+    Ok(fd)
 }
 
 /// `name` in `dir` opened read-write (never through a symbolic link), checked to be the

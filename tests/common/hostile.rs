@@ -178,6 +178,7 @@ pub fn checkpoint() -> Checkpoint {
                     file: file_id("/tmp/out"),
                     flags: 0o2001,
                     pos: 17,
+                    unlinked: Vec::new(),
                 },
                 shared_with: None,
                 locks: vec![],

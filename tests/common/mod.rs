@@ -132,6 +132,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("ucreds", "ucreds.c", &[]),
     ("urights", "urights.c", &[]),
     ("uflight", "uflight.c", &[]),
+    ("relinked", "relinked.c", &[]),
     // tests/e2e_net.rs: TCP sockets in every state restore brings back
     ("tcpstates", "tcpstates.c", &[]),
     ("nlsock", "nlsock.c", &[]),

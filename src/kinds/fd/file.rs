@@ -73,7 +73,9 @@ pub(crate) fn check_path(pid: i32, id: &FileId, what: &str) -> DumpResult<()> {
                         " (in its directory it is still linked as {})",
                         String::from_utf8_lossy(&p)
                     ),
-                    None => " (no other link to it is in its directory)".into(),
+                    None => " (no other link to it is in its directory or open in the \
+                             process)"
+                        .into(),
                 }
             ),
         )),
@@ -133,12 +135,46 @@ pub(crate) fn collect_regular(d: &OpenFd, id: FileId, nlink: u64) -> DumpResult<
             data: id.ino,
         });
     }
-    // (nlink > 0: deleted files were handled above)
+    // (nlink > 0: deleted files were handled above.) Unlinked under the name it was
+    // opened by but still linked under another: found again by that one, and given its
+    // old name for an instant at restore (`alias_unlinked`).
+    if let Some(old) = link.strip_suffix(b" (deleted)") {
+        if let Some(other) = other_link(d.pid, &id) {
+            let file = FileId { path: other, ..id };
+            check_path(d.pid, &file, &format!("file descriptor {fd}:"))?;
+            return Ok(FdKind::File {
+                file,
+                flags,
+                pos,
+                unlinked: old.to_vec(),
+            });
+        }
+    }
     check_path(d.pid, &id, &format!("file descriptor {fd}:"))?;
     Ok(FdKind::File {
         file: id,
         flags,
         pos,
+        unlinked: Vec::new(),
+    })
+}
+
+/// Another link of file `id` (removed under the name its descriptor shows): in the
+/// directory it was removed from ([`surviving_link`]), or a path a descriptor of
+/// process `pid` has open. Nothing else is searched (a search of the file system would
+/// be unbounded).
+fn other_link(pid: i32, id: &FileId) -> Option<Vec<u8>> {
+    if let Some(p) = surviving_link(id) {
+        return Some(p);
+    }
+    let fds = procfs::fds(pid).ok()?;
+    fds.into_iter().find_map(|n| {
+        let l = procfs::readlink(&format!("/proc/{pid}/fd/{n}")).ok()?;
+        if !l.starts_with(b"/") || l.ends_with(b" (deleted)") {
+            return None;
+        }
+        let m = std::fs::metadata(procfs::bytes_path(&l)).ok()?;
+        (m.dev() == id.dev && m.ino() == id.ino).then_some(l)
     })
 }
 
@@ -416,6 +452,103 @@ fn check_position_in(dir: &Path, pos: u64, what: &str, problems: &mut Vec<Proble
     }
 }
 
+/// A file removed under the name it was opened by (`unlinked`) and found by another
+/// link (`file.path`) gets that name back for an instant at restore: it must be an
+/// absolute path in a directory that exists, and free (nothing there now).
+pub(crate) fn check_unlinked_name(
+    unlinked: &[u8],
+    file: &FileId,
+    fd: i32,
+    problems: &mut Vec<Problem>,
+) {
+    let path = procfs::bytes_path(unlinked);
+    let dir_ok = path.parent().is_some_and(|d| d.is_absolute() && d.is_dir());
+    if !dir_ok || path.file_name().is_none() || unlinked.contains(&0) {
+        check::p(
+            problems,
+            "file-missing",
+            format!(
+                "file descriptor {fd}: the directory of {}, the name it was opened by, does \
+                 not exist",
+                check::show(unlinked)
+            ),
+        );
+    } else if std::fs::symlink_metadata(path).is_ok() {
+        check::p(
+            problems,
+            "file-changed",
+            format!(
+                "file descriptor {fd}: {} (opened as {}, removed since) cannot be shown \
+                 under that name again: {} exists now",
+                check::show(&file.path),
+                check::show(unlinked),
+                check::show(unlinked)
+            ),
+        );
+    }
+}
+
+/// The key a file descriptor's file is held under in stage: its path, or for one given
+/// its removed name back, that name as /proc shows it (" (deleted)").
+pub(crate) fn held_key(path: &[u8], unlinked: &[u8]) -> Vec<u8> {
+    if unlinked.is_empty() {
+        path.to_vec()
+    } else {
+        [unlinked, b" (deleted)"].concat()
+    }
+}
+
+/// For each file descriptor of `procs` opened by a name removed since (`unlinked`),
+/// ckpt's descriptor of the file under that name: the file plan held (by its other
+/// link, in `held`) is linked under its old name (exclusively), held there (checked to
+/// be the same file) and the name removed again at once, so every descriptor opened
+/// from it shows "NAME (deleted)" as the original did. Added to `held` under
+/// [`held_key`]; the returned descriptors must outlive its use. The name exists for
+/// the microseconds between link and unlink.
+pub(crate) fn alias_unlinked(
+    procs: &[Process],
+    held: &mut BTreeMap<Vec<u8>, (std::os::fd::RawFd, bool)>,
+) -> RestoreResult<Vec<std::os::fd::OwnedFd>> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    for f in procs.iter().flat_map(|p| &p.fds) {
+        let FdKind::File { file, unlinked, .. } = &f.kind else {
+            continue;
+        };
+        let key = held_key(&file.path, unlinked);
+        if unlinked.is_empty() || held.contains_key(&key) {
+            continue;
+        }
+        let &(raw, _) = held.get(&file.path).ok_or_else(|| {
+            RestoreError::Stage(format!(
+                "{} was not opened and checked in plan",
+                check::show(&file.path)
+            ))
+        })?;
+        let path = procfs::bytes_path(unlinked);
+        let (Some(parent), Some(base)) = (path.parent(), path.file_name()) else {
+            return Err(RestoreError::Malformed(format!(
+                "{} has no directory",
+                check::show(unlinked)
+            )));
+        };
+        let what = check::show(unlinked);
+        fault_point("link a removed name again")?;
+        let dir = sys::pathfd::open_dir(parent)?;
+        let base = base.as_bytes();
+        sys::pathfd::link_held(raw, &dir, base, &what)?;
+        let alias = sys::pathfd::hold_same(&dir, base, raw, &what);
+        let gone = sys::pathfd::unlink_at(&dir, base, false);
+        sys::deferred::die_point("removed name linked again");
+        let alias = alias?;
+        gone?;
+        held.insert(key, (alias.as_raw_fd(), false));
+        out.push(alias);
+    }
+    Ok(out)
+}
+
 /// A deleted file is recreated in its directory, which must exist, and its position
 /// must be one a file there can have.
 pub(crate) fn check_deleted_at(file: &FileId, fd: i32, pos: u64, problems: &mut Vec<Problem>) {
@@ -483,9 +616,17 @@ pub(crate) fn check_file(
 }
 
 /// What `inspect` says of a regular file descriptor.
-pub(crate) fn describe_file(file: &FileId, flags: u32, pos: u64) -> String {
+pub(crate) fn describe_file(file: &FileId, flags: u32, pos: u64, unlinked: &[u8]) -> String {
+    let also = if unlinked.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (opened as {}, removed since)",
+            String::from_utf8_lossy(unlinked)
+        )
+    };
     format!(
-        "file {} flags {:#o} offset {}",
+        "file {}{also} flags {:#o} offset {}",
         String::from_utf8_lossy(&file.path),
         flags,
         pos

@@ -292,8 +292,16 @@ pub(crate) fn check_fd(
     problems: &mut Vec<Problem>,
 ) {
     match &f.kind {
-        FdKind::File { file, flags, pos } => {
-            file::check_host(files, file, *flags, *pos, f.fd, problems)
+        FdKind::File {
+            file,
+            flags,
+            pos,
+            unlinked,
+        } => {
+            file::check_host(files, file, *flags, *pos, f.fd, problems);
+            if !unlinked.is_empty() {
+                file::check_unlinked_name(unlinked, file, f.fd, problems)
+            }
         }
         FdKind::Device { file, .. } | FdKind::Dir { file, .. } => {
             file::check_file(files, file, &format!("file descriptor {}:", f.fd), problems)
@@ -362,7 +370,12 @@ pub(crate) fn check_fd(
 /// What `inspect` says of one descriptor (its locks included).
 pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
     let d = match &f.kind {
-        FdKind::File { file, flags, pos } => file::describe_file(file, *flags, *pos),
+        FdKind::File {
+            file,
+            flags,
+            pos,
+            unlinked,
+        } => file::describe_file(file, *flags, *pos, unlinked),
         FdKind::Device { file, flags, .. } => file::describe_device(file, *flags),
         FdKind::Dir { file, .. } => file::describe_dir(file),
         FdKind::Inherited { what, tty, .. } => tty::describe_inherited(what, tty.as_deref()),
@@ -923,7 +936,17 @@ fn restore_fd(
             let n = pidfd::create_pidfd(cx, *pid, *flags)?;
             move_fd(cx, n, f.fd, f.cloexec)
         }
-        FdKind::File { file, flags, pos } | FdKind::Device { file, flags, pos } => {
+        FdKind::File {
+            file,
+            flags,
+            pos,
+            unlinked,
+        } => {
+            // A file given its removed name for an instant: held under that name.
+            let key = file::held_key(&file.path, unlinked);
+            file::open_path_fd(cx, files, f, &key, *flags, Some(*pos))
+        }
+        FdKind::Device { file, flags, pos } => {
             file::open_path_fd(cx, files, f, &file.path, *flags, Some(*pos))
         }
         FdKind::Dir { file, flags } => file::open_path_fd(cx, files, f, &file.path, *flags, None),

@@ -35,6 +35,7 @@ fn lock_records() {
         file: Default::default(),
         flags: 0,
         pos: 0,
+        unlinked: Vec::new(),
     };
     let dir = FdKind::Dir {
         file: Default::default(),
@@ -89,6 +90,7 @@ fn holder(path: &std::path::Path, locks: Vec<FileLock>) -> Process {
         file: file_id(path),
         flags: 0,
         pos: 0,
+        unlinked: Vec::new(),
     };
     Process {
         fds: vec![locked(3, kind, locks)],
@@ -149,6 +151,7 @@ fn free_locks_pass() {
                 file: missing_id(&d.path().join("gone")),
                 flags: 0,
                 pos: 0,
+                unlinked: Vec::new(),
             },
             vec![lock(LockKind::Flock, true, 0, None)],
         )],

@@ -354,6 +354,7 @@ fn host_checks_dispatch_to_the_kind() {
             file: missing_id(&gone),
             flags: 0,
             pos: 0,
+            unlinked: Vec::new(),
         },
         FdKind::Dir {
             file: missing_id(&gone),
