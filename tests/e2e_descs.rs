@@ -263,22 +263,18 @@ fn epoll_items_whose_descriptors_moved_or_closed_come_back_as_they_were() {
 }
 
 /// Descriptors of file-system objects changed under them are refused, each saying what
-/// happened: a write lease, a FIFO removed while open, a directory removed while open,
-/// an inotify watch on a file since deleted.
+/// happened: a write lease, a FIFO removed while open, an inotify watch on a file since
+/// deleted.
 #[test]
 fn dump_refuses_objects_changed_under_their_descriptors_saying_what_happened() {
     let tag = "dump_refuses_objects_changed_under_their_descriptors_saying_what_happened";
     let ctx = Ctx::new(tag);
-    let cases: [(&str, &str); 4] = [
+    let cases: [(&str, &str); 3] = [
         ("wlease", "holds a write lease; not supported yet"),
         (
             "fifo",
             "file descriptor 3 is a FIFO that was removed while open (restore opens FIFOs \
              by their path)",
-        ),
-        (
-            "rmdir",
-            "file descriptor 3 is a directory that was removed while open",
         ),
         (
             "inotify",
@@ -303,20 +299,25 @@ fn dump_refuses_objects_changed_under_their_descriptors_saying_what_happened() {
 /// Files removed under the name they were opened by but still linked under another (in
 /// the same directory, or a path the process has open) are opened again by that link
 /// and show their old name " (deleted)" as before (the oracle compares the /proc links,
-/// link counts and offsets); what is written through one is read through the other. A
-/// restore failing as it links the old name again leaves no name behind.
+/// modes, link counts and offsets); what is written through one is read through the
+/// other. A directory removed while open comes back removed, with its mode, listing
+/// nothing and taking no file. A restore failing as it links the old name again, or
+/// makes the directory again, leaves no name behind.
 #[test]
-fn files_removed_under_their_name_but_linked_under_another_come_back_by_that_link() {
-    let tag = "files_removed_under_their_name_but_linked_under_another_come_back_by_that_link";
+fn files_and_directories_removed_while_open_come_back_removed() {
+    let tag = "files_and_directories_removed_while_open_come_back_removed";
     let ctx = Ctx::new(tag);
     let dir = ctx.path("relinked");
     std::fs::create_dir_all(&dir).expect("mkdir");
     let spec = Spec::new(target("relinked")).arg(&dir).arg("60");
     let reference = ctx.spawn(&spec).finish();
     let want = [
-        "fd 3: /a (deleted), 1 links, offset 4",
-        "fd 4: /c (deleted), 1 links, offset 1",
-        "fd 5: /sub/c2, 1 links, offset 0",
+        "fd 3: /a (deleted), mode 100644, 1 links, offset 4",
+        "fd 4: /c (deleted), mode 100600, 1 links, offset 1",
+        "fd 5: /sub/c2, mode 100600, 1 links, offset 0",
+        "fd 6: /gone (deleted), mode 40751, 0 links, offset 0",
+        "listing the removed directory: No such file or directory",
+        "a file made in it: No such file or directory",
         "b now reads [data+]",
         "c read from its offset: [ccc]",
     ];
@@ -336,15 +337,24 @@ fn files_removed_under_their_name_but_linked_under_another_come_back_by_that_lin
     t.expect_killed();
     let before = t.stdout.finish(&format!("{tag}: original"));
     wait_pids_gone(&[pid], tag);
-    let old = dir.join(pid.to_string()).join("a");
-    assert_restore_fault_leaves_nothing(&ctx, &img, &[], "link a removed name again", &[pid], &[]);
-    assert!(
-        !old.exists(),
-        "{tag}: a failed restore left {}",
-        old.display()
-    );
+    let olds = ["a", "gone"].map(|n| dir.join(pid.to_string()).join(n));
+    for step in [
+        "link a removed name again",
+        "make a removed directory again",
+    ] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], step, &[pid], &[]);
+        for old in &olds {
+            assert!(
+                !old.exists(),
+                "{tag}: a failed restore left {}",
+                old.display()
+            );
+        }
+    }
     let fin = ctx.restore(&img, &[], In::Null).finish();
-    assert!(!old.exists(), "{tag}: the restore left {}", old.display());
+    for old in &olds {
+        assert!(!old.exists(), "{tag}: the restore left {}", old.display());
+    }
     assert_tree_finished_like_reference(
         &format!("{tag} (restored)"),
         &reference.stdout,

@@ -268,7 +268,15 @@ pub enum FdKind {
         unlinked: Vec<u8>,
     },
     /// A directory.
-    Dir { file: FileId, flags: u32 },
+    Dir {
+        file: FileId,
+        flags: u32,
+        /// Removed while open (`file.path` is the name it had): restore makes an empty
+        /// directory under that name for an instant, with the recorded owner and mode,
+        /// opens it and removes it again (false in older images).
+        #[serde(default)]
+        removed: bool,
+    },
     /// A character or block device reopened by path (e.g. /dev/null).
     Device { file: FileId, flags: u32, pos: u64 },
     /// One end of a pipe whose other end is inside the image or closed by everyone

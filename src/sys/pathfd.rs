@@ -169,6 +169,20 @@ pub fn make_private_dir(dir: impl AsFd, name: &[u8], what: &str) -> Result<Owned
     Ok(d)
 }
 
+/// Owner, group and then mode (in this order: a change of owner may clear the
+/// set-group-ID bit) of the file held by `fd` (an `O_PATH` descriptor: changed through
+/// `/proc/self/fd`, which leads to that inode whatever its name is now).
+pub fn set_owner_mode_held(fd: &OwnedFd, owner: Option<(u32, u32)>, mode: u32) -> Result<()> {
+    use rustix::fs::{Gid, Uid};
+    use std::os::fd::AsRawFd;
+    let at = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    if let Some((uid, gid)) = owner {
+        let (u, g) = (Uid::from_raw(uid), Gid::from_raw(gid));
+        rustix::fs::chown(at.as_str(), Some(u), Some(g)).map_err(|e| rerr("chown", e))?;
+    }
+    rustix::fs::chmod(at.as_str(), Mode::from_raw_mode(mode & 0o7777)).map_err(|e| rerr("chmod", e))
+}
+
 /// Remove `name` from `dir` (a directory with `dir_entry`).
 pub fn unlink_at(dir: impl AsFd, name: &[u8], dir_entry: bool) -> Result<()> {
     let flags = if dir_entry {

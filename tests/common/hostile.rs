@@ -191,6 +191,7 @@ pub fn checkpoint() -> Checkpoint {
                 kind: FdKind::Dir {
                     file: file_id("/tmp"),
                     flags: 0o200000,
+                    removed: false,
                 },
                 shared_with: None,
                 locks: vec![],

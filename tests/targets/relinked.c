@@ -3,13 +3,15 @@
  * Files removed under the name they were opened by but still linked under another.
  * In DIR/PID: a (opened read-write as fd 3, "data" written, offset 4) is linked as b in
  * the same directory, then removed; c (opened read-only as fd 4) is linked as sub/c2,
- * which is opened too (fd 5), then removed. It prints "ready", then "step N" every
- * 20 ms for STEPS steps, then for each descriptor its /proc link (DIR/PID left out),
- * link count and offset, writes "+" through fd 3 and reads b back, and reads c2
- * through fd 4. */
+ * which is opened too (fd 5), then removed. A directory DIR/PID/gone (mode 0751) is
+ * opened as fd 6 and removed. It prints "ready", then "step N" every 20 ms for STEPS
+ * steps, then for each descriptor its /proc link (DIR/PID left out), mode, link count
+ * and offset, writes "+" through fd 3 and reads b back, reads c2 through fd 4, lists
+ * the removed directory (getdents) and tries to make a file in it. */
 #include "util.h"
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 
 static void show(int fd, const char *dir)
 {
@@ -24,8 +26,8 @@ static void show(int fd, const char *dir)
 	struct stat st;
 	if (fstat(fd, &st))
 		die("fstat: %s", strerror(errno));
-	out("fd %d: %s, %ld links, offset %ld\n", fd, shown, (long)st.st_nlink,
-	    (long)lseek(fd, 0, SEEK_CUR));
+	out("fd %d: %s, mode %o, %ld links, offset %ld\n", fd, shown, (unsigned)st.st_mode,
+	    (long)st.st_nlink, (long)lseek(fd, 0, SEEK_CUR));
 }
 
 int main(int argc, char **argv)
@@ -53,12 +55,17 @@ int main(int argc, char **argv)
 		die("c2: %s", strerror(errno));
 	if (lseek(fc, 1, SEEK_SET) != 1)
 		die("lseek: %s", strerror(errno));
+	char gone[4096];
+	snprintf(gone, sizeof gone, "%s/gone", dir);
+	if (mkdir(gone, 0700) || chmod(gone, 0751) || open(gone, O_RDONLY | O_DIRECTORY) != 6 ||
+	    rmdir(gone))
+		die("gone: %s", strerror(errno));
 	out("ready\n");
 	for (long i = 1; i <= steps; i++) {
 		out("step %ld\n", i);
 		sleep_ms(20);
 	}
-	for (int fd = 3; fd <= 5; fd++)
+	for (int fd = 3; fd <= 6; fd++)
 		show(fd, dir);
 	char buf[16] = {0};
 	int fb = open(b, O_RDONLY);
@@ -69,5 +76,10 @@ int main(int argc, char **argv)
 	if (read(4, buf, sizeof buf - 1) < 0)
 		die("read c: %s", strerror(errno));
 	out("c read from its offset: [%s]\n", buf);
+	char ents[4096];
+	long n = syscall(SYS_getdents64, 6, ents, sizeof ents);
+	out("listing the removed directory: %s\n", n < 0 ? strerror(errno) : n ? "entries" : "nothing");
+	int made = openat(6, "new", O_RDWR | O_CREAT, 0600);
+	out("a file made in it: %s\n", made >= 0 ? "yes" : strerror(errno));
 	return 0;
 }

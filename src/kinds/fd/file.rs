@@ -179,30 +179,44 @@ fn other_link(pid: i32, id: &FileId) -> Option<Vec<u8>> {
 }
 
 /// A directory open as descriptor `d` (`nlink` links left). One removed while open is
-/// refused: restore could only make another directory under that name (another inode,
-/// found by path, where the original could no longer be reached at all).
+/// kept with its name, owner and mode: restore makes an empty one there for an instant
+/// and removes it again (`alias_unlinked`), which reads and shows the same.
 pub(crate) fn collect_dir(d: &OpenFd, id: FileId, nlink: u64) -> DumpResult<FdKind> {
     if nlink == 0 {
-        return Err(unsupported(
-            d.pid,
-            format!(
-                "file descriptor {} is a directory that was removed while open ({}); a \
-                 removed directory cannot be restored: close it, or dump before it is \
-                 removed",
-                d.fd,
-                String::from_utf8_lossy(&d.link)
-            ),
-        ));
+        // Removed: it was empty (rmdir takes no other), and nothing can be made in it
+        // any more; its name is what /proc shows before " (deleted)".
+        let path = d.link.strip_suffix(b" (deleted)").unwrap_or(&d.link);
+        if !path.starts_with(b"/") {
+            return Err(unsupported(
+                d.pid,
+                format!(
+                    "file descriptor {} is a directory that was removed while open ({}), \
+                     whose name is not an absolute path",
+                    d.fd,
+                    String::from_utf8_lossy(&d.link)
+                ),
+            ));
+        }
+        return Ok(FdKind::Dir {
+            file: FileId {
+                path: path.to_vec(),
+                ..id
+            },
+            flags: d.flags,
+            removed: true,
+        });
     }
     Ok(FdKind::Dir {
         file: id,
         flags: d.flags,
+        removed: false,
     })
 }
 
 /// The working or root directory (`which`: "cwd" or "root") of process `pid`, as its
-/// /proc link names it. One that was removed is refused, as for descriptors
-/// ([`collect_dir`]).
+/// /proc link names it. One that was removed is refused (a descriptor of a removed
+/// directory is made again, [`collect_dir`], but the working and root directories are
+/// set from plan's held paths only).
 pub(crate) fn collect_dir_link(pid: i32, which: &str) -> DumpResult<Vec<u8>> {
     let link = format!("/proc/{pid}/{which}");
     let path = procfs::readlink(&link)?;
@@ -211,8 +225,8 @@ pub(crate) fn collect_dir_link(pid: i32, which: &str) -> DumpResult<Vec<u8>> {
         return Err(unsupported(
             pid,
             format!(
-                "its {what} directory was removed ({}); a removed directory cannot be \
-                 restored",
+                "its {what} directory was removed ({}); a removed {what} directory cannot \
+                 be restored yet (a descriptor of one can)",
                 String::from_utf8_lossy(&path)
             ),
         ));
@@ -488,6 +502,35 @@ pub(crate) fn check_unlinked_name(
     }
 }
 
+/// A directory removed while open is made again under its name for an instant: its
+/// parent must exist and the name be free (nothing there now).
+pub(crate) fn check_removed_dir(file: &FileId, fd: i32, problems: &mut Vec<Problem>) {
+    let path = procfs::bytes_path(&file.path);
+    let dir_ok = path.parent().is_some_and(|d| d.is_absolute() && d.is_dir());
+    if !dir_ok || path.file_name().is_none() || file.path.contains(&0) {
+        check::p(
+            problems,
+            "file-missing",
+            format!(
+                "file descriptor {fd}: the directory that held removed directory {} does \
+                 not exist",
+                check::show(&file.path)
+            ),
+        );
+    } else if std::fs::symlink_metadata(path).is_ok() {
+        check::p(
+            problems,
+            "file-changed",
+            format!(
+                "file descriptor {fd}: directory {} (removed while open) cannot be made \
+                 again for an instant under its name: {} exists now",
+                check::show(&file.path),
+                check::show(&file.path)
+            ),
+        );
+    }
+}
+
 /// The key a file descriptor's file is held under in stage: its path, or for one given
 /// its removed name back, that name as /proc shows it (" (deleted)").
 pub(crate) fn held_key(path: &[u8], unlinked: &[u8]) -> Vec<u8> {
@@ -498,7 +541,8 @@ pub(crate) fn held_key(path: &[u8], unlinked: &[u8]) -> Vec<u8> {
     }
 }
 
-/// For each file descriptor of `procs` opened by a name removed since (`unlinked`),
+/// For each directory of `procs` removed while open, the one [`remade_dir`] makes, and
+/// for each file descriptor of `procs` opened by a name removed since (`unlinked`),
 /// ckpt's descriptor of the file under that name: the file plan held (by its other
 /// link, in `held`) is linked under its old name (exclusively), held there (checked to
 /// be the same file) and the name removed again at once, so every descriptor opened
@@ -513,6 +557,20 @@ pub(crate) fn alias_unlinked(
     use std::os::unix::ffi::OsStrExt;
     let mut out = Vec::new();
     for f in procs.iter().flat_map(|p| &p.fds) {
+        if let FdKind::Dir {
+            file,
+            removed: true,
+            ..
+        } = &f.kind
+        {
+            let key = held_key(&file.path, &file.path);
+            if let std::collections::btree_map::Entry::Vacant(e) = held.entry(key) {
+                let d = remade_dir(file)?;
+                e.insert((d.as_raw_fd(), true));
+                out.push(d);
+            }
+            continue;
+        }
         let FdKind::File { file, unlinked, .. } = &f.kind else {
             continue;
         };
@@ -547,6 +605,32 @@ pub(crate) fn alias_unlinked(
         out.push(alias);
     }
     Ok(out)
+}
+
+/// Directory `file`, removed while open, made again: an empty directory under its name
+/// (exclusively), given its recorded owner and mode, held (`O_PATH`) and removed again
+/// at once; it exists for the microseconds in between.
+fn remade_dir(file: &FileId) -> RestoreResult<std::os::fd::OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = procfs::bytes_path(&file.path);
+    let (Some(parent), Some(base)) = (path.parent(), path.file_name()) else {
+        return Err(RestoreError::Malformed(format!(
+            "removed directory {} has no parent",
+            check::show(&file.path)
+        )));
+    };
+    let what = check::show(&file.path);
+    fault_point("make a removed directory again")?;
+    let dir = sys::pathfd::open_dir(parent)?;
+    let base = base.as_bytes();
+    let d = sys::pathfd::make_private_dir(&dir, base, &what)?;
+    let owner = file.owner.filter(|(u, g)| *u != u32::MAX && *g != u32::MAX);
+    let set = sys::pathfd::set_owner_mode_held(&d, owner, file.mode & 0o7777);
+    let gone = sys::pathfd::unlink_at(&dir, base, true);
+    sys::deferred::die_point("removed directory made again");
+    set?;
+    gone?;
+    Ok(d)
 }
 
 /// A deleted file is recreated in its directory, which must exist, and its position

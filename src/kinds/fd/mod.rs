@@ -303,6 +303,11 @@ pub(crate) fn check_fd(
                 file::check_unlinked_name(unlinked, file, f.fd, problems)
             }
         }
+        FdKind::Dir {
+            file,
+            removed: true,
+            ..
+        } => file::check_removed_dir(file, f.fd, problems),
         FdKind::Device { file, .. } | FdKind::Dir { file, .. } => {
             file::check_file(files, file, &format!("file descriptor {}:", f.fd), problems)
         }
@@ -949,7 +954,19 @@ fn restore_fd(
         FdKind::Device { file, flags, pos } => {
             file::open_path_fd(cx, files, f, &file.path, *flags, Some(*pos))
         }
-        FdKind::Dir { file, flags } => file::open_path_fd(cx, files, f, &file.path, *flags, None),
+        FdKind::Dir {
+            file,
+            flags,
+            removed,
+        } => {
+            // A removed directory made again: held under its name " (deleted)".
+            let key = if *removed {
+                file::held_key(&file.path, &file.path)
+            } else {
+                file.path.clone()
+            };
+            file::open_path_fd(cx, files, f, &key, *flags, None)
+        }
         FdKind::Fifo { file, id, flags } => {
             let fifo = ckpt
                 .fifos

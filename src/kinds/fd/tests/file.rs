@@ -2,7 +2,7 @@
 //! `check_deleted`), on temporary files.
 
 use crate::kinds::fd::file::{
-    check_deleted, check_file, check_host, check_unlinked_name, held_key,
+    check_deleted, check_file, check_host, check_removed_dir, check_unlinked_name, held_key,
 };
 use crate::kinds::fd::held::HeldFiles;
 use crate::kinds::testutil::*;
@@ -398,4 +398,29 @@ fn a_removed_name_given_back_must_be_free_in_a_directory_that_exists() {
     );
     assert_eq!(held_key(b"/d/b", b""), b"/d/b");
     assert_eq!(held_key(b"/d/b", b"/d/a"), b"/d/a (deleted)");
+}
+
+/// A directory removed while open is made again under its name for an instant: the
+/// name must be free now and its parent there.
+#[test]
+fn a_removed_directory_needs_its_parent_and_a_free_name() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = TempDir::new();
+    let dir = |n: &str| FileId {
+        path: d.path().join(n).as_os_str().as_bytes().to_vec(),
+        mode: libc::S_IFDIR | 0o751,
+        ..Default::default()
+    };
+    assert_none(&run(|v| check_removed_dir(&dir("gone"), 6, v)));
+    d.file("taken", b"x");
+    assert_one(
+        &run(|v| check_removed_dir(&dir("taken"), 6, v)),
+        "file-changed",
+        &["file descriptor 6", "removed while open", "exists now"],
+    );
+    assert_one(
+        &run(|v| check_removed_dir(&dir("none/gone"), 6, v)),
+        "file-missing",
+        &["file descriptor 6", "does not exist"],
+    );
 }

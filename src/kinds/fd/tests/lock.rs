@@ -40,6 +40,7 @@ fn lock_records() {
     let dir = FdKind::Dir {
         file: Default::default(),
         flags: 0,
+        removed: false,
     };
     let max = i64::MAX as u64;
     assert_none(&records(&fd(3, eventfd())));

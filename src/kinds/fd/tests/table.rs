@@ -359,6 +359,7 @@ fn host_checks_dispatch_to_the_kind() {
         FdKind::Dir {
             file: missing_id(&gone),
             flags: 0,
+            removed: false,
         },
         FdKind::Device {
             file: missing_id(&gone),
