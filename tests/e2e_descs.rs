@@ -263,19 +263,13 @@ fn epoll_items_whose_descriptors_moved_or_closed_come_back_as_they_were() {
 }
 
 /// Descriptors of file-system objects changed under them are refused, each saying what
-/// happened: a write lease, a FIFO removed while open, an inotify watch on a file since
-/// deleted.
+/// happened: a write lease, an inotify watch on a file since deleted.
 #[test]
 fn dump_refuses_objects_changed_under_their_descriptors_saying_what_happened() {
     let tag = "dump_refuses_objects_changed_under_their_descriptors_saying_what_happened";
     let ctx = Ctx::new(tag);
-    let cases: [(&str, &str); 3] = [
+    let cases: [(&str, &str); 2] = [
         ("wlease", "holds a write lease; not supported yet"),
-        (
-            "fifo",
-            "file descriptor 3 is a FIFO that was removed while open (restore opens FIFOs \
-             by their path)",
-        ),
         (
             "inotify",
             "has no path that leads to it (the watched file was deleted, or is no longer \
@@ -301,8 +295,9 @@ fn dump_refuses_objects_changed_under_their_descriptors_saying_what_happened() {
 /// and show their old name " (deleted)" as before (the oracle compares the /proc links,
 /// modes, link counts and offsets); what is written through one is read through the
 /// other. A directory removed while open comes back removed, with its mode, listing
-/// nothing and taking no file. A restore failing as it links the old name again, or
-/// makes the directory again, leaves no name behind.
+/// nothing and taking no file; a FIFO removed while open, with its mode and the data in
+/// it. A restore failing as it links the old name again, or makes the directory or the
+/// FIFO again, leaves no name behind.
 #[test]
 fn files_and_directories_removed_while_open_come_back_removed() {
     let tag = "files_and_directories_removed_while_open_come_back_removed";
@@ -318,6 +313,8 @@ fn files_and_directories_removed_while_open_come_back_removed() {
         "fd 6: /gone (deleted), mode 40751, 0 links, offset 0",
         "listing the removed directory: No such file or directory",
         "a file made in it: No such file or directory",
+        "fd 7: /p (deleted), mode 10640, 0 links, offset -1",
+        "the fifo held [in the fifo]",
         "b now reads [data+]",
         "c read from its offset: [ccc]",
     ];
@@ -337,10 +334,11 @@ fn files_and_directories_removed_while_open_come_back_removed() {
     t.expect_killed();
     let before = t.stdout.finish(&format!("{tag}: original"));
     wait_pids_gone(&[pid], tag);
-    let olds = ["a", "gone"].map(|n| dir.join(pid.to_string()).join(n));
+    let olds = ["a", "gone", "p"].map(|n| dir.join(pid.to_string()).join(n));
     for step in [
         "link a removed name again",
         "make a removed directory again",
+        "make a removed FIFO again",
     ] {
         assert_restore_fault_leaves_nothing(&ctx, &img, &[], step, &[pid], &[]);
         for old in &olds {

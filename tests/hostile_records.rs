@@ -118,6 +118,7 @@ fn hostile_fifo_lock_and_inotify_records_are_malformed() {
                     file: file_id("/tmp/fifo"),
                     id: 77,
                     flags: 0,
+                    removed: false,
                 }
             }),
         ),
@@ -128,6 +129,7 @@ fn hostile_fifo_lock_and_inotify_records_are_malformed() {
                     file: file_id("/tmp/fifo"),
                     id: 77,
                     flags: 0,
+                    removed: false,
                 };
                 cp.fifos.push(FifoState {
                     id: 77,

@@ -401,7 +401,16 @@ pub enum FdKind {
     /// A FIFO (named pipe) opened by path: `file` is the FIFO (identity checked like other
     /// files), `id` names its pipe state (capacity, data in flight) in
     /// `Checkpoint::fifos`. Restore opens the path again with `flags`.
-    Fifo { file: FileId, id: u64, flags: u32 },
+    Fifo {
+        file: FileId,
+        id: u64,
+        flags: u32,
+        /// Removed while open (`file.path` is the name it had): restore makes a FIFO
+        /// under that name for an instant, with the recorded owner and mode, opens it and
+        /// removes it again (false in older images).
+        #[serde(default)]
+        removed: bool,
+    },
     /// An inotify instance with its watches (in increasing wd order). Events queued but
     /// not read at dump are not kept: dump refuses an instance that has any.
     Inotify {

@@ -183,6 +183,38 @@ pub fn set_owner_mode_held(fd: &OwnedFd, owner: Option<(u32, u32)>, mode: u32) -
     rustix::fs::chmod(at.as_str(), Mode::from_raw_mode(mode & 0o7777)).map_err(|e| rerr("chmod", e))
 }
 
+/// A new FIFO `name` in `dir` with mode 0600 (ours), created exclusively, and held
+/// (`O_PATH`): checked to be the FIFO just made, owned by us.
+pub fn make_private_fifo(dir: impl AsFd, name: &[u8], what: &str) -> Result<OwnedFd> {
+    let dir = dir.as_fd();
+    rustix::fs::mknodat(
+        dir,
+        name,
+        rustix::fs::FileType::Fifo,
+        Mode::from_raw_mode(0o600),
+        0,
+    )
+    .map_err(|e| rerr(format!("create FIFO {what}"), e))?;
+    let d = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| rerr(format!("open FIFO {what}"), e))?;
+    let st = rustix::fs::fstat(&d).map_err(|e| rerr("fstat", e))?;
+    if st.st_uid != rustix::process::geteuid().as_raw()
+        || st.st_mode & libc::S_IFMT != libc::S_IFIFO
+        || st.st_mode & 0o077 != 0
+    {
+        return Err(SysError::io(
+            format!("FIFO {what}"),
+            std::io::Error::other("it is not the FIFO just made"),
+        ));
+    }
+    Ok(d)
+}
+
 /// Remove `name` from `dir` (a directory with `dir_entry`).
 pub fn unlink_at(dir: impl AsFd, name: &[u8], dir_entry: bool) -> Result<()> {
     let flags = if dir_entry {

@@ -4,10 +4,12 @@
  * In DIR/PID: a (opened read-write as fd 3, "data" written, offset 4) is linked as b in
  * the same directory, then removed; c (opened read-only as fd 4) is linked as sub/c2,
  * which is opened too (fd 5), then removed. A directory DIR/PID/gone (mode 0751) is
- * opened as fd 6 and removed. It prints "ready", then "step N" every 20 ms for STEPS
+ * opened as fd 6 and removed. A FIFO DIR/PID/p (mode 0640) is opened read-write as
+ * fd 7, "in the fifo" written into it, and removed. It prints "ready", then "step N" every 20 ms for STEPS
  * steps, then for each descriptor its /proc link (DIR/PID left out), mode, link count
  * and offset, writes "+" through fd 3 and reads b back, reads c2 through fd 4, lists
- * the removed directory (getdents) and tries to make a file in it. */
+ * the removed directory (getdents) and tries to make a file in it, and reads the
+ * FIFO. */
 #include "util.h"
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -60,12 +62,17 @@ int main(int argc, char **argv)
 	if (mkdir(gone, 0700) || chmod(gone, 0751) || open(gone, O_RDONLY | O_DIRECTORY) != 6 ||
 	    rmdir(gone))
 		die("gone: %s", strerror(errno));
+	char fifo[4096];
+	snprintf(fifo, sizeof fifo, "%s/p", dir);
+	if (mkfifo(fifo, 0600) || chmod(fifo, 0640) || open(fifo, O_RDWR) != 7 ||
+	    write(7, "in the fifo", 11) != 11 || unlink(fifo))
+		die("fifo: %s", strerror(errno));
 	out("ready\n");
 	for (long i = 1; i <= steps; i++) {
 		out("step %ld\n", i);
 		sleep_ms(20);
 	}
-	for (int fd = 3; fd <= 6; fd++)
+	for (int fd = 3; fd <= 7; fd++)
 		show(fd, dir);
 	char buf[16] = {0};
 	int fb = open(b, O_RDONLY);
@@ -81,5 +88,9 @@ int main(int argc, char **argv)
 	out("listing the removed directory: %s\n", n < 0 ? strerror(errno) : n ? "entries" : "nothing");
 	int made = openat(6, "new", O_RDWR | O_CREAT, 0600);
 	out("a file made in it: %s\n", made >= 0 ? "yes" : strerror(errno));
+	memset(buf, 0, sizeof buf);
+	if (read(7, buf, sizeof buf - 1) < 0)
+		die("read fifo: %s", strerror(errno));
+	out("the fifo held [%s]\n", buf);
 	return 0;
 }

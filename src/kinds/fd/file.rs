@@ -502,9 +502,9 @@ pub(crate) fn check_unlinked_name(
     }
 }
 
-/// A directory removed while open is made again under its name for an instant: its
-/// parent must exist and the name be free (nothing there now).
-pub(crate) fn check_removed_dir(file: &FileId, fd: i32, problems: &mut Vec<Problem>) {
+/// A directory or FIFO (`what`) removed while open is made again under its name for an
+/// instant: its parent must exist and the name be free (nothing there now).
+pub(crate) fn check_removed_name(file: &FileId, what: &str, fd: i32, problems: &mut Vec<Problem>) {
     let path = procfs::bytes_path(&file.path);
     let dir_ok = path.parent().is_some_and(|d| d.is_absolute() && d.is_dir());
     if !dir_ok || path.file_name().is_none() || file.path.contains(&0) {
@@ -512,7 +512,7 @@ pub(crate) fn check_removed_dir(file: &FileId, fd: i32, problems: &mut Vec<Probl
             problems,
             "file-missing",
             format!(
-                "file descriptor {fd}: the directory that held removed directory {} does \
+                "file descriptor {fd}: the directory that held removed {what} {} does \
                  not exist",
                 check::show(&file.path)
             ),
@@ -522,7 +522,7 @@ pub(crate) fn check_removed_dir(file: &FileId, fd: i32, problems: &mut Vec<Probl
             problems,
             "file-changed",
             format!(
-                "file descriptor {fd}: directory {} (removed while open) cannot be made \
+                "file descriptor {fd}: {what} {} (removed while open) cannot be made \
                  again for an instant under its name: {} exists now",
                 check::show(&file.path),
                 check::show(&file.path)
@@ -541,7 +541,8 @@ pub(crate) fn held_key(path: &[u8], unlinked: &[u8]) -> Vec<u8> {
     }
 }
 
-/// For each directory of `procs` removed while open, the one [`remade_dir`] makes, and
+/// For each directory and FIFO of `procs` removed while open, the one [`remade`] makes,
+/// and
 /// for each file descriptor of `procs` opened by a name removed since (`unlinked`),
 /// ckpt's descriptor of the file under that name: the file plan held (by its other
 /// link, in `held`) is linked under its old name (exclusively), held there (checked to
@@ -565,8 +566,22 @@ pub(crate) fn alias_unlinked(
         {
             let key = held_key(&file.path, &file.path);
             if let std::collections::btree_map::Entry::Vacant(e) = held.entry(key) {
-                let d = remade_dir(file)?;
+                let d = remade(file, true)?;
                 e.insert((d.as_raw_fd(), true));
+                out.push(d);
+            }
+            continue;
+        }
+        if let FdKind::Fifo {
+            file,
+            removed: true,
+            ..
+        } = &f.kind
+        {
+            let key = held_key(&file.path, &file.path);
+            if let std::collections::btree_map::Entry::Vacant(e) = held.entry(key) {
+                let d = remade(file, false)?;
+                e.insert((d.as_raw_fd(), false));
                 out.push(d);
             }
             continue;
@@ -607,27 +622,36 @@ pub(crate) fn alias_unlinked(
     Ok(out)
 }
 
-/// Directory `file`, removed while open, made again: an empty directory under its name
-/// (exclusively), given its recorded owner and mode, held (`O_PATH`) and removed again
-/// at once; it exists for the microseconds in between.
-fn remade_dir(file: &FileId) -> RestoreResult<std::os::fd::OwnedFd> {
+/// Directory (`dir`) or FIFO `file`, removed while open, made again: an empty
+/// directory or a FIFO under its name (exclusively, 0700 or 0600), given its recorded
+/// owner and mode, held (`O_PATH`) and removed again at once; it exists for the
+/// microseconds in between.
+fn remade(file: &FileId, dir: bool) -> RestoreResult<std::os::fd::OwnedFd> {
     use std::os::unix::ffi::OsStrExt;
     let path = procfs::bytes_path(&file.path);
     let (Some(parent), Some(base)) = (path.parent(), path.file_name()) else {
         return Err(RestoreError::Malformed(format!(
-            "removed directory {} has no parent",
+            "removed {} has no parent",
             check::show(&file.path)
         )));
     };
     let what = check::show(&file.path);
-    fault_point("make a removed directory again")?;
-    let dir = sys::pathfd::open_dir(parent)?;
+    fault_point(if dir {
+        "make a removed directory again"
+    } else {
+        "make a removed FIFO again"
+    })?;
+    let at = sys::pathfd::open_dir(parent)?;
     let base = base.as_bytes();
-    let d = sys::pathfd::make_private_dir(&dir, base, &what)?;
+    let d = if dir {
+        sys::pathfd::make_private_dir(&at, base, &what)?
+    } else {
+        sys::pathfd::make_private_fifo(&at, base, &what)?
+    };
     let owner = file.owner.filter(|(u, g)| *u != u32::MAX && *g != u32::MAX);
     let set = sys::pathfd::set_owner_mode_held(&d, owner, file.mode & 0o7777);
-    let gone = sys::pathfd::unlink_at(&dir, base, true);
-    sys::deferred::die_point("removed directory made again");
+    let gone = sys::pathfd::unlink_at(&at, base, dir);
+    sys::deferred::die_point("removed directory or FIFO made again");
     set?;
     gone?;
     Ok(d)

@@ -307,7 +307,7 @@ pub(crate) fn check_fd(
             file,
             removed: true,
             ..
-        } => file::check_removed_dir(file, f.fd, problems),
+        } => file::check_removed_name(file, "directory", f.fd, problems),
         FdKind::Device { file, .. } | FdKind::Dir { file, .. } => {
             file::check_file(files, file, &format!("file descriptor {}:", f.fd), problems)
         }
@@ -336,6 +336,11 @@ pub(crate) fn check_fd(
         }
         FdKind::UnixPending { .. } => {}
         FdKind::DeletedFile { file, pos, .. } => file::check_deleted_at(file, f.fd, *pos, problems),
+        FdKind::Fifo {
+            file,
+            removed: true,
+            ..
+        } => file::check_removed_name(file, "FIFO", f.fd, problems),
         FdKind::Fifo { file, .. } => fifo::check_host(files, file, f.fd, held, problems),
         FdKind::Inotify { watches, .. } => inotify::check_paths(watches, f.fd, problems),
         FdKind::PosixMq { .. } => mqueue::check_host(f, problems),
@@ -419,7 +424,9 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
             messages,
             ..
         } => mqueue::describe(name, *deleted, messages.len()),
-        FdKind::Fifo { file, id, flags } => fifo::describe(ckpt, file, *id, *flags),
+        FdKind::Fifo {
+            file, id, flags, ..
+        } => fifo::describe(ckpt, file, *id, *flags),
         FdKind::Pty { index, master, .. } => tty::describe_pty(ckpt, *index, Some(*master)),
         FdKind::DevTty { index, .. } => tty::describe_pty(ckpt, *index, None),
         FdKind::Pidfd { pid, flags } => pidfd::describe(*pid, *flags),
@@ -967,13 +974,24 @@ fn restore_fd(
             };
             file::open_path_fd(cx, files, f, &key, *flags, None)
         }
-        FdKind::Fifo { file, id, flags } => {
+        FdKind::Fifo {
+            file,
+            id,
+            flags,
+            removed,
+        } => {
             let fifo = ckpt
                 .fifos
                 .iter()
                 .find(|p| p.id == *id)
                 .ok_or_else(|| RestoreError::Malformed(format!("unknown FIFO {id}")))?;
-            fifo::place_fifo_end(cx, &files.held, f, fifo, &file.path, *flags, holders)
+            // A removed FIFO made again: held under its name " (deleted)".
+            let key = if *removed {
+                file::held_key(&file.path, &file.path)
+            } else {
+                file.path.clone()
+            };
+            fifo::place_fifo_end(cx, &files.held, f, fifo, &key, *flags, holders)
         }
         FdKind::Pty {
             index,

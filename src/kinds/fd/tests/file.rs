@@ -2,7 +2,7 @@
 //! `check_deleted`), on temporary files.
 
 use crate::kinds::fd::file::{
-    check_deleted, check_file, check_host, check_removed_dir, check_unlinked_name, held_key,
+    check_deleted, check_file, check_host, check_removed_name, check_unlinked_name, held_key,
 };
 use crate::kinds::fd::held::HeldFiles;
 use crate::kinds::testutil::*;
@@ -411,15 +411,17 @@ fn a_removed_directory_needs_its_parent_and_a_free_name() {
         mode: libc::S_IFDIR | 0o751,
         ..Default::default()
     };
-    assert_none(&run(|v| check_removed_dir(&dir("gone"), 6, v)));
+    assert_none(&run(|v| {
+        check_removed_name(&dir("gone"), "directory", 6, v)
+    }));
     d.file("taken", b"x");
     assert_one(
-        &run(|v| check_removed_dir(&dir("taken"), 6, v)),
+        &run(|v| check_removed_name(&dir("taken"), "directory", 6, v)),
         "file-changed",
         &["file descriptor 6", "removed while open", "exists now"],
     );
     assert_one(
-        &run(|v| check_removed_dir(&dir("none/gone"), 6, v)),
+        &run(|v| check_removed_name(&dir("none/gone"), "directory", 6, v)),
         "file-missing",
         &["file descriptor 6", "does not exist"],
     );

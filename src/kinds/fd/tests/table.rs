@@ -95,6 +95,7 @@ fn records_dispatch_fifos_inotify_and_locks() {
         file: Default::default(),
         id: 7,
         flags: 0,
+        removed: false,
     };
     let watches = FdKind::Inotify {
         flags: 0,
@@ -370,6 +371,7 @@ fn host_checks_dispatch_to_the_kind() {
             file: missing_id(&gone),
             id: 1,
             flags: 0,
+            removed: false,
         },
         FdKind::DeletedFile {
             file: missing_id(&gone.join("x")),
