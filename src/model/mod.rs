@@ -795,7 +795,7 @@ pub enum LockKind {
     /// fcntl(F_OFD_SETLK) record lock, owned by the open file description.
     Ofd,
     /// fcntl(F_SETLEASE) lease on the whole file, owned by the open file description:
-    /// an active read lease (write leases and leases being broken are refused at dump).
+    /// an active read or write lease (leases being broken are refused at dump).
     Lease,
 }
 
