@@ -263,15 +263,16 @@ fn epoll_items_whose_descriptors_moved_or_closed_come_back_as_they_were() {
 }
 
 /// Descriptors of file-system objects changed under them are refused, each saying what
-/// happened: an inotify watch on a file since deleted.
+/// happened: an inotify watch on a file since deleted that reports closes (restore
+/// closes the file it recreates after the watch is set).
 #[test]
 fn dump_refuses_objects_changed_under_their_descriptors_saying_what_happened() {
     let tag = "dump_refuses_objects_changed_under_their_descriptors_saying_what_happened";
     let ctx = Ctx::new(tag);
     let cases: [(&str, &str); 1] = [(
         "inotify",
-        "has no path that leads to it (the watched file was deleted, or is no longer \
-             where its handle names it); restore sets watches by path; not supported yet",
+        "(deleted) reports opens or closes (mask 0x408), which restore makes of the file \
+             it recreates after setting the watch; not supported yet",
     )];
     for (kind, want) in cases {
         let dir = ctx.path(kind);
@@ -294,7 +295,9 @@ fn dump_refuses_objects_changed_under_their_descriptors_saying_what_happened() {
 /// other. A directory removed while open comes back removed, with its mode, listing
 /// nothing and taking no file; a FIFO removed while open, with its mode and the data in
 /// it. A restore failing as it links the old name again, or makes the directory or the
-/// FIFO again, leaves no name behind.
+/// FIFO again, leaves no name behind. An inotify watch on a file deleted while open is
+/// set on the recreated file: a write and the last close report IN_MODIFY, then
+/// IN_DELETE_SELF and IN_IGNORED, as in the original.
 #[test]
 fn files_and_directories_removed_while_open_come_back_removed() {
     let tag = "files_and_directories_removed_while_open_come_back_removed";
@@ -312,6 +315,8 @@ fn files_and_directories_removed_while_open_come_back_removed() {
         "a file made in it: No such file or directory",
         "fd 7: /p (deleted), mode 10640, 0 links, offset -1",
         "the fifo held [in the fifo]",
+        "fd 8: /w (deleted), mode 100600, 0 links, offset 0",
+        "watch 1: event 0x2\nwatch 1: event 0x400\nwatch 1: event 0x8000\n",
         "b now reads [data+]",
         "c read from its offset: [ccc]",
     ];

@@ -108,6 +108,7 @@ fn hostile_fifo_lock_and_inotify_records_are_malformed() {
         mask: 0x100,
         path: path.as_bytes().to_vec(),
         ino: 1,
+        deleted: None,
     };
     type Change = Box<dyn Fn(&mut Checkpoint)>;
     let cases: Vec<(&str, Change)> = vec![

@@ -552,6 +552,11 @@ pub struct InotifyWatch {
     pub path: Vec<u8>,
     /// Inode number at dump (display only: another machine has other numbers).
     pub ino: u64,
+    /// A watch on a file deleted while open (`path` is the name it had): the `data` id
+    /// of that file's kept contents (`FdKind::DeletedFile`), whose recreated copy restore
+    /// sets the watch on; `None` otherwise (older images too).
+    #[serde(default)]
+    pub deleted: Option<u64>,
 }
 
 /// An established TCP connection as TCP repair mode shows it.

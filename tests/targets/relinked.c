@@ -9,9 +9,12 @@
  * steps, then for each descriptor its /proc link (DIR/PID left out), mode, link count
  * and offset, writes "+" through fd 3 and reads b back, reads c2 through fd 4, lists
  * the removed directory (getdents) and tries to make a file in it, and reads the
- * FIFO. */
+ * FIFO. A file DIR/PID/w is opened read-write as fd 8 and watched by inotify instance
+ * fd 9 (IN_MODIFY, IN_ATTRIB, IN_DELETE_SELF), then removed (its IN_ATTRIB read): at the
+ * end a byte is written to it and it is closed, and the events are listed. */
 #include "util.h"
 #include <fcntl.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
@@ -67,6 +70,14 @@ int main(int argc, char **argv)
 	if (mkfifo(fifo, 0600) || chmod(fifo, 0640) || open(fifo, O_RDWR) != 7 ||
 	    write(7, "in the fifo", 11) != 11 || unlink(fifo))
 		die("fifo: %s", strerror(errno));
+	char w[4096];
+	snprintf(w, sizeof w, "%s/w", dir);
+	if (open(w, O_RDWR | O_CREAT | O_EXCL, 0600) != 8 || inotify_init1(IN_NONBLOCK) != 9 ||
+	    inotify_add_watch(9, w, IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF) != 1 || unlink(w))
+		die("watch: %s", strerror(errno));
+	char ev[4096];
+	if (read(9, ev, sizeof ev) <= 0)
+		die("read the unlink's event: %s", strerror(errno));
 	out("ready\n");
 	for (long i = 1; i <= steps; i++) {
 		out("step %ld\n", i);
@@ -92,5 +103,14 @@ int main(int argc, char **argv)
 	if (read(7, buf, sizeof buf - 1) < 0)
 		die("read fifo: %s", strerror(errno));
 	out("the fifo held [%s]\n", buf);
+	show(8, dir);
+	if (write(8, "x", 1) != 1 || close(8))
+		die("write/close w: %s", strerror(errno));
+	ssize_t got = read(9, ev, sizeof ev);
+	for (ssize_t off = 0; got > 0 && off < got;) {
+		struct inotify_event *e = (struct inotify_event *)(ev + off);
+		out("watch %d: event %#x\n", e->wd, e->mask);
+		off += (ssize_t)sizeof *e + e->len;
+	}
 	return 0;
 }

@@ -985,6 +985,39 @@ pub(crate) fn kept_file_fd(
     n
 }
 
+/// A descriptor in the stub of the recreated deleted file kept under `data` (made now
+/// if this is its first use), sharing ckpt's open file description (`pidfd_getfd`: no
+/// open, and its close reports nothing while ckpt holds the file): for a watch set on it
+/// through `/proc/self/fd`. The file's record is that of a `DeletedFile` descriptor of
+/// the image with those contents.
+pub(crate) fn kept_deleted_shared(
+    cx: &mut Ctx<'_>,
+    ckpt: &crate::model::Checkpoint,
+    data: u64,
+    files: &mut FileData,
+) -> RestoreResult<u64> {
+    use std::os::fd::AsRawFd;
+    let file = ckpt
+        .processes
+        .iter()
+        .flat_map(|p| &p.fds)
+        .find_map(|f| match &f.kind {
+            FdKind::DeletedFile { data: d, file, .. } if *d == data => Some(file),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            RestoreError::Malformed(format!("no deleted file {data} for an inotify watch"))
+        })?;
+    recreate_file(data, Kept::Deleted { file }, &cx.proc_.creds, files)?;
+    let held = files
+        .made
+        .get(&data)
+        .ok_or_else(|| RestoreError::Stage(format!("file {data} was not recreated")))?;
+    let held = held.as_raw_fd() as u64;
+    let me = std::process::id() as i32;
+    take_remote_fd(cx, me, held, "take a recreated file to watch it")
+}
+
 /// Make a memfd or deleted file descriptor with its contents; returns its descriptor.
 pub(crate) fn make_file_fd(
     cx: &mut Ctx<'_>,

@@ -92,6 +92,7 @@ pub(crate) fn check_records(
             }
             if let FdKind::Inotify { watches, .. } = &f.kind {
                 inotify::check_watches(watches, f.fd, q.pid, problems);
+                inotify::check_deleted_watches(watches, f.fd, q.pid, procs, problems);
             }
             if let FdKind::Pidfd { pid, .. } = f.kind {
                 pidfd::check_target(procs, q, f.fd, pid, problems);
@@ -933,7 +934,10 @@ fn restore_fd(
             move_fd(cx, n, f.fd, f.cloexec)
         }
         FdKind::Inotify { flags, watches } => {
-            let n = inotify::create_inotify(cx, *flags, watches)?;
+            // A watch on a deleted file: on its recreated copy (made now if first).
+            let mut deleted =
+                |cx: &mut Ctx<'_>, data: u64| file::kept_deleted_shared(cx, ckpt, data, files);
+            let n = inotify::create_inotify(cx, *flags, watches, &mut deleted)?;
             move_fd(cx, n, f.fd, f.cloexec)
         }
         FdKind::Epoll { flags, .. } => {

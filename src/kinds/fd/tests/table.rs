@@ -104,6 +104,7 @@ fn records_dispatch_fifos_inotify_and_locks() {
             mask: 0,
             path: b"/".to_vec(),
             ino: 0,
+            deleted: None,
         }],
     };
     let mut locked = fd(5, eventfd());
@@ -386,6 +387,7 @@ fn host_checks_dispatch_to_the_kind() {
                 mask: 0,
                 path: bytes(&gone),
                 ino: 0,
+                deleted: None,
             }],
         },
         FdKind::UnixListen {
