@@ -311,6 +311,25 @@ fn in_flight_restored(name: &str, mode: &str, expected: &[&str]) {
     t.expect_killed();
     let before = t.stdout.finish("uflight: original");
     wait_pids_gone(&pids, "uflight: original after the dump");
+    // A socket in flight on itself outlives its killed process until the kernel's unix
+    // garbage collector frees the cycle (a moment later); until then its name is bound
+    // and restore refuses it, saying so.
+    let bound = |p: &std::path::Path| {
+        std::fs::read_to_string("/proc/net/unix")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.ends_with(&*p.to_string_lossy()))
+    };
+    let deadline = std::time::Instant::now() + timeout();
+    for name in ["g.sock", "h.sock"] {
+        while bound(&dir.0.join(name)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "uflight {mode}: {name} stayed bound after the dump"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
     assert_restore_fault_leaves_nothing(&ctx, &img, &[], "take descriptor", &pids, &[]);
     let fin = ctx.restore(&img, &[], In::Null).finish();
     assert_tree_finished_like_reference(
