@@ -144,7 +144,7 @@ fn removed_working_directory_refuses_the_dump() {
         &reference,
         &[],
         &mut |_| {},
-        &[&shown, "a removed directory cannot be restored"],
+        &[&shown, "a removed working directory cannot be restored yet"],
     );
 }
 

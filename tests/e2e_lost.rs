@@ -228,12 +228,23 @@ fn process_in_a_group_whose_leader_is_gone_is_refused_at_dump() {
     assert_refused_and_runs_on(&ctx, "orphangroup", 2, &["leader has exited"]);
 }
 
-/// Item 6: a descriptor on a directory that was removed: refused at dump (it used to
-/// succeed, and restore found nothing under the path).
+/// Item 6: a descriptor on a directory that was removed comes back on a removed
+/// directory (it used to succeed, and restore found nothing under the path; then it was
+/// refused): /proc shows it " (deleted)", with no links, as the original's.
 #[test]
-fn descriptor_on_a_removed_directory_is_refused_at_dump() {
-    let ctx = Ctx::new("descriptor_on_a_removed_directory_is_refused_at_dump");
-    assert_refused_and_runs_on(&ctx, "rmdir", 1, &["directory that was removed"]);
+fn descriptor_on_a_removed_directory_comes_back_removed() {
+    let ctx = Ctx::new("descriptor_on_a_removed_directory_comes_back_removed");
+    let reference = reference(&ctx, "rmdir");
+    let d = start_and_dump(&ctx, "rmdir", 1, 3);
+    let root = d.pids[0];
+    restore_and_finish(&ctx, &d, &reference, "rmdir", || {
+        let link = fs::read_link(format!("/proc/{root}/fd/3")).expect("fd 3 of the root");
+        assert!(
+            link.to_string_lossy().ends_with(" (deleted)"),
+            "rmdir: the root's descriptor 3 leads to {}",
+            link.display()
+        );
+    });
 }
 
 /// The sockets process `pid` holds, as the kernel lists them in /proc/net/`table`

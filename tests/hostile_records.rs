@@ -110,6 +110,7 @@ fn hostile_fifo_lock_and_inotify_records_are_malformed() {
         mask: 0x100,
         path: path.as_bytes().to_vec(),
         ino: 1,
+        deleted: None,
     };
     type Change = Box<dyn Fn(&mut Checkpoint)>;
     let cases: Vec<(&str, Change)> = vec![
@@ -120,6 +121,7 @@ fn hostile_fifo_lock_and_inotify_records_are_malformed() {
                     file: file_id("/tmp/fifo"),
                     id: 77,
                     flags: 0,
+                    removed: false,
                 }
             }),
         ),
@@ -130,6 +132,7 @@ fn hostile_fifo_lock_and_inotify_records_are_malformed() {
                     file: file_id("/tmp/fifo"),
                     id: 77,
                     flags: 0,
+                    removed: false,
                 };
                 cp.fifos.push(FifoState {
                     id: 77,

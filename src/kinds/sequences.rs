@@ -1408,3 +1408,62 @@ fn packet_socket_gets_its_options_and_filter_before_its_bind() {
         assert!(!packet::packet_ok(&bad), "{bad:?}");
     }
 }
+
+/// A stream pair whose bytes carry descriptors is filled only once every process has
+/// its descriptors, by the holder: each run is sent in order, the one with descriptors
+/// as a message of its own with copies of them (taken with pidfd_getfd), closed after.
+#[test]
+fn stream_bytes_with_descriptors_in_flight_are_sent_as_their_own_message_later() {
+    let p = process();
+    let sp = SocketPairState {
+        id: 5,
+        typ: libc::SOCK_STREAM,
+        data1: b"abx".to_vec(),
+        runs1: vec![
+            crate::model::StreamRun {
+                len: 2,
+                creds: None,
+                rights: Vec::new(),
+            },
+            crate::model::StreamRun {
+                len: 1,
+                creds: None,
+                rights: vec![crate::model::FdRef { pid: p.pid, fd: 9 }],
+            },
+        ],
+        ..SocketPairState::default()
+    };
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| {
+        unix::create_socketpair(cx, &sp, 30, &Default::default())
+    })
+    .expect("pair");
+    assert!(
+        !names(&rec).iter().any(|n| n.contains("queue")),
+        "nothing is queued before every process has its descriptors: {:?}",
+        names(&rec)
+    );
+    let rec = Recorder::new(p.pid).answer(nr::SENDMSG, 1);
+    let mut cx = Ctx::double(&rec, STUB, &p);
+    let holders: crate::kinds::fd::PipeHolders = [((1, 5), (p.pid, 100, 101))].into();
+    unix::fill_deferred_pairs(std::slice::from_mut(&mut cx), &[sp], &holders).expect("filled");
+    let n = names(&rec);
+    let at = |what: &str| {
+        n.iter()
+            .position(|x| x.contains(what))
+            .unwrap_or_else(|| panic!("no call {what:?} in {n:?}"))
+    };
+    let take = at("take descriptor 9 of process 4242");
+    let queued: Vec<usize> = (0..n.len()).filter(|&i| n[i].contains("queue")).collect();
+    assert_eq!(queued.len(), 2, "{n:?}");
+    assert!(queued[0] < take && take < queued[1], "{n:?}");
+    let c = rec.calls();
+    let word = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+    for (&i, ctl) in queued.iter().zip([0, 24]) {
+        // From end 0 (100) to end 1; the run with descriptors carries SCM_RIGHTS alone
+        // (CMSG_SPACE(4) = 24).
+        assert_eq!(c[i].args[0], 100);
+        let mh = arg_bytes(&rec, &c[i], 1, 56);
+        assert_eq!(word(&mh, 40), ctl, "{n:?}");
+    }
+}

@@ -255,9 +255,28 @@ pub struct SeccompFilter {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum FdKind {
     /// A regular file, reopened by path (identity checked) at the saved offset.
-    File { file: FileId, flags: u32, pos: u64 },
+    File {
+        file: FileId,
+        flags: u32,
+        pos: u64,
+        /// The name it was opened by, removed since while `file.path` (another link in
+        /// the same directory or one the tree has open) still leads to it; empty: none
+        /// (older images too). Restore links the file under that name again for an
+        /// instant, opens it there and removes the name, so /proc shows it as the
+        /// original's did ("NAME (deleted)").
+        #[serde(default, with = "serde_bytes")]
+        unlinked: Vec<u8>,
+    },
     /// A directory.
-    Dir { file: FileId, flags: u32 },
+    Dir {
+        file: FileId,
+        flags: u32,
+        /// Removed while open (`file.path` is the name it had): restore makes an empty
+        /// directory under that name for an instant, with the recorded owner and mode,
+        /// opens it and removes it again (false in older images).
+        #[serde(default)]
+        removed: bool,
+    },
     /// A character or block device reopened by path (e.g. /dev/null).
     Device { file: FileId, flags: u32, pos: u64 },
     /// One end of a pipe whose other end is inside the image or closed by everyone
@@ -382,7 +401,16 @@ pub enum FdKind {
     /// A FIFO (named pipe) opened by path: `file` is the FIFO (identity checked like other
     /// files), `id` names its pipe state (capacity, data in flight) in
     /// `Checkpoint::fifos`. Restore opens the path again with `flags`.
-    Fifo { file: FileId, id: u64, flags: u32 },
+    Fifo {
+        file: FileId,
+        id: u64,
+        flags: u32,
+        /// Removed while open (`file.path` is the name it had): restore makes a FIFO
+        /// under that name for an instant, with the recorded owner and mode, opens it and
+        /// removes it again (false in older images).
+        #[serde(default)]
+        removed: bool,
+    },
     /// An inotify instance with its watches (in increasing wd order). Events queued but
     /// not read at dump are not kept: dump refuses an instance that has any.
     Inotify {
@@ -552,6 +580,11 @@ pub struct InotifyWatch {
     pub path: Vec<u8>,
     /// Inode number at dump (display only: another machine has other numbers).
     pub ino: u64,
+    /// A watch on a file deleted while open (`path` is the name it had): the `data` id
+    /// of that file's kept contents (`FdKind::DeletedFile`), whose recreated copy restore
+    /// sets the watch on; `None` otherwise (older images too).
+    #[serde(default)]
+    pub deleted: Option<u64>,
 }
 
 /// An established TCP connection as TCP repair mode shows it.
@@ -826,7 +859,7 @@ pub enum LockKind {
     /// fcntl(F_OFD_SETLK) record lock, owned by the open file description.
     Ofd,
     /// fcntl(F_SETLEASE) lease on the whole file, owned by the open file description:
-    /// an active read lease (write leases and leases being broken are refused at dump).
+    /// an active read or write lease (leases being broken are refused at dump).
     Lease,
 }
 
@@ -1126,11 +1159,16 @@ pub struct SocketPairState {
 }
 
 /// A run of bytes queued on a unix stream socket by one writer.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct StreamRun {
     pub len: u32,
     #[serde(default)]
     pub creds: Option<SockCreds>,
+    /// The descriptors in flight with it (SCM_RIGHTS, as for `SockMessage::rights`):
+    /// then the run is exactly the bytes of the one message that carried them, which
+    /// restore sends again as one message (none in older images).
+    #[serde(default)]
+    pub rights: Vec<FdRef>,
 }
 
 /// One queued datagram or record, with the raw address of its sender (empty if none).

@@ -192,6 +192,8 @@ pub(crate) fn stage(
     let mut pages = PageStream::new(reader);
     shared.files = pages.read_file_data(true)?;
     shared.files.held = plan.held.fds();
+    // Files opened by a name removed since: held under that name (kept until the end).
+    let _aliases = fd::file::alias_unlinked(procs, &mut shared.files.held)?;
     shared.files.memfd_modes = fd::file::memfd_modes(procs);
     fd::file::check_file_data(procs, &shared.files)?;
     // The memory of a process whose child inherits pages from it is built before that

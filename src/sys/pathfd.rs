@@ -6,7 +6,7 @@ use super::proc::FileIdent;
 use super::{Result, SysError, rerr};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::Path;
 
 /// Raise this process's soft limit on descriptors to its hard limit (ckpt holds one
@@ -86,6 +86,42 @@ pub fn link_unnamed(f: &File, dir: impl AsFd, name: &[u8], what: &str) -> Result
         .map_err(|e| rerr(format!("link {what}"), e))
 }
 
+/// The file behind ckpt's descriptor `fd` (of a file that has links) linked as `name`
+/// in `dir`, exclusively (never replacing anything).
+pub fn link_held(fd: RawFd, dir: impl AsFd, name: &[u8], what: &str) -> Result<()> {
+    let from = format!("/proc/self/fd/{fd}");
+    rustix::fs::linkat(
+        rustix::fs::CWD,
+        from.as_str(),
+        dir,
+        name,
+        AtFlags::SYMLINK_FOLLOW,
+    )
+    .map_err(|e| rerr(format!("link {what}"), e))
+}
+
+/// `name` in `dir` held (`O_PATH`, never through a symbolic link), checked to be the
+/// very file ckpt's descriptor `same` is (device and inode).
+pub fn hold_same(dir: impl AsFd, name: &[u8], same: RawFd, what: &str) -> Result<OwnedFd> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| rerr(format!("open {what}"), e))?;
+    let a = rustix::fs::fstat(&fd).map_err(|e| rerr("fstat", e))?;
+    let b =
+        rustix::fs::stat(format!("/proc/self/fd/{same}").as_str()).map_err(|e| rerr("stat", e))?;
+    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
+        return Err(SysError::io(
+            format!("open {what}"),
+            std::io::Error::other("it is not the file just linked"),
+        ));
+    }
+    Ok(fd)
+}
+
 /// `name` in `dir` opened read-write (never through a symbolic link), checked to be the
 /// very file `same` is (device and inode).
 pub fn open_same(dir: impl AsFd, name: &[u8], same: &File, what: &str) -> Result<File> {
@@ -128,6 +164,52 @@ pub fn make_private_dir(dir: impl AsFd, name: &[u8], what: &str) -> Result<Owned
         return Err(SysError::io(
             format!("directory {what}"),
             std::io::Error::other("it is not the private directory just made"),
+        ));
+    }
+    Ok(d)
+}
+
+/// Owner, group and then mode (in this order: a change of owner may clear the
+/// set-group-ID bit) of the file held by `fd` (an `O_PATH` descriptor: changed through
+/// `/proc/self/fd`, which leads to that inode whatever its name is now).
+pub fn set_owner_mode_held(fd: &OwnedFd, owner: Option<(u32, u32)>, mode: u32) -> Result<()> {
+    use rustix::fs::{Gid, Uid};
+    use std::os::fd::AsRawFd;
+    let at = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    if let Some((uid, gid)) = owner {
+        let (u, g) = (Uid::from_raw(uid), Gid::from_raw(gid));
+        rustix::fs::chown(at.as_str(), Some(u), Some(g)).map_err(|e| rerr("chown", e))?;
+    }
+    rustix::fs::chmod(at.as_str(), Mode::from_raw_mode(mode & 0o7777)).map_err(|e| rerr("chmod", e))
+}
+
+/// A new FIFO `name` in `dir` with mode 0600 (ours), created exclusively, and held
+/// (`O_PATH`): checked to be the FIFO just made, owned by us.
+pub fn make_private_fifo(dir: impl AsFd, name: &[u8], what: &str) -> Result<OwnedFd> {
+    let dir = dir.as_fd();
+    rustix::fs::mknodat(
+        dir,
+        name,
+        rustix::fs::FileType::Fifo,
+        Mode::from_raw_mode(0o600),
+        0,
+    )
+    .map_err(|e| rerr(format!("create FIFO {what}"), e))?;
+    let d = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| rerr(format!("open FIFO {what}"), e))?;
+    let st = rustix::fs::fstat(&d).map_err(|e| rerr("fstat", e))?;
+    if st.st_uid != rustix::process::geteuid().as_raw()
+        || st.st_mode & libc::S_IFMT != libc::S_IFIFO
+        || st.st_mode & 0o077 != 0
+    {
+        return Err(SysError::io(
+            format!("FIFO {what}"),
+            std::io::Error::other("it is not the FIFO just made"),
         ));
     }
     Ok(d)

@@ -324,13 +324,20 @@ pub fn peek_stream(fd: &OwnedFd, len: usize) -> Result<Vec<u8>> {
 
 /// The bytes queued for reading on a unix stream socket (`len`, as sock_diag counts
 /// them), read without consuming anything: from peek offset 0 on, as many reads as it
-/// takes (the kernel ends a read where the writer or the descriptors attached change).
-/// Bytes that carry descriptors (SCM_RIGHTS) are refused: a plain read would drop them
-/// unseen. The socket's own peek offset is put back afterwards.
+/// takes (the kernel ends a read where the writer changes and after the bytes of a
+/// message that carries descriptors). The socket's own peek offset is put back
+/// afterwards.
 ///
 /// Also returns the runs of bytes each writer sent, with its credentials (pid, uid,
 /// gid): SO_PASSCRED is on for the time of the reads (put back afterwards), which makes
-/// the kernel end each read where the writer changes.
+/// the kernel end each read where the writer changes. The bytes of one message sent
+/// with descriptors (SCM_RIGHTS; the kernel keeps them as one buffer, whose first read
+/// takes the descriptors) are a run of their own, with those descriptors (installed in
+/// this process by the peek). A read ends after such a buffer, but may begin with
+/// plain bytes queued before it, and a peek shows no more: even a one-byte peek at any
+/// offset before the buffer brings its descriptors (a peek goes on to the next buffers
+/// with nothing left to copy). So only a read of one byte with descriptors is certain
+/// to be that message; a longer one is refused (`PeekError::Rights`).
 pub fn peek_unix_stream(fd: &OwnedFd, len: usize) -> std::result::Result<StreamQueue, PeekError> {
     use super::tcp::{getsockopt_u32 as get, setsockopt_u32 as set};
     if len == 0 {
@@ -359,8 +366,16 @@ pub fn peek_unix_stream(fd: &OwnedFd, len: usize) -> std::result::Result<StreamQ
 /// A unix stream socket's queued bytes, and the runs of them each writer sent.
 pub type StreamQueue = (Vec<u8>, Vec<Run>);
 
-/// A run of queued bytes one writer sent: (length, its credentials (pid, uid, gid)).
-pub type Run = (usize, Option<(i32, u32, u32)>);
+/// A run of queued bytes one writer sent.
+#[derive(Debug)]
+pub struct Run {
+    pub len: usize,
+    /// Its writer's credentials (pid, uid, gid).
+    pub creds: Option<(i32, u32, u32)>,
+    /// The descriptors in flight with it (SCM_RIGHTS; then the run is exactly the
+    /// bytes of that one message), as the peek installed them in this process.
+    pub rights: Vec<OwnedFd>,
+}
 
 fn peek_stream_all(fd: &OwnedFd, len: usize) -> std::result::Result<StreamQueue, PeekError> {
     let mut data = vec![0u8; len];
@@ -368,40 +383,33 @@ fn peek_stream_all(fd: &OwnedFd, len: usize) -> std::result::Result<StreamQueue,
     let mut ctl = vec![0u8; 4096];
     let mut done = 0;
     while done < len {
-        let rest = &mut data[done..];
-        let mut iov = libc::iovec {
-            iov_base: rest.as_mut_ptr().cast(),
-            iov_len: rest.len(),
-        };
-        // SAFETY: an all-zero msghdr is valid; the pointers set below are to our own
-        // buffers of the given lengths, which outlive the call.
-        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
-        mh.msg_iov = &mut iov;
-        mh.msg_iovlen = 1;
-        mh.msg_control = ctl.as_mut_ptr().cast();
-        mh.msg_controllen = ctl.len();
-        // SAFETY: `mh` describes valid buffers (see above).
-        let n =
-            unsafe { libc::recvmsg(fd.as_raw_fd(), &mut mh, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EAGAIN) {
-                break;
-            }
-            return Err(SysError::io("peek at a socket queue", e).into());
-        }
-        if has_rights(&mh) {
-            return Err(PeekError::Descriptors);
-        }
+        let Run {
+            len: n,
+            creds,
+            rights,
+        } = peek_at_most(fd, &mut data[done..], &mut ctl)?;
         if n == 0 {
             break;
         }
-        let c = creds_of(&mh);
-        match runs.last_mut() {
-            Some(r) if r.1 == c => r.0 += n as usize,
-            _ => runs.push((n as usize, c)),
+        // Descriptors end a read, but the kernel's peek does not show where the
+        // message that carried them begins: only a read of one byte is certain.
+        if !rights.is_empty() && n > 1 {
+            return Err(PeekError::Rights(format!(
+                "in a read of {n} bytes: the kernel does not show where in them the \
+                 message that carried the descriptors begins, so restore could not give \
+                 them with the same byte (only a one-byte message carrying descriptors \
+                 can be read exactly)"
+            )));
         }
-        done += n as usize;
+        match runs.last_mut() {
+            Some(r) if rights.is_empty() && r.creds == creds && r.rights.is_empty() => r.len += n,
+            _ => runs.push(Run {
+                len: n,
+                creds,
+                rights,
+            }),
+        }
+        done += n;
     }
     if done != len {
         return Err(SysError::Other(format!(
@@ -410,6 +418,48 @@ fn peek_stream_all(fd: &OwnedFd, len: usize) -> std::result::Result<StreamQueue,
         .into());
     }
     Ok((data, runs))
+}
+
+/// One peek at the socket's peek offset into `buf`: how many bytes came (0: nothing
+/// queued there), with their credentials and the descriptors in flight with them.
+fn peek_at_most(
+    fd: &OwnedFd,
+    buf: &mut [u8],
+    ctl: &mut [u8],
+) -> std::result::Result<Run, PeekError> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid; the pointers set below are to our own
+    // buffers of the given lengths, which outlive the call.
+    let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+    mh.msg_iov = &mut iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = ctl.as_mut_ptr().cast();
+    mh.msg_controllen = ctl.len();
+    // SAFETY: `mh` describes valid buffers (see above).
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut mh, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EAGAIN) {
+            return Ok(Run {
+                len: 0,
+                creds: None,
+                rights: Vec::new(),
+            });
+        }
+        return Err(SysError::io("peek at a socket queue", e).into());
+    }
+    let (rights, cut) = take_rights(&mh);
+    if cut {
+        return Err(PeekError::Descriptors);
+    }
+    Ok(Run {
+        len: n as usize,
+        creds: creds_of(&mh),
+        rights,
+    })
 }
 
 /// One queued datagram or seqpacket record: its bytes and the sender's raw address
@@ -594,33 +644,6 @@ fn take_rights(mh: &libc::msghdr) -> (Vec<OwnedFd>, bool) {
         }
     }
     (out, mh.msg_flags & libc::MSG_CTRUNC != 0)
-}
-
-/// Whether a received message carries descriptors (which MSG_PEEK installed in this
-/// process: they are closed here) or had its control data cut short.
-fn has_rights(mh: &libc::msghdr) -> bool {
-    if mh.msg_flags & libc::MSG_CTRUNC != 0 {
-        return true;
-    }
-    let mut found = false;
-    // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR walk the control buffer the kernel filled, within
-    // `msg_controllen`; every header they return lies inside it.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(mh);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                found = true;
-                let data = libc::CMSG_DATA(c);
-                let len = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
-                for i in 0..len / 4 {
-                    let fd = std::ptr::read_unaligned(data.add(i * 4).cast::<i32>());
-                    libc::close(fd);
-                }
-            }
-            c = libc::CMSG_NXTHDR(mh, c);
-        }
-    }
-    found
 }
 
 /// Whether no socket of type `typ` holds abstract name `name` (without its leading NUL)

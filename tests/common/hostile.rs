@@ -178,6 +178,7 @@ pub fn checkpoint() -> Checkpoint {
                     file: file_id("/tmp/out"),
                     flags: 0o2001,
                     pos: 17,
+                    unlinked: Vec::new(),
                 },
                 shared_with: None,
                 locks: vec![],
@@ -190,6 +191,7 @@ pub fn checkpoint() -> Checkpoint {
                 kind: FdKind::Dir {
                     file: file_id("/tmp"),
                     flags: 0o200000,
+                    removed: false,
                 },
                 shared_with: None,
                 locks: vec![],

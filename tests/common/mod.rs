@@ -138,6 +138,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("urel", "urel.c", &[]),
     ("ucreds", "ucreds.c", &[]),
     ("urights", "urights.c", &[]),
+    ("uflight", "uflight.c", &[]),
+    ("relinked", "relinked.c", &[]),
     // tests/e2e_net.rs: TCP sockets in every state restore brings back
     ("tcpstates", "tcpstates.c", &[]),
     ("nlsock", "nlsock.c", &[]),

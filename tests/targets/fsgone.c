@@ -4,8 +4,8 @@
  * KIND: lease | wlease (a read or write lease on DIR/f, F_SETLEASE; F_GETLEASE printed
  *   at the end) | fifo (a FIFO DIR/p opened read-write,
  *   then removed) | hardlink (DIR/a opened, removed; still linked as DIR/b) | rmdir
- *   (DIR/d opened, then removed) | inotify (a watch on DIR/w, then the file removed; the
- *   IN_ATTRIB/IN_DELETE_SELF/IN_IGNORED events read)
+ *   (DIR/d opened, then removed) | inotify (a watch on DIR/w for IN_DELETE_SELF and
+ *   IN_CLOSE_WRITE, then the file removed while open)
  * Output: "holding KIND", one "step N" line a step, "done". */
 #include "util.h"
 
@@ -56,7 +56,7 @@ int main(int argc, char **argv)
 		snprintf(a, sizeof a, "%s/w", dir);
 		int fd = open(a, O_RDWR | O_CREAT, 0644);
 		int in = inotify_init1(IN_NONBLOCK);
-		if (fd < 0 || in < 0 || inotify_add_watch(in, a, IN_DELETE_SELF) < 0)
+		if (fd < 0 || in < 0 || inotify_add_watch(in, a, IN_DELETE_SELF | IN_CLOSE_WRITE) < 0)
 			die("inotify: %s", strerror(errno));
 		if (unlink(a))
 			die("unlink: %s", strerror(errno));

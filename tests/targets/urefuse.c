@@ -2,20 +2,22 @@
  *
  * One unix socket state that a dump must refuse (naming the descriptor) while the
  * program runs on undisturbed. MODE:
- *   stream-rights   a stream socketpair (fds 3, 4) with a pipe's read end in flight on
- *                   it: one byte sent on 3 with SCM_RIGHTS, queued on 4;
- *   dgram-rights    an eventfd (counter 5) in flight the same way on a datagram
- *                   socketpair, closed by the program after sending it (only the message
- *                   holds it);
- *   self            a stream socketpair whose end 4 is in flight on itself (sent on 3);
+ *   stream-rights   a stream socketpair (fds 3, 4) with an eventfd (counter 5) in flight
+ *                   on it: one byte sent on 3 with SCM_RIGHTS, queued on 4, the eventfd
+ *                   closed by the program after sending it (only the message holds it);
+ *   dgram-rights    the same on a datagram socketpair;
+ *   stream-boundary a stream socketpair (fds 3, 4) with "aa" sent on 3, then "bbbb"
+ *                   carrying 4 itself (which the tree holds): where that message begins
+ *                   after "aa" cannot be told;
  *   named-rights    a datagram socket (fd 3) bound to DIR/g.sock with a message carrying
- *                   a pipe's read end queued on it, from an unnamed socket;
+ *                   an eventfd queued on it, from an unnamed socket, the eventfd closed
+ *                   after sending it;
  *   backlog         a stream listener (fd 3) bound to DIR/l.sock with a client (fd 4)
  *                   connected, not accepted yet, that sent "hi";
  *   outside         a stream listener (fd 3) bound to DIR/l.sock (the test connects a
  *                   client of its own to it, outside the tree);
  * It prints "ready", then "step N" every 20 ms for STEPS steps, then takes what was in
- * flight or waiting (receives the descriptor and checks it is the pipe, accepts the
+ * flight or waiting (receives the descriptor and checks it is the eventfd, accepts the
  * client and reads its message) and prints what it found. */
 #include "util.h"
 #include <stddef.h>
@@ -34,11 +36,10 @@ static socklen_t path_addr(struct sockaddr_un *sa, const char *path)
 	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
 }
 
-/* Send one byte on s carrying descriptor fd (to `to` if not NULL). */
-static void send_fd(int s, int fd, const struct sockaddr_un *to, socklen_t tl)
+/* Send `what` on s carrying descriptor fd (to `to` if not NULL). */
+static void send_fd(int s, int fd, const struct sockaddr_un *to, socklen_t tl, const char *what)
 {
-	char byte = 'r';
-	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	struct iovec iov = {.iov_base = (void *)what, .iov_len = strlen(what)};
 	union {
 		struct cmsghdr h;
 		char buf[CMSG_SPACE(sizeof(int))];
@@ -55,15 +56,14 @@ static void send_fd(int s, int fd, const struct sockaddr_un *to, socklen_t tl)
 	c->cmsg_type = SCM_RIGHTS;
 	c->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(c), &fd, sizeof fd);
-	if (sendmsg(s, &mh, 0) != 1)
+	if (sendmsg(s, &mh, 0) != (ssize_t)strlen(what))
 		die("sendmsg: %s", strerror(errno));
 }
 
 /* Receive the byte and the descriptor sent with it on s (-1 if none came). */
-static int recv_fd(int s)
+static int recv_fd(int s, char *byte)
 {
-	char byte;
-	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	struct iovec iov = {.iov_base = byte, .iov_len = 1};
 	union {
 		struct cmsghdr h;
 		char buf[CMSG_SPACE(sizeof(int))];
@@ -80,17 +80,6 @@ static int recv_fd(int s)
 	return fd;
 }
 
-/* Whether fd is the read end of pipe p: a byte written to p[1] comes out of it. */
-static const char *is_pipe_end(int fd, int p[2])
-{
-	char c = 'x', got = 0;
-	if (fd < 0)
-		return "no descriptor came with the message";
-	if (write(p[1], &c, 1) != 1 || read(fd, &got, 1) != 1 || got != 'x')
-		return "the descriptor is not the pipe";
-	return "the pipe's read end came with the message";
-}
-
 int main(int argc, char **argv)
 {
 	if (argc < 3)
@@ -100,21 +89,22 @@ int main(int argc, char **argv)
 	char path[200];
 	struct sockaddr_un sa;
 	socklen_t sl;
-	int s[2] = {-1, -1}, p[2] = {-1, -1}, L = -1, C = -1;
-	if (!strcmp(mode, "stream-rights") || !strcmp(mode, "dgram-rights") ||
-	    !strcmp(mode, "self")) {
+	int s[2] = {-1, -1}, L = -1, C = -1;
+	if (!strcmp(mode, "stream-boundary")) {
+		if (socketpair(AF_UNIX, SOCK_STREAM, 0, s) || s[0] != 3)
+			die("socketpair: %s", strerror(errno));
+		if (write(s[0], "aa", 2) != 2)
+			die("write: %s", strerror(errno));
+		send_fd(s[0], s[1], NULL, 0, "bbbb");
+	} else if (!strcmp(mode, "stream-rights") || !strcmp(mode, "dgram-rights")) {
 		int type = !strcmp(mode, "dgram-rights") ? SOCK_DGRAM : SOCK_STREAM;
-		if (socketpair(AF_UNIX, type, 0, s) || s[0] != 3 || pipe(p))
-			die("socketpair/pipe: %s", strerror(errno));
-		if (type == SOCK_DGRAM) {
-			int e = eventfd(5, 0);
-			if (e < 0)
-				die("eventfd: %s", strerror(errno));
-			send_fd(s[0], e, NULL, 0);
-			close(e);
-		} else {
-			send_fd(s[0], !strcmp(mode, "self") ? s[1] : p[0], NULL, 0);
-		}
+		if (socketpair(AF_UNIX, type, 0, s) || s[0] != 3)
+			die("socketpair: %s", strerror(errno));
+		int e = eventfd(5, 0);
+		if (e < 0)
+			die("eventfd: %s", strerror(errno));
+		send_fd(s[0], e, NULL, 0, "r");
+		close(e);
 	} else if (!strcmp(mode, "named-rights")) {
 		snprintf(path, sizeof path, "%s/g.sock", dir);
 		unlink(path);
@@ -123,10 +113,12 @@ int main(int argc, char **argv)
 		if (s[1] != 3 || bind(s[1], (struct sockaddr *)&sa, sl))
 			die("bind: %s", strerror(errno));
 		int u = socket(AF_UNIX, SOCK_DGRAM, 0);
-		if (u < 0 || pipe(p))
-			die("socket/pipe: %s", strerror(errno));
-		send_fd(u, p[0], &sa, sl);
+		int e = eventfd(5, 0);
+		if (u < 0 || e < 0)
+			die("socket/eventfd: %s", strerror(errno));
+		send_fd(u, e, &sa, sl, "r");
 		close(u);
+		close(e);
 	} else if (!strcmp(mode, "backlog") || !strcmp(mode, "outside")) {
 		snprintf(path, sizeof path, "%s/l.sock", dir);
 		unlink(path);
@@ -149,21 +141,19 @@ int main(int argc, char **argv)
 		out("step %ld\n", i);
 		sleep_ms(20);
 	}
-	if (!strcmp(mode, "dgram-rights")) {
-		int fd = recv_fd(s[1]);
+	if (!strcmp(mode, "stream-boundary")) {
+		for (int i = 0; i < 3; i++) {
+			char buf[2] = {0};
+			int fd = recv_fd(s[1], buf);
+			out("read %d: [%s] %s\n", i, buf, fd >= 0 ? "with a descriptor" : "alone");
+		}
+	} else if (s[1] >= 0) {
+		char byte;
+		int fd = recv_fd(s[1], &byte);
 		uint64_t v = 0;
 		out("%s\n", fd >= 0 && read(fd, &v, sizeof v) == sizeof v && v == 5
 				    ? "the eventfd came with the message"
 				    : "the eventfd did not come");
-	} else if (p[0] >= 0 && strcmp(mode, "self")) {
-		out("%s\n", is_pipe_end(recv_fd(s[1]), p));
-	} else if (!strcmp(mode, "self")) {
-		int fd = recv_fd(s[1]);
-		struct stat a, b;
-		out("%s\n", fd >= 0 && fstat(fd, &a) == 0 && fstat(s[1], &b) == 0 &&
-					a.st_ino == b.st_ino
-				    ? "the socket came with the message on itself"
-				    : "the socket did not come with the message");
 	} else if (!strcmp(mode, "backlog")) {
 		int a = accept(L, NULL, NULL);
 		char buf[8] = {0};

@@ -28,11 +28,23 @@ pub(crate) fn collect(d: &OpenFd) -> DumpResult<FdKind> {
     if d.flags & libc::O_PATH as u32 != 0 {
         return Err(d.not_yet("an O_PATH descriptor of a FIFO"));
     }
-    if d.link.ends_with(b" (deleted)") {
-        if let Ok((_, 0)) = procfs::file_stat(std::path::Path::new(&d.link_path), &d.link) {
-            return Err(d.not_yet(
-                "a FIFO that was removed while open (restore opens FIFOs by their path)",
-            ));
+    // Removed while open: kept with the name it had, made again for an instant at
+    // restore (`file::alias_unlinked`).
+    if let Some(path) = d.link.strip_suffix(b" (deleted)") {
+        if let Ok((id, 0)) = procfs::file_stat(std::path::Path::new(&d.link_path), &d.link) {
+            if !path.starts_with(b"/") {
+                return Err(d.not_yet("a FIFO removed while open whose name is not absolute"));
+            }
+            let file = FileId {
+                path: path.to_vec(),
+                ..FileId::from(id)
+            };
+            return Ok(FdKind::Fifo {
+                id: file.ino,
+                file,
+                flags: d.flags,
+                removed: true,
+            });
         }
     }
     let file = file_id_checked(
@@ -45,6 +57,7 @@ pub(crate) fn collect(d: &OpenFd) -> DumpResult<FdKind> {
         id: file.ino,
         file,
         flags: d.flags,
+        removed: false,
     })
 }
 

@@ -74,8 +74,17 @@ pub(crate) fn check_path(pid: i32, id: &FileId, what: &str) -> DumpResult<()> {
             format!(
                 "{what} {} is no longer linked under that name (removed or replaced) but \
                  still is under another (a hard link), which restore cannot know: it finds \
-                 files by path; not supported yet",
-                String::from_utf8_lossy(&id.path)
+                 files by path; not supported yet{}",
+                String::from_utf8_lossy(&id.path),
+                match surviving_link(id) {
+                    Some(p) => format!(
+                        " (in its directory it is still linked as {})",
+                        String::from_utf8_lossy(&p)
+                    ),
+                    None => " (no other link to it is in its directory or open in the \
+                             process)"
+                        .into(),
+                }
             ),
         )),
         _ => Err(unsupported(
@@ -86,6 +95,24 @@ pub(crate) fn check_path(pid: i32, id: &FileId, what: &str) -> DumpResult<()> {
             ),
         )),
     }
+}
+
+/// Another name of file `id` (unlinked under its own, still linked elsewhere) in the
+/// directory it was unlinked from, for a refusal that names it: the only place looked
+/// at (a search of the file system would be unbounded); at most 65536 entries.
+fn surviving_link(id: &FileId) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = id.path.strip_suffix(b" (deleted)")?;
+    let dir = procfs::bytes_path(path).parent()?.to_path_buf();
+    std::fs::read_dir(&dir)
+        .ok()?
+        .take(1 << 16)
+        .filter_map(|e| e.ok())
+        .find(|e| {
+            e.metadata()
+                .is_ok_and(|m| m.dev() == id.dev && m.ino() == id.ino)
+        })
+        .map(|e| e.path().as_os_str().as_bytes().to_vec())
 }
 
 /// A regular file open as descriptor `d` (`nlink` links left): a memfd or a file deleted
@@ -116,40 +143,88 @@ pub(crate) fn collect_regular(d: &OpenFd, id: FileId, nlink: u64) -> DumpResult<
             data: id.ino,
         });
     }
-    // (nlink > 0: deleted files were handled above)
+    // (nlink > 0: deleted files were handled above.) Unlinked under the name it was
+    // opened by but still linked under another: found again by that one, and given its
+    // old name for an instant at restore (`alias_unlinked`).
+    if let Some(old) = link.strip_suffix(b" (deleted)") {
+        if let Some(other) = other_link(d.pid, &id) {
+            let file = FileId { path: other, ..id };
+            check_path(d.pid, &file, &format!("file descriptor {fd}:"))?;
+            return Ok(FdKind::File {
+                file,
+                flags,
+                pos,
+                unlinked: old.to_vec(),
+            });
+        }
+    }
     check_path(d.pid, &id, &format!("file descriptor {fd}:"))?;
     Ok(FdKind::File {
         file: id,
         flags,
         pos,
+        unlinked: Vec::new(),
+    })
+}
+
+/// Another link of file `id` (removed under the name its descriptor shows): in the
+/// directory it was removed from ([`surviving_link`]), or a path a descriptor of
+/// process `pid` has open. Nothing else is searched (a search of the file system would
+/// be unbounded).
+fn other_link(pid: i32, id: &FileId) -> Option<Vec<u8>> {
+    if let Some(p) = surviving_link(id) {
+        return Some(p);
+    }
+    let fds = procfs::fds(pid).ok()?;
+    fds.into_iter().find_map(|n| {
+        let l = procfs::readlink(&format!("/proc/{pid}/fd/{n}")).ok()?;
+        if !l.starts_with(b"/") || l.ends_with(b" (deleted)") {
+            return None;
+        }
+        let m = std::fs::metadata(procfs::bytes_path(&l)).ok()?;
+        (m.dev() == id.dev && m.ino() == id.ino).then_some(l)
     })
 }
 
 /// A directory open as descriptor `d` (`nlink` links left). One removed while open is
-/// refused: restore could only make another directory under that name (another inode,
-/// found by path, where the original could no longer be reached at all).
+/// kept with its name, owner and mode: restore makes an empty one there for an instant
+/// and removes it again (`alias_unlinked`), which reads and shows the same.
 pub(crate) fn collect_dir(d: &OpenFd, id: FileId, nlink: u64) -> DumpResult<FdKind> {
     if nlink == 0 {
-        return Err(unsupported(
-            d.pid,
-            format!(
-                "file descriptor {} is a directory that was removed while open ({}); a \
-                 removed directory cannot be restored: close it, or dump before it is \
-                 removed",
-                d.fd,
-                String::from_utf8_lossy(&d.link)
-            ),
-        ));
+        // Removed: it was empty (rmdir takes no other), and nothing can be made in it
+        // any more; its name is what /proc shows before " (deleted)".
+        let path = d.link.strip_suffix(b" (deleted)").unwrap_or(&d.link);
+        if !path.starts_with(b"/") {
+            return Err(unsupported(
+                d.pid,
+                format!(
+                    "file descriptor {} is a directory that was removed while open ({}), \
+                     whose name is not an absolute path",
+                    d.fd,
+                    String::from_utf8_lossy(&d.link)
+                ),
+            ));
+        }
+        return Ok(FdKind::Dir {
+            file: FileId {
+                path: path.to_vec(),
+                ..id
+            },
+            flags: d.flags,
+            removed: true,
+        });
     }
     Ok(FdKind::Dir {
         file: id,
         flags: d.flags,
+        removed: false,
     })
 }
 
 /// The working or root directory (`which`: "cwd" or "root") of process `pid`, as its
-/// /proc link names it. One that was removed is refused, as for descriptors
-/// ([`collect_dir`]).
+/// /proc link names it. One that was removed is refused (a descriptor of a removed
+/// directory is made again, [`collect_dir`], but the working and root directories are
+/// set from plan's held paths only).
 pub(crate) fn collect_dir_link(pid: i32, which: &str) -> DumpResult<Vec<u8>> {
     let link = format!("/proc/{pid}/{which}");
     let path = procfs::readlink(&link)?;
@@ -158,8 +233,8 @@ pub(crate) fn collect_dir_link(pid: i32, which: &str) -> DumpResult<Vec<u8>> {
         return Err(unsupported(
             pid,
             format!(
-                "its {what} directory was removed ({}); a removed directory cannot be \
-                 restored",
+                "its {what} directory was removed ({}); a removed {what} directory cannot \
+                 be restored yet (a descriptor of one can)",
                 String::from_utf8_lossy(&path)
             ),
         ));
@@ -399,6 +474,197 @@ fn check_position_in(dir: &Path, pos: u64, what: &str, problems: &mut Vec<Proble
     }
 }
 
+/// A file removed under the name it was opened by (`unlinked`) and found by another
+/// link (`file.path`) gets that name back for an instant at restore: it must be an
+/// absolute path in a directory that exists, and free (nothing there now).
+pub(crate) fn check_unlinked_name(
+    unlinked: &[u8],
+    file: &FileId,
+    fd: i32,
+    problems: &mut Vec<Problem>,
+) {
+    let path = procfs::bytes_path(unlinked);
+    let dir_ok = path.parent().is_some_and(|d| d.is_absolute() && d.is_dir());
+    if !dir_ok || path.file_name().is_none() || unlinked.contains(&0) {
+        check::p(
+            problems,
+            "file-missing",
+            format!(
+                "file descriptor {fd}: the directory of {}, the name it was opened by, does \
+                 not exist",
+                check::show(unlinked)
+            ),
+        );
+    } else if std::fs::symlink_metadata(path).is_ok() {
+        check::p(
+            problems,
+            "file-changed",
+            format!(
+                "file descriptor {fd}: {} (opened as {}, removed since) cannot be shown \
+                 under that name again: {} exists now",
+                check::show(&file.path),
+                check::show(unlinked),
+                check::show(unlinked)
+            ),
+        );
+    }
+}
+
+/// A directory or FIFO (`what`) removed while open is made again under its name for an
+/// instant: its parent must exist and the name be free (nothing there now).
+pub(crate) fn check_removed_name(file: &FileId, what: &str, fd: i32, problems: &mut Vec<Problem>) {
+    let path = procfs::bytes_path(&file.path);
+    let dir_ok = path.parent().is_some_and(|d| d.is_absolute() && d.is_dir());
+    if !dir_ok || path.file_name().is_none() || file.path.contains(&0) {
+        check::p(
+            problems,
+            "file-missing",
+            format!(
+                "file descriptor {fd}: the directory that held removed {what} {} does \
+                 not exist",
+                check::show(&file.path)
+            ),
+        );
+    } else if std::fs::symlink_metadata(path).is_ok() {
+        check::p(
+            problems,
+            "file-changed",
+            format!(
+                "file descriptor {fd}: {what} {} (removed while open) cannot be made \
+                 again for an instant under its name: {} exists now",
+                check::show(&file.path),
+                check::show(&file.path)
+            ),
+        );
+    }
+}
+
+/// The key a file descriptor's file is held under in stage: its path, or for one given
+/// its removed name back, that name as /proc shows it (" (deleted)").
+pub(crate) fn held_key(path: &[u8], unlinked: &[u8]) -> Vec<u8> {
+    if unlinked.is_empty() {
+        path.to_vec()
+    } else {
+        [unlinked, b" (deleted)"].concat()
+    }
+}
+
+/// For each directory and FIFO of `procs` removed while open, the one [`remade`] makes,
+/// and
+/// for each file descriptor of `procs` opened by a name removed since (`unlinked`),
+/// ckpt's descriptor of the file under that name: the file plan held (by its other
+/// link, in `held`) is linked under its old name (exclusively), held there (checked to
+/// be the same file) and the name removed again at once, so every descriptor opened
+/// from it shows "NAME (deleted)" as the original did. Added to `held` under
+/// [`held_key`]; the returned descriptors must outlive its use. The name exists for
+/// the microseconds between link and unlink.
+pub(crate) fn alias_unlinked(
+    procs: &[Process],
+    held: &mut BTreeMap<Vec<u8>, (std::os::fd::RawFd, bool)>,
+) -> RestoreResult<Vec<std::os::fd::OwnedFd>> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    for f in procs.iter().flat_map(|p| &p.fds) {
+        if let FdKind::Dir {
+            file,
+            removed: true,
+            ..
+        } = &f.kind
+        {
+            let key = held_key(&file.path, &file.path);
+            if let std::collections::btree_map::Entry::Vacant(e) = held.entry(key) {
+                let d = remade(file, true)?;
+                e.insert((d.as_raw_fd(), true));
+                out.push(d);
+            }
+            continue;
+        }
+        if let FdKind::Fifo {
+            file,
+            removed: true,
+            ..
+        } = &f.kind
+        {
+            let key = held_key(&file.path, &file.path);
+            if let std::collections::btree_map::Entry::Vacant(e) = held.entry(key) {
+                let d = remade(file, false)?;
+                e.insert((d.as_raw_fd(), false));
+                out.push(d);
+            }
+            continue;
+        }
+        let FdKind::File { file, unlinked, .. } = &f.kind else {
+            continue;
+        };
+        let key = held_key(&file.path, unlinked);
+        if unlinked.is_empty() || held.contains_key(&key) {
+            continue;
+        }
+        let &(raw, _) = held.get(&file.path).ok_or_else(|| {
+            RestoreError::Stage(format!(
+                "{} was not opened and checked in plan",
+                check::show(&file.path)
+            ))
+        })?;
+        let path = procfs::bytes_path(unlinked);
+        let (Some(parent), Some(base)) = (path.parent(), path.file_name()) else {
+            return Err(RestoreError::Malformed(format!(
+                "{} has no directory",
+                check::show(unlinked)
+            )));
+        };
+        let what = check::show(unlinked);
+        fault_point("link a removed name again")?;
+        let dir = sys::pathfd::open_dir(parent)?;
+        let base = base.as_bytes();
+        sys::pathfd::link_held(raw, &dir, base, &what)?;
+        let alias = sys::pathfd::hold_same(&dir, base, raw, &what);
+        let gone = sys::pathfd::unlink_at(&dir, base, false);
+        sys::deferred::die_point("removed name linked again");
+        let alias = alias?;
+        gone?;
+        held.insert(key, (alias.as_raw_fd(), false));
+        out.push(alias);
+    }
+    Ok(out)
+}
+
+/// Directory (`dir`) or FIFO `file`, removed while open, made again: an empty
+/// directory or a FIFO under its name (exclusively, 0700 or 0600), given its recorded
+/// owner and mode, held (`O_PATH`) and removed again at once; it exists for the
+/// microseconds in between.
+fn remade(file: &FileId, dir: bool) -> RestoreResult<std::os::fd::OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = procfs::bytes_path(&file.path);
+    let (Some(parent), Some(base)) = (path.parent(), path.file_name()) else {
+        return Err(RestoreError::Malformed(format!(
+            "removed {} has no parent",
+            check::show(&file.path)
+        )));
+    };
+    let what = check::show(&file.path);
+    fault_point(if dir {
+        "make a removed directory again"
+    } else {
+        "make a removed FIFO again"
+    })?;
+    let at = sys::pathfd::open_dir(parent)?;
+    let base = base.as_bytes();
+    let d = if dir {
+        sys::pathfd::make_private_dir(&at, base, &what)?
+    } else {
+        sys::pathfd::make_private_fifo(&at, base, &what)?
+    };
+    let owner = file.owner.filter(|(u, g)| *u != u32::MAX && *g != u32::MAX);
+    let set = sys::pathfd::set_owner_mode_held(&d, owner, file.mode & 0o7777);
+    let gone = sys::pathfd::unlink_at(&at, base, dir);
+    sys::deferred::die_point("removed directory or FIFO made again");
+    set?;
+    gone?;
+    Ok(d)
+}
+
 /// A deleted file is recreated in its directory, which must exist, and its position
 /// must be one a file there can have.
 pub(crate) fn check_deleted_at(file: &FileId, fd: i32, pos: u64, problems: &mut Vec<Problem>) {
@@ -466,9 +732,17 @@ pub(crate) fn check_file(
 }
 
 /// What `inspect` says of a regular file descriptor.
-pub(crate) fn describe_file(file: &FileId, flags: u32, pos: u64) -> String {
+pub(crate) fn describe_file(file: &FileId, flags: u32, pos: u64, unlinked: &[u8]) -> String {
+    let also = if unlinked.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (opened as {}, removed since)",
+            String::from_utf8_lossy(unlinked)
+        )
+    };
     format!(
-        "file {} flags {:#o} offset {}",
+        "file {}{also} flags {:#o} offset {}",
         String::from_utf8_lossy(&file.path),
         flags,
         pos
@@ -717,6 +991,39 @@ pub(crate) fn kept_file_fd(
     );
     cx.close(t)?;
     n
+}
+
+/// A descriptor in the stub of the recreated deleted file kept under `data` (made now
+/// if this is its first use), sharing ckpt's open file description (`pidfd_getfd`: no
+/// open, and its close reports nothing while ckpt holds the file): for a watch set on it
+/// through `/proc/self/fd`. The file's record is that of a `DeletedFile` descriptor of
+/// the image with those contents.
+pub(crate) fn kept_deleted_shared(
+    cx: &mut Ctx<'_>,
+    ckpt: &crate::model::Checkpoint,
+    data: u64,
+    files: &mut FileData,
+) -> RestoreResult<u64> {
+    use std::os::fd::AsRawFd;
+    let file = ckpt
+        .processes
+        .iter()
+        .flat_map(|p| &p.fds)
+        .find_map(|f| match &f.kind {
+            FdKind::DeletedFile { data: d, file, .. } if *d == data => Some(file),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            RestoreError::Malformed(format!("no deleted file {data} for an inotify watch"))
+        })?;
+    recreate_file(data, Kept::Deleted { file }, &cx.proc_.creds, files)?;
+    let held = files
+        .made
+        .get(&data)
+        .ok_or_else(|| RestoreError::Stage(format!("file {data} was not recreated")))?;
+    let held = held.as_raw_fd() as u64;
+    let me = std::process::id() as i32;
+    take_remote_fd(cx, me, held, "take a recreated file to watch it")
 }
 
 /// Make a memfd or deleted file descriptor with its contents; returns its descriptor.

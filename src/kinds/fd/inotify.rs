@@ -41,6 +41,30 @@ pub(crate) fn inotify_watches(pid: i32, fd: i32, info: &str) -> DumpResult<Vec<I
     let mut out = Vec::new();
     for w in lines {
         let (major, minor) = (w.sdev >> 20, w.sdev & 0xf_ffff);
+        // A watch on a file deleted while a descriptor of this process holds it open: set
+        // again on the recreated file, if nothing restore does to that file after the
+        // watch is set (opening it for the other descriptors, closing its own at the
+        // end) is an event the watch reports.
+        if let Some(path) = deleted_file_of(pid, major, minor, w.ino) {
+            const SEEN: u32 = libc::IN_OPEN | libc::IN_CLOSE_WRITE | libc::IN_CLOSE_NOWRITE;
+            if w.mask & SEEN != 0 {
+                return Err(refuse(format!(
+                    "whose watch {} on {} (deleted) reports opens or closes (mask {:#x}), \
+                     which restore makes of the file it recreates after setting the watch",
+                    w.wd,
+                    String::from_utf8_lossy(&path),
+                    w.mask
+                )));
+            }
+            out.push(InotifyWatch {
+                wd: w.wd,
+                mask: w.mask,
+                path,
+                ino: w.ino,
+                deleted: Some(w.ino),
+            });
+            continue;
+        }
         let path = sys::process::path_of_handle(major, minor, w.handle_type, &w.handle)
             .filter(|p| {
                 std::fs::metadata(procfs::bytes_path(p)).is_ok_and(|m| {
@@ -62,10 +86,31 @@ pub(crate) fn inotify_watches(pid: i32, fd: i32, info: &str) -> DumpResult<Vec<I
             mask: w.mask,
             path,
             ino: w.ino,
+            deleted: None,
         });
     }
     out.sort_by_key(|w| w.wd);
     Ok(out)
+}
+
+/// The name (without " (deleted)") of the file deleted while open that a descriptor of
+/// process `pid` holds with inode `ino` on device `major:minor`, if there is one: its
+/// contents are in the image (`DeletedFile`, kept under its inode number).
+fn deleted_file_of(pid: i32, major: u32, minor: u32, ino: u64) -> Option<Vec<u8>> {
+    use std::os::unix::fs::MetadataExt;
+    procfs::fds(pid).ok()?.into_iter().find_map(|n| {
+        let at = format!("/proc/{pid}/fd/{n}");
+        let link = procfs::readlink(&at).ok()?;
+        let name = link.strip_suffix(b" (deleted)")?;
+        let m = std::fs::metadata(&at).ok()?;
+        (m.is_file()
+            && m.nlink() == 0
+            && m.ino() == ino
+            && libc::major(m.dev()) == major
+            && libc::minor(m.dev()) == minor
+            && name.starts_with(b"/"))
+        .then(|| name.to_vec())
+    })
 }
 
 // ---- checks (plan) ----
@@ -95,9 +140,41 @@ pub(crate) fn check_watches(
     }
 }
 
+/// A watch on a deleted file names the contents of a deleted file descriptor of the
+/// image (restore sets it on that file's recreated copy).
+pub(crate) fn check_deleted_watches(
+    watches: &[InotifyWatch],
+    fd: i32,
+    pid: i32,
+    procs: &[crate::model::Process],
+    problems: &mut Vec<Problem>,
+) {
+    use crate::model::FdKind;
+    let kept = |data: u64| {
+        procs
+            .iter()
+            .flat_map(|p| &p.fds)
+            .any(|f| matches!(&f.kind, FdKind::DeletedFile { data: d, .. } if *d == data))
+    };
+    if watches
+        .iter()
+        .filter_map(|w| w.deleted)
+        .any(|data| !kept(data))
+    {
+        check::p(
+            problems,
+            "malformed",
+            format!(
+                "descriptor {fd} of process {pid} has an inotify watch on a deleted file the \
+                 image does not keep"
+            ),
+        );
+    }
+}
+
 /// Every watched path exists.
 pub(crate) fn check_paths(watches: &[InotifyWatch], fd: i32, problems: &mut Vec<Problem>) {
-    for w in watches {
+    for w in watches.iter().filter(|w| w.deleted.is_none()) {
         if std::fs::symlink_metadata(procfs::bytes_path(&w.path)).is_err() {
             check::p(
                 problems,
@@ -144,10 +221,21 @@ fn add_inotify_watches(
     cx: &mut Ctx<'_>,
     n: u64,
     watches: &[crate::model::InotifyWatch],
+    deleted: &mut dyn FnMut(&mut Ctx<'_>, u64) -> RestoreResult<u64>,
 ) -> RestoreResult<()> {
     let mut skipped = Vec::new();
     for w in watches {
-        let a = cx.put_cstr(0, &w.path)?;
+        // A deleted file's watch goes on its recreated copy, through a descriptor of it
+        // in the stub (`/proc/self/fd/T`, a link to follow), closed again after.
+        let taken = match w.deleted {
+            Some(data) => Some(deleted(cx, data)?),
+            None => None,
+        };
+        let (path, follow) = match taken {
+            Some(t) => (format!("/proc/self/fd/{t}").into_bytes(), 0),
+            None => (w.path.clone(), libc::IN_DONT_FOLLOW),
+        };
+        let a = cx.put_cstr(0, &path)?;
         let what = format!(
             "inotify_add_watch({}) for wd {}",
             String::from_utf8_lossy(&w.path),
@@ -157,7 +245,7 @@ fn add_inotify_watches(
             let got = cx.call(
                 &what,
                 nr::INOTIFY_ADD_WATCH,
-                [n, a, u64::from(w.mask | libc::IN_DONT_FOLLOW), 0, 0, 0],
+                [n, a, u64::from(w.mask | follow), 0, 0, 0],
             )? as i32;
             if got == w.wd {
                 break;
@@ -175,6 +263,10 @@ fn add_inotify_watches(
                 [n, got as u64, 0, 0, 0, 0],
             )?;
             skipped.push(got);
+        }
+        if let Some(t) = taken {
+            // (The description is ckpt's too: this close reports nothing.)
+            cx.close(t)?;
         }
     }
     if skipped.is_empty() {
@@ -214,16 +306,18 @@ fn add_inotify_watches(
 }
 
 /// A new inotify instance with its watches (see [`add_inotify_watches`]).
+/// (`deleted`: a descriptor in the stub of the recreated file kept under a `data` id.)
 pub(crate) fn create_inotify(
     cx: &mut Ctx<'_>,
     flags: u32,
     watches: &[crate::model::InotifyWatch],
+    deleted: &mut dyn FnMut(&mut Ctx<'_>, u64) -> RestoreResult<u64>,
 ) -> RestoreResult<u64> {
     let n = cx.call(
         "inotify_init1",
         nr::INOTIFY_INIT1,
         [keep_flags(flags, libc::IN_NONBLOCK), 0, 0, 0, 0, 0],
     )?;
-    add_inotify_watches(cx, n, watches)?;
+    add_inotify_watches(cx, n, watches, deleted)?;
     Ok(n)
 }

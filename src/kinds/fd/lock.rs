@@ -61,10 +61,11 @@ pub(crate) fn fd_locks(pid: i32, fd: i32, name: &str) -> DumpResult<Vec<FileLock
             "LEASE" if !l.split_whitespace().any(|w| w == "ACTIVE") => {
                 return Err(refuse("a lease being broken"));
             }
-            // A write lease is broken by any other open of the file, which restore
-            // makes while it works: it would not come back.
-            "LEASE" if ll.mode == "READ" => LockKind::Lease,
-            "LEASE" => return Err(refuse("a write lease")),
+            // An active lease, read or write, is taken again once every descriptor
+            // exists: the descriptions restore makes are the tree's own (the file is
+            // held by ckpt with O_PATH only, which no lease sees), so a write lease,
+            // which needs the file open by no other description, is granted as it was.
+            "LEASE" => LockKind::Lease,
             other => return Err(refuse(&format!("a file lock of kind {other}"))),
         };
         let write = match ll.mode.as_str() {

@@ -93,6 +93,7 @@ pub(crate) fn check_records(
             }
             if let FdKind::Inotify { watches, .. } = &f.kind {
                 inotify::check_watches(watches, f.fd, q.pid, problems);
+                inotify::check_deleted_watches(watches, f.fd, q.pid, procs, problems);
             }
             if let FdKind::Pidfd { pid, .. } = f.kind {
                 pidfd::check_target(procs, q, f.fd, pid, problems);
@@ -334,9 +335,22 @@ pub(crate) fn check_fd(
     problems: &mut Vec<Problem>,
 ) {
     match &f.kind {
-        FdKind::File { file, flags, pos } => {
-            file::check_host(files, file, *flags, *pos, f.fd, problems)
+        FdKind::File {
+            file,
+            flags,
+            pos,
+            unlinked,
+        } => {
+            file::check_host(files, file, *flags, *pos, f.fd, problems);
+            if !unlinked.is_empty() {
+                file::check_unlinked_name(unlinked, file, f.fd, problems)
+            }
         }
+        FdKind::Dir {
+            file,
+            removed: true,
+            ..
+        } => file::check_removed_name(file, "directory", f.fd, problems),
         FdKind::Device { file, .. } | FdKind::Dir { file, .. } => {
             file::check_file(files, file, &format!("file descriptor {}:", f.fd), problems)
         }
@@ -365,6 +379,11 @@ pub(crate) fn check_fd(
         }
         FdKind::UnixPending { .. } => {}
         FdKind::DeletedFile { file, pos, .. } => file::check_deleted_at(file, f.fd, *pos, problems),
+        FdKind::Fifo {
+            file,
+            removed: true,
+            ..
+        } => file::check_removed_name(file, "FIFO", f.fd, problems),
         FdKind::Fifo { file, .. } => fifo::check_host(files, file, f.fd, held, problems),
         FdKind::Inotify { watches, .. } => inotify::check_paths(watches, f.fd, problems),
         FdKind::PosixMq { .. } => mqueue::check_host(f, problems),
@@ -405,7 +424,12 @@ pub(crate) fn check_fd(
 /// What `inspect` says of one descriptor (its locks included).
 pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
     let d = match &f.kind {
-        FdKind::File { file, flags, pos } => file::describe_file(file, *flags, *pos),
+        FdKind::File {
+            file,
+            flags,
+            pos,
+            unlinked,
+        } => file::describe_file(file, *flags, *pos, unlinked),
         FdKind::Device { file, flags, .. } => file::describe_device(file, *flags),
         FdKind::Dir { file, .. } => file::describe_dir(file),
         FdKind::Inherited { what, tty, .. } => tty::describe_inherited(what, tty.as_deref()),
@@ -445,7 +469,9 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
             messages,
             ..
         } => mqueue::describe(name, *deleted, messages.len()),
-        FdKind::Fifo { file, id, flags } => fifo::describe(ckpt, file, *id, *flags),
+        FdKind::Fifo {
+            file, id, flags, ..
+        } => fifo::describe(ckpt, file, *id, *flags),
         FdKind::Pty { index, master, .. } => tty::describe_pty(ckpt, *index, Some(*master)),
         FdKind::DevTty { index, .. } => tty::describe_pty(ckpt, *index, None),
         FdKind::Pidfd { pid, flags } => pidfd::describe(*pid, *flags),
@@ -957,7 +983,10 @@ fn restore_fd(
             move_fd(cx, n, f.fd, f.cloexec)
         }
         FdKind::Inotify { flags, watches } => {
-            let n = inotify::create_inotify(cx, *flags, watches)?;
+            // A watch on a deleted file: on its recreated copy (made now if first).
+            let mut deleted =
+                |cx: &mut Ctx<'_>, data: u64| file::kept_deleted_shared(cx, ckpt, data, files);
+            let n = inotify::create_inotify(cx, *flags, watches, &mut deleted)?;
             move_fd(cx, n, f.fd, f.cloexec)
         }
         FdKind::Epoll { flags, .. } => {
@@ -972,17 +1001,50 @@ fn restore_fd(
             let n = pidfd::create_pidfd(cx, *pid, *flags)?;
             move_fd(cx, n, f.fd, f.cloexec)
         }
-        FdKind::File { file, flags, pos } | FdKind::Device { file, flags, pos } => {
+        FdKind::File {
+            file,
+            flags,
+            pos,
+            unlinked,
+        } => {
+            // A file given its removed name for an instant: held under that name.
+            let key = file::held_key(&file.path, unlinked);
+            file::open_path_fd(cx, files, f, &key, *flags, Some(*pos))
+        }
+        FdKind::Device { file, flags, pos } => {
             file::open_path_fd(cx, files, f, &file.path, *flags, Some(*pos))
         }
-        FdKind::Dir { file, flags } => file::open_path_fd(cx, files, f, &file.path, *flags, None),
-        FdKind::Fifo { file, id, flags } => {
+        FdKind::Dir {
+            file,
+            flags,
+            removed,
+        } => {
+            // A removed directory made again: held under its name " (deleted)".
+            let key = if *removed {
+                file::held_key(&file.path, &file.path)
+            } else {
+                file.path.clone()
+            };
+            file::open_path_fd(cx, files, f, &key, *flags, None)
+        }
+        FdKind::Fifo {
+            file,
+            id,
+            flags,
+            removed,
+        } => {
             let fifo = ckpt
                 .fifos
                 .iter()
                 .find(|p| p.id == *id)
                 .ok_or_else(|| RestoreError::Malformed(format!("unknown FIFO {id}")))?;
-            fifo::place_fifo_end(cx, &files.held, f, fifo, &file.path, *flags, holders)
+            // A removed FIFO made again: held under its name " (deleted)".
+            let key = if *removed {
+                file::held_key(&file.path, &file.path)
+            } else {
+                file.path.clone()
+            };
+            fifo::place_fifo_end(cx, &files.held, f, fifo, &key, *flags, holders)
         }
         FdKind::Pty {
             index,

@@ -154,7 +154,8 @@ impl UnixTable {
                         ),
                     ));
                 }
-                f.kind = unix_dgram(s, diag, held, pids, flags).map_err(|why| refuse(&why))?;
+                f.kind =
+                    unix_dgram(s, diag, held, (pids, fds), flags).map_err(|why| refuse(&why))?;
                 return Ok(());
             }
         }
@@ -400,21 +401,30 @@ fn pair_state(
             }
             let (data, runs) = sockdiag::peek_unix_stream(&dup, sock.rqueue as usize)
                 .map_err(|e| unkept(e, "unix stream socket"))?;
-            // Runs as messages, for their credentials.
-            let mut as_msgs: Vec<SockMessage> = runs
-                .iter()
-                .map(|&(_, c)| SockMessage {
-                    creds: c.map(|(pid, uid, gid)| SockCreds { pid, uid, gid }),
+            // Runs as messages, for their credentials and descriptors in flight.
+            let mut as_msgs = Vec::with_capacity(runs.len());
+            for r in &runs {
+                let rights = if r.rights.is_empty() {
+                    Vec::new()
+                } else {
+                    rights_in_tree(&r.rights, fds).map_err(|why| {
+                        unkept(sockdiag::PeekError::Rights(why), "unix stream socket")
+                    })?
+                };
+                as_msgs.push(SockMessage {
+                    creds: r.creds.map(|(pid, uid, gid)| SockCreds { pid, uid, gid }),
+                    rights,
                     ..SockMessage::default()
-                })
-                .collect();
+                });
+            }
             keep_creds(&mut as_msgs, pids, o.passcred).map_err(|why| refuse(&why))?;
             let runs = runs
                 .iter()
                 .zip(as_msgs)
-                .map(|(&(len, _), m)| StreamRun {
-                    len: len as u32,
+                .map(|(r, m)| StreamRun {
+                    len: r.len as u32,
                     creds: m.creds,
+                    rights: m.rights,
                 })
                 .collect();
             if which == 0 {
@@ -715,7 +725,7 @@ fn unix_dgram(
     s: &UnixSock,
     diag: &BTreeMap<u64, UnixSock>,
     held: &BTreeMap<u64, (i32, i32)>,
-    pids: &BTreeSet<i32>,
+    (pids, fds): (&BTreeSet<i32>, &[(i32, i32)]),
     flags: u32,
 ) -> std::result::Result<FdKind, String> {
     let name = unix_name(s.name.as_deref().unwrap_or_default());
@@ -741,7 +751,8 @@ fn unix_dgram(
         .ok_or_else(|| "a unix socket that vanished during the dump".to_string())?;
     let dup = sys::process::steal_fd(hp, hfd).map_err(|e| e.to_string())?;
     let opts = sys::sockdiag::sock_opts(&dup, true).map_err(|e| e.to_string())?;
-    let mut msgs = peek_messages(&dup, false, true, None)
+    let in_tree_fds = |r: &[std::os::fd::OwnedFd]| rights_in_tree(r, fds);
+    let mut msgs = peek_messages(&dup, false, true, Some(&in_tree_fds))
         .map_err(|e| peek_refusal(&e, "unix datagram socket"))?;
     keep_creds(&mut msgs, pids, opts.passcred)?;
     // Names of the tree's bound sockets, which can send again at restore.
@@ -891,8 +902,7 @@ pub(crate) fn check_creds(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
 }
 
 /// Descriptors in flight name descriptors of the image that restore makes (not ones
-/// given from outside), and only on datagram or seqpacket pairs (named datagram
-/// sockets keep none).
+/// given from outside).
 pub(crate) fn check_rights(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
     let restored = |r: &FdRef| {
         ckpt.processes.iter().any(|p| {
@@ -904,20 +914,26 @@ pub(crate) fn check_rights(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
         })
     };
     let pairs_ok = ckpt.socketpairs.iter().all(|sp| {
-        let rights: Vec<&FdRef> = sp
+        let in_runs = sp
+            .runs0
+            .iter()
+            .chain(sp.runs1.iter())
+            .flat_map(|r| &r.rights);
+        let in_msgs = sp
             .msgs0
             .iter()
             .chain(sp.msgs1.iter())
-            .flat_map(|m| &m.rights)
-            .collect();
-        rights.is_empty() || (sp.typ != libc::SOCK_STREAM && rights.into_iter().all(restored))
+            .flat_map(|m| &m.rights);
+        in_msgs.chain(in_runs).all(restored)
     });
     let dgrams_ok = ckpt
         .processes
         .iter()
         .flat_map(|p| p.fds.iter())
         .all(|f| match &f.kind {
-            FdKind::UnixDgram { sock, .. } => sock.msgs.iter().all(|m| m.rights.is_empty()),
+            FdKind::UnixDgram { sock, .. } => {
+                sock.msgs.iter().flat_map(|m| &m.rights).all(restored)
+            }
             _ => true,
         });
     if !pairs_ok || !dgrams_ok {
@@ -1242,12 +1258,17 @@ pub(crate) fn create_socketpair(
     park_pair(cx, e0, e1, tmp)
 }
 
-/// Whether messages queued on pair `sp` carry descriptors.
+/// Whether messages or bytes queued on pair `sp` carry descriptors.
 fn carries_rights(sp: &SocketPairState) -> bool {
     sp.msgs0
         .iter()
         .chain(sp.msgs1.iter())
         .any(|m| !m.rights.is_empty())
+        || sp
+            .runs0
+            .iter()
+            .chain(sp.runs1.iter())
+            .any(|r| !r.rights.is_empty())
 }
 
 /// Queue on pair `sp` (ends `e0`, `e1` of the process of `cx`) what each end had to
@@ -1268,22 +1289,18 @@ fn fill_pair(cx: &mut Ctx<'_>, sp: &SocketPairState, e0: u64, e1: u64) -> Restor
                 RestoreError::Malformed(format!("{what}: runs longer than the data"))
             })?;
             let c = r.creds.map(|c| (c.pid, c.uid, c.gid));
-            cx.send_message_as(from, bytes, None, c, &[], &what)?;
+            // A run with descriptors is one message of its own, as it was.
+            let fds = take_rights(cx, &r.rights, &what)?;
+            cx.send_message_as(from, bytes, None, c, &fds, &what)?;
+            for f in fds {
+                cx.close(f)?;
+            }
             at = end;
         }
     }
     for (from, msgs) in [(e1, &sp.msgs0), (e0, &sp.msgs1)] {
         for m in msgs {
-            // The descriptors in flight: copies, in this process, of the image's
-            // descriptors with those open file descriptions.
-            let mut fds = Vec::with_capacity(m.rights.len());
-            for r in &m.rights {
-                let w = format!(
-                    "{what}: take descriptor {} of process {} to send it in flight",
-                    r.fd, r.pid
-                );
-                fds.push(crate::remote::take_remote_fd(cx, r.pid, r.fd as u64, &w)?);
-            }
+            let fds = take_rights(cx, &m.rights, &what)?;
             cx.send_message_as(from, &m.data, None, creds(m), &fds, &what)?;
             for f in fds {
                 cx.close(f)?;
@@ -1296,6 +1313,20 @@ fn fill_pair(cx: &mut Ctx<'_>, sp: &SocketPairState, e0: u64, e1: u64) -> Restor
         shutdown(cx, fd, m)?;
     }
     Ok(())
+}
+
+/// The descriptors in flight `rights`: copies, in the process of `cx`, of the image's
+/// descriptors with those open file descriptions (the caller closes them once sent).
+fn take_rights(cx: &mut Ctx<'_>, rights: &[FdRef], what: &str) -> RestoreResult<Vec<u64>> {
+    let mut fds = Vec::with_capacity(rights.len());
+    for r in rights {
+        let w = format!(
+            "{what}: take descriptor {} of process {} to send it in flight",
+            r.fd, r.pid
+        );
+        fds.push(crate::remote::take_remote_fd(cx, r.pid, r.fd as u64, &w)?);
+    }
+    Ok(fds)
 }
 
 /// Fill the pairs with descriptors in flight, now that every process has its
@@ -1613,7 +1644,11 @@ pub(crate) fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
             if m.from.is_empty() {
                 let cx = &mut ctxs[i];
                 let t = unix_dgram_socket(cx)?;
-                let r = cx.send_message_as(t, &m.data, Some(&to), creds(m), &[], &what);
+                let fds = take_rights(cx, &m.rights, &what)?;
+                let r = cx.send_message_as(t, &m.data, Some(&to), creds(m), &fds, &what);
+                for f in fds {
+                    cx.close(f)?;
+                }
                 cx.close(t)?;
                 r?;
             } else {
@@ -1626,7 +1661,12 @@ pub(crate) fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
                         })?;
                 // Addressed by name even when connected to the receiver (allowed), so
                 // that a sender connected elsewhere reaches it too.
-                ctxs[j].send_message_as(sfd as u64, &m.data, Some(&to), creds(m), &[], &what)?;
+                let cx = &mut ctxs[j];
+                let fds = take_rights(cx, &m.rights, &what)?;
+                cx.send_message_as(sfd as u64, &m.data, Some(&to), creds(m), &fds, &what)?;
+                for f in fds {
+                    cx.close(f)?;
+                }
             }
         }
     }

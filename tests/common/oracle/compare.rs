@@ -139,6 +139,11 @@ pub const LEGIT: &[(&str, &str)] = &[
         "*.smaps.*.inode@anon",
         "inode numbers of recreated memfds, SysV segments, deleted files",
     ),
+    (
+        "*.fdinfo.inotify wd.*@watchdeleted",
+        "an inotify watch on a deleted file is on the recreated file: its inode number and \
+         file handle are new, the rest (wd, device, mask) the same",
+    ),
 ];
 
 /// Does `pat` (with `*` for any characters) match `s`?
@@ -257,6 +262,34 @@ fn legit(key: &str, before: &Snapshot, after: &Snapshot) -> Option<&'static str>
                 !before.entries.iter().any(|(k, (_, v))| {
                     k.ends_with(".fdinfo.tty-index") && Some(v) == index.as_ref()
                 })
+            }
+            "watchdeleted" => {
+                // "WD ino:HEX sdev:.. mask:.. ... fhandle-type:.. f_handle:HEX": equal but
+                // for ino and f_handle, and the watched inode is a deleted file a
+                // descriptor of the same process held.
+                let strip = |v: &str| {
+                    v.split_whitespace()
+                        .filter(|w| !w.starts_with("ino:") && !w.starts_with("f_handle:"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                let (vb, va) = (before.get(key).unwrap_or(""), after.get(key).unwrap_or(""));
+                let ino = vb
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("ino:"))
+                    .and_then(|h| u64::from_str_radix(h, 16).ok());
+                let proc_ = key.split('.').next().unwrap_or("");
+                let deleted_fd = ino.is_some_and(|ino| {
+                    before.entries.iter().any(|(k, (_, v))| {
+                        k.starts_with(&format!("{proc_}.fd"))
+                            && k.ends_with(".stat.ino")
+                            && v.parse::<u64>().ok() == Some(ino)
+                            && before
+                                .get(&format!("{}.link", k.trim_end_matches(".stat.ino")))
+                                .is_some_and(|l| l.ends_with(" (deleted)"))
+                    })
+                });
+                !vb.is_empty() && strip(vb) == strip(va) && deleted_fd
             }
             "proc" => {
                 let base = key.rsplit_once(".stat.").map_or(key, |x| x.0);

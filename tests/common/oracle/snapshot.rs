@@ -505,7 +505,14 @@ fn read_fds(r: &mut Reader, pid: i32) {
             if m.is_file() {
                 r.prog(format!("{k}.stat.size"), m.size().to_string());
                 r.prog(format!("{k}.stat.blocks"), m.blocks().to_string());
-                if let Some(x) = extents(&format!("{base}/fd/{fd}")) {
+                // Opening a file under a lease would break it (a write lease: the
+                // holder gets SIGIO, which kills a program that does not handle it).
+                let leased = fs::read_to_string(format!("{base}/fdinfo/{fd}"))
+                    .is_ok_and(|t| t.contains("LEASE"));
+                if let Some(x) = (!leased)
+                    .then(|| extents(&format!("{base}/fd/{fd}")))
+                    .flatten()
+                {
                     r.prog(format!("{k}.extents"), x);
                 }
             }

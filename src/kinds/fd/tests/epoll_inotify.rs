@@ -81,6 +81,7 @@ fn watch(wd: i32, path: &[u8]) -> InotifyWatch {
         mask: 0x100,
         path: path.to_vec(),
         ino: 0,
+        deleted: None,
     }
 }
 

@@ -1,7 +1,9 @@
 //! Files reopened by path (`file::check_host`, `check_file`, `check_output_file`,
 //! `check_deleted`), on temporary files.
 
-use crate::kinds::fd::file::{check_deleted, check_file, check_host};
+use crate::kinds::fd::file::{
+    check_deleted, check_file, check_host, check_removed_name, check_unlinked_name, held_key,
+};
 use crate::kinds::fd::held::HeldFiles;
 use crate::kinds::testutil::*;
 use crate::model::FileId;
@@ -368,4 +370,59 @@ fn bad_extents_are_refused() {
         assert!(parse_extents(&enc(&v), size).is_err(), "{v:?} {size:?}");
     }
     assert!(parse_extents(&[0; 15], Some(100)).is_err());
+}
+
+/// A file opened by a name removed since gets that name back for an instant: the name
+/// must be free now and its directory there; it is held under the name /proc showed.
+#[test]
+fn a_removed_name_given_back_must_be_free_in_a_directory_that_exists() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = TempDir::new();
+    let id = file_id(&d.file("b", b"data"));
+    let name = |n: &str| d.path().join(n).as_os_str().as_bytes().to_vec();
+    assert_none(&run(|v| check_unlinked_name(&name("a"), &id, 3, v)));
+    d.file("taken", b"x");
+    assert_one(
+        &run(|v| check_unlinked_name(&name("taken"), &id, 3, v)),
+        "file-changed",
+        &[
+            "file descriptor 3",
+            "cannot be shown under that name again",
+            "exists now",
+        ],
+    );
+    assert_one(
+        &run(|v| check_unlinked_name(&name("gone/a"), &id, 3, v)),
+        "file-missing",
+        &["file descriptor 3", "does not exist"],
+    );
+    assert_eq!(held_key(b"/d/b", b""), b"/d/b");
+    assert_eq!(held_key(b"/d/b", b"/d/a"), b"/d/a (deleted)");
+}
+
+/// A directory removed while open is made again under its name for an instant: the
+/// name must be free now and its parent there.
+#[test]
+fn a_removed_directory_needs_its_parent_and_a_free_name() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = TempDir::new();
+    let dir = |n: &str| FileId {
+        path: d.path().join(n).as_os_str().as_bytes().to_vec(),
+        mode: libc::S_IFDIR | 0o751,
+        ..Default::default()
+    };
+    assert_none(&run(|v| {
+        check_removed_name(&dir("gone"), "directory", 6, v)
+    }));
+    d.file("taken", b"x");
+    assert_one(
+        &run(|v| check_removed_name(&dir("taken"), "directory", 6, v)),
+        "file-changed",
+        &["file descriptor 6", "removed while open", "exists now"],
+    );
+    assert_one(
+        &run(|v| check_removed_name(&dir("none/gone"), "directory", 6, v)),
+        "file-missing",
+        &["file descriptor 6", "does not exist"],
+    );
 }

@@ -35,10 +35,12 @@ fn lock_records() {
         file: Default::default(),
         flags: 0,
         pos: 0,
+        unlinked: Vec::new(),
     };
     let dir = FdKind::Dir {
         file: Default::default(),
         flags: 0,
+        removed: false,
     };
     let max = i64::MAX as u64;
     assert_none(&records(&fd(3, eventfd())));
@@ -89,6 +91,7 @@ fn holder(path: &std::path::Path, locks: Vec<FileLock>) -> Process {
         file: file_id(path),
         flags: 0,
         pos: 0,
+        unlinked: Vec::new(),
     };
     Process {
         fds: vec![locked(3, kind, locks)],
@@ -149,6 +152,7 @@ fn free_locks_pass() {
                 file: missing_id(&d.path().join("gone")),
                 flags: 0,
                 pos: 0,
+                unlinked: Vec::new(),
             },
             vec![lock(LockKind::Flock, true, 0, None)],
         )],

@@ -95,6 +95,7 @@ fn records_dispatch_fifos_inotify_and_locks() {
         file: Default::default(),
         id: 7,
         flags: 0,
+        removed: false,
     };
     let watches = FdKind::Inotify {
         flags: 0,
@@ -103,6 +104,7 @@ fn records_dispatch_fifos_inotify_and_locks() {
             mask: 0,
             path: b"/".to_vec(),
             ino: 0,
+            deleted: None,
         }],
     };
     let mut locked = fd(5, eventfd());
@@ -354,10 +356,12 @@ fn host_checks_dispatch_to_the_kind() {
             file: missing_id(&gone),
             flags: 0,
             pos: 0,
+            unlinked: Vec::new(),
         },
         FdKind::Dir {
             file: missing_id(&gone),
             flags: 0,
+            removed: false,
         },
         FdKind::Device {
             file: missing_id(&gone),
@@ -368,6 +372,7 @@ fn host_checks_dispatch_to_the_kind() {
             file: missing_id(&gone),
             id: 1,
             flags: 0,
+            removed: false,
         },
         FdKind::DeletedFile {
             file: missing_id(&gone.join("x")),
@@ -382,6 +387,7 @@ fn host_checks_dispatch_to_the_kind() {
                 mask: 0,
                 path: bytes(&gone),
                 ino: 0,
+                deleted: None,
             }],
         },
         FdKind::UnixListen {

@@ -526,22 +526,42 @@ fn senders_and_descriptors_in_flight_are_of_the_image() {
         "malformed",
         &["names process 11"],
     );
+    // Bytes of a stream pair carrying descriptors, as a run of their own.
+    let run_with = |r: &[(i32, i32)]| crate::model::StreamRun {
+        len: 1,
+        creds: None,
+        rights: r
+            .iter()
+            .map(|&(pid, fd)| crate::model::FdRef { pid, fd })
+            .collect(),
+    };
+    let stream = image_with(SocketPairState {
+        data1: b"ab".to_vec(),
+        runs1: vec![run_with(&[]), run_with(&[(10, 3)])],
+        ..pair(1, libc::SOCK_STREAM)
+    });
+    assert_none(&run(|v| {
+        check_pairs(&stream.socketpairs, v);
+    }));
+    assert_none(&run(|v| check_rights(&stream, v)));
     // Descriptors in flight: one restore does not make (missing, or given from
-    // outside), or on a stream pair.
-    for (typ, r) in [
-        (libc::SOCK_DGRAM, (10, 4)),
-        (libc::SOCK_DGRAM, (11, 3)),
-        (libc::SOCK_DGRAM, (10, 0)),
-        (libc::SOCK_STREAM, (10, 3)),
-    ] {
+    // outside), on messages or on stream bytes.
+    for r in [(10, 4), (11, 3), (10, 0)] {
         let bad = image_with(SocketPairState {
             msgs0: vec![sent(10, &[r])],
-            ..pair(1, typ)
+            ..pair(1, libc::SOCK_DGRAM)
         });
-        assert_one(
-            &run(|v| check_rights(&bad, v)),
-            "malformed",
-            &["carries a descriptor restore cannot send"],
-        );
+        let bad_stream = image_with(SocketPairState {
+            data0: b"a".to_vec(),
+            runs0: vec![run_with(&[r])],
+            ..pair(1, libc::SOCK_STREAM)
+        });
+        for img in [bad, bad_stream] {
+            assert_one(
+                &run(|v| check_rights(&img, v)),
+                "malformed",
+                &["carries a descriptor restore cannot send"],
+            );
+        }
     }
 }
