@@ -323,6 +323,20 @@ pub fn assert_same_kernel_state(
     after: &Snapshot,
     allowed: &[&str],
 ) {
+    if let Err(e) = same_kernel_state(test, what, cmp, before, after, allowed) {
+        panic!("{e}");
+    }
+}
+
+/// [`assert_same_kernel_state`], the failure returned instead.
+pub fn same_kernel_state(
+    test: &str,
+    what: &str,
+    cmp: Cmp,
+    before: &Snapshot,
+    after: &Snapshot,
+    allowed: &[&str],
+) -> Result<(), String> {
     let still = before.still() && after.still();
     let keys: BTreeSet<&String> = before.entries.keys().chain(after.entries.keys()).collect();
     let mut bad = Vec::new();
@@ -410,8 +424,10 @@ pub fn assert_same_kernel_state(
         unverified,
         if still { "still" } else { "running" }
     );
-    assert!(
-        bad.is_empty(),
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
         "{what}: the state oracle sees {} difference(s) between the original and the {} \
          tree:\n  {}",
         bad.len(),
@@ -421,7 +437,7 @@ pub fn assert_same_kernel_state(
             "left-running"
         },
         bad.join("\n  "),
-    );
+    ))
 }
 
 /// Per entry of [`KNOWN_LOSSES`]: (its entry was compared, it differed), over the
