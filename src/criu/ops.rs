@@ -103,7 +103,8 @@ const FLAGS: &[(&str, Option<char>)] = &[
 
 /// Why ckpt refuses an option CRIU has (None: ckpt honours it).
 fn refusal(name: &str, value: Option<&str>) -> Option<String> {
-    let mounts = "ckpt does not dump or restore mounts or mount namespaces yet";
+    let mounts = "the criu front end does not hand mount options to ckpt's engine yet \
+                  (ckpt restore --external-mount is the engine's own)";
     Some(match name {
         "ext-mount-map" | "auto-ext-mnt" | "ext-sharing" | "ext-masters" | "skip-mnt"
         | "enable-fs" => format!("--{name}: {mounts}"),
@@ -118,12 +119,15 @@ fn refusal(name: &str, value: Option<&str>) -> Option<String> {
                           process holds, whatever its size; a limit is not built"
             .into(),
         "external" | "join-ns" | "empty-ns" | "veth-pair" => format!(
-            "--{name}: external resources and namespaces of this kind are not built in \
-             ckpt's criu front end (use --ext-unix-sk and --inherit-fd for pipes and \
-             sockets to outside)"
+            "--{name}: the criu front end does not hand external namespaces to ckpt's \
+             engine yet (ckpt restore --join-ns is the engine's own; use --ext-unix-sk \
+             and --inherit-fd for pipes and sockets to outside)"
         ),
         "cgroup-root" | "freeze-cgroup" => {
-            format!("--{name}: ckpt does not manage cgroups (only --manage-cgroups=ignore)")
+            format!(
+                "--{name}: the criu front end does not hand cgroup options to ckpt's engine \
+                 yet (ckpt restore --cgroup-root is the engine's own)"
+            )
         }
         "leave-stopped" => "--leave-stopped: ckpt lets a dumped tree run or kills it".into(),
         "prev-images-dir" | "track-mem" | "auto-dedup" => {
@@ -219,12 +223,14 @@ fn parse(cmd: &str, args: &[String]) -> Result<Parsed, String> {
             match inline.as_deref() {
                 Some("ignore" | "none") => {}
                 Some(m) => refusals.push(format!(
-                    "--manage-cgroups={m}: ckpt does not dump or restore cgroups (only \
-                     --manage-cgroups=ignore, which leaves them alone)"
+                    "--manage-cgroups={m}: the criu front end does not hand cgroup modes to \
+                     ckpt's engine yet (only --manage-cgroups=ignore; the engine puts each \
+                     process back into the cgroups it was in)"
                 )),
                 None => refusals.push(
-                    "--manage-cgroups: ckpt does not dump or restore cgroups (only \
-                     --manage-cgroups=ignore, which leaves them alone)"
+                    "--manage-cgroups: the criu front end does not hand cgroup modes to \
+                     ckpt's engine yet (only --manage-cgroups=ignore; the engine puts each \
+                     process back into the cgroups it was in)"
                         .into(),
                 ),
             }

@@ -282,9 +282,11 @@ pub(crate) fn refusals(ty: ReqType, o: &rpc::Opts) -> Vec<String> {
             out.push(format!("opts.{name}: {why}"));
         }
     };
-    let mounts = "ckpt does not dump or restore mounts or mount namespaces yet";
-    let cg = "ckpt does not dump or restore cgroups (only manage_cgroups_mode IGNORE or \
-              CG_NONE, which leave them alone)";
+    let mounts = "the criu front end does not hand mount options to ckpt's engine yet \
+                  (ckpt restore --external-mount is the engine's own)";
+    let cg = "the criu front end does not hand cgroup options to ckpt's engine yet (only \
+              manage_cgroups_mode IGNORE or CG_NONE; the engine puts each process back \
+              into the cgroups it was in, or below ckpt restore --cgroup-root)";
     let yes = |b: Option<bool>| b.unwrap_or(false);
     no(!o.ext_mnt.is_empty(), "ext_mnt", mounts);
     no(yes(o.auto_ext_mnt), "auto_ext_mnt", mounts);
@@ -313,7 +315,8 @@ pub(crate) fn refusals(ty: ReqType, o: &rpc::Opts) -> Vec<String> {
         cg,
     );
     no(o.freeze_cgroup.is_some(), "freeze_cgroup", cg);
-    let ns = "external and joined namespaces are not built in ckpt's criu front end";
+    let ns = "the criu front end does not hand namespace options to ckpt's engine yet \
+              (ckpt restore --join-ns is the engine's own)";
     no(o.empty_ns.is_some_and(|m| m != 0), "empty_ns", ns);
     no(!o.join_ns.is_empty(), "join_ns", ns);
     no(!o.external.is_empty(), "external", ns);
