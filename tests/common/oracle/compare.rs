@@ -140,6 +140,13 @@ pub const LEGIT: &[(&str, &str)] = &[
         "inode numbers of recreated memfds, SysV segments, deleted files",
     ),
     (
+        "*.pages_shared_with_p*@dumpframe",
+        "the dump's injected calls run through a signal frame it writes below each \
+         thread's stack pointer: a page of the main stack still shared copy-on-write with a \
+         fork relative becomes the thread's own as the dump writes it (one or two pages; \
+         README, known differences)",
+    ),
+    (
         "*.fdinfo.inotify wd.*@watchdeleted",
         "an inotify watch on a deleted file is on the recreated file: its inode number and \
          file handle are new, the rest (wd, device, mask) the same",
@@ -206,6 +213,12 @@ fn legit(key: &str, before: &Snapshot, after: &Snapshot) -> Option<&'static str>
                         || l.ends_with("(deleted)")
                         || l.is_empty()
                 })
+            }
+            "dumpframe" => {
+                let area = key.split(".pages_shared_with_").next().unwrap_or(key);
+                let n = |s: &Snapshot| s.get(key).and_then(|v| v.parse::<u64>().ok());
+                before.get(&format!("{area}.path")) == Some("[stack]")
+                    && matches!((n(before), n(after)), (Some(a), Some(b)) if b < a && a - b <= 2)
             }
             "autotuned" => {
                 let (base, opt) = key.rsplit_once(".sock.").unwrap_or((key, ""));

@@ -57,6 +57,16 @@ fn read_status(r: &mut Reader, pfx: &str, path: &str) {
     let Ok(s) = fs::read_to_string(path) else {
         return;
     };
+    let field = |name: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    // A signal pending but not blocked in a task that can take it (not stopped) is on its
+    // way in: whether it is seen depends only on when the task is read (a timer firing
+    // every millisecond at a sleeping task). Only the blocked ones are state.
+    let blocked = field("SigBlk").and_then(|b| u64::from_str_radix(b, 16).ok());
+    let can_take = field("State").is_some_and(|st| !st.starts_with(['T', 't', 'Z', 'X']));
     for l in s.lines() {
         let Some((k, v)) = l.split_once(':') else {
             continue;
@@ -64,7 +74,12 @@ fn read_status(r: &mut Reader, pfx: &str, path: &str) {
         if STATUS_SKIP.contains(&k) {
             continue;
         }
-        let v = v.split_whitespace().collect::<Vec<_>>().join(" ");
+        let mut v = v.split_whitespace().collect::<Vec<_>>().join(" ");
+        if let (true, Some(blk), "SigPnd" | "ShdPnd") = (can_take, blocked, k) {
+            if let Ok(p) = u64::from_str_radix(&v, 16) {
+                v = format!("{:016x}", p & blk);
+            }
+        }
         if STATUS_PROGRESS.contains(&k) {
             r.prog(format!("{pfx}.status.{k}"), v);
         } else {
