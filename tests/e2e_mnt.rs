@@ -510,12 +510,16 @@ fn restore_executing_itself_again_stays_in_the_built_namespace() {
 /// its own, in a mount namespace it made (the inner unshare, which it executed) whose
 /// /proc is that PID namespace's. (With a single `unshare -m -p -f`, unshare itself
 /// stays in the mount namespace, outside the tree: refused at dump.)
-fn mntpid_spec(base: &Path, steps: u32) -> Spec {
-    Spec::new(unshare())
-        .arg("-p")
-        .arg("-f")
-        .arg(unshare())
-        .arg("-m")
+fn mntpid_spec(base: &Path, steps: u32, more: &[&str]) -> Spec {
+    more.iter()
+        .fold(
+            Spec::new(unshare())
+                .arg("-p")
+                .arg("-f")
+                .arg(unshare())
+                .arg("-m"),
+            |s, m| s.arg(m),
+        )
         .arg("--mount-proc")
         .arg("--propagation")
         .arg("private")
@@ -553,13 +557,13 @@ fn mount_namespace_with_own_pid_namespace_is_restored_with_its_proc() {
     let b = base(&ctx, "m");
     let rb = base(&ctx, "r");
     let steps = 40;
-    let reference = ctx.reference(&mntpid_spec(&rb, steps));
+    let reference = ctx.reference(&mntpid_spec(&rb, steps, &[]));
     assert!(
         text(&reference.stdout).contains("stat 1 self 1 proc 1\n"),
         "the reference sees its own PID namespace in /proc:\n{}",
         text(&reference.stdout)
     );
-    let mut t = ctx.spawn(&mntpid_spec(&b, steps));
+    let mut t = ctx.spawn(&mntpid_spec(&b, steps, &[]));
     t.wait_lines(4);
     let tree = wait_process_tree(t.pid, 2, "unshare and mntpid");
     for &p in &tree {
@@ -661,5 +665,58 @@ fn mount_namespace_with_own_pid_namespace_is_restored_with_its_proc() {
         std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo"),
         host,
         "the host's mounts are as before"
+    );
+}
+
+/// Mount and PID namespaces of the tree's own with UTS, IPC and network ones too
+/// (`unshare -p -f unshare -m -u -i -n --mount-proc`): restored, in new ones of each
+/// (made before the PID namespace's init, which is made with the mount namespace), the
+/// target PID 1 again, with the same mounts and an uninterrupted run's output.
+#[test]
+fn mount_and_pid_namespaces_with_uts_ipc_net_ones_are_restored() {
+    let ctx = Ctx::new("mount_and_pid_namespaces_with_uts_ipc_net_ones_are_restored");
+    let b = base(&ctx, "m");
+    let rb = base(&ctx, "r");
+    let more = ["-u", "-i", "-n"];
+    let reference = ctx.reference(&mntpid_spec(&rb, 30, &more));
+    let mut t = ctx.spawn(&mntpid_spec(&b, 30, &more));
+    t.wait_lines(4);
+    let tree = wait_process_tree(t.pid, 2, "unshare and mntpid");
+    for &p in &tree {
+        ctx.track(p);
+    }
+    let ns = |pid: i32, kind: &str| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).ok();
+    let before = mountinfo(tree[1]);
+    let img = ctx.path("mntpid.img");
+    ctx.dump(tree[1], &img);
+    let out_before = t.finish().stdout;
+    wait_pids_gone(&tree[1..], "mntpid after its dump");
+    let mut r = ctx.restore(&img, &[], In::Null);
+    r.wait_lines(1);
+    let restored = wait_process_tree(r.pid, 2, "ckpt restore and the restored mntpid");
+    assert_eq!(
+        nspids(restored[1]),
+        vec![restored[1], 1],
+        "restored as PID 1"
+    );
+    for kind in ["uts", "ipc", "net", "mnt", "pid"] {
+        assert_ne!(
+            ns(restored[1], kind),
+            ns(std::process::id() as i32, kind),
+            "the restored target's {kind} namespace is its own"
+        );
+    }
+    assert_eq!(mountinfo(restored[1]), before, "the restored tree's mounts");
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore: {}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "mntpid with UTS, IPC, network namespaces (dumped, restored)",
+        &reference.stdout,
+        &[out_before, fin.stdout].concat(),
     );
 }

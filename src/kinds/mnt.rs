@@ -17,7 +17,7 @@
 //! Anything else (overlay, fuse, a block device's file system not mounted on the
 //! host...) is refused at dump, naming the mount point and the type, and so are a slave
 //! of a mount outside the namespace and a tree with a PID namespace of its own too when
-//! it has other namespaces of its own (or joins some).
+//! it has a cgroup namespace of its own (or joins some).
 //! Propagation between the namespace's mounts (peer groups, slaves) is restored
 //! ([`PropPlan`]). With a PID namespace of the tree's own, its init is made while the
 //! namespace is built and the proc mounts from inside it (see [`enter_new`]).
@@ -403,9 +403,10 @@ pub(crate) fn check_tree(ckpt: &Checkpoint, new_pidns: bool, problems: &mut Vec<
                 .into(),
         );
     }
+    // (Made before the init, in `enter_new`: UTS, IPC, network, time.)
     let others: Vec<String> = crate::kinds::ns::owned_kinds(ckpt)
         .into_iter()
-        .filter(|k| k != "mnt")
+        .filter(|k| !["mnt", "uts", "ipc", "net", "time"].contains(&k.as_str()))
         .chain(
             ckpt.namespaces
                 .iter()
@@ -420,7 +421,7 @@ pub(crate) fn check_tree(ckpt: &Checkpoint, new_pidns: bool, problems: &mut Vec<
             format!(
                 "the tree has a mount namespace and a PID namespace of its own, and other \
                  namespaces ({}); mount and PID namespaces are restored together only \
-                 without other ones yet",
+                 with UTS, IPC, network and time namespaces of the tree's own yet",
                 others.join(", ")
             ),
         );
@@ -784,6 +785,10 @@ pub(crate) fn enter_new(
     // The tree's PID namespace's init, in this (private) mount namespace: it follows the
     // pivot below, as ckpt does.
     let init = if pidns_init && ckpt.own_pid_namespace {
+        // The tree's other namespaces first (UTS, IPC, network, time; `check_tree`
+        // refuses the rest), for ckpt's main thread, as `Prepared::launch` makes them
+        // otherwise: the init is made in them.
+        drop(crate::kinds::ns::enter_new(ckpt, &[], None)?);
         crate::error::fault_point("create the tree's PID namespace")?;
         let (pid, go) = sys::process::spawn_pidns_init_stub(false)?;
         Some(PidnsInit {
@@ -1104,15 +1109,17 @@ mod tests {
         // (--new-pidns with an image that had its own: the image's own is made.)
         assert!(problems(&ck, true).is_empty());
         let mut uts = ck.clone();
-        uts.processes[0].namespaces.push(("uts".into(), 7));
-        uts.namespaces.push(Namespace {
-            kind: "uts".into(),
-            inode: 7,
-            ..Default::default()
-        });
+        for (kind, inode) in [("uts", 7), ("cgroup", 9)] {
+            uts.processes[0].namespaces.push((kind.into(), inode));
+            uts.namespaces.push(Namespace {
+                kind: kind.into(),
+                inode,
+                ..Default::default()
+            });
+        }
         let p = problems(&uts, false);
         assert_eq!(p.len(), 1, "{p:?}");
-        assert!(p[0].contains("other namespaces (uts)"), "{p:?}");
+        assert!(p[0].contains("other namespaces (cgroup)"), "{p:?}");
         let mut joined = ck;
         joined.namespaces.push(Namespace {
             kind: "net".into(),

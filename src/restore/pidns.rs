@@ -50,11 +50,15 @@ impl<R: Read + Send> Prepared<R> {
         // The namespaces made outside the tree it joins (--join-ns) and those it had of
         // its own (UTS, IPC, time, network), for our thread before any process of the
         // tree exists: every one started below is in them.
-        let mut made = crate::kinds::ns::enter_new(
-            &self.plan.ckpt,
-            &self.plan.joins,
-            self.plan.cgroup_root.as_deref(),
-        )?;
+        // (Made already with a PID namespace init made with the mount namespace.)
+        let mut made = match self.pidns_init {
+            Some(_) => crate::kinds::cgroup::MadeCgroups::default(),
+            None => crate::kinds::ns::enter_new(
+                &self.plan.ckpt,
+                &self.plan.joins,
+                self.plan.cgroup_root.as_deref(),
+            )?,
+        };
         let launched = if self.own_pid_namespace() {
             launch_own_pidns(self, false)
         } else if new_pidns {
@@ -78,18 +82,19 @@ impl<R: Read + Send> Prepared<R> {
     /// root) is our parent's child. The returned [`Launched::child`] is not ours to
     /// wait for.
     pub fn launch_as_sibling(self) -> Result<Launched> {
+        if self.pidns_init.is_some() {
+            return Err(RestoreError::Reported(
+                "a tree with mount and PID namespaces of its own is not restored as a \
+                 sibling yet"
+                    .into(),
+            ));
+        }
         let mut made = crate::kinds::ns::enter_new(
             &self.plan.ckpt,
             &self.plan.joins,
             self.plan.cgroup_root.as_deref(),
         )?;
-        let launched = if self.pidns_init.is_some() {
-            Err(RestoreError::Reported(
-                "a tree with mount and PID namespaces of its own is not restored as a \
-                 sibling yet"
-                    .into(),
-            ))
-        } else if self.own_pid_namespace() {
+        let launched = if self.own_pid_namespace() {
             launch_own_pidns(self, true)
         } else {
             self.run(RootStub::Sibling).map(|st| Launched {
