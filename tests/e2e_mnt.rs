@@ -5,8 +5,10 @@
 //! the device numbers of the file systems made anew differ), the tmpfs's files, and
 //! its descriptors and working directory in them; what restore cannot rebuild (an
 //! overlay) is refused at dump, naming it; failed restores leave no mount on the host.
+//! With a PID namespace of the tree's own too (`unshare -p -f unshare -m --mount-proc`),
+//! the restored /proc shows the new PID namespace.
 //!
-//! The target is `tests/targets/mntns.c`. Needs root (unshare, mount, ptrace).
+//! The targets are `tests/targets/mntns.c` and `tests/targets/mntpid.c`. Needs root (unshare, mount, ptrace).
 
 mod common;
 
@@ -499,6 +501,221 @@ fn restore_executing_itself_again_stays_in_the_built_namespace() {
     );
     assert_same_output(
         "mntns -R (dumped, restored)",
+        &reference.stdout,
+        &[out_before, fin.stdout].concat(),
+    );
+}
+
+/// `unshare -p -f unshare -m --mount-proc`: the target is PID 1 of a PID namespace of
+/// its own, in a mount namespace it made (the inner unshare, which it executed) whose
+/// /proc is that PID namespace's. (With a single `unshare -m -p -f`, unshare itself
+/// stays in the mount namespace, outside the tree: refused at dump.)
+fn mntpid_spec(base: &Path, steps: u32, more: &[&str]) -> Spec {
+    more.iter()
+        .fold(
+            Spec::new(unshare())
+                .arg("-p")
+                .arg("-f")
+                .arg(unshare())
+                .arg("-m"),
+            |s, m| s.arg(m),
+        )
+        .arg("--mount-proc")
+        .arg("--propagation")
+        .arg("private")
+        .arg(target("mntpid"))
+        .arg(base)
+        .arg(steps.to_string())
+        .arg("sleep=40")
+}
+
+/// A process's IDs from the outermost PID namespace in (`NSpid`).
+fn nspids(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|v| {
+                v.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// Mount and PID namespaces of the tree's own, as every container has (`unshare -p -f
+/// unshare -m --mount-proc`, the target mounting a tmpfs with a file): restored, the target is
+/// PID 1 of a new PID namespace, in a new mount namespace with the same mounts
+/// (normalised mountinfo), whose /proc shows that PID namespace (the target prints its
+/// PID as /proc/self/stat and /proc/self show it and the PIDs /proc lists: a proc of
+/// ckpt's would show ours); its output is an uninterrupted run's. Restores that fail at
+/// each step of building the namespaces and at sampled steps after leave no mount on
+/// the host and no process, and the next one succeeds.
+#[test]
+fn mount_namespace_with_own_pid_namespace_is_restored_with_its_proc() {
+    let ctx = Ctx::new("mount_namespace_with_own_pid_namespace_is_restored_with_its_proc");
+    let b = base(&ctx, "m");
+    let rb = base(&ctx, "r");
+    let steps = 40;
+    let reference = ctx.reference(&mntpid_spec(&rb, steps, &[]));
+    assert!(
+        text(&reference.stdout).contains("stat 1 self 1 proc 1\n"),
+        "the reference sees its own PID namespace in /proc:\n{}",
+        text(&reference.stdout)
+    );
+    let mut t = ctx.spawn(&mntpid_spec(&b, steps, &[]));
+    t.wait_lines(4);
+    let tree = wait_process_tree(t.pid, 2, "unshare and mntpid");
+    for &p in &tree {
+        ctx.track(p);
+    }
+    assert_eq!(
+        nspids(tree[1]),
+        vec![tree[1], 1],
+        "mntpid is PID 1 of its own"
+    );
+    let before = mountinfo(tree[1]);
+    assert!(
+        before.iter().any(|l| l.contains(" tmpfs ckpt-mntpid ")),
+        "the target's tmpfs: {before:#?}"
+    );
+    let host = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let img = ctx.path("mntpid.img");
+    ctx.dump(tree[1], &img);
+    let out_before = t.finish().stdout;
+    wait_pids_gone(&tree[1..], "mntpid after its dump");
+
+    let restore = |env: &[(&str, &str)]| {
+        let mut s = Spec::new(ckpt_bin()).arg("restore").arg(&img).cwd(&ctx.dir);
+        for (k, v) in env {
+            s = s.env(k, v);
+        }
+        ctx.spawn(&s).finish()
+    };
+    let trace = restore(&[("CKPT_FAULT", "no such step"), ("CKPT_FAULT_TRACE", "1")]);
+    let trace_text = text(&trace.stderr);
+    let total = trace_text
+        .lines()
+        .filter(|l| l.starts_with("ckpt: step #"))
+        .count();
+    assert!(
+        total > 10 && trace_text.contains("create the tree's PID namespace"),
+        "too few traced steps (fault-injection feature on?):\n{trace_text}"
+    );
+    assert_eq!(
+        trace.status.code(),
+        Some(0),
+        "the traced restore: {trace_text}"
+    );
+    assert_same_output(
+        "mntpid: the traced restore",
+        &reference.stdout,
+        &[out_before.clone(), trace.stdout].concat(),
+    );
+    let mut faults: Vec<String> = [
+        "create the tree's mount namespace",
+        "create the tree's PID namespace",
+        "mount the tree's file systems",
+        "set the tree's mount flags",
+        "set the tree's mount propagation",
+    ]
+    .map(String::from)
+    .to_vec();
+    faults.extend(
+        (1..=total)
+            .filter(|n| *n <= 20 || n % 13 == 0 || *n == total)
+            .map(|n| format!("#{n}")),
+    );
+    for f in &faults {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &[tree[1]], &[]);
+        assert_eq!(
+            std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo"),
+            host,
+            "restore failing at {f} left a mount on the host"
+        );
+    }
+    eprintln!("{} failing restores of {total} steps", faults.len());
+
+    let mut r = ctx.restore(&img, &[], In::Null);
+    r.wait_lines(1);
+    let restored = wait_process_tree(r.pid, 2, "ckpt restore and the restored mntpid");
+    assert_eq!(
+        nspids(restored[1]),
+        vec![restored[1], 1],
+        "restored as PID 1"
+    );
+    assert_eq!(
+        mountinfo(restored[1]),
+        before,
+        "the restored tree's mounts (normalised mountinfo)"
+    );
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore: {}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "mntpid (dumped, restored)",
+        &reference.stdout,
+        &[out_before, fin.stdout].concat(),
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo"),
+        host,
+        "the host's mounts are as before"
+    );
+}
+
+/// Mount and PID namespaces of the tree's own with UTS, IPC and network ones too
+/// (`unshare -p -f unshare -m -u -i -n --mount-proc`): restored, in new ones of each
+/// (made before the PID namespace's init, which is made with the mount namespace), the
+/// target PID 1 again, with the same mounts and an uninterrupted run's output.
+#[test]
+fn mount_and_pid_namespaces_with_uts_ipc_net_ones_are_restored() {
+    let ctx = Ctx::new("mount_and_pid_namespaces_with_uts_ipc_net_ones_are_restored");
+    let b = base(&ctx, "m");
+    let rb = base(&ctx, "r");
+    let more = ["-u", "-i", "-n"];
+    let reference = ctx.reference(&mntpid_spec(&rb, 30, &more));
+    let mut t = ctx.spawn(&mntpid_spec(&b, 30, &more));
+    t.wait_lines(4);
+    let tree = wait_process_tree(t.pid, 2, "unshare and mntpid");
+    for &p in &tree {
+        ctx.track(p);
+    }
+    let ns = |pid: i32, kind: &str| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).ok();
+    let before = mountinfo(tree[1]);
+    let img = ctx.path("mntpid.img");
+    ctx.dump(tree[1], &img);
+    let out_before = t.finish().stdout;
+    wait_pids_gone(&tree[1..], "mntpid after its dump");
+    let mut r = ctx.restore(&img, &[], In::Null);
+    r.wait_lines(1);
+    let restored = wait_process_tree(r.pid, 2, "ckpt restore and the restored mntpid");
+    assert_eq!(
+        nspids(restored[1]),
+        vec![restored[1], 1],
+        "restored as PID 1"
+    );
+    for kind in ["uts", "ipc", "net", "mnt", "pid"] {
+        assert_ne!(
+            ns(restored[1], kind),
+            ns(std::process::id() as i32, kind),
+            "the restored target's {kind} namespace is its own"
+        );
+    }
+    assert_eq!(mountinfo(restored[1]), before, "the restored tree's mounts");
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore: {}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "mntpid with UTS, IPC, network namespaces (dumped, restored)",
         &reference.stdout,
         &[out_before, fin.stdout].concat(),
     );

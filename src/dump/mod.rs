@@ -534,7 +534,12 @@ fn refuse_unrestorable(
     };
     // A tree with a mount namespace of its own names its files as its namespace shows
     // them: plan opens them from a thread in that namespace.
-    let problems = if crate::kinds::mnt::owned_tree(ckpt).is_some() {
+    let problems = if crate::kinds::mnt::owned_tree(ckpt).is_some() && ckpt.own_pid_namespace {
+        // Its /proc shows its PID namespace: a copy of the namespace with ckpt's.
+        sys::mount::in_mount_ns_own_proc(pid, || {
+            crate::restore::plan::problems_while_held(ckpt, &view, held)
+        })?
+    } else if crate::kinds::mnt::owned_tree(ckpt).is_some() {
         sys::mount::in_mount_ns(pid, || {
             crate::restore::plan::problems_while_held(ckpt, &view, held)
         })?

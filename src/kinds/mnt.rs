@@ -16,9 +16,11 @@
 //!
 //! Anything else (overlay, fuse, a block device's file system not mounted on the
 //! host...) is refused at dump, naming the mount point and the type, and so are a slave
-//! of a mount outside the namespace and a tree with a PID namespace of its own too.
+//! of a mount outside the namespace and a tree with a PID namespace of its own too when
+//! it has a cgroup namespace of its own (or joins some).
 //! Propagation between the namespace's mounts (peer groups, slaves) is restored
-//! ([`PropPlan`]).
+//! ([`PropPlan`]). With a PID namespace of the tree's own, its init is made while the
+//! namespace is built and the proc mounts from inside it (see [`enter_new`]).
 //!
 //! Restore builds the namespace before plan opens any file, on ckpt's main thread
 //! (every process it starts afterwards is in it): a new mount namespace with every
@@ -385,19 +387,43 @@ fn clean_abs(p: &[u8]) -> bool {
 }
 
 /// The image's mount tree is one restore can build: the root first, every mount on one
-/// before it, clean paths, known types and options; not with a PID namespace of the
-/// tree's own or `--new-pidns` (not restored together yet).
+/// before it, clean paths, known types and options; not with `--new-pidns`, nor with a
+/// PID namespace of the tree's own when the tree has other namespaces too (not restored
+/// together yet).
 pub(crate) fn check_tree(ckpt: &Checkpoint, new_pidns: bool, problems: &mut Vec<Problem>) {
     let Some(tree) = owned_tree(ckpt) else {
         return;
     };
-    if ckpt.own_pid_namespace || new_pidns {
+    if new_pidns && !ckpt.own_pid_namespace {
         p(
             problems,
             "namespace",
-            "the tree has a mount namespace of its own and is restored in a new PID \
+            "the tree has a mount namespace of its own and --new-pidns asks for a new PID \
              namespace; the two are not restored together yet"
                 .into(),
+        );
+    }
+    // (Made before the init, in `enter_new`: UTS, IPC, network, time.)
+    let others: Vec<String> = crate::kinds::ns::owned_kinds(ckpt)
+        .into_iter()
+        .filter(|k| !["mnt", "uts", "ipc", "net", "time"].contains(&k.as_str()))
+        .chain(
+            ckpt.namespaces
+                .iter()
+                .filter(|n| n.foreign)
+                .map(|n| format!("{} (joined)", n.kind)),
+        )
+        .collect();
+    if ckpt.own_pid_namespace && !others.is_empty() {
+        p(
+            problems,
+            "namespace",
+            format!(
+                "the tree has a mount namespace and a PID namespace of its own, and other \
+                 namespaces ({}); mount and PID namespaces are restored together only \
+                 with UTS, IPC, network and time namespaces of the tree's own yet",
+                others.join(", ")
+            ),
         );
     }
     let mut seen = BTreeMap::new();
@@ -660,18 +686,84 @@ fn data_of(m: &Mount) -> String {
     v.join(",")
 }
 
+/// The init of the tree's new PID namespace, made while its mount namespace is built
+/// (its proc mounts must be made from inside that PID namespace): a stub
+/// (`sys::process::spawn_pidns_init_stub`) that restore's builder seizes and makes the
+/// tree's root. Killed (and reaped) when dropped before [`PidnsInit::take`].
+#[derive(Debug)]
+pub(crate) struct PidnsInit {
+    pid: i32,
+    go: Option<OwnedFd>,
+    /// A proc of ckpt's is stacked on the namespace's /proc ([`unstack_proc`]).
+    proc_stacked: bool,
+}
+
+impl PidnsInit {
+    /// Its PID here, the write end of the pipe it waits on (it is the caller's now) and
+    /// whether a proc of ckpt's is stacked on /proc.
+    pub(crate) fn take(mut self) -> (i32, Option<OwnedFd>, bool) {
+        (self.pid, self.go.take(), self.proc_stacked)
+    }
+}
+
+impl Drop for PidnsInit {
+    fn drop(&mut self) {
+        if self.go.take().is_some() {
+            let _ = sys::process::kill(self.pid, libc::SIGKILL);
+            let _ = sys::process::wait_exit(self.pid);
+        }
+    }
+}
+
+/// Mount a proc on `target` from inside the PID namespace of `init` (a proc shows the
+/// PID namespace of the process that mounts it): by a helper forked into it as
+/// `spare`, which exits once it is done (and frees that ID).
+fn mount_proc_in(init: i32, spare: i32, m: &Mount, target: &[u8]) -> RestoreResult<()> {
+    let at = String::from_utf8_lossy(target).into_owned();
+    match sys::process::fork_into_pid_namespace_of(init, spare)? {
+        None => {
+            // The helper: single-threaded, in our mount namespace.
+            let code = match sys::mount::mount_new(&m.source, target, "proc", false, &data_of(m)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("ckpt: mount a proc on {at} in the tree's PID namespace: {e}");
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+        Some(helper) => match sys::process::wait_exit(helper)? {
+            0 => Ok(()),
+            _ => Err(RestoreError::Reported(format!(
+                "mount a proc on {at} from inside the tree's new PID namespace failed"
+            ))),
+        },
+    }
+}
+
 /// Build the tree's mount namespace, if it had one of its own, and move ckpt's main
 /// thread (the calling thread) into it, at its root; every process started afterwards
 /// is in it. Checks what it can first (the image's tree, the external sources) and
 /// returns them as problems, before anything is made.
-pub(crate) fn enter_new(ckpt: &Checkpoint, new_pidns: bool) -> RestoreResult<()> {
+///
+/// `pidns_init`: when the tree had a PID namespace of its own too, make its init now
+/// (in the namespace being built) and the proc mounts from inside its PID namespace,
+/// in their place in the mount order; it is returned, for `Prepared::launch`. (Without
+/// it, for `ckpt check`, the proc mounts are ckpt's.)
+pub(crate) fn enter_new(
+    ckpt: &Checkpoint,
+    new_pidns: bool,
+    pidns_init: bool,
+) -> RestoreResult<Option<PidnsInit>> {
     let Some(tree) = owned_tree(ckpt) else {
-        return Ok(());
+        return Ok(None);
     };
     // A restore that executed itself again (`Prepared::take_randomization`) did so
-    // from inside the namespace it had built: it is there already.
+    // from inside the namespace it had built: it is there already (never with a PID
+    // namespace of the tree's own, whose init did not survive the execution: refused
+    // there).
     if std::env::var_os(crate::restore::RANDOMIZATION_MARK).is_some() {
-        return Ok(());
+        return Ok(None);
     }
     let mut problems = Vec::new();
     check_tree(ckpt, new_pidns, &mut problems);
@@ -690,6 +782,24 @@ pub(crate) fn enter_new(ckpt: &Checkpoint, new_pidns: bool) -> RestoreResult<()>
     if !problems.is_empty() {
         return Err(RestoreError::Problems(problems));
     }
+    // The tree's PID namespace's init, in this (private) mount namespace: it follows the
+    // pivot below, as ckpt does.
+    let init = if pidns_init && ckpt.own_pid_namespace {
+        // The tree's other namespaces first (UTS, IPC, network, time; `check_tree`
+        // refuses the rest), for ckpt's main thread, as `Prepared::launch` makes them
+        // otherwise: the init is made in them.
+        drop(crate::kinds::ns::enter_new(ckpt, &[], None)?);
+        crate::error::fault_point("create the tree's PID namespace")?;
+        let (pid, go) = sys::process::spawn_pidns_init_stub(false)?;
+        Some(PidnsInit {
+            pid,
+            go: Some(go),
+            proc_stacked: false,
+        })
+    } else {
+        None
+    };
+    let spare = crate::restore::spare_pid_of(ckpt);
     let stage = STAGES
         .iter()
         .find(|s| sys::mount::is_dir(s))
@@ -731,7 +841,12 @@ pub(crate) fn enter_new(ckpt: &Checkpoint, new_pidns: bool) -> RestoreResult<()>
             }
             MountOrigin::Fresh { files } => {
                 let ro = m.super_options.split(',').any(|o| o == "ro");
-                sys::mount::mount_new(&m.source, &target, &m.fstype, false, &data_of(m))?;
+                match &init {
+                    Some(init) if m.fstype == "proc" => {
+                        mount_proc_in(init.pid, spare, m, &target)?;
+                    }
+                    _ => sys::mount::mount_new(&m.source, &target, &m.fstype, false, &data_of(m))?,
+                }
                 if !files.is_empty() {
                     sys::mount::write_files(&target, files)?;
                 }
@@ -767,6 +882,14 @@ pub(crate) fn enter_new(ckpt: &Checkpoint, new_pidns: bool) -> RestoreResult<()>
         sys::mount::set_mount_flags(&at, sys::mount::mount_flags(&m.options))?;
     }
     sys::mount::pivot_into(&base)?;
+    // The namespace's /proc is the tree's PID namespace's, where ckpt has no ID (no
+    // /proc/self): a proc of ckpt's own is stacked on it for ckpt's work, which the
+    // builder takes off before the tree runs (`unstack_proc`).
+    let mut init = init;
+    if let Some(init) = &mut init {
+        sys::mount::mount_new(b"proc", b"/proc", "proc", false, "")?;
+        init.proc_stacked = true;
+    }
     // After the pivot (pivot_root refuses a shared root): our descriptors of the mounts
     // name them, through the namespace's /proc.
     crate::error::fault_point("set the tree's mount propagation")?;
@@ -782,7 +905,13 @@ pub(crate) fn enter_new(ckpt: &Checkpoint, new_pidns: bool) -> RestoreResult<()>
     propagate(&prop_in(tree), &fds)?;
     drop(roots);
     sys::mount::fchdir(&cwd)?;
-    Ok(())
+    Ok(init)
+}
+
+/// Take off the proc of ckpt's that [`enter_new`] stacked on the namespace's /proc: the
+/// tree's builder does it, from the namespace, before anything of the tree runs.
+pub(crate) fn unstack_proc() -> RestoreResult<()> {
+    Ok(sys::mount::detach(b"/proc")?)
 }
 
 /// Give the mounts (all private, `fds` their roots, in the tree's order) their
@@ -966,6 +1095,40 @@ mod tests {
         bad.swap(1, 2);
         bad[0].parent = 3;
         assert!(!problems(&image(bad), false).is_empty());
+    }
+
+    /// With a PID namespace of its own, the mount namespace is restored (its proc mounts
+    /// made from inside the new PID namespace) when the tree has no other namespace of
+    /// its own and joins none; else refused, naming them.
+    #[test]
+    fn own_pid_namespace_with_the_mount_namespace_alone() {
+        let good = vec![mount(1, 0, "/", MountOrigin::Fresh { files: Vec::new() })];
+        let mut ck = image(good);
+        ck.own_pid_namespace = true;
+        assert!(problems(&ck, false).is_empty());
+        // (--new-pidns with an image that had its own: the image's own is made.)
+        assert!(problems(&ck, true).is_empty());
+        let mut uts = ck.clone();
+        for (kind, inode) in [("uts", 7), ("cgroup", 9)] {
+            uts.processes[0].namespaces.push((kind.into(), inode));
+            uts.namespaces.push(Namespace {
+                kind: kind.into(),
+                inode,
+                ..Default::default()
+            });
+        }
+        let p = problems(&uts, false);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("other namespaces (cgroup)"), "{p:?}");
+        let mut joined = ck;
+        joined.namespaces.push(Namespace {
+            kind: "net".into(),
+            inode: 8,
+            foreign: true,
+            ..Default::default()
+        });
+        let p = problems(&joined, false);
+        assert!(p[0].contains("(net (joined))"), "{p:?}");
     }
 
     #[test]

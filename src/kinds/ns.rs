@@ -873,6 +873,11 @@ fn owned(ckpt: &Checkpoint) -> Vec<&Namespace> {
         .collect()
 }
 
+/// The kinds of the namespaces restore creates for the tree.
+pub(crate) fn owned_kinds(ckpt: &Checkpoint) -> Vec<String> {
+    owned(ckpt).into_iter().map(|n| n.kind.clone()).collect()
+}
+
 /// Whether restore creates a namespace of kind `kind` for the tree.
 pub(crate) fn owns(ckpt: &Checkpoint, kind: &str) -> bool {
     owned(ckpt).iter().any(|ns| ns.kind == kind)

@@ -39,8 +39,8 @@ pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     let ckpt = plan::read_checkpoint(&mut reader)?;
     // The files of a tree with a mount namespace of its own are in it: built first (in
     // a namespace of ckpt's own, which ends with it); what stops it is a problem.
-    let early = match crate::kinds::mnt::enter_new(&ckpt, view.new_pid_namespace) {
-        Ok(()) => Vec::new(),
+    let early = match crate::kinds::mnt::enter_new(&ckpt, view.new_pid_namespace, false) {
+        Ok(_) => Vec::new(),
         Err(RestoreError::Problems(p)) => p,
         Err(e) => vec![Problem {
             code: "mount",
@@ -162,6 +162,9 @@ pub struct Prepared<R: Read> {
     tty: Option<(plan::TtyPlan, std::os::fd::OwnedFd)>,
     /// The front end's hook ([`Prepared::with_hook`]).
     hook: Option<RestoreHook>,
+    /// The init of the tree's new PID namespace, made with its mount namespace (see
+    /// `kinds::mnt::enter_new`).
+    pidns_init: Option<crate::kinds::mnt::PidnsInit>,
 }
 
 /// The points of a restore where a front end may act (the `criu` front end's notify
@@ -184,7 +187,7 @@ pub fn prepare<R: Read>(input: R, view: &HostView) -> Result<Prepared<R>> {
     let ckpt = plan::read_checkpoint(&mut reader)?;
     // A mount namespace of the tree's own is built before plan opens the files in it;
     // ckpt's main thread stays in it (see `kinds::mnt`).
-    crate::kinds::mnt::enter_new(&ckpt, view.new_pid_namespace)?;
+    let pidns_init = crate::kinds::mnt::enter_new(&ckpt, view.new_pid_namespace, true)?;
     let plan = plan::plan(ckpt, view);
     if !plan.problems.is_empty() {
         return Err(RestoreError::Problems(plan.problems));
@@ -197,7 +200,19 @@ pub fn prepare<R: Read>(input: R, view: &HostView) -> Result<Prepared<R>> {
         reading_thread: true,
         tty: None,
         hook: None,
+        pidns_init,
     })
+}
+
+/// An ID that no process or thread of the image has (for a helper that must live in
+/// the tree's new PID namespace while it is built).
+pub(crate) fn spare_pid_of(ckpt: &crate::model::Checkpoint) -> i32 {
+    ckpt.processes
+        .iter()
+        .flat_map(|p| std::iter::once(p.pid).chain(p.threads.iter().map(|t| t.tid)))
+        .max()
+        .unwrap_or(1)
+        .saturating_add(1)
 }
 
 /// Set in the environment of a ckpt restore that executed itself again to take the
@@ -224,6 +239,24 @@ impl<R: Read> Prepared<R> {
             return Ok(());
         }
         let what = if want { "with" } else { "without" };
+        let setarch = if want {
+            "without `setarch -R`"
+        } else {
+            "under `setarch -R`"
+        };
+        // The PID namespace made with the mount namespace would not survive the
+        // execution (its init is our child, its proc mounts its).
+        if self.pidns_init.is_some() {
+            return Err(RestoreError::Problems(vec![Problem {
+                code: "randomization",
+                message: format!(
+                    "the image's processes ran {what} address randomization, and ckpt \
+                     restore runs {}; with mount and PID namespaces of the tree's own it \
+                     cannot execute itself again to match: run it {setarch}",
+                    if want { "without" } else { "with" },
+                ),
+            }]));
+        }
         if !from_file || std::env::var_os(RANDOMIZATION_MARK).is_some() {
             return Err(RestoreError::Problems(vec![Problem {
                 code: "randomization",
@@ -253,13 +286,7 @@ impl<R: Read + Send> Prepared<R> {
     /// An ID that no process or thread of the image has (for a helper that must live in
     /// the tree's new PID namespace while it is built).
     pub(crate) fn spare_pid(&self) -> i32 {
-        let procs = &self.plan.ckpt.processes;
-        let max = procs
-            .iter()
-            .flat_map(|p| std::iter::once(p.pid).chain(p.threads.iter().map(|t| t.tid)))
-            .max()
-            .unwrap_or(1);
-        max.saturating_add(1)
+        spare_pid_of(&self.plan.ckpt)
     }
 
     /// Read the image on the building thread only. For a restore that runs inside the
@@ -296,6 +323,7 @@ impl<R: Read + Send> Prepared<R> {
             reading_thread,
             tty,
             hook,
+            pidns_init: _,
         } = self;
         let tty_ref = tty.as_ref().map(|(tp, slave)| {
             use std::os::fd::AsRawFd;

@@ -50,11 +50,15 @@ impl<R: Read + Send> Prepared<R> {
         // The namespaces made outside the tree it joins (--join-ns) and those it had of
         // its own (UTS, IPC, time, network), for our thread before any process of the
         // tree exists: every one started below is in them.
-        let mut made = crate::kinds::ns::enter_new(
-            &self.plan.ckpt,
-            &self.plan.joins,
-            self.plan.cgroup_root.as_deref(),
-        )?;
+        // (Made already with a PID namespace init made with the mount namespace.)
+        let mut made = match self.pidns_init {
+            Some(_) => crate::kinds::cgroup::MadeCgroups::default(),
+            None => crate::kinds::ns::enter_new(
+                &self.plan.ckpt,
+                &self.plan.joins,
+                self.plan.cgroup_root.as_deref(),
+            )?,
+        };
         let launched = if self.own_pid_namespace() {
             launch_own_pidns(self, false)
         } else if new_pidns {
@@ -78,6 +82,13 @@ impl<R: Read + Send> Prepared<R> {
     /// root) is our parent's child. The returned [`Launched::child`] is not ours to
     /// wait for.
     pub fn launch_as_sibling(self) -> Result<Launched> {
+        if self.pidns_init.is_some() {
+            return Err(RestoreError::Reported(
+                "a tree with mount and PID namespaces of its own is not restored as a \
+                 sibling yet"
+                    .into(),
+            ));
+        }
         let mut made = crate::kinds::ns::enter_new(
             &self.plan.ckpt,
             &self.plan.joins,
@@ -135,7 +146,20 @@ fn report_and_exit(wr: OwnedFd, res: Result<()>) -> ! {
 /// `sibling`: the root is our parent's child instead (`launch_as_sibling`); on failure it
 /// is killed, and our parent reaps it.
 fn launch_own_pidns<R: Read + Send>(mut prepared: Prepared<R>, sibling: bool) -> Result<Launched> {
-    let (init, go) = sys::process::spawn_pidns_init_stub(sibling)?;
+    // Made with the tree's mount namespace (`kinds::mnt::enter_new`), or now.
+    let (init, go, stacked) = match prepared.pidns_init.take().map(|i| i.take()) {
+        Some((init, Some(go), stacked)) => (init, go, stacked),
+        Some((init, None, _)) => {
+            let _ = sys::process::kill(init, libc::SIGKILL);
+            return Err(RestoreError::Reported(
+                "the PID namespace's init was given away".into(),
+            ));
+        }
+        None => {
+            let (init, go) = sys::process::spawn_pidns_init_stub(sibling)?;
+            (init, go, false)
+        }
+    };
     // The builder sees the root as PID 1: the front end's hook is told its PID here.
     if let Some(h) = prepared.hook.take() {
         prepared.hook = Some(std::sync::Arc::new(move |step| match step {
@@ -159,8 +183,14 @@ fn launch_own_pidns<R: Read + Send>(mut prepared: Prepared<R>, sibling: bool) ->
             // a copy stays open until our report is written.
             drop(rd);
             let _hold = go.try_clone();
-            let res = sys::process::mount_own_proc()
-                .map_err(RestoreError::from)
+            // Ckpt's proc stacked on the tree's /proc comes off first (in the tree's
+            // mount namespace, before our private copy of it).
+            let unstacked = match stacked {
+                true => crate::kinds::mnt::unstack_proc(),
+                false => Ok(()),
+            };
+            let res = unstacked
+                .and_then(|()| sys::process::mount_own_proc().map_err(RestoreError::from))
                 .and_then(|()| {
                     prepared
                         .without_reading_thread()

@@ -126,6 +126,31 @@ pub fn in_mount_ns<T: Send>(pid: i32, f: impl FnOnce() -> T + Send) -> Result<T>
     })
 }
 
+/// [`in_mount_ns`] for a process in a PID namespace of its own too, whose /proc shows
+/// that namespace (where ckpt has no ID: no /proc/self): `f` runs in a private copy of
+/// the namespace with a proc of ckpt's on /proc (the copy ends with the thread; nothing
+/// is mounted in the tree's).
+pub fn in_mount_ns_own_proc<T: Send>(pid: i32, f: impl FnOnce() -> T + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            enter_mount_ns_of(pid)?;
+            // SAFETY: unshare(CLONE_NEWNS) gives this thread (its file system context is
+            // its own) a copy of the namespace; it ends with the thread.
+            let r = unsafe { libc::unshare(libc::CLONE_NEWNS) };
+            super::check(r as libc::c_long, || "unshare(CLONE_NEWNS)".into())?;
+            rustix::mount::mount_change(
+                c"/",
+                MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+            )
+            .map_err(|e| rerr("make the copied mounts private", e))?;
+            mount_new(b"proc", b"/proc", "proc", false, "")?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| SysError::Other("a thread in a mount namespace panicked".into()))?
+    })
+}
+
 /// The files of the file system mounted at `point` in the mount namespace of process
 /// `pid` (that mount alone, without what is mounted below it), at most `cap` bytes of
 /// data. Read by a thread of ckpt in a private copy of that namespace (which ends with

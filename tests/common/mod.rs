@@ -117,6 +117,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("nstree", "nstree.c", &[]),
     ("nsown", "nsown.c", &[]),
     ("mntns", "mntns.c", &[]),
+    ("mntpid", "mntpid.c", &[]),
     ("netns", "netns.c", &[]),
     ("nsmixed", "nsmixed.c", &[]),
     ("sysv", "sysv.c", &[]),
