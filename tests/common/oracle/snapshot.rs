@@ -49,7 +49,9 @@ pub(super) fn read_tree(root: i32) -> (Entries, Vec<i32>) {
 }
 
 /// Status lines that change as the task runs.
-const STATUS_PROGRESS: &[&str] = &["State", "SigPnd", "ShdPnd"];
+/// (VmSize and VmData sum the areas, which a running program maps and unmaps as it goes:
+/// compared, like the areas themselves, when both sides were at rest.)
+const STATUS_PROGRESS: &[&str] = &["State", "SigPnd", "ShdPnd", "VmSize", "VmData"];
 /// Status lines that are not state of the task (or repeat what other entries show).
 const STATUS_SKIP: &[&str] = &["Pid", "Tgid", "NStgid", "Kthread"];
 
