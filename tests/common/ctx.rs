@@ -42,6 +42,8 @@ pub struct Ctx {
     /// The state oracle's snapshot of each tree dumped by [`Ctx::dump`] or
     /// [`Ctx::dump_leave_running`], by image path: compared with the restored tree.
     snaps: RefCell<std::collections::BTreeMap<PathBuf, oracle::Snapshot>>,
+    /// Patterns of entries this test's restores may change ([`Ctx::oracle_allow`]).
+    allowed: RefCell<Vec<&'static str>>,
 }
 
 impl Ctx {
@@ -61,6 +63,7 @@ impl Ctx {
             tracked: RefCell::new(Vec::new()),
             seq: Cell::new(0),
             snaps: RefCell::new(std::collections::BTreeMap::new()),
+            allowed: RefCell::new(Vec::new()),
         }
     }
 
@@ -317,6 +320,14 @@ impl Ctx {
         r
     }
 
+    /// Let this test's restores differ from the original at entries matching `pattern`
+    /// (`*` wildcards), for a reason the test states where it calls this: what the
+    /// program itself changes between the oracle's reading and the freeze, which the
+    /// oracle cannot see (a server's background processes waking on their own timers).
+    pub fn oracle_allow(&self, pattern: &'static str) {
+        self.allowed.borrow_mut().push(pattern);
+    }
+
     /// For a dump a test runs itself (`ctx.ckpt(&["dump", ...])`, e.g. with options):
     /// the state oracle's snapshot of the tree of `pid` right before it, compared with the
     /// tree restored from `image` by [`Ctx::restore`] and the like.
@@ -369,7 +380,7 @@ impl Ctx {
             oracle::Cmp::Restored,
             &before,
             &after,
-            &[],
+            &self.allowed.borrow(),
         );
     }
 

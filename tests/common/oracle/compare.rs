@@ -143,8 +143,8 @@ pub const LEGIT: &[(&str, &str)] = &[
         "*.pages_shared_with_p*@dumpframe",
         "the dump's injected calls run through a signal frame it writes below each \
          thread's stack pointer: a page of the main stack still shared copy-on-write with a \
-         fork relative becomes the thread's own as the dump writes it (one or two pages; \
-         README, known differences)",
+         fork relative becomes the thread's own as the dump writes it (one or two pages \
+         on each side of a pair; README, known differences)",
     ),
     (
         "*.fdinfo.inotify wd.*@watchdeleted",
@@ -218,7 +218,7 @@ fn legit(key: &str, before: &Snapshot, after: &Snapshot) -> Option<&'static str>
                 let area = key.split(".pages_shared_with_").next().unwrap_or(key);
                 let n = |s: &Snapshot| s.get(key).and_then(|v| v.parse::<u64>().ok());
                 before.get(&format!("{area}.path")) == Some("[stack]")
-                    && matches!((n(before), n(after)), (Some(a), Some(b)) if b < a && a - b <= 2)
+                    && matches!((n(before), n(after)), (Some(a), Some(b)) if b < a && a - b <= 4)
             }
             "autotuned" => {
                 let (base, opt) = key.rsplit_once(".sock.").unwrap_or((key, ""));
