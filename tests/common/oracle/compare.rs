@@ -142,9 +142,10 @@ pub const LEGIT: &[(&str, &str)] = &[
     (
         "*.pages_shared_with_p*@dumpframe",
         "the dump's injected calls run through a signal frame it writes below each \
-         thread's stack pointer: a page of the main stack still shared copy-on-write with a \
-         fork relative becomes the thread's own as the dump writes it (one or two pages \
-         on each side of a pair; README, known differences)",
+         thread's stack pointer: a page of a stack (the main one, or a thread's in an \
+         anonymous area) still shared copy-on-write with a fork relative becomes the \
+         thread's own as the dump writes it (one or two pages on each side of a pair; \
+         README, known differences)",
     ),
     (
         "*.fdinfo.inotify wd.*@watchdeleted",
@@ -217,7 +218,8 @@ fn legit(key: &str, before: &Snapshot, after: &Snapshot) -> Option<&'static str>
             "dumpframe" => {
                 let area = key.split(".pages_shared_with_").next().unwrap_or(key);
                 let n = |s: &Snapshot| s.get(key).and_then(|v| v.parse::<u64>().ok());
-                before.get(&format!("{area}.path")) == Some("[stack]")
+                // the main stack, or an anonymous area (where threads' stacks are)
+                matches!(before.get(&format!("{area}.path")), Some("[stack]" | ""))
                     && matches!((n(before), n(after)), (Some(a), Some(b)) if b < a && a - b <= 4)
             }
             "autotuned" => {
