@@ -183,23 +183,17 @@ pub fn enter_new_ns(roots: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// The cgroup hierarchies of a mountinfo text.
+/// The cgroup hierarchies of a mountinfo text (parsed by [`super::mount::parse_mountinfo`];
+/// an unreadable text gives none).
 pub fn parse_hierarchies(text: &str) -> Vec<Hierarchy> {
+    use std::os::unix::ffi::OsStrExt;
     let mut out: Vec<Hierarchy> = Vec::new();
-    for l in text.lines() {
-        let Some((pre, post)) = l.split_once(" - ") else {
-            continue;
-        };
-        let pre: Vec<&str> = pre.split(' ').collect();
-        let post: Vec<&str> = post.split(' ').collect();
-        let (Some(root), Some(mp), Some(fstype)) = (pre.get(3), pre.get(4), post.first()) else {
-            continue;
-        };
-        let controllers = match *fstype {
+    for m in super::mount::parse_mountinfo(text).unwrap_or_default() {
+        let controllers = match m.fstype.as_str() {
             "cgroup2" => String::new(),
             "cgroup" => {
-                let opts = post.get(2).copied().unwrap_or_default();
-                let c: Vec<&str> = opts
+                let c: Vec<&str> = m
+                    .super_options
                     .split(',')
                     .filter(|o| V1_CONTROLLERS.contains(o) || o.starts_with("name="))
                     .collect();
@@ -212,31 +206,11 @@ pub fn parse_hierarchies(text: &str) -> Vec<Hierarchy> {
         }
         out.push(Hierarchy {
             controllers,
-            mountpoint: PathBuf::from(unescape(mp)),
-            root: unescape(root),
+            mountpoint: PathBuf::from(std::ffi::OsStr::from_bytes(&m.point)),
+            root: String::from_utf8_lossy(&m.root).into_owned(),
         });
     }
     out
-}
-
-/// A mountinfo field with its octal escapes (`\040` for a space) decoded.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The directory of cgroup `path` (from the hierarchy's root) of hierarchy `h`, if the
