@@ -839,20 +839,6 @@ fn rpc_refusals_and_aborted_dump() {
     t.kill();
 }
 
-/// The IDs of `pid` in each PID namespace it is in (NSpid), outermost first.
-fn nspids(pid: i32) -> Vec<i32> {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|v| {
-                v.split_whitespace()
-                    .filter_map(|x| x.parse().ok())
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
-}
-
 /// A tree with a PID namespace of its own (a container's shape: `unshare -p -f`), dumped
 /// and restored over RPC with `rst_sibling`: the new namespace's init is the caller's
 /// child, PID 1 there, and the program continues byte for byte.

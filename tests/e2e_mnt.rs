@@ -529,20 +529,6 @@ fn mntpid_spec(base: &Path, steps: u32, more: &[&str]) -> Spec {
         .arg("sleep=40")
 }
 
-/// A process's IDs from the outermost PID namespace in (`NSpid`).
-fn nspids(pid: i32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|v| {
-                v.split_whitespace()
-                    .filter_map(|x| x.parse().ok())
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
-}
-
 /// Mount and PID namespaces of the tree's own, as every container has (`unshare -p -f
 /// unshare -m --mount-proc`, the target mounting a tmpfs with a file): restored, the target is
 /// PID 1 of a new PID namespace, in a new mount namespace with the same mounts

@@ -290,20 +290,6 @@ fn chrooted_process_keeps_its_root_and_cwd_after_restore() {
 // ---------------------------------------------------------------------------------------
 // --new-pidns
 
-/// The PIDs of `pid` in its PID namespaces, outermost first (NSpid of /proc/PID/status).
-fn nspids(pid: i32) -> Vec<i32> {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|v| {
-                v.split_whitespace()
-                    .filter_map(|x| x.parse().ok())
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn tree_restored_with_new_pidns_while_the_original_holds_its_pids() {
     let ctx = Ctx::new("tree_restored_with_new_pidns_while_the_original_holds_its_pids");

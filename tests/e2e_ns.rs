@@ -276,20 +276,6 @@ fn own_namespaces_with_an_own_pid_namespace_are_restored() {
     );
 }
 
-/// A process's IDs from the outermost PID namespace in (`NSpid`).
-fn nspids(pid: i32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|v| {
-                v.split_whitespace()
-                    .filter_map(|x| x.parse().ok())
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
-}
-
 /// Processes of one tree in different UTS namespaces (issue 15, mixed arrangements):
 /// the root in one of its own, its child in one it made below it, shared with the
 /// grandchild. Restored, each process is in a new namespace of the same pattern (the

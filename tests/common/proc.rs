@@ -305,3 +305,18 @@ pub(super) fn reap_all() {
         }
     }
 }
+
+/// A process's IDs from the outermost PID namespace in (`NSpid` of /proc/PID/status;
+/// empty if it is gone).
+pub fn nspids(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|v| {
+                v.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
