@@ -71,12 +71,9 @@ fn label(how: How, leave: bool) -> String {
 
 const MIB: &str = "64";
 
-fn spawn_target(ctx: &Ctx) -> (Proc, Snapshot) {
-    spawn_sized(ctx, MIB)
-}
-
-fn spawn_sized(ctx: &Ctx, mib: &str) -> (Proc, Snapshot) {
-    let mut p = ctx.spawn(&Spec::new(target("killsafe")).arg(mib));
+/// The target: `killsafe`, or `killsafe32` (its ia32 build).
+fn spawn_sized(ctx: &Ctx, name: &str, mib: &str) -> (Proc, Snapshot) {
+    let mut p = ctx.spawn(&Spec::new(target(name)).arg(mib));
     p.wait_lines(3);
     let snap = snapshot(p.pid);
     assert_eq!(snap.masks.len(), 5, "target threads: {snap:?}");
@@ -194,8 +191,42 @@ fn check_target(p: &mut Proc, before: &Snapshot) -> Option<String> {
 /// by SIGKILL, SIGTERM, SIGINT or its reader closing its standard output.
 #[test]
 fn killed_dump_leaves_target_as_before() {
-    let ctx = Ctx::new("killed_dump_leaves_target_as_before");
+    random_kills(
+        "killed_dump_leaves_target_as_before",
+        "killsafe",
+        &[
+            (How::Signal(libc::SIGKILL), true, 100),
+            (How::Signal(libc::SIGTERM), true, 35),
+            (How::Signal(libc::SIGINT), true, 35),
+            (How::CloseStdout, true, 20),
+            (How::Signal(libc::SIGKILL), false, 40),
+            (How::Signal(libc::SIGTERM), false, 20),
+        ],
+    );
+}
+
+/// The same with the target's ia32 build: its threads' queries run as ia32 calls
+/// through ia32 signal frames.
+#[test]
+fn ia32_killed_dump_leaves_target_as_before() {
+    random_kills(
+        "ia32_killed_dump_leaves_target_as_before",
+        "killsafe32",
+        &[
+            (How::Signal(libc::SIGKILL), true, 60),
+            (How::Signal(libc::SIGTERM), true, 15),
+            (How::CloseStdout, true, 10),
+            (How::Signal(libc::SIGKILL), false, 25),
+        ],
+    );
+}
+
+/// Dumps of target `name` (64 MiB), each stopped at a random moment: `plan` says how
+/// (and whether with `--leave-running`), how many times.
+fn random_kills(test: &str, name: &str, plan: &[(How, bool, u32)]) {
+    let ctx = Ctx::new(test);
     let img = ctx.path("img");
+    let spawn_target = |ctx: &Ctx| spawn_sized(ctx, name, MIB);
     let (mut p, mut before) = spawn_target(&ctx);
     // How long a whole dump takes: the kills are spread over it.
     let t0 = Instant::now();
@@ -214,14 +245,6 @@ fn killed_dump_leaves_target_as_before() {
         });
     eprintln!("a whole dump: {whole:?}; seed {seed}");
     let mut rng = Rng(seed);
-    let plan: &[(How, bool, u32)] = &[
-        (How::Signal(libc::SIGKILL), true, 100),
-        (How::Signal(libc::SIGTERM), true, 35),
-        (How::Signal(libc::SIGINT), true, 35),
-        (How::CloseStdout, true, 20),
-        (How::Signal(libc::SIGKILL), false, 40),
-        (How::Signal(libc::SIGTERM), false, 20),
-    ];
     let mut tries = Vec::new();
     for &(how, leave, n) in plan {
         tries.extend(std::iter::repeat_n((how, leave), n as usize));
@@ -313,9 +336,25 @@ fn killed_dump_leaves_target_as_before() {
 /// a dump passes them all: the target runs on as before after every one.
 #[test]
 fn ckpt_killed_at_every_injection_stop_leaves_target_as_before() {
-    let ctx = Ctx::new("ckpt_killed_at_every_injection_stop_leaves_target_as_before");
+    every_die_point(
+        "ckpt_killed_at_every_injection_stop_leaves_target_as_before",
+        "killsafe",
+    );
+}
+
+/// The same with the target's ia32 build (ia32 frames, queries made as ia32 calls).
+#[test]
+fn ia32_ckpt_killed_at_every_injection_stop_leaves_target_as_before() {
+    every_die_point(
+        "ia32_ckpt_killed_at_every_injection_stop_leaves_target_as_before",
+        "killsafe32",
+    );
+}
+
+fn every_die_point(test: &str, name: &str) {
+    let ctx = Ctx::new(test);
     let img = ctx.path("img");
-    let (mut p, mut before) = spawn_sized(&ctx, "4");
+    let (mut p, mut before) = spawn_sized(&ctx, name, "4");
     let mut failures = Vec::new();
     let mut n = 1u32;
     loop {
@@ -341,7 +380,7 @@ fn ckpt_killed_at_every_injection_stop_leaves_target_as_before() {
             failures.push(format!("killed at point {n}: {w}"));
             // Go on with a new target.
             p.kill();
-            (p, before) = spawn_sized(&ctx, "4");
+            (p, before) = spawn_sized(&ctx, name, "4");
         }
         n += 1;
         assert!(n < 5000, "the dump never got past its die points");

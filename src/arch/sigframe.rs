@@ -12,7 +12,7 @@
 //! that make the kernel restore every xsave component (without them it would restore
 //! only the legacy x87/SSE part, and reset the rest).
 
-use super::x86::{USER_CS_64, USER_DS, X86Regs};
+use super::x86::{USER_CS_32, USER_CS_64, USER_DS, X86Regs};
 
 /// The bytes below the stack pointer that a signal frame leaves alone (the red zone).
 pub const RED_ZONE: u64 = 128;
@@ -45,13 +45,7 @@ pub struct SigFrame {
 /// `pretcode` its return address. None when the xsave area is not one this can hand
 /// to the kernel (too short, or with components whose size depends on a permission).
 pub fn build(ctx: &X86Regs, mask: u64, xstate: &[u8], pretcode: u64) -> Option<SigFrame> {
-    if xstate.len() < 576 || xstate.len() % 64 != 0 {
-        return None;
-    }
-    let xcr0 = u64::from_le_bytes(xstate.get(SW_BYTES..SW_BYTES + 8)?.try_into().ok()?);
-    if xcr0 & DYNAMIC_XFEATURES != 0 || xcr0 & 3 != 3 {
-        return None;
-    }
+    let (xstate, xcr0) = checked_xstate(xstate)?;
     let fp_len = xstate.len() as u64 + 4;
     let fp_at = (ctx.rsp.checked_sub(RED_ZONE + fp_len)?) & !63;
     let at = (fp_at.checked_sub(FRAME_LEN)?) & !15;
@@ -91,18 +85,37 @@ pub fn build(ctx: &X86Regs, mask: u64, xstate: &[u8], pretcode: u64) -> Option<S
     put(&mut b, sc + 144, cs_ss);
     put(&mut b, sc + 184, fp_at);
     put(&mut b, uc + 296, mask);
-    // The xsave area, with the software bytes a signal frame has.
     let fp = (fp_at - at) as usize;
-    b[fp..fp + xstate.len()].copy_from_slice(xstate);
-    let sw = fp + SW_BYTES;
+    write_xstate(&mut b[fp..], xstate, xcr0, fp_len);
+    Some(SigFrame { at, bytes: b })
+}
+
+/// The xsave area a frame can hand to the kernel, and its XCR0 (kept by the regset in
+/// the software bytes): at least the legacy area and the header, whole 64-byte lines,
+/// x87 and SSE enabled, no component whose size depends on a permission.
+fn checked_xstate(xstate: &[u8]) -> Option<(&[u8], u64)> {
+    if xstate.len() < 576 || xstate.len() % 64 != 0 {
+        return None;
+    }
+    let xcr0 = u64::from_le_bytes(xstate.get(SW_BYTES..SW_BYTES + 8)?.try_into().ok()?);
+    if xcr0 & DYNAMIC_XFEATURES != 0 || xcr0 & 3 != 3 {
+        return None;
+    }
+    Some((xstate, xcr0))
+}
+
+/// The xsave area at the start of `b`, with the software bytes of a signal frame
+/// (`extended_size` the whole FPU part of the frame) and the trailing magic.
+fn write_xstate(b: &mut [u8], xstate: &[u8], xcr0: u64, extended_size: u64) {
+    b[..xstate.len()].copy_from_slice(xstate);
+    let sw = SW_BYTES;
     b[sw..sw + 48].fill(0);
     b[sw..sw + 4].copy_from_slice(&FP_XSTATE_MAGIC1.to_le_bytes());
-    b[sw + 4..sw + 8].copy_from_slice(&(fp_len as u32).to_le_bytes());
+    b[sw + 4..sw + 8].copy_from_slice(&(extended_size as u32).to_le_bytes());
     b[sw + 8..sw + 16].copy_from_slice(&xcr0.to_le_bytes());
     b[sw + 16..sw + 20].copy_from_slice(&(xstate.len() as u32).to_le_bytes());
-    let m2 = fp + xstate.len();
+    let m2 = xstate.len();
     b[m2..m2 + 4].copy_from_slice(&FP_XSTATE_MAGIC2.to_le_bytes());
-    Some(SigFrame { at, bytes: b })
 }
 
 /// `mov $15, %rax; syscall` (glibc's and musl's `__restore_rt`, Go's sigreturn), and
@@ -123,6 +136,141 @@ pub fn parked(base: &X86Regs, at: u64, sigreturn: u64) -> X86Regs {
     r.rsp = at + 8;
     r.orig_rax = u64::MAX;
     r.cs = USER_CS_64;
+    r.ss = USER_DS;
+    r
+}
+
+/// `sizeof(struct rt_sigframe_ia32)`: pretcode, sig, pinfo, puc (4 bytes each),
+/// `compat_siginfo_t` (128), `struct ucontext_ia32` (116), retcode (8).
+pub const FRAME_LEN_IA32: u64 = 16 + 128 + 116 + 8;
+/// Offset of `struct ucontext_ia32` in the ia32 frame, and of its `sigcontext_32`.
+const UC_IA32: usize = 144;
+const SC_IA32: usize = UC_IA32 + 20;
+/// `sizeof(struct fregs_state)`: the legacy x87 environment an ia32 frame's FPU state
+/// starts with (`struct user_i387_ia32_struct`, 108 bytes, then a status word); the
+/// xsave area follows right after it.
+const FREGS_LEN: u64 = 112;
+
+/// The x87 environment of an fxsave area as the kernel's `convert_from_fxsr` makes it
+/// for an ia32 signal frame (`struct user_i387_ia32_struct`), `cs`/`ds` the thread's
+/// selectors. ia32 `rt_sigreturn` folds it back over the xsave area it restores
+/// (`convert_to_fxsr`), so it must say the same: control, status and tag words (the
+/// full tag from the abridged one: only empty or not matters on the way back), the
+/// last instruction and operand pointers (32 bits), the opcode in the top half of the
+/// code selector word, and the eight registers (10 bytes each).
+pub fn fsave_env(fx: &[u8], cs: u64, ds: u64) -> Option<[u8; 108]> {
+    let fx = fx.get(..512)?;
+    let u16_at = |i: usize| u16::from_le_bytes([fx[i], fx[i + 1]]);
+    let u32_at = |i: usize| u32::from_le_bytes([fx[i], fx[i + 1], fx[i + 2], fx[i + 3]]);
+    let mut env = [0u8; 108];
+    let mut put = |i: usize, v: u32| env[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+    put(0, u32::from(u16_at(0)) | 0xffff_0000);
+    put(1, u32::from(u16_at(2)) | 0xffff_0000);
+    let abridged = fx[4];
+    let mut tag = 0xffff_0000u32;
+    for i in 0..8 {
+        if abridged & (1 << i) == 0 {
+            tag |= 3 << (2 * i);
+        }
+    }
+    put(2, tag);
+    put(3, u32_at(8));
+    put(4, (cs & 0xffff) as u32 | u32::from(u16_at(6)) << 16);
+    put(5, u32_at(16));
+    put(6, (ds & 0xffff) as u32 | 0xffff_0000);
+    for i in 0..8 {
+        env[28 + 10 * i..38 + 10 * i].copy_from_slice(&fx[32 + 16 * i..42 + 16 * i]);
+    }
+    Some(env)
+}
+
+/// The ia32 frame (`struct rt_sigframe_ia32`) that returns an ia32 thread to `ctx`
+/// with signal mask `mask` and xsave area `xstate`, `pretcode` (below 4 GiB) an ia32
+/// `rt_sigreturn` ([`IA32_SIGRETURN_INSNS`]). ia32 `rt_sigreturn` finds the frame 4
+/// bytes below the stack pointer (its `pretcode` popped by a 32-bit `ret`) and
+/// restores the eight 32-bit registers, eip, eflags, cs, ss and the data selectors
+/// from `sigcontext_32` (r8-r15 stay as they are: not visible in 32-bit mode), then
+/// the FPU state from `fpstate`: the x87 environment ([`fsave_env`]) followed by the
+/// xsave area with the software bytes, as for a native frame. The frame lies below the
+/// 128 bytes under `ctx.rsp` (ia32 has no red zone; the margin costs nothing), all of
+/// it below 4 GiB, or None.
+pub fn build_ia32(ctx: &X86Regs, mask: u64, xstate: &[u8], pretcode: u64) -> Option<SigFrame> {
+    let (xstate, xcr0) = checked_xstate(xstate)?;
+    let env = fsave_env(xstate, ctx.cs, ctx.ds)?;
+    let fp_len = xstate.len() as u64 + 4;
+    let fx_at = (ctx.rsp.checked_sub(RED_ZONE + fp_len)?) & !63;
+    let fp_at = fx_at.checked_sub(FREGS_LEN)?;
+    let at = (fp_at.checked_sub(FRAME_LEN_IA32)?) & !15;
+    if fx_at + fp_len > 1 << 32 || pretcode >= 1 << 32 {
+        return None;
+    }
+    let mut b = vec![0u8; (fx_at + fp_len - at) as usize];
+    let put = |b: &mut Vec<u8>, off: usize, v: u64| {
+        b[off..off + 4].copy_from_slice(&(v as u32).to_le_bytes());
+    };
+    put(&mut b, 0, pretcode);
+    // sig, pinfo, puc: not read by rt_sigreturn; as the kernel fills them.
+    put(&mut b, 8, at + 16);
+    put(&mut b, 12, at + UC_IA32 as u64);
+    put(&mut b, UC_IA32, UC_FP_XSTATE);
+    // uc_stack: ss_sp 0, ss_flags rejected on purpose (see SS_FLAGS_KEEP), ss_size 0.
+    put(&mut b, UC_IA32 + 12, u64::from(SS_FLAGS_KEEP));
+    let r = ctx;
+    for (off, v) in [
+        (0, r.gs),
+        (4, r.fs),
+        (8, r.es),
+        (12, r.ds),
+        (16, r.rdi),
+        (20, r.rsi),
+        (24, r.rbp),
+        (28, r.rsp),
+        (32, r.rbx),
+        (36, r.rdx),
+        (40, r.rcx),
+        (44, r.rax),
+        (56, r.rip),
+        (60, r.cs),
+        (64, r.eflags),
+        (68, r.rsp),
+        (72, r.ss),
+        (76, fp_at),
+        (80, mask & 0xffff_ffff),
+    ] {
+        put(&mut b, SC_IA32 + off, v);
+    }
+    let m = SC_IA32 + 88;
+    b[m..m + 8].copy_from_slice(&mask.to_le_bytes());
+    let fp = (fp_at - at) as usize;
+    b[fp..fp + 108].copy_from_slice(&env);
+    // struct _fpstate_32: status (the status word), magic 0 (FXSR data follows).
+    b[fp + 108..fp + 110].copy_from_slice(&env[4..6]);
+    let fx = fp + FREGS_LEN as usize;
+    write_xstate(&mut b[fx..], xstate, xcr0, fp_len + FREGS_LEN);
+    Some(SigFrame { at, bytes: b })
+}
+
+/// `mov $173, %eax; int $0x80`: ia32 `rt_sigreturn` (the ia32 vDSO's
+/// `__kernel_rt_sigreturn`, i386 glibc's `__restore_rt`).
+pub const IA32_SIGRETURN_INSNS: [&[u8]; 1] = [&[0xb8, 0xad, 0x00, 0x00, 0x00, 0xcd, 0x80]];
+/// `int $0x80` then a 32-bit `ret`, with the words popped between them: i386 ld.so's
+/// `_dl_sysinfo_int80` (`int $0x80; ret`), the ia32 vDSO's `__kernel_vsyscall` tail
+/// (`int $0x80; pop %ebp; pop %edx; pop %ecx; ret`). An ia32 query runs there with the
+/// stack pointer that many words below its frame, so the `ret` pops the frame's
+/// `pretcode`.
+pub const IA32_SYSCALL_RET_INSNS: [(&[u8], u64); 2] = [
+    (&[0xcd, 0x80, 0xc3], 0),
+    (&[0xcd, 0x80, 0x5d, 0x5a, 0x59, 0xc3], 3),
+];
+
+/// Registers that run ia32 `rt_sigreturn` through the ia32 frame at `at` with the
+/// instructions at `sigreturn` (one of [`IA32_SIGRETURN_INSNS`]), from `base`.
+pub fn parked_ia32(base: &X86Regs, at: u64, sigreturn: u64) -> X86Regs {
+    let mut r = *base;
+    r.rip = sigreturn;
+    r.rsp = at + 4;
+    r.orig_rax = u64::MAX;
+    r.cs = USER_CS_32;
     r.ss = USER_DS;
     r
 }
@@ -169,5 +317,78 @@ mod tests {
         // AMX state is not handed over this way.
         xs[SW_BYTES..SW_BYTES + 8].copy_from_slice(&(7u64 | 1 << 18).to_le_bytes());
         assert!(build(&ctx, 0, &xs, 0x1234).is_none());
+    }
+
+    #[test]
+    fn ia32_frame_layout() {
+        let ctx = X86Regs {
+            rsp: 0xffef_a830,
+            rip: 0xf7f6_d5e9,
+            rax: 0xffff_fdfc,
+            rbx: 1,
+            rcx: 0x80,
+            rdx: 2,
+            rsi: 3,
+            rdi: 4,
+            rbp: 5,
+            eflags: 0x246,
+            cs: USER_CS_32,
+            ss: USER_DS,
+            ds: USER_DS,
+            es: USER_DS,
+            gs: 0x63,
+            ..Default::default()
+        };
+        let mut xs = vec![0u8; 832];
+        xs[SW_BYTES..SW_BYTES + 8].copy_from_slice(&7u64.to_le_bytes());
+        // fcw 0x37f, fsw 0x3800, abridged tag: st0 and st7 in use, fop 0x1d9, fip
+        xs[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+        xs[2..4].copy_from_slice(&0x3800u16.to_le_bytes());
+        xs[4] = 0x81;
+        xs[6..8].copy_from_slice(&0x1d9u16.to_le_bytes());
+        xs[8..12].copy_from_slice(&0x0804_9123u32.to_le_bytes());
+        xs[32..42].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        xs[32 + 7 * 16..42 + 7 * 16].fill(0xee);
+        let f = build_ia32(&ctx, 0x2_0000_0a00, &xs, 0xf7f6_d610).expect("frame");
+        assert_eq!(f.at % 16, 0);
+        let end = f.at + f.bytes.len() as u64;
+        assert!(end <= ctx.rsp - RED_ZONE);
+        let d = |o: usize| u32::from_le_bytes(f.bytes[o..o + 4].try_into().expect("4 bytes"));
+        assert_eq!(d(0), 0xf7f6_d610, "pretcode");
+        let sc = SC_IA32;
+        assert_eq!(d(sc) & 0xffff, 0x63, "gs");
+        assert_eq!(d(sc + 12) & 0xffff, USER_DS as u32, "ds");
+        assert_eq!(d(sc + 16), 4, "edi");
+        assert_eq!(d(sc + 32), 1, "ebx");
+        assert_eq!(d(sc + 44), 0xffff_fdfc, "eax");
+        assert_eq!(d(sc + 28), 0xffef_a830, "esp");
+        assert_eq!(d(sc + 56), 0xf7f6_d5e9, "eip");
+        assert_eq!(d(sc + 60), USER_CS_32 as u32, "cs");
+        assert_eq!(d(sc + 72), USER_DS as u32, "ss");
+        assert_eq!(d(sc + 80), 0xa00, "oldmask");
+        assert_eq!(d(sc + 88), 0xa00, "uc_sigmask, low word");
+        assert_eq!(d(sc + 92), 2, "uc_sigmask, high word");
+        assert_eq!(d(UC_IA32 + 12), SS_FLAGS_KEEP, "uc_stack.ss_flags");
+        // The FPU state: the x87 environment, then the xsave area, 64-byte aligned.
+        let fp = d(sc + 76) as u64;
+        let o = (fp - f.at) as usize;
+        assert_eq!((fp + FREGS_LEN) % 64, 0);
+        assert_eq!(d(o), 0xffff_037f, "cwd");
+        assert_eq!(d(o + 8), 0xffff_3ffc, "twd: st1-st6 empty");
+        assert_eq!(d(o + 12), 0x0804_9123, "fip");
+        assert_eq!(d(o + 16) >> 16, 0x1d9, "fop in the top of fcs");
+        assert_eq!(&f.bytes[o + 28..o + 38], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        assert_eq!(&f.bytes[o + 98..o + 108], &[0xee; 10], "st7");
+        let x = o + FREGS_LEN as usize;
+        assert_eq!(d(x + SW_BYTES), FP_XSTATE_MAGIC1);
+        assert_eq!(d(x + SW_BYTES + 16), 832, "xstate_size");
+        assert_eq!(d(x + 832), FP_XSTATE_MAGIC2);
+        // Not for a stack above 4 GiB, nor a pretcode there.
+        let high = X86Regs {
+            rsp: 0x1_0000_2000,
+            ..ctx
+        };
+        assert!(build_ia32(&high, 0, &xs, 0xf7f6_d610).is_none());
+        assert!(build_ia32(&ctx, 0, &xs, 0x1_0000_0000).is_none());
     }
 }

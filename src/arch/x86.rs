@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod compat;
 mod restart;
 pub use restart::{in_restart_syscall, restart_block_in_place, restart_interrupted_wait};
 
@@ -251,6 +252,17 @@ pub mod nr32 {
     pub const SET_ROBUST_LIST: u64 = 311;
     pub const GET_ROBUST_LIST: u64 = 312;
     pub const CLOCK_NANOSLEEP_TIME64: u64 = 407;
+    // The queries a dump runs in an ia32 thread (`compat::ia32_query`).
+    pub const BRK: u64 = 45;
+    pub const GETITIMER: u64 = 105;
+    pub const PRCTL: u64 = 172;
+    pub const RT_SIGRETURN: u64 = 173;
+    pub const TIMER_GETOVERRUN: u64 = 262;
+    pub const WAITID: u64 = 284;
+    pub const PRLIMIT64: u64 = 340;
+    pub const ARCH_PRCTL: u64 = 384;
+    pub const TIMER_GETTIME64: u64 = 408;
+    pub const SEMTIMEDOP_TIME64: u64 = 420;
 }
 
 /// User data segment selector (the same for both ABIs).

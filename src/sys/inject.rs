@@ -75,6 +75,8 @@ pub struct Injector {
     trap: bool,
     /// The batch executor, when the task has one ([`Injector::set_executor`]).
     executor: Option<Executor>,
+    /// Native queries run as their ia32 twins ([`Injector::ia32_queries`]).
+    ia32: bool,
 }
 
 impl Injector {
@@ -87,7 +89,45 @@ impl Injector {
             count: 0,
             trap: false,
             executor: None,
+            ia32: false,
         }
+    }
+
+    /// From now on [`Injector::batch`] and [`Injector::raw`] run each (read-only) native
+    /// query as its ia32 twin at the ia32 gadget (`arch::native::compat::ia32_query`:
+    /// ia32 numbers, results in memory turned into the native layout in place), so the
+    /// thread stays in 32-bit mode; a call without a twin is an error.
+    pub fn ia32_queries(&mut self) {
+        self.ia32 = true;
+    }
+
+    /// One native query as its ia32 twin; the memory result is converted when `mem` is
+    /// given (else the query must have none that differs).
+    fn raw_as_ia32(&mut self, mem: Option<&RemoteMem>, nr: u64, args: [u64; 6]) -> Result<i64> {
+        use arch::native::compat;
+        let pid = self.pid;
+        let q = compat::ia32_query(nr, args)
+            .filter(|q| mem.is_some() || q.out == compat::Ia32Out::Same)
+            .ok_or_else(|| {
+                SysError::Other(format!(
+                    "system call {nr} has no ia32 form to run in thread {pid}"
+                ))
+            })?;
+        if self.gadget32 == 0 {
+            return Err(SysError::Other(format!(
+                "no ia32 system call instruction available in process {pid}"
+            )));
+        }
+        let mut regs = self.base;
+        arch::native::set_syscall_ia32(&mut regs, self.gadget32, q.nr, &q.args);
+        let r = self.run(regs, q.nr)?;
+        let r = compat::ia32_result(r as u64);
+        if let (Some(mem), Some((at, len)), true) = (mem, q.out.compat_at(), r >= 0) {
+            let mut b = vec![0u8; len];
+            mem.read(at, &mut b)?;
+            mem.write(at, &q.out.to_native(&b))?;
+        }
+        Ok(r)
     }
 
     /// Declare that [`arch::native::BATCH_CODE`] is at `code` in the task, executable, with
@@ -112,6 +152,13 @@ impl Injector {
     /// ordinary injected call each.
     pub fn batch(&mut self, mem: &RemoteMem, calls: &[Call]) -> Result<Vec<i64>> {
         let mut out = Vec::with_capacity(calls.len());
+        if self.ia32 {
+            for c in calls {
+                let r = self.raw_as_ia32(Some(mem), c.nr, c.args)?;
+                out.push(if c.may_fail { r } else { checked(&c.what, r)? });
+            }
+            return Ok(out);
+        }
         let Some(ex) = self.executor else {
             for c in calls {
                 let r = self.raw(c.nr, c.args)?;
@@ -199,6 +246,9 @@ impl Injector {
 
     /// Run syscall `nr` in the task; returns the raw result (negative errno on error).
     pub fn raw(&mut self, nr: u64, args: [u64; 6]) -> Result<i64> {
+        if self.ia32 {
+            return self.raw_as_ia32(None, nr, args);
+        }
         let mut regs = self.base;
         arch::native::set_syscall(&mut regs, self.gadget, nr, &args);
         self.run(regs, nr)

@@ -1,7 +1,8 @@
 /* A target that checks itself while ckpt dump is killed around it
  * (tests/e2e_killsafe.rs): MIB MiB of written memory, four worker threads, each with
- * its own signal mask and a pattern held in ymm9 that it checks every turn, and a main
- * thread that prints a progress line every 10 ms once every worker has moved on.
+ * its own signal mask and a pattern held in ymm9 (ymm7 built -m32, the ia32 twin) that
+ * it checks every turn, and a main thread that prints a progress line every 10 ms once
+ * every worker has moved on.
  *
  *   killsafe MIB
  *
@@ -35,14 +36,30 @@ static void corrupt(const char *what, int id, uint64_t got, uint64_t want) {
     _exit(1);
 }
 
+/* The vector register that holds the pattern, and one to look at its upper half. */
+#ifdef __x86_64__
+#define VREG "9"
+#define VTMP "10"
+#else
+#define VREG "7"
+#define VTMP "6"
+#endif
+
 /* Sleep 1 ms with a raw system call: no libc code may touch the vector registers. */
 static void nap(void) {
     struct timespec ts = {0, 1000000};
     long r;
+#ifdef __x86_64__
     __asm__ volatile("syscall"
                      : "=a"(r)
                      : "0"((long)SYS_nanosleep), "D"(&ts), "S"(0L)
                      : "rcx", "r11", "memory");
+#else
+    __asm__ volatile("int $0x80"
+                     : "=a"(r)
+                     : "0"((long)SYS_nanosleep), "b"(&ts), "c"(0L)
+                     : "memory");
+#endif
     (void)r;
 }
 
@@ -60,20 +77,23 @@ static void *worker(void *arg) {
         sigaddset(&set, SIGALRM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     uint64_t pat = 0x0101010101010101ULL * (uint64_t)(id + 3);
-    __asm__ volatile("vmovq %0, %%xmm9\n\tvpbroadcastq %%xmm9, %%ymm9" ::"r"(pat) : "xmm9");
+    __asm__ volatile("vmovq %0, %%xmm" VREG "\n\tvpbroadcastq %%xmm" VREG ", %%ymm" VREG
+                     ::"m"(pat)
+                     : "xmm" VREG);
     size_t lo = pages * id / WORKERS, hi = pages * (id + 1) / WORKERS;
     size_t at = lo;
     uint64_t gen = 0;
     for (;;) {
         uint64_t a, b;
-        __asm__ volatile("vmovq %%xmm9, %0\n\tvextracti128 $1, %%ymm9, %%xmm10\n\tvmovq %%xmm10, %1"
-                         : "=r"(a), "=r"(b)
+        __asm__ volatile("vmovq %%xmm" VREG ", %0\n\tvextracti128 $1, %%ymm" VREG
+                         ", %%xmm" VTMP "\n\tvmovq %%xmm" VTMP ", %1"
+                         : "=m"(a), "=m"(b)
                          :
-                         : "xmm10");
+                         : "xmm" VTMP);
         if (a != pat)
-            corrupt("xmm9", id, a, pat);
+            corrupt("xmm" VREG, id, a, pat);
         if (b != pat)
-            corrupt("ymm9 upper half", id, b, pat);
+            corrupt("ymm" VREG " upper half", id, b, pat);
         /* Check 64 pages and write them with the next generation. */
         for (int k = 0; k < 64; k++) {
             uint64_t *w = mem + at * (PAGE / 8);

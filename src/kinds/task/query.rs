@@ -321,12 +321,21 @@ fn has_go_note(head: &[u8]) -> bool {
         .any(|w| w[12..16] == GO_NOTE[4..] && w[8..12] == GO_NOTE[..4] && w[..4] == GO_NOTE[..4])
 }
 
-/// The instructions of the task that the signal frames need: a `syscall; ret` (the
-/// injected calls run there) and a `rt_sigreturn` (the frames' return address). None
-/// as well for a task running Go (see [`runs_go`]).
-fn find_returns(maps: &[procfs::MapEntry], mem: &RemoteMem) -> DumpResult<Option<(u64, u64)>> {
+/// The instructions of the task that the signal frames need, for each ABI.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Returns {
+    /// x86-64: a `syscall; ret` (the injected calls run there) and a `rt_sigreturn`
+    /// (the frames' return address).
+    native: Option<(u64, u64)>,
+    /// ia32, all below 4 GiB: an `int $0x80` followed by a `ret` (and the words popped
+    /// before it, see [`sigframe::IA32_SYSCALL_RET_INSNS`]), and an ia32 `rt_sigreturn`.
+    ia32: Option<(u64, u64, u64)>,
+}
+
+/// Find the [`Returns`] of the task. Nothing for a task running Go (see [`runs_go`]).
+fn find_returns(maps: &[procfs::MapEntry], mem: &RemoteMem) -> DumpResult<Returns> {
     if runs_go(maps, mem) {
-        return Ok(None);
+        return Ok(Returns::default());
     }
     let mut areas: Vec<_> = maps
         .iter()
@@ -336,6 +345,7 @@ fn find_returns(maps: &[procfs::MapEntry], mem: &RemoteMem) -> DumpResult<Option
     // The vDSO first (it has a `syscall; ret`), then the smaller areas.
     areas.sort_by_key(|m| (m.path != b"[vdso]", m.end - m.start));
     let (mut gadget, mut sigreturn) = (None, None);
+    let (mut gadget32, mut sigreturn32) = (None, None);
     for m in areas {
         let mut code = vec![0u8; (m.end - m.start) as usize];
         if mem.read(m.start, &mut code).is_err() {
@@ -348,11 +358,20 @@ fn find_returns(maps: &[procfs::MapEntry], mem: &RemoteMem) -> DumpResult<Option
         };
         gadget = gadget.or_else(|| find(&sigframe::SYSCALL_RET_INSN));
         sigreturn = sigreturn.or_else(|| sigframe::SIGRETURN_INSNS.iter().find_map(|p| find(p)));
-        if let (Some(g), Some(s)) = (gadget, sigreturn) {
-            return Ok(Some((g, s)));
+        if m.end <= 1 << 32 {
+            gadget32 = gadget32.or_else(|| {
+                sigframe::IA32_SYSCALL_RET_INSNS
+                    .iter()
+                    .find_map(|(p, pops)| find(p).map(|g| (g, *pops)))
+            });
+            sigreturn32 =
+                sigreturn32.or_else(|| sigframe::IA32_SIGRETURN_INSNS.iter().find_map(|p| find(p)));
         }
     }
-    Ok(None)
+    Ok(Returns {
+        native: gadget.zip(sigreturn),
+        ia32: gadget32.zip(sigreturn32).map(|((g, pops), s)| (g, pops, s)),
+    })
 }
 
 /// Whether `lo..sp` (a frame and its results under stack pointer `sp`) lies in a
@@ -376,20 +395,62 @@ fn on_thread_stack(maps: &[procfs::MapEntry], lo: u64, sp: u64) -> bool {
 
 /// Where each thread's signal frame is (see [`framed_queries`]).
 struct Frames {
-    /// A `syscall; ret` of the task.
-    gadget: u64,
-    /// A `mov $15, %rax; syscall` of the task.
-    sigreturn: u64,
+    /// The instructions the frames and queries use.
+    returns: Returns,
     /// Each thread's frame, in the order of the threads.
     at: Vec<u64>,
 }
 
+impl Frames {
+    /// The registers with which `t` runs `rt_sigreturn` through its frame at `at` (in
+    /// its own ABI), and those of its queries: the same but for the stack pointer,
+    /// placed so that the `ret` after the call pops the frame's `pretcode`.
+    fn regs(&self, t: &FrozenThread, at: u64) -> Option<(arch::Regs, arch::Regs)> {
+        match t.orig_regs.abi() {
+            arch::Abi::X86_64 => {
+                let (_, sigreturn) = self.returns.native?;
+                let parked = sigframe::parked(&t.orig_regs, at, sigreturn);
+                Some((parked, arch::Regs { rsp: at, ..parked }))
+            }
+            arch::Abi::Ia32 => {
+                let (_, pops, sigreturn) = self.returns.ia32?;
+                let parked = sigframe::parked_ia32(&t.orig_regs, at, sigreturn);
+                let rsp = at.checked_sub(4 * pops)?;
+                Some((parked, arch::Regs { rsp, ..parked }))
+            }
+        }
+    }
+
+    /// An injector for `t`'s queries, in its own ABI (an ia32 thread makes them as
+    /// ia32 calls, see [`Injector::ia32_queries`]).
+    fn injector(&self, t: &FrozenThread, at: u64) -> DumpResult<Injector> {
+        let (_, base) = self.regs(t, at).ok_or_else(|| {
+            DumpError::Sys(sys::SysError::Other(format!(
+                "thread {} has no signal frame",
+                t.tid
+            )))
+        })?;
+        Ok(
+            match (t.orig_regs.abi(), self.returns.native, self.returns.ia32) {
+                (arch::Abi::Ia32, _, Some((g32, _, _))) => {
+                    let mut inj = Injector::new(t.tid, 0, base);
+                    inj.set_gadget32(g32);
+                    inj.ia32_queries();
+                    inj
+                }
+                (_, Some((g, _)), _) => Injector::new(t.tid, g, base),
+                _ => Injector::new(t.tid, 0, base),
+            },
+        )
+    }
+}
+
 /// Write on each thread's stack, below its red zone, a signal frame that returns to
-/// its own context, with room for the results of its queries below it. None (and
-/// nothing but stack memory below the stack pointers written) when the task does not
-/// allow it: a thread with a shadow stack, no `syscall; ret` or `rt_sigreturn`
-/// instruction in the task, an xsave area with dynamic (AMX) components, or a stack
-/// without that room.
+/// its own context (an ia32 frame for an ia32 thread), with room for the results of
+/// its queries below it. None (and nothing but stack memory below the stack pointers
+/// written) when the task does not allow it: a thread with a shadow stack, no
+/// instructions for its ABI's calls and `rt_sigreturn` in the task, an xsave area with
+/// dynamic (AMX) components, or a stack without that room.
 fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResult<Option<Frames>> {
     for t in threads {
         if procfs::shadow_stack(pid, t.tid)? {
@@ -397,16 +458,23 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
         }
     }
     let maps = procfs::maps(pid)?;
-    let Some((gadget, sigreturn)) = find_returns(&maps, mem)? else {
-        return Ok(None);
-    };
+    let returns = find_returns(&maps, mem)?;
     let mut frames = Vec::new();
     for t in threads {
         let xstate = ptrace::get_xstate(t.tid, 1 << 16)?;
         // A thread interrupted in a call with a restart block goes back into that call
         // from its arguments: rt_sigreturn forgets the restart block.
         let ctx = arch::native::resume_regs(&t.orig_regs);
-        match sigframe::build(&ctx, t.orig_sigmask, &xstate, sigreturn) {
+        let frame = match (t.orig_regs.abi(), returns.native, returns.ia32) {
+            (arch::Abi::X86_64, Some((_, sigreturn)), _) => {
+                sigframe::build(&ctx, t.orig_sigmask, &xstate, sigreturn)
+            }
+            (arch::Abi::Ia32, _, Some((_, _, sigreturn))) => {
+                sigframe::build_ia32(&ctx, t.orig_sigmask, &xstate, sigreturn)
+            }
+            _ => None,
+        };
+        match frame {
             Some(f) => frames.push(f),
             None => return Ok(None),
         }
@@ -425,11 +493,7 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
         }
         at.push(f.at);
     }
-    Ok(Some(Frames {
-        gadget,
-        sigreturn,
-        at,
-    }))
+    Ok(Some(Frames { returns, at }))
 }
 
 /// The queries, run so that a thread let go at any moment (ckpt killed, even by
@@ -443,32 +507,32 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
 /// no breakpoint is used (an `int3` would kill a task no longer traced), and every
 /// query only reads. At the end each thread gets its mask back, then its registers.
 fn framed_queries(
-    pid: i32,
     threads: &mut [FrozenThread],
     mem: &RemoteMem,
     fr: &Frames,
     ask: &Ask<'_>,
 ) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
     for (t, at) in threads.iter_mut().zip(&fr.at) {
-        ptrace::set_regs(t.tid, &sigframe::parked(&t.orig_regs, *at, fr.sigreturn))?;
+        let (parked, _) = fr.regs(t, *at).ok_or_else(|| {
+            DumpError::Sys(sys::SysError::Other(format!(
+                "thread {} has no signal frame",
+                t.tid
+            )))
+        })?;
+        ptrace::set_regs(t.tid, &parked)?;
         t.injected = true;
         sys::deferred::die_point("parked");
         ptrace::set_sigmask(t.tid, !0)?;
         sys::deferred::die_point("blocked");
     }
-    let base = |t: &FrozenThread, at: u64| {
-        let mut r = sigframe::parked(&t.orig_regs, at, fr.sigreturn);
-        // The `ret` after the call pops the frame's pretcode.
-        r.rsp = at;
-        r
-    };
     let run = || -> DumpResult<(Injected, Vec<ThreadInjected>)> {
-        let mut inj = Injector::new(pid, fr.gadget, base(&threads[0], fr.at[0]));
+        // The process's queries in its leader (`pid`, the first thread).
+        let mut inj = fr.injector(&threads[0], fr.at[0])?;
         let out = (fr.at[0] - FRAME_OUT_LEN, FRAME_OUT_LEN as usize);
         let p = inject_queries(&mut inj, mem, out, ask)?;
         let mut per = Vec::new();
         for (t, at) in threads.iter().zip(&fr.at) {
-            let mut ti = Injector::new(t.tid, fr.gadget, base(t, *at));
+            let mut ti = fr.injector(t, *at)?;
             let abi = t.orig_regs.abi();
             per.push(inject_thread_queries(
                 &mut ti,
@@ -505,12 +569,10 @@ pub(crate) fn injected_state(
     mem: &RemoteMem,
     ask: &Ask<'_>,
 ) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
-    let ia32 = threads.iter().any(|t| t.orig_regs.abi() == arch::Abi::Ia32);
-    if !ia32 {
-        if let Some(fr) = write_frames(pid, threads, mem)? {
-            return framed_queries(pid, threads, mem, &fr, ask);
-        }
+    if let Some(fr) = write_frames(pid, threads, mem)? {
+        return framed_queries(threads, mem, &fr, ask);
     }
+    let ia32 = threads.iter().any(|t| t.orig_regs.abi() == arch::Abi::Ia32);
     scratch_queries(pid, threads, mem, ia32, ask)
 }
 
