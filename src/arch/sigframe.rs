@@ -43,7 +43,8 @@ pub struct SigFrame {
 /// The frame that returns to `ctx` with signal mask `mask` and the xsave area `xstate`
 /// (the thread's NT_X86_XSTATE regset), placed below the red zone under `ctx.rsp`,
 /// `pretcode` its return address. None when the xsave area is not one this can hand
-/// to the kernel (too short, or with components whose size depends on a permission).
+/// to the kernel (too short, or with dynamic components enabled but not in use: cut it
+/// with [`sized_xstate`] first).
 pub fn build(ctx: &X86Regs, mask: u64, xstate: &[u8], pretcode: u64) -> Option<SigFrame> {
     let (xstate, xcr0) = checked_xstate(xstate)?;
     let fp_len = xstate.len() as u64 + 4;
@@ -91,17 +92,53 @@ pub fn build(ctx: &X86Regs, mask: u64, xstate: &[u8], pretcode: u64) -> Option<S
 }
 
 /// The xsave area a frame can hand to the kernel, and its XCR0 (kept by the regset in
-/// the software bytes): at least the legacy area and the header, whole 64-byte lines,
-/// x87 and SSE enabled, no component whose size depends on a permission.
+/// the software bytes): at least the legacy area and the header, x87 and SSE enabled,
+/// and components whose size depends on a permission (AMX) only if the thread has them
+/// in use (XSTATE_BV; see [`sized_xstate`] for the others).
 fn checked_xstate(xstate: &[u8]) -> Option<(&[u8], u64)> {
-    if xstate.len() < 576 || xstate.len() % 64 != 0 {
+    if xstate.len() < 576 {
         return None;
     }
-    let xcr0 = u64::from_le_bytes(xstate.get(SW_BYTES..SW_BYTES + 8)?.try_into().ok()?);
-    if xcr0 & DYNAMIC_XFEATURES != 0 || xcr0 & 3 != 3 {
+    let word = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(xstate.get(at..at + 8)?.try_into().ok()?))
+    };
+    let (xcr0, xstate_bv) = (word(SW_BYTES)?, word(512)?);
+    if (xcr0 & DYNAMIC_XFEATURES != 0 && xstate_bv & DYNAMIC_XFEATURES == 0) || xcr0 & 3 != 3 {
         return None;
     }
     Some((xstate, xcr0))
+}
+
+/// A thread's xsave regset (`NT_X86_XSTATE`, sized for every component this kernel
+/// supports) cut to what its own signal frames hold: the kernel accepts a frame's
+/// xsave area only up to the size of the thread's buffer, which holds the dynamic
+/// (AMX) components only once the thread has used them (a permission alone does not
+/// grow it). So: a thread with AMX state in use (XSTATE_BV) gets the whole area; any
+/// other, the area up to the end of the last static component enabled in XCR0 (offsets
+/// from `layout`, this CPU's standard format: the size the kernel gives such a thread's
+/// frames), with the dynamic components taken out of the software bytes' XCR0, so
+/// `rt_sigreturn` leaves them in their initial state, where they are. None if `layout`
+/// does not place an enabled component or the regset is too short.
+pub fn sized_xstate(xstate: &[u8], layout: impl FnOnce() -> super::XsaveLayout) -> Option<Vec<u8>> {
+    let word = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(xstate.get(at..at + 8)?.try_into().ok()?))
+    };
+    let (xcr0, xstate_bv) = (word(SW_BYTES)?, word(512)?);
+    if xcr0 & DYNAMIC_XFEATURES == 0 || xstate_bv & DYNAMIC_XFEATURES != 0 {
+        return Some(xstate.to_vec());
+    }
+    let layout = layout();
+    let xcr0_static = xcr0 & !DYNAMIC_XFEATURES;
+    let mut len = 576;
+    for c in 2..64 {
+        if xcr0_static & (1 << c) != 0 {
+            let (off, size) = layout.get(c)?;
+            len = len.max(off as usize + size as usize);
+        }
+    }
+    let mut v = xstate.get(..len)?.to_vec();
+    v[SW_BYTES..SW_BYTES + 8].copy_from_slice(&xcr0_static.to_le_bytes());
+    Some(v)
 }
 
 /// The xsave area at the start of `b`, with the software bytes of a signal frame
@@ -314,9 +351,77 @@ mod tests {
             &f.bytes[o + 1024..o + 1028],
             &FP_XSTATE_MAGIC2.to_le_bytes()
         );
-        // AMX state is not handed over this way.
+        // AMX enabled but not in use: the regset must be cut first.
         xs[SW_BYTES..SW_BYTES + 8].copy_from_slice(&(7u64 | 1 << 18).to_le_bytes());
         assert!(build(&ctx, 0, &xs, 0x1234).is_none());
+    }
+
+    /// An AMX host's regset: x87, SSE, AVX, AVX-512 (5-7), PKRU (9), then the tile
+    /// configuration (17) and the tile data (18), as an Intel Sapphire Rapids lays it out.
+    fn amx_layout() -> crate::arch::XsaveLayout {
+        crate::arch::XsaveLayout {
+            size: 11008,
+            components: vec![
+                (2, 576, 256),
+                (5, 1088, 64),
+                (6, 1152, 512),
+                (7, 1664, 1024),
+                (9, 2688, 8),
+                (17, 2752, 64),
+                (18, 2816, 8192),
+            ],
+            align64: 0,
+        }
+    }
+
+    #[test]
+    fn amx_frames_sized_like_the_kernels() {
+        let xcr0: u64 = 0x6_02e7;
+        let mut xs = vec![0u8; 11008];
+        xs[SW_BYTES..SW_BYTES + 8].copy_from_slice(&xcr0.to_le_bytes());
+        // AVX in use, no AMX state: a frame the size of a thread that never used AMX,
+        // ending with PKRU, AMX out of its XCR0.
+        xs[512..520].copy_from_slice(&0x207u64.to_le_bytes());
+        let cut = sized_xstate(&xs, amx_layout).expect("sized");
+        assert_eq!(cut.len(), 2696);
+        let w = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8"));
+        assert_eq!(w(&cut, SW_BYTES), 0x2e7);
+        let ctx = X86Regs {
+            rsp: 0x7fff_0001_0000,
+            cs: USER_CS_64,
+            ss: USER_DS,
+            ..Default::default()
+        };
+        let f = build(&ctx, 0, &cut, 0x1234).expect("frame");
+        let fp = (w(&f.bytes, 8 + 40 + 184) - f.at) as usize;
+        assert_eq!(
+            u32::from_le_bytes(
+                f.bytes[fp + SW_BYTES + 16..fp + SW_BYTES + 20]
+                    .try_into()
+                    .expect("4")
+            ),
+            2696,
+            "xstate_size"
+        );
+        assert_eq!(w(&f.bytes, fp + SW_BYTES + 8), 0x2e7, "xfeatures");
+        assert_eq!(
+            &f.bytes[fp + 2696..fp + 2700],
+            &FP_XSTATE_MAGIC2.to_le_bytes()
+        );
+        // Tile data in use: the thread's buffer is the big one, the frame holds it all.
+        xs[512..520].copy_from_slice(&0x4_0207u64.to_le_bytes());
+        let whole = sized_xstate(&xs, amx_layout).expect("sized");
+        assert_eq!(whole.len(), 11008);
+        assert_eq!(w(&whole, SW_BYTES), xcr0);
+        assert!(build(&ctx, 0, &whole, 0x1234).is_some());
+        // No AMX on the host: untouched, the layout not even asked.
+        xs[SW_BYTES..SW_BYTES + 8].copy_from_slice(&0x2e7u64.to_le_bytes());
+        xs[512..520].copy_from_slice(&0x207u64.to_le_bytes());
+        let same = sized_xstate(&xs[..2696], || unreachable!()).expect("sized");
+        assert_eq!(same.len(), 2696);
+        // A layout that does not place an enabled component: no frame.
+        xs[SW_BYTES..SW_BYTES + 8].copy_from_slice(&xcr0.to_le_bytes());
+        assert!(sized_xstate(&xs, crate::arch::XsaveLayout::default).is_none());
     }
 
     #[test]

@@ -449,8 +449,9 @@ impl Frames {
 /// its own context (an ia32 frame for an ia32 thread), with room for the results of
 /// its queries below it. None (and nothing but stack memory below the stack pointers
 /// written) when the task does not allow it: a thread with a shadow stack, no
-/// instructions for its ABI's calls and `rt_sigreturn` in the task, an xsave area with
-/// dynamic (AMX) components, or a stack without that room.
+/// instructions for its ABI's calls and `rt_sigreturn` in the task, or a stack without
+/// that room. The xsave area is cut to the size of the thread's own signal frames
+/// ([`sigframe::sized_xstate`]: on an AMX host, only a thread that used AMX has it all).
 fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResult<Option<Frames>> {
     for t in threads {
         if procfs::shadow_stack(pid, t.tid)? {
@@ -461,7 +462,12 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
     let returns = find_returns(&maps, mem)?;
     let mut frames = Vec::new();
     for t in threads {
-        let xstate = ptrace::get_xstate(t.tid, 1 << 16)?;
+        // Cut to the size of the thread's own signal frames (AMX hosts).
+        let Some(xstate) = sigframe::sized_xstate(&ptrace::get_xstate(t.tid, 1 << 16)?, || {
+            arch::XsaveLayout::of_host(&arch::HostCaps::detect())
+        }) else {
+            return Ok(None);
+        };
         // A thread interrupted in a call with a restart block goes back into that call
         // from its arguments: rt_sigreturn forgets the restart block.
         let ctx = arch::native::resume_regs(&t.orig_regs);
