@@ -1,7 +1,9 @@
 //! Queries run inside the stopped task: what only the process or thread itself can tell
 //! (signal dispositions, timers, rlimits, prctl state, sigaltstack...), asked by injected
-//! system calls in a scratch area mapped for the purpose. Each kind builds its calls and
-//! decodes their results; this module orders the batch and owns the scratch area.
+//! system calls through a signal frame on each thread's stack (an ia32 one for an ia32
+//! thread), or, where the task does not allow that, in a scratch area mapped for the
+//! purpose. Each kind builds its calls and decodes their results; this module orders
+//! them and owns the frames and the scratch area.
 
 use super::threads::FrozenThread;
 use super::{attrs, signals, timers};
