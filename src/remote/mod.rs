@@ -101,6 +101,10 @@ pub(crate) struct Ctx<'a> {
     pub(crate) task: Box<dyn Remote>,
     pub(crate) stub: u64,
     pub(crate) proc_: &'a Process,
+    /// The end of the task's address space: `kinds::mem::TASK_SIZE`, or the ia32 limit
+    /// in a tree started from an ia32 executable (`restore::stage`: the kernel then
+    /// refuses ranges beyond it).
+    pub(crate) space_end: u64,
 }
 
 impl<'a> Ctx<'a> {
@@ -110,6 +114,7 @@ impl<'a> Ctx<'a> {
             task: Box::new(Live { inj, mem }),
             stub,
             proc_,
+            space_end: crate::kinds::mem::TASK_SIZE,
         }
     }
 
@@ -120,6 +125,7 @@ impl<'a> Ctx<'a> {
             task: Box::new(rec.clone()),
             stub,
             proc_,
+            space_end: crate::kinds::mem::TASK_SIZE,
         }
     }
 

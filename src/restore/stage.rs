@@ -70,9 +70,7 @@ impl RootStub {
                         RestoreError::Malformed("the image holds no process".into())
                     })?;
                 fault_point("create process")?;
-                let pid = tree::once_released(root.pid, || {
-                    Ok(sys::process::spawn_traced_stub(Some(root.pid))?)
-                })?;
+                let pid = spawn_root(root, &plan.ckpt.processes)?;
                 Ok(RootStub::Spawned(SpawnedRoot { pid }))
             }
             other => Ok(other),
@@ -171,11 +169,16 @@ pub(crate) fn stage(
     let root = &procs[0];
     // Declared before the stub: on failure it goes after the stub's processes.
     let mut cgroups = crate::kinds::cgroup::MadeCgroups::default();
-    let mut stub = start_root(root, root_stub)?;
+    let ia32 = starts_ia32(procs, &root_stub);
+    let mut stub = start_root(procs, root_stub, ia32)?;
     // Pseudo-terminal pairs of the image, held by ckpt until every process has its
     // descriptors of them.
     let ptys = fd::tty::open_ptys(&plan.ckpt)?;
-    let (root_cx, stub_addr) = helper_area(stub.procs[0].0, procs)?;
+    let bootstrap = ia32.then(|| ax::compat::ia32_stub_elf().1);
+    let (mut root_cx, stub_addr) = helper_area(stub.procs[0].0, procs, bootstrap)?;
+    if ia32 {
+        root_cx.space_end = crate::arch::debugreg::IA32_TASK_SIZE;
+    }
     let mut ctxs: Vec<Ctx<'_>> = vec![root_cx];
     clean_stub(&mut ctxs[0], stub_addr, tty.is_some())?;
     if tty.is_none() && root.sid == root.pid {
@@ -314,16 +317,48 @@ struct Shared {
 
 /// Create (or seize) the root's stub and wait until it stops, traced; the guard that
 /// kills the tree unless it commits starts with it.
-fn start_root(root: &Process, root_stub: RootStub) -> Result<Stub> {
+/// Whether the tree starts from the ia32 stub executable ([`spawn_root`]): every thread
+/// of every process is ia32, and the root is a new child of ckpt.
+fn starts_ia32(procs: &[Process], root_stub: &RootStub) -> bool {
+    matches!(root_stub, RootStub::Spawn | RootStub::Spawned(_))
+        && !procs.is_empty()
+        && procs
+            .iter()
+            .flat_map(|p| p.threads.iter())
+            .all(|t| t.arch.abi() == Abi::Ia32)
+}
+
+/// The root's stub, a new child of ckpt with the root's PID. For a tree of ia32
+/// processes only, the child executes a tiny ia32 executable first
+/// (`arch::native::compat::ia32_stub_elf`, from a memfd): only `execve` of a 32-bit ELF
+/// gives a memory map the kernel treats as a compat one (no `[vsyscall]` area, the
+/// 32-bit address-space limit), as the dumped processes had; the children forked from
+/// it inherit that.
+fn spawn_root(root: &Process, procs: &[Process]) -> Result<i32> {
+    let ia32 = starts_ia32(procs, &RootStub::Spawn);
+    let elf = if ia32 {
+        let (bytes, _) = ax::compat::ia32_stub_elf();
+        let mut f = sys::process::memfd("ckpt-ia32-stub")?;
+        std::io::Write::write_all(&mut f, &bytes)
+            .map_err(|e| sys::SysError::io("write the ia32 stub executable", e))?;
+        Some(f)
+    } else {
+        None
+    };
+    tree::once_released(root.pid, || {
+        Ok(sys::process::spawn_traced_stub(
+            Some(root.pid),
+            elf.as_ref().map(std::os::fd::AsFd::as_fd),
+        )?)
+    })
+}
+
+fn start_root(procs: &[Process], root_stub: RootStub, ia32: bool) -> Result<Stub> {
+    let root = &procs[0];
     let (pid, root_seized) = match root_stub {
         RootStub::Spawn => {
             fault_point("create process")?;
-            (
-                tree::once_released(root.pid, || {
-                    Ok(sys::process::spawn_traced_stub(Some(root.pid))?)
-                })?,
-                false,
-            )
+            (spawn_root(root, procs)?, false)
         }
         RootStub::Spawned(r) => (r.take(), false),
         RootStub::Sibling => {
@@ -353,6 +388,17 @@ fn start_root(root: &Process, root_stub: RootStub) -> Result<Stub> {
         committed: false,
         root_seized,
     };
+    if ia32 {
+        // The exec's SIGTRAP, then the stub executable's own stop.
+        match ptrace::wait(pid)? {
+            Stop::Signal(libc::SIGTRAP) => ptrace::cont(pid, 0)?,
+            other => {
+                return Err(RestoreError::Stage(format!(
+                    "the new process did not start the ia32 stub executable ({other:?})"
+                )));
+            }
+        }
+    }
     match ptrace::wait(pid)? {
         Stop::Signal(libc::SIGSTOP) => {}
         other => {
@@ -378,15 +424,21 @@ fn start_root(root: &Process, root_stub: RootStub) -> Result<Stub> {
 
 /// Map the helper area into the root's stub (`pid`) and write its code; returns the
 /// root's context and the area's address.
-fn helper_area(pid: i32, procs: &[Process]) -> Result<(Ctx<'_>, u64)> {
+fn helper_area(pid: i32, procs: &[Process], bootstrap: Option<u64>) -> Result<(Ctx<'_>, u64)> {
     let base = ptrace::get_regs(pid)?;
 
     // Bootstrap: the stub is a copy of us, so our own vDSO's syscall instruction is at
-    // the same address in it.
-    let (vstart, vlen) = own_vdso_range()?;
-    let code = sys::process::read_own(vstart, vlen as usize)?;
-    let gadget = find_gadget(&code, vstart)
-        .ok_or_else(|| RestoreError::Stage("no syscall instruction in the vDSO".into()))?;
+    // the same address in it; or it runs the ia32 stub executable, which has one at
+    // `bootstrap`.
+    let gadget = match bootstrap {
+        Some(g) => g,
+        None => {
+            let (vstart, vlen) = own_vdso_range()?;
+            let code = sys::process::read_own(vstart, vlen as usize)?;
+            find_gadget(&code, vstart)
+                .ok_or_else(|| RestoreError::Stage("no syscall instruction in the vDSO".into()))?
+        }
+    };
     let mut inj = Injector::new(pid, gadget, base);
     let mem = RemoteMem::open(pid)?;
 
@@ -458,7 +510,7 @@ fn clean_stub(cx: &mut Ctx<'_>, stub_addr: u64, new_tty: bool) -> Result<()> {
     calls.push(Call::new(
         "munmap",
         nr::MUNMAP,
-        [after, TASK_SIZE - after, 0, 0, 0, 0],
+        [after, cx.space_end - after, 0, 0, 0, 0],
     ));
     calls.push(Call::new(
         "close_range",
@@ -525,6 +577,8 @@ fn fork_tree<'a>(
         stub.procs.push((p.pid, Vec::new()));
         let mem = RemoteMem::open(p.pid)?;
         let mut cx = Ctx::live(inj, mem, stub_addr, p);
+        // Forked from its parent's stub: the same kind of memory map.
+        cx.space_end = ctxs[parent].space_end;
         crate::kinds::ns::enter_child_namespaces(&mut cx, &plan.ckpt, &procs[parent])?;
         if dirty[parent] {
             cow::trim_inherited(&mut cx, stub_addr)?;

@@ -3,6 +3,7 @@
 
 use rustix::io::Errno;
 use rustix::process::{Pid, WaitOptions};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use super::{Result, SysError, check, rerr};
 
@@ -98,9 +99,19 @@ pub(crate) unsafe fn die_with_parent(parent: libc::pid_t) {
 ///
 /// The child runs nothing but raw system calls before it stops: it is a copy of this
 /// process, but none of ckpt's (or libc's) state is touched in it.
-pub fn spawn_traced_stub(pid: Option<i32>) -> Result<i32> {
+///
+/// With `exec` (a descriptor of an executable file) the child executes it first
+/// (`execveat` with `AT_EMPTY_PATH`, no arguments nor environment), and that program
+/// stops itself: the tracer sees the exec's SIGTRAP first, then the program's stop. An
+/// exec that fails ends the child with status 125.
+pub fn spawn_traced_stub(pid: Option<i32>, exec: Option<BorrowedFd<'_>>) -> Result<i32> {
     let tid: libc::pid_t = pid.unwrap_or(0);
     let parent = own_pid();
+    // Everything the child's execveat needs, made before the fork.
+    let empty: &std::ffi::CStr = c"";
+    let argv: [*const libc::c_char; 2] = [empty.as_ptr(), std::ptr::null()];
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let exec_fd = exec.map(|fd| fd.as_raw_fd());
     let args = libc::clone_args {
         exit_signal: libc::SIGCHLD as u64,
         set_tid: if pid.is_some() {
@@ -123,6 +134,17 @@ pub fn spawn_traced_stub(pid: Option<i32>) -> Result<i32> {
             die_with_parent(parent);
             if libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0) < 0 {
                 libc::_exit(126);
+            }
+            if let Some(fd) = exec_fd {
+                libc::syscall(
+                    libc::SYS_execveat,
+                    fd,
+                    empty.as_ptr(),
+                    argv.as_ptr(),
+                    envp.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                );
+                libc::_exit(125);
             }
             let me = libc::syscall(libc::SYS_getpid);
             libc::syscall(libc::SYS_kill, me, libc::SIGSTOP);

@@ -208,3 +208,83 @@ mod tests {
         assert_eq!(ia32_result(3), 3);
     }
 }
+
+/// Where [`ia32_stub_elf`] is loaded.
+pub const STUB_ELF_BASE: u64 = 0x0804_8000;
+/// Offset of the stub's code in its file (and page).
+const STUB_ELF_CODE: usize = 128;
+/// Offset of its `syscall; int3` (a 64-bit call made in 64-bit mode at this address is
+/// how ckpt bootstraps the restore of an ia32 tree in the stub).
+const STUB_ELF_GADGET: usize = 192;
+
+/// A minimal static ia32 executable (`ET_EXEC`, `EM_386`, one read+execute `PT_LOAD`
+/// of itself at [`STUB_ELF_BASE`], a non-executable `PT_GNU_STACK` so the kernel does
+/// not add `READ_IMPLIES_EXEC`), and the address of its `syscall` instruction.
+///
+/// Restore starts an ia32 tree from it: only `execve` of a 32-bit ELF makes a compat
+/// memory map (no `[vsyscall]` area, 32-bit address-space limit), as the dumped
+/// processes had. It stops itself (`kill(getpid(), SIGSTOP)` through `int $0x80`) and
+/// exits 127 if ever continued.
+pub fn ia32_stub_elf() -> (Vec<u8>, u64) {
+    let mut f = vec![0u8; STUB_ELF_GADGET + 4];
+    let put16 =
+        |f: &mut Vec<u8>, at: usize, v: u16| f[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    let put32 =
+        |f: &mut Vec<u8>, at: usize, v: u32| f[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    // ELF header: 32-bit, little-endian, version 1.
+    f[..7].copy_from_slice(&[0x7f, b'E', b'L', b'F', 1, 1, 1]);
+    let len = f.len() as u32;
+    let base = STUB_ELF_BASE as u32;
+    put16(&mut f, 16, 2); // ET_EXEC
+    put16(&mut f, 18, 3); // EM_386
+    put32(&mut f, 20, 1);
+    put32(&mut f, 24, base + STUB_ELF_CODE as u32); // e_entry
+    put32(&mut f, 28, 52); // e_phoff
+    put16(&mut f, 40, 52); // e_ehsize
+    put16(&mut f, 42, 32); // e_phentsize
+    put16(&mut f, 44, 2); // e_phnum
+    // PT_LOAD: the whole file at the base, read + execute.
+    for (i, v) in [1, 0, base, base, len, len, 5, 0x1000]
+        .into_iter()
+        .enumerate()
+    {
+        put32(&mut f, 52 + 4 * i, v);
+    }
+    // PT_GNU_STACK: read + write.
+    for (i, v) in [0x6474_e551, 0, 0, 0, 0, 0, 6, 16].into_iter().enumerate() {
+        put32(&mut f, 84 + 4 * i, v);
+    }
+    let code: &[u8] = &[
+        0xb8, 20, 0, 0, 0, // mov $20 (getpid), %eax
+        0xcd, 0x80, // int $0x80
+        0x89, 0xc3, // mov %eax, %ebx
+        0xb8, 37, 0, 0, 0, // mov $37 (kill), %eax
+        0xb9, 19, 0, 0, 0, // mov $19 (SIGSTOP), %ecx
+        0xcd, 0x80, // int $0x80
+        0xb8, 1, 0, 0, 0, // mov $1 (exit), %eax
+        0xbb, 127, 0, 0, 0, // mov $127, %ebx
+        0xcd, 0x80, // int $0x80
+    ];
+    f[STUB_ELF_CODE..STUB_ELF_CODE + code.len()].copy_from_slice(code);
+    f[STUB_ELF_GADGET..STUB_ELF_GADGET + 4].copy_from_slice(&[0x0f, 0x05, 0xcc, 0xcc]);
+    (f, STUB_ELF_BASE + STUB_ELF_GADGET as u64)
+}
+
+#[cfg(test)]
+mod stub_tests {
+    #[test]
+    fn stub_elf() {
+        let (f, gadget) = super::ia32_stub_elf();
+        assert_eq!(&f[..4], b"\x7fELF");
+        assert_eq!(f[4], 1, "32-bit");
+        let u32_at = |i: usize| u32::from_le_bytes(f[i..i + 4].try_into().expect("4"));
+        let entry = u32_at(24) as u64;
+        assert_eq!(entry, super::STUB_ELF_BASE + 128);
+        assert_eq!(u32_at(52), 1, "PT_LOAD");
+        assert_eq!(u32_at(52 + 16) as usize, f.len(), "p_filesz");
+        assert_eq!(u32_at(84), 0x6474_e551, "PT_GNU_STACK");
+        let at = (gadget - super::STUB_ELF_BASE) as usize;
+        assert_eq!(&f[at..at + 2], &[0x0f, 0x05]);
+        assert!(gadget > entry);
+    }
+}

@@ -335,12 +335,9 @@ pub(crate) fn trim_inherited(cx: &mut Ctx<'_>, stub: u64) -> RestoreResult<()> {
         }
         at = at.max(b);
     }
-    if at < TASK_SIZE {
-        calls.push(Call::new(
-            "munmap",
-            nr::MUNMAP,
-            [at, TASK_SIZE - at, 0, 0, 0, 0],
-        ));
+    let end = cx.space_end;
+    if at < end {
+        calls.push(Call::new("munmap", nr::MUNMAP, [at, end - at, 0, 0, 0, 0]));
     }
     for v in kept {
         let mut a = v.start;

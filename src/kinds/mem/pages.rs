@@ -233,7 +233,9 @@ impl<'a> PageSink<'a> {
             .filter(|v| v.kind == VmaKind::Anon && !v.shared && v.pages_present > 0)
             .map(|v| (v.start, v.end))
             .collect();
-        if ranges.is_empty() {
+        // UFFDIO_COPY checks the source (ckpt's buffer) against the task's address-space
+        // limit too: a task with the ia32 one (`Ctx::space_end`) refuses every copy.
+        if ranges.is_empty() || cx.space_end < super::TASK_SIZE {
             return Ok(None);
         }
         let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;

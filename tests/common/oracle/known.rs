@@ -19,59 +19,19 @@ pub struct KnownLoss {
 /// elsewhere.
 pub const KNOWN_LOSSES: &[KnownLoss] = &[
     KnownLoss {
-        test: "check_and_restore_refuse_an_image_whose_vdso_is_not_this_kernels",
-        cmp: Cmp::Restored,
-        key: "p*.smaps.ffffffffff600000-ffffffffff601000.*",
-        what: "a restored ia32 process gains the 64-bit [vsyscall] page it did not have",
-        issue: "issue 13",
-    },
-    KnownLoss {
-        test: "check_refuses_an_ia32_image_on_a_host_masked_without_ia32",
-        cmp: Cmp::Restored,
-        key: "p*.smaps.ffffffffff600000-ffffffffff601000.*",
-        what: "a restored ia32 process gains the 64-bit [vsyscall] page it did not have",
-        issue: "issue 13",
-    },
-    KnownLoss {
-        test: "ia32_program_continues_after_restore_and_a_second_dump",
-        cmp: Cmp::Restored,
-        key: "p*.smaps.ffffffffff600000-ffffffffff601000.*",
-        what: "a restored ia32 process gains the 64-bit [vsyscall] page it did not have",
-        issue: "issue 13",
-    },
-    KnownLoss {
-        test: "ia32_static_program_continues_after_restore",
-        cmp: Cmp::Restored,
-        key: "p*.smaps.ffffffffff600000-ffffffffff601000.*",
-        what: "a restored ia32 process gains the 64-bit [vsyscall] page it did not have",
-        issue: "issue 13",
-    },
-    KnownLoss {
         test: "mixed_tree_ia32_parent_of_x86_64_child",
         cmp: Cmp::Restored,
         key: "p*.smaps.ffffffffff600000-ffffffffff601000.*",
-        what: "a restored ia32 process gains the 64-bit [vsyscall] page it did not have",
+        what: "an ia32 process restored in a tree with x86-64 processes gains the 64-bit \
+               [vsyscall] page it did not have",
         issue: "issue 13",
     },
     KnownLoss {
         test: "mixed_tree_x86_64_parent_of_ia32_child",
         cmp: Cmp::Restored,
         key: "p*.smaps.ffffffffff600000-ffffffffff601000.*",
-        what: "a restored ia32 process gains the 64-bit [vsyscall] page it did not have",
-        issue: "issue 13",
-    },
-    KnownLoss {
-        test: "state_of_restored_ia32_program_equals_dumped_state",
-        cmp: Cmp::Restored,
-        key: "p*.smaps.ffffffffff600000-ffffffffff601000.*",
-        what: "a restored ia32 process gains the 64-bit [vsyscall] page it did not have",
-        issue: "issue 13",
-    },
-    KnownLoss {
-        test: "every_restore_step_fails_in_turn_ia32",
-        cmp: Cmp::Restored,
-        key: "p*.smaps.ffffffffff600000-ffffffffff601000.*",
-        what: "a restored ia32 process gains the 64-bit [vsyscall] page it did not have",
+        what: "an ia32 process restored in a tree with x86-64 processes gains the 64-bit \
+               [vsyscall] page it did not have",
         issue: "issue 13",
     },
 ];
