@@ -334,8 +334,14 @@ struct Returns {
     ia32: Option<(u64, u64, u64)>,
 }
 
-/// Find the [`Returns`] of the task. Nothing for a task running Go (see [`runs_go`]).
-fn find_returns(maps: &[procfs::MapEntry], mem: &RemoteMem) -> DumpResult<Returns> {
+/// Find the [`Returns`] of the task for the ABIs its threads use (`ia32`: whether one
+/// is an ia32 thread, `native`: whether one is not). Nothing for a task running Go (see
+/// [`runs_go`]).
+fn find_returns(
+    maps: &[procfs::MapEntry],
+    mem: &RemoteMem,
+    (native, ia32): (bool, bool),
+) -> DumpResult<Returns> {
     if runs_go(maps, mem) {
         return Ok(Returns::default());
     }
@@ -368,6 +374,12 @@ fn find_returns(maps: &[procfs::MapEntry], mem: &RemoteMem) -> DumpResult<Return
             });
             sigreturn32 =
                 sigreturn32.or_else(|| sigframe::IA32_SIGRETURN_INSNS.iter().find_map(|p| find(p)));
+        }
+        // No more code read than the threads need.
+        let done = (!native || gadget.is_some() && sigreturn.is_some())
+            && (!ia32 || gadget32.is_some() && sigreturn32.is_some());
+        if done {
+            break;
         }
     }
     Ok(Returns {
@@ -461,7 +473,8 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
         }
     }
     let maps = procfs::maps(pid)?;
-    let returns = find_returns(&maps, mem)?;
+    let abis = |abi| threads.iter().any(|t| t.orig_regs.abi() == abi);
+    let returns = find_returns(&maps, mem, (abis(arch::Abi::X86_64), abis(arch::Abi::Ia32)))?;
     let mut frames = Vec::new();
     for t in threads {
         // Cut to the size of the thread's own signal frames (AMX hosts).
