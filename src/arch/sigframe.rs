@@ -1,5 +1,6 @@
-//! x86-64 `rt_sigframe`s that ckpt writes on a stopped thread's stack before it injects
-//! system calls (see `kinds::task::query`): the frame holds the thread's own context
+//! x86-64 `rt_sigframe`s (and ia32 ones for ia32 threads: [`build_ia32`]) that ckpt
+//! writes on a stopped thread's stack before it injects system calls (see
+//! `kinds::task::query`): the frame holds the thread's own context
 //! (registers, signal mask, xsave area), so that a thread let go at any instruction
 //! of the injection returns to exactly that context through `rt_sigreturn`, whether
 //! ckpt puts its registers back itself or dies and the kernel detaches it.
