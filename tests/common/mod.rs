@@ -187,6 +187,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("ioctx", "ioctx.c", &[]),
     ("epollmoved", "epollmoved.c", &[]),
     ("fsgone", "fsgone.c", &[]),
+    // two fanotify groups with inode, mount and filesystem marks (tests/e2e_fanotify.rs)
+    ("fanotify", "fanotify.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

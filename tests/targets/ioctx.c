@@ -2,7 +2,8 @@
  *
  * usage: ioctx KIND STEPS [sleep=MS]
  * KIND: aio (an AIO context from io_setup, idle) | uring (an io_uring instance with its
- *       rings mapped) | fanotify (a fanotify group marking the root directory)
+ *       rings mapped) | fanotify (a fanotify group with a permission mark, FAN_OPEN_PERM,
+ *       on a file of its own in /tmp, removed at the end)
  * Output: "holding KIND", one "step N" line a step, "done". */
 #include "util.h"
 
@@ -12,6 +13,9 @@
 #include <sys/fanotify.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+
+/* a file to remove at the end */
+static char gone[64];
 
 int main(int argc, char **argv)
 {
@@ -40,11 +44,20 @@ int main(int argc, char **argv)
 			 IORING_OFF_SQ_RING) == MAP_FAILED)
 			die("mmap the SQ ring: %s", strerror(errno));
 	} else if (!strcmp(kind, "fanotify")) {
-		int fd = fanotify_init(FAN_CLASS_NOTIF, O_RDONLY);
+		/* a permission mark on a file of its own, removed at the end: nothing else
+		 * opens it (and blocks on the permission event no one answers) */
+		int fd = fanotify_init(FAN_CLASS_CONTENT, O_RDONLY);
 		if (fd < 0)
 			die("fanotify_init: %s", strerror(errno));
-		if (fanotify_mark(fd, FAN_MARK_ADD, FAN_OPEN, AT_FDCWD, "/"))
+		char path[64];
+		snprintf(path, sizeof path, "/tmp/ioctx-fanotify-%d", (int)getpid());
+		int f = open(path, O_RDONLY | O_CREAT | O_EXCL, 0600);
+		if (f < 0)
+			die("create %s: %s", path, strerror(errno));
+		if (fanotify_mark(fd, FAN_MARK_ADD, FAN_OPEN_PERM, AT_FDCWD, path))
 			die("fanotify_mark: %s", strerror(errno));
+		close(f);
+		snprintf(gone, sizeof gone, "%s", path);
 	} else {
 		die("unknown kind %s", kind);
 	}
@@ -53,6 +66,8 @@ int main(int argc, char **argv)
 		out("step %ld\n", step);
 		sleep_ms(sleep_each);
 	}
+	if (gone[0])
+		unlink(gone);
 	out("done\n");
 	return 0;
 }

@@ -602,9 +602,18 @@ fn read_fdinfo(r: &mut Reader, k: &str, path: &str) {
             _ => {}
         }
         // epoll items and inotify watches by their descriptor / watch number (the
-        // kernel lists them in the order of its trees); other repeated lines numbered
+        // kernel lists them in the order of its trees), fanotify marks by what they
+        // mark (inode, mount ID, device); other repeated lines numbered
         let i = n.entry(name.clone()).or_insert(0);
-        let key = if name == "tfd" || name == "inotify wd" || name == "inotify" {
+        let keyed = [
+            "tfd",
+            "inotify wd",
+            "inotify",
+            "fanotify ino",
+            "fanotify mnt_id",
+            "fanotify sdev",
+        ];
+        let key = if keyed.contains(&name.as_str()) {
             let first = v.split_whitespace().next().unwrap_or("").to_string();
             format!("{k}.fdinfo.{name}.{first}")
         } else if *i == 0 {

@@ -3,6 +3,7 @@
 
 mod epoll_inotify;
 mod external;
+mod fanotify;
 mod file;
 mod inet;
 mod lock;
