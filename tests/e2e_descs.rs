@@ -6,7 +6,8 @@
 //! output and exit status match an uninterrupted run's (the state oracle compares the
 //! kernel's view, fdinfo's Pid and flags included, inside dump and restore). A pidfd of a
 //! process outside the tree is refused at dump, naming it, and the process runs on; so
-//! are an AIO context, an io_uring instance and a fanotify group with a permission mark.
+//! are an io_uring instance and a fanotify group with a permission mark (AIO contexts:
+//! tests/e2e_aio.rs).
 //! An epoll instance whose watched descriptors were moved (dup2) or closed (the file
 //! still open under another number) keeps its items under the numbers they were added
 //! under, and epoll_wait reports their data as before.
@@ -187,15 +188,6 @@ fn ioctx(kind: &str) -> Spec {
         .arg(kind)
         .arg("40")
         .arg("sleep=20")
-}
-
-/// An AIO context (io_setup) is refused by its ring's mapping, saying what it is (not
-/// "a deleted file").
-#[test]
-fn dump_refuses_an_aio_context() {
-    assert_dump_refused("dump_refuses_an_aio_context", &ioctx("aio"), |_, _| {
-        "is the ring of an AIO context (io_setup); AIO contexts are not supported yet".into()
-    });
 }
 
 /// An io_uring instance is refused, naming it (by its mapped rings or its descriptor,

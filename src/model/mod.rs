@@ -597,6 +597,25 @@ pub struct TtySettings {
     pub ypixel: u16,
 }
 
+/// An AIO context (io_setup): its ring's address (the context's ID, which the program
+/// holds) and length, the number of events the ring holds, its head and tail (as the
+/// ring's header has them), and the completed events not reaped yet (from head to tail,
+/// 32 bytes each: struct io_event). Requests still in flight are not kept: dump refuses
+/// a context whose ring changed while the tree was stopped.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct AioRing {
+    pub addr: u64,
+    pub len: u64,
+    pub nr: u32,
+    pub head: u32,
+    pub tail: u32,
+    #[serde(with = "serde_bytes")]
+    pub events: Vec<u8>,
+    /// The ring's inode number at dump (display only, and telling a process's own ring
+    /// from a copy inherited across fork).
+    pub ino: u64,
+}
+
 /// One inotify watch: its number, event mask (as inotify_add_watch takes it) and the
 /// path of the watched file or directory, found from its file handle at dump.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -1032,6 +1051,10 @@ pub struct Process {
     /// Empty in older images.
     #[serde(default)]
     pub cow_from_parent: Vec<(u64, u64)>,
+    /// Its AIO contexts (io_setup), each by its ring (see [`AioRing`]). Empty in older
+    /// images (dump refused processes that had one).
+    #[serde(default)]
+    pub aio: Vec<AioRing>,
 }
 
 /// Where a process is in one cgroup hierarchy.

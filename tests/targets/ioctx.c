@@ -1,14 +1,13 @@
 /* ioctx: holds one kernel I/O object dump refuses, and counts.
  *
  * usage: ioctx KIND STEPS [sleep=MS]
- * KIND: aio (an AIO context from io_setup, idle) | uring (an io_uring instance with its
+ * KIND: uring (an io_uring instance with its
  *       rings mapped) | fanotify (a fanotify group with a permission mark, FAN_OPEN_PERM,
  *       on a file of its own in /tmp, removed at the end)
  * Output: "holding KIND", one "step N" line a step, "done". */
 #include "util.h"
 
 #include <fcntl.h>
-#include <linux/aio_abi.h>
 #include <linux/io_uring.h>
 #include <sys/fanotify.h>
 #include <sys/mman.h>
@@ -29,11 +28,7 @@ int main(int argc, char **argv)
 			die("unknown option %s", argv[3]);
 		sleep_each = strtol(argv[3] + 6, NULL, 0);
 	}
-	if (!strcmp(kind, "aio")) {
-		aio_context_t ctx = 0;
-		if (syscall(SYS_io_setup, 4, &ctx))
-			die("io_setup: %s", strerror(errno));
-	} else if (!strcmp(kind, "uring")) {
+	if (!strcmp(kind, "uring")) {
 		struct io_uring_params p;
 		memset(&p, 0, sizeof p);
 		int fd = (int)syscall(SYS_io_uring_setup, 4, &p);
