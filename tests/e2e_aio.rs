@@ -7,9 +7,11 @@
 //! (the whole output matches an uninterrupted run's; the state oracle compares the
 //! kernel's view, the ring's area in the memory map included). A ring a child inherited
 //! across fork (the kernel gives the child no context) is refused at dump, naming both
-//! processes, and the tree runs on.
+//! processes, and the tree runs on. An io_uring instance is refused, the refusal naming
+//! what its ring holds (queue sizes, submissions not consumed, completions not reaped,
+//! registered files and buffers), by its mapped rings or by its descriptor.
 //!
-//! The target is `tests/targets/aioring.c`.
+//! The targets are `tests/targets/{aioring,uring}.c`.
 //!
 //! Needs root (ptrace of arbitrary processes, restoring PIDs). Run with cargo-nextest,
 //! one process per test (see README.md).
@@ -158,5 +160,82 @@ fn dump_refuses_an_aio_ring_copied_by_fork() {
         fin.status.code(),
         Some(0),
         "{tag}: the target's exit status"
+    );
+}
+
+/// `ckpt dump` of the io_uring target (MODE `mode`) is refused with a message holding
+/// each of `want` (with DIR for the target's directory), and the target runs on.
+fn assert_uring_refused(tag: &str, mode: &str, want: &[&str]) {
+    let ctx = Ctx::new(tag);
+    let dir = ctx.path("run");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let spec = Spec::new(target("uring"))
+        .arg(&dir)
+        .arg("20")
+        .arg(mode)
+        .arg("sleep=20");
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("step 1\n");
+    let pid = t.pid;
+    ctx.track(pid);
+    let img = ctx.path("img");
+    let r = ctx.try_dump(pid, &img);
+    r.assert_fails(1);
+    for w in want {
+        let w = w.replace("DIR", &dir.display().to_string());
+        assert!(
+            r.stderr.contains(&w),
+            "{tag}: the refusal should say {w:?}; stderr:\n{}",
+            r.stderr
+        );
+    }
+    assert!(!img.exists(), "{tag}: failed dump created the image");
+    assert_running_untraced(pid, tag);
+    let fin = t.finish();
+    assert!(
+        text(&fin.stdout).ends_with("step 20\ndone\n"),
+        "{tag}: the target should run to its end:\n{}",
+        text(&fin.stdout)
+    );
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "{tag}: the target's exit status"
+    );
+}
+
+const URING_HOLDS: &str = "an io_uring instance with 8 submission and 16 completion entries, \
+     holding 2 submissions queued and not consumed by the kernel, 1 completion not reaped, \
+     2 registered files (/dev/null, DIR/data), 1 registered buffer; requests the kernel \
+     took may still be in flight, which no interface shows, and ckpt cannot make a ring \
+     again with its queues and registrations";
+
+/// An io_uring instance whose rings are mapped: refused by its rings' area, naming its
+/// descriptor and what the ring holds.
+#[test]
+fn dump_refuses_a_mapped_io_uring_naming_what_it_holds() {
+    assert_uring_refused(
+        "dump_refuses_a_mapped_io_uring_naming_what_it_holds",
+        "mapped",
+        &[
+            "is a ring of an io_uring instance (descriptor 3: ",
+            URING_HOLDS,
+            "); io_uring is not supported",
+        ],
+    );
+}
+
+/// An io_uring instance held by its descriptor alone: refused by it, the same way.
+#[test]
+fn dump_refuses_an_io_uring_descriptor_naming_what_it_holds() {
+    let tag = "dump_refuses_an_io_uring_descriptor_naming_what_it_holds";
+    assert_uring_refused(
+        tag,
+        "unmapped",
+        &[
+            "file descriptor 3 is ",
+            URING_HOLDS,
+            " (anon_inode:[io_uring]); not supported yet",
+        ],
     );
 }

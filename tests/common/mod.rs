@@ -191,6 +191,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("fanotify", "fanotify.c", &[]),
     // an AIO context with completed events not reaped (tests/e2e_aio.rs)
     ("aioring", "aioring.c", &[]),
+    // an io_uring instance with queued submissions, completions and registrations
+    ("uring", "uring.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

@@ -240,10 +240,7 @@ fn anon_inode_kind(d: &OpenFd, kind: &str) -> DumpResult<FdKind> {
             flags: d.flags,
             watches: inotify::inotify_watches(d.pid, d.fd, &info)?,
         }),
-        "io_uring" => Err(d.not_yet(
-            "an io_uring instance (its queues, registered buffers and files and requests \
-             in flight cannot be saved)",
-        )),
+        "io_uring" => super::uring::collect(d, &info),
         "fanotify" => fanotify::collect(d, &info),
         _ => Err(d.not_yet(&format!("a special file ({kind})"))),
     }

@@ -25,6 +25,7 @@ mod tests;
 pub(crate) mod tty;
 pub(crate) mod udp;
 pub(crate) mod unix;
+pub(crate) mod uring;
 
 use crate::arch::native::nr;
 use crate::error::Problem;

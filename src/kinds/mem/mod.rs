@@ -97,10 +97,11 @@ fn classify_vma(pid: i32, m: &MapEntry, checked: &mut CheckedPaths) -> DumpResul
             return Err(unsupported(
                 pid,
                 format!(
-                    "memory area {:#x}-{:#x} is a ring of an io_uring instance; io_uring is \
-                     not supported (its queues, registered buffers and files and requests \
-                     in flight cannot be saved)",
-                    m.start, m.end
+                    "memory area {:#x}-{:#x} is a ring of an io_uring instance {}; io_uring \
+                     is not supported",
+                    m.start,
+                    m.end,
+                    crate::kinds::fd::uring::describe_mapped(pid, m.inode)
                 ),
             ));
         }

@@ -11,3 +11,4 @@ mod pipe_fifo;
 mod table;
 mod tty;
 mod unix;
+mod uring;
