@@ -4,8 +4,9 @@
 //! dumped mid-way and restored: every step after restore reports the same events as an
 //! uninterrupted run (its whole output matches the reference's), and the state oracle
 //! compares each group's fdinfo (its flags, event flags and every mark with its flags and
-//! masks, keyed by what it marks) with the original's. Refusals (permission marks) are in
-//! tests/e2e_descs.rs.
+//! masks, keyed by what it marks) with the original's. A group with events not read is
+//! refused at dump, saying so, and the process runs on (permission marks: in
+//! tests/e2e_descs.rs).
 //!
 //! The target is `tests/targets/fanotify.c`; each run gets a tmpfs of its own, so that the
 //! mount and filesystem marks see only the target's events.
@@ -140,4 +141,52 @@ fn fanotify_groups_report_the_same_events_after_restore() {
         text(&fin.stderr)
     );
     assert_no_process(pid, tag);
+}
+
+/// Events queued and not read cannot be queued again: refused, naming the descriptor,
+/// and the process runs on to its end.
+#[test]
+fn dump_refuses_a_fanotify_group_with_unread_events() {
+    let tag = "dump_refuses_a_fanotify_group_with_unread_events";
+    let ctx = Ctx::new(tag);
+    let dir = ctx.path("run");
+    let _mount = Tmpfs::new(&dir);
+    let spec = Spec::new(target("fanotify"))
+        .arg(&dir)
+        .arg("20")
+        .arg("sleep=20")
+        .arg("queued");
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("step 1\n");
+    let pid = t.pid;
+    ctx.track(pid);
+    let img = ctx.path("img");
+    let r = ctx.try_dump(pid, &img);
+    r.assert_fails(1);
+    let want = [
+        format!("cannot dump process {pid}: file descriptor 3 is a fanotify group with "),
+        "bytes of events not read yet (they cannot be queued again) (anon_inode:[fanotify]); \
+         not supported yet"
+            .to_string(),
+    ];
+    for w in &want {
+        assert!(
+            r.stderr.contains(w.as_str()),
+            "{tag}: the refusal should say {w:?}; stderr:\n{}",
+            r.stderr
+        );
+    }
+    assert!(!img.exists(), "{tag}: failed dump created the image");
+    assert_running_untraced(pid, tag);
+    let fin = t.finish();
+    assert!(
+        text(&fin.stdout).ends_with("step 20\ndone\n"),
+        "{tag}: the target should run to its end:\n{}",
+        text(&fin.stdout)
+    );
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "{tag}: the target's exit status"
+    );
 }

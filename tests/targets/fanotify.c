@@ -1,4 +1,4 @@
-/* fanotify DIR STEPS [sleep=MS]
+/* fanotify DIR STEPS [sleep=MS] [queued]
  *
  * DIR is the root of a mount of its own (the test mounts a tmpfs there). Two fanotify
  * groups:
@@ -13,7 +13,8 @@
  * removes it, then reads both groups until they are empty and prints every event: its
  * mask and the file it names (group 1: the event descriptor's name under DIR; group 2:
  * the name in its info record). Then "step N", and it sleeps with nothing queued.
- * At the end "done". */
+ * At the end "done". With "queued", it never reads the groups: the events of each
+ * step stay queued. */
 #include "util.h"
 #include <fcntl.h>
 #include <sys/fanotify.h>
@@ -99,10 +100,14 @@ int main(int argc, char **argv)
 	dir = argv[1];
 	long steps = arg_long(argc, argv, 2, 0);
 	long sleep_each = 20;
-	if (argc > 3) {
-		if (strncmp(argv[3], "sleep=", 6))
-			die("unknown option %s", argv[3]);
-		sleep_each = strtol(argv[3] + 6, NULL, 0);
+	int queued = 0;
+	for (int a = 3; a < argc; a++) {
+		if (!strncmp(argv[a], "sleep=", 6))
+			sleep_each = strtol(argv[a] + 6, NULL, 0);
+		else if (!strcmp(argv[a], "queued"))
+			queued = 1;
+		else
+			die("unknown option %s", argv[a]);
 	}
 	int g1 = fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK | FAN_UNLIMITED_QUEUE,
 			       O_RDONLY | O_LARGEFILE);
@@ -131,8 +136,10 @@ int main(int argc, char **argv)
 		close(fd);
 		if (unlink(path))
 			die("unlink %s: %s", path, strerror(errno));
-		drain_group1(5);
-		drain_group2(g2);
+		if (!queued) {
+			drain_group1(5);
+			drain_group2(g2);
+		}
 		out("step %ld\n", i);
 		sleep_ms(sleep_each);
 	}

@@ -197,6 +197,42 @@ pub(crate) fn check_rings(p: &Process, problems: &mut Vec<Problem>) {
     }
 }
 
+/// The number of CPUs a list like /sys/devices/system/cpu/possible's ("0-3,8") names.
+pub(crate) fn count_cpus(list: &str) -> Option<u64> {
+    let mut n = 0u64;
+    for part in list.trim().split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+        n += b.checked_sub(a)? + 1;
+    }
+    Some(n)
+}
+
+/// This host's possible CPUs (the kernel sizes AIO rings by them).
+pub(crate) fn possible_cpus() -> Option<u64> {
+    count_cpus(&std::fs::read_to_string("/sys/devices/system/cpu/possible").ok()?)
+}
+
+/// Each ring can be made again with its size on a host with `cpus` possible CPUs: the
+/// kernel gives a context at least 4 events per possible CPU, doubled, plus 2.
+pub(crate) fn check_ring_sizes(p: &Process, cpus: u64, problems: &mut Vec<Problem>) {
+    for r in &p.aio {
+        let least = 2 * (4 * cpus) + 2;
+        let n = setup_events(r.len);
+        if 2 * n.max(4 * cpus) + 2 > ring_events(r.len) {
+            check::p(
+                problems,
+                "host-differs",
+                format!(
+                    "process {}: the AIO context {:#x} has a ring of {} events; with {cpus} \
+                     possible CPUs this host makes rings of at least {least}",
+                    p.pid, r.addr, r.nr
+                ),
+            );
+        }
+    }
+}
+
 // ---- restore (stage) ----
 
 /// The `nr_events` to ask io_setup for so that the kernel makes a ring of `len` bytes:

@@ -262,7 +262,9 @@ fn system_v_segments_must_be_free() {
 
 mod aio {
     use super::*;
-    use crate::kinds::mem::aio::{check_rings, ring_events, setup_events};
+    use crate::kinds::mem::aio::{
+        check_ring_sizes, check_rings, count_cpus, ring_events, setup_events,
+    };
     use crate::model::AioRing;
 
     fn ring(addr: u64, pages: u64, head: u32, tail: u32, events: usize) -> AioRing {
@@ -327,5 +329,29 @@ mod aio {
             assert_eq!(p.len(), 1, "{aio:?}");
             assert!(p[0].message.contains("process 10 has invalid AIO contexts"));
         }
+    }
+
+    #[test]
+    fn a_ring_needs_a_host_with_few_enough_cpus() {
+        assert_eq!(count_cpus("0-1\n"), Some(2));
+        assert_eq!(count_cpus("0-3,8,10-11"), Some(7));
+        assert_eq!(count_cpus("x"), None);
+        let p = Process {
+            aio: vec![ring(0x7000_0000, 1, 0, 0, 0)],
+            ..process(10)
+        };
+        // 127 events: 2 * max(62, 4 * cpus) + 2 fit up to 15 CPUs
+        for cpus in [1, 2, 15] {
+            assert!(run(|v| check_ring_sizes(&p, cpus, v)).is_empty(), "{cpus}");
+        }
+        let problems = run(|v| check_ring_sizes(&p, 16, v));
+        assert_one(
+            &problems,
+            "host-differs",
+            &[
+                "AIO context 0x70000000 has a ring of 127 events",
+                "at least 130",
+            ],
+        );
     }
 }
