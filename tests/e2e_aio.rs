@@ -5,7 +5,8 @@
 //! then returns those events with their data, obj and result, the bytes they read are
 //! there, the ring is mapped at the context's ID as before, and a new request completes
 //! (the whole output matches an uninterrupted run's; the state oracle compares the
-//! kernel's view, the ring's area in the memory map included). A ring a child inherited
+//! kernel's view, the ring's area in the memory map included). A restore failing at
+//! each step of making the context again leaves nothing behind. A ring a child inherited
 //! across fork (the kernel gives the child no context) is refused at dump, naming both
 //! processes, and the tree runs on. An io_uring instance is refused, the refusal naming
 //! what its ring holds (queue sizes, submissions not consumed, completions not reaped,
@@ -77,6 +78,10 @@ fn aio_context_gives_its_completed_events_after_restore() {
         "{tag}: the ring's size, head and tail"
     );
 
+    // A restore failing at each step of the context's making leaves nothing behind.
+    for step in ["io_setup", "mremap the ring", "reads up to the tail"] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], step, &[pid], &[rp.pid]);
+    }
     let mut r = ctx.restore(&img, &[], In::Null);
     // The ring is back at its address while the restored process runs.
     r.wait_for("step 3\n");

@@ -4,7 +4,8 @@
 //! dumped mid-way and restored: every step after restore reports the same events as an
 //! uninterrupted run (its whole output matches the reference's), and the state oracle
 //! compares each group's fdinfo (its flags, event flags and every mark with its flags and
-//! masks, keyed by what it marks) with the original's. A group with events not read is
+//! masks, keyed by what it marks) with the original's; a restore failing as it makes a
+//! group or sets a mark leaves nothing behind. A group with events not read is
 //! refused at dump, saying so, and the process runs on (permission marks: in
 //! tests/e2e_descs.rs).
 //!
@@ -114,6 +115,10 @@ fn fanotify_groups_report_the_same_events_after_restore() {
     }
     assert_eq!(marks.len(), 4, "{tag}: four marks in {marks:?}");
 
+    // A restore failing as it makes a group or sets a mark leaves nothing behind.
+    for step in ["fanotify_init", "fanotify_mark("] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], step, &[pid], &[rp.pid]);
+    }
     let fin = ctx.restore(&img, &[], In::Null).finish();
     output.extend(&fin.stdout);
     let reference = rp.finish();
