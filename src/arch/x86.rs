@@ -172,6 +172,11 @@ pub mod nr {
     pub const INOTIFY_INIT1: u64 = libc::SYS_inotify_init1 as u64;
     pub const INOTIFY_ADD_WATCH: u64 = libc::SYS_inotify_add_watch as u64;
     pub const INOTIFY_RM_WATCH: u64 = libc::SYS_inotify_rm_watch as u64;
+    pub const FANOTIFY_INIT: u64 = libc::SYS_fanotify_init as u64;
+    pub const FANOTIFY_MARK: u64 = libc::SYS_fanotify_mark as u64;
+    pub const IO_SETUP: u64 = libc::SYS_io_setup as u64;
+    pub const IO_SUBMIT: u64 = libc::SYS_io_submit as u64;
+    pub const IO_GETEVENTS: u64 = libc::SYS_io_getevents as u64;
     pub const PIPE2: u64 = libc::SYS_pipe2 as u64;
     pub const MEMFD_CREATE: u64 = libc::SYS_memfd_create as u64;
     pub const SHMGET: u64 = libc::SYS_shmget as u64;
@@ -656,6 +661,11 @@ mod nr_tests {
             (INOTIFY_INIT1, 294),
             (INOTIFY_ADD_WATCH, 254),
             (INOTIFY_RM_WATCH, 255),
+            (FANOTIFY_INIT, 300),
+            (FANOTIFY_MARK, 301),
+            (IO_SETUP, 206),
+            (IO_SUBMIT, 209),
+            (IO_GETEVENTS, 208),
             (PIPE2, 293),
             (MEMFD_CREATE, 319),
             (SHMGET, 29),

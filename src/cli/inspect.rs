@@ -215,6 +215,18 @@ fn print_process(ckpt: &Checkpoint, p: &Process, stored: &BTreeMap<(i64, u64), u
             v.vmflags.join(" ")
         );
     }
+    for r in &p.aio {
+        println!(
+            "    {:012x}-{:012x} AIO context: ring of {} events, head {} tail {}, {} completed \
+             not reaped",
+            r.addr,
+            r.addr + r.len,
+            r.nr,
+            r.head,
+            r.tail,
+            r.events.len() / 32
+        );
+    }
     println!("  Files:");
     for f in &p.fds {
         let d = ckpt::inspect::describe_fd(ckpt, f);

@@ -227,6 +227,7 @@ pub(crate) fn collect_process(
         vdso_hash,
         vdso_size,
         vvar_size,
+        aio,
         ..
     } = map;
 
@@ -282,6 +283,7 @@ pub(crate) fn collect_process(
         namespaces: Vec::new(),
         cgroups: Vec::new(),
         cow_from_parent: Vec::new(),
+        aio,
         stopped: fr
             .threads
             .iter()

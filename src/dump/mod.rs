@@ -663,6 +663,9 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         processes.push(process);
         procs.push(collected);
     }
+    // AIO rings that changed while the tree was stopped had requests in flight.
+    crate::kinds::mem::aio::check_settled(&processes)?;
+    crate::kinds::mem::aio::refuse_inherited(&processes)?;
     let unreported: Vec<Vec<i32>> = procs.iter().map(|c| c.unreported_stops.clone()).collect();
     crate::kinds::task::tree::mark_unreported_stops(&mut processes, &unreported, &stopped);
     crate::kinds::task::tree::check_groups_at_dump(&processes)?;

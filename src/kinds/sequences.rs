@@ -8,11 +8,12 @@
 
 use crate::arch::native::nr;
 use crate::error::RestoreError;
-use crate::kinds::fd::{pipe, restore_owner, tcp, unix};
+use crate::kinds::fd::{fanotify, pipe, restore_owner, tcp, unix};
 use crate::kinds::task::attrs;
 use crate::kinds::task::creds::{self, Own};
 use crate::model::{
-    Creds, FOwner, PipeState, Process, SockMessage, SockOpts, SocketPairState, TcpState,
+    Creds, FOwner, FanotifyMark, PipeState, Process, SockMessage, SockOpts, SocketPairState,
+    TcpState,
 };
 use crate::remote::{Ctx, Recorded, Recorder};
 use crate::sys::SysError;
@@ -1466,4 +1467,55 @@ fn stream_bytes_with_descriptors_in_flight_are_sent_as_their_own_message_later()
         let mh = arg_bytes(&rec, &c[i], 1, 56);
         assert_eq!(word(&mh, 40), ctl, "{n:?}");
     }
+}
+
+#[test]
+fn fanotify_group_is_made_then_marked_by_path_in_order() {
+    let p = process();
+    let marks = [
+        FanotifyMark {
+            on: 0,
+            path: b"/m/watched".to_vec(),
+            mflags: libc::FAN_MARK_IGNORED_SURV_MODIFY,
+            mask: 0x2a,
+            ignored_mask: 0x2,
+            id: 2,
+        },
+        FanotifyMark {
+            on: libc::FAN_MARK_MOUNT,
+            path: b"/m".to_vec(),
+            mflags: 0,
+            mask: 0xa,
+            ignored_mask: 0,
+            id: 45,
+        },
+    ];
+    let rec = Recorder::new(p.pid);
+    let n = run(&p, &rec, |cx| {
+        fanotify::create_fanotify(cx, 0x13, 0x8000, &marks)
+    })
+    .expect("fanotify");
+    let c = rec.calls();
+    assert_eq!(c.len(), 4, "{:?}", names(&rec));
+    assert_eq!(
+        (c[0].nr, c[0].args[..2].to_vec()),
+        (nr::FANOTIFY_INIT, vec![0x13, 0x8000])
+    );
+    assert_eq!(c[0].result as u64, n);
+    let add = u64::from(libc::FAN_MARK_ADD);
+    let nofollow = u64::from(libc::FAN_MARK_DONT_FOLLOW);
+    let ignored = u64::from(libc::FAN_MARK_IGNORED_MASK | libc::FAN_MARK_IGNORED_SURV_MODIFY);
+    let want = [
+        (add | nofollow, 0x2a, &b"/m/watched\0"[..]),
+        (add | nofollow | ignored, 0x2, &b"/m/watched\0"[..]),
+        (add | u64::from(libc::FAN_MARK_MOUNT), 0xa, &b"/m\0"[..]),
+    ];
+    for (c, (flags, mask, path)) in c[1..].iter().zip(want) {
+        assert_eq!(c.nr, nr::FANOTIFY_MARK);
+        assert_eq!(c.args[..4], [n, flags, mask, libc::AT_FDCWD as u64]);
+        assert_eq!(arg_bytes(&rec, c, 4, path.len()), path);
+    }
+    each_failure_stops_there(&p, 4, |cx| {
+        fanotify::create_fanotify(cx, 0x13, 0x8000, &marks)
+    });
 }

@@ -475,6 +475,33 @@ pub enum FdKind {
     /// A packet socket (AF_PACKET, SOCK_RAW or SOCK_DGRAM): protocol, bound interface,
     /// PACKET_* options, classic filter.
     Packet { sock: Box<PacketState>, flags: u32 },
+    /// A fanotify group: the flags and event flags it was made with (`fanotify_init`,
+    /// as fdinfo shows them), the status flags of its description, and its marks, in
+    /// the order restore adds them. Events queued at dump are not kept: dump refuses a
+    /// group that has any, and one whose marks ask for permission events.
+    Fanotify {
+        flags: u32,
+        init_flags: u32,
+        event_flags: u32,
+        marks: Vec<FanotifyMark>,
+    },
+}
+
+/// One mark of a fanotify group: what it is on (`on`: 0 for an inode, `FAN_MARK_MOUNT`
+/// for a mount, `FAN_MARK_FILESYSTEM` for a filesystem), a path that leads there (the
+/// file; the mount's mount point; a mount point of the filesystem), the mark's flags as
+/// fdinfo shows them (`FAN_MARK_IGNORED_SURV_MODIFY`, `FAN_MARK_EVICTABLE`,
+/// `FAN_MARK_IGNORE`), its event mask and its ignore mask.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct FanotifyMark {
+    pub on: u32,
+    #[serde(with = "serde_bytes")]
+    pub path: Vec<u8>,
+    pub mflags: u32,
+    pub mask: u64,
+    pub ignored_mask: u64,
+    /// The inode number, mount ID or device number at dump (display only).
+    pub id: u64,
 }
 
 /// A socket of [`FdKind::Packet`] (with no packet waiting, no ring, no fanout group, no
@@ -568,6 +595,25 @@ pub struct TtySettings {
     pub cols: u16,
     pub xpixel: u16,
     pub ypixel: u16,
+}
+
+/// An AIO context (io_setup): its ring's address (the context's ID, which the program
+/// holds) and length, the number of events the ring holds, its head and tail (as the
+/// ring's header has them), and the completed events not reaped yet (from head to tail,
+/// 32 bytes each: struct io_event). Requests still in flight are not kept: dump refuses
+/// a context whose ring changed while the tree was stopped.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct AioRing {
+    pub addr: u64,
+    pub len: u64,
+    pub nr: u32,
+    pub head: u32,
+    pub tail: u32,
+    #[serde(with = "serde_bytes")]
+    pub events: Vec<u8>,
+    /// The ring's inode number at dump (display only, and telling a process's own ring
+    /// from a copy inherited across fork).
+    pub ino: u64,
 }
 
 /// One inotify watch: its number, event mask (as inotify_add_watch takes it) and the
@@ -1005,6 +1051,10 @@ pub struct Process {
     /// Empty in older images.
     #[serde(default)]
     pub cow_from_parent: Vec<(u64, u64)>,
+    /// Its AIO contexts (io_setup), each by its ring (see [`AioRing`]). Empty in older
+    /// images (dump refused processes that had one).
+    #[serde(default)]
+    pub aio: Vec<AioRing>,
 }
 
 /// Where a process is in one cgroup hierarchy.

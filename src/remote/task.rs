@@ -222,6 +222,7 @@ mod double {
                 | nr::SIGNALFD4
                 | nr::EPOLL_CREATE1
                 | nr::INOTIFY_INIT1
+                | nr::FANOTIFY_INIT
                 | nr::PIDFD_OPEN
                 | nr::PIDFD_GETFD
                 | nr::ACCEPT4

@@ -150,6 +150,12 @@ fn check_process(proc_: &Process, ids: &mut BTreeSet<i32>, problems: &mut Vec<Pr
     threads::check_count(proc_, problems);
     tree::check_stop(proc_, problems);
     mem::check_areas(proc_, problems);
+    mem::aio::check_rings(proc_, problems);
+    if !proc_.aio.is_empty() {
+        if let Some(cpus) = mem::aio::possible_cpus() {
+            mem::aio::check_ring_sizes(proc_, cpus, problems);
+        }
+    }
     fd::check_table(proc_, problems);
     signals::check_actions(proc_, problems);
     threads::check_states(proc_, problems);

@@ -23,7 +23,7 @@ use crate::kinds::mem::cow;
 use crate::kinds::mem::pages::{PageSink, PageStream};
 use crate::kinds::mem::shmem::{self, ShmOwners, SysvCreated};
 use crate::kinds::task::{attrs, creds, seccomp, signals, threads, timers, tree};
-use crate::model::{Process, Vma};
+use crate::model::Process;
 use crate::remote::{BATCH_CODE_OFFSET, BatchArgs, Ctx, STUB_SIZE, helper_injector};
 use crate::sys::inject::{Call, Injector, find_gadget};
 use crate::sys::mem::RemoteMem;
@@ -121,12 +121,12 @@ impl Drop for Stub {
 
 /// Where the helper area may go: gaps in the image's memory maps, below `limit` (4 GiB
 /// when an ia32 task must reach it).
-fn stub_candidates(vmas: &[Vma], limit: u64) -> Vec<u64> {
+fn stub_candidates(vmas: &[(u64, u64)], limit: u64) -> Vec<u64> {
     let mut out = Vec::new();
     let mut prev = 0x1000_0000u64; // stay clear of low memory
     for v in vmas
         .iter()
-        .map(|v| (v.start, v.end))
+        .copied()
         .filter(|v| v.0 < limit)
         .chain([(limit, limit)])
     {
@@ -444,8 +444,15 @@ fn helper_area(pid: i32, procs: &[Process], bootstrap: Option<u64>) -> Result<(C
 
     // The helper area is inherited by every process forked from the root stub: it must
     // be free in all of their memory maps.
-    let mut all_vmas: Vec<Vma> = procs.iter().flat_map(|p| p.vmas.iter().cloned()).collect();
-    all_vmas.sort_by_key(|v| v.start);
+    // (and of the AIO rings restore puts back at their addresses).
+    let mut all_vmas: Vec<(u64, u64)> = procs
+        .iter()
+        .flat_map(|p| {
+            let rings = p.aio.iter().map(|r| (r.addr, r.addr + r.len));
+            p.vmas.iter().map(|v| (v.start, v.end)).chain(rings)
+        })
+        .collect();
+    all_vmas.sort_unstable();
     let mut stub_addr = None;
     let any_ia32 = procs
         .iter()
@@ -613,6 +620,8 @@ fn build_process(
         tty.map(|t| t.1),
         ptys,
     )?;
+    // AIO contexts once the memory areas are in place (their rings go between them).
+    mem::aio::restore_rings(cx)?;
     attrs::set_cwd_root(cx, &sh.files)?;
     lock::restore_locks(cx)?;
     attrs::restore_attrs(cx)?;

@@ -181,13 +181,19 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     // tests/e2e_killrestore.rs: a tree with a TCP connection and a deleted file, whose
     // restore is killed at any moment
     ("killrestore", "killrestore.c", &[]),
-    // tests/e2e_descs.rs: pidfds of the tree's processes, of itself, of a zombie; AIO,
-    // io_uring and fanotify refused; epoll items whose descriptors moved or closed;
+    // tests/e2e_descs.rs: pidfds of the tree's processes, of itself, of a zombie;
+    // io_uring and fanotify permission marks refused; epoll items whose descriptors moved or closed;
     // file-system objects changed under a descriptor refused
     ("pidfds", "pidfds.c", &["-pthread"]),
     ("ioctx", "ioctx.c", &[]),
     ("epollmoved", "epollmoved.c", &[]),
     ("fsgone", "fsgone.c", &[]),
+    // two fanotify groups with inode, mount and filesystem marks (tests/e2e_fanotify.rs)
+    ("fanotify", "fanotify.c", &[]),
+    // an AIO context with completed events not reaped (tests/e2e_aio.rs)
+    ("aioring", "aioring.c", &[]),
+    // an io_uring instance with queued submissions, completions and registrations
+    ("uring", "uring.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

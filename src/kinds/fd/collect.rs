@@ -2,7 +2,7 @@
 //! its kind's module), which descriptors share an open file description, and what the
 //! sockets of the tree are once the whole tree is known.
 
-use super::{anon, epoll, fifo, file, inotify, lock, pidfd, pipe, tcp, tty, unix};
+use super::{anon, epoll, fanotify, fifo, file, inotify, lock, pidfd, pipe, tcp, tty, unix};
 use crate::error::DumpError;
 use crate::error::DumpResult;
 use crate::kinds::unsupported;
@@ -240,13 +240,8 @@ fn anon_inode_kind(d: &OpenFd, kind: &str) -> DumpResult<FdKind> {
             flags: d.flags,
             watches: inotify::inotify_watches(d.pid, d.fd, &info)?,
         }),
-        "io_uring" => Err(d.not_yet(
-            "an io_uring instance (its queues, registered buffers and files and requests \
-             in flight cannot be saved)",
-        )),
-        "fanotify" => {
-            Err(d.not_yet("a fanotify group (restoring a group and its marks is not implemented)"))
-        }
+        "io_uring" => super::uring::collect(d, &info),
+        "fanotify" => fanotify::collect(d, &info),
         _ => Err(d.not_yet(&format!("a special file ({kind})"))),
     }
 }
@@ -301,6 +296,7 @@ pub(crate) fn link_shared_fds(procs: &mut [Process]) -> DumpResult<()> {
             FdKind::Netlink { .. } => Some((2, 14, 0)),
             FdKind::InetRaw { .. } => Some((2, 15, 0)),
             FdKind::Packet { .. } => Some((2, 16, 0)),
+            FdKind::Fanotify { .. } => Some((2, 17, 0)),
             FdKind::Pidfd { pid, .. } => Some((8, *pid as u64, 0)),
             FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. } => Some((4, *data, 0)),
             FdKind::PosixMq { ino, .. } => Some((5, *ino, 0)),

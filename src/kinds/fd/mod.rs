@@ -6,6 +6,7 @@ pub(crate) mod anon;
 mod collect;
 pub(crate) mod epoll;
 pub(crate) mod external;
+pub(crate) mod fanotify;
 pub(crate) mod fifo;
 pub(crate) mod file;
 mod ghost;
@@ -24,6 +25,7 @@ mod tests;
 pub(crate) mod tty;
 pub(crate) mod udp;
 pub(crate) mod unix;
+pub(crate) mod uring;
 
 use crate::arch::native::nr;
 use crate::error::Problem;
@@ -98,6 +100,7 @@ pub(crate) fn check_records(
             if let FdKind::Pidfd { pid, .. } = f.kind {
                 pidfd::check_target(procs, q, f.fd, pid, problems);
             }
+            fanotify::check_record(f, q.pid, problems);
             lock::check_records(q, f, problems);
             check_owner(procs, q, f, problems);
         }
@@ -386,6 +389,7 @@ pub(crate) fn check_fd(
         } => file::check_removed_name(file, "FIFO", f.fd, problems),
         FdKind::Fifo { file, .. } => fifo::check_host(files, file, f.fd, held, problems),
         FdKind::Inotify { watches, .. } => inotify::check_paths(watches, f.fd, problems),
+        FdKind::Fanotify { marks, .. } => fanotify::check_paths(marks, f.fd, problems),
         FdKind::PosixMq { .. } => mqueue::check_host(f, problems),
         // A live tree's socket is bound to the address now, and no other socket can be
         // without the reuse options the check leaves to the kernel.
@@ -463,6 +467,9 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
         FdKind::Epoll { targets, .. } => epoll::describe(targets),
         FdKind::Pipe { id, write, .. } => pipe::describe(ckpt, *id, *write),
         FdKind::Inotify { watches, .. } => inotify::describe(watches),
+        FdKind::Fanotify {
+            init_flags, marks, ..
+        } => fanotify::describe(*init_flags, marks),
         FdKind::PosixMq {
             name,
             deleted,
@@ -690,12 +697,15 @@ pub(crate) fn restore_fds(
     // the listener could not bind its port once the connection is out of repair mode.
     // Before them, TCP sockets bound but not listening: with SO_REUSEADDR on both, a
     // socket may bind a port a socket not yet listening holds, not one listening.
+    // fanotify groups last: their marks would see the files restore opens for the
+    // other descriptors.
     let rank = |f: &Fd| match f.kind {
         FdKind::TcpUnconnected { .. } => 0,
         FdKind::TcpListen { .. } => 1,
+        FdKind::Fanotify { .. } => 3,
         _ => 2,
     };
-    for r in 0..3 {
+    for r in 0..4 {
         for f in proc_.fds.iter().filter(|f| rank(f) == r) {
             restore_fd(cx, f, ckpt, inherit, holders, files, tty_slave, ptys)?;
             restore_owner(cx, f)?;
@@ -988,6 +998,15 @@ fn restore_fd(
                 |cx: &mut Ctx<'_>, data: u64| file::kept_deleted_shared(cx, ckpt, data, files);
             let n = inotify::create_inotify(cx, *flags, watches, &mut deleted)?;
             move_fd(cx, n, f.fd, f.cloexec)
+        }
+        FdKind::Fanotify {
+            flags,
+            init_flags,
+            event_flags,
+            marks,
+        } => {
+            let n = fanotify::create_fanotify(cx, *init_flags, *event_flags, marks)?;
+            install(cx, n, f, *flags)
         }
         FdKind::Epoll { flags, .. } => {
             let n = epoll::create_epoll(cx, *flags)?;

@@ -1,6 +1,7 @@
 //! Memory: the areas of a process (what each mapping is, how it is checked and mapped
 //! again) and the pages in them.
 
+pub(crate) mod aio;
 pub(crate) mod cow;
 pub(crate) mod pages;
 pub(crate) mod shmem;
@@ -92,25 +93,15 @@ fn classify_vma(pid: i32, m: &MapEntry, checked: &mut CheckedPaths) -> DumpResul
                 mode,
             }
         }
-        _ if path.starts_with(b"/[aio]") => {
-            return Err(unsupported(
-                pid,
-                format!(
-                    "memory area {:#x}-{:#x} is the ring of an AIO context (io_setup); \
-                     AIO contexts are not supported yet (restore cannot make the context \
-                     again at that address, nor requests in flight)",
-                    m.start, m.end
-                ),
-            ));
-        }
         _ if path.starts_with(b"anon_inode:[io_uring]") => {
             return Err(unsupported(
                 pid,
                 format!(
-                    "memory area {:#x}-{:#x} is a ring of an io_uring instance; io_uring is \
-                     not supported (its queues, registered buffers and files and requests \
-                     in flight cannot be saved)",
-                    m.start, m.end
+                    "memory area {:#x}-{:#x} is a ring of an io_uring instance {}; io_uring \
+                     is not supported",
+                    m.start,
+                    m.end,
+                    crate::kinds::fd::uring::describe_mapped(pid, m.inode)
                 ),
             ));
         }
@@ -204,6 +195,8 @@ pub(crate) struct MemoryMap {
     pub(crate) vdso_hash: u64,
     pub(crate) vdso_size: u64,
     pub(crate) vvar_size: u64,
+    /// The AIO contexts' rings (not areas of the image: see [`aio`]).
+    pub(crate) aio: Vec<crate::model::AioRing>,
     /// The first error met, which stopped the listing: returned only after the flags of
     /// `vmas` (which include the area it was met on, if that was classified) are checked.
     pub(crate) failed: Option<DumpError>,
@@ -224,10 +217,21 @@ pub(crate) fn memory_map(
         vdso_hash: 0,
         vdso_size: 0,
         vvar_size: 0,
+        aio: Vec::new(),
         failed: None,
     };
     let mut checked = CheckedPaths::new();
     for (i, m) in maps.iter().enumerate() {
+        if m.inode != 0 && m.shared && m.path.starts_with(b"/[aio]") {
+            match aio::collect(pid, m, mem) {
+                Ok(r) => map.aio.push(r),
+                Err(e) => {
+                    map.failed = Some(e);
+                    break;
+                }
+            }
+            continue;
+        }
         let kind = match classify_vma(pid, m, &mut checked) {
             Ok(Some(kind)) => kind,
             Ok(None) => continue,

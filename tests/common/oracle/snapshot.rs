@@ -223,8 +223,13 @@ fn read_process(r: &mut Reader, pid: i32) {
             } else if let (true, Some(n)) = (f == "mountinfo", own_mounts(pid)) {
                 n.mountinfo
             } else if f == "mountinfo" {
-                // which mounts it sees (ids and options), one line each
+                // which mounts it sees (ids and options), one line each; not the mounts
+                // tests running at the same time make in their scratch directories
+                // (tests/e2e_fanotify.rs mounts tmpfs there), which come and go with them
+                let scratch = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e");
+                let scratch = scratch.to_string_lossy().into_owned() + "/";
                 s.lines()
+                    .filter(|l| l.split(' ').nth(4).is_none_or(|m| !m.starts_with(&scratch)))
                     .map(|l| l.split(" - ").next().unwrap_or(l).to_string())
                     .collect::<Vec<_>>()
                     .join("\n")
@@ -602,9 +607,18 @@ fn read_fdinfo(r: &mut Reader, k: &str, path: &str) {
             _ => {}
         }
         // epoll items and inotify watches by their descriptor / watch number (the
-        // kernel lists them in the order of its trees); other repeated lines numbered
+        // kernel lists them in the order of its trees), fanotify marks by what they
+        // mark (inode, mount ID, device); other repeated lines numbered
         let i = n.entry(name.clone()).or_insert(0);
-        let key = if name == "tfd" || name == "inotify wd" || name == "inotify" {
+        let keyed = [
+            "tfd",
+            "inotify wd",
+            "inotify",
+            "fanotify ino",
+            "fanotify mnt_id",
+            "fanotify sdev",
+        ];
+        let key = if keyed.contains(&name.as_str()) {
             let first = v.split_whitespace().next().unwrap_or("").to_string();
             format!("{k}.fdinfo.{name}.{first}")
         } else if *i == 0 {

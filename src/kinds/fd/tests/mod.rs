@@ -3,6 +3,7 @@
 
 mod epoll_inotify;
 mod external;
+mod fanotify;
 mod file;
 mod inet;
 mod lock;
@@ -10,3 +11,4 @@ mod pipe_fifo;
 mod table;
 mod tty;
 mod unix;
+mod uring;

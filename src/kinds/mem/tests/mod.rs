@@ -259,3 +259,99 @@ fn system_v_segments_must_be_free() {
     };
     assert_none(&run(|v| check_sysv_free(&p, &Default::default(), v)));
 }
+
+mod aio {
+    use super::*;
+    use crate::kinds::mem::aio::{
+        check_ring_sizes, check_rings, count_cpus, ring_events, setup_events,
+    };
+    use crate::model::AioRing;
+
+    fn ring(addr: u64, pages: u64, head: u32, tail: u32, events: usize) -> AioRing {
+        AioRing {
+            addr,
+            len: pages * P,
+            nr: ring_events(pages * P) as u32,
+            head,
+            tail,
+            events: vec![7; events * 32],
+            ino: 1,
+        }
+    }
+
+    fn rings(aio: Vec<AioRing>, vmas: Vec<Vma>) -> Vec<crate::error::Problem> {
+        let p = Process {
+            aio,
+            vmas,
+            ..process(10)
+        };
+        run(|v| check_rings(&p, v))
+    }
+
+    #[test]
+    fn ring_sizes_are_what_io_setup_makes() {
+        // io_setup(4) on 2 CPUs: one page, 127 events; io_setup(128): 3 pages, 383.
+        assert_eq!(ring_events(P), 127);
+        assert_eq!(ring_events(3 * P), 383);
+        // asked for again: (2n + 2) events fit the same pages, and not fewer pages
+        for pages in 1..40 {
+            let n = setup_events(pages * P);
+            let size = 32 + (2 * n + 2) * 32;
+            assert!(size <= pages * P && size > (pages - 1) * P, "{pages} pages");
+        }
+    }
+
+    #[test]
+    fn rings_must_agree_with_their_header_and_stay_apart() {
+        let at = 0x7000_0000;
+        // head 5, tail 8: three events; wrapped: head 120, tail 2 of 127: nine
+        assert!(rings(vec![ring(at, 1, 5, 8, 3)], vec![]).is_empty());
+        assert!(rings(vec![ring(at, 1, 120, 2, 9)], vec![]).is_empty());
+        // a head the program wrote past nr counts modulo nr, as the kernel takes it
+        assert!(rings(vec![ring(at, 1, 127 + 5, 8, 3)], vec![]).is_empty());
+        let bad = [
+            (vec![ring(at, 1, 5, 8, 2)], vec![]),
+            (vec![ring(at, 1, 5, 127, 122)], vec![]),
+            (vec![ring(at + 1, 1, 0, 0, 0)], vec![]),
+            (
+                vec![AioRing {
+                    nr: 100,
+                    ..ring(at, 1, 0, 0, 0)
+                }],
+                vec![],
+            ),
+            (vec![ring(at, 1, 0, 0, 0), ring(at, 1, 0, 0, 0)], vec![]),
+            (vec![ring(at, 1, 0, 0, 0)], vec![vma(at, at + P)]),
+            (vec![ring(TASK_SIZE, 1, 0, 0, 0)], vec![]),
+        ];
+        for (aio, vmas) in bad {
+            let p = rings(aio.clone(), vmas);
+            assert_eq!(p.len(), 1, "{aio:?}");
+            assert!(p[0].message.contains("process 10 has invalid AIO contexts"));
+        }
+    }
+
+    #[test]
+    fn a_ring_needs_a_host_with_few_enough_cpus() {
+        assert_eq!(count_cpus("0-1\n"), Some(2));
+        assert_eq!(count_cpus("0-3,8,10-11"), Some(7));
+        assert_eq!(count_cpus("x"), None);
+        let p = Process {
+            aio: vec![ring(0x7000_0000, 1, 0, 0, 0)],
+            ..process(10)
+        };
+        // 127 events: 2 * max(62, 4 * cpus) + 2 fit up to 15 CPUs
+        for cpus in [1, 2, 15] {
+            assert!(run(|v| check_ring_sizes(&p, cpus, v)).is_empty(), "{cpus}");
+        }
+        let problems = run(|v| check_ring_sizes(&p, 16, v));
+        assert_one(
+            &problems,
+            "host-differs",
+            &[
+                "AIO context 0x70000000 has a ring of 127 events",
+                "at least 130",
+            ],
+        );
+    }
+}
