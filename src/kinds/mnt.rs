@@ -394,7 +394,16 @@ pub(crate) fn check_tree(ckpt: &Checkpoint, new_pidns: bool, problems: &mut Vec<
     let Some(tree) = owned_tree(ckpt) else {
         return;
     };
-    if new_pidns && !ckpt.own_pid_namespace {
+    if ckpt.pid_namespace_init_outside {
+        p(
+            problems,
+            "namespace",
+            "the tree has a mount namespace of its own and ran in a PID namespace whose \
+             init was outside it (restored into a new PID namespace with a reaper of \
+             ckpt's as its init); the two are not restored together yet"
+                .into(),
+        );
+    } else if new_pidns && !ckpt.own_pid_namespace {
         p(
             problems,
             "namespace",
