@@ -344,7 +344,7 @@ impl Ctx {
         let Some(before) = self.snaps.borrow().get(image).cloned() else {
             return;
         };
-        if before.in_pid_namespace_without_init() && !extra.contains(&"--new-pidns") {
+        if before.one_pid_namespace_down() && !extra.contains(&"--new-pidns") {
             if let Some(p) = restore {
                 self.oracle_after_restore_in_pidns(image, &before, p);
             }
@@ -390,9 +390,9 @@ impl Ctx {
         );
     }
 
-    /// [`Ctx::oracle_after_restore`] for a tree that ran in a PID namespace without its
-    /// init, restored into a new one below ckpt's reaper: both snapshots as the tree's
-    /// own namespace sees them (its IDs there are the same).
+    /// [`Ctx::oracle_after_restore`] for a tree that ran one PID namespace below ours (its
+    /// own, or one without its init), restored into a new one: both snapshots as the
+    /// tree's own namespace sees them (its IDs there are the same).
     fn oracle_after_restore_in_pidns(
         &self,
         image: &Path,

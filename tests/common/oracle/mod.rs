@@ -172,11 +172,10 @@ impl Snapshot {
         })
     }
 
-    /// The tree runs one PID namespace below the harness without that namespace's init
-    /// (its root is not PID 1 there): ckpt restores it into a new namespace whose init is
-    /// ckpt's reaper, where its IDs inside are the same (see
-    /// [`Snapshot::as_seen_in_its_pid_namespace`]).
-    pub fn in_pid_namespace_without_init(&self) -> bool {
+    /// The tree runs one PID namespace below the harness (its own, its root the init, or
+    /// one without its init): ckpt restores it into a new namespace where its IDs inside
+    /// are the same (see [`Snapshot::as_seen_in_its_pid_namespace`]).
+    pub fn one_pid_namespace_down(&self) -> bool {
         let mine = harness_pidns_levels();
         let ids = |p: i32| -> Vec<String> {
             self.get(&format!("p{p}.status.NSpid"))
@@ -185,9 +184,7 @@ impl Snapshot {
                 .map(str::to_string)
                 .collect()
         };
-        !self.pids.is_empty()
-            && self.pids.iter().all(|&p| ids(p).len() == mine + 1)
-            && ids(self.root).last().is_some_and(|r| r != "1")
+        !self.pids.is_empty() && self.pids.iter().all(|&p| ids(p).len() == mine + 1)
     }
 
     /// The snapshot with every host ID of the tree (in keys: `pN`, `tN`; in values: the
@@ -318,7 +315,7 @@ fn harness_pidns_levels() -> usize {
         .unwrap_or(1)
 }
 
-/// The tree of `before` (see [`Snapshot::in_pid_namespace_without_init`]) restored below
+/// The tree of `before` (see [`Snapshot::one_pid_namespace_down`]) restored below
 /// `restore` (ckpt restore's PID) into a new PID namespace: the host PID of its root once
 /// every process of it exists there with its ID inside, untraced, with its program and
 /// its number of threads.
