@@ -1140,6 +1140,20 @@ mod tests {
         assert!(p[0].contains("(net (joined))"), "{p:?}");
     }
 
+    /// A tree that ran in a PID namespace without its init is restored below ckpt's
+    /// reaper in a new PID namespace: not together with a mount namespace of its own.
+    #[test]
+    fn pid_namespace_without_its_init_with_a_mount_namespace_is_refused() {
+        let good = vec![mount(1, 0, "/", MountOrigin::Fresh { files: Vec::new() })];
+        let mut ck = image(good);
+        ck.pid_namespace_init_outside = true;
+        for new_pidns in [false, true] {
+            let p = problems(&ck, new_pidns);
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert!(p[0].contains("whose init was outside it"), "{p:?}");
+        }
+    }
+
     #[test]
     fn mount_data_of_fresh_file_systems() {
         let mut m = mount(1, 0, "/dev/pts", MountOrigin::Fresh { files: Vec::new() });
