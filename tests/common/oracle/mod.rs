@@ -188,7 +188,8 @@ impl Snapshot {
     }
 
     /// The snapshot with every host ID of the tree (in keys: `pN`, `tN`; in values: the
-    /// sharing entries' `pN`, parents' IDs, NSpid, NSpgid, NSsid, owners) replaced by the
+    /// sharing entries' `pN`, parents' IDs, NSpid, NSpgid, NSsid, owners, a pidfd's Pid
+    /// and NSpid) replaced by the
     /// ID the tree's own PID namespace gives it, and IDs of processes outside the tree
     /// (the root's parent) by `outside`: what two runs of one tree in two PID namespaces
     /// have in common, for a tree restored into a new namespace with the same IDs inside.
@@ -259,7 +260,10 @@ impl Snapshot {
         let tail = |v: &str| v.split_whitespace().skip(1).collect::<Vec<_>>().join(" ");
         let mut entries = BTreeMap::new();
         for (k, (kind, v)) in &self.entries {
-            let v = if k.ends_with(".status.PPid") || k.ends_with(".stat.ppid") {
+            let v = if k.ends_with(".status.PPid")
+                || k.ends_with(".stat.ppid")
+                || k.ends_with(".fdinfo.Pid")
+            {
                 id(v)
             } else if k.ends_with(".stat.pgrp")
                 || k.ends_with(".stat.session")
@@ -267,6 +271,7 @@ impl Snapshot {
             {
                 if v.starts_with('-') { v.clone() } else { id(v) }
             } else if k.ends_with(".status.NSpid")
+                || k.ends_with(".fdinfo.NSpid")
                 || k.ends_with(".status.NSpgid")
                 || k.ends_with(".status.NSsid")
             {
