@@ -69,7 +69,13 @@ fn process_inside_a_pid_namespace_without_its_init_is_restored_below_a_reaper() 
     assert_eq!(nspids(root), vec![root, 2], "the root is PID 2 there");
     assert_eq!(nspids(child), vec![child, 3], "its child is PID 3 there");
     let img = ctx.path("inside.img");
-    ctx.dump(root, &img);
+    let d = ctx.dump(root, &img);
+    assert!(
+        d.stderr.contains("whose init is not part of it")
+            && d.stderr.contains("a reaper of ckpt's"),
+        "the dump says how the tree will come back:\n{}",
+        d.stderr
+    );
     let before = t.finish().stdout;
     wait_pids_gone(&[root, child], "pidnest's root and child after their dump");
     // The image says so, and holds the namespace's IDs.

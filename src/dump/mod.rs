@@ -788,6 +788,16 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         vmas: ckpt.processes.iter().map(|p| p.vmas.len()).sum(),
         ..Default::default()
     };
+    if ckpt.pid_namespace_init_outside {
+        stats.warnings.push(format!(
+            "the tree runs in a PID namespace ({}) whose init is not part of it: it is \
+             restored into a new PID namespace whose init is a reaper of ckpt's, with the \
+             same IDs inside",
+            sys::proc::pid_namespace(pid)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ));
+    }
     for ns in ckpt.namespaces.iter().filter(|n| n.foreign) {
         stats.warnings.push(format!(
             "the tree is in a {kind} namespace ({kind}:[{}]) made outside it, recorded as \
