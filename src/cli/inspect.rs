@@ -91,6 +91,14 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
             i.root_pid
         );
     }
+    if ckpt.pid_namespace_init_outside {
+        println!(
+            "  the tree ran in a PID namespace whose init was not part of it (IDs below \
+             are as it saw them; its root was PID {} on the dump host); restore makes a \
+             new one, whose init is a reaper of ckpt's",
+            i.root_pid
+        );
+    }
     print_arch(&ckpt.arch);
     for p in &ckpt.processes {
         print_process(&ckpt, p, &stored);

@@ -72,9 +72,10 @@ impl Collected {
         self.host_pids.get(&pid).copied().unwrap_or(pid)
     }
 
-    /// Turn every ID into what the tree's own PID namespace sees (see
-    /// `Checkpoint::own_pid_namespace`); IDs of tasks outside the tree become 0.
-    pub fn use_namespace_pids(&mut self) -> Result<()> {
+    /// Turn every ID into what the tree's PID namespace sees (see
+    /// `Checkpoint::own_pid_namespace`, and `pid_namespace_init_outside` when `own_init`
+    /// is false); IDs of tasks outside the tree become 0.
+    pub fn use_namespace_pids(&mut self, own_init: bool) -> Result<()> {
         let map = tree::namespace_pids(&self.ckpt.processes)?;
         let f = |id: i32| map.get(&id).copied().unwrap_or(0);
         self.ckpt.map_pids(&f);
@@ -82,7 +83,8 @@ impl Collected {
             *pid = f(*pid);
         }
         self.host_pids = map.iter().map(|(&host, &local)| (local, host)).collect();
-        self.ckpt.own_pid_namespace = true;
+        self.ckpt.own_pid_namespace = own_init;
+        self.ckpt.pid_namespace_init_outside = !own_init;
         Ok(())
     }
 }

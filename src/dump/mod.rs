@@ -378,37 +378,91 @@ fn own_pidns_depth() -> Result<usize> {
     Ok(sys::proc::status(std::process::id() as i32)?.nspid.len())
 }
 
-/// Whether the tree rooted at `root` has a PID namespace of its own: true when `root` is
-/// the init (PID 1) of a namespace one level below ckpt's, false when it lives in
-/// ckpt's. Anything else is refused, naming what to dump instead.
-fn root_owns_pid_namespace(root: i32) -> Result<bool> {
+/// Where the dumped tree lives among PID namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PidnsShape {
+    /// In ckpt's own.
+    Ckpts,
+    /// In one of its own, one level below ckpt's, whose init is the root.
+    OwnInit,
+    /// In one a level below ckpt's whose init is not in the tree (the root is PID 2 or
+    /// more there).
+    InitOutside,
+}
+
+/// Where the tree rooted at `root` lives among PID namespaces: in ckpt's, as the init
+/// (PID 1) of a namespace one level below ckpt's, or inside such a namespace without its
+/// init. A deeper one is refused, naming what to do instead.
+fn root_pid_namespace(root: i32) -> Result<PidnsShape> {
     let own = own_pidns_depth()?;
     let st = sys::proc::status(root)?;
-    let unsupported = |why: String| Err(DumpError::Unsupported { pid: root, why });
     match st.nspid.len() {
-        n if n == own => Ok(false),
-        n if n == own + 1 && st.nspid.last() == Some(&1) => Ok(true),
-        n if n == own + 1 => {
-            // Name the namespace's init: the highest ancestor in the same namespace.
-            let ns = sys::proc::pid_namespace(root)?;
-            let mut init = root;
-            let mut p = st.ppid;
-            while p > 0 && sys::proc::pid_namespace(p).ok().as_ref() == Some(&ns) {
-                init = p;
-                p = sys::proc::status(p).map(|s| s.ppid).unwrap_or(0);
-            }
-            unsupported(format!(
-                "it runs inside a PID namespace as PID {}, not as its init; dump the \
-                 namespace's init (PID {init} here), which takes the whole namespace",
-                st.nspid.last().copied().unwrap_or(0)
-            ))
-        }
-        _ => unsupported(
-            "it runs in a PID namespace nested two or more levels below ckpt's; run ckpt \
-             in the parent of its namespace"
-                .into(),
+        n if n == own => Ok(PidnsShape::Ckpts),
+        n if n == own + 1 && st.nspid.last() == Some(&1) => Ok(PidnsShape::OwnInit),
+        n if n == own + 1 => Ok(PidnsShape::InitOutside),
+        _ => Err(DumpError::Unsupported {
+            pid: root,
+            why: format!(
+                "it runs in a PID namespace nested {} levels below ckpt's (NSpid {:?}); \
+                 run ckpt in the parent of its namespace, or dump the tree from an \
+                 ancestor one level below ckpt's",
+                st.nspid.len().saturating_sub(own),
+                st.nspid
+            ),
+        }),
+    }
+}
+
+/// The refusal of process `pid`, which is in a PID namespace nested inside the dumped
+/// tree (see docs/ARCHITECTURE.md, "PID namespaces": what restoring one would take).
+fn nested_pidns(pid: i32) -> DumpError {
+    let nspid = sys::proc::status(pid).map(|s| s.nspid).unwrap_or_default();
+    let ns = sys::proc::pid_namespace(pid)
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    DumpError::Unsupported {
+        pid,
+        why: format!(
+            "it is in a PID namespace nested inside the dumped tree ({ns}, made by its \
+             parent with CLONE_NEWPID or unshare; its IDs from ckpt's namespace inward: \
+             NSpid {nspid:?}); restoring PID namespaces nested in a tree is not supported \
+             yet (dump a process of that namespace instead)"
         ),
     }
+}
+
+/// A process whose next children go to another PID namespace than its own (it called
+/// unshare(CLONE_NEWPID), or setns into one below it) is refused: restore would fork
+/// them into its own. (Its children already there are refused as [`nested_pidns`].)
+fn refuse_pid_ns_for_children(pid: i32, ns: &std::path::Path) -> Result<()> {
+    let p = format!("/proc/{pid}/ns/pid_for_children");
+    let kids = match std::fs::read_link(&p) {
+        Ok(k) => k,
+        // The kernel shows no namespace that has no init yet: the (frozen, live) process
+        // called unshare(CLONE_NEWPID) and did not fork since.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            return Err(DumpError::Unsupported {
+                pid,
+                why: "it called unshare(CLONE_NEWPID) and has not forked since: its next \
+                      child would be PID 1 of a new PID namespace, which restore does not \
+                      make again yet"
+                    .into(),
+            });
+        }
+        Err(e) => return Err(sys::SysError::io(format!("readlink {p}"), e).into()),
+    };
+    if kids.as_path() == ns {
+        return Ok(());
+    }
+    Err(DumpError::Unsupported {
+        pid,
+        why: format!(
+            "its next children go to PID namespace {} (it called unshare(CLONE_NEWPID) or \
+             setns), not to its own; PID namespaces nested in the dumped tree are not \
+             restored yet",
+            kids.display()
+        ),
+    })
 }
 
 /// All children of every thread of a (frozen) process.
@@ -448,12 +502,7 @@ impl FrozenTree {
             if pid != root {
                 precheck(pid)?;
                 if sys::proc::pid_namespace(pid)? != root_ns {
-                    return Err(DumpError::Unsupported {
-                        pid,
-                        why: "it is the init of a PID namespace of its own inside the dumped \
-                              tree; nested PID namespaces are not supported"
-                            .into(),
-                    });
+                    return Err(nested_pidns(pid));
                 }
             }
             match Frozen::freeze(pid) {
@@ -467,6 +516,11 @@ impl FrozenTree {
                 Err(e) => return Err(e),
             }
             queue.extend(children_of(pid)?);
+        }
+        for (pid, fr) in &tree.nodes {
+            if fr.is_some() {
+                refuse_pid_ns_for_children(*pid, &root_ns)?;
+            }
         }
         Ok(tree)
     }
@@ -534,7 +588,8 @@ fn refuse_unrestorable(
     };
     // A tree with a mount namespace of its own names its files as its namespace shows
     // them: plan opens them from a thread in that namespace.
-    let problems = if crate::kinds::mnt::owned_tree(ckpt).is_some() && ckpt.own_pid_namespace {
+    let problems = if crate::kinds::mnt::owned_tree(ckpt).is_some() && ckpt.ids_of_a_pid_namespace()
+    {
         // Its /proc shows its PID namespace: a copy of the namespace with ckpt's.
         sys::mount::in_mount_ns_own_proc(pid, || {
             crate::restore::plan::problems_while_held(ckpt, &view, held)
@@ -624,7 +679,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
         Output::Stdout => (None, None),
     };
-    let own_pidns = root_owns_pid_namespace(pid)?;
+    let pidns = root_pid_namespace(pid)?;
     // A tree with an IPC namespace of its own: its System V segments are read there.
     let ckpts_ns = crate::kinds::ns::own_namespaces()?;
     crate::kinds::ns::join_own_ipc(pid, sys::proc::status(pid)?.ppid, &ckpts_ns)?;
@@ -720,8 +775,8 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     collected.ckpt.fifos = fifos;
     collected.ckpt.ptys = ptys;
     collected.ckpt.namespaces = namespaces;
-    if own_pidns {
-        collected.use_namespace_pids()?;
+    if pidns != PidnsShape::Ckpts {
+        collected.use_namespace_pids(pidns == PidnsShape::OwnInit)?;
     }
     refuse_unrestorable(pid, &collected.ckpt, &held)?;
     if let Some(e) = tty_busy {
@@ -736,6 +791,16 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         vmas: ckpt.processes.iter().map(|p| p.vmas.len()).sum(),
         ..Default::default()
     };
+    if ckpt.pid_namespace_init_outside {
+        stats.warnings.push(format!(
+            "the tree runs in a PID namespace ({}) whose init is not part of it: it is \
+             restored into a new PID namespace whose init is a reaper of ckpt's, with the \
+             same IDs inside",
+            sys::proc::pid_namespace(pid)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ));
+    }
     for ns in ckpt.namespaces.iter().filter(|n| n.foreign) {
         stats.warnings.push(format!(
             "the tree is in a {kind} namespace ({kind}:[{}]) made outside it, recorded as \

@@ -394,7 +394,16 @@ pub(crate) fn check_tree(ckpt: &Checkpoint, new_pidns: bool, problems: &mut Vec<
     let Some(tree) = owned_tree(ckpt) else {
         return;
     };
-    if new_pidns && !ckpt.own_pid_namespace {
+    if ckpt.pid_namespace_init_outside {
+        p(
+            problems,
+            "namespace",
+            "the tree has a mount namespace of its own and ran in a PID namespace whose \
+             init was outside it (restored into a new PID namespace with a reaper of \
+             ckpt's as its init); the two are not restored together yet"
+                .into(),
+        );
+    } else if new_pidns && !ckpt.own_pid_namespace {
         p(
             problems,
             "namespace",
@@ -1129,6 +1138,20 @@ mod tests {
         });
         let p = problems(&joined, false);
         assert!(p[0].contains("(net (joined))"), "{p:?}");
+    }
+
+    /// A tree that ran in a PID namespace without its init is restored below ckpt's
+    /// reaper in a new PID namespace: not together with a mount namespace of its own.
+    #[test]
+    fn pid_namespace_without_its_init_with_a_mount_namespace_is_refused() {
+        let good = vec![mount(1, 0, "/", MountOrigin::Fresh { files: Vec::new() })];
+        let mut ck = image(good);
+        ck.pid_namespace_init_outside = true;
+        for new_pidns in [false, true] {
+            let p = problems(&ck, new_pidns);
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert!(p[0].contains("whose init was outside it"), "{p:?}");
+        }
     }
 
     #[test]

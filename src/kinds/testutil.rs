@@ -90,6 +90,7 @@ pub(crate) fn checkpoint(processes: Vec<Process>) -> Checkpoint {
         fifos: Vec::new(),
         ptys: Vec::new(),
         own_pid_namespace: false,
+        pid_namespace_init_outside: false,
         sysv: Default::default(),
         namespaces: Vec::new(),
     }

@@ -1299,6 +1299,14 @@ pub struct Checkpoint {
     /// processes outside it are 0), and restore creates a new namespace for the tree.
     #[serde(default)]
     pub own_pid_namespace: bool,
+    /// The tree ran inside a PID namespace (one level below ckpt's) whose init was not
+    /// part of it: its root was not PID 1 there (e.g. a grandchild of `unshare -p -f`).
+    /// Every ID is as that namespace saw it, as with `own_pid_namespace` (IDs of
+    /// processes outside the tree are 0); restore makes a new namespace whose init is a
+    /// reaper of ckpt's, with the root as its child, so each process gets its namespace
+    /// ID back. False in older images.
+    #[serde(default)]
+    pub pid_namespace_init_outside: bool,
     /// The System V IPC objects that belong to the tree (see `kinds::ipc`), restored
     /// under the same IDs and keys. Empty in older images.
     #[serde(default)]
@@ -1563,6 +1571,12 @@ pub struct TimeClocks {
 }
 
 impl Checkpoint {
+    /// The tree ran in a PID namespace below the dumping ckpt's (its own, or one whose
+    /// init was outside it): its IDs are that namespace's, and restore makes a new one.
+    pub fn ids_of_a_pid_namespace(&self) -> bool {
+        self.own_pid_namespace || self.pid_namespace_init_outside
+    }
+
     /// Rewrite every process and thread ID the image holds through `f` (the one place
     /// that knows which fields are IDs). Signal information needs no rewrite: the
     /// kernel stores a sender's ID as the receiver's namespace sees it.

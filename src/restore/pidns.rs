@@ -61,6 +61,8 @@ impl<R: Read + Send> Prepared<R> {
         };
         let launched = if self.own_pid_namespace() {
             launch_own_pidns(self, false)
+        } else if self.plan.ckpt.pid_namespace_init_outside {
+            launch_below_reaper(self)
         } else if new_pidns {
             launch_in_new_pidns(self)
         } else {
@@ -86,6 +88,13 @@ impl<R: Read + Send> Prepared<R> {
             return Err(RestoreError::Reported(
                 "a tree with mount and PID namespaces of its own is not restored as a \
                  sibling yet"
+                    .into(),
+            ));
+        }
+        if self.plan.ckpt.pid_namespace_init_outside {
+            return Err(RestoreError::Reported(
+                "a tree that ran in a PID namespace whose init was outside it is not \
+                 restored as a sibling yet (its new namespace's init is ckpt's child)"
                     .into(),
             ));
         }
@@ -208,6 +217,63 @@ fn launch_own_pidns<R: Read + Send>(mut prepared: Prepared<R>, sibling: bool) ->
                 root: init,
                 child: init,
             })
+        }
+    }
+}
+
+/// Restore a tree that ran in a PID namespace whose init was not part of it: a new PID
+/// namespace whose init is a reaper of ours (our child, `sys::process::spawn_pidns_reaper`),
+/// and the root as the reaper's child, with its namespace ID; the rest as for a tree
+/// with its own namespace (a builder forked into the namespace seizes the root and
+/// builds the tree there). The tree stays in our mount namespace (its /proc is ours, as
+/// the original's was the one it had). The reaper reaps the namespace's orphans and
+/// exits with the root's exit code once nobody is left; until the restore succeeded it
+/// waits, and exits (ending the namespace) if we give up or die.
+fn launch_below_reaper<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched> {
+    let root = prepared
+        .plan
+        .ckpt
+        .processes
+        .first()
+        .map(|p| p.pid)
+        .ok_or_else(|| RestoreError::Malformed("the image holds no process".into()))?;
+    crate::error::fault_point("create the PID namespace's reaper")?;
+    let reaper = sys::process::spawn_pidns_reaper(root)?;
+    let init = reaper.pid;
+    let give_up = |e: RestoreError| {
+        let _ = sys::process::kill(init, libc::SIGKILL);
+        let _ = sys::process::wait_exit(init);
+        e
+    };
+    let (rd, wr) = sys::process::pipe().map_err(|e| give_up(e.into()))?;
+    let spare = prepared.spare_pid();
+    let sys::process::PidnsReaper { go, hold, .. } = reaper;
+    match sys::process::fork_into_pid_namespace_of(init, spare) {
+        Err(e) => Err(give_up(e.into())),
+        Ok(None) => {
+            // The builder, inside the namespace: the reaper is released by ckpt alone.
+            drop((rd, hold));
+            let res = sys::process::mount_own_proc()
+                .map_err(RestoreError::from)
+                .and_then(|()| {
+                    prepared
+                        .without_reading_thread()
+                        .run(RootStub::Seize { pid: root, go })
+                        .map(|_| ())
+                });
+            report_and_exit(wr, res)
+        }
+        Ok(Some(builder)) => {
+            drop((wr, go, prepared));
+            let report = child_report(rd);
+            let _ = sys::process::wait_exit(builder);
+            report.map_err(give_up)?;
+            sys::process::release_reaper(hold).map_err(|e| give_up(e.into()))?;
+            let root = sys::proc::children(init)
+                .ok()
+                .and_then(|c| c.first().copied())
+                .unwrap_or(0);
+            Ok(Launched { root, child: init })
         }
     }
 }

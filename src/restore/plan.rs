@@ -325,7 +325,7 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
         let pids: BTreeSet<i32> = ckpt.processes.iter().map(|p| p.pid).collect();
         let image = ImageView {
             pids: &pids,
-            new_pidns: view.new_pid_namespace || ckpt.own_pid_namespace,
+            new_pidns: view.new_pid_namespace || ckpt.ids_of_a_pid_namespace(),
             sysv_listed: !ckpt.sysv.shm.is_empty(),
             new_ipcns: crate::kinds::ns::owns(ckpt, "ipc"),
             other_netns: crate::kinds::ns::net_elsewhere(ckpt),

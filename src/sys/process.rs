@@ -670,6 +670,132 @@ pub fn spawn_pidns_init_stub(sibling: bool) -> Result<(i32, std::os::fd::OwnedFd
     Ok((r as i32, wr))
 }
 
+/// A new PID namespace whose init (PID 1) is a reaper of ours, for a tree that ran in a
+/// namespace whose init was outside it, and the tree's root stub, the reaper's child
+/// with PID `root` in the namespace.
+pub struct PidnsReaper {
+    /// The reaper's PID here (our child).
+    pub pid: i32,
+    /// The root stub waits for a byte here (written once its tracer has seized it),
+    /// then stops itself with SIGSTOP; it exits if every copy closes first.
+    pub go: std::os::fd::OwnedFd,
+    /// The reaper waits for a byte here before it starts reaping; if every copy closes
+    /// first (the restore failed, or we died), it exits, which ends the namespace and
+    /// everything in it.
+    pub hold: std::os::fd::OwnedFd,
+}
+
+/// The restore succeeded: the reaper of [`PidnsReaper`] (given its `hold`) reaps from now
+/// on, and exits with the root's exit code (as a shell reports it: 128+N for signal N)
+/// once nobody is left in the namespace.
+pub fn release_reaper(hold: std::os::fd::OwnedFd) -> Result<()> {
+    use std::io::Write;
+    std::fs::File::from(hold)
+        .write_all(b"k")
+        .map_err(|e| SysError::io("release the PID namespace's reaper", e))
+}
+
+/// Create a new PID namespace whose init is a reaper (see [`PidnsReaper`]), and in it
+/// the root stub with PID `root`. Only raw system calls run in the two children. Must
+/// be called while this process is single-threaded.
+pub fn spawn_pidns_reaper(root: i32) -> Result<PidnsReaper> {
+    use std::os::fd::AsRawFd;
+    let (go_rd, go_wr) = pipe()?;
+    let (hold_rd, hold_wr) = pipe()?;
+    // The reaper says here whether it made the root's stub (1) or not (0).
+    let (made_rd, made_wr) = pipe()?;
+    let made_w = made_wr.as_raw_fd();
+    let (go_r, go_w) = (go_rd.as_raw_fd(), go_wr.as_raw_fd());
+    let (hold_r, hold_w) = (hold_rd.as_raw_fd(), hold_wr.as_raw_fd());
+    let tid: libc::pid_t = root;
+    // Both argument blocks are made before the first clone: the reaper only copies them.
+    let ns_args = libc::clone_args {
+        flags: libc::CLONE_NEWPID as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..clone_args()
+    };
+    let root_args = libc::clone_args {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: &tid as *const libc::pid_t as u64,
+        set_tid_size: 1,
+        ..clone_args()
+    };
+    let r = clone3(&ns_args);
+    if r == 0 {
+        // SAFETY: raw syscalls only (the reaper and the stub are copies of a process
+        // that may hold locks); _exit never returns; `root_args` and `tid` are this
+        // copy's own.
+        unsafe {
+            libc::syscall(libc::SYS_close, hold_w);
+            libc::syscall(libc::SYS_close, go_w);
+            let s = clone3(&root_args);
+            if s == 0 {
+                // The root stub.
+                libc::syscall(libc::SYS_close, made_w);
+                libc::syscall(libc::SYS_close, hold_r);
+                let mut b = 0u8;
+                if libc::syscall(libc::SYS_read, go_r, &mut b as *mut u8, 1) != 1 {
+                    libc::_exit(125);
+                }
+                libc::syscall(libc::SYS_close, go_r);
+                let me = libc::syscall(libc::SYS_getpid);
+                libc::syscall(libc::SYS_kill, me, libc::SIGSTOP);
+                libc::_exit(127);
+            }
+            libc::syscall(libc::SYS_close, go_r);
+            let made = u8::from(s > 0);
+            libc::syscall(libc::SYS_write, made_w, &made as *const u8, 1);
+            libc::syscall(libc::SYS_close, made_w);
+            let mut b = 0u8;
+            if s < 0 || libc::syscall(libc::SYS_read, hold_r, &mut b as *mut u8, 1) != 1 {
+                libc::_exit(126);
+            }
+            libc::syscall(libc::SYS_close, hold_r);
+            let mut code = 0;
+            loop {
+                let mut status: libc::c_int = 0;
+                let p = libc::syscall(
+                    libc::SYS_wait4,
+                    -1,
+                    &mut status as *mut libc::c_int,
+                    libc::__WALL,
+                    0,
+                );
+                if p == s {
+                    code = if libc::WIFEXITED(status) {
+                        libc::WEXITSTATUS(status)
+                    } else if libc::WIFSIGNALED(status) {
+                        128 + libc::WTERMSIG(status)
+                    } else {
+                        1
+                    };
+                } else if p < 0 && *libc::__errno_location() != libc::EINTR {
+                    libc::_exit(code);
+                }
+            }
+        }
+    }
+    if r < 0 {
+        return Err(SysError::os("clone3(CLONE_NEWPID) of a reaper".to_string()));
+    }
+    drop((go_rd, hold_rd, made_wr));
+    // The root's stub exists before anyone looks for it.
+    let mut made = [0u8; 1];
+    let said = std::io::Read::read(&mut std::fs::File::from(made_rd), &mut made);
+    if !matches!(said, Ok(1)) || made[0] != 1 {
+        let _ = kill(r as i32, libc::SIGKILL);
+        let _ = wait_exit(r as i32);
+        return Err(SysError::Other(format!(
+            "the new PID namespace's reaper could not create process {root} there"
+        )));
+    }
+    Ok(PidnsReaper {
+        pid: r as i32,
+        go: go_wr,
+        hold: hold_wr,
+    })
+}
+
 /// Create a stub with PID `pid` as a child of our own parent (CLONE_PARENT: a sibling
 /// of ckpt, which the caller of ckpt waits for, as `criu`'s `rst_sibling` asks). It
 /// waits for a byte on the returned pipe and then stops itself with SIGSTOP; the caller

@@ -344,6 +344,12 @@ impl Ctx {
         let Some(before) = self.snaps.borrow().get(image).cloned() else {
             return;
         };
+        if before.one_pid_namespace_down() && !extra.contains(&"--new-pidns") {
+            if let Some(p) = restore {
+                self.oracle_after_restore_in_pidns(image, &before, p);
+            }
+            return;
+        }
         if extra.contains(&"--new-pidns") || before.own_pid_namespace() {
             eprintln!("state oracle: not with --new-pidns (the PIDs seen from here differ)");
             return;
@@ -380,6 +386,58 @@ impl Ctx {
             oracle::Cmp::Restored,
             &before,
             &after,
+            &self.allowed.borrow(),
+        );
+    }
+
+    /// [`Ctx::oracle_after_restore`] for a tree that ran one PID namespace below ours (its
+    /// own, or one without its init), restored into a new one: both snapshots as the
+    /// tree's own namespace sees them (its IDs there are the same).
+    fn oracle_after_restore_in_pidns(
+        &self,
+        image: &Path,
+        before: &oracle::Snapshot,
+        restore: &mut Proc,
+    ) {
+        let deadline = Instant::now() + timeout();
+        let root = loop {
+            if let Some(r) = oracle::restored_tree_in_pid_namespace(before, restore.pid) {
+                break r;
+            }
+            if restore.try_wait().is_some() || Instant::now() > deadline {
+                eprintln!(
+                    "state oracle: the restored tree of {} never ran whole in its PID namespace; not compared",
+                    image.display()
+                );
+                return;
+            }
+            thread::sleep(POLL);
+        };
+        let out_before = restore.stdout.bytes().len();
+        let after = oracle::Snapshot::take(root);
+        let after = after.moved(out_before > 0 || !restore.stdout.bytes().is_empty());
+        let (b, a) = (
+            before.as_seen_in_its_pid_namespace(),
+            after.as_seen_in_its_pid_namespace(),
+        );
+        if !after.all_alive() || a.pids != b.pids {
+            eprintln!(
+                "state oracle: the restored tree of {} changed shape or ended while read ({:?} -> {:?}); not compared",
+                image.display(),
+                b.pids,
+                a.pids
+            );
+            return;
+        }
+        oracle::assert_same_kernel_state(
+            &self.name,
+            &format!(
+                "restore of {} (IDs as its PID namespace sees them)",
+                image.display()
+            ),
+            oracle::Cmp::Restored,
+            &b,
+            &a,
             &self.allowed.borrow(),
         );
     }

@@ -263,6 +263,7 @@ pub fn checkpoint() -> Checkpoint {
         pipes: vec![],
         socketpairs: vec![],
         own_pid_namespace: false,
+        pid_namespace_init_outside: false,
         sysv: Default::default(),
         namespaces: Vec::new(),
         fifos: vec![],

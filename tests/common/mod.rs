@@ -115,6 +115,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("memfd", "memfd.c", &[]),
     ("chroot-static", "chroot.c", &["-static"]),
     ("nstree", "nstree.c", &[]),
+    ("pidnest", "pidnest.c", &[]),
     ("nsown", "nsown.c", &[]),
     ("mntns", "mntns.c", &[]),
     ("mntpid", "mntpid.c", &[]),

@@ -562,6 +562,15 @@ pub fn tty_plan(ckpt: &Checkpoint) -> std::result::Result<TtyPlan, Vec<Problem>>
              terminal is not supported yet (restore it without --new-tty)"
                 .into(),
         );
+    } else if ckpt.pid_namespace_init_outside {
+        check::p(
+            &mut problems,
+            "unsupported",
+            "--new-tty: the tree ran in a PID namespace whose init was outside it; \
+             restoring it onto a new terminal is not supported yet (restore it without \
+             --new-tty)"
+                .into(),
+        );
     }
     let ttys: Vec<(&Process, i32, &crate::model::TtyState)> = ckpt
         .processes

@@ -144,6 +144,7 @@ pub(crate) fn checkpoint(
         pipes: Vec::new(),
         socketpairs: Vec::new(),
         own_pid_namespace: false,
+        pid_namespace_init_outside: false,
         sysv: Default::default(),
         namespaces: Vec::new(),
         fifos: Vec::new(),
@@ -259,6 +260,25 @@ pub(crate) fn check_root(ckpt: &Checkpoint, problems: &mut Vec<Problem>) -> bool
         return false;
     }
     let root = &procs[0];
+    if ckpt.pid_namespace_init_outside {
+        if ckpt.own_pid_namespace {
+            check::p(
+                problems,
+                "malformed",
+                "the tree is both the init of its PID namespace and without it".into(),
+            );
+        } else if let Some(p) = procs.iter().find(|p| p.pid == 1) {
+            check::p(
+                problems,
+                "malformed",
+                format!(
+                    "the tree ran in a PID namespace whose init was outside it, but its \
+                     process {} is PID 1 there",
+                    check::show(&p.comm)
+                ),
+            );
+        }
+    }
     if ckpt.own_pid_namespace && root.pid != 1 {
         check::p(
             problems,

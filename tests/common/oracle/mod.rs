@@ -172,9 +172,195 @@ impl Snapshot {
         })
     }
 
+    /// The tree runs one PID namespace below the harness (its own, its root the init, or
+    /// one without its init): ckpt restores it into a new namespace where its IDs inside
+    /// are the same (see [`Snapshot::as_seen_in_its_pid_namespace`]).
+    pub fn one_pid_namespace_down(&self) -> bool {
+        let mine = harness_pidns_levels();
+        let ids = |p: i32| -> Vec<String> {
+            self.get(&format!("p{p}.status.NSpid"))
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        };
+        !self.pids.is_empty() && self.pids.iter().all(|&p| ids(p).len() == mine + 1)
+    }
+
+    /// The snapshot with every host ID of the tree (in keys: `pN`, `tN`; in values: the
+    /// sharing entries' `pN`, parents' IDs, NSpid, NSpgid, NSsid, owners, a pidfd's Pid
+    /// and NSpid) replaced by the
+    /// ID the tree's own PID namespace gives it, and IDs of processes outside the tree
+    /// (the root's parent) by `outside`: what two runs of one tree in two PID namespaces
+    /// have in common, for a tree restored into a new namespace with the same IDs inside.
+    pub fn as_seen_in_its_pid_namespace(&self) -> Snapshot {
+        let inner = |v: &str| {
+            v.split_whitespace()
+                .last()
+                .and_then(|x| x.parse::<i32>().ok())
+        };
+        let mut map: BTreeMap<i32, i32> = BTreeMap::new();
+        for (k, (_, v)) in &self.entries {
+            let Some(head) = k.strip_suffix(".status.NSpid") else {
+                continue;
+            };
+            let host = head
+                .rsplit('.')
+                .next()
+                .and_then(|seg| seg.strip_prefix('p').or_else(|| seg.strip_prefix('t')))
+                .and_then(|n| n.parse::<i32>().ok());
+            if let (Some(h), Some(i)) = (host, inner(v)) {
+                map.insert(h, i);
+            }
+        }
+        let id = |h: &str| -> String {
+            h.parse::<i32>()
+                .ok()
+                .and_then(|h| map.get(&h))
+                .map_or("outside".to_string(), |i| i.to_string())
+        };
+        let seg = |s: &str| -> String {
+            for pfx in ["pages_shared_with_p", "p", "t", "fd"] {
+                if let Some(n) = s.strip_prefix(pfx) {
+                    if pfx != "fd" && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
+                        return format!("{pfx}{}", id(n));
+                    }
+                    if pfx == "fd" || n.is_empty() {
+                        break;
+                    }
+                }
+            }
+            s.to_string()
+        };
+        let path = |s: &str| s.split('.').map(seg).collect::<Vec<_>>().join(".");
+        // `pN` inside a value (a pipe's label `pipe:[pN.fdM]`): N rewritten when it is a
+        // process of the tree.
+        let labels = |v: &str| -> String {
+            let b = v.as_bytes();
+            let mut out = String::new();
+            let mut i = 0;
+            while i < b.len() {
+                let starts = b[i] == b'p' && (i == 0 || !b[i - 1].is_ascii_alphanumeric());
+                let n = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+                if starts && n > 0 {
+                    let digits = &v[i + 1..i + 1 + n];
+                    match digits.parse::<i32>().ok().and_then(|h| map.get(&h)) {
+                        Some(inner) => out.push_str(&format!("p{inner}")),
+                        None => out.push_str(&v[i..i + 1 + n]),
+                    }
+                    i += 1 + n;
+                } else {
+                    let ch = v[i..].chars().next().unwrap_or(' ');
+                    out.push(ch);
+                    i += ch.len_utf8();
+                }
+            }
+            out
+        };
+        let tail = |v: &str| v.split_whitespace().skip(1).collect::<Vec<_>>().join(" ");
+        let mut entries = BTreeMap::new();
+        for (k, (kind, v)) in &self.entries {
+            let v = if k.ends_with(".status.PPid")
+                || k.ends_with(".stat.ppid")
+                || k.ends_with(".fdinfo.Pid")
+            {
+                id(v)
+            } else if k.ends_with(".stat.pgrp")
+                || k.ends_with(".stat.session")
+                || k.ends_with(".stat.tpgid")
+            {
+                if v.starts_with('-') { v.clone() } else { id(v) }
+            } else if k.ends_with(".status.NSpid")
+                || k.ends_with(".fdinfo.NSpid")
+                || k.ends_with(".status.NSpgid")
+                || k.ends_with(".status.NSsid")
+            {
+                tail(v)
+            } else if k.ends_with(".owner") {
+                v.split_whitespace()
+                    .map(|w| match w.parse::<i32>() {
+                        Ok(h) if map.contains_key(&h) => id(w),
+                        _ => w.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else if k.contains(".shares.") || k.contains(".ns.") || k.ends_with(".same_file_as") {
+                path(v)
+            } else {
+                labels(v)
+            };
+            entries.insert(path(k), (*kind, v));
+        }
+        let m = |p: &i32| map.get(p).copied().unwrap_or(0);
+        Snapshot {
+            root: m(&self.root),
+            pids: self.pids.iter().map(m).collect(),
+            entries,
+            volatile: self.volatile.iter().map(|k| path(k)).collect(),
+            moved: self.moved,
+            busy: self.busy,
+        }
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.entries.get(key).map(|e| e.1.as_str())
     }
+}
+
+/// How many PID namespaces deep the harness runs (1 in the initial one).
+fn harness_pidns_levels() -> usize {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("NSpid:")
+                    .map(|v| v.split_whitespace().count())
+            })
+        })
+        .unwrap_or(1)
+}
+
+/// The tree of `before` (see [`Snapshot::one_pid_namespace_down`]) restored below
+/// `restore` (ckpt restore's PID) into a new PID namespace: the host PID of its root once
+/// every process of it exists there with its ID inside, untraced, with its program and
+/// its number of threads.
+pub fn restored_tree_in_pid_namespace(before: &Snapshot, restore: i32) -> Option<i32> {
+    let b = before.as_seen_in_its_pid_namespace();
+    let inner = |p: i32| {
+        fs::read_to_string(format!("/proc/{p}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("NSpid:"))
+                    .and_then(|v| v.split_whitespace().last())
+                    .and_then(|x| x.parse::<i32>().ok())
+            })
+    };
+    let tree = process_tree(restore);
+    let root = *tree
+        .iter()
+        .find(|&&p| p != restore && inner(p) == Some(b.root))?;
+    let ours = process_tree(root);
+    let ids: Vec<i32> = ours.iter().filter_map(|&p| inner(p)).collect();
+    let up = ids == b.pids
+        && ours.iter().all(|&p| {
+            let i = inner(p).unwrap_or(0);
+            let k = |f: &str| b.get(&format!("p{i}.{f}")).map(str::to_string);
+            let threads = fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let close = s.rfind(')')?;
+                    s[close + 1..]
+                        .split_whitespace()
+                        .nth(17)
+                        .map(str::to_string)
+                });
+            let exe = fs::read_link(format!("/proc/{p}/exe"))
+                .ok()
+                .map(|e| e.to_string_lossy().into_owned());
+            threads == k("stat.num_threads") && exe == k("exe") && super::tracer_pid(p) == Some(0)
+        });
+    up.then_some(root)
 }
 
 /// The tree of `before` runs again, restored: each of its processes exists anew (started

@@ -23,6 +23,22 @@ fn kcmp(a: i32, b: i32, ty: i32, x: u64, y: u64) -> Option<i64> {
     (r >= 0).then_some(r)
 }
 
+/// The inode of the parent of process `pid`'s PID namespace (ioctl NS_GET_PARENT on
+/// /proc/PID/ns/pid), None for the initial one (or if unreadable).
+fn pid_ns_parent(pid: i32) -> Option<u64> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    // linux/nsfs.h: NS_GET_PARENT = _IO(0xb7, 0x2)
+    const NS_GET_PARENT: libc::c_ulong = 0xb702;
+    let f = fs::File::open(format!("/proc/{pid}/ns/pid")).ok()?;
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_PARENT) };
+    if r < 0 {
+        return None;
+    }
+    let parent = unsafe { OwnedFd::from_raw_fd(r) };
+    fs::File::from(parent).metadata().ok().map(|m| m.ino())
+}
+
 fn fd_numbers(r: &Reader, pid: i32) -> Vec<i32> {
     r.e.get(&format!("p{pid}.fds"))
         .map(|v| {
@@ -45,8 +61,9 @@ pub(super) fn read_sharing(r: &mut Reader, pids: &[i32]) {
             r.conf(format!("p{a}.shares.{name}"), first);
         }
     }
-    // each namespace (PID namespaces aside: `--new-pidns` changes them on purpose):
-    // ours (the test's: the host's), or the first process of the tree in it
+    // each namespace (with the PID namespace and the one for its next children, which
+    // `--new-pidns` changes on purpose: not compared there): ours (the test's: the
+    // host's), or the first process of the tree in it
     let ino = |pid: &str, kind: &str| {
         use std::os::unix::fs::MetadataExt;
         fs::metadata(format!("/proc/{pid}/ns/{kind}"))
@@ -63,6 +80,8 @@ pub(super) fn read_sharing(r: &mut Reader, pids: &[i32]) {
             "time",
             "time_for_children",
             "user",
+            "pid",
+            "pid_for_children",
         ] {
             let Some(mine) = ino(&a.to_string(), kind) else {
                 continue;
@@ -77,6 +96,22 @@ pub(super) fn read_sharing(r: &mut Reader, pids: &[i32]) {
             };
             r.conf(format!("p{a}.ns.{kind}"), v);
         }
+    }
+    // the parent of each process's PID namespace (NS_GET_PARENT): ours, that of the
+    // first process of the tree in it, `none` (the initial namespace) or `other`
+    for &a in pids {
+        let Some(parent) = pid_ns_parent(a) else {
+            r.conf(format!("p{a}.ns.pid.parent"), "none".to_string());
+            continue;
+        };
+        let v = if ino("self", "pid") == Some(parent) {
+            "host".to_string()
+        } else {
+            pids.iter()
+                .find(|&&b| ino(&b.to_string(), "pid") == Some(parent))
+                .map_or("other".to_string(), |b| format!("p{b}"))
+        };
+        r.conf(format!("p{a}.ns.pid.parent"), v);
     }
     // each descriptor: the first descriptor of the tree with the same open file
     // description

@@ -30,6 +30,30 @@ fn the_root() {
     );
 }
 
+#[test]
+fn a_tree_whose_pid_namespace_init_was_outside() {
+    let mut ns = checkpoint(vec![process(2), child(3, 2, 2, 2)]);
+    ns.pid_namespace_init_outside = true;
+    assert_none(&run(|v| assert!(check_root(&ns, v))));
+    // PID 1 is the reaper's at restore: no process of the image may have it.
+    ns.processes[1] = child(1, 2, 2, 2);
+    let v = run(|v| assert!(check_root(&ns, v)));
+    assert_one(
+        &v,
+        "malformed",
+        &["whose init was outside it", "is PID 1 there"],
+    );
+    // Not both shapes at once.
+    ns.processes = vec![process(1)];
+    ns.own_pid_namespace = true;
+    let v = run(|v| assert!(check_root(&ns, v)));
+    assert_one(
+        &v,
+        "malformed",
+        &["both the init of its PID namespace and without it"],
+    );
+}
+
 fn parents(procs: &[Process]) -> Vec<crate::error::Problem> {
     run(|v| (0..procs.len()).for_each(|i| check_parent(procs, i, v)))
 }
