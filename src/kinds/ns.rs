@@ -30,7 +30,7 @@ use crate::sys;
 pub(crate) const KINDS: [&str; 7] = ["uts", "ipc", "net", "mnt", "cgroup", "time", "user"];
 
 /// Kinds a tree's own namespace of which restore creates.
-pub(crate) const RESTORED: [&str; 6] = ["uts", "ipc", "time", "net", "cgroup", "mnt"];
+pub(crate) const RESTORED: [&str; 7] = ["uts", "ipc", "time", "net", "cgroup", "mnt", "user"];
 
 /// Kinds of namespace a process of the tree below its root may have made for itself
 /// and its descendants (restore makes it again in that process's stub before its
@@ -116,6 +116,13 @@ pub(crate) fn collect(
     };
     let refuse = |pid: i32, why: String| DumpError::Unsupported { pid, why };
     let mut per_proc: Vec<Vec<(String, u64)>> = vec![Vec::new(); pids.len()];
+    // The user namespace the tree's own namespaces must be owned by: the tree's, or
+    // ckpt's (restore makes them there).
+    let ckpts_user = ckpts.get("user").copied().unwrap_or(0);
+    let tree_user = TreeUser {
+        inode: sys::ns::inode(root, "user")?,
+        ckpts: ckpts_user,
+    };
     let mut all = Vec::new();
     for kind in KINDS {
         let own = ckpts.get(kind).copied().unwrap_or(0);
@@ -170,7 +177,7 @@ pub(crate) fn collect(
             per_proc[i].push((kind.to_string(), ino));
         }
         all.extend(child_namespaces(
-            pids, &per_proc, kind, root_ns, own, attached,
+            pids, &per_proc, kind, root_ns, own, attached, &tree_user,
         )?);
         if root_ns == own {
             all.push(Namespace {
@@ -227,7 +234,7 @@ pub(crate) fn collect(
                 ),
             ));
         }
-        all.push(own_namespace(root, kind, root_ns, attached)?);
+        all.push(own_namespace(root, kind, root_ns, attached, &tree_user)?);
     }
     Ok((per_proc, all))
 }
@@ -244,6 +251,7 @@ fn child_namespaces(
     root_ns: u64,
     own: u64,
     attached: &BTreeSet<i32>,
+    tree_user: &TreeUser,
 ) -> DumpResult<Vec<Namespace>> {
     let ino_of = |i: usize| per_proc[i].iter().find(|(k, _)| k == kind).map(|(_, n)| *n);
     let mut made: BTreeMap<u64, i32> = BTreeMap::new();
@@ -280,7 +288,7 @@ fn child_namespaces(
                 ),
             });
         }
-        out.push(own_namespace(pid, kind, ino, attached)?);
+        out.push(own_namespace(pid, kind, ino, attached, tree_user)?);
     }
     Ok(out)
 }
@@ -328,14 +336,31 @@ pub(crate) fn join_own_ipc(root: i32, root_parent: i32, ckpts: &OwnNamespaces) -
     Ok(())
 }
 
+/// The user namespace of the tree's root and ckpt's (inodes): a namespace of the tree's
+/// own is owned by the former, which is the tree's own if it differs from ckpt's.
+pub(crate) struct TreeUser {
+    inode: u64,
+    ckpts: u64,
+}
+
 /// The state of a namespace of kind `kind` (one of `RESTORED`) the tree owns, read
-/// through its process `pid`.
+/// through its process `pid`; it must be owned by the tree's user namespace.
 fn own_namespace(
     pid: i32,
     kind: &str,
     inode: u64,
     attached: &BTreeSet<i32>,
+    tree_user: &TreeUser,
 ) -> DumpResult<Namespace> {
+    if kind != "user" {
+        crate::kinds::userns::check_owner(
+            pid,
+            kind,
+            inode,
+            tree_user.inode,
+            tree_user.inode != tree_user.ckpts,
+        )?;
+    }
     let mut ns = Namespace {
         kind: kind.to_string(),
         inode,
@@ -406,6 +431,7 @@ fn own_namespace(
             });
         }
         "mnt" => ns.mounts = Some(crate::kinds::mnt::collect(pid)?),
+        "user" => ns.user = Some(crate::kinds::userns::collect(pid, inode, tree_user.ckpts)?),
         _ => {}
     }
     Ok(ns)
@@ -741,6 +767,7 @@ pub(crate) fn check_namespaces(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
                 .cgroup
                 .as_ref()
                 .is_some_and(|c| c.roots.iter().all(crate::kinds::cgroup::path_ok)),
+            "user" => ns.user.as_ref().is_some_and(crate::kinds::userns::state_ok),
             _ => false,
         };
         if !ok {
@@ -757,6 +784,7 @@ pub(crate) fn check_namespaces(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             );
         }
     }
+    crate::kinds::userns::check(ckpt, problems);
     let Some(root) = ckpt.processes.first() else {
         return;
     };
@@ -1064,11 +1092,14 @@ pub(crate) fn enter_new(
     ckpt: &Checkpoint,
     joins: &[(String, std::path::PathBuf)],
     cgroup_root: Option<&str>,
-) -> crate::error::RestoreResult<crate::kinds::cgroup::MadeCgroups> {
+) -> crate::error::RestoreResult<(
+    crate::kinds::cgroup::MadeCgroups,
+    Option<std::os::fd::OwnedFd>,
+)> {
     let mut made = crate::kinds::cgroup::MadeCgroups::default();
     join_foreign(ckpt, joins)?;
     if !any_owned(ckpt) {
-        return Ok(made);
+        return Ok((made, None));
     }
     crate::error::fault_point("create the tree's namespaces")?;
     if let Some(c) = owned(ckpt).into_iter().find_map(|n| n.cgroup.as_ref()) {
@@ -1079,11 +1110,13 @@ pub(crate) fn enter_new(
         sys::ns::clock_ns(libc::CLOCK_BOOTTIME)?,
     );
     let (flags, names, sysctls, offsets) = new_namespaces(ckpt, now);
+    // A user namespace of the tree's own owns the others: made first, they with it.
+    let (flags, userns) = crate::kinds::userns::enter_new(ckpt, flags)?;
     sys::ns::unshare_new(flags, names, &sysctls, offsets)?;
     if let Some(n) = own_net_state(ckpt) {
         set_up_net(n)?;
     }
-    Ok(made)
+    Ok((made, userns))
 }
 
 #[cfg(test)]
