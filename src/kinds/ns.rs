@@ -1112,7 +1112,20 @@ pub(crate) fn enter_new(
     let (flags, names, sysctls, offsets) = new_namespaces(ckpt, now);
     // A user namespace of the tree's own owns the others: made first, they with it.
     let (flags, userns) = crate::kinds::userns::enter_new(ckpt, flags)?;
-    sys::ns::unshare_new(flags, names, &sysctls, offsets)?;
+    let sysctls = match userns {
+        // (Its IPC namespace's limits are its root's to write.)
+        Some(_) => {
+            sys::ns::unshare_new(flags, names, &[], offsets)?;
+            sysctls
+        }
+        None => {
+            sys::ns::unshare_new(flags, names, &sysctls, offsets)?;
+            Vec::new()
+        }
+    };
+    if !sysctls.is_empty() {
+        crate::kinds::userns::write_ipc_limits(ckpt, &sysctls)?;
+    }
     if let Some(n) = own_net_state(ckpt) {
         set_up_net(n)?;
     }

@@ -137,6 +137,13 @@ pub(crate) fn to_inside(map: &[MapLine], id: u32) -> Option<u32> {
         .map(|&(i, o, _)| i + (id - o))
 }
 
+/// The outside ID that ID `id` inside the namespace maps to.
+pub(crate) fn to_outside(map: &[MapLine], id: u32) -> Option<u32> {
+    map.iter()
+        .find(|&&(i, _, n)| id >= i && id - i < n)
+        .map(|&(i, o, _)| o + (id - i))
+}
+
 /// The user namespace of the tree's own in the image (its root's), if any.
 pub(crate) fn owned(ckpt: &Checkpoint) -> Option<&Namespace> {
     let root = ckpt.processes.first()?;
@@ -305,6 +312,27 @@ pub(crate) fn enter_new(
     Ok((0, Some(made.user)))
 }
 
+/// Write the IPC limits `sysctls` of the IPC namespace the tree's user namespace owns
+/// (the calling thread joined it, [`enter_new`]): as its root (the outside ID user 0
+/// maps to, if mapped; else the kernel lets ckpt's root write them).
+pub(crate) fn write_ipc_limits(
+    ckpt: &Checkpoint,
+    sysctls: &[(String, String)],
+) -> RestoreResult<()> {
+    let root = owned(ckpt)
+        .and_then(|n| n.user.as_ref())
+        .and_then(|u| parse_map(&u.uid_map))
+        .and_then(|m| to_outside(&m, 0))
+        .unwrap_or(0);
+    if root == 0 {
+        for (k, v) in sysctls {
+            sys::ns::write_sysctl(k, v)?;
+        }
+        return Ok(());
+    }
+    Ok(sys::userns::write_sysctls_as(root, sysctls)?)
+}
+
 /// The credentials a stub has once it joined a user namespace (every capability of
 /// this kernel, no securebits; its IDs unchanged, as `me` has them), and the image's
 /// credentials `c`, each with its IDs as the namespace's maps show them (an ID they do
@@ -403,6 +431,8 @@ mod tests {
         assert_eq!(to_inside(&m, 165_535), Some(65_535));
         assert_eq!(to_inside(&m, 165_536), None);
         assert_eq!(to_inside(&m, 0), None);
+        assert_eq!(to_outside(&m, 1000), Some(101_000));
+        assert_eq!(to_outside(&m, 65_536), None);
         let two = parse_map("0 0 1\n1 200000 1000\n").unwrap();
         assert_eq!(to_inside(&two, 0), Some(0));
         assert_eq!(to_inside(&two, 200_999), Some(1000));

@@ -230,6 +230,31 @@ pub fn join(f: &OwnedFd, flag: libc::c_int) -> Result<()> {
     Ok(())
 }
 
+/// Write files of /proc/sys (`sysctls`: path below /proc/sys, value) of an IPC
+/// namespace a user namespace owns, which the calling thread joined: the kernel lets
+/// only the namespace's root (as an effective user ID: `root`, the outside ID its user
+/// ID 0 maps to) write them, whatever its capabilities. A thread of ckpt (in the
+/// calling thread's namespaces) takes that effective user ID for itself alone (a raw
+/// system call: credentials are per thread), writes them and ends.
+pub fn write_sysctls_as(root: u32, sysctls: &[(String, String)]) -> Result<()> {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: the raw setresuid changes only this thread's credentials (unlike
+            // libc's, which changes every thread's), and the thread ends below.
+            let r = unsafe { libc::syscall(libc::SYS_setresuid, -1, root, -1) };
+            super::check(r, || {
+                format!("setresuid(-1, {root}, -1) (a thread of ckpt)")
+            })?;
+            for (k, v) in sysctls {
+                super::ns::write_sysctl(k, v)?;
+            }
+            Ok(())
+        })
+        .join()
+        .map_err(|_| SysError::Other("a thread writing IPC limits panicked".into()))?
+    })
+}
+
 /// The highest capability number this kernel knows (/proc/sys/kernel/cap_last_cap).
 pub fn cap_last_cap() -> Result<u32> {
     let p = "/proc/sys/kernel/cap_last_cap";
