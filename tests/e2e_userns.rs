@@ -288,3 +288,49 @@ fn failed_restores_of_a_tree_with_a_user_namespace_leave_nothing() {
         &[before, fin.stdout].concat(),
     );
 }
+
+/// Namespaces of the tree's own restore cannot make with a user namespace yet are
+/// refused at dump, naming both, and the tree runs on: a PID namespace
+/// (`unshare -p -f unshare -U -r`: the shell is PID 1 and made the user namespace), a
+/// time namespace and a mount namespace (`unshare -U -r --time`, `-m`: made inside it).
+#[test]
+fn namespaces_not_restored_with_a_user_namespace_are_refused() {
+    let ctx = Ctx::new("namespaces_not_restored_with_a_user_namespace_are_refused");
+    let script = "while :; do echo tick; sleep 0.2; done";
+    let cases: [(&[&str], &str, usize); 3] = [
+        (
+            &["-p", "-f", "/usr/bin/unshare", "-U", "-r"],
+            "a PID namespace of its own",
+            1,
+        ),
+        (&["-U", "-r", "--time"], "time namespace of its own", 0),
+        (&["-U", "-r", "-m"], "mnt namespace of its own", 0),
+    ];
+    for (i, (args, want, depth)) in cases.iter().enumerate() {
+        let spec = args
+            .iter()
+            .fold(Spec::new(unshare()), |s, a| s.arg(a))
+            .arg("sh")
+            .arg("-c")
+            .arg(script);
+        let mut t = ctx.spawn(&spec);
+        t.wait_lines(1);
+        let tree = process_tree(t.pid);
+        for &p in &tree {
+            ctx.track(p);
+        }
+        // The shell: the spawned process, or the child of the first unshare.
+        let sh = tree[*depth];
+        let img = ctx.path(&format!("refused{i}.img"));
+        let r = ctx.try_dump(sh, &img);
+        r.assert_fails(1);
+        assert!(
+            r.stderr.contains("user namespace of its own") && r.stderr.contains(want),
+            "dump of {args:?}: {}",
+            r.stderr
+        );
+        assert!(!img.exists());
+        assert_running_untraced(sh, &format!("{args:?} after the refused dump"));
+        t.kill();
+    }
+}
