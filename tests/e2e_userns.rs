@@ -103,6 +103,35 @@ fn unshare_map_root_user_shell_is_restored_in_a_new_user_namespace() {
     assert!(checked);
 }
 
+/// A rootless tree: user 1000 (no capability on the host) runs `unshare -U -r`, so the
+/// namespace's creator is 1000 and root inside is 1000 outside. Restored (by root) into
+/// a new namespace whose creator is 1000 again, with the same map, the process user
+/// 1000 on the host and root with every capability inside.
+#[test]
+fn rootless_unshare_of_an_unprivileged_user_is_restored() {
+    let ctx = Ctx::new("rootless_unshare_of_an_unprivileged_user_is_restored");
+    let spec = Spec::new("/usr/bin/setpriv")
+        .arg("--reuid=1000")
+        .arg("--regid=1000")
+        .arg("--clear-groups")
+        .arg(unshare())
+        .arg("-U")
+        .arg("-r")
+        .arg("sh")
+        .arg("-c")
+        .arg("i=0; while [ $i -lt 12 ]; do i=$((i+1)); echo step $i; sleep 0.4; done");
+    let mut checked = false;
+    dump_restore_compare(&ctx, &spec, &spec, 3, &[], "rootless", &mut |pid| {
+        assert_userns(&[pid], "0 1000 1", &[], "restored rootless shell");
+        assert_eq!(status(pid, "Uid"), "1000 1000 1000 1000");
+        assert_eq!(status(pid, "Gid"), "1000 1000 1000 1000");
+        assert_eq!(status(pid, "CapEff"), "000001ffffffffff");
+        assert_eq!(proc_text(pid, "setgroups"), "deny");
+        checked = true;
+    });
+    assert!(checked);
+}
+
 /// A wide map written from outside (IDs 0-65535 to 123400-188935, setgroups allowed),
 /// UTS, IPC and network namespaces made inside it, a process that became user 1000
 /// (with saved ID 0), groups 1000 and 5, and kept two capabilities, and a child: both

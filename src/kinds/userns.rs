@@ -257,6 +257,28 @@ pub(crate) fn check(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
     }
 }
 
+/// This host lets ckpt make the tree's user namespace: /proc/sys/user/
+/// max_user_namespaces is not 0.
+pub(crate) fn check_host(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
+    let Some(ns) = owned(ckpt) else {
+        return;
+    };
+    let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if max == Some(0) {
+        p(
+            problems,
+            "namespace",
+            format!(
+                "the tree has a user namespace of its own (user:[{}]), and this host allows \
+                 none (user.max_user_namespaces is 0)",
+                ns.inode
+            ),
+        );
+    }
+}
+
 // ---- restore (stage) ----
 
 /// The CLONE_NEW* flags among `flags` of the kinds a new user namespace owns

@@ -257,6 +257,7 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
     files.fresh_devs = crate::kinds::mnt::fresh_devs(ckpt);
     check_structure(ckpt, &mut problems);
     crate::kinds::ns::check_namespaces(ckpt, &mut problems);
+    crate::kinds::userns::check_host(ckpt, &mut problems);
     crate::kinds::mnt::check_tree(ckpt, view.new_pid_namespace, &mut problems);
     // (At dump, the namespaces are the tree's own: nothing to join yet.)
     if !held.live {
