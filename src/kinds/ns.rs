@@ -12,8 +12,10 @@
 //! addresses, and the network settings of /proc/sys/net that differ from a new
 //! namespace's; every socket of the tree is made again inside it) and cgroup (rooted
 //! at the same cgroups, see `kinds::cgroup`); a mount namespace is built by
-//! `kinds::mnt`, before plan. Everything else is refused at dump, naming the process
-//! and the namespace: a user namespace of the tree's own, a network namespace with
+//! `kinds::mnt`, before plan, a user namespace (and the namespaces it owns) by
+//! `kinds::userns`. Everything else is refused at dump, naming the process and the
+//! namespace: a namespace of the tree's own that another user namespace than the
+//! tree's owns, a network namespace with
 //! another interface, a route the kernel did not make for an address, firewall tables
 //! or settings a new namespace does not take, a foreign namespace of a kind restore
 //! cannot join, processes of the tree in different namespaces of one kind, and a time
@@ -1087,7 +1089,9 @@ pub(crate) fn new_namespaces(ckpt: &Checkpoint, now: (i64, i64)) -> NewNamespace
 /// (a cgroup namespace rooted at its root cgroups, below `cgroup_root` if given, made
 /// when missing: returned, removed again unless kept): every process started
 /// afterwards is in them. They end with ckpt and the processes
-/// started in them, so a failed restore leaves none behind.
+/// started in them, so a failed restore leaves none behind. A user namespace of the
+/// tree's own is made first and owns the others (`kinds::userns::enter_new`; the
+/// calling thread stays in its own): returned too, for the stubs to join.
 pub(crate) fn enter_new(
     ckpt: &Checkpoint,
     joins: &[(String, std::path::PathBuf)],
