@@ -157,6 +157,7 @@ pub mod nr {
     pub const CHROOT: u64 = libc::SYS_chroot as u64;
     pub const SETSID: u64 = libc::SYS_setsid as u64;
     pub const UNSHARE: u64 = libc::SYS_unshare as u64;
+    pub const SETNS: u64 = libc::SYS_setns as u64;
     pub const SET_TID_ADDRESS: u64 = libc::SYS_set_tid_address as u64;
     pub const CLOCK_NANOSLEEP: u64 = libc::SYS_clock_nanosleep as u64;
     pub const OPENAT: u64 = libc::SYS_openat as u64;

@@ -12,6 +12,7 @@ pub(crate) mod ns;
 pub(crate) mod task;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub(crate) mod userns;
 
 #[cfg(test)]
 mod sequences;

@@ -12,8 +12,10 @@
 //! addresses, and the network settings of /proc/sys/net that differ from a new
 //! namespace's; every socket of the tree is made again inside it) and cgroup (rooted
 //! at the same cgroups, see `kinds::cgroup`); a mount namespace is built by
-//! `kinds::mnt`, before plan. Everything else is refused at dump, naming the process
-//! and the namespace: a user namespace of the tree's own, a network namespace with
+//! `kinds::mnt`, before plan, a user namespace (and the namespaces it owns) by
+//! `kinds::userns`. Everything else is refused at dump, naming the process and the
+//! namespace: a namespace of the tree's own that another user namespace than the
+//! tree's owns, a network namespace with
 //! another interface, a route the kernel did not make for an address, firewall tables
 //! or settings a new namespace does not take, a foreign namespace of a kind restore
 //! cannot join, processes of the tree in different namespaces of one kind, and a time
@@ -30,7 +32,7 @@ use crate::sys;
 pub(crate) const KINDS: [&str; 7] = ["uts", "ipc", "net", "mnt", "cgroup", "time", "user"];
 
 /// Kinds a tree's own namespace of which restore creates.
-pub(crate) const RESTORED: [&str; 6] = ["uts", "ipc", "time", "net", "cgroup", "mnt"];
+pub(crate) const RESTORED: [&str; 7] = ["uts", "ipc", "time", "net", "cgroup", "mnt", "user"];
 
 /// Kinds of namespace a process of the tree below its root may have made for itself
 /// and its descendants (restore makes it again in that process's stub before its
@@ -116,6 +118,13 @@ pub(crate) fn collect(
     };
     let refuse = |pid: i32, why: String| DumpError::Unsupported { pid, why };
     let mut per_proc: Vec<Vec<(String, u64)>> = vec![Vec::new(); pids.len()];
+    // The user namespace the tree's own namespaces must be owned by: the tree's, or
+    // ckpt's (restore makes them there).
+    let ckpts_user = ckpts.get("user").copied().unwrap_or(0);
+    let tree_user = TreeUser {
+        inode: sys::ns::inode(root, "user")?,
+        ckpts: ckpts_user,
+    };
     let mut all = Vec::new();
     for kind in KINDS {
         let own = ckpts.get(kind).copied().unwrap_or(0);
@@ -170,7 +179,7 @@ pub(crate) fn collect(
             per_proc[i].push((kind.to_string(), ino));
         }
         all.extend(child_namespaces(
-            pids, &per_proc, kind, root_ns, own, attached,
+            pids, &per_proc, kind, root_ns, own, attached, &tree_user,
         )?);
         if root_ns == own {
             all.push(Namespace {
@@ -227,7 +236,7 @@ pub(crate) fn collect(
                 ),
             ));
         }
-        all.push(own_namespace(root, kind, root_ns, attached)?);
+        all.push(own_namespace(root, kind, root_ns, attached, &tree_user)?);
     }
     Ok((per_proc, all))
 }
@@ -244,6 +253,7 @@ fn child_namespaces(
     root_ns: u64,
     own: u64,
     attached: &BTreeSet<i32>,
+    tree_user: &TreeUser,
 ) -> DumpResult<Vec<Namespace>> {
     let ino_of = |i: usize| per_proc[i].iter().find(|(k, _)| k == kind).map(|(_, n)| *n);
     let mut made: BTreeMap<u64, i32> = BTreeMap::new();
@@ -280,7 +290,7 @@ fn child_namespaces(
                 ),
             });
         }
-        out.push(own_namespace(pid, kind, ino, attached)?);
+        out.push(own_namespace(pid, kind, ino, attached, tree_user)?);
     }
     Ok(out)
 }
@@ -328,14 +338,31 @@ pub(crate) fn join_own_ipc(root: i32, root_parent: i32, ckpts: &OwnNamespaces) -
     Ok(())
 }
 
+/// The user namespace of the tree's root and ckpt's (inodes): a namespace of the tree's
+/// own is owned by the former, which is the tree's own if it differs from ckpt's.
+pub(crate) struct TreeUser {
+    inode: u64,
+    ckpts: u64,
+}
+
 /// The state of a namespace of kind `kind` (one of `RESTORED`) the tree owns, read
-/// through its process `pid`.
+/// through its process `pid`; it must be owned by the tree's user namespace.
 fn own_namespace(
     pid: i32,
     kind: &str,
     inode: u64,
     attached: &BTreeSet<i32>,
+    tree_user: &TreeUser,
 ) -> DumpResult<Namespace> {
+    if kind != "user" {
+        crate::kinds::userns::check_owner(
+            pid,
+            kind,
+            inode,
+            tree_user.inode,
+            tree_user.inode != tree_user.ckpts,
+        )?;
+    }
     let mut ns = Namespace {
         kind: kind.to_string(),
         inode,
@@ -406,6 +433,7 @@ fn own_namespace(
             });
         }
         "mnt" => ns.mounts = Some(crate::kinds::mnt::collect(pid)?),
+        "user" => ns.user = Some(crate::kinds::userns::collect(pid, inode, tree_user.ckpts)?),
         _ => {}
     }
     Ok(ns)
@@ -741,6 +769,7 @@ pub(crate) fn check_namespaces(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
                 .cgroup
                 .as_ref()
                 .is_some_and(|c| c.roots.iter().all(crate::kinds::cgroup::path_ok)),
+            "user" => ns.user.as_ref().is_some_and(crate::kinds::userns::state_ok),
             _ => false,
         };
         if !ok {
@@ -757,6 +786,7 @@ pub(crate) fn check_namespaces(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             );
         }
     }
+    crate::kinds::userns::check(ckpt, problems);
     let Some(root) = ckpt.processes.first() else {
         return;
     };
@@ -1059,16 +1089,21 @@ pub(crate) fn new_namespaces(ckpt: &Checkpoint, now: (i64, i64)) -> NewNamespace
 /// (a cgroup namespace rooted at its root cgroups, below `cgroup_root` if given, made
 /// when missing: returned, removed again unless kept): every process started
 /// afterwards is in them. They end with ckpt and the processes
-/// started in them, so a failed restore leaves none behind.
+/// started in them, so a failed restore leaves none behind. A user namespace of the
+/// tree's own is made first and owns the others (`kinds::userns::enter_new`; the
+/// calling thread stays in its own): returned too, for the stubs to join.
 pub(crate) fn enter_new(
     ckpt: &Checkpoint,
     joins: &[(String, std::path::PathBuf)],
     cgroup_root: Option<&str>,
-) -> crate::error::RestoreResult<crate::kinds::cgroup::MadeCgroups> {
+) -> crate::error::RestoreResult<(
+    crate::kinds::cgroup::MadeCgroups,
+    Option<std::os::fd::OwnedFd>,
+)> {
     let mut made = crate::kinds::cgroup::MadeCgroups::default();
     join_foreign(ckpt, joins)?;
     if !any_owned(ckpt) {
-        return Ok(made);
+        return Ok((made, None));
     }
     crate::error::fault_point("create the tree's namespaces")?;
     if let Some(c) = owned(ckpt).into_iter().find_map(|n| n.cgroup.as_ref()) {
@@ -1079,11 +1114,26 @@ pub(crate) fn enter_new(
         sys::ns::clock_ns(libc::CLOCK_BOOTTIME)?,
     );
     let (flags, names, sysctls, offsets) = new_namespaces(ckpt, now);
-    sys::ns::unshare_new(flags, names, &sysctls, offsets)?;
+    // A user namespace of the tree's own owns the others: made first, they with it.
+    let (flags, userns) = crate::kinds::userns::enter_new(ckpt, flags)?;
+    let sysctls = match userns {
+        // (Its IPC namespace's limits are its root's to write.)
+        Some(_) => {
+            sys::ns::unshare_new(flags, names, &[], offsets)?;
+            sysctls
+        }
+        None => {
+            sys::ns::unshare_new(flags, names, &sysctls, offsets)?;
+            Vec::new()
+        }
+    };
+    if !sysctls.is_empty() {
+        crate::kinds::userns::write_ipc_limits(ckpt, &sysctls)?;
+    }
     if let Some(n) = own_net_state(ckpt) {
         set_up_net(n)?;
     }
-    Ok(made)
+    Ok((made, userns))
 }
 
 #[cfg(test)]

@@ -1519,3 +1519,65 @@ fn fanotify_group_is_made_then_marked_by_path_in_order() {
         fanotify::create_fanotify(cx, 0x13, 0x8000, &marks)
     });
 }
+
+/// A process in a user namespace of the tree's own (maps 0-65535 to 100000-165535):
+/// its groups first (as ckpt sees them, still privileged), then the namespace taken
+/// from ckpt (pidfd_getfd) and joined, then its IDs as the namespace's maps show them;
+/// a failure to join stops there.
+#[test]
+fn a_process_joins_the_trees_user_namespace_then_takes_its_ids_inside() {
+    let own = root_own();
+    let mut p = process();
+    p.creds = Creds {
+        uid: [101_000; 4],
+        gid: [101_000; 4],
+        groups: vec![101_000, 100_005],
+        cap_eff: 1,
+        cap_prm: 1,
+        cap_bnd: own.creds.cap_bnd,
+        ..Creds::default()
+    };
+    let u = crate::model::UserNsState {
+        uid_map: "0 100000 65536\n".into(),
+        gid_map: "0 100000 65536\n".into(),
+        setgroups: false,
+        owner_uid: 0,
+    };
+    let seq = |cx: &mut Ctx<'_>| {
+        crate::kinds::userns::enter(cx, &own, &p.creds.groups, 9)?;
+        let (me, want) = crate::kinds::userns::inside(&own, &p.creds, &u)?;
+        creds::restore_creds(cx, &me, &want)
+    };
+    let rec = Recorder::new(p.pid);
+    assert!(run(&p, &rec, seq).expect("joined"));
+    let n = names(&rec);
+    assert_eq!(
+        n[..6],
+        [
+            "setgroups",
+            "pidfd_open",
+            "take the user namespace",
+            "close",
+            "setns (the tree's user namespace)",
+            "close",
+        ]
+    );
+    let c = rec.calls();
+    assert_eq!(
+        arg_bytes(&rec, &c[0], 1, 8),
+        [101_000u32.to_le_bytes(), 100_005u32.to_le_bytes()].concat()
+    );
+    assert_eq!(c[1].args[0], u64::from(std::process::id()));
+    assert_eq!(c[2].args[1], 9);
+    assert_eq!(c[4].args[1], libc::CLONE_NEWUSER as u64);
+    // Inside: no setgroups again (a namespace with setgroups denied takes none), the
+    // IDs translated.
+    assert_eq!(n.iter().filter(|x| *x == "setgroups").count(), 1, "{n:?}");
+    let ids: Vec<&Recorded> = c.iter().filter(|x| x.what.starts_with("setres")).collect();
+    assert_eq!(ids[0].args[..3], [1000, 1000, 1000]);
+    assert_eq!(ids[1].args[..3], [1000, 1000, 1000]);
+    // A failed setns stops there: no ID is set outside the namespace.
+    let rec = Recorder::new(p.pid).fail_at(4, libc::EPERM);
+    assert!(run(&p, &rec, seq).is_err());
+    assert_eq!(names(&rec), n[..5]);
+}

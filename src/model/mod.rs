@@ -1412,6 +1412,23 @@ pub struct Namespace {
     /// `Process::cgroups` records places; a hierarchy not listed: ckpt's own cgroup).
     #[serde(default)]
     pub cgroup: Option<CgroupNsRoots>,
+    /// A user namespace of the tree's: its ID maps, setgroups and owner.
+    #[serde(default)]
+    pub user: Option<UserNsState>,
+}
+
+/// A user namespace of the tree's own: what restore gives the new one.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserNsState {
+    /// /proc/PID/uid_map as ckpt read it at dump (outside IDs as ckpt's user namespace
+    /// shows them): lines "INSIDE OUTSIDE COUNT".
+    pub uid_map: String,
+    /// /proc/PID/gid_map, likewise.
+    pub gid_map: String,
+    /// setgroups(2) is allowed in it (/proc/PID/setgroups reads "allow").
+    pub setgroups: bool,
+    /// The user ID that created it (`NS_GET_OWNER_UID`), as ckpt's namespace shows it.
+    pub owner_uid: u32,
 }
 
 /// The root of a cgroup namespace in each hierarchy.

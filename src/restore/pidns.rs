@@ -46,18 +46,23 @@ impl<R: Read + Send> Prepared<R> {
     /// Build the tree and let it run, in the PID namespace it needs: a new one when it
     /// had its own at dump (its root becomes PID 1 again) or when `new_pidns` asks for
     /// one (a child of ours becomes its init), else ours, with the root as our child.
-    pub fn launch(self, new_pidns: bool) -> Result<Launched> {
+    pub fn launch(mut self, new_pidns: bool) -> Result<Launched> {
         // The namespaces made outside the tree it joins (--join-ns) and those it had of
         // its own (UTS, IPC, time, network), for our thread before any process of the
         // tree exists: every one started below is in them.
         // (Made already with a PID namespace init made with the mount namespace.)
         let mut made = match self.pidns_init {
             Some(_) => crate::kinds::cgroup::MadeCgroups::default(),
-            None => crate::kinds::ns::enter_new(
-                &self.plan.ckpt,
-                &self.plan.joins,
-                self.plan.cgroup_root.as_deref(),
-            )?,
+            None => {
+                let (made, userns) = crate::kinds::ns::enter_new(
+                    &self.plan.ckpt,
+                    &self.plan.joins,
+                    self.plan.cgroup_root.as_deref(),
+                )?;
+                // The stubs join the tree's user namespace (see `kinds::userns`).
+                self.plan.userns = userns;
+                made
+            }
         };
         let launched = if self.own_pid_namespace() {
             launch_own_pidns(self, false)
@@ -83,7 +88,7 @@ impl<R: Read + Send> Prepared<R> {
     /// it); a tree that had a PID namespace of its own gets a new one whose init (its
     /// root) is our parent's child. The returned [`Launched::child`] is not ours to
     /// wait for.
-    pub fn launch_as_sibling(self) -> Result<Launched> {
+    pub fn launch_as_sibling(mut self) -> Result<Launched> {
         if self.pidns_init.is_some() {
             return Err(RestoreError::Reported(
                 "a tree with mount and PID namespaces of its own is not restored as a \
@@ -98,11 +103,12 @@ impl<R: Read + Send> Prepared<R> {
                     .into(),
             ));
         }
-        let mut made = crate::kinds::ns::enter_new(
+        let (mut made, userns) = crate::kinds::ns::enter_new(
             &self.plan.ckpt,
             &self.plan.joins,
             self.plan.cgroup_root.as_deref(),
         )?;
+        self.plan.userns = userns;
         let launched = if self.own_pid_namespace() {
             launch_own_pidns(self, true)
         } else {

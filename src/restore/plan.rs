@@ -39,6 +39,9 @@ pub struct Plan {
     /// directories, opened (`O_PATH`) and checked here: stage gives the processes these
     /// very files (see `kinds::fd::held`).
     pub(crate) held: HeldFiles,
+    /// The tree's user namespace of its own, made before the stubs (see
+    /// `kinds::userns`), which each stub joins before its credentials are set.
+    pub(crate) userns: Option<std::os::fd::OwnedFd>,
 }
 
 /// What restore may assume of this host, and how strictly it compares.
@@ -237,6 +240,7 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
         xsave,
         request_amx,
         held,
+        userns: None,
     }
 }
 
@@ -259,6 +263,7 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
     files.fresh_devs = crate::kinds::mnt::fresh_devs(ckpt);
     check_structure(ckpt, &mut problems);
     crate::kinds::ns::check_namespaces(ckpt, &mut problems);
+    crate::kinds::userns::check_host(ckpt, &mut problems);
     crate::kinds::mnt::check_tree(ckpt, view.new_pid_namespace, &mut problems);
     // (At dump, the namespaces are the tree's own: nothing to join yet.)
     if !held.live {
@@ -271,11 +276,16 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
         match creds::Own::detect() {
             Ok(own) => {
                 creds::check_ckpt(&own, &mut problems);
+                // In a user namespace of the tree's own, a process takes its
+                // credentials there, where its stub has every capability.
+                let inside = crate::kinds::userns::owned(ckpt)
+                    .map(|_| crate::kinds::userns::own_inside(&own));
                 for proc_ in &ckpt.processes {
                     if proc_.is_zombie() {
                         creds::check_zombie(proc_, &own, &mut problems);
                     } else {
-                        creds::check_process(proc_, &own, pairs, &mut problems);
+                        let own = inside.as_ref().unwrap_or(&own);
+                        creds::check_process(proc_, own, pairs, &mut problems);
                     }
                 }
             }

@@ -274,7 +274,7 @@ pub(crate) fn stage(
     )?;
     fd::tty::finish_ptys(&plan.ckpt, &ptys)?;
     drop(ptys);
-    restore_all_creds(&mut ctxs, &mut staged)?;
+    restore_all_creds(&mut ctxs, &mut staged, plan)?;
     // Seccomp filters last: they may forbid what the steps above do.
     for (cx, threads) in ctxs.iter_mut().zip(staged.iter_mut()) {
         if let Some(threads) = threads {
@@ -687,23 +687,51 @@ fn link_processes(
 }
 
 /// Credentials last: creating processes, PIDs and mm fields needs ckpt's privileges.
-/// Every thread of a process gets them (each has its own), the main thread last.
-fn restore_all_creds(ctxs: &mut [Ctx<'_>], staged: &mut [Option<Vec<Injector>>]) -> Result<()> {
-    let me = creds::Own::detect()?;
+/// Every thread of a process gets them (each has its own), the main thread last. In a
+/// user namespace of the tree's own, each process joins it first and takes its IDs as
+/// the namespace's maps show them (`kinds::userns`; plan checked that it has one
+/// thread).
+fn restore_all_creds(
+    ctxs: &mut [Ctx<'_>],
+    staged: &mut [Option<Vec<Injector>>],
+    plan: &Plan,
+) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let ckpt_own = creds::Own::detect()?;
+    let userns = match (&plan.userns, crate::kinds::userns::owned(&plan.ckpt)) {
+        (Some(fd), Some(ns)) => ns.user.as_ref().map(|u| (fd.as_raw_fd(), u)),
+        _ => None,
+    };
     for (cx, threads) in ctxs.iter_mut().zip(staged.iter_mut()) {
         let Some(threads) = threads else {
             continue;
         };
         let mut changed = false;
         let p = cx.proc_;
+        let (me, want) = match userns {
+            Some((fd, u)) => {
+                if !threads.is_empty() {
+                    return Err(RestoreError::Stage(format!(
+                        "process {} has several threads and cannot join the tree's user \
+                         namespace",
+                        p.pid
+                    )));
+                }
+                crate::kinds::userns::enter(cx, &ckpt_own, &p.creds.groups, fd)?;
+                let (me, want) = crate::kinds::userns::inside(&ckpt_own, &p.creds, u)?;
+                (me, std::borrow::Cow::Owned(want))
+            }
+            None => (ckpt_own.clone(), std::borrow::Cow::Borrowed(&p.creds)),
+        };
+        let me = &me;
         for (t, image) in threads.iter_mut().zip(p.threads.iter().skip(1)) {
             let c = image.creds.as_ref().unwrap_or(&p.creds);
             std::mem::swap(&mut cx.live_task("set credentials")?.inj, t);
-            let r = creds::restore_creds(cx, &me, c);
+            let r = creds::restore_creds(cx, me, c);
             std::mem::swap(&mut cx.live_task("set credentials")?.inj, t);
             changed |= r?;
         }
-        if creds::restore_creds(cx, &me, &p.creds)? || changed {
+        if creds::restore_creds(cx, me, &want)? || changed {
             creds::after_creds(cx)?;
         }
     }

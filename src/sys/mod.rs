@@ -29,6 +29,7 @@ pub(crate) mod tmpfile;
 pub(crate) mod tty;
 pub(crate) mod udp;
 pub(crate) mod uffd;
+pub(crate) mod userns;
 
 #[cfg(test)]
 mod inject_batch_tests;

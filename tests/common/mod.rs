@@ -121,6 +121,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("mntpid", "mntpid.c", &[]),
     ("netns", "netns.c", &[]),
     ("nsmixed", "nsmixed.c", &[]),
+    // tests/e2e_userns.rs: a user namespace of the tree's own
+    ("userns", "userns.c", &["-pthread"]),
     ("sysv", "sysv.c", &[]),
     // tests/e2e_sysv.rs: System V segments, semaphores and queues; a POSIX queue
     ("sysvall", "sysvall.c", &[]),

@@ -113,6 +113,28 @@ pub(super) fn read_sharing(r: &mut Reader, pids: &[i32]) {
         };
         r.conf(format!("p{a}.ns.pid.parent"), v);
     }
+    // who owns each namespace (NS_GET_USERNS; for a user namespace, its parent): the
+    // test's user namespace, or the user namespace of the first process of the tree in
+    // it; and who made each process's user namespace (NS_GET_OWNER_UID)
+    let user_of = |pid: i32| ino(&pid.to_string(), "user");
+    for &a in pids {
+        for kind in ["uts", "ipc", "net", "mnt", "cgroup", "time", "user"] {
+            let Some(owner) = ns_owner(a, kind) else {
+                continue;
+            };
+            let v = if ino("self", "user") == Some(owner) {
+                "host".to_string()
+            } else {
+                pids.iter()
+                    .find(|&&b| user_of(b) == Some(owner))
+                    .map_or("another".to_string(), |b| format!("p{b}.user"))
+            };
+            r.conf(format!("p{a}.ns.{kind}.owner"), v);
+        }
+        if let Some(uid) = userns_owner_uid(a) {
+            r.conf(format!("p{a}.ns.user.owner_uid"), uid.to_string());
+        }
+    }
     // each descriptor: the first descriptor of the tree with the same open file
     // description
     let all: Vec<(i32, i32)> = pids
@@ -127,6 +149,30 @@ pub(super) fn read_sharing(r: &mut Reader, pids: &[i32]) {
         r.conf(format!("p{p}.fd{f}.same_file_as"), first);
     }
     read_page_sharing(r, pids);
+}
+
+/// The inode of the user namespace that owns namespace `kind` of process `pid`
+/// (NS_GET_USERNS, linux/nsfs.h: _IO(0xb7, 0x1)).
+fn ns_owner(pid: i32, kind: &str) -> Option<u64> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    let f = fs::File::open(format!("/proc/{pid}/ns/{kind}")).ok()?;
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), 0xb701 as _) };
+    if r < 0 {
+        return None;
+    }
+    let owner = fs::File::from(unsafe { OwnedFd::from_raw_fd(r) });
+    owner.metadata().ok().map(|m| m.ino())
+}
+
+/// The user ID that made the user namespace of process `pid` (NS_GET_OWNER_UID,
+/// linux/nsfs.h: _IO(0xb7, 0x4)).
+fn userns_owner_uid(pid: i32) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(format!("/proc/{pid}/ns/user")).ok()?;
+    let mut uid: libc::uid_t = 0;
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), 0xb704 as _, &mut uid) };
+    (r == 0).then_some(uid)
 }
 
 /// The frame number of the zero page (what a read fault of fresh anonymous memory maps).

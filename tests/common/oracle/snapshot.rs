@@ -199,6 +199,10 @@ fn read_process(r: &mut Reader, pid: i32) {
         "sessionid",
         "coredump_filter",
         "mountinfo",
+        // the user namespace's maps (outside IDs as the host sees them) and setgroups
+        "uid_map",
+        "gid_map",
+        "setgroups",
     ] {
         if let Ok(s) = fs::read_to_string(format!("{base}/{f}")) {
             let s = if f == "timers" {

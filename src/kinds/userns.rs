@@ -1,0 +1,576 @@
+//! A user namespace of the tree's own (`unshare -U`, a rootless container): its ID maps,
+//! its setgroups state and its owner, and the tree's other namespaces it owns.
+//!
+//! Restore makes it again with a helper forked from ckpt (`sys::userns::make`): the
+//! helper takes the owner's IDs and unshares CLONE_NEWUSER, ckpt writes setgroups,
+//! uid_map and gid_map from the parent namespace, the helper (root in it) unshares the
+//! tree's UTS, IPC and network namespaces, so that the new user namespace owns them,
+//! and ckpt's main thread joins those (it stays in its own user namespace, with its
+//! privileges there). Every stub is then forked in them, and builds its process with
+//! ckpt's privileges as usual; at the credentials step each (single-threaded) stub takes
+//! the image's supplementary groups, joins the user namespace (injected `setns`) and
+//! sets its IDs, translated through the maps (the image holds them as ckpt saw them),
+//! and its capabilities, which are relative to the namespace.
+//!
+//! Refused (plan, so at dump too), naming what: a user namespace nested in another
+//! than ckpt's; a PID, mount, cgroup or time namespace of the tree's own with it; a
+//! namespace made below the root; a namespace of the tree's own not owned by the tree's
+//! user namespace; a process with more than one thread (its threads get their IDs with
+//! clone3(set_tid) in ckpt's PID namespace, which needs privileges there that a process
+//! inside the user namespace lacks, and only a single-threaded process may join one);
+//! a user or group ID of a process that the maps do not map.
+
+use crate::error::{DumpError, DumpResult, Problem, RestoreError, RestoreResult};
+use crate::kinds::check::p;
+use crate::kinds::task::creds::Own;
+use crate::model::{Checkpoint, Creds, Namespace, UserNsState};
+use crate::sys;
+
+/// The kinds of namespace of the tree's own that restore makes owned by the tree's
+/// user namespace (the helper unshares them; ckpt's main thread joins them).
+pub(crate) const OWNED: [&str; 3] = ["uts", "ipc", "net"];
+
+/// At most this many lines in an ID map (the kernel's limit since Linux 4.15).
+const MAX_MAP_LINES: usize = 340;
+
+// ---- collect (dump) ----
+
+/// The state of the user namespace of the tree's own (`inode`) that process `pid` (the
+/// root) is in; `ckpts`: ckpt's user namespace's inode, which must be its parent.
+pub(crate) fn collect(pid: i32, inode: u64, ckpts: u64) -> DumpResult<UserNsState> {
+    let parent = sys::userns::parent_ino(pid)?;
+    if parent != ckpts {
+        return Err(DumpError::Unsupported {
+            pid,
+            why: format!(
+                "it runs in a user namespace of its own (user:[{inode}]) nested in another \
+                 one (user:[{parent}]) than ckpt's (user:[{ckpts}]); only a user namespace \
+                 made directly in ckpt's is restored (run ckpt in user:[{parent}])"
+            ),
+        });
+    }
+    let uid_map = sys::userns::read_file(pid, "uid_map")?;
+    let gid_map = sys::userns::read_file(pid, "gid_map")?;
+    let setgroups = sys::userns::read_file(pid, "setgroups")?.trim() == "allow";
+    for (name, text) in [("uid_map", &uid_map), ("gid_map", &gid_map)] {
+        if parse_map(text).is_none() {
+            return Err(DumpError::Unsupported {
+                pid,
+                why: format!(
+                    "its user namespace of its own (user:[{inode}]) has a {name} ckpt cannot \
+                     read back: {text:?}"
+                ),
+            });
+        }
+    }
+    Ok(UserNsState {
+        uid_map,
+        gid_map,
+        setgroups,
+        owner_uid: sys::userns::owner_uid(pid)?,
+    })
+}
+
+/// A namespace of the tree's own, of kind `kind`, that process `pid` is in (`inode`),
+/// is owned by the user namespace restore makes it in (`tree_user`: the tree's own user
+/// namespace, else ckpt's); refuses it otherwise.
+pub(crate) fn check_owner(
+    pid: i32,
+    kind: &str,
+    inode: u64,
+    tree_user: u64,
+    tree_owns_user: bool,
+) -> DumpResult<()> {
+    let owner = sys::userns::owner_ino(pid, kind)?;
+    if owner == tree_user {
+        return Ok(());
+    }
+    let whose = if tree_owns_user {
+        "the tree's own user namespace"
+    } else {
+        "ckpt's user namespace"
+    };
+    Err(DumpError::Unsupported {
+        pid,
+        why: format!(
+            "its {kind} namespace of its own ({kind}:[{inode}]) is owned by user:[{owner}], \
+             not by {whose} (user:[{tree_user}]); restore makes the tree's namespaces in \
+             {whose}, so this is not restored"
+        ),
+    })
+}
+
+// ---- checks (plan) ----
+
+/// One line of an ID map: (first ID inside, first ID outside, count).
+pub(crate) type MapLine = (u32, u32, u32);
+
+/// The lines of an ID map's text ("INSIDE OUTSIDE COUNT" per line; none: no map yet),
+/// or `None` if the kernel would not take it back: a line of another shape, a count of
+/// 0, a range past 2^32 - 1, more than 340 lines, ranges that overlap inside or outside.
+pub(crate) fn parse_map(text: &str) -> Option<Vec<MapLine>> {
+    let mut out: Vec<MapLine> = Vec::new();
+    for l in text.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let [i, o, n] = w.as_slice() else {
+            return None;
+        };
+        let (i, o, n): (u32, u32, u32) = (i.parse().ok()?, o.parse().ok()?, n.parse().ok()?);
+        if n == 0 || i.checked_add(n - 1).is_none() || o.checked_add(n - 1).is_none() {
+            return None;
+        }
+        for &(i2, o2, n2) in &out {
+            let overlap = |a: u32, an: u32, b: u32, bn: u32| a <= b + (bn - 1) && b <= a + (an - 1);
+            if overlap(i, n, i2, n2) || overlap(o, n, o2, n2) {
+                return None;
+            }
+        }
+        out.push((i, o, n));
+    }
+    (out.len() <= MAX_MAP_LINES).then_some(out)
+}
+
+/// The ID inside the namespace that outside ID `id` maps to.
+pub(crate) fn to_inside(map: &[MapLine], id: u32) -> Option<u32> {
+    map.iter()
+        .find(|&&(_, o, n)| id >= o && id - o < n)
+        .map(|&(i, o, _)| i + (id - o))
+}
+
+/// The outside ID that ID `id` inside the namespace maps to.
+pub(crate) fn to_outside(map: &[MapLine], id: u32) -> Option<u32> {
+    map.iter()
+        .find(|&&(i, _, n)| id >= i && id - i < n)
+        .map(|&(i, o, _)| o + (id - i))
+}
+
+/// The user namespace of the tree's own in the image (its root's), if any.
+pub(crate) fn owned(ckpt: &Checkpoint) -> Option<&Namespace> {
+    let root = ckpt.processes.first()?;
+    ckpt.namespaces.iter().find(|ns| {
+        ns.kind == "user" && !ns.external && root.namespaces.contains(&(ns.kind.clone(), ns.inode))
+    })
+}
+
+/// Whether the recorded state is one restore can write: both maps read back.
+pub(crate) fn state_ok(u: &UserNsState) -> bool {
+    parse_map(&u.uid_map).is_some() && parse_map(&u.gid_map).is_some()
+}
+
+/// What a tree with a user namespace of its own asks that restore cannot do yet (see
+/// the module's comment), and IDs its maps do not map.
+pub(crate) fn check(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
+    let Some(ns) = owned(ckpt) else {
+        return;
+    };
+    let Some(u) = ns.user.as_ref().filter(|u| state_ok(u)) else {
+        // (check_namespaces says the namespace cannot be created.)
+        return;
+    };
+    let this = format!("user namespace of its own (user:[{}])", ns.inode);
+    if ckpt.own_pid_namespace {
+        p(
+            problems,
+            "namespace",
+            format!(
+                "the tree has a {this} and a PID namespace of its own; the two together are \
+                 not restored yet"
+            ),
+        );
+    }
+    let root = &ckpt.processes[0];
+    for other in &ckpt.namespaces {
+        if other.external || other.kind == "user" {
+            continue;
+        }
+        let key = (other.kind.clone(), other.inode);
+        if !root.namespaces.contains(&key) {
+            p(
+                problems,
+                "namespace",
+                format!(
+                    "the tree has a {this}, and a process below its root made a {} \
+                     namespace ({}:[{}]); with a user namespace of the tree's own this is \
+                     not restored yet",
+                    other.kind, other.kind, other.inode
+                ),
+            );
+        } else if !OWNED.contains(&other.kind.as_str()) {
+            p(
+                problems,
+                "namespace",
+                format!(
+                    "the tree has a {this} and a {} namespace of its own ({}:[{}]); the two \
+                     together are not restored yet (only UTS, IPC and network namespaces \
+                     are made owned by a user namespace)",
+                    other.kind, other.kind, other.inode
+                ),
+            );
+        }
+    }
+    let (Some(uids), Some(gids)) = (parse_map(&u.uid_map), parse_map(&u.gid_map)) else {
+        return;
+    };
+    for proc_ in ckpt.processes.iter().filter(|p| !p.is_zombie()) {
+        let who = format!(
+            "process {} ({})",
+            proc_.pid,
+            String::from_utf8_lossy(&proc_.comm)
+        );
+        if proc_.threads.len() > 1 {
+            p(
+                problems,
+                "namespace",
+                format!(
+                    "{who} has {} threads and is in the tree's {this}: a multi-threaded \
+                     process in a user namespace of the tree's own is not restored yet",
+                    proc_.threads.len()
+                ),
+            );
+        }
+        let c = &proc_.creds;
+        let unmapped: Vec<String> = c
+            .uid
+            .iter()
+            .filter(|&&id| to_inside(&uids, id).is_none())
+            .map(|id| format!("user ID {id}"))
+            .chain(
+                c.gid
+                    .iter()
+                    .filter(|&&id| to_inside(&gids, id).is_none())
+                    .map(|id| format!("group ID {id}")),
+            )
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !unmapped.is_empty() {
+            p(
+                problems,
+                "namespace",
+                format!(
+                    "{who} has {} that the maps of the tree's {this} do not map; it cannot \
+                     take them again inside the namespace",
+                    unmapped.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+/// This host lets ckpt make the tree's user namespace: /proc/sys/user/
+/// max_user_namespaces is not 0.
+pub(crate) fn check_host(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
+    let Some(ns) = owned(ckpt) else {
+        return;
+    };
+    let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if max == Some(0) {
+        p(
+            problems,
+            "namespace",
+            format!(
+                "the tree has a user namespace of its own (user:[{}]), and this host allows \
+                 none (user.max_user_namespaces is 0)",
+                ns.inode
+            ),
+        );
+    }
+}
+
+// ---- restore (stage) ----
+
+/// The CLONE_NEW* flags among `flags` of the kinds a new user namespace owns
+/// ([`OWNED`]), by kind.
+fn owned_flags(flags: libc::c_int) -> Vec<(&'static str, libc::c_int)> {
+    OWNED
+        .iter()
+        .filter_map(|k| sys::ns::clone_flag(k).map(|f| (*k, f)))
+        .filter(|(_, f)| flags & f != 0)
+        .collect()
+}
+
+/// Make the tree's user namespace (if the image has one) and, owned by it, the
+/// namespaces of `flags` (CLONE_NEW* of the tree's other namespaces), and make the
+/// calling thread join the latter. Returns the flags still to unshare (none when a
+/// user namespace was made: plan refused the other kinds with it) and the user
+/// namespace, which the stubs join (see [`enter`]).
+pub(crate) fn enter_new(
+    ckpt: &Checkpoint,
+    flags: libc::c_int,
+) -> RestoreResult<(libc::c_int, Option<std::os::fd::OwnedFd>)> {
+    let Some(ns) = owned(ckpt) else {
+        return Ok((flags, None));
+    };
+    let Some(u) = ns.user.as_ref() else {
+        return Err(RestoreError::Stage(format!(
+            "the user namespace user:[{}] has no recorded state",
+            ns.inode
+        )));
+    };
+    let others = owned_flags(flags);
+    let left = others.iter().fold(flags, |a, (_, f)| a & !f);
+    if left != 0 {
+        return Err(RestoreError::Stage(format!(
+            "namespaces ({left:#x}) that a user namespace of the tree's own cannot own yet"
+        )));
+    }
+    crate::error::fault_point("create the tree's user namespace")?;
+    // Its owner's group: the root's at dump (its real group ID), the closest the
+    // kernel shows of the creator's.
+    let made = sys::userns::make(&sys::userns::UserNsSpec {
+        owner_uid: u.owner_uid,
+        owner_gid: ckpt.processes.first().map_or(0, |p| p.creds.gid[0]),
+        uid_map: &u.uid_map,
+        gid_map: &u.gid_map,
+        setgroups: u.setgroups,
+        others: &others,
+    })?;
+    crate::error::fault_point("join the namespaces the tree's user namespace owns")?;
+    for (flag, f) in &made.others {
+        sys::userns::join(f, *flag)?;
+    }
+    Ok((0, Some(made.user)))
+}
+
+/// Write the IPC limits `sysctls` of the IPC namespace the tree's user namespace owns
+/// (the calling thread joined it, [`enter_new`]): as its root (the outside ID user 0
+/// maps to, if mapped; else the kernel lets ckpt's root write them).
+pub(crate) fn write_ipc_limits(
+    ckpt: &Checkpoint,
+    sysctls: &[(String, String)],
+) -> RestoreResult<()> {
+    let root = owned(ckpt)
+        .and_then(|n| n.user.as_ref())
+        .and_then(|u| parse_map(&u.uid_map))
+        .and_then(|m| to_outside(&m, 0))
+        .unwrap_or(0);
+    if root == 0 {
+        for (k, v) in sysctls {
+            sys::ns::write_sysctl(k, v)?;
+        }
+        return Ok(());
+    }
+    Ok(sys::userns::write_sysctls_as(root, sysctls)?)
+}
+
+/// The credentials a stub has once it joined a user namespace (every capability of
+/// this kernel, no securebits; its IDs unchanged, as `me` has them), and the image's
+/// credentials `c`, each with its IDs as the namespace's maps show them (an ID they do
+/// not map: u32::MAX, which no credential has). Plan checked that `c`'s are mapped.
+pub(crate) fn inside(me: &Own, c: &Creds, u: &UserNsState) -> RestoreResult<(Own, Creds)> {
+    let (Some(uids), Some(gids)) = (parse_map(&u.uid_map), parse_map(&u.gid_map)) else {
+        return Err(RestoreError::Malformed(
+            "the user namespace's maps do not parse".into(),
+        ));
+    };
+    let full = match sys::userns::cap_last_cap()? {
+        n if n >= 63 => u64::MAX,
+        n => (1u64 << (n + 1)) - 1,
+    };
+    let ids = |m: &[MapLine], v: &[u32; 4]| v.map(|id| to_inside(m, id).unwrap_or(u32::MAX));
+    let groups = |v: &[u32]| -> Vec<u32> {
+        v.iter()
+            .map(|&g| to_inside(&gids, g).unwrap_or(u32::MAX))
+            .collect()
+    };
+    let mut own = me.clone();
+    own.creds = Creds {
+        uid: ids(&uids, &me.creds.uid),
+        gid: ids(&gids, &me.creds.gid),
+        // Given before the stub joins (see [`enter`]).
+        groups: groups(&c.groups),
+        cap_inh: 0,
+        cap_prm: full,
+        cap_eff: full,
+        cap_bnd: full,
+        cap_amb: 0,
+        securebits: 0,
+        ..me.creds.clone()
+    };
+    let want = Creds {
+        uid: ids(&uids, &c.uid),
+        gid: ids(&gids, &c.gid),
+        groups: groups(&c.groups),
+        ..c.clone()
+    };
+    Ok((own, want))
+}
+
+/// Credentials of a stub that is in the tree's user namespace, for plan's checks:
+/// every capability (see [`inside`]).
+pub(crate) fn own_inside(me: &Own) -> Own {
+    let full = match sys::userns::cap_last_cap() {
+        Ok(n) if n < 63 => (1u64 << (n + 1)) - 1,
+        _ => u64::MAX,
+    };
+    let mut own = me.clone();
+    own.creds.cap_prm = full;
+    own.creds.cap_eff = full;
+    own.creds.cap_bnd = full;
+    own.creds.cap_inh = 0;
+    own.creds.cap_amb = 0;
+    own.creds.securebits = 0;
+    own
+}
+
+/// In the (single-threaded) stub behind `cx`, before its credentials are set: its
+/// supplementary groups `groups` (as ckpt's namespace shows them, set while it still
+/// has ckpt's privileges: a namespace with setgroups denied takes none), then it joins
+/// the tree's user namespace, ckpt's descriptor `userns` (taken with pidfd_getfd).
+pub(crate) fn enter(
+    cx: &mut crate::remote::Ctx<'_>,
+    me: &Own,
+    groups: &[u32],
+    userns: i32,
+) -> RestoreResult<()> {
+    use crate::arch::native::nr;
+    if groups != me.creds.groups.as_slice() {
+        cx.set_groups(groups)?;
+    }
+    let ckpt = std::process::id() as i32;
+    let fd = crate::remote::take_remote_fd(cx, ckpt, userns as u64, "take the user namespace")?;
+    cx.call(
+        "setns (the tree's user namespace)",
+        nr::SETNS,
+        [fd, libc::CLONE_NEWUSER as u64, 0, 0, 0, 0],
+    )?;
+    cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::testutil::{checkpoint, child, process};
+
+    #[test]
+    fn maps_parse_and_translate() {
+        let m = parse_map("         0     100000      65536\n").unwrap();
+        assert_eq!(m, vec![(0, 100_000, 65_536)]);
+        assert_eq!(to_inside(&m, 100_000), Some(0));
+        assert_eq!(to_inside(&m, 165_535), Some(65_535));
+        assert_eq!(to_inside(&m, 165_536), None);
+        assert_eq!(to_inside(&m, 0), None);
+        assert_eq!(to_outside(&m, 1000), Some(101_000));
+        assert_eq!(to_outside(&m, 65_536), None);
+        let two = parse_map("0 0 1\n1 200000 1000\n").unwrap();
+        assert_eq!(to_inside(&two, 0), Some(0));
+        assert_eq!(to_inside(&two, 200_999), Some(1000));
+        assert_eq!(parse_map(""), Some(Vec::new()));
+        // Not a map the kernel takes back.
+        for bad in [
+            "0 0\n",
+            "0 0 0\n",
+            "a 0 1\n",
+            "0 4294967295 2\n",
+            "0 0 10\n5 100 1\n",
+            "0 0 10\n100 5 1\n",
+        ] {
+            assert_eq!(parse_map(bad), None, "{bad:?}");
+        }
+        let many: String = (0..341).map(|i| format!("{i} {i} 1\n")).collect();
+        assert_eq!(parse_map(&many), None);
+    }
+
+    fn image() -> Checkpoint {
+        let mut r = process(10);
+        let mut c = child(11, 10, 10, 10);
+        for p in [&mut r, &mut c] {
+            p.namespaces = vec![("user".into(), 7), ("uts".into(), 8)];
+            p.creds.uid = [100_000; 4];
+            p.creds.gid = [100_000; 4];
+        }
+        let mut ck = checkpoint(vec![r, c]);
+        ck.namespaces = vec![
+            Namespace {
+                kind: "user".into(),
+                inode: 7,
+                user: Some(UserNsState {
+                    uid_map: "0 100000 65536\n".into(),
+                    gid_map: "0 100000 65536\n".into(),
+                    setgroups: true,
+                    owner_uid: 0,
+                }),
+                ..Default::default()
+            },
+            Namespace {
+                kind: "uts".into(),
+                inode: 8,
+                uts: Some(crate::model::UtsNames::default()),
+                ..Default::default()
+            },
+        ];
+        ck
+    }
+
+    fn problems(ck: &Checkpoint) -> Vec<String> {
+        let mut v = Vec::new();
+        check(ck, &mut v);
+        crate::kinds::ns::check_namespaces(ck, &mut v);
+        v.into_iter().map(|p| p.message).collect()
+    }
+
+    #[test]
+    fn a_user_namespace_with_a_uts_one_passes() {
+        assert_eq!(problems(&image()), Vec::<String>::new());
+        assert!(owned(&image()).is_some());
+        assert!(owned(&checkpoint(vec![process(3)])).is_none());
+    }
+
+    #[test]
+    fn what_a_user_namespace_cannot_come_back_with_is_refused() {
+        let mut ck = image();
+        ck.own_pid_namespace = true;
+        assert!(problems(&ck)[0].contains("and a PID namespace of its own"));
+        let mut ck = image();
+        ck.processes[1].creds.uid[2] = 5;
+        let p = problems(&ck);
+        assert!(
+            p[0].contains("process 11") && p[0].contains("user ID 5"),
+            "{p:?}"
+        );
+        let mut ck = image();
+        let t = ck.processes[0].threads[0].clone();
+        ck.processes[0].threads.push(t);
+        assert!(problems(&ck)[0].contains("2 threads"));
+        let mut ck = image();
+        for p in &mut ck.processes {
+            p.namespaces.push(("time".into(), 9));
+        }
+        ck.namespaces.push(Namespace {
+            kind: "time".into(),
+            inode: 9,
+            time: Some(crate::model::TimeClocks::default()),
+            ..Default::default()
+        });
+        assert!(problems(&ck)[0].contains("time namespace of its own (time:[9])"));
+        let mut ck = image();
+        ck.namespaces[0].user.as_mut().unwrap().uid_map = "0 0\n".into();
+        let p = problems(&ck);
+        assert!(
+            p.len() == 1 && p[0].contains("user namespace of the tree's own (user:[7])"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn credentials_inside_are_translated() {
+        let ck = image();
+        let u = ck.namespaces[0].user.clone().unwrap();
+        let mut me = Own::default();
+        me.creds.groups = vec![0];
+        let mut c = ck.processes[0].creds.clone();
+        c.groups = vec![100_005, 7];
+        c.cap_eff = 1;
+        let (own, want) = inside(&me, &c, &u).unwrap();
+        assert_eq!(want.uid, [0; 4]);
+        assert_eq!(want.groups, vec![5, u32::MAX]);
+        assert_eq!(want.cap_eff, 1);
+        // ckpt's user ID 0 is not mapped here: it differs from every image's.
+        assert_eq!(own.creds.uid, [u32::MAX; 4]);
+        assert_eq!(own.creds.groups, want.groups);
+        assert!(own.creds.cap_eff & 1 << 21 != 0 && own.creds.securebits == 0);
+    }
+}

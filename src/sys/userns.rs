@@ -1,0 +1,266 @@
+//! User namespaces: who owns a namespace (`NS_GET_USERNS`, `NS_GET_PARENT`,
+//! `NS_GET_OWNER_UID` of linux/nsfs.h), a user namespace's ID maps, and making a new
+//! one with given maps (and the namespaces it is to own) through a forked helper.
+
+use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+
+use super::{Result, SysError};
+use linux_raw_sys::ioctl::{NS_GET_OWNER_UID, NS_GET_PARENT, NS_GET_USERNS};
+
+/// The namespace file of kind `kind` of process `pid` (0: ckpt), opened.
+fn open_ns(pid: i32, kind: &str) -> Result<fs::File> {
+    let p = if pid == 0 {
+        format!("/proc/self/ns/{kind}")
+    } else {
+        format!("/proc/{pid}/ns/{kind}")
+    };
+    fs::File::open(&p).map_err(|e| SysError::io(format!("open {p}"), e))
+}
+
+/// The inode of the namespace an nsfs ioctl (`NS_GET_USERNS`, `NS_GET_PARENT`) returns
+/// for namespace file `f`.
+fn related_ino(f: &fs::File, req: u32, what: &str) -> Result<u64> {
+    // SAFETY: NS_GET_USERNS and NS_GET_PARENT take no argument and return a new
+    // descriptor (or fail with EPERM, ENOTTY, EINVAL); the descriptor is owned below.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), req as _) };
+    super::check(r as libc::c_long, || what.to_string())?;
+    // SAFETY: `r` is a descriptor the kernel just gave us and nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(r) };
+    let m = fs::File::from(fd)
+        .metadata()
+        .map_err(|e| SysError::io(format!("fstat ({what})"), e))?;
+    Ok(m.ino())
+}
+
+/// The inode of the user namespace that owns the namespace of kind `kind` of process
+/// `pid` (for a user namespace, its parent).
+pub fn owner_ino(pid: i32, kind: &str) -> Result<u64> {
+    let f = open_ns(pid, kind)?;
+    related_ino(
+        &f,
+        NS_GET_USERNS,
+        &format!("NS_GET_USERNS of /proc/{pid}/ns/{kind}"),
+    )
+}
+
+/// The inode of the parent of the user namespace process `pid` is in.
+pub fn parent_ino(pid: i32) -> Result<u64> {
+    let f = open_ns(pid, "user")?;
+    related_ino(
+        &f,
+        NS_GET_PARENT,
+        &format!("NS_GET_PARENT of /proc/{pid}/ns/user"),
+    )
+}
+
+/// The user ID (as ckpt's namespace shows it) of the creator of the user namespace
+/// process `pid` is in.
+pub fn owner_uid(pid: i32) -> Result<u32> {
+    let f = open_ns(pid, "user")?;
+    let mut uid: libc::uid_t = 0;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t to the pointer it is given.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_OWNER_UID as _, &mut uid) };
+    super::check(r as libc::c_long, || {
+        format!("NS_GET_OWNER_UID of /proc/{pid}/ns/user")
+    })?;
+    Ok(uid)
+}
+
+/// The text of /proc/PID/`file` (uid_map, gid_map, setgroups) of process `pid`: the
+/// maps' outside IDs as ckpt's user namespace sees them.
+pub fn read_file(pid: i32, file: &str) -> Result<String> {
+    let p = format!("/proc/{pid}/{file}");
+    fs::read_to_string(&p).map_err(|e| SysError::io(format!("read {p}"), e))
+}
+
+/// A new user namespace and the namespaces it owns, made by [`make`]: each held by a
+/// descriptor of its namespace file (the helper that made them is gone).
+#[derive(Debug)]
+pub struct NewUserNs {
+    /// The user namespace.
+    pub user: OwnedFd,
+    /// The other namespaces (CLONE_NEW* flag, namespace file), owned by it.
+    pub others: Vec<(libc::c_int, OwnedFd)>,
+}
+
+/// What [`make`] makes.
+pub struct UserNsSpec<'a> {
+    /// The user ID the helper takes before it makes the namespace (its owner).
+    pub owner_uid: u32,
+    /// The group ID it takes with it.
+    pub owner_gid: u32,
+    /// The texts written to uid_map and gid_map (outside IDs as ckpt sees them).
+    pub uid_map: &'a str,
+    pub gid_map: &'a str,
+    /// setgroups(2) allowed in the namespace ("allow"); else "deny" is written first.
+    pub setgroups: bool,
+    /// The other namespaces to make, owned by it (CLONE_NEWUTS, CLONE_NEWIPC,
+    /// CLONE_NEWNET; the kinds below are listed with their flag).
+    pub others: &'a [(&'a str, libc::c_int)],
+}
+
+/// Make a new user namespace as `spec` says: a helper forked from ckpt takes the
+/// owner's IDs and unshares CLONE_NEWUSER; ckpt, in the parent namespace, writes its
+/// setgroups, uid_map and gid_map; the helper, root with every capability in the new
+/// namespace, then unshares the other namespaces (so that the new user namespace owns
+/// them) and ckpt opens all of them from its /proc entry. The helper ends before this
+/// returns; the namespaces last as long as the returned descriptors (or what joins
+/// them). ckpt must be single-threaded for the fork's child to be sound (it only makes
+/// raw system calls).
+pub fn make(spec: &UserNsSpec<'_>) -> Result<NewUserNs> {
+    use std::io::{Read, Write};
+    let (to_child_rd, to_child_wr) = super::process::pipe()?;
+    let (from_child_rd, from_child_wr) = super::process::pipe()?;
+    let (crd, cwr) = (to_child_rd.as_raw_fd(), from_child_wr.as_raw_fd());
+    // ckpt's ends, which the child closes (it waits for the end of `to_child`).
+    let (pwr, prd) = (to_child_wr.as_raw_fd(), from_child_rd.as_raw_fd());
+    let others_flags = spec.others.iter().fold(0, |a, (_, f)| a | f);
+    let (uid, gid) = (spec.owner_uid, spec.owner_gid);
+    let parent = super::process::own_pid();
+    let args = libc::clone_args {
+        exit_signal: libc::SIGCHLD as u64,
+        ..super::process::clone_args()
+    };
+    let child = super::process::clone3(&args);
+    if child == 0 {
+        // SAFETY: the forked child runs raw system calls only (see `die_with_parent`),
+        // on descriptors it inherited and values copied before the fork, and ends with
+        // `_exit`. What it changes (its IDs, its namespaces) is its own.
+        unsafe {
+            super::process::die_with_parent(parent);
+            let fail = |code: i32| libc::_exit(code);
+            let mut b = [0u8; 1];
+            libc::syscall(libc::SYS_close, pwr);
+            libc::syscall(libc::SYS_close, prd);
+            if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0 {
+                fail(2);
+            }
+            if libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0 {
+                fail(3);
+            }
+            if libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER) != 0 {
+                fail(4);
+            }
+            if libc::syscall(libc::SYS_write, cwr, b.as_ptr(), 1) != 1 {
+                fail(5);
+            }
+            // Maps written: root in the namespace now.
+            if libc::syscall(libc::SYS_read, crd, b.as_mut_ptr(), 1) != 1 {
+                fail(6);
+            }
+            if others_flags != 0 && libc::syscall(libc::SYS_unshare, others_flags) != 0 {
+                fail(7);
+            }
+            if libc::syscall(libc::SYS_write, cwr, b.as_ptr(), 1) != 1 {
+                fail(8);
+            }
+            // Until ckpt has opened our namespaces and closes its end.
+            libc::syscall(libc::SYS_read, crd, b.as_mut_ptr(), 1);
+            libc::_exit(0);
+        }
+    }
+    if child < 0 {
+        return Err(SysError::os("clone3 (making a user namespace)"));
+    }
+    let child = child as i32;
+    drop((to_child_rd, from_child_wr));
+    let mut rd = fs::File::from(from_child_rd);
+    let mut wr = fs::File::from(to_child_wr);
+    let res = (|| {
+        let mut b = [0u8; 1];
+        let status_of = |what: &str| {
+            SysError::Other(format!(
+                "the helper making the user namespace ended before {what}"
+            ))
+        };
+        rd.read_exact(&mut b)
+            .map_err(|_| status_of("it made the namespace"))?;
+        let base = format!("/proc/{child}");
+        if !spec.setgroups {
+            fs::write(format!("{base}/setgroups"), "deny")
+                .map_err(|e| SysError::io(format!("write \"deny\" to {base}/setgroups"), e))?;
+        }
+        for (file, text) in [("uid_map", spec.uid_map), ("gid_map", spec.gid_map)] {
+            // One write: the kernel takes a map whole, once.
+            fs::OpenOptions::new()
+                .write(true)
+                .open(format!("{base}/{file}"))
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(|e| SysError::io(format!("write {text:?} to {base}/{file}"), e))?;
+        }
+        wr.write_all(b"g")
+            .map_err(|e| SysError::io("wake the user namespace helper", e))?;
+        rd.read_exact(&mut b)
+            .map_err(|_| status_of("it made the namespaces owned by it"))?;
+        let user = OwnedFd::from(open_ns(child, "user")?);
+        let mut others = Vec::new();
+        for (kind, flag) in spec.others {
+            others.push((*flag, OwnedFd::from(open_ns(child, kind)?)));
+        }
+        Ok(NewUserNs { user, others })
+    })();
+    drop((rd, wr));
+    let status = super::process::wait_exit(child);
+    match (res, status) {
+        (Ok(n), Ok(st)) if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 => Ok(n),
+        (Ok(_), Ok(st)) | (Err(SysError::Other(_)), Ok(st)) => Err(SysError::Other(format!(
+            "the helper making the user namespace failed (status {st:#x}: {})",
+            match libc::WEXITSTATUS(st) {
+                2 => "setresgid",
+                3 => "setresuid",
+                4 => "unshare(CLONE_NEWUSER)",
+                7 => "unshare of the namespaces it owns",
+                _ => "see the status",
+            }
+        ))),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+/// Make the calling thread join the namespace of file `f` of kind `flag` (a namespace
+/// [`make`] made, other than the user namespace: a thread may join it alone).
+pub fn join(f: &OwnedFd, flag: libc::c_int) -> Result<()> {
+    // SAFETY: setns with a namespace file we hold open and a UTS, IPC or network flag
+    // changes only this thread's namespaces.
+    let r = unsafe { libc::setns(f.as_raw_fd(), flag) };
+    super::check(r as libc::c_long, || format!("setns({flag:#x})"))?;
+    Ok(())
+}
+
+/// Write files of /proc/sys (`sysctls`: path below /proc/sys, value) of an IPC
+/// namespace a user namespace owns, which the calling thread joined: the kernel lets
+/// only the namespace's root (as an effective user ID: `root`, the outside ID its user
+/// ID 0 maps to) write them, whatever its capabilities. A thread of ckpt (in the
+/// calling thread's namespaces) takes that effective user ID for itself alone (a raw
+/// system call: credentials are per thread), writes them and ends.
+pub fn write_sysctls_as(root: u32, sysctls: &[(String, String)]) -> Result<()> {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: the raw setresuid changes only this thread's credentials (unlike
+            // libc's, which changes every thread's), and the thread ends below.
+            let r = unsafe { libc::syscall(libc::SYS_setresuid, -1, root, -1) };
+            super::check(r, || {
+                format!("setresuid(-1, {root}, -1) (a thread of ckpt)")
+            })?;
+            for (k, v) in sysctls {
+                super::ns::write_sysctl(k, v)?;
+            }
+            Ok(())
+        })
+        .join()
+        .map_err(|_| SysError::Other("a thread writing IPC limits panicked".into()))?
+    })
+}
+
+/// The highest capability number this kernel knows (/proc/sys/kernel/cap_last_cap).
+pub fn cap_last_cap() -> Result<u32> {
+    let p = "/proc/sys/kernel/cap_last_cap";
+    fs::read_to_string(p)
+        .map_err(|e| SysError::io(format!("read {p}"), e))?
+        .trim()
+        .parse()
+        .map_err(|_| SysError::Other(format!("cannot parse {p}")))
+}
