@@ -46,7 +46,10 @@ impl<R: Read + Send> Prepared<R> {
     /// Build the tree and let it run, in the PID namespace it needs: a new one when it
     /// had its own at dump (its root becomes PID 1 again) or when `new_pidns` asks for
     /// one (a child of ours becomes its init), else ours, with the root as our child.
-    pub fn launch(self, new_pidns: bool) -> Result<Launched> {
+    pub fn launch(mut self, new_pidns: bool) -> Result<Launched> {
+        // The cgroups made for the tree's cgroup mounts stay if it runs (taken here: a
+        // helper forked below must not remove them when it ends).
+        let mut mount_cgroups = std::mem::take(&mut self.mount_cgroups);
         // The namespaces made outside the tree it joins (--join-ns) and those it had of
         // its own (UTS, IPC, time, network), for our thread before any process of the
         // tree exists: every one started below is in them.
@@ -71,6 +74,7 @@ impl<R: Read + Send> Prepared<R> {
         };
         // The cgroups made for a cgroup namespace of the tree's stay with it.
         made.keep = launched.is_ok();
+        mount_cgroups.keep = launched.is_ok();
         launched
     }
 }
@@ -81,7 +85,8 @@ impl<R: Read + Send> Prepared<R> {
     /// it); a tree that had a PID namespace of its own gets a new one whose init (its
     /// root) is our parent's child. The returned [`Launched::child`] is not ours to
     /// wait for.
-    pub fn launch_as_sibling(self) -> Result<Launched> {
+    pub fn launch_as_sibling(mut self) -> Result<Launched> {
+        let mut mount_cgroups = std::mem::take(&mut self.mount_cgroups);
         if self.pidns_init.is_some() {
             return Err(RestoreError::Reported(
                 "a tree with mount and PID namespaces of its own is not restored as a \
@@ -103,6 +108,7 @@ impl<R: Read + Send> Prepared<R> {
             })
         };
         made.keep = launched.is_ok();
+        mount_cgroups.keep = launched.is_ok();
         launched
     }
 }

@@ -26,6 +26,41 @@ pub fn open_path(path: &Path) -> Result<OwnedFd> {
         .map_err(|e| rerr(format!("open {}", path.display()), e))
 }
 
+/// ckpt's own root directory, held from [`hold_own_root`] on.
+static OWN_ROOT: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+
+/// Hold ckpt's root directory as its own mount namespace shows it (called before ckpt
+/// enters a tree's mount namespace), for [`open_path_own_view`].
+pub fn hold_own_root() {
+    if OWN_ROOT.get().is_none() {
+        if let Ok(fd) = open_dir(Path::new("/")) {
+            let _ = OWN_ROOT.set(fd);
+        }
+    }
+}
+
+/// `path` opened with `O_PATH` as ckpt's own mount namespace shows it, whatever mount
+/// namespace the calling thread is in now: looked up below the root [`hold_own_root`]
+/// held (absolute symbolic links and ".." stay below it); by path when none was held.
+pub fn open_path_own_view(path: &Path) -> Result<OwnedFd> {
+    let Some(root) = OWN_ROOT.get() else {
+        return open_path(path);
+    };
+    rustix::fs::openat2(
+        root,
+        path,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        rustix::fs::ResolveFlags::IN_ROOT,
+    )
+    .map_err(|e| {
+        rerr(
+            format!("open {} (ckpt's own mount namespace)", path.display()),
+            e,
+        )
+    })
+}
+
 /// The identity of the file behind `fd` (`name`: the path it is recorded under).
 pub fn ident(fd: impl AsFd, name: &[u8]) -> Result<FileIdent> {
     let st = rustix::fs::fstat(fd).map_err(|e| rerr("fstat", e))?;
