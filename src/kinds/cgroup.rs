@@ -306,6 +306,24 @@ pub(crate) fn enter_new_namespace(
     Ok(())
 }
 
+/// Make every missing cgroup of the image's live processes (into `made`), before any
+/// is placed: for a restore whose processes are placed by a forked builder (a PID
+/// namespace of the tree's own), whose own record of what it made cannot outlive the
+/// namespace's init, which it cannot kill.
+pub(crate) fn make_all(
+    ckpt: &Checkpoint,
+    cgroup_root: Option<&str>,
+    made: &mut MadeCgroups,
+) -> crate::error::RestoreResult<()> {
+    for proc_ in ckpt.processes.iter().filter(|p| !p.is_zombie()) {
+        for pl in &proc_.cgroups {
+            let dir = dir_for(pl, cgroup_root)?;
+            made.made.extend(sys::cgroup::make_dirs(&dir)?);
+        }
+    }
+    Ok(())
+}
+
 /// Put each live process of the image (`pids`: its PID as ckpt sees it now, in image
 /// order; 0 for a zombie) into its cgroups, making the missing ones (into `made`).
 pub(crate) fn place(

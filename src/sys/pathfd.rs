@@ -39,6 +39,25 @@ pub fn hold_own_root() {
     }
 }
 
+/// Write `data` to the file at absolute `path` (created or truncated, mode 0644) as
+/// ckpt's own mount namespace shows it, whatever mount namespace ckpt is in now (see
+/// [`hold_own_root`]; by path when none was held).
+pub fn write_own_view(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC;
+    let mode = Mode::from_raw_mode(0o644);
+    let fd = match OWN_ROOT.get() {
+        Some(root) => {
+            rustix::fs::openat2(root, path, flags, mode, rustix::fs::ResolveFlags::IN_ROOT)
+        }
+        None => rustix::fs::open(path, flags, mode),
+    }
+    .map_err(|e| rerr(format!("open {}", path.display()), e))?;
+    File::from(fd)
+        .write_all(data)
+        .map_err(|e| super::SysError::io(format!("write {}", path.display()), e))
+}
+
 /// `path` opened with `O_PATH` as ckpt's own mount namespace shows it, whatever mount
 /// namespace the calling thread is in now: looked up below the root [`hold_own_root`]
 /// held (absolute symbolic links and ".." stay below it); by path when none was held.

@@ -187,6 +187,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("ioctx", "ioctx.c", &[]),
     ("epollmoved", "epollmoved.c", &[]),
     ("fsgone", "fsgone.c", &[]),
+    // tests/e2e_runc.rs: the program of a runc container (static: its rootfs is busybox)
+    ("runcsrv-static", "runcsrv.c", &["-static"]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
