@@ -117,17 +117,22 @@ impl Container {
         }
     }
 
-    /// `runc run -d`, standard input the host's /dev/null, output to a host file; the
-    /// container's init's PID once it answers.
-    fn run(&self) -> i32 {
+    /// `runc run -d`, standard input the host's /dev/null, output to a host file (or
+    /// with `null`, to /dev/null too); the container's init's PID once it answers.
+    fn run(&self, null: bool) -> i32 {
         let out = std::fs::File::create(&self.out).expect("create the output file");
+        let (stdout, stderr) = if null {
+            (Stdio::null(), Stdio::null())
+        } else {
+            (out.try_clone().expect("dup").into(), out.into())
+        };
         let st = Command::new(runc())
             .args(["run", "-d", "--bundle"])
             .arg(&self.bundle)
             .arg(&self.id)
             .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(out)
+            .stdout(stdout)
+            .stderr(stderr)
             .status()
             .expect("run runc run");
         assert!(
@@ -369,7 +374,7 @@ fn assert_ticks(out: &Path, at_least: u64) {
 fn runc_container_is_dumped_and_restored() {
     let ctx = Ctx::new("runc_container_is_dumped_and_restored");
     let c = Container::new(&ctx, "c1");
-    let pid = c.run();
+    let pid = c.run(false);
     let tree_before = assert_namespaces(pid, "the original container");
     wait_count(&c, 30);
     let mounts = mountinfo(pid);
@@ -439,13 +444,15 @@ fn runc_container_is_dumped_and_restored() {
     assert_ticks(&c.out, reached / 10 * 10);
 }
 
-/// Restores of a dumped container failing at each step of building it and at sampled
-/// later steps leave no process, no mount and no cgroup behind; the next restore works.
+/// Restores of a dumped container (its standard input and output on /dev/null) failing
+/// at each step of building it and at sampled later steps leave no process, no mount
+/// and no cgroup behind; the next restore works.
 #[test]
 fn failed_restores_of_a_runc_container_leave_nothing() {
     let ctx = Ctx::new("failed_restores_of_a_runc_container_leave_nothing");
+    // (its standard input and output on /dev/null)
     let c = Container::new(&ctx, "c2");
-    let pid = c.run();
+    let pid = c.run(true);
     wait_count(&c, 10);
     let img = ctx.path("runc.img");
     ctx.dump(pid, &img);
