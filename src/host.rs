@@ -59,3 +59,10 @@ pub fn started_with_elevated_privileges() -> Option<bool> {
     let v = sys::proc::auxv(std::process::id() as i32).ok()?;
     Some(v.chunks_exact(2).any(|kv| kv[0] == AT_SECURE && kv[1] != 0))
 }
+
+/// Write `data` to the file at `path` (relative to the working directory ckpt started
+/// in) as ckpt's own mount namespace shows it, also once a restore moved ckpt into the
+/// tree's mount namespace (a `--pid-file`).
+pub fn write_host_file(path: &std::path::Path, data: &[u8]) -> Result<(), SysError> {
+    crate::sys::pathfd::write_own_view(path, data)
+}

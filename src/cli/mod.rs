@@ -534,6 +534,11 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
         Err(e) => return usage(e),
     };
     view.new_pid_namespace = new_pidns;
+    // Absolute now: written once ckpt may be in the tree's mount namespace.
+    let pid_file = match pid_file.map(|p| std::path::absolute(&p)).transpose() {
+        Ok(p) => p,
+        Err(e) => return usage(format!("--pid-file: {e}")),
+    };
     let input = match open_input(&image) {
         Ok(i) => i,
         Err(e) => return err(e),
@@ -660,7 +665,9 @@ fn cmd_unlock(a: UnlockArgs) -> i32 {
 
 fn write_pid_file(pid_file: Option<&std::path::Path>, pid: i32) {
     if let Some(f) = pid_file {
-        if let Err(e) = std::fs::write(f, format!("{pid}\n")) {
+        // As ckpt's own mount namespace shows it (a restore of a tree with a mount
+        // namespace of its own left ckpt in that one).
+        if let Err(e) = host::write_host_file(f, format!("{pid}\n").as_bytes()) {
             say!("ckpt: warning: cannot write pid file {}: {e}", f.display());
         }
     }

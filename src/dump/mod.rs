@@ -626,6 +626,9 @@ pub(crate) fn check_signals() -> Result<()> {
 /// completes.
 pub fn dump(pid: i32, out: Output, opts: &DumpOptions) -> Result<DumpStats> {
     let _deferred = sys::deferred::Deferred::install();
+    // ckpt's cgroups and cgroup mounts, as its own namespaces show them (plan's checks
+    // run in the tree's mount namespace).
+    sys::cgroup::prime();
     // Data queued in a terminal of the tree cannot be read without consuming it; the
     // program reads it soon (tmux its panes' output): the tree is let go and the dump
     // tried again a few times before it is refused.

@@ -161,6 +161,19 @@ pub(crate) fn check_cgroups(
                 continue;
             };
             let t = target(pl, cgroup_root, &ckpts);
+            if h.dir.is_none() {
+                p(
+                    problems,
+                    "cgroup",
+                    format!(
+                        "process {}: {shown} cgroup {t}: ckpt cannot open its hierarchy's \
+                         mount {}",
+                        proc_.pid,
+                        h.mountpoint.display()
+                    ),
+                );
+                continue;
+            }
             let Some(dir) = sys::cgroup::dir_of(h, &t) else {
                 p(
                     problems,
@@ -175,23 +188,23 @@ pub(crate) fn check_cgroups(
                 );
                 continue;
             };
-            // There, or below a cgroup that is (made at stage).
-            let mut d = dir.as_path();
+            // There, or below a cgroup that is (made at stage). Looked at through the
+            // hierarchy's mount ckpt holds, whatever mount namespace this runs in.
+            let mut d = dir;
             while !d.exists() {
                 match d.parent() {
                     Some(pd) => d = pd,
                     None => break,
                 }
             }
-            if !d.join("cgroup.procs").exists() {
+            if !d.is_cgroup() {
                 p(
                     problems,
                     "cgroup",
                     format!(
-                        "process {}: {shown} cgroup {t} cannot be made here ({} is not a \
+                        "process {}: {shown} cgroup {t} cannot be made here ({d} is not a \
                          cgroup)",
                         proc_.pid,
-                        d.display()
                     ),
                 );
             }
@@ -204,7 +217,7 @@ pub(crate) fn check_cgroups(
 /// Cgroups a restore made, removed again unless it commits.
 #[derive(Default)]
 pub(crate) struct MadeCgroups {
-    made: Vec<std::path::PathBuf>,
+    made: Vec<sys::cgroup::CgroupDir>,
     pub(crate) keep: bool,
 }
 
@@ -221,7 +234,7 @@ impl Drop for MadeCgroups {
 pub(crate) fn dir_for(
     pl: &CgroupPlace,
     cgroup_root: Option<&str>,
-) -> crate::error::RestoreResult<std::path::PathBuf> {
+) -> crate::error::RestoreResult<sys::cgroup::CgroupDir> {
     let hier = sys::cgroup::hierarchies()?;
     let ckpts = sys::cgroup::membership(0)?;
     let key = sys::cgroup::canonical(&pl.controllers);
@@ -235,6 +248,44 @@ pub(crate) fn dir_for(
                 pl.controllers
             ))
         })
+}
+
+/// Whether a mount of file system type `fstype` is of a cgroup hierarchy.
+pub(crate) fn is_cgroup_fs(fstype: &str) -> bool {
+    fstype == "cgroup" || fstype == "cgroup2"
+}
+
+/// Make the cgroup a cgroup mount of the tree's mount namespace binds (`host_path`: its
+/// directory as ckpt's mount namespace shows it, recorded at dump) when it is missing
+/// (a container's cgroups go with the container: `runc delete`), with its missing
+/// parents (into `made`). Nothing when it is there or is no cgroup directory of a
+/// hierarchy ckpt sees (the mount's own check then names it).
+pub(crate) fn make_mounted(
+    host_path: &[u8],
+    made: &mut MadeCgroups,
+) -> crate::error::RestoreResult<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(host_path));
+    let Some(dir) = sys::cgroup::dir_at_path(path) else {
+        return Ok(());
+    };
+    if dir.exists() {
+        return Ok(());
+    }
+    // Below a cgroup only (else the mount's check says what is wrong).
+    let mut d = dir.clone();
+    while !d.exists() {
+        match d.parent() {
+            Some(pd) => d = pd,
+            None => return Ok(()),
+        }
+    }
+    if !d.is_cgroup() {
+        return Ok(());
+    }
+    crate::error::fault_point("make the cgroups the tree's mounts bind")?;
+    made.made.extend(sys::cgroup::make_dirs(&dir)?);
+    Ok(())
 }
 
 /// Make the cgroups of `roots` that are missing (into `made`) and join a new cgroup
@@ -252,6 +303,24 @@ pub(crate) fn enter_new_namespace(
         dirs.push(d);
     }
     sys::cgroup::enter_new_ns(&dirs)?;
+    Ok(())
+}
+
+/// Make every missing cgroup of the image's live processes (into `made`), before any
+/// is placed: for a restore whose processes are placed by a forked builder (a PID
+/// namespace of the tree's own), whose own record of what it made cannot outlive the
+/// namespace's init, which it cannot kill.
+pub(crate) fn make_all(
+    ckpt: &Checkpoint,
+    cgroup_root: Option<&str>,
+    made: &mut MadeCgroups,
+) -> crate::error::RestoreResult<()> {
+    for proc_ in ckpt.processes.iter().filter(|p| !p.is_zombie()) {
+        for pl in &proc_.cgroups {
+            let dir = dir_for(pl, cgroup_root)?;
+            made.made.extend(sys::cgroup::make_dirs(&dir)?);
+        }
+    }
     Ok(())
 }
 

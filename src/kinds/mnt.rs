@@ -642,7 +642,8 @@ fn open_sources(
                 continue;
             }
         };
-        if mapped.is_none() && same_boot {
+        // A cgroup is known by its path (one made again is another inode).
+        if mapped.is_none() && same_boot && !crate::kinds::cgroup::is_cgroup_fs(&m.fstype) {
             match sys::mount::dev_ino(&fd) {
                 Ok(now) if now == (*dev, *ino) => {}
                 Ok(_) => {
@@ -763,6 +764,7 @@ pub(crate) fn enter_new(
     ckpt: &Checkpoint,
     new_pidns: bool,
     pidns_init: bool,
+    cgroups: &mut crate::kinds::cgroup::MadeCgroups,
 ) -> RestoreResult<Option<PidnsInit>> {
     let Some(tree) = owned_tree(ckpt) else {
         return Ok(None);
@@ -787,6 +789,16 @@ pub(crate) fn enter_new(
     // Everything below is made in a private copy of the host's namespace (what is done
     // there, such as uncovering stacked mounts, never reaches the host).
     sys::mount::unshare_private()?;
+    // The cgroups its cgroup mounts bind, made again if they went with the tree (a
+    // container's, removed by `runc delete`): a cgroup is known by its path, not its
+    // inode (removed again if the restore fails).
+    for m in &tree.mounts {
+        if let MountOrigin::External { host_path, .. } = &m.origin {
+            if crate::kinds::cgroup::is_cgroup_fs(&m.fstype) {
+                crate::kinds::cgroup::make_mounted(host_path, cgroups)?;
+            }
+        }
+    }
     let sources = open_sources(tree, same_boot, &mut problems);
     if !problems.is_empty() {
         return Err(RestoreError::Problems(problems));

@@ -148,6 +148,7 @@ pub(crate) fn file_id(path: &Path) -> FileId {
         mtime_sec: m.mtime(),
         mtime_nsec: m.mtime_nsec(),
         owner: Some((m.uid(), m.gid())),
+        outside: false,
     }
 }
 

@@ -38,6 +38,11 @@ pub struct FileId {
     /// Owner and group (`None` in older images).
     #[serde(default)]
     pub owner: Option<(u32, u32)>,
+    /// On a mount outside the process's own mount namespace (a host file a container's
+    /// process was given, such as its standard output): `path` is as ckpt's own mount
+    /// namespace shows it, and restore looks it up there, not in the tree's.
+    #[serde(default)]
+    pub outside: bool,
 }
 
 /// How the contents of one VMA come back.

@@ -37,16 +37,21 @@ pub struct CheckReport {
 pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     let mut reader = ImageReader::new(input)?;
     let ckpt = plan::read_checkpoint(&mut reader)?;
+    // ckpt's cgroups and cgroup mounts, before it enters the tree's namespaces.
+    sys::cgroup::prime();
     // The files of a tree with a mount namespace of its own are in it: built first (in
     // a namespace of ckpt's own, which ends with it); what stops it is a problem.
-    let early = match crate::kinds::mnt::enter_new(&ckpt, view.new_pid_namespace, false) {
-        Ok(_) => Vec::new(),
-        Err(RestoreError::Problems(p)) => p,
-        Err(e) => vec![Problem {
-            code: "mount",
-            message: format!("cannot build the tree's mount namespace: {e}"),
-        }],
-    };
+    // (The cgroups its cgroup mounts bind, made if missing, are removed again at the end.)
+    let mut cgroups = crate::kinds::cgroup::MadeCgroups::default();
+    let early =
+        match crate::kinds::mnt::enter_new(&ckpt, view.new_pid_namespace, false, &mut cgroups) {
+            Ok(_) => Vec::new(),
+            Err(RestoreError::Problems(p)) => p,
+            Err(e) => vec![Problem {
+                code: "mount",
+                message: format!("cannot build the tree's mount namespace: {e}"),
+            }],
+        };
     let plan = plan::plan(ckpt, view);
     let mut requirements = crate::arch::requirements_manifest(&plan.ckpt.arch);
     if let (Some(o), Some(m)) = (
@@ -165,6 +170,9 @@ pub struct Prepared<R: Read> {
     /// The init of the tree's new PID namespace, made with its mount namespace (see
     /// `kinds::mnt::enter_new`).
     pidns_init: Option<crate::kinds::mnt::PidnsInit>,
+    /// The cgroups made for the cgroup mounts of that mount namespace: removed again
+    /// unless the tree runs.
+    mount_cgroups: crate::kinds::cgroup::MadeCgroups,
 }
 
 /// The points of a restore where a front end may act (the `criu` front end's notify
@@ -185,9 +193,14 @@ pub fn prepare<R: Read>(input: R, view: &HostView) -> Result<Prepared<R>> {
     let t0 = Instant::now();
     let mut reader = ImageReader::new(input)?;
     let ckpt = plan::read_checkpoint(&mut reader)?;
+    // ckpt's cgroups and cgroup mounts, before it enters the tree's namespaces: they are
+    // made and joined through the host's hierarchies (see `sys::cgroup`).
+    sys::cgroup::prime();
     // A mount namespace of the tree's own is built before plan opens the files in it;
     // ckpt's main thread stays in it (see `kinds::mnt`).
-    let pidns_init = crate::kinds::mnt::enter_new(&ckpt, view.new_pid_namespace, true)?;
+    let mut mount_cgroups = crate::kinds::cgroup::MadeCgroups::default();
+    let pidns_init =
+        crate::kinds::mnt::enter_new(&ckpt, view.new_pid_namespace, true, &mut mount_cgroups)?;
     let plan = plan::plan(ckpt, view);
     if !plan.problems.is_empty() {
         return Err(RestoreError::Problems(plan.problems));
@@ -201,6 +214,7 @@ pub fn prepare<R: Read>(input: R, view: &HostView) -> Result<Prepared<R>> {
         tty: None,
         hook: None,
         pidns_init,
+        mount_cgroups,
     })
 }
 
@@ -324,6 +338,7 @@ impl<R: Read + Send> Prepared<R> {
             tty,
             hook,
             pidns_init: _,
+            mut mount_cgroups,
         } = self;
         let tty_ref = tty.as_ref().map(|(tp, slave)| {
             use std::os::fd::AsRawFd;
@@ -367,6 +382,8 @@ impl<R: Read + Send> Prepared<R> {
             (Err(_), Some(sig)) => return Err(RestoreError::Interrupted(sig)),
             (r, _) => r?,
         };
+        // The tree runs: the cgroups its mounts bind stay.
+        mount_cgroups.keep = true;
         // The connections are back: let the peers' packets through again.
         match lock {
             Some(l) => l.release(),

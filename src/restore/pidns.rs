@@ -47,6 +47,18 @@ impl<R: Read + Send> Prepared<R> {
     /// had its own at dump (its root becomes PID 1 again) or when `new_pidns` asks for
     /// one (a child of ours becomes its init), else ours, with the root as our child.
     pub fn launch(mut self, new_pidns: bool) -> Result<Launched> {
+        // The cgroups made for the tree's cgroup mounts stay if it runs (taken here: a
+        // helper forked below must not remove them when it ends).
+        let mut mount_cgroups = std::mem::take(&mut self.mount_cgroups);
+        // With a PID namespace of the tree's own, the builder places the processes; the
+        // cgroups are made here, and removed here (after the init's end) on failure.
+        if self.own_pid_namespace() {
+            crate::kinds::cgroup::make_all(
+                &self.plan.ckpt,
+                self.plan.cgroup_root.as_deref(),
+                &mut mount_cgroups,
+            )?;
+        }
         // The namespaces made outside the tree it joins (--join-ns) and those it had of
         // its own (UTS, IPC, time, network), for our thread before any process of the
         // tree exists: every one started below is in them.
@@ -78,6 +90,7 @@ impl<R: Read + Send> Prepared<R> {
         };
         // The cgroups made for a cgroup namespace of the tree's stay with it.
         made.keep = launched.is_ok();
+        mount_cgroups.keep = launched.is_ok();
         launched
     }
 }
@@ -89,6 +102,16 @@ impl<R: Read + Send> Prepared<R> {
     /// root) is our parent's child. The returned [`Launched::child`] is not ours to
     /// wait for.
     pub fn launch_as_sibling(mut self) -> Result<Launched> {
+        let mut mount_cgroups = std::mem::take(&mut self.mount_cgroups);
+        // With a PID namespace of the tree's own, the builder places the processes; the
+        // cgroups are made here, and removed here (after the init's end) on failure.
+        if self.own_pid_namespace() {
+            crate::kinds::cgroup::make_all(
+                &self.plan.ckpt,
+                self.plan.cgroup_root.as_deref(),
+                &mut mount_cgroups,
+            )?;
+        }
         if self.pidns_init.is_some() {
             return Err(RestoreError::Reported(
                 "a tree with mount and PID namespaces of its own is not restored as a \
@@ -118,6 +141,7 @@ impl<R: Read + Send> Prepared<R> {
             })
         };
         made.keep = launched.is_ok();
+        mount_cgroups.keep = launched.is_ok();
         launched
     }
 }

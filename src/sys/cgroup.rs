@@ -1,11 +1,19 @@
 //! Control groups: which cgroup of each hierarchy a process is in (/proc/PID/cgroup),
 //! where ckpt sees each hierarchy mounted (/proc/self/mountinfo), making a cgroup and
 //! moving a process into one.
+//!
+//! Each hierarchy's mount is held open (`O_PATH`) from ckpt's first reading of its
+//! mounts ([`prime`], before ckpt enters a tree's mount namespace), and every cgroup is
+//! looked at, made, removed and written through that descriptor ([`CgroupDir`]): never
+//! by a path, which a tree's own mount namespace (a container's, with its own
+//! /sys/fs/cgroup) would resolve differently.
 
 use std::fs;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::{Result, SysError};
+use super::{Result, SysError, rerr};
 
 /// The v1 controllers the kernel knows (a hierarchy's mount options name them).
 const V1_CONTROLLERS: &[&str] = &[
@@ -68,7 +76,7 @@ pub fn parse_membership(text: &str) -> Vec<(String, String)> {
 }
 
 /// A cgroup hierarchy mounted where ckpt sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Hierarchy {
     /// Its controllers, canonical (see [`canonical`]); empty for v2.
     pub controllers: String,
@@ -76,10 +84,24 @@ pub struct Hierarchy {
     pub mountpoint: PathBuf,
     /// Which cgroup of it is the mount's root ("/" for a whole hierarchy).
     pub root: String,
+    /// The mount's root, held open when ckpt first read its mounts (None when it could
+    /// not be opened, or in a parsed text).
+    pub dir: Option<Arc<OwnedFd>>,
+}
+
+/// Read ckpt's own cgroups and cgroup mounts (opening each hierarchy's mount) and hold
+/// its root directory ([`super::pathfd::hold_own_root`]) now, while ckpt's main thread
+/// is still in its own mount and cgroup namespaces: every later use sees these,
+/// whatever namespace it runs in.
+pub fn prime() {
+    super::pathfd::hold_own_root();
+    let _ = membership(0);
+    let _ = hierarchies();
 }
 
 /// The cgroup hierarchies of ckpt's mount namespace (the first mount of each), as first
-/// read (a cgroup mount's root reads differently from another cgroup namespace).
+/// read (a cgroup mount's root reads differently from another cgroup namespace, and a
+/// mount namespace of a tree's own has other mounts): see [`prime`].
 pub fn hierarchies() -> Result<Vec<Hierarchy>> {
     static FIRST: std::sync::OnceLock<Vec<Hierarchy>> = std::sync::OnceLock::new();
     if let Some(h) = FIRST.get() {
@@ -87,7 +109,90 @@ pub fn hierarchies() -> Result<Vec<Hierarchy>> {
     }
     let p = "/proc/self/mountinfo";
     let text = fs::read_to_string(p).map_err(|e| SysError::io(format!("read {p}"), e))?;
-    Ok(FIRST.get_or_init(|| parse_hierarchies(&text)).clone())
+    Ok(FIRST
+        .get_or_init(|| {
+            let mut h = parse_hierarchies(&text);
+            for x in &mut h {
+                x.dir = super::pathfd::open_dir(&x.mountpoint).ok().map(Arc::new);
+            }
+            h
+        })
+        .clone())
+}
+
+/// A cgroup's directory: a path below a hierarchy's mount, reached through the mount
+/// held open ([`Hierarchy::dir`]).
+#[derive(Debug, Clone)]
+pub struct CgroupDir {
+    base: Arc<OwnedFd>,
+    mountpoint: PathBuf,
+    rel: PathBuf,
+    /// Its hierarchy's controllers (see [`canonical`]; empty for v2).
+    controllers: String,
+}
+
+impl CgroupDir {
+    /// Its path as ckpt's own mount namespace shows it.
+    pub fn path(&self) -> PathBuf {
+        self.mountpoint.join(&self.rel)
+    }
+
+    /// The path relative to the mount's root ("." for the root).
+    fn rel_or_dot(&self) -> &Path {
+        if self.rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &self.rel
+        }
+    }
+
+    fn with_rel(&self, rel: PathBuf) -> CgroupDir {
+        CgroupDir {
+            base: self.base.clone(),
+            mountpoint: self.mountpoint.clone(),
+            rel,
+            controllers: self.controllers.clone(),
+        }
+    }
+
+    /// Its parent directory, up to the mount's root (None for the root).
+    pub fn parent(&self) -> Option<CgroupDir> {
+        if self.rel.as_os_str().is_empty() {
+            return None;
+        }
+        Some(self.with_rel(self.rel.parent().map(Path::to_path_buf).unwrap_or_default()))
+    }
+
+    /// Whether `name` (a path relative to it) is there.
+    fn has(&self, name: &str) -> bool {
+        rustix::fs::statat(
+            &*self.base,
+            self.rel_or_dot().join(name),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .is_ok()
+    }
+
+    /// Whether the directory is there.
+    pub fn exists(&self) -> bool {
+        self.has(".")
+    }
+
+    /// Whether it is a cgroup (has a `cgroup.procs`).
+    pub fn is_cgroup(&self) -> bool {
+        self.has("cgroup.procs")
+    }
+
+    /// Its `cgroup.procs` relative to the mount's root.
+    fn procs(&self) -> PathBuf {
+        self.rel_or_dot().join("cgroup.procs")
+    }
+}
+
+impl std::fmt::Display for CgroupDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path().display())
+    }
 }
 
 /// ckpt's own cgroup namespace, kept open once ckpt's main thread is to join another
@@ -99,7 +204,7 @@ static OWN_NS: std::sync::OnceLock<fs::File> = std::sync::OnceLock::new();
 /// helper moves itself into them, unshares its cgroup namespace (rooted where it is)
 /// and waits while this thread joins that namespace; it then exits. The calling
 /// thread's own cgroups do not change.
-pub fn enter_new_ns(roots: &[PathBuf]) -> Result<()> {
+pub fn enter_new_ns(roots: &[CgroupDir]) -> Result<()> {
     use std::io::Read;
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
@@ -109,11 +214,15 @@ pub fn enter_new_ns(roots: &[PathBuf]) -> Result<()> {
     let paths: Vec<std::ffi::CString> = roots
         .iter()
         .map(|d| {
-            std::ffi::CString::new(d.join("cgroup.procs").as_os_str().as_bytes())
-                .map_err(|_| SysError::Other(format!("bad cgroup path {}", d.display())))
+            std::ffi::CString::new(d.procs().as_os_str().as_bytes())
+                .map_err(|_| SysError::Other(format!("bad cgroup path {d}")))
         })
         .collect::<Result<_>>()?;
-    let ptrs: Vec<*const libc::c_char> = paths.iter().map(|c| c.as_ptr()).collect();
+    let ptrs: Vec<(libc::c_int, *const libc::c_char)> = roots
+        .iter()
+        .zip(&paths)
+        .map(|(d, c)| (d.base.as_raw_fd(), c.as_ptr()))
+        .collect();
     let (ready_rd, ready_wr) = super::process::pipe()?;
     let (go_rd, go_wr) = super::process::pipe()?;
     let (rfd, gfd, gw) = (ready_wr.as_raw_fd(), go_rd.as_raw_fd(), go_wr.as_raw_fd());
@@ -132,8 +241,9 @@ pub fn enter_new_ns(roots: &[PathBuf]) -> Result<()> {
             // Its copy of the write end of `go` goes: the parent's closing it ends the
             // wait below.
             libc::syscall(libc::SYS_close, gw);
-            for (i, p) in ptrs.iter().enumerate() {
-                let fd = libc::syscall(libc::SYS_open, *p, libc::O_WRONLY | libc::O_CLOEXEC);
+            for (i, (dfd, p)) in ptrs.iter().enumerate() {
+                let fd =
+                    libc::syscall(libc::SYS_openat, *dfd, *p, libc::O_WRONLY | libc::O_CLOEXEC);
                 if fd < 0 || libc::syscall(libc::SYS_write, fd, c"0".as_ptr(), 1) != 1 {
                     libc::_exit(10 + i as i32);
                 }
@@ -208,14 +318,46 @@ pub fn parse_hierarchies(text: &str) -> Vec<Hierarchy> {
             controllers,
             mountpoint: PathBuf::from(std::ffi::OsStr::from_bytes(&m.point)),
             root: String::from_utf8_lossy(&m.root).into_owned(),
+            dir: None,
         });
     }
     out
 }
 
 /// The directory of cgroup `path` (from the hierarchy's root) of hierarchy `h`, if the
-/// mount shows it.
-pub fn dir_of(h: &Hierarchy, path: &str) -> Option<PathBuf> {
+/// mount shows it and ckpt holds the mount open.
+pub fn dir_of(h: &Hierarchy, path: &str) -> Option<CgroupDir> {
+    Some(CgroupDir {
+        base: h.dir.clone()?,
+        mountpoint: h.mountpoint.clone(),
+        rel: rel_of(h, path)?,
+        controllers: h.controllers.clone(),
+    })
+}
+
+/// The cgroup directory at `path` as ckpt's own mount namespace shows it (a path below
+/// the mount of one of [`hierarchies`]), if it is one.
+pub fn dir_at_path(path: &Path) -> Option<CgroupDir> {
+    let hier = hierarchies().ok()?;
+    hier.iter().find_map(|h| {
+        let rel = path.strip_prefix(&h.mountpoint).ok()?;
+        if rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return None;
+        }
+        Some(CgroupDir {
+            base: h.dir.clone()?,
+            mountpoint: h.mountpoint.clone(),
+            rel: rel.to_path_buf(),
+            controllers: h.controllers.clone(),
+        })
+    })
+}
+
+/// Cgroup `path` (from the hierarchy's root) relative to the mount of `h`, if it shows it.
+pub fn rel_of(h: &Hierarchy, path: &str) -> Option<PathBuf> {
     let rel = if h.root == "/" {
         path.strip_prefix('/')?
     } else {
@@ -225,40 +367,83 @@ pub fn dir_of(h: &Hierarchy, path: &str) -> Option<PathBuf> {
         }
         r.trim_start_matches('/')
     };
-    Some(h.mountpoint.join(rel))
+    Some(PathBuf::from(rel))
 }
 
-/// Make directory `dir` and its missing parents (cgroups, in a cgroup file system);
-/// returns those it made, outermost first.
-pub fn make_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+/// Make cgroup `dir` and its missing parents; returns those it made, outermost first.
+pub fn make_dirs(dir: &CgroupDir) -> Result<Vec<CgroupDir>> {
     let mut missing = Vec::new();
-    let mut d = dir;
-    while !d.exists() {
-        missing.push(d.to_path_buf());
-        d = match d.parent() {
-            Some(p) => p,
-            None => break,
-        };
+    let mut d = Some(dir.clone());
+    while let Some(x) = d {
+        if x.exists() {
+            break;
+        }
+        d = x.parent();
+        missing.push(x);
     }
     missing.reverse();
     let mut made = Vec::new();
     for m in missing {
-        if let Err(e) = fs::create_dir(&m) {
+        if let Err(e) = rustix::fs::mkdirat(
+            &*m.base,
+            m.rel_or_dot(),
+            rustix::fs::Mode::from_raw_mode(0o755),
+        ) {
             remove_dirs(&made);
-            return Err(SysError::io(format!("mkdir {}", m.display()), e));
+            return Err(rerr(format!("mkdir {m}"), e));
         }
-        made.push(m);
+        made.push(m.clone());
+        if let Err(e) = inherit_cpuset(&m) {
+            remove_dirs(&made);
+            return Err(e);
+        }
     }
     Ok(made)
 }
 
+/// A cgroup v1 cpuset made anew has no CPUs and memory nodes (no process can join it):
+/// it is given its parent's, as a v2 one has by default.
+fn inherit_cpuset(dir: &CgroupDir) -> Result<()> {
+    use std::io::{Read, Write};
+    if !dir.controllers.split(',').any(|c| c == "cpuset") {
+        return Ok(());
+    }
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
+    for name in ["cpuset.cpus", "cpuset.mems"] {
+        let open = |d: &CgroupDir, flags| {
+            rustix::fs::openat(
+                &*d.base,
+                d.rel_or_dot().join(name),
+                flags | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map(fs::File::from)
+            .map_err(|e| rerr(format!("open {d}/{name}"), e))
+        };
+        let mut v = String::new();
+        open(&parent, rustix::fs::OFlags::RDONLY)?
+            .read_to_string(&mut v)
+            .map_err(|e| SysError::io(format!("read {parent}/{name}"), e))?;
+        let v = v.trim();
+        if v.is_empty() {
+            continue;
+        }
+        open(dir, rustix::fs::OFlags::WRONLY)?
+            .write_all(v.as_bytes())
+            .map_err(|e| SysError::io(format!("write {dir}/{name}"), e))?;
+    }
+    Ok(())
+}
+
 /// Remove cgroups made by [`make_dirs`] (innermost first), waiting a little for the
 /// processes killed in them to be gone; errors are ignored.
-pub fn remove_dirs(made: &[PathBuf]) {
+pub fn remove_dirs(made: &[CgroupDir]) {
     for d in made.iter().rev() {
         for _ in 0..50 {
-            match fs::remove_dir(d) {
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            match rustix::fs::unlinkat(&*d.base, d.rel_or_dot(), rustix::fs::AtFlags::REMOVEDIR) {
+                Err(e) if e == rustix::io::Errno::BUSY => {
                     std::thread::sleep(std::time::Duration::from_millis(10))
                 }
                 _ => break,
@@ -269,12 +454,20 @@ pub fn remove_dirs(made: &[PathBuf]) {
 
 /// Move process `pid` (all its threads) into the cgroup of directory `dir` (from a
 /// thread back in ckpt's own cgroup namespace when ckpt joined the tree's).
-pub fn move_into(dir: &Path, pid: i32) -> Result<()> {
+pub fn move_into(dir: &CgroupDir, pid: i32) -> Result<()> {
+    use std::io::Write;
     use std::os::fd::AsRawFd;
-    let p = dir.join("cgroup.procs");
     let write = || {
-        fs::write(&p, pid.to_string())
-            .map_err(|e| SysError::io(format!("write {pid} to {}", p.display()), e))
+        let fd = rustix::fs::openat(
+            &*dir.base,
+            dir.procs(),
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| rerr(format!("open {dir}/cgroup.procs"), e))?;
+        fs::File::from(fd)
+            .write_all(pid.to_string().as_bytes())
+            .map_err(|e| SysError::io(format!("write {pid} to {dir}/cgroup.procs"), e))
     };
     let Some(own) = OWN_NS.get() else {
         return write();
@@ -319,16 +512,13 @@ mod tests {
         assert_eq!(h[1].controllers, "name=systemd");
         assert_eq!(h[2].controllers, "");
         assert_eq!(h[2].mountpoint, PathBuf::from("/sys/fs/cgroup/unified x"));
-        assert_eq!(
-            dir_of(&h[2], "/sub/t"),
-            Some(PathBuf::from("/sys/fs/cgroup/unified x/t"))
-        );
-        assert_eq!(dir_of(&h[2], "/other"), None);
-        assert_eq!(dir_of(&h[2], "/subway"), None);
-        assert_eq!(
-            dir_of(&h[0], "/a"),
-            Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/a"))
-        );
+        assert_eq!(rel_of(&h[2], "/sub/t"), Some(PathBuf::from("t")));
+        assert_eq!(rel_of(&h[2], "/sub"), Some(PathBuf::from("")));
+        assert_eq!(rel_of(&h[2], "/other"), None);
+        assert_eq!(rel_of(&h[2], "/subway"), None);
+        assert_eq!(rel_of(&h[0], "/a"), Some(PathBuf::from("a")));
+        // Not held open (a parsed text): no directory.
+        assert!(dir_of(&h[0], "/a").is_none());
         assert_eq!(canonical("cpuacct,cpu"), "cpu,cpuacct");
     }
 }

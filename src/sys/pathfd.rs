@@ -26,6 +26,93 @@ pub fn open_path(path: &Path) -> Result<OwnedFd> {
         .map_err(|e| rerr(format!("open {}", path.display()), e))
 }
 
+/// ckpt's own root directory, held from [`hold_own_root`] on.
+static OWN_ROOT: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+
+/// The environment variable naming the descriptor of ckpt's own root a restore that
+/// executes itself again (from inside the tree's mount namespace) hands to its new
+/// image ([`own_root_for_exec`]).
+pub const OWN_ROOT_ENV: &str = "CKPT_OWN_ROOT_FD";
+
+/// Hold ckpt's root directory as its own mount namespace shows it (called before ckpt
+/// enters a tree's mount namespace), for [`open_path_own_view`]: the one a previous
+/// image of this restore handed over ([`OWN_ROOT_ENV`]), else "/".
+pub fn hold_own_root() {
+    if OWN_ROOT.get().is_some() {
+        return;
+    }
+    if let Some(fd) = std::env::var(OWN_ROOT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<RawFd>().ok())
+        .filter(|fd| *fd > 2)
+    {
+        // SAFETY: only checks whether `fd` is open, as a directory.
+        let st = rustix::fs::fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
+        if st.is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR) {
+            use std::os::fd::FromRawFd;
+            // SAFETY: the descriptor our previous image left open for us across the
+            // execution (named by our own variable, checked open above); nothing else
+            // in this process owns it.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            let _ = rustix::io::fcntl_setfd(&owned, rustix::io::FdFlags::CLOEXEC);
+            let _ = OWN_ROOT.set(owned);
+            return;
+        }
+    }
+    if let Ok(fd) = open_dir(Path::new("/")) {
+        let _ = OWN_ROOT.set(fd);
+    }
+}
+
+/// A copy of the held root (see [`hold_own_root`]) that survives an execution (no
+/// close-on-exec), for the new image; None when none is held.
+pub fn own_root_for_exec() -> Option<RawFd> {
+    use std::os::fd::IntoRawFd;
+    let fd = rustix::io::dup(OWN_ROOT.get()?).ok()?;
+    Some(fd.into_raw_fd())
+}
+
+/// Write `data` to the file at absolute `path` (created or truncated, mode 0644) as
+/// ckpt's own mount namespace shows it, whatever mount namespace ckpt is in now (see
+/// [`hold_own_root`]; by path when none was held).
+pub fn write_own_view(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC;
+    let mode = Mode::from_raw_mode(0o644);
+    let fd = match OWN_ROOT.get() {
+        Some(root) => {
+            rustix::fs::openat2(root, path, flags, mode, rustix::fs::ResolveFlags::IN_ROOT)
+        }
+        None => rustix::fs::open(path, flags, mode),
+    }
+    .map_err(|e| rerr(format!("open {}", path.display()), e))?;
+    File::from(fd)
+        .write_all(data)
+        .map_err(|e| super::SysError::io(format!("write {}", path.display()), e))
+}
+
+/// `path` opened with `O_PATH` as ckpt's own mount namespace shows it, whatever mount
+/// namespace the calling thread is in now: looked up below the root [`hold_own_root`]
+/// held (absolute symbolic links and ".." stay below it); by path when none was held.
+pub fn open_path_own_view(path: &Path) -> Result<OwnedFd> {
+    let Some(root) = OWN_ROOT.get() else {
+        return open_path(path);
+    };
+    rustix::fs::openat2(
+        root,
+        path,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        rustix::fs::ResolveFlags::IN_ROOT,
+    )
+    .map_err(|e| {
+        rerr(
+            format!("open {} (ckpt's own mount namespace)", path.display()),
+            e,
+        )
+    })
+}
+
 /// The identity of the file behind `fd` (`name`: the path it is recorded under).
 pub fn ident(fd: impl AsFd, name: &[u8]) -> Result<FileIdent> {
     let st = rustix::fs::fstat(fd).map_err(|e| rerr("fstat", e))?;

@@ -1090,6 +1090,11 @@ pub fn reexec_randomized(randomize: bool, mark: &str) -> SysError {
     if let Some(a0) = args.next() {
         cmd.arg0(a0);
     }
+    // ckpt's own root, held before it entered the tree's mount namespace (where it
+    // executes itself again), for the new image's views of the host's files.
+    if let Some(fd) = super::pathfd::own_root_for_exec() {
+        cmd.env(super::pathfd::OWN_ROOT_ENV, fd.to_string());
+    }
     let e = cmd.args(args).env(mark, "1").exec();
     SysError::io("execute ckpt again (/proc/self/exe)", e)
 }

@@ -16,6 +16,7 @@ pub fn file_id(path: &str) -> FileId {
         mtime_sec: 1_700_000_000,
         mtime_nsec: 5,
         owner: None,
+        ..Default::default()
     }
 }
 

@@ -197,6 +197,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("aioring", "aioring.c", &[]),
     // an io_uring instance with queued submissions, completions and registrations
     ("uring", "uring.c", &[]),
+    // tests/e2e_runc.rs: the program of a runc container (static: its rootfs is busybox)
+    ("runcsrv-static", "runcsrv.c", &["-static"]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

@@ -214,7 +214,12 @@ fn collect_kind(d: &OpenFd) -> DumpResult<FdKind> {
         libc::S_IFDIR => file::collect_dir(d, id, nlink),
         libc::S_IFCHR | libc::S_IFBLK if tty::is_tty(&id) => tty::collect(d, &id),
         libc::S_IFCHR | libc::S_IFBLK => Ok(FdKind::Device {
-            file: id,
+            // A device node outside the process's mount namespace (a container's
+            // standard input on the host's /dev/null) is opened there again.
+            file: crate::model::FileId {
+                outside: file::outside_mount_ns(d)?,
+                ..id
+            },
             flags,
             pos: d.pos,
         }),

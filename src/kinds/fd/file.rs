@@ -34,6 +34,7 @@ impl From<procfs::FileIdent> for FileId {
             mtime_sec: f.mtime_sec,
             mtime_nsec: f.mtime_nsec,
             owner: Some((f.uid, f.gid)),
+            outside: false,
         }
     }
 }
@@ -60,8 +61,23 @@ pub(crate) fn file_id_checked(pid: i32, link: &str, name: &[u8], what: &str) -> 
 /// cannot find.)
 pub(crate) fn check_path(pid: i32, id: &FileId, what: &str) -> DumpResult<()> {
     // A process in a mount namespace of its own names files as that namespace shows
-    // them (`kinds::mnt`): looked up from its root.
+    // them (`kinds::mnt`): looked up from its root; except a file on a mount outside
+    // it, which /proc names as ckpt's namespace shows it (`FileId::outside`).
     let own_mnt = sys::ns::inode(pid, "mnt").ok() != sys::ns::inode(0, "mnt").ok();
+    if id.outside {
+        return match procfs::file_id(procfs::bytes_path(&id.path), &id.path) {
+            Ok(now) if now.dev == id.dev && now.ino == id.ino => Ok(()),
+            _ => Err(unsupported(
+                pid,
+                format!(
+                    "{what} {} is on a mount outside the process's mount namespace, and \
+                     ckpt's own mount namespace does not show that file under that path \
+                     (restore opens it there)",
+                    String::from_utf8_lossy(&id.path)
+                ),
+            )),
+        };
+    }
     let path = if own_mnt {
         [format!("/proc/{pid}/root").as_bytes(), &id.path[..]].concat()
     } else {
@@ -115,6 +131,28 @@ fn surviving_link(id: &FileId) -> Option<Vec<u8>> {
         .map(|e| e.path().as_os_str().as_bytes().to_vec())
 }
 
+/// Whether the file of descriptor `d` is on a mount outside its process's mount
+/// namespace (a host file given to a container's process): its process is in another
+/// mount namespace than ckpt, and the descriptor's mount (`mnt_id` of its fdinfo) is
+/// not one of /proc/PID/mountinfo.
+pub(crate) fn outside_mount_ns(d: &OpenFd) -> DumpResult<bool> {
+    if sys::ns::inode(d.pid, "mnt").ok() == sys::ns::inode(0, "mnt").ok() {
+        return Ok(false);
+    }
+    let info = procfs::fdinfo_text(d.pid, d.fd)?;
+    let Some(mnt) =
+        procfs::fdinfo_field(&info, "mnt_id:").and_then(|v| v.trim().parse::<u32>().ok())
+    else {
+        return Ok(false);
+    };
+    let p = format!("/proc/{}/mountinfo", d.pid);
+    let text = std::fs::read_to_string(&p)
+        .map_err(|e| crate::error::SysError::io(format!("read {p}"), e))?;
+    let mounts = sys::mount::parse_mountinfo(&text)
+        .ok_or_else(|| unsupported(d.pid, format!("{p} cannot be parsed")))?;
+    Ok(!mounts.iter().any(|m| m.id == mnt))
+}
+
 /// A regular file open as descriptor `d` (`nlink` links left): a memfd or a file deleted
 /// while open has its contents go into the image; any other must still be found under
 /// its path.
@@ -143,9 +181,34 @@ pub(crate) fn collect_regular(d: &OpenFd, id: FileId, nlink: u64) -> DumpResult<
             data: id.ino,
         });
     }
-    // (nlink > 0: deleted files were handled above.) Unlinked under the name it was
-    // opened by but still linked under another: found again by that one, and given its
-    // old name for an instant at restore (`alias_unlinked`).
+    // (nlink > 0: deleted files were handled above.) On a mount outside the process's
+    // mount namespace: looked up (and checked) as ckpt's namespace shows it.
+    if outside_mount_ns(d)? {
+        if link.ends_with(b" (deleted)") {
+            return Err(unsupported(
+                d.pid,
+                format!(
+                    "file descriptor {fd}: {} is on a mount outside the process's mount \
+                     namespace and was removed under that name; not supported yet",
+                    String::from_utf8_lossy(link)
+                ),
+            ));
+        }
+        let file = FileId {
+            outside: true,
+            ..id
+        };
+        check_path(d.pid, &file, &format!("file descriptor {fd}:"))?;
+        return Ok(FdKind::File {
+            file,
+            flags,
+            pos,
+            unlinked: Vec::new(),
+        });
+    }
+    // Unlinked under the name it was opened by but still linked under another: found
+    // again by that one, and given its old name for an instant at restore
+    // (`alias_unlinked`).
     if let Some(old) = link.strip_suffix(b" (deleted)") {
         if let Some(other) = other_link(d.pid, &id) {
             let file = FileId { path: other, ..id };
@@ -378,7 +441,7 @@ pub(crate) fn check_host(
         // The file plan holds, opened again for reading only if it is a regular file
         // (no side effect; never a FIFO put in its place, whose open would block).
         use std::io::Seek;
-        if let Some(mut f) = held.reopen_regular(&file.path) {
+        if let Some(mut f) = held.reopen_regular(file) {
             if let Err(e) = f.seek(std::io::SeekFrom::Start(pos)) {
                 check::p(
                     problems,

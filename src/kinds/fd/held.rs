@@ -64,28 +64,59 @@ impl HeldFiles {
         }
     }
 
-    /// The file at `path`, opened once (the first call opens it).
-    fn open_once(&mut self, path: &[u8]) -> crate::sys::Result<&FileIdent> {
-        if !self.files.contains_key(path) {
-            let fd = pathfd::open_path(procfs::bytes_path(path))?;
+    /// The key the file of `id` is held under: its path, or for a file outside the
+    /// tree's mount namespace ([`FileId::outside`]) its path after a NUL byte (which no
+    /// path starts with), so that it never stands for the tree's file of that path.
+    pub(crate) fn key(id: &FileId) -> Vec<u8> {
+        if id.outside {
+            [&b"\0"[..], &id.path].concat()
+        } else {
+            id.path.clone()
+        }
+    }
+
+    /// The file at `path`, opened once (the first call opens it); `outside`: as ckpt's
+    /// own mount namespace shows it (see [`FileId::outside`]), else as the calling
+    /// thread's does (the tree's, at restore).
+    fn open_once(&mut self, path: &[u8], outside: bool) -> crate::sys::Result<&FileIdent> {
+        let key = if outside {
+            [&b"\0"[..], path].concat()
+        } else {
+            path.to_vec()
+        };
+        if !self.files.contains_key(&key) {
+            let fd = if outside {
+                pathfd::open_path_own_view(procfs::bytes_path(path))?
+            } else {
+                pathfd::open_path(procfs::bytes_path(path))?
+            };
             let now = pathfd::ident(&fd, path)?;
-            self.files.insert(path.to_vec(), Held { fd, now });
+            self.files.insert(key.clone(), Held { fd, now });
         }
         self.files
-            .get(path)
+            .get(&key)
             .map(|h| &h.now)
             .ok_or_else(|| crate::sys::SysError::io("hold", std::io::ErrorKind::NotFound.into()))
     }
 
     /// [`Self::open_once`], or `None` with a problem.
-    fn hold(&mut self, path: &[u8], what: &str, problems: &mut Vec<Problem>) -> Option<FileIdent> {
-        match self.open_once(path) {
+    fn hold(&mut self, id: &FileId, what: &str, problems: &mut Vec<Problem>) -> Option<FileIdent> {
+        let path = &id.path[..];
+        let outside = if id.outside {
+            " (outside the tree's mount namespace)"
+        } else {
+            ""
+        };
+        match self.open_once(path, id.outside) {
             Ok(now) => Some(now.clone()),
             Err(e) => {
                 check::p(
                     problems,
                     "file-missing",
-                    format!("{what} {} is not available: {e}", check::show(path)),
+                    format!(
+                        "{what} {}{outside} is not available: {e}",
+                        check::show(path)
+                    ),
                 );
                 None
             }
@@ -122,7 +153,7 @@ impl HeldFiles {
     /// The file of `id` is there and is the one the image recorded (see the module's
     /// documentation).
     pub(crate) fn check_file(&mut self, id: &FileId, what: &str, problems: &mut Vec<Problem>) {
-        let Some(now) = self.hold(&id.path, what, problems) else {
+        let Some(now) = self.hold(id, what, problems) else {
             return;
         };
         let fmt = id.mode & libc::S_IFMT;
@@ -177,7 +208,7 @@ impl HeldFiles {
         what: &str,
         problems: &mut Vec<Problem>,
     ) {
-        let Some(now) = self.hold(&id.path, what, problems) else {
+        let Some(now) = self.hold(id, what, problems) else {
             return;
         };
         if now.mode & libc::S_IFMT != libc::S_IFREG {
@@ -207,7 +238,7 @@ impl HeldFiles {
     /// A directory (working or root directory, recorded by path only) is there.
     pub(crate) fn check_dir(&mut self, path: &[u8], what: &str, problems: &mut Vec<Problem>) {
         let is_dir = self
-            .open_once(path)
+            .open_once(path, false)
             .is_ok_and(|now| now.mode & libc::S_IFMT == libc::S_IFDIR);
         if !is_dir {
             check::p(
@@ -218,10 +249,10 @@ impl HeldFiles {
         }
     }
 
-    /// The held file at `path` opened again read-only (a description of its own), if it
+    /// The held file of `id` opened again read-only (a description of its own), if it
     /// is a regular file.
-    pub(crate) fn reopen_regular(&self, path: &[u8]) -> Option<std::fs::File> {
-        let h = self.files.get(path)?;
+    pub(crate) fn reopen_regular(&self, id: &FileId) -> Option<std::fs::File> {
+        let h = self.files.get(&Self::key(id))?;
         if h.now.mode & libc::S_IFMT != libc::S_IFREG {
             return None;
         }

@@ -1027,11 +1027,16 @@ fn restore_fd(
             unlinked,
         } => {
             // A file given its removed name for an instant: held under that name.
-            let key = file::held_key(&file.path, unlinked);
+            let key = if unlinked.is_empty() {
+                held::HeldFiles::key(file)
+            } else {
+                file::held_key(&file.path, unlinked)
+            };
             file::open_path_fd(cx, files, f, &key, *flags, Some(*pos))
         }
         FdKind::Device { file, flags, pos } => {
-            file::open_path_fd(cx, files, f, &file.path, *flags, Some(*pos))
+            let key = held::HeldFiles::key(file);
+            file::open_path_fd(cx, files, f, &key, *flags, Some(*pos))
         }
         FdKind::Dir {
             file,

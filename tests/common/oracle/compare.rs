@@ -80,12 +80,6 @@ pub const LEGIT: &[(&str, &str)] = &[
         "the tree joins ckpt restore's process group",
     ),
     ("*.status.NSsid", "the tree joins ckpt restore's session"),
-    // a mount namespace restore made anew (see `snapshot::own_mounts`)
-    (
-        "*.fdinfo.mnt_id@outside_ns",
-        "a descriptor a tree in a mount namespace of its own inherited from outside it \
-         (on a mount of another namespace) is opened again by path in the restored one",
-    ),
     // numbers the kernel hands out anew for a recreated object
     (
         "*.fdinfo.eventfd-id",
@@ -192,7 +186,6 @@ fn legit(key: &str, before: &Snapshot, after: &Snapshot) -> Option<&'static str>
         let ok = match q {
             "" => true,
             "root" => key.starts_with(&format!("p{}.", before.root)),
-            "outside_ns" => before.get(key) == Some(super::snapshot::OUTSIDE_NS),
             "anon" => {
                 let base = key
                     .rsplit_once(".stat.")

@@ -394,7 +394,8 @@ pub(super) struct OwnMounts {
 }
 
 /// The mount of a descriptor of a process in a mount namespace of its own that is not
-/// in that namespace (the descriptor was opened outside it).
+/// in that namespace (the descriptor was opened outside it), followed by its mount ID:
+/// restore opens such a file again from ckpt's own namespace, on that very mount.
 pub(super) const OUTSIDE_NS: &str = "(a mount of another namespace)";
 
 pub(super) fn own_mounts(pid: i32) -> Option<OwnMounts> {
@@ -506,7 +507,7 @@ fn read_fds(r: &mut Reader, pid: i32) {
                     .ids
                     .get(id)
                     .cloned()
-                    .unwrap_or_else(|| OUTSIDE_NS.into());
+                    .unwrap_or_else(|| format!("{OUTSIDE_NS} {id}"));
                 r.conf(key, place);
             }
         }

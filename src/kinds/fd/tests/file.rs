@@ -426,3 +426,39 @@ fn a_removed_directory_needs_its_parent_and_a_free_name() {
         &["file descriptor 6", "does not exist"],
     );
 }
+
+/// A file outside the tree's mount namespace (`FileId::outside`) is held apart from the
+/// tree's file of the same path, under its own key, and checked like any other.
+#[test]
+fn a_file_outside_the_mount_namespace_is_held_apart() {
+    let d = TempDir::new();
+    let inside = file_id(&d.file("f", b"hello"));
+    let outside = FileId {
+        outside: true,
+        ..inside.clone()
+    };
+    assert_ne!(HeldFiles::key(&outside), HeldFiles::key(&inside));
+    assert_eq!(HeldFiles::key(&inside), inside.path);
+    let mut held = HeldFiles::same_boot();
+    assert_none(&run(|v| check_host(&mut held, &outside, RDONLY, 2, 1, v)));
+    assert_none(&run(|v| check_host(&mut held, &inside, RDONLY, 2, 3, v)));
+    let fds = held.fds();
+    assert!(
+        fds.contains_key(&HeldFiles::key(&outside)),
+        "{:?}",
+        fds.keys()
+    );
+    assert!(fds.contains_key(&inside.path), "{:?}", fds.keys());
+    assert!(held.reopen_regular(&outside).is_some());
+    // Missing: named as outside.
+    let gone = FileId {
+        outside: true,
+        ..missing_id(&d.path().join("gone"))
+    };
+    let v = run(|v| check_host(&mut HeldFiles::same_boot(), &gone, RDONLY, 0, 1, v));
+    assert!(
+        v.iter()
+            .any(|p| p.message.contains("outside the tree's mount namespace")),
+        "{v:?}"
+    );
+}
