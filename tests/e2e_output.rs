@@ -188,6 +188,14 @@ fn setuid_copy_refuses_a_non_root_caller() {
     let dir = std::path::PathBuf::from(format!("/tmp/ckpt-e2e-suid-{}", my_pid()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).expect("mkdir");
+    // Removed however the test ends (a copy of ckpt is tens of MB).
+    struct Gone(std::path::PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+    let _gone = Gone(dir.clone());
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod dir");
     let copy = dir.join("ckpt");
     fs::copy(ckpt_bin(), &copy).expect("copy ckpt");
