@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 pub(crate) use crate::error::fault_point;
 pub use crate::error::{Problem, RestoreError, RestoreResult as Result};
 use crate::image::ImageReader;
+pub use crate::kinds::cglimits::{CgroupMode, LimitsMode};
 pub use crate::kinds::mnt::set_external_mounts;
 use crate::sys;
 pub use pidns::{Launched, exit_code};

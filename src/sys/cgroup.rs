@@ -294,6 +294,49 @@ pub fn move_into(dir: &Path, pid: i32) -> Result<()> {
     })
 }
 
+// ---- a cgroup's limits (`restore --manage-cgroups`) ----
+
+/// The value of the interface file `name` of the cgroup of directory `dir`, without its
+/// final newline; None when the cgroup has no such file (its controller is not enabled
+/// there).
+pub fn read_limit(dir: &Path, name: &str) -> Result<Option<String>> {
+    let p = dir.join(name);
+    match fs::read_to_string(&p) {
+        Ok(v) => Ok(Some(v.trim_end_matches('\n').to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SysError::io(format!("read {}", p.display()), e)),
+    }
+}
+
+/// Write `value` to the interface file `name` of the cgroup of directory `dir`, one
+/// line per write (io.max takes one device per write).
+pub fn write_limit(dir: &Path, name: &str, value: &str) -> Result<()> {
+    use std::io::Write;
+    let p = dir.join(name);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .map_err(|e| SysError::io(format!("open {}", p.display()), e))?;
+    let lines: Vec<&str> = if value.is_empty() {
+        vec![""]
+    } else {
+        value.lines().collect()
+    };
+    for l in lines {
+        f.write_all(l.as_bytes())
+            .map_err(|e| SysError::io(format!("write {l:?} to {}", p.display()), e))?;
+    }
+    Ok(())
+}
+
+/// The controllers a cgroup v2 directory enables for its children
+/// (cgroup.subtree_control); empty when it has none or is no cgroup.
+pub fn subtree_control(dir: &Path) -> Vec<String> {
+    fs::read_to_string(dir.join("cgroup.subtree_control"))
+        .map(|s| s.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
