@@ -12,6 +12,7 @@
 
 pub mod images;
 mod log;
+pub mod map;
 mod ops;
 pub mod rpc;
 mod swrk;
@@ -54,6 +55,20 @@ pub struct Opts {
     pub inherit_fd: Vec<(i32, String)>,
     pub action_scripts: Vec<String>,
     pub exec_cmd: Vec<String>,
+    /// RESTORE: `ext_mnt` / `--ext-mount-map` (mount point at dump, host source), for
+    /// ckpt's `restore --external-mount`.
+    pub ext_mounts: Vec<(String, String)>,
+    /// RESTORE: `join_ns` / `--join-ns` (kind, namespace file), for ckpt's
+    /// `restore --join-ns`.
+    pub join_ns: Vec<(String, PathBuf)>,
+    /// RESTORE: `cg_root` / `--cgroup-root` entries (controller, path), resolved into
+    /// ckpt's one `restore --cgroup-root` (see [`map::cg_root`]).
+    pub cg_roots: Vec<(Option<String>, String)>,
+    /// `manage_cgroups(_mode)` / `--manage-cgroups`; None: CRIU's default, SOFT (see
+    /// [`map::cg_mode`]).
+    pub cg_mode: Option<rpc::CgMode>,
+    /// DUMP: `external` network namespaces (`net[INO]:KEY`): the tree's must be that one.
+    pub external_ns: Vec<(String, u64)>,
 }
 
 impl Opts {
