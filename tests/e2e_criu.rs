@@ -1524,4 +1524,33 @@ fn rpc_cgroup_modes_roots_and_limits() {
         "STRICT",
         &format!("/{name} exists already"),
     );
+
+    // The engine's own command line: `ckpt restore` makes the removed cgroup without
+    // the limits, `ckpt restore --manage-cgroups` with them.
+    let img = ctx.path("img/ckpt.img");
+    for manage in [false, true] {
+        for h in &hiers {
+            fs::remove_dir(h.join(&name)).expect("remove the cgroup");
+        }
+        let mut args = vec!["restore", "--detach"];
+        if manage {
+            args.push("--manage-cgroups");
+        }
+        let mut args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        args.push(img.as_os_str());
+        let r = ctx.ckpt(&args);
+        assert_eq!(r.code(), Some(0), "ckpt {args:?}: {}", r.stderr);
+        ctx.track(pid);
+        assert_eq!(cg(pid), before, "ckpt restore: back in its cgroups");
+        for (h, f, v) in &limits {
+            let now = read(&h.join(&name), f);
+            if manage {
+                assert_eq!(now, *v, "{f} with --manage-cgroups");
+            } else {
+                assert_ne!(now, *v, "{f} without --manage-cgroups");
+            }
+        }
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        wait_pids_gone(&[pid], "the restored counter, killed");
+    }
 }

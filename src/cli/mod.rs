@@ -148,9 +148,9 @@ struct InheritArgs {
     /// process is put in them: "made" (the default: only the cgroups the restore makes)
     /// or "all" (existing ones too; written back if the restore fails). Restore refuses
     /// a limit this host cannot take (e.g. the controller not enabled in the parent's
-    /// cgroup.subtree_control), naming it.
+    /// cgroup.subtree_control), naming it. (`--manage-cgroups=all`: with an equals sign.)
     #[arg(long = "manage-cgroups", value_name = "WHICH", num_args = 0..=1,
-          default_missing_value = "made", default_value = "off")]
+          require_equals = true, default_missing_value = "made", default_value = "off")]
     manage_cgroups: restore::LimitsMode,
 }
 

@@ -15,7 +15,6 @@
 //! its old value if the restore fails.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use crate::error::{DumpResult, Problem, RestoreResult};
 use crate::kinds::cgroup::{MadeCgroups, dir_for, target};
@@ -256,30 +255,18 @@ pub(crate) fn check(
                 continue;
             }
             let ctl = controller(file);
-            let why = if !pl.controllers.is_empty() {
-                (!key.split(',').any(|c| c == ctl))
-                    .then(|| format!("its hierarchy has no {ctl} controller"))
-            } else if exists {
-                (!dir.join(file).exists())
-                    .then(|| format!("the {ctl} controller is not enabled for it"))
-            } else {
-                match dir.parent() {
-                    Some(par) if par.join("cgroup.procs").exists() => {
-                        (!sys::cgroup::subtree_control(par).iter().any(|c| c == ctl)).then(|| {
-                            format!(
-                                "the {ctl} controller is not enabled in {}'s \
-                                     cgroup.subtree_control",
-                                par.display()
-                            )
-                        })
-                    }
-                    _ => Some(format!(
-                        "its parent is made by the restore too, with no controller \
-                         enabled (make {} with {ctl} in its cgroup.subtree_control)",
-                        dir.parent().map_or(dir.clone(), PathBuf::from).display()
-                    )),
-                }
-            };
+            let parent = dir
+                .parent()
+                .filter(|par| par.join("cgroup.procs").exists())
+                .map(|par| (par.to_path_buf(), sys::cgroup::subtree_control(par)));
+            let why = limit_problem(
+                &key,
+                ctl,
+                exists,
+                dir.join(file).exists(),
+                &dir,
+                parent.as_ref().map(|(d, c)| (d.as_path(), c.as_slice())),
+            );
             if let Some(why) = why {
                 p(
                     problems,
@@ -288,6 +275,40 @@ pub(crate) fn check(
                 );
             }
         }
+    }
+}
+
+/// Why a limit of controller `ctl` cannot be written to the cgroup of directory `dir`
+/// (`key`: its hierarchy's controllers, empty for v2; `exists`: the cgroup is there,
+/// `has_file`: with the limit's file; `parent`: its parent directory when that is a
+/// cgroup, with its cgroup.subtree_control), or None when it can.
+fn limit_problem(
+    key: &str,
+    ctl: &str,
+    exists: bool,
+    has_file: bool,
+    dir: &std::path::Path,
+    parent: Option<(&std::path::Path, &[String])>,
+) -> Option<String> {
+    if !key.is_empty() {
+        return (!key.split(',').any(|c| c == ctl))
+            .then(|| format!("its hierarchy has no {ctl} controller"));
+    }
+    if exists {
+        return (!has_file).then(|| format!("the {ctl} controller is not enabled for it"));
+    }
+    match parent {
+        Some((par, enabled)) => (!enabled.iter().any(|c| c == ctl)).then(|| {
+            format!(
+                "the {ctl} controller is not enabled in {}'s cgroup.subtree_control",
+                par.display()
+            )
+        }),
+        None => Some(format!(
+            "its parent is made by the restore too, with no controller enabled (make {} \
+             with {ctl} in its cgroup.subtree_control)",
+            dir.parent().unwrap_or(dir).display()
+        )),
     }
 }
 
@@ -358,5 +379,31 @@ mod tests {
         assert!(!limit_ok(&v2, "../x", "1"));
         assert!(!limit_ok(&v2, "pids.max", "1\0"));
         assert_eq!(controller("cpu.cfs_quota_us"), "cpu");
+    }
+
+    #[test]
+    fn a_limit_the_host_cannot_take_is_named() {
+        let d = std::path::Path::new("/cg/p/x");
+        let par = std::path::Path::new("/cg/p");
+        let on = vec!["memory".to_string(), "pids".to_string()];
+        // v2, made by the restore: the parent must enable the controller.
+        assert_eq!(
+            limit_problem("", "memory", false, false, d, Some((par, &on))),
+            None
+        );
+        let e = limit_problem("", "io", false, false, d, Some((par, &on))).unwrap();
+        assert!(e.contains("io controller") && e.contains("/cg/p's"), "{e}");
+        let e = limit_problem("", "pids", false, false, d, None).unwrap();
+        assert!(e.contains("make /cg/p with pids"), "{e}");
+        // v2, existing: the file must be there.
+        assert_eq!(limit_problem("", "cpu", true, true, d, None), None);
+        assert!(limit_problem("", "cpu", true, false, d, None).is_some());
+        // v1: the hierarchy must have it.
+        assert_eq!(
+            limit_problem("cpu,cpuacct", "cpu", false, false, d, None),
+            None
+        );
+        let e = limit_problem("memory", "pids", true, false, d, None).unwrap();
+        assert!(e.contains("no pids controller"), "{e}");
     }
 }
