@@ -92,6 +92,11 @@ fn check_restore_stats(dir: &Path) {
     let st = images::read_stats(dir, "stats-restore").expect("decode stats-restore");
     let r = st.restore.expect("stats-restore holds restore statistics");
     assert!(r.restore_time > 0, "{r:?}");
+    assert!(
+        r.forking_time > 0 && r.forking_time <= r.restore_time,
+        "forking time: {r:?}"
+    );
+    assert!(r.pages_restored.is_some_and(|p| p > 0), "{r:?}");
     eprintln!("stats-restore: {r:?}");
 }
 

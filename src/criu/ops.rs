@@ -692,14 +692,17 @@ pub fn run_restore(
         }
     }
     let total = t0.elapsed();
+    // The engine's figures when the tree was built in this process (not in a child made
+    // for a new PID namespace: then 0 and none).
+    let engine = restore::last_stats().filter(|s| s.pid == launched.root);
     let stats = StatsEntry {
         dump: None,
         restore: Some(RestoreStatsEntry {
             pages_compared: 0,
             pages_skipped_cow: 0,
-            forking_time: 0,
+            forking_time: engine.as_ref().map_or(0, |s| images::micros(s.forking)),
             restore_time: images::micros(total),
-            pages_restored: None,
+            pages_restored: engine.map(|s| s.page_bytes / crate::image::PAGE_SIZE),
         }),
     };
     if let Err(e) = images::write_stats(&o.images_dir, STATS_RESTORE, &stats) {

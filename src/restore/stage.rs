@@ -158,6 +158,8 @@ pub struct Staged {
     /// Per process of the image (zombies have none).
     procs: Vec<Option<StagedProc>>,
     pub bytes: u64,
+    /// How long making the processes took (the root's stub to the last fork).
+    pub(crate) forking: std::time::Duration,
 }
 
 /// Create the stub tree and build every process in it (everything but commit).
@@ -179,6 +181,7 @@ pub(crate) fn stage(
         plan.cgroup_limits,
         &mut cgroups,
     )?;
+    let forking_from = std::time::Instant::now();
     let mut stub = start_root(root, root_stub)?;
     // Pseudo-terminal pairs of the image, held by ckpt until every process has its
     // descriptors of them.
@@ -221,6 +224,7 @@ pub(crate) fn stage(
         &mut early,
         &mut cgroups,
     )?;
+    let forking = forking_from.elapsed();
     let EarlyMemory {
         built: mem_built,
         mut bytes,
@@ -307,6 +311,7 @@ pub(crate) fn stage(
         stub_addr,
         procs: procs_staged,
         bytes,
+        forking,
     })
 }
 
