@@ -1559,3 +1559,226 @@ fn rpc_cgroup_modes_roots_and_limits() {
         wait_pids_gone(&[pid], "the restored counter, killed");
     }
 }
+
+impl Swrk {
+    /// The next answer, with the descriptor attached to it (SCM_RIGHTS), if any.
+    fn recv_with_fd(&self) -> (rpc::Resp, Option<OwnedFd>) {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut pfd = libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout().as_millis() as i32;
+        assert_eq!(
+            unsafe { libc::poll(&mut pfd, 1, ms) },
+            1,
+            "swrk did not answer"
+        );
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut cbuf = [0u64; 16];
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&cbuf);
+        let n = unsafe { libc::recvmsg(self.sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        assert!(n > 0, "swrk closed the socket without an answer");
+        let mut fd = None;
+        let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+        if !c.is_null() {
+            let h = unsafe { &*c };
+            if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
+                let raw = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>()) };
+                fd = Some(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
+        }
+        let resp = rpc::Resp::decode(&buf[..n as usize]).expect("a criu_resp");
+        (resp, fd)
+    }
+}
+
+/// runc's terminal: a program whose standard descriptors are a pty's slave (the master
+/// held outside the tree, here by the test) is dumped; a RESTORE with
+/// `orphan_pts_master` gives it a new pty's slave and sends the new master with the
+/// `orphan-pts-master` notification (attached with SCM_RIGHTS), between
+/// post-setup-namespaces and post-restore; the program's output goes on on that master,
+/// its descriptors lead to the new pty (/proc/PID/fd).
+#[test]
+fn rpc_orphan_pts_master_sends_the_new_terminal() {
+    let ctx = Ctx::new("rpc_orphan_pts_master_sends_the_new_terminal");
+    let (master, slave_path) = unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(m >= 0, "posix_openpt");
+        assert_eq!(libc::grantpt(m), 0);
+        assert_eq!(libc::unlockpt(m), 0);
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(m, name.as_mut_ptr(), name.len()), 0);
+        let p = std::ffi::CStr::from_ptr(name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        (fs::File::from_raw_fd(m), p)
+    };
+    let slave = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&slave_path)
+        .expect("open the pty's slave");
+    counter_spec(&ctx, "counter", 1, &[]);
+    let mut cmd = Command::new(target("counter"));
+    unsafe {
+        // Only the pty: no descriptor of the test harness goes along.
+        cmd.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .arg("400")
+        .arg(ctx.path("map.bin"))
+        .current_dir(&ctx.dir)
+        .stdin(Stdio::from(slave.try_clone().expect("dup")))
+        .stdout(Stdio::from(slave.try_clone().expect("dup")))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .expect("spawn counter on the pty");
+    // Its copies of the slave go: the old master ends once the counter is gone.
+    drop(cmd);
+    let pid = child.id() as i32;
+    ctx.track(pid);
+    // Read the old master until the program is gone.
+    let old = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut &master, &mut v);
+        v
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        fs::read_link(format!("/proc/{pid}/fd/1")).is_ok_and(|l| l == Path::new(&slave_path)),
+        "the counter writes to {slave_path}"
+    );
+    fs::create_dir(ctx.path("img")).expect("mkdir");
+    let dir = fs::File::open(ctx.path("img")).expect("open img");
+    let (resp, log, s) = rpc_once(
+        &ctx,
+        ReqType::Dump,
+        rpc::Opts {
+            pid: Some(pid),
+            shell_job: Some(true),
+            log_file: Some("dump.log".into()),
+            ..opts(&dir)
+        },
+        None,
+        Stdio::null(),
+    );
+    assert!(resp.success, "DUMP: {:?}\n{log}", resp.cr_errmsg);
+    s.finish();
+    let st = child.wait().expect("wait the dumped counter");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&st),
+        Some(libc::SIGKILL)
+    );
+    let deadline = Instant::now() + timeout();
+    while !old.is_finished() {
+        assert!(Instant::now() < deadline, "the old master never ended");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let before = old.join().expect("the old master's reader");
+    assert!(!before.is_empty(), "the counter printed on the pty");
+
+    let s = Swrk::start(&ctx, Stdio::null());
+    s.send(&rpc::Req {
+        r#type: ReqType::Restore as i32,
+        opts: Some(rpc::Opts {
+            shell_job: Some(true),
+            rst_sibling: Some(true),
+            notify_scripts: Some(true),
+            orphan_pts_master: Some(true),
+            log_file: Some("restore.log".into()),
+            ..opts(&dir)
+        }),
+        ..Default::default()
+    });
+    let mut seen = Vec::new();
+    let mut new_master = None;
+    let resp = loop {
+        let (resp, fd) = s.recv_with_fd();
+        if resp.r#type != ReqType::Notify as i32 {
+            break resp;
+        }
+        let name = resp
+            .notify
+            .as_ref()
+            .and_then(|n| n.script.clone())
+            .unwrap_or_default();
+        if name == "orphan-pts-master" {
+            new_master = Some(fd.expect("the master is attached to orphan-pts-master"));
+        } else {
+            assert!(fd.is_none(), "a descriptor attached to {name}");
+        }
+        seen.push(name);
+        s.send(&rpc::Req {
+            r#type: ReqType::Notify as i32,
+            notify_success: Some(true),
+            ..Default::default()
+        });
+    };
+    let log = fs::read_to_string(ctx.path("img/restore.log")).unwrap_or_default();
+    assert!(resp.success, "RESTORE: {:?}\n{log}", resp.cr_errmsg);
+    assert_eq!(
+        seen,
+        [
+            "setup-namespaces",
+            "post-setup-namespaces",
+            "orphan-pts-master",
+            "post-restore",
+            "pre-resume",
+            "network-unlock",
+            "post-resume"
+        ]
+    );
+    assert!(s.finish().success());
+    let new_master = fs::File::from(new_master.expect("a new master"));
+    let now = fs::read_link(format!("/proc/{pid}/fd/1"))
+        .expect("the restored counter's stdout")
+        .display()
+        .to_string();
+    // The pty of the master sent (its number; the old one's may be reused).
+    let mut n: libc::c_uint = 0;
+    assert_eq!(
+        unsafe { libc::ioctl(new_master.as_raw_fd(), libc::TIOCGPTN, &mut n) },
+        0,
+        "TIOCGPTN"
+    );
+    assert_eq!(
+        now,
+        format!("/dev/pts/{n}"),
+        "the restored counter writes to the pty whose master was sent"
+    );
+    // Its output goes on on the new master.
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    let deadline = Instant::now() + timeout();
+    while got.iter().filter(|&&c| c == b'\n').count() < 3 {
+        assert!(Instant::now() < deadline, "nothing on the new master");
+        let mut pfd = libc::pollfd {
+            fd: new_master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        if unsafe { libc::poll(&mut pfd, 1, 100) } != 1 {
+            continue;
+        }
+        let n = std::io::Read::read(&mut &new_master, &mut b).expect("read the new master");
+        got.extend_from_slice(&b[..n]);
+    }
+    assert!(
+        String::from_utf8_lossy(&got).contains("step"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    kill_child(pid);
+}

@@ -55,6 +55,10 @@ pub struct Opts {
     pub inherit_fd: Vec<(i32, String)>,
     pub action_scripts: Vec<String>,
     pub exec_cmd: Vec<String>,
+    /// RPC `orphan_pts_master`: the tree gets a new pty's slave side where it had a
+    /// terminal; the master side goes to the caller with the `orphan-pts-master`
+    /// notification.
+    pub orphan_pts_master: bool,
     /// RESTORE: `ext_mnt` / `--ext-mount-map` (mount point at dump, host source), for
     /// ckpt's `restore --external-mount`.
     pub ext_mounts: Vec<(String, String)>,

@@ -35,6 +35,10 @@ Usage (ckpt's criu front end; CRIU's options, those ckpt can honour):
 /// still be stopped.
 pub type Notifier = Arc<dyn Fn(&str, Option<i32>) -> Result<(), String> + Send + Sync>;
 
+/// The `orphan-pts-master` notification: the new pty's master side goes to the caller
+/// (over RPC, attached to the notification), which acknowledges it.
+pub type PtsSender = Arc<dyn Fn(std::os::fd::BorrowedFd<'_>) -> Result<(), String> + Send + Sync>;
+
 /// What the command line gives: an option, its value.
 struct Parsed {
     opts: Opts,
@@ -611,6 +615,7 @@ pub fn run_restore(
     o: &Opts,
     log: &Log,
     n: Option<&Notifier>,
+    pts: Option<PtsSender>,
     from_file: bool,
 ) -> Result<restore::Launched, String> {
     let t0 = Instant::now();
@@ -663,17 +668,34 @@ pub fn run_restore(
     prepared
         .take_randomization(from_file)
         .map_err(|e| e.to_string())?;
+    let mut prepared = prepared;
+    // orphan_pts_master: a new pty in place of the terminal the tree had (whose master
+    // side was outside the tree); its master goes to the caller.
+    let master = match (o.orphan_pts_master, &pts) {
+        (true, Some(_)) => Some(Arc::new(
+            prepared
+                .with_new_tty()
+                .map_err(|e| format!("orphan_pts_master: {e}"))?,
+        )),
+        (true, None) => {
+            return Err("orphan_pts_master: needs the RPC with notify_scripts".into());
+        }
+        _ => None,
+    };
     let n = logged(n, log);
     let hook: restore::RestoreHook = {
-        let n = n.clone();
+        let (n, log) = (n.clone(), log.clone());
         Arc::new(move |step| {
             let restore::RestoreStep::Staged { root } = step;
-            for a in [
-                "setup-namespaces",
-                "post-setup-namespaces",
-                "post-restore",
-                "pre-resume",
-            ] {
+            for a in ["setup-namespaces", "post-setup-namespaces"] {
+                n(a, Some(root))?;
+            }
+            if let (Some(m), Some(send)) = (&master, &pts) {
+                use std::os::fd::AsFd;
+                log.info("notify: orphan-pts-master (the new pty's master attached)");
+                send(m.as_fd())?;
+            }
+            for a in ["post-restore", "pre-resume"] {
                 n(a, Some(root))?;
             }
             Ok(())
@@ -777,7 +799,7 @@ fn cli_restore(o: &Opts, log: &Log, n: Option<&Notifier>) -> i32 {
     if !o.detach && !o.rst_sibling && o.exec_cmd.is_empty() {
         crate::host::ignore_keyboard_signals();
     }
-    let launched = match run_restore(o, log, n, true) {
+    let launched = match run_restore(o, log, n, None, true) {
         Ok(l) => l,
         Err(e) => {
             log.error(&e);

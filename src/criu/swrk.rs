@@ -184,6 +184,7 @@ fn transaction(sock: &Arc<OwnedFd>, ty: ReqType, opts: Option<rpc::Opts>) -> Res
             .collect(),
         action_scripts: Vec::new(),
         exec_cmd: Vec::new(),
+        orphan_pts_master: ro.orphan_pts_master.unwrap_or(false),
         ext_mounts: Vec::new(),
         join_ns: Vec::new(),
         cg_roots: Vec::new(),
@@ -238,7 +239,12 @@ fn transaction(sock: &Arc<OwnedFd>, ty: ReqType, opts: Option<rpc::Opts>) -> Res
             }
         }
     } else {
-        match ops::run_restore(&o, &log, notifier.as_ref(), false) {
+        let pts: Option<ops::PtsSender> = ro.notify_scripts.unwrap_or(false).then(|| {
+            let sock = sock.clone();
+            let p: ops::PtsSender = Arc::new(move |fd| notify_with_fd(&sock, fd));
+            p
+        });
+        match ops::run_restore(&o, &log, notifier.as_ref(), pts, false) {
             Ok(l) => Resp {
                 restore: Some(rpc::RestoreResp { pid: l.root }),
                 ..answer(ty)
@@ -249,6 +255,22 @@ fn transaction(sock: &Arc<OwnedFd>, ty: ReqType, opts: Option<rpc::Opts>) -> Res
             }
         }
     }
+}
+
+/// The notification `orphan-pts-master` with the pty's master `fd` attached
+/// (SCM_RIGHTS, as CRIU sends it), and the caller's acknowledgement.
+fn notify_with_fd(sock: &OwnedFd, fd: std::os::fd::BorrowedFd<'_>) -> Result<(), String> {
+    let action = "orphan-pts-master";
+    let msg = Resp {
+        notify: Some(rpc::Notify {
+            script: Some(action.to_string()),
+            pid: None,
+        }),
+        ..answer(ReqType::Notify)
+    };
+    seqpacket::send_with_fd(sock, &msg.encode_to_vec(), fd)
+        .map_err(|e| format!("cannot send the notification {action}: {e}"))?;
+    await_ack(sock, action)
 }
 
 /// Send the notification `action` and wait for the caller's acknowledgement.
@@ -262,6 +284,11 @@ fn notify(sock: &OwnedFd, action: &str, pid: Option<i32>) -> Result<(), String> 
     };
     seqpacket::send(sock, &msg.encode_to_vec())
         .map_err(|e| format!("cannot send the notification {action}: {e}"))?;
+    await_ack(sock, action)
+}
+
+/// The caller's acknowledgement of the notification `action`.
+fn await_ack(sock: &OwnedFd, action: &str) -> Result<(), String> {
     let ack = seqpacket::recv(sock, MAX_MSG)
         .map_err(|e| format!("no acknowledgement of the notification {action}: {e}"))?
         .ok_or_else(|| format!("the caller went away at the notification {action}"))?;
@@ -382,9 +409,9 @@ pub(crate) fn refusals(ty: ReqType, o: &rpc::Opts) -> Vec<String> {
     no(!o.veths.is_empty(), "veths", ns);
     no(!o.unix_sk_ino.is_empty(), "unix_sk_ino", "use ext_unix_sk");
     no(
-        yes(o.orphan_pts_master),
+        yes(o.orphan_pts_master) && (ty == ReqType::Dump || !yes(o.notify_scripts)),
         "orphan_pts_master",
-        "passing a terminal's master side to the caller is not built",
+        "an option of RESTORE, with notify_scripts (the master goes with a notification)",
     );
     let incr = "ckpt has no incremental dumps, page server or lazy pages";
     no(o.ps.is_some(), "ps", incr);
