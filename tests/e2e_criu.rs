@@ -92,6 +92,11 @@ fn check_restore_stats(dir: &Path) {
     let st = images::read_stats(dir, "stats-restore").expect("decode stats-restore");
     let r = st.restore.expect("stats-restore holds restore statistics");
     assert!(r.restore_time > 0, "{r:?}");
+    assert!(
+        r.forking_time > 0 && r.forking_time <= r.restore_time,
+        "forking time: {r:?}"
+    );
+    assert!(r.pages_restored.is_some_and(|p| p > 0), "{r:?}");
     eprintln!("stats-restore: {r:?}");
 }
 
@@ -408,7 +413,9 @@ fn cli_refusals_check_and_version() {
     );
     for (opt, name) in [
         ("--ext-mount-map=/a:/b", "--ext-mount-map"),
-        ("--manage-cgroups=full", "--manage-cgroups=full"),
+        ("--manage-cgroups=hard", "--manage-cgroups=hard"),
+        ("--external=pid[1]:extRootPidNS", "--external pid[1]"),
+        ("--freeze-cgroup=/x", "--freeze-cgroup"),
         ("--ghost-limit=1M", "--ghost-limit"),
     ] {
         let out = criu(&ctx, &["dump", "-t", &pid, "-D", "cr", "-o", "r.log", opt]);
@@ -775,9 +782,9 @@ fn rpc_refusals_and_aborted_dump() {
                 log_file: Some("refused.log".into()),
                 ext_mnt: vec![rpc::ExtMountMap {
                     key: "/etc/hosts".into(),
-                    val: "/etc/hosts".into(),
+                    val: "hosts".into(),
                 }],
-                manage_cgroups: Some(true),
+                freeze_cgroup: Some("/x".into()),
                 ..opts(&dir)
             }),
             ..Default::default()
@@ -788,7 +795,7 @@ fn rpc_refusals_and_aborted_dump() {
     assert!(seen.is_empty(), "notified {seen:?} before refusing");
     let msg = resp.cr_errmsg.unwrap_or_default();
     assert!(
-        msg.contains("ext_mnt") && msg.contains("manage_cgroups"),
+        msg.contains("ext_mnt") && msg.contains("freeze_cgroup"),
         "{msg}"
     );
     assert!(resp.cr_errno.is_some_and(|e| e != 0));
@@ -932,4 +939,846 @@ fn rpc_restore_sibling_of_a_tree_with_its_own_pid_namespace() {
         &reference.stdout,
         &[before, rest].concat(),
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Mount, namespace and cgroup options mapped onto ckpt's engine
+
+/// The root (in its file system) of the mount on `point` as process `pid` sees it.
+fn mount_root(pid: i32, point: &str) -> Option<String> {
+    let mi = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    mi.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.get(4) == Some(&point)).then(|| f.get(3).map(|s| s.to_string()))?
+    })
+}
+
+/// A program of util-linux or iproute2 the test needs, found where Debian puts it.
+fn tool(name: &str) -> PathBuf {
+    for d in ["/usr/bin", "/usr/sbin", "/bin", "/sbin"] {
+        let p = PathBuf::from(d).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("needs {name} (apt-get install util-linux iproute2)");
+}
+
+/// The inode of namespace `kind` of process `pid`.
+fn ns_inode(pid: i32, kind: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(format!("/proc/{pid}/ns/{kind}"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/ns/{kind}: {e}"))
+        .ino()
+}
+
+/// Kill our child `pid` (a restored root, rst_sibling) and reap it.
+fn kill_child(pid: i32) {
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_pid(pid, timeout()).expect("the killed child's status");
+}
+
+/// One RPC request to a new `criu swrk` (notifications acknowledged), with our
+/// descriptor `extra.0` as its descriptor `extra.1`; the answer and the log.
+fn rpc_once(
+    ctx: &Ctx,
+    ty: ReqType,
+    o: rpc::Opts,
+    extra: Option<(i32, i32)>,
+    stdout: Stdio,
+) -> (rpc::Resp, String, Swrk) {
+    let log = o.log_file.clone().unwrap_or_default();
+    let s = Swrk::start_with(ctx, stdout, extra);
+    let (_, resp) = s.transact(
+        &rpc::Req {
+            r#type: ty as i32,
+            opts: Some(o),
+            ..Default::default()
+        },
+        |_| true,
+    );
+    let log = fs::read_to_string(ctx.path("img").join(log)).unwrap_or_default();
+    (resp, log, s)
+}
+
+/// runc's external bind mounts: a tree in a mount namespace of its own with a bind of a
+/// host directory is dumped over RPC with `ext_mnt` naming that mount by its mount
+/// point (key = value, as runc sends it); the host directory is moved; a RESTORE
+/// without `ext_mnt` is refused naming the mount; with `ext_mnt` {mount point: new
+/// place} the tree comes back with the bind's root at the new place (its mountinfo)
+/// and prints what an uninterrupted run prints.
+#[test]
+fn rpc_ext_mnt_gives_a_bind_mount_its_new_source() {
+    let ctx = Ctx::new("rpc_ext_mnt_gives_a_bind_mount_its_new_source");
+    let unshare = PathBuf::from("/usr/bin/unshare");
+    assert!(unshare.exists(), "needs unshare(1) (util-linux)");
+    let base = |name: &str| {
+        let b = ctx.dir.join(name);
+        fs::create_dir_all(b.join("host")).expect("mkdir host");
+        fs::write(b.join("host/h.txt"), "host file\n").expect("write h.txt");
+        b
+    };
+    let spec = |b: &Path| {
+        Spec::new(&unshare)
+            .arg("-m")
+            .arg("--propagation")
+            .arg("private")
+            .arg(target("mntns"))
+            .arg(b)
+            .arg("16")
+            .arg("sleep=40")
+    };
+    let (b, rb) = (base("m"), base("r"));
+    let reference = ctx.reference(&spec(&rb));
+    let mut t = ctx.spawn(&spec(&b));
+    t.wait_lines(4);
+    let pid = t.pid;
+    let point = b.join("hb").display().to_string();
+    let root = mount_root(pid, &point).expect("the bind of the host directory");
+    assert!(root.ends_with("/m/host"), "{root}");
+    fs::create_dir(ctx.path("img")).expect("mkdir");
+    let dir = fs::File::open(ctx.path("img")).expect("open img");
+    let (resp, log, s) = rpc_once(
+        &ctx,
+        ReqType::Dump,
+        rpc::Opts {
+            pid: Some(pid),
+            log_file: Some("dump.log".into()),
+            ext_mnt: vec![rpc::ExtMountMap {
+                key: point.clone(),
+                val: point.clone(),
+            }],
+            ..opts(&dir)
+        },
+        None,
+        Stdio::null(),
+    );
+    assert!(resp.success, "DUMP: {:?}\n{log}", resp.cr_errmsg);
+    s.finish();
+    t.expect_killed();
+    let before = t.stdout.finish("original");
+    wait_pids_gone(&[pid], "mntns after the dump");
+    let moved = ctx.dir.join("moved-host");
+    fs::rename(b.join("host"), &moved).expect("move the host directory");
+
+    let restore = |ext: Vec<rpc::ExtMountMap>, log: &str| rpc::Opts {
+        rst_sibling: Some(true),
+        log_file: Some(log.into()),
+        ext_mnt: ext,
+        ..opts(&dir)
+    };
+    let (resp, log, s) = rpc_once(
+        &ctx,
+        ReqType::Restore,
+        restore(Vec::new(), "refused.log"),
+        None,
+        Stdio::null(),
+    );
+    assert!(!resp.success, "restored without the mount's source:\n{log}");
+    let msg = resp.cr_errmsg.unwrap_or_default();
+    assert!(
+        msg.contains(&format!("the source of the mount on {point}")),
+        "{msg}"
+    );
+    s.finish();
+    assert!(!pid_exists(pid), "the refused restore left process {pid}");
+
+    let mut s = Swrk::start_with(&ctx, Stdio::piped(), None);
+    let mut out = s.child.stdout.take().expect("swrk's stdout");
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out, &mut v);
+        v
+    });
+    let (_, resp) = s.transact(
+        &rpc::Req {
+            r#type: ReqType::Restore as i32,
+            opts: Some(restore(
+                vec![rpc::ExtMountMap {
+                    key: point.clone(),
+                    val: moved.display().to_string(),
+                }],
+                "restore.log",
+            )),
+            ..Default::default()
+        },
+        |_| true,
+    );
+    let log = fs::read_to_string(ctx.path("img/restore.log")).unwrap_or_default();
+    assert!(resp.success, "RESTORE: {:?}\n{log}", resp.cr_errmsg);
+    assert_eq!(resp.restore.map(|r| r.pid), Some(pid));
+    ctx.track(pid);
+    s.finish();
+    let root = mount_root(pid, &point).expect("the restored bind");
+    assert!(
+        root.ends_with("/moved-host"),
+        "the restored bind's root is the new source: {root}"
+    );
+    let st = wait_pid(pid, timeout()).expect("our child's status");
+    let rest = reader.join().expect("reader");
+    assert_eq!(st.code(), reference.status.code(), "exit status");
+    assert_same_output(
+        "mntns over RPC, its host directory given with ext_mnt",
+        &reference.stdout,
+        &[before, rest].concat(),
+    );
+}
+
+/// runc's network namespace given to a container (made outside it, held by another
+/// process): the DUMP names it in `external` (`net[INODE]:extRootNetNS`; a wrong inode
+/// is refused, the program running on); a RESTORE without it is refused naming it, one
+/// with an `extra_opt` refused by name; with `inherit_fd` {extRootNetNS: a descriptor
+/// of the namespace} (runc's way) the program is restored in that namespace
+/// (/proc/PID/ns/net); killed, and restored again with `join_ns` {net: the holder's
+/// PID} (crun's way), in it again, running to its end as an uninterrupted run.
+#[test]
+fn rpc_network_namespace_made_outside_is_joined() {
+    let ctx = Ctx::new("rpc_network_namespace_made_outside_is_joined");
+    let mut holder = ctx.spawn(
+        &Spec::new(tool("unshare"))
+            .arg("--net")
+            .arg("sh")
+            .arg("-c")
+            .arg("ip link set lo up && echo up && exec sleep 600"),
+    );
+    holder.wait_for("up\n");
+    let path = format!("/proc/{}/ns/net", holder.pid);
+    let inode = ns_inode(holder.pid, "net");
+    assert_ne!(inode, ns_inode(my_pid(), "net"));
+    let plain = counter_spec(&ctx, "counter", 60, &[]).cwd(&ctx.dir);
+    let reference = ctx.reference(&plain);
+    let spec = Spec::new(tool("nsenter"))
+        .arg(format!("--net={path}"))
+        .arg(target("counter"))
+        .arg("60")
+        .arg(ctx.path("map.bin"))
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(5);
+    let pid = t.pid;
+    assert_eq!(ns_inode(pid, "net"), inode);
+    fs::create_dir(ctx.path("img")).expect("mkdir");
+    let dir = fs::File::open(ctx.path("img")).expect("open img");
+    let dump = |ext: &str, log: &str| rpc::Opts {
+        pid: Some(pid),
+        log_file: Some(log.into()),
+        external: vec![ext.to_string()],
+        ..opts(&dir)
+    };
+    let (resp, _, s) = rpc_once(
+        &ctx,
+        ReqType::Dump,
+        dump("net[1]:extRootNetNS", "wrong.log"),
+        None,
+        Stdio::null(),
+    );
+    let msg = resp.cr_errmsg.unwrap_or_default();
+    assert!(!resp.success && msg.contains("external net[1]"), "{msg}");
+    s.finish();
+    assert_running_untraced(pid, "after a DUMP naming another namespace");
+    let (resp, log, s) = rpc_once(
+        &ctx,
+        ReqType::Dump,
+        dump(&format!("net[{inode}]:extRootNetNS"), "dump.log"),
+        None,
+        Stdio::null(),
+    );
+    assert!(resp.success, "DUMP: {:?}\n{log}", resp.cr_errmsg);
+    s.finish();
+    t.expect_killed();
+    let printed = t.stdout.finish("original");
+    wait_pids_gone(&[pid], "after the dump");
+
+    let restore = |log: &str| rpc::Opts {
+        rst_sibling: Some(true),
+        log_file: Some(log.into()),
+        ..opts(&dir)
+    };
+    let (resp, _, s) = rpc_once(
+        &ctx,
+        ReqType::Restore,
+        restore("r0.log"),
+        None,
+        Stdio::null(),
+    );
+    let msg = resp.cr_errmsg.unwrap_or_default();
+    assert!(
+        !resp.success && msg.contains(&format!("net:[{inode}]")),
+        "{msg}"
+    );
+    s.finish();
+    let (resp, _, s) = rpc_once(
+        &ctx,
+        ReqType::Restore,
+        rpc::Opts {
+            join_ns: vec![rpc::JoinNamespace {
+                ns: "net".into(),
+                ns_file: path.clone(),
+                extra_opt: Some("a,b".into()),
+            }],
+            ..restore("r1.log")
+        },
+        None,
+        Stdio::null(),
+    );
+    let msg = resp.cr_errmsg.unwrap_or_default();
+    assert!(
+        !resp.success && msg.contains("opts.join_ns net") && msg.contains("extra option"),
+        "{msg}"
+    );
+    s.finish();
+    assert!(!pid_exists(pid));
+
+    // runc: inherit_fd of the namespace's descriptor.
+    let nsf = fs::File::open(&path).expect("open the namespace");
+    let (resp, log, s) = rpc_once(
+        &ctx,
+        ReqType::Restore,
+        rpc::Opts {
+            inherit_fd: vec![rpc::InheritFd {
+                key: "extRootNetNS".into(),
+                fd: 4,
+            }],
+            ..restore("r2.log")
+        },
+        Some((nsf.as_raw_fd(), 4)),
+        Stdio::null(),
+    );
+    assert!(
+        resp.success,
+        "RESTORE with inherit_fd: {:?}\n{log}",
+        resp.cr_errmsg
+    );
+    s.finish();
+    ctx.track(pid);
+    assert_eq!(
+        ns_inode(pid, "net"),
+        inode,
+        "restored in the given namespace"
+    );
+    kill_child(pid);
+
+    // crun/libcriu: join_ns with the holder's PID.
+    let mut s = Swrk::start_with(&ctx, Stdio::piped(), None);
+    let mut out = s.child.stdout.take().expect("swrk's stdout");
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out, &mut v);
+        v
+    });
+    let (_, resp) = s.transact(
+        &rpc::Req {
+            r#type: ReqType::Restore as i32,
+            opts: Some(rpc::Opts {
+                join_ns: vec![rpc::JoinNamespace {
+                    ns: "net".into(),
+                    ns_file: holder.pid.to_string(),
+                    extra_opt: None,
+                }],
+                ..restore("r3.log")
+            }),
+            ..Default::default()
+        },
+        |_| true,
+    );
+    let log = fs::read_to_string(ctx.path("img/r3.log")).unwrap_or_default();
+    assert!(
+        resp.success,
+        "RESTORE with join_ns: {:?}\n{log}",
+        resp.cr_errmsg
+    );
+    s.finish();
+    assert_eq!(
+        ns_inode(pid, "net"),
+        inode,
+        "restored in the joined namespace"
+    );
+    let st = wait_pid(pid, timeout()).expect("our child's status");
+    let rest = reader.join().expect("reader");
+    assert_eq!(st.code(), reference.status.code(), "exit status");
+    assert_same_output(
+        "counter in a namespace made outside it, restored with join_ns",
+        &reference.stdout,
+        &[printed, rest].concat(),
+    );
+    holder.kill();
+}
+
+/// Where the hierarchy with controller `ctrl` is mounted: the cgroup v2 one if it has
+/// the controller, else the v1 one that has it; and whether it is v2.
+fn hierarchy_with(ctrl: &str) -> (PathBuf, bool) {
+    let mi = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let mut v1 = None;
+    for l in mi.lines() {
+        let Some((pre, post)) = l.split_once(" - ") else {
+            continue;
+        };
+        let mp = PathBuf::from(pre.split(' ').nth(4).unwrap_or_default());
+        let mut post = post.split(' ');
+        match post.next() {
+            Some("cgroup2") => {
+                let c = fs::read_to_string(mp.join("cgroup.controllers")).unwrap_or_default();
+                if c.split_whitespace().any(|x| x == ctrl) {
+                    return (mp, true);
+                }
+            }
+            Some("cgroup")
+                if v1.is_none() && post.nth(1).is_some_and(|o| o.split(',').any(|x| x == ctrl)) =>
+            {
+                v1 = Some(mp)
+            }
+            _ => {}
+        }
+    }
+    (
+        v1.unwrap_or_else(|| panic!("needs a cgroup hierarchy with the {ctrl} controller")),
+        false,
+    )
+}
+
+/// Cgroup directories removed (deepest first, after their processes are gone) at the
+/// end.
+struct CgDirs(Vec<PathBuf>);
+
+impl CgDirs {
+    fn clean(&self) {
+        let mut all = self.0.clone();
+        all.sort();
+        for d in all.iter().rev() {
+            for _ in 0..100 {
+                if fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+impl Drop for CgDirs {
+    fn drop(&mut self) {
+        self.clean();
+    }
+}
+
+/// CRIU's cgroup modes and roots over RPC, checked in /proc/PID/cgroup and the cgroups'
+/// files: a program in a cgroup with a memory limit and pids.max (cgroup v2, or the v1
+/// memory and pids hierarchies) is dumped; IGNORE restores it in the caller's cgroups,
+/// not the recorded ones; with the cgroup removed, CG_NONE is refused naming it (it
+/// must exist); SOFT with `cg_root` puts it below that root, in a cgroup made with the
+/// recorded limits; FULL makes the removed cgroup again with the same limits and puts
+/// the program in it (ckpt's `restore --manage-cgroups`); STRICT, with the cgroup
+/// there, is refused naming it.
+#[test]
+fn rpc_cgroup_modes_roots_and_limits() {
+    // Before the context: removed after its processes are killed.
+    let mut dirs = CgDirs(Vec::new());
+    let ctx = Ctx::new("rpc_cgroup_modes_roots_and_limits");
+    let (mem, v2) = hierarchy_with("memory");
+    let pids_h = hierarchy_with("pids").0;
+    let name = format!("ckpt-e2e-lim-{}", std::process::id());
+    let other = format!("ckpt-e2e-root-{}", std::process::id());
+    let mut hiers = vec![mem.clone()];
+    if pids_h != mem {
+        hiers.push(pids_h.clone());
+    }
+    for h in &hiers {
+        dirs.0.push(h.join(&name));
+        dirs.0.push(h.join(&other));
+        dirs.0.push(h.join(&other).join(&name));
+    }
+    let mem_file = if v2 {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    let limits = [
+        (mem.clone(), mem_file, "268435456"),
+        (pids_h.clone(), "pids.max", "77"),
+    ];
+    let make = |under: &str| {
+        for h in &hiers {
+            fs::create_dir_all(h.join(under).join(&name)).expect("mkdir the cgroup");
+        }
+    };
+    make("");
+    for (h, f, v) in &limits {
+        fs::write(h.join(&name).join(f), v).unwrap_or_else(|e| panic!("set {f}: {e}"));
+    }
+    let moves: String = hiers
+        .iter()
+        .map(|h| format!("echo $$ > {}/cgroup.procs && ", h.join(&name).display()))
+        .collect();
+    counter_spec(&ctx, "counter", 1, &[]);
+    let spec = Spec::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "{moves}exec {} 600 {}",
+            target("counter").display(),
+            ctx.path("map.bin").display()
+        ))
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(3);
+    let pid = t.pid;
+    let cg = |p: i32| fs::read_to_string(format!("/proc/{p}/cgroup")).unwrap_or_default();
+    let before = cg(pid);
+    assert!(before.contains(&format!(":/{name}\n")), "{before}");
+    fs::create_dir(ctx.path("img")).expect("mkdir");
+    let dir = fs::File::open(ctx.path("img")).expect("open img");
+    let (resp, log, s) = rpc_once(
+        &ctx,
+        ReqType::Dump,
+        rpc::Opts {
+            pid: Some(pid),
+            log_file: Some("dump.log".into()),
+            manage_cgroups_mode: Some(rpc::CgMode::Soft as i32),
+            ..opts(&dir)
+        },
+        None,
+        Stdio::null(),
+    );
+    assert!(resp.success, "DUMP: {:?}\n{log}", resp.cr_errmsg);
+    s.finish();
+    t.expect_killed();
+    wait_pids_gone(&[pid], "after the dump");
+
+    let restore = |mode: rpc::CgMode, log: &str| rpc::Opts {
+        rst_sibling: Some(true),
+        log_file: Some(log.into()),
+        manage_cgroups_mode: Some(mode as i32),
+        ..opts(&dir)
+    };
+    let ok = |o: rpc::Opts, what: &str| {
+        let log = o.log_file.clone().unwrap_or_default();
+        let (resp, _, s) = rpc_once(&ctx, ReqType::Restore, o, None, Stdio::null());
+        let text = fs::read_to_string(ctx.path("img").join(log)).unwrap_or_default();
+        assert!(resp.success, "{what}: {:?}\n{text}", resp.cr_errmsg);
+        s.finish();
+        assert_eq!(resp.restore.map(|r| r.pid), Some(pid), "{what}");
+        ctx.track(pid);
+    };
+    let refused = |o: rpc::Opts, what: &str, needle: &str| {
+        let (resp, _, s) = rpc_once(&ctx, ReqType::Restore, o, None, Stdio::null());
+        let msg = resp.cr_errmsg.unwrap_or_default();
+        assert!(!resp.success && msg.contains(needle), "{what}: {msg}");
+        s.finish();
+        assert!(!pid_exists(pid), "{what}: left process {pid}");
+    };
+    let read = |d: &Path, f: &str| {
+        fs::read_to_string(d.join(f))
+            .unwrap_or_else(|e| panic!("read {}: {e}", d.join(f).display()))
+            .trim()
+            .to_string()
+    };
+
+    // IGNORE: the caller's cgroups (ours: the service is our child).
+    ok(restore(rpc::CgMode::Ignore, "ignore.log"), "IGNORE");
+    assert_eq!(
+        cg(pid),
+        cg(my_pid()),
+        "IGNORE leaves it in the caller's cgroups"
+    );
+    kill_child(pid);
+
+    // The cgroup removed: CG_NONE needs it.
+    for h in &hiers {
+        fs::remove_dir(h.join(&name)).expect("remove the cgroup");
+    }
+    refused(
+        restore(rpc::CgMode::CgNone, "none.log"),
+        "CG_NONE",
+        &format!("/{name} does not exist"),
+    );
+    assert!(!mem.join(&name).exists(), "CG_NONE made the cgroup");
+
+    // SOFT below cg_root: made there, with the limits.
+    ok(
+        rpc::Opts {
+            cg_root: vec![rpc::CgroupRoot {
+                ctrl: None,
+                path: format!("/{other}"),
+            }],
+            ..restore(rpc::CgMode::Soft, "soft.log")
+        },
+        "SOFT with cg_root",
+    );
+    let now = cg(pid);
+    assert!(now.contains(&format!(":/{other}/{name}\n")), "{now}");
+    assert!(!now.contains(&format!(":/{name}\n")), "{now}");
+    for (h, f, v) in &limits {
+        assert_eq!(
+            read(&h.join(&other).join(&name), f),
+            *v,
+            "{f} below cg_root"
+        );
+    }
+    kill_child(pid);
+
+    // FULL: the removed cgroup made again, with its limits, the program in it.
+    ok(restore(rpc::CgMode::Full, "full.log"), "FULL");
+    assert_eq!(cg(pid), before, "FULL: back in its cgroups");
+    for (h, f, v) in &limits {
+        assert_eq!(read(&h.join(&name), f), *v, "{f} made again");
+    }
+    kill_child(pid);
+
+    // STRICT: the cgroup must not exist.
+    refused(
+        restore(rpc::CgMode::Strict, "strict.log"),
+        "STRICT",
+        &format!("/{name} exists already"),
+    );
+
+    // The engine's own command line: `ckpt restore` makes the removed cgroup without
+    // the limits, `ckpt restore --manage-cgroups` with them.
+    let img = ctx.path("img/ckpt.img");
+    for manage in [false, true] {
+        for h in &hiers {
+            fs::remove_dir(h.join(&name)).expect("remove the cgroup");
+        }
+        let mut args = vec!["restore", "--detach"];
+        if manage {
+            args.push("--manage-cgroups");
+        }
+        let mut args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        args.push(img.as_os_str());
+        let r = ctx.ckpt(&args);
+        assert_eq!(r.code(), Some(0), "ckpt {args:?}: {}", r.stderr);
+        ctx.track(pid);
+        assert_eq!(cg(pid), before, "ckpt restore: back in its cgroups");
+        for (h, f, v) in &limits {
+            let now = read(&h.join(&name), f);
+            if manage {
+                assert_eq!(now, *v, "{f} with --manage-cgroups");
+            } else {
+                assert_ne!(now, *v, "{f} without --manage-cgroups");
+            }
+        }
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        wait_pids_gone(&[pid], "the restored counter, killed");
+    }
+}
+
+impl Swrk {
+    /// The next answer, with the descriptor attached to it (SCM_RIGHTS), if any.
+    fn recv_with_fd(&self) -> (rpc::Resp, Option<OwnedFd>) {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut pfd = libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout().as_millis() as i32;
+        assert_eq!(
+            unsafe { libc::poll(&mut pfd, 1, ms) },
+            1,
+            "swrk did not answer"
+        );
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut cbuf = [0u64; 16];
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&cbuf);
+        let n = unsafe { libc::recvmsg(self.sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        assert!(n > 0, "swrk closed the socket without an answer");
+        let mut fd = None;
+        let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+        if !c.is_null() {
+            let h = unsafe { &*c };
+            if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
+                let raw = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>()) };
+                fd = Some(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
+        }
+        let resp = rpc::Resp::decode(&buf[..n as usize]).expect("a criu_resp");
+        (resp, fd)
+    }
+}
+
+/// runc's terminal: a program whose standard descriptors are a pty's slave (the master
+/// held outside the tree, here by the test) is dumped; a RESTORE with
+/// `orphan_pts_master` gives it a new pty's slave and sends the new master with the
+/// `orphan-pts-master` notification (attached with SCM_RIGHTS), between
+/// post-setup-namespaces and post-restore; the program's output goes on on that master,
+/// its descriptors lead to the new pty (/proc/PID/fd).
+#[test]
+fn rpc_orphan_pts_master_sends_the_new_terminal() {
+    let ctx = Ctx::new("rpc_orphan_pts_master_sends_the_new_terminal");
+    let (master, slave_path) = unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(m >= 0, "posix_openpt");
+        assert_eq!(libc::grantpt(m), 0);
+        assert_eq!(libc::unlockpt(m), 0);
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(m, name.as_mut_ptr(), name.len()), 0);
+        let p = std::ffi::CStr::from_ptr(name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        (fs::File::from_raw_fd(m), p)
+    };
+    let slave = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&slave_path)
+        .expect("open the pty's slave");
+    counter_spec(&ctx, "counter", 1, &[]);
+    let mut cmd = Command::new(target("counter"));
+    unsafe {
+        // Only the pty: no descriptor of the test harness goes along.
+        cmd.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .arg("400")
+        .arg(ctx.path("map.bin"))
+        .current_dir(&ctx.dir)
+        .stdin(Stdio::from(slave.try_clone().expect("dup")))
+        .stdout(Stdio::from(slave.try_clone().expect("dup")))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .expect("spawn counter on the pty");
+    // Its copies of the slave go: the old master ends once the counter is gone.
+    drop(cmd);
+    let pid = child.id() as i32;
+    ctx.track(pid);
+    // Read the old master until the program is gone.
+    let old = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut &master, &mut v);
+        v
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        fs::read_link(format!("/proc/{pid}/fd/1")).is_ok_and(|l| l == Path::new(&slave_path)),
+        "the counter writes to {slave_path}"
+    );
+    fs::create_dir(ctx.path("img")).expect("mkdir");
+    let dir = fs::File::open(ctx.path("img")).expect("open img");
+    let (resp, log, s) = rpc_once(
+        &ctx,
+        ReqType::Dump,
+        rpc::Opts {
+            pid: Some(pid),
+            shell_job: Some(true),
+            log_file: Some("dump.log".into()),
+            ..opts(&dir)
+        },
+        None,
+        Stdio::null(),
+    );
+    assert!(resp.success, "DUMP: {:?}\n{log}", resp.cr_errmsg);
+    s.finish();
+    let st = child.wait().expect("wait the dumped counter");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&st),
+        Some(libc::SIGKILL)
+    );
+    let deadline = Instant::now() + timeout();
+    while !old.is_finished() {
+        assert!(Instant::now() < deadline, "the old master never ended");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let before = old.join().expect("the old master's reader");
+    assert!(!before.is_empty(), "the counter printed on the pty");
+
+    let s = Swrk::start(&ctx, Stdio::null());
+    s.send(&rpc::Req {
+        r#type: ReqType::Restore as i32,
+        opts: Some(rpc::Opts {
+            shell_job: Some(true),
+            rst_sibling: Some(true),
+            notify_scripts: Some(true),
+            orphan_pts_master: Some(true),
+            log_file: Some("restore.log".into()),
+            ..opts(&dir)
+        }),
+        ..Default::default()
+    });
+    let mut seen = Vec::new();
+    let mut new_master = None;
+    let resp = loop {
+        let (resp, fd) = s.recv_with_fd();
+        if resp.r#type != ReqType::Notify as i32 {
+            break resp;
+        }
+        let name = resp
+            .notify
+            .as_ref()
+            .and_then(|n| n.script.clone())
+            .unwrap_or_default();
+        if name == "orphan-pts-master" {
+            new_master = Some(fd.expect("the master is attached to orphan-pts-master"));
+        } else {
+            assert!(fd.is_none(), "a descriptor attached to {name}");
+        }
+        seen.push(name);
+        s.send(&rpc::Req {
+            r#type: ReqType::Notify as i32,
+            notify_success: Some(true),
+            ..Default::default()
+        });
+    };
+    let log = fs::read_to_string(ctx.path("img/restore.log")).unwrap_or_default();
+    assert!(resp.success, "RESTORE: {:?}\n{log}", resp.cr_errmsg);
+    assert_eq!(
+        seen,
+        [
+            "setup-namespaces",
+            "post-setup-namespaces",
+            "orphan-pts-master",
+            "post-restore",
+            "pre-resume",
+            "network-unlock",
+            "post-resume"
+        ]
+    );
+    assert!(s.finish().success());
+    let new_master = fs::File::from(new_master.expect("a new master"));
+    let now = fs::read_link(format!("/proc/{pid}/fd/1"))
+        .expect("the restored counter's stdout")
+        .display()
+        .to_string();
+    // The pty of the master sent (its number; the old one's may be reused).
+    let mut n: libc::c_uint = 0;
+    assert_eq!(
+        unsafe { libc::ioctl(new_master.as_raw_fd(), libc::TIOCGPTN, &mut n) },
+        0,
+        "TIOCGPTN"
+    );
+    assert_eq!(
+        now,
+        format!("/dev/pts/{n}"),
+        "the restored counter writes to the pty whose master was sent"
+    );
+    // Its output goes on on the new master.
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    let deadline = Instant::now() + timeout();
+    while got.iter().filter(|&&c| c == b'\n').count() < 3 {
+        assert!(Instant::now() < deadline, "nothing on the new master");
+        let mut pfd = libc::pollfd {
+            fd: new_master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        if unsafe { libc::poll(&mut pfd, 1, 100) } != 1 {
+            continue;
+        }
+        let n = std::io::Read::read(&mut &new_master, &mut b).expect("read the new master");
+        got.extend_from_slice(&b[..n]);
+    }
+    assert!(
+        String::from_utf8_lossy(&got).contains("step"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    kill_child(pid);
 }

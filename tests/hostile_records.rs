@@ -98,6 +98,8 @@ fn hostile_fifo_lock_and_inotify_records_are_malformed() {
         inherit: Vec::new(),
         join_ns: Vec::new(),
         cgroup_root: None,
+        cgroup_mode: Default::default(),
+        cgroup_limits: Default::default(),
     };
     let lock = |start: u64, end: Option<u64>| FileLock {
         kind: LockKind::Posix,
@@ -204,6 +206,8 @@ fn hostile_socket_records_are_plan_problems() {
         inherit,
         join_ns: Vec::new(),
         cgroup_root: None,
+        cgroup_mode: Default::default(),
+        cgroup_limits: Default::default(),
     };
     let msg = |from: &[u8], len: usize| SockMessage {
         creds: None,
@@ -456,6 +460,8 @@ fn compressed_records_are_checked(
         inherit: Vec::new(),
         join_ns: Vec::new(),
         cgroup_root: None,
+        cgroup_mode: Default::default(),
+        cgroup_limits: Default::default(),
     };
     let report = ckpt::restore::check(&bytes[..], &view).unwrap();
     assert!(

@@ -21,6 +21,8 @@ fn view() -> ckpt::restore::HostView {
         inherit: vec![],
         join_ns: Vec::new(),
         cgroup_root: None,
+        cgroup_mode: Default::default(),
+        cgroup_limits: Default::default(),
     }
 }
 

@@ -134,6 +134,24 @@ struct InheritArgs {
     /// only: the cgroups' limits are not restored.
     #[arg(long = "cgroup-root", value_name = "PATH")]
     cgroup_root: Option<String>,
+    /// Where the restored processes go: "place" (the default: into the cgroups they
+    /// were in, below --cgroup-root if given, making those missing), "ignore" (leave
+    /// them in ckpt's own cgroups; refused for a tree with a cgroup namespace of its
+    /// own), "existing" (place, but every cgroup must exist already), "fresh" (place,
+    /// but none may exist: the restore makes them all).
+    #[arg(long = "cgroups", value_name = "MODE", default_value = "place")]
+    cgroups: restore::CgroupMode,
+    /// Also give the tree's cgroups the limits they had at dump (v2: memory.max,
+    /// memory.high, pids.max, cpu.max, cpu.weight, io.max; v1: memory.limit_in_bytes,
+    /// memory.soft_limit_in_bytes, pids.max, cpu.shares, cpu.cfs_period_us,
+    /// cpu.cfs_quota_us; those not at the kernel's default), written before any
+    /// process is put in them: "made" (the default: only the cgroups the restore makes)
+    /// or "all" (existing ones too; written back if the restore fails). Restore refuses
+    /// a limit this host cannot take (e.g. the controller not enabled in the parent's
+    /// cgroup.subtree_control), naming it. (`--manage-cgroups=all`: with an equals sign.)
+    #[arg(long = "manage-cgroups", value_name = "WHICH", num_args = 0..=1,
+          require_equals = true, default_missing_value = "made", default_value = "off")]
+    manage_cgroups: restore::LimitsMode,
 }
 
 impl InheritArgs {
@@ -149,6 +167,8 @@ impl InheritArgs {
             inherit: self.inherit_fd,
             join_ns: self.join_ns,
             cgroup_root: self.cgroup_root,
+            cgroup_mode: self.cgroups,
+            cgroup_limits: self.manage_cgroups,
             ..v
         })
     }

@@ -12,6 +12,7 @@
 
 pub mod images;
 mod log;
+pub mod map;
 mod ops;
 pub mod rpc;
 mod swrk;
@@ -54,6 +55,24 @@ pub struct Opts {
     pub inherit_fd: Vec<(i32, String)>,
     pub action_scripts: Vec<String>,
     pub exec_cmd: Vec<String>,
+    /// RPC `orphan_pts_master`: the tree gets a new pty's slave side where it had a
+    /// terminal; the master side goes to the caller with the `orphan-pts-master`
+    /// notification.
+    pub orphan_pts_master: bool,
+    /// RESTORE: `ext_mnt` / `--ext-mount-map` (mount point at dump, host source), for
+    /// ckpt's `restore --external-mount`.
+    pub ext_mounts: Vec<(String, String)>,
+    /// RESTORE: `join_ns` / `--join-ns` (kind, namespace file), for ckpt's
+    /// `restore --join-ns`.
+    pub join_ns: Vec<(String, PathBuf)>,
+    /// RESTORE: `cg_root` / `--cgroup-root` entries (controller, path), resolved into
+    /// ckpt's one `restore --cgroup-root` (see [`map::cg_root`]).
+    pub cg_roots: Vec<(Option<String>, String)>,
+    /// `manage_cgroups(_mode)` / `--manage-cgroups`; None: CRIU's default, SOFT (see
+    /// [`map::cg_mode`]).
+    pub cg_mode: Option<rpc::CgMode>,
+    /// DUMP: `external` network namespaces (`net[INO]:KEY`): the tree's must be that one.
+    pub external_ns: Vec<(String, u64)>,
 }
 
 impl Opts {

@@ -16,11 +16,15 @@ pub const USAGE: &str = "\
 Usage (ckpt's criu front end; CRIU's options, those ckpt can honour):
   criu dump -t PID -D DIR [-W DIR] [-o LOG] [-v[N]] [-R|--leave-running] [--shell-job]
             [--tcp-established] [--file-locks] [--ext-unix-sk] [--action-script S]
-            [--manage-cgroups=ignore|none]
+            [--manage-cgroups[=MODE]] [--ext-mount-map POINT:POINT]
+            [--external net[INODE]:KEY]
   criu restore -D DIR [-W DIR] [-o LOG] [-v[N]] [-d|--restore-detached] [--shell-job]
             [--inherit-fd fd[N]:KEY] [--pidfile F] [--restore-sibling] [--root /]
             [--action-script S] [--tcp-established] [--file-locks]
-            [--manage-cgroups=ignore|none] [--exec-cmd -- CMD...]
+            [--manage-cgroups[=MODE]] [--cgroup-root [CTRL:]PATH]
+            [--ext-mount-map POINT:SOURCE] [--join-ns net|uts|ipc:FILE|PID]
+            [--exec-cmd -- CMD...]
+  (MODE: none, props, soft (the default), full, strict or ignore)
   criu check [--feature NAME]
   criu swrk FD
   criu --version
@@ -30,6 +34,10 @@ Usage (ckpt's criu front end; CRIU's options, those ckpt can honour):
 /// action's name and the restored root's PID when there is one; `Err` stops what can
 /// still be stopped.
 pub type Notifier = Arc<dyn Fn(&str, Option<i32>) -> Result<(), String> + Send + Sync>;
+
+/// The `orphan-pts-master` notification: the new pty's master side goes to the caller
+/// (over RPC, attached to the notification), which acknowledges it.
+pub type PtsSender = Arc<dyn Fn(std::os::fd::BorrowedFd<'_>) -> Result<(), String> + Send + Sync>;
 
 /// What the command line gives: an option, its value.
 struct Parsed {
@@ -103,11 +111,12 @@ const FLAGS: &[(&str, Option<char>)] = &[
 
 /// Why ckpt refuses an option CRIU has (None: ckpt honours it).
 fn refusal(name: &str, value: Option<&str>) -> Option<String> {
-    let mounts = "the criu front end does not hand mount options to ckpt's engine yet \
-                  (ckpt restore --external-mount is the engine's own)";
+    let mounts = "not built in ckpt's criu front end (external mounts are given one by one \
+                  with --ext-mount-map)";
     Some(match name {
-        "ext-mount-map" | "auto-ext-mnt" | "ext-sharing" | "ext-masters" | "skip-mnt"
-        | "enable-fs" => format!("--{name}: {mounts}"),
+        "auto-ext-mnt" | "ext-sharing" | "ext-masters" | "skip-mnt" | "enable-fs" => {
+            format!("--{name}: {mounts}")
+        }
         "root" if value.is_some_and(|v| Path::new(v) != Path::new("/")) => {
             format!(
                 "--root {}: {mounts} (only --root / is accepted)",
@@ -118,12 +127,12 @@ fn refusal(name: &str, value: Option<&str>) -> Option<String> {
         "ghost-limit" => "--ghost-limit: ckpt keeps the contents of every deleted file a \
                           process holds, whatever its size; a limit is not built"
             .into(),
-        "external" | "join-ns" | "empty-ns" | "veth-pair" => format!(
+        "empty-ns" | "veth-pair" => format!(
             "--{name}: the criu front end does not hand external namespaces to ckpt's \
              engine yet (ckpt restore --join-ns is the engine's own; use --ext-unix-sk \
              and --inherit-fd for pipes and sockets to outside)"
         ),
-        "cgroup-root" | "freeze-cgroup" => {
+        "freeze-cgroup" => {
             format!(
                 "--{name}: the criu front end does not hand cgroup options to ckpt's engine \
                  yet (ckpt restore --cgroup-root is the engine's own)"
@@ -220,19 +229,9 @@ fn parse(cmd: &str, args: &[String]) -> Result<Parsed, String> {
             continue;
         }
         if name == "manage-cgroups" {
-            match inline.as_deref() {
-                Some("ignore" | "none") => {}
-                Some(m) => refusals.push(format!(
-                    "--manage-cgroups={m}: the criu front end does not hand cgroup modes to \
-                     ckpt's engine yet (only --manage-cgroups=ignore; the engine puts each \
-                     process back into the cgroups it was in)"
-                )),
-                None => refusals.push(
-                    "--manage-cgroups: the criu front end does not hand cgroup modes to \
-                     ckpt's engine yet (only --manage-cgroups=ignore; the engine puts each \
-                     process back into the cgroups it was in)"
-                        .into(),
-                ),
+            match super::map::cg_mode_named(inline.as_deref()) {
+                Ok(m) => o.cg_mode = Some(m),
+                Err(e) => refusals.push(e),
             }
             continue;
         }
@@ -315,6 +314,73 @@ fn parse(cmd: &str, args: &[String]) -> Result<Parsed, String> {
                 o.inherit_fd.push(parse_inherit(&v)?);
             }
             "action-script" => o.action_scripts.push(v),
+            "ext-mount-map" => {
+                // CRIU's KEY:VAL (both paths: split at the first colon).
+                let (k, val) = v
+                    .split_once(':')
+                    .ok_or_else(|| format!("--ext-mount-map {v}: not KEY:VALUE"))?;
+                if cmd == "dump" {
+                    if let Err(e) = super::map::ext_mnt_at_dump(k, val) {
+                        refusals.push(format!("--ext-mount-map: {e}"));
+                    }
+                } else {
+                    match super::map::ext_mnt_at_restore(k, val) {
+                        Ok(p) => o.ext_mounts.push(p),
+                        Err(e) => refusals.push(format!("--ext-mount-map: {e}")),
+                    }
+                }
+            }
+            "external" => {
+                if let Some(m) = v.strip_prefix("mnt[") {
+                    // CRIU's other spelling of an external mount: mnt[KEY]:VAL.
+                    let (k, val) = m
+                        .split_once("]:")
+                        .ok_or_else(|| format!("--external {v}: not mnt[KEY]:VALUE"))?;
+                    if cmd == "dump" {
+                        if let Err(e) = super::map::ext_mnt_at_dump(k, val) {
+                            refusals.push(format!("--external: {e}"));
+                        }
+                    } else {
+                        match super::map::ext_mnt_at_restore(k, val) {
+                            Ok(p) => o.ext_mounts.push(p),
+                            Err(e) => refusals.push(format!("--external: {e}")),
+                        }
+                    }
+                } else if cmd == "dump" {
+                    match super::map::external_at_dump(&v) {
+                        Ok(n) => o.external_ns.push(n),
+                        Err(e) => refusals.push(format!("--{e}")),
+                    }
+                } else {
+                    refusals.push(format!(
+                        "--external {v}: at restore ckpt takes only mnt[KEY]:VALUE (a \
+                         network namespace is given with --join-ns or --inherit-fd)"
+                    ));
+                }
+            }
+            "join-ns" => {
+                restore_only("join-ns")?;
+                // NS:FILE[,EXTRA]
+                let (ns, rest) = v
+                    .split_once(':')
+                    .ok_or_else(|| format!("--join-ns {v}: not NS:FILE"))?;
+                let (file, extra) = match rest.split_once(',') {
+                    Some((f, e)) => (f, Some(e)),
+                    None => (rest, None),
+                };
+                match super::map::join_ns(ns, file, extra) {
+                    Ok(j) => o.join_ns.push(j),
+                    Err(e) => refusals.push(format!("--{e}")),
+                }
+            }
+            "cgroup-root" => {
+                restore_only("cgroup-root")?;
+                // [CONTROLLER:]PATH
+                o.cg_roots.push(match v.split_once(':') {
+                    Some((c, p)) => (Some(c.to_string()), p.to_string()),
+                    None => (None, v.clone()),
+                });
+            }
             "root" | "display-stats" => {}
             other => return Err(format!("unknown option --{other}")),
         }
@@ -438,6 +504,29 @@ pub fn run_dump(o: &Opts, log: &Log, n: Option<&Notifier>) -> Result<i32, String
     if o.shell_job {
         log.debug("--shell-job: ckpt restores a shell job's terminal and groups as they were");
     }
+    for (kind, ino) in &o.external_ns {
+        use std::os::unix::fs::MetadataExt;
+        let p = format!("/proc/{pid}/ns/{kind}");
+        let now = std::fs::metadata(&p)
+            .map_err(|e| format!("external {kind}[{ino}]: cannot read {p}: {e}"))?
+            .ino();
+        if now != *ino {
+            return Err(format!(
+                "external {kind}[{ino}]: process {pid} is in the {kind} namespace \
+                 {kind}:[{now}], not in that one"
+            ));
+        }
+        log.info(&format!(
+            "external {kind}[{ino}]: the tree's {kind} namespace, recorded as made outside \
+             it (restore joins the one given for it)"
+        ));
+    }
+    if let Some(m) = o.cg_mode {
+        log.debug(&format!(
+            "manage_cgroups {m:?}: ckpt records each process's cgroups and their limits \
+             whatever the mode; the mode matters at restore"
+        ));
+    }
     let n = logged(n, log);
     n("pre-dump", None)?;
     let locked = Arc::new(AtomicBool::new(false));
@@ -526,6 +615,7 @@ pub fn run_restore(
     o: &Opts,
     log: &Log,
     n: Option<&Notifier>,
+    pts: Option<PtsSender>,
     from_file: bool,
 ) -> Result<restore::Launched, String> {
     let t0 = Instant::now();
@@ -537,23 +627,75 @@ pub fn run_restore(
             .map_err(|e| format!("cannot open the image {}: {e}", path.display()))
     };
     let mut view = restore::HostView::detect(None, crate::arch::CpuPolicy::default())?;
-    view.inherit = inherit_stdio(o, log, open()?)?;
+    let ckpt = {
+        let mut reader = crate::image::ImageReader::new(open()?).map_err(|e| e.to_string())?;
+        restore::read_checkpoint(&mut reader).map_err(|e| e.to_string())?
+    };
+    // Descriptors of namespaces among inherit_fd (runc's way to give a container's
+    // network namespace) are joins; the others stand for external resources.
+    let mut inherit = Vec::new();
+    view.join_ns = o.join_ns.clone();
+    for (fd, key) in &o.inherit_fd {
+        match super::map::inherit_namespace(*fd, key) {
+            Some(j) => {
+                let (kind, path) = j?;
+                log.info(&format!(
+                    "inherit_fd {key}: descriptor {fd} is the {kind} namespace to join"
+                ));
+                view.join_ns.push((kind, path));
+            }
+            None => inherit.push((*fd, key.clone())),
+        }
+    }
+    view.inherit = inherit_stdio(&inherit, log, &ckpt)?;
+    let (mode, limits) = super::map::cg_mode(o.cg_mode.unwrap_or(super::rpc::CgMode::Soft));
+    view.cgroup_mode = mode;
+    view.cgroup_limits = limits;
+    view.cgroup_root = super::map::cg_root(&o.cg_roots, &super::map::used_hierarchies(&ckpt))?;
+    log.info(&format!(
+        "cgroups: {mode:?}, limits {limits:?}, root {:?}; external mounts {:?}; joins {:?}",
+        view.cgroup_root, o.ext_mounts, view.join_ns
+    ));
+    restore::set_external_mounts(
+        o.ext_mounts
+            .iter()
+            .map(|(d, s)| (d.clone().into_bytes(), s.clone().into_bytes()))
+            .collect(),
+    );
+    drop(ckpt);
     let input = open()?;
     let prepared = restore::prepare(input, &view).map_err(|e| e.to_string())?;
     prepared
         .take_randomization(from_file)
         .map_err(|e| e.to_string())?;
+    let mut prepared = prepared;
+    // orphan_pts_master: a new pty in place of the terminal the tree had (whose master
+    // side was outside the tree); its master goes to the caller.
+    let master = match (o.orphan_pts_master, &pts) {
+        (true, Some(_)) => Some(Arc::new(
+            prepared
+                .with_new_tty()
+                .map_err(|e| format!("orphan_pts_master: {e}"))?,
+        )),
+        (true, None) => {
+            return Err("orphan_pts_master: needs the RPC with notify_scripts".into());
+        }
+        _ => None,
+    };
     let n = logged(n, log);
     let hook: restore::RestoreHook = {
-        let n = n.clone();
+        let (n, log) = (n.clone(), log.clone());
         Arc::new(move |step| {
             let restore::RestoreStep::Staged { root } = step;
-            for a in [
-                "setup-namespaces",
-                "post-setup-namespaces",
-                "post-restore",
-                "pre-resume",
-            ] {
+            for a in ["setup-namespaces", "post-setup-namespaces"] {
+                n(a, Some(root))?;
+            }
+            if let (Some(m), Some(send)) = (&master, &pts) {
+                use std::os::fd::AsFd;
+                log.info("notify: orphan-pts-master (the new pty's master attached)");
+                send(m.as_fd())?;
+            }
+            for a in ["post-restore", "pre-resume"] {
                 n(a, Some(root))?;
             }
             Ok(())
@@ -572,14 +714,17 @@ pub fn run_restore(
         }
     }
     let total = t0.elapsed();
+    // The engine's figures when the tree was built in this process (not in a child made
+    // for a new PID namespace: then 0 and none).
+    let engine = restore::last_stats().filter(|s| s.pid == launched.root);
     let stats = StatsEntry {
         dump: None,
         restore: Some(RestoreStatsEntry {
             pages_compared: 0,
             pages_skipped_cow: 0,
-            forking_time: 0,
+            forking_time: engine.as_ref().map_or(0, |s| images::micros(s.forking)),
             restore_time: images::micros(total),
-            pages_restored: None,
+            pages_restored: engine.map(|s| s.page_bytes / crate::image::PAGE_SIZE),
         }),
     };
     if let Err(e) = images::write_stats(&o.images_dir, STATS_RESTORE, &stats) {
@@ -604,15 +749,13 @@ pub fn run_restore(
 /// those to its own descriptor of the same number, so such a descriptor is put there
 /// (dup2). Returns the other pairs, for the image's external resources.
 fn inherit_stdio(
-    o: &Opts,
+    inherit_fd: &[(i32, String)],
     log: &Log,
-    input: impl std::io::Read,
+    ckpt: &crate::model::Checkpoint,
 ) -> Result<Vec<(i32, String)>, String> {
-    if o.inherit_fd.is_empty() {
+    if inherit_fd.is_empty() {
         return Ok(Vec::new());
     }
-    let mut reader = crate::image::ImageReader::new(input).map_err(|e| e.to_string())?;
-    let ckpt = restore::read_checkpoint(&mut reader).map_err(|e| e.to_string())?;
     let mut stdio: Vec<(i32, &str)> = Vec::new();
     for f in ckpt.processes.iter().flat_map(|p| p.fds.iter()) {
         if let crate::model::FdKind::Inherited { what, .. } = &f.kind {
@@ -622,7 +765,7 @@ fn inherit_stdio(
         }
     }
     let mut rest = Vec::new();
-    for (fd, key) in &o.inherit_fd {
+    for (fd, key) in inherit_fd {
         let at: Vec<i32> = stdio
             .iter()
             .filter(|(_, w)| w == key)
@@ -656,7 +799,7 @@ fn cli_restore(o: &Opts, log: &Log, n: Option<&Notifier>) -> i32 {
     if !o.detach && !o.rst_sibling && o.exec_cmd.is_empty() {
         crate::host::ignore_keyboard_signals();
     }
-    let launched = match run_restore(o, log, n, true) {
+    let launched = match run_restore(o, log, n, None, true) {
         Ok(l) => l,
         Err(e) => {
             log.error(&e);
@@ -821,22 +964,50 @@ mod tests {
     fn refused_by_name() {
         let p = parse(
             "dump",
-            &args("-t 1 -D d --ext-mount-map a:b --manage-cgroups=soft"),
+            &args("-t 1 -D d --ext-mount-map /a:b --manage-cgroups=hard --external pid[3]:k"),
         )
         .unwrap();
-        assert_eq!(p.refusals.len(), 2);
-        assert!(p.refusals[0].contains("--ext-mount-map"));
-        assert!(p.refusals[1].contains("--manage-cgroups=soft"));
-        assert!(
-            parse("dump", &args("-t 1 -D d --manage-cgroups=ignore"))
-                .unwrap()
-                .refusals
-                .is_empty()
+        assert_eq!(p.refusals.len(), 3, "{:?}", p.refusals);
+        assert!(p.refusals[0].contains("--ext-mount-map: ext_mnt /a:b"));
+        assert!(p.refusals[1].contains("--manage-cgroups=hard"));
+        assert!(p.refusals[2].contains("--external pid[3]"));
+        let ok = parse(
+            "dump",
+            &args("-t 1 -D d --manage-cgroups=ignore --ext-mount-map /a:/a --external net[7]:k"),
+        )
+        .unwrap();
+        assert!(ok.refusals.is_empty(), "{:?}", ok.refusals);
+        assert_eq!(ok.opts.external_ns, vec![("net".to_string(), 7)]);
+        let r = parse(
+            "restore",
+            &args(
+                "-D d --manage-cgroups --ext-mount-map /a:/srv/a --external mnt[/b]:/srv/b \
+                 --join-ns net:/run/netns/x --cgroup-root memory:/m --cgroup-root /r",
+            ),
+        )
+        .unwrap();
+        assert!(r.refusals.is_empty(), "{:?}", r.refusals);
+        assert_eq!(r.opts.cg_mode, Some(super::super::rpc::CgMode::Soft));
+        assert_eq!(r.opts.ext_mounts.len(), 2);
+        assert_eq!(r.opts.join_ns.len(), 1);
+        assert_eq!(
+            r.opts.cg_roots,
+            vec![
+                (Some("memory".to_string()), "/m".to_string()),
+                (None, "/r".to_string())
+            ]
         );
+        let j = parse(
+            "restore",
+            &args("-D d --join-ns user:/x --join-ns net:/x,extra"),
+        )
+        .unwrap();
+        assert_eq!(j.refusals.len(), 2, "{:?}", j.refusals);
         let e = parse("dump", &args("-t 1 -D d --frobnicate"))
             .err()
             .unwrap();
         assert!(e.contains("--frobnicate"), "{e}");
+        assert!(parse("dump", &args("-t 1 -D d --join-ns net:/x")).is_err());
         assert!(parse("dump", &args("-D d")).is_err());
         assert!(parse("restore", &args("-D d -t 5")).is_err());
         assert!(parse("restore", &args("-D d --inherit-fd 3:pipe")).is_err());

@@ -163,7 +163,7 @@ fn transaction(sock: &Arc<OwnedFd>, ty: ReqType, opts: Option<rpc::Opts>) -> Res
         Ok(w) => w,
         Err(e) => return failure(ty, libc::EBADF, e),
     };
-    let o = Opts {
+    let mut o = Opts {
         pid: ro.pid,
         images_dir,
         work_dir: work.as_ref().map(|(_, p)| p.clone()),
@@ -184,7 +184,14 @@ fn transaction(sock: &Arc<OwnedFd>, ty: ReqType, opts: Option<rpc::Opts>) -> Res
             .collect(),
         action_scripts: Vec::new(),
         exec_cmd: Vec::new(),
+        orphan_pts_master: ro.orphan_pts_master.unwrap_or(false),
+        ext_mounts: Vec::new(),
+        join_ns: Vec::new(),
+        cg_roots: Vec::new(),
+        cg_mode: None,
+        external_ns: Vec::new(),
     };
+    let mapped = engine_options(ty, &ro, &mut o);
     if o.log_file.as_deref().is_some_and(|f| f.contains('/')) {
         return failure(
             ty,
@@ -197,7 +204,8 @@ fn transaction(sock: &Arc<OwnedFd>, ty: ReqType, opts: Option<rpc::Opts>) -> Res
         Err(e) => return failure(ty, libc::EIO, e),
     };
     log.info(&format!("criu swrk: {ty:?} request from process {peer}"));
-    let refused = refusals(ty, &ro);
+    let mut refused = refusals(ty, &ro);
+    refused.extend(mapped);
     if !refused.is_empty() {
         for r in &refused {
             log.error(r);
@@ -231,7 +239,12 @@ fn transaction(sock: &Arc<OwnedFd>, ty: ReqType, opts: Option<rpc::Opts>) -> Res
             }
         }
     } else {
-        match ops::run_restore(&o, &log, notifier.as_ref(), false) {
+        let pts: Option<ops::PtsSender> = ro.notify_scripts.unwrap_or(false).then(|| {
+            let sock = sock.clone();
+            let p: ops::PtsSender = Arc::new(move |fd| notify_with_fd(&sock, fd));
+            p
+        });
+        match ops::run_restore(&o, &log, notifier.as_ref(), pts, false) {
             Ok(l) => Resp {
                 restore: Some(rpc::RestoreResp { pid: l.root }),
                 ..answer(ty)
@@ -242,6 +255,22 @@ fn transaction(sock: &Arc<OwnedFd>, ty: ReqType, opts: Option<rpc::Opts>) -> Res
             }
         }
     }
+}
+
+/// The notification `orphan-pts-master` with the pty's master `fd` attached
+/// (SCM_RIGHTS, as CRIU sends it), and the caller's acknowledgement.
+fn notify_with_fd(sock: &OwnedFd, fd: std::os::fd::BorrowedFd<'_>) -> Result<(), String> {
+    let action = "orphan-pts-master";
+    let msg = Resp {
+        notify: Some(rpc::Notify {
+            script: Some(action.to_string()),
+            pid: None,
+        }),
+        ..answer(ReqType::Notify)
+    };
+    seqpacket::send_with_fd(sock, &msg.encode_to_vec(), fd)
+        .map_err(|e| format!("cannot send the notification {action}: {e}"))?;
+    await_ack(sock, action)
 }
 
 /// Send the notification `action` and wait for the caller's acknowledgement.
@@ -255,6 +284,11 @@ fn notify(sock: &OwnedFd, action: &str, pid: Option<i32>) -> Result<(), String> 
     };
     seqpacket::send(sock, &msg.encode_to_vec())
         .map_err(|e| format!("cannot send the notification {action}: {e}"))?;
+    await_ack(sock, action)
+}
+
+/// The caller's acknowledgement of the notification `action`.
+fn await_ack(sock: &OwnedFd, action: &str) -> Result<(), String> {
     let ack = seqpacket::recv(sock, MAX_MSG)
         .map_err(|e| format!("no acknowledgement of the notification {action}: {e}"))?
         .ok_or_else(|| format!("the caller went away at the notification {action}"))?;
@@ -274,6 +308,64 @@ fn notify(sock: &OwnedFd, action: &str, pid: Option<i32>) -> Result<(), String> 
     Ok(())
 }
 
+/// The mount, namespace and cgroup options of `ro` mapped into `o` (see
+/// [`super::map`]); what cannot be mapped, by name.
+fn engine_options(ty: ReqType, ro: &rpc::Opts, o: &mut Opts) -> Vec<String> {
+    use super::map;
+    let mut out = Vec::new();
+    for m in &ro.ext_mnt {
+        if ty == ReqType::Dump {
+            if let Err(e) = map::ext_mnt_at_dump(&m.key, &m.val) {
+                out.push(format!("opts.{e}"));
+            }
+        } else {
+            match map::ext_mnt_at_restore(&m.key, &m.val) {
+                Ok(p) => o.ext_mounts.push(p),
+                Err(e) => out.push(format!("opts.{e}")),
+            }
+        }
+    }
+    for j in &ro.join_ns {
+        if ty == ReqType::Dump {
+            out.push(format!("opts.join_ns {}: an option of RESTORE", j.ns));
+            continue;
+        }
+        match map::join_ns(&j.ns, &j.ns_file, j.extra_opt.as_deref()) {
+            Ok(j) => o.join_ns.push(j),
+            Err(e) => out.push(format!("opts.{e}")),
+        }
+    }
+    for c in &ro.cg_root {
+        if ty == ReqType::Dump {
+            out.push(format!("opts.cg_root {}: an option of RESTORE", c.path));
+            continue;
+        }
+        o.cg_roots.push((c.ctrl.clone(), c.path.clone()));
+    }
+    match map::rpc_cg_mode(ro.manage_cgroups, ro.manage_cgroups_mode) {
+        Ok(m) => {
+            if ro.manage_cgroups.is_some() || ro.manage_cgroups_mode.is_some() {
+                o.cg_mode = Some(m);
+            }
+        }
+        Err(e) => out.push(e),
+    }
+    for x in &ro.external {
+        if ty == ReqType::Dump {
+            match map::external_at_dump(x) {
+                Ok(n) => o.external_ns.push(n),
+                Err(e) => out.push(format!("opts.{e}")),
+            }
+        } else {
+            out.push(format!(
+                "opts.external {x}: not taken at RESTORE (a namespace is given with \
+                 inherit_fd or join_ns, a mount with ext_mnt)"
+            ));
+        }
+    }
+    out
+}
+
 /// Every option of `o` ckpt cannot honour for a request of type `ty`, by name.
 pub(crate) fn refusals(ty: ReqType, o: &rpc::Opts) -> Vec<String> {
     let mut out = Vec::new();
@@ -282,13 +374,11 @@ pub(crate) fn refusals(ty: ReqType, o: &rpc::Opts) -> Vec<String> {
             out.push(format!("opts.{name}: {why}"));
         }
     };
-    let mounts = "the criu front end does not hand mount options to ckpt's engine yet \
-                  (ckpt restore --external-mount is the engine's own)";
-    let cg = "the criu front end does not hand cgroup options to ckpt's engine yet (only \
-              manage_cgroups_mode IGNORE or CG_NONE; the engine puts each process back \
-              into the cgroups it was in, or below ckpt restore --cgroup-root)";
+    let mounts = "not built in ckpt's criu front end (external mounts are given one by \
+                  one with ext_mnt)";
+    let cg = "not built in ckpt's criu front end (ckpt records the limits of \
+              kinds::cglimits, restored by the manage_cgroups modes)";
     let yes = |b: Option<bool>| b.unwrap_or(false);
-    no(!o.ext_mnt.is_empty(), "ext_mnt", mounts);
     no(yes(o.auto_ext_mnt), "auto_ext_mnt", mounts);
     no(yes(o.ext_sharing), "ext_sharing", mounts);
     no(yes(o.ext_masters), "ext_masters", mounts);
@@ -301,12 +391,6 @@ pub(crate) fn refusals(ty: ReqType, o: &rpc::Opts) -> Vec<String> {
         "root",
         mounts,
     );
-    let mode_ok = match o.manage_cgroups_mode {
-        None => !yes(o.manage_cgroups),
-        Some(m) => m == rpc::CgMode::Ignore as i32 || m == rpc::CgMode::CgNone as i32,
-    };
-    no(!mode_ok, "manage_cgroups", cg);
-    no(!o.cg_root.is_empty(), "cg_root", cg);
     no(o.cgroup_props.is_some(), "cgroup_props", cg);
     no(o.cgroup_props_file.is_some(), "cgroup_props_file", cg);
     no(
@@ -314,18 +398,20 @@ pub(crate) fn refusals(ty: ReqType, o: &rpc::Opts) -> Vec<String> {
         "cgroup_dump_controller",
         cg,
     );
-    no(o.freeze_cgroup.is_some(), "freeze_cgroup", cg);
-    let ns = "the criu front end does not hand namespace options to ckpt's engine yet \
-              (ckpt restore --join-ns is the engine's own)";
+    no(
+        o.freeze_cgroup.is_some(),
+        "freeze_cgroup",
+        "ckpt freezes the tree with ptrace, not a cgroup freezer",
+    );
+    let ns = "not built in ckpt's criu front end (namespaces made outside the tree are \
+              given with join_ns or an inherit_fd of the namespace)";
     no(o.empty_ns.is_some_and(|m| m != 0), "empty_ns", ns);
-    no(!o.join_ns.is_empty(), "join_ns", ns);
-    no(!o.external.is_empty(), "external", ns);
     no(!o.veths.is_empty(), "veths", ns);
     no(!o.unix_sk_ino.is_empty(), "unix_sk_ino", "use ext_unix_sk");
     no(
-        yes(o.orphan_pts_master),
+        yes(o.orphan_pts_master) && (ty == ReqType::Dump || !yes(o.notify_scripts)),
         "orphan_pts_master",
-        "passing a terminal's master side to the caller is not built",
+        "an option of RESTORE, with notify_scripts (the master goes with a notification)",
     );
     let incr = "ckpt has no incremental dumps, page server or lazy pages";
     no(o.ps.is_some(), "ps", incr);
@@ -403,22 +489,57 @@ mod tests {
     }
 
     #[test]
-    fn runc_container_options_are_refused_by_name() {
+    fn runc_container_options_are_mapped_or_refused_by_name() {
         let mut o = opts();
         o.ext_mnt.push(rpc::ExtMountMap {
             key: "/etc/hosts".into(),
-            val: "/etc/hosts".into(),
+            val: "/bundle/hosts".into(),
         });
         o.manage_cgroups = Some(true);
+        o.cg_root.push(rpc::CgroupRoot {
+            ctrl: None,
+            path: "/new".into(),
+        });
+        o.join_ns.push(rpc::JoinNamespace {
+            ns: "net".into(),
+            ns_file: "/run/netns/a".into(),
+            extra_opt: None,
+        });
         o.root = Some("/run/runc/rootfs".into());
         o.orphan_pts_master = Some(true);
         let r = refusals(ReqType::Restore, &o);
-        for name in ["ext_mnt", "manage_cgroups", "root", "orphan_pts_master"] {
+        for name in ["root", "orphan_pts_master"] {
             assert!(
                 r.iter().any(|m| m.starts_with(&format!("opts.{name}:"))),
                 "{name}: {r:?}"
             );
         }
+        assert_eq!(r.len(), 2, "{r:?}");
+        let mut mapped = crate::criu::Opts::default();
+        assert!(engine_options(ReqType::Restore, &o, &mut mapped).is_empty());
+        assert_eq!(
+            mapped.ext_mounts,
+            vec![("/etc/hosts".to_string(), "/bundle/hosts".to_string())]
+        );
+        assert_eq!(mapped.cg_roots, vec![(None, "/new".to_string())]);
+        assert_eq!(mapped.cg_mode, Some(rpc::CgMode::Soft));
+        assert_eq!(mapped.join_ns.len(), 1);
+        // At DUMP the mount's name must be its mount point; join_ns, cg_root are
+        // RESTORE's; a join with an extra option is refused by name.
+        let mut d = Opts::default();
+        let r = engine_options(ReqType::Dump, &o, &mut d);
+        assert!(r.iter().any(|m| m.contains("ext_mnt /etc/hosts")), "{r:?}");
+        assert!(r.iter().any(|m| m.contains("join_ns net")), "{r:?}");
+        assert!(r.iter().any(|m| m.contains("cg_root /new")), "{r:?}");
+        o.join_ns[0].extra_opt = Some("x".into());
+        let r = engine_options(ReqType::Restore, &o, &mut Opts::default());
+        assert!(r.iter().any(|m| m.contains("extra option")), "{r:?}");
+        o.external.push("pid[5]:extRootPidNS".into());
+        let r = engine_options(ReqType::Dump, &o, &mut Opts::default());
+        assert!(
+            r.iter().any(|m| m.starts_with("opts.external pid[5]")),
+            "{r:?}"
+        );
     }
 
     #[test]

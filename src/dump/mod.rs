@@ -585,6 +585,8 @@ fn refuse_unrestorable(
         inherit: Vec::new(),
         join_ns: Vec::new(),
         cgroup_root: None,
+        cgroup_mode: Default::default(),
+        cgroup_limits: Default::default(),
     };
     // A tree with a mount namespace of its own names its files as its namespace shows
     // them: plan opens them from a thread in that namespace.
@@ -737,6 +739,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     for (proc_, &(hp, live)) in processes.iter_mut().zip(&host) {
         if live {
             proc_.cgroups = crate::kinds::cgroup::collect(hp, &ckpts_cgroups)?;
+            crate::kinds::cglimits::collect(&mut proc_.cgroups)?;
         }
     }
     // For the failure-path tests: a dump refused once the tree was frozen and queried

@@ -45,11 +45,13 @@ pub(crate) fn places(theirs: &[(String, String)], ckpts: &[(String, String)]) ->
                 controllers: c.clone(),
                 path: rel.to_string(),
                 relative: true,
+                ..Default::default()
             },
             None => CgroupPlace {
                 controllers: c.clone(),
                 path: path.clone(),
                 relative: false,
+                ..Default::default()
             },
         });
     }
@@ -217,13 +219,19 @@ pub(crate) fn check_cgroups(
 /// Cgroups a restore made, removed again unless it commits.
 #[derive(Default)]
 pub(crate) struct MadeCgroups {
-    made: Vec<sys::cgroup::CgroupDir>,
+    pub(crate) made: Vec<sys::cgroup::CgroupDir>,
+    /// Limits written on cgroups that existed (`kinds::cglimits`): (cgroup directory,
+    /// interface file, old value), written back unless the restore commits.
+    pub(crate) rewritten: Vec<(sys::cgroup::CgroupDir, String, String)>,
     pub(crate) keep: bool,
 }
 
 impl Drop for MadeCgroups {
     fn drop(&mut self) {
         if !self.keep {
+            for (dir, file, old) in self.rewritten.iter().rev() {
+                let _ = sys::cgroup::write_limit(dir, file, old);
+            }
             sys::cgroup::remove_dirs(&self.made);
         }
     }
@@ -388,11 +396,13 @@ mod tests {
             controllers: String::new(),
             path: "box/a".into(),
             relative: true,
+            ..Default::default()
         };
         let abs = CgroupPlace {
             controllers: "memory".into(),
             path: "/m".into(),
             relative: false,
+            ..Default::default()
         };
         assert_eq!(target(&rel, None, &ckpt), "/svc/box/a");
         assert_eq!(target(&rel, Some("/r/"), &ckpt), "/r/box/a");

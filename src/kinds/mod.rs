@@ -2,6 +2,7 @@
 //! its checks (plan) and its restore (stage) together. dump/ and restore/ only order the
 //! steps; the dispatch over descriptor kinds is one match per phase, in [`fd`].
 
+pub(crate) mod cglimits;
 pub(crate) mod cgroup;
 pub(crate) mod check;
 pub(crate) mod fd;

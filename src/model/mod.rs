@@ -1072,6 +1072,12 @@ pub struct CgroupPlace {
     /// (without a leading '/'), else from the hierarchy's root (with one).
     pub path: String,
     pub relative: bool,
+    /// The limits the cgroup had at dump, (interface file, value) for the files
+    /// `kinds::cgroup::LIMIT_FILES` lists whose value was not the kernel's default
+    /// ("memory.max" = "536870912"...); restored with `restore --manage-cgroups`.
+    /// Empty in older images, and for the root of a cgroup namespace.
+    #[serde(default)]
+    pub limits: Vec<(String, String)>,
 }
 
 /// A process stopped by job control: the signal that stopped it and whether its parent

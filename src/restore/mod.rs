@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 pub(crate) use crate::error::fault_point;
 pub use crate::error::{Problem, RestoreError, RestoreResult as Result};
 use crate::image::ImageReader;
+pub use crate::kinds::cglimits::{CgroupMode, LimitsMode};
 pub use crate::kinds::mnt::set_external_mounts;
 use crate::sys;
 pub use pidns::{Launched, exit_code};
@@ -147,6 +148,20 @@ pub struct RestoreStats {
     pub pid: i32,
     pub page_bytes: u64,
     pub total: Duration,
+    /// How long making the tree's processes took (the root's stub to the last fork;
+    /// their memory, for those whose children share pages copy-on-write, included).
+    #[serde(default)]
+    pub forking: Duration,
+}
+
+/// The figures of the last restore this process ran to its end (`Prepared::run`; not
+/// those of a restore run in a child, as with `launch(true)` in a new PID namespace):
+/// for front ends whose launch returns only the PIDs (`criu`'s stats-restore).
+static LAST_STATS: std::sync::Mutex<Option<RestoreStats>> = std::sync::Mutex::new(None);
+
+/// See [`LAST_STATS`].
+pub fn last_stats() -> Option<RestoreStats> {
+    LAST_STATS.lock().ok().and_then(|g| g.clone())
 }
 
 /// Restore the image read from `input`. Returns once the process runs (it is a child of
@@ -358,8 +373,8 @@ impl<R: Read + Send> Prepared<R> {
                 if let (Some(h), Some((root, _))) = (&hook, staged.stub.procs.first()) {
                     h(RestoreStep::Staged { root: *root }).map_err(RestoreError::Reported)?;
                 }
-                let bytes = staged.bytes;
-                stage::commit(staged, &plan).map(|(pid, lock)| (pid, bytes, lock))
+                let (bytes, forking) = (staged.bytes, staged.forking);
+                stage::commit(staged, &plan).map(|(pid, lock)| (pid, (bytes, forking), lock))
             })
         };
         let res = if reading_thread {
@@ -378,7 +393,7 @@ impl<R: Read + Send> Prepared<R> {
         // The tree holds the new terminal now: our slave side goes, so that the master
         // reports the end once the tree's descriptors are closed.
         drop(tty);
-        let (pid, bytes, lock) = match (res, sys::deferred::pending()) {
+        let (pid, (bytes, forking), lock) = match (res, sys::deferred::pending()) {
             (Err(_), Some(sig)) => return Err(RestoreError::Interrupted(sig)),
             (r, _) => r?,
         };
@@ -398,11 +413,16 @@ impl<R: Read + Send> Prepared<R> {
             // The tree runs: now the signal does what it was sent for.
             let _ = sys::process::kill(std::process::id() as i32, sig);
         }
-        Ok(RestoreStats {
+        let stats = RestoreStats {
             pid,
             page_bytes: bytes,
             total: t0.elapsed(),
-        })
+            forking,
+        };
+        if let Ok(mut g) = LAST_STATS.lock() {
+            *g = Some(stats.clone());
+        }
+        Ok(stats)
     }
 }
 

@@ -52,7 +52,18 @@ impl<R: Read + Send> Prepared<R> {
         let mut mount_cgroups = std::mem::take(&mut self.mount_cgroups);
         // With a PID namespace of the tree's own, the builder places the processes; the
         // cgroups are made here, and removed here (after the init's end) on failure.
-        if self.own_pid_namespace() {
+        // (Their limits first, `--manage-cgroups`: made here, the builder's stage sees
+        // them as existing.)
+        if self.own_pid_namespace()
+            && self.plan.cgroup_mode != crate::kinds::cglimits::CgroupMode::Ignore
+        {
+            crate::kinds::cglimits::restore(
+                &self.plan.ckpt,
+                self.plan.cgroup_root.as_deref(),
+                self.plan.cgroup_mode,
+                self.plan.cgroup_limits,
+                &mut mount_cgroups,
+            )?;
             crate::kinds::cgroup::make_all(
                 &self.plan.ckpt,
                 self.plan.cgroup_root.as_deref(),
@@ -105,7 +116,18 @@ impl<R: Read + Send> Prepared<R> {
         let mut mount_cgroups = std::mem::take(&mut self.mount_cgroups);
         // With a PID namespace of the tree's own, the builder places the processes; the
         // cgroups are made here, and removed here (after the init's end) on failure.
-        if self.own_pid_namespace() {
+        // (Their limits first, `--manage-cgroups`: made here, the builder's stage sees
+        // them as existing.)
+        if self.own_pid_namespace()
+            && self.plan.cgroup_mode != crate::kinds::cglimits::CgroupMode::Ignore
+        {
+            crate::kinds::cglimits::restore(
+                &self.plan.ckpt,
+                self.plan.cgroup_root.as_deref(),
+                self.plan.cgroup_mode,
+                self.plan.cgroup_limits,
+                &mut mount_cgroups,
+            )?;
             crate::kinds::cgroup::make_all(
                 &self.plan.ckpt,
                 self.plan.cgroup_root.as_deref(),

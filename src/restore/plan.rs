@@ -28,6 +28,10 @@ pub struct Plan {
     pub joins: Vec<(String, std::path::PathBuf)>,
     /// `--cgroup-root`: the cgroup the tree's cgroups are restored below.
     pub cgroup_root: Option<String>,
+    /// `--cgroups`: where the processes go (see `kinds::cglimits`).
+    pub cgroup_mode: crate::kinds::cglimits::CgroupMode,
+    /// `--manage-cgroups`: which cgroups get their recorded limits.
+    pub cgroup_limits: crate::kinds::cglimits::LimitsMode,
     pub problems: Vec<Problem>,
     /// Each thread's xsave area converted to this host's layout, by TID.
     pub xsave: std::collections::BTreeMap<i32, Vec<u8>>,
@@ -61,6 +65,11 @@ pub struct HostView {
     /// `--cgroup-root PATH`: restore the tree's cgroups below cgroup PATH (of each
     /// hierarchy) instead of where they were (see `kinds::cgroup`).
     pub cgroup_root: Option<String>,
+    /// `--cgroups MODE`: put the processes into their cgroups (the default), leave
+    /// them in ckpt's, or require the cgroups to exist or not (see `kinds::cglimits`).
+    pub cgroup_mode: crate::kinds::cglimits::CgroupMode,
+    /// `--manage-cgroups[=made|all]`: write the cgroups' recorded limits.
+    pub cgroup_limits: crate::kinds::cglimits::LimitsMode,
 }
 
 impl HostView {
@@ -89,6 +98,8 @@ impl HostView {
             inherit: Vec::new(),
             join_ns: Vec::new(),
             cgroup_root: None,
+            cgroup_mode: Default::default(),
+            cgroup_limits: Default::default(),
         })
     }
 }
@@ -236,6 +247,8 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
         inherit: view.inherit.clone(),
         joins: view.join_ns.clone(),
         cgroup_root: view.cgroup_root.clone(),
+        cgroup_mode: view.cgroup_mode,
+        cgroup_limits: view.cgroup_limits,
         problems,
         xsave,
         request_amx,
@@ -269,7 +282,16 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
     if !held.live {
         crate::kinds::ns::check_joins(ckpt, &view.join_ns, &mut problems);
     }
-    crate::kinds::cgroup::check_cgroups(ckpt, view.cgroup_root.as_deref(), &mut problems);
+    if view.cgroup_mode != crate::kinds::cglimits::CgroupMode::Ignore {
+        crate::kinds::cgroup::check_cgroups(ckpt, view.cgroup_root.as_deref(), &mut problems);
+    }
+    crate::kinds::cglimits::check(
+        ckpt,
+        view.cgroup_root.as_deref(),
+        view.cgroup_mode,
+        view.cgroup_limits,
+        &mut problems,
+    );
     if problems.iter().all(|p| p.code != "malformed") {
         // Privileges: ckpt's own, and what each process asks of them.
         let pairs = ckpt.pipes.len() + ckpt.socketpairs.len() + ckpt.fifos.len();

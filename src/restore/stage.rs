@@ -156,6 +156,8 @@ pub struct Staged {
     /// Per process of the image (zombies have none).
     procs: Vec<Option<StagedProc>>,
     pub bytes: u64,
+    /// How long making the processes took (the root's stub to the last fork).
+    pub(crate) forking: std::time::Duration,
 }
 
 /// Create the stub tree and build every process in it (everything but commit).
@@ -169,6 +171,15 @@ pub(crate) fn stage(
     let root = &procs[0];
     // Declared before the stub: on failure it goes after the stub's processes.
     let mut cgroups = crate::kinds::cgroup::MadeCgroups::default();
+    // `--manage-cgroups`: the cgroups with their limits, before any process is in them.
+    crate::kinds::cglimits::restore(
+        &plan.ckpt,
+        plan.cgroup_root.as_deref(),
+        plan.cgroup_mode,
+        plan.cgroup_limits,
+        &mut cgroups,
+    )?;
+    let forking_from = std::time::Instant::now();
     let ia32 = starts_ia32(procs, &root_stub);
     let mut stub = start_root(procs, root_stub, ia32)?;
     // Pseudo-terminal pairs of the image, held by ckpt until every process has its
@@ -216,6 +227,7 @@ pub(crate) fn stage(
         &mut early,
         &mut cgroups,
     )?;
+    let forking = forking_from.elapsed();
     let EarlyMemory {
         built: mem_built,
         mut bytes,
@@ -224,7 +236,9 @@ pub(crate) fn stage(
     // Into their cgroups before their memory is filled, so that it is charged there
     // (those whose memory `fork_tree` built went in before it).
     let pids: Vec<i32> = stub.procs.iter().map(|(p, _)| *p).collect();
-    crate::kinds::cgroup::place(&plan.ckpt, &pids, plan.cgroup_root.as_deref(), &mut cgroups)?;
+    if plan.cgroup_mode != crate::kinds::cglimits::CgroupMode::Ignore {
+        crate::kinds::cgroup::place(&plan.ckpt, &pids, plan.cgroup_root.as_deref(), &mut cgroups)?;
+    }
     tree::set_process_groups(&mut ctxs, procs)?;
     tree::set_foreground_groups(&mut ctxs, &plan.ckpt, &ptys)?;
     // --new-tty: the new terminal becomes the controlling terminal of the root's session,
@@ -300,6 +314,7 @@ pub(crate) fn stage(
         stub_addr,
         procs: procs_staged,
         bytes,
+        forking,
     })
 }
 
@@ -571,7 +586,14 @@ fn fork_tree<'a>(
             // The processes forked so far go into their cgroups first, so that the
             // memory built now is charged there.
             let pids: Vec<i32> = stub.procs.iter().map(|(p, _)| *p).collect();
-            crate::kinds::cgroup::place(&plan.ckpt, &pids, plan.cgroup_root.as_deref(), cgroups)?;
+            if plan.cgroup_mode != crate::kinds::cglimits::CgroupMode::Ignore {
+                crate::kinds::cgroup::place(
+                    &plan.ckpt,
+                    &pids,
+                    plan.cgroup_root.as_deref(),
+                    cgroups,
+                )?;
+            }
             for k in 0..=parent {
                 if !early.built[k] && !procs[k].is_zombie() {
                     early.bytes += build_memory(&mut ctxs[k], early.pages, early.sh)?;

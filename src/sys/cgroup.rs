@@ -164,7 +164,7 @@ impl CgroupDir {
     }
 
     /// Whether `name` (a path relative to it) is there.
-    fn has(&self, name: &str) -> bool {
+    pub fn has(&self, name: &str) -> bool {
         rustix::fs::statat(
             &*self.base,
             self.rel_or_dot().join(name),
@@ -485,6 +485,64 @@ pub fn move_into(dir: &CgroupDir, pid: i32) -> Result<()> {
         .join()
         .map_err(|_| SysError::Other("a thread moving a process panicked".into()))?
     })
+}
+
+// ---- a cgroup's limits (`restore --manage-cgroups`) ----
+
+/// The value of the interface file `name` of the cgroup of directory `dir`, without its
+/// final newline; None when the cgroup has no such file (its controller is not enabled
+/// there).
+pub fn read_limit(dir: &CgroupDir, name: &str) -> Result<Option<String>> {
+    use std::io::Read;
+    let fd = match rustix::fs::openat(
+        &*dir.base,
+        dir.rel_or_dot().join(name),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(e) if e == rustix::io::Errno::NOENT => return Ok(None),
+        Err(e) => return Err(rerr(format!("open {dir}/{name}"), e)),
+    };
+    let mut v = String::new();
+    fs::File::from(fd)
+        .read_to_string(&mut v)
+        .map_err(|e| SysError::io(format!("read {dir}/{name}"), e))?;
+    Ok(Some(v.trim_end_matches('\n').to_string()))
+}
+
+/// Write `value` to the interface file `name` of the cgroup of directory `dir`, one
+/// line per write (io.max takes one device per write).
+pub fn write_limit(dir: &CgroupDir, name: &str, value: &str) -> Result<()> {
+    use std::io::Write;
+    let fd = rustix::fs::openat(
+        &*dir.base,
+        dir.rel_or_dot().join(name),
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| rerr(format!("open {dir}/{name}"), e))?;
+    let mut f = fs::File::from(fd);
+    let lines: Vec<&str> = if value.is_empty() {
+        vec![""]
+    } else {
+        value.lines().collect()
+    };
+    for l in lines {
+        f.write_all(l.as_bytes())
+            .map_err(|e| SysError::io(format!("write {l:?} to {dir}/{name}"), e))?;
+    }
+    Ok(())
+}
+
+/// The controllers a cgroup v2 directory enables for its children
+/// (cgroup.subtree_control); empty when it has none or is no cgroup.
+pub fn subtree_control(dir: &CgroupDir) -> Vec<String> {
+    read_limit(dir, "cgroup.subtree_control")
+        .ok()
+        .flatten()
+        .map(|s| s.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

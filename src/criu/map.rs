@@ -1,0 +1,366 @@
+//! CRIU's mount, namespace and cgroup options mapped onto ckpt's engine options:
+//! `ext_mnt` / `--ext-mount-map` onto `restore --external-mount`, `join_ns` /
+//! `--join-ns` and the namespace descriptors of `inherit_fd` onto `restore --join-ns`,
+//! `cg_root` / `--cgroup-root` onto `restore --cgroup-root`, and the
+//! `manage_cgroups` modes onto `restore --cgroups` and `--manage-cgroups`. Each
+//! function here is pure (or reads only /proc), and says by name what it cannot map.
+
+use std::path::PathBuf;
+
+use super::rpc::CgMode;
+use crate::restore::{CgroupMode, LimitsMode};
+
+/// CRIU's cgroup mode onto ckpt's (where the processes go, which limits are written):
+///
+/// - IGNORE: `--cgroups=ignore` (the processes stay in the restoring ckpt's cgroups);
+/// - CG_NONE: `--cgroups=existing` (each cgroup must exist; no limit written);
+/// - PROPS: `--cgroups=existing --manage-cgroups=all` (each must exist; its limits are
+///   written);
+/// - SOFT (CRIU's default, and DEFAULT): `--manage-cgroups=made` (missing cgroups are
+///   made, with their limits; existing ones are left as they are);
+/// - FULL: `--manage-cgroups=all` (missing ones made; every one gets its limits);
+/// - STRICT: `--cgroups=fresh --manage-cgroups=all` (none may exist; all are made
+///   with their limits).
+pub fn cg_mode(m: CgMode) -> (CgroupMode, LimitsMode) {
+    match m {
+        CgMode::Ignore => (CgroupMode::Ignore, LimitsMode::Off),
+        CgMode::CgNone => (CgroupMode::Existing, LimitsMode::Off),
+        CgMode::Props => (CgroupMode::Existing, LimitsMode::All),
+        CgMode::Soft | CgMode::Default => (CgroupMode::Place, LimitsMode::Made),
+        CgMode::Full => (CgroupMode::Place, LimitsMode::All),
+        CgMode::Strict => (CgroupMode::Fresh, LimitsMode::All),
+    }
+}
+
+/// The mode of `--manage-cgroups=NAME` (CRIU's names; without a name: soft).
+pub fn cg_mode_named(name: Option<&str>) -> Result<CgMode, String> {
+    Ok(match name {
+        None | Some("soft") => CgMode::Soft,
+        Some("ignore") => CgMode::Ignore,
+        Some("none") => CgMode::CgNone,
+        Some("props") => CgMode::Props,
+        Some("full") => CgMode::Full,
+        Some("strict") => CgMode::Strict,
+        Some(m) => {
+            return Err(format!(
+                "--manage-cgroups={m}: CRIU's modes are none, props, soft, full, strict \
+                 and ignore"
+            ));
+        }
+    })
+}
+
+/// The RPC's manage_cgroups (CRIU: true is SOFT, false IGNORE) and
+/// manage_cgroups_mode (wins when given); neither: CRIU's default, SOFT.
+pub fn rpc_cg_mode(manage: Option<bool>, mode: Option<i32>) -> Result<CgMode, String> {
+    match (mode, manage) {
+        (Some(m), _) => CgMode::try_from(m)
+            .map_err(|_| format!("opts.manage_cgroups_mode: {m} is no mode of CRIU's")),
+        (None, Some(false)) => Ok(CgMode::Ignore),
+        (None, Some(true) | None) => Ok(CgMode::Soft),
+    }
+}
+
+/// One `ext_mnt` pair at DUMP: CRIU's KEY is the mount point in the tree's mount
+/// namespace, VAL the name it gets in the image. ckpt names every external mount by
+/// its mount point, so the name must be the mount point (as runc sends it).
+pub fn ext_mnt_at_dump(key: &str, val: &str) -> Result<(), String> {
+    if !key.starts_with('/') {
+        return Err(format!("ext_mnt {key}: not an absolute mount point"));
+    }
+    if key != val {
+        return Err(format!(
+            "ext_mnt {key}:{val}: ckpt names an external mount by its mount point; the \
+             name must be {key}"
+        ));
+    }
+    Ok(())
+}
+
+/// One `ext_mnt` pair at RESTORE: KEY names the external mount (its mount point at
+/// dump), VAL is the host path bound there (`restore --external-mount KEY=VAL`).
+pub fn ext_mnt_at_restore(key: &str, val: &str) -> Result<(String, String), String> {
+    if !key.starts_with('/') {
+        return Err(format!(
+            "ext_mnt {key}:{val}: ckpt names an external mount by its absolute mount point"
+        ));
+    }
+    if !val.starts_with('/') {
+        return Err(format!(
+            "ext_mnt {key}:{val}: the source must be an absolute host path"
+        ));
+    }
+    Ok((key.to_string(), val.to_string()))
+}
+
+/// One `join_ns` (CRIU: NS, a namespace file or a PID, extra options): net, uts and
+/// ipc onto `restore --join-ns`; the other kinds, and any extra option (CRIU's are for
+/// user and mount namespaces), refused by name.
+pub fn join_ns(ns: &str, file: &str, extra: Option<&str>) -> Result<(String, PathBuf), String> {
+    if !["net", "uts", "ipc"].contains(&ns) {
+        return Err(format!(
+            "join_ns {ns}:{file}: ckpt joins only net, uts and ipc namespaces made outside \
+             the tree"
+        ));
+    }
+    if let Some(e) = extra.filter(|e| !e.is_empty()) {
+        return Err(format!(
+            "join_ns {ns}:{file}: the extra option {e:?} is not taken (ckpt takes none \
+             for a {ns} namespace)"
+        ));
+    }
+    if file.is_empty() {
+        return Err(format!("join_ns {ns}: no namespace file"));
+    }
+    let path = if file.bytes().all(|b| b.is_ascii_digit()) {
+        PathBuf::from(format!("/proc/{file}/ns/{ns}"))
+    } else {
+        PathBuf::from(file)
+    };
+    Ok((ns.to_string(), path))
+}
+
+/// One `external` at DUMP, as runc sends it for a namespace the container was given
+/// (`net[INO]:KEY`, `pid[INO]:KEY`): (kind, inode) for a network namespace (ckpt
+/// records a tree's network namespace made outside it by itself; the dump checks that
+/// it is that one); anything else refused by name.
+pub fn external_at_dump(s: &str) -> Result<(String, u64), String> {
+    let bad = || {
+        format!(
+            "external {s}: ckpt takes only net[INODE]:KEY (a network namespace made \
+             outside the tree)"
+        )
+    };
+    let (kind, rest) = s.split_once('[').ok_or_else(bad)?;
+    let (ino, key) = rest.split_once("]:").ok_or_else(bad)?;
+    let ino: u64 = ino.parse().map_err(|_| bad())?;
+    if key.is_empty() {
+        return Err(bad());
+    }
+    match kind {
+        "net" => Ok(("net".into(), ino)),
+        "pid" => Err(format!(
+            "external {s}: a PID namespace made outside the tree is not restored by ckpt \
+             (a tree runs in ckpt's PID namespace or in one of its own)"
+        )),
+        _ => Err(bad()),
+    }
+}
+
+/// The namespace a descriptor of ours leads to, as /proc shows it ("net", inode).
+pub fn namespace_of_fd(fd: i32) -> Option<(String, u64)> {
+    let l = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+    let l = l.to_str()?;
+    let (kind, rest) = l.split_once(":[")?;
+    let ino = rest.strip_suffix(']')?.parse().ok()?;
+    // Only namespace links read KIND:[INO] with a kind of /proc/PID/ns.
+    ["net", "uts", "ipc", "pid", "mnt", "user", "cgroup", "time"]
+        .contains(&kind)
+        .then(|| (kind.to_string(), ino))
+}
+
+/// An `inherit_fd` whose descriptor is a namespace (runc gives the container's network
+/// namespace so, under the KEY of its dump's `external`, e.g. `extRootNetNS`, or as
+/// `net:[INO]`): the `--join-ns` it stands for. None: not a namespace. A key naming
+/// another kind or inode than the descriptor's is refused.
+pub fn inherit_namespace(fd: i32, key: &str) -> Option<Result<(String, PathBuf), String>> {
+    let (kind, ino) = namespace_of_fd(fd)?;
+    let names_other = key.split_once('[').is_some_and(|(k, r)| {
+        let k = k.trim_end_matches(':');
+        let i = r.trim_end_matches(']').split(']').next().unwrap_or("");
+        ["net", "uts", "ipc", "pid", "mnt", "user", "cgroup", "time"].contains(&k)
+            && (k != kind || i != ino.to_string())
+    });
+    if names_other {
+        return Some(Err(format!(
+            "inherit_fd {key}: descriptor {fd} is the {kind} namespace {kind}:[{ino}], not \
+             the one the key names"
+        )));
+    }
+    if !["net", "uts", "ipc"].contains(&kind.as_str()) {
+        return Some(Err(format!(
+            "inherit_fd {key}: descriptor {fd} is a {kind} namespace; ckpt joins only net, \
+             uts and ipc namespaces made outside the tree"
+        )));
+    }
+    Some(Ok((kind, PathBuf::from(format!("/proc/self/fd/{fd}")))))
+}
+
+/// The one cgroup root for ckpt's engine from CRIU's `cg_root` entries (a controller,
+/// or none for every hierarchy not named), for the hierarchies the image uses
+/// (`used`: their controllers as /proc/PID/cgroup names them, empty for v2). An entry
+/// with a controller applies to the v1 hierarchy that has it. ckpt's engine takes one
+/// root for all hierarchies: different roots for two hierarchies the image uses are
+/// refused, naming them. None: no entry applies.
+pub fn cg_root(
+    entries: &[(Option<String>, String)],
+    used: &[String],
+) -> Result<Option<String>, String> {
+    for (c, p) in entries {
+        if !p.starts_with('/') {
+            return Err(format!(
+                "cg_root {}{p}: not an absolute cgroup path",
+                c.as_deref().map(|c| format!("{c}:")).unwrap_or_default()
+            ));
+        }
+    }
+    let default = entries
+        .iter()
+        .find(|(c, _)| c.as_deref().is_none_or(str::is_empty))
+        .map(|(_, p)| p.clone());
+    let mut chosen: Option<(String, String)> = None;
+    for h in used {
+        let ctrls: Vec<&str> = h.split(',').filter(|c| !c.is_empty()).collect();
+        let specific = entries.iter().find(|(c, _)| {
+            c.as_deref().is_some_and(|c| {
+                !c.is_empty() && !h.is_empty() && c.split(',').any(|x| ctrls.contains(&x))
+            })
+        });
+        let Some(root) = specific.map(|(_, p)| p.clone()).or_else(|| default.clone()) else {
+            continue;
+        };
+        let shown = if h.is_empty() {
+            "cgroup v2".to_string()
+        } else {
+            h.clone()
+        };
+        match &chosen {
+            Some((other, r)) if *r != root => {
+                return Err(format!(
+                    "cg_root: {shown} gets {root} and {other} gets {r}; ckpt restores \
+                     every hierarchy below one root"
+                ));
+            }
+            Some(_) => {}
+            None => chosen = Some((shown, root)),
+        }
+    }
+    Ok(chosen.map(|(_, r)| r))
+}
+
+/// The hierarchies (controllers) the image's cgroup places and cgroup namespace roots
+/// use.
+pub fn used_hierarchies(ckpt: &crate::model::Checkpoint) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let places = ckpt.processes.iter().flat_map(|p| p.cgroups.iter()).chain(
+        ckpt.namespaces
+            .iter()
+            .filter_map(|n| n.cgroup.as_ref())
+            .flat_map(|c| c.roots.iter()),
+    );
+    for pl in places {
+        if !out.contains(&pl.controllers) {
+            out.push(pl.controllers.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_modes() {
+        assert_eq!(
+            cg_mode(CgMode::Ignore),
+            (CgroupMode::Ignore, LimitsMode::Off)
+        );
+        assert_eq!(cg_mode(CgMode::Soft), (CgroupMode::Place, LimitsMode::Made));
+        assert_eq!(
+            cg_mode(CgMode::Strict),
+            (CgroupMode::Fresh, LimitsMode::All)
+        );
+        assert_eq!(
+            cg_mode(CgMode::Props),
+            (CgroupMode::Existing, LimitsMode::All)
+        );
+        assert_eq!(rpc_cg_mode(None, None), Ok(CgMode::Soft));
+        assert_eq!(rpc_cg_mode(Some(false), None), Ok(CgMode::Ignore));
+        assert_eq!(rpc_cg_mode(Some(true), Some(4)), Ok(CgMode::Full));
+        assert!(rpc_cg_mode(None, Some(99)).is_err());
+        assert_eq!(cg_mode_named(None), Ok(CgMode::Soft));
+        assert_eq!(cg_mode_named(Some("none")), Ok(CgMode::CgNone));
+        assert!(cg_mode_named(Some("hard")).is_err());
+    }
+
+    #[test]
+    fn mounts_and_namespaces() {
+        assert!(ext_mnt_at_dump("/etc/hosts", "/etc/hosts").is_ok());
+        assert!(ext_mnt_at_dump("/etc/hosts", "hosts").is_err());
+        assert!(ext_mnt_at_dump("etc", "etc").is_err());
+        assert_eq!(
+            ext_mnt_at_restore("/data", "/srv/d"),
+            Ok(("/data".into(), "/srv/d".into()))
+        );
+        assert!(ext_mnt_at_restore("/data", "rel").is_err());
+        assert_eq!(
+            join_ns("net", "/run/netns/a", None),
+            Ok(("net".into(), PathBuf::from("/run/netns/a")))
+        );
+        assert_eq!(
+            join_ns("uts", "42", Some("")),
+            Ok(("uts".into(), PathBuf::from("/proc/42/ns/uts")))
+        );
+        let e = join_ns("net", "/x", Some("a,b")).unwrap_err();
+        assert!(e.contains("extra option"), "{e}");
+        assert!(join_ns("user", "/x", None).unwrap_err().contains("user:"));
+        assert_eq!(
+            external_at_dump("net[4026532000]:extRootNetNS"),
+            Ok(("net".into(), 4026532000))
+        );
+        assert!(
+            external_at_dump("pid[1]:extRootPidNS")
+                .unwrap_err()
+                .contains("PID")
+        );
+        assert!(external_at_dump("mnt[/a]:b").is_err());
+        // Our own network namespace through a descriptor.
+        let f = std::fs::File::open("/proc/self/ns/net").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        let (k, ino) = namespace_of_fd(fd).unwrap();
+        assert_eq!(k, "net");
+        let j = inherit_namespace(fd, "extRootNetNS").unwrap().unwrap();
+        assert_eq!(
+            j,
+            ("net".into(), PathBuf::from(format!("/proc/self/fd/{fd}")))
+        );
+        assert!(
+            inherit_namespace(fd, &format!("net:[{ino}]"))
+                .unwrap()
+                .is_ok()
+        );
+        assert!(inherit_namespace(fd, "net:[1]").unwrap().is_err());
+        let p = std::fs::File::open("/proc/self/ns/pid").unwrap();
+        let pfd = std::os::fd::AsRawFd::as_raw_fd(&p);
+        assert!(inherit_namespace(pfd, "extRootPidNS").unwrap().is_err());
+        let d = std::fs::File::open("/").unwrap();
+        assert!(inherit_namespace(std::os::fd::AsRawFd::as_raw_fd(&d), "x").is_none());
+    }
+
+    #[test]
+    fn cgroup_roots() {
+        let e = |v: &[(Option<&str>, &str)]| -> Vec<(Option<String>, String)> {
+            v.iter()
+                .map(|(c, p)| (c.map(String::from), p.to_string()))
+                .collect()
+        };
+        let used = vec![String::new()];
+        assert_eq!(cg_root(&e(&[(None, "/r")]), &used), Ok(Some("/r".into())));
+        assert_eq!(
+            cg_root(&e(&[(Some(""), "/r")]), &used),
+            Ok(Some("/r".into()))
+        );
+        // A v1 controller's entry does not apply to v2.
+        assert_eq!(cg_root(&e(&[(Some("memory"), "/m")]), &used), Ok(None));
+        let v1 = vec!["memory".to_string(), "cpu,cpuacct".to_string()];
+        assert_eq!(
+            cg_root(&e(&[(Some("memory"), "/m"), (Some("cpu"), "/m")]), &v1),
+            Ok(Some("/m".into()))
+        );
+        let err = cg_root(&e(&[(Some("memory"), "/m"), (None, "/d")]), &v1).unwrap_err();
+        assert!(err.contains("memory") && err.contains("/d"), "{err}");
+        assert!(cg_root(&e(&[(None, "rel")]), &used).is_err());
+        assert_eq!(cg_root(&e(&[(None, "/r")]), &[]), Ok(None));
+    }
+}
