@@ -254,8 +254,9 @@ pub(crate) fn dir_for(
 /// root`, for `host_path`, the cgroup directory it bound at dump (as ckpt's mount
 /// namespace shows it): the same cgroup moved below `root` as a process recorded in it
 /// would be (see [`target`]), so a container restored below another root sees its own
-/// cgroups through its mounts. None when `host_path` is no cgroup directory of a
-/// hierarchy ckpt sees (the mount's own check then names it).
+/// cgroups through its mounts. None (the recorded path stays) when `host_path` is
+/// ckpt's own cgroup, or no cgroup directory of a hierarchy ckpt sees (the mount's own
+/// check then names it).
 pub(crate) fn relocated_mount_source(host_path: &[u8], root: &str) -> Option<Vec<u8>> {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
     let path = std::path::Path::new(std::ffi::OsStr::from_bytes(host_path));
@@ -275,13 +276,8 @@ pub(crate) fn relocated_mount_source(host_path: &[u8], root: &str) -> Option<Vec
         .iter()
         .find(|(c, _)| sys::cgroup::canonical(c) == h.controllers)
         .map(|(c, _)| c.clone())?;
-    let pl = places(&[(name.clone(), cg.clone())], &ckpts)
-        .pop()
-        .unwrap_or(CgroupPlace {
-            controllers: name,
-            path: String::new(),
-            relative: true,
-        });
+    // (ckpt's own cgroup is not moved, as a process in it is not)
+    let pl = places(&[(name, cg)], &ckpts).pop()?;
     let t = target(&pl, Some(root), &ckpts);
     sys::cgroup::dir_of(h, &t).map(|d| d.path().into_os_string().into_vec())
 }
