@@ -543,3 +543,412 @@ fn failed_restores_of_a_runc_container_leave_nothing() {
     wait_count(&c, n + 5);
     assert!(pid_exists(r.pid));
 }
+
+/// The mountinfo lines of `pid` split in words: (mount point, root, device, fstype).
+fn mounts_of(pid: &str) -> Vec<(String, String, String, String)> {
+    let p = format!("/proc/{pid}/mountinfo");
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("read {p}: {e}"))
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split(' ').collect();
+            let sep = w.iter().position(|x| *x == "-")?;
+            Some((
+                w[4].to_string(),
+                w[3].to_string(),
+                w[2].to_string(),
+                w.get(sep + 1)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// (controllers, path) of each line of /proc/PID/cgroup.
+fn cgroup_pairs(pid: &str) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .expect("read cgroup")
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let _ = f.next()?;
+            Some((f.next()?.to_string(), f.next()?.to_string()))
+        })
+        .collect()
+}
+
+/// `ckpt check IMAGE --json` of a dumped container lists what it needs of the host, as
+/// the container really had it: its namespaces (UTS, IPC, mount, network and PID its
+/// own, cgroup and user the host's), its root file system bound from the bundle's
+/// rootfs (that device and inode), its cgroup mounts bound from the container's
+/// cgroups, the types of the file systems mounted anew, and each hierarchy's cgroup
+/// paths as /proc/PID/cgroup showed them; no user namespace maps.
+#[test]
+fn check_json_lists_what_a_runc_container_needs() {
+    let ctx = Ctx::new("check_json_lists_what_a_runc_container_needs");
+    let c = Container::new(&ctx, "c3");
+    let pid = c.run(true);
+    wait_count(&c, 5);
+    let p = pid.to_string();
+    let mounts = mounts_of(&p);
+    let cgroups = cgroup_pairs(&p);
+    let inodes: Vec<(&str, u64)> = ["uts", "ipc", "mnt", "net", "cgroup", "user"]
+        .iter()
+        .map(|k| (*k, ns_inode(&p, k)))
+        .collect();
+    let img = ctx.path("runc.img");
+    ctx.dump(pid, &img);
+    wait_pids_gone(&[pid], "the container after the dump");
+    c.delete();
+    let run = ctx.ckpt(&[
+        std::ffi::OsStr::new("check"),
+        img.as_os_str(),
+        std::ffi::OsStr::new("--json"),
+    ]);
+    let out = text(&run.stdout);
+    assert!(
+        run.status.success(),
+        "ckpt check --json: {out}\n{}",
+        run.stderr
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("check --json is JSON");
+    assert_eq!(v["restorable"], true, "{out}");
+    let req = &v["requirements"];
+    // Namespaces.
+    let ns = req["namespaces"].as_array().expect("namespaces");
+    let how = |kind: &str| -> Vec<(String, Option<u64>)> {
+        ns.iter()
+            .filter(|n| n["kind"] == kind)
+            .map(|n| {
+                (
+                    n["as"].as_str().expect("as").to_string(),
+                    n["inode"].as_u64(),
+                )
+            })
+            .collect()
+    };
+    for (kind, inode) in &inodes {
+        let want = if ["cgroup", "user"].contains(kind) {
+            "host"
+        } else {
+            "own"
+        };
+        assert_eq!(
+            how(kind),
+            vec![(want.to_string(), Some(*inode))],
+            "the {kind} namespace in {out}"
+        );
+    }
+    assert_eq!(how("pid"), vec![("own".to_string(), None)], "{out}");
+    assert!(
+        ns.iter().all(|n| n.get("uid_map").is_none()),
+        "no user namespace maps: {out}"
+    );
+    // External mounts: the root from the rootfs, the cgroup mounts from the cgroups.
+    let ext = req["mounts"]["external"]
+        .as_array()
+        .expect("external mounts");
+    let rootfs = c.bundle.join("rootfs");
+    let st = std::fs::metadata(&rootfs).expect("stat rootfs");
+    let root = ext
+        .iter()
+        .find(|m| m["point"] == "/")
+        .unwrap_or_else(|| panic!("no external root mount: {out}"));
+    assert_eq!(root["source"], rootfs.to_str().expect("utf-8"), "{out}");
+    assert_eq!(
+        root["dev"],
+        format!("{}:{}", libc::major(st.dev()), libc::minor(st.dev())),
+        "{out}"
+    );
+    assert_eq!(root["ino"], st.ino(), "{out}");
+    assert_eq!(root["cgroup"], false, "{out}");
+    let host = mounts_of("self");
+    let mut want_cg: Vec<(String, String)> = mounts
+        .iter()
+        .filter(|m| m.3 == "cgroup" || m.3 == "cgroup2")
+        .map(|m| {
+            // The host's mount of the same hierarchy (device), at its root.
+            let h = host
+                .iter()
+                .find(|h| h.2 == m.2 && h.1 == "/")
+                .unwrap_or_else(|| panic!("no host mount of {m:?}"));
+            (m.0.clone(), format!("{}{}", h.0, m.1))
+        })
+        .collect();
+    let mut got_cg: Vec<(String, String)> = ext
+        .iter()
+        .filter(|m| m["cgroup"] == true)
+        .map(|m| {
+            (
+                m["point"].as_str().expect("point").to_string(),
+                m["source"]
+                    .as_str()
+                    .expect("source")
+                    .trim_end_matches('/')
+                    .to_string(),
+            )
+        })
+        .collect();
+    want_cg.sort();
+    got_cg.sort();
+    assert!(
+        !want_cg.is_empty(),
+        "the container has cgroup mounts: {mounts:?}"
+    );
+    assert_eq!(got_cg, want_cg, "the cgroup mounts in {out}");
+    assert_eq!(
+        ext.len(),
+        want_cg.len() + 1,
+        "no other external mount: {out}"
+    );
+    // File systems mounted anew: the types of every other mount.
+    let points: Vec<&str> = ext.iter().filter_map(|m| m["point"].as_str()).collect();
+    let mut want_fs: Vec<&str> = mounts
+        .iter()
+        .filter(|m| !points.contains(&m.0.as_str()))
+        .map(|m| m.3.as_str())
+        .collect();
+    want_fs.sort_unstable();
+    want_fs.dedup();
+    let got_fs: Vec<&str> = req["mounts"]["filesystems"]
+        .as_array()
+        .expect("filesystems")
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert_eq!(got_fs, want_fs, "the file systems in {out}");
+    // Cgroups: each hierarchy the container was outside the test's cgroup of, with its
+    // path below the test's (relative) or from the root.
+    let own = cgroup_pairs("self");
+    let mut want: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+    for (ctrl, path) in &cgroups {
+        let mine = own
+            .iter()
+            .find(|(c2, _)| c2 == ctrl)
+            .map(|(_, p2)| p2.as_str())
+            .expect("the test is in every hierarchy");
+        if mine == path {
+            continue;
+        }
+        let below = if mine == "/" {
+            path.strip_prefix('/')
+        } else {
+            path.strip_prefix(mine).and_then(|r| r.strip_prefix('/'))
+        };
+        want.push(match below {
+            Some(r) => (ctrl.clone(), vec![r.to_string()], vec![]),
+            None => (ctrl.clone(), vec![], vec![path.clone()]),
+        });
+    }
+    want.sort();
+    let strs = |x: &serde_json::Value| -> Vec<String> {
+        x.as_array()
+            .expect("paths")
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()
+    };
+    let got: Vec<(String, Vec<String>, Vec<String>)> = req["cgroups"]
+        .as_array()
+        .expect("cgroups")
+        .iter()
+        .map(|h| {
+            let ctrl = h["controllers"].as_str().expect("controllers").to_string();
+            let version = if ctrl.is_empty() { 2 } else { 1 };
+            assert_eq!(h["version"], version, "{h}");
+            (ctrl, strs(&h["relative"]), strs(&h["absolute"]))
+        })
+        .collect();
+    assert!(!want.is_empty(), "the container's cgroups: {cgroups:?}");
+    assert_eq!(got, want, "the cgroups in {out}");
+}
+
+/// Cgroups of every hierarchy below `root` (killing what is in them), removed.
+struct CgroupRoot(String);
+
+impl Drop for CgroupRoot {
+    fn drop(&mut self) {
+        for m in cgroup_mounts() {
+            let top = m.join(self.0.trim_start_matches('/'));
+            if !top.is_dir() {
+                continue;
+            }
+            let mut dirs = vec![top.clone()];
+            let mut i = 0;
+            while i < dirs.len() {
+                if let Ok(rd) = std::fs::read_dir(&dirs[i]) {
+                    for e in rd.flatten() {
+                        if e.file_type().is_ok_and(|t| t.is_dir()) {
+                            dirs.push(e.path());
+                        }
+                    }
+                }
+                i += 1;
+            }
+            for d in &dirs {
+                if let Ok(s) = std::fs::read_to_string(d.join("cgroup.procs")) {
+                    for p in s.split_whitespace().filter_map(|x| x.parse::<i32>().ok()) {
+                        send_signal(p, libc::SIGKILL);
+                    }
+                }
+            }
+            for d in dirs.iter().rev() {
+                for _ in 0..100 {
+                    if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
+
+/// One image of a container restored twice, the two copies side by side: the first
+/// as it was, the second with `--external-mount /=COPY` (a copy of the rootfs,
+/// hard-linked: a program that is another file is refused) and
+/// `--cgroup-root ROOT`. Each is PID 1 of a PID namespace of its own, counts on
+/// independently from the dump's count in its own tmpfs, answers on its own socket
+/// (in its own rootfs), and is in its own cgroups: the second's below ROOT, and its
+/// cgroup mounts bind those (not the first's).
+#[test]
+fn runc_container_is_restored_twice_side_by_side() {
+    let ctx = Ctx::new("runc_container_is_restored_twice_side_by_side");
+    let c = Container::new(&ctx, "c4");
+    let pid = c.run(true);
+    wait_count(&c, 10);
+    let before = mountinfo(pid);
+    let img = ctx.path("runc.img");
+    ctx.dump(pid, &img);
+    wait_pids_gone(&[pid], "the container after the dump");
+    c.delete();
+    // The copy of the rootfs: its directories new, its files hard links (the program
+    // must be the file it was: restore refuses another copy of it).
+    let copy = c.bundle.join("rootfs2");
+    let st = Command::new("cp")
+        .arg("-al")
+        .arg(c.bundle.join("rootfs"))
+        .arg(&copy)
+        .status()
+        .expect("cp");
+    assert!(st.success(), "cp -al rootfs: {st}");
+    let cg_root = format!("/ckpt-e2e-{}-copy2", std::process::id());
+    let _cg_guard = CgroupRoot(cg_root.clone());
+    let first = ctx.restore_detached(&img);
+    let (n1, _) = c.ask();
+    // The second copy.
+    let second = ctx
+        .spawn(
+            &Spec::new(ckpt_bin())
+                .arg("restore")
+                .arg("--detach")
+                .arg(format!("--external-mount=/={}", copy.display()))
+                .arg(format!("--cgroup-root={cg_root}"))
+                .arg(&img)
+                .cwd(&ctx.dir),
+        )
+        .finish();
+    assert_eq!(
+        second.status.code(),
+        Some(0),
+        "the second restore: {}",
+        text(&second.stderr)
+    );
+    let p2: i32 = text(&second.stdout)
+        .lines()
+        .find_map(|l| l.trim().parse().ok())
+        .expect("the second restore's PID");
+    ctx.track(p2);
+    let p1 = first.pid;
+    assert_ne!(p1, p2);
+    for p in [p1, p2] {
+        assert_eq!(nspids(p).last(), Some(&1), "PID 1 of its namespace");
+    }
+    assert_ne!(
+        ns_inode(&p1.to_string(), "pid"),
+        ns_inode(&p2.to_string(), "pid")
+    );
+    assert_ne!(
+        ns_inode(&p1.to_string(), "mnt"),
+        ns_inode(&p2.to_string(), "mnt")
+    );
+    // Each in its own rootfs: the second's program is the copy's file.
+    let ino = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
+        (m.dev(), m.ino())
+    };
+    assert_eq!(
+        ino(Path::new(&format!("/proc/{p2}/root/bin/runcsrv"))),
+        ino(&copy.join("bin/runcsrv")),
+        "the second copy's root is the rootfs copy"
+    );
+    assert_eq!(
+        ino(Path::new(&format!("/proc/{p1}/root/bin/runcsrv"))),
+        ino(&c.bundle.join("rootfs/bin/runcsrv")),
+        "the first copy's root is the rootfs"
+    );
+    // Both count on, each in its own tmpfs, answering on its own socket.
+    let c2 = Container {
+        id: c.id.clone(),
+        bundle: copy.parent().expect("bundle").join("second"),
+        out: ctx.dir.join("unused.out"),
+    };
+    std::fs::create_dir_all(&c2.bundle).expect("mkdir");
+    std::os::unix::fs::symlink(&copy, c2.bundle.join("rootfs")).expect("symlink");
+    let (a2, host2) = c2.ask();
+    assert_eq!(host2, "ckpt-runc");
+    let at1 = wait_count(&c, n1 + 20);
+    let at2 = wait_count(&c2, a2 + 20);
+    assert!(count_in_tmpfs(p1) >= at1 && count_in_tmpfs(p2) >= at2);
+    // Independent: stopping the first leaves the second counting.
+    send_signal(p1, libc::SIGKILL);
+    wait_pids_gone(&[p1], "the first copy");
+    let now2 = c2.ask().0;
+    wait_count(&c2, now2 + 10);
+    assert!(
+        !c.bundle.join("rootfs/srv.sock").exists()
+            || std::os::unix::net::UnixStream::connect(c.bundle.join("rootfs/srv.sock")).is_err(),
+        "the first copy's socket still answers after it was killed"
+    );
+    // The second's cgroups: below the root, and its cgroup mounts bind them.
+    let own = cgroup_pairs("self");
+    for (ctrl, path) in cgroup_pairs(&p2.to_string()) {
+        let mine = own
+            .iter()
+            .find(|(c3, _)| *c3 == ctrl)
+            .map(|(_, x)| x.clone())
+            .unwrap_or_default();
+        if path == mine {
+            // (a hierarchy the container was in the test's cgroup of: restored there)
+            continue;
+        }
+        assert!(
+            path.starts_with(&format!("{cg_root}/")),
+            "the second copy is in {ctrl}:{path}, not below {cg_root}"
+        );
+    }
+    let mounts2 = mounts_of(&p2.to_string());
+    let cg_mounts: Vec<_> = mounts2.iter().filter(|m| m.3 == "cgroup").collect();
+    assert!(!cg_mounts.is_empty(), "{mounts2:?}");
+    for m in cg_mounts {
+        assert!(
+            m.1.starts_with(&format!("{cg_root}/")),
+            "the second copy's cgroup mount on {} binds {}, not a cgroup below {cg_root}",
+            m.0,
+            m.1
+        );
+    }
+    // Otherwise the same mounts as the original (but the root's and cgroups' roots).
+    let norm = |v: Vec<String>| -> Vec<String> {
+        v.into_iter()
+            .map(|l| {
+                let w: Vec<&str> = l.split(' ').collect();
+                format!("{} {}", w[0], w[2])
+            })
+            .collect()
+    };
+    assert_eq!(
+        norm(mountinfo(p2)),
+        norm(before),
+        "the second copy's mount points"
+    );
+}

@@ -130,8 +130,10 @@ struct InheritArgs {
     /// Restore the tree's cgroups below cgroup PATH of each hierarchy (e.g. /restored:
     /// a process that was in /box/a goes to /restored/box/a, one that was below ckpt's
     /// own cgroup goes to the same place below PATH) instead of where they were;
-    /// missing cgroups are made (and removed again if the restore fails). Membership
-    /// only: the cgroups' limits are not restored.
+    /// missing cgroups are made (and removed again if the restore fails). The cgroup
+    /// mounts of a tree's own mount namespace (a container's /sys/fs/cgroup) bind the
+    /// moved cgroups too, unless --external-mount names them. Membership only: the
+    /// cgroups' limits are not restored.
     #[arg(long = "cgroup-root", value_name = "PATH")]
     cgroup_root: Option<String>,
     /// Where the restored processes go: "place" (the default: into the cgroups they
@@ -371,7 +373,10 @@ struct CheckArgs {
     inherit: InheritArgs,
     /// Print the result as JSON on standard output: "restorable", every problem with a
     /// stable "code" and its "message", the bytes of page data, and the
-    /// "requirements" a host needs (CPU features, kernel facilities) for schedulers.
+    /// "requirements" a host needs for schedulers: CPU features, kernel facilities,
+    /// "namespaces" (kind, own/external/host, a user namespace's ID maps), "mounts"
+    /// (external mounts with their recorded sources, device and inode; the file
+    /// system types mounted anew) and "cgroups" (each hierarchy's cgroup paths).
     #[arg(long)]
     json: bool,
 }

@@ -258,6 +258,79 @@ pub(crate) fn dir_for(
         })
 }
 
+/// The host path a cgroup mount of the tree's mount namespace binds with `--cgroup-root
+/// root`, for `host_path`, the cgroup directory it bound at dump (as ckpt's mount
+/// namespace shows it): the same cgroup moved below `root` as a process recorded in it
+/// would be (see [`target`]), so a container restored below another root sees its own
+/// cgroups through its mounts. None (the recorded path stays) when `host_path` is
+/// ckpt's own cgroup, or no cgroup directory of a hierarchy ckpt sees (the mount's own
+/// check then names it).
+pub(crate) fn relocated_mount_source(host_path: &[u8], root: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(host_path));
+    let hier = sys::cgroup::hierarchies().ok()?;
+    let ckpts = sys::cgroup::membership(0).ok()?;
+    let (h, rel) = hier.iter().find_map(|h| {
+        let rel = path.strip_prefix(&h.mountpoint).ok()?;
+        rel.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+            .then_some((h, rel.to_str()?))
+    })?;
+    // The cgroup's path from its hierarchy's root, under the name /proc/PID/cgroup
+    // gives the hierarchy.
+    let cg = format!("{}/{rel}", h.root.trim_end_matches('/'));
+    let cg = if rel.is_empty() { h.root.clone() } else { cg };
+    let name = ckpts
+        .iter()
+        .find(|(c, _)| sys::cgroup::canonical(c) == h.controllers)
+        .map(|(c, _)| c.clone())?;
+    // (ckpt's own cgroup is not moved, as a process in it is not)
+    let pl = places(&[(name, cg)], &ckpts).pop()?;
+    let t = target(&pl, Some(root), &ckpts);
+    sys::cgroup::dir_of(h, &t).map(|d| d.path().into_os_string().into_vec())
+}
+
+/// What `ckpt check --json` lists of the image's cgroups: each hierarchy a process was
+/// outside ckpt's own cgroup of (by its controllers as /proc/PID/cgroup names them,
+/// "" for v2; "version" 1 or 2), with the cgroup paths its processes and its cgroup
+/// namespace's roots were at: "relative" ones below the dumping ckpt's own cgroup
+/// (restored below the restoring ckpt's, or `--cgroup-root`), the others from the
+/// hierarchy's root.
+pub fn manifest(ckpt: &Checkpoint) -> serde_json::Value {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut by: BTreeMap<&str, (BTreeSet<&str>, BTreeSet<&str>)> = BTreeMap::new();
+    let ns_roots = ckpt
+        .namespaces
+        .iter()
+        .filter_map(|n| n.cgroup.as_ref())
+        .flat_map(|c| c.roots.iter());
+    for pl in ckpt
+        .processes
+        .iter()
+        .flat_map(|p| p.cgroups.iter())
+        .chain(ns_roots)
+    {
+        let e = by.entry(pl.controllers.as_str()).or_default();
+        if pl.relative {
+            e.0.insert(pl.path.as_str());
+        } else {
+            e.1.insert(pl.path.as_str());
+        }
+    }
+    let list: Vec<serde_json::Value> = by
+        .into_iter()
+        .map(|(c, (rel, abs))| {
+            serde_json::json!({
+                "controllers": c,
+                "version": if c.is_empty() { 2 } else { 1 },
+                "relative": rel,
+                "absolute": abs,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list)
+}
+
 /// Whether a mount of file system type `fstype` is of a cgroup hierarchy.
 pub(crate) fn is_cgroup_fs(fstype: &str) -> bool {
     fstype == "cgroup" || fstype == "cgroup2"
@@ -365,6 +438,34 @@ mod tests {
         v.iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn manifest_lists_each_hierarchys_paths() {
+        use crate::kinds::testutil::{checkpoint, child, process};
+        let place = |c: &str, path: &str, relative: bool| CgroupPlace {
+            controllers: c.into(),
+            path: path.into(),
+            relative,
+        };
+        let mut a = process(10);
+        a.cgroups = vec![place("", "box/a", true), place("cpu,cpuacct", "/x", false)];
+        let mut b = child(11, 10, 10, 10);
+        b.cgroups = vec![place("", "box/a", true), place("", "box/b", true)];
+        let m = manifest(&checkpoint(vec![a, b]));
+        assert_eq!(
+            m,
+            serde_json::json!([
+                {"controllers": "", "version": 2, "relative": ["box/a", "box/b"],
+                 "absolute": []},
+                {"controllers": "cpu,cpuacct", "version": 1, "relative": [],
+                 "absolute": ["/x"]},
+            ])
+        );
+        assert_eq!(
+            manifest(&checkpoint(vec![process(1)])),
+            serde_json::json!([])
+        );
     }
 
     #[test]

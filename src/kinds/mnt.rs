@@ -511,7 +511,8 @@ fn prop_in(tree: &MountTree) -> Vec<PropIn<'_>> {
 }
 
 /// What the image's mount namespace needs of a host (`ckpt check --json`): each
-/// external mount (where it is mounted, the host path it is bound from by default) and
+/// external mount (where it is mounted, the host path it is bound from by default, the
+/// device and inode that path had, whether it binds a cgroup, known by its path) and
 /// the file systems mounted anew.
 pub(crate) fn manifest(ckpt: &Checkpoint) -> Option<serde_json::Value> {
     let tree = owned_tree(ckpt)?;
@@ -520,10 +521,17 @@ pub(crate) fn manifest(ckpt: &Checkpoint) -> Option<serde_json::Value> {
         .mounts
         .iter()
         .filter_map(|m| match &m.origin {
-            MountOrigin::External { host_path, .. } => Some(serde_json::json!({
+            MountOrigin::External {
+                host_path,
+                dev,
+                ino,
+            } => Some(serde_json::json!({
                 "point": show(&m.point),
                 "source": show(host_path),
                 "fstype": m.fstype,
+                "dev": format!("{}:{}", libc::major(*dev), libc::minor(*dev)),
+                "ino": ino,
+                "cgroup": crate::kinds::cgroup::is_cgroup_fs(&m.fstype),
             })),
             _ => None,
         })
@@ -556,10 +564,10 @@ pub fn set_external_mounts(pairs: Vec<(Vec<u8>, Vec<u8>)>) {
 fn open_sources(
     tree: &MountTree,
     same_boot: bool,
+    given: &[(Vec<u8>, Vec<u8>)],
     problems: &mut Vec<Problem>,
 ) -> BTreeMap<u32, (OwnedFd, OwnedFd)> {
-    let given = EXTERNAL.lock().map(|g| g.clone()).unwrap_or_default();
-    for (point, _) in &given {
+    for (point, _) in given {
         if !tree
             .mounts
             .iter()
@@ -764,6 +772,7 @@ pub(crate) fn enter_new(
     ckpt: &Checkpoint,
     new_pidns: bool,
     pidns_init: bool,
+    cgroup_root: Option<&str>,
     cgroups: &mut crate::kinds::cgroup::MadeCgroups,
 ) -> RestoreResult<Option<PidnsInit>> {
     let Some(tree) = owned_tree(ckpt) else {
@@ -792,14 +801,23 @@ pub(crate) fn enter_new(
     // The cgroups its cgroup mounts bind, made again if they went with the tree (a
     // container's, removed by `runc delete`): a cgroup is known by its path, not its
     // inode (removed again if the restore fails).
+    // With `--cgroup-root`, those below it instead (unless `--external-mount` names the
+    // mount).
+    let mut given = EXTERNAL.lock().map(|g| g.clone()).unwrap_or_default();
     for m in &tree.mounts {
         if let MountOrigin::External { host_path, .. } = &m.origin {
             if crate::kinds::cgroup::is_cgroup_fs(&m.fstype) {
-                crate::kinds::cgroup::make_mounted(host_path, cgroups)?;
+                let moved = cgroup_root
+                    .filter(|_| given.iter().all(|(pt, _)| *pt != m.point))
+                    .and_then(|r| crate::kinds::cgroup::relocated_mount_source(host_path, r));
+                crate::kinds::cgroup::make_mounted(moved.as_deref().unwrap_or(host_path), cgroups)?;
+                if let Some(src) = moved {
+                    given.push((m.point.clone(), src));
+                }
             }
         }
     }
-    let sources = open_sources(tree, same_boot, &mut problems);
+    let sources = open_sources(tree, same_boot, &given, &mut problems);
     if !problems.is_empty() {
         return Err(RestoreError::Problems(problems));
     }

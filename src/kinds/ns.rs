@@ -712,7 +712,9 @@ pub(crate) fn check_joins(
 
 /// What `ckpt check --json` lists of the image's namespaces: each with its kind and
 /// whether the tree owns it ("own": restore creates it), joins it ("external": made
-/// outside the tree, `--join-ns`) or shares ckpt's ("host").
+/// outside the tree, `--join-ns`) or shares ckpt's ("host"); a user namespace of the
+/// tree's own with its ID maps ("INSIDE OUTSIDE COUNT" lines), setgroups and owner;
+/// a PID namespace of the tree's own as kind "pid", "own".
 pub fn manifest(ckpt: &Checkpoint) -> serde_json::Value {
     let list: Vec<serde_json::Value> = ckpt
         .namespaces
@@ -723,9 +725,27 @@ pub fn manifest(ckpt: &Checkpoint) -> serde_json::Value {
                 (true, true) => "external",
                 (true, false) => "host",
             };
-            serde_json::json!({"kind": ns.kind, "inode": ns.inode, "as": how})
+            let mut v = serde_json::json!({"kind": ns.kind, "inode": ns.inode, "as": how});
+            if let (Some(u), Some(o)) = (&ns.user, v.as_object_mut()) {
+                let lines = |m: &str| -> Vec<String> {
+                    m.lines()
+                        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                        .filter(|l| !l.is_empty())
+                        .collect()
+                };
+                o.insert("uid_map".into(), lines(&u.uid_map).into());
+                o.insert("gid_map".into(), lines(&u.gid_map).into());
+                o.insert("setgroups".into(), u.setgroups.into());
+                o.insert("owner_uid".into(), u.owner_uid.into());
+            }
+            v
         })
         .collect();
+    let mut list = list;
+    if ckpt.own_pid_namespace {
+        // (made anew, its root PID 1 again; its inode is not recorded)
+        list.push(serde_json::json!({"kind": "pid", "as": "own"}));
+    }
     serde_json::Value::Array(list)
 }
 

@@ -44,15 +44,20 @@ pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     // a namespace of ckpt's own, which ends with it); what stops it is a problem.
     // (The cgroups its cgroup mounts bind, made if missing, are removed again at the end.)
     let mut cgroups = crate::kinds::cgroup::MadeCgroups::default();
-    let early =
-        match crate::kinds::mnt::enter_new(&ckpt, view.new_pid_namespace, false, &mut cgroups) {
-            Ok(_) => Vec::new(),
-            Err(RestoreError::Problems(p)) => p,
-            Err(e) => vec![Problem {
-                code: "mount",
-                message: format!("cannot build the tree's mount namespace: {e}"),
-            }],
-        };
+    let early = match crate::kinds::mnt::enter_new(
+        &ckpt,
+        view.new_pid_namespace,
+        false,
+        view.cgroup_root.as_deref(),
+        &mut cgroups,
+    ) {
+        Ok(_) => Vec::new(),
+        Err(RestoreError::Problems(p)) => p,
+        Err(e) => vec![Problem {
+            code: "mount",
+            message: format!("cannot build the tree's mount namespace: {e}"),
+        }],
+    };
     let plan = plan::plan(ckpt, view);
     let mut requirements = crate::arch::requirements_manifest(&plan.ckpt.arch);
     if let (Some(o), Some(m)) = (
@@ -69,6 +74,7 @@ pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     }
     if let Some(r) = requirements.as_object_mut() {
         r.insert("namespaces".into(), crate::kinds::ns::manifest(&plan.ckpt));
+        r.insert("cgroups".into(), crate::kinds::cgroup::manifest(&plan.ckpt));
     }
     let mut problems = early;
     problems.extend(plan.problems);
@@ -214,8 +220,13 @@ pub fn prepare<R: Read>(input: R, view: &HostView) -> Result<Prepared<R>> {
     // A mount namespace of the tree's own is built before plan opens the files in it;
     // ckpt's main thread stays in it (see `kinds::mnt`).
     let mut mount_cgroups = crate::kinds::cgroup::MadeCgroups::default();
-    let pidns_init =
-        crate::kinds::mnt::enter_new(&ckpt, view.new_pid_namespace, true, &mut mount_cgroups)?;
+    let pidns_init = crate::kinds::mnt::enter_new(
+        &ckpt,
+        view.new_pid_namespace,
+        true,
+        view.cgroup_root.as_deref(),
+        &mut mount_cgroups,
+    )?;
     let plan = plan::plan(ckpt, view);
     if !plan.problems.is_empty() {
         return Err(RestoreError::Problems(plan.problems));

@@ -321,7 +321,8 @@ fn harness_pidns_levels() -> usize {
 }
 
 /// The tree of `before` (see [`Snapshot::one_pid_namespace_down`]) restored below
-/// `restore` (ckpt restore's PID) into a new PID namespace: the host PID of its root once
+/// `restore` (ckpt restore's PID, or the restored root's after `--detach`) into a new
+/// PID namespace: the host PID of its root once
 /// every process of it exists there with its ID inside, untraced, with its program and
 /// its number of threads.
 pub fn restored_tree_in_pid_namespace(before: &Snapshot, restore: i32) -> Option<i32> {
@@ -337,9 +338,12 @@ pub fn restored_tree_in_pid_namespace(before: &Snapshot, restore: i32) -> Option
             })
     };
     let tree = process_tree(restore);
-    let root = *tree
+    // (`restore` is the root itself for a detached restore: ckpt has exited)
+    let root = tree
         .iter()
-        .find(|&&p| p != restore && inner(p) == Some(b.root))?;
+        .copied()
+        .find(|&p| p != restore && inner(p) == Some(b.root))
+        .or_else(|| (inner(restore) == Some(b.root)).then_some(restore))?;
     let ours = process_tree(root);
     let ids: Vec<i32> = ours.iter().filter_map(|&p| inner(p)).collect();
     let up = ids == b.pids
