@@ -447,6 +447,7 @@ mod tests {
             controllers: c.into(),
             path: path.into(),
             relative,
+            ..Default::default()
         };
         let mut a = process(10);
         a.cgroups = vec![place("", "box/a", true), place("cpu,cpuacct", "/x", false)];
