@@ -35,7 +35,7 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
         issue: "issue 13",
     },
     KnownLoss {
-        test: "*runc*",
+        test: "*runc_container*",
         cmp: Cmp::Restored,
         key: "p*.shares.sysvsem",
         what: "an empty System V semaphore undo list (runc's Go init made threads with \
