@@ -358,9 +358,38 @@ pub fn restored_tree_in_pid_namespace(before: &Snapshot, restore: i32) -> Option
             let exe = fs::read_link(format!("/proc/{p}/exe"))
                 .ok()
                 .map(|e| e.to_string_lossy().into_owned());
-            threads == k("stat.num_threads") && exe == k("exe") && super::tracer_pid(p) == Some(0)
+            threads == k("stat.num_threads")
+                && exe == k("exe")
+                && super::tracer_pid(p) == Some(0)
+                && !behind_release_gate(&b, i, p)
         });
     up.then_some(root)
+}
+
+/// Whether a thread of process `p` (`i` in its PID namespace) still waits behind ckpt's
+/// release gate (`restore::stage::park_at_gate`): untraced, but with a signal mask that
+/// none of the original's threads had (every signal blocked) until it runs on.
+fn behind_release_gate(before: &Snapshot, i: i32, p: i32) -> bool {
+    let prefix = format!("p{i}.");
+    let had: Vec<&str> = before
+        .entries
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix) && k.ends_with("status.SigBlk"))
+        .map(|(_, v)| v.1.as_str())
+        .collect();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        fs::read_to_string(t.path().join("status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("SigBlk:"))
+                    .map(|v| v.trim().to_string())
+            })
+            .is_some_and(|now| !had.contains(&now.as_str()))
+    })
 }
 
 /// The tree of `before` runs again, restored: each of its processes exists anew (started
