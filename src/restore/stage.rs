@@ -383,6 +383,8 @@ fn gate_threads(
         for _ in 0..cx.proc_.threads.len() {
             match crate::remote::take_remote_fd(cx, me, gate as u64, "take the release gate") {
                 Ok(fd) => g.fds.push(fd),
+                // An injected fault or a deferred signal ends the restore as at any step.
+                Err(e @ (RestoreError::Fault(_) | RestoreError::Interrupted(_))) => return Err(e),
                 Err(e) => taken = Err(e),
             }
             if taken.is_err() {
@@ -430,20 +432,25 @@ fn park_at_gate(mem: &RemoteMem, tid: i32, mask: u64, fd: u64, g: &Gate) -> Resu
             "thread {tid}: its xsave area does not fit in a signal frame"
         ))
     })?;
-    let ret = frame.at - 8;
-    let buf = frame.at - 16;
     mem.write(frame.at, &frame.bytes)?;
-    mem.write(ret, &g.syscall_ret.to_le_bytes())?;
-    let mut r = sigframe::parked(&ctx, frame.at, g.sigreturn);
-    r.rip = g.syscall_ret;
-    r.rsp = ret;
-    r.rax = nr::READ;
-    r.rdi = fd;
-    r.rsi = buf;
-    r.rdx = GATE_BYTES;
-    ptrace::set_regs(tid, &r)?;
+    // The read's return address: the `syscall; ret` again (see `gate_regs`).
+    mem.write(frame.at - 8, &g.syscall_ret.to_le_bytes())?;
+    ptrace::set_regs(tid, &gate_regs(&ctx, frame.at, fd, g))?;
     ptrace::set_sigmask(tid, !0)?;
     Ok(())
+}
+
+/// The registers of a thread with final registers `ctx` waiting behind the gate `fd`,
+/// its frame at `at` (see [`park_at_gate`]).
+fn gate_regs(ctx: &ax::X86Regs, at: u64, fd: u64, g: &Gate) -> ax::X86Regs {
+    let mut r = sigframe::parked(ctx, at, g.sigreturn);
+    r.rip = g.syscall_ret;
+    r.rsp = at - 8;
+    r.rax = nr::READ;
+    r.rdi = fd;
+    r.rsi = at - 16;
+    r.rdx = GATE_BYTES;
+    r
 }
 
 /// What the processes being built share: the objects created so far, for the next
@@ -1034,4 +1041,40 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<(i32, Option<sys::netlock::H
     }
     sys::deferred::die_point("committed");
     Ok((procs[0].pid, handover))
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::*;
+
+    /// The read's result is the number of the next call: `close` once ckpt wrote, `read`
+    /// again at end of file (ckpt died); then the frame's `rt_sigreturn`.
+    #[test]
+    fn a_thread_at_the_gate_reads_then_closes_then_returns_through_its_frame() {
+        assert_eq!(GATE_BYTES, nr::CLOSE);
+        assert_eq!(nr::READ, 0);
+        let ctx = ax::X86Regs {
+            rsp: 0x7000_0000,
+            rip: 0x40_1000,
+            rax: 7,
+            orig_rax: u64::MAX,
+            cs: 0x33,
+            ss: 0x2b,
+            ..Default::default()
+        };
+        let g = Gate {
+            syscall_ret: 0x7fff_f000,
+            sigreturn: 0x7f00_0100,
+            fds: vec![9],
+        };
+        let at = 0x6fff_f000;
+        let r = gate_regs(&ctx, at, 9, &g);
+        assert_eq!(
+            (r.rip, r.rax, r.rdi, r.rdx),
+            (g.syscall_ret, nr::READ, 9, 3)
+        );
+        // The read's buffer and its return address lie below the frame, not in it.
+        assert_eq!((r.rsp, r.rsi), (at - 8, at - 16));
+        assert_eq!(r.orig_rax, u64::MAX, "no restart of the thread's own call");
+    }
 }

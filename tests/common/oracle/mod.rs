@@ -367,28 +367,24 @@ pub fn restored_tree_in_pid_namespace(before: &Snapshot, restore: i32) -> Option
 }
 
 /// Whether a thread of process `p` (`i` in its PID namespace) still waits behind ckpt's
-/// release gate (`restore::stage::park_at_gate`): untraced, but with a signal mask that
-/// none of the original's threads had (every signal blocked) until it runs on.
+/// release gate (`restore::stage::park_at_gate`): untraced, but blocking every signal
+/// (all but SIGKILL and SIGSTOP), which no thread of the original did.
 fn behind_release_gate(before: &Snapshot, i: i32, p: i32) -> bool {
+    const GATE_MASK: &str = "fffffffffffbfeff";
     let prefix = format!("p{i}.");
-    let had: Vec<&str> = before
+    let had = before
         .entries
         .iter()
-        .filter(|(k, _)| k.starts_with(&prefix) && k.ends_with("status.SigBlk"))
-        .map(|(_, v)| v.1.as_str())
-        .collect();
+        .any(|(k, v)| k.starts_with(&prefix) && k.ends_with("status.SigBlk") && v.1 == GATE_MASK);
     let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
         return false;
     };
-    tasks.flatten().any(|t| {
-        fs::read_to_string(t.path().join("status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("SigBlk:"))
-                    .map(|v| v.trim().to_string())
-            })
-            .is_some_and(|now| !had.contains(&now.as_str()))
+    !had && tasks.flatten().any(|t| {
+        fs::read_to_string(t.path().join("status")).is_ok_and(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigBlk:"))
+                .is_some_and(|v| v.trim() == GATE_MASK)
+        })
     })
 }
 
