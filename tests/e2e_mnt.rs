@@ -677,7 +677,10 @@ fn mount_and_pid_namespaces_with_uts_ipc_net_ones_are_restored() {
     ctx.dump(tree[1], &img);
     let out_before = t.finish().stdout;
     wait_pids_gone(&tree[1..], "mntpid after its dump");
-    let mut r = ctx.restore(&img, &[], In::Null);
+    // The builder lingers 200 ms after it released the tree: the tree must not see it
+    // (mntpid prints how many processes its /proc lists: 1).
+    let linger = [("CKPT_LINGER", "builder released the tree:200")];
+    let mut r = ctx.restore_with(&img, &[], In::Null, &[], &linger);
     r.wait_lines(1);
     let restored = wait_process_tree(r.pid, 2, "ckpt restore and the restored mntpid");
     assert_eq!(

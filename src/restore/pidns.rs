@@ -198,6 +198,56 @@ fn report_and_exit(wr: OwnedFd, res: Result<()>) -> ! {
     }
 }
 
+/// The release gate of a tree built by a builder in its PID namespace (see
+/// `stage::gate_threads`): ckpt keeps the write end (and a read end, so that writing
+/// never fails with EPIPE), the builder gives the read end to the tree's threads, which
+/// wait in a read of it once released. [`ReleaseGate::open`] lets them go.
+struct ReleaseGate {
+    rd: OwnedFd,
+    wr: OwnedFd,
+    /// How many threads may wait (those of the image's live processes).
+    threads: usize,
+}
+
+impl ReleaseGate {
+    fn new<R: Read + Send>(prepared: &Prepared<R>) -> Result<Self> {
+        let (rd, wr) = sys::process::pipe()?;
+        let threads = prepared
+            .plan
+            .ckpt
+            .processes
+            .iter()
+            .filter(|p| !p.is_zombie())
+            .map(|p| p.threads.len())
+            .sum();
+        Ok(ReleaseGate { rd, wr, threads })
+    }
+
+    /// In the builder: the tree's threads wait on the gate.
+    fn use_in<R: Read + Send>(self, prepared: &mut Prepared<R>) -> OwnedFd {
+        use std::os::fd::AsRawFd;
+        drop(self.wr);
+        prepared.plan.release_gate = Some(self.rd.as_raw_fd());
+        self.rd
+    }
+
+    /// In ckpt, once the builder is reaped: each waiting thread reads its bytes, and
+    /// runs on. (Unread bytes, if fewer wait, go with the pipe.) Dropping it unopened
+    /// (ckpt dies, say) lets them go too, each leaving its descriptor of the gate open.
+    fn open(self) {
+        let mut wr = std::fs::File::from(self.wr);
+        let bytes = [0u8; super::stage::GATE_BYTES as usize];
+        // A pipe holds 64 KiB at least: never more than that many bytes (more threads
+        // than that read end of file).
+        for _ in 0..self.threads.min(65536 / bytes.len()) {
+            if wr.write_all(&bytes).is_err() {
+                break;
+            }
+        }
+        drop((wr, self.rd));
+    }
+}
+
 /// Restore a tree that had a PID namespace of its own: its root becomes PID 1 of a new
 /// one. The root is our child (we wait for it as its parent, and report its PID here);
 /// the tree is built by a helper we fork into the new namespace (where /proc, ptrace
@@ -235,6 +285,7 @@ fn launch_own_pidns<R: Read + Send>(mut prepared: Prepared<R>, sibling: bool) ->
         e
     };
     let (rd, wr) = sys::process::pipe().map_err(|e| give_up(e.into()))?;
+    let gate = ReleaseGate::new(&prepared).map_err(give_up)?;
     let spare = prepared.spare_pid();
     match sys::process::fork_into_pid_namespace_of(init, spare) {
         Err(e) => Err(give_up(e.into())),
@@ -243,6 +294,8 @@ fn launch_own_pidns<R: Read + Send>(mut prepared: Prepared<R>, sibling: bool) ->
             // init, which exits when every copy of `go` is closed before it got its byte:
             // a copy stays open until our report is written.
             drop(rd);
+            let mut prepared = prepared.without_reading_thread();
+            let _gate = gate.use_in(&mut prepared);
             let _hold = go.try_clone();
             // Ckpt's proc stacked on the tree's /proc comes off first (in the tree's
             // mount namespace, before our private copy of it).
@@ -252,12 +305,10 @@ fn launch_own_pidns<R: Read + Send>(mut prepared: Prepared<R>, sibling: bool) ->
             };
             let res = unstacked
                 .and_then(|()| sys::process::mount_own_proc().map_err(RestoreError::from))
-                .and_then(|()| {
-                    prepared
-                        .without_reading_thread()
-                        .run(RootStub::Seize { pid: 1, go })
-                        .map(|_| ())
-                });
+                .and_then(|()| prepared.run(RootStub::Seize { pid: 1, go }).map(|_| ()));
+            if res.is_ok() {
+                sys::deferred::linger_point("builder released the tree");
+            }
             report_and_exit(wr, res)
         }
         Ok(Some(builder)) => {
@@ -265,6 +316,8 @@ fn launch_own_pidns<R: Read + Send>(mut prepared: Prepared<R>, sibling: bool) ->
             let report = child_report(rd);
             let _ = sys::process::wait_exit(builder);
             report.map_err(give_up)?;
+            // The builder is gone from the namespace: now the tree may run.
+            gate.open();
             Ok(Launched {
                 root: init,
                 child: init,
@@ -298,6 +351,7 @@ fn launch_below_reaper<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched
         e
     };
     let (rd, wr) = sys::process::pipe().map_err(|e| give_up(e.into()))?;
+    let gate = ReleaseGate::new(&prepared).map_err(give_up)?;
     let spare = prepared.spare_pid();
     let sys::process::PidnsReaper { go, hold, .. } = reaper;
     match sys::process::fork_into_pid_namespace_of(init, spare) {
@@ -305,14 +359,14 @@ fn launch_below_reaper<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched
         Ok(None) => {
             // The builder, inside the namespace: the reaper is released by ckpt alone.
             drop((rd, hold));
+            let mut prepared = prepared.without_reading_thread();
+            let _gate = gate.use_in(&mut prepared);
             let res = sys::process::mount_own_proc()
                 .map_err(RestoreError::from)
-                .and_then(|()| {
-                    prepared
-                        .without_reading_thread()
-                        .run(RootStub::Seize { pid: root, go })
-                        .map(|_| ())
-                });
+                .and_then(|()| prepared.run(RootStub::Seize { pid: root, go }).map(|_| ()));
+            if res.is_ok() {
+                sys::deferred::linger_point("builder released the tree");
+            }
             report_and_exit(wr, res)
         }
         Ok(Some(builder)) => {
@@ -321,6 +375,8 @@ fn launch_below_reaper<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched
             let _ = sys::process::wait_exit(builder);
             report.map_err(give_up)?;
             sys::process::release_reaper(hold).map_err(|e| give_up(e.into()))?;
+            // The builder is gone from the namespace: now the tree may run.
+            gate.open();
             let root = sys::proc::children(init)
                 .ok()
                 .and_then(|c| c.first().copied())

@@ -46,6 +46,10 @@ pub struct Plan {
     /// The tree's user namespace of its own, made before the stubs (see
     /// `kinds::userns`), which each stub joins before its credentials are set.
     pub(crate) userns: Option<std::os::fd::OwnedFd>,
+    /// ckpt's descriptor of the read end of the release gate (`restore::pidns`): set by
+    /// a builder in the tree's PID namespace, whose released threads then wait on it
+    /// (`stage::commit`) until ckpt outside, having reaped the builder, opens the gate.
+    pub(crate) release_gate: Option<i32>,
 }
 
 /// What restore may assume of this host, and how strictly it compares.
@@ -254,6 +258,7 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
         request_amx,
         held,
         userns: None,
+        release_gate: None,
     }
 }
 

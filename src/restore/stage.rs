@@ -16,6 +16,7 @@ use super::source::RecordSource;
 use super::{RestoreError, Result, fault_point};
 use crate::arch::Abi;
 use crate::arch::native::{self as ax, nr};
+use crate::arch::sigframe;
 use crate::kinds::fd::file::FileData;
 use crate::kinds::fd::{self, PipeHolders, lock, udp, unix};
 use crate::kinds::mem;
@@ -158,6 +159,8 @@ pub struct Staged {
     pub bytes: u64,
     /// How long making the processes took (the root's stub to the last fork).
     pub(crate) forking: std::time::Duration,
+    /// The release gate of each process (zombies have none), if the threads wait on it.
+    gates: Option<Vec<Option<Gate>>>,
 }
 
 /// Create the stub tree and build every process in it (everything but commit).
@@ -288,6 +291,11 @@ pub(crate) fn stage(
     )?;
     fd::tty::finish_ptys(&plan.ckpt, &ptys)?;
     drop(ptys);
+    // While the stubs still have ckpt's credentials (they take the gate from it).
+    let gates = match plan.release_gate {
+        Some(gate) => gate_threads(&mut ctxs, plan, stub_addr, gate)?,
+        None => None,
+    };
     restore_all_creds(&mut ctxs, &mut staged, plan)?;
     // Seccomp filters last: they may forbid what the steps above do.
     for (cx, threads) in ctxs.iter_mut().zip(staged.iter_mut()) {
@@ -315,7 +323,149 @@ pub(crate) fn stage(
         procs: procs_staged,
         bytes,
         forking,
+        gates,
     })
+}
+
+/// What a process needs to wait behind the release gate (see [`gate_threads`]): the
+/// `syscall; ret` and `rt_sigreturn` instructions of its own code, and each thread's
+/// descriptor of the gate (in the order of `Process::threads`).
+struct Gate {
+    syscall_ret: u64,
+    sigreturn: u64,
+    fds: Vec<u64>,
+}
+
+/// The bytes a thread reads from the release gate: as many as the number of `close`,
+/// the call its `syscall; ret` makes next with the read's result (see [`park_at_gate`]).
+pub(crate) const GATE_BYTES: u64 = nr::CLOSE;
+
+/// Give every thread of the tree a descriptor of the release gate (ckpt's `gate`): the
+/// read end of a pipe whose write end ckpt outside the tree's PID namespace holds. At
+/// commit each thread is left in a `read` of it (see [`park_at_gate`]), and runs its own
+/// code only once ckpt wrote to it, after the builder (us) is gone. None (the threads go
+/// straight to their code, as without a gate) unless every thread can: x86-64, no
+/// seccomp (which may forbid the calls), code with the instructions the frame needs, and
+/// room for the frame on its own stack.
+fn gate_threads(
+    ctxs: &mut [Ctx<'_>],
+    plan: &Plan,
+    stub_addr: u64,
+    gate: i32,
+) -> Result<Option<Vec<Option<Gate>>>> {
+    let mut gates = Vec::new();
+    for p in &plan.ckpt.processes {
+        if p.is_zombie() {
+            gates.push(None);
+            continue;
+        }
+        let plain = p.threads.iter().all(|t| {
+            t.arch.regs.abi() == crate::arch::Abi::X86_64
+                && t.creds.as_ref().unwrap_or(&p.creds).seccomp == 0
+                && t.seccomp_filters.is_empty()
+        });
+        if !plain {
+            return Ok(None);
+        }
+        // The helper area goes at commit: nothing of it may be used.
+        let maps: Vec<_> = procfs::maps(p.pid)?
+            .into_iter()
+            .filter(|m| m.end <= stub_addr || m.start >= stub_addr + STUB_SIZE)
+            .collect();
+        let mem = RemoteMem::open(p.pid)?;
+        let Some((syscall_ret, sigreturn)) = crate::kinds::task::query::native_returns(&maps, &mem)
+        else {
+            return Ok(None);
+        };
+        for t in &p.threads {
+            let sp = ax::resume_regs(&t.arch.regs).rsp;
+            let xsave = plan.xsave.get(&t.tid).unwrap_or(&t.arch.xsave);
+            let lo = sp.checked_sub(GATE_FRAME_ROOM + xsave.len() as u64);
+            if !lo.is_some_and(|lo| crate::kinds::task::query::frame_fits(&maps, lo, sp)) {
+                return Ok(None);
+            }
+        }
+        gates.push(Some(Gate {
+            syscall_ret,
+            sigreturn,
+            fds: Vec::new(),
+        }));
+    }
+    let me = std::process::id() as i32;
+    let mut taken = Ok(());
+    for (cx, g) in ctxs.iter_mut().zip(gates.iter_mut()) {
+        let Some(g) = g else { continue };
+        for _ in 0..cx.proc_.threads.len() {
+            match crate::remote::take_remote_fd(cx, me, gate as u64, "take the release gate") {
+                Ok(fd) => g.fds.push(fd),
+                // An injected fault or a deferred signal ends the restore as at any step.
+                Err(e @ (RestoreError::Fault(_) | RestoreError::Interrupted(_))) => return Err(e),
+                Err(e) => taken = Err(e),
+            }
+            if taken.is_err() {
+                break;
+            }
+        }
+    }
+    if taken.is_err() {
+        // (A process at its descriptor limit, say): no gate, nothing of it left.
+        for (cx, g) in ctxs.iter_mut().zip(&gates) {
+            for fd in g.iter().flat_map(|g| &g.fds) {
+                cx.close(*fd)?;
+            }
+        }
+        return Ok(None);
+    }
+    Ok(Some(gates))
+}
+
+/// The room below a thread's stack pointer that [`park_at_gate`] uses at most, but for
+/// the xsave area: the red zone, the area's alignment and magic, the frame, the return
+/// address and buffer of the read.
+const GATE_FRAME_ROOM: u64 = sigframe::RED_ZONE + 64 + 4 + sigframe::FRAME_LEN + 16 + 16;
+
+/// Leave thread `tid` (its final registers and xsave state already set) waiting behind
+/// the release gate `fd`: a signal frame holding its final context and signal mask
+/// `mask` goes below its stack (as the kernel would write one), and it starts at the
+/// `syscall; ret` of its code with `read(fd, buf, GATE_BYTES)`, every signal blocked.
+/// Once ckpt wrote to the gate, the read returns GATE_BYTES (`close`'s number): the
+/// `ret` goes to the `syscall; ret` again, which closes `fd`, and its `ret` to the
+/// frame's `rt_sigreturn`, which puts the thread's context back exactly (registers, the
+/// xsave area, signal mask; the restart of an interrupted call is already in the
+/// registers, `resume_regs`). Should ckpt die first, the read returns 0 (end of file):
+/// the thread reads again (0 is `read`), gets 0 and returns through the frame the same
+/// way, leaving `fd` open.
+fn park_at_gate(mem: &RemoteMem, tid: i32, mask: u64, fd: u64, g: &Gate) -> Result<()> {
+    let ctx = ptrace::get_regs(tid)?;
+    let xstate = ptrace::get_xstate(tid, 1 << 16)?;
+    let frame = sigframe::sized_xstate(&xstate, || {
+        crate::arch::XsaveLayout::of_host(&crate::arch::HostCaps::detect())
+    })
+    .and_then(|x| sigframe::build(&ctx, mask, &x, g.sigreturn))
+    .ok_or_else(|| {
+        RestoreError::Stage(format!(
+            "thread {tid}: its xsave area does not fit in a signal frame"
+        ))
+    })?;
+    mem.write(frame.at, &frame.bytes)?;
+    // The read's return address: the `syscall; ret` again (see `gate_regs`).
+    mem.write(frame.at - 8, &g.syscall_ret.to_le_bytes())?;
+    ptrace::set_regs(tid, &gate_regs(&ctx, frame.at, fd, g))?;
+    ptrace::set_sigmask(tid, !0)?;
+    Ok(())
+}
+
+/// The registers of a thread with final registers `ctx` waiting behind the gate `fd`,
+/// its frame at `at` (see [`park_at_gate`]).
+fn gate_regs(ctx: &ax::X86Regs, at: u64, fd: u64, g: &Gate) -> ax::X86Regs {
+    let mut r = sigframe::parked(ctx, at, g.sigreturn);
+    r.rip = g.syscall_ret;
+    r.rsp = at - 8;
+    r.rax = nr::READ;
+    r.rdi = fd;
+    r.rsi = at - 16;
+    r.rdx = GATE_BYTES;
+    r
 }
 
 /// What the processes being built share: the objects created so far, for the next
@@ -835,6 +985,15 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<(i32, Option<sys::netlock::H
             threads::set_thread_state(t.tid, t, xsave)?;
         }
     }
+    // Behind the release gate, if there is one: from the detach below the threads
+    // wait in it, running nothing of their own until ckpt outside opens it.
+    for (p, g) in procs.iter().zip(s.gates.iter().flatten()) {
+        let Some(g) = g else { continue };
+        let mem = RemoteMem::open(p.pid)?;
+        for (t, fd) in p.threads.iter().zip(&g.fds) {
+            park_at_gate(&mem, t.tid, t.sigmask, *fd, g)?;
+        }
+    }
     // The restored TCP connections, still in repair mode: ours to take out of it.
     let mut conns = Vec::new();
     for p in procs.iter().filter(|p| !p.is_zombie()) {
@@ -904,4 +1063,40 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<(i32, Option<sys::netlock::H
     }
     sys::deferred::die_point("committed");
     Ok((procs[0].pid, handover))
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::*;
+
+    /// The read's result is the number of the next call: `close` once ckpt wrote, `read`
+    /// again at end of file (ckpt died); then the frame's `rt_sigreturn`.
+    #[test]
+    fn a_thread_at_the_gate_reads_then_closes_then_returns_through_its_frame() {
+        assert_eq!(GATE_BYTES, nr::CLOSE);
+        assert_eq!(nr::READ, 0);
+        let ctx = ax::X86Regs {
+            rsp: 0x7000_0000,
+            rip: 0x40_1000,
+            rax: 7,
+            orig_rax: u64::MAX,
+            cs: 0x33,
+            ss: 0x2b,
+            ..Default::default()
+        };
+        let g = Gate {
+            syscall_ret: 0x7fff_f000,
+            sigreturn: 0x7f00_0100,
+            fds: vec![9],
+        };
+        let at = 0x6fff_f000;
+        let r = gate_regs(&ctx, at, 9, &g);
+        assert_eq!(
+            (r.rip, r.rax, r.rdi, r.rdx),
+            (g.syscall_ret, nr::READ, 9, 3)
+        );
+        // The read's buffer and its return address lie below the frame, not in it.
+        assert_eq!((r.rsp, r.rsi), (at - 8, at - 16));
+        assert_eq!(r.orig_rax, u64::MAX, "no restart of the thread's own call");
+    }
 }

@@ -122,6 +122,26 @@ pub fn die_point(what: &str) {
 #[inline(always)]
 pub fn die_point(_what: &str) {}
 
+/// Test hook (feature `fault-injection`): with CKPT_LINGER=WHAT:MS in the environment,
+/// ckpt sleeps MS milliseconds at the linger point named WHAT. Makes races with a
+/// restored tree that already runs deterministic (e.g. `builder released the tree`: the
+/// PID namespace's builder stays around after it let the tree go).
+#[cfg(feature = "fault-injection")]
+pub fn linger_point(what: &str) {
+    let spec = std::env::var("CKPT_LINGER").unwrap_or_default();
+    let ms = spec
+        .rsplit_once(':')
+        .filter(|(name, _)| *name == what)
+        .and_then(|(_, ms)| ms.parse::<u64>().ok());
+    if let Some(ms) = ms {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn linger_point(_what: &str) {}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};

@@ -452,12 +452,28 @@ impl Ctx {
     /// [`Ctx::restore`], with the test's descriptors `keep` inherited by `ckpt restore`
     /// (for `--inherit-fd`).
     pub fn restore_keeping(&self, image: &Path, extra: &[&str], stdin: In, keep: &[i32]) -> Proc {
+        self.restore_with(image, extra, stdin, keep, &[])
+    }
+
+    /// [`Ctx::restore_keeping`], with `env` added to the environment of `ckpt restore`
+    /// (its fault-injection hooks, e.g. `CKPT_LINGER`).
+    pub fn restore_with(
+        &self,
+        image: &Path,
+        extra: &[&str],
+        stdin: In,
+        keep: &[i32],
+        env: &[(&str, &str)],
+    ) -> Proc {
         let mut spec = Spec::new(ckpt_bin())
             .arg("restore")
             .arg(image)
             .stdin(stdin)
             .env("RUST_BACKTRACE", "1")
             .cwd(&self.dir);
+        for (k, v) in env {
+            spec = spec.env(k, v);
+        }
         for e in extra {
             spec = spec.arg(e);
         }

@@ -388,6 +388,19 @@ fn find_returns(
     })
 }
 
+/// The `syscall; ret` and `rt_sigreturn` instructions of an x86-64 task (a restored one,
+/// whose maps are `maps`: see `restore::stage::gate_threads`); None if it has none or
+/// runs Go.
+pub(crate) fn native_returns(maps: &[procfs::MapEntry], mem: &RemoteMem) -> Option<(u64, u64)> {
+    find_returns(maps, mem, (true, false)).ok()?.native
+}
+
+/// Whether a frame at `lo` below stack pointer `sp` lies in a thread's own stack (see
+/// [`on_thread_stack`]).
+pub(crate) fn frame_fits(maps: &[procfs::MapEntry], lo: u64, sp: u64) -> bool {
+    on_thread_stack(maps, lo, sp)
+}
+
 /// Whether `lo..sp` (a frame and its results under stack pointer `sp`) lies in a
 /// thread's own stack: the main thread's `[stack]`, or a private anonymous read-write
 /// area right above a PROT_NONE guard, as glibc and musl make thread stacks (the guard

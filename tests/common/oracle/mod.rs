@@ -362,9 +362,34 @@ pub fn restored_tree_in_pid_namespace(before: &Snapshot, restore: i32) -> Option
             let exe = fs::read_link(format!("/proc/{p}/exe"))
                 .ok()
                 .map(|e| e.to_string_lossy().into_owned());
-            threads == k("stat.num_threads") && exe == k("exe") && super::tracer_pid(p) == Some(0)
+            threads == k("stat.num_threads")
+                && exe == k("exe")
+                && super::tracer_pid(p) == Some(0)
+                && !behind_release_gate(&b, i, p)
         });
     up.then_some(root)
+}
+
+/// Whether a thread of process `p` (`i` in its PID namespace) still waits behind ckpt's
+/// release gate (`restore::stage::park_at_gate`): untraced, but blocking every signal
+/// (all but SIGKILL and SIGSTOP), which no thread of the original did.
+fn behind_release_gate(before: &Snapshot, i: i32, p: i32) -> bool {
+    const GATE_MASK: &str = "fffffffffffbfeff";
+    let prefix = format!("p{i}.");
+    let had = before
+        .entries
+        .iter()
+        .any(|(k, v)| k.starts_with(&prefix) && k.ends_with("status.SigBlk") && v.1 == GATE_MASK);
+    let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
+        return false;
+    };
+    !had && tasks.flatten().any(|t| {
+        fs::read_to_string(t.path().join("status")).is_ok_and(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigBlk:"))
+                .is_some_and(|v| v.trim() == GATE_MASK)
+        })
+    })
 }
 
 /// The tree of `before` runs again, restored: each of its processes exists anew (started
