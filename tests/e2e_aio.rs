@@ -109,17 +109,7 @@ fn aio_context_gives_its_completed_events_after_restore() {
         "{tag}: the reference run should reap the events:\n{}",
         text(&reference.stdout)
     );
-    assert_same_output(
-        &format!("{tag} (dumped after step 2, restored)"),
-        &reference.stdout,
-        &output,
-    );
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "{tag}: ckpt restore's exit status; stderr:\n{}",
-        text(&fin.stderr)
-    );
+    assert_restored_run_same(tag, "step 2", &reference, &output, &fin);
     assert_no_process(pid, tag);
 }
 

@@ -134,17 +134,7 @@ fn fanotify_groups_report_the_same_events_after_restore() {
         "{tag}: the reference run should report events:\n{}",
         text(&reference.stdout)
     );
-    assert_same_output(
-        &format!("{tag} (dumped after step 3, restored)"),
-        &reference.stdout,
-        &output,
-    );
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "{tag}: ckpt restore's exit status; stderr:\n{}",
-        text(&fin.stderr)
-    );
+    assert_restored_run_same(tag, "step 3", &reference, &output, &fin);
     assert_no_process(pid, tag);
 }
 

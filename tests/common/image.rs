@@ -33,6 +33,29 @@ pub fn assert_same_output(what: &str, expected: &[u8], actual: &[u8]) {
     panic!("{what}: output differs\n{}", diff_report(expected, actual));
 }
 
+/// A restored run ended as an uninterrupted one: the output before the dump and the
+/// restored process's together are the reference's (`step`: where the dump was), and
+/// ckpt restore exited 0.
+pub fn assert_restored_run_same(
+    tag: &str,
+    step: &str,
+    reference: &Finished,
+    output: &[u8],
+    fin: &Finished,
+) {
+    assert_same_output(
+        &format!("{tag} (dumped after {step}, restored)"),
+        &reference.stdout,
+        output,
+    );
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "{tag}: ckpt restore's exit status; stderr:\n{}",
+        String::from_utf8_lossy(&fin.stderr)
+    );
+}
+
 /// A readable account of where `a` (expected) and `b` (actual) differ.
 pub fn diff_report(a: &[u8], b: &[u8]) -> String {
     let al: Vec<&[u8]> = a.split_inclusive(|&c| c == b'\n').collect();
