@@ -94,6 +94,19 @@ pub fn write_stats(dir: &Path, name: &str, stats: &StatsEntry) -> Result<(), Str
     write(dir, name, &encode(&[SERVICE_MAGIC, STATS_MAGIC], stats))
 }
 
+/// [`write_stats`] into a directory held open (`shown`: its path, for the message).
+pub fn write_stats_at(
+    dir: &std::fs::File,
+    shown: &Path,
+    name: &str,
+    stats: &StatsEntry,
+) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = encode(&[SERVICE_MAGIC, STATS_MAGIC], stats);
+    crate::sys::pathfd::write_file_at(dir, std::ffi::OsStr::new(name).as_bytes(), &bytes)
+        .map_err(|e| format!("cannot write {}: {e}", shown.join(name).display()))
+}
+
 pub fn read_inventory(dir: &Path) -> Result<InventoryEntry, String> {
     let p = dir.join(INVENTORY);
     let b = std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;

@@ -63,18 +63,88 @@ pub fn rpc_cg_mode(manage: Option<bool>, mode: Option<i32>) -> Result<CgMode, St
 
 /// One `ext_mnt` pair at DUMP: CRIU's KEY is the mount point in the tree's mount
 /// namespace, VAL the name it gets in the image. ckpt names every external mount by
-/// its mount point, so the name must be the mount point (as runc sends it).
-pub fn ext_mnt_at_dump(key: &str, val: &str) -> Result<(), String> {
+/// its mount point, so the name must be the mount point (as runc sends it for its bind
+/// mounts), or (runc's masked files, `/proc/kcore` named `/dev/null`) a file that is
+/// the very file bound there (`same_file`, see [`same_file_at`]), which restore binds
+/// again from where it was (as recorded: the tree's own /dev/null, or a host file
+/// checked to be the same).
+pub fn ext_mnt_at_dump(key: &str, val: &str, same_file: bool) -> Result<(), String> {
     if !key.starts_with('/') {
         return Err(format!("ext_mnt {key}: not an absolute mount point"));
     }
-    if key != val {
+    if key != val && !(val.starts_with('/') && same_file) {
         return Err(format!(
             "ext_mnt {key}:{val}: ckpt names an external mount by its mount point; the \
-             name must be {key}"
+             name must be {key} (or the host file bound there)"
         ));
     }
     Ok(())
+}
+
+/// Whether `val`, as the tree of `pid` sees it or as a host path, is the file the tree
+/// sees at `key` (device and inode), for [`ext_mnt_at_dump`] (runc binds the
+/// container's own /dev/null over its masked files).
+pub fn same_file_at(pid: i32, key: &str, val: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: String| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let Some(at) = id(format!("/proc/{pid}/root{key}")) else {
+        return false;
+    };
+    id(format!("/proc/{pid}/root{val}")) == Some(at) || id(val.to_string()) == Some(at)
+}
+
+/// CRIU's `root` at DUMP (runc sends the container's rootfs): it must be the root
+/// directory of the dumped process `pid` (ckpt records the root mount's source itself).
+pub fn root_at_dump(pid: i32, root: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let inside = std::fs::metadata(format!("/proc/{pid}/root"))
+        .map_err(|e| format!("root {}: cannot read /proc/{pid}/root: {e}", root.display()))?;
+    let given = std::fs::metadata(root).map_err(|e| format!("root {}: {e}", root.display()))?;
+    if (inside.dev(), inside.ino()) != (given.dev(), given.ino()) {
+        return Err(format!(
+            "root {}: not the root directory of process {pid}",
+            root.display()
+        ));
+    }
+    Ok(())
+}
+
+/// (mount point, source) pairs.
+pub type MountPairs = Vec<(String, String)>;
+
+/// The `ext_mnt` pairs of a RESTORE for an image whose external mounts are `points`:
+/// those naming one of them are kept; one naming none with KEY = VAL (runc's device
+/// nodes and /dev/null, which ckpt binds again from where they were, checked to be the
+/// same file) is dropped, said in the returned notes; any other is refused by name.
+/// `root`: CRIU's `root` (runc's bind of the rootfs) is the source of the mount on "/".
+pub fn ext_mounts_for_image(
+    pairs: &[(String, String)],
+    points: &[String],
+    root: Option<&std::path::Path>,
+) -> Result<(MountPairs, Vec<String>), String> {
+    let mut keep = Vec::new();
+    let mut notes = Vec::new();
+    if let Some(r) = root {
+        let r = r
+            .to_str()
+            .ok_or_else(|| format!("root {}: not UTF-8", r.display()))?;
+        keep.push(("/".to_string(), r.to_string()));
+    }
+    for (k, v) in pairs {
+        if points.iter().any(|p| p == k) {
+            keep.push((k.clone(), v.clone()));
+        } else if k == v {
+            notes.push(format!(
+                "ext_mnt {k}:{v}: no external mount of the image is named {k}; those bound \
+                 from {v} at the dump are bound from it again"
+            ));
+        } else {
+            return Err(format!(
+                "ext_mnt {k}:{v}: the image has no external mount on {k}"
+            ));
+        }
+    }
+    Ok((keep, notes))
 }
 
 /// One `ext_mnt` pair at RESTORE: KEY names the external mount (its mount point at
@@ -238,6 +308,58 @@ pub fn cg_root(
     Ok(chosen.map(|(_, r)| r))
 }
 
+/// Whether CRIU's `cg_root` entries name ckpt's own cgroups (`own`: hierarchy
+/// controllers, path), as runc sends them: it puts the restoring `criu` into the
+/// container's new cgroups first (with the container's limits) and names each as the
+/// root. CRIU then puts the tree's root cgroup there; ckpt leaves the tree in its own
+/// cgroups (`--cgroups=ignore`), which is the same when every process of the image was
+/// in the root's cgroups (else refused by name: sub-cgroups are not mapped so).
+pub fn cg_roots_are_own(
+    entries: &[(Option<String>, String)],
+    own: &[(String, String)],
+    ckpt: &crate::model::Checkpoint,
+) -> Result<bool, String> {
+    if entries.is_empty() {
+        return Ok(false);
+    }
+    let is_own = |(c, p): &(Option<String>, String)| {
+        let c = c.as_deref().unwrap_or("");
+        own.iter().any(|(ctrls, path)| {
+            let hit = if c.is_empty() {
+                ctrls.is_empty()
+            } else {
+                ctrls.split(',').any(|x| x == c)
+            };
+            hit && path.trim_end_matches('/') == p.trim_end_matches('/')
+        })
+    };
+    if !entries.iter().all(is_own) {
+        return Ok(false);
+    }
+    let Some(root) = ckpt.processes.first() else {
+        return Ok(false);
+    };
+    let key = |p: &crate::model::Process| {
+        let mut v: Vec<(String, String, bool)> = p
+            .cgroups
+            .iter()
+            .map(|c| (c.controllers.clone(), c.path.clone(), c.relative))
+            .collect();
+        v.sort();
+        v
+    };
+    let want = key(root);
+    if let Some(p) = ckpt.processes.iter().find(|p| key(p) != want) {
+        return Err(format!(
+            "cg_root: the roots given are ckpt's own cgroups (the caller's new ones), and \
+             process {} was in other cgroups than the tree's root {}; ckpt puts the whole \
+             tree there or nothing",
+            p.pid, root.pid
+        ));
+    }
+    Ok(true)
+}
+
 /// The hierarchies (controllers) the image's cgroup places and cgroup namespace roots
 /// use.
 pub fn used_hierarchies(ckpt: &crate::model::Checkpoint) -> Vec<String> {
@@ -286,9 +408,12 @@ mod tests {
 
     #[test]
     fn mounts_and_namespaces() {
-        assert!(ext_mnt_at_dump("/etc/hosts", "/etc/hosts").is_ok());
-        assert!(ext_mnt_at_dump("/etc/hosts", "hosts").is_err());
-        assert!(ext_mnt_at_dump("etc", "etc").is_err());
+        assert!(ext_mnt_at_dump("/etc/hosts", "/etc/hosts", false).is_ok());
+        assert!(ext_mnt_at_dump("/etc/hosts", "hosts", false).is_err());
+        assert!(ext_mnt_at_dump("/etc/hosts", "hosts", true).is_err());
+        assert!(ext_mnt_at_dump("/proc/kcore", "/dev/null", false).is_err());
+        assert!(ext_mnt_at_dump("/proc/kcore", "/dev/null", true).is_ok());
+        assert!(ext_mnt_at_dump("etc", "etc", false).is_err());
         assert_eq!(
             ext_mnt_at_restore("/data", "/srv/d"),
             Ok(("/data".into(), "/srv/d".into()))
@@ -362,5 +487,27 @@ mod tests {
         assert!(err.contains("memory") && err.contains("/d"), "{err}");
         assert!(cg_root(&e(&[(None, "rel")]), &used).is_err());
         assert_eq!(cg_root(&e(&[(None, "/r")]), &[]), Ok(None));
+    }
+
+    #[test]
+    fn restore_ext_mounts_for_an_image() {
+        let points = vec!["/sys/fs/cgroup/cpu".to_string(), "/".to_string()];
+        let pairs = vec![
+            (
+                "/sys/fs/cgroup/cpu".to_string(),
+                "/sys/fs/cgroup/cpu/x".to_string(),
+            ),
+            ("/dev/null".to_string(), "/dev/null".to_string()),
+        ];
+        let (keep, notes) =
+            ext_mounts_for_image(&pairs, &points, Some(std::path::Path::new("/run/r"))).unwrap();
+        assert_eq!(
+            keep,
+            vec![("/".to_string(), "/run/r".to_string()), pairs[0].clone()]
+        );
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        let bad = vec![("/dev/zero".to_string(), "/elsewhere".to_string())];
+        let e = ext_mounts_for_image(&bad, &points, None).unwrap_err();
+        assert!(e.contains("ext_mnt /dev/zero:/elsewhere"), "{e}");
     }
 }

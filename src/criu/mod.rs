@@ -10,6 +10,7 @@
 //! Anything ckpt cannot honour is refused by name (exit 1, or `success = false` with
 //! `cr_errmsg`), with a line containing "Error" in the log, which runc searches.
 
+mod freeze;
 pub mod images;
 mod log;
 pub mod map;
@@ -73,6 +74,13 @@ pub struct Opts {
     pub cg_mode: Option<rpc::CgMode>,
     /// DUMP: `external` network namespaces (`net[INO]:KEY`): the tree's must be that one.
     pub external_ns: Vec<(String, u64)>,
+    /// RPC `root` other than "/": at DUMP the tree's root directory (checked to be the
+    /// dumped root's, see [`map::root_at_dump`]); at RESTORE the directory the tree's
+    /// root mount is bound from (an external mount of "/").
+    pub root: Option<PathBuf>,
+    /// DUMP: `freeze_cgroup`, the cgroup (a directory of a cgroup hierarchy) holding the
+    /// tree (see [`freeze::freeze_cgroup`]).
+    pub freeze_cgroup: Option<PathBuf>,
 }
 
 impl Opts {

@@ -320,7 +320,7 @@ fn parse(cmd: &str, args: &[String]) -> Result<Parsed, String> {
                     .split_once(':')
                     .ok_or_else(|| format!("--ext-mount-map {v}: not KEY:VALUE"))?;
                 if cmd == "dump" {
-                    if let Err(e) = super::map::ext_mnt_at_dump(k, val) {
+                    if let Err(e) = super::map::ext_mnt_at_dump(k, val, false) {
                         refusals.push(format!("--ext-mount-map: {e}"));
                     }
                 } else {
@@ -337,7 +337,7 @@ fn parse(cmd: &str, args: &[String]) -> Result<Parsed, String> {
                         .split_once("]:")
                         .ok_or_else(|| format!("--external {v}: not mnt[KEY]:VALUE"))?;
                     if cmd == "dump" {
-                        if let Err(e) = super::map::ext_mnt_at_dump(k, val) {
+                        if let Err(e) = super::map::ext_mnt_at_dump(k, val, false) {
                             refusals.push(format!("--external: {e}"));
                         }
                     } else {
@@ -521,6 +521,23 @@ pub fn run_dump(o: &Opts, log: &Log, n: Option<&Notifier>) -> Result<i32, String
              it (restore joins the one given for it)"
         ));
     }
+    if let Some(r) = &o.root {
+        super::map::root_at_dump(pid, r)?;
+        log.info(&format!(
+            "root {}: the root directory of process {pid} (its mount's source is recorded)",
+            r.display()
+        ));
+    }
+    if o.orphan_pts_master {
+        pts_in_own_pidns(pid)?;
+    }
+    if let Some(cg) = &o.freeze_cgroup {
+        super::freeze::freeze_cgroup(cg, pid)?;
+        log.info(&format!(
+            "freeze_cgroup {}: holds exactly the tree of {pid}, frozen with ptrace",
+            cg.display()
+        ));
+    }
     if let Some(m) = o.cg_mode {
         log.debug(&format!(
             "manage_cgroups {m:?}: ckpt records each process's cgroups and their limits \
@@ -604,6 +621,36 @@ pub fn run_dump(o: &Opts, log: &Log, n: Option<&Notifier>) -> Result<i32, String
     Ok(pid)
 }
 
+/// A DUMP with `orphan_pts_master` (runc's, whose container may have a terminal whose
+/// master is outside it, the console): the restore would put the tree on a new pty,
+/// which is not built for a tree with a PID namespace of its own (`restore --new-tty`
+/// refuses it): refused now, before anything is touched, naming the descriptor.
+fn pts_in_own_pidns(pid: i32) -> Result<(), String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let nspid = crate::sys::proc::status(pid)
+        .map(|s| s.nspid)
+        .unwrap_or_default();
+    if nspid.len() < 2 {
+        return Ok(());
+    }
+    for fd in 0..3 {
+        let Ok(m) = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")) else {
+            continue;
+        };
+        // Pseudo-terminal slaves: majors 136 to 143 (Documentation/admin-guide/devices.txt).
+        let major = libc::major(m.rdev());
+        if m.file_type().is_char_device() && (136..=143).contains(&major) {
+            return Err(format!(
+                "process {pid}: descriptor {fd} is a pseudo-terminal (a container's \
+                 terminal, its master outside the tree); restoring a tree with a PID \
+                 namespace of its own onto the new terminal orphan_pts_master gives is \
+                 not built yet"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The restore transaction: plan, then stage with the notifications setup-namespaces,
 /// post-setup-namespaces, post-restore, pre-resume (the tree built, before the point of
 /// no return: a failure undoes it), then the tree runs: network-unlock, post-resume
@@ -626,6 +673,10 @@ pub fn run_restore(
             .map(|f| std::io::BufReader::with_capacity(64 << 10, f))
             .map_err(|e| format!("cannot open the image {}: {e}", path.display()))
     };
+    // Held open: a tree with a mount namespace of its own is restored from inside it,
+    // where the directory's path may lead nowhere.
+    let images_dir = std::fs::File::open(&o.images_dir)
+        .map_err(|e| format!("cannot open {}: {e}", o.images_dir.display()))?;
     let mut view = restore::HostView::detect(None, crate::arch::CpuPolicy::default())?;
     let ckpt = {
         let mut reader = crate::image::ImageReader::new(open()?).map_err(|e| e.to_string())?;
@@ -651,27 +702,77 @@ pub fn run_restore(
     let (mode, limits) = super::map::cg_mode(o.cg_mode.unwrap_or(super::rpc::CgMode::Soft));
     view.cgroup_mode = mode;
     view.cgroup_limits = limits;
-    view.cgroup_root = super::map::cg_root(&o.cg_roots, &super::map::used_hierarchies(&ckpt))?;
+    let own = crate::sys::cgroup::membership(0).map_err(|e| e.to_string())?;
+    if super::map::cg_roots_are_own(&o.cg_roots, &own, &ckpt)? {
+        // runc's way: it put us into the container's new cgroups (with its limits) and
+        // names them as the roots: the tree stays in ours.
+        log.info("cg_root: ckpt's own cgroups (made by the caller): the tree is restored in them");
+        view.cgroup_mode = restore::CgroupMode::Ignore;
+        view.cgroup_limits = restore::LimitsMode::Off;
+    } else {
+        view.cgroup_root = super::map::cg_root(&o.cg_roots, &super::map::used_hierarchies(&ckpt))?;
+    }
+    let (ext_mounts, notes) = super::map::ext_mounts_for_image(
+        &o.ext_mounts,
+        &crate::kinds::mnt::external_points(&ckpt),
+        o.root.as_deref(),
+    )?;
+    let mut ext_mounts = ext_mounts;
+    for n in &notes {
+        log.info(n);
+    }
+    if view.cgroup_mode == restore::CgroupMode::Ignore && !o.cg_roots.is_empty() {
+        // The container's cgroup mounts show its own cgroup (runc names, for cgroup v1,
+        // the cgroups of its own process instead: the restored container would see
+        // the whole hierarchy).
+        for (point, src) in crate::kinds::mnt::own_cgroup_mount_sources(&ckpt) {
+            if let Some(e) = ext_mounts.iter_mut().find(|(p, _)| *p == point) {
+                if e.1 != src {
+                    log.info(&format!(
+                        "ext_mnt {point}:{}: the mount bound the tree's cgroup, now ours: \
+                         {src} instead",
+                        e.1
+                    ));
+                }
+                e.1 = src;
+            } else {
+                ext_mounts.push((point, src));
+            }
+        }
+    }
     log.info(&format!(
-        "cgroups: {mode:?}, limits {limits:?}, root {:?}; external mounts {:?}; joins {:?}",
-        view.cgroup_root, o.ext_mounts, view.join_ns
+        "cgroups: {:?}, limits {:?}, root {:?}; external mounts {ext_mounts:?}; joins {:?}",
+        view.cgroup_mode, view.cgroup_limits, view.cgroup_root, view.join_ns
     ));
+    // orphan_pts_master (runc asks for it with every restore) acts on a terminal whose
+    // master was outside the tree: none, nothing to do.
+    let outside_tty = ckpt.processes.iter().any(|p| {
+        p.fds.iter().any(|f| {
+            matches!(
+                &f.kind,
+                crate::model::FdKind::Inherited { tty: Some(_), .. }
+            )
+        })
+    });
+    if o.orphan_pts_master && !outside_tty {
+        log.info("orphan_pts_master: the image has no terminal from outside the tree");
+    }
     restore::set_external_mounts(
-        o.ext_mounts
+        ext_mounts
             .iter()
             .map(|(d, s)| (d.clone().into_bytes(), s.clone().into_bytes()))
             .collect(),
     );
     drop(ckpt);
     let input = open()?;
-    let prepared = restore::prepare(input, &view).map_err(|e| e.to_string())?;
+    let prepared = restore::prepare_for(input, &view, o.rst_sibling).map_err(|e| e.to_string())?;
     prepared
         .take_randomization(from_file)
         .map_err(|e| e.to_string())?;
     let mut prepared = prepared;
     // orphan_pts_master: a new pty in place of the terminal the tree had (whose master
     // side was outside the tree); its master goes to the caller.
-    let master = match (o.orphan_pts_master, &pts) {
+    let master = match (o.orphan_pts_master && outside_tty, &pts) {
         (true, Some(_)) => Some(Arc::new(
             prepared
                 .with_new_tty()
@@ -727,7 +828,7 @@ pub fn run_restore(
             pages_restored: engine.map(|s| s.page_bytes / crate::image::PAGE_SIZE),
         }),
     };
-    if let Err(e) = images::write_stats(&o.images_dir, STATS_RESTORE, &stats) {
+    if let Err(e) = images::write_stats_at(&images_dir, &o.images_dir, STATS_RESTORE, &stats) {
         log.warn(&e);
     }
     if let Some(p) = &o.pidfile {

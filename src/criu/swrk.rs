@@ -190,6 +190,12 @@ fn transaction(sock: &Arc<OwnedFd>, ty: ReqType, opts: Option<rpc::Opts>) -> Res
         cg_roots: Vec::new(),
         cg_mode: None,
         external_ns: Vec::new(),
+        root: ro
+            .root
+            .as_deref()
+            .filter(|r| std::path::Path::new(r) != std::path::Path::new("/"))
+            .map(PathBuf::from),
+        freeze_cgroup: ro.freeze_cgroup.as_deref().map(PathBuf::from),
     };
     let mapped = engine_options(ty, &ro, &mut o);
     if o.log_file.as_deref().is_some_and(|f| f.contains('/')) {
@@ -204,6 +210,7 @@ fn transaction(sock: &Arc<OwnedFd>, ty: ReqType, opts: Option<rpc::Opts>) -> Res
         Err(e) => return failure(ty, libc::EIO, e),
     };
     log.info(&format!("criu swrk: {ty:?} request from process {peer}"));
+    log.debug(&format!("criu swrk: the request's options: {ro:?}"));
     let mut refused = refusals(ty, &ro);
     refused.extend(mapped);
     if !refused.is_empty() {
@@ -315,7 +322,11 @@ fn engine_options(ty: ReqType, ro: &rpc::Opts, o: &mut Opts) -> Vec<String> {
     let mut out = Vec::new();
     for m in &ro.ext_mnt {
         if ty == ReqType::Dump {
-            if let Err(e) = map::ext_mnt_at_dump(&m.key, &m.val) {
+            let same = m.key != m.val
+                && ro
+                    .pid
+                    .is_some_and(|pid| map::same_file_at(pid, &m.key, &m.val));
+            if let Err(e) = map::ext_mnt_at_dump(&m.key, &m.val, same) {
                 out.push(format!("opts.{e}"));
             }
         } else {
@@ -384,13 +395,6 @@ pub(crate) fn refusals(ty: ReqType, o: &rpc::Opts) -> Vec<String> {
     no(yes(o.ext_masters), "ext_masters", mounts);
     no(!o.skip_mnt.is_empty(), "skip_mnt", mounts);
     no(!o.enable_fs.is_empty(), "enable_fs", mounts);
-    no(
-        o.root
-            .as_deref()
-            .is_some_and(|r| std::path::Path::new(r) != std::path::Path::new("/")),
-        "root",
-        mounts,
-    );
     no(o.cgroup_props.is_some(), "cgroup_props", cg);
     no(o.cgroup_props_file.is_some(), "cgroup_props_file", cg);
     no(
@@ -399,17 +403,26 @@ pub(crate) fn refusals(ty: ReqType, o: &rpc::Opts) -> Vec<String> {
         cg,
     );
     no(
-        o.freeze_cgroup.is_some(),
+        o.freeze_cgroup.is_some() && ty != ReqType::Dump,
         "freeze_cgroup",
-        "ckpt freezes the tree with ptrace, not a cgroup freezer",
+        "an option of DUMP",
     );
     let ns = "not built in ckpt's criu front end (namespaces made outside the tree are \
               given with join_ns or an inherit_fd of the namespace)";
-    no(o.empty_ns.is_some_and(|m| m != 0), "empty_ns", ns);
+    // runc always asks for an empty network namespace (it does not manage network
+    // devices): ckpt restores the tree's network namespace as it was (loopback, its
+    // addresses and the sockets bound in it; dump refuses what it cannot restore).
+    no(
+        o.empty_ns
+            .is_some_and(|m| m & !(libc::CLONE_NEWNET as u32) != 0),
+        "empty_ns",
+        "only CLONE_NEWNET is taken (ckpt restores the network namespace as it was)",
+    );
     no(!o.veths.is_empty(), "veths", ns);
     no(!o.unix_sk_ino.is_empty(), "unix_sk_ino", "use ext_unix_sk");
+    // (At DUMP it changes nothing, as in CRIU: runc sends it with every request.)
     no(
-        yes(o.orphan_pts_master) && (ty == ReqType::Dump || !yes(o.notify_scripts)),
+        yes(o.orphan_pts_master) && ty == ReqType::Restore && !yes(o.notify_scripts),
         "orphan_pts_master",
         "an option of RESTORE, with notify_scripts (the master goes with a notification)",
     );
@@ -421,13 +434,26 @@ pub(crate) fn refusals(ty: ReqType, o: &rpc::Opts) -> Vec<String> {
     no(yes(o.lazy_pages), "lazy_pages", incr);
     no(o.status_fd.is_some(), "status_fd", incr);
     let nb = "not built in ckpt's criu front end";
-    no(yes(o.evasive_devices), "evasive_devices", nb);
+    // evasive_devices only lets CRIU open a device by another path: ckpt opens each
+    // device file by its path and checks it, or refuses (runc sends it at RESTORE).
+    no(
+        yes(o.evasive_devices) && ty == ReqType::Dump,
+        "evasive_devices",
+        "an option of RESTORE",
+    );
     no(yes(o.link_remap), "link_remap", nb);
     no(yes(o.force_irmap), "force_irmap", nb);
     no(!o.irmap_scan_paths.is_empty(), "irmap_scan_paths", nb);
     no(yes(o.weak_sysctls), "weak_sysctls", nb);
     no(o.lsm_profile.is_some(), "lsm_profile", nb);
-    no(o.config_file.is_some(), "config_file", nb);
+    // runc names /etc/criu/runc.conf whether it exists or not; CRIU skips a missing one.
+    no(
+        o.config_file
+            .as_deref()
+            .is_some_and(|f| std::path::Path::new(f).exists()),
+        "config_file",
+        "ckpt does not read CRIU's configuration files (this one exists)",
+    );
     no(o.timeout.is_some(), "timeout", nb);
     no(!o.exec_cmd.is_empty(), "exec_cmd", nb);
     no(
@@ -508,13 +534,12 @@ mod tests {
         o.root = Some("/run/runc/rootfs".into());
         o.orphan_pts_master = Some(true);
         let r = refusals(ReqType::Restore, &o);
-        for name in ["root", "orphan_pts_master"] {
-            assert!(
-                r.iter().any(|m| m.starts_with(&format!("opts.{name}:"))),
-                "{name}: {r:?}"
-            );
-        }
-        assert_eq!(r.len(), 2, "{r:?}");
+        // (root: the source of the mount on "/", see map::ext_mounts_for_image)
+        assert!(
+            r.iter().any(|m| m.starts_with("opts.orphan_pts_master:")),
+            "{r:?}"
+        );
+        assert_eq!(r.len(), 1, "{r:?}");
         let mut mapped = crate::criu::Opts::default();
         assert!(engine_options(ReqType::Restore, &o, &mut mapped).is_empty());
         assert_eq!(
@@ -548,5 +573,49 @@ mod tests {
         let o = rpc::Opts::decode(&opts().encode_to_vec()[..]).unwrap();
         assert!(o.ghost_limit.is_none() && o.cpu_cap.is_none());
         assert_eq!(o.log_level, None);
+    }
+
+    #[test]
+    fn what_runc_always_sends_is_taken() {
+        // runc 1.1's DUMP: its rootfs as root, the freezer cgroup, an empty network
+        // namespace asked for, orphan_pts_master, a CRIU configuration file that is
+        // not there.
+        let mut d = opts();
+        d.pid = Some(5);
+        d.root = Some("/run/bundle/rootfs".into());
+        d.freeze_cgroup = Some("/sys/fs/cgroup/freezer/c1".into());
+        d.empty_ns = Some(libc::CLONE_NEWNET as u32);
+        d.orphan_pts_master = Some(true);
+        d.notify_scripts = Some(true);
+        d.manage_cgroups = Some(true);
+        d.config_file = Some("/nonexistent/criu/runc.conf".into());
+        assert_eq!(refusals(ReqType::Dump, &d), Vec::<String>::new());
+        // Its RESTORE: evasive_devices, rst_sibling, the same root and orphan_pts_master.
+        let mut r = opts();
+        r.evasive_devices = Some(true);
+        r.rst_sibling = Some(true);
+        r.root = Some("/run/runc/c1/criu-root".into());
+        r.orphan_pts_master = Some(true);
+        r.notify_scripts = Some(true);
+        r.empty_ns = Some(libc::CLONE_NEWNET as u32);
+        r.config_file = d.config_file.clone();
+        assert_eq!(refusals(ReqType::Restore, &r), Vec::<String>::new());
+        // What stays refused, by name.
+        d.empty_ns = Some((libc::CLONE_NEWNET | libc::CLONE_NEWUTS) as u32);
+        d.config_file = Some("/".into());
+        d.evasive_devices = Some(true);
+        let got = refusals(ReqType::Dump, &d);
+        for name in ["empty_ns", "config_file", "evasive_devices"] {
+            assert!(
+                got.iter().any(|m| m.starts_with(&format!("opts.{name}:"))),
+                "{name}: {got:?}"
+            );
+        }
+        r.freeze_cgroup = Some("/sys/fs/cgroup/freezer/c1".into());
+        let got = refusals(ReqType::Restore, &r);
+        assert!(
+            got.iter().any(|m| m.starts_with("opts.freeze_cgroup:")),
+            "{got:?}"
+        );
     }
 }

@@ -290,6 +290,46 @@ pub(crate) fn relocated_mount_source(host_path: &[u8], root: &str) -> Option<Vec
     sys::cgroup::dir_of(h, &t).map(|d| d.path().into_os_string().into_vec())
 }
 
+/// For a restore that leaves the tree in ckpt's own cgroups because the caller made
+/// them for it (runc: see `criu::map::cg_roots_are_own`): the source of a cgroup mount
+/// that bound, at dump, the cgroup the tree's root was in (`host_path`, as ckpt's mount
+/// namespace showed it): ckpt's own cgroup of that hierarchy, which is the root's now.
+/// None when the mount bound another cgroup, or no hierarchy ckpt sees.
+pub(crate) fn own_mount_source(ckpt: &Checkpoint, host_path: &[u8]) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(host_path));
+    let hier = sys::cgroup::hierarchies().ok()?;
+    let ckpts = sys::cgroup::membership(0).ok()?;
+    let (h, rel) = hier.iter().find_map(|h| {
+        let rel = path.strip_prefix(&h.mountpoint).ok()?;
+        rel.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+            .then_some((h, rel.to_str()?))
+    })?;
+    let bound = format!("{}/{rel}", h.root.trim_end_matches('/'));
+    let bound = bound.trim_end_matches('/');
+    let pl = ckpt
+        .processes
+        .first()?
+        .cgroups
+        .iter()
+        .find(|p| sys::cgroup::canonical(&p.controllers) == h.controllers)?;
+    let was_roots = if pl.relative {
+        let tail = pl.path.trim_matches('/');
+        !tail.is_empty() && bound.ends_with(&format!("/{tail}"))
+    } else {
+        bound == pl.path.trim_end_matches('/')
+    };
+    if !was_roots {
+        return None;
+    }
+    let own = ckpts
+        .iter()
+        .find(|(c, _)| sys::cgroup::canonical(c) == h.controllers)
+        .map(|(_, p)| p.as_str())?;
+    sys::cgroup::dir_of(h, own).map(|d| d.path().into_os_string().into_vec())
+}
+
 /// What `ckpt check --json` lists of the image's cgroups: each hierarchy a process was
 /// outside ckpt's own cgroup of (by its controllers as /proc/PID/cgroup names them,
 /// "" for v2; "version" 1 or 2), with the cgroup paths its processes and its cgroup

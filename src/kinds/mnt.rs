@@ -363,6 +363,43 @@ pub(crate) fn owned_tree(ckpt: &Checkpoint) -> Option<&MountTree> {
         .find_map(|ns| ns.mounts.as_ref())
 }
 
+/// The mount points of the external mounts of the tree's own mount namespace (the
+/// names `restore --external-mount` takes).
+pub(crate) fn external_points(ckpt: &Checkpoint) -> Vec<String> {
+    owned_tree(ckpt)
+        .map(|t| {
+            t.mounts
+                .iter()
+                .filter(|m| matches!(m.origin, MountOrigin::External { .. }))
+                .map(|m| String::from_utf8_lossy(&m.point).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// For a restore that leaves the tree in ckpt's own cgroups, made by the caller for it:
+/// the cgroup mounts (external) that bound the root's cgroup at dump, each with ckpt's
+/// own cgroup of that hierarchy as its source (see `cgroup::own_mount_source`).
+pub(crate) fn own_cgroup_mount_sources(ckpt: &Checkpoint) -> Vec<(String, String)> {
+    let Some(t) = owned_tree(ckpt) else {
+        return Vec::new();
+    };
+    t.mounts
+        .iter()
+        .filter(|m| crate::kinds::cgroup::is_cgroup_fs(&m.fstype))
+        .filter_map(|m| match &m.origin {
+            MountOrigin::External { host_path, .. } => {
+                let src = crate::kinds::cgroup::own_mount_source(ckpt, host_path)?;
+                Some((
+                    String::from_utf8_lossy(&m.point).into_owned(),
+                    String::from_utf8(src).ok()?,
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The devices of the file systems restore mounts anew: a file on one is another inode
 /// after restore (compared by type, size and times only).
 pub(crate) fn fresh_devs(ckpt: &Checkpoint) -> BTreeSet<u64> {
@@ -714,6 +751,8 @@ pub(crate) struct PidnsInit {
     go: Option<OwnedFd>,
     /// A proc of ckpt's is stacked on the namespace's /proc ([`unstack_proc`]).
     proc_stacked: bool,
+    /// A child of our parent (`rst_sibling`), which our parent reaps.
+    sibling: bool,
 }
 
 impl PidnsInit {
@@ -722,13 +761,21 @@ impl PidnsInit {
     pub(crate) fn take(mut self) -> (i32, Option<OwnedFd>, bool) {
         (self.pid, self.go.take(), self.proc_stacked)
     }
+
+    /// Whether it was made a child of our parent (`rst_sibling`).
+    pub(crate) fn is_sibling(&self) -> bool {
+        self.sibling
+    }
 }
 
 impl Drop for PidnsInit {
     fn drop(&mut self) {
         if self.go.take().is_some() {
             let _ = sys::process::kill(self.pid, libc::SIGKILL);
-            let _ = sys::process::wait_exit(self.pid);
+            // A sibling is our parent's to reap.
+            if !self.sibling {
+                let _ = sys::process::wait_exit(self.pid);
+            }
         }
     }
 }
@@ -767,11 +814,13 @@ fn mount_proc_in(init: i32, spare: i32, m: &Mount, target: &[u8]) -> RestoreResu
 /// `pidns_init`: when the tree had a PID namespace of its own too, make its init now
 /// (in the namespace being built) and the proc mounts from inside its PID namespace,
 /// in their place in the mount order; it is returned, for `Prepared::launch`. (Without
-/// it, for `ckpt check`, the proc mounts are ckpt's.)
+/// it, for `ckpt check`, the proc mounts are ckpt's.) `sibling`: that init is made a
+/// child of our parent (`Prepared::launch_as_sibling`).
 pub(crate) fn enter_new(
     ckpt: &Checkpoint,
     new_pidns: bool,
     pidns_init: bool,
+    sibling: bool,
     cgroup_root: Option<&str>,
     cgroups: &mut crate::kinds::cgroup::MadeCgroups,
 ) -> RestoreResult<Option<PidnsInit>> {
@@ -806,9 +855,11 @@ pub(crate) fn enter_new(
     let mut given = EXTERNAL.lock().map(|g| g.clone()).unwrap_or_default();
     for m in &tree.mounts {
         if let MountOrigin::External { host_path, .. } = &m.origin {
-            if crate::kinds::cgroup::is_cgroup_fs(&m.fstype) {
+            // (One whose source is given is bound from that: nothing is made.)
+            if crate::kinds::cgroup::is_cgroup_fs(&m.fstype)
+                && given.iter().all(|(pt, _)| *pt != m.point)
+            {
                 let moved = cgroup_root
-                    .filter(|_| given.iter().all(|(pt, _)| *pt != m.point))
                     .and_then(|r| crate::kinds::cgroup::relocated_mount_source(host_path, r));
                 crate::kinds::cgroup::make_mounted(moved.as_deref().unwrap_or(host_path), cgroups)?;
                 if let Some(src) = moved {
@@ -829,11 +880,12 @@ pub(crate) fn enter_new(
         // otherwise: the init is made in them.
         drop(crate::kinds::ns::enter_new(ckpt, &[], None)?);
         crate::error::fault_point("create the tree's PID namespace")?;
-        let (pid, go) = sys::process::spawn_pidns_init_stub(false)?;
+        let (pid, go) = sys::process::spawn_pidns_init_stub(sibling)?;
         Some(PidnsInit {
             pid,
             go: Some(go),
             proc_stacked: false,
+            sibling,
         })
     } else {
         None

@@ -48,6 +48,7 @@ pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
         &ckpt,
         view.new_pid_namespace,
         false,
+        false,
         view.cgroup_root.as_deref(),
         &mut cgroups,
     ) {
@@ -211,6 +212,12 @@ pub type RestoreHook =
 
 /// Read the image's metadata from `input` and check it against this host.
 pub fn prepare<R: Read>(input: R, view: &HostView) -> Result<Prepared<R>> {
+    prepare_for(input, view, false)
+}
+
+/// [`prepare`] for [`Prepared::launch_as_sibling`] (`sibling`): the init of a PID
+/// namespace made with the tree's mount namespace is then made a child of our parent.
+pub fn prepare_for<R: Read>(input: R, view: &HostView, sibling: bool) -> Result<Prepared<R>> {
     let t0 = Instant::now();
     let mut reader = ImageReader::new(input)?;
     let ckpt = plan::read_checkpoint(&mut reader)?;
@@ -224,6 +231,7 @@ pub fn prepare<R: Read>(input: R, view: &HostView) -> Result<Prepared<R>> {
         &ckpt,
         view.new_pid_namespace,
         true,
+        sibling,
         view.cgroup_root.as_deref(),
         &mut mount_cgroups,
     )?;

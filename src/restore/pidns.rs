@@ -87,6 +87,13 @@ impl<R: Read + Send> Prepared<R> {
                 made
             }
         };
+        if self.pidns_init.as_ref().is_some_and(|i| i.is_sibling()) {
+            return Err(RestoreError::Reported(
+                "the PID namespace's init was made as a sibling: launch it with \
+                 launch_as_sibling"
+                    .into(),
+            ));
+        }
         let launched = if self.own_pid_namespace() {
             launch_own_pidns(self, false)
         } else if self.plan.ckpt.pid_namespace_init_outside {
@@ -134,10 +141,12 @@ impl<R: Read + Send> Prepared<R> {
                 &mut mount_cgroups,
             )?;
         }
-        if self.pidns_init.is_some() {
+        // Made with the tree's mount namespace (`restore::prepare_for`): it must be our
+        // parent's child already.
+        if self.pidns_init.as_ref().is_some_and(|i| !i.is_sibling()) {
             return Err(RestoreError::Reported(
-                "a tree with mount and PID namespaces of its own is not restored as a \
-                 sibling yet"
+                "the PID namespace's init was made as ckpt's child: prepare the restore \
+                 for a sibling (restore::prepare_for)"
                     .into(),
             ));
         }
@@ -148,12 +157,19 @@ impl<R: Read + Send> Prepared<R> {
                     .into(),
             ));
         }
-        let (mut made, userns) = crate::kinds::ns::enter_new(
-            &self.plan.ckpt,
-            &self.plan.joins,
-            self.plan.cgroup_root.as_deref(),
-        )?;
-        self.plan.userns = userns;
+        // (Made already with a PID namespace init made with the mount namespace.)
+        let mut made = match self.pidns_init {
+            Some(_) => crate::kinds::cgroup::MadeCgroups::default(),
+            None => {
+                let (made, userns) = crate::kinds::ns::enter_new(
+                    &self.plan.ckpt,
+                    &self.plan.joins,
+                    self.plan.cgroup_root.as_deref(),
+                )?;
+                self.plan.userns = userns;
+                made
+            }
+        };
         let launched = if self.own_pid_namespace() {
             launch_own_pidns(self, true)
         } else {

@@ -312,6 +312,22 @@ pub fn unlink_at(dir: impl AsFd, name: &[u8], dir_entry: bool) -> Result<()> {
     rustix::fs::unlinkat(dir, name, flags).map_err(|e| rerr("unlink", e))
 }
 
+/// Write `bytes` to `name` in `dir` (made or truncated, mode 0644): for a directory
+/// held open whose path no longer resolves (after entering another mount namespace).
+pub fn write_file_at(dir: impl AsFd, name: &[u8], bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::from_raw_mode(0o644),
+    )
+    .map_err(|e| rerr("open a file to write", e))?;
+    File::from(fd)
+        .write_all(bytes)
+        .map_err(|e| SysError::io("write a file", e))
+}
+
 /// Owner, group and then mode of a file made by us (in this order: a change of owner
 /// clears the set-user-ID and set-group-ID bits).
 pub fn set_owner_mode(f: &File, owner: Option<(u32, u32)>, mode: u32) -> Result<()> {
