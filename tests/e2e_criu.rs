@@ -784,7 +784,7 @@ fn rpc_refusals_and_aborted_dump() {
                     key: "/etc/hosts".into(),
                     val: "hosts".into(),
                 }],
-                freeze_cgroup: Some("/x".into()),
+                empty_ns: Some(libc::CLONE_NEWUTS as u32),
                 ..opts(&dir)
             }),
             ..Default::default()
@@ -794,10 +794,7 @@ fn rpc_refusals_and_aborted_dump() {
     assert!(!resp.success);
     assert!(seen.is_empty(), "notified {seen:?} before refusing");
     let msg = resp.cr_errmsg.unwrap_or_default();
-    assert!(
-        msg.contains("ext_mnt") && msg.contains("freeze_cgroup"),
-        "{msg}"
-    );
+    assert!(msg.contains("ext_mnt") && msg.contains("empty_ns"), "{msg}");
     assert!(resp.cr_errno.is_some_and(|e| e != 0));
     let log = fs::read_to_string(ctx.path("img/refused.log")).expect("log");
     assert!(

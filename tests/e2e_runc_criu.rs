@@ -114,6 +114,11 @@ struct Bundle {
 
 impl Bundle {
     fn new(ctx: &Ctx, name: &str) -> Bundle {
+        Bundle::with_terminal(ctx, name, false)
+    }
+
+    /// `terminal`: the container's process gets a terminal (runc's console).
+    fn with_terminal(ctx: &Ctx, name: &str, terminal: bool) -> Bundle {
         let dir = ctx.dir.join(name);
         let rootfs = dir.join("rootfs");
         for d in ["bin", "tmp", "proc", "sys", "dev"] {
@@ -133,7 +138,7 @@ impl Bundle {
         let mut cfg: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&cfg_path).expect("read config.json"))
                 .expect("parse config.json");
-        cfg["process"]["terminal"] = false.into();
+        cfg["process"]["terminal"] = terminal.into();
         cfg["process"]["args"] = serde_json::json!(["/bin/runcsrv"]);
         cfg["root"]["readonly"] = false.into();
         cfg["hostname"] = "ckpt-runc".into();
@@ -880,4 +885,54 @@ fn failed_runc_checkpoint_and_restores_leave_things_as_they_were() {
     assert!(ok, "runc restore after the failed ones: {err}");
     let rp = assert_restored(&b, &id, &id, at_dump, &before);
     assert_killed_and_deleted(&id, rp);
+}
+
+/// A container with a terminal (`terminal: true`, its pty's master sent to a console
+/// socket): restoring it would put it onto a new pty (`orphan_pts_master`), which is not
+/// built for a PID namespace of the tree's own: `runc checkpoint` is refused, naming the
+/// descriptor, and the container runs on as it was.
+#[test]
+fn runc_checkpoint_of_a_container_with_a_terminal_is_refused() {
+    let ctx = Ctx::new("runc_checkpoint_of_a_container_with_a_terminal_is_refused");
+    let b = Bundle::with_terminal(&ctx, "b4", true);
+    let id = b.id("c4");
+    let sock = PathBuf::from(format!("/tmp/ckpt-rc-{}-console", std::process::id()));
+    let _ = std::fs::remove_file(&sock);
+    let listener = std::os::unix::net::UnixListener::bind(&sock).expect("console socket");
+    // The console's master arrives with runc's message: held (unread) by the
+    // connection, kept open until the test ends.
+    let conn = std::thread::spawn(move || listener.accept().map(|(c, _)| c));
+    let sock_arg = sock.to_string_lossy().into_owned();
+    let (ok, err) = b.runc(&["run", "-d", "--console-socket", &sock_arg, &id], &[]);
+    assert!(ok, "runc run -d with a terminal: {err}");
+    let _console = conn.join().expect("the console thread").expect("accept");
+    let pid = state(&id).1;
+    b.ask();
+    let before = kernel_view(pid, "the container with a terminal");
+    let (img, work) = dirs(&ctx, "c4");
+    let (ok, err) = b.runc(
+        &[
+            "checkpoint",
+            "--image-path",
+            &img,
+            "--work-path",
+            &work,
+            &id,
+        ],
+        &[],
+    );
+    let log = std::fs::read_to_string(Path::new(&work).join("dump.log")).unwrap_or_default();
+    let _ = std::fs::remove_file(&sock);
+    assert!(
+        !ok,
+        "runc checkpoint of a container with a terminal succeeded"
+    );
+    assert!(
+        log.contains("Error") && log.contains("pseudo-terminal"),
+        "the refusal names the terminal: {err}\n{log}"
+    );
+    assert_eq!(state(&id), ("running".to_string(), pid), "runc state");
+    let (n, _) = b.ask();
+    b.wait_count(n + 5);
+    assert_eq!(kernel_view(pid, "the container after the refusal"), before);
 }
