@@ -589,6 +589,16 @@ pub fn run_dump(o: &Opts, log: &Log, n: Option<&Notifier>) -> Result<i32, String
     }
     if o.leave_running {
         n("network-unlock", None)?;
+    } else {
+        // The caller goes on as soon as we answer (runc removes the container, which
+        // fails while a process of it is still exiting): the killed tree is gone first.
+        let gone = match &o.freeze_cgroup {
+            Some(cg) => super::freeze::wait_emptied(cg, pid),
+            None => super::freeze::wait_emptied_tree(pid),
+        };
+        if let Err(e) = gone {
+            log.warn(&e);
+        }
     }
     let frozen = images::micros(st.frozen);
     let stats = StatsEntry {

@@ -563,7 +563,33 @@ impl FrozenTree {
                 }
             }
         }
+        // Each killed thread still traced reports its death to us before its parent
+        // can collect it (and before the init of a PID namespace of the tree's own can
+        // end): taken here, so that the tree is gone when the dump returns, not only
+        // when ckpt exits (a caller such as runc looks at once).
+        let tids: Vec<i32> = self
+            .nodes
+            .iter()
+            .filter_map(|(_, fr)| fr.as_ref())
+            .flat_map(|fr| fr.threads.iter().map(|t| t.tid))
+            .collect();
+        reap_killed(tids);
         first.map_or(Ok(()), Err)
+    }
+}
+
+/// Take the death of each killed thread of `tids` we still trace (polled, all at once:
+/// a PID namespace's init ends only once the others are gone), for up to 5 seconds.
+fn reap_killed(mut tids: Vec<i32>) {
+    let t0 = Instant::now();
+    while !tids.is_empty() && t0.elapsed() < std::time::Duration::from_secs(5) {
+        tids.retain(|&tid| match ptrace::try_wait(tid) {
+            Ok(Some(ptrace::Stop::Exited(_) | ptrace::Stop::Killed(_))) | Err(_) => false,
+            Ok(_) => true,
+        });
+        if !tids.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }
 
