@@ -317,7 +317,7 @@ pub fn cg_root(
 pub fn cg_roots_are_own(
     entries: &[(Option<String>, String)],
     own: &[(String, String)],
-    ckpt: &crate::model::Checkpoint,
+    processes: &[crate::model::Process],
 ) -> Result<bool, String> {
     if entries.is_empty() {
         return Ok(false);
@@ -336,7 +336,7 @@ pub fn cg_roots_are_own(
     if !entries.iter().all(is_own) {
         return Ok(false);
     }
-    let Some(root) = ckpt.processes.first() else {
+    let Some(root) = processes.first() else {
         return Ok(false);
     };
     let key = |p: &crate::model::Process| {
@@ -349,7 +349,7 @@ pub fn cg_roots_are_own(
         v
     };
     let want = key(root);
-    if let Some(p) = ckpt.processes.iter().find(|p| key(p) != want) {
+    if let Some(p) = processes.iter().find(|p| key(p) != want) {
         return Err(format!(
             "cg_root: the roots given are ckpt's own cgroups (the caller's new ones), and \
              process {} was in other cgroups than the tree's root {}; ckpt puts the whole \
@@ -509,5 +509,54 @@ mod tests {
         let bad = vec![("/dev/zero".to_string(), "/elsewhere".to_string())];
         let e = ext_mounts_for_image(&bad, &points, None).unwrap_err();
         assert!(e.contains("ext_mnt /dev/zero:/elsewhere"), "{e}");
+    }
+
+    #[test]
+    fn runc_cg_roots_are_ckpts_own_cgroups() {
+        use crate::model::{CgroupPlace, Process};
+        let place = |c: &str, p: &str| CgroupPlace {
+            controllers: c.into(),
+            path: p.into(),
+            relative: true,
+            ..Default::default()
+        };
+        let proc_in = |pid: i32, v: Vec<CgroupPlace>| Process {
+            pid,
+            cgroups: v,
+            ..Default::default()
+        };
+        let tree = vec![
+            proc_in(1, vec![place("memory", "c1"), place("", "c1")]),
+            proc_in(2, vec![place("", "c1"), place("memory", "c1")]),
+        ];
+        let own = vec![
+            ("memory".to_string(), "/p/c2".to_string()),
+            ("cpu,cpuacct".to_string(), "/c2".to_string()),
+            (String::new(), "/c2".to_string()),
+        ];
+        let e = |v: &[(Option<&str>, &str)]| -> Vec<(Option<String>, String)> {
+            v.iter()
+                .map(|(c, p)| (c.map(String::from), p.to_string()))
+                .collect()
+        };
+        // runc's: one entry per controller ("" for v2), each ckpt's own cgroup.
+        let runc = e(&[
+            (Some("memory"), "/p/c2"),
+            (Some("cpu"), "/c2"),
+            (Some("cpuacct"), "/c2/"),
+            (Some(""), "/c2"),
+        ]);
+        assert_eq!(cg_roots_are_own(&runc, &own, &tree), Ok(true));
+        // Another root, or none: the engine's --cgroup-root mapping applies.
+        assert_eq!(
+            cg_roots_are_own(&e(&[(Some("memory"), "/elsewhere")]), &own, &tree),
+            Ok(false)
+        );
+        assert_eq!(cg_roots_are_own(&[], &own, &tree), Ok(false));
+        // A process in a sub-cgroup cannot stay in ours: refused, naming it.
+        let mut nested = tree.clone();
+        nested[1].cgroups[0] = place("", "c1/sub");
+        let err = cg_roots_are_own(&runc, &own, &nested).unwrap_err();
+        assert!(err.contains("process 2"), "{err}");
     }
 }

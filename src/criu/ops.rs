@@ -713,7 +713,7 @@ pub fn run_restore(
     view.cgroup_mode = mode;
     view.cgroup_limits = limits;
     let own = crate::sys::cgroup::membership(0).map_err(|e| e.to_string())?;
-    if super::map::cg_roots_are_own(&o.cg_roots, &own, &ckpt)? {
+    if super::map::cg_roots_are_own(&o.cg_roots, &own, &ckpt.processes)? {
         // runc's way: it put us into the container's new cgroups (with its limits) and
         // names them as the roots: the tree stays in ours.
         log.info("cg_root: ckpt's own cgroups (made by the caller): the tree is restored in them");
