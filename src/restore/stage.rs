@@ -195,6 +195,7 @@ pub(crate) fn stage(
     }
     let mut ctxs: Vec<Ctx<'_>> = vec![root_cx];
     clean_stub(&mut ctxs[0], stub_addr, tty.is_some())?;
+    crate::kinds::ipc::make_undo_list(&mut ctxs[0])?;
     if tty.is_none() && root.sid == root.pid {
         tree::set_session_tty(&mut ctxs[0], &plan.ckpt, &ptys)?;
     }
@@ -759,6 +760,8 @@ fn fork_tree<'a>(
         // Forked from its parent's stub: the same kind of memory map.
         cx.space_end = ctxs[parent].space_end;
         crate::kinds::ns::enter_child_namespaces(&mut cx, &plan.ckpt, &procs[parent])?;
+        // Before its own children are forked (they may share it).
+        crate::kinds::ipc::make_undo_list(&mut cx)?;
         if dirty[parent] {
             cow::trim_inherited(&mut cx, stub_addr)?;
             dirty[i] = true;
