@@ -41,6 +41,14 @@ pub struct SigFrame {
     pub bytes: Vec<u8>,
 }
 
+/// Where [`build`] puts the frame (its `at`) below stack pointer `rsp` for an xsave area
+/// of `xstate_len` bytes.
+pub fn frame_at(rsp: u64, xstate_len: usize) -> Option<u64> {
+    let fp_len = xstate_len as u64 + 4;
+    let fp_at = (rsp.checked_sub(RED_ZONE + fp_len)?) & !63;
+    Some((fp_at.checked_sub(FRAME_LEN)?) & !15)
+}
+
 /// The frame that returns to `ctx` with signal mask `mask` and the xsave area `xstate`
 /// (the thread's NT_X86_XSTATE regset), placed below the red zone under `ctx.rsp`,
 /// `pretcode` its return address. None when the xsave area is not one this can hand
@@ -50,7 +58,7 @@ pub fn build(ctx: &X86Regs, mask: u64, xstate: &[u8], pretcode: u64) -> Option<S
     let (xstate, xcr0) = checked_xstate(xstate)?;
     let fp_len = xstate.len() as u64 + 4;
     let fp_at = (ctx.rsp.checked_sub(RED_ZONE + fp_len)?) & !63;
-    let at = (fp_at.checked_sub(FRAME_LEN)?) & !15;
+    let at = frame_at(ctx.rsp, xstate.len())?;
     let mut b = vec![0u8; (fp_at + fp_len - at) as usize];
     let put = |b: &mut Vec<u8>, off: u64, v: u64| {
         let o = off as usize;

@@ -139,6 +139,7 @@ pub struct ArchHeader {
 pub mod nr {
     pub const READ: u64 = libc::SYS_read as u64;
     pub const CLOSE: u64 = libc::SYS_close as u64;
+    pub const RT_SIGRETURN: u64 = libc::SYS_rt_sigreturn as u64;
     pub const USERFAULTFD: u64 = libc::SYS_userfaultfd as u64;
     pub const MMAP: u64 = libc::SYS_mmap as u64;
     pub const MPROTECT: u64 = libc::SYS_mprotect as u64;

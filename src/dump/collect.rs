@@ -295,6 +295,8 @@ pub(crate) fn collect_process(
                 unreported: false,
             }),
         sem_undo: inj.sem_undo,
+        // Once every process is collected (`kinds::ipc::collect_undo_lists`).
+        sem_undo_list: None,
     };
     let vdso = (vdso_size != 0).then_some((vdso_hash, vdso_size, vvar_size));
     Ok((

@@ -711,6 +711,9 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         Output::Stdout => (None, None),
     };
     let pidns = root_pid_namespace(pid)?;
+    // Made before ckpt joins the tree's namespaces: a process of ckpt's in one of them
+    // would count as a user of it outside the tree.
+    let undo_ref = sys::ipc::NoUndoList::new()?;
     // A tree with an IPC namespace of its own: its System V segments are read there.
     let ckpts_ns = crate::kinds::ns::own_namespaces()?;
     crate::kinds::ns::join_own_ipc(pid, sys::proc::status(pid)?.ppid, &ckpts_ns)?;
@@ -742,6 +745,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
                 &crate::kinds::task::query::Ask {
                     stopped_children: &kids,
                     undo_sets: &undo_sets,
+                    undo_ref: Some(&undo_ref),
                 },
             )?,
             None => collect::zombie_process(*p)?,
@@ -796,6 +800,8 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     fds::file::check_kept_files(&processes)?;
     fds::file::check_proc_files(&processes)?;
     fds::check_fd_owners(&processes)?;
+    crate::kinds::ipc::collect_undo_lists(&mut processes, &undo_ref)?;
+    drop(undo_ref);
     let mut held = collect::held(&tree, &processes)?;
     let sysv = collect::sysv_objects(&processes, &mut held)?;
     let mut collected = collect::assemble(pid, processes, procs)?;

@@ -31,7 +31,8 @@ use crate::error::{DumpError, DumpResult, Problem, RestoreError, RestoreResult};
 use crate::kinds::check::{self, Held};
 use crate::kinds::mem::shmem::SysvCreated;
 use crate::model::{
-    IpcPerm, Process, SemUndo, SysvIpc, SysvMsg, SysvMsgQueue, SysvSem, SysvShm, VmaKind,
+    IpcPerm, Process, SemUndo, SemUndoList, SysvIpc, SysvMsg, SysvMsgQueue, SysvSem, SysvShm,
+    VmaKind,
 };
 use crate::remote::Ctx;
 use crate::sys::inject::Injector;
@@ -174,13 +175,8 @@ pub(crate) fn collect(processes: &[Process], tree: &BTreeSet<i32>) -> DumpResult
             messages,
         });
     }
-    // Undo adjustments go back with their set, which must be the tree's; a list shared
-    // by two processes (clone with CLONE_SYSVSEM) would come back as two.
-    let with_undo: Vec<&Process> = processes
-        .iter()
-        .filter(|p| !p.sem_undo.is_empty())
-        .collect();
-    for p in &with_undo {
+    // Undo adjustments go back with their set, which must be the tree's.
+    for p in processes.iter().filter(|p| !p.sem_undo.is_empty()) {
         for u in &p.sem_undo {
             if !out.sem.iter().any(|s| s.perm.id == u.semid) {
                 return Err(refuse(
@@ -195,21 +191,79 @@ pub(crate) fn collect(processes: &[Process], tree: &BTreeSet<i32>) -> DumpResult
             }
         }
     }
-    for (i, a) in with_undo.iter().enumerate() {
-        for b in &with_undo[i + 1..] {
-            if sysipc::same_sem_undo(a.pid, b.pid)? {
-                return Err(refuse(
-                    b.pid,
-                    format!(
-                        "it shares its System V semaphore undo list with process {} \
-                         (CLONE_SYSVSEM); restore would give each its own",
-                        a.pid
+    Ok(out)
+}
+
+/// Record each live process's System V semaphore undo list (`Process::sem_undo_list`):
+/// whether it has one (kcmp KCMP_SYSVSEM against `reference`, which has none), and the
+/// first process before it in `processes` (host PIDs) with the same one. A sharer's
+/// adjustments are those of that process (asked of each, the same): they are kept once,
+/// there. A thread whose list is not its process's (made by clone with CLONE_THREAD but
+/// not CLONE_SYSVSEM, after the process had one, or the other way round) refuses the
+/// dump: restore gives every thread its process's.
+pub(crate) fn collect_undo_lists(
+    processes: &mut [Process],
+    reference: &sysipc::NoUndoList,
+) -> DumpResult<()> {
+    let pids: BTreeSet<i32> = processes.iter().map(|p| p.pid).collect();
+    // The live processes seen so far that have a list.
+    let mut seen: Vec<i32> = Vec::new();
+    for p in processes.iter_mut().filter(|p| !p.is_zombie()) {
+        let has = reference.has(p.pid)?;
+        // The root's parent is not restored: a list shared with it would come back as
+        // the root's alone (and its adjustments applied when the root exits).
+        if has
+            && p.ppid > 0
+            && !pids.contains(&p.ppid)
+            && sysipc::same_sem_undo(p.pid, p.ppid).unwrap_or(false)
+        {
+            return Err(DumpError::Unsupported {
+                pid: p.pid,
+                why: format!(
+                    "it shares its System V semaphore undo list with its parent {}, \
+                     outside the dumped tree (clone with CLONE_SYSVSEM); restore would \
+                     give it one of its own",
+                    p.ppid
+                ),
+            });
+        }
+        for t in p.threads.iter().filter(|t| t.tid != p.pid) {
+            if !sysipc::same_sem_undo(t.tid, p.pid)? {
+                return Err(DumpError::Unsupported {
+                    pid: p.pid,
+                    why: format!(
+                        "its thread {} has a System V semaphore undo list other than the \
+                         process's (a thread made without CLONE_SYSVSEM); restore gives \
+                         every thread the process's",
+                        t.tid
                     ),
-                ));
+                });
             }
         }
+        let list = if !has {
+            SemUndoList::Absent
+        } else {
+            let mut first = None;
+            for &q in &seen {
+                if sysipc::same_sem_undo(p.pid, q)? {
+                    first = Some(q);
+                    break;
+                }
+            }
+            match first {
+                Some(q) => {
+                    p.sem_undo.clear();
+                    SemUndoList::Shared(q)
+                }
+                None => SemUndoList::Own,
+            }
+        };
+        if has {
+            seen.push(p.pid);
+        }
+        p.sem_undo_list = Some(list);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The IDs of the tree's objects, by kind: free once the tree is gone (`Held`).
@@ -381,9 +435,10 @@ pub(crate) fn probe_undo(
     mem: &RemoteMem,
     out: u64,
     sets: &[i32],
+    has_list: bool,
 ) -> DumpResult<Vec<SemUndo>> {
     let pid = inj.pid();
-    if sets.is_empty() || !sysipc::has_sem_undo(pid)? {
+    if sets.is_empty() || !has_list {
         return Ok(Vec::new());
     }
     'attempt: for _ in 0..3 {
@@ -514,6 +569,41 @@ pub(crate) fn check_undo(ipc: &SysvIpc, procs: &[Process], problems: &mut Vec<Pr
         );
     }
     for p in procs {
+        match p.sem_undo_list {
+            Some(SemUndoList::Absent | SemUndoList::Shared(_)) if !p.sem_undo.is_empty() => {
+                check::p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "process {} has undo adjustments but no System V semaphore undo \
+                         list of its own",
+                        p.pid
+                    ),
+                );
+            }
+            Some(SemUndoList::Shared(q)) => {
+                let parent = procs.iter().find(|x| x.pid == p.ppid);
+                let parents = parent.and_then(|x| match x.sem_undo_list {
+                    Some(SemUndoList::Own) => Some(x.pid),
+                    Some(SemUndoList::Shared(r)) => Some(r),
+                    _ => None,
+                });
+                if parents != Some(q) {
+                    check::p(
+                        problems,
+                        "sysv-undo-shared",
+                        format!(
+                            "process {} shares its System V semaphore undo list with \
+                             process {q}, but not through its parent {}: restore makes a \
+                             shared list only by forking a process from its parent with \
+                             CLONE_SYSVSEM",
+                            p.pid, p.ppid
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
         for u in &p.sem_undo {
             let n = ipc
                 .sem
@@ -653,6 +743,55 @@ pub(crate) fn restore_undo(cx: &mut Ctx<'_>) -> RestoreResult<()> {
         }
     }
     Ok(())
+}
+
+/// The semaphore set ID and number [`make_undo_list`] operates on: no set can have that
+/// semaphore (a set has at most SEMMSL, 32000, of them), and that ID is the largest.
+const NO_SET: (u64, u16) = (i32::MAX as u64, u16::MAX);
+
+/// Give the process its undo list if it had one of its own (`SemUndoList::Own`, even
+/// empty), before any child that shares it is forked (with CLONE_SYSVSEM) and after it
+/// entered its IPC namespace (a change of IPC namespace drops the list). The kernel makes
+/// the list as the first step of a SEM_UNDO semop, before it looks at the set: the call
+/// then fails (EINVAL: no set with that ID; EFBIG: no such semaphore in it) and changes
+/// nothing else.
+pub(crate) fn make_undo_list(cx: &mut Ctx<'_>) -> RestoreResult<()> {
+    if cx.proc_.sem_undo_list != Some(SemUndoList::Own) {
+        return Ok(());
+    }
+    let (semid, num) = NO_SET;
+    let flags = (libc::SEM_UNDO | libc::IPC_NOWAIT) as i16;
+    let addr = cx.put(0, &sembufs(&[(num, 0, flags)]))?;
+    match cx.call(
+        "semop (make the System V semaphore undo list)",
+        nr::SEMOP,
+        [semid, addr, 1, 0, 0, 0],
+    ) {
+        Err(RestoreError::Sys(e))
+            if matches!(e.errno(), Some(libc::EINVAL | libc::EFBIG | libc::EIDRM)) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// The clone flag a process is forked with to share its parent's undo list.
+pub(crate) fn fork_flags(p: &Process) -> u64 {
+    match p.sem_undo_list {
+        Some(SemUndoList::Shared(_)) => libc::CLONE_SYSVSEM as u64,
+        _ => 0,
+    }
+}
+
+/// The clone flag the process's threads are made with: CLONE_SYSVSEM (they share its
+/// undo list, and give it one), but for a process that had none.
+pub(crate) fn thread_flags(p: &Process) -> u64 {
+    match p.sem_undo_list {
+        Some(SemUndoList::Absent) => 0,
+        _ => libc::CLONE_SYSVSEM as u64,
+    }
 }
 
 fn make(kind: IpcKind, p: &IpcPerm, size: u64, created: &mut SysvCreated) -> RestoreResult<()> {
@@ -869,5 +1008,92 @@ mod tests {
         check_undo(&ipc, &[p], &mut v);
         assert_eq!(v.len(), 3, "{v:?}");
         assert!(v.iter().all(|p| p.code == "malformed"), "{v:?}");
+    }
+
+    fn listed(pid: i32, ppid: i32, list: Option<SemUndoList>) -> Process {
+        let mut p = crate::kinds::testutil::process(pid);
+        p.ppid = ppid;
+        p.sem_undo_list = list;
+        p
+    }
+
+    #[test]
+    fn a_list_is_shared_only_through_the_parent() {
+        use SemUndoList::*;
+        let run = |procs: &[Process]| {
+            let mut v = Vec::new();
+            check_undo(&SysvIpc::default(), procs, &mut v);
+            v
+        };
+        // 10 owns it, 11 (its child) and 12 (11's child) share it: made by forking with
+        // CLONE_SYSVSEM down the tree.
+        let tree = [
+            listed(10, 1, Some(Own)),
+            listed(11, 10, Some(Shared(10))),
+            listed(12, 11, Some(Shared(10))),
+            listed(13, 10, Some(Absent)),
+        ];
+        assert!(run(&tree).is_empty(), "{:?}", run(&tree));
+        // 14 and 15 share a list their parent 13 does not have.
+        let apart = [
+            listed(13, 1, Some(Absent)),
+            listed(14, 13, Some(Own)),
+            listed(15, 13, Some(Shared(14))),
+        ];
+        let v = run(&apart);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].code, "sysv-undo-shared");
+        assert!(
+            v[0].message.contains("process 15 shares"),
+            "{}",
+            v[0].message
+        );
+        // A list shared with a parent that is not in the image.
+        let v = run(&[listed(20, 1, Some(Shared(1)))]);
+        assert_eq!(v[0].code, "sysv-undo-shared", "{v:?}");
+        // Adjustments belong to a process with a list of its own.
+        let mut p = listed(10, 1, Some(Absent));
+        p.sem_undo = vec![SemUndo {
+            semid: 2,
+            adj: vec![1],
+        }];
+        let v = run(&[p]);
+        assert!(v.iter().any(|p| p.code == "malformed"), "{v:?}");
+    }
+
+    #[test]
+    fn an_empty_list_is_made_by_one_failing_semop_and_forks_share_it() {
+        use crate::remote::{Ctx, Recorder};
+        use SemUndoList::*;
+        for (list, made) in [
+            (Some(Own), true),
+            (Some(Absent), false),
+            (Some(Shared(3)), false),
+            (None, false),
+        ] {
+            let p = listed(10, 1, list);
+            for errno in [libc::EINVAL, libc::EFBIG] {
+                let rec = Recorder::new(10).answer(nr::SEMOP, -i64::from(errno));
+                let mut cx = Ctx::double(&rec, 0x10000, &p);
+                make_undo_list(&mut cx).unwrap();
+                let calls = rec.calls();
+                assert_eq!(calls.len(), usize::from(made), "{list:?}: {calls:?}");
+                if let Some(c) = calls.first() {
+                    assert_eq!(c.nr, nr::SEMOP);
+                    assert_eq!((c.args[0], c.args[2]), (i32::MAX as u64, 1));
+                    let flags = (libc::SEM_UNDO | libc::IPC_NOWAIT) as i16;
+                    assert_eq!(c.bytes(c.args[1], 6), sembufs(&[(u16::MAX, 0, flags)]));
+                }
+            }
+            let shares = matches!(list, Some(Shared(_)));
+            assert_eq!(fork_flags(&p) == libc::CLONE_SYSVSEM as u64, shares);
+            let absent = list == Some(Absent);
+            assert_eq!(thread_flags(&p) == 0, absent);
+        }
+        // Any other failure is the restore's.
+        let p = listed(10, 1, Some(Own));
+        let rec = Recorder::new(10).answer(nr::SEMOP, -i64::from(libc::ENOMEM));
+        let mut cx = Ctx::double(&rec, 0x10000, &p);
+        assert!(make_undo_list(&mut cx).is_err());
     }
 }

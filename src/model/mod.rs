@@ -1038,6 +1038,13 @@ pub struct Process {
     /// where every adjustment is 0 are left out.
     #[serde(default)]
     pub sem_undo: Vec<SemUndo>,
+    /// Whether it has a System V semaphore undo list at all, even an empty one (made by
+    /// its first SEM_UNDO operation, or by its first thread made with CLONE_SYSVSEM, as
+    /// pthread_create and Go make them), and which process of the image shares it.
+    /// `None` in older images: not recorded (restore gives one to the processes with
+    /// `sem_undo` or threads, as it did).
+    #[serde(default)]
+    pub sem_undo_list: Option<SemUndoList>,
     /// The namespaces the process is in, other than its PID namespace: (kind, inode)
     /// for each of "uts", "ipc", "net", "mnt", "cgroup", "time", "user", each described
     /// once in `Checkpoint::namespaces`. Empty in older images: the process was in
@@ -1112,6 +1119,20 @@ pub struct ZombieState {
 pub struct SemUndo {
     pub semid: i32,
     pub adj: Vec<i16>,
+}
+
+/// A process's System V semaphore undo list (kcmp KCMP_SYSVSEM tells which tasks share
+/// one; a process without one has none to share).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SemUndoList {
+    /// It has none: its threads were made without CLONE_SYSVSEM, and it never made a
+    /// SEM_UNDO operation.
+    Absent,
+    /// Its own (possibly empty): no process before it in the image shares it.
+    Own,
+    /// The list of the process with this PID, before it in the image (clone with
+    /// CLONE_SYSVSEM but not CLONE_VM); its adjustments are that process's `sem_undo`.
+    Shared(i32),
 }
 
 impl Process {
@@ -1616,6 +1637,9 @@ impl Checkpoint {
             p.sid = f(p.sid);
             for t in &mut p.threads {
                 t.tid = f(t.tid);
+            }
+            if let Some(SemUndoList::Shared(q)) = &mut p.sem_undo_list {
+                *q = f(*q);
             }
             for tm in &mut p.posix_timers {
                 if tm.notify_tid != 0 {

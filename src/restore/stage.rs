@@ -195,6 +195,7 @@ pub(crate) fn stage(
     }
     let mut ctxs: Vec<Ctx<'_>> = vec![root_cx];
     clean_stub(&mut ctxs[0], stub_addr, tty.is_some())?;
+    crate::kinds::ipc::make_undo_list(&mut ctxs[0])?;
     if tty.is_none() && root.sid == root.pid {
         tree::set_session_tty(&mut ctxs[0], &plan.ckpt, &ptys)?;
     }
@@ -333,6 +334,8 @@ pub(crate) fn stage(
 struct Gate {
     syscall_ret: u64,
     sigreturn: u64,
+    /// The length of the instructions at `sigreturn` (they end with `syscall`).
+    sigreturn_len: u64,
     fds: Vec<u64>,
 }
 
@@ -344,9 +347,10 @@ pub(crate) const GATE_BYTES: u64 = nr::CLOSE;
 /// read end of a pipe whose write end ckpt outside the tree's PID namespace holds. At
 /// commit each thread is left in a `read` of it (see [`park_at_gate`]), and runs its own
 /// code only once ckpt wrote to it, after the builder (us) is gone. None (the threads go
-/// straight to their code, as without a gate) unless every thread can: x86-64, no
-/// seccomp (which may forbid the calls), code with the instructions the frame needs, and
-/// room for the frame on its own stack.
+/// straight to their code, as without a gate) unless every thread can: x86-64, not in
+/// seccomp strict mode, seccomp filters (if any) that let the gate's calls through
+/// ([`gate_calls`], run through the filters as the kernel would), code with the
+/// instructions the frame needs, and room for the frame on its own stack.
 fn gate_threads(
     ctxs: &mut [Ctx<'_>],
     plan: &Plan,
@@ -361,8 +365,7 @@ fn gate_threads(
         }
         let plain = p.threads.iter().all(|t| {
             t.arch.regs.abi() == crate::arch::Abi::X86_64
-                && t.creds.as_ref().unwrap_or(&p.creds).seccomp == 0
-                && t.seccomp_filters.is_empty()
+                && t.creds.as_ref().unwrap_or(&p.creds).seccomp != libc::SECCOMP_MODE_STRICT
         });
         if !plain {
             return Ok(None);
@@ -385,9 +388,19 @@ fn gate_threads(
                 return Ok(None);
             }
         }
+        let mut insns = [0u8; 9];
+        mem.read(sigreturn, &mut insns)?;
+        let Some(sigreturn_len) = sigframe::SIGRETURN_INSNS
+            .iter()
+            .find(|i| insns.starts_with(i))
+            .map(|i| i.len() as u64)
+        else {
+            return Ok(None);
+        };
         gates.push(Some(Gate {
             syscall_ret,
             sigreturn,
+            sigreturn_len,
             fds: Vec::new(),
         }));
     }
@@ -407,8 +420,27 @@ fn gate_threads(
             }
         }
     }
-    if taken.is_err() {
-        // (A process at its descriptor limit, say): no gate, nothing of it left.
+    // Threads under seccomp filters: the gate's calls as they will make them (the
+    // frame's place from the registers and xsave area commit gives them; checked again
+    // with the very registers at commit, `park_at_gate`).
+    let filtered_ok = taken.is_ok()
+        && plan.ckpt.processes.iter().zip(&gates).all(|(p, g)| {
+            let Some(g) = g else { return true };
+            p.threads.iter().zip(&g.fds).all(|(t, &fd)| {
+                if t.seccomp_filters.is_empty() {
+                    return true;
+                }
+                let ctx = ax::resume_regs(&t.arch.regs);
+                let xlen = plan.xsave.get(&t.tid).unwrap_or(&t.arch.xsave).len();
+                sigframe::frame_at(ctx.rsp, xlen).is_some_and(|at| {
+                    let parked = gate_regs(&ctx, at, fd, g);
+                    seccomp::allows_all(&t.seccomp_filters, &gate_calls(&parked, g))
+                })
+            })
+        });
+    if taken.is_err() || !filtered_ok {
+        // (A process at its descriptor limit, or a filter that forbids a call of the
+        // gate, say): no gate, nothing of it left.
         for (cx, g) in ctxs.iter_mut().zip(&gates) {
             for fd in g.iter().flat_map(|g| &g.fds) {
                 cx.close(*fd)?;
@@ -435,7 +467,8 @@ const GATE_FRAME_ROOM: u64 = sigframe::RED_ZONE + 64 + 4 + sigframe::FRAME_LEN +
 /// registers, `resume_regs`). Should ckpt die first, the read returns 0 (end of file):
 /// the thread reads again (0 is `read`), gets 0 and returns through the frame the same
 /// way, leaving `fd` open.
-fn park_at_gate(mem: &RemoteMem, tid: i32, mask: u64, fd: u64, g: &Gate) -> Result<()> {
+fn park_at_gate(mem: &RemoteMem, t: &crate::model::Thread, fd: u64, g: &Gate) -> Result<()> {
+    let (tid, mask) = (t.tid, t.sigmask);
     let ctx = ptrace::get_regs(tid)?;
     let xstate = ptrace::get_xstate(tid, 1 << 16)?;
     let frame = sigframe::sized_xstate(&xstate, || {
@@ -447,10 +480,19 @@ fn park_at_gate(mem: &RemoteMem, tid: i32, mask: u64, fd: u64, g: &Gate) -> Resu
             "thread {tid}: its xsave area does not fit in a signal frame"
         ))
     })?;
+    let parked = gate_regs(&ctx, frame.at, fd, g);
+    // gate_threads ran the filters on the calls as predicted; these are the very ones.
+    if !t.seccomp_filters.is_empty()
+        && !seccomp::allows_all(&t.seccomp_filters, &gate_calls(&parked, g))
+    {
+        return Err(RestoreError::Stage(format!(
+            "thread {tid}: its seccomp filters would stop a call of the release gate"
+        )));
+    }
     mem.write(frame.at, &frame.bytes)?;
     // The read's return address: the `syscall; ret` again (see `gate_regs`).
     mem.write(frame.at - 8, &g.syscall_ret.to_le_bytes())?;
-    ptrace::set_regs(tid, &gate_regs(&ctx, frame.at, fd, g))?;
+    ptrace::set_regs(tid, &parked)?;
     ptrace::set_sigmask(tid, !0)?;
     Ok(())
 }
@@ -466,6 +508,29 @@ fn gate_regs(ctx: &ax::X86Regs, at: u64, fd: u64, g: &Gate) -> ax::X86Regs {
     r.rsi = at - 16;
     r.rdx = GATE_BYTES;
     r
+}
+
+/// The system calls a thread parked at the gate with registers `parked` makes (see
+/// [`park_at_gate`]), as its seccomp filters see them: `read` of the gate (made again at
+/// end of file) and `close` of it at the `syscall; ret`, then `rt_sigreturn` at the end
+/// of the frame's return instructions; the argument registers stay the parked ones
+/// throughout (a system call changes only rax, rcx and r11).
+fn gate_calls(parked: &ax::X86Regs, g: &Gate) -> [seccomp::SeccompData; 3] {
+    let args = [
+        parked.rdi, parked.rsi, parked.rdx, parked.r10, parked.r8, parked.r9,
+    ];
+    // The kernel shows the address after the `syscall` instruction (2 bytes).
+    let call = |nr: u64, ip: u64| seccomp::SeccompData {
+        nr: nr as u32,
+        arch: seccomp::AUDIT_ARCH_X86_64,
+        ip,
+        args,
+    };
+    [
+        call(nr::READ, g.syscall_ret + 2),
+        call(nr::CLOSE, g.syscall_ret + 2),
+        call(nr::RT_SIGRETURN, g.sigreturn + g.sigreturn_len),
+    ]
 }
 
 /// What the processes being built share: the objects created so far, for the next
@@ -759,6 +824,8 @@ fn fork_tree<'a>(
         // Forked from its parent's stub: the same kind of memory map.
         cx.space_end = ctxs[parent].space_end;
         crate::kinds::ns::enter_child_namespaces(&mut cx, &plan.ckpt, &procs[parent])?;
+        // Before its own children are forked (they may share it).
+        crate::kinds::ipc::make_undo_list(&mut cx)?;
         if dirty[parent] {
             cow::trim_inherited(&mut cx, stub_addr)?;
             dirty[i] = true;
@@ -991,7 +1058,7 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<(i32, Option<sys::netlock::H
         let Some(g) = g else { continue };
         let mem = RemoteMem::open(p.pid)?;
         for (t, fd) in p.threads.iter().zip(&g.fds) {
-            park_at_gate(&mem, t.tid, t.sigmask, *fd, g)?;
+            park_at_gate(&mem, t, *fd, g)?;
         }
     }
     // The restored TCP connections, still in repair mode: ours to take out of it.
@@ -1087,6 +1154,7 @@ mod gate_tests {
         let g = Gate {
             syscall_ret: 0x7fff_f000,
             sigreturn: 0x7f00_0100,
+            sigreturn_len: 9,
             fds: vec![9],
         };
         let at = 0x6fff_f000;
@@ -1098,5 +1166,57 @@ mod gate_tests {
         // The read's buffer and its return address lie below the frame, not in it.
         assert_eq!((r.rsp, r.rsi), (at - 8, at - 16));
         assert_eq!(r.orig_rax, u64::MAX, "no restart of the thread's own call");
+    }
+
+    /// A thread under seccomp filters waits at the gate only if its filters let each of
+    /// the gate's calls through as it makes them (number, arguments, address).
+    #[test]
+    fn filters_decide_whether_a_thread_waits_at_the_gate() {
+        use crate::model::SeccompFilter;
+        let allow = libc::SECCOMP_RET_ALLOW;
+        let deny = libc::SECCOMP_RET_ERRNO | 1;
+        // ld [off]; jeq k, ret deny; ret allow
+        let refuse_word = |off: u32, k: u32| SeccompFilter {
+            insns: vec![
+                (0x20, 0, 0, off),
+                (0x15, 0, 1, k),
+                (0x06, 0, 0, deny),
+                (0x06, 0, 0, allow),
+            ],
+            log: false,
+        };
+        let ctx = ax::X86Regs {
+            rsp: 0x7000_0000,
+            r10: 0x55,
+            ..Default::default()
+        };
+        let g = Gate {
+            syscall_ret: 0x7fff_f000,
+            sigreturn: 0x7f00_0100,
+            sigreturn_len: 7,
+            fds: vec![9],
+        };
+        let parked = gate_regs(&ctx, 0x6fff_f000, 9, &g);
+        let calls = gate_calls(&parked, &g);
+        let ok = |f: SeccompFilter| seccomp::allows_all(&[f], &calls);
+        assert!(
+            ok(refuse_word(0, 39)),
+            "getpid refused: the gate's calls pass"
+        );
+        for nr in [nr::READ, nr::CLOSE, nr::RT_SIGRETURN] {
+            assert!(!ok(refuse_word(0, nr as u32)), "call {nr} refused");
+        }
+        // The first argument (the gate's descriptor), the fourth (r10 as it is), the
+        // address of the `syscall` of rt_sigreturn's instructions.
+        assert!(!ok(refuse_word(16, 9)));
+        assert!(!ok(refuse_word(40, 0x55)));
+        assert!(!ok(refuse_word(8, 0x7f00_0107)));
+        assert!(ok(refuse_word(8, 0x7f00_0109)));
+        // A logged call is not let through as it is.
+        let log = SeccompFilter {
+            insns: vec![(0x06, 0, 0, libc::SECCOMP_RET_LOG)],
+            log: false,
+        };
+        assert!(!ok(log));
     }
 }

@@ -388,17 +388,48 @@ pub fn same_sem_undo(a: i32, b: i32) -> Result<bool> {
     Ok(r == 0)
 }
 
-/// Whether process `pid` has a System V semaphore undo list (it made a semop with
-/// SEM_UNDO, or shares the list of one that did): kcmp KCMP_SYSVSEM against ckpt,
-/// which has none.
-pub fn has_sem_undo(pid: i32) -> Result<bool> {
-    // linux/kcmp.h; neither libc nor linux-raw-sys has it.
-    const KCMP_SYSVSEM: libc::c_long = 6;
-    let me = std::process::id() as libc::c_long;
-    // SAFETY: kcmp takes only integers.
-    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid as libc::c_long, me, KCMP_SYSVSEM, 0, 0) };
-    check(r, || format!("kcmp({pid}, ckpt, KCMP_SYSVSEM)"))?;
-    Ok(r != 0)
+/// A child of ckpt without a System V semaphore undo list (forked, not cloned with
+/// CLONE_SYSVSEM), to tell whether a task has one: kcmp KCMP_SYSVSEM finds a task
+/// without one "the same" as it. ckpt itself is no such reference: it has a list as soon
+/// as it starts a thread (std's threads are made with CLONE_SYSVSEM). The child only
+/// waits; it is killed and reaped when this is dropped, and dies with ckpt.
+pub struct NoUndoList {
+    pid: i32,
+}
+
+impl NoUndoList {
+    pub fn new() -> Result<Self> {
+        let parent = rustix::process::getpid().as_raw_nonzero().get();
+        // SAFETY: the child (0) runs only raw system calls and never returns: no lock or
+        // allocator state of a possibly multi-threaded parent is used.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: raw system calls only, see above.
+            unsafe {
+                super::process::die_with_parent(parent);
+                loop {
+                    libc::syscall(libc::SYS_pause);
+                }
+            }
+        }
+        if pid < 0 {
+            return Err(SysError::os(
+                "fork a child without a System V semaphore undo list",
+            ));
+        }
+        Ok(Self { pid })
+    }
+
+    /// Whether task `tid` (a process or a thread) has a System V semaphore undo list.
+    pub fn has(&self, tid: i32) -> Result<bool> {
+        Ok(!same_sem_undo(tid, self.pid)?)
+    }
+}
+
+impl Drop for NoUndoList {
+    fn drop(&mut self) {
+        super::process::kill_and_reap(self.pid, &[]);
+    }
 }
 
 /// Whether `path` (a /proc/PID/fd/N link) leads to a POSIX message queue: its file

@@ -126,6 +126,10 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("sysv", "sysv.c", &[]),
     // tests/e2e_sysv.rs: System V segments, semaphores and queues; a POSIX queue
     ("sysvall", "sysvall.c", &[]),
+    // tests/e2e_semundo.rs: semaphore undo lists empty, shared between processes, absent
+    ("semundo", "semundo.c", &["-pthread"]),
+    // tests/e2e_gate.rs: a program under seccomp filters watching its /proc
+    ("gatesec", "gatesec.c", &["-pthread"]),
     // tests/e2e_fsobj.rs: FIFOs, file locks, O_PATH descriptors, inotify
     ("fifo", "fifo.c", &[]),
     ("locks", "locks.c", &[]),

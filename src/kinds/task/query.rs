@@ -45,6 +45,9 @@ pub(crate) struct Injected {
 pub(crate) struct Ask<'a> {
     pub(crate) stopped_children: &'a [i32],
     pub(crate) undo_sets: &'a [i32],
+    /// A task without an undo list, to tell the processes that have one (only those
+    /// are asked).
+    pub(crate) undo_ref: Option<&'a crate::sys::ipc::NoUndoList>,
 }
 
 /// Per-thread state that only the thread itself can tell.
@@ -117,7 +120,12 @@ fn inject_queries(
     let posix_timers = timers::posix_timers(inj, mem, (out, out_len))?;
     let unreported_stops =
         super::tree::unreported_stops(inj, mem, (out, out_len), ask.stopped_children)?;
-    let sem_undo = crate::kinds::ipc::probe_undo(inj, mem, out, ask.undo_sets)?;
+    // Without a reference that has no list, every process is asked.
+    let has_list = match ask.undo_ref {
+        Some(r) => r.has(inj.pid())?,
+        None => true,
+    };
+    let sem_undo = crate::kinds::ipc::probe_undo(inj, mem, out, ask.undo_sets, has_list)?;
     Ok(Injected {
         unreported_stops,
         sem_undo,

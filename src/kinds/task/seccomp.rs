@@ -23,7 +23,7 @@ use crate::sys::{self, ptrace};
 
 /// AUDIT_ARCH_X86_64 (<linux/audit.h>: EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE),
 /// the `arch` field of `struct seccomp_data` for the calls the restore makes.
-const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+pub(crate) const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
 /// The kernel's limit on instructions of one filter (BPF_MAXINSNS, <linux/bpf_common.h>).
 const BPF_MAXINSNS: usize = 4096;
 /// The kernel's limit on the instructions of a whole chain (MAX_INSNS_PER_PATH in
@@ -195,6 +195,15 @@ pub(crate) fn chain_action(chain: &[SeccompFilter], d: &SeccompData) -> Option<u
         }
     }
     Some(best)
+}
+
+/// Whether filter chain `chain` lets each of `calls` through as it is (its action
+/// SECCOMP_RET_ALLOW exactly: not even logged), as the kernel would run it.
+pub(crate) fn allows_all(chain: &[SeccompFilter], calls: &[SeccompData]) -> bool {
+    calls.iter().all(|d| {
+        chain_action(chain, d)
+            .is_some_and(|a| a & libc::SECCOMP_RET_ACTION_FULL == libc::SECCOMP_RET_ALLOW)
+    })
 }
 
 fn allowed(action: u32) -> bool {

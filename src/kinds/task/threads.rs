@@ -567,8 +567,8 @@ pub(crate) fn create_threads(
             | libc::CLONE_FS
             | libc::CLONE_FILES
             | libc::CLONE_SIGHAND
-            | libc::CLONE_THREAD
-            | libc::CLONE_SYSVSEM) as u64;
+            | libc::CLONE_THREAD) as u64
+            | crate::kinds::ipc::thread_flags(proc_);
         let mut args = Vec::with_capacity(96);
         for w in [flags, 0, 0, 0, 0, 0, 0, 0, tid_addr, 1, 0] {
             args.extend_from_slice(&w.to_le_bytes());

@@ -525,7 +525,21 @@ pub(crate) fn once_released<T>(
 pub(crate) fn fork_process(parent: &mut Ctx<'_>, p: &Process) -> RestoreResult<Injector> {
     let tid_addr = parent.scratch() + 88;
     let mut args = Vec::with_capacity(96);
-    for w in [0, 0, 0, 0, libc::SIGCHLD as u64, 0, 0, 0, tid_addr, 1, 0] {
+    // Sharing the parent's System V semaphore undo list if the process did.
+    let flags = crate::kinds::ipc::fork_flags(p);
+    for w in [
+        flags,
+        0,
+        0,
+        0,
+        libc::SIGCHLD as u64,
+        0,
+        0,
+        0,
+        tid_addr,
+        1,
+        0,
+    ] {
         args.extend_from_slice(&w.to_le_bytes());
     }
     args.extend_from_slice(&(p.pid as u64).to_le_bytes());

@@ -34,14 +34,4 @@ pub const KNOWN_LOSSES: &[KnownLoss] = &[
                [vsyscall] page it did not have",
         issue: "issue 13",
     },
-    KnownLoss {
-        test: "*runc_container*",
-        cmp: Cmp::Restored,
-        key: "p*.shares.sysvsem",
-        what: "an empty System V semaphore undo list (runc's Go init made threads with \
-               CLONE_SYSVSEM before it executed the container's program) is not made \
-               again: the restored root has none, so kcmp KCMP_SYSVSEM shows it \
-               sharing 'no list' with its child",
-        issue: "issue 15",
-    },
 ];
