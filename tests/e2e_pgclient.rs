@@ -545,6 +545,12 @@ fn clients_carry_on(name: &str, leave_running: bool) {
         (ctx.dump_leave_running(pg.pid, &img).elapsed, None)
     } else {
         let r = ctx.dump(pg.pid, &img);
+        // (the state oracle's reading of the tree is made right before the dump)
+        eprintln!(
+            "the oracle's reading of {} processes took {:?}",
+            pids.len(),
+            t_dump.elapsed().saturating_sub(r.elapsed)
+        );
         if let Some(mut s) = pg.server.take() {
             let _ = s.wait();
         }
@@ -622,6 +628,7 @@ fn clients_carry_on(name: &str, leave_running: bool) {
         states(&tcp_before),
         "the server's connections, by client port and state"
     );
+    let checked = t_dump.elapsed();
     finish_session(&mut session, &ident);
     let f4 = b4.finish();
     let f6 = b6.finish();
@@ -643,10 +650,10 @@ fn clients_carry_on(name: &str, leave_running: bool) {
         pg.log_text()
     );
     eprintln!(
-        "postgres with 5 clients: dump {dumped:?} ({} after it began, the clients were \
-         checked); longest transaction {} ms (127.0.0.1) / {} ms (::1); {} + {} \
+        "postgres with 5 clients: dump {dumped:?} (the clients checked {} after it \
+         began); longest transaction {} ms (127.0.0.1) / {} ms (::1); {} + {} \
          transactions; whole test {:?}",
-        fmt_ms(t_dump.elapsed()),
+        fmt_ms(checked),
         v4.max_latency_us / 1000,
         v6.max_latency_us / 1000,
         v4.processed,
