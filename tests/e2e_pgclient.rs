@@ -684,7 +684,8 @@ fn postgres_clients_see_nothing_of_a_leave_running_dump() {
 /// A client connected over the server's unix socket (from outside the tree) cannot be
 /// restored (its connection would need the client's end): the dump is refused naming
 /// the backend, the socket's path and the client process, and the server and the
-/// client run on untouched.
+/// client run on untouched. With `--external` (and `--leave-running`) the dump goes
+/// through, recording the connection as an external resource.
 #[test]
 fn postgres_client_over_the_unix_socket_is_refused_by_name() {
     let name = "postgres_client_over_the_unix_socket_is_refused_by_name";
@@ -723,6 +724,30 @@ fn postgres_client_over_the_unix_socket_is_refused_by_name() {
     ]);
     assert!(!img.exists(), "no image is left");
     assert_eq!(pg.backends(), before, "the server runs on");
+    // With --external the connection is recorded as an external resource (restore
+    // would need --inherit-fd for it): a --leave-running dump goes through, unseen by
+    // the client and the server.
+    let log_from = pg.log_text().len();
+    let r = ctx.ckpt(&[
+        std::ffi::OsStr::new("dump"),
+        std::ffi::OsStr::new(&pg.pid.to_string()),
+        std::ffi::OsStr::new("-o"),
+        img.as_os_str(),
+        std::ffi::OsStr::new("--leave-running"),
+        std::ffi::OsStr::new("--external"),
+    ]);
+    r.assert_ok();
+    let j = ctx.inspect_json(&img).to_string();
+    assert!(
+        j.contains("\"External\"") && j.contains("socket:["),
+        "the connection is an external resource in the image: {j}"
+    );
+    assert_eq!(pg.backends(), before, "the server runs on");
+    assert!(
+        log_trouble(&pg, log_from).is_empty(),
+        "server log: {}",
+        pg.log_text()
+    );
     p.write_stdin(b"select 'still ' || pg_backend_pid();\ncommit;\n\\q\n");
     p.close_stdin();
     let fin = p.finish();
