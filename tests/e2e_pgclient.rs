@@ -255,6 +255,13 @@ impl Pg {
             "clean shutdown: {}",
             self.log_text()
         );
+    }
+}
+
+impl Drop for Pg {
+    /// The server's directory goes with the test, failed or not (its processes are
+    /// killed with the test's).
+    fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.base);
     }
 }
