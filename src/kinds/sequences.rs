@@ -435,7 +435,9 @@ fn tcp_connection_is_rebuilt_in_repair_mode_in_the_kernel_s_order() {
             "TCP_QUEUE_SEQ",
             "TCP_REPAIR_QUEUE",
             "TCP_QUEUE_SEQ",
+            "TCP_MAXSEG",
             "connect (repair)",
+            "TCP_MAXSEG",
             "TCP_REPAIR_OPTIONS",
             "TCP_TIMESTAMP",
             "SO_SNDBUFFORCE",
@@ -457,31 +459,39 @@ fn tcp_connection_is_rebuilt_in_repair_mode_in_the_kernel_s_order() {
     assert_eq!((u32_at(&calls[3]), u32_at(&calls[4])), (1, 2000));
     assert_eq!((u32_at(&calls[5]), u32_at(&calls[6])), (2, 1000));
     assert_eq!(arg_bytes(&rec, &calls[2], 1, 16), c.local);
-    assert_eq!(arg_bytes(&rec, &calls[7], 1, 16), c.peer);
+    assert_eq!(arg_bytes(&rec, &calls[8], 1, 16), c.peer);
+    // TCP_MAXSEG around connect: the image's segment size (and the timestamp option's
+    // room connect takes off it when this host uses timestamps), then cleared.
+    let ts = if crate::sys::tcp::timestamps_on() {
+        12
+    } else {
+        0
+    };
+    assert_eq!((u32_at(&calls[7]), u32_at(&calls[9])), (1460 + ts, 0));
     // MSS, window scales, SACK, timestamps as (code, value) pairs.
-    let opts = arg_bytes(&rec, &calls[8], 3, calls[8].args[4] as usize);
+    let opts = arg_bytes(&rec, &calls[10], 3, calls[10].args[4] as usize);
     let words: Vec<u32> = opts
         .chunks(4)
         .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
         .collect();
     assert_eq!(words, [2, 1460, 3, 7 | (9 << 16), 4, 0, 8, 0]);
     // Buffers big enough for the queued data first (64 KiB of room above it)...
-    assert_eq!(u32_at(&calls[10]), 6 + (1 << 16));
-    assert_eq!(u32_at(&calls[11]), 6 + (1 << 16));
+    assert_eq!(u32_at(&calls[12]), 6 + (1 << 16));
+    assert_eq!(u32_at(&calls[13]), 6 + (1 << 16));
     // ...then the send queue's data, then the receive queue's, by send(2), never
     // blocking...
-    assert_eq!(u32_at(&calls[12]), 2);
-    assert_eq!(calls[13].nr, nr::SENDTO);
-    assert_eq!(calls[13].args[3], libc::MSG_DONTWAIT as u64);
-    assert_eq!(arg_bytes(&rec, &calls[13], 1, 6), b"unsent");
-    assert_eq!(u32_at(&calls[14]), 1);
-    assert_eq!(arg_bytes(&rec, &calls[15], 1, 6), b"unread");
+    assert_eq!(u32_at(&calls[14]), 2);
+    assert_eq!(calls[15].nr, nr::SENDTO);
     assert_eq!(calls[15].args[3], libc::MSG_DONTWAIT as u64);
+    assert_eq!(arg_bytes(&rec, &calls[15], 1, 6), b"unsent");
+    assert_eq!(u32_at(&calls[16]), 1);
+    assert_eq!(arg_bytes(&rec, &calls[17], 1, 6), b"unread");
+    assert_eq!(calls[17].args[3], libc::MSG_DONTWAIT as u64);
     // ...and the sizes left to the kernel's tuning again.
-    assert_eq!(u32_at(&calls[16]), 0);
-    let w = arg_bytes(&rec, &calls[17], 3, 20);
+    assert_eq!(u32_at(&calls[18]), 0);
+    let w = arg_bytes(&rec, &calls[19], 3, 20);
     assert_eq!(w, [1u32, 2, 3, 4, 5].map(u32::to_le_bytes).concat());
-    each_failure_stops_there(&p, 18, |cx| tcp::create_tcp_conn(cx, &c));
+    each_failure_stops_there(&p, 20, |cx| tcp::create_tcp_conn(cx, &c));
 }
 
 #[test]
@@ -604,9 +614,9 @@ fn tcp_connection_states_restore_cannot_rebuild_are_malformed() {
 fn a_full_tcp_queue_fails_the_restore_instead_of_blocking() {
     let p = process();
     let c = tcp_state();
-    // The send of the send queue's data (call 13, see above) finds no room: an error
+    // The send of the send queue's data (call 15, see above) finds no room: an error
     // that says so, not a stub blocked in send(2).
-    let rec = Recorder::new(p.pid).fail_at(13, libc::EAGAIN);
+    let rec = Recorder::new(p.pid).fail_at(15, libc::EAGAIN);
     let err = run(&p, &rec, |cx| tcp::create_tcp_conn(cx, &c)).expect_err("full queue");
     let msg = err.to_string();
     assert!(

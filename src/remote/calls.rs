@@ -73,6 +73,8 @@ pub(crate) enum SockOpt {
     TcpQueueSeq(u32),
     TcpRepairOptions(Vec<TcpRepairOpt>),
     TcpTimestamp(u32),
+    /// `TCP_MAXSEG` (the MSS a connect starts from; 0 clears it).
+    TcpMaxSeg(i32),
     /// `struct tcp_repair_window`: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
     TcpRepairWindow([u32; 5]),
     /// An integer option of `sys::tcp::INT_OPTS` (level, name, value).
@@ -131,6 +133,12 @@ impl SockOpt {
                 (tcp, libc::TCP_REPAIR_OPTIONS, bytes, "TCP_REPAIR_OPTIONS")
             }
             SockOpt::TcpTimestamp(v) => (tcp, libc::TCP_TIMESTAMP, u(*v), "TCP_TIMESTAMP"),
+            SockOpt::TcpMaxSeg(v) => (
+                tcp,
+                libc::TCP_MAXSEG,
+                v.to_le_bytes().to_vec(),
+                "TCP_MAXSEG",
+            ),
             SockOpt::TcpRepairWindow(w) => {
                 let bytes = w.iter().flat_map(|v| v.to_le_bytes()).collect();
                 (tcp, libc::TCP_REPAIR_WINDOW, bytes, "TCP_REPAIR_WINDOW")

@@ -103,6 +103,15 @@ pub fn fin_sent(state: u8) -> bool {
     )
 }
 
+/// Whether this host's TCP uses timestamps on the connections it makes
+/// (`net.ipv4.tcp_timestamps`, of ckpt's network namespace; on when unreadable, the
+/// kernel's default).
+pub fn timestamps_on() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_timestamps")
+        .map(|v| v.trim() != "0")
+        .unwrap_or(true)
+}
+
 /// Whether a connection in `state` has received its peer's FIN (it holds a sequence
 /// number after the receive queue's data).
 pub fn fin_received(state: u8) -> bool {

@@ -580,6 +580,22 @@ fn repair_options(c: &crate::model::TcpState) -> Vec<TcpRepairOpt> {
     opts
 }
 
+/// The TCP_MAXSEG that makes a connect in repair mode start from segment size `mss`
+/// (the image's snd_mss): the kernel takes the timestamp option's room off it when the
+/// host uses timestamps (`ts_on`). The kernel takes at most 32767 (so a path whose MTU
+/// is above that, loopback's 65536, gets 32755 where it had up to 32768); None for a
+/// segment size below its minimum of 88 (the kernel's default is left then).
+fn connect_mss(mss: u32, ts_on: bool) -> Option<i32> {
+    const TCP_MIN_MSS: u32 = 88; // include/net/tcp.h
+    const MAX_TCP_WINDOW: u32 = 32767; // include/net/tcp.h: TCP_MAXSEG's upper bound
+    const TCPOLEN_TSTAMP_ALIGNED: u32 = 12; // include/net/tcp.h
+    let v = mss.saturating_add(if ts_on { TCPOLEN_TSTAMP_ALIGNED } else { 0 });
+    if mss < TCP_MIN_MSS {
+        return None;
+    }
+    i32::try_from(v.min(MAX_TCP_WINDOW)).ok()
+}
+
 /// An established TCP connection, rebuilt in repair mode: same addresses, sequence
 /// numbers, options, window and queued data (taken out of repair mode at commit, by
 /// [`finish_conn`]).
@@ -617,9 +633,27 @@ pub(crate) fn create_tcp_conn(cx: &mut Ctx<'_>, c: &crate::model::TcpState) -> R
         cx.setsockopt(n, &SockOpt::TcpRepairQueue(q))?;
         cx.setsockopt(n, &SockOpt::TcpQueueSeq(seq))?;
     }
+    // The segment size: the kernel works out a connection's (`mss_cache`, what tcp_info
+    // shows as snd_mss) when it connects, from the path's MTU and the peer's MSS, which
+    // in repair mode it has not seen: it takes the default (536 for IPv4, 1220 for
+    // IPv6), less the timestamp option, and never works it out again on its own (a
+    // restored loopback connection sent 524-byte segments instead of 32768-byte ones).
+    // A TCP_MAXSEG set before connect is the MSS it starts from instead, so it gets the
+    // original's (the option's value counts the timestamp option's 12 bytes, which
+    // connect takes off when the host uses timestamps; see `connect_mss` for its
+    // bound); the option is cleared right after, as the program had it. (The MSS we
+    // advertise and the estimate of the peer's, tcp_info's advmss and rcv_mss, start
+    // again from the route's and the default: README, "Known to come back different".)
+    let user_mss = connect_mss(c.mss, sys::tcp::timestamps_on());
+    if let Some(m) = user_mss {
+        cx.setsockopt(n, &SockOpt::TcpMaxSeg(m))?;
+    }
     cx.connect("connect (repair)", n, &SockAddr::Raw(&c.peer))?;
     if by_route {
         check_sock_addr(cx, n, &c.local, &c.peer)?;
+    }
+    if user_mss.is_some() {
+        cx.setsockopt(n, &SockOpt::TcpMaxSeg(0))?;
     }
     cx.setsockopt(n, &SockOpt::TcpRepairOptions(repair_options(c)))?;
     if c.timestamps {

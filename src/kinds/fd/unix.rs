@@ -305,13 +305,17 @@ fn outside(
     Err(unsupported(
         pid,
         format!(
-            "file descriptor {} is a unix socket (socket:[{ino}]) {}; not \
+            "file descriptor {} is a unix socket (socket:[{ino}]){} {}; not \
              supported yet{}",
             f.fd,
+            match unix_name(s.name.as_deref().unwrap_or_default()) {
+                n if n.is_empty() => String::new(),
+                n => format!(" on {}", String::from_utf8_lossy(&n).replace('\0', "@")),
+            },
             if s.peer != 0 {
-                "connected outside the dumped tree"
+                format!("connected {}outside the dumped tree", peer_holder(s.peer))
             } else {
-                "that is neither connected nor listening"
+                "that is neither connected nor listening".to_string()
             },
             if s.peer != 0 {
                 format!(
@@ -324,6 +328,23 @@ fn outside(
             }
         ),
     ))
+}
+
+/// "to process PID (COMM) " holding the peer socket `peer`, if one does (ckpt itself
+/// left out), for a refusal's message.
+fn peer_holder(peer: u64) -> String {
+    let skip = BTreeSet::from([std::process::id() as i32]);
+    let found = procfs::socket_holders_outside(&BTreeSet::from([peer]), &skip);
+    match found.get(&peer) {
+        Some(&p) => {
+            let comm = procfs::thread_comm(p, p).unwrap_or_default();
+            format!(
+                "to process {p} ({}, socket:[{peer}]) ",
+                String::from_utf8_lossy(&comm)
+            )
+        }
+        None => format!("to socket:[{peer}] "),
+    }
 }
 
 /// The pair `id` of which `s` is end `end`: both ends' options and the data queued on

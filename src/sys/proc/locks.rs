@@ -122,6 +122,24 @@ pub fn pipe_holders_outside(
     ids: &std::collections::BTreeSet<u64>,
     skip: &std::collections::BTreeSet<i32>,
 ) -> std::collections::BTreeMap<u64, i32> {
+    link_holders_outside("pipe:[", ids, skip)
+}
+
+/// [`pipe_holders_outside`] for sockets (`socket:[ID]`).
+pub fn socket_holders_outside(
+    ids: &std::collections::BTreeSet<u64>,
+    skip: &std::collections::BTreeSet<i32>,
+) -> std::collections::BTreeMap<u64, i32> {
+    link_holders_outside("socket:[", ids, skip)
+}
+
+/// The objects of `ids` whose /proc link reads `PREFIX ID]` in a process not in `skip`,
+/// each with one such process.
+fn link_holders_outside(
+    prefix: &str,
+    ids: &std::collections::BTreeSet<u64>,
+    skip: &std::collections::BTreeSet<i32>,
+) -> std::collections::BTreeMap<u64, i32> {
     let mut out = std::collections::BTreeMap::new();
     if ids.is_empty() {
         return out;
@@ -145,7 +163,7 @@ pub fn pipe_holders_outside(
             };
             let id = link
                 .to_str()
-                .and_then(|l| l.strip_prefix("pipe:["))
+                .and_then(|l| l.strip_prefix(prefix))
                 .and_then(|r| r.strip_suffix(']'))
                 .and_then(|n| n.parse::<u64>().ok());
             if let Some(id) = id.filter(|i| ids.contains(i)) {

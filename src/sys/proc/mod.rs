@@ -31,7 +31,9 @@ pub use fd::{
     FileIdent, fdinfo, fdinfo_field, fdinfo_text, fds, file_id, file_stat, parse_epoll_targets,
     parse_inotify_watches, parse_timespec_pair,
 };
-pub use locks::{LockLine, all_locks, holders_of, parse_lock_line, pipe_holders_outside};
+pub use locks::{
+    LockLine, all_locks, holders_of, parse_lock_line, pipe_holders_outside, socket_holders_outside,
+};
 pub use maps::{
     MapEntry, maps, merge_vmflags, shmem_data_ranges, smaps, sysv_shm, sysv_shm_attached,
 };

@@ -874,6 +874,16 @@ fn read_dup(r: &mut Reader, k: &str, d: i32, socket: bool) {
     } == 0
     {
         r.conf(format!("{k}.sock.tcp_state"), ti.tcpi_state.to_string());
+        // What the connection negotiated (timestamps, SACK, window scaling and the two
+        // scales) and its segment size.
+        if ti.tcpi_state == 1 {
+            let wscale = ti.tcpi_snd_rcv_wscale;
+            r.conf(
+                format!("{k}.sock.tcp.options"),
+                format!("{:#x} wscale {wscale:#x}", ti.tcpi_options & 0x7),
+            );
+            r.conf(format!("{k}.sock.tcp.snd_mss"), ti.tcpi_snd_mss.to_string());
+        }
     }
     // (CLOSE_WAIT, LAST_ACK, CLOSING: the peer's FIN came, nothing more can.)
     let fin_came = len > 0 && matches!(ti.tcpi_state, 8 | 9 | 11);
