@@ -412,16 +412,10 @@ pub(crate) fn check_tree(ckpt: &Checkpoint, new_pidns: bool, problems: &mut Vec<
                 .into(),
         );
     }
-    // (Made before the init, in `enter_new`: UTS, IPC, network, time.)
+    // (Made or joined before the init, in `enter_new`: UTS, IPC, network, time, user.)
     let others: Vec<String> = crate::kinds::ns::owned_kinds(ckpt)
         .into_iter()
-        .filter(|k| !["mnt", "uts", "ipc", "net", "time"].contains(&k.as_str()))
-        .chain(
-            ckpt.namespaces
-                .iter()
-                .filter(|n| n.foreign)
-                .map(|n| format!("{} (joined)", n.kind)),
-        )
+        .filter(|k| !["mnt", "uts", "ipc", "net", "time", "user"].contains(&k.as_str()))
         .collect();
     if ckpt.own_pid_namespace && !others.is_empty() {
         p(
@@ -430,7 +424,8 @@ pub(crate) fn check_tree(ckpt: &Checkpoint, new_pidns: bool, problems: &mut Vec<
             format!(
                 "the tree has a mount namespace and a PID namespace of its own, and other \
                  namespaces ({}); mount and PID namespaces are restored together only \
-                 with UTS, IPC, network and time namespaces of the tree's own yet",
+                 with UTS, IPC, network, time and user namespaces of the tree's own \
+                 (and joined ones) yet",
                 others.join(", ")
             ),
         );
@@ -733,6 +728,18 @@ impl Drop for PidnsInit {
     }
 }
 
+/// What [`enter_new`] made for the tree before its processes: the init of its PID
+/// namespace, and the namespaces it entered (`kinds::ns::enter_new`: the cgroups made
+/// for a cgroup namespace, the tree's user namespace with its PID namespace).
+#[derive(Default)]
+pub(crate) struct Entered {
+    pub(crate) init: Option<PidnsInit>,
+    pub(crate) namespaces: Option<(
+        crate::kinds::cgroup::MadeCgroups,
+        Option<crate::kinds::userns::Made>,
+    )>,
+}
+
 /// Mount a proc on `target` from inside the PID namespace of `init` (a proc shows the
 /// PID namespace of the process that mounts it): by a helper forked into it as
 /// `spare`, which exits once it is done (and frees that ID).
@@ -767,26 +774,36 @@ fn mount_proc_in(init: i32, spare: i32, m: &Mount, target: &[u8]) -> RestoreResu
 /// `pidns_init`: when the tree had a PID namespace of its own too, make its init now
 /// (in the namespace being built) and the proc mounts from inside its PID namespace,
 /// in their place in the mount order; it is returned, for `Prepared::launch`. (Without
-/// it, for `ckpt check`, the proc mounts are ckpt's.)
+/// it, for `ckpt check`, the proc mounts are ckpt's.) With it, when the tree has a PID
+/// or a user namespace of its own, the tree's other namespaces are entered first
+/// (`kinds::ns::enter_new`, with the `--join-ns` joins `joins`): the init is made in
+/// them, and a user namespace of the tree's own owns the mount namespace built here
+/// (made by its helper, joined by ckpt's main thread, which builds the mounts in it
+/// with its own privileges); what that made is returned too ([`Entered`]).
 pub(crate) fn enter_new(
     ckpt: &Checkpoint,
     new_pidns: bool,
     pidns_init: bool,
+    joins: &[(String, std::path::PathBuf)],
     cgroup_root: Option<&str>,
     cgroups: &mut crate::kinds::cgroup::MadeCgroups,
-) -> RestoreResult<Option<PidnsInit>> {
+) -> RestoreResult<Entered> {
     let Some(tree) = owned_tree(ckpt) else {
-        return Ok(None);
+        return Ok(Entered::default());
     };
     // A restore that executed itself again (`Prepared::take_randomization`) did so
     // from inside the namespace it had built: it is there already (never with a PID
     // namespace of the tree's own, whose init did not survive the execution: refused
     // there).
     if std::env::var_os(crate::restore::RANDOMIZATION_MARK).is_some() {
-        return Ok(None);
+        return Ok(Entered::default());
     }
     let mut problems = Vec::new();
     check_tree(ckpt, new_pidns, &mut problems);
+    // (The joins are made below, before plan would check them.)
+    if pidns_init {
+        crate::kinds::ns::check_joins(ckpt, joins, &mut problems);
+    }
     let same_boot = !ckpt.info.boot_id.is_empty() && ckpt.info.boot_id == sys::process::boot_id();
     if !problems.is_empty() {
         return Err(RestoreError::Problems(problems));
@@ -821,15 +838,27 @@ pub(crate) fn enter_new(
     if !problems.is_empty() {
         return Err(RestoreError::Problems(problems));
     }
+    // The tree's other namespaces first (the joined ones, UTS, IPC, network, time, a
+    // user namespace and those it owns; `check_tree` refuses the rest), for ckpt's main
+    // thread, as `Prepared::launch` makes them otherwise: the PID namespace's init is
+    // made in them, and a user namespace's mount namespace is the one built below.
+    let early =
+        pidns_init && (ckpt.own_pid_namespace || crate::kinds::userns::owned(ckpt).is_some());
+    let namespaces = if early {
+        Some(crate::kinds::ns::enter_new(ckpt, joins, cgroup_root, true)?)
+    } else {
+        None
+    };
     // The tree's PID namespace's init, in this (private) mount namespace: it follows the
     // pivot below, as ckpt does.
     let init = if pidns_init && ckpt.own_pid_namespace {
-        // The tree's other namespaces first (UTS, IPC, network, time; `check_tree`
-        // refuses the rest), for ckpt's main thread, as `Prepared::launch` makes them
-        // otherwise: the init is made in them.
-        drop(crate::kinds::ns::enter_new(ckpt, &[], None)?);
         crate::error::fault_point("create the tree's PID namespace")?;
-        let (pid, go) = sys::process::spawn_pidns_init_stub(false)?;
+        // (In the one the tree's user namespace owns, if any.)
+        let ns = namespaces
+            .as_ref()
+            .and_then(|(_, u)| u.as_ref())
+            .and_then(|u| u.pid.as_ref());
+        let (pid, go) = sys::process::spawn_pidns_init_stub(false, ns)?;
         Some(PidnsInit {
             pid,
             go: Some(go),
@@ -944,7 +973,7 @@ pub(crate) fn enter_new(
     propagate(&prop_in(tree), &fds)?;
     drop(roots);
     sys::mount::fchdir(&cwd)?;
-    Ok(init)
+    Ok(Entered { init, namespaces })
 }
 
 /// Take off the proc of ckpt's that [`enter_new`] stacked on the namespace's /proc: the
@@ -1166,8 +1195,18 @@ mod tests {
             foreign: true,
             ..Default::default()
         });
-        let p = problems(&joined, false);
-        assert!(p[0].contains("(net (joined))"), "{p:?}");
+        // (Joined before the init is made: `--join-ns` is honoured.)
+        assert!(problems(&joined, false).is_empty());
+        let mut user = uts;
+        user.processes[0].namespaces.retain(|(k, _)| k != "cgroup");
+        user.namespaces.retain(|n| n.kind != "cgroup");
+        user.processes[0].namespaces.push(("user".into(), 11));
+        user.namespaces.push(Namespace {
+            kind: "user".into(),
+            inode: 11,
+            ..Default::default()
+        });
+        assert!(problems(&user, false).is_empty());
     }
 
     /// A tree that ran in a PID namespace without its init is restored below ckpt's

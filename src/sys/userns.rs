@@ -83,6 +83,9 @@ pub struct NewUserNs {
     pub user: OwnedFd,
     /// The other namespaces (CLONE_NEW* flag, namespace file), owned by it.
     pub others: Vec<(libc::c_int, OwnedFd)>,
+    /// With `UserNsSpec::pid`: the new PID namespace, owned by it, no process in it yet
+    /// (for [`super::process::spawn_pidns_init_stub`]).
+    pub pid: Option<OwnedFd>,
 }
 
 /// What [`make`] makes.
@@ -97,8 +100,43 @@ pub struct UserNsSpec<'a> {
     /// setgroups(2) allowed in the namespace ("allow"); else "deny" is written first.
     pub setgroups: bool,
     /// The other namespaces to make, owned by it (CLONE_NEWUTS, CLONE_NEWIPC,
-    /// CLONE_NEWNET; the kinds below are listed with their flag).
+    /// CLONE_NEWNET, CLONE_NEWNS; the kinds below are listed with their flag).
     pub others: &'a [(&'a str, libc::c_int)],
+    /// Make a new PID namespace too, owned by it, for the helper's children: no
+    /// process is in it until ckpt makes its init.
+    pub pid: bool,
+}
+
+/// PIDFD_GET_PID_FOR_CHILDREN_NAMESPACE of linux/pidfd.h (Linux 6.11):
+/// `_IO(PIDFS_IOCTL_MAGIC, 6)`, PIDFS_IOCTL_MAGIC being 0xFF.
+const PIDFD_GET_PID_FOR_CHILDREN_NAMESPACE: libc::c_ulong = 0xFF06;
+
+/// The PID namespace of the children of process `pid` (its `pid_for_children`),
+/// opened through a pidfd: unlike /proc/PID/ns/pid_for_children, this works before
+/// any process is in it.
+pub fn pid_for_children(pid: i32) -> Result<OwnedFd> {
+    let pidfd = super::process::pidfd_open(pid)?;
+    // SAFETY: the ioctl takes no argument (0: the kernel refuses another) and returns
+    // a new descriptor (or fails),
+    // owned below.
+    let r = unsafe {
+        libc::ioctl(
+            pidfd.as_raw_fd(),
+            PIDFD_GET_PID_FOR_CHILDREN_NAMESPACE as _,
+            0,
+        )
+    };
+    super::check(r as libc::c_long, || {
+        format!("PIDFD_GET_PID_FOR_CHILDREN_NAMESPACE of process {pid} (Linux 6.11 or later)")
+    })?;
+    // SAFETY: `r` is a descriptor the kernel just gave us and nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// This kernel lets ckpt open a PID namespace that has no process yet
+/// ([`pid_for_children`], tried on ckpt itself).
+pub fn can_open_empty_pid_namespaces() -> bool {
+    pid_for_children(super::process::own_pid()).is_ok()
 }
 
 /// Make a new user namespace as `spec` says: a helper forked from ckpt takes the
@@ -116,7 +154,8 @@ pub fn make(spec: &UserNsSpec<'_>) -> Result<NewUserNs> {
     let (crd, cwr) = (to_child_rd.as_raw_fd(), from_child_wr.as_raw_fd());
     // ckpt's ends, which the child closes (it waits for the end of `to_child`).
     let (pwr, prd) = (to_child_wr.as_raw_fd(), from_child_rd.as_raw_fd());
-    let others_flags = spec.others.iter().fold(0, |a, (_, f)| a | f);
+    let others_flags = spec.others.iter().fold(0, |a, (_, f)| a | f)
+        | if spec.pid { libc::CLONE_NEWPID } else { 0 };
     let (uid, gid) = (spec.owner_uid, spec.owner_gid);
     let parent = super::process::own_pid();
     let args = libc::clone_args {
@@ -199,7 +238,11 @@ pub fn make(spec: &UserNsSpec<'_>) -> Result<NewUserNs> {
         for (kind, flag) in spec.others {
             others.push((*flag, OwnedFd::from(open_ns(child, kind)?)));
         }
-        Ok(NewUserNs { user, others })
+        let pid = match spec.pid {
+            true => Some(pid_for_children(child)?),
+            false => None,
+        };
+        Ok(NewUserNs { user, others, pid })
     })();
     drop((rd, wr));
     let status = super::process::wait_exit(child);
@@ -221,10 +264,13 @@ pub fn make(spec: &UserNsSpec<'_>) -> Result<NewUserNs> {
 }
 
 /// Make the calling thread join the namespace of file `f` of kind `flag` (a namespace
-/// [`make`] made, other than the user namespace: a thread may join it alone).
+/// [`make`] made, other than the user and PID namespaces: a thread may join it alone;
+/// a mount namespace only a thread with a root and working directory of its own, as
+/// after `mount::unshare_private`).
 pub fn join(f: &OwnedFd, flag: libc::c_int) -> Result<()> {
-    // SAFETY: setns with a namespace file we hold open and a UTS, IPC or network flag
-    // changes only this thread's namespaces.
+    // SAFETY: setns with a namespace file we hold open and a UTS, IPC, network or mount
+    // flag changes only this thread's namespaces (and, for a mount namespace, its own
+    // root and working directory).
     let r = unsafe { libc::setns(f.as_raw_fd(), flag) };
     super::check(r as libc::c_long, || format!("setns({flag:#x})"))?;
     Ok(())
