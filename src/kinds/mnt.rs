@@ -17,7 +17,9 @@
 //! Anything else (overlay, fuse, a block device's file system not mounted on the
 //! host...) is refused at dump, naming the mount point and the type, and so are a slave
 //! of a mount outside the namespace and a tree with a PID namespace of its own too when
-//! it has a cgroup namespace of its own (or joins some).
+//! it has a cgroup namespace of its own. With a user namespace of the tree's own, the
+//! mount namespace is one it owns (made by its helper, `kinds::userns`), where ckpt
+//! replays the mounts with its own privileges.
 //! Propagation between the namespace's mounts (peer groups, slaves) is restored
 //! ([`PropPlan`]). With a PID namespace of the tree's own, its init is made while the
 //! namespace is built and the proc mounts from inside it (see [`enter_new`]).

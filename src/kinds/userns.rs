@@ -4,21 +4,26 @@
 //! Restore makes it again with a helper forked from ckpt (`sys::userns::make`): the
 //! helper takes the owner's IDs and unshares CLONE_NEWUSER, ckpt writes setgroups,
 //! uid_map and gid_map from the parent namespace, the helper (root in it) unshares the
-//! tree's UTS, IPC and network namespaces, so that the new user namespace owns them,
-//! and ckpt's main thread joins those (it stays in its own user namespace, with its
-//! privileges there). Every stub is then forked in them, and builds its process with
-//! ckpt's privileges as usual; at the credentials step each (single-threaded) stub takes
-//! the image's supplementary groups, joins the user namespace (injected `setns`) and
-//! sets its IDs, translated through the maps (the image holds them as ckpt saw them),
-//! and its capabilities, which are relative to the namespace.
+//! tree's UTS, IPC, network, mount and PID namespaces, so that the new user namespace
+//! owns them, and ckpt's main thread joins those (it stays in its own user namespace,
+//! with its privileges there); ckpt builds the tree's mounts in that mount namespace,
+//! and makes the PID namespace's init (opened through a pidfd of the helper: it has no
+//! process yet). Every stub is then forked in them, and builds its process with ckpt's
+//! privileges as usual; at the credentials step each stub takes the image's
+//! supplementary groups, joins the user namespace (injected `setns`) and sets its IDs,
+//! translated through the maps (the image holds them as ckpt saw them), and its
+//! capabilities, which are relative to the namespace. A multi-threaded process joins it
+//! before its threads are made (their IDs in the tree's PID namespace, which the user
+//! namespace owns), and each thread gets its credentials translated the same way.
 //!
 //! Refused (plan, so at dump too), naming what: a user namespace nested in another
-//! than ckpt's; a PID, mount, cgroup or time namespace of the tree's own with it; a
-//! namespace made below the root; a namespace of the tree's own not owned by the tree's
-//! user namespace; a process with more than one thread (its threads get their IDs with
-//! clone3(set_tid) in ckpt's PID namespace, which needs privileges there that a process
-//! inside the user namespace lacks, and only a single-threaded process may join one);
-//! a user or group ID of a process that the maps do not map.
+//! than ckpt's; a cgroup or time namespace of the tree's own with it; a PID namespace
+//! of the tree's own that it does not own (dump); a namespace made below the root; a
+//! namespace of the tree's own not owned by the tree's user namespace; a process with
+//! more than one thread without a PID namespace of the tree's own (its threads would
+//! get their IDs with clone3(set_tid) in ckpt's PID namespace, which needs privileges
+//! there that a process inside the user namespace lacks, and only a single-threaded
+//! process may join one); a user or group ID of a process that the maps do not map.
 
 use crate::error::{DumpError, DumpResult, Problem, RestoreError, RestoreResult};
 use crate::kinds::check::p;
@@ -27,7 +32,8 @@ use crate::model::{Checkpoint, Creds, Namespace, UserNsState};
 use crate::sys;
 
 /// The kinds of namespace of the tree's own that restore makes owned by the tree's
-/// user namespace (the helper unshares them; ckpt's main thread joins them).
+/// user namespace (the helper unshares them; ckpt's main thread joins them); mount and
+/// PID namespaces are made by it too (see [`enter_new`]).
 pub(crate) const OWNED: [&str; 3] = ["uts", "ipc", "net"];
 
 /// At most this many lines in an ID map (the kernel's limit since Linux 4.15).
