@@ -448,3 +448,47 @@ fn mount_and_pid_namespaces_in_a_joined_network_namespace_honour_join_ns() {
     );
     holder.kill();
 }
+
+/// The mounts the container's namespace got from its parent's are locked by the
+/// kernel (`unshare -U -m` copies them into a less privileged namespace): a read-only
+/// bind mount (made in a private mount namespace around the container) cannot be made
+/// writable nor unmounted from inside; restored, they are locked the same way (ckpt
+/// builds them in a namespace of its own and copies that into the new user namespace),
+/// and the mounts made inside (its /proc) are not: the container tries both at every
+/// step and prints what the kernel answered.
+#[test]
+fn mounts_copied_into_a_rootless_container_stay_locked() {
+    let ctx = Ctx::new("mounts_copied_into_a_rootless_container_stay_locked");
+    let dir = ctx.path("ro");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let d = dir.display().to_string();
+    let inner = format!(
+        "i=0; while [ $i -lt 20 ]; do i=$((i+1)); \
+         if mount -o remount,bind,rw {d} 2>/dev/null; then w=rw; else w=locked; fi; \
+         if umount {d} 2>/dev/null; then u=gone; else u=kept; fi; \
+         if mount -o remount,bind,nosuid /proc 2>/dev/null; then p=free; else p=locked; fi; \
+         echo step $i $w $u proc $p; sleep 0.2; done"
+    );
+    let orphan = target("orphan");
+    let outer = format!(
+        "mount --bind -o ro {d} {d} && exec {} {} -U -r -p -m -f --mount-proc sh -c '{inner}'",
+        orphan.display(),
+        unshare().display()
+    );
+    let spec = Spec::new(unshare())
+        .arg("-m")
+        .arg("--propagation")
+        .arg("private")
+        .arg("sh")
+        .arg("-c")
+        .arg(outer);
+    dump_restore(&ctx, &spec, 3, "locked", &|pid, what| {
+        assert_container(pid, what);
+    });
+    let reference = ctx.reference(&spec);
+    assert!(
+        text(&reference.stdout).contains("step 1 locked kept proc free\n"),
+        "the original's copied mount is locked, its own /proc not: {}",
+        text(&reference.stdout)
+    );
+}

@@ -847,13 +847,35 @@ pub(crate) fn enter_new(
     let early =
         pidns_init && (ckpt.own_pid_namespace || crate::kinds::userns::owned(ckpt).is_some());
     let namespaces = if early {
-        Some(crate::kinds::ns::enter_new(ckpt, joins, cgroup_root, true)?)
+        Some(crate::kinds::ns::enter_new(
+            ckpt,
+            joins,
+            cgroup_root,
+            false,
+        )?)
     } else {
         None
     };
-    // The tree's PID namespace's init, in this (private) mount namespace: it follows the
-    // pivot below, as ckpt does.
-    let init = if pidns_init && ckpt.own_pid_namespace {
+    let userns = namespaces
+        .as_ref()
+        .and_then(|(_, u)| u.as_ref())
+        .map(|u| &u.user);
+    // With a user namespace, the mounts the tree's namespace got from the one it was
+    // copied from (the first ones, external, each below another of them: the host's
+    // that `unshare -U -m` copied) are made first, in a namespace of ckpt's; a copy of
+    // that, owned by the user namespace, locks them as the kernel locked the original's
+    // (`sys::userns::copy_mount_ns`); the rest (the mounts made inside it) are made in
+    // the copy.
+    let first = match userns {
+        Some(_) => copied_prefix(tree),
+        None => tree.mounts.len(),
+    };
+    // The tree's PID namespace's init, in the mount namespace it is to be in: it
+    // follows the pivot below, as ckpt does.
+    let make_init = || -> RestoreResult<Option<PidnsInit>> {
+        if !(pidns_init && ckpt.own_pid_namespace) {
+            return Ok(None);
+        }
         crate::error::fault_point("create the tree's PID namespace")?;
         // (In the one the tree's user namespace owns, if any.)
         let ns = namespaces
@@ -861,13 +883,15 @@ pub(crate) fn enter_new(
             .and_then(|(_, u)| u.as_ref())
             .and_then(|u| u.pid.as_ref());
         let (pid, go) = sys::process::spawn_pidns_init_stub(false, ns)?;
-        Some(PidnsInit {
+        Ok(Some(PidnsInit {
             pid,
             go: Some(go),
             proc_stacked: false,
-        })
-    } else {
-        None
+        }))
+    };
+    let mut init = match userns {
+        Some(_) => None,
+        None => make_init()?,
     };
     let spare = crate::restore::spare_pid_of(ckpt);
     let stage = STAGES
@@ -887,12 +911,16 @@ pub(crate) fn enter_new(
         .and_then(|()| std::fs::write(os(&scratch_file), b""));
     made.map_err(|e| RestoreError::Reported(format!("make the staging directories: {e}")))?;
     let mut roots: BTreeMap<u32, OwnedFd> = BTreeMap::new();
-    for (i, m) in tree.mounts.iter().enumerate() {
+    // Mount `m` on `target` (the scratch points are in ckpt's staging, kept until the
+    // copy: external mounts come first). After the pivot (`pivoted`), a bind's source
+    // is named by its mount point, not through our /proc, which the tree's may cover.
+    let mount_one = |m: &Mount,
+                     target: &[u8],
+                     init: &Option<PidnsInit>,
+                     roots: &BTreeMap<u32, OwnedFd>,
+                     pivoted: bool|
+     -> RestoreResult<()> {
         crate::error::fault_point("mount the tree's file systems")?;
-        let mut target = base.clone();
-        if i > 0 {
-            target.extend(&m.point);
-        }
         match &m.origin {
             MountOrigin::External { .. } => {
                 let src = sources
@@ -906,56 +934,102 @@ pub(crate) fn enter_new(
                     &scratch_file
                 };
                 sys::mount::attach(&src.0, at)?;
-                sys::mount::bind(at, &target)?;
+                sys::mount::bind(at, target)?;
                 sys::mount::detach(at)?;
             }
             MountOrigin::Fresh { files } => {
                 let ro = m.super_options.split(',').any(|o| o == "ro");
-                match &init {
+                match init {
                     Some(init) if m.fstype == "proc" => {
-                        mount_proc_in(init.pid, spare, m, &target)?;
+                        mount_proc_in(init.pid, spare, m, target)?;
                     }
-                    _ => sys::mount::mount_new(&m.source, &target, &m.fstype, false, &data_of(m))?,
+                    _ => sys::mount::mount_new(&m.source, target, &m.fstype, false, &data_of(m))?,
                 }
                 if !files.is_empty() {
-                    sys::mount::write_files(&target, files)?;
+                    sys::mount::write_files(target, files)?;
                 }
                 if ro {
-                    sys::mount::set_super_ro(&target)?;
+                    sys::mount::set_super_ro(target)?;
                 }
             }
             MountOrigin::Bind { of } => {
                 let from = roots
                     .get(of)
                     .ok_or_else(|| RestoreError::Reported("a bind's source went".into()))?;
-                let mut src = sys::mount::fd_path(from);
+                let mut src = match tree.mounts.iter().find(|x| x.id == *of) {
+                    Some(x) if pivoted => x.point.clone(),
+                    _ => sys::mount::fd_path(from),
+                };
                 if m.root != b"/" {
                     src.extend(&m.root);
                 }
-                sys::mount::bind(&src, &target)?;
+                sys::mount::bind(&src, target)?;
             }
             MountOrigin::Unknown => {
                 return Err(RestoreError::Reported("a mount of unknown origin".into()));
             }
         }
+        Ok(())
+    };
+    for (i, m) in tree.mounts.iter().enumerate().take(first) {
+        let mut target = base.clone();
+        if i > 0 {
+            target.extend(&m.point);
+        }
+        mount_one(m, &target, &init, &roots, false)?;
         roots.insert(m.id, sys::mount::open_path(&target)?);
     }
     // Flags and propagation once every mount is there (a read-only parent stays
     // writable while its children's mount points are made), the root's after the pivot
     // (pivot_root refuses a shared root).
     crate::error::fault_point("set the tree's mount flags")?;
-    for m in &tree.mounts {
-        let fd = roots
-            .get(&m.id)
-            .ok_or_else(|| RestoreError::Reported("a mount went".into()))?;
-        let at = sys::mount::fd_path(fd);
-        sys::mount::set_mount_flags(&at, sys::mount::mount_flags(&m.options))?;
+    let set_flags = |ms: &[Mount], roots: &BTreeMap<u32, OwnedFd>| -> RestoreResult<()> {
+        for m in ms {
+            let fd = roots
+                .get(&m.id)
+                .ok_or_else(|| RestoreError::Reported("a mount went".into()))?;
+            let at = sys::mount::fd_path(fd);
+            sys::mount::set_mount_flags(&at, sys::mount::mount_flags(&m.options))?;
+        }
+        Ok(())
+    };
+    let (copied, inside) = tree.mounts.split_at(first);
+    set_flags(copied, &roots)?;
+    if let Some(user) = userns {
+        // The mounts made inside come after the copy, below the pivoted root: those
+        // copied first, with their flags (their locks are taken from them).
+        sys::mount::pivot_into(&base)?;
+        crate::error::fault_point("copy the tree's mount namespace into its user namespace")?;
+        let copy = sys::userns::copy_mount_ns(user)?;
+        sys::userns::join(&copy, libc::CLONE_NEWNS)?;
+        // Our descriptors named the mounts of the namespace left behind: those of the
+        // copy, by their mount points (the last one made on a point shows).
+        roots.clear();
+        for m in copied {
+            roots.insert(m.id, sys::mount::open_path(&m.point)?);
+        }
+        init = make_init()?;
+        // (The scratch points went with ckpt's staging: inside, the external mounts
+        // are bound from a staging tmpfs of the copy's.)
+        for m in inside {
+            if matches!(m.origin, MountOrigin::External { .. }) {
+                return Err(RestoreError::Reported(format!(
+                    "the mount on {} comes from outside the namespace after mounts made \
+                     inside it",
+                    String::from_utf8_lossy(&m.point)
+                )));
+            }
+            mount_one(m, &m.point, &init, &roots, true)?;
+            roots.insert(m.id, sys::mount::open_path(&m.point)?);
+            // (By its point, while it is the last mount there.)
+            sys::mount::set_mount_flags(&m.point, sys::mount::mount_flags(&m.options))?;
+        }
+    } else {
+        sys::mount::pivot_into(&base)?;
     }
-    sys::mount::pivot_into(&base)?;
     // The namespace's /proc is the tree's PID namespace's, where ckpt has no ID (no
     // /proc/self): a proc of ckpt's own is stacked on it for ckpt's work, which the
     // builder takes off before the tree runs (`unstack_proc`).
-    let mut init = init;
     if let Some(init) = &mut init {
         sys::mount::mount_new(b"proc", b"/proc", "proc", false, "")?;
         init.proc_stacked = true;
@@ -976,6 +1050,21 @@ pub(crate) fn enter_new(
     drop(roots);
     sys::mount::fchdir(&cwd)?;
     Ok(Entered { init, namespaces })
+}
+
+/// How many of the tree's first mounts came with the copy its mount namespace was
+/// made from (see [`enter_new`]): the first ones that are external, each below another
+/// of them (the root first).
+fn copied_prefix(tree: &MountTree) -> usize {
+    let mut ids = BTreeSet::new();
+    for (i, m) in tree.mounts.iter().enumerate() {
+        let below = i == 0 || ids.contains(&m.parent);
+        if !(below && matches!(m.origin, MountOrigin::External { .. })) {
+            return i;
+        }
+        ids.insert(m.id);
+    }
+    tree.mounts.len()
 }
 
 /// Take off the proc of ckpt's that [`enter_new`] stacked on the namespace's /proc: the
