@@ -432,6 +432,27 @@ pub(crate) fn check_tree(ckpt: &Checkpoint, new_pidns: bool, problems: &mut Vec<
             ),
         );
     }
+    // With a user namespace of the tree's own, the external mounts are those the
+    // namespace was copied with (locked); one made inside it afterwards is not locked,
+    // which restore cannot tell (see `enter_new`).
+    if crate::kinds::userns::owned(ckpt).is_some() {
+        for m in tree.mounts.iter().skip(copied_prefix(tree)) {
+            if matches!(m.origin, MountOrigin::External { .. }) {
+                p(
+                    problems,
+                    "namespace",
+                    format!(
+                        "the mount on {} ({}) comes from outside the tree's mount namespace \
+                         but follows mounts made inside it, in a user namespace of the \
+                         tree's own: bound from outside by the tree, not copied with the \
+                         namespace, it is not locked, which restore does not reproduce yet",
+                        String::from_utf8_lossy(&m.point),
+                        m.fstype
+                    ),
+                );
+            }
+        }
+    }
     let mut seen = BTreeMap::new();
     for (i, m) in tree.mounts.iter().enumerate() {
         let show = String::from_utf8_lossy(&m.point);
@@ -1298,6 +1319,27 @@ mod tests {
             ..Default::default()
         });
         assert!(problems(&user, false).is_empty());
+        // An external mount after one made inside the namespace, with the user
+        // namespace: refused, naming it.
+        let n = user
+            .namespaces
+            .iter()
+            .position(|n| n.kind == "mnt")
+            .unwrap();
+        let tree = user.namespaces[n].mounts.as_mut().unwrap();
+        let ext = MountOrigin::External {
+            host_path: b"/srv".to_vec(),
+            dev: 5,
+            ino: 6,
+        };
+        let mut late = mount(90, 1, "/late", ext);
+        late.fstype = "ext4".into();
+        tree.mounts.push(late);
+        let p = problems(&user, false);
+        assert!(
+            p.len() == 1 && p[0].contains("/late (ext4)") && p[0].contains("follows mounts made"),
+            "{p:?}"
+        );
     }
 
     /// A tree that ran in a PID namespace without its init is restored below ckpt's
