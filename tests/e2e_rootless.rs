@@ -312,6 +312,7 @@ fn failed_restores_of_a_rootless_container_leave_nothing() {
         "create the tree's user namespace",
         "join the namespaces the tree's user namespace owns",
         "create the tree's PID namespace",
+        "copy the tree's mount namespace into its user namespace",
         "mount the tree's file systems",
         "set the tree's mount flags",
         "set the tree's mount propagation",
