@@ -693,7 +693,12 @@ pub fn spawn_pidns_init_stub(
         if let Some(e) = err {
             return Err(e);
         }
-        back.map_err(|e| rerr("setns back to our PID namespace", e))?;
+        if let Err(e) = back {
+            // (The init, made: it must not outlive the failure.)
+            let _ = kill(r as i32, libc::SIGKILL);
+            let _ = wait_exit(r as i32);
+            return Err(rerr("setns back to our PID namespace", e));
+        }
     }
     if let Some(e) = err {
         return Err(e);

@@ -271,7 +271,7 @@ pub fn make(spec: &UserNsSpec<'_>) -> Result<NewUserNs> {
 /// ckpt must be single-threaded for the fork's child to be sound (raw system calls
 /// only).
 pub fn copy_mount_ns(user: &OwnedFd) -> Result<OwnedFd> {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let (to_child_rd, to_child_wr) = super::process::pipe()?;
     let (from_child_rd, from_child_wr) = super::process::pipe()?;
     let (crd, cwr) = (to_child_rd.as_raw_fd(), from_child_wr.as_raw_fd());
@@ -319,7 +319,6 @@ pub fn copy_mount_ns(user: &OwnedFd) -> Result<OwnedFd> {
             "the helper copying the mount namespace into the user namespace failed".into(),
         )),
     };
-    let _ = (&wr).flush();
     drop((rd, wr));
     let status = super::process::wait_exit(child)?;
     match res {
