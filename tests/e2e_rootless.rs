@@ -232,10 +232,16 @@ fn python_http_server_in_a_rootless_container_is_restored() {
     wait_pids_gone(&[init], "http");
     let mut r = ctx.restore(&img, &[], In::Null);
     let restored = init_of(r.pid, "ckpt restore and the restored server");
+    // (It serves until killed: ended with the test.)
+    ctx.track(restored);
     assert_container(restored, "http: restored");
     assert_eq!(get(), "hello from the container\n", "after the restore");
     assert_eq!(get(), "hello from the container\n", "again");
-    r.kill();
+    let _ = std::process::Command::new("kill")
+        .arg("-KILL")
+        .arg(restored.to_string())
+        .status();
+    r.finish();
 }
 
 /// Processes whose user namespace is not the test's and maps root to root: none left
