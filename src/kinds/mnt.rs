@@ -17,7 +17,9 @@
 //! Anything else (overlay, fuse, a block device's file system not mounted on the
 //! host...) is refused at dump, naming the mount point and the type, and so are a slave
 //! of a mount outside the namespace and a tree with a PID namespace of its own too when
-//! it has a cgroup namespace of its own (or joins some).
+//! it has a cgroup namespace of its own. With a user namespace of the tree's own, the
+//! mount namespace is one it owns (made by its helper, `kinds::userns`), where ckpt
+//! replays the mounts with its own privileges.
 //! Propagation between the namespace's mounts (peer groups, slaves) is restored
 //! ([`PropPlan`]). With a PID namespace of the tree's own, its init is made while the
 //! namespace is built and the proc mounts from inside it (see [`enter_new`]).
@@ -449,16 +451,10 @@ pub(crate) fn check_tree(ckpt: &Checkpoint, new_pidns: bool, problems: &mut Vec<
                 .into(),
         );
     }
-    // (Made before the init, in `enter_new`: UTS, IPC, network, time.)
+    // (Made or joined before the init, in `enter_new`: UTS, IPC, network, time, user.)
     let others: Vec<String> = crate::kinds::ns::owned_kinds(ckpt)
         .into_iter()
-        .filter(|k| !["mnt", "uts", "ipc", "net", "time"].contains(&k.as_str()))
-        .chain(
-            ckpt.namespaces
-                .iter()
-                .filter(|n| n.foreign)
-                .map(|n| format!("{} (joined)", n.kind)),
-        )
+        .filter(|k| !["mnt", "uts", "ipc", "net", "time", "user"].contains(&k.as_str()))
         .collect();
     if ckpt.own_pid_namespace && !others.is_empty() {
         p(
@@ -467,10 +463,32 @@ pub(crate) fn check_tree(ckpt: &Checkpoint, new_pidns: bool, problems: &mut Vec<
             format!(
                 "the tree has a mount namespace and a PID namespace of its own, and other \
                  namespaces ({}); mount and PID namespaces are restored together only \
-                 with UTS, IPC, network and time namespaces of the tree's own yet",
+                 with UTS, IPC, network, time and user namespaces of the tree's own \
+                 (and joined ones) yet",
                 others.join(", ")
             ),
         );
+    }
+    // With a user namespace of the tree's own, the external mounts are those the
+    // namespace was copied with (locked); one made inside it afterwards is not locked,
+    // which restore cannot tell (see `enter_new`).
+    if crate::kinds::userns::owned(ckpt).is_some() {
+        for m in tree.mounts.iter().skip(copied_prefix(tree)) {
+            if matches!(m.origin, MountOrigin::External { .. }) {
+                p(
+                    problems,
+                    "namespace",
+                    format!(
+                        "the mount on {} ({}) comes from outside the tree's mount namespace \
+                         but follows mounts made inside it, in a user namespace of the \
+                         tree's own: bound from outside by the tree, not copied with the \
+                         namespace, it is not locked, which restore does not reproduce yet",
+                        String::from_utf8_lossy(&m.point),
+                        m.fstype
+                    ),
+                );
+            }
+        }
     }
     let mut seen = BTreeMap::new();
     for (i, m) in tree.mounts.iter().enumerate() {
@@ -780,6 +798,18 @@ impl Drop for PidnsInit {
     }
 }
 
+/// What [`enter_new`] made for the tree before its processes: the init of its PID
+/// namespace, and the namespaces it entered (`kinds::ns::enter_new`: the cgroups made
+/// for a cgroup namespace, the tree's user namespace with its PID namespace).
+#[derive(Default)]
+pub(crate) struct Entered {
+    pub(crate) init: Option<PidnsInit>,
+    pub(crate) namespaces: Option<(
+        crate::kinds::cgroup::MadeCgroups,
+        Option<crate::kinds::userns::Made>,
+    )>,
+}
+
 /// Mount a proc on `target` from inside the PID namespace of `init` (a proc shows the
 /// PID namespace of the process that mounts it): by a helper forked into it as
 /// `spare`, which exits once it is done (and frees that ID).
@@ -815,27 +845,37 @@ fn mount_proc_in(init: i32, spare: i32, m: &Mount, target: &[u8]) -> RestoreResu
 /// (in the namespace being built) and the proc mounts from inside its PID namespace,
 /// in their place in the mount order; it is returned, for `Prepared::launch`. (Without
 /// it, for `ckpt check`, the proc mounts are ckpt's.) `sibling`: that init is made a
-/// child of our parent (`Prepared::launch_as_sibling`).
+/// child of our parent (`Prepared::launch_as_sibling`). With it, when the tree has a PID
+/// or a user namespace of its own, the tree's other namespaces are entered first
+/// (`kinds::ns::enter_new`, with the `--join-ns` joins `joins`): the init is made in
+/// them, and a user namespace of the tree's own owns the mount namespace built here
+/// (made by its helper, joined by ckpt's main thread, which builds the mounts in it
+/// with its own privileges); what that made is returned too ([`Entered`]).
 pub(crate) fn enter_new(
     ckpt: &Checkpoint,
     new_pidns: bool,
     pidns_init: bool,
     sibling: bool,
+    joins: &[(String, std::path::PathBuf)],
     cgroup_root: Option<&str>,
     cgroups: &mut crate::kinds::cgroup::MadeCgroups,
-) -> RestoreResult<Option<PidnsInit>> {
+) -> RestoreResult<Entered> {
     let Some(tree) = owned_tree(ckpt) else {
-        return Ok(None);
+        return Ok(Entered::default());
     };
     // A restore that executed itself again (`Prepared::take_randomization`) did so
     // from inside the namespace it had built: it is there already (never with a PID
     // namespace of the tree's own, whose init did not survive the execution: refused
     // there).
     if std::env::var_os(crate::restore::RANDOMIZATION_MARK).is_some() {
-        return Ok(None);
+        return Ok(Entered::default());
     }
     let mut problems = Vec::new();
     check_tree(ckpt, new_pidns, &mut problems);
+    // (The joins are made below, before plan would check them.)
+    if pidns_init {
+        crate::kinds::ns::check_joins(ckpt, joins, &mut problems);
+    }
     let same_boot = !ckpt.info.boot_id.is_empty() && ckpt.info.boot_id == sys::process::boot_id();
     if !problems.is_empty() {
         return Err(RestoreError::Problems(problems));
@@ -872,23 +912,59 @@ pub(crate) fn enter_new(
     if !problems.is_empty() {
         return Err(RestoreError::Problems(problems));
     }
-    // The tree's PID namespace's init, in this (private) mount namespace: it follows the
-    // pivot below, as ckpt does.
-    let init = if pidns_init && ckpt.own_pid_namespace {
-        // The tree's other namespaces first (UTS, IPC, network, time; `check_tree`
-        // refuses the rest), for ckpt's main thread, as `Prepared::launch` makes them
-        // otherwise: the init is made in them.
-        drop(crate::kinds::ns::enter_new(ckpt, &[], None)?);
+    // The tree's other namespaces first (the joined ones, UTS, IPC, network, time, a
+    // user namespace and those it owns; `check_tree` refuses the rest), for ckpt's main
+    // thread, as `Prepared::launch` makes them otherwise: the PID namespace's init is
+    // made in them, and a user namespace's mount namespace is the one built below.
+    let early =
+        pidns_init && (ckpt.own_pid_namespace || crate::kinds::userns::owned(ckpt).is_some());
+    let namespaces = if early {
+        Some(crate::kinds::ns::enter_new(
+            ckpt,
+            joins,
+            cgroup_root,
+            false,
+        )?)
+    } else {
+        None
+    };
+    let userns = namespaces
+        .as_ref()
+        .and_then(|(_, u)| u.as_ref())
+        .map(|u| &u.user);
+    // With a user namespace, the mounts the tree's namespace got from the one it was
+    // copied from (the first ones, external, each below another of them: the host's
+    // that `unshare -U -m` copied) are made first, in a namespace of ckpt's; a copy of
+    // that, owned by the user namespace, locks them as the kernel locked the original's
+    // (`sys::userns::copy_mount_ns`); the rest (the mounts made inside it) are made in
+    // the copy.
+    let first = match userns {
+        Some(_) => copied_prefix(tree),
+        None => tree.mounts.len(),
+    };
+    // The tree's PID namespace's init, in the mount namespace it is to be in: it
+    // follows the pivot below, as ckpt does.
+    let make_init = || -> RestoreResult<Option<PidnsInit>> {
+        if !(pidns_init && ckpt.own_pid_namespace) {
+            return Ok(None);
+        }
         crate::error::fault_point("create the tree's PID namespace")?;
-        let (pid, go) = sys::process::spawn_pidns_init_stub(sibling)?;
-        Some(PidnsInit {
+        // (In the one the tree's user namespace owns, if any.)
+        let ns = namespaces
+            .as_ref()
+            .and_then(|(_, u)| u.as_ref())
+            .and_then(|u| u.pid.as_ref());
+        let (pid, go) = sys::process::spawn_pidns_init_stub(sibling, ns)?;
+        Ok(Some(PidnsInit {
             pid,
             go: Some(go),
             proc_stacked: false,
             sibling,
-        })
-    } else {
-        None
+        }))
+    };
+    let mut init = match userns {
+        Some(_) => None,
+        None => make_init()?,
     };
     let spare = crate::restore::spare_pid_of(ckpt);
     let stage = STAGES
@@ -908,12 +984,16 @@ pub(crate) fn enter_new(
         .and_then(|()| std::fs::write(os(&scratch_file), b""));
     made.map_err(|e| RestoreError::Reported(format!("make the staging directories: {e}")))?;
     let mut roots: BTreeMap<u32, OwnedFd> = BTreeMap::new();
-    for (i, m) in tree.mounts.iter().enumerate() {
+    // Mount `m` on `target` (the scratch points are in ckpt's staging, kept until the
+    // copy: external mounts come first). After the pivot (`pivoted`), a bind's source
+    // is named by its mount point, not through our /proc, which the tree's may cover.
+    let mount_one = |m: &Mount,
+                     target: &[u8],
+                     init: &Option<PidnsInit>,
+                     roots: &BTreeMap<u32, OwnedFd>,
+                     pivoted: bool|
+     -> RestoreResult<()> {
         crate::error::fault_point("mount the tree's file systems")?;
-        let mut target = base.clone();
-        if i > 0 {
-            target.extend(&m.point);
-        }
         match &m.origin {
             MountOrigin::External { .. } => {
                 let src = sources
@@ -927,56 +1007,102 @@ pub(crate) fn enter_new(
                     &scratch_file
                 };
                 sys::mount::attach(&src.0, at)?;
-                sys::mount::bind(at, &target)?;
+                sys::mount::bind(at, target)?;
                 sys::mount::detach(at)?;
             }
             MountOrigin::Fresh { files } => {
                 let ro = m.super_options.split(',').any(|o| o == "ro");
-                match &init {
+                match init {
                     Some(init) if m.fstype == "proc" => {
-                        mount_proc_in(init.pid, spare, m, &target)?;
+                        mount_proc_in(init.pid, spare, m, target)?;
                     }
-                    _ => sys::mount::mount_new(&m.source, &target, &m.fstype, false, &data_of(m))?,
+                    _ => sys::mount::mount_new(&m.source, target, &m.fstype, false, &data_of(m))?,
                 }
                 if !files.is_empty() {
-                    sys::mount::write_files(&target, files)?;
+                    sys::mount::write_files(target, files)?;
                 }
                 if ro {
-                    sys::mount::set_super_ro(&target)?;
+                    sys::mount::set_super_ro(target)?;
                 }
             }
             MountOrigin::Bind { of } => {
                 let from = roots
                     .get(of)
                     .ok_or_else(|| RestoreError::Reported("a bind's source went".into()))?;
-                let mut src = sys::mount::fd_path(from);
+                let mut src = match tree.mounts.iter().find(|x| x.id == *of) {
+                    Some(x) if pivoted => x.point.clone(),
+                    _ => sys::mount::fd_path(from),
+                };
                 if m.root != b"/" {
                     src.extend(&m.root);
                 }
-                sys::mount::bind(&src, &target)?;
+                sys::mount::bind(&src, target)?;
             }
             MountOrigin::Unknown => {
                 return Err(RestoreError::Reported("a mount of unknown origin".into()));
             }
         }
+        Ok(())
+    };
+    for (i, m) in tree.mounts.iter().enumerate().take(first) {
+        let mut target = base.clone();
+        if i > 0 {
+            target.extend(&m.point);
+        }
+        mount_one(m, &target, &init, &roots, false)?;
         roots.insert(m.id, sys::mount::open_path(&target)?);
     }
     // Flags and propagation once every mount is there (a read-only parent stays
     // writable while its children's mount points are made), the root's after the pivot
     // (pivot_root refuses a shared root).
     crate::error::fault_point("set the tree's mount flags")?;
-    for m in &tree.mounts {
-        let fd = roots
-            .get(&m.id)
-            .ok_or_else(|| RestoreError::Reported("a mount went".into()))?;
-        let at = sys::mount::fd_path(fd);
-        sys::mount::set_mount_flags(&at, sys::mount::mount_flags(&m.options))?;
+    let set_flags = |ms: &[Mount], roots: &BTreeMap<u32, OwnedFd>| -> RestoreResult<()> {
+        for m in ms {
+            let fd = roots
+                .get(&m.id)
+                .ok_or_else(|| RestoreError::Reported("a mount went".into()))?;
+            let at = sys::mount::fd_path(fd);
+            sys::mount::set_mount_flags(&at, sys::mount::mount_flags(&m.options))?;
+        }
+        Ok(())
+    };
+    let (copied, inside) = tree.mounts.split_at(first);
+    set_flags(copied, &roots)?;
+    if let Some(user) = userns {
+        // The mounts made inside come after the copy, below the pivoted root: those
+        // copied first, with their flags (their locks are taken from them).
+        sys::mount::pivot_into(&base)?;
+        crate::error::fault_point("copy the tree's mount namespace into its user namespace")?;
+        let copy = sys::userns::copy_mount_ns(user)?;
+        sys::userns::join(&copy, libc::CLONE_NEWNS)?;
+        // Our descriptors named the mounts of the namespace left behind: those of the
+        // copy, by their mount points (the last one made on a point shows).
+        roots.clear();
+        for m in copied {
+            roots.insert(m.id, sys::mount::open_path(&m.point)?);
+        }
+        init = make_init()?;
+        // (The scratch points went with ckpt's staging: inside, the external mounts
+        // are bound from a staging tmpfs of the copy's.)
+        for m in inside {
+            if matches!(m.origin, MountOrigin::External { .. }) {
+                return Err(RestoreError::Reported(format!(
+                    "the mount on {} comes from outside the namespace after mounts made \
+                     inside it",
+                    String::from_utf8_lossy(&m.point)
+                )));
+            }
+            mount_one(m, &m.point, &init, &roots, true)?;
+            roots.insert(m.id, sys::mount::open_path(&m.point)?);
+            // (By its point, while it is the last mount there.)
+            sys::mount::set_mount_flags(&m.point, sys::mount::mount_flags(&m.options))?;
+        }
+    } else {
+        sys::mount::pivot_into(&base)?;
     }
-    sys::mount::pivot_into(&base)?;
     // The namespace's /proc is the tree's PID namespace's, where ckpt has no ID (no
     // /proc/self): a proc of ckpt's own is stacked on it for ckpt's work, which the
     // builder takes off before the tree runs (`unstack_proc`).
-    let mut init = init;
     if let Some(init) = &mut init {
         sys::mount::mount_new(b"proc", b"/proc", "proc", false, "")?;
         init.proc_stacked = true;
@@ -996,7 +1122,22 @@ pub(crate) fn enter_new(
     propagate(&prop_in(tree), &fds)?;
     drop(roots);
     sys::mount::fchdir(&cwd)?;
-    Ok(init)
+    Ok(Entered { init, namespaces })
+}
+
+/// How many of the tree's first mounts came with the copy its mount namespace was
+/// made from (see [`enter_new`]): the first ones that are external, each below another
+/// of them (the root first).
+fn copied_prefix(tree: &MountTree) -> usize {
+    let mut ids = BTreeSet::new();
+    for (i, m) in tree.mounts.iter().enumerate() {
+        let below = i == 0 || ids.contains(&m.parent);
+        if !(below && matches!(m.origin, MountOrigin::External { .. })) {
+            return i;
+        }
+        ids.insert(m.id);
+    }
+    tree.mounts.len()
 }
 
 /// Take off the proc of ckpt's that [`enter_new`] stacked on the namespace's /proc: the
@@ -1218,8 +1359,39 @@ mod tests {
             foreign: true,
             ..Default::default()
         });
-        let p = problems(&joined, false);
-        assert!(p[0].contains("(net (joined))"), "{p:?}");
+        // (Joined before the init is made: `--join-ns` is honoured.)
+        assert!(problems(&joined, false).is_empty());
+        let mut user = uts;
+        user.processes[0].namespaces.retain(|(k, _)| k != "cgroup");
+        user.namespaces.retain(|n| n.kind != "cgroup");
+        user.processes[0].namespaces.push(("user".into(), 11));
+        user.namespaces.push(Namespace {
+            kind: "user".into(),
+            inode: 11,
+            ..Default::default()
+        });
+        assert!(problems(&user, false).is_empty());
+        // An external mount after one made inside the namespace, with the user
+        // namespace: refused, naming it.
+        let n = user
+            .namespaces
+            .iter()
+            .position(|n| n.kind == "mnt")
+            .unwrap();
+        let tree = user.namespaces[n].mounts.as_mut().unwrap();
+        let ext = MountOrigin::External {
+            host_path: b"/srv".to_vec(),
+            dev: 5,
+            ino: 6,
+        };
+        let mut late = mount(90, 1, "/late", ext);
+        late.fstype = "ext4".into();
+        tree.mounts.push(late);
+        let p = problems(&user, false);
+        assert!(
+            p.len() == 1 && p[0].contains("/late (ext4)") && p[0].contains("follows mounts made"),
+            "{p:?}"
+        );
     }
 
     /// A tree that ran in a PID namespace without its init is restored below ckpt's

@@ -238,6 +238,14 @@ pub(crate) fn collect(
         }
         all.push(own_namespace(root, kind, root_ns, attached, &tree_user)?);
     }
+    // A PID namespace of the tree's own is made by its user namespace of its own.
+    if tree_user.inode != tree_user.ckpts {
+        let ckpts_pid = sys::ns::inode(std::process::id() as i32, "pid")?;
+        let root_pid = sys::ns::inode(root, "pid")?;
+        if root_pid != ckpts_pid {
+            crate::kinds::userns::check_owner(root, "pid", root_pid, tree_user.inode, true)?;
+        }
+    }
     Ok((per_proc, all))
 }
 
@@ -1111,14 +1119,18 @@ pub(crate) fn new_namespaces(ckpt: &Checkpoint, now: (i64, i64)) -> NewNamespace
 /// afterwards is in them. They end with ckpt and the processes
 /// started in them, so a failed restore leaves none behind. A user namespace of the
 /// tree's own is made first and owns the others (`kinds::userns::enter_new`; the
-/// calling thread stays in its own): returned too, for the stubs to join.
+/// calling thread stays in its own): returned too, for the stubs to join, with the
+/// tree's PID namespace it owns (for the tree's root to be made its init) and, if
+/// `mnt` (called by `kinds::mnt::enter_new`, which builds it next), with a mount
+/// namespace it owns that the calling thread joined.
 pub(crate) fn enter_new(
     ckpt: &Checkpoint,
     joins: &[(String, std::path::PathBuf)],
     cgroup_root: Option<&str>,
+    mnt: bool,
 ) -> crate::error::RestoreResult<(
     crate::kinds::cgroup::MadeCgroups,
-    Option<std::os::fd::OwnedFd>,
+    Option<crate::kinds::userns::Made>,
 )> {
     let mut made = crate::kinds::cgroup::MadeCgroups::default();
     join_foreign(ckpt, joins)?;
@@ -1135,7 +1147,8 @@ pub(crate) fn enter_new(
     );
     let (flags, names, sysctls, offsets) = new_namespaces(ckpt, now);
     // A user namespace of the tree's own owns the others: made first, they with it.
-    let (flags, userns) = crate::kinds::userns::enter_new(ckpt, flags)?;
+    let (flags, userns) =
+        crate::kinds::userns::enter_new(ckpt, flags, ckpt.own_pid_namespace, mnt)?;
     let sysctls = match userns {
         // (Its IPC namespace's limits are its root's to write.)
         Some(_) => {

@@ -4,21 +4,26 @@
 //! Restore makes it again with a helper forked from ckpt (`sys::userns::make`): the
 //! helper takes the owner's IDs and unshares CLONE_NEWUSER, ckpt writes setgroups,
 //! uid_map and gid_map from the parent namespace, the helper (root in it) unshares the
-//! tree's UTS, IPC and network namespaces, so that the new user namespace owns them,
-//! and ckpt's main thread joins those (it stays in its own user namespace, with its
-//! privileges there). Every stub is then forked in them, and builds its process with
-//! ckpt's privileges as usual; at the credentials step each (single-threaded) stub takes
-//! the image's supplementary groups, joins the user namespace (injected `setns`) and
-//! sets its IDs, translated through the maps (the image holds them as ckpt saw them),
-//! and its capabilities, which are relative to the namespace.
+//! tree's UTS, IPC, network, mount and PID namespaces, so that the new user namespace
+//! owns them, and ckpt's main thread joins those (it stays in its own user namespace,
+//! with its privileges there); ckpt builds the tree's mounts in that mount namespace,
+//! and makes the PID namespace's init (opened through a pidfd of the helper: it has no
+//! process yet). Every stub is then forked in them, and builds its process with ckpt's
+//! privileges as usual; at the credentials step each stub takes the image's
+//! supplementary groups, joins the user namespace (injected `setns`) and sets its IDs,
+//! translated through the maps (the image holds them as ckpt saw them), and its
+//! capabilities, which are relative to the namespace. A multi-threaded process joins it
+//! before its threads are made (their IDs in the tree's PID namespace, which the user
+//! namespace owns), and each thread gets its credentials translated the same way.
 //!
 //! Refused (plan, so at dump too), naming what: a user namespace nested in another
-//! than ckpt's; a PID, mount, cgroup or time namespace of the tree's own with it; a
-//! namespace made below the root; a namespace of the tree's own not owned by the tree's
-//! user namespace; a process with more than one thread (its threads get their IDs with
-//! clone3(set_tid) in ckpt's PID namespace, which needs privileges there that a process
-//! inside the user namespace lacks, and only a single-threaded process may join one);
-//! a user or group ID of a process that the maps do not map.
+//! than ckpt's; a cgroup or time namespace of the tree's own with it; a PID namespace
+//! of the tree's own that it does not own (dump); a namespace made below the root; a
+//! namespace of the tree's own not owned by the tree's user namespace; a process with
+//! more than one thread without a PID namespace of the tree's own (its threads would
+//! get their IDs with clone3(set_tid) in ckpt's PID namespace, which needs privileges
+//! there that a process inside the user namespace lacks, and only a single-threaded
+//! process may join one); a user or group ID of a process that the maps do not map.
 
 use crate::error::{DumpError, DumpResult, Problem, RestoreError, RestoreResult};
 use crate::kinds::check::p;
@@ -27,7 +32,8 @@ use crate::model::{Checkpoint, Creds, Namespace, UserNsState};
 use crate::sys;
 
 /// The kinds of namespace of the tree's own that restore makes owned by the tree's
-/// user namespace (the helper unshares them; ckpt's main thread joins them).
+/// user namespace (the helper unshares them; ckpt's main thread joins them); mount and
+/// PID namespaces are made by it too (see [`enter_new`]).
 pub(crate) const OWNED: [&str; 3] = ["uts", "ipc", "net"];
 
 /// At most this many lines in an ID map (the kernel's limit since Linux 4.15).
@@ -168,16 +174,6 @@ pub(crate) fn check(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
         return;
     };
     let this = format!("user namespace of its own (user:[{}])", ns.inode);
-    if ckpt.own_pid_namespace {
-        p(
-            problems,
-            "namespace",
-            format!(
-                "the tree has a {this} and a PID namespace of its own; the two together are \
-                 not restored yet"
-            ),
-        );
-    }
     let root = &ckpt.processes[0];
     for other in &ckpt.namespaces {
         if other.external || other.kind == "user" {
@@ -195,14 +191,14 @@ pub(crate) fn check(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
                     other.kind, other.kind, other.inode
                 ),
             );
-        } else if !OWNED.contains(&other.kind.as_str()) {
+        } else if !OWNED.contains(&other.kind.as_str()) && other.kind != "mnt" {
             p(
                 problems,
                 "namespace",
                 format!(
                     "the tree has a {this} and a {} namespace of its own ({}:[{}]); the two \
-                     together are not restored yet (only UTS, IPC and network namespaces \
-                     are made owned by a user namespace)",
+                     together are not restored yet (only UTS, IPC, network, mount and PID \
+                     namespaces are made owned by a user namespace)",
                     other.kind, other.kind, other.inode
                 ),
             );
@@ -217,13 +213,17 @@ pub(crate) fn check(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             proc_.pid,
             String::from_utf8_lossy(&proc_.comm)
         );
-        if proc_.threads.len() > 1 {
+        if proc_.threads.len() > 1 && !ckpt.own_pid_namespace {
             p(
                 problems,
                 "namespace",
                 format!(
-                    "{who} has {} threads and is in the tree's {this}: a multi-threaded \
-                     process in a user namespace of the tree's own is not restored yet",
+                    "{who} has {} threads and is in the tree's {this} but in ckpt's PID \
+                     namespace: its threads would have to be made inside the user \
+                     namespace with their IDs in ckpt's PID namespace, which needs \
+                     privileges there (a multi-threaded process is restored in a user \
+                     namespace of the tree's own only with a PID namespace of the tree's \
+                     own, which the user namespace owns)",
                     proc_.threads.len()
                 ),
             );
@@ -277,6 +277,19 @@ pub(crate) fn check_host(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             ),
         );
     }
+    if ckpt.own_pid_namespace && !sys::userns::can_open_empty_pid_namespaces() {
+        p(
+            problems,
+            "namespace",
+            format!(
+                "the tree has a user namespace (user:[{}]) and a PID namespace of its own, \
+                 and this kernel cannot hand ckpt a PID namespace before its init exists \
+                 (PIDFD_GET_PID_FOR_CHILDREN_NAMESPACE, Linux 6.11): the tree's root could \
+                 not be made its init with ckpt's privileges",
+                ns.inode
+            ),
+        );
+    }
 }
 
 // ---- restore (stage) ----
@@ -291,15 +304,31 @@ fn owned_flags(flags: libc::c_int) -> Vec<(&'static str, libc::c_int)> {
         .collect()
 }
 
+/// The tree's user namespace as [`enter_new`] made it: held by descriptors of its
+/// namespace files (the helper that made them is gone).
+#[derive(Debug)]
+pub(crate) struct Made {
+    /// The user namespace, which every stub joins (see [`enter`]).
+    pub(crate) user: std::os::fd::OwnedFd,
+    /// The tree's PID namespace, owned by it, with no process yet: its init is made
+    /// there (`sys::process::spawn_pidns_init_stub`), ckpt's child with ckpt's
+    /// credentials, which becomes the tree's root.
+    pub(crate) pid: Option<std::os::fd::OwnedFd>,
+}
+
 /// Make the tree's user namespace (if the image has one) and, owned by it, the
-/// namespaces of `flags` (CLONE_NEW* of the tree's other namespaces), and make the
-/// calling thread join the latter. Returns the flags still to unshare (none when a
-/// user namespace was made: plan refused the other kinds with it) and the user
-/// namespace, which the stubs join (see [`enter`]).
+/// namespaces of `flags` (CLONE_NEW* of the tree's other namespaces), its PID namespace
+/// with its init if `pid` and its mount namespace if `mnt` (a copy of the calling
+/// thread's, where ckpt then builds the tree's mounts: `kinds::mnt::enter_new`); the
+/// calling thread joins them, but the user and PID namespaces (returned). Returns the
+/// flags still to unshare (none when a user namespace was made: plan refused the other
+/// kinds with it).
 pub(crate) fn enter_new(
     ckpt: &Checkpoint,
     flags: libc::c_int,
-) -> RestoreResult<(libc::c_int, Option<std::os::fd::OwnedFd>)> {
+    pid: bool,
+    mnt: bool,
+) -> RestoreResult<(libc::c_int, Option<Made>)> {
     let Some(ns) = owned(ckpt) else {
         return Ok((flags, None));
     };
@@ -309,12 +338,18 @@ pub(crate) fn enter_new(
             ns.inode
         )));
     };
-    let others = owned_flags(flags);
+    let mut others = owned_flags(flags);
     let left = others.iter().fold(flags, |a, (_, f)| a & !f);
     if left != 0 {
         return Err(RestoreError::Stage(format!(
             "namespaces ({left:#x}) that a user namespace of the tree's own cannot own yet"
         )));
+    }
+    // The mount namespace is a copy of ckpt's (private) one, made less privileged:
+    // ckpt builds the tree's mounts in it, with its own privileges (it has them in
+    // every namespace the new user namespace owns).
+    if mnt {
+        others.push(("mnt", libc::CLONE_NEWNS));
     }
     crate::error::fault_point("create the tree's user namespace")?;
     // Its owner's group: the root's at dump (its real group ID), the closest the
@@ -326,12 +361,19 @@ pub(crate) fn enter_new(
         gid_map: &u.gid_map,
         setgroups: u.setgroups,
         others: &others,
+        pid,
     })?;
     crate::error::fault_point("join the namespaces the tree's user namespace owns")?;
     for (flag, f) in &made.others {
         sys::userns::join(f, *flag)?;
     }
-    Ok((0, Some(made.user)))
+    Ok((
+        0,
+        Some(Made {
+            user: made.user,
+            pid: made.pid,
+        }),
+    ))
 }
 
 /// Write the IPC limits `sysctls` of the IPC namespace the tree's user namespace owns
@@ -520,10 +562,26 @@ mod tests {
     }
 
     #[test]
-    fn what_a_user_namespace_cannot_come_back_with_is_refused() {
+    fn pid_and_mount_namespaces_and_threads_pass_with_a_pid_namespace() {
         let mut ck = image();
         ck.own_pid_namespace = true;
-        assert!(problems(&ck)[0].contains("and a PID namespace of its own"));
+        for p in &mut ck.processes {
+            p.namespaces.push(("mnt".into(), 12));
+        }
+        ck.namespaces.push(Namespace {
+            kind: "mnt".into(),
+            inode: 12,
+            ..Default::default()
+        });
+        let t = ck.processes[0].threads[0].clone();
+        ck.processes[0].threads.push(t);
+        let mut v = Vec::new();
+        check(&ck, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn what_a_user_namespace_cannot_come_back_with_is_refused() {
         let mut ck = image();
         ck.processes[1].creds.uid[2] = 5;
         let p = problems(&ck);
@@ -534,7 +592,11 @@ mod tests {
         let mut ck = image();
         let t = ck.processes[0].threads[0].clone();
         ck.processes[0].threads.push(t);
-        assert!(problems(&ck)[0].contains("2 threads"));
+        let p = problems(&ck);
+        assert!(
+            p[0].contains("2 threads") && p[0].contains("in ckpt's PID namespace"),
+            "{p:?}"
+        );
         let mut ck = image();
         for p in &mut ck.processes {
             p.namespaces.push(("time".into(), 9));

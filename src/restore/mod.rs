@@ -49,6 +49,7 @@ pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
         view.new_pid_namespace,
         false,
         false,
+        &view.join_ns,
         view.cgroup_root.as_deref(),
         &mut cgroups,
     ) {
@@ -192,6 +193,13 @@ pub struct Prepared<R: Read> {
     /// The init of the tree's new PID namespace, made with its mount namespace (see
     /// `kinds::mnt::enter_new`).
     pidns_init: Option<crate::kinds::mnt::PidnsInit>,
+    /// The tree's namespaces were entered with its mount namespace (see
+    /// `kinds::mnt::enter_new`): the cgroups made for its cgroup namespace, removed
+    /// again unless the tree runs.
+    entered: Option<crate::kinds::cgroup::MadeCgroups>,
+    /// The tree's PID namespace, which its user namespace owns, with no process yet:
+    /// its init is made there (`sys::process::spawn_pidns_init_stub`).
+    pid_ns: Option<std::os::fd::OwnedFd>,
     /// The cgroups made for the cgroup mounts of that mount namespace: removed again
     /// unless the tree runs.
     mount_cgroups: crate::kinds::cgroup::MadeCgroups,
@@ -227,19 +235,30 @@ pub fn prepare_for<R: Read>(input: R, view: &HostView, sibling: bool) -> Result<
     // A mount namespace of the tree's own is built before plan opens the files in it;
     // ckpt's main thread stays in it (see `kinds::mnt`).
     let mut mount_cgroups = crate::kinds::cgroup::MadeCgroups::default();
-    let pidns_init = crate::kinds::mnt::enter_new(
+    let entered = crate::kinds::mnt::enter_new(
         &ckpt,
         view.new_pid_namespace,
         true,
         sibling,
+        &view.join_ns,
         view.cgroup_root.as_deref(),
         &mut mount_cgroups,
     )?;
-    let plan = plan::plan(ckpt, view);
+    let mut plan = plan::plan(ckpt, view);
     if !plan.problems.is_empty() {
         return Err(RestoreError::Problems(plan.problems));
     }
     crate::error::pause_after_plan();
+    // The namespaces entered with the mount namespace: the stubs join its user
+    // namespace (see `kinds::userns`).
+    let (entered_ns, pid_ns) = match entered.namespaces {
+        Some((made, userns)) => {
+            let (user, pid) = userns.map_or((None, None), |u| (Some(u.user), u.pid));
+            plan.userns = user;
+            (Some(made), pid)
+        }
+        None => (None, None),
+    };
     Ok(Prepared {
         reader,
         plan,
@@ -247,7 +266,9 @@ pub fn prepare_for<R: Read>(input: R, view: &HostView, sibling: bool) -> Result<
         reading_thread: true,
         tty: None,
         hook: None,
-        pidns_init,
+        pidns_init: entered.init,
+        entered: entered_ns,
+        pid_ns,
         mount_cgroups,
     })
 }
@@ -294,7 +315,7 @@ impl<R: Read> Prepared<R> {
         };
         // The PID namespace made with the mount namespace would not survive the
         // execution (its init is our child, its proc mounts its).
-        if self.pidns_init.is_some() {
+        if self.pidns_init.is_some() || self.entered.is_some() {
             return Err(RestoreError::Problems(vec![Problem {
                 code: "randomization",
                 message: format!(
@@ -372,6 +393,8 @@ impl<R: Read + Send> Prepared<R> {
             tty,
             hook,
             pidns_init: _,
+            entered: _,
+            pid_ns: _,
             mut mount_cgroups,
         } = self;
         let tty_ref = tty.as_ref().map(|(tp, slave)| {

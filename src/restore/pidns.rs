@@ -74,16 +74,20 @@ impl<R: Read + Send> Prepared<R> {
         // its own (UTS, IPC, time, network), for our thread before any process of the
         // tree exists: every one started below is in them.
         // (Made already with a PID namespace init made with the mount namespace.)
-        let mut made = match self.pidns_init {
-            Some(_) => crate::kinds::cgroup::MadeCgroups::default(),
+        let mut made = match self.entered.take() {
+            Some(made) => made,
             None => {
                 let (made, userns) = crate::kinds::ns::enter_new(
                     &self.plan.ckpt,
                     &self.plan.joins,
                     self.plan.cgroup_root.as_deref(),
+                    false,
                 )?;
                 // The stubs join the tree's user namespace (see `kinds::userns`).
-                self.plan.userns = userns;
+                if let Some(u) = userns {
+                    self.plan.userns = Some(u.user);
+                    self.pid_ns = u.pid;
+                }
                 made
             }
         };
@@ -157,16 +161,21 @@ impl<R: Read + Send> Prepared<R> {
                     .into(),
             ));
         }
-        // (Made already with a PID namespace init made with the mount namespace.)
-        let mut made = match self.pidns_init {
-            Some(_) => crate::kinds::cgroup::MadeCgroups::default(),
+        // (Entered already, with the mount namespace, when the tree has one of its own
+        // with a PID or a user namespace.)
+        let mut made = match self.entered.take() {
+            Some(made) => made,
             None => {
                 let (made, userns) = crate::kinds::ns::enter_new(
                     &self.plan.ckpt,
                     &self.plan.joins,
                     self.plan.cgroup_root.as_deref(),
+                    false,
                 )?;
-                self.plan.userns = userns;
+                if let Some(u) = userns {
+                    self.plan.userns = Some(u.user);
+                    self.pid_ns = u.pid;
+                }
                 made
             }
         };
@@ -283,7 +292,9 @@ fn launch_own_pidns<R: Read + Send>(mut prepared: Prepared<R>, sibling: bool) ->
             ));
         }
         None => {
-            let (init, go) = sys::process::spawn_pidns_init_stub(sibling)?;
+            // (In the one the tree's user namespace owns, if any.)
+            let ns = prepared.pid_ns.take();
+            let (init, go) = sys::process::spawn_pidns_init_stub(sibling, ns.as_ref())?;
             (init, go, false)
         }
     };

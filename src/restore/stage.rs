@@ -874,6 +874,16 @@ fn build_process(
             [ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA, 0, 0, 0, 0],
         )?;
     }
+    // In a user namespace of the tree's own, a process's threads are made inside it
+    // (their IDs in the tree's PID namespace, which it owns): the process joins it
+    // first, while it is single-threaded (see `kinds::userns`).
+    let p = cx.proc_;
+    if p.threads.len() > 1 {
+        if let Some((fd, _)) = tree_userns(plan) {
+            let own = creds::Own::detect()?;
+            crate::kinds::userns::enter(cx, &own, &p.creds.groups, fd)?;
+        }
+    }
     // Threads after the memory they run on, before credentials change.
     let threads = threads::create_threads(cx, tids)?;
     // Pending signals after the threads exist (a signal pending on one thread is queued
@@ -925,22 +935,28 @@ fn link_processes(
     fd::close_holders(ctxs, pipe_holders)
 }
 
+/// The user namespace of the tree's own that the stubs join: ckpt's descriptor of it
+/// and its recorded state.
+fn tree_userns(plan: &Plan) -> Option<(i32, &crate::model::UserNsState)> {
+    use std::os::fd::AsRawFd;
+    match (&plan.userns, crate::kinds::userns::owned(&plan.ckpt)) {
+        (Some(fd), Some(ns)) => ns.user.as_ref().map(|u| (fd.as_raw_fd(), u)),
+        _ => None,
+    }
+}
+
 /// Credentials last: creating processes, PIDs and mm fields needs ckpt's privileges.
 /// Every thread of a process gets them (each has its own), the main thread last. In a
 /// user namespace of the tree's own, each process joins it first and takes its IDs as
-/// the namespace's maps show them (`kinds::userns`; plan checked that it has one
-/// thread).
+/// the namespace's maps show them (`kinds::userns`; a multi-threaded process joined
+/// it before its threads were made).
 fn restore_all_creds(
     ctxs: &mut [Ctx<'_>],
     staged: &mut [Option<Vec<Injector>>],
     plan: &Plan,
 ) -> Result<()> {
-    use std::os::fd::AsRawFd;
     let ckpt_own = creds::Own::detect()?;
-    let userns = match (&plan.userns, crate::kinds::userns::owned(&plan.ckpt)) {
-        (Some(fd), Some(ns)) => ns.user.as_ref().map(|u| (fd.as_raw_fd(), u)),
-        _ => None,
-    };
+    let userns = tree_userns(plan);
     for (cx, threads) in ctxs.iter_mut().zip(staged.iter_mut()) {
         let Some(threads) = threads else {
             continue;
@@ -949,14 +965,11 @@ fn restore_all_creds(
         let p = cx.proc_;
         let (me, want) = match userns {
             Some((fd, u)) => {
-                if !threads.is_empty() {
-                    return Err(RestoreError::Stage(format!(
-                        "process {} has several threads and cannot join the tree's user \
-                         namespace",
-                        p.pid
-                    )));
+                // (A multi-threaded one joined it before its threads were made,
+                // `build_process`.)
+                if threads.is_empty() {
+                    crate::kinds::userns::enter(cx, &ckpt_own, &p.creds.groups, fd)?;
                 }
-                crate::kinds::userns::enter(cx, &ckpt_own, &p.creds.groups, fd)?;
                 let (me, want) = crate::kinds::userns::inside(&ckpt_own, &p.creds, u)?;
                 (me, std::borrow::Cow::Owned(want))
             }
@@ -965,8 +978,15 @@ fn restore_all_creds(
         let me = &me;
         for (t, image) in threads.iter_mut().zip(p.threads.iter().skip(1)) {
             let c = image.creds.as_ref().unwrap_or(&p.creds);
+            // Each thread's IDs as the namespace's maps show them too.
+            let c = match userns {
+                Some((_, u)) => {
+                    std::borrow::Cow::Owned(crate::kinds::userns::inside(&ckpt_own, c, u)?.1)
+                }
+                None => std::borrow::Cow::Borrowed(c),
+            };
             std::mem::swap(&mut cx.live_task("set credentials")?.inj, t);
-            let r = creds::restore_creds(cx, me, c);
+            let r = creds::restore_creds(cx, me, &c);
             std::mem::swap(&mut cx.live_task("set credentials")?.inj, t);
             changed |= r?;
         }

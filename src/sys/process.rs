@@ -36,7 +36,7 @@ fn one_pid(pid: i32, errno: Errno) -> std::result::Result<Pid, Errno> {
 }
 
 /// This process's PID.
-pub(super) fn own_pid() -> libc::pid_t {
+pub(crate) fn own_pid() -> libc::pid_t {
     rustix::process::getpid().as_raw_nonzero().get()
 }
 
@@ -619,17 +619,40 @@ pub fn mount_own_proc() -> Result<()> {
 /// stops itself with SIGSTOP (which a traced init receives). It dies with us
 /// (PDEATHSIG), and exits if the pipe's writers all go away first.
 ///
+/// `ns`: the new PID namespace is that one (a namespace no process is in yet, which a
+/// user namespace of the tree's own owns: `userns::make`), not one made here.
+///
 /// Returns (its PID here, the pipe's write end). Must be called while this process is
 /// single-threaded.
-pub fn spawn_pidns_init_stub(sibling: bool) -> Result<(i32, std::os::fd::OwnedFd)> {
-    use std::os::fd::AsRawFd;
+pub fn spawn_pidns_init_stub(
+    sibling: bool,
+    ns: Option<&std::os::fd::OwnedFd>,
+) -> Result<(i32, std::os::fd::OwnedFd)> {
+    use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+    use std::os::fd::{AsFd, AsRawFd};
     let (rd, wr) = pipe()?;
+    // With CLONE_NEWPID, setns only changes the namespace of the children created
+    // afterwards; undone below, after the clone.
+    let ours = match ns {
+        Some(f) => {
+            let ours = std::fs::File::open("/proc/self/ns/pid")
+                .map_err(|e| SysError::io("open /proc/self/ns/pid", e))?;
+            move_into_link_name_space(f.as_fd(), Some(LinkNameSpaceType::ProcessID))
+                .map_err(|e| rerr("setns into the tree's PID namespace", e))?;
+            Some(ours)
+        }
+        None => None,
+    };
+    let new_pid = match ns {
+        Some(_) => 0,
+        None => libc::CLONE_NEWPID as u64,
+    };
     let (rfd, wfd) = (rd.as_raw_fd(), wr.as_raw_fd());
     // `sibling`: a child of our parent (CLONE_PARENT, which takes our own exit signal);
     // its parent-death signal then follows our parent, and the pipe's end (below) is
     // what ends it if we die first.
     let args = libc::clone_args {
-        flags: libc::CLONE_NEWPID as u64
+        flags: new_pid
             | if sibling {
                 libc::CLONE_PARENT as u64
             } else {
@@ -663,8 +686,22 @@ pub fn spawn_pidns_init_stub(sibling: bool) -> Result<(i32, std::os::fd::OwnedFd
             libc::_exit(127);
         }
     }
-    if r < 0 {
-        return Err(SysError::os("clone3(CLONE_NEWPID)".to_string()));
+    let err = (r < 0).then(|| SysError::os("clone3 (a PID namespace's init)".to_string()));
+    if let Some(ours) = &ours {
+        // Back to the PID namespace we live in, which setns always allows.
+        let back = move_into_link_name_space(ours.as_fd(), Some(LinkNameSpaceType::ProcessID));
+        if let Some(e) = err {
+            return Err(e);
+        }
+        if let Err(e) = back {
+            // (The init, made: it must not outlive the failure.)
+            let _ = kill(r as i32, libc::SIGKILL);
+            let _ = wait_exit(r as i32);
+            return Err(rerr("setns back to our PID namespace", e));
+        }
+    }
+    if let Some(e) = err {
+        return Err(e);
     }
     drop(rd);
     Ok((r as i32, wr))

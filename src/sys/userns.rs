@@ -83,6 +83,9 @@ pub struct NewUserNs {
     pub user: OwnedFd,
     /// The other namespaces (CLONE_NEW* flag, namespace file), owned by it.
     pub others: Vec<(libc::c_int, OwnedFd)>,
+    /// With `UserNsSpec::pid`: the new PID namespace, owned by it, no process in it yet
+    /// (for [`super::process::spawn_pidns_init_stub`]).
+    pub pid: Option<OwnedFd>,
 }
 
 /// What [`make`] makes.
@@ -97,8 +100,43 @@ pub struct UserNsSpec<'a> {
     /// setgroups(2) allowed in the namespace ("allow"); else "deny" is written first.
     pub setgroups: bool,
     /// The other namespaces to make, owned by it (CLONE_NEWUTS, CLONE_NEWIPC,
-    /// CLONE_NEWNET; the kinds below are listed with their flag).
+    /// CLONE_NEWNET, CLONE_NEWNS; the kinds below are listed with their flag).
     pub others: &'a [(&'a str, libc::c_int)],
+    /// Make a new PID namespace too, owned by it, for the helper's children: no
+    /// process is in it until ckpt makes its init.
+    pub pid: bool,
+}
+
+/// PIDFD_GET_PID_FOR_CHILDREN_NAMESPACE of linux/pidfd.h (Linux 6.11):
+/// `_IO(PIDFS_IOCTL_MAGIC, 6)`, PIDFS_IOCTL_MAGIC being 0xFF.
+const PIDFD_GET_PID_FOR_CHILDREN_NAMESPACE: libc::c_ulong = 0xFF06;
+
+/// The PID namespace of the children of process `pid` (its `pid_for_children`),
+/// opened through a pidfd: unlike /proc/PID/ns/pid_for_children, this works before
+/// any process is in it.
+pub fn pid_for_children(pid: i32) -> Result<OwnedFd> {
+    let pidfd = super::process::pidfd_open(pid)?;
+    // SAFETY: the ioctl takes no argument (0: the kernel refuses another) and returns
+    // a new descriptor (or fails),
+    // owned below.
+    let r = unsafe {
+        libc::ioctl(
+            pidfd.as_raw_fd(),
+            PIDFD_GET_PID_FOR_CHILDREN_NAMESPACE as _,
+            0,
+        )
+    };
+    super::check(r as libc::c_long, || {
+        format!("PIDFD_GET_PID_FOR_CHILDREN_NAMESPACE of process {pid} (Linux 6.11 or later)")
+    })?;
+    // SAFETY: `r` is a descriptor the kernel just gave us and nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// This kernel lets ckpt open a PID namespace that has no process yet
+/// ([`pid_for_children`], tried on ckpt itself).
+pub fn can_open_empty_pid_namespaces() -> bool {
+    pid_for_children(super::process::own_pid()).is_ok()
 }
 
 /// Make a new user namespace as `spec` says: a helper forked from ckpt takes the
@@ -116,7 +154,8 @@ pub fn make(spec: &UserNsSpec<'_>) -> Result<NewUserNs> {
     let (crd, cwr) = (to_child_rd.as_raw_fd(), from_child_wr.as_raw_fd());
     // ckpt's ends, which the child closes (it waits for the end of `to_child`).
     let (pwr, prd) = (to_child_wr.as_raw_fd(), from_child_rd.as_raw_fd());
-    let others_flags = spec.others.iter().fold(0, |a, (_, f)| a | f);
+    let others_flags = spec.others.iter().fold(0, |a, (_, f)| a | f)
+        | if spec.pid { libc::CLONE_NEWPID } else { 0 };
     let (uid, gid) = (spec.owner_uid, spec.owner_gid);
     let parent = super::process::own_pid();
     let args = libc::clone_args {
@@ -199,7 +238,11 @@ pub fn make(spec: &UserNsSpec<'_>) -> Result<NewUserNs> {
         for (kind, flag) in spec.others {
             others.push((*flag, OwnedFd::from(open_ns(child, kind)?)));
         }
-        Ok(NewUserNs { user, others })
+        let pid = match spec.pid {
+            true => Some(pid_for_children(child)?),
+            false => None,
+        };
+        Ok(NewUserNs { user, others, pid })
     })();
     drop((rd, wr));
     let status = super::process::wait_exit(child);
@@ -220,11 +263,88 @@ pub fn make(spec: &UserNsSpec<'_>) -> Result<NewUserNs> {
     }
 }
 
+/// A copy of the calling thread's mount namespace owned by the user namespace `user`
+/// (a helper forked from ckpt joins `user` and unshares CLONE_NEWNS): made from a more
+/// privileged namespace, every mount of the copy is locked as the kernel locks them
+/// for a less privileged one (it cannot be unmounted alone to reveal what it covers,
+/// nor have its read-only, nosuid, nodev, noexec or atime flags changed from inside).
+/// ckpt must be single-threaded for the fork's child to be sound (raw system calls
+/// only).
+pub fn copy_mount_ns(user: &OwnedFd) -> Result<OwnedFd> {
+    use std::io::Read;
+    let (to_child_rd, to_child_wr) = super::process::pipe()?;
+    let (from_child_rd, from_child_wr) = super::process::pipe()?;
+    let (crd, cwr) = (to_child_rd.as_raw_fd(), from_child_wr.as_raw_fd());
+    let (pwr, prd) = (to_child_wr.as_raw_fd(), from_child_rd.as_raw_fd());
+    let ufd = user.as_raw_fd();
+    let parent = super::process::own_pid();
+    let args = libc::clone_args {
+        exit_signal: libc::SIGCHLD as u64,
+        ..super::process::clone_args()
+    };
+    let child = super::process::clone3(&args);
+    if child == 0 {
+        // SAFETY: the forked child runs raw system calls only, on descriptors it
+        // inherited, and ends with `_exit`; what it changes (its namespaces) is its own.
+        unsafe {
+            super::process::die_with_parent(parent);
+            let mut b = [0u8; 1];
+            libc::syscall(libc::SYS_close, pwr);
+            libc::syscall(libc::SYS_close, prd);
+            if libc::syscall(libc::SYS_setns, ufd, libc::CLONE_NEWUSER) != 0 {
+                libc::_exit(2);
+            }
+            if libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS) != 0 {
+                libc::_exit(3);
+            }
+            if libc::syscall(libc::SYS_write, cwr, b.as_ptr(), 1) != 1 {
+                libc::_exit(4);
+            }
+            // Until ckpt has opened the namespace and closes its end.
+            libc::syscall(libc::SYS_read, crd, b.as_mut_ptr(), 1);
+            libc::_exit(0);
+        }
+    }
+    if child < 0 {
+        return Err(SysError::os("clone3 (copying a mount namespace)"));
+    }
+    let child = child as i32;
+    drop((to_child_rd, from_child_wr));
+    let mut rd = fs::File::from(from_child_rd);
+    let wr = fs::File::from(to_child_wr);
+    let mut b = [0u8; 1];
+    let res = match rd.read_exact(&mut b) {
+        Ok(()) => open_ns(child, "mnt").map(OwnedFd::from),
+        Err(_) => Err(SysError::Other(
+            "the helper copying the mount namespace into the user namespace failed".into(),
+        )),
+    };
+    drop((rd, wr));
+    let status = super::process::wait_exit(child)?;
+    match res {
+        Ok(f) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 => Ok(f),
+        Ok(_) => Err(SysError::Other(format!(
+            "the helper copying the mount namespace ended with status {status:#x}"
+        ))),
+        Err(e) => Err(SysError::Other(format!(
+            "{e} (status {status:#x}: {})",
+            match libc::WEXITSTATUS(status) {
+                2 => "setns into the user namespace",
+                3 => "unshare(CLONE_NEWNS)",
+                _ => "see the status",
+            }
+        ))),
+    }
+}
+
 /// Make the calling thread join the namespace of file `f` of kind `flag` (a namespace
-/// [`make`] made, other than the user namespace: a thread may join it alone).
+/// [`make`] made, other than the user and PID namespaces: a thread may join it alone;
+/// a mount namespace only a thread with a root and working directory of its own, as
+/// after `mount::unshare_private`).
 pub fn join(f: &OwnedFd, flag: libc::c_int) -> Result<()> {
-    // SAFETY: setns with a namespace file we hold open and a UTS, IPC or network flag
-    // changes only this thread's namespaces.
+    // SAFETY: setns with a namespace file we hold open and a UTS, IPC, network or mount
+    // flag changes only this thread's namespaces (and, for a mount namespace, its own
+    // root and working directory).
     let r = unsafe { libc::setns(f.as_raw_fd(), flag) };
     super::check(r as libc::c_long, || format!("setns({flag:#x})"))?;
     Ok(())

@@ -123,6 +123,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("nsmixed", "nsmixed.c", &[]),
     // tests/e2e_userns.rs: a user namespace of the tree's own
     ("userns", "userns.c", &["-pthread"]),
+    // tests/e2e_rootless.rs: a rootless container's init, its runtime gone
+    ("orphan", "orphan.c", &[]),
     ("sysv", "sysv.c", &[]),
     // tests/e2e_sysv.rs: System V segments, semaphores and queues; a POSIX queue
     ("sysvall", "sysvall.c", &[]),

@@ -276,6 +276,9 @@ impl Snapshot {
                 || k.ends_with(".status.NSsid")
             {
                 tail(v)
+            } else if k.ends_with(".owner") && k.contains(".ns.") {
+                // a namespace's owner: "pN.user", the user namespace of process N
+                labels(v)
             } else if k.ends_with(".owner") {
                 v.split_whitespace()
                     .map(|w| match w.parse::<i32>() {
