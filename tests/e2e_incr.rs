@@ -389,3 +389,53 @@ fn tracking_works_over_transparent_huge_pages() {
         "memory after restore"
     );
 }
+
+/// An incremental dump that fails once it has scanned the written pages (which
+/// protects them again: what it found would be lost) ends the tracking: no `uw` area,
+/// no holder; the process runs on as before and later `--parent` dumps are refused.
+#[test]
+fn a_failed_incremental_dump_ends_the_tracking() {
+    let name = "a_failed_incremental_dump_ends_the_tracking";
+    let ctx = Ctx::new(name);
+    let mut t = spawn_incr(&ctx, &["8"]);
+    let pid = t.pid;
+    let uw_before = tracked_areas(pid);
+    let base = ctx.path("base.img");
+    track(&ctx, pid, &base);
+    assert_eq!(ask(&mut t, "w 0 4 1 9"), "done");
+    let sum = ask(&mut t, "c");
+    let img = ctx.path("next.img");
+    let spec = Spec::new(ckpt_bin())
+        .arg("dump")
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(&img)
+        .arg("--parent")
+        .arg(&base)
+        .arg("--leave-running")
+        .env("CKPT_FAULT", "dump: written pages found")
+        .cwd(&ctx.dir);
+    let fin = ctx.spawn(&spec).finish();
+    let stderr = text(&fin.stderr);
+    assert!(
+        !fin.status.success() && stderr.contains("injected fault"),
+        "the dump with an injected fault must fail naming it; stderr:\n{stderr}"
+    );
+    assert!(!img.exists(), "a failed dump left {}", img.display());
+    assert_running_untraced(pid, "after a failed incremental dump");
+    assert!(!holder_files(pid), "the tracking outlived the failed dump");
+    assert_eq!(tracked_areas(pid), uw_before, "areas still tracked");
+    assert_eq!(ask(&mut t, "c"), sum);
+    let again = ctx.path("again.img");
+    let b = base.display().to_string();
+    ctx.ckpt(&[
+        "dump",
+        &pid.to_string(),
+        "-o",
+        &again.display().to_string(),
+        "--parent",
+        &b,
+    ])
+    .assert_fails(1)
+    .assert_stderr_mentions(&["not tracked"]);
+}

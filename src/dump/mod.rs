@@ -787,6 +787,12 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     if let Some(st) = &tracking {
         untrack_on_failure.0 = Some(pid);
         split_written(&mut collected, st)?;
+        crate::error::fault_point("dump: written pages found").map_err(|_| {
+            DumpError::Unsupported {
+                pid,
+                why: "injected fault at step \"dump: written pages found\" (testing)".into(),
+            }
+        })?;
     }
     for p in collected.ckpt.processes.iter_mut() {
         crate::kinds::mem::track::forget_flag(&mut p.vmas);
