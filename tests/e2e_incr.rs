@@ -439,3 +439,47 @@ fn a_failed_incremental_dump_ends_the_tracking() {
     .assert_fails(1)
     .assert_stderr_mentions(&["not tracked"]);
 }
+
+/// A tree whose fork child still shares pages copy-on-write with its parent is not
+/// tracked: write-protecting the shared pages would make the kernel copy them (and
+/// untrack would not share them again). Refused before the tree is touched.
+#[test]
+fn a_tree_sharing_pages_copy_on_write_is_not_tracked() {
+    let name = "a_tree_sharing_pages_copy_on_write_is_not_tracked";
+    let ctx = Ctx::new(name);
+    let mut t = spawn_incr(&ctx, &["16"]);
+    let pid = t.pid;
+    assert_eq!(ask(&mut t, "f"), "done");
+    let pids = wait_process_tree(pid, 2, name);
+    for &p in &pids {
+        ctx.track(p);
+    }
+    let sum = ask(&mut t, "c");
+    let before = oracle::Snapshot::take_once(pid);
+    let base = ctx.path("base.img");
+    ctx.ckpt(&[
+        OsStr::new("dump"),
+        OsStr::new(&pid.to_string()),
+        OsStr::new("-o"),
+        base.as_os_str(),
+        OsStr::new("--track"),
+    ])
+    .assert_fails(1)
+    .assert_stderr_mentions(&["copy-on-write", "cannot track"]);
+    assert!(!base.exists());
+    assert!(!holder_files(pid));
+    for &p in &pids {
+        assert_eq!(tracked_areas(p), 0, "process {p} has tracked areas");
+        assert_running_untraced(p, "after a refused --track");
+    }
+    let after = oracle::Snapshot::take_once(pid);
+    oracle::assert_same_kernel_state(
+        name,
+        "the tree after a refused --track",
+        oracle::Cmp::LeftRunning,
+        &before,
+        &after,
+        &[],
+    );
+    assert_eq!(ask(&mut t, "c"), sum);
+}

@@ -852,6 +852,23 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     // --track: the tree's writes are tracked from before its pages are read.
     let mut tracked = Vec::new();
     if opts.incremental == track::Incremental::Track {
+        // Write-protecting pages a fork child still shares copy-on-write with its
+        // parent makes the kernel give each its own copy (measured: a 16 MiB area
+        // shared by two processes, Pss 8.3 -> 16.5 MiB each), which untrack would not
+        // give back: refused, the tree untouched.
+        if let Some(p) = collected
+            .ckpt
+            .processes
+            .iter()
+            .find(|p| !p.cow_from_parent.is_empty())
+        {
+            let pages: u64 = p.cow_from_parent.iter().map(|r| (r.1 - r.0) / 4096).sum();
+            return Err(DumpError::Refused(format!(
+                "cannot track process {}: it shares {pages} pages copy-on-write with its \
+                 parent, and write-protecting them would give each its own copy",
+                p.pid
+            )));
+        }
         for (p, fr) in tree.nodes.iter_mut() {
             let (Some(fr), Some(proc_)) = (
                 fr.as_mut(),
@@ -1013,6 +1030,7 @@ fn incremental_precheck(
 /// A `--parent` dump: in each tracked process, only the pages written since the parent
 /// image stay in the runs; the others are inherited from it.
 fn split_written(collected: &mut collect::Collected, st: &track::TrackState) -> Result<()> {
+    let cow = track::cow_ranges_of(Path::new(&st.last.path))?;
     for proc_ in collected.ckpt.processes.iter_mut() {
         let host = proc_.pid;
         let known = st
@@ -1022,7 +1040,9 @@ fn split_written(collected: &mut collect::Collected, st: &track::TrackState) -> 
         if !known || proc_.is_zombie() {
             continue;
         }
-        let (tracked, written) = crate::kinds::mem::track::written_in(host, &proc_.vmas)?;
+        let (tracked, mut written) = crate::kinds::mem::track::written_in(host, &proc_.vmas)?;
+        // Pages the parent image left to a process's parent are stored, not inherited.
+        written = crate::kinds::mem::track::union(&written, cow.of(host));
         if let Some((_, runs)) = collected.runs.iter_mut().find(|(p, _)| *p == host) {
             proc_.inherited = crate::kinds::mem::track::split_runs(runs, &tracked, &written);
         }

@@ -96,6 +96,49 @@ pub fn image_identity(path: &Path) -> Result<ParentImage> {
     })
 }
 
+/// The pages each process of the image at `path` left to its parent (shared copy on
+/// write: `Process::cow_from_parent`), by PID, sorted and merged. Such a page is not in
+/// the image's data of the process: a later image cannot inherit it from there, and
+/// stores it instead. In a tree with a PID namespace of its own (image PIDs are not
+/// ckpt's), every process gets all processes' ranges together.
+pub(crate) fn cow_ranges_of(path: &Path) -> Result<CowRanges> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| SysError::io(format!("open {}", path.display()), e))?;
+    let mut r = crate::image::ImageReader::new(std::io::BufReader::new(f))?;
+    let rec = r
+        .next_record()?
+        .ok_or_else(|| DumpError::Refused(format!("{} has no metadata record", path.display())))?;
+    let meta: crate::model::Checkpoint = crate::image::decode_meta(rec.tag, rec.payload)?;
+    let own_ids = meta.own_pid_namespace || meta.pid_namespace_init_outside;
+    let mut by_pid = std::collections::BTreeMap::new();
+    let mut all = Vec::new();
+    for p in &meta.processes {
+        let mine = crate::kinds::mem::track::union(&p.cow_from_parent, &[]);
+        all = crate::kinds::mem::track::union(&all, &mine);
+        by_pid.insert(p.pid, mine);
+    }
+    Ok(CowRanges {
+        by_pid,
+        all: own_ids.then_some(all),
+    })
+}
+
+/// See [`cow_ranges_of`].
+pub(crate) struct CowRanges {
+    by_pid: std::collections::BTreeMap<i32, Vec<(u64, u64)>>,
+    all: Option<Vec<(u64, u64)>>,
+}
+
+impl CowRanges {
+    /// The ranges process `pid` (as ckpt sees it) must store rather than inherit.
+    pub(crate) fn of(&self, pid: i32) -> &[(u64, u64)] {
+        match &self.all {
+            Some(all) => all,
+            None => self.by_pid.get(&pid).map_or(&[], |v| v.as_slice()),
+        }
+    }
+}
+
 /// Send one request to the holder of `pid` and return its answer.
 fn ask(pid: i32, req: &str) -> std::io::Result<String> {
     let mut s = UnixStream::connect(sock_path(pid))?;

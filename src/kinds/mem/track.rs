@@ -100,6 +100,20 @@ fn subtract(a: (u64, u64), b: &[(u64, u64)]) -> Vec<(u64, u64)> {
     out
 }
 
+/// The ranges in `a` or `b` (each sorted), sorted and merged.
+pub(crate) fn union(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut all: Vec<(u64, u64)> = a.iter().chain(b).copied().collect();
+    all.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (s, e) in all {
+        match out.last_mut() {
+            Some(l) if s <= l.1 => l.1 = l.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
 /// Split the page runs of a tracked process: in each area in `tracked` (the areas with
 /// the `uw` flag now), only the pages in `written` are stored; the other pages the runs
 /// had are returned as the ranges inherited from the parent image (merged where they
@@ -216,5 +230,6 @@ mod tests {
         assert_eq!(subtract((15, 35), &b), vec![(20, 30)]);
         assert_eq!(subtract((0, 5), &b), vec![(0, 5)]);
         assert!(subtract((10, 20), &b).is_empty());
+        assert_eq!(union(&b, &[(5, 12), (20, 25)]), vec![(5, 25), (30, 40)]);
     }
 }
