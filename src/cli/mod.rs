@@ -281,6 +281,18 @@ killed it (as a shell reports it)\n  \
     ///
     /// Needs root. Exits with the restored workload's status (0 when it finished).
     Demo,
+    /// Stop tracking the writes of a process (see `dump --track`).
+    ///
+    /// The userfaultfds that tracked it are closed (which unregisters its areas and
+    /// clears every page's protection) and its holder ends. Exit 0 if it was tracked.
+    #[command(after_long_help = EXIT_STATUS)]
+    Untrack {
+        /// The root of the tracked tree.
+        pid: i32,
+    },
+    /// The holder of a tracked tree (internal, started by `dump --track`).
+    #[command(hide = true, name = "track-hold")]
+    TrackHold { spec: String },
     /// The demo's workload (internal).
     #[command(hide = true, name = "demo-workload")]
     DemoWorkload { steps: u64 },
@@ -320,6 +332,19 @@ struct DumpArgs {
     /// The image stays one checksummed stream either way, and restore reads all.
     #[arg(long, value_enum, value_name = "HOW", default_value = "none")]
     compress: dump::Compress,
+    /// Write a full image and keep tracking the process's writes from now on (it is
+    /// left running): later dumps with --parent IMAGE store only the pages written
+    /// since. A holder process keeps the tracking (see `ckpt untrack`).
+    #[arg(long, conflicts_with = "parent")]
+    track: bool,
+    /// Write an incremental image: the metadata and only the pages written since the
+    /// image FILE, which must be the last image of the process's tracking (--track, or
+    /// a previous --parent dump). The image names FILE (by path and hash); restore
+    /// follows the chain. With --leave-running the tracking goes on from this image;
+    /// otherwise the process is killed and its tracking ends. A failed dump ends the
+    /// tracking too.
+    #[arg(long, value_name = "FILE")]
+    parent: Option<PathBuf>,
 }
 
 // The options of `ckpt restore`.
@@ -360,6 +385,10 @@ struct RestoreArgs {
     /// --new-pidns, or an image read from standard input.
     #[arg(long, conflicts_with_all = ["detach", "new_pidns"])]
     new_tty: bool,
+    /// For an incremental image: its parent is FILE, not the path the image recorded
+    /// (the parent's identity is still checked).
+    #[arg(long, value_name = "FILE")]
+    parent: Option<PathBuf>,
 }
 
 // The options of `ckpt check`.
@@ -371,6 +400,9 @@ struct CheckArgs {
     cpu: CpuArgs,
     #[command(flatten)]
     inherit: InheritArgs,
+    /// For an incremental image: its parent is FILE, not the path the image recorded.
+    #[arg(long, value_name = "FILE")]
+    parent: Option<PathBuf>,
     /// Print the result as JSON on standard output: "restorable", every problem with a
     /// stable "code" and its "message", the bytes of page data, and the
     /// "requirements" a host needs for schedulers: CPU features, kernel facilities,
@@ -413,6 +445,38 @@ fn open_input(path: &PathBuf) -> Result<Box<dyn Read + Send>, String> {
     Ok(Box::new(io::BufReader::with_capacity(INPUT_BUF, f)))
 }
 
+/// The image to restore or check: an incremental image (`dump --parent`) becomes the
+/// full image of its chain, each link verified (`restore::chain`).
+fn open_chain(path: &PathBuf, parent: Option<&PathBuf>) -> Result<Box<dyn Read + Send>, String> {
+    if path.as_os_str() == "-" {
+        if parent.is_some() {
+            return Err("--parent needs the image as a file, not standard input".into());
+        }
+        return open_input(path);
+    }
+    match restore::chain::materialize(path, parent.map(|p| p.as_path())) {
+        Ok(Some(f)) => Ok(Box::new(io::BufReader::with_capacity(INPUT_BUF, f))),
+        Ok(None) if parent.is_some() => Err(format!(
+            "{} is not an incremental image: --parent does not apply",
+            path.display()
+        )),
+        Ok(None) => open_input(path),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `ckpt untrack`.
+fn cmd_untrack(pid: i32) -> i32 {
+    match dump::track::untrack(pid) {
+        Ok(true) => {
+            say!("ckpt: process {pid} is not tracked any more");
+            0
+        }
+        Ok(false) => err(format!("process {pid} is not tracked")),
+        Err(e) => err(e),
+    }
+}
+
 /// Buffer size for reading images: no larger than the pieces restore reads page data
 /// in (64 KiB), so that those bypass it.
 const INPUT_BUF: usize = 64 << 10;
@@ -451,6 +515,8 @@ pub fn main() -> i32 {
         Cmd::Check(a) => cmd_check(a),
         Cmd::Inspect(a) => cmd_inspect(a),
         Cmd::Unlock(a) => cmd_unlock(a),
+        Cmd::Untrack { pid } => cmd_untrack(pid),
+        Cmd::TrackHold { spec } => dump::track::hold_main(&spec),
         Cmd::Demo => demo::run(),
         Cmd::DemoWorkload { steps } => demo::workload(steps),
     }
@@ -465,7 +531,16 @@ fn cmd_dump(a: DumpArgs) -> i32 {
         json,
         external,
         compress,
+        track,
+        parent,
     } = a;
+    // A tracked process goes on running.
+    let leave_running = leave_running || track;
+    let incremental = match (track, parent) {
+        (true, _) => dump::track::Incremental::Track,
+        (false, Some(p)) => dump::track::Incremental::Parent(p),
+        (false, None) => dump::track::Incremental::No,
+    };
     let out = if output.as_os_str() == "-" {
         if json {
             say!(
@@ -499,6 +574,7 @@ fn cmd_dump(a: DumpArgs) -> i32 {
         compress,
         progress: Some(progress),
         hook: None,
+        incremental,
     };
     let res = dump::dump(pid, out, &opts);
     bar.finish_and_clear();
@@ -546,6 +622,7 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
         new_pidns,
         inherit,
         new_tty,
+        parent,
     } = a;
     if new_tty && image.as_os_str() == "-" {
         say!(
@@ -564,7 +641,7 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return usage(format!("--pid-file: {e}")),
     };
-    let input = match open_input(&image) {
+    let input = match open_chain(&image, parent.as_ref()) {
         Ok(i) => i,
         Err(e) => return err(e),
     };
@@ -614,12 +691,13 @@ fn cmd_check(a: CheckArgs) -> i32 {
         cpu,
         inherit,
         json,
+        parent,
     } = a;
     let view = match inherit.view(&cpu) {
         Ok(v) => v,
         Err(e) => return usage(e),
     };
-    let input = match open_input(&image) {
+    let input = match open_chain(&image, parent.as_ref()) {
         Ok(i) => i,
         Err(e) => return err(e),
     };

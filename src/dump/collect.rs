@@ -285,6 +285,7 @@ pub(crate) fn collect_process(
         namespaces: Vec::new(),
         cgroups: Vec::new(),
         cow_from_parent: Vec::new(),
+        inherited: Vec::new(),
         aio,
         stopped: fr
             .threads

@@ -281,7 +281,14 @@ pub(crate) fn write_image<W: Write>(
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk>>(AHEAD);
         let (back, back_rx) = std::sync::mpsc::channel::<PageSlot>();
         scope.spawn(move || read_pages(c, opts.compress, piece, &tx, &back_rx));
-        let mut w = ImageWriter::new(out)?;
+        // An incremental image needs its parent: a reader that does not know that
+        // refuses it instead of restoring its unchanged pages as zeros.
+        let required = if c.ckpt.parent.is_some() {
+            crate::image::FEATURE_PARENT
+        } else {
+            0
+        };
+        let mut w = ImageWriter::with_features(out, required)?;
         w.write_meta(tag::CHECKPOINT, &c.ckpt)?;
         write_file_data(c, &mut w)?;
         for chunk in rx {

@@ -56,7 +56,45 @@ pub const PAGE_SIZE: u64 = 4096;
 pub const FLAG_REQUIRED: u32 = 1;
 
 /// Required-feature bits of the file header known to this reader, with their names.
-pub const KNOWN_REQUIRED_FEATURES: &[(u64, &str)] = &[];
+pub const KNOWN_REQUIRED_FEATURES: &[(u64, &str)] = &[(
+    FEATURE_PARENT,
+    "incremental image (its unchanged pages are in its parent image)",
+)];
+
+/// Required feature: the image is incremental (`model::Checkpoint::parent`): a reader
+/// that does not follow the parent would restore its unchanged pages as zeros.
+pub const FEATURE_PARENT: u64 = 1;
+
+/// Bytes of the end record at the end of an image: its header, payload and checksum.
+pub const END_RECORD_LEN: usize = RECORD_HEADER_LEN + 16 + 8;
+
+/// An image's identity from its last [`END_RECORD_LEN`] bytes: the record count and the
+/// chained hash of every record's checksum that the end record carries (which changes
+/// with any record). The end record's header and checksum are checked; that the rest
+/// of the image matches is checked when it is read (`ImageReader`).
+pub fn identity(tail: &[u8]) -> Result<(u64, u64)> {
+    let bad = || ImageError::BadEnd("no end record at the end of the file");
+    if tail.len() != END_RECORD_LEN {
+        return Err(bad());
+    }
+    let hdr: [u8; RECORD_HEADER_LEN] = tail[..RECORD_HEADER_LEN].try_into().map_err(|_| bad())?;
+    let payload = &tail[RECORD_HEADER_LEN..RECORD_HEADER_LEN + 16];
+    let want = layout::record_header(tag::END, FLAG_REQUIRED, 16, 0, 0);
+    if hdr != want {
+        return Err(bad());
+    }
+    let sum = u64::from_le_bytes(
+        tail[RECORD_HEADER_LEN + 16..]
+            .try_into()
+            .map_err(|_| bad())?,
+    );
+    if layout::record_checksum(&hdr, payload) != sum {
+        return Err(ImageError::BadEnd("end record checksum"));
+    }
+    let records = u64::from_le_bytes(payload[..8].try_into().map_err(|_| bad())?);
+    let hash = u64::from_le_bytes(payload[8..].try_into().map_err(|_| bad())?);
+    Ok((records, hash))
+}
 
 /// Record tags. Tags are never reused.
 pub mod tag {

@@ -180,3 +180,29 @@ fn huge_length_is_refused_before_allocation() {
         Err(ImageError::RecordTooLarge { .. })
     ));
 }
+
+/// An image's identity comes from its end record alone: the record count and the
+/// chained hash, different for images with different records; anything but a whole
+/// end record is refused.
+#[test]
+fn identity_from_the_end_record() {
+    let a = sample();
+    let (records, hash) = identity(&a[a.len() - END_RECORD_LEN..]).unwrap();
+    assert_eq!(records, 3);
+    let mut w = ImageWriter::with_features(Vec::new(), FEATURE_PARENT).unwrap();
+    w.write_meta(tag::CHECKPOINT, &vec![1u32, 2, 4]).unwrap();
+    w.write_record(tag::PAGES_PID, FLAG_REQUIRED, 42, &[], false)
+        .unwrap();
+    w.write_pages(0x1000, &[7u8; 8192]).unwrap();
+    let b = w.finish().unwrap();
+    let (rb, hb) = identity(&b[b.len() - END_RECORD_LEN..]).unwrap();
+    assert_eq!(rb, 3);
+    assert_ne!(hb, hash);
+    // The feature bit is known to this reader.
+    assert_eq!(read_all(&b).unwrap().len(), 3);
+    assert!(identity(&a[a.len() - END_RECORD_LEN - 1..a.len() - 1]).is_err());
+    assert!(identity(&a[..END_RECORD_LEN]).is_err());
+    let mut c = a[a.len() - END_RECORD_LEN..].to_vec();
+    c[RECORD_HEADER_LEN + 9] ^= 1;
+    assert!(identity(&c).is_err());
+}

@@ -21,8 +21,13 @@ pub struct ImageWriter<W: Write> {
 static ZEROS: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
 
 impl<W: Write> ImageWriter<W> {
-    pub fn new(mut out: W) -> Result<Self> {
-        out.write_all(&header_bytes(0, 0))?;
+    pub fn new(out: W) -> Result<Self> {
+        Self::with_features(out, 0)
+    }
+
+    /// A writer whose header carries the `required` feature bits.
+    pub fn with_features(mut out: W, required: u64) -> Result<Self> {
+        out.write_all(&header_bytes(required, 0))?;
         Ok(Self {
             out,
             offset: HEADER_LEN as u64,

@@ -93,6 +93,7 @@ pub(crate) fn checkpoint(processes: Vec<Process>) -> Checkpoint {
         pid_namespace_init_outside: false,
         sysv: Default::default(),
         namespaces: Vec::new(),
+        parent: None,
     }
 }
 

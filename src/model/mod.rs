@@ -1067,6 +1067,13 @@ pub struct Process {
     /// images (dump refused processes that had one).
     #[serde(default)]
     pub aio: Vec<AioRing>,
+    /// In an incremental image (`Checkpoint::parent`): page-aligned [start, end) ranges
+    /// whose pages were not written since the parent image and are taken from it (from
+    /// the parent's process of the same PID, following its own `inherited` further
+    /// back); pages in neither these ranges nor this image's page data are zero (or the
+    /// file's, in a private file mapping). Empty in full images and older ones.
+    #[serde(default)]
+    pub inherited: Vec<(u64, u64)>,
 }
 
 /// Where a process is in one cgroup hierarchy.
@@ -1347,6 +1354,22 @@ pub struct Checkpoint {
     /// Empty in older images (every process was in ckpt's own).
     #[serde(default)]
     pub namespaces: Vec<Namespace>,
+    /// The image this one is a delta of (`ckpt dump --parent`): its page data holds only
+    /// the pages written since that image was made; the others come from the parent
+    /// (see `Process::inherited`). None in full images and older ones.
+    #[serde(default)]
+    pub parent: Option<ParentImage>,
+}
+
+/// The parent of an incremental image: where it was and which image it is.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ParentImage {
+    /// Its path when the child was dumped (absolute); `ckpt restore --parent` overrides.
+    pub path: String,
+    /// Its identity: the record count and the chained hash of every record's checksum
+    /// that its end record carries (see `image::identity`).
+    pub records: u64,
+    pub hash: u64,
 }
 
 /// System V IPC objects (of the host's IPC namespace, those the tree owns; a whole

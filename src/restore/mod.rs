@@ -6,6 +6,7 @@
 //! (record checksums, bounds) as it lands. *Commit* sets the final registers and lets the
 //! process go: the point of no return.
 
+pub mod chain;
 pub(crate) mod kernel;
 pub(crate) mod pidns;
 pub(crate) mod plan;

@@ -243,7 +243,19 @@ fn check_host(
 
 /// Build the plan from decoded metadata.
 pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
-    let (problems, xsave, held) = check_all(&ckpt, view, &Held::default());
+    let (mut problems, xsave, held) = check_all(&ckpt, view, &Held::default());
+    // Its unchanged pages are in its parent: only the full image of its chain
+    // (`restore::chain`, which `ckpt restore IMAGE` makes) can be restored.
+    if let Some(p) = &ckpt.parent {
+        problems.push(Problem {
+            code: "incremental",
+            message: format!(
+                "the image is incremental (its unchanged pages are in its parent {}): \
+                 restore it from its file, which follows the chain of parents",
+                p.path
+            ),
+        });
+    }
     let request_amx = ckpt.arch.xcomp_perm & (1 << 18) != 0
         && arch::amx_permission_grantable(&ckpt.arch, &view.host);
     Plan {

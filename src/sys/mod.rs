@@ -30,6 +30,7 @@ pub(crate) mod tty;
 pub(crate) mod udp;
 pub(crate) mod uffd;
 pub(crate) mod userns;
+pub(crate) mod wptrack;
 
 #[cfg(test)]
 mod inject_batch_tests;

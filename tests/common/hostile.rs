@@ -269,6 +269,7 @@ pub fn checkpoint() -> Checkpoint {
         namespaces: Vec::new(),
         fifos: vec![],
         ptys: vec![],
+        parent: None,
     }
 }
 

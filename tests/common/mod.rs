@@ -205,6 +205,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("uring", "uring.c", &[]),
     // tests/e2e_runc.rs: the program of a runc container (static: its rootfs is busybox)
     ("runcsrv-static", "runcsrv.c", &["-static"]),
+    // tests/e2e_incr.rs: memory written a little at a time, for incremental dumps
+    ("incr", "incr.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

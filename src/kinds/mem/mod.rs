@@ -7,6 +7,7 @@ pub(crate) mod pages;
 pub(crate) mod shmem;
 #[cfg(test)]
 mod tests;
+pub(crate) mod track;
 
 use self::pages::{Run, vma_pages};
 use self::shmem::{SharedSeen, shmem_pages};

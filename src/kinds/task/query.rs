@@ -554,20 +554,7 @@ fn framed_queries(
     fr: &Frames,
     ask: &Ask<'_>,
 ) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
-    for (t, at) in threads.iter_mut().zip(&fr.at) {
-        let (parked, _) = fr.regs(t, *at).ok_or_else(|| {
-            DumpError::Sys(sys::SysError::Other(format!(
-                "thread {} has no signal frame",
-                t.tid
-            )))
-        })?;
-        ptrace::set_regs(t.tid, &parked)?;
-        t.injected = true;
-        sys::deferred::die_point("parked");
-        ptrace::set_sigmask(t.tid, !0)?;
-        sys::deferred::die_point("blocked");
-    }
-    let run = || -> DumpResult<(Injected, Vec<ThreadInjected>)> {
+    framed(threads, fr, |threads| {
         // The process's queries in its leader (`pid`, the first thread).
         let mut inj = fr.injector(&threads[0], fr.at[0])?;
         let out = (fr.at[0] - FRAME_OUT_LEN, FRAME_OUT_LEN as usize);
@@ -584,8 +571,52 @@ fn framed_queries(
             )?);
         }
         Ok((p, per))
+    })
+}
+
+/// Calls made by the leader of process `pid` (`threads[0]`) through `run`, with every
+/// thread parked on its signal frame as for the queries ([`framed_queries`]), for the
+/// few calls a dump makes that are not queries (`dump --track`'s userfaultfd, made and
+/// closed again at once). Refused when the task cannot take signal frames.
+pub(crate) fn leader_calls<T>(
+    pid: i32,
+    threads: &mut [FrozenThread],
+    mem: &RemoteMem,
+    why: &str,
+    run: impl FnOnce(&mut Injector) -> DumpResult<T>,
+) -> DumpResult<T> {
+    let Some(fr) = write_frames(pid, threads, mem)? else {
+        return Err(unsupported(
+            pid,
+            format!("{why}: the process cannot take a signal frame for the calls"),
+        ));
     };
-    let res = run();
+    framed(threads, &fr, |threads| {
+        let mut inj = fr.injector(&threads[0], fr.at[0])?;
+        run(&mut inj)
+    })
+}
+
+/// Park every thread on its frame, run `run`, and put every thread back.
+fn framed<T>(
+    threads: &mut [FrozenThread],
+    fr: &Frames,
+    run: impl FnOnce(&[FrozenThread]) -> DumpResult<T>,
+) -> DumpResult<T> {
+    for (t, at) in threads.iter_mut().zip(&fr.at) {
+        let (parked, _) = fr.regs(t, *at).ok_or_else(|| {
+            DumpError::Sys(sys::SysError::Other(format!(
+                "thread {} has no signal frame",
+                t.tid
+            )))
+        })?;
+        ptrace::set_regs(t.tid, &parked)?;
+        t.injected = true;
+        sys::deferred::die_point("parked");
+        ptrace::set_sigmask(t.tid, !0)?;
+        sys::deferred::die_point("blocked");
+    }
+    let res = run(threads);
     for t in threads.iter() {
         ptrace::set_sigmask(t.tid, t.orig_sigmask)?;
         sys::deferred::die_point("mask back");

@@ -148,6 +148,7 @@ pub(crate) fn checkpoint(
         sysv: Default::default(),
         namespaces: Vec::new(),
         fifos: Vec::new(),
+        parent: None,
         ptys: Vec::new(),
     }
 }

@@ -345,7 +345,15 @@ fn read_smaps(r: &mut Reader, pid: i32) {
             });
         } else if let (Some((k, v)), Some(cur)) = (l.split_once(':'), areas.last_mut()) {
             if SMAPS_KEEP.contains(&k) {
-                let v = v.split_whitespace().collect::<Vec<_>>().join(" ");
+                // `uw` (an area registered for userfaultfd write protection) is ckpt's
+                // own write tracking (`dump --track`), not the program's: a tracked
+                // original has it, its restored copy not. tests/e2e_incr.rs checks it
+                // comes and goes with the tracking.
+                let v = v
+                    .split_whitespace()
+                    .filter(|f| k != "VmFlags" || *f != "uw")
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 cur.fields.push((k.to_string(), v));
             }
         }
