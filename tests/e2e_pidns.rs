@@ -181,53 +181,107 @@ fn steps(out: &[u8]) -> String {
         .collect()
 }
 
-/// `pidnest nest`: the root R forks C, which unshares CLONE_NEWPID and forks G (PID 1
-/// of the nested namespace), whose child P (PID 2 there) prints. Dumping R is refused
-/// before anything is killed, naming G and its namespace (nested PID namespaces are not
-/// restored yet), and the tree runs on untouched: its output is an uninterrupted run's.
-/// P alone, a process inside a namespace without its init, is dumped and restored below
-/// a reaper, where it goes on as PID 2 whose parent is PID 1 and whose orphan is reaped.
+/// `pidnest nest2`: the root R forks C, which unshares CLONE_NEWPID and forks G (PID 1
+/// of the nested namespace), whose child P (PID 2 there) unshares again and forks Q
+/// (PID 1 of a third level), whose child S (PID 2 there) prints its IDs every step. The
+/// whole tree is dumped and restored in the test's PID namespace: every process comes
+/// back with its ID at every level (NSpid), in namespaces nested as before
+/// (NS_GET_PARENT), S's steps go on as an uninterrupted run's and its orphan made after
+/// the restore is reaped by Q. Then P alone (a process inside a namespace without its
+/// init, with a namespace of its own below it) is dumped and restored below a reaper.
 #[test]
-fn nested_pid_namespaces_are_refused_and_a_process_of_one_is_restored_alone() {
-    let ctx = Ctx::new("nested_pid_namespaces_are_refused_and_a_process_of_one_is_restored_alone");
+fn nested_pid_namespaces_come_back_at_every_level() {
+    let ctx = Ctx::new("nested_pid_namespaces_come_back_at_every_level");
     let spec = Spec::new(target("pidnest"))
         .arg("40")
         .arg("sleep=30")
-        .arg("nest");
+        .arg("nest2");
     let mut rp = ctx.spawn(&spec);
     let mut t = ctx.spawn(&spec);
     t.wait_lines(4);
-    let tree = wait_process_tree(t.pid, 4, "pidnest nest: R, C, G, P");
+    let tree = wait_process_tree(t.pid, 6, "pidnest nest2: R, C, G, P, Q, S");
     for &p in &tree {
         ctx.track(p);
     }
-    let (g, p) = (tree[2], tree[3]);
+    let levels: Vec<Vec<i32>> = tree.iter().map(|&p| nspids(p)).collect();
+    let (g, p, q, s) = (tree[2], tree[3], tree[4], tree[5]);
     assert_eq!(nspids(g), vec![g, 1], "G is PID 1 of the nested namespace");
     assert_eq!(nspids(p), vec![p, 2], "P is PID 2 there");
-    let img = ctx.path("nest.img");
-    let r = ctx.try_dump(tree[0], &img);
-    r.assert_fails(1);
-    assert!(
-        r.stderr.contains(&format!("process {g}"))
-            && r.stderr.contains("nested inside the dumped tree")
-            && r.stderr.contains(&format!("NSpid [{g}, 1]")),
-        "the refusal names G and its nesting:\n{}",
-        r.stderr
-    );
-    assert!(!img.exists(), "no image after a refused dump");
-    for &q in &tree {
-        assert_running_untraced(q, "pidnest nest after the refused dump");
-    }
-
-    // P alone: a process inside a PID namespace without its init.
-    let img = ctx.path("p.img");
-    ctx.dump(p, &img);
+    assert_eq!(nspids(q)[2], 1, "Q is PID 1 a level further down");
+    assert_eq!(nspids(s)[2], 2, "S is PID 2 there");
+    // The parent of each one's PID namespace: ours, or the first process's in it.
+    let rel = |x: i32| {
+        let parent = pid_ns_parent(x);
+        if parent == Some(ns("self", "pid")) {
+            return "host".to_string();
+        }
+        tree.iter()
+            .position(|&y| Some(ns(&y.to_string(), "pid")) == parent)
+            .map_or(format!("other {}", parent.is_some()), |i| format!("#{i}"))
+    };
+    let parents: Vec<String> = tree.iter().map(|&x| rel(x)).collect();
+    assert_eq!(parents[4], "#2", "Q's namespace is below G's");
+    let img = ctx.path("nest2.img");
+    ctx.dump(tree[0], &img);
+    let before = t.finish().stdout;
+    wait_pids_gone(&tree, "pidnest nest2 after its dump");
     let mut r = ctx.restore(&img, &[], In::Null);
     r.wait_lines(1);
-    let restored = wait_process_tree(r.pid, 3, "ckpt restore, its reaper and P");
-    let (reaper, p2) = (restored[1], restored[2]);
-    assert_eq!(nspids(reaper), vec![reaper, 1], "the reaper is PID 1");
-    assert_eq!(nspids(p2), vec![p2, 2], "the restored P is PID 2 again");
+    let restored = wait_process_tree(r.pid, 7, "ckpt restore and pidnest nest2");
+    assert_eq!(&restored[1..], &tree[..], "the same host PIDs");
+    for (k, &x) in tree.iter().enumerate() {
+        assert_eq!(nspids(x), levels[k], "process {x}: its ID at every level");
+        assert_eq!(tracer(x), 0, "process {x} is not traced");
+        assert_eq!(
+            rel(x),
+            parents[k],
+            "process {x}: the parent of its PID namespace"
+        );
+    }
+    assert_eq!(
+        ns(&tree[1].to_string(), "pid_for_children"),
+        ns(&g.to_string(), "pid"),
+        "C's next children go to G's namespace"
+    );
+    assert_eq!(
+        ns(&p.to_string(), "pid_for_children"),
+        ns(&q.to_string(), "pid"),
+        "P's next children go to Q's namespace"
+    );
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    let reference = rp.finish();
+    let got = [before, fin.stdout].concat();
+    assert!(
+        String::from_utf8_lossy(&got).contains("orphan reaped: yes"),
+        "S's orphan is reaped by Q:\n{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_same_output(
+        "pidnest nest2, dumped and restored",
+        &reference.stdout,
+        &got,
+    );
+
+    // P alone: a process inside a PID namespace without its init.
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(4);
+    let tree = wait_process_tree(t.pid, 6, "pidnest nest2: R, C, G, P, Q, S");
+    for &x in &tree {
+        ctx.track(x);
+    }
+    let img = ctx.path("p.img");
+    ctx.dump(tree[3], &img);
+    let mut r = ctx.restore(&img, &[], In::Null);
+    r.wait_lines(1);
+    let restored = wait_process_tree(r.pid, 5, "ckpt restore, its reaper, P, Q and S");
+    assert_eq!(nspids(restored[2])[1], 2, "the restored P is PID 2 again");
+    assert_eq!(nspids(restored[3])[2], 1, "Q is PID 1 below it");
     let fin = r.finish();
     assert_eq!(
         fin.status.code(),
@@ -236,25 +290,220 @@ fn nested_pid_namespaces_are_refused_and_a_process_of_one_is_restored_alone() {
         text(&fin.stderr)
     );
     let original = t.finish();
-    let reference = rp.finish();
-    assert!(
-        String::from_utf8_lossy(&fin.stdout).ends_with("orphan reaped: yes\n"),
-        "P's orphan made after the restore is reaped by the reaper:\n{}",
-        String::from_utf8_lossy(&fin.stdout)
-    );
+    let reference = ctx.reference(&spec);
     assert_eq!(
         steps(&[original.stdout, fin.stdout].concat()),
         steps(&reference.stdout),
-        "P's steps, dumped and restored, are an uninterrupted run's"
+        "S's steps, dumped with P and restored, are an uninterrupted run's"
     );
 }
 
-/// A process that called unshare(CLONE_NEWPID) without forking since (`unshare -p` without
-/// `-f` executes the program in the caller's namespace; its next child would be PID 1 of
-/// a new one) is refused, saying so, and runs on.
+/// The tracer of process `pid` (TracerPid of its status).
+fn tracer(pid: i32) -> i32 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("TracerPid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(-1)
+}
+
+/// Whether process `pid`'s next children go to a PID namespace that has no init yet (it
+/// called unshare(CLONE_NEWPID) and has not forked since: the kernel shows no
+/// pid_for_children then).
+fn unshared_without_child(pid: i32) -> bool {
+    fs::read_link(format!("/proc/{pid}/ns/pid_for_children"))
+        .is_err_and(|e| e.raw_os_error() == Some(libc::ENOENT))
+}
+
+/// The processes of `pidnested` (see tests/targets/pidnested.c): R, C, U, G, P2, P3 by
+/// what they are, found among `tree` through their IDs.
+struct Nested {
+    r: i32,
+    c: i32,
+    u: i32,
+    g: i32,
+    p2: i32,
+    p3: i32,
+}
+
+fn nested(tree: &[i32]) -> Nested {
+    let base = nspids(tree[0]).len();
+    let at = |depth: usize, id: Option<i32>| {
+        tree.iter()
+            .copied()
+            .find(|&p| {
+                let v = nspids(p);
+                v.len() == base + depth && id.is_none_or(|i| v.last() == Some(&i))
+            })
+            .unwrap_or_else(|| panic!("no process at depth {depth} with ID {id:?} in {tree:?}"))
+    };
+    let r = tree[0];
+    let kids: Vec<i32> = tree.iter().copied().filter(|&p| ppid(p) == r).collect();
+    let u = kids
+        .iter()
+        .copied()
+        .find(|&p| unshared_without_child(p))
+        .unwrap_or_else(|| panic!("no process of {kids:?} unshared without a child"));
+    let c = kids.iter().copied().find(|&p| p != u).unwrap_or(0);
+    Nested {
+        r,
+        c,
+        u,
+        g: at(1, Some(1)),
+        p2: at(1, Some(2)),
+        p3: at(1, Some(3)),
+    }
+}
+
+fn ppid(pid: i32) -> i32 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("PPid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The kernel-visible shape of a `pidnested` tree: each process's IDs at every level,
+/// where its next children go, and its process group and session as its namespace
+/// shows them (NSpgid, NSsid).
+fn nested_shape(n: &Nested) -> Vec<String> {
+    let field = |p: i32, f: &str| {
+        fs::read_to_string(format!("/proc/{p}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{f}:")))
+                    .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            })
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for (name, p) in [
+        ("R", n.r),
+        ("C", n.c),
+        ("U", n.u),
+        ("G", n.g),
+        ("P2", n.p2),
+        ("P3", n.p3),
+    ] {
+        out.push(format!(
+            "{name}: NSpid {} NSpgid {} NSsid {}",
+            field(p, "NSpid"),
+            field(p, "NSpgid"),
+            field(p, "NSsid")
+        ));
+    }
+    out.push(format!(
+        "C's children go to G's namespace: {}",
+        ns(&n.c.to_string(), "pid_for_children") == ns(&n.g.to_string(), "pid")
+    ));
+    out.push(format!(
+        "U unshared without a child: {}",
+        unshared_without_child(n.u)
+    ));
+    out.push(format!(
+        "G's namespace is a child of R's: {}",
+        pid_ns_parent(n.g) == Some(ns(&n.r.to_string(), "pid"))
+    ));
+    out
+}
+
+/// A tree with a PID namespace nested inside it (`pidnested`: C unshared CLONE_NEWPID and
+/// forked G, PID 1 there, a counter whose children are PIDs 2 and 3; U unshared without
+/// forking): dumped and restored in the test's PID namespace, every process has its ID
+/// at every level, its group and session as its namespace shows them, C's next
+/// children still go to G's namespace and U's to a new one; the state oracle finds the
+/// kernel's view the same (NSpid, namespaces, kcmp...); and the program goes on as an
+/// uninterrupted run: the counter still sees itself as PID 1 with children 2 and 3, and
+/// U's next child is PID 1 of a new namespace.
 #[test]
-fn a_process_whose_children_go_to_another_pid_namespace_is_refused() {
-    let ctx = Ctx::new("a_process_whose_children_go_to_another_pid_namespace_is_refused");
+fn a_pid_namespace_nested_inside_the_tree_comes_back() {
+    let ctx = Ctx::new("a_pid_namespace_nested_inside_the_tree_comes_back");
+    let spec = Spec::new(target("pidnested")).stdin(In::Pipe);
+    let (first, rest) = (b"step\nstep\n", b"step\nfork\nstep\nexit\n");
+    let mut rp = ctx.spawn(&spec);
+    rp.write_stdin(&[&first[..], &rest[..]].concat());
+    rp.close_stdin();
+    let reference = rp.finish();
+    assert!(
+        String::from_utf8_lossy(&reference.stdout).contains("G 3: pid 1 ppid 0"),
+        "the reference run:\n{}",
+        String::from_utf8_lossy(&reference.stdout)
+    );
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    t.write_stdin(first);
+    t.wait_for("ack 2\n");
+    let tree = wait_process_tree(t.pid, 6, "pidnested: R, C, U, G, P2, P3");
+    let n = nested(&tree);
+    assert_eq!(
+        nspids(n.g),
+        vec![n.g, 1],
+        "G is PID 1 of the nested namespace"
+    );
+    assert_eq!(nspids(n.p2), vec![n.p2, 2]);
+    assert_eq!(nspids(n.p3), vec![n.p3, 3]);
+    let shape = nested_shape(&n);
+    let snap = oracle::Snapshot::take(t.pid);
+    assert!(snap.still(), "pidnested at rest: {:?}", snap.volatile);
+    let img = ctx.path("nested.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("original");
+    wait_pids_gone(&tree, "pidnested after its dump");
+
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    let deadline = std::time::Instant::now() + timeout();
+    while !oracle::restored_tree_up(&snap) {
+        assert!(
+            std::time::Instant::now() < deadline && r.try_wait().is_none(),
+            "the restored tree does not run; ckpt restore: {:?}\n{}",
+            r.try_wait(),
+            r.stderr.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(nested_shape(&n), shape, "the kernel's view of the nesting");
+    let after = oracle::Snapshot::take(t.pid);
+    oracle::assert_same_kernel_state(
+        "a_pid_namespace_nested_inside_the_tree_comes_back",
+        "pidnested restored",
+        oracle::Cmp::Restored,
+        &snap,
+        &after,
+        &[],
+    );
+    r.write_stdin(rest);
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    let got = [before, fin.stdout.clone()].concat();
+    let out = String::from_utf8_lossy(&fin.stdout);
+    assert!(
+        out.contains("X: pid 1 ppid 0 depth 1") && out.contains("G 3: pid 1 ppid 0"),
+        "after the restore U's child is PID 1 of a new namespace and G still PID 1:\n{out}"
+    );
+    assert_same_output("pidnested, dumped and restored", &reference.stdout, &got);
+}
+
+/// A process that called unshare(CLONE_NEWPID) and has not forked since (`unshare -p`
+/// without `-f` executes the program in the caller's namespace) is dumped, and comes
+/// back the same: in the test's PID namespace, its next children going to a new one
+/// that has no init yet.
+#[test]
+fn a_process_whose_children_go_to_a_new_pid_namespace_comes_back_so() {
+    let ctx = Ctx::new("a_process_whose_children_go_to_a_new_pid_namespace_comes_back_so");
     let spec = Spec::new(unshare()).arg("-p").arg("sleep").arg("60");
     let mut t = ctx.spawn(&spec);
     ctx.track(t.pid);
@@ -266,17 +515,33 @@ fn a_process_whose_children_go_to_another_pid_namespace_is_refused() {
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let img = ctx.path("sleep.img");
-    let r = ctx.try_dump(t.pid, &img);
-    r.assert_fails(1);
     assert!(
-        r.stderr
-            .contains("called unshare(CLONE_NEWPID) and has not forked since"),
-        "the refusal says why:\n{}",
-        r.stderr
+        unshared_without_child(t.pid),
+        "sleep's children go to a new namespace"
     );
-    assert_running_untraced(t.pid, "sleep after the refused dump");
-    t.kill();
+    let img = ctx.path("sleep.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&[t.pid], "sleep after its dump");
+    let mut r = ctx.restore(&img, &[], In::Null);
+    let restored = wait_process_tree(r.pid, 2, "ckpt restore and sleep");
+    let s = restored[1];
+    let deadline = std::time::Instant::now() + timeout();
+    while tracer(s) != 0 {
+        assert!(std::time::Instant::now() < deadline, "sleep stays traced");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(s, t.pid, "the same PID");
+    assert_eq!(
+        ns(&s.to_string(), "pid"),
+        ns("self", "pid"),
+        "in our PID namespace"
+    );
+    assert!(
+        unshared_without_child(s),
+        "its next children go to a new namespace again"
+    );
+    r.kill();
 }
 
 /// A copy of target `name` in the test's directory: processes running it are this

@@ -284,6 +284,9 @@ pub(crate) fn collect_process(
         randomized: Some(stat.randomized()),
         namespaces: Vec::new(),
         cgroups: Vec::new(),
+        nspid: Vec::new(),
+        pid_ns: 0,
+        pid_ns_for_children: None,
         cow_from_parent: Vec::new(),
         aio,
         stopped: fr

@@ -39,6 +39,7 @@ pub(crate) fn thread(tid: i32) -> Thread {
         comm: Vec::new(),
         creds: None,
         seccomp_filters: Vec::new(),
+        nstid: Vec::new(),
     }
 }
 
@@ -93,6 +94,7 @@ pub(crate) fn checkpoint(processes: Vec<Process>) -> Checkpoint {
         pid_namespace_init_outside: false,
         sysv: Default::default(),
         namespaces: Vec::new(),
+        pid_namespaces: Vec::new(),
     }
 }
 
