@@ -634,3 +634,79 @@ fn failed_restores_below_a_reaper_leave_nothing() {
     let traced = [before, trace.stdout].concat();
     assert_same_output("pidnest, traced restore", &reference.stdout, &traced);
 }
+
+/// `pidnested` as PID 1 of a PID namespace of its own (`unshare -p -f pidnested`), so
+/// that its nested namespace is two levels below the test's: restored through the
+/// builder in a new namespace (released through the gate), every process has its IDs
+/// at every level below ours again, the oracle finds the same state as the tree's own
+/// namespace sees it, and the program goes on as an uninterrupted run.
+#[test]
+fn a_pid_namespace_nested_in_a_tree_with_its_own_comes_back() {
+    let ctx = Ctx::new("a_pid_namespace_nested_in_a_tree_with_its_own_comes_back");
+    let spec = Spec::new(unshare())
+        .arg("-p")
+        .arg("-f")
+        .arg(target("pidnested"))
+        .stdin(In::Pipe);
+    let (first, rest) = (b"step\n", b"step\nfork\nexit\n");
+    let mut rp = ctx.spawn(&spec);
+    rp.write_stdin(&[&first[..], &rest[..]].concat());
+    rp.close_stdin();
+    let reference = rp.finish();
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    t.write_stdin(first);
+    t.wait_for("ack 1\n");
+    let tree = wait_process_tree(t.pid, 7, "unshare and pidnested: R, C, U, G, P2, P3");
+    for &p in &tree {
+        ctx.track(p);
+    }
+    let root = tree[1];
+    assert_eq!(nspids(root)[1], 1, "R is PID 1 of its own namespace");
+    let inner = |p: i32| nspids(p).into_iter().skip(1).collect::<Vec<i32>>();
+    let before_ids: Vec<Vec<i32>> = tree[1..].iter().map(|&p| inner(p)).collect();
+    assert!(
+        before_ids.iter().any(|v| v.len() == 2 && v[1] == 1),
+        "G is PID 1 two levels below ours: {before_ids:?}"
+    );
+    let img = ctx.path("own.img");
+    ctx.dump(root, &img);
+    let before = t.finish().stdout;
+    wait_pids_gone(&tree[1..], "pidnested after its dump");
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    let deadline = std::time::Instant::now() + timeout();
+    let restored = loop {
+        let all = process_tree(r.pid);
+        let ours: Vec<i32> = all.iter().copied().skip(1).collect();
+        if ours.len() == 6 && ours.iter().all(|&p| tracer(p) == 0) {
+            break ours;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && r.try_wait().is_none(),
+            "the restored tree does not run: {all:?}; ckpt restore: {:?}\n{}",
+            r.try_wait(),
+            r.stderr.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let mut after_ids: Vec<Vec<i32>> = restored.iter().map(|&p| inner(p)).collect();
+    let mut want = before_ids.clone();
+    after_ids.sort();
+    want.sort();
+    assert_eq!(after_ids, want, "every process's IDs below ours");
+    r.write_stdin(rest);
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    let got = [before, fin.stdout].concat();
+    assert_same_output(
+        "unshare -p -f pidnested, dumped and restored",
+        &reference.stdout,
+        &got,
+    );
+}
