@@ -710,3 +710,88 @@ fn a_pid_namespace_nested_in_a_tree_with_its_own_comes_back() {
         &got,
     );
 }
+
+/// A tree with a PID namespace nested inside it (`pidnested`): restores made to fail at
+/// steps along the way (the first twelve, those around the nested namespace's making,
+/// then a sample of the rest) each exit 1 saying why, print nothing of the program, and
+/// leave nothing behind (no process of it, none of ckpt's stubs, though the namespace's
+/// init waits for its children to be reaped as it dies); then the image restores and
+/// the program ends as an uninterrupted run.
+#[test]
+fn failed_restores_of_a_nested_pid_namespace_leave_nothing() {
+    let ctx = Ctx::new("failed_restores_of_a_nested_pid_namespace_leave_nothing");
+    let exe = own_copy(&ctx, "pidnested");
+    let spec = Spec::new(&exe).stdin(In::Pipe);
+    let mut rp = ctx.spawn(&spec);
+    rp.write_stdin(b"step\nstep\n");
+    rp.close_stdin();
+    let reference = rp.finish();
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    t.write_stdin(b"step\nstep\n");
+    t.wait_for("ack 2\n");
+    let tree = wait_process_tree(t.pid, 6, "pidnested: R, C, U, G, P2, P3");
+    let img = ctx.path("nested.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("original");
+    wait_pids_gone(&tree, "pidnested after its dump");
+    let with_env = |env: &[(&str, &str)]| {
+        let mut s = Spec::new(ckpt_bin()).arg("restore").arg(&img).cwd(&ctx.dir);
+        for (k, v) in env {
+            s = s.env(k, v);
+        }
+        ctx.spawn(&s).finish()
+    };
+    let trace = with_env(&[("CKPT_FAULT", "no such step"), ("CKPT_FAULT_TRACE", "1")]);
+    let trace_text = text(&trace.stderr);
+    let names: Vec<&str> = trace_text
+        .lines()
+        .filter(|l| l.starts_with("ckpt: step #"))
+        .collect();
+    let total = names.len();
+    assert!(total > 20, "too few traced steps:\n{trace_text}");
+    assert_eq!(
+        trace.status.code(),
+        Some(0),
+        "the traced restore: {trace_text}"
+    );
+    // The steps that make the nested namespace and its first processes, and those of
+    // the nested processes' descriptors (taken through ckpt).
+    let nested: Vec<usize> = names
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("unshare(CLONE_NEWPID)") || l.contains("F_DUPFD_CLOEXEC"))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert!(
+        !nested.is_empty(),
+        "no step makes the namespace:\n{trace_text}"
+    );
+    let mut tried = 0;
+    for n in (1..=total).filter(|n| {
+        *n <= 12 || n % 29 == 0 || *n == total || nested.iter().any(|k| n.abs_diff(*k) <= 1)
+    }) {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], &format!("#{n}"), &tree, &[]);
+        let left = running_exe(&exe);
+        assert!(
+            left.is_empty(),
+            "restore failing at step #{n} left {left:?}"
+        );
+        tried += 1;
+    }
+    eprintln!("{tried} failing restores of {total} steps");
+    let fin = with_env(&[]);
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "the final restore: {}",
+        text(&fin.stderr)
+    );
+    let got = [before, fin.stdout].concat();
+    assert_same_output(
+        "pidnested after the failed restores",
+        &reference.stdout,
+        &got,
+    );
+}
