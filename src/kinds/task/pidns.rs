@@ -240,6 +240,16 @@ pub(crate) fn check_nested(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             return;
         }
     }
+    if !nss.is_empty() && queued_credentials(ckpt) {
+        check::p(
+            problems,
+            "unsupported",
+            "a unix socket of the tree holds queued messages with SCM_CREDENTIALS, and the \
+             tree has PID namespaces nested inside it: the sender's ID is not restored at \
+             every namespace level yet"
+                .into(),
+        );
+    }
     let mut first: BTreeMap<u32, &Process> = BTreeMap::new();
     for (i, p) in procs.iter().enumerate() {
         if depth(nss, p.pid_ns) != Some(p.nspid.len())
@@ -324,6 +334,24 @@ pub(crate) fn check_nested(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             check_held_ids(p, problems);
         }
     }
+}
+
+/// Whether a queued unix message of the tree carries SCM_CREDENTIALS.
+fn queued_credentials(ckpt: &Checkpoint) -> bool {
+    let pairs = ckpt
+        .socketpairs
+        .iter()
+        .flat_map(|sp| sp.msgs0.iter().chain(sp.msgs1.iter()))
+        .any(|m| m.creds.is_some());
+    let runs = ckpt
+        .socketpairs
+        .iter()
+        .flat_map(|sp| sp.runs0.iter().chain(sp.runs1.iter()))
+        .any(|r| r.creds.is_some());
+    let dgrams = ckpt.processes.iter().flat_map(|p| p.fds.iter()).any(|f| {
+        matches!(&f.kind, FdKind::UnixDgram { sock, .. } if sock.msgs.iter().any(|m| m.creds.is_some()))
+    });
+    pairs || runs || dgrams
 }
 
 /// A nested process's group is one it can join: led by a process its namespace shows

@@ -639,7 +639,19 @@ pub(crate) fn set_foreground_groups(
             masters.fd(t.index)? as u64,
             "take a pseudo-terminal",
         )?;
-        let a = cx.put(0, &t.fg_pgid.to_le_bytes())?;
+        // (As the leader's PID namespace names the group.)
+        let fg = match t.fg_pgid {
+            g if g <= 0 => Some(g),
+            g => super::pidns::id_seen_by(ckpt, cx.proc_, g),
+        };
+        let fg = fg.ok_or_else(|| {
+            RestoreError::Malformed(format!(
+                "the foreground group {} of a terminal is not visible to its session's \
+                 leader",
+                t.fg_pgid
+            ))
+        })?;
+        let a = cx.put(0, &fg.to_le_bytes())?;
         cx.call(
             "ioctl(TIOCSPGRP) of a pseudo-terminal",
             nr::IOCTL,
@@ -709,9 +721,11 @@ fn make_zombie(
             }
         }
         ptrace::set_sigmask(pid, blocked & !(1u64 << (sig - 1)))?;
+        // (Its own ID as its PID namespace gives it.)
+        let own = cx.proc_.nspid.last().copied().unwrap_or(pid);
         cx.live_task("kill")?
             .inj
-            .final_call(nr::KILL, [pid as u64, sig as u64, 0, 0, 0, 0])?
+            .final_call(nr::KILL, [own as u64, sig as u64, 0, 0, 0, 0])?
     };
     match stop {
         Stop::Exited(_) | Stop::Killed(_) => {}
@@ -817,6 +831,11 @@ pub(crate) fn stop_jobs(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> RestoreResul
             .iter()
             .position(|q| q.pid == ppid)
             .ok_or_else(|| RestoreError::Malformed(format!("process {pid} has no parent")))?;
+        // (The child's ID as the parent's PID namespace gives it.)
+        let seen = super::pidns::ids(ctxs[i].proc_)
+            .get(ctxs[parent].proc_.nspid.len())
+            .copied()
+            .unwrap_or(pid);
         let parent = &mut ctxs[parent];
         take_back_sigchld(parent)?;
         if !js.unreported {
@@ -826,7 +845,7 @@ pub(crate) fn stop_jobs(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> RestoreResul
                 nr::WAITID,
                 [
                     libc::P_PID as u64,
-                    pid as u64,
+                    seen as u64,
                     info,
                     (libc::WSTOPPED | libc::WNOHANG) as u64,
                     0,
