@@ -795,3 +795,42 @@ fn failed_restores_of_a_nested_pid_namespace_leave_nothing() {
         &got,
     );
 }
+
+/// A process of a nested PID namespace holding a pidfd (`pidnested pidfd`: P2, PID 2 in
+/// it, holds one of itself) is refused at dump, naming the process, the descriptor and
+/// why (its ID is not restored at every level yet), before anything is killed: the
+/// tree runs on untraced and answers as before.
+#[test]
+fn a_nested_process_holding_a_pidfd_is_refused_and_runs_on() {
+    let ctx = Ctx::new("a_nested_process_holding_a_pidfd_is_refused_and_runs_on");
+    let spec = Spec::new(target("pidnested")).arg("pidfd").stdin(In::Pipe);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let tree = wait_process_tree(t.pid, 6, "pidnested: R, C, U, G, P2, P3");
+    for &p in &tree {
+        ctx.track(p);
+    }
+    let n = nested(&tree);
+    let img = ctx.path("refused.img");
+    let r = ctx.try_dump(t.pid, &img);
+    r.assert_fails(1);
+    assert!(
+        r.stderr.contains(&format!("process {}", n.p2))
+            && r.stderr.contains("descriptor 20, a pidfd")
+            && r.stderr.contains("nested inside the tree"),
+        "the refusal names P2, its pidfd and why:\n{}",
+        r.stderr
+    );
+    assert!(!img.exists(), "no image after a refused dump");
+    for &q in &tree {
+        assert_running_untraced(q, "pidnested after the refused dump");
+    }
+    t.write_stdin(b"step\nexit\n");
+    t.close_stdin();
+    let fin = t.finish();
+    let out = String::from_utf8_lossy(&fin.stdout);
+    assert!(
+        out.contains("P2 1: pid 2 ppid 1") && out.contains("R: C exited 0, U exited 0"),
+        "the tree goes on:\n{out}"
+    );
+}

@@ -16,10 +16,12 @@
  *         0); X prints what it sees and exits 7; U prints the status; R prints "forked".
  *   exit  everyone ends: G stops P2 and P3 and reaps them, C exits with G's status, U
  *         with 0; R prints their statuses and exits 0.
- * R leads a process group of its own; it prints "ready" once everything is set up. Nothing printed depends on host PIDs. */
+ * R leads a process group of its own; it prints "ready" once everything is set up.
+ * With the argument `pidfd`, P2 holds a pidfd of itself (at descriptor 20). Nothing printed depends on host PIDs. */
 #include "util.h"
 #include <sched.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 /* The number of IDs in NSpid of /proc/self/status (0 if unreadable). */
@@ -43,6 +45,8 @@ static int levels(void)
 
 /* How many namespaces deeper than R's this process is. */
 static int base;
+/* P2 holds a pidfd of itself. */
+static int with_pidfd;
 
 static void whoami(const char *name, long n)
 {
@@ -77,6 +81,12 @@ static int leaf(const char *name, int in, int out_fd)
 {
 	char c;
 	long n = 0;
+	if (with_pidfd && strcmp(name, "P2") == 0) {
+		int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+		if (fd < 0 || dup2(fd, 20) != 20)
+			die("pidfd_open: %s", strerror(errno));
+		close(fd);
+	}
 	wr_byte(out_fd, 'r');
 	while (rd_byte(in, &c)) {
 		whoami(name, ++n);
@@ -174,8 +184,9 @@ static void own_heap(void)
 	(void)levels();
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	with_pidfd = argc > 1 && strcmp(argv[1], "pidfd") == 0;
 	base = levels();
 	/* R leads a group of its own (not as a session leader): G and P2 stay in it. */
 	(void)setpgid(0, 0);
