@@ -834,3 +834,84 @@ fn a_nested_process_holding_a_pidfd_is_refused_and_runs_on() {
         "the tree goes on:\n{out}"
     );
 }
+
+/// `pidnested` inside a PID namespace without its init (`unshare -p -f sh -c
+/// 'pidnested; ...'`: sh is PID 1, R PID 2): dumped alone, it is restored below ckpt's
+/// reaper with its nested namespace two levels below the test's, every process with its
+/// IDs below ours again, and the program goes on as an uninterrupted run.
+#[test]
+fn a_pid_namespace_nested_in_a_tree_without_its_init_comes_back() {
+    let ctx = Ctx::new("a_pid_namespace_nested_in_a_tree_without_its_init_comes_back");
+    let spec = Spec::new(unshare())
+        .arg("-p")
+        .arg("-f")
+        .arg("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} && echo sh: done",
+            target("pidnested").display()
+        ))
+        .stdin(In::Pipe);
+    let (first, rest) = (b"step\n", b"step\nfork\nexit\n");
+    let mut rp = ctx.spawn(&spec);
+    rp.write_stdin(&[&first[..], &rest[..]].concat());
+    rp.close_stdin();
+    let reference = rp.finish();
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    t.write_stdin(first);
+    t.wait_for("ack 1\n");
+    let tree = wait_process_tree(t.pid, 8, "unshare, sh and pidnested: R, C, U, G, P2, P3");
+    for &p in &tree {
+        ctx.track(p);
+    }
+    let root = tree[2];
+    assert_eq!(
+        nspids(root)[1],
+        2,
+        "R is PID 2 of the namespace sh is the init of"
+    );
+    let inner = |p: i32| nspids(p).into_iter().skip(1).collect::<Vec<i32>>();
+    let mut want: Vec<Vec<i32>> = tree[2..].iter().map(|&p| inner(p)).collect();
+    let img = ctx.path("inside.img");
+    ctx.dump(root, &img);
+    wait_pids_gone(&tree[2..], "pidnested after its dump");
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    let deadline = std::time::Instant::now() + timeout();
+    let restored = loop {
+        let all = process_tree(r.pid);
+        // ckpt restore, its reaper, then the tree
+        let ours: Vec<i32> = all.iter().copied().skip(2).collect();
+        if ours.len() == 6 && ours.iter().all(|&p| tracer(p) == 0) {
+            break ours;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && r.try_wait().is_none(),
+            "the restored tree does not run: {all:?}; ckpt restore: {:?}\n{}",
+            r.try_wait(),
+            r.stderr.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let mut got_ids: Vec<Vec<i32>> = restored.iter().map(|&p| inner(p)).collect();
+    got_ids.sort();
+    want.sort();
+    assert_eq!(got_ids, want, "every process's IDs below ours");
+    r.write_stdin(rest);
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    let before = t.finish().stdout;
+    let got = [before, fin.stdout].concat();
+    let want_out = String::from_utf8_lossy(&reference.stdout).replace("sh: done\n", "");
+    assert_same_output(
+        "pidnested inside a namespace without its init, dumped and restored",
+        want_out.as_bytes(),
+        &got,
+    );
+}
