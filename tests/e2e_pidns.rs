@@ -915,3 +915,82 @@ fn a_pid_namespace_nested_in_a_tree_without_its_init_comes_back() {
         &got,
     );
 }
+
+/// The thread IDs of process `pid` at every PID namespace level (NSpid of each task),
+/// sorted.
+fn thread_nspids(pid: i32) -> Vec<Vec<i32>> {
+    let mut out: Vec<Vec<i32>> = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|t| fs::read_to_string(t.path().join("status")).ok())
+                .filter_map(|s| {
+                    s.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|v| {
+                        v.split_whitespace()
+                            .filter_map(|x| x.parse().ok())
+                            .collect()
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// A multi-threaded process of a nested PID namespace (`pidnested thread`: G, PID 1
+/// there, runs a second thread): its thread comes back with its ID at every level, and
+/// still sees its own ID in the nested namespace; the run goes on as an uninterrupted
+/// one.
+#[test]
+fn a_thread_of_a_nested_process_keeps_its_ids() {
+    let ctx = Ctx::new("a_thread_of_a_nested_process_keeps_its_ids");
+    let spec = Spec::new(target("pidnested")).arg("thread").stdin(In::Pipe);
+    let (first, rest) = (b"step\n", b"step\nexit\n");
+    let mut rp = ctx.spawn(&spec);
+    rp.write_stdin(&[&first[..], &rest[..]].concat());
+    rp.close_stdin();
+    let reference = rp.finish();
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    t.write_stdin(first);
+    t.wait_for("ack 1\n");
+    let tree = wait_process_tree(t.pid, 6, "pidnested: R, C, U, G, P2, P3");
+    let n = nested(&tree);
+    let threads = thread_nspids(n.g);
+    assert_eq!(threads.len(), 2, "G has two threads: {threads:?}");
+    let img = ctx.path("thread.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("original");
+    wait_pids_gone(&tree, "pidnested after its dump");
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    let deadline = std::time::Instant::now() + timeout();
+    while thread_nspids(n.g).len() != 2 || tracer(n.g) != 0 {
+        assert!(
+            std::time::Instant::now() < deadline && r.try_wait().is_none(),
+            "G does not run again: {}",
+            r.stderr.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(
+        thread_nspids(n.g),
+        threads,
+        "G's threads' IDs at every level"
+    );
+    r.write_stdin(rest);
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    let got = [before, fin.stdout].concat();
+    assert_same_output(
+        "pidnested thread, dumped and restored",
+        &reference.stdout,
+        &got,
+    );
+}

@@ -17,8 +17,11 @@
  *   exit  everyone ends: G stops P2 and P3 and reaps them, C exits with G's status, U
  *         with 0; R prints their statuses and exits 0.
  * R leads a process group of its own; it prints "ready" once everything is set up.
- * With the argument `pidfd`, P2 holds a pidfd of itself (at descriptor 20). Nothing printed depends on host PIDs. */
+ * With the argument `pidfd`, P2 holds a pidfd of itself (at descriptor 20); with
+ * `thread`, G runs a second thread (blocked in a read), which prints its thread ID in
+ * the nested namespace at each step too. Nothing printed depends on host PIDs. */
 #include "util.h"
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -45,8 +48,21 @@ static int levels(void)
 
 /* How many namespaces deeper than R's this process is. */
 static int base;
-/* P2 holds a pidfd of itself. */
-static int with_pidfd;
+/* P2 holds a pidfd of itself; G runs a second thread. */
+static int with_pidfd, with_thread;
+static int thread_in[2], thread_out[2];
+
+static void *g_thread(void *arg)
+{
+	(void)arg;
+	char c;
+	long n = 0;
+	while (read(thread_in[0], &c, 1) == 1) {
+		out("G thread %ld: tid %d pid %d\n", ++n, (int)syscall(SYS_gettid), (int)getpid());
+		write_all(thread_out[1], "a", 1);
+	}
+	return NULL;
+}
 
 static void whoami(const char *name, long n)
 {
@@ -125,12 +141,23 @@ static int counter(int tick, int ack)
 	for (int k = 0; k < 2; k++)
 		if (!rd_byte(from[0], &c))
 			die("G: a child did not start");
+	if (with_thread) {
+		pthread_t th;
+		if (pipe(thread_in) != 0 || pipe(thread_out) != 0 ||
+		    pthread_create(&th, NULL, g_thread, NULL) != 0)
+			die("G: thread: %s", strerror(errno));
+	}
 	if (getpid() != 1 || kids[0] != 2 || kids[1] != 3)
 		out("G: unexpected IDs: %d %d %d\n", (int)getpid(), (int)kids[0], (int)kids[1]);
 	wr_byte(ack, 'r');
 	long n = 0;
 	while (rd_byte(tick, &c)) {
 		whoami("G", ++n);
+		if (with_thread) {
+			wr_byte(thread_in[1], 's');
+			if (!rd_byte(thread_out[0], &c))
+				die("G: its thread is gone");
+		}
 		for (int k = 0; k < 2; k++) {
 			wr_byte(to[k][1], 's');
 			if (!rd_byte(from[0], &c))
@@ -187,6 +214,7 @@ static void own_heap(void)
 int main(int argc, char **argv)
 {
 	with_pidfd = argc > 1 && strcmp(argv[1], "pidfd") == 0;
+	with_thread = argc > 1 && strcmp(argv[1], "thread") == 0;
 	base = levels();
 	/* R leads a group of its own (not as a session leader): G and P2 stay in it. */
 	(void)setpgid(0, 0);
