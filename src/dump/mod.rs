@@ -418,58 +418,6 @@ fn root_pid_namespace(root: i32) -> Result<PidnsShape> {
     }
 }
 
-/// The refusal of process `pid`, which is in a PID namespace nested inside the dumped
-/// tree (see docs/ARCHITECTURE.md, "PID namespaces": what restoring one would take).
-fn nested_pidns(pid: i32) -> DumpError {
-    let nspid = sys::proc::status(pid).map(|s| s.nspid).unwrap_or_default();
-    let ns = sys::proc::pid_namespace(pid)
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    DumpError::Unsupported {
-        pid,
-        why: format!(
-            "it is in a PID namespace nested inside the dumped tree ({ns}, made by its \
-             parent with CLONE_NEWPID or unshare; its IDs from ckpt's namespace inward: \
-             NSpid {nspid:?}); restoring PID namespaces nested in a tree is not supported \
-             yet (dump a process of that namespace instead)"
-        ),
-    }
-}
-
-/// A process whose next children go to another PID namespace than its own (it called
-/// unshare(CLONE_NEWPID), or setns into one below it) is refused: restore would fork
-/// them into its own. (Its children already there are refused as [`nested_pidns`].)
-fn refuse_pid_ns_for_children(pid: i32, ns: &std::path::Path) -> Result<()> {
-    let p = format!("/proc/{pid}/ns/pid_for_children");
-    let kids = match std::fs::read_link(&p) {
-        Ok(k) => k,
-        // The kernel shows no namespace that has no init yet: the (frozen, live) process
-        // called unshare(CLONE_NEWPID) and did not fork since.
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-            return Err(DumpError::Unsupported {
-                pid,
-                why: "it called unshare(CLONE_NEWPID) and has not forked since: its next \
-                      child would be PID 1 of a new PID namespace, which restore does not \
-                      make again yet"
-                    .into(),
-            });
-        }
-        Err(e) => return Err(sys::SysError::io(format!("readlink {p}"), e).into()),
-    };
-    if kids.as_path() == ns {
-        return Ok(());
-    }
-    Err(DumpError::Unsupported {
-        pid,
-        why: format!(
-            "its next children go to PID namespace {} (it called unshare(CLONE_NEWPID) or \
-             setns), not to its own; PID namespaces nested in the dumped tree are not \
-             restored yet",
-            kids.display()
-        ),
-    })
-}
-
 /// All children of every thread of a (frozen) process.
 fn children_of(pid: i32) -> Result<Vec<i32>> {
     task_ids(pid)?;
@@ -492,7 +440,6 @@ impl FrozenTree {
             nodes: Vec::new(),
             frozen_at: t0,
         };
-        let root_ns = sys::proc::pid_namespace(root)?;
         let mut queue = std::collections::VecDeque::from([root]);
         while let Some(pid) = queue.pop_front() {
             let zombie = |pid| {
@@ -506,9 +453,6 @@ impl FrozenTree {
             }
             if pid != root {
                 precheck(pid)?;
-                if sys::proc::pid_namespace(pid)? != root_ns {
-                    return Err(nested_pidns(pid));
-                }
             }
             match Frozen::freeze(pid) {
                 Ok(fr) => tree.nodes.push((pid, Some(fr))),
@@ -520,12 +464,11 @@ impl FrozenTree {
                 }
                 Err(e) => return Err(e),
             }
-            queue.extend(children_of(pid)?);
-        }
-        for (pid, fr) in &tree.nodes {
-            if fr.is_some() {
-                refuse_pid_ns_for_children(*pid, &root_ns)?;
-            }
+            // (Those of a nested PID namespace after the others, its init first: see
+            // `kinds::task::pidns`.)
+            let mut kids = children_of(pid)?;
+            kids.sort_by_key(|&c| crate::kinds::task::pidns::fork_rank(pid, c));
+            queue.extend(kids);
         }
         Ok(tree)
     }
@@ -539,7 +482,13 @@ impl FrozenTree {
             if let Some(fr) = fr {
                 if fr.threads.iter().any(|t| t.group_stop.is_some()) {
                     let st = sys::proc::status(*pid)?;
-                    let local = st.nspid.last().copied().unwrap_or(*pid);
+                    // (As the parent's namespace shows it: a child may be one below.)
+                    let level = sys::proc::status(st.ppid)?.nspid.len();
+                    let local = st
+                        .nspid
+                        .get(level.saturating_sub(1))
+                        .copied()
+                        .unwrap_or(*pid);
                     out.push((*pid, st.ppid, local));
                 }
             }
@@ -765,6 +714,8 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     let unreported: Vec<Vec<i32>> = procs.iter().map(|c| c.unreported_stops.clone()).collect();
     crate::kinds::task::tree::mark_unreported_stops(&mut processes, &unreported, &stopped);
     crate::kinds::task::tree::check_groups_at_dump(&processes)?;
+    // PID namespaces nested inside the tree (host IDs still).
+    let pid_namespaces = crate::kinds::task::pidns::collect_nested(&mut processes)?;
     // The namespaces each process is in (host PIDs, the root first), and those the tree
     // owns; what restore cannot bring back is refused here.
     let host: Vec<(i32, bool)> = tree.nodes.iter().map(|(p, f)| (*p, f.is_some())).collect();
@@ -835,6 +786,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     collected.ckpt.fifos = fifos;
     collected.ckpt.ptys = ptys;
     collected.ckpt.namespaces = namespaces;
+    collected.ckpt.pid_namespaces = pid_namespaces;
     if pidns != PidnsShape::Ckpts {
         collected.use_namespace_pids(pidns == PidnsShape::OwnInit)?;
     }

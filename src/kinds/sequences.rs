@@ -1591,3 +1591,69 @@ fn a_process_joins_the_trees_user_namespace_then_takes_its_ids_inside() {
     assert!(run(&p, &rec, seq).is_err());
     assert_eq!(names(&rec), n[..5]);
 }
+
+/// Before the first child of a nested PID namespace is forked, the parent's stub takes
+/// a pidfd of ckpt above `at` (for the child to inherit) and then unshares; a second
+/// child of that namespace needs neither again; a child of its own namespace nothing.
+#[test]
+fn a_nested_namespace_init_is_prepared_by_its_parents_stub() {
+    use crate::kinds::task::tree;
+    let parent = process();
+    let mut child = process();
+    child.pid = 4243;
+    child.nspid = vec![1];
+    child.pid_ns = 1;
+    let rec = Recorder::new(parent.pid).answer(nr::FCNTL, 40);
+    let mut cx = Ctx::double(&rec, STUB, &parent);
+    let mut unshared = false;
+    tree::prepare_nested_fork(&mut cx, &child, &mut unshared, 40).expect("prepared");
+    assert_eq!(
+        names(&rec),
+        [
+            "pidfd_open",
+            "fcntl(F_DUPFD_CLOEXEC)",
+            "close",
+            "unshare(CLONE_NEWPID)"
+        ]
+    );
+    let c = rec.calls();
+    assert_eq!(
+        c[0].args[0],
+        u64::from(std::process::id()),
+        "a pidfd of ckpt"
+    );
+    assert_eq!(c[1].args[1], libc::F_DUPFD_CLOEXEC as u64);
+    assert_eq!(c[1].args[2], 40, "above the image's descriptors");
+    assert_eq!(c[3].args[0], libc::CLONE_NEWPID as u64);
+    assert!(unshared);
+    assert_eq!(cx.ckpt_pidfd, Some(40));
+    child.pid = 4244;
+    child.nspid = vec![2];
+    tree::prepare_nested_fork(&mut cx, &child, &mut unshared, 40).expect("prepared");
+    assert_eq!(names(&rec).len(), 4, "nothing more: {:?}", names(&rec));
+    let mut own = process();
+    own.pid = 4245;
+    tree::prepare_nested_fork(&mut cx, &own, &mut unshared, 40).expect("prepared");
+    assert_eq!(names(&rec).len(), 4, "nothing for its own namespace");
+}
+
+/// A stub of a nested namespace takes descriptors from ckpt through the pidfd it
+/// inherited (it cannot name ckpt), and keeps that pidfd; others open and close one.
+#[test]
+fn a_nested_stub_takes_from_ckpt_through_its_inherited_pidfd() {
+    let mut p = process();
+    p.nspid = vec![1];
+    p.pid_ns = 1;
+    let me = std::process::id() as i32;
+    let rec = Recorder::new(p.pid);
+    let mut cx = Ctx::double(&rec, STUB, &p);
+    cx.ckpt_pidfd = Some(40);
+    crate::remote::take_remote_fd(&mut cx, me, 7, "take it").expect("taken");
+    assert_eq!(names(&rec), ["take it"]);
+    assert_eq!(rec.calls()[0].args[..2], [40, 7]);
+    let q = process();
+    let rec = Recorder::new(q.pid);
+    let mut cx = Ctx::double(&rec, STUB, &q);
+    crate::remote::take_remote_fd(&mut cx, me, 7, "take it").expect("taken");
+    assert_eq!(names(&rec), ["pidfd_open", "take it", "close"]);
+}

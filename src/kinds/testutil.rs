@@ -39,6 +39,7 @@ pub(crate) fn thread(tid: i32) -> Thread {
         comm: Vec::new(),
         creds: None,
         seccomp_filters: Vec::new(),
+        nstid: Vec::new(),
     }
 }
 
@@ -94,6 +95,7 @@ pub(crate) fn checkpoint(processes: Vec<Process>) -> Checkpoint {
         sysv: Default::default(),
         namespaces: Vec::new(),
         parent: None,
+        pid_namespaces: Vec::new(),
     }
 }
 

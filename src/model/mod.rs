@@ -245,6 +245,11 @@ pub struct Thread {
     /// after they were installed).
     #[serde(default)]
     pub seccomp_filters: Vec<SeccompFilter>,
+    /// The thread's IDs in the PID namespaces nested inside the tree's (see
+    /// `Process::nspid`), outermost first; empty for a thread of a process in the tree's
+    /// own PID namespace (also what older images meant).
+    #[serde(default)]
+    pub nstid: Vec<i32>,
 }
 
 /// One classic BPF seccomp filter.
@@ -1028,6 +1033,18 @@ pub struct Process {
     /// older images.
     #[serde(default)]
     pub stopped: Option<JobStop>,
+    /// Its IDs in the PID namespaces nested inside the tree's that it is in, outermost
+    /// first, its own namespace's last (`pid` is the one in the tree's namespace); empty
+    /// for a process of the tree's own PID namespace (also what older images meant).
+    #[serde(default)]
+    pub nspid: Vec<i32>,
+    /// Its PID namespace: 0 for the tree's, `k` for `Checkpoint::pid_namespaces[k - 1]`.
+    #[serde(default)]
+    pub pid_ns: u32,
+    /// The PID namespace its next children go to when not its own (it called
+    /// unshare(CLONE_NEWPID)), numbered as `pid_ns`; `None`: its own.
+    #[serde(default)]
+    pub pid_ns_for_children: Option<u32>,
     /// Whether the process's new mappings are placed at random addresses (the kernel's
     /// PF_RANDOMIZE, decided when it executed its program: not when run with
     /// ADDR_NO_RANDOMIZE, `setarch -R`, or where kernel.randomize_va_space is 0). `None`
@@ -1359,6 +1376,11 @@ pub struct Checkpoint {
     /// (see `Process::inherited`). None in full images and older ones.
     #[serde(default)]
     pub parent: Option<ParentImage>,
+    /// The PID namespaces nested inside the tree's (made by a process of the tree with
+    /// unshare(CLONE_NEWPID) or clone(CLONE_NEWPID)), numbered from 1 in this order (see
+    /// `Process::pid_ns`). Empty in older images.
+    #[serde(default)]
+    pub pid_namespaces: Vec<NestedPidNs>,
 }
 
 /// The parent of an incremental image: where it was and which image it is.
@@ -1370,6 +1392,13 @@ pub struct ParentImage {
     /// that its end record carries (see `image::identity`).
     pub records: u64,
     pub hash: u64,
+}
+
+/// A PID namespace nested inside the tree's.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct NestedPidNs {
+    /// Its parent namespace: 0 for the tree's, `k` for `pid_namespaces[k - 1]`.
+    pub parent: u32,
 }
 
 /// System V IPC objects (of the host's IPC namespace, those the tree owns; a whole

@@ -105,6 +105,10 @@ pub(crate) struct Ctx<'a> {
     /// in a tree started from an ia32 executable (`restore::stage`: the kernel then
     /// refuses ranges beyond it).
     pub(crate) space_end: u64,
+    /// A descriptor of the task that is a pidfd of ckpt, inherited from its parent's
+    /// stub: a process in a PID namespace nested inside the tree's cannot name ckpt
+    /// (which its namespace does not show) to `pidfd_open` (see [`Ctx::pidfd_of`]).
+    pub(crate) ckpt_pidfd: Option<u64>,
 }
 
 impl<'a> Ctx<'a> {
@@ -115,6 +119,7 @@ impl<'a> Ctx<'a> {
             stub,
             proc_,
             space_end: crate::kinds::mem::TASK_SIZE,
+            ckpt_pidfd: None,
         }
     }
 
@@ -126,6 +131,7 @@ impl<'a> Ctx<'a> {
             stub,
             proc_,
             space_end: crate::kinds::mem::TASK_SIZE,
+            ckpt_pidfd: None,
         }
     }
 
@@ -237,10 +243,38 @@ impl Ctx<'_> {
 /// A copy, in this process, of descriptor `fd` of process `pid` (pidfd_getfd): the same
 /// open file description.
 pub(crate) fn take_remote_fd(cx: &mut Ctx<'_>, pid: i32, fd: u64, what: &str) -> Result<u64> {
-    let pidfd = cx.call("pidfd_open", nr::PIDFD_OPEN, [pid as u64, 0, 0, 0, 0, 0])?;
+    let me = std::process::id() as i32;
+    if cx.proc_.pid_ns != 0 && pid != me {
+        // A task of a nested PID namespace cannot name `pid` (outside its namespace,
+        // or under another ID there): ckpt takes the descriptor first, the task takes
+        // it from ckpt.
+        let fd =
+            i32::try_from(fd).map_err(|_| RestoreError::Malformed(format!("descriptor {fd}")))?;
+        let ours = crate::sys::process::steal_fd(pid, fd)?;
+        use std::os::fd::AsRawFd;
+        return take_remote_fd(cx, me, ours.as_raw_fd() as u64, what);
+    }
+    let (pidfd, close) = cx.pidfd_of(pid)?;
     let n = cx.call(what, nr::PIDFD_GETFD, [pidfd, fd, 0, 0, 0, 0]);
-    cx.call("close", nr::CLOSE, [pidfd, 0, 0, 0, 0, 0])?;
+    if close {
+        cx.call("close", nr::CLOSE, [pidfd, 0, 0, 0, 0, 0])?;
+    }
     n
+}
+
+impl Ctx<'_> {
+    /// A pidfd of process `pid` (as the task's PID namespace names it) in the task, and
+    /// whether it is to be closed after use: for ckpt itself in a task of a nested PID
+    /// namespace, the one it inherited ([`Ctx::ckpt_pidfd`]), kept.
+    pub(crate) fn pidfd_of(&mut self, pid: i32) -> Result<(u64, bool)> {
+        if let Some(fd) = self.ckpt_pidfd {
+            if pid == std::process::id() as i32 {
+                return Ok((fd, false));
+            }
+        }
+        let pidfd = self.call("pidfd_open", nr::PIDFD_OPEN, [pid as u64, 0, 0, 0, 0, 0])?;
+        Ok((pidfd, true))
+    }
 }
 
 /// Move a freshly made descriptor `n` to number `fd` with the right close-on-exec flag

@@ -112,10 +112,9 @@ impl Drop for Stub {
             }
             // Parents first: when the root (our child) is gone, its children are
             // reparented to us (restore makes ckpt a child subreaper), so that we, their
-            // tracer and now parent, reap them completely.
-            for (pid, tids) in self.procs.iter() {
-                sys::process::kill_and_reap(*pid, tids);
-            }
+            // tracer and now parent, reap them completely. (Without blocking on one: see
+            // `kill_and_reap_all`.)
+            sys::process::kill_and_reap_all(&self.procs);
         }
     }
 }
@@ -243,7 +242,7 @@ pub(crate) fn stage(
     if plan.cgroup_mode != crate::kinds::cglimits::CgroupMode::Ignore {
         crate::kinds::cgroup::place(&plan.ckpt, &pids, plan.cgroup_root.as_deref(), &mut cgroups)?;
     }
-    tree::set_process_groups(&mut ctxs, procs)?;
+    tree::set_process_groups(&mut ctxs, &plan.ckpt)?;
     tree::set_foreground_groups(&mut ctxs, &plan.ckpt, &ptys)?;
     // --new-tty: the new terminal becomes the controlling terminal of the root's session,
     // with the image's foreground group (every group exists by now).
@@ -297,6 +296,7 @@ pub(crate) fn stage(
         Some(gate) => gate_threads(&mut ctxs, plan, stub_addr, gate)?,
         None => None,
     };
+    tree::close_ckpt_pidfds(&mut ctxs)?;
     restore_all_creds(&mut ctxs, &mut staged, plan)?;
     // Seccomp filters last: they may forbid what the steps above do.
     for (cx, threads) in ctxs.iter_mut().zip(staged.iter_mut()) {
@@ -792,6 +792,14 @@ fn fork_tree<'a>(
     let procs = &plan.ckpt.processes;
     // Per process: its memory is no longer the clean stub's.
     let mut dirty = vec![false; procs.len()];
+    // Per process: its stub called unshare(CLONE_NEWPID) (`kinds::task::pidns`).
+    let mut unshared = vec![false; procs.len()];
+    // Where stubs keep their pidfd of ckpt for nested PID namespaces: above every
+    // descriptor of the image and the temporaries of its pipes and socket pairs
+    // (`fd::pipe_tmp_base`).
+    let pairs =
+        (plan.ckpt.pipes.len() + plan.ckpt.socketpairs.len() + plan.ckpt.fifos.len()) as u64;
+    let pidfd_at = procs.iter().map(fd::pipe_tmp_base).max().unwrap_or(3) + 2 * pairs + 8;
     for (i, p) in procs.iter().enumerate().skip(1) {
         let parent = procs
             .iter()
@@ -817,12 +825,17 @@ fn fork_tree<'a>(
                 }
             }
         }
+        tree::group_before_fork(ctxs, &plan.ckpt, i, parent)?;
+        tree::prepare_nested_fork(&mut ctxs[parent], p, &mut unshared[parent], pidfd_at)?;
         let inj = tree::fork_process(&mut ctxs[parent], p)?;
         stub.procs.push((p.pid, Vec::new()));
         let mem = RemoteMem::open(p.pid)?;
         let mut cx = Ctx::live(inj, mem, stub_addr, p);
         // Forked from its parent's stub: the same kind of memory map.
         cx.space_end = ctxs[parent].space_end;
+        if p.pid_ns != 0 {
+            cx.ckpt_pidfd = ctxs[parent].ckpt_pidfd;
+        }
         crate::kinds::ns::enter_child_namespaces(&mut cx, &plan.ckpt, &procs[parent])?;
         // Before its own children are forked (they may share it).
         crate::kinds::ipc::make_undo_list(&mut cx)?;
@@ -835,6 +848,12 @@ fn fork_tree<'a>(
             tree::set_session_tty(&mut cx, &plan.ckpt, ptys)?;
         }
         ctxs.push(cx);
+    }
+    // Processes that called unshare(CLONE_NEWPID) and have not forked since.
+    for (i, cx) in ctxs.iter_mut().enumerate() {
+        if cx.proc_.pid_ns_for_children.is_some() && !unshared[i] && !cx.proc_.is_zombie() {
+            tree::unshare_pid_ns(cx)?;
+        }
     }
     Ok(())
 }

@@ -191,6 +191,33 @@ pub fn kill_and_reap(pid: i32, traced_threads: &[i32]) {
     }
 }
 
+/// Kill the processes `procs` (traced by us, with their traced threads; parents
+/// first) and reap them, as [`kill_and_reap`] does one, but never blocking on one: the
+/// init of a PID namespace nested inside them waits, as it exits, for its children to
+/// be reaped, whose exit we, their tracer, must collect first. Each is waited for until
+/// it is gone (a zombie reparented to us is reaped too), for at most 10 s.
+pub fn kill_and_reap_all(procs: &[(i32, Vec<i32>)]) {
+    for (pid, _) in procs {
+        let _ = kill(*pid, libc::SIGKILL);
+    }
+    let opts = WaitOptions::from_bits_retain((libc::__WALL | libc::WNOHANG) as u32);
+    let drain = |t: i32| while waitpid_raw(t, opts).is_ok() {};
+    let mut left: Vec<&(i32, Vec<i32>)> = procs.iter().collect();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !left.is_empty() && std::time::Instant::now() < until {
+        left.retain(|(pid, tids)| {
+            for &t in tids {
+                drain(t);
+            }
+            drain(*pid);
+            std::path::Path::new(&format!("/proc/{pid}")).exists()
+        });
+        if !left.is_empty() {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+}
+
 pub fn prlimit_get(pid: i32, resource: u32) -> Result<(u64, u64)> {
     let mut old = libc::rlimit64 {
         rlim_cur: 0,

@@ -267,6 +267,7 @@ pub fn checkpoint() -> Checkpoint {
         pid_namespace_init_outside: false,
         sysv: Default::default(),
         namespaces: Vec::new(),
+        pid_namespaces: Vec::new(),
         fifos: vec![],
         ptys: vec![],
         parent: None,

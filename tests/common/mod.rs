@@ -116,6 +116,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("chroot-static", "chroot.c", &["-static"]),
     ("nstree", "nstree.c", &[]),
     ("pidnest", "pidnest.c", &[]),
+    ("pidnested", "pidnested.c", &["-pthread"]),
     ("nsown", "nsown.c", &[]),
     ("mntns", "mntns.c", &[]),
     ("mntpid", "mntpid.c", &[]),

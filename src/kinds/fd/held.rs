@@ -302,10 +302,11 @@ pub(crate) fn open_held(
         ours.push((fd.0 as u64, fd.1));
     }
     // (Our ID as the stub's PID namespace sees it: stage runs in the tree's namespace.)
-    let me = std::process::id() as u64;
-    let pidfd = cx.call("pidfd_open", nr::PIDFD_OPEN, [me, 0, 0, 0, 0, 0])?;
+    let (pidfd, close) = cx.pidfd_of(std::process::id() as i32)?;
     let r = open_held_with(cx, pidfd, &ours, wanted, &mut out);
-    cx.call("close", nr::CLOSE, [pidfd, 0, 0, 0, 0, 0])?;
+    if close {
+        cx.call("close", nr::CLOSE, [pidfd, 0, 0, 0, 0, 0])?;
+    }
     r.map(|()| out)
 }
 

@@ -147,15 +147,18 @@ pub(crate) fn queue_pending(cx: &mut Ctx<'_>) -> RestoreResult<()> {
     // (Queued after the dispositions, as they were generated under them.) A batch at a
     // time for as many siginfos as its argument area holds (a process may have
     // thousands of real-time signals queued).
-    let pid = proc_.pid as u64;
+    // (The IDs the process's own PID namespace gives: the innermost for a process of
+    // a namespace nested inside the tree's.)
+    let pid = proc_.nspid.last().copied().unwrap_or(proc_.pid) as u64;
     const RT_SIGQUEUEINFO: u64 = 129;
     let queued = proc_
         .threads
         .iter()
         .flat_map(|t| {
+            let tid = t.nstid.last().copied().unwrap_or(t.tid);
             t.pending
                 .iter()
-                .map(move |s| (Some(t.tid), s.signo, &s.siginfo))
+                .map(move |s| (Some(tid), s.signo, &s.siginfo))
         })
         .chain(
             proc_

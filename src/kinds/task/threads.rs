@@ -171,6 +171,7 @@ pub(crate) fn thread_image(
         comm: o.comm,
         creds,
         seccomp_filters: Vec::new(),
+        nstid: Vec::new(),
     })
 }
 
@@ -569,19 +570,28 @@ pub(crate) fn create_threads(
             | libc::CLONE_SIGHAND
             | libc::CLONE_THREAD) as u64
             | crate::kinds::ipc::thread_flags(proc_);
-        let mut args = Vec::with_capacity(96);
-        for w in [flags, 0, 0, 0, 0, 0, 0, 0, tid_addr, 1, 0] {
+        // In a PID namespace nested inside the tree's: one ID per level, innermost
+        // first (`kinds::task::pidns`).
+        let ids: Vec<i32> = std::iter::once(t.tid)
+            .chain(t.nstid.iter().copied())
+            .collect();
+        let set_tid = super::pidns::set_tid_array(&ids);
+        let mut args = Vec::with_capacity(88 + 8 * set_tid.len());
+        let n = set_tid.len() as u64;
+        for w in [flags, 0, 0, 0, 0, 0, 0, 0, tid_addr, n, 0] {
             args.extend_from_slice(&w.to_le_bytes());
         }
-        args.extend_from_slice(&(t.tid as u64).to_le_bytes());
+        for x in &set_tid {
+            args.extend_from_slice(&x.to_le_bytes());
+        }
         let a = cx.put(0, &args)?;
         let what = format!("create thread {}", t.tid);
         // The thread of the dumped process that had this TID may still be being
         // released (seen in CI right after a dump that killed it): as for processes.
         let got =
             super::tree::once_released(t.tid, || cx.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0]))?;
-        tids.push(got as i32);
-        if got != t.tid as u64 {
+        tids.push(t.tid);
+        if got != ids.last().copied().unwrap_or(t.tid) as u64 {
             return Err(RestoreError::Stage(format!(
                 "{what}: got thread ID {got} instead"
             )));

@@ -147,6 +147,7 @@ pub(crate) fn checkpoint(
         pid_namespace_init_outside: false,
         sysv: Default::default(),
         namespaces: Vec::new(),
+        pid_namespaces: Vec::new(),
         fifos: Vec::new(),
         parent: None,
         ptys: Vec::new(),
@@ -157,8 +158,13 @@ pub(crate) fn checkpoint(
 /// (host ID -> namespace ID).
 pub(crate) fn namespace_pids(processes: &[Process]) -> DumpResult<BTreeMap<i32, i32>> {
     let mut map = std::collections::BTreeMap::new();
+    // The tree's level (a process of a namespace nested inside the tree has more IDs).
+    let level = match processes.first() {
+        Some(root) => sys::proc::status(root.pid)?.nspid.len(),
+        None => return Ok(map),
+    };
     for p in processes {
-        let local = |v: Vec<i32>| v.last().copied().filter(|&x| x > 0);
+        let local = |v: Vec<i32>| v.get(level.saturating_sub(1)).copied().filter(|&x| x > 0);
         let st = sys::proc::status(p.pid)?;
         let pid = local(st.nspid)
             .ok_or_else(|| unsupported(p.pid, "its ID in its PID namespace cannot be read"))?;
@@ -523,9 +529,16 @@ pub(crate) fn once_released<T>(
 
 /// Fork process `p` from its parent's stub with clone3(set_tid); the child is traced
 /// (PTRACE_O_TRACEFORK) and stopped, a copy of the clean parent stub.
+///
+/// A process of a PID namespace nested inside the tree's gets its ID at every level
+/// (the `set_tid` array, innermost first); the parent's stub names it as its own
+/// namespace does.
 pub(crate) fn fork_process(parent: &mut Ctx<'_>, p: &Process) -> RestoreResult<Injector> {
     let tid_addr = parent.scratch() + 88;
-    let mut args = Vec::with_capacity(96);
+    let ids = super::pidns::ids(p);
+    let set_tid = super::pidns::set_tid_array(&ids);
+    let mut args = Vec::with_capacity(88 + 8 * set_tid.len());
+    let n = set_tid.len() as u64;
     // Sharing the parent's System V semaphore undo list if the process did.
     let flags = crate::kinds::ipc::fork_flags(p);
     for w in [
@@ -538,18 +551,22 @@ pub(crate) fn fork_process(parent: &mut Ctx<'_>, p: &Process) -> RestoreResult<I
         0,
         0,
         tid_addr,
-        1,
+        n,
         0,
     ] {
         args.extend_from_slice(&w.to_le_bytes());
     }
-    args.extend_from_slice(&(p.pid as u64).to_le_bytes());
+    // pid_t (4 bytes) each.
+    for t in &set_tid {
+        args.extend_from_slice(&t.to_le_bytes());
+    }
     let a = parent.put(0, &args)?;
     let what = format!("create process {}", p.pid);
     let got = once_released(p.pid, || {
         parent.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0])
     })?;
-    if got != p.pid as u64 {
+    let expected = ids.get(parent.proc_.nspid.len()).copied().unwrap_or(p.pid);
+    if got != expected as u64 {
         return Err(RestoreError::Stage(format!(
             "{what}: got process ID {got} instead"
         )));
@@ -637,7 +654,19 @@ pub(crate) fn set_foreground_groups(
             masters.fd(t.index)? as u64,
             "take a pseudo-terminal",
         )?;
-        let a = cx.put(0, &t.fg_pgid.to_le_bytes())?;
+        // (As the leader's PID namespace names the group.)
+        let fg = match t.fg_pgid {
+            g if g <= 0 => Some(g),
+            g => super::pidns::id_seen_by(ckpt, cx.proc_, g),
+        };
+        let fg = fg.ok_or_else(|| {
+            RestoreError::Malformed(format!(
+                "the foreground group {} of a terminal is not visible to its session's \
+                 leader",
+                t.fg_pgid
+            ))
+        })?;
+        let a = cx.put(0, &fg.to_le_bytes())?;
         cx.call(
             "ioctl(TIOCSPGRP) of a pseudo-terminal",
             nr::IOCTL,
@@ -707,9 +736,11 @@ fn make_zombie(
             }
         }
         ptrace::set_sigmask(pid, blocked & !(1u64 << (sig - 1)))?;
+        // (Its own ID as its PID namespace gives it.)
+        let own = cx.proc_.nspid.last().copied().unwrap_or(pid);
         cx.live_task("kill")?
             .inj
-            .final_call(nr::KILL, [pid as u64, sig as u64, 0, 0, 0, 0])?
+            .final_call(nr::KILL, [own as u64, sig as u64, 0, 0, 0, 0])?
     };
     match stop {
         Stop::Exited(_) | Stop::Killed(_) => {}
@@ -815,6 +846,11 @@ pub(crate) fn stop_jobs(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> RestoreResul
             .iter()
             .position(|q| q.pid == ppid)
             .ok_or_else(|| RestoreError::Malformed(format!("process {pid} has no parent")))?;
+        // (The child's ID as the parent's PID namespace gives it.)
+        let seen = super::pidns::ids(ctxs[i].proc_)
+            .get(ctxs[parent].proc_.nspid.len())
+            .copied()
+            .unwrap_or(pid);
         let parent = &mut ctxs[parent];
         take_back_sigchld(parent)?;
         if !js.unreported {
@@ -824,7 +860,7 @@ pub(crate) fn stop_jobs(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> RestoreResul
                 nr::WAITID,
                 [
                     libc::P_PID as u64,
-                    pid as u64,
+                    seen as u64,
                     info,
                     (libc::WSTOPPED | libc::WNOHANG) as u64,
                     0,
@@ -894,7 +930,12 @@ pub(crate) fn zombie_looks(cx: &mut Ctx<'_>, z: &ZombieState, sig: i32) -> Resto
 
 /// Process groups: leaders first, then members (groups of the outside world are
 /// ckpt's own, which every process not in a new session is in already).
-pub(crate) fn set_process_groups(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> RestoreResult<()> {
+///
+/// A process of a nested PID namespace names the leader as its namespace shows it; one
+/// whose namespace does not show the leader was forked in its group (see
+/// [`group_before_fork`]).
+pub(crate) fn set_process_groups(ctxs: &mut [Ctx<'_>], ckpt: &Checkpoint) -> RestoreResult<()> {
+    let procs = &ckpt.processes;
     for leaders_pass in [true, false] {
         for cx in ctxs.iter_mut() {
             let p = cx.proc_;
@@ -905,8 +946,110 @@ pub(crate) fn set_process_groups(ctxs: &mut [Ctx<'_>], procs: &[Process]) -> Res
             if !procs.iter().any(|q| q.pid == p.pgid) {
                 continue; // the outside group (checked by plan)
             }
-            let target = if is_leader { 0 } else { p.pgid as u64 };
+            let target = if is_leader {
+                0
+            } else {
+                match super::pidns::id_seen_by(ckpt, p, p.pgid) {
+                    Some(id) => id as u64,
+                    None => continue,
+                }
+            };
             cx.call("setpgid", nr::SETPGID, [0, target, 0, 0, 0, 0])?;
+        }
+    }
+    Ok(())
+}
+
+/// Before process `i` of a nested PID namespace is forked: when its namespace does not
+/// show the leader of its group, it can only be forked in it, so its parent joins the
+/// group now (the leader, created before it, first leads it). A parent whose own
+/// namespace does not show the leader was forked in the group itself.
+pub(crate) fn group_before_fork(
+    ctxs: &mut [Ctx<'_>],
+    ckpt: &Checkpoint,
+    i: usize,
+    parent: usize,
+) -> RestoreResult<()> {
+    let procs = &ckpt.processes;
+    let p = &procs[i];
+    if p.pid_ns == 0
+        || p.sid == p.pid
+        || p.pgid == p.pid
+        || super::pidns::id_seen_by(ckpt, p, p.pgid).is_some()
+    {
+        return Ok(());
+    }
+    let Some(l) = procs.iter().position(|q| q.pid == p.pgid) else {
+        return Ok(()); // the outside group: everyone is in it from the start
+    };
+    let Some(leader) = ctxs.get_mut(l) else {
+        return Err(RestoreError::Stage(format!(
+            "process group {} of process {} has no leader yet",
+            p.pgid, p.pid
+        )));
+    };
+    if procs[l].sid != procs[l].pid {
+        leader.call("setpgid", nr::SETPGID, [0, 0, 0, 0, 0, 0])?;
+    }
+    if l != parent {
+        let q = &procs[parent];
+        if let Some(id) = super::pidns::id_seen_by(ckpt, q, p.pgid) {
+            ctxs[parent].call("setpgid", nr::SETPGID, [0, id as u64, 0, 0, 0, 0])?;
+        }
+    }
+    Ok(())
+}
+
+/// Before a process of a nested PID namespace is forked from `parent`: the parent's
+/// stub holds a pidfd of ckpt (which the child inherits, as its namespace cannot name
+/// ckpt; see `Ctx::pidfd_of`) at descriptor `at` or above, and, for the namespace's
+/// init, has called unshare(CLONE_NEWPID) (`unshared`: it did already).
+pub(crate) fn prepare_nested_fork(
+    parent: &mut Ctx<'_>,
+    child: &Process,
+    unshared: &mut bool,
+    at: u64,
+) -> RestoreResult<()> {
+    if child.pid_ns == 0 {
+        return Ok(());
+    }
+    if parent.ckpt_pidfd.is_none() {
+        let me = std::process::id() as u64;
+        let fd = parent.call("pidfd_open", nr::PIDFD_OPEN, [me, 0, 0, 0, 0, 0])?;
+        let high = parent.call(
+            "fcntl(F_DUPFD_CLOEXEC)",
+            nr::FCNTL,
+            [fd, libc::F_DUPFD_CLOEXEC as u64, at, 0, 0, 0],
+        );
+        parent.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
+        parent.ckpt_pidfd = Some(high?);
+    }
+    if child.pid_ns != parent.proc_.pid_ns && !*unshared {
+        unshare_pid_ns(parent)?;
+        *unshared = true;
+    }
+    Ok(())
+}
+
+/// The stub's next children go to a new PID namespace, below its own.
+pub(crate) fn unshare_pid_ns(cx: &mut Ctx<'_>) -> RestoreResult<()> {
+    cx.call(
+        "unshare(CLONE_NEWPID)",
+        nr::UNSHARE,
+        [libc::CLONE_NEWPID as u64, 0, 0, 0, 0, 0],
+    )?;
+    Ok(())
+}
+
+/// The pidfds of ckpt that stubs of nested PID namespaces hold are closed (before
+/// their credentials change: nothing takes a descriptor from ckpt after that).
+pub(crate) fn close_ckpt_pidfds(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
+    for cx in ctxs.iter_mut() {
+        if cx.proc_.is_zombie() {
+            continue;
+        }
+        if let Some(fd) = cx.ckpt_pidfd.take() {
+            cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
         }
     }
     Ok(())

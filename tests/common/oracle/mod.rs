@@ -166,10 +166,9 @@ impl Snapshot {
             .ok()
             .and_then(|s| s.lines().find_map(|l| l.strip_prefix("NSpid:").map(levels)))
             .unwrap_or(1);
-        self.pids.iter().any(|p| {
-            self.get(&format!("p{p}.status.NSpid"))
-                .is_some_and(|v| levels(v) > mine)
-        })
+        // (The root's: processes of a PID namespace nested inside the tree have more.)
+        self.get(&format!("p{}.status.NSpid", self.root))
+            .is_some_and(|v| levels(v) > mine)
     }
 
     /// The tree runs one PID namespace below the harness (its own, its root the init, or
@@ -184,7 +183,10 @@ impl Snapshot {
                 .map(str::to_string)
                 .collect()
         };
-        !self.pids.is_empty() && self.pids.iter().all(|&p| ids(p).len() == mine + 1)
+        // (Processes of a PID namespace nested inside the tree have more IDs.)
+        !self.pids.is_empty()
+            && ids(self.root).len() == mine + 1
+            && self.pids.iter().all(|&p| ids(p).len() > mine)
     }
 
     /// The snapshot with every host ID of the tree (in keys: `pN`, `tN`; in values: the
@@ -194,9 +196,12 @@ impl Snapshot {
     /// (the root's parent) by `outside`: what two runs of one tree in two PID namespaces
     /// have in common, for a tree restored into a new namespace with the same IDs inside.
     pub fn as_seen_in_its_pid_namespace(&self) -> Snapshot {
+        // (The ID one level below ours: a process of a namespace nested inside the tree
+        // has more, which stay as they are.)
+        let level = harness_pidns_levels();
         let inner = |v: &str| {
             v.split_whitespace()
-                .last()
+                .nth(level)
                 .and_then(|x| x.parse::<i32>().ok())
         };
         let mut map: BTreeMap<i32, i32> = BTreeMap::new();
@@ -330,13 +335,14 @@ fn harness_pidns_levels() -> usize {
 /// its number of threads.
 pub fn restored_tree_in_pid_namespace(before: &Snapshot, restore: i32) -> Option<i32> {
     let b = before.as_seen_in_its_pid_namespace();
+    let level = harness_pidns_levels();
     let inner = |p: i32| {
         fs::read_to_string(format!("/proc/{p}/status"))
             .ok()
             .and_then(|s| {
                 s.lines()
                     .find_map(|l| l.strip_prefix("NSpid:"))
-                    .and_then(|v| v.split_whitespace().last())
+                    .and_then(|v| v.split_whitespace().nth(level))
                     .and_then(|x| x.parse::<i32>().ok())
             })
     };

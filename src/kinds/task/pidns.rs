@@ -1,0 +1,508 @@
+//! PID namespaces nested inside the dumped tree: a process of the tree that made one
+//! (unshare(CLONE_NEWPID) then fork, or clone(CLONE_NEWPID)) and the processes in it.
+//!
+//! Every ID of the image stays the one the tree's own PID namespace gives (`pid`,
+//! `ppid`, `pgid`...: ckpt speaks those); a process of a nested namespace also records
+//! its IDs below that level (`Process::nspid`, `Thread::nstid`), its namespace
+//! (`Process::pid_ns`, numbering `Checkpoint::pid_namespaces`) and, when it called
+//! unshare(CLONE_NEWPID), the one its next children go to (`pid_ns_for_children`).
+//! Restore makes a nested namespace again the way the kernel allows: the parent's stub
+//! calls unshare(CLONE_NEWPID) before it forks the namespace's init, and every process
+//! and thread of it is created with clone3 and a `set_tid` array holding one ID per
+//! level, innermost first, the tree's level last. IDs a nested process names itself
+//! (its process group) are given as its namespace shows them.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+
+use crate::error::{DumpResult, Problem};
+use crate::kinds::{check, unsupported};
+use crate::model::{Checkpoint, FdKind, NestedPidNs, Process};
+use crate::sys;
+
+// ---- collect (dump) ----
+
+/// The inode of namespace link `link` (`pid`, `pid_for_children`) of process `pid`;
+/// `None` when the kernel shows none (pid_for_children of a process that called
+/// unshare(CLONE_NEWPID) and has not forked since).
+fn ns_inode(pid: i32, link: &str) -> DumpResult<Option<u64>> {
+    let p = format!("/proc/{pid}/ns/{link}");
+    match std::fs::metadata(&p) {
+        Ok(m) => Ok(Some(m.ino())),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(sys::SysError::io(format!("stat {p}"), e).into()),
+    }
+}
+
+/// Whether (frozen) child `child` of `parent` is to be listed before its siblings that
+/// are not: children in their parent's own PID namespace first, then the init of a
+/// nested namespace (PID 1 there), then the rest (restore forks in image order, and a
+/// namespace's init must be its first process).
+pub(crate) fn fork_rank(parent: i32, child: i32) -> u8 {
+    let levels = |p| sys::proc::status(p).map(|s| s.nspid).unwrap_or_default();
+    let (pl, cl) = (levels(parent), levels(child));
+    if cl.len() <= pl.len() {
+        0
+    } else if cl.last() == Some(&1) {
+        1
+    } else {
+        2
+    }
+}
+
+/// Record the PID namespaces nested inside the tree (`processes` in tree order, with
+/// their host IDs, before the image's IDs are made the tree namespace's): each
+/// process's and thread's IDs below the root's level, its namespace and where its next
+/// children go. What restore could not make again is refused, naming the process.
+pub(crate) fn collect_nested(processes: &mut [Process]) -> DumpResult<Vec<NestedPidNs>> {
+    let Some(root) = processes.first() else {
+        return Ok(Vec::new());
+    };
+    let level = sys::proc::status(root.pid)?.nspid.len();
+    let root_ns = ns_inode(root.pid, "pid")?.unwrap_or(0);
+    // namespace inode -> its number (0: the tree's)
+    let mut number: BTreeMap<u64, u32> = BTreeMap::from([(root_ns, 0)]);
+    let mut nss: Vec<NestedPidNs> = Vec::new();
+    for i in 0..processes.len() {
+        let pid = processes[i].pid;
+        let st = sys::proc::status(pid)?;
+        let below = st.nspid.get(level..).unwrap_or_default().to_vec();
+        if below.is_empty() {
+            continue;
+        }
+        let ino = ns_inode(pid, "pid")?.ok_or_else(|| {
+            unsupported(pid, "its PID namespace cannot be read (/proc/PID/ns/pid)")
+        })?;
+        let k = match number.get(&ino) {
+            Some(&k) => k,
+            None => {
+                // A new namespace: its parent is its parent process's, one level up.
+                let parent = processes[..i]
+                    .iter()
+                    .find(|q| q.pid == processes[i].ppid)
+                    .map(|q| (q.pid_ns, q.nspid.len()));
+                let parent = match parent {
+                    Some((ns, depth)) if depth + 1 == below.len() => ns,
+                    _ => {
+                        return Err(unsupported(
+                            pid,
+                            format!(
+                                "it is in a PID namespace nested inside the dumped tree \
+                                 (NSpid {:?}) that is not a child of its parent's \
+                                 namespace; only namespaces made by unshare(CLONE_NEWPID) \
+                                 or clone(CLONE_NEWPID) in the tree are restored",
+                                st.nspid
+                            ),
+                        ));
+                    }
+                };
+                nss.push(NestedPidNs { parent });
+                let k = nss.len() as u32;
+                number.insert(ino, k);
+                k
+            }
+        };
+        let p = &mut processes[i];
+        p.nspid = below;
+        p.pid_ns = k;
+        for t in p.threads.iter_mut().skip(1) {
+            let ids = sys::proc::thread_nspid(pid, t.tid)?;
+            t.nstid = ids.get(level..).unwrap_or_default().to_vec();
+            if t.nstid.len() != p.nspid.len() {
+                return Err(unsupported(
+                    pid,
+                    format!("the namespace IDs of its thread {} cannot be read", t.tid),
+                ));
+            }
+        }
+    }
+    // Where each live process's next children go.
+    for p in processes.iter_mut() {
+        if p.is_zombie() {
+            continue;
+        }
+        let pid = p.pid;
+        let own = p.pid_ns;
+        let kids = match ns_inode(pid, "pid_for_children")? {
+            // None: it called unshare(CLONE_NEWPID) and has not forked since; its next
+            // child is the init of a namespace below its own, which restore makes too.
+            None => {
+                nss.push(NestedPidNs { parent: own });
+                Some(nss.len() as u32)
+            }
+            Some(ino) => match number.get(&ino) {
+                Some(&k) if k == own => None,
+                Some(&k) if nss.get(k as usize - 1).map(|n| n.parent) == Some(own) => Some(k),
+                _ => {
+                    return Err(unsupported(
+                        pid,
+                        format!(
+                            "its next children go to PID namespace pid:[{ino}], which is \
+                             not its own and no process of the dumped tree is in it with \
+                             its init (the namespace's init exited, or the process joined \
+                             a namespace made outside the tree with setns); restore could \
+                             not make it again"
+                        ),
+                    ));
+                }
+            },
+        };
+        p.pid_ns_for_children = kids;
+    }
+    Ok(nss)
+}
+
+// ---- checks (plan) ----
+
+/// How many levels namespace `k` is below the tree's (0 for the tree's); None for a
+/// number the image does not list, or a loop.
+pub(crate) fn depth(nss: &[NestedPidNs], k: u32) -> Option<usize> {
+    let mut d = 0;
+    let mut cur = k;
+    while cur != 0 {
+        cur = nss.get(cur as usize - 1)?.parent;
+        d += 1;
+        if d > nss.len() {
+            return None;
+        }
+    }
+    Some(d)
+}
+
+/// Whether a process of namespace `viewer` sees the processes of namespace `target`
+/// (the same one, or one below it).
+pub(crate) fn sees(nss: &[NestedPidNs], viewer: u32, target: u32) -> bool {
+    let mut cur = target;
+    for _ in 0..=nss.len() {
+        if cur == viewer {
+            return true;
+        }
+        if cur == 0 {
+            return false;
+        }
+        match nss.get(cur as usize - 1) {
+            Some(n) => cur = n.parent,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// Process `p`'s IDs from the tree's namespace inward (`pid`, then `nspid`).
+pub(crate) fn ids(p: &Process) -> Vec<i32> {
+    std::iter::once(p.pid)
+        .chain(p.nspid.iter().copied())
+        .collect()
+}
+
+/// The ID process `viewer` sees for the process of the image with (tree) ID `id`, or for
+/// an ID of the outside world (`id` itself, for a viewer in the tree's namespace); None
+/// when its namespace does not show that process.
+pub(crate) fn id_seen_by(ckpt: &Checkpoint, viewer: &Process, id: i32) -> Option<i32> {
+    if viewer.pid_ns == 0 {
+        return Some(id);
+    }
+    let target = ckpt.processes.iter().find(|q| q.pid == id)?;
+    if !sees(&ckpt.pid_namespaces, viewer.pid_ns, target.pid_ns) {
+        return None;
+    }
+    ids(target).get(viewer.nspid.len()).copied()
+}
+
+/// The `set_tid` array that creates a task with IDs `ids` (the tree's first): innermost
+/// first.
+pub(crate) fn set_tid_array(ids: &[i32]) -> Vec<i32> {
+    ids.iter().rev().copied().collect()
+}
+
+/// The image's nested PID namespaces are ones restore can make again, in an order it
+/// can: each process is in its parent's namespace or in the one its parent's next
+/// children go to (a child of the parent's), a namespace's first process is its init
+/// (PID 1 there) and lives, the IDs are as deep as the namespace, and what a nested
+/// process holds names no other process by an ID (not restored at each level yet).
+pub(crate) fn check_nested(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
+    let nss = &ckpt.pid_namespaces;
+    let procs = &ckpt.processes;
+    let bad = |problems: &mut Vec<Problem>, m: String| check::p(problems, "malformed", m);
+    if nss.len() > procs.len() + 1 || nss.iter().any(|n| n.parent as usize > nss.len()) {
+        bad(
+            problems,
+            "the image's nested PID namespaces do not hold together".into(),
+        );
+        return;
+    }
+    for (k, _) in nss.iter().enumerate() {
+        if depth(nss, k as u32 + 1).is_none_or(|d| d > 31) {
+            bad(
+                problems,
+                format!("nested PID namespace {} has no valid parent", k + 1),
+            );
+            return;
+        }
+    }
+    if !nss.is_empty() && queued_credentials(ckpt) {
+        check::p(
+            problems,
+            "unsupported",
+            "a unix socket of the tree holds queued messages with SCM_CREDENTIALS, and the \
+             tree has PID namespaces nested inside it: the sender's ID is not restored at \
+             every namespace level yet"
+                .into(),
+        );
+    }
+    let mut first: BTreeMap<u32, &Process> = BTreeMap::new();
+    for (i, p) in procs.iter().enumerate() {
+        if depth(nss, p.pid_ns) != Some(p.nspid.len())
+            || p.nspid.iter().any(|&x| x <= 0)
+            || p.threads
+                .iter()
+                .skip(1)
+                .any(|t| t.nstid.len() != p.nspid.len())
+        {
+            bad(
+                problems,
+                format!("process {}: its IDs do not match its PID namespace", p.pid),
+            );
+            continue;
+        }
+        if let Some(k) = p.pid_ns_for_children {
+            if nss.get(k as usize - 1).map(|n| n.parent) != Some(p.pid_ns) || k == 0 {
+                bad(
+                    problems,
+                    format!(
+                        "process {}: its children's PID namespace is not a child of its own",
+                        p.pid
+                    ),
+                );
+            }
+        }
+        if p.pid_ns != 0 && !first.contains_key(&p.pid_ns) {
+            first.insert(p.pid_ns, p);
+            if p.nspid.last() != Some(&1) {
+                bad(
+                    problems,
+                    format!(
+                        "process {} is the first of its PID namespace but not its init",
+                        p.pid
+                    ),
+                );
+            } else if p.is_zombie() && procs.iter().filter(|q| q.pid_ns == p.pid_ns).count() > 1 {
+                bad(
+                    problems,
+                    format!(
+                        "process {} is the init of a nested PID namespace and a zombie, with \
+                         other processes in it",
+                        p.pid
+                    ),
+                );
+            }
+        }
+        if i > 0 {
+            if let Some(parent) = procs[..i].iter().find(|q| q.pid == p.ppid) {
+                if p.pid_ns != parent.pid_ns && Some(p.pid_ns) != parent.pid_ns_for_children {
+                    bad(
+                        problems,
+                        format!(
+                            "process {} is neither in its parent's PID namespace nor in the \
+                             one its parent's children go to",
+                            p.pid
+                        ),
+                    );
+                }
+                // Restore forks a parent's children in image order: those of its own
+                // namespace before it calls unshare(CLONE_NEWPID).
+                if p.pid_ns == parent.pid_ns
+                    && parent.pid_ns_for_children.is_some()
+                    && procs[..i]
+                        .iter()
+                        .any(|q| q.ppid == parent.pid && q.pid_ns != parent.pid_ns)
+                {
+                    bad(
+                        problems,
+                        format!(
+                            "process {} comes after a sibling in a nested PID namespace",
+                            p.pid
+                        ),
+                    );
+                }
+            }
+            if p.pid_ns != 0 {
+                check_group_reachable(ckpt, i, problems);
+            }
+        }
+        if p.pid_ns != 0 {
+            check_held_ids(p, problems);
+        }
+    }
+}
+
+/// Whether a queued unix message of the tree carries SCM_CREDENTIALS.
+fn queued_credentials(ckpt: &Checkpoint) -> bool {
+    let pairs = ckpt
+        .socketpairs
+        .iter()
+        .flat_map(|sp| sp.msgs0.iter().chain(sp.msgs1.iter()))
+        .any(|m| m.creds.is_some());
+    let runs = ckpt
+        .socketpairs
+        .iter()
+        .flat_map(|sp| sp.runs0.iter().chain(sp.runs1.iter()))
+        .any(|r| r.creds.is_some());
+    let dgrams = ckpt.processes.iter().flat_map(|p| p.fds.iter()).any(|f| {
+        matches!(&f.kind, FdKind::UnixDgram { sock, .. } if sock.msgs.iter().any(|m| m.creds.is_some()))
+    });
+    pairs || runs || dgrams
+}
+
+/// A nested process's group is one it can join: led by a process its namespace shows
+/// (it joins with setpgid), or its parent's (it is forked in it; its parent joins first,
+/// which needs the leader to be created before it).
+fn check_group_reachable(ckpt: &Checkpoint, i: usize, problems: &mut Vec<Problem>) {
+    let procs = &ckpt.processes;
+    let p = &procs[i];
+    if p.sid == p.pid || p.pgid == p.pid || id_seen_by(ckpt, p, p.pgid).is_some() {
+        return;
+    }
+    let parent = procs[..i].iter().find(|q| q.pid == p.ppid);
+    let leader = procs.iter().position(|q| q.pid == p.pgid);
+    let ok = parent.is_some_and(|q| q.pgid == p.pgid) && leader.is_none_or(|l| l < i);
+    if !ok {
+        check::p(
+            problems,
+            "unsupported",
+            format!(
+                "process {} (in a nested PID namespace) is in process group {}, whose \
+                 leader its namespace does not show and which is not its parent's: \
+                 restore cannot put it there",
+                p.pid, p.pgid
+            ),
+        );
+    }
+}
+
+/// What a nested process holds that names another process by an ID, which restore
+/// would set at the tree's level only: refused for now.
+fn check_held_ids(p: &Process, problems: &mut Vec<Problem>) {
+    let mut refuse = |what: String| {
+        check::p(
+            problems,
+            "unsupported",
+            format!(
+                "process {} (in a PID namespace nested inside the tree) holds {what}; its \
+                 IDs are not restored at every namespace level yet",
+                p.pid
+            ),
+        )
+    };
+    for fd in &p.fds {
+        if fd.owner.is_some() {
+            refuse(format!(
+                "descriptor {} with a signal owner (F_SETOWN)",
+                fd.fd
+            ));
+        }
+        if matches!(fd.kind, FdKind::Pidfd { .. }) {
+            refuse(format!("descriptor {}, a pidfd", fd.fd));
+        }
+    }
+    if p.posix_timers.iter().any(|t| t.notify_tid != 0) {
+        refuse("a POSIX timer that signals a thread by its ID".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::testutil;
+
+    fn proc_(pid: i32, ppid: i32, nspid: &[i32], ns: u32) -> Process {
+        let mut p = testutil::process(pid);
+        p.ppid = ppid;
+        p.pgid = 1;
+        p.sid = 1;
+        p.nspid = nspid.to_vec();
+        p.pid_ns = ns;
+        p
+    }
+
+    /// R (1) -> C (2, unshared) -> G (3; PID 1 below) -> P (4; PID 2 below).
+    fn nest() -> Checkpoint {
+        let mut ck = testutil::checkpoint(vec![
+            proc_(1, 0, &[], 0),
+            proc_(2, 1, &[], 0),
+            proc_(3, 2, &[1], 1),
+            proc_(4, 3, &[2], 1),
+        ]);
+        ck.processes[1].pid_ns_for_children = Some(1);
+        ck.pid_namespaces = vec![NestedPidNs { parent: 0 }];
+        ck
+    }
+
+    fn problems(ck: &Checkpoint) -> Vec<String> {
+        let mut v = Vec::new();
+        check_nested(ck, &mut v);
+        v.into_iter().map(|p| p.message).collect()
+    }
+
+    #[test]
+    fn a_namespace_made_in_the_tree_passes() {
+        assert_eq!(problems(&nest()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn ids_are_seen_at_each_level() {
+        let ck = nest();
+        let (c, g, p) = (&ck.processes[1], &ck.processes[2], &ck.processes[3]);
+        assert_eq!(id_seen_by(&ck, c, 4), Some(4));
+        assert_eq!(id_seen_by(&ck, g, 4), Some(2));
+        assert_eq!(id_seen_by(&ck, p, 3), Some(1));
+        assert_eq!(id_seen_by(&ck, g, 2), None, "C is outside G's namespace");
+        assert_eq!(set_tid_array(&ids(p)), vec![2, 4]);
+        assert_eq!(depth(&ck.pid_namespaces, 1), Some(1));
+    }
+
+    #[test]
+    fn the_first_process_of_a_namespace_must_be_its_init() {
+        let mut ck = nest();
+        ck.processes[2].nspid = vec![2];
+        ck.processes[3].nspid = vec![1];
+        assert!(problems(&ck)[0].contains("the first of its PID namespace but not its init"));
+    }
+
+    #[test]
+    fn a_child_in_a_namespace_its_parent_did_not_make_is_refused() {
+        let mut ck = nest();
+        ck.processes[1].pid_ns_for_children = None;
+        assert!(problems(&ck)[0].contains("neither in its parent's PID namespace"));
+    }
+
+    #[test]
+    fn ids_deeper_than_the_namespace_are_malformed() {
+        let mut ck = nest();
+        ck.processes[3].nspid = vec![2, 5];
+        assert!(problems(&ck)[0].contains("do not match its PID namespace"));
+        let mut ck = nest();
+        ck.pid_namespaces = vec![NestedPidNs { parent: 1 }];
+        assert!(problems(&ck)[0].contains("no valid parent"));
+    }
+
+    #[test]
+    fn a_nested_process_naming_others_by_id_is_refused() {
+        let mut ck = nest();
+        ck.processes[3]
+            .fds
+            .push(testutil::fd(5, FdKind::Pidfd { pid: 3, flags: 0 }));
+        assert!(problems(&ck)[0].contains("descriptor 5, a pidfd"));
+    }
+
+    #[test]
+    fn a_group_whose_leader_is_hidden_must_be_the_parents() {
+        let mut ck = nest();
+        // G and P in R's group (R is hidden from them): inherited from C, fine.
+        assert!(problems(&ck).is_empty());
+        // P in C's group, G in R's: P cannot get there.
+        ck.processes[1].pgid = 2;
+        ck.processes[3].pgid = 2;
+        assert!(problems(&ck)[0].contains("whose leader its namespace does not show"));
+    }
+}
