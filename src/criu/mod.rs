@@ -73,6 +73,9 @@ pub struct Opts {
     pub cg_mode: Option<rpc::CgMode>,
     /// DUMP: `external` network namespaces (`net[INO]:KEY`): the tree's must be that one.
     pub external_ns: Vec<(String, u64)>,
+    /// DUMP: `freeze_cgroup` / `--freeze-cgroup`: the tree is frozen with that cgroup's
+    /// freezer (ckpt's `dump --freeze-cgroup=PATH`, see [`map::freeze_cgroup`]).
+    pub freeze_cgroup: Option<crate::dump::FreezeCgroup>,
 }
 
 impl Opts {

@@ -199,6 +199,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("uring", "uring.c", &[]),
     // tests/e2e_runc.rs: the program of a runc container (static: its rootfs is busybox)
     ("runcsrv-static", "runcsrv.c", &["-static"]),
+    // tests/e2e_freezer.rs: a tree in a cgroup of its own, quiet or forking constantly
+    ("freezer", "freezer.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
