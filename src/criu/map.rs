@@ -352,6 +352,17 @@ mod tests {
     }
 
     #[test]
+    fn freeze_cgroup_paths() {
+        let e = freeze_cgroup("sys/fs/cgroup/x").unwrap_err();
+        assert!(e.contains("freeze_cgroup") && e.contains("absolute"), "{e}");
+        let e = freeze_cgroup("/nonexistent/ckpt-freeze").unwrap_err();
+        assert!(
+            e.contains("freeze_cgroup") && e.contains("not a cgroup"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn cgroup_roots() {
         let e = |v: &[(Option<&str>, &str)]| -> Vec<(Option<String>, String)> {
             v.iter()

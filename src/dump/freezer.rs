@@ -42,6 +42,8 @@ pub struct CgroupFreezeStats {
     /// How long the cgroup took to freeze.
     #[serde(skip)]
     pub freezing: Duration,
+    /// The same, in microseconds.
+    pub freezing_us: u64,
 }
 
 /// The threads seized (and interrupted, unless they were stopped by job control) while
@@ -175,7 +177,8 @@ fn resolve(root: i32, how: &FreezeCgroup) -> Result<(CgroupDir, Freezer)> {
     }
 }
 
-/// Whether `pid` descends from `root` (or is it), by its parents as /proc shows them.
+/// Whether `pid` descends from `root` (or is it), by its parents as /proc shows them; a
+/// process gone meanwhile (a short-lived child of the tree) counts as one.
 fn descends_from(pid: i32, root: i32) -> bool {
     let mut p = pid;
     for _ in 0..4096 {
@@ -184,6 +187,9 @@ fn descends_from(pid: i32, root: i32) -> bool {
         }
         match sys::proc::status(p) {
             Ok(st) if st.ppid > 0 && st.ppid != p => p = st.ppid,
+            // Being reaped (no parent any more), or reaped.
+            Ok(st) if st.ppid == 0 && p != 1 => return true,
+            Err(e) if e.errno() == Some(libc::ENOENT) => return true,
             _ => return false,
         }
     }
@@ -206,7 +212,9 @@ fn strangers(dir: &CgroupDir, root: i32) -> Result<Vec<i32>> {
 }
 
 fn refuse_strangers(dir: &CgroupDir, root: i32, when: &str) -> Result<()> {
-    let s = strangers(dir, root)?;
+    let mut s = strangers(dir, root)?;
+    // Looked at again: a short-lived process of the tree may have been read half-gone.
+    s.retain(|&p| sys::proc::stat(p).is_ok() && !descends_from(p, root));
     if s.is_empty() {
         return Ok(());
     }
@@ -248,6 +256,7 @@ pub(crate) fn freeze_and_seize(root: i32, how: &FreezeCgroup) -> Result<CgroupFr
             .into(),
             frozen_before: prior,
             freezing: Duration::ZERO,
+            freezing_us: 0,
         },
         guard: Some(FreezeGuard::start(&dir, freezer, prior)?),
         dir,
@@ -292,6 +301,7 @@ pub(crate) fn freeze_and_seize(root: i32, how: &FreezeCgroup) -> Result<CgroupFr
         std::thread::sleep(Duration::from_micros(500));
     }
     cg.stats.freezing = t0.elapsed();
+    cg.stats.freezing_us = cg.stats.freezing.as_micros() as u64;
     // Frozen: nothing in the cgroup forks, exits or moves by itself any more.
     refuse_strangers(&cg.dir, root, " (moved into it while ckpt froze it)")?;
     for p in cgroup::procs_below(&cg.dir)? {

@@ -113,6 +113,8 @@ pub struct DumpStats {
     /// How long stopping every thread of the tree took (part of `frozen`).
     #[serde(skip)]
     pub freezing: Duration,
+    /// The same, in microseconds.
+    pub freezing_us: u64,
     /// How long writing the image took (part of `frozen`).
     #[serde(skip)]
     pub writing: Duration,
@@ -834,6 +836,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     let mut stats = DumpStats {
         pid,
         freezing,
+        freezing_us: freezing.as_micros() as u64,
         cgroup_freeze: cgfreeze.as_ref().map(|c| c.stats.clone()),
         processes: ckpt.processes.len(),
         vmas: ckpt.processes.iter().map(|p| p.vmas.len()).sum(),

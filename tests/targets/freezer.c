@@ -27,6 +27,8 @@ int main(int argc, char **argv) {
         mmap(NULL, 4096 * MAX, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (forks == MAP_FAILED) return 1;
     setvbuf(stdout, NULL, _IONBF, 0);
+    /* No stdio buffer on the heap: the workers share no heap page with the parent. */
+    setvbuf(stdin, NULL, _IONBF, 0);
     char line[128];
     if (!fgets(line, sizeof line, stdin) || strcmp(line, "go\n") != 0) return 3;
     int block[2];
