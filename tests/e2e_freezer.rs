@@ -76,7 +76,14 @@ impl Cg {
             },
         };
         let dir = base.join(format!("ckpt-test-{name}"));
-        let _ = fs::remove_dir(&dir);
+        // Left by an earlier run that was killed: emptied and removed.
+        if dir.exists() {
+            drop(Cg {
+                v,
+                dir: dir.clone(),
+                mounted: None,
+            });
+        }
         fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         Cg { v, dir, mounted }
     }
@@ -390,6 +397,34 @@ fn refusals(v: V, name: &str) {
     cg.assert_thawed("after a refused dump");
     assert_running_untraced(pid, "after a refused dump");
     assert_eq!(report(&mut t), "report: workers=2 alive=2 forks=0");
+    // The same through the criu front end (`--freeze-cgroup PATH`, as runc's
+    // freeze_cgroup): mapped onto the engine's option, so refused the same way.
+    let dir = ctx.path("cr");
+    fs::create_dir_all(&dir).expect("mkdir cr");
+    let cgdir = cg.dir.display().to_string();
+    let pids = pid.to_string();
+    let dirs = dir.display().to_string();
+    let r = ctx.ckpt(&[
+        "criu",
+        "dump",
+        "-t",
+        &pids,
+        "-D",
+        &dirs,
+        "-o",
+        "d.log",
+        "--freeze-cgroup",
+        &cgdir,
+    ]);
+    assert_eq!(r.status.code(), Some(1));
+    let log = fs::read_to_string(dir.join("d.log")).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Error") && l.contains("not in the dumped tree")),
+        "{log}"
+    );
+    cg.assert_thawed("after a refused criu dump");
+    assert_running_untraced(pid, "after a refused criu dump");
     send_signal(stranger.pid, libc::SIGKILL);
     // A worker moved out of the cgroup (to the hierarchy's root).
     let worker = process_tree(pid)
