@@ -345,6 +345,22 @@ struct DumpArgs {
     /// tracking too.
     #[arg(long, value_name = "FILE")]
     parent: Option<PathBuf>,
+    /// Freeze the tree with the cgroup freezer first, which no fork can outrun: the
+    /// tree must be the whole cgroup PATH (a cgroup directory, e.g.
+    /// /sys/fs/cgroup/unified/job for cgroup v2 or /sys/fs/cgroup/freezer/job for the
+    /// v1 freezer; without =PATH the root process's cgroup, v2 if it can be frozen,
+    /// else v1). A cgroup holding processes outside the tree, or a tree with
+    /// processes outside it, is refused. The cgroup is frozen, every thread in it
+    /// seized, and thawed again with every thread held; a cgroup its owner had frozen
+    /// is left frozen. The freeze is put back as it was however the dump ends, even
+    /// if ckpt is killed.
+    #[arg(
+        long,
+        value_name = "PATH",
+        num_args = 0..=1,
+        require_equals = true
+    )]
+    freeze_cgroup: Option<Option<PathBuf>>,
 }
 
 // The options of `ckpt restore`.
@@ -533,6 +549,7 @@ fn cmd_dump(a: DumpArgs) -> i32 {
         compress,
         track,
         parent,
+        freeze_cgroup,
     } = a;
     // A tracked process goes on running.
     let leave_running = leave_running || track;
@@ -575,6 +592,10 @@ fn cmd_dump(a: DumpArgs) -> i32 {
         progress: Some(progress),
         hook: None,
         incremental,
+        freeze_cgroup: freeze_cgroup.map(|p| match p {
+            None => dump::FreezeCgroup::OfRoot,
+            Some(p) => dump::FreezeCgroup::At(p),
+        }),
     };
     let res = dump::dump(pid, out, &opts);
     bar.finish_and_clear();

@@ -10,6 +10,19 @@ use std::path::PathBuf;
 use super::rpc::CgMode;
 use crate::restore::{CgroupMode, LimitsMode};
 
+/// CRIU's `freeze_cgroup` / `--freeze-cgroup PATH` onto ckpt's `dump
+/// --freeze-cgroup=PATH`: the cgroup directory to freeze (runc sends its container's:
+/// with cgroup v1 the freezer hierarchy's directory, with v2 the unified one). It must
+/// be a cgroup ckpt sees mounted, with a freezer.
+pub fn freeze_cgroup(path: &str) -> Result<crate::dump::FreezeCgroup, String> {
+    let p = PathBuf::from(path);
+    if !p.is_absolute() {
+        return Err(format!("freeze_cgroup {path}: not an absolute path"));
+    }
+    crate::dump::freezable_cgroup_at(&p).map_err(|e| format!("freeze_cgroup {e}"))?;
+    Ok(crate::dump::FreezeCgroup::At(p))
+}
+
 /// CRIU's cgroup mode onto ckpt's (where the processes go, which limits are written):
 ///
 /// - IGNORE: `--cgroups=ignore` (the processes stay in the restoring ckpt's cgroups);
@@ -461,6 +474,17 @@ mod tests {
         assert!(inherit_namespace(pfd, "extRootPidNS").unwrap().is_err());
         let d = std::fs::File::open("/").unwrap();
         assert!(inherit_namespace(std::os::fd::AsRawFd::as_raw_fd(&d), "x").is_none());
+    }
+
+    #[test]
+    fn freeze_cgroup_paths() {
+        let e = freeze_cgroup("sys/fs/cgroup/x").unwrap_err();
+        assert!(e.contains("freeze_cgroup") && e.contains("absolute"), "{e}");
+        let e = freeze_cgroup("/nonexistent/ckpt-freeze").unwrap_err();
+        assert!(
+            e.contains("freeze_cgroup") && e.contains("not a cgroup"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -78,9 +78,9 @@ pub struct Opts {
     /// dumped root's, see [`map::root_at_dump`]); at RESTORE the directory the tree's
     /// root mount is bound from (an external mount of "/").
     pub root: Option<PathBuf>,
-    /// DUMP: `freeze_cgroup`, the cgroup (a directory of a cgroup hierarchy) holding the
-    /// tree (see [`freeze::freeze_cgroup`]).
-    pub freeze_cgroup: Option<PathBuf>,
+    /// DUMP: `freeze_cgroup` / `--freeze-cgroup`: the tree is frozen with that cgroup's
+    /// freezer (ckpt's `dump --freeze-cgroup=PATH`, see [`map::freeze_cgroup`]).
+    pub freeze_cgroup: Option<crate::dump::FreezeCgroup>,
 }
 
 impl Opts {

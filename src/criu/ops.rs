@@ -17,7 +17,7 @@ Usage (ckpt's criu front end; CRIU's options, those ckpt can honour):
   criu dump -t PID -D DIR [-W DIR] [-o LOG] [-v[N]] [-R|--leave-running] [--shell-job]
             [--tcp-established] [--file-locks] [--ext-unix-sk] [--action-script S]
             [--manage-cgroups[=MODE]] [--ext-mount-map POINT:POINT]
-            [--external net[INODE]:KEY]
+            [--external net[INODE]:KEY] [--freeze-cgroup CGROUP-DIR]
   criu restore -D DIR [-W DIR] [-o LOG] [-v[N]] [-d|--restore-detached] [--shell-job]
             [--inherit-fd fd[N]:KEY] [--pidfile F] [--restore-sibling] [--root /]
             [--action-script S] [--tcp-established] [--file-locks]
@@ -132,12 +132,6 @@ fn refusal(name: &str, value: Option<&str>) -> Option<String> {
              engine yet (ckpt restore --join-ns is the engine's own; use --ext-unix-sk \
              and --inherit-fd for pipes and sockets to outside)"
         ),
-        "freeze-cgroup" => {
-            format!(
-                "--{name}: the criu front end does not hand cgroup options to ckpt's engine \
-                 yet (ckpt restore --cgroup-root is the engine's own)"
-            )
-        }
         "leave-stopped" => "--leave-stopped: ckpt lets a dumped tree run or kills it".into(),
         "prev-images-dir" | "track-mem" | "auto-dedup" => {
             format!("--{name}: ckpt has no incremental (pre-)dumps")
@@ -373,6 +367,13 @@ fn parse(cmd: &str, args: &[String]) -> Result<Parsed, String> {
                     Err(e) => refusals.push(format!("--{e}")),
                 }
             }
+            "freeze-cgroup" => {
+                dump_only("freeze-cgroup")?;
+                match super::map::freeze_cgroup(&v) {
+                    Ok(f) => o.freeze_cgroup = Some(f),
+                    Err(e) => refusals.push(format!("--freeze-cgroup: {e}")),
+                }
+            }
             "cgroup-root" => {
                 restore_only("cgroup-root")?;
                 // [CONTROLLER:]PATH
@@ -532,10 +533,8 @@ pub fn run_dump(o: &Opts, log: &Log, n: Option<&Notifier>) -> Result<i32, String
         pts_in_own_pidns(pid)?;
     }
     if let Some(cg) = &o.freeze_cgroup {
-        super::freeze::freeze_cgroup(cg, pid)?;
         log.info(&format!(
-            "freeze_cgroup {}: holds exactly the tree of {pid}, frozen with ptrace",
-            cg.display()
+            "freeze_cgroup {cg:?}: the tree of {pid} is frozen with that cgroup's freezer"
         ));
     }
     if let Some(m) = o.cg_mode {
@@ -570,6 +569,7 @@ pub fn run_dump(o: &Opts, log: &Log, n: Option<&Notifier>) -> Result<i32, String
         leave_running: o.leave_running,
         external: o.external,
         hook: Some(hook),
+        freeze_cgroup: o.freeze_cgroup.clone(),
         ..Default::default()
     };
     let res = dump::dump(pid, dump::Output::Path(dir.join(CKPT_IMAGE)), &opts);
@@ -593,8 +593,8 @@ pub fn run_dump(o: &Opts, log: &Log, n: Option<&Notifier>) -> Result<i32, String
         // The caller goes on as soon as we answer (runc removes the container, which
         // fails while a process of it is still exiting): the killed tree is gone first.
         let gone = match &o.freeze_cgroup {
-            Some(cg) => super::freeze::wait_emptied(cg, pid),
-            None => super::freeze::wait_emptied_tree(pid),
+            Some(dump::FreezeCgroup::At(cg)) => super::freeze::wait_emptied(cg, pid),
+            _ => super::freeze::wait_emptied_tree(pid),
         };
         if let Err(e) = gone {
             log.warn(&e);

@@ -195,7 +195,7 @@ fn transaction(sock: &Arc<OwnedFd>, ty: ReqType, opts: Option<rpc::Opts>) -> Res
             .as_deref()
             .filter(|r| std::path::Path::new(r) != std::path::Path::new("/"))
             .map(PathBuf::from),
-        freeze_cgroup: ro.freeze_cgroup.as_deref().map(PathBuf::from),
+        freeze_cgroup: None,
     };
     let mapped = engine_options(ty, &ro, &mut o);
     if o.log_file.as_deref().is_some_and(|f| f.contains('/')) {
@@ -361,6 +361,16 @@ fn engine_options(ty: ReqType, ro: &rpc::Opts, o: &mut Opts) -> Vec<String> {
         }
         Err(e) => out.push(e),
     }
+    if let Some(p) = &ro.freeze_cgroup {
+        if ty == ReqType::Dump {
+            match map::freeze_cgroup(p) {
+                Ok(f) => o.freeze_cgroup = Some(f),
+                Err(e) => out.push(format!("opts.{e}")),
+            }
+        } else {
+            out.push(format!("opts.freeze_cgroup {p}: an option of DUMP"));
+        }
+    }
     for x in &ro.external {
         if ty == ReqType::Dump {
             match map::external_at_dump(x) {
@@ -401,11 +411,6 @@ pub(crate) fn refusals(ty: ReqType, o: &rpc::Opts) -> Vec<String> {
         !o.cgroup_dump_controller.is_empty(),
         "cgroup_dump_controller",
         cg,
-    );
-    no(
-        o.freeze_cgroup.is_some() && ty != ReqType::Dump,
-        "freeze_cgroup",
-        "an option of DUMP",
     );
     let ns = "not built in ckpt's criu front end (namespaces made outside the tree are \
               given with join_ns or an inherit_fd of the namespace)";

@@ -12,8 +12,11 @@
 //! running as before and no file at the output path.
 
 mod collect;
+mod freezer;
 pub mod track;
 mod write;
+
+pub use freezer::{CgroupFreezeStats, FreezeCgroup, cgroup_at as freezable_cgroup_at};
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -53,6 +56,9 @@ pub struct DumpOptions {
     /// Write tracking: start it (`--track`), or dump only what was written since the
     /// tracked tree's last image (`--parent`). See `dump::track`.
     pub incremental: track::Incremental,
+    /// Freeze the tree with the cgroup freezer (`--freeze-cgroup`) instead of ptrace
+    /// alone: the tree must be the whole cgroup (see `dump/freezer.rs`).
+    pub freeze_cgroup: Option<FreezeCgroup>,
 }
 
 /// The points of a dump where a front end may act, and stop it.
@@ -78,6 +84,7 @@ impl std::fmt::Debug for DumpOptions {
             .field("progress", &self.progress.is_some())
             .field("hook", &self.hook.is_some())
             .field("incremental", &self.incremental)
+            .field("freeze_cgroup", &self.freeze_cgroup)
             .finish()
     }
 }
@@ -111,11 +118,16 @@ pub struct DumpStats {
     /// How long stopping every thread of the tree took (part of `frozen`).
     #[serde(skip)]
     pub freezing: Duration,
+    /// The same, in microseconds.
+    pub freezing_us: u64,
     /// How long writing the image took (part of `frozen`).
     #[serde(skip)]
     pub writing: Duration,
     /// Things the user should know (the dump succeeded).
     pub warnings: Vec<String>,
+    /// The cgroup frozen with `--freeze-cgroup`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_freeze: Option<CgroupFreezeStats>,
 }
 
 /// The seized target, every thread stopped. Dropping it without `kill` lets the task run
@@ -138,16 +150,20 @@ fn task_ids(pid: i32) -> Result<Vec<i32>> {
 }
 
 /// Stop one thread: seize, interrupt, wait for the interrupt stop. Ok(None) if the
-/// thread exited meanwhile.
-fn freeze_thread(tid: i32) -> Result<Option<FrozenThread>> {
+/// thread exited meanwhile. `pre`: the thread was seized already (by the cgroup
+/// freeze), and interrupted if true.
+fn freeze_thread(tid: i32, pre: Option<bool>) -> Result<Option<FrozenThread>> {
     // Seccomp is suspended while ckpt traces the thread (PTRACE_O_SUSPEND_SECCOMP, until
     // the detach), so that its filters (or strict mode) cannot deny or kill on the calls
     // dump injects; without CAP_SYS_ADMIN the kernel refuses the option (EPERM), and the
     // thread is seized without it (reading its filters needs CAP_SYS_ADMIN anyway).
     let opts = libc::PTRACE_O_TRACESYSGOOD;
-    let seized = match ptrace::seize(tid, opts | libc::PTRACE_O_SUSPEND_SECCOMP) {
-        Err(e) if e.errno() == Some(libc::EPERM) => ptrace::seize(tid, opts),
-        r => r,
+    let seized = match pre {
+        Some(_) => Ok(()),
+        None => match ptrace::seize(tid, opts | libc::PTRACE_O_SUSPEND_SECCOMP) {
+            Err(e) if e.errno() == Some(libc::EPERM) => ptrace::seize(tid, opts),
+            r => r,
+        },
     };
     match seized {
         Ok(()) => {}
@@ -162,7 +178,7 @@ fn freeze_thread(tid: i32) -> Result<Option<FrozenThread>> {
     // PTRACE_SEIZE waits for that. Interrupting it too would leave a second trap
     // pending, taken as soon as it is resumed. Anything else is interrupted.
     let mut first = ptrace::try_wait(tid).map_err(fail)?;
-    let mut interrupted = false;
+    let mut interrupted = pre == Some(true);
     let group_stop;
     loop {
         let stop = match first.take() {
@@ -229,7 +245,7 @@ impl Frozen {
     /// Stop every thread. Threads created while we freeze are caught by listing the
     /// thread group again until a listing shows no thread we have not stopped (a
     /// stopped thread cannot create more).
-    fn freeze(pid: i32) -> Result<Self> {
+    fn freeze(pid: i32, seized: &mut freezer::Seized) -> Result<Self> {
         let mut fr = Self {
             pid,
             threads: Vec::new(),
@@ -243,7 +259,7 @@ impl Frozen {
                     continue;
                 }
                 new = true;
-                match freeze_thread(tid)? {
+                match freeze_thread(tid, seized.take(tid))? {
                     Some(t) => fr.threads.push(t),
                     None if tid == pid => return Err(DumpError::Exited(pid)),
                     None => {
@@ -344,7 +360,8 @@ impl TempOutput {
     }
 }
 
-fn precheck(pid: i32) -> Result<()> {
+/// `ours`: ckpt seized the process already (the cgroup freeze), so it shows as traced.
+fn precheck(pid: i32, ours: bool) -> Result<()> {
     if pid <= 0 {
         return Err(DumpError::NoProcess(pid));
     }
@@ -368,7 +385,7 @@ fn precheck(pid: i32) -> Result<()> {
     }
     match st.state {
         'Z' | 'X' => return unsupported("it is a zombie (it has exited)".into()),
-        't' => {
+        't' if !ours => {
             return unsupported(
                 "it is being traced by another process (a debugger?); detach it first".into(),
             );
@@ -432,14 +449,18 @@ pub(crate) struct FrozenTree {
 }
 
 impl FrozenTree {
-    /// Freeze `root` and all its descendants, top-down: a process's children are listed
-    /// only once all its threads are stopped, so none can be missed.
-    fn freeze(root: i32) -> Result<Self> {
-        let t0 = Instant::now();
-        let mut tree = FrozenTree {
+    fn new() -> Self {
+        FrozenTree {
             nodes: Vec::new(),
-            frozen_at: t0,
-        };
+            frozen_at: Instant::now(),
+        }
+    }
+
+    /// Freeze `root` and all its descendants, top-down: a process's children are listed
+    /// only once all its threads are stopped, so none can be missed. `seized`: threads
+    /// the cgroup freeze seized already. On failure, what was frozen stays in `tree`
+    /// (let go when it is dropped).
+    fn freeze(tree: &mut Self, root: i32, seized: &mut freezer::Seized) -> Result<()> {
         let mut queue = std::collections::VecDeque::from([root]);
         while let Some(pid) = queue.pop_front() {
             let zombie = |pid| {
@@ -452,9 +473,9 @@ impl FrozenTree {
                 continue;
             }
             if pid != root {
-                precheck(pid)?;
+                precheck(pid, seized.threads.contains_key(&pid))?;
             }
-            match Frozen::freeze(pid) {
+            match Frozen::freeze(pid, seized) {
                 Ok(fr) => tree.nodes.push((pid, Some(fr))),
                 // A child that exited meanwhile is a zombie now (its parent is frozen
                 // and cannot reap it).
@@ -470,7 +491,7 @@ impl FrozenTree {
             kids.sort_by_key(|&c| crate::kinds::task::pidns::fork_rank(pid, c));
             queue.extend(kids);
         }
-        Ok(tree)
+        Ok(())
     }
 
     /// The processes of the tree stopped by job control but the root, with their
@@ -655,7 +676,7 @@ const TTY_PAUSE_MS: u32 = 25;
 
 fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     let t0 = Instant::now();
-    precheck(pid)?;
+    precheck(pid, false)?;
     check_signals()?;
     let (tmp, file): (Option<TempOutput>, Option<File>) = match out {
         Output::Path(p) => {
@@ -674,7 +695,29 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     // A tree in another network namespace: its sockets are looked at there.
     crate::kinds::ns::join_tree_net(pid, &ckpts_ns)?;
     let tracking = incremental_precheck(pid, out, opts)?;
-    let mut tree = FrozenTree::freeze(pid)?;
+    let mut tree = FrozenTree::new();
+    // With --freeze-cgroup, `cgfreeze` puts the cgroup's freeze back as it was when it
+    // is dropped, before `tree` (declared before it), whose threads are let go then: a
+    // v1 cgroup its owner had frozen is frozen again while they are still held.
+    let mut cgfreeze = match &opts.freeze_cgroup {
+        Some(how) => Some(freezer::freeze_and_seize(pid, how)?),
+        None => None,
+    };
+    let mut no_seized = freezer::Seized::default();
+    FrozenTree::freeze(
+        &mut tree,
+        pid,
+        cgfreeze.as_mut().map_or(&mut no_seized, |c| &mut c.seized),
+    )?;
+    if let Some(cg) = &cgfreeze {
+        let live: Vec<i32> = tree
+            .nodes
+            .iter()
+            .filter(|(_, f)| f.is_some())
+            .map(|(p, _)| *p)
+            .collect();
+        freezer::refuse_outside(cg, pid, &live)?;
+    }
     let freezing = tree.frozen_at.elapsed();
     run_hook(opts, DumpStep::Frozen)?;
     let mut seen = SharedSeen::new();
@@ -799,6 +842,8 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     let mut stats = DumpStats {
         pid,
         freezing,
+        freezing_us: freezing.as_micros() as u64,
+        cgroup_freeze: cgfreeze.as_ref().map(|c| c.stats.clone()),
         processes: ckpt.processes.len(),
         vmas: ckpt.processes.iter().map(|p| p.vmas.len()).sum(),
         ..Default::default()
@@ -913,6 +958,8 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     }
     if opts.leave_running {
         repair.off();
+        // A cgroup its owner had frozen is frozen again while the threads are held.
+        drop(cgfreeze.take());
         tree.let_go()?;
     } else {
         // The peers' packets are dropped until restore (else the kernel would answer

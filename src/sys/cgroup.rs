@@ -545,6 +545,210 @@ pub fn subtree_control(dir: &CgroupDir) -> Vec<String> {
         .unwrap_or_default()
 }
 
+// ---- the cgroup freezer (`dump --freeze-cgroup`) ----
+
+/// Which freezer a cgroup directory has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freezer {
+    /// cgroup v2: `cgroup.freeze` (0/1), the result in `cgroup.events` ("frozen 1").
+    V2,
+    /// The v1 freezer controller: `freezer.state` (THAWED, FREEZING, FROZEN).
+    V1,
+}
+
+impl Freezer {
+    /// The interface file a freeze is asked through.
+    fn file(self) -> &'static str {
+        match self {
+            Freezer::V2 => "cgroup.freeze",
+            Freezer::V1 => "freezer.state",
+        }
+    }
+
+    fn value(self, frozen: bool) -> &'static str {
+        match (self, frozen) {
+            (Freezer::V2, true) => "1",
+            (Freezer::V2, false) => "0",
+            (Freezer::V1, true) => "FROZEN",
+            (Freezer::V1, false) => "THAWED",
+        }
+    }
+}
+
+/// The freezer of cgroup `dir`: v2 when its hierarchy is cgroup2 and it has
+/// `cgroup.freeze` (every cgroup but the root), v1 when its hierarchy has the freezer
+/// controller and it has `freezer.state` (every cgroup but the root); None otherwise.
+pub fn freezer_of(dir: &CgroupDir) -> Option<Freezer> {
+    if dir.controllers.is_empty() {
+        dir.has("cgroup.freeze").then_some(Freezer::V2)
+    } else if dir.controllers.split(',').any(|c| c == "freezer") {
+        dir.has("freezer.state").then_some(Freezer::V1)
+    } else {
+        None
+    }
+}
+
+/// Whether a freeze of cgroup `dir` is asked (by whoever asked it): v2 its own
+/// `cgroup.freeze` is 1; v1 its `freezer.state` is not THAWED (FREEZING or FROZEN, also
+/// when an ancestor is frozen).
+pub fn freeze_asked(dir: &CgroupDir, f: Freezer) -> Result<bool> {
+    let v = read_limit(dir, f.file())?.unwrap_or_default();
+    Ok(match f {
+        Freezer::V2 => v.trim() == "1",
+        Freezer::V1 => v.trim() != "THAWED",
+    })
+}
+
+/// Ask cgroup `dir` to be frozen or thawed (its processes and those of every cgroup
+/// below it).
+pub fn set_freeze(dir: &CgroupDir, f: Freezer, frozen: bool) -> Result<()> {
+    write_limit(dir, f.file(), f.value(frozen))
+}
+
+/// Whether every process of cgroup `dir` (and below) is frozen now: v2 `frozen 1` in
+/// `cgroup.events`, v1 `freezer.state` FROZEN. A v1 cgroup still FREEZING is asked
+/// again (tasks forked meanwhile are caught by the next write).
+pub fn frozen_now(dir: &CgroupDir, f: Freezer) -> Result<bool> {
+    match f {
+        Freezer::V2 => Ok(read_limit(dir, "cgroup.events")?
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.trim() == "frozen 1")),
+        Freezer::V1 => {
+            let v = read_limit(dir, "freezer.state")?.unwrap_or_default();
+            match v.trim() {
+                "FROZEN" => Ok(true),
+                "FREEZING" => {
+                    set_freeze(dir, f, true)?;
+                    Ok(false)
+                }
+                _ => Ok(false),
+            }
+        }
+    }
+}
+
+/// The processes of cgroup `dir` and of every cgroup below it (their `cgroup.procs`).
+pub fn procs_below(dir: &CgroupDir) -> Result<Vec<i32>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.clone()];
+    while let Some(d) = todo.pop() {
+        let procs = read_limit(&d, "cgroup.procs")?.unwrap_or_default();
+        out.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        let fd = rustix::fs::openat(
+            &*d.base,
+            d.rel_or_dot(),
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| rerr(format!("open {d}"), e))?;
+        let entries = rustix::fs::Dir::read_from(&fd).map_err(|e| rerr(format!("read {d}"), e))?;
+        for e in entries {
+            let e = e.map_err(|e| rerr(format!("read {d}"), e))?;
+            if e.file_type() != rustix::fs::FileType::Directory {
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let sub = d.with_rel(d.rel.join(&name));
+            if sub.is_cgroup() {
+                todo.push(sub);
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// A process that puts a cgroup's freeze back as it was if ckpt dies (even by SIGKILL)
+/// while it holds the cgroup frozen (or, v1, thawed for a while): it waits on a pipe
+/// whose only writer is ckpt; the end of the pipe without a word first (ckpt gone)
+/// makes it write the prior value. [`FreezeGuard::done`] (or dropping it) tells it to
+/// leave things as they are and reaps it.
+pub struct FreezeGuard {
+    pid: i32,
+    pipe: Option<OwnedFd>,
+}
+
+impl FreezeGuard {
+    /// Start the guard of cgroup `dir`, which puts `prior_frozen` back.
+    pub fn start(dir: &CgroupDir, f: Freezer, prior_frozen: bool) -> Result<Self> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let file = std::ffi::CString::new(dir.rel_or_dot().join(f.file()).as_os_str().as_bytes())
+            .map_err(|_| SysError::Other(format!("bad cgroup path {dir}")))?;
+        let value = f.value(prior_frozen).as_bytes();
+        let (rd, wr) = super::process::pipe()?;
+        let (rfd, wfd, dfd) = (rd.as_raw_fd(), wr.as_raw_fd(), dir.base.as_raw_fd());
+        let args = libc::clone_args {
+            exit_signal: libc::SIGCHLD as u64,
+            ..super::process::clone_args()
+        };
+        let child = super::process::clone3(&args);
+        if child == 0 {
+            // SAFETY: the forked child runs raw system calls only, on descriptors it
+            // inherited and a string and value made before the fork, and ends with
+            // `_exit`. It leaves ckpt's session (no terminal signal reaches it), waits
+            // for ckpt's word or the end of the pipe, and writes one cgroup file.
+            unsafe {
+                libc::syscall(libc::SYS_setsid);
+                libc::syscall(libc::SYS_close, wfd);
+                let mut b = 0u8;
+                let n = loop {
+                    let n = libc::syscall(libc::SYS_read, rfd, &mut b as *mut u8, 1);
+                    if n >= 0 || *libc::__errno_location() != libc::EINTR {
+                        break n;
+                    }
+                };
+                if n == 0 {
+                    let fd = libc::syscall(
+                        libc::SYS_openat,
+                        dfd,
+                        file.as_ptr(),
+                        libc::O_WRONLY | libc::O_CLOEXEC,
+                    );
+                    if fd >= 0 {
+                        libc::syscall(libc::SYS_write, fd, value.as_ptr(), value.len());
+                    }
+                }
+                libc::_exit(0);
+            }
+        }
+        if child < 0 {
+            return Err(SysError::os("clone3 (the cgroup freezer's guard)"));
+        }
+        drop(rd);
+        Ok(Self {
+            pid: child as i32,
+            pipe: Some(wr),
+        })
+    }
+
+    /// ckpt put the freeze back itself: the guard ends without acting.
+    pub fn done(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        use std::io::Write;
+        if let Some(p) = self.pipe.take() {
+            let _ = fs::File::from(p).write_all(b"k");
+            let _ = super::process::wait_exit(self.pid);
+        }
+    }
+}
+
+impl Drop for FreezeGuard {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -208,6 +208,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("runcsrv-static", "runcsrv.c", &["-static"]),
     // tests/e2e_incr.rs: memory written a little at a time, for incremental dumps
     ("incr", "incr.c", &[]),
+    // tests/e2e_freezer.rs: a tree in a cgroup of its own, quiet or forking constantly
+    ("freezer", "freezer.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
