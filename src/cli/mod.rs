@@ -360,6 +360,16 @@ struct RestoreArgs {
     /// --new-pidns, or an image read from standard input.
     #[arg(long, conflicts_with_all = ["detach", "new_pidns"])]
     new_tty: bool,
+    /// Let the process run before its private anonymous memory is copied: each page
+    /// comes in from the image when first touched, and the rest is copied in the
+    /// background, so the time until it runs does not grow with its memory. ckpt stays
+    /// until every page is in (with --detach it prints the PID at once, closes its
+    /// standard output and exits then); if it dies before, the restored processes are
+    /// killed (they never read a page that is not theirs). The image must be a file.
+    /// Not with --new-pidns, --new-tty, or an image whose tree had a PID namespace of
+    /// its own.
+    #[arg(long, conflicts_with_all = ["new_pidns", "new_tty"])]
+    lazy: bool,
 }
 
 // The options of `ckpt check`.
@@ -546,7 +556,14 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
         new_pidns,
         inherit,
         new_tty,
+        lazy,
     } = a;
+    if lazy && image.as_os_str() == "-" {
+        say!(
+            "ckpt: --lazy reads pages from the image as the program touches them: it must be a file, not standard input"
+        );
+        return 2;
+    }
     if new_tty && image.as_os_str() == "-" {
         say!(
             "ckpt: --new-tty copies standard input to the new terminal: the image \
@@ -564,9 +581,22 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return usage(format!("--pid-file: {e}")),
     };
-    let input = match open_input(&image) {
-        Ok(i) => i,
-        Err(e) => return err(e),
+    // --lazy: the same open file, read as a stream for the metadata and at random for
+    // the pages.
+    let (input, lazy_file): (Box<dyn Read + Send>, _) = if lazy {
+        let f = match File::open(&image).and_then(|f| f.try_clone().map(|c| (f, c))) {
+            Ok(f) => f,
+            Err(e) => return err(format!("cannot open {}: {e}", image.display())),
+        };
+        (
+            Box::new(io::BufReader::with_capacity(INPUT_BUF, f.0)),
+            Some(f.1),
+        )
+    } else {
+        match open_input(&image) {
+            Ok(i) => (i, None),
+            Err(e) => return err(e),
+        }
     };
     if !detach {
         // Like a shell waiting for its job: keyboard signals are for the job.
@@ -579,6 +609,11 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
     // Returns only if ckpt already runs with the image's address randomization.
     if let Err(e) = prepared.take_randomization(image.as_os_str() != "-") {
         return err(e);
+    }
+    if let Some(f) = lazy_file {
+        if let Err(e) = prepared.set_lazy(f) {
+            return err(e);
+        }
     }
     let master = if new_tty {
         match prepared.with_new_tty() {
@@ -710,10 +745,24 @@ fn detach_or_wait(
     if detach {
         println!("{}", launched.root);
         let _ = io::stdout().flush();
-        return 0;
+        if restore::lazy_pending() {
+            // The caller has the PID; ckpt stays until the memory is in.
+            host::close_stdout();
+        }
+        return finish_lazy(0);
     }
-    match launched.wait() {
+    let code = match launched.wait() {
         Ok(status) => restore::exit_code(status),
         Err(e) => err(e),
+    };
+    finish_lazy(code)
+}
+
+/// `restore --lazy`: ckpt exits only once every page is in (its end before would
+/// kill the tree).
+fn finish_lazy(code: i32) -> i32 {
+    match restore::wait_lazy() {
+        Some(Err(e)) => err(e),
+        _ => code,
     }
 }
