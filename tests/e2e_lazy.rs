@@ -79,7 +79,7 @@ fn lazy_case(name: &str, mode: &str, expect: &str, oracle: bool) {
         &["--lazy"],
         In::Pipe,
         &[],
-        &[("CKPT_LAZY_STEP_MS", "10")],
+        &[("CKPT_LAZY_STEP_MS", "50")],
     );
     wait_up(&before, &mut r, name);
     assert!(
@@ -154,9 +154,10 @@ fn killing_the_server_mid_fill_kills_the_tree() {
     let name = "lazy_kill";
     let ctx = Ctx::new(name);
     let (img, pid, before) = dumped(&ctx, "sum");
+    // (detached: ckpt prints the PID and stays until the memory is in)
     let mut r = ctx.restore_with(
         &img,
-        &["--lazy"],
+        &["--lazy", "--detach"],
         In::Pipe,
         &[],
         &[("CKPT_LAZY_STEP_MS", "200")],
@@ -170,7 +171,9 @@ fn killing_the_server_mid_fill_kills_the_tree() {
     );
     r.kill();
     wait_pids_gone(&[pid], name);
-    let out = r.stdout.text();
+    // (all it wrote, up to the end of its output: every writer is gone)
+    let out = text(&r.stdout.finish("the restored program's output"));
+    eprintln!("{name}: the program wrote {out:?}");
     assert!(
         !out.contains("sum"),
         "{name}: the program went on after ckpt died: {out:?}"
