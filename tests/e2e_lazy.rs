@@ -3,8 +3,9 @@
 //! background. `tests/targets/lazy.c` holds an area with a known pattern and checks it
 //! after the restore, by MODE: all of it, from four threads at once, through read(2)
 //! (a fault taken by the kernel), across a fork, and after madvise/munmap/mremap of
-//! parts of it. Each restore is slowed (`CKPT_LAZY_STEP_MS`, fault-injection builds)
-//! so that the program runs while pages are still missing; the state oracle compares
+//! parts of it. Each restore's background copy is slowed (`CKPT_LAZY_STEP_MS`,
+//! fault-injection builds: a step only after the userfaultfds were quiet that long) so
+//! that the program runs while pages are still missing; the state oracle compares
 //! the tree with the original once every page is in (no `um` area left: nothing of
 //! the userfaultfd stays). Killing ckpt while pages are missing must kill the tree
 //! (never a program reading zeros), and a failed restore leaves nothing.
@@ -160,7 +161,7 @@ fn killing_the_server_mid_fill_kills_the_tree() {
         &["--lazy", "--detach"],
         In::Pipe,
         &[],
-        &[("CKPT_LAZY_STEP_MS", "200")],
+        &[("CKPT_LAZY_STEP_MS", "200"), ("CKPT_LAZY_FAULT_MS", "20")],
     );
     wait_up(&before, &mut r, name);
     r.write_stdin(b"go\n");

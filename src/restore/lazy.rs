@@ -401,17 +401,20 @@ fn serve_fault(mm: &mut Mm, addr: u64, img: &LazyImage, cache: &mut Cache) -> Re
     }
 }
 
-/// The failure-path tests' brake (`fault-injection` builds): `CKPT_LAZY_STEP_MS`
-/// milliseconds before each step of the background copy, so a test can kill ckpt
-/// while pages are still missing.
-fn step_delay() {
+/// The failure-path tests' brakes (`fault-injection` builds), in milliseconds:
+/// `CKPT_LAZY_STEP_MS`, how long the userfaultfds must stay quiet before each step of
+/// the background copy (faults are served at once, the copy crawls, so a program finds
+/// pages missing); `CKPT_LAZY_FAULT_MS`, a wait before each round of faults served (so
+/// a test can kill ckpt while pages are still missing). Both 0 otherwise.
+fn brake(_name: &str) -> i32 {
     #[cfg(feature = "fault-injection")]
-    if let Some(ms) = std::env::var("CKPT_LAZY_STEP_MS")
+    if let Some(ms) = std::env::var(_name)
         .ok()
-        .and_then(|v| v.parse::<u64>().ok())
+        .and_then(|v| v.parse::<i32>().ok())
     {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
+        return ms.max(0);
     }
+    0
 }
 
 fn serve(lazy: &Lazy) -> Result<LazyStats> {
@@ -436,6 +439,7 @@ fn serve_inner(lazy: &Lazy) -> Result<LazyStats> {
     let mut stats = LazyStats::default();
     let mut events = Vec::new();
     let mut started: Option<std::time::Instant> = None;
+    let (quiet_ms, fault_ms) = (brake("CKPT_LAZY_STEP_MS"), brake("CKPT_LAZY_FAULT_MS"));
     loop {
         if lazy.stop.load(Ordering::SeqCst) {
             return Ok(stats);
@@ -461,8 +465,11 @@ fn serve_inner(lazy: &Lazy) -> Result<LazyStats> {
                 revents: 0,
             })
             .collect();
-        let timeout = if filling { 0 } else { 2 };
-        sys::uffd::poll(&mut pfds, timeout)?;
+        let timeout = if filling { quiet_ms } else { 2 };
+        let n = sys::uffd::poll(&mut pfds, timeout)?;
+        if n > 0 && fault_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(fault_ms as u64));
+        }
         let mut gone = Vec::new();
         let mut born = Vec::new();
         for (k, mm) in mms.iter_mut().enumerate() {
@@ -536,9 +543,11 @@ fn serve_inner(lazy: &Lazy) -> Result<LazyStats> {
         if !filling {
             continue;
         }
+        if quiet_ms > 0 && n > 0 {
+            continue;
+        }
         // One step of the background copy: the lowest piece of the first memory
         // that has one.
-        step_delay();
         if let Some(k) = mms.iter().position(|m| !m.pieces.is_empty()) {
             let mm = &mut mms[k];
             let p = mm.pieces[0];
