@@ -1,4 +1,5 @@
-//! The image file format. Pure: no syscalls, no /proc. Never trusts a length or a count.
+//! The image file format. Pure: no syscalls, no /proc (`index` reads a file given to it
+//! through `FileExt`, for `restore --lazy`). Never trusts a length or a count.
 //!
 //! ```text
 //! file   := header record* end-record
