@@ -66,3 +66,12 @@ pub fn started_with_elevated_privileges() -> Option<bool> {
 pub fn write_host_file(path: &std::path::Path, data: &[u8]) -> Result<(), SysError> {
     crate::sys::pathfd::write_own_view(path, data)
 }
+
+/// Point standard output at /dev/null (`restore --detach --lazy`: the caller reading
+/// the PID sees the end of the output while ckpt stays to copy memory).
+pub fn close_stdout() {
+    use std::os::fd::AsRawFd;
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = sys::file::dup2(null.as_raw_fd(), 1);
+    }
+}

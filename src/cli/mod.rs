@@ -405,6 +405,16 @@ struct RestoreArgs {
     /// (the parent's identity is still checked).
     #[arg(long, value_name = "FILE")]
     parent: Option<PathBuf>,
+    /// Let the process run before its private anonymous memory is copied: each page
+    /// comes in from the image when first touched, and the rest is copied in the
+    /// background, so the time until it runs does not grow with its memory. ckpt stays
+    /// until every page is in (with --detach it prints the PID at once, closes its
+    /// standard output and exits then); if it dies before, the restored processes are
+    /// killed (they never read a page that is not theirs). The image must be a file.
+    /// Not with --new-pidns, --new-tty, or an image whose tree had a PID namespace of
+    /// its own.
+    #[arg(long, conflicts_with_all = ["new_pidns", "new_tty"])]
+    lazy: bool,
 }
 
 // The options of `ckpt check`.
@@ -644,7 +654,14 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
         inherit,
         new_tty,
         parent,
+        lazy,
     } = a;
+    if lazy && image.as_os_str() == "-" {
+        say!(
+            "ckpt: --lazy reads pages from the image as the program touches them: it must be a file, not standard input"
+        );
+        return 2;
+    }
     if new_tty && image.as_os_str() == "-" {
         say!(
             "ckpt: --new-tty copies standard input to the new terminal: the image \
@@ -662,9 +679,33 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return usage(format!("--pid-file: {e}")),
     };
-    let input = match open_chain(&image, parent.as_ref()) {
-        Ok(i) => i,
-        Err(e) => return err(e),
+    // --lazy: the same open file (the image, or the full one an incremental chain was
+    // merged into), read as a stream for the metadata and at random for the pages.
+    let (input, lazy_file): (Box<dyn Read + Send>, _) = if lazy {
+        let opened = match restore::chain::materialize(&image, parent.as_deref()) {
+            Ok(Some(f)) => Ok(f),
+            Ok(None) if parent.is_some() => {
+                return err(format!(
+                    "{} is not an incremental image: --parent does not apply",
+                    image.display()
+                ));
+            }
+            Ok(None) => File::open(&image),
+            Err(e) => return err(e),
+        };
+        let f = match opened.and_then(|f| f.try_clone().map(|c| (f, c))) {
+            Ok(f) => f,
+            Err(e) => return err(format!("cannot open {}: {e}", image.display())),
+        };
+        (
+            Box::new(io::BufReader::with_capacity(INPUT_BUF, f.0)),
+            Some(f.1),
+        )
+    } else {
+        match open_chain(&image, parent.as_ref()) {
+            Ok(i) => (i, None),
+            Err(e) => return err(e),
+        }
     };
     if !detach {
         // Like a shell waiting for its job: keyboard signals are for the job.
@@ -677,6 +718,11 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
     // Returns only if ckpt already runs with the image's address randomization.
     if let Err(e) = prepared.take_randomization(image.as_os_str() != "-") {
         return err(e);
+    }
+    if let Some(f) = lazy_file {
+        if let Err(e) = prepared.set_lazy(f) {
+            return err(e);
+        }
     }
     let master = if new_tty {
         match prepared.with_new_tty() {
@@ -809,10 +855,24 @@ fn detach_or_wait(
     if detach {
         println!("{}", launched.root);
         let _ = io::stdout().flush();
-        return 0;
+        if restore::lazy_pending() {
+            // The caller has the PID; ckpt stays until the memory is in.
+            host::close_stdout();
+        }
+        return finish_lazy(0);
     }
-    match launched.wait() {
+    let code = match launched.wait() {
         Ok(status) => restore::exit_code(status),
         Err(e) => err(e),
+    };
+    finish_lazy(code)
+}
+
+/// `restore --lazy`: ckpt exits only once every page is in (its end before would
+/// kill the tree).
+fn finish_lazy(code: i32) -> i32 {
+    match restore::wait_lazy() {
+        Some(Err(e)) => err(e),
+        _ => code,
     }
 }

@@ -1,4 +1,5 @@
-//! The image file format. Pure: no syscalls, no /proc. Never trusts a length or a count.
+//! The image file format. Pure: no syscalls, no /proc (`index` reads a file given to it
+//! through `FileExt`, for `restore --lazy`). Never trusts a length or a count.
 //!
 //! ```text
 //! file   := header record* end-record
@@ -23,6 +24,8 @@
 //! - `writer.rs`: [`ImageWriter`], which writes a stream of records;
 //! - `reader.rs`: [`ImageReader`], which reads and checks one, whole records
 //!   ([`Record`]) or page records in pieces ([`OwnedRecord`]);
+//! - `index.rs`: random access for `restore --lazy` ([`index::scan`] of the record
+//!   headers, each payload read and checked later);
 //! - `payload.rs`: what is inside records: CBOR metadata ([`decode_meta`]) and compressed
 //!   page data (LZ4, zstd).
 //!
@@ -31,6 +34,7 @@
 
 use std::io;
 
+pub mod index;
 mod layout;
 mod payload;
 mod reader;

@@ -8,6 +8,7 @@
 
 pub mod chain;
 pub(crate) mod kernel;
+pub(crate) mod lazy;
 pub(crate) mod pidns;
 pub(crate) mod plan;
 pub(crate) mod source;
@@ -167,6 +168,24 @@ pub struct RestoreStats {
 /// those of a restore run in a child, as with `launch(true)` in a new PID namespace):
 /// for front ends whose launch returns only the PIDs (`criu`'s stats-restore).
 static LAST_STATS: std::sync::Mutex<Option<RestoreStats>> = std::sync::Mutex::new(None);
+
+/// The server of the last `restore --lazy`, copying the rest of the memory.
+static LAZY_SERVER: std::sync::Mutex<Option<lazy::Server>> = std::sync::Mutex::new(None);
+
+pub use lazy::LazyStats;
+
+/// After a `restore --lazy`: wait until every page is in and nothing of the
+/// userfaultfds is left in the tree (`None`: there was no lazy restore). ckpt must not
+/// exit before: its end would kill the tree (see `restore::lazy`).
+pub fn wait_lazy() -> Option<Result<LazyStats>> {
+    let s = LAZY_SERVER.lock().ok().and_then(|mut g| g.take())?;
+    Some(s.join())
+}
+
+/// A `restore --lazy` is still copying memory.
+pub fn lazy_pending() -> bool {
+    LAZY_SERVER.lock().is_ok_and(|g| g.is_some())
+}
 
 /// See [`LAST_STATS`].
 pub fn last_stats() -> Option<RestoreStats> {
@@ -359,6 +378,25 @@ impl<R: Read + Send> Prepared<R> {
         spare_pid_of(&self.plan.ckpt)
     }
 
+    /// `restore --lazy`: the tree runs before its private anonymous memory is copied,
+    /// which ckpt serves from `image` (the image file, opened again or a duplicate of
+    /// the one being read) on first touch and copies in the background; see
+    /// `restore::lazy`. Refused with a PID namespace: ckpt must stay outside the
+    /// tree's namespace to serve it, and there the builder is a separate process that
+    /// exits.
+    pub fn set_lazy(&mut self, image: std::fs::File) -> Result<()> {
+        if self.pidns_init.is_some() || self.own_pid_namespace() {
+            return Err(RestoreError::Reported(
+                "--lazy: a tree with a PID namespace of its own is not restored lazily \
+                 (the restore runs inside that namespace, from a helper that exits)"
+                    .into(),
+            ));
+        }
+        let img = lazy::LazyImage::open(image)?;
+        self.plan.lazy = Some(std::sync::Arc::new(lazy::Lazy::new(img)));
+        Ok(())
+    }
+
     /// Read the image on the building thread only. For a restore that runs inside the
     /// tree's new PID namespace: a second thread of ckpt would take an ID there that the
     /// tree may need.
@@ -417,10 +455,24 @@ impl<R: Read + Send> Prepared<R> {
                     h(RestoreStep::Staged { root: *root }).map_err(RestoreError::Reported)?;
                 }
                 let (bytes, forking) = (staged.bytes, staged.forking);
+                if let Some(l) = &plan.lazy {
+                    // Before the point of no return: from it on, a ckpt that dies
+                    // before every page is in takes the tree with it.
+                    let pids: Vec<i32> = staged.stub.procs.iter().map(|(p, _)| *p).collect();
+                    l.watch(&pids)?;
+                }
                 stage::commit(staged, &plan).map(|(pid, lock)| (pid, (bytes, forking), lock))
             })
         };
-        let res = if reading_thread {
+        let mut server = None;
+        let res = if let Some(l) = &plan.lazy {
+            // The server runs from the start of stage (a fault there is served too);
+            // page records come from the index, without their pages.
+            root.spawn_now(&plan).and_then(|root| {
+                server = Some(lazy::Server::start(l.clone())?);
+                build(&mut lazy::LazySource::new(l.image()), root)
+            })
+        } else if reading_thread {
             // The root's stub is forked before the reading thread starts.
             root.spawn_now(&plan).and_then(|root| {
                 std::thread::scope(|scope| {
@@ -442,6 +494,12 @@ impl<R: Read + Send> Prepared<R> {
         };
         // The tree runs: the cgroups its mounts bind stay.
         mount_cgroups.keep = true;
+        if let Some(s) = server {
+            s.committed();
+            if let Ok(mut g) = LAZY_SERVER.lock() {
+                *g = Some(s);
+            }
+        }
         // The connections are back: let the peers' packets through again.
         match lock {
             Some(l) => l.release(),

@@ -47,6 +47,14 @@ impl<R: Read + Send> Prepared<R> {
     /// had its own at dump (its root becomes PID 1 again) or when `new_pidns` asks for
     /// one (a child of ours becomes its init), else ours, with the root as our child.
     pub fn launch(mut self, new_pidns: bool) -> Result<Launched> {
+        if new_pidns && self.plan.lazy.is_some() {
+            return Err(RestoreError::Reported(
+                "--lazy with --new-pidns is not supported: the restore would run inside the \
+                 new PID namespace, from a helper that exits, and ckpt must stay outside it \
+                 to serve the memory"
+                    .into(),
+            ));
+        }
         // The cgroups made for the tree's cgroup mounts stay if it runs (taken here: a
         // helper forked below must not remove them when it ends).
         let mut mount_cgroups = std::mem::take(&mut self.mount_cgroups);

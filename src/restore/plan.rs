@@ -50,6 +50,9 @@ pub struct Plan {
     /// a builder in the tree's PID namespace, whose released threads then wait on it
     /// (`stage::commit`) until ckpt outside, having reaped the builder, opens the gate.
     pub(crate) release_gate: Option<i32>,
+    /// `restore --lazy`: the image's index and the state shared with the server that
+    /// fills the memory after commit (`restore::lazy`).
+    pub(crate) lazy: Option<std::sync::Arc<super::lazy::Lazy>>,
 }
 
 /// What restore may assume of this host, and how strictly it compares.
@@ -272,6 +275,7 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
         held,
         userns: None,
         release_gate: None,
+        lazy: None,
     }
 }
 

@@ -204,6 +204,7 @@ pub(crate) fn stage(
         sysv: SysvCreated::default(),
         shm: ShmOwners::new(),
         shm_sizes: shmem::shm_sizes(procs),
+        lazy: None,
     };
     crate::kinds::ipc::create_objects(&plan.ckpt.sysv, &mut shared.sysv)?;
     let mut pages = PageStream::new(reader);
@@ -236,6 +237,7 @@ pub(crate) fn stage(
         mut bytes,
         ..
     } = early;
+    shared.lazy = plan.lazy.clone();
     // Into their cgroups before their memory is filled, so that it is charged there
     // (those whose memory `fork_tree` built went in before it).
     let pids: Vec<i32> = stub.procs.iter().map(|(p, _)| *p).collect();
@@ -543,6 +545,10 @@ struct Shared {
     shm: ShmOwners,
     /// The size of each shared anonymous memory object.
     shm_sizes: BTreeMap<u64, u64>,
+    /// `restore --lazy`, once every process is forked (a fork from a stub with lazy
+    /// areas would wait for the server; memory built before, for a child that
+    /// inherits pages, is filled at once).
+    lazy: Option<std::sync::Arc<super::lazy::Lazy>>,
 }
 
 /// Create (or seize) the root's stub and wait until it stops, traced; the guard that
@@ -925,7 +931,11 @@ fn build_memory(cx: &mut Ctx<'_>, pages: &mut PageStream<'_>, sh: &mut Shared) -
     attrs::set_mm(cx, &sh.files)?;
     mem::map_memory(cx, &mut sh.sysv, &mut sh.shm, &sh.shm_sizes, &mut sh.files)?;
     fault_point("fill memory")?;
-    let sink = PageSink::new(cx)?;
+    let lazy = sh.lazy.clone();
+    let sink = match &lazy {
+        Some(l) => PageSink::new_lazy(cx, l)?,
+        None => PageSink::new(cx)?,
+    };
     let bytes = pages.load(p, Some(&sink))?;
     sink.finish()?;
     mem::finish_memory(cx)?;

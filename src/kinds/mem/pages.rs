@@ -201,6 +201,27 @@ pub(crate) struct PageSink<'a> {
     uffd: Option<sys::uffd::Uffd>,
     /// The registered areas, sorted.
     ranges: Vec<(u64, u64)>,
+    /// `restore --lazy`: the records of the registered areas are noted, not copied
+    /// (`restore::lazy`).
+    lazy: Option<LazySink<'a>>,
+}
+
+/// The lazy part of a [`PageSink`].
+struct LazySink<'a> {
+    lazy: &'a crate::restore::lazy::Lazy,
+    pieces: std::cell::RefCell<Vec<crate::restore::lazy::Piece>>,
+}
+
+/// Whether the pages of `v` may come in after the tree runs (`restore --lazy`): private
+/// anonymous memory with pages in the image, neither locked (`mlock` at stage would
+/// fault every page in, with nobody yet serving) nor wiped on fork (a fork child must
+/// not get the image's pages there).
+fn lazy_area(v: &Vma) -> bool {
+    v.kind == VmaKind::Anon
+        && !v.shared
+        && v.pages_present > 0
+        && !v.has_flag("lo")
+        && !v.has_flag("wf")
 }
 
 /// A userfaultfd and the areas registered with it.
@@ -218,9 +239,86 @@ impl<'a> PageSink<'a> {
                 mem,
                 uffd: Some(uffd),
                 ranges,
+                lazy: None,
             },
             None => Self::plain(mem),
         })
+    }
+
+    /// For `restore --lazy`: the lazy areas ([`lazy_area`]) are registered on a
+    /// userfaultfd with the events the server needs, and their page records noted for
+    /// it; every other page is read from the image and written now.
+    pub(crate) fn new_lazy(
+        cx: &'a mut Ctx<'_>,
+        lazy: &'a crate::restore::lazy::Lazy,
+    ) -> RestoreResult<PageSink<'a>> {
+        let ranges: Vec<(u64, u64)> = cx
+            .proc_
+            .vmas
+            .iter()
+            .filter(|v| lazy_area(v))
+            .map(|v| (v.start, v.end))
+            .collect();
+        let mut uffd = None;
+        let mut registered = Vec::new();
+        if !ranges.is_empty() && cx.space_end >= super::TASK_SIZE {
+            let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+            let fd = cx.call("userfaultfd", nr::USERFAULTFD, [flags, 0, 0, 0, 0, 0])?;
+            let adopted =
+                sys::uffd::Uffd::adopt_with(cx.pid(), fd as i32, sys::uffd::LAZY_FEATURES);
+            cx.close(fd)?;
+            let u = adopted.map_err(|e| {
+                RestoreError::Stage(format!(
+                    "process {}: a lazy restore needs userfaultfd with its fork, remap, \
+                     remove and unmap events: {e}",
+                    cx.proc_.pid
+                ))
+            })?;
+            for &(start, end) in &ranges {
+                if u.register(start, end - start).is_ok() {
+                    registered.push((start, end));
+                }
+            }
+            uffd = Some(u);
+        }
+        let mem = &cx.live_task("fill memory")?.mem;
+        Ok(PageSink {
+            mem,
+            uffd,
+            ranges: registered,
+            lazy: Some(LazySink {
+                lazy,
+                pieces: Default::default(),
+            }),
+        })
+    }
+
+    /// A page record of `len` bytes at `addr` whose pages did not come with it (a lazy
+    /// restore): noted for the server where the area is registered, else read from the
+    /// image (checked) and written now.
+    fn defer(&self, addr: u64, len: u64, rec: u64) -> RestoreResult<()> {
+        let Some(l) = &self.lazy else {
+            return Err(RestoreError::Stage(format!(
+                "page data record at byte {rec} came without its pages"
+            )));
+        };
+        let i = self.ranges.partition_point(|r| r.1 <= addr);
+        if self.uffd.is_some() && self.ranges.get(i).is_some_and(|r| r.0 <= addr) {
+            l.pieces.borrow_mut().push(crate::restore::lazy::Piece {
+                addr,
+                len,
+                rec,
+                skip: 0,
+            });
+            return Ok(());
+        }
+        let data = l.lazy.image().pages(rec)?;
+        if data.len() as u64 != len {
+            return Err(RestoreError::Malformed(format!(
+                "page data record at byte {rec}: its pages are not as long as it says"
+            )));
+        }
+        Ok(self.mem.write(addr, &data)?)
     }
 
     /// The userfaultfd and the areas registered with it (`None`: the pages go the
@@ -266,6 +364,7 @@ impl<'a> PageSink<'a> {
             mem,
             uffd: None,
             ranges: Vec::new(),
+            lazy: None,
         }
     }
 
@@ -282,7 +381,15 @@ impl<'a> PageSink<'a> {
 
     /// Unregister the areas: from now on they are ordinary memory (pages the image did
     /// not have are cleared on their first fault, as before).
+    /// With `restore --lazy`, the userfaultfd and the noted records go to the server
+    /// instead, the areas staying registered.
     pub(crate) fn finish(self) -> RestoreResult<()> {
+        if let Some(l) = self.lazy {
+            if let Some(u) = self.uffd {
+                l.lazy.add(u, self.ranges, l.pieces.into_inner());
+            }
+            return Ok(());
+        }
         if let Some(u) = &self.uffd {
             for &(start, end) in &self.ranges {
                 u.unregister(start, end - start)?;
@@ -456,7 +563,12 @@ impl<'r> PageStream<'r> {
                         )));
                     }
                     if let Some(m) = mem {
-                        m.write(addr + rec.part, &rec.payload)?;
+                        if rec.payload.is_empty() {
+                            // A lazy restore's record, its pages left in the image.
+                            m.defer(addr, len, rec.offset)?;
+                        } else {
+                            m.write(addr + rec.part, &rec.payload)?;
+                        }
                     }
                     bytes += piece;
                     self.reader.recycle(rec.payload);

@@ -1,0 +1,196 @@
+//! Random access to an image file, for `restore --lazy`: [`scan`] walks the record
+//! headers without reading the payloads (each record's stored checksum is read, so the
+//! end record's count and chained hash are still checked: a file cut short, or with
+//! records dropped or reordered, is refused before anything is built), and
+//! [`read_payload`] reads one record's payload later and checks its checksum before it
+//! is used.
+
+use std::os::unix::fs::FileExt;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::layout::chain;
+use super::{
+    FLAG_REQUIRED, HEADER_LEN, ImageError, KNOWN_REQUIRED_FEATURES, MAGIC, PAGE_SIZE,
+    RECORD_HEADER_LEN, Result, VERSION, max_payload, payload_checksum, tag,
+};
+
+/// One record of the image, as [`scan`] found it (its payload not read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub tag: u32,
+    pub flags: u32,
+    pub arg: u64,
+    /// Byte offset of the record header.
+    pub offset: u64,
+    /// Byte offset and length of the payload.
+    pub data_off: u64,
+    pub len: u64,
+    /// The checksum stored after the payload.
+    pub checksum: u64,
+}
+
+fn read_at<F: FileExt>(f: &F, buf: &mut [u8], at: u64, what: &'static str) -> Result<()> {
+    f.read_exact_at(buf, at).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            ImageError::Truncated { offset: at, what }
+        } else {
+            ImageError::Io(e)
+        }
+    })
+}
+
+fn le64(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().unwrap_or_default())
+}
+
+fn le32(b: &[u8]) -> u32 {
+    u32::from_le_bytes(b.try_into().unwrap_or_default())
+}
+
+/// Every record of the image in `f` but the end record, in order, with the same checks
+/// as [`ImageReader`](super::ImageReader) makes of headers, padding, sizes, unknown
+/// required records and the end record; payloads are not read (their checksums are
+/// checked by [`read_payload`]). Unknown optional records are left out.
+pub fn scan<F: FileExt>(f: &F) -> Result<Vec<IndexEntry>> {
+    let mut h = [0u8; HEADER_LEN];
+    read_at(f, &mut h, 0, "file header")?;
+    if h[0..8] != MAGIC {
+        return Err(ImageError::BadMagic);
+    }
+    if xxh3_64(&h[0..32]) != le64(&h[32..40]) {
+        return Err(ImageError::HeaderChecksum);
+    }
+    let version = le32(&h[8..12]);
+    if version != VERSION {
+        return Err(ImageError::UnsupportedVersion {
+            found: version,
+            supported: VERSION,
+        });
+    }
+    if le32(&h[12..16]) as usize != HEADER_LEN {
+        return Err(ImageError::HeaderChecksum);
+    }
+    let known = KNOWN_REQUIRED_FEATURES.iter().fold(0, |a, (b, _)| a | b);
+    let required = le64(&h[16..24]);
+    if required & !known != 0 {
+        return Err(ImageError::UnknownRequiredFeature {
+            bits: required & !known,
+        });
+    }
+    let mut out = Vec::new();
+    let mut at = HEADER_LEN as u64;
+    let (mut records, mut ch) = (0u64, 0u64);
+    loop {
+        let mut rh = [0u8; RECORD_HEADER_LEN];
+        read_at(f, &mut rh, at, "record header")?;
+        if xxh3_64(&rh[0..28]) as u32 != le32(&rh[28..32]) {
+            return Err(ImageError::RecordHeaderChecksum { offset: at });
+        }
+        let (t, flags, len, arg, pad) = (
+            le32(&rh[0..4]),
+            le32(&rh[4..8]),
+            le64(&rh[8..16]),
+            le64(&rh[16..24]),
+            le32(&rh[24..28]),
+        );
+        let max = max_payload(t);
+        if len > max {
+            return Err(ImageError::RecordTooLarge {
+                offset: at,
+                name: tag::name(t),
+                len,
+                max,
+            });
+        }
+        if u64::from(pad) >= PAGE_SIZE {
+            return Err(ImageError::BadPadding { offset: at, pad });
+        }
+        let data_off = at + RECORD_HEADER_LEN as u64 + u64::from(pad);
+        if t == tag::END {
+            let mut end = [0u8; 24];
+            if len != 16 {
+                return Err(ImageError::BadEnd("wrong size"));
+            }
+            read_at(f, &mut end, data_off, "end of image")?;
+            if payload_checksum(t, flags, arg, &end[0..16]) != le64(&end[16..24]) {
+                return Err(ImageError::RecordChecksum {
+                    offset: at,
+                    name: tag::name(t),
+                });
+            }
+            if le64(&end[0..8]) != records {
+                return Err(ImageError::BadEnd(
+                    "record count differs: records are missing",
+                ));
+            }
+            if le64(&end[8..16]) != ch {
+                return Err(ImageError::BadEnd(
+                    "record chain differs: records were changed or reordered",
+                ));
+            }
+            let mut one = [0u8; 1];
+            if f.read_at(&mut one, data_off + 24).map_err(ImageError::Io)? != 0 {
+                return Err(ImageError::TrailingData);
+            }
+            return Ok(out);
+        }
+        let mut sum = [0u8; 8];
+        read_at(f, &mut sum, data_off + len, "record checksum")?;
+        let checksum = u64::from_le_bytes(sum);
+        records += 1;
+        ch = chain(ch, checksum);
+        let known = matches!(
+            t,
+            tag::CHECKPOINT
+                | tag::PAGES
+                | tag::PAGES_PID
+                | tag::FILE_DATA
+                | tag::FILE_EXTENTS
+                | tag::PAGES_LZ4
+                | tag::PAGES_ZSTD
+        );
+        if known {
+            out.push(IndexEntry {
+                tag: t,
+                flags,
+                arg,
+                offset: at,
+                data_off,
+                len,
+                checksum,
+            });
+        } else if flags & FLAG_REQUIRED != 0 {
+            return Err(ImageError::UnknownRequiredRecord { offset: at, tag: t });
+        }
+        at = data_off + len + 8;
+    }
+}
+
+/// Read the payload of `e` into `buf` (replacing its contents) and check it against
+/// the record's checksum.
+pub fn read_payload<F: FileExt>(f: &F, e: &IndexEntry, buf: &mut Vec<u8>) -> Result<()> {
+    buf.clear();
+    buf.resize(e.len as usize, 0);
+    read_at(f, buf, e.data_off, tag::name(e.tag))?;
+    if payload_checksum(e.tag, e.flags, e.arg, buf) != e.checksum {
+        return Err(ImageError::RecordChecksum {
+            offset: e.offset,
+            name: tag::name(e.tag),
+        });
+    }
+    Ok(())
+}
+
+/// The length of the pages a page record holds, uncompressed (for a compressed one,
+/// its first four payload bytes, read from `f`).
+pub fn pages_len<F: FileExt>(f: &F, e: &IndexEntry) -> Result<u64> {
+    match e.tag {
+        tag::PAGES_LZ4 | tag::PAGES_ZSTD => {
+            let mut n = [0u8; 4];
+            read_at(f, &mut n, e.data_off, tag::name(e.tag))?;
+            Ok(u64::from(u32::from_le_bytes(n)))
+        }
+        _ => Ok(e.len),
+    }
+}
