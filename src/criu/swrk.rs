@@ -367,8 +367,6 @@ fn engine_options(ty: ReqType, ro: &rpc::Opts, o: &mut Opts) -> Vec<String> {
                 Ok(f) => o.freeze_cgroup = Some(f),
                 Err(e) => out.push(format!("opts.{e}")),
             }
-        } else {
-            out.push(format!("opts.freeze_cgroup {p}: an option of DUMP"));
         }
     }
     for x in &ro.external {
@@ -411,6 +409,11 @@ pub(crate) fn refusals(ty: ReqType, o: &rpc::Opts) -> Vec<String> {
         !o.cgroup_dump_controller.is_empty(),
         "cgroup_dump_controller",
         cg,
+    );
+    no(
+        o.freeze_cgroup.is_some() && ty != ReqType::Dump,
+        "freeze_cgroup",
+        "an option of DUMP",
     );
     let ns = "not built in ckpt's criu front end (namespaces made outside the tree are \
               given with join_ns or an inherit_fd of the namespace)";
