@@ -69,6 +69,27 @@ pub const KNOWN_REQUIRED_FEATURES: &[(u64, &str)] = &[(
 /// that does not follow the parent would restore its unchanged pages as zeros.
 pub const FEATURE_PARENT: u64 = 1;
 
+/// The file header's required features (`required`, from
+/// [`ImageReader::required_features`]) against the image's metadata: an image is
+/// incremental (`FEATURE_PARENT`) exactly when its checkpoint names a parent. A header
+/// changed either way is refused (an incremental image read as a full one would
+/// restore its unchanged pages as zeros).
+pub fn check_features(required: u64, has_parent: bool) -> Result<()> {
+    if (required & FEATURE_PARENT != 0) != has_parent {
+        return Err(ImageError::Decode {
+            name: "checkpoint",
+            msg: if has_parent {
+                "it names a parent image, but the file header does not mark the image \
+                 incremental"
+            } else {
+                "the file header marks the image incremental, but it names no parent image"
+            }
+            .into(),
+        });
+    }
+    Ok(())
+}
+
 /// Bytes of the end record at the end of an image: its header, payload and checksum.
 pub const END_RECORD_LEN: usize = RECORD_HEADER_LEN + 16 + 8;
 

@@ -54,6 +54,8 @@ pub struct ImageReader<R: Read> {
     done: bool,
     /// A page record being handed over in pieces.
     partial: Option<Partial>,
+    /// The file header's required-feature bits (all known to this reader).
+    required: u64,
 }
 
 /// What is known of a record once its header (and padding) is read.
@@ -135,7 +137,14 @@ impl<R: Read> ImageReader<R> {
             buf: Vec::new(),
             done: false,
             partial: None,
+            required,
         })
+    }
+
+    /// The file header's required-feature bits (`FEATURE_*`), all known to this reader:
+    /// what the image's metadata must agree with (see [`super::check_features`]).
+    pub fn required_features(&self) -> u64 {
+        self.required
     }
 
     /// Read and check a record header and its padding.

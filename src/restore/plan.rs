@@ -113,6 +113,7 @@ impl HostView {
 
 /// Read the image up to and including its metadata record.
 pub fn read_checkpoint<R: Read>(reader: &mut ImageReader<R>) -> Result<Checkpoint> {
+    let required = reader.required_features();
     let rec = reader.next_record()?.ok_or(RestoreError::Malformed(
         "the image has no checkpoint record".into(),
     ))?;
@@ -122,7 +123,9 @@ pub fn read_checkpoint<R: Read>(reader: &mut ImageReader<R>) -> Result<Checkpoin
             tag::name(rec.tag)
         )));
     }
-    Ok(decode_meta(rec.tag, rec.payload)?)
+    let ckpt: Checkpoint = decode_meta(rec.tag, rec.payload)?;
+    crate::image::check_features(required, ckpt.parent.is_some())?;
+    Ok(ckpt)
 }
 
 /// Structural checks: an image that passes them cannot make restore misbehave, whatever

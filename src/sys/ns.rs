@@ -121,7 +121,8 @@ pub fn legacy_tables() -> Vec<String> {
 }
 
 /// What keeps namespace `kind:[ino]` alive outside the processes `tree` (host PIDs)
-/// and ckpt: a bind mount of it in ckpt's mount namespace, or another process in it;
+/// and ckpt (and its children, its helpers): a bind mount of it in ckpt's mount
+/// namespace, or another process in it;
 /// `None` if nothing does.
 pub fn held_outside(
     kind: &str,
@@ -149,7 +150,11 @@ pub fn held_outside(
         if pid == me || tree.contains(&pid) {
             continue;
         }
-        if inode(pid, kind).ok() == Some(ino) {
+        // ckpt's own helpers (its children: the cgroup freezer's guard, a probe) may
+        // have been forked while ckpt was in the tree's namespace: they are not users.
+        if inode(pid, kind).ok() == Some(ino)
+            && super::proc::status(pid).map(|s| s.ppid).ok() != Some(me)
+        {
             let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             return Some(format!(
                 "process {pid} ({}), outside the tree, is in it too",

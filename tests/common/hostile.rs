@@ -314,9 +314,13 @@ pub fn read(bytes: &[u8]) -> Result<Outcome, ImageError> {
         checkpoint: None,
         records: Vec::new(),
     };
+    let required = r.required_features();
     while let Some(rec) = r.next_record()? {
         if rec.tag == tag::CHECKPOINT {
-            out.checkpoint = Some(decode_meta(rec.tag, rec.payload)?);
+            let c: ckpt::model::Checkpoint = decode_meta(rec.tag, rec.payload)?;
+            // As restore's plan::read_checkpoint does.
+            ckpt::image::check_features(required, c.parent.is_some())?;
+            out.checkpoint = Some(c);
         }
         out.records.push((rec.tag, rec.arg, rec.payload.to_vec()));
     }
