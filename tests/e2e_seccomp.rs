@@ -86,7 +86,7 @@ fn restored_like_original(name: &str, mode: &str, expect: &[&str], fault: &str) 
     let spec = Spec::new(target("seccomp"))
         .arg(mode)
         .arg("30")
-        .arg("sleep=10");
+        .arg("sleep=40");
     let reference = ctx.reference(&spec);
     assert_eq!(reference.status.code(), Some(0), "reference run");
     let out = text(&reference.stdout);
@@ -97,7 +97,14 @@ fn restored_like_original(name: &str, mode: &str, expect: &[&str], fault: &str) 
         );
     }
     let mut t = ctx.spawn(&spec);
-    t.wait_for("step 5/");
+    // After the whole report of step 5 (its last line is the solo thread's): each
+    // thread reads its /proc/thread-self/status for its report, and a dump that found
+    // one of those open would be refused (a /proc entry of a thread of the tree).
+    t.wait_until("the reports of step 5", |p| {
+        let s = p.stdout.text();
+        s.find("step 5/")
+            .is_some_and(|i| s[i..].contains("  solo:"))
+    });
     let pid = t.pid;
     let before = seccomp_of(pid);
     assert_eq!(before.len(), 3, "threads: {before:?}");

@@ -237,7 +237,7 @@ impl Proc {
     /// Wait until `done` holds (checked once more after the process ends, so output it
     /// printed just before counts); fails after the harness timeout or if the process
     /// ends first. `what` finishes "did not ..." in the message.
-    fn wait_until(&mut self, what: &str, done: impl Fn(&Self) -> bool) {
+    pub fn wait_until(&mut self, what: &str, done: impl Fn(&Self) -> bool) {
         let deadline = Instant::now() + timeout();
         while !done(self) {
             if self.ended() {
