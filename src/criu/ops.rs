@@ -617,6 +617,11 @@ pub fn run_dump(o: &Opts, log: &Log, n: Option<&Notifier>) -> Result<i32, String
         restore: None,
     };
     images::write_stats(&dir, STATS_DUMP, &stats)?;
+    // CRIU writes its statistics into the work directory, where Podman reads them
+    // (`checkpoint --export` archives the bundle's `stats-dump`): there too.
+    if o.work_dir() != dir.as_path() {
+        images::write_stats(o.work_dir(), STATS_DUMP, &stats)?;
+    }
     log.info(&format!(
         "dumped process {pid}: {} pages written, {} zero pages skipped, frozen {frozen} us; \
          process {}",
@@ -840,6 +845,12 @@ pub fn run_restore(
     };
     if let Err(e) = images::write_stats_at(&images_dir, &o.images_dir, STATS_RESTORE, &stats) {
         log.warn(&e);
+    }
+    // (and into the work directory, where CRIU writes them and Podman reads them)
+    if o.work_dir() != o.images_dir.as_path() {
+        if let Err(e) = images::write_stats(o.work_dir(), STATS_RESTORE, &stats) {
+            log.warn(&e);
+        }
     }
     if let Some(p) = &o.pidfile {
         let p = o.work_dir().join(p);

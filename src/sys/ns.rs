@@ -121,7 +121,8 @@ pub fn legacy_tables() -> Vec<String> {
 }
 
 /// What keeps namespace `kind:[ino]` alive outside the processes `tree` (host PIDs)
-/// and ckpt: a bind mount of it in ckpt's mount namespace, or another process in it;
+/// and ckpt (with its helper children): a bind mount of it in ckpt's mount namespace,
+/// or another process in it;
 /// `None` if nothing does.
 pub fn held_outside(
     kind: &str,
@@ -146,7 +147,10 @@ pub fn held_outside(
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
-        if pid == me || tree.contains(&pid) {
+        // (ckpt's own helper children, e.g. the reference child of
+        // ipc::NoUndoList, are forked by threads that may have joined the tree's
+        // namespaces: they hold nothing)
+        if pid == me || tree.contains(&pid) || parent_of(pid) == Some(me) {
             continue;
         }
         if inode(pid, kind).ok() == Some(ino) {
@@ -158,6 +162,13 @@ pub fn held_outside(
         }
     }
     None
+}
+
+/// The parent of process `pid` (the field after the name in /proc/PID/stat).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Run `f` on a thread of ckpt that joined the namespaces of kinds `kinds` (uts, ipc:
