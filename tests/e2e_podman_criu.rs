@@ -447,7 +447,8 @@ fn id_of(pm: &Podman, name: &str) -> String {
 /// `podman container checkpoint` (the container stops: Podman shows it exited and
 /// checkpointed, ckpt's image in its directory) and `podman container restore`: the
 /// program goes on counting from where it was, its output goes on in `podman logs`,
-/// Podman lists it running, `podman exec` works; `--print-stats` shows ckpt's figures.
+/// Podman lists it running, `podman exec` works; `--print-stats` shows ckpt's figures
+/// (`stats-dump`, `stats-restore` in the work directory, where Podman reads them).
 #[test]
 fn podman_checkpoint_and_restore_through_ckpt_as_criu() {
     let ctx = Ctx::new("podman_checkpoint_and_restore_through_ckpt_as_criu");
@@ -478,7 +479,11 @@ fn podman_checkpoint_and_restore_through_ckpt_as_criu() {
         assert!(img.join(f).is_file(), "no {f} in {}", img.display());
     }
     let t1 = Instant::now();
-    pm.ok(&["container", "restore", "c1"]);
+    let stats = pm.ok(&["container", "restore", "--print-stats", "c1"]);
+    assert!(
+        stats.contains("\"criu_statistics\"") && stats.contains("\"restore_time\""),
+        "podman restore --print-stats: {stats}"
+    );
     eprintln!(
         "podman checkpoint {} ms, podman restore {} ms",
         took.as_millis(),

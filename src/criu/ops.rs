@@ -692,6 +692,15 @@ pub fn run_restore(
     // where the directory's path may lead nowhere.
     let images_dir = std::fs::File::open(&o.images_dir)
         .map_err(|e| format!("cannot open {}: {e}", o.images_dir.display()))?;
+    // (the work directory too, when it is another: CRIU writes its statistics there)
+    let work_dir = if o.work_dir() != o.images_dir.as_path() {
+        Some(
+            std::fs::File::open(o.work_dir())
+                .map_err(|e| format!("cannot open {}: {e}", o.work_dir().display()))?,
+        )
+    } else {
+        None
+    };
     let mut view = restore::HostView::detect(None, crate::arch::CpuPolicy::default())?;
     let ckpt = {
         let mut reader = crate::image::ImageReader::new(open()?).map_err(|e| e.to_string())?;
@@ -847,8 +856,8 @@ pub fn run_restore(
         log.warn(&e);
     }
     // (and into the work directory, where CRIU writes them and Podman reads them)
-    if o.work_dir() != o.images_dir.as_path() {
-        if let Err(e) = images::write_stats(o.work_dir(), STATS_RESTORE, &stats) {
+    if let Some(w) = &work_dir {
+        if let Err(e) = images::write_stats_at(w, o.work_dir(), STATS_RESTORE, &stats) {
             log.warn(&e);
         }
     }
