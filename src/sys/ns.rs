@@ -483,6 +483,20 @@ mod tests {
     }
 
     #[test]
+    fn a_child_of_ours_is_known_as_ours() {
+        // (held_outside skips ckpt's own helper children by their parent)
+        let mut c = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = c.id() as i32;
+        assert_eq!(parent_of(pid), Some(super::super::process::own_pid()));
+        assert_eq!(parent_of(0), None);
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    #[test]
     fn timens_offsets_text() {
         let t = "monotonic           -5         250000000\nboottime         86400          0\n";
         assert_eq!(
