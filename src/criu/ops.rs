@@ -617,6 +617,11 @@ pub fn run_dump(o: &Opts, log: &Log, n: Option<&Notifier>) -> Result<i32, String
         restore: None,
     };
     images::write_stats(&dir, STATS_DUMP, &stats)?;
+    // CRIU writes its statistics into the work directory, where Podman reads them
+    // (`checkpoint --export` archives the bundle's `stats-dump`): there too.
+    if o.work_dir() != dir.as_path() {
+        images::write_stats(o.work_dir(), STATS_DUMP, &stats)?;
+    }
     log.info(&format!(
         "dumped process {pid}: {} pages written, {} zero pages skipped, frozen {frozen} us; \
          process {}",
@@ -687,6 +692,15 @@ pub fn run_restore(
     // where the directory's path may lead nowhere.
     let images_dir = std::fs::File::open(&o.images_dir)
         .map_err(|e| format!("cannot open {}: {e}", o.images_dir.display()))?;
+    // (the work directory too, when it is another: CRIU writes its statistics there)
+    let work_dir = if o.work_dir() != o.images_dir.as_path() {
+        Some(
+            std::fs::File::open(o.work_dir())
+                .map_err(|e| format!("cannot open {}: {e}", o.work_dir().display()))?,
+        )
+    } else {
+        None
+    };
     let mut view = restore::HostView::detect(None, crate::arch::CpuPolicy::default())?;
     let ckpt = {
         let mut reader = crate::image::ImageReader::new(open()?).map_err(|e| e.to_string())?;
@@ -840,6 +854,12 @@ pub fn run_restore(
     };
     if let Err(e) = images::write_stats_at(&images_dir, &o.images_dir, STATS_RESTORE, &stats) {
         log.warn(&e);
+    }
+    // (and into the work directory, where CRIU writes them and Podman reads them)
+    if let Some(w) = &work_dir {
+        if let Err(e) = images::write_stats_at(w, o.work_dir(), STATS_RESTORE, &stats) {
+            log.warn(&e);
+        }
     }
     if let Some(p) = &o.pidfile {
         let p = o.work_dir().join(p);

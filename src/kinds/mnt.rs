@@ -416,6 +416,15 @@ pub(crate) fn fresh_devs(ckpt: &Checkpoint) -> BTreeSet<u64> {
         .unwrap_or_default()
 }
 
+/// The devices of the external mounts restore binds from another file than at the
+/// dump (`--external-mount POINT=SOURCE` naming a copy, e.g. the root file system of
+/// another container made from the same image, as `podman container restore --import`
+/// gives), as `open_sources` found them: a file on one is another inode after restore
+/// (compared by type, size and times only, as across a reboot).
+pub(crate) fn copied_devs() -> BTreeSet<u64> {
+    COPIED.lock().map(|c| c.clone()).unwrap_or_default()
+}
+
 /// A path of the image that is absolute and has no "." or ".." part.
 fn clean_abs(p: &[u8]) -> bool {
     p.first() == Some(&b'/')
@@ -603,6 +612,9 @@ pub(crate) fn manifest(ckpt: &Checkpoint) -> Option<serde_json::Value> {
 /// `restore --external-mount POINT=SOURCE` pairs, set once by the command line.
 static EXTERNAL: Mutex<Vec<(Vec<u8>, Vec<u8>)>> = Mutex::new(Vec::new());
 
+/// See [`copied_devs`].
+static COPIED: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
+
 /// Give the external mounts' sources (`restore --external-mount POINT=SOURCE`): the
 /// mount on POINT (as the namespace's processes saw it) is bound from SOURCE (a host
 /// path) instead of the path it had at dump.
@@ -705,6 +717,15 @@ fn open_sources(
                 continue;
             }
         };
+        if mapped.is_some() {
+            if let Ok(now) = sys::mount::dev_ino(&fd) {
+                if now != (*dev, *ino) {
+                    if let Ok(mut c) = COPIED.lock() {
+                        c.insert(*dev);
+                    }
+                }
+            }
+        }
         // A cgroup is known by its path (one made again is another inode).
         if mapped.is_none() && same_boot && !crate::kinds::cgroup::is_cgroup_fs(&m.fstype) {
             match sys::mount::dev_ino(&fd) {

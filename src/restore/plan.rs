@@ -299,6 +299,7 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
     // descriptor; stage uses only these descriptors.
     let mut files = HeldFiles::new(&ckpt.info.boot_id);
     files.fresh_devs = crate::kinds::mnt::fresh_devs(ckpt);
+    files.fresh_devs.extend(crate::kinds::mnt::copied_devs());
     check_structure(ckpt, &mut problems);
     crate::kinds::ns::check_namespaces(ckpt, &mut problems);
     crate::kinds::userns::check_host(ckpt, &mut problems);

@@ -121,8 +121,8 @@ pub fn legacy_tables() -> Vec<String> {
 }
 
 /// What keeps namespace `kind:[ino]` alive outside the processes `tree` (host PIDs)
-/// and ckpt (and its children, its helpers): a bind mount of it in ckpt's mount
-/// namespace, or another process in it;
+/// and ckpt (with its helper children): a bind mount of it in ckpt's mount namespace,
+/// or another process in it;
 /// `None` if nothing does.
 pub fn held_outside(
     kind: &str,
@@ -147,14 +147,13 @@ pub fn held_outside(
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
-        if pid == me || tree.contains(&pid) {
+        // (ckpt's own helper children, e.g. the reference child of ipc::NoUndoList or
+        // the cgroup freezer's guard, are forked by threads that may have joined the
+        // tree's namespaces: they hold nothing)
+        if pid == me || tree.contains(&pid) || parent_of(pid) == Some(me) {
             continue;
         }
-        // ckpt's own helpers (its children: the cgroup freezer's guard, a probe) may
-        // have been forked while ckpt was in the tree's namespace: they are not users.
-        if inode(pid, kind).ok() == Some(ino)
-            && super::proc::status(pid).map(|s| s.ppid).ok() != Some(me)
-        {
+        if inode(pid, kind).ok() == Some(ino) {
             let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             return Some(format!(
                 "process {pid} ({}), outside the tree, is in it too",
@@ -163,6 +162,13 @@ pub fn held_outside(
         }
     }
     None
+}
+
+/// The parent of process `pid` (the field after the name in /proc/PID/stat).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Run `f` on a thread of ckpt that joined the namespaces of kinds `kinds` (uts, ipc:
@@ -474,6 +480,20 @@ mod tests {
         // A truncated or bad record ends the list.
         assert_eq!(dirent_names(&b[..b.len() - 3]), vec!["q1"]);
         assert!(dirent_names(&[0u8; 18]).is_empty());
+    }
+
+    #[test]
+    fn a_child_of_ours_is_known_as_ours() {
+        // (held_outside skips ckpt's own helper children by their parent)
+        let mut c = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = c.id() as i32;
+        assert_eq!(parent_of(pid), Some(super::super::process::own_pid()));
+        assert_eq!(parent_of(0), None);
+        let _ = c.kill();
+        let _ = c.wait();
     }
 
     #[test]

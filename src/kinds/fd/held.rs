@@ -36,8 +36,9 @@ struct Held {
 pub(crate) struct HeldFiles {
     /// The image was made on this boot: device and inode numbers are compared.
     same_boot: bool,
-    /// Devices of the file systems restore mounts anew (`kinds::mnt::fresh_devs`): their
-    /// files are other inodes, compared as on another boot.
+    /// Devices of the file systems restore mounts anew (`kinds::mnt::fresh_devs`) or
+    /// binds from a copy (`kinds::mnt::copied_devs`): their files are other inodes,
+    /// compared as on another boot.
     pub(crate) fresh_devs: std::collections::BTreeSet<u64>,
     files: BTreeMap<Vec<u8>, Held>,
 }
