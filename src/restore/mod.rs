@@ -7,6 +7,7 @@
 //! process go: the point of no return.
 
 pub mod chain;
+pub(crate) mod gate;
 pub(crate) mod kernel;
 pub(crate) mod lazy;
 pub(crate) mod pidns;

@@ -232,7 +232,7 @@ fn report_and_exit(wr: OwnedFd, res: Result<()>) -> ! {
 }
 
 /// The release gate of a tree built by a builder in its PID namespace (see
-/// `stage::gate_threads`): ckpt keeps the write end (and a read end, so that writing
+/// `gate::gate_threads`): ckpt keeps the write end (and a read end, so that writing
 /// never fails with EPIPE), the builder gives the read end to the tree's threads, which
 /// wait in a read of it once released. [`ReleaseGate::open`] lets them go.
 struct ReleaseGate {
@@ -269,7 +269,7 @@ impl ReleaseGate {
     /// (ckpt dies, say) lets them go too, each leaving its descriptor of the gate open.
     fn open(self) {
         let mut wr = std::fs::File::from(self.wr);
-        let bytes = [0u8; super::stage::GATE_BYTES as usize];
+        let bytes = [0u8; super::gate::GATE_BYTES as usize];
         // A pipe holds 64 KiB at least: never more than that many bytes (more threads
         // than that read end of file).
         for _ in 0..self.threads.min(65536 / bytes.len()) {

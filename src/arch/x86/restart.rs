@@ -1,6 +1,6 @@
 //! Calls a freeze interrupted, made to run on as if nothing had happened: the waits the
 //! kernel fails with EINTR on any wakeup, and the restart blocks that can be turned into
-//! a plain re-issue of the call (see `dump::restart_if_interrupted`).
+//! a plain re-issue of the call (see `dump::freeze::restart_if_interrupted`).
 
 use super::{
     Abi, ERESTARTNOHAND, INT80_INSN, SYSCALL_INSN, SYSCALL_INSN_LEN, SyscallState, X86Regs, nr,

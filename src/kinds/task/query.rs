@@ -397,7 +397,7 @@ fn find_returns(
 }
 
 /// The `syscall; ret` and `rt_sigreturn` instructions of an x86-64 task (a restored one,
-/// whose maps are `maps`: see `restore::stage::gate_threads`); None if it has none or
+/// whose maps are `maps`: see `restore::gate::gate_threads`); None if it has none or
 /// runs Go.
 pub(crate) fn native_returns(maps: &[procfs::MapEntry], mem: &RemoteMem) -> Option<(u64, u64)> {
     find_returns(maps, mem, (true, false)).ok()?.native

@@ -380,7 +380,7 @@ pub fn restored_tree_in_pid_namespace(before: &Snapshot, restore: i32) -> Option
 }
 
 /// Whether a thread of process `p` (`i` in its PID namespace) still waits behind ckpt's
-/// release gate (`restore::stage::park_at_gate`): untraced, but blocking every signal
+/// release gate (`restore::gate::park_at_gate`): untraced, but blocking every signal
 /// (all but SIGKILL and SIGSTOP), which no thread of the original did.
 fn behind_release_gate(before: &Snapshot, i: i32, p: i32) -> bool {
     const GATE_MASK: &str = "fffffffffffbfeff";

@@ -1,0 +1,420 @@
+//! Restore (stage): build the tree's mount namespace on ckpt's main thread before plan
+//! (and the init of the tree's PID namespace with it, when it has one).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::OwnedFd;
+
+use super::check_tree;
+use super::external::{EXTERNAL, open_sources};
+use super::owned_tree;
+use super::prop::{prop_in, propagate};
+use crate::error::{RestoreError, RestoreResult};
+use crate::model::{Checkpoint, Mount, MountOrigin, MountTree};
+use crate::sys;
+
+// ---- restore (stage) ----
+
+/// Where the namespace is staged: the first of these that is a directory (a tmpfs is
+/// mounted on it in ckpt's private copy of the host's namespace, never in the host's).
+const STAGES: [&[u8]; 5] = [b"/tmp", b"/mnt", b"/var/tmp", b"/run", b"/dev"];
+
+/// A file system's options for mount(2): those mountinfo shows, but "ro"/"rw" (made
+/// flags) and, for devpts, with a new instance.
+pub(super) fn data_of(m: &Mount) -> String {
+    let mut v: Vec<&str> = m
+        .super_options
+        .split(',')
+        .filter(|o| !o.is_empty() && *o != "ro" && *o != "rw")
+        .collect();
+    if m.fstype == "devpts" && !v.contains(&"newinstance") {
+        v.push("newinstance");
+    }
+    v.join(",")
+}
+
+/// The init of the tree's new PID namespace, made while its mount namespace is built
+/// (its proc mounts must be made from inside that PID namespace): a stub
+/// (`sys::process::spawn_pidns_init_stub`) that restore's builder seizes and makes the
+/// tree's root. Killed (and reaped) when dropped before [`PidnsInit::take`].
+#[derive(Debug)]
+pub(crate) struct PidnsInit {
+    pid: i32,
+    go: Option<OwnedFd>,
+    /// A proc of ckpt's is stacked on the namespace's /proc ([`unstack_proc`]).
+    proc_stacked: bool,
+    /// A child of our parent (`rst_sibling`), which our parent reaps.
+    sibling: bool,
+}
+
+impl PidnsInit {
+    /// Its PID here, the write end of the pipe it waits on (it is the caller's now) and
+    /// whether a proc of ckpt's is stacked on /proc.
+    pub(crate) fn take(mut self) -> (i32, Option<OwnedFd>, bool) {
+        (self.pid, self.go.take(), self.proc_stacked)
+    }
+
+    /// Whether it was made a child of our parent (`rst_sibling`).
+    pub(crate) fn is_sibling(&self) -> bool {
+        self.sibling
+    }
+}
+
+impl Drop for PidnsInit {
+    fn drop(&mut self) {
+        if self.go.take().is_some() {
+            let _ = sys::process::kill(self.pid, libc::SIGKILL);
+            // A sibling is our parent's to reap.
+            if !self.sibling {
+                let _ = sys::process::wait_exit(self.pid);
+            }
+        }
+    }
+}
+
+/// What [`enter_new`] made for the tree before its processes: the init of its PID
+/// namespace, and the namespaces it entered (`kinds::ns::enter_new`: the cgroups made
+/// for a cgroup namespace, the tree's user namespace with its PID namespace).
+#[derive(Default)]
+pub(crate) struct Entered {
+    pub(crate) init: Option<PidnsInit>,
+    pub(crate) namespaces: Option<(
+        crate::kinds::cgroup::MadeCgroups,
+        Option<crate::kinds::userns::Made>,
+    )>,
+}
+
+/// Mount a proc on `target` from inside the PID namespace of `init` (a proc shows the
+/// PID namespace of the process that mounts it): by a helper forked into it as
+/// `spare`, which exits once it is done (and frees that ID).
+fn mount_proc_in(init: i32, spare: i32, m: &Mount, target: &[u8]) -> RestoreResult<()> {
+    let at = String::from_utf8_lossy(target).into_owned();
+    match sys::process::fork_into_pid_namespace_of(init, spare)? {
+        None => {
+            // The helper: single-threaded, in our mount namespace.
+            let code = match sys::mount::mount_new(&m.source, target, "proc", false, &data_of(m)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("ckpt: mount a proc on {at} in the tree's PID namespace: {e}");
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+        Some(helper) => match sys::process::wait_exit(helper)? {
+            0 => Ok(()),
+            _ => Err(RestoreError::Reported(format!(
+                "mount a proc on {at} from inside the tree's new PID namespace failed"
+            ))),
+        },
+    }
+}
+
+/// Build the tree's mount namespace, if it had one of its own, and move ckpt's main
+/// thread (the calling thread) into it, at its root; every process started afterwards
+/// is in it. Checks what it can first (the image's tree, the external sources) and
+/// returns them as problems, before anything is made.
+///
+/// `pidns_init`: when the tree had a PID namespace of its own too, make its init now
+/// (in the namespace being built) and the proc mounts from inside its PID namespace,
+/// in their place in the mount order; it is returned, for `Prepared::launch`. (Without
+/// it, for `ckpt check`, the proc mounts are ckpt's.) `sibling`: that init is made a
+/// child of our parent (`Prepared::launch_as_sibling`). With it, when the tree has a PID
+/// or a user namespace of its own, the tree's other namespaces are entered first
+/// (`kinds::ns::enter_new`, with the `--join-ns` joins `joins`): the init is made in
+/// them, and a user namespace of the tree's own owns the mount namespace built here
+/// (made by its helper, joined by ckpt's main thread, which builds the mounts in it
+/// with its own privileges); what that made is returned too ([`Entered`]).
+pub(crate) fn enter_new(
+    ckpt: &Checkpoint,
+    new_pidns: bool,
+    pidns_init: bool,
+    sibling: bool,
+    joins: &[(String, std::path::PathBuf)],
+    cgroup_root: Option<&str>,
+    cgroups: &mut crate::kinds::cgroup::MadeCgroups,
+) -> RestoreResult<Entered> {
+    let Some(tree) = owned_tree(ckpt) else {
+        return Ok(Entered::default());
+    };
+    // A restore that executed itself again (`Prepared::take_randomization`) did so
+    // from inside the namespace it had built: it is there already (never with a PID
+    // namespace of the tree's own, whose init did not survive the execution: refused
+    // there).
+    if std::env::var_os(crate::restore::RANDOMIZATION_MARK).is_some() {
+        return Ok(Entered::default());
+    }
+    let mut problems = Vec::new();
+    check_tree(ckpt, new_pidns, &mut problems);
+    // (The joins are made below, before plan would check them.)
+    if pidns_init {
+        crate::kinds::ns::check_joins(ckpt, joins, &mut problems);
+    }
+    let same_boot = !ckpt.info.boot_id.is_empty() && ckpt.info.boot_id == sys::process::boot_id();
+    if !problems.is_empty() {
+        return Err(RestoreError::Problems(problems));
+    }
+    crate::error::fault_point("create the tree's mount namespace")?;
+    // ckpt's working directory stays where it was (the host's, detached below), for
+    // the relative paths of its command line.
+    let cwd = sys::mount::open_path(b".")?;
+    // Everything below is made in a private copy of the host's namespace (what is done
+    // there, such as uncovering stacked mounts, never reaches the host).
+    sys::mount::unshare_private()?;
+    // The cgroups its cgroup mounts bind, made again if they went with the tree (a
+    // container's, removed by `runc delete`): a cgroup is known by its path, not its
+    // inode (removed again if the restore fails).
+    // With `--cgroup-root`, those below it instead (unless `--external-mount` names the
+    // mount).
+    let mut given = EXTERNAL.lock().map(|g| g.clone()).unwrap_or_default();
+    for m in &tree.mounts {
+        if let MountOrigin::External { host_path, .. } = &m.origin {
+            // (One whose source is given is bound from that: nothing is made.)
+            if crate::kinds::cgroup::is_cgroup_fs(&m.fstype)
+                && given.iter().all(|(pt, _)| *pt != m.point)
+            {
+                let moved = cgroup_root
+                    .and_then(|r| crate::kinds::cgroup::relocated_mount_source(host_path, r));
+                crate::kinds::cgroup::make_mounted(moved.as_deref().unwrap_or(host_path), cgroups)?;
+                if let Some(src) = moved {
+                    given.push((m.point.clone(), src));
+                }
+            }
+        }
+    }
+    let sources = open_sources(tree, same_boot, &given, &mut problems);
+    if !problems.is_empty() {
+        return Err(RestoreError::Problems(problems));
+    }
+    // The tree's other namespaces first (the joined ones, UTS, IPC, network, time, a
+    // user namespace and those it owns; `check_tree` refuses the rest), for ckpt's main
+    // thread, as `Prepared::launch` makes them otherwise: the PID namespace's init is
+    // made in them, and a user namespace's mount namespace is the one built below.
+    let early =
+        pidns_init && (ckpt.own_pid_namespace || crate::kinds::userns::owned(ckpt).is_some());
+    let namespaces = if early {
+        Some(crate::kinds::ns::enter_new(
+            ckpt,
+            joins,
+            cgroup_root,
+            false,
+        )?)
+    } else {
+        None
+    };
+    let userns = namespaces
+        .as_ref()
+        .and_then(|(_, u)| u.as_ref())
+        .map(|u| &u.user);
+    // With a user namespace, the mounts the tree's namespace got from the one it was
+    // copied from (the first ones, external, each below another of them: the host's
+    // that `unshare -U -m` copied) are made first, in a namespace of ckpt's; a copy of
+    // that, owned by the user namespace, locks them as the kernel locked the original's
+    // (`sys::userns::copy_mount_ns`); the rest (the mounts made inside it) are made in
+    // the copy.
+    let first = match userns {
+        Some(_) => copied_prefix(tree),
+        None => tree.mounts.len(),
+    };
+    // The tree's PID namespace's init, in the mount namespace it is to be in: it
+    // follows the pivot below, as ckpt does.
+    let make_init = || -> RestoreResult<Option<PidnsInit>> {
+        if !(pidns_init && ckpt.own_pid_namespace) {
+            return Ok(None);
+        }
+        crate::error::fault_point("create the tree's PID namespace")?;
+        // (In the one the tree's user namespace owns, if any.)
+        let ns = namespaces
+            .as_ref()
+            .and_then(|(_, u)| u.as_ref())
+            .and_then(|u| u.pid.as_ref());
+        let (pid, go) = sys::process::spawn_pidns_init_stub(sibling, ns)?;
+        Ok(Some(PidnsInit {
+            pid,
+            go: Some(go),
+            proc_stacked: false,
+            sibling,
+        }))
+    };
+    let mut init = match userns {
+        Some(_) => None,
+        None => make_init()?,
+    };
+    let spare = crate::restore::spare_pid_of(ckpt);
+    let stage = STAGES
+        .iter()
+        .find(|s| sys::mount::is_dir(s))
+        .ok_or_else(|| RestoreError::Reported("no directory to stage the mounts on".into()))?;
+    sys::mount::mount_tmpfs(stage)?;
+    let mut base = stage.to_vec();
+    base.extend(b"/root");
+    let mut scratch = stage.to_vec();
+    scratch.extend(b"/scratch");
+    let mut scratch_file = stage.to_vec();
+    scratch_file.extend(b"/scratch-file");
+    let os = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes;
+    let made = std::fs::create_dir(os(&base))
+        .and_then(|()| std::fs::create_dir(os(&scratch)))
+        .and_then(|()| std::fs::write(os(&scratch_file), b""));
+    made.map_err(|e| RestoreError::Reported(format!("make the staging directories: {e}")))?;
+    let mut roots: BTreeMap<u32, OwnedFd> = BTreeMap::new();
+    // Mount `m` on `target` (the scratch points are in ckpt's staging, kept until the
+    // copy: external mounts come first). After the pivot (`pivoted`), a bind's source
+    // is named by its mount point, not through our /proc, which the tree's may cover.
+    let mount_one = |m: &Mount,
+                     target: &[u8],
+                     init: &Option<PidnsInit>,
+                     roots: &BTreeMap<u32, OwnedFd>,
+                     pivoted: bool|
+     -> RestoreResult<()> {
+        crate::error::fault_point("mount the tree's file systems")?;
+        match &m.origin {
+            MountOrigin::External { .. } => {
+                let src = sources
+                    .get(&m.id)
+                    .ok_or_else(|| RestoreError::Reported("an external source went".into()))?;
+                // Bound from a scratch point, so that the mount is made now, in the
+                // namespace's order (mountinfo lists mounts as they were made).
+                let at = if sys::mount::fd_is_dir(&src.1)? {
+                    &scratch
+                } else {
+                    &scratch_file
+                };
+                sys::mount::attach(&src.0, at)?;
+                sys::mount::bind(at, target)?;
+                sys::mount::detach(at)?;
+            }
+            MountOrigin::Fresh { files } => {
+                let ro = m.super_options.split(',').any(|o| o == "ro");
+                match init {
+                    Some(init) if m.fstype == "proc" => {
+                        mount_proc_in(init.pid, spare, m, target)?;
+                    }
+                    _ => sys::mount::mount_new(&m.source, target, &m.fstype, false, &data_of(m))?,
+                }
+                if !files.is_empty() {
+                    sys::mount::write_files(target, files)?;
+                }
+                if ro {
+                    sys::mount::set_super_ro(target)?;
+                }
+            }
+            MountOrigin::Bind { of } => {
+                let from = roots
+                    .get(of)
+                    .ok_or_else(|| RestoreError::Reported("a bind's source went".into()))?;
+                let mut src = match tree.mounts.iter().find(|x| x.id == *of) {
+                    Some(x) if pivoted => x.point.clone(),
+                    _ => sys::mount::fd_path(from),
+                };
+                if m.root != b"/" {
+                    src.extend(&m.root);
+                }
+                sys::mount::bind(&src, target)?;
+            }
+            MountOrigin::Unknown => {
+                return Err(RestoreError::Reported("a mount of unknown origin".into()));
+            }
+        }
+        Ok(())
+    };
+    for (i, m) in tree.mounts.iter().enumerate().take(first) {
+        let mut target = base.clone();
+        if i > 0 {
+            target.extend(&m.point);
+        }
+        mount_one(m, &target, &init, &roots, false)?;
+        roots.insert(m.id, sys::mount::open_path(&target)?);
+    }
+    // Flags and propagation once every mount is there (a read-only parent stays
+    // writable while its children's mount points are made), the root's after the pivot
+    // (pivot_root refuses a shared root).
+    crate::error::fault_point("set the tree's mount flags")?;
+    let set_flags = |ms: &[Mount], roots: &BTreeMap<u32, OwnedFd>| -> RestoreResult<()> {
+        for m in ms {
+            let fd = roots
+                .get(&m.id)
+                .ok_or_else(|| RestoreError::Reported("a mount went".into()))?;
+            let at = sys::mount::fd_path(fd);
+            sys::mount::set_mount_flags(&at, sys::mount::mount_flags(&m.options))?;
+        }
+        Ok(())
+    };
+    let (copied, inside) = tree.mounts.split_at(first);
+    set_flags(copied, &roots)?;
+    if let Some(user) = userns {
+        // The mounts made inside come after the copy, below the pivoted root: those
+        // copied first, with their flags (their locks are taken from them).
+        sys::mount::pivot_into(&base)?;
+        crate::error::fault_point("copy the tree's mount namespace into its user namespace")?;
+        let copy = sys::userns::copy_mount_ns(user)?;
+        sys::userns::join(&copy, libc::CLONE_NEWNS)?;
+        // Our descriptors named the mounts of the namespace left behind: those of the
+        // copy, by their mount points (the last one made on a point shows).
+        roots.clear();
+        for m in copied {
+            roots.insert(m.id, sys::mount::open_path(&m.point)?);
+        }
+        init = make_init()?;
+        // (The scratch points went with ckpt's staging: inside, the external mounts
+        // are bound from a staging tmpfs of the copy's.)
+        for m in inside {
+            if matches!(m.origin, MountOrigin::External { .. }) {
+                return Err(RestoreError::Reported(format!(
+                    "the mount on {} comes from outside the namespace after mounts made \
+                     inside it",
+                    String::from_utf8_lossy(&m.point)
+                )));
+            }
+            mount_one(m, &m.point, &init, &roots, true)?;
+            roots.insert(m.id, sys::mount::open_path(&m.point)?);
+            // (By its point, while it is the last mount there.)
+            sys::mount::set_mount_flags(&m.point, sys::mount::mount_flags(&m.options))?;
+        }
+    } else {
+        sys::mount::pivot_into(&base)?;
+    }
+    // The namespace's /proc is the tree's PID namespace's, where ckpt has no ID (no
+    // /proc/self): a proc of ckpt's own is stacked on it for ckpt's work, which the
+    // builder takes off before the tree runs (`unstack_proc`).
+    if let Some(init) = &mut init {
+        sys::mount::mount_new(b"proc", b"/proc", "proc", false, "")?;
+        init.proc_stacked = true;
+    }
+    // After the pivot (pivot_root refuses a shared root): our descriptors of the mounts
+    // name them, through the namespace's /proc.
+    crate::error::fault_point("set the tree's mount propagation")?;
+    let fds: Vec<&OwnedFd> = tree
+        .mounts
+        .iter()
+        .map(|m| {
+            roots
+                .get(&m.id)
+                .ok_or_else(|| RestoreError::Reported("a mount went".into()))
+        })
+        .collect::<RestoreResult<_>>()?;
+    propagate(&prop_in(tree), &fds)?;
+    drop(roots);
+    sys::mount::fchdir(&cwd)?;
+    Ok(Entered { init, namespaces })
+}
+
+/// How many of the tree's first mounts came with the copy its mount namespace was
+/// made from (see [`enter_new`]): the first ones that are external, each below another
+/// of them (the root first).
+pub(super) fn copied_prefix(tree: &MountTree) -> usize {
+    let mut ids = BTreeSet::new();
+    for (i, m) in tree.mounts.iter().enumerate() {
+        let below = i == 0 || ids.contains(&m.parent);
+        if !(below && matches!(m.origin, MountOrigin::External { .. })) {
+            return i;
+        }
+        ids.insert(m.id);
+    }
+    tree.mounts.len()
+}
+
+/// Take off the proc of ckpt's that [`enter_new`] stacked on the namespace's /proc: the
+/// tree's builder does it, from the namespace, before anything of the tree runs.
+pub(crate) fn unstack_proc() -> RestoreResult<()> {
+    Ok(sys::mount::detach(b"/proc")?)
+}

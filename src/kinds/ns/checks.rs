@@ -1,0 +1,238 @@
+//! Checks (plan): an image's namespaces are consistent and restorable, its namespaces
+//! made outside the tree have a `--join-ns` each; and what `ckpt check --json` lists of
+//! them.
+
+use std::collections::BTreeMap;
+
+use super::net::net_ok;
+use super::{IPC_LIMITS, JOINABLE, MIXABLE, title};
+use crate::error::Problem;
+use crate::kinds::check::p;
+use crate::model::{Checkpoint, Namespace};
+use crate::sys;
+
+// ---- checks (plan) ----
+
+/// The namespaces made outside the tree in the image have each a `--join-ns` of their
+/// kind (`joins`: kind, path), which names a namespace file of that kind; and each
+/// `--join-ns` is for one of them.
+pub(crate) fn check_joins(
+    ckpt: &Checkpoint,
+    joins: &[(String, std::path::PathBuf)],
+    problems: &mut Vec<Problem>,
+) {
+    let foreign: Vec<&Namespace> = ckpt.namespaces.iter().filter(|n| n.foreign).collect();
+    for ns in &foreign {
+        if !JOINABLE.contains(&ns.kind.as_str()) {
+            p(
+                problems,
+                "namespace",
+                format!(
+                    "the tree was in a {} namespace made outside it ({}:[{}]), which \
+                     restore cannot join",
+                    title(&ns.kind),
+                    ns.kind,
+                    ns.inode
+                ),
+            );
+        } else if !joins.iter().any(|(k, _)| *k == ns.kind) {
+            p(
+                problems,
+                "namespace",
+                format!(
+                    "the tree was in a {} namespace made outside it ({}:[{}]): give the \
+                     one to restore it in with --join-ns {}:PATH (e.g. /proc/PID/ns/{} \
+                     or a bind-mounted namespace file such as /run/netns/NAME)",
+                    title(&ns.kind),
+                    ns.kind,
+                    ns.inode,
+                    ns.kind,
+                    ns.kind
+                ),
+            );
+        }
+    }
+    for (kind, path) in joins {
+        if !foreign.iter().any(|n| n.kind == *kind) {
+            p(
+                problems,
+                "namespace",
+                format!(
+                    "--join-ns {kind}:{}: the image has no {} namespace made outside \
+                     the tree",
+                    path.display(),
+                    title(kind)
+                ),
+            );
+            continue;
+        }
+        match sys::ns::open_ns_file(path) {
+            Ok((_, t)) if Some(t) == sys::ns::clone_flag(kind) => {}
+            Ok(_) => p(
+                problems,
+                "namespace",
+                format!(
+                    "--join-ns {kind}:{}: not a {} namespace",
+                    path.display(),
+                    title(kind)
+                ),
+            ),
+            Err(e) => p(
+                problems,
+                "namespace",
+                format!("--join-ns {kind}:{}: {e}", path.display()),
+            ),
+        }
+    }
+}
+
+/// What `ckpt check --json` lists of the image's namespaces: each with its kind and
+/// whether the tree owns it ("own": restore creates it), joins it ("external": made
+/// outside the tree, `--join-ns`) or shares ckpt's ("host"); a user namespace of the
+/// tree's own with its ID maps ("INSIDE OUTSIDE COUNT" lines), setgroups and owner;
+/// a PID namespace of the tree's own as kind "pid", "own".
+pub fn manifest(ckpt: &Checkpoint) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = ckpt
+        .namespaces
+        .iter()
+        .map(|ns| {
+            let how = match (ns.external, ns.foreign) {
+                (false, _) => "own",
+                (true, true) => "external",
+                (true, false) => "host",
+            };
+            let mut v = serde_json::json!({"kind": ns.kind, "inode": ns.inode, "as": how});
+            if let (Some(u), Some(o)) = (&ns.user, v.as_object_mut()) {
+                let lines = |m: &str| -> Vec<String> {
+                    m.lines()
+                        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                        .filter(|l| !l.is_empty())
+                        .collect()
+                };
+                o.insert("uid_map".into(), lines(&u.uid_map).into());
+                o.insert("gid_map".into(), lines(&u.gid_map).into());
+                o.insert("setgroups".into(), u.setgroups.into());
+                o.insert("owner_uid".into(), u.owner_uid.into());
+            }
+            v
+        })
+        .collect();
+    let mut list = list;
+    if ckpt.own_pid_namespace {
+        // (made anew, its root PID 1 again; its inode is not recorded)
+        list.push(serde_json::json!({"kind": "pid", "as": "own"}));
+    }
+    serde_json::Value::Array(list)
+}
+
+/// The image's namespaces are consistent and restorable: every process names each of
+/// its namespaces once and each is described; a namespace of the tree's own is of a
+/// kind restore creates, with its state, and all processes share the root's.
+pub(crate) fn check_namespaces(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
+    let mut described: BTreeMap<(&str, u64), &Namespace> = BTreeMap::new();
+    for ns in &ckpt.namespaces {
+        if described.insert((ns.kind.as_str(), ns.inode), ns).is_some() {
+            p(
+                problems,
+                "malformed",
+                format!("namespace {}:[{}] is described twice", ns.kind, ns.inode),
+            );
+        }
+        if ns.external {
+            continue;
+        }
+        let ok = match ns.kind.as_str() {
+            "uts" => ns.uts.as_ref().is_some_and(|u| {
+                u.hostname.len() <= 64
+                    && u.domainname.len() <= 64
+                    && !u.hostname.contains(&0)
+                    && !u.domainname.contains(&0)
+            }),
+            "ipc" => ns.ipc.as_ref().is_some_and(|l| {
+                l.values.iter().all(|(k, v)| {
+                    IPC_LIMITS.contains(&k.as_str())
+                        && !v.is_empty()
+                        && v.bytes()
+                            .all(|c| c.is_ascii_digit() || c == b' ' || c == b'\t')
+                })
+            }),
+            "time" => ns
+                .time
+                .is_some_and(|t| t.monotonic_ns >= 0 && t.boottime_ns >= 0),
+            "mnt" => ns.mounts.is_some(),
+            "net" => ns.net.as_ref().is_some_and(net_ok),
+            "cgroup" => ns
+                .cgroup
+                .as_ref()
+                .is_some_and(|c| c.roots.iter().all(crate::kinds::cgroup::path_ok)),
+            "user" => ns.user.as_ref().is_some_and(crate::kinds::userns::state_ok),
+            _ => false,
+        };
+        if !ok {
+            p(
+                problems,
+                "namespace",
+                format!(
+                    "the image has a {} namespace of the tree's own ({}:[{}]) that restore \
+                     cannot create",
+                    title(&ns.kind),
+                    ns.kind,
+                    ns.inode
+                ),
+            );
+        }
+    }
+    crate::kinds::userns::check(ckpt, problems);
+    let Some(root) = ckpt.processes.first() else {
+        return;
+    };
+    for proc_ in &ckpt.processes {
+        for (kind, inode) in &proc_.namespaces {
+            let Some(ns) = described.get(&(kind.as_str(), *inode)) else {
+                p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "process {} is in namespace {kind}:[{inode}], which the image does \
+                         not describe",
+                        proc_.pid
+                    ),
+                );
+                continue;
+            };
+            if !ns.external
+                && !root.namespaces.contains(&(kind.clone(), *inode))
+                && !made_below_root(ckpt, kind, *inode)
+            {
+                p(
+                    problems,
+                    "namespace",
+                    format!(
+                        "process {} is in another {} namespace than the tree's root",
+                        proc_.pid,
+                        title(kind)
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Whether namespace `kind:[inode]` (not the root's) is one a process below the root
+/// made, of a kind restore makes there ([`MIXABLE`]): exactly one process of the image
+/// is in it while its parent is not.
+fn made_below_root(ckpt: &Checkpoint, kind: &str, inode: u64) -> bool {
+    if !MIXABLE.contains(&kind) {
+        return false;
+    }
+    let key = (kind.to_string(), inode);
+    let in_it = |p: &crate::model::Process| p.namespaces.contains(&key);
+    let creators = ckpt
+        .processes
+        .iter()
+        .skip(1)
+        .filter(|p| in_it(p))
+        .filter(|p| !ckpt.processes.iter().any(|q| q.pid == p.ppid && in_it(q)))
+        .count();
+    creators == 1
+}

@@ -1,0 +1,181 @@
+//! Restore (stage): join the namespaces made outside the tree, make the tree's own anew
+//! (UTS names, IPC limits, time offsets, cgroup roots, network) before its first
+//! process starts, and those a process below the root made, in its stub.
+
+use super::net::{own_net_state, set_up_net};
+use super::{MIXABLE, any_owned, owned, title};
+use crate::model::Checkpoint;
+use crate::sys;
+
+// ---- restore (stage) ----
+
+/// In the stub of process `p` (just forked from its parent `parent`, before its own
+/// children are), make the namespaces it made below the tree's root: injected
+/// `unshare`, then their state set from a thread of ckpt that joins them.
+pub(crate) fn enter_child_namespaces(
+    cx: &mut crate::remote::Ctx<'_>,
+    ckpt: &Checkpoint,
+    parent: &crate::model::Process,
+) -> crate::error::RestoreResult<()> {
+    let p = cx.proc_;
+    let mut flags = 0;
+    let mut made = Vec::new();
+    for (kind, inode) in &p.namespaces {
+        if parent.namespaces.contains(&(kind.clone(), *inode)) || !MIXABLE.contains(&kind.as_str())
+        {
+            continue;
+        }
+        let Some(ns) = ckpt
+            .namespaces
+            .iter()
+            .find(|n| n.kind == *kind && n.inode == *inode && !n.external)
+        else {
+            continue;
+        };
+        flags |= sys::ns::clone_flag(kind).unwrap_or(0);
+        made.push(ns);
+    }
+    if flags == 0 {
+        return Ok(());
+    }
+    cx.call(
+        "unshare (a namespace a process made)",
+        crate::arch::native::nr::UNSHARE,
+        [flags as u64, 0, 0, 0, 0, 0],
+    )?;
+    for ns in made {
+        if let Some(u) = &ns.uts {
+            let (h, d) = (u.hostname.clone(), u.domainname.clone());
+            sys::ns::inside(p.pid, &["uts"], move || {
+                rustix::system::sethostname(&h)
+                    .map_err(|e| sys::SysError::io("sethostname", e.into()))?;
+                rustix::system::setdomainname(&d)
+                    .map_err(|e| sys::SysError::io("setdomainname", e.into()))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Make the calling thread join the namespaces made outside the tree that the image
+/// names, each from its `--join-ns` (kind, path) in `joins` (plan checked that there is
+/// one of the right kind for each).
+fn join_foreign(
+    ckpt: &Checkpoint,
+    joins: &[(String, std::path::PathBuf)],
+) -> crate::error::RestoreResult<()> {
+    for ns in ckpt.namespaces.iter().filter(|n| n.foreign) {
+        let Some((_, path)) = joins.iter().find(|(k, _)| *k == ns.kind) else {
+            return Err(crate::error::RestoreError::Stage(format!(
+                "no --join-ns for the {} namespace {}:[{}]",
+                title(&ns.kind),
+                ns.kind,
+                ns.inode
+            )));
+        };
+        crate::error::fault_point("join a namespace made outside the tree")?;
+        let (f, t) = sys::ns::open_ns_file(path)?;
+        if Some(t) != sys::ns::clone_flag(&ns.kind) {
+            return Err(crate::error::RestoreError::Stage(format!(
+                "{} is not a {} namespace",
+                path.display(),
+                title(&ns.kind)
+            )));
+        }
+        sys::ns::join_file(&f, t, &path.display().to_string())?;
+    }
+    Ok(())
+}
+
+/// What the calling thread does to put the tree in new namespaces: the CLONE_NEW*
+/// flags, the UTS names, the /proc/sys values, the time offsets for `now`
+/// (monotonic, boottime readings of this host, nanoseconds).
+pub(crate) type NewNamespaces<'a> = (
+    libc::c_int,
+    Option<(&'a [u8], &'a [u8])>,
+    Vec<(String, String)>,
+    Option<(i64, i64)>,
+);
+
+/// The new namespaces the tree needs (see [`NewNamespaces`]), given this host's clocks.
+pub(crate) fn new_namespaces(ckpt: &Checkpoint, now: (i64, i64)) -> NewNamespaces<'_> {
+    let mut flags = 0;
+    let mut names = None;
+    let mut sysctls = Vec::new();
+    let mut offsets = None;
+    // (A cgroup namespace is made by `enter_new`, rooted elsewhere.)
+    for ns in owned(ckpt).into_iter().filter(|n| n.kind != "cgroup") {
+        flags |= sys::ns::clone_flag(&ns.kind).unwrap_or(0);
+        if let Some(u) = &ns.uts {
+            names = Some((u.hostname.as_slice(), u.domainname.as_slice()));
+        }
+        if let Some(l) = &ns.ipc {
+            sysctls.extend(l.values.iter().cloned());
+        }
+        if let Some(t) = ns.time {
+            offsets = Some((
+                t.monotonic_ns.saturating_sub(now.0),
+                t.boottime_ns.saturating_sub(now.1),
+            ));
+        }
+    }
+    (flags, names, sysctls, offsets)
+}
+
+/// Give the calling thread (ckpt's main thread, before it starts the tree's first
+/// process) the namespaces made outside the tree it is to join (`joins`, from
+/// `--join-ns`) and the new namespaces the tree had of its own, in their dumped state
+/// (a cgroup namespace rooted at its root cgroups, below `cgroup_root` if given, made
+/// when missing: returned, removed again unless kept): every process started
+/// afterwards is in them. They end with ckpt and the processes
+/// started in them, so a failed restore leaves none behind. A user namespace of the
+/// tree's own is made first and owns the others (`kinds::userns::enter_new`; the
+/// calling thread stays in its own): returned too, for the stubs to join, with the
+/// tree's PID namespace it owns (for the tree's root to be made its init) and, if
+/// `mnt` (called by `kinds::mnt::enter_new`, which builds it next), with a mount
+/// namespace it owns that the calling thread joined.
+pub(crate) fn enter_new(
+    ckpt: &Checkpoint,
+    joins: &[(String, std::path::PathBuf)],
+    cgroup_root: Option<&str>,
+    mnt: bool,
+) -> crate::error::RestoreResult<(
+    crate::kinds::cgroup::MadeCgroups,
+    Option<crate::kinds::userns::Made>,
+)> {
+    let mut made = crate::kinds::cgroup::MadeCgroups::default();
+    join_foreign(ckpt, joins)?;
+    if !any_owned(ckpt) {
+        return Ok((made, None));
+    }
+    crate::error::fault_point("create the tree's namespaces")?;
+    if let Some(c) = owned(ckpt).into_iter().find_map(|n| n.cgroup.as_ref()) {
+        crate::kinds::cgroup::enter_new_namespace(&c.roots, cgroup_root, &mut made)?;
+    }
+    let now = (
+        sys::ns::clock_ns(libc::CLOCK_MONOTONIC)?,
+        sys::ns::clock_ns(libc::CLOCK_BOOTTIME)?,
+    );
+    let (flags, names, sysctls, offsets) = new_namespaces(ckpt, now);
+    // A user namespace of the tree's own owns the others: made first, they with it.
+    let (flags, userns) =
+        crate::kinds::userns::enter_new(ckpt, flags, ckpt.own_pid_namespace, mnt)?;
+    let sysctls = match userns {
+        // (Its IPC namespace's limits are its root's to write.)
+        Some(_) => {
+            sys::ns::unshare_new(flags, names, &[], offsets)?;
+            sysctls
+        }
+        None => {
+            sys::ns::unshare_new(flags, names, &sysctls, offsets)?;
+            Vec::new()
+        }
+    };
+    if !sysctls.is_empty() {
+        crate::kinds::userns::write_ipc_limits(ckpt, &sysctls)?;
+    }
+    if let Some(n) = own_net_state(ckpt) {
+        set_up_net(n)?;
+    }
+    Ok((made, userns))
+}

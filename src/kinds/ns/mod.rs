@@ -1,0 +1,134 @@
+//! Namespaces (other than PID namespaces, which `restore::pidns` handles): which ones
+//! each process is in, and the state of those the tree owns.
+//!
+//! A namespace is either ckpt's own at dump ("external": the host's, joined again at
+//! restore by starting the tree in ckpt's), one made outside the tree that is not
+//! ckpt's ("foreign", e.g. another container's network namespace: restore joins the
+//! one `--join-ns KIND:PATH` names, for the kinds in [`JOINABLE`]), or one the tree
+//! created (its root is in it and the root's parent, outside the tree, is not), which
+//! restore creates anew before the first process is started: UTS (its names), IPC (its
+//! limits; it must hold no SysV object yet), time (its clocks continue from the dumped
+//! values), network (only its loopback interface, up or down, with its MTU and
+//! addresses, and the network settings of /proc/sys/net that differ from a new
+//! namespace's; every socket of the tree is made again inside it) and cgroup (rooted
+//! at the same cgroups, see `kinds::cgroup`); a mount namespace is built by
+//! `kinds::mnt`, before plan, a user namespace (and the namespaces it owns) by
+//! `kinds::userns`. Everything else is refused at dump, naming the process and the
+//! namespace: a namespace of the tree's own that another user namespace than the
+//! tree's owns, a network namespace with
+//! another interface, a route the kernel did not make for an address, firewall tables
+//! or settings a new namespace does not take, a foreign namespace of a kind restore
+//! cannot join, processes of the tree in different namespaces of one kind, and a time
+//! namespace made for children nobody entered yet.
+//!
+//! The files: [`collect`] reads them at dump, [`checks`] checks an image's at plan,
+//! [`enter`] makes and joins them at restore; [`net`] is a network namespace of the
+//! tree's own, in all three.
+
+mod checks;
+mod collect;
+mod enter;
+mod net;
+
+use crate::model::{Checkpoint, Namespace};
+
+pub use checks::manifest;
+pub(crate) use checks::{check_joins, check_namespaces};
+pub(crate) use collect::{collect_into, join_own_ipc, join_tree_net, own_namespaces};
+pub(crate) use enter::{enter_child_namespaces, enter_new};
+
+/// The kinds of namespace recorded (as in /proc/PID/ns/), PID namespaces aside.
+pub(crate) const KINDS: [&str; 7] = ["uts", "ipc", "net", "mnt", "cgroup", "time", "user"];
+
+/// Kinds a tree's own namespace of which restore creates.
+pub(crate) const RESTORED: [&str; 7] = ["uts", "ipc", "time", "net", "cgroup", "mnt", "user"];
+
+/// Kinds of namespace a process of the tree below its root may have made for itself
+/// and its descendants (restore makes it again in that process's stub before its
+/// children are forked).
+pub(crate) const MIXABLE: [&str; 1] = ["uts"];
+
+/// Kinds of a namespace made outside the tree that restore joins (`--join-ns`): those
+/// a thread of ckpt may join alone.
+pub(crate) const JOINABLE: [&str; 3] = ["uts", "ipc", "net"];
+
+/// The per-namespace limits of an IPC namespace (under /proc/sys).
+pub(crate) const IPC_LIMITS: [&str; 12] = [
+    "kernel/shmmax",
+    "kernel/shmall",
+    "kernel/shmmni",
+    "kernel/shm_rmid_forced",
+    "kernel/msgmax",
+    "kernel/msgmnb",
+    "kernel/msgmni",
+    "kernel/sem",
+    "fs/mqueue/queues_max",
+    "fs/mqueue/msg_max",
+    "fs/mqueue/msgsize_max",
+    "fs/mqueue/msg_default",
+];
+
+/// What a kind of namespace is called in messages.
+fn title(kind: &str) -> &'static str {
+    match kind {
+        "uts" => "UTS",
+        "ipc" => "IPC",
+        "net" => "network",
+        "mnt" => "mount",
+        "cgroup" => "cgroup",
+        "time" => "time",
+        "user" => "user",
+        _ => "unknown",
+    }
+}
+
+// ---- the tree's own namespaces in the image (dump, plan, stage) ----
+
+/// The namespaces of the tree's own in the image (restore creates them), those of
+/// its root.
+fn owned(ckpt: &Checkpoint) -> Vec<&Namespace> {
+    let Some(root) = ckpt.processes.first() else {
+        return Vec::new();
+    };
+    ckpt.namespaces
+        .iter()
+        .filter(|ns| !ns.external && root.namespaces.contains(&(ns.kind.clone(), ns.inode)))
+        .collect()
+}
+
+/// The kinds of the namespaces restore creates for the tree.
+pub(crate) fn owned_kinds(ckpt: &Checkpoint) -> Vec<String> {
+    owned(ckpt).into_iter().map(|n| n.kind.clone()).collect()
+}
+
+/// Whether restore creates a namespace of kind `kind` for the tree.
+pub(crate) fn owns(ckpt: &Checkpoint, kind: &str) -> bool {
+    owned(ckpt).iter().any(|ns| ns.kind == kind)
+}
+
+/// Whether restore creates namespaces for the tree.
+pub(crate) fn any_owned(ckpt: &Checkpoint) -> bool {
+    !owned(ckpt).is_empty()
+}
+
+/// Whether the tree's network is not ckpt's at restore: a new network namespace of its
+/// own (where every address and abstract name is free, and its TCP connections need no
+/// lock: the dump's namespace ended with the tree) or one `--join-ns` gives.
+pub(crate) fn net_elsewhere(ckpt: &Checkpoint) -> bool {
+    owns(ckpt, "net") || ckpt.namespaces.iter().any(|n| n.foreign && n.kind == "net")
+}
+
+/// The TCP connections of the image that the dump locked (`sys::netlock`): none when
+/// the tree had a network namespace of its own (it ended with the tree).
+pub(crate) fn locked_connections(ckpt: &Checkpoint) -> Vec<(Vec<u8>, Vec<u8>)> {
+    if owns(ckpt, "net") {
+        return Vec::new();
+    }
+    ckpt.processes
+        .iter()
+        .flat_map(|p| p.tcp_connections())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
