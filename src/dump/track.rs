@@ -269,6 +269,11 @@ pub fn hold_main(spec: &str) -> i32 {
     st.holder = std::process::id() as i32;
     let listener = (|| -> std::io::Result<UnixListener> {
         std::fs::create_dir_all(STATE_DIR)?;
+        // Only root reaches the holders' sockets and state files (ckpt is root-only).
+        std::fs::set_permissions(
+            STATE_DIR,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )?;
         let _ = std::fs::remove_file(sock_path(st.pid));
         let l = UnixListener::bind(sock_path(st.pid))?;
         l.set_nonblocking(true)?;
