@@ -46,6 +46,11 @@ struct Podman {
     podman: PathBuf,
     runc: PathBuf,
     path: std::ffi::OsString,
+    /// A process in a private mount namespace of the test's, where every podman
+    /// command runs (`nsenter`): the mounts podman makes (its containers' /dev/shm)
+    /// stay there, out of the host's mount table, which the tests running beside this
+    /// one compare before and after their restores.
+    ns: std::process::Child,
 }
 
 impl Podman {
@@ -83,11 +88,31 @@ impl Podman {
             .status()
             .expect("run tar");
         assert!(st.success(), "tar the rootfs: {st}");
+        let ns = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sleep", "infinity"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("run unshare (util-linux)");
+        // (until unshare has entered its new namespace and executed sleep)
+        let mine = std::fs::read_link("/proc/self/ns/mnt").expect("own mount namespace");
+        let t0 = std::time::Instant::now();
+        while std::fs::read_link(format!("/proc/{}/ns/mnt", ns.id())).ok() == Some(mine.clone())
+            || std::fs::read_link(format!("/proc/{}/exe", ns.id()))
+                .map(|e| !e.to_string_lossy().contains("sleep"))
+                .unwrap_or(true)
+        {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(10),
+                "unshare --mount did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         let p = Podman {
             dir,
             podman,
             runc,
             path,
+            ns,
         };
         let out = p.run(&["import", &tar.to_string_lossy(), "localhost/ckpt-e2e:1"]);
         assert!(out.status.success(), "podman import: {}", text(&out.stderr));
@@ -97,21 +122,23 @@ impl Podman {
     /// podman ARGS with this storage, the runc runtime and ckpt as criu.
     fn cmd(&self, args: &[&str]) -> Command {
         let d = |x: &str| self.dir.join(x).to_string_lossy().into_owned();
-        let mut c = Command::new(&self.podman);
-        c.args([
-            "--root",
-            &d("root"),
-            "--runroot",
-            &d("run"),
-            "--tmpdir",
-            &d("tmp"),
-        ])
-        .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
-        .args(["--events-backend", "file", "--runtime"])
-        .arg(&self.runc)
-        .args(args)
-        .env("PATH", &self.path)
-        .stdin(Stdio::null());
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &self.ns.id().to_string(), "-m", "--"])
+            .arg(&self.podman)
+            .args([
+                "--root",
+                &d("root"),
+                "--runroot",
+                &d("run"),
+                "--tmpdir",
+                &d("tmp"),
+            ])
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
+            .args(["--events-backend", "file", "--runtime"])
+            .arg(&self.runc)
+            .args(args)
+            .env("PATH", &self.path)
+            .stdin(Stdio::null());
         c
     }
 
@@ -234,6 +261,8 @@ impl Drop for Podman {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        let _ = self.ns.kill();
+        let _ = self.ns.wait();
         // (mounts podman may have left in its directory)
         let prefix = self.dir.to_string_lossy().into_owned();
         let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
