@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::*;
@@ -46,59 +45,6 @@ fn spec(base: &Path, steps: u32, more: &[&str]) -> Spec {
         s = s.arg(m);
     }
     s
-}
-
-/// The mountinfo of `pid`, normalised: each mount as its mount point, the mount point
-/// of its parent, the root, the options, the propagation with peer groups numbered in
-/// order of appearance, the type, source and file system options, and its device
-/// (numbered in order of appearance for file systems the host does not have mounted:
-/// those restore makes anew). Mount IDs differ after a restore.
-fn mountinfo(pid: i32) -> Vec<String> {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("read {p}: {e}"));
-    let host_devs: Vec<String> = read("/proc/self/mountinfo")
-        .lines()
-        .filter_map(|l| l.split(' ').nth(2).map(str::to_string))
-        .collect();
-    let text = read(&format!("/proc/{pid}/mountinfo"));
-    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
-    let points: BTreeMap<&str, &str> = lines.iter().map(|w| (w[0], w[4])).collect();
-    let mut groups: BTreeMap<String, usize> = BTreeMap::new();
-    let mut devs: BTreeMap<String, usize> = BTreeMap::new();
-    let mut out = Vec::new();
-    for w in &lines {
-        let sep = w
-            .iter()
-            .position(|x| *x == "-")
-            .expect("mountinfo separator");
-        let optional: Vec<String> = w[6..sep]
-            .iter()
-            .map(|o| match o.split_once(':') {
-                Some((k, g)) => {
-                    let n = groups.len();
-                    format!("{k}:{}", *groups.entry(g.to_string()).or_insert(n))
-                }
-                None => o.to_string(),
-            })
-            .collect();
-        let dev = if host_devs.iter().any(|d| d == w[2]) {
-            w[2].to_string()
-        } else {
-            let n = devs.len();
-            format!("new{}", *devs.entry(w[2].to_string()).or_insert(n))
-        };
-        out.push(format!(
-            "{} on {} root {} {} [{}] {} {} {} dev {dev}",
-            w[4],
-            points.get(w[1]).copied().unwrap_or("(outside)"),
-            w[3],
-            w[5],
-            optional.join(" "),
-            w[sep + 1],
-            w[sep + 2],
-            w[sep + 3..].join(" "),
-        ));
-    }
-    out
 }
 
 /// The tree of `unshare -m` (the target, after exec) with its mounts and files is

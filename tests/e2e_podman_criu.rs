@@ -20,24 +20,11 @@
 mod common;
 
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// A program found in PATH (or one of `also`), else the test fails naming its package.
-fn find(name: &str, also: &[&str], package: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .chain(also.iter().map(PathBuf::from))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("this test needs {name} (apt-get install {package}); not found in PATH")
-        })
-}
 
 /// Podman with its storage in a directory of its own (short: conmon's sockets are in
 /// it), ckpt as `criu` first in PATH; the containers and the directory go when dropped.
@@ -343,12 +330,6 @@ fn count_in_tmpfs(pid: i32) -> u64 {
         assert!(Instant::now() < deadline, "no count in {p}");
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-fn ns_inode(pid: &str, kind: &str) -> u64 {
-    std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
-        .unwrap_or_else(|e| panic!("stat /proc/{pid}/ns/{kind}: {e}"))
-        .ino()
 }
 
 /// What the kernel shows of the container's init: its tree's size (each process in the

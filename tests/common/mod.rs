@@ -28,6 +28,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 pub mod arch;
+mod container;
 pub mod hostile;
 pub mod more;
 pub mod oracle;
@@ -40,6 +41,7 @@ mod specs;
 
 // Each test crate uses a different part of the harness: a re-export it does not use is fine.
 #[allow(unused_imports)]
+pub use container::*;
 pub use ctx::*;
 #[allow(unused_imports)]
 pub use image::*;
