@@ -180,40 +180,17 @@ fn failed_restores_of_a_tree_with_own_mount_namespace_leave_no_mount() {
     let before = t.stdout.finish("mntns: original");
     wait_pids_gone(&[pid], "mntns after the dump");
     let host = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let restore = |env: &[(&str, &str)]| {
-        let mut s = Spec::new(ckpt_bin()).arg("restore").arg(&img).cwd(&ctx.dir);
-        for (k, v) in env {
-            s = s.env(k, v);
-        }
-        ctx.spawn(&s).finish()
-    };
-    let trace = restore(&[("CKPT_FAULT", "no such step"), ("CKPT_FAULT_TRACE", "1")]);
-    let trace_text = text(&trace.stderr);
-    let total = trace_text
-        .lines()
-        .filter(|l| l.starts_with("ckpt: step #"))
-        .count();
-    assert!(
-        total > 20 && trace_text.contains("mount the tree's file systems"),
-        "too few traced steps (fault-injection feature on?):\n{trace_text}"
-    );
-    assert_eq!(
-        trace.status.code(),
-        Some(0),
-        "the traced restore: {trace_text}"
-    );
-    let mut faults: Vec<String> = [
-        "create the tree's mount namespace",
-        "mount the tree's file systems",
-        "set the tree's mount flags",
-    ]
-    .map(String::from)
-    .to_vec();
+    let (trace, steps) = traced_restore(&ctx, &img, 20, "mount the tree's file systems");
+    let total = steps.len();
     // Every step of building the namespace (the mounts are the first steps), then some.
-    faults.extend(
-        (1..=total)
-            .filter(|n| *n <= 30 || n % 13 == 0 || *n == total)
-            .map(|n| format!("#{n}")),
+    let faults = fault_walk(
+        &[
+            "create the tree's mount namespace",
+            "mount the tree's file systems",
+            "set the tree's mount flags",
+        ],
+        total,
+        |n| n <= 30 || n % 13 == 0 || n == total,
     );
     for f in &faults {
         assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &[pid], &[]);
@@ -224,7 +201,7 @@ fn failed_restores_of_a_tree_with_own_mount_namespace_leave_no_mount() {
         );
     }
     eprintln!("{} failing restores of {total} steps", faults.len());
-    let fin = restore(&[]);
+    let fin = restore_env(&ctx, &img, &[]);
     assert_eq!(
         fin.status.code(),
         Some(0),
@@ -517,46 +494,23 @@ fn mount_namespace_with_own_pid_namespace_is_restored_with_its_proc() {
     let out_before = t.finish().stdout;
     wait_pids_gone(&tree[1..], "mntpid after its dump");
 
-    let restore = |env: &[(&str, &str)]| {
-        let mut s = Spec::new(ckpt_bin()).arg("restore").arg(&img).cwd(&ctx.dir);
-        for (k, v) in env {
-            s = s.env(k, v);
-        }
-        ctx.spawn(&s).finish()
-    };
-    let trace = restore(&[("CKPT_FAULT", "no such step"), ("CKPT_FAULT_TRACE", "1")]);
-    let trace_text = text(&trace.stderr);
-    let total = trace_text
-        .lines()
-        .filter(|l| l.starts_with("ckpt: step #"))
-        .count();
-    assert!(
-        total > 10 && trace_text.contains("create the tree's PID namespace"),
-        "too few traced steps (fault-injection feature on?):\n{trace_text}"
-    );
-    assert_eq!(
-        trace.status.code(),
-        Some(0),
-        "the traced restore: {trace_text}"
-    );
+    let (trace, steps) = traced_restore(&ctx, &img, 10, "create the tree's PID namespace");
+    let total = steps.len();
     assert_same_output(
         "mntpid: the traced restore",
         &reference.stdout,
         &[out_before.clone(), trace.stdout].concat(),
     );
-    let mut faults: Vec<String> = [
-        "create the tree's mount namespace",
-        "create the tree's PID namespace",
-        "mount the tree's file systems",
-        "set the tree's mount flags",
-        "set the tree's mount propagation",
-    ]
-    .map(String::from)
-    .to_vec();
-    faults.extend(
-        (1..=total)
-            .filter(|n| *n <= 20 || n % 13 == 0 || *n == total)
-            .map(|n| format!("#{n}")),
+    let faults = fault_walk(
+        &[
+            "create the tree's mount namespace",
+            "create the tree's PID namespace",
+            "mount the tree's file systems",
+            "set the tree's mount flags",
+            "set the tree's mount propagation",
+        ],
+        total,
+        |n| n <= 20 || n % 13 == 0 || n == total,
     );
     for f in &faults {
         assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &[tree[1]], &[]);

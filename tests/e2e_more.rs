@@ -514,28 +514,8 @@ fn failed_restores_of_a_tree_with_its_own_pid_namespace_leave_nothing() {
     let reference = ctx.reference(&spec);
     let img = ctx.path("ownns.img");
     let (before, _) = dump_tree_with_own_pidns(&ctx, &spec, &img, 9);
-    let with_env = |env: &[(&str, &str)]| {
-        let mut s = Spec::new(ckpt_bin()).arg("restore").arg(&img).cwd(&ctx.dir);
-        for (k, v) in env {
-            s = s.env(k, v);
-        }
-        ctx.spawn(&s).finish()
-    };
-    let trace = with_env(&[("CKPT_FAULT", "no such step"), ("CKPT_FAULT_TRACE", "1")]);
-    let trace_text = text(&trace.stderr);
-    let total = trace_text
-        .lines()
-        .filter(|l| l.starts_with("ckpt: step #"))
-        .count();
-    assert!(
-        total > 20,
-        "too few traced steps (fault-injection feature on?):\n{trace_text}"
-    );
-    assert_eq!(
-        trace.status.code(),
-        Some(0),
-        "the traced restore: {trace_text}"
-    );
+    let (trace, steps) = traced_restore(&ctx, &img, 20, "");
+    let total = steps.len();
     assert!(
         running_exe(&nstree).is_empty(),
         "the traced restore left nstree running"
@@ -554,7 +534,7 @@ fn failed_restores_of_a_tree_with_its_own_pid_namespace_leave_nothing() {
         tried += 1;
     }
     eprintln!("{tried} failing restores of {total} steps");
-    let fin = with_env(&[]);
+    let fin = restore_env(&ctx, &img, &[]);
     assert_eq!(
         fin.status.code(),
         Some(0),

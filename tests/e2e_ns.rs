@@ -167,39 +167,16 @@ fn failed_restores_of_a_tree_with_own_namespaces_leave_nothing() {
     let before = t.stdout.finish("nsown: original");
     wait_pids_gone(&tree, "nsown after the dump");
     let mounts = nsfs_mounts();
-    let restore = |env: &[(&str, &str)]| {
-        let mut s = Spec::new(ckpt_bin()).arg("restore").arg(&img).cwd(&ctx.dir);
-        for (k, v) in env {
-            s = s.env(k, v);
-        }
-        ctx.spawn(&s).finish()
-    };
-    let trace = restore(&[("CKPT_FAULT", "no such step"), ("CKPT_FAULT_TRACE", "1")]);
-    let trace_text = text(&trace.stderr);
-    let total = trace_text
-        .lines()
-        .filter(|l| l.starts_with("ckpt: step #"))
-        .count();
-    assert!(
-        total > 20 && trace_text.contains("create the tree's namespaces"),
-        "too few traced steps (fault-injection feature on?):\n{trace_text}"
-    );
-    assert_eq!(
-        trace.status.code(),
-        Some(0),
-        "the traced restore: {trace_text}"
-    );
+    let (trace, steps) = traced_restore(&ctx, &img, 20, "create the tree's namespaces");
+    let total = steps.len();
     assert_same_output(
         "nsown: the traced restore",
         &reference.stdout,
         &[before.clone(), trace.stdout].concat(),
     );
-    let mut faults = vec!["create the tree's namespaces".to_string()];
-    faults.extend(
-        (1..=total)
-            .filter(|n| *n <= 8 || n % 11 == 0 || *n == total)
-            .map(|n| format!("#{n}")),
-    );
+    let faults = fault_walk(&["create the tree's namespaces"], total, |n| {
+        n <= 8 || n % 11 == 0 || n == total
+    });
     for f in &faults {
         assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
         assert_eq!(
@@ -209,7 +186,7 @@ fn failed_restores_of_a_tree_with_own_namespaces_leave_nothing() {
         );
     }
     eprintln!("{} failing restores of {total} steps", faults.len());
-    let fin = restore(&[]);
+    let fin = restore_env(&ctx, &img, &[]);
     assert_eq!(
         fin.status.code(),
         Some(0),

@@ -255,46 +255,22 @@ fn failed_restores_of_a_tree_with_a_user_namespace_leave_nothing() {
         Vec::<i32>::new(),
         "after the dump"
     );
-    let restore = |env: &[(&str, &str)]| {
-        let mut s = Spec::new(ckpt_bin()).arg("restore").arg(&img).cwd(&ctx.dir);
-        for (k, v) in env {
-            s = s.env(k, v);
-        }
-        ctx.spawn(&s).finish()
-    };
-    let trace = restore(&[("CKPT_FAULT", "no such step"), ("CKPT_FAULT_TRACE", "1")]);
-    let trace_text = text(&trace.stderr);
-    let total = trace_text
-        .lines()
-        .filter(|l| l.starts_with("ckpt: step #"))
-        .count();
-    assert!(
-        total > 20 && trace_text.contains("create the tree's user namespace"),
-        "too few traced steps (fault-injection feature on?):\n{trace_text}"
-    );
-    assert_eq!(
-        trace.status.code(),
-        Some(0),
-        "the traced restore: {trace_text}"
-    );
+    let (trace, steps) = traced_restore(&ctx, &img, 20, "create the tree's user namespace");
+    let total = steps.len();
     assert_same_output(
         "userns: the traced restore",
         &reference.stdout,
         &[before.clone(), trace.stdout].concat(),
     );
-    let mut faults: Vec<String> = [
-        "create the tree's user namespace",
-        "join the namespaces the tree's user namespace owns",
-        "take the user namespace",
-        "setns (the tree's user namespace)",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    faults.extend(
-        (1..=total)
-            .filter(|n| *n <= 6 || n % 13 == 0 || *n == total)
-            .map(|n| format!("#{n}")),
+    let faults = fault_walk(
+        &[
+            "create the tree's user namespace",
+            "join the namespaces the tree's user namespace owns",
+            "take the user namespace",
+            "setns (the tree's user namespace)",
+        ],
+        total,
+        |n| n <= 6 || n % 13 == 0 || n == total,
     );
     for f in &faults {
         assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
@@ -305,7 +281,7 @@ fn failed_restores_of_a_tree_with_a_user_namespace_leave_nothing() {
         );
     }
     eprintln!("{} failing restores of {total} steps", faults.len());
-    let fin = restore(&[]);
+    let fin = restore_env(&ctx, &img, &[]);
     assert_eq!(
         fin.status.code(),
         Some(0),

@@ -225,6 +225,12 @@ pub fn uts_names() -> Result<(Vec<u8>, Vec<u8>)> {
     ))
 }
 
+/// Set the host and domain names of the calling thread's UTS namespace.
+pub fn set_uts_names(hostname: &[u8], domainname: &[u8]) -> Result<()> {
+    rustix::system::sethostname(hostname).map_err(|e| SysError::io("sethostname", e.into()))?;
+    rustix::system::setdomainname(domainname).map_err(|e| SysError::io("setdomainname", e.into()))
+}
+
 /// The number of SysV objects (shared memory, message queues, semaphore sets) of the
 /// calling thread's IPC namespace, each as "kind id" (from /proc/sysvipc).
 pub fn sysv_objects() -> Result<Vec<String>> {

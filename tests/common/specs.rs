@@ -151,6 +151,53 @@ pub fn assert_tree_finished_like_reference(
     }
 }
 
+/// `ckpt restore IMG` (run in the test directory, so that a file it leaves there shows in
+/// a listing) with `env` added, waited for to its end.
+pub fn restore_env(ctx: &Ctx, img: &Path, env: &[(&str, &str)]) -> Finished {
+    let spec = env.iter().fold(
+        Spec::new(ckpt_bin()).arg("restore").arg(img).cwd(&ctx.dir),
+        |s, (k, v)| s.env(k, v),
+    );
+    ctx.spawn(&spec).finish()
+}
+
+/// A restore of `img` that traces its steps (`CKPT_FAULT_TRACE=1`, with a fault that never
+/// hits): it must succeed and trace more than `min` steps, one of them containing `must`
+/// (unless empty). Returns it and its step lines (`ckpt: step #N NAME`), in order.
+pub fn traced_restore(ctx: &Ctx, img: &Path, min: usize, must: &str) -> (Finished, Vec<String>) {
+    let trace = restore_env(
+        ctx,
+        img,
+        &[("CKPT_FAULT", "no such step"), ("CKPT_FAULT_TRACE", "1")],
+    );
+    let trace_text = text(&trace.stderr);
+    let steps: Vec<String> = trace_text
+        .lines()
+        .filter(|l| l.starts_with("ckpt: step #"))
+        .map(String::from)
+        .collect();
+    assert!(
+        steps.len() > min && steps.iter().any(|l| l.contains(must)),
+        "too few traced steps, or none is {must:?} (fault-injection feature on?):\n{trace_text}"
+    );
+    assert_eq!(
+        trace.status.code(),
+        Some(0),
+        "the traced restore: {trace_text}"
+    );
+    (trace, steps)
+}
+
+/// The faults a walk over a restore's `total` steps tries: the steps named in `named`,
+/// then the step numbers (`#N`) that `keep` lets through.
+pub fn fault_walk(named: &[&str], total: usize, keep: impl Fn(usize) -> bool) -> Vec<String> {
+    named
+        .iter()
+        .map(|s| s.to_string())
+        .chain((1..=total).filter(|n| keep(*n)).map(|n| format!("#{n}")))
+        .collect()
+}
+
 /// `ckpt restore IMG EXTRA...` made to fail (`CKPT_FAULT`) at the first step whose name
 /// contains `fault`: it must exit 1 naming the injected fault, print nothing of the
 /// program, and leave none of `pids` and no child of ours but `except`. Returns what it

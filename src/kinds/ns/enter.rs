@@ -46,12 +46,7 @@ pub(crate) fn enter_child_namespaces(
     for ns in made {
         if let Some(u) = &ns.uts {
             let (h, d) = (u.hostname.clone(), u.domainname.clone());
-            sys::ns::inside(p.pid, &["uts"], move || {
-                rustix::system::sethostname(&h)
-                    .map_err(|e| sys::SysError::io("sethostname", e.into()))?;
-                rustix::system::setdomainname(&d)
-                    .map_err(|e| sys::SysError::io("setdomainname", e.into()))
-            })?;
+            sys::ns::inside(p.pid, &["uts"], move || sys::ns::set_uts_names(&h, &d))?;
         }
     }
     Ok(())
