@@ -389,6 +389,19 @@ pub fn open_pty_at(path: &std::path::Path, accmode: i32, index: u32) -> Result<O
     }
 }
 
+/// Open a pty slave by its path, read-write, never as our controlling terminal
+/// (close-on-exec).
+pub fn open_slave_path(path: &std::path::Path) -> Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| super::SysError::io(format!("open {}", path.display()), e))?;
+    Ok(OwnedFd::from(f))
+}
+
 /// Switch packet mode (TIOCPKT) of a pty master.
 pub fn set_packet(master: BorrowedFd<'_>, on: bool) -> Result<()> {
     ioctl_set_int(master, libc::TIOCPKT, i32::from(on), "TIOCPKT")

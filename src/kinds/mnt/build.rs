@@ -77,6 +77,9 @@ impl Drop for PidnsInit {
 #[derive(Default)]
 pub(crate) struct Entered {
     pub(crate) init: Option<PidnsInit>,
+    /// The tree's terminal, of a devpts instance of its own, made again there
+    /// (`kinds::fd::tty::ConsolePty`).
+    pub(crate) console: Option<crate::kinds::fd::tty::ConsolePty>,
     pub(crate) namespaces: Option<(
         crate::kinds::cgroup::MadeCgroups,
         Option<crate::kinds::userns::Made>,
@@ -257,6 +260,8 @@ pub(crate) fn enter_new(
         .and_then(|()| std::fs::write(os(&scratch_file), b""));
     made.map_err(|e| RestoreError::Reported(format!("make the staging directories: {e}")))?;
     let mut roots: BTreeMap<u32, OwnedFd> = BTreeMap::new();
+    // The tree's terminal, if a devpts of its own holds it (made with that devpts).
+    let console = std::cell::RefCell::new(None);
     // Mount `m` on `target` (the scratch points are in ckpt's staging, kept until the
     // copy: external mounts come first). After the pivot (`pivoted`), a bind's source
     // is named by its mount point, not through our /proc, which the tree's may cover.
@@ -293,6 +298,13 @@ pub(crate) fn enter_new(
                 }
                 if !files.is_empty() {
                     sys::mount::write_files(target, files)?;
+                }
+                // The tree's terminal, before binds of it (/dev/console) are made.
+                if let Some(index) = crate::kinds::fd::tty::console_in(ckpt, m) {
+                    if console.borrow().is_none() {
+                        let c = crate::kinds::fd::tty::make_console(target, index)?;
+                        *console.borrow_mut() = Some(c);
+                    }
                 }
                 if ro {
                     sys::mount::set_super_ro(target)?;
@@ -395,7 +407,11 @@ pub(crate) fn enter_new(
     propagate(&prop_in(tree), &fds)?;
     drop(roots);
     sys::mount::fchdir(&cwd)?;
-    Ok(Entered { init, namespaces })
+    Ok(Entered {
+        init,
+        console: console.into_inner(),
+        namespaces,
+    })
 }
 
 /// How many of the tree's first mounts came with the copy its mount namespace was
