@@ -1015,6 +1015,28 @@ fn runc_container_with_a_terminal_comes_back_on_a_new_console() {
     );
     wait_pids_gone(&[pid], "the container after the checkpoint");
     drop(master);
+    // Restored without a new terminal (ckpt's own standard descriptors cannot be a pty
+    // of the container's devpts): refused, naming the terminal, leaving nothing.
+    let img_file = Path::new(&img).join("ckpt.img");
+    let refused = Command::new(ckpt_bin())
+        .arg("restore")
+        .arg(&img_file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ckpt restore");
+    assert!(
+        !refused.status.success()
+            && text(&refused.stderr).contains("terminal /dev/pts/0")
+            && text(&refused.stderr).contains("--new-tty"),
+        "ckpt restore without --new-tty: {:?}",
+        text(&refused.stderr)
+    );
+    assert!(
+        procs_of(&id).is_empty() && cgroups_of(&id).is_empty(),
+        "the refused restore left {:?} in {:?}",
+        procs_of(&id),
+        cgroups_of(&id)
+    );
     let mut console2 = ConsoleSocket::new("console2");
     let (_, work2) = dirs(&ctx, "c4-restore");
     let (ok, err) = b.runc(
