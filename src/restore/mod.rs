@@ -228,6 +228,9 @@ pub struct Prepared<R: Read> {
     /// mount namespace: its slave side is the tree's new terminal
     /// ([`Prepared::with_new_tty`], which this needs).
     console: Option<crate::kinds::fd::tty::ConsolePty>,
+    /// ckpt's /dev/ptmx from before it entered the tree's mount namespace (see
+    /// `kinds::mnt::Entered`).
+    outer_ptmx: Option<std::os::fd::OwnedFd>,
 }
 
 /// The points of a restore where a front end may act (the `criu` front end's notify
@@ -296,6 +299,7 @@ pub fn prepare_for<R: Read>(input: R, view: &HostView, sibling: bool) -> Result<
         pid_ns,
         mount_cgroups,
         console: entered.console,
+        outer_ptmx: entered.outer_ptmx,
     })
 }
 
@@ -421,9 +425,11 @@ impl<R: Read + Send> Prepared<R> {
         fault_point("create a new terminal")?;
         // A container's terminal is made in its own devpts instance (with its mount
         // namespace); any other in ours (the tree's, once ckpt is in its namespace).
-        let (master, slave) = match self.console.take() {
-            Some(c) => (c.master, c.slave),
-            None => sys::tty::open_pty()?,
+        // (One from outside the tree's mount namespace in ckpt's, where it was opened.)
+        let (master, slave) = match (self.console.take(), &self.outer_ptmx) {
+            (Some(c), _) => (c.master, c.slave),
+            (None, Some(ptmx)) => sys::tty::open_pty_through(ptmx.as_fd())?,
+            (None, None) => sys::tty::open_pty()?,
         };
         if let Some(s) = &tp.settings {
             sys::tty::apply(slave.as_fd(), &sys::tty::Settings::from(s))?;
@@ -463,6 +469,7 @@ impl<R: Read + Send> Prepared<R> {
             pid_ns: _,
             mut mount_cgroups,
             console: _,
+            outer_ptmx: _,
         } = self;
         let tty_ref = tty.as_ref().map(|(tp, slave)| {
             use std::os::fd::AsRawFd;

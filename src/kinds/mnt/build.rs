@@ -80,6 +80,10 @@ pub(crate) struct Entered {
     /// The tree's terminal, of a devpts instance of its own, made again there
     /// (`kinds::fd::tty::ConsolePty`).
     pub(crate) console: Option<crate::kinds::fd::tty::ConsolePty>,
+    /// ckpt's /dev/ptmx (O_PATH), opened before it left its mount namespace: a new
+    /// terminal for a tree whose terminal was from outside its namespace is made there,
+    /// as the original's was (its descriptors name a mount of another namespace).
+    pub(crate) outer_ptmx: Option<OwnedFd>,
     pub(crate) namespaces: Option<(
         crate::kinds::cgroup::MadeCgroups,
         Option<crate::kinds::userns::Made>,
@@ -160,6 +164,9 @@ pub(crate) fn enter_new(
     // ckpt's working directory stays where it was (the host's, detached below), for
     // the relative paths of its command line.
     let cwd = sys::mount::open_path(b".")?;
+    // (none if ckpt's namespace has no /dev/ptmx: a new terminal is then made in the
+    // tree's)
+    let outer_ptmx = sys::mount::open_path(b"/dev/ptmx").ok();
     // Everything below is made in a private copy of the host's namespace (what is done
     // there, such as uncovering stacked mounts, never reaches the host).
     sys::mount::unshare_private()?;
@@ -410,6 +417,7 @@ pub(crate) fn enter_new(
     Ok(Entered {
         init,
         console: console.into_inner(),
+        outer_ptmx,
         namespaces,
     })
 }
