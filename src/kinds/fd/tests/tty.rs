@@ -120,6 +120,66 @@ fn a_tree_with_a_pid_namespace_of_its_own_gets_one() {
     assert_eq!(plan.fg_pgid, 11);
 }
 
+/// A container's console: the terminal of the standard descriptors is a slave of a
+/// devpts mount of the tree's own (the same file system device), made again there
+/// under its number; none for another mount, a bind of part of it, or an older image
+/// (no device recorded).
+#[test]
+fn a_console_is_found_in_the_devpts_of_the_tree_s_own() {
+    use crate::kinds::fd::tty::console_in;
+    use crate::model::Mount;
+    let mut t = TtyState {
+        rdev: libc::makedev(136, 2),
+        dev: 0x2b,
+        controlling: true,
+        ..Default::default()
+    };
+    let on = |t: &TtyState| {
+        let root = with_fds(
+            process(1),
+            vec![fd(
+                0,
+                FdKind::Inherited {
+                    what: "/dev/pts/2".into(),
+                    flags: 2,
+                    tty: Some(Box::new(t.clone())),
+                },
+            )],
+        );
+        checkpoint(vec![root])
+    };
+    let devpts = Mount {
+        dev: 0x2b,
+        root: b"/".to_vec(),
+        point: b"/dev/pts".to_vec(),
+        fstype: "devpts".into(),
+        ..Default::default()
+    };
+    assert_eq!(console_in(&on(&t), &devpts), Some(2));
+    let console = Mount {
+        root: b"/2".to_vec(),
+        point: b"/dev/console".to_vec(),
+        ..devpts.clone()
+    };
+    assert_eq!(console_in(&on(&t), &console), None);
+    let other = Mount {
+        dev: 0x2c,
+        ..devpts.clone()
+    };
+    assert_eq!(console_in(&on(&t), &other), None);
+    let tmpfs = Mount {
+        fstype: "tmpfs".into(),
+        ..devpts.clone()
+    };
+    assert_eq!(console_in(&on(&t), &tmpfs), None);
+    t.dev = 0;
+    let old = Mount {
+        dev: 0,
+        ..devpts.clone()
+    };
+    assert_eq!(console_in(&on(&t), &old), None);
+}
+
 // ---- pty pairs inside the image (`check_ptys`) ----
 
 mod pairs {
