@@ -973,6 +973,48 @@ fn runc_container_with_a_terminal_comes_back_on_a_new_console() {
         procs_of(&id),
         cgroups_of(&id)
     );
+    // Restores made to fail at the new terminal's steps leave no process or cgroup,
+    // and runc no state.
+    for (k, fault) in [
+        "create the container's terminal",
+        "create a new terminal",
+        "ioctl(TIOCSCTTY)",
+        "ioctl(TIOCSPGRP)",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let failing = ConsoleSocket::new(&format!("console-f{k}"));
+        let (_, w) = dirs(&ctx, &format!("c4-fail{k}"));
+        let (ok, _) = b.runc(
+            &[
+                "restore",
+                "-d",
+                "--console-socket",
+                &failing.arg(),
+                "--image-path",
+                &img,
+                "--work-path",
+                &w,
+                &id,
+            ],
+            &[("CKPT_FAULT", fault)],
+        );
+        let log = std::fs::read_to_string(Path::new(&w).join("restore.log")).unwrap_or_default();
+        assert!(!ok, "runc restore failing at {fault} succeeded:\n{log}");
+        assert!(log.contains("Error"), "restore.log at {fault}:\n{log}");
+        let deadline = Instant::now() + timeout();
+        while !procs_of(&id).is_empty() || !cgroups_of(&id).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "restore failing at {fault} left processes {:?} in cgroups {:?}",
+                procs_of(&id),
+                cgroups_of(&id)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(state(&id).0, "", "runc knows {id} after a failed restore");
+    }
     let mut console2 = ConsoleSocket::new("console2");
     let (_, work2) = dirs(&ctx, "c4-restore");
     let (ok, err) = b.runc(
