@@ -166,6 +166,12 @@ impl Podman {
     /// a test without CAP_SYS_RESOURCE cannot raise; `seccomp`: Podman's default filter or none); its PID once it
     /// answers.
     fn start(&self, name: &str, seccomp: bool) -> i32 {
+        self.start_with(name, seccomp, &[], &["/bin/runcsrv"])
+    }
+
+    /// [`Podman::start`] with more options for `podman run` (`extra`) and another
+    /// command line (`prog`).
+    fn start_with(&self, name: &str, seccomp: bool, extra: &[&str], prog: &[&str]) -> i32 {
         let nofile = hard_limit("Max open files").min(1024);
         let nproc = hard_limit("Max processes").min(8192);
         let mut args = vec![
@@ -187,12 +193,51 @@ impl Podman {
         if !seccomp {
             args.extend(["--security-opt".into(), "seccomp=unconfined".into()]);
         }
-        args.extend(["localhost/ckpt-e2e:1".into(), "/bin/runcsrv".into()]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.push("localhost/ckpt-e2e:1".into());
+        args.extend(prog.iter().map(|a| a.to_string()));
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         self.ok(&a);
         let pid = self.pid(name);
         ask(pid);
         pid
+    }
+
+    /// Type `line` on the terminal of container `name` (`podman attach`, through
+    /// conmon, which holds the terminal's master), until runcsrv answers "got LINE" in
+    /// `podman logs`.
+    fn type_line(&self, name: &str, line: &str) {
+        use std::io::Write;
+        let mut c = self.cmd(&["attach", "--sig-proxy=false", name]);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut attach = c.spawn().expect("run podman attach");
+        attach
+            .stdin
+            .as_mut()
+            .expect("podman attach's stdin")
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write to podman attach");
+        self.wait_logs(name, &format!("got {line}"));
+        let _ = attach.kill();
+        let _ = attach.wait();
+    }
+
+    /// Wait until `podman logs name` contains `what`.
+    fn wait_logs(&self, name: &str, what: &str) {
+        let deadline = Instant::now() + timeout();
+        loop {
+            let logs = self.ok(&["logs", name]);
+            if logs.contains(what) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} in podman logs: {logs}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// (status, PID) as `podman inspect` shows them.
@@ -656,5 +701,44 @@ fn failed_podman_checkpoint_and_restore_leave_the_container_as_it_was() {
     pm.ok(&["container", "restore", "c3"]);
     let rp = assert_restored(&pm, "c3", at_dump, &before);
     pm.ok(&["stop", "-t", "0", "c3"]);
+    wait_pids_gone(&[rp], "the restored container after podman stop");
+}
+
+/// `podman run -dit` (a terminal: runc makes it in the container's devpts, conmon holds
+/// its master, `podman attach` types on it, `podman logs` shows what it printed):
+/// `podman container checkpoint` and `restore` bring it back on a new terminal whose
+/// master conmon gets (runc's `--console-socket`, ckpt's orphan_pts_master); the
+/// program goes on, a line typed through `podman attach` reaches it, and its terminal
+/// (settings, window size, /dev/pts/N, session, controlling terminal and foreground
+/// group as the container sees them) and what the kernel shows of it are the
+/// original's.
+#[test]
+fn podman_container_with_a_terminal_comes_back_on_a_new_one() {
+    let ctx = Ctx::new("podman_container_with_a_terminal_comes_back_on_a_new_one");
+    let pm = Podman::new(&ctx, "p4");
+    let pid = pm.start_with("c4", false, &["-i", "-t"], &["/bin/runcsrv", "echo"]);
+    pm.type_line("c4", "hello");
+    wait_count(pid, 30);
+    let id = id_of(&pm, "c4");
+    let before = kernel_view(pid, &id, "the container with a terminal");
+    let tty_before = terminal_view(pid);
+    assert!(
+        tty_before.2.iter().all(|l| l.contains(" -> /dev/pts/0 ")),
+        "the container's terminal: {tty_before:?}"
+    );
+    let at_dump = count_in_tmpfs(pid);
+    pm.ok(&["container", "checkpoint", "c4"]);
+    wait_pids_gone(&[pid], "the container after the checkpoint");
+    pm.ok(&["container", "restore", "c4"]);
+    let rp = assert_restored(&pm, "c4", at_dump, &before);
+    assert_eq!(
+        terminal_view(rp),
+        tty_before,
+        "the restored container's terminal"
+    );
+    pm.type_line("c4", "again");
+    let n = wait_count(rp, at_dump + 30);
+    pm.wait_logs("c4", &format!("tick {}", n / 10 * 10));
+    pm.ok(&["stop", "-t", "0", "c4"]);
     wait_pids_gone(&[rp], "the restored container after podman stop");
 }

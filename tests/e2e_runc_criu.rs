@@ -114,6 +114,10 @@ impl Bundle {
                 .expect("parse config.json");
         cfg["process"]["terminal"] = terminal.into();
         cfg["process"]["args"] = serde_json::json!(["/bin/runcsrv"]);
+        if terminal {
+            // (it echoes its terminal's input: "got LINE")
+            cfg["process"]["args"] = serde_json::json!(["/bin/runcsrv", "echo"]);
+        }
         cfg["root"]["readonly"] = false.into();
         cfg["hostname"] = "ckpt-runc".into();
         cfg["mounts"]
@@ -805,29 +809,292 @@ fn failed_runc_checkpoint_and_restores_leave_things_as_they_were() {
     assert_killed_and_deleted(&id, rp);
 }
 
-/// A container with a terminal (`terminal: true`, its pty's master sent to a console
-/// socket): restoring it would put it onto a new pty (`orphan_pts_master`), which is not
-/// built for a PID namespace of the tree's own: `runc checkpoint` is refused, naming the
-/// descriptor, and the container runs on as it was.
+/// A console socket as a console manager listens on it (`runc ... --console-socket`):
+/// the pty master runc sends (SCM_RIGHTS), received by a thread.
+struct ConsoleSocket {
+    path: PathBuf,
+    got: Option<std::thread::JoinHandle<std::os::fd::OwnedFd>>,
+}
+
+impl ConsoleSocket {
+    fn new(name: &str) -> ConsoleSocket {
+        let path = PathBuf::from(format!("/tmp/ckpt-rc-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("console socket");
+        let got = std::thread::spawn(move || {
+            use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+            let (conn, _) = listener.accept().expect("accept on the console socket");
+            let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut anc = RecvAncillaryBuffer::new(&mut space);
+            let mut buf = [0u8; 4096];
+            rustix::net::recvmsg(
+                &conn,
+                &mut [std::io::IoSliceMut::new(&mut buf)],
+                &mut anc,
+                RecvFlags::CMSG_CLOEXEC,
+            )
+            .expect("recvmsg on the console socket");
+            for m in anc.drain() {
+                if let RecvAncillaryMessage::ScmRights(mut fds) = m {
+                    if let Some(fd) = fds.next() {
+                        return fd;
+                    }
+                }
+            }
+            panic!("no descriptor came with runc's console message");
+        });
+        ConsoleSocket {
+            path,
+            got: Some(got),
+        }
+    }
+
+    fn arg(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
+    /// The master runc sent.
+    fn master(&mut self) -> std::fs::File {
+        let h = self.got.take().expect("one master per console socket");
+        std::fs::File::from(h.join().expect("the console socket's thread"))
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Wait until the terminal's output (read by `out`) contains `what`.
+fn wait_output(out: &Output, what: &str) {
+    let deadline = Instant::now() + timeout();
+    while !out.text().contains(what) {
+        assert!(
+            Instant::now() < deadline,
+            "no {what:?} on the terminal: {:?}",
+            out.text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A container with a terminal (`terminal: true`; runc makes its pty in the
+/// container's own devpts, binds the slave on /dev/console, gives it as 0-2 and sends
+/// the master to the console socket): `runc checkpoint`, then `runc restore -d
+/// --console-socket` (orphan_pts_master): the new master comes on the new socket, the
+/// program's output goes on there and what is typed there reaches it; the terminal's
+/// settings, window size, session, controlling terminal and foreground group are the
+/// original's as the container sees them, and so are its mounts (/dev/console, /dev/pts).
 #[test]
-fn runc_checkpoint_of_a_container_with_a_terminal_is_refused() {
-    let ctx = Ctx::new("runc_checkpoint_of_a_container_with_a_terminal_is_refused");
+fn runc_container_with_a_terminal_comes_back_on_a_new_console() {
+    use std::io::Write;
+    let ctx = Ctx::new("runc_container_with_a_terminal_comes_back_on_a_new_console");
     let b = Bundle::with_terminal(&ctx, "b4", true);
     let id = b.id("c4");
-    let sock = PathBuf::from(format!("/tmp/ckpt-rc-{}-console", std::process::id()));
-    let _ = std::fs::remove_file(&sock);
-    let listener = std::os::unix::net::UnixListener::bind(&sock).expect("console socket");
-    // The console's master arrives with runc's message: held (unread) by the
-    // connection, kept open until the test ends.
-    let conn = std::thread::spawn(move || listener.accept().map(|(c, _)| c));
-    let sock_arg = sock.to_string_lossy().into_owned();
-    let (ok, err) = b.runc(&["run", "-d", "--console-socket", &sock_arg, &id], &[]);
+    let mut console = ConsoleSocket::new("console");
+    let (ok, err) = b.runc(&["run", "-d", "--console-socket", &console.arg(), &id], &[]);
     assert!(ok, "runc run -d with a terminal: {err}");
-    let _console = conn.join().expect("the console thread").expect("accept");
+    let mut master = console.master();
+    let out = Output::default();
+    out.follow(master.try_clone().expect("dup the master"));
+    let pid = state(&id).1;
+    b.ask();
+    // Settings of the console manager's: a window size, no echo, another erase key.
+    let mut tio = rustix::termios::tcgetattr(&master).expect("tcgetattr");
+    tio.local_modes.remove(rustix::termios::LocalModes::ECHO);
+    tio.special_codes[rustix::termios::SpecialCodeIndex::VERASE] = 8;
+    rustix::termios::tcsetattr(&master, rustix::termios::OptionalActions::Now, &tio)
+        .expect("tcsetattr");
+    let ws = rustix::termios::Winsize {
+        ws_row: 33,
+        ws_col: 101,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    rustix::termios::tcsetwinsize(&master, ws).expect("tcsetwinsize");
+    master.write_all(b"hello\n").expect("type on the console");
+    wait_output(&out, "got hello");
+    wait_output(&out, "tick 10");
+    let before = kernel_view(pid, "the container with a terminal");
+    let tty_before = terminal_view(pid);
+    assert!(
+        before.0.iter().any(|l| l.contains("/dev/console")),
+        "the container's mounts: {:#?}",
+        before.0
+    );
+    assert!(
+        tty_before
+            .1
+            .iter()
+            .any(|l| l.starts_with("pid 1 ppid 0 pgrp 1 sid 1 tty_nr 34816 tpgid 1")),
+        "the init leads the session of its terminal, /dev/pts/0: {:?}",
+        tty_before.1
+    );
+    let (img, work) = dirs(&ctx, "c4");
+    let at_dump = count_in_tmpfs(pid);
+    let (ok, err) = b.runc(
+        &[
+            "checkpoint",
+            "--image-path",
+            &img,
+            "--work-path",
+            &work,
+            &id,
+        ],
+        &[],
+    );
+    assert!(
+        ok,
+        "runc checkpoint of a container with a terminal: {err}\n{}",
+        std::fs::read_to_string(Path::new(&work).join("dump.log")).unwrap_or_default()
+    );
+    wait_pids_gone(&[pid], "the container after the checkpoint");
+    drop(master);
+    // Restored without a new terminal (ckpt's own standard descriptors cannot be a pty
+    // of the container's devpts): refused, naming the terminal, leaving nothing.
+    let img_file = Path::new(&img).join("ckpt.img");
+    let refused = Command::new(ckpt_bin())
+        .arg("restore")
+        .arg(&img_file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ckpt restore");
+    assert!(
+        !refused.status.success()
+            && text(&refused.stderr).contains("terminal /dev/pts/0")
+            && text(&refused.stderr).contains("--new-tty"),
+        "ckpt restore without --new-tty: {:?}",
+        text(&refused.stderr)
+    );
+    assert!(
+        procs_of(&id).is_empty() && cgroups_of(&id).is_empty(),
+        "the refused restore left {:?} in {:?}",
+        procs_of(&id),
+        cgroups_of(&id)
+    );
+    // Restores made to fail at the new terminal's steps leave no process or cgroup,
+    // and runc no state.
+    for (k, fault) in [
+        "create the container's terminal",
+        "create a new terminal",
+        "ioctl(TIOCSCTTY)",
+        "ioctl(TIOCSPGRP)",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let failing = ConsoleSocket::new(&format!("console-f{k}"));
+        let (_, w) = dirs(&ctx, &format!("c4-fail{k}"));
+        let (ok, _) = b.runc(
+            &[
+                "restore",
+                "-d",
+                "--console-socket",
+                &failing.arg(),
+                "--image-path",
+                &img,
+                "--work-path",
+                &w,
+                &id,
+            ],
+            &[("CKPT_FAULT", fault)],
+        );
+        let log = std::fs::read_to_string(Path::new(&w).join("restore.log")).unwrap_or_default();
+        assert!(!ok, "runc restore failing at {fault} succeeded:\n{log}");
+        assert!(log.contains("Error"), "restore.log at {fault}:\n{log}");
+        let deadline = Instant::now() + timeout();
+        while !procs_of(&id).is_empty() || !cgroups_of(&id).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "restore failing at {fault} left processes {:?} in cgroups {:?}",
+                procs_of(&id),
+                cgroups_of(&id)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(state(&id).0, "", "runc knows {id} after a failed restore");
+    }
+    let mut console2 = ConsoleSocket::new("console2");
+    let (_, work2) = dirs(&ctx, "c4-restore");
+    let (ok, err) = b.runc(
+        &[
+            "restore",
+            "-d",
+            "--console-socket",
+            &console2.arg(),
+            "--image-path",
+            &img,
+            "--work-path",
+            &work2,
+            &id,
+        ],
+        &[],
+    );
+    assert!(
+        ok,
+        "runc restore with a console socket: {err}\n{}",
+        std::fs::read_to_string(Path::new(&work2).join("restore.log")).unwrap_or_default()
+    );
+    let mut master2 = console2.master();
+    let out2 = Output::default();
+    out2.follow(master2.try_clone().expect("dup the new master"));
+    let (status, rp) = state(&id);
+    assert_eq!(status, "running", "runc state {id}");
+    let first = count_in_tmpfs(rp);
+    assert!(
+        first >= at_dump && first < at_dump + 100,
+        "the restored program counts from where it was: {first} after {at_dump}"
+    );
+    // Its output goes on on the new master; what is typed there reaches it.
+    let next = (first / 10 + 2) * 10;
+    wait_output(&out2, &format!("tick {next}\r\n"));
+    master2
+        .write_all(b"again\n")
+        .expect("type on the new console");
+    wait_output(&out2, "got again\r\n");
+    assert!(
+        !out2.text().contains("again\r\ngot"),
+        "the terminal echoes again (no ECHO was set): {:?}",
+        out2.text()
+    );
+    assert_eq!(
+        kernel_view(rp, "the restored container with a terminal"),
+        before,
+        "the restored container (mounts, cgroups, credentials, size)"
+    );
+    assert_eq!(
+        terminal_view(rp),
+        tty_before,
+        "the restored container's terminal"
+    );
+    assert_killed_and_deleted(&id, rp);
+}
+
+/// A container whose terminal is also held by a process of another session (the child
+/// called setsid and kept 0-2): the new terminal could only belong to the init's
+/// session, so `runc checkpoint` is refused, naming the process and the descriptor,
+/// and the container runs on as it was.
+#[test]
+fn runc_checkpoint_of_a_terminal_held_by_another_session_is_refused() {
+    let ctx = Ctx::new("runc_checkpoint_of_a_terminal_held_by_another_session_is_refused");
+    let b = Bundle::with_terminal(&ctx, "b5", true);
+    let cfg_path = b.dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).expect("read config.json"))
+            .expect("parse config.json");
+    cfg["process"]["args"] = serde_json::json!(["/bin/runcsrv", "echo", "setsid"]);
+    std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).expect("json"))
+        .expect("write config.json");
+    let id = b.id("c5");
+    let mut console = ConsoleSocket::new("console5");
+    let (ok, err) = b.runc(&["run", "-d", "--console-socket", &console.arg(), &id], &[]);
+    assert!(ok, "runc run -d with a terminal: {err}");
+    let _master = console.master();
     let pid = state(&id).1;
     b.ask();
     let before = kernel_view(pid, "the container with a terminal");
-    let (img, work) = dirs(&ctx, "c4");
+    let (img, work) = dirs(&ctx, "c5");
     let (ok, err) = b.runc(
         &[
             "checkpoint",
@@ -840,14 +1107,11 @@ fn runc_checkpoint_of_a_container_with_a_terminal_is_refused() {
         &[],
     );
     let log = std::fs::read_to_string(Path::new(&work).join("dump.log")).unwrap_or_default();
-    let _ = std::fs::remove_file(&sock);
+    assert!(!ok, "runc checkpoint succeeded");
     assert!(
-        !ok,
-        "runc checkpoint of a container with a terminal succeeded"
-    );
-    assert!(
-        log.contains("Error") && log.contains("pseudo-terminal"),
-        "the refusal names the terminal: {err}\n{log}"
+        log.contains("Error")
+            && log.contains("not that of the root 1) has the terminal on descriptor 0"),
+        "the refusal names the process and the descriptor: {err}\n{log}"
     );
     assert_eq!(state(&id), ("running".to_string(), pid), "runc state");
     let (n, _) = b.ask();

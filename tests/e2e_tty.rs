@@ -668,3 +668,94 @@ fn a_terminal_of_outside_above_descriptor_2_is_refused() {
         t.kill();
     }
 }
+
+// ---- a PID namespace of the tree's own (tests/targets/nsinit.c) ----
+
+/// What the kernel shows of the terminal of `pid` (the init of a PID namespace): its
+/// settings and window size, and each process of the namespace's PID, group, session,
+/// controlling terminal and its foreground group as the namespace's /proc shows them,
+/// the terminal's number written as that of the init's descriptor 0 (the pty's number
+/// is whatever is free: relative).
+fn ns_terminal(pid: i32) -> (String, Vec<String>) {
+    use std::os::unix::fs::MetadataExt;
+    let (settings, stats, _) = terminal_view(pid);
+    let rdev = std::fs::metadata(format!("/proc/{pid}/fd/0"))
+        .expect("stat the terminal")
+        .rdev();
+    let (major, minor) = (libc::major(rdev) as u64, libc::minor(rdev) as u64);
+    let tty_nr = (major << 8) | (minor & 0xff) | ((minor & !0xff) << 12);
+    let stats = stats
+        .iter()
+        .map(|l| l.replace(&format!("tty_nr {tty_nr} "), "tty_nr (descriptor 0's) "))
+        .collect();
+    (settings, stats)
+}
+
+/// A container's shape without a runtime: ttyjob as PID 1 of a PID namespace (and a
+/// mount namespace) of its own, leading its session, its controlling terminal a pty
+/// whose master is outside the tree (ptyrun.py's; nsinit between them). `restore
+/// --new-tty` makes a new PID namespace whose init it is again, on a new pty that is
+/// its controlling terminal with its group in the foreground and the settings it gave
+/// the old one: its output is an uninterrupted run's, a line typed into `ckpt
+/// restore`'s stdin reaches it, and the terminal as the namespace sees it is the
+/// original's.
+#[test]
+fn pid_namespace_init_on_a_terminal_is_restored_onto_a_new_pty() {
+    let ctx = Ctx::new("pid_namespace_init_on_a_terminal_is_restored_onto_a_new_pty");
+    let mut reference = ctx.spawn(&ttyjob_under_pty(true));
+    reference.wait_for("type a line");
+    reference.write_stdin(LINE);
+    let reference = reference.finish();
+
+    let spec = Spec::new(python3())
+        .arg(script("ptyrun.py"))
+        .arg(target("nsinit"))
+        .arg(target("ttyjob"))
+        .arg("30")
+        .arg("12")
+        .arg("sleep=40");
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(4);
+    let tree = wait_process_tree(t.pid, 3, "ptyrun.py, nsinit and ttyjob");
+    let pid = *tree.last().expect("ttyjob under nsinit");
+    assert_eq!(
+        nspids(pid).last(),
+        Some(&1),
+        "ttyjob is its namespace's init"
+    );
+    let view = ns_terminal(pid);
+    assert!(
+        view.1
+            .iter()
+            .any(|l| l.starts_with("pid 1 ppid 0 pgrp 1 sid 1 tty_nr (descriptor 0's) tpgid 1")),
+        "the init leads its session on its terminal: {view:?}"
+    );
+    let img = ctx.path("nstty.img");
+    ctx.dump(pid, &img);
+    let before = t.finish();
+    wait_pids_gone(&[pid], "ttyjob");
+
+    let mut r = ctx.restore(&img, &["--new-tty"], In::Pipe);
+    r.wait_lines(1);
+    let restored = wait_process_tree(r.pid, 2, "ckpt restore and ttyjob");
+    let rp = *restored.last().expect("the restored ttyjob");
+    assert_eq!(nspids(rp).last(), Some(&1), "the restored ttyjob is PID 1");
+    assert_eq!(ns_terminal(rp), view, "the restored program's terminal");
+    r.wait_for("type a line");
+    r.write_stdin(LINE);
+    let after = r.finish();
+    assert_eq!(
+        after.status.code(),
+        Some(3),
+        "ckpt restore --new-tty exits with the program's status; stderr:\n{}",
+        text(&after.stderr)
+    );
+    assert_no_process(rp, "after the restored program ended");
+    let want = normalized(&reference.stdout);
+    let got = [normalized(&before.stdout), normalized(&after.stdout)].concat();
+    assert_same_output(
+        "PID namespace init restored onto a new pty",
+        want.as_bytes(),
+        got.as_bytes(),
+    );
+}

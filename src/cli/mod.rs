@@ -606,6 +606,7 @@ fn cmd_dump(a: DumpArgs) -> i32 {
             None => dump::FreezeCgroup::OfRoot,
             Some(p) => dump::FreezeCgroup::At(p),
         }),
+        new_tty: false,
     };
     let res = dump::dump(pid, out, &opts);
     bar.finish_and_clear();

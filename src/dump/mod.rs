@@ -64,6 +64,10 @@ pub struct DumpOptions {
     /// Freeze the tree with the cgroup freezer (`--freeze-cgroup`) instead of ptrace
     /// alone: the tree must be the whole cgroup (see `dump/freezer.rs`).
     pub freeze_cgroup: Option<FreezeCgroup>,
+    /// The restore will put the tree onto a new terminal where its standard descriptors
+    /// led to one (`criu`'s orphan_pts_master, `restore --new-tty`): what that cannot
+    /// bring back is refused now too.
+    pub new_tty: bool,
 }
 
 /// The points of a dump where a front end may act, and stop it.
@@ -90,6 +94,7 @@ impl std::fmt::Debug for DumpOptions {
             .field("hook", &self.hook.is_some())
             .field("incremental", &self.incremental)
             .field("freeze_cgroup", &self.freeze_cgroup)
+            .field("new_tty", &self.new_tty)
             .finish()
     }
 }
@@ -253,7 +258,22 @@ fn refuse_unrestorable(
     pid: i32,
     ckpt: &crate::model::Checkpoint,
     held: &crate::kinds::check::Held,
+    new_tty: bool,
 ) -> Result<()> {
+    // Onto a new terminal: the checks of `restore --new-tty` (none when no standard
+    // descriptor led to a terminal: the restore leaves them as they are).
+    let inherited_tty = ckpt.processes.iter().any(|p| {
+        p.fds.iter().any(|f| {
+            matches!(
+                &f.kind,
+                crate::model::FdKind::Inherited { tty: Some(_), .. }
+            )
+        })
+    });
+    let tty_problems = match crate::restore::plan::tty_plan(ckpt) {
+        Err(v) if new_tty && inherited_tty => v,
+        _ => Vec::new(),
+    };
     let view = crate::restore::HostView {
         host: arch::HostCaps::detect(),
         policy: arch::CpuPolicy::default(),
@@ -279,6 +299,8 @@ fn refuse_unrestorable(
     } else {
         crate::restore::plan::problems_while_held(ckpt, &view, held)
     };
+    let mut problems = problems;
+    problems.extend(tty_problems);
     if problems.is_empty() {
         Ok(())
     } else {
@@ -508,7 +530,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     if pidns != PidnsShape::Ckpts {
         collected.use_namespace_pids(pidns == PidnsShape::OwnInit)?;
     }
-    refuse_unrestorable(pid, &collected.ckpt, &held)?;
+    refuse_unrestorable(pid, &collected.ckpt, &held, opts.new_tty)?;
     if let Some(e) = tty_busy {
         return Err(e);
     }

@@ -1657,3 +1657,41 @@ fn a_nested_stub_takes_from_ckpt_through_its_inherited_pidfd() {
     crate::remote::take_remote_fd(&mut cx, me, 7, "take it").expect("taken");
     assert_eq!(names(&rec), ["pidfd_open", "take it", "close"]);
 }
+
+/// `--new-tty`: the root takes ckpt's slave (pidfd_getfd through a pidfd of ckpt,
+/// closed right after), makes it its controlling terminal (TIOCSCTTY, no stealing) and
+/// closes its copy; later, once the groups exist, it gives it the foreground group
+/// (TIOCSPGRP with the group's ID, as the root's PID namespace numbers it). A failed
+/// ioctl fails the step, naming it, and nothing runs after it.
+#[test]
+fn the_new_terminal_becomes_the_controlling_one_then_gets_its_foreground_group() {
+    use crate::kinds::task::tree;
+    let p = process();
+    let take = ["pidfd_open", "take the new terminal", "close"];
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| tree::set_controlling_tty(cx, 7)).expect("controlling terminal");
+    let mut want: Vec<&str> = take.to_vec();
+    want.extend(["ioctl(TIOCSCTTY)", "close"]);
+    assert_eq!(names(&rec), want);
+    let calls = rec.calls();
+    assert_eq!(calls[3].nr, nr::IOCTL);
+    assert_eq!(calls[3].args[1..3], [libc::TIOCSCTTY, 0]);
+    assert_eq!(
+        calls[3].args[0], calls[4].args[0],
+        "the taken copy is closed"
+    );
+
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| tree::set_tty_foreground(cx, 7, 3)).expect("foreground group");
+    let mut want: Vec<&str> = take.to_vec();
+    want.extend(["ioctl(TIOCSPGRP)", "close"]);
+    assert_eq!(names(&rec), want);
+    let calls = rec.calls();
+    assert_eq!(calls[3].args[1], libc::TIOCSPGRP);
+    assert_eq!(arg_bytes(&rec, &calls[3], 2, 4), 3i32.to_le_bytes());
+
+    let rec = Recorder::new(p.pid).fail_at(3, libc::EIO);
+    let err = run(&p, &rec, |cx| tree::set_controlling_tty(cx, 7)).expect_err("fails");
+    assert_eq!(names(&rec).len(), 4, "nothing after the failed TIOCSCTTY");
+    assert!(err.to_string().contains("ioctl(TIOCSCTTY)"), "{err}");
+}

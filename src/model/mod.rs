@@ -586,6 +586,11 @@ pub struct TtyState {
     /// Its foreground process group then (as /proc/PID/stat tells the process whose
     /// controlling terminal it is; -1 or 0: none).
     pub fg_pgid: i32,
+    /// The device of the file system holding it (st_dev): a pty slave of a devpts
+    /// instance of the tree's own mount namespace (a container's console) is the
+    /// `Mount` with that `dev`. 0 in older images.
+    #[serde(default)]
+    pub dev: u64,
 }
 
 /// Terminal settings: termios (as tcgetattr returns them) and the window size.

@@ -224,6 +224,13 @@ pub struct Prepared<R: Read> {
     /// The cgroups made for the cgroup mounts of that mount namespace: removed again
     /// unless the tree runs.
     mount_cgroups: crate::kinds::cgroup::MadeCgroups,
+    /// The tree's terminal, of a devpts instance of its own, made again there with its
+    /// mount namespace: its slave side is the tree's new terminal
+    /// ([`Prepared::with_new_tty`], which this needs).
+    console: Option<crate::kinds::fd::tty::ConsolePty>,
+    /// ckpt's /dev/ptmx from before it entered the tree's mount namespace (see
+    /// `kinds::mnt::Entered`).
+    outer_ptmx: Option<std::os::fd::OwnedFd>,
 }
 
 /// The points of a restore where a front end may act (the `criu` front end's notify
@@ -291,6 +298,8 @@ pub fn prepare_for<R: Read>(input: R, view: &HostView, sibling: bool) -> Result<
         entered: entered_ns,
         pid_ns,
         mount_cgroups,
+        console: entered.console,
+        outer_ptmx: entered.outer_ptmx,
     })
 }
 
@@ -414,12 +423,35 @@ impl<R: Read + Send> Prepared<R> {
         use std::os::fd::AsFd;
         let tp = plan::tty_plan(&self.plan.ckpt).map_err(RestoreError::Problems)?;
         fault_point("create a new terminal")?;
-        let (master, slave) = sys::tty::open_pty()?;
+        // A container's terminal is made in its own devpts instance (with its mount
+        // namespace); any other in ours (the tree's, once ckpt is in its namespace).
+        // (One from outside the tree's mount namespace in ckpt's, where it was opened.)
+        let (master, slave) = match (self.console.take(), &self.outer_ptmx) {
+            (Some(c), _) => (c.master, c.slave),
+            (None, Some(ptmx)) => sys::tty::open_pty_through(ptmx.as_fd())?,
+            (None, None) => sys::tty::open_pty()?,
+        };
         if let Some(s) = &tp.settings {
             sys::tty::apply(slave.as_fd(), &sys::tty::Settings::from(s))?;
         }
         self.tty = Some((tp, slave));
         Ok(master)
+    }
+
+    /// A container's terminal (of its own devpts instance) can only come back as a new
+    /// pty there: refused without [`Prepared::with_new_tty`], before anything of the
+    /// tree is made.
+    pub(crate) fn check_console(&self) -> Result<()> {
+        match (&self.console, &self.tty) {
+            (Some(c), None) => Err(RestoreError::Reported(format!(
+                "the tree's terminal /dev/pts/{} is a pseudo-terminal of a devpts instance of \
+                 its own (a container's console, its master outside the tree): restore it \
+                 onto a new terminal (--new-tty; as criu, orphan_pts_master with a console \
+                 socket)",
+                c.index
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Build the tree and let it run. Returns once it runs (its root is our child, or
@@ -436,6 +468,8 @@ impl<R: Read + Send> Prepared<R> {
             entered: _,
             pid_ns: _,
             mut mount_cgroups,
+            console: _,
+            outer_ptmx: _,
         } = self;
         let tty_ref = tty.as_ref().map(|(tp, slave)| {
             use std::os::fd::AsRawFd;

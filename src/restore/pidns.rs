@@ -55,6 +55,7 @@ impl<R: Read + Send> Prepared<R> {
                     .into(),
             ));
         }
+        self.check_console()?;
         // The cgroups made for the tree's cgroup mounts stay if it runs (taken here: a
         // helper forked below must not remove them when it ends).
         let mut mount_cgroups = std::mem::take(&mut self.mount_cgroups);
@@ -132,6 +133,7 @@ impl<R: Read + Send> Prepared<R> {
     /// root) is our parent's child. The returned [`Launched::child`] is not ours to
     /// wait for.
     pub fn launch_as_sibling(mut self) -> Result<Launched> {
+        self.check_console()?;
         let mut mount_cgroups = std::mem::take(&mut self.mount_cgroups);
         // With a PID namespace of the tree's own, the builder places the processes; the
         // cgroups are made here, and removed here (after the init's end) on failure.

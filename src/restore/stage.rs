@@ -198,6 +198,13 @@ pub(crate) fn stage(
     if tty.is_none() && root.sid == root.pid {
         tree::set_session_tty(&mut ctxs[0], &plan.ckpt, &ptys)?;
     }
+    // --new-tty: the new terminal becomes the controlling terminal of the root's new
+    // session before any process of it is forked (they inherit it).
+    if let Some((tp, slave)) = tty {
+        if tp.controlling {
+            tree::set_controlling_tty(&mut ctxs[0], slave)?;
+        }
+    }
     let mut shared = Shared {
         files: FileData::default(),
         pipe_holders: PipeHolders::new(),
@@ -246,11 +253,20 @@ pub(crate) fn stage(
     }
     tree::set_process_groups(&mut ctxs, &plan.ckpt)?;
     tree::set_foreground_groups(&mut ctxs, &plan.ckpt, &ptys)?;
-    // --new-tty: the new terminal becomes the controlling terminal of the root's session,
-    // with the image's foreground group (every group exists by now).
+    // --new-tty: the new terminal gets the image's foreground group (every group exists
+    // by now).
+    // (The group as the root's PID namespace numbers it: a tree with a namespace of its
+    // own sees its groups by their IDs there.)
     if let Some((tp, slave)) = tty {
         if tp.controlling {
-            tree::set_controlling_tty(&mut ctxs[0], slave, tp.fg_pgid)?;
+            let fg = crate::kinds::task::pidns::id_seen_by(&plan.ckpt, ctxs[0].proc_, tp.fg_pgid)
+                .ok_or_else(|| {
+                RestoreError::Malformed(format!(
+                    "the new terminal's foreground group {} is not visible to the root",
+                    tp.fg_pgid
+                ))
+            })?;
+            tree::set_tty_foreground(&mut ctxs[0], slave, fg)?;
         }
     }
     // Zombies exit now, before their parents' pending signals are queued; processes

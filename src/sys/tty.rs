@@ -103,6 +103,27 @@ pub fn open_pty() -> Result<(OwnedFd, OwnedFd)> {
     use rustix::pty::OpenptFlags;
     let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
     let master = rustix::pty::openpt(flags).map_err(|e| rerr("posix_openpt", e))?;
+    with_peer(master)
+}
+
+/// [`open_pty`] through `ptmx`, a path descriptor (O_PATH) of a /dev/ptmx opened
+/// earlier, maybe in another mount namespace: the pair is made in the devpts that
+/// ptmx leads to there, and both sides are files of that namespace's mounts.
+pub fn open_pty_through(ptmx: BorrowedFd<'_>) -> Result<(OwnedFd, OwnedFd)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = format!("/proc/self/fd/{}", ptmx.as_raw_fd());
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| super::SysError::io(format!("open {path} (/dev/ptmx)"), e))?;
+    with_peer(OwnedFd::from(f))
+}
+
+/// A new pty master unlocked, with its slave side (see [`open_pty`]).
+fn with_peer(master: OwnedFd) -> Result<(OwnedFd, OwnedFd)> {
+    use rustix::pty::OpenptFlags;
     rustix::pty::unlockpt(&master).map_err(|e| rerr("unlockpt", e))?;
     // TIOCGPTPEER opens the slave without a path lookup (no race with /dev/pts).
     // Without O_CLOEXEC: TIOCGPTPEER keeps it in the description's flags (F_GETFL and
@@ -387,6 +408,19 @@ pub fn open_pty_at(path: &std::path::Path, accmode: i32, index: u32) -> Result<O
         }
         lower.push(fd);
     }
+}
+
+/// Open a pty slave by its path, read-write, never as our controlling terminal
+/// (close-on-exec).
+pub fn open_slave_path(path: &std::path::Path) -> Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| super::SysError::io(format!("open {}", path.display()), e))?;
+    Ok(OwnedFd::from(f))
 }
 
 /// Switch packet mode (TIOCPKT) of a pty master.

@@ -87,3 +87,67 @@ pub fn ns_inode(pid: &str, kind: &str) -> u64 {
         .unwrap_or_else(|e| panic!("stat /proc/{pid}/ns/{kind}: {e}"))
         .ino()
 }
+
+/// What the kernel shows of a container's terminal: its termios and window size (read
+/// through the init's descriptor 0), and, as the container's PID namespace shows them
+/// (its own /proc), each process's PID, session, controlling terminal (tty_nr) and
+/// that terminal's foreground group; where its descriptors 0-2 lead.
+pub fn terminal_view(pid: i32) -> (String, Vec<String>, Vec<String>) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let t = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(format!("/proc/{pid}/fd/0"))
+        .expect("open the container's terminal");
+    let tio = rustix::termios::tcgetattr(&t).expect("tcgetattr");
+    let ws = rustix::termios::tcgetwinsize(&t).expect("tcgetwinsize");
+    let settings = format!(
+        "iflag {:?} oflag {:?} cflag {:?} lflag {:?} cc {:?} speed {} {}x{} {}x{}",
+        tio.input_modes,
+        tio.output_modes,
+        tio.control_modes,
+        tio.local_modes,
+        tio.special_codes,
+        tio.output_speed(),
+        ws.ws_col,
+        ws.ws_row,
+        ws.ws_xpixel,
+        ws.ws_ypixel
+    );
+    let proc_dir = format!("/proc/{pid}/root/proc");
+    let mut stats: Vec<String> = std::fs::read_dir(&proc_dir)
+        .expect("the container's /proc")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .map(|st| {
+            let rest = st.rsplit_once(") ").map(|x| x.1).unwrap_or_default();
+            let f: Vec<&str> = rest.split(' ').collect();
+            // (state ppid pgrp session tty_nr tpgid)
+            format!(
+                "pid {} ppid {} pgrp {} sid {} tty_nr {} tpgid {}",
+                st.split(' ').next().unwrap_or_default(),
+                f[1],
+                f[2],
+                f[3],
+                f[4],
+                f[5]
+            )
+        })
+        .collect();
+    stats.sort();
+    let links = (0..3)
+        .map(|fd| {
+            let l = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).expect("fd link");
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).expect("fdinfo");
+            let flags = info
+                .lines()
+                .find(|l| l.starts_with("flags:"))
+                .unwrap_or_default()
+                .to_string();
+            format!("{fd} -> {} {flags}", l.display())
+        })
+        .collect();
+    (settings, stats, links)
+}

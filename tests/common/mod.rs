@@ -214,6 +214,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("incr", "incr.c", &[]),
     // tests/e2e_freezer.rs: a tree in a cgroup of its own, quiet or forking constantly
     ("freezer", "freezer.c", &[]),
+    // tests/e2e_tty.rs: a program as PID 1 of a PID namespace, on a terminal from outside
+    ("nsinit", "nsinit.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

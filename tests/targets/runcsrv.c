@@ -7,7 +7,11 @@
  * one line "count N host HOSTNAME" and closes it. Time it did not run (checkpointed) is
  * not caught up: the count goes on from where it was.
  *
- * Usage: runcsrv */
+ * With "echo" (a container with a terminal, tests/e2e_runc_criu.rs), it also reads
+ * its standard input and answers each line L with "got L"; with "setsid" too, the
+ * waiting child leaves the session first (keeping the terminal on 0-2).
+ *
+ * Usage: runcsrv [echo [setsid]] */
 #include "util.h"
 
 #include <fcntl.h>
@@ -31,15 +35,21 @@ static void put_count(long n)
 		die("rename /tmp/count");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	int echo = argc > 1 && strcmp(argv[1], "echo") == 0;
+	int leave = argc > 2 && strcmp(argv[2], "setsid") == 0;
 	pid_t child = fork();
 	if (child < 0)
 		die("fork");
 	if (child == 0) {
+		if (leave && setsid() < 0)
+			die("setsid");
 		for (;;)
 			pause();
 	}
+	char line[256];
+	size_t have = 0;
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
 	strcpy(a.sun_path, "/srv.sock");
 	unlink(a.sun_path);
@@ -54,11 +64,30 @@ int main(void)
 		struct timespec now;
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		long wait_ms = (next.tv_sec - now.tv_sec) * 1000 + (next.tv_nsec - now.tv_nsec) / 1000000;
-		struct pollfd p = {.fd = ls, .events = POLLIN};
-		int r = poll(&p, 1, wait_ms > 0 ? (int)wait_ms : 0);
+		struct pollfd pf[2] = {{.fd = ls, .events = POLLIN}, {.fd = echo ? 0 : -1, .events = POLLIN}};
+		struct pollfd *p = &pf[0];
+		int r = poll(pf, 2, wait_ms > 0 ? (int)wait_ms : 0);
 		if (r < 0 && errno != EINTR)
 			die("poll");
-		if (r > 0 && (p.revents & POLLIN)) {
+		if (r > 0 && (pf[1].revents & (POLLIN | POLLHUP))) {
+			ssize_t got = read(0, line + have, sizeof line - 1 - have);
+			if (got <= 0) {
+				echo = 0;
+				continue;
+			}
+			have += (size_t)got;
+			char *nl;
+			while ((nl = memchr(line, '\n', have)) != NULL) {
+				*nl = 0;
+				out("got %s\n", line);
+				have -= (size_t)(nl + 1 - line);
+				memmove(line, nl + 1, have);
+			}
+			if (have == sizeof line - 1)
+				have = 0;
+			continue;
+		}
+		if (r > 0 && (p->revents & POLLIN)) {
 			int c = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
 			if (c >= 0) {
 				struct utsname u;

@@ -391,6 +391,11 @@ fn tty_state(pid: i32, fd: i32, rdev: u64, link: &[u8]) -> DumpResult<TtyState> 
     use std::os::fd::AsFd;
     let dup = sys::process::steal_fd(pid, fd)?;
     let settings = sys::tty::settings(dup.as_fd()).ok().map(TtySettings::from);
+    // (Its file system: a devpts instance of the tree's own, or another.)
+    let dev = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::File::from(dup).metadata().map_or(0, |m| m.dev())
+    };
     let st = procfs::stat(pid)?;
     let controlling = st.field(7) == rdev;
     Ok(TtyState {
@@ -403,6 +408,7 @@ fn tty_state(pid: i32, fd: i32, rdev: u64, link: &[u8]) -> DumpResult<TtyState> 
         } else {
             0
         },
+        dev,
     })
 }
 
@@ -554,15 +560,10 @@ pub fn tty_plan(ckpt: &Checkpoint) -> std::result::Result<TtyPlan, Vec<Problem>>
         );
         return Err(problems);
     };
-    if ckpt.own_pid_namespace {
-        check::p(
-            &mut problems,
-            "unsupported",
-            "--new-tty: the tree has a PID namespace of its own; restoring it onto a new \
-             terminal is not supported yet (restore it without --new-tty)"
-                .into(),
-        );
-    } else if ckpt.pid_namespace_init_outside {
+    // (A tree with a PID namespace of its own gets it too: its root, the namespace's
+    // init, leads the session; the foreground group is named as the namespace numbers
+    // it when it is given, `tree::set_tty_foreground`.)
+    if ckpt.pid_namespace_init_outside {
         check::p(
             &mut problems,
             "unsupported",
@@ -801,6 +802,51 @@ pub(crate) fn open_dev_tty(cx: &mut Ctx<'_>, flags: u32) -> RestoreResult<u64> {
         crate::arch::native::nr::OPENAT,
         [libc::AT_FDCWD as u64, path, open as u64, 0, 0, 0],
     )
+}
+
+/// A terminal the image's standard descriptors led to that was a pty slave of a devpts
+/// instance of the tree's own mount namespace (a container's console: runc opens it in
+/// the container's /dev/pts, binds it on /dev/console and gives it as 0-2, the master
+/// going to the console socket): made again in the new instance under its index while
+/// the namespace is built, so that binds of it find it; the tree gets its slave side
+/// (`restore --new-tty`, `criu`'s orphan_pts_master), the caller its master.
+pub(crate) struct ConsolePty {
+    pub(crate) master: std::os::fd::OwnedFd,
+    /// Opened by its name (as the original was: O_LARGEFILE shows in its flags).
+    pub(crate) slave: std::os::fd::OwnedFd,
+    pub(crate) index: u32,
+}
+
+/// The index of the pty slave of devpts mount `m` (of the tree's own namespace) that a
+/// standard descriptor of the image leads to, if one does.
+pub(crate) fn console_in(ckpt: &Checkpoint, m: &crate::model::Mount) -> Option<u32> {
+    if m.fstype != "devpts" || m.root != b"/" || m.dev == 0 {
+        return None;
+    }
+    ckpt.processes
+        .iter()
+        .flat_map(|q| q.fds.iter())
+        .find_map(|f| match &f.kind {
+            FdKind::Inherited { tty: Some(t), .. } if t.dev == m.dev => pts_index(t.rdev),
+            _ => None,
+        })
+}
+
+/// Make pty `index` in the devpts instance mounted on `target` (through its ptmx),
+/// unlocked, and open its slave by its name there.
+pub(crate) fn make_console(target: &[u8], index: u32) -> RestoreResult<ConsolePty> {
+    use std::os::fd::AsFd;
+    use std::os::unix::ffi::OsStrExt;
+    crate::error::fault_point("create the container's terminal")?;
+    let dir = std::path::Path::new(std::ffi::OsStr::from_bytes(target));
+    let master = sys::tty::open_pty_at(&dir.join("ptmx"), libc::O_RDWR, index)?;
+    sys::tty::set_locked(master.as_fd(), false)?;
+    let slave = sys::tty::open_slave_path(&dir.join(index.to_string()))?;
+    Ok(ConsolePty {
+        master,
+        slave,
+        index,
+    })
 }
 
 /// `--new-tty`: descriptor `f`, inherited from the terminal, becomes the new terminal

@@ -77,6 +77,13 @@ impl Drop for PidnsInit {
 #[derive(Default)]
 pub(crate) struct Entered {
     pub(crate) init: Option<PidnsInit>,
+    /// The tree's terminal, of a devpts instance of its own, made again there
+    /// (`kinds::fd::tty::ConsolePty`).
+    pub(crate) console: Option<crate::kinds::fd::tty::ConsolePty>,
+    /// ckpt's /dev/ptmx (O_PATH), opened before it left its mount namespace: a new
+    /// terminal for a tree whose terminal was from outside its namespace is made there,
+    /// as the original's was (its descriptors name a mount of another namespace).
+    pub(crate) outer_ptmx: Option<OwnedFd>,
     pub(crate) namespaces: Option<(
         crate::kinds::cgroup::MadeCgroups,
         Option<crate::kinds::userns::Made>,
@@ -157,6 +164,9 @@ pub(crate) fn enter_new(
     // ckpt's working directory stays where it was (the host's, detached below), for
     // the relative paths of its command line.
     let cwd = sys::mount::open_path(b".")?;
+    // (none if ckpt's namespace has no /dev/ptmx: a new terminal is then made in the
+    // tree's)
+    let outer_ptmx = sys::mount::open_path(b"/dev/ptmx").ok();
     // Everything below is made in a private copy of the host's namespace (what is done
     // there, such as uncovering stacked mounts, never reaches the host).
     sys::mount::unshare_private()?;
@@ -257,6 +267,8 @@ pub(crate) fn enter_new(
         .and_then(|()| std::fs::write(os(&scratch_file), b""));
     made.map_err(|e| RestoreError::Reported(format!("make the staging directories: {e}")))?;
     let mut roots: BTreeMap<u32, OwnedFd> = BTreeMap::new();
+    // The tree's terminal, if a devpts of its own holds it (made with that devpts).
+    let console = std::cell::RefCell::new(None);
     // Mount `m` on `target` (the scratch points are in ckpt's staging, kept until the
     // copy: external mounts come first). After the pivot (`pivoted`), a bind's source
     // is named by its mount point, not through our /proc, which the tree's may cover.
@@ -293,6 +305,13 @@ pub(crate) fn enter_new(
                 }
                 if !files.is_empty() {
                     sys::mount::write_files(target, files)?;
+                }
+                // The tree's terminal, before binds of it (/dev/console) are made.
+                if let Some(index) = crate::kinds::fd::tty::console_in(ckpt, m) {
+                    if console.borrow().is_none() {
+                        let c = crate::kinds::fd::tty::make_console(target, index)?;
+                        *console.borrow_mut() = Some(c);
+                    }
                 }
                 if ro {
                     sys::mount::set_super_ro(target)?;
@@ -395,7 +414,12 @@ pub(crate) fn enter_new(
     propagate(&prop_in(tree), &fds)?;
     drop(roots);
     sys::mount::fchdir(&cwd)?;
-    Ok(Entered { init, namespaces })
+    Ok(Entered {
+        init,
+        console: console.into_inner(),
+        outer_ptmx,
+        namespaces,
+    })
 }
 
 /// How many of the tree's first mounts came with the copy its mount namespace was

@@ -580,10 +580,10 @@ pub(crate) fn fork_process(parent: &mut Ctx<'_>, p: &Process) -> RestoreResult<I
 }
 
 /// `--new-tty`: make the new terminal (descriptor `slave` of ckpt) the controlling
-/// terminal of the root's new session (TIOCSCTTY, before credentials change) and give it
-/// foreground group `fg` (TIOCSPGRP, from the root, whose group is the foreground one
-/// after TIOCSCTTY; every signal is blocked in the stub anyway).
-pub(crate) fn set_controlling_tty(cx: &mut Ctx<'_>, slave: i32, fg: i32) -> RestoreResult<()> {
+/// terminal of the root's new session (TIOCSCTTY, before credentials change), right
+/// after its `setsid` and before its children are forked, so that every process of the
+/// session has it ([`set_tty_foreground`] gives its foreground group later).
+pub(crate) fn set_controlling_tty(cx: &mut Ctx<'_>, slave: i32) -> RestoreResult<()> {
     let me = std::process::id() as i32;
     let n = take_remote_fd(cx, me, slave as u64, "take the new terminal")?;
     cx.call(
@@ -591,6 +591,15 @@ pub(crate) fn set_controlling_tty(cx: &mut Ctx<'_>, slave: i32, fg: i32) -> Rest
         nr::IOCTL,
         [n, libc::TIOCSCTTY, 0, 0, 0, 0],
     )?;
+    cx.close(n)?;
+    Ok(())
+}
+
+/// `--new-tty`: give the new terminal foreground group `fg` (TIOCSPGRP, from the root,
+/// once every group exists; every signal is blocked in the stub anyway).
+pub(crate) fn set_tty_foreground(cx: &mut Ctx<'_>, slave: i32, fg: i32) -> RestoreResult<()> {
+    let me = std::process::id() as i32;
+    let n = take_remote_fd(cx, me, slave as u64, "take the new terminal")?;
     let a = cx.put(0, &fg.to_le_bytes())?;
     cx.call(
         "ioctl(TIOCSPGRP)",

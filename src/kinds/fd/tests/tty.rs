@@ -18,6 +18,7 @@ fn tty(rdev: u64, controlling: bool, fg_pgid: i32) -> FdKind {
             }),
             controlling,
             fg_pgid,
+            dev: 0,
         })),
     }
 }
@@ -88,14 +89,95 @@ fn what_cannot_get_a_new_terminal() {
             "--new-tty: process 11 (in session 11, not that of the root 10) has the terminal on descriptor 0",
         ],
     );
-    let mut ck = checkpoint(vec![Process { pid: 1, ..ok_root }]);
-    ck.own_pid_namespace = true;
+    let mut ck = checkpoint(vec![ok_root]);
+    ck.pid_namespace_init_outside = true;
     let v = problems(&ck);
     assert_one(
         &v,
         "unsupported",
-        &["--new-tty: the tree has a PID namespace of its own"],
+        &["--new-tty: the tree ran in a PID namespace whose init was outside it"],
     );
+}
+
+/// A container's shape: the root is the init of the tree's own PID namespace and leads
+/// its session, its terminal (the console, its master outside) on 0-2 is the
+/// controlling one, a child's group in the foreground: the new pty gets the same.
+#[test]
+fn a_tree_with_a_pid_namespace_of_its_own_gets_one() {
+    let root = with_fds(
+        process(10),
+        vec![
+            fd(0, tty(0x8800, true, 11)),
+            fd(1, tty(0x8800, true, 11)),
+            fd(2, tty(0x8800, true, 11)),
+        ],
+    );
+    let kid = child(11, 10, 11, 10);
+    let mut ck = checkpoint(vec![root, kid]);
+    ck.own_pid_namespace = true;
+    let plan = tty_plan(&ck).expect("a plan");
+    assert!(plan.controlling);
+    assert_eq!(plan.fg_pgid, 11);
+}
+
+/// A container's console: the terminal of the standard descriptors is a slave of a
+/// devpts mount of the tree's own (the same file system device), made again there
+/// under its number; none for another mount, a bind of part of it, or an older image
+/// (no device recorded).
+#[test]
+fn a_console_is_found_in_the_devpts_of_the_tree_s_own() {
+    use crate::kinds::fd::tty::console_in;
+    use crate::model::Mount;
+    let mut t = TtyState {
+        rdev: libc::makedev(136, 2),
+        dev: 0x2b,
+        controlling: true,
+        ..Default::default()
+    };
+    let on = |t: &TtyState| {
+        let root = with_fds(
+            process(1),
+            vec![fd(
+                0,
+                FdKind::Inherited {
+                    what: "/dev/pts/2".into(),
+                    flags: 2,
+                    tty: Some(Box::new(t.clone())),
+                },
+            )],
+        );
+        checkpoint(vec![root])
+    };
+    let devpts = Mount {
+        dev: 0x2b,
+        root: b"/".to_vec(),
+        point: b"/dev/pts".to_vec(),
+        fstype: "devpts".into(),
+        ..Default::default()
+    };
+    assert_eq!(console_in(&on(&t), &devpts), Some(2));
+    let console = Mount {
+        root: b"/2".to_vec(),
+        point: b"/dev/console".to_vec(),
+        ..devpts.clone()
+    };
+    assert_eq!(console_in(&on(&t), &console), None);
+    let other = Mount {
+        dev: 0x2c,
+        ..devpts.clone()
+    };
+    assert_eq!(console_in(&on(&t), &other), None);
+    let tmpfs = Mount {
+        fstype: "tmpfs".into(),
+        ..devpts.clone()
+    };
+    assert_eq!(console_in(&on(&t), &tmpfs), None);
+    t.dev = 0;
+    let old = Mount {
+        dev: 0,
+        ..devpts.clone()
+    };
+    assert_eq!(console_in(&on(&t), &old), None);
 }
 
 // ---- pty pairs inside the image (`check_ptys`) ----
