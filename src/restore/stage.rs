@@ -299,11 +299,27 @@ pub(crate) fn stage(
         None => None,
     };
     tree::close_ckpt_pidfds(&mut ctxs)?;
-    restore_all_creds(&mut ctxs, &mut staged, plan)?;
-    // Seccomp filters last: they may forbid what the steps above do.
+    // Seccomp filters that a thread could not install with its own credentials (it
+    // dropped CAP_SYS_ADMIN after installing them, without no_new_privs) go in first,
+    // while the threads have ckpt's: the credentials are then set under them (plan
+    // checked that the filters let those calls through; checked again here with the
+    // helper area's real address).
+    let own = creds::Own::detect()?;
     for (cx, threads) in ctxs.iter_mut().zip(staged.iter_mut()) {
         if let Some(threads) = threads {
-            seccomp::install_filters(cx, threads, stub_addr)?;
+            if seccomp::before_creds(cx.proc_) {
+                seccomp::recheck_creds_under_filters(cx.proc_, &own, stub_addr)?;
+                seccomp::install_filters(cx, threads, stub_addr)?;
+            }
+        }
+    }
+    restore_all_creds(&mut ctxs, &mut staged, plan)?;
+    // The other seccomp filters last: they may forbid what the steps above do.
+    for (cx, threads) in ctxs.iter_mut().zip(staged.iter_mut()) {
+        if let Some(threads) = threads {
+            if !seccomp::before_creds(cx.proc_) {
+                seccomp::install_filters(cx, threads, stub_addr)?;
+            }
         }
     }
     let procs_staged = ctxs
