@@ -69,13 +69,18 @@ fn all_filters(pid: i32) -> Vec<Vec<(Vec<u8>, u64)>> {
 
 /// The "report:" lines `p` prints for its `nth` report (two per report: main, worker).
 fn report(p: &mut Proc, nth: usize) -> String {
+    report_of(p, nth, 2)
+}
+
+/// The `per` "report:" lines `p` prints for its `nth` report.
+fn report_of(p: &mut Proc, nth: usize, per: usize) -> String {
     p.write_stdin(b"report\n");
     let deadline = std::time::Instant::now() + timeout();
     loop {
         let out = p.stdout.text();
         let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("report:")).collect();
-        if lines.len() >= 2 * nth {
-            return lines[2 * nth - 2..2 * nth].join("\n");
+        if lines.len() >= per * nth {
+            return lines[per * (nth - 1)..per * nth].join("\n");
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -205,6 +210,70 @@ fn filters_installed_before_becoming_another_user_come_back() {
             "NoNewPrivs=0 Seccomp=2 Seccomp_filters=2",
         ],
         "seccomp(SECCOMP_SET_MODE_FILTER)",
+    );
+}
+
+/// The same in a user namespace of the tree's own (`unshare -U -r`, as a rootless
+/// container's runtime makes one), one thread: root there installed the filter with
+/// CAP_SYS_ADMIN in the namespace, then dropped it. The restore joins the new user
+/// namespace first, installs the filter there (with CAP_SYS_ADMIN in it), then sets
+/// the credentials under it. (`ctx.dump` and `ctx.restore` compare the oracle's
+/// snapshots: /proc status, the namespace's maps and owner...)
+#[test]
+fn filters_installed_before_the_drop_in_a_user_namespace_come_back() {
+    let name = "filters_installed_before_the_drop_in_a_user_namespace_come_back";
+    let ctx = Ctx::new(name);
+    let unshare = std::path::PathBuf::from("/usr/bin/unshare");
+    assert!(unshare.exists(), "needs unshare(1) (util-linux)");
+    let spec = Spec::new(unshare)
+        .arg("-U")
+        .arg("-r")
+        .arg(target("seccap"))
+        .arg("solo")
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let pid = t.pid;
+    ctx.track(pid);
+    let said = report_of(&mut t, 1, 1);
+    let e = "report: main uname=-1/1 getppid=ok getpid=ok mknod=-1/13 Uid=0,0,0,0 \
+             CapPrm=000001ffffdfffff CapEff=000001ffffdfffff CapBnd=000001ffffdfffff \
+             NoNewPrivs=0 Seccomp=2 Seccomp_filters=1";
+    assert!(said.contains(e), "seccap did not set up ({e:?}):\n{said}");
+    let filters = all_filters(pid);
+    assert_eq!(filters.len(), 1, "{filters:?}");
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{pid}/ns/user")).ok(),
+        std::fs::read_link("/proc/self/ns/user").ok(),
+        "seccap runs in a user namespace of its own"
+    );
+    let img = ctx.path("seccap.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&[pid], name);
+    assert_restore_fault_leaves_nothing(&ctx, &img, &[], "capset", &[pid], &[]);
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    let restored = wait_process_tree(r.pid, 2, "ckpt restore and the restored seccap");
+    assert_eq!(restored[1], pid, "restored with its PID");
+    assert_eq!(
+        all_filters(pid),
+        filters,
+        "the restored thread's filter (left) differs from the original's"
+    );
+    assert_eq!(
+        report_of(&mut r, 1, 1),
+        said,
+        "the restored program's report"
+    );
+    r.write_stdin(b"exit\n");
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "the restored program's exit; stderr:\n{}",
+        text(&fin.stderr)
     );
 }
 

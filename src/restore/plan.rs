@@ -335,7 +335,7 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
                         seccomp::check_creds_under_filters(
                             proc_,
                             &own,
-                            inside.is_some(),
+                            crate::kinds::userns::owned(ckpt).and_then(|ns| ns.user.as_ref()),
                             &mut problems,
                         );
                         let own = inside.as_ref().unwrap_or(&own);

@@ -16,6 +16,7 @@
  *   bounding set loses CAP_SYS_ADMIN before the ID change.
  * MODE "denycapset": the shared filter also makes capset fail with EPERM; each thread
  *   drops everything by setresgid/setresuid to 1000 (the kernel clears its capabilities).
+ * MODE "solo": as "capdrop", without the worker thread (one thread, one filter).
  * No thread ever has no_new_privs. Prints "ready" once done; then, for every line
  * "report" on stdin, one line per thread "report: WHO uname=.. getppid=.. getpid=..
  * mknod=.. Seccomp=.. Seccomp_filters=.. NoNewPrivs=.. CapEff=.. CapPrm=.. CapBnd=..
@@ -156,7 +157,7 @@ static void check(long r, const char *what)
 /* Drop this thread's privileges as MODE says (raw calls: this thread only). */
 static void drop(void)
 {
-	if (!strcmp(mode, "capdrop")) {
+	if (!strcmp(mode, "capdrop") || !strcmp(mode, "solo")) {
 		check(prctl(PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0), "PR_CAPBSET_DROP");
 		struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
 		struct __user_cap_data_struct d[2];
@@ -205,19 +206,22 @@ static void in_worker(char c)
 int main(int argc, char **argv)
 {
 	if (argc != 2)
-		die("usage: seccap capdrop|user|denycapset");
+		die("usage: seccap capdrop|user|denycapset|solo");
 	mode = argv[1];
-	if (strcmp(mode, "capdrop") && strcmp(mode, "user") && strcmp(mode, "denycapset"))
+	if (strcmp(mode, "capdrop") && strcmp(mode, "user") && strcmp(mode, "denycapset") &&
+	    strcmp(mode, "solo"))
 		die("seccap: unknown mode %s", mode);
+	int solo = !strcmp(mode, "solo");
 	if (pipe(ask) || pipe(done))
 		die("pipe: %s", strerror(errno));
 	pthread_t t;
-	if (pthread_create(&t, NULL, worker, NULL))
+	if (!solo && pthread_create(&t, NULL, worker, NULL))
 		die("pthread_create");
 	if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 0)
 		die("started with no_new_privs");
 	install_shared(!strcmp(mode, "denycapset"));
-	in_worker('s');
+	if (!solo)
+		in_worker('s');
 	drop();
 	out("ready\n");
 	char line[64];
@@ -233,7 +237,8 @@ int main(int argc, char **argv)
 		n = 0;
 		if (!strcmp(line, "report")) {
 			report("main");
-			in_worker('r');
+			if (!solo)
+				in_worker('r');
 		} else if (!strcmp(line, "exit")) {
 			break;
 		}

@@ -12,7 +12,8 @@
 //! while it still had CAP_SYS_ADMIN, then dropped it without no_new_privs: runc, and so
 //! every container under Docker's or Podman's default profile), stage installs the
 //! process's filters first, while its threads still have ckpt's credentials, and the
-//! credentials are then set under them ([`before_creds`]). Plan checks with a BPF
+//! credentials are then set under them ([`before_creds`]; in a user namespace of the
+//! tree's own, after the process joined it, where CAP_SYS_ADMIN suffices). Plan checks with a BPF
 //! interpreter that the filters let through every system call the restore still makes
 //! after installing them: the further installs, the munmap of the helper area at
 //! commit, and, when they go first, exactly the calls `creds::restore_creds` and
@@ -26,7 +27,7 @@
 use super::creds::{self, Own, cap};
 use crate::arch::native::nr;
 use crate::error::{DumpResult, Problem, RestoreError, RestoreResult};
-use crate::model::{Creds, Process, SeccompFilter};
+use crate::model::{Creds, Process, SeccompFilter, UserNsState};
 use crate::remote::{Ctx, Dry, DryCall, STUB_SIZE};
 use crate::sys::{self, ptrace};
 
@@ -429,24 +430,32 @@ pub(crate) fn before_creds(proc_: &Process) -> bool {
 /// The calls stage makes in each thread of `proc_` (image order) to give it its
 /// credentials from ckpt's `own` (`creds::restore_creds`; in the main thread, last,
 /// `creds::after_creds` when a thread's changed), with the helper area at `stub`: a dry
-/// run of exactly those steps.
+/// run of exactly those steps, as `restore::stage` takes them (in the tree's user
+/// namespace `userns`, if it has one, from ckpt's credentials there to the image's as
+/// the namespace shows them).
 pub(crate) fn creds_calls(
     proc_: &Process,
     own: &Own,
+    userns: Option<&UserNsState>,
     stub: u64,
 ) -> RestoreResult<Vec<Vec<DryCall>>> {
+    let conv = |c: &Creds| match userns {
+        Some(u) => crate::kinds::userns::inside(own, c, u),
+        None => Ok((own.clone(), c.clone())),
+    };
+    let (me, want) = conv(&proc_.creds)?;
     let mut out = Vec::with_capacity(proc_.threads.len());
     let mut changed = false;
     for t in proc_.threads.iter().skip(1) {
-        let c = t.creds.as_ref().unwrap_or(&proc_.creds);
+        let (_, c) = conv(t.creds.as_ref().unwrap_or(&proc_.creds))?;
         let (dry, calls) = Dry::new(t.tid);
         let mut cx = Ctx::dry(dry, stub, proc_);
-        changed |= creds::restore_creds(&mut cx, own, c)?;
+        changed |= creds::restore_creds(&mut cx, &me, &c)?;
         out.push(calls.take());
     }
     let (dry, calls) = Dry::new(proc_.pid);
     let mut cx = Ctx::dry(dry, stub, proc_);
-    if creds::restore_creds(&mut cx, own, &proc_.creds)? || changed {
+    if creds::restore_creds(&mut cx, &me, &want)? || changed {
         creds::after_creds(&mut cx)?;
     }
     out.insert(0, calls.take());
@@ -468,12 +477,12 @@ fn first_denied(proc_: &Process, i: usize, calls: &[DryCall]) -> Option<(String,
 
 /// When the filters of `proc_` go in before its credentials ([`before_creds`]): ckpt
 /// (`own`) can install them, and they let through every call that gives each thread its
-/// credentials. `userns`: the tree has a user namespace of its own, which the processes
-/// join with their credentials (not done under filters yet).
+/// credentials. `userns`: the tree's user namespace of its own, which each process
+/// joins before its filters go in (where ckpt's stub has CAP_SYS_ADMIN).
 pub(crate) fn check_creds_under_filters(
     proc_: &Process,
     own: &Own,
-    userns: bool,
+    userns: Option<&UserNsState>,
     problems: &mut Vec<Problem>,
 ) {
     if !before_creds(proc_) {
@@ -486,16 +495,7 @@ pub(crate) fn check_creds_under_filters(
         })
     };
     let pid = proc_.pid;
-    if userns {
-        p(format!(
-            "process {pid} runs under seccomp filters installed before it dropped \
-             CAP_SYS_ADMIN (without no_new_privs), in a user namespace of the tree's own: \
-             the restore installs such filters before the credentials, and does not yet \
-             join the namespace under them; not supported yet"
-        ));
-        return;
-    }
-    if !may_install(&own.creds) {
+    if userns.is_none() && !may_install(&own.creds) {
         p(format!(
             "process {pid} runs under seccomp filters installed before it dropped \
              CAP_SYS_ADMIN (without no_new_privs): the restore installs them with ckpt's \
@@ -503,7 +503,7 @@ pub(crate) fn check_creds_under_filters(
         ));
         return;
     }
-    let all = match creds_calls(proc_, own, 0) {
+    let all = match creds_calls(proc_, own, userns, 0) {
         Ok(a) => a,
         Err(e) => {
             p(format!(
@@ -539,9 +539,10 @@ pub(crate) fn check_creds_under_filters(
 pub(crate) fn recheck_creds_under_filters(
     proc_: &Process,
     own: &Own,
+    userns: Option<&UserNsState>,
     stub: u64,
 ) -> RestoreResult<()> {
-    for (i, calls) in creds_calls(proc_, own, stub)?.iter().enumerate() {
+    for (i, calls) in creds_calls(proc_, own, userns, stub)?.iter().enumerate() {
         if let Some((what, _)) = first_denied(proc_, i, calls) {
             return Err(RestoreError::Stage(format!(
                 "the seccomp filters of process {} would stop the restore's {what}",

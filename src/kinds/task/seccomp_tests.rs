@@ -215,8 +215,8 @@ fn runc_like(filters: Vec<SeccompFilter>, threads: usize, uid: u32) -> Process {
     p
 }
 
-fn run_creds_checks(p: &Process, userns: bool) -> Vec<Problem> {
-    run(|v| check_creds_under_filters(p, &root(), userns, v))
+fn run_creds_checks(p: &Process) -> Vec<Problem> {
+    run(|v| check_creds_under_filters(p, &root(), None, v))
 }
 
 #[test]
@@ -225,10 +225,10 @@ fn filters_installed_before_the_capability_drop_go_in_first_and_let_the_creds_th
     let p = runc_like(vec![uname.clone()], 2, 1000);
     assert!(before_creds(&p));
     assert_none(&run_checks(&p));
-    assert_none(&run_creds_checks(&p, false));
+    assert_none(&run_creds_checks(&p));
     // The calls the filters were run on are exactly restore_creds's, in every thread,
     // and after_creds's in the main one (the IDs changed).
-    let calls = creds_calls(&p, &root(), 0x7000_0000).expect("dry run");
+    let calls = creds_calls(&p, &root(), None, 0x7000_0000).expect("dry run");
     assert_eq!(calls.len(), 2);
     let nrs = |c: &[DryCall]| c.iter().map(|c| c.nr).collect::<Vec<_>>();
     for c in &calls {
@@ -248,7 +248,7 @@ fn filters_installed_before_the_capability_drop_go_in_first_and_let_the_creds_th
         .expect("capset");
     assert_eq!(capset.args[0], 0x7000_0000 + crate::remote::STUB_CODE);
     // Restored under them: the same check at stage passes.
-    recheck_creds_under_filters(&p, &root(), 0x7000_0000).expect("recheck");
+    recheck_creds_under_filters(&p, &root(), None, 0x7000_0000).expect("recheck");
 }
 
 #[test]
@@ -261,7 +261,7 @@ fn filters_that_deny_a_credentials_call_are_refused_naming_it() {
         let f = deny(n as u32, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32);
         let mut p = runc_like(vec![f], 1, 1000);
         p.creds.groups = vec![1000, 27];
-        let problems = run_creds_checks(&p, false);
+        let problems = run_creds_checks(&p);
         assert_one(
             &problems,
             "unsupported",
@@ -272,7 +272,7 @@ fn filters_that_deny_a_credentials_call_are_refused_naming_it() {
                 "before dropping",
             ],
         );
-        assert!(recheck_creds_under_filters(&p, &root(), 0x7000_0000).is_err());
+        assert!(recheck_creds_under_filters(&p, &root(), None, 0x7000_0000).is_err());
     }
     // A thread's own filter that kills its prctl.
     let shared = deny(libc::SYS_uname as u32, libc::SECCOMP_RET_ERRNO | 1);
@@ -280,21 +280,16 @@ fn filters_that_deny_a_credentials_call_are_refused_naming_it() {
     let p = runc_like(vec![shared.clone()], 2, 0);
     let mut p2 = p.clone();
     p2.threads[1].seccomp_filters.push(prctl);
-    assert_none(&run_creds_checks(&p, false));
+    assert_none(&run_creds_checks(&p));
     assert_one(
-        &run_creds_checks(&p2, false),
+        &run_creds_checks(&p2),
         "unsupported",
         &["thread 11 of process 10", "SECCOMP_RET_KILL_THREAD"],
     );
-    // Not in a user namespace of the tree's own, nor without CAP_SYS_ADMIN.
-    assert_one(
-        &run_creds_checks(&p, true),
-        "unsupported",
-        &["user namespace"],
-    );
+    // Not without CAP_SYS_ADMIN.
     let weak = Own::default();
     assert_one(
-        &run(|v| check_creds_under_filters(&p, &weak, false, v)),
+        &run(|v| check_creds_under_filters(&p, &weak, None, v)),
         "unsupported",
         &["CAP_SYS_ADMIN", "root"],
     );
@@ -305,7 +300,7 @@ fn filters_that_deny_a_credentials_call_are_refused_naming_it() {
         .seccomp_filters
         .push(deny(nr::CAPSET as u32, libc::SECCOMP_RET_KILL_PROCESS));
     assert!(!before_creds(&nnp));
-    assert_none(&run_creds_checks(&nnp, false));
+    assert_none(&run_creds_checks(&nnp));
 }
 
 /// The instructions of `f` as `struct sock_filter` bytes.
