@@ -26,6 +26,17 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// The seccomp filter a container runs under.
+enum Seccomp<'a> {
+    /// None (`--security-opt seccomp=unconfined`).
+    Unconfined,
+    /// Podman's default profile (installed by runc before it drops capabilities,
+    /// without no_new_privs).
+    Default,
+    /// The profile in this file.
+    Profile(&'a std::path::Path),
+}
+
 /// Podman with its storage in a directory of its own (short: conmon's sockets are in
 /// it), ckpt as `criu` first in PATH; the containers and the directory go when dropped.
 struct Podman {
@@ -163,15 +174,15 @@ impl Podman {
     }
 
     /// `podman run -d` of runcsrv (no network; limits below the test's hard ones, which
-    /// a test without CAP_SYS_RESOURCE cannot raise; `seccomp`: Podman's default filter or none); its PID once it
+    /// a test without CAP_SYS_RESOURCE cannot raise; under `seccomp`); its PID once it
     /// answers.
-    fn start(&self, name: &str, seccomp: bool) -> i32 {
+    fn start(&self, name: &str, seccomp: Seccomp) -> i32 {
         self.start_with(name, seccomp, &[], &["/bin/runcsrv"])
     }
 
     /// [`Podman::start`] with more options for `podman run` (`extra`) and another
     /// command line (`prog`).
-    fn start_with(&self, name: &str, seccomp: bool, extra: &[&str], prog: &[&str]) -> i32 {
+    fn start_with(&self, name: &str, seccomp: Seccomp, extra: &[&str], prog: &[&str]) -> i32 {
         let nofile = hard_limit("Max open files").min(1024);
         let nproc = hard_limit("Max processes").min(8192);
         let mut args = vec![
@@ -190,8 +201,14 @@ impl Podman {
             "--ulimit".into(),
             format!("nproc={nproc}:{nproc}"),
         ];
-        if !seccomp {
-            args.extend(["--security-opt".into(), "seccomp=unconfined".into()]);
+        match seccomp {
+            Seccomp::Unconfined => {
+                args.extend(["--security-opt".into(), "seccomp=unconfined".into()]);
+            }
+            Seccomp::Default => {}
+            Seccomp::Profile(p) => {
+                args.extend(["--security-opt".into(), format!("seccomp={}", p.display())]);
+            }
         }
         args.extend(extra.iter().map(|a| a.to_string()));
         args.push("localhost/ckpt-e2e:1".into());
@@ -429,6 +446,7 @@ fn kernel_view(pid: i32, id: &str, what: &str) -> Vec<String> {
         "CapPrm",
         "NoNewPrivs",
         "Seccomp:",
+        "Seccomp_filters:",
         "Uid",
         "Gid",
     ];
@@ -508,7 +526,7 @@ fn id_of(pm: &Podman, name: &str) -> String {
 fn podman_checkpoint_and_restore_through_ckpt_as_criu() {
     let ctx = Ctx::new("podman_checkpoint_and_restore_through_ckpt_as_criu");
     let pm = Podman::new(&ctx, "p1");
-    let pid = pm.start("c1", false);
+    let pid = pm.start("c1", Seccomp::Unconfined);
     wait_count(pid, 30);
     let id = id_of(&pm, "c1");
     let before = kernel_view(pid, &id, "the original container");
@@ -559,7 +577,7 @@ fn podman_checkpoint_and_restore_through_ckpt_as_criu() {
 fn podman_leave_running_export_then_import_under_a_new_name() {
     let ctx = Ctx::new("podman_leave_running_export_then_import_under_a_new_name");
     let pm = Podman::new(&ctx, "p2");
-    let pid = pm.start("c2", false);
+    let pid = pm.start("c2", Seccomp::Unconfined);
     wait_count(pid, 20);
     let id = id_of(&pm, "c2");
     let before = kernel_view(pid, &id, "the original container");
@@ -613,25 +631,70 @@ fn podman_leave_running_export_then_import_under_a_new_name() {
     wait_pids_gone(&[rp], "the imported container after podman rm");
 }
 
-/// A checkpoint ckpt refuses (Podman's default seccomp filter, installed by a process
-/// that then dropped CAP_SYS_ADMIN without no_new_privs: restore could not install it)
-/// fails naming why, and the container runs on; a restore refused because the
+/// A container under Podman's default seccomp profile (which runc installs while it
+/// still has CAP_SYS_ADMIN, then drops it, without no_new_privs): `podman container
+/// checkpoint` and `restore` bring it back under the same filter, with the same
+/// capabilities and no no_new_privs (/proc/PID/status: Seccomp, Seccomp_filters,
+/// NoNewPrivs, Cap* in `kernel_view`); it counts on, `podman exec` works in it (and
+/// runs under the filter too).
+#[test]
+fn podman_container_under_the_default_seccomp_profile_comes_back() {
+    let ctx = Ctx::new("podman_container_under_the_default_seccomp_profile_comes_back");
+    let pm = Podman::new(&ctx, "p4");
+    let pid = pm.start("c4", Seccomp::Default);
+    wait_count(pid, 20);
+    let id = id_of(&pm, "c4");
+    let before = kernel_view(pid, &id, "the original container");
+    for l in ["Seccomp:\t2", "NoNewPrivs:\t0"] {
+        assert!(
+            before.iter().any(|b| b == l),
+            "the container runs under Podman's default filter, without no_new_privs: \
+             {before:?}"
+        );
+    }
+    assert!(
+        !before.iter().any(|b| b == "Seccomp_filters:\t0"),
+        "{before:?}"
+    );
+    let at_dump = count_in_tmpfs(pid);
+    pm.ok(&["container", "checkpoint", "c4"]);
+    wait_pids_gone(&[pid], "the container after the checkpoint");
+    pm.ok(&["container", "restore", "c4"]);
+    let rp = assert_restored(&pm, "c4", at_dump, &before);
+    let reached = wait_count(rp, at_dump + 40);
+    assert_ticks(&pm, "c4", reached / 10 * 10);
+    pm.ok(&["stop", "-t", "0", "c4"]);
+    wait_pids_gone(&[rp], "the restored container after podman stop");
+}
+
+/// A checkpoint ckpt refuses (a seccomp profile that denies prctl(PR_SET_DUMPABLE),
+/// which the restore needs under the filter: runc installs it before dropping
+/// capabilities, so the restore gives the credentials, and the dumpable flag, under
+/// it) fails naming why, and the container runs on; a restore refused because the
 /// container's program file changed (its modification time) leaves the container
 /// checkpointed as it was, and restores once the file is back.
 #[test]
 fn failed_podman_checkpoint_and_restore_leave_the_container_as_it_was() {
     let ctx = Ctx::new("failed_podman_checkpoint_and_restore_leave_the_container_as_it_was");
     let pm = Podman::new(&ctx, "p3");
-    let pid = pm.start("c3s", true);
+    let profile = ctx.path("no-dumpable.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["prctl"],
+            "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 4,
+            "op": "SCMP_CMP_EQ"}]}]}"#,
+    )
+    .expect("write the seccomp profile");
+    let pid = pm.start("c3s", Seccomp::Profile(&profile));
     let out = pm.run(&["container", "checkpoint", "--keep", "c3s"]);
     let log = pm.logs_of_ckpt();
     assert!(
         !out.status.success(),
-        "podman checkpoint of a seccomp container succeeded"
+        "podman checkpoint of a container whose filter denies the restore succeeded"
     );
     assert!(
-        log.contains("Error") && log.contains("seccomp"),
-        "the refusal names seccomp: {}\n{log}",
+        log.contains("Error") && log.contains("filters deny the prctl(PR_SET_DUMPABLE)"),
+        "the refusal names the call the filter denies: {}\n{log}",
         text(&out.stderr)
     );
     assert_eq!(
@@ -644,7 +707,7 @@ fn failed_podman_checkpoint_and_restore_leave_the_container_as_it_was() {
     pm.ok(&["rm", "-f", "-t", "0", "c3s"]);
     wait_pids_gone(&[pid], "the seccomp container");
 
-    let pid = pm.start("c3", false);
+    let pid = pm.start("c3", Seccomp::Unconfined);
     wait_count(pid, 10);
     let id = id_of(&pm, "c3");
     let before = kernel_view(pid, &id, "the original container");
@@ -716,7 +779,12 @@ fn failed_podman_checkpoint_and_restore_leave_the_container_as_it_was() {
 fn podman_container_with_a_terminal_comes_back_on_a_new_one() {
     let ctx = Ctx::new("podman_container_with_a_terminal_comes_back_on_a_new_one");
     let pm = Podman::new(&ctx, "p4");
-    let pid = pm.start_with("c4", false, &["-i", "-t"], &["/bin/runcsrv", "echo"]);
+    let pid = pm.start_with(
+        "c4",
+        Seccomp::Unconfined,
+        &["-i", "-t"],
+        &["/bin/runcsrv", "echo"],
+    );
     pm.type_line("c4", "hello");
     wait_count(pid, 30);
     let id = id_of(&pm, "c4");

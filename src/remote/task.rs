@@ -15,6 +15,11 @@ pub(crate) trait Remote {
     fn is_live(&self) -> bool {
         true
     }
+    /// Whether the calls are only noted ([`Dry`]): they are then no restore steps
+    /// (no fault points).
+    fn is_dry(&self) -> bool {
+        false
+    }
     /// One system call; a negative result is an error naming `what`.
     fn call(&mut self, what: &str, nr: u64, args: [u64; 6]) -> sys::Result<u64>;
     /// One ia32 system call (32-bit numbering and convention).
@@ -62,6 +67,84 @@ impl Remote for Live {
     }
     fn into_live(self: Box<Self>) -> Option<Live> {
         Some(*self)
+    }
+}
+
+/// A task that only notes the system calls it is asked to make (number and
+/// arguments) and answers each with 0, its memory reading as zeros: plan runs a
+/// restore step on it to learn exactly which calls that step will make (e.g. for a
+/// seccomp filter to be run on them, `kinds::task::seccomp`), without a process.
+pub(crate) struct Dry {
+    pid: i32,
+    calls: std::rc::Rc<std::cell::RefCell<Vec<DryCall>>>,
+}
+
+/// One call a [`Dry`] task was asked to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DryCall {
+    pub(crate) what: String,
+    pub(crate) nr: u64,
+    pub(crate) args: [u64; 6],
+}
+
+impl Dry {
+    /// A dry task, and the list its calls go to.
+    pub(crate) fn new(pid: i32) -> (Self, std::rc::Rc<std::cell::RefCell<Vec<DryCall>>>) {
+        let calls = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        (
+            Self {
+                pid,
+                calls: calls.clone(),
+            },
+            calls,
+        )
+    }
+
+    fn note(&self, what: &str, nr: u64, args: [u64; 6]) {
+        self.calls.borrow_mut().push(DryCall {
+            what: what.to_string(),
+            nr,
+            args,
+        });
+    }
+}
+
+impl Remote for Dry {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+    fn is_live(&self) -> bool {
+        false
+    }
+    fn is_dry(&self) -> bool {
+        true
+    }
+    fn call(&mut self, what: &str, nr: u64, args: [u64; 6]) -> sys::Result<u64> {
+        self.note(what, nr, args);
+        Ok(0)
+    }
+    fn call32(&mut self, what: &str, _nr: u64, _args: [u64; 6]) -> sys::Result<u64> {
+        // Only native calls are run through filters here.
+        Err(not_live(what))
+    }
+    fn batch(&mut self, calls: &[Call]) -> sys::Result<Vec<i64>> {
+        for c in calls {
+            self.note(&c.what, c.nr, c.args);
+        }
+        Ok(vec![0; calls.len()])
+    }
+    fn read(&self, _addr: u64, buf: &mut [u8]) -> sys::Result<()> {
+        buf.fill(0);
+        Ok(())
+    }
+    fn write(&self, _addr: u64, _data: &[u8]) -> sys::Result<()> {
+        Ok(())
+    }
+    fn live(&mut self) -> Option<&mut Live> {
+        None
+    }
+    fn into_live(self: Box<Self>) -> Option<Live> {
+        None
     }
 }
 

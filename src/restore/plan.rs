@@ -332,6 +332,12 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
                     if proc_.is_zombie() {
                         creds::check_zombie(proc_, &own, &mut problems);
                     } else {
+                        seccomp::check_creds_under_filters(
+                            proc_,
+                            &own,
+                            crate::kinds::userns::owned(ckpt).and_then(|ns| ns.user.as_ref()),
+                            &mut problems,
+                        );
                         let own = inside.as_ref().unwrap_or(&own);
                         creds::check_process(proc_, own, pairs, &mut problems);
                     }

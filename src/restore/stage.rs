@@ -315,11 +315,30 @@ pub(crate) fn stage(
         None => None,
     };
     tree::close_ckpt_pidfds(&mut ctxs)?;
-    restore_all_creds(&mut ctxs, &mut staged, plan)?;
-    // Seccomp filters last: they may forbid what the steps above do.
+    let own = creds::Own::detect()?;
+    enter_tree_userns(&mut ctxs, &staged, plan, &own)?;
+    // Seccomp filters that a thread could not install with its own credentials (it
+    // dropped CAP_SYS_ADMIN after installing them, without no_new_privs) go in first,
+    // while the threads have ckpt's (in the tree's user namespace, if it has one:
+    // CAP_SYS_ADMIN there is enough): the credentials are then set under them (plan
+    // checked that the filters let those calls through; checked again here with the
+    // helper area's real address).
+    let userns = tree_userns(plan).map(|(_, u)| u);
     for (cx, threads) in ctxs.iter_mut().zip(staged.iter_mut()) {
         if let Some(threads) = threads {
-            seccomp::install_filters(cx, threads, stub_addr)?;
+            if seccomp::before_creds(cx.proc_) {
+                seccomp::recheck_creds_under_filters(cx.proc_, &own, userns, stub_addr)?;
+                seccomp::install_filters(cx, threads, stub_addr)?;
+            }
+        }
+    }
+    restore_all_creds(&mut ctxs, &mut staged, plan, &own)?;
+    // The other seccomp filters last: they may forbid what the steps above do.
+    for (cx, threads) in ctxs.iter_mut().zip(staged.iter_mut()) {
+        if let Some(threads) = threads {
+            if !seccomp::before_creds(cx.proc_) {
+                seccomp::install_filters(cx, threads, stub_addr)?;
+            }
         }
     }
     let procs_staged = ctxs
@@ -785,17 +804,38 @@ fn tree_userns(plan: &Plan) -> Option<(i32, &crate::model::UserNsState)> {
     }
 }
 
+/// In a user namespace of the tree's own, each single-threaded process joins it (a
+/// multi-threaded one joined it before its threads were made, `build_process`), before
+/// its seccomp filters and credentials.
+fn enter_tree_userns(
+    ctxs: &mut [Ctx<'_>],
+    staged: &[Option<Vec<Injector>>],
+    plan: &Plan,
+    ckpt_own: &creds::Own,
+) -> Result<()> {
+    let Some((fd, _)) = tree_userns(plan) else {
+        return Ok(());
+    };
+    for (cx, threads) in ctxs.iter_mut().zip(staged.iter()) {
+        if threads.as_ref().is_some_and(|t| t.is_empty()) {
+            let groups = cx.proc_.creds.groups.clone();
+            crate::kinds::userns::enter(cx, ckpt_own, &groups, fd)?;
+        }
+    }
+    Ok(())
+}
+
 /// Credentials last: creating processes, PIDs and mm fields needs ckpt's privileges.
 /// Every thread of a process gets them (each has its own), the main thread last. In a
-/// user namespace of the tree's own, each process joins it first and takes its IDs as
-/// the namespace's maps show them (`kinds::userns`; a multi-threaded process joined
-/// it before its threads were made).
+/// user namespace of the tree's own, each process (which joined it already,
+/// [`enter_tree_userns`]) takes its IDs as the namespace's maps show them
+/// (`kinds::userns`). `ckpt_own`: ckpt's own credentials.
 fn restore_all_creds(
     ctxs: &mut [Ctx<'_>],
     staged: &mut [Option<Vec<Injector>>],
     plan: &Plan,
+    ckpt_own: &creds::Own,
 ) -> Result<()> {
-    let ckpt_own = creds::Own::detect()?;
     let userns = tree_userns(plan);
     for (cx, threads) in ctxs.iter_mut().zip(staged.iter_mut()) {
         let Some(threads) = threads else {
@@ -804,13 +844,9 @@ fn restore_all_creds(
         let mut changed = false;
         let p = cx.proc_;
         let (me, want) = match userns {
-            Some((fd, u)) => {
-                // (A multi-threaded one joined it before its threads were made,
-                // `build_process`.)
-                if threads.is_empty() {
-                    crate::kinds::userns::enter(cx, &ckpt_own, &p.creds.groups, fd)?;
-                }
-                let (me, want) = crate::kinds::userns::inside(&ckpt_own, &p.creds, u)?;
+            Some((_, u)) => {
+                // (It joined the namespace already: `enter_tree_userns`.)
+                let (me, want) = crate::kinds::userns::inside(ckpt_own, &p.creds, u)?;
                 (me, std::borrow::Cow::Owned(want))
             }
             None => (ckpt_own.clone(), std::borrow::Cow::Borrowed(&p.creds)),
@@ -821,7 +857,7 @@ fn restore_all_creds(
             // Each thread's IDs as the namespace's maps show them too.
             let c = match userns {
                 Some((_, u)) => {
-                    std::borrow::Cow::Owned(crate::kinds::userns::inside(&ckpt_own, c, u)?.1)
+                    std::borrow::Cow::Owned(crate::kinds::userns::inside(ckpt_own, c, u)?.1)
                 }
                 None => std::borrow::Cow::Borrowed(c),
             };

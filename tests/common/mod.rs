@@ -176,6 +176,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("threadcreds", "threadcreds.c", &["-pthread"]),
     // tests/e2e_seccomp.rs: threads under seccomp filters (shared by TSYNC, their own), strict mode
     ("seccomp", "seccomp.c", &["-pthread"]),
+    // tests/e2e_seccap.rs: seccomp filters installed before dropping CAP_SYS_ADMIN
+    ("seccap", "seccap.c", &["-pthread"]),
     ("jobstop", "jobstop.c", &["-pthread"]),
     ("zombieuser", "zombieuser.c", &[]),
     // tests/e2e_lost.rs: states a dump recorded and a restore could not give back

@@ -615,6 +615,10 @@ fn join_and(items: &[&str]) -> String {
 /// which may forbid raising them), the securebits (PR_SET_SECUREBITS needs CAP_SETPCAP,
 /// still effective; securebits like no_setuid_fixup and keep_caps only matter for the
 /// setuid calls, which are done by then), and last the image's capability sets.
+///
+/// In a process whose seccomp filters go in first (`seccomp::before_creds`), every call
+/// made here runs under them: plan learns them by running this on a `remote::Dry` task
+/// and runs the filters on them, so a change here is checked there too.
 pub(crate) fn restore_creds(cx: &mut Ctx<'_>, me: &Own, c: &Creds) -> RestoreResult<bool> {
     let o = &me.creds;
     let same = c.uid == o.uid

@@ -5,20 +5,30 @@
 //! remembers of each (SECCOMP_FILTER_FLAG_LOG). Threads share a filter when their chains
 //! start alike (TSYNC, or threads created after it was installed): stage installs the
 //! filters common to every thread once, from the main thread with TSYNC (so they are
-//! shared again), then each thread's own rest in that thread. It does so last, after
-//! the credentials (installing needs no_new_privs or CAP_SYS_ADMIN in the thread, as it
-//! did in the original); plan checks with a BPF interpreter that the filters let through
-//! every system call the restore still makes after installing them (the further
-//! installs, and the munmap of the helper area at commit), so that a filter that would
-//! stop the restore is a problem named before anything is done, not a killed process.
+//! shared again), then each thread's own rest in that thread. Installing needs
+//! no_new_privs or CAP_SYS_ADMIN in the thread, as it did in the original. When every
+//! filtered thread of a process has one of them in the image, stage installs its
+//! filters last, after the credentials. When one has neither (it installed the filters
+//! while it still had CAP_SYS_ADMIN, then dropped it without no_new_privs: runc, and so
+//! every container under Docker's or Podman's default profile), stage installs the
+//! process's filters first, while its threads still have ckpt's credentials, and the
+//! credentials are then set under them ([`before_creds`]; in a user namespace of the
+//! tree's own, after the process joined it, where CAP_SYS_ADMIN suffices). Plan checks with a BPF
+//! interpreter that the filters let through every system call the restore still makes
+//! after installing them: the further installs, the munmap of the helper area at
+//! commit, and, when they go first, exactly the calls `creds::restore_creds` and
+//! `creds::after_creds` make in each thread (learned by running them on a [`Dry`]
+//! task: capset, setresuid, setgroups, the prctls of the bounding set, keep_caps,
+//! ambient capabilities and securebits...), so that a filter that would stop the
+//! restore is a problem named before anything is done, not a killed process.
 //! Strict mode (mode 1) is refused, and so are filters that hand system calls to a
 //! user-space supervisor (SECCOMP_RET_USER_NOTIF: its listener is not restored).
 
-use super::creds::cap;
+use super::creds::{self, Own, cap};
 use crate::arch::native::nr;
 use crate::error::{DumpResult, Problem, RestoreError, RestoreResult};
-use crate::model::{Creds, Process, SeccompFilter};
-use crate::remote::{Ctx, STUB_SIZE};
+use crate::model::{Creds, Process, SeccompFilter, UserNsState};
+use crate::remote::{Ctx, Dry, DryCall, STUB_SIZE};
 use crate::sys::{self, ptrace};
 
 /// AUDIT_ARCH_X86_64 (<linux/audit.h>: EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE),
@@ -371,14 +381,6 @@ pub(crate) fn check_seccomp(proc_: &Process, problems: &mut Vec<Problem>) {
                 ));
             }
         }
-        if !may_install(c) {
-            p(format!(
-                "{who} runs under seccomp filters but has neither no_new_privs nor \
-                 CAP_SYS_ADMIN (it dropped them after installing the filters): the restore \
-                 could not install them; not supported yet"
-            ));
-            continue;
-        }
         for (what, n, d) in calls_after_install(proc_, i, 0) {
             match chain_action(&t.seccomp_filters[..n], &d) {
                 Some(a) if allowed(a) => {}
@@ -395,7 +397,8 @@ pub(crate) fn check_seccomp(proc_: &Process, problems: &mut Vec<Problem>) {
         }
     }
     let prefix = shared_prefix(proc_);
-    if prefix > 0 {
+    // (Installed before the credentials, the main thread has ckpt's: no no_new_privs.)
+    if prefix > 0 && !before_creds(proc_) {
         // TSYNC also gives every thread the caller's no_new_privs.
         let nnp = |c: &Creds| c.no_new_privs;
         if nnp(main_creds)
@@ -411,6 +414,143 @@ pub(crate) fn check_seccomp(proc_: &Process, problems: &mut Vec<Problem>) {
             ));
         }
     }
+}
+
+/// Whether stage installs the filters of `proc_` before its credentials, while its
+/// threads still have ckpt's (CAP_SYS_ADMIN among them): a thread under filters has
+/// neither no_new_privs nor CAP_SYS_ADMIN in the image, so it could not install them
+/// with its own (it installed them before dropping CAP_SYS_ADMIN, as runc does).
+pub(crate) fn before_creds(proc_: &Process) -> bool {
+    !proc_.is_zombie()
+        && proc_.threads.iter().any(|t| {
+            !t.seccomp_filters.is_empty() && !may_install(t.creds.as_ref().unwrap_or(&proc_.creds))
+        })
+}
+
+/// The calls stage makes in each thread of `proc_` (image order) to give it its
+/// credentials from ckpt's `own` (`creds::restore_creds`; in the main thread, last,
+/// `creds::after_creds` when a thread's changed), with the helper area at `stub`: a dry
+/// run of exactly those steps, as `restore::stage` takes them (in the tree's user
+/// namespace `userns`, if it has one, from ckpt's credentials there to the image's as
+/// the namespace shows them).
+pub(crate) fn creds_calls(
+    proc_: &Process,
+    own: &Own,
+    userns: Option<&UserNsState>,
+    stub: u64,
+) -> RestoreResult<Vec<Vec<DryCall>>> {
+    let conv = |c: &Creds| match userns {
+        Some(u) => crate::kinds::userns::inside(own, c, u),
+        None => Ok((own.clone(), c.clone())),
+    };
+    let (me, want) = conv(&proc_.creds)?;
+    let mut out = Vec::with_capacity(proc_.threads.len());
+    let mut changed = false;
+    for t in proc_.threads.iter().skip(1) {
+        let (_, c) = conv(t.creds.as_ref().unwrap_or(&proc_.creds))?;
+        let (dry, calls) = Dry::new(t.tid);
+        let mut cx = Ctx::dry(dry, stub, proc_);
+        changed |= creds::restore_creds(&mut cx, &me, &c)?;
+        out.push(calls.take());
+    }
+    let (dry, calls) = Dry::new(proc_.pid);
+    let mut cx = Ctx::dry(dry, stub, proc_);
+    if creds::restore_creds(&mut cx, &me, &want)? || changed {
+        creds::after_creds(&mut cx)?;
+    }
+    out.insert(0, calls.take());
+    Ok(out)
+}
+
+/// The first of `calls` that thread `i` of `proc_`, under all its filters, would not be
+/// let through, with the action its filters take.
+fn first_denied(proc_: &Process, i: usize, calls: &[DryCall]) -> Option<(String, Option<u32>)> {
+    let chain = &proc_.threads.get(i)?.seccomp_filters;
+    calls.iter().find_map(|c| {
+        let d = SeccompData::call(c.nr, c.args);
+        match chain_action(chain, &d) {
+            Some(a) if allowed(a) => None,
+            a => Some((c.what.clone(), a)),
+        }
+    })
+}
+
+/// When the filters of `proc_` go in before its credentials ([`before_creds`]): ckpt
+/// (`own`) can install them, and they let through every call that gives each thread its
+/// credentials. `userns`: the tree's user namespace of its own, which each process
+/// joins before its filters go in (where ckpt's stub has CAP_SYS_ADMIN).
+pub(crate) fn check_creds_under_filters(
+    proc_: &Process,
+    own: &Own,
+    userns: Option<&UserNsState>,
+    problems: &mut Vec<Problem>,
+) {
+    if !before_creds(proc_) {
+        return;
+    }
+    let mut p = |message: String| {
+        problems.push(Problem {
+            code: "unsupported",
+            message,
+        })
+    };
+    let pid = proc_.pid;
+    if userns.is_none() && !may_install(&own.creds) {
+        p(format!(
+            "process {pid} runs under seccomp filters installed before it dropped \
+             CAP_SYS_ADMIN (without no_new_privs): the restore installs them with ckpt's \
+             own CAP_SYS_ADMIN, which ckpt does not have: run ckpt as root"
+        ));
+        return;
+    }
+    let all = match creds_calls(proc_, own, userns, 0) {
+        Ok(a) => a,
+        Err(e) => {
+            p(format!(
+                "process {pid}: cannot tell the calls that give it its credentials: {e}"
+            ));
+            return;
+        }
+    };
+    for (i, calls) in all.iter().enumerate() {
+        let Some((what, action)) = first_denied(proc_, i, calls) else {
+            continue;
+        };
+        let who = match proc_.threads.get(i) {
+            Some(t) if i > 0 => format!("thread {} of process {pid}", t.tid),
+            _ => format!("process {pid}"),
+        };
+        let how = match action {
+            Some(a) => format!("would stop it with {}", action_name(a)),
+            None => "cannot be run on it (a malformed program)".into(),
+        };
+        p(format!(
+            "{who} installed its seccomp filters before dropping CAP_SYS_ADMIN (without \
+             no_new_privs), so the restore installs them first and gives it its \
+             credentials under them; its filters deny the {what} that takes (they {how}): \
+             the restore cannot bring it back"
+        ));
+    }
+}
+
+/// At stage, before installing the filters of `proc_` first: the calls that give its
+/// threads their credentials, with the helper area's real address `stub`, still pass
+/// them (as plan found).
+pub(crate) fn recheck_creds_under_filters(
+    proc_: &Process,
+    own: &Own,
+    userns: Option<&UserNsState>,
+    stub: u64,
+) -> RestoreResult<()> {
+    for (i, calls) in creds_calls(proc_, own, userns, stub)?.iter().enumerate() {
+        if let Some((what, _)) = first_denied(proc_, i, calls) {
+            return Err(RestoreError::Stage(format!(
+                "the seccomp filters of process {} would stop the restore's {what}",
+                proc_.pid
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Where the vDSO of `proc_` is (restore maps it there).

@@ -173,16 +173,134 @@ fn strict_mode_user_notification_and_missing_privilege_are_refused() {
     assert_one(&run_checks(&p), "unsupported", &["does not record"]);
     let p = filtered(&[vec![deny(39, libc::SECCOMP_RET_USER_NOTIF)]]);
     assert_one(&run_checks(&p), "unsupported", &["SECCOMP_RET_USER_NOTIF"]);
+    // Without no_new_privs or CAP_SYS_ADMIN: installed first (checked below).
     let mut p = filtered(&[vec![deny(39, libc::SECCOMP_RET_ERRNO | 1)]]);
     p.creds.no_new_privs = false;
-    assert_one(
-        &run_checks(&p),
-        "unsupported",
-        &["neither no_new_privs nor CAP_SYS_ADMIN"],
-    );
+    assert_none(&run_checks(&p));
+    assert!(before_creds(&p));
     p.creds.cap_eff = 1 << cap::SYS_ADMIN;
     assert_none(&run_checks(&p));
+    assert!(!before_creds(&p));
     assert_none(&run_checks(&process(10)));
+}
+
+/// ckpt as root with every capability, no securebits, no no_new_privs.
+fn root() -> Own {
+    Own {
+        euid_root: true,
+        creds: Creds {
+            cap_eff: (1 << 41) - 1,
+            cap_prm: (1 << 41) - 1,
+            cap_bnd: (1 << 41) - 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// A process as runc leaves it: filters installed as root, then CAP_SYS_ADMIN dropped
+/// (user `uid`, a few capabilities), no no_new_privs; its threads alike.
+fn runc_like(filters: Vec<SeccompFilter>, threads: usize, uid: u32) -> Process {
+    let mut p = filtered(&vec![filters; threads]);
+    let caps = (1 << cap::SETUID) | (1 << 10); // SETUID, NET_BIND_SERVICE
+    p.creds = Creds {
+        uid: [uid; 4],
+        gid: [uid; 4],
+        cap_eff: caps,
+        cap_prm: caps,
+        cap_bnd: caps,
+        seccomp: 2,
+        ..Default::default()
+    };
+    p
+}
+
+fn run_creds_checks(p: &Process) -> Vec<Problem> {
+    run(|v| check_creds_under_filters(p, &root(), None, v))
+}
+
+#[test]
+fn filters_installed_before_the_capability_drop_go_in_first_and_let_the_creds_through() {
+    let uname = deny(libc::SYS_uname as u32, libc::SECCOMP_RET_ERRNO | 1);
+    let p = runc_like(vec![uname.clone()], 2, 1000);
+    assert!(before_creds(&p));
+    assert_none(&run_checks(&p));
+    assert_none(&run_creds_checks(&p));
+    // The calls the filters were run on are exactly restore_creds's, in every thread,
+    // and after_creds's in the main one (the IDs changed).
+    let calls = creds_calls(&p, &root(), None, 0x7000_0000).expect("dry run");
+    assert_eq!(calls.len(), 2);
+    let nrs = |c: &[DryCall]| c.iter().map(|c| c.nr).collect::<Vec<_>>();
+    for c in &calls {
+        for n in [nr::CAPSET, nr::SETRESUID, nr::SETRESGID, nr::PRCTL] {
+            assert!(nrs(c).contains(&n), "{n} in {c:?}");
+        }
+    }
+    assert_eq!(
+        calls[0].last().map(|c| c.args[0]),
+        Some(libc::PR_SET_PDEATHSIG as u64)
+    );
+    assert_ne!(calls[1].last().map(|c| c.nr), Some(nr::PRCTL));
+    // (a capset's arguments point into the helper area)
+    let capset = calls[0]
+        .iter()
+        .find(|c| c.nr == nr::CAPSET)
+        .expect("capset");
+    assert_eq!(capset.args[0], 0x7000_0000 + crate::remote::STUB_CODE);
+    // Restored under them: the same check at stage passes.
+    recheck_creds_under_filters(&p, &root(), None, 0x7000_0000).expect("recheck");
+}
+
+#[test]
+fn filters_that_deny_a_credentials_call_are_refused_naming_it() {
+    for (n, what) in [
+        (nr::CAPSET, "capset"),
+        (nr::SETRESUID, "setresuid"),
+        (nr::SETGROUPS, "setgroups"),
+    ] {
+        let f = deny(n as u32, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32);
+        let mut p = runc_like(vec![f], 1, 1000);
+        p.creds.groups = vec![1000, 27];
+        let problems = run_creds_checks(&p);
+        assert_one(
+            &problems,
+            "unsupported",
+            &[
+                "process 10",
+                what,
+                "SECCOMP_RET_ERRNO (errno 1)",
+                "before dropping",
+            ],
+        );
+        assert!(recheck_creds_under_filters(&p, &root(), None, 0x7000_0000).is_err());
+    }
+    // A thread's own filter that kills its prctl.
+    let shared = deny(libc::SYS_uname as u32, libc::SECCOMP_RET_ERRNO | 1);
+    let prctl = deny(nr::PRCTL as u32, libc::SECCOMP_RET_KILL_THREAD);
+    let p = runc_like(vec![shared.clone()], 2, 0);
+    let mut p2 = p.clone();
+    p2.threads[1].seccomp_filters.push(prctl);
+    assert_none(&run_creds_checks(&p));
+    assert_one(
+        &run_creds_checks(&p2),
+        "unsupported",
+        &["thread 11 of process 10", "SECCOMP_RET_KILL_THREAD"],
+    );
+    // Not without CAP_SYS_ADMIN.
+    let weak = Own::default();
+    assert_one(
+        &run(|v| check_creds_under_filters(&p, &weak, None, v)),
+        "unsupported",
+        &["CAP_SYS_ADMIN", "root"],
+    );
+    // Filters a thread can install with its own credentials go in last: no such check.
+    let mut nnp = runc_like(vec![shared], 1, 1000);
+    nnp.creds.no_new_privs = true;
+    nnp.threads[0]
+        .seccomp_filters
+        .push(deny(nr::CAPSET as u32, libc::SECCOMP_RET_KILL_PROCESS));
+    assert!(!before_creds(&nnp));
+    assert_none(&run_creds_checks(&nnp));
 }
 
 /// The instructions of `f` as `struct sock_filter` bytes.
