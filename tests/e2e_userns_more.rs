@@ -169,3 +169,72 @@ fn unshare_user_cgroup_time_shell_is_restored() {
     });
     assert!(checked);
 }
+
+/// Remove the cgroup `dir` (its processes gone), waiting a little for the kernel to
+/// let it go.
+fn remove_cgroup(dir: &std::path::Path) {
+    for _ in 0..200 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("cannot remove the cgroup {}", dir.display());
+}
+
+/// Restores of the `usernstc` tree (its cgroups removed after the dump, so that the
+/// restore makes them) that fail while its user namespace makes the cgroup and time
+/// namespaces, while ckpt joins them, while a stub joins the user namespace, and just
+/// before the point of no return, leave no process and none of the cgroups they made;
+/// the next restore succeeds and continues the output.
+#[test]
+fn failed_restores_with_cgroup_and_time_namespaces_leave_nothing() {
+    let ctx = Ctx::new("failed_restores_with_cgroup_and_time_namespaces_leave_nothing");
+    let name = format!("ckpt-e2e-uscgf-{}", std::process::id());
+    let mut cgs = Cgroups(Vec::new());
+    let top = cgs.make(cgroup2().join(&name));
+    let kid = cgs.make(top.join("kid"));
+    let spec = Spec::new(target("usernstc"))
+        .arg("25")
+        .arg("sleep=20")
+        .arg(format!("cgroup={}", top.display()))
+        .arg("child");
+    let reference = ctx.reference(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(4);
+    let tree = wait_process_tree(t.pid, 2, "usernstc");
+    let img = ctx.path("usernstc.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("usernstc: original");
+    wait_pids_gone(&tree, "usernstc after the dump");
+    remove_cgroup(&kid);
+    remove_cgroup(&top);
+    for f in [
+        "create the tree's user namespace",
+        "join the namespaces the tree's user namespace owns",
+        "join the tree's time namespace",
+        "setns (the tree's user namespace)",
+        "place the processes in their cgroups",
+    ] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
+        assert!(
+            !top.exists(),
+            "a restore failing at {f:?} left the cgroup it made"
+        );
+    }
+    let fin = ctx
+        .spawn(&Spec::new(ckpt_bin()).arg("restore").arg(&img).cwd(&ctx.dir))
+        .finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "the final restore: {}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "usernstc: restored after the failed ones",
+        &reference.stdout,
+        &[before, fin.stdout].concat(),
+    );
+}
