@@ -25,10 +25,12 @@
 //! than ckpt's; a PID namespace
 //! of the tree's own that it does not own (dump); a namespace made below the root; a
 //! namespace of the tree's own not owned by the tree's user namespace; a process with
-//! more than one thread without a PID namespace of the tree's own (its threads would
-//! get their IDs with clone3(set_tid) in ckpt's PID namespace, which needs privileges
-//! there that a process inside the user namespace lacks, and only a single-threaded
-//! process may join one); a user or group ID of a process that the maps do not map.
+//! more than one thread with IDs at more than one level without a PID namespace of the
+//! tree's own (clone3(set_tid) there needs privileges that a process inside the user
+//! namespace lacks, and only a single-threaded process may join one; at one level,
+//! ckpt's, the IDs are set from outside through ns_last_pid:
+//! `threads::create_threads`); a user or group ID of a process that the maps do not
+//! map.
 
 use crate::error::{DumpError, DumpResult, Problem, RestoreError, RestoreResult};
 use crate::kinds::check::p;
@@ -224,17 +226,22 @@ pub(crate) fn check(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             proc_.pid,
             String::from_utf8_lossy(&proc_.comm)
         );
-        if proc_.threads.len() > 1 && !ckpt.own_pid_namespace {
+        // (Without a PID namespace of the tree's own, the threads' IDs are set from
+        // outside, `/proc/sys/kernel/ns_last_pid`, one level only.)
+        if proc_.threads.len() > 1
+            && !ckpt.own_pid_namespace
+            && proc_.threads.iter().any(|t| !t.nstid.is_empty())
+        {
             p(
                 problems,
                 "namespace",
                 format!(
-                    "{who} has {} threads and is in the tree's {this} but in ckpt's PID \
-                     namespace: its threads would have to be made inside the user \
-                     namespace with their IDs in ckpt's PID namespace, which needs \
-                     privileges there (a multi-threaded process is restored in a user \
-                     namespace of the tree's own only with a PID namespace of the tree's \
-                     own, which the user namespace owns)",
+                    "{who} has {} threads and is in the tree's {this} and in a PID \
+                     namespace nested in ckpt's: its threads would have to be made inside \
+                     the user namespace with their IDs at more than one level, which \
+                     needs privileges there (a multi-threaded process is restored in a \
+                     user namespace of the tree's own in ckpt's PID namespace, or with a \
+                     PID namespace of the tree's own, which the user namespace owns)",
                     proc_.threads.len()
                 ),
             );
@@ -647,12 +654,16 @@ mod tests {
             p[0].contains("process 11") && p[0].contains("user ID 5"),
             "{p:?}"
         );
+        // Threads in ckpt's PID namespace pass (their IDs set from outside); with IDs
+        // in a nested PID namespace too, refused.
         let mut ck = image();
         let t = ck.processes[0].threads[0].clone();
         ck.processes[0].threads.push(t);
+        assert_eq!(problems(&ck), Vec::<String>::new());
+        ck.processes[0].threads[1].nstid = vec![2];
         let p = problems(&ck);
         assert!(
-            p[0].contains("2 threads") && p[0].contains("in ckpt's PID namespace"),
+            p[0].contains("2 threads") && p[0].contains("nested in ckpt's"),
             "{p:?}"
         );
         // A namespace a process below the root made.
