@@ -476,3 +476,36 @@ fn mounts_copied_into_a_rootless_container_stay_locked() {
         text(&reference.stdout)
     );
 }
+
+/// The podman-rootless shape with cgroup and time namespaces too (`unshare -U -r -p -m
+/// -f --mount-proc -C -T sh -c LOOP`, unshare gone): restored with its new PID, mount,
+/// cgroup and time namespaces all owned by the new user namespace (compared by the
+/// oracle too); the loop, which prints what its cgroup namespace shows, goes on.
+#[test]
+fn rootless_container_with_cgroup_and_time_namespaces_is_restored() {
+    let ctx = Ctx::new("rootless_container_with_cgroup_and_time_namespaces_is_restored");
+    let spec = container(&[
+        "-C",
+        "-T",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 25 ]; do i=$((i+1)); echo step $i pid $$ \
+         cgroup $(grep '^0::' /proc/self/cgroup); sleep 0.2; done",
+    ]);
+    dump_restore(&ctx, &spec, 4, "container-cgroup-time", &|pid, what| {
+        assert_container(pid, what);
+        let user = common::oracle::ns_owner(pid, "pid");
+        for kind in ["cgroup", "time"] {
+            assert_ne!(
+                ns(&pid.to_string(), kind),
+                ns("self", kind),
+                "{what}: {kind}"
+            );
+            assert_eq!(
+                common::oracle::ns_owner(pid, kind),
+                user,
+                "{what}: its {kind} namespace is owned by its user namespace"
+            );
+        }
+    });
+}

@@ -417,14 +417,26 @@ pub(crate) fn enter_new_namespace(
     cgroup_root: Option<&str>,
     made: &mut MadeCgroups,
 ) -> crate::error::RestoreResult<()> {
+    let dirs = namespace_roots(roots, cgroup_root, made)?;
+    sys::cgroup::enter_new_ns(&dirs)?;
+    Ok(())
+}
+
+/// The cgroups a new cgroup namespace is rooted at (`roots`, below `cgroup_root` if
+/// given), the missing ones made (into `made`): for a cgroup namespace that the tree's
+/// user namespace owns (`kinds::userns::enter_new`).
+pub(crate) fn namespace_roots(
+    roots: &[CgroupPlace],
+    cgroup_root: Option<&str>,
+    made: &mut MadeCgroups,
+) -> crate::error::RestoreResult<Vec<sys::cgroup::CgroupDir>> {
     let mut dirs = Vec::new();
     for pl in roots {
         let d = dir_for(pl, cgroup_root)?;
         made.made.extend(sys::cgroup::make_dirs(&d)?);
         dirs.push(d);
     }
-    sys::cgroup::enter_new_ns(&dirs)?;
-    Ok(())
+    Ok(dirs)
 }
 
 /// Make every missing cgroup of the image's live processes (into `made`), before any

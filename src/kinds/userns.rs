@@ -16,14 +16,21 @@
 //! before its threads are made (their IDs in the tree's PID namespace, which the user
 //! namespace owns), and each thread gets its credentials translated the same way.
 //!
+//! The tree's cgroup and time namespaces are made by the same helper, owned by it:
+//! it first moves itself into the cgroup namespace's root cgroups (with ckpt's
+//! privileges), ckpt writes the time namespace's offsets before anything is in it,
+//! and ckpt's main thread joins both (the time namespace last: ckpt is in it then).
+//!
 //! Refused (plan, so at dump too), naming what: a user namespace nested in another
-//! than ckpt's; a cgroup or time namespace of the tree's own with it; a PID namespace
+//! than ckpt's; a PID namespace
 //! of the tree's own that it does not own (dump); a namespace made below the root; a
 //! namespace of the tree's own not owned by the tree's user namespace; a process with
-//! more than one thread without a PID namespace of the tree's own (its threads would
-//! get their IDs with clone3(set_tid) in ckpt's PID namespace, which needs privileges
-//! there that a process inside the user namespace lacks, and only a single-threaded
-//! process may join one); a user or group ID of a process that the maps do not map.
+//! more than one thread with IDs at more than one level without a PID namespace of the
+//! tree's own (clone3(set_tid) there needs privileges that a process inside the user
+//! namespace lacks, and only a single-threaded process may join one; at one level,
+//! ckpt's, the IDs are set from outside through ns_last_pid:
+//! `threads::create_threads`); a user or group ID of a process that the maps do not
+//! map.
 
 use crate::error::{DumpError, DumpResult, Problem, RestoreError, RestoreResult};
 use crate::kinds::check::p;
@@ -35,6 +42,11 @@ use crate::sys;
 /// user namespace (the helper unshares them; ckpt's main thread joins them); mount and
 /// PID namespaces are made by it too (see [`enter_new`]).
 pub(crate) const OWNED: [&str; 3] = ["uts", "ipc", "net"];
+
+/// The other kinds of namespace of the tree's own made owned by its user namespace:
+/// by [`enter_new`] apart from [`OWNED`] (mount: a copy of ckpt's; cgroup: rooted
+/// at the tree's cgroups; time: with its offsets, which ckpt's main thread joins).
+const WITH_USER: [&str; 3] = ["mnt", "cgroup", "time"];
 
 /// At most this many lines in an ID map (the kernel's limit since Linux 4.15).
 const MAX_MAP_LINES: usize = 340;
@@ -191,14 +203,15 @@ pub(crate) fn check(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
                     other.kind, other.kind, other.inode
                 ),
             );
-        } else if !OWNED.contains(&other.kind.as_str()) && other.kind != "mnt" {
+        } else if !OWNED.contains(&other.kind.as_str()) && !WITH_USER.contains(&other.kind.as_str())
+        {
             p(
                 problems,
                 "namespace",
                 format!(
                     "the tree has a {this} and a {} namespace of its own ({}:[{}]); the two \
-                     together are not restored yet (only UTS, IPC, network, mount and PID \
-                     namespaces are made owned by a user namespace)",
+                     together are not restored yet (only UTS, IPC, network, mount, cgroup, \
+                     time and PID namespaces are made owned by a user namespace)",
                     other.kind, other.kind, other.inode
                 ),
             );
@@ -213,17 +226,22 @@ pub(crate) fn check(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             proc_.pid,
             String::from_utf8_lossy(&proc_.comm)
         );
-        if proc_.threads.len() > 1 && !ckpt.own_pid_namespace {
+        // (Without a PID namespace of the tree's own, the threads' IDs are set from
+        // outside, `/proc/sys/kernel/ns_last_pid`, one level only.)
+        if proc_.threads.len() > 1
+            && !ckpt.own_pid_namespace
+            && proc_.threads.iter().any(|t| !t.nstid.is_empty())
+        {
             p(
                 problems,
                 "namespace",
                 format!(
-                    "{who} has {} threads and is in the tree's {this} but in ckpt's PID \
-                     namespace: its threads would have to be made inside the user \
-                     namespace with their IDs in ckpt's PID namespace, which needs \
-                     privileges there (a multi-threaded process is restored in a user \
-                     namespace of the tree's own only with a PID namespace of the tree's \
-                     own, which the user namespace owns)",
+                    "{who} has {} threads and is in the tree's {this} and in a PID \
+                     namespace nested in ckpt's: its threads would have to be made inside \
+                     the user namespace with their IDs at more than one level, which \
+                     needs privileges there (a multi-threaded process is restored in a \
+                     user namespace of the tree's own in ckpt's PID namespace, or with a \
+                     PID namespace of the tree's own, which the user namespace owns)",
                     proc_.threads.len()
                 ),
             );
@@ -328,6 +346,8 @@ pub(crate) fn enter_new(
     flags: libc::c_int,
     pid: bool,
     mnt: bool,
+    cgroups: Option<&[sys::cgroup::CgroupDir]>,
+    offsets: Option<(i64, i64)>,
 ) -> RestoreResult<(libc::c_int, Option<Made>)> {
     let Some(ns) = owned(ckpt) else {
         return Ok((flags, None));
@@ -339,7 +359,10 @@ pub(crate) fn enter_new(
         )));
     };
     let mut others = owned_flags(flags);
-    let left = others.iter().fold(flags, |a, (_, f)| a & !f);
+    let mut left = others.iter().fold(flags, |a, (_, f)| a & !f);
+    if offsets.is_some() {
+        left &= !libc::CLONE_NEWTIME;
+    }
     if left != 0 {
         return Err(RestoreError::Stage(format!(
             "namespaces ({left:#x}) that a user namespace of the tree's own cannot own yet"
@@ -351,6 +374,14 @@ pub(crate) fn enter_new(
     if mnt {
         others.push(("mnt", libc::CLONE_NEWNS));
     }
+    // The cgroup namespace is rooted where the helper is when it makes it.
+    if cgroups.is_some() {
+        others.push(("cgroup", libc::CLONE_NEWCGROUP));
+    }
+    let targets = match cgroups {
+        Some(dirs) => sys::cgroup::procs_targets(dirs)?,
+        None => Vec::new(),
+    };
     crate::error::fault_point("create the tree's user namespace")?;
     // Its owner's group: the root's at dump (its real group ID), the closest the
     // kernel shows of the creator's.
@@ -362,10 +393,20 @@ pub(crate) fn enter_new(
         setgroups: u.setgroups,
         others: &others,
         pid,
+        cgroups: &targets,
+        time: offsets,
     })?;
     crate::error::fault_point("join the namespaces the tree's user namespace owns")?;
+    if cgroups.is_some() {
+        sys::cgroup::keep_own_ns()?;
+    }
     for (flag, f) in &made.others {
         sys::userns::join(f, *flag)?;
+    }
+    // Last: ckpt's clocks are the tree's from here on, as its children's.
+    if let Some(t) = &made.time {
+        crate::error::fault_point("join the tree's time namespace")?;
+        sys::userns::join(t, libc::CLONE_NEWTIME)?;
     }
     Ok((
         0,
@@ -581,6 +622,30 @@ mod tests {
     }
 
     #[test]
+    fn cgroup_and_time_namespaces_of_the_tree_pass_with_a_user_namespace() {
+        let mut ck = image();
+        for p in &mut ck.processes {
+            p.namespaces.push(("time".into(), 9));
+            p.namespaces.push(("cgroup".into(), 13));
+        }
+        ck.namespaces.push(Namespace {
+            kind: "time".into(),
+            inode: 9,
+            time: Some(crate::model::TimeClocks::default()),
+            ..Default::default()
+        });
+        ck.namespaces.push(Namespace {
+            kind: "cgroup".into(),
+            inode: 13,
+            cgroup: Some(crate::model::CgroupNsRoots::default()),
+            ..Default::default()
+        });
+        let mut v = Vec::new();
+        check(&ck, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    #[test]
     fn what_a_user_namespace_cannot_come_back_with_is_refused() {
         let mut ck = image();
         ck.processes[1].creds.uid[2] = 5;
@@ -589,25 +654,33 @@ mod tests {
             p[0].contains("process 11") && p[0].contains("user ID 5"),
             "{p:?}"
         );
+        // Threads in ckpt's PID namespace pass (their IDs set from outside); with IDs
+        // in a nested PID namespace too, refused.
         let mut ck = image();
         let t = ck.processes[0].threads[0].clone();
         ck.processes[0].threads.push(t);
+        assert_eq!(problems(&ck), Vec::<String>::new());
+        ck.processes[0].threads[1].nstid = vec![2];
         let p = problems(&ck);
         assert!(
-            p[0].contains("2 threads") && p[0].contains("in ckpt's PID namespace"),
+            p[0].contains("2 threads") && p[0].contains("nested in ckpt's"),
             "{p:?}"
         );
+        // A namespace a process below the root made.
         let mut ck = image();
-        for p in &mut ck.processes {
-            p.namespaces.push(("time".into(), 9));
-        }
+        ck.processes[1].namespaces.push(("time".into(), 9));
         ck.namespaces.push(Namespace {
             kind: "time".into(),
             inode: 9,
             time: Some(crate::model::TimeClocks::default()),
             ..Default::default()
         });
-        assert!(problems(&ck)[0].contains("time namespace of its own (time:[9])"));
+        let p = problems(&ck);
+        assert!(
+            p.iter()
+                .any(|m| m.contains("below its root made a time namespace")),
+            "{p:?}"
+        );
         let mut ck = image();
         ck.namespaces[0].user.as_mut().unwrap().uid_map = "0 0\n".into();
         let p = problems(&ck);

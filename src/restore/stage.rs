@@ -733,14 +733,18 @@ fn build_process(
     // (their IDs in the tree's PID namespace, which it owns): the process joins it
     // first, while it is single-threaded (see `kinds::userns`).
     let p = cx.proc_;
+    let mut by_last_pid = false;
     if p.threads.len() > 1 {
         if let Some((fd, _)) = tree_userns(plan) {
             let own = creds::Own::detect()?;
             crate::kinds::userns::enter(cx, &own, &p.creds.groups, fd)?;
+            // (In ckpt's PID namespace, which the user namespace does not own, its
+            // threads' IDs are set from outside.)
+            by_last_pid = !plan.ckpt.own_pid_namespace;
         }
     }
     // Threads after the memory they run on, before credentials change.
-    let threads = threads::create_threads(cx, tids)?;
+    let threads = threads::create_threads(cx, tids, by_last_pid)?;
     // Pending signals after the threads exist (a signal pending on one thread is queued
     // to that thread), under the dispositions restore_attrs gave.
     signals::queue_pending(cx)?;

@@ -199,6 +199,32 @@ impl std::fmt::Display for CgroupDir {
 /// ([`enter_new_ns`]): processes are moved between cgroups from a thread back in it.
 static OWN_NS: std::sync::OnceLock<fs::File> = std::sync::OnceLock::new();
 
+/// Keep ckpt's own cgroup namespace open (once), before the calling thread joins
+/// another: processes are moved between cgroups from a thread back in it.
+pub fn keep_own_ns() -> Result<()> {
+    if OWN_NS.get().is_none() {
+        let own = fs::File::open("/proc/thread-self/ns/cgroup")
+            .map_err(|e| SysError::io("open /proc/thread-self/ns/cgroup", e))?;
+        let _ = OWN_NS.set(own);
+    }
+    Ok(())
+}
+
+/// The `cgroup.procs` of each of `roots`, as (directory descriptor, path below it) for
+/// a forked helper's raw `openat`: the descriptors live as long as `roots`.
+pub fn procs_targets(roots: &[CgroupDir]) -> Result<Vec<(libc::c_int, std::ffi::CString)>> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    roots
+        .iter()
+        .map(|d| {
+            std::ffi::CString::new(d.procs().as_os_str().as_bytes())
+                .map(|c| (d.base.as_raw_fd(), c))
+                .map_err(|_| SysError::Other(format!("bad cgroup path {d}")))
+        })
+        .collect()
+}
+
 /// Make the calling thread join a new cgroup namespace whose root is, in each
 /// hierarchy, cgroup directory `roots` (the others: ckpt's own cgroups). A forked
 /// helper moves itself into them, unshares its cgroup namespace (rooted where it is)
@@ -207,22 +233,10 @@ static OWN_NS: std::sync::OnceLock<fs::File> = std::sync::OnceLock::new();
 pub fn enter_new_ns(roots: &[CgroupDir]) -> Result<()> {
     use std::io::Read;
     use std::os::fd::AsRawFd;
-    use std::os::unix::ffi::OsStrExt;
-    let own = fs::File::open("/proc/thread-self/ns/cgroup")
-        .map_err(|e| SysError::io("open /proc/thread-self/ns/cgroup", e))?;
-    let _ = OWN_NS.set(own);
-    let paths: Vec<std::ffi::CString> = roots
-        .iter()
-        .map(|d| {
-            std::ffi::CString::new(d.procs().as_os_str().as_bytes())
-                .map_err(|_| SysError::Other(format!("bad cgroup path {d}")))
-        })
-        .collect::<Result<_>>()?;
-    let ptrs: Vec<(libc::c_int, *const libc::c_char)> = roots
-        .iter()
-        .zip(&paths)
-        .map(|(d, c)| (d.base.as_raw_fd(), c.as_ptr()))
-        .collect();
+    keep_own_ns()?;
+    let paths = procs_targets(roots)?;
+    let ptrs: Vec<(libc::c_int, *const libc::c_char)> =
+        paths.iter().map(|(d, c)| (*d, c.as_ptr())).collect();
     let (ready_rd, ready_wr) = super::process::pipe()?;
     let (go_rd, go_wr) = super::process::pipe()?;
     let (rfd, gfd, gw) = (ready_wr.as_raw_fd(), go_rd.as_raw_fd(), go_wr.as_raw_fd());

@@ -1162,3 +1162,11 @@ pub fn reexec_randomized(randomize: bool, mark: &str) -> SysError {
     let e = cmd.args(args).env(mark, "1").exec();
     SysError::io("execute ckpt again (/proc/self/exe)", e)
 }
+
+/// Set the last ID given in ckpt's PID namespace (/proc/sys/kernel/ns_last_pid, which
+/// CAP_CHECKPOINT_RESTORE in the user namespace owning it lets write): the next task
+/// made there without a chosen ID gets the first free one after `last`.
+pub fn set_ns_last_pid(last: i32) -> Result<()> {
+    let p = "/proc/sys/kernel/ns_last_pid";
+    std::fs::write(p, last.to_string()).map_err(|e| SysError::io(format!("write {last} to {p}"), e))
+}

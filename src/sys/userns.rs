@@ -86,6 +86,9 @@ pub struct NewUserNs {
     /// With `UserNsSpec::pid`: the new PID namespace, owned by it, no process in it yet
     /// (for [`super::process::spawn_pidns_init_stub`]).
     pub pid: Option<OwnedFd>,
+    /// With `UserNsSpec::time`: the new time namespace, owned by it, its offsets
+    /// written, no process in it yet.
+    pub time: Option<OwnedFd>,
 }
 
 /// What [`make`] makes.
@@ -105,6 +108,14 @@ pub struct UserNsSpec<'a> {
     /// Make a new PID namespace too, owned by it, for the helper's children: no
     /// process is in it until ckpt makes its init.
     pub pid: bool,
+    /// Cgroups the helper moves itself into first, while it has ckpt's privileges
+    /// (their `cgroup.procs`, from [`super::cgroup::procs_targets`]): a CLONE_NEWCGROUP
+    /// among `others` makes a cgroup namespace rooted at them.
+    pub cgroups: &'a [(libc::c_int, std::ffi::CString)],
+    /// Make a new time namespace too, owned by it, for the helper's children, with
+    /// these offsets (CLOCK_MONOTONIC, CLOCK_BOOTTIME, nanoseconds), written by ckpt
+    /// before anything is in it.
+    pub time: Option<(i64, i64)>,
 }
 
 /// PIDFD_GET_PID_FOR_CHILDREN_NAMESPACE of linux/pidfd.h (Linux 6.11):
@@ -155,7 +166,14 @@ pub fn make(spec: &UserNsSpec<'_>) -> Result<NewUserNs> {
     // ckpt's ends, which the child closes (it waits for the end of `to_child`).
     let (pwr, prd) = (to_child_wr.as_raw_fd(), from_child_rd.as_raw_fd());
     let others_flags = spec.others.iter().fold(0, |a, (_, f)| a | f)
-        | if spec.pid { libc::CLONE_NEWPID } else { 0 };
+        | if spec.pid { libc::CLONE_NEWPID } else { 0 }
+        | if spec.time.is_some() {
+            libc::CLONE_NEWTIME
+        } else {
+            0
+        };
+    let cgroups: Vec<(libc::c_int, *const libc::c_char)> =
+        spec.cgroups.iter().map(|(d, p)| (*d, p.as_ptr())).collect();
     let (uid, gid) = (spec.owner_uid, spec.owner_gid);
     let parent = super::process::own_pid();
     let args = libc::clone_args {
@@ -173,6 +191,14 @@ pub fn make(spec: &UserNsSpec<'_>) -> Result<NewUserNs> {
             let mut b = [0u8; 1];
             libc::syscall(libc::SYS_close, pwr);
             libc::syscall(libc::SYS_close, prd);
+            for (dfd, p) in &cgroups {
+                let fd =
+                    libc::syscall(libc::SYS_openat, *dfd, *p, libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::syscall(libc::SYS_write, fd, c"0".as_ptr(), 1) != 1 {
+                    fail(9);
+                }
+                libc::syscall(libc::SYS_close, fd);
+            }
             if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0 {
                 fail(2);
             }
@@ -242,7 +268,24 @@ pub fn make(spec: &UserNsSpec<'_>) -> Result<NewUserNs> {
             true => Some(pid_for_children(child)?),
             false => None,
         };
-        Ok(NewUserNs { user, others, pid })
+        let time = match spec.time {
+            Some((m, b)) => {
+                // One write, before anything is in the namespace (the kernel takes
+                // offsets only then); ckpt is privileged over its owner.
+                let text = super::ns::format_timens_offsets(m, b);
+                let p = format!("{base}/timens_offsets");
+                fs::write(&p, &text)
+                    .map_err(|e| SysError::io(format!("write {text:?} to {p}"), e))?;
+                Some(OwnedFd::from(open_ns(child, "time_for_children")?))
+            }
+            None => None,
+        };
+        Ok(NewUserNs {
+            user,
+            others,
+            pid,
+            time,
+        })
     })();
     drop((rd, wr));
     let status = super::process::wait_exit(child);
@@ -255,6 +298,7 @@ pub fn make(spec: &UserNsSpec<'_>) -> Result<NewUserNs> {
                 3 => "setresuid",
                 4 => "unshare(CLONE_NEWUSER)",
                 7 => "unshare of the namespaces it owns",
+                9 => "moving itself into the cgroup namespace's cgroups",
                 _ => "see the status",
             }
         ))),
@@ -340,11 +384,13 @@ pub fn copy_mount_ns(user: &OwnedFd) -> Result<OwnedFd> {
 /// Make the calling thread join the namespace of file `f` of kind `flag` (a namespace
 /// [`make`] made, other than the user and PID namespaces: a thread may join it alone;
 /// a mount namespace only a thread with a root and working directory of its own, as
-/// after `mount::unshare_private`).
+/// after `mount::unshare_private`; a time namespace only a single-threaded process,
+/// which is then in it itself, its clocks shifted, as well as its next children).
 pub fn join(f: &OwnedFd, flag: libc::c_int) -> Result<()> {
-    // SAFETY: setns with a namespace file we hold open and a UTS, IPC, network or mount
-    // flag changes only this thread's namespaces (and, for a mount namespace, its own
-    // root and working directory).
+    // SAFETY: setns with a namespace file we hold open and a UTS, IPC, network, mount,
+    // cgroup or time flag changes only this thread's namespaces (for a mount namespace,
+    // its own root and working directory too; for a time namespace, the clocks the
+    // process reads), no memory or descriptor state other code relies on.
     let r = unsafe { libc::setns(f.as_raw_fd(), flag) };
     super::check(r as libc::c_long, || format!("setns({flag:#x})"))?;
     Ok(())

@@ -126,6 +126,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("nsmixed", "nsmixed.c", &[]),
     // tests/e2e_userns.rs: a user namespace of the tree's own
     ("userns", "userns.c", &["-pthread"]),
+    // tests/e2e_userns_more.rs: with cgroup and time namespaces, threads
+    ("usernstc", "usernstc.c", &["-pthread"]),
     // tests/e2e_rootless.rs: a rootless container's init, its runtime gone
     ("orphan", "orphan.c", &[]),
     ("sysv", "sysv.c", &[]),

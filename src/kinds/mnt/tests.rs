@@ -137,6 +137,16 @@ fn own_pid_namespace_with_the_mount_namespace_alone() {
     // (Joined before the init is made: `--join-ns` is honoured.)
     assert!(problems(&joined, false).is_empty());
     let mut user = uts;
+    user.processes[0].namespaces.push(("user".into(), 11));
+    user.namespaces.push(Namespace {
+        kind: "user".into(),
+        inode: 11,
+        ..Default::default()
+    });
+    // (A cgroup namespace too: the user namespace's helper makes it.)
+    assert!(problems(&user, false).is_empty());
+    user.processes[0].namespaces.retain(|(k, _)| k != "user");
+    user.namespaces.retain(|n| n.kind != "user");
     user.processes[0].namespaces.retain(|(k, _)| k != "cgroup");
     user.namespaces.retain(|n| n.kind != "cgroup");
     user.processes[0].namespaces.push(("user".into(), 11));

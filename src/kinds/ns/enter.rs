@@ -144,8 +144,20 @@ pub(crate) fn enter_new(
         return Ok((made, None));
     }
     crate::error::fault_point("create the tree's namespaces")?;
+    // (With a user namespace of the tree's own, its cgroup namespace is made by the
+    // helper that makes the user namespace, so that it owns it.)
+    let with_user = crate::kinds::userns::owned(ckpt).is_some();
+    let mut cgroup_dirs = None;
     if let Some(c) = owned(ckpt).into_iter().find_map(|n| n.cgroup.as_ref()) {
-        crate::kinds::cgroup::enter_new_namespace(&c.roots, cgroup_root, &mut made)?;
+        if with_user {
+            cgroup_dirs = Some(crate::kinds::cgroup::namespace_roots(
+                &c.roots,
+                cgroup_root,
+                &mut made,
+            )?);
+        } else {
+            crate::kinds::cgroup::enter_new_namespace(&c.roots, cgroup_root, &mut made)?;
+        }
     }
     let now = (
         sys::ns::clock_ns(libc::CLOCK_MONOTONIC)?,
@@ -153,12 +165,19 @@ pub(crate) fn enter_new(
     );
     let (flags, names, sysctls, offsets) = new_namespaces(ckpt, now);
     // A user namespace of the tree's own owns the others: made first, they with it.
-    let (flags, userns) =
-        crate::kinds::userns::enter_new(ckpt, flags, ckpt.own_pid_namespace, mnt)?;
+    let (flags, userns) = crate::kinds::userns::enter_new(
+        ckpt,
+        flags,
+        ckpt.own_pid_namespace,
+        mnt,
+        cgroup_dirs.as_deref(),
+        offsets,
+    )?;
     let sysctls = match userns {
-        // (Its IPC namespace's limits are its root's to write.)
+        // (Its IPC namespace's limits are its root's to write; its time namespace was
+        // made with it.)
         Some(_) => {
-            sys::ns::unshare_new(flags, names, &[], offsets)?;
+            sys::ns::unshare_new(flags, names, &[], None)?;
             sysctls
         }
         None => {

@@ -554,10 +554,16 @@ pub(crate) fn thread_sched(t: &Thread) -> RestoreResult<()> {
 }
 
 /// Create the image's other threads (with their TIDs) in the stub, each traced, and set
-/// their per-thread state.
+/// their per-thread state. `by_last_pid`: the stub is in a user namespace that does not
+/// own ckpt's PID namespace, where it cannot choose IDs (`clone3(set_tid)` needs
+/// CAP_CHECKPOINT_RESTORE in the user namespace owning the PID namespace): ckpt, which
+/// has it there, sets the namespace's last ID (/proc/sys/kernel/ns_last_pid) to the
+/// one before each thread's, and the thread is made without `set_tid`; another process
+/// made in between would take that ID, and the restore fails, naming the ID it got.
 pub(crate) fn create_threads(
     cx: &mut Ctx<'_>,
     tids: &mut Vec<i32>,
+    by_last_pid: bool,
 ) -> RestoreResult<Vec<Injector>> {
     let proc_ = cx.proc_;
     let mut out = Vec::new();
@@ -575,9 +581,13 @@ pub(crate) fn create_threads(
         let ids: Vec<i32> = std::iter::once(t.tid)
             .chain(t.nstid.iter().copied())
             .collect();
-        let set_tid = super::pidns::set_tid_array(&ids);
+        let set_tid = match by_last_pid {
+            true => Vec::new(),
+            false => super::pidns::set_tid_array(&ids),
+        };
         let mut args = Vec::with_capacity(88 + 8 * set_tid.len());
         let n = set_tid.len() as u64;
+        let tid_addr = if n == 0 { 0 } else { tid_addr };
         for w in [flags, 0, 0, 0, 0, 0, 0, 0, tid_addr, n, 0] {
             args.extend_from_slice(&w.to_le_bytes());
         }
@@ -588,8 +598,17 @@ pub(crate) fn create_threads(
         let what = format!("create thread {}", t.tid);
         // The thread of the dumped process that had this TID may still be being
         // released (seen in CI right after a dump that killed it): as for processes.
-        let got =
-            super::tree::once_released(t.tid, || cx.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0]))?;
+        let got = if by_last_pid {
+            // (The ID free first: the dumped thread may still be being released.)
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            while crate::sys::proc::stat(t.tid).is_ok() && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            crate::sys::process::set_ns_last_pid(t.tid - 1)?;
+            cx.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0])?
+        } else {
+            super::tree::once_released(t.tid, || cx.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0]))?
+        };
         tids.push(t.tid);
         if got != ids.last().copied().unwrap_or(t.tid) as u64 {
             return Err(RestoreError::Stage(format!(

@@ -48,6 +48,8 @@ mod sockdiag;
 
 pub use compare::*;
 pub use known::*;
+#[allow(unused_imports)] // (used by some test crates only)
+pub use sharing::ns_owner;
 use sharing::*;
 use snapshot::*;
 use sockdiag::*;

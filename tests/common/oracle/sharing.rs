@@ -153,7 +153,7 @@ pub(super) fn read_sharing(r: &mut Reader, pids: &[i32]) {
 
 /// The inode of the user namespace that owns namespace `kind` of process `pid`
 /// (NS_GET_USERNS, linux/nsfs.h: _IO(0xb7, 0x1)).
-fn ns_owner(pid: i32, kind: &str) -> Option<u64> {
+pub fn ns_owner(pid: i32, kind: &str) -> Option<u64> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::fs::MetadataExt;
     let f = fs::File::open(format!("/proc/{pid}/ns/{kind}")).ok()?;
