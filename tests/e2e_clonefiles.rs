@@ -168,3 +168,34 @@ fn address_space_shared_by_processes_is_refused_at_dump() {
     assert_eq!(fin.status.code(), Some(0));
     assert_eq!(text(&fin.stdout), "ready\ndone\n");
 }
+
+/// A table shared by cousins (a child of the root's child, and a grandchild the root
+/// adopted), not by their parents: restore cannot fork them sharing one, so dump
+/// refuses, naming them and why, before it kills anything; the tree runs on.
+#[test]
+fn table_shared_by_cousins_is_refused_at_dump() {
+    let name = "table_shared_by_cousins_is_refused_at_dump";
+    let ctx = Ctx::new(name);
+    let spec = Spec::new(target("clonefiles"))
+        .arg("cousins")
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let pids = wait_process_tree(t.pid, 4, name);
+    let img = ctx.path("clonefiles.img");
+    let r = ctx.try_dump(t.pid, &img);
+    r.assert_fails(1).assert_stderr_mentions(&[
+        "share one descriptor table (CLONE_FILES)",
+        "not one parent",
+        "restore cannot create them sharing it",
+    ]);
+    assert!(!img.exists(), "the refused dump wrote {}", img.display());
+    for &p in &pids {
+        assert_running_untraced(p, "after the refused dump");
+    }
+    t.close_stdin();
+    let fin = t.finish();
+    assert_eq!(fin.status.code(), Some(0));
+    assert_eq!(text(&fin.stdout), "ready\ndone\n");
+}

@@ -11,6 +11,9 @@
  *                           directory (a subdirectory "start") and umask (027)
  *   clonefiles fssiblings   two children share them, their parent does not (it called
  *                           unshare(CLONE_FS) and went to "parent")
+ *   clonefiles cousins      a table shared by a child of the root's child and a
+ *                           grandchild the root adopted (subreaper; the process that
+ *                           made it exited), not by their parents: refused at dump
  *   clonefiles vm           a child made with clone(CLONE_VM | CLONE_SIGHAND) on a
  *                           stack of its own (not a thread): refused at dump
  *
@@ -232,6 +235,54 @@ int main(int argc, char **argv)
 		if (chdir("../parent"))
 			die("chdir");
 		umask(022);
+	} else if (!strcmp(mode, "cousins")) {
+		/* root -> A (own table) -> X (CLONE_FILES), M (CLONE_FILES) -> Y (CLONE_FILES);
+		 * M exits, Y goes to the root; A leaves the table (unshare). */
+		if (prctl(PR_SET_CHILD_SUBREAPER, 1))
+			die("PR_SET_CHILD_SUBREAPER");
+		int up[2];
+		if (pipe(up))
+			die("pipe");
+		pid_t a = fork();
+		if (a < 0)
+			die("fork");
+		if (a == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			pid_t x = (pid_t)syscall(SYS_clone, CLONE_FILES | SIGCHLD, 0, 0, 0, 0);
+			if (x == 0)
+				for (;;)
+					pause();
+			pid_t m = (pid_t)syscall(SYS_clone, CLONE_FILES | SIGCHLD, 0, 0, 0, 0);
+			if (m == 0) {
+				pid_t y = (pid_t)syscall(SYS_clone, CLONE_FILES | SIGCHLD, 0, 0, 0, 0);
+				if (y == 0)
+					for (;;)
+						pause();
+				write_all(up[1], (char *)&y, sizeof y);
+				_exit(0);
+			}
+			waitpid(m, NULL, 0);
+			if (unshare(CLONE_FILES))
+				_exit(2);
+			write_all(up[1], (char *)&x, sizeof x);
+			for (;;)
+				pause();
+		}
+		pid_t y, x;
+		if (read(up[0], &y, sizeof y) != (ssize_t)sizeof y ||
+		    read(up[0], &x, sizeof x) != (ssize_t)sizeof x)
+			die("the first child did not set up");
+		out("ready\n");
+		char line[64];
+		while (read(0, line, sizeof line) > 0)
+			;
+		kill(a, SIGKILL);
+		kill(x, SIGKILL);
+		kill(y, SIGKILL);
+		while (wait(NULL) > 0)
+			;
+		out("done\n");
+		return 0;
 	} else if (!strcmp(mode, "vm")) {
 		pid_t c = clone(vm_child, vm_stack + sizeof vm_stack,
 				CLONE_VM | CLONE_SIGHAND | SIGCHLD, NULL);
