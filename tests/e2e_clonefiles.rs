@@ -141,6 +141,31 @@ fn fs_shared_by_siblings_apart_from_their_parent_comes_back() {
     );
 }
 
+/// A child made with clone(CLONE_FILES | CLONE_FS) and a grandchild it made so: all
+/// three share both after restore.
+#[test]
+fn table_and_fs_shared_down_two_generations_come_back_shared() {
+    let out = dump_and_restore(
+        "table_and_fs_shared_down_two_generations_come_back_shared",
+        "both",
+        3,
+    );
+    assert_eq!(
+        out,
+        "ready\n\
+         child 1 is in child 0's new directory: yes\n\
+         the parent is in child 0's new directory: yes\n\
+         child 0's umask was 027\n\
+         child 1's umask: 077\n\
+         the parent's umask: 077\n\
+         child 1 sees child 0's new descriptor: yes\n\
+         the parent sees child 0's new descriptor: yes\n\
+         child 0 sees the parent's new descriptor: yes\n\
+         child 1 sees the parent's new descriptor: yes\n\
+         done\n"
+    );
+}
+
 /// A child sharing its parent's address space and signal handlers (clone with CLONE_VM
 /// and CLONE_SIGHAND, not a thread): restore cannot make that, so dump refuses it before
 /// it kills anything, naming it, and the tree runs on.

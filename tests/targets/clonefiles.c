@@ -11,6 +11,8 @@
  *                           directory (a subdirectory "start") and umask (027)
  *   clonefiles fssiblings   two children share them, their parent does not (it called
  *                           unshare(CLONE_FS) and went to "parent")
+ *   clonefiles both         a child made with clone(CLONE_FILES | CLONE_FS), and a
+ *                           grandchild made so by it: all three share both
  *   clonefiles cousins      a table shared by a child of the root's child and a
  *                           grandchild the root adopted (subreaper; the process that
  *                           made it exited), not by their parents: refused at dump
@@ -104,6 +106,14 @@ static void child_loop(int i)
 			break;
 		case 'u': /* umask a; the old one */
 			r = (int)umask((mode_t)m.a);
+			break;
+		case 'g': /* make child 1 (CLONE_FILES | CLONE_FS): its PID */
+			r = (int)syscall(SYS_clone, CLONE_FILES | CLONE_FS | SIGCHLD, 0, 0, 0, 0);
+			if (r == 0) { /* the new child: serves child 1's commands */
+				prctl(PR_SET_PDEATHSIG, SIGKILL);
+				i = 1;
+				continue;
+			}
 			break;
 		case 'U': /* the umask */
 			r = (int)umask(0);
@@ -202,7 +212,7 @@ int main(int argc, char **argv)
 	mkdir("parent", 0755);
 	if (pipe(reply))
 		die("pipe");
-	int fs = 0;
+	int fs = 0, both = 0;
 	if (!strcmp(mode, "parent")) {
 		spawn(0, CLONE_FILES);
 	} else if (!strcmp(mode, "three")) {
@@ -235,6 +245,19 @@ int main(int argc, char **argv)
 		if (chdir("../parent"))
 			die("chdir");
 		umask(022);
+	} else if (!strcmp(mode, "both")) {
+		both = 1;
+		if (chdir("start"))
+			die("chdir");
+		umask(027);
+		/* the child makes the next one (a grandchild of the root), and must know
+		 * its command pipe */
+		if (pipe(cmd[1]))
+			die("pipe");
+		spawn(0, CLONE_FILES | CLONE_FS);
+		if (ask(0, 'g', 0, 0) <= 0)
+			die("the grandchild");
+		nkids = 2;
 	} else if (!strcmp(mode, "cousins")) {
 		/* root -> A (own table) -> X (CLONE_FILES), M (CLONE_FILES) -> Y (CLONE_FILES);
 		 * M exits, Y goes to the root; A leaves the table (unshare). */
@@ -307,17 +330,20 @@ int main(int argc, char **argv)
 	while ((n = read(0, line, sizeof line - 1)) > 0) {
 		line[n] = 0;
 		if (!strncmp(line, "go", 2)) {
-			if (fs)
+			if (fs || both)
 				go_fs();
-			else
+			if (!fs)
 				go_files();
 			break;
 		}
 	}
 	for (int k = 0; k < nkids; k++) {
-		kill(kids[k], SIGKILL);
-		waitpid(kids[k], NULL, 0);
+		if (kids[k]) {
+			kill(kids[k], SIGKILL);
+			waitpid(kids[k], NULL, 0);
+		}
 	}
+	/* (a grandchild dies with its parent: PR_SET_PDEATHSIG) */
 	out("done\n");
 	return 0;
 }
