@@ -224,3 +224,45 @@ fn table_shared_by_cousins_is_refused_at_dump() {
     assert_eq!(fin.status.code(), Some(0));
     assert_eq!(text(&fin.stdout), "ready\ndone\n");
 }
+
+/// The dumped tree's root shares its descriptor table with its parent, which is not
+/// dumped: restore could not share it with a process it does not make, so dump refuses,
+/// and both run on.
+#[test]
+fn table_shared_with_a_parent_outside_the_tree_is_refused_at_dump() {
+    let name = "table_shared_with_a_parent_outside_the_tree_is_refused_at_dump";
+    let ctx = Ctx::new(name);
+    let spec = Spec::new(target("clonefiles"))
+        .arg("outside")
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let pids = wait_process_tree(t.pid, 2, name);
+    let child = pids
+        .iter()
+        .copied()
+        .find(|&p| p != t.pid)
+        .expect("the child");
+    let img = ctx.path("clonefiles.img");
+    let r = ctx.try_dump(child, &img);
+    r.assert_fails(1).assert_stderr_mentions(&[
+        "shares its descriptor table (CLONE_FILES) with its parent",
+        "outside the dumped tree",
+    ]);
+    assert!(!img.exists(), "the refused dump wrote {}", img.display());
+    for &p in &pids {
+        assert_running_untraced(p, "after the refused dump");
+    }
+    t.write_stdin(b"go\n");
+    t.close_stdin();
+    let fin = t.finish();
+    assert_eq!(fin.status.code(), Some(0));
+    assert_eq!(
+        text(&fin.stdout),
+        "ready\n\
+         the parent sees child 0's new descriptor: yes\n\
+         child 0 sees the parent's new descriptor: yes\n\
+         done\n"
+    );
+}

@@ -455,7 +455,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     })?;
     // Shared descriptor tables and filesystem information (a later sharer's
     // descriptors are the first one's: not resolved twice below).
-    crate::kinds::task::share::collect(&mut processes)?;
+    crate::kinds::task::share::collect(&mut processes, root_parent)?;
     let pipes = fds::pipe::resolve_pipes(&mut processes, opts.external)?;
     let fifos = fds::fifo::resolve_fifos(&processes)?;
     let (ptys, tty_busy) = fds::tty::resolve_ptys(&mut processes)?;

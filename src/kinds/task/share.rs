@@ -103,8 +103,37 @@ fn pids(ps: &[&Process]) -> String {
 /// (kcmp KCMP_FILES, KCMP_FS), recorded as a reference to the first sharer; a later
 /// sharer's descriptors are the first one's (its own list is emptied). Processes
 /// sharing an address space (CLONE_VM without CLONE_THREAD: a vfork child, and with
-/// it CLONE_SIGHAND) are refused: restore gives each process its own.
-pub(crate) fn collect(procs: &mut [Process]) -> DumpResult<()> {
+/// it CLONE_SIGHAND) are refused: restore gives each process its own; so is a root
+/// sharing any of them with its parent outside the tree (`root_parent`).
+pub(crate) fn collect(procs: &mut [Process], root_parent: i32) -> DumpResult<()> {
+    if let Some(root) = procs.first().filter(|r| !r.is_zombie() && root_parent > 0) {
+        // (A parent gone meanwhile shares nothing.)
+        let with = |f: fn(i32, i32) -> sys::Result<bool>| f(root.pid, root_parent).unwrap_or(false);
+        let shared = [
+            (
+                sys::process::same_vm as fn(i32, i32) -> sys::Result<bool>,
+                "address space (CLONE_VM)",
+            ),
+            (
+                sys::process::same_fd_table,
+                "descriptor table (CLONE_FILES)",
+            ),
+            (
+                sys::process::same_fs,
+                "working directory, root directory and umask (CLONE_FS)",
+            ),
+        ];
+        if let Some((_, what)) = shared.iter().find(|(f, _)| with(*f)) {
+            return Err(unsupported(
+                root.pid,
+                format!(
+                    "it shares its {what} with its parent {root_parent}, outside the dumped \
+                     tree: restore cannot share it with a process it does not make: not \
+                     supported yet (dump the parent's tree)"
+                ),
+            ));
+        }
+    }
     let live: Vec<usize> = (0..procs.len())
         .filter(|&i| !procs[i].is_zombie())
         .collect();
