@@ -289,6 +289,8 @@ pub(crate) fn collect_process(
         pid_ns_for_children: None,
         cow_from_parent: Vec::new(),
         inherited: Vec::new(),
+        files_shared_with: None,
+        fs_shared_with: None,
         aio,
         stopped: fr
             .threads

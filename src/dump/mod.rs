@@ -475,6 +475,9 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         pid,
         why: "injected fault at step \"dump: collected\" (testing)".into(),
     })?;
+    // Shared descriptor tables and filesystem information (a later sharer's
+    // descriptors are the first one's: not resolved twice below).
+    crate::kinds::task::share::collect(&mut processes, root_parent)?;
     let pipes = fds::pipe::resolve_pipes(&mut processes, opts.external)?;
     let fifos = fds::fifo::resolve_fifos(&processes)?;
     let (ptys, tty_busy) = fds::tty::resolve_ptys(&mut processes)?;
@@ -491,7 +494,6 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
     };
     let mut repair = RepairGuard(repair);
-    fds::refuse_shared_tables(&processes)?;
     fds::link_shared_fds(&mut processes)?;
     fds::mqueue::refuse_split_deleted(&processes)?;
     fds::file::check_kept_files(&processes)?;

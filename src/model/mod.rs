@@ -1096,6 +1096,20 @@ pub struct Process {
     /// file's, in a private file mapping). Empty in full images and older ones.
     #[serde(default)]
     pub inherited: Vec<(u64, u64)>,
+    /// The process shares its descriptor table (clone with CLONE_FILES, without
+    /// CLONE_THREAD) with this process of the image, the first one in image order that
+    /// has that table: the table's descriptors are that process's `fds` (this one's are
+    /// empty), restored once, and this process is created sharing it again
+    /// (`kinds::task::share`). `None`: a table of its own (and in older images, where
+    /// dump refused shared tables).
+    #[serde(default)]
+    pub files_shared_with: Option<i32>,
+    /// The process shares its working directory, root directory and umask (clone with
+    /// CLONE_FS) with this process of the image, the first one in image order that
+    /// shares them; `cwd`, `root` and `umask` are the same in both. `None`: its own (and
+    /// in older images, where such sharing was not recorded).
+    #[serde(default)]
+    pub fs_shared_with: Option<i32>,
 }
 
 /// Where a process is in one cgroup hierarchy.

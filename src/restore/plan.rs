@@ -155,6 +155,7 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
     fd::check_shared(procs, problems);
     fd::tty::check_ptys(ckpt, problems);
     tree::check_groups(procs, problems);
+    crate::kinds::task::share::check_sharing(ckpt, problems);
     crate::kinds::task::pidns::check_nested(ckpt, problems);
 }
 

@@ -23,7 +23,7 @@ use crate::kinds::mem;
 use crate::kinds::mem::cow;
 use crate::kinds::mem::pages::{PageSink, PageStream};
 use crate::kinds::mem::shmem::{self, ShmOwners, SysvCreated};
-use crate::kinds::task::{attrs, creds, seccomp, signals, threads, timers, tree};
+use crate::kinds::task::{attrs, creds, seccomp, share, signals, threads, timers, tree};
 use crate::model::Process;
 use crate::remote::{BATCH_CODE_OFFSET, BatchArgs, Ctx, STUB_SIZE, helper_injector};
 use crate::sys::inject::{Call, Injector, find_gadget};
@@ -663,8 +663,18 @@ fn fork_tree<'a>(
         }
         tree::group_before_fork(ctxs, &plan.ckpt, i, parent)?;
         tree::prepare_nested_fork(&mut ctxs[parent], p, &mut unshared[parent], pidfd_at)?;
-        let inj = tree::fork_process(&mut ctxs[parent], p)?;
+        // Sharing its parent's descriptor table or filesystem information, which the
+        // parent leaves after the last of siblings that share what it does not.
+        let inj = tree::fork_process(&mut ctxs[parent], p, share::fork_flags(procs, i))?;
         stub.procs.push((p.pid, Vec::new()));
+        let leave = share::unshare_after(procs, i);
+        if leave != 0 {
+            ctxs[parent].call(
+                "unshare (a descriptor table or filesystem information its children share)",
+                nr::UNSHARE,
+                [leave, 0, 0, 0, 0, 0],
+            )?;
+        }
         let mem = RemoteMem::open(p.pid)?;
         let mut cx = Ctx::live(inj, mem, stub_addr, p);
         // Forked from its parent's stub: the same kind of memory map.
@@ -705,18 +715,25 @@ fn build_process(
     tty: Option<(&super::plan::TtyPlan, i32)>,
     ptys: &fd::tty::PtyMasters,
 ) -> Result<Vec<Injector>> {
-    fd::restore_fds(
-        cx,
-        &plan.ckpt,
-        &plan.inherit,
-        &mut sh.pipe_holders,
-        &mut sh.files,
-        tty.map(|t| t.1),
-        ptys,
-    )?;
+    // A shared descriptor table's descriptors are restored once, by its first sharer.
+    if share::restores_fds(cx.proc_) {
+        fd::restore_fds(
+            cx,
+            &plan.ckpt,
+            &plan.inherit,
+            &mut sh.pipe_holders,
+            &mut sh.files,
+            tty.map(|t| t.1),
+            ptys,
+        )?;
+    }
     // AIO contexts once the memory areas are in place (their rings go between them).
     mem::aio::restore_rings(cx)?;
-    attrs::set_cwd_root(cx, &sh.files)?;
+    // Shared working and root directories once, by their last sharer (the others'
+    // steps above use paths from the host's root).
+    if share::restores_fs(&plan.ckpt.processes, cx.proc_.pid) {
+        attrs::set_cwd_root(cx, &sh.files)?;
+    }
     lock::restore_locks(cx)?;
     attrs::restore_attrs(cx)?;
     // AMX tile data is enabled per process on request; ask again if it was.

@@ -460,6 +460,28 @@ pub fn same_fd_table(pid1: i32, pid2: i32) -> Result<bool> {
     Ok(r == 0)
 }
 
+/// Whether processes `pid1` and `pid2` share one filesystem information (working and
+/// root directories, umask: kcmp KCMP_FS; clone with CLONE_FS).
+pub fn same_fs(pid1: i32, pid2: i32) -> Result<bool> {
+    // linux/kcmp.h; neither libc nor linux-raw-sys has it.
+    const KCMP_FS: libc::c_long = 3;
+    // SAFETY: kcmp takes only integers.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FS, 0, 0) };
+    check(r, || format!("kcmp({pid1}, {pid2}, KCMP_FS)"))?;
+    Ok(r == 0)
+}
+
+/// Whether processes `pid1` and `pid2` share one address space (kcmp KCMP_VM; clone
+/// with CLONE_VM without CLONE_THREAD, vfork).
+pub fn same_vm(pid1: i32, pid2: i32) -> Result<bool> {
+    // linux/kcmp.h; neither libc nor linux-raw-sys has it.
+    const KCMP_VM: libc::c_long = 1;
+    // SAFETY: kcmp takes only integers.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_VM, 0, 0) };
+    check(r, || format!("kcmp({pid1}, {pid2}, KCMP_VM)"))?;
+    Ok(r == 0)
+}
+
 /// pidfd_open(pid, 0): a descriptor of process `pid` (> 0; others are refused with
 /// EINVAL, as the kernel does).
 pub(crate) fn pidfd_open(pid: i32) -> Result<std::os::fd::OwnedFd> {

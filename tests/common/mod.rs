@@ -135,6 +135,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("sysvall", "sysvall.c", &[]),
     // tests/e2e_semundo.rs: semaphore undo lists empty, shared between processes, absent
     ("semundo", "semundo.c", &["-pthread"]),
+    // tests/e2e_clonefiles.rs: descriptor tables and cwd/root/umask shared by processes
+    ("clonefiles", "clonefiles.c", &[]),
     // tests/e2e_gate.rs: a program under seccomp filters watching its /proc
     ("gatesec", "gatesec.c", &["-pthread"]),
     // tests/e2e_fsobj.rs: FIFOs, file locks, O_PATH descriptors, inotify

@@ -251,28 +251,6 @@ fn anon_inode_kind(d: &OpenFd, kind: &str) -> DumpResult<FdKind> {
     }
 }
 
-/// Processes of the tree that share one descriptor table (clone with CLONE_FILES and
-/// without CLONE_THREAD) are refused: restore gives each process a table of its own, so
-/// a descriptor one of them opened later would no longer be the other's.
-pub(crate) fn refuse_shared_tables(procs: &[Process]) -> DumpResult<()> {
-    let live: Vec<&Process> = procs.iter().filter(|p| !p.is_zombie()).collect();
-    for (i, a) in live.iter().enumerate() {
-        for b in &live[i + 1..] {
-            if sys::process::same_fd_table(a.pid, b.pid)? {
-                return Err(unsupported(
-                    b.pid,
-                    format!(
-                        "it shares its descriptor table with process {} (CLONE_FILES); \
-                         restore cannot give two processes one table: not supported yet",
-                        a.pid
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Find descriptors that share an open file description with an earlier one in the
 /// image (kcmp), so restore opens each description once.
 pub(crate) fn link_shared_fds(procs: &mut [Process]) -> DumpResult<()> {

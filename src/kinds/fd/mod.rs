@@ -43,8 +43,7 @@ use std::collections::BTreeSet;
 
 // In collect.rs, re-exported here for the kinds and dump/.
 pub(crate) use collect::{
-    OpenFd, check_fd_owners, fd_entry, fdinfo_unparsed, link_shared_fds, refuse_shared_tables,
-    resolve_sockets,
+    OpenFd, check_fd_owners, fd_entry, fdinfo_unparsed, link_shared_fds, resolve_sockets,
 };
 
 // ---- checks (plan) ----

@@ -5,6 +5,7 @@ pub(crate) mod creds;
 pub(crate) mod pidns;
 pub(crate) mod query;
 pub(crate) mod seccomp;
+pub(crate) mod share;
 pub(crate) mod signals;
 #[cfg(test)]
 mod tests;

@@ -533,14 +533,18 @@ pub(crate) fn once_released<T>(
 /// A process of a PID namespace nested inside the tree's gets its ID at every level
 /// (the `set_tid` array, innermost first); the parent's stub names it as its own
 /// namespace does.
-pub(crate) fn fork_process(parent: &mut Ctx<'_>, p: &Process) -> RestoreResult<Injector> {
+pub(crate) fn fork_process(
+    parent: &mut Ctx<'_>,
+    p: &Process,
+    share_flags: u64,
+) -> RestoreResult<Injector> {
     let tid_addr = parent.scratch() + 88;
     let ids = super::pidns::ids(p);
     let set_tid = super::pidns::set_tid_array(&ids);
     let mut args = Vec::with_capacity(88 + 8 * set_tid.len());
     let n = set_tid.len() as u64;
     // Sharing the parent's System V semaphore undo list if the process did.
-    let flags = crate::kinds::ipc::fork_flags(p);
+    let flags = crate::kinds::ipc::fork_flags(p) | share_flags;
     for w in [
         flags,
         0,
@@ -1053,12 +1057,16 @@ pub(crate) fn unshare_pid_ns(cx: &mut Ctx<'_>) -> RestoreResult<()> {
 /// The pidfds of ckpt that stubs of nested PID namespaces hold are closed (before
 /// their credentials change: nothing takes a descriptor from ckpt after that).
 pub(crate) fn close_ckpt_pidfds(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
+    // (Once per descriptor table: processes sharing one hold the same.)
+    let mut closed = std::collections::BTreeSet::new();
     for cx in ctxs.iter_mut() {
         if cx.proc_.is_zombie() {
             continue;
         }
         if let Some(fd) = cx.ckpt_pidfd.take() {
-            cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
+            if closed.insert((super::share::table(cx.proc_), fd)) {
+                cx.call("close", nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
+            }
         }
     }
     Ok(())
