@@ -406,15 +406,34 @@ struct RestoreArgs {
     #[arg(long, value_name = "FILE")]
     parent: Option<PathBuf>,
     /// Let the process run before its private anonymous memory is copied: each page
-    /// comes in from the image when first touched, and the rest is copied in the
-    /// background, so the time until it runs does not grow with its memory. ckpt stays
-    /// until every page is in (with --detach it prints the PID at once, closes its
-    /// standard output and exits then); if it dies before, the restored processes are
-    /// killed (they never read a page that is not theirs). The image must be a file.
-    /// Not with --new-pidns, --new-tty, or an image whose tree had a PID namespace of
-    /// its own.
-    #[arg(long, conflicts_with_all = ["new_pidns", "new_tty"])]
-    lazy: bool,
+    /// comes in from the image when first touched, and (`--lazy` or `--lazy=fill`)
+    /// the rest is copied in the background, so the time until it runs does not grow
+    /// with its memory. ckpt stays until every page is in (with --detach it prints the
+    /// PID at once, closes its standard output and exits then); if it dies before,
+    /// the restored processes are killed (they never read a page that is not theirs).
+    /// `--lazy=touch` (with --new-pidns: many copies of one image side by side) copies
+    /// only the pages the copy touches: ckpt serves it for as long as it runs, its
+    /// lazy areas stay registered with a userfaultfd, and it holds only what it
+    /// touched (the rest stays in the image file's page cache, shared by every copy).
+    /// The image must be a file. Not with --new-tty, or an image whose tree had a PID
+    /// namespace of its own.
+    #[arg(
+        long,
+        value_enum,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "fill",
+        value_name = "fill|touch",
+        conflicts_with = "new_tty"
+    )]
+    lazy: Option<LazyArg>,
+}
+
+/// `restore --lazy[=fill|touch]`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LazyArg {
+    Fill,
+    Touch,
 }
 
 // The options of `ckpt check`.
@@ -657,7 +676,17 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
         parent,
         lazy,
     } = a;
-    if lazy && image.as_os_str() == "-" {
+    let lazy = lazy.map(|l| match l {
+        LazyArg::Fill => restore::LazyMode::Fill,
+        LazyArg::Touch => restore::LazyMode::Touch,
+    });
+    if lazy == Some(restore::LazyMode::Touch) && !new_pidns {
+        return usage(
+            "--lazy=touch needs --new-pidns (ckpt serves the copy until its PID namespace \
+             ends)",
+        );
+    }
+    if lazy.is_some() && image.as_os_str() == "-" {
         say!(
             "ckpt: --lazy reads pages from the image as the program touches them: it must be a file, not standard input"
         );
@@ -682,7 +711,7 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
     };
     // --lazy: the same open file (the image, or the full one an incremental chain was
     // merged into), read as a stream for the metadata and at random for the pages.
-    let (input, lazy_file): (Box<dyn Read + Send>, _) = if lazy {
+    let (input, lazy_file): (Box<dyn Read + Send>, _) = if lazy.is_some() {
         let opened = match restore::chain::materialize(&image, parent.as_deref()) {
             Ok(Some(f)) => Ok(f),
             Ok(None) if parent.is_some() => {
@@ -720,8 +749,8 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
     if let Err(e) = prepared.take_randomization(image.as_os_str() != "-") {
         return err(e);
     }
-    if let Some(f) = lazy_file {
-        if let Err(e) = prepared.set_lazy(f) {
+    if let (Some(f), Some(mode)) = (lazy_file, lazy) {
+        if let Err(e) = prepared.set_lazy(f, mode) {
             return err(e);
         }
     }

@@ -47,6 +47,8 @@ const FAULT_BLOCK: u64 = 64 << 10;
 const FILL_STEP: u64 = 1 << 20;
 /// Page records kept read and decompressed.
 const CACHED: usize = 4;
+/// `--lazy=touch`: the server lets its records go after this long without a fault.
+const TOUCH_IDLE_MS: i32 = 1000;
 
 /// The image file, its records found by their offset.
 pub(crate) struct LazyImage {
@@ -70,14 +72,26 @@ impl LazyImage {
 
     /// The pages of the page record at `offset`, its checksum checked.
     pub(crate) fn pages(&self, offset: u64) -> Result<Vec<u8>> {
+        self.pages_into(offset, Vec::new())
+    }
+
+    /// [`LazyImage::pages`] into `spare`, a buffer of an earlier record: its memory is
+    /// touched already (on this VM a fresh 4 MiB buffer costs more in page faults than
+    /// reading and checking the record).
+    fn pages_into(&self, offset: u64, spare: Vec<u8>) -> Result<Vec<u8>> {
         let e = self.entry(offset)?;
+        if !matches!(e.tag, tag::PAGES_LZ4 | tag::PAGES_ZSTD) {
+            let mut raw = spare;
+            index::read_payload(&self.file, e, &mut raw)?;
+            return Ok(raw);
+        }
         let mut raw = Vec::new();
         index::read_payload(&self.file, e, &mut raw)?;
-        let mut pages = Vec::new();
+        let mut pages = spare;
+        pages.clear();
         match e.tag {
             tag::PAGES_LZ4 => crate::image::decompress_pages(&raw, &mut pages)?,
-            tag::PAGES_ZSTD => crate::image::decompress_pages_zstd(&raw, &mut pages)?,
-            _ => pages = raw,
+            _ => crate::image::decompress_pages_zstd(&raw, &mut pages)?,
         }
         Ok(pages)
     }
@@ -208,10 +222,31 @@ struct Mm {
     waiting: Vec<u64>,
 }
 
+/// How the memory of a lazy restore comes in (`restore --lazy[=fill|touch]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LazyMode {
+    /// Pages come in on first touch, and the rest is copied in the background: ckpt
+    /// ends once every page is in, and nothing of the restore stays in the tree.
+    #[default]
+    Fill,
+    /// Pages come in on first touch only (`--new-pidns`: copies of one image started
+    /// side by side, each holding only the pages it touched). ckpt serves the copy for
+    /// as long as it lives; its lazy areas stay registered (`um` in their VmFlags).
+    Touch,
+}
+
 /// A lazy restore's state shared by stage (which adds processes) and the server.
 pub(crate) struct Lazy {
     image: LazyImage,
+    mode: LazyMode,
     incoming: Mutex<Vec<Mm>>,
+    /// In the builder of a tree restored in a new PID namespace: where each process's
+    /// userfaultfd and pieces go (the server is ckpt's, outside the namespace; see
+    /// [`Outside`]).
+    forward: Mutex<Option<OwnedFd>>,
+    /// `LazyMode::Touch`: a pidfd of the init of the copy's PID namespace; the server
+    /// ends when it exits (the whole copy is gone).
+    end_with: Mutex<Option<OwnedFd>>,
     /// Commit is done: the background copy may start.
     filling: AtomicBool,
     /// The restore failed: the server ends.
@@ -221,10 +256,13 @@ pub(crate) struct Lazy {
 }
 
 impl Lazy {
-    pub(crate) fn new(image: LazyImage) -> Self {
+    pub(crate) fn new(image: LazyImage, mode: LazyMode) -> Self {
         Self {
             image,
+            mode,
             incoming: Mutex::new(Vec::new()),
+            forward: Mutex::new(None),
+            end_with: Mutex::new(None),
             filling: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             watcher: Mutex::new(None),
@@ -235,10 +273,45 @@ impl Lazy {
         &self.image
     }
 
+    pub(crate) fn mode(&self) -> LazyMode {
+        self.mode
+    }
+
+    /// In the builder of a tree restored in a new PID namespace: send every process's
+    /// userfaultfd and pieces through `sock` to ckpt outside ([`Outside`]), which
+    /// serves them and watches the tree.
+    pub(crate) fn forward_to(&self, sock: OwnedFd) {
+        if let Ok(mut g) = self.forward.lock() {
+            *g = Some(sock);
+        }
+    }
+
+    /// The server is ckpt's outside the namespace ([`Lazy::forward_to`]).
+    pub(crate) fn forwards(&self) -> bool {
+        self.forward.lock().is_ok_and(|g| g.is_some())
+    }
+
+    /// Everything is sent (stage is over): the end of the stream for ckpt outside.
+    pub(crate) fn close_forward(&self) {
+        if let Ok(mut g) = self.forward.lock() {
+            g.take();
+        }
+    }
+
     /// A process's registered areas and the pieces to copy into them (stage, at the end
     /// of its memory).
-    pub(crate) fn add(&self, uffd: Uffd, regs: Vec<(u64, u64)>, mut pieces: Vec<Piece>) {
+    pub(crate) fn add(
+        &self,
+        uffd: Uffd,
+        regs: Vec<(u64, u64)>,
+        mut pieces: Vec<Piece>,
+    ) -> Result<()> {
         pieces.sort_by_key(|p| p.addr);
+        if let Ok(g) = self.forward.lock() {
+            if let Some(sock) = g.as_ref() {
+                return send_mm(sock, &uffd, &regs, &pieces);
+            }
+        }
         if let Ok(mut g) = self.incoming.lock() {
             g.push(Mm {
                 uffd,
@@ -247,10 +320,15 @@ impl Lazy {
                 waiting: Vec::new(),
             });
         }
+        Ok(())
     }
 
-    /// Start the watcher over the tree's processes (before commit).
+    /// Start the watcher over the tree's processes (before commit). In the builder of a
+    /// tree in a new PID namespace nothing: ckpt outside watches it ([`Outside`]).
     pub(crate) fn watch(&self, pids: &[i32]) -> Result<()> {
+        if self.forwards() {
+            return Ok(());
+        }
         let me = sys::process::pidfd_open(std::process::id() as i32)?;
         let pidfds = pids
             .iter()
@@ -284,8 +362,154 @@ impl Lazy {
 #[derive(Debug, Default, Clone)]
 pub struct LazyStats {
     pub faults: u64,
+    /// Bytes copied in the background.
     pub bytes: u64,
+    /// Bytes copied to serve faults.
+    pub served: u64,
     pub fill: std::time::Duration,
+}
+
+// ---- a tree in a new PID namespace: the server outside ----
+//
+// The builder of a tree restored with `--new-pidns` is the namespace's init, a process
+// of ckpt's inside it; a thread of ckpt there would take a PID the tree may need, and
+// the init's own job is to wait for the tree. So the builder sends each process's
+// userfaultfd (SCM_RIGHTS) and pieces over a SOCK_SEQPACKET pair to ckpt outside, which
+// runs the server and the watcher (over the init: its end ends the namespace).
+
+/// Pieces per message (32 bytes each), and the largest message.
+const PER_MSG: usize = 2000;
+const MSG_MAX: usize = 1 + PER_MSG * 32;
+
+fn words(tag: u8, w: impl Iterator<Item = u64>) -> Vec<u8> {
+    let mut m = vec![tag];
+    for x in w {
+        m.extend_from_slice(&x.to_le_bytes());
+    }
+    m
+}
+
+/// Send one process's pieces ('P'), registered ranges ('R'), then its userfaultfd
+/// ('U'), which ends the process's part.
+fn send_mm(sock: &OwnedFd, uffd: &Uffd, regs: &[(u64, u64)], pieces: &[Piece]) -> Result<()> {
+    let lost = |e| {
+        RestoreError::Stage(format!(
+            "lazy restore: cannot reach ckpt outside the PID namespace: {e}"
+        ))
+    };
+    for c in pieces.chunks(PER_MSG) {
+        let m = words(b'P', c.iter().flat_map(|p| [p.addr, p.len, p.rec, p.skip]));
+        sys::seqpacket::send(sock, &m).map_err(lost)?;
+    }
+    for c in regs.chunks(PER_MSG) {
+        let m = words(b'R', c.iter().flat_map(|&(s, e)| [s, e]));
+        sys::seqpacket::send(sock, &m).map_err(lost)?;
+    }
+    sys::seqpacket::send_with_fd(sock, b"U", uffd.as_fd()).map_err(lost)
+}
+
+/// The u64 words after a message's tag, `n` to a group.
+fn groups(m: &[u8], n: usize) -> Result<Vec<Vec<u64>>> {
+    let body = m.get(1..).unwrap_or_default();
+    if body.len() % (8 * n) != 0 {
+        return Err(RestoreError::Stage(format!(
+            "lazy restore: a message of {} bytes from the builder",
+            m.len()
+        )));
+    }
+    Ok(body
+        .chunks(8 * n)
+        .map(|g| {
+            g.chunks(8)
+                .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
+                .collect()
+        })
+        .collect())
+}
+
+/// Take the builder's messages until it closes its side, adding each process to `lazy`.
+fn receive(lazy: &Lazy, sock: &OwnedFd) -> Result<()> {
+    let (mut pieces, mut regs) = (Vec::new(), Vec::new());
+    while let Some((m, fd)) = sys::seqpacket::recv_with_fd(sock, MSG_MAX)? {
+        match (m.first(), fd) {
+            (Some(b'P'), None) => pieces.extend(groups(&m, 4)?.into_iter().map(|g| Piece {
+                addr: g[0],
+                len: g[1],
+                rec: g[2],
+                skip: g[3],
+            })),
+            (Some(b'R'), None) => regs.extend(groups(&m, 2)?.into_iter().map(|g| (g[0], g[1]))),
+            (Some(b'U'), Some(fd)) => lazy.add(
+                Uffd::from_fd(fd),
+                std::mem::take(&mut regs),
+                std::mem::take(&mut pieces),
+            )?,
+            _ => {
+                return Err(RestoreError::Stage(
+                    "lazy restore: an unexpected message from the builder".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ckpt's side of a lazy restore whose builder is in the tree's new PID namespace: the
+/// server and the watcher (over `init`, the namespace's init), started before the
+/// builder stages anything, and the thread taking the builder's messages.
+pub(crate) struct Outside {
+    server: Option<Server>,
+    receiver: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl Outside {
+    /// Start serving the builder at the other end of `sock`. Called in ckpt right after
+    /// it forked the init.
+    pub(crate) fn start(lazy: Arc<Lazy>, sock: OwnedFd, init: i32) -> Result<Self> {
+        if lazy.mode == LazyMode::Touch {
+            let fd = sys::process::pidfd_open(init)?;
+            if let Ok(mut g) = lazy.end_with.lock() {
+                *g = Some(fd);
+            }
+        }
+        let server = Server::start(lazy.clone())?;
+        lazy.watch(&[init])?;
+        let l = lazy.clone();
+        let receiver = std::thread::Builder::new()
+            .name("ckpt-lazy-rx".into())
+            .spawn(move || receive(&l, &sock))
+            .map_err(|e| RestoreError::Stage(format!("cannot start the lazy receiver: {e}")))?;
+        Ok(Self {
+            server: Some(server),
+            receiver: Some(receiver),
+        })
+    }
+
+    /// The builder reported the tree running: every process's part is received (the
+    /// builder closed its side before), and the server may go on after commit.
+    pub(crate) fn committed(mut self) -> Result<Server> {
+        let r = match self.receiver.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(RestoreError::Stage("the lazy receiver stopped".into())),
+        };
+        r?;
+        let server = self
+            .server
+            .take()
+            .ok_or_else(|| RestoreError::Stage("the lazy server stopped".into()))?;
+        server.committed();
+        Ok(server)
+    }
+}
+
+impl Drop for Outside {
+    /// The restore failed (the builder's end closes the socket: the receiver ends).
+    fn drop(&mut self) {
+        drop(self.server.take());
+        if let Some(t) = self.receiver.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The server thread of a lazy restore (see the module comment).
@@ -344,10 +568,16 @@ impl Cache {
         if let Some((_, d)) = self.recs.iter().find(|(o, _)| *o == rec) {
             return Ok(d.clone());
         }
-        let d = Arc::new(img.pages(rec)?);
-        if self.recs.len() >= CACHED {
-            self.recs.pop_front();
-        }
+        // The oldest record's buffer is reused once nothing holds it.
+        let spare = if self.recs.len() >= CACHED {
+            self.recs
+                .pop_front()
+                .and_then(|(_, d)| Arc::try_unwrap(d).ok())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let d = Arc::new(img.pages_into(rec, spare)?);
         self.recs.push_back((rec, d.clone()));
         Ok(d)
     }
@@ -384,7 +614,13 @@ fn copy_part(
 }
 
 /// Serve a fault at `addr`; `Retry` when an event must be read first.
-fn serve_fault(mm: &mut Mm, addr: u64, img: &LazyImage, cache: &mut Cache) -> Result<Fill> {
+fn serve_fault(
+    mm: &mut Mm,
+    addr: u64,
+    img: &LazyImage,
+    cache: &mut Cache,
+    served: &mut u64,
+) -> Result<Fill> {
     let page = addr & !4095;
     match find(&mm.pieces, page) {
         Some(i) => {
@@ -393,6 +629,7 @@ fn serve_fault(mm: &mut Mm, addr: u64, img: &LazyImage, cache: &mut Cache) -> Re
             let (s, e) = (b.max(p.addr), (b + FAULT_BLOCK).min(p.end()));
             let r = copy_part(mm, i, s, e, img, cache)?;
             if r == Fill::Done {
+                *served += e - s;
                 mm.uffd.wake(page, 4096);
             }
             Ok(r)
@@ -465,8 +702,36 @@ fn serve_inner(lazy: &Lazy) -> Result<LazyStats> {
                 revents: 0,
             })
             .collect();
-        let timeout = if filling { quiet_ms } else { 2 };
+        // `--lazy=touch`: after commit, faults only, until the copy's init exits.
+        let touch = filling && lazy.mode == LazyMode::Touch;
+        let end_fd = match lazy.end_with.lock() {
+            Ok(g) => g.as_ref().map(|f| f.as_raw_fd()),
+            Err(_) => None,
+        };
+        if let (true, Some(fd)) = (touch, end_fd) {
+            pfds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let timeout = match (touch, filling) {
+            (true, _) => TOUCH_IDLE_MS,
+            (false, true) => quiet_ms,
+            (false, false) => 2,
+        };
         let n = sys::uffd::poll(&mut pfds, timeout)?;
+        if touch {
+            if end_fd.is_some() && pfds.last().is_some_and(|p| p.revents != 0) {
+                // The copy is gone: nothing to serve any more.
+                break;
+            }
+            if n == 0 {
+                // Idle: the records read for the last faults go (the image's page
+                // cache still holds them, shared by every copy).
+                cache.recs.clear();
+            }
+        }
         if n > 0 && fault_ms > 0 {
             std::thread::sleep(std::time::Duration::from_millis(fault_ms as u64));
         }
@@ -525,7 +790,7 @@ fn serve_inner(lazy: &Lazy) -> Result<LazyStats> {
             }
             let mut still = Vec::new();
             for addr in std::mem::take(&mut mm.waiting) {
-                match serve_fault(mm, addr, img, &mut cache)? {
+                match serve_fault(mm, addr, img, &mut cache, &mut stats.served)? {
                     Fill::Done => {}
                     Fill::Retry => still.push(addr),
                     Fill::Gone => {
@@ -540,7 +805,7 @@ fn serve_inner(lazy: &Lazy) -> Result<LazyStats> {
             mms.remove(k);
         }
         mms.extend(born);
-        if !filling {
+        if !filling || touch {
             continue;
         }
         if quiet_ms > 0 && n > 0 {
@@ -625,6 +890,68 @@ mod tests {
                 p(0x20000, 0x1000, 7, 0)
             ]
         );
+    }
+
+    /// What the builder of a tree in a new PID namespace sends is what ckpt outside
+    /// adds: pieces and ranges (more than one message of each), then the descriptor.
+    #[test]
+    fn a_process_sent_by_the_builder_arrives_whole() {
+        let (ours, theirs) = match sys::seqpacket::pair() {
+            Ok(p) => p,
+            Err(e) => panic!("socketpair: {e}"),
+        };
+        let pieces: Vec<Piece> = (0..PER_MSG as u64 + 5)
+            .map(|i| p(0x10000 + i * 0x2000, 0x1000, 64 + i, i * 8))
+            .collect();
+        let regs: Vec<(u64, u64)> = (0..PER_MSG as u64 + 3)
+            .map(|i| (i << 20, (i << 20) + 0x1000))
+            .collect();
+        // Any descriptor stands for the userfaultfd here (the receiver only keeps it).
+        let stand_in = match std::fs::File::open("/dev/null") {
+            Ok(f) => OwnedFd::from(f),
+            Err(e) => panic!("/dev/null: {e}"),
+        };
+        let u = Uffd::from_fd(stand_in);
+        let sent = std::thread::spawn({
+            let (pieces, regs) = (pieces.clone(), regs.clone());
+            move || {
+                let r = send_mm(&theirs, &u, &regs, &pieces);
+                drop(theirs);
+                r.is_ok()
+            }
+        });
+        let img = match dev_null() {
+            Some(f) => f,
+            None => return,
+        };
+        let lazy = Lazy::new(
+            LazyImage {
+                file: img,
+                entries: Vec::new(),
+            },
+            LazyMode::Touch,
+        );
+        let got = receive(&lazy, &ours);
+        assert!(got.is_ok(), "{:?}", got.err());
+        assert!(sent.join().unwrap_or(false));
+        let mms = lazy.incoming.lock().map(|g| g.len()).unwrap_or(0);
+        assert_eq!(mms, 1);
+        let g = lazy.incoming.lock().ok();
+        let mm = g.as_ref().and_then(|g| g.first());
+        assert_eq!(mm.map(|m| m.pieces.clone()), Some(pieces));
+        assert_eq!(mm.map(|m| m.regs.clone()), Some(regs));
+    }
+
+    /// A message cut in the middle of a word is refused.
+    #[test]
+    fn a_torn_message_is_refused() {
+        assert!(groups(&[b'P', 1, 2, 3], 4).is_err());
+        assert!(groups(&[b'R'; 17], 2).is_ok());
+        assert!(groups(&[b'R'; 18], 2).is_err());
+    }
+
+    fn dev_null() -> Option<File> {
+        File::open("/dev/null").ok()
     }
 
     #[test]

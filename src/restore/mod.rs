@@ -173,7 +173,7 @@ static LAST_STATS: std::sync::Mutex<Option<RestoreStats>> = std::sync::Mutex::ne
 /// The server of the last `restore --lazy`, copying the rest of the memory.
 static LAZY_SERVER: std::sync::Mutex<Option<lazy::Server>> = std::sync::Mutex::new(None);
 
-pub use lazy::LazyStats;
+pub use lazy::{LazyMode, LazyStats};
 
 /// After a `restore --lazy`: wait until every page is in and nothing of the
 /// userfaultfds is left in the tree (`None`: there was no lazy restore). ckpt must not
@@ -390,12 +390,17 @@ impl<R: Read + Send> Prepared<R> {
 
     /// `restore --lazy`: the tree runs before its private anonymous memory is copied,
     /// which ckpt serves from `image` (the image file, opened again or a duplicate of
-    /// the one being read) on first touch and copies in the background; see
-    /// `restore::lazy`. Refused with a PID namespace: ckpt must stay outside the
-    /// tree's namespace to serve it, and there the builder is a separate process that
-    /// exits.
-    pub fn set_lazy(&mut self, image: std::fs::File) -> Result<()> {
-        if self.pidns_init.is_some() || self.own_pid_namespace() {
+    /// the one being read) on first touch and, with `LazyMode::Fill`, copies in the
+    /// background; see `restore::lazy`. With `--new-pidns` (`launch(true)`) ckpt serves
+    /// it from outside the new namespace. Refused for a tree that had a PID namespace
+    /// of its own (or ran in one without its init): there the builder is a separate
+    /// process inside the namespace that exits. `LazyMode::Touch` needs `--new-pidns`
+    /// ([`Prepared::launch`] refuses it otherwise).
+    pub fn set_lazy(&mut self, image: std::fs::File, mode: LazyMode) -> Result<()> {
+        if self.pidns_init.is_some()
+            || self.own_pid_namespace()
+            || self.plan.ckpt.pid_namespace_init_outside
+        {
             return Err(RestoreError::Reported(
                 "--lazy: a tree with a PID namespace of its own is not restored lazily \
                  (the restore runs inside that namespace, from a helper that exits)"
@@ -403,7 +408,7 @@ impl<R: Read + Send> Prepared<R> {
             ));
         }
         let img = lazy::LazyImage::open(image)?;
-        self.plan.lazy = Some(std::sync::Arc::new(lazy::Lazy::new(img)));
+        self.plan.lazy = Some(std::sync::Arc::new(lazy::Lazy::new(img, mode)));
         Ok(())
     }
 
@@ -502,11 +507,18 @@ impl<R: Read + Send> Prepared<R> {
         let mut server = None;
         let res = if let Some(l) = &plan.lazy {
             // The server runs from the start of stage (a fault there is served too);
-            // page records come from the index, without their pages.
-            root.spawn_now(&plan).and_then(|root| {
-                server = Some(lazy::Server::start(l.clone())?);
+            // page records come from the index, without their pages. (In the builder of
+            // a tree in a new PID namespace, the server is ckpt's outside it: see
+            // `lazy::Outside`.)
+            let res = root.spawn_now(&plan).and_then(|root| {
+                if !l.forwards() {
+                    server = Some(lazy::Server::start(l.clone())?);
+                }
                 build(&mut lazy::LazySource::new(l.image()), root)
-            })
+            });
+            // Everything is sent: the end of the stream for ckpt outside.
+            l.close_forward();
+            res
         } else if reading_thread {
             // The root's stub is forked before the reading thread starts.
             root.spawn_now(&plan).and_then(|root| {

@@ -47,11 +47,16 @@ impl<R: Read + Send> Prepared<R> {
     /// had its own at dump (its root becomes PID 1 again) or when `new_pidns` asks for
     /// one (a child of ours becomes its init), else ours, with the root as our child.
     pub fn launch(mut self, new_pidns: bool) -> Result<Launched> {
-        if new_pidns && self.plan.lazy.is_some() {
+        if !new_pidns
+            && self
+                .plan
+                .lazy
+                .as_ref()
+                .is_some_and(|l| l.mode() == super::LazyMode::Touch)
+        {
             return Err(RestoreError::Reported(
-                "--lazy with --new-pidns is not supported: the restore would run inside the \
-                 new PID namespace, from a helper that exits, and ckpt must stay outside it \
-                 to serve the memory"
+                "--lazy=touch needs --new-pidns: ckpt serves the copy until its PID \
+                 namespace's init ends, which is how it knows the whole copy is gone"
                     .into(),
             ));
         }
@@ -426,11 +431,24 @@ fn launch_below_reaper<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched
 /// `restore --new-pidns`: a child of ours becomes PID 1 of a new PID namespace, restores
 /// the tree there and stays as its init, reaping orphans; it exits with the root's
 /// status once nobody is left.
+///
+/// With `--lazy`, ckpt (outside) serves the tree's memory: the builder sends it each
+/// process's userfaultfd (see `lazy::Outside`).
 fn launch_in_new_pidns<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched> {
     let (rd, wr) = sys::process::pipe()?;
+    let lazy = prepared.plan.lazy.clone();
+    let sock = match lazy {
+        Some(_) => Some(sys::seqpacket::pair()?),
+        None => None,
+    };
     match sys::process::fork_into_new_pid_namespace()? {
         None => {
             drop(rd);
+            if let (Some(l), Some((ours, theirs))) = (&lazy, sock) {
+                drop(ours);
+                l.forward_to(theirs);
+            }
+            drop(lazy);
             let res = sys::process::mount_own_proc()
                 .map_err(RestoreError::from)
                 .and_then(|()| prepared.without_reading_thread().run(RootStub::Spawn));
@@ -455,9 +473,29 @@ fn launch_in_new_pidns<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched
         Some(init) => {
             drop(wr);
             drop(prepared);
+            let give_up = |e: RestoreError| {
+                let _ = sys::process::kill(init, libc::SIGKILL);
+                let _ = sys::process::wait_exit(init);
+                e
+            };
+            let outside = match (lazy, sock) {
+                (Some(l), Some((ours, theirs))) => {
+                    drop(theirs);
+                    Some(super::lazy::Outside::start(l, ours, init).map_err(give_up)?)
+                }
+                _ => None,
+            };
             if let Err(e) = child_report(rd) {
                 let _ = sys::process::wait_exit(init);
                 return Err(e);
+            }
+            if let Some(o) = outside {
+                // The tree runs: a part of it not received would wait for its pages
+                // for ever, so the copy goes (its init's end ends the namespace).
+                let server = o.committed().map_err(give_up)?;
+                if let Ok(mut g) = super::LAZY_SERVER.lock() {
+                    *g = Some(server);
+                }
             }
             let root = sys::proc::children(init)
                 .ok()

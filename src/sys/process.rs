@@ -620,16 +620,29 @@ pub fn peek_pipe(read_end: &std::os::fd::OwnedFd) -> Result<(u32, Vec<u8>)> {
 ///
 /// Must be called while this process is single-threaded.
 pub fn fork_into_new_pid_namespace() -> Result<Option<i32>> {
+    use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+    use std::os::fd::AsFd;
+    // Our own PID namespace, for our children again after the fork (see below).
+    let own = std::fs::File::open("/proc/self/ns/pid")
+        .map_err(|e| SysError::Other(format!("open /proc/self/ns/pid: {e}")))?;
     // SAFETY: unshare affects only children created afterwards.
     let r = unsafe { libc::unshare(libc::CLONE_NEWPID) };
     check(r as libc::c_long, || "unshare(CLONE_NEWPID)".into())?;
     // SAFETY: the caller guarantees a single-threaded process, so the child's copy of
     // every lock and of the allocator is consistent and it may go on running Rust code.
     let pid = unsafe { libc::fork() };
+    // Our later children (and threads: the kernel refuses a thread while the two
+    // differ) are in our namespace again, whatever the fork did.
+    let back = move_into_link_name_space(own.as_fd(), Some(LinkNameSpaceType::ProcessID));
     check(pid as libc::c_long, || {
         "fork into a new PID namespace".into()
     })?;
     if pid > 0 {
+        if let Err(e) = back {
+            let _ = kill(pid, libc::SIGKILL);
+            let _ = wait_exit(pid);
+            return Err(rerr("setns back to our own PID namespace", e));
+        }
         return Ok(Some(pid));
     }
     // Child: PID 1 of the new namespace; it mounts its own /proc next.

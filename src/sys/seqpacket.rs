@@ -96,3 +96,53 @@ pub fn send_with_fd(sock: &OwnedFd, msg: &[u8], fd: std::os::fd::BorrowedFd<'_>)
         }
     }
 }
+
+/// A connected pair of SOCK_SEQPACKET unix sockets, close-on-exec (for a helper of ours
+/// that hands us descriptors, `restore --lazy --new-pidns`).
+pub fn pair() -> Result<(OwnedFd, OwnedFd)> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| rerr("socketpair(SOCK_SEQPACKET)", e))
+}
+
+/// The next packet and the descriptor sent with it, if any ([`send_with_fd`]); None at
+/// the end (the other side closed). A packet larger than `max` is an error.
+pub fn recv_with_fd(sock: &OwnedFd, max: usize) -> Result<Option<(Vec<u8>, Option<OwnedFd>)>> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
+    let mut buf = vec![0u8; max];
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut anc = RecvAncillaryBuffer::new(&mut space);
+    let r = loop {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        match rustix::net::recvmsg(sock.as_fd(), &mut iov, &mut anc, RecvFlags::CMSG_CLOEXEC) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => break r.map_err(|e| rerr("recvmsg", e))?,
+        }
+    };
+    let mut fd = None;
+    for m in anc.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = m {
+            for f in fds {
+                // The first one is the one sent; any other is closed here.
+                if fd.is_none() {
+                    fd = Some(f);
+                }
+            }
+        }
+    }
+    if r.flags.contains(ReturnFlags::TRUNC) || r.flags.contains(ReturnFlags::CTRUNC) {
+        return Err(SysError::Other(format!(
+            "a message of more than {max} bytes"
+        )));
+    }
+    if r.bytes == 0 && fd.is_none() {
+        return Ok(None);
+    }
+    buf.truncate(r.bytes);
+    Ok(Some((buf, fd)))
+}

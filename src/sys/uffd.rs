@@ -110,6 +110,17 @@ impl Uffd {
         Ok(u)
     }
 
+    /// A userfaultfd enabled already (by [`Uffd::adopt_with`] in another process of
+    /// ckpt's, which sent it to us).
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        Self { fd }
+    }
+
+    /// The descriptor, to send to another process of ckpt's.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.fd)
+    }
+
     pub fn raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()
     }

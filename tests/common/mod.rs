@@ -168,6 +168,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("memmap", "memmap.c", &[]),
     // tests/e2e_lazy.rs: a large area with a known pattern, restored lazily
     ("lazy", "lazy.c", &["-pthread"]),
+    // tests/e2e_many.rs: a warmed-up process restored many times, each copy lazily
+    ("many", "many.c", &[]),
     // tests/e2e_filerace.rs: files swapped between plan and stage, recreated setuid files
     ("filerace", "filerace.c", &[]),
     // tests/e2e_tty.rs: a program on a terminal restored onto a new pty

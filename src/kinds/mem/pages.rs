@@ -386,7 +386,7 @@ impl<'a> PageSink<'a> {
     pub(crate) fn finish(self) -> RestoreResult<()> {
         if let Some(l) = self.lazy {
             if let Some(u) = self.uffd {
-                l.lazy.add(u, self.ranges, l.pieces.into_inner());
+                l.lazy.add(u, self.ranges, l.pieces.into_inner())?;
             }
             return Ok(());
         }
