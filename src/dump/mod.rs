@@ -787,6 +787,7 @@ fn after_written(
                 holder: 0,
                 last,
                 processes,
+                owner: None,
             };
             track::spawn_holder(st, tracked)
         }

@@ -214,6 +214,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("incr", "incr.c", &[]),
     // tests/e2e_freezer.rs: a tree in a cgroup of its own, quiet or forking constantly
     ("freezer", "freezer.c", &[]),
+    // tests/e2e_migrate.rs: memory written all the time, a function of a step count
+    ("migrate", "migrate.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];
