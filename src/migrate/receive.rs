@@ -73,14 +73,17 @@ pub fn receive(listener: &TcpListener, opts: ReceiveOptions) -> Result<restore::
             break;
         }
     }
-    let conn = Arc::new(Mutex::new(conn));
+    let conn = Arc::new(Mutex::new(Some(conn)));
     let r = restore_last(&images, &opts, conn.clone());
-    let Ok(mut c) = conn.lock() else {
+    let Ok(mut g) = conn.lock() else {
         return Err("internal error: the connection's lock is poisoned".into());
+    };
+    let Some(c) = g.as_mut() else {
+        return Err("internal error: the connection is gone".into());
     };
     match r {
         Ok(launched) => {
-            point("receive: committed", &c);
+            point("receive: committed", c);
             // The source kills its tree on this (or, if it never arrives, keeps it
             // stopped).
             let _ = c.send_json(
@@ -174,7 +177,7 @@ fn take_image(
 fn restore_last(
     images: &[Received],
     opts: &ReceiveOptions,
-    conn: Arc<Mutex<Conn>>,
+    conn: Arc<Mutex<Option<Conn>>>,
 ) -> Result<restore::Launched, String> {
     let Some(last) = images.last() else {
         return Err("no image was received".into());
@@ -196,23 +199,34 @@ fn restore_last(
     prepared
         .take_randomization(false)
         .map_err(|e| e.to_string())?;
-    {
-        let Ok(c) = conn.lock() else {
-            return Err("internal error: the connection's lock is poisoned".into());
-        };
-        point("receive: planned", &c);
+    if let Ok(g) = conn.lock() {
+        if let Some(c) = g.as_ref() {
+            point("receive: planned", c);
+        }
     }
     let hook_conn = conn.clone();
+    let me = std::process::id();
     let hook: restore::RestoreHook = Arc::new(move |step| {
         let restore::RestoreStep::Staged { .. } = step;
-        let Ok(mut c) = hook_conn.lock() else {
+        let Ok(mut g) = hook_conn.lock() else {
             return Err("internal error: the connection's lock is poisoned".into());
         };
+        let Some(c) = g.as_mut() else {
+            return Err("internal error: the connection is gone".into());
+        };
         c.send(Kind::Staged, b"")?;
-        point("receive: staged", &c);
-        c.expect(Kind::Commit)
+        point("receive: staged", c);
+        let r = c
+            .expect(Kind::Commit)
             .map(|_| ())
-            .map_err(|e| format!("the source did not say to commit: {e}"))
+            .map_err(|e| format!("the source did not say to commit: {e}"));
+        // With --new-pidns this runs in the namespace's init, a forked child that
+        // stays as the tree's reaper: its copy of the connection goes, so that the
+        // source sees the end of the connection when we end.
+        if std::process::id() != me {
+            g.take();
+        }
+        r
     });
     prepared
         .with_hook(hook)
