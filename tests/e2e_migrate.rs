@@ -480,3 +480,48 @@ fn confirmation_lost_keeps_the_source_stopped_and_says_how_to_resolve() {
         "STOPPED",
     );
 }
+
+/// A process with a TCP connection is refused (not moved yet), naming it: it runs on,
+/// untracked, its connection still there; the receiver restores nothing.
+#[test]
+fn a_process_with_a_tcp_connection_is_refused_and_runs_on() {
+    let ctx = Ctx::new("a_process_with_a_tcp_connection_is_refused_and_runs_on");
+    let net = Net::new(11);
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+    let code = format!(
+        "import socket,sys\ns=socket.create_connection(('127.0.0.1',{port}))\n\
+         print('ready',flush=True)\nfor line in sys.stdin:\n    s.sendall(line.encode())\n"
+    );
+    let spec = Spec::new(python3())
+        .arg("-c")
+        .arg(code)
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let (mut peer, _) = l.accept().unwrap_or_else(|e| panic!("accept: {e}"));
+    let tmp = ctx.path("recv-tmp");
+    let mut r = receiver(&ctx, &net, &tmp, &[]);
+    let m = migrate(&ctx, t.pid, &net, &[]);
+    let err = text(&m.stderr);
+    assert_eq!(m.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("TCP connection") && err.contains(&format!("process {}", t.pid)),
+        "{err}"
+    );
+    assert_ne!(r.wait().code(), Some(0), "receive: {}", r.stderr.text());
+    assert!(
+        empty_dir(&tmp),
+        "the receiver left files in {}",
+        tmp.display()
+    );
+    let pid = t.pid;
+    wait_for("untracked", Duration::from_secs(10), || !tracked(pid));
+    assert_running_untraced(pid, "after the refusal");
+    // The connection still carries data.
+    t.write_stdin(b"still here\n");
+    let mut buf = [0u8; 11];
+    std::io::Read::read_exact(&mut peer, &mut buf).unwrap_or_else(|e| panic!("read: {e}"));
+    assert_eq!(&buf, b"still here\n");
+}
