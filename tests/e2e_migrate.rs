@@ -100,6 +100,7 @@ fn receiver(ctx: &Ctx, net: &Net, tmp: &Path, env: &[(&str, &str)]) -> Proc {
         .arg("--listen")
         .arg(net.to())
         .arg("--new-pidns")
+        .arg("--json")
         .stdin(In::Pipe)
         .env("TMPDIR", tmp)
         .env("RUST_BACKTRACE", "1")
@@ -246,6 +247,23 @@ fn a_writing_process_moves_to_the_other_namespace_with_its_memory() {
     let restored = v["restored_pid"].as_i64().unwrap_or(0) as i32;
     assert!(restored > 0, "{v}");
     t.expect_killed();
+    // The receiver's --json line, before the program's own output.
+    r.wait_until("receive's JSON", |p| p.stdout.text().contains("restore_ms"));
+    let line = r
+        .stdout
+        .text()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let rv: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+    assert_eq!(rv["pid"].as_i64(), Some(i64::from(restored)), "{line}");
+    assert_eq!(rv["rounds"].as_u64(), Some(rounds.len() as u64), "{line}");
+    assert!(
+        rv["bytes_received"].as_u64().unwrap_or(0) > 32 << 20,
+        "{line}"
+    );
+    assert!(rv["restore_ms"].as_f64().unwrap_or(0.0) > 0.0, "{line}");
     // The copy: its memory is the source's at the freeze, and it goes on writing.
     let a = ask(&mut r);
     assert!(a.ends_with(" ok"), "the restored program answers {a:?}");

@@ -439,8 +439,10 @@ struct ReceiveArgs {
     new_pidns: bool,
     #[command(flatten)]
     inherit: InheritArgs,
-    /// Print "listening" on standard error once the socket listens (for scripts).
-    #[arg(long, hide = true)]
+    /// Once the process runs, print on standard output a JSON object: its "pid", the
+    /// "rounds" received, "bytes_received" and "restore_ms" (from the last image to the
+    /// commit); with --detach, instead of the PID line.
+    #[arg(long)]
     json: bool,
 }
 
@@ -659,12 +661,20 @@ fn cmd_receive(a: ReceiveArgs) -> i32 {
         dir: a.dir.unwrap_or_else(std::env::temp_dir),
         say: Some(std::sync::Arc::new(|m: &str| say!("ckpt: {m}"))),
     };
-    let launched = match ckpt::migrate::receive::receive(&listener, opts) {
+    let (launched, st) = match ckpt::migrate::receive::receive(&listener, opts) {
         Ok(l) => l,
         Err(e) => return err(format!("{e}; nothing was restored")),
     };
     drop(listener);
     say!("ckpt: the process runs here as PID {}", launched.root);
+    if a.json {
+        println!("{}", serde_json::to_string(&st).unwrap_or_default());
+        let _ = io::stdout().flush();
+        if a.detach {
+            write_pid_file(pid_file.as_deref(), launched.root);
+            return 0;
+        }
+    }
     detach_or_wait(launched, pid_file.as_deref(), a.detach)
 }
 

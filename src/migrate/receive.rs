@@ -24,6 +24,18 @@ pub struct ReceiveOptions {
     pub say: Option<super::Say>,
 }
 
+/// What a receive did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReceiveStats {
+    /// The restored root's PID here.
+    pub pid: i32,
+    /// Images received (the rounds, the final one included).
+    pub rounds: usize,
+    pub bytes_received: u64,
+    /// From the last image's arrival to the commit: merging the chain, plan, stage.
+    pub restore_ms: f64,
+}
+
 /// One image received.
 struct Received {
     file: File,
@@ -38,7 +50,10 @@ impl Received {
 }
 
 /// Take one migration from `listener` and restore it; returns the tree, running.
-pub fn receive(listener: &TcpListener, opts: ReceiveOptions) -> Result<restore::Launched, String> {
+pub fn receive(
+    listener: &TcpListener,
+    opts: ReceiveOptions,
+) -> Result<(restore::Launched, ReceiveStats), String> {
     let say = |m: &str| {
         if let Some(s) = &opts.say {
             s(m)
@@ -51,6 +66,7 @@ pub fn receive(listener: &TcpListener, opts: ReceiveOptions) -> Result<restore::
     let mut conn = Conn::new(stream).map_err(|e| e.to_string())?;
     conn.handshake(false)?;
     let mut images: Vec<Received> = Vec::new();
+    let mut bytes = 0u64;
     loop {
         let r = take_image(&mut conn, &opts.dir, &images);
         let (img, head) = match r {
@@ -61,6 +77,7 @@ pub fn receive(listener: &TcpListener, opts: ReceiveOptions) -> Result<restore::
             }
         };
         conn.send(Kind::Received, b"")?;
+        bytes += head.size;
         say(&format!(
             "round {} received ({:.1} MiB){}",
             head.round,
@@ -73,6 +90,7 @@ pub fn receive(listener: &TcpListener, opts: ReceiveOptions) -> Result<restore::
             break;
         }
     }
+    let t = std::time::Instant::now();
     let conn = Arc::new(Mutex::new(Some(conn)));
     let r = restore_last(&images, &opts, conn.clone());
     let Ok(mut g) = conn.lock() else {
@@ -93,7 +111,13 @@ pub fn receive(listener: &TcpListener, opts: ReceiveOptions) -> Result<restore::
                     pid: launched.root,
                 },
             );
-            Ok(launched)
+            let st = ReceiveStats {
+                pid: launched.root,
+                rounds: images.len(),
+                bytes_received: bytes,
+                restore_ms: t.elapsed().as_secs_f64() * 1e3,
+            };
+            Ok((launched, st))
         }
         Err(e) => {
             c.send_error(&e);
