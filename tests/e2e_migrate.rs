@@ -543,3 +543,15 @@ fn a_process_with_a_tcp_connection_is_refused_and_runs_on() {
     std::io::Read::read_exact(&mut peer, &mut buf).unwrap_or_else(|e| panic!("read: {e}"));
     assert_eq!(&buf, b"still here\n");
 }
+
+#[test]
+fn sender_killed_with_the_final_image_sent_leaves_the_source_running() {
+    failure_case(
+        12,
+        "sender_killed_with_the_final_image_sent_leaves_the_source_running",
+        &[("CKPT_DIE_AT", "name:migrate: final sent")],
+        &[],
+        Expect::SourceRuns,
+        "",
+    );
+}
