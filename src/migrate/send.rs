@@ -96,7 +96,8 @@ fn join(pids: &[i32]) -> String {
         .join(" ")
 }
 
-/// The source's images while it migrates: a private directory, removed at the end.
+/// The source's images while it migrates: a private directory, removed at the end (or,
+/// if a SIGKILL prevented that, by the next migration).
 struct WorkDir(PathBuf);
 
 impl WorkDir {
@@ -105,6 +106,16 @@ impl WorkDir {
         let base = Path::new("/run/ckpt/migrate");
         std::fs::create_dir_all(base)
             .map_err(|e| format!("cannot make {}: {e}", base.display()))?;
+        // Those of migrations killed (SIGKILL) before they could remove theirs.
+        for e in std::fs::read_dir(base).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let owner = name
+                .rsplit_once('-')
+                .and_then(|(_, o)| o.parse::<i32>().ok());
+            if owner.is_some_and(|o| !Path::new(&format!("/proc/{o}")).exists()) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
         let d = base.join(format!("{pid}-{}", std::process::id()));
         std::fs::DirBuilder::new()
             .mode(0o700)
