@@ -22,8 +22,13 @@ use common::*;
 
 /// Two "hosts": the test's network namespace and a new one, joined by a veth pair on
 /// 10.231.N.0/24 (N distinct per test, so tests can run side by side).
+/// The receiver's side: a network namespace held by an `unshare --net sleep` of the
+/// test's (not `ip netns add`, whose mount under /run/netns would show in the host's
+/// mount table that tests running beside this one compare), joined to ours by a veth
+/// pair. Killing the holder at drop takes the namespace and both ends away once the
+/// processes inside have gone.
 struct Net {
-    ns: String,
+    holder: std::process::Child,
     n: u32,
 }
 
@@ -37,32 +42,46 @@ fn sh(args: &[&str]) {
 
 impl Net {
     fn new(n: u32) -> Net {
-        let ns = format!("ckmig{n}-{}", std::process::id());
         let (a, b) = (format!("ckmA{n}"), format!("ckmB{n}"));
         let _ = std::process::Command::new("ip")
             .args(["link", "del", &a])
             .stderr(std::process::Stdio::null())
             .status();
-        sh(&["ip", "netns", "add", &ns]);
-        let net = Net { ns, n };
+        let holder = std::process::Command::new("unshare")
+            .args(["--net", "sleep", "infinity"])
+            .spawn()
+            .expect("run unshare --net");
+        let net = Net { holder, n };
+        let ours = std::fs::read_link("/proc/self/ns/net").expect("our netns");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_link(net.path()).ok().as_ref() == Some(&ours) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "unshare --net made no namespace"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let pid = net.holder.id().to_string();
         sh(&[
-            "ip", "link", "add", &a, "type", "veth", "peer", "name", &b, "netns", &net.ns,
+            "ip", "link", "add", &a, "type", "veth", "peer", "name", &b, "netns", &pid,
         ]);
         sh(&["ip", "addr", "add", &format!("10.231.{n}.1/24"), "dev", &a]);
         sh(&["ip", "link", "set", &a, "up"]);
-        sh(&[
-            "ip",
-            "-n",
-            &net.ns,
-            "addr",
-            "add",
-            &format!("10.231.{n}.2/24"),
-            "dev",
-            &b,
-        ]);
-        sh(&["ip", "-n", &net.ns, "link", "set", &b, "up"]);
-        sh(&["ip", "-n", &net.ns, "link", "set", "lo", "up"]);
+        let inside = |args: &[&str]| {
+            let net_arg = format!("--net={}", net.path());
+            let mut v = vec!["nsenter", net_arg.as_str(), "ip"];
+            v.extend_from_slice(args);
+            sh(&v);
+        };
+        inside(&["addr", "add", &format!("10.231.{n}.2/24"), "dev", &b]);
+        inside(&["link", "set", &b, "up"]);
+        inside(&["link", "set", "lo", "up"]);
         net
+    }
+
+    /// The namespace's file (the holder's).
+    fn path(&self) -> String {
+        format!("/proc/{}/ns/net", self.holder.id())
     }
 
     fn to(&self) -> String {
@@ -72,9 +91,8 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.ns])
-            .status();
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
     }
 }
 
@@ -94,7 +112,7 @@ fn source(ctx: &Ctx, mib: u32, rate: u32) -> Proc {
 fn receiver(ctx: &Ctx, net: &Net, tmp: &Path, env: &[(&str, &str)]) -> Proc {
     std::fs::create_dir_all(tmp).unwrap_or_default();
     let mut spec = Spec::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", net.ns))
+        .arg(format!("--net={}", net.path()))
         .arg(ckpt_bin())
         .arg("receive")
         .arg("--listen")
