@@ -32,6 +32,7 @@ pub mod host;
 pub mod image;
 pub mod inspect;
 pub(crate) mod kinds;
+pub mod migrate;
 pub mod model;
 pub(crate) mod remote;
 pub mod restore;

@@ -290,6 +290,36 @@ killed it (as a shell reports it)\n  \
         /// The root of the tracked tree.
         pid: i32,
     },
+    /// Move a running process to another host: pre-copy over TCP to `ckpt receive`.
+    ///
+    /// Rounds while the process runs: a full image (as `dump --track`), then images of
+    /// the pages written since the last one, until that set stops shrinking or after
+    /// --rounds rounds; then the final dump freezes it and sends the metadata and the
+    /// last pages. The receiver restores it; only once it confirms that the copy is
+    /// past its point of no return is the process killed here. Any failure before
+    /// leaves it running here as before (untracked) and nothing on the receiver. If
+    /// the confirmation is lost after the receiver was told to go on, the process is
+    /// kept stopped here (SIGSTOP) and the message says how to resolve it. TCP
+    /// connections are refused for now. Run as root.
+    #[command(
+        after_long_help = "EXIT STATUS:\n  0  the process runs on the receiver and \
+is gone here\n  1  the migration failed (the process runs on here, untracked; nothing is \
+left on the receiver)\n  2  bad usage\n  3  unresolved: the receiver did not confirm after \
+it was told to go on; the process is kept stopped here (see the message)"
+    )]
+    Migrate(MigrateArgs),
+    /// Take one migration from `ckpt migrate` and restore it here.
+    ///
+    /// Listens on ADDR:PORT for one connection, receives the images (kept as unnamed
+    /// files, gone however ckpt ends), verifies each and every link of their chain,
+    /// and restores the last as `ckpt restore` does (plan's refusals are sent back to
+    /// the source, which then runs on). Without --detach, waits for the restored
+    /// process and exits with its status, as restore does. Run as root.
+    #[command(after_long_help = "EXIT STATUS:\n  \
+without --detach, the restored root process's own exit status, or 128+N if a signal N \
+killed it\n  0  with --detach: the process runs (its PID is printed on standard output)\n  \
+1  nothing was restored (the source runs on)\n  2  bad usage")]
+    Receive(ReceiveArgs),
     /// The holder of a tracked tree (internal, started by `dump --track`).
     #[command(hide = true, name = "track-hold")]
     TrackHold { spec: String },
@@ -361,6 +391,59 @@ struct DumpArgs {
         require_equals = true
     )]
     freeze_cgroup: Option<Option<PathBuf>>,
+}
+
+// The options of `ckpt migrate`.
+#[derive(clap::Args)]
+struct MigrateArgs {
+    /// The process to move: the root of the tree, with all its threads and descendants.
+    pid: i32,
+    /// Where `ckpt receive --listen` waits, as HOST:PORT.
+    to: String,
+    /// Pre-copy rounds after the full one, at most (they also stop when the set of
+    /// pages written since the last round stops shrinking).
+    #[arg(long, value_name = "N", default_value = "5")]
+    rounds: u32,
+    /// Print the rounds (pages, bytes, milliseconds each), the bytes sent and the frozen
+    /// time as JSON on standard output.
+    #[arg(long)]
+    json: bool,
+    /// As for `ckpt dump`.
+    #[arg(long)]
+    external: bool,
+    /// As for `ckpt dump`.
+    #[arg(long, value_enum, value_name = "HOW", default_value = "none")]
+    compress: dump::Compress,
+}
+
+// The options of `ckpt receive`.
+#[derive(clap::Args)]
+struct ReceiveArgs {
+    /// The address and port to listen on for the migration, e.g. 0.0.0.0:7070.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: String,
+    /// Where the received images are kept meanwhile (as unnamed files, never left
+    /// behind); by default the temporary directory ($TMPDIR or /tmp).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    #[command(flatten)]
+    cpu: CpuArgs,
+    /// As for `ckpt restore`.
+    #[arg(long)]
+    detach: bool,
+    /// As for `ckpt restore`.
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+    /// As for `ckpt restore` (needed when the process's PIDs are taken here).
+    #[arg(long)]
+    new_pidns: bool,
+    #[command(flatten)]
+    inherit: InheritArgs,
+    /// Once the process runs, print on standard output a JSON object: its "pid", the
+    /// "rounds" received, "bytes_received" and "restore_ms" (from the last image to the
+    /// commit); with --detach, instead of the PID line.
+    #[arg(long)]
+    json: bool,
 }
 
 // The options of `ckpt restore`.
@@ -510,6 +593,110 @@ fn open_chain(path: &PathBuf, parent: Option<&PathBuf>) -> Result<Box<dyn Read +
     }
 }
 
+/// `ckpt migrate`.
+fn cmd_migrate(a: MigrateArgs) -> i32 {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "ckpt: dumping {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let b = bar.clone();
+    let progress: std::sync::Arc<dyn Fn(u64, u64) + Send + Sync> =
+        std::sync::Arc::new(move |done, total| {
+            b.set_length(total);
+            b.set_position(done);
+        });
+    let b = bar.clone();
+    let json = a.json;
+    let say: std::sync::Arc<dyn Fn(&str) + Send + Sync> = std::sync::Arc::new(move |m| {
+        b.suspend(|| {
+            if !json {
+                say!("ckpt: {m}")
+            }
+        })
+    });
+    let opts = ckpt::migrate::send::MigrateOptions {
+        rounds: a.rounds,
+        dump: DumpOptions {
+            external: a.external,
+            compress: a.compress,
+            progress: Some(progress),
+            ..Default::default()
+        },
+        say: Some(say),
+    };
+    let res = ckpt::migrate::send::migrate(a.pid, &a.to, &opts);
+    bar.finish_and_clear();
+    match res {
+        Ok(st) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+            } else {
+                say!(
+                    "ckpt: process {} moved to {} in {} rounds ({:.1} MiB sent), frozen {:.1} ms; it runs there as PID {}",
+                    a.pid,
+                    a.to,
+                    st.rounds.len(),
+                    st.bytes_sent as f64 / (1 << 20) as f64,
+                    st.frozen_ms,
+                    st.restored_pid
+                );
+            }
+            0
+        }
+        Err(e @ ckpt::migrate::send::MigrateError::Unresolved { .. }) => {
+            say!("ckpt: {e}");
+            3
+        }
+        Err(e) => err(e),
+    }
+}
+
+/// `ckpt receive`.
+fn cmd_receive(a: ReceiveArgs) -> i32 {
+    let mut view = match a.inherit.view(&a.cpu) {
+        Ok(v) => v,
+        Err(e) => return usage(e),
+    };
+    view.new_pid_namespace = a.new_pidns;
+    let pid_file = match a.pid_file.map(|p| std::path::absolute(&p)).transpose() {
+        Ok(p) => p,
+        Err(e) => return usage(format!("--pid-file: {e}")),
+    };
+    let listener = match std::net::TcpListener::bind(&a.listen) {
+        Ok(l) => l,
+        Err(e) => return err(format!("cannot listen on {}: {e}", a.listen)),
+    };
+    say!("ckpt: listening on {}", a.listen);
+    if !a.detach {
+        host::ignore_keyboard_signals();
+    }
+    let opts = ckpt::migrate::receive::ReceiveOptions {
+        view,
+        new_pidns: a.new_pidns,
+        dir: a.dir.unwrap_or_else(std::env::temp_dir),
+        say: Some(std::sync::Arc::new(|m: &str| say!("ckpt: {m}"))),
+    };
+    let (launched, st) = match ckpt::migrate::receive::receive(&listener, opts) {
+        Ok(l) => l,
+        Err(e) => return err(format!("{e}; nothing was restored")),
+    };
+    drop(listener);
+    say!("ckpt: the process runs here as PID {}", launched.root);
+    if a.json {
+        println!("{}", serde_json::to_string(&st).unwrap_or_default());
+        let _ = io::stdout().flush();
+        if a.detach {
+            write_pid_file(pid_file.as_deref(), launched.root);
+            return 0;
+        }
+    }
+    detach_or_wait(launched, pid_file.as_deref(), a.detach)
+}
+
 /// `ckpt untrack`.
 fn cmd_untrack(pid: i32) -> i32 {
     match dump::track::untrack(pid) {
@@ -561,6 +748,8 @@ pub fn main() -> i32 {
         Cmd::Inspect(a) => cmd_inspect(a),
         Cmd::Unlock(a) => cmd_unlock(a),
         Cmd::Untrack { pid } => cmd_untrack(pid),
+        Cmd::Migrate(a) => cmd_migrate(a),
+        Cmd::Receive(a) => cmd_receive(a),
         Cmd::TrackHold { spec } => dump::track::hold_main(&spec),
         Cmd::Demo => demo::run(),
         Cmd::DemoWorkload { steps } => demo::workload(steps),

@@ -811,6 +811,7 @@ fn after_written(
                 holder: 0,
                 last,
                 processes,
+                owner: None,
             };
             track::spawn_holder(st, tracked)
         }

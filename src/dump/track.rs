@@ -61,6 +61,10 @@ pub struct TrackState {
     /// The image the written pages are counted from (the last of the chain).
     pub last: ParentImage,
     pub processes: Vec<TrackedProcess>,
+    /// A process (PID, start time) the tracking ends with (`ckpt migrate`, see
+    /// [`set_owner`]): when it is gone, the holder untracks the tree.
+    #[serde(default)]
+    pub owner: Option<(i32, u64)>,
 }
 
 fn state_path(pid: i32) -> PathBuf {
@@ -189,6 +193,20 @@ pub fn untrack(pid: i32) -> Result<bool> {
     }
 }
 
+/// Make the tracking of the tree rooted at `pid` end with this process (`ckpt
+/// migrate`: a migration that dies, even by SIGKILL, leaves its source untracked).
+pub fn set_owner(pid: i32) -> Result<()> {
+    let me = std::process::id() as i32;
+    let start = starttime(me).unwrap_or(0);
+    match ask(pid, &format!("owner {me} {start}")) {
+        Ok(a) if a == "ok" => Ok(()),
+        Ok(a) => Err(DumpError::Refused(format!(
+            "the tracking holder of {pid} refused to take an owner: {a}"
+        ))),
+        Err(e) => Err(SysError::io(format!("ask the tracking holder of {pid}"), e).into()),
+    }
+}
+
 /// Tell the holder of `pid` that the tracking now counts from image `last`.
 pub(crate) fn update(pid: i32, last: &ParentImage) -> Result<()> {
     let json = serde_json::to_string(last).map_err(|e| SysError::Other(e.to_string()))?;
@@ -303,6 +321,11 @@ pub fn hold_main(spec: &str) -> i32 {
         if starttime(st.pid) != Some(st.starttime) {
             break;
         }
+        if let Some((pid, start)) = st.owner {
+            if starttime(pid) != Some(start) {
+                break;
+            }
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     drop(uffds);
@@ -330,6 +353,19 @@ fn serve(s: UnixStream, st: &mut TrackState, uffds: &mut Vec<OwnedFd>) -> bool {
         remove_files(st.pid);
         let _ = w.write_all(b"ok\n");
         true
+    } else if let Some(owner) = line.strip_prefix("owner ") {
+        let mut it = owner.split(' ').map(|x| x.parse::<u64>().ok());
+        match (it.next().flatten(), it.next().flatten()) {
+            (Some(pid), Some(start)) => {
+                st.owner = Some((pid as i32, start));
+                let ok = write_state(st).is_ok();
+                let _ = w.write_all(if ok { b"ok\n" } else { b"error\n" });
+            }
+            _ => {
+                let _ = w.write_all(b"error\n");
+            }
+        }
+        false
     } else if let Some(json) = line.strip_prefix("update ") {
         match serde_json::from_str::<ParentImage>(json) {
             Ok(last) => {

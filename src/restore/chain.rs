@@ -26,7 +26,8 @@ fn open(path: &Path) -> Result<File> {
         .map_err(|e| RestoreError::Malformed(format!("cannot open {}: {e}", path.display())))
 }
 
-fn meta_of(path: &Path) -> Result<Checkpoint> {
+/// The metadata of the image at `path` (its first record).
+pub fn meta_of(path: &Path) -> Result<Checkpoint> {
     let mut r = ImageReader::new(BufReader::new(open(path)?))?;
     super::read_checkpoint(&mut r)
 }
@@ -52,6 +53,19 @@ fn identity(path: &Path) -> Result<(u64, u64)> {
 /// The chain of the image at `path`: itself first, then each parent, with its metadata.
 /// `first_parent` replaces the path the image records for its parent.
 pub fn chain(path: &Path, first_parent: Option<&Path>) -> Result<Vec<(PathBuf, Checkpoint)>> {
+    chain_with(path, &|depth, _| match (depth, first_parent) {
+        (1, Some(f)) => Some(f.to_path_buf()),
+        _ => None,
+    })
+}
+
+/// Where a parent image is found: given how far up the chain it is (1: the image's own
+/// parent) and what the child recorded of it, a path, or None for the recorded one.
+pub type Resolve<'a> = &'a dyn Fn(usize, &ParentImage) -> Option<PathBuf>;
+
+/// [`chain`], each parent found by `resolve` (`ckpt receive` keeps the images it was
+/// sent under names of its own). Every link is verified just the same.
+pub fn chain_with(path: &Path, resolve: Resolve) -> Result<Vec<(PathBuf, Checkpoint)>> {
     let mut out = vec![(path.to_path_buf(), meta_of(path)?)];
     while let Some(p) = out.last().and_then(|(_, c)| c.parent.clone()) {
         if out.len() >= MAX_CHAIN {
@@ -64,10 +78,7 @@ pub fn chain(path: &Path, first_parent: Option<&Path>) -> Result<Vec<(PathBuf, C
             .last()
             .map(|(c, _)| c.display().to_string())
             .unwrap_or_default();
-        let at = match (out.len(), first_parent) {
-            (1, Some(f)) => f.to_path_buf(),
-            _ => PathBuf::from(&p.path),
-        };
+        let at = resolve(out.len(), &p).unwrap_or_else(|| PathBuf::from(&p.path));
         let id = identity(&at).map_err(|e| {
             RestoreError::Malformed(format!(
                 "{child} is incremental: its parent {} cannot be read ({e}); give it with \
@@ -123,7 +134,21 @@ pub fn materialize(path: &Path, first_parent: Option<&Path>) -> Result<Option<Fi
         return Ok(None);
     }
     let chain = chain(path, first_parent)?;
-    let out = unnamed_file(path)?;
+    merge(path, &chain, unnamed_file(path)?).map(Some)
+}
+
+/// [`materialize`] with the parents found by `resolve` (see [`chain_with`]), the full
+/// image an unnamed file in directory `dir`.
+pub fn materialize_with(path: &Path, resolve: Resolve, dir: &Path) -> Result<Option<File>> {
+    if parent_of(path)?.is_none() {
+        return Ok(None);
+    }
+    let chain = chain_with(path, resolve)?;
+    merge(path, &chain, unnamed_file(&dir.join("full"))?).map(Some)
+}
+
+/// Write the full image of `chain` (that of the image at `path`) into `out`.
+fn merge(path: &Path, chain: &[(PathBuf, Checkpoint)], out: File) -> Result<File> {
     let mut w = ImageWriter::new(std::io::BufWriter::with_capacity(
         1 << 20,
         out.try_clone().map_err(io_err)?,
@@ -140,21 +165,21 @@ pub fn materialize(path: &Path, first_parent: Option<&Path>) -> Result<Option<Fi
     while let Some(rec) = r.next_record()? {
         if rec.tag == tag::PAGES_PID {
             if let Some(pid) = current.take() {
-                inherited_pages(&chain, pid, &mut w)?;
+                inherited_pages(chain, pid, &mut w)?;
             }
             current = Some(rec.arg as i64 as i32);
         }
         w.write_record(rec.tag, rec.flags, rec.arg, rec.payload, is_pages(rec.tag))?;
     }
     if let Some(pid) = current {
-        inherited_pages(&chain, pid, &mut w)?;
+        inherited_pages(chain, pid, &mut w)?;
     }
     w.finish()?
         .into_inner()
         .map_err(|e| io_err(e.into_error()))?;
     let mut out = out;
     out.seek(SeekFrom::Start(0)).map_err(io_err)?;
-    Ok(Some(out))
+    Ok(out)
 }
 
 fn is_pages(t: u32) -> bool {
@@ -166,7 +191,7 @@ fn io_err(e: std::io::Error) -> RestoreError {
 }
 
 /// An unnamed file for the full image, in the directory of `near` or else in /tmp.
-fn unnamed_file(near: &Path) -> Result<File> {
+pub(crate) fn unnamed_file(near: &Path) -> Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = crate::sys::tmpfile::dir_of(near).to_path_buf();
     let mut last = None;

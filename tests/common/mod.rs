@@ -224,6 +224,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("freezer", "freezer.c", &[]),
     // tests/e2e_tty.rs: a program as PID 1 of a PID namespace, on a terminal from outside
     ("nsinit", "nsinit.c", &[]),
+    // tests/e2e_migrate.rs: memory written all the time, a function of a step count
+    ("migrate", "migrate.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

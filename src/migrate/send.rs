@@ -1,0 +1,428 @@
+//! The source of a migration (`ckpt migrate`): pre-copy rounds while the tree runs,
+//! then the final dump, whose tree is killed only once the receiver says its copy is
+//! past its point of no return.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{Conn, ImageEnd, ImageHead, Kind, Message, point};
+use crate::dump::{self, DumpOptions, DumpStep, Output, track};
+use crate::sys;
+
+/// What `ckpt migrate` is asked to do.
+#[derive(Clone, Default)]
+pub struct MigrateOptions {
+    /// Pre-copy rounds after the full one at most (the final dump not counted).
+    pub rounds: u32,
+    /// The dump options (external, compress, freeze_cgroup, progress); leave_running,
+    /// incremental and hook are the migration's own.
+    pub dump: DumpOptions,
+    /// Called at each step with a line for the user.
+    pub say: Option<super::Say>,
+}
+
+/// One round.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    pub round: u32,
+    /// "full", "delta" (the tree running) or "final" (the tree frozen).
+    pub kind: &'static str,
+    pub pages: u64,
+    pub bytes: u64,
+    /// Dumping it and sending it, in milliseconds.
+    pub dump_ms: f64,
+    pub send_ms: f64,
+}
+
+/// What a migration did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MigrateStats {
+    pub pid: i32,
+    pub rounds: Vec<Round>,
+    /// Bytes sent over the connection (frames included).
+    pub bytes_sent: u64,
+    /// How long the tree was frozen (the final dump, the transfer of its image, and
+    /// the receiver's restore up to its confirmation).
+    pub frozen_ms: f64,
+    pub total_ms: f64,
+    /// The restored root's PID on the receiver (as its PID namespace there shows it).
+    pub restored_pid: i32,
+}
+
+/// How a migration failed.
+#[derive(Debug)]
+pub enum MigrateError {
+    /// It did not happen: the source tree runs on as before, untracked, and the
+    /// receiver has nothing.
+    Failed(String),
+    /// The receiver was told to commit but its answer never came: it may run the
+    /// tree. The source tree is kept stopped (SIGSTOP) so that two copies never run;
+    /// `pids` are its processes.
+    Unresolved {
+        pid: i32,
+        pids: Vec<i32>,
+        why: String,
+    },
+}
+
+impl std::fmt::Display for MigrateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MigrateError::Failed(m) => write!(
+                f,
+                "{m}; the process runs on here as before (not tracked), nothing is left on the receiver"
+            ),
+            MigrateError::Unresolved { pid, pids, why } => write!(
+                f,
+                "the receiver was told to run the process but did not confirm it ({why}): \
+                 it may be running there. Process {pid} is kept STOPPED here (SIGSTOP) so \
+                 that two copies never run. If it runs on the receiver, end this one with \
+                 `kill -KILL {}`; if not, resume it with `kill -CONT {}`",
+                join(pids),
+                join(pids)
+            ),
+        }
+    }
+}
+
+fn join(pids: &[i32]) -> String {
+    pids.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The source's images while it migrates: a private directory, removed at the end (or,
+/// if a SIGKILL prevented that, by the next migration).
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn create(pid: i32) -> Result<WorkDir, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let base = Path::new("/run/ckpt/migrate");
+        std::fs::create_dir_all(base)
+            .map_err(|e| format!("cannot make {}: {e}", base.display()))?;
+        // Those of migrations killed (SIGKILL) before they could remove theirs.
+        for e in std::fs::read_dir(base).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let owner = name
+                .rsplit_once('-')
+                .and_then(|(_, o)| o.parse::<i32>().ok());
+            if owner.is_some_and(|o| !Path::new(&format!("/proc/{o}")).exists()) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let d = base.join(format!("{pid}-{}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&d)
+            .map_err(|e| format!("cannot make {}: {e}", d.display()))?;
+        Ok(WorkDir(d))
+    }
+
+    fn round(&self, k: u32) -> PathBuf {
+        self.0.join(format!("round-{k}.img"))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Where the migration stands, shared with the final dump's hook.
+struct State {
+    conn: Conn,
+    /// The processes sent SIGSTOP before COMMIT (see `arm`).
+    armed: Vec<i32>,
+    /// COMMIT was sent and no answer came.
+    unresolved: Option<String>,
+    restored_pid: i32,
+    final_send: Duration,
+}
+
+/// The processes of the tree rooted at `pid` (frozen: it does not change).
+fn tree_pids(pid: i32) -> Vec<i32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(kids) = sys::proc::children(out[i]) {
+            for k in kids {
+                if !out.contains(&k) {
+                    out.push(k);
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Refuse an image with TCP connections: moving them between hosts is not done yet.
+fn refuse_tcp(path: &Path) -> Result<(), String> {
+    let meta = crate::restore::chain::meta_of(path).map_err(|e| e.to_string())?;
+    for p in &meta.processes {
+        if let Some((l, r)) = p.tcp_connections().first() {
+            return Err(format!(
+                "process {} has a TCP connection ({} -> {}): `ckpt migrate` does not move \
+                 TCP connections between hosts yet (dump and restore on one host do)",
+                p.pid,
+                String::from_utf8_lossy(l),
+                String::from_utf8_lossy(r)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Send the image at `path` as round `round`; returns its size.
+fn send_image(conn: &mut Conn, path: &Path, round: u32, last: bool) -> Result<u64, String> {
+    use std::io::Read;
+    let mut f =
+        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let size = f.metadata().map_err(|e| e.to_string())?.len();
+    let id = track::image_identity(path).map_err(|e| e.to_string())?;
+    conn.send_json(Kind::Image, &ImageHead { round, size, last })?;
+    let mut buf = vec![0u8; super::MAX_PAYLOAD];
+    let mut left = size;
+    while left > 0 {
+        let n = (left as usize).min(buf.len());
+        f.read_exact(&mut buf[..n])
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        conn.send(Kind::Data, &buf[..n])?;
+        left -= n as u64;
+    }
+    conn.send_json(
+        Kind::End,
+        &ImageEnd {
+            records: id.records,
+            hash: id.hash,
+        },
+    )?;
+    conn.expect(Kind::Received)?;
+    Ok(size)
+}
+
+/// Migrate the tree rooted at `pid` to the receiver at `to`.
+pub fn migrate(pid: i32, to: &str, opts: &MigrateOptions) -> Result<MigrateStats, MigrateError> {
+    let t0 = Instant::now();
+    let say = |m: &str| {
+        if let Some(s) = &opts.say {
+            s(m)
+        }
+    };
+    let fail = MigrateError::Failed;
+    let addr = to
+        .to_socket_addrs()
+        .map_err(|e| fail(format!("{to}: {e}")))?
+        .next()
+        .ok_or_else(|| fail(format!("{to}: no address")))?;
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .map_err(|e| fail(format!("cannot connect to the receiver at {to}: {e}")))?;
+    let mut conn = Conn::new(stream).map_err(|e| fail(e.to_string()))?;
+    conn.handshake(true).map_err(fail)?;
+    let dir = WorkDir::create(pid).map_err(fail)?;
+    let mut stats = MigrateStats {
+        pid,
+        ..Default::default()
+    };
+    // The pre-copy rounds, the tree running.
+    let precopy = (|| -> Result<u32, String> {
+        let mut k = 0;
+        loop {
+            let path = dir.round(k);
+            let incremental = if k == 0 {
+                track::Incremental::Track
+            } else {
+                track::Incremental::Parent(dir.round(k - 1))
+            };
+            let d = DumpOptions {
+                leave_running: true,
+                incremental,
+                hook: None,
+                ..opts.dump.clone()
+            };
+            let t = Instant::now();
+            let st = dump::dump(pid, Output::Path(path.clone()), &d).map_err(|e| e.to_string())?;
+            if k == 0 {
+                // A migration that dies leaves its source untracked.
+                track::set_owner(pid).map_err(|e| e.to_string())?;
+            }
+            let dump_ms = t.elapsed().as_secs_f64() * 1e3;
+            refuse_tcp(&path)?;
+            let t = Instant::now();
+            let bytes = send_image(&mut conn, &path, k, false)?;
+            point("migrate: round sent", &conn);
+            if k > 0 {
+                let _ = std::fs::remove_file(dir.round(k - 1));
+            }
+            let r = Round {
+                round: k,
+                kind: if k == 0 { "full" } else { "delta" },
+                pages: st.pages_written,
+                bytes,
+                dump_ms,
+                send_ms: t.elapsed().as_secs_f64() * 1e3,
+            };
+            say(&format!(
+                "round {k}: {} pages ({:.1} MiB) dumped in {:.1} ms, sent in {:.1} ms",
+                r.pages,
+                bytes as f64 / (1 << 20) as f64,
+                r.dump_ms,
+                r.send_ms
+            ));
+            let shrinking = stats.rounds.last().is_none_or(|prev| r.pages < prev.pages);
+            stats.rounds.push(r);
+            if k >= opts.rounds || !shrinking || stats.rounds[k as usize].pages == 0 {
+                return Ok(k);
+            }
+            k += 1;
+        }
+    })();
+    let last = match precopy {
+        Ok(k) => k,
+        Err(e) => {
+            let _ = track::untrack(pid);
+            conn.send_error(&format!("the source gave up: {e}"));
+            return Err(fail(e));
+        }
+    };
+    // The final dump: frozen, the tree killed only once the receiver confirms.
+    let k = last + 1;
+    let path = dir.round(k);
+    let state = Arc::new(Mutex::new(State {
+        conn,
+        armed: Vec::new(),
+        unresolved: None,
+        restored_pid: 0,
+        final_send: Duration::ZERO,
+    }));
+    let hook_state = state.clone();
+    let hook_path = path.clone();
+    let hook: dump::DumpHook = Arc::new(move |step| {
+        if step != DumpStep::Written {
+            return Ok(());
+        }
+        let Ok(mut st) = hook_state.lock() else {
+            return Err("internal error: the migration's state is poisoned".into());
+        };
+        let r = final_phase(pid, &hook_path, k, &mut st);
+        if let Err(e) = &r {
+            if st.unresolved.is_none() {
+                st.conn.send_error(&format!("the source gave up: {e}"));
+            }
+        }
+        r
+    });
+    let d = DumpOptions {
+        leave_running: false,
+        incremental: track::Incremental::Parent(dir.round(last)),
+        hook: Some(hook),
+        ..opts.dump.clone()
+    };
+    let t = Instant::now();
+    let res = dump::dump(pid, Output::Path(path.clone()), &d);
+    let Ok(mut st) = state.lock() else {
+        return Err(fail(
+            "internal error: the migration's state is poisoned".into(),
+        ));
+    };
+    let dumped = match res {
+        Ok(s) => s,
+        Err(e) => {
+            // The dump let the tree go (untracked); a pending SIGSTOP stops it.
+            let _ = track::untrack(pid);
+            if let Some(why) = st.unresolved.take() {
+                return Err(MigrateError::Unresolved {
+                    pid,
+                    pids: st.armed.clone(),
+                    why,
+                });
+            }
+            st.conn.send_error(&format!("the source gave up: {e}"));
+            return Err(fail(e.to_string()));
+        }
+    };
+    let send_ms = st.final_send.as_secs_f64() * 1e3;
+    stats.rounds.push(Round {
+        round: k,
+        kind: "final",
+        pages: dumped.pages_written,
+        bytes: dumped.image_bytes,
+        dump_ms: (t.elapsed().as_secs_f64() * 1e3 - send_ms).max(0.0),
+        send_ms,
+    });
+    stats.frozen_ms = dumped.frozen.as_secs_f64() * 1e3;
+    stats.bytes_sent = st.conn.sent;
+    stats.restored_pid = st.restored_pid;
+    stats.total_ms = t0.elapsed().as_secs_f64() * 1e3;
+    Ok(stats)
+}
+
+/// The final image is written and the tree frozen: send it, let the receiver plan
+/// and stage, then arm the stop and tell it to commit. `Ok` only once it confirmed.
+fn final_phase(pid: i32, path: &Path, k: u32, st: &mut State) -> Result<(), String> {
+    refuse_tcp(path)?;
+    let t = Instant::now();
+    send_image(&mut st.conn, path, k, true)?;
+    st.final_send = t.elapsed();
+    point("migrate: final sent", &st.conn);
+    // Plan's refusals come back here, with their message.
+    st.conn
+        .expect(Kind::Staged)
+        .map_err(|e| format!("the receiver cannot restore it: {e}"))?;
+    point("migrate: staged", &st.conn);
+    // From now on a ckpt that dies leaves the tree stopped, never running beside the
+    // copy the receiver may have committed: a SIGSTOP waits in each process (it acts
+    // once ptrace lets them go; the kill that follows a confirmation overrides it).
+    arm(pid, st);
+    if let Err(e) = st.conn.send(Kind::Commit, b"") {
+        // Never sent: the receiver gives up when COMMIT does not come.
+        disarm(st);
+        return Err(e);
+    }
+    point("migrate: commit sent", &st.conn);
+    match st.conn.recv() {
+        Ok(f) if f.kind == Kind::Committed => {
+            st.restored_pid = f.json::<Message>().map(|m| m.pid).unwrap_or(0);
+            Ok(())
+        }
+        Ok(f) if f.kind == Kind::Error => {
+            // Failed before its point of no return: nothing runs there.
+            disarm(st);
+            Err(format!(
+                "the receiver failed to restore it: {}",
+                f.json::<Message>().map(|m| m.message).unwrap_or_default()
+            ))
+        }
+        Ok(f) => {
+            let why = format!("it sent {:?}", f.kind);
+            st.unresolved = Some(why.clone());
+            Err(why)
+        }
+        Err(e) => {
+            st.unresolved = Some(e.clone());
+            Err(e)
+        }
+    }
+}
+
+fn arm(pid: i32, st: &mut State) {
+    st.armed = tree_pids(pid);
+    for p in &st.armed {
+        let _ = sys::process::kill(*p, libc::SIGSTOP);
+    }
+}
+
+/// Take the armed stop back: SIGCONT discards a pending SIGSTOP (and is itself
+/// ignored by default).
+fn disarm(st: &mut State) {
+    for p in st.armed.drain(..) {
+        let _ = sys::process::kill(p, libc::SIGCONT);
+    }
+}

@@ -1,0 +1,575 @@
+//! `ckpt migrate` to `ckpt receive` (issue 17, part 2): pre-copy over TCP between two
+//! network namespaces joined by a veth pair (made and removed by each test), standing
+//! for two hosts. The receiver restores with `--new-pidns` (both "hosts" share one PID
+//! namespace here, where the source's PIDs are still taken while it is frozen).
+//!
+//! The target (`tests/targets/migrate.c`) writes pages all the time; its memory is a
+//! function of its step count, which it verifies on request ("c"): a restored copy
+//! that answers "ok" has the memory of the source at the freeze. Failure points (each
+//! side killed at each phase, the connection cut, a plan refusal) must leave exactly
+//! one copy of the process running, and nothing on the receiver.
+//!
+//! Needs root. Run with cargo-nextest.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::arch::ckpt_env;
+use common::*;
+
+/// Two "hosts": the test's network namespace and a new one, joined by a veth pair on
+/// 10.231.N.0/24 (N distinct per test, so tests can run side by side).
+/// The receiver's side: a network namespace held by an `unshare --net sleep` of the
+/// test's (not `ip netns add`, whose mount under /run/netns would show in the host's
+/// mount table that tests running beside this one compare), joined to ours by a veth
+/// pair. Killing the holder at drop takes the namespace and both ends away once the
+/// processes inside have gone.
+struct Net {
+    holder: std::process::Child,
+    n: u32,
+}
+
+fn sh(args: &[&str]) {
+    let st = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(st.success(), "{args:?} failed");
+}
+
+impl Net {
+    fn new(n: u32) -> Net {
+        let (a, b) = (format!("ckmA{n}"), format!("ckmB{n}"));
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &a])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let holder = std::process::Command::new("unshare")
+            .args(["--net", "sleep", "infinity"])
+            .spawn()
+            .expect("run unshare --net");
+        let net = Net { holder, n };
+        let ours = std::fs::read_link("/proc/self/ns/net").expect("our netns");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_link(net.path()).ok().as_ref() == Some(&ours) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "unshare --net made no namespace"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let pid = net.holder.id().to_string();
+        sh(&[
+            "ip", "link", "add", &a, "type", "veth", "peer", "name", &b, "netns", &pid,
+        ]);
+        sh(&["ip", "addr", "add", &format!("10.231.{n}.1/24"), "dev", &a]);
+        sh(&["ip", "link", "set", &a, "up"]);
+        let inside = |args: &[&str]| {
+            let net_arg = format!("--net={}", net.path());
+            let mut v = vec!["nsenter", net_arg.as_str(), "ip"];
+            v.extend_from_slice(args);
+            sh(&v);
+        };
+        inside(&["addr", "add", &format!("10.231.{n}.2/24"), "dev", &b]);
+        inside(&["link", "set", &b, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        net
+    }
+
+    /// The namespace's file (the holder's).
+    fn path(&self) -> String {
+        format!("/proc/{}/ns/net", self.holder.id())
+    }
+
+    fn to(&self) -> String {
+        format!("10.231.{}.2:7070", self.n)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+/// The source: `migrate MIB RATE`, RATE pages written per second.
+fn source(ctx: &Ctx, mib: u32, rate: u32) -> Proc {
+    let spec = Spec::new(target("migrate"))
+        .arg(mib.to_string())
+        .arg(rate.to_string())
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    t
+}
+
+/// `ckpt receive` in the other namespace, its images kept under `tmp`.
+fn receiver(ctx: &Ctx, net: &Net, tmp: &Path, env: &[(&str, &str)]) -> Proc {
+    std::fs::create_dir_all(tmp).unwrap_or_default();
+    let mut spec = Spec::new("nsenter")
+        .arg(format!("--net={}", net.path()))
+        .arg(ckpt_bin())
+        .arg("receive")
+        .arg("--listen")
+        .arg(net.to())
+        .arg("--new-pidns")
+        .arg("--json")
+        .stdin(In::Pipe)
+        .env("TMPDIR", tmp)
+        .env("RUST_BACKTRACE", "1")
+        .cwd(&ctx.dir);
+    for (k, v) in env {
+        spec = spec.env(k, v);
+    }
+    let mut r = ctx.spawn(&spec);
+    r.wait_until("listen", |p| {
+        p.stderr.text().contains("listening") || p.stderr.text().contains("ckpt: cannot")
+    });
+    r
+}
+
+fn migrate(ctx: &Ctx, pid: i32, net: &Net, env: &[(&str, &str)]) -> Finished {
+    let pid = pid.to_string();
+    let to = net.to();
+    let args: Vec<&OsStr> = ["migrate", &pid, &to, "--rounds", "3", "--json"]
+        .into_iter()
+        .map(OsStr::new)
+        .collect();
+    ckpt_env(ctx, &args, env)
+}
+
+/// Send "c" to whoever relays the program's stdin and return its answer line.
+fn ask(p: &mut Proc) -> String {
+    let n = p.stdout.lines();
+    p.write_stdin(b"c\n");
+    p.wait_lines(n + 1);
+    p.stdout
+        .text()
+        .lines()
+        .nth(n)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn count_of(answer: &str) -> u64 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Processes running the target with this RATE argument: (pid, state).
+fn copies(rate: u32) -> Vec<(i32, char)> {
+    let want = target("migrate");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        if args.len() >= 3
+            && args[0] == want.as_os_str().as_encoded_bytes()
+            && args[2] == rate.to_string().as_bytes()
+        {
+            if let Some((st, _)) = proc_stat(pid) {
+                if st != 'Z' && st != 'X' {
+                    out.push((pid, st));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn tracked(pid: i32) -> bool {
+    Path::new(&format!("/run/ckpt/track/{pid}.json")).exists()
+        || std::fs::read_to_string(format!("/proc/{pid}/smaps"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("VmFlags:") && l.split_whitespace().any(|f| f == "uw"))
+}
+
+fn empty_dir(d: &Path) -> bool {
+    std::fs::read_dir(d).map(|r| r.count() == 0).unwrap_or(true)
+}
+
+fn wait_for(what: &str, limit: Duration, f: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The source after a failed migration: running (not stopped), untracked, its
+/// memory still right, the only copy.
+fn assert_source_runs_alone(t: &mut Proc, rate: u32, what: &str) {
+    let pid = t.pid;
+    wait_for(
+        &format!("{what}: the tracking of {pid} ends"),
+        Duration::from_secs(10),
+        || !tracked(pid),
+    );
+    assert_running_untraced(pid, what);
+    let a = ask(t);
+    assert!(a.ends_with(" ok"), "{what}: the source answers {a:?}");
+    let c = copies(rate);
+    assert_eq!(c.len(), 1, "{what}: copies running: {c:?}");
+    assert_eq!(c[0].0, pid, "{what}: copies running: {c:?}");
+}
+
+/// A process writing 2000 pages a second over 32 MiB moves; the copy has the
+/// source's memory at the freeze (its own check against its step count) and goes on;
+/// the source is gone; the receiver kept nothing; --json is parsed.
+#[test]
+fn a_writing_process_moves_to_the_other_namespace_with_its_memory() {
+    let ctx = Ctx::new("a_writing_process_moves_to_the_other_namespace_with_its_memory");
+    let net = Net::new(1);
+    let rate = 2001;
+    let mut t = source(&ctx, 32, rate);
+    let pid = t.pid;
+    let before = ask(&mut t);
+    let tmp = ctx.path("recv-tmp");
+    let mut r = receiver(&ctx, &net, &tmp, &[]);
+    let m = migrate(&ctx, pid, &net, &[]);
+    let err = text(&m.stderr);
+    assert_eq!(
+        m.status.code(),
+        Some(0),
+        "migrate: {err}\nreceiver: {}",
+        r.stderr.text()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&m.stdout).unwrap_or_default();
+    eprintln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    let rounds = v["rounds"].as_array().cloned().unwrap_or_default();
+    assert!(rounds.len() >= 2, "rounds: {v}");
+    assert_eq!(rounds[0]["kind"], "full");
+    assert_eq!(rounds[rounds.len() - 1]["kind"], "final");
+    assert!(rounds[0]["pages"].as_u64().unwrap_or(0) >= 8192, "{v}");
+    for r in &rounds {
+        assert!(
+            r["bytes"].as_u64().is_some() && r["dump_ms"].as_f64().is_some(),
+            "{r}"
+        );
+    }
+    let sent = v["bytes_sent"].as_u64().unwrap_or(0);
+    assert!(sent > 32 << 20, "bytes_sent {sent}");
+    assert!(v["frozen_ms"].as_f64().unwrap_or(0.0) > 0.0, "{v}");
+    let restored = v["restored_pid"].as_i64().unwrap_or(0) as i32;
+    assert!(restored > 0, "{v}");
+    t.expect_killed();
+    // The receiver's --json line, before the program's own output.
+    r.wait_until("receive's JSON", |p| p.stdout.text().contains("restore_ms"));
+    let line = r
+        .stdout
+        .text()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let rv: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+    assert_eq!(rv["pid"].as_i64(), Some(i64::from(restored)), "{line}");
+    assert_eq!(rv["rounds"].as_u64(), Some(rounds.len() as u64), "{line}");
+    assert!(
+        rv["bytes_received"].as_u64().unwrap_or(0) > 32 << 20,
+        "{line}"
+    );
+    assert!(rv["restore_ms"].as_f64().unwrap_or(0.0) > 0.0, "{line}");
+    // The copy: its memory is the source's at the freeze, and it goes on writing.
+    let a = ask(&mut r);
+    assert!(a.ends_with(" ok"), "the restored program answers {a:?}");
+    assert!(count_of(&a) > count_of(&before), "{before:?} then {a:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let b = ask(&mut r);
+    assert!(
+        b.ends_with(" ok") && count_of(&b) > count_of(&a),
+        "{a:?} then {b:?}"
+    );
+    // In the other network namespace, the only copy.
+    let c = copies(rate);
+    assert_eq!(c.len(), 1, "copies: {c:?}");
+    let ns = |p: String| std::fs::read_link(p).unwrap_or_default();
+    assert_eq!(
+        ns(format!("/proc/{}/ns/net", c[0].0)),
+        ns(format!("/proc/{}/ns/net", r.pid)),
+        "the copy is not in the receiver's network namespace"
+    );
+    assert_ne!(
+        ns(format!("/proc/{}/ns/net", c[0].0)),
+        ns("/proc/self/ns/net".into())
+    );
+    assert!(
+        empty_dir(&tmp),
+        "the receiver left files in {}",
+        tmp.display()
+    );
+    assert!(
+        !Path::new("/run/ckpt/migrate").exists()
+            || std::fs::read_dir("/run/ckpt/migrate")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .all(|e| !e
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{pid}-"))),
+        "the source left its images"
+    );
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(fin.status.code(), Some(0), "receive: {}", text(&fin.stderr));
+}
+
+/// How a failure case ends.
+#[derive(PartialEq, Debug)]
+enum Expect {
+    /// The source runs on, alone, untracked; the receiver restored nothing.
+    SourceRuns,
+    /// The receiver's copy runs; the source is kept stopped.
+    CopyRunsSourceStopped,
+}
+
+/// One failure: `says` must be in migrate's message (unless it was killed).
+fn failure_case(
+    n: u32,
+    name: &str,
+    sender_env: &[(&str, &str)],
+    recv_env: &[(&str, &str)],
+    expect: Expect,
+    says: &str,
+) {
+    let ctx = Ctx::new(name);
+    let net = Net::new(n);
+    let rate = 2000 + n;
+    let mut t = source(&ctx, 8, rate);
+    let pid = t.pid;
+    let tmp = ctx.path("recv-tmp");
+    let mut r = receiver(&ctx, &net, &tmp, recv_env);
+    let m = migrate(&ctx, pid, &net, sender_env);
+    let err = text(&m.stderr);
+    eprintln!(
+        "migrate: {:?}\n{err}\nreceiver: {}",
+        m.status,
+        r.stderr.text()
+    );
+    assert_ne!(m.status.code(), Some(0), "the migration succeeded");
+    if m.status.code().is_some() {
+        assert!(
+            err.contains(says),
+            "migrate's message lacks {says:?}: {err}"
+        );
+    }
+    match expect {
+        Expect::SourceRuns => {
+            // The receiver ends with nothing restored, and nothing left.
+            let st = r.wait();
+            assert_ne!(st.code(), Some(0), "receive: {}", r.stderr.text());
+            assert_source_runs_alone(&mut t, rate, name);
+        }
+        Expect::CopyRunsSourceStopped => {
+            wait_for("the source stops", Duration::from_secs(10), || {
+                proc_stat(pid).is_some_and(|s| s.0 == 'T')
+            });
+            let c = copies(rate);
+            let running: Vec<_> = c.iter().filter(|x| x.1 != 'T').collect();
+            assert_eq!(running.len(), 1, "copies: {c:?}");
+            assert_ne!(running[0].0, pid, "copies: {c:?}");
+            wait_for(
+                "the stopped source is untracked",
+                Duration::from_secs(10),
+                || !tracked(pid),
+            );
+            if m.status.code() == Some(3) {
+                assert!(
+                    err.contains("kill -KILL") && err.contains("kill -CONT"),
+                    "{err}"
+                );
+            }
+            let _ = send_signal(running[0].0, libc::SIGKILL);
+            t.kill();
+        }
+    }
+    assert!(
+        empty_dir(&tmp),
+        "the receiver left files in {}",
+        tmp.display()
+    );
+}
+
+#[test]
+fn receiver_killed_after_the_first_round_leaves_the_source_running() {
+    failure_case(
+        2,
+        "receiver_killed_after_the_first_round_leaves_the_source_running",
+        &[],
+        &[("CKPT_DIE_AT", "name:receive: image received")],
+        Expect::SourceRuns,
+        "connection",
+    );
+}
+
+#[test]
+fn receiver_killed_after_plan_leaves_the_source_running() {
+    failure_case(
+        3,
+        "receiver_killed_after_plan_leaves_the_source_running",
+        &[],
+        &[("CKPT_DIE_AT", "name:receive: planned")],
+        Expect::SourceRuns,
+        "connection",
+    );
+}
+
+#[test]
+fn sender_killed_after_a_round_leaves_the_source_running_untracked() {
+    failure_case(
+        4,
+        "sender_killed_after_a_round_leaves_the_source_running_untracked",
+        &[("CKPT_DIE_AT", "name:migrate: round sent")],
+        &[],
+        Expect::SourceRuns,
+        "",
+    );
+}
+
+#[test]
+fn sender_killed_with_the_tree_frozen_before_commit_leaves_the_source_running() {
+    failure_case(
+        5,
+        "sender_killed_with_the_tree_frozen_before_commit_leaves_the_source_running",
+        &[("CKPT_DIE_AT", "name:migrate: staged")],
+        &[],
+        Expect::SourceRuns,
+        "",
+    );
+}
+
+#[test]
+fn connection_cut_during_the_rounds_leaves_the_source_running() {
+    failure_case(
+        6,
+        "connection_cut_during_the_rounds_leaves_the_source_running",
+        &[("CKPT_MIGRATE_CUT", "migrate: round sent")],
+        &[],
+        Expect::SourceRuns,
+        "connection",
+    );
+}
+
+#[test]
+fn connection_cut_with_the_final_image_sent_leaves_the_source_running() {
+    failure_case(
+        7,
+        "connection_cut_with_the_final_image_sent_leaves_the_source_running",
+        &[("CKPT_MIGRATE_CUT", "migrate: final sent")],
+        &[],
+        Expect::SourceRuns,
+        "connection",
+    );
+}
+
+/// The receiver cannot restore it (a kernel facility masked there): plan's refusal
+/// comes back to the source with its message, and the source runs on.
+#[test]
+fn plan_refusal_on_the_receiver_comes_back_and_the_source_runs_on() {
+    failure_case(
+        8,
+        "plan_refusal_on_the_receiver_comes_back_and_the_source_runs_on",
+        &[],
+        &[("CKPT_HOST_MASK", "no-kernel=clone3-set-tid")],
+        Expect::SourceRuns,
+        "the receiver cannot restore it",
+    );
+}
+
+/// The sender dies right after telling the receiver to commit: the copy runs there,
+/// the source stays stopped (the SIGSTOP armed before COMMIT), never two copies.
+#[test]
+fn sender_killed_after_commit_leaves_one_copy_and_the_source_stopped() {
+    failure_case(
+        9,
+        "sender_killed_after_commit_leaves_one_copy_and_the_source_stopped",
+        &[("CKPT_DIE_AT", "name:migrate: commit sent")],
+        &[],
+        Expect::CopyRunsSourceStopped,
+        "",
+    );
+}
+
+/// The receiver dies after its commit, before its confirmation: the source cannot
+/// know, keeps its tree stopped and says how to resolve it (exit 3).
+#[test]
+fn confirmation_lost_keeps_the_source_stopped_and_says_how_to_resolve() {
+    failure_case(
+        10,
+        "confirmation_lost_keeps_the_source_stopped_and_says_how_to_resolve",
+        &[],
+        &[("CKPT_DIE_AT", "name:receive: committed")],
+        Expect::CopyRunsSourceStopped,
+        "STOPPED",
+    );
+}
+
+/// A process with a TCP connection is refused (not moved yet), naming it: it runs on,
+/// untracked, its connection still there; the receiver restores nothing.
+#[test]
+fn a_process_with_a_tcp_connection_is_refused_and_runs_on() {
+    let ctx = Ctx::new("a_process_with_a_tcp_connection_is_refused_and_runs_on");
+    let net = Net::new(11);
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+    let code = format!(
+        "import socket,sys\ns=socket.create_connection(('127.0.0.1',{port}))\n\
+         print('ready',flush=True)\nfor line in sys.stdin:\n    s.sendall(line.encode())\n"
+    );
+    let spec = Spec::new(python3())
+        .arg("-c")
+        .arg(code)
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let (mut peer, _) = l.accept().unwrap_or_else(|e| panic!("accept: {e}"));
+    let tmp = ctx.path("recv-tmp");
+    let mut r = receiver(&ctx, &net, &tmp, &[]);
+    let m = migrate(&ctx, t.pid, &net, &[]);
+    let err = text(&m.stderr);
+    assert_eq!(m.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("TCP connection") && err.contains(&format!("process {}", t.pid)),
+        "{err}"
+    );
+    assert_ne!(r.wait().code(), Some(0), "receive: {}", r.stderr.text());
+    assert!(
+        empty_dir(&tmp),
+        "the receiver left files in {}",
+        tmp.display()
+    );
+    let pid = t.pid;
+    wait_for("untracked", Duration::from_secs(10), || !tracked(pid));
+    assert_running_untraced(pid, "after the refusal");
+    // The connection still carries data.
+    t.write_stdin(b"still here\n");
+    let mut buf = [0u8; 11];
+    std::io::Read::read_exact(&mut peer, &mut buf).unwrap_or_else(|e| panic!("read: {e}"));
+    assert_eq!(&buf, b"still here\n");
+}
+
+#[test]
+fn sender_killed_with_the_final_image_sent_leaves_the_source_running() {
+    failure_case(
+        12,
+        "sender_killed_with_the_final_image_sent_leaves_the_source_running",
+        &[("CKPT_DIE_AT", "name:migrate: final sent")],
+        &[],
+        Expect::SourceRuns,
+        "",
+    );
+}

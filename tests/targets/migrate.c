@@ -1,0 +1,126 @@
+/* migrate: memory written all the time, for `ckpt migrate` (tests/e2e_migrate.rs,
+ * bench/migrate).
+ *
+ *   migrate MIB RATE
+ *
+ * Maps an area of MIB MiB (private anonymous), fills every page with a pattern, prints
+ * "ready", and from then on writes RATE pages per second (in 1 ms steps), in order,
+ * round the area: step i stores i+1 in the first word of page i mod N. The memory at
+ * any moment is thus a function of the step count alone. Commands, one per line on
+ * stdin:
+ *
+ *   c   verify every page against the step count and answer
+ *       "count C sum HEX ok" (or "... bad PAGE" at the first wrong page)
+ *   q   exit 0
+ * At end of input it exits 0. */
+#include "util.h"
+
+#include <poll.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#define PAGE 4096UL
+
+static uint64_t *area;
+static unsigned long npages;
+static unsigned long count;
+
+static uint64_t pattern(unsigned long page, unsigned long word)
+{
+	return (page * 2654435761UL) ^ (word * 40503UL) ^ 0x5a5a5a5aUL;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void step(void)
+{
+	unsigned long p = count % npages;
+	area[p * (PAGE / 8)] = count + 1;
+	count++;
+}
+
+static void verify(void)
+{
+	uint64_t sum = 0;
+	long bad = -1;
+	for (unsigned long p = 0; p < npages; p++) {
+		uint64_t *w = area + p * (PAGE / 8);
+		uint64_t want0 = 0;
+		if (count > p)
+			want0 = p + npages * ((count - 1 - p) / npages) + 1;
+		if (w[0] != want0 || w[1] != pattern(p, 1) || w[PAGE / 8 - 1] != pattern(p, PAGE / 8 - 1)) {
+			if (bad < 0)
+				bad = (long)p;
+		}
+		for (unsigned long i = 0; i < PAGE / 8; i++)
+			sum = sum * 31 + w[i];
+	}
+	if (bad < 0)
+		printf("count %lu sum %016llx ok\n", count, (unsigned long long)sum);
+	else
+		printf("count %lu sum %016llx bad %ld\n", count, (unsigned long long)sum, bad);
+	fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 3)
+		return 2;
+	unsigned long mib = strtoul(argv[1], NULL, 10);
+	unsigned long rate = strtoul(argv[2], NULL, 10);
+	npages = mib * (1UL << 20) / PAGE;
+	area = mmap(NULL, npages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (area == MAP_FAILED)
+		return 1;
+	madvise(area, npages * PAGE, MADV_NOHUGEPAGE);
+	for (unsigned long p = 0; p < npages; p++) {
+		uint64_t *w = area + p * (PAGE / 8);
+		w[0] = 0;
+		for (unsigned long i = 1; i < PAGE / 8; i++)
+			w[i] = pattern(p, i);
+	}
+	printf("ready\n");
+	fflush(stdout);
+	uint64_t t0 = now_ms();
+	unsigned long done_ms = 0;
+	char line[64];
+	size_t len = 0;
+	for (;;) {
+		struct pollfd pf = { .fd = 0, .events = POLLIN };
+		int n = poll(&pf, 1, 1);
+		uint64_t t = now_ms() - t0;
+		/* Steps due since the last tick (at most one second's worth at once). */
+		if (t > done_ms + 1000)
+			done_ms = t - 1000;
+		while (done_ms < t) {
+			done_ms++;
+			unsigned long due = rate * done_ms / 1000 - rate * (done_ms - 1) / 1000;
+			for (unsigned long i = 0; i < due; i++)
+				step();
+		}
+		if (n <= 0 || !(pf.revents & (POLLIN | POLLHUP)))
+			continue;
+		ssize_t r = read(0, line + len, sizeof(line) - 1 - len);
+		if (r <= 0)
+			return 0;
+		len += (size_t)r;
+		char *nl;
+		while ((nl = memchr(line, '\n', len))) {
+			*nl = 0;
+			if (line[0] == 'c')
+				verify();
+			else if (line[0] == 'q')
+				return 0;
+			size_t used = (size_t)(nl - line) + 1;
+			memmove(line, nl + 1, len - used);
+			len -= used;
+		}
+		if (len == sizeof(line) - 1)
+			len = 0;
+	}
+}
