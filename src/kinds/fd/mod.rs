@@ -708,7 +708,7 @@ pub(crate) fn restore_fds(
     for r in 0..4 {
         for f in proc_.fds.iter().filter(|f| rank(f) == r) {
             restore_fd(cx, f, ckpt, inherit, holders, files, tty_slave, ptys)?;
-            restore_owner(cx, f)?;
+            restore_owner(cx, ckpt, f)?;
             restore_inode_owner(cx, f)?;
         }
     }
@@ -717,13 +717,23 @@ pub(crate) fn restore_fds(
 }
 
 /// The signal owner and F_SETSIG signal of descriptor `f`, once it is in place (the
-/// owner, checked at dump to be a process or group of the tree, exists by now).
-pub(crate) fn restore_owner(cx: &mut Ctx<'_>, f: &Fd) -> RestoreResult<()> {
+/// owner, checked at dump to be a process or group of the tree, exists by now). The
+/// owner is named as the process's PID namespace numbers it (one nested inside the
+/// tree's sees it by other IDs; plan checked that it sees it).
+pub(crate) fn restore_owner(cx: &mut Ctx<'_>, ckpt: &Checkpoint, f: &Fd) -> RestoreResult<()> {
     let Some(o) = f.owner else {
         return Ok(());
     };
     if o.pid != 0 {
-        cx.set_owner(f.fd as u64, o.kind, o.pid)?;
+        let pid =
+            crate::kinds::task::pidns::owner_seen_by(ckpt, cx.proc_, &o).ok_or_else(|| {
+                RestoreError::Malformed(format!(
+                    "descriptor {} of process {}: its signal owner {} is not seen from its PID \
+                 namespace",
+                    f.fd, cx.proc_.pid, o.pid
+                ))
+            })?;
+        cx.set_owner(f.fd as u64, o.kind, pid)?;
     }
     if o.sig != 0 {
         cx.set_io_signal(f.fd as u64, o.sig)?;
@@ -1017,7 +1027,16 @@ fn restore_fd(
             install(cx, n, f, *flags)
         }
         FdKind::Pidfd { pid, flags } => {
-            let n = pidfd::create_pidfd(cx, *pid, *flags)?;
+            // pidfd_open takes the ID the process's own PID namespace gives.
+            let seen =
+                crate::kinds::task::pidns::id_seen_by(ckpt, cx.proc_, *pid).ok_or_else(|| {
+                    RestoreError::Malformed(format!(
+                        "descriptor {} of process {}: a pidfd of process {pid}, which its PID \
+                     namespace does not show",
+                        f.fd, cx.proc_.pid
+                    ))
+                })?;
+            let n = pidfd::create_pidfd(cx, seen, *flags)?;
             move_fd(cx, n, f.fd, f.cloexec)
         }
         FdKind::File {
