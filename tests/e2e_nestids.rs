@@ -2,12 +2,14 @@
 //! processes of the tree, signal owners of descriptors (F_SETOWN / F_SETOWN_EX: a
 //! process, a process group, a thread; on a pipe and a socket), POSIX timers that signal
 //! a thread by its ID (SIGEV_THREAD_ID, and glibc's SIGEV_THREAD through its helper
-//! thread). Restore gives them from inside the process, as its own namespace numbers
-//! them. Each restore is compared with the original through the state oracle (fdinfo
-//! Pid/NSpid of the pidfds, F_GETOWN_EX, /proc/PID/timers) and through the program's
-//! behaviour (the pidfds reach the right processes, the I/O signals their owners, the
-//! timers' signals the right thread). Owners and targets the holder's namespace does not
-//! show, or outside the tree, are refused at dump and the tree runs on.
+//! thread), senders of queued unix messages (SCM_CREDENTIALS). Restore gives them from
+//! inside the process, as its own namespace numbers them. Each restore is compared with
+//! the original through the state oracle (fdinfo Pid/NSpid of the pidfds, F_GETOWN_EX,
+//! /proc/PID/timers) and through the program's behaviour (the pidfds reach the right
+//! processes, the I/O signals their owners, the timers' signals the right thread, the
+//! message's sender reads as its ID there). Owners, targets and senders the holder's
+//! namespace does not show, or outside the tree, are refused at dump and the tree runs
+//! on.
 //!
 //! The target is `tests/targets/nestids.c`. Needs root (unshare, ptrace, clone3 set_tid).
 
@@ -99,6 +101,28 @@ fn assert_covers(s: &Snapshot, n: &str, what: &str) {
     );
 }
 
+/// Ask N for the message K queued before it started (with SCM_CREDENTIALS) and return
+/// what it printed of it.
+fn read_creds(p: &mut Proc) -> String {
+    p.write_stdin(b"creds\n");
+    p.wait_for("creds: ");
+    let deadline = std::time::Instant::now() + timeout();
+    loop {
+        let out = p.stdout.text();
+        if let Some(l) = out
+            .lines()
+            .find(|l| l.starts_with("creds: ") && out.contains(&format!("{l}\n")))
+        {
+            return l.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no creds line: {out}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// What N reads of K's message: K's ID in N's namespace, root's uid and gid.
+const K_CREDS: &str = "creds: 'from K' from pid 2 uid 0 gid 0";
+
 /// Ask for a check round, the `round`th of the program (its `nth` in `p`'s output), and
 /// return what it printed.
 fn send_check(p: &mut Proc, round: usize, nth: usize) -> String {
@@ -157,6 +181,11 @@ fn ids_held_in_a_nested_pid_namespace_come_back() {
         again,
         format!("{ALL_RIGHT}checked 2\n"),
         "the restored tree's IDs reach what they named"
+    );
+    assert_eq!(
+        read_creds(&mut r),
+        K_CREDS,
+        "the message K queued keeps its sender (SCM_CREDENTIALS) as N's namespace shows it"
     );
     r.write_stdin(b"exit\n");
     r.close_stdin();
@@ -239,6 +268,11 @@ fn ids_held_in_a_nested_pid_namespace_of_a_tree_with_its_own_come_back() {
         format!("{ALL_RIGHT}checked 2\n"),
         "the restored tree's IDs reach what they named"
     );
+    assert_eq!(
+        read_creds(&mut r),
+        K_CREDS,
+        "the message K queued keeps its sender (SCM_CREDENTIALS) as N's namespace shows it"
+    );
     r.write_stdin(b"exit\n");
     r.close_stdin();
     let fin = r.finish();
@@ -305,6 +339,15 @@ fn a_nested_pidfd_of_a_process_its_namespace_hides_is_refused() {
 #[test]
 fn a_nested_pidfd_of_a_process_outside_the_tree_is_refused() {
     refused("outside", 30, &["pidfd", "outside the dumped tree"]);
+}
+
+#[test]
+fn a_nested_message_from_a_sender_its_namespace_hides_is_refused() {
+    refused(
+        "creds-hidden",
+        32,
+        &["SCM_CREDENTIALS", "does not show", "unix socket"],
+    );
 }
 
 #[test]

@@ -177,7 +177,13 @@ fn socket_pair_gets_options_then_data_then_messages_from_the_other_end() {
     };
     let rec = Recorder::new(p.pid);
     run(&p, &rec, |cx| {
-        unix::create_socketpair(cx, &sp, 30, &Default::default())
+        unix::create_socketpair(
+            cx,
+            &crate::kinds::testutil::checkpoint(Vec::new()),
+            &sp,
+            30,
+            &Default::default(),
+        )
     })
     .expect("pair");
     let n = names(&rec);
@@ -217,7 +223,13 @@ fn socket_pair_gets_options_then_data_then_messages_from_the_other_end() {
     assert_eq!(arg_bytes(&rec, &c[4], 1, 6), b"record");
     let total = n.len();
     each_failure_stops_there(&p, total, |cx| {
-        unix::create_socketpair(cx, &sp, 30, &Default::default())
+        unix::create_socketpair(
+            cx,
+            &crate::kinds::testutil::checkpoint(Vec::new()),
+            &sp,
+            30,
+            &Default::default(),
+        )
     });
 }
 
@@ -241,7 +253,13 @@ fn socket_pair_ends_get_their_names_first_and_are_shut_down_last() {
     };
     let rec = Recorder::new(p.pid);
     run(&p, &rec, |cx| {
-        unix::create_socketpair(cx, &sp, 30, &Default::default())
+        unix::create_socketpair(
+            cx,
+            &crate::kinds::testutil::checkpoint(Vec::new()),
+            &sp,
+            30,
+            &Default::default(),
+        )
     })
     .expect("pair");
     let n = names(&rec);
@@ -266,7 +284,13 @@ fn socket_pair_ends_get_their_names_first_and_are_shut_down_last() {
     assert_eq!(c[5].args[..2], [101, libc::SHUT_WR as u64]);
     let total = n.len();
     each_failure_stops_there(&p, total, |cx| {
-        unix::create_socketpair(cx, &sp, 30, &Default::default())
+        unix::create_socketpair(
+            cx,
+            &crate::kinds::testutil::checkpoint(Vec::new()),
+            &sp,
+            30,
+            &Default::default(),
+        )
     });
 }
 
@@ -284,7 +308,13 @@ fn an_accepted_connection_is_made_through_a_listener_bound_to_its_name() {
     };
     let rec = Recorder::new(p.pid);
     let ends = run(&p, &rec, |cx| {
-        unix::create_socketpair(cx, &sp, 30, &Default::default())
+        unix::create_socketpair(
+            cx,
+            &crate::kinds::testutil::checkpoint(Vec::new()),
+            &sp,
+            30,
+            &Default::default(),
+        )
     })
     .expect("pair");
     assert_eq!(ends, (30, 31));
@@ -320,7 +350,13 @@ fn an_accepted_connection_is_made_through_a_listener_bound_to_its_name() {
     assert_eq!(c[9].args[..2], [102, libc::SHUT_RDWR as u64]);
     let total = n.len();
     each_failure_stops_there(&p, total, |cx| {
-        unix::create_socketpair(cx, &sp, 30, &Default::default())
+        unix::create_socketpair(
+            cx,
+            &crate::kinds::testutil::checkpoint(Vec::new()),
+            &sp,
+            30,
+            &Default::default(),
+        )
     });
 }
 
@@ -1545,7 +1581,13 @@ fn stream_bytes_with_descriptors_in_flight_are_sent_as_their_own_message_later()
     };
     let rec = Recorder::new(p.pid);
     run(&p, &rec, |cx| {
-        unix::create_socketpair(cx, &sp, 30, &Default::default())
+        unix::create_socketpair(
+            cx,
+            &crate::kinds::testutil::checkpoint(Vec::new()),
+            &sp,
+            30,
+            &Default::default(),
+        )
     })
     .expect("pair");
     assert!(
@@ -1556,7 +1598,13 @@ fn stream_bytes_with_descriptors_in_flight_are_sent_as_their_own_message_later()
     let rec = Recorder::new(p.pid).answer(nr::SENDMSG, 1);
     let mut cx = Ctx::double(&rec, STUB, &p);
     let holders: crate::kinds::fd::PipeHolders = [((1, 5), (p.pid, 100, 101))].into();
-    unix::fill_deferred_pairs(std::slice::from_mut(&mut cx), &[sp], &holders).expect("filled");
+    unix::fill_deferred_pairs(
+        std::slice::from_mut(&mut cx),
+        &crate::kinds::testutil::checkpoint(Vec::new()),
+        &[sp],
+        &holders,
+    )
+    .expect("filled");
     let n = names(&rec);
     let at = |what: &str| {
         n.iter()

@@ -21,12 +21,17 @@
  *          (pidfd_send_signal; K is N's child for waitid(P_PIDFD)), each descriptor's I/O
  *          signal reaches its owner (and, for the group, K), the SIGEV_THREAD_ID timer's
  *          signal arrives on T, the SIGEV_THREAD timer's callback runs; "checked N".
+ *   creds  N reads the message K queued on fd 28 before it started (a socket pair N
+ *          holds both ends of, SO_PASSCRED on fd 28) and prints its sender as N's
+ *          namespace shows it (K: 2) with its uid and gid.
  *   exit   N ends K, reaps it and exits 0; R reaps N and exits 0.
  * N prints "ready" once everything is set up. Nothing printed depends on host IDs.
  *
  * With the argument `outside`, N also holds (at fd 30) a pidfd of R's parent, a process
  * outside the tree; with `hidden`, a pidfd of R (in the tree, but not in N's namespace);
- * with `owner-outside`, a pipe (fd 31) whose I/O signals go to R's parent. R takes them
+ * with `owner-outside`, a pipe (fd 31) whose I/O signals go to R's parent; with
+ * `creds-hidden`, a socket pair (fds 32, 33) with a message from R queued on 32, with R's
+ * credentials (SO_PASSCRED). R takes them
  * before it forks N and closes its own copies: dump refuses N, naming the descriptor. */
 #include "util.h"
 #include <fcntl.h>
@@ -154,9 +159,16 @@ static int n_main(int cmd)
 {
 	if (setpgid(0, 0) != 0)
 		die("setpgid: %s", strerror(errno));
-	int k_in[2];
+	int k_in[2], cs[2], one = 1;
 	if (pipe(k_in) != 0 || pipe2(k_ack, O_NONBLOCK) != 0 || pipe2(cb_pipe, O_NONBLOCK) != 0)
 		die("pipe: %s", strerror(errno));
+	/* A socket pair N keeps both ends of, fd 28 showing credentials, on which K queues a
+	 * message (with its credentials) before it starts. */
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, cs) != 0 ||
+	    setsockopt(cs[0], SOL_SOCKET, SO_PASSCRED, &one, sizeof one) != 0)
+		die("socketpair: %s", strerror(errno));
+	place(cs[0], 28);
+	place(cs[1], 29);
 	/* K's handlers must be in place before N signals it: K acknowledges with 'r'. */
 	pid_t k = fork();
 	if (k < 0)
@@ -164,6 +176,9 @@ static int n_main(int cmd)
 	if (k == 0) {
 		close(k_in[1]);
 		close(cmd);
+		write_all(29, "from K", 6);
+		close(28);
+		close(29);
 		write_all(k_ack[1], "r", 1);
 		_exit(k_main(k_in[0]));
 	}
@@ -244,6 +259,21 @@ static int n_main(int cmd)
 		len = 0;
 		if (strcmp(line, "exit") == 0)
 			break;
+		if (strcmp(line, "creds") == 0) {
+			/* The message K queued, with its sender as N's namespace shows it. */
+			char data[16] = { 0 }, ctl[CMSG_SPACE(sizeof(struct ucred))];
+			struct iovec iov = { data, sizeof data - 1 };
+			struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
+					     .msg_controllen = sizeof ctl };
+			ssize_t got = recvmsg(28, &mh, MSG_DONTWAIT);
+			struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+			struct ucred uc = { 0 };
+			if (got > 0 && c && c->cmsg_type == SCM_CREDENTIALS)
+				memcpy(&uc, CMSG_DATA(c), sizeof uc);
+			out("creds: '%s' from pid %d uid %d gid %d\n", got > 0 ? data : "(none)", (int)uc.pid,
+			    (int)uc.uid, (int)uc.gid);
+			continue;
+		}
 		if (strcmp(line, "check") != 0)
 			continue;
 		round++;
@@ -301,6 +331,17 @@ int main(int argc, char **argv)
 	} else if (strcmp(mode, "hidden") == 0) {
 		extra = (int)syscall(SYS_pidfd_open, getpid(), 0);
 		extra_at = 30;
+	} else if (strcmp(mode, "creds-hidden") == 0) {
+		/* A pair with a message from R queued on its end 32 (showing credentials): N
+		 * inherits both ends, and its namespace does not show R. */
+		int cp[2], one = 1;
+		if (socketpair(AF_UNIX, SOCK_STREAM, 0, cp) != 0 ||
+		    setsockopt(cp[0], SOL_SOCKET, SO_PASSCRED, &one, sizeof one) != 0)
+			die("socketpair: %s", strerror(errno));
+		write_all(cp[1], "from R", 6);
+		place(cp[1], 33);
+		extra = cp[0];
+		extra_at = 32;
 	} else if (strcmp(mode, "owner-outside") == 0) {
 		int p[2];
 		if (pipe(p) != 0)
@@ -331,6 +372,8 @@ int main(int argc, char **argv)
 	close(cmd[0]);
 	if (extra_at >= 0)
 		close(extra_at);
+	if (extra_at == 32)
+		close(33);
 	/* R relays its stdin to N. */
 	char buf[256];
 	for (;;) {

@@ -569,6 +569,7 @@ enum PairEnd<'a> {
 /// (in this process, which then holds both ends until every process has its own).
 fn place_pair_end(
     cx: &mut Ctx<'_>,
+    ckpt: &Checkpoint,
     f: &crate::model::Fd,
     end: PairEnd<'_>,
     flags: u32,
@@ -589,7 +590,7 @@ fn place_pair_end(
                 PairEnd::Pipe(pipe, ..) => {
                     pipe::create_pipe(cx, pipe, tmp, flags & libc::O_DIRECT as u32 != 0)?
                 }
-                PairEnd::Socket(sp, _) => unix::create_socketpair(cx, sp, tmp, dirs)?,
+                PairEnd::Socket(sp, _) => unix::create_socketpair(cx, ckpt, sp, tmp, dirs)?,
             };
             holders.insert(key, (proc_.pid, a, b));
             (proc_.pid, a, b)
@@ -672,7 +673,7 @@ pub(crate) fn create_accepted_pairs(
         let pid = cx.proc_.pid;
         let k = holders.values().filter(|h| h.0 == pid).count() as u64;
         let tmp = pipe_tmp_base(cx.proc_) + 2 * k;
-        let (a, b) = unix::create_socketpair(cx, sp, tmp, dirs)?;
+        let (a, b) = unix::create_socketpair(cx, ckpt, sp, tmp, dirs)?;
         holders.insert(key, (pid, a, b));
     }
     Ok(())
@@ -899,6 +900,7 @@ fn restore_fd(
             let again = pipe::further_description(ckpt, proc_.pid, f.fd, *id, *write);
             place_pair_end(
                 cx,
+                ckpt,
                 f,
                 PairEnd::Pipe(pipe, *write, again),
                 *flags,
@@ -970,6 +972,7 @@ fn restore_fd(
                 .ok_or_else(|| RestoreError::Malformed(format!("unknown socket pair {id}")))?;
             place_pair_end(
                 cx,
+                ckpt,
                 f,
                 PairEnd::Socket(sp, *end),
                 *flags,

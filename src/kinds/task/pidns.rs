@@ -291,15 +291,8 @@ pub(crate) fn check_nested(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             return;
         }
     }
-    if !nss.is_empty() && queued_credentials(ckpt) {
-        check::p(
-            problems,
-            "unsupported",
-            "a unix socket of the tree holds queued messages with SCM_CREDENTIALS, and the \
-             tree has PID namespaces nested inside it: the sender's ID is not restored at \
-             every namespace level yet"
-                .into(),
-        );
+    if !nss.is_empty() {
+        check_queued_credentials(ckpt, problems);
     }
     let mut first: BTreeMap<u32, &Process> = BTreeMap::new();
     for (i, p) in procs.iter().enumerate() {
@@ -387,22 +380,81 @@ pub(crate) fn check_nested(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
     }
 }
 
-/// Whether a queued unix message of the tree carries SCM_CREDENTIALS.
-fn queued_credentials(ckpt: &Checkpoint) -> bool {
-    let pairs = ckpt
-        .socketpairs
-        .iter()
-        .flat_map(|sp| sp.msgs0.iter().chain(sp.msgs1.iter()))
-        .any(|m| m.creds.is_some());
-    let runs = ckpt
-        .socketpairs
-        .iter()
-        .flat_map(|sp| sp.runs0.iter().chain(sp.runs1.iter()))
-        .any(|r| r.creds.is_some());
-    let dgrams = ckpt.processes.iter().flat_map(|p| p.fds.iter()).any(|f| {
-        matches!(&f.kind, FdKind::UnixDgram { sock, .. } if sock.msgs.iter().any(|m| m.creds.is_some()))
-    });
-    pairs || runs || dgrams
+/// Queued unix messages are sent again with their senders' credentials from a process
+/// that holds the receiving socket (a pair's first holder; for a datagram, the named
+/// sender's socket or, unnamed, the receiver's), which gives the sender's ID as its own
+/// PID namespace numbers it: every process that may send must see the sender. One that
+/// does not (a nested process holding a pair whose messages came from outside its
+/// namespace) is refused, naming it, its descriptor and the sender.
+fn check_queued_credentials(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
+    let mut refuse = |p: &Process, fd: i32, sender: i32| {
+        check::p(
+            problems,
+            "unsupported",
+            format!(
+                "descriptor {fd} of process {} (in a PID namespace nested inside the tree) \
+                 is a unix socket with a message queued with the credentials \
+                 (SCM_CREDENTIALS) of process {sender}, which that namespace does not \
+                 show: restore sends it again from there and could not name its sender",
+                p.pid
+            ),
+        )
+    };
+    for sp in &ckpt.socketpairs {
+        let senders: Vec<i32> = sp
+            .msgs0
+            .iter()
+            .chain(sp.msgs1.iter())
+            .filter_map(|m| m.creds)
+            .chain(
+                sp.runs0
+                    .iter()
+                    .chain(sp.runs1.iter())
+                    .filter_map(|r| r.creds),
+            )
+            .map(|c| c.pid)
+            .collect();
+        for p in &ckpt.processes {
+            for f in &p.fds {
+                if !matches!(f.kind, FdKind::UnixPair { id, .. } if id == sp.id) {
+                    continue;
+                }
+                if let Some(&c) = senders.iter().find(|&&c| id_seen_by(ckpt, p, c).is_none()) {
+                    refuse(p, f.fd, c);
+                }
+            }
+        }
+    }
+    for p in &ckpt.processes {
+        for f in &p.fds {
+            let FdKind::UnixDgram { sock, .. } = &f.kind else {
+                continue;
+            };
+            for m in &sock.msgs {
+                let Some(c) = m.creds else { continue };
+                // The sending processes: the receiver's, or those holding the sender.
+                let mut from: Vec<(&Process, i32)> = Vec::new();
+                if m.from.is_empty() {
+                    from.push((p, f.fd));
+                } else {
+                    for q in &ckpt.processes {
+                        for g in &q.fds {
+                            if matches!(&g.kind, FdKind::UnixDgram { sock: s, .. } if s.name == m.from)
+                            {
+                                from.push((q, g.fd));
+                            }
+                        }
+                    }
+                }
+                if let Some((q, fd)) = from
+                    .into_iter()
+                    .find(|(q, _)| id_seen_by(ckpt, q, c.pid).is_none())
+                {
+                    refuse(q, fd, c.pid);
+                }
+            }
+        }
+    }
 }
 
 /// A nested process's group is one it can join: led by a process its namespace shows
@@ -633,6 +685,48 @@ mod tests {
         assert!(v[0].contains("descriptor 5, a pidfd of process 2"), "{v:?}");
         assert!(v[1].contains("go to process group 1"), "{v:?}");
         assert!(v.iter().all(|m| m.contains("does not show")), "{v:?}");
+    }
+
+    #[test]
+    fn queued_credentials_must_name_a_sender_the_holder_sees() {
+        use crate::model::{SockCreds, SocketPairState, StreamRun};
+        let mut ck = nest();
+        let run = |pid| StreamRun {
+            len: 3,
+            creds: Some(SockCreds {
+                pid,
+                uid: 0,
+                gid: 0,
+            }),
+            rights: Vec::new(),
+        };
+        ck.socketpairs = vec![SocketPairState {
+            id: 9,
+            runs0: vec![run(4)],
+            ..SocketPairState::default()
+        }];
+        for (fd, end) in [(5, 0), (6, 1)] {
+            ck.processes[2].fds.push(testutil::fd(
+                fd,
+                FdKind::UnixPair {
+                    id: 9,
+                    end,
+                    flags: 2,
+                },
+            ));
+        }
+        // From P (4), which G's namespace shows: sent again as 2 there.
+        assert_eq!(problems(&ck), Vec::<String>::new());
+        // From C (2), which it does not.
+        ck.socketpairs[0].runs0 = vec![run(2)];
+        let v = problems(&ck);
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(
+            v[0].contains("descriptor 5 of process 3")
+                && v[0].contains("SCM_CREDENTIALS")
+                && v[0].contains("of process 2"),
+            "{v:?}"
+        );
     }
 
     #[test]
