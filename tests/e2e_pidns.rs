@@ -755,41 +755,70 @@ fn failed_restores_of_a_nested_pid_namespace_leave_nothing() {
 }
 
 /// A process of a nested PID namespace holding a pidfd (`pidnested pidfd`: P2, PID 2 in
-/// it, holds one of itself) is refused at dump, naming the process, the descriptor and
-/// why (its ID is not restored at every level yet), before anything is killed: the
-/// tree runs on untraced and answers as before.
+/// it, holds one of itself at descriptor 20) is dumped and restored: its pidfd names it
+/// again (fdinfo Pid and NSpid, as before), and the tree goes on as an uninterrupted
+/// run. (tests/e2e_nestids.rs covers the other IDs such a process holds.)
 #[test]
-fn a_nested_process_holding_a_pidfd_is_refused_and_runs_on() {
-    let ctx = Ctx::new("a_nested_process_holding_a_pidfd_is_refused_and_runs_on");
+fn a_nested_process_holding_a_pidfd_of_itself_comes_back() {
+    let ctx = Ctx::new("a_nested_process_holding_a_pidfd_of_itself_comes_back");
     let spec = Spec::new(target("pidnested")).arg("pidfd").stdin(In::Pipe);
+    let (first, rest) = (b"step\n", b"step\nexit\n");
+    let mut rp = ctx.spawn(&spec);
+    rp.write_stdin(&[&first[..], &rest[..]].concat());
+    rp.close_stdin();
+    let reference = rp.finish();
     let mut t = ctx.spawn(&spec);
     t.wait_for("ready\n");
+    t.write_stdin(first);
+    t.wait_for("ack 1\n");
     let tree = wait_process_tree(t.pid, 6, "pidnested: R, C, U, G, P2, P3");
     for &p in &tree {
         ctx.track(p);
     }
     let n = nested(&tree);
-    let img = ctx.path("refused.img");
-    let r = ctx.try_dump(t.pid, &img);
-    r.assert_fails(1);
-    assert!(
-        r.stderr.contains(&format!("process {}", n.p2))
-            && r.stderr.contains("descriptor 20, a pidfd")
-            && r.stderr.contains("nested inside the tree"),
-        "the refusal names P2, its pidfd and why:\n{}",
-        r.stderr
+    let pidfd_of = |p: i32| {
+        let info = fs::read_to_string(format!("/proc/{p}/fdinfo/20")).unwrap_or_default();
+        info.lines()
+            .filter(|l| l.starts_with("Pid:") || l.starts_with("NSpid:"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+    };
+    let before_fd = pidfd_of(n.p2);
+    assert_eq!(
+        before_fd,
+        vec![format!("Pid: {}", n.p2), format!("NSpid: {} 2", n.p2)],
+        "P2's pidfd of itself"
     );
-    assert!(!img.exists(), "no image after a refused dump");
-    for &q in &tree {
-        assert_running_untraced(q, "pidnested after the refused dump");
+    let img = ctx.path("pidfd.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("original");
+    wait_pids_gone(&tree, "pidnested after its dump");
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    let deadline = std::time::Instant::now() + timeout();
+    while pidfd_of(n.p2).is_empty() || tracer(n.p2) != 0 {
+        assert!(
+            std::time::Instant::now() < deadline && r.try_wait().is_none(),
+            "P2 does not run again: {}",
+            r.stderr.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    t.write_stdin(b"step\nexit\n");
-    t.close_stdin();
-    let fin = t.finish();
-    let out = String::from_utf8_lossy(&fin.stdout);
-    assert!(
-        out.contains("P2 1: pid 2 ppid 1") && out.contains("R: C exited 0, U exited 0"),
-        "the tree goes on:\n{out}"
+    assert_eq!(pidfd_of(n.p2), before_fd, "P2's pidfd names it again");
+    r.write_stdin(rest);
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    let got = [before, fin.stdout].concat();
+    assert_same_output(
+        "pidnested pidfd, dumped and restored",
+        &reference.stdout,
+        &got,
     );
 }
 

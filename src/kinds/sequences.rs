@@ -177,7 +177,13 @@ fn socket_pair_gets_options_then_data_then_messages_from_the_other_end() {
     };
     let rec = Recorder::new(p.pid);
     run(&p, &rec, |cx| {
-        unix::create_socketpair(cx, &sp, 30, &Default::default())
+        unix::create_socketpair(
+            cx,
+            &crate::kinds::testutil::checkpoint(Vec::new()),
+            &sp,
+            30,
+            &Default::default(),
+        )
     })
     .expect("pair");
     let n = names(&rec);
@@ -217,7 +223,13 @@ fn socket_pair_gets_options_then_data_then_messages_from_the_other_end() {
     assert_eq!(arg_bytes(&rec, &c[4], 1, 6), b"record");
     let total = n.len();
     each_failure_stops_there(&p, total, |cx| {
-        unix::create_socketpair(cx, &sp, 30, &Default::default())
+        unix::create_socketpair(
+            cx,
+            &crate::kinds::testutil::checkpoint(Vec::new()),
+            &sp,
+            30,
+            &Default::default(),
+        )
     });
 }
 
@@ -241,7 +253,13 @@ fn socket_pair_ends_get_their_names_first_and_are_shut_down_last() {
     };
     let rec = Recorder::new(p.pid);
     run(&p, &rec, |cx| {
-        unix::create_socketpair(cx, &sp, 30, &Default::default())
+        unix::create_socketpair(
+            cx,
+            &crate::kinds::testutil::checkpoint(Vec::new()),
+            &sp,
+            30,
+            &Default::default(),
+        )
     })
     .expect("pair");
     let n = names(&rec);
@@ -266,7 +284,13 @@ fn socket_pair_ends_get_their_names_first_and_are_shut_down_last() {
     assert_eq!(c[5].args[..2], [101, libc::SHUT_WR as u64]);
     let total = n.len();
     each_failure_stops_there(&p, total, |cx| {
-        unix::create_socketpair(cx, &sp, 30, &Default::default())
+        unix::create_socketpair(
+            cx,
+            &crate::kinds::testutil::checkpoint(Vec::new()),
+            &sp,
+            30,
+            &Default::default(),
+        )
     });
 }
 
@@ -284,7 +308,13 @@ fn an_accepted_connection_is_made_through_a_listener_bound_to_its_name() {
     };
     let rec = Recorder::new(p.pid);
     let ends = run(&p, &rec, |cx| {
-        unix::create_socketpair(cx, &sp, 30, &Default::default())
+        unix::create_socketpair(
+            cx,
+            &crate::kinds::testutil::checkpoint(Vec::new()),
+            &sp,
+            30,
+            &Default::default(),
+        )
     })
     .expect("pair");
     assert_eq!(ends, (30, 31));
@@ -320,7 +350,13 @@ fn an_accepted_connection_is_made_through_a_listener_bound_to_its_name() {
     assert_eq!(c[9].args[..2], [102, libc::SHUT_RDWR as u64]);
     let total = n.len();
     each_failure_stops_there(&p, total, |cx| {
-        unix::create_socketpair(cx, &sp, 30, &Default::default())
+        unix::create_socketpair(
+            cx,
+            &crate::kinds::testutil::checkpoint(Vec::new()),
+            &sp,
+            30,
+            &Default::default(),
+        )
     });
 }
 
@@ -802,9 +838,10 @@ fn thp_disable_flags_are_set_as_recorded() {
 #[test]
 fn descriptor_signal_owner_and_signal_are_set_again() {
     let p = process();
+    let ck = crate::kinds::testutil::checkpoint(vec![p.clone()]);
     let mut f = crate::kinds::testutil::fd(7, crate::kinds::testutil::eventfd());
     let rec = Recorder::new(p.pid);
-    run(&p, &rec, |cx| restore_owner(cx, &f)).expect("no owner");
+    run(&p, &rec, |cx| restore_owner(cx, &ck, &f)).expect("no owner");
     assert!(names(&rec).is_empty(), "nothing recorded, nothing set");
     f.owner = Some(FOwner {
         kind: 2,
@@ -812,7 +849,7 @@ fn descriptor_signal_owner_and_signal_are_set_again() {
         sig: libc::SIGUSR1,
     });
     let rec = Recorder::new(p.pid);
-    run(&p, &rec, |cx| restore_owner(cx, &f)).expect("owner");
+    run(&p, &rec, |cx| restore_owner(cx, &ck, &f)).expect("owner");
     assert_eq!(names(&rec), ["fcntl(F_SETOWN_EX)", "fcntl(F_SETSIG)"]);
     let c = rec.calls();
     assert_eq!((c[0].nr, c[0].args[0], c[0].args[1]), (nr::FCNTL, 7, 15));
@@ -821,7 +858,7 @@ fn descriptor_signal_owner_and_signal_are_set_again() {
     want.extend(4242i32.to_ne_bytes());
     assert_eq!(arg_bytes(&rec, &c[0], 2, 8), want);
     assert_eq!(c[1].args[..3], [7, 10, libc::SIGUSR1 as u64]);
-    each_failure_stops_there(&p, 2, |cx| restore_owner(cx, &f));
+    each_failure_stops_there(&p, 2, |cx| restore_owner(cx, &ck, &f));
     // Only a signal (no owner): F_SETSIG alone.
     f.owner = Some(FOwner {
         kind: 0,
@@ -829,8 +866,106 @@ fn descriptor_signal_owner_and_signal_are_set_again() {
         sig: 40,
     });
     let rec = Recorder::new(p.pid);
-    run(&p, &rec, |cx| restore_owner(cx, &f)).expect("signal");
+    run(&p, &rec, |cx| restore_owner(cx, &ck, &f)).expect("signal");
     assert_eq!(names(&rec), ["fcntl(F_SETSIG)"]);
+}
+
+/// R (4242) -> C (4243, unshared) -> G (4244; PID 1 below, leads group 4244) -> P
+/// (4245; PID 2 below, with thread 4246, TID 3 below).
+fn nested_pair() -> crate::model::Checkpoint {
+    use crate::model::NestedPidNs;
+    let mut procs: Vec<Process> = (4242..4246)
+        .map(|pid| Process {
+            pid,
+            ppid: pid - 1,
+            pgid: 4242,
+            sid: 4242,
+            threads: vec![crate::kinds::testutil::thread(pid)],
+            ..Process::default()
+        })
+        .collect();
+    procs[1].pid_ns_for_children = Some(1);
+    for (q, id) in procs[2..].iter_mut().zip([1, 2]) {
+        q.pid_ns = 1;
+        q.nspid = vec![id];
+        q.pgid = 4244;
+    }
+    let mut t = crate::kinds::testutil::thread(4246);
+    t.nstid = vec![3];
+    procs[3].threads.push(t);
+    let mut ck = crate::kinds::testutil::checkpoint(procs);
+    ck.pid_namespaces = vec![NestedPidNs { parent: 0 }];
+    ck
+}
+
+/// A process of a nested PID namespace sets its descriptors' signal owners as its
+/// namespace numbers them: its own process group (-pgrp, by its leader G, PID 1 there),
+/// its own thread (F_OWNER_TID), its parent.
+#[test]
+fn a_nested_process_sets_owners_in_its_own_namespace() {
+    use linux_raw_sys::general::{F_OWNER_PGRP, F_OWNER_PID, F_OWNER_TID};
+    let ck = nested_pair();
+    let p = &ck.processes[3];
+    for (kind, owner, want) in [
+        (F_OWNER_PGRP, 4244, 1i32),
+        (F_OWNER_TID, 4246, 3),
+        (F_OWNER_PID, 4245, 2),
+        (F_OWNER_PID, 4244, 1),
+    ] {
+        let mut f = crate::kinds::testutil::fd(7, crate::kinds::testutil::eventfd());
+        f.owner = Some(FOwner {
+            kind: kind as i32,
+            pid: owner,
+            sig: 0,
+        });
+        let rec = Recorder::new(p.pid);
+        run(p, &rec, |cx| restore_owner(cx, &ck, &f)).expect("owner");
+        let c = rec.calls();
+        let mut bytes = (kind as i32).to_ne_bytes().to_vec();
+        bytes.extend(want.to_ne_bytes());
+        assert_eq!(arg_bytes(&rec, &c[0], 2, 8), bytes, "owner {owner}");
+    }
+    // R is outside P's namespace: no ID to give (plan refuses it first).
+    let mut f = crate::kinds::testutil::fd(7, crate::kinds::testutil::eventfd());
+    f.owner = Some(FOwner {
+        kind: F_OWNER_PID as i32,
+        pid: 4242,
+        sig: 0,
+    });
+    let rec = Recorder::new(p.pid);
+    assert!(run(p, &rec, |cx| restore_owner(cx, &ck, &f)).is_err());
+    assert!(names(&rec).is_empty(), "nothing set");
+}
+
+/// A POSIX timer of a nested process that signals one of its threads (SIGEV_THREAD_ID)
+/// is made naming the thread by its ID in the process's own namespace.
+#[test]
+fn a_nested_process_timer_names_its_thread_in_its_own_namespace() {
+    let mut ck = nested_pair();
+    ck.processes[3].posix_timers = vec![crate::model::PosixTimer {
+        id: 0,
+        clock: libc::CLOCK_MONOTONIC,
+        signo: libc::SIGUSR1,
+        sigev_value: 0,
+        notify: 4,
+        notify_tid: 4246,
+        value_ns: 0,
+        interval_ns: 0,
+        overrun: 0,
+    }];
+    let p = &ck.processes[3];
+    let rec = Recorder::new(p.pid);
+    let r = run(p, &rec, crate::kinds::task::timers::restore_timers);
+    // The double returns 0 for the timer ID, the ID asked for.
+    r.expect("timer");
+    let c = rec.calls();
+    let create = c
+        .iter()
+        .find(|c| c.nr == nr::TIMER_CREATE)
+        .expect("timer_create");
+    // struct sigevent: value (8), signo, notify, tid.
+    let ev = arg_bytes(&rec, create, 1, 20);
+    assert_eq!(ev[16..20], 3i32.to_le_bytes(), "TID 3 in its namespace");
 }
 
 #[test]
@@ -1446,7 +1581,13 @@ fn stream_bytes_with_descriptors_in_flight_are_sent_as_their_own_message_later()
     };
     let rec = Recorder::new(p.pid);
     run(&p, &rec, |cx| {
-        unix::create_socketpair(cx, &sp, 30, &Default::default())
+        unix::create_socketpair(
+            cx,
+            &crate::kinds::testutil::checkpoint(Vec::new()),
+            &sp,
+            30,
+            &Default::default(),
+        )
     })
     .expect("pair");
     assert!(
@@ -1457,7 +1598,13 @@ fn stream_bytes_with_descriptors_in_flight_are_sent_as_their_own_message_later()
     let rec = Recorder::new(p.pid).answer(nr::SENDMSG, 1);
     let mut cx = Ctx::double(&rec, STUB, &p);
     let holders: crate::kinds::fd::PipeHolders = [((1, 5), (p.pid, 100, 101))].into();
-    unix::fill_deferred_pairs(std::slice::from_mut(&mut cx), &[sp], &holders).expect("filled");
+    unix::fill_deferred_pairs(
+        std::slice::from_mut(&mut cx),
+        &crate::kinds::testutil::checkpoint(Vec::new()),
+        &[sp],
+        &holders,
+    )
+    .expect("filled");
     let n = names(&rec);
     let at = |what: &str| {
         n.iter()

@@ -1698,8 +1698,9 @@ impl Checkpoint {
     }
 
     /// Rewrite every process and thread ID the image holds through `f` (the one place
-    /// that knows which fields are IDs). Signal information needs no rewrite: the
-    /// kernel stores a sender's ID as the receiver's namespace sees it.
+    /// that knows which fields are IDs), the senders of queued unix messages too (ckpt
+    /// read their SCM_CREDENTIALS in its own namespace). Signal information needs no
+    /// rewrite: the kernel stores a sender's ID as the receiver's namespace sees it.
     pub fn map_pids(&mut self, f: &dyn Fn(i32) -> i32) {
         for p in &mut self.processes {
             p.pid = f(p.pid);
@@ -1734,6 +1735,22 @@ impl Checkpoint {
                 if let FdKind::Pidfd { pid, .. } = &mut fd.kind {
                     *pid = f(*pid);
                 }
+                if let FdKind::UnixDgram { sock, .. } = &mut fd.kind {
+                    for c in sock.msgs.iter_mut().filter_map(|m| m.creds.as_mut()) {
+                        c.pid = f(c.pid);
+                    }
+                }
+            }
+        }
+        // The senders of queued unix messages (SCM_CREDENTIALS), processes of the tree.
+        for sp in &mut self.socketpairs {
+            let msgs = sp.msgs0.iter_mut().chain(sp.msgs1.iter_mut());
+            for c in msgs.filter_map(|m| m.creds.as_mut()) {
+                c.pid = f(c.pid);
+            }
+            let runs = sp.runs0.iter_mut().chain(sp.runs1.iter_mut());
+            for c in runs.filter_map(|r| r.creds.as_mut()) {
+                c.pid = f(c.pid);
             }
         }
         for t in &mut self.ptys {

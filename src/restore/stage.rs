@@ -302,6 +302,7 @@ pub(crate) fn stage(
     } = shared;
     link_processes(
         &mut ctxs,
+        &plan.ckpt,
         procs,
         &plan.ckpt.socketpairs,
         pipe_holders,
@@ -798,13 +799,14 @@ fn build_memory(cx: &mut Ctx<'_>, pages: &mut PageStream<'_>, sh: &mut Shared) -
 /// pipe holders' temporaries.
 fn link_processes(
     ctxs: &mut [Ctx<'_>],
+    ckpt: &crate::model::Checkpoint,
     procs: &[Process],
     pairs: &[crate::model::SocketPairState],
     pipe_holders: PipeHolders,
     dirs: &unix::HeldDirs,
 ) -> Result<()> {
-    unix::fill_deferred_pairs(ctxs, pairs, &pipe_holders)?;
-    unix::unix_dgram_links(ctxs)?;
+    unix::fill_deferred_pairs(ctxs, ckpt, pairs, &pipe_holders)?;
+    unix::unix_dgram_links(ctxs, ckpt)?;
     unix::connect_pending(ctxs, dirs)?;
     udp::requeue_udp(procs)?;
     let mut removed = std::collections::BTreeSet::new();

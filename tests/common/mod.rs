@@ -119,6 +119,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("nstree", "nstree.c", &[]),
     ("pidnest", "pidnest.c", &[]),
     ("pidnested", "pidnested.c", &["-pthread"]),
+    // tests/e2e_nestids.rs: IDs held by a process of a nested PID namespace
+    ("nestids", "nestids.c", &["-pthread"]),
     ("nsown", "nsown.c", &[]),
     ("mntns", "mntns.c", &[]),
     ("mntpid", "mntpid.c", &[]),

@@ -568,6 +568,7 @@ enum PairEnd<'a> {
 /// (in this process, which then holds both ends until every process has its own).
 fn place_pair_end(
     cx: &mut Ctx<'_>,
+    ckpt: &Checkpoint,
     f: &crate::model::Fd,
     end: PairEnd<'_>,
     flags: u32,
@@ -588,7 +589,7 @@ fn place_pair_end(
                 PairEnd::Pipe(pipe, ..) => {
                     pipe::create_pipe(cx, pipe, tmp, flags & libc::O_DIRECT as u32 != 0)?
                 }
-                PairEnd::Socket(sp, _) => unix::create_socketpair(cx, sp, tmp, dirs)?,
+                PairEnd::Socket(sp, _) => unix::create_socketpair(cx, ckpt, sp, tmp, dirs)?,
             };
             holders.insert(key, (proc_.pid, a, b));
             (proc_.pid, a, b)
@@ -671,7 +672,7 @@ pub(crate) fn create_accepted_pairs(
         let pid = cx.proc_.pid;
         let k = holders.values().filter(|h| h.0 == pid).count() as u64;
         let tmp = pipe_tmp_base(cx.proc_) + 2 * k;
-        let (a, b) = unix::create_socketpair(cx, sp, tmp, dirs)?;
+        let (a, b) = unix::create_socketpair(cx, ckpt, sp, tmp, dirs)?;
         holders.insert(key, (pid, a, b));
     }
     Ok(())
@@ -707,7 +708,7 @@ pub(crate) fn restore_fds(
     for r in 0..4 {
         for f in proc_.fds.iter().filter(|f| rank(f) == r) {
             restore_fd(cx, f, ckpt, inherit, holders, files, tty_slave, ptys)?;
-            restore_owner(cx, f)?;
+            restore_owner(cx, ckpt, f)?;
             restore_inode_owner(cx, f)?;
         }
     }
@@ -716,13 +717,23 @@ pub(crate) fn restore_fds(
 }
 
 /// The signal owner and F_SETSIG signal of descriptor `f`, once it is in place (the
-/// owner, checked at dump to be a process or group of the tree, exists by now).
-pub(crate) fn restore_owner(cx: &mut Ctx<'_>, f: &Fd) -> RestoreResult<()> {
+/// owner, checked at dump to be a process or group of the tree, exists by now). The
+/// owner is named as the process's PID namespace numbers it (one nested inside the
+/// tree's sees it by other IDs; plan checked that it sees it).
+pub(crate) fn restore_owner(cx: &mut Ctx<'_>, ckpt: &Checkpoint, f: &Fd) -> RestoreResult<()> {
     let Some(o) = f.owner else {
         return Ok(());
     };
     if o.pid != 0 {
-        cx.set_owner(f.fd as u64, o.kind, o.pid)?;
+        let pid =
+            crate::kinds::task::pidns::owner_seen_by(ckpt, cx.proc_, &o).ok_or_else(|| {
+                RestoreError::Malformed(format!(
+                    "descriptor {} of process {}: its signal owner {} is not seen from its PID \
+                 namespace",
+                    f.fd, cx.proc_.pid, o.pid
+                ))
+            })?;
+        cx.set_owner(f.fd as u64, o.kind, pid)?;
     }
     if o.sig != 0 {
         cx.set_io_signal(f.fd as u64, o.sig)?;
@@ -888,6 +899,7 @@ fn restore_fd(
             let again = pipe::further_description(ckpt, proc_.pid, f.fd, *id, *write);
             place_pair_end(
                 cx,
+                ckpt,
                 f,
                 PairEnd::Pipe(pipe, *write, again),
                 *flags,
@@ -959,6 +971,7 @@ fn restore_fd(
                 .ok_or_else(|| RestoreError::Malformed(format!("unknown socket pair {id}")))?;
             place_pair_end(
                 cx,
+                ckpt,
                 f,
                 PairEnd::Socket(sp, *end),
                 *flags,
@@ -1016,7 +1029,16 @@ fn restore_fd(
             install(cx, n, f, *flags)
         }
         FdKind::Pidfd { pid, flags } => {
-            let n = pidfd::create_pidfd(cx, *pid, *flags)?;
+            // pidfd_open takes the ID the process's own PID namespace gives.
+            let seen =
+                crate::kinds::task::pidns::id_seen_by(ckpt, cx.proc_, *pid).ok_or_else(|| {
+                    RestoreError::Malformed(format!(
+                        "descriptor {} of process {}: a pidfd of process {pid}, which its PID \
+                     namespace does not show",
+                        f.fd, cx.proc_.pid
+                    ))
+                })?;
+            let n = pidfd::create_pidfd(cx, seen, *flags)?;
             move_fd(cx, n, f.fd, f.cloexec)
         }
         FdKind::File {

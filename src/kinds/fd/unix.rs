@@ -1249,6 +1249,7 @@ pub(crate) fn describe_listen(name: &[u8], backlog: u32) -> String {
 /// end with the data that was waiting to be read on it.
 pub(crate) fn create_socketpair(
     cx: &mut Ctx<'_>,
+    ckpt: &Checkpoint,
     sp: &SocketPairState,
     tmp: u64,
     dirs: &HeldDirs,
@@ -1274,7 +1275,7 @@ pub(crate) fn create_socketpair(
     // A pair with descriptors in flight is filled once every process has its own
     // (`fill_deferred_pairs`).
     if !carries_rights(sp) {
-        fill_pair(cx, sp, e0, e1)?;
+        fill_pair(cx, ckpt, sp, e0, e1)?;
     }
     park_pair(cx, e0, e1, tmp)
 }
@@ -1294,7 +1295,13 @@ fn carries_rights(sp: &SocketPairState) -> bool {
 
 /// Queue on pair `sp` (ends `e0`, `e1` of the process of `cx`) what each end had to
 /// read, then shut its ends down as they were.
-fn fill_pair(cx: &mut Ctx<'_>, sp: &SocketPairState, e0: u64, e1: u64) -> RestoreResult<()> {
+fn fill_pair(
+    cx: &mut Ctx<'_>,
+    ckpt: &Checkpoint,
+    sp: &SocketPairState,
+    e0: u64,
+    e1: u64,
+) -> RestoreResult<()> {
     // What end 0 will read is sent from end 1, and the other way round: each writer's
     // run with its credentials, or all at once (older images).
     let what = format!("socket pair {}", sp.id);
@@ -1309,7 +1316,7 @@ fn fill_pair(cx: &mut Ctx<'_>, sp: &SocketPairState, e0: u64, e1: u64) -> Restor
             let bytes = data.get(at..end).ok_or_else(|| {
                 RestoreError::Malformed(format!("{what}: runs longer than the data"))
             })?;
-            let c = r.creds.map(|c| (c.pid, c.uid, c.gid));
+            let c = creds_from(ckpt, cx, r.creds, &what)?;
             // A run with descriptors is one message of its own, as it was.
             let fds = take_rights(cx, &r.rights, &what)?;
             cx.send_message_as(from, bytes, None, c, &fds, &what)?;
@@ -1322,7 +1329,8 @@ fn fill_pair(cx: &mut Ctx<'_>, sp: &SocketPairState, e0: u64, e1: u64) -> Restor
     for (from, msgs) in [(e1, &sp.msgs0), (e0, &sp.msgs1)] {
         for m in msgs {
             let fds = take_rights(cx, &m.rights, &what)?;
-            cx.send_message_as(from, &m.data, None, creds(m), &fds, &what)?;
+            let c = creds_from(ckpt, cx, m.creds, &what)?;
+            cx.send_message_as(from, &m.data, None, c, &fds, &what)?;
             for f in fds {
                 cx.close(f)?;
             }
@@ -1354,6 +1362,7 @@ fn take_rights(cx: &mut Ctx<'_>, rights: &[FdRef], what: &str) -> RestoreResult<
 /// descriptors: in the process that holds both ends (`holders`).
 pub(crate) fn fill_deferred_pairs(
     ctxs: &mut [Ctx<'_>],
+    ckpt: &Checkpoint,
     pairs: &[SocketPairState],
     holders: &super::PipeHolders,
 ) -> RestoreResult<()> {
@@ -1366,14 +1375,30 @@ pub(crate) fn fill_deferred_pairs(
             .iter_mut()
             .find(|c| c.proc_.pid == pid)
             .ok_or_else(|| RestoreError::Stage(format!("socket pair {}: no holder", sp.id)))?;
-        fill_pair(cx, sp, a, b)?;
+        fill_pair(cx, ckpt, sp, a, b)?;
     }
     Ok(())
 }
 
-/// The credentials a queued message is sent again with (its sender's, if recorded).
-fn creds(m: &SockMessage) -> Option<(i32, u32, u32)> {
-    m.creds.map(|c| (c.pid, c.uid, c.gid))
+/// The credentials a queued message is sent again with from the process of `cx` (its
+/// sender's, if recorded): the sender named as that process's PID namespace numbers it
+/// (the kernel shows each receiver the sender's ID in its own namespace; plan checked
+/// that the sending process's namespace shows the sender).
+fn creds_from(
+    ckpt: &Checkpoint,
+    cx: &Ctx<'_>,
+    c: Option<SockCreds>,
+    what: &str,
+) -> RestoreResult<Option<(i32, u32, u32)>> {
+    let Some(c) = c else { return Ok(None) };
+    let pid = crate::kinds::task::pidns::id_seen_by(ckpt, cx.proc_, c.pid).ok_or_else(|| {
+        RestoreError::Malformed(format!(
+            "{what}: the sender {} of a queued message is not seen from the PID namespace \
+             of process {}",
+            c.pid, cx.proc_.pid
+        ))
+    })?;
+    Ok(Some((pid, c.uid, c.gid)))
 }
 
 /// Shut socket `fd` down the ways `mask` (sock_diag's RCV_SHUTDOWN 1, SEND_SHUTDOWN 2)
@@ -1632,7 +1657,7 @@ pub(crate) fn create_unix_dgram(
 /// one's queued messages again, in order, from the same sender: the image's socket
 /// bound to the sender's name (in its own process), or, for an unnamed sender, a
 /// temporary unnamed socket in the receiver's process.
-pub(crate) fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
+pub(crate) fn unix_dgram_links(ctxs: &mut [Ctx<'_>], ckpt: &Checkpoint) -> RestoreResult<()> {
     let socks: Vec<(usize, i32, &crate::model::UnixDgramState)> = ctxs
         .iter()
         .enumerate()
@@ -1666,7 +1691,8 @@ pub(crate) fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
                 let cx = &mut ctxs[i];
                 let t = unix_dgram_socket(cx)?;
                 let fds = take_rights(cx, &m.rights, &what)?;
-                let r = cx.send_message_as(t, &m.data, Some(&to), creds(m), &fds, &what);
+                let r = creds_from(ckpt, cx, m.creds, &what)
+                    .and_then(|c| cx.send_message_as(t, &m.data, Some(&to), c, &fds, &what));
                 for f in fds {
                     cx.close(f)?;
                 }
@@ -1684,7 +1710,8 @@ pub(crate) fn unix_dgram_links(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
                 // that a sender connected elsewhere reaches it too.
                 let cx = &mut ctxs[j];
                 let fds = take_rights(cx, &m.rights, &what)?;
-                cx.send_message_as(sfd as u64, &m.data, Some(&to), creds(m), &fds, &what)?;
+                let c = creds_from(ckpt, cx, m.creds, &what)?;
+                cx.send_message_as(sfd as u64, &m.data, Some(&to), c, &fds, &what)?;
                 for f in fds {
                     cx.close(f)?;
                 }

@@ -10,14 +10,18 @@
 //! calls unshare(CLONE_NEWPID) before it forks the namespace's init, and every process
 //! and thread of it is created with clone3 and a `set_tid` array holding one ID per
 //! level, innermost first, the tree's level last. IDs a nested process names itself
-//! (its process group) are given as its namespace shows them.
+//! (its process group, the targets of its pidfds, the owners of its descriptors' I/O
+//! signals, the threads its POSIX timers signal) are recorded as the tree's IDs, which
+//! name processes and threads of the image, and given by restore as the process's own
+//! namespace numbers them (`id_seen_by`, `tid_seen_by`, `own_tid`): the injected
+//! pidfd_open, fcntl(F_SETOWN_EX) and timer_create run in the process.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 
 use crate::error::{DumpResult, Problem};
 use crate::kinds::{check, unsupported};
-use crate::model::{Checkpoint, FdKind, NestedPidNs, Process};
+use crate::model::{Checkpoint, FOwner, FdKind, NestedPidNs, Process};
 use crate::sys;
 
 // ---- collect (dump) ----
@@ -209,6 +213,52 @@ pub(crate) fn id_seen_by(ckpt: &Checkpoint, viewer: &Process, id: i32) -> Option
     ids(target).get(viewer.nspid.len()).copied()
 }
 
+/// The ID process `viewer` sees for thread `tid` of the image (a process's main thread,
+/// named by its PID, or another of its threads), or for an ID of the outside world
+/// (`tid` itself, for a viewer in the tree's namespace); None when its namespace does
+/// not show that thread.
+pub(crate) fn tid_seen_by(ckpt: &Checkpoint, viewer: &Process, tid: i32) -> Option<i32> {
+    if viewer.pid_ns == 0 || ckpt.processes.iter().any(|q| q.pid == tid) {
+        return id_seen_by(ckpt, viewer, tid);
+    }
+    let (q, t) = ckpt.processes.iter().find_map(|q| {
+        q.threads
+            .iter()
+            .skip(1)
+            .find(|t| t.tid == tid)
+            .map(|t| (q, t))
+    })?;
+    if !sees(&ckpt.pid_namespaces, viewer.pid_ns, q.pid_ns) {
+        return None;
+    }
+    std::iter::once(t.tid)
+        .chain(t.nstid.iter().copied())
+        .nth(viewer.nspid.len())
+}
+
+/// The ID process `p` gives itself for its own thread `tid` (its main thread by its PID,
+/// or another of its threads): the innermost of its namespace's IDs. None for a thread
+/// that is not one of its own.
+pub(crate) fn own_tid(p: &Process, tid: i32) -> Option<i32> {
+    if tid == p.pid {
+        return Some(p.nspid.last().copied().unwrap_or(p.pid));
+    }
+    let t = p.threads.iter().skip(1).find(|t| t.tid == tid)?;
+    Some(t.nstid.last().copied().unwrap_or(t.tid))
+}
+
+/// The ID process `viewer` passes to F_SETOWN_EX for signal owner `o` (of type
+/// F_OWNER_TID, F_OWNER_PID or F_OWNER_PGRP: a thread, a process, or a group named by
+/// its leader's ID), as its PID namespace numbers it; None when it does not show it.
+pub(crate) fn owner_seen_by(ckpt: &Checkpoint, viewer: &Process, o: &FOwner) -> Option<i32> {
+    use linux_raw_sys::general::F_OWNER_TID;
+    if o.kind as u32 == F_OWNER_TID {
+        tid_seen_by(ckpt, viewer, o.pid)
+    } else {
+        id_seen_by(ckpt, viewer, o.pid)
+    }
+}
+
 /// The `set_tid` array that creates a task with IDs `ids` (the tree's first): innermost
 /// first.
 pub(crate) fn set_tid_array(ids: &[i32]) -> Vec<i32> {
@@ -218,8 +268,9 @@ pub(crate) fn set_tid_array(ids: &[i32]) -> Vec<i32> {
 /// The image's nested PID namespaces are ones restore can make again, in an order it
 /// can: each process is in its parent's namespace or in the one its parent's next
 /// children go to (a child of the parent's), a namespace's first process is its init
-/// (PID 1 there) and lives, the IDs are as deep as the namespace, and what a nested
-/// process holds names no other process by an ID (not restored at each level yet).
+/// (PID 1 there) and lives, the IDs are as deep as the namespace, and the processes and
+/// threads a nested process names by an ID (pidfds, signal owners, timers) are ones its
+/// namespace shows.
 pub(crate) fn check_nested(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
     let nss = &ckpt.pid_namespaces;
     let procs = &ckpt.processes;
@@ -240,15 +291,8 @@ pub(crate) fn check_nested(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             return;
         }
     }
-    if !nss.is_empty() && queued_credentials(ckpt) {
-        check::p(
-            problems,
-            "unsupported",
-            "a unix socket of the tree holds queued messages with SCM_CREDENTIALS, and the \
-             tree has PID namespaces nested inside it: the sender's ID is not restored at \
-             every namespace level yet"
-                .into(),
-        );
+    if !nss.is_empty() {
+        check_queued_credentials(ckpt, problems);
     }
     let mut first: BTreeMap<u32, &Process> = BTreeMap::new();
     for (i, p) in procs.iter().enumerate() {
@@ -331,27 +375,86 @@ pub(crate) fn check_nested(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             }
         }
         if p.pid_ns != 0 {
-            check_held_ids(p, problems);
+            check_held_ids(ckpt, p, problems);
         }
     }
 }
 
-/// Whether a queued unix message of the tree carries SCM_CREDENTIALS.
-fn queued_credentials(ckpt: &Checkpoint) -> bool {
-    let pairs = ckpt
-        .socketpairs
-        .iter()
-        .flat_map(|sp| sp.msgs0.iter().chain(sp.msgs1.iter()))
-        .any(|m| m.creds.is_some());
-    let runs = ckpt
-        .socketpairs
-        .iter()
-        .flat_map(|sp| sp.runs0.iter().chain(sp.runs1.iter()))
-        .any(|r| r.creds.is_some());
-    let dgrams = ckpt.processes.iter().flat_map(|p| p.fds.iter()).any(|f| {
-        matches!(&f.kind, FdKind::UnixDgram { sock, .. } if sock.msgs.iter().any(|m| m.creds.is_some()))
-    });
-    pairs || runs || dgrams
+/// Queued unix messages are sent again with their senders' credentials from a process
+/// that holds the receiving socket (a pair's first holder; for a datagram, the named
+/// sender's socket or, unnamed, the receiver's), which gives the sender's ID as its own
+/// PID namespace numbers it: every process that may send must see the sender. One that
+/// does not (a nested process holding a pair whose messages came from outside its
+/// namespace) is refused, naming it, its descriptor and the sender.
+fn check_queued_credentials(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
+    let mut refuse = |p: &Process, fd: i32, sender: i32| {
+        check::p(
+            problems,
+            "unsupported",
+            format!(
+                "descriptor {fd} of process {} (in a PID namespace nested inside the tree) \
+                 is a unix socket with a message queued with the credentials \
+                 (SCM_CREDENTIALS) of process {sender}, which that namespace does not \
+                 show: restore sends it again from there and could not name its sender",
+                p.pid
+            ),
+        )
+    };
+    for sp in &ckpt.socketpairs {
+        let senders: Vec<i32> = sp
+            .msgs0
+            .iter()
+            .chain(sp.msgs1.iter())
+            .filter_map(|m| m.creds)
+            .chain(
+                sp.runs0
+                    .iter()
+                    .chain(sp.runs1.iter())
+                    .filter_map(|r| r.creds),
+            )
+            .map(|c| c.pid)
+            .collect();
+        for p in &ckpt.processes {
+            for f in &p.fds {
+                if !matches!(f.kind, FdKind::UnixPair { id, .. } if id == sp.id) {
+                    continue;
+                }
+                if let Some(&c) = senders.iter().find(|&&c| id_seen_by(ckpt, p, c).is_none()) {
+                    refuse(p, f.fd, c);
+                }
+            }
+        }
+    }
+    for p in &ckpt.processes {
+        for f in &p.fds {
+            let FdKind::UnixDgram { sock, .. } = &f.kind else {
+                continue;
+            };
+            for m in &sock.msgs {
+                let Some(c) = m.creds else { continue };
+                // The sending processes: the receiver's, or those holding the sender.
+                let mut from: Vec<(&Process, i32)> = Vec::new();
+                if m.from.is_empty() {
+                    from.push((p, f.fd));
+                } else {
+                    for q in &ckpt.processes {
+                        for g in &q.fds {
+                            if matches!(&g.kind, FdKind::UnixDgram { sock: s, .. } if s.name == m.from)
+                            {
+                                from.push((q, g.fd));
+                            }
+                        }
+                    }
+                }
+                if let Some((q, fd)) = from
+                    .into_iter()
+                    .find(|(q, _)| id_seen_by(ckpt, q, c.pid).is_none())
+                {
+                    refuse(q, fd, c.pid);
+                }
+            }
+        }
+    }
 }
 
 /// A nested process's group is one it can join: led by a process its namespace shows
@@ -380,33 +483,62 @@ fn check_group_reachable(ckpt: &Checkpoint, i: usize, problems: &mut Vec<Problem
     }
 }
 
-/// What a nested process holds that names another process by an ID, which restore
-/// would set at the tree's level only: refused for now.
-fn check_held_ids(p: &Process, problems: &mut Vec<Problem>) {
+/// What a nested process holds that names another process or thread by an ID, which
+/// restore gives from inside the process (the injected fcntl, pidfd_open, timer_create
+/// take IDs as its PID namespace numbers them): that namespace must show it. (Owners and
+/// targets outside the tree are refused by their kinds' checks.)
+fn check_held_ids(ckpt: &Checkpoint, p: &Process, problems: &mut Vec<Problem>) {
+    let in_image = |id: i32| ckpt.processes.iter().any(|q| q.pid == id);
     let mut refuse = |what: String| {
         check::p(
             problems,
             "unsupported",
             format!(
-                "process {} (in a PID namespace nested inside the tree) holds {what}; its \
-                 IDs are not restored at every namespace level yet",
+                "process {} (in a PID namespace nested inside the tree) holds {what}, \
+                 which its PID namespace does not show: restore gives that ID from inside \
+                 the process and could not name it",
                 p.pid
             ),
         )
     };
     for fd in &p.fds {
-        if fd.owner.is_some() {
-            refuse(format!(
-                "descriptor {} with a signal owner (F_SETOWN)",
-                fd.fd
-            ));
+        if let Some(o) = &fd.owner {
+            let known = if o.kind as u32 == linux_raw_sys::general::F_OWNER_PGRP {
+                ckpt.processes.iter().any(|q| q.pgid == o.pid)
+            } else {
+                ckpt.processes
+                    .iter()
+                    .any(|q| q.threads.iter().any(|t| t.tid == o.pid) || q.pid == o.pid)
+            };
+            if o.pid > 0 && known && owner_seen_by(ckpt, p, o).is_none() {
+                let what = match o.kind as u32 {
+                    linux_raw_sys::general::F_OWNER_PGRP => "process group",
+                    linux_raw_sys::general::F_OWNER_TID => "thread",
+                    _ => "process",
+                };
+                refuse(format!(
+                    "descriptor {} whose I/O signals (F_SETOWN) go to {what} {}",
+                    fd.fd, o.pid
+                ));
+            }
         }
-        if matches!(fd.kind, FdKind::Pidfd { .. }) {
-            refuse(format!("descriptor {}, a pidfd", fd.fd));
+        if let FdKind::Pidfd { pid, .. } = fd.kind {
+            if in_image(pid) && id_seen_by(ckpt, p, pid).is_none() {
+                refuse(format!("descriptor {}, a pidfd of process {pid}", fd.fd));
+            }
         }
     }
-    if p.posix_timers.iter().any(|t| t.notify_tid != 0) {
-        refuse("a POSIX timer that signals a thread by its ID".into());
+    for t in &p.posix_timers {
+        if t.notify_tid != 0 && own_tid(p, t.notify_tid).is_none() {
+            check::p(
+                problems,
+                "malformed",
+                format!(
+                    "process {}: POSIX timer {} signals thread {}, which is not one of its own",
+                    p.pid, t.id, t.notify_tid
+                ),
+            );
+        }
     }
 }
 
@@ -487,12 +619,114 @@ mod tests {
     }
 
     #[test]
-    fn a_nested_process_naming_others_by_id_is_refused() {
+    fn a_nested_process_naming_what_its_namespace_shows_passes() {
+        use crate::model::FOwner;
+        use linux_raw_sys::general::{F_OWNER_PGRP, F_OWNER_TID};
+        let mut ck = nest();
+        ck.processes[2].pgid = 3;
+        ck.processes[3].pgid = 3;
+        ck.processes[3].threads.push(testutil::thread(5));
+        ck.processes[3].threads[1].nstid = vec![3];
+        let p = &mut ck.processes[3];
+        p.fds
+            .push(testutil::fd(5, FdKind::Pidfd { pid: 3, flags: 0 }));
+        p.fds
+            .push(testutil::fd(6, FdKind::Pidfd { pid: 4, flags: 0 }));
+        let mut f = testutil::fd(7, testutil::eventfd());
+        f.owner = Some(FOwner {
+            kind: F_OWNER_PGRP as i32,
+            pid: 3,
+            sig: 0,
+        });
+        p.fds.push(f);
+        let mut f = testutil::fd(8, testutil::eventfd());
+        f.owner = Some(FOwner {
+            kind: F_OWNER_TID as i32,
+            pid: 5,
+            sig: 0,
+        });
+        p.fds.push(f);
+        p.posix_timers.push(crate::model::PosixTimer {
+            id: 0,
+            clock: 1,
+            signo: 10,
+            sigev_value: 0,
+            notify: 4,
+            notify_tid: 5,
+            value_ns: 0,
+            interval_ns: 0,
+            overrun: 0,
+        });
+        assert_eq!(problems(&ck), Vec::<String>::new());
+        let (g, p) = (&ck.processes[2], &ck.processes[3]);
+        assert_eq!(tid_seen_by(&ck, g, 5), Some(3));
+        assert_eq!(tid_seen_by(&ck, g, 4), Some(2));
+        assert_eq!(own_tid(p, 5), Some(3));
+        assert_eq!(own_tid(p, 4), Some(2));
+        assert_eq!(own_tid(p, 3), None, "not its thread");
+    }
+
+    #[test]
+    fn a_nested_process_naming_what_its_namespace_hides_is_refused() {
+        use crate::model::FOwner;
         let mut ck = nest();
         ck.processes[3]
             .fds
-            .push(testutil::fd(5, FdKind::Pidfd { pid: 3, flags: 0 }));
-        assert!(problems(&ck)[0].contains("descriptor 5, a pidfd"));
+            .push(testutil::fd(5, FdKind::Pidfd { pid: 2, flags: 0 }));
+        let mut f = testutil::fd(7, testutil::eventfd());
+        f.owner = Some(FOwner {
+            kind: linux_raw_sys::general::F_OWNER_PGRP as i32,
+            pid: 1,
+            sig: 0,
+        });
+        ck.processes[3].fds.push(f);
+        let v = problems(&ck);
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(v[0].contains("descriptor 5, a pidfd of process 2"), "{v:?}");
+        assert!(v[1].contains("go to process group 1"), "{v:?}");
+        assert!(v.iter().all(|m| m.contains("does not show")), "{v:?}");
+    }
+
+    #[test]
+    fn queued_credentials_must_name_a_sender_the_holder_sees() {
+        use crate::model::{SockCreds, SocketPairState, StreamRun};
+        let mut ck = nest();
+        let run = |pid| StreamRun {
+            len: 3,
+            creds: Some(SockCreds {
+                pid,
+                uid: 0,
+                gid: 0,
+            }),
+            rights: Vec::new(),
+        };
+        ck.socketpairs = vec![SocketPairState {
+            id: 9,
+            runs0: vec![run(4)],
+            ..SocketPairState::default()
+        }];
+        for (fd, end) in [(5, 0), (6, 1)] {
+            ck.processes[2].fds.push(testutil::fd(
+                fd,
+                FdKind::UnixPair {
+                    id: 9,
+                    end,
+                    flags: 2,
+                },
+            ));
+        }
+        // From P (4), which G's namespace shows: sent again as 2 there.
+        assert_eq!(problems(&ck), Vec::<String>::new());
+        // From C (2), which it does not.
+        ck.socketpairs[0].runs0 = vec![run(2)];
+        let v = problems(&ck);
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(
+            v[0].contains("descriptor 5 of process 3")
+                && v[0].contains("SCM_CREDENTIALS")
+                && v[0].contains("of process 2"),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -140,7 +140,19 @@ pub(crate) fn restore_timers(cx: &mut Ctx<'_>) -> RestoreResult<()> {
         ev[0..8].copy_from_slice(&t.sigev_value.to_le_bytes());
         ev[8..12].copy_from_slice(&t.signo.to_le_bytes());
         ev[12..16].copy_from_slice(&t.notify.to_le_bytes());
-        ev[16..20].copy_from_slice(&t.notify_tid.to_le_bytes());
+        // The thread as the process's own PID namespace numbers it (SIGEV_THREAD_ID
+        // names one of its own threads; plan checked that it is).
+        let tid = if t.notify_tid == 0 {
+            0
+        } else {
+            super::pidns::own_tid(proc_, t.notify_tid).ok_or_else(|| {
+                RestoreError::Malformed(format!(
+                    "POSIX timer {} signals thread {}, not one of process {}",
+                    t.id, t.notify_tid, proc_.pid
+                ))
+            })?
+        };
+        ev[16..20].copy_from_slice(&tid.to_le_bytes());
         let evp = cx.put(0, &ev)?;
         let idp = cx.put(64, &t.id.to_le_bytes())?;
         let what = format!("timer_create (ID {})", t.id);

@@ -193,7 +193,7 @@ impl Snapshot {
 
     /// The snapshot with every host ID of the tree (in keys: `pN`, `tN`; in values: the
     /// sharing entries' `pN`, parents' IDs, NSpid, NSpgid, NSsid, owners, a pidfd's Pid
-    /// and NSpid) replaced by the
+    /// and NSpid, the threads POSIX timers signal) replaced by the
     /// ID the tree's own PID namespace gives it, and IDs of processes outside the tree
     /// (the root's parent) by `outside`: what two runs of one tree in two PID namespaces
     /// have in common, for a tree restored into a new namespace with the same IDs inside.
@@ -283,6 +283,16 @@ impl Snapshot {
                 || k.ends_with(".status.NSsid")
             {
                 tail(v)
+            } else if k.ends_with(".timers") {
+                // "notify: signal/tid.N" (or pid.N): the thread or process a timer
+                // signals
+                v.lines()
+                    .map(|l| match l.rsplit_once('.') {
+                        Some((head, n)) if l.starts_with("notify:") => format!("{head}.{}", id(n)),
+                        _ => l.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
             } else if k.ends_with(".owner") && k.contains(".ns.") {
                 // a namespace's owner: "pN.user", the user namespace of process N
                 labels(v)
