@@ -267,6 +267,31 @@ impl Containerd {
         self.cmd(args).output().expect("run ctr")
     }
 
+    /// ctr ARGS, killed if it takes more than 10 s (for the cleanup, which must end
+    /// whatever state a failed test left the task in): its standard output.
+    fn run_bounded(&self, args: &[&str]) -> String {
+        let Ok(mut child) = self
+            .cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+        else {
+            return String::new();
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(child.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+            .wait_with_output()
+            .map(|o| text(&o.stdout))
+            .unwrap_or_default()
+    }
+
     /// ctr ARGS, which must succeed: its standard output.
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -455,11 +480,11 @@ impl Containerd {
 impl Drop for Containerd {
     fn drop(&mut self) {
         // Tasks and containers first (their shims exit with them).
-        let ls = self.run(&["containers", "ls", "-q"]);
-        for id in text(&ls.stdout).lines() {
-            let _ = self.run(&["task", "kill", "-s", "SIGKILL", id]);
-            let _ = self.run(&["task", "rm", "-f", id]);
-            let _ = self.run(&["containers", "rm", id]);
+        let ls = self.run_bounded(&["containers", "ls", "-q"]);
+        for id in ls.lines() {
+            self.run_bounded(&["task", "kill", "-s", "SIGKILL", id]);
+            self.run_bounded(&["task", "rm", "-f", id]);
+            self.run_bounded(&["containers", "rm", id]);
         }
         if let Some(mut d) = self.daemon.take() {
             send_signal(d.id() as i32, libc::SIGTERM);
