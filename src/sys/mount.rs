@@ -654,17 +654,6 @@ pub fn dev_ino(fd: &impl AsFd) -> Result<(u64, u64)> {
     Ok((st.st_dev, st.st_ino))
 }
 
-/// Whether the file `fd` was created after `unix` (seconds since the epoch), by its
-/// birth time (statx `STATX_BTIME`); false when the file system does not record one.
-pub fn born_after(fd: &impl AsFd, unix: u64) -> bool {
-    match rustix::fs::statx(fd, c"", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::BTIME) {
-        Ok(st) if st.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0 => {
-            u64::try_from(st.stx_btime.tv_sec).is_ok_and(|b| b > unix)
-        }
-        _ => false,
-    }
-}
-
 /// Whether `p` is a directory (false: anything else or nothing).
 pub fn is_dir(p: &[u8]) -> bool {
     fs::metadata(OsStr::from_bytes(p)).is_ok_and(|m| m.is_dir())
@@ -819,23 +808,6 @@ fn set_xattrs(f: &OwnedFd, e: &FsEntry) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn born_after_the_time_given() {
-        let dir = std::env::temp_dir().join(format!("ckpt-born-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir(&dir).expect("mkdir");
-        let fd = open_path(dir.as_os_str().as_bytes()).expect("open");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        // Never born after a time to come; after an hour ago if birth times are kept.
-        assert!(!born_after(&fd, now + 3600));
-        let kept = rustix::fs::statx(&fd, c"", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::BTIME)
-            .is_ok_and(|st| st.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0);
-        assert_eq!(born_after(&fd, now - 3600), kept);
-        let _ = fs::remove_dir_all(&dir);
-    }
 
     #[test]
     fn mountinfo_lines() {

@@ -181,13 +181,7 @@ pub(crate) fn enter_new(
             }
         }
     }
-    let sources = open_sources(
-        tree,
-        same_boot,
-        ckpt.info.created_unix,
-        &given,
-        &mut problems,
-    );
+    let sources = open_sources(tree, same_boot, &given, &mut problems);
     if !problems.is_empty() {
         return Err(RestoreError::Problems(problems));
     }

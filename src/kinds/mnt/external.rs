@@ -38,12 +38,10 @@ pub fn set_external_mounts(pairs: Vec<(Vec<u8>, Vec<u8>)>) {
 /// The external sources, opened (`O_PATH`) and checked: the given one for a mount
 /// `--external-mount` names, else the path of the dump, the same file (device and
 /// inode, on the dump's boot). By mount ID: (a detached copy of its mount from that
-/// file, to attach; the file). `dumped_unix`: when the image was made (a given source
-/// created after it is a copy even with the number of the dump's).
+/// file, to attach; the file).
 pub(super) fn open_sources(
     tree: &MountTree,
     same_boot: bool,
-    dumped_unix: u64,
     given: &[(Vec<u8>, Vec<u8>)],
     problems: &mut Vec<Problem>,
 ) -> BTreeMap<u32, (OwnedFd, OwnedFd)> {
@@ -132,12 +130,7 @@ pub(super) fn open_sources(
         };
         if mapped.is_some() {
             if let Ok(now) = sys::mount::dev_ino(&fd) {
-                // (A directory made after the dump that got the number of the dump's,
-                // removed meanwhile, as a container's new root copied from the same
-                // image after the old one's removal can be: another file all the same.)
-                if now != (*dev, *ino)
-                    || (dumped_unix > 0 && sys::mount::born_after(&fd, dumped_unix))
-                {
+                if now != (*dev, *ino) {
                     if let Ok(mut c) = COPIED.lock() {
                         c.insert(*dev);
                     }
