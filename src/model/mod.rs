@@ -1626,6 +1626,11 @@ pub enum MountOrigin {
         host_path: Vec<u8>,
         dev: u64,
         ino: u64,
+        /// The source's birth time at dump (statx, nanoseconds since the epoch; 0: not
+        /// known): a directory made since that got a removed one's inode number is
+        /// another file all the same.
+        #[serde(default)]
+        born_ns: u64,
     },
     /// A file system of the namespace's own, mounted anew (`fstype`, `source`,
     /// `super_options`); a tmpfs with its files.

@@ -654,6 +654,20 @@ pub fn dev_ino(fd: &impl AsFd) -> Result<(u64, u64)> {
     Ok((st.st_dev, st.st_ino))
 }
 
+/// The birth time of the file `fd` is open on, in nanoseconds since the epoch (statx),
+/// or 0 where the file system does not keep it.
+pub fn born_ns(fd: &impl AsFd) -> u64 {
+    use rustix::fs::{AtFlags, StatxFlags};
+    match rustix::fs::statx(fd, c"", AtFlags::EMPTY_PATH, StatxFlags::BTIME) {
+        Ok(st) if st.stx_mask & StatxFlags::BTIME.bits() != 0 => u64::try_from(st.stx_btime.tv_sec)
+            .map_or(0, |s| {
+                s.saturating_mul(1_000_000_000)
+                    .saturating_add(u64::from(st.stx_btime.tv_nsec))
+            }),
+        _ => 0,
+    }
+}
+
 /// Whether `p` is a directory (false: anything else or nothing).
 pub fn is_dir(p: &[u8]) -> bool {
     fs::metadata(OsStr::from_bytes(p)).is_ok_and(|m| m.is_dir())

@@ -224,6 +224,7 @@ pub(crate) fn manifest(ckpt: &Checkpoint) -> Option<serde_json::Value> {
                 host_path,
                 dev,
                 ino,
+                ..
             } => Some(serde_json::json!({
                 "point": show(&m.point),
                 "source": show(host_path),

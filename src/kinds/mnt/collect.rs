@@ -112,10 +112,10 @@ pub(crate) fn collect(pid: i32) -> DumpResult<MountTree> {
         let origin = if let Some(hp) = host_path(&host, dev, &l.root) {
             let found = sys::mount::in_private_copy(|| {
                 sys::mount::open_uncovered(&hp, dev)?
-                    .map(|f| sys::mount::dev_ino(&f))
+                    .map(|f| sys::mount::dev_ino(&f).map(|(d, i)| (d, i, sys::mount::born_ns(&f))))
                     .transpose()
             });
-            let (d, ino) = match found {
+            let (d, ino, born_ns) = match found {
                 Ok(Some(x)) => x,
                 Ok(None) => {
                     return Err(refuse(
@@ -140,6 +140,7 @@ pub(crate) fn collect(pid: i32) -> DumpResult<MountTree> {
                 host_path: hp,
                 dev: d,
                 ino,
+                born_ns,
             }
         } else if let Some(&of) = fresh.get(&dev) {
             MountOrigin::Bind { of }

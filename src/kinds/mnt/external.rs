@@ -83,6 +83,7 @@ pub(super) fn open_sources(
             host_path,
             dev,
             ino,
+            born_ns,
         } = &m.origin
         else {
             continue;
@@ -130,7 +131,11 @@ pub(super) fn open_sources(
         };
         if mapped.is_some() {
             if let Ok(now) = sys::mount::dev_ino(&fd) {
-                if now != (*dev, *ino) {
+                // (A directory made since the dump can have the number of the dump's,
+                // removed meanwhile, as the new root containerd copies for a restore
+                // right after the old one's removal: its birth time tells them apart.)
+                let reborn = *born_ns != 0 && sys::mount::born_ns(&fd) != *born_ns;
+                if now != (*dev, *ino) || reborn {
                     if let Ok(mut c) = COPIED.lock() {
                         c.insert(*dev);
                     }

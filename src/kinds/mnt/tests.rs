@@ -81,6 +81,7 @@ fn trees_restore_can_build_or_not() {
         host_path: b"/".to_vec(),
         dev: 1,
         ino: 2,
+        born_ns: 0,
     };
     let fresh = MountOrigin::Fresh { files: Vec::new() };
     let good = vec![
@@ -168,6 +169,7 @@ fn own_pid_namespace_with_the_mount_namespace_alone() {
         host_path: b"/srv".to_vec(),
         dev: 5,
         ino: 6,
+        born_ns: 0,
     };
     let mut late = mount(90, 1, "/late", ext);
     late.fstype = "ext4".into();
