@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
+use super::{nspids, wait_process_tree};
+
 /// A program found in PATH (or one of `also`), else the test fails naming its package.
 pub fn find(name: &str, also: &[&str], package: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -150,4 +152,70 @@ pub fn terminal_view(pid: i32) -> (String, Vec<String>, Vec<String>) {
         })
         .collect();
     (settings, stats, links)
+}
+
+/// What the kernel shows of a container's init (runc's, Podman's, containerd's): its tree's size (each process in the
+/// init's namespaces, none of them the host's; the init PID 1 of its own), its mount
+/// points with their types and options, its cgroups (the container's ID replaced by
+/// "ID"), its credentials and seccomp state, its limits.
+pub fn kernel_view(pid: i32, id: &str, what: &str) -> Vec<String> {
+    let tree = wait_process_tree(pid, 2, what);
+    let mut out = vec![format!("tree of {}", tree.len())];
+    for kind in ["uts", "ipc", "mnt", "net", "pid"] {
+        let r = ns_inode(&pid.to_string(), kind);
+        assert_ne!(
+            r,
+            ns_inode("self", kind),
+            "{what}: {kind} namespace is the host's"
+        );
+        for p in &tree {
+            assert_eq!(
+                ns_inode(&p.to_string(), kind),
+                r,
+                "{what}: process {p} is in another {kind} namespace"
+            );
+        }
+    }
+    assert_eq!(nspids(pid).last(), Some(&1), "{what}: the init's PIDs");
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/{f}"))
+            .unwrap_or_else(|e| panic!("read /proc/{pid}/{f}: {e}"))
+    };
+    for l in read("mountinfo").lines() {
+        let w: Vec<&str> = l.split(' ').collect();
+        let sep = w
+            .iter()
+            .position(|x| *x == "-")
+            .expect("mountinfo separator");
+        out.push(format!(
+            "mount {} {} {} {}",
+            w[4],
+            w[5],
+            w[sep + 1],
+            w[sep + 3..].join(" ").replace(id, "ID")
+        ));
+    }
+    out.extend(
+        read("cgroup")
+            .lines()
+            .map(|l| format!("cgroup {}", l.replace(id, "ID"))),
+    );
+    let shown = [
+        "CapBnd",
+        "CapEff",
+        "CapPrm",
+        "NoNewPrivs",
+        "Seccomp:",
+        "Seccomp_filters:",
+        "Uid",
+        "Gid",
+    ];
+    out.extend(
+        read("status")
+            .lines()
+            .filter(|l| shown.iter().any(|k| l.starts_with(k)))
+            .map(str::to_string),
+    );
+    out.extend(read("limits").lines().map(str::to_string));
+    out
 }
