@@ -236,6 +236,9 @@ fn a_writing_process_moves_to_the_other_namespace_with_its_memory() {
     let mut t = source(&ctx, 32, rate);
     let pid = t.pid;
     let before = ask(&mut t);
+    // What the kernel shows of the source (it writes all the time: what moves between
+    // two reads is not judged).
+    let shown = oracle::Snapshot::take(pid);
     let tmp = ctx.path("recv-tmp");
     let mut r = receiver(&ctx, &net, &tmp, &[]);
     let m = migrate(&ctx, pid, &net, &[]);
@@ -304,6 +307,31 @@ fn a_writing_process_moves_to_the_other_namespace_with_its_memory() {
     assert_ne!(
         ns(format!("/proc/{}/ns/net", c[0].0)),
         ns("/proc/self/ns/net".into())
+    );
+    // The copy as the kernel shows it, against the source's (IDs as the copy's PID
+    // namespace sees them).
+    let after = oracle::Snapshot::take(c[0].0)
+        .moved(true)
+        .as_seen_in_its_pid_namespace();
+    oracle::assert_same_kernel_state(
+        "migrated",
+        "a process migrated into another network namespace, received with --new-pidns",
+        oracle::Cmp::Restored,
+        &shown,
+        &after,
+        &[
+            // The receiver's own namespaces: its network namespace, the new PID
+            // namespace --new-pidns makes, and the mount namespace its init made to
+            // mount that namespace's /proc (the descriptors' mounts are then another
+            // namespace's).
+            "*.ns.net",
+            "*.ns.pid",
+            "*.ns.pid.parent",
+            "*.ns.pid_for_children",
+            "*.ns.mnt",
+            "*.mountinfo",
+            "*.fdinfo.mnt_id",
+        ],
     );
     assert!(
         empty_dir(&tmp),
