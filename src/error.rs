@@ -147,6 +147,22 @@ pub(crate) fn fault_point(step: &str) -> RestoreResult<()> {
     Ok(())
 }
 
+/// Test hook (fault-injection builds only): with `CKPT_TAKE_NEXT_ID=1`, the first call
+/// runs a short-lived program, which takes the next free ID of ckpt's PID namespace, as
+/// a task made elsewhere on the host between ckpt's `ns_last_pid` write and its clone
+/// would (`threads::create_threads`).
+#[cfg(feature = "fault-injection")]
+pub(crate) fn take_next_id_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if std::env::var_os("CKPT_TAKE_NEXT_ID").is_some() && !DONE.swap(true, Ordering::Relaxed) {
+        let _ = std::process::Command::new("/bin/true").status();
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+pub(crate) fn take_next_id_once() {}
+
 /// Test hook between plan and stage (fault-injection builds only): with
 /// `CKPT_PAUSE_AFTER_PLAN=FILE`, restore creates `FILE.waiting` once plan is done and
 /// waits (up to a minute) until FILE exists, so a test can change files meanwhile.

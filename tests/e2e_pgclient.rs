@@ -120,6 +120,9 @@ impl Pg {
             .args(["-p", &port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1,::1"])
             .args(["-c", "shared_buffers=16MB", "-c", "max_connections=20"])
+            // (no background writes opening relation files on their own between the
+            // state oracle's readings: see `clients_carry_on`)
+            .args(["-c", "bgwriter_lru_maxpages=0", "-c", "autovacuum=off"])
             .stdout(logf.try_clone().expect("dup log"))
             .stderr(logf)
             .spawn()
@@ -551,6 +554,19 @@ fn clients_carry_on(name: &str, leave_running: bool) {
     let (dumped, restored) = if leave_running {
         (ctx.dump_leave_running(pg.pid, &img).elapsed, None)
     } else {
+        // pgbench is stopped (SIGSTOP) from right before the oracle's first reading of
+        // the tree to right after its reading of the restored one: its backends open
+        // relation files as their transactions need them, which would show as
+        // descriptors the restored tree has and the original had not. Its connections
+        // stay open, with whatever it had sent in them, through the dump and restore.
+        let in_flight = |sig| {
+            for b in [&b4, &b6] {
+                assert!(send_signal(b.pid, sig), "signal {sig} to pgbench {}", b.pid);
+            }
+        };
+        in_flight(libc::SIGSTOP);
+        // (the statements they had sent are answered meanwhile)
+        std::thread::sleep(Duration::from_millis(300));
         let r = ctx.dump(pg.pid, &img);
         // (the state oracle's reading of the tree is made right before the dump)
         eprintln!(
@@ -565,6 +581,7 @@ fn clients_carry_on(name: &str, leave_running: bool) {
         let t_restore = Instant::now();
         let p = ctx.restore(&img, &[], In::Null);
         eprintln!("restore: the tree compared after {:?}", t_restore.elapsed());
+        in_flight(libc::SIGCONT);
         (r.elapsed, Some(p))
     };
     // The same backends serve the same connections. (On a very slow machine pgbench

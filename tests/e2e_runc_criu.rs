@@ -84,6 +84,9 @@ struct Bundle {
     calls: std::sync::atomic::AtomicUsize,
     /// A short link to the rootfs (for the socket's path).
     link: PathBuf,
+    /// Where runc runs (its `criu-root` mount while it restores stays out of the
+    /// host's mount table).
+    mounts: PrivateMounts,
 }
 
 impl Bundle {
@@ -139,6 +142,7 @@ impl Bundle {
             out: Output::default(),
             calls: Default::default(),
             link,
+            mounts: PrivateMounts::new(),
         }
     }
 
@@ -159,7 +163,7 @@ impl Bundle {
         let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let err_path = self.dir.join(format!("runc-{n}.err"));
         let err_file = std::fs::File::create(&err_path).expect("create runc's stderr file");
-        let mut cmd = Command::new(runc());
+        let mut cmd = self.mounts.command(&self.dir, runc());
         cmd.arg("--criu")
             .arg(&self.criu)
             .args(args)

@@ -221,6 +221,62 @@ fn multithreaded_process_in_a_user_namespace_is_restored() {
     assert!(checked);
 }
 
+/// The same, with another task taking the ID of the thread between ckpt's write of
+/// `ns_last_pid` and its clone (`CKPT_TAKE_NEXT_ID`, as a process started elsewhere on
+/// the host would): the thread made with the wrong ID exits before it runs and is made
+/// again; the restored process has its thread under the dumped TID, and the oracle
+/// sees nothing else.
+#[test]
+fn a_thread_whose_id_another_task_took_is_made_again() {
+    let ctx = Ctx::new("a_thread_whose_id_another_task_took_is_made_again");
+    let spec = Spec::new(target("userns"))
+        .arg("40")
+        .arg("sleep=40")
+        .arg("threads");
+    let reference = ctx.reference(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(4);
+    let pid = t.pid;
+    ctx.track(pid);
+    let tids = |p: i32| -> Vec<i32> {
+        let mut v: Vec<i32> = std::fs::read_dir(format!("/proc/{p}/task"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let dumped = tids(pid);
+    assert_eq!(dumped.len(), 2, "the original's threads: {dumped:?}");
+    let img = ctx.path("taken.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("userns-threads: original");
+    wait_pids_gone(&[pid], "userns-threads");
+    let mut r = ctx.restore_with(&img, &[], In::Null, &[], &[("CKPT_TAKE_NEXT_ID", "1")]);
+    r.wait_lines(1);
+    assert_eq!(
+        tids(pid),
+        dumped,
+        "the restored process's threads keep their IDs"
+    );
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore: {}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "userns-threads (a thread's ID taken once at restore)",
+        &reference.stdout,
+        &[before, fin.stdout].concat(),
+    );
+}
+
 /// Processes on the host whose user namespace maps IDs from 223400 (this test's map):
 /// none once a restore failed.
 fn namespaces_with_our_map() -> Vec<i32> {

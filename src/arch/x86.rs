@@ -208,6 +208,7 @@ pub mod nr {
     pub const IOCTL: u64 = libc::SYS_ioctl as u64;
     pub const WRITE: u64 = libc::SYS_write as u64;
     pub const EXIT_GROUP: u64 = libc::SYS_exit_group as u64;
+    pub const EXIT: u64 = libc::SYS_exit as u64;
     pub const KILL: u64 = libc::SYS_kill as u64;
     pub const RT_SIGTIMEDWAIT: u64 = libc::SYS_rt_sigtimedwait as u64;
     pub const WAITID: u64 = libc::SYS_waitid as u64;
@@ -697,6 +698,7 @@ mod nr_tests {
             (IOCTL, 16),
             (WRITE, 1),
             (EXIT_GROUP, 231),
+            (EXIT, 60),
             (KILL, 62),
             (RT_SIGTIMEDWAIT, 128),
             (WAITID, 247),

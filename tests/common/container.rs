@@ -219,3 +219,61 @@ pub fn kernel_view(pid: i32, id: &str, what: &str) -> Vec<String> {
     out.extend(read("limits").lines().map(str::to_string));
     out
 }
+
+/// A mount namespace of the test's own (held by an `unshare --mount --propagation
+/// private sleep`) in which a runtime runs: the mounts it makes on its way (runc's
+/// `criu-root` while it restores) never show in the host's mount table, which the tests
+/// running beside it compare.
+pub struct PrivateMounts {
+    holder: std::process::Child,
+}
+
+impl PrivateMounts {
+    pub fn new() -> PrivateMounts {
+        let holder = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sleep", "infinity"])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("run unshare (util-linux)");
+        let m = PrivateMounts { holder };
+        // (until unshare has entered its new namespace and executed sleep)
+        let mine = std::fs::read_link("/proc/self/ns/mnt").expect("own mount namespace");
+        let pid = m.holder.id();
+        let t0 = std::time::Instant::now();
+        while std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok() == Some(mine.clone())
+            || std::fs::read_link(format!("/proc/{pid}/exe"))
+                .map(|e| !e.to_string_lossy().contains("sleep"))
+                .unwrap_or(true)
+        {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(10),
+                "unshare --mount did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        m
+    }
+
+    /// `prog` to be run in the namespace (through `nsenter`), in the directory `cwd`
+    /// (entering a mount namespace moves a process to its root).
+    pub fn command(
+        &self,
+        cwd: &std::path::Path,
+        prog: impl AsRef<std::ffi::OsStr>,
+    ) -> std::process::Command {
+        // (`env -C`: nsenter's --wd opens the directory before it enters the namespace,
+        // where that mount is unreachable)
+        let mut c = std::process::Command::new("nsenter");
+        c.args(["-t", &self.holder.id().to_string(), "-m", "--", "env", "-C"])
+            .arg(cwd)
+            .arg(prog);
+        c
+    }
+}
+
+impl Drop for PrivateMounts {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}

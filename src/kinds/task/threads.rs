@@ -553,13 +553,36 @@ pub(crate) fn thread_sched(t: &Thread) -> RestoreResult<()> {
     Ok(())
 }
 
+/// How many times a thread is made again when another task took its ID
+/// ([`create_threads`] with `by_last_pid`).
+const LAST_PID_TRIES: u32 = 8;
+
+/// A thread just made in the stub (traced, stopped before it ran anything) that got
+/// another ID than the image's: it exits (`exit`, the thread alone), and is reaped.
+fn discard_thread(cx: &mut Ctx<'_>, tid: i32, what: &str) -> RestoreResult<()> {
+    let first = ptrace::wait(tid)?;
+    if matches!(first, Stop::Exited(_) | Stop::Killed(_)) {
+        return Ok(());
+    }
+    let base = ptrace::get_regs(tid)?;
+    let mut inj = helper_injector(tid, cx.stub, base, false);
+    match inj.final_call(nr::EXIT, [0; 6])? {
+        Stop::Exited(_) | Stop::Killed(_) => Ok(()),
+        other => Err(RestoreError::Stage(format!(
+            "{what}: the thread made with another ID ({tid}) did not exit ({other:?})"
+        ))),
+    }
+}
+
 /// Create the image's other threads (with their TIDs) in the stub, each traced, and set
 /// their per-thread state. `by_last_pid`: the stub is in a user namespace that does not
 /// own ckpt's PID namespace, where it cannot choose IDs (`clone3(set_tid)` needs
 /// CAP_CHECKPOINT_RESTORE in the user namespace owning the PID namespace): ckpt, which
 /// has it there, sets the namespace's last ID (/proc/sys/kernel/ns_last_pid) to the
-/// one before each thread's, and the thread is made without `set_tid`; another process
-/// made in between would take that ID, and the restore fails, naming the ID it got.
+/// one before each thread's, and the thread is made without `set_tid`; another task
+/// made on the host in between takes that ID: the thread made with another one exits
+/// before it ever runs (`discard_thread`) and the thread is made again, up to
+/// [`LAST_PID_TRIES`] times, after which the restore fails, naming the ID it got.
 pub(crate) fn create_threads(
     cx: &mut Ctx<'_>,
     tids: &mut Vec<i32>,
@@ -604,8 +627,17 @@ pub(crate) fn create_threads(
             while crate::sys::proc::stat(t.tid).is_ok() && std::time::Instant::now() < until {
                 std::thread::sleep(std::time::Duration::from_micros(200));
             }
-            crate::sys::process::set_ns_last_pid(t.tid - 1)?;
-            cx.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0])?
+            let mut tries = 1;
+            loop {
+                crate::sys::process::set_ns_last_pid(t.tid - 1)?;
+                crate::error::take_next_id_once();
+                let got = cx.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0])?;
+                if got == t.tid as u64 || tries == LAST_PID_TRIES {
+                    break got;
+                }
+                discard_thread(cx, got as i32, &what)?;
+                tries += 1;
+            }
         } else {
             super::tree::once_released(t.tid, || cx.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0]))?
         };
