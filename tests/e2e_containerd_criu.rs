@@ -357,7 +357,7 @@ impl Containerd {
             "/bin/runcsrv",
         ]);
         let pid = self.pid(id);
-        ask(pid);
+        runcsrv_ask(pid);
         pid
     }
 
@@ -542,61 +542,6 @@ impl Drop for Containerd {
     }
 }
 
-/// runcsrv's answer on its socket, reached through the process's root: (count, host).
-fn ask(pid: i32) -> (u64, String) {
-    let sock = format!("/proc/{pid}/root/srv.sock");
-    let deadline = Instant::now() + timeout();
-    loop {
-        if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&sock) {
-            let mut a = String::new();
-            s.read_to_string(&mut a).expect("read the answer");
-            let w: Vec<&str> = a.split_whitespace().collect();
-            assert!(
-                w.len() == 4 && w[0] == "count" && w[2] == "host",
-                "answer {a:?}"
-            );
-            return (w[1].parse().expect("count"), w[3].to_string());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the container never answered on {sock}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Wait until the count reaches `n`.
-fn wait_count(pid: i32, n: u64) -> u64 {
-    let deadline = Instant::now() + timeout();
-    loop {
-        let (got, _) = ask(pid);
-        if got >= n {
-            return got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the count stays at {got} (waiting for {n})"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The count in the container's /tmp.
-fn count_in_tmp(pid: i32) -> u64 {
-    let p = format!("/proc/{pid}/root/tmp/count");
-    let deadline = Instant::now() + timeout();
-    loop {
-        if let Some(n) = std::fs::read_to_string(&p)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            return n;
-        }
-        assert!(Instant::now() < deadline, "no count in {p}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// The "tick N" lines of `out` from its first, checked consecutive (10 apart, none
 /// missing or twice): (first, last).
 fn ticks(out: &str, what: &str) -> (u64, u64) {
@@ -656,14 +601,14 @@ fn read_fifo(fifo: &Path, lines: usize) -> String {
 /// from the FIFO before it exited).
 fn assert_restored(c: &Containerd, id: &str, by_ctr: &str, at_dump: u64, before: &[String]) -> i32 {
     let rp = c.pid(id);
-    let first = count_in_tmp(rp);
+    let first = runcsrv_count(rp);
     assert!(
         first >= at_dump && first < at_dump + 100,
         "the restored program counts from where it was: {first} after {at_dump}"
     );
-    let (n, _) = ask(rp);
+    let (n, _) = runcsrv_ask(rp);
     assert!(n >= first, "the answer's count {n} after {first}");
-    wait_count(rp, first + 25);
+    runcsrv_wait_count(rp, first + 25);
     let out = format!("{by_ctr}{}", read_fifo(&c.stdout_fifo(id), 2));
     let (from, _) = ticks(&out, "the restored task's output");
     // (a count of a multiple of 10 written just before the checkpoint may have had its
@@ -721,7 +666,7 @@ fn containerd_checkpoint_and_restore_through_ckpt_as_criu() {
     let id = c.id("c1");
     let log = ctx.path("c1.log");
     let pid = c.start(&id, &log);
-    wait_count(pid, 30);
+    runcsrv_wait_count(pid, 30);
     let before = kernel_view(pid, &id, "the original task");
 
     let t0 = Instant::now();
@@ -764,8 +709,8 @@ fn containerd_checkpoint_and_restore_through_ckpt_as_criu() {
         );
     }
     let at_dump = c.count_in_checkpoint(&index);
-    let (n, _) = ask(pid);
-    wait_count(pid, n.max(at_dump) + 20);
+    let (n, _) = runcsrv_ask(pid);
+    runcsrv_wait_count(pid, n.max(at_dump) + 20);
     assert_eq!(kernel_view(pid, &id, "the task left running"), before);
     c.remove(&id, pid);
     let original = std::fs::read_to_string(&log).expect("read the task's log");
@@ -801,7 +746,7 @@ fn containerd_checkpoint_exit_and_restore_under_a_new_name() {
     let c = Containerd::new(&ctx, "c2");
     let ex = c.id("c2x");
     let pid = c.start(&ex, &ctx.path("c2x.log"));
-    wait_count(pid, 10);
+    runcsrv_wait_count(pid, 10);
     let name = c.ok(&["task", "checkpoint", "--exit", &ex]);
     let name = name.trim();
     assert!(
@@ -826,7 +771,7 @@ fn containerd_checkpoint_exit_and_restore_under_a_new_name() {
 
     let id = c.id("c2");
     let pid = c.start(&id, &ctx.path("c2.log"));
-    wait_count(pid, 20);
+    runcsrv_wait_count(pid, 20);
     let before = kernel_view(pid, &id, "the original task");
     c.ok(&[
         "containers",
@@ -856,7 +801,7 @@ fn failed_containerd_checkpoint_and_restore_leave_things_as_they_were() {
     let c = Containerd::new(&ctx, "c3");
     let id = c.id("c3");
     let pid = c.start(&id, &ctx.path("c3.log"));
-    wait_count(pid, 10);
+    runcsrv_wait_count(pid, 10);
     let before = kernel_view(pid, &id, "the original task");
     // A stranger in the container's cgroups.
     let mut stranger = Command::new("sleep")
@@ -895,8 +840,8 @@ fn failed_containerd_checkpoint_and_restore_leave_things_as_they_were() {
         !images.contains("checkpoint"),
         "a checkpoint image after the refusal: {images}"
     );
-    let (n, _) = ask(pid);
-    wait_count(pid, n + 10);
+    let (n, _) = runcsrv_ask(pid);
+    runcsrv_wait_count(pid, n + 10);
     assert_eq!(kernel_view(pid, &id, "the task after the refusal"), before);
     send_signal(sp, libc::SIGKILL);
     let _ = stranger.wait();

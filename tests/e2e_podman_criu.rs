@@ -19,7 +19,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -48,7 +47,7 @@ struct Podman {
     /// command runs (`nsenter`): the mounts podman makes (its containers' /dev/shm)
     /// stay there, out of the host's mount table, which the tests running beside this
     /// one compare before and after their restores.
-    ns: std::process::Child,
+    mounts: PrivateMounts,
 }
 
 impl Podman {
@@ -86,31 +85,12 @@ impl Podman {
             .status()
             .expect("run tar");
         assert!(st.success(), "tar the rootfs: {st}");
-        let ns = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sleep", "infinity"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("run unshare (util-linux)");
-        // (until unshare has entered its new namespace and executed sleep)
-        let mine = std::fs::read_link("/proc/self/ns/mnt").expect("own mount namespace");
-        let t0 = std::time::Instant::now();
-        while std::fs::read_link(format!("/proc/{}/ns/mnt", ns.id())).ok() == Some(mine.clone())
-            || std::fs::read_link(format!("/proc/{}/exe", ns.id()))
-                .map(|e| !e.to_string_lossy().contains("sleep"))
-                .unwrap_or(true)
-        {
-            assert!(
-                t0.elapsed() < std::time::Duration::from_secs(10),
-                "unshare --mount did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
         let p = Podman {
             dir,
             podman,
             runc,
             path,
-            ns,
+            mounts: PrivateMounts::new(),
         };
         let out = p.run(&["import", &tar.to_string_lossy(), "localhost/ckpt-e2e:1"]);
         assert!(out.status.success(), "podman import: {}", text(&out.stderr));
@@ -120,23 +100,21 @@ impl Podman {
     /// podman ARGS with this storage, the runc runtime and ckpt as criu.
     fn cmd(&self, args: &[&str]) -> Command {
         let d = |x: &str| self.dir.join(x).to_string_lossy().into_owned();
-        let mut c = Command::new("nsenter");
-        c.args(["-t", &self.ns.id().to_string(), "-m", "--"])
-            .arg(&self.podman)
-            .args([
-                "--root",
-                &d("root"),
-                "--runroot",
-                &d("run"),
-                "--tmpdir",
-                &d("tmp"),
-            ])
-            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
-            .args(["--events-backend", "file", "--runtime"])
-            .arg(&self.runc)
-            .args(args)
-            .env("PATH", &self.path)
-            .stdin(Stdio::null());
+        let mut c = self.mounts.command(&self.dir, &self.podman);
+        c.args([
+            "--root",
+            &d("root"),
+            "--runroot",
+            &d("run"),
+            "--tmpdir",
+            &d("tmp"),
+        ])
+        .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
+        .args(["--events-backend", "file", "--runtime"])
+        .arg(&self.runc)
+        .args(args)
+        .env("PATH", &self.path)
+        .stdin(Stdio::null());
         c
     }
 
@@ -216,7 +194,7 @@ impl Podman {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         self.ok(&a);
         let pid = self.pid(name);
-        ask(pid);
+        runcsrv_ask(pid);
         pid
     }
 
@@ -310,8 +288,7 @@ impl Drop for Podman {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        let _ = self.ns.kill();
-        let _ = self.ns.wait();
+        self.mounts.end();
         // (mounts podman may have left in its directory)
         let prefix = self.dir.to_string_lossy().into_owned();
         let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -337,61 +314,6 @@ fn hard_limit(name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in /proc/self/limits"));
     let hard = line[name.len()..].split_whitespace().nth(1).unwrap_or("");
     hard.parse::<u64>().map_or(1 << 20, |h| h.min(1 << 20))
-}
-
-/// runcsrv's answer on its socket, reached through the process's root: (count, host).
-fn ask(pid: i32) -> (u64, String) {
-    let sock = format!("/proc/{pid}/root/srv.sock");
-    let deadline = Instant::now() + timeout();
-    loop {
-        if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&sock) {
-            let mut a = String::new();
-            s.read_to_string(&mut a).expect("read the answer");
-            let w: Vec<&str> = a.split_whitespace().collect();
-            assert!(
-                w.len() == 4 && w[0] == "count" && w[2] == "host",
-                "answer {a:?}"
-            );
-            return (w[1].parse().expect("count"), w[3].to_string());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the container never answered on {sock}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Wait until the count reaches `n`.
-fn wait_count(pid: i32, n: u64) -> u64 {
-    let deadline = Instant::now() + timeout();
-    loop {
-        let (got, _) = ask(pid);
-        if got >= n {
-            return got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the count stays at {got} (waiting for {n})"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The count in the container's tmpfs.
-fn count_in_tmpfs(pid: i32) -> u64 {
-    let p = format!("/proc/{pid}/root/tmp/count");
-    let deadline = Instant::now() + timeout();
-    loop {
-        if let Some(n) = std::fs::read_to_string(&p)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            return n;
-        }
-        assert!(Instant::now() < deadline, "no count in {p}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// `podman logs`: "start", then "tick 10", "tick 20"... with none missing or twice, up
@@ -421,15 +343,15 @@ fn assert_ticks(pm: &Podman, name: &str, at_least: u64) {
 fn assert_restored(pm: &Podman, name: &str, at_dump: u64, before: &[String]) -> i32 {
     pm.assert_listed_running(name);
     let rp = pm.pid(name);
-    let first = count_in_tmpfs(rp);
+    let first = runcsrv_count(rp);
     assert!(
         first >= at_dump && first < at_dump + 100,
         "the restored program counts from where it was: {first} after {at_dump}"
     );
-    let (n, host) = ask(rp);
+    let (n, host) = runcsrv_ask(rp);
     assert!(n >= first, "the answer's count {n} after {first}");
     assert_eq!(host, "ckpt-podman", "the restored container's host name");
-    wait_count(rp, first + 25);
+    runcsrv_wait_count(rp, first + 25);
     let id = pm.ok(&["inspect", "--format", "{{.Id}}", name]);
     let after = kernel_view(rp, id.trim(), "the restored container");
     assert_eq!(
@@ -461,10 +383,10 @@ fn podman_checkpoint_and_restore_through_ckpt_as_criu() {
     let ctx = Ctx::new("podman_checkpoint_and_restore_through_ckpt_as_criu");
     let pm = Podman::new(&ctx, "p1");
     let pid = pm.start("c1", Seccomp::Unconfined);
-    wait_count(pid, 30);
+    runcsrv_wait_count(pid, 30);
     let id = id_of(&pm, "c1");
     let before = kernel_view(pid, &id, "the original container");
-    let at_dump = count_in_tmpfs(pid);
+    let at_dump = runcsrv_count(pid);
     let t0 = Instant::now();
     let stats = pm.ok(&["container", "checkpoint", "--print-stats", "c1"]);
     let took = t0.elapsed();
@@ -497,7 +419,7 @@ fn podman_checkpoint_and_restore_through_ckpt_as_criu() {
         t1.elapsed().as_millis()
     );
     let rp = assert_restored(&pm, "c1", at_dump, &before);
-    let reached = wait_count(rp, at_dump + 40);
+    let reached = runcsrv_wait_count(rp, at_dump + 40);
     assert_ticks(&pm, "c1", reached / 10 * 10);
     pm.ok(&["stop", "-t", "0", "c1"]);
     wait_pids_gone(&[rp], "the restored container after podman stop");
@@ -512,11 +434,11 @@ fn podman_leave_running_export_then_import_under_a_new_name() {
     let ctx = Ctx::new("podman_leave_running_export_then_import_under_a_new_name");
     let pm = Podman::new(&ctx, "p2");
     let pid = pm.start("c2", Seccomp::Unconfined);
-    wait_count(pid, 20);
+    runcsrv_wait_count(pid, 20);
     let id = id_of(&pm, "c2");
     let before = kernel_view(pid, &id, "the original container");
     let archive = ctx.path("c2.tar");
-    let at_dump = count_in_tmpfs(pid);
+    let at_dump = runcsrv_count(pid);
     pm.ok(&[
         "container",
         "checkpoint",
@@ -531,8 +453,8 @@ fn podman_leave_running_export_then_import_under_a_new_name() {
         "podman inspect"
     );
     pm.assert_listed_running("c2");
-    let (n, _) = ask(pid);
-    wait_count(pid, n + 10);
+    let (n, _) = runcsrv_ask(pid);
+    runcsrv_wait_count(pid, n + 10);
     assert_eq!(kernel_view(pid, &id, "the container left running"), before);
     let list = Command::new("tar")
         .arg("-tf")
@@ -576,7 +498,7 @@ fn podman_container_under_the_default_seccomp_profile_comes_back() {
     let ctx = Ctx::new("podman_container_under_the_default_seccomp_profile_comes_back");
     let pm = Podman::new(&ctx, "p4");
     let pid = pm.start("c4", Seccomp::Default);
-    wait_count(pid, 20);
+    runcsrv_wait_count(pid, 20);
     let id = id_of(&pm, "c4");
     let before = kernel_view(pid, &id, "the original container");
     for l in ["Seccomp:\t2", "NoNewPrivs:\t0"] {
@@ -590,12 +512,12 @@ fn podman_container_under_the_default_seccomp_profile_comes_back() {
         !before.iter().any(|b| b == "Seccomp_filters:\t0"),
         "{before:?}"
     );
-    let at_dump = count_in_tmpfs(pid);
+    let at_dump = runcsrv_count(pid);
     pm.ok(&["container", "checkpoint", "c4"]);
     wait_pids_gone(&[pid], "the container after the checkpoint");
     pm.ok(&["container", "restore", "c4"]);
     let rp = assert_restored(&pm, "c4", at_dump, &before);
-    let reached = wait_count(rp, at_dump + 40);
+    let reached = runcsrv_wait_count(rp, at_dump + 40);
     assert_ticks(&pm, "c4", reached / 10 * 10);
     pm.ok(&["stop", "-t", "0", "c4"]);
     wait_pids_gone(&[rp], "the restored container after podman stop");
@@ -636,16 +558,16 @@ fn failed_podman_checkpoint_and_restore_leave_the_container_as_it_was() {
         ("running".to_string(), pid),
         "podman inspect"
     );
-    let (n, _) = ask(pid);
-    wait_count(pid, n + 5);
+    let (n, _) = runcsrv_ask(pid);
+    runcsrv_wait_count(pid, n + 5);
     pm.ok(&["rm", "-f", "-t", "0", "c3s"]);
     wait_pids_gone(&[pid], "the seccomp container");
 
     let pid = pm.start("c3", Seccomp::Unconfined);
-    wait_count(pid, 10);
+    runcsrv_wait_count(pid, 10);
     let id = id_of(&pm, "c3");
     let before = kernel_view(pid, &id, "the original container");
-    let at_dump = count_in_tmpfs(pid);
+    let at_dump = runcsrv_count(pid);
     pm.ok(&["container", "checkpoint", "c3"]);
     wait_pids_gone(&[pid], "the container after the checkpoint");
     let mnt = PathBuf::from(pm.ok(&["mount", "c3"]).trim());
@@ -720,7 +642,7 @@ fn podman_container_with_a_terminal_comes_back_on_a_new_one() {
         &["/bin/runcsrv", "echo"],
     );
     pm.type_line("c4", "hello");
-    wait_count(pid, 30);
+    runcsrv_wait_count(pid, 30);
     let id = id_of(&pm, "c4");
     let before = kernel_view(pid, &id, "the container with a terminal");
     let tty_before = terminal_view(pid);
@@ -728,7 +650,7 @@ fn podman_container_with_a_terminal_comes_back_on_a_new_one() {
         tty_before.2.iter().all(|l| l.contains(" -> /dev/pts/0 ")),
         "the container's terminal: {tty_before:?}"
     );
-    let at_dump = count_in_tmpfs(pid);
+    let at_dump = runcsrv_count(pid);
     pm.ok(&["container", "checkpoint", "c4"]);
     wait_pids_gone(&[pid], "the container after the checkpoint");
     pm.ok(&["container", "restore", "c4"]);
@@ -739,7 +661,7 @@ fn podman_container_with_a_terminal_comes_back_on_a_new_one() {
         "the restored container's terminal"
     );
     pm.type_line("c4", "again");
-    let n = wait_count(rp, at_dump + 30);
+    let n = runcsrv_wait_count(rp, at_dump + 30);
     pm.wait_logs("c4", &format!("tick {}", n / 10 * 10));
     pm.ok(&["stop", "-t", "0", "c4"]);
     wait_pids_gone(&[rp], "the restored container after podman stop");

@@ -3,10 +3,12 @@
 //! mounts and namespaces.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use super::{nspids, wait_process_tree};
+use super::{nspids, timeout, wait_process_tree};
 
 /// A program found in PATH (or one of `also`), else the test fails naming its package.
 pub fn find(name: &str, also: &[&str], package: &str) -> PathBuf {
@@ -222,7 +224,7 @@ pub fn kernel_view(pid: i32, id: &str, what: &str) -> Vec<String> {
 
 /// A mount namespace of the test's own (held by an `unshare --mount --propagation
 /// private sleep`) in which a runtime runs: the mounts it makes on its way (runc's
-/// `criu-root` while it restores) never show in the host's mount table, which the tests
+/// `criu-root` while it restores, Podman's containers' /dev/shm) never show in the host's mount table, which the tests
 /// running beside it compare.
 pub struct PrivateMounts {
     holder: std::process::Child,
@@ -271,9 +273,72 @@ impl PrivateMounts {
     }
 }
 
-impl Drop for PrivateMounts {
-    fn drop(&mut self) {
+impl PrivateMounts {
+    /// End the namespace (its holder killed and reaped; the mounts made in it go once
+    /// no process is left in it).
+    pub fn end(&mut self) {
         let _ = self.holder.kill();
         let _ = self.holder.wait();
+    }
+}
+
+impl Drop for PrivateMounts {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// runcsrv's (tests/targets/runcsrv.c) answer on its socket, reached through the process's root: (count, host).
+pub fn runcsrv_ask(pid: i32) -> (u64, String) {
+    let sock = format!("/proc/{pid}/root/srv.sock");
+    let deadline = Instant::now() + timeout();
+    loop {
+        if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&sock) {
+            let mut a = String::new();
+            s.read_to_string(&mut a).expect("read the answer");
+            let w: Vec<&str> = a.split_whitespace().collect();
+            assert!(
+                w.len() == 4 && w[0] == "count" && w[2] == "host",
+                "answer {a:?}"
+            );
+            return (w[1].parse().expect("count"), w[3].to_string());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the container never answered on {sock}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Wait until the count reaches `n`.
+pub fn runcsrv_wait_count(pid: i32, n: u64) -> u64 {
+    let deadline = Instant::now() + timeout();
+    loop {
+        let (got, _) = runcsrv_ask(pid);
+        if got >= n {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the count stays at {got} (waiting for {n})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The count runcsrv keeps in the container's /tmp.
+pub fn runcsrv_count(pid: i32) -> u64 {
+    let p = format!("/proc/{pid}/root/tmp/count");
+    let deadline = Instant::now() + timeout();
+    loop {
+        if let Some(n) = std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "no count in {p}");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
