@@ -210,6 +210,11 @@ pub(crate) struct PageSink<'a> {
 struct LazySink<'a> {
     lazy: &'a crate::restore::lazy::Lazy,
     pieces: std::cell::RefCell<Vec<crate::restore::lazy::Piece>>,
+    /// The bytes of the process's arguments and environment (`[start, end)`): their
+    /// records are copied before it runs, since other processes read them through
+    /// /proc/PID/cmdline and environ, and the kernel's reads of another process's
+    /// memory do not wait for a userfaultfd (they would read nothing).
+    eager: (u64, u64),
 }
 
 /// Whether the pages of `v` may come in after the tree runs (`restore --lazy`): private
@@ -281,6 +286,8 @@ impl<'a> PageSink<'a> {
             }
             uffd = Some(u);
         }
+        let m = &cx.proc_.mm;
+        let eager = (m.arg_start.min(m.env_start), m.arg_end.max(m.env_end));
         let mem = &cx.live_task("fill memory")?.mem;
         Ok(PageSink {
             mem,
@@ -289,6 +296,7 @@ impl<'a> PageSink<'a> {
             lazy: Some(LazySink {
                 lazy,
                 pieces: Default::default(),
+                eager,
             }),
         })
     }
@@ -303,7 +311,8 @@ impl<'a> PageSink<'a> {
             )));
         };
         let i = self.ranges.partition_point(|r| r.1 <= addr);
-        if self.uffd.is_some() && self.ranges.get(i).is_some_and(|r| r.0 <= addr) {
+        let eager = addr < l.eager.1 && l.eager.0 < addr + len;
+        if !eager && self.uffd.is_some() && self.ranges.get(i).is_some_and(|r| r.0 <= addr) {
             l.pieces.borrow_mut().push(crate::restore::lazy::Piece {
                 addr,
                 len,
@@ -318,7 +327,7 @@ impl<'a> PageSink<'a> {
                 "page data record at byte {rec}: its pages are not as long as it says"
             )));
         }
-        Ok(self.mem.write(addr, &data)?)
+        self.write(addr, &data)
     }
 
     /// The userfaultfd and the areas registered with it (`None`: the pages go the
