@@ -597,3 +597,68 @@ fn killed_restore_leaves_nothing_or_a_running_tree() {
     t.conn.get_mut().write_all(b"bye\n").expect("bye");
     assert_eq!(wait_pid(t.root, timeout()).and_then(|s| s.code()), Some(0));
 }
+
+/// SIGKILL of `ckpt restore` while the deleted file's name exists (ckpt's child that
+/// makes, opens and removes it holds it there: CKPT_LINGER "transient name"): the name
+/// still goes away, nothing of the restore is left, and the image still restores. (The
+/// random kills above land in those microseconds too rarely to show it.)
+#[test]
+fn a_kill_while_the_deleted_files_name_exists_leaves_nothing() {
+    let ctx = Ctx::new("a_kill_while_the_deleted_files_name_exists_leaves_nothing");
+    let (mut t, _l) = setup(&ctx);
+    let img = ctx.path("img");
+    dump_tree(&ctx, &t, &img);
+    let mut c = Command::new(ckpt_bin())
+        .arg("restore")
+        .arg(&img)
+        .env("CKPT_LINGER", "transient name:500")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ckpt restore");
+    let deadline = Instant::now() + timeout();
+    while !dir_listing(&t.dir).contains("deleted") {
+        assert!(
+            c.try_wait().expect("wait ckpt").is_none(),
+            "the restore ended before the deleted file's name was seen"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the deleted file's name never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let pid = c.id();
+    send_signal(pid as i32, libc::SIGKILL);
+    c.wait().expect("wait ckpt");
+    // Killed with the name there: it is still there until the child's wait is over.
+    assert!(
+        dir_listing(&t.dir).contains("deleted"),
+        "the name went before the child's wait was over: the test lingered too little"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = dir_listing(&t.dir);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed restore left {left:?} in {}",
+            t.dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (outcome, r) = check_after(&mut t, &img, pid, "killed while the name existed", false);
+    assert_eq!(outcome, Outcome::Before, "killed while the name existed");
+    r.unwrap_or_else(|e| panic!("{e}"));
+
+    let (st, err) = restore_whole(&ctx, &img, false);
+    assert!(st, "{err}");
+    let (c, r) = check_after(&mut t, &img, 0, "the restore after", false);
+    assert_eq!(c, Outcome::After, "the restore after");
+    r.unwrap_or_else(|e| panic!("{e}"));
+    t.conn.get_mut().write_all(b"bye\n").expect("bye");
+    assert_eq!(wait_pid(t.root, timeout()).and_then(|s| s.code()), Some(0));
+}

@@ -128,14 +128,26 @@ pub fn die_point(_what: &str) {}
 /// PID namespace's builder stays around after it let the tree go).
 #[cfg(feature = "fault-injection")]
 pub fn linger_point(what: &str) {
-    let spec = std::env::var("CKPT_LINGER").unwrap_or_default();
-    let ms = spec
-        .rsplit_once(':')
-        .filter(|(name, _)| *name == what)
-        .and_then(|(_, ms)| ms.parse::<u64>().ok());
-    if let Some(ms) = ms {
+    if let Some(ms) = linger_ms(what) {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
+}
+
+/// The milliseconds CKPT_LINGER asks to wait at the linger point named `what`, for a
+/// point that cannot sleep through [`linger_point`] (one in a child that runs raw
+/// system calls only).
+#[cfg(feature = "fault-injection")]
+pub fn linger_ms(what: &str) -> Option<u64> {
+    let spec = std::env::var("CKPT_LINGER").unwrap_or_default();
+    spec.rsplit_once(':')
+        .filter(|(name, _)| *name == what)
+        .and_then(|(_, ms)| ms.parse::<u64>().ok())
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn linger_ms(_what: &str) -> Option<u64> {
+    None
 }
 
 #[cfg(not(feature = "fault-injection"))]

@@ -26,6 +26,7 @@ pub(crate) mod seqpacket;
 pub(crate) mod sockdiag;
 pub(crate) mod tcp;
 pub(crate) mod tmpfile;
+pub(crate) mod transient;
 pub(crate) mod tty;
 pub(crate) mod udp;
 pub(crate) mod uffd;

@@ -4,7 +4,7 @@
 
 use super::proc::FileIdent;
 use super::{Result, SysError, rerr};
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{Mode, OFlags};
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -140,19 +140,6 @@ pub fn open_dir(path: &Path) -> Result<OwnedFd> {
     .map_err(|e| rerr(format!("open directory {}", path.display()), e))
 }
 
-/// A new file `name` in directory `dir`, created exclusively (`O_EXCL`, never through
-/// a symbolic link), read-write, with mode 0600.
-pub fn create_excl(dir: impl AsFd, name: &[u8], what: &str) -> Result<File> {
-    let fd = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )
-    .map_err(|e| rerr(format!("create {what}"), e))?;
-    Ok(File::from(fd))
-}
-
 /// A new file without a name in directory `dir` (`O_TMPFILE`), read-write, mode 0600:
 /// it leaves nothing behind if we die, until [`link_unnamed`] gives it a name.
 pub fn create_unnamed(dir: impl AsFd, what: &str) -> Result<File> {
@@ -166,38 +153,10 @@ pub fn create_unnamed(dir: impl AsFd, what: &str) -> Result<File> {
     Ok(File::from(fd))
 }
 
-/// Give the unnamed file `f` ([`create_unnamed`]) the name `name` in `dir`; fails if the
-/// name exists (never follows a symbolic link there).
-pub fn link_unnamed(f: &File, dir: impl AsFd, name: &[u8], what: &str) -> Result<()> {
-    rustix::fs::linkat(f, "", dir, name, AtFlags::EMPTY_PATH)
-        .map_err(|e| rerr(format!("link {what}"), e))
-}
-
-/// The file behind ckpt's descriptor `fd` (of a file that has links) linked as `name`
-/// in `dir`, exclusively (never replacing anything).
-pub fn link_held(fd: RawFd, dir: impl AsFd, name: &[u8], what: &str) -> Result<()> {
-    let from = format!("/proc/self/fd/{fd}");
-    rustix::fs::linkat(
-        rustix::fs::CWD,
-        from.as_str(),
-        dir,
-        name,
-        AtFlags::SYMLINK_FOLLOW,
-    )
-    .map_err(|e| rerr(format!("link {what}"), e))
-}
-
-/// `name` in `dir` held (`O_PATH`, never through a symbolic link), checked to be the
-/// very file ckpt's descriptor `same` is (device and inode).
-pub fn hold_same(dir: impl AsFd, name: &[u8], same: RawFd, what: &str) -> Result<OwnedFd> {
-    let fd = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| rerr(format!("open {what}"), e))?;
-    let a = rustix::fs::fstat(&fd).map_err(|e| rerr("fstat", e))?;
+/// Check that `fd` (a name just linked again: `sys::transient`) is the very file
+/// ckpt's descriptor `same` is (device and inode).
+pub fn check_same_held(fd: &OwnedFd, same: RawFd, what: &str) -> Result<()> {
+    let a = rustix::fs::fstat(fd).map_err(|e| rerr("fstat", e))?;
     let b =
         rustix::fs::stat(format!("/proc/self/fd/{same}").as_str()).map_err(|e| rerr("stat", e))?;
     if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
@@ -206,54 +165,24 @@ pub fn hold_same(dir: impl AsFd, name: &[u8], same: RawFd, what: &str) -> Result
             std::io::Error::other("it is not the file just linked"),
         ));
     }
-    Ok(fd)
+    Ok(())
 }
 
-/// `name` in `dir` opened read-write (never through a symbolic link), checked to be the
-/// very file `same` is (device and inode).
-pub fn open_same(dir: impl AsFd, name: &[u8], same: &File, what: &str) -> Result<File> {
-    let fd = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| rerr(format!("open {what}"), e))?;
-    let (a, b) = (
-        rustix::fs::fstat(&fd).map_err(|e| rerr("fstat", e))?,
-        rustix::fs::fstat(same).map_err(|e| rerr("fstat", e))?,
-    );
-    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
+/// Check that `fd` (a directory or FIFO just made: `sys::transient`) is one: ours, of
+/// that type, and no one else's to use (mode 0700 or 0600).
+pub fn check_private(fd: &OwnedFd, dir: bool, what: &str) -> Result<()> {
+    let st = rustix::fs::fstat(fd).map_err(|e| rerr("fstat", e))?;
+    let kind = if dir { libc::S_IFDIR } else { libc::S_IFIFO };
+    if st.st_uid != rustix::process::geteuid().as_raw()
+        || st.st_mode & libc::S_IFMT != kind
+        || st.st_mode & 0o077 != 0
+    {
         return Err(SysError::io(
-            format!("open {what}"),
-            std::io::Error::other("it is not the file just made"),
+            what.to_string(),
+            std::io::Error::other("it is not the one just made"),
         ));
     }
-    Ok(File::from(fd))
-}
-
-/// A new directory `name` in `dir` with mode 0700 (ours: root's, while restore runs as
-/// root), created exclusively, and held: checked to be the directory just made, owned
-/// by us and writable by no one else.
-pub fn make_private_dir(dir: impl AsFd, name: &[u8], what: &str) -> Result<OwnedFd> {
-    let dir = dir.as_fd();
-    rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700))
-        .map_err(|e| rerr(format!("create directory {what}"), e))?;
-    let d = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| rerr(format!("open directory {what}"), e))?;
-    let st = rustix::fs::fstat(&d).map_err(|e| rerr("fstat", e))?;
-    if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o077 != 0 {
-        return Err(SysError::io(
-            format!("directory {what}"),
-            std::io::Error::other("it is not the private directory just made"),
-        ));
-    }
-    Ok(d)
+    Ok(())
 }
 
 /// Owner, group and then mode (in this order: a change of owner may clear the
@@ -268,48 +197,6 @@ pub fn set_owner_mode_held(fd: &OwnedFd, owner: Option<(u32, u32)>, mode: u32) -
         rustix::fs::chown(at.as_str(), Some(u), Some(g)).map_err(|e| rerr("chown", e))?;
     }
     rustix::fs::chmod(at.as_str(), Mode::from_raw_mode(mode & 0o7777)).map_err(|e| rerr("chmod", e))
-}
-
-/// A new FIFO `name` in `dir` with mode 0600 (ours), created exclusively, and held
-/// (`O_PATH`): checked to be the FIFO just made, owned by us.
-pub fn make_private_fifo(dir: impl AsFd, name: &[u8], what: &str) -> Result<OwnedFd> {
-    let dir = dir.as_fd();
-    rustix::fs::mknodat(
-        dir,
-        name,
-        rustix::fs::FileType::Fifo,
-        Mode::from_raw_mode(0o600),
-        0,
-    )
-    .map_err(|e| rerr(format!("create FIFO {what}"), e))?;
-    let d = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| rerr(format!("open FIFO {what}"), e))?;
-    let st = rustix::fs::fstat(&d).map_err(|e| rerr("fstat", e))?;
-    if st.st_uid != rustix::process::geteuid().as_raw()
-        || st.st_mode & libc::S_IFMT != libc::S_IFIFO
-        || st.st_mode & 0o077 != 0
-    {
-        return Err(SysError::io(
-            format!("FIFO {what}"),
-            std::io::Error::other("it is not the FIFO just made"),
-        ));
-    }
-    Ok(d)
-}
-
-/// Remove `name` from `dir` (a directory with `dir_entry`).
-pub fn unlink_at(dir: impl AsFd, name: &[u8], dir_entry: bool) -> Result<()> {
-    let flags = if dir_entry {
-        AtFlags::REMOVEDIR
-    } else {
-        AtFlags::empty()
-    };
-    rustix::fs::unlinkat(dir, name, flags).map_err(|e| rerr("unlink", e))
 }
 
 /// Write `bytes` to `name` in `dir` (made or truncated, mode 0644): for a directory

@@ -681,12 +681,19 @@ pub(crate) fn alias_unlinked(
         fault_point("link a removed name again")?;
         let dir = sys::pathfd::open_dir(parent)?;
         let base = base.as_bytes();
-        sys::pathfd::link_held(raw, &dir, base, &what)?;
-        let alias = sys::pathfd::hold_same(&dir, base, raw, &what);
-        let gone = sys::pathfd::unlink_at(&dir, base, false);
+        // Linked, held and removed again by a child that removes it even if ckpt is
+        // killed meanwhile (`sys::transient`).
+        let alias = sys::transient::transient_name(
+            &dir,
+            None,
+            base,
+            sys::transient::Make::Held(raw),
+            rustix::fs::OFlags::PATH,
+            &what,
+        );
         sys::deferred::die_point("removed name linked again");
         let alias = alias?;
-        gone?;
+        sys::pathfd::check_same_held(&alias, raw, &what)?;
         held.insert(key, (alias.as_raw_fd(), false));
         out.push(alias);
     }
@@ -694,9 +701,10 @@ pub(crate) fn alias_unlinked(
 }
 
 /// Directory (`dir`) or FIFO `file`, removed while open, made again: an empty
-/// directory or a FIFO under its name (exclusively, 0700 or 0600), given its recorded
-/// owner and mode, held (`O_PATH`) and removed again at once; it exists for the
-/// microseconds in between.
+/// directory or a FIFO under its name (exclusively, 0700 or 0600), held (`O_PATH`) and
+/// removed again at once by a child that removes it even if ckpt is killed meanwhile
+/// (`sys::transient`), then given its recorded owner and mode through the descriptor;
+/// it exists for the microseconds in between.
 fn remade(file: &FileId, dir: bool) -> RestoreResult<std::os::fd::OwnedFd> {
     use std::os::unix::ffi::OsStrExt;
     let path = procfs::bytes_path(&file.path);
@@ -714,17 +722,20 @@ fn remade(file: &FileId, dir: bool) -> RestoreResult<std::os::fd::OwnedFd> {
     })?;
     let at = sys::pathfd::open_dir(parent)?;
     let base = base.as_bytes();
-    let d = if dir {
-        sys::pathfd::make_private_dir(&at, base, &what)?
+    let (make, oflags) = if dir {
+        (
+            sys::transient::Make::Dir,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+        )
     } else {
-        sys::pathfd::make_private_fifo(&at, base, &what)?
+        (sys::transient::Make::Fifo, rustix::fs::OFlags::PATH)
     };
-    let owner = file.owner.filter(|(u, g)| *u != u32::MAX && *g != u32::MAX);
-    let set = sys::pathfd::set_owner_mode_held(&d, owner, file.mode & 0o7777);
-    let gone = sys::pathfd::unlink_at(&at, base, dir);
+    let d = sys::transient::transient_name(&at, None, base, make, oflags, &what);
     sys::deferred::die_point("removed directory or FIFO made again");
-    set?;
-    gone?;
+    let d = d?;
+    sys::pathfd::check_private(&d, dir, &what)?;
+    let owner = file.owner.filter(|(u, g)| *u != u32::MAX && *g != u32::MAX);
+    sys::pathfd::set_owner_mode_held(&d, owner, file.mode & 0o7777)?;
     Ok(d)
 }
 

@@ -13,17 +13,20 @@
 //! privileges. Images made before owners were recorded get root's file without those
 //! bits. Only then is it linked under its name (exclusively: `linkat` never replaces or
 //! follows anything), opened there (the descriptor the processes get reopens that one,
-//! so /proc shows the old path), checked to be the same file, and unlinked again (and
-//! the private directory removed): a few microseconds during which the name exists, the
-//! only moment a SIGKILL of ckpt leaves something behind (SIGTERM and the other signals
-//! a restore defers wait until it is gone). A file system without `O_TMPFILE` gets the
-//! file created exclusively under its name and written there, then unlinked at once.
+//! so /proc shows the old path), and unlinked again (and the private directory
+//! removed), all in a child of ckpt that finishes even if ckpt is killed meanwhile
+//! (`sys::transient`): the name exists for a few microseconds and never outlives them.
+//! The file opened there is checked to be the one made. A file system without
+//! `O_TMPFILE` gets the file created exclusively under its name and deleted at once
+//! (the same way), then written through its descriptor.
 
 use crate::error::{RestoreError, RestoreResult};
 use crate::model::{Creds, FileId};
+use crate::sys::transient::{self, Make};
 use crate::sys::{self, pathfd, proc as procfs};
+use rustix::fs::OFlags;
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 /// The mode a recreated file gets: its recorded permissions, with set-user-ID and
@@ -73,67 +76,73 @@ pub(crate) fn make_ghost(
         .unwrap_or(0);
     let tmp_name = format!(".ckpt-ghost-{data}-{}-{stamp}", std::process::id()).into_bytes();
     let what = orig.display().to_string();
-    let fill = |g: &mut File| -> RestoreResult<()> {
+    let mut fill = |g: &mut File| -> RestoreResult<()> {
         super::file::write_contents(content, g, extents)
             .map_err(|e| sys::SysError::io(format!("write {what}"), e))?;
         let owner = file.owner.filter(|(u, g)| *u != u32::MAX && *g != u32::MAX);
         Ok(pathfd::set_owner_mode(g, owner, ghost_mode(file, creds))?)
     };
-    if root_only(&dir)? {
-        // Under its old name if that is free, else next to it.
-        made_in(&dir, &[&base, &tmp_name], &what, fill)
+    // Under its old name if that is free, else next to it; in a private directory if
+    // others can write this one.
+    let (private, names): (Option<&[u8]>, Vec<&[u8]>) = if root_only(&dir)? {
+        (None, vec![&base, &tmp_name])
     } else {
-        let private = pathfd::make_private_dir(&dir, &tmp_name, &what)?;
-        let r = made_in(&private, &[&base], &what, fill);
-        let _ = pathfd::unlink_at(&dir, &tmp_name, true);
-        r
+        (Some(&tmp_name), vec![&base])
+    };
+    match pathfd::create_unnamed(&dir, &what) {
+        Ok(mut unnamed) => {
+            fill(&mut unnamed)?;
+            let made =
+                named_for_a_moment(&dir, private, &names, Make::Unnamed(unnamed.as_fd()), &what)?;
+            let (a, b) = (pathfd::ident(&made, b"")?, pathfd::ident(&unnamed, b"")?);
+            if (a.dev, a.ino) != (b.dev, b.ino) {
+                return Err(sys::SysError::Other(format!(
+                    "open {what}: it is not the file just made"
+                ))
+                .into());
+            }
+            Ok(File::from(made))
+        }
+        // No O_TMPFILE on this file system: made under its name and deleted at once,
+        // then written through its descriptor.
+        Err(_) => {
+            let mut f = File::from(named_for_a_moment(
+                &dir,
+                private,
+                &names,
+                Make::File,
+                &what,
+            )?);
+            fill(&mut f)?;
+            Ok(f)
+        }
     }
 }
 
-/// The file made in `dir` under the first free one of `names`, filled by `fill`, and
-/// unlinked again (see the module's comment).
-fn made_in(
+/// The file `make` makes under the first free one of `names` in `dir` (or in a new
+/// private directory `private` of it), opened read-write there and deleted again at
+/// once, in a child that deletes it even if ckpt is killed (`sys::transient`).
+fn named_for_a_moment(
     dir: &OwnedFd,
+    private: Option<&[u8]>,
     names: &[&[u8]],
+    make: Make<'_>,
     what: &str,
-    fill: impl FnOnce(&mut File) -> RestoreResult<()>,
-) -> RestoreResult<File> {
-    match pathfd::create_unnamed(dir, what) {
-        Ok(mut unnamed) => {
-            fill(&mut unnamed)?;
-            let mut last = None;
-            for name in names {
-                match pathfd::link_unnamed(&unnamed, dir, name, what) {
-                    Ok(()) => {
-                        let f = pathfd::open_same(dir, name, &unnamed, what);
-                        let _ = pathfd::unlink_at(dir, name, false);
-                        sys::deferred::die_point("deleted file recreated");
-                        return Ok(f?);
-                    }
-                    Err(e) => last = Some(e),
-                }
+) -> RestoreResult<OwnedFd> {
+    let mut last = None;
+    for name in names {
+        match transient::transient_name(dir, private, name, make, OFlags::RDWR, what) {
+            Ok(fd) => {
+                sys::deferred::die_point("deleted file recreated");
+                return Ok(fd);
             }
-            Err(last
-                .unwrap_or_else(|| sys::SysError::Other(format!("no name for {what}")))
-                .into())
-        }
-        // No O_TMPFILE on this file system: made under its name, deleted once written.
-        Err(unnamed_err) => {
-            let mut last = unnamed_err;
-            for name in names {
-                match pathfd::create_excl(dir, name, what) {
-                    Ok(mut f) => {
-                        let r = fill(&mut f);
-                        let _ = pathfd::unlink_at(dir, name, false);
-                        sys::deferred::die_point("deleted file recreated");
-                        return r.map(|()| f);
-                    }
-                    Err(e) => last = e,
-                }
-            }
-            Err(last.into())
+            Err(e) if transient::name_taken(&e) => last = Some(e),
+            Err(e) => return Err(e.into()),
         }
     }
+    Err(last
+        .unwrap_or_else(|| sys::SysError::Other(format!("no name for {what}")))
+        .into())
 }
 
 #[cfg(test)]
