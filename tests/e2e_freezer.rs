@@ -593,3 +593,130 @@ fn v2_killed_dump() {
 fn v1_killed_dump() {
     killed(V::V1, "freezer_v1_killed");
 }
+
+/// `ckpt dump --freeze-cgroup ARGS`, failing the test if it runs longer than `timeout()`
+/// (a seize of a thread that cannot trap waits for ever).
+fn dump_within_timeout(args: &[String], what: &str) -> std::process::Output {
+    let mut c = std::process::Command::new(ckpt_bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ckpt dump");
+    let deadline = Instant::now() + timeout();
+    while c.try_wait().expect("wait ckpt").is_none() {
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let out = c.wait_with_output().expect("wait ckpt");
+            panic!("{what}: ckpt dump hangs: {}", text(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    c.wait_with_output().expect("wait ckpt")
+}
+
+/// A v1 cgroup its owner froze with a worker in it stopped by job control (SIGSTOP
+/// before the freeze): /proc shows every frozen task alike, and a seize of the stopped
+/// one waits for a trap it takes only once thawed (ckpt hung there). The dump
+/// (`--leave-running`) finishes, leaves the cgroup frozen and the worker stopped
+/// (SIGCONT continues it), the oracle sees the tree as before; a dump that kills and a
+/// restore bring the worker back stopped.
+#[test]
+fn v1_frozen_before_with_a_worker_stopped_by_job_control() {
+    let name = "freezer_v1_frozen_before_with_a_stopped_worker";
+    let ctx = Ctx::new(name);
+    let cg = Cg::new(V::V1, name);
+    let mut t = start(&ctx, &cg, "quiet", 3);
+    let pid = t.pid;
+    let worker = *process_tree(pid)
+        .iter()
+        .find(|&&p| p != pid)
+        .expect("a worker");
+    send_signal(worker, libc::SIGSTOP);
+    let deadline = Instant::now() + timeout();
+    while proc_stat(worker).map(|s| s.0) != Some('T') {
+        assert!(Instant::now() < deadline, "the worker does not stop");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let before = at_rest(pid, name);
+    cg.set_frozen(true);
+    let img = ctx.path("left.img");
+    let out = dump_within_timeout(
+        &dump_args(pid, &img, &[&cg.arg(), "--leave-running", "--json"]),
+        name,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("\"frozen_before\": true"));
+    assert!(cg.frozen(), "the cgroup its owner froze is left frozen");
+    cg.set_frozen(false);
+    let after = at_rest(pid, name);
+    assert_eq!(
+        proc_stat(worker).map(|s| s.0),
+        Some('T'),
+        "the worker is still stopped once thawed"
+    );
+    oracle::assert_same_kernel_state(
+        name,
+        &format!("{name}: left running"),
+        Cmp::LeftRunning,
+        &before,
+        &after,
+        &[],
+    );
+
+    // Dumped again (killed) while frozen, and restored (into the thawed cgroup); the
+    // restored tree is compared with the tree as it was right before that dump (the
+    // first dump ran its threads: their rseq areas and stack pages are written, which
+    // ends their sharing with the other processes' copies).
+    let before = after;
+    let pids = process_tree(pid);
+    cg.set_frozen(true);
+    let img = ctx.path("tree.img");
+    let out = dump_within_timeout(&dump_args(pid, &img, &[&cg.arg()]), name);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    t.expect_killed();
+    wait_pids_gone(&pids, name);
+    cg.set_frozen(false);
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    let deadline = Instant::now() + timeout();
+    while !oracle::restored_tree_up(&before) {
+        assert!(
+            Instant::now() < deadline && r.try_wait().is_none(),
+            "{name}: the restored tree does not run: {}",
+            r.stderr.text()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let restored = at_rest(pid, name);
+    assert_eq!(
+        proc_stat(worker).map(|s| s.0),
+        Some('T'),
+        "restored stopped"
+    );
+    // Pages the workers still share with each other but no longer with their parent
+    // (it ran in the first dump) come back as copies (README, "Known to come back
+    // different"): allowed between workers only.
+    let workers: Vec<i32> = pids.iter().copied().filter(|&p| p != pid).collect();
+    let mut sibling_pages = Vec::new();
+    for a in &workers {
+        for b in &workers {
+            sibling_pages.push(format!("p{a}.smaps.*.pages_shared_with_p{b}"));
+        }
+    }
+    let sibling_pages: Vec<&str> = sibling_pages.iter().map(String::as_str).collect();
+    oracle::assert_same_kernel_state(
+        name,
+        &format!("{name}: restored"),
+        Cmp::Restored,
+        &before,
+        &restored,
+        &sibling_pages,
+    );
+    send_signal(worker, libc::SIGCONT);
+    assert_eq!(report(&mut r), "report: workers=3 alive=3 forks=0");
+    r.write_stdin(b"exit\n");
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(fin.status.code(), Some(0), "{}", text(&fin.stderr));
+}

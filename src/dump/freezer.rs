@@ -304,9 +304,17 @@ pub(crate) fn freeze_and_seize(root: i32, how: &FreezeCgroup) -> Result<CgroupFr
     cg.stats.freezing_us = cg.stats.freezing.as_micros() as u64;
     // Frozen: nothing in the cgroup forks, exits or moves by itself any more.
     refuse_strangers(&cg.dir, root, " (moved into it while ckpt froze it)")?;
+    // Threads its owner froze in a job-control stop (v1): a seize waits for such a
+    // thread's trap, which it takes only once thawed; they are seized after the thaw
+    // (stopped, they run nothing meanwhile).
+    let mut stopped_in_freeze = Vec::new();
     for p in cgroup::procs_below(&cg.dir)? {
         for tid in sys::proc::task_ids(p).unwrap_or_default() {
             if cg.seized.threads.contains_key(&tid) {
+                continue;
+            }
+            if prior && freezer == Freezer::V1 && job_stopped_in_v1_freeze(root, tid, &cg.dir)? {
+                stopped_in_freeze.push(tid);
                 continue;
             }
             if seize(tid)? {
@@ -329,7 +337,45 @@ pub(crate) fn freeze_and_seize(root: i32, how: &FreezeCgroup) -> Result<CgroupFr
     cgroup::set_freeze(&cg.dir, freezer, false)?;
     cg.asked = false;
     crate::sys::deferred::die_point("freezer: cgroup thawed");
+    for tid in stopped_in_freeze {
+        if !seize(tid)? {
+            continue;
+        }
+        // Still stopped (it traps by itself), or continued meanwhile by someone's
+        // SIGCONT (it needs the interrupt, as the others).
+        let stopped = sys::proc::stat(tid).is_ok_and(|s| matches!(s.state, b'T' | b't'));
+        if stopped {
+            cg.seized.threads.insert(tid, false);
+        } else if ptrace::interrupt(tid).is_ok() {
+            cg.seized.threads.insert(tid, true);
+        } else {
+            let _ = ptrace::detach(tid, 0);
+        }
+    }
     Ok(cg)
+}
+
+/// Whether thread `tid`, in the v1 cgroup `dir` its owner froze, was frozen in a
+/// job-control stop: /proc shows every frozen task as `D`, but its wchan still names
+/// the stop (`do_signal_stop`). A kernel that does not say where a frozen thread
+/// sleeps leaves the question open: refused rather than risk a seize that waits for
+/// the thaw.
+fn job_stopped_in_v1_freeze(root: i32, tid: i32, dir: &CgroupDir) -> Result<bool> {
+    let w = match sys::proc::wchan(tid) {
+        Ok(w) => w,
+        // Gone meanwhile: the seize says so.
+        Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    if w.is_empty() || w == "0" {
+        return Err(DumpError::Unsupported {
+            pid: root,
+            why: format!(
+                "--freeze-cgroup {dir}: the v1 cgroup is frozen by its owner and this kernel                  does not show where thread {tid} sleeps (/proc/{tid}/wchan), so a thread                  stopped by job control cannot be told apart (seizing one waits for the                  thaw); thaw the cgroup first"
+            ),
+        });
+    }
+    Ok(w == "do_signal_stop")
 }
 
 /// PTRACE_SEIZE with the options of `freeze_thread`; false if the thread is gone.

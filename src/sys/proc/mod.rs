@@ -44,6 +44,7 @@ pub use pagemap::{
 pub use task::{
     Stat, Status, auxv, children, limits, oom_score_adj, personality, pid_namespace, posix_timers,
     shadow_stack, signal_quiet, stat, status, task_ids, thread_comm, thread_nspid, timerslack_ns,
+    wchan,
 };
 
 /// Read a /proc file whole. `fs::read` starts with 32-byte reads and doubles them (a

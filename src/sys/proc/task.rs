@@ -178,6 +178,13 @@ pub fn oom_score_adj(pid: i32) -> Result<i32> {
         .map_err(|_| SysError::Other(format!("cannot parse /proc/{pid}/oom_score_adj")))
 }
 
+/// The kernel function thread `tid` sleeps in (/proc/TID/wchan: a symbol name, or "0"
+/// when it runs or the kernel does not say).
+pub fn wchan(tid: i32) -> Result<String> {
+    let b = read(format!("/proc/{tid}/wchan"))?;
+    Ok(String::from_utf8_lossy(&b).trim().to_string())
+}
+
 /// Thread IDs of a process (/proc/PID/task), sorted. ENOENT when it is gone.
 pub fn task_ids(pid: i32) -> Result<Vec<i32>> {
     let dir = format!("/proc/{pid}/task");
