@@ -487,3 +487,31 @@ fn go_dump_restore_same_program() {
     });
     back.kill();
 }
+
+/// `dump --track` makes its calls through the leader's frame too (its userfaultfd): a Go
+/// program, refused before, is tracked, dumped incrementally and restored from the
+/// chain, and goes on from where it was.
+#[test]
+fn go_incremental_dump_and_restore() {
+    let ctx = Ctx::new("go_incremental_dump_and_restore");
+    let go = gobusy(&ctx);
+    let mut r = spawn(&ctx, Target::Go, &go);
+    let (base, next) = (ctx.path("base.img"), ctx.path("next.img"));
+    let pid = r.p.pid.to_string();
+    let base_s = base.to_str().expect("path");
+    ctx.ckpt(&["dump", &pid, "-o", base_s, "--track"])
+        .assert_ok();
+    // Still running, and checking its memory.
+    let n = r.p.stdout.lines();
+    r.p.wait_lines(n + 20);
+    ctx.oracle_before_dump(r.p.pid, &next);
+    let next_s = next.to_str().expect("path");
+    ctx.ckpt(&["dump", &pid, "-o", next_s, "--parent", base_s])
+        .assert_ok();
+    r.p.expect_killed();
+    let mut back = ctx.restore(&next, &[], In::Null);
+    back.wait_lines(30);
+    let out = back.stdout.text();
+    assert!(!out.contains("CORRUPT"), "restored Go program: {out}");
+    back.kill();
+}
