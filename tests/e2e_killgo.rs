@@ -117,6 +117,8 @@ enum Target {
     Go,
     /// `killroom 16` (C, threads on coroutine stacks).
     Room,
+    /// Its ia32 build (ia32 frames in the slots).
+    Room32,
 }
 
 struct Running {
@@ -129,12 +131,13 @@ fn spawn(ctx: &Ctx, t: Target, go: &Path) -> Running {
     let spec = match t {
         Target::Go => Spec::new(go).arg("16").arg("6"),
         Target::Room => Spec::new(target("killroom")).arg("16"),
+        Target::Room32 => Spec::new(target("killroom32")).arg("16"),
     };
     let mut p = ctx.spawn(&spec);
     // Past its start (Go starts its threads as it needs them: let it settle).
     p.wait_lines(if t == Target::Go { 40 } else { 3 });
     let quick = snapshot(p.pid);
-    if t == Target::Room {
+    if t != Target::Go {
         assert_eq!(quick.masks.len(), 5, "target threads: {quick:?}");
     }
     let oracle = oracle::Snapshot::take(p.pid);
@@ -200,7 +203,7 @@ fn check_target(test: &str, t: Target, r: &mut Running) -> Option<String> {
             .masks
             .iter()
             .all(|(k, v)| now.masks.get(k).is_none_or(|m| m == v));
-        let grew = t == Target::Room && now.masks.len() != r.quick.masks.len();
+        let grew = t != Target::Go && now.masks.len() != r.quick.masks.len();
         !lost && masks && !grew && now.maps == r.quick.maps
     };
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -439,6 +442,24 @@ fn no_room_ckpt_killed_at_every_injection_stop_leaves_target_as_before() {
     every_die_point(
         "no_room_ckpt_killed_at_every_injection_stop_leaves_target_as_before",
         Target::Room,
+    );
+}
+
+/// The same with the C program's ia32 build: ia32 frames in the slots.
+#[test]
+fn ia32_no_room_killed_dump_leaves_target_as_before() {
+    random_kills(
+        "ia32_no_room_killed_dump_leaves_target_as_before",
+        Target::Room32,
+        60,
+    );
+}
+
+#[test]
+fn ia32_no_room_ckpt_killed_at_every_injection_stop_leaves_target_as_before() {
+    every_die_point(
+        "ia32_no_room_ckpt_killed_at_every_injection_stop_leaves_target_as_before",
+        Target::Room32,
     );
 }
 

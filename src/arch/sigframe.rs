@@ -260,10 +260,22 @@ pub fn fsave_env(fx: &[u8], cs: u64, ds: u64) -> Option<[u8; 108]> {
 /// 128 bytes under `ctx.rsp` (ia32 has no red zone; the margin costs nothing), all of
 /// it below 4 GiB, or None.
 pub fn build_ia32(ctx: &X86Regs, mask: u64, xstate: &[u8], pretcode: u64) -> Option<SigFrame> {
+    build_ia32_below(ctx, ctx.rsp.checked_sub(RED_ZONE)?, mask, xstate, pretcode)
+}
+
+/// [`build_ia32`] with the frame placed under `top` (below 4 GiB) instead of under the
+/// 128 bytes below `ctx.rsp` (see [`build_below`]).
+pub fn build_ia32_below(
+    ctx: &X86Regs,
+    top: u64,
+    mask: u64,
+    xstate: &[u8],
+    pretcode: u64,
+) -> Option<SigFrame> {
     let (xstate, xcr0) = checked_xstate(xstate)?;
     let env = fsave_env(xstate, ctx.cs, ctx.ds)?;
     let fp_len = xstate.len() as u64 + 4;
-    let fx_at = (ctx.rsp.checked_sub(RED_ZONE + fp_len)?) & !63;
+    let fx_at = (top.checked_sub(fp_len)?) & !63;
     let fp_at = fx_at.checked_sub(FREGS_LEN)?;
     let at = (fp_at.checked_sub(FRAME_LEN_IA32)?) & !15;
     if fx_at + fp_len > 1 << 32 || pretcode >= 1 << 32 {
@@ -531,6 +543,13 @@ mod tests {
             ..ctx
         };
         assert!(build_ia32(&high, 0, &xs, 0xf7f6_d610).is_none());
+        // Below a given top (a slot on another thread's stack): the same frame, whose
+        // saved stack pointer is the thread's own; not above 4 GiB.
+        let below = build_ia32_below(&ctx, 0x5000_8000, 0, &xs, 0xf7f6_d610).expect("frame");
+        assert!(below.at + below.bytes.len() as u64 <= 0x5000_8000);
+        let db = |o: usize| u32::from_le_bytes(below.bytes[o..o + 4].try_into().expect("4"));
+        assert_eq!(db(sc + 28), 0xffef_a830, "esp");
+        assert!(build_ia32_below(&ctx, 0x1_0000_8000, 0, &xs, 0xf7f6_d610).is_none());
         assert!(build_ia32(&ctx, 0, &xs, 0x1_0000_0000).is_none());
     }
 }

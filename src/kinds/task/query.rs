@@ -608,9 +608,18 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
                     .or_else(|| slots.next().and_then(build))
             }
             (arch::Abi::Ia32, _, Some((_, _, sigreturn))) => {
-                sigframe::build_ia32(&ctx, t.orig_sigmask, &xstate, sigreturn)
-                    .filter(|f| Place::Stack.fits(&maps, f.at, sp, go))
-                    .map(|f| (f, Place::Stack))
+                let build = |p: Place| {
+                    let f = sigframe::build_ia32_below(
+                        &ctx,
+                        p.top(sp)?,
+                        t.orig_sigmask,
+                        &xstate,
+                        sigreturn,
+                    )?;
+                    p.fits(&maps, f.at, sp, go).then_some((f, p))
+                };
+                // A slot above 4 GiB cannot hold an ia32 frame (it is passed over).
+                build(Place::Stack).or_else(|| slots.find_map(build))
             }
             _ => None,
         };
