@@ -44,8 +44,14 @@ pub struct SigFrame {
 /// Where [`build`] puts the frame (its `at`) below stack pointer `rsp` for an xsave area
 /// of `xstate_len` bytes.
 pub fn frame_at(rsp: u64, xstate_len: usize) -> Option<u64> {
+    frame_below(rsp.checked_sub(RED_ZONE)?, xstate_len)
+}
+
+/// Where [`build_below`] puts the frame (its `at`) under `top` for an xsave area of
+/// `xstate_len` bytes.
+pub fn frame_below(top: u64, xstate_len: usize) -> Option<u64> {
     let fp_len = xstate_len as u64 + 4;
-    let fp_at = (rsp.checked_sub(RED_ZONE + fp_len)?) & !63;
+    let fp_at = (top.checked_sub(fp_len)?) & !63;
     Some((fp_at.checked_sub(FRAME_LEN)?) & !15)
 }
 
@@ -55,10 +61,23 @@ pub fn frame_at(rsp: u64, xstate_len: usize) -> Option<u64> {
 /// to the kernel (too short, or with dynamic components enabled but not in use: cut it
 /// with [`sized_xstate`] first).
 pub fn build(ctx: &X86Regs, mask: u64, xstate: &[u8], pretcode: u64) -> Option<SigFrame> {
+    build_below(ctx, ctx.rsp.checked_sub(RED_ZONE)?, mask, xstate, pretcode)
+}
+
+/// [`build`] with the frame placed under `top` instead of under the red zone below
+/// `ctx.rsp`: as the kernel places a frame on an alternate signal stack whose end is
+/// `top` (the frame still returns to `ctx`, stack pointer included).
+pub fn build_below(
+    ctx: &X86Regs,
+    top: u64,
+    mask: u64,
+    xstate: &[u8],
+    pretcode: u64,
+) -> Option<SigFrame> {
     let (xstate, xcr0) = checked_xstate(xstate)?;
     let fp_len = xstate.len() as u64 + 4;
-    let fp_at = (ctx.rsp.checked_sub(RED_ZONE + fp_len)?) & !63;
-    let at = frame_at(ctx.rsp, xstate.len())?;
+    let fp_at = (top.checked_sub(fp_len)?) & !63;
+    let at = frame_below(top, xstate.len())?;
     let mut b = vec![0u8; (fp_at + fp_len - at) as usize];
     let put = |b: &mut Vec<u8>, off: u64, v: u64| {
         let o = off as usize;
@@ -241,10 +260,22 @@ pub fn fsave_env(fx: &[u8], cs: u64, ds: u64) -> Option<[u8; 108]> {
 /// 128 bytes under `ctx.rsp` (ia32 has no red zone; the margin costs nothing), all of
 /// it below 4 GiB, or None.
 pub fn build_ia32(ctx: &X86Regs, mask: u64, xstate: &[u8], pretcode: u64) -> Option<SigFrame> {
+    build_ia32_below(ctx, ctx.rsp.checked_sub(RED_ZONE)?, mask, xstate, pretcode)
+}
+
+/// [`build_ia32`] with the frame placed under `top` (below 4 GiB) instead of under the
+/// 128 bytes below `ctx.rsp` (see [`build_below`]).
+pub fn build_ia32_below(
+    ctx: &X86Regs,
+    top: u64,
+    mask: u64,
+    xstate: &[u8],
+    pretcode: u64,
+) -> Option<SigFrame> {
     let (xstate, xcr0) = checked_xstate(xstate)?;
     let env = fsave_env(xstate, ctx.cs, ctx.ds)?;
     let fp_len = xstate.len() as u64 + 4;
-    let fx_at = (ctx.rsp.checked_sub(RED_ZONE + fp_len)?) & !63;
+    let fx_at = (top.checked_sub(fp_len)?) & !63;
     let fp_at = fx_at.checked_sub(FREGS_LEN)?;
     let at = (fp_at.checked_sub(FRAME_LEN_IA32)?) & !15;
     if fx_at + fp_len > 1 << 32 || pretcode >= 1 << 32 {
@@ -360,6 +391,15 @@ mod tests {
             &f.bytes[o + 1024..o + 1028],
             &FP_XSTATE_MAGIC2.to_le_bytes()
         );
+        // Below a given top (an alternate signal stack's end): the same frame, whose
+        // saved stack pointer is still the thread's own.
+        let alt = build_below(&ctx, 0x5000_8000, 0x8000, &xs, 0x1234).expect("frame");
+        assert_eq!(alt.at, frame_below(0x5000_8000, 1024).expect("at"));
+        assert!(alt.at + alt.bytes.len() as u64 <= 0x5000_8000);
+        assert_eq!(alt.bytes.len(), f.bytes.len());
+        let wa = |o: usize| u64::from_le_bytes(alt.bytes[o..o + 8].try_into().expect("8"));
+        assert_eq!(wa(8 + 40 + 15 * 8), ctx.rsp, "rsp");
+        assert_eq!(wa(8 + 40 + 184) % 64, 0);
         // AMX enabled but not in use: the regset must be cut first.
         xs[SW_BYTES..SW_BYTES + 8].copy_from_slice(&(7u64 | 1 << 18).to_le_bytes());
         assert!(build(&ctx, 0, &xs, 0x1234).is_none());
@@ -503,6 +543,13 @@ mod tests {
             ..ctx
         };
         assert!(build_ia32(&high, 0, &xs, 0xf7f6_d610).is_none());
+        // Below a given top (a slot on another thread's stack): the same frame, whose
+        // saved stack pointer is the thread's own; not above 4 GiB.
+        let below = build_ia32_below(&ctx, 0x5000_8000, 0, &xs, 0xf7f6_d610).expect("frame");
+        assert!(below.at + below.bytes.len() as u64 <= 0x5000_8000);
+        let db = |o: usize| u32::from_le_bytes(below.bytes[o..o + 4].try_into().expect("4"));
+        assert_eq!(db(sc + 28), 0xffef_a830, "esp");
+        assert!(build_ia32_below(&ctx, 0x1_0000_8000, 0, &xs, 0xf7f6_d610).is_none());
         assert!(build_ia32(&ctx, 0, &xs, 0x1_0000_0000).is_none());
     }
 }

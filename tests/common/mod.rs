@@ -200,6 +200,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     // tests/e2e_killsafe.rs: threads that check their memory, masks and vector registers
     ("killsafe", "killsafe.c", &["-pthread", "-mavx2"]),
     ("killsafe32", "killsafe.c", &["-pthread", "-mavx2", "-m32"]),
+    ("killroom", "killroom.c", &["-pthread", "-mavx2"]),
+    ("killroom32", "killroom.c", &["-pthread", "-mavx2", "-m32"]),
     // tests/e2e_pipes.rs: pipes whose other end everybody closed, second descriptions
     ("halfpipe", "halfpipe.c", &[]),
     // tests/e2e_killrestore.rs: a tree with a TCP connection and a deleted file, whose

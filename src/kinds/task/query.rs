@@ -343,16 +343,12 @@ struct Returns {
 }
 
 /// Find the [`Returns`] of the task for the ABIs its threads use (`ia32`: whether one
-/// is an ia32 thread, `native`: whether one is not). Nothing for a task running Go (see
-/// [`runs_go`]).
+/// is an ia32 thread, `native`: whether one is not).
 fn find_returns(
     maps: &[procfs::MapEntry],
     mem: &RemoteMem,
     (native, ia32): (bool, bool),
 ) -> DumpResult<Returns> {
-    if runs_go(maps, mem) {
-        return Ok(Returns::default());
-    }
     let mut areas: Vec<_> = maps
         .iter()
         .filter(|m| m.exec && m.read && m.end - m.start <= 64 << 20)
@@ -398,15 +394,18 @@ fn find_returns(
 
 /// The `syscall; ret` and `rt_sigreturn` instructions of an x86-64 task (a restored one,
 /// whose maps are `maps`: see `restore::gate::gate_threads`); None if it has none or
-/// runs Go.
+/// runs Go (whose goroutine stacks [`frame_fits`] cannot tell from thread stacks).
 pub(crate) fn native_returns(maps: &[procfs::MapEntry], mem: &RemoteMem) -> Option<(u64, u64)> {
+    if runs_go(maps, mem) {
+        return None;
+    }
     find_returns(maps, mem, (true, false)).ok()?.native
 }
 
 /// Whether a frame at `lo` below stack pointer `sp` lies in a thread's own stack (see
 /// [`on_thread_stack`]).
 pub(crate) fn frame_fits(maps: &[procfs::MapEntry], lo: u64, sp: u64) -> bool {
-    on_thread_stack(maps, lo, sp)
+    on_thread_stack(maps, lo, sp, false)
 }
 
 /// Whether `lo..sp` (a frame and its results under stack pointer `sp`) lies in a
@@ -414,14 +413,22 @@ pub(crate) fn frame_fits(maps: &[procfs::MapEntry], lo: u64, sp: u64) -> bool {
 /// area right above a PROT_NONE guard, as glibc and musl make thread stacks (the guard
 /// stops a write that would not fit). Anything else (a sigaltstack in the heap, stacks
 /// a runtime carves out of its own memory) may have other data right below, which a
-/// frame must not overwrite.
-fn on_thread_stack(maps: &[procfs::MapEntry], lo: u64, sp: u64) -> bool {
+/// frame must not overwrite. In a task running Go (`go`) only the main thread's
+/// `[stack]`: Go reserves its heap with PROT_NONE mappings, so a goroutine stack in the
+/// heap may lie right above one.
+fn on_thread_stack(maps: &[procfs::MapEntry], lo: u64, sp: u64, go: bool) -> bool {
     let Some(m) = maps.iter().find(|m| m.start <= lo && sp <= m.end) else {
         return false;
     };
     if m.path == b"[stack]" {
         return true;
     }
+    !go && guarded_stack(maps, m)
+}
+
+/// Whether `m` is a private anonymous read-write area right above a PROT_NONE guard (a
+/// thread stack as glibc and musl make them).
+fn guarded_stack(maps: &[procfs::MapEntry], m: &procfs::MapEntry) -> bool {
     let guarded = maps
         .iter()
         .any(|g| g.end == m.start && !g.read && !g.write && !g.exec);
@@ -434,6 +441,71 @@ struct Frames {
     returns: Returns,
     /// Each thread's frame, in the order of the threads.
     at: Vec<u64>,
+    /// Where each frame lies.
+    place: Vec<Place>,
+}
+
+/// Where a thread's signal frame and the results of its queries lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Below the red zone under its stack pointer, on its own stack (see
+    /// [`on_thread_stack`]).
+    Stack,
+    /// At the end of its alternate signal stack `lo..hi`, which it is not on: where the
+    /// kernel would write a frame for a signal handler with `SA_ONSTACK` at this moment.
+    /// A Go thread's, which its runtime tells ([`go_altstack`]); checked against what
+    /// `sigaltstack` answers ([`Place::altstack`]).
+    AltStack { lo: u64, hi: u64 },
+    /// In a slot `lo..hi` at the bottom of another thread's stack, just above its guard
+    /// ([`host_slots`]): a thread without room on its own stack.
+    Hosted { lo: u64, hi: u64 },
+}
+
+impl Place {
+    /// The end under which the frame goes, for a thread whose stack pointer is `sp`.
+    fn top(self, sp: u64) -> Option<u64> {
+        match self {
+            Place::Stack => sp.checked_sub(sigframe::RED_ZONE),
+            Place::AltStack { hi, .. } | Place::Hosted { hi, .. } => Some(hi),
+        }
+    }
+
+    /// Whether a frame at `at` and its results below it fit (for a thread whose stack
+    /// pointer is `sp`).
+    fn fits(self, maps: &[procfs::MapEntry], at: u64, sp: u64, go: bool) -> bool {
+        let Some(lo) = at.checked_sub(FRAME_OUT_LEN) else {
+            return false;
+        };
+        match self {
+            Place::Stack => on_thread_stack(maps, lo, sp, go),
+            Place::AltStack { lo: l, .. } | Place::Hosted { lo: l, .. } => l <= lo,
+        }
+    }
+
+    /// The thread's alternate signal stack as it is in its own context (stack pointer
+    /// `sp`), from what `sigaltstack` answered with the stack pointer at the frame: the
+    /// kernel says SS_ONSTACK from where the stack pointer is. A frame on the alternate
+    /// stack must be on the one the thread has, which it was not on.
+    fn altstack(self, tid: i32, got: SigAltStack, sp: u64) -> DumpResult<SigAltStack> {
+        const SS_ONSTACK: i32 = libc::SS_ONSTACK; // <signal.h>
+        if let Place::AltStack { lo, hi } = self {
+            let on = got.flags & SS_ONSTACK != 0;
+            if got.sp != lo || got.size != hi - lo || !on {
+                return Err(DumpError::Sys(sys::SysError::Other(format!(
+                    "thread {tid}: its alternate signal stack is {:#x}+{:#x} (flags {:#x}), \
+                     not {lo:#x}..{hi:#x} as its Go runtime says",
+                    got.sp, got.size, got.flags
+                ))));
+            }
+        }
+        if self == Place::Stack || got.flags & libc::SS_DISABLE != 0 || got.size == 0 {
+            return Ok(got);
+        }
+        // The kernel's on_sig_stack().
+        let on = sp > got.sp && sp - got.sp <= got.size;
+        let flags = (got.flags & !SS_ONSTACK) | if on { SS_ONSTACK } else { 0 };
+        Ok(SigAltStack { flags, ..got })
+    }
 }
 
 impl Frames {
@@ -480,13 +552,15 @@ impl Frames {
     }
 }
 
-/// Write on each thread's stack, below its red zone, a signal frame that returns to
-/// its own context (an ia32 frame for an ia32 thread), with room for the results of
-/// its queries below it. None (and nothing but stack memory below the stack pointers
-/// written) when the task does not allow it: a thread with a shadow stack, no
-/// instructions for its ABI's calls and `rt_sigreturn` in the task, or a stack without
-/// that room. The xsave area is cut to the size of the thread's own signal frames
-/// ([`sigframe::sized_xstate`]: on an AMX host, only a thread that used AMX has it all).
+/// Write for each thread a signal frame that returns to its own context (an ia32 frame
+/// for an ia32 thread), with room for the results of its queries below it: on its stack
+/// below its red zone, else (x86-64 threads) at the end of its alternate signal stack
+/// when its Go runtime tells where that is, else in a slot at the bottom of another
+/// thread's stack ([`Place`]). None (and nothing written) when the task does not allow
+/// it: a thread with a shadow stack, no instructions for its ABI's calls and
+/// `rt_sigreturn` in the task, or a thread with no such place. The xsave area is cut to
+/// the size of the thread's own signal frames ([`sigframe::sized_xstate`]: on an AMX
+/// host, only a thread that used AMX has it all).
 fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResult<Option<Frames>> {
     for t in threads {
         if procfs::shadow_stack(pid, t.tid)? {
@@ -494,9 +568,12 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
         }
     }
     let maps = procfs::maps(pid)?;
+    let go = runs_go(&maps, mem);
     let abis = |abi| threads.iter().any(|t| t.orig_regs.abi() == abi);
     let returns = find_returns(&maps, mem, (abis(arch::Abi::X86_64), abis(arch::Abi::Ia32)))?;
+    let mut slots = host_slots(&maps, threads, go).into_iter();
     let mut frames = Vec::new();
+    let mut place = Vec::new();
     for t in threads {
         // Cut to the size of the thread's own signal frames (AMX hosts).
         let Some(xstate) = sigframe::sized_xstate(&ptrace::get_xstate(t.tid, 1 << 16)?, || {
@@ -507,26 +584,54 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
         // A thread interrupted in a call with a restart block goes back into that call
         // from its arguments: rt_sigreturn forgets the restart block.
         let ctx = arch::native::resume_regs(&t.orig_regs);
-        let frame = match (t.orig_regs.abi(), returns.native, returns.ia32) {
+        let sp = t.orig_regs.rsp;
+        let built = match (t.orig_regs.abi(), returns.native, returns.ia32) {
             (arch::Abi::X86_64, Some((_, sigreturn)), _) => {
-                sigframe::build(&ctx, t.orig_sigmask, &xstate, sigreturn)
+                let build = |p: Place| {
+                    let f = sigframe::build_below(
+                        &ctx,
+                        p.top(sp)?,
+                        t.orig_sigmask,
+                        &xstate,
+                        sigreturn,
+                    )?;
+                    p.fits(&maps, f.at, sp, go).then_some((f, p))
+                };
+                let alt = if go {
+                    go_altstack(&maps, |a| mem.read_u64(a).ok(), &t.orig_regs)
+                        .map(|(lo, hi)| Place::AltStack { lo, hi })
+                } else {
+                    None
+                };
+                alt.and_then(build)
+                    .or_else(|| build(Place::Stack))
+                    .or_else(|| slots.next().and_then(build))
             }
             (arch::Abi::Ia32, _, Some((_, _, sigreturn))) => {
-                sigframe::build_ia32(&ctx, t.orig_sigmask, &xstate, sigreturn)
+                let build = |p: Place| {
+                    let f = sigframe::build_ia32_below(
+                        &ctx,
+                        p.top(sp)?,
+                        t.orig_sigmask,
+                        &xstate,
+                        sigreturn,
+                    )?;
+                    p.fits(&maps, f.at, sp, go).then_some((f, p))
+                };
+                // A slot above 4 GiB cannot hold an ia32 frame (it is passed over).
+                build(Place::Stack).or_else(|| slots.find_map(build))
             }
             _ => None,
         };
-        match frame {
-            Some(f) => frames.push(f),
+        match built {
+            Some((f, p)) => {
+                frames.push(f);
+                place.push(p);
+            }
             None => return Ok(None),
         }
     }
-    // Nothing is written unless every thread's stack has the room.
-    for (t, f) in threads.iter().zip(&frames) {
-        if !on_thread_stack(&maps, f.at - FRAME_OUT_LEN, t.orig_regs.rsp) {
-            return Ok(None);
-        }
-    }
+    // Nothing is written unless every thread has its place.
     let mut at = Vec::new();
     for f in &frames {
         let zero = vec![0u8; FRAME_OUT_LEN as usize];
@@ -535,7 +640,103 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
         }
         at.push(f.at);
     }
-    Ok(Some(Frames { returns, at }))
+    Ok(Some(Frames { returns, at, place }))
+}
+
+/// The size of a slot for another thread's frame ([`Place::Hosted`]): a frame with the
+/// largest xsave area (AMX tiles in use, about 11 KiB) and the results below it.
+const HOST_SLOT: u64 = 32 << 10;
+/// How far above the slots the stack pointer of the thread whose stack holds them must
+/// be (its own frame and results, and a margin).
+const HOST_MARGIN: u64 = 256 << 10;
+
+/// Slots for the frames of threads that have no room on their own stack, at the bottom
+/// of other threads' stacks: areas just above the PROT_NONE guard of a thread stack (as
+/// glibc and musl make them, [`guarded_stack`]) whose thread's stack pointer is well
+/// above them. A thread reaches the bottom of its stack only just before it would
+/// overflow it, so while a hosted thread may still return through its frame there (from
+/// the moment the frame is written until the thread's registers are its own again,
+/// including after a ckpt killed meanwhile, when both threads run on at once) the
+/// owner of that stack does not write there. Not in a task running Go (see
+/// [`on_thread_stack`]), nor on the main thread's `[stack]`, which grows on demand
+/// (its bottom is not near an overflow).
+fn host_slots(maps: &[procfs::MapEntry], threads: &[FrozenThread], go: bool) -> Vec<Place> {
+    if go {
+        return Vec::new();
+    }
+    let mut slots = Vec::new();
+    let mut seen = Vec::new();
+    for t in threads {
+        let sp = t.orig_regs.rsp;
+        let Some(m) = maps.iter().find(|m| m.start < sp && sp <= m.end) else {
+            continue;
+        };
+        if seen.contains(&m.start) || !guarded_stack(maps, m) {
+            continue;
+        }
+        seen.push(m.start);
+        let room = sp.saturating_sub(HOST_MARGIN).saturating_sub(m.start);
+        for i in 0..(room / HOST_SLOT).min(threads.len() as u64) {
+            let lo = m.start + i * HOST_SLOT;
+            slots.push(Place::Hosted {
+                lo,
+                hi: lo + HOST_SLOT,
+            });
+        }
+    }
+    slots
+}
+
+/// A Go thread's alternate signal stack `lo..hi`, as its runtime tells it, when the
+/// thread is not on it; `read` reads a word of the task's memory. The runtime's `g` of
+/// the thread (x86-64: at `%fs:-8`, or in r14 in Go code) starts with the bounds of the
+/// stack the thread is on, which must hold its stack pointer; its `m` (the word at
+/// offset 48 of `g`) starts with its `g0`, whose `m` is the same; the first `g` after
+/// `m.morebuf` (offsets 8..64) whose `m` is that `m` is `m.gsignal`, the `g` of its
+/// signal handlers, whose stack bounds are the thread's alternate signal stack (Go sets
+/// one per thread, or takes the one a C thread had); it must be a system stack
+/// (`stackguard1` inside it: ~0 on goroutine stacks), not hold the stack pointer, and lie
+/// in one private read-write area. The layout of these fields has been the same since
+/// Go 1.4; a runtime that does not match finds nothing.
+fn go_altstack(
+    maps: &[procfs::MapEntry],
+    read: impl Fn(u64) -> Option<u64>,
+    regs: &arch::Regs,
+) -> Option<(u64, u64)> {
+    let sp = regs.rsp;
+    let in_area = |lo: u64, hi: u64| {
+        maps.iter()
+            .any(|m| m.start <= lo && hi <= m.end && m.read && m.write && !m.shared)
+    };
+    // A g: its stack bounds, stackguard1 and m.
+    let g_of = |g: u64| -> Option<(u64, u64, u64, u64)> {
+        if g == 0 || g % 8 != 0 {
+            return None;
+        }
+        let (lo, hi) = (read(g)?, read(g.checked_add(8)?)?);
+        (lo < hi && hi - lo <= 1 << 30).then_some(())?;
+        Some((lo, hi, read(g + 24)?, read(g + 48)?))
+    };
+    let from_g = |g: u64| -> Option<(u64, u64)> {
+        let (lo, hi, _, m) = g_of(g)?;
+        if !(lo < sp && sp <= hi) || m == 0 {
+            return None;
+        }
+        let g0 = read(m)?;
+        if g_of(g0)?.3 != m {
+            return None;
+        }
+        let gsignal = (64..=256)
+            .step_by(8)
+            .filter_map(|off| read(m + off))
+            .find(|&p| p != g0 && g_of(p).is_some_and(|x| x.3 == m))?;
+        let (lo, hi, guard1, _) = g_of(gsignal)?;
+        let system = lo < guard1 && guard1 < hi;
+        let free = !(lo <= sp && sp <= hi);
+        (system && free && in_area(lo, hi)).then_some((lo, hi))
+    };
+    let tls = regs.fs_base.checked_sub(8).and_then(&read);
+    tls.and_then(from_g).or_else(|| from_g(regs.r14))
 }
 
 /// The queries, run so that a thread let go at any moment (ckpt killed, even by
@@ -560,15 +761,12 @@ fn framed_queries(
         let out = (fr.at[0] - FRAME_OUT_LEN, FRAME_OUT_LEN as usize);
         let p = inject_queries(&mut inj, mem, out, ask)?;
         let mut per = Vec::new();
-        for (t, at) in threads.iter().zip(&fr.at) {
+        for ((t, at), place) in threads.iter().zip(&fr.at).zip(&fr.place) {
             let mut ti = fr.injector(t, *at)?;
             let abi = t.orig_regs.abi();
-            per.push(inject_thread_queries(
-                &mut ti,
-                mem,
-                at - FRAME_OUT_LEN,
-                abi,
-            )?);
+            let mut q = inject_thread_queries(&mut ti, mem, at - FRAME_OUT_LEN, abi)?;
+            q.altstack = place.altstack(t.tid, q.altstack, t.orig_regs.rsp)?;
+            per.push(q);
         }
         Ok((p, per))
     })
@@ -734,7 +932,7 @@ mod tests {
             area(0x30000, 0x40000, "rw", ""),
             area(0x50000, 0x60000, "rw", "[stack]"),
         ];
-        let ok = |lo, sp| super::on_thread_stack(&maps, lo, sp);
+        let ok = |lo, sp| super::on_thread_stack(&maps, lo, sp, false);
         assert!(ok(0x58000, 0x5a000), "main stack");
         assert!(ok(0x12000, 0x14000), "thread stack above its guard");
         assert!(!ok(0x10800, 0x12000), "reaching into the guard");
@@ -743,6 +941,186 @@ mod tests {
             "no guard below: not known to be a stack"
         );
         assert!(!ok(0x2000, 0x4000), "a sigaltstack in the heap");
+    }
+
+    /// A Go thread as its runtime lays it out: its `g` (at %fs:-8) on a goroutine stack
+    /// holding its stack pointer, its `m` with `g0`, `morebuf.g` (the same goroutine)
+    /// and `gsignal` (at offset 80, as in Go 1.19), and the signal stack.
+    fn go_thread() -> (
+        Vec<MapEntry>,
+        std::collections::HashMap<u64, u64>,
+        crate::arch::Regs,
+    ) {
+        let (g, g0, gsignal, m) = (
+            0xc000_0100u64,
+            0xc000_0400u64,
+            0xc000_0800u64,
+            0xc000_1000u64,
+        );
+        let mut w = std::collections::HashMap::new();
+        let put_g =
+            |w: &mut std::collections::HashMap<u64, u64>, at: u64, lo: u64, hi: u64, g1: u64| {
+                w.insert(at, lo);
+                w.insert(at + 8, hi);
+                w.insert(at + 24, g1);
+                w.insert(at + 48, m);
+            };
+        put_g(&mut w, g, 0xc010_0000, 0xc010_2000, u64::MAX);
+        put_g(&mut w, g0, 0xc020_0000, 0xc020_4000, 0xc020_0000 + 928);
+        put_g(&mut w, gsignal, 0xc030_0000, 0xc030_8000, 0xc030_0000 + 928);
+        w.insert(m, g0);
+        w.insert(m + 24, g);
+        w.insert(m + 80, gsignal);
+        w.insert(0x7f00_0000_0ff8, g);
+        let regs = crate::arch::Regs {
+            rsp: 0xc010_1f00,
+            fs_base: 0x7f00_0000_1000,
+            ..Default::default()
+        };
+        let maps = vec![
+            area(0xc000_0000, 0xc400_0000, "rw", ""),
+            area(0x7f00_0000_0000, 0x7f00_0000_2000, "rw", ""),
+        ];
+        (maps, w, regs)
+    }
+
+    #[test]
+    fn go_altstack_from_the_runtime() {
+        let (maps, w, regs) = go_thread();
+        let rd = |w: &std::collections::HashMap<u64, u64>| {
+            let w = w.clone();
+            move |a: u64| w.get(&a).copied()
+        };
+        let found = |w: &std::collections::HashMap<u64, u64>, r: &crate::arch::Regs| {
+            super::go_altstack(&maps, rd(w), r)
+        };
+        assert_eq!(found(&w, &regs), Some((0xc030_0000, 0xc030_8000)));
+        // On the signal stack (in a handler): not free.
+        let on = crate::arch::Regs {
+            rsp: 0xc030_7000,
+            ..regs
+        };
+        assert_eq!(found(&w, &on), None);
+        // The g in r14 when the TLS word is not one.
+        let mut w2 = w.clone();
+        w2.insert(0x7f00_0000_0ff8, 0);
+        assert_eq!(found(&w2, &regs), None);
+        let r14 = crate::arch::Regs {
+            r14: 0xc000_0100,
+            ..regs
+        };
+        assert_eq!(found(&w2, &r14), Some((0xc030_0000, 0xc030_8000)));
+        // The stack pointer not on the g's stack: not that thread's g.
+        let away = crate::arch::Regs {
+            rsp: 0xc050_0000,
+            ..regs
+        };
+        assert_eq!(found(&w, &away), None);
+        // The first g of m after morebuf a goroutine (stackguard1 ~0): nothing, never a
+        // later one.
+        let mut w3 = w.clone();
+        w3.insert(0xc000_0800 + 24, u64::MAX);
+        assert_eq!(found(&w3, &regs), None);
+        // g0 not of that m.
+        let mut w4 = w.clone();
+        w4.insert(0xc000_0400 + 48, 0xdead_0000);
+        assert_eq!(found(&w4, &regs), None);
+        // The signal stack outside any private read-write area.
+        assert_eq!(super::go_altstack(&maps[1..], rd(&w), &regs), None);
+        // A C thread: its TLS word is no g.
+        assert_eq!(found(&std::collections::HashMap::new(), &regs), None);
+    }
+
+    fn thread(tid: i32, rsp: u64) -> super::FrozenThread {
+        super::FrozenThread {
+            tid,
+            orig_regs: crate::arch::Regs {
+                rsp,
+                ..Default::default()
+            },
+            orig_sigmask: 0,
+            injected: false,
+            group_stop: None,
+        }
+    }
+
+    #[test]
+    fn hosted_slots_at_the_bottom_of_guarded_thread_stacks() {
+        use super::{HOST_SLOT, Place};
+        let maps = [
+            area(0x10_0000, 0x10_1000, "", ""),
+            area(0x10_1000, 0x90_1000, "rw", ""),
+            area(0xa0_0000, 0xa0_1000, "", ""),
+            area(0xa0_1000, 0xa4_1000, "rw", ""),
+            area(0x100_0000, 0x101_0000, "rw", ""),
+            area(0x7ff0_0000, 0x7ff2_0000, "rw", "[stack]"),
+        ];
+        // The main thread (no host), a thread on an 8 MiB guarded stack, one on a
+        // 256 KiB one (no room for slots below the margin), one on a coroutine stack.
+        let threads = [
+            thread(1, 0x7ff1_0000),
+            thread(2, 0x90_0000),
+            thread(3, 0xa4_0000),
+            thread(4, 0x100_8000),
+        ];
+        let slots = super::host_slots(&maps, &threads, false);
+        assert_eq!(slots.len(), 4, "{slots:?}");
+        assert_eq!(
+            slots[0],
+            Place::Hosted {
+                lo: 0x10_1000,
+                hi: 0x10_1000 + HOST_SLOT
+            }
+        );
+        assert!(slots.iter().all(
+            |p| matches!(p, Place::Hosted { hi, .. } if *hi <= 0x90_0000 - super::HOST_MARGIN)
+        ));
+        // Not in a task running Go.
+        assert!(super::host_slots(&maps, &threads, true).is_empty());
+    }
+
+    #[test]
+    fn altstack_as_in_the_threads_own_context() {
+        use super::Place;
+        use crate::model::SigAltStack;
+        let alt = Place::AltStack {
+            lo: 0xc030_0000,
+            hi: 0xc030_8000,
+        };
+        let got = SigAltStack {
+            sp: 0xc030_0000,
+            size: 0x8000,
+            flags: libc::SS_ONSTACK,
+        };
+        // On it only through the frame: off it in its own context.
+        let own = alt.altstack(7, got, 0xc010_1f00).expect("same stack");
+        assert_eq!(own.flags, 0);
+        // Another alternate stack than the runtime said: an error.
+        let other = SigAltStack {
+            sp: 0xd000_0000,
+            ..got
+        };
+        assert!(alt.altstack(7, other, 0xc010_1f00).is_err());
+        // A hosted thread whose own stack pointer is on its alternate stack.
+        let hosted = Place::Hosted {
+            lo: 0x10_1000,
+            hi: 0x10_9000,
+        };
+        let off = SigAltStack { flags: 0, ..got };
+        assert_eq!(
+            hosted.altstack(7, off, 0xc030_4000).expect("ok").flags,
+            libc::SS_ONSTACK
+        );
+        let disabled = SigAltStack {
+            sp: 0,
+            size: 0,
+            flags: libc::SS_DISABLE,
+        };
+        assert_eq!(
+            hosted.altstack(7, disabled, 0xc030_4000).expect("ok"),
+            disabled
+        );
+        assert_eq!(Place::Stack.altstack(7, got, 1).expect("ok"), got);
     }
 
     #[test]

@@ -1,0 +1,538 @@
+//! Kill-safe dumps where the injected calls cannot put their signal frame below the
+//! stack pointer: a Go program (goroutines on small stacks in Go's heap: the frames go on
+//! each thread's alternate signal stack, which Go's runtime says where it is) and a C
+//! program whose threads run on coroutine stacks with data right below them (their
+//! frames go at the bottom of another thread's stack). `ckpt dump` killed at random
+//! moments and at each of its die points leaves the program running exactly as before:
+//! its behaviour (it checks its own memory and registers and goes on printing) and what
+//! the kernel shows (the state oracle). And a whole dump and restore of the Go program,
+//! compared through the oracle.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::oracle::{self, Cmp};
+use common::*;
+
+/// The `go` command: on PATH, or where Debian's golang-go puts it. A missing Go fails
+/// the test (it is in .ci/run's packages).
+fn go_bin() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("go"))
+        .find(|p| p.is_file());
+    let debian = fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("go-"))
+        })
+        .map(|p| p.join("bin/go"))
+        .find(|p| p.is_file());
+    on_path.or(debian).unwrap_or_else(|| {
+        panic!("no `go` command (install golang-go): the Go target cannot be built")
+    })
+}
+
+/// Build `tests/targets/gobusy` into the test's directory (no network: its module has
+/// no dependencies; the build cache in the test's directory).
+fn gobusy(ctx: &Ctx) -> PathBuf {
+    let out = ctx.path("gobusy");
+    let src = targets_src().join("gobusy");
+    let st = Command::new(go_bin())
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(&src)
+        .env("GOCACHE", ctx.path("gocache"))
+        .env("GOPATH", ctx.path("gopath"))
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", "0")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run go build");
+    assert!(
+        st.status.success(),
+        "go build of {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&st.stderr)
+    );
+    out
+}
+
+/// What must not change in the target across a killed dump.
+#[derive(Debug, PartialEq, Eq, Clone)]
+struct Snapshot {
+    /// SigBlk of each thread, by TID.
+    masks: BTreeMap<i32, String>,
+    maps: String,
+}
+
+fn snapshot(pid: i32) -> Snapshot {
+    let mut masks = BTreeMap::new();
+    for tid in tasks(pid) {
+        let st = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+        let blk = st
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .unwrap_or("?")
+            .trim()
+            .to_string();
+        masks.insert(tid, blk);
+    }
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    Snapshot { masks, maps }
+}
+
+/// A small deterministic generator (the seed is printed, so a failure can be replayed).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// The program under test.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// `gobusy 16 6`.
+    Go,
+    /// `killroom 16` (C, threads on coroutine stacks).
+    Room,
+    /// Its ia32 build (ia32 frames in the slots).
+    Room32,
+}
+
+struct Running {
+    p: Proc,
+    quick: Snapshot,
+    oracle: oracle::Snapshot,
+}
+
+fn spawn(ctx: &Ctx, t: Target, go: &Path) -> Running {
+    let spec = match t {
+        Target::Go => Spec::new(go).arg("16").arg("6"),
+        Target::Room => Spec::new(target("killroom")).arg("16"),
+        Target::Room32 => Spec::new(target("killroom32")).arg("16"),
+    };
+    let mut p = ctx.spawn(&spec);
+    // Past its start (Go starts its threads as it needs them: let it settle).
+    p.wait_lines(if t == Target::Go { 40 } else { 3 });
+    let quick = snapshot(p.pid);
+    if t != Target::Go {
+        assert_eq!(quick.masks.len(), 5, "target threads: {quick:?}");
+    }
+    let oracle = oracle::Snapshot::take(p.pid);
+    Running { p, quick, oracle }
+}
+
+/// Start `ckpt dump` of `pid`, SIGKILLed (or sent `sig`) after `delay`.
+fn killed_dump(pid: i32, img: &Path, sig: i32, leave: bool, delay: Duration) -> ExitStatus {
+    let mut cmd = Command::new(ckpt_bin());
+    cmd.args(["dump", &pid.to_string(), "-o"]).arg(img);
+    if leave {
+        cmd.arg("--leave-running");
+    }
+    let mut c = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ckpt dump");
+    std::thread::sleep(delay);
+    send_signal(c.id() as i32, sig);
+    let deadline = Instant::now() + timeout();
+    loop {
+        if let Some(st) = c.try_wait().expect("wait ckpt") {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            panic!("ckpt dump did not end after signal {sig}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// What is wrong with the target after a killed dump, if anything: dead, traced,
+/// threads lost, masks or mappings changed, no more progress, a self-check failed, or a
+/// difference the state oracle sees.
+fn check_target(test: &str, t: Target, r: &mut Running) -> Option<String> {
+    let p = &mut r.p;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while tracer_pid(p.pid) != Some(0) {
+        if p.try_wait().is_some() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if let Some(st) = p.try_wait() {
+        return Some(format!(
+            "target died: {st:?}; {}",
+            p.stdout.text().lines().last().unwrap_or("")
+        ));
+    }
+    if tracer_pid(p.pid) != Some(0) {
+        return Some(format!("target still traced by {:?}", tracer_pid(p.pid)));
+    }
+    // A thread the kernel let go may not have run yet (its return through its signal
+    // frame puts its mask back): give the threads a moment. Go may start a thread of
+    // its own meanwhile: only the threads there before are compared.
+    let same = |now: &Snapshot| {
+        let lost = r.quick.masks.keys().any(|k| !now.masks.contains_key(k));
+        let masks = r
+            .quick
+            .masks
+            .iter()
+            .all(|(k, v)| now.masks.get(k).is_none_or(|m| m == v));
+        let grew = t != Target::Go && now.masks.len() != r.quick.masks.len();
+        !lost && masks && !grew && now.maps == r.quick.maps
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut now = snapshot(p.pid);
+    while !same(&now) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+        now = snapshot(p.pid);
+    }
+    if !same(&now) {
+        if now.maps != r.quick.maps {
+            return Some(format!(
+                "mappings changed:\n{}\nwere:\n{}",
+                now.maps, r.quick.maps
+            ));
+        }
+        return Some(format!(
+            "threads and signal masks {:?}, were {:?}",
+            now.masks, r.quick.masks
+        ));
+    }
+    let n = p.stdout.lines();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while p.stdout.lines() < n + 2 {
+        if p.try_wait().is_some() || Instant::now() > deadline {
+            let out = p.stdout.text();
+            return Some(format!(
+                "target stopped making progress ({:?}): {}",
+                p.try_wait(),
+                out.lines().last().unwrap_or("")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if p.stdout.text().contains("CORRUPT") {
+        return Some(p.stdout.text().lines().last().unwrap_or("").to_string());
+    }
+    let mut after = oracle::Snapshot::take(p.pid);
+    // Go starts a thread of its own when one of its threads has held its processor
+    // in a system call for a while, as the freeze makes it look (a SIGSTOP does the
+    // same): a new thread and the thread count are Go's, not the dump's.
+    let mut allowed: Vec<&str> = Vec::new();
+    if t == Target::Go {
+        let pid = p.pid;
+        let old: BTreeSet<i32> = r.quick.masks.keys().copied().collect();
+        after.entries.retain(|k, _| {
+            let tid = k
+                .strip_prefix(&format!("p{pid}.t"))
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|t| t.parse::<i32>().ok());
+            tid.is_none_or(|t| old.contains(&t))
+        });
+        allowed.extend(["*.stat.num_threads", "*.status.Threads"]);
+    }
+    oracle::same_kernel_state(
+        test,
+        "after a killed dump",
+        Cmp::LeftRunning,
+        &r.oracle,
+        &after,
+        &allowed,
+    )
+    .err()
+}
+
+/// `tries` dumps of `t`, each stopped at a random moment: SIGKILL mostly (with and
+/// without --leave-running), some SIGTERM.
+fn random_kills(test: &str, t: Target, tries: u32) {
+    let ctx = Ctx::new(test);
+    let go = if t == Target::Go {
+        gobusy(&ctx)
+    } else {
+        PathBuf::new()
+    };
+    let img = ctx.path("img");
+    let mut r = spawn(&ctx, t, &go);
+    // How long a whole dump takes: the kills are spread over it.
+    let t0 = Instant::now();
+    ctx.dump_leave_running(r.p.pid, &img);
+    let whole = t0.elapsed();
+    fs::remove_file(&img).expect("rm image");
+    let seed = std::env::var("CKPT_KILLSAFE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+                | 1
+        });
+    eprintln!("a whole dump: {whole:?}; seed {seed}");
+    let mut rng = Rng(seed);
+    let whole_us = whole.as_micros() as u64;
+    let started = Instant::now();
+    let mut tally: BTreeMap<&str, (u32, u32, u32)> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for i in 0..tries {
+        let (sig, leave, label) = match i % 10 {
+            0 => (libc::SIGTERM, true, "SIGTERM (--leave-running)"),
+            1..=3 => (libc::SIGKILL, false, "SIGKILL"),
+            _ => (libc::SIGKILL, true, "SIGKILL (--leave-running)"),
+        };
+        // Two kills in three in the first 10 ms (freeze and injected queries), the
+        // others anywhere in the dump; a dump that is not left running is killed before
+        // it ends.
+        let span = if rng.below(3) != 0 { 10_000 } else { whole_us };
+        let span = if leave {
+            span
+        } else {
+            span.min(whole_us * 7 / 10)
+        };
+        let delay = Duration::from_micros(rng.below(span));
+        let st = killed_dump(r.p.pid, &img, sig, leave, delay);
+        let _ = fs::remove_file(&img);
+        let e = tally.entry(label).or_default();
+        e.0 += 1;
+        if st.success() {
+            e.2 += 1;
+            if !leave {
+                r.p.expect_killed();
+                r = spawn(&ctx, t, &go);
+            }
+            continue;
+        }
+        let status_ok = if sig == libc::SIGKILL {
+            st.signal() == Some(sig)
+        } else {
+            st.code() == Some(128 + sig) || st.signal() == Some(sig)
+        };
+        let wrong = check_target(test, t, &mut r);
+        if !status_ok || wrong.is_some() {
+            e.1 += 1;
+            failures.push(format!(
+                "{label} after {delay:?}: ckpt {st:?}{}",
+                wrong.map(|w| format!("; {w}")).unwrap_or_default()
+            ));
+            r.p.kill();
+            r = spawn(&ctx, t, &go);
+        }
+    }
+    eprintln!("{:?} for {tries} kills", started.elapsed());
+    for (k, (n, bad, done)) in &tally {
+        eprintln!("{k}: {n} tries, {bad} failed, {done} dumps completed first");
+    }
+    for f in failures.iter().take(50) {
+        eprintln!("  {f}");
+    }
+    r.p.kill();
+    assert!(
+        failures.is_empty(),
+        "{} of the killed dumps went wrong (above)",
+        failures.len()
+    );
+}
+
+/// ckpt killed by SIGKILL at each moment where it holds a thread stopped with state it
+/// changed (`CKPT_DIE_AT`), one dump per moment: the target runs on as before after
+/// every one.
+fn every_die_point(test: &str, t: Target) {
+    let ctx = Ctx::new(test);
+    let go = if t == Target::Go {
+        gobusy(&ctx)
+    } else {
+        PathBuf::new()
+    };
+    let img = ctx.path("img");
+    let mut r = spawn(&ctx, t, &go);
+    let mut failures = Vec::new();
+    let mut n = 1u32;
+    loop {
+        let st = Command::new(ckpt_bin())
+            .args(["dump", &r.p.pid.to_string(), "-o"])
+            .arg(&img)
+            .arg("--leave-running")
+            .env("CKPT_DIE_AT", n.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run ckpt dump");
+        if st.success() {
+            break;
+        }
+        assert_eq!(
+            st.signal(),
+            Some(libc::SIGKILL),
+            "ckpt at die point {n}: {st:?}"
+        );
+        if let Some(w) = check_target(test, t, &mut r) {
+            failures.push(format!("killed at point {n}: {w}"));
+            r.p.kill();
+            r = spawn(&ctx, t, &go);
+        }
+        n += 1;
+        assert!(n < 5000, "the dump never got past its die points");
+    }
+    let _ = fs::remove_file(&img);
+    eprintln!("{} die points", n - 1);
+    r.p.kill();
+    assert!(
+        failures.is_empty(),
+        "{} of {} die points went wrong: {failures:#?}",
+        failures.len(),
+        n - 1
+    );
+    assert!(n > 50, "only {} die points: is the hook there?", n - 1);
+}
+
+/// The Go program's threads take their frames on their alternate signal stacks: the
+/// injected queries no longer map a scratch area (which a killed ckpt would leave).
+#[test]
+fn go_killed_dump_leaves_target_as_before() {
+    random_kills("go_killed_dump_leaves_target_as_before", Target::Go, 200);
+}
+
+#[test]
+fn go_ckpt_killed_at_every_injection_stop_leaves_target_as_before() {
+    every_die_point(
+        "go_ckpt_killed_at_every_injection_stop_leaves_target_as_before",
+        Target::Go,
+    );
+}
+
+/// Threads on coroutine stacks (no room ckpt can tell below their stack pointer).
+#[test]
+fn no_room_killed_dump_leaves_target_as_before() {
+    random_kills(
+        "no_room_killed_dump_leaves_target_as_before",
+        Target::Room,
+        150,
+    );
+}
+
+#[test]
+fn no_room_ckpt_killed_at_every_injection_stop_leaves_target_as_before() {
+    every_die_point(
+        "no_room_ckpt_killed_at_every_injection_stop_leaves_target_as_before",
+        Target::Room,
+    );
+}
+
+/// The same with the C program's ia32 build: ia32 frames in the slots.
+#[test]
+fn ia32_no_room_killed_dump_leaves_target_as_before() {
+    random_kills(
+        "ia32_no_room_killed_dump_leaves_target_as_before",
+        Target::Room32,
+        60,
+    );
+}
+
+#[test]
+fn ia32_no_room_ckpt_killed_at_every_injection_stop_leaves_target_as_before() {
+    every_die_point(
+        "ia32_no_room_ckpt_killed_at_every_injection_stop_leaves_target_as_before",
+        Target::Room32,
+    );
+}
+
+/// A whole dump and restore of the Go program: it goes on from where it was (its
+/// workers check the memory they wrote, every tick it prints follows the last one
+/// before the dump), and the state oracle sees the restored program as the original.
+#[test]
+fn go_dump_restore_same_program() {
+    let test = "go_dump_restore_same_program";
+    let ctx = Ctx::new(test);
+    let go = gobusy(&ctx);
+    let mut r = spawn(&ctx, Target::Go, &go);
+    let img = ctx.path("go.img");
+    let threads: BTreeSet<i32> = tasks(r.p.pid).into_iter().collect();
+    ctx.dump(r.p.pid, &img);
+    r.p.expect_killed();
+    let last =
+        r.p.stdout
+            .text()
+            .lines()
+            .filter_map(|l| l.strip_prefix("tick "))
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .next_back()
+            .expect("ticks before the dump");
+    let mut back = ctx.restore(&img, &[], In::Null);
+    back.wait_lines(30);
+    let out = back.stdout.text();
+    assert!(!out.contains("CORRUPT"), "restored Go program: {out}");
+    let ticks: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("tick "))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(
+        ticks.first(),
+        Some(&(last + 1)),
+        "the restored program's first tick"
+    );
+    assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "{ticks:?}");
+    let now: BTreeSet<i32> = tasks(r.p.pid).into_iter().collect();
+    assert!(threads.is_subset(&now), "threads {now:?}, were {threads:?}");
+    // Its signal handling works: SIGUSR1 reaches its signal.Notify channel.
+    send_signal(r.p.pid, libc::SIGUSR1);
+    back.wait_until("SIGUSR1 seen", |p| {
+        p.stdout.text().lines().any(|l| l.ends_with(" usr1 1"))
+    });
+    back.kill();
+}
+
+/// `dump --track` makes its calls through the leader's frame too (its userfaultfd): a Go
+/// program, refused before, is tracked, dumped incrementally and restored from the
+/// chain, and goes on from where it was.
+#[test]
+fn go_incremental_dump_and_restore() {
+    let ctx = Ctx::new("go_incremental_dump_and_restore");
+    let go = gobusy(&ctx);
+    let mut r = spawn(&ctx, Target::Go, &go);
+    let (base, next) = (ctx.path("base.img"), ctx.path("next.img"));
+    let pid = r.p.pid.to_string();
+    let base_s = base.to_str().expect("path");
+    ctx.ckpt(&["dump", &pid, "-o", base_s, "--track"])
+        .assert_ok();
+    // Still running, and checking its memory.
+    let n = r.p.stdout.lines();
+    r.p.wait_lines(n + 20);
+    ctx.oracle_before_dump(r.p.pid, &next);
+    let next_s = next.to_str().expect("path");
+    ctx.ckpt(&["dump", &pid, "-o", next_s, "--parent", base_s])
+        .assert_ok();
+    r.p.expect_killed();
+    let mut back = ctx.restore(&next, &[], In::Null);
+    back.wait_lines(30);
+    let out = back.stdout.text();
+    assert!(!out.contains("CORRUPT"), "restored Go program: {out}");
+    back.kill();
+}
