@@ -199,3 +199,20 @@ fn interrupted() -> RestoreResult<()> {
         None => Ok(()),
     }
 }
+
+/// Profiling aid (every build): with `CKPT_TIMES` set, print to standard error the
+/// CLOCK_MONOTONIC reading (milliseconds, comparable with another program's, e.g.
+/// Python's `time.monotonic()`), ckpt's PID and `what`. Used to see where the
+/// milliseconds of a restore go (`scripts/many-bench` with `MANY_TIMES=1`).
+pub fn time_mark(what: &str) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*ON.get_or_init(|| std::env::var_os("CKPT_TIMES").is_some()) {
+        return;
+    }
+    let ns = crate::sys::ns::clock_ns(libc::CLOCK_MONOTONIC).unwrap_or(0);
+    eprintln!(
+        "ckpt[{}]: at {:.3} ms: {what}",
+        std::process::id(),
+        ns as f64 / 1e6
+    );
+}

@@ -483,3 +483,82 @@ fn a_tree_sharing_pages_copy_on_write_is_not_tracked() {
     );
     assert_eq!(ask(&mut t, "c"), sum);
 }
+
+/// A chain of five images (the full `--track` dump and four `--parent` dumps), with
+/// writes, dropped pages, areas mapped, unmapped, moved and grown, shared memory
+/// written and a child forked between the links: the last image restores the program
+/// as it was at the last dump (its own checksum of all its memory, its child's
+/// included, and the state oracle), and so does a middle one once the original is
+/// gone. A damaged middle link is found before anything is made.
+#[test]
+fn a_chain_of_five_images_with_maps_unmaps_and_a_fork_between_links() {
+    let name = "a_chain_of_five_images_with_maps_unmaps_and_a_fork_between_links";
+    let ctx = Ctx::new(name);
+    let mut t = spawn_incr(&ctx, &["32"]);
+    let pid = t.pid;
+    assert_eq!(ask(&mut t, "m 8 65"), "done"); // tracked from the start
+    let base = ctx.path("l0.img");
+    track(&ctx, pid, &base);
+    let links: Vec<_> = (1..=4).map(|i| ctx.path(&format!("l{i}.img"))).collect();
+    // link 1: writes, a new area
+    assert_eq!(ask(&mut t, "w 0 50 37 11"), "done");
+    assert_eq!(ask(&mut t, "m 16 66"), "done");
+    next(&ctx, pid, &base, &links[0], true);
+    // link 2: the new area goes again, writes, dropped pages
+    assert_eq!(ask(&mut t, "u"), "done");
+    assert_eq!(ask(&mut t, "w 3 40 7 12"), "done");
+    assert_eq!(ask(&mut t, "z 100 10"), "done");
+    let sum2 = ask(&mut t, "c");
+    next(&ctx, pid, &links[0], &links[1], true);
+    // link 3: a child forked (tracked too), the first area moved and grown, shared
+    // memory written, another area mapped
+    assert_eq!(ask(&mut t, "f"), "done");
+    let pids = wait_process_tree(pid, 2, name);
+    for &p in &pids {
+        ctx.track(p);
+    }
+    assert_eq!(ask(&mut t, "r"), "done");
+    assert_eq!(ask(&mut t, "s 69"), "done");
+    assert_eq!(ask(&mut t, "m 4 67"), "done");
+    next(&ctx, pid, &links[1], &links[2], true);
+    // link 4: writes over pages written in earlier links, the newest area unmapped,
+    // pages dropped; this dump ends the program
+    assert_eq!(ask(&mut t, "w 5 30 41 13"), "done");
+    assert_eq!(ask(&mut t, "w 3 10 7 14"), "done");
+    assert_eq!(ask(&mut t, "u"), "done");
+    assert_eq!(ask(&mut t, "z 300 5"), "done");
+    let sum4 = ask(&mut t, "c");
+    let last = next(&ctx, pid, &links[2], &links[3], false);
+    t.expect_killed();
+    wait_pids_gone(&pids, name);
+    let np = last["pages_written"].as_u64().unwrap_or(u64::MAX);
+    assert!(np < 8192 / 4, "the last link holds {np} pages of 8192+");
+    // A damaged middle link: refused before anything is made.
+    let l2 = std::fs::read(&links[1]).expect("read link 2");
+    let mut bad = l2.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 0x5a;
+    std::fs::write(&links[1], &bad).expect("write link 2");
+    let r = ctx.ckpt(&[OsStr::new("restore"), links[3].as_os_str()]);
+    eprintln!("restore over a damaged link: {}", r.stderr);
+    r.assert_fails(1);
+    for &p in &pids {
+        assert!(
+            !Path::new(&format!("/proc/{p}")).exists(),
+            "a refused restore left process {p}"
+        );
+    }
+    std::fs::write(&links[1], &l2).expect("write link 2");
+    // The last link, then the second.
+    assert_eq!(
+        restored_sum(&ctx, &links[3], &[]),
+        sum4,
+        "memory after restoring link 4"
+    );
+    wait_pids_gone(&pids, name);
+    assert_eq!(
+        restored_sum(&ctx, &links[1], &[]),
+        sum2,
+        "memory after restoring link 2"
+    );
+}

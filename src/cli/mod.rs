@@ -854,6 +854,7 @@ fn cmd_dump(a: DumpArgs) -> i32 {
 
 /// `ckpt restore`.
 fn cmd_restore(a: RestoreArgs) -> i32 {
+    ckpt::error::time_mark("restore: start");
     let RestoreArgs {
         image,
         cpu,
@@ -930,10 +931,12 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
         // Like a shell waiting for its job: keyboard signals are for the job.
         host::ignore_keyboard_signals();
     }
+    ckpt::error::time_mark("restore: image open");
     let mut prepared = match restore::prepare(input, &view) {
         Ok(p) => p,
         Err(e) => return err(e),
     };
+    ckpt::error::time_mark("restore: planned");
     // Returns only if ckpt already runs with the image's address randomization.
     if let Err(e) = prepared.take_randomization(image.as_os_str() != "-") {
         return err(e);
@@ -951,6 +954,7 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
     } else {
         None
     };
+    ckpt::error::time_mark("restore: lazy index read");
     let launched = match prepared.launch(new_pidns) {
         Ok(l) => l,
         // The conventional status of a program ended by that signal.
@@ -1072,6 +1076,7 @@ fn detach_or_wait(
 ) -> i32 {
     write_pid_file(pid_file, launched.root);
     if detach {
+        ckpt::error::time_mark("restore: runs, PID printed");
         println!("{}", launched.root);
         let _ = io::stdout().flush();
         if restore::lazy_pending() {

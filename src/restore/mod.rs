@@ -490,7 +490,9 @@ impl<R: Read + Send> Prepared<R> {
         // The image is read and checked on a second thread while pages are copied into
         // the new processes.
         let build = |records: &mut dyn source::RecordSource, root| {
+            crate::error::time_mark("run: root stub forked");
             stage::stage(&plan, records, root, tty_ref).and_then(|staged| {
+                crate::error::time_mark("run: staged");
                 if let (Some(h), Some((root, _))) = (&hook, staged.stub.procs.first()) {
                     h(RestoreStep::Staged { root: *root }).map_err(RestoreError::Reported)?;
                 }
@@ -501,7 +503,10 @@ impl<R: Read + Send> Prepared<R> {
                     let pids: Vec<i32> = staged.stub.procs.iter().map(|(p, _)| *p).collect();
                     l.watch(&pids)?;
                 }
-                stage::commit(staged, &plan).map(|(pid, lock)| (pid, (bytes, forking), lock))
+                crate::error::time_mark("run: watcher started");
+                let r = stage::commit(staged, &plan);
+                crate::error::time_mark("run: committed");
+                r.map(|(pid, lock)| (pid, (bytes, forking), lock))
             })
         };
         let mut server = None;

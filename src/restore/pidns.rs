@@ -441,8 +441,10 @@ fn launch_in_new_pidns<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched
         Some(_) => Some(sys::seqpacket::pair()?),
         None => None,
     };
+    crate::error::time_mark("new pidns: fork");
     match sys::process::fork_into_new_pid_namespace()? {
         None => {
+            crate::error::time_mark("new pidns: builder runs");
             drop(rd);
             if let (Some(l), Some((ours, theirs))) = (&lazy, sock) {
                 drop(ours);
@@ -451,11 +453,15 @@ fn launch_in_new_pidns<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched
             drop(lazy);
             let res = sys::process::mount_own_proc()
                 .map_err(RestoreError::from)
-                .and_then(|()| prepared.without_reading_thread().run(RootStub::Spawn));
+                .and_then(|()| {
+                    crate::error::time_mark("new pidns: proc mounted");
+                    prepared.without_reading_thread().run(RootStub::Spawn)
+                });
             let st = match res {
                 Ok(st) => st,
                 Err(e) => report_and_exit(wr, Err(e)),
             };
+            crate::error::time_mark("new pidns: builder reports");
             {
                 let mut wr = std::fs::File::from(wr);
                 let _ = wr.write_all(b"ok");
@@ -485,10 +491,12 @@ fn launch_in_new_pidns<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched
                 }
                 _ => None,
             };
+            crate::error::time_mark("new pidns: server outside started");
             if let Err(e) = child_report(rd) {
                 let _ = sys::process::wait_exit(init);
                 return Err(e);
             }
+            crate::error::time_mark("new pidns: report read");
             if let Some(o) = outside {
                 // The tree runs: a part of it not received would wait for its pages
                 // for ever, so the copy goes (its init's end ends the namespace).
@@ -496,6 +504,7 @@ fn launch_in_new_pidns<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched
                 if let Ok(mut g) = super::LAZY_SERVER.lock() {
                     *g = Some(server);
                 }
+                crate::error::time_mark("new pidns: every part received");
             }
             let root = sys::proc::children(init)
                 .ok()
