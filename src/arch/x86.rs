@@ -195,6 +195,8 @@ pub mod nr {
     pub const SOCKETPAIR: u64 = libc::SYS_socketpair as u64;
     pub const CONNECT: u64 = libc::SYS_connect as u64;
     pub const ACCEPT4: u64 = libc::SYS_accept4 as u64;
+    pub const GETSOCKNAME: u64 = libc::SYS_getsockname as u64;
+    pub const GETSOCKOPT: u64 = libc::SYS_getsockopt as u64;
     pub const SHUTDOWN: u64 = libc::SYS_shutdown as u64;
     pub const SENDTO: u64 = libc::SYS_sendto as u64;
     pub const SENDMSG: u64 = libc::SYS_sendmsg as u64;
@@ -685,6 +687,8 @@ mod nr_tests {
             (SOCKETPAIR, 53),
             (CONNECT, 42),
             (ACCEPT4, 288),
+            (GETSOCKNAME, 51),
+            (GETSOCKOPT, 55),
             (SHUTDOWN, 48),
             (SENDTO, 44),
             (SENDMSG, 46),

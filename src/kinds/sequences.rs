@@ -1248,6 +1248,7 @@ fn tcp_unconn() -> crate::model::TcpUnconnState {
             ..TcpOpts::default()
         },
         connecting_to: None,
+        ended: None,
     }
 }
 
@@ -1841,4 +1842,86 @@ fn the_new_terminal_becomes_the_controlling_one_then_gets_its_foreground_group()
     let err = run(&p, &rec, |cx| tree::set_controlling_tty(cx, 7)).expect_err("fails");
     assert_eq!(names(&rec).len(), 4, "nothing after the failed TIOCSCTTY");
     assert!(err.to_string().contains("ioctl(TIOCSCTTY)"), "{err}");
+}
+
+#[test]
+fn tcp_socket_whose_connection_ended_is_made_through_a_connection_it_reset() {
+    let p = process();
+    let mut u = tcp_unconn();
+    u.opts = crate::model::TcpOpts::default();
+    u.ended = Some(crate::model::TcpEnded {
+        rcvq: b"rest".to_vec(),
+        holds_port: false,
+    });
+    assert!(tcp::unconn_ok(&u));
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| tcp::create_tcp_unconnected(cx, &u)).expect("ended socket");
+    let n = names(&rec);
+    let at = |s: &str| {
+        n.iter()
+            .position(|x| x == s)
+            .unwrap_or_else(|| panic!("{s} missing: {n:?}"))
+    };
+    // Its port through IP_LOCAL_PORT_RANGE (not a bind, which would hold the port after
+    // the end), a listener of its own on its address, the bytes it had not read sent
+    // by the accepted end, which resets the connection; the error read; the range put
+    // back.
+    assert!(!n.iter().any(|x| x.starts_with("bind TCP socket")), "{n:?}");
+    let order = [
+        "bind TCP listener to end a connection",
+        "listen to end a connection",
+        "getsockname of the listener",
+        "connect to end a connection",
+        "accept4",
+        "SO_LINGER",
+        "SO_ERROR of the ended connection",
+    ];
+    let pos: Vec<usize> = order.iter().map(|s| at(s)).collect();
+    assert!(pos.windows(2).all(|w| w[0] < w[1]), "{n:?}");
+    let calls = rec.calls();
+    let range = |i: usize| arg_bytes(&rec, &calls[i], 3, 4);
+    let set: Vec<usize> = (0..calls.len())
+        .filter(|&i| {
+            calls[i].nr == crate::arch::native::nr::SETSOCKOPT
+                && calls[i].args[2] == linux_raw_sys::net::IP_LOCAL_PORT_RANGE as u64
+        })
+        .collect();
+    assert_eq!(set.len(), 2, "{n:?}");
+    assert_eq!(range(set[0]), [0x90, 0x1f, 0x90, 0x1f]); // 8080 twice
+    assert_eq!(range(set[1]), [0, 0, 0, 0]);
+    assert!(set[0] < pos[3] && set[1] > pos[5], "{n:?}");
+    // The bytes go out before the reset.
+    assert!(
+        n[pos[4]..pos[5]].iter().any(|x| x.contains("not read")),
+        "{n:?}"
+    );
+
+    // A socket that holds its port binds it in repair mode (shared with the image's
+    // listener), and SO_REUSEADDR the program had is set again after repair mode.
+    u.ended = Some(crate::model::TcpEnded {
+        rcvq: Vec::new(),
+        holds_port: true,
+    });
+    u.sock.reuseaddr = true;
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| tcp::create_tcp_unconnected(cx, &u)).expect("ended socket");
+    let n = names(&rec);
+    let b = n
+        .iter()
+        .position(|x| x == "bind TCP socket (repair)")
+        .unwrap_or_else(|| panic!("{n:?}"));
+    assert_eq!(
+        n[b - 1..b + 3],
+        [
+            "TCP_REPAIR on",
+            "bind TCP socket (repair)",
+            "TCP_REPAIR off",
+            "SO_REUSEADDR"
+        ],
+        "{n:?}"
+    );
+    // A record that says both "connecting" and "ended" is malformed.
+    let mut bad = u.clone();
+    bad.connecting_to = Some(u.local.clone());
+    assert!(!tcp::unconn_ok(&bad));
 }

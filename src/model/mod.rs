@@ -770,6 +770,23 @@ pub struct TcpUnconnState {
     /// None: never connected (and in images made before it was recorded).
     #[serde(default)]
     pub connecting_to: Option<Vec<u8>>,
+    /// A connection this socket had has ended (reset, or closed both ways; the error,
+    /// if any, read by the program): `local` is the address it had, which getsockname
+    /// still gives. None: never connected (and in images made before it was recorded).
+    #[serde(default)]
+    pub ended: Option<TcpEnded>,
+}
+
+/// What a TCP socket whose connection ended ([`TcpUnconnState::ended`]) still holds.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct TcpEnded {
+    /// Bytes received before the end, not read yet.
+    #[serde(with = "serde_bytes", default)]
+    pub rcvq: Vec<u8>,
+    /// It still holds its port (the program bound it, or a listener that was bound
+    /// accepted it); otherwise the port is free for others while getsockname shows it.
+    #[serde(default)]
+    pub holds_port: bool,
 }
 
 /// Options of a TCP socket that a program sets and reads back, beyond those of

@@ -508,6 +508,36 @@ impl Ctx<'_> {
         self.call("accept4", nr::ACCEPT4, [fd, 0, 0, flags as u64, 0, 0])
     }
 
+    /// getsockname(2): the raw address.
+    pub(crate) fn getsockname(&mut self, what: &str, fd: u64) -> Result<Vec<u8>> {
+        let a = self.put(ARG_ADDR, &[0u8; 128])?;
+        let l = self.put(ARG_OPT, &128u32.to_le_bytes())?;
+        self.call(what, nr::GETSOCKNAME, [fd, a, l, 0, 0, 0])?;
+        let mut len = [0u8; 4];
+        self.read(l, &mut len)?;
+        let mut b = vec![0u8; (u32::from_le_bytes(len) as usize).min(128)];
+        self.read(a, &mut b)?;
+        Ok(b)
+    }
+
+    /// getsockopt(2) of an integer option.
+    pub(crate) fn getsockopt_int(
+        &mut self,
+        what: &str,
+        fd: u64,
+        level: i32,
+        name: i32,
+    ) -> Result<i32> {
+        let mut arg = 0i32.to_le_bytes().to_vec();
+        arg.extend_from_slice(&4u32.to_le_bytes());
+        let a = self.put(ARG_OPT, &arg)?;
+        let args = [fd, level as u64, name as u64, a, a + 4, 0];
+        self.call(what, nr::GETSOCKOPT, args)?;
+        let mut v = [0u8; 4];
+        self.read(a, &mut v)?;
+        Ok(i32::from_le_bytes(v))
+    }
+
     /// shutdown(2).
     pub(crate) fn shutdown(&mut self, fd: u64, how: i32) -> Result<()> {
         self.call("shutdown", nr::SHUTDOWN, [fd, how as u64, 0, 0, 0, 0])?;

@@ -150,6 +150,18 @@ pub struct TcpDiag {
 /// A TCP socket as sock_diag shows it (found by its inode among those of its family in
 /// `state`).
 pub fn tcp_diag_of(fd: &OwnedFd, state: u8) -> Result<TcpDiag> {
+    tcp_diag_find(fd, state)?.ok_or_else(|| {
+        let ino = rustix::fs::fstat(fd).map_or(0, |s| s.st_ino);
+        SysError::Other(format!("sock_diag does not list TCP socket {ino}"))
+    })
+}
+
+/// Whether sock_diag lists TCP socket `fd` in `state`.
+pub fn tcp_diag_lists(fd: &OwnedFd, state: u8) -> Result<bool> {
+    Ok(tcp_diag_find(fd, state)?.is_some())
+}
+
+fn tcp_diag_find(fd: &OwnedFd, state: u8) -> Result<Option<TcpDiag>> {
     let domain = super::tcp::getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
     let ino = rustix::fs::fstat(fd)
         .map_err(|e| rerr("fstat a TCP socket", e))?
@@ -179,7 +191,7 @@ pub fn tcp_diag_of(fd: &OwnedFd, state: u8) -> Result<TcpDiag> {
         }
         Some(())
     })?;
-    found.ok_or_else(|| SysError::Other(format!("sock_diag does not list TCP socket {ino}")))
+    Ok(found)
 }
 
 /// How many connections to the TCP listener bound to `addr` (a raw sockaddr_in /

@@ -67,12 +67,67 @@ pub enum TcpSock {
     },
     /// In state CLOSE after a connection (or an attempt) ended: reads give end of file
     /// or the error.
-    Ended,
+    Ended(TcpEnded),
     /// Another TCP state (SYN_SENT, CLOSE_WAIT...).
     Other(u8),
     /// Not a TCP socket.
     NotTcp,
 }
+
+/// A TCP socket in CLOSE whose connection ended (or whose connect failed).
+#[derive(Debug, Default, Clone)]
+pub struct TcpEnded {
+    pub family: i32,
+    pub local: Vec<u8>,
+    pub v6only: bool,
+    /// An error the program has not read yet (poll says POLLERR): reading it (SO_ERROR,
+    /// a read) would clear it.
+    pub err_pending: bool,
+    /// The connection was established once (rcv_nxt was set by the peer's SYN); a
+    /// connect that failed leaves it 0.
+    pub connected: bool,
+    /// Bytes received and not read yet (read with MSG_PEEK).
+    pub rcvq: Vec<u8>,
+    /// The socket still holds its port (bound by the program, or accepted from a
+    /// listener that was): sock_diag lists it as bound but inactive.
+    pub holds_port: bool,
+}
+
+/// What a TCP socket in CLOSE that had a connection shows: read without changing it
+/// (TCP_REPAIR, entered for a moment to read rcv_nxt, resets SO_REUSEADDR: put back).
+fn ended(fd: &OwnedFd, domain: i32) -> Result<TcpEnded> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd of ours, no wait.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    check(r as libc::c_long, || "poll a TCP socket".into())?;
+    let reuse = getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR)?;
+    setsockopt_u32(fd, libc::SOL_TCP, libc::TCP_REPAIR, 1)?;
+    let rcv_nxt = setsockopt_u32(fd, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
+        .and_then(|()| getsockopt_u32(fd, libc::SOL_TCP, libc::TCP_QUEUE_SEQ));
+    // Out of repair mode without a window probe.
+    let off = linux_raw_sys::net::TCP_REPAIR_OFF_NO_WP as u32;
+    setsockopt_u32(fd, libc::SOL_TCP, libc::TCP_REPAIR, off)?;
+    setsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, reuse)?;
+    let len = queue_len(fd, libc::FIONREAD)?;
+    Ok(TcpEnded {
+        family: domain,
+        local: sockname(fd, false)?,
+        v6only: domain == libc::AF_INET6
+            && getsockopt_u32(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? != 0,
+        err_pending: p.revents & libc::POLLERR != 0,
+        connected: rcv_nxt? != 0,
+        rcvq: super::sockdiag::peek_stream(fd, len)?,
+        holds_port: super::sockdiag::tcp_diag_lists(fd, TCP_BOUND_INACTIVE)?,
+    })
+}
+
+/// The pseudo-state sock_diag lists bound sockets that neither listen nor connect in
+/// (net/tcp_states.h, Linux 6.7).
+pub const TCP_BOUND_INACTIVE: u8 = 13;
 
 // TCP states (net/tcp_states.h, not a uapi header: neither libc nor linux-raw-sys has
 // them).
@@ -183,6 +238,11 @@ pub(crate) fn sockname(fd: &OwnedFd, peer: bool) -> Result<Vec<u8>> {
     check(r as libc::c_long, || "getsockname/getpeername".into())?;
     buf.truncate(l as usize);
     Ok(buf)
+}
+
+/// The bytes a TCP socket has to read (FIONREAD).
+pub fn unread(fd: &OwnedFd) -> Result<usize> {
+    queue_len(fd, libc::FIONREAD)
 }
 
 fn queue_len(fd: &OwnedFd, req: libc::c_ulong) -> Result<usize> {
@@ -372,7 +432,7 @@ pub fn inspect(fd: &OwnedFd) -> Result<TcpSock> {
             // it sent a SYN at least. (tcp_disconnect clears the counters along with
             // the rest: such a socket is like a new one again.)
             if u32_at(TCPI_SEGS_OUT) != 0 || u32_at(TCPI_SEGS_IN) != 0 {
-                return Ok(TcpSock::Ended);
+                return ended(fd, domain).map(TcpSock::Ended);
             }
             Ok(TcpSock::Unconnected {
                 family: domain,

@@ -166,6 +166,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("packetsock", "packetsock.c", &[]),
     // tests/e2e_tcphalf.rs: TCP connections closed on one side or both, with a peer
     ("tcphalf", "tcphalf.c", &[]),
+    // tests/e2e_tcpended.rs: TCP sockets whose connection ended (reset, error read)
+    ("tcpended", "tcpended.c", &[]),
     // tests/e2e_mapfile.rs: mapped memfds and mapped deleted files
     ("memmap", "memmap.c", &[]),
     // tests/e2e_lazy.rs: a large area with a known pattern, restored lazily

@@ -115,12 +115,9 @@ pub(crate) fn collect_inet(
             peer,
             v6only,
         } => unconnected(f, flags, &dup, family, local, v6only, Some(peer))?,
-        sys::tcp::TcpSock::Ended => {
+        sys::tcp::TcpSock::Ended(e) => {
             if f.fd > 2 {
-                return Err(refuse(
-                    "a TCP socket whose connection has ended (closed, reset or refused): \
-                     restore cannot make a socket in that state",
-                ));
+                ended(f, flags, &dup, e, refuse)?;
             }
         }
         sys::tcp::TcpSock::Established(c) => {
@@ -204,9 +201,58 @@ fn unconnected(
             },
             opts: extra_opts(dup, family, libc::SOCK_STREAM, libc::IPPROTO_TCP)?,
             connecting_to,
+            ended: None,
         }),
         flags,
     };
+    Ok(())
+}
+
+/// A TCP socket whose connection has ended, as the image keeps it: one that had a
+/// connection and whose error (if any) the program has read. An error still to be
+/// read is refused (reading it clears it, and no other interface shows it), as is a
+/// socket whose connect failed (restore makes the end through a connection).
+fn ended(
+    f: &mut Fd,
+    flags: u32,
+    dup: &std::os::fd::OwnedFd,
+    e: sys::tcp::TcpEnded,
+    refuse: &dyn Fn(&str) -> DumpError,
+) -> DumpResult<()> {
+    if e.err_pending {
+        return Err(refuse(&format!(
+            "a TCP socket ({}) whose connection has ended with an error the program has \
+             not read yet (poll shows POLLERR): reading it would clear it, and nothing \
+             else shows which error it is (read it with SO_ERROR or recv first)",
+            show_inet(&e.local)
+        )));
+    }
+    if !e.connected {
+        return Err(refuse(&format!(
+            "a TCP socket ({}) whose connect failed (state CLOSE, never connected): \
+             restore cannot make a socket in that state",
+            show_inet(&e.local)
+        )));
+    }
+    // Restore takes the port again as connect would, which needs it free: another
+    // socket on it (the listener that accepted this one) would have to share it.
+    let shared_port = !e.holds_port
+        && inet_addr(&e.local).is_some_and(|a| sys::tcp::try_bind(e.family, a, e.v6only).is_err());
+    if shared_port {
+        return Err(refuse(&format!(
+            "a TCP socket ({}) whose connection has ended, on a port another socket holds \
+             (the listener that accepted it?): restore cannot give it that port without \
+             holding it after that socket closes; not restored yet",
+            show_inet(&e.local)
+        )));
+    }
+    unconnected(f, flags, dup, e.family, e.local, e.v6only, None)?;
+    if let FdKind::TcpUnconnected { sock, .. } = &mut f.kind {
+        sock.ended = Some(crate::model::TcpEnded {
+            rcvq: e.rcvq,
+            holds_port: e.holds_port,
+        });
+    }
     Ok(())
 }
 
@@ -329,6 +375,8 @@ pub(crate) fn unconn_ok(u: &TcpUnconnState) -> bool {
         && u.connecting_to
             .as_deref()
             .is_none_or(|p| addr_ok(p) && inet_addr(p).is_some_and(|a| a.port() != 0))
+        && (u.ended.is_none()
+            || (u.connecting_to.is_none() && inet_addr(&u.local).is_some_and(|a| a.port() != 0)))
 }
 
 /// A bound TCP socket's address must be free here (unless the reuse options let it be
@@ -398,7 +446,14 @@ pub(crate) fn describe_listen(addr: &[u8], backlog: u32) -> String {
 /// What `inspect` says of a TCP socket not connected.
 pub(crate) fn describe_unconn(u: &TcpUnconnState) -> String {
     let port = inet_addr(&u.local).map_or(0, |a| a.port());
-    if let Some(p) = &u.connecting_to {
+    if let Some(e) = &u.ended {
+        format!(
+            "TCP socket {} whose connection has ended (CLOSE, {} bytes unread{})",
+            show_inet(&u.local),
+            e.rcvq.len(),
+            if e.holds_port { ", port held" } else { "" }
+        )
+    } else if let Some(p) = &u.connecting_to {
         format!(
             "TCP socket {} connecting to {} (SYN_SENT)",
             show_inet(&u.local),
@@ -458,6 +513,9 @@ pub(crate) fn set_tcp_opts(cx: &mut Ctx<'_>, n: u64, o: &TcpOpts) -> RestoreResu
 /// bind), bound to its old address if it was bound.
 pub(crate) fn create_tcp_unconnected(cx: &mut Ctx<'_>, u: &TcpUnconnState) -> RestoreResult<u64> {
     check_sockaddr(u.family, &u.local)?;
+    if let Some(e) = &u.ended {
+        return create_tcp_ended(cx, u, e);
+    }
     // A connect in progress is issued again without waiting (the flags the program had
     // on it are set afterwards, as for every descriptor).
     let nonblock = if u.connecting_to.is_some() {
@@ -520,6 +578,105 @@ fn connect_again(cx: &mut Ctx<'_>, n: u64, u: &TcpUnconnState, peer: &[u8]) -> R
         check_sock_addr(cx, n, &u.local, peer)?;
     }
     Ok(())
+}
+
+/// A TCP socket whose connection has ended, made through a connection of its own: it
+/// connects from its old address and port to a listener made for it on that address
+/// (the port it holds bound in repair mode, which shares it with the listeners and
+/// connections of the image; a port it no longer holds taken through
+/// IP_LOCAL_PORT_RANGE, as connect would, so that it is free again at the end), the
+/// accepted end sends the bytes it had not read, then resets the connection (SO_LINGER
+/// 0); the reset's error is read, as the program had. Nothing waits on the program: the
+/// connection is the kernel's, on this host.
+fn create_tcp_ended(
+    cx: &mut Ctx<'_>,
+    u: &TcpUnconnState,
+    e: &crate::model::TcpEnded,
+) -> RestoreResult<u64> {
+    let fail = |what: String| {
+        crate::error::RestoreError::Stage(format!(
+            "TCP socket {} whose connection ended: {what}",
+            show_inet(&u.local)
+        ))
+    };
+    let port = inet_addr(&u.local).map_or(0, |a| a.port());
+    let stream = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
+    let n = cx.socket("socket(TCP)", u.family, stream, 0)?;
+    let lock = u.sock.buf_lock.unwrap_or(3);
+    let sizes = SockOpts {
+        sndbuf: if lock & 1 != 0 { u.sock.sndbuf } else { 0 },
+        rcvbuf: if lock & 2 != 0 { u.sock.rcvbuf } else { 0 },
+        ..u.sock
+    };
+    super::set_sock_opts(cx, n, &sizes)?;
+    if u.family == libc::AF_INET6 {
+        cx.setsockopt(n, &SockOpt::V6Only(u.v6only))?;
+    }
+    set_tcp_opts(cx, n, &u.opts)?;
+    let range = linux_raw_sys::net::IP_LOCAL_PORT_RANGE as i32;
+    if e.holds_port {
+        cx.setsockopt(n, &SockOpt::TcpRepair(true))?;
+        cx.bind("bind TCP socket (repair)", n, &SockAddr::Raw(&u.local))?;
+        cx.setsockopt(n, &SockOpt::TcpRepair(false))?;
+        // Repair mode's end resets SO_REUSEADDR.
+        if u.sock.reuseaddr {
+            cx.setsockopt(n, &SockOpt::ReuseAddr)?;
+        }
+    } else {
+        let both = (u32::from(port) << 16 | u32::from(port)) as i32;
+        cx.setsockopt(n, &SockOpt::Int(libc::IPPROTO_IP, range, both))?;
+    }
+    let l = cx.socket("socket(TCP) to end a connection", u.family, stream, 0)?;
+    if u.family == libc::AF_INET6 {
+        cx.setsockopt(l, &SockOpt::V6Only(u.v6only))?;
+    }
+    let mut any_port = u.local.clone();
+    if let Some(p) = any_port.get_mut(2..4) {
+        p.fill(0);
+    }
+    cx.bind(
+        "bind TCP listener to end a connection",
+        l,
+        &SockAddr::Raw(&any_port),
+    )?;
+    cx.listen("listen to end a connection", l, 1)?;
+    let to = cx.getsockname("getsockname of the listener", l)?;
+    cx.connect("connect to end a connection", n, &SockAddr::Raw(&to))?;
+    let a = cx.accept4(l, libc::SOCK_CLOEXEC)?;
+    cx.close(l)?;
+    if !e.rcvq.is_empty() {
+        cx.send_all(a, &e.rcvq, "the bytes a ended TCP connection had not read")?;
+    }
+    cx.setsockopt(a, &SockOpt::Linger([1, 0]))?;
+    cx.close(a)?;
+    if !e.holds_port {
+        cx.setsockopt(n, &SockOpt::Int(libc::IPPROTO_IP, range, 0))?;
+    }
+    let err = cx.getsockopt_int(
+        "SO_ERROR of the ended connection",
+        n,
+        libc::SOL_SOCKET,
+        libc::SO_ERROR,
+    )?;
+    if let Some(pid) = cx.live_pid() {
+        if err != libc::ECONNRESET {
+            return Err(fail(format!("the reset did not come (SO_ERROR {err})")));
+        }
+        let sock = sys::process::steal_fd(pid, n as i32)
+            .map_err(|x| fail(format!("cannot reach the restored socket: {x}")))?;
+        let now = sys::tcp::sockname(&sock, false).map_err(|x| fail(x.to_string()))?;
+        if inet_addr(&now) != inet_addr(&u.local) {
+            return Err(fail(format!("it got address {} here", show_inet(&now))));
+        }
+        let inq = sys::tcp::unread(&sock).map_err(|x| fail(x.to_string()))?;
+        if inq != e.rcvq.len() {
+            return Err(fail(format!(
+                "{inq} bytes to read instead of {}",
+                e.rcvq.len()
+            )));
+        }
+    }
+    Ok(n)
 }
 
 /// Whether a raw address is an IPv6 one that is not v4-mapped.

@@ -1,0 +1,193 @@
+/* TCP sockets whose connection has ended, held by the program after the end.
+ *
+ * Descriptor 3 listens on 127.0.0.1 (a port it binds). Descriptor 4 is a connection
+ * it accepted whose client sent "rest" and then reset it (SO_LINGER 0): it holds the
+ * listener's port; descriptor 5 is a client of that listener whose accepted end sent
+ * "back" and then reset it: its own port is free again (getsockname still shows it).
+ * The program reads the error of both (ECONNRESET) and keeps them, data unread, and
+ * closes the listener (restore does not share an ended socket's port yet).
+ *
+ * With "pending" it leaves descriptor 4's error unread (dump refuses it); with
+ * "refused" descriptor 4 is instead a non-blocking connect to a closed port, its error
+ * (ECONNREFUSED) read (dump refuses it: never connected).
+ *
+ * It prints "ready" once set up. On "check" it prints, for 4 and 5: whether getsockname
+ * gives the same address, getpeername's errno, what poll shows, SO_ERROR, two reads,
+ * a send's errno, whether another socket can bind its address, and a connect's errno;
+ * then "check: done". On "exit" or end of file it exits 0. */
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+static struct sockaddr_in addr_of[8], lis;
+
+static void remember(int fd)
+{
+	socklen_t l = sizeof addr_of[fd];
+	if (getsockname(fd, (struct sockaddr *)&addr_of[fd], &l))
+		die("getsockname");
+}
+
+static void to(int fd, int want)
+{
+	if (fd != want) {
+		if (dup2(fd, want) != want)
+			die("dup2");
+		close(fd);
+	}
+}
+
+static int so_error(int fd)
+{
+	int e = -1;
+	socklen_t l = sizeof e;
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &l))
+		return -errno;
+	return e;
+}
+
+static void reset_by(int fd)
+{
+	struct linger lg = { 1, 0 };
+	if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg))
+		die("linger");
+	close(fd);
+}
+
+static int dial(void)
+{
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	if (c < 0 || connect(c, (struct sockaddr *)&lis, sizeof lis))
+		die("connect");
+	return c;
+}
+
+static void setup(const char *mode)
+{
+	for (int fd = 3; fd < 6; fd++)
+		close(fd);
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+	lis = (struct sockaddr_in){ .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	if (bind(l, (struct sockaddr *)&lis, sizeof lis) || listen(l, 4))
+		die("listen");
+	socklen_t ll = sizeof lis;
+	getsockname(l, (struct sockaddr *)&lis, &ll);
+	/* bound to a port of its own choosing (as servers are): what it accepts holds it */
+	close(l);
+	l = socket(AF_INET, SOCK_STREAM, 0);
+	if (bind(l, (struct sockaddr *)&lis, sizeof lis) || listen(l, 4))
+		die("listen again");
+	to(l, 3);
+	/* placeholders keep 4 and 5 for the sockets below */
+	int p4 = open("/dev/null", O_RDONLY), p5 = open("/dev/null", O_RDONLY);
+	if (p4 != 4 || p5 != 5)
+		die("descriptors 4 and 5 are taken");
+
+	int s4;
+	if (strcmp(mode, "refused") == 0) {
+		int t = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in closed = lis;
+		closed.sin_port = 0;
+		if (bind(t, (struct sockaddr *)&closed, sizeof closed))
+			die("bind");
+		socklen_t cl = sizeof closed;
+		getsockname(t, (struct sockaddr *)&closed, &cl);
+		close(t);
+		s4 = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		if (connect(s4, (struct sockaddr *)&closed, sizeof closed) == 0 || errno != EINPROGRESS)
+			die("connect to a closed port");
+		sleep_ms(100);
+		if (so_error(s4) != ECONNREFUSED)
+			die("not refused");
+	} else {
+		int c = dial();
+		s4 = accept(3, NULL, NULL);
+		if (s4 < 0 || write(c, "rest", 4) != 4)
+			die("accept");
+		sleep_ms(50);
+		reset_by(c);
+		sleep_ms(100);
+		if (strcmp(mode, "pending") != 0 && so_error(s4) != ECONNRESET)
+			die("not reset");
+	}
+	to(s4, 4);
+
+	int c5 = dial();
+	int a = accept(3, NULL, NULL);
+	if (a < 0 || write(a, "back", 4) != 4)
+		die("accept");
+	sleep_ms(50);
+	reset_by(a);
+	sleep_ms(100);
+	if (so_error(c5) != ECONNRESET)
+		die("client not reset");
+	to(c5, 5);
+	remember(4);
+	remember(5);
+	/* the listener goes: the ports of both are free now (getsockname still shows them) */
+	close(3);
+}
+
+static void check(void)
+{
+	for (int fd = 4; fd <= 5; fd++) {
+		struct sockaddr_in now, peer;
+		socklen_t l = sizeof now;
+		memset(&now, 0, sizeof now);
+		getsockname(fd, (struct sockaddr *)&now, &l);
+		const char *same = memcmp(&now, &addr_of[fd], sizeof now) ? "changed" : "same";
+		l = sizeof peer;
+		int pe = getpeername(fd, (struct sockaddr *)&peer, &l) ? errno : 0;
+		struct pollfd p = { fd, POLLIN | POLLOUT | POLLRDHUP, 0 };
+		poll(&p, 1, 0);
+		int err = so_error(fd);
+		char buf[16] = { 0 };
+		ssize_t n = read(fd, buf, sizeof buf - 1);
+		ssize_t e = read(fd, buf + 8, 1);
+		int se = send(fd, "x", 1, MSG_NOSIGNAL) < 0 ? errno : 0;
+		int b = socket(AF_INET, SOCK_STREAM, 0);
+		int be = bind(b, (struct sockaddr *)&now, sizeof now) ? errno : 0;
+		close(b);
+		int ce = connect(fd, (struct sockaddr *)&lis, sizeof lis) ? errno : 0;
+		out("check %d: name %s, peername errno %d, poll %#x, SO_ERROR %d, read %zd %.4s then %zd, "
+		    "send errno %d, bind errno %d, connect errno %d\n",
+		    fd, same, pe, p.revents, err, n, buf, e, se, be, ce);
+	}
+	out("check: done\n");
+}
+
+int main(int argc, char **argv)
+{
+	setup(argc > 1 ? argv[1] : "ended");
+	out("ready\n");
+	char line[256];
+	size_t have = 0;
+	for (;;) {
+		ssize_t r = read(0, line + have, sizeof line - 1 - have);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		have += (size_t)r;
+		line[have] = 0;
+		char *nl;
+		int quit = 0;
+		while ((nl = strchr(line, '\n'))) {
+			*nl = 0;
+			if (!strcmp(line, "check"))
+				check();
+			else if (!strcmp(line, "exit"))
+				quit = 1;
+			size_t used = (size_t)(nl + 1 - line);
+			memmove(line, nl + 1, have - used + 1);
+			have -= used;
+		}
+		if (quit)
+			break;
+	}
+	return 0;
+}
