@@ -21,9 +21,31 @@
 //! privileges), ckpt writes the time namespace's offsets before anything is in it,
 //! and ckpt's main thread joins both (the time namespace last: ckpt is in it then).
 //!
-//! Refused (plan, so at dump too), naming what: a user namespace nested in another
-//! than ckpt's; a PID namespace
-//! of the tree's own that it does not own (dump); a namespace made below the root; a
+//! **Below the root** (a rootless container running a sandbox, `unshare -U -r` in a
+//! child): a user namespace a process below the tree's root made, nested in ckpt's, in
+//! the tree's own or in another such one (`UserNsState::parent`), is recorded the same
+//! way, and so is a UTS namespace a process made in one (owned by it: dump checks
+//! that a namespace a process made below the root is owned by the user namespace that
+//! process is in). Restore makes them before the stubs ([`make_below`]), parents first:
+//! a helper joins the parent (ckpt's needs no join), takes the creator's IDs as the
+//! parent shows them and unshares CLONE_NEWUSER; the kernel takes a map only from a
+//! process in the namespace's parent, so for a nested one a second helper that joined
+//! the parent writes setgroups and the maps, their outside IDs translated through the
+//! parent's maps ([`translate_map`]). A UTS namespace made in one is made by a helper
+//! that joined it (`sys::userns::make_owned`, named there). The stub of the process
+//! that made it joins that UTS namespace right after its fork, before its children
+//! are forked (`kinds::ns::enter_child_namespaces`), and every process of a user
+//! namespace joins its own at the credentials step, as for the tree's own.
+//!
+//! Refused (plan, so at dump too), naming what: the tree's root in a user namespace
+//! nested in another than ckpt's; a user namespace made below the root nested in one
+//! that is neither ckpt's nor the tree's, whose maps or creator its parent does not
+//! map, holding a multi-threaded process, owning a PID namespace, or in a tree with a
+//! PID namespace of its own (the builder in it makes the tree); another kind of
+//! namespace made below the root in a user namespace of the tree's (mount, IPC,
+//! network, cgroup, time: "processes in different namespaces"); a PID namespace
+//! of the tree's own that it does not own (dump); a namespace made below the root
+//! owned by another user namespace than its maker's; a
 //! namespace of the tree's own not owned by the tree's user namespace; a process with
 //! more than one thread with IDs at more than one level without a PID namespace of the
 //! tree's own (clone3(set_tid) there needs privileges that a process inside the user
