@@ -53,14 +53,16 @@ fn full_caps() -> String {
     format!("{:016x}", (1u128 << (last + 1)) - 1)
 }
 
-/// The shape of `tree` (root, child, grandchild): the child and grandchild share a user
-/// namespace that is neither the root's nor the test's, nested in the root's
-/// (`root_map`: the root's uid_map, its own when not the test's), mapped by
-/// `child_map`, owned by it a UTS namespace the root does not share, and they are root
-/// with every capability there.
-fn assert_shape(tree: &[i32], root_map: Option<&str>, child_map: &str, what: &str) {
-    assert_eq!(tree.len(), 3, "{what}: root, child, grandchild: {tree:?}");
-    let [r, c, g] = [tree[0], tree[1], tree[2]].map(|p| p.to_string());
+/// The shape of `tree` (root, child, grandchild, and with `joiner` a second child):
+/// the child and grandchild share a user namespace that is neither the root's nor the
+/// test's, nested in the root's (`root_map`: the root's uid_map, its own when not the
+/// test's), mapped by `child_map`, owned by it a UTS namespace the root does not share,
+/// and they are root with every capability there; the joiner entered that user
+/// namespace (setns) and stayed in the root's UTS namespace.
+fn assert_shape(tree: &[i32], root_map: Option<&str>, child_map: &str, joiner: bool, what: &str) {
+    let n = if joiner { 4 } else { 3 };
+    assert_eq!(tree.len(), n, "{what}: the tree: {tree:?}");
+    let r = tree[0].to_string();
     let me = ns("self", "user");
     match root_map {
         Some(m) => {
@@ -69,23 +71,46 @@ fn assert_shape(tree: &[i32], root_map: Option<&str>, child_map: &str, what: &st
         }
         None => assert_eq!(ns(&r, "user"), me, "{what}: the root is in ours"),
     }
-    let user = ns(&c, "user");
-    assert_ne!(user, ns(&r, "user"), "{what}: the child's is its own");
-    assert_eq!(ns(&g, "user"), user, "{what}: the grandchild shares it");
+    let (stay, own): (Vec<i32>, Vec<i32>) = tree[1..]
+        .iter()
+        .partition(|p| ns(&p.to_string(), "uts") == ns(&r, "uts"));
     assert_eq!(
-        oracle::ns_owner(tree[1], "user"),
+        own.len(),
+        2,
+        "{what}: child and grandchild in a UTS namespace: {own:?}"
+    );
+    assert_eq!(
+        stay.len(),
+        n - 3,
+        "{what}: the joiner in the root's: {stay:?}"
+    );
+    let (c, g) = match status(own[0], "PPid") == r {
+        true => (own[0], own[1]),
+        false => (own[1], own[0]),
+    };
+    assert_eq!(status(c, "PPid"), r, "{what}: the child {c} is the root's");
+    let [cs, gs] = [c, g].map(|p| p.to_string());
+    let user = ns(&cs, "user");
+    assert_ne!(user, ns(&r, "user"), "{what}: the child's is its own");
+    assert_eq!(ns(&gs, "user"), user, "{what}: the grandchild shares it");
+    assert_eq!(
+        oracle::ns_owner(c, "user"),
         Some(ns(&r, "user")),
         "{what}: nested in the root's"
     );
-    let uts = ns(&c, "uts");
-    assert_ne!(uts, ns(&r, "uts"), "{what}: the child's UTS namespace");
-    assert_eq!(ns(&g, "uts"), uts, "{what}: the grandchild's UTS namespace");
+    let uts = ns(&cs, "uts");
     assert_eq!(
-        oracle::ns_owner(tree[1], "uts"),
+        ns(&gs, "uts"),
+        uts,
+        "{what}: the grandchild's UTS namespace"
+    );
+    assert_eq!(
+        oracle::ns_owner(c, "uts"),
         Some(user),
         "{what}: the UTS namespace is owned by the child's user namespace"
     );
-    for &p in &tree[1..] {
+    for &p in [c, g].iter().chain(&stay) {
+        assert_eq!(ns(&p.to_string(), "user"), user, "{what}: {p} is in it");
         assert_eq!(proc_text(p, "uid_map"), child_map, "{what}: uid_map of {p}");
         assert_eq!(proc_text(p, "gid_map"), child_map, "{what}: gid_map of {p}");
         assert_eq!(
@@ -116,13 +141,14 @@ fn a_user_namespace_a_child_made_is_restored() {
         &wait_process_tree(t.pid, 3, "nestuserns"),
         None,
         "0 0 1",
+        false,
         "original",
     );
     t.kill();
     let mut checked = false;
     dump_restore_compare(&ctx, &spec, &spec, 6, &[], "nestuserns", &mut |pid| {
         let tree = wait_process_tree(pid, 3, "restored nestuserns");
-        assert_shape(&tree, None, "0 0 1", "restored");
+        assert_shape(&tree, None, "0 0 1", false, "restored");
         checked = true;
     });
     assert!(checked);
@@ -131,9 +157,10 @@ fn a_user_namespace_a_child_made_is_restored() {
 /// Two levels: the root made a user namespace of its own (0-65535 mapped to
 /// 123400-188935 from outside), and its child one nested in it (root inside mapped to
 /// the root's root: 123400 on the host, written as 0 from inside the root's) with a
-/// UTS namespace: restored with both, the child's nested in the root's new one (its
-/// map written from there), the same maps as the host reads them, the UTS namespace
-/// owned by the child's.
+/// UTS namespace, which a second child of the root entered with setns: restored with
+/// both, the child's nested in the root's new one (its map written from there), the
+/// same maps as the host reads them, the UTS namespace owned by the child's, the
+/// second child in the child's user namespace and the root's UTS namespace.
 #[test]
 fn a_user_namespace_nested_in_the_trees_is_restored() {
     let ctx = Ctx::new("a_user_namespace_nested_in_the_trees_is_restored");
@@ -143,21 +170,23 @@ fn a_user_namespace_nested_in_the_trees_is_restored() {
         .arg("top")
         .arg("wide")
         .arg("uts")
-        .arg("grand");
+        .arg("grand")
+        .arg("join");
     let wide = "0 123400 65536";
     let mut t = ctx.spawn(&spec);
     t.wait_lines(2);
     assert_shape(
-        &wait_process_tree(t.pid, 3, "nestuserns top"),
+        &wait_process_tree(t.pid, 4, "nestuserns top"),
         Some(wide),
         "0 123400 1",
+        true,
         "original",
     );
     t.kill();
     let mut checked = false;
     dump_restore_compare(&ctx, &spec, &spec, 6, &[], "nestuserns-top", &mut |pid| {
-        let tree = wait_process_tree(pid, 3, "restored nestuserns top");
-        assert_shape(&tree, Some(wide), "0 123400 1", "restored");
+        let tree = wait_process_tree(pid, 4, "restored nestuserns top");
+        assert_shape(&tree, Some(wide), "0 123400 1", true, "restored");
         checked = true;
     });
     assert!(checked);

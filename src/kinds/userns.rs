@@ -35,7 +35,8 @@
 //! that joined it (`sys::userns::make_owned`, named there). The stub of the process
 //! that made it joins that UTS namespace right after its fork, before its children
 //! are forked (`kinds::ns::enter_child_namespaces`), and every process of a user
-//! namespace joins its own at the credentials step, as for the tree's own.
+//! namespace joins its own at the credentials step, as for the tree's own (so one
+//! that entered it with setns comes back in it too).
 //!
 //! Refused (plan, so at dump too), naming what: the tree's root in a user namespace
 //! nested in another than ckpt's; a user namespace made below the root nested in one
@@ -1112,6 +1113,16 @@ mod tests {
         let spec = below_spec(&ck, &ck.namespaces[2]).unwrap();
         assert_eq!(spec, ("0 0 1\n".into(), "0 0 1\n".into(), 0, 0));
         assert_eq!(made_below_in_own_user(&ck).len(), 2);
+        // Another child of the root that entered it with setns (in the root's UTS
+        // namespace): it joins it at restore like the others.
+        let mut ck = nested_image();
+        let mut d = child(13, 10, 10, 10);
+        d.creds.uid = [100_000; 4];
+        d.creds.gid = [100_000; 4];
+        d.namespaces = vec![("user".into(), 20), ("uts".into(), 8)];
+        ck.processes.push(d);
+        assert_eq!(problems(&ck), Vec::<String>::new());
+        assert_eq!(creator(&ck, "user", 20).map(|p| p.pid), Some(11));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-/* nestuserns STEPS [sleep=MS] [top] [wide] [base=N] [uts] [mnt] [grand]
+/* nestuserns STEPS [sleep=MS] [top] [wide] [base=N] [uts] [mnt] [grand] [join]
  *
  * A tree in which a process below the root makes a user namespace (run as root).
  *
@@ -13,7 +13,9 @@
  * inside to its own user and group IDs (one each, as its parent namespace shows them);
  * with `uts` it then unshares CLONE_NEWUTS (owned by its new user namespace) and names
  * the host "ckpt-nested"; with `mnt` it unshares CLONE_NEWNS. With `grand`, the child
- * forks a grandchild that stays in its namespaces.
+ * forks a grandchild that stays in its namespaces. With `join`, the root then forks a
+ * second child that enters the first child's user namespace with setns (and stays in
+ * the root's other namespaces).
  *
  * Every step the root prints its step, IDs and capabilities, uid_map and host name;
  * the child and grandchild check every step, by using them, that they are still root
@@ -127,7 +129,7 @@ int main(int argc, char **argv)
 {
 	long steps = arg_long(argc, argv, 1, 40);
 	long ms = 40;
-	int top = 0, wide = 0, uts = 0, mnt = 0, grand = 0;
+	int top = 0, wide = 0, uts = 0, mnt = 0, grand = 0, join = 0;
 	long base = 123400;
 	for (int i = 2; i < argc; i++)
 		if (strncmp(argv[i], "sleep=", 6) == 0)
@@ -144,6 +146,8 @@ int main(int argc, char **argv)
 			mnt = 1;
 		else if (strcmp(argv[i], "grand") == 0)
 			grand = 1;
+		else if (strcmp(argv[i], "join") == 0)
+			join = 1;
 	if (top) {
 		uid_t uid = geteuid();
 		gid_t gid = getegid();
@@ -240,6 +244,26 @@ int main(int argc, char **argv)
 	if (read(ready[0], &b, 1) != 1)
 		die("the child failed to start");
 	close(ready[0]);
+	pid_t joiner = -1;
+	if (join) {
+		char path[64];
+		snprintf(path, sizeof path, "/proc/%d/ns/user", child);
+		int fd = open(path, O_RDONLY);
+		if (fd < 0)
+			die("open %s: %s", path, strerror(errno));
+		joiner = fork();
+		if (joiner < 0)
+			die("fork: %s", strerror(errno));
+		if (joiner == 0) {
+			if (setns(fd, CLONE_NEWUSER) != 0)
+				_exit(45);
+			close(fd);
+			char jmap[256];
+			get("/proc/self/uid_map", jmap, sizeof jmap);
+			nested(ms, 0, jmap, effective(), -1);
+		}
+		close(fd);
+	}
 	char map[256], host[128];
 	get("/proc/self/uid_map", map, sizeof map);
 	for (long i = 1; i <= steps; i++) {
@@ -249,6 +273,10 @@ int main(int argc, char **argv)
 			out("child lost: status %#x\n", st);
 			return 1;
 		}
+		if (joiner > 0 && waitpid(joiner, &st, WNOHANG) == joiner) {
+			out("joiner lost: status %#x\n", st);
+			return 1;
+		}
 		if (gethostname(host, sizeof host) != 0)
 			die("gethostname: %s", strerror(errno));
 		out("step %ld uid=%u caps=%llx map=%s host-same=%d\n", i, geteuid(), effective(),
@@ -256,6 +284,13 @@ int main(int argc, char **argv)
 		sleep_ms(ms);
 	}
 	int st;
+	if (joiner > 0) {
+		kill(joiner, SIGTERM);
+		if (waitpid(joiner, &st, 0) != joiner || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			out("joiner ended with status %#x\n", st);
+			return 1;
+		}
+	}
 	kill(child, SIGTERM);
 	if (waitpid(child, &st, 0) != child || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 		out("child ended with status %#x\n", st);

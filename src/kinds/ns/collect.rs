@@ -192,7 +192,8 @@ pub(crate) fn collect(
 /// The namespaces of kind `kind` that processes of the tree below its root made (each
 /// process's namespaces so far in `per_proc`, in `pids` order: parents first): each
 /// made by one process (its parent is not in it), every other process in it below
-/// that one, nothing outside the tree in it. Returns them described; refuses anything
+/// that one (but a user namespace, which other processes of the tree may have
+/// entered with setns), nothing outside the tree in it. Returns them described; refuses anything
 /// else, naming the process.
 fn child_namespaces(
     pids: &[(i32, bool)],
@@ -212,6 +213,11 @@ fn child_namespaces(
         let ppid = sys::proc::status(pid)?.ppid;
         let parent_ns = pids.iter().position(|&(p, _)| p == ppid).and_then(ino_of);
         if parent_ns == Some(ino) {
+            continue;
+        }
+        // (Each process joins its user namespace alone at restore: one that entered
+        // it with setns is restored like one forked in it. The first is its maker.)
+        if kind == "user" && made.contains_key(&ino) {
             continue;
         }
         if let Some(first) = made.insert(ino, pid) {
