@@ -1700,6 +1700,7 @@ fn a_process_joins_the_trees_user_namespace_then_takes_its_ids_inside() {
         gid_map: "0 100000 65536\n".into(),
         setgroups: false,
         owner_uid: 0,
+        parent: 0,
     };
     let seq = |cx: &mut Ctx<'_>| {
         crate::kinds::userns::enter(cx, &own, &p.creds.groups, 9)?;

@@ -21,9 +21,32 @@
 //! privileges), ckpt writes the time namespace's offsets before anything is in it,
 //! and ckpt's main thread joins both (the time namespace last: ckpt is in it then).
 //!
-//! Refused (plan, so at dump too), naming what: a user namespace nested in another
-//! than ckpt's; a PID namespace
-//! of the tree's own that it does not own (dump); a namespace made below the root; a
+//! **Below the root** (a rootless container running a sandbox, `unshare -U -r` in a
+//! child): a user namespace a process below the tree's root made, nested in ckpt's, in
+//! the tree's own or in another such one (`UserNsState::parent`), is recorded the same
+//! way, and so is a UTS namespace a process made in one (owned by it: dump checks
+//! that a namespace a process made below the root is owned by the user namespace that
+//! process is in). Restore makes them before the stubs ([`make_below`]), parents first:
+//! a helper joins the parent (ckpt's needs no join), takes the creator's IDs as the
+//! parent shows them and unshares CLONE_NEWUSER; the kernel takes a map only from a
+//! process in the namespace's parent, so for a nested one a second helper that joined
+//! the parent writes setgroups and the maps, their outside IDs translated through the
+//! parent's maps ([`translate_map`]). A UTS namespace made in one is made by a helper
+//! that joined it (`sys::userns::make_owned`, named there). The stub of the process
+//! that made it joins that UTS namespace right after its fork, before its children
+//! are forked (`kinds::ns::enter_child_namespaces`), and every process of a user
+//! namespace joins its own at the credentials step, as for the tree's own (so one
+//! that entered it with setns comes back in it too).
+//!
+//! Refused (plan, so at dump too), naming what: the tree's root in a user namespace
+//! nested in another than ckpt's; a user namespace made below the root nested in one
+//! that is neither ckpt's nor the tree's, whose maps or creator its parent does not
+//! map, holding a multi-threaded process, owning a PID namespace, or in a tree with a
+//! PID namespace of its own (the builder in it makes the tree); another kind of
+//! namespace made below the root in a user namespace of the tree's (mount, IPC,
+//! network, cgroup, time: "processes in different namespaces"); a PID namespace
+//! of the tree's own that it does not own (dump); a namespace made below the root
+//! owned by another user namespace than its maker's; a
 //! namespace of the tree's own not owned by the tree's user namespace; a process with
 //! more than one thread with IDs at more than one level without a PID namespace of the
 //! tree's own (clone3(set_tid) there needs privileges that a process inside the user
@@ -35,7 +58,7 @@
 use crate::error::{DumpError, DumpResult, Problem, RestoreError, RestoreResult};
 use crate::kinds::check::p;
 use crate::kinds::task::creds::Own;
-use crate::model::{Checkpoint, Creds, Namespace, UserNsState};
+use crate::model::{Checkpoint, Creds, Namespace, Process, UserNsState};
 use crate::sys;
 
 /// The kinds of namespace of the tree's own that restore makes owned by the tree's
@@ -53,11 +76,13 @@ const MAX_MAP_LINES: usize = 340;
 
 // ---- collect (dump) ----
 
-/// The state of the user namespace of the tree's own (`inode`) that process `pid` (the
-/// root) is in; `ckpts`: ckpt's user namespace's inode, which must be its parent.
-pub(crate) fn collect(pid: i32, inode: u64, ckpts: u64) -> DumpResult<UserNsState> {
+/// The state of the user namespace of the tree's own (`inode`) that process `pid` is
+/// in: the root's (`below` false), whose parent must be ckpt's user namespace
+/// (`ckpts`), or one a process below the root made (its parent is checked with the
+/// others', `kinds::ns`).
+pub(crate) fn collect(pid: i32, inode: u64, ckpts: u64, below: bool) -> DumpResult<UserNsState> {
     let parent = sys::userns::parent_ino(pid)?;
-    if parent != ckpts {
+    if parent != ckpts && !below {
         return Err(DumpError::Unsupported {
             pid,
             why: format!(
@@ -86,6 +111,7 @@ pub(crate) fn collect(pid: i32, inode: u64, ckpts: u64) -> DumpResult<UserNsStat
         gid_map,
         setgroups,
         owner_uid: sys::userns::owner_uid(pid)?,
+        parent,
     })
 }
 
@@ -175,17 +201,249 @@ pub(crate) fn state_ok(u: &UserNsState) -> bool {
     parse_map(&u.uid_map).is_some() && parse_map(&u.gid_map).is_some()
 }
 
-/// What a tree with a user namespace of its own asks that restore cannot do yet (see
-/// the module's comment), and IDs its maps do not map.
+/// Every user namespace of the tree's own in the image: its root's (if any) and those
+/// processes below the root made.
+pub(crate) fn all_own(ckpt: &Checkpoint) -> impl Iterator<Item = &Namespace> {
+    ckpt.namespaces
+        .iter()
+        .filter(|n| n.kind == "user" && !n.external)
+}
+
+/// The user namespace of the tree's own that process `p` is in, if any.
+pub(crate) fn of_process<'a>(ckpt: &'a Checkpoint, p: &Process) -> Option<&'a Namespace> {
+    let (_, ino) = p.namespaces.iter().find(|(k, _)| k == "user")?;
+    all_own(ckpt).find(|n| n.inode == *ino)
+}
+
+/// The recorded state of the user namespace of the tree's own that process `p` is in.
+pub(crate) fn state_of<'a>(ckpt: &'a Checkpoint, p: &Process) -> Option<&'a UserNsState> {
+    of_process(ckpt, p).and_then(|n| n.user.as_ref())
+}
+
+/// The user namespace of the tree's own that `u` is nested in (else it is nested in
+/// ckpt's).
+fn parent_of<'a>(ckpt: &'a Checkpoint, u: &UserNsState) -> Option<&'a Namespace> {
+    all_own(ckpt).find(|n| n.inode == u.parent && u.parent != 0)
+}
+
+/// The user namespaces processes below the root made, each after the one it is nested
+/// in (one nested in another in a cycle, which no kernel makes, is left out: plan
+/// refuses it).
+pub(crate) fn below(ckpt: &Checkpoint) -> Vec<&Namespace> {
+    let root = owned(ckpt).map(|n| n.inode);
+    let mut left: Vec<&Namespace> = all_own(ckpt).filter(|n| Some(n.inode) != root).collect();
+    let mut out: Vec<&Namespace> = Vec::new();
+    loop {
+        let (ready, rest): (Vec<&Namespace>, Vec<&Namespace>) = left.into_iter().partition(|n| {
+            n.user.as_ref().is_some_and(|u| match parent_of(ckpt, u) {
+                None => true,
+                Some(p) => Some(p.inode) == root || out.iter().any(|o| o.inode == p.inode),
+            })
+        });
+        left = rest;
+        if ready.is_empty() {
+            return out;
+        }
+        out.extend(ready);
+    }
+}
+
+/// The namespaces processes below the root made in a user namespace of the tree's
+/// (which [`make_below`] makes): user namespaces, and the others whose maker is in one.
+fn made_below_in_own_user(ckpt: &Checkpoint) -> Vec<&Namespace> {
+    let root = ckpt.processes.first();
+    ckpt.namespaces
+        .iter()
+        .filter(|n| !n.external && crate::kinds::ns::MIXABLE.contains(&n.kind.as_str()))
+        .filter(|n| !root.is_some_and(|r| r.namespaces.contains(&(n.kind.clone(), n.inode))))
+        .filter(|n| {
+            n.kind == "user"
+                || creator(ckpt, &n.kind, n.inode).is_some_and(|c| of_process(ckpt, c).is_some())
+        })
+        .collect()
+}
+
+/// The process of the image that made namespace `kind:[inode]` below the root: the
+/// first in it whose parent is not in it.
+pub(crate) fn creator<'a>(ckpt: &'a Checkpoint, kind: &str, inode: u64) -> Option<&'a Process> {
+    let in_it = |p: &Process| p.namespaces.iter().any(|(k, i)| k == kind && *i == inode);
+    ckpt.processes
+        .iter()
+        .skip(1)
+        .find(|p| in_it(p) && !ckpt.processes.iter().any(|q| q.pid == p.ppid && in_it(q)))
+}
+
+/// The map `text` (outside IDs as ckpt's user namespace shows them) with its outside
+/// IDs as the user namespace of map `parent` (also as ckpt's shows it) shows them:
+/// what a process in that namespace writes. `None` if the parent does not map them
+/// all, or the result would have more lines than the kernel takes.
+pub(crate) fn translate_map(text: &str, parent: &[MapLine]) -> Option<String> {
+    let mut out = String::new();
+    let mut lines = 0;
+    for (inside, outside, count) in parse_map(text)? {
+        let (mut ins, mut cur, mut rem) = (inside as u64, outside as u64, count as u64);
+        while rem > 0 {
+            let &(pi, po, pn) = parent
+                .iter()
+                .find(|&&(_, po, pn)| cur >= po as u64 && cur - (po as u64) < pn as u64)?;
+            let k = rem.min(po as u64 + pn as u64 - cur);
+            out.push_str(&format!("{ins} {} {k}\n", pi as u64 + (cur - po as u64)));
+            lines += 1;
+            ins += k;
+            cur += k;
+            rem -= k;
+        }
+    }
+    (lines <= MAX_MAP_LINES).then_some(out)
+}
+
+/// What a user namespace made below the tree's root is made with: its maps, its
+/// creator's user and group IDs, as its parent shows them (ckpt's, or one of the
+/// tree's: translated through that one's maps). `None` when the parent does not map
+/// them (plan refuses that).
+pub(crate) fn below_spec(ckpt: &Checkpoint, ns: &Namespace) -> Option<(String, String, u32, u32)> {
+    let u = ns.user.as_ref()?;
+    let gid = creator(ckpt, "user", ns.inode)?.creds.gid[0];
+    match parent_of(ckpt, u).and_then(|p| p.user.as_ref()) {
+        None => Some((u.uid_map.clone(), u.gid_map.clone(), u.owner_uid, gid)),
+        Some(pu) => {
+            let (pu_map, pg_map) = (parse_map(&pu.uid_map)?, parse_map(&pu.gid_map)?);
+            Some((
+                translate_map(&u.uid_map, &pu_map)?,
+                translate_map(&u.gid_map, &pg_map)?,
+                to_inside(&pu_map, u.owner_uid)?,
+                to_inside(&pg_map, gid)?,
+            ))
+        }
+    }
+}
+
+/// What a tree with user namespaces of its own asks that restore cannot do (see the
+/// module's comment), and IDs their maps do not map.
 pub(crate) fn check(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
-    let Some(ns) = owned(ckpt) else {
+    let below_ok: Vec<u64> = below(ckpt).iter().map(|n| n.inode).collect();
+    let root_user = owned(ckpt).map(|n| n.inode);
+    if ckpt.own_pid_namespace {
+        // (Made by the builder in the tree's PID namespace, which `make_below` is not
+        // written for.)
+        for ns in made_below_in_own_user(ckpt) {
+            p(
+                problems,
+                "namespace",
+                format!(
+                    "a process below the tree's root made the {} namespace {}:[{}] in a \
+                     user namespace of the tree's, and the tree has a PID namespace of its \
+                     own; the two together are not restored yet",
+                    ns.kind, ns.kind, ns.inode
+                ),
+            );
+        }
+    }
+    for ns in all_own(ckpt) {
+        let Some(u) = ns.user.as_ref().filter(|u| state_ok(u)) else {
+            // (check_namespaces says the namespace cannot be created.)
+            continue;
+        };
+        let this = format!("user namespace of its own (user:[{}])", ns.inode);
+        if Some(ns.inode) == root_user {
+            check_root_user(ckpt, &this, problems);
+        } else if !below_ok.contains(&ns.inode) {
+            p(
+                problems,
+                "malformed",
+                format!("the tree's user:[{}] is nested in a cycle", ns.inode),
+            );
+            continue;
+        } else {
+            check_below(ckpt, ns, problems);
+        }
+        let (Some(uids), Some(gids)) = (parse_map(&u.uid_map), parse_map(&u.gid_map)) else {
+            continue;
+        };
+        for proc_ in ckpt
+            .processes
+            .iter()
+            .filter(|p| !p.is_zombie())
+            .filter(|p| of_process(ckpt, p).is_some_and(|n| n.inode == ns.inode))
+        {
+            let who = format!(
+                "process {} ({})",
+                proc_.pid,
+                String::from_utf8_lossy(&proc_.comm)
+            );
+            let c = &proc_.creds;
+            let unmapped: Vec<String> = c
+                .uid
+                .iter()
+                .filter(|&&id| to_inside(&uids, id).is_none())
+                .map(|id| format!("user ID {id}"))
+                .chain(
+                    c.gid
+                        .iter()
+                        .filter(|&&id| to_inside(&gids, id).is_none())
+                        .map(|id| format!("group ID {id}")),
+                )
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !unmapped.is_empty() {
+                p(
+                    problems,
+                    "namespace",
+                    format!(
+                        "{who} has {} that the maps of the tree's {this} do not map; it \
+                         cannot take them again inside the namespace",
+                        unmapped.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// A user namespace a process below the root made (`ns`): its maps and creator fit
+/// its parent's, and its processes are single-threaded.
+fn check_below(ckpt: &Checkpoint, ns: &Namespace, problems: &mut Vec<Problem>) {
+    let this = format!(
+        "user namespace user:[{}] that a process below the tree's root made",
+        ns.inode
+    );
+    if creator(ckpt, "user", ns.inode).is_none() {
+        // (check_namespaces says no process of the tree made it.)
         return;
-    };
-    let Some(u) = ns.user.as_ref().filter(|u| state_ok(u)) else {
-        // (check_namespaces says the namespace cannot be created.)
-        return;
-    };
-    let this = format!("user namespace of its own (user:[{}])", ns.inode);
+    }
+    if below_spec(ckpt, ns).is_none() {
+        p(
+            problems,
+            "namespace",
+            format!(
+                "the {this} maps IDs, or was made by a user or group, that the user \
+                 namespace it is nested in does not map; it cannot be made there again"
+            ),
+        );
+    }
+    for proc_ in ckpt.processes.iter().filter(|p| !p.is_zombie()) {
+        if proc_.threads.len() > 1 && of_process(ckpt, proc_).is_some_and(|n| n.inode == ns.inode) {
+            p(
+                problems,
+                "namespace",
+                format!(
+                    "process {} ({}) has {} threads and is in the {this}; a multi-threaded \
+                     process there is not restored yet (a process joins a user namespace \
+                     only single-threaded, and its threads are made with ckpt's \
+                     privileges)",
+                    proc_.pid,
+                    String::from_utf8_lossy(&proc_.comm),
+                    proc_.threads.len()
+                ),
+            );
+        }
+    }
+}
+
+/// The tree's own user namespace (its root's, `this` in messages): the namespaces of
+/// the tree it can own, and threads it can hold.
+fn check_root_user(ckpt: &Checkpoint, this: &str, problems: &mut Vec<Problem>) {
     let root = &ckpt.processes[0];
     for other in &ckpt.namespaces {
         if other.external || other.kind == "user" {
@@ -193,16 +451,18 @@ pub(crate) fn check(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
         }
         let key = (other.kind.clone(), other.inode);
         if !root.namespaces.contains(&key) {
-            p(
-                problems,
-                "namespace",
-                format!(
-                    "the tree has a {this}, and a process below its root made a {} \
-                     namespace ({}:[{}]); with a user namespace of the tree's own this is \
-                     not restored yet",
-                    other.kind, other.kind, other.inode
-                ),
-            );
+            if !crate::kinds::ns::MIXABLE.contains(&other.kind.as_str()) {
+                p(
+                    problems,
+                    "namespace",
+                    format!(
+                        "the tree has a {this}, and a process below its root made a {} \
+                         namespace ({}:[{}]); with a user namespace of the tree's own this \
+                         is not restored yet",
+                        other.kind, other.kind, other.inode
+                    ),
+                );
+            }
         } else if !OWNED.contains(&other.kind.as_str()) && !WITH_USER.contains(&other.kind.as_str())
         {
             p(
@@ -217,15 +477,7 @@ pub(crate) fn check(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
             );
         }
     }
-    let (Some(uids), Some(gids)) = (parse_map(&u.uid_map), parse_map(&u.gid_map)) else {
-        return;
-    };
     for proc_ in ckpt.processes.iter().filter(|p| !p.is_zombie()) {
-        let who = format!(
-            "process {} ({})",
-            proc_.pid,
-            String::from_utf8_lossy(&proc_.comm)
-        );
         // (Without a PID namespace of the tree's own, the threads' IDs are set from
         // outside, `/proc/sys/kernel/ns_last_pid`, one level only.)
         if proc_.threads.len() > 1
@@ -236,39 +488,16 @@ pub(crate) fn check(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
                 problems,
                 "namespace",
                 format!(
-                    "{who} has {} threads and is in the tree's {this} and in a PID \
-                     namespace nested in ckpt's: its threads would have to be made inside \
-                     the user namespace with their IDs at more than one level, which \
-                     needs privileges there (a multi-threaded process is restored in a \
-                     user namespace of the tree's own in ckpt's PID namespace, or with a \
-                     PID namespace of the tree's own, which the user namespace owns)",
+                    "process {} ({}) has {} threads and is in the tree's {this} and in a \
+                     PID namespace nested in ckpt's: its threads would have to be made \
+                     inside the user namespace with their IDs at more than one level, \
+                     which needs privileges there (a multi-threaded process is restored \
+                     in a user namespace of the tree's own in ckpt's PID namespace, or \
+                     with a PID namespace of the tree's own, which the user namespace \
+                     owns)",
+                    proc_.pid,
+                    String::from_utf8_lossy(&proc_.comm),
                     proc_.threads.len()
-                ),
-            );
-        }
-        let c = &proc_.creds;
-        let unmapped: Vec<String> = c
-            .uid
-            .iter()
-            .filter(|&&id| to_inside(&uids, id).is_none())
-            .map(|id| format!("user ID {id}"))
-            .chain(
-                c.gid
-                    .iter()
-                    .filter(|&&id| to_inside(&gids, id).is_none())
-                    .map(|id| format!("group ID {id}")),
-            )
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        if !unmapped.is_empty() {
-            p(
-                problems,
-                "namespace",
-                format!(
-                    "{who} has {} that the maps of the tree's {this} do not map; it cannot \
-                     take them again inside the namespace",
-                    unmapped.join(", ")
                 ),
             );
         }
@@ -395,6 +624,7 @@ pub(crate) fn enter_new(
         pid,
         cgroups: &targets,
         time: offsets,
+        parent: None,
     })?;
     crate::error::fault_point("join the namespaces the tree's user namespace owns")?;
     if cgroups.is_some() {
@@ -415,6 +645,106 @@ pub(crate) fn enter_new(
             pid: made.pid,
         }),
     ))
+}
+
+/// The namespaces made below the tree's root that [`make_below`] made before the
+/// stubs: each held by a descriptor of its namespace file.
+#[derive(Debug, Default)]
+pub(crate) struct Below {
+    /// The user namespaces processes below the root made, by their inode at dump:
+    /// each of their processes joins its own at the credentials step.
+    pub(crate) users: std::collections::BTreeMap<u64, std::os::fd::OwnedFd>,
+    /// The namespaces of other kinds ([`crate::kinds::ns::MIXABLE`]) a process below
+    /// the root made in a user namespace of the tree's, owned by that one, by (kind,
+    /// inode at dump): the stub of the process that made it joins it right after it
+    /// is forked (`kinds::ns::enter_child_namespaces`).
+    pub(crate) others: std::collections::BTreeMap<(String, u64), std::os::fd::OwnedFd>,
+}
+
+/// Make the namespaces processes below the tree's root made in a user namespace of
+/// the tree's (`tree_user`: ckpt's descriptor of the tree's own user namespace, made
+/// already, if it has one): each user namespace nested in its parent (ckpt's, the
+/// tree's own or another made here first) with its maps and creator
+/// (`sys::userns::make` with that parent), then each other namespace a process made
+/// in one of them, owned by it (`sys::userns::make_owned`, a UTS namespace named).
+/// They last as long as the returned descriptors and the processes that join them.
+pub(crate) fn make_below(
+    ckpt: &Checkpoint,
+    tree_user: Option<&std::os::fd::OwnedFd>,
+) -> RestoreResult<Below> {
+    let mut out = Below::default();
+    let root_user = owned(ckpt).map(|n| n.inode);
+    for ns in below(ckpt) {
+        let (Some(u), Some((uid_map, gid_map, owner_uid, owner_gid))) =
+            (ns.user.as_ref(), below_spec(ckpt, ns))
+        else {
+            return Err(RestoreError::Stage(format!(
+                "the user namespace user:[{}] cannot be made in its parent",
+                ns.inode
+            )));
+        };
+        crate::error::fault_point("create a user namespace below the tree's root")?;
+        let parent =
+            match parent_of(ckpt, u) {
+                Some(pn) if Some(pn.inode) == root_user => Some(tree_user.ok_or_else(|| {
+                    RestoreError::Stage("the tree's user namespace was not made".into())
+                })?),
+                Some(pn) => Some(out.users.get(&pn.inode).ok_or_else(|| {
+                    RestoreError::Stage(format!("user:[{}] was not made", pn.inode))
+                })?),
+                None => None,
+            };
+        let made = sys::userns::make(&sys::userns::UserNsSpec {
+            owner_uid,
+            owner_gid,
+            uid_map: &uid_map,
+            gid_map: &gid_map,
+            setgroups: u.setgroups,
+            others: &[],
+            pid: false,
+            cgroups: &[],
+            time: None,
+            parent,
+        })?;
+        out.users.insert(ns.inode, made.user);
+    }
+    for ns in ckpt.namespaces.iter().filter(|n| {
+        !n.external && n.kind != "user" && crate::kinds::ns::MIXABLE.contains(&n.kind.as_str())
+    }) {
+        let Some(maker) = creator(ckpt, &ns.kind, ns.inode) else {
+            continue;
+        };
+        let Some(user) = of_process(ckpt, maker) else {
+            // (Made in ckpt's user namespace: the stub unshares it.)
+            continue;
+        };
+        let Some(flag) = sys::ns::clone_flag(&ns.kind) else {
+            continue;
+        };
+        crate::error::fault_point("create a namespace in a user namespace below the root")?;
+        let names = ns
+            .uts
+            .as_ref()
+            .map(|u| (u.hostname.as_slice(), u.domainname.as_slice()));
+        let made = match out.users.get(&user.inode) {
+            Some(f) => sys::userns::make_owned(f, &[(ns.kind.as_str(), flag)], names)?,
+            None => match tree_user {
+                Some(f) if Some(user.inode) == root_user => {
+                    sys::userns::make_owned(f, &[(ns.kind.as_str(), flag)], names)?
+                }
+                _ => {
+                    return Err(RestoreError::Stage(format!(
+                        "the user namespace user:[{}] that owns {}:[{}] was not made",
+                        user.inode, ns.kind, ns.inode
+                    )));
+                }
+            },
+        };
+        for (_, f) in made {
+            out.others.insert((ns.kind.clone(), ns.inode), f);
+        }
+    }
+    Ok(out)
 }
 
 /// Write the IPC limits `sysctls` of the IPC namespace the tree's user namespace owns
@@ -575,6 +905,7 @@ mod tests {
                     gid_map: "0 100000 65536\n".into(),
                     setgroups: true,
                     owner_uid: 0,
+                    parent: 0,
                 }),
                 ..Default::default()
             },
@@ -707,5 +1038,133 @@ mod tests {
         assert_eq!(own.creds.uid, [u32::MAX; 4]);
         assert_eq!(own.creds.groups, want.groups);
         assert!(own.creds.cap_eff & 1 << 21 != 0 && own.creds.securebits == 0);
+    }
+
+    #[test]
+    fn maps_are_translated_into_a_parent_namespace() {
+        let parent = parse_map("0 100000 1000\n1000 300000 1000\n").unwrap();
+        assert_eq!(
+            translate_map("0 100000 1\n", &parent).as_deref(),
+            Some("0 0 1\n")
+        );
+        // A range the parent maps only in part.
+        assert_eq!(
+            translate_map("5 100990 20\n", &parent),
+            None,
+            "100990-101009: the parent maps only up to 100999"
+        );
+        let two = parse_map("0 100000 10\n10 200000 10\n").unwrap();
+        assert_eq!(
+            translate_map("0 100005 5\n5 200000 3\n", &two).as_deref(),
+            Some("0 5 5\n5 10 3\n")
+        );
+        let adjacent = parse_map("0 100000 10\n10 100010 10\n").unwrap();
+        assert_eq!(
+            translate_map("0 100008 4\n", &adjacent).as_deref(),
+            Some("0 8 2\n2 10 2\n")
+        );
+        assert_eq!(translate_map("0 5 1\n", &parent), None);
+        assert_eq!(translate_map("", &parent).as_deref(), Some(""));
+    }
+
+    /// A tree whose root is in the user namespace of its own 7 (root 0 is 100000
+    /// outside) and whose child 11 made user namespace 20 nested in it (root inside is
+    /// 100000 outside) and UTS namespace 21 in that, and a grandchild 12 in both.
+    fn nested_image() -> Checkpoint {
+        let mut ck = image();
+        let mut g = child(12, 11, 10, 10);
+        g.creds.uid = [100_000; 4];
+        g.creds.gid = [100_000; 4];
+        ck.processes.push(g);
+        for p in &mut ck.processes[1..] {
+            p.namespaces = vec![("user".into(), 20), ("uts".into(), 21)];
+        }
+        ck.namespaces.push(Namespace {
+            kind: "user".into(),
+            inode: 20,
+            user: Some(UserNsState {
+                uid_map: "0 100000 1\n".into(),
+                gid_map: "0 100000 1\n".into(),
+                setgroups: false,
+                owner_uid: 100_000,
+                parent: 7,
+            }),
+            ..Default::default()
+        });
+        ck.namespaces.push(Namespace {
+            kind: "uts".into(),
+            inode: 21,
+            uts: Some(crate::model::UtsNames::default()),
+            ..Default::default()
+        });
+        ck
+    }
+
+    #[test]
+    fn a_user_namespace_nested_below_the_root_passes() {
+        let ck = nested_image();
+        assert_eq!(problems(&ck), Vec::<String>::new());
+        let b: Vec<u64> = below(&ck).iter().map(|n| n.inode).collect();
+        assert_eq!(b, vec![20]);
+        assert_eq!(creator(&ck, "user", 20).map(|p| p.pid), Some(11));
+        assert_eq!(of_process(&ck, &ck.processes[2]).map(|n| n.inode), Some(20));
+        assert_eq!(of_process(&ck, &ck.processes[0]).map(|n| n.inode), Some(7));
+        // Made from the root's namespace: its maps and creator as that one shows them.
+        let spec = below_spec(&ck, &ck.namespaces[2]).unwrap();
+        assert_eq!(spec, ("0 0 1\n".into(), "0 0 1\n".into(), 0, 0));
+        assert_eq!(made_below_in_own_user(&ck).len(), 2);
+        // Another child of the root that entered it with setns (in the root's UTS
+        // namespace): it joins it at restore like the others.
+        let mut ck = nested_image();
+        let mut d = child(13, 10, 10, 10);
+        d.creds.uid = [100_000; 4];
+        d.creds.gid = [100_000; 4];
+        d.namespaces = vec![("user".into(), 20), ("uts".into(), 8)];
+        ck.processes.push(d);
+        assert_eq!(problems(&ck), Vec::<String>::new());
+        assert_eq!(creator(&ck, "user", 20).map(|p| p.pid), Some(11));
+    }
+
+    #[test]
+    fn what_a_nested_user_namespace_cannot_come_back_with_is_refused() {
+        // A map its parent does not map.
+        let mut ck = nested_image();
+        ck.namespaces[2].user.as_mut().unwrap().uid_map = "0 900000 1\n".into();
+        let p = problems(&ck);
+        assert!(
+            p.iter()
+                .any(|m| m.contains("user:[20]") && m.contains("does not map")),
+            "{p:?}"
+        );
+        // A multi-threaded process in it.
+        let mut ck = nested_image();
+        let t = ck.processes[2].threads[0].clone();
+        ck.processes[2].threads.push(t);
+        let p = problems(&ck);
+        assert!(
+            p.iter()
+                .any(|m| m.contains("process 12") && m.contains("2 threads")),
+            "{p:?}"
+        );
+        // With a PID namespace of the tree's own.
+        let mut ck = nested_image();
+        ck.own_pid_namespace = true;
+        let p = problems(&ck);
+        assert!(
+            p.iter()
+                .any(|m| m.contains("user:[20]") && m.contains("PID namespace of its own")),
+            "{p:?}"
+        );
+        // Nested in each other: no kernel makes that.
+        let mut ck = nested_image();
+        let mut other = ck.namespaces[2].clone();
+        other.inode = 30;
+        other.user.as_mut().unwrap().parent = 20;
+        ck.namespaces[2].user.as_mut().unwrap().parent = 30;
+        ck.namespaces.push(other);
+        ck.processes[2].namespaces[0].1 = 30;
+        assert!(below(&ck).is_empty());
+        let p = problems(&ck);
+        assert!(p.iter().any(|m| m.contains("cycle")), "{p:?}");
     }
 }

@@ -1549,6 +1549,11 @@ pub struct UserNsState {
     pub setgroups: bool,
     /// The user ID that created it (`NS_GET_OWNER_UID`), as ckpt's namespace shows it.
     pub owner_uid: u32,
+    /// Its parent user namespace (`NS_GET_PARENT`): the inode of another user namespace
+    /// of the tree's (it is nested in that one), else ckpt's at dump (0 in images
+    /// made before this was recorded: ckpt's).
+    #[serde(default)]
+    pub parent: u64,
 }
 
 /// The root of a cgroup namespace in each hierarchy.

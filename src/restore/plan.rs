@@ -327,19 +327,14 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
                 creds::check_ckpt(&own, &mut problems);
                 // In a user namespace of the tree's own, a process takes its
                 // credentials there, where its stub has every capability.
-                let inside = crate::kinds::userns::owned(ckpt)
-                    .map(|_| crate::kinds::userns::own_inside(&own));
+                let inside = crate::kinds::userns::own_inside(&own);
                 for proc_ in &ckpt.processes {
                     if proc_.is_zombie() {
                         creds::check_zombie(proc_, &own, &mut problems);
                     } else {
-                        seccomp::check_creds_under_filters(
-                            proc_,
-                            &own,
-                            crate::kinds::userns::owned(ckpt).and_then(|ns| ns.user.as_ref()),
-                            &mut problems,
-                        );
-                        let own = inside.as_ref().unwrap_or(&own);
+                        let userns = crate::kinds::userns::state_of(ckpt, proc_);
+                        seccomp::check_creds_under_filters(proc_, &own, userns, &mut problems);
+                        let own = if userns.is_some() { &inside } else { &own };
                         creds::check_process(proc_, own, pairs, &mut problems);
                     }
                 }

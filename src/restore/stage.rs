@@ -181,6 +181,9 @@ pub(crate) fn stage(
         plan.cgroup_limits,
         &mut cgroups,
     )?;
+    // The namespaces processes below the root made in user namespaces of the tree's,
+    // before any stub (see `kinds::userns`).
+    let below = crate::kinds::userns::make_below(&plan.ckpt, plan.userns.as_ref())?;
     let forking_from = std::time::Instant::now();
     let ia32 = starts_ia32(procs, &root_stub);
     let mut stub = start_root(procs, root_stub, ia32)?;
@@ -237,6 +240,7 @@ pub(crate) fn stage(
         &ptys,
         &mut early,
         &mut cgroups,
+        &below,
     )?;
     let forking = forking_from.elapsed();
     let EarlyMemory {
@@ -317,16 +321,16 @@ pub(crate) fn stage(
     };
     tree::close_ckpt_pidfds(&mut ctxs)?;
     let own = creds::Own::detect()?;
-    enter_tree_userns(&mut ctxs, &staged, plan, &own)?;
+    enter_tree_userns(&mut ctxs, &staged, plan, &own, &below)?;
     // Seccomp filters that a thread could not install with its own credentials (it
     // dropped CAP_SYS_ADMIN after installing them, without no_new_privs) go in first,
     // while the threads have ckpt's (in the tree's user namespace, if it has one:
     // CAP_SYS_ADMIN there is enough): the credentials are then set under them (plan
     // checked that the filters let those calls through; checked again here with the
     // helper area's real address).
-    let userns = tree_userns(plan).map(|(_, u)| u);
     for (cx, threads) in ctxs.iter_mut().zip(staged.iter_mut()) {
         if let Some(threads) = threads {
+            let userns = crate::kinds::userns::state_of(&plan.ckpt, cx.proc_);
             if seccomp::before_creds(cx.proc_) {
                 seccomp::recheck_creds_under_filters(cx.proc_, &own, userns, stub_addr)?;
                 seccomp::install_filters(cx, threads, stub_addr)?;
@@ -617,6 +621,8 @@ struct EarlyMemory<'p, 'r, 's> {
 /// built (and that of every process before it, in image order); a process forked from
 /// a parent that is no longer a clean stub keeps only the helper area and what it
 /// inherits (`cow::trim_inherited`).
+// (What it forks from and into, each its own: bundling them would only rename them.)
+#[allow(clippy::too_many_arguments)]
 fn fork_tree<'a>(
     ctxs: &mut Vec<Ctx<'a>>,
     stub: &mut Stub,
@@ -625,6 +631,7 @@ fn fork_tree<'a>(
     ptys: &fd::tty::PtyMasters,
     early: &mut EarlyMemory<'_, '_, '_>,
     cgroups: &mut crate::kinds::cgroup::MadeCgroups,
+    below: &crate::kinds::userns::Below,
 ) -> Result<()> {
     let procs = &plan.ckpt.processes;
     // Per process: its memory is no longer the clean stub's.
@@ -683,7 +690,7 @@ fn fork_tree<'a>(
         if p.pid_ns != 0 {
             cx.ckpt_pidfd = ctxs[parent].ckpt_pidfd;
         }
-        crate::kinds::ns::enter_child_namespaces(&mut cx, &plan.ckpt, &procs[parent])?;
+        crate::kinds::ns::enter_child_namespaces(&mut cx, &plan.ckpt, &procs[parent], below)?;
         // Before its own children are forked (they may share it).
         crate::kinds::ipc::make_undo_list(&mut cx)?;
         if dirty[parent] {
@@ -752,7 +759,9 @@ fn build_process(
     // first, while it is single-threaded (see `kinds::userns`).
     let p = cx.proc_;
     let mut by_last_pid = false;
-    if p.threads.len() > 1 {
+    let in_tree_userns = crate::kinds::userns::of_process(&plan.ckpt, p).map(|n| n.inode)
+        == crate::kinds::userns::owned(&plan.ckpt).map(|n| n.inode);
+    if p.threads.len() > 1 && in_tree_userns {
         if let Some((fd, _)) = tree_userns(plan) {
             let own = creds::Own::detect()?;
             crate::kinds::userns::enter(cx, &own, &p.creds.groups, fd)?;
@@ -829,21 +838,38 @@ fn tree_userns(plan: &Plan) -> Option<(i32, &crate::model::UserNsState)> {
 
 /// In a user namespace of the tree's own, each single-threaded process joins it (a
 /// multi-threaded one joined it before its threads were made, `build_process`), before
-/// its seccomp filters and credentials.
+/// its seccomp filters and credentials; a process in one a process below the root made
+/// joins that one (`below`, made before the stubs).
 fn enter_tree_userns(
     ctxs: &mut [Ctx<'_>],
     staged: &[Option<Vec<Injector>>],
     plan: &Plan,
     ckpt_own: &creds::Own,
+    below: &crate::kinds::userns::Below,
 ) -> Result<()> {
-    let Some((fd, _)) = tree_userns(plan) else {
-        return Ok(());
-    };
+    use std::os::fd::AsRawFd;
+    let tree = tree_userns(plan).map(|(fd, _)| fd);
+    let root_user = crate::kinds::userns::owned(&plan.ckpt).map(|n| n.inode);
     for (cx, threads) in ctxs.iter_mut().zip(staged.iter()) {
-        if threads.as_ref().is_some_and(|t| t.is_empty()) {
-            let groups = cx.proc_.creds.groups.clone();
-            crate::kinds::userns::enter(cx, ckpt_own, &groups, fd)?;
+        if !threads.as_ref().is_some_and(|t| t.is_empty()) {
+            continue;
         }
+        let Some(ns) = crate::kinds::userns::of_process(&plan.ckpt, cx.proc_) else {
+            continue;
+        };
+        let fd = if Some(ns.inode) == root_user {
+            tree
+        } else {
+            below.users.get(&ns.inode).map(|f| f.as_raw_fd())
+        };
+        let Some(fd) = fd else {
+            return Err(RestoreError::Stage(format!(
+                "the user namespace user:[{}] of process {} was not made",
+                ns.inode, cx.proc_.pid
+            )));
+        };
+        let groups = cx.proc_.creds.groups.clone();
+        crate::kinds::userns::enter(cx, ckpt_own, &groups, fd)?;
     }
     Ok(())
 }
@@ -859,15 +885,15 @@ fn restore_all_creds(
     plan: &Plan,
     ckpt_own: &creds::Own,
 ) -> Result<()> {
-    let userns = tree_userns(plan);
     for (cx, threads) in ctxs.iter_mut().zip(staged.iter_mut()) {
         let Some(threads) = threads else {
             continue;
         };
         let mut changed = false;
         let p = cx.proc_;
+        let userns = crate::kinds::userns::state_of(&plan.ckpt, p);
         let (me, want) = match userns {
-            Some((_, u)) => {
+            Some(u) => {
                 // (It joined the namespace already: `enter_tree_userns`.)
                 let (me, want) = crate::kinds::userns::inside(ckpt_own, &p.creds, u)?;
                 (me, std::borrow::Cow::Owned(want))
@@ -879,9 +905,7 @@ fn restore_all_creds(
             let c = image.creds.as_ref().unwrap_or(&p.creds);
             // Each thread's IDs as the namespace's maps show them too.
             let c = match userns {
-                Some((_, u)) => {
-                    std::borrow::Cow::Owned(crate::kinds::userns::inside(ckpt_own, c, u)?.1)
-                }
+                Some(u) => std::borrow::Cow::Owned(crate::kinds::userns::inside(ckpt_own, c, u)?.1),
                 None => std::borrow::Cow::Borrowed(c),
             };
             std::mem::swap(&mut cx.live_task("set credentials")?.inj, t);

@@ -116,6 +116,11 @@ pub struct UserNsSpec<'a> {
     /// these offsets (CLOCK_MONOTONIC, CLOCK_BOOTTIME, nanoseconds), written by ckpt
     /// before anything is in it.
     pub time: Option<(i64, i64)>,
+    /// The user namespace to make it in (the helper joins it first; its owner's IDs
+    /// and the maps' outside IDs are then as that namespace shows them, and a second
+    /// helper that joined it writes the maps: the kernel takes a map only from a
+    /// process in the namespace's parent); `None`: ckpt's.
+    pub parent: Option<&'a OwnedFd>,
 }
 
 /// PIDFD_GET_PID_FOR_CHILDREN_NAMESPACE of linux/pidfd.h (Linux 6.11):
@@ -175,6 +180,7 @@ pub fn make(spec: &UserNsSpec<'_>) -> Result<NewUserNs> {
     let cgroups: Vec<(libc::c_int, *const libc::c_char)> =
         spec.cgroups.iter().map(|(d, p)| (*d, p.as_ptr())).collect();
     let (uid, gid) = (spec.owner_uid, spec.owner_gid);
+    let parent_ns = spec.parent.map_or(-1, |f| f.as_raw_fd());
     let parent = super::process::own_pid();
     let args = libc::clone_args {
         exit_signal: libc::SIGCHLD as u64,
@@ -198,6 +204,10 @@ pub fn make(spec: &UserNsSpec<'_>) -> Result<NewUserNs> {
                     fail(9);
                 }
                 libc::syscall(libc::SYS_close, fd);
+            }
+            if parent_ns >= 0 && libc::syscall(libc::SYS_setns, parent_ns, libc::CLONE_NEWUSER) != 0
+            {
+                fail(10);
             }
             if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0 {
                 fail(2);
@@ -243,17 +253,21 @@ pub fn make(spec: &UserNsSpec<'_>) -> Result<NewUserNs> {
         rd.read_exact(&mut b)
             .map_err(|_| status_of("it made the namespace"))?;
         let base = format!("/proc/{child}");
-        if !spec.setgroups {
-            fs::write(format!("{base}/setgroups"), "deny")
-                .map_err(|e| SysError::io(format!("write \"deny\" to {base}/setgroups"), e))?;
-        }
-        for (file, text) in [("uid_map", spec.uid_map), ("gid_map", spec.gid_map)] {
-            // One write: the kernel takes a map whole, once.
-            fs::OpenOptions::new()
-                .write(true)
-                .open(format!("{base}/{file}"))
-                .and_then(|mut f| f.write_all(text.as_bytes()))
-                .map_err(|e| SysError::io(format!("write {text:?} to {base}/{file}"), e))?;
+        if let Some(p) = spec.parent {
+            write_maps_from(p, child, spec)?;
+        } else {
+            if !spec.setgroups {
+                fs::write(format!("{base}/setgroups"), "deny")
+                    .map_err(|e| SysError::io(format!("write \"deny\" to {base}/setgroups"), e))?;
+            }
+            for (file, text) in [("uid_map", spec.uid_map), ("gid_map", spec.gid_map)] {
+                // One write: the kernel takes a map whole, once.
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(format!("{base}/{file}"))
+                    .and_then(|mut f| f.write_all(text.as_bytes()))
+                    .map_err(|e| SysError::io(format!("write {text:?} to {base}/{file}"), e))?;
+            }
         }
         wr.write_all(b"g")
             .map_err(|e| SysError::io("wake the user namespace helper", e))?;
@@ -299,11 +313,190 @@ pub fn make(spec: &UserNsSpec<'_>) -> Result<NewUserNs> {
                 4 => "unshare(CLONE_NEWUSER)",
                 7 => "unshare of the namespaces it owns",
                 9 => "moving itself into the cgroup namespace's cgroups",
+                10 => "setns into the parent user namespace",
                 _ => "see the status",
             }
         ))),
         (Err(e), _) => Err(e),
         (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+/// Write the setgroups state and the maps of the user namespace helper `child` made
+/// in `spec.parent` (their outside IDs as that namespace shows them): the kernel takes
+/// a map only from a process in the namespace or its parent, so a second helper forked
+/// from ckpt joins the parent (where it has every capability) and writes them (raw
+/// system calls only, on paths and texts made before the fork).
+fn write_maps_from(parent: &OwnedFd, child: i32, spec: &UserNsSpec<'_>) -> Result<()> {
+    use std::ffi::CString;
+    let cs =
+        |s: String| CString::new(s).map_err(|_| SysError::Other("a map with a NUL byte".into()));
+    let mut files: Vec<(CString, Vec<u8>)> = Vec::new();
+    if !spec.setgroups {
+        files.push((cs(format!("/proc/{child}/setgroups"))?, b"deny".to_vec()));
+    }
+    files.push((
+        cs(format!("/proc/{child}/uid_map"))?,
+        spec.uid_map.as_bytes().to_vec(),
+    ));
+    files.push((
+        cs(format!("/proc/{child}/gid_map"))?,
+        spec.gid_map.as_bytes().to_vec(),
+    ));
+    let raw: Vec<(*const libc::c_char, *const u8, usize)> = files
+        .iter()
+        .map(|(p, t)| (p.as_ptr(), t.as_ptr(), t.len()))
+        .collect();
+    let pfd = parent.as_raw_fd();
+    let me = super::process::own_pid();
+    let args = libc::clone_args {
+        exit_signal: libc::SIGCHLD as u64,
+        ..super::process::clone_args()
+    };
+    let w = super::process::clone3(&args);
+    if w == 0 {
+        // SAFETY: the forked child runs raw system calls only, on a descriptor and
+        // buffers made before the fork, and ends with `_exit`; what it changes (its
+        // user namespace) is its own.
+        unsafe {
+            super::process::die_with_parent(me);
+            if libc::syscall(libc::SYS_setns, pfd, libc::CLONE_NEWUSER) != 0 {
+                libc::_exit(2);
+            }
+            for (i, (path, text, len)) in raw.iter().enumerate() {
+                let fd = libc::syscall(libc::SYS_openat, libc::AT_FDCWD, *path, libc::O_WRONLY);
+                if fd < 0 {
+                    libc::_exit(10 + i as i32);
+                }
+                // One write: the kernel takes a map whole, once.
+                if libc::syscall(libc::SYS_write, fd, *text, *len) != *len as libc::c_long {
+                    libc::_exit(20 + i as i32);
+                }
+                libc::syscall(libc::SYS_close, fd);
+            }
+            libc::_exit(0);
+        }
+    }
+    if w < 0 {
+        return Err(SysError::os(
+            "clone3 (writing a nested user namespace's maps)",
+        ));
+    }
+    let st = super::process::wait_exit(w as i32)?;
+    if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 {
+        return Ok(());
+    }
+    let code = libc::WEXITSTATUS(st);
+    let what = match code {
+        2 => "setns into the parent user namespace".to_string(),
+        10..=12 | 20..=22 => {
+            let i = (code % 10) as usize;
+            let (p, t) = &files[i.min(files.len() - 1)];
+            format!(
+                "{} {:?} to {}",
+                if code < 20 { "open, to write" } else { "write" },
+                String::from_utf8_lossy(t),
+                p.to_string_lossy()
+            )
+        }
+        _ => "see the status".into(),
+    };
+    Err(SysError::Other(format!(
+        "the helper writing a nested user namespace's maps failed (status {st:#x}: {what})"
+    )))
+}
+
+/// New namespaces of the CLONE_NEW* kinds `kinds` (flag, name as in /proc/PID/ns/),
+/// owned by the user namespace `user`: a helper forked from ckpt joins `user` (where it
+/// has every capability), unshares them, names a new UTS namespace `uts` (host, domain)
+/// and waits until ckpt has opened them. ckpt must be single-threaded for the fork's
+/// child to be sound (raw system calls only).
+pub fn make_owned(
+    user: &OwnedFd,
+    kinds: &[(&str, libc::c_int)],
+    uts: Option<(&[u8], &[u8])>,
+) -> Result<Vec<(libc::c_int, OwnedFd)>> {
+    use std::io::Read;
+    let (to_child_rd, to_child_wr) = super::process::pipe()?;
+    let (from_child_rd, from_child_wr) = super::process::pipe()?;
+    let (crd, cwr) = (to_child_rd.as_raw_fd(), from_child_wr.as_raw_fd());
+    let (pwr, prd) = (to_child_wr.as_raw_fd(), from_child_rd.as_raw_fd());
+    let ufd = user.as_raw_fd();
+    let flags = kinds.iter().fold(0, |a, (_, f)| a | f);
+    let uts = uts.filter(|_| flags & libc::CLONE_NEWUTS != 0);
+    let set_names = uts.is_some();
+    let (host, dom) = uts.unwrap_or((&[], &[]));
+    let (hp, hl, dp, dl) = (host.as_ptr(), host.len(), dom.as_ptr(), dom.len());
+    let parent = super::process::own_pid();
+    let args = libc::clone_args {
+        exit_signal: libc::SIGCHLD as u64,
+        ..super::process::clone_args()
+    };
+    let child = super::process::clone3(&args);
+    if child == 0 {
+        // SAFETY: the forked child runs raw system calls only, on descriptors it
+        // inherited and buffers made before the fork, and ends with `_exit`; what it
+        // changes (its namespaces) is its own.
+        unsafe {
+            super::process::die_with_parent(parent);
+            let mut b = [0u8; 1];
+            libc::syscall(libc::SYS_close, pwr);
+            libc::syscall(libc::SYS_close, prd);
+            if libc::syscall(libc::SYS_setns, ufd, libc::CLONE_NEWUSER) != 0 {
+                libc::_exit(2);
+            }
+            if libc::syscall(libc::SYS_unshare, flags) != 0 {
+                libc::_exit(3);
+            }
+            if set_names
+                && (libc::syscall(libc::SYS_sethostname, hp, hl) != 0
+                    || libc::syscall(libc::SYS_setdomainname, dp, dl) != 0)
+            {
+                libc::_exit(5);
+            }
+            if libc::syscall(libc::SYS_write, cwr, b.as_ptr(), 1) != 1 {
+                libc::_exit(4);
+            }
+            // Until ckpt has opened the namespaces and closes its end.
+            libc::syscall(libc::SYS_read, crd, b.as_mut_ptr(), 1);
+            libc::_exit(0);
+        }
+    }
+    if child < 0 {
+        return Err(SysError::os(
+            "clone3 (making namespaces in a user namespace)",
+        ));
+    }
+    let child = child as i32;
+    drop((to_child_rd, from_child_wr));
+    let mut rd = fs::File::from(from_child_rd);
+    let wr = fs::File::from(to_child_wr);
+    let mut b = [0u8; 1];
+    let res = match rd.read_exact(&mut b) {
+        Ok(()) => kinds
+            .iter()
+            .map(|(k, f)| open_ns(child, k).map(|o| (*f, OwnedFd::from(o))))
+            .collect::<Result<Vec<_>>>(),
+        Err(_) => Err(SysError::Other(
+            "the helper making namespaces in a user namespace failed".into(),
+        )),
+    };
+    drop((rd, wr));
+    let status = super::process::wait_exit(child)?;
+    match res {
+        Ok(v) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 => Ok(v),
+        Ok(_) => Err(SysError::Other(format!(
+            "the helper making namespaces in a user namespace ended with status {status:#x}"
+        ))),
+        Err(e) => Err(SysError::Other(format!(
+            "{e} (status {status:#x}: {})",
+            match libc::WEXITSTATUS(status) {
+                2 => "setns into the user namespace",
+                3 => "unshare",
+                5 => "naming the new UTS namespace",
+                _ => "see the status",
+            }
+        ))),
     }
 }
 

@@ -220,7 +220,7 @@ pub(crate) fn check_namespaces(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
 
 /// Whether namespace `kind:[inode]` (not the root's) is one a process below the root
 /// made, of a kind restore makes there ([`MIXABLE`]): exactly one process of the image
-/// is in it while its parent is not.
+/// is in it while its parent is not (for a user namespace, at least one).
 fn made_below_root(ckpt: &Checkpoint, kind: &str, inode: u64) -> bool {
     if !MIXABLE.contains(&kind) {
         return false;
@@ -234,5 +234,7 @@ fn made_below_root(ckpt: &Checkpoint, kind: &str, inode: u64) -> bool {
         .filter(|p| in_it(p))
         .filter(|p| !ckpt.processes.iter().any(|q| q.pid == p.ppid && in_it(q)))
         .count();
-    creators == 1
+    // (A user namespace may have been entered by others with setns: each process
+    // joins its own alone at restore.)
+    creators == 1 || (kind == "user" && creators > 1)
 }

@@ -173,8 +173,11 @@ pub(crate) fn collect(
                 ),
             ));
         }
-        all.push(own_namespace(root, kind, root_ns, attached, &tree_user)?);
+        all.push(own_namespace(
+            root, kind, root_ns, attached, &tree_user, false,
+        )?);
     }
+    below_root_users(pids, &per_proc, &all, &tree_user)?;
     // A PID namespace of the tree's own is made by its user namespace of its own.
     if tree_user.inode != tree_user.ckpts {
         let ckpts_pid = sys::ns::inode(std::process::id() as i32, "pid")?;
@@ -189,7 +192,8 @@ pub(crate) fn collect(
 /// The namespaces of kind `kind` that processes of the tree below its root made (each
 /// process's namespaces so far in `per_proc`, in `pids` order: parents first): each
 /// made by one process (its parent is not in it), every other process in it below
-/// that one, nothing outside the tree in it. Returns them described; refuses anything
+/// that one (but a user namespace, which other processes of the tree may have
+/// entered with setns), nothing outside the tree in it. Returns them described; refuses anything
 /// else, naming the process.
 fn child_namespaces(
     pids: &[(i32, bool)],
@@ -209,6 +213,11 @@ fn child_namespaces(
         let ppid = sys::proc::status(pid)?.ppid;
         let parent_ns = pids.iter().position(|&(p, _)| p == ppid).and_then(ino_of);
         if parent_ns == Some(ino) {
+            continue;
+        }
+        // (Each process joins its user namespace alone at restore: one that entered
+        // it with setns is restored like one forked in it. The first is its maker.)
+        if kind == "user" && made.contains_key(&ino) {
             continue;
         }
         if let Some(first) = made.insert(ino, pid) {
@@ -235,9 +244,62 @@ fn child_namespaces(
                 ),
             });
         }
-        out.push(own_namespace(pid, kind, ino, attached, tree_user)?);
+        out.push(own_namespace(pid, kind, ino, attached, tree_user, true)?);
     }
     Ok(out)
+}
+
+/// The user namespaces processes below the tree's root made (in `all`, the tree's
+/// namespaces): each nested in ckpt's or in another of the tree's, and no process in
+/// one in a PID namespace it owns (restore makes the tree's PID namespaces outside
+/// them). Refuses anything else, naming the process.
+fn below_root_users(
+    pids: &[(i32, bool)],
+    per_proc: &[Vec<(String, u64)>],
+    all: &[Namespace],
+    tree_user: &TreeUser,
+) -> DumpResult<()> {
+    let ours: BTreeSet<u64> = all
+        .iter()
+        .filter(|n| n.kind == "user" && !n.external)
+        .map(|n| n.inode)
+        .collect();
+    let below: BTreeMap<u64, u64> = all
+        .iter()
+        .filter(|n| n.kind == "user" && !n.external && n.inode != tree_user.inode)
+        .filter_map(|n| n.user.as_ref().map(|u| (n.inode, u.parent)))
+        .collect();
+    for (i, &(pid, live)) in pids.iter().enumerate() {
+        if !live {
+            continue;
+        }
+        let Some(&(_, ino)) = per_proc[i].iter().find(|(k, _)| k == "user") else {
+            continue;
+        };
+        let Some(&parent) = below.get(&ino) else {
+            continue;
+        };
+        if parent != tree_user.ckpts && !ours.contains(&parent) {
+            return Err(DumpError::Unsupported {
+                pid,
+                why: format!(
+                    "it is in a user namespace (user:[{ino}]) a process of the tree made                      in user:[{parent}], which is neither ckpt's (user:[{}]) nor one of                      the tree's; this is not restored",
+                    tree_user.ckpts
+                ),
+            });
+        }
+        for kind in ["pid", "pid_for_children"] {
+            if sys::userns::owner_ino(pid, kind).ok() == Some(ino) {
+                return Err(DumpError::Unsupported {
+                    pid,
+                    why: format!(
+                        "it is in (or made for its children) a PID namespace owned by the                          user namespace user:[{ino}] that a process below the tree's root                          made; restore makes the tree's PID namespaces outside such user                          namespaces, so this is not restored yet"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// ckpt's own namespaces (inode by kind), as they were when the dump began.
@@ -298,8 +360,23 @@ fn own_namespace(
     inode: u64,
     attached: &BTreeSet<i32>,
     tree_user: &TreeUser,
+    below: bool,
 ) -> DumpResult<Namespace> {
-    if kind != "user" {
+    if below && kind != "user" {
+        // Made below the root by `pid`: restore makes it again owned by the user
+        // namespace that process is in (see `kinds::userns::make_below`).
+        let owner = sys::userns::owner_ino(pid, kind)?;
+        let user = sys::ns::inode(pid, "user")?;
+        if owner != user {
+            return Err(DumpError::Unsupported {
+                pid,
+                why: format!(
+                    "it made a {} namespace ({kind}:[{inode}]) owned by user:[{owner}],                      not by the user namespace it is in (user:[{user}]); restore makes a                      namespace a process below the root made owned by that process's                      user namespace, so this is not restored",
+                    title(kind)
+                ),
+            });
+        }
+    } else if kind != "user" {
         crate::kinds::userns::check_owner(
             pid,
             kind,
@@ -378,7 +455,14 @@ fn own_namespace(
             });
         }
         "mnt" => ns.mounts = Some(crate::kinds::mnt::collect(pid)?),
-        "user" => ns.user = Some(crate::kinds::userns::collect(pid, inode, tree_user.ckpts)?),
+        "user" => {
+            ns.user = Some(crate::kinds::userns::collect(
+                pid,
+                inode,
+                tree_user.ckpts,
+                below,
+            )?)
+        }
         _ => {}
     }
     Ok(ns)

@@ -10,18 +10,25 @@ use crate::sys;
 // ---- restore (stage) ----
 
 /// In the stub of process `p` (just forked from its parent `parent`, before its own
-/// children are), make the namespaces it made below the tree's root: injected
-/// `unshare`, then their state set from a thread of ckpt that joins them.
+/// children are), make the namespaces it made below the tree's root: those `below`
+/// holds (made beforehand, owned by a user namespace of the tree's) it joins (its
+/// descriptor taken from ckpt, injected `setns`); the others by an injected `unshare`,
+/// then their state set from a thread of ckpt that joins them. (A user namespace it
+/// made it joins at the credentials step, `restore::stage`.)
 pub(crate) fn enter_child_namespaces(
     cx: &mut crate::remote::Ctx<'_>,
     ckpt: &Checkpoint,
     parent: &crate::model::Process,
+    below: &crate::kinds::userns::Below,
 ) -> crate::error::RestoreResult<()> {
+    use std::os::fd::AsRawFd;
     let p = cx.proc_;
     let mut flags = 0;
     let mut made = Vec::new();
     for (kind, inode) in &p.namespaces {
-        if parent.namespaces.contains(&(kind.clone(), *inode)) || !MIXABLE.contains(&kind.as_str())
+        if parent.namespaces.contains(&(kind.clone(), *inode))
+            || !MIXABLE.contains(&kind.as_str())
+            || kind == "user"
         {
             continue;
         }
@@ -32,7 +39,24 @@ pub(crate) fn enter_child_namespaces(
         else {
             continue;
         };
-        flags |= sys::ns::clone_flag(kind).unwrap_or(0);
+        let flag = sys::ns::clone_flag(kind).unwrap_or(0);
+        if let Some(f) = below.others.get(&(kind.clone(), *inode)) {
+            let ckpt_pid = std::process::id() as i32;
+            let fd = crate::remote::take_remote_fd(
+                cx,
+                ckpt_pid,
+                f.as_raw_fd() as u64,
+                "take a namespace made below the root",
+            )?;
+            cx.call(
+                "setns (a namespace a process made in a user namespace)",
+                crate::arch::native::nr::SETNS,
+                [fd, flag as u64, 0, 0, 0, 0],
+            )?;
+            cx.call("close", crate::arch::native::nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
+            continue;
+        }
+        flags |= flag;
         made.push(ns);
     }
     if flags == 0 {

@@ -45,8 +45,10 @@ pub(crate) const RESTORED: [&str; 7] = ["uts", "ipc", "time", "net", "cgroup", "
 
 /// Kinds of namespace a process of the tree below its root may have made for itself
 /// and its descendants (restore makes it again in that process's stub before its
-/// children are forked).
-pub(crate) const MIXABLE: [&str; 1] = ["uts"];
+/// children are forked, or, owned by a user namespace of the tree's, beforehand, and
+/// the stub joins it then; a user namespace is made beforehand and joined by each of
+/// its processes at the credentials step: `kinds::userns`).
+pub(crate) const MIXABLE: [&str; 2] = ["uts", "user"];
 
 /// Kinds of a namespace made outside the tree that restore joins (`--join-ns`): those
 /// a thread of ckpt may join alone.

@@ -1,0 +1,314 @@
+//! User namespaces made below the tree's root, and nested ones (issue 15: a rootless
+//! container that runs a sandbox): a child that made a user namespace (and a UTS
+//! namespace in it) is restored into a new one, nested where its was (in the host's,
+//! or in the tree's own user namespace: two levels), with the same maps, setgroups
+//! state and creator, its UTS namespace owned by it, and every process of it root with
+//! every capability there again. The state oracle (`ctx.dump`/`ctx.restore`) compares
+//! which processes share which namespace, who owns each (NS_GET_USERNS; a user
+//! namespace's parent), the creators (NS_GET_OWNER_UID), the maps and
+//! /proc/PID/status (Cap*, NSpid); the programs check their capabilities by using them
+//! (renaming their host). What restore cannot do is refused at dump, naming it; a
+//! failed restore leaves nothing. Target: `tests/targets/nestuserns.c`. Needs root.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+
+use common::more::*;
+use common::*;
+
+/// The inode of namespace `kind` of process `pid` (`self` for the test).
+fn ns(pid: &str, kind: &str) -> u64 {
+    std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
+        .unwrap_or_else(|e| panic!("stat /proc/{pid}/ns/{kind}: {e}"))
+        .ino()
+}
+
+/// /proc/PID/`file` of process `pid`, blanks squeezed.
+fn proc_text(pid: i32, file: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/{file}: {e}"))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The value of line "Name:" of /proc/PID/status, blanks squeezed.
+fn status(pid: i32, name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Every capability this kernel knows, as /proc/PID/status shows a set.
+fn full_caps() -> String {
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .expect("cap_last_cap")
+        .trim()
+        .parse()
+        .expect("cap_last_cap");
+    format!("{:016x}", (1u128 << (last + 1)) - 1)
+}
+
+/// The shape of `tree` (root, child, grandchild, and with `joiner` a second child):
+/// the child and grandchild share a user namespace that is neither the root's nor the
+/// test's, nested in the root's (`root_map`: the root's uid_map, its own when not the
+/// test's), mapped by `child_map`, owned by it a UTS namespace the root does not share,
+/// and they are root with every capability there; the joiner entered that user
+/// namespace (setns) and stayed in the root's UTS namespace.
+fn assert_shape(tree: &[i32], root_map: Option<&str>, child_map: &str, joiner: bool, what: &str) {
+    let n = if joiner { 4 } else { 3 };
+    assert_eq!(tree.len(), n, "{what}: the tree: {tree:?}");
+    let r = tree[0].to_string();
+    let me = ns("self", "user");
+    match root_map {
+        Some(m) => {
+            assert_ne!(ns(&r, "user"), me, "{what}: the root's user namespace");
+            assert_eq!(proc_text(tree[0], "uid_map"), m, "{what}: root's uid_map");
+        }
+        None => assert_eq!(ns(&r, "user"), me, "{what}: the root is in ours"),
+    }
+    let (stay, own): (Vec<i32>, Vec<i32>) = tree[1..]
+        .iter()
+        .partition(|p| ns(&p.to_string(), "uts") == ns(&r, "uts"));
+    assert_eq!(
+        own.len(),
+        2,
+        "{what}: child and grandchild in a UTS namespace: {own:?}"
+    );
+    assert_eq!(
+        stay.len(),
+        n - 3,
+        "{what}: the joiner in the root's: {stay:?}"
+    );
+    let (c, g) = match status(own[0], "PPid") == r {
+        true => (own[0], own[1]),
+        false => (own[1], own[0]),
+    };
+    assert_eq!(status(c, "PPid"), r, "{what}: the child {c} is the root's");
+    let [cs, gs] = [c, g].map(|p| p.to_string());
+    let user = ns(&cs, "user");
+    assert_ne!(user, ns(&r, "user"), "{what}: the child's is its own");
+    assert_eq!(ns(&gs, "user"), user, "{what}: the grandchild shares it");
+    assert_eq!(
+        oracle::ns_owner(c, "user"),
+        Some(ns(&r, "user")),
+        "{what}: nested in the root's"
+    );
+    let uts = ns(&cs, "uts");
+    assert_eq!(
+        ns(&gs, "uts"),
+        uts,
+        "{what}: the grandchild's UTS namespace"
+    );
+    assert_eq!(
+        oracle::ns_owner(c, "uts"),
+        Some(user),
+        "{what}: the UTS namespace is owned by the child's user namespace"
+    );
+    for &p in [c, g].iter().chain(&stay) {
+        assert_eq!(ns(&p.to_string(), "user"), user, "{what}: {p} is in it");
+        assert_eq!(proc_text(p, "uid_map"), child_map, "{what}: uid_map of {p}");
+        assert_eq!(proc_text(p, "gid_map"), child_map, "{what}: gid_map of {p}");
+        assert_eq!(
+            proc_text(p, "setgroups"),
+            "deny",
+            "{what}: setgroups of {p}"
+        );
+        assert_eq!(status(p, "CapEff"), full_caps(), "{what}: CapEff of {p}");
+    }
+}
+
+/// A tree in the test's user namespace whose child made a user namespace (root mapped
+/// to root) and a UTS namespace in it, and forked a grandchild: restored with the
+/// child's user namespace nested in ours and its UTS namespace owned by it; the child
+/// and grandchild keep renaming their host (they would exit if they could not), and
+/// the root's output continues.
+#[test]
+fn a_user_namespace_a_child_made_is_restored() {
+    let ctx = Ctx::new("a_user_namespace_a_child_made_is_restored");
+    let spec = Spec::new(target("nestuserns"))
+        .arg("40")
+        .arg("sleep=40")
+        .arg("uts")
+        .arg("grand");
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(2);
+    assert_shape(
+        &wait_process_tree(t.pid, 3, "nestuserns"),
+        None,
+        "0 0 1",
+        false,
+        "original",
+    );
+    t.kill();
+    let mut checked = false;
+    dump_restore_compare(&ctx, &spec, &spec, 6, &[], "nestuserns", &mut |pid| {
+        let tree = wait_process_tree(pid, 3, "restored nestuserns");
+        assert_shape(&tree, None, "0 0 1", false, "restored");
+        checked = true;
+    });
+    assert!(checked);
+}
+
+/// Two levels: the root made a user namespace of its own (0-65535 mapped to
+/// 123400-188935 from outside), and its child one nested in it (root inside mapped to
+/// the root's root: 123400 on the host, written as 0 from inside the root's) with a
+/// UTS namespace, which a second child of the root entered with setns: restored with
+/// both, the child's nested in the root's new one (its map written from there), the
+/// same maps as the host reads them, the UTS namespace owned by the child's, the
+/// second child in the child's user namespace and the root's UTS namespace.
+#[test]
+fn a_user_namespace_nested_in_the_trees_is_restored() {
+    let ctx = Ctx::new("a_user_namespace_nested_in_the_trees_is_restored");
+    let spec = Spec::new(target("nestuserns"))
+        .arg("40")
+        .arg("sleep=40")
+        .arg("top")
+        .arg("wide")
+        .arg("uts")
+        .arg("grand")
+        .arg("join");
+    let wide = "0 123400 65536";
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(2);
+    assert_shape(
+        &wait_process_tree(t.pid, 4, "nestuserns top"),
+        Some(wide),
+        "0 123400 1",
+        true,
+        "original",
+    );
+    t.kill();
+    let mut checked = false;
+    dump_restore_compare(&ctx, &spec, &spec, 6, &[], "nestuserns-top", &mut |pid| {
+        let tree = wait_process_tree(pid, 4, "restored nestuserns top");
+        assert_shape(&tree, Some(wide), "0 123400 1", true, "restored");
+        checked = true;
+    });
+    assert!(checked);
+}
+
+/// A child that made a mount namespace in the user namespace it made: refused at dump,
+/// naming the mount namespace, and the tree runs on.
+#[test]
+fn a_mount_namespace_made_in_a_nested_user_namespace_is_refused() {
+    let ctx = Ctx::new("a_mount_namespace_made_in_a_nested_user_namespace_is_refused");
+    let spec = Spec::new(target("nestuserns"))
+        .arg("200")
+        .arg("sleep=40")
+        .arg("mnt");
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(1);
+    let tree = wait_process_tree(t.pid, 2, "nestuserns mnt");
+    for &p in &tree {
+        ctx.track(p);
+    }
+    let img = ctx.path("refused.img");
+    let r = ctx.try_dump(t.pid, &img);
+    r.assert_fails(1);
+    assert!(
+        r.stderr.contains("mount namespace") && r.stderr.contains(&tree[1].to_string()),
+        "dump: {}",
+        r.stderr
+    );
+    assert!(!img.exists());
+    for &p in &tree {
+        assert_running_untraced(p, "after the refused dump");
+    }
+    t.kill();
+}
+
+/// Processes on the host whose user namespace maps IDs from 323400 (this test's map):
+/// none once a restore failed.
+fn namespaces_with_our_map() -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap_or_default();
+        if map.split_whitespace().nth(1) == Some("323400") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Restores of the two-level tree that fail at each new step (making the nested user
+/// namespace, the UTS namespace in it, a stub joining that, a stub joining its user
+/// namespace) and at sampled others leave no process and no user namespace behind;
+/// the next restore succeeds and continues the output.
+#[test]
+fn failed_restores_of_nested_user_namespaces_leave_nothing() {
+    let ctx = Ctx::new("failed_restores_of_nested_user_namespaces_leave_nothing");
+    let spec = Spec::new(target("nestuserns"))
+        .arg("25")
+        .arg("sleep=20")
+        .arg("top")
+        .arg("wide")
+        .arg("base=323400")
+        .arg("uts")
+        .arg("grand");
+    let reference = ctx.reference(&spec);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(5);
+    let tree = wait_process_tree(t.pid, 3, "nestuserns");
+    let img = ctx.path("nested.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("nestuserns: original");
+    wait_pids_gone(&tree, "nestuserns after the dump");
+    assert_eq!(
+        namespaces_with_our_map(),
+        Vec::<i32>::new(),
+        "after the dump"
+    );
+    let (trace, steps) = traced_restore(
+        &ctx,
+        &img,
+        20,
+        "create a user namespace below the tree's root",
+    );
+    let total = steps.len();
+    assert_same_output(
+        "nestuserns: the traced restore",
+        &reference.stdout,
+        &[before.clone(), trace.stdout].concat(),
+    );
+    let faults = fault_walk(
+        &[
+            "create a user namespace below the tree's root",
+            "create a namespace in a user namespace below the root",
+            "take a namespace made below the root",
+            "setns (a namespace a process made in a user namespace)",
+            "setns (the tree's user namespace)",
+        ],
+        total,
+        |n| n <= 4 || n % 17 == 0 || n == total,
+    );
+    for f in &faults {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
+        assert_eq!(
+            namespaces_with_our_map(),
+            Vec::<i32>::new(),
+            "restore failing at {f} left a process in a user namespace"
+        );
+    }
+    eprintln!("{} failing restores of {total} steps", faults.len());
+    let fin = restore_env(&ctx, &img, &[]);
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "the final restore: {}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "nestuserns: restored after the failed ones",
+        &reference.stdout,
+        &[before, fin.stdout].concat(),
+    );
+}

@@ -1,0 +1,300 @@
+/* nestuserns STEPS [sleep=MS] [top] [wide] [base=N] [uts] [mnt] [grand] [join]
+ *
+ * A tree in which a process below the root makes a user namespace (run as root).
+ *
+ * With `top`, the root first makes a user namespace of its own, as `unshare -U -r`
+ * does (setgroups denied, root inside mapped to its own IDs outside), or, with `wide`,
+ * mapped by a helper it forked before from outside: IDs 0-65535 inside are
+ * N-(N+65535) outside (N: 123400 unless `base=N`), setgroups allowed, and it becomes
+ * root inside; the child's
+ * user namespace is then nested two levels below the host's.
+ *
+ * The root forks a child that unshares CLONE_NEWUSER, denies setgroups and maps root
+ * inside to its own user and group IDs (one each, as its parent namespace shows them);
+ * with `uts` it then unshares CLONE_NEWUTS (owned by its new user namespace) and names
+ * the host "ckpt-nested"; with `mnt` it unshares CLONE_NEWNS. With `grand`, the child
+ * forks a grandchild that stays in its namespaces. With `join`, the root then forks a
+ * second child that enters the first child's user namespace with setns (and stays in
+ * the root's other namespaces).
+ *
+ * Every step the root prints its step, IDs and capabilities, uid_map and host name;
+ * the child and grandchild check every step, by using them, that they are still root
+ * with every capability in their user namespace, with the same maps, and (`uts`) that
+ * they may rename their host (CAP_SYS_ADMIN over the UTS namespace: it is owned by
+ * their user namespace) and read back the name; one that finds anything else exits
+ * 43, which the root reports ("child lost: ..."). At the end the root stops the
+ * child (SIGTERM), which kills and reaps the grandchild first. Nothing printed
+ * depends on IDs outside the namespaces but the maps. */
+#include "util.h"
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <linux/capability.h>
+
+static void put(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY);
+	if (fd < 0)
+		die("open %s: %s", path, strerror(errno));
+	write_all(fd, text, strlen(text));
+	close(fd);
+}
+
+static void get(const char *path, char *buf, size_t n)
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		die("open %s: %s", path, strerror(errno));
+	ssize_t r = read(fd, buf, n - 1);
+	close(fd);
+	buf[r > 0 ? r : 0] = 0;
+	/* runs of blanks squeezed */
+	char *w = buf;
+	int blank = 1;
+	for (char *c = buf; *c; c++) {
+		if (*c == ' ' || *c == '\t' || *c == '\n') {
+			if (!blank)
+				*w++ = ' ';
+			blank = 1;
+		} else {
+			*w++ = *c;
+			blank = 0;
+		}
+	}
+	if (w > buf && w[-1] == ' ')
+		w--;
+	*w = 0;
+}
+
+static unsigned long long effective(void)
+{
+	struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct d[2];
+	if (syscall(SYS_capget, &h, d) != 0)
+		die("capget: %s", strerror(errno));
+	return ((unsigned long long)d[1].effective << 32) | d[0].effective;
+}
+
+/* Own user namespace: deny setgroups, map root inside to `uid`/`gid` outside. */
+static void self_map(uid_t uid, gid_t gid)
+{
+	char map[64];
+	put("/proc/self/setgroups", "deny");
+	snprintf(map, sizeof map, "0 %u 1\n", uid);
+	put("/proc/self/uid_map", map);
+	snprintf(map, sizeof map, "0 %u 1\n", gid);
+	put("/proc/self/gid_map", map);
+}
+
+static volatile sig_atomic_t stop;
+
+static void on_term(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
+
+/* The child's (and grandchild's) life: check every step; 43 on a difference. The
+ * child ends on SIGTERM from the root, once it has killed and reaped the grandchild
+ * (`grand`: its PID). */
+static void nested(long ms, int uts, const char *map0, unsigned long long caps0, pid_t grand)
+{
+	char map[256], host[128];
+	for (;;) {
+		if (stop) {
+			if (grand > 0) {
+				kill(grand, SIGKILL);
+				waitpid(grand, NULL, 0);
+			}
+			_exit(0);
+		}
+		get("/proc/self/uid_map", map, sizeof map);
+		if (strcmp(map, map0) != 0 || geteuid() != 0 || getegid() != 0 ||
+		    effective() != caps0)
+			_exit(43);
+		if (uts) {
+			if (sethostname("ckpt-nested", 11) != 0)
+				_exit(43);
+			if (gethostname(host, sizeof host) != 0 || strcmp(host, "ckpt-nested") != 0)
+				_exit(43);
+		}
+		sleep_ms(ms);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	long steps = arg_long(argc, argv, 1, 40);
+	long ms = 40;
+	int top = 0, wide = 0, uts = 0, mnt = 0, grand = 0, join = 0;
+	long base = 123400;
+	for (int i = 2; i < argc; i++)
+		if (strncmp(argv[i], "sleep=", 6) == 0)
+			ms = strtol(argv[i] + 6, NULL, 10);
+		else if (strncmp(argv[i], "base=", 5) == 0)
+			base = strtol(argv[i] + 5, NULL, 10);
+		else if (strcmp(argv[i], "top") == 0)
+			top = 1;
+		else if (strcmp(argv[i], "wide") == 0)
+			wide = 1;
+		else if (strcmp(argv[i], "uts") == 0)
+			uts = 1;
+		else if (strcmp(argv[i], "mnt") == 0)
+			mnt = 1;
+		else if (strcmp(argv[i], "grand") == 0)
+			grand = 1;
+		else if (strcmp(argv[i], "join") == 0)
+			join = 1;
+	if (top) {
+		uid_t uid = geteuid();
+		gid_t gid = getegid();
+		int go[2], done[2];
+		pid_t helper = -1;
+		if (wide) {
+			if (pipe(go) != 0 || pipe(done) != 0)
+				die("pipe: %s", strerror(errno));
+			helper = fork();
+			if (helper < 0)
+				die("fork: %s", strerror(errno));
+			if (helper == 0) {
+				char b, path[64], map[64];
+				if (read(go[0], &b, 1) != 1)
+					_exit(2);
+				pid_t pp = getppid();
+				snprintf(map, sizeof map, "0 %ld 65536\n", base);
+				snprintf(path, sizeof path, "/proc/%d/uid_map", pp);
+				put(path, map);
+				snprintf(path, sizeof path, "/proc/%d/gid_map", pp);
+				put(path, map);
+				_exit(write(done[1], "d", 1) == 1 ? 0 : 3);
+			}
+		}
+		if (unshare(CLONE_NEWUSER) != 0)
+			die("unshare(CLONE_NEWUSER): %s", strerror(errno));
+		if (wide) {
+			char b;
+			int st;
+			if (write(go[1], "g", 1) != 1 || read(done[0], &b, 1) != 1)
+				die("the map helper failed");
+			if (waitpid(helper, &st, 0) != helper || !WIFEXITED(st) ||
+			    WEXITSTATUS(st) != 0)
+				die("the map helper failed");
+			close(go[0]);
+			close(go[1]);
+			close(done[0]);
+			close(done[1]);
+			if (setresgid(0, 0, 0) != 0 || setresuid(0, 0, 0) != 0)
+				die("becoming root inside: %s", strerror(errno));
+			/* (Changing IDs made it undumpable: its /proc files, and its
+			 * child's, would be the host root's.) */
+			if (prctl(PR_SET_DUMPABLE, 1) != 0)
+				die("PR_SET_DUMPABLE: %s", strerror(errno));
+		} else {
+			self_map(uid, gid);
+		}
+	}
+	struct sigaction sa = {0};
+	sa.sa_handler = on_term;
+	if (sigaction(SIGTERM, &sa, NULL) != 0)
+		die("sigaction: %s", strerror(errno));
+	int ready[2];
+	if (pipe(ready) != 0)
+		die("pipe: %s", strerror(errno));
+	pid_t child = fork();
+	if (child < 0)
+		die("fork: %s", strerror(errno));
+	if (child == 0) {
+		close(ready[0]);
+		uid_t uid = geteuid();
+		gid_t gid = getegid();
+		if (unshare(CLONE_NEWUSER) != 0)
+			die("child: unshare(CLONE_NEWUSER): %s", strerror(errno));
+		self_map(uid, gid);
+		if (uts) {
+			if (unshare(CLONE_NEWUTS) != 0)
+				die("child: unshare(CLONE_NEWUTS): %s", strerror(errno));
+			if (sethostname("ckpt-nested", 11) != 0)
+				die("child: sethostname: %s", strerror(errno));
+		}
+		if (mnt && unshare(CLONE_NEWNS) != 0)
+			die("child: unshare(CLONE_NEWNS): %s", strerror(errno));
+		char map0[256];
+		get("/proc/self/uid_map", map0, sizeof map0);
+		unsigned long long caps0 = effective();
+		pid_t g = -1;
+		if (grand) {
+			g = fork();
+			if (g < 0)
+				die("child: fork: %s", strerror(errno));
+			if (g == 0) {
+				close(ready[1]);
+				nested(ms, uts, map0, caps0, -1);
+			}
+		}
+		if (write(ready[1], "r", 1) != 1)
+			_exit(44);
+		close(ready[1]);
+		nested(ms, uts, map0, caps0, g);
+	}
+	close(ready[1]);
+	char b;
+	if (read(ready[0], &b, 1) != 1)
+		die("the child failed to start");
+	close(ready[0]);
+	pid_t joiner = -1;
+	if (join) {
+		char path[64];
+		snprintf(path, sizeof path, "/proc/%d/ns/user", child);
+		int fd = open(path, O_RDONLY);
+		if (fd < 0)
+			die("open %s: %s", path, strerror(errno));
+		joiner = fork();
+		if (joiner < 0)
+			die("fork: %s", strerror(errno));
+		if (joiner == 0) {
+			if (setns(fd, CLONE_NEWUSER) != 0)
+				_exit(45);
+			close(fd);
+			char jmap[256];
+			get("/proc/self/uid_map", jmap, sizeof jmap);
+			nested(ms, 0, jmap, effective(), -1);
+		}
+		close(fd);
+	}
+	char map[256], host[128];
+	get("/proc/self/uid_map", map, sizeof map);
+	for (long i = 1; i <= steps; i++) {
+		int st;
+		pid_t w = waitpid(child, &st, WNOHANG);
+		if (w == child) {
+			out("child lost: status %#x\n", st);
+			return 1;
+		}
+		if (joiner > 0 && waitpid(joiner, &st, WNOHANG) == joiner) {
+			out("joiner lost: status %#x\n", st);
+			return 1;
+		}
+		if (gethostname(host, sizeof host) != 0)
+			die("gethostname: %s", strerror(errno));
+		out("step %ld uid=%u caps=%llx map=%s host-same=%d\n", i, geteuid(), effective(),
+		    map, strcmp(host, "ckpt-nested") != 0);
+		sleep_ms(ms);
+	}
+	int st;
+	if (joiner > 0) {
+		kill(joiner, SIGTERM);
+		if (waitpid(joiner, &st, 0) != joiner || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			out("joiner ended with status %#x\n", st);
+			return 1;
+		}
+	}
+	kill(child, SIGTERM);
+	if (waitpid(child, &st, 0) != child || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		out("child ended with status %#x\n", st);
+		return 1;
+	}
+	return 0;
+}
