@@ -269,8 +269,7 @@ fn prepare_tcp(meta: &crate::model::Checkpoint, st: &mut State) -> Result<(), St
         .map_err(|e| format!("cannot lock the tree's TCP connections: {e}"))?;
     }
     if st.tcp.make_room {
-        for i in 0..st.tcp.held.len() {
-            let h = &st.tcp.held[i];
+        for (i, h) in st.tcp.held.iter().enumerate() {
             sys::tcp::disconnect(&h.sock).map_err(|e| {
                 format!(
                     "process {}, descriptor {}: cannot make room for the copy: {e}",
@@ -387,7 +386,37 @@ fn tree_pids(pid: i32) -> Vec<i32> {
 /// can be, and a listener must let the copy's bind its port beside it (SO_REUSEADDR or
 /// SO_REUSEPORT).
 fn check_tcp(meta: &crate::model::Checkpoint, make_room: bool) -> Result<(), String> {
-    if !make_room || crate::kinds::ns::owns(meta, "net") {
+    if crate::kinds::ns::owns(meta, "net") {
+        return Ok(());
+    }
+    if !make_room {
+        // A connection over the loopback interface has its peer on this host, in this
+        // network namespace: it cannot follow the process to another one.
+        for p in &meta.processes {
+            for f in p.fds.iter().filter(|f| f.shared_with.is_none()) {
+                let crate::model::FdKind::TcpConn { conn, .. } = &f.kind else {
+                    continue;
+                };
+                let loopback = match tcp::inet_addr(&conn.local).map(|a| a.ip()) {
+                    Some(std::net::IpAddr::V4(a)) => a.is_loopback(),
+                    Some(std::net::IpAddr::V6(a)) => {
+                        a.is_loopback() || a.to_ipv4_mapped().is_some_and(|m| m.is_loopback())
+                    }
+                    None => false,
+                };
+                if loopback {
+                    return Err(format!(
+                        "process {}, descriptor {}: the TCP connection {} -> {} is over the \
+                         loopback interface: its peer is on this host and it cannot move to \
+                         the receiver's network namespace (a receiver in this one can take it)",
+                        p.pid,
+                        f.fd,
+                        tcp::show_inet(&conn.local),
+                        tcp::show_inet(&conn.peer)
+                    ));
+                }
+            }
+        }
         return Ok(());
     }
     let why = "`ckpt migrate` to a receiver in the same network namespace moves only \
@@ -865,13 +894,21 @@ mod tests {
                 && e.contains("FIN_WAIT1"),
             "{e}"
         );
-        assert_eq!(check_tcp(&half, false), Ok(()));
+        // To another namespace: a loopback connection cannot follow.
+        let e = check_tcp(&half, false).err().unwrap_or_default();
+        assert!(e.contains("loopback"), "{e}");
         let bare = image(vec![conn(0), listener(false, false)]);
         let e = check_tcp(&bare, true).err().unwrap_or_default();
         assert!(
             e.contains("descriptor 4") && e.contains("neither SO_REUSEADDR nor SO_REUSEPORT"),
             "{e}"
         );
-        assert_eq!(check_tcp(&bare, false), Ok(()));
+        let e = check_tcp(&bare, false).err().unwrap_or_default();
+        assert!(e.contains("descriptor 3") && e.contains("loopback"), "{e}");
+        let mut far = bare.clone();
+        if let FdKind::TcpConn { conn, .. } = &mut far.processes[0].fds[0].kind {
+            conn.local[4..8].copy_from_slice(&[10, 1, 2, 3]);
+        }
+        assert_eq!(check_tcp(&far, false), Ok(()));
     }
 }
