@@ -545,8 +545,10 @@ fn confirmation_lost_keeps_the_source_stopped_and_says_how_to_resolve() {
     );
 }
 
-/// A process with a TCP connection is refused (not moved yet), naming it: it runs on,
-/// untracked, its connection still there; the receiver restores nothing.
+/// A process with a TCP connection over the loopback interface is refused when the
+/// receiver is in another network namespace (its peer cannot follow), naming it: it
+/// runs on, untracked, its connection still there; the receiver restores nothing.
+/// (Connections that can move are tested in `tests/e2e_migtcp.rs`.)
 #[test]
 fn a_process_with_a_tcp_connection_is_refused_and_runs_on() {
     let ctx = Ctx::new("a_process_with_a_tcp_connection_is_refused_and_runs_on");

@@ -300,7 +300,7 @@ killed it (as a shell reports it)\n  \
     /// leaves it running here as before (untracked) and nothing on the receiver. If
     /// the confirmation is lost after the receiver was told to go on, the process is
     /// kept stopped here (SIGSTOP) and the message says how to resolve it. TCP
-    /// connections are refused for now. Run as root.
+    /// connections move with it (locked on both sides meanwhile). Run as root.
     #[command(
         after_long_help = "EXIT STATUS:\n  0  the process runs on the receiver and \
 is gone here\n  1  the migration failed (the process runs on here, untracked; nothing is \
@@ -815,6 +815,7 @@ fn cmd_dump(a: DumpArgs) -> i32 {
             Some(p) => dump::FreezeCgroup::At(p),
         }),
         new_tty: false,
+        net_locked: false,
     };
     let res = dump::dump(pid, out, &opts);
     bar.finish_and_clear();

@@ -68,6 +68,9 @@ pub struct DumpOptions {
     /// led to one (`criu`'s orphan_pts_master, `restore --new-tty`): what that cannot
     /// bring back is refused now too.
     pub new_tty: bool,
+    /// The front end locks the tree's TCP connections itself (`ckpt migrate`, from the
+    /// freeze, in a table of its own): the dump adds no rules when it kills the tree.
+    pub net_locked: bool,
 }
 
 /// The points of a dump where a front end may act, and stop it.
@@ -95,6 +98,7 @@ impl std::fmt::Debug for DumpOptions {
             .field("incremental", &self.incremental)
             .field("freeze_cgroup", &self.freeze_cgroup)
             .field("new_tty", &self.new_tty)
+            .field("net_locked", &self.net_locked)
             .finish()
     }
 }
@@ -487,8 +491,8 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     let socketpairs = match socketpairs {
         Ok(s) => s,
         Err(e) => {
-            for fd in &repair {
-                sys::tcp::repair_off(fd);
+            for (fd, reuseaddr) in &repair {
+                fds::tcp::leave_repair(fd, *reuseaddr);
             }
             return Err(e);
         }
@@ -665,7 +669,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         // them with a reset once the sockets are gone)... In a network namespace of
         // the tree's own, every peer is in the tree and the namespace ends with it:
         // nothing to lock.
-        let conns: Vec<_> = if crate::kinds::ns::owns(&collected.ckpt, "net") {
+        let conns: Vec<_> = if opts.net_locked || crate::kinds::ns::owns(&collected.ckpt, "net") {
             Vec::new()
         } else {
             collected

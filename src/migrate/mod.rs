@@ -234,9 +234,10 @@ impl Conn {
 
 /// A test point (feature `fault-injection`) named `what`: CKPT_DIE_AT=name:WHAT kills
 /// ckpt there (SIGKILL); CKPT_MIGRATE_CUT=WHAT shuts the connection down there, as a
-/// network that fails would.
+/// network that fails would; CKPT_LINGER=WHAT:MS waits there.
 pub(crate) fn point(what: &str, conn: &Conn) {
     crate::sys::deferred::die_point(what);
+    crate::sys::deferred::linger_point(what);
     #[cfg(feature = "fault-injection")]
     if std::env::var("CKPT_MIGRATE_CUT").is_ok_and(|c| c == what) {
         let _ = conn.stream.shutdown(std::net::Shutdown::Both);

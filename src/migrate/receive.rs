@@ -228,6 +228,16 @@ fn restore_last(
             point("receive: planned", c);
         }
     }
+    // The connections are locked here too until the copy runs (a table of ours that
+    // goes with this process, however it ends; within one network namespace the
+    // source's lock is there as well): restore builds them in repair mode, takes the
+    // lock over at its commit and releases it once the tree runs; ours goes after.
+    let meta = restore::chain::meta_of(&last.path()).map_err(|e| e.to_string())?;
+    let conns = crate::kinds::ns::locked_connections(&meta);
+    let lock = crate::sys::netlock::Handover::hold(&conns)
+        .map_err(|e| format!("cannot lock the TCP connections here: {e}"))?;
+    let lock = Arc::new(Mutex::new(lock));
+    let hook_lock = lock.clone();
     let hook_conn = conn.clone();
     let me = std::process::id();
     let hook: restore::RestoreHook = Arc::new(move |step| {
@@ -249,11 +259,21 @@ fn restore_last(
         // source sees the end of the connection when we end.
         if std::process::id() != me {
             g.take();
+            // Its copy of the lock's socket too: the lock must go with us.
+            if let Ok(mut l) = hook_lock.lock() {
+                drop(l.take());
+            }
         }
         r
     });
-    prepared
+    let r = prepared
         .with_hook(hook)
         .launch(opts.new_pidns)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string());
+    if let Ok(mut l) = lock.lock() {
+        if let Some(l) = l.take() {
+            l.release();
+        }
+    }
+    r
 }

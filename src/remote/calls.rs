@@ -90,7 +90,7 @@ pub(crate) enum SockOpt {
 
 impl SockOpt {
     /// (level, name, value bytes, the step's name).
-    fn encode(&self) -> (i32, i32, Vec<u8>, &'static str) {
+    pub(crate) fn encode(&self) -> (i32, i32, Vec<u8>, &'static str) {
         let one = 1u32.to_le_bytes().to_vec();
         let u = |v: u32| v.to_le_bytes().to_vec();
         let (sol, tcp) = (libc::SOL_SOCKET, libc::SOL_TCP);

@@ -420,6 +420,42 @@ impl Handover {
         if conns.is_empty() {
             return Ok(None);
         }
+        let mut h = Handover::open(format!("ckpt_restore_{}", std::process::id()))?;
+        let msgs = h.hand_over(conns)?;
+        let batch = h.batch(msgs);
+        Ok(Some(PreparedHandover { h, batch }))
+    }
+
+    /// A lock of our own for these connections (`ckpt migrate`, on both sides): a table
+    /// `inet ckpt_migrate_<our PID>` with the owner flag holding the rules [`lock`] makes,
+    /// made in one transaction; no other rule is touched. It lasts until
+    /// [`Handover::release`] or until this process ends, however it ends. None when
+    /// there is nothing to lock.
+    pub fn hold(conns: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<Handover>> {
+        if conns.is_empty() {
+            return Ok(None);
+        }
+        let mut h = Handover::open(format!("ckpt_migrate_{}", std::process::id()))?;
+        let msgs = h.table_and_rules(conns)?;
+        h.transaction(msgs)?;
+        Ok(Some(h))
+    }
+
+    /// Lock more connections in a lock [`Handover::hold`] made.
+    pub fn add(&mut self, conns: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let mut msgs = Vec::new();
+        for (local, peer) in conns {
+            let seq = self.next_seq();
+            msgs.push(lock_rule(&self.table, seq, local, peer)?);
+        }
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        self.transaction(msgs)
+    }
+
+    /// Our netlink socket, for table `table` (not made yet).
+    fn open(table: String) -> Result<Handover> {
         use rustix::net::{AddressFamily, SocketType, netlink};
         let sock = rustix::net::socket(
             AddressFamily::NETLINK,
@@ -435,14 +471,11 @@ impl Handover {
             Some(std::time::Duration::from_secs(5)),
         )
         .map_err(|e| super::rerr("netlink socket timeout", e))?;
-        let mut h = Handover {
+        Ok(Handover {
             sock,
-            table: format!("ckpt_restore_{}", std::process::id()),
+            table,
             seq: 0,
-        };
-        let msgs = h.hand_over(conns)?;
-        let batch = h.batch(msgs);
-        Ok(Some(PreparedHandover { h, batch }))
+        })
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -452,40 +485,10 @@ impl Handover {
 
     fn hand_over(&mut self, conns: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Vec<u8>>> {
         let (dump_handles, all) = dump_rules(conns);
+        let mut msgs = self.table_and_rules(conns)?;
         let inet = libc::NFPROTO_INET as u8;
         let req = libc::NLM_F_REQUEST as u16;
         let ack = libc::NLM_F_ACK as u16;
-        let create = (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
-        let mut msgs = Vec::new();
-        let mut t = Msg::new(
-            nft_type(libc::NFT_MSG_NEWTABLE),
-            req | ack | create,
-            self.next_seq(),
-            inet,
-            0,
-        );
-        t.str(nft::NFTA_TABLE_NAME, &self.table)
-            .be32(nft::NFTA_TABLE_FLAGS, nft::NFT_TABLE_F_OWNER);
-        msgs.push(t.done());
-        let mut c = Msg::new(
-            nft_type(libc::NFT_MSG_NEWCHAIN),
-            req | ack | create,
-            self.next_seq(),
-            inet,
-            0,
-        );
-        c.str(nft::NFTA_CHAIN_TABLE, &self.table)
-            .str(nft::NFTA_CHAIN_NAME, "input")
-            .nest(nft::NFTA_CHAIN_HOOK, |h| {
-                h.be32(nft::NFTA_HOOK_HOOKNUM, libc::NF_INET_LOCAL_IN as u32)
-                    .be32(nft::NFTA_HOOK_PRIORITY, -300i32 as u32);
-            })
-            .str(nft::NFTA_CHAIN_TYPE, "filter");
-        msgs.push(c.done());
-        for (local, peer) in conns {
-            let seq = self.next_seq();
-            msgs.push(lock_rule(&self.table, seq, local, peer)?);
-        }
         let emptied = all && !dump_handles.is_empty();
         for h in dump_handles {
             let mut d = Msg::new(
@@ -523,6 +526,45 @@ impl Handover {
             );
             d.str(nft::NFTA_TABLE_NAME, TABLE);
             msgs.push(d.done());
+        }
+        Ok(msgs)
+    }
+
+    /// Our table (owner flag), its input chain and a rule per connection.
+    fn table_and_rules(&mut self, conns: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Vec<u8>>> {
+        let inet = libc::NFPROTO_INET as u8;
+        let req = libc::NLM_F_REQUEST as u16;
+        let ack = libc::NLM_F_ACK as u16;
+        let create = (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+        let mut msgs = Vec::new();
+        let mut t = Msg::new(
+            nft_type(libc::NFT_MSG_NEWTABLE),
+            req | ack | create,
+            self.next_seq(),
+            inet,
+            0,
+        );
+        t.str(nft::NFTA_TABLE_NAME, &self.table)
+            .be32(nft::NFTA_TABLE_FLAGS, nft::NFT_TABLE_F_OWNER);
+        msgs.push(t.done());
+        let mut c = Msg::new(
+            nft_type(libc::NFT_MSG_NEWCHAIN),
+            req | ack | create,
+            self.next_seq(),
+            inet,
+            0,
+        );
+        c.str(nft::NFTA_CHAIN_TABLE, &self.table)
+            .str(nft::NFTA_CHAIN_NAME, "input")
+            .nest(nft::NFTA_CHAIN_HOOK, |h| {
+                h.be32(nft::NFTA_HOOK_HOOKNUM, libc::NF_INET_LOCAL_IN as u32)
+                    .be32(nft::NFTA_HOOK_PRIORITY, -300i32 as u32);
+            })
+            .str(nft::NFTA_CHAIN_TYPE, "filter");
+        msgs.push(c.done());
+        for (local, peer) in conns {
+            let seq = self.next_seq();
+            msgs.push(lock_rule(&self.table, seq, local, peer)?);
         }
         Ok(msgs)
     }

@@ -839,3 +839,127 @@ pub fn consume_fin(fd: &OwnedFd) {
     let mut b = [0u8; 1];
     let _ = rustix::net::recv(fd, &mut b[..], rustix::net::RecvFlags::DONTWAIT);
 }
+
+// ---- moving sockets out of the way (`ckpt migrate` within one network namespace) ----
+
+/// A TCP socket as `ckpt migrate` sees it at the freeze, read without changing it.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// A connection, established or half-closed.
+    Conn { local: Vec<u8>, peer: Vec<u8> },
+    /// A listener (its backlog).
+    Listen { backlog: u32 },
+}
+
+/// What TCP socket `fd` is, if a connection or a listener (None for anything else).
+pub fn endpoint_of(fd: &OwnedFd) -> Result<Option<Endpoint>> {
+    let domain = getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)? as i32;
+    let typ = getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_TYPE)? as i32;
+    let proto = getsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)? as i32;
+    if !(domain == libc::AF_INET || domain == libc::AF_INET6)
+        || typ != libc::SOCK_STREAM
+        || proto != libc::IPPROTO_TCP
+    {
+        return Ok(None);
+    }
+    let info = getsockopt_bytes(fd, libc::SOL_TCP, libc::TCP_INFO, 32)?;
+    let state = info.first().copied().unwrap_or(0);
+    Ok(match state {
+        TCP_LISTEN => Some(Endpoint::Listen {
+            backlog: info
+                .get(28..32)
+                .and_then(|s| s.try_into().ok())
+                .map(u32::from_ne_bytes)
+                .unwrap_or(0),
+        }),
+        s if s == TCP_ESTABLISHED || HALF_CLOSED.contains(&s) => Some(Endpoint::Conn {
+            local: sockname(fd, false)?,
+            peer: sockname(fd, true)?,
+        }),
+        _ => None,
+    })
+}
+
+/// Disconnect a socket (connect to AF_UNSPEC): a connection in repair mode goes to
+/// state CLOSE without a word to the peer (no FIN, no reset), its queues emptied and
+/// its addresses free; a listener stops listening (it stays bound).
+pub fn disconnect(fd: &OwnedFd) -> Result<()> {
+    // SAFETY: an all-zero sockaddr is a valid value of the plain C struct.
+    let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+    sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    // SAFETY: `sa` is a live sockaddr of the length given; the kernel only reads it.
+    let r = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            &sa,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
+    check(r as libc::c_long, || "disconnect a TCP socket".into())?;
+    Ok(())
+}
+
+/// bind or connect `fd` to a raw sockaddr_in / sockaddr_in6.
+fn raw_addr_call(fd: &OwnedFd, addr: &[u8], connect: bool) -> Result<()> {
+    if addr.len() > std::mem::size_of::<libc::sockaddr_storage>() || addr.len() < 2 {
+        return Err(SysError::Other("bad socket address".into()));
+    }
+    // SAFETY: an all-zero sockaddr_storage is a valid value of the plain C struct.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    // SAFETY: `addr` fits in `ss` (checked above); the two do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            addr.as_ptr(),
+            (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
+            addr.len(),
+        )
+    };
+    let p = (&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr>();
+    let len = addr.len() as libc::socklen_t;
+    // SAFETY: `p` points to `len` initialized bytes of a live sockaddr_storage; the
+    // kernel only reads them.
+    let r = unsafe {
+        if connect {
+            libc::connect(fd.as_raw_fd(), p, len)
+        } else {
+            libc::bind(fd.as_raw_fd(), p, len)
+        }
+    };
+    check(r as libc::c_long, || {
+        format!("{} a TCP socket", if connect { "connect" } else { "bind" })
+    })?;
+    Ok(())
+}
+
+/// bind `fd` to a raw sockaddr_in / sockaddr_in6.
+pub fn bind_raw(fd: &OwnedFd, addr: &[u8]) -> Result<()> {
+    raw_addr_call(fd, addr, false)
+}
+
+/// connect `fd` to a raw sockaddr_in / sockaddr_in6 (in repair mode: no handshake).
+pub fn connect_raw(fd: &OwnedFd, addr: &[u8]) -> Result<()> {
+    raw_addr_call(fd, addr, true)
+}
+
+/// listen(2).
+pub fn listen(fd: &OwnedFd, backlog: u32) -> Result<()> {
+    rustix::net::listen(fd, i32::try_from(backlog).unwrap_or(i32::MAX))
+        .map_err(|e| super::rerr("listen", e))
+}
+
+/// Send all of `data` without waiting (repair mode: into the queue selected).
+pub fn send_all_nowait(fd: &OwnedFd, data: &[u8]) -> Result<()> {
+    let mut at = 0;
+    while at < data.len() {
+        let n = rustix::net::send(fd, &data[at..], rustix::net::SendFlags::DONTWAIT)
+            .map_err(|e| super::rerr(format!("queue data ({at} of {} bytes)", data.len()), e))?;
+        if n == 0 {
+            return Err(SysError::Other(format!(
+                "queue data: {at} of {} bytes taken",
+                data.len()
+            )));
+        }
+        at += n;
+    }
+    Ok(())
+}

@@ -234,6 +234,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("nsinit", "nsinit.c", &[]),
     // tests/e2e_migrate.rs: memory written all the time, a function of a step count
     ("migrate", "migrate.c", &[]),
+    // tests/e2e_migtcp.rs: TCP connections to the test and a listener, moved by migrate
+    ("migtcp", "migtcp.c", &[]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

@@ -326,7 +326,7 @@ fn socket_ino(k: &FdKind) -> Option<u64> {
 /// unix one, any other is asked whether it is TCP or UDP.
 pub(crate) fn resolve_sockets(
     procs: &mut [Process],
-    repair: &mut Vec<std::os::fd::OwnedFd>,
+    repair: &mut Vec<(std::os::fd::OwnedFd, bool)>,
     external: bool,
 ) -> DumpResult<Vec<SocketPairState>> {
     let any = procs

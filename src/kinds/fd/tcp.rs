@@ -11,9 +11,9 @@ use crate::sys;
 
 // ---- collect (dump) ----
 
-/// TCP sockets held in repair mode during a dump; a failed dump takes them out of it so
-/// the target runs on with working connections.
-pub(crate) struct RepairGuard(pub(crate) Vec<std::os::fd::OwnedFd>);
+/// TCP sockets held in repair mode during a dump, each with the SO_REUSEADDR it had; a
+/// failed dump takes them out of it so the target runs on with working connections.
+pub(crate) struct RepairGuard(pub(crate) Vec<(std::os::fd::OwnedFd, bool)>);
 
 impl RepairGuard {
     /// Close the duplicates with the sockets still in repair mode.
@@ -22,9 +22,19 @@ impl RepairGuard {
     }
 
     pub(crate) fn off(&mut self) {
-        for fd in self.0.drain(..) {
-            sys::tcp::repair_off(&fd);
+        for (fd, reuseaddr) in self.0.drain(..) {
+            leave_repair(&fd, reuseaddr);
         }
+    }
+}
+
+/// Take a socket the dump read out of repair mode, with the SO_REUSEADDR it had (the
+/// kernel clears it when repair mode ends; an accepted connection inherits its
+/// listener's).
+pub(crate) fn leave_repair(fd: &std::os::fd::OwnedFd, reuseaddr: bool) {
+    sys::tcp::repair_off(fd);
+    if reuseaddr {
+        let _ = sys::tcp::setsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
     }
 }
 
@@ -46,7 +56,7 @@ pub(crate) fn collect_inet(
     pid: i32,
     f: &mut Fd,
     flags: u32,
-    repair: &mut Vec<std::os::fd::OwnedFd>,
+    repair: &mut Vec<(std::os::fd::OwnedFd, bool)>,
     refuse: &dyn Fn(&str) -> DumpError,
 ) -> DumpResult<()> {
     let dup = sys::process::steal_fd(pid, f.fd)?;
@@ -152,7 +162,7 @@ pub(crate) fn collect_inet(
                 }),
                 flags,
             };
-            repair.push(dup);
+            repair.push((dup, c.reuseaddr));
         }
         sys::tcp::TcpSock::Other(state) => {
             if f.fd > 2 {
@@ -1054,4 +1064,97 @@ pub(crate) fn finish_conn(sock: &std::os::fd::OwnedFd, c: &crate::model::TcpStat
             let _ = sys::tcp::setsockopt_bytes(sock, level, name, &value);
         }
     }
+}
+
+// ---- making room (`ckpt migrate` within one network namespace) ----
+
+/// One option on ckpt's own duplicate `sock` of a socket, encoded as restore's.
+fn set_local(sock: &std::os::fd::OwnedFd, o: &SockOpt) -> Result<(), String> {
+    let (level, name, value, what) = o.encode();
+    sys::tcp::setsockopt_bytes(sock, level, name, &value).map_err(|e| format!("{what}: {e}"))
+}
+
+/// Connection `c` built again on the socket it was read from (`sock`: ckpt's duplicate
+/// of a frozen source's descriptor), which `ckpt migrate` emptied in repair mode
+/// ([`sys::tcp::disconnect`]) to leave its addresses to the receiver's copy in the same
+/// network namespace, when that copy does not come: the steps of [`create_tcp_conn`]
+/// on the socket the program has (bound again unless it kept its port), then out of
+/// repair mode as [`finish_conn`] does, and the error the disconnect left on it read
+/// off. An established connection only (`ckpt migrate` refuses the others before the
+/// freeze when it has to make room).
+pub(crate) fn rebuild_in_place(
+    sock: &std::os::fd::OwnedFd,
+    c: &crate::model::TcpState,
+) -> Result<(), String> {
+    let fail = |e: String| {
+        format!(
+            "TCP connection {} -> {}: {e}",
+            show_inet(&c.local),
+            show_inet(&c.peer)
+        )
+    };
+    if c.state != 0 && c.state != sys::tcp::TCP_ESTABLISHED {
+        return Err(fail("not established".into()));
+    }
+    set_local(sock, &SockOpt::TcpRepair(true)).map_err(fail)?;
+    let by_route = c.v6only == Some(false) && v6_not_mapped(&c.local);
+    let mut bind_to = c.local.clone();
+    if by_route {
+        if let Some(a) = bind_to.get_mut(8..24) {
+            a.fill(0);
+        }
+    }
+    match sys::tcp::bind_raw(sock, &bind_to) {
+        // EINVAL: still bound (a port the program had bound itself stays).
+        Err(e) if e.errno() != Some(libc::EINVAL) => return Err(fail(e.to_string())),
+        _ => {}
+    }
+    for (q, seq) in [(TcpQueue::Recv, c.rcv_seq), (TcpQueue::Send, c.snd_seq)] {
+        set_local(sock, &SockOpt::TcpRepairQueue(q)).map_err(fail)?;
+        set_local(sock, &SockOpt::TcpQueueSeq(seq)).map_err(fail)?;
+    }
+    let user_mss = connect_mss(c.mss, sys::tcp::timestamps_on());
+    if let Some(m) = user_mss {
+        set_local(sock, &SockOpt::TcpMaxSeg(m)).map_err(fail)?;
+    }
+    sys::tcp::connect_raw(sock, &c.peer).map_err(|e| fail(e.to_string()))?;
+    if user_mss.is_some() {
+        set_local(sock, &SockOpt::TcpMaxSeg(0)).map_err(fail)?;
+    }
+    set_local(sock, &SockOpt::TcpRepairOptions(repair_options(c))).map_err(fail)?;
+    if c.timestamps {
+        set_local(sock, &SockOpt::TcpTimestamp(c.tsval)).map_err(fail)?;
+    }
+    let room = |len: usize| u32::try_from(len.saturating_add(1 << 16)).unwrap_or(u32::MAX);
+    if !c.sndq.is_empty() {
+        set_local(sock, &SockOpt::SndBufForce(room(c.sndq.len()))).map_err(fail)?;
+    }
+    if !c.rcvq.is_empty() {
+        set_local(sock, &SockOpt::RcvBufForce(room(c.rcvq.len()))).map_err(fail)?;
+    }
+    for (q, data) in [(TcpQueue::Send, &c.sndq), (TcpQueue::Recv, &c.rcvq)] {
+        if data.is_empty() {
+            continue;
+        }
+        set_local(sock, &SockOpt::TcpRepairQueue(q)).map_err(fail)?;
+        sys::tcp::send_all_nowait(sock, data).map_err(|e| fail(e.to_string()))?;
+    }
+    let lock = c.buf_lock & 3;
+    if lock & 1 != 0 {
+        set_local(sock, &SockOpt::SndBufForce(c.sndbuf / 2)).map_err(fail)?;
+    }
+    if lock & 2 != 0 {
+        set_local(sock, &SockOpt::RcvBufForce(c.rcvbuf / 2)).map_err(fail)?;
+    }
+    if !c.sndq.is_empty() || !c.rcvq.is_empty() || lock != 0 {
+        set_local(sock, &SockOpt::BufLock(lock)).map_err(fail)?;
+    }
+    set_local(sock, &SockOpt::TcpRepairWindow(c.window)).map_err(fail)?;
+    if c.rd_shut {
+        let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::Read);
+    }
+    finish_conn(sock, c);
+    // The disconnect left ECONNABORTED for the program: SO_ERROR reads (and clears) it.
+    let _ = sys::tcp::getsockopt_u32(sock, libc::SOL_SOCKET, libc::SO_ERROR);
+    Ok(())
 }

@@ -1,0 +1,468 @@
+//! `ckpt migrate` of a process with TCP connections (issue 17): the source and the
+//! receiver share the test's network namespace (one machine), so the connections'
+//! peers are the test's own sockets, which must not notice anything but a delay. The
+//! target (`tests/targets/migtcp.c`) holds a connection it made to the test and one it
+//! accepted from the test on its listener; before the migration it has megabytes
+//! queued towards the test (which does not read yet) and unread bytes from the test
+//! on both. Whichever copy runs afterwards must deliver the queued bytes in order,
+//! read what was queued for it plus what comes next, and answer on both connections.
+//! Failures before the receiver's confirmation leave the source running with its
+//! connections; no rule of ours is left in netfilter.
+//!
+//! Needs root and nftables. Run with cargo-nextest.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::arch::ckpt_env;
+use common::*;
+
+/// The target and the test's ends of its two connections.
+struct Setup {
+    t: Proc,
+    /// The test's end of the connection the target made.
+    pa: TcpStream,
+    /// The test's end of the connection the target accepted.
+    pb: TcpStream,
+    /// The port the target made the connection to (its argument).
+    port: u16,
+    /// The target's listening port.
+    lport: u16,
+    /// Bytes the target queued towards `pa` ("fill").
+    filled: usize,
+}
+
+const A1: &[u8] = b"hello-A-1";
+const A2: &[u8] = b"hello-A-2";
+const B1: &[u8] = b"hello-B-1";
+
+fn setup(ctx: &Ctx) -> Setup {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+    let spec = Spec::new(target("migtcp"))
+        .arg(port.to_string())
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready ");
+    let lport: u16 = t
+        .stdout
+        .text()
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let (mut pa, _) = l.accept().unwrap_or_else(|e| panic!("accept: {e}"));
+    let mut pb = TcpStream::connect(("127.0.0.1", lport)).unwrap_or_else(|e| panic!("{e}"));
+    t.wait_for("accepted\n");
+    t.write_stdin(b"fill\n");
+    t.wait_for("filled ");
+    let filled: usize = t
+        .stdout
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("filled "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(filled > 100_000, "filled {filled}");
+    // Unread by the target: in its receive queues.
+    pa.write_all(A1).unwrap_or_else(|e| panic!("{e}"));
+    pb.write_all(B1).unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(Duration::from_millis(200));
+    for s in [&pa, &pb] {
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    Setup {
+        t,
+        pa,
+        pb,
+        port,
+        lport,
+        filled,
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `ckpt receive` in our network namespace, with --new-pidns (the source's PIDs are
+/// still taken while it is frozen).
+fn receiver(ctx: &Ctx, port: u16, env: &[(&str, &str)]) -> Proc {
+    std::fs::create_dir_all(ctx.path("recv-tmp")).unwrap_or_default();
+    let mut spec = Spec::new(ckpt_bin())
+        .arg("receive")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--new-pidns")
+        .arg("--json")
+        .stdin(In::Pipe)
+        .env("TMPDIR", ctx.path("recv-tmp"))
+        .env("RUST_BACKTRACE", "1")
+        .cwd(&ctx.dir);
+    for (k, v) in env {
+        spec = spec.env(k, v);
+    }
+    let mut r = ctx.spawn(&spec);
+    r.wait_until("listen", |p| {
+        p.stderr.text().contains("listening") || p.stderr.text().contains("ckpt: cannot")
+    });
+    r
+}
+
+fn migrate(ctx: &Ctx, pid: i32, port: u16, env: &[(&str, &str)]) -> Finished {
+    let pid = pid.to_string();
+    let to = format!("127.0.0.1:{port}");
+    let args: Vec<&OsStr> = ["migrate", &pid, &to, "--rounds", "2", "--json"]
+        .into_iter()
+        .map(OsStr::new)
+        .collect();
+    ckpt_env(ctx, &args, env)
+}
+
+/// The peer's side of the test: the bytes the target queued arrive in order (the
+/// pattern of `migtcp.c`), then more is sent on the first connection.
+fn peer_reads_the_queued_bytes(s: &mut Setup, what: &str) {
+    let mut got = vec![0u8; s.filled];
+    s.pa.read_exact(&mut got)
+        .unwrap_or_else(|e| panic!("{what}: read the {} queued bytes: {e}", s.filled));
+    let bad = got
+        .iter()
+        .enumerate()
+        .position(|(i, b)| *b != ((i * 7 + 3) % 251) as u8);
+    assert_eq!(bad, None, "{what}: the queued bytes differ");
+    s.pa.write_all(A2).unwrap_or_else(|e| panic!("{what}: {e}"));
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+fn sum(b: &[u8]) -> u64 {
+    b.iter().map(|x| u64::from(*x)).sum()
+}
+
+/// Tell whoever relays the target's stdin (`via`) to read: it must have read, on each
+/// connection, what was queued for it and what came after, and answered on both.
+fn the_copy_reads_and_answers(pa: &mut TcpStream, pb: &mut TcpStream, via: &mut Proc, what: &str) {
+    let n = via.stdout.lines();
+    via.write_stdin(b"read\n");
+    via.wait_until("answer read", |p| {
+        p.stdout
+            .text()
+            .lines()
+            .skip(n)
+            .any(|l| l.starts_with("read "))
+    });
+    let line = via
+        .stdout
+        .text()
+        .lines()
+        .skip(n)
+        .find(|l| l.starts_with("read "))
+        .unwrap_or_default()
+        .to_string();
+    let a: Vec<u8> = [A1, A2].concat();
+    let want = format!("read A {} {} B {} {}", a.len(), sum(&a), B1.len(), sum(B1));
+    assert_eq!(line, want, "{what}");
+    for (sock, len, total) in [(pa, a.len(), sum(&a)), (pb, B1.len(), sum(B1))] {
+        let want = format!("got {len} {total}\n");
+        let mut buf = vec![0u8; want.len()];
+        sock.read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("{what}: the answer: {e}"));
+        assert_eq!(String::from_utf8_lossy(&buf), want, "{what}");
+    }
+}
+
+/// No netfilter rule for the target's connections is left, and no table of ours.
+fn no_lock_left(s: &Setup, what: &str) {
+    let out = std::process::Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .unwrap_or_else(|e| panic!("nft: {e}"));
+    let rules = String::from_utf8_lossy(&out.stdout);
+    for port in [s.port, s.lport] {
+        let mine = format!("127.0.0.1 {port} ");
+        assert!(
+            !rules
+                .lines()
+                .any(|l| l.contains("comment") && l.contains(&mine)),
+            "{what}: a lock rule of port {port} is left:\n{rules}"
+        );
+    }
+}
+
+/// Processes running the target for this test (its port argument).
+fn copies(port: u16) -> Vec<(i32, char)> {
+    let want = target("migtcp");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        if args.len() >= 2
+            && args[0] == want.as_os_str().as_encoded_bytes()
+            && args[1] == port.to_string().as_bytes()
+        {
+            if let Some((st, _)) = proc_stat(pid) {
+                if st != 'Z' && st != 'X' {
+                    out.push((pid, st));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn wait_for(what: &str, limit: Duration, f: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The process moves with both connections and its listener: the test, their peer,
+/// gets the megabytes the source had queued, in order, and talks to the copy over the
+/// same connections (sequence numbers go on); the listener takes new connections; the
+/// source is gone; the copy is the source as the kernel shows it (sock_diag included);
+/// no lock is left.
+#[test]
+fn tcp_connections_move_with_the_process() {
+    let ctx = Ctx::new("tcp_connections_move_with_the_process");
+    let mut s = setup(&ctx);
+    let pid = s.t.pid;
+    let shown = oracle::Snapshot::take(pid);
+    let rport = free_port();
+    let mut r = receiver(&ctx, rport, &[]);
+    let m = migrate(&ctx, pid, rport, &[]);
+    let err = text(&m.stderr);
+    assert_eq!(
+        m.status.code(),
+        Some(0),
+        "migrate: {err}\nreceiver: {}",
+        r.stderr.text()
+    );
+    s.t.expect_killed();
+    r.wait_until("receive's JSON", |p| p.stdout.text().contains("restore_ms"));
+    let c = copies(s.port);
+    assert_eq!(c.len(), 1, "copies: {c:?}");
+    let after = oracle::Snapshot::take(c[0].0)
+        .moved(true)
+        .as_seen_in_its_pid_namespace();
+    oracle::assert_same_kernel_state(
+        "migtcp",
+        "a process with TCP connections migrated within one network namespace, \
+         received with --new-pidns",
+        oracle::Cmp::Restored,
+        &shown,
+        &after,
+        &[
+            // The new PID namespace --new-pidns makes, and the mount namespace its init
+            // made to mount that namespace's /proc.
+            "*.ns.pid",
+            "*.ns.pid.parent",
+            "*.ns.pid_for_children",
+            "*.ns.mnt",
+            "*.mountinfo",
+            "*.fdinfo.mnt_id",
+        ],
+    );
+    no_lock_left(&s, "after the migration");
+    peer_reads_the_queued_bytes(&mut s, "the copy");
+    the_copy_reads_and_answers(&mut s.pa, &mut s.pb, &mut r, "the copy");
+    // The copy's listener takes a new connection (it is not accepted: the program
+    // accepts once).
+    let c2 = TcpStream::connect(("127.0.0.1", s.lport));
+    assert!(c2.is_ok(), "connect to the copy's listener: {c2:?}");
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(fin.status.code(), Some(0), "receive: {}", text(&fin.stderr));
+}
+
+/// A failure before the receiver's confirmation: migrate fails saying `says`, the
+/// receiver restores nothing, the source runs on alone with its connections (their
+/// queued data, both ways), and no lock is left.
+fn source_keeps_its_connections(
+    name: &str,
+    sender_env: &[(&str, &str)],
+    recv_env: &[(&str, &str)],
+    says: &[&str],
+) {
+    let ctx = Ctx::new(name);
+    let mut s = setup(&ctx);
+    let pid = s.t.pid;
+    let rport = free_port();
+    let mut r = receiver(&ctx, rport, recv_env);
+    let m = migrate(&ctx, pid, rport, sender_env);
+    let err = text(&m.stderr);
+    eprintln!(
+        "migrate: {:?}\n{err}\nreceiver: {}",
+        m.status,
+        r.stderr.text()
+    );
+    assert_eq!(m.status.code(), Some(1), "{name}: {err}");
+    assert!(
+        says.iter().any(|w| err.contains(w)),
+        "{name}: migrate's message has none of {says:?}: {err}"
+    );
+    assert_ne!(r.wait().code(), Some(0), "receive: {}", r.stderr.text());
+    wait_for("the source is let go", Duration::from_secs(10), || {
+        matches!(proc_stat(pid), Some(('R' | 'S', _)))
+    });
+    assert_running_untraced(pid, name);
+    let c = copies(s.port);
+    assert!(c.len() == 1 && c[0].0 == pid, "{name}: copies {c:?}");
+    no_lock_left(&s, name);
+    peer_reads_the_queued_bytes(&mut s, name);
+    the_copy_reads_and_answers(&mut s.pa, &mut s.pb, &mut s.t, name);
+}
+
+/// The receiver cannot restore it (a kernel facility masked there): the source had
+/// made room for the copy's sockets and builds its own again.
+#[test]
+fn plan_refusal_on_the_receiver_leaves_the_source_its_connections() {
+    source_keeps_its_connections(
+        "plan_refusal_on_the_receiver_leaves_the_source_its_connections",
+        &[],
+        &[("CKPT_HOST_MASK", "no-kernel=clone3-set-tid")],
+        &["the receiver cannot restore it"],
+    );
+}
+
+/// The receiver's restore dies once it has built the copy (its sockets included, in
+/// repair mode) and said STAGED: the source waits until those sockets are gone and
+/// builds its own again.
+#[test]
+fn receiver_killed_after_staged_leaves_the_source_its_connections() {
+    source_keeps_its_connections(
+        "receiver_killed_after_staged_leaves_the_source_its_connections",
+        &[],
+        &[("CKPT_DIE_AT", "name:receive: staged")],
+        // Its ERROR, or, when it closed the connection before COMMIT went, that.
+        &[
+            "the receiver failed to restore it",
+            "the connection to the peer",
+        ],
+    );
+}
+
+/// The receiver is killed while the source waits for its confirmation (COMMIT sent,
+/// the receiver still before its commit): the source cannot tell from the protocol,
+/// but every connection's addresses are free again once the receiver's sockets are
+/// gone, which no committed copy allows: the migration failed, the source runs on.
+#[test]
+fn receiver_killed_before_its_commit_is_settled_by_the_connections() {
+    let name = "receiver_killed_before_its_commit_is_settled_by_the_connections";
+    let ctx = Ctx::new(name);
+    let mut s = setup(&ctx);
+    let pid = s.t.pid;
+    let rport = free_port();
+    // The receiver's restore waits 3 s after STAGED before it reads COMMIT.
+    let mut r = receiver(&ctx, rport, &[("CKPT_LINGER", "receive: staged:3000")]);
+    let rpid = r.pid;
+    let killer = std::thread::spawn(move || {
+        // COMMIT is sent right after the SIGSTOP is armed in the source (pending).
+        let armed = || {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.starts_with("ShdPnd:") || l.starts_with("SigPnd:"))
+                .any(|l| {
+                    u64::from_str_radix(l.split_whitespace().nth(1).unwrap_or("0"), 16)
+                        .is_ok_and(|m| m & (1 << (libc::SIGSTOP - 1)) != 0)
+                })
+        };
+        wait_for("the source armed", Duration::from_secs(60), armed);
+        std::thread::sleep(Duration::from_millis(300));
+        // The receiver and its PID namespace's init, which lingers before its commit.
+        for p in descendants(rpid).into_iter().rev().chain([rpid]) {
+            let _ = send_signal(p, libc::SIGKILL);
+        }
+    });
+    let m = migrate(&ctx, pid, rport, &[]);
+    let _ = killer.join();
+    let err = text(&m.stderr);
+    eprintln!("migrate: {:?}\n{err}", m.status);
+    assert_eq!(m.status.code(), Some(1), "{err}");
+    assert!(err.contains("no copy runs on the receiver"), "{err}");
+    let _ = r.wait();
+    wait_for("the source is let go", Duration::from_secs(10), || {
+        matches!(proc_stat(pid), Some(('R' | 'S', _)))
+    });
+    assert_running_untraced(pid, name);
+    let c = copies(s.port);
+    assert!(c.len() == 1 && c[0].0 == pid, "{name}: copies {c:?}");
+    no_lock_left(&s, name);
+    peer_reads_the_queued_bytes(&mut s, name);
+    the_copy_reads_and_answers(&mut s.pa, &mut s.pb, &mut s.t, name);
+}
+
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for t in std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for k in kids
+                .split_whitespace()
+                .filter_map(|k| k.parse::<i32>().ok())
+            {
+                out.push(k);
+                todo.push(k);
+            }
+        }
+    }
+    out
+}
+
+/// The receiver commits and dies before its confirmation: one copy runs there, holding
+/// the connections (the bytes the source had queued come from it), the source stays
+/// stopped and migrate says so, and that the lock went with it.
+#[test]
+fn confirmation_lost_leaves_one_copy_holding_the_connections() {
+    let ctx = Ctx::new("confirmation_lost_leaves_one_copy_holding_the_connections");
+    let mut s = setup(&ctx);
+    let pid = s.t.pid;
+    let rport = free_port();
+    let mut r = receiver(&ctx, rport, &[("CKPT_DIE_AT", "name:receive: committed")]);
+    let m = migrate(&ctx, pid, rport, &[]);
+    let err = text(&m.stderr);
+    assert_eq!(m.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("STOPPED") && err.contains("went with this ckpt"),
+        "{err}"
+    );
+    let _ = r.wait();
+    wait_for("the source stops", Duration::from_secs(10), || {
+        proc_stat(pid).is_some_and(|x| x.0 == 'T')
+    });
+    let c = copies(s.port);
+    let running: Vec<_> = c.iter().filter(|x| x.1 != 'T').collect();
+    assert_eq!(running.len(), 1, "copies: {c:?}");
+    assert_ne!(running[0].0, pid, "copies: {c:?}");
+    no_lock_left(&s, "confirmation lost");
+    // The copy holds the connections: what the source had queued comes from it.
+    let mut got = vec![0u8; s.filled];
+    s.pa.read_exact(&mut got)
+        .unwrap_or_else(|e| panic!("read the queued bytes from the copy: {e}"));
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, b)| *b == ((i * 7 + 3) % 251) as u8)
+    );
+    let _ = send_signal(running[0].0, libc::SIGKILL);
+    s.t.kill();
+}

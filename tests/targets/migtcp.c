@@ -1,0 +1,110 @@
+// tests/e2e_migtcp.rs: a process holding a TCP connection to the test (it connects
+// to 127.0.0.1:PORT, argv[1]) and a listener on 127.0.0.1 with the connection it
+// accepted from the test. Commands on standard input, one per line:
+//   fill  write a pattern to the first connection without waiting until nothing more
+//         fits (the test does not read yet): prints "filled N"
+//   read  read what is queued on both connections without waiting, answer each with
+//         "got N SUM\n" and print "read A N SUM B N SUM"
+// The pattern's byte at stream offset i is (i * 7 + 3) % 251.
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static void die(const char *what) {
+    perror(what);
+    exit(1);
+}
+
+static void send_all(int fd, const char *s, size_t n) {
+    while (n > 0) {
+        ssize_t w = send(fd, s, n, 0);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            die("send");
+        }
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Read what is queued without waiting: its length and byte sum. */
+static void drain(int fd, long *n, unsigned long *sum) {
+    char buf[65536];
+    *n = 0;
+    *sum = 0;
+    for (;;) {
+        ssize_t r = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        for (ssize_t i = 0; i < r; i++)
+            *sum += (unsigned char)buf[i];
+        *n += r;
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2)
+        return 2;
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons((unsigned short)atoi(argv[1]));
+    int a = socket(AF_INET, SOCK_STREAM, 0);
+    if (a < 0 || connect(a, (struct sockaddr *)&sa, sizeof sa) < 0)
+        die("connect");
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    if (l < 0 || setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
+        die("socket");
+    sa.sin_port = 0;
+    if (bind(l, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(l, 4) < 0)
+        die("listen");
+    socklen_t sl = sizeof sa;
+    if (getsockname(l, (struct sockaddr *)&sa, &sl) < 0)
+        die("getsockname");
+    printf("ready %d\n", ntohs(sa.sin_port));
+    fflush(stdout);
+    int b = accept(l, NULL, NULL);
+    if (b < 0)
+        die("accept");
+    printf("accepted\n");
+    fflush(stdout);
+    long filled = 0;
+    char line[64];
+    while (fgets(line, sizeof line, stdin)) {
+        if (strncmp(line, "fill", 4) == 0) {
+            char buf[4096];
+            for (;;) {
+                for (size_t i = 0; i < sizeof buf; i++)
+                    buf[i] = (char)((((unsigned long)filled + i) * 7 + 3) % 251);
+                ssize_t w = send(a, buf, sizeof buf, MSG_DONTWAIT);
+                if (w < 0 && errno == EINTR)
+                    continue;
+                if (w <= 0)
+                    break;
+                filled += w;
+            }
+            printf("filled %ld\n", filled);
+        } else if (strncmp(line, "read", 4) == 0) {
+            long na, nb;
+            unsigned long sa_, sb;
+            drain(a, &na, &sa_);
+            drain(b, &nb, &sb);
+            char msg[64];
+            int m = snprintf(msg, sizeof msg, "got %ld %lu\n", na, sa_);
+            send_all(a, msg, (size_t)m);
+            m = snprintf(msg, sizeof msg, "got %ld %lu\n", nb, sb);
+            send_all(b, msg, (size_t)m);
+            printf("read A %ld %lu B %ld %lu\n", na, sa_, nb, sb);
+        }
+        fflush(stdout);
+    }
+    return 0;
+}
