@@ -363,3 +363,108 @@ fn tree_in_a_pid_namespace_made_outside_it_is_restored_inside_it() {
     assert_eq!(members(ino), left, "the tree ended; the namespace lives on");
     drop(nsf);
 }
+
+/// The same through the `criu` front end, with runc's spelling: `criu dump --external
+/// pid[INO]:extRootPidNS` and `criu restore --inherit-fd fd[N]:extRootPidNS` (N a
+/// descriptor of the namespace, as runc passes it): the tree comes back inside the
+/// namespace with the same IDs there, and goes on answering.
+#[test]
+fn criu_front_end_takes_runcs_external_pid_namespace() {
+    let name = "criu_front_end_takes_runcs_external_pid_namespace";
+    let ctx = Ctx::new(name);
+    let (_h, init) = holder(&ctx);
+    let ino = pidns(init);
+    let mut t = start_in(&ctx, init, &[]);
+    t.wait_for("ready\n");
+    let tree = wait_process_tree(t.pid, 3, "nsenter, R and C");
+    for &p in &tree {
+        ctx.track(p);
+    }
+    let r = tree[1];
+    let first = check(&mut t, 1);
+    let ids_before = inner_ids(&tree[1..]);
+    let before = at_rest(r, name);
+    let link = ctx.path("criu");
+    std::os::unix::fs::symlink(ckpt_bin(), &link).expect("symlink criu -> ckpt");
+    let dir = ctx.path("images");
+    fs::create_dir_all(&dir).expect("mkdir images");
+    let d = ctx
+        .spawn(
+            &Spec::new(&link)
+                .arg("dump")
+                .arg("-t")
+                .arg(r.to_string())
+                .arg("-D")
+                .arg(&dir)
+                .arg("-o")
+                .arg("dump.log")
+                .arg("--external")
+                .arg(format!("pid[{ino}]:extRootPidNS")),
+        )
+        .finish();
+    assert_eq!(
+        d.status.code(),
+        Some(0),
+        "criu dump: {}\n{}",
+        text(&d.stderr),
+        fs::read_to_string(dir.join("dump.log")).unwrap_or_default()
+    );
+    t.expect_killed();
+    wait_pids_gone(&tree[1..], "R and C after their dump");
+    let nsf = fs::File::open(format!("/proc/{init}/ns/pid")).expect("open the namespace");
+    let fd = nsf.as_raw_fd();
+    let mut rs = ctx.spawn(
+        &Spec::new(&link)
+            .arg("restore")
+            .arg("-D")
+            .arg(&dir)
+            .arg("-o")
+            .arg("restore.log")
+            .arg("--inherit-fd")
+            .arg(format!("fd[{fd}]:extRootPidNS"))
+            .stdin(In::Pipe)
+            .keep_fd(fd),
+    );
+    let root2 = {
+        let deadline = std::time::Instant::now() + timeout();
+        loop {
+            if let Some(x) = oracle::restored_tree_in_pid_namespace(&before, rs.pid) {
+                break x;
+            }
+            assert!(
+                std::time::Instant::now() < deadline && rs.try_wait().is_none(),
+                "the restored tree does not run; criu restore: {:?}\n{}\n{}",
+                rs.try_wait(),
+                rs.stderr.text(),
+                fs::read_to_string(dir.join("restore.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+    let tree2 = wait_process_tree(root2, 2, "restored R and C");
+    for &p in &tree2 {
+        ctx.track(p);
+        assert_eq!(pidns(p), ino, "restored in the holder's namespace");
+    }
+    assert_eq!(inner_ids(&tree2), ids_before, "the same NSpid chains");
+    let after = at_rest(root2, name);
+    oracle::assert_same_kernel_state(
+        name,
+        "restored by criu restore inside the namespace made outside it",
+        oracle::Cmp::Restored,
+        &before.as_seen_in_its_pid_namespace(),
+        &after.as_seen_in_its_pid_namespace(),
+        &[],
+    );
+    assert_eq!(check(&mut rs, 2), first, "the restored tree's IDs");
+    rs.write_stdin(b"exit\n");
+    rs.close_stdin();
+    let fin = rs.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "criu restore: {}",
+        text(&fin.stderr)
+    );
+    drop(nsf);
+}
