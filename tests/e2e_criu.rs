@@ -414,7 +414,8 @@ fn cli_refusals_check_and_version() {
     for (opt, name) in [
         ("--ext-mount-map=/a:/b", "--ext-mount-map"),
         ("--manage-cgroups=hard", "--manage-cgroups=hard"),
-        ("--external=pid[1]:extRootPidNS", "--external pid[1]"),
+        // (Taken, but not the namespace the process is in: refused so.)
+        ("--external=pid[1]:extRootPidNS", "external pid[1]"),
         ("--freeze-cgroup=/x", "--freeze-cgroup"),
         ("--ghost-limit=1M", "--ghost-limit"),
     ] {
