@@ -414,7 +414,8 @@ fn cli_refusals_check_and_version() {
     for (opt, name) in [
         ("--ext-mount-map=/a:/b", "--ext-mount-map"),
         ("--manage-cgroups=hard", "--manage-cgroups=hard"),
-        ("--external=pid[1]:extRootPidNS", "--external pid[1]"),
+        // (Taken, but not the namespace the process is in: refused so.)
+        ("--external=pid[1]:extRootPidNS", "external pid[1]"),
         ("--freeze-cgroup=/x", "--freeze-cgroup"),
         ("--ghost-limit=1M", "--ghost-limit"),
     ] {
@@ -1778,4 +1779,117 @@ fn rpc_orphan_pts_master_sends_the_new_terminal() {
         String::from_utf8_lossy(&got)
     );
     kill_child(pid);
+}
+
+/// runc's way with a container that joined another's PID namespace: DUMP with `external`
+/// `pid[INO]:extRootPidNS`, RESTORE with `rst_sibling` and `inherit_fd` {extRootPidNS: a
+/// descriptor of the namespace}. `counter` started with `nsenter -p` in a namespace a
+/// holder made (PID 2 there) comes back inside that namespace, as the caller's child,
+/// with its ID there (it checks its getpid() every step), and its output is an
+/// uninterrupted run's.
+#[test]
+fn rpc_restore_sibling_in_an_external_pid_namespace() {
+    let ctx = Ctx::new("rpc_restore_sibling_in_an_external_pid_namespace");
+    let holder = ctx.spawn(
+        &Spec::new("/usr/bin/unshare")
+            .arg("-p")
+            .arg("-f")
+            .arg("--kill-child")
+            .arg(target("extpidns"))
+            .arg("hold"),
+    );
+    let h = wait_process_tree(holder.pid, 2, "unshare and its holder");
+    for &p in &h {
+        ctx.track(p);
+    }
+    let init = h[1];
+    let ino = ns_inode(init, "pid");
+    let counter = counter_spec(&ctx, "counter", 120, &["sleep=20"]).cwd(&ctx.dir);
+    let reference = ctx.reference(&counter);
+    let spec = Spec::new("/usr/bin/nsenter")
+        .arg("-t")
+        .arg(init.to_string())
+        .arg("-p")
+        .arg(target("counter"))
+        .arg("120")
+        .arg(ctx.path("map.bin"))
+        .arg("sleep=20")
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(5);
+    let tree = wait_process_tree(t.pid, 2, "nsenter and counter");
+    let root = tree[1];
+    ctx.track(root);
+    assert_eq!(
+        nspids(root)[1],
+        2,
+        "counter is PID 2 of the holder's namespace"
+    );
+    fs::create_dir(ctx.path("img")).expect("mkdir");
+    let dir = fs::File::open(ctx.path("img")).expect("open img");
+    let s = Swrk::start(&ctx, Stdio::null());
+    let (_, resp) = s.transact(
+        &rpc::Req {
+            r#type: ReqType::Dump as i32,
+            opts: Some(rpc::Opts {
+                pid: Some(root),
+                log_file: Some("dump.log".into()),
+                external: vec![format!("pid[{ino}]:extRootPidNS")],
+                ..opts(&dir)
+            }),
+            ..Default::default()
+        },
+        |_| true,
+    );
+    let log = fs::read_to_string(ctx.path("img/dump.log")).unwrap_or_default();
+    assert!(resp.success, "DUMP: {:?}\n{log}", resp.cr_errmsg);
+    s.finish();
+    let before = t.stdout.finish("original");
+    t.wait();
+
+    let nsf = fs::File::open(format!("/proc/{init}/ns/pid")).expect("open the namespace");
+    let mut s = Swrk::start_with(&ctx, Stdio::piped(), Some((nsf.as_raw_fd(), 4)));
+    let mut out = s.child.stdout.take().expect("swrk's stdout");
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out, &mut v);
+        v
+    });
+    let (_, resp) = s.transact(
+        &rpc::Req {
+            r#type: ReqType::Restore as i32,
+            opts: Some(rpc::Opts {
+                rst_sibling: Some(true),
+                log_file: Some("restore.log".into()),
+                inherit_fd: vec![rpc::InheritFd {
+                    key: "extRootPidNS".into(),
+                    fd: 4,
+                }],
+                ..opts(&dir)
+            }),
+            ..Default::default()
+        },
+        |_| true,
+    );
+    let log = fs::read_to_string(ctx.path("img/restore.log")).unwrap_or_default();
+    assert!(resp.success, "RESTORE: {:?}\n{log}", resp.cr_errmsg);
+    let pid = resp.restore.map(|r| r.pid).unwrap_or(0);
+    ctx.track(pid);
+    assert_eq!(
+        ppid(pid),
+        my_pid(),
+        "the restored root is the caller's child"
+    );
+    assert_eq!(ns_inode(pid, "pid"), ino, "inside the holder's namespace");
+    assert_eq!(nspids(pid)[1], 2, "PID 2 there again");
+    assert!(s.finish().success());
+    let st = wait_pid(pid, timeout()).expect("our child's status");
+    let rest = reader.join().expect("reader");
+    assert_eq!(st.code(), reference.status.code(), "exit status");
+    assert_same_output(
+        "counter in an external PID namespace, restored as the caller's child",
+        &reference.stdout,
+        &[before, rest].concat(),
+    );
+    drop(nsf);
 }

@@ -91,7 +91,15 @@ pub fn inspect<R: Read>(input: R, json: bool) -> Result<(), String> {
             i.root_pid
         );
     }
-    if ckpt.pid_namespace_init_outside {
+    if let Some(e) = &ckpt.external_pid_namespace {
+        println!(
+            "  the tree ran in a PID namespace made outside it, pid:[{}], recorded as \
+             external {} (IDs below are as it saw them; its root was PID {} on the dump \
+             host); restore builds it in the namespace given with --inherit-fd N:{} or \
+             --join-ns pid:PATH",
+            e.inode, e.key, i.root_pid, e.key
+        );
+    } else if ckpt.pid_namespace_init_outside {
         println!(
             "  the tree ran in a PID namespace whose init was not part of it (IDs below \
              are as it saw them; its root was PID {} on the dump host); restore makes a \

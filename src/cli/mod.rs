@@ -121,7 +121,9 @@ struct InheritArgs {
     /// Restore the tree in the namespace of file PATH for its namespace of kind TYPE
     /// (net, uts or ipc) that was made outside the dumped tree (neither ckpt's nor the
     /// tree's own, e.g. another container's network namespace; `ckpt dump` notes it
-    /// and `ckpt check --json` lists it as "external"). PATH is /proc/PID/ns/TYPE of a
+    /// and `ckpt check --json` lists it as "external"). `pid:PATH`: for a PID namespace
+    /// recorded with `dump --external pidns[INODE]:KEY` (as `--inherit-fd N:KEY`
+    /// does), the tree is built inside it with its recorded IDs there. PATH is /proc/PID/ns/TYPE of a
     /// process in it or a bind-mounted namespace file such as /run/netns/NAME. Restore
     /// refuses an image with such a namespace that is not given. Repeat for each kind.
     /// Example: `ckpt restore web.img --join-ns net:/run/netns/blue`.
@@ -176,6 +178,19 @@ impl InheritArgs {
     }
 }
 
+/// `dump --external`'s value: none (descriptors to outside), or `pidns[INODE]:KEY`.
+/// Anything else (say a PID written right after the flag) is bad usage, named.
+fn parse_external(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.starts_with("pidns[") {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "expected pidns[INODE]:KEY, or nothing (--external alone, last or before \
+             another option, records descriptors to outside); got {s:?}"
+        ))
+    }
+}
+
 fn parse_external_mount(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((d, src)) if d.starts_with('/') && src.starts_with('/') => {
@@ -191,9 +206,9 @@ fn parse_join_ns(s: &str) -> Result<(String, std::path::PathBuf), String> {
     let (kind, path) = s
         .split_once(':')
         .ok_or_else(|| format!("{s:?} is not TYPE:PATH (e.g. net:/run/netns/blue)"))?;
-    if !["net", "uts", "ipc"].contains(&kind) {
+    if !["net", "uts", "ipc", "pid"].contains(&kind) {
         return Err(format!(
-            "{kind:?}: restore joins only net, uts and ipc namespaces"
+            "{kind:?}: restore joins only net, uts, ipc and pid namespaces"
         ));
     }
     if path.is_empty() {
@@ -353,8 +368,23 @@ struct DumpArgs {
     /// its own descriptors in its place. Data still in such a pipe or socket stays
     /// in it (with the outside process), not in the image. By default such a
     /// descriptor makes the dump fail.
-    #[arg(long)]
-    external: bool,
+    ///
+    /// `--external pidns[INODE]:KEY`: the tree runs inside the PID namespace
+    /// pid:[INODE] (as /proc/PID/ns/pid shows it) that was made outside it, its root not
+    /// being the namespace's init (a pod's shared PID namespace, a tree started with
+    /// `nsenter -p`): record it as external, named KEY; `ckpt restore` then needs
+    /// `--inherit-fd N:KEY` (N a descriptor of the namespace, e.g. `N</proc/PID/ns/pid`)
+    /// or `--join-ns pid:PATH`, and builds the tree inside that namespace with the same
+    /// IDs there. Without it such a tree is restored into a new PID namespace whose
+    /// init is a reaper of ckpt's.
+    #[arg(
+        long,
+        value_name = "pidns[INODE]:KEY",
+        num_args = 0..=1,
+        default_missing_value = "",
+        value_parser = parse_external
+    )]
+    external: Vec<String>,
     /// Compress the page data: `lz4` gives smaller images for memory that
     /// compresses (text, interpreter heaps, repetitive data) at a CPU cost on dump and
     /// restore; `zstd` smaller ones still, at a higher CPU cost when dumping; `none`
@@ -803,6 +833,15 @@ fn cmd_dump(a: DumpArgs) -> i32 {
             b.set_length(total);
             b.set_position(done);
         });
+    let mut external_pidns = None;
+    for e in external.iter().filter(|e| !e.is_empty()) {
+        match dump::parse_external_pidns(e) {
+            Ok(x) if external_pidns.is_none() => external_pidns = Some(x),
+            Ok(_) => return usage("--external pidns[INODE]:KEY: given twice"),
+            Err(m) => return usage(format!("--external {m}")),
+        }
+    }
+    let external = external.iter().any(|e| e.is_empty());
     let opts = DumpOptions {
         leave_running,
         external,
@@ -816,6 +855,7 @@ fn cmd_dump(a: DumpArgs) -> i32 {
         }),
         new_tty: false,
         net_locked: false,
+        external_pidns,
     };
     let res = dump::dump(pid, out, &opts);
     bar.finish_and_clear();

@@ -204,14 +204,29 @@ pub fn join_ns(ns: &str, file: &str, extra: Option<&str>) -> Result<(String, Pat
 }
 
 /// One `external` at DUMP, as runc sends it for a namespace the container was given
-/// (`net[INO]:KEY`, `pid[INO]:KEY`): (kind, inode) for a network namespace (ckpt
-/// records a tree's network namespace made outside it by itself; the dump checks that
-/// it is that one); anything else refused by name.
+/// (`net[INO]:KEY`, `pid[INO]:KEY`), taken into `o`: (kind, inode) for a network or
+/// PID namespace (the dump checks that the tree's is that one; ckpt records a tree's
+/// network namespace made outside it by itself, a PID namespace as external under
+/// KEY); anything else refused by name.
+pub fn take_external_at_dump(s: &str, o: &mut super::Opts) -> Result<(), String> {
+    let (kind, ino) = external_at_dump(s)?;
+    if kind == "pid" {
+        let e = crate::kinds::task::extpidns::parse(s).map_err(|e| format!("external {e}"))?;
+        if o.external_pidns.as_ref().is_some_and(|x| *x != e) {
+            return Err(format!("external {s}: a second PID namespace"));
+        }
+        o.external_pidns = Some(e);
+    }
+    o.external_ns.push((kind, ino));
+    Ok(())
+}
+
+/// (kind, inode) of one `external` at DUMP (see [`take_external_at_dump`]).
 pub fn external_at_dump(s: &str) -> Result<(String, u64), String> {
     let bad = || {
         format!(
-            "external {s}: ckpt takes only net[INODE]:KEY (a network namespace made \
-             outside the tree)"
+            "external {s}: ckpt takes only net[INODE]:KEY and pid[INODE]:KEY (a network \
+             or PID namespace made outside the tree)"
         )
     };
     let (kind, rest) = s.split_once('[').ok_or_else(bad)?;
@@ -222,10 +237,7 @@ pub fn external_at_dump(s: &str) -> Result<(String, u64), String> {
     }
     match kind {
         "net" => Ok(("net".into(), ino)),
-        "pid" => Err(format!(
-            "external {s}: a PID namespace made outside the tree is not restored by ckpt \
-             (a tree runs in ckpt's PID namespace or in one of its own)"
-        )),
+        "pid" => Ok(("pid".into(), ino)),
         _ => Err(bad()),
     }
 }
@@ -260,10 +272,10 @@ pub fn inherit_namespace(fd: i32, key: &str) -> Option<Result<(String, PathBuf),
              the one the key names"
         )));
     }
-    if !["net", "uts", "ipc"].contains(&kind.as_str()) {
+    if !["net", "uts", "ipc", "pid"].contains(&kind.as_str()) {
         return Some(Err(format!(
             "inherit_fd {key}: descriptor {fd} is a {kind} namespace; ckpt joins only net, \
-             uts and ipc namespaces made outside the tree"
+             uts, ipc and pid namespaces made outside the tree"
         )));
     }
     Some(Ok((kind, PathBuf::from(format!("/proc/self/fd/{fd}")))))
@@ -447,11 +459,22 @@ mod tests {
             external_at_dump("net[4026532000]:extRootNetNS"),
             Ok(("net".into(), 4026532000))
         );
-        assert!(
-            external_at_dump("pid[1]:extRootPidNS")
-                .unwrap_err()
-                .contains("PID")
+        assert_eq!(
+            external_at_dump("pid[1]:extRootPidNS"),
+            Ok(("pid".into(), 1))
         );
+        let mut o = super::super::Opts::default();
+        take_external_at_dump("pid[4026532001]:extRootPidNS", &mut o).unwrap();
+        take_external_at_dump("net[4026532002]:extRootNetNS", &mut o).unwrap();
+        assert_eq!(
+            o.external_pidns,
+            Some(crate::model::ExternalPidNs {
+                inode: 4026532001,
+                key: "extRootPidNS".into()
+            })
+        );
+        assert_eq!(o.external_ns.len(), 2);
+        assert!(take_external_at_dump("pid[7]:other", &mut o).is_err());
         assert!(external_at_dump("mnt[/a]:b").is_err());
         // Our own network namespace through a descriptor.
         let f = std::fs::File::open("/proc/self/ns/net").unwrap();
@@ -471,7 +494,9 @@ mod tests {
         assert!(inherit_namespace(fd, "net:[1]").unwrap().is_err());
         let p = std::fs::File::open("/proc/self/ns/pid").unwrap();
         let pfd = std::os::fd::AsRawFd::as_raw_fd(&p);
-        assert!(inherit_namespace(pfd, "extRootPidNS").unwrap().is_err());
+        let (k, _) = inherit_namespace(pfd, "extRootPidNS").unwrap().unwrap();
+        assert_eq!(k, "pid");
+        assert!(inherit_namespace(pfd, "pid[1]").unwrap().is_err());
         let d = std::fs::File::open("/").unwrap();
         assert!(inherit_namespace(std::os::fd::AsRawFd::as_raw_fd(&d), "x").is_none());
     }

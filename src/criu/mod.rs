@@ -74,6 +74,9 @@ pub struct Opts {
     pub cg_mode: Option<rpc::CgMode>,
     /// DUMP: `external` network namespaces (`net[INO]:KEY`): the tree's must be that one.
     pub external_ns: Vec<(String, u64)>,
+    /// DUMP: the tree's PID namespace made outside it (`pid[INO]:KEY`, runc's
+    /// `extRootPidNS`), recorded as external (ckpt's `dump --external pidns[INO]:KEY`).
+    pub external_pidns: Option<crate::model::ExternalPidNs>,
     /// RPC `root` other than "/": at DUMP the tree's root directory (checked to be the
     /// dumped root's, see [`map::root_at_dump`]); at RESTORE the directory the tree's
     /// root mount is bound from (an external mount of "/").

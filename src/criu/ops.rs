@@ -17,7 +17,7 @@ Usage (ckpt's criu front end; CRIU's options, those ckpt can honour):
   criu dump -t PID -D DIR [-W DIR] [-o LOG] [-v[N]] [-R|--leave-running] [--shell-job]
             [--tcp-established] [--file-locks] [--ext-unix-sk] [--action-script S]
             [--manage-cgroups[=MODE]] [--ext-mount-map POINT:POINT]
-            [--external net[INODE]:KEY] [--freeze-cgroup CGROUP-DIR]
+            [--external net|pid[INODE]:KEY] [--freeze-cgroup CGROUP-DIR]
   criu restore -D DIR [-W DIR] [-o LOG] [-v[N]] [-d|--restore-detached] [--shell-job]
             [--inherit-fd fd[N]:KEY] [--pidfile F] [--restore-sibling] [--root /]
             [--action-script S] [--tcp-established] [--file-locks]
@@ -341,9 +341,8 @@ fn parse(cmd: &str, args: &[String]) -> Result<Parsed, String> {
                         }
                     }
                 } else if cmd == "dump" {
-                    match super::map::external_at_dump(&v) {
-                        Ok(n) => o.external_ns.push(n),
-                        Err(e) => refusals.push(format!("--{e}")),
+                    if let Err(e) = super::map::take_external_at_dump(&v, &mut o) {
+                        refusals.push(format!("--{e}"));
                     }
                 } else {
                     refusals.push(format!(
@@ -574,6 +573,7 @@ pub fn run_dump(o: &Opts, log: &Log, n: Option<&Notifier>) -> Result<i32, String
         hook: Some(hook),
         freeze_cgroup: o.freeze_cgroup.clone(),
         new_tty: o.orphan_pts_master,
+        external_pidns: o.external_pidns.clone(),
         ..Default::default()
     };
     let res = dump::dump(pid, dump::Output::Path(dir.join(CKPT_IMAGE)), &opts);
@@ -1069,13 +1069,20 @@ mod tests {
     fn refused_by_name() {
         let p = parse(
             "dump",
-            &args("-t 1 -D d --ext-mount-map /a:b --manage-cgroups=hard --external pid[3]:k"),
+            &args("-t 1 -D d --ext-mount-map /a:b --manage-cgroups=hard --external ipc[3]:k"),
         )
         .unwrap();
         assert_eq!(p.refusals.len(), 3, "{:?}", p.refusals);
         assert!(p.refusals[0].contains("--ext-mount-map: ext_mnt /a:b"));
         assert!(p.refusals[1].contains("--manage-cgroups=hard"));
-        assert!(p.refusals[2].contains("--external pid[3]"));
+        assert!(p.refusals[2].contains("--external ipc[3]"));
+        // runc's external PID namespace is taken, with its key.
+        let ok = parse("dump", &args("-t 1 -D d --external pid[3]:extRootPidNS")).unwrap();
+        assert!(ok.refusals.is_empty(), "{:?}", ok.refusals);
+        assert_eq!(
+            ok.opts.external_pidns.map(|e| (e.inode, e.key)),
+            Some((3, "extRootPidNS".to_string()))
+        );
         let ok = parse(
             "dump",
             &args("-t 1 -D d --manage-cgroups=ignore --ext-mount-map /a:/a --external net[7]:k"),

@@ -190,6 +190,7 @@ fn transaction(sock: &Arc<OwnedFd>, ty: ReqType, opts: Option<rpc::Opts>) -> Res
         cg_roots: Vec::new(),
         cg_mode: None,
         external_ns: Vec::new(),
+        external_pidns: None,
         root: ro
             .root
             .as_deref()
@@ -371,9 +372,8 @@ fn engine_options(ty: ReqType, ro: &rpc::Opts, o: &mut Opts) -> Vec<String> {
     }
     for x in &ro.external {
         if ty == ReqType::Dump {
-            match map::external_at_dump(x) {
-                Ok(n) => o.external_ns.push(n),
-                Err(e) => out.push(format!("opts.{e}")),
+            if let Err(e) = map::take_external_at_dump(x, o) {
+                out.push(format!("opts.{e}"));
             }
         } else {
             out.push(format!(
@@ -568,9 +568,14 @@ mod tests {
         let r = engine_options(ReqType::Restore, &o, &mut Opts::default());
         assert!(r.iter().any(|m| m.contains("extra option")), "{r:?}");
         o.external.push("pid[5]:extRootPidNS".into());
+        let mut d = Opts::default();
+        let r = engine_options(ReqType::Dump, &o, &mut d);
+        assert!(!r.iter().any(|m| m.contains("external pid[5]")), "{r:?}");
+        assert_eq!(d.external_pidns.map(|e| e.key), Some("extRootPidNS".into()));
+        o.external.push("mnt[5]:x".into());
         let r = engine_options(ReqType::Dump, &o, &mut Opts::default());
         assert!(
-            r.iter().any(|m| m.starts_with("opts.external pid[5]")),
+            r.iter().any(|m| m.starts_with("opts.external mnt[5]")),
             "{r:?}"
         );
     }

@@ -36,6 +36,8 @@ use crate::kinds::mem::shmem::SharedSeen;
 use crate::sys;
 
 pub use crate::error::{DumpError, DumpResult as Result};
+/// `pidns[INO]:KEY` (or CRIU's `pid[INO]:KEY`) for [`DumpOptions::external_pidns`].
+pub use crate::kinds::task::extpidns::parse as parse_external_pidns;
 
 /// Where the image goes.
 pub enum Output {
@@ -71,6 +73,11 @@ pub struct DumpOptions {
     /// The front end locks the tree's TCP connections itself (`ckpt migrate`, from the
     /// freeze, in a table of its own): the dump adds no rules when it kills the tree.
     pub net_locked: bool,
+    /// The tree runs inside this PID namespace made outside it (its root is not the
+    /// namespace's init): record it as external (`--external pidns[INO]:KEY`), to be
+    /// given back at restore under KEY, instead of restoring the tree below a new
+    /// namespace's reaper. The dump is refused if the tree is not in that namespace.
+    pub external_pidns: Option<crate::model::ExternalPidNs>,
 }
 
 /// The points of a dump where a front end may act, and stop it.
@@ -99,6 +106,7 @@ impl std::fmt::Debug for DumpOptions {
             .field("freeze_cgroup", &self.freeze_cgroup)
             .field("new_tty", &self.new_tty)
             .field("net_locked", &self.net_locked)
+            .field("external_pidns", &self.external_pidns)
             .finish()
     }
 }
@@ -387,6 +395,11 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         Output::Stdout => (None, None),
     };
     let pidns = root_pid_namespace(pid)?;
+    let external_pidns = crate::kinds::task::extpidns::at_dump(
+        pid,
+        pidns == PidnsShape::InitOutside,
+        opts.external_pidns.as_ref(),
+    )?;
     // Made before ckpt joins the tree's namespaces: a process of ckpt's in one of them
     // would count as a user of it outside the tree.
     let undo_ref = sys::ipc::NoUndoList::new()?;
@@ -536,6 +549,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     if pidns != PidnsShape::Ckpts {
         collected.use_namespace_pids(pidns == PidnsShape::OwnInit)?;
     }
+    collected.ckpt.external_pid_namespace = external_pidns;
     refuse_unrestorable(pid, &collected.ckpt, &held, opts.new_tty)?;
     if let Some(e) = tty_busy {
         return Err(e);
@@ -551,11 +565,13 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         vmas: ckpt.processes.iter().map(|p| p.vmas.len()).sum(),
         ..Default::default()
     };
-    if ckpt.pid_namespace_init_outside {
+    if ckpt.pid_namespace_init_outside && ckpt.external_pid_namespace.is_none() {
+        let ino = sys::ns::inode(pid, "pid").unwrap_or(0);
         stats.warnings.push(format!(
             "the tree runs in a PID namespace ({}) whose init is not part of it: it is \
              restored into a new PID namespace whose init is a reaper of ckpt's, with the \
-             same IDs inside",
+             same IDs inside (dump with --external pidns[{ino}]:KEY to restore it inside \
+             a namespace given for KEY instead)",
             sys::proc::pid_namespace(pid)
                 .map(|p| p.display().to_string())
                 .unwrap_or_default()

@@ -96,6 +96,7 @@ pub(crate) fn checkpoint(processes: Vec<Process>) -> Checkpoint {
         namespaces: Vec::new(),
         parent: None,
         pid_namespaces: Vec::new(),
+        external_pid_namespace: None,
     }
 }
 

@@ -1417,6 +1417,24 @@ pub struct Checkpoint {
     /// `Process::pid_ns`). Empty in older images.
     #[serde(default)]
     pub pid_namespaces: Vec<NestedPidNs>,
+    /// The tree ran inside a PID namespace made outside it (a pod's shared one), which
+    /// the dump was told to record as external (`dump --external pidns[INO]:KEY`, runc's
+    /// `pid[INO]:extRootPidNS`): restore builds the tree inside the namespace given for
+    /// KEY (`--inherit-fd N:KEY`, `--join-ns pid:PATH`) with the same IDs there. Set
+    /// with `pid_namespace_init_outside` (the IDs are that namespace's), so that a
+    /// reader that does not know it restores the tree below a reaper. None in older
+    /// images.
+    #[serde(default)]
+    pub external_pid_namespace: Option<ExternalPidNs>,
+}
+
+/// A PID namespace made outside the tree, recorded as external.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExternalPidNs {
+    /// Its inode when the tree was dumped (pid:[INODE]).
+    pub inode: u64,
+    /// The name restore is given it under (`--inherit-fd N:KEY`).
+    pub key: String,
 }
 
 /// The parent of an incremental image: where it was and which image it is.

@@ -112,7 +112,16 @@ impl<R: Read + Send> Prepared<R> {
                     .into(),
             ));
         }
-        let launched = if self.own_pid_namespace() {
+        let external = crate::kinds::task::extpidns::open_given(
+            &self.plan.ckpt,
+            &self.plan.joins,
+            &self.plan.inherit,
+        );
+        let launched = if let Err(e) = external {
+            Err(e)
+        } else if let Ok(Some(ns)) = external {
+            launch_in_external_pidns(self, ns, false)
+        } else if self.own_pid_namespace() {
             launch_own_pidns(self, false)
         } else if self.plan.ckpt.pid_namespace_init_outside {
             launch_below_reaper(self)
@@ -169,7 +178,9 @@ impl<R: Read + Send> Prepared<R> {
                     .into(),
             ));
         }
-        if self.plan.ckpt.pid_namespace_init_outside {
+        if self.plan.ckpt.pid_namespace_init_outside
+            && self.plan.ckpt.external_pid_namespace.is_none()
+        {
             return Err(RestoreError::Reported(
                 "a tree that ran in a PID namespace whose init was outside it is not \
                  restored as a sibling yet (its new namespace's init is ckpt's child)"
@@ -194,7 +205,16 @@ impl<R: Read + Send> Prepared<R> {
                 made
             }
         };
-        let launched = if self.own_pid_namespace() {
+        let external = crate::kinds::task::extpidns::open_given(
+            &self.plan.ckpt,
+            &self.plan.joins,
+            &self.plan.inherit,
+        );
+        let launched = if let Err(e) = external {
+            Err(e)
+        } else if let Ok(Some(ns)) = external {
+            launch_in_external_pidns(self, ns, true)
+        } else if self.own_pid_namespace() {
             launch_own_pidns(self, true)
         } else {
             self.run(RootStub::Sibling).map(|st| Launched {
@@ -424,6 +444,85 @@ fn launch_below_reaper<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched
                 .and_then(|c| c.first().copied())
                 .unwrap_or(0);
             Ok(Launched { root, child: init })
+        }
+    }
+}
+
+/// Restore a tree that ran in a PID namespace made outside it, recorded as external, in
+/// the namespace `ns` given for it (see `kinds::task::extpidns`): the root's stub is
+/// created there with its recorded ID, as our child (or our parent's: `sibling`), and a
+/// builder forked into the namespace (with a spare ID, a private mount namespace and a
+/// /proc of its own, so that /proc, ptrace and clone3 speak the tree's IDs) seizes it
+/// and builds the tree, then exits; the tree waits on the release gate until the
+/// builder is reaped. On failure the root is killed (with it, the builder's
+/// PTRACE_O_EXITKILL kills the rest); the namespace and its other processes stay as
+/// they were.
+fn launch_in_external_pidns<R: Read + Send>(
+    mut prepared: Prepared<R>,
+    ns: std::fs::File,
+    sibling: bool,
+) -> Result<Launched> {
+    let root = prepared
+        .plan
+        .ckpt
+        .processes
+        .first()
+        .map(|p| p.pid)
+        .ok_or_else(|| RestoreError::Malformed("the image holds no process".into()))?;
+    crate::error::fault_point("create the root in the external PID namespace")?;
+    let (host_root, go) = sys::extpidns::spawn_stub_in(&ns, root, sibling)?;
+    let give_up = |e: RestoreError| {
+        let _ = sys::process::kill(host_root, libc::SIGKILL);
+        if !sibling {
+            let _ = sys::process::wait_exit(host_root);
+        }
+        e
+    };
+    // The builder sees the root by its ID there: the front end's hook is told ours.
+    if let Some(h) = prepared.hook.take() {
+        prepared.hook = Some(std::sync::Arc::new(move |step| match step {
+            super::RestoreStep::Staged { .. } => h(super::RestoreStep::Staged { root: host_root }),
+        }));
+    }
+    let (rd, wr) = sys::process::pipe().map_err(|e| give_up(e.into()))?;
+    let gate = ReleaseGate::new(&prepared).map_err(give_up)?;
+    // An ID no process of the image has that is free there (the namespace has other
+    // processes, which may have taken the first one tried).
+    let mut spare = prepared.spare_pid();
+    let forked = loop {
+        match sys::extpidns::fork_into(&ns, spare) {
+            Err(e) if e.errno() == Some(libc::EEXIST) && spare < prepared.spare_pid() + 64 => {
+                spare += 1;
+            }
+            other => break other,
+        }
+    };
+    match forked {
+        Err(e) => Err(give_up(e.into())),
+        Ok(None) => {
+            // The builder, inside the namespace.
+            drop((rd, ns));
+            let mut prepared = prepared.without_reading_thread();
+            let _gate = gate.use_in(&mut prepared);
+            let res = sys::process::mount_own_proc()
+                .map_err(RestoreError::from)
+                .and_then(|()| prepared.run(RootStub::Seize { pid: root, go }).map(|_| ()));
+            if res.is_ok() {
+                sys::deferred::linger_point("builder released the tree");
+            }
+            report_and_exit(wr, res)
+        }
+        Ok(Some(builder)) => {
+            drop((wr, go, prepared, ns));
+            let report = child_report(rd);
+            let _ = sys::process::wait_exit(builder);
+            report.map_err(give_up)?;
+            // The builder is gone from the namespace: now the tree may run.
+            gate.open();
+            Ok(Launched {
+                root: host_root,
+                child: host_root,
+            })
         }
     }
 }

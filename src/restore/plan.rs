@@ -309,6 +309,14 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
     if !held.live {
         crate::kinds::ns::check_joins(ckpt, &view.join_ns, &mut problems);
     }
+    crate::kinds::task::extpidns::check(
+        ckpt,
+        &view.join_ns,
+        &view.inherit,
+        view.new_pid_namespace,
+        held.live,
+        &mut problems,
+    );
     if view.cgroup_mode != crate::kinds::cglimits::CgroupMode::Ignore {
         crate::kinds::cgroup::check_cgroups(ckpt, view.cgroup_root.as_deref(), &mut problems);
     }

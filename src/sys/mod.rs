@@ -6,6 +6,7 @@
 
 pub(crate) mod cgroup;
 pub(crate) mod deferred;
+pub(crate) mod extpidns;
 pub(crate) mod file;
 pub(crate) mod inetraw;
 pub(crate) mod inject;

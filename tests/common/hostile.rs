@@ -268,6 +268,7 @@ pub fn checkpoint() -> Checkpoint {
         sysv: Default::default(),
         namespaces: Vec::new(),
         pid_namespaces: Vec::new(),
+        external_pid_namespace: None,
         fifos: vec![],
         ptys: vec![],
         parent: None,

@@ -121,6 +121,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("pidnested", "pidnested.c", &["-pthread"]),
     // tests/e2e_nestids.rs: IDs held by a process of a nested PID namespace
     ("nestids", "nestids.c", &["-pthread"]),
+    // tests/e2e_extpidns.rs: a tree in a PID namespace made outside it, restored there
+    ("extpidns", "extpidns.c", &["-pthread"]),
     ("nsown", "nsown.c", &[]),
     ("mntns", "mntns.c", &[]),
     ("mntpid", "mntpid.c", &[]),

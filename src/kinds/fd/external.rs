@@ -75,7 +75,11 @@ pub(crate) fn check_inherit_used(
     inherit: &[(i32, String)],
     problems: &mut Vec<Problem>,
 ) {
-    for (n, key) in inherit {
+    // (The key of an external PID namespace: `kinds::task::extpidns`.)
+    for (n, key) in inherit
+        .iter()
+        .filter(|(_, k)| !crate::kinds::task::extpidns::is_key(ckpt, k))
+    {
         let used = ckpt
             .processes
             .iter()

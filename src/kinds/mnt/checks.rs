@@ -82,7 +82,15 @@ pub(crate) fn check_tree(ckpt: &Checkpoint, new_pidns: bool, problems: &mut Vec<
     let Some(tree) = owned_tree(ckpt) else {
         return;
     };
-    if ckpt.pid_namespace_init_outside {
+    if ckpt.external_pid_namespace.is_some() {
+        p(
+            problems,
+            "namespace",
+            "the tree has a mount namespace of its own and ran in a PID namespace made \
+             outside it (recorded as external); the two are not restored together yet"
+                .into(),
+        );
+    } else if ckpt.pid_namespace_init_outside {
         p(
             problems,
             "namespace",

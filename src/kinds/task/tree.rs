@@ -148,6 +148,7 @@ pub(crate) fn checkpoint(
         sysv: Default::default(),
         namespaces: Vec::new(),
         pid_namespaces: Vec::new(),
+        external_pid_namespace: None,
         fifos: Vec::new(),
         parent: None,
         ptys: Vec::new(),
