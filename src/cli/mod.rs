@@ -444,6 +444,14 @@ struct MigrateArgs {
     /// As for `ckpt dump`.
     #[arg(long, value_enum, value_name = "HOW", default_value = "none")]
     compress: dump::Compress,
+    /// Post-copy: once frozen, send the final image's metadata first; the receiver runs
+    /// its copy before the pages written since the last round have arrived (taking them
+    /// on first touch, asking for them first) while the rest come. The process here
+    /// stays frozen until every page is there, and is killed only then. If the
+    /// connection is lost before all were sent, the copy there is killed and this one
+    /// runs on.
+    #[arg(long)]
+    lazy: bool,
 }
 
 // The options of `ckpt receive`.
@@ -657,6 +665,7 @@ fn cmd_migrate(a: MigrateArgs) -> i32 {
             ..Default::default()
         },
         say: Some(say),
+        lazy: a.lazy,
     };
     let res = ckpt::migrate::send::migrate(a.pid, &a.to, &opts);
     bar.finish_and_clear();
@@ -721,7 +730,11 @@ fn cmd_receive(a: ReceiveArgs) -> i32 {
         let _ = io::stdout().flush();
         if a.detach {
             write_pid_file(pid_file.as_deref(), launched.root);
-            return 0;
+            if restore::lazy_pending() {
+                // The caller has the PID; ckpt stays until the memory is in.
+                host::close_stdout();
+            }
+            return finish_lazy(0);
         }
     }
     detach_or_wait(launched, pid_file.as_deref(), a.detach)

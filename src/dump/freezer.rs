@@ -371,7 +371,10 @@ fn job_stopped_in_v1_freeze(root: i32, tid: i32, dir: &CgroupDir) -> Result<bool
         return Err(DumpError::Unsupported {
             pid: root,
             why: format!(
-                "--freeze-cgroup {dir}: the v1 cgroup is frozen by its owner and this kernel                  does not show where thread {tid} sleeps (/proc/{tid}/wchan), so a thread                  stopped by job control cannot be told apart (seizing one waits for the                  thaw); thaw the cgroup first"
+                "--freeze-cgroup {dir}: the v1 cgroup is frozen by its owner and this kernel \
+                 does not show where thread {tid} sleeps (/proc/{tid}/wchan), so a thread \
+                 stopped by job control cannot be told apart (seizing one waits for the \
+                 thaw); thaw the cgroup first"
             ),
         });
     }

@@ -15,6 +15,14 @@
 //! (or `ERROR` with plan's refusals); the source answers `COMMIT`; the receiver
 //! commits and says `COMMITTED` with the PID. See ARCHITECTURE.md, "Migration", for
 //! who does what when the connection or either side dies.
+//!
+//! `--lazy` (post-copy; both sides say `lazy` in `HELLO`): the final `IMAGE` says
+//! `lazy` and how many `HELD` ranges follow (byte ranges of the image, the payloads of
+//! its page records), and `DATA` carries the image without them. After `RECEIVED` the
+//! source pushes them as `PAGES` frames (file offset, bytes), first those the receiver
+//! asks for (`WANT`, the range's offset), while the receiver plans, stages and commits
+//! as above; the receiver says `ALL_IN` once every range is in and its copy runs, and
+//! only then is the source killed.
 
 pub mod receive;
 pub mod send;
@@ -36,6 +44,13 @@ const MAGIC: u32 = 0x474d_4b43;
 pub const MAX_PAYLOAD: usize = 1 << 20;
 /// How long either side waits for the other's next frame before giving up.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(120);
+/// `--lazy`: how long the receiver waits for the next page frame while pages are
+/// missing before it gives up, killing its copy.
+pub const LAZY_TIMEOUT: Duration = Duration::from_secs(5);
+/// `--lazy`: how long the source waits, after the connection was lost with pages still
+/// to send, before it lets its tree run again: by then the receiver has noticed too,
+/// and killed its copy.
+pub const LAZY_GRACE: Duration = Duration::from_secs(8);
 
 /// The kinds of frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +65,15 @@ pub enum Kind {
     Commit = 7,
     Committed = 8,
     Error = 9,
+    // (`--lazy`'s kinds are numbered from 20: room for others before.)
+    /// `--lazy`: byte ranges of the final image held back (u64 offset, u64 length...).
+    Held = 20,
+    /// `--lazy`: bytes of a held range (u64 file offset, then the bytes).
+    Pages = 21,
+    /// `--lazy`: the receiver asks for the held range at this offset (u64) first.
+    Want = 22,
+    /// `--lazy`: every held range is in and the copy runs: the source may go.
+    AllIn = 23,
 }
 
 impl Kind {
@@ -64,6 +88,10 @@ impl Kind {
             7 => Kind::Commit,
             8 => Kind::Committed,
             9 => Kind::Error,
+            20 => Kind::Held,
+            21 => Kind::Pages,
+            22 => Kind::Want,
+            23 => Kind::AllIn,
             _ => return None,
         })
     }
@@ -74,6 +102,9 @@ impl Kind {
 pub struct Hello {
     pub proto: u32,
     pub version: String,
+    /// This side takes `--lazy` (post-copy).
+    #[serde(default)]
+    pub lazy: bool,
 }
 
 /// `IMAGE`: the image of round `round` follows, `size` bytes; `last` for the final
@@ -83,6 +114,10 @@ pub struct ImageHead {
     pub round: u32,
     pub size: u64,
     pub last: bool,
+    /// `--lazy`: this many byte ranges of the image (`HELD` frames, before the `DATA`)
+    /// are held back and come after it as `PAGES`.
+    #[serde(default)]
+    pub held: u64,
 }
 
 /// `END`: the identity of the image just sent (its end record).
@@ -123,10 +158,35 @@ fn checksum(kind: u8, len: u32, payload: &[u8]) -> u64 {
     h.digest()
 }
 
+/// One frame's bytes.
+pub fn frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut b = Vec::with_capacity(17 + payload.len());
+    b.extend_from_slice(&MAGIC.to_le_bytes());
+    b.push(kind as u8);
+    b.extend_from_slice(&len.to_le_bytes());
+    b.extend_from_slice(payload);
+    b.extend_from_slice(&checksum(kind as u8, len, payload).to_le_bytes());
+    b
+}
+
+/// Send one frame on `stream` in one write (so that frames of threads or processes
+/// sharing the socket never interleave).
+pub fn send_on(stream: &TcpStream, kind: Kind, payload: &[u8]) -> Result<(), String> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(format!("a frame of {} bytes is too large", payload.len()));
+    }
+    (&*stream)
+        .write_all(&frame(kind, payload))
+        .map_err(|e| format!("the connection to the peer failed: {e}"))
+}
+
 /// One end of the connection, counting the bytes it sent.
 pub struct Conn {
     pub stream: TcpStream,
     pub sent: u64,
+    /// The last [`Conn::recv`] failed because nothing came in time.
+    pub timed_out: bool,
 }
 
 impl Conn {
@@ -134,24 +194,15 @@ impl Conn {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(PEER_TIMEOUT))?;
         stream.set_write_timeout(Some(PEER_TIMEOUT))?;
-        Ok(Conn { stream, sent: 0 })
+        Ok(Conn {
+            stream,
+            sent: 0,
+            timed_out: false,
+        })
     }
 
     pub fn send(&mut self, kind: Kind, payload: &[u8]) -> Result<(), String> {
-        if payload.len() > MAX_PAYLOAD {
-            return Err(format!("a frame of {} bytes is too large", payload.len()));
-        }
-        let len = payload.len() as u32;
-        let mut head = Vec::with_capacity(9);
-        head.extend_from_slice(&MAGIC.to_le_bytes());
-        head.push(kind as u8);
-        head.extend_from_slice(&len.to_le_bytes());
-        let sum = checksum(kind as u8, len, payload);
-        self.stream
-            .write_all(&head)
-            .and_then(|()| self.stream.write_all(payload))
-            .and_then(|()| self.stream.write_all(&sum.to_le_bytes()))
-            .map_err(|e| format!("the connection to the peer failed: {e}"))?;
+        send_on(&self.stream, kind, payload)?;
         self.sent += 17 + payload.len() as u64;
         Ok(())
     }
@@ -175,7 +226,14 @@ impl Conn {
     pub fn recv(&mut self) -> Result<Frame, String> {
         let lost = |e: std::io::Error| format!("the connection to the peer was lost: {e}");
         let mut head = [0u8; 9];
-        self.stream.read_exact(&mut head).map_err(lost)?;
+        self.timed_out = false;
+        if let Err(e) = self.stream.read_exact(&mut head) {
+            self.timed_out = matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            );
+            return Err(lost(e));
+        }
         let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
         let len = u32::from_le_bytes([head[5], head[6], head[7], head[8]]);
         if magic != MAGIC {
@@ -207,11 +265,12 @@ impl Conn {
         }
     }
 
-    /// Say hello and check the peer's.
-    pub fn handshake(&mut self, first: bool) -> Result<(), String> {
+    /// Say hello and check the peer's; returns the peer's.
+    pub fn handshake(&mut self, first: bool) -> Result<Hello, String> {
         let mine = Hello {
             proto: PROTO,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            lazy: true,
         };
         if first {
             self.send_json(Kind::Hello, &mine)?;
@@ -228,7 +287,7 @@ impl Conn {
         if !first {
             self.send_json(Kind::Hello, &mine)?;
         }
-        Ok(())
+        Ok(theirs)
     }
 }
 
@@ -236,14 +295,36 @@ impl Conn {
 /// ckpt there (SIGKILL); CKPT_MIGRATE_CUT=WHAT shuts the connection down there, as a
 /// network that fails would; CKPT_LINGER=WHAT:MS waits there.
 pub(crate) fn point(what: &str, conn: &Conn) {
+    point_on(what, &conn.stream);
+}
+
+/// [`point`] on a stream.
+pub(crate) fn point_on(what: &str, stream: &TcpStream) {
     crate::sys::deferred::die_point(what);
     crate::sys::deferred::linger_point(what);
     #[cfg(feature = "fault-injection")]
     if std::env::var("CKPT_MIGRATE_CUT").is_ok_and(|c| c == what) {
-        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        let _ = stream.shutdown(std::net::Shutdown::Both);
     }
     #[cfg(not(feature = "fault-injection"))]
-    let _ = conn;
+    let _ = stream;
+}
+
+/// A test brake (feature `fault-injection`): CKPT_MIGRATE_PUSH_MS, milliseconds the
+/// `--lazy` source waits before each `PAGES` frame of its background push (not of
+/// what the receiver asked for), which then carries one page at most (so that a test
+/// can act while pages are still missing on the receiver).
+/// Returns the most bytes of pages the frame may carry.
+pub(crate) fn push_brake() -> usize {
+    #[cfg(feature = "fault-injection")]
+    if let Some(ms) = std::env::var("CKPT_MIGRATE_PUSH_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+        return 4096;
+    }
+    MAX_PAYLOAD - 8
 }
 
 #[cfg(test)]
@@ -252,11 +333,11 @@ mod tests {
 
     #[test]
     fn frame_kinds_round_trip() {
-        for k in 1..=9u8 {
+        for k in (1..=9u8).chain(20..=23) {
             assert_eq!(Kind::from_u8(k).map(|k| k as u8), Some(k));
         }
         assert!(Kind::from_u8(0).is_none());
-        assert!(Kind::from_u8(10).is_none());
+        assert!(Kind::from_u8(255).is_none());
     }
 
     #[test]

@@ -6,11 +6,11 @@
 //! temporary directory): nothing of them is left, however ckpt ends, even by SIGKILL.
 
 use std::fs::File;
-use std::io::{BufReader, Write};
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::{Conn, ImageEnd, ImageHead, Kind, Message, point};
 use crate::restore::{self, HostView};
@@ -34,19 +34,31 @@ pub struct ReceiveStats {
     pub bytes_received: u64,
     /// From the last image's arrival to the commit: merging the chain, plan, stage.
     pub restore_ms: f64,
+    /// Of which reading the last image's index over the pages received before it.
+    pub merge_ms: f64,
+    /// `--lazy`: the copy ran before the last pages came (see `migrate::send`).
+    pub lazy: bool,
 }
 
 /// One image received.
 struct Received {
     file: File,
     id: ImageEnd,
+    round: u32,
+    /// `--lazy`: the byte ranges still to come (see [`take_image`]).
+    held: Vec<(u64, u64)>,
 }
 
 impl Received {
     /// A path that opens it (it has no name).
     fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+        fd_path(&self.file)
     }
+}
+
+/// A path that opens `f` (an unnamed file).
+fn fd_path(f: &File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
 }
 
 /// Take one migration from `listener` and restore it; returns the tree, running.
@@ -65,10 +77,15 @@ pub fn receive(
     say(&format!("connection from {from}"));
     let mut conn = Conn::new(stream).map_err(|e| e.to_string())?;
     conn.handshake(false)?;
-    let mut images: Vec<Received> = Vec::new();
+    // The last round received (the next one's parent), and the full image of every
+    // round so far: each round is merged onto it as it arrives, while the source runs,
+    // so the frozen window never follows the chain.
+    let mut prev: Option<Received> = None;
+    let mut store: Option<File> = None;
     let mut bytes = 0u64;
-    loop {
-        let r = take_image(&mut conn, &opts.dir, &images);
+    let mut rounds = 0usize;
+    let last = loop {
+        let r = take_image(&mut conn, &opts.dir, prev.as_ref());
         let (img, head) = match r {
             Ok(x) => x,
             Err(e) => {
@@ -78,21 +95,63 @@ pub fn receive(
         };
         conn.send(Kind::Received, b"")?;
         bytes += head.size;
+        rounds += 1;
         say(&format!(
             "round {} received ({:.1} MiB){}",
             head.round,
             head.size as f64 / (1 << 20) as f64,
             if head.last { ", the last" } else { "" }
         ));
-        images.push(img);
         point("receive: image received", &conn);
         if head.last {
-            break;
+            break img;
         }
-    }
+        let t = std::time::Instant::now();
+        let merged = match (&store, &prev) {
+            (Some(s), Some(p)) => restore::chain::merge_onto(
+                &img.path(),
+                &fd_path(s),
+                (p.id.records, p.id.hash),
+                &opts.dir,
+            )
+            .map_err(|e| format!("round {}: {e}", head.round)),
+            _ => img.file.try_clone().map_err(|e| e.to_string()),
+        };
+        let merged = match merged {
+            Ok(f) => f,
+            Err(e) => {
+                conn.send_error(&e);
+                return Err(e);
+            }
+        };
+        say(&format!(
+            "round {} merged into the pages received so far in {:.1} ms",
+            head.round,
+            t.elapsed().as_secs_f64() * 1e3
+        ));
+        store = Some(merged);
+        prev = Some(img);
+    };
     let t = std::time::Instant::now();
     let conn = Arc::new(Mutex::new(Some(conn)));
-    let r = restore_last(&images, &opts, conn.clone());
+    let (Some(store), Some(prev)) = (store, prev) else {
+        let e = "the source sent no round before the last".to_string();
+        if let Ok(mut g) = conn.lock() {
+            if let Some(c) = g.as_mut() {
+                c.send_error(&e);
+            }
+        }
+        return Err(e);
+    };
+    let mut merge_ms = 0.0;
+    if !last.held.is_empty() {
+        let c = conn.lock().ok().and_then(|mut g| g.take());
+        let Some(c) = c else {
+            return Err("internal error: the connection is gone".into());
+        };
+        return receive_lazy(c, &last, &store, &prev, &opts, rounds, bytes, t);
+    }
+    let r = restore_last(&last, &store, &prev, &opts, conn.clone(), &mut merge_ms);
     let Ok(mut g) = conn.lock() else {
         return Err("internal error: the connection's lock is poisoned".into());
     };
@@ -113,9 +172,11 @@ pub fn receive(
             );
             let st = ReceiveStats {
                 pid: launched.root,
-                rounds: images.len(),
+                rounds,
                 bytes_received: bytes,
                 restore_ms: t.elapsed().as_secs_f64() * 1e3,
+                merge_ms,
+                lazy: false,
             };
             Ok((launched, st))
         }
@@ -126,44 +187,471 @@ pub fn receive(
     }
 }
 
+// ---- `--lazy`: the last image's pages come after it ----
+
+/// The held ranges of the last image coming in (`--lazy`), as the lazy restore waits
+/// for them ([`restore::composite::Fetch`]).
+struct NetFetch {
+    /// The process that takes the pages (a forked builder sees them in the file only).
+    owner: u32,
+    file: File,
+    /// The held ranges: (offset, length), sorted.
+    ranges: Vec<(u64, u64)>,
+    st: Mutex<FetchState>,
+    cv: Condvar,
+    /// Our side of the connection, for what we send (one frame per write).
+    out: Arc<Mutex<TcpStream>>,
+    /// The same, for a forked builder (which must not take a lock a thread of ours
+    /// may have held when it was forked).
+    raw_out: TcpStream,
+}
+
+#[derive(Default)]
+struct FetchState {
+    got: Vec<u64>,
+    asked: Vec<bool>,
+    left: usize,
+    failed: Option<String>,
+    /// The copy runs (COMMITTED was sent).
+    committed: bool,
+    /// ALL_IN was sent.
+    told: bool,
+}
+
+impl NetFetch {
+    fn send(&self, kind: Kind, payload: &[u8]) -> Result<(), String> {
+        let g = self
+            .out
+            .lock()
+            .map_err(|_| "internal error: the connection's lock is poisoned".to_string())?;
+        super::send_on(&g, kind, payload)
+    }
+
+    fn fail(&self, why: String) {
+        if let Ok(mut st) = self.st.lock() {
+            if st.left > 0 && st.failed.is_none() {
+                st.failed = Some(why);
+            }
+        }
+        self.cv.notify_all();
+    }
+
+    /// The copy runs: tell the source once every page is in (now, or when the last
+    /// arrives).
+    fn committed(&self) {
+        let tell = match self.st.lock() {
+            Ok(mut st) => {
+                st.committed = true;
+                let t = st.left == 0 && !st.told;
+                st.told |= t;
+                t
+            }
+            Err(_) => false,
+        };
+        if tell {
+            let _ = self.send(Kind::AllIn, b"");
+        }
+    }
+
+    /// Take frames until the end: pages into the file, COMMIT (or the end) to `ctl`.
+    fn take(&self, mut conn: Conn, ctl: File) {
+        use std::os::unix::fs::FileExt;
+        let mut ctl = Some(ctl);
+        let signal = |ctl: &mut Option<File>, b: u8| {
+            if let Some(mut f) = ctl.take() {
+                let _ = f.write_all(&[b]);
+            }
+        };
+        loop {
+            let f = match conn.recv() {
+                Ok(f) => f,
+                Err(e) => {
+                    let left = self.st.lock().map(|s| s.left).unwrap_or(1);
+                    if conn.timed_out && left == 0 {
+                        continue;
+                    }
+                    self.fail(format!(
+                        "the source's pages stopped coming ({e}): the copy here cannot go on"
+                    ));
+                    signal(&mut ctl, b'x');
+                    return;
+                }
+            };
+            match f.kind {
+                Kind::Pages if f.payload.len() > 8 => {
+                    let le = |x: &[u8]| u64::from_le_bytes(x.try_into().unwrap_or_default());
+                    let off = le(&f.payload[..8]);
+                    let data = &f.payload[8..];
+                    let i = self.ranges.partition_point(|r| r.0 + r.1 <= off);
+                    let fits = self
+                        .ranges
+                        .get(i)
+                        .is_some_and(|r| r.0 <= off && off + data.len() as u64 <= r.0 + r.1);
+                    if !fits {
+                        self.fail("the source sent pages outside the ranges it held".into());
+                        signal(&mut ctl, b'x');
+                        return;
+                    }
+                    if let Err(e) = self.file.write_all_at(data, off) {
+                        self.fail(format!("cannot keep the pages that came: {e}"));
+                        signal(&mut ctl, b'x');
+                        return;
+                    }
+                    let tell = match self.st.lock() {
+                        Ok(mut st) => {
+                            st.got[i] += data.len() as u64;
+                            if st.got[i] == self.ranges[i].1 {
+                                st.left -= 1;
+                            }
+                            let t = st.left == 0 && st.committed && !st.told;
+                            st.told |= t;
+                            t
+                        }
+                        Err(_) => false,
+                    };
+                    self.cv.notify_all();
+                    if tell {
+                        let _ = self.send(Kind::AllIn, b"");
+                    }
+                }
+                Kind::Commit => signal(&mut ctl, b'c'),
+                Kind::Error => {
+                    let m = f.json::<Message>().map(|m| m.message).unwrap_or_default();
+                    self.fail(format!("the source gave up: {m}"));
+                    signal(&mut ctl, b'x');
+                    return;
+                }
+                k => {
+                    self.fail(format!("the source sent {k:?} while pages were due"));
+                    signal(&mut ctl, b'x');
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl restore::composite::Fetch for NetFetch {
+    fn ensure(&self, e: &crate::image::index::IndexEntry) -> Result<(), String> {
+        let Ok(i) = self.ranges.binary_search_by_key(&e.data_off, |r| r.0) else {
+            return Ok(());
+        };
+        if std::process::id() != self.owner {
+            // A forked builder: it asks for them (one write, as every frame), and they
+            // land in the file, which it reads until they are whole (their checksum
+            // right).
+            let t = std::time::Instant::now();
+            let mut buf = Vec::new();
+            if crate::image::index::read_payload(&self.file, e, &mut buf).is_ok() {
+                return Ok(());
+            }
+            super::send_on(&self.raw_out, Kind::Want, &e.data_off.to_le_bytes())?;
+            loop {
+                if crate::image::index::read_payload(&self.file, e, &mut buf).is_ok() {
+                    return Ok(());
+                }
+                if t.elapsed() > super::LAZY_TIMEOUT * 4 {
+                    return Err("the source's pages did not come".into());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        let mut st = self
+            .st
+            .lock()
+            .map_err(|_| "internal error: the pages' lock is poisoned".to_string())?;
+        if st.got[i] < self.ranges[i].1 && !st.asked[i] {
+            st.asked[i] = true;
+            drop(st);
+            self.send(Kind::Want, &e.data_off.to_le_bytes())?;
+            st = self
+                .st
+                .lock()
+                .map_err(|_| "internal error: the pages' lock is poisoned".to_string())?;
+        }
+        loop {
+            if st.got[i] == self.ranges[i].1 {
+                return Ok(());
+            }
+            if let Some(f) = &st.failed {
+                return Err(f.clone());
+            }
+            st = self
+                .cv
+                .wait(st)
+                .map_err(|_| "internal error: the pages' lock is poisoned".to_string())?;
+        }
+    }
+
+    fn wait_all(&self) -> Result<(), String> {
+        let mut st = self
+            .st
+            .lock()
+            .map_err(|_| "internal error: the pages' lock is poisoned".to_string())?;
+        loop {
+            if st.left == 0 {
+                return Ok(());
+            }
+            if let Some(f) = &st.failed {
+                return Err(f.clone());
+            }
+            st = self
+                .cv
+                .wait(st)
+                .map_err(|_| "internal error: the pages' lock is poisoned".to_string())?;
+        }
+    }
+
+    fn failed(&self) -> Option<String> {
+        self.st.lock().ok().and_then(|s| s.failed.clone())
+    }
+}
+
+/// The rest of a `--lazy` migration once the last image (without its pages) is here:
+/// take its pages as they come, restore it lazily over the rounds before, commit when
+/// the source says so, and tell it when every page is in.
+#[allow(clippy::too_many_arguments)]
+fn receive_lazy(
+    conn: Conn,
+    last: &Received,
+    store: &File,
+    prev: &Received,
+    opts: &ReceiveOptions,
+    rounds: usize,
+    bytes: u64,
+    t: std::time::Instant,
+) -> Result<(restore::Launched, ReceiveStats), String> {
+    let io = |e: std::io::Error| format!("the connection to the source: {e}");
+    let out = Arc::new(Mutex::new(conn.stream.try_clone().map_err(io)?));
+    let gave_up = |m: &str| {
+        if let Ok(g) = out.lock() {
+            let _ = super::send_on(
+                &g,
+                Kind::Error,
+                &serde_json::to_vec(&Message {
+                    message: m.to_string(),
+                    pid: 0,
+                })
+                .unwrap_or_default(),
+            );
+        }
+    };
+    let r = (|| {
+        // Pages must keep coming while any is missing.
+        conn.stream
+            .set_read_timeout(Some(super::LAZY_TIMEOUT))
+            .map_err(io)?;
+        let ranges = last.held.clone();
+        let n = ranges.len();
+        let fetch = Arc::new(NetFetch {
+            owner: std::process::id(),
+            file: last.file.try_clone().map_err(|e| e.to_string())?,
+            ranges,
+            st: Mutex::new(FetchState {
+                got: vec![0; n],
+                asked: vec![false; n],
+                left: n,
+                ..Default::default()
+            }),
+            cv: Condvar::new(),
+            out: out.clone(),
+            raw_out: conn.stream.try_clone().map_err(io)?,
+        });
+        // Each held range must be the payload of a page record (anything else would
+        // be read before it came).
+        let entries =
+            crate::image::index::scan(&last.file).map_err(|e| format!("the last image: {e}"))?;
+        for r in &fetch.ranges {
+            let ok = entries
+                .iter()
+                .any(|e| e.tag == crate::image::tag::PAGES && (e.data_off, e.len) == (r.0, r.1));
+            if !ok {
+                return Err("the source held back bytes that are not pages".to_string());
+            }
+        }
+        let (ctl_r, ctl_w) = crate::sys::process::pipe().map_err(|e| e.to_string())?;
+        let (ctl_r, ctl_w) = (File::from(ctl_r), File::from(ctl_w));
+        let f = fetch.clone();
+        std::thread::Builder::new()
+            .name("ckpt-migrate-rx".into())
+            .spawn(move || f.take(conn, ctl_w))
+            .map_err(|e| format!("cannot start the page receiver: {e}"))?;
+        let c = restore::composite::Composite::open(
+            last.file.try_clone().map_err(|e| e.to_string())?,
+            store.try_clone().map_err(|e| e.to_string())?,
+            (prev.id.records, prev.id.hash),
+            Some(fetch.clone() as Arc<dyn restore::composite::Fetch>),
+        )
+        .map_err(|e| e.to_string())?;
+        let meta = c.meta_image().map_err(|e| e.to_string())?;
+        let mut prepared =
+            restore::prepare(std::io::Cursor::new(meta), &opts.view).map_err(|e| e.to_string())?;
+        prepared
+            .take_randomization(false)
+            .map_err(|e| e.to_string())?;
+        prepared.set_composite(c, true).map_err(|e| e.to_string())?;
+        if let Ok(g) = out.lock() {
+            super::point_on("receive: planned", &g);
+        }
+        let hook_out = out.clone();
+        let hook: restore::RestoreHook = Arc::new(move |step| {
+            let restore::RestoreStep::Staged { .. } = step;
+            {
+                let g = hook_out
+                    .lock()
+                    .map_err(|_| "internal error: the connection's lock is poisoned")?;
+                super::send_on(&g, Kind::Staged, b"")?;
+                super::point_on("receive: staged", &g);
+            }
+            // COMMIT comes through the page receiver.
+            let mut fds = [libc::pollfd {
+                fd: ctl_r.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            let ms = super::PEER_TIMEOUT.as_millis() as i32;
+            let n = crate::sys::uffd::poll(&mut fds, ms).map_err(|e| e.to_string())?;
+            let mut b = [0u8; 1];
+            let got = n > 0 && (&ctl_r).read(&mut b).is_ok_and(|k| k == 1);
+            if got && b[0] == b'c' {
+                Ok(())
+            } else {
+                Err("the source did not say to commit".into())
+            }
+        });
+        let launched = prepared
+            .with_hook(hook)
+            .launch(opts.new_pidns)
+            .map_err(|e| e.to_string())?;
+        Ok((launched, fetch))
+    })();
+    match r {
+        Ok((launched, fetch)) => {
+            if let Ok(g) = out.lock() {
+                super::point_on("receive: committed", &g);
+                let _ = super::send_on(
+                    &g,
+                    Kind::Committed,
+                    &serde_json::to_vec(&Message {
+                        message: String::new(),
+                        pid: launched.root,
+                    })
+                    .unwrap_or_default(),
+                );
+            }
+            fetch.committed();
+            let st = ReceiveStats {
+                pid: launched.root,
+                rounds,
+                bytes_received: bytes,
+                restore_ms: t.elapsed().as_secs_f64() * 1e3,
+                merge_ms: 0.0,
+                lazy: true,
+            };
+            Ok((launched, st))
+        }
+        Err(e) => {
+            gave_up(&e);
+            Err(e)
+        }
+    }
+}
+
 /// Receive the next image into an unnamed file in `dir` and check it: its bytes have
 /// the identity the source gave, and it is the child of the one before.
 fn take_image(
     conn: &mut Conn,
     dir: &Path,
-    before: &[Received],
+    prev: Option<&Received>,
 ) -> Result<(Received, ImageHead), String> {
+    let due = prev.map_or(0, |p| p.round + 1);
     let f = conn.recv()?;
     let head: ImageHead = match f.kind {
         Kind::Image => f.json()?,
         Kind::Error => return Err(f.json::<Message>()?.message),
         k => return Err(format!("the source sent {k:?} where an image was due")),
     };
-    if head.round as usize != before.len() {
+    if head.round != due {
         return Err(format!(
-            "the source sent round {} where round {} was due",
-            head.round,
-            before.len()
+            "the source sent round {} where round {due} was due",
+            head.round
         ));
+    }
+    // `--lazy`: the byte ranges held back (the final image's page payloads), which
+    // stay holes in the file until they come.
+    let mut held: Vec<(u64, u64)> = Vec::new();
+    if head.held > 0 && !head.last {
+        return Err("the source held back bytes of an image that is not the last".into());
+    }
+    while (held.len() as u64) < head.held {
+        let f = conn.expect(Kind::Held)?;
+        if f.payload.len() % 16 != 0 {
+            return Err("a bad HELD message from the source".into());
+        }
+        for w in f.payload.chunks(16) {
+            let (a, b) = w.split_at(8);
+            let le = |x: &[u8]| u64::from_le_bytes(x.try_into().unwrap_or_default());
+            held.push((le(a), le(b)));
+        }
+    }
+    let mut end_of_last = 0u64;
+    for &(off, len) in &held {
+        if off < end_of_last || len == 0 || off.checked_add(len).is_none_or(|e| e > head.size) {
+            return Err("the source held back byte ranges that are not in the image".into());
+        }
+        end_of_last = off + len;
     }
     let file = crate::restore::chain::unnamed_file(&dir.join("image"))
         .map_err(|e| format!("cannot keep the image in {}: {e}", dir.display()))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, &file);
-    let mut got = 0u64;
-    while got < head.size {
-        let d = conn.expect(Kind::Data)?;
-        got += d.payload.len() as u64;
-        if got > head.size {
-            return Err("the source sent more bytes than the image has".into());
+    let keep = |e: std::io::Error| format!("cannot keep the image in {}: {e}", dir.display());
+    if held.is_empty() {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, &file);
+        let mut got = 0u64;
+        while got < head.size {
+            let d = conn.expect(Kind::Data)?;
+            got += d.payload.len() as u64;
+            if got > head.size {
+                return Err("the source sent more bytes than the image has".into());
+            }
+            w.write_all(&d.payload).map_err(keep)?;
         }
-        w.write_all(&d.payload)
-            .map_err(|e| format!("cannot keep the image in {}: {e}", dir.display()))?;
+        w.flush().map_err(keep)?;
+        drop(w);
+    } else {
+        use std::os::unix::fs::FileExt;
+        file.set_len(head.size).map_err(keep)?;
+        // The bytes come without the held ranges: each goes where it is in the image.
+        let (mut at, mut next) = (0u64, 0usize);
+        let skip = |at: &mut u64, next: &mut usize| {
+            while held.get(*next).is_some_and(|h| h.0 == *at) {
+                *at += held[*next].1;
+                *next += 1;
+            }
+        };
+        skip(&mut at, &mut next);
+        while at < head.size {
+            let d = conn.expect(Kind::Data)?;
+            let mut data: &[u8] = &d.payload;
+            while !data.is_empty() {
+                if at >= head.size {
+                    return Err("the source sent more bytes than the image has".into());
+                }
+                let upto = held.get(next).map_or(head.size, |h| h.0);
+                let n = ((upto - at) as usize).min(data.len());
+                file.write_all_at(&data[..n], at).map_err(keep)?;
+                data = &data[n..];
+                at += n as u64;
+                skip(&mut at, &mut next);
+            }
+        }
     }
-    w.flush()
-        .map_err(|e| format!("cannot keep the image in {}: {e}", dir.display()))?;
-    drop(w);
     let end: ImageEnd = conn.expect(Kind::End)?.json()?;
-    let img = Received { file, id: end };
+    let img = Received {
+        file,
+        id: end,
+        round: head.round,
+        held,
+    };
     let id = crate::dump::track::image_identity(&img.path()).map_err(|e| e.to_string())?;
     if (id.records, id.hash) != (img.id.records, img.id.hash) {
         return Err(format!(
@@ -173,7 +661,7 @@ fn take_image(
         ));
     }
     let meta = crate::restore::chain::meta_of(&img.path()).map_err(|e| e.to_string())?;
-    match (&meta.parent, before.last()) {
+    match (&meta.parent, prev) {
         (None, None) => {}
         (Some(p), Some(prev)) if (p.records, p.hash) == (prev.id.records, prev.id.hash) => {}
         (Some(_), Some(_)) => {
@@ -196,29 +684,33 @@ fn take_image(
     Ok((img, head))
 }
 
-/// Merge the chain (every link verified), plan, stage, and commit once the source
-/// says so.
+/// Merge the last image onto the pages received before it (`store`, the full image of
+/// the rounds up to `prev`), plan, stage, and commit once the source says so.
 fn restore_last(
-    images: &[Received],
+    last: &Received,
+    store: &File,
+    prev: &Received,
     opts: &ReceiveOptions,
     conn: Arc<Mutex<Option<Conn>>>,
+    merge_ms: &mut f64,
 ) -> Result<restore::Launched, String> {
-    let Some(last) = images.last() else {
-        return Err("no image was received".into());
-    };
-    let resolve = |_: usize, p: &crate::model::ParentImage| {
-        images
-            .iter()
-            .find(|i| (i.id.records, i.id.hash) == (p.records, p.hash))
-            .map(|i| i.path())
-    };
-    let full = match restore::chain::materialize_with(&last.path(), &resolve, &opts.dir) {
-        Ok(Some(f)) => f,
-        Ok(None) => last.file.try_clone().map_err(|e| e.to_string())?,
-        Err(e) => return Err(e.to_string()),
-    };
-    let input = BufReader::with_capacity(64 << 10, full);
-    let prepared = restore::prepare(input, &opts.view).map_err(|e| e.to_string())?;
+    // The last image's records over the full image of the rounds before, read in
+    // place (no merged image is written).
+    let t = std::time::Instant::now();
+    let c = restore::composite::Composite::open(
+        last.file.try_clone().map_err(|e| e.to_string())?,
+        store.try_clone().map_err(|e| e.to_string())?,
+        (prev.id.records, prev.id.hash),
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    *merge_ms = t.elapsed().as_secs_f64() * 1e3;
+    let meta = c.meta_image().map_err(|e| e.to_string())?;
+    let mut prepared =
+        restore::prepare(std::io::Cursor::new(meta), &opts.view).map_err(|e| e.to_string())?;
+    prepared
+        .set_composite(c, false)
+        .map_err(|e| e.to_string())?;
     // ckpt cannot execute itself again here (the image is not a file of its own).
     prepared
         .take_randomization(false)

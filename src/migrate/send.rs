@@ -24,6 +24,9 @@ pub struct MigrateOptions {
     pub dump: DumpOptions,
     /// Called at each step with a line for the user.
     pub say: Option<super::Say>,
+    /// `--lazy`: post-copy; the receiver's copy runs before the final image's pages
+    /// arrive, the tree here kept frozen until every one did.
+    pub lazy: bool,
 }
 
 /// One round.
@@ -52,6 +55,13 @@ pub struct MigrateStats {
     pub total_ms: f64,
     /// The restored root's PID on the receiver (as its PID namespace there shows it).
     pub restored_pid: i32,
+    /// `--lazy`: post-copy was used.
+    pub lazy: bool,
+    /// `--lazy`: from the receiver's confirmation that its copy runs to its word that
+    /// every page arrived (the tree here frozen meanwhile; not in `frozen_ms`).
+    pub post_copy_ms: f64,
+    /// `--lazy`: the final image's page bytes sent after it.
+    pub post_copy_bytes: u64,
 }
 
 /// How a migration failed.
@@ -153,6 +163,9 @@ struct State {
     unresolved: Option<String>,
     restored_pid: i32,
     final_send: Duration,
+    lazy: bool,
+    post_copy: Duration,
+    post_copy_bytes: u64,
     /// The tree's TCP sockets and their lock, from the freeze on (see `tcp_sockets`).
     tcp: TcpPart,
 }
@@ -257,7 +270,8 @@ fn prepare_tcp(meta: &crate::model::Checkpoint, st: &mut State) -> Result<(), St
     if let Some((l, p)) = missing.first() {
         if st.tcp.make_room {
             return Err(format!(
-                "the TCP connection {} -> {} was not found among the tree's descriptors                  at the freeze: it cannot be moved within one network namespace",
+                "the TCP connection {} -> {} was not found among the tree's descriptors at \
+                 the freeze: it cannot be moved within one network namespace",
                 tcp::show_inet(l),
                 tcp::show_inet(p)
             ));
@@ -475,7 +489,15 @@ fn send_image(conn: &mut Conn, path: &Path, round: u32, last: bool) -> Result<u6
         std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let size = f.metadata().map_err(|e| e.to_string())?.len();
     let id = track::image_identity(path).map_err(|e| e.to_string())?;
-    conn.send_json(Kind::Image, &ImageHead { round, size, last })?;
+    conn.send_json(
+        Kind::Image,
+        &ImageHead {
+            round,
+            size,
+            last,
+            held: 0,
+        },
+    )?;
     let mut buf = vec![0u8; super::MAX_PAYLOAD];
     let mut left = size;
     while left > 0 {
@@ -514,7 +536,15 @@ pub fn migrate(pid: i32, to: &str, opts: &MigrateOptions) -> Result<MigrateStats
         .map_err(|e| fail(format!("cannot connect to the receiver at {to}: {e}")))?;
     let make_room = same_namespace(&stream);
     let mut conn = Conn::new(stream).map_err(|e| fail(e.to_string()))?;
-    conn.handshake(true).map_err(fail)?;
+    let theirs = conn.handshake(true).map_err(fail)?;
+    if opts.lazy && !theirs.lazy {
+        let m = format!(
+            "the receiver (ckpt {}) does not take --lazy migrations",
+            theirs.version
+        );
+        conn.send_error(&m);
+        return Err(fail(m));
+    }
     let dir = WorkDir::create(pid).map_err(fail)?;
     let mut stats = MigrateStats {
         pid,
@@ -595,6 +625,9 @@ pub fn migrate(pid: i32, to: &str, opts: &MigrateOptions) -> Result<MigrateStats
             make_room,
             ..Default::default()
         },
+        lazy: opts.lazy,
+        post_copy: Duration::ZERO,
+        post_copy_bytes: 0,
     }));
     let hook_state = state.clone();
     let hook_path = path.clone();
@@ -662,17 +695,43 @@ pub fn migrate(pid: i32, to: &str, opts: &MigrateOptions) -> Result<MigrateStats
         dump_ms: (t.elapsed().as_secs_f64() * 1e3 - send_ms).max(0.0),
         send_ms,
     });
-    stats.frozen_ms = dumped.frozen.as_secs_f64() * 1e3;
+    // With --lazy the tree stays frozen after the copy runs, until its pages are in:
+    // that is not downtime.
+    stats.frozen_ms = dumped.frozen.saturating_sub(st.post_copy).as_secs_f64() * 1e3;
+    stats.lazy = st.lazy;
+    stats.post_copy_ms = st.post_copy.as_secs_f64() * 1e3;
+    stats.post_copy_bytes = st.post_copy_bytes;
     stats.bytes_sent = st.conn.sent;
     stats.restored_pid = st.restored_pid;
     stats.total_ms = t0.elapsed().as_secs_f64() * 1e3;
     Ok(stats)
 }
 
+/// `--lazy` does not move TCP connections yet: the copy would run on them while the
+/// source, frozen until every page is in, still holds them in the lock.
+fn refuse_tcp_post_copy(meta: &crate::model::Checkpoint) -> Result<(), String> {
+    if crate::kinds::ns::owns(meta, "net") {
+        return Ok(());
+    }
+    match crate::kinds::ns::locked_connections(meta).first() {
+        Some((l, p)) => Err(format!(
+            "the tree has a TCP connection ({} -> {}): `ckpt migrate --lazy` does not move \
+             TCP connections yet (migrate without --lazy does)",
+            tcp::show_inet(l),
+            tcp::show_inet(p)
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The final image is written and the tree frozen: send it, let the receiver plan
 /// and stage, then arm the stop and tell it to commit. `Ok` only once it confirmed.
 fn final_phase(pid: i32, path: &Path, k: u32, st: &mut State) -> Result<(), String> {
     let meta = crate::restore::chain::meta_of(path).map_err(|e| e.to_string())?;
+    if st.lazy {
+        refuse_tcp_post_copy(&meta)?;
+        return final_phase_lazy(pid, path, k, st);
+    }
     let r = prepare_tcp(&meta, st).and_then(|()| final_exchange(pid, path, k, st));
     if let Err(e) = &r {
         if st.tcp.parked.is_empty() {
@@ -813,6 +872,293 @@ fn disarm(st: &mut State) {
     }
 }
 
+// ---- `--lazy`: post-copy ----
+
+/// The held ranges of the final image (the payloads of its plain page records), sent
+/// after it: those the receiver asks for first, then the rest in order.
+struct Push {
+    file: std::fs::File,
+    ranges: Vec<(u64, u64)>,
+    sent: Vec<bool>,
+    left: usize,
+    next: usize,
+    asked: std::collections::VecDeque<usize>,
+    /// The range being sent, how far, and whether the receiver asked for it.
+    at: Option<(usize, u64, bool)>,
+    /// A range of the background push set aside for one asked for, and how far.
+    paused: Option<(usize, u64)>,
+    bytes: u64,
+}
+
+impl Push {
+    fn want(&mut self, payload: &[u8]) -> Result<(), String> {
+        let off = payload
+            .try_into()
+            .map(u64::from_le_bytes)
+            .map_err(|_| "a bad WANT message from the receiver".to_string())?;
+        let i = self
+            .ranges
+            .binary_search_by_key(&off, |r| r.0)
+            .map_err(|_| format!("the receiver asked for pages at byte {off}, never held"))?;
+        if !self.sent[i] {
+            self.asked.push_back(i);
+        }
+        Ok(())
+    }
+
+    /// Send one frame of pages.
+    fn step(&mut self, conn: &mut Conn) -> Result<(), String> {
+        use std::os::unix::fs::FileExt;
+        if let Some((i, done, false)) = self.at {
+            if self.asked.iter().any(|&a| !self.sent[a] && a != i) {
+                // What the receiver waits for goes first.
+                self.paused = Some((i, done));
+                self.at = None;
+            }
+        }
+        let (i, done, asked) = match self.at {
+            Some(x) => x,
+            None => loop {
+                match self.asked.pop_front() {
+                    Some(i) if !self.sent[i] && self.paused.is_none_or(|p| p.0 != i) => {
+                        break (i, 0, true);
+                    }
+                    Some(_) => continue,
+                    None if self.paused.is_some() => {
+                        let (i, done) = self.paused.take().unwrap_or_default();
+                        break (i, done, false);
+                    }
+                    None => {
+                        while self.sent.get(self.next).is_some_and(|s| *s) {
+                            self.next += 1;
+                        }
+                        break (self.next, 0, false);
+                    }
+                }
+            },
+        };
+        let Some(&(off, len)) = self.ranges.get(i) else {
+            return Ok(());
+        };
+        // (The test brake slows the background push only, not what is asked for.)
+        let most = if asked {
+            super::MAX_PAYLOAD - 8
+        } else {
+            super::push_brake()
+        };
+        let n = (len - done).min(most as u64) as usize;
+        let mut buf = vec![0u8; 8 + n];
+        buf[..8].copy_from_slice(&(off + done).to_le_bytes());
+        self.file
+            .read_exact_at(&mut buf[8..], off + done)
+            .map_err(|e| format!("cannot read the final image: {e}"))?;
+        conn.send(Kind::Pages, &buf)?;
+        self.bytes += n as u64;
+        let done = done + n as u64;
+        if done == len {
+            self.sent[i] = true;
+            self.left -= 1;
+            self.at = None;
+        } else {
+            self.at = Some((i, done, asked));
+        }
+        Ok(())
+    }
+}
+
+/// Nothing to read on the connection now.
+fn quiet(conn: &Conn) -> Result<bool, String> {
+    use std::os::fd::AsRawFd;
+    let mut fds = [libc::pollfd {
+        fd: conn.stream.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let n = sys::uffd::poll(&mut fds, 0).map_err(|e| e.to_string())?;
+    Ok(n == 0)
+}
+
+/// Send pages (those asked for first) until a frame other than WANT comes.
+fn pump(conn: &mut Conn, push: &mut Push) -> Result<super::Frame, String> {
+    loop {
+        if push.left > 0 && quiet(conn)? {
+            push.step(conn)?;
+            continue;
+        }
+        let f = conn.recv()?;
+        if f.kind == Kind::Want {
+            push.want(&f.payload)?;
+            continue;
+        }
+        return Ok(f);
+    }
+}
+
+/// Send the final image without its page payloads, then those as the receiver plans,
+/// stages, commits and runs the copy; `Ok` once every page is there.
+fn final_phase_lazy(pid: i32, path: &Path, k: u32, st: &mut State) -> Result<(), String> {
+    let t = Instant::now();
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let entries = crate::image::index::scan(&file).map_err(|e| e.to_string())?;
+    let ranges: Vec<(u64, u64)> = entries
+        .iter()
+        .filter(|e| e.tag == crate::image::tag::PAGES && e.len > 0)
+        .map(|e| (e.data_off, e.len))
+        .collect();
+    send_image_held(&mut st.conn, path, k, &ranges)?;
+    st.final_send = t.elapsed();
+    point("migrate: final sent", &st.conn);
+    let n = ranges.len();
+    let mut push = Push {
+        file,
+        ranges,
+        sent: vec![false; n],
+        left: n,
+        next: 0,
+        asked: Default::default(),
+        at: None,
+        paused: None,
+        bytes: 0,
+    };
+    // Until COMMIT: any failure leaves no copy there.
+    let f = pump(&mut st.conn, &mut push)?;
+    match f.kind {
+        Kind::Staged => {}
+        Kind::Error => {
+            return Err(format!(
+                "the receiver cannot restore it: {}",
+                f.json::<Message>().map(|m| m.message).unwrap_or_default()
+            ));
+        }
+        k => return Err(format!("the receiver sent {k:?} where STAGED was due")),
+    }
+    point("migrate: staged", &st.conn);
+    arm(pid, st);
+    if let Err(e) = st.conn.send(Kind::Commit, b"") {
+        disarm(st);
+        return Err(e);
+    }
+    point("migrate: commit sent", &st.conn);
+    let mut committed_at = None;
+    let r = (|| -> Result<(), String> {
+        loop {
+            let f = pump(&mut st.conn, &mut push)?;
+            match f.kind {
+                Kind::Committed if committed_at.is_none() => {
+                    committed_at = Some(Instant::now());
+                    st.restored_pid = f.json::<Message>().map(|m| m.pid).unwrap_or(0);
+                    point("migrate: committed", &st.conn);
+                }
+                Kind::AllIn if committed_at.is_some() => return Ok(()),
+                Kind::Error => {
+                    return Err(format!(
+                        "\u{0}{}",
+                        f.json::<Message>().map(|m| m.message).unwrap_or_default()
+                    ));
+                }
+                k => return Err(format!("the receiver sent {k:?} while pages were due")),
+            }
+        }
+    })();
+    st.post_copy = committed_at.map(|c| c.elapsed()).unwrap_or_default();
+    st.post_copy_bytes = push.bytes;
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.starts_with('\u{0}') => {
+            // The receiver failed, its copy gone (or never run).
+            disarm(st);
+            Err(format!("the receiver failed to restore it: {}", &e[1..]))
+        }
+        Err(e) if push.left > 0 => {
+            // Pages never reached the receiver: its copy (if it ran) cannot go on and
+            // is killed there once it notices (within LAZY_TIMEOUT): wait that long,
+            // then this one runs on.
+            std::thread::sleep(super::LAZY_GRACE);
+            disarm(st);
+            Err(format!(
+                "{e}; {} page ranges had not been sent: the copy on the receiver cannot \
+                 run without them and is killed there",
+                push.left
+            ))
+        }
+        Err(e) => {
+            st.unresolved = Some(e.clone());
+            Err(e)
+        }
+    }
+}
+
+/// Send the image at `path` as round `round` (the last), without the byte `ranges`.
+fn send_image_held(
+    conn: &mut Conn,
+    path: &Path,
+    round: u32,
+    ranges: &[(u64, u64)],
+) -> Result<u64, String> {
+    use std::os::unix::fs::FileExt;
+    let f =
+        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let size = f.metadata().map_err(|e| e.to_string())?.len();
+    let id = track::image_identity(path).map_err(|e| e.to_string())?;
+    conn.send_json(
+        Kind::Image,
+        &ImageHead {
+            round,
+            size,
+            last: true,
+            held: ranges.len() as u64,
+        },
+    )?;
+    for c in ranges.chunks(super::MAX_PAYLOAD / 16) {
+        let mut b = Vec::with_capacity(c.len() * 16);
+        for (o, l) in c {
+            b.extend_from_slice(&o.to_le_bytes());
+            b.extend_from_slice(&l.to_le_bytes());
+        }
+        conn.send(Kind::Held, &b)?;
+    }
+    // The bytes between the held ranges, in frames of at most MAX_PAYLOAD.
+    let mut buf = Vec::with_capacity(super::MAX_PAYLOAD);
+    let mut at = 0u64;
+    let mut gaps: Vec<(u64, u64)> = Vec::new();
+    for &(o, l) in ranges {
+        if o > at {
+            gaps.push((at, o));
+        }
+        at = o + l;
+    }
+    if at < size {
+        gaps.push((at, size));
+    }
+    for (mut s, e) in gaps {
+        while s < e {
+            let room = super::MAX_PAYLOAD - buf.len();
+            let n = ((e - s) as usize).min(room);
+            let old = buf.len();
+            buf.resize(old + n, 0);
+            f.read_exact_at(&mut buf[old..], s)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            s += n as u64;
+            if buf.len() == super::MAX_PAYLOAD {
+                conn.send(Kind::Data, &buf)?;
+                buf.clear();
+            }
+        }
+    }
+    if !buf.is_empty() {
+        conn.send(Kind::Data, &buf)?;
+    }
+    conn.send_json(
+        Kind::End,
+        &ImageEnd {
+            records: id.records,
+            hash: id.hash,
+        },
+    )?;
+    conn.expect(Kind::Received)?;
+    Ok(size)
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -156,6 +156,40 @@ pub fn materialize_with(path: &Path, resolve: Resolve, dir: &Path) -> Result<Opt
     merge(path, &chain, unnamed_file(&dir.join("full"))?).map(Some)
 }
 
+/// The full image of the incremental image at `path` whose parent is the full image at
+/// `base` (the link verified: `base` must have the identity `path` records for its
+/// parent, or be the full image made of that parent, `base_is_of`), an unnamed file in
+/// `dir`. `ckpt receive` keeps one full image of the rounds so far and merges each
+/// round onto it as it arrives, so the chain is never followed in the frozen window.
+pub fn merge_onto(path: &Path, base: &Path, base_is_of: (u64, u64), dir: &Path) -> Result<File> {
+    let meta = meta_of(path)?;
+    let Some(p) = meta.parent.clone() else {
+        return Err(RestoreError::Malformed(format!(
+            "{} is not an incremental image",
+            path.display()
+        )));
+    };
+    if (p.records, p.hash) != base_is_of {
+        return Err(RestoreError::Malformed(format!(
+            "{} was made from an image with hash {:016x} ({} records), not from the one \
+             {} was made of",
+            path.display(),
+            p.hash,
+            p.records,
+            base.display()
+        )));
+    }
+    let base_meta = meta_of(base)?;
+    if base_meta.parent.is_some() {
+        return Err(RestoreError::Malformed(format!(
+            "{} is not a full image",
+            base.display()
+        )));
+    }
+    let chain = [(path.to_path_buf(), meta), (base.to_path_buf(), base_meta)];
+    merge(path, &chain, unnamed_file(&dir.join("full"))?)
+}
+
 /// Write the full image of `chain` (that of the image at `path`) into `out`.
 fn merge(path: &Path, chain: &[(PathBuf, Checkpoint)], out: File) -> Result<File> {
     let mut w = ImageWriter::new(std::io::BufWriter::with_capacity(

@@ -54,12 +54,40 @@ const TOUCH_IDLE_MS: i32 = 1000;
 pub(crate) struct LazyImage {
     file: File,
     entries: Vec<IndexEntry>,
+    /// `migrate --lazy`: the records are those of the last image over the full image
+    /// of the rounds before it (`file` and `entries` unused).
+    comp: Option<Box<super::composite::Composite>>,
 }
 
 impl LazyImage {
     pub(crate) fn open(file: File) -> Result<Self> {
         let entries = index::scan(&file)?;
-        Ok(Self { file, entries })
+        Ok(Self {
+            file,
+            entries,
+            comp: None,
+        })
+    }
+
+    pub(crate) fn composite(c: super::composite::Composite, file: File) -> Self {
+        Self {
+            file,
+            entries: Vec::new(),
+            comp: Some(Box::new(c)),
+        }
+    }
+
+    /// The pages still missing can no longer come (`migrate --lazy`).
+    fn failed(&self) -> Option<String> {
+        self.comp.as_ref().and_then(|c| c.failed())
+    }
+
+    /// Wait until every page still missing is in (`migrate --lazy`).
+    fn wait_all(&self) -> Result<()> {
+        match &self.comp {
+            Some(c) => c.wait_all(),
+            None => Ok(()),
+        }
     }
 
     fn entry(&self, offset: u64) -> Result<&IndexEntry> {
@@ -79,6 +107,9 @@ impl LazyImage {
     /// touched already (on this VM a fresh 4 MiB buffer costs more in page faults than
     /// reading and checking the record).
     fn pages_into(&self, offset: u64, spare: Vec<u8>) -> Result<Vec<u8>> {
+        if let Some(c) = &self.comp {
+            return c.pages_into(offset, spare);
+        }
         let e = self.entry(offset)?;
         if !matches!(e.tag, tag::PAGES_LZ4 | tag::PAGES_ZSTD) {
             let mut raw = spare;
@@ -103,16 +134,24 @@ impl LazyImage {
 pub(crate) struct LazySource<'a> {
     img: &'a LazyImage,
     next: usize,
+    comp: Option<super::composite::CompositeSource<'a>>,
 }
 
 impl<'a> LazySource<'a> {
     pub(crate) fn new(img: &'a LazyImage) -> Self {
-        Self { img, next: 0 }
+        let comp = img
+            .comp
+            .as_deref()
+            .map(|c| super::composite::CompositeSource::new(c, true));
+        Self { img, next: 0, comp }
     }
 }
 
 impl RecordSource for LazySource<'_> {
     fn next_record(&mut self) -> Result<Option<OwnedRecord>> {
+        if let Some(c) = &mut self.comp {
+            return c.next_record();
+        }
         loop {
             let Some(e) = self.img.entries.get(self.next) else {
                 return Ok(None);
@@ -688,10 +727,19 @@ fn serve_inner(lazy: &Lazy) -> Result<LazyStats> {
         if filling && started.is_none() {
             started = Some(std::time::Instant::now());
         }
+        if filling {
+            // `migrate --lazy`: pages the tree may still need can no longer come.
+            if let Some(why) = img.failed() {
+                return Err(RestoreError::Stage(why));
+            }
+        }
         let left = mms
             .iter()
             .any(|m| !m.pieces.is_empty() || !m.waiting.is_empty());
         if filling && !left {
+            // `migrate --lazy`: the tree may run alone only once every page is here
+            // (the source is kept until then); until then a failure kills it.
+            img.wait_all()?;
             break;
         }
         let mut pfds: Vec<libc::pollfd> = mms
@@ -928,6 +976,7 @@ mod tests {
             LazyImage {
                 file: img,
                 entries: Vec::new(),
+                comp: None,
             },
             LazyMode::Touch,
         );

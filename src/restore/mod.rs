@@ -7,6 +7,7 @@
 //! process go: the point of no return.
 
 pub mod chain;
+pub mod composite;
 pub(crate) mod gate;
 pub(crate) mod kernel;
 pub(crate) mod lazy;
@@ -231,6 +232,8 @@ pub struct Prepared<R: Read> {
     /// ckpt's /dev/ptmx from before it entered the tree's mount namespace (see
     /// `kinds::mnt::Entered`).
     outer_ptmx: Option<std::os::fd::OwnedFd>,
+    /// The records come from here, not the reader ([`Prepared::set_composite`]).
+    composite: Option<composite::Composite>,
 }
 
 /// The points of a restore where a front end may act (the `criu` front end's notify
@@ -300,6 +303,7 @@ pub fn prepare_for<R: Read>(input: R, view: &HostView, sibling: bool) -> Result<
         mount_cgroups,
         console: entered.console,
         outer_ptmx: entered.outer_ptmx,
+        composite: None,
     })
 }
 
@@ -412,6 +416,31 @@ impl<R: Read + Send> Prepared<R> {
         Ok(())
     }
 
+    /// The records come from `c` (`ckpt receive`: the last image over the full image
+    /// of the rounds before it), the metadata read by [`prepare`] being `c.meta()`'s;
+    /// with `lazy`, as [`Prepared::set_lazy`] (`LazyMode::Fill`), the missing pages
+    /// served from `c`.
+    pub fn set_composite(&mut self, c: composite::Composite, lazy: bool) -> Result<()> {
+        if !lazy {
+            self.composite = Some(c);
+            return Ok(());
+        }
+        if self.pidns_init.is_some()
+            || self.own_pid_namespace()
+            || self.plan.ckpt.pid_namespace_init_outside
+        {
+            return Err(RestoreError::Reported(
+                "--lazy: a tree with a PID namespace of its own is not restored lazily \
+                 (the restore runs inside that namespace, from a helper that exits)"
+                    .into(),
+            ));
+        }
+        let file = c.top_file()?;
+        let img = lazy::LazyImage::composite(c, file);
+        self.plan.lazy = Some(std::sync::Arc::new(lazy::Lazy::new(img, LazyMode::Fill)));
+        Ok(())
+    }
+
     /// Read the image on the building thread only. For a restore that runs inside the
     /// tree's new PID namespace: a second thread of ckpt would take an ID there that the
     /// tree may need.
@@ -475,6 +504,7 @@ impl<R: Read + Send> Prepared<R> {
             mut mount_cgroups,
             console: _,
             outer_ptmx: _,
+            composite,
         } = self;
         let tty_ref = tty.as_ref().map(|(tp, slave)| {
             use std::os::fd::AsRawFd;
@@ -524,6 +554,9 @@ impl<R: Read + Send> Prepared<R> {
             // Everything is sent: the end of the stream for ckpt outside.
             l.close_forward();
             res
+        } else if let Some(c) = &composite {
+            root.spawn_now(&plan)
+                .and_then(|root| build(&mut composite::CompositeSource::new(c, false), root))
         } else if reading_thread {
             // The root's stub is forked before the reading thread starts.
             root.spawn_now(&plan).and_then(|root| {

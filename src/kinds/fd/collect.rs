@@ -129,7 +129,8 @@ pub(crate) fn check_fd_owners(procs: &[Process]) -> DumpResult<()> {
                 return Err(unsupported(
                     p.pid,
                     format!(
-                        "file descriptor {} sends its I/O signals (F_SETOWN) to {what} {},                          which is not {} of the tree; restore could not give it back",
+                        "file descriptor {} sends its I/O signals (F_SETOWN) to {what} {}, \
+                         which is not {} of the tree; restore could not give it back",
                         f.fd,
                         o.pid,
                         if what == "thread" {

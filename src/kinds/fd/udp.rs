@@ -229,7 +229,8 @@ pub(crate) fn requeue_udp(procs: &[Process]) -> RestoreResult<()> {
                 };
                 sys::udp::inject_datagram(family, &from, &to, &m.data).map_err(|e| {
                     RestoreError::Stage(format!(
-                        "process {} descriptor {}: a queued UDP datagram could not be put                          back: {e}",
+                        "process {} descriptor {}: a queued UDP datagram could not be put \
+                         back: {e}",
                         p.pid, f.fd
                     ))
                 })?;

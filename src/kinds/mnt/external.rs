@@ -106,7 +106,8 @@ pub(super) fn open_sources(
                     problems,
                     "external-mount",
                     format!(
-                        "the source of the mount on {}, {}, is on another device than at                          the dump; give it with --external-mount {}=SOURCE",
+                        "the source of the mount on {}, {}, is on another device than at \
+                         the dump; give it with --external-mount {}=SOURCE",
                         show(&m.point),
                         show(src),
                         show(&m.point)

@@ -69,7 +69,8 @@ pub(super) fn prop_plan(mounts: &[PropIn]) -> std::result::Result<PropPlan, (usi
             return Err((
                 x,
                 format!(
-                    "its peer group {g} has mounts of different directories none of which                      holds the others; this is not restored yet"
+                    "its peer group {g} has mounts of different directories none of which \
+                     holds the others; this is not restored yet"
                 ),
             ));
         }
@@ -83,7 +84,8 @@ pub(super) fn prop_plan(mounts: &[PropIn]) -> std::result::Result<PropPlan, (usi
             return Err((
                 i,
                 format!(
-                    "it is a slave of a mount outside the namespace (master:{n}); this is                      not restored yet"
+                    "it is a slave of a mount outside the namespace (master:{n}); this is \
+                     not restored yet"
                 ),
             ));
         };

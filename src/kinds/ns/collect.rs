@@ -283,7 +283,9 @@ fn below_root_users(
             return Err(DumpError::Unsupported {
                 pid,
                 why: format!(
-                    "it is in a user namespace (user:[{ino}]) a process of the tree made                      in user:[{parent}], which is neither ckpt's (user:[{}]) nor one of                      the tree's; this is not restored",
+                    "it is in a user namespace (user:[{ino}]) a process of the tree made \
+                     in user:[{parent}], which is neither ckpt's (user:[{}]) nor one of \
+                     the tree's; this is not restored",
                     tree_user.ckpts
                 ),
             });
@@ -293,7 +295,10 @@ fn below_root_users(
                 return Err(DumpError::Unsupported {
                     pid,
                     why: format!(
-                        "it is in (or made for its children) a PID namespace owned by the                          user namespace user:[{ino}] that a process below the tree's root                          made; restore makes the tree's PID namespaces outside such user                          namespaces, so this is not restored yet"
+                        "it is in (or made for its children) a PID namespace owned by the \
+                         user namespace user:[{ino}] that a process below the tree's root \
+                         made; restore makes the tree's PID namespaces outside such user \
+                         namespaces, so this is not restored yet"
                     ),
                 });
             }
@@ -371,7 +376,10 @@ fn own_namespace(
             return Err(DumpError::Unsupported {
                 pid,
                 why: format!(
-                    "it made a {} namespace ({kind}:[{inode}]) owned by user:[{owner}],                      not by the user namespace it is in (user:[{user}]); restore makes a                      namespace a process below the root made owned by that process's                      user namespace, so this is not restored",
+                    "it made a {} namespace ({kind}:[{inode}]) owned by user:[{owner}], \
+                     not by the user namespace it is in (user:[{user}]); restore makes a \
+                     namespace a process below the root made owned by that process's \
+                     user namespace, so this is not restored",
                     title(kind)
                 ),
             });

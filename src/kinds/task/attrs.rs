@@ -209,7 +209,9 @@ pub(crate) fn check_randomization(
             problems,
             "unsupported",
             format!(
-                "process {} ran with address randomization and process {} without it                  (ADDR_NO_RANDOMIZE, e.g. `setarch -R`, when it executed its program):                  restored processes all get the one ckpt restore runs with",
+                "process {} ran with address randomization and process {} without it \
+                 (ADDR_NO_RANDOMIZE, e.g. `setarch -R`, when it executed its program): \
+                 restored processes all get the one ckpt restore runs with",
                 on.pid, off.pid
             ),
         );
@@ -218,7 +220,8 @@ pub(crate) fn check_randomization(
             problems,
             "unsupported",
             format!(
-                "process {} ran with address randomization, which this host turns off                  (kernel.randomize_va_space is 0): set it to 2 to restore it",
+                "process {} ran with address randomization, which this host turns off \
+                 (kernel.randomize_va_space is 0): set it to 2 to restore it",
                 first.pid
             ),
         );
