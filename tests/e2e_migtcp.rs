@@ -466,3 +466,35 @@ fn confirmation_lost_leaves_one_copy_holding_the_connections() {
     let _ = send_signal(running[0].0, libc::SIGKILL);
     s.t.kill();
 }
+
+/// `migrate --lazy` does not move TCP connections: refused at the first round, while
+/// the process runs, which goes on with its connections (queued data both ways), no
+/// lock left, nothing restored on the receiver.
+#[test]
+fn lazy_migration_of_tcp_connections_is_refused() {
+    let name = "lazy_migration_of_tcp_connections_is_refused";
+    let ctx = Ctx::new(name);
+    let mut s = setup(&ctx);
+    let pid = s.t.pid;
+    let rport = free_port();
+    let mut r = receiver(&ctx, rport, &[]);
+    let (p, to) = (pid.to_string(), format!("127.0.0.1:{rport}"));
+    let args: Vec<&OsStr> = ["migrate", &p, &to, "--lazy", "--rounds", "2"]
+        .into_iter()
+        .map(OsStr::new)
+        .collect();
+    let m = ckpt_env(&ctx, &args, &[]);
+    let err = text(&m.stderr);
+    assert_eq!(m.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("`ckpt migrate --lazy` does not move TCP connections"),
+        "{err}"
+    );
+    assert_ne!(r.wait().code(), Some(0), "receive: {}", r.stderr.text());
+    assert_running_untraced(pid, name);
+    let c = copies(s.port);
+    assert!(c.len() == 1 && c[0].0 == pid, "copies {c:?}");
+    no_lock_left(&s, name);
+    peer_reads_the_queued_bytes(&mut s, name);
+    the_copy_reads_and_answers(&mut s.pa, &mut s.pb, &mut s.t, name);
+}

@@ -575,6 +575,10 @@ pub fn migrate(pid: i32, to: &str, opts: &MigrateOptions) -> Result<MigrateStats
             let dump_ms = t.elapsed().as_secs_f64() * 1e3;
             let meta = crate::restore::chain::meta_of(&path).map_err(|e| e.to_string())?;
             check_tcp(&meta, make_room)?;
+            if opts.lazy {
+                // Refused while the process runs (and once more at the final image).
+                refuse_tcp_post_copy(&meta)?;
+            }
             let t = Instant::now();
             let bytes = send_image(&mut conn, &path, k, false)?;
             point("migrate: round sent", &conn);
