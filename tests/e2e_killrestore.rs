@@ -662,3 +662,64 @@ fn a_kill_while_the_deleted_files_name_exists_leaves_nothing() {
     t.conn.get_mut().write_all(b"bye\n").expect("bye");
     assert_eq!(wait_pid(t.root, timeout()).and_then(|s| s.code()), Some(0));
 }
+
+/// A line the peer sends while the dump runs, after the connection's queues were read
+/// (the dump held there: CKPT_LINGER "tcp queues read"), reaches the restored tree: the
+/// connection is locked from the freeze on, so the segment is dropped and sent again
+/// after the restore (a socket in repair mode would take and acknowledge it, and it
+/// would die with the tree, lost).
+#[test]
+fn a_segment_sent_while_the_dump_runs_reaches_the_restored_tree() {
+    let ctx = Ctx::new("a_segment_sent_while_the_dump_runs_reaches_the_restored_tree");
+    let (mut t, _l) = setup(&ctx);
+    let img = ctx.path("img");
+    let c = Command::new(ckpt_bin())
+        .arg("dump")
+        .arg(t.root.to_string())
+        .arg("-o")
+        .arg(&img)
+        .env("CKPT_LINGER", "tcp queues read:1500")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ckpt dump");
+    // The tree is frozen (traced) and the dump lingers after reading the queues.
+    let deadline = Instant::now() + timeout();
+    while tracer_pid(t.root) != Some(c.id() as i32) {
+        assert!(Instant::now() < deadline, "the dump never froze the tree");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    t.conn
+        .get_mut()
+        .write_all(b"late\n")
+        .expect("send to the tree");
+    let out = c.wait_with_output().expect("wait ckpt");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for p in [t.root, t.child] {
+        let _ = wait_pid(p, timeout());
+    }
+    wait_pids_gone(&[t.root, t.child], "the dumped tree");
+    let (rules, _) = lock_state(&t.comment, 0);
+    assert_eq!(rules, 1, "the dump's lock of {}", t.comment);
+    let (st, err) = restore_whole(&ctx, &img, false);
+    assert!(st, "{err}");
+    // The answer to "late" comes (its segment sent again once the lock is gone).
+    t.conn
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut line = String::new();
+    let got = t.conn.read_line(&mut line);
+    assert!(
+        matches!(got, Ok(n) if n > 0) && line.starts_with("2:late:"),
+        "the restored tree did not answer the line sent during the dump: {got:?} {line:?}"
+    );
+    t.conn.get_mut().write_all(b"bye\n").expect("bye");
+    assert_eq!(wait_pid(t.root, timeout()).and_then(|s| s.code()), Some(0));
+}

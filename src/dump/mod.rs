@@ -433,6 +433,24 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         freezer::refuse_outside(cg, pid, &live)?;
     }
     let freezing = tree.frozen_at.elapsed();
+    // A dump that kills the tree locks its TCP connections now, before their queues are
+    // read: a socket in repair mode still takes and acknowledges the peer's segments,
+    // which would be lost with it. This lock is a table of ckpt's own that goes with
+    // ckpt however it ends (so a failed or killed dump leaves the tree's connections
+    // free); the lock that waits for the restore is made once the image is written.
+    let early_lock = if opts.leave_running || opts.net_locked {
+        None
+    } else {
+        let live: Vec<i32> = tree
+            .nodes
+            .iter()
+            .filter(|(_, f)| f.is_some())
+            .map(|(p, _)| *p)
+            .collect();
+        let conns = crate::kinds::fd::tcp::live_connections(&live);
+        sys::netlock::Handover::hold_as("ckpt_dump", &conns).unwrap_or_default()
+    };
+    sys::deferred::die_point("connections locked at the freeze");
     run_hook(opts, DumpStep::Frozen)?;
     let mut seen = SharedSeen::new();
     let mut processes = Vec::new();
@@ -511,6 +529,8 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
     };
     let mut repair = RepairGuard(repair);
+    // (Tests send the peer's segments here: `e2e_killrestore`.)
+    sys::deferred::linger_point("tcp queues read");
     fds::link_shared_fds(&mut processes)?;
     fds::mqueue::refuse_split_deleted(&processes)?;
     fds::file::check_kept_files(&processes)?;
@@ -705,6 +725,10 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         // sends no FIN or RST.
         tree.kill()?;
         repair.close_silently();
+        // The lock for the restore is in place: the freeze's own goes.
+        if let Some(l) = early_lock {
+            l.release();
+        }
         // A killed tree is tracked no more.
         if opts.incremental != track::Incremental::No {
             let _ = track::untrack(pid);

@@ -432,10 +432,16 @@ impl Handover {
     /// [`Handover::release`] or until this process ends, however it ends. None when
     /// there is nothing to lock.
     pub fn hold(conns: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<Handover>> {
+        Handover::hold_as("ckpt_migrate", conns)
+    }
+
+    /// [`Handover::hold`] in a table `inet PREFIX_<our PID>` (`ckpt_dump`: a dump's
+    /// lock from the freeze until its lasting one is made).
+    pub fn hold_as(prefix: &str, conns: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<Handover>> {
         if conns.is_empty() {
             return Ok(None);
         }
-        let mut h = Handover::open(format!("ckpt_migrate_{}", std::process::id()))?;
+        let mut h = Handover::open(format!("{prefix}_{}", std::process::id()))?;
         let msgs = h.table_and_rules(conns)?;
         h.transaction(msgs)?;
         Ok(Some(h))

@@ -1158,3 +1158,35 @@ pub(crate) fn rebuild_in_place(
     let _ = sys::tcp::getsockopt_u32(sock, libc::SOL_SOCKET, libc::SO_ERROR);
     Ok(())
 }
+
+/// The TCP connections (local and peer addresses) of the processes `pids` (frozen) in
+/// ckpt's network namespace (the lock's rules act there), as their descriptors show
+/// them now: what a dump locks before it reads their queues. Descriptors that cannot
+/// be looked at are skipped (the dump's own collect reads them again, and the lock
+/// made after the image covers every connection it found).
+pub(crate) fn live_connections(pids: &[i32]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let ours = sys::ns::inode(0, "net").ok();
+    for &p in pids {
+        if ours.is_none() || sys::ns::inode(p, "net").ok() != ours {
+            continue;
+        }
+        for fd in sys::proc::fds(p).unwrap_or_default() {
+            let Ok(link) = sys::proc::readlink(&format!("/proc/{p}/fd/{fd}")) else {
+                continue;
+            };
+            if !link.starts_with(b"socket:[") || !seen.insert(link) {
+                continue;
+            }
+            let Ok(sock) = sys::process::steal_fd(p, fd) else {
+                continue;
+            };
+            if let Ok(Some(sys::tcp::Endpoint::Conn { local, peer })) = sys::tcp::endpoint_of(&sock)
+            {
+                out.push((local, peer));
+            }
+        }
+    }
+    out
+}
