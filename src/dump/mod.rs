@@ -438,7 +438,16 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     // which would be lost with it. This lock is a table of ckpt's own that goes with
     // ckpt however it ends (so a failed or killed dump leaves the tree's connections
     // free); the lock that waits for the restore is made once the image is written.
-    let early_lock = if opts.leave_running || opts.net_locked {
+    // (Not when the tree made its network namespace, whose peers are all in the tree
+    // and which ends with it: the root's is not its parent's; the lasting lock is not
+    // made then either.)
+    let root_net = sys::ns::inode(pid, "net").ok();
+    let parent_net = sys::proc::status(pid)
+        .ok()
+        .filter(|st| st.ppid > 0)
+        .and_then(|st| sys::ns::inode(st.ppid, "net").ok());
+    let tree_made_net = root_net.is_none() || parent_net != root_net;
+    let early_lock = if opts.leave_running || opts.net_locked || tree_made_net {
         None
     } else {
         let live: Vec<i32> = tree

@@ -21,6 +21,15 @@ pub fn inode(pid: i32, kind: &str) -> Result<u64> {
         .map_err(|e| SysError::io(format!("stat {p}"), e))
 }
 
+/// The inode of the calling thread's namespace of kind `kind` (/proc/thread-self: a
+/// thread that joined another namespace sees its own, not the process's main thread's).
+pub fn thread_inode(kind: &str) -> Result<u64> {
+    let p = format!("/proc/thread-self/ns/{kind}");
+    fs::metadata(&p)
+        .map(|m| m.ino())
+        .map_err(|e| SysError::io(format!("stat {p}"), e))
+}
+
 /// The CLONE_NEW* flag of a namespace kind ckpt creates or joins (uts, ipc, time, net,
 /// cgroup).
 pub fn clone_flag(kind: &str) -> Option<libc::c_int> {

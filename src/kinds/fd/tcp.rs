@@ -1160,14 +1160,16 @@ pub(crate) fn rebuild_in_place(
 }
 
 /// The TCP connections (local and peer addresses) of the processes `pids` (frozen) in
-/// ckpt's network namespace (the lock's rules act there), as their descriptors show
+/// the dumping thread's network namespace (the lock's rules act there), as their
+/// descriptors show
 /// them now: what a dump locks before it reads their queues. Descriptors that cannot
 /// be looked at are skipped (the dump's own collect reads them again, and the lock
 /// made after the image covers every connection it found).
 pub(crate) fn live_connections(pids: &[i32]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    let ours = sys::ns::inode(0, "net").ok();
+    // The dumping thread's (it joined the tree's when that was made outside it).
+    let ours = sys::ns::thread_inode("net").ok();
     for &p in pids {
         if ours.is_none() || sys::ns::inode(p, "net").ok() != ours {
             continue;
