@@ -18,83 +18,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::arch::ckpt_env;
+use common::twohosts::Net;
 use common::*;
-
-/// Two "hosts": the test's network namespace and a new one, joined by a veth pair on
-/// 10.231.N.0/24 (N distinct per test, so tests can run side by side).
-/// The receiver's side: a network namespace held by an `unshare --net sleep` of the
-/// test's (not `ip netns add`, whose mount under /run/netns would show in the host's
-/// mount table that tests running beside this one compare), joined to ours by a veth
-/// pair. Killing the holder at drop takes the namespace and both ends away once the
-/// processes inside have gone.
-struct Net {
-    holder: std::process::Child,
-    n: u32,
-}
-
-fn sh(args: &[&str]) {
-    let st = std::process::Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(st.success(), "{args:?} failed");
-}
-
-impl Net {
-    fn new(n: u32) -> Net {
-        let (a, b) = (format!("ckmA{n}"), format!("ckmB{n}"));
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &a])
-            .stderr(std::process::Stdio::null())
-            .status();
-        let holder = std::process::Command::new("unshare")
-            .args(["--net", "sleep", "infinity"])
-            .spawn()
-            .expect("run unshare --net");
-        let net = Net { holder, n };
-        let ours = std::fs::read_link("/proc/self/ns/net").expect("our netns");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::fs::read_link(net.path()).ok().as_ref() == Some(&ours) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "unshare --net made no namespace"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        let pid = net.holder.id().to_string();
-        sh(&[
-            "ip", "link", "add", &a, "type", "veth", "peer", "name", &b, "netns", &pid,
-        ]);
-        sh(&["ip", "addr", "add", &format!("10.231.{n}.1/24"), "dev", &a]);
-        sh(&["ip", "link", "set", &a, "up"]);
-        let inside = |args: &[&str]| {
-            let net_arg = format!("--net={}", net.path());
-            let mut v = vec!["nsenter", net_arg.as_str(), "ip"];
-            v.extend_from_slice(args);
-            sh(&v);
-        };
-        inside(&["addr", "add", &format!("10.231.{n}.2/24"), "dev", &b]);
-        inside(&["link", "set", &b, "up"]);
-        inside(&["link", "set", "lo", "up"]);
-        net
-    }
-
-    /// The namespace's file (the holder's).
-    fn path(&self) -> String {
-        format!("/proc/{}/ns/net", self.holder.id())
-    }
-
-    fn to(&self) -> String {
-        format!("10.231.{}.2:7070", self.n)
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
-}
 
 /// The source: `migrate MIB RATE`, RATE pages written per second.
 fn source(ctx: &Ctx, mib: u32, rate: u32) -> Proc {
@@ -231,7 +156,7 @@ fn assert_source_runs_alone(t: &mut Proc, rate: u32, what: &str) {
 #[test]
 fn a_writing_process_moves_to_the_other_namespace_with_its_memory() {
     let ctx = Ctx::new("a_writing_process_moves_to_the_other_namespace_with_its_memory");
-    let net = Net::new(1);
+    let net = Net::new("ckm", 231, 1);
     let rate = 2001;
     let mut t = source(&ctx, 32, rate);
     let pid = t.pid;
@@ -374,7 +299,7 @@ fn failure_case(
     says: &str,
 ) {
     let ctx = Ctx::new(name);
-    let net = Net::new(n);
+    let net = Net::new("ckm", 231, n);
     let rate = 2000 + n;
     let mut t = source(&ctx, 8, rate);
     let pid = t.pid;
@@ -552,7 +477,7 @@ fn confirmation_lost_keeps_the_source_stopped_and_says_how_to_resolve() {
 #[test]
 fn a_process_with_a_tcp_connection_is_refused_and_runs_on() {
     let ctx = Ctx::new("a_process_with_a_tcp_connection_is_refused_and_runs_on");
-    let net = Net::new(11);
+    let net = Net::new("ckm", 231, 11);
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
     let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
     let code = format!(

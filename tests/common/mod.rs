@@ -32,6 +32,7 @@ mod container;
 pub mod hostile;
 pub mod more;
 pub mod oracle;
+pub mod twohosts;
 
 mod ctx;
 mod image;
