@@ -508,70 +508,10 @@ pub fn make_owned(
 /// ckpt must be single-threaded for the fork's child to be sound (raw system calls
 /// only).
 pub fn copy_mount_ns(user: &OwnedFd) -> Result<OwnedFd> {
-    use std::io::Read;
-    let (to_child_rd, to_child_wr) = super::process::pipe()?;
-    let (from_child_rd, from_child_wr) = super::process::pipe()?;
-    let (crd, cwr) = (to_child_rd.as_raw_fd(), from_child_wr.as_raw_fd());
-    let (pwr, prd) = (to_child_wr.as_raw_fd(), from_child_rd.as_raw_fd());
-    let ufd = user.as_raw_fd();
-    let parent = super::process::own_pid();
-    let args = libc::clone_args {
-        exit_signal: libc::SIGCHLD as u64,
-        ..super::process::clone_args()
-    };
-    let child = super::process::clone3(&args);
-    if child == 0 {
-        // SAFETY: the forked child runs raw system calls only, on descriptors it
-        // inherited, and ends with `_exit`; what it changes (its namespaces) is its own.
-        unsafe {
-            super::process::die_with_parent(parent);
-            let mut b = [0u8; 1];
-            libc::syscall(libc::SYS_close, pwr);
-            libc::syscall(libc::SYS_close, prd);
-            if libc::syscall(libc::SYS_setns, ufd, libc::CLONE_NEWUSER) != 0 {
-                libc::_exit(2);
-            }
-            if libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS) != 0 {
-                libc::_exit(3);
-            }
-            if libc::syscall(libc::SYS_write, cwr, b.as_ptr(), 1) != 1 {
-                libc::_exit(4);
-            }
-            // Until ckpt has opened the namespace and closes its end.
-            libc::syscall(libc::SYS_read, crd, b.as_mut_ptr(), 1);
-            libc::_exit(0);
-        }
-    }
-    if child < 0 {
-        return Err(SysError::os("clone3 (copying a mount namespace)"));
-    }
-    let child = child as i32;
-    drop((to_child_rd, from_child_wr));
-    let mut rd = fs::File::from(from_child_rd);
-    let wr = fs::File::from(to_child_wr);
-    let mut b = [0u8; 1];
-    let res = match rd.read_exact(&mut b) {
-        Ok(()) => open_ns(child, "mnt").map(OwnedFd::from),
-        Err(_) => Err(SysError::Other(
-            "the helper copying the mount namespace into the user namespace failed".into(),
-        )),
-    };
-    drop((rd, wr));
-    let status = super::process::wait_exit(child)?;
-    match res {
-        Ok(f) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 => Ok(f),
-        Ok(_) => Err(SysError::Other(format!(
-            "the helper copying the mount namespace ended with status {status:#x}"
-        ))),
-        Err(e) => Err(SysError::Other(format!(
-            "{e} (status {status:#x}: {})",
-            match libc::WEXITSTATUS(status) {
-                2 => "setns into the user namespace",
-                3 => "unshare(CLONE_NEWNS)",
-                _ => "see the status",
-            }
-        ))),
-    }
+    make_owned(user, &[("mnt", libc::CLONE_NEWNS)], None)?
+        .pop()
+        .map(|(_, f)| f)
+        .ok_or_else(|| SysError::Other("copying the mount namespace gave none".into()))
 }
 
 /// Make the calling thread join the namespace of file `f` of kind `flag` (a namespace
