@@ -13,141 +13,20 @@
 
 mod common;
 
-use std::ffi::OsStr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::arch::ckpt_env;
+use common::migration::*;
 use common::twohosts::Net;
 use common::*;
 
-/// The source: `migrate MIB RATE`, RATE pages written per second.
-fn source(ctx: &Ctx, mib: u32, rate: u32) -> Proc {
-    let spec = Spec::new(target("migrate"))
-        .arg(mib.to_string())
-        .arg(rate.to_string())
-        .stdin(In::Pipe)
-        .cwd(&ctx.dir);
-    let mut t = ctx.spawn(&spec);
-    t.wait_for("ready\n");
-    t
-}
-
 /// `ckpt receive` in the other namespace, its images kept under `tmp`.
 fn receiver(ctx: &Ctx, net: &Net, tmp: &Path, env: &[(&str, &str)]) -> Proc {
-    std::fs::create_dir_all(tmp).unwrap_or_default();
-    let mut spec = Spec::new("nsenter")
-        .arg(format!("--net={}", net.path()))
-        .arg(ckpt_bin())
-        .arg("receive")
-        .arg("--listen")
-        .arg(net.to())
-        .arg("--new-pidns")
-        .arg("--json")
-        .stdin(In::Pipe)
-        .env("TMPDIR", tmp)
-        .env("RUST_BACKTRACE", "1")
-        .cwd(&ctx.dir);
-    for (k, v) in env {
-        spec = spec.env(k, v);
-    }
-    let mut r = ctx.spawn(&spec);
-    r.wait_until("listen", |p| {
-        p.stderr.text().contains("listening") || p.stderr.text().contains("ckpt: cannot")
-    });
-    r
+    receive(ctx, Some(&net.path()), &net.to(), tmp, env)
 }
 
 fn migrate(ctx: &Ctx, pid: i32, net: &Net, env: &[(&str, &str)]) -> Finished {
-    let pid = pid.to_string();
-    let to = net.to();
-    let args: Vec<&OsStr> = ["migrate", &pid, &to, "--rounds", "3", "--json"]
-        .into_iter()
-        .map(OsStr::new)
-        .collect();
-    ckpt_env(ctx, &args, env)
-}
-
-/// Send "c" to whoever relays the program's stdin and return its answer line.
-fn ask(p: &mut Proc) -> String {
-    let n = p.stdout.lines();
-    p.write_stdin(b"c\n");
-    p.wait_lines(n + 1);
-    p.stdout
-        .text()
-        .lines()
-        .nth(n)
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn count_of(answer: &str) -> u64 {
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Processes running the target with this RATE argument: (pid, state).
-fn copies(rate: u32) -> Vec<(i32, char)> {
-    let want = target("migrate");
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        if args.len() >= 3
-            && args[0] == want.as_os_str().as_encoded_bytes()
-            && args[2] == rate.to_string().as_bytes()
-        {
-            if let Some((st, _)) = proc_stat(pid) {
-                if st != 'Z' && st != 'X' {
-                    out.push((pid, st));
-                }
-            }
-        }
-    }
-    out
-}
-
-fn tracked(pid: i32) -> bool {
-    Path::new(&format!("/run/ckpt/track/{pid}.json")).exists()
-        || std::fs::read_to_string(format!("/proc/{pid}/smaps"))
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.starts_with("VmFlags:") && l.split_whitespace().any(|f| f == "uw"))
-}
-
-fn empty_dir(d: &Path) -> bool {
-    std::fs::read_dir(d).map(|r| r.count() == 0).unwrap_or(true)
-}
-
-fn wait_for(what: &str, limit: Duration, f: impl Fn() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The source after a failed migration: running (not stopped), untracked, its
-/// memory still right, the only copy.
-fn assert_source_runs_alone(t: &mut Proc, rate: u32, what: &str) {
-    let pid = t.pid;
-    wait_for(
-        &format!("{what}: the tracking of {pid} ends"),
-        Duration::from_secs(10),
-        || !tracked(pid),
-    );
-    assert_running_untraced(pid, what);
-    let a = ask(t);
-    assert!(a.ends_with(" ok"), "{what}: the source answers {a:?}");
-    let c = copies(rate);
-    assert_eq!(c.len(), 1, "{what}: copies running: {c:?}");
-    assert_eq!(c[0].0, pid, "{what}: copies running: {c:?}");
+    migrate_to(ctx, pid, &net.to(), 3, &[], env)
 }
 
 /// A process writing 2000 pages a second over 32 MiB moves; the copy has the

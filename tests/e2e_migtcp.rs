@@ -16,9 +16,10 @@ mod common;
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::arch::ckpt_env;
+use common::migration::*;
 use common::*;
 
 /// The target and the test's ends of its two connections.
@@ -98,35 +99,17 @@ fn free_port() -> u16 {
 /// `ckpt receive` in our network namespace, with --new-pidns (the source's PIDs are
 /// still taken while it is frozen).
 fn receiver(ctx: &Ctx, port: u16, env: &[(&str, &str)]) -> Proc {
-    std::fs::create_dir_all(ctx.path("recv-tmp")).unwrap_or_default();
-    let mut spec = Spec::new(ckpt_bin())
-        .arg("receive")
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--new-pidns")
-        .arg("--json")
-        .stdin(In::Pipe)
-        .env("TMPDIR", ctx.path("recv-tmp"))
-        .env("RUST_BACKTRACE", "1")
-        .cwd(&ctx.dir);
-    for (k, v) in env {
-        spec = spec.env(k, v);
-    }
-    let mut r = ctx.spawn(&spec);
-    r.wait_until("listen", |p| {
-        p.stderr.text().contains("listening") || p.stderr.text().contains("ckpt: cannot")
-    });
-    r
+    receive(
+        ctx,
+        None,
+        &format!("127.0.0.1:{port}"),
+        &ctx.path("recv-tmp"),
+        env,
+    )
 }
 
 fn migrate(ctx: &Ctx, pid: i32, port: u16, env: &[(&str, &str)]) -> Finished {
-    let pid = pid.to_string();
-    let to = format!("127.0.0.1:{port}");
-    let args: Vec<&OsStr> = ["migrate", &pid, &to, "--rounds", "2", "--json"]
-        .into_iter()
-        .map(OsStr::new)
-        .collect();
-    ckpt_env(ctx, &args, env)
+    migrate_to(ctx, pid, &format!("127.0.0.1:{port}"), 2, &[], env)
 }
 
 /// The peer's side of the test: the bytes the target queued arrive in order (the
@@ -200,34 +183,7 @@ fn no_lock_left(s: &Setup, what: &str) {
 
 /// Processes running the target for this test (its port argument).
 fn copies(port: u16) -> Vec<(i32, char)> {
-    let want = target("migtcp");
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        if args.len() >= 2
-            && args[0] == want.as_os_str().as_encoded_bytes()
-            && args[1] == port.to_string().as_bytes()
-        {
-            if let Some((st, _)) = proc_stat(pid) {
-                if st != 'Z' && st != 'X' {
-                    out.push((pid, st));
-                }
-            }
-        }
-    }
-    out
-}
-
-fn wait_for(what: &str, limit: Duration, f: impl Fn() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    copies_of("migtcp", 1, &port.to_string())
 }
 
 /// The process moves with both connections and its listener: the test, their peer,
