@@ -14,9 +14,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::killwalk::*;
 use common::oracle::{self, Cmp};
 use common::*;
 
@@ -72,44 +73,6 @@ fn gobusy(ctx: &Ctx) -> PathBuf {
     out
 }
 
-/// What must not change in the target across a killed dump.
-#[derive(Debug, PartialEq, Eq, Clone)]
-struct Snapshot {
-    /// SigBlk of each thread, by TID.
-    masks: BTreeMap<i32, String>,
-    maps: String,
-}
-
-fn snapshot(pid: i32) -> Snapshot {
-    let mut masks = BTreeMap::new();
-    for tid in tasks(pid) {
-        let st = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
-        let blk = st
-            .lines()
-            .find_map(|l| l.strip_prefix("SigBlk:"))
-            .unwrap_or("?")
-            .trim()
-            .to_string();
-        masks.insert(tid, blk);
-    }
-    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    Snapshot { masks, maps }
-}
-
-/// A small deterministic generator (the seed is printed, so a failure can be replayed).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// The program under test.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Target {
@@ -144,54 +107,13 @@ fn spawn(ctx: &Ctx, t: Target, go: &Path) -> Running {
     Running { p, quick, oracle }
 }
 
-/// Start `ckpt dump` of `pid`, SIGKILLed (or sent `sig`) after `delay`.
-fn killed_dump(pid: i32, img: &Path, sig: i32, leave: bool, delay: Duration) -> ExitStatus {
-    let mut cmd = Command::new(ckpt_bin());
-    cmd.args(["dump", &pid.to_string(), "-o"]).arg(img);
-    if leave {
-        cmd.arg("--leave-running");
-    }
-    let mut c = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ckpt dump");
-    std::thread::sleep(delay);
-    send_signal(c.id() as i32, sig);
-    let deadline = Instant::now() + timeout();
-    loop {
-        if let Some(st) = c.try_wait().expect("wait ckpt") {
-            return st;
-        }
-        if Instant::now() > deadline {
-            let _ = c.kill();
-            panic!("ckpt dump did not end after signal {sig}");
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// What is wrong with the target after a killed dump, if anything: dead, traced,
 /// threads lost, masks or mappings changed, no more progress, a self-check failed, or a
 /// difference the state oracle sees.
 fn check_target(test: &str, t: Target, r: &mut Running) -> Option<String> {
     let p = &mut r.p;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while tracer_pid(p.pid) != Some(0) {
-        if p.try_wait().is_some() || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    if let Some(st) = p.try_wait() {
-        return Some(format!(
-            "target died: {st:?}; {}",
-            p.stdout.text().lines().last().unwrap_or("")
-        ));
-    }
-    if tracer_pid(p.pid) != Some(0) {
-        return Some(format!("target still traced by {:?}", tracer_pid(p.pid)));
+    if let Some(w) = let_go(p) {
+        return Some(w);
     }
     // A thread the kernel let go may not have run yet (its return through its signal
     // frame puts its mask back): give the threads a moment. Go may start a thread of
@@ -224,21 +146,8 @@ fn check_target(test: &str, t: Target, r: &mut Running) -> Option<String> {
             now.masks, r.quick.masks
         ));
     }
-    let n = p.stdout.lines();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while p.stdout.lines() < n + 2 {
-        if p.try_wait().is_some() || Instant::now() > deadline {
-            let out = p.stdout.text();
-            return Some(format!(
-                "target stopped making progress ({:?}): {}",
-                p.try_wait(),
-                out.lines().last().unwrap_or("")
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    if p.stdout.text().contains("CORRUPT") {
-        return Some(p.stdout.text().lines().last().unwrap_or("").to_string());
+    if let Some(w) = makes_progress(p) {
+        return Some(w);
     }
     let mut after = oracle::Snapshot::take(p.pid);
     // Go starts a thread of its own when one of its threads has held its processor
@@ -256,6 +165,10 @@ fn check_target(test: &str, t: Target, r: &mut Running) -> Option<String> {
             tid.is_none_or(|t| old.contains(&t))
         });
         allowed.extend(["*.stat.num_threads", "*.status.Threads"]);
+        // The memory map was compared exactly above, right after the kill; Go maps
+        // memory of its own later (its heap, a thread it starts), which moves the
+        // address space's size (seen once in 366 die points at load 20: +320 KiB).
+        allowed.push("*.stat.vsize");
     }
     oracle::same_kernel_state(
         test,
@@ -284,18 +197,8 @@ fn random_kills(test: &str, t: Target, tries: u32) {
     ctx.dump_leave_running(r.p.pid, &img);
     let whole = t0.elapsed();
     fs::remove_file(&img).expect("rm image");
-    let seed = std::env::var("CKPT_KILLSAFE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-                | 1
-        });
-    eprintln!("a whole dump: {whole:?}; seed {seed}");
-    let mut rng = Rng(seed);
+    eprintln!("a whole dump: {whole:?}");
+    let mut rng = Rng::from_env("CKPT_KILLSAFE_SEED");
     let whole_us = whole.as_micros() as u64;
     let started = Instant::now();
     let mut tally: BTreeMap<&str, (u32, u32, u32)> = BTreeMap::new();
@@ -316,7 +219,7 @@ fn random_kills(test: &str, t: Target, tries: u32) {
             span.min(whole_us * 7 / 10)
         };
         let delay = Duration::from_micros(rng.below(span));
-        let st = killed_dump(r.p.pid, &img, sig, leave, delay);
+        let st = killed_dump(r.p.pid, &img, How::Signal(sig), leave, delay);
         let _ = fs::remove_file(&img);
         let e = tally.entry(label).or_default();
         e.0 += 1;

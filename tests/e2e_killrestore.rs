@@ -24,21 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::killwalk::Rng;
 use common::*;
-
-/// A small deterministic generator (the seed is printed, so a failure can be replayed).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 enum How {
@@ -432,17 +419,7 @@ fn killed_restore_leaves_nothing_or_a_running_tree() {
     r.unwrap_or_else(|e| panic!("{e}"));
     dump_tree(&ctx, &t, &img);
 
-    let seed = std::env::var("CKPT_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64 | 1)
-                .unwrap_or(7)
-        });
-    eprintln!("seed {seed} (CKPT_KILL_SEED to replay)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_env("CKPT_KILL_SEED");
     let span = (full.as_micros() as u64 * 12 / 10).max(1000);
     let log = ctx.path("die.log");
     let mut failures = Vec::new();

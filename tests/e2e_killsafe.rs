@@ -8,66 +8,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::killwalk::*;
 use common::*;
-
-/// What must not change in the target across a killed dump.
-#[derive(Debug, PartialEq, Eq)]
-struct Snapshot {
-    /// SigBlk of each thread, by TID.
-    masks: BTreeMap<i32, String>,
-    maps: String,
-}
-
-fn snapshot(pid: i32) -> Snapshot {
-    let mut masks = BTreeMap::new();
-    for tid in tasks(pid) {
-        let st = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
-        let blk = st
-            .lines()
-            .find_map(|l| l.strip_prefix("SigBlk:"))
-            .unwrap_or("?")
-            .trim()
-            .to_string();
-        masks.insert(tid, blk);
-    }
-    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    Snapshot { masks, maps }
-}
-
-/// A small deterministic generator (the seed is printed, so a failure can be replayed).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum How {
-    Signal(i32),
-    /// The reader of `dump -o -` goes away.
-    CloseStdout,
-}
-
-fn label(how: How, leave: bool) -> String {
-    let h = match how {
-        How::Signal(libc::SIGKILL) => "SIGKILL".to_string(),
-        How::Signal(libc::SIGTERM) => "SIGTERM".to_string(),
-        How::Signal(libc::SIGINT) => "SIGINT".to_string(),
-        How::Signal(s) => format!("signal {s}"),
-        How::CloseStdout => "stdout closed".to_string(),
-    };
-    format!("{h}{}", if leave { " (--leave-running)" } else { "" })
-}
 
 const MIB: &str = "64";
 
@@ -80,66 +25,11 @@ fn spawn_sized(ctx: &Ctx, name: &str, mib: &str) -> (Proc, Snapshot) {
     (p, snap)
 }
 
-/// Start `ckpt dump` of `pid`; `how` is done to it after `delay`; returns its status.
-fn killed_dump(
-    pid: i32,
-    img: &std::path::Path,
-    how: How,
-    leave: bool,
-    delay: Duration,
-) -> ExitStatus {
-    let mut cmd = Command::new(ckpt_bin());
-    cmd.args(["dump", &pid.to_string(), "-o"]);
-    match how {
-        How::CloseStdout => cmd.arg("-").stdout(Stdio::piped()),
-        How::Signal(_) => cmd.arg(img).stdout(Stdio::null()),
-    };
-    if leave {
-        cmd.arg("--leave-running");
-    }
-    let mut c = cmd
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ckpt dump");
-    std::thread::sleep(delay);
-    match how {
-        How::Signal(sig) => {
-            send_signal(c.id() as i32, sig);
-        }
-        How::CloseStdout => drop(c.stdout.take()),
-    }
-    let deadline = Instant::now() + timeout();
-    loop {
-        if let Some(st) = c.try_wait().expect("wait ckpt") {
-            return st;
-        }
-        if Instant::now() > deadline {
-            let _ = c.kill();
-            panic!("ckpt dump did not end after {}", label(how, leave));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// What is wrong with the target after a killed dump, if anything; waits for it to
 /// print two more progress lines.
 fn check_target(p: &mut Proc, before: &Snapshot) -> Option<String> {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while tracer_pid(p.pid) != Some(0) {
-        if p.try_wait().is_some() || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    if let Some(st) = p.try_wait() {
-        return Some(format!(
-            "target died: {st:?}; {}",
-            p.stdout.text().lines().last().unwrap_or("")
-        ));
-    }
-    if tracer_pid(p.pid) != Some(0) {
-        return Some(format!("target still traced by {:?}", tracer_pid(p.pid)));
+    if let Some(w) = let_go(p) {
+        return Some(w);
     }
     // A thread the kernel let go may not have run yet (its return through its signal
     // frame puts its mask back): give the threads a moment.
@@ -168,23 +58,7 @@ fn check_target(p: &mut Proc, before: &Snapshot) -> Option<String> {
             now.maps, before.maps
         ));
     }
-    let n = p.stdout.lines();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while p.stdout.lines() < n + 2 {
-        if p.try_wait().is_some() || Instant::now() > deadline {
-            let out = p.stdout.text();
-            return Some(format!(
-                "target stopped making progress ({:?}): {}",
-                p.try_wait(),
-                out.lines().last().unwrap_or("")
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    if p.stdout.text().contains("CORRUPT") {
-        return Some(p.stdout.text().lines().last().unwrap_or("").to_string());
-    }
-    None
+    makes_progress(p)
 }
 
 /// Hundreds of dumps of a five-thread 64 MiB target, each stopped at a random moment
@@ -233,18 +107,8 @@ fn random_kills(test: &str, name: &str, plan: &[(How, bool, u32)]) {
     ctx.dump_leave_running(p.pid, &img);
     let whole = t0.elapsed();
     fs::remove_file(&img).expect("rm image");
-    let seed = std::env::var("CKPT_KILLSAFE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1);
-            t | 1
-        });
-    eprintln!("a whole dump: {whole:?}; seed {seed}");
-    let mut rng = Rng(seed);
+    eprintln!("a whole dump: {whole:?}");
+    let mut rng = Rng::from_env("CKPT_KILLSAFE_SEED");
     let mut tries = Vec::new();
     for &(how, leave, n) in plan {
         tries.extend(std::iter::repeat_n((how, leave), n as usize));

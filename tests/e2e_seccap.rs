@@ -23,45 +23,6 @@ mod common;
 use common::oracle::{self, Cmp, Snapshot};
 use common::*;
 
-/// PTRACE_SECCOMP_GET_FILTER and PTRACE_SECCOMP_GET_METADATA (<linux/ptrace.h>).
-const GET_FILTER: libc::c_uint = 0x420c;
-const GET_METADATA: libc::c_uint = 0x420d;
-
-/// The seccomp filters of thread `tid`, oldest first: each filter's instructions (raw
-/// `struct sock_filter` bytes) and the flags the kernel keeps of it. The thread is
-/// seized, interrupted, read and released.
-fn filters_of(tid: i32) -> Vec<(Vec<u8>, u64)> {
-    unsafe {
-        assert_eq!(
-            libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0),
-            0,
-            "PTRACE_SEIZE {tid}: {}",
-            std::io::Error::last_os_error()
-        );
-        assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0);
-        let mut st = 0;
-        assert_eq!(libc::waitpid(tid, &mut st, libc::__WALL), tid);
-    }
-    let mut out = Vec::new();
-    for i in 0..64usize {
-        let n = unsafe { libc::ptrace(GET_FILTER, tid, i, 0usize) };
-        if n < 0 {
-            break;
-        }
-        let mut buf = vec![0u8; n as usize * 8];
-        let r = unsafe { libc::ptrace(GET_FILTER, tid, i, buf.as_mut_ptr()) };
-        assert_eq!(r, n, "PTRACE_SECCOMP_GET_FILTER {tid} #{i}");
-        let mut md = [i as u64, 0u64];
-        let r = unsafe { libc::ptrace(GET_METADATA, tid, 16usize, md.as_mut_ptr()) };
-        assert_eq!(r, 16, "PTRACE_SECCOMP_GET_METADATA {tid} #{i}");
-        out.push((buf, md[1]));
-    }
-    unsafe {
-        assert_eq!(libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0), 0);
-    }
-    out
-}
-
 /// Each thread's filters, in thread order.
 fn all_filters(pid: i32) -> Vec<Vec<(Vec<u8>, u64)>> {
     tasks(pid).into_iter().map(filters_of).collect()

@@ -30,6 +30,7 @@ use std::time::Duration;
 pub mod arch;
 mod container;
 pub mod hostile;
+pub mod killwalk;
 pub mod migration;
 pub mod more;
 pub mod oracle;
@@ -208,8 +209,16 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     // tests/e2e_killsafe.rs: threads that check their memory, masks and vector registers
     ("killsafe", "killsafe.c", &["-pthread", "-mavx2"]),
     ("killsafe32", "killsafe.c", &["-pthread", "-mavx2", "-m32"]),
-    ("killroom", "killroom.c", &["-pthread", "-mavx2"]),
-    ("killroom32", "killroom.c", &["-pthread", "-mavx2", "-m32"]),
+    (
+        "killroom",
+        "killsafe.c",
+        &["-pthread", "-mavx2", "-DNO_ROOM"],
+    ),
+    (
+        "killroom32",
+        "killsafe.c",
+        &["-pthread", "-mavx2", "-m32", "-DNO_ROOM"],
+    ),
     // tests/e2e_pipes.rs: pipes whose other end everybody closed, second descriptions
     ("halfpipe", "halfpipe.c", &[]),
     // tests/e2e_killrestore.rs: a tree with a TCP connection and a deleted file, whose

@@ -4,6 +4,11 @@
  * it checks every turn, and a main thread that prints a progress line every 10 ms once
  * every worker has moved on.
  *
+ * Built with -DNO_ROOM (killroom, tests/e2e_killgo.rs), two of its four workers (1 and
+ * 3) run on stacks with no room ckpt can tell below their stack pointer: coroutine
+ * stacks in the program's .bss (makecontext), with other data right below them, which
+ * they check. Worker 3 also has an alternate signal stack (in the heap).
+ *
  *   killsafe MIB
  *
  * Anything wrong (a page or a register changed, a worker that stops) prints a line
@@ -19,6 +24,9 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
+#ifdef NO_ROOM
+#include <ucontext.h>
+#endif
 #include <unistd.h>
 
 #define WORKERS 4
@@ -67,8 +75,46 @@ static uint64_t want(size_t page, uint64_t gen) {
     return (page * 0x9E3779B97F4A7C15ULL) ^ gen;
 }
 
+static void work(int id);
+
+#ifdef NO_ROOM
+/* The coroutine stacks, with a guard word below each that the worker checks: a frame
+ * written below the stack's end would show there. */
+#define CO_STACK (64 << 10)
+static struct {
+    uint64_t below[512];
+    char stack[CO_STACK];
+} co[WORKERS] __attribute__((aligned(64)));
+static ucontext_t co_ctx[WORKERS], co_back[WORKERS];
+
+static void co_main(int id) { work(id); }
+#endif
+
 static void *worker(void *arg) {
     int id = (int)(intptr_t)arg;
+#ifdef NO_ROOM
+    if (id & 1) {
+        for (int i = 0; i < 512; i++)
+            co[id].below[i] = 0x600d600d600d600dULL ^ (uint64_t)i;
+        if (id == 3) {
+            stack_t ss = {.ss_sp = malloc(1 << 16), .ss_size = 1 << 16, .ss_flags = 0};
+            if (!ss.ss_sp || sigaltstack(&ss, NULL))
+                corrupt("sigaltstack", id, 0, 0);
+        }
+        getcontext(&co_ctx[id]);
+        co_ctx[id].uc_stack.ss_sp = co[id].stack;
+        co_ctx[id].uc_stack.ss_size = CO_STACK;
+        co_ctx[id].uc_link = &co_back[id];
+        makecontext(&co_ctx[id], (void (*)(void))co_main, 1, id);
+        swapcontext(&co_back[id], &co_ctx[id]);
+        corrupt("coroutine returned", id, 0, 0);
+    }
+#endif
+    work(id);
+    return NULL;
+}
+
+static void work(int id) {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGRTMIN + id);
@@ -105,10 +151,19 @@ static void *worker(void *arg) {
                 gen++;
             }
         }
+#ifdef NO_ROOM
+        if (id & 1) {
+            char here;
+            if (&here < co[id].stack || &here >= co[id].stack + CO_STACK)
+                corrupt("not on the coroutine stack", id, (uint64_t)(uintptr_t)&here, 0);
+            for (int i = 0; i < 512; i++)
+                if (co[id].below[i] != (0x600d600d600d600dULL ^ (uint64_t)i))
+                    corrupt("below the coroutine stack", id, co[id].below[i], (uint64_t)i);
+        }
+#endif
         turns[id]++;
         nap();
     }
-    return NULL;
 }
 
 int main(int argc, char **argv) {
