@@ -1127,6 +1127,17 @@ pub struct Process {
     /// in older images, where such sharing was not recorded).
     #[serde(default)]
     pub fs_shared_with: Option<i32>,
+    /// The working directory was removed (rmdir while the process was in it): `cwd` is
+    /// the name it had (without " (deleted)") and this its owner and mode. Restore makes
+    /// an empty directory under that name for an instant, as for a descriptor of a
+    /// removed directory (`FdKind::Dir::removed`), moves the process into it and removes
+    /// it again, so /proc shows "NAME (deleted)". `None`: not removed (older images too,
+    /// where dump refused a removed one).
+    #[serde(default)]
+    pub cwd_removed: Option<FileId>,
+    /// The same for the root directory (`root`).
+    #[serde(default)]
+    pub root_removed: Option<FileId>,
 }
 
 /// Where a process is in one cgroup hierarchy.

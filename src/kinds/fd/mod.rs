@@ -352,7 +352,12 @@ pub(crate) fn check_fd(
             file,
             removed: true,
             ..
-        } => file::check_removed_name(file, "directory", f.fd, problems),
+        } => file::check_removed_name(
+            file,
+            "directory",
+            &format!("file descriptor {}", f.fd),
+            problems,
+        ),
         FdKind::Device { file, .. } | FdKind::Dir { file, .. } => {
             file::check_file(files, file, &format!("file descriptor {}:", f.fd), problems)
         }
@@ -385,7 +390,7 @@ pub(crate) fn check_fd(
             file,
             removed: true,
             ..
-        } => file::check_removed_name(file, "FIFO", f.fd, problems),
+        } => file::check_removed_name(file, "FIFO", &format!("file descriptor {}", f.fd), problems),
         FdKind::Fifo { file, .. } => fifo::check_host(files, file, f.fd, held, problems),
         FdKind::Inotify { watches, .. } => inotify::check_paths(watches, f.fd, problems),
         FdKind::Fanotify { marks, .. } => fanotify::check_paths(marks, f.fd, problems),
