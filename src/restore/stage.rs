@@ -751,6 +751,10 @@ fn build_process(
     }
     // Threads after the memory they run on, before credentials change.
     let threads = threads::create_threads(cx, tids, by_last_pid)?;
+    // Pidfds of its own threads, which exist now.
+    if share::restores_fds(cx.proc_) {
+        fd::pidfd::open_after_threads(cx, &plan.ckpt)?;
+    }
     // Pending signals after the threads exist (a signal pending on one thread is queued
     // to that thread), under the dispositions restore_attrs gave.
     signals::queue_pending(cx)?;
