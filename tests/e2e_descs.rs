@@ -409,22 +409,6 @@ fn lease_taken_again(tag: &str, kind: &str, mode: &str) {
     );
 }
 
-/// A pidfd of a child already reaped, and one of a thread (PIDFD_THREAD), are refused
-/// at dump, saying so; the process runs on.
-#[test]
-fn dump_refuses_pidfds_of_a_reaped_child_and_of_a_thread() {
-    assert_dump_refused(
-        "dump_refuses_pidfds_of_a_reaped_child_and_of_a_thread",
-        &spec("reaped"),
-        |_, _| "is a pidfd of a process that has exited and been reaped".into(),
-    );
-    assert_dump_refused(
-        "dump_refuses_pidfds_of_a_reaped_child_and_of_a_thread",
-        &spec("thread"),
-        |pid, _| format!("of process {pid} is a pidfd that names thread "),
-    );
-}
-
 /// The pidfds of a tree with a PID namespace of its own (started with `unshare -p -f`,
 /// its root PID 1 there) are recorded by the namespace's IDs and opened again inside the
 /// new namespace: the run goes on to the same end as an uninterrupted one (the child

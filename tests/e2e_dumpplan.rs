@@ -129,22 +129,26 @@ fn capability_ckpt_could_not_give_back_refuses_the_dump() {
     );
 }
 
-/// A program whose working directory was removed: restore could not enter it.
+/// A program whose working directory was removed, its name made again since (by this
+/// test): restore could not make the removed directory again for an instant under its
+/// name (a removed working directory alone is restored: tests/e2e_rmdirs.rs).
 #[test]
-fn removed_working_directory_refuses_the_dump() {
-    let ctx = Ctx::new("removed_working_directory_refuses_the_dump");
+fn removed_working_directory_whose_name_is_taken_refuses_the_dump() {
+    let ctx = Ctx::new("removed_working_directory_whose_name_is_taken_refuses_the_dump");
     let dir = ctx.path("gone");
     let spec = dumpplan("deleted-cwd", Some(&dir));
     let reference = ctx.reference(&spec);
-    // Collect refuses this one itself, before the plan runs.
-    let shown = format!("its working directory was removed ({}", dir.display());
+    let shown = format!(
+        "working directory {} (removed while in use) cannot be made again",
+        dir.display()
+    );
     assert_dump_refused(
         &ctx,
         &spec,
         &reference,
         &[],
-        &mut |_| {},
-        &[&shown, "a removed working directory cannot be restored yet"],
+        &mut |_| std::fs::create_dir(&dir).expect("make the name again"),
+        &[PLAN, &shown, "exists now"],
     );
 }
 

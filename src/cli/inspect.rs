@@ -186,10 +186,13 @@ fn print_process(ckpt: &Checkpoint, p: &Process, stored: &BTreeMap<(i64, u64), u
     if let Some(exe) = &p.mm.exe {
         println!("  exe {}", String::from_utf8_lossy(&exe.path));
     }
+    let gone = |removed: bool| if removed { " (removed)" } else { "" };
     println!(
-        "  cwd {}  root {}  umask {:04o}  personality {:#x}",
+        "  cwd {}{}  root {}{}  umask {:04o}  personality {:#x}",
         String::from_utf8_lossy(&p.cwd),
+        gone(p.cwd_removed.is_some()),
         String::from_utf8_lossy(&p.root),
+        gone(p.root_removed.is_some()),
         p.umask,
         p.personality
     );

@@ -249,14 +249,16 @@ pub(crate) fn collect_process(
         }
         threads.push(th);
     }
+    let (cwd, cwd_removed) = file::collect_dir_link(pid, "cwd")?;
+    let (root, root_removed) = file::collect_dir_link(pid, "root")?;
     let process = Process {
         pid,
         ppid: stat.field(4) as i32,
         pgid: stat.field(5) as i32,
         sid: stat.field(6) as i32,
         comm: stat.comm.clone(),
-        cwd: file::collect_dir_link(pid, "cwd")?,
-        root: file::collect_dir_link(pid, "root")?,
+        cwd,
+        root,
         umask: status.umask,
         personality: procfs::personality(pid)?,
         creds,
@@ -291,6 +293,8 @@ pub(crate) fn collect_process(
         inherited: Vec::new(),
         files_shared_with: None,
         fs_shared_with: None,
+        cwd_removed,
+        root_removed,
         aio,
         stopped: fr
             .threads

@@ -480,8 +480,18 @@ pub enum FdKind {
     },
     /// A process descriptor (pidfd) of process `pid` of the image (as the image's IDs
     /// go: rewritten by `map_pids`), with its status flags (O_NONBLOCK, and O_EXCL for
-    /// PIDFD_THREAD). Restore opens it again once every process exists.
-    Pidfd { pid: i32, flags: u32 },
+    /// PIDFD_THREAD). Restore opens it again once every process exists; `pid` may be a
+    /// thread other than a main one (PIDFD_THREAD), opened once its threads exist.
+    Pidfd {
+        pid: i32,
+        flags: u32,
+        /// The process it named has exited and been reaped (fdinfo shows "Pid: -1";
+        /// `pid` is 0 then): restore makes a process that exits the same way, takes its
+        /// pidfd and reaps it. `None`: a live process or a zombie (and older images,
+        /// where dump refused reaped ones).
+        #[serde(default)]
+        reaped: Option<PidfdReaped>,
+    },
     /// A packet socket (AF_PACKET, SOCK_RAW or SOCK_DGRAM): protocol, bound interface,
     /// PACKET_* options, classic filter.
     Packet { sock: Box<PacketState>, flags: u32 },
@@ -870,6 +880,16 @@ pub struct UdpState {
 }
 
 /// One descriptor registered in an epoll instance.
+/// What the kernel keeps of a process a pidfd named, exited and reaped.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PidfdReaped {
+    /// Its wait status, as PIDFD_GET_INFO tells it (PIDFD_INFO_EXIT, Linux 6.15);
+    /// `None` where the kernel does not tell.
+    pub status: Option<i32>,
+    /// The cgroup (v2 ID) it exited in, as PIDFD_GET_INFO tells it (0: not told).
+    pub cgroup_id: u64,
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpollTarget {
     /// The descriptor number it was added under (what fdinfo shows as `tfd`).
@@ -1127,6 +1147,17 @@ pub struct Process {
     /// in older images, where such sharing was not recorded).
     #[serde(default)]
     pub fs_shared_with: Option<i32>,
+    /// The working directory was removed (rmdir while the process was in it): `cwd` is
+    /// the name it had (without " (deleted)") and this its owner and mode. Restore makes
+    /// an empty directory under that name for an instant, as for a descriptor of a
+    /// removed directory (`FdKind::Dir::removed`), moves the process into it and removes
+    /// it again, so /proc shows "NAME (deleted)". `None`: not removed (older images too,
+    /// where dump refused a removed one).
+    #[serde(default)]
+    pub cwd_removed: Option<FileId>,
+    /// The same for the root directory (`root`).
+    #[serde(default)]
+    pub root_removed: Option<FileId>,
 }
 
 /// Where a process is in one cgroup hierarchy.
@@ -1777,7 +1808,10 @@ impl Checkpoint {
                         t.fg_pgid = f(t.fg_pgid);
                     }
                 }
-                if let FdKind::Pidfd { pid, .. } = &mut fd.kind {
+                if let FdKind::Pidfd {
+                    pid, reaped: None, ..
+                } = &mut fd.kind
+                {
                     *pid = f(*pid);
                 }
                 if let FdKind::UnixDgram { sock, .. } = &mut fd.kind {

@@ -322,30 +322,9 @@ pub(crate) fn stage(
     tree::close_ckpt_pidfds(&mut ctxs)?;
     let own = creds::Own::detect()?;
     enter_tree_userns(&mut ctxs, &staged, plan, &own, &below)?;
-    // Seccomp filters that a thread could not install with its own credentials (it
-    // dropped CAP_SYS_ADMIN after installing them, without no_new_privs) go in first,
-    // while the threads have ckpt's (in the tree's user namespace, if it has one:
-    // CAP_SYS_ADMIN there is enough): the credentials are then set under them (plan
-    // checked that the filters let those calls through; checked again here with the
-    // helper area's real address).
-    for (cx, threads) in ctxs.iter_mut().zip(staged.iter_mut()) {
-        if let Some(threads) = threads {
-            let userns = crate::kinds::userns::state_of(&plan.ckpt, cx.proc_);
-            if seccomp::before_creds(cx.proc_) {
-                seccomp::recheck_creds_under_filters(cx.proc_, &own, userns, stub_addr)?;
-                seccomp::install_filters(cx, threads, stub_addr)?;
-            }
-        }
-    }
+    seccomp::install_before_creds(&mut ctxs, &mut staged, &plan.ckpt, &own, stub_addr)?;
     restore_all_creds(&mut ctxs, &mut staged, plan, &own)?;
-    // The other seccomp filters last: they may forbid what the steps above do.
-    for (cx, threads) in ctxs.iter_mut().zip(staged.iter_mut()) {
-        if let Some(threads) = threads {
-            if !seccomp::before_creds(cx.proc_) {
-                seccomp::install_filters(cx, threads, stub_addr)?;
-            }
-        }
-    }
+    seccomp::install_after_creds(&mut ctxs, &mut staged, stub_addr)?;
     let procs_staged = ctxs
         .into_iter()
         .zip(staged)
@@ -772,6 +751,10 @@ fn build_process(
     }
     // Threads after the memory they run on, before credentials change.
     let threads = threads::create_threads(cx, tids, by_last_pid)?;
+    // Pidfds of its own threads, which exist now.
+    if share::restores_fds(cx.proc_) {
+        fd::pidfd::open_after_threads(cx, &plan.ckpt)?;
+    }
     // Pending signals after the threads exist (a signal pending on one thread is queued
     // to that thread), under the dispositions restore_attrs gave.
     signals::queue_pending(cx)?;

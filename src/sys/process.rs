@@ -490,6 +490,111 @@ pub(crate) fn pidfd_open(pid: i32) -> Result<std::os::fd::OwnedFd> {
         .map_err(|e| rerr(format!("pidfd_open({pid})"), e))
 }
 
+/// What the kernel tells of the exited and reaped process pidfd `fd` names
+/// (PIDFD_GET_INFO with PIDFD_INFO_EXIT, Linux 6.15): its wait status and the cgroup
+/// (v2 ID, 0 if not told) it exited in. `None` where the kernel does not tell (an older
+/// kernel, or no exit information kept).
+pub fn pidfd_exit_info(fd: BorrowedFd<'_>) -> Result<Option<(i32, u64)>> {
+    // SAFETY: a plain struct of integers, all zero is valid.
+    let mut info: libc::pidfd_info = unsafe { std::mem::zeroed() };
+    info.mask = u64::from(libc::PIDFD_INFO_EXIT);
+    // SAFETY: PIDFD_GET_INFO reads and writes `info`, of the size its number encodes,
+    // which lives across the call.
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::PIDFD_GET_INFO,
+            &mut info as *mut libc::pidfd_info,
+        )
+    };
+    if r < 0 {
+        let e = Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::INVAL);
+        if e == Errno::NOTTY || e == Errno::INVAL || e == Errno::SRCH {
+            return Ok(None);
+        }
+        return Err(rerr("ioctl(PIDFD_GET_INFO)", e));
+    }
+    if info.mask & u64::from(libc::PIDFD_INFO_EXIT) == 0 {
+        return Ok(None);
+    }
+    let cgroup = if info.mask & u64::from(libc::PIDFD_INFO_CGROUPID) != 0 {
+        info.cgroupid
+    } else {
+        0
+    };
+    Ok(Some((info.exit_code, cgroup)))
+}
+
+/// A pidfd (pidfd_open with `flags`: PIDFD_NONBLOCK, PIDFD_THREAD) of a process that
+/// has exited with wait status `status` and been reaped: a child of ckpt made for it
+/// exits at once (`_exit`, or killed by the signal of `status`, not dumpable and
+/// without a core limit, so it dumps no core), is opened while a zombie, and reaped.
+pub fn reaped_pidfd(status: i32, flags: u32) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let (code, sig) = if libc::WIFSIGNALED(status) && !libc::WCOREDUMP(status) {
+        (0, libc::WTERMSIG(status))
+    } else if libc::WIFEXITED(status) {
+        (libc::WEXITSTATUS(status), 0)
+    } else {
+        return Err(SysError::Other(format!(
+            "wait status {status:#x} is no end a new process can come to"
+        )));
+    };
+    // SAFETY: the child runs async-signal-safe calls only (prctl, setrlimit,
+    // sigaction, sigprocmask, kill, _exit) and never returns into ckpt's code.
+    let pid = unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            if sig != 0 {
+                let none = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+                libc::setrlimit(libc::RLIMIT_CORE, &none);
+                libc::signal(sig, libc::SIG_DFL);
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, sig);
+                libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                libc::kill(libc::getpid(), sig);
+            }
+            libc::_exit(code);
+        }
+        pid
+    };
+    if pid < 0 {
+        return Err(SysError::io(
+            "fork a process to exit for a pidfd",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: pidfd_open takes a PID and flags; it returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
+    let opened = if fd < 0 {
+        Err(SysError::io(
+            format!("pidfd_open({pid}) of the exited process"),
+            std::io::Error::last_os_error(),
+        ))
+    } else {
+        // SAFETY: the descriptor pidfd_open just made, ours alone.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+    };
+    let waited = loop {
+        match rustix::process::waitpid(Pid::from_raw(pid), WaitOptions::empty()) {
+            Err(Errno::INTR) => continue,
+            r => break r.map_err(|e| rerr(format!("waitpid({pid})"), e))?,
+        }
+    };
+    let got = waited.map(|(_, st)| st.as_raw());
+    if got != Some(status) {
+        return Err(SysError::Other(format!(
+            "the process made to exit with wait status {status:#x} ended with {got:?}"
+        )));
+    }
+    opened
+}
+
 /// A descriptor of another process, duplicated into ours (pidfd_getfd): the same open
 /// file description, so reading through it must not consume anything.
 pub fn steal_fd(pid: i32, fd: i32) -> Result<std::os::fd::OwnedFd> {

@@ -249,6 +249,10 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("migrate", "migrate.c", &[]),
     // tests/e2e_migtcp.rs: TCP connections to the test and a listener, moved by migrate
     ("migtcp", "migtcp.c", &[]),
+    // tests/e2e_rmdirs.rs: working and root directories removed under a process
+    ("rmdirs", "rmdirs.c", &[]),
+    // tests/e2e_pidgone.rs: pidfds of one thread, of processes reaped
+    ("pidgone", "pidgone.c", &["-pthread"]),
 ];
 
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra"];

@@ -10,6 +10,7 @@
  * MODE outside: the process holds a pidfd of its parent (outside the dumped tree).
  * MODE reaped: a pidfd of a child that exited and was reaped.
  * MODE thread: a pidfd of one of its threads (PIDFD_THREAD).
+ * (Pidfds of a thread or a reaped child are restored: tests/e2e_pidgone.rs.)
  * Output: one "step N" line a step, then what the descriptors showed. */
 #define _GNU_SOURCE
 #include "util.h"

@@ -285,24 +285,32 @@ pub(crate) fn collect_dir(d: &OpenFd, id: FileId, nlink: u64) -> DumpResult<FdKi
 }
 
 /// The working or root directory (`which`: "cwd" or "root") of process `pid`, as its
-/// /proc link names it. One that was removed is refused (a descriptor of a removed
-/// directory is made again, [`collect_dir`], but the working and root directories are
-/// set from plan's held paths only).
-pub(crate) fn collect_dir_link(pid: i32, which: &str) -> DumpResult<Vec<u8>> {
+/// /proc link names it, and for one that was removed, its owner and mode (its name is
+/// the link's text before " (deleted)"): restore makes it again for an instant, like a
+/// descriptor of a removed directory ([`collect_dir`]).
+pub(crate) fn collect_dir_link(pid: i32, which: &str) -> DumpResult<(Vec<u8>, Option<FileId>)> {
     let link = format!("/proc/{pid}/{which}");
-    let path = procfs::readlink(&link)?;
-    if let Ok((_, 0)) = procfs::file_stat(Path::new(&link), &path) {
-        let what = if which == "cwd" { "working" } else { "root" };
+    let shown = procfs::readlink(&link)?;
+    let Ok((id, 0)) = procfs::file_stat(Path::new(&link), &shown) else {
+        return Ok((shown, None));
+    };
+    let what = if which == "cwd" { "working" } else { "root" };
+    let path = shown.strip_suffix(b" (deleted)").unwrap_or(&shown).to_vec();
+    if !path.starts_with(b"/") || path == b"/" {
         return Err(unsupported(
             pid,
             format!(
-                "its {what} directory was removed ({}); a removed {what} directory cannot \
-                 be restored yet (a descriptor of one can)",
-                String::from_utf8_lossy(&path)
+                "its {what} directory was removed ({}), and its name is not an absolute \
+                 path that restore could make it again under",
+                String::from_utf8_lossy(&shown)
             ),
         ));
     }
-    Ok(path)
+    let file = FileId {
+        path: path.clone(),
+        ..FileId::from(id)
+    };
+    Ok((path, Some(file)))
 }
 
 /// The PID a path under /proc names, and what follows it: `/proc/N/rest` -> (N, rest).
@@ -573,9 +581,15 @@ pub(crate) fn check_unlinked_name(
     }
 }
 
-/// A directory or FIFO (`what`) removed while open is made again under its name for an
-/// instant: its parent must exist and the name be free (nothing there now).
-pub(crate) fn check_removed_name(file: &FileId, what: &str, fd: i32, problems: &mut Vec<Problem>) {
+/// A directory or FIFO (`what`) removed while open (or a working or root directory
+/// removed) is made again under its name for an instant: its parent must exist and the
+/// name be free (nothing there now). `holder` names what has it ("file descriptor 3").
+pub(crate) fn check_removed_name(
+    file: &FileId,
+    what: &str,
+    holder: &str,
+    problems: &mut Vec<Problem>,
+) {
     let path = procfs::bytes_path(&file.path);
     let dir_ok = path.parent().is_some_and(|d| d.is_absolute() && d.is_dir());
     if !dir_ok || path.file_name().is_none() || file.path.contains(&0) {
@@ -583,8 +597,8 @@ pub(crate) fn check_removed_name(file: &FileId, what: &str, fd: i32, problems: &
             problems,
             "file-missing",
             format!(
-                "file descriptor {fd}: the directory that held removed {what} {} does \
-                 not exist",
+                "{holder}: the directory that held removed {what} {} does not exist (a \
+                 removed directory is made again in its parent, which must be there)",
                 check::show(&file.path)
             ),
         );
@@ -593,8 +607,8 @@ pub(crate) fn check_removed_name(file: &FileId, what: &str, fd: i32, problems: &
             problems,
             "file-changed",
             format!(
-                "file descriptor {fd}: {what} {} (removed while open) cannot be made \
-                 again for an instant under its name: {} exists now",
+                "{holder}: {what} {} (removed while in use) cannot be made again for an \
+                 instant under its name: {} exists now",
                 check::show(&file.path),
                 check::show(&file.path)
             ),
@@ -612,8 +626,8 @@ pub(crate) fn held_key(path: &[u8], unlinked: &[u8]) -> Vec<u8> {
     }
 }
 
-/// For each directory and FIFO of `procs` removed while open, the one [`remade`] makes,
-/// and
+/// For each directory and FIFO of `procs` removed while open (descriptors, working and
+/// root directories), the one [`remade`] makes, and
 /// for each file descriptor of `procs` opened by a name removed since (`unlinked`),
 /// ckpt's descriptor of the file under that name: the file plan held (by its other
 /// link, in `held`) is linked under its old name (exclusively), held there (checked to
@@ -628,6 +642,19 @@ pub(crate) fn alias_unlinked(
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
     let mut out = Vec::new();
+    // Working and root directories removed.
+    for file in procs
+        .iter()
+        .flat_map(|p| [&p.cwd_removed, &p.root_removed])
+        .flatten()
+    {
+        let key = held_key(&file.path, &file.path);
+        if let std::collections::btree_map::Entry::Vacant(e) = held.entry(key) {
+            let d = remade(file, true)?;
+            e.insert((d.as_raw_fd(), true));
+            out.push(d);
+        }
+    }
     for f in procs.iter().flat_map(|p| &p.fds) {
         if let FdKind::Dir {
             file,

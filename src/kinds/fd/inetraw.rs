@@ -1,6 +1,11 @@
 //! Raw IP sockets and ICMP ping sockets: family, type, protocol, bound address (a ping
 //! socket's ICMP identifier is its port), connected peer and options. One with a packet
-//! waiting to be read is refused (a packet cannot be put back into its queue as it was).
+//! waiting to be read is refused: only the kernel's receive path queues a packet into
+//! such a socket (a ping socket takes the echo replies it matches by identifier, a raw
+//! socket a copy of every packet of its protocol), so putting one back would mean
+//! sending it into the host again, forged from its source, where every raw socket of
+//! its protocol would get a copy too and the kernel would handle it once more (answer
+//! an echo request again, count it).
 
 use crate::error::{DumpError, DumpResult, RestoreError, RestoreResult};
 use crate::kinds::fd::tcp::{inet_addr, set_tcp_opts, show_inet, tcp_opts_ok};
@@ -25,7 +30,10 @@ pub(crate) fn collect(
     };
     if r.queued {
         return Err(refuse(&format!(
-            "{} with a packet waiting to be read (it cannot be put back as it was)",
+            "{} with a packet waiting to be read: only the kernel's receive path queues \
+             a packet there, and putting it back would mean sending it into the host \
+             again, forged from its source, where every raw socket of its protocol would \
+             get it too and the kernel would handle it once more",
             what(r.typ, r.family, r.protocol)
         )));
     }

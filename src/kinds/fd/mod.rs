@@ -96,13 +96,14 @@ pub(crate) fn check_records(
                 inotify::check_watches(watches, f.fd, q.pid, problems);
                 inotify::check_deleted_watches(watches, f.fd, q.pid, procs, problems);
             }
-            if let FdKind::Pidfd { pid, .. } = f.kind {
-                pidfd::check_target(procs, q, f.fd, pid, problems);
+            if let FdKind::Pidfd { pid, reaped, .. } = &f.kind {
+                pidfd::check_pidfd(procs, q, f.fd, *pid, reaped.as_ref(), problems);
             }
             fanotify::check_record(f, q.pid, problems);
             lock::check_records(q, f, problems);
             check_owner(procs, q, f, problems);
         }
+        pidfd::check_epoll_items(q, problems);
     }
 }
 
@@ -352,7 +353,12 @@ pub(crate) fn check_fd(
             file,
             removed: true,
             ..
-        } => file::check_removed_name(file, "directory", f.fd, problems),
+        } => file::check_removed_name(
+            file,
+            "directory",
+            &format!("file descriptor {}", f.fd),
+            problems,
+        ),
         FdKind::Device { file, .. } | FdKind::Dir { file, .. } => {
             file::check_file(files, file, &format!("file descriptor {}:", f.fd), problems)
         }
@@ -385,7 +391,7 @@ pub(crate) fn check_fd(
             file,
             removed: true,
             ..
-        } => file::check_removed_name(file, "FIFO", f.fd, problems),
+        } => file::check_removed_name(file, "FIFO", &format!("file descriptor {}", f.fd), problems),
         FdKind::Fifo { file, .. } => fifo::check_host(files, file, f.fd, held, problems),
         FdKind::Inotify { watches, .. } => inotify::check_paths(watches, f.fd, problems),
         FdKind::Fanotify { marks, .. } => fanotify::check_paths(marks, f.fd, problems),
@@ -480,7 +486,7 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
         } => fifo::describe(ckpt, file, *id, *flags),
         FdKind::Pty { index, master, .. } => tty::describe_pty(ckpt, *index, Some(*master)),
         FdKind::DevTty { index, .. } => tty::describe_pty(ckpt, *index, None),
-        FdKind::Pidfd { pid, flags } => pidfd::describe(*pid, *flags),
+        FdKind::Pidfd { pid, flags, reaped } => pidfd::describe(*pid, *flags, reaped.as_ref()),
     };
     let owner = match f.owner {
         Some(o) if o.pid != 0 || o.sig != 0 => {
@@ -706,7 +712,12 @@ pub(crate) fn restore_fds(
         _ => 2,
     };
     for r in 0..4 {
-        for f in proc_.fds.iter().filter(|f| rank(f) == r) {
+        // (Pidfds of its own threads once they exist: `pidfd::open_after_threads`.)
+        for f in proc_
+            .fds
+            .iter()
+            .filter(|f| rank(f) == r && !pidfd::after_threads(proc_, f))
+        {
             restore_fd(cx, f, ckpt, inherit, holders, files, tty_slave, ptys)?;
             restore_owner(cx, ckpt, f)?;
             restore_inode_owner(cx, f)?;
@@ -1028,10 +1039,19 @@ fn restore_fd(
             let n = mqueue::open_mq(cx, f, &f.kind)?;
             install(cx, n, f, *flags)
         }
-        FdKind::Pidfd { pid, flags } => {
-            // pidfd_open takes the ID the process's own PID namespace gives.
+        FdKind::Pidfd {
+            reaped: Some(r),
+            flags,
+            ..
+        } => {
+            let n = pidfd::create_reaped(cx, r, *flags)?;
+            move_fd(cx, n, f.fd, f.cloexec)
+        }
+        FdKind::Pidfd { pid, flags, .. } => {
+            // pidfd_open takes the ID the process's own PID namespace gives (of a
+            // process, or of a thread of a process built before).
             let seen =
-                crate::kinds::task::pidns::id_seen_by(ckpt, cx.proc_, *pid).ok_or_else(|| {
+                crate::kinds::task::pidns::tid_seen_by(ckpt, cx.proc_, *pid).ok_or_else(|| {
                     RestoreError::Malformed(format!(
                         "descriptor {} of process {}: a pidfd of process {pid}, which its PID \
                      namespace does not show",

@@ -1,7 +1,8 @@
 //! Netlink sockets (route, uevent, generic, sock_diag):
 //! protocol, port id, multicast groups, connected destination and options. A socket
-//! with messages waiting to be read is refused (the kernel's messages cannot be put
-//! back).
+//! with messages waiting to be read is refused: they came from the kernel (sender port
+//! 0), and a message a process sends carries that process's socket's port as its
+//! sender, so none could be put back as it was.
 
 use crate::error::{DumpError, DumpResult, Problem, RestoreError, RestoreResult};
 use crate::kinds::check;
@@ -32,8 +33,8 @@ pub(crate) fn collect(
     }
     if n.queued {
         return Err(refuse(&format!(
-            "{what} with messages waiting to be read (the kernel's messages cannot be \
-             put back)"
+            "{what} with messages waiting to be read: the kernel sent them (sender port \
+             0), and a message sent to put one back would carry the sender's own port"
         )));
     }
     let o = sys::sockdiag::sock_opts(dup, true)?;

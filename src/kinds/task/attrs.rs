@@ -326,14 +326,23 @@ pub(crate) fn check_auxv_comm(proc_: &Process, problems: &mut Vec<Problem>) {
 }
 
 /// The process's root and working directories exist here (opened once and held for
-/// stage).
+/// stage); one that was removed can be made again for an instant under its name (its
+/// parent exists, the name is free).
 pub(crate) fn check_dirs(
     held: &mut crate::kinds::fd::file::HeldFiles,
     proc_: &Process,
     problems: &mut Vec<Problem>,
 ) {
-    held.check_dir(&proc_.root, "root directory", problems);
-    held.check_dir(&proc_.cwd, "working directory", problems);
+    let holder = format!("process {}", proc_.pid);
+    for (path, removed, what) in [
+        (&proc_.root, &proc_.root_removed, "root directory"),
+        (&proc_.cwd, &proc_.cwd_removed, "working directory"),
+    ] {
+        match removed {
+            Some(file) => crate::kinds::fd::file::check_removed_name(file, what, &holder, problems),
+            None => held.check_dir(path, what, problems),
+        }
+    }
 }
 
 // ---- restore (stage) ----
@@ -492,11 +501,17 @@ fn held_one(cx: &mut Ctx<'_>, files: &FileData, path: &[u8], flags: i32) -> Rest
 /// held (`files.held`), never looked up by path again.
 pub(crate) fn set_cwd_root(cx: &mut Ctx<'_>, files: &FileData) -> RestoreResult<()> {
     let proc_ = cx.proc_;
+    // A removed one was made again for an instant (`file::alias_unlinked`): held under
+    // its name " (deleted)".
+    let key = |path: &[u8], removed: &Option<crate::model::FileId>| match removed {
+        Some(_) => crate::kinds::fd::file::held_key(path, path),
+        None => path.to_vec(),
+    };
     // Working directory.
     let d = held_one(
         cx,
         files,
-        &proc_.cwd,
+        &key(&proc_.cwd, &proc_.cwd_removed),
         libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
     )?;
     cx.batch(
@@ -514,7 +529,7 @@ pub(crate) fn set_cwd_root(cx: &mut Ctx<'_>, files: &FileData) -> RestoreResult<
         let r = held_one(
             cx,
             files,
-            &proc_.root,
+            &key(&proc_.root, &proc_.root_removed),
             libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
         )?;
         let a = cx.put_cstr(0, format!("/proc/self/fd/{r}").as_bytes())?;

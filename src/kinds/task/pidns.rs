@@ -628,10 +628,22 @@ mod tests {
         ck.processes[3].threads.push(testutil::thread(5));
         ck.processes[3].threads[1].nstid = vec![3];
         let p = &mut ck.processes[3];
-        p.fds
-            .push(testutil::fd(5, FdKind::Pidfd { pid: 3, flags: 0 }));
-        p.fds
-            .push(testutil::fd(6, FdKind::Pidfd { pid: 4, flags: 0 }));
+        p.fds.push(testutil::fd(
+            5,
+            FdKind::Pidfd {
+                pid: 3,
+                flags: 0,
+                reaped: None,
+            },
+        ));
+        p.fds.push(testutil::fd(
+            6,
+            FdKind::Pidfd {
+                pid: 4,
+                flags: 0,
+                reaped: None,
+            },
+        ));
         let mut f = testutil::fd(7, testutil::eventfd());
         f.owner = Some(FOwner {
             kind: F_OWNER_PGRP as i32,
@@ -670,9 +682,14 @@ mod tests {
     fn a_nested_process_naming_what_its_namespace_hides_is_refused() {
         use crate::model::FOwner;
         let mut ck = nest();
-        ck.processes[3]
-            .fds
-            .push(testutil::fd(5, FdKind::Pidfd { pid: 2, flags: 0 }));
+        ck.processes[3].fds.push(testutil::fd(
+            5,
+            FdKind::Pidfd {
+                pid: 2,
+                flags: 0,
+                reaped: None,
+            },
+        ));
         let mut f = testutil::fd(7, testutil::eventfd());
         f.owner = Some(FOwner {
             kind: linux_raw_sys::general::F_OWNER_PGRP as i32,

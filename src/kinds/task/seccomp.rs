@@ -27,7 +27,7 @@
 use super::creds::{self, Own, cap};
 use crate::arch::native::nr;
 use crate::error::{DumpResult, Problem, RestoreError, RestoreResult};
-use crate::model::{Creds, Process, SeccompFilter, UserNsState};
+use crate::model::{Checkpoint, Creds, Process, SeccompFilter, UserNsState};
 use crate::remote::{Ctx, Dry, DryCall, STUB_SIZE};
 use crate::sys::{self, ptrace};
 
@@ -674,6 +674,49 @@ pub(crate) fn install_filters(
     }
     for f in p.threads[0].seccomp_filters.iter().skip(prefix) {
         install(cx, f, false)?;
+    }
+    Ok(())
+}
+
+/// Stage, before the credentials: the filters of each process whose threads could not
+/// install them with their own credentials (they dropped CAP_SYS_ADMIN after installing
+/// them, without no_new_privs: [`before_creds`]) go in first, while the threads have
+/// ckpt's (in the tree's user namespace, if it has one: CAP_SYS_ADMIN there is enough).
+/// The credentials are then set under them: plan checked that the filters let those
+/// calls through, checked again here with the helper area's real address `stub`.
+/// `staged` holds each process's other threads (None: a zombie), beside `ctxs`.
+pub(crate) fn install_before_creds(
+    ctxs: &mut [Ctx<'_>],
+    staged: &mut [Option<Vec<sys::inject::Injector>>],
+    ckpt: &Checkpoint,
+    own: &Own,
+    stub: u64,
+) -> RestoreResult<()> {
+    for (cx, threads) in ctxs.iter_mut().zip(staged.iter_mut()) {
+        if let Some(threads) = threads {
+            if before_creds(cx.proc_) {
+                let userns = crate::kinds::userns::state_of(ckpt, cx.proc_);
+                recheck_creds_under_filters(cx.proc_, own, userns, stub)?;
+                install_filters(cx, threads, stub)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stage, after the credentials: the other processes' filters, last of all, since they
+/// may forbid what the steps before do.
+pub(crate) fn install_after_creds(
+    ctxs: &mut [Ctx<'_>],
+    staged: &mut [Option<Vec<sys::inject::Injector>>],
+    stub: u64,
+) -> RestoreResult<()> {
+    for (cx, threads) in ctxs.iter_mut().zip(staged.iter_mut()) {
+        if let Some(threads) = threads {
+            if !before_creds(cx.proc_) {
+                install_filters(cx, threads, stub)?;
+            }
+        }
     }
     Ok(())
 }

@@ -412,18 +412,18 @@ fn a_removed_directory_needs_its_parent_and_a_free_name() {
         ..Default::default()
     };
     assert_none(&run(|v| {
-        check_removed_name(&dir("gone"), "directory", 6, v)
+        check_removed_name(&dir("gone"), "directory", "file descriptor 6", v)
     }));
     d.file("taken", b"x");
     assert_one(
-        &run(|v| check_removed_name(&dir("taken"), "directory", 6, v)),
+        &run(|v| check_removed_name(&dir("taken"), "directory", "file descriptor 6", v)),
         "file-changed",
-        &["file descriptor 6", "removed while open", "exists now"],
+        &["file descriptor 6", "removed while in use", "exists now"],
     );
     assert_one(
-        &run(|v| check_removed_name(&dir("none/gone"), "directory", 6, v)),
+        &run(|v| check_removed_name(&dir("none/gone"), "working directory", "process 9", v)),
         "file-missing",
-        &["file descriptor 6", "does not exist"],
+        &["process 9", "removed working directory", "does not exist"],
     );
 }
 
