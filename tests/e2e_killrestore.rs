@@ -95,8 +95,17 @@ impl Tree {
 
 /// (rules with `comment` in the dump's table, names of tables `ckpt_restore_<pid>`).
 fn lock_state(comment: &str, ckpt_pid: u32) -> (usize, bool) {
-    let out = Command::new("nft")
-        .args(["list", "ruleset"])
+    lock_state_in(None, comment, ckpt_pid)
+}
+
+/// [`lock_state`] in the network namespace `net` (a file), or the test's.
+fn lock_state_in(net: Option<&str>, comment: &str, ckpt_pid: u32) -> (usize, bool) {
+    let mut c = Command::new("nsenter");
+    if let Some(n) = net {
+        c.arg(format!("--net={n}"));
+    }
+    let out = c
+        .args(["--", "nft", "list", "ruleset"])
         .output()
         .expect("run nft (install nftables)");
     assert!(out.status.success(), "nft list ruleset failed");
@@ -344,15 +353,27 @@ fn same_answer(a: &str, b: &str) -> bool {
 }
 
 fn setup(ctx: &Ctx) -> (Tree, TcpListener) {
+    setup_in(ctx, None)
+}
+
+/// [`setup`], the tree and the test's listener in the network namespace `net` (a file:
+/// the tree started with `nsenter --net`, which execs it), or the test's.
+fn setup_in(ctx: &Ctx, net: Option<&str>) -> (Tree, TcpListener) {
     let dir = ctx.path("d");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let l = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let l = match net {
+        None => TcpListener::bind("127.0.0.1:0").expect("listen"),
+        Some(n) => listen_in(n),
+    };
     let port = l.local_addr().expect("addr").port();
-    let mut p = ctx.spawn(
-        &Spec::new(target("killrestore"))
-            .arg(port.to_string())
-            .arg(&dir),
-    );
+    let spec = match net {
+        None => Spec::new(target("killrestore")),
+        Some(n) => Spec::new("nsenter")
+            .arg(format!("--net={n}"))
+            .arg("--")
+            .arg(target("killrestore")),
+    };
+    let mut p = ctx.spawn(&spec.arg(port.to_string()).arg(&dir));
     let (s, peer) = l.accept().expect("accept");
     p.wait_for("ready");
     let root = p.pid;
@@ -379,12 +400,36 @@ fn setup(ctx: &Ctx) -> (Tree, TcpListener) {
     (t, l)
 }
 
+/// A listener on 127.0.0.1 in the network namespace `net` (a file): made by a thread
+/// that joined it (the socket stays in it once the thread is gone).
+fn listen_in(net: &str) -> TcpListener {
+    use std::os::fd::AsFd;
+    let f = std::fs::File::open(net).unwrap_or_else(|e| panic!("open {net}: {e}"));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            rustix::thread::move_into_link_name_space(
+                f.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .expect("setns into the holder's network namespace");
+            TcpListener::bind("127.0.0.1:0").expect("listen")
+        })
+        .join()
+        .expect("the listening thread")
+    })
+}
+
 /// `ckpt restore --detach` to its end (its stderr in a file: the tree keeps a copy).
 fn restore_whole(ctx: &Ctx, img: &Path, trace: bool) -> (bool, String) {
+    restore_whole_with(ctx, img, trace, &[])
+}
+
+/// [`restore_whole`] with more options (`extra`).
+fn restore_whole_with(ctx: &Ctx, img: &Path, trace: bool, extra: &[&str]) -> (bool, String) {
     let log = ctx.path("restore.err");
     let f = std::fs::File::create(&log).expect("log");
     let mut cmd = Command::new(ckpt_bin());
-    cmd.arg("restore").arg(img).arg("--detach");
+    cmd.arg("restore").arg(img).arg("--detach").args(extra);
     if trace {
         cmd.env("CKPT_DIE_TRACE", "1");
     }
@@ -648,7 +693,78 @@ fn a_kill_while_the_deleted_files_name_exists_leaves_nothing() {
 #[test]
 fn a_segment_sent_while_the_dump_runs_reaches_the_restored_tree() {
     let ctx = Ctx::new("a_segment_sent_while_the_dump_runs_reaches_the_restored_tree");
-    let (mut t, _l) = setup(&ctx);
+    late_segment_reaches_the_restored_tree(&ctx, None);
+}
+
+/// The same for a tree in a network namespace made outside it (started with `nsenter
+/// --net` into one an `unshare --net` holder of the test's keeps; the test's end of the
+/// connection is in it too): the dump locks the connection from the freeze there (its
+/// dumping thread joined that namespace), and the restore, joining it again
+/// (`--join-ns net:FILE`), takes the lock away. Without the early lock in such a
+/// namespace the line is acknowledged by the socket in repair mode and lost with it.
+#[test]
+fn a_segment_sent_while_the_dump_runs_reaches_a_tree_in_a_namespace_made_outside_it() {
+    let ctx = Ctx::new(
+        "a_segment_sent_while_the_dump_runs_reaches_a_tree_in_a_namespace_made_outside_it",
+    );
+    let holder = NetHolder::new();
+    late_segment_reaches_the_restored_tree(&ctx, Some(&holder.path()));
+}
+
+/// A network namespace held by an `unshare --net sleep` of the test's (its loopback
+/// up); killed with it at drop, the namespace goes once nothing is left in it.
+struct NetHolder(Child);
+
+impl NetHolder {
+    fn new() -> NetHolder {
+        let c = Command::new("unshare")
+            .args(["--net", "sleep", "infinity"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("run unshare --net (util-linux)");
+        let h = NetHolder(c);
+        let ours = std::fs::read_link("/proc/self/ns/net").expect("our netns");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_link(h.path()).ok().as_ref() == Some(&ours)
+            || std::fs::read_link(format!("/proc/{}/exe", h.0.id()))
+                .map(|e| !e.to_string_lossy().contains("sleep"))
+                .unwrap_or(true)
+        {
+            assert!(Instant::now() < deadline, "unshare --net made no namespace");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let st = Command::new("nsenter")
+            .arg(format!("--net={}", h.path()))
+            .args(["ip", "link", "set", "lo", "up"])
+            .status()
+            .expect("run ip (iproute2)");
+        assert!(st.success(), "ip link set lo up in the holder's namespace");
+        h
+    }
+
+    fn path(&self) -> String {
+        format!("/proc/{}/ns/net", self.0.id())
+    }
+}
+
+impl Drop for NetHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A line sent while the dump lingers after reading the queues reaches the restored
+/// tree (in the network namespace `net`, a file, or the test's).
+fn late_segment_reaches_the_restored_tree(ctx: &Ctx, net: Option<&str>) {
+    let (mut t, _l) = setup_in(ctx, net);
+    if let Some(n) = net {
+        assert_eq!(
+            std::fs::read_link(format!("/proc/{}/ns/net", t.root)).ok(),
+            std::fs::read_link(n).ok(),
+            "the tree runs in the holder's network namespace"
+        );
+    }
     let img = ctx.path("img");
     let c = Command::new(ckpt_bin())
         .arg("dump")
@@ -682,10 +798,22 @@ fn a_segment_sent_while_the_dump_runs_reaches_the_restored_tree() {
         let _ = wait_pid(p, timeout());
     }
     wait_pids_gone(&[t.root, t.child], "the dumped tree");
-    let (rules, _) = lock_state(&t.comment, 0);
+    let (rules, _) = lock_state_in(net, &t.comment, 0);
     assert_eq!(rules, 1, "the dump's lock of {}", t.comment);
-    let (st, err) = restore_whole(&ctx, &img, false);
+    let join = net.map(|n| format!("net:{n}"));
+    let extra: Vec<&str> = match &join {
+        Some(j) => vec!["--join-ns", j],
+        None => Vec::new(),
+    };
+    let (st, err) = restore_whole_with(ctx, &img, false, &extra);
     assert!(st, "{err}");
+    if let Some(n) = net {
+        assert_eq!(
+            std::fs::read_link(format!("/proc/{}/ns/net", t.root)).ok(),
+            std::fs::read_link(n).ok(),
+            "the restored tree runs in the holder's network namespace"
+        );
+    }
     // The answer to "late" comes (its segment sent again once the lock is gone).
     t.conn
         .get_ref()
@@ -696,6 +824,12 @@ fn a_segment_sent_while_the_dump_runs_reaches_the_restored_tree() {
     assert!(
         matches!(got, Ok(n) if n > 0) && line.starts_with("2:late:"),
         "the restored tree did not answer the line sent during the dump: {got:?} {line:?}"
+    );
+    assert_eq!(
+        lock_state_in(net, &t.comment, 0).0,
+        0,
+        "the lock of {} after the restore",
+        t.comment
     );
     t.conn.get_mut().write_all(b"bye\n").expect("bye");
     assert_eq!(wait_pid(t.root, timeout()).and_then(|s| s.code()), Some(0));

@@ -246,6 +246,11 @@ pub fn external_at_dump(s: &str) -> Result<(String, u64), String> {
 pub fn namespace_of_fd(fd: i32) -> Option<(String, u64)> {
     let l = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
     let l = l.to_str()?;
+    if l.starts_with('/') {
+        // A namespace file opened through a bind mount (runc opens Podman's
+        // /run/netns/NAME) reads as that path.
+        return crate::sys::ns::kind_of_fd(fd).map(|(k, i)| (k.to_string(), i));
+    }
     let (kind, rest) = l.split_once(":[")?;
     let ino = rest.strip_suffix(']')?.parse().ok()?;
     // Only namespace links read KIND:[INO] with a kind of /proc/PID/ns.

@@ -78,6 +78,10 @@ pub struct DumpOptions {
     /// given back at restore under KEY, instead of restoring the tree below a new
     /// namespace's reaper. The dump is refused if the tree is not in that namespace.
     pub external_pidns: Option<crate::model::ExternalPidNs>,
+    /// The caller makes the tree's network namespace anew at restore (runc's
+    /// `--external net[INO]`, for Podman's): established TCP connections are refused
+    /// (see [`refuse_conns_in_remade_net`]).
+    pub net_remade: bool,
 }
 
 /// The points of a dump where a front end may act, and stop it.
@@ -107,6 +111,7 @@ impl std::fmt::Debug for DumpOptions {
             .field("new_tty", &self.new_tty)
             .field("net_locked", &self.net_locked)
             .field("external_pidns", &self.external_pidns)
+            .field("net_remade", &self.net_remade)
             .finish()
     }
 }
@@ -266,6 +271,29 @@ fn root_pid_namespace(root: i32) -> Result<PidnsShape> {
 /// as it will be once the tree is gone. Any problem refuses the dump, listing them all;
 /// the caller lets the tree go, untouched. (Kept too with `--leave-running`: a restore
 /// on this host comes after the tree is gone.)
+/// A tree whose network namespace its runtime makes anew at restore (Podman: a new
+/// namespace with the container's address, set up before the runtime starts ckpt)
+/// cannot have its established TCP connections back exactly: a segment the peer sends
+/// again while the new namespace has the address but no lock yet is answered with a
+/// reset (the peer tries every few hundred ms while the address is unreachable, as the
+/// host's "unreachable" answers make it try again at once: seen with Podman's bridge
+/// network, tests/e2e_podman_criu.rs). Refused, naming the process and the connection.
+fn refuse_conns_in_remade_net(ckpt: &crate::model::Checkpoint) -> Result<()> {
+    for p in &ckpt.processes {
+        if let Some((local, peer)) = p.tcp_connections().first() {
+            return Err(DumpError::Unsupported {
+                pid: p.pid,
+                why: format!(
+                    "it has an established TCP connection ({} to {}) in a network                      namespace its runtime makes anew at restore (external net): the                      peer's segments would be answered with a reset before ckpt could                      lock them there; established connections of such a container are                      not restored yet (close them, or checkpoint without a network)",
+                    crate::kinds::fd::tcp::show_inet(local),
+                    crate::kinds::fd::tcp::show_inet(peer)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn refuse_unrestorable(
     pid: i32,
     ckpt: &crate::model::Checkpoint,
@@ -439,14 +467,20 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     // ckpt however it ends (so a failed or killed dump leaves the tree's connections
     // free); the lock that waits for the restore is made once the image is written.
     // (Not when the tree made its network namespace, whose peers are all in the tree
-    // and which ends with it: the root's is not its parent's; the lasting lock is not
-    // made then either.)
-    let root_net = sys::ns::inode(pid, "net").ok();
-    let parent_net = sys::proc::status(pid)
-        .ok()
-        .filter(|st| st.ppid > 0)
-        .and_then(|st| sys::ns::inode(st.ppid, "net").ok());
-    let tree_made_net = root_net.is_none() || parent_net != root_net;
+    // and which ends with it; the lasting lock is not made then either. A namespace
+    // made outside the tree -- ckpt's, its parent's, one entered with nsenter, Podman's
+    // under /run/netns -- is locked, from the dumping thread that joined it: the same
+    // decision as collect's, `kinds::ns::made_outside`.)
+    let tree_made_net = match sys::ns::inode(pid, "net") {
+        Err(_) => true,
+        Ok(ino) if ckpts_ns.get("net") == Some(&ino) => false,
+        Ok(ino) => {
+            let parent = sys::proc::status(pid).map(|s| s.ppid).unwrap_or(0);
+            let pids: std::collections::BTreeSet<i32> =
+                tree.nodes.iter().map(|(p, _)| *p).collect();
+            crate::kinds::ns::made_outside("net", ino, parent, &pids).is_none()
+        }
+    };
     let early_lock = if opts.leave_running || opts.net_locked || tree_made_net {
         None
     } else {
@@ -580,6 +614,9 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     }
     collected.ckpt.external_pid_namespace = external_pidns;
     refuse_unrestorable(pid, &collected.ckpt, &held, opts.new_tty)?;
+    if opts.net_remade {
+        refuse_conns_in_remade_net(&collected.ckpt)?;
+    }
     if let Some(e) = tty_busy {
         return Err(e);
     }

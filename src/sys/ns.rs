@@ -59,6 +59,33 @@ pub fn open_ns_file(path: &std::path::Path) -> Result<(fs::File, libc::c_int)> {
     Ok((f, r))
 }
 
+/// The kind ("net", "pid"...) and inode of the namespace the open descriptor `fd` of
+/// ckpt's is, asked of the kernel (NS_GET_NSTYPE): for a namespace file opened through
+/// a bind mount (Podman's /run/netns/NAME), whose /proc/self/fd link reads as that path
+/// and not as KIND:[INODE]. None: not a namespace (a file elsewhere than on nsfs is not
+/// opened: only its `stat` is compared with a namespace file's device).
+pub fn kind_of_fd(fd: i32) -> Option<(&'static str, u64)> {
+    let p = format!("/proc/self/fd/{fd}");
+    let nsfs = fs::metadata("/proc/self/ns/net").ok()?.dev();
+    let m = fs::metadata(&p).ok()?;
+    if m.dev() != nsfs {
+        return None;
+    }
+    let (_, flag) = open_ns_file(std::path::Path::new(&p)).ok()?;
+    let kind = match flag {
+        libc::CLONE_NEWNET => "net",
+        libc::CLONE_NEWUTS => "uts",
+        libc::CLONE_NEWIPC => "ipc",
+        libc::CLONE_NEWPID => "pid",
+        libc::CLONE_NEWNS => "mnt",
+        libc::CLONE_NEWUSER => "user",
+        libc::CLONE_NEWCGROUP => "cgroup",
+        libc::CLONE_NEWTIME => "time",
+        _ => return None,
+    };
+    Some((kind, m.ino()))
+}
+
 /// Make the calling thread join the namespace of file `f` (opened by [`open_ns_file`],
 /// of kind `flag`: CLONE_NEWNET, CLONE_NEWUTS or CLONE_NEWIPC).
 pub fn join_file(f: &fs::File, flag: libc::c_int, what: &str) -> Result<()> {
@@ -509,6 +536,23 @@ mod tests {
         assert_eq!(parent_of(0), None);
         let _ = c.kill();
         let _ = c.wait();
+    }
+
+    #[test]
+    fn kind_of_fd_asks_the_kernel_for_namespace_files_only() {
+        use std::os::fd::AsRawFd;
+        let n = fs::File::open("/proc/self/ns/net").expect("open our netns");
+        let ino = fs::metadata("/proc/self/ns/net").expect("stat").ino();
+        assert_eq!(kind_of_fd(n.as_raw_fd()), Some(("net", ino)));
+        let u = fs::File::open("/proc/self/ns/uts").expect("open our utsns");
+        assert_eq!(kind_of_fd(u.as_raw_fd()).map(|k| k.0), Some("uts"));
+        let f = fs::File::open("/proc/self/status").expect("open a file");
+        assert_eq!(kind_of_fd(f.as_raw_fd()), None);
+        // (a pipe whose writer is gone: never opened, so nothing blocks)
+        let (r, w) = rustix::pipe::pipe().expect("pipe");
+        drop(w);
+        assert_eq!(kind_of_fd(r.as_raw_fd()), None);
+        assert_eq!(kind_of_fd(-1), None);
     }
 
     #[test]

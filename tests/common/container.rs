@@ -228,16 +228,53 @@ pub fn kernel_view(pid: i32, id: &str, what: &str) -> Vec<String> {
 /// running beside it compare.
 pub struct PrivateMounts {
     holder: std::process::Child,
+    /// The holder also made a network namespace of its own (`with_network`).
+    net: bool,
 }
 
 impl PrivateMounts {
     pub fn new() -> PrivateMounts {
+        PrivateMounts::make(false)
+    }
+
+    /// A private mount namespace and a new network namespace (its loopback up), both
+    /// held by one `unshare --mount --net` child: what a runtime run in them does to
+    /// interfaces and firewall (Podman's bridge, veths, CNI's iptables rules) stays in
+    /// that namespace, and goes with it. Mounted in it: tmpfs on /run/netns (the
+    /// network namespaces' files Podman makes) and on /var/lib (CNI's cache,
+    /// /var/lib/cni), so nothing is left in the host's directories either.
+    pub fn with_network() -> PrivateMounts {
+        let m = PrivateMounts::make(true);
+        let st = m
+            .command(std::path::Path::new("/"), "sh")
+            .args([
+                "-c",
+                "mount -t tmpfs -o mode=755 ckpt-test /run/netns && \
+                 mount -t tmpfs -o mode=755 ckpt-test /var/lib && ip link set lo up",
+            ])
+            .status()
+            .expect("run sh in the private namespaces");
+        assert!(st.success(), "set up the private namespaces: {st}");
+        m
+    }
+
+    /// The holder's network namespace file (`with_network`; else the host's).
+    pub fn net_path(&self) -> String {
+        format!("/proc/{}/ns/net", self.holder.id())
+    }
+
+    fn make(net: bool) -> PrivateMounts {
+        let mut args = vec!["--mount"];
+        if net {
+            args.push("--net");
+        }
+        args.extend(["--propagation", "private", "sleep", "infinity"]);
         let holder = std::process::Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sleep", "infinity"])
+            .args(&args)
             .stdin(std::process::Stdio::null())
             .spawn()
             .expect("run unshare (util-linux)");
-        let m = PrivateMounts { holder };
+        let m = PrivateMounts { holder, net };
         // (until unshare has entered its new namespace and executed sleep)
         let mine = std::fs::read_link("/proc/self/ns/mnt").expect("own mount namespace");
         let pid = m.holder.id();
@@ -266,9 +303,11 @@ impl PrivateMounts {
         // (`env -C`: nsenter's --wd opens the directory before it enters the namespace,
         // where that mount is unreachable)
         let mut c = std::process::Command::new("nsenter");
-        c.args(["-t", &self.holder.id().to_string(), "-m", "--", "env", "-C"])
-            .arg(cwd)
-            .arg(prog);
+        c.args(["-t", &self.holder.id().to_string(), "-m"]);
+        if self.net {
+            c.arg("-n");
+        }
+        c.args(["--", "env", "-C"]).arg(cwd).arg(prog);
         c
     }
 }

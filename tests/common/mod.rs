@@ -239,6 +239,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("uring", "uring.c", &[]),
     // tests/e2e_runc.rs: the program of a runc container (static: its rootfs is busybox)
     ("runcsrv-static", "runcsrv.c", &["-static"]),
+    // tests/e2e_podman_net.rs: a TCP server in a container on Podman's bridge network
+    ("podnet-static", "podnet.c", &["-static"]),
     // tests/e2e_incr.rs: memory written a little at a time, for incremental dumps
     ("incr", "incr.c", &[]),
     // tests/e2e_freezer.rs: a tree in a cgroup of its own, quiet or forking constantly

@@ -130,15 +130,8 @@ pub(crate) fn collect(
         // The tree's root is in a namespace other than ckpt's: the tree must have
         // made it (nothing outside the tree is in it, its parent first, nor is it
         // bind-mounted), or restore joins one given for it.
-        let outside = if root_parent > 0 && sys::ns::inode(root_parent, kind).ok() == Some(root_ns)
-        {
-            Some(format!(
-                "its parent, PID {root_parent}, outside the tree, is in it too"
-            ))
-        } else {
-            let tree: BTreeSet<i32> = pids.iter().map(|&(p, _)| p).collect();
-            sys::ns::held_outside(kind, root_ns, &tree)
-        };
+        let tree: BTreeSet<i32> = pids.iter().map(|&(p, _)| p).collect();
+        let outside = made_outside(kind, root_ns, root_parent, &tree);
         if let Some(why) = outside {
             if JOINABLE.contains(&kind) {
                 all.push(Namespace {
@@ -305,6 +298,25 @@ fn below_root_users(
         }
     }
     Ok(())
+}
+
+/// Why the namespace `kind:[root_ns]` of a tree's root, not ckpt's, was made outside
+/// the tree (`tree`, whose root's parent is `root_parent`): its parent is in it too, or
+/// it is bind-mounted, or another process outside the tree is in it (Podman's network
+/// namespace under /run/netns, a namespace entered with `nsenter`, a pod's). None: the
+/// tree made it (nothing outside the tree holds it).
+pub(crate) fn made_outside(
+    kind: &str,
+    root_ns: u64,
+    root_parent: i32,
+    tree: &BTreeSet<i32>,
+) -> Option<String> {
+    if root_parent > 0 && sys::ns::inode(root_parent, kind).ok() == Some(root_ns) {
+        return Some(format!(
+            "its parent, PID {root_parent}, outside the tree, is in it too"
+        ));
+    }
+    sys::ns::held_outside(kind, root_ns, tree)
 }
 
 /// ckpt's own namespaces (inode by kind), as they were when the dump began.

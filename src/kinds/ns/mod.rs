@@ -34,7 +34,7 @@ use crate::model::{Checkpoint, Namespace};
 
 pub use checks::manifest;
 pub(crate) use checks::{check_joins, check_namespaces};
-pub(crate) use collect::{collect_into, join_own_ipc, join_tree_net, own_namespaces};
+pub(crate) use collect::{collect_into, join_own_ipc, join_tree_net, made_outside, own_namespaces};
 pub(crate) use enter::{enter_child_namespaces, enter_new};
 
 /// The kinds of namespace recorded (as in /proc/PID/ns/), PID namespaces aside.
