@@ -1455,8 +1455,8 @@ pub struct NestedPidNs {
     pub parent: u32,
 }
 
-/// System V IPC objects (of the host's IPC namespace, those the tree owns; a whole
-/// namespace's objects would be listed the same way).
+/// System V IPC objects (of the host's IPC namespace, those the tree owns; of an IPC
+/// namespace of the tree's own, all of them).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct SysvIpc {
     #[serde(default)]
@@ -1725,6 +1725,26 @@ pub struct UtsNames {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct IpcLimits {
     pub values: Vec<(String, String)>,
+    /// The POSIX message queues of the namespace (its mqueue file system: named ones;
+    /// those removed while open are their descriptors'), made again there at restore.
+    #[serde(default)]
+    pub mqueues: Vec<NsMqueue>,
+}
+
+/// A named POSIX message queue of an IPC namespace of the tree's own: its name (without
+/// the leading '/'), attributes, owner, mode and messages in the order they are
+/// received; its inode at dump (how descriptors of it are known).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct NsMqueue {
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    pub ino: u64,
+    pub maxmsg: i64,
+    pub msgsize: i64,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub messages: Vec<MqMessage>,
 }
 
 /// The clocks of a time namespace as its processes read them at dump (nanoseconds):

@@ -4,13 +4,18 @@
 //! saves its attributes, owner, mode and messages (with their priorities), and restore
 //! makes it again under its old name if free, fills it, removes the name and opens it
 //! with the descriptor's access mode. A registered notification (mq_notify) is refused.
+//!
+//! In an IPC namespace of the tree's own the names are the namespace's: every queue of
+//! its mqueue file system is saved with the namespace (`NsMqueue`: attributes, owner,
+//! mode, messages), made again in the new namespace before any process opens one by
+//! name, and gone with it.
 
 use super::collect::OpenFd;
 use crate::arch::native::nr;
 use crate::error::{DumpResult, Problem, RestoreResult};
 use crate::kinds::check;
 use crate::kinds::unsupported;
-use crate::model::{Fd, FdKind, MqMessage, Process};
+use crate::model::{Fd, FdKind, MqMessage, NsMqueue, Process};
 use crate::remote::Ctx;
 use crate::sys::ipc as sysipc;
 use std::os::unix::fs::MetadataExt;
@@ -77,6 +82,112 @@ pub(crate) fn collect(d: &OpenFd, deleted: bool) -> DumpResult<FdKind> {
     })
 }
 
+/// The named queues of the IPC namespace of the tree's own that process `pid` is in
+/// (`names`, from its mqueue file system), read from a thread of ckpt that joined it:
+/// their attributes, owner, mode and messages (taken off and queued again in order,
+/// see `sys::ipc::mq_copy_messages`). A queue with a notification registered, or a
+/// full one (a sender outside the tree may wait on it, whose message a read would take
+/// in), refuses the dump, naming it.
+pub(crate) fn collect_namespace(pid: i32, names: &[String]) -> DumpResult<Vec<NsMqueue>> {
+    let names = names.to_vec();
+    let read = crate::sys::ns::inside(pid, &["ipc"], move || {
+        let mut out = Vec::new();
+        for n in &names {
+            let fd = sysipc::mq_open_name(n.as_bytes())?;
+            let f = std::fs::File::from(
+                fd.try_clone()
+                    .map_err(|e| crate::sys::SysError::io("dup", e))?,
+            );
+            let meta = f
+                .metadata()
+                .map_err(|e| crate::sys::SysError::io(format!("stat queue /{n}"), e))?;
+            let (maxmsg, msgsize, curmsgs) = sysipc::mq_attr(&fd)?;
+            let notify = sysipc::mq_notify_pid(&fd)?;
+            let messages = if notify != 0 || curmsgs >= maxmsg {
+                Vec::new()
+            } else {
+                sysipc::mq_copy_messages(&fd, msgsize)?
+            };
+            out.push((
+                NsMqueue {
+                    name: n.as_bytes().to_vec(),
+                    ino: meta.ino(),
+                    maxmsg,
+                    msgsize,
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                    mode: meta.mode() & 0o7777,
+                    messages: messages
+                        .into_iter()
+                        .map(|(prio, data)| MqMessage { prio, data })
+                        .collect(),
+                },
+                notify,
+                curmsgs >= maxmsg,
+            ));
+        }
+        Ok(out)
+    })?;
+    let mut out = Vec::new();
+    for (q, notify, full) in read {
+        let name = String::from_utf8_lossy(&q.name).into_owned();
+        if notify != 0 {
+            return Err(unsupported(
+                pid,
+                format!(
+                    "its IPC namespace of its own holds POSIX message queue /{name} with a \
+                     notification registered (mq_notify, by process {notify}): not \
+                     supported yet"
+                ),
+            ));
+        }
+        if full {
+            return Err(unsupported(
+                pid,
+                format!(
+                    "its IPC namespace of its own holds POSIX message queue /{name}, which \
+                     is full: a sender may be waiting, whose message reading the queue \
+                     would take in"
+                ),
+            ));
+        }
+        out.push(q);
+    }
+    Ok(out)
+}
+
+/// In a tree with an IPC namespace of its own, each descriptor of a named queue is one
+/// of that namespace's (`queues`, by inode): a queue opened before the tree made its
+/// namespace would be opened in the new one at restore. Refused, naming it.
+pub(crate) fn refuse_outside_namespace(procs: &[Process], queues: &[NsMqueue]) -> DumpResult<()> {
+    for p in procs {
+        for f in &p.fds {
+            if let FdKind::PosixMq {
+                name,
+                deleted: false,
+                ino,
+                ..
+            } = &f.kind
+            {
+                if !queues.iter().any(|q| q.ino == *ino) {
+                    return Err(unsupported(
+                        p.pid,
+                        format!(
+                            "file descriptor {} is POSIX message queue {}, not one of its \
+                             IPC namespace of its own (opened before the namespace was \
+                             made, or passed in from outside): restore would open the \
+                             namespace's",
+                            f.fd,
+                            check::show(name)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Two descriptions of one removed queue would come back as two queues: refused.
 pub(crate) fn refuse_split_deleted(procs: &[Process]) -> DumpResult<()> {
     let mut seen: std::collections::BTreeMap<u64, (i32, i32)> = Default::default();
@@ -124,6 +235,59 @@ pub(crate) fn check_host(f: &Fd, problems: &mut Vec<Problem>) {
                     check::show(name)
                 ),
             );
+        }
+    }
+}
+
+/// The queues of an IPC namespace of the tree's own are well formed (names without
+/// '/' or NUL, each once, messages that fit), and every descriptor of a named queue in
+/// the image names one of them.
+pub(crate) fn check_namespace(procs: &[Process], queues: &[NsMqueue], problems: &mut Vec<Problem>) {
+    let mut seen = std::collections::BTreeSet::new();
+    for q in queues {
+        let bad_name = q.name.is_empty()
+            || q.name.len() > 255
+            || q.name.contains(&b'/')
+            || q.name.contains(&0)
+            || !seen.insert(q.name.clone());
+        let bad_msgs = q.maxmsg <= 0
+            || q.msgsize <= 0
+            || q.messages.len() as i64 > q.maxmsg
+            || q.messages.iter().any(|m| m.data.len() as i64 > q.msgsize);
+        if bad_name || bad_msgs {
+            check::p(
+                problems,
+                "malformed",
+                format!(
+                    "POSIX message queue /{} of the tree's IPC namespace is malformed",
+                    check::show(&q.name)
+                ),
+            );
+        }
+    }
+    for p in procs {
+        for f in &p.fds {
+            if let FdKind::PosixMq {
+                name,
+                deleted: false,
+                ..
+            } = &f.kind
+            {
+                let bare = name.strip_prefix(b"/").unwrap_or(name);
+                if !queues.iter().any(|q| q.name == bare) {
+                    check::p(
+                        problems,
+                        "malformed",
+                        format!(
+                            "process {} file descriptor {}: POSIX message queue {} is not \
+                             one of the tree's IPC namespace",
+                            p.pid,
+                            f.fd,
+                            check::show(name)
+                        ),
+                    );
+                }
+            }
         }
     }
 }
@@ -234,6 +398,30 @@ pub(crate) fn open_mq(cx: &mut Ctx<'_>, f: &Fd, kind: &FdKind) -> RestoreResult<
     Ok(n)
 }
 
+/// Make the named queues of the tree's IPC namespace of its own again, in the new one
+/// (the calling thread's), before any process opens them by name. They end with that
+/// namespace, so a failed restore leaves none behind.
+pub(crate) fn make_namespace_queues(queues: &[NsMqueue]) -> RestoreResult<()> {
+    for q in queues {
+        crate::error::fault_point("make a POSIX message queue of the namespace")?;
+        let messages: Vec<(u32, Vec<u8>)> = q
+            .messages
+            .iter()
+            .map(|m| (m.prio, m.data.clone()))
+            .collect();
+        sysipc::mq_make(&sysipc::NewMqueue {
+            name: &q.name,
+            maxmsg: q.maxmsg,
+            msgsize: q.msgsize,
+            uid: q.uid,
+            gid: q.gid,
+            mode: q.mode,
+            messages: &messages,
+        })?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +462,65 @@ mod tests {
         // The same description shared (fork, dup) is one queue.
         b.fds[1].shared_with = Some((10, 3));
         assert!(refuse_split_deleted(&[a, b]).is_ok());
+    }
+
+    fn ns_queue(name: &str, ino: u64) -> NsMqueue {
+        NsMqueue {
+            name: name.as_bytes().to_vec(),
+            ino,
+            maxmsg: 2,
+            msgsize: 8,
+            mode: 0o600,
+            messages: vec![MqMessage {
+                prio: 1,
+                data: b"hi".to_vec(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn queues_of_the_tree_s_namespace_are_checked_and_named_by_descriptors() {
+        let mut a = crate::kinds::testutil::process(10);
+        a.fds = vec![mq(3, "/q", false, 7), mq(4, "/gone", true, 9)];
+        let queues = vec![ns_queue("q", 7), ns_queue("other", 8)];
+        let run = |procs: &[Process], queues: &[NsMqueue]| {
+            let mut v = Vec::new();
+            check_namespace(procs, queues, &mut v);
+            v
+        };
+        assert!(run(&[a.clone()], &queues).is_empty());
+        assert!(refuse_outside_namespace(&[a.clone()], &queues).is_ok());
+        // A descriptor of a queue the namespace does not hold (opened before it was
+        // made): refused at dump, a problem at restore.
+        let e = refuse_outside_namespace(&[a.clone()], &queues[1..]).unwrap_err();
+        assert!(e.to_string().contains("not one of its"), "{e}");
+        let v = run(&[a.clone()], &queues[1..]);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].message.contains("file descriptor 3"),
+            "{}",
+            v[0].message
+        );
+        // Malformed queues.
+        for bad in [
+            ns_queue("a/b", 1),
+            ns_queue("", 1),
+            NsMqueue {
+                maxmsg: 0,
+                ..ns_queue("z", 1)
+            },
+            NsMqueue {
+                msgsize: 1,
+                ..ns_queue("z", 1)
+            },
+        ] {
+            let v = run(&[], std::slice::from_ref(&bad));
+            assert_eq!(v.len(), 1, "{bad:?}: {v:?}");
+            assert_eq!(v[0].code, "malformed");
+        }
+        let v = run(&[], &[ns_queue("q", 1), ns_queue("q", 2)]);
+        assert_eq!(v.len(), 1, "a name twice: {v:?}");
     }
 
     #[test]
