@@ -1,6 +1,7 @@
 //! An IPC namespace of the tree's own with its objects (issue 15): System V segments
 //! (attached or not), semaphore sets (with an undo adjustment), message queues (with
-//! their messages), named POSIX message queues (open or not, with their messages) and
+//! their messages), named POSIX message queues (open or not, with their messages, one
+//! with a notification registered: mq_notify SIGEV_NONE) and
 //! the namespace's limits come back in the new namespace under the same IDs, names,
 //! keys, owners, modes and contents. Compared through the state oracle, to which the
 //! test adds what the kernel shows INSIDE the namespace (/proc/sysvipc, the limits
@@ -78,11 +79,19 @@ fn mq_line(name: &str) -> Option<String> {
     // SAFETY: `a` is a valid mq_attr for the call.
     unsafe { libc::mq_getattr(fd, &mut a) };
     let meta = fs::metadata(format!("/proc/self/fd/{fd}")).ok();
+    // The queue's text: its size and notification (NOTIFY, SIGNO, NOTIFY_PID).
+    let mut text = [0u8; 128];
+    // SAFETY: `text` is valid for its length.
+    let n = unsafe { libc::pread(fd, text.as_mut_ptr().cast(), text.len(), 0) };
+    let state = String::from_utf8_lossy(&text[..n.max(0) as usize])
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     // SAFETY: the descriptor just opened.
     unsafe { libc::mq_close(fd) };
     let (uid, gid, mode) = meta.map_or((0, 0, 0), |m| (m.uid(), m.gid(), m.mode() & 0o7777));
     Some(format!(
-        "maxmsg={} msgsize={} cur={} owner={uid}:{gid} mode={mode:o}",
+        "maxmsg={} msgsize={} cur={} owner={uid}:{gid} mode={mode:o} {state}",
         a.mq_maxmsg, a.mq_msgsize, a.mq_curmsgs
     ))
 }
@@ -118,7 +127,7 @@ fn ipc_view(pid: i32) -> BTreeMap<String, String> {
                 text.split_whitespace().collect::<Vec<_>>().join(" "),
             );
         }
-        for q in ["/q-open", "/q-closed"] {
+        for q in ["/q-open", "/q-closed", "/q-notify"] {
             v.insert(
                 format!("ipcns.mqueue.{q}"),
                 mq_line(q).unwrap_or_else(|| "(absent)".into()),
@@ -166,7 +175,7 @@ fn assert_nothing_on_host(what: &str) {
         !shm.contains(&format!("{}", 0x1c0ffee)) && !msg.contains(&format!("{}", 0x2c0ffee)),
         "{what}: the namespace's objects are on the host:\n{shm}\n{msg}"
     );
-    for q in ["/q-open", "/q-closed"] {
+    for q in ["/q-open", "/q-closed", "/q-notify"] {
         assert!(mq_line(q).is_none(), "{what}: queue {q} is on the host");
     }
 }
@@ -199,6 +208,13 @@ fn ipc_namespace_objects_and_limits_come_back() {
             == 4,
         "four System V objects in the namespace: {:?}",
         ipc_view(pid)
+    );
+    assert!(
+        before
+            .get("ipcns.mqueue./q-notify")
+            .is_some_and(|v| v.contains("NOTIFY:1") && !v.contains("NOTIFY_PID:0")),
+        "a notification registered on /q-notify: {:?}",
+        before.get("ipcns.mqueue./q-notify")
     );
     assert_nothing_on_host("original");
     let pids = process_tree(pid);

@@ -477,6 +477,11 @@ pub enum FdKind {
         gid: u32,
         mode: u32,
         messages: Vec<MqMessage>,
+        /// The queue's notification (mq_notify), when this process registered it
+        /// (recorded on one of its descriptors of the queue): registered again from it
+        /// once the queue has its messages.
+        #[serde(default)]
+        notify: Option<MqNotify>,
     },
     /// A process descriptor (pidfd) of process `pid` of the image (as the image's IDs
     /// go: rewritten by `map_pids`), with its status flags (O_NONBLOCK, and O_EXCL for
@@ -561,6 +566,15 @@ pub struct PtyState {
     pub session: i32,
     /// That session's foreground process group.
     pub fg_pgid: i32,
+}
+
+/// A POSIX message queue's notification as the kernel shows it (a read of the queue:
+/// NOTIFY, SIGNO): how it notifies (`sigev_notify`: SIGEV_NONE only for now, the
+/// kernel not showing a signal's value) and the signal.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MqNotify {
+    pub sigev_notify: i32,
+    pub signo: i32,
 }
 
 /// A message queued on a POSIX message queue: its priority and bytes.

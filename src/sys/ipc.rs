@@ -464,10 +464,10 @@ pub fn mq_attr(fd: &std::os::fd::OwnedFd) -> Result<(i64, i64, i64)> {
     Ok((a.mq_maxmsg, a.mq_msgsize, a.mq_curmsgs))
 }
 
-/// The process registered for a queue's notification (mq_notify), 0 if none: the
-/// NOTIFY_PID field of the text a read of the queue gives (read at offset 0 with pread,
-/// so no file position moves).
-pub fn mq_notify_pid(fd: &std::os::fd::OwnedFd) -> Result<i32> {
+/// A queue's notification (mq_notify) as a read of it shows it: (NOTIFY_PID, the
+/// process registered, 0 if none; NOTIFY, its sigev_notify; SIGNO), read at offset 0
+/// with pread, so no file position moves.
+pub fn mq_notify_state(fd: &std::os::fd::OwnedFd) -> Result<(i32, i32, i32)> {
     use std::os::unix::fs::FileExt;
     let f = std::fs::File::from(fd.try_clone().map_err(|e| SysError::io("dup", e))?);
     let mut buf = [0u8; 256];
@@ -475,11 +475,18 @@ pub fn mq_notify_pid(fd: &std::os::fd::OwnedFd) -> Result<i32> {
         .read_at(&mut buf, 0)
         .map_err(|e| SysError::io("read a POSIX queue", e))?;
     let text = String::from_utf8_lossy(&buf[..n]);
-    text.split("NOTIFY_PID:")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| SysError::Other(format!("cannot parse a POSIX queue's state: {text}")))
+    let field = |name: &str| -> Option<i32> {
+        text.split(name)
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|t| t.parse().ok())
+    };
+    match (field("NOTIFY_PID:"), field("NOTIFY:"), field("SIGNO:")) {
+        (Some(p), Some(n), Some(s)) => Ok((p, n, s)),
+        _ => Err(SysError::Other(format!(
+            "cannot parse a POSIX queue's state: {text}"
+        ))),
+    }
 }
 
 /// Every message of a queue, in the order they would be received (highest priority

@@ -14,15 +14,18 @@
  *   5, 7 that stay queued, its qbytes lowered to 1000;
  * - POSIX queues: /q-open (kept open, O_NONBLOCK; maxmsg 5, msgsize 32, owner
  *   65534:65534, mode 0640) with "a" (prio 1), "b" (prio 9), "c" (prio 1); /q-closed
- *   (closed, mode 0604; maxmsg 4, msgsize 16) with "x" (prio 2), "y" (prio 2).
+ *   (closed, mode 0604; maxmsg 4, msgsize 16) with "x" (prio 2), "y" (prio 2);
+ *   /q-notify (kept open, empty) with a notification registered (SIGEV_NONE).
  * Then it prints "ready" and waits for a line on stdin; then it prints what it finds
  * (the limits, the segments' texts, the semaphore values, the SysV messages in order,
- * each POSIX queue's attributes, owner, mode and messages in order), removes everything
+ * each POSIX queue's attributes, owner, mode and messages in order, whether the
+ * notification is still registered), removes everything
  * and prints "done". */
 #include "util.h"
 
 #include <fcntl.h>
 #include <mqueue.h>
+#include <signal.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
 #include <sys/sem.h>
@@ -166,6 +169,13 @@ int main(void)
 	mq_put(closed_q, "x", 2);
 	mq_put(closed_q, "y", 2);
 	mq_close(closed_q);
+	/* /q-notify: empty, kept open, with a notification registered (SIGEV_NONE). */
+	mqd_t notify_q = mq_open("/q-notify", O_RDWR | O_CREAT | O_EXCL, 0600, &a2);
+	if (notify_q == (mqd_t)-1)
+		die("mq_open /q-notify: %s", strerror(errno));
+	struct sigevent ev = {.sigev_notify = SIGEV_NONE};
+	if (mq_notify(notify_q, &ev) < 0)
+		die("mq_notify: %s", strerror(errno));
 
 	out("ids shm=%d shm2=%d sem=%d msg=%d\n", shm, shm2, sem, q);
 	out("ready\n");
@@ -198,10 +208,14 @@ int main(void)
 	if (closed_q == (mqd_t)-1)
 		die("mq_open /q-closed again: %s", strerror(errno));
 	mq_show("q-closed", closed_q);
+	/* Registered still: a second registration is refused (EBUSY); then it goes. */
+	int again = mq_notify(notify_q, &ev);
+	out("q-notify registered=%d\n", again < 0 && errno == EBUSY);
+	out("q-notify unregister=%d\n", mq_notify(notify_q, NULL));
 	shmdt((void *)count);
 	int r = shmctl(shm, IPC_RMID, NULL) | shmctl(shm2, IPC_RMID, NULL) |
 		semctl(sem, 0, IPC_RMID) | msgctl(q, IPC_RMID, NULL) | mq_unlink("/q-open") |
-		mq_unlink("/q-closed");
+		mq_unlink("/q-closed") | mq_unlink("/q-notify");
 	out(r == 0 ? "done\n" : "remove failed\n");
 	return 0;
 }

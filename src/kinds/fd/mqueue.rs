@@ -3,7 +3,12 @@
 //! checks it is there). A queue removed while open (mq_unlink) is the tree's alone: dump
 //! saves its attributes, owner, mode and messages (with their priorities), and restore
 //! makes it again under its old name if free, fills it, removes the name and opens it
-//! with the descriptor's access mode. A registered notification (mq_notify) is refused.
+//! with the descriptor's access mode. A notification (mq_notify) is recorded on a
+//! descriptor of the process that registered it (`MqNotify`, as a read of the queue
+//! shows it) and registered again from there once the queue has its messages: SIGEV_NONE
+//! only (the kernel does not show a signal's value; SIGEV_THREAD is glibc's netlink
+//! thread), and not on a queue whose messages dump must take off and queue again (that
+//! fires it): those are refused, naming the queue.
 //!
 //! In an IPC namespace of the tree's own the names are the namespace's: every queue of
 //! its mqueue file system is saved with the namespace (`NsMqueue`: attributes, owner,
@@ -12,7 +17,7 @@
 
 use super::collect::OpenFd;
 use crate::arch::native::nr;
-use crate::error::{DumpResult, Problem, RestoreResult};
+use crate::error::{DumpError, DumpResult, Problem, RestoreResult};
 use crate::kinds::check;
 use crate::kinds::unsupported;
 use crate::model::{Fd, FdKind, MqMessage, NsMqueue, Process};
@@ -35,17 +40,15 @@ pub(crate) fn collect(d: &OpenFd, deleted: bool) -> DumpResult<FdKind> {
         .map_err(|e| crate::sys::SysError::io(format!("stat {}", d.link_path), e))?;
     let fd = std::os::fd::OwnedFd::from(f);
     let (maxmsg, msgsize, curmsgs) = sysipc::mq_attr(&fd)?;
-    let notify = sysipc::mq_notify_pid(&fd)?;
-    if notify != 0 {
-        return Err(unsupported(
-            d.pid,
-            format!(
-                "file descriptor {} is a POSIX message queue ({}) with a notification \
-                 registered (mq_notify, by process {notify}): not supported yet",
-                d.fd, d.name
-            ),
-        ));
-    }
+    let notify = notify_of(
+        &fd,
+        d.pid,
+        &format!(
+            "file descriptor {} is a POSIX message queue ({})",
+            d.fd, d.name
+        ),
+        deleted && curmsgs > 0,
+    )?;
     let name = d
         .link
         .strip_suffix(b" (deleted)")
@@ -79,7 +82,53 @@ pub(crate) fn collect(d: &OpenFd, deleted: bool) -> DumpResult<FdKind> {
         gid: meta.gid(),
         mode: meta.mode() & 0o7777,
         messages,
+        notify,
     })
+}
+
+/// The notification registered on the queue `fd` is (ckpt's description of it), as
+/// process `pid` (host PID) records it: `Some` if it registered it. Only SIGEV_NONE is
+/// restored: a signal's value (`sigev_value`) is not shown by the kernel, and
+/// SIGEV_THREAD is glibc's thread fed by a netlink socket; `copied`: the dump must
+/// take the queue's messages off and queue them again, which would fire the
+/// notification (and end it). Refused, naming `what`.
+fn notify_of(
+    fd: &std::os::fd::OwnedFd,
+    pid: i32,
+    what: &str,
+    copied: bool,
+) -> DumpResult<Option<crate::model::MqNotify>> {
+    let (owner, how, signo) = sysipc::mq_notify_state(fd)?;
+    if owner == 0 {
+        return Ok(None);
+    }
+    let why = match how {
+        libc::SIGEV_NONE if copied => Some(
+            "its messages cannot be read (taken off and queued again) without firing it"
+                .to_string(),
+        ),
+        libc::SIGEV_NONE => None,
+        libc::SIGEV_SIGNAL => Some(format!(
+            "SIGEV_SIGNAL (signal {signo}): the kernel does not show the value \
+             (sigev_value) the signal carries, so it cannot be registered again exactly"
+        )),
+        libc::SIGEV_THREAD => Some(
+            "SIGEV_THREAD (glibc's notification thread, fed through a netlink socket): \
+             not restored"
+                .to_string(),
+        ),
+        n => Some(format!("of an unknown kind (sigev_notify {n})")),
+    };
+    if let Some(why) = why {
+        return Err(unsupported(
+            pid,
+            format!("{what} with a notification registered (mq_notify, by process {owner}): {why}"),
+        ));
+    }
+    Ok((owner == pid).then_some(crate::model::MqNotify {
+        sigev_notify: how,
+        signo,
+    }))
 }
 
 /// The named queues of the IPC namespace of the tree's own that process `pid` is in
@@ -102,8 +151,10 @@ pub(crate) fn collect_namespace(pid: i32, names: &[String]) -> DumpResult<Vec<Ns
                 .metadata()
                 .map_err(|e| crate::sys::SysError::io(format!("stat queue /{n}"), e))?;
             let (maxmsg, msgsize, curmsgs) = sysipc::mq_attr(&fd)?;
-            let notify = sysipc::mq_notify_pid(&fd)?;
-            let messages = if notify != 0 || curmsgs >= maxmsg {
+            // (A registration is its owner's descriptor's: `notify_of`.)
+            let what = format!("its IPC namespace of its own holds POSIX message queue /{n}");
+            let notify = notify_of(&fd, 0, &what, curmsgs > 0).err();
+            let messages = if notify.is_some() || curmsgs >= maxmsg {
                 Vec::new()
             } else {
                 sysipc::mq_copy_messages(&fd, msgsize)?
@@ -131,15 +182,11 @@ pub(crate) fn collect_namespace(pid: i32, names: &[String]) -> DumpResult<Vec<Ns
     let mut out = Vec::new();
     for (q, notify, full) in read {
         let name = String::from_utf8_lossy(&q.name).into_owned();
-        if notify != 0 {
-            return Err(unsupported(
-                pid,
-                format!(
-                    "its IPC namespace of its own holds POSIX message queue /{name} with a \
-                     notification registered (mq_notify, by process {notify}): not \
-                     supported yet"
-                ),
-            ));
+        if let Some(e) = notify {
+            return Err(match e {
+                DumpError::Unsupported { why, .. } => unsupported(pid, why),
+                e => e,
+            });
         }
         if full {
             return Err(unsupported(
@@ -320,6 +367,7 @@ pub(crate) fn open_mq(cx: &mut Ctx<'_>, f: &Fd, kind: &FdKind) -> RestoreResult<
         gid,
         mode,
         messages,
+        notify,
         ..
     } = kind
     else {
@@ -329,11 +377,13 @@ pub(crate) fn open_mq(cx: &mut Ctx<'_>, f: &Fd, kind: &FdKind) -> RestoreResult<
     let bare = name.strip_prefix(b"/").unwrap_or(name).to_vec();
     if !deleted {
         let a = cx.put_cstr(AT_NAME, &bare)?;
-        return cx.call(
+        let n = cx.call(
             &format!("mq_open {}", check::show(name)),
             nr::MQ_OPEN,
             [a, access, 0, 0, 0, 0],
-        );
+        )?;
+        register_notify(cx, n, notify.as_ref())?;
+        return Ok(n);
     }
     // mq_attr { flags, maxmsg, msgsize, curmsgs, reserved[4] }
     let mut attr = [0u8; 64];
@@ -395,7 +445,42 @@ pub(crate) fn open_mq(cx: &mut Ctx<'_>, f: &Fd, kind: &FdKind) -> RestoreResult<
         [fd, u64::from(*mode & 0o7777), 0, 0, 0, 0],
     )?;
     cx.close(fd)?;
+    register_notify(cx, n, notify.as_ref())?;
     Ok(n)
+}
+
+/// Scratch offset of the struct sigevent.
+const AT_SIGEV: u64 = 768;
+
+/// The queue's notification, registered again by the process on its descriptor `fd`,
+/// once the queue holds its messages (a registration fires only when a message comes
+/// to an empty queue).
+pub(crate) fn register_notify(
+    cx: &mut Ctx<'_>,
+    fd: u64,
+    notify: Option<&crate::model::MqNotify>,
+) -> RestoreResult<()> {
+    let Some(n) = notify else {
+        return Ok(());
+    };
+    if n.sigev_notify != libc::SIGEV_NONE {
+        return Err(crate::error::RestoreError::Malformed(format!(
+            "a POSIX message queue notification of kind {} (only SIGEV_NONE is restored)",
+            n.sigev_notify
+        )));
+    }
+    let a = cx.put(AT_SIGEV, &sigevent(n))?;
+    cx.call("mq_notify", nr::MQ_NOTIFY, [fd, a, 0, 0, 0, 0])?;
+    Ok(())
+}
+
+/// `n` as the kernel's struct sigevent (64 bytes: sigev_value, sigev_signo,
+/// sigev_notify, then the union, zero).
+pub(crate) fn sigevent(n: &crate::model::MqNotify) -> [u8; 64] {
+    let mut b = [0u8; 64];
+    b[8..12].copy_from_slice(&n.signo.to_ne_bytes());
+    b[12..16].copy_from_slice(&n.sigev_notify.to_ne_bytes());
+    b
 }
 
 /// Make the named queues of the tree's IPC namespace of its own again, in the new one
@@ -441,6 +526,7 @@ mod tests {
                 gid: 0,
                 mode: 0o600,
                 messages: Vec::new(),
+                notify: None,
             },
             inode_owner: None,
             shared_with: None,
@@ -521,6 +607,38 @@ mod tests {
         }
         let v = run(&[], &[ns_queue("q", 1), ns_queue("q", 2)]);
         assert_eq!(v.len(), 1, "a name twice: {v:?}");
+    }
+
+    #[test]
+    fn a_notification_is_registered_again_after_the_messages() {
+        use crate::remote::{Ctx, Recorder};
+        let p = crate::kinds::testutil::process(10);
+        let n = crate::model::MqNotify {
+            sigev_notify: libc::SIGEV_NONE,
+            signo: 0,
+        };
+        let mut f = mq(3, "/q", false, 7);
+        if let FdKind::PosixMq { notify, .. } = &mut f.kind {
+            *notify = Some(n);
+        }
+        let rec = Recorder::new(10).answer(nr::MQ_OPEN, 5);
+        let mut cx = Ctx::double(&rec, 0x10000, &p);
+        assert_eq!(open_mq(&mut cx, &f, &f.kind).unwrap(), 5);
+        let calls = rec.calls();
+        let nrs: Vec<u64> = calls.iter().map(|c| c.nr).collect();
+        assert_eq!(nrs, [nr::MQ_OPEN, nr::MQ_NOTIFY], "{calls:?}");
+        let c = &calls[1];
+        assert_eq!(c.args[0], 5, "on the descriptor just opened");
+        assert_eq!(c.bytes(c.args[1], 64), sigevent(&n));
+        // Only SIGEV_NONE is registered again.
+        let rec = Recorder::new(10);
+        let mut cx = Ctx::double(&rec, 0x10000, &p);
+        let sig = crate::model::MqNotify {
+            sigev_notify: libc::SIGEV_SIGNAL,
+            signo: 10,
+        };
+        assert!(register_notify(&mut cx, 5, Some(&sig)).is_err());
+        assert!(rec.calls().is_empty());
     }
 
     #[test]
