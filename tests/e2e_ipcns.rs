@@ -9,7 +9,9 @@
 //! the test that joined it; and through the program's own output (it receives its
 //! messages, reads its semaphores and segments after the restore).
 //!
-//! The target is `tests/targets/ipcns.c`, run under `unshare --ipc --fork`. Needs root.
+//! The target is `tests/targets/ipcns.c`, run under `unshare --ipc --fork` and as the
+//! program of a runc container (Debian's runc; its limits set by the runtime's
+//! `linux.sysctl`). Needs root (and runc: fails, naming it, when missing).
 #![allow(unsafe_code)]
 
 mod common;
@@ -18,6 +20,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::oracle::{self, Cmp, Kind, Snapshot};
 use common::*;
@@ -113,6 +118,9 @@ const LIMITS: [&str; 12] = [
 
 /// What the kernel shows inside the IPC namespace of process `pid`, as oracle entries.
 fn ipc_view(pid: i32) -> BTreeMap<String, String> {
+    // (A registered process by its place in the tree: a restored container's init
+    // does not keep its host PID.)
+    let tree = process_tree(pid);
     in_ipc_ns(pid, || {
         let mut v = BTreeMap::new();
         for file in ["shm", "sem", "msg"] {
@@ -128,10 +136,14 @@ fn ipc_view(pid: i32) -> BTreeMap<String, String> {
             );
         }
         for q in ["/q-open", "/q-closed", "/q-notify"] {
-            v.insert(
-                format!("ipcns.mqueue.{q}"),
-                mq_line(q).unwrap_or_else(|| "(absent)".into()),
-            );
+            let mut line = mq_line(q).unwrap_or_else(|| "(absent)".into());
+            for (i, p) in tree.iter().enumerate() {
+                line = line.replace(
+                    &format!("NOTIFY_PID:{p}"),
+                    &format!("NOTIFY_PID:(process {i} of the tree)"),
+                );
+            }
+            v.insert(format!("ipcns.mqueue.{q}"), line);
         }
         v
     })
@@ -210,9 +222,9 @@ fn ipc_namespace_objects_and_limits_come_back() {
         ipc_view(pid)
     );
     assert!(
-        before
-            .get("ipcns.mqueue./q-notify")
-            .is_some_and(|v| v.contains("NOTIFY:1") && !v.contains("NOTIFY_PID:0")),
+        before.get("ipcns.mqueue./q-notify").is_some_and(
+            |v| v.contains("NOTIFY:1") && v.contains("NOTIFY_PID:(process 1 of the tree)")
+        ),
         "a notification registered on /q-notify: {:?}",
         before.get("ipcns.mqueue./q-notify")
     );
@@ -280,4 +292,216 @@ fn failed_restores_of_an_ipc_namespace_leave_nothing() {
         all.contains("q-closed 2 y 2\n") && all.ends_with("done\n"),
         "the program after the failed restores: {all}"
     );
+}
+
+/// A runc container whose program is `ipcns file`: a `runc spec` bundle with the
+/// capabilities the program needs (changing its IDs and owners, using the queue it
+/// made as another user), the limits the
+/// unshare runs write set through `linux.sysctl`, and no terminal; its output goes to
+/// a host file. Dropped: its processes are killed and runc's state deleted.
+struct Container {
+    id: String,
+    bundle: PathBuf,
+    out: PathBuf,
+}
+
+impl Container {
+    fn new(ctx: &Ctx, name: &str) -> Container {
+        let bundle = ctx.dir.join(name);
+        let rootfs = bundle.join("rootfs");
+        for d in ["bin", "proc", "sys", "dev", "tmp"] {
+            fs::create_dir_all(rootfs.join(d)).expect("mkdir rootfs");
+        }
+        fs::copy(target("ipcns-static"), rootfs.join("bin/ipcns")).expect("copy ipcns");
+        let st = Command::new(runc())
+            .arg("spec")
+            .arg("--bundle")
+            .arg(&bundle)
+            .status()
+            .expect("run runc spec");
+        assert!(st.success(), "runc spec: {st}");
+        let cfg_path = bundle.join("config.json");
+        let mut cfg: serde_json::Value =
+            serde_json::from_slice(&fs::read(&cfg_path).expect("read config.json"))
+                .expect("parse config.json");
+        cfg["process"]["terminal"] = false.into();
+        cfg["process"]["args"] = serde_json::json!(["/bin/ipcns", "file"]);
+        cfg["root"]["readonly"] = false.into();
+        let caps = serde_json::json!([
+            "CAP_AUDIT_WRITE",
+            "CAP_KILL",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_SETUID",
+            "CAP_SETGID",
+            "CAP_CHOWN",
+            "CAP_FOWNER",
+            "CAP_IPC_OWNER"
+        ]);
+        for set in ["bounding", "effective", "permitted"] {
+            cfg["process"]["capabilities"][set] = caps.clone();
+        }
+        cfg["linux"]["sysctl"] = serde_json::json!({
+            "kernel.msgmax": "4000",
+            "kernel.shmmni": "300",
+            "fs.mqueue.msg_max": "20"
+        });
+        fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).expect("json"))
+            .expect("write config.json");
+        Container {
+            id: format!("ckpt-e2e-{}-{name}", std::process::id()),
+            out: ctx.dir.join(format!("{name}.out")),
+            bundle,
+        }
+    }
+
+    /// `runc run -d`; the init's host PID once the program is ready.
+    fn run(&self) -> i32 {
+        let out = fs::File::create(&self.out).expect("create the output file");
+        let st = Command::new(runc())
+            .args(["run", "-d", "--bundle"])
+            .arg(&self.bundle)
+            .arg(&self.id)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .status()
+            .expect("run runc run");
+        assert!(st.success(), "runc run -d: {st}: {}", self.output());
+        let state = Command::new(runc())
+            .arg("state")
+            .arg(&self.id)
+            .output()
+            .expect("runc state");
+        let v: serde_json::Value = serde_json::from_slice(&state.stdout).expect("runc state json");
+        let pid = v["pid"].as_i64().expect("runc state pid") as i32;
+        self.wait_output("ready\n");
+        pid
+    }
+
+    fn output(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    fn wait_output(&self, end: &str) {
+        let deadline = Instant::now() + timeout();
+        while !self.output().ends_with(end) {
+            assert!(
+                Instant::now() < deadline,
+                "the container never printed {end:?}: {}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn delete(&self) {
+        let _ = Command::new(runc())
+            .args(["delete", "-f"])
+            .arg(&self.id)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Container {
+    /// The container's cgroup directories (below the test's own cgroup of each
+    /// hierarchy, as runc makes them, and the restore again).
+    fn cgroups(&self) -> Vec<PathBuf> {
+        let own = fs::read_to_string("/proc/self/cgroup").expect("read own cgroup");
+        let mut paths: Vec<&str> = own
+            .lines()
+            .filter_map(|l| l.splitn(3, ':').nth(2))
+            .collect();
+        paths.sort_unstable();
+        paths.dedup();
+        let mounts: Vec<PathBuf> = fs::read_to_string("/proc/self/mountinfo")
+            .expect("read mountinfo")
+            .lines()
+            .filter_map(|l| {
+                let w: Vec<&str> = l.split(' ').collect();
+                let sep = w.iter().position(|x| *x == "-")?;
+                let fstype = *w.get(sep + 1)?;
+                (fstype == "cgroup" || fstype == "cgroup2").then(|| PathBuf::from(w[4]))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for m in mounts {
+            for p in &paths {
+                let d = m.join(p.trim_start_matches('/')).join(&self.id);
+                if d.is_dir() && !out.contains(&d) {
+                    out.push(d);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        for d in self.cgroups() {
+            if let Ok(s) = fs::read_to_string(d.join("cgroup.procs")) {
+                for p in s.split_whitespace().filter_map(|x| x.parse::<i32>().ok()) {
+                    send_signal(p, libc::SIGKILL);
+                }
+            }
+        }
+        self.delete();
+        for d in self.cgroups().iter().rev() {
+            for _ in 0..100 {
+                if fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// A runc container's IPC namespace (its program the container's init, PID 1 of its
+/// namespace): dumped, runc's state deleted, restored with `ckpt restore --detach`;
+/// what the kernel shows inside its IPC namespace is the same, and the program, let go
+/// by a file in its root, finds everything as an uninterrupted run of it under
+/// `unshare` does (its output is that run's).
+#[test]
+fn runc_container_ipc_namespace_comes_back() {
+    let name = "runc_container_ipc_namespace_comes_back";
+    let ctx = Ctx::new(name);
+    let mut reference = ctx.spawn(&ipcns_spec(&ctx));
+    reference.wait_for("ready\n");
+    reference.write_stdin(b"go\n");
+    reference.close_stdin();
+    let reference = reference.finish();
+    assert_eq!(reference.status.code(), Some(0), "reference run");
+
+    let c = Container::new(&ctx, "c1");
+    let pid = c.run();
+    let before = ipc_view(pid);
+    assert!(
+        before
+            .keys()
+            .filter(|k| k.starts_with("ipcns.sysvipc."))
+            .count()
+            == 4
+            && before["ipcns.mqueue./q-notify"].contains("NOTIFY_PID:(process 0 of the tree)"),
+        "the container's IPC namespace: {before:#?}"
+    );
+    assert_nothing_on_host("the container");
+    let img = ctx.path("runc.img");
+    ctx.dump(pid, &img);
+    wait_pids_gone(&[pid], "the container after the dump");
+    c.delete();
+    let r = ctx.restore_detached(&img);
+    let rp = r.pid;
+    assert_eq!(
+        ipc_view(rp),
+        before,
+        "what the kernel shows in its IPC namespace"
+    );
+    assert_nothing_on_host("the restored container");
+    fs::write(c.bundle.join("rootfs/go"), b"").expect("let the program go");
+    c.wait_output("done\n");
+    assert_same_output(name, &reference.stdout, c.output().as_bytes());
+    // (gone before its cgroups, made again by the restore, are removed)
+    wait_pids_gone(&[rp], "the restored container");
 }

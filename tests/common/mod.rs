@@ -142,6 +142,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("sysvall", "sysvall.c", &[]),
     // tests/e2e_ipcns.rs: the objects and limits of an IPC namespace of the tree's own
     ("ipcns", "ipcns.c", &[]),
+    ("ipcns-static", "ipcns.c", &["-static"]),
     // tests/e2e_semundo.rs: semaphore undo lists empty, shared between processes, absent
     ("semundo", "semundo.c", &["-pthread"]),
     // tests/e2e_clonefiles.rs: descriptor tables and cwd/root/umask shared by processes

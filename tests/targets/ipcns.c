@@ -1,7 +1,10 @@
 /* ipcns: the objects of an IPC namespace of the program's own (run it under
  * `unshare --ipc --fork`, or as a container's program), and its limits.
  *
- * usage: ipcns
+ * usage: ipcns [file]
+ *
+ * With `file` (a container's program: its /proc/sys is read-only, the runtime sets the
+ * limits), it sets no limit and waits for a file /go instead of a line on stdin.
  *
  * Made at start (only the namespace holds most of them), their IDs written to stdout
  * as "ids shm=ID shm2=ID sem=ID msg=ID":
@@ -100,11 +103,14 @@ static void mq_show(const char *tag, mqd_t q)
 	}
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	put("/proc/sys/kernel/msgmax", "4000\n");
-	put("/proc/sys/kernel/shmmni", "300\n");
-	put("/proc/sys/fs/mqueue/msg_max", "20\n");
+	int by_file = argc > 1 && strcmp(argv[1], "file") == 0;
+	if (!by_file) {
+		put("/proc/sys/kernel/msgmax", "4000\n");
+		put("/proc/sys/kernel/shmmni", "300\n");
+		put("/proc/sys/fs/mqueue/msg_max", "20\n");
+	}
 
 	int shm = shmget(0x1c0ffee, 2 * 4096, IPC_CREAT | IPC_EXCL | 0640);
 	int shm2 = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
@@ -142,18 +148,19 @@ int main(void)
 	int q = msgget(0x2c0ffee, IPC_CREAT | IPC_EXCL | 0620);
 	if (q < 0)
 		die("msgget: %s", strerror(errno));
-	if (seteuid(0) < 0 || setegid(0) < 0)
-		die("seteuid back: %s", strerror(errno));
-	send(q, 5, "five first");
-	send(q, 1, "one");
-	send(q, 5, "five second");
-	send(q, 7, "seven");
+	/* (as its owner: a container's root may lack CAP_SYS_ADMIN) */
 	struct msqid_ds mds;
 	if (msgctl(q, IPC_STAT, &mds) < 0)
 		die("IPC_STAT: %s", strerror(errno));
 	mds.msg_qbytes = 1000;
 	if (msgctl(q, IPC_SET, &mds) < 0)
 		die("msg IPC_SET: %s", strerror(errno));
+	if (seteuid(0) < 0 || setegid(0) < 0)
+		die("seteuid back: %s", strerror(errno));
+	send(q, 5, "five first");
+	send(q, 1, "one");
+	send(q, 5, "five second");
+	send(q, 7, "seven");
 
 	struct mq_attr a1 = {.mq_maxmsg = 5, .mq_msgsize = 32};
 	struct mq_attr a2 = {.mq_maxmsg = 4, .mq_msgsize = 16};
@@ -179,9 +186,14 @@ int main(void)
 
 	out("ids shm=%d shm2=%d sem=%d msg=%d\n", shm, shm2, sem, q);
 	out("ready\n");
-	char line[16];
-	if (read(0, line, sizeof line) < 0)
-		die("read: %s", strerror(errno));
+	if (by_file) {
+		while (access("/go", F_OK) != 0)
+			sleep_ms(10);
+	} else {
+		char line[16];
+		if (read(0, line, sizeof line) < 0)
+			die("read: %s", strerror(errno));
+	}
 
 	show_file("/proc/sys/kernel/msgmax");
 	show_file("/proc/sys/kernel/shmmni");
@@ -214,8 +226,12 @@ int main(void)
 	out("q-notify unregister=%d\n", mq_notify(notify_q, NULL));
 	shmdt((void *)count);
 	int r = shmctl(shm, IPC_RMID, NULL) | shmctl(shm2, IPC_RMID, NULL) |
-		semctl(sem, 0, IPC_RMID) | msgctl(q, IPC_RMID, NULL) | mq_unlink("/q-open") |
-		mq_unlink("/q-closed") | mq_unlink("/q-notify");
+		semctl(sem, 0, IPC_RMID) | mq_unlink("/q-open") | mq_unlink("/q-closed") |
+		mq_unlink("/q-notify");
+	/* The queue as its owner (a container's root may lack CAP_SYS_ADMIN). */
+	if (setegid(65534) < 0 || seteuid(65534) < 0)
+		die("seteuid: %s", strerror(errno));
+	r |= msgctl(q, IPC_RMID, NULL);
 	out(r == 0 ? "done\n" : "remove failed\n");
 	return 0;
 }
