@@ -263,8 +263,34 @@ pub(crate) fn refuse_split_deleted(procs: &[Process]) -> DumpResult<()> {
 
 // ---- checks (plan) ----
 
+/// A notification the image would register again is of the kind restore registers
+/// (SIGEV_NONE).
+pub(crate) fn check_notify(f: &Fd, problems: &mut Vec<Problem>) {
+    if let FdKind::PosixMq {
+        name,
+        notify: Some(n),
+        ..
+    } = &f.kind
+    {
+        if n.sigev_notify != libc::SIGEV_NONE {
+            check::p(
+                problems,
+                "malformed",
+                format!(
+                    "file descriptor {}: POSIX message queue {} has a notification of kind \
+                     {}; only SIGEV_NONE is registered again",
+                    f.fd,
+                    check::show(name),
+                    n.sigev_notify
+                ),
+            );
+        }
+    }
+}
+
 /// A queue opened again by name must exist here.
 pub(crate) fn check_host(f: &Fd, problems: &mut Vec<Problem>) {
+    check_notify(f, problems);
     if let FdKind::PosixMq {
         name,
         deleted: false,
@@ -314,6 +340,7 @@ pub(crate) fn check_namespace(procs: &[Process], queues: &[NsMqueue], problems: 
     }
     for p in procs {
         for f in &p.fds {
+            check_notify(f, problems);
             if let FdKind::PosixMq {
                 name,
                 deleted: false,
@@ -639,6 +666,14 @@ mod tests {
         };
         assert!(register_notify(&mut cx, 5, Some(&sig)).is_err());
         assert!(rec.calls().is_empty());
+        // ... which plan says first.
+        if let FdKind::PosixMq { notify, .. } = &mut f.kind {
+            *notify = Some(sig);
+        }
+        let mut v = Vec::new();
+        check_notify(&f, &mut v);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].message.contains("only SIGEV_NONE"), "{}", v[0].message);
     }
 
     #[test]
