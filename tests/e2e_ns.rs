@@ -4,6 +4,7 @@
 //! not make, are refused at dump, naming them, and the tree runs on.
 //!
 //! The target is `tests/targets/nsown.c`. Needs root (unshare, setns, ptrace).
+#![allow(unsafe_code)]
 
 mod common;
 
@@ -113,30 +114,41 @@ fn namespaces_the_tree_did_not_make_are_refused() {
     assert_running_untraced(t.pid, "the root after the refused dump");
 }
 
-/// A POSIX message queue only the tree's own IPC namespace holds is refused at dump,
-/// naming it (it would be lost); the tree runs on.
+/// A POSIX message queue only the tree's own IPC namespace holds (no process has it
+/// open) comes back in the new namespace, with its attributes, owner and mode (it was
+/// refused at dump before: it would have been lost).
 #[test]
-fn message_queue_in_the_trees_own_ipc_namespace_is_refused() {
-    let ctx = Ctx::new("message_queue_in_the_trees_own_ipc_namespace_is_refused");
+fn message_queue_in_the_trees_own_ipc_namespace_comes_back() {
+    let ctx = Ctx::new("message_queue_in_the_trees_own_ipc_namespace_comes_back");
     let spec = Spec::new(target("nsown"))
-        .arg("200")
+        .arg("40")
         .arg("sleep=40")
         .arg("mq");
-    let mut t = ctx.spawn(&spec);
-    t.wait_lines(3);
-    let tree = wait_process_tree(t.pid, 2, "nsown");
-    for &p in &tree {
-        ctx.track(p);
-    }
-    let r = ctx.try_dump(t.pid, &ctx.path("mq.img"));
-    r.assert_fails(1);
-    assert!(
-        r.stderr.contains("POSIX message queues (/ckpt-ns-q)"),
-        "dump of a tree whose IPC namespace holds a message queue: {}",
-        r.stderr
-    );
-    assert_running_untraced(t.pid, "the root after the refused dump");
-    assert_running_untraced(tree[1], "the child after the refused dump");
+    let mut checked = false;
+    dump_restore_compare(&ctx, &spec, &spec, 6, &[], "nsown-mq", &mut |pid| {
+        let tree = wait_process_tree(pid, 2, "nsown");
+        assert_own_namespaces(&tree, "restored nsown with a queue");
+        let f = std::fs::File::open(format!("/proc/{}/ns/ipc", tree[0])).unwrap();
+        let found = std::thread::scope(|s| {
+            s.spawn(|| {
+                use std::os::fd::AsRawFd;
+                // SAFETY: setns with a namespace file held open changes this thread's
+                // IPC namespace only; mq_open takes a NUL-terminated name.
+                unsafe {
+                    assert_eq!(libc::setns(f.as_raw_fd(), libc::CLONE_NEWIPC), 0);
+                    let q = libc::mq_open(c"/ckpt-ns-q".as_ptr(), libc::O_RDONLY);
+                    let mut st: libc::stat = std::mem::zeroed();
+                    let ok = q >= 0 && libc::fstat(q, &mut st) == 0;
+                    (ok, st.st_mode & 0o7777)
+                }
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(found, (true, 0o600), "the queue in the restored namespace");
+        checked = true;
+    });
+    assert!(checked);
 }
 
 /// Mount points of namespace files (nsfs) the host shows: a namespace kept alive by a

@@ -188,6 +188,7 @@ pub mod nr {
     pub const MQ_OPEN: u64 = libc::SYS_mq_open as u64;
     pub const MQ_UNLINK: u64 = libc::SYS_mq_unlink as u64;
     pub const MQ_TIMEDSEND: u64 = libc::SYS_mq_timedsend as u64;
+    pub const MQ_NOTIFY: u64 = libc::SYS_mq_notify as u64;
     pub const FCHMOD: u64 = libc::SYS_fchmod as u64;
     pub const SOCKET: u64 = libc::SYS_socket as u64;
     pub const BIND: u64 = libc::SYS_bind as u64;
@@ -680,6 +681,7 @@ mod nr_tests {
             (MQ_OPEN, 240),
             (MQ_UNLINK, 241),
             (MQ_TIMEDSEND, 242),
+            (MQ_NOTIFY, 244),
             (FCHMOD, 91),
             (SOCKET, 41),
             (BIND, 49),

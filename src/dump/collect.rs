@@ -44,14 +44,15 @@ pub(crate) fn held(tree: &super::FrozenTree, processes: &[Process]) -> Result<He
     Ok(held)
 }
 
-/// The System V objects that belong to the tree (`kinds::ipc`), and `held` told they
-/// go with it.
+/// The System V objects that belong to the tree (`kinds::ipc`; all of its IPC
+/// namespace's if it has one of its own, `own_ipc`), and `held` told they go with it.
 pub(crate) fn sysv_objects(
     processes: &[Process],
     held: &mut Held,
+    own_ipc: bool,
 ) -> Result<crate::model::SysvIpc> {
     let tree: std::collections::BTreeSet<i32> = processes.iter().map(|p| p.pid).collect();
-    let ipc = crate::kinds::ipc::collect(processes, &tree)?;
+    let ipc = crate::kinds::ipc::collect(processes, &tree, own_ipc)?;
     held.sysv.extend(ipc.shm.iter().map(|s| s.perm.id));
     held.sysv_ipc = crate::kinds::ipc::held_ids(&ipc);
     Ok(ipc)

@@ -582,7 +582,18 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     crate::kinds::ipc::collect_undo_lists(&mut processes, &undo_ref)?;
     drop(undo_ref);
     let mut held = collect::held(&tree, &processes)?;
-    let sysv = collect::sysv_objects(&processes, &mut held)?;
+    // (An IPC namespace of the tree's own: the one its root is in.)
+    let own_ipc = namespaces.iter().find(|n| {
+        n.kind == "ipc"
+            && !n.external
+            && processes
+                .first()
+                .is_some_and(|r| r.namespaces.contains(&(n.kind.clone(), n.inode)))
+    });
+    if let Some(l) = own_ipc.and_then(|n| n.ipc.as_ref()) {
+        fds::mqueue::refuse_outside_namespace(&processes, &l.mqueues)?;
+    }
+    let sysv = collect::sysv_objects(&processes, &mut held, own_ipc.is_some())?;
     let mut collected = collect::assemble(pid, processes, procs)?;
     // Pages a child still shares with its parent are stored once, in the parent's.
     crate::kinds::mem::cow::find_shared(&mut collected.ckpt.processes, &mut collected.runs)?;

@@ -1,5 +1,5 @@
 //! System V IPC objects that belong to the tree: shared memory segments, semaphore sets
-//! and message queues of the host's IPC namespace, saved with their IDs, keys, owners,
+//! and message queues of the host's IPC namespace (or all of the tree's own), saved with their IDs, keys, owners,
 //! creators, modes and contents, and made again under the same IDs at restore.
 //!
 //! **Which objects belong to the tree** (the host's IPC namespace is shared with
@@ -17,6 +17,13 @@
 //! Objects the tree never touched that way (a set created but never operated on, a queue
 //! never used) are not the tree's: they stay on the host, as its files do, and the
 //! restored program finds them there.
+//!
+//! **In an IPC namespace of the tree's own** (a container's, `unshare --ipc`) every
+//! object is the tree's: all are saved (segments attached or not, sets, queues), and
+//! restore makes them in the new namespace (ckpt's restoring thread is in it, see
+//! `kinds::ns::enter_new`) under their IDs, through that namespace's
+//! `/proc/sys/kernel/*_next_id`; its limits were written there first, and plan checks
+//! that the objects fit them ([`check_limits`]).
 //!
 //! **Semaphore undo adjustments** (SEM_UNDO) have no read interface; dump finds each by
 //! asking the process itself (see [`probe_undo`]) and restore sets them again with
@@ -75,9 +82,15 @@ fn outsider(pids: &[i32], tree: &BTreeSet<i32>) -> Option<i32> {
 
 /// The System V objects that belong to the tree (see the module's rule), read from the
 /// host with their contents. `processes` are the tree's, with host PIDs; `tree` their
-/// PIDs. An object the tree shares with a live process outside it, or undo adjustments
-/// it cannot bring back, refuse the dump (nothing is changed).
-pub(crate) fn collect(processes: &[Process], tree: &BTreeSet<i32>) -> DumpResult<SysvIpc> {
+/// PIDs. With `whole_ns`, the calling thread is in the IPC namespace of the tree's own
+/// (`kinds::ns::join_own_ipc`), whose objects are all the tree's. An object the tree
+/// shares with a live process outside it, or undo adjustments it cannot bring back,
+/// refuse the dump (nothing is changed).
+pub(crate) fn collect(
+    processes: &[Process],
+    tree: &BTreeSet<i32>,
+    whole_ns: bool,
+) -> DumpResult<SysvIpc> {
     let refuse = |pid: i32, why: String| DumpError::Unsupported { pid, why };
     let mut out = SysvIpc::default();
     // Attachments (areas) of each segment in the tree, and the first process with one.
@@ -105,7 +118,7 @@ pub(crate) fn collect(processes: &[Process], tree: &BTreeSet<i32>) -> DumpResult
                 }
                 Vec::new()
             }
-            None if o.count == 0 && tree.contains(&o.pid1) => {
+            None if o.count == 0 && (whole_ns || tree.contains(&o.pid1)) => {
                 if o.size > MAX_UNATTACHED {
                     return Err(refuse(
                         o.pid1,
@@ -122,6 +135,17 @@ pub(crate) fn collect(processes: &[Process], tree: &BTreeSet<i32>) -> DumpResult
                 d.truncate(used);
                 d
             }
+            None if whole_ns => {
+                return Err(refuse(
+                    processes.first().map_or(0, |p| p.pid),
+                    format!(
+                        "System V shared memory segment {} (key {:#x}) of its IPC \
+                         namespace of its own is attached by {} processes outside the \
+                         dumped tree; it cannot be restored while others use it",
+                        o.id, o.key, o.count
+                    ),
+                ));
+            }
             None => continue,
         };
         out.shm.push(SysvShm {
@@ -132,10 +156,11 @@ pub(crate) fn collect(processes: &[Process], tree: &BTreeSet<i32>) -> DumpResult
     }
     for o in sysipc::list(IpcKind::Sem)? {
         let pids = sysipc::sem_pids(o.id, o.size as usize)?;
-        let Some(&ours) = pids.iter().find(|p| tree.contains(p)) else {
+        let ours = pids.iter().copied().find(|p| tree.contains(p));
+        let Some(ours) = ours.or(whole_ns.then_some(0)) else {
             continue;
         };
-        if let Some(other) = outsider(&pids, tree) {
+        if let Some(other) = outsider(&pids, tree).filter(|_| !whole_ns) {
             return Err(refuse(
                 ours,
                 format!(
@@ -152,10 +177,11 @@ pub(crate) fn collect(processes: &[Process], tree: &BTreeSet<i32>) -> DumpResult
     }
     for o in sysipc::list(IpcKind::Msg)? {
         let pids = [o.pid1, o.pid2];
-        let Some(&ours) = pids.iter().find(|p| tree.contains(p)) else {
+        let ours = pids.iter().copied().find(|p| tree.contains(p));
+        let Some(ours) = ours.or(whole_ns.then_some(0)) else {
             continue;
         };
-        if let Some(other) = outsider(&pids, tree) {
+        if let Some(other) = outsider(&pids, tree).filter(|_| !whole_ns) {
             return Err(refuse(
                 ours,
                 format!(
@@ -625,6 +651,126 @@ pub(crate) fn check_undo(ipc: &SysvIpc, procs: &[Process], problems: &mut Vec<Pr
     }
 }
 
+/// A limit of an IPC namespace (`limits`: file under /proc/sys, text), its `n`-th
+/// number.
+fn limit(limits: &[(String, String)], file: &str, n: usize) -> Option<u64> {
+    limits
+        .iter()
+        .find(|(k, _)| k == file)
+        .and_then(|(_, v)| v.split_whitespace().nth(n))
+        .and_then(|v| v.parse().ok())
+}
+
+/// In a new IPC namespace of the tree's own, whose limits (`limits`, as dumped) restore
+/// writes before it makes the objects: every object fits them (a limit lowered after
+/// the objects were made would have them refused: the kernel checks sizes and counts
+/// at creation, and a message's size at sending); no segment, if the namespace removes
+/// segments with no creator alive (`shm_rmid_forced`: ckpt makes them, and the
+/// creating thread of ckpt ends at once).
+pub(crate) fn check_limits(
+    ipc: &SysvIpc,
+    limits: &[(String, String)],
+    problems: &mut Vec<Problem>,
+) {
+    let mut over = |what: String, file: &str, value: u64| {
+        check::p(
+            problems,
+            "ipc-limits",
+            format!(
+                "{what}, over its IPC namespace's limit {file} ({value}), which restore \
+                 writes before it makes the objects again"
+            ),
+        )
+    };
+    let page = crate::sys::mem::page_size() as u64;
+    let shm_n = ipc.shm.len() as u64;
+    let shm_pages: u64 = ipc.shm.iter().map(|s| s.size.div_ceil(page)).sum();
+    if let Some(max) = limit(limits, "kernel/shmmax", 0) {
+        for s in ipc.shm.iter().filter(|s| s.size > max) {
+            over(
+                format!("System V segment {} is {} bytes", s.perm.id, s.size),
+                "kernel.shmmax",
+                max,
+            );
+        }
+    }
+    if let Some(max) = limit(limits, "kernel/shmmni", 0).filter(|&m| shm_n > m) {
+        over(format!("{shm_n} System V segments"), "kernel.shmmni", max);
+    }
+    if let Some(max) = limit(limits, "kernel/shmall", 0).filter(|&m| shm_pages > m) {
+        over(
+            format!("the System V segments take {shm_pages} pages"),
+            "kernel.shmall",
+            max,
+        );
+    }
+    if let Some(max) = limit(limits, "kernel/msgmax", 0) {
+        for q in &ipc.msg {
+            if let Some(m) = q.messages.iter().find(|m| m.text.len() as u64 > max) {
+                over(
+                    format!(
+                        "System V message queue {} holds a message of {} bytes",
+                        q.perm.id,
+                        m.text.len()
+                    ),
+                    "kernel.msgmax",
+                    max,
+                );
+            }
+        }
+    }
+    let msg_n = ipc.msg.len() as u64;
+    if let Some(max) = limit(limits, "kernel/msgmni", 0).filter(|&m| msg_n > m) {
+        over(
+            format!("{msg_n} System V message queues"),
+            "kernel.msgmni",
+            max,
+        );
+    }
+    // kernel/sem: SEMMSL SEMMNS SEMOPM SEMMNI
+    if let Some(max) = limit(limits, "kernel/sem", 0) {
+        for s in ipc.sem.iter().filter(|s| s.values.len() as u64 > max) {
+            over(
+                format!(
+                    "System V semaphore set {} has {} semaphores",
+                    s.perm.id,
+                    s.values.len()
+                ),
+                "kernel.sem (SEMMSL)",
+                max,
+            );
+        }
+    }
+    let sems: u64 = ipc.sem.iter().map(|s| s.values.len() as u64).sum();
+    if let Some(max) = limit(limits, "kernel/sem", 1).filter(|&m| sems > m) {
+        over(
+            format!("{sems} System V semaphores"),
+            "kernel.sem (SEMMNS)",
+            max,
+        );
+    }
+    let sets = ipc.sem.len() as u64;
+    if let Some(max) = limit(limits, "kernel/sem", 3).filter(|&m| sets > m) {
+        over(
+            format!("{sets} System V semaphore sets"),
+            "kernel.sem (SEMMNI)",
+            max,
+        );
+    }
+    if shm_n > 0 && limit(limits, "kernel/shm_rmid_forced", 0).is_some_and(|v| v != 0) {
+        check::p(
+            problems,
+            "ipc-limits",
+            format!(
+                "the tree's IPC namespace removes segments whose creator is gone \
+                 (kernel.shm_rmid_forced = 1) and holds {shm_n} System V segments: \
+                 restore makes them from ckpt, whose creating thread ends at once, so \
+                 the kernel would remove them; not restored yet"
+            ),
+        );
+    }
+}
+
 /// No object of `host` has the ID or the (non-private) key of one of `image`'s.
 pub(crate) fn check_ids(
     kind: IpcKind,
@@ -884,6 +1030,70 @@ mod tests {
         let mut v = Vec::new();
         check_ids(IpcKind::Msg, &[&perm(0, 1)], &q, &mut v);
         assert!(v[0].message.contains("ipcrm -q 1"), "{}", v[0].message);
+    }
+
+    #[test]
+    fn objects_over_the_namespace_s_limits_are_problems_naming_the_limit() {
+        let lim = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let ipc = SysvIpc {
+            shm: vec![SysvShm {
+                perm: perm(0, 0),
+                size: 3 * 4096,
+                data: Vec::new(),
+            }],
+            sem: vec![SysvSem {
+                perm: perm(0, 0),
+                values: vec![0; 3],
+            }],
+            msg: vec![SysvMsgQueue {
+                perm: perm(0, 0),
+                qbytes: 1000,
+                messages: vec![SysvMsg {
+                    mtype: 1,
+                    text: vec![b'x'; 100],
+                }],
+            }],
+        };
+        let run = |l: &[(String, String)]| {
+            let mut v = Vec::new();
+            check_limits(&ipc, l, &mut v);
+            v
+        };
+        // A namespace's defaults take them all.
+        let ok = lim(&[
+            ("kernel/shmmax", "18446744073692774399"),
+            ("kernel/shmall", "18446744073692774399"),
+            ("kernel/shmmni", "4096"),
+            ("kernel/shm_rmid_forced", "0"),
+            ("kernel/msgmax", "8192"),
+            ("kernel/msgmni", "32000"),
+            ("kernel/sem", "32000\t1024000000\t500\t32000"),
+        ]);
+        assert!(run(&ok).is_empty(), "{:?}", run(&ok));
+        for (k, v, says) in [
+            ("kernel/shmmax", "4096", "kernel.shmmax"),
+            ("kernel/shmall", "2", "kernel.shmall"),
+            ("kernel/shmmni", "0", "kernel.shmmni"),
+            ("kernel/msgmax", "99", "kernel.msgmax"),
+            ("kernel/msgmni", "0", "kernel.msgmni"),
+            ("kernel/sem", "2 1024000000 500 32000", "SEMMSL"),
+            ("kernel/sem", "32000 2 500 32000", "SEMMNS"),
+            ("kernel/sem", "32000 1024000000 500 0", "SEMMNI"),
+            ("kernel/shm_rmid_forced", "1", "shm_rmid_forced"),
+        ] {
+            let mut l = ok.clone();
+            l.retain(|(x, _)| x != k);
+            l.push((k.to_string(), v.to_string()));
+            let v = run(&l);
+            assert_eq!(v.len(), 1, "{k}: {v:?}");
+            assert_eq!(v[0].code, "ipc-limits");
+            assert!(v[0].message.contains(says), "{k}: {}", v[0].message);
+        }
     }
 
     #[test]

@@ -477,6 +477,11 @@ pub enum FdKind {
         gid: u32,
         mode: u32,
         messages: Vec<MqMessage>,
+        /// The queue's notification (mq_notify), when this process registered it
+        /// (recorded on one of its descriptors of the queue): registered again from it
+        /// once the queue has its messages.
+        #[serde(default)]
+        notify: Option<MqNotify>,
     },
     /// A process descriptor (pidfd) of process `pid` of the image (as the image's IDs
     /// go: rewritten by `map_pids`), with its status flags (O_NONBLOCK, and O_EXCL for
@@ -571,6 +576,15 @@ pub struct PtyState {
     pub session: i32,
     /// That session's foreground process group.
     pub fg_pgid: i32,
+}
+
+/// A POSIX message queue's notification as the kernel shows it (a read of the queue:
+/// NOTIFY, SIGNO): how it notifies (`sigev_notify`: SIGEV_NONE only for now, the
+/// kernel not showing a signal's value) and the signal.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MqNotify {
+    pub sigev_notify: i32,
+    pub signo: i32,
 }
 
 /// A message queued on a POSIX message queue: its priority and bytes.
@@ -1486,8 +1500,8 @@ pub struct NestedPidNs {
     pub parent: u32,
 }
 
-/// System V IPC objects (of the host's IPC namespace, those the tree owns; a whole
-/// namespace's objects would be listed the same way).
+/// System V IPC objects (of the host's IPC namespace, those the tree owns; of an IPC
+/// namespace of the tree's own, all of them).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct SysvIpc {
     #[serde(default)]
@@ -1756,6 +1770,26 @@ pub struct UtsNames {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct IpcLimits {
     pub values: Vec<(String, String)>,
+    /// The POSIX message queues of the namespace (its mqueue file system: named ones;
+    /// those removed while open are their descriptors'), made again there at restore.
+    #[serde(default)]
+    pub mqueues: Vec<NsMqueue>,
+}
+
+/// A named POSIX message queue of an IPC namespace of the tree's own: its name (without
+/// the leading '/'), attributes, owner, mode and messages in the order they are
+/// received; its inode at dump (how descriptors of it are known).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct NsMqueue {
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    pub ino: u64,
+    pub maxmsg: i64,
+    pub msgsize: i64,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub messages: Vec<MqMessage>,
 }
 
 /// The clocks of a time namespace as its processes read them at dump (nanoseconds):

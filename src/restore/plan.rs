@@ -209,6 +209,10 @@ fn check_host_files(
     }
     mem::check_mapped_files(files, proc_, problems);
     for f in &proc_.fds {
+        // (A named queue of a new IPC namespace is made there: `check_namespace`.)
+        if image.new_ipcns && matches!(f.kind, crate::model::FdKind::PosixMq { .. }) {
+            continue;
+        }
         let net = (image.pids, image.new_pidns, image.other_netns);
         fd::check_fd_in_image(files, f, net, held, problems);
     }
@@ -400,6 +404,10 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
         };
         crate::kinds::ipc::check_objects(&ckpt.sysv, held, !image.new_ipcns, &mut problems);
         crate::kinds::ipc::check_undo(&ckpt.sysv, &ckpt.processes, &mut problems);
+        if let Some(l) = crate::kinds::ns::own_ipc(ckpt) {
+            crate::kinds::ipc::check_limits(&ckpt.sysv, &l.values, &mut problems);
+            crate::kinds::fd::mqueue::check_namespace(&ckpt.processes, &l.mqueues, &mut problems);
+        }
         for proc_ in &ckpt.processes {
             if !proc_.is_zombie() {
                 threads::check_arch(&ckpt.arch, proc_, vdso32, &mut problems);

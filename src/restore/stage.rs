@@ -217,6 +217,11 @@ pub(crate) fn stage(
         lazy: None,
     };
     crate::kinds::ipc::create_objects(&plan.ckpt.sysv, &mut shared.sysv)?;
+    // The named POSIX message queues of an IPC namespace of the tree's own, in the new
+    // one (ckpt's, since `kinds::ns::enter_new`), before a process opens one by name.
+    if let Some(l) = crate::kinds::ns::own_ipc(&plan.ckpt) {
+        fd::mqueue::make_namespace_queues(&l.mqueues)?;
+    }
     let mut pages = PageStream::new(reader);
     shared.files = pages.read_file_data(true)?;
     shared.files.held = plan.held.fds();

@@ -464,10 +464,10 @@ pub fn mq_attr(fd: &std::os::fd::OwnedFd) -> Result<(i64, i64, i64)> {
     Ok((a.mq_maxmsg, a.mq_msgsize, a.mq_curmsgs))
 }
 
-/// The process registered for a queue's notification (mq_notify), 0 if none: the
-/// NOTIFY_PID field of the text a read of the queue gives (read at offset 0 with pread,
-/// so no file position moves).
-pub fn mq_notify_pid(fd: &std::os::fd::OwnedFd) -> Result<i32> {
+/// A queue's notification (mq_notify) as a read of it shows it: (NOTIFY_PID, the
+/// process registered, 0 if none; NOTIFY, its sigev_notify; SIGNO), read at offset 0
+/// with pread, so no file position moves.
+pub fn mq_notify_state(fd: &std::os::fd::OwnedFd) -> Result<(i32, i32, i32)> {
     use std::os::unix::fs::FileExt;
     let f = std::fs::File::from(fd.try_clone().map_err(|e| SysError::io("dup", e))?);
     let mut buf = [0u8; 256];
@@ -475,11 +475,18 @@ pub fn mq_notify_pid(fd: &std::os::fd::OwnedFd) -> Result<i32> {
         .read_at(&mut buf, 0)
         .map_err(|e| SysError::io("read a POSIX queue", e))?;
     let text = String::from_utf8_lossy(&buf[..n]);
-    text.split("NOTIFY_PID:")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| SysError::Other(format!("cannot parse a POSIX queue's state: {text}")))
+    let field = |name: &str| -> Option<i32> {
+        text.split(name)
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|t| t.parse().ok())
+    };
+    match (field("NOTIFY_PID:"), field("NOTIFY:"), field("SIGNO:")) {
+        (Some(p), Some(n), Some(s)) => Ok((p, n, s)),
+        _ => Err(SysError::Other(format!(
+            "cannot parse a POSIX queue's state: {text}"
+        ))),
+    }
 }
 
 /// Every message of a queue, in the order they would be received (highest priority
@@ -543,6 +550,95 @@ fn mq_send_all(fd: &std::os::fd::OwnedFd, msgs: &[(u32, Vec<u8>)]) -> Result<()>
         check(r, || "mq_timedsend".to_string())?;
     }
     Ok(())
+}
+
+/// Open the POSIX message queue `name` (without its leading '/') of the calling
+/// thread's IPC namespace, for reading and writing, close-on-exec.
+pub fn mq_open_name(name: &[u8]) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let show = String::from_utf8_lossy(name).into_owned();
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| SysError::Other(format!("POSIX message queue name {show:?} has a NUL")))?;
+    // SAFETY: `c` is NUL-terminated; no attributes are passed without O_CREAT.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_mq_open,
+            c.as_ptr(),
+            libc::O_RDWR | libc::O_CLOEXEC,
+            0,
+            std::ptr::null::<libc::mq_attr>(),
+        )
+    };
+    check(fd, || format!("mq_open /{show}"))?;
+    // SAFETY: the descriptor was just opened and is ours alone.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A named POSIX message queue to make (see [`mq_make`]).
+pub struct NewMqueue<'a> {
+    pub name: &'a [u8],
+    pub maxmsg: i64,
+    pub msgsize: i64,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    /// (priority, bytes), in the order they are to be received.
+    pub messages: &'a [(u32, Vec<u8>)],
+}
+
+/// Make the POSIX message queue `q.name` in the calling thread's IPC namespace (it must
+/// not exist there) with its attributes, fill it with its messages, and give it its
+/// owner and mode. ckpt's RLIMIT_MSGQUEUE (which the kernel applies even to root) is
+/// lifted for the call and put back: the queue is charged to ckpt's user. A failure
+/// after the queue was made removes it again.
+pub fn mq_make(q: &NewMqueue<'_>) -> Result<()> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    use std::os::fd::FromRawFd;
+    use std::os::unix::fs::PermissionsExt;
+    let show = String::from_utf8_lossy(q.name).into_owned();
+    let c = std::ffi::CString::new(q.name)
+        .map_err(|_| SysError::Other(format!("POSIX message queue name {show:?} has a NUL")))?;
+    // SAFETY: mq_attr is plain data; all zeros is a valid value.
+    let mut a: libc::mq_attr = unsafe { std::mem::zeroed() };
+    a.mq_maxmsg = q.maxmsg;
+    a.mq_msgsize = q.msgsize;
+    let old = getrlimit(Resource::Msgqueue);
+    let _ = setrlimit(
+        Resource::Msgqueue,
+        Rlimit {
+            current: None,
+            maximum: None,
+        },
+    );
+    // SAFETY: `c` is NUL-terminated and `a` a valid mq_attr for O_CREAT.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_mq_open,
+            c.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0o600 as libc::c_long,
+            &a as *const libc::mq_attr,
+        )
+    };
+    let made = check(fd, || format!("mq_open /{show} (make it again)"));
+    let _ = setrlimit(Resource::Msgqueue, old);
+    made?;
+    // SAFETY: the descriptor was just opened and is ours alone.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    let fill = || -> Result<()> {
+        mq_send_all(&fd, q.messages)?;
+        std::os::unix::fs::fchown(&fd, Some(q.uid), Some(q.gid))
+            .map_err(|e| SysError::io(format!("fchown POSIX message queue /{show}"), e))?;
+        let f = std::fs::File::from(fd.try_clone().map_err(|e| SysError::io("dup", e))?);
+        f.set_permissions(std::fs::Permissions::from_mode(q.mode & 0o7777))
+            .map_err(|e| SysError::io(format!("fchmod POSIX message queue /{show}"), e))
+    };
+    let r = fill();
+    if r.is_err() {
+        // SAFETY: `c` is NUL-terminated.
+        unsafe { libc::syscall(libc::SYS_mq_unlink, c.as_ptr()) };
+    }
+    r
 }
 
 /// Whether a POSIX message queue named `name` (without its leading '/') exists in

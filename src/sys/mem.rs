@@ -278,3 +278,10 @@ impl Drop for PageBuf {
         }
     }
 }
+
+/// The kernel's page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf takes an integer and reads nothing of ours.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as usize } else { 4096 }
+}

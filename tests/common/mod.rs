@@ -142,6 +142,9 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("sysv", "sysv.c", &[]),
     // tests/e2e_sysv.rs: System V segments, semaphores and queues; a POSIX queue
     ("sysvall", "sysvall.c", &[]),
+    // tests/e2e_ipcns.rs: the objects and limits of an IPC namespace of the tree's own
+    ("ipcns", "ipcns.c", &[]),
+    ("ipcns-static", "ipcns.c", &["-static"]),
     // tests/e2e_semundo.rs: semaphore undo lists empty, shared between processes, absent
     ("semundo", "semundo.c", &["-pthread"]),
     // tests/e2e_clonefiles.rs: descriptor tables and cwd/root/umask shared by processes

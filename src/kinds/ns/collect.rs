@@ -24,15 +24,7 @@ pub(crate) fn collect_into(
     root_parent: i32,
     ckpts: &OwnNamespaces,
 ) -> DumpResult<Vec<crate::model::Namespace>> {
-    let attached: BTreeSet<i32> = processes
-        .iter()
-        .flat_map(|p| &p.vmas)
-        .filter_map(|v| match v.kind {
-            crate::model::VmaKind::SysvShm { shmid, .. } => Some(shmid),
-            _ => None,
-        })
-        .collect();
-    let (per_proc, namespaces) = collect(pids, root_parent, &attached, ckpts)?;
+    let (per_proc, namespaces) = collect(pids, root_parent, ckpts)?;
     for (p, ns) in processes.iter_mut().zip(per_proc) {
         p.namespaces = ns;
     }
@@ -47,7 +39,6 @@ pub(crate) fn collect_into(
 pub(crate) fn collect(
     pids: &[(i32, bool)],
     root_parent: i32,
-    attached: &BTreeSet<i32>,
     ckpts: &OwnNamespaces,
 ) -> DumpResult<Collected> {
     let Some(&(root, _)) = pids.first() else {
@@ -116,7 +107,7 @@ pub(crate) fn collect(
             per_proc[i].push((kind.to_string(), ino));
         }
         all.extend(child_namespaces(
-            pids, &per_proc, kind, root_ns, own, attached, &tree_user,
+            pids, &per_proc, kind, root_ns, own, &tree_user,
         )?);
         if root_ns == own {
             all.push(Namespace {
@@ -166,9 +157,7 @@ pub(crate) fn collect(
                 ),
             ));
         }
-        all.push(own_namespace(
-            root, kind, root_ns, attached, &tree_user, false,
-        )?);
+        all.push(own_namespace(root, kind, root_ns, &tree_user, false)?);
     }
     below_root_users(pids, &per_proc, &all, &tree_user)?;
     // A PID namespace of the tree's own is made by its user namespace of its own.
@@ -194,7 +183,6 @@ fn child_namespaces(
     kind: &str,
     root_ns: u64,
     own: u64,
-    attached: &BTreeSet<i32>,
     tree_user: &TreeUser,
 ) -> DumpResult<Vec<Namespace>> {
     let ino_of = |i: usize| per_proc[i].iter().find(|(k, _)| k == kind).map(|(_, n)| *n);
@@ -237,7 +225,7 @@ fn child_namespaces(
                 ),
             });
         }
-        out.push(own_namespace(pid, kind, ino, attached, tree_user, true)?);
+        out.push(own_namespace(pid, kind, ino, tree_user, true)?);
     }
     Ok(out)
 }
@@ -375,7 +363,6 @@ fn own_namespace(
     pid: i32,
     kind: &str,
     inode: u64,
-    attached: &BTreeSet<i32>,
     tree_user: &TreeUser,
     below: bool,
 ) -> DumpResult<Namespace> {
@@ -420,48 +407,18 @@ fn own_namespace(
             });
         }
         "ipc" => {
-            let (objects, values) = sys::ns::inside(pid, &["ipc"], || {
-                let objects = sys::ns::sysv_objects()?;
+            let values = sys::ns::inside(pid, &["ipc"], || {
                 let mut values = Vec::new();
                 for k in IPC_LIMITS {
                     values.push((k.to_string(), sys::ns::read_sysctl(k)?));
                 }
-                Ok((objects, values))
+                Ok(values)
             })?;
-            // Segments the tree has attached come back with it (the memory kind,
-            // in the new namespace); anything else is not restored yet.
-            let objects: Vec<String> = objects
-                .into_iter()
-                .filter(|o| {
-                    o.strip_prefix("shm ")
-                        .and_then(|id| id.parse::<i32>().ok())
-                        .is_none_or(|id| !attached.contains(&id))
-                })
-                .collect();
-            let queues = sys::ns::mqueues_of(pid)?;
-            if !queues.is_empty() {
-                return Err(DumpError::Unsupported {
-                    pid,
-                    why: format!(
-                        "its IPC namespace of its own (ipc:[{inode}]) holds POSIX message \
-                         queues (/{}); they are not restored yet",
-                        queues.join(", /")
-                    ),
-                });
-            }
-            if !objects.is_empty() {
-                return Err(DumpError::Unsupported {
-                    pid,
-                    why: format!(
-                        "its IPC namespace of its own (ipc:[{inode}]) holds SysV objects \
-                         ({}) that no process of the tree has attached; such SysV \
-                         objects (message queues, semaphore sets, unattached shared \
-                         memory) are not restored yet",
-                        objects.join(", ")
-                    ),
-                });
-            }
-            ns.ipc = Some(IpcLimits { values });
+            // Its System V objects are all the tree's (`kinds::ipc::collect`); its
+            // POSIX message queues are the namespace's, saved with it.
+            let names = sys::ns::mqueues_of(pid)?;
+            let mqueues = crate::kinds::fd::mqueue::collect_namespace(pid, &names)?;
+            ns.ipc = Some(IpcLimits { values, mqueues });
         }
         "net" => ns.net = Some(own_net(pid, inode)?),
         "cgroup" => ns.cgroup = Some(own_cgroup(pid, inode)?),

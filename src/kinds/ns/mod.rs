@@ -7,7 +7,7 @@
 //! one `--join-ns KIND:PATH` names, for the kinds in [`JOINABLE`]), or one the tree
 //! created (its root is in it and the root's parent, outside the tree, is not), which
 //! restore creates anew before the first process is started: UTS (its names), IPC (its
-//! limits; it must hold no SysV object yet), time (its clocks continue from the dumped
+//! limits and POSIX message queues; its System V objects are `kinds::ipc`'s), time (its clocks continue from the dumped
 //! values), network (only its loopback interface, up or down, with its MTU and
 //! addresses, and the network settings of /proc/sys/net that differ from a new
 //! namespace's; every socket of the tree is made again inside it) and cgroup (rooted
@@ -106,6 +106,12 @@ pub(crate) fn owned_kinds(ckpt: &Checkpoint) -> Vec<String> {
 /// Whether restore creates a namespace of kind `kind` for the tree.
 pub(crate) fn owns(ckpt: &Checkpoint, kind: &str) -> bool {
     owned(ckpt).iter().any(|ns| ns.kind == kind)
+}
+
+/// The IPC namespace of the tree's own, if restore creates one: its limits and POSIX
+/// message queues.
+pub(crate) fn own_ipc(ckpt: &Checkpoint) -> Option<&crate::model::IpcLimits> {
+    owned(ckpt).into_iter().find_map(|n| n.ipc.as_ref())
 }
 
 /// Whether restore creates namespaces for the tree.

@@ -229,7 +229,13 @@ fn read_page_sharing(r: &mut Reader, pids: &[i32]) {
         let m = frames.entry(pid).or_default();
         for l in maps.lines() {
             let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 5 || f[4] != "0" || f.get(5).is_some_and(|p| p.starts_with("[v")) {
+            // (A System V segment's inode is its ID, 0 for the first of an IPC
+            // namespace: not an anonymous area.)
+            if f.len() < 5
+                || f[4] != "0"
+                || f.get(5)
+                    .is_some_and(|p| p.starts_with("[v") || p.starts_with("/SYSV"))
+            {
                 continue;
             }
             let Some((a, b)) = f[0].split_once('-') else {

@@ -519,6 +519,13 @@ fn read_fds(r: &mut Reader, pid: i32) {
                 r.conf(key, place);
             }
         }
+        // A POSIX message queue of an IPC namespace of the tree's own (not the harness's)
+        // is on that namespace's mqueue file system, which restore makes anew with the
+        // namespace: its device, inode and mount by what they are.
+        let own_mq = own_ipc_mqueue(&base, &format!("{base}/fd/{fd}"));
+        if own_mq {
+            r.conf(format!("{k}.fdinfo.mnt_id"), OWN_MQUEUE.to_string());
+        }
         if let Ok(m) = fs::metadata(format!("{base}/fd/{fd}")) {
             r.conf(format!("{k}.stat.mode"), format!("{:o}", m.mode()));
             r.conf(
@@ -527,6 +534,10 @@ fn read_fds(r: &mut Reader, pid: i32) {
             );
             r.conf(format!("{k}.stat.nlink"), m.nlink().to_string());
             match own.as_ref().and_then(|o| o.new_devs.get(&m.dev())) {
+                _ if own_mq => {
+                    r.conf(format!("{k}.stat.ino"), OWN_MQUEUE.to_string());
+                    r.conf(format!("{k}.stat.dev"), OWN_MQUEUE.to_string());
+                }
                 // A file system restore mounts anew has other device and inode numbers.
                 Some(name) => {
                     r.conf(format!("{k}.stat.ino"), "(on a file system made anew)");
@@ -1021,4 +1032,26 @@ fn read_tty(r: &mut Reader, k: &str, d: i32) {
     if unsafe { libc::ioctl(d, libc::FIONREAD, &mut v as *mut libc::c_int) } == 0 {
         r.prog(format!("{k}.tty.inq"), v.to_string());
     }
+}
+
+/// What the oracle records of a POSIX message queue's device, inode and mount when the
+/// queue belongs to an IPC namespace of the tree's own.
+const OWN_MQUEUE: &str = "(a queue of the tree's own IPC namespace)";
+
+/// Whether `path` (a descriptor of process `base`, "/proc/PID") is a POSIX message
+/// queue and that process is in another IPC namespace than the harness.
+fn own_ipc_mqueue(base: &str, path: &str) -> bool {
+    const MQUEUE_MAGIC: i64 = 0x1980_0202; // linux/magic.h
+    let ns = |p: &str| fs::metadata(format!("{p}/ns/ipc")).ok().map(|m| m.ino());
+    if ns(base).is_none() || ns(base) == ns("/proc/self") {
+        return false;
+    }
+    let Ok(c) = std::ffi::CString::new(path) else {
+        return false;
+    };
+    // SAFETY: statfs is plain data; all zeros is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a statfs the call fills.
+    let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    r == 0 && st.f_type as i64 == MQUEUE_MAGIC
 }
