@@ -308,7 +308,7 @@ fn check_root_user(ckpt: &Checkpoint, this: &str, problems: &mut Vec<Problem>) {
         }
         let key = (other.kind.clone(), other.inode);
         if !root.namespaces.contains(&key) {
-            if !crate::kinds::ns::MIXABLE.contains(&other.kind.as_str()) {
+            if !crate::kinds::ns::IN_TREE_USER.contains(&other.kind.as_str()) {
                 p(
                     problems,
                     "namespace",

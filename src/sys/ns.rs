@@ -69,6 +69,30 @@ pub fn join_file(f: &fs::File, flag: libc::c_int, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The inode of the network namespace socket `sock` belongs to (the one it was made
+/// in: SIOCGSKNS).
+pub fn socket_netns(sock: &std::os::fd::OwnedFd) -> Result<u64> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: SIOCGSKNS takes no argument; it returns a new descriptor of the socket's
+    // network namespace, owned at once below.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGSKNS as _) };
+    super::check(r as libc::c_long, || "ioctl(SIOCGSKNS)".into())?;
+    // SAFETY: `r` is a descriptor the kernel just opened for us; nothing else owns it.
+    let f = unsafe { fs::File::from_raw_fd(r) };
+    let m = f
+        .metadata()
+        .map_err(|e| SysError::io("fstat a network namespace", e))?;
+    Ok(m.ino())
+}
+
+/// Give the time namespace process `pid` made for its children (none of which entered
+/// it yet) the offsets `mono` and `boot` (nanoseconds): /proc/PID/timens_offsets.
+pub fn write_timens_offsets(pid: i32, mono: i64, boot: i64) -> Result<()> {
+    let p = format!("/proc/{pid}/timens_offsets");
+    fs::write(&p, format_timens_offsets(mono, boot))
+        .map_err(|e| SysError::io(format!("write {p}"), e))
+}
+
 /// Run `f` on a thread of ckpt in a new, empty network namespace of its own (made
 /// with `unshare(CLONE_NEWNET)`, which ends with the thread): what a network namespace
 /// starts with on this host.

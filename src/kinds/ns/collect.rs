@@ -102,7 +102,7 @@ pub(crate) fn collect(
             }
             if kind == "time" {
                 let kids = sys::ns::inode(pid, "time_for_children")?;
-                if kids != ino {
+                if kids != ino && !has_child_in(pids, pid, kids)? {
                     return Err(refuse(
                         pid,
                         format!(
@@ -220,6 +220,15 @@ fn child_namespaces(
         if kind == "user" && made.contains_key(&ino) {
             continue;
         }
+        // (A time namespace is its parent's for its children: the children of that
+        // one in it are each forked in it.)
+        if kind == "time" {
+            if let Some(&first) = made.get(&ino) {
+                if sys::proc::status(first)?.ppid == ppid {
+                    continue;
+                }
+            }
+        }
         if let Some(first) = made.insert(ino, pid) {
             return Err(DumpError::Unsupported {
                 pid,
@@ -247,6 +256,21 @@ fn child_namespaces(
         out.push(own_namespace(pid, kind, ino, attached, tree_user, true)?);
     }
     Ok(out)
+}
+
+/// Whether a process of `pids` (the tree, host PIDs) whose parent is `pid` is in the
+/// time namespace `time` (the one `pid` made for its children).
+fn has_child_in(pids: &[(i32, bool)], pid: i32, time: u64) -> DumpResult<bool> {
+    for &(q, live) in pids {
+        if live
+            && q != pid
+            && sys::proc::status(q)?.ppid == pid
+            && sys::ns::inode(q, "time")? == time
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The user namespaces processes below the tree's root made (in `all`, the tree's
@@ -367,11 +391,19 @@ fn own_namespace(
     tree_user: &TreeUser,
     below: bool,
 ) -> DumpResult<Namespace> {
+    // The process that made it (a time namespace: the parent of `pid`, which made it
+    // for its children; its offsets are read there, as /proc/PID/timens_offsets shows
+    // those of the namespace for a process's children).
+    let maker = if below && kind == "time" {
+        sys::proc::status(pid)?.ppid
+    } else {
+        pid
+    };
     if below && kind != "user" {
-        // Made below the root by `pid`: restore makes it again owned by the user
+        // Made below the root by `maker`: restore makes it again owned by the user
         // namespace that process is in (see `kinds::userns::make_below`).
         let owner = sys::userns::owner_ino(pid, kind)?;
-        let user = sys::ns::inode(pid, "user")?;
+        let user = sys::ns::inode(maker, "user")?;
         if owner != user {
             return Err(DumpError::Unsupported {
                 pid,
@@ -418,12 +450,15 @@ fn own_namespace(
             })?;
             // Segments the tree has attached come back with it (the memory kind,
             // in the new namespace); anything else is not restored yet.
+            // (In one a process below the root made, none: the memory kind reads the
+            // segments of the root's IPC namespace.)
             let objects: Vec<String> = objects
                 .into_iter()
                 .filter(|o| {
-                    o.strip_prefix("shm ")
-                        .and_then(|id| id.parse::<i32>().ok())
-                        .is_none_or(|id| !attached.contains(&id))
+                    below
+                        || o.strip_prefix("shm ")
+                            .and_then(|id| id.parse::<i32>().ok())
+                            .is_none_or(|id| !attached.contains(&id))
                 })
                 .collect();
             let queues = sys::ns::mqueues_of(pid)?;
@@ -434,6 +469,17 @@ fn own_namespace(
                         "its IPC namespace of its own (ipc:[{inode}]) holds POSIX message \
                          queues (/{}); they are not restored yet",
                         queues.join(", /")
+                    ),
+                });
+            }
+            if !objects.is_empty() && below {
+                return Err(DumpError::Unsupported {
+                    pid,
+                    why: format!(
+                        "it made an IPC namespace (ipc:[{inode}]) below the tree's root \
+                         that holds SysV objects ({}); objects in an IPC namespace a \
+                         process below the root made are not restored yet",
+                        objects.join(", ")
                     ),
                 });
             }
@@ -454,7 +500,7 @@ fn own_namespace(
         "net" => ns.net = Some(own_net(pid, inode)?),
         "cgroup" => ns.cgroup = Some(own_cgroup(pid, inode)?),
         "time" => {
-            let (mo, bo) = sys::ns::timens_offsets(pid)?;
+            let (mo, bo) = sys::ns::timens_offsets(maker)?;
             let m = sys::ns::clock_ns(libc::CLOCK_MONOTONIC)?;
             let b = sys::ns::clock_ns(libc::CLOCK_BOOTTIME)?;
             ns.time = Some(TimeClocks {

@@ -60,7 +60,7 @@ pub(super) fn made_below_in_own_user(ckpt: &Checkpoint) -> Vec<&Namespace> {
     let root = ckpt.processes.first();
     ckpt.namespaces
         .iter()
-        .filter(|n| !n.external && crate::kinds::ns::MIXABLE.contains(&n.kind.as_str()))
+        .filter(|n| !n.external && crate::kinds::ns::IN_TREE_USER.contains(&n.kind.as_str()))
         .filter(|n| !root.is_some_and(|r| r.namespaces.contains(&(n.kind.clone(), n.inode))))
         .filter(|n| {
             n.kind == "user"
@@ -173,7 +173,7 @@ pub(crate) struct Below {
     /// The user namespaces processes below the root made, by their inode at dump:
     /// each of their processes joins its own at the credentials step.
     pub(crate) users: std::collections::BTreeMap<u64, std::os::fd::OwnedFd>,
-    /// The namespaces of other kinds ([`crate::kinds::ns::MIXABLE`]) a process below
+    /// The namespaces of other kinds ([`crate::kinds::ns::IN_TREE_USER`]) a process below
     /// the root made in a user namespace of the tree's, owned by that one, by (kind,
     /// inode at dump): the stub of the process that made it joins it right after it
     /// is forked (`kinds::ns::enter_child_namespaces`).
@@ -228,7 +228,7 @@ pub(crate) fn make_below(
         out.users.insert(ns.inode, made.user);
     }
     for ns in ckpt.namespaces.iter().filter(|n| {
-        !n.external && n.kind != "user" && crate::kinds::ns::MIXABLE.contains(&n.kind.as_str())
+        !n.external && n.kind != "user" && crate::kinds::ns::IN_TREE_USER.contains(&n.kind.as_str())
     }) {
         let Some(maker) = creator(ckpt, &ns.kind, ns.inode) else {
             continue;
