@@ -313,6 +313,48 @@ fn sysv_object_in_an_ipc_namespace_made_below_the_root_is_refused() {
     assert_eq!(t.finish().status.code(), Some(0));
 }
 
+/// A unix socket made in a network namespace a process below the root made is refused
+/// at dump (not restored there yet), naming the process and the descriptor; the tree
+/// runs on.
+#[test]
+fn unix_socket_in_a_network_namespace_made_below_the_root_is_refused() {
+    let name = "unix_socket_in_a_network_namespace_made_below_the_root_is_refused";
+    let ctx = Ctx::new(name);
+    let spec = Spec::new(target("belowns"))
+        .arg("net")
+        .arg("unixsock")
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let tree = wait_process_tree(t.pid, 4, name);
+    let net_child = tree
+        .iter()
+        .copied()
+        .find(|&p| ppid_of(p) == t.pid)
+        .expect("the net child");
+    let r = ctx.try_dump(t.pid, &ctx.path("unix.img"));
+    r.assert_fails(1);
+    assert!(
+        r.stderr.contains(&format!("process {net_child}"))
+            && r.stderr.contains("is a unix socket")
+            && r.stderr.contains("network namespace"),
+        "dump of a tree whose child holds a unix socket in its network namespace: {}",
+        r.stderr
+    );
+    for &p in &tree {
+        assert_running_untraced(p, "after the refused dump");
+    }
+    assert_eq!(
+        report(&mut t, 1),
+        "report: net=ok nested-net=ok",
+        "after the refused dump"
+    );
+    t.write_stdin(b"exit\n");
+    t.close_stdin();
+    assert_eq!(t.finish().status.code(), Some(0));
+}
+
 /// A mount namespace a process below the root made is refused at dump (not restored
 /// yet), naming the process and the kind; the tree runs on.
 #[test]

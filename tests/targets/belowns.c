@@ -1,4 +1,4 @@
-/* belowns MODE... [cgroup=DIR] [sysv]
+/* belowns MODE... [cgroup=DIR] [sysv] [unixsock]
  *
  * A tree whose processes below the root made namespaces of their own (issue 15). Each
  * MODE starts one child of the root:
@@ -7,7 +7,8 @@
  *           socket (127.0.0.1:4242) and a TCP listener (127.0.0.1:4243) there, and
  *           forks two grandchildren: one stays in it (and waits), the other makes a
  *           network namespace of its own (nested) with its loopback up and a UDP socket
- *           bound to the same address.
+ *           bound to the same address (with `unixsock`, the child also holds a unix
+ *           socket pair made there, which ckpt refuses).
  *   ipc     the child makes an IPC namespace and sets its kernel.msgmax to 12345 (with
  *           `sysv`, it also makes a SysV message queue there, which ckpt refuses).
  *   time    the child makes a time namespace for its children with CLOCK_MONOTONIC
@@ -57,6 +58,7 @@ static pid_t kids[8];
 static int nkids;
 static const char *cgdir;
 static int with_sysv;
+static int with_unix;
 
 static struct rep *new_rep(const char *name)
 {
@@ -269,6 +271,9 @@ static void run_net(struct rep *r, struct rep *nested)
 	lo_up();
 	udp_fd = bound(SOCK_DGRAM, 4242);
 	tcp_fd = bound(SOCK_STREAM, 4243);
+	int pair[2];
+	if (with_unix && socketpair(AF_UNIX, SOCK_STREAM, 0, pair) != 0)
+		die("socketpair: %s", strerror(errno));
 	pid_t g = fork();
 	if (g < 0)
 		die("fork: %s", strerror(errno));
@@ -489,6 +494,8 @@ int main(int argc, char **argv)
 			cg = 1;
 		else if (!strcmp(argv[i], "sysv"))
 			with_sysv = 1;
+		else if (!strcmp(argv[i], "unixsock"))
+			with_unix = 1;
 		else if (!strncmp(argv[i], "cgroup=", 7))
 			cgdir = argv[i] + 7;
 		else

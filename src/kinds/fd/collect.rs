@@ -389,6 +389,13 @@ fn below_root_sockets(
             return Err(refuse("is a unix socket".into()));
         }
         let dup = sys::process::steal_fd(pid, f.fd)?;
+        // (The unix table, read in the root's namespace, does not list those of this
+        // one.)
+        if sys::tcp::getsockopt_u32(&dup, libc::SOL_SOCKET, libc::SO_DOMAIN)? as i32
+            == libc::AF_UNIX
+        {
+            return Err(refuse("is a unix socket".into()));
+        }
         let made_in = sys::ns::socket_netns(&dup)?;
         if made_in != net {
             return Err(refuse(format!(
