@@ -22,21 +22,9 @@
 //! and ckpt's main thread joins both (the time namespace last: ckpt is in it then).
 //!
 //! **Below the root** (a rootless container running a sandbox, `unshare -U -r` in a
-//! child): a user namespace a process below the tree's root made, nested in ckpt's, in
-//! the tree's own or in another such one (`UserNsState::parent`), is recorded the same
-//! way, and so is a UTS namespace a process made in one (owned by it: dump checks
-//! that a namespace a process made below the root is owned by the user namespace that
-//! process is in). Restore makes them before the stubs ([`make_below`]), parents first:
-//! a helper joins the parent (ckpt's needs no join), takes the creator's IDs as the
-//! parent shows them and unshares CLONE_NEWUSER; the kernel takes a map only from a
-//! process in the namespace's parent, so for a nested one a second helper that joined
-//! the parent writes setgroups and the maps, their outside IDs translated through the
-//! parent's maps ([`translate_map`]). A UTS namespace made in one is made by a helper
-//! that joined it (`sys::userns::make_owned`, named there). The stub of the process
-//! that made it joins that UTS namespace right after its fork, before its children
-//! are forked (`kinds::ns::enter_child_namespaces`), and every process of a user
-//! namespace joins its own at the credentials step, as for the tree's own (so one
-//! that entered it with setns comes back in it too).
+//! child): the user namespaces processes below the root made, and the namespaces made
+//! in them, are the `below` module's.
+//!
 //!
 //! Refused (plan, so at dump too), naming what: the tree's root in a user namespace
 //! nested in another than ckpt's; a user namespace made below the root nested in one
@@ -55,6 +43,13 @@
 //! `threads::create_threads`); a user or group ID of a process that the maps do not
 //! map.
 
+mod below;
+
+pub(crate) use below::{Below, below, make_below};
+#[cfg(test)]
+use below::{below_spec, creator, translate_map};
+use below::{check_below, made_below_in_own_user};
+
 use crate::error::{DumpError, DumpResult, Problem, RestoreError, RestoreResult};
 use crate::kinds::check::p;
 use crate::kinds::task::creds::Own;
@@ -72,7 +67,7 @@ pub(crate) const OWNED: [&str; 3] = ["uts", "ipc", "net"];
 const WITH_USER: [&str; 3] = ["mnt", "cgroup", "time"];
 
 /// At most this many lines in an ID map (the kernel's limit since Linux 4.15).
-const MAX_MAP_LINES: usize = 340;
+pub(crate) const MAX_MAP_LINES: usize = 340;
 
 // ---- collect (dump) ----
 
@@ -220,104 +215,6 @@ pub(crate) fn state_of<'a>(ckpt: &'a Checkpoint, p: &Process) -> Option<&'a User
     of_process(ckpt, p).and_then(|n| n.user.as_ref())
 }
 
-/// The user namespace of the tree's own that `u` is nested in (else it is nested in
-/// ckpt's).
-fn parent_of<'a>(ckpt: &'a Checkpoint, u: &UserNsState) -> Option<&'a Namespace> {
-    all_own(ckpt).find(|n| n.inode == u.parent && u.parent != 0)
-}
-
-/// The user namespaces processes below the root made, each after the one it is nested
-/// in (one nested in another in a cycle, which no kernel makes, is left out: plan
-/// refuses it).
-pub(crate) fn below(ckpt: &Checkpoint) -> Vec<&Namespace> {
-    let root = owned(ckpt).map(|n| n.inode);
-    let mut left: Vec<&Namespace> = all_own(ckpt).filter(|n| Some(n.inode) != root).collect();
-    let mut out: Vec<&Namespace> = Vec::new();
-    loop {
-        let (ready, rest): (Vec<&Namespace>, Vec<&Namespace>) = left.into_iter().partition(|n| {
-            n.user.as_ref().is_some_and(|u| match parent_of(ckpt, u) {
-                None => true,
-                Some(p) => Some(p.inode) == root || out.iter().any(|o| o.inode == p.inode),
-            })
-        });
-        left = rest;
-        if ready.is_empty() {
-            return out;
-        }
-        out.extend(ready);
-    }
-}
-
-/// The namespaces processes below the root made in a user namespace of the tree's
-/// (which [`make_below`] makes): user namespaces, and the others whose maker is in one.
-fn made_below_in_own_user(ckpt: &Checkpoint) -> Vec<&Namespace> {
-    let root = ckpt.processes.first();
-    ckpt.namespaces
-        .iter()
-        .filter(|n| !n.external && crate::kinds::ns::MIXABLE.contains(&n.kind.as_str()))
-        .filter(|n| !root.is_some_and(|r| r.namespaces.contains(&(n.kind.clone(), n.inode))))
-        .filter(|n| {
-            n.kind == "user"
-                || creator(ckpt, &n.kind, n.inode).is_some_and(|c| of_process(ckpt, c).is_some())
-        })
-        .collect()
-}
-
-/// The process of the image that made namespace `kind:[inode]` below the root: the
-/// first in it whose parent is not in it.
-pub(crate) fn creator<'a>(ckpt: &'a Checkpoint, kind: &str, inode: u64) -> Option<&'a Process> {
-    let in_it = |p: &Process| p.namespaces.iter().any(|(k, i)| k == kind && *i == inode);
-    ckpt.processes
-        .iter()
-        .skip(1)
-        .find(|p| in_it(p) && !ckpt.processes.iter().any(|q| q.pid == p.ppid && in_it(q)))
-}
-
-/// The map `text` (outside IDs as ckpt's user namespace shows them) with its outside
-/// IDs as the user namespace of map `parent` (also as ckpt's shows it) shows them:
-/// what a process in that namespace writes. `None` if the parent does not map them
-/// all, or the result would have more lines than the kernel takes.
-pub(crate) fn translate_map(text: &str, parent: &[MapLine]) -> Option<String> {
-    let mut out = String::new();
-    let mut lines = 0;
-    for (inside, outside, count) in parse_map(text)? {
-        let (mut ins, mut cur, mut rem) = (inside as u64, outside as u64, count as u64);
-        while rem > 0 {
-            let &(pi, po, pn) = parent
-                .iter()
-                .find(|&&(_, po, pn)| cur >= po as u64 && cur - (po as u64) < pn as u64)?;
-            let k = rem.min(po as u64 + pn as u64 - cur);
-            out.push_str(&format!("{ins} {} {k}\n", pi as u64 + (cur - po as u64)));
-            lines += 1;
-            ins += k;
-            cur += k;
-            rem -= k;
-        }
-    }
-    (lines <= MAX_MAP_LINES).then_some(out)
-}
-
-/// What a user namespace made below the tree's root is made with: its maps, its
-/// creator's user and group IDs, as its parent shows them (ckpt's, or one of the
-/// tree's: translated through that one's maps). `None` when the parent does not map
-/// them (plan refuses that).
-pub(crate) fn below_spec(ckpt: &Checkpoint, ns: &Namespace) -> Option<(String, String, u32, u32)> {
-    let u = ns.user.as_ref()?;
-    let gid = creator(ckpt, "user", ns.inode)?.creds.gid[0];
-    match parent_of(ckpt, u).and_then(|p| p.user.as_ref()) {
-        None => Some((u.uid_map.clone(), u.gid_map.clone(), u.owner_uid, gid)),
-        Some(pu) => {
-            let (pu_map, pg_map) = (parse_map(&pu.uid_map)?, parse_map(&pu.gid_map)?);
-            Some((
-                translate_map(&u.uid_map, &pu_map)?,
-                translate_map(&u.gid_map, &pg_map)?,
-                to_inside(&pu_map, u.owner_uid)?,
-                to_inside(&pg_map, gid)?,
-            ))
-        }
-    }
-}
-
 /// What a tree with user namespaces of its own asks that restore cannot do (see the
 /// module's comment), and IDs their maps do not map.
 pub(crate) fn check(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
@@ -401,46 +298,6 @@ pub(crate) fn check(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
     }
 }
 
-/// A user namespace a process below the root made (`ns`): its maps and creator fit
-/// its parent's, and its processes are single-threaded.
-fn check_below(ckpt: &Checkpoint, ns: &Namespace, problems: &mut Vec<Problem>) {
-    let this = format!(
-        "user namespace user:[{}] that a process below the tree's root made",
-        ns.inode
-    );
-    if creator(ckpt, "user", ns.inode).is_none() {
-        // (check_namespaces says no process of the tree made it.)
-        return;
-    }
-    if below_spec(ckpt, ns).is_none() {
-        p(
-            problems,
-            "namespace",
-            format!(
-                "the {this} maps IDs, or was made by a user or group, that the user \
-                 namespace it is nested in does not map; it cannot be made there again"
-            ),
-        );
-    }
-    for proc_ in ckpt.processes.iter().filter(|p| !p.is_zombie()) {
-        if proc_.threads.len() > 1 && of_process(ckpt, proc_).is_some_and(|n| n.inode == ns.inode) {
-            p(
-                problems,
-                "namespace",
-                format!(
-                    "process {} ({}) has {} threads and is in the {this}; a multi-threaded \
-                     process there is not restored yet (a process joins a user namespace \
-                     only single-threaded, and its threads are made with ckpt's \
-                     privileges)",
-                    proc_.pid,
-                    String::from_utf8_lossy(&proc_.comm),
-                    proc_.threads.len()
-                ),
-            );
-        }
-    }
-}
-
 /// The tree's own user namespace (its root's, `this` in messages): the namespaces of
 /// the tree it can own, and threads it can hold.
 fn check_root_user(ckpt: &Checkpoint, this: &str, problems: &mut Vec<Problem>) {
@@ -451,7 +308,7 @@ fn check_root_user(ckpt: &Checkpoint, this: &str, problems: &mut Vec<Problem>) {
         }
         let key = (other.kind.clone(), other.inode);
         if !root.namespaces.contains(&key) {
-            if !crate::kinds::ns::MIXABLE.contains(&other.kind.as_str()) {
+            if !crate::kinds::ns::IN_TREE_USER.contains(&other.kind.as_str()) {
                 p(
                     problems,
                     "namespace",
@@ -645,106 +502,6 @@ pub(crate) fn enter_new(
             pid: made.pid,
         }),
     ))
-}
-
-/// The namespaces made below the tree's root that [`make_below`] made before the
-/// stubs: each held by a descriptor of its namespace file.
-#[derive(Debug, Default)]
-pub(crate) struct Below {
-    /// The user namespaces processes below the root made, by their inode at dump:
-    /// each of their processes joins its own at the credentials step.
-    pub(crate) users: std::collections::BTreeMap<u64, std::os::fd::OwnedFd>,
-    /// The namespaces of other kinds ([`crate::kinds::ns::MIXABLE`]) a process below
-    /// the root made in a user namespace of the tree's, owned by that one, by (kind,
-    /// inode at dump): the stub of the process that made it joins it right after it
-    /// is forked (`kinds::ns::enter_child_namespaces`).
-    pub(crate) others: std::collections::BTreeMap<(String, u64), std::os::fd::OwnedFd>,
-}
-
-/// Make the namespaces processes below the tree's root made in a user namespace of
-/// the tree's (`tree_user`: ckpt's descriptor of the tree's own user namespace, made
-/// already, if it has one): each user namespace nested in its parent (ckpt's, the
-/// tree's own or another made here first) with its maps and creator
-/// (`sys::userns::make` with that parent), then each other namespace a process made
-/// in one of them, owned by it (`sys::userns::make_owned`, a UTS namespace named).
-/// They last as long as the returned descriptors and the processes that join them.
-pub(crate) fn make_below(
-    ckpt: &Checkpoint,
-    tree_user: Option<&std::os::fd::OwnedFd>,
-) -> RestoreResult<Below> {
-    let mut out = Below::default();
-    let root_user = owned(ckpt).map(|n| n.inode);
-    for ns in below(ckpt) {
-        let (Some(u), Some((uid_map, gid_map, owner_uid, owner_gid))) =
-            (ns.user.as_ref(), below_spec(ckpt, ns))
-        else {
-            return Err(RestoreError::Stage(format!(
-                "the user namespace user:[{}] cannot be made in its parent",
-                ns.inode
-            )));
-        };
-        crate::error::fault_point("create a user namespace below the tree's root")?;
-        let parent =
-            match parent_of(ckpt, u) {
-                Some(pn) if Some(pn.inode) == root_user => Some(tree_user.ok_or_else(|| {
-                    RestoreError::Stage("the tree's user namespace was not made".into())
-                })?),
-                Some(pn) => Some(out.users.get(&pn.inode).ok_or_else(|| {
-                    RestoreError::Stage(format!("user:[{}] was not made", pn.inode))
-                })?),
-                None => None,
-            };
-        let made = sys::userns::make(&sys::userns::UserNsSpec {
-            owner_uid,
-            owner_gid,
-            uid_map: &uid_map,
-            gid_map: &gid_map,
-            setgroups: u.setgroups,
-            others: &[],
-            pid: false,
-            cgroups: &[],
-            time: None,
-            parent,
-        })?;
-        out.users.insert(ns.inode, made.user);
-    }
-    for ns in ckpt.namespaces.iter().filter(|n| {
-        !n.external && n.kind != "user" && crate::kinds::ns::MIXABLE.contains(&n.kind.as_str())
-    }) {
-        let Some(maker) = creator(ckpt, &ns.kind, ns.inode) else {
-            continue;
-        };
-        let Some(user) = of_process(ckpt, maker) else {
-            // (Made in ckpt's user namespace: the stub unshares it.)
-            continue;
-        };
-        let Some(flag) = sys::ns::clone_flag(&ns.kind) else {
-            continue;
-        };
-        crate::error::fault_point("create a namespace in a user namespace below the root")?;
-        let names = ns
-            .uts
-            .as_ref()
-            .map(|u| (u.hostname.as_slice(), u.domainname.as_slice()));
-        let made = match out.users.get(&user.inode) {
-            Some(f) => sys::userns::make_owned(f, &[(ns.kind.as_str(), flag)], names)?,
-            None => match tree_user {
-                Some(f) if Some(user.inode) == root_user => {
-                    sys::userns::make_owned(f, &[(ns.kind.as_str(), flag)], names)?
-                }
-                _ => {
-                    return Err(RestoreError::Stage(format!(
-                        "the user namespace user:[{}] that owns {}:[{}] was not made",
-                        user.inode, ns.kind, ns.inode
-                    )));
-                }
-            },
-        };
-        for (_, f) in made {
-            out.others.insert((ns.kind.clone(), ns.inode), f);
-        }
-    }
-    Ok(out)
 }
 
 /// Write the IPC limits `sysctls` of the IPC namespace the tree's user namespace owns

@@ -213,7 +213,8 @@ fn check_host_files(
         if image.new_ipcns && matches!(f.kind, crate::model::FdKind::PosixMq { .. }) {
             continue;
         }
-        let net = (image.pids, image.new_pidns, image.other_netns);
+        let other_netns = image.other_netns || crate::kinds::ns::net_below_root(image.procs, proc_);
+        let net = (image.pids, image.new_pidns, other_netns);
         fd::check_fd_in_image(files, f, net, held, problems);
     }
     fd::lock::check_locks(proc_, held, problems);
@@ -235,6 +236,9 @@ struct ImageView<'a> {
     /// whose addresses are not checked here (a bind that fails there fails the stage,
     /// before the point of no return).
     other_netns: bool,
+    /// Its processes (the root first): one in a network namespace a process below the
+    /// root made has its sockets there, where they are free.
+    procs: &'a [Process],
 }
 
 /// Host checks of one process; what the dumped tree holds (`held`) counts as free.
@@ -401,6 +405,7 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
             sysv_listed: !ckpt.sysv.shm.is_empty(),
             new_ipcns: crate::kinds::ns::owns(ckpt, "ipc"),
             other_netns: crate::kinds::ns::net_elsewhere(ckpt),
+            procs: &ckpt.processes,
         };
         crate::kinds::ipc::check_objects(&ckpt.sysv, held, !image.new_ipcns, &mut problems);
         crate::kinds::ipc::check_undo(&ckpt.sysv, &ckpt.processes, &mut problems);

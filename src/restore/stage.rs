@@ -622,6 +622,8 @@ fn fork_tree<'a>(
     let mut dirty = vec![false; procs.len()];
     // Per process: its stub called unshare(CLONE_NEWPID) (`kinds::task::pidns`).
     let mut unshared = vec![false; procs.len()];
+    // Per process: its stub made the time namespace for its children.
+    let mut time_made = vec![false; procs.len()];
     // Where stubs keep their pidfd of ckpt for nested PID namespaces: above every
     // descriptor of the image and the temporaries of its pipes and socket pairs
     // (`fd::pipe_tmp_base`).
@@ -655,6 +657,12 @@ fn fork_tree<'a>(
         }
         tree::group_before_fork(ctxs, &plan.ckpt, i, parent)?;
         tree::prepare_nested_fork(&mut ctxs[parent], p, &mut unshared[parent], pidfd_at)?;
+        crate::kinds::ns::make_time_for_children(
+            &mut ctxs[parent],
+            &plan.ckpt,
+            p,
+            &mut time_made[parent],
+        )?;
         // Sharing its parent's descriptor table or filesystem information, which the
         // parent leaves after the last of siblings that share what it does not.
         let inj = tree::fork_process(&mut ctxs[parent], p, share::fork_flags(procs, i))?;
@@ -674,7 +682,13 @@ fn fork_tree<'a>(
         if p.pid_ns != 0 {
             cx.ckpt_pidfd = ctxs[parent].ckpt_pidfd;
         }
-        crate::kinds::ns::enter_child_namespaces(&mut cx, &plan.ckpt, &procs[parent], below)?;
+        crate::kinds::ns::enter_child_namespaces(
+            &mut cx,
+            &plan.ckpt,
+            &procs[parent],
+            below,
+            (plan.cgroup_root.as_deref(), &mut *cgroups),
+        )?;
         // Before its own children are forked (they may share it).
         crate::kinds::ipc::make_undo_list(&mut cx)?;
         if dirty[parent] {

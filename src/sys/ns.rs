@@ -96,6 +96,30 @@ pub fn join_file(f: &fs::File, flag: libc::c_int, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The inode of the network namespace socket `sock` belongs to (the one it was made
+/// in: SIOCGSKNS).
+pub fn socket_netns(sock: &std::os::fd::OwnedFd) -> Result<u64> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: SIOCGSKNS takes no argument; it returns a new descriptor of the socket's
+    // network namespace, owned at once below.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGSKNS as _) };
+    super::check(r as libc::c_long, || "ioctl(SIOCGSKNS)".into())?;
+    // SAFETY: `r` is a descriptor the kernel just opened for us; nothing else owns it.
+    let f = unsafe { fs::File::from_raw_fd(r) };
+    let m = f
+        .metadata()
+        .map_err(|e| SysError::io("fstat a network namespace", e))?;
+    Ok(m.ino())
+}
+
+/// Give the time namespace process `pid` made for its children (none of which entered
+/// it yet) the offsets `mono` and `boot` (nanoseconds): /proc/PID/timens_offsets.
+pub fn write_timens_offsets(pid: i32, mono: i64, boot: i64) -> Result<()> {
+    let p = format!("/proc/{pid}/timens_offsets");
+    fs::write(&p, format_timens_offsets(mono, boot))
+        .map_err(|e| SysError::io(format!("write {p}"), e))
+}
+
 /// Run `f` on a thread of ckpt in a new, empty network namespace of its own (made
 /// with `unshare(CLONE_NEWNET)`, which ends with the thread): what a network namespace
 /// starts with on this host.
@@ -265,6 +289,21 @@ pub fn uts_names() -> Result<(Vec<u8>, Vec<u8>)> {
 pub fn set_uts_names(hostname: &[u8], domainname: &[u8]) -> Result<()> {
     rustix::system::sethostname(hostname).map_err(|e| SysError::io("sethostname", e.into()))?;
     rustix::system::setdomainname(domainname).map_err(|e| SysError::io("setdomainname", e.into()))
+}
+
+/// The System V objects of the calling thread's IPC namespace, as "shm ID", "msg ID",
+/// "sem ID" (from /proc/sysvipc, which shows the reader's namespace).
+pub fn sysv_objects() -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for kind in ["shm", "msg", "sem"] {
+        let p = format!("/proc/sysvipc/{kind}");
+        let text = fs::read_to_string(&p).map_err(|e| SysError::io(format!("read {p}"), e))?;
+        for l in text.lines().skip(1) {
+            let id = l.split_whitespace().nth(1).unwrap_or("?");
+            out.push(format!("{kind} {id}"));
+        }
+    }
+    Ok(out)
 }
 
 /// The POSIX message queues of the IPC namespace process `pid` is in (their names).

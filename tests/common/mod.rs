@@ -131,6 +131,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("mntpid", "mntpid.c", &[]),
     ("netns", "netns.c", &[]),
     ("nsmixed", "nsmixed.c", &[]),
+    // tests/e2e_belowns.rs: network, IPC, time and cgroup namespaces made below the root
+    ("belowns", "belowns.c", &[]),
     // tests/e2e_userns.rs: a user namespace of the tree's own
     ("userns", "userns.c", &["-pthread"]),
     // tests/e2e_userns_more.rs: with cgroup and time namespaces, threads

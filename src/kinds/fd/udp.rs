@@ -227,7 +227,15 @@ pub(crate) fn requeue_udp(procs: &[Process]) -> RestoreResult<()> {
                     }
                     _ => (u.family, m.from.clone(), to.clone()),
                 };
-                sys::udp::inject_datagram(family, &from, &to, &m.data).map_err(|e| {
+                // (From its network namespace: one a process below the root made is
+                // not ckpt's.)
+                let inject = || sys::udp::inject_datagram(family, &from, &to, &m.data);
+                let sent = if crate::kinds::ns::net_below_root(procs, p) {
+                    sys::ns::inside(p.pid, &["net"], inject)
+                } else {
+                    inject()
+                };
+                sent.map_err(|e| {
                     RestoreError::Stage(format!(
                         "process {} descriptor {}: a queued UDP datagram could not be put \
                          back: {e}",

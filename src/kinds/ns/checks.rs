@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::net::net_ok;
-use super::{IPC_LIMITS, JOINABLE, MIXABLE, title};
+use super::{IN_TREE_USER, IPC_LIMITS, JOINABLE, MIXABLE, title};
 use crate::error::Problem;
 use crate::kinds::check::p;
 use crate::model::{Checkpoint, Namespace};
@@ -184,6 +184,7 @@ pub(crate) fn check_namespaces(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
         }
     }
     crate::kinds::userns::check(ckpt, problems);
+    check_below_root(ckpt, problems);
     let Some(root) = ckpt.processes.first() else {
         return;
     };
@@ -219,23 +220,116 @@ pub(crate) fn check_namespaces(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
     }
 }
 
-/// Whether namespace `kind:[inode]` (not the root's) is one a process below the root
-/// made, of a kind restore makes there ([`MIXABLE`]): exactly one process of the image
-/// is in it while its parent is not (for a user namespace, at least one).
-fn made_below_root(ckpt: &Checkpoint, kind: &str, inode: u64) -> bool {
-    if !MIXABLE.contains(&kind) {
-        return false;
-    }
+/// The processes of the image in namespace `kind:[inode]` whose parent is not in it
+/// (the root aside): the one that made it, or, for a time namespace, the children of
+/// the process that made it for them.
+fn creators<'a>(ckpt: &'a Checkpoint, kind: &str, inode: u64) -> Vec<&'a crate::model::Process> {
     let key = (kind.to_string(), inode);
     let in_it = |p: &crate::model::Process| p.namespaces.contains(&key);
-    let creators = ckpt
-        .processes
+    ckpt.processes
         .iter()
         .skip(1)
         .filter(|p| in_it(p))
         .filter(|p| !ckpt.processes.iter().any(|q| q.pid == p.ppid && in_it(q)))
-        .count();
-    // (A user namespace may have been entered by others with setns: each process
-    // joins its own alone at restore.)
-    creators == 1 || (kind == "user" && creators > 1)
+        .collect()
+}
+
+/// Whether namespace `kind:[inode]` (not the root's) is one a process below the root
+/// made, of a kind restore makes there ([`MIXABLE`]): exactly one process of the image
+/// is in it while its parent is not (for a user namespace, at least one; for a time
+/// namespace, which a process makes for its children, children of one process).
+fn made_below_root(ckpt: &Checkpoint, kind: &str, inode: u64) -> bool {
+    if !MIXABLE.contains(&kind) {
+        return false;
+    }
+    let c = creators(ckpt, kind, inode);
+    match kind {
+        // (A user namespace may have been entered by others with setns: each process
+        // joins its own alone at restore.)
+        "user" => !c.is_empty(),
+        "time" => c
+            .first()
+            .is_some_and(|f| c.iter().all(|o| o.ppid == f.ppid)),
+        _ => c.len() == 1,
+    }
+}
+
+/// The namespaces processes below the root made in ckpt's user namespace (those made
+/// in a user namespace of the tree's are UTS ones only), and the order in which a
+/// process that made a time namespace for its children forked them: restore forks
+/// them in the image's order and makes that namespace before the first child in it,
+/// so no child in its parent's own may come after one in it.
+fn check_below_root(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
+    let Some(root) = ckpt.processes.first() else {
+        return;
+    };
+    for ns in &ckpt.namespaces {
+        if ns.external
+            || IN_TREE_USER.contains(&ns.kind.as_str())
+            || !MIXABLE.contains(&ns.kind.as_str())
+            || root.namespaces.contains(&(ns.kind.clone(), ns.inode))
+        {
+            continue;
+        }
+        let c = creators(ckpt, &ns.kind, ns.inode);
+        let maker = match (ns.kind.as_str(), c.first()) {
+            ("time", Some(f)) => ckpt.processes.iter().find(|q| q.pid == f.ppid),
+            (_, f) => f.copied(),
+        };
+        let Some(maker) = maker else {
+            continue;
+        };
+        if let Some(u) = crate::kinds::userns::of_process(ckpt, maker) {
+            p(
+                problems,
+                "namespace",
+                format!(
+                    "process {} ({}) made the {} namespace {}:[{}] in the user namespace \
+                     user:[{}] of the tree's; only UTS namespaces made in one are \
+                     restored yet",
+                    maker.pid,
+                    String::from_utf8_lossy(&maker.comm),
+                    title(&ns.kind),
+                    ns.kind,
+                    ns.inode,
+                    u.inode
+                ),
+            );
+        }
+    }
+    for parent in &ckpt.processes {
+        let Some(own) = super::inode_of(parent, "time") else {
+            continue;
+        };
+        let mut theirs: Option<u64> = None;
+        for kid in ckpt.processes.iter().filter(|k| k.ppid == parent.pid) {
+            let Some(t) = super::inode_of(kid, "time") else {
+                continue;
+            };
+            let wrong = match theirs {
+                None if t != own => {
+                    theirs = Some(t);
+                    false
+                }
+                None => false,
+                Some(first) => t != first,
+            };
+            if wrong {
+                p(
+                    problems,
+                    "namespace",
+                    format!(
+                        "process {} ({}) has children in different time namespaces \
+                         (process {} in time:[{t}] after one in time:[{}] it made for \
+                         its children); this is not restored",
+                        parent.pid,
+                        String::from_utf8_lossy(&parent.comm),
+                        kid.pid,
+                        theirs.unwrap_or(0)
+                    ),
+                );
+                break;
+            }
+        }
+    }
 }

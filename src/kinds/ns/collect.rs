@@ -93,7 +93,7 @@ pub(crate) fn collect(
             }
             if kind == "time" {
                 let kids = sys::ns::inode(pid, "time_for_children")?;
-                if kids != ino {
+                if kids != ino && !has_child_in(pids, pid, kids)? {
                     return Err(refuse(
                         pid,
                         format!(
@@ -201,6 +201,15 @@ fn child_namespaces(
         if kind == "user" && made.contains_key(&ino) {
             continue;
         }
+        // (A time namespace is its parent's for its children: the children of that
+        // one in it are each forked in it.)
+        if kind == "time" {
+            if let Some(&first) = made.get(&ino) {
+                if sys::proc::status(first)?.ppid == ppid {
+                    continue;
+                }
+            }
+        }
         if let Some(first) = made.insert(ino, pid) {
             return Err(DumpError::Unsupported {
                 pid,
@@ -228,6 +237,21 @@ fn child_namespaces(
         out.push(own_namespace(pid, kind, ino, tree_user, true)?);
     }
     Ok(out)
+}
+
+/// Whether a process of `pids` (the tree, host PIDs) whose parent is `pid` is in the
+/// time namespace `time` (the one `pid` made for its children).
+fn has_child_in(pids: &[(i32, bool)], pid: i32, time: u64) -> DumpResult<bool> {
+    for &(q, live) in pids {
+        if live
+            && q != pid
+            && sys::proc::status(q)?.ppid == pid
+            && sys::ns::inode(q, "time")? == time
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The user namespaces processes below the tree's root made (in `all`, the tree's
@@ -366,11 +390,19 @@ fn own_namespace(
     tree_user: &TreeUser,
     below: bool,
 ) -> DumpResult<Namespace> {
+    // The process that made it (a time namespace: the parent of `pid`, which made it
+    // for its children; its offsets are read there, as /proc/PID/timens_offsets shows
+    // those of the namespace for a process's children).
+    let maker = if below && kind == "time" {
+        sys::proc::status(pid)?.ppid
+    } else {
+        pid
+    };
     if below && kind != "user" {
-        // Made below the root by `pid`: restore makes it again owned by the user
+        // Made below the root by `maker`: restore makes it again owned by the user
         // namespace that process is in (see `kinds::userns::make_below`).
         let owner = sys::userns::owner_ino(pid, kind)?;
-        let user = sys::ns::inode(pid, "user")?;
+        let user = sys::ns::inode(maker, "user")?;
         if owner != user {
             return Err(DumpError::Unsupported {
                 pid,
@@ -407,23 +439,43 @@ fn own_namespace(
             });
         }
         "ipc" => {
-            let values = sys::ns::inside(pid, &["ipc"], || {
+            let (objects, values) = sys::ns::inside(pid, &["ipc"], || {
+                // (Listed only for a namespace made below the root: the root's own
+                // are the tree's, taken by `kinds::ipc::collect`.)
+                let objects = if below {
+                    sys::ns::sysv_objects()?
+                } else {
+                    Vec::new()
+                };
                 let mut values = Vec::new();
                 for k in IPC_LIMITS {
                     values.push((k.to_string(), sys::ns::read_sysctl(k)?));
                 }
-                Ok(values)
+                Ok((objects, values))
             })?;
+            let names = sys::ns::mqueues_of(pid)?;
+            if below && (!objects.is_empty() || !names.is_empty()) {
+                let mut held = objects;
+                held.extend(names.iter().map(|n| format!("POSIX message queue /{n}")));
+                return Err(DumpError::Unsupported {
+                    pid,
+                    why: format!(
+                        "it made an IPC namespace (ipc:[{inode}]) below the tree's root \
+                         that holds objects ({}); objects in an IPC namespace a process \
+                         below the root made are not restored yet",
+                        held.join(", ")
+                    ),
+                });
+            }
             // Its System V objects are all the tree's (`kinds::ipc::collect`); its
             // POSIX message queues are the namespace's, saved with it.
-            let names = sys::ns::mqueues_of(pid)?;
             let mqueues = crate::kinds::fd::mqueue::collect_namespace(pid, &names)?;
             ns.ipc = Some(IpcLimits { values, mqueues });
         }
         "net" => ns.net = Some(own_net(pid, inode)?),
         "cgroup" => ns.cgroup = Some(own_cgroup(pid, inode)?),
         "time" => {
-            let (mo, bo) = sys::ns::timens_offsets(pid)?;
+            let (mo, bo) = sys::ns::timens_offsets(maker)?;
             let m = sys::ns::clock_ns(libc::CLOCK_MONOTONIC)?;
             let b = sys::ns::clock_ns(libc::CLOCK_BOOTTIME)?;
             ns.time = Some(TimeClocks {

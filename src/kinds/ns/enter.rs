@@ -12,14 +12,19 @@ use crate::sys;
 /// In the stub of process `p` (just forked from its parent `parent`, before its own
 /// children are), make the namespaces it made below the tree's root: those `below`
 /// holds (made beforehand, owned by a user namespace of the tree's) it joins (its
-/// descriptor taken from ckpt, injected `setns`); the others by an injected `unshare`,
-/// then their state set from a thread of ckpt that joins them. (A user namespace it
-/// made it joins at the credentials step, `restore::stage`.)
+/// descriptor taken from ckpt, injected `setns`); the others by an injected `unshare`
+/// (a cgroup namespace once ckpt moved the stub into its root cgroups, below
+/// `cgroups.0` if given, made when missing into `cgroups.1`), then their state set
+/// from a thread of ckpt that joins them (UTS names, IPC limits, the network's
+/// loopback). (A user namespace it made it joins at the credentials step,
+/// `restore::stage`; a time namespace its parent made for it is made in the parent,
+/// [`make_time_for_children`].)
 pub(crate) fn enter_child_namespaces(
     cx: &mut crate::remote::Ctx<'_>,
     ckpt: &Checkpoint,
     parent: &crate::model::Process,
     below: &crate::kinds::userns::Below,
+    cgroups: (Option<&str>, &mut crate::kinds::cgroup::MadeCgroups),
 ) -> crate::error::RestoreResult<()> {
     use std::os::fd::AsRawFd;
     let p = cx.proc_;
@@ -29,6 +34,7 @@ pub(crate) fn enter_child_namespaces(
         if parent.namespaces.contains(&(kind.clone(), *inode))
             || !MIXABLE.contains(&kind.as_str())
             || kind == "user"
+            || kind == "time"
         {
             continue;
         }
@@ -62,6 +68,14 @@ pub(crate) fn enter_child_namespaces(
     if flags == 0 {
         return Ok(());
     }
+    crate::error::fault_point("make a namespace a process below the root made")?;
+    // A cgroup namespace is rooted where its maker is when it makes it.
+    let (cgroup_root, made_cgroups) = cgroups;
+    for c in made.iter().filter_map(|n| n.cgroup.as_ref()) {
+        for d in crate::kinds::cgroup::namespace_roots(&c.roots, cgroup_root, made_cgroups)? {
+            sys::cgroup::move_into(&d, p.pid)?;
+        }
+    }
     cx.call(
         "unshare (a namespace a process made)",
         crate::arch::native::nr::UNSHARE,
@@ -72,7 +86,69 @@ pub(crate) fn enter_child_namespaces(
             let (h, d) = (u.hostname.clone(), u.domainname.clone());
             sys::ns::inside(p.pid, &["uts"], move || sys::ns::set_uts_names(&h, &d))?;
         }
+        if let Some(l) = &ns.ipc {
+            sys::ns::inside(p.pid, &["ipc"], || {
+                for (k, v) in &l.values {
+                    sys::ns::write_sysctl(k, v)?;
+                }
+                Ok(())
+            })?;
+        }
+        if let Some(n) = &ns.net {
+            sys::ns::inside(p.pid, &["net"], || Ok(set_up_net(n)))??;
+        }
     }
+    Ok(())
+}
+
+/// In the stub of process `cx.proc_`, before it forks its child `child`: if that
+/// child is in a time namespace its parent made for its children (not the parent's
+/// own) and the stub has not made it yet (`made`), make it (an injected
+/// `unshare(CLONE_NEWTIME)`) with offsets for which its clocks continue from the
+/// values dumped (ckpt writes them before any process is in it). Every child forked
+/// afterwards is in it (plan checked that those forked before are not).
+pub(crate) fn make_time_for_children(
+    cx: &mut crate::remote::Ctx<'_>,
+    ckpt: &Checkpoint,
+    child: &crate::model::Process,
+    made: &mut bool,
+) -> crate::error::RestoreResult<()> {
+    let (Some(mine), Some(theirs)) = (
+        super::inode_of(cx.proc_, "time"),
+        super::inode_of(child, "time"),
+    ) else {
+        return Ok(());
+    };
+    if *made || mine == theirs {
+        return Ok(());
+    }
+    let Some(t) = ckpt
+        .namespaces
+        .iter()
+        .find(|n| n.kind == "time" && n.inode == theirs && !n.external)
+        .and_then(|n| n.time)
+    else {
+        return Err(crate::error::RestoreError::Malformed(format!(
+            "process {} is in time:[{theirs}], which the image does not describe",
+            child.pid
+        )));
+    };
+    crate::error::fault_point("make a time namespace a process made for its children")?;
+    cx.call(
+        "unshare (a time namespace for its children)",
+        crate::arch::native::nr::UNSHARE,
+        [libc::CLONE_NEWTIME as u64, 0, 0, 0, 0, 0],
+    )?;
+    *made = true;
+    let now = (
+        sys::ns::clock_ns(libc::CLOCK_MONOTONIC)?,
+        sys::ns::clock_ns(libc::CLOCK_BOOTTIME)?,
+    );
+    sys::ns::write_timens_offsets(
+        cx.proc_.pid,
+        t.monotonic_ns.saturating_sub(now.0),
+        t.boottime_ns.saturating_sub(now.1),
+    )?;
     Ok(())
 }
 

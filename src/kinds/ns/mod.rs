@@ -30,12 +30,12 @@ mod collect;
 mod enter;
 mod net;
 
-use crate::model::{Checkpoint, Namespace};
+use crate::model::{Checkpoint, Namespace, Process};
 
 pub use checks::manifest;
 pub(crate) use checks::{check_joins, check_namespaces};
 pub(crate) use collect::{collect_into, join_own_ipc, join_tree_net, made_outside, own_namespaces};
-pub(crate) use enter::{enter_child_namespaces, enter_new};
+pub(crate) use enter::{enter_child_namespaces, enter_new, make_time_for_children};
 
 /// The kinds of namespace recorded (as in /proc/PID/ns/), PID namespaces aside.
 pub(crate) const KINDS: [&str; 7] = ["uts", "ipc", "net", "mnt", "cgroup", "time", "user"];
@@ -47,8 +47,15 @@ pub(crate) const RESTORED: [&str; 7] = ["uts", "ipc", "time", "net", "cgroup", "
 /// and its descendants (restore makes it again in that process's stub before its
 /// children are forked, or, owned by a user namespace of the tree's, beforehand, and
 /// the stub joins it then; a user namespace is made beforehand and joined by each of
-/// its processes at the credentials step: `kinds::userns`).
-pub(crate) const MIXABLE: [&str; 2] = ["uts", "user"];
+/// its processes at the credentials step: `kinds::userns`). A time namespace is the
+/// one a process made for its children (`unshare(CLONE_NEWTIME)` leaves the caller
+/// where it was): its parent's stub makes it before it forks the first of them.
+pub(crate) const MIXABLE: [&str; 6] = ["uts", "user", "ipc", "net", "cgroup", "time"];
+
+/// Of [`MIXABLE`], the kinds a process below the root may have made in a user namespace
+/// of the tree's (made beforehand owned by it, `kinds::userns::make_below`); the others
+/// only in ckpt's user namespace.
+pub(crate) const IN_TREE_USER: [&str; 2] = ["uts", "user"];
 
 /// Kinds of a namespace made outside the tree that restore joins (`--join-ns`): those
 /// a thread of ckpt may join alone.
@@ -124,6 +131,23 @@ pub(crate) fn any_owned(ckpt: &Checkpoint) -> bool {
 /// lock: the dump's namespace ended with the tree) or one `--join-ns` gives.
 pub(crate) fn net_elsewhere(ckpt: &Checkpoint) -> bool {
     owns(ckpt, "net") || ckpt.namespaces.iter().any(|n| n.foreign && n.kind == "net")
+}
+
+/// The inode of the namespace of kind `kind` process `p` is in, if recorded.
+pub(crate) fn inode_of(p: &Process, kind: &str) -> Option<u64> {
+    p.namespaces
+        .iter()
+        .find(|(k, _)| k == kind)
+        .map(|(_, i)| *i)
+}
+
+/// Whether process `p` of `procs` (the root first) is in another network namespace
+/// than the root: one a process below the root made (its names and addresses are
+/// that namespace's; its sockets were made there).
+pub(crate) fn net_below_root(procs: &[Process], p: &Process) -> bool {
+    let root = procs.first().and_then(|r| inode_of(r, "net"));
+    let mine = inode_of(p, "net");
+    mine.is_some() && root.is_some() && mine != root
 }
 
 /// The TCP connections of the image that the dump locked (`sys::netlock`): none when

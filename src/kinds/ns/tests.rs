@@ -81,7 +81,63 @@ fn inconsistent_or_unrestorable_namespaces_are_problems() {
         time: ck.namespaces[2].time,
         ..Default::default()
     });
-    assert!(problems(&ck)[0].contains("process 11 is in another time namespace"));
+    // A time namespace the root made for its child, restored in the root's stub
+    // before it forks that child; its second child in it too, forked after.
+    assert_eq!(problems(&ck), Vec::<String>::new());
+    let mut c2 = child(12, 10, 10, 10);
+    c2.namespaces = ck.processes[1].namespaces.clone();
+    ck.processes.push(c2);
+    assert_eq!(problems(&ck), Vec::<String>::new());
+    // Not one in its own forked after one in the namespace it made for its children.
+    ck.processes[2].namespaces = ck.processes[0].namespaces.clone();
+    let p = problems(&ck);
+    assert!(
+        p[0].contains("process 10 (") && p[0].contains("children in different time namespaces"),
+        "{p:?}"
+    );
+    // Nor one whose children are in two namespaces it did not make (11's child 13).
+    let mut ck = image();
+    let mut c3 = child(13, 11, 10, 10);
+    c3.namespaces = ck.processes[1].namespaces.clone();
+    c3.namespaces[2].1 = 8;
+    ck.processes[1].namespaces[2].1 = 6;
+    ck.processes.push(c3);
+    for ino in [6, 8] {
+        ck.namespaces.push(Namespace {
+            kind: "time".into(),
+            inode: ino,
+            time: ck.namespaces[2].time,
+            ..Default::default()
+        });
+    }
+    assert_eq!(problems(&ck), Vec::<String>::new());
+    // A network namespace the child made below the root, and one two siblings entered
+    // apart (not restored).
+    let mut ck = image();
+    let net = Namespace {
+        kind: "net".into(),
+        inode: 5,
+        net: Some(NetState {
+            lo_up: true,
+            lo_mtu: 65536,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    ck.namespaces.push(net);
+    ck.processes[1].namespaces.push(("net".into(), 5));
+    ck.processes[0].namespaces.push(("net".into(), 2));
+    ck.namespaces.push(ext("net", 2));
+    assert_eq!(problems(&ck), Vec::<String>::new());
+    let mut c2 = child(12, 10, 10, 10);
+    c2.namespaces = ck.processes[1].namespaces.clone();
+    ck.processes.push(c2);
+    let p = problems(&ck);
+    assert!(
+        p.iter()
+            .any(|m| m.contains("process 12 is in another network namespace")),
+        "{p:?}"
+    );
     // Nor one two processes entered apart (the root's second child too).
     let mut ck = image();
     ck.processes[1].namespaces[0].1 = 8;

@@ -1,0 +1,389 @@
+//! Namespaces made by processes below the tree's root (issue 15): network (with its
+//! loopback up, a UDP socket and a TCP listener bound in it, shared by a grandchild,
+//! and another nested in it), IPC (its limits), time (made by a process for its
+//! children, clocks 100 days ahead) and cgroup namespaces (rooted at a cgroup the
+//! maker moved into). Restored, each is made again by the process that made it, before
+//! its children are forked: the processes check their own state (the sockets answer,
+//! the limit, the clocks continue, /proc/self/cgroup), and the state oracle compares
+//! the kernel's view (which processes share which namespace, sockets, cgroups).
+//! What is not restored is refused at dump, naming the process and the namespace.
+//!
+//! The target is `tests/targets/belowns.c`. Needs root (unshare, ptrace, cgroups).
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::oracle::{self, Cmp, Snapshot};
+use common::*;
+
+/// Every check of `belowns net ipc time cgroup` passing.
+const ALL_OK: &str = "report: net=ok nested-net=ok ipc=ok time=ok cgroup=ok";
+
+/// The last line of `p`'s output that starts with "report:" (the `nth`), after asking.
+fn report(p: &mut Proc, nth: usize) -> String {
+    p.write_stdin(b"report\n");
+    let deadline = std::time::Instant::now() + timeout();
+    loop {
+        let out = p.stdout.text();
+        let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("report:")).collect();
+        if lines.len() >= nth {
+            return lines[nth - 1].to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no report from {}: {out}",
+            p.label
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// The oracle's snapshot of the tree of `pid` once it is at rest.
+fn at_rest(pid: i32, what: &str) -> Snapshot {
+    let deadline = std::time::Instant::now() + timeout();
+    loop {
+        let s = Snapshot::take(pid);
+        if s.still() {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: the target never came to rest (moving: {:?})",
+            s.volatile
+        );
+    }
+}
+
+/// Where the cgroup v2 hierarchy is mounted.
+fn cgroup_v2() -> PathBuf {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mi.lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split(' ').next() == Some("cgroup2"))
+                .then(|| PathBuf::from(pre.split(' ').nth(4).unwrap_or_default()))
+        })
+        .expect("needs a cgroup v2 hierarchy mounted (cgroup2 in /proc/self/mountinfo)")
+}
+
+/// A cgroup the test made, removed when dropped (once its processes are gone).
+struct TestCgroup(PathBuf);
+
+impl TestCgroup {
+    fn make(tag: &str) -> TestCgroup {
+        let d = cgroup_v2().join(format!("ckpt-e2e-belowns-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+        TestCgroup(d)
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for _ in 0..200 {
+            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+/// The inode of namespace `kind` of process `pid`.
+fn ns(pid: i32, kind: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
+        .unwrap_or_else(|e| panic!("stat /proc/{pid}/ns/{kind}: {e}"))
+        .ino()
+}
+
+/// The processes of the tree of `root` (8 of them) by what they are: the net child
+/// and its two children (the one that stays, the one that made its own), the ipc
+/// child, the time child and its child, the cgroup child. Checks the namespaces they
+/// are in against each other.
+fn assert_shape(root: i32, what: &str) {
+    let tree = wait_process_tree(root, 8, what);
+    let kids = |p: i32| -> Vec<i32> {
+        let mut k: Vec<i32> = tree
+            .iter()
+            .copied()
+            .filter(|&q| q != p && ppid_of(q) == p)
+            .collect();
+        k.sort();
+        k
+    };
+    let top = kids(root);
+    assert_eq!(top.len(), 4, "{what}: the root's children: {top:?}");
+    let (net, ipc, time, cg) = (top[0], top[1], top[2], top[3]);
+    let nk = kids(net);
+    assert_eq!(nk.len(), 2, "{what}: the net child's children");
+    assert_ne!(
+        ns(net, "net"),
+        ns(root, "net"),
+        "{what}: the net child's own"
+    );
+    assert_eq!(
+        ns(nk[0], "net"),
+        ns(net, "net"),
+        "{what}: shared by its child"
+    );
+    assert_ne!(ns(nk[1], "net"), ns(net, "net"), "{what}: nested one");
+    assert_ne!(ns(nk[1], "net"), ns(root, "net"), "{what}: nested one");
+    assert_ne!(
+        ns(ipc, "ipc"),
+        ns(root, "ipc"),
+        "{what}: the ipc child's own"
+    );
+    let tk = kids(time);
+    assert_eq!(tk.len(), 1, "{what}: the time child's child");
+    assert_eq!(ns(time, "time"), ns(root, "time"), "{what}: time child");
+    assert_eq!(
+        ns(time, "time_for_children"),
+        ns(tk[0], "time"),
+        "{what}: the time namespace made for its child"
+    );
+    assert_ne!(
+        ns(tk[0], "time"),
+        ns(root, "time"),
+        "{what}: time grandchild"
+    );
+    assert_ne!(
+        ns(cg, "cgroup"),
+        ns(root, "cgroup"),
+        "{what}: the cgroup child's own"
+    );
+    for &p in &tree {
+        for kind in ["uts", "mnt", "user"] {
+            assert_eq!(ns(p, kind), ns(root, kind), "{what}: {kind} of {p}");
+        }
+    }
+}
+
+fn ppid_of(pid: i32) -> i32 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    s.rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Network (with sockets, shared, nested), IPC, time and cgroup namespaces made below
+/// the root: restored each in the process that made it (the time namespace in the
+/// parent, before its child), with the same sharing; every process's own check passes
+/// before and after (the sockets answer on the restored loopback, msgmax, the clocks
+/// continue 100 days ahead, /proc/self/cgroup at the namespace's root), and the oracle
+/// sees the same kernel state.
+#[test]
+fn namespaces_made_below_the_root_are_restored() {
+    let name = "namespaces_made_below_the_root_are_restored";
+    let ctx = Ctx::new(name);
+    let cg = TestCgroup::make("all");
+    let spec = Spec::new(target("belowns"))
+        .arg("net")
+        .arg("ipc")
+        .arg("time")
+        .arg("cgroup")
+        .arg(format!("cgroup={}", cg.0.display()))
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let pid = t.pid;
+    assert_shape(pid, "original");
+    let said = report(&mut t, 1);
+    assert_eq!(said, ALL_OK, "the original's own checks");
+    let before = at_rest(pid, name).with_report(pid, &said);
+    let pids = process_tree(pid);
+    let img = ctx.path("belowns.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&pids, name);
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    let deadline = std::time::Instant::now() + timeout();
+    while !oracle::restored_tree_up(&before) {
+        assert!(
+            std::time::Instant::now() < deadline && r.try_wait().is_none(),
+            "{name}: the restored tree does not run; ckpt restore: {:?}\n{}",
+            r.try_wait(),
+            r.stderr.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_shape(pid, "restored");
+    let after = at_rest(pid, name);
+    let said = report(&mut r, 1);
+    assert_eq!(said, ALL_OK, "the restored tree's own checks");
+    let after = after.with_report(pid, &said);
+    oracle::assert_same_kernel_state(
+        name,
+        &format!("{name}: belowns net ipc time cgroup"),
+        Cmp::Restored,
+        &before,
+        &after,
+        &[],
+    );
+    // Checked again: the time grandchild's clock went on from the restored value.
+    assert_eq!(
+        report(&mut r, 2),
+        ALL_OK,
+        "the restored tree's second checks"
+    );
+    r.write_stdin(b"exit\n");
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "{name}: the restored tree's exit; stderr:\n{}",
+        text(&fin.stderr)
+    );
+}
+
+/// Restores of that tree failing once a namespace below the root was made (in a
+/// child's stub, in a parent's for its child's time namespace) leave no process.
+#[test]
+fn failed_restores_after_a_namespace_below_the_root_leave_nothing() {
+    let name = "failed_restores_after_a_namespace_below_the_root_leave_nothing";
+    let ctx = Ctx::new(name);
+    let cg = TestCgroup::make("fail");
+    let spec = Spec::new(target("belowns"))
+        .arg("net")
+        .arg("ipc")
+        .arg("time")
+        .arg("cgroup")
+        .arg(format!("cgroup={}", cg.0.display()))
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let pid = t.pid;
+    let tree = wait_process_tree(pid, 8, name);
+    let img = ctx.path("belowns.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&tree, name);
+    for f in [
+        "make a namespace a process below the root made",
+        "make a time namespace a process made for its children",
+        "fill memory",
+        "remove helper area",
+    ] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
+    }
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    assert_shape(pid, "restored after the failures");
+    assert_eq!(report(&mut r, 1), ALL_OK, "restored after the failures");
+    r.write_stdin(b"exit\n");
+    r.close_stdin();
+    assert_eq!(r.finish().status.code(), Some(0));
+}
+
+/// A SysV object in an IPC namespace a process below the root made is refused at dump
+/// (not restored yet), naming the process and the namespace; the tree runs on.
+#[test]
+fn sysv_object_in_an_ipc_namespace_made_below_the_root_is_refused() {
+    let name = "sysv_object_in_an_ipc_namespace_made_below_the_root_is_refused";
+    let ctx = Ctx::new(name);
+    let spec = Spec::new(target("belowns"))
+        .arg("ipc")
+        .arg("sysv")
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let tree = wait_process_tree(t.pid, 2, name);
+    let r = ctx.try_dump(t.pid, &ctx.path("sysv.img"));
+    r.assert_fails(1);
+    assert!(
+        r.stderr.contains(&format!("process {}", tree[1]))
+            && r.stderr.contains("IPC namespace")
+            && r.stderr.contains("SysV objects (msg "),
+        "dump of a tree whose child's IPC namespace holds a message queue: {}",
+        r.stderr
+    );
+    for &p in &tree {
+        assert_running_untraced(p, "after the refused dump");
+    }
+    assert_eq!(
+        report(&mut t, 1),
+        "report: ipc=ok",
+        "after the refused dump"
+    );
+    t.write_stdin(b"exit\n");
+    t.close_stdin();
+    assert_eq!(t.finish().status.code(), Some(0));
+}
+
+/// A unix socket made in a network namespace a process below the root made is refused
+/// at dump (not restored there yet), naming the process and the descriptor; the tree
+/// runs on.
+#[test]
+fn unix_socket_in_a_network_namespace_made_below_the_root_is_refused() {
+    let name = "unix_socket_in_a_network_namespace_made_below_the_root_is_refused";
+    let ctx = Ctx::new(name);
+    let spec = Spec::new(target("belowns"))
+        .arg("net")
+        .arg("unixsock")
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let tree = wait_process_tree(t.pid, 4, name);
+    let net_child = tree
+        .iter()
+        .copied()
+        .find(|&p| ppid_of(p) == t.pid)
+        .expect("the net child");
+    let r = ctx.try_dump(t.pid, &ctx.path("unix.img"));
+    r.assert_fails(1);
+    assert!(
+        r.stderr.contains(&format!("process {net_child}"))
+            && r.stderr.contains("is a unix socket")
+            && r.stderr.contains("network namespace"),
+        "dump of a tree whose child holds a unix socket in its network namespace: {}",
+        r.stderr
+    );
+    for &p in &tree {
+        assert_running_untraced(p, "after the refused dump");
+    }
+    assert_eq!(
+        report(&mut t, 1),
+        "report: net=ok nested-net=ok",
+        "after the refused dump"
+    );
+    t.write_stdin(b"exit\n");
+    t.close_stdin();
+    assert_eq!(t.finish().status.code(), Some(0));
+}
+
+/// A mount namespace a process below the root made is refused at dump (not restored
+/// yet), naming the process and the kind; the tree runs on.
+#[test]
+fn mount_namespace_made_below_the_root_is_refused() {
+    let name = "mount_namespace_made_below_the_root_is_refused";
+    let ctx = Ctx::new(name);
+    let unshare = PathBuf::from("/usr/bin/unshare");
+    assert!(unshare.exists(), "needs unshare(1) (util-linux)");
+    let spec = Spec::new("/bin/sh").arg("-c").arg(format!(
+        "{} --mount --propagation private sleep 600 & echo started; wait",
+        unshare.display()
+    ));
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(1);
+    let tree = wait_process_tree(t.pid, 2, name);
+    let deadline = std::time::Instant::now() + timeout();
+    while ns(tree[1], "mnt") == ns(t.pid, "mnt") {
+        assert!(std::time::Instant::now() < deadline, "unshare never ran");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let r = ctx.try_dump(t.pid, &ctx.path("mnt.img"));
+    r.assert_fails(1);
+    assert!(
+        r.stderr.contains(&format!("{}", tree[1])) && r.stderr.contains("mount namespace"),
+        "dump of a tree whose child made a mount namespace: {}",
+        r.stderr
+    );
+    for &p in &tree {
+        assert_running_untraced(p, "after the refused dump");
+    }
+    t.kill();
+}

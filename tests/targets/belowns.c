@@ -1,0 +1,578 @@
+/* belowns MODE... [cgroup=DIR] [sysv] [unixsock]
+ *
+ * A tree whose processes below the root made namespaces of their own (issue 15). Each
+ * MODE starts one child of the root:
+ *
+ *   net     the child makes a network namespace, brings its loopback up, binds a UDP
+ *           socket (127.0.0.1:4242) and a TCP listener (127.0.0.1:4243) there, and
+ *           forks two grandchildren: one stays in it (and waits), the other makes a
+ *           network namespace of its own (nested) with its loopback up and a UDP socket
+ *           bound to the same address (with `unixsock`, the child also holds a unix
+ *           socket pair made there, which ckpt refuses).
+ *   ipc     the child makes an IPC namespace and sets its kernel.msgmax to 12345 (with
+ *           `sysv`, it also makes a SysV message queue there, which ckpt refuses).
+ *   time    the child makes a time namespace for its children with CLOCK_MONOTONIC
+ *           and CLOCK_BOOTTIME 100 days ahead, and forks a grandchild in it.
+ *   cgroup  the child moves into a new cgroup (cgroup=DIR: a cgroup v2 directory the
+ *           test made) and makes a cgroup namespace rooted there.
+ *
+ * Every process that checks itself (the net child, the nested net grandchild, the ipc
+ * child, the time grandchild, the cgroup child) says "ready" on its own pipe once set
+ * up; the root then prints "ready". On a line "report" from stdin the root asks each of
+ * them to check its own state and prints "report: " and their answers (NAME=ok or
+ * NAME=bad:WHY); on "exit" or end of file it tells them all to exit (one pipe whose
+ * write end only the root holds), waits for its children and exits 0. */
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/ipc.h>
+#include <sys/msg.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+
+#define MAXREP 8
+#define AHEAD_S (100L * 86400L)
+
+/* One process that reports: the root writes 'r' on cmd, it answers one line on res. */
+struct rep {
+	const char *name;
+	int cmd[2];
+	int res[2];
+};
+static struct rep reps[MAXREP];
+static int nreps;
+static int life[2];
+static pid_t kids[8];
+static int nkids;
+static const char *cgdir;
+static int with_sysv;
+static int with_unix;
+
+static struct rep *new_rep(const char *name)
+{
+	if (nreps == MAXREP)
+		die("too many reporters");
+	struct rep *r = &reps[nreps++];
+	r->name = name;
+	if (pipe(r->cmd) != 0 || pipe(r->res) != 0)
+		die("pipe: %s", strerror(errno));
+	return r;
+}
+
+/* In a new process of the tree: close what only the root may hold. */
+static void as_child(void)
+{
+	close(life[1]);
+	for (int i = 0; i < nreps; i++) {
+		close(reps[i].cmd[1]);
+		close(reps[i].res[0]);
+	}
+}
+
+static void say(struct rep *r, const char *fmt, ...)
+{
+	char buf[256];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof buf)
+		_exit(102);
+	write_all(r->res[1], buf, (size_t)n);
+}
+
+/* Serve reports for `r` with `check` until the root says exit (end of `life`). */
+static void serve(struct rep *r, void (*check)(struct rep *))
+{
+	say(r, "ready\n");
+	for (;;) {
+		struct pollfd p[2] = { { r->cmd[0], POLLIN, 0 }, { life[0], POLLIN, 0 } };
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			die("poll: %s", strerror(errno));
+		}
+		if (p[1].revents)
+			return;
+		char c;
+		ssize_t n = read(r->cmd[0], &c, 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		check(r);
+	}
+}
+
+/* Block until the root says exit. */
+static void wait_life(void)
+{
+	char c;
+	while (read(life[0], &c, 1) < 0 && errno == EINTR)
+		;
+}
+
+static void reap_all(void)
+{
+	while (wait(NULL) > 0 || errno == EINTR)
+		;
+}
+
+static unsigned long ns_ino(const char *pid, const char *kind)
+{
+	char p[64];
+	struct stat st;
+	snprintf(p, sizeof p, "/proc/%s/ns/%s", pid, kind);
+	if (stat(p, &st) != 0)
+		return 0;
+	return (unsigned long)st.st_ino;
+}
+
+/* Whether this process is in another namespace of `kind` than its parent. */
+static int apart_from_parent(const char *kind)
+{
+	char pp[32];
+	snprintf(pp, sizeof pp, "%d", (int)getppid());
+	unsigned long mine = ns_ino("self", kind), theirs = ns_ino(pp, kind);
+	return mine != 0 && theirs != 0 && mine != theirs;
+}
+
+/* ---- net ---- */
+
+static int udp_fd, tcp_fd;
+
+static void lo_up(void)
+{
+	int s = socket(AF_INET, SOCK_DGRAM, 0);
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof ifr);
+	strcpy(ifr.ifr_name, "lo");
+	if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) != 0)
+		die("SIOCGIFFLAGS: %s", strerror(errno));
+	ifr.ifr_flags |= IFF_UP;
+	if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0)
+		die("SIOCSIFFLAGS: %s", strerror(errno));
+	close(s);
+}
+
+static int lo_is_up(void)
+{
+	int s = socket(AF_INET, SOCK_DGRAM, 0);
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof ifr);
+	strcpy(ifr.ifr_name, "lo");
+	int up = s >= 0 && ioctl(s, SIOCGIFFLAGS, &ifr) == 0 && (ifr.ifr_flags & IFF_UP);
+	if (s >= 0)
+		close(s);
+	return up;
+}
+
+static struct sockaddr_in lo_addr(int port)
+{
+	struct sockaddr_in a;
+	memset(&a, 0, sizeof a);
+	a.sin_family = AF_INET;
+	a.sin_port = htons((unsigned short)port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	return a;
+}
+
+static int bound(int type, int port)
+{
+	int s = socket(AF_INET, type, 0);
+	struct sockaddr_in a = lo_addr(port);
+	int one = 1;
+	if (s < 0)
+		die("socket: %s", strerror(errno));
+	if (type == SOCK_STREAM)
+		setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (bind(s, (struct sockaddr *)&a, sizeof a) != 0)
+		die("bind %d: %s", port, strerror(errno));
+	if (type == SOCK_STREAM && listen(s, 4) != 0)
+		die("listen: %s", strerror(errno));
+	return s;
+}
+
+/* A datagram sent to 127.0.0.1:4242 arrives on `udp_fd`. */
+static const char *udp_ok(void)
+{
+	int s = socket(AF_INET, SOCK_DGRAM, 0);
+	struct sockaddr_in a = lo_addr(4242);
+	char buf[16];
+	if (s < 0 || sendto(s, "ping", 4, 0, (struct sockaddr *)&a, sizeof a) != 4)
+		return "udp-send";
+	close(s);
+	struct pollfd p = { udp_fd, POLLIN, 0 };
+	if (poll(&p, 1, 2000) != 1)
+		return "udp-nothing";
+	if (recv(udp_fd, buf, sizeof buf, 0) != 4 || memcmp(buf, "ping", 4) != 0)
+		return "udp-data";
+	return NULL;
+}
+
+/* A connection to 127.0.0.1:4243 is accepted on `tcp_fd` and carries a byte. */
+static const char *tcp_ok(void)
+{
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = lo_addr(4243);
+	char b = 0;
+	if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof a) != 0)
+		return "tcp-connect";
+	int s = accept(tcp_fd, NULL, NULL);
+	if (s < 0)
+		return "tcp-accept";
+	if (write(c, "t", 1) != 1 || read(s, &b, 1) != 1 || b != 't')
+		return "tcp-data";
+	close(s);
+	close(c);
+	return NULL;
+}
+
+static void check_net(struct rep *r)
+{
+	const char *bad = !lo_is_up()                   ? "lo-down"
+			  : !apart_from_parent("net") ? "same-net-as-parent"
+						      : udp_ok();
+	if (!bad)
+		bad = tcp_ok();
+	if (bad)
+		say(r, "%s=bad:%s\n", r->name, bad);
+	else
+		say(r, "%s=ok\n", r->name);
+}
+
+static void check_nested_net(struct rep *r)
+{
+	const char *bad = !lo_is_up()                   ? "lo-down"
+			  : !apart_from_parent("net") ? "same-net-as-parent"
+						      : udp_ok();
+	if (bad)
+		say(r, "%s=bad:%s\n", r->name, bad);
+	else
+		say(r, "%s=ok\n", r->name);
+}
+
+static void run_net(struct rep *r, struct rep *nested)
+{
+	if (unshare(CLONE_NEWNET) != 0)
+		die("unshare(CLONE_NEWNET): %s", strerror(errno));
+	lo_up();
+	udp_fd = bound(SOCK_DGRAM, 4242);
+	tcp_fd = bound(SOCK_STREAM, 4243);
+	int pair[2];
+	if (with_unix && socketpair(AF_UNIX, SOCK_STREAM, 0, pair) != 0)
+		die("socketpair: %s", strerror(errno));
+	pid_t g = fork();
+	if (g < 0)
+		die("fork: %s", strerror(errno));
+	if (g == 0) {
+		close(udp_fd);
+		close(tcp_fd);
+		wait_life();
+		_exit(0);
+	}
+	g = fork();
+	if (g < 0)
+		die("fork: %s", strerror(errno));
+	if (g == 0) {
+		close(udp_fd);
+		close(tcp_fd);
+		if (unshare(CLONE_NEWNET) != 0)
+			die("unshare(CLONE_NEWNET): %s", strerror(errno));
+		lo_up();
+		udp_fd = bound(SOCK_DGRAM, 4242);
+		serve(nested, check_nested_net);
+		_exit(0);
+	}
+	serve(r, check_net);
+	reap_all();
+	_exit(0);
+}
+
+/* ---- ipc ---- */
+
+static long read_long(const char *path)
+{
+	char buf[64] = { 0 };
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	return n > 0 ? strtol(buf, NULL, 10) : -1;
+}
+
+static void check_ipc(struct rep *r)
+{
+	long v = read_long("/proc/sys/kernel/msgmax");
+	if (v != 12345)
+		say(r, "%s=bad:msgmax-%ld\n", r->name, v);
+	else if (!apart_from_parent("ipc"))
+		say(r, "%s=bad:same-ipc-as-parent\n", r->name);
+	else
+		say(r, "%s=ok\n", r->name);
+}
+
+static void run_ipc(struct rep *r)
+{
+	if (unshare(CLONE_NEWIPC) != 0)
+		die("unshare(CLONE_NEWIPC): %s", strerror(errno));
+	int fd = open("/proc/sys/kernel/msgmax", O_WRONLY);
+	if (fd < 0 || write(fd, "12345", 5) != 5)
+		die("write msgmax: %s", strerror(errno));
+	close(fd);
+	if (with_sysv && msgget(IPC_PRIVATE, IPC_CREAT | 0600) < 0)
+		die("msgget: %s", strerror(errno));
+	serve(r, check_ipc);
+	_exit(0);
+}
+
+/* ---- time ---- */
+
+static long long mono_ns(clockid_t c)
+{
+	struct timespec ts;
+	clock_gettime(c, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static long long last_mono;
+
+/* Its clocks are 100 days ahead of the host's and continue (no jump back, none of more
+ * than a minute forward between two reports). */
+static void check_time(struct rep *r)
+{
+	long long now = mono_ns(CLOCK_MONOTONIC), boot = mono_ns(CLOCK_BOOTTIME);
+	const char *bad = NULL;
+	if (now < AHEAD_S * 1000000000LL || boot < AHEAD_S * 1000000000LL)
+		bad = "not-ahead";
+	else if (now < last_mono)
+		bad = "went-back";
+	else if (now - last_mono > 60LL * 1000000000LL)
+		bad = "jumped";
+	else if (!apart_from_parent("time"))
+		bad = "same-time-as-parent";
+	last_mono = now;
+	if (bad)
+		say(r, "%s=bad:%s\n", r->name, bad);
+	else
+		say(r, "%s=ok\n", r->name);
+}
+
+static void run_time(struct rep *r)
+{
+	if (unshare(CLONE_NEWTIME) != 0)
+		die("unshare(CLONE_NEWTIME): %s", strerror(errno));
+	char off[128];
+	int n = snprintf(off, sizeof off, "monotonic %ld 0\nboottime %ld 0\n", AHEAD_S, AHEAD_S);
+	int fd = open("/proc/self/timens_offsets", O_WRONLY);
+	if (fd < 0 || write(fd, off, (size_t)n) != n)
+		die("write timens_offsets: %s", strerror(errno));
+	close(fd);
+	pid_t g = fork();
+	if (g < 0)
+		die("fork: %s", strerror(errno));
+	if (g == 0) {
+		last_mono = mono_ns(CLOCK_MONOTONIC);
+		serve(r, check_time);
+		_exit(0);
+	}
+	wait_life();
+	reap_all();
+	_exit(0);
+}
+
+/* ---- cgroup ---- */
+
+static void check_cgroup(struct rep *r)
+{
+	char buf[512] = { 0 };
+	int fd = open("/proc/self/cgroup", O_RDONLY);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+	if (fd >= 0)
+		close(fd);
+	/* the unified hierarchy's line: "0::/" at the namespace's root */
+	char *l = n > 0 ? strstr(buf, "0::") : NULL;
+	if (!l || (l != buf && l[-1] != '\n') || strncmp(l, "0::/\n", 5) != 0)
+		say(r, "%s=bad:not-at-root\n", r->name);
+	else if (!apart_from_parent("cgroup"))
+		say(r, "%s=bad:same-cgroupns-as-parent\n", r->name);
+	else
+		say(r, "%s=ok\n", r->name);
+}
+
+static void run_cgroup(struct rep *r)
+{
+	if (!cgdir)
+		die("cgroup mode needs cgroup=DIR");
+	char p[512];
+	snprintf(p, sizeof p, "%s/cgroup.procs", cgdir);
+	int fd = open(p, O_WRONLY);
+	if (fd < 0 || write(fd, "0", 1) != 1)
+		die("write %s: %s", p, strerror(errno));
+	close(fd);
+	if (unshare(CLONE_NEWCGROUP) != 0)
+		die("unshare(CLONE_NEWCGROUP): %s", strerror(errno));
+	serve(r, check_cgroup);
+	_exit(0);
+}
+
+/* ---- the root ---- */
+
+static void start(void (*run)(void *), void *arg)
+{
+	pid_t k = fork();
+	if (k < 0)
+		die("fork: %s", strerror(errno));
+	if (k == 0) {
+		as_child();
+		run(arg);
+		_exit(0);
+	}
+	kids[nkids++] = k;
+}
+
+static struct rep *net_rep, *nested_rep;
+static void go_net(void *a)
+{
+	(void)a;
+	run_net(net_rep, nested_rep);
+}
+static void go_ipc(void *a)
+{
+	run_ipc(a);
+}
+static void go_time(void *a)
+{
+	run_time(a);
+}
+static void go_cgroup(void *a)
+{
+	run_cgroup(a);
+}
+
+/* One line from `fd` (up to its newline) into `buf`. */
+static void read_line(int fd, char *buf, size_t len)
+{
+	size_t i = 0;
+	while (i + 1 < len) {
+		ssize_t n = read(fd, buf + i, 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			die("a reporter went away");
+		if (buf[i] == '\n')
+			break;
+		i++;
+	}
+	buf[i] = 0;
+}
+
+int main(int argc, char **argv)
+{
+	int net = 0, ipc = 0, tim = 0, cg = 0;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "net"))
+			net = 1;
+		else if (!strcmp(argv[i], "ipc"))
+			ipc = 1;
+		else if (!strcmp(argv[i], "time"))
+			tim = 1;
+		else if (!strcmp(argv[i], "cgroup"))
+			cg = 1;
+		else if (!strcmp(argv[i], "sysv"))
+			with_sysv = 1;
+		else if (!strcmp(argv[i], "unixsock"))
+			with_unix = 1;
+		else if (!strncmp(argv[i], "cgroup=", 7))
+			cgdir = argv[i] + 7;
+		else
+			die("unknown mode %s", argv[i]);
+	}
+	if (pipe(life) != 0)
+		die("pipe: %s", strerror(errno));
+	struct rep *ipc_rep = NULL, *time_rep = NULL, *cg_rep = NULL;
+	if (net) {
+		net_rep = new_rep("net");
+		nested_rep = new_rep("nested-net");
+	}
+	if (ipc)
+		ipc_rep = new_rep("ipc");
+	if (tim)
+		time_rep = new_rep("time");
+	if (cg)
+		cg_rep = new_rep("cgroup");
+	if (net)
+		start(go_net, NULL);
+	if (ipc)
+		start(go_ipc, ipc_rep);
+	if (tim)
+		start(go_time, time_rep);
+	if (cg)
+		start(go_cgroup, cg_rep);
+	close(life[0]);
+	for (int i = 0; i < nreps; i++) {
+		close(reps[i].cmd[0]);
+		close(reps[i].res[1]);
+	}
+	char line[256];
+	for (int i = 0; i < nreps; i++) {
+		read_line(reps[i].res[0], line, sizeof line);
+		if (strcmp(line, "ready"))
+			die("%s said %s", reps[i].name, line);
+	}
+	out("ready\n");
+	char in[64];
+	size_t have = 0;
+	for (;;) {
+		ssize_t n = read(0, in + have, sizeof in - 1 - have);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		have += (size_t)n;
+		in[have] = 0;
+		char *nl;
+		int done = 0;
+		while ((nl = strchr(in, '\n'))) {
+			*nl = 0;
+			if (!strcmp(in, "report")) {
+				char all[1024] = "report:";
+				for (int i = 0; i < nreps; i++) {
+					write_all(reps[i].cmd[1], "r", 1);
+					read_line(reps[i].res[0], line, sizeof line);
+					strncat(all, " ", sizeof all - strlen(all) - 1);
+					strncat(all, line, sizeof all - strlen(all) - 1);
+				}
+				out("%s\n", all);
+			} else if (!strcmp(in, "exit")) {
+				done = 1;
+			}
+			size_t used = (size_t)(nl - in) + 1;
+			memmove(in, nl + 1, have - used + 1);
+			have -= used;
+		}
+		if (done)
+			break;
+		if (have == sizeof in - 1)
+			have = 0;
+	}
+	close(life[1]);
+	for (int i = 0; i < nreps; i++)
+		close(reps[i].cmd[1]);
+	for (int i = 0; i < nkids; i++)
+		waitpid(kids[i], NULL, 0);
+	return 0;
+}
