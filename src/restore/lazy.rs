@@ -882,6 +882,13 @@ fn serve_inner(lazy: &Lazy) -> Result<LazyStats> {
     }
     drop(mms);
     stats.fill = started.map(|t| t.elapsed()).unwrap_or_default();
+    crate::error::time_mark(&format!(
+        "lazy: filled {:.1} MiB in {:.1} ms ({:.2} GB/s), {} faults",
+        stats.bytes as f64 / (1 << 20) as f64,
+        stats.fill.as_secs_f64() * 1e3,
+        stats.bytes as f64 / stats.fill.as_secs_f64().max(1e-9) / 1e9,
+        stats.faults
+    ));
     Ok(stats)
 }
 
