@@ -882,6 +882,21 @@ fn serve_inner(lazy: &Lazy) -> Result<LazyStats> {
     }
     drop(mms);
     stats.fill = started.map(|t| t.elapsed()).unwrap_or_default();
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    crate::error::time_mark(&match lazy.mode {
+        LazyMode::Fill => format!(
+            "lazy: filled {:.1} MiB in {:.1} ms ({:.2} GB/s), {} faults",
+            mib(stats.bytes),
+            stats.fill.as_secs_f64() * 1e3,
+            stats.bytes as f64 / stats.fill.as_secs_f64().max(1e-9) / 1e9,
+            stats.faults
+        ),
+        LazyMode::Touch => format!(
+            "lazy: the copy ended, {} faults served ({:.1} MiB)",
+            stats.faults,
+            mib(stats.served)
+        ),
+    });
     Ok(stats)
 }
 
