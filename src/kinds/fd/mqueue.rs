@@ -255,6 +255,7 @@ mod tests {
                 messages: Vec::new(),
             },
             inode_owner: None,
+            in_flight: false,
             shared_with: None,
             locks: Vec::new(),
             owner: None,
