@@ -280,6 +280,7 @@ fn hostile_socket_records_are_plan_problems() {
             locks: vec![],
             owner: None,
             inode_owner: None,
+            in_flight: false,
         });
         let what = format!("{sp:?}");
         cp.socketpairs = vec![sp];
@@ -314,6 +315,7 @@ fn hostile_socket_records_are_plan_problems() {
             locks: vec![],
             owner: None,
             inode_owner: None,
+            in_flight: false,
         });
         let pl = problems(cp, &view(vec![]));
         assert!(
@@ -337,6 +339,7 @@ fn hostile_socket_records_are_plan_problems() {
         locks: vec![],
         owner: None,
         inode_owner: None,
+        in_flight: false,
     });
     let codes = |inherit: Vec<(i32, String)>| -> Vec<(String, String)> {
         problems(cp.clone(), &view(inherit))

@@ -65,6 +65,9 @@ pub(crate) struct Collected {
     /// The host PID of each process whose image PID differs (a tree with its own PID
     /// namespace): /proc and ptrace take host PIDs.
     pub host_pids: std::collections::BTreeMap<i32, i32>,
+    /// The contents of memfds and deleted files only in flight (`kinds::fd::inflight`),
+    /// read through ckpt's own copies: (data ID, copy).
+    pub in_flight_data: Vec<(u64, std::os::fd::OwnedFd)>,
 }
 
 impl Collected {
@@ -346,5 +349,6 @@ pub(crate) fn assemble(
         ckpt,
         runs,
         host_pids: Default::default(),
+        in_flight_data: Vec::new(),
     })
 }

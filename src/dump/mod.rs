@@ -556,32 +556,40 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     // Shared descriptor tables and filesystem information (a later sharer's
     // descriptors are the first one's: not resolved twice below).
     crate::kinds::task::share::collect(&mut processes, root_parent)?;
-    let pipes = fds::pipe::resolve_pipes(&mut processes, opts.external)?;
-    let fifos = fds::fifo::resolve_fifos(&processes)?;
-    let (ptys, tty_busy) = fds::tty::resolve_ptys(&mut processes)?;
+    // Descriptors only queued unix messages hold: resolved with the tree's own, as a
+    // process of ckpt's own (`fds::inflight`), until placed in their receivers below.
+    let flight = fds::inflight::InFlight::discover(&processes)?;
+    flight.join(&mut processes)?;
+    let named = |e| flight.name(e);
+    let pipes = fds::pipe::resolve_pipes(&mut processes, opts.external).map_err(named)?;
+    let fifos = fds::fifo::resolve_fifos(&processes).map_err(named)?;
+    let (ptys, tty_busy) = fds::tty::resolve_ptys(&mut processes).map_err(named)?;
     // TCP connections in repair mode, held until the tree is released (see below).
     let mut repair = Vec::new();
     let socketpairs = fds::resolve_sockets(&mut processes, &mut repair, opts.external);
-    let socketpairs = match socketpairs {
+    let mut socketpairs = match socketpairs {
         Ok(s) => s,
         Err(e) => {
             for (fd, reuseaddr) in &repair {
                 fds::tcp::leave_repair(fd, *reuseaddr);
             }
-            return Err(e);
+            return Err(flight.name(e));
         }
     };
     let mut repair = RepairGuard(repair);
     // (Tests send the peer's segments here: `e2e_killrestore`.)
     sys::deferred::linger_point("tcp queues read");
-    fds::link_shared_fds(&mut processes)?;
-    fds::mqueue::refuse_split_deleted(&processes)?;
-    fds::file::check_kept_files(&processes)?;
-    fds::file::check_proc_files(&processes)?;
-    fds::check_fd_owners(&processes)?;
+    fds::link_shared_fds(&mut processes).map_err(named)?;
+    fds::mqueue::refuse_split_deleted(&processes).map_err(named)?;
+    fds::file::check_kept_files(&processes).map_err(named)?;
+    fds::file::check_proc_files(&processes).map_err(named)?;
+    fds::check_fd_owners(&processes).map_err(named)?;
+    let in_flight_data = flight.place(&mut processes, &mut socketpairs)?;
     crate::kinds::ipc::collect_undo_lists(&mut processes, &undo_ref)?;
     drop(undo_ref);
     let mut held = collect::held(&tree, &processes)?;
+    held.sockets.extend(flight.socket_inodes());
+    drop(flight);
     // (An IPC namespace of the tree's own: the one its root is in.)
     let own_ipc = namespaces.iter().find(|n| {
         n.kind == "ipc"
@@ -614,6 +622,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         crate::kinds::mem::track::forget_flag(&mut p.vmas);
     }
     collected.ckpt.sysv = sysv;
+    collected.in_flight_data = in_flight_data;
     collected.ckpt.pipes = pipes;
     collected.ckpt.socketpairs = socketpairs;
     collected.ckpt.fifos = fifos;

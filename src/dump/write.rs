@@ -341,39 +341,49 @@ pub(crate) fn write_image<W: Write>(
 fn write_file_data<W: Write>(c: &Collected, w: &mut ImageWriter<W>) -> Result<()> {
     let mut done_files = std::collections::BTreeSet::new();
     let mut chunk = Vec::new();
-    for p in &c.ckpt.processes {
+    // (Those only in flight through ckpt's own copies.)
+    let own: Vec<(u64, String)> = c
+        .in_flight_data
+        .iter()
+        .map(|(data, fd)| {
+            let n = std::os::fd::AsRawFd::as_raw_fd(fd);
+            (*data, format!("/proc/self/fd/{n}"))
+        })
+        .collect();
+    let sources = c.ckpt.processes.iter().flat_map(|p| {
         let hp = c.host_pid(p.pid);
-        for (data, path) in crate::kinds::fd::file::file_data_sources(p, hp) {
-            if !done_files.insert(data) {
-                continue;
+        crate::kinds::fd::file::file_data_sources(p, hp)
+    });
+    for (data, path) in sources.chain(own) {
+        if !done_files.insert(data) {
+            continue;
+        }
+        let mut file = std::fs::File::open(&path)
+            .map_err(|e| crate::sys::SysError::io(format!("open {path}"), e))?;
+        chunk.resize(4 << 20, 0);
+        let mut first = true;
+        loop {
+            let n = std::io::Read::read(&mut file, &mut chunk)
+                .map_err(|e| crate::sys::SysError::io(format!("read {path}"), e))?;
+            // An empty file still gets one (empty) record: restore wants its contents.
+            if n == 0 && !first {
+                break;
             }
-            let mut file = std::fs::File::open(&path)
-                .map_err(|e| crate::sys::SysError::io(format!("open {path}"), e))?;
-            chunk.resize(4 << 20, 0);
-            let mut first = true;
-            loop {
-                let n = std::io::Read::read(&mut file, &mut chunk)
-                    .map_err(|e| crate::sys::SysError::io(format!("read {path}"), e))?;
-                // An empty file still gets one (empty) record: restore wants its contents.
-                if n == 0 && !first {
-                    break;
-                }
-                first = false;
-                w.write_record(tag::FILE_DATA, FLAG_REQUIRED, data, &chunk[..n], false)?;
-                if n == 0 {
-                    break;
-                }
+            first = false;
+            w.write_record(tag::FILE_DATA, FLAG_REQUIRED, data, &chunk[..n], false)?;
+            if n == 0 {
+                break;
             }
-            // Its holes: only the data extents are written back at restore.
-            let extents = crate::sys::file::data_extents(&file)
-                .map_err(|e| crate::sys::SysError::io(format!("find the holes of {path}"), e))?;
-            if let Some(ext) = extents {
-                let payload: Vec<u8> = ext
-                    .iter()
-                    .flat_map(|(o, l)| o.to_le_bytes().into_iter().chain(l.to_le_bytes()))
-                    .collect();
-                w.write_record(tag::FILE_EXTENTS, 0, data, &payload, false)?;
-            }
+        }
+        // Its holes: only the data extents are written back at restore.
+        let extents = crate::sys::file::data_extents(&file)
+            .map_err(|e| crate::sys::SysError::io(format!("find the holes of {path}"), e))?;
+        if let Some(ext) = extents {
+            let payload: Vec<u8> = ext
+                .iter()
+                .flat_map(|(o, l)| o.to_le_bytes().into_iter().chain(l.to_le_bytes()))
+                .collect();
+            w.write_record(tag::FILE_EXTENTS, 0, data, &payload, false)?;
         }
     }
     Ok(())

@@ -110,6 +110,7 @@ pub(crate) fn fd(n: i32, kind: FdKind) -> Fd {
         locks: Vec::new(),
         owner: None,
         inode_owner: None,
+        in_flight: false,
     }
 }
 

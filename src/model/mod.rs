@@ -940,6 +940,13 @@ pub struct Fd {
     /// makes; `None`: not recorded (older images: it is then ckpt's, root).
     #[serde(default)]
     pub inode_owner: Option<InodeOwner>,
+    /// No process held this open file description at dump: only a queued unix message
+    /// (SCM_RIGHTS) did (its sender had closed its own copy). Restore makes it in this
+    /// process at this number (above its own descriptors) only to send it with the
+    /// messages that carry it, then closes it. False for every descriptor a process
+    /// held (and in older images).
+    #[serde(default)]
+    pub in_flight: bool,
 }
 
 /// The user and group owning an inode.

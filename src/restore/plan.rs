@@ -151,6 +151,7 @@ fn check_structure(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
     let dgram_names = unix::dgram_names(procs, problems);
     unix::check_creds(ckpt, problems);
     unix::check_rights(ckpt, problems);
+    fd::inflight::check(ckpt, problems);
     fd::check_sockets(procs, &pair_ids, &dgram_names, problems);
     fd::check_shared(procs, problems);
     fd::tty::check_ptys(ckpt, problems);

@@ -819,6 +819,8 @@ fn link_processes(
     unix::fill_deferred_pairs(ctxs, ckpt, pairs, &pipe_holders)?;
     unix::unix_dgram_links(ctxs, ckpt)?;
     unix::connect_pending(ctxs, dirs)?;
+    // Every message is queued again: what only they held is theirs alone again.
+    fd::inflight::close_in_flight(ctxs)?;
     udp::requeue_udp(procs)?;
     let mut removed = std::collections::BTreeSet::new();
     for cx in ctxs.iter_mut().filter(|c| !c.proc_.is_zombie()) {

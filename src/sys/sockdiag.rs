@@ -451,7 +451,13 @@ fn peek_at_most(
     mh.msg_control = ctl.as_mut_ptr().cast();
     mh.msg_controllen = ctl.len();
     // SAFETY: `mh` describes valid buffers (see above).
-    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut mh, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    let n = unsafe {
+        libc::recvmsg(
+            fd.as_raw_fd(),
+            &mut mh,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        )
+    };
     if n < 0 {
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::EAGAIN) {
@@ -578,7 +584,7 @@ fn peek_all(fd: &OwnedFd, eof_ends: bool) -> std::result::Result<Vec<Message>, P
             libc::recvmsg(
                 fd.as_raw_fd(),
                 &mut mh,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC | libc::MSG_CMSG_CLOEXEC,
             )
         };
         if n < 0 {

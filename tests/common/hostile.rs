@@ -171,6 +171,7 @@ pub fn checkpoint() -> Checkpoint {
                 locks: vec![],
                 owner: None,
                 inode_owner: None,
+                in_flight: false,
             },
             Fd {
                 fd: 3,
@@ -185,6 +186,7 @@ pub fn checkpoint() -> Checkpoint {
                 locks: vec![],
                 owner: None,
                 inode_owner: None,
+                in_flight: false,
             },
             Fd {
                 fd: 4,
@@ -198,6 +200,7 @@ pub fn checkpoint() -> Checkpoint {
                 locks: vec![],
                 owner: None,
                 inode_owner: None,
+                in_flight: false,
             },
             Fd {
                 fd: 5,
@@ -211,6 +214,7 @@ pub fn checkpoint() -> Checkpoint {
                 locks: vec![],
                 owner: None,
                 inode_owner: None,
+                in_flight: false,
             },
         ],
         sigactions: vec![SigAction {

@@ -170,6 +170,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("ucreds", "ucreds.c", &[]),
     ("urights", "urights.c", &[]),
     ("uflight", "uflight.c", &[]),
+    // tests/e2e_inflight.rs: descriptors only a queued unix message holds
+    ("uinflight", "uinflight.c", &[]),
     ("relinked", "relinked.c", &[]),
     // tests/e2e_net.rs: TCP sockets in every state restore brings back
     ("tcpstates", "tcpstates.c", &[]),

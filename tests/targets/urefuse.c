@@ -1,7 +1,8 @@
 /* urefuse MODE DIR [STEPS]
  *
  * One unix socket state that a dump must refuse (naming the descriptor) while the
- * program runs on undisturbed. MODE:
+ * program runs on undisturbed, or that dumps refused before (stream-rights,
+ * dgram-rights, named-rights: restored since, tests/e2e_inflight.rs). MODE:
  *   stream-rights   a stream socketpair (fds 3, 4) with an eventfd (counter 5) in flight
  *                   on it: one byte sent on 3 with SCM_RIGHTS, queued on 4, the eventfd
  *                   closed by the program after sending it (only the message holds it);

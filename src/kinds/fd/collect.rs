@@ -170,6 +170,7 @@ fn fd_entry_kind(pid: i32, fd: i32, link: &[u8]) -> DumpResult<Fd> {
         locks: Vec::new(),
         owner: None,
         inode_owner: None,
+        in_flight: false,
     })
 }
 
@@ -310,7 +311,7 @@ pub(crate) fn link_shared_fds(procs: &mut [Process]) -> DumpResult<()> {
 }
 
 /// The socket inode of a descriptor still waiting for [`resolve_sockets`].
-fn socket_ino(k: &FdKind) -> Option<u64> {
+pub(crate) fn socket_ino(k: &FdKind) -> Option<u64> {
     match k {
         FdKind::Inherited { what, .. } => what
             .strip_prefix("socket:[")

@@ -411,7 +411,7 @@ pub(crate) fn check_kept_files(procs: &[Process]) -> DumpResult<()> {
 pub(crate) fn file_data_sources(p: &Process, hp: i32) -> impl Iterator<Item = (u64, String)> + '_ {
     let from_fds = p.fds.iter().filter_map(move |f| match f.kind {
         FdKind::Memfd { data, .. } | FdKind::DeletedFile { data, .. }
-            if f.shared_with.is_none() =>
+            if f.shared_with.is_none() && !f.in_flight =>
         {
             Some((data, format!("/proc/{hp}/fd/{}", f.fd)))
         }

@@ -21,6 +21,10 @@ use std::os::unix::fs::MetadataExt;
 pub(crate) fn held_locks(pid: i32, fds: &[Fd]) -> DumpResult<Vec<procfs::LockLine>> {
     let mut out = Vec::new();
     for f in fds {
+        // (One only in flight is in no process: refused if it holds locks.)
+        if f.in_flight {
+            continue;
+        }
         if matches!(f.kind, FdKind::File { .. } | FdKind::Dir { .. }) {
             let text = procfs::fdinfo_text(pid, f.fd)?;
             out.extend(

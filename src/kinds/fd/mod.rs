@@ -12,6 +12,7 @@ pub(crate) mod file;
 mod ghost;
 pub(crate) mod held;
 pub(crate) mod inetraw;
+pub(crate) mod inflight;
 pub(crate) mod inotify;
 pub(crate) mod lock;
 pub(crate) mod mqueue;
@@ -494,7 +495,12 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
         }
         _ => String::new(),
     };
-    d + &owner + &lock::describe(&f.locks)
+    let flight = if f.in_flight {
+        " (only in flight: no process holds it)"
+    } else {
+        ""
+    };
+    d + &owner + &lock::describe(&f.locks) + flight
 }
 
 // ---- restore (stage) ----

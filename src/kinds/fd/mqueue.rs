@@ -556,6 +556,7 @@ mod tests {
                 notify: None,
             },
             inode_owner: None,
+            in_flight: false,
             shared_with: None,
             locks: Vec::new(),
             owner: None,

@@ -6,6 +6,7 @@ mod external;
 mod fanotify;
 mod file;
 mod inet;
+mod inflight;
 mod lock;
 mod pipe_fifo;
 mod table;

@@ -1,0 +1,507 @@
+//! Descriptors only in flight: open file descriptions that no process of the tree
+//! holds, only a queued unix message (`SCM_RIGHTS`) does (the sender passed a pipe, a
+//! file or a socket to a worker and closed its own copy before the worker received it).
+//!
+//! Dump peeks at the queues of the tree's unix sockets (the peek installs what the
+//! messages carry in ckpt, as the same open file descriptions, without consuming
+//! anything) and keeps each description no descriptor of the tree has. While the tree's
+//! descriptors are resolved (pipes, socket pairs, sharing), ckpt's copies stand in a
+//! process of their own ([`InFlight::join`]); then each becomes a descriptor of the
+//! process whose socket queue led to it, above its own descriptors and marked
+//! `in_flight` ([`InFlight::place`]). The queues of sockets found so are peeked in
+//! turn (a socket in flight with messages of its own, a socket carrying itself).
+//! Restore makes them like any descriptor, sends them with their messages once every
+//! process has its descriptors, and closes them ([`close_in_flight`]).
+
+use super::collect::socket_ino;
+use crate::error::{DumpError, DumpResult, Problem, RestoreResult};
+use crate::kinds::check;
+use crate::kinds::unsupported;
+use crate::model::{Checkpoint, Fd, FdKind, FdRef, Process, SocketPairState};
+use crate::remote::Ctx;
+use crate::sys;
+use crate::sys::sockdiag::{self, STATE_LISTEN, UnixSock};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+// ---- collect (dump) ----
+
+/// Most descriptors only in flight one dump keeps.
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// One open file description only in flight.
+struct Found {
+    /// ckpt's copy (installed by a peek).
+    fd: OwnedFd,
+    /// The process whose socket queue led to it (restore makes it there), and that
+    /// socket's descriptor.
+    holder: i32,
+    queue: i32,
+}
+
+/// The descriptors only in flight of a tree, as ckpt holds them for the dump.
+pub(crate) struct InFlight {
+    me: i32,
+    found: Vec<Found>,
+}
+
+impl InFlight {
+    /// Every open file description that a message queued on a unix socket of the tree
+    /// carries and that no descriptor of the tree has (compared by inode, then kcmp),
+    /// once; sockets among them have their own queues looked at too. A queue that
+    /// cannot be read here is left to the socket's own collect, which says why.
+    pub(crate) fn discover(procs: &[Process]) -> DumpResult<Self> {
+        let me = std::process::id() as i32;
+        let mut out = InFlight {
+            me,
+            found: Vec::new(),
+        };
+        let socks: Vec<(i32, i32, u64)> = procs
+            .iter()
+            .flat_map(|p| {
+                p.fds
+                    .iter()
+                    .filter_map(move |f| socket_ino(&f.kind).map(|i| (p.pid, f.fd, i)))
+            })
+            .collect();
+        if socks.is_empty() {
+            return Ok(out);
+        }
+        let diag = sockdiag::unix_sockets()?;
+        let tree_socks: BTreeSet<u64> = socks.iter().map(|s| s.2).collect();
+        let mut seen = BTreeSet::new();
+        let mut work = VecDeque::new();
+        for (pid, fd, ino) in socks {
+            let Some(s) = diag.get(&ino) else { continue };
+            // A socket connected outside the tree: its queue is not the tree's to give
+            // back (it stays outside, or is refused by its own collect).
+            let outside = s.peer != 0 && !tree_socks.contains(&s.peer);
+            if outside || !seen.insert(ino) || !carries(&format!("/proc/{pid}/fdinfo/{fd}")) {
+                continue;
+            }
+            // (A descriptor closed meanwhile: nothing to look at.)
+            if let Ok(dup) = sys::process::steal_fd(pid, fd) {
+                work.push_back((dup, pid, fd, ino));
+            }
+        }
+        let mut tree: Option<TreeFiles> = None;
+        while let Some((sock, holder, queue, ino)) = work.pop_front() {
+            let Some(s) = diag.get(&ino) else { continue };
+            for r in queued_rights(&sock, s) {
+                let tree = tree.get_or_insert_with(|| TreeFiles::read(procs));
+                if tree.holds(me, &r) || out.found.iter().any(|f| same(me, &f.fd, &r)) {
+                    continue;
+                }
+                if out.found.len() >= MAX_IN_FLIGHT {
+                    return Err(unsupported(
+                        holder,
+                        format!(
+                            "more than {MAX_IN_FLIGHT} descriptors in flight (SCM_RIGHTS) \
+                             that no process of the dumped tree holds"
+                        ),
+                    ));
+                }
+                if let Some(rino) = socket_inode(&r) {
+                    let own = format!("/proc/self/fdinfo/{}", r.as_raw_fd());
+                    if diag.contains_key(&rino) && seen.insert(rino) && carries(&own) {
+                        let dup = r.try_clone().map_err(|e| {
+                            sys::SysError::io("duplicate a descriptor in flight", e)
+                        })?;
+                        work.push_back((dup, holder, queue, rino));
+                    }
+                }
+                out.found.push(Found {
+                    fd: r,
+                    holder,
+                    queue,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// ckpt's copies as the descriptors of a process of its own (ckpt's PID, their
+    /// numbers in ckpt), appended to `procs`, so that the tree's pipes, sockets and
+    /// sharing are resolved with them ([`InFlight::place`] takes it out again).
+    pub(crate) fn join(&self, procs: &mut Vec<Process>) -> DumpResult<()> {
+        if self.found.is_empty() {
+            return Ok(());
+        }
+        let mut fds = Vec::with_capacity(self.found.len());
+        for f in &self.found {
+            let mut e = super::fd_entry(self.me, f.fd.as_raw_fd()).map_err(|e| self.name(e))?;
+            e.in_flight = true;
+            fds.push(e);
+        }
+        procs.push(Process {
+            pid: self.me,
+            fds,
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    /// A refusal that names a descriptor of ckpt's own process of [`InFlight::join`]
+    /// named instead by the queue it is in flight on.
+    pub(crate) fn name(&self, e: DumpError) -> DumpError {
+        let DumpError::Unsupported { pid, why } = &e else {
+            return e;
+        };
+        if *pid != self.me {
+            return e;
+        }
+        let which = self
+            .found
+            .iter()
+            .find_map(|f| {
+                let tag = format!("file descriptor {} ", f.fd.as_raw_fd());
+                why.strip_prefix(&tag).map(|rest| (f, rest.to_string()))
+            })
+            .or_else(|| self.found.first().map(|f| (f, why.clone())));
+        match which {
+            Some((f, rest)) => unsupported(
+                f.holder,
+                format!(
+                    "file descriptor {} is a unix socket with a message queued on it that \
+                     carries a descriptor in flight (SCM_RIGHTS) that no process of the \
+                     dumped tree holds, and that descriptor {rest}",
+                    f.queue
+                ),
+            ),
+            None => e,
+        }
+    }
+
+    /// The inodes of the sockets only in flight (the tree's own, for the plan dump runs).
+    pub(crate) fn socket_inodes(&self) -> Vec<u64> {
+        self.found
+            .iter()
+            .filter_map(|f| socket_inode(&f.fd))
+            .collect()
+    }
+
+    /// Take ckpt's process of [`InFlight::join`] out of `procs` and make each of its
+    /// descriptors one of the process that makes it at restore: numbered above that
+    /// process's own, marked `in_flight`, and the messages that carry it (`pairs`, the
+    /// datagram sockets' queues) naming it there. What restore cannot make only in
+    /// flight is refused, naming the queue. Returns, for the contents of memfds and
+    /// deleted files among them, ckpt's copies to read them through (data ID, copy).
+    pub(crate) fn place(
+        &self,
+        procs: &mut Vec<Process>,
+        pairs: &mut [SocketPairState],
+    ) -> DumpResult<Vec<(u64, OwnedFd)>> {
+        let mut data = Vec::new();
+        if self.found.is_empty() {
+            return Ok(data);
+        }
+        let synth = match procs.pop() {
+            Some(p) if p.pid == self.me && p.fds.len() == self.found.len() => p,
+            _ => {
+                return Err(DumpError::Sys(sys::SysError::Other(
+                    "the descriptors in flight are not where the dump left them".into(),
+                )));
+            }
+        };
+        let ckpts_mnt = sys::ns::inode(0, "mnt").ok();
+        let mut next: BTreeMap<i32, i32> = BTreeMap::new();
+        let mut map: BTreeMap<i32, (i32, i32)> = BTreeMap::new();
+        let mut placed: Vec<(i32, Fd)> = Vec::new();
+        for (mut f, found) in synth.fds.into_iter().zip(&self.found) {
+            let raw = f.fd;
+            let refuse = |why: String| {
+                let what = sys::proc::readlink(&format!("/proc/self/fd/{raw}"))
+                    .map(|l| String::from_utf8_lossy(&l).into_owned())
+                    .unwrap_or_default();
+                unsupported(
+                    found.holder,
+                    format!(
+                        "file descriptor {} is a unix socket with a message queued on it \
+                         that carries {what} in flight (SCM_RIGHTS), which no process of \
+                         the dumped tree holds: {why}",
+                        found.queue
+                    ),
+                )
+            };
+            if let Err(why) = restorable(&f) {
+                return Err(refuse(why.to_string()));
+            }
+            let by_path = matches!(
+                f.kind,
+                FdKind::File { .. }
+                    | FdKind::Dir { .. }
+                    | FdKind::Device { .. }
+                    | FdKind::DeletedFile { .. }
+            );
+            if by_path && sys::ns::inode(found.holder, "mnt").ok() != ckpts_mnt {
+                return Err(refuse(
+                    "a file opened by path, in flight to a process in another mount \
+                     namespace than ckpt's; not supported yet"
+                        .into(),
+                ));
+            }
+            let holder = procs
+                .iter()
+                .find(|p| p.pid == found.holder)
+                .ok_or_else(|| refuse("its receiver is not in the dumped tree".into()))?;
+            let n = next.entry(found.holder).or_insert_with(|| {
+                holder
+                    .fds
+                    .iter()
+                    .map(|g| g.fd + 1)
+                    .max()
+                    .unwrap_or(3)
+                    .max(3)
+            });
+            if let FdKind::Memfd { data: id, .. } | FdKind::DeletedFile { data: id, .. } = f.kind {
+                let copy = found
+                    .fd
+                    .try_clone()
+                    .map_err(|e| sys::SysError::io("duplicate a descriptor in flight", e))?;
+                data.push((id, copy));
+            }
+            map.insert(raw, (found.holder, *n));
+            f.fd = *n;
+            *n += 1;
+            placed.push((found.holder, f));
+        }
+        let me = self.me;
+        let fix = |r: &mut FdRef| {
+            if r.pid == me {
+                if let Some(&(pid, fd)) = map.get(&r.fd) {
+                    *r = FdRef { pid, fd };
+                }
+            }
+        };
+        let fix_fd = |f: &mut Fd| {
+            if let Some((q, qfd)) = f.shared_with {
+                if q == me {
+                    f.shared_with = map.get(&qfd).copied();
+                }
+            }
+            if let FdKind::UnixDgram { sock, .. } = &mut f.kind {
+                sock.msgs
+                    .iter_mut()
+                    .flat_map(|m| &mut m.rights)
+                    .for_each(fix);
+            }
+        };
+        for sp in pairs.iter_mut() {
+            for m in sp.msgs0.iter_mut().chain(sp.msgs1.iter_mut()) {
+                m.rights.iter_mut().for_each(fix);
+            }
+            for r in sp.runs0.iter_mut().chain(sp.runs1.iter_mut()) {
+                r.rights.iter_mut().for_each(fix);
+            }
+        }
+        for p in procs.iter_mut() {
+            p.fds.iter_mut().for_each(fix_fd);
+        }
+        for (_, f) in placed.iter_mut() {
+            fix_fd(f);
+        }
+        let carried = carried_by(procs, pairs, placed.iter().map(|(_, f)| f));
+        for (holder, f) in placed {
+            // One only a queue that is not given back carries (a socket's the tree
+            // holds on a standard descriptor, connected outside) is not made.
+            if !carried.contains(&(holder, f.fd)) {
+                continue;
+            }
+            if let Some(p) = procs.iter_mut().find(|p| p.pid == holder) {
+                p.fds.push(f);
+            }
+        }
+        Ok(data)
+    }
+}
+
+/// Whether restore can make descriptor `f` only to send it in flight (the reason it
+/// cannot, otherwise).
+fn restorable(f: &Fd) -> Result<(), &'static str> {
+    if !f.locks.is_empty() {
+        return Err("it holds file locks; not supported yet");
+    }
+    match f.kind {
+        FdKind::Pipe { .. }
+        | FdKind::UnixPair { .. }
+        | FdKind::UnixDgram { .. }
+        | FdKind::UnixListen { .. }
+        | FdKind::File { .. }
+        | FdKind::Dir { .. }
+        | FdKind::Device { .. }
+        | FdKind::Memfd { .. }
+        | FdKind::DeletedFile { .. }
+        | FdKind::EventFd { .. }
+        | FdKind::TimerFd { .. }
+        | FdKind::SignalFd { .. } => Ok(()),
+        FdKind::Inherited { .. } | FdKind::External { .. } => {
+            Err("it leads outside the dumped tree")
+        }
+        _ => Err("restore cannot make this kind of descriptor only in flight yet"),
+    }
+}
+
+/// The descriptors the messages queued on socket `sock` (a duplicate; `s` as sock_diag
+/// shows it) carry, installed in ckpt by peeks that consume nothing. None when its
+/// queue cannot be read here (the socket's own collect refuses it, saying why).
+fn queued_rights(sock: &OwnedFd, s: &UnixSock) -> Vec<OwnedFd> {
+    if s.state == STATE_LISTEN {
+        return Vec::new();
+    }
+    if s.typ == libc::SOCK_STREAM {
+        if s.rqueue == 0 {
+            return Vec::new();
+        }
+        return match sockdiag::peek_unix_stream(sock, s.rqueue as usize) {
+            Ok((_, runs)) => runs.into_iter().flat_map(|r| r.rights).collect(),
+            Err(_) => Vec::new(),
+        };
+    }
+    let eof_ends = s.typ == libc::SOCK_SEQPACKET && s.shutdown & 1 != 0;
+    match sockdiag::peek_messages(sock, eof_ends, false) {
+        Ok(msgs) => msgs.into_iter().flat_map(|m| m.rights).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Whether the unix socket whose fdinfo is at `path` may have descriptors in flight in
+/// its queue: its `scm_fds` count is not 0 (a kernel that does not show it: maybe).
+fn carries(path: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return true;
+    };
+    sys::proc::fdinfo_field(&text, "scm_fds:")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_none_or(|n| n != 0)
+}
+
+/// The inode of socket `fd` (None for anything else).
+fn socket_inode(fd: &OwnedFd) -> Option<u64> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    m.file_type().is_socket().then(|| m.ino())
+}
+
+/// Whether two of ckpt's descriptors are one open file description.
+fn same(me: i32, a: &OwnedFd, b: &OwnedFd) -> bool {
+    sys::process::same_file_description(me, a.as_raw_fd(), me, b.as_raw_fd()).unwrap_or(false)
+}
+
+/// The tree's descriptors by the file they lead to (device, inode).
+struct TreeFiles(BTreeMap<(u64, u64), Vec<(i32, i32)>>);
+
+impl TreeFiles {
+    fn read(procs: &[Process]) -> Self {
+        let mut m: BTreeMap<(u64, u64), Vec<(i32, i32)>> = BTreeMap::new();
+        for p in procs {
+            for f in &p.fds {
+                if let Some(k) = file_key(&format!("/proc/{}/fd/{}", p.pid, f.fd)) {
+                    m.entry(k).or_default().push((p.pid, f.fd));
+                }
+            }
+        }
+        TreeFiles(m)
+    }
+
+    /// Whether a descriptor of the tree is the open file description of ckpt's `r`.
+    fn holds(&self, me: i32, r: &OwnedFd) -> bool {
+        let fd = r.as_raw_fd();
+        let Some(k) = file_key(&format!("/proc/self/fd/{fd}")) else {
+            return false;
+        };
+        self.0.get(&k).is_some_and(|v| {
+            v.iter().any(|&(pid, n)| {
+                sys::process::same_file_description(me, fd, pid, n).unwrap_or(false)
+            })
+        })
+    }
+}
+
+fn file_key(path: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+// ---- checks (plan) ----
+
+/// Descriptors only in flight: each is made by restore (not inherited nor given from
+/// outside), holds no locks, is carried by a queued message, and lies above every
+/// descriptor its process holds.
+pub(crate) fn check(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
+    let carried = carried(ckpt);
+    for p in &ckpt.processes {
+        let own_max = p
+            .fds
+            .iter()
+            .filter(|f| !f.in_flight)
+            .map(|f| f.fd)
+            .max()
+            .unwrap_or(-1);
+        for f in p.fds.iter().filter(|f| f.in_flight) {
+            let made = !matches!(f.kind, FdKind::Inherited { .. } | FdKind::External { .. });
+            let r = (p.pid, f.fd);
+            if !made || !f.locks.is_empty() || !carried.contains(&r) || f.fd <= own_max {
+                check::p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} is only in flight but no queued \
+                         message carries it, or restore cannot make it",
+                        f.fd, p.pid
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Every descriptor a queued message of the image carries.
+fn carried(ckpt: &Checkpoint) -> BTreeSet<(i32, i32)> {
+    carried_by(&ckpt.processes, &ckpt.socketpairs, std::iter::empty())
+}
+
+/// Every descriptor a message queued on `pairs` or on the datagram sockets of `procs`
+/// and `more` carries.
+fn carried_by<'a>(
+    procs: &'a [Process],
+    pairs: &[SocketPairState],
+    more: impl Iterator<Item = &'a Fd>,
+) -> BTreeSet<(i32, i32)> {
+    let mut out = BTreeSet::new();
+    for sp in pairs {
+        for m in sp.msgs0.iter().chain(sp.msgs1.iter()) {
+            out.extend(m.rights.iter().map(|r| (r.pid, r.fd)));
+        }
+        for r in sp.runs0.iter().chain(sp.runs1.iter()) {
+            out.extend(r.rights.iter().map(|r| (r.pid, r.fd)));
+        }
+    }
+    for f in procs.iter().flat_map(|p| p.fds.iter()).chain(more) {
+        if let FdKind::UnixDgram { sock, .. } = &f.kind {
+            for m in &sock.msgs {
+                out.extend(m.rights.iter().map(|r| (r.pid, r.fd)));
+            }
+        }
+    }
+    out
+}
+
+// ---- restore (stage) ----
+
+/// Once every queued message is sent again: close the descriptors that were only in
+/// flight (the messages hold them now, as at dump).
+pub(crate) fn close_in_flight(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
+    for cx in ctxs.iter_mut().filter(|c| !c.proc_.is_zombie()) {
+        let fds: Vec<i32> = cx
+            .proc_
+            .fds
+            .iter()
+            .filter(|f| f.in_flight)
+            .map(|f| f.fd)
+            .collect();
+        for fd in fds {
+            cx.close(fd as u64)?;
+        }
+    }
+    Ok(())
+}
