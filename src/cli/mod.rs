@@ -611,22 +611,32 @@ fn open_input(path: &PathBuf) -> Result<Box<dyn Read + Send>, String> {
     Ok(Box::new(io::BufReader::with_capacity(INPUT_BUF, f)))
 }
 
-/// The image to restore or check: an incremental image (`dump --parent`) becomes the
-/// full image of its chain, each link verified (`restore::chain`).
-fn open_chain(path: &PathBuf, parent: Option<&PathBuf>) -> Result<Box<dyn Read + Send>, String> {
+/// The image to restore or check: a full image, read as a stream (or, for `--lazy`,
+/// its file, read as a stream and at random), or an incremental one (`dump --parent`),
+/// read through its chain in place, each link verified (`restore::composite`).
+enum Opened {
+    Stream(Box<dyn Read + Send>),
+    File(File),
+    Chain(Box<restore::composite::Composite>),
+}
+
+fn open_chain(path: &PathBuf, parent: Option<&PathBuf>, file: bool) -> Result<Opened, String> {
     if path.as_os_str() == "-" {
         if parent.is_some() {
             return Err("--parent needs the image as a file, not standard input".into());
         }
-        return open_input(path);
+        return open_input(path).map(Opened::Stream);
     }
-    match restore::chain::materialize(path, parent.map(|p| p.as_path())) {
-        Ok(Some(f)) => Ok(Box::new(io::BufReader::with_capacity(INPUT_BUF, f))),
+    match restore::composite::Composite::of_chain(path, parent.map(|p| p.as_path())) {
+        Ok(Some(c)) => Ok(Opened::Chain(Box::new(c))),
         Ok(None) if parent.is_some() => Err(format!(
             "{} is not an incremental image: --parent does not apply",
             path.display()
         )),
-        Ok(None) => open_input(path),
+        Ok(None) if file => File::open(path)
+            .map(Opened::File)
+            .map_err(|e| format!("cannot open {}: {e}", path.display())),
+        Ok(None) => open_input(path).map(Opened::Stream),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -954,34 +964,26 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return usage(format!("--pid-file: {e}")),
     };
-    // --lazy: the same open file (the image, or the full one an incremental chain was
-    // merged into), read as a stream for the metadata and at random for the pages.
-    let (input, lazy_file): (Box<dyn Read + Send>, _) = if lazy.is_some() {
-        let opened = match restore::chain::materialize(&image, parent.as_deref()) {
-            Ok(Some(f)) => Ok(f),
-            Ok(None) if parent.is_some() => {
-                return err(format!(
-                    "{} is not an incremental image: --parent does not apply",
-                    image.display()
-                ));
-            }
-            Ok(None) => File::open(&image),
+    // An incremental image: its chain is read in place, the metadata given to prepare
+    // the full image's. --lazy of a full image: the same open file, read as a stream
+    // for the metadata and at random for the pages.
+    let (input, lazy_file, chain): (Box<dyn Read + Send>, _, _) =
+        match open_chain(&image, parent.as_ref(), lazy.is_some()) {
+            Ok(Opened::Stream(i)) => (i, None, None),
+            Ok(Opened::File(f)) => match f.try_clone() {
+                Ok(dup) => (
+                    Box::new(io::BufReader::with_capacity(INPUT_BUF, f)),
+                    Some(dup),
+                    None,
+                ),
+                Err(e) => return err(format!("cannot open {}: {e}", image.display())),
+            },
+            Ok(Opened::Chain(c)) => match c.meta_image() {
+                Ok(m) => (Box::new(io::Cursor::new(m)), None, Some(c)),
+                Err(e) => return err(e),
+            },
             Err(e) => return err(e),
         };
-        let f = match opened.and_then(|f| f.try_clone().map(|c| (f, c))) {
-            Ok(f) => f,
-            Err(e) => return err(format!("cannot open {}: {e}", image.display())),
-        };
-        (
-            Box::new(io::BufReader::with_capacity(INPUT_BUF, f.0)),
-            Some(f.1),
-        )
-    } else {
-        match open_chain(&image, parent.as_ref()) {
-            Ok(i) => (i, None),
-            Err(e) => return err(e),
-        }
-    };
     if !detach {
         // Like a shell waiting for its job: keyboard signals are for the job.
         host::ignore_keyboard_signals();
@@ -998,6 +1000,15 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
     }
     if let (Some(f), Some(mode)) = (lazy_file, lazy) {
         if let Err(e) = prepared.set_lazy(f, mode) {
+            return err(e);
+        }
+    }
+    if let Some(c) = chain {
+        let set = match lazy {
+            Some(mode) => prepared.set_composite_lazy(*c, mode),
+            None => prepared.set_composite(*c, false),
+        };
+        if let Err(e) = set {
             return err(e);
         }
     }
@@ -1042,11 +1053,13 @@ fn cmd_check(a: CheckArgs) -> i32 {
         Ok(v) => v,
         Err(e) => return usage(e),
     };
-    let input = match open_chain(&image, parent.as_ref()) {
-        Ok(i) => i,
+    let checked = match open_chain(&image, parent.as_ref(), false) {
+        Ok(Opened::Stream(i)) => restore::check(i, &view),
+        Ok(Opened::File(f)) => restore::check(f, &view),
+        Ok(Opened::Chain(c)) => restore::check_composite(&c, &view),
         Err(e) => return err(e),
     };
-    let report = match restore::check(input, &view) {
+    let report = match checked {
         Ok(r) => r,
         Err(e) => {
             if json {

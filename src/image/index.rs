@@ -53,6 +53,12 @@ fn le32(b: &[u8]) -> u32 {
 /// required records and the end record; payloads are not read (their checksums are
 /// checked by [`read_payload`]). Unknown optional records are left out.
 pub fn scan<F: FileExt>(f: &F) -> Result<Vec<IndexEntry>> {
+    scan_with_identity(f).map(|(entries, _)| entries)
+}
+
+/// [`scan`], and the image's identity: the record count and chained hash its end record
+/// carries (checked against the records, as `image::identity` reads them from the tail).
+pub fn scan_with_identity<F: FileExt>(f: &F) -> Result<(Vec<IndexEntry>, (u64, u64))> {
     let mut h = [0u8; HEADER_LEN];
     read_at(f, &mut h, 0, "file header")?;
     if h[0..8] != MAGIC {
@@ -133,7 +139,7 @@ pub fn scan<F: FileExt>(f: &F) -> Result<Vec<IndexEntry>> {
             if f.read_at(&mut one, data_off + 24).map_err(ImageError::Io)? != 0 {
                 return Err(ImageError::TrailingData);
             }
-            return Ok(out);
+            return Ok((out, (records, ch)));
         }
         // The record's checksum and the next record's header follow each other: one
         // read for both (a scan costs one read per record, whatever its size).
@@ -214,6 +220,52 @@ pub fn read_payload<F: FileExt>(f: &F, e: &IndexEntry, buf: &mut Vec<u8>) -> Res
         });
     }
     Ok(())
+}
+
+/// Check that the padding between the header of `e` and its payload is zeros (as
+/// [`ImageReader`](super::ImageReader) does; [`scan`] only bounds its length).
+pub fn check_padding<F: FileExt>(f: &F, e: &IndexEntry) -> Result<()> {
+    let start = e.offset + RECORD_HEADER_LEN as u64;
+    let pad = e.data_off.saturating_sub(start);
+    if pad == 0 {
+        return Ok(());
+    }
+    let mut buf = [0u8; PAGE_SIZE as usize];
+    let region = buf.get_mut(..pad as usize).ok_or(ImageError::BadPadding {
+        offset: e.offset,
+        pad: pad as u32,
+    })?;
+    read_at(f, region, start, "record padding")?;
+    if region.iter().any(|&b| b != 0) {
+        return Err(ImageError::BadPadding {
+            offset: e.offset,
+            pad: pad as u32,
+        });
+    }
+    Ok(())
+}
+
+/// The hash of `e`'s checksum with its header fields in, for a payload read in parts:
+/// fed every part in order, its digest must be `e.checksum` (see [`read_payload`]).
+pub fn payload_hasher(e: &IndexEntry) -> xxhash_rust::xxh3::Xxh3 {
+    let mut x = xxhash_rust::xxh3::Xxh3::new();
+    x.update(&super::layout::record_header(e.tag, e.flags, e.len, e.arg, 0)[0..24]);
+    x
+}
+
+/// Read `buf.len()` bytes of the payload of `e` from byte `at` of it (no check: the
+/// caller hashes the parts, see [`payload_hasher`]).
+pub fn read_payload_part<F: FileExt>(f: &F, e: &IndexEntry, at: u64, buf: &mut [u8]) -> Result<()> {
+    if at
+        .checked_add(buf.len() as u64)
+        .is_none_or(|end| end > e.len)
+    {
+        return Err(ImageError::Truncated {
+            offset: e.offset,
+            what: tag::name(e.tag),
+        });
+    }
+    read_at(f, buf, e.data_off + at, tag::name(e.tag))
 }
 
 /// The length of the pages a page record holds, uncompressed (for a compressed one,

@@ -110,7 +110,25 @@ impl LazyImage {
         if let Some(c) = &self.comp {
             return c.pages_into(offset, spare);
         }
-        let e = self.entry(offset)?;
+        self.record_into(offset, spare)
+    }
+
+    /// The record the pages keyed `key` come from, and where they start in its pages:
+    /// for a plain image the record at byte `key`, from its start; through a chain, see
+    /// `Composite::locate` (pieces of one record share it, so it is read once).
+    fn locate(&self, key: u64) -> Result<(u64, u64)> {
+        match &self.comp {
+            Some(c) => c.locate(key),
+            None => Ok((key, 0)),
+        }
+    }
+
+    /// The pages of the record `rec` ([`LazyImage::locate`]), checked, into `spare`.
+    fn record_into(&self, rec: u64, spare: Vec<u8>) -> Result<Vec<u8>> {
+        if let Some(c) = &self.comp {
+            return c.record_pages(rec, spare);
+        }
+        let e = self.entry(rec)?;
         if !matches!(e.tag, tag::PAGES_LZ4 | tag::PAGES_ZSTD) {
             let mut raw = spare;
             index::read_payload(&self.file, e, &mut raw)?;
@@ -597,15 +615,24 @@ impl Drop for Server {
     }
 }
 
-/// Records read and decompressed lately.
+/// Records read and decompressed lately, the most recently used last.
 struct Cache {
     recs: VecDeque<(u64, Arc<Vec<u8>>)>,
 }
 
 impl Cache {
-    fn get(&mut self, img: &LazyImage, rec: u64) -> Result<Arc<Vec<u8>>> {
-        if let Some((_, d)) = self.recs.iter().find(|(o, _)| *o == rec) {
-            return Ok(d.clone());
+    /// The pages of the record the pages keyed `key` come from, and where they start
+    /// in them.
+    fn get(&mut self, img: &LazyImage, key: u64) -> Result<(Arc<Vec<u8>>, u64)> {
+        let (rec, skip) = img.locate(key)?;
+        if let Some(i) = self.recs.iter().position(|(o, _)| *o == rec) {
+            // Kept the longest: through a chain, the pieces of a big record of an
+            // ancestor alternate with the small records of the later images' pages.
+            if let Some(hit) = self.recs.remove(i) {
+                let d = hit.1.clone();
+                self.recs.push_back(hit);
+                return Ok((d, skip));
+            }
         }
         // The oldest record's buffer is reused once nothing holds it.
         let spare = if self.recs.len() >= CACHED {
@@ -616,9 +643,9 @@ impl Cache {
         } else {
             Vec::new()
         };
-        let d = Arc::new(img.pages_into(rec, spare)?);
+        let d = Arc::new(img.record_into(rec, spare)?);
         self.recs.push_back((rec, d.clone()));
-        Ok(d)
+        Ok((d, skip))
     }
 }
 
@@ -632,8 +659,8 @@ fn copy_part(
     cache: &mut Cache,
 ) -> Result<Fill> {
     let p = mm.pieces[i];
-    let data = cache.get(img, p.rec)?;
-    let from = (p.skip + (start - p.addr)) as usize;
+    let (data, base) = cache.get(img, p.rec)?;
+    let from = (base + p.skip + (start - p.addr)) as usize;
     let to = from + (end - start) as usize;
     let Some(bytes) = data.get(from..to) else {
         return Err(RestoreError::Malformed(format!(

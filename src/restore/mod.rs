@@ -42,6 +42,24 @@ pub struct CheckReport {
 pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     let mut reader = ImageReader::new(input)?;
     let ckpt = plan::read_checkpoint(&mut reader)?;
+    check_records(ckpt, &mut source::Direct::new(&mut reader), view)
+}
+
+/// [`check`] of an incremental image, read through its chain (every record of every
+/// link is read and checked).
+pub fn check_composite(c: &composite::Composite, view: &HostView) -> Result<CheckReport> {
+    check_records(
+        c.meta().clone(),
+        &mut composite::CompositeSource::new(c, false),
+        view,
+    )
+}
+
+fn check_records(
+    ckpt: crate::model::Checkpoint,
+    records: &mut dyn source::RecordSource,
+    view: &HostView,
+) -> Result<CheckReport> {
     // ckpt's cgroups and cgroup mounts, before it enters the tree's namespaces.
     sys::cgroup::prime();
     // The files of a tree with a mount namespace of its own are in it: built first (in
@@ -86,7 +104,7 @@ pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
     problems.extend(plan.problems);
     let mut page_bytes = 0;
     if problems.iter().all(|p| p.code != "malformed") {
-        match read_records(&plan.ckpt, &mut reader) {
+        match read_records(&plan.ckpt, records) {
             Ok(b) => page_bytes = b,
             Err(e) => problems.push(Problem {
                 code: "image",
@@ -104,12 +122,11 @@ pub fn check<R: Read>(input: R, view: &HostView) -> Result<CheckReport> {
 /// Read the records after the metadata with every check stage makes of them (file
 /// contents for every kept file, page records inside areas that take pages, none twice,
 /// checksums), without keeping anything. Returns the bytes of data read.
-fn read_records<R: Read>(
+fn read_records(
     ckpt: &crate::model::Checkpoint,
-    reader: &mut ImageReader<R>,
+    records: &mut dyn source::RecordSource,
 ) -> Result<u64> {
-    let mut direct = source::Direct::new(reader);
-    let mut pages = crate::kinds::mem::pages::PageStream::new(&mut direct);
+    let mut pages = crate::kinds::mem::pages::PageStream::new(records);
     let files = pages.read_file_data(false)?;
     crate::kinds::fd::file::check_file_data(&ckpt.processes, &files)?;
     let b = ckpt
@@ -126,7 +143,7 @@ fn read_records<R: Read>(
 /// one error (for tests and the fuzz target: an image `check` accepts must pass).
 pub fn validate<R: Read>(input: R, view: &HostView) -> Result<u64> {
     let mut p = prepare(input, view)?;
-    read_records(&p.plan.ckpt, &mut p.reader)
+    read_records(&p.plan.ckpt, &mut source::Direct::new(&mut p.reader))
 }
 
 /// Every problem plan finds in a decoded image on this host, the same list `check`
@@ -416,15 +433,22 @@ impl<R: Read + Send> Prepared<R> {
         Ok(())
     }
 
-    /// The records come from `c` (`ckpt receive`: the last image over the full image
-    /// of the rounds before it), the metadata read by [`prepare`] being `c.meta()`'s;
-    /// with `lazy`, as [`Prepared::set_lazy`] (`LazyMode::Fill`), the missing pages
-    /// served from `c`.
+    /// The records come from `c` (an incremental image's chain; `ckpt receive`: the
+    /// last image over the full image of the rounds before it), the metadata read by
+    /// [`prepare`] being `c.meta()`'s; with `lazy`, as [`Prepared::set_lazy`]
+    /// (`LazyMode::Fill`), the missing pages served from `c`.
     pub fn set_composite(&mut self, c: composite::Composite, lazy: bool) -> Result<()> {
-        if !lazy {
+        if lazy {
+            self.set_composite_lazy(c, LazyMode::Fill)
+        } else {
             self.composite = Some(c);
-            return Ok(());
+            Ok(())
         }
+    }
+
+    /// [`Prepared::set_composite`] restored lazily in `mode` (see
+    /// [`Prepared::set_lazy`]): the pages are served from the chain's images.
+    pub fn set_composite_lazy(&mut self, c: composite::Composite, mode: LazyMode) -> Result<()> {
         if self.pidns_init.is_some()
             || self.own_pid_namespace()
             || self.plan.ckpt.pid_namespace_init_outside
@@ -437,7 +461,7 @@ impl<R: Read + Send> Prepared<R> {
         }
         let file = c.top_file()?;
         let img = lazy::LazyImage::composite(c, file);
-        self.plan.lazy = Some(std::sync::Arc::new(lazy::Lazy::new(img, LazyMode::Fill)));
+        self.plan.lazy = Some(std::sync::Arc::new(lazy::Lazy::new(img, mode)));
         Ok(())
     }
 
@@ -554,7 +578,7 @@ impl<R: Read + Send> Prepared<R> {
             // Everything is sent: the end of the stream for ckpt outside.
             l.close_forward();
             res
-        } else if let Some(c) = &composite {
+        } else if let (Some(c), false) = (&composite, reading_thread) {
             root.spawn_now(&plan)
                 .and_then(|root| build(&mut composite::CompositeSource::new(c, false), root))
         } else if reading_thread {
@@ -562,7 +586,12 @@ impl<R: Read + Send> Prepared<R> {
             root.spawn_now(&plan).and_then(|root| {
                 std::thread::scope(|scope| {
                     // Dropped at the end: the reading thread stops and is joined.
-                    let mut records = source::prefetch(scope, &mut reader);
+                    let mut records = match &composite {
+                        Some(c) => {
+                            source::prefetch(scope, composite::CompositeSource::new(c, false))
+                        }
+                        None => source::prefetch(scope, source::Direct::new(&mut reader)),
+                    };
                     build(&mut records, root)
                 })
             })

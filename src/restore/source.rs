@@ -76,7 +76,7 @@ const AHEAD: usize = 3;
 
 /// Records read by a thread of their own (see [`prefetch`]).
 pub struct Prefetched {
-    rx: Receiver<std::result::Result<Option<OwnedRecord>, ImageError>>,
+    rx: Receiver<Result<Option<OwnedRecord>>>,
     back: Sender<Vec<u8>>,
     done: bool,
 }
@@ -94,7 +94,7 @@ impl RecordSource for Prefetched {
             }
             Ok(Err(e)) => {
                 self.done = true;
-                Err(e.into())
+                Err(e)
             }
             Err(_) => Err(RestoreError::Stage(
                 "the image reading thread stopped unexpectedly".into(),
@@ -107,16 +107,17 @@ impl RecordSource for Prefetched {
     }
 }
 
-/// Read `reader`'s records on a thread of `scope`, up to [`AHEAD`] in advance. The
-/// thread ends at the end of the image, at the first error (which it passes on), or
-/// when the returned source is dropped.
-pub fn prefetch<'scope, 'env, R: Read + Send>(
+/// Read `source`'s records on a thread of `scope`, up to [`AHEAD`] in advance (an
+/// image read as a stream: [`Direct`]; an incremental chain read in place:
+/// `composite::CompositeSource`). The thread ends at the end of the records, at the
+/// first error (which it passes on), or when the returned source is dropped.
+pub fn prefetch<'scope, 'env, S: RecordSource + Send + 'scope>(
     scope: &'scope std::thread::Scope<'scope, 'env>,
-    reader: &'scope mut ImageReader<R>,
+    mut source: S,
 ) -> Prefetched {
     let (tx, rx) = sync_channel(AHEAD);
     let (back, back_rx) = channel::<Vec<u8>>();
-    scope.spawn(move || read_ahead(reader, &tx, &back_rx));
+    scope.spawn(move || read_ahead(&mut source, &tx, &back_rx));
     Prefetched {
         rx,
         back,
@@ -124,14 +125,16 @@ pub fn prefetch<'scope, 'env, R: Read + Send>(
     }
 }
 
-fn read_ahead<R: Read>(
-    reader: &mut ImageReader<R>,
-    tx: &SyncSender<std::result::Result<Option<OwnedRecord>, ImageError>>,
+fn read_ahead(
+    source: &mut dyn RecordSource,
+    tx: &SyncSender<Result<Option<OwnedRecord>>>,
     back: &Receiver<Vec<u8>>,
 ) {
     loop {
-        let spare = back.try_recv().unwrap_or_default();
-        let r = expand(reader.next_piece_owned(spare, PIECE));
+        while let Ok(b) = back.try_recv() {
+            source.recycle(b);
+        }
+        let r = source.next_record();
         let last = !matches!(r, Ok(Some(_)));
         if tx.send(r).is_err() || last {
             return;
