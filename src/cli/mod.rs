@@ -869,6 +869,7 @@ fn cmd_dump(a: DumpArgs) -> i32 {
         new_tty: false,
         net_locked: false,
         external_pidns,
+        transient: false,
     };
     let res = dump::dump(pid, out, &opts);
     bar.finish_and_clear();

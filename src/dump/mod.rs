@@ -78,6 +78,10 @@ pub struct DumpOptions {
     /// given back at restore under KEY, instead of restoring the tree below a new
     /// namespace's reaper. The dump is refused if the tree is not in that namespace.
     pub external_pidns: Option<crate::model::ExternalPidNs>,
+    /// The image lives only as long as the front end that asked for it (`ckpt
+    /// migrate`'s rounds): it is neither handed to the disk as it is written nor
+    /// synced, so the frozen tree never waits for the disk.
+    pub transient: bool,
 }
 
 /// The points of a dump where a front end may act, and stop it.
@@ -107,6 +111,7 @@ impl std::fmt::Debug for DumpOptions {
             .field("new_tty", &self.new_tty)
             .field("net_locked", &self.net_locked)
             .field("external_pidns", &self.external_pidns)
+            .field("transient", &self.transient)
             .finish()
     }
 }
@@ -178,9 +183,9 @@ impl TempOutput {
         ))
     }
 
-    fn commit(self, f: File) -> Result<()> {
+    fn commit(self, f: File, durable: bool) -> Result<()> {
         let TempOutput { name, dest } = self;
-        name.commit(f, &dest)
+        name.commit(f, &dest, durable)
             .map_err(|source| DumpError::Output { path: dest, source })
     }
 }
@@ -433,6 +438,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         freezer::refuse_outside(cg, pid, &live)?;
     }
     let freezing = tree.frozen_at.elapsed();
+    crate::error::time_mark("dump: frozen");
     // A dump that kills the tree locks its TCP connections now, before their queues are
     // read: a socket in repair mode still takes and acknowledges the peer's segments,
     // which would be lost with it. This lock is a table of ckpt's own that goes with
@@ -461,6 +467,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     };
     sys::deferred::die_point("connections locked at the freeze");
     run_hook(opts, DumpStep::Frozen)?;
+    crate::error::time_mark("dump: frozen hook done");
     let mut seen = SharedSeen::new();
     let mut processes = Vec::new();
     let mut procs = Vec::new();
@@ -494,6 +501,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     }
     // AIO rings that changed while the tree was stopped had requests in flight.
     crate::kinds::mem::aio::check_settled(&processes)?;
+    crate::error::time_mark("dump: processes collected");
     crate::kinds::mem::aio::refuse_inherited(&processes)?;
     let unreported: Vec<Vec<i32>> = procs.iter().map(|c| c.unreported_stops.clone()).collect();
     crate::kinds::task::tree::mark_unreported_stops(&mut processes, &unreported, &stopped);
@@ -538,6 +546,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
     };
     let mut repair = RepairGuard(repair);
+    crate::error::time_mark("dump: descriptors resolved");
     // (Tests send the peer's segments here: `e2e_killrestore`.)
     sys::deferred::linger_point("tcp queues read");
     fds::link_shared_fds(&mut processes)?;
@@ -550,8 +559,10 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     let mut held = collect::held(&tree, &processes)?;
     let sysv = collect::sysv_objects(&processes, &mut held)?;
     let mut collected = collect::assemble(pid, processes, procs)?;
+    crate::error::time_mark("dump: held and assembled");
     // Pages a child still shares with its parent are stored once, in the parent's.
     crate::kinds::mem::cow::find_shared(&mut collected.ckpt.processes, &mut collected.runs)?;
+    crate::error::time_mark("dump: cow sharing found");
     // From here a failed incremental dump ends the tracking (its scans protected the
     // pages they found written again: what they found would be lost).
     let mut untrack_on_failure = UntrackOnFailure(None);
@@ -579,7 +590,9 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         collected.use_namespace_pids(pidns == PidnsShape::OwnInit)?;
     }
     collected.ckpt.external_pid_namespace = external_pidns;
+    crate::error::time_mark("dump: written pages split");
     refuse_unrestorable(pid, &collected.ckpt, &held, opts.new_tty)?;
+    crate::error::time_mark("dump: plan checks done");
     if let Some(e) = tty_busy {
         return Err(e);
     }
@@ -665,10 +678,17 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
     }
     let writing = Instant::now();
+    crate::error::time_mark("dump: tracking started");
     match (tmp, file) {
         (Some(tmp), Some(file)) => {
-            // The disk writes while the pages are copied (see WritebackFile).
-            let f = sys::file::WritebackFile::new(file, WRITEBACK_STEP);
+            // The disk writes while the pages are copied (see WritebackFile); a
+            // transient image is never waited for.
+            let step = if opts.transient {
+                u64::MAX
+            } else {
+                WRITEBACK_STEP
+            };
+            let f = sys::file::WritebackFile::new(file, step);
             let w = BufWriter::with_capacity(64 << 10, f);
             let w = write::write_image(&collected, w, &mut stats, opts)?;
             let f = w.into_inner().map_err(|e| DumpError::Output {
@@ -677,7 +697,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
             })?;
             // The last moment the dump can still be rolled back.
             check_signals()?;
-            tmp.commit(f.into_inner())?;
+            tmp.commit(f.into_inner(), !opts.transient)?;
         }
         _ => {
             let stdout = std::io::stdout().lock();
@@ -691,12 +711,14 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
     }
     stats.writing = writing.elapsed();
+    crate::error::time_mark("dump: image written");
     if let Err(e) = after_written(pid, out, opts, tracked) {
         if let Output::Path(p) = out {
             let _ = std::fs::remove_file(p);
         }
         return Err(e);
     }
+    crate::error::time_mark("dump: after written (tracking handed over)");
     if let Err(e) = run_hook(opts, DumpStep::Written) {
         // The tree is let go as it was (dropping it), and the image goes.
         if let Output::Path(p) = out {
@@ -747,6 +769,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
             .warnings
             .extend(crate::kinds::ipc::remove_owned(&collected.ckpt.sysv));
     }
+    crate::error::time_mark("dump: tree released");
     stats.frozen = tree.frozen_at.elapsed();
     stats.total = t0.elapsed();
     untrack_on_failure.0 = None;
@@ -868,6 +891,9 @@ fn after_written(
             };
             track::spawn_holder(st, tracked)
         }
+        // A dump that kills the tree ends its tracking (and so does one that fails
+        // from here on): the holder need not hear of this image.
+        track::Incremental::Parent(_) if !opts.leave_running => Ok(()),
         track::Incremental::Parent(_) => {
             let last = track::image_identity(path)?;
             track::update(pid, &last)
