@@ -62,6 +62,9 @@ pub struct Composite {
     /// inherited).
     meta: Checkpoint,
     fetch: Option<Arc<dyn Fetch>>,
+    /// The base record read last (index, pages), checked: the pieces cut out of one
+    /// record come one after the other, and it is read once for all of them.
+    last_base: std::sync::Mutex<Option<(usize, Arc<Vec<u8>>)>>,
 }
 
 fn bad(m: String) -> RestoreError {
@@ -194,6 +197,7 @@ impl Composite {
             order,
             meta,
             fetch,
+            last_base: Default::default(),
         })
     }
 
@@ -265,7 +269,21 @@ impl Composite {
             )));
         };
         let e = &self.base_entries[base];
-        let all = Self::read_pages(&self.base, e, Vec::new())?;
+        let cached = self
+            .last_base
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().filter(|c| c.0 == base).map(|c| c.1.clone()));
+        let all = match cached {
+            Some(a) => a,
+            None => {
+                let a = Arc::new(Self::read_pages(&self.base, e, Vec::new())?);
+                if let Ok(mut g) = self.last_base.lock() {
+                    *g = Some((base, a.clone()));
+                }
+                a
+            }
+        };
         let Some(part) = all.get(skip as usize..(skip + len) as usize) else {
             return Err(bad(format!(
                 "page record at byte {} of the base is shorter than it says",
@@ -298,11 +316,18 @@ pub(crate) struct CompositeSource<'a> {
     c: &'a Composite,
     next: usize,
     lazy: bool,
+    /// A payload buffer given back, reused for the next record's pages.
+    spare: Vec<u8>,
 }
 
 impl<'a> CompositeSource<'a> {
     pub(crate) fn new(c: &'a Composite, lazy: bool) -> Self {
-        Self { c, next: 0, lazy }
+        Self {
+            c,
+            next: 0,
+            lazy,
+            spare: Vec::new(),
+        }
     }
 }
 
@@ -337,7 +362,9 @@ impl RecordSource for CompositeSource<'_> {
                             index::pages_len(&self.c.top, &e)?,
                         ),
                         t if is_pages(t) => {
-                            let p = self.c.pages_into(e.offset, Vec::new())?;
+                            let p = self
+                                .c
+                                .pages_into(e.offset, std::mem::take(&mut self.spare))?;
                             let n = p.len() as u64;
                             rec(tag::PAGES, e.flags, e.arg, e.offset, p, n)
                         }
@@ -354,7 +381,7 @@ impl RecordSource for CompositeSource<'_> {
                     let p = if self.lazy {
                         Vec::new()
                     } else {
-                        self.c.pages_into(key, Vec::new())?
+                        self.c.pages_into(key, std::mem::take(&mut self.spare))?
                     };
                     rec(tag::PAGES, FLAG_REQUIRED, addr, key, p, len)
                 }
@@ -362,12 +389,95 @@ impl RecordSource for CompositeSource<'_> {
         }
     }
 
-    fn recycle(&mut self, _buf: Vec<u8>) {}
+    fn recycle(&mut self, buf: Vec<u8>) {
+        if buf.capacity() > self.spare.capacity() {
+            self.spare = buf;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pages the last image inherits in several pieces of one record of the base come
+    /// out as the base had them, around the pages the last image has itself (the
+    /// base's record read once for all its pieces, buffers given back reused).
+    #[test]
+    fn inherited_pieces_of_one_base_record_around_written_pages() {
+        use crate::kinds::testutil::{checkpoint, process};
+        use std::io::Write;
+        const P: u64 = 4096;
+        let page = |b: u8| vec![b; P as usize];
+        let image = |meta: &Checkpoint, pages: &[(u64, Vec<u8>)], features: u64| -> File {
+            let mut w = crate::image::ImageWriter::with_features(Vec::new(), features).unwrap();
+            w.write_meta(tag::CHECKPOINT, meta).unwrap();
+            w.write_record(tag::PAGES_PID, FLAG_REQUIRED, 7, &[], false)
+                .unwrap();
+            for (at, data) in pages {
+                w.write_record(tag::PAGES, FLAG_REQUIRED, *at, data, true)
+                    .unwrap();
+            }
+            let bytes = w.finish().unwrap();
+            let mut f = crate::sys::process::memfd("composite-test").unwrap();
+            f.write_all(&bytes).unwrap();
+            f
+        };
+        let identity = |f: &File| {
+            use std::os::unix::fs::FileExt;
+            let len = f.metadata().unwrap().len();
+            let mut tail = vec![0u8; crate::image::END_RECORD_LEN];
+            let at = len - tail.len() as u64;
+            f.read_exact_at(&mut tail, at).unwrap();
+            crate::image::identity(&tail).unwrap()
+        };
+        // The base: one record of 6 pages at 0x10000, page k filled with k.
+        let base_meta = checkpoint(vec![process(7)]);
+        let all: Vec<u8> = (0..6u8).flat_map(page).collect();
+        let base = image(&base_meta, &[(0x10000, all)], 0);
+        let (records, hash) = identity(&base);
+        // The last image wrote pages 1 and 4 again (0xa1, 0xa4) and inherits the rest.
+        let mut top_meta = checkpoint(vec![process(7)]);
+        top_meta.parent = Some(crate::model::ParentImage {
+            path: String::new(),
+            records,
+            hash,
+        });
+        top_meta.processes[0].inherited = vec![
+            (0x10000, 0x10000 + P),
+            (0x10000 + 2 * P, 0x10000 + 4 * P),
+            (0x10000 + 5 * P, 0x10000 + 6 * P),
+        ];
+        let top = image(
+            &top_meta,
+            &[(0x10000 + P, page(0xa1)), (0x10000 + 4 * P, page(0xa4))],
+            crate::image::FEATURE_PARENT,
+        );
+        let c = Composite::open(top, base, (records, hash), None).unwrap();
+        assert!(c.meta().parent.is_none());
+        let mut src = CompositeSource::new(&c, false);
+        let mut got: Vec<(u64, Vec<u8>)> = Vec::new();
+        while let Some(r) = src.next_record().unwrap() {
+            if r.tag == tag::PAGES {
+                assert_eq!(r.record_len, r.payload.len() as u64);
+                got.push((r.arg, r.payload.clone()));
+                src.recycle(r.payload);
+            }
+        }
+        got.sort_by_key(|g| g.0);
+        let want: Vec<(u64, Vec<u8>)> = vec![
+            (0x10000, page(0)),
+            (0x10000 + P, page(0xa1)),
+            (0x10000 + 2 * P, [page(2), page(3)].concat()),
+            (0x10000 + 4 * P, page(0xa4)),
+            (0x10000 + 5 * P, page(5)),
+        ];
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.0, w.0);
+            assert!(g.1 == w.1, "pages at {:#x} differ", g.0);
+        }
+    }
 
     #[test]
     fn intersection_of_sorted_ranges() {
