@@ -431,12 +431,15 @@ mod tests {
             f.read_exact_at(&mut tail, at).unwrap();
             crate::image::identity(&tail).unwrap()
         };
-        // The base: one record of 6 pages at 0x10000, page k filled with k.
+        // The base: a record of 6 pages at 0x10000, page k filled with k, and one of 2
+        // pages after it (0x66, 0x77).
         let base_meta = checkpoint(vec![process(7)]);
         let all: Vec<u8> = (0..6u8).flat_map(page).collect();
-        let base = image(&base_meta, &[(0x10000, all)], 0);
+        let next = [page(0x66), page(0x77)].concat();
+        let base = image(&base_meta, &[(0x10000, all), (0x10000 + 6 * P, next)], 0);
         let (records, hash) = identity(&base);
-        // The last image wrote pages 1 and 4 again (0xa1, 0xa4) and inherits the rest.
+        // The last image wrote pages 1, 4 and 6 again (0xa1, 0xa4, 0xa6) and inherits
+        // the rest.
         let mut top_meta = checkpoint(vec![process(7)]);
         top_meta.parent = Some(crate::model::ParentImage {
             path: String::new(),
@@ -447,10 +450,15 @@ mod tests {
             (0x10000, 0x10000 + P),
             (0x10000 + 2 * P, 0x10000 + 4 * P),
             (0x10000 + 5 * P, 0x10000 + 6 * P),
+            (0x10000 + 7 * P, 0x10000 + 8 * P),
         ];
         let top = image(
             &top_meta,
-            &[(0x10000 + P, page(0xa1)), (0x10000 + 4 * P, page(0xa4))],
+            &[
+                (0x10000 + P, page(0xa1)),
+                (0x10000 + 4 * P, page(0xa4)),
+                (0x10000 + 6 * P, page(0xa6)),
+            ],
             crate::image::FEATURE_PARENT,
         );
         let c = Composite::open(top, base, (records, hash), None).unwrap();
@@ -471,6 +479,8 @@ mod tests {
             (0x10000 + 2 * P, [page(2), page(3)].concat()),
             (0x10000 + 4 * P, page(0xa4)),
             (0x10000 + 5 * P, page(5)),
+            (0x10000 + 6 * P, page(0xa6)),
+            (0x10000 + 7 * P, page(0x77)),
         ];
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(&want) {
