@@ -218,6 +218,7 @@ pub(crate) fn collect_process(
     let pid = fr.pid;
     let mem = RemoteMem::open(pid)?;
     let read = read_threads(fr, &mem, ask)?;
+    crate::error::time_mark("collect: threads read");
     let inj = read.inj;
 
     let status = procfs::status(pid)?;
@@ -227,6 +228,7 @@ pub(crate) fn collect_process(
     let mm = attrs::mm_info(pid, &stat, inj.brk)?;
 
     let (map, fds) = memory_and_fds(pid, &mem, stat.field(24), seen)?;
+    crate::error::time_mark("collect: memory map and descriptors read");
     let MemoryMap {
         vmas,
         runs,

@@ -82,6 +82,10 @@ pub struct DumpOptions {
     /// `--external net[INO]`, for Podman's): established TCP connections are refused
     /// (see [`refuse_conns_in_remade_net`]).
     pub net_remade: bool,
+    /// The image lives only as long as the front end that asked for it (`ckpt
+    /// migrate`'s rounds): it is neither handed to the disk as it is written nor
+    /// synced, so the frozen tree never waits for the disk.
+    pub transient: bool,
 }
 
 /// The points of a dump where a front end may act, and stop it.
@@ -112,6 +116,7 @@ impl std::fmt::Debug for DumpOptions {
             .field("net_locked", &self.net_locked)
             .field("external_pidns", &self.external_pidns)
             .field("net_remade", &self.net_remade)
+            .field("transient", &self.transient)
             .finish()
     }
 }
@@ -183,9 +188,9 @@ impl TempOutput {
         ))
     }
 
-    fn commit(self, f: File) -> Result<()> {
+    fn commit(self, f: File, durable: bool) -> Result<()> {
         let TempOutput { name, dest } = self;
-        name.commit(f, &dest)
+        name.commit(f, &dest, durable)
             .map_err(|source| DumpError::Output { path: dest, source })
     }
 }
@@ -461,6 +466,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         freezer::refuse_outside(cg, pid, &live)?;
     }
     let freezing = tree.frozen_at.elapsed();
+    crate::error::time_mark("dump: frozen");
     // A dump that kills the tree locks its TCP connections now, before their queues are
     // read: a socket in repair mode still takes and acknowledges the peer's segments,
     // which would be lost with it. This lock is a table of ckpt's own that goes with
@@ -495,6 +501,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     };
     sys::deferred::die_point("connections locked at the freeze");
     run_hook(opts, DumpStep::Frozen)?;
+    crate::error::time_mark("dump: frozen hook done");
     let mut seen = SharedSeen::new();
     let mut processes = Vec::new();
     let mut procs = Vec::new();
@@ -528,6 +535,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     }
     // AIO rings that changed while the tree was stopped had requests in flight.
     crate::kinds::mem::aio::check_settled(&processes)?;
+    crate::error::time_mark("dump: processes collected");
     crate::kinds::mem::aio::refuse_inherited(&processes)?;
     let unreported: Vec<Vec<i32>> = procs.iter().map(|c| c.unreported_stops.clone()).collect();
     crate::kinds::task::tree::mark_unreported_stops(&mut processes, &unreported, &stopped);
@@ -577,6 +585,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
     };
     let mut repair = RepairGuard(repair);
+    crate::error::time_mark("dump: descriptors resolved");
     // (Tests send the peer's segments here: `e2e_killrestore`.)
     sys::deferred::linger_point("tcp queues read");
     fds::link_shared_fds(&mut processes).map_err(named)?;
@@ -603,8 +612,10 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     }
     let sysv = collect::sysv_objects(&processes, &mut held, own_ipc.is_some())?;
     let mut collected = collect::assemble(pid, processes, procs)?;
+    crate::error::time_mark("dump: held and assembled");
     // Pages a child still shares with its parent are stored once, in the parent's.
     crate::kinds::mem::cow::find_shared(&mut collected.ckpt.processes, &mut collected.runs)?;
+    crate::error::time_mark("dump: cow sharing found");
     // From here a failed incremental dump ends the tracking (its scans protected the
     // pages they found written again: what they found would be lost).
     let mut untrack_on_failure = UntrackOnFailure(None);
@@ -633,10 +644,12 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         collected.use_namespace_pids(pidns == PidnsShape::OwnInit)?;
     }
     collected.ckpt.external_pid_namespace = external_pidns;
+    crate::error::time_mark("dump: written pages split");
     refuse_unrestorable(pid, &collected.ckpt, &held, opts.new_tty)?;
     if opts.net_remade {
         refuse_conns_in_remade_net(&collected.ckpt)?;
     }
+    crate::error::time_mark("dump: plan checks done");
     if let Some(e) = tty_busy {
         return Err(e);
     }
@@ -722,10 +735,17 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
     }
     let writing = Instant::now();
+    crate::error::time_mark("dump: tracking started");
     match (tmp, file) {
         (Some(tmp), Some(file)) => {
-            // The disk writes while the pages are copied (see WritebackFile).
-            let f = sys::file::WritebackFile::new(file, WRITEBACK_STEP);
+            // The disk writes while the pages are copied (see WritebackFile); a
+            // transient image is never waited for.
+            let step = if opts.transient {
+                u64::MAX
+            } else {
+                WRITEBACK_STEP
+            };
+            let f = sys::file::WritebackFile::new(file, step);
             let w = BufWriter::with_capacity(64 << 10, f);
             let w = write::write_image(&collected, w, &mut stats, opts)?;
             let f = w.into_inner().map_err(|e| DumpError::Output {
@@ -734,7 +754,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
             })?;
             // The last moment the dump can still be rolled back.
             check_signals()?;
-            tmp.commit(f.into_inner())?;
+            tmp.commit(f.into_inner(), !opts.transient)?;
         }
         _ => {
             let stdout = std::io::stdout().lock();
@@ -748,12 +768,14 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         }
     }
     stats.writing = writing.elapsed();
+    crate::error::time_mark("dump: image written");
     if let Err(e) = after_written(pid, out, opts, tracked) {
         if let Output::Path(p) = out {
             let _ = std::fs::remove_file(p);
         }
         return Err(e);
     }
+    crate::error::time_mark("dump: after written (tracking handed over)");
     if let Err(e) = run_hook(opts, DumpStep::Written) {
         // The tree is let go as it was (dropping it), and the image goes.
         if let Output::Path(p) = out {
@@ -804,6 +826,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
             .warnings
             .extend(crate::kinds::ipc::remove_owned(&collected.ckpt.sysv));
     }
+    crate::error::time_mark("dump: tree released");
     stats.frozen = tree.frozen_at.elapsed();
     stats.total = t0.elapsed();
     untrack_on_failure.0 = None;
@@ -925,6 +948,9 @@ fn after_written(
             };
             track::spawn_holder(st, tracked)
         }
+        // A dump that kills the tree ends its tracking (and so does one that fails
+        // from here on): the holder need not hear of this image.
+        track::Incremental::Parent(_) if !opts.leave_running => Ok(()),
         track::Incremental::Parent(_) => {
             let last = track::image_identity(path)?;
             track::update(pid, &last)

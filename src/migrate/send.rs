@@ -54,9 +54,12 @@ pub struct MigrateStats {
     pub rounds: Vec<Round>,
     /// Bytes sent over the connection (frames included).
     pub bytes_sent: u64,
-    /// How long the tree was frozen (the final dump, the transfer of its image, and
-    /// the receiver's restore up to its confirmation).
+    /// How long the tree was frozen before its copy ran (the downtime: the final dump,
+    /// the transfer of its image, and the receiver's restore up to its confirmation).
     pub frozen_ms: f64,
+    /// How long the tree here was held in all: `frozen_ms`, then, once the copy runs,
+    /// (with `--lazy`) the wait for every page to arrive and the kill of the tree.
+    pub held_ms: f64,
     pub total_ms: f64,
     /// The restored root's PID on the receiver (as its PID namespace there shows it).
     pub restored_pid: i32,
@@ -171,6 +174,8 @@ struct State {
     lazy: bool,
     post_copy: Duration,
     post_copy_bytes: u64,
+    /// When the receiver confirmed that its copy runs.
+    committed_at: Option<Instant>,
     /// The tree's TCP sockets and their lock, from the freeze on (see `tcp_sockets`).
     tcp: TcpPart,
 }
@@ -257,6 +262,7 @@ pub fn migrate(pid: i32, to: &str, opts: &MigrateOptions) -> Result<MigrateStats
                 leave_running: true,
                 incremental,
                 hook: None,
+                transient: true,
                 ..opts.dump.clone()
             };
             let t = Instant::now();
@@ -325,6 +331,7 @@ pub fn migrate(pid: i32, to: &str, opts: &MigrateOptions) -> Result<MigrateStats
         lazy: opts.lazy,
         post_copy: Duration::ZERO,
         post_copy_bytes: 0,
+        committed_at: None,
     }));
     let hook_state = state.clone();
     let hook_path = path.clone();
@@ -348,10 +355,12 @@ pub fn migrate(pid: i32, to: &str, opts: &MigrateOptions) -> Result<MigrateStats
         incremental: track::Incremental::Parent(dir.round(last)),
         hook: Some(hook),
         net_locked: true,
+        transient: true,
         ..opts.dump.clone()
     };
     let t = Instant::now();
     let res = dump::dump(pid, Output::Path(path.clone()), &d);
+    let dump_end = Instant::now();
     let Ok(mut st) = state.lock() else {
         return Err(fail(
             "internal error: the migration's state is poisoned".into(),
@@ -392,9 +401,14 @@ pub fn migrate(pid: i32, to: &str, opts: &MigrateOptions) -> Result<MigrateStats
         dump_ms: (t.elapsed().as_secs_f64() * 1e3 - send_ms).max(0.0),
         send_ms,
     });
-    // With --lazy the tree stays frozen after the copy runs, until its pages are in:
-    // that is not downtime.
-    stats.frozen_ms = dumped.frozen.saturating_sub(st.post_copy).as_secs_f64() * 1e3;
+    // The downtime ends when the copy runs: the tree here is then only waited for
+    // (with --lazy, until its pages are in) and killed.
+    let after_copy = st
+        .committed_at
+        .map(|c| dump_end.saturating_duration_since(c))
+        .unwrap_or_default();
+    stats.frozen_ms = dumped.frozen.saturating_sub(after_copy).as_secs_f64() * 1e3;
+    stats.held_ms = dumped.frozen.as_secs_f64() * 1e3;
     stats.lazy = st.lazy;
     stats.post_copy_ms = st.post_copy.as_secs_f64() * 1e3;
     stats.post_copy_bytes = st.post_copy_bytes;
@@ -407,7 +421,9 @@ pub fn migrate(pid: i32, to: &str, opts: &MigrateOptions) -> Result<MigrateStats
 /// The final image is written and the tree frozen: send it, let the receiver plan
 /// and stage, then arm the stop and tell it to commit. `Ok` only once it confirmed.
 fn final_phase(pid: i32, path: &Path, k: u32, st: &mut State) -> Result<(), String> {
+    crate::error::time_mark("migrate: final phase");
     let meta = crate::restore::chain::meta_of(path).map_err(|e| e.to_string())?;
+    crate::error::time_mark("migrate: final image's metadata read");
     if st.lazy {
         refuse_tcp_post_copy(&meta)?;
         return final_phase_lazy(pid, path, k, st);
@@ -439,11 +455,13 @@ fn final_exchange(pid: i32, path: &Path, k: u32, st: &mut State) -> Result<(), S
     send_image(&mut st.conn, path, k, true)?;
     st.final_send = t.elapsed();
     point("migrate: final sent", &st.conn);
+    crate::error::time_mark("migrate: final image sent");
     // Plan's refusals come back here, with their message.
     st.conn
         .expect(Kind::Staged)
         .map_err(|e| format!("the receiver cannot restore it: {e}"))?;
     point("migrate: staged", &st.conn);
+    crate::error::time_mark("migrate: staged");
     // From now on a ckpt that dies leaves the tree stopped, never running beside the
     // copy the receiver may have committed: a SIGSTOP waits in each process (it acts
     // once ptrace lets them go; the kill that follows a confirmation overrides it).
@@ -456,6 +474,8 @@ fn final_exchange(pid: i32, path: &Path, k: u32, st: &mut State) -> Result<(), S
     point("migrate: commit sent", &st.conn);
     match st.conn.recv() {
         Ok(f) if f.kind == Kind::Committed => {
+            st.committed_at = Some(Instant::now());
+            crate::error::time_mark("migrate: committed");
             st.restored_pid = f.json::<Message>().map(|m| m.pid).unwrap_or(0);
             Ok(())
         }

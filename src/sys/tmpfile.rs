@@ -94,17 +94,24 @@ impl TmpFile {
     }
 
     /// Give the complete file its name `dest`, replacing what was there (a file or a
-    /// symlink is replaced itself, never followed), and sync the directory.
-    pub fn commit(mut self, file: File, dest: &Path) -> io::Result<()> {
-        file.sync_all()?;
+    /// symlink is replaced itself, never followed), and sync it and the directory.
+    /// Without `durable` neither is synced (a file that lives only as long as the
+    /// program that made it, such as `ckpt migrate`'s images: nothing waits for the
+    /// disk).
+    pub fn commit(mut self, file: File, dest: &Path, durable: bool) -> io::Result<()> {
+        if durable {
+            file.sync_all()?;
+        }
         match self.named.take() {
             Some(p) => std::fs::rename(&p, dest).inspect_err(|_| {
                 let _ = std::fs::remove_file(&p);
             })?,
             None => link_as(&file, dest)?,
         }
-        if let Ok(d) = File::open(dir_of(dest)) {
-            let _ = d.sync_all();
+        if durable {
+            if let Ok(d) = File::open(dir_of(dest)) {
+                let _ = d.sync_all();
+            }
         }
         Ok(())
     }
@@ -188,7 +195,7 @@ mod tests {
             "no name before commit: {:?}",
             names(&d)
         );
-        t.commit(f, &dest).expect("commit");
+        t.commit(f, &dest, true).expect("commit");
         assert_eq!(names(&d), ["img"]);
         let m = std::fs::metadata(&dest).expect("stat");
         assert_eq!(m.mode() & 0o7777, IMAGE_MODE);
@@ -207,7 +214,7 @@ mod tests {
         std::os::unix::fs::symlink(&target, &dest).expect("symlink");
         let (t, mut f) = TmpFile::create(&dest).expect("create");
         f.write_all(b"new").expect("write");
-        t.commit(f, &dest).expect("commit over a symlink");
+        t.commit(f, &dest, true).expect("commit over a symlink");
         assert_eq!(std::fs::read(&target).expect("read target"), b"keep");
         assert!(
             !std::fs::symlink_metadata(&dest)

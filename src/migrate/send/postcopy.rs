@@ -143,6 +143,7 @@ pub(super) fn final_phase_lazy(
     send_image_held(&mut st.conn, path, k, &ranges)?;
     st.final_send = t.elapsed();
     point("migrate: final sent", &st.conn);
+    crate::error::time_mark("migrate: final image sent (pages held)");
     let n = ranges.len();
     let mut push = Push {
         file,
@@ -168,6 +169,7 @@ pub(super) fn final_phase_lazy(
         k => return Err(format!("the receiver sent {k:?} where STAGED was due")),
     }
     point("migrate: staged", &st.conn);
+    crate::error::time_mark("migrate: staged");
     arm(pid, st);
     if let Err(e) = st.conn.send(Kind::Commit, b"") {
         disarm(st);
@@ -181,8 +183,10 @@ pub(super) fn final_phase_lazy(
             match f.kind {
                 Kind::Committed if committed_at.is_none() => {
                     committed_at = Some(Instant::now());
+                    st.committed_at = committed_at;
                     st.restored_pid = f.json::<Message>().map(|m| m.pid).unwrap_or(0);
                     point("migrate: committed", &st.conn);
+                    crate::error::time_mark("migrate: committed");
                 }
                 Kind::AllIn if committed_at.is_some() => return Ok(()),
                 Kind::Error => {
