@@ -289,7 +289,11 @@ fn refuse_conns_in_remade_net(ckpt: &crate::model::Checkpoint) -> Result<()> {
             return Err(DumpError::Unsupported {
                 pid: p.pid,
                 why: format!(
-                    "it has an established TCP connection ({} to {}) in a network                      namespace its runtime makes anew at restore (external net): the                      peer's segments would be answered with a reset before ckpt could                      lock them there; established connections of such a container are                      not restored yet (close them, or checkpoint without a network)",
+                    "it has an established TCP connection ({} to {}) in a network \
+                     namespace its runtime makes anew at restore (external net): the \
+                     peer's segments would be answered with a reset before ckpt could \
+                     lock them there; established connections of such a container are \
+                     not restored yet (close them, or checkpoint without a network)",
                     crate::kinds::fd::tcp::show_inet(local),
                     crate::kinds::fd::tcp::show_inet(peer)
                 ),
