@@ -455,15 +455,20 @@ fn own_namespace(
             })?;
             let names = sys::ns::mqueues_of(pid)?;
             if below && (!objects.is_empty() || !names.is_empty()) {
-                let mut held = objects;
-                held.extend(names.iter().map(|n| format!("POSIX message queue /{n}")));
+                let mut held = Vec::new();
+                if !objects.is_empty() {
+                    held.push(format!("SysV objects ({})", objects.join(", ")));
+                }
+                if !names.is_empty() {
+                    held.push(format!("POSIX message queues (/{})", names.join(", /")));
+                }
                 return Err(DumpError::Unsupported {
                     pid,
                     why: format!(
                         "it made an IPC namespace (ipc:[{inode}]) below the tree's root \
-                         that holds objects ({}); objects in an IPC namespace a process \
-                         below the root made are not restored yet",
-                        held.join(", ")
+                         that holds {}; objects in an IPC namespace a process below the \
+                         root made are not restored yet",
+                        held.join(" and ")
                     ),
                 });
             }
