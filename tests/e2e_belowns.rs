@@ -39,22 +39,6 @@ fn report(p: &mut Proc, nth: usize) -> String {
     }
 }
 
-/// The oracle's snapshot of the tree of `pid` once it is at rest.
-fn at_rest(pid: i32, what: &str) -> Snapshot {
-    let deadline = std::time::Instant::now() + timeout();
-    loop {
-        let s = Snapshot::take(pid);
-        if s.still() {
-            return s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: the target never came to rest (moving: {:?})",
-            s.volatile
-        );
-    }
-}
-
 /// Where the cgroup v2 hierarchy is mounted.
 fn cgroup_v2() -> PathBuf {
     let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -191,7 +175,7 @@ fn namespaces_made_below_the_root_are_restored() {
     assert_shape(pid, "original");
     let said = report(&mut t, 1);
     assert_eq!(said, ALL_OK, "the original's own checks");
-    let before = at_rest(pid, name).with_report(pid, &said);
+    let before = Snapshot::at_rest(pid, name).with_report(pid, &said);
     let pids = process_tree(pid);
     let img = ctx.path("belowns.img");
     ctx.dump(pid, &img);
@@ -209,7 +193,7 @@ fn namespaces_made_below_the_root_are_restored() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     assert_shape(pid, "restored");
-    let after = at_rest(pid, name);
+    let after = Snapshot::at_rest(pid, name);
     let said = report(&mut r, 1);
     assert_eq!(said, ALL_OK, "the restored tree's own checks");
     let after = after.with_report(pid, &said);

@@ -17,6 +17,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
+use common::oracle;
 use common::*;
 
 /// A program of util-linux, wherever it is installed.
@@ -97,23 +98,6 @@ fn inner_ids(tree: &[i32]) -> Vec<Vec<i32>> {
             v.concat()
         })
         .collect()
-}
-
-/// Snapshot of the state oracle once the tree is at rest (every task blocked in a read).
-fn at_rest(pid: i32, what: &str) -> oracle::Snapshot {
-    let deadline = std::time::Instant::now() + timeout();
-    loop {
-        let s = oracle::Snapshot::take(pid);
-        if s.still() {
-            return s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: the target never came to rest (moving: {:?})",
-            s.volatile
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
 }
 
 /// A holder of a new PID namespace, as a pod's pause container: `unshare -p -f
@@ -222,7 +206,7 @@ fn tree_in_a_pid_namespace_made_outside_it_is_restored_inside_it() {
     assert_running_untraced(r, "R after a refused dump");
     assert_running_untraced(c, "C after a refused dump");
 
-    let before = at_rest(r, name);
+    let before = oracle::Snapshot::at_rest(r, name);
     ctx.oracle_before_dump(r, &img);
     dump(&format!("pidns[{ino}]:pod")).assert_ok();
     t.expect_killed();
@@ -335,7 +319,7 @@ fn tree_in_a_pid_namespace_made_outside_it_is_restored_inside_it() {
         in_ns,
         "the namespace holds its init and the restored tree, nothing of ckpt's"
     );
-    let after = at_rest(root2, name);
+    let after = oracle::Snapshot::at_rest(root2, name);
     oracle::assert_same_kernel_state(
         name,
         "restored inside the namespace made outside it",
@@ -383,7 +367,7 @@ fn criu_front_end_takes_runcs_external_pid_namespace() {
     let r = tree[1];
     let first = check(&mut t, 1);
     let ids_before = inner_ids(&tree[1..]);
-    let before = at_rest(r, name);
+    let before = oracle::Snapshot::at_rest(r, name);
     let link = ctx.path("criu");
     std::os::unix::fs::symlink(ckpt_bin(), &link).expect("symlink criu -> ckpt");
     let dir = ctx.path("images");
@@ -447,7 +431,7 @@ fn criu_front_end_takes_runcs_external_pid_namespace() {
         assert_eq!(pidns(p), ino, "restored in the holder's namespace");
     }
     assert_eq!(inner_ids(&tree2), ids_before, "the same NSpid chains");
-    let after = at_rest(root2, name);
+    let after = oracle::Snapshot::at_rest(root2, name);
     oracle::assert_same_kernel_state(
         name,
         "restored by criu restore inside the namespace made outside it",

@@ -219,20 +219,6 @@ fn start(ctx: &Ctx, cg: &Cg, mode: &str, n: usize) -> Proc {
     t
 }
 
-fn at_rest(pid: i32, what: &str) -> Snapshot {
-    let deadline = Instant::now() + timeout();
-    loop {
-        let s = Snapshot::take(pid);
-        if s.still() {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: the target never came to rest"
-        );
-    }
-}
-
 fn dump_args(pid: i32, img: &Path, extra: &[&str]) -> Vec<String> {
     let mut a = vec![
         "dump".to_string(),
@@ -253,7 +239,7 @@ fn dump_restore(v: V, name: &str) {
     let pid = t.pid;
     let said = report(&mut t);
     assert_eq!(said, "report: workers=3 alive=3 forks=0");
-    let before = at_rest(pid, name);
+    let before = Snapshot::at_rest(pid, name);
     let pids = process_tree(pid);
     let img = ctx.path("tree.img");
     let r = ctx.ckpt(&dump_args(pid, &img, &[&cg.arg(), "--json"]));
@@ -276,7 +262,7 @@ fn dump_restore(v: V, name: &str) {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let after = at_rest(pid, name);
+    let after = Snapshot::at_rest(pid, name);
     oracle::assert_same_kernel_state(
         name,
         &format!("{name}: freezer tree"),
@@ -639,7 +625,7 @@ fn v1_frozen_before_with_a_worker_stopped_by_job_control() {
         assert!(Instant::now() < deadline, "the worker does not stop");
         std::thread::sleep(Duration::from_millis(2));
     }
-    let before = at_rest(pid, name);
+    let before = Snapshot::at_rest(pid, name);
     cg.set_frozen(true);
     let img = ctx.path("left.img");
     let out = dump_within_timeout(
@@ -650,7 +636,7 @@ fn v1_frozen_before_with_a_worker_stopped_by_job_control() {
     assert!(text(&out.stdout).contains("\"frozen_before\": true"));
     assert!(cg.frozen(), "the cgroup its owner froze is left frozen");
     cg.set_frozen(false);
-    let after = at_rest(pid, name);
+    let after = Snapshot::at_rest(pid, name);
     assert_eq!(
         proc_stat(worker).map(|s| s.0),
         Some('T'),
@@ -688,7 +674,7 @@ fn v1_frozen_before_with_a_worker_stopped_by_job_control() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let restored = at_rest(pid, name);
+    let restored = Snapshot::at_rest(pid, name);
     assert_eq!(
         proc_stat(worker).map(|s| s.0),
         Some('T'),

@@ -20,23 +20,6 @@ use std::fs;
 use common::oracle::{self, Cmp, Snapshot};
 use common::*;
 
-/// The oracle's snapshot of the tree of `pid` once it is at rest.
-fn at_rest(pid: i32, what: &str) -> Snapshot {
-    let deadline = std::time::Instant::now() + timeout();
-    loop {
-        let s = Snapshot::take(pid);
-        if s.still() {
-            return s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: the target never came to rest (moving: {:?})",
-            s.volatile
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
 /// The lines of one `check` round of nestids (everything N printed for it).
 fn check_block(out: &str, round: usize) -> String {
     let mut blocks = Vec::new();
@@ -149,7 +132,7 @@ fn ids_held_in_a_nested_pid_namespace_come_back() {
     let first = send_check(&mut t, 1, 1);
     assert_eq!(first, format!("{ALL_RIGHT}checked 1\n"), "the original");
     let n = find_n(&tree);
-    let before = at_rest(t.pid, "nestids");
+    let before = Snapshot::at_rest(t.pid, "nestids");
     assert_covers(&before, &format!("p{n}"), "before");
     let img = ctx.path("nestids.img");
     ctx.dump(t.pid, &img);
@@ -166,7 +149,7 @@ fn ids_held_in_a_nested_pid_namespace_come_back() {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let after = at_rest(t.pid, "restored nestids");
+    let after = Snapshot::at_rest(t.pid, "restored nestids");
     assert_covers(&after, &format!("p{n}"), "after");
     oracle::assert_same_kernel_state(
         "ids_held_in_a_nested_pid_namespace_come_back",
@@ -228,7 +211,7 @@ fn ids_held_in_a_nested_pid_namespace_of_a_tree_with_its_own_come_back() {
     assert_eq!(nspids(root)[1], 1, "R is PID 1 of its own namespace");
     let first = send_check(&mut t, 1, 1);
     assert_eq!(first, format!("{ALL_RIGHT}checked 1\n"), "the original");
-    let before = at_rest(root, name);
+    let before = Snapshot::at_rest(root, name);
     let img = ctx.path("own.img");
     ctx.dump(root, &img);
     wait_pids_gone(&tree[1..], "nestids after its dump");
@@ -246,7 +229,7 @@ fn ids_held_in_a_nested_pid_namespace_of_a_tree_with_its_own_come_back() {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     };
-    let after = at_rest(root2, name);
+    let after = Snapshot::at_rest(root2, name);
     let (b, a) = (
         before.as_seen_in_its_pid_namespace(),
         after.as_seen_in_its_pid_namespace(),

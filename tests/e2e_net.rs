@@ -12,23 +12,6 @@ mod common;
 use common::oracle::{self, Cmp, Snapshot};
 use common::*;
 
-/// The oracle's snapshot of the tree of `pid` once it is at rest.
-fn at_rest(pid: i32, what: &str) -> Snapshot {
-    let deadline = std::time::Instant::now() + timeout();
-    loop {
-        let s = Snapshot::take(pid);
-        if s.still() {
-            return s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: the target never came to rest (moving: {:?})",
-            s.volatile
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
 /// What a run prints after "ready" for "report", "check" and "exit".
 fn use_all(p: &mut Proc) -> String {
     p.write_stdin(b"report\ncheck\nexit\n");
@@ -58,7 +41,7 @@ fn restored_like_reference(name: &str, prog: &str, kind: &str) {
     let mut t = ctx.spawn(&spec);
     t.wait_for("ready\n");
     let pid = t.pid;
-    let before = at_rest(pid, name);
+    let before = Snapshot::at_rest(pid, name);
     let img = ctx.path("net.img");
     ctx.dump(pid, &img);
     t.expect_killed();
@@ -78,7 +61,7 @@ fn restored_like_reference(name: &str, prog: &str, kind: &str) {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let after = at_rest(pid, name);
+    let after = Snapshot::at_rest(pid, name);
     oracle::assert_same_kernel_state(
         name,
         &format!("{name}: {prog}"),
@@ -144,7 +127,7 @@ fn tcp_close_wait_whose_peer_the_program_closed_comes_back() {
     let mut t = ctx.spawn(&spec);
     t.wait_for("ready\n");
     let pid = t.pid;
-    let before = at_rest(pid, name);
+    let before = Snapshot::at_rest(pid, name);
     let img = ctx.path("net.img");
     ctx.dump(pid, &img);
     t.expect_killed();
@@ -159,7 +142,7 @@ fn tcp_close_wait_whose_peer_the_program_closed_comes_back() {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let after = at_rest(pid, name);
+    let after = Snapshot::at_rest(pid, name);
     oracle::assert_same_kernel_state(name, name, Cmp::Restored, &before, &after, &[]);
     assert_eq!(use_all(&mut r), "check: read 4 rest then 0; write 1\n");
 }

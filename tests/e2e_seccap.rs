@@ -52,22 +52,6 @@ fn report_of(p: &mut Proc, nth: usize, per: usize) -> String {
     }
 }
 
-/// The oracle's snapshot of `pid` once it is at rest.
-fn at_rest(pid: i32, what: &str) -> Snapshot {
-    let deadline = std::time::Instant::now() + timeout();
-    loop {
-        let s = Snapshot::take(pid);
-        if s.still() {
-            return s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: the target never came to rest (moving: {:?})",
-            s.volatile
-        );
-    }
-}
-
 /// `seccap MODE` dumped once set up and restored (after a restore failing at step
 /// `fault`, which must leave nothing): the restored threads report the same (`expect`:
 /// the original's lines, checked first), the oracle sees the same kernel state, and
@@ -92,7 +76,7 @@ fn restored_like_original(name: &str, mode: &str, expect: &[&str], fault: &str) 
     let filters = all_filters(pid);
     assert_eq!(filters.len(), 2, "threads: {filters:?}");
     assert_eq!((filters[0].len(), filters[1].len()), (1, 2), "{filters:?}");
-    let before = at_rest(pid, name).with_report(pid, &said);
+    let before = Snapshot::at_rest(pid, name).with_report(pid, &said);
     let img = ctx.path("seccap.img");
     ctx.dump(pid, &img);
     t.expect_killed();
@@ -109,7 +93,7 @@ fn restored_like_original(name: &str, mode: &str, expect: &[&str], fault: &str) 
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let after = at_rest(pid, name);
+    let after = Snapshot::at_rest(pid, name);
     assert_eq!(
         all_filters(pid),
         filters,

@@ -14,23 +14,6 @@ mod common;
 use common::oracle::{self, Cmp, Snapshot};
 use common::*;
 
-/// The oracle's snapshot of the tree of `pid` once it is at rest.
-fn at_rest(pid: i32, what: &str) -> Snapshot {
-    let deadline = std::time::Instant::now() + timeout();
-    loop {
-        let s = Snapshot::take(pid);
-        if s.still() {
-            return s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: the target never came to rest (moving: {:?})",
-            s.volatile
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
 /// What a run prints after "ready" for "check" and "exit".
 fn use_all(p: &mut Proc) -> String {
     p.write_stdin(b"check\nexit\n");
@@ -64,7 +47,7 @@ fn tcp_sockets_whose_connection_was_reset_come_back_with_their_unread_bytes() {
     let mut t = ctx.spawn(&spec);
     t.wait_for("ready\n");
     let pid = t.pid;
-    let before = at_rest(pid, name);
+    let before = Snapshot::at_rest(pid, name);
     let img = ctx.path("ended.img");
     ctx.dump(pid, &img);
     t.expect_killed();
@@ -94,7 +77,7 @@ fn tcp_sockets_whose_connection_was_reset_come_back_with_their_unread_bytes() {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let after = at_rest(pid, name);
+    let after = Snapshot::at_rest(pid, name);
     oracle::assert_same_kernel_state(name, name, Cmp::Restored, &before, &after, &[]);
     assert_eq!(use_all(&mut r), EXPECTED, "{name}: the restored run");
 }

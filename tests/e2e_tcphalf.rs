@@ -14,23 +14,6 @@ mod common;
 use common::oracle::{self, Cmp, Snapshot};
 use common::*;
 
-/// The oracle's snapshot of the tree of `pid` once it is at rest.
-fn at_rest(pid: i32, what: &str) -> Snapshot {
-    let deadline = std::time::Instant::now() + timeout();
-    loop {
-        let s = Snapshot::take(pid);
-        if s.still() {
-            return s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: the target never came to rest (moving: {:?})",
-            s.volatile
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
 /// The number after `key` on a line of `text`.
 fn number_after(text: &str, key: &str) -> u64 {
     text.lines()
@@ -68,7 +51,7 @@ fn half_closed(name: &str, mode: &str, fam: &str, state: &str) {
     }
     t.wait_for(&format!("ready {state}\n"));
     let pid = t.pid;
-    let before = at_rest(pid, name);
+    let before = Snapshot::at_rest(pid, name);
     let img = ctx.path("half.img");
     ctx.dump(pid, &img);
     t.expect_killed();
@@ -93,7 +76,7 @@ fn half_closed(name: &str, mode: &str, fam: &str, state: &str) {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let after = at_rest(pid, name);
+    let after = Snapshot::at_rest(pid, name);
     oracle::assert_same_kernel_state(
         name,
         &format!("{name}: tcphalf {mode} {fam}"),

@@ -118,6 +118,24 @@ impl Snapshot {
         }
     }
 
+    /// The snapshot of the tree of `pid` once it is at rest ([`Snapshot::still`]),
+    /// taken again until it is (the harness's timeout at most).
+    pub fn at_rest(pid: i32, what: &str) -> Snapshot {
+        let deadline = std::time::Instant::now() + super::timeout();
+        loop {
+            let s = Snapshot::take(pid);
+            if s.still() {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: the target never came to rest (moving: {:?})",
+                s.volatile
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// True when the tree was at rest: no progress entry moved between the two readings,
     /// no task was running, and nothing says it went on meanwhile ([`Snapshot::moved`]).
     pub fn still(&self) -> bool {
