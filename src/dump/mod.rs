@@ -80,7 +80,7 @@ pub struct DumpOptions {
     pub external_pidns: Option<crate::model::ExternalPidNs>,
     /// The caller makes the tree's network namespace anew at restore (runc's
     /// `--external net[INO]`, for Podman's): established TCP connections are refused
-    /// (see [`refuse_conns_in_remade_net`]).
+    /// (see [`crate::kinds::fd::tcp::refuse_in_remade_net`]).
     pub net_remade: bool,
     /// The image lives only as long as the front end that asked for it (`ckpt
     /// migrate`'s rounds): it is neither handed to the disk as it is written nor
@@ -270,39 +270,6 @@ fn root_pid_namespace(root: i32) -> Result<PidnsShape> {
     }
 }
 
-/// Dump accepts only what restore can bring back: restore's plan on what was collected,
-/// on this host as it is (no CPU mask, no `--inherit-fd`, whose keys only the restore
-/// has), with what the tree holds now (`held`: its IDs, sockets, locks...) counted free,
-/// as it will be once the tree is gone. Any problem refuses the dump, listing them all;
-/// the caller lets the tree go, untouched. (Kept too with `--leave-running`: a restore
-/// on this host comes after the tree is gone.)
-/// A tree whose network namespace its runtime makes anew at restore (Podman: a new
-/// namespace with the container's address, set up before the runtime starts ckpt)
-/// cannot have its established TCP connections back exactly: a segment the peer sends
-/// again while the new namespace has the address but no lock yet is answered with a
-/// reset (the peer tries every few hundred ms while the address is unreachable, as the
-/// host's "unreachable" answers make it try again at once: seen with Podman's bridge
-/// network, tests/e2e_podman_criu.rs). Refused, naming the process and the connection.
-fn refuse_conns_in_remade_net(ckpt: &crate::model::Checkpoint) -> Result<()> {
-    for p in &ckpt.processes {
-        if let Some((local, peer)) = p.tcp_connections().first() {
-            return Err(DumpError::Unsupported {
-                pid: p.pid,
-                why: format!(
-                    "it has an established TCP connection ({} to {}) in a network \
-                     namespace its runtime makes anew at restore (external net): the \
-                     peer's segments would be answered with a reset before ckpt could \
-                     lock them there; established connections of such a container are \
-                     not restored yet (close them, or checkpoint without a network)",
-                    crate::kinds::fd::tcp::show_inet(local),
-                    crate::kinds::fd::tcp::show_inet(peer)
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
 fn refuse_unrestorable(
     pid: i32,
     ckpt: &crate::model::Checkpoint,
@@ -472,36 +439,12 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     let freezing = tree.frozen_at.elapsed();
     crate::error::time_mark("dump: frozen");
     // A dump that kills the tree locks its TCP connections now, before their queues are
-    // read: a socket in repair mode still takes and acknowledges the peer's segments,
-    // which would be lost with it. This lock is a table of ckpt's own that goes with
-    // ckpt however it ends (so a failed or killed dump leaves the tree's connections
-    // free); the lock that waits for the restore is made once the image is written.
-    // (Not when the tree made its network namespace, whose peers are all in the tree
-    // and which ends with it; the lasting lock is not made then either. A namespace
-    // made outside the tree -- ckpt's, its parent's, one entered with nsenter, Podman's
-    // under /run/netns -- is locked, from the dumping thread that joined it: the same
-    // decision as collect's, `kinds::ns::made_outside`.)
-    let tree_made_net = match sys::ns::inode(pid, "net") {
-        Err(_) => true,
-        Ok(ino) if ckpts_ns.get("net") == Some(&ino) => false,
-        Ok(ino) => {
-            let parent = sys::proc::status(pid).map(|s| s.ppid).unwrap_or(0);
-            let pids: std::collections::BTreeSet<i32> =
-                tree.nodes.iter().map(|(p, _)| *p).collect();
-            crate::kinds::ns::made_outside("net", ino, parent, &pids).is_none()
-        }
-    };
-    let early_lock = if opts.leave_running || opts.net_locked || tree_made_net {
+    // read (`kinds::fd::tcp::lock_at_freeze`).
+    let early_lock = if opts.leave_running || opts.net_locked {
         None
     } else {
-        let live: Vec<i32> = tree
-            .nodes
-            .iter()
-            .filter(|(_, f)| f.is_some())
-            .map(|(p, _)| *p)
-            .collect();
-        let conns = crate::kinds::fd::tcp::live_connections(&live);
-        sys::netlock::Handover::hold_as("ckpt_dump", &conns).unwrap_or_default()
+        let pids: Vec<(i32, bool)> = tree.nodes.iter().map(|(p, f)| (*p, f.is_some())).collect();
+        crate::kinds::fd::tcp::lock_at_freeze(pid, &pids, ckpts_ns.get("net").copied())
     };
     sys::deferred::die_point("connections locked at the freeze");
     run_hook(opts, DumpStep::Frozen)?;
@@ -651,7 +594,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     crate::error::time_mark("dump: written pages split");
     refuse_unrestorable(pid, &collected.ckpt, &held, opts.new_tty)?;
     if opts.net_remade {
-        refuse_conns_in_remade_net(&collected.ckpt)?;
+        crate::kinds::fd::tcp::refuse_in_remade_net(&collected.ckpt)?;
     }
     crate::error::time_mark("dump: plan checks done");
     if let Some(e) = tty_busy {

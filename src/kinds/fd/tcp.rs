@@ -1159,6 +1159,71 @@ pub(crate) fn rebuild_in_place(
     Ok(())
 }
 
+/// Dump accepts only what restore can bring back: restore's plan on what was collected,
+/// on this host as it is (no CPU mask, no `--inherit-fd`, whose keys only the restore
+/// has), with what the tree holds now (`held`: its IDs, sockets, locks...) counted free,
+/// as it will be once the tree is gone. Any problem refuses the dump, listing them all;
+/// the caller lets the tree go, untouched. (Kept too with `--leave-running`: a restore
+/// on this host comes after the tree is gone.)
+/// A tree whose network namespace its runtime makes anew at restore (Podman: a new
+/// namespace with the container's address, set up before the runtime starts ckpt)
+/// cannot have its established TCP connections back exactly: a segment the peer sends
+/// again while the new namespace has the address but no lock yet is answered with a
+/// reset (the peer tries every few hundred ms while the address is unreachable, as the
+/// host's "unreachable" answers make it try again at once: seen with Podman's bridge
+/// network, tests/e2e_podman_criu.rs). Refused, naming the process and the connection.
+pub(crate) fn refuse_in_remade_net(ckpt: &crate::model::Checkpoint) -> DumpResult<()> {
+    for p in &ckpt.processes {
+        if let Some((local, peer)) = p.tcp_connections().first() {
+            return Err(DumpError::Unsupported {
+                pid: p.pid,
+                why: format!(
+                    "it has an established TCP connection ({} to {}) in a network \
+                     namespace its runtime makes anew at restore (external net): the \
+                     peer's segments would be answered with a reset before ckpt could \
+                     lock them there; established connections of such a container are \
+                     not restored yet (close them, or checkpoint without a network)",
+                    show_inet(local),
+                    show_inet(peer)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The lock a dump that kills the tree makes at the freeze, before the connections'
+/// queues are read: a socket in repair mode still takes and acknowledges the peer's
+/// segments, which would be lost with it. It is a table of ckpt's own that goes with
+/// ckpt however it ends (so a failed or killed dump leaves the tree's connections free);
+/// the lock that waits for the restore is made once the image is written. `pids` are
+/// the tree's processes (true for those that are not zombies), `root` its root,
+/// `ckpts_net` ckpt's own network namespace. None when the tree made its network
+/// namespace (its peers are all in the tree and it ends with it; the lasting lock is not
+/// made then either). A namespace made outside the tree (ckpt's, its parent's, one
+/// entered with nsenter, Podman's under /run/netns) is locked from the dumping thread,
+/// which joined it: the same decision as collect's, [`crate::kinds::ns::made_outside`].
+pub(crate) fn lock_at_freeze(
+    root: i32,
+    pids: &[(i32, bool)],
+    ckpts_net: Option<u64>,
+) -> Option<sys::netlock::Handover> {
+    let tree_made_net = match sys::ns::inode(root, "net") {
+        Err(_) => true,
+        Ok(ino) if ckpts_net == Some(ino) => false,
+        Ok(ino) => {
+            let parent = sys::proc::status(root).map(|s| s.ppid).unwrap_or(0);
+            let all: std::collections::BTreeSet<i32> = pids.iter().map(|(p, _)| *p).collect();
+            crate::kinds::ns::made_outside("net", ino, parent, &all).is_none()
+        }
+    };
+    if tree_made_net {
+        return None;
+    }
+    let live: Vec<i32> = pids.iter().filter(|(_, l)| *l).map(|(p, _)| *p).collect();
+    sys::netlock::Handover::hold_as("ckpt_dump", &live_connections(&live)).unwrap_or_default()
+}
+
 /// The TCP connections (local and peer addresses) of the processes `pids` (frozen) in
 /// the dumping thread's network namespace (the lock's rules act there), as their
 /// descriptors show
