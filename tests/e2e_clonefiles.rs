@@ -18,37 +18,16 @@ use common::*;
 /// read (x86-64): where the target's processes wait.
 const WAITS: &[i64] = &[0];
 
-/// Run `clonefiles MODE` with `procs` processes, wait until every one waits, dump it
-/// (killing it) and restore it (the oracle compares the trees), then tell it to go and
-/// return the output of both runs together.
+/// Run `clonefiles MODE` with `procs` processes, dump and restore it, and return the output of
+/// both runs together ([`dump_ready_then_go`]).
 fn dump_and_restore(name: &str, mode: &str, procs: usize) -> String {
-    let ctx = Ctx::new(name);
-    let spec = Spec::new(target("clonefiles"))
-        .arg(mode)
-        .stdin(In::Pipe)
-        .cwd(&ctx.dir);
-    let mut t = ctx.spawn(&spec);
-    t.wait_for("ready\n");
-    let pids = wait_process_tree(t.pid, procs, name);
-    for &p in &pids {
-        wait_in_any_syscall(p, WAITS, name);
-    }
-    let img = ctx.path("clonefiles.img");
-    ctx.dump(t.pid, &img);
-    t.expect_killed();
-    let printed = t.stdout.finish("clonefiles: original");
-    wait_pids_gone(&pids, name);
-    let mut r = ctx.restore(&img, &[], In::Pipe);
-    r.write_stdin(b"go\n");
-    r.close_stdin();
-    let fin = r.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "{name}: restore: {}",
-        text(&fin.stderr)
-    );
-    text(&[printed, fin.stdout].concat())
+    text(&dump_ready_then_go(
+        &Ctx::new(name),
+        "clonefiles",
+        mode,
+        procs,
+        WAITS,
+    ))
 }
 
 /// A child made with clone(CLONE_FILES) shares its parent's table after restore: a

@@ -180,43 +180,31 @@ fn failed_restores_of_a_tree_with_own_mount_namespace_leave_no_mount() {
     let before = t.stdout.finish("mntns: original");
     wait_pids_gone(&[pid], "mntns after the dump");
     let host = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let (trace, steps) = traced_restore(&ctx, &img, 20, "mount the tree's file systems");
-    let total = steps.len();
     // Every step of building the namespace (the mounts are the first steps), then some.
-    let faults = fault_walk(
-        &[
+    RestoreWalk {
+        name: "mntns",
+        img: &img,
+        reference: &reference.stdout,
+        before: &before,
+        pids: &[pid],
+        min: 20,
+        must: "mount the tree's file systems",
+        named: &[
             "create the tree's mount namespace",
             "mount the tree's file systems",
             "set the tree's mount flags",
         ],
-        total,
-        |n| n <= 30 || n % 13 == 0 || n == total,
-    );
-    for f in &faults {
-        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &[pid], &[]);
-        assert_eq!(
-            std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo"),
-            host,
-            "restore failing at {f} left a mount on the host"
-        );
     }
-    eprintln!("{} failing restores of {total} steps", faults.len());
-    let fin = restore_env(&ctx, &img, &[]);
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "the final restore: {}",
-        text(&fin.stderr)
-    );
-    assert_same_output(
-        "mntns: the traced restore",
-        &reference.stdout,
-        &[before.clone(), trace.stdout].concat(),
-    );
-    assert_same_output(
-        "mntns: restored after the failed ones",
-        &reference.stdout,
-        &[before, fin.stdout].concat(),
+    .run(
+        &ctx,
+        |n, total| n <= 30 || n % 13 == 0 || n == total,
+        |f| {
+            assert_eq!(
+                std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo"),
+                host,
+                "restore failing at {f} left a mount on the host"
+            )
+        },
     );
 }
 

@@ -267,48 +267,31 @@ fn failed_restores_of_nested_user_namespaces_leave_nothing() {
         Vec::<i32>::new(),
         "after the dump"
     );
-    let (trace, steps) = traced_restore(
-        &ctx,
-        &img,
-        20,
-        "create a user namespace below the tree's root",
-    );
-    let total = steps.len();
-    assert_same_output(
-        "nestuserns: the traced restore",
-        &reference.stdout,
-        &[before.clone(), trace.stdout].concat(),
-    );
-    let faults = fault_walk(
-        &[
+    RestoreWalk {
+        name: "nestuserns",
+        img: &img,
+        reference: &reference.stdout,
+        before: &before,
+        pids: &tree,
+        min: 20,
+        must: "create a user namespace below the tree's root",
+        named: &[
             "create a user namespace below the tree's root",
             "create a namespace in a user namespace below the root",
             "take a namespace made below the root",
             "setns (a namespace a process made in a user namespace)",
             "setns (the tree's user namespace)",
         ],
-        total,
-        |n| n <= 4 || n % 17 == 0 || n == total,
-    );
-    for f in &faults {
-        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
-        assert_eq!(
-            namespaces_with_our_map(),
-            Vec::<i32>::new(),
-            "restore failing at {f} left a process in a user namespace"
-        );
     }
-    eprintln!("{} failing restores of {total} steps", faults.len());
-    let fin = restore_env(&ctx, &img, &[]);
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "the final restore: {}",
-        text(&fin.stderr)
-    );
-    assert_same_output(
-        "nestuserns: restored after the failed ones",
-        &reference.stdout,
-        &[before, fin.stdout].concat(),
+    .run(
+        &ctx,
+        |n, total| n <= 4 || n % 17 == 0 || n == total,
+        |f| {
+            assert_eq!(
+                namespaces_with_our_map(),
+                Vec::<i32>::new(),
+                "restore failing at {f} left a process in a user namespace"
+            )
+        },
     );
 }

@@ -179,36 +179,26 @@ fn failed_restores_of_a_tree_with_own_namespaces_leave_nothing() {
     let before = t.stdout.finish("nsown: original");
     wait_pids_gone(&tree, "nsown after the dump");
     let mounts = nsfs_mounts();
-    let (trace, steps) = traced_restore(&ctx, &img, 20, "create the tree's namespaces");
-    let total = steps.len();
-    assert_same_output(
-        "nsown: the traced restore",
-        &reference.stdout,
-        &[before.clone(), trace.stdout].concat(),
-    );
-    let faults = fault_walk(&["create the tree's namespaces"], total, |n| {
-        n <= 8 || n % 11 == 0 || n == total
-    });
-    for f in &faults {
-        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
-        assert_eq!(
-            nsfs_mounts(),
-            mounts,
-            "restore failing at {f} left a namespace file mounted"
-        );
+    RestoreWalk {
+        name: "nsown",
+        img: &img,
+        reference: &reference.stdout,
+        before: &before,
+        pids: &tree,
+        min: 20,
+        must: "create the tree's namespaces",
+        named: &["create the tree's namespaces"],
     }
-    eprintln!("{} failing restores of {total} steps", faults.len());
-    let fin = restore_env(&ctx, &img, &[]);
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "the final restore: {}",
-        text(&fin.stderr)
-    );
-    assert_same_output(
-        "nsown: restored after the failed ones",
-        &reference.stdout,
-        &[before, fin.stdout].concat(),
+    .run(
+        &ctx,
+        |n, total| n <= 8 || n % 11 == 0 || n == total,
+        |f| {
+            assert_eq!(
+                nsfs_mounts(),
+                mounts,
+                "restore failing at {f} left a namespace file mounted"
+            )
+        },
     );
 }
 

@@ -286,15 +286,15 @@ fn failed_restores_of_a_rootless_container_leave_nothing() {
     wait_pids_gone(&tree, "failing");
     let users_before = processes_in_user_namespaces();
     let host = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let (trace, steps) = traced_restore(&ctx, &img, 20, "create the tree's user namespace");
-    let total = steps.len();
-    assert_same_output(
-        "container: the traced restore",
-        &reference.stdout,
-        &[before.clone(), trace.stdout].concat(),
-    );
-    let faults = fault_walk(
-        &[
+    RestoreWalk {
+        name: "container",
+        img: &img,
+        reference: &reference.stdout,
+        before: &before,
+        pids: &tree,
+        min: 20,
+        must: "create the tree's user namespace",
+        named: &[
             "create the tree's mount namespace",
             "create the tree's user namespace",
             "join the namespaces the tree's user namespace owns",
@@ -306,41 +306,30 @@ fn failed_restores_of_a_rootless_container_leave_nothing() {
             "take the user namespace",
             "setns (the tree's user namespace)",
         ],
-        total,
-        |n| n <= 8 || n % 11 == 0 || n == total,
-    );
-    for f in &faults {
-        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
-        let users: Vec<i32> = processes_in_user_namespaces()
-            .into_iter()
-            .filter(|p| !users_before.contains(p))
-            .filter(|p| {
-                std::fs::read_link(format!("/proc/{p}/cwd")).is_ok_and(|c| c.starts_with(&ctx.dir))
-            })
-            .collect();
-        assert_eq!(
-            users,
-            Vec::<i32>::new(),
-            "restore failing at {f} left a process in a user namespace"
-        );
-        assert_eq!(
-            std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo"),
-            host,
-            "restore failing at {f} left a mount on the host"
-        );
     }
-    eprintln!("{} failing restores of {total} steps", faults.len());
-    let fin = restore_env(&ctx, &img, &[]);
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "the final restore: {}",
-        text(&fin.stderr)
-    );
-    assert_same_output(
-        "container: restored after the failed ones",
-        &reference.stdout,
-        &[before, fin.stdout].concat(),
+    .run(
+        &ctx,
+        |n, total| n <= 8 || n % 11 == 0 || n == total,
+        |f| {
+            let users: Vec<i32> = processes_in_user_namespaces()
+                .into_iter()
+                .filter(|p| !users_before.contains(p))
+                .filter(|p| {
+                    std::fs::read_link(format!("/proc/{p}/cwd"))
+                        .is_ok_and(|c| c.starts_with(&ctx.dir))
+                })
+                .collect();
+            assert_eq!(
+                users,
+                Vec::<i32>::new(),
+                "restore failing at {f} left a process in a user namespace"
+            );
+            assert_eq!(
+                std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo"),
+                host,
+                "restore failing at {f} left a mount on the host"
+            );
+        },
     );
 }
 

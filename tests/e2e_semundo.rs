@@ -16,37 +16,10 @@ use common::*;
 /// pause, read (x86-64): where the target's processes wait.
 const WAITS: &[i64] = &[34, 0];
 
-/// Run `semundo MODE` with `procs` processes, wait until every one waits, dump it
-/// (killing it) and restore it (the oracle compares the trees), then tell it to go and
-/// return the output of both runs together.
+/// Run `semundo MODE` with `procs` processes, dump and restore it, and return the output of
+/// both runs together ([`dump_ready_then_go`]).
 fn dump_and_restore(name: &str, mode: &str, procs: usize) -> Vec<u8> {
-    let ctx = Ctx::new(name);
-    let spec = Spec::new(target("semundo"))
-        .arg(mode)
-        .stdin(In::Pipe)
-        .cwd(&ctx.dir);
-    let mut t = ctx.spawn(&spec);
-    t.wait_for("ready\n");
-    let pids = wait_process_tree(t.pid, procs, name);
-    for &p in &pids {
-        wait_in_any_syscall(p, WAITS, name);
-    }
-    let img = ctx.path("semundo.img");
-    ctx.dump(t.pid, &img);
-    t.expect_killed();
-    let printed = t.stdout.finish("semundo: original");
-    wait_pids_gone(&pids, name);
-    let mut r = ctx.restore(&img, &[], In::Pipe);
-    r.write_stdin(b"go\n");
-    r.close_stdin();
-    let fin = r.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "{name}: restore: {}",
-        text(&fin.stderr)
-    );
-    [printed, fin.stdout].concat()
+    dump_ready_then_go(&Ctx::new(name), "semundo", mode, procs, WAITS)
 }
 
 /// runc's shape without runc: the root's list is empty (a thread gave it one before it

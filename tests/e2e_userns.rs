@@ -321,43 +321,31 @@ fn failed_restores_of_a_tree_with_a_user_namespace_leave_nothing() {
         Vec::<i32>::new(),
         "after the dump"
     );
-    let (trace, steps) = traced_restore(&ctx, &img, 20, "create the tree's user namespace");
-    let total = steps.len();
-    assert_same_output(
-        "userns: the traced restore",
-        &reference.stdout,
-        &[before.clone(), trace.stdout].concat(),
-    );
-    let faults = fault_walk(
-        &[
+    RestoreWalk {
+        name: "userns",
+        img: &img,
+        reference: &reference.stdout,
+        before: &before,
+        pids: &tree,
+        min: 20,
+        must: "create the tree's user namespace",
+        named: &[
             "create the tree's user namespace",
             "join the namespaces the tree's user namespace owns",
             "take the user namespace",
             "setns (the tree's user namespace)",
         ],
-        total,
-        |n| n <= 6 || n % 13 == 0 || n == total,
-    );
-    for f in &faults {
-        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
-        assert_eq!(
-            namespaces_with_our_map(),
-            Vec::<i32>::new(),
-            "restore failing at {f} left a process in the user namespace"
-        );
     }
-    eprintln!("{} failing restores of {total} steps", faults.len());
-    let fin = restore_env(&ctx, &img, &[]);
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "the final restore: {}",
-        text(&fin.stderr)
-    );
-    assert_same_output(
-        "userns: restored after the failed ones",
-        &reference.stdout,
-        &[before, fin.stdout].concat(),
+    .run(
+        &ctx,
+        |n, total| n <= 6 || n % 13 == 0 || n == total,
+        |f| {
+            assert_eq!(
+                namespaces_with_our_map(),
+                Vec::<i32>::new(),
+                "restore failing at {f} left a process in the user namespace"
+            )
+        },
     );
 }
 

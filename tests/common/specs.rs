@@ -198,6 +198,98 @@ pub fn fault_walk(named: &[&str], total: usize, keep: impl Fn(usize) -> bool) ->
         .collect()
 }
 
+/// Run target `prog` with argument `mode` (standard input a pipe, in the test
+/// directory) until it prints "ready" and its `procs` processes each wait in one of the
+/// system calls `waits`; dump it (killing it) and restore it (the oracle compares the
+/// trees), then tell the restored tree to go ("go" on its standard input) and return
+/// the output of both runs together.
+pub fn dump_ready_then_go(
+    ctx: &Ctx,
+    prog: &str,
+    mode: &str,
+    procs: usize,
+    waits: &[i64],
+) -> Vec<u8> {
+    let name = format!("{prog} {mode}");
+    let spec = Spec::new(target(prog))
+        .arg(mode)
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let pids = wait_process_tree(t.pid, procs, &name);
+    for &p in &pids {
+        wait_in_any_syscall(p, waits, &name);
+    }
+    let img = ctx.path(&format!("{prog}.img"));
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    let printed = t.stdout.finish(&format!("{name}: original"));
+    wait_pids_gone(&pids, &name);
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    r.write_stdin(b"go\n");
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "{name}: restore: {}",
+        text(&fin.stderr)
+    );
+    [printed, fin.stdout].concat()
+}
+
+/// A walk of failing restores over one image, as the tests of each kind of namespace
+/// run it: a traced restore ([`traced_restore`]: more than `min` steps, one of them
+/// `must`), then a restore failing at each step of `named` and at the step numbers
+/// `keep(n, total)` lets through, each leaving none of `pids`
+/// ([`assert_restore_fault_leaves_nothing`]) and passing `check(fault)` (what else the
+/// test watches: mounts, namespaces...), then a plain restore. The traced and the final
+/// restore both continue `before` (the original's output up to its dump) as the
+/// undisturbed `reference` ran.
+pub struct RestoreWalk<'a> {
+    /// The program, in messages.
+    pub name: &'a str,
+    pub img: &'a Path,
+    pub reference: &'a [u8],
+    pub before: &'a [u8],
+    pub pids: &'a [i32],
+    pub min: usize,
+    pub must: &'a str,
+    pub named: &'a [&'a str],
+}
+
+impl RestoreWalk<'_> {
+    pub fn run(&self, ctx: &Ctx, keep: impl Fn(usize, usize) -> bool, check: impl Fn(&str)) {
+        let (trace, steps) = traced_restore(ctx, self.img, self.min, self.must);
+        let total = steps.len();
+        assert_same_output(
+            &format!("{}: the traced restore", self.name),
+            self.reference,
+            &[self.before, &trace.stdout].concat(),
+        );
+        let faults = fault_walk(self.named, total, |n| keep(n, total));
+        for f in &faults {
+            assert_restore_fault_leaves_nothing(ctx, self.img, &[], f, self.pids, &[]);
+            check(f);
+        }
+        eprintln!("{} failing restores of {total} steps", faults.len());
+        let fin = restore_env(ctx, self.img, &[]);
+        assert_eq!(
+            fin.status.code(),
+            Some(0),
+            "{}: the final restore: {}",
+            self.name,
+            text(&fin.stderr)
+        );
+        assert_same_output(
+            &format!("{}: restored after the failed ones", self.name),
+            self.reference,
+            &[self.before, &fin.stdout].concat(),
+        );
+    }
+}
+
 /// `ckpt restore IMG EXTRA...` made to fail (`CKPT_FAULT`) at the first step whose name
 /// contains `fault`: it must exit 1 naming the injected fault, print nothing of the
 /// program, and leave none of `pids` and no child of ours but `except`. Returns what it

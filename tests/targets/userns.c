@@ -22,6 +22,7 @@
  * file PATH/stepN and prints its owner as it sees it. Nothing printed depends on IDs
  * outside the namespace but the maps. */
 #include "util.h"
+#include "usermap.h"
 #include <fcntl.h>
 #include <grp.h>
 #include <pthread.h>
@@ -31,25 +32,6 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <linux/capability.h>
-
-static void put(const char *path, const char *text)
-{
-	int fd = open(path, O_WRONLY);
-	if (fd < 0)
-		die("open %s: %s", path, strerror(errno));
-	write_all(fd, text, strlen(text));
-	close(fd);
-}
-
-static void get(const char *path, char *buf, size_t n)
-{
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
-		die("open %s: %s", path, strerror(errno));
-	ssize_t r = read(fd, buf, n - 1);
-	close(fd);
-	buf[r > 0 ? r : 0] = 0;
-}
 
 /* "a b c" of a text with runs of blanks and newlines. */
 static void squeeze(char *s)
@@ -132,52 +114,7 @@ int main(int argc, char **argv)
 			child = 1;
 		else if (strcmp(argv[i], "threads") == 0)
 			threads = 1;
-	uid_t uid = geteuid();
-	gid_t gid = getegid();
-	int go[2], done[2];
-	pid_t helper = -1;
-	if (wide) {
-		if (pipe(go) != 0 || pipe(done) != 0)
-			die("pipe: %s", strerror(errno));
-		helper = fork();
-		if (helper < 0)
-			die("fork: %s", strerror(errno));
-		if (helper == 0) {
-			char b, path[64], map[64];
-			if (read(go[0], &b, 1) != 1)
-				_exit(2);
-			pid_t pp = getppid();
-			snprintf(path, sizeof path, "/proc/%d/uid_map", pp);
-			snprintf(map, sizeof map, "0 %ld 65536\n", base);
-			put(path, map);
-			snprintf(path, sizeof path, "/proc/%d/gid_map", pp);
-			put(path, map);
-			_exit(write(done[1], "d", 1) == 1 ? 0 : 3);
-		}
-	}
-	if (unshare(CLONE_NEWUSER) != 0)
-		die("unshare(CLONE_NEWUSER): %s", strerror(errno));
-	if (wide) {
-		char b;
-		int st;
-		if (write(go[1], "g", 1) != 1 || read(done[0], &b, 1) != 1)
-			die("the map helper failed");
-		if (waitpid(helper, &st, 0) != helper || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-			die("the map helper failed");
-		close(go[0]);
-		close(go[1]);
-		close(done[0]);
-		close(done[1]);
-		if (setresgid(0, 0, 0) != 0 || setresuid(0, 0, 0) != 0)
-			die("becoming root inside: %s", strerror(errno));
-	} else {
-		char map[64];
-		put("/proc/self/setgroups", "deny");
-		snprintf(map, sizeof map, "0 %u 1\n", uid);
-		put("/proc/self/uid_map", map);
-		snprintf(map, sizeof map, "0 %u 1\n", gid);
-		put("/proc/self/gid_map", map);
-	}
+	enter_user_ns(wide, base);
 	int flags = (uts ? CLONE_NEWUTS : 0) | (ipc ? CLONE_NEWIPC : 0) | (net ? CLONE_NEWNET : 0);
 	if (flags && unshare(flags) != 0)
 		die("unshare(%#x): %s", flags, strerror(errno));
