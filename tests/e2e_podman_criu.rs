@@ -931,43 +931,182 @@ fn assert_no_lock_left(pid: i32) {
     );
 }
 
-/// A container on Podman's bridge network: a checkpoint with `--tcp-established`
-/// while the test holds a live TCP connection to it (from the bridge's side) is
-/// refused, naming the connection (Podman makes a new namespace with the address
-/// before ckpt runs at restore, where the peer's segments would be answered with a
-/// reset), and the container runs on with its connection (no lock left). Once the
-/// connection is closed, `podman container checkpoint` stops it; a restore that fails
-/// (the program file changed) leaves it checkpointed; the restore brings it back with
-/// the same address: it answers new connections (their count going on from the
-/// checkpoint's), and what the kernel shows of its network (address, MAC, MTU,
-/// listener) and of the container is the original's.
+/// ckpt's tables on the bridge's side, in the test's network namespace where podman
+/// (and so ckpt) runs: the lock a checkpoint leaves outside the container's namespace.
+fn host_tables(pm: &Podman) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", pm.mounts.net_path()))
+        .args(["--", "nft", "list", "tables"])
+        .output()
+        .expect("run nft (nftables)");
+    assert!(
+        out.status.success(),
+        "nft list tables: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn assert_no_host_lock(pm: &Podman) {
+    let tables = host_tables(pm);
+    assert!(
+        !tables.contains("ckpt"),
+        "ckpt's tables left on the bridge's side: {tables}"
+    );
+}
+
+/// The lasting lock a checkpoint left on the bridge's side: its tables, both families.
+fn assert_host_lock(pm: &Podman, what: &str) {
+    let tables = host_tables(pm);
+    assert!(
+        tables.contains("table inet ckpt_hold_") && tables.contains("table bridge ckpt_hold_"),
+        "{what}: no lock of ckpt's on the bridge's side: {tables}"
+    );
+}
+
+/// A [`Client`] that talks all the time, from a thread: it sends "kI" (I = 1, 2...)
+/// every 5 ms and reads each answer before the next, which must be "C N kI" (its
+/// connection's number, and the line numbers going on from `first`): a connection reset,
+/// a byte lost or twice, another connection, stop it with the reason.
+struct Talker {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    answered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<Result<Client, String>>,
+}
+
+impl Talker {
+    fn start(mut c: Client, conn: u32, first: u32) -> Talker {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let answered = std::sync::Arc::new(AtomicU64::new(0));
+        // (the checkpoint, a gap, a failed restore and the restore, and the peer's
+        // backed-off retransmission after them: long)
+        c.r.get_ref()
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("read timeout");
+        let (st, an) = (stop.clone(), answered.clone());
+        let thread = std::thread::spawn(move || {
+            let mut i: u64 = 0;
+            while !st.load(Ordering::SeqCst) {
+                i += 1;
+                let line = format!("k{i}");
+                c.r.get_mut()
+                    .write_all(format!("{line}\n").as_bytes())
+                    .map_err(|e| format!("send {line}: {e}"))?;
+                let mut a = String::new();
+                let n =
+                    c.r.read_line(&mut a)
+                        .map_err(|e| format!("answer to {line}: {e}"))?;
+                if n == 0 {
+                    return Err(format!("the server closed the connection at {line}"));
+                }
+                let want = format!("{conn} {} {line}", u64::from(first) + i - 1);
+                if a.trim_end() != want {
+                    return Err(format!("answer {:?} to {line}, not {want:?}", a.trim_end()));
+                }
+                an.store(i, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(c)
+        });
+        Talker {
+            stop,
+            answered,
+            thread,
+        }
+    }
+
+    fn answered(&self) -> u64 {
+        self.answered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Wait until `n` lines are answered (failing with the talker's own failure).
+    fn wait_answered(&self, n: u64, what: &str) {
+        let deadline = Instant::now() + timeout() * 4;
+        while self.answered() < n {
+            assert!(
+                !self.thread.is_finished(),
+                "{what}: the connection stopped talking after {} lines",
+                self.answered()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{what}: only {} lines answered (waiting for {n})",
+                self.answered()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stop talking: the connection, as it is, and how many lines it answered.
+    fn stop(self) -> (Client, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let n = self.answered();
+        match self.thread.join().expect("the talking thread") {
+            Ok(c) => (
+                c,
+                self.answered
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    .max(n),
+            ),
+            Err(e) => panic!("the connection failed: {e}"),
+        }
+    }
+}
+
+/// A container on Podman's bridge network keeps an established TCP connection of a
+/// client of the test's (on the bridge's side, talking every 5 ms, see [`Talker`])
+/// through `podman container checkpoint --tcp-established` and `restore
+/// --tcp-established`, 3 s apart, with a failed restore between them: the same
+/// connection carries on, nothing lost, twice or reset; sock_diag in the restored
+/// container shows it with the same addresses, ports and options; ckpt's lock outside
+/// the container's namespace (its tables on the bridge's side) is there from the
+/// checkpoint, stays after the failed restore and is gone after the restore (none in the
+/// container's namespace either). Before: `--leave-running` lets the connection go on
+/// and leaves no lock; a checkpoint without `--tcp-established` is refused naming the
+/// connection, as CRIU does, and the container runs on. After: a new connection gets
+/// the next number; another checkpoint leaves the lock, and `ckpt unlock IMAGE` removes
+/// it.
 #[test]
-fn podman_container_on_the_bridge_network_comes_back_with_its_address() {
-    let ctx = Ctx::new("podman_container_on_the_bridge_network_comes_back_with_its_address");
+fn podman_container_on_the_bridge_network_keeps_its_tcp_connection() {
+    let ctx = Ctx::new("podman_container_on_the_bridge_network_keeps_its_tcp_connection");
     let pm = Podman::with_network(&ctx, "n1");
     let pid = pm.run_container("w1", Seccomp::Unconfined, &[], &["/bin/podnet", "8080"]);
     let ip = ip_of(&pm, "w1");
     let net = pm.mounts.net_path();
     let mut c = Client::connect(&net, &ip);
     c.ask("one", 1, 1);
+    let port = c.local_port();
+    let talk = Talker::start(c, 1, 2);
+    talk.wait_answered(20, "before the checkpoints");
     let with_conn = net_view(pid);
     assert!(
         with_conn.iter().any(|l| {
-            l.starts_with(&format!("established {ip}:{PORT} "))
-                && l.contains(&format!(":{}", c.local_port()))
+            l.starts_with(&format!("established {ip}:{PORT} ")) && l.contains(&format!(":{port}"))
         }),
         "the connection in the container: {with_conn:?}"
     );
-    let out = pm.run(&["container", "checkpoint", "--tcp-established", "w1"]);
+    pm.ok(&[
+        "container",
+        "checkpoint",
+        "--leave-running",
+        "--tcp-established",
+        "w1",
+    ]);
+    assert_eq!(pm.state("w1"), ("running".to_string(), pid), "left running");
+    talk.wait_answered(talk.answered() + 20, "after --leave-running");
+    assert_no_lock_left(pid);
+    assert_no_host_lock(&pm);
+    let out = pm.run(&["container", "checkpoint", "w1"]);
     let log = pm.logs_of_ckpt();
     assert!(
         !out.status.success(),
-        "the checkpoint with a connection succeeded"
+        "the checkpoint of a connection without --tcp-established succeeded"
     );
     assert!(
         log.contains("established TCP connection")
             && log.contains(&format!("{ip}:{PORT}"))
-            && log.contains("makes anew at restore"),
+            && log.contains("--tcp-established"),
         "the refusal names the connection: {}\n{log}",
         text(&out.stderr)
     );
@@ -976,22 +1115,18 @@ fn podman_container_on_the_bridge_network_comes_back_with_its_address() {
         ("running".to_string(), pid),
         "still running"
     );
-    c.ask("two", 1, 2);
+    talk.wait_answered(talk.answered() + 20, "after the refusal");
     assert_no_lock_left(pid);
-    assert_eq!(
-        net_view(pid),
-        with_conn,
-        "the container's network after the refusal"
-    );
-    drop(c);
-    wait_only_listener(pid);
+    assert_no_host_lock(&pm);
     let id = id_of(&pm, "w1");
     let before = kernel_view(pid, &id, "the original container");
-    let net_before = net_view(pid);
     pm.ok(&["container", "checkpoint", "--tcp-established", "w1"]);
     wait_pids_gone(&[pid], "the container after the checkpoint");
     assert_eq!(pm.state("w1").0, "exited");
-    // A restore that fails leaves it checkpointed.
+    let stalled = talk.answered();
+    assert_host_lock(&pm, "after the checkpoint");
+    std::thread::sleep(Duration::from_secs(3));
+    // A restore that fails leaves it checkpointed, and the lock.
     let mnt = PathBuf::from(pm.ok(&["mount", "w1"]).trim());
     let prog = mnt.join("bin/podnet");
     let reference = ctx.path("podnet-times");
@@ -1018,6 +1153,7 @@ fn podman_container_on_the_bridge_network_comes_back_with_its_address() {
         text(&out.stderr)
     );
     assert_eq!(pm.state("w1").0, "exited", "after the failed restore");
+    assert_host_lock(&pm, "after the failed restore");
     touch(&[
         "-m".as_ref(),
         "-r".as_ref(),
@@ -1030,21 +1166,62 @@ fn podman_container_on_the_bridge_network_comes_back_with_its_address() {
     pm.assert_listed_running("w1");
     let rp = pm.pid("w1");
     assert_eq!(ip_of(&pm, "w1"), ip, "the restored container's address");
-    Client::connect(&net, &ip).ask("after", 2, 1);
+    talk.wait_answered(stalled + 50, "after the restore");
+    eprintln!(
+        "the connection answered again {} ms after podman restore began",
+        t0.elapsed().as_millis()
+    );
+    // Legit difference: advmss (the segment size the host advertised in the SYN; after
+    // it, only a bound of its receive window) is the connection's segment size after a
+    // restore, which connects in repair mode with TCP_MAXSEG at that size
+    // (`kinds::fd::tcp::connect_mss`): 1448 where the route gave 1460.
+    let no_advmss = |v: Vec<String>| -> Vec<String> {
+        v.into_iter()
+            .map(|l| {
+                l.split(' ')
+                    .filter(|t| !t.starts_with("advmss:"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    assert_eq!(
+        no_advmss(net_view(rp)),
+        no_advmss(with_conn),
+        "what the kernel shows of the restored container's network and connection"
+    );
+    assert_no_lock_left(rp);
+    assert_no_host_lock(&pm);
     let id = id_of(&pm, "w1");
     assert_eq!(
         kernel_view(rp, &id, "the restored container"),
         before,
         "what the kernel shows of the restored container"
     );
-    wait_only_listener(rp);
-    assert_eq!(
-        net_view(rp),
-        net_before,
-        "what the kernel shows of the restored container's network"
+    Client::connect(&net, &ip).ask("after", 2, 1);
+    // Checkpointed again (the connection idle), then given up: `ckpt unlock`.
+    let (c, _) = talk.stop();
+    pm.ok(&["container", "checkpoint", "--tcp-established", "w1"]);
+    wait_pids_gone(&[rp], "the container after the second checkpoint");
+    assert_host_lock(&pm, "after the second checkpoint");
+    let img = pm.checkpoint_dir("w1").join("ckpt.img");
+    let out = Command::new("nsenter")
+        .arg(format!("--net={net}"))
+        .arg("--")
+        .arg(ckpt_bin())
+        .arg("unlock")
+        .arg(&img)
+        .output()
+        .expect("run ckpt unlock");
+    assert!(
+        out.status.success(),
+        "ckpt unlock {}: {}",
+        img.display(),
+        text(&out.stderr)
     );
-    pm.ok(&["stop", "-t", "0", "w1"]);
-    wait_pids_gone(&[rp], "the restored container after podman stop");
+    assert_no_host_lock(&pm);
+    drop(c);
+    pm.ok(&["rm", "-f", "-t", "0", "w1"]);
 }
 
 /// On the bridge network: `checkpoint --leave-running --export` of a container that
@@ -1132,8 +1309,9 @@ fn podman_network_export_and_import_keep_the_address() {
 /// On the bridge network, a checkpoint ckpt refuses (a seccomp profile denying the
 /// prctl(PR_SET_DUMPABLE) the restore needs) while the test holds a connection to the
 /// container: it fails naming why, the container runs on with its connection (the
-/// lock the dump made from the freeze inside the container's namespace went with it:
-/// no table of ckpt's is left there, and the connection answers at once).
+/// locks the dump made from the freeze, inside the container's namespace and on the
+/// bridge's side, went with it: no table of ckpt's is left in either, and the
+/// connection answers at once).
 #[test]
 fn refused_podman_checkpoint_on_the_network_leaves_the_connection_running() {
     let ctx = Ctx::new("refused_podman_checkpoint_on_the_network_leaves_the_connection_running");
@@ -1172,6 +1350,7 @@ fn refused_podman_checkpoint_on_the_network_leaves_the_connection_running() {
     );
     c.ask("two", 1, 2);
     assert_no_lock_left(pid);
+    assert_no_host_lock(&pm);
     assert_eq!(net_view(pid), net_before, "the container's network");
     pm.ok(&["rm", "-f", "-t", "0", "w3"]);
     wait_pids_gone(&[pid], "the container after podman rm");

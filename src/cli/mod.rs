@@ -880,6 +880,7 @@ fn cmd_dump(a: DumpArgs) -> i32 {
         net_locked: false,
         external_pidns,
         net_remade: false,
+        tcp_established: false,
         transient: false,
     };
     let res = dump::dump(pid, out, &opts);

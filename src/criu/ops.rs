@@ -575,6 +575,7 @@ pub fn run_dump(o: &Opts, log: &Log, n: Option<&Notifier>) -> Result<i32, String
         new_tty: o.orphan_pts_master,
         external_pidns: o.external_pidns.clone(),
         net_remade: o.external_ns.iter().any(|(k, _)| k == "net"),
+        tcp_established: o.tcp_established,
         ..Default::default()
     };
     let res = dump::dump(pid, dump::Output::Path(dir.join(CKPT_IMAGE)), &opts);

@@ -80,8 +80,13 @@ pub struct DumpOptions {
     pub external_pidns: Option<crate::model::ExternalPidNs>,
     /// The caller makes the tree's network namespace anew at restore (runc's
     /// `--external net[INO]`, for Podman's): established TCP connections are refused
-    /// (see [`crate::kinds::fd::tcp::refuse_in_remade_net`]).
+    /// without `tcp_established` (see [`crate::kinds::fd::tcp::refuse_in_remade_net`]);
+    /// with it, a dump that kills the tree locks them outside that namespace too, in
+    /// ckpt's own (see [`crate::kinds::fd::tcp::lock_at_freeze`]).
     pub net_remade: bool,
+    /// The caller asked for established TCP connections to be dumped (`criu
+    /// --tcp-established`); see `net_remade`.
+    pub tcp_established: bool,
     /// The image lives only as long as the front end that asked for it (`ckpt
     /// migrate`'s rounds): it is neither handed to the disk as it is written nor
     /// synced, so the frozen tree never waits for the disk.
@@ -116,6 +121,7 @@ impl std::fmt::Debug for DumpOptions {
             .field("net_locked", &self.net_locked)
             .field("external_pidns", &self.external_pidns)
             .field("net_remade", &self.net_remade)
+            .field("tcp_established", &self.tcp_established)
             .field("transient", &self.transient)
             .finish()
     }
@@ -270,6 +276,12 @@ fn root_pid_namespace(root: i32) -> Result<PidnsShape> {
     }
 }
 
+/// Dump accepts only what restore can bring back: restore's plan on what was collected,
+/// on this host as it is (no CPU mask, no `--inherit-fd`, whose keys only the restore
+/// has), with what the tree holds now (`held`: its IDs, sockets, locks...) counted free,
+/// as it will be once the tree is gone. Any problem refuses the dump, listing them all;
+/// the caller lets the tree go, untouched. (Kept too with `--leave-running`: a restore
+/// on this host comes after the tree is gone.)
 fn refuse_unrestorable(
     pid: i32,
     ckpt: &crate::model::Checkpoint,
@@ -409,6 +421,13 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     let undo_ref = sys::ipc::NoUndoList::new()?;
     // A tree with an IPC namespace of its own: its System V segments are read there.
     let ckpts_ns = crate::kinds::ns::own_namespaces()?;
+    // (ckpt's own network namespace, kept before a thread of ckpt joins the tree's: a
+    // lock outside the tree's is made there)
+    let host_net = if opts.net_remade {
+        Some(sys::ns::first_net()?)
+    } else {
+        None
+    };
     crate::kinds::ns::join_own_ipc(pid, sys::proc::status(pid)?.ppid, &ckpts_ns)?;
     // A tree in another network namespace: its sockets are looked at there.
     crate::kinds::ns::join_tree_net(pid, &ckpts_ns)?;
@@ -440,11 +459,12 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     crate::error::time_mark("dump: frozen");
     // A dump that kills the tree locks its TCP connections now, before their queues are
     // read (`kinds::fd::tcp::lock_at_freeze`).
-    let early_lock = if opts.leave_running || opts.net_locked {
-        None
+    let (early_lock, early_host_lock) = if opts.leave_running || opts.net_locked {
+        (None, None)
     } else {
         let pids: Vec<(i32, bool)> = tree.nodes.iter().map(|(p, f)| (*p, f.is_some())).collect();
-        crate::kinds::fd::tcp::lock_at_freeze(pid, &pids, ckpts_ns.get("net").copied())
+        let host = host_net.filter(|_| opts.tcp_established);
+        crate::kinds::fd::tcp::lock_at_freeze(pid, &pids, ckpts_ns.get("net").copied(), host)?
     };
     sys::deferred::die_point("connections locked at the freeze");
     run_hook(opts, DumpStep::Frozen)?;
@@ -593,8 +613,11 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     collected.ckpt.external_pid_namespace = external_pidns;
     crate::error::time_mark("dump: written pages split");
     refuse_unrestorable(pid, &collected.ckpt, &held, opts.new_tty)?;
-    if opts.net_remade {
+    if opts.net_remade && !opts.tcp_established {
         crate::kinds::fd::tcp::refuse_in_remade_net(&collected.ckpt)?;
+    }
+    if let Some(ns) = host_net.filter(|_| opts.tcp_established && !opts.leave_running) {
+        collected.ckpt.host_lock = crate::kinds::fd::tcp::host_lock_record(&collected.ckpt, ns)?;
     }
     crate::error::time_mark("dump: plan checks done");
     if let Some(e) = tty_busy {
@@ -750,6 +773,22 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
                 .flat_map(|p| p.tcp_connections())
                 .collect()
         };
+        // Outside the tree's namespace too, where its runtime makes it anew (the
+        // image names these tables; the restore removes them): without them the
+        // connections would be lost, so the dump fails, the tree let go as it was.
+        if let (Some(hl), Some(ns)) = (&collected.ckpt.host_lock, host_net) {
+            if let Err(e) = sys::netlock::host_lock(ns, &hl.table, &conns) {
+                if let Output::Path(p) = out {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Err(DumpError::Refused(format!(
+                    "cannot lock the tree's TCP connections in ckpt's network namespace \
+                     (table {}): {e}",
+                    hl.table
+                )));
+            }
+        }
+        sys::deferred::die_point("host lock made");
         if let Err(e) = sys::netlock::lock(&conns) {
             stats.warnings.push(format!(
                 "the TCP connections are not locked while the process is gone ({e}); a peer \
@@ -762,6 +801,9 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         repair.close_silently();
         // The lock for the restore is in place: the freeze's own goes.
         if let Some(l) = early_lock {
+            l.release();
+        }
+        if let Some(l) = early_host_lock {
             l.release();
         }
         // A killed tree is tracked no more.

@@ -97,6 +97,7 @@ pub(crate) fn checkpoint(processes: Vec<Process>) -> Checkpoint {
         parent: None,
         pid_namespaces: Vec::new(),
         external_pid_namespace: None,
+        host_lock: None,
     }
 }
 

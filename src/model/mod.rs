@@ -1478,6 +1478,24 @@ pub struct Checkpoint {
     /// images.
     #[serde(default)]
     pub external_pid_namespace: Option<ExternalPidNs>,
+    /// The lock of the tree's TCP connections the dump left in ckpt's own network
+    /// namespace, outside the tree's (a runtime's container whose network namespace is
+    /// made anew at restore: Podman's; see `sys::netlock::HostLock`): removed by the
+    /// restore once the connections are back, or by `ckpt unlock`. None in older images
+    /// and when there is none.
+    #[serde(default)]
+    pub host_lock: Option<HostLock>,
+}
+
+/// nf_tables tables a dump left in ckpt's network namespace (not the tree's) that drop
+/// the peers' segments to the tree's connections (and the host's ICMP errors about
+/// them) until the restore.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostLock {
+    /// The inode of the network namespace they are in (net:[INODE]) at the dump.
+    pub netns: u64,
+    /// Their name, the same in each family (`inet`, `bridge`).
+    pub table: String,
 }
 
 /// A PID namespace made outside the tree, recorded as external.

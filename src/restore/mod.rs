@@ -169,6 +169,10 @@ pub fn unlock<R: Read>(input: R) -> Result<usize> {
     let ckpt = plan::read_checkpoint(&mut reader)?;
     let conns = crate::kinds::ns::locked_connections(&ckpt);
     sys::netlock::unlock(&conns);
+    // The lock a dump left outside the tree's namespace, in ours (`unlock` runs there).
+    if let Some(hl) = &ckpt.host_lock {
+        sys::netlock::host_unlock(None, &hl.table)?;
+    }
     Ok(conns.len())
 }
 
@@ -280,6 +284,10 @@ pub fn prepare_for<R: Read>(input: R, view: &HostView, sibling: bool) -> Result<
     // ckpt's cgroups and cgroup mounts, before it enters the tree's namespaces: they are
     // made and joined through the host's hierarchies (see `sys::cgroup`).
     sys::cgroup::prime();
+    // (and its network namespace: a lock the dump left outside the tree's is there)
+    if ckpt.host_lock.is_some() {
+        sys::ns::first_net()?;
+    }
     // A mount namespace of the tree's own is built before plan opens the files in it;
     // ckpt's main thread stays in it (see `kinds::mnt`).
     let mut mount_cgroups = crate::kinds::cgroup::MadeCgroups::default();
@@ -614,7 +622,23 @@ impl<R: Read + Send> Prepared<R> {
                 *g = Some(s);
             }
         }
-        // The connections are back: let the peers' packets through again.
+        // The connections are back: let the peers' packets through again. First where
+        // the dump left a lock outside the tree's namespace, in ckpt's (the restored
+        // connections are out of repair mode, our own lock in the tree's namespace
+        // holds still)...
+        if let Some(hl) = &plan.ckpt.host_lock {
+            let removed =
+                sys::ns::first_net().and_then(|ns| sys::netlock::host_unlock(Some(ns), &hl.table));
+            if let Err(e) = removed {
+                eprintln!(
+                    "ckpt: warning: the lock of the TCP connections in ckpt's network \
+                     namespace (tables {}) stays: {e}; `ckpt unlock IMAGE` removes it",
+                    hl.table
+                );
+            }
+        }
+        sys::deferred::die_point("host lock removed");
+        // ...then in it.
         match lock {
             Some(l) => l.release(),
             None => {

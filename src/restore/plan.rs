@@ -317,6 +317,7 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
     // (At dump, the namespaces are the tree's own: nothing to join yet.)
     if !held.live {
         crate::kinds::ns::check_joins(ckpt, &view.join_ns, &mut problems);
+        crate::kinds::fd::tcp::check_host_lock(ckpt, &view.join_ns, &mut problems);
     }
     crate::kinds::task::extpidns::check(
         ckpt,

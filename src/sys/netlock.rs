@@ -260,9 +260,35 @@ fn nft_type(m: i32) -> u16 {
     ((libc::NFNL_SUBSYS_NFTABLES << 8) | m) as u16
 }
 
-/// A rule of the lock's chain in `table`: drop what the peer sends to connection
+/// What a rule of a lock matches, and where it is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Rule {
+    /// In the connection's own namespace (`inet`, chain `input`): the peer's segments to
+    /// it, but restore's own (marked, see `tcp::inject_segment`).
+    Inside,
+    /// In ckpt's namespace outside the tree's (`inet`, chains `prerouting` and
+    /// `output`): the peer's segments to the connection, routed or sent from there.
+    Host,
+    /// The same, `bridge` family (chain `prerouting`): a peer's segments bridged at L2
+    /// (another container on the same bridge), which the `inet` hooks do not see
+    /// without br_netfilter.
+    Bridge,
+    /// In ckpt's namespace (`inet`, chain `output`): its ICMP "destination unreachable"
+    /// answers to the peer about a segment of the connection (they make the peer
+    /// retransmit at once instead of backing off, RFC 6069).
+    Icmp,
+}
+
+/// A rule of the lock's chain `chain` in `table`: drop what `rule` says of connection
 /// (local, peer), tagged with the connection's comment.
-fn lock_rule(table: &str, seq: u32, local: &[u8], peer: &[u8]) -> Result<Vec<u8>> {
+fn lock_rule(
+    table: &str,
+    chain: &str,
+    rule: Rule,
+    seq: u32,
+    local: &[u8],
+    peer: &[u8],
+) -> Result<Vec<u8>> {
     let bad = || SysError::Other("bad TCP address to lock".into());
     let (v6, _, _) = endpoint(local).ok_or_else(bad)?;
     let (pv6, _, _) = endpoint(peer).ok_or_else(bad)?;
@@ -289,37 +315,62 @@ fn lock_rule(table: &str, seq: u32, local: &[u8], peer: &[u8]) -> Result<Vec<u8>
     udata.push(0);
     let flags =
         (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_APPEND) as u16;
-    let mut m = Msg::new(
-        nft_type(libc::NFT_MSG_NEWRULE),
-        flags,
-        seq,
-        libc::NFPROTO_INET as u8,
-        0,
-    );
+    let family = if rule == Rule::Bridge {
+        libc::NFPROTO_BRIDGE
+    } else {
+        libc::NFPROTO_INET
+    };
+    let mut m = Msg::new(nft_type(libc::NFT_MSG_NEWRULE), flags, seq, family as u8, 0);
     m.str(nft::NFTA_RULE_TABLE, table)
-        .str(nft::NFTA_RULE_CHAIN, "input")
+        .str(nft::NFTA_RULE_CHAIN, chain)
         .nest(nft::NFTA_RULE_EXPRESSIONS, |e| {
             let nh = libc::NFT_PAYLOAD_NETWORK_HEADER as u32;
             let th = libc::NFT_PAYLOAD_TRANSPORT_HEADER as u32;
-            e.match_meta(libc::NFT_META_NFPROTO as u32, &[proto])
-                .match_payload(nh, src_off, pa)
-                .match_payload(nh, src_off + pa.len() as u32, la)
-                .match_meta(libc::NFT_META_L4PROTO as u32, &[libc::IPPROTO_TCP as u8])
-                .match_payload(th, 0, pp)
-                .match_payload(th, 2, lp)
+            let tcp = [libc::IPPROTO_TCP as u8];
+            if rule == Rule::Bridge {
+                // (the frame's protocol: nfproto is the bridge's here)
+                let eth: u16 = if v6 { 0x86dd } else { 0x0800 };
+                e.match_meta(libc::NFT_META_PROTOCOL as u32, &eth.to_be_bytes());
+            } else {
+                e.match_meta(libc::NFT_META_NFPROTO as u32, &[proto]);
+            }
+            if rule == Rule::Icmp {
+                // The ICMP header (8 bytes), then the IP header of the peer's segment
+                // (20 bytes, IPv4 without options; 40, IPv6) and its TCP ports.
+                let (icmp, unreach, next_off, inner_src, ports) = if v6 {
+                    (libc::IPPROTO_ICMPV6 as u8, 1u8, 8 + 6, 8 + 8, 8 + 40)
+                } else {
+                    (libc::IPPROTO_ICMP as u8, 3u8, 8 + 9, 8 + 12, 8 + 20)
+                };
+                e.match_meta(libc::NFT_META_L4PROTO as u32, &[icmp])
+                    .match_payload(th, 0, &[unreach])
+                    .match_payload(th, next_off, &tcp)
+                    .match_payload(th, inner_src, pa)
+                    .match_payload(th, inner_src + pa.len() as u32, la)
+                    .match_payload(th, ports, pp)
+                    .match_payload(th, ports + 2, lp);
+            } else {
+                e.match_payload(nh, src_off, pa)
+                    .match_payload(nh, src_off + pa.len() as u32, la)
+                    .match_meta(libc::NFT_META_L4PROTO as u32, &tcp)
+                    .match_payload(th, 0, pp)
+                    .match_payload(th, 2, lp);
+            }
+            if rule == Rule::Inside {
                 // restore's own segments pass (host order: the mark is a number)
-                .match_meta_not(
+                e.match_meta_not(
                     libc::NFT_META_MARK as u32,
                     &super::tcp::INJECT_MARK.to_ne_bytes(),
-                )
-                .expr("immediate", |m| {
-                    m.be32(nft::NFTA_IMMEDIATE_DREG, libc::NFT_REG_VERDICT as u32)
-                        .nest(nft::NFTA_IMMEDIATE_DATA, |d| {
-                            d.nest(nft::NFTA_DATA_VERDICT, |v| {
-                                v.be32(nft::NFTA_VERDICT_CODE, libc::NF_DROP as u32);
-                            });
+                );
+            }
+            e.expr("immediate", |m| {
+                m.be32(nft::NFTA_IMMEDIATE_DREG, libc::NFT_REG_VERDICT as u32)
+                    .nest(nft::NFTA_IMMEDIATE_DATA, |d| {
+                        d.nest(nft::NFTA_DATA_VERDICT, |v| {
+                            v.be32(nft::NFTA_VERDICT_CODE, libc::NF_DROP as u32);
                         });
-                });
+                    });
+            });
         })
         .attr(nft::NFTA_RULE_USERDATA, &udata);
     Ok(m.done())
@@ -332,6 +383,8 @@ pub struct Handover {
     sock: std::os::fd::OwnedFd,
     table: String,
     seq: u32,
+    /// Its table of the same name in the `bridge` family too (a host lock).
+    bridge: bool,
 }
 
 /// A batch of nf_tables messages ready to send.
@@ -452,7 +505,14 @@ impl Handover {
         let mut msgs = Vec::new();
         for (local, peer) in conns {
             let seq = self.next_seq();
-            msgs.push(lock_rule(&self.table, seq, local, peer)?);
+            msgs.push(lock_rule(
+                &self.table,
+                "input",
+                Rule::Inside,
+                seq,
+                local,
+                peer,
+            )?);
         }
         if msgs.is_empty() {
             return Ok(());
@@ -481,6 +541,7 @@ impl Handover {
             sock,
             table,
             seq: 0,
+            bridge: false,
         })
     }
 
@@ -570,7 +631,14 @@ impl Handover {
         msgs.push(c.done());
         for (local, peer) in conns {
             let seq = self.next_seq();
-            msgs.push(lock_rule(&self.table, seq, local, peer)?);
+            msgs.push(lock_rule(
+                &self.table,
+                "input",
+                Rule::Inside,
+                seq,
+                local,
+                peer,
+            )?);
         }
         Ok(msgs)
     }
@@ -656,18 +724,150 @@ impl Handover {
 
     /// Remove the lock now (the table goes with the socket anyway).
     pub fn release(mut self) {
-        let inet = libc::NFPROTO_INET as u8;
+        let mut msgs = vec![self.del_table(libc::NFPROTO_INET)];
+        if self.bridge {
+            msgs.push(self.del_table(libc::NFPROTO_BRIDGE));
+        }
+        let _ = self.transaction(msgs);
+    }
+
+    /// The message deleting table `self.table` of `family`.
+    fn del_table(&mut self, family: i32) -> Vec<u8> {
         let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
         let mut d = Msg::new(
             nft_type(libc::NFT_MSG_DELTABLE),
             flags,
             self.next_seq(),
-            inet,
+            family as u8,
             0,
         );
         d.str(nft::NFTA_TABLE_NAME, &self.table);
-        let _ = self.transaction(vec![d.done()]);
+        d.done()
     }
+
+    /// Our socket in the network namespace of file `ns` (a thread of ours joins it to
+    /// make the socket, which stays in it), for table `table`.
+    fn open_in(table: String, ns: &std::fs::File) -> Result<Handover> {
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                super::ns::join_file(ns, libc::CLONE_NEWNET, "ckpt's network namespace")?;
+                Handover::open(table)
+            })
+            .join()
+            .map_err(|_| SysError::Other("a thread opening a netlink socket panicked".into()))?
+        })
+    }
+
+    /// The tables of a host lock (see [`host_hold`]): `inet` with chains prerouting and
+    /// output, `bridge` with prerouting, all at raw priority (before conntrack), each
+    /// connection's rules in them; with the owner flag if `owned`.
+    fn host_tables(&mut self, owned: bool, conns: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Vec<u8>>> {
+        let req = libc::NLM_F_REQUEST as u16;
+        let ack = libc::NLM_F_ACK as u16;
+        let create = (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+        let mut msgs = Vec::new();
+        let chains: [(i32, &str, i32); 3] = [
+            (libc::NFPROTO_INET, "prerouting", libc::NF_INET_PRE_ROUTING),
+            (libc::NFPROTO_INET, "output", libc::NF_INET_LOCAL_OUT),
+            (libc::NFPROTO_BRIDGE, "prerouting", libc::NF_BR_PRE_ROUTING),
+        ];
+        for family in [libc::NFPROTO_INET, libc::NFPROTO_BRIDGE] {
+            let mut t = Msg::new(
+                nft_type(libc::NFT_MSG_NEWTABLE),
+                req | ack | create,
+                self.next_seq(),
+                family as u8,
+                0,
+            );
+            t.str(nft::NFTA_TABLE_NAME, &self.table);
+            if owned {
+                t.be32(nft::NFTA_TABLE_FLAGS, nft::NFT_TABLE_F_OWNER);
+            }
+            msgs.push(t.done());
+        }
+        for (family, name, hook) in chains {
+            let mut c = Msg::new(
+                nft_type(libc::NFT_MSG_NEWCHAIN),
+                req | ack | create,
+                self.next_seq(),
+                family as u8,
+                0,
+            );
+            c.str(nft::NFTA_CHAIN_TABLE, &self.table)
+                .str(nft::NFTA_CHAIN_NAME, name)
+                .nest(nft::NFTA_CHAIN_HOOK, |h| {
+                    h.be32(nft::NFTA_HOOK_HOOKNUM, hook as u32)
+                        .be32(nft::NFTA_HOOK_PRIORITY, -300i32 as u32);
+                })
+                .str(nft::NFTA_CHAIN_TYPE, "filter");
+            msgs.push(c.done());
+        }
+        for (local, peer) in conns {
+            for (chain, rule) in [
+                ("prerouting", Rule::Host),
+                ("output", Rule::Host),
+                ("output", Rule::Icmp),
+                ("prerouting", Rule::Bridge),
+            ] {
+                let seq = self.next_seq();
+                msgs.push(lock_rule(&self.table, chain, rule, seq, local, peer)?);
+            }
+        }
+        self.bridge = true;
+        Ok(msgs)
+    }
+}
+
+// ---- the lock outside the tree's network namespace ----
+//
+// A runtime that makes the tree's network namespace anew at restore (Podman: the
+// container's namespace goes with the checkpoint, the restore's new one gets the same
+// address before ckpt runs) leaves no namespace to hold the lock in between: it is held
+// in ckpt's own (the host's side, where the bridge is), in tables `inet NAME` (the
+// peer's segments routed through it or sent from it, and its ICMP "unreachable"
+// answers to the peer) and `bridge NAME` (segments bridged between containers).
+
+/// The host lock from a dump's freeze on: tables `inet`/`bridge` `ckpt_dump_host_<our
+/// PID>` with the owner flag in the network namespace of file `ns` (ckpt's, see
+/// [`super::ns::first_net`]), which go with ckpt however it ends. None when there is
+/// nothing to lock.
+pub fn host_hold(ns: &std::fs::File, conns: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<Handover>> {
+    if conns.is_empty() {
+        return Ok(None);
+    }
+    let mut h = Handover::open_in(format!("ckpt_dump_host_{}", std::process::id()), ns)?;
+    let msgs = h.host_tables(true, conns)?;
+    h.transaction(msgs)?;
+    Ok(Some(h))
+}
+
+/// The lasting host lock a dump leaves for its restore: tables `inet`/`bridge` `table`
+/// (without the owner flag: they outlive ckpt) in the namespace of file `ns`, made in
+/// one transaction (all or nothing).
+pub fn host_lock(ns: &std::fs::File, table: &str, conns: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+    let mut h = Handover::open_in(table.to_string(), ns)?;
+    let msgs = h.host_tables(false, conns)?;
+    h.transaction(msgs)
+}
+
+/// Remove host lock `table` (both families) from the namespace of file `ns`, or the
+/// calling thread's: whether it was there (a table missing is no error: removed
+/// before).
+pub fn host_unlock(ns: Option<&std::fs::File>, table: &str) -> Result<bool> {
+    let mut h = match ns {
+        Some(ns) => Handover::open_in(table.to_string(), ns)?,
+        None => Handover::open(table.to_string())?,
+    };
+    let mut found = false;
+    for family in [libc::NFPROTO_INET, libc::NFPROTO_BRIDGE] {
+        let m = h.del_table(family);
+        match h.transaction(vec![m]) {
+            Ok(()) => found = true,
+            Err(SysError::Os { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

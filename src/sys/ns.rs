@@ -30,6 +30,20 @@ pub fn thread_inode(kind: &str) -> Result<u64> {
         .map_err(|e| SysError::io(format!("stat {p}"), e))
 }
 
+/// ckpt's own network namespace, as the thread that asked first saw it: a file of it,
+/// to make sockets there (the host's side of a container, where a lock outside the
+/// tree's namespace is held) after a thread of ckpt joined the tree's. Dump and restore
+/// ask before they join any; a process ckpt forks inherits the file.
+pub fn first_net() -> Result<&'static fs::File> {
+    static FIRST: std::sync::OnceLock<fs::File> = std::sync::OnceLock::new();
+    if let Some(f) = FIRST.get() {
+        return Ok(f);
+    }
+    let p = "/proc/thread-self/ns/net";
+    let f = fs::File::open(p).map_err(|e| SysError::io(format!("open {p}"), e))?;
+    Ok(FIRST.get_or_init(|| f))
+}
+
 /// The CLONE_NEW* flag of a namespace kind ckpt creates or joins (uts, ipc, time, net,
 /// cgroup).
 pub fn clone_flag(kind: &str) -> Option<libc::c_int> {
@@ -229,6 +243,27 @@ fn parent_of(pid: i32) -> Option<i32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Run `f` on a thread of ckpt that joined the network namespace of file `path` (a
+/// `--join-ns net:PATH`, a namespace descriptor under /proc/self/fd): what it binds and
+/// routes is that namespace's. The thread ends with `f`.
+pub fn in_net_file<T: Send>(path: &std::path::Path, f: impl FnOnce() -> T + Send) -> Result<T> {
+    let (file, flag) = open_ns_file(path)?;
+    if flag != libc::CLONE_NEWNET {
+        return Err(SysError::Other(format!(
+            "{} is not a network namespace",
+            path.display()
+        )));
+    }
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            join_file(&file, flag, &path.display().to_string())?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| SysError::Other("a thread in a network namespace panicked".into()))?
+    })
 }
 
 /// Run `f` on a thread of ckpt that joined the namespaces of kinds `kinds` (uts, ipc:

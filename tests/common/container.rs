@@ -241,15 +241,17 @@ impl PrivateMounts {
     /// held by one `unshare --mount --net` child: what a runtime run in them does to
     /// interfaces and firewall (Podman's bridge, veths, CNI's iptables rules) stays in
     /// that namespace, and goes with it. Mounted in it: tmpfs on /run/netns (the
-    /// network namespaces' files Podman makes) and on /var/lib (CNI's cache,
-    /// /var/lib/cni), so nothing is left in the host's directories either.
+    /// network namespaces' files Podman makes; the directory made first where the
+    /// host has none: ip netns makes it, and a host that never ran it lacks it) and on
+    /// /var/lib (CNI's cache, /var/lib/cni), so nothing is left in the host's
+    /// directories either.
     pub fn with_network() -> PrivateMounts {
         let m = PrivateMounts::make(true);
         let st = m
             .command(std::path::Path::new("/"), "sh")
             .args([
                 "-c",
-                "mount -t tmpfs -o mode=755 ckpt-test /run/netns && \
+                "mkdir -p /run/netns && mount -t tmpfs -o mode=755 ckpt-test /run/netns && \
                  mount -t tmpfs -o mode=755 ckpt-test /var/lib && ip link set lo up",
             ])
             .status()

@@ -273,6 +273,7 @@ pub fn checkpoint() -> Checkpoint {
         namespaces: Vec::new(),
         pid_namespaces: Vec::new(),
         external_pid_namespace: None,
+        host_lock: None,
         fifos: vec![],
         ptys: vec![],
         parent: None,

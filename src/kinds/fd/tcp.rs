@@ -1159,19 +1159,12 @@ pub(crate) fn rebuild_in_place(
     Ok(())
 }
 
-/// Dump accepts only what restore can bring back: restore's plan on what was collected,
-/// on this host as it is (no CPU mask, no `--inherit-fd`, whose keys only the restore
-/// has), with what the tree holds now (`held`: its IDs, sockets, locks...) counted free,
-/// as it will be once the tree is gone. Any problem refuses the dump, listing them all;
-/// the caller lets the tree go, untouched. (Kept too with `--leave-running`: a restore
-/// on this host comes after the tree is gone.)
 /// A tree whose network namespace its runtime makes anew at restore (Podman: a new
-/// namespace with the container's address, set up before the runtime starts ckpt)
-/// cannot have its established TCP connections back exactly: a segment the peer sends
-/// again while the new namespace has the address but no lock yet is answered with a
-/// reset (the peer tries every few hundred ms while the address is unreachable, as the
-/// host's "unreachable" answers make it try again at once: seen with Podman's bridge
-/// network, tests/e2e_podman_criu.rs). Refused, naming the process and the connection.
+/// namespace with the container's address, set up before the runtime starts ckpt),
+/// dumped without `--tcp-established` (CRIU's `tcp_established`): its established TCP
+/// connections are refused, as CRIU refuses them, naming the process and the
+/// connection. (With it, the dump locks them outside that namespace, see
+/// [`lock_at_freeze`].)
 pub(crate) fn refuse_in_remade_net(ckpt: &crate::model::Checkpoint) -> DumpResult<()> {
     for p in &ckpt.processes {
         if let Some((local, peer)) = p.tcp_connections().first() {
@@ -1179,10 +1172,10 @@ pub(crate) fn refuse_in_remade_net(ckpt: &crate::model::Checkpoint) -> DumpResul
                 pid: p.pid,
                 why: format!(
                     "it has an established TCP connection ({} to {}) in a network \
-                     namespace its runtime makes anew at restore (external net): the \
-                     peer's segments would be answered with a reset before ckpt could \
-                     lock them there; established connections of such a container are \
-                     not restored yet (close them, or checkpoint without a network)",
+                     namespace its runtime makes anew at restore (external net), and \
+                     established connections were not asked for: checkpoint with \
+                     --tcp-established (`podman container checkpoint --tcp-established`) \
+                     to keep them, or close them first",
                     show_inet(local),
                     show_inet(peer)
                 ),
@@ -1192,22 +1185,31 @@ pub(crate) fn refuse_in_remade_net(ckpt: &crate::model::Checkpoint) -> DumpResul
     Ok(())
 }
 
-/// The lock a dump that kills the tree makes at the freeze, before the connections'
+/// The locks a dump that kills the tree makes at the freeze, before the connections'
 /// queues are read: a socket in repair mode still takes and acknowledges the peer's
-/// segments, which would be lost with it. It is a table of ckpt's own that goes with
+/// segments, which would be lost with it. Each is a table of ckpt's own that goes with
 /// ckpt however it ends (so a failed or killed dump leaves the tree's connections free);
-/// the lock that waits for the restore is made once the image is written. `pids` are
+/// the locks that wait for the restore are made once the image is written. `pids` are
 /// the tree's processes (true for those that are not zombies), `root` its root,
-/// `ckpts_net` ckpt's own network namespace. None when the tree made its network
-/// namespace (its peers are all in the tree and it ends with it; the lasting lock is not
-/// made then either). A namespace made outside the tree (ckpt's, its parent's, one
-/// entered with nsenter, Podman's under /run/netns) is locked from the dumping thread,
-/// which joined it: the same decision as collect's, [`crate::kinds::ns::made_outside`].
+/// `ckpts_net` ckpt's own network namespace. The first is in the tree's namespace: none
+/// when the tree made it (its peers are all in the tree and it ends with it; the lasting
+/// lock is not made then either). A namespace made outside the tree (ckpt's, its
+/// parent's, one entered with nsenter, Podman's under /run/netns) is locked from the
+/// dumping thread, which joined it: the same decision as collect's,
+/// [`crate::kinds::ns::made_outside`]. The second, with `host` (ckpt's own namespace,
+/// when the tree's runtime makes the tree's anew at restore and asked for established
+/// connections), is in `host` (`sys::netlock::host_hold`): there the peer's segments
+/// are dropped after the tree's namespace is gone, until the restore; failing to make
+/// it refuses the dump, the tree let go.
 pub(crate) fn lock_at_freeze(
     root: i32,
     pids: &[(i32, bool)],
     ckpts_net: Option<u64>,
-) -> Option<sys::netlock::Handover> {
+    host: Option<&std::fs::File>,
+) -> DumpResult<(
+    Option<sys::netlock::Handover>,
+    Option<sys::netlock::Handover>,
+)> {
     let tree_made_net = match sys::ns::inode(root, "net") {
         Err(_) => true,
         Ok(ino) if ckpts_net == Some(ino) => false,
@@ -1218,10 +1220,116 @@ pub(crate) fn lock_at_freeze(
         }
     };
     if tree_made_net {
-        return None;
+        return Ok((None, None));
     }
     let live: Vec<i32> = pids.iter().filter(|(_, l)| *l).map(|(p, _)| *p).collect();
-    sys::netlock::Handover::hold_as("ckpt_dump", &live_connections(&live)).unwrap_or_default()
+    let conns = live_connections(&live);
+    let inside = sys::netlock::Handover::hold_as("ckpt_dump", &conns).unwrap_or_default();
+    let outside = match host {
+        Some(ns) => sys::netlock::host_hold(ns, &conns).map_err(|e| {
+            DumpError::Refused(format!(
+                "cannot lock the tree's TCP connections in ckpt's network namespace, \
+                 outside the one its runtime makes anew at restore: {e}"
+            ))
+        })?,
+        None => None,
+    };
+    Ok((inside, outside))
+}
+
+/// What the image records of the lock a dump of a tree whose runtime makes its network
+/// namespace anew leaves in ckpt's (`host`, see [`lock_at_freeze`]): its tables' name,
+/// unique to this dump, and the namespace. None when the tree has no connection.
+pub(crate) fn host_lock_record(
+    ckpt: &crate::model::Checkpoint,
+    host: &std::fs::File,
+) -> DumpResult<Option<crate::model::HostLock>> {
+    use std::os::unix::fs::MetadataExt;
+    if ckpt
+        .processes
+        .iter()
+        .all(|p| p.tcp_connections().is_empty())
+    {
+        return Ok(None);
+    }
+    let netns = host
+        .metadata()
+        .map_err(|e| DumpError::Refused(format!("ckpt's network namespace: {e}")))?
+        .ino();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Ok(Some(crate::model::HostLock {
+        netns,
+        table: format!(
+            "ckpt_hold_{}_{}{:09}",
+            std::process::id(),
+            now.as_secs(),
+            now.subsec_nanos()
+        ),
+    }))
+}
+
+/// An image whose dump left a lock in ckpt's network namespace ([`host_lock_record`]):
+/// each connection's local address must be there in the namespace the tree is restored
+/// into (the one `--join-ns net:PATH` or `inherit_fd` gives for the tree's, which
+/// Podman made with the container's address; else ckpt's): a problem otherwise, naming
+/// it. The lock stays then (a restore that is refused removes nothing), for another
+/// try once the address is there, or `ckpt unlock IMAGE` to give up.
+pub(crate) fn check_host_lock(
+    ckpt: &crate::model::Checkpoint,
+    joins: &[(String, std::path::PathBuf)],
+    problems: &mut Vec<crate::error::Problem>,
+) {
+    let Some(hl) = &ckpt.host_lock else {
+        return;
+    };
+    let conns: Vec<std::net::SocketAddr> = ckpt
+        .processes
+        .iter()
+        .flat_map(|p| p.tcp_connections())
+        .filter_map(|(local, _)| inet_addr(&local))
+        .collect();
+    let bind_all = || -> Vec<(std::net::SocketAddr, std::io::Error)> {
+        let mut bad = Vec::new();
+        for a in &conns {
+            let family = if a.is_ipv6() {
+                libc::AF_INET6
+            } else {
+                libc::AF_INET
+            };
+            // The address alone (any port): whether it is one of this namespace's.
+            let mut any = *a;
+            any.set_port(0);
+            if let Err(e) = sys::tcp::try_bind(family, any, false) {
+                bad.push((*a, e));
+            }
+        }
+        bad
+    };
+    let foreign = ckpt.namespaces.iter().any(|n| n.foreign && n.kind == "net");
+    let bad = match joins.iter().find(|(k, _)| k == "net").filter(|_| foreign) {
+        Some((_, path)) => match sys::ns::in_net_file(path, bind_all) {
+            Ok(b) => b,
+            // (not reachable from here: ckpt's thread joined it already, with a mount
+            // namespace of the tree's; check_joins reports a path that is no network
+            // namespace)
+            Err(_) => bind_all(),
+        },
+        None => bind_all(),
+    };
+    for (a, e) in bad {
+        crate::kinds::check::p(
+            problems,
+            "tcp-address-missing",
+            format!(
+                "TCP connection from {a}: the address is not in the network namespace the \
+                 tree is restored into ({e}); the lock the dump left (tables inet/bridge {}) \
+                 stays for another try (`ckpt unlock IMAGE` removes it)",
+                hl.table
+            ),
+        );
+    }
 }
 
 /// The TCP connections (local and peer addresses) of the processes `pids` (frozen) in

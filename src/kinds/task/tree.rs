@@ -149,6 +149,7 @@ pub(crate) fn checkpoint(
         namespaces: Vec::new(),
         pid_namespaces: Vec::new(),
         external_pid_namespace: None,
+        host_lock: None,
         fifos: Vec::new(),
         parent: None,
         ptys: Vec::new(),
