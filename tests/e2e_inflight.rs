@@ -13,19 +13,26 @@ mod common;
 
 use common::*;
 
-/// `uinflight TYPE` dumped while its messages wait, restored, and the receiver's
-/// findings after it are those of an undisturbed run.
-fn in_flight_only_restored(name: &str, typ: &str) {
-    let ctx = Ctx::new(name);
-    let spec = |file: &str| {
-        Spec::new(target("uinflight"))
-            .arg(typ)
-            .arg(ctx.path(file))
-            .stdin(In::Pipe)
-    };
-    let mut rp = ctx.spawn(&spec("ref.dat"));
+/// `uinflight TYPE FILE` (FILE in the test's directory), its stdin a pipe.
+fn uinflight(ctx: &Ctx, typ: &str, file: &str) -> Spec {
+    Spec::new(target("uinflight"))
+        .arg(typ)
+        .arg(ctx.path(file))
+        .stdin(In::Pipe)
+}
+
+/// What an undisturbed run of `uinflight TYPE` says after "ready": once ready, each of
+/// `steps` is written to its stdin, or waited for when it starts with "C: ".
+fn reference_after_ready(ctx: &Ctx, typ: &str, steps: &[&str]) -> String {
+    let mut rp = ctx.spawn(&uinflight(ctx, typ, "ref.dat"));
     rp.wait_for("ready\n");
-    rp.write_stdin(b"go\n");
+    for step in steps {
+        if step.starts_with("C: ") {
+            rp.wait_for(step);
+        } else {
+            rp.write_stdin(step.as_bytes());
+        }
+    }
     let reference = rp.finish();
     assert_eq!(
         reference.status.code(),
@@ -33,7 +40,14 @@ fn in_flight_only_restored(name: &str, typ: &str) {
         "uinflight {typ}: reference run; stderr:\n{}",
         text(&reference.stderr)
     );
-    let expected = text(&reference.stdout).replacen("ready\n", "", 1);
+    text(&reference.stdout).replacen("ready\n", "", 1)
+}
+
+/// `uinflight TYPE` dumped while its messages wait, restored, and the receiver's
+/// findings after it are those of an undisturbed run.
+fn in_flight_only_restored(name: &str, typ: &str) {
+    let ctx = Ctx::new(name);
+    let expected = reference_after_ready(&ctx, typ, &["go\n"]);
     for line in [
         "C: a came with fd 3: read [pipe-data], then end of file",
         "C: b came with fd 3: read [456] at 4, now at 7",
@@ -50,7 +64,7 @@ fn in_flight_only_restored(name: &str, typ: &str) {
             "uinflight {typ}: the reference run should say {line:?}:\n{expected}"
         );
     }
-    let mut t = ctx.spawn(&spec("run.dat"));
+    let mut t = ctx.spawn(&uinflight(&ctx, typ, "run.dat"));
     t.wait_for("ready\n");
     let pids = wait_process_tree(t.pid, 2, "uinflight");
     let img = ctx.path("uinflight.img");
@@ -119,25 +133,7 @@ fn descriptors_only_in_flight_in_one_byte_messages_on_a_unix_stream_pair_come_ba
 fn sockets_pidfds_inotify_and_fanotify_only_in_flight_come_back() {
     let name = "sockets_pidfds_inotify_and_fanotify_only_in_flight_come_back";
     let ctx = Ctx::new(name);
-    let spec = |file: &str| {
-        Spec::new(target("uinflight"))
-            .arg("kinds")
-            .arg(ctx.path(file))
-            .stdin(In::Pipe)
-    };
-    let mut rp = ctx.spawn(&spec("ref.dat"));
-    rp.wait_for("ready\n");
-    rp.write_stdin(b"go\n");
-    rp.wait_for("C: received\n");
-    rp.write_stdin(b"go\n");
-    let reference = rp.finish();
-    assert_eq!(
-        reference.status.code(),
-        Some(0),
-        "reference run; stderr:\n{}",
-        text(&reference.stderr)
-    );
-    let expected = text(&reference.stdout).replacen("ready\n", "", 1);
+    let expected = reference_after_ready(&ctx, "kinds", &["go\n", "C: received\n", "go\n"]);
     for line in [
         "C: a came with fd 3: listening 1, SO_REUSEADDR 1, on the port P bound: yes",
         "C: a: a connection to it said [hello]",
@@ -155,7 +151,7 @@ fn sockets_pidfds_inotify_and_fanotify_only_in_flight_come_back() {
             "the reference run should say {line:?}:\n{expected}"
         );
     }
-    let mut t = ctx.spawn(&spec("run.dat"));
+    let mut t = ctx.spawn(&uinflight(&ctx, "kinds", "run.dat"));
     t.wait_for("ready\n");
     let pids = wait_process_tree(t.pid, 2, "uinflight");
     let img = ctx.path("uinflight.img");
@@ -218,10 +214,7 @@ fn sockets_pidfds_inotify_and_fanotify_only_in_flight_come_back() {
 /// `why`, writes nothing, and the program runs on as an undisturbed run does.
 fn refused_in_flight(name: &str, typ: &str, what: &str, why: &str) {
     let ctx = Ctx::new(name);
-    let spec = Spec::new(target("uinflight"))
-        .arg(typ)
-        .arg(ctx.path("unused.dat"))
-        .stdin(In::Pipe);
+    let spec = uinflight(&ctx, typ, "unused.dat");
     let mut rp = ctx.spawn(&spec);
     rp.wait_for("ready\n");
     rp.write_stdin(b"go\n");
