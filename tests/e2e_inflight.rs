@@ -13,19 +13,26 @@ mod common;
 
 use common::*;
 
-/// `uinflight TYPE` dumped while its messages wait, restored, and the receiver's
-/// findings after it are those of an undisturbed run.
-fn in_flight_only_restored(name: &str, typ: &str) {
-    let ctx = Ctx::new(name);
-    let spec = |file: &str| {
-        Spec::new(target("uinflight"))
-            .arg(typ)
-            .arg(ctx.path(file))
-            .stdin(In::Pipe)
-    };
-    let mut rp = ctx.spawn(&spec("ref.dat"));
+/// `uinflight TYPE FILE` (FILE in the test's directory), its stdin a pipe.
+fn uinflight(ctx: &Ctx, typ: &str, file: &str) -> Spec {
+    Spec::new(target("uinflight"))
+        .arg(typ)
+        .arg(ctx.path(file))
+        .stdin(In::Pipe)
+}
+
+/// What an undisturbed run of `uinflight TYPE` says after "ready": once ready, each of
+/// `steps` is written to its stdin, or waited for when it starts with "C: ".
+fn reference_after_ready(ctx: &Ctx, typ: &str, steps: &[&str]) -> String {
+    let mut rp = ctx.spawn(&uinflight(ctx, typ, "ref.dat"));
     rp.wait_for("ready\n");
-    rp.write_stdin(b"go\n");
+    for step in steps {
+        if step.starts_with("C: ") {
+            rp.wait_for(step);
+        } else {
+            rp.write_stdin(step.as_bytes());
+        }
+    }
     let reference = rp.finish();
     assert_eq!(
         reference.status.code(),
@@ -33,7 +40,14 @@ fn in_flight_only_restored(name: &str, typ: &str) {
         "uinflight {typ}: reference run; stderr:\n{}",
         text(&reference.stderr)
     );
-    let expected = text(&reference.stdout).replacen("ready\n", "", 1);
+    text(&reference.stdout).replacen("ready\n", "", 1)
+}
+
+/// `uinflight TYPE` dumped while its messages wait, restored, and the receiver's
+/// findings after it are those of an undisturbed run.
+fn in_flight_only_restored(name: &str, typ: &str) {
+    let ctx = Ctx::new(name);
+    let expected = reference_after_ready(&ctx, typ, &["go\n"]);
     for line in [
         "C: a came with fd 3: read [pipe-data], then end of file",
         "C: b came with fd 3: read [456] at 4, now at 7",
@@ -50,7 +64,7 @@ fn in_flight_only_restored(name: &str, typ: &str) {
             "uinflight {typ}: the reference run should say {line:?}:\n{expected}"
         );
     }
-    let mut t = ctx.spawn(&spec("run.dat"));
+    let mut t = ctx.spawn(&uinflight(&ctx, typ, "run.dat"));
     t.wait_for("ready\n");
     let pids = wait_process_tree(t.pid, 2, "uinflight");
     let img = ctx.path("uinflight.img");
@@ -104,20 +118,111 @@ fn descriptors_only_in_flight_in_one_byte_messages_on_a_unix_stream_pair_come_ba
     );
 }
 
+/// `uinflight kinds`: a TCP listener, a UDP socket with a datagram queued, an
+/// unconnected TCP socket, a pidfd of the sender, a pidfd of a child it reaped, an
+/// inotify instance and a fanotify group, each only in flight. Dumped (the original
+/// left running), then the original's receiver takes them out of the queue and the
+/// state oracle reads the tree (fdinfo, socket options and addresses, queues, the
+/// inotify watch and fanotify mark, pidfds' Pid); the original is killed, the image
+/// restored, the restored receiver takes them out in turn and the oracle's reading of
+/// the restored tree must be the same. Then the receiver uses each (a connection to the
+/// listener, the queued datagram, a signal through the pidfd, PIDFD_GET_INFO's exit
+/// status and cgroup, an inotify and a fanotify event) and says what an undisturbed run
+/// says.
 #[test]
-fn an_epoll_instance_only_in_flight_refuses_the_dump_and_the_program_runs_on() {
-    let ctx = Ctx::new("an_epoll_instance_only_in_flight_refuses_the_dump_and_the_program_runs_on");
-    let spec = Spec::new(target("uinflight"))
-        .arg("epoll")
-        .arg(ctx.path("unused.dat"))
-        .stdin(In::Pipe);
+fn sockets_pidfds_inotify_and_fanotify_only_in_flight_come_back() {
+    let name = "sockets_pidfds_inotify_and_fanotify_only_in_flight_come_back";
+    let ctx = Ctx::new(name);
+    let expected = reference_after_ready(&ctx, "kinds", &["go\n", "C: received\n", "go\n"]);
+    for line in [
+        "C: a came with fd 3: listening 1, SO_REUSEADDR 1, on the port P bound: yes",
+        "C: a: a connection to it said [hello]",
+        "on the port P bound: yes; read [udp-queued], then [self]",
+        "listening 0, SO_KEEPALIVE 1, TCP_NODELAY 1, port 0",
+        "C: c: connected to a, it said [hello]",
+        "Pid is P's: yes; signal 0 through it: ok",
+        "Pid -1; exit status 0x300; in P's cgroup: yes",
+        "no event before: yes; then wd 1 mask 0x100 [inflight-created]",
+        "no event before: yes; then mask 0x2",
+        "C exited with 0",
+    ] {
+        assert!(
+            expected.contains(line),
+            "the reference run should say {line:?}:\n{expected}"
+        );
+    }
+    let mut t = ctx.spawn(&uinflight(&ctx, "kinds", "run.dat"));
+    t.wait_for("ready\n");
+    let pids = wait_process_tree(t.pid, 2, "uinflight");
+    let img = ctx.path("uinflight.img");
+    ctx.dump_leave_running(t.pid, &img);
+    t.write_stdin(b"go\n");
+    t.wait_for("C: received\n");
+    let taken = oracle::Snapshot::at_rest(t.pid, name);
+    for &p in pids.iter().rev() {
+        send_signal(p, libc::SIGKILL);
+    }
+    t.expect_killed();
+    wait_pids_gone(&pids, "uinflight: original killed");
+    let info = text(
+        &ctx.ckpt(&[std::ffi::OsStr::new("inspect"), img.as_os_str()])
+            .stdout,
+    );
+    for w in [
+        "TCP listening",
+        "UDP socket",
+        "TCP socket, not bound",
+        "pidfd of process",
+        "pidfd of a process reaped",
+        "inotify watching",
+    ] {
+        assert!(
+            info.lines()
+                .any(|l| l.contains(w) && l.contains("only in flight")),
+            "inspect should show a {w} only in flight:\n{info}"
+        );
+    }
+    assert_restore_fault_leaves_nothing(&ctx, &img, &[], "take descriptor", &pids, &[]);
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    r.write_stdin(b"go\n");
+    r.wait_for("C: received\n");
+    let again = oracle::Snapshot::at_rest(t.pid, name);
+    oracle::assert_same_kernel_state(
+        name,
+        "the receiver once it took the descriptors in flight",
+        oracle::Cmp::Restored,
+        &taken,
+        &again,
+        // The original ran the dump's injected calls (their signal frames written on
+        // its stacks) after the image's pages were read: pages it shared copy-on-write
+        // with its child became its own, which the restored tree still shares.
+        &["*.pages_shared_with_p*"],
+    );
+    r.write_stdin(b"go\n");
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "the restored run; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    assert_same_output("the restored run", expected.as_bytes(), &fin.stdout);
+}
+
+/// `uinflight TYPE`, whose only message carries `what` (as /proc names it, a socket's
+/// inode left out) that restore cannot make only in flight: the dump is refused saying
+/// `why`, writes nothing, and the program runs on as an undisturbed run does.
+fn refused_in_flight(name: &str, typ: &str, what: &str, why: &str) {
+    let ctx = Ctx::new(name);
+    let spec = uinflight(&ctx, typ, "unused.dat");
     let mut rp = ctx.spawn(&spec);
     rp.wait_for("ready\n");
     rp.write_stdin(b"go\n");
     let reference = rp.finish();
+    let came = format!("C: a came with fd 3: {}", what.trim_end_matches('['));
     assert!(
-        text(&reference.stdout).contains("C: a came with fd 3: anon_inode:[eventpoll]"),
-        "uinflight epoll: reference run:\n{}",
+        text(&reference.stdout).contains(&came),
+        "uinflight {typ}: reference run:\n{}",
         text(&reference.stdout)
     );
     let mut t = ctx.spawn(&spec);
@@ -134,10 +239,12 @@ fn an_epoll_instance_only_in_flight_refuses_the_dump_and_the_program_runs_on() {
     assert!(!err.contains("panicked"), "panic:\n{err}");
     for w in [
         "cannot dump process ",
-        "file descriptor 4 is a unix socket with a message queued on it that carries \
-         anon_inode:[eventpoll] in flight (SCM_RIGHTS), which no process of the dumped \
-         tree holds",
-        "restore cannot make this kind of descriptor only in flight yet",
+        &format!(
+            "file descriptor 4 is a unix socket with a message queued on it that carries \
+             {what}"
+        ),
+        "in flight (SCM_RIGHTS), which no process of the dumped tree holds",
+        why,
     ] {
         assert!(err.contains(w), "the refusal should say {w:?}:\n{err}");
     }
@@ -149,9 +256,31 @@ fn an_epoll_instance_only_in_flight_refuses_the_dump_and_the_program_runs_on() {
     let fin = t.finish();
     assert_eq!(fin.status.code(), Some(0), "stderr:\n{}", text(&fin.stderr));
     assert_same_output(
-        "uinflight epoll after the refused dump",
+        &format!("uinflight {typ} after the refused dump"),
         &reference.stdout,
         &fin.stdout,
+    );
+}
+
+#[test]
+fn an_epoll_instance_with_items_only_in_flight_refuses_the_dump_and_the_program_runs_on() {
+    refused_in_flight(
+        "an_epoll_instance_with_items_only_in_flight_refuses_the_dump_and_the_program_runs_on",
+        "epoll",
+        "anon_inode:[eventpoll]",
+        "it is an epoll instance with items, which name descriptors of the process that \
+         added them, not of its receiver",
+    );
+}
+
+#[test]
+fn a_tcp_connection_only_in_flight_refuses_the_dump_and_the_program_runs_on() {
+    refused_in_flight(
+        "a_tcp_connection_only_in_flight_refuses_the_dump_and_the_program_runs_on",
+        "tcpconn",
+        "socket:[",
+        "it is a TCP connection, which the dump's network lock (taken at the freeze, on \
+         the connections processes hold) does not cover",
     );
 }
 

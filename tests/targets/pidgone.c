@@ -12,7 +12,7 @@
  *           what pidfd_send_signal and waitid(P_PIDFD) answer, and the exit status
  *           PIDFD_GET_INFO tells (Linux 6.15; "not told" before).
  * It prints "ready", then "step N" every 20 ms for STEPS steps, then the above. */
-#include "util.h"
+#include "pidinfo.h"
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -31,20 +31,6 @@
 #define PIDFD_NONBLOCK O_NONBLOCK
 #endif
 
-/* struct pidfd_info and PIDFD_GET_INFO (linux/pidfd.h, 6.13; exit information 6.15). */
-struct info {
-	uint64_t mask, cgroupid;
-	uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
-	int32_t exit_code;
-};
-#define GET_INFO _IOWR(0xFF, 11, struct info)
-#define INFO_EXIT (1u << 3)
-
-static int pidfd_open(pid_t pid, unsigned flags)
-{
-	return (int)syscall(SYS_pidfd_open, pid, flags);
-}
-
 static volatile pid_t thread_tid, got_in;
 static volatile int stop;
 
@@ -61,32 +47,6 @@ static void *thread_main(void *arg)
 	while (!stop)
 		sleep_ms(5);
 	return NULL;
-}
-
-/* The value of fdinfo line `key` of descriptor `fd`. */
-static const char *fdinfo(int fd, const char *key)
-{
-	static char line[256];
-	char p[64], b[1024];
-	snprintf(p, sizeof p, "/proc/self/fdinfo/%d", fd);
-	int f = open(p, O_RDONLY);
-	ssize_t n = f < 0 ? -1 : read(f, b, sizeof b - 1);
-	if (f >= 0)
-		close(f);
-	if (n < 0)
-		die("read %s: %s", p, strerror(errno));
-	b[n] = 0;
-	for (char *l = strtok(b, "\n"); l; l = strtok(NULL, "\n")) {
-		size_t k = strlen(key);
-		if (!strncmp(l, key, k) && l[k] == ':') {
-			l += k + 1;
-			while (*l == ' ' || *l == '\t')
-				l++;
-			snprintf(line, sizeof line, "%s", l);
-			return line;
-		}
-	}
-	return "(none)";
 }
 
 static int revents(int fd)

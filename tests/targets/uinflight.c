@@ -17,11 +17,32 @@
  *      them); P keeps y[0];
  *   g  a memfd holding "memfd-data", at offset 2, sealed against shrinking;
  *   f  a plain message without descriptors.
- * With TYPE epoll, P sends only an epoll instance (closed), which a dump refuses.
+ * With TYPE epoll, P sends only an epoll instance (closed) watching its own end of the
+ * pair, which a dump refuses; with TYPE tcpconn, only the client end of a TCP connection
+ * on 127.0.0.1 (closed; P keeps the listener and the accepted end), refused too.
+ * With TYPE kinds, on a datagram pair, P sends (and closes) other kinds restore makes
+ * only in flight, and writes to FILE what C checks them against (the ports it bound,
+ * its cgroup's ID):
+ *   a  a TCP listener on 127.0.0.1 (SO_REUSEADDR, backlog 4);
+ *   b  a UDP socket on 127.0.0.1 with the datagram "udp-queued" waiting on it;
+ *   c  a TCP socket not connected, with SO_KEEPALIVE and TCP_NODELAY set;
+ *   d  a pidfd of P;
+ *   e  a pidfd of a child Z of P that exited with code 3 and was reaped;
+ *   h  an inotify instance watching directory FILE.d (made) for files created there;
+ *   i  a fanotify group (notifications only) marking FILE for modifications;
+ *   f  a plain message.
+ * C then receives them all, prints "received" and waits for a second line on P's
+ * stdin (the descriptors are C's own now and unused: a moment to look at them), then
+ * uses each and prints what it found.
  * P prints "ready" and waits for a line on stdin, then tells C (through a pipe), which
  * receives each message and uses what came with it, printing what it found. */
-#include "util.h"
+#include "pidinfo.h"
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/fanotify.h>
+#include <sys/inotify.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -152,13 +173,232 @@ static void receive(int s, int x0)
 	out("C: the next descriptor opened is %d\n", next);
 }
 
+/* ---- TYPE kinds ---- */
+
+static int opt(int fd, int level, int name)
+{
+	int v = -1;
+	socklen_t l = sizeof v;
+	if (getsockopt(fd, level, name, &v, &l))
+		return -1;
+	return v;
+}
+
+static int port_of(int fd)
+{
+	struct sockaddr_in a;
+	socklen_t l = sizeof a;
+	if (getsockname(fd, (struct sockaddr *)&a, &l))
+		return -1;
+	return ntohs(a.sin_port);
+}
+
+static struct sockaddr_in loopback(int port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	return a;
+}
+
+static int inet_bound(int type)
+{
+	int fd = socket(AF_INET, type, 0), one = 1;
+	struct sockaddr_in a = loopback(0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+	    bind(fd, (struct sockaddr *)&a, sizeof a))
+		die("inet socket: %s", strerror(errno));
+	return fd;
+}
+
+/* The ID of the cgroup (v2) process `pid` is in: its directory's inode. */
+static unsigned long long cgroup_id(pid_t pid)
+{
+	char p[64], line[512], mnt[256] = "";
+	snprintf(p, sizeof p, "/proc/%d/cgroup", (int)pid);
+	FILE *f = fopen(p, "r");
+	char path[512] = "";
+	while (f && fgets(line, sizeof line, f))
+		if (!strncmp(line, "0::", 3)) {
+			snprintf(path, sizeof path, "%s", line + 3);
+			path[strcspn(path, "\n")] = 0;
+		}
+	if (f)
+		fclose(f);
+	f = fopen("/proc/self/mountinfo", "r");
+	while (f && fgets(line, sizeof line, f)) {
+		char *dash = strstr(line, " - cgroup2 ");
+		char m[256];
+		if (dash && sscanf(line, "%*s %*s %*s %*s %255s", m) == 1)
+			snprintf(mnt, sizeof mnt, "%s", m);
+	}
+	if (f)
+		fclose(f);
+	char full[800];
+	snprintf(full, sizeof full, "%s%s", mnt, path);
+	struct stat st;
+	return stat(full, &st) ? 0 : (unsigned long long)st.st_ino;
+}
+
+static void send_kinds(int s, const char *file)
+{
+	int l = inet_bound(SOCK_STREAM);
+	if (listen(l, 4))
+		die("listen: %s", strerror(errno));
+	int u = inet_bound(SOCK_DGRAM), w = socket(AF_INET, SOCK_DGRAM, 0);
+	struct sockaddr_in to = loopback(port_of(u));
+	if (w < 0 || sendto(w, "udp-queued", 10, 0, (struct sockaddr *)&to, sizeof to) != 10)
+		die("udp: %s", strerror(errno));
+	close(w);
+	int t = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+	if (t < 0 || setsockopt(t, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) ||
+	    setsockopt(t, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one))
+		die("tcp: %s", strerror(errno));
+	int me = pidfd_open(getpid(), 0);
+	pid_t z = fork();
+	if (z < 0)
+		die("fork: %s", strerror(errno));
+	if (z == 0)
+		_exit(3);
+	int zfd = pidfd_open(z, 0);
+	if (me < 0 || zfd < 0 || waitpid(z, NULL, 0) != z)
+		die("pidfd: %s", strerror(errno));
+	char dir[512];
+	snprintf(dir, sizeof dir, "%s.d", file);
+	int in = inotify_init1(IN_NONBLOCK);
+	if (in < 0 || (mkdir(dir, 0700) && errno != EEXIST) ||
+	    inotify_add_watch(in, dir, IN_CREATE) != 1)
+		die("inotify: %s", strerror(errno));
+	FILE *f = fopen(file, "w");
+	if (!f || fprintf(f, "%d %d %llu\n", port_of(l), port_of(u), cgroup_id(getpid())) < 0 ||
+	    fclose(f))
+		die("write %s: %s", file, strerror(errno));
+	int fa = fanotify_init(FAN_CLASS_NOTIF | FAN_NONBLOCK, O_RDONLY);
+	if (fa < 0 || fanotify_mark(fa, FAN_MARK_ADD, FAN_MODIFY, AT_FDCWD, file))
+		die("fanotify: %s", strerror(errno));
+	int fds[] = {l, u, t, me, zfd, in, fa};
+	const char *names[] = {"a", "b", "c", "d", "e", "h", "i"};
+	for (int k = 0; k < 7; k++) {
+		send_fd(s, fds[k], names[k]);
+		close(fds[k]);
+	}
+	send_fd(s, -1, "f");
+}
+
+/* Exchange "hello" over a connection from `c` (connected to `port`) accepted on `l`. */
+static const char *hello(int l, int c, int port)
+{
+	static char got[16];
+	struct sockaddr_in a = loopback(port);
+	if (connect(c, (struct sockaddr *)&a, sizeof a))
+		return strerror(errno);
+	int acc = accept(l, NULL, NULL);
+	ssize_t n = -1;
+	if (acc >= 0 && write(c, "hello", 5) == 5)
+		n = read(acc, got, sizeof got - 1);
+	got[n > 0 ? n : 0] = 0;
+	if (acc >= 0)
+		close(acc);
+	return got;
+}
+
+static void receive_kinds(int s, int go, const char *file)
+{
+	char buf[64], data[64];
+	int fd[8];
+	for (int k = 0; k < 8; k++)
+		fd[k] = recv_fd(s, buf, sizeof buf);
+	out("C: received\n");
+	char b;
+	if (read(go, &b, 1) != 1)
+		die("go: %s", strerror(errno));
+	int lport = 0, uport = 0;
+	unsigned long long cg = 0;
+	FILE *f = fopen(file, "r");
+	if (!f || fscanf(f, "%d %d %llu", &lport, &uport, &cg) != 3)
+		die("read %s", file);
+	fclose(f);
+	int l = fd[0];
+	out("C: a came with fd %d: listening %d, SO_REUSEADDR %d, on the port P bound: %s\n", l,
+	    opt(l, SOL_SOCKET, SO_ACCEPTCONN), opt(l, SOL_SOCKET, SO_REUSEADDR),
+	    port_of(l) == lport ? "yes" : "NO");
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	out("C: a: a connection to it said [%s]\n", hello(l, c, lport));
+	close(c);
+	int u = fd[1];
+	ssize_t n = recv(u, data, sizeof data - 1, MSG_DONTWAIT);
+	data[n > 0 ? n : 0] = 0;
+	struct sockaddr_in a = loopback(uport);
+	ssize_t m = sendto(u, "self", 4, 0, (struct sockaddr *)&a, sizeof a) == 4
+			    ? recv(u, buf, sizeof buf - 1, 0)
+			    : -1;
+	buf[m > 0 ? m : 0] = 0;
+	out("C: b came with fd %d: on the port P bound: %s; read [%s], then [%s]\n", u,
+	    port_of(u) == uport ? "yes" : "NO", data, buf);
+	int t = fd[2];
+	out("C: c came with fd %d: listening %d, SO_KEEPALIVE %d, TCP_NODELAY %d, port %d\n", t,
+	    opt(t, SOL_SOCKET, SO_ACCEPTCONN), opt(t, SOL_SOCKET, SO_KEEPALIVE),
+	    opt(t, IPPROTO_TCP, TCP_NODELAY), port_of(t));
+	out("C: c: connected to a, it said [%s]\n", hello(l, t, lport));
+	int me = fd[3];
+	char want[32];
+	snprintf(want, sizeof want, "%d", (int)getppid());
+	out("C: d came with fd %d: Pid is P's: %s; signal 0 through it: %s\n", me,
+	    !strcmp(fdinfo(me, "Pid"), want) ? "yes" : "NO",
+	    syscall(SYS_pidfd_send_signal, me, 0, NULL, 0) == 0 ? "ok" : strerror(errno));
+	int z = fd[4];
+	struct info in;
+	memset(&in, 0, sizeof in);
+	in.mask = INFO_EXIT | INFO_CGROUPID;
+	int got = ioctl(z, GET_INFO, &in);
+	out("C: e came with fd %d: Pid %s; exit status %#x; in P's cgroup: %s\n", z,
+	    fdinfo(z, "Pid"), got == 0 && (in.mask & INFO_EXIT) ? in.exit_code : -1,
+	    got == 0 && (in.mask & INFO_CGROUPID) && in.cgroupid == cg ? "yes" : "NO");
+	int h = fd[5];
+	char path[600];
+	snprintf(path, sizeof path, "%s.d/inflight-created", file);
+	n = h < 0 ? -1 : read(h, data, sizeof data);
+	int before = n < 0 && errno == EAGAIN;
+	int nf = open(path, O_CREAT | O_WRONLY, 0600);
+	if (nf >= 0)
+		close(nf);
+	union {
+		struct inotify_event e;
+		char b[sizeof(struct inotify_event) + 256];
+	} ev;
+	n = h < 0 ? -1 : read(h, &ev, sizeof ev);
+	out("C: h came with fd %d: no event before: %s; then wd %d mask %#x [%s]\n", h,
+	    before ? "yes" : "NO", n > 0 ? ev.e.wd : -1, n > 0 ? ev.e.mask : 0,
+	    n > 0 && ev.e.len ? ev.e.name : "");
+	unlink(path);
+	int fa = fd[6];
+	struct fanotify_event_metadata md;
+	n = fa < 0 ? -1 : read(fa, &md, sizeof md);
+	before = n < 0 && errno == EAGAIN;
+	f = fopen(file, "a");
+	if (!f || fputs("more\n", f) < 0 || fclose(f))
+		die("append to %s", file);
+	n = fa < 0 ? -1 : read(fa, &md, sizeof md);
+	if (n > 0 && md.fd >= 0)
+		close(md.fd);
+	out("C: i came with fd %d: no event before: %s; then mask %#llx\n", fa,
+	    before ? "yes" : "NO", n > 0 ? (unsigned long long)md.mask : 0ULL);
+	out("C: f: %s\n", fd[7] < 0 ? "alone" : "WITH a descriptor");
+	for (int k = 0; k < 8; k++)
+		if (fd[k] >= 0)
+			close(fd[k]);
+	int next = open("/dev/null", O_RDONLY);
+	out("C: the next descriptor opened is %d\n", next);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3)
 		die("usage: uinflight TYPE FILE");
 	const char *t = argv[1];
-	int type = !strcmp(t, "stream") ? SOCK_STREAM : !strcmp(t, "dgram") ? SOCK_DGRAM
-						       : SOCK_SEQPACKET;
+	int kinds = !strcmp(t, "kinds"), refused = !strcmp(t, "epoll") || !strcmp(t, "tcpconn");
+	int type = !strcmp(t, "stream")		   ? SOCK_STREAM
+		   : !strcmp(t, "dgram") || kinds ? SOCK_DGRAM
+						   : SOCK_SEQPACKET;
 	int s[2], x[2], y[2], go[2], rd[2];
 	if (socketpair(AF_UNIX, type, 0, s) || socketpair(AF_UNIX, SOCK_STREAM, 0, x) ||
 	    socketpair(AF_UNIX, SOCK_DGRAM, 0, y) || pipe(go) || pipe(rd))
@@ -181,7 +421,7 @@ int main(int argc, char **argv)
 		char c;
 		if (read(go[0], &c, 1) != 1)
 			die("go: %s", strerror(errno));
-		if (!strcmp(t, "epoll")) {
+		if (refused) {
 			char buf[8], link[64] = "";
 			int fd = recv_fd(s[1], buf, sizeof buf);
 			snprintf(buf, sizeof buf, "%d", fd);
@@ -189,7 +429,11 @@ int main(int argc, char **argv)
 			snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
 			ssize_t n = readlink(path, link, sizeof link - 1);
 			link[n > 0 ? n : 0] = 0;
+			if (!strncmp(link, "socket:", 7))
+				link[7] = 0;
 			out("C: a came with fd %d: %s\n", fd, link);
+		} else if (kinds) {
+			receive_kinds(s[1], go[0], argv[2]);
 		} else {
 			receive(s[1], x[0]);
 		}
@@ -201,10 +445,21 @@ int main(int argc, char **argv)
 	close(x[0]);
 	if (!strcmp(t, "epoll")) {
 		int ep = epoll_create1(0);
-		if (ep < 0)
-			die("epoll_create1: %s", strerror(errno));
+		struct epoll_event ev = {.events = EPOLLIN};
+		if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, s[0], &ev))
+			die("epoll: %s", strerror(errno));
 		send_fd(s[0], ep, "a");
 		close(ep);
+	} else if (!strcmp(t, "tcpconn")) {
+		int l = inet_bound(SOCK_STREAM), c = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in a = loopback(port_of(l));
+		if (listen(l, 4) || c < 0 || connect(c, (struct sockaddr *)&a, sizeof a) ||
+		    accept(l, NULL, NULL) < 0)
+			die("tcp: %s", strerror(errno));
+		send_fd(s[0], c, "a");
+		close(c);
+	} else if (kinds) {
+		send_kinds(s[0], argv[2]);
 	} else {
 		int p[2];
 		if (pipe(p) || write(p[1], "pipe-data", 9) != 9)
@@ -250,6 +505,8 @@ int main(int argc, char **argv)
 		die("stdin: %s", strerror(errno));
 	if (write(go[1], "g", 1) != 1)
 		die("go: %s", strerror(errno));
+	if (kinds && (read(0, line, sizeof line) <= 0 || write(go[1], "g", 1) != 1))
+		die("second go: %s", strerror(errno));
 	int st = 0;
 	if (waitpid(child, &st, 0) != child)
 		die("waitpid: %s", strerror(errno));

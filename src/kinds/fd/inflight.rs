@@ -127,9 +127,14 @@ impl InFlight {
         if self.found.is_empty() {
             return Ok(());
         }
+        let root = procs.first().map_or(self.me, |r| r.pid);
         let mut fds = Vec::with_capacity(self.found.len());
         for f in &self.found {
-            let mut e = super::fd_entry(self.me, f.fd.as_raw_fd()).map_err(|e| self.name(e))?;
+            let raw = f.fd.as_raw_fd();
+            if let Err(why) = before_collect(f, root) {
+                return Err(self.refusal(f, &why));
+            }
+            let mut e = super::fd_entry(self.me, raw).map_err(|e| self.name(e))?;
             e.in_flight = true;
             fds.push(e);
         }
@@ -139,6 +144,23 @@ impl InFlight {
             ..Default::default()
         });
         Ok(())
+    }
+
+    /// The refusal of descriptor `f`, only in flight, for reason `why`, naming the queue
+    /// it waits on and what it is.
+    fn refusal(&self, f: &Found, why: &str) -> DumpError {
+        let what = sys::proc::readlink(&format!("/proc/self/fd/{}", f.fd.as_raw_fd()))
+            .map(|l| String::from_utf8_lossy(&l).into_owned())
+            .unwrap_or_default();
+        unsupported(
+            f.holder,
+            format!(
+                "file descriptor {} is a unix socket with a message queued on it that \
+                 carries {what} in flight (SCM_RIGHTS), which no process of the dumped \
+                 tree holds: {why}",
+                f.queue
+            ),
+        )
     }
 
     /// A refusal that names a descriptor of ckpt's own process of [`InFlight::join`]
@@ -209,20 +231,7 @@ impl InFlight {
         let mut placed: Vec<(i32, Fd)> = Vec::new();
         for (mut f, found) in synth.fds.into_iter().zip(&self.found) {
             let raw = f.fd;
-            let refuse = |why: String| {
-                let what = sys::proc::readlink(&format!("/proc/self/fd/{raw}"))
-                    .map(|l| String::from_utf8_lossy(&l).into_owned())
-                    .unwrap_or_default();
-                unsupported(
-                    found.holder,
-                    format!(
-                        "file descriptor {} is a unix socket with a message queued on it \
-                         that carries {what} in flight (SCM_RIGHTS), which no process of \
-                         the dumped tree holds: {why}",
-                        found.queue
-                    ),
-                )
-            };
+            let refuse = |why: String| self.refusal(found, &why);
             if let Err(why) = restorable(&f) {
                 return Err(refuse(why.to_string()));
             }
@@ -232,11 +241,14 @@ impl InFlight {
                     | FdKind::Dir { .. }
                     | FdKind::Device { .. }
                     | FdKind::DeletedFile { .. }
+                    | FdKind::Inotify { .. }
+                    | FdKind::Fanotify { .. }
             );
             if by_path && sys::ns::inode(found.holder, "mnt").ok() != ckpts_mnt {
                 return Err(refuse(
-                    "a file opened by path, in flight to a process in another mount \
-                     namespace than ckpt's; not supported yet"
+                    "a file opened by path (or an inotify or fanotify instance, whose \
+                     watches and marks are set by path), in flight to a process in another \
+                     mount namespace than ckpt's; not supported yet"
                         .into(),
                 ));
             }
@@ -317,11 +329,11 @@ impl InFlight {
 
 /// Whether restore can make descriptor `f` only to send it in flight (the reason it
 /// cannot, otherwise).
-fn restorable(f: &Fd) -> Result<(), &'static str> {
+pub(crate) fn restorable(f: &Fd) -> Result<(), &'static str> {
     if !f.locks.is_empty() {
         return Err("it holds file locks; not supported yet");
     }
-    match f.kind {
+    match &f.kind {
         FdKind::Pipe { .. }
         | FdKind::UnixPair { .. }
         | FdKind::UnixDgram { .. }
@@ -333,13 +345,63 @@ fn restorable(f: &Fd) -> Result<(), &'static str> {
         | FdKind::DeletedFile { .. }
         | FdKind::EventFd { .. }
         | FdKind::TimerFd { .. }
-        | FdKind::SignalFd { .. } => Ok(()),
+        | FdKind::SignalFd { .. }
+        | FdKind::TcpListen { .. }
+        | FdKind::TcpUnconnected { .. }
+        | FdKind::Udp { .. }
+        | FdKind::Pidfd { .. } => Ok(()),
+        FdKind::Inotify { watches, .. } if watches.iter().any(|w| w.deleted.is_some()) => Err(
+            "it is an inotify instance watching a file deleted while open (restore sets \
+             such a watch on the file a process of the tree holds); not supported yet",
+        ),
+        FdKind::Inotify { .. } | FdKind::Fanotify { .. } => Ok(()),
         FdKind::Inherited { .. } | FdKind::External { .. } => {
             Err("it leads outside the dumped tree")
+        }
+        FdKind::TcpConn { .. } => Err(
+            "it is a TCP connection, which the dump's network lock (taken at the freeze, \
+             on the connections processes hold) does not cover: segments its peer sends \
+             meanwhile would be lost; not supported yet",
+        ),
+        FdKind::Epoll { targets, .. } if targets.is_empty() => Ok(()),
+        FdKind::Epoll { .. } => Err(EPOLL_ITEMS),
+        FdKind::Pty { .. } | FdKind::DevTty { .. } => {
+            Err("it is a terminal (a pseudo-terminal side or /dev/tty); not supported yet")
         }
         _ => Err("restore cannot make this kind of descriptor only in flight yet"),
     }
 }
+
+/// What is refused of descriptor `f` only in flight before it is collected (the reason),
+/// `root` the tree's root: a socket made in another network namespace than its
+/// receiver's and the root's (it is looked at, and made again, in the receiver's; the
+/// dump reads the tree's sockets from the root's), and an epoll instance with items
+/// (they name descriptors of whoever added them, not of the receiver).
+fn before_collect(f: &Found, root: i32) -> Result<(), String> {
+    let raw = f.fd.as_raw_fd();
+    if socket_inode(&f.fd).is_some() {
+        let made_in = sys::ns::socket_netns(&f.fd).map_err(|e| e.to_string())?;
+        let holder = sys::ns::inode(f.holder, "net").ok();
+        let root = sys::ns::inode(root, "net").ok();
+        if holder != Some(made_in) || root != Some(made_in) {
+            return Err(format!(
+                "it is a socket made in another network namespace (net:[{made_in}]) than \
+                 its receiver's or the tree's root's; not supported yet"
+            ));
+        }
+        return Ok(());
+    }
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}")).unwrap_or_default();
+    if info.lines().any(|l| l.starts_with("tfd:")) {
+        return Err(EPOLL_ITEMS.into());
+    }
+    Ok(())
+}
+
+/// Why an epoll instance with items is not made only in flight.
+const EPOLL_ITEMS: &str = "it is an epoll instance with items, which name descriptors of \
+                           the process that added them, not of its receiver; not supported \
+                           yet";
 
 /// The descriptors the messages queued on socket `sock` (a duplicate; `s` as sock_diag
 /// shows it) carry, installed in ckpt by peeks that consume nothing. None when its

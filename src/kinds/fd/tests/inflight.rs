@@ -76,3 +76,54 @@ fn descriptors_only_in_flight_are_carried_and_above_the_process_own() {
         );
     }
 }
+
+#[test]
+fn kinds_made_only_in_flight_and_the_refused_ones_say_why() {
+    use crate::kinds::fd::inflight::restorable;
+    use crate::model::{EpollTarget, InotifyWatch, PidfdReaped};
+    let ok = |kind: FdKind| assert_eq!(restorable(&flying(4, kind)), Ok(()));
+    ok(FdKind::Epoll {
+        flags: 0,
+        targets: Vec::new(),
+    });
+    ok(FdKind::Pidfd {
+        pid: 10,
+        flags: 0,
+        reaped: None,
+    });
+    ok(FdKind::Pidfd {
+        pid: 0,
+        flags: 0,
+        reaped: Some(PidfdReaped {
+            status: Some(3 << 8),
+            cgroup_id: 0,
+        }),
+    });
+    let watch = |deleted| InotifyWatch {
+        wd: 1,
+        mask: libc::IN_CREATE,
+        path: b"/tmp".to_vec(),
+        ino: 2,
+        deleted,
+    };
+    ok(FdKind::Inotify {
+        flags: 0,
+        watches: vec![watch(None)],
+    });
+    let why = |kind: FdKind| restorable(&flying(4, kind)).unwrap_err();
+    let w = why(FdKind::Epoll {
+        flags: 0,
+        targets: vec![EpollTarget {
+            fd: 3,
+            events: 1,
+            data: 0,
+            held_at: None,
+        }],
+    });
+    assert!(w.contains("epoll instance with items"), "{w}");
+    let w = why(FdKind::Inotify {
+        flags: 0,
+        watches: vec![watch(Some(7))],
+    });
+    assert!(w.contains("deleted while open"), "{w}");
+}
