@@ -261,11 +261,63 @@ fn failed_restores_after_a_namespace_below_the_root_leave_nothing() {
     assert_eq!(r.finish().status.code(), Some(0));
 }
 
-/// A SysV object in an IPC namespace a process below the root made is refused at dump
-/// (not restored yet), naming the process and the namespace; the tree runs on.
+/// The named POSIX queue `belowns ipc sysv` makes in its IPC namespace.
+const BELOW_QUEUES: [&str; 1] = ["/belowq"];
+
+/// The tree of `belowns ipc sysv` (the root, the ipc child) at rest, with what the
+/// kernel shows inside the child's IPC namespace (`common::ipcview`).
+fn ipc_at_rest(root: i32, child: i32, what: &str, report: &str) -> Snapshot {
+    let mut s = Snapshot::at_rest(root, what).with_report(root, report);
+    common::ipcview::add_view(&mut s, child, root, &BELOW_QUEUES);
+    s
+}
+
+/// Nothing of the child's IPC namespace is in the host's: no System V object with its
+/// keys, no queue /belowq.
+fn assert_ipc_nothing_on_host(what: &str) {
+    let shm = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+    let msg = std::fs::read_to_string("/proc/sysvipc/msg").unwrap_or_default();
+    let keyed = |text: &str, key: i32| {
+        text.lines()
+            .any(|l| l.split_whitespace().next() == Some(key.to_string().as_str()))
+    };
+    assert!(
+        !keyed(&shm, 0x4242) && !keyed(&msg, 0x4343),
+        "{what}: the namespace's objects are on the host:\n{shm}\n{msg}"
+    );
+    assert!(
+        common::ipcview::mq_line("/belowq").is_none(),
+        "{what}: queue /belowq is on the host"
+    );
+}
+
+/// The ipc child of the tree of `root` (its only child) and the tree, once it made its
+/// IPC namespace.
+fn ipc_child(root: i32, what: &str) -> (i32, Vec<i32>) {
+    let tree = wait_process_tree(root, 2, what);
+    let child = tree
+        .iter()
+        .copied()
+        .find(|&p| ppid_of(p) == root)
+        .expect("the ipc child");
+    assert_ne!(
+        ns(child, "ipc"),
+        ns(root, "ipc"),
+        "{what}: its own IPC namespace"
+    );
+    (child, tree)
+}
+
+/// The System V objects (a segment attached, one attached by no one, a semaphore set,
+/// a message queue with messages) and a named POSIX queue (held open, with a message)
+/// of an IPC namespace a process below the root made come back in the namespace its
+/// restored stub makes, under their IDs, keys, owners, modes and contents, and nothing
+/// of them in the host's: the oracle compares /proc/sysvipc, the limits and the queue
+/// as read inside that namespace before and after, and the process finds them and
+/// goes on using them (counting in the segment, semop, msgsnd/msgrcv, mq_open).
 #[test]
-fn sysv_object_in_an_ipc_namespace_made_below_the_root_is_refused() {
-    let name = "sysv_object_in_an_ipc_namespace_made_below_the_root_is_refused";
+fn objects_of_an_ipc_namespace_made_below_the_root_come_back() {
+    let name = "objects_of_an_ipc_namespace_made_below_the_root_come_back";
     let ctx = Ctx::new(name);
     let spec = Spec::new(target("belowns"))
         .arg("ipc")
@@ -274,23 +326,147 @@ fn sysv_object_in_an_ipc_namespace_made_below_the_root_is_refused() {
         .cwd(&ctx.dir);
     let mut t = ctx.spawn(&spec);
     t.wait_for("ready\n");
-    let tree = wait_process_tree(t.pid, 2, name);
-    let r = ctx.try_dump(t.pid, &ctx.path("sysv.img"));
+    let pid = t.pid;
+    let (child, pids) = ipc_child(pid, "original");
+    let said = report(&mut t, 1);
+    assert_eq!(said, "report: ipc=ok", "the original's own checks");
+    let before = ipc_at_rest(pid, child, name, &said);
+    for k in ["shm", "sem", "msg"] {
+        assert!(
+            before
+                .entries
+                .keys()
+                .any(|e| e.starts_with(&format!("ipcns.sysvipc.{k}."))),
+            "the view inside the namespace has its {k} objects: {:?}",
+            before
+                .entries
+                .keys()
+                .filter(|e| e.starts_with("ipcns."))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        before.entries["ipcns.mqueue./belowq"].0 == oracle::Kind::Config
+            && before.entries["ipcns.mqueue./belowq"].1.contains("cur=1"),
+        "the queue inside the namespace: {:?}",
+        before.entries["ipcns.mqueue./belowq"]
+    );
+    assert_ipc_nothing_on_host("original");
+    let img = ctx.path("belowipc.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&pids, name);
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    let deadline = std::time::Instant::now() + timeout();
+    while !oracle::restored_tree_up(&before) {
+        assert!(
+            std::time::Instant::now() < deadline && r.try_wait().is_none(),
+            "{name}: the restored tree does not run; ckpt restore: {:?}\n{}",
+            r.try_wait(),
+            r.stderr.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (rchild, _) = ipc_child(pid, "restored");
+    assert_eq!(rchild, child, "the ipc child keeps its PID");
+    let said = report(&mut r, 1);
+    assert_eq!(said, "report: ipc=ok", "the restored tree's own checks");
+    let after = ipc_at_rest(pid, child, name, &said);
+    oracle::assert_same_kernel_state(
+        name,
+        &format!("{name}: belowns ipc sysv"),
+        Cmp::Restored,
+        &before,
+        &after,
+        &[],
+    );
+    assert_ipc_nothing_on_host("restored");
+    assert_eq!(
+        report(&mut r, 2),
+        "report: ipc=ok",
+        "the restored tree's second checks"
+    );
+    r.write_stdin(b"exit\n");
+    r.close_stdin();
+    assert_eq!(
+        r.finish().status.code(),
+        Some(0),
+        "{name}: the restored tree's exit"
+    );
+}
+
+/// Restores of that tree failing while the namespace's objects are made (a System V
+/// object, the named queue) or after (its memory, the segment's pages) leave no process
+/// and no object anywhere; a restore after them works.
+#[test]
+fn failed_restores_of_objects_below_the_root_leave_nothing() {
+    let name = "failed_restores_of_objects_below_the_root_leave_nothing";
+    let ctx = Ctx::new(name);
+    let spec = Spec::new(target("belowns"))
+        .arg("ipc")
+        .arg("sysv")
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let (_, tree) = ipc_child(t.pid, name);
+    let img = ctx.path("belowipc.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&tree, name);
+    for f in [
+        "create System V object",
+        "make a POSIX message queue of the namespace",
+        "fill memory",
+        "remove helper area",
+    ] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
+        assert_ipc_nothing_on_host(f);
+    }
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    ipc_child(t.pid, "restored after the failures");
+    assert_eq!(
+        report(&mut r, 1),
+        "report: ipc=ok",
+        "restored after the failures"
+    );
+    r.write_stdin(b"exit\n");
+    r.close_stdin();
+    assert_eq!(r.finish().status.code(), Some(0));
+}
+
+/// A semaphore undo adjustment (SEM_UNDO) in an IPC namespace a process below the root
+/// made is refused at dump (not restored there yet), naming the process and the
+/// namespace; the tree runs on, its objects as they were.
+#[test]
+fn undo_adjustment_in_an_ipc_namespace_made_below_the_root_is_refused() {
+    let name = "undo_adjustment_in_an_ipc_namespace_made_below_the_root_is_refused";
+    let ctx = Ctx::new(name);
+    let spec = Spec::new(target("belowns"))
+        .arg("ipc")
+        .arg("semundo")
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let (child, tree) = ipc_child(t.pid, name);
+    let view = common::ipcview::ipc_view(child, t.pid, &BELOW_QUEUES);
+    let r = ctx.try_dump(t.pid, &ctx.path("undo.img"));
     r.assert_fails(1);
     assert!(
-        r.stderr.contains(&format!("process {}", tree[1]))
-            && r.stderr.contains("IPC namespace")
-            && r.stderr.contains("SysV objects (msg "),
-        "dump of a tree whose child's IPC namespace holds a message queue: {}",
+        r.stderr.contains(&format!("process {child}"))
+            && r.stderr.contains("undo")
+            && r.stderr.contains(&format!("ipc:[{}]", ns(child, "ipc"))),
+        "dump of a tree whose child made a SEM_UNDO operation in its IPC namespace: {}",
         r.stderr
     );
     for &p in &tree {
         assert_running_untraced(p, "after the refused dump");
     }
     assert_eq!(
-        report(&mut t, 1),
-        "report: ipc=ok",
-        "after the refused dump"
+        common::ipcview::ipc_view(child, t.pid, &BELOW_QUEUES),
+        view,
+        "the namespace's objects after the refused dump"
     );
     t.write_stdin(b"exit\n");
     t.close_stdin();

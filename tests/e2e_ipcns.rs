@@ -18,135 +18,20 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::oracle::{self, Cmp, Kind, Snapshot};
+use common::ipcview::{self, mq_line};
+use common::oracle::{self, Cmp, Snapshot};
 use common::*;
 
-/// Run `f` on a thread that joined the IPC namespace of process `pid`.
-fn in_ipc_ns<T: Send>(pid: i32, f: impl FnOnce() -> T + Send) -> T {
-    let ns = fs::File::open(format!("/proc/{pid}/ns/ipc")).expect("the tree's IPC namespace");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: setns with a namespace file held open; it changes this thread's
-            // IPC namespace only, which ends with it.
-            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWIPC) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("the thread in the namespace")
-    })
-}
+/// The named queues the target makes.
+const QUEUES: [&str; 3] = ["/q-open", "/q-closed", "/q-notify"];
 
-/// The columns of a /proc/sysvipc line that describe the object (not who touched it
-/// last, nor when: those name ckpt after a restore, see README).
-fn sysvipc_lines(file: &str) -> Vec<(String, String)> {
-    let text = fs::read_to_string(format!("/proc/sysvipc/{file}")).unwrap_or_default();
-    let keep: &[usize] = match file {
-        // key shmid perms size cpid lpid nattch uid gid cuid cgid ...
-        "shm" => &[0, 1, 2, 3, 6, 7, 8, 9, 10],
-        // key semid perms nsems uid gid cuid cgid ...
-        "sem" => &[0, 1, 2, 3, 4, 5, 6, 7],
-        // key msqid perms cbytes qnum lspid lrpid uid gid cuid cgid ...
-        _ => &[0, 1, 2, 3, 4, 7, 8, 9, 10],
-    };
-    text.lines()
-        .skip(1)
-        .map(|l| {
-            let c: Vec<&str> = l.split_whitespace().collect();
-            let id = c.get(1).copied().unwrap_or("?").to_string();
-            let v = keep
-                .iter()
-                .map(|&i| c.get(i).copied().unwrap_or("?"))
-                .collect::<Vec<_>>()
-                .join(" ");
-            (id, v)
-        })
-        .collect()
-}
-
-/// A POSIX queue's attributes, owner and mode, opened by name in the calling thread's
-/// namespace (None: no such queue).
-fn mq_line(name: &str) -> Option<String> {
-    let c = std::ffi::CString::new(name).unwrap();
-    // SAFETY: a NUL-terminated name, no attributes without O_CREAT.
-    let fd = unsafe { libc::mq_open(c.as_ptr(), libc::O_RDONLY) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: mq_attr is plain data.
-    let mut a: libc::mq_attr = unsafe { std::mem::zeroed() };
-    // SAFETY: `a` is a valid mq_attr for the call.
-    unsafe { libc::mq_getattr(fd, &mut a) };
-    let meta = fs::metadata(format!("/proc/self/fd/{fd}")).ok();
-    // The queue's text: its size and notification (NOTIFY, SIGNO, NOTIFY_PID).
-    let mut text = [0u8; 128];
-    // SAFETY: `text` is valid for its length.
-    let n = unsafe { libc::pread(fd, text.as_mut_ptr().cast(), text.len(), 0) };
-    let state = String::from_utf8_lossy(&text[..n.max(0) as usize])
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    // SAFETY: the descriptor just opened.
-    unsafe { libc::mq_close(fd) };
-    let (uid, gid, mode) = meta.map_or((0, 0, 0), |m| (m.uid(), m.gid(), m.mode() & 0o7777));
-    Some(format!(
-        "maxmsg={} msgsize={} cur={} owner={uid}:{gid} mode={mode:o} {state}",
-        a.mq_maxmsg, a.mq_msgsize, a.mq_curmsgs
-    ))
-}
-
-const LIMITS: [&str; 12] = [
-    "kernel/shmmax",
-    "kernel/shmall",
-    "kernel/shmmni",
-    "kernel/shm_rmid_forced",
-    "kernel/msgmax",
-    "kernel/msgmnb",
-    "kernel/msgmni",
-    "kernel/sem",
-    "fs/mqueue/queues_max",
-    "fs/mqueue/msg_max",
-    "fs/mqueue/msgsize_max",
-    "fs/mqueue/msg_default",
-];
-
-/// What the kernel shows inside the IPC namespace of process `pid`, as oracle entries.
+/// What the kernel shows inside the IPC namespace of process `pid` (`common::ipcview`).
 fn ipc_view(pid: i32) -> BTreeMap<String, String> {
-    // (A registered process by its place in the tree: a restored container's init
-    // does not keep its host PID.)
-    let tree = process_tree(pid);
-    in_ipc_ns(pid, || {
-        let mut v = BTreeMap::new();
-        for file in ["shm", "sem", "msg"] {
-            for (id, line) in sysvipc_lines(file) {
-                v.insert(format!("ipcns.sysvipc.{file}.{id}"), line);
-            }
-        }
-        for l in LIMITS {
-            let text = fs::read_to_string(format!("/proc/sys/{l}")).unwrap_or_default();
-            v.insert(
-                format!("ipcns.limit.{l}"),
-                text.split_whitespace().collect::<Vec<_>>().join(" "),
-            );
-        }
-        for q in ["/q-open", "/q-closed", "/q-notify"] {
-            let mut line = mq_line(q).unwrap_or_else(|| "(absent)".into());
-            for (i, p) in tree.iter().enumerate() {
-                line = line.replace(
-                    &format!("NOTIFY_PID:{p}"),
-                    &format!("NOTIFY_PID:(process {i} of the tree)"),
-                );
-            }
-            v.insert(format!("ipcns.mqueue.{q}"), line);
-        }
-        v
-    })
+    ipcview::ipc_view(pid, pid, &QUEUES)
 }
 
 /// The oracle's snapshot of the tree of `pid` at rest, with its IPC namespace's view.
@@ -155,9 +40,7 @@ fn at_rest(pid: i32, what: &str) -> Snapshot {
     loop {
         let mut s = Snapshot::take(pid);
         if s.still() {
-            for (k, v) in ipc_view(pid) {
-                s.entries.insert(k, (Kind::Config, v));
-            }
+            ipcview::add_view(&mut s, pid, pid, &QUEUES);
             return s;
         }
         assert!(
@@ -187,7 +70,7 @@ fn assert_nothing_on_host(what: &str) {
         !shm.contains(&format!("{}", 0x1c0ffee)) && !msg.contains(&format!("{}", 0x2c0ffee)),
         "{what}: the namespace's objects are on the host:\n{shm}\n{msg}"
     );
-    for q in ["/q-open", "/q-closed", "/q-notify"] {
+    for q in QUEUES {
         assert!(mq_line(q).is_none(), "{what}: queue {q} is on the host");
     }
 }

@@ -40,19 +40,29 @@ pub(crate) fn held(tree: &super::FrozenTree, processes: &[Process]) -> Result<He
                 .extend(crate::kinds::fd::lock::held_locks(p.pid, &p.fds)?);
         }
     }
-    held.sysv = crate::kinds::mem::shmem::held_segments(processes)?;
+    held.sysv = crate::kinds::mem::shmem::held_segments(&in_root_ipc(processes))?;
     Ok(held)
+}
+
+/// The processes of the tree in its root's IPC namespace (the others are in one a
+/// process below the root made: `kinds::ipc::collect_below_root`).
+fn in_root_ipc(processes: &[Process]) -> Vec<&Process> {
+    processes
+        .iter()
+        .filter(|p| !crate::kinds::ns::ipc_below_root(processes, p))
+        .collect()
 }
 
 /// The System V objects that belong to the tree (`kinds::ipc`; all of its IPC
 /// namespace's if it has one of its own, `own_ipc`), and `held` told they go with it.
+/// (Those of IPC namespaces processes below the root made are read with them.)
 pub(crate) fn sysv_objects(
     processes: &[Process],
     held: &mut Held,
     own_ipc: bool,
 ) -> Result<crate::model::SysvIpc> {
     let tree: std::collections::BTreeSet<i32> = processes.iter().map(|p| p.pid).collect();
-    let ipc = crate::kinds::ipc::collect(processes, &tree, own_ipc)?;
+    let ipc = crate::kinds::ipc::collect(&in_root_ipc(processes), &tree, own_ipc)?;
     held.sysv.extend(ipc.shm.iter().map(|s| s.perm.id));
     held.sysv_ipc = crate::kinds::ipc::held_ids(&ipc);
     Ok(ipc)

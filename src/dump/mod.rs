@@ -477,6 +477,9 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     // processes (see kinds::ipc).
     let tree_pids: std::collections::BTreeSet<i32> = tree.nodes.iter().map(|(p, _)| *p).collect();
     let undo_sets = crate::kinds::ipc::undo_candidates(&tree_pids)?;
+    // (They are sets of the root's IPC namespace: not asked of a process in another,
+    // which `kinds::ipc::collect_below_root` refuses if it could have adjustments.)
+    let root_ipc = sys::ns::inode(pid, "ipc")?;
     for (p, fr) in tree.nodes.iter_mut() {
         check_signals()?;
         // As the parent sees them (in the tree's own PID namespace, if it has one).
@@ -485,13 +488,14 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
             .filter(|(_, parent, _)| parent == p)
             .map(|(_, _, local)| *local)
             .collect();
+        let other_ipc = fr.is_some() && sys::ns::inode(*p, "ipc").ok() != Some(root_ipc);
         let (process, collected) = match fr {
             Some(fr) => collect::collect_process(
                 fr,
                 &mut seen,
                 &crate::kinds::task::query::Ask {
                     stopped_children: &kids,
-                    undo_sets: &undo_sets,
+                    undo_sets: if other_ipc { &[] } else { &undo_sets },
                     undo_ref: Some(&undo_ref),
                 },
             )?,
@@ -513,7 +517,8 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     // owns; what restore cannot bring back is refused here.
     let host: Vec<(i32, bool)> = tree.nodes.iter().map(|(p, f)| (*p, f.is_some())).collect();
     let root_parent = sys::proc::status(pid).map(|s| s.ppid).unwrap_or(0);
-    let namespaces = crate::kinds::ns::collect_into(&mut processes, &host, root_parent, &ckpts_ns)?;
+    let mut namespaces =
+        crate::kinds::ns::collect_into(&mut processes, &host, root_parent, &ckpts_ns)?;
     // The cgroups of each live process, relative to ckpt's.
     let ckpts_cgroups = sys::cgroup::membership(0)?;
     for (proc_, &(hp, live)) in processes.iter_mut().zip(&host) {
@@ -575,9 +580,13 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
                 .is_some_and(|r| r.namespaces.contains(&(n.kind.clone(), n.inode)))
     });
     if let Some(l) = own_ipc.and_then(|n| n.ipc.as_ref()) {
-        fds::mqueue::refuse_outside_namespace(&processes, &l.mqueues)?;
+        let in_root = processes
+            .iter()
+            .filter(|p| !crate::kinds::ns::ipc_below_root(&processes, p));
+        fds::mqueue::refuse_outside_namespace(in_root, &l.mqueues)?;
     }
     let sysv = collect::sysv_objects(&processes, &mut held, own_ipc.is_some())?;
+    crate::kinds::ipc::collect_below_root(&processes, &mut namespaces)?;
     let mut collected = collect::assemble(pid, processes, procs)?;
     crate::error::time_mark("dump: held and assembled");
     // Pages a child still shares with its parent are stored once, in the parent's.

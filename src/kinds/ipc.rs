@@ -81,13 +81,13 @@ fn outsider(pids: &[i32], tree: &BTreeSet<i32>) -> Option<i32> {
 }
 
 /// The System V objects that belong to the tree (see the module's rule), read from the
-/// host with their contents. `processes` are the tree's, with host PIDs; `tree` their
-/// PIDs. With `whole_ns`, the calling thread is in the IPC namespace of the tree's own
+/// IPC namespace of the calling thread with their contents. `processes` are those of
+/// the tree in that namespace, with host PIDs; `tree` the PIDs of all. With `whole_ns`, the calling thread is in the IPC namespace of the tree's own
 /// (`kinds::ns::join_own_ipc`), whose objects are all the tree's. An object the tree
 /// shares with a live process outside it, or undo adjustments it cannot bring back,
 /// refuse the dump (nothing is changed).
 pub(crate) fn collect(
-    processes: &[Process],
+    processes: &[&Process],
     tree: &BTreeSet<i32>,
     whole_ns: bool,
 ) -> DumpResult<SysvIpc> {
@@ -218,6 +218,59 @@ pub(crate) fn collect(
         }
     }
     Ok(out)
+}
+
+/// The System V objects of each IPC namespace a process below the tree's root made
+/// (in `namespaces`, the tree's, with its limits and named queues read already), read
+/// from a thread of ckpt that joins it: all of them are the tree's (nothing outside it
+/// is in that namespace, `kinds::ns` checked), saved in the namespace's `IpcLimits`,
+/// with those of the segments the processes in it (`processes`, host PIDs, each with
+/// its namespaces) attach. Refused, naming the process: a descriptor of a named queue
+/// that is not the namespace's, and a process in it with a semaphore undo list while
+/// the namespace has semaphore sets (its adjustments there are not read yet: the
+/// questions [`probe_undo`] asks are made from the tree's root's IPC namespace).
+pub(crate) fn collect_below_root(
+    processes: &[Process],
+    namespaces: &mut [crate::model::Namespace],
+) -> DumpResult<()> {
+    let tree: BTreeSet<i32> = processes.iter().map(|p| p.pid).collect();
+    for ns in namespaces.iter_mut() {
+        if ns.kind != "ipc" || ns.external {
+            continue;
+        }
+        let in_ns: Vec<&Process> = processes
+            .iter()
+            .filter(|p| p.namespaces.contains(&("ipc".to_string(), ns.inode)))
+            .filter(|p| crate::kinds::ns::ipc_below_root(processes, p))
+            .collect();
+        let (Some(maker), Some(l)) = (in_ns.first(), ns.ipc.as_mut()) else {
+            continue;
+        };
+        crate::kinds::fd::mqueue::refuse_outside_namespace(in_ns.iter().copied(), &l.mqueues)?;
+        let ino = ns.inode;
+        let objects =
+            crate::sys::ns::inside(maker.pid, &["ipc"], || Ok(collect(&in_ns, &tree, true)))??;
+        if !objects.sem.is_empty() {
+            if let Some(p) = in_ns.iter().find(|p| {
+                matches!(
+                    p.sem_undo_list,
+                    Some(SemUndoList::Own | SemUndoList::Shared(_))
+                )
+            }) {
+                return Err(DumpError::Unsupported {
+                    pid: p.pid,
+                    why: format!(
+                        "it has a System V semaphore undo list (a SEM_UNDO operation, or \
+                         threads) in the IPC namespace ipc:[{ino}] that a process below the \
+                         tree's root made, which holds semaphore sets; undo adjustments \
+                         there are not restored yet"
+                    ),
+                });
+            }
+        }
+        l.sysv = objects;
+    }
+    Ok(())
 }
 
 /// Record each live process's System V semaphore undo list (`Process::sem_undo_list`):
@@ -651,6 +704,51 @@ pub(crate) fn check_undo(ipc: &SysvIpc, procs: &[Process], problems: &mut Vec<Pr
     }
 }
 
+/// The objects of each IPC namespace processes below the tree's root made can be made
+/// again there (in a new namespace every ID is free: only whether this kernel lets ckpt
+/// choose them), fit its limits, and are those its processes use: each segment one of
+/// them attaches is among them, no undo adjustment (not restored there), its named
+/// queues well formed and those its processes open.
+pub(crate) fn check_below_root(ckpt: &crate::model::Checkpoint, problems: &mut Vec<Problem>) {
+    for (ns, procs) in crate::kinds::ns::below_ipc(ckpt) {
+        let Some(l) = &ns.ipc else {
+            continue;
+        };
+        check_objects(&l.sysv, &Held::default(), false, problems);
+        check_limits(&l.sysv, &l.values, problems);
+        check_undo(&l.sysv, &[], problems);
+        crate::kinds::fd::mqueue::check_namespace(procs.iter().copied(), &l.mqueues, problems);
+        for p in procs {
+            if !p.sem_undo.is_empty() {
+                check::p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "process {} has System V semaphore undo adjustments in the IPC \
+                         namespace ipc:[{}] a process below the root made: not restored",
+                        p.pid, ns.inode
+                    ),
+                );
+            }
+            for v in &p.vmas {
+                if let VmaKind::SysvShm { shmid, .. } = v.kind {
+                    if !l.sysv.shm.iter().any(|s| s.perm.id == shmid) {
+                        check::p(
+                            problems,
+                            "malformed",
+                            format!(
+                                "process {} attaches System V segment {shmid}, which the \
+                                 image does not hold in its IPC namespace ipc:[{}]",
+                                p.pid, ns.inode
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A limit of an IPC namespace (`limits`: file under /proc/sys, text), its `n`-th
 /// number.
 fn limit(limits: &[(String, String)], file: &str, n: usize) -> Option<u64> {
@@ -861,6 +959,47 @@ pub(crate) fn create_objects(ipc: &SysvIpc, created: &mut SysvCreated) -> Restor
             sysipc::msg_send(p.id, m.mtype, &m.text)?;
         }
     }
+    Ok(())
+}
+
+/// In the stub of process `cx.proc_` (of `ckpt`; just forked from `parent`, its
+/// namespaces entered, `kinds::ns::enter_child_namespaces`): if it made an IPC
+/// namespace below the tree's root, make that namespace's System V objects and named
+/// POSIX message queues again in it, from a thread of ckpt that joins it (limits
+/// written already), before any process of it attaches a segment or opens a queue by
+/// name. Its segments go to `created.pre_in`. A failure part way removes what was made
+/// (and the rest ends with the namespace, when the stubs are killed).
+pub(crate) fn create_below_root(
+    cx: &Ctx<'_>,
+    ckpt: &crate::model::Checkpoint,
+    parent: &Process,
+    created: &mut SysvCreated,
+) -> RestoreResult<()> {
+    let p = cx.proc_;
+    let Some(ino) = crate::kinds::ns::inode_of(p, "ipc") else {
+        return Ok(());
+    };
+    if crate::kinds::ns::inode_of(parent, "ipc") == Some(ino) {
+        return Ok(());
+    }
+    let Some(l) = crate::kinds::ns::below_ipc(ckpt)
+        .into_iter()
+        .find(|(n, _)| n.inode == ino)
+        .and_then(|(n, _)| n.ipc.as_ref())
+    else {
+        return Ok(());
+    };
+    let pre = crate::sys::ns::inside(p.pid, &["ipc"], || {
+        let made = (|| -> RestoreResult<BTreeSet<i32>> {
+            let mut here = SysvCreated::default();
+            create_objects(&l.sysv, &mut here)?;
+            crate::kinds::fd::mqueue::make_namespace_queues(&l.mqueues)?;
+            here.keep = true;
+            Ok(std::mem::take(&mut here.pre))
+        })();
+        Ok(made)
+    })??;
+    created.pre_in.insert(ino, pre);
     Ok(())
 }
 

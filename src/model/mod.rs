@@ -1799,6 +1799,12 @@ pub struct IpcLimits {
     /// those removed while open are their descriptors'), made again there at restore.
     #[serde(default)]
     pub mqueues: Vec<NsMqueue>,
+    /// Of an IPC namespace a process below the tree's root made: all its System V
+    /// objects (segments attached or not, semaphore sets, message queues), made again
+    /// there, under their IDs, before any process of it attaches one. (Those of the
+    /// tree's own IPC namespace are `Checkpoint::sysv`.) Empty in older images.
+    #[serde(default)]
+    pub sysv: SysvIpc,
 }
 
 /// A named POSIX message queue of an IPC namespace of the tree's own: its name (without

@@ -205,13 +205,16 @@ fn check_host_files(
     }
     // Images that list their System V objects are checked once for all (`kinds::ipc`);
     // in a new IPC namespace every ID is free.
-    if !image.sysv_listed && !image.new_ipcns {
+    // (One in an IPC namespace a process below the root made has them made there.)
+    let ipc_below = crate::kinds::ns::ipc_below_root(image.procs, proc_);
+    if !image.sysv_listed && !image.new_ipcns && !ipc_below {
         shmem::check_sysv_free(proc_, held, problems);
     }
     mem::check_mapped_files(files, proc_, problems);
     for f in &proc_.fds {
         // (A named queue of a new IPC namespace is made there: `check_namespace`.)
-        if image.new_ipcns && matches!(f.kind, crate::model::FdKind::PosixMq { .. }) {
+        if (image.new_ipcns || ipc_below) && matches!(f.kind, crate::model::FdKind::PosixMq { .. })
+        {
             continue;
         }
         let other_netns = image.other_netns || crate::kinds::ns::net_below_root(image.procs, proc_);
@@ -411,9 +414,16 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
         };
         crate::kinds::ipc::check_objects(&ckpt.sysv, held, !image.new_ipcns, &mut problems);
         crate::kinds::ipc::check_undo(&ckpt.sysv, &ckpt.processes, &mut problems);
+        crate::kinds::ipc::check_below_root(ckpt, &mut problems);
         if let Some(l) = crate::kinds::ns::own_ipc(ckpt) {
             crate::kinds::ipc::check_limits(&ckpt.sysv, &l.values, &mut problems);
-            crate::kinds::fd::mqueue::check_namespace(&ckpt.processes, &l.mqueues, &mut problems);
+            // (A process in an IPC namespace a process below the root made opens that
+            // one's: `check_below_root`.)
+            let in_root = ckpt
+                .processes
+                .iter()
+                .filter(|p| !crate::kinds::ns::ipc_below_root(&ckpt.processes, p));
+            crate::kinds::fd::mqueue::check_namespace(in_root, &l.mqueues, &mut problems);
         }
         for proc_ in &ckpt.processes {
             if !proc_.is_zombie() {

@@ -326,21 +326,6 @@ pub fn set_uts_names(hostname: &[u8], domainname: &[u8]) -> Result<()> {
     rustix::system::setdomainname(domainname).map_err(|e| SysError::io("setdomainname", e.into()))
 }
 
-/// The System V objects of the calling thread's IPC namespace, as "shm ID", "msg ID",
-/// "sem ID" (from /proc/sysvipc, which shows the reader's namespace).
-pub fn sysv_objects() -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for kind in ["shm", "msg", "sem"] {
-        let p = format!("/proc/sysvipc/{kind}");
-        let text = fs::read_to_string(&p).map_err(|e| SysError::io(format!("read {p}"), e))?;
-        for l in text.lines().skip(1) {
-            let id = l.split_whitespace().nth(1).unwrap_or("?");
-            out.push(format!("{kind} {id}"));
-        }
-    }
-    Ok(out)
-}
-
 /// The POSIX message queues of the IPC namespace process `pid` is in (their names).
 /// A forked helper joins that namespace and a private mount namespace of its own,
 /// mounts an mqueue file system there (which shows the queues of its IPC namespace)

@@ -30,6 +30,7 @@ use std::time::Duration;
 pub mod arch;
 mod container;
 pub mod hostile;
+pub mod ipcview;
 pub mod killwalk;
 pub mod migration;
 pub mod more;

@@ -1,4 +1,4 @@
-/* belowns MODE... [cgroup=DIR] [sysv] [unixsock]
+/* belowns MODE... [cgroup=DIR] [sysv] [semundo] [unixsock]
  *
  * A tree whose processes below the root made namespaces of their own (issue 15). Each
  * MODE starts one child of the root:
@@ -9,8 +9,15 @@
  *           network namespace of its own (nested) with its loopback up and a UDP socket
  *           bound to the same address (with `unixsock`, the child also holds a unix
  *           socket pair made there, which ckpt refuses).
- *   ipc     the child makes an IPC namespace and sets its kernel.msgmax to 12345 (with
- *           `sysv`, it also makes a SysV message queue there, which ckpt refuses).
+ *   ipc     the child makes an IPC namespace and sets its kernel.msgmax to 12345. With
+ *           `sysv`, it also makes there: a SysV segment (key 0x4242, 3 pages) it keeps
+ *           attached and counts in, another (IPC_PRIVATE, 2 pages, mode 0640) with
+ *           data and attached by no one, a semaphore set of 3 (values 3 5 7), a message
+ *           queue (key 0x4343, two messages) and a named POSIX queue /belowq (one
+ *           message, priority 3) it holds open; its check finds them all and uses
+ *           them (counts in the segment, a semop up and down, a message sent and taken
+ *           back). With `semundo`, it also makes a semaphore operation with SEM_UNDO
+ *           there (ckpt refuses that).
  *   time    the child makes a time namespace for its children with CLOCK_MONOTONIC
  *           and CLOCK_BOOTTIME 100 days ahead, and forks a grandchild in it.
  *   cgroup  the child moves into a new cgroup (cgroup=DIR: a cgroup v2 directory the
@@ -33,7 +40,10 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/ipc.h>
+#include <mqueue.h>
 #include <sys/msg.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -58,6 +68,7 @@ static pid_t kids[8];
 static int nkids;
 static const char *cgdir;
 static int with_sysv;
+static int with_semundo;
 static int with_unix;
 
 static struct rep *new_rep(const char *name)
@@ -314,13 +325,120 @@ static long read_long(const char *path)
 	return n > 0 ? strtol(buf, NULL, 10) : -1;
 }
 
+union semun {
+	int val;
+	struct semid_ds *buf;
+	unsigned short *array;
+};
+
+/* The objects of the ipc child's namespace (with `sysv`). */
+static int shm_kept, shm_loose, sem_id, msg_id;
+static volatile unsigned char *kept;
+static mqd_t mq = (mqd_t)-1;
+static unsigned counted;
+
+struct qmsg {
+	long mtype;
+	char text[16];
+};
+
+static void make_sysv(void)
+{
+	shm_kept = shmget(0x4242, 3 * 4096, IPC_CREAT | IPC_EXCL | 0600);
+	if (shm_kept < 0)
+		die("shmget: %s", strerror(errno));
+	kept = shmat(shm_kept, NULL, 0);
+	if (kept == (void *)-1)
+		die("shmat: %s", strerror(errno));
+	strcpy((char *)kept, "below-shm");
+	kept[2 * 4096 + 7] = 0x5a;
+	shm_loose = shmget(IPC_PRIVATE, 2 * 4096, IPC_CREAT | 0640);
+	if (shm_loose < 0)
+		die("shmget: %s", strerror(errno));
+	char *l = shmat(shm_loose, NULL, 0);
+	if (l == (void *)-1)
+		die("shmat: %s", strerror(errno));
+	strcpy(l + 100, "unattached");
+	l[4096 + 9] = 0x33;
+	shmdt(l);
+	sem_id = semget(IPC_PRIVATE, 3, IPC_CREAT | 0600);
+	unsigned short init[3] = { 3, 5, 7 };
+	union semun arg = { .array = init };
+	if (sem_id < 0 || semctl(sem_id, 0, SETALL, arg) != 0)
+		die("semget: %s", strerror(errno));
+	msg_id = msgget(0x4343, IPC_CREAT | IPC_EXCL | 0620);
+	struct qmsg one = { 1, "one" }, two = { 2, "two" };
+	if (msg_id < 0 || msgsnd(msg_id, &one, 4, 0) != 0 || msgsnd(msg_id, &two, 4, 0) != 0)
+		die("msgget: %s", strerror(errno));
+	struct mq_attr a = { .mq_maxmsg = 4, .mq_msgsize = 32 };
+	mq = mq_open("/belowq", O_RDWR | O_CREAT | O_EXCL, 0604, &a);
+	if (mq == (mqd_t)-1 || mq_send(mq, "hello", 6, 3) != 0)
+		die("mq_open: %s", strerror(errno));
+	if (with_semundo) {
+		struct sembuf up = { 1, 1, SEM_UNDO };
+		if (semop(sem_id, &up, 1) != 0)
+			die("semop: %s", strerror(errno));
+	}
+}
+
+/* Why the namespace's objects are not as made (NULL: they are), using them. */
+static const char *check_sysv(void)
+{
+	if (shmget(0x4242, 0, 0) != shm_kept)
+		return "shm-key";
+	if (strcmp((const char *)kept, "below-shm") || kept[2 * 4096 + 7] != 0x5a)
+		return "shm-data";
+	if (kept[64] != (unsigned char)counted)
+		return "shm-count";
+	kept[64] = (unsigned char)++counted;
+	struct shmid_ds ds;
+	if (shmctl(shm_loose, IPC_STAT, &ds) != 0 || ds.shm_nattch != 0 ||
+	    ds.shm_segsz != 2 * 4096 || (ds.shm_perm.mode & 0777) != 0640)
+		return "shm-loose";
+	char *l = shmat(shm_loose, NULL, SHM_RDONLY);
+	if (l == (void *)-1)
+		return "shm-loose-attach";
+	int same = !strcmp(l + 100, "unattached") && l[4096 + 9] == 0x33;
+	shmdt(l);
+	if (!same)
+		return "shm-loose-data";
+	unsigned short v[3];
+	union semun arg = { .array = v };
+	if (semctl(sem_id, 0, GETALL, arg) != 0 || v[0] != 3 || v[1] != 5 || v[2] != 7)
+		return "sem-values";
+	struct sembuf ops[2] = { { 0, 1, 0 }, { 0, -1, 0 } };
+	if (semop(sem_id, ops, 2) != 0)
+		return "semop";
+	struct msqid_ds q;
+	if (msgget(0x4343, 0) != msg_id || msgctl(msg_id, IPC_STAT, &q) != 0 || q.msg_qnum != 2)
+		return "msg-queue";
+	struct qmsg m = { 9, "nine" }, got;
+	if (msgsnd(msg_id, &m, 5, 0) != 0 || msgrcv(msg_id, &got, sizeof got.text, 9, IPC_NOWAIT) != 5 ||
+	    strcmp(got.text, "nine"))
+		return "msg-use";
+	struct mq_attr a;
+	if (mq_getattr(mq, &a) != 0 || a.mq_curmsgs != 1 || a.mq_maxmsg != 4 || a.mq_msgsize != 32)
+		return "mq-attr";
+	mqd_t by_name = mq_open("/belowq", O_RDONLY);
+	if (by_name == (mqd_t)-1)
+		return "mq-name";
+	int n = (mq_getattr(by_name, &a) == 0) ? (int)a.mq_curmsgs : -1;
+	mq_close(by_name);
+	if (n != 1)
+		return "mq-name-attr";
+	return NULL;
+}
+
 static void check_ipc(struct rep *r)
 {
 	long v = read_long("/proc/sys/kernel/msgmax");
+	const char *why = with_sysv ? check_sysv() : NULL;
 	if (v != 12345)
 		say(r, "%s=bad:msgmax-%ld\n", r->name, v);
 	else if (!apart_from_parent("ipc"))
 		say(r, "%s=bad:same-ipc-as-parent\n", r->name);
+	else if (why)
+		say(r, "%s=bad:%s\n", r->name, why);
 	else
 		say(r, "%s=ok\n", r->name);
 }
@@ -333,8 +451,8 @@ static void run_ipc(struct rep *r)
 	if (fd < 0 || write(fd, "12345", 5) != 5)
 		die("write msgmax: %s", strerror(errno));
 	close(fd);
-	if (with_sysv && msgget(IPC_PRIVATE, IPC_CREAT | 0600) < 0)
-		die("msgget: %s", strerror(errno));
+	if (with_sysv)
+		make_sysv();
 	serve(r, check_ipc);
 	_exit(0);
 }
@@ -494,6 +612,8 @@ int main(int argc, char **argv)
 			cg = 1;
 		else if (!strcmp(argv[i], "sysv"))
 			with_sysv = 1;
+		else if (!strcmp(argv[i], "semundo"))
+			with_sysv = with_semundo = 1;
 		else if (!strcmp(argv[i], "unixsock"))
 			with_unix = 1;
 		else if (!strncmp(argv[i], "cgroup=", 7))

@@ -206,7 +206,10 @@ pub(crate) fn collect_namespace(pid: i32, names: &[String]) -> DumpResult<Vec<Ns
 /// In a tree with an IPC namespace of its own, each descriptor of a named queue is one
 /// of that namespace's (`queues`, by inode): a queue opened before the tree made its
 /// namespace would be opened in the new one at restore. Refused, naming it.
-pub(crate) fn refuse_outside_namespace(procs: &[Process], queues: &[NsMqueue]) -> DumpResult<()> {
+pub(crate) fn refuse_outside_namespace<'a>(
+    procs: impl IntoIterator<Item = &'a Process>,
+    queues: &[NsMqueue],
+) -> DumpResult<()> {
     for p in procs {
         for f in &p.fds {
             if let FdKind::PosixMq {
@@ -315,7 +318,11 @@ pub(crate) fn check_host(f: &Fd, problems: &mut Vec<Problem>) {
 /// The queues of an IPC namespace of the tree's own are well formed (names without
 /// '/' or NUL, each once, messages that fit), and every descriptor of a named queue in
 /// the image names one of them.
-pub(crate) fn check_namespace(procs: &[Process], queues: &[NsMqueue], problems: &mut Vec<Problem>) {
+pub(crate) fn check_namespace<'a>(
+    procs: impl IntoIterator<Item = &'a Process>,
+    queues: &[NsMqueue],
+    problems: &mut Vec<Problem>,
+) {
     let mut seen = std::collections::BTreeSet::new();
     for q in queues {
         let bad_name = q.name.is_empty()

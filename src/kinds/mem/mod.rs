@@ -74,12 +74,17 @@ fn classify_vma(pid: i32, m: &MapEntry, checked: &mut CheckedPaths) -> DumpResul
         b"/dev/zero (deleted)" if m.shared => VmaKind::AnonShared,
         _ if path.starts_with(b"/SYSV") && m.shared => {
             let shmid = m.inode as i32;
-            let seg = procfs::sysv_shm()?
-                .into_iter()
-                .find(|s| s.1 == shmid)
-                .ok_or_else(|| {
-                    unsupported(pid, format!("System V segment {shmid} is not listed"))
-                })?;
+            // (Listed by its IPC namespace: one a process below the tree's root made is
+            // read from a thread of ckpt that joins it.)
+            let mine = crate::sys::ns::inode(pid, "ipc")?;
+            let segs = if mine == crate::sys::ns::thread_inode("ipc")? {
+                procfs::sysv_shm()?
+            } else {
+                crate::sys::ns::inside(pid, &["ipc"], procfs::sysv_shm)?
+            };
+            let seg = segs.into_iter().find(|s| s.1 == shmid).ok_or_else(|| {
+                unsupported(pid, format!("System V segment {shmid} is not listed"))
+            })?;
             let (key, _, mode, size) = seg;
             if m.offset != 0 || m.end - m.start != (size + 4095) & !4095 {
                 return Err(unsupported(

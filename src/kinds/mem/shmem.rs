@@ -61,8 +61,9 @@ pub(crate) fn shmem_pages(
 
 /// The System V segments the processes attached that go away with them: removed
 /// (SHM_DEST) and attached by no one else (as many attachments as the processes have).
-/// Others outlive the tree, their IDs and keys still taken.
-pub(crate) fn held_segments(procs: &[Process]) -> DumpResult<std::collections::BTreeSet<i32>> {
+/// Others outlive the tree, their IDs and keys still taken. `procs`: the processes of
+/// the tree in the calling thread's IPC namespace.
+pub(crate) fn held_segments(procs: &[&Process]) -> DumpResult<std::collections::BTreeSet<i32>> {
     let mut ours: BTreeMap<i32, u64> = BTreeMap::new();
     for v in procs.iter().flat_map(|p| &p.vmas) {
         if let VmaKind::SysvShm { shmid, .. } = v.kind {
@@ -133,6 +134,11 @@ pub(crate) struct SysvCreated {
     pub(crate) objs: Vec<(sys::ipc::IpcKind, i32)>,
     /// Segments of that list: already made, processes only attach them.
     pub(crate) pre: std::collections::BTreeSet<i32>,
+    /// Segments made in IPC namespaces processes below the tree's root made (by the
+    /// inode each had at dump), with the other objects of each (`kinds::ipc::
+    /// create_below_root`): its processes only attach them. (Not removed on failure:
+    /// they end with their namespace, whose processes are the stubs.)
+    pub(crate) pre_in: BTreeMap<u64, std::collections::BTreeSet<i32>>,
     pub(crate) keep: bool,
 }
 
@@ -206,7 +212,17 @@ pub(crate) fn attach_sysv(
     created: &mut SysvCreated,
 ) -> RestoreResult<()> {
     let what = format!("System V segment {shmid}");
-    if created.pre.contains(&shmid) {
+    let below = crate::kinds::ns::inode_of(cx.proc_, "ipc").and_then(|i| created.pre_in.get(&i));
+    if let Some(made) = below {
+        // Made with the other objects of the IPC namespace a process below the root
+        // made, which this process is in.
+        if !made.contains(&shmid) {
+            return Err(RestoreError::Malformed(format!(
+                "{what}, attached by process {}, is not one of its IPC namespace's",
+                cx.proc_.pid
+            )));
+        }
+    } else if created.pre.contains(&shmid) {
         // Made by ckpt with the image's other System V objects (`kinds::ipc`).
     } else if let std::collections::btree_map::Entry::Vacant(slot) = shm.entry(v.shmem_id) {
         sys::process::set_shm_next_id(shmid)?;

@@ -439,43 +439,24 @@ fn own_namespace(
             });
         }
         "ipc" => {
-            let (objects, values) = sys::ns::inside(pid, &["ipc"], || {
-                // (Listed only for a namespace made below the root: the root's own
-                // are the tree's, taken by `kinds::ipc::collect`.)
-                let objects = if below {
-                    sys::ns::sysv_objects()?
-                } else {
-                    Vec::new()
-                };
+            let values = sys::ns::inside(pid, &["ipc"], || {
                 let mut values = Vec::new();
                 for k in IPC_LIMITS {
                     values.push((k.to_string(), sys::ns::read_sysctl(k)?));
                 }
-                Ok((objects, values))
+                Ok(values)
             })?;
+            // Its POSIX message queues are the namespace's, saved with it; its System V
+            // objects, of the root's namespace `kinds::ipc::collect`'s, of one a process
+            // below the root made `kinds::ipc::collect_below_root`'s (once the
+            // processes' memory maps are known).
             let names = sys::ns::mqueues_of(pid)?;
-            if below && (!objects.is_empty() || !names.is_empty()) {
-                let mut held = Vec::new();
-                if !objects.is_empty() {
-                    held.push(format!("SysV objects ({})", objects.join(", ")));
-                }
-                if !names.is_empty() {
-                    held.push(format!("POSIX message queues (/{})", names.join(", /")));
-                }
-                return Err(DumpError::Unsupported {
-                    pid,
-                    why: format!(
-                        "it made an IPC namespace (ipc:[{inode}]) below the tree's root \
-                         that holds {}; objects in an IPC namespace a process below the \
-                         root made are not restored yet",
-                        held.join(" and ")
-                    ),
-                });
-            }
-            // Its System V objects are all the tree's (`kinds::ipc::collect`); its
-            // POSIX message queues are the namespace's, saved with it.
             let mqueues = crate::kinds::fd::mqueue::collect_namespace(pid, &names)?;
-            ns.ipc = Some(IpcLimits { values, mqueues });
+            ns.ipc = Some(IpcLimits {
+                values,
+                mqueues,
+                ..Default::default()
+            });
         }
         "net" => ns.net = Some(own_net(pid, inode)?),
         "cgroup" => ns.cgroup = Some(own_cgroup(pid, inode)?),

@@ -145,9 +145,41 @@ pub(crate) fn inode_of(p: &Process, kind: &str) -> Option<u64> {
 /// than the root: one a process below the root made (its names and addresses are
 /// that namespace's; its sockets were made there).
 pub(crate) fn net_below_root(procs: &[Process], p: &Process) -> bool {
-    let root = procs.first().and_then(|r| inode_of(r, "net"));
-    let mine = inode_of(p, "net");
+    below_root(procs, p, "net")
+}
+
+/// Whether process `p` of `procs` (the root first) is in another IPC namespace than the
+/// root: one a process below the root made, whose System V objects and named POSIX
+/// message queues are that namespace's (`IpcLimits::sysv`, `IpcLimits::mqueues`), not
+/// the tree's (`Checkpoint::sysv`) nor the host's.
+pub(crate) fn ipc_below_root(procs: &[Process], p: &Process) -> bool {
+    below_root(procs, p, "ipc")
+}
+
+/// Whether process `p` of `procs` (the root first) is in another namespace of kind
+/// `kind` than the root.
+fn below_root(procs: &[Process], p: &Process, kind: &str) -> bool {
+    let root = procs.first().and_then(|r| inode_of(r, kind));
+    let mine = inode_of(p, kind);
     mine.is_some() && root.is_some() && mine != root
+}
+
+/// The IPC namespaces processes below the root made, with their state (limits, named
+/// queues, System V objects), each with the processes of `ckpt` in it.
+pub(crate) fn below_ipc(ckpt: &Checkpoint) -> Vec<(&Namespace, Vec<&Process>)> {
+    let root = ckpt.processes.first().and_then(|r| inode_of(r, "ipc"));
+    ckpt.namespaces
+        .iter()
+        .filter(|n| n.kind == "ipc" && !n.external && Some(n.inode) != root && n.ipc.is_some())
+        .map(|n| {
+            let procs = ckpt
+                .processes
+                .iter()
+                .filter(|p| inode_of(p, "ipc") == Some(n.inode))
+                .collect();
+            (n, procs)
+        })
+        .collect()
 }
 
 /// The TCP connections of the image that the dump locked (`sys::netlock`): none when

@@ -104,6 +104,8 @@ pub(super) fn fork_tree<'a>(
             below,
             (plan.cgroup_root.as_deref(), &mut *cgroups),
         )?;
+        // The objects of an IPC namespace it made, before it or a child attaches one.
+        crate::kinds::ipc::create_below_root(&cx, &plan.ckpt, &procs[parent], &mut early.sh.sysv)?;
         // Before its own children are forked (they may share it).
         crate::kinds::ipc::make_undo_list(&mut cx)?;
         if dirty[parent] {
