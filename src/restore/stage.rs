@@ -162,6 +162,13 @@ pub struct Staged {
     gates: Option<Vec<Option<Gate>>>,
 }
 
+impl Staged {
+    /// The helper area's address (the same in every process of the tree).
+    pub(crate) fn stub_addr(&self) -> u64 {
+        self.stub_addr
+    }
+}
+
 /// Create the stub tree and build every process in it (everything but commit).
 pub(crate) fn stage(
     plan: &Plan,
@@ -932,7 +939,7 @@ fn sigbit(sig: i32) -> u64 {
 /// Whether injected calls may stop on the helper area's breakpoint: not if a process of
 /// the image ignores SIGTRAP (see `Injector::trap_after`), has one pending (it is queued
 /// during stage, when SIGTRAP is not blocked) or a timer that sends one.
-fn trap_mode(procs: &[Process]) -> bool {
+pub(crate) fn trap_mode(procs: &[Process]) -> bool {
     let trap = libc::SIGTRAP as u32;
     !procs.iter().any(|p| {
         p.sigactions
