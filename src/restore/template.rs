@@ -654,7 +654,7 @@ impl Template {
         ));
         let proc_ = args.add_cstr(ci, b"proc")?;
         let target = args.add_cstr(ci, b"/proc")?;
-        let mflags = (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as u64;
+        let mflags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
         calls.push(Call::new(
             "mount /proc of the copy's PID namespace",
             nr::MOUNT,
