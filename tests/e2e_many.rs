@@ -286,20 +286,7 @@ fn killing_one_copys_server_ends_that_copy_only() {
     let fin = a.ckpt.finish();
     assert_eq!(fin.status.code(), Some(0), "{name}: {}", text(&fin.stderr));
     // Nothing of the killed copy is left (its watcher comes to us once reaped).
-    let deadline = Instant::now() + timeout();
-    loop {
-        let stray = stray_children(&[]);
-        if stray.is_empty() {
-            break;
-        }
-        for &(p, st) in &stray {
-            if st == 'Z' {
-                wait_pids_gone(&[p], name);
-            }
-        }
-        assert!(Instant::now() < deadline, "{name}: left behind: {stray:?}");
-        thread::sleep(Duration::from_millis(20));
-    }
+    nothing_left(name);
 }
 
 /// A restore with `--lazy --new-pidns` that fails at its last step before the point of
@@ -324,23 +311,7 @@ fn a_failed_lazy_restore_in_a_new_pid_namespace_leaves_nothing() {
             "{name} {mode}: the restore did not fail:\n{}",
             r.stderr.text()
         );
-        let deadline = Instant::now() + timeout();
-        loop {
-            let stray = stray_children(&[]);
-            if stray.is_empty() {
-                break;
-            }
-            for &(p, st) in &stray {
-                if st == 'Z' {
-                    wait_pids_gone(&[p], name);
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} {mode}: left behind: {stray:?}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        nothing_left(&format!("{name} {mode}"));
     }
 }
 
@@ -352,4 +323,271 @@ fn lazy_touch_needs_new_pidns() {
     let r = ctx.ckpt(&["restore".as_ref(), "--lazy=touch".as_ref(), img.as_os_str()]);
     r.assert_fails(2);
     r.assert_stderr_mentions(&["--new-pidns"]);
+}
+
+// ---- restore-many from a resident template (`restore --template`, `ckpt spawn`) ----
+
+/// `ckpt restore --template SOCK --new-pidns IMG`, once it listens: (its ckpt, the
+/// server's PID, the socket).
+fn template(ctx: &Ctx, img: &Path, env: &[(&str, &str)]) -> (Proc, i32, PathBuf) {
+    let sock = ctx.path("tpl.sock");
+    let s = sock.to_str().unwrap_or_default().to_string();
+    let mut t = ctx.restore_with(img, &["--template", &s, "--new-pidns"], In::Null, &[], env);
+    t.wait_until("the template listens", |p| p.stdout.text().contains('\n'));
+    let server = t.stdout.text().trim().parse().unwrap_or(0);
+    assert!(server > 0, "no server PID: {:?}", t.stdout.text());
+    (t, server, sock)
+}
+
+/// A copy made by `ckpt spawn --json SOCK` (its stdin a pipe): the spawn (which waits
+/// for the copy and relays nothing: the copy has its stdin and stdout), and the copy's
+/// PID here, its init's and its PID in its namespace.
+struct Spawned {
+    ckpt: Proc,
+    root: i32,
+    init: i32,
+}
+
+fn spawn(ctx: &Ctx, sock: &Path) -> Spawned {
+    let spec = Spec::new(ckpt_bin())
+        .arg("spawn")
+        .arg("--json")
+        .arg(sock)
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut p = ctx.spawn(&spec);
+    p.wait_until("the copy runs", |p| {
+        p.stdout.text().contains('\n') || p.stderr.text().contains("ckpt:")
+    });
+    let line = p
+        .stdout
+        .text()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("spawn's JSON {line:?}: {e}; stderr {}", p.stderr.text()));
+    let get = |k: &str| v.get(k).and_then(|x| x.as_i64()).unwrap_or(0) as i32;
+    eprintln!("spawned: {line}");
+    Spawned {
+        ckpt: p,
+        root: get("pid"),
+        init: get("init"),
+    }
+}
+
+/// Send `cmd` to the copy and wait for its `n`-th line `expect`.
+fn ask_spawned(c: &mut Spawned, cmd: &str, expect: &str, n: usize) {
+    c.ckpt.write_stdin(format!("{cmd}\n").as_bytes());
+    c.ckpt
+        .wait_until(&format!("print {expect:?} {n} times"), |p| {
+            p.stdout.text().matches(expect).count() >= n
+        });
+}
+
+/// (Rss, Pss) in KiB of `pid`'s largest area (by Rss), from smaps.
+fn biggest_area(pid: i32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut best = (0, 0);
+    let mut rss = 0;
+    for l in text.lines() {
+        let kib = |l: &str| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        if l.starts_with("Rss:") {
+            rss = kib(l);
+        } else if l.starts_with("Pss:") && rss > best.0 {
+            best = (rss, kib(l));
+        }
+    }
+    best
+}
+
+/// Wait until nothing we started is left (zombies reaped).
+fn nothing_left(name: &str) {
+    let deadline = Instant::now() + timeout();
+    loop {
+        let stray = stray_children(&[]);
+        if stray.is_empty() {
+            break;
+        }
+        for &(p, st) in &stray {
+            if st == 'Z' {
+                wait_pids_gone(&[p], name);
+            }
+        }
+        assert!(Instant::now() < deadline, "{name}: left behind: {stray:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Three copies forked from a template: each goes on from the dump on its own, in its
+/// own PID namespace with the image's PID, the oracle sees the original in it, and
+/// the pages are shared (each copy's Pss of the area a fraction of its Rss) until one
+/// writes (a write in one copy is not seen in another). The template's server killed:
+/// the copies run on; a copy asked after the template ended fails, leaving nothing.
+#[test]
+fn template_copies_share_their_pages_and_outlive_it() {
+    let name = "many_template";
+    let ctx = Ctx::new(name);
+    let (img, pid, before) = warmed_up(&ctx);
+    let (mut tpl, server, sock) = template(&ctx, &img, &[]);
+    let mut copies: Vec<Spawned> = (0..3).map(|_| spawn(&ctx, &sock)).collect();
+    let mut namespaces = std::collections::BTreeSet::new();
+    for c in &copies {
+        let ns = nspids(c.root);
+        assert_eq!(ns.last(), Some(&pid), "{name}: copy {} has {ns:?}", c.root);
+        assert_eq!(
+            nspids(c.init).last(),
+            Some(&1),
+            "{name}: its init is not PID 1"
+        );
+        assert_eq!(
+            proc_stat(c.root).map(|s| s.1),
+            Some(c.init),
+            "{name}: parent"
+        );
+        namespaces.insert(std::fs::read_link(format!("/proc/{}/ns/pid", c.root)).ok());
+    }
+    assert_eq!(
+        namespaces.len(),
+        3,
+        "{name}: the copies share a PID namespace"
+    );
+    // Each goes on counting from the dump, on its own: writes are not shared.
+    for c in copies.iter_mut() {
+        ask_spawned(c, "tick", "count 4\n", 1);
+    }
+    for n in 5..=7 {
+        ask_spawned(&mut copies[0], "tick", &format!("count {n}\n"), 1);
+    }
+    ask_spawned(&mut copies[1], "tick", "count 5\n", 1);
+    for c in copies.iter_mut() {
+        ask_spawned(c, "sum", "sum ok\n", 1);
+    }
+    // Every page of the area read in each copy, yet shared: the template and the three
+    // copies map the same pages, so each copy's Pss is about a quarter of its Rss.
+    for c in &copies {
+        let (rss, pss) = biggest_area(c.root);
+        eprintln!("{name}: copy {}: area Rss {rss} KiB, Pss {pss} KiB", c.root);
+        assert!(
+            rss >= MIB << 10,
+            "{name}: the area is not all there ({rss} KiB)"
+        );
+        assert!(
+            pss * 3 < rss,
+            "{name}: copy {}: Pss {pss} KiB of Rss {rss} KiB: pages not shared",
+            c.root
+        );
+    }
+    compare_template_copy(name, &before, copies[2].root);
+    // The template's server dies: the copies run on.
+    assert!(send_signal(server, libc::SIGKILL));
+    let st = tpl.wait();
+    assert_eq!(
+        st.code(),
+        Some(1),
+        "{name}: the template's ckpt: {}",
+        tpl.stderr.text()
+    );
+    for c in copies.iter_mut() {
+        ask_spawned(c, "tick", "count", 1);
+        ask_spawned(c, "sum", "sum ok\n", 2);
+    }
+    // A copy asked for now: refused, nothing made.
+    let r = ctx.ckpt(&["spawn".as_ref(), sock.as_os_str()]);
+    r.assert_fails(1);
+    for mut c in copies {
+        c.ckpt.write_stdin(b"end\n");
+        c.ckpt.close_stdin();
+        let fin = c.ckpt.finish();
+        assert_eq!(fin.status.code(), Some(0), "{name}: {}", text(&fin.stderr));
+    }
+    nothing_left(name);
+}
+
+/// The oracle's comparison of a copy made by a template with the original, IDs as
+/// the copy's namespace sees them.
+fn compare_template_copy(name: &str, before: &oracle::Snapshot, root: i32) {
+    let after = oracle::Snapshot::take(root)
+        .moved(true)
+        .as_seen_levels_below(2);
+    oracle::assert_same_kernel_state(
+        name,
+        "a copy forked from a template (IDs as its namespace sees them)",
+        oracle::Cmp::Restored,
+        before,
+        &after,
+        &[
+            // its PID namespace is a child of the template's: NSpid has the ID in the
+            // template's namespace too (one more level than a plain --new-pidns copy)
+            "*.status.NSpid",
+            // its own PID namespace (below the template's), and the mount namespace
+            // its init made to mount that namespace's /proc; the descriptors' mounts
+            // are then those of another namespace
+            "*.ns.pid",
+            "*.ns.pid.parent",
+            "*.ns.pid_for_children",
+            "*.ns.mnt",
+            "*.mountinfo",
+            "*.fdinfo.mnt_id",
+        ],
+    );
+}
+
+/// A copy that fails at its last step before it runs leaves nothing (the template
+/// serves on); `--stop` ends the template, removing its socket; an image a fork
+/// could not copy faithfully is refused by name before anything is made.
+#[test]
+fn template_failures_leave_nothing() {
+    let name = "many_template_fail";
+    let ctx = Ctx::new(name);
+    let (img, _, _) = warmed_up(&ctx);
+    let (mut tpl, _, sock) = template(&ctx, &img, &[("CKPT_FAULT", "release the copy")]);
+    for _ in 0..2 {
+        let r = ctx.ckpt(&["spawn".as_ref(), sock.as_os_str()]);
+        r.assert_fails(1);
+        r.assert_stderr_mentions(&["release the copy"]);
+    }
+    // Only the template is left: its ckpt, its init, server and staged process.
+    let r = ctx.ckpt(&["spawn".as_ref(), "--stop".as_ref(), sock.as_os_str()]);
+    r.assert_ok();
+    let st = tpl.wait();
+    assert_eq!(st.code(), Some(0), "{name}: {}", tpl.stderr.text());
+    assert!(!sock.exists(), "{name}: the socket is left");
+    nothing_left(name);
+    // Without --new-pidns: bad usage.
+    let s = sock.to_str().unwrap_or_default();
+    let r = ctx.ckpt(&["restore", "--template", s, img.to_str().unwrap_or_default()]);
+    r.assert_fails(2);
+    // A descriptor that is not a standard one: refused by name, nothing made.
+    let null = std::fs::File::open("/dev/null").expect("open /dev/null");
+    use std::os::fd::AsRawFd;
+    let fd = null.as_raw_fd();
+    let spec = Spec::new(target("many"))
+        .arg("4")
+        .stdin(In::Pipe)
+        .keep_fd(fd)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    ctx.track(t.pid);
+    let img2 = ctx.path("many-fd.img");
+    ctx.try_dump(t.pid, &img2).assert_ok();
+    t.expect_killed();
+    let r = ctx.ckpt(&[
+        "restore",
+        "--template",
+        s,
+        "--new-pidns",
+        img2.to_str().unwrap_or_default(),
+    ]);
+    r.assert_fails(1);
+    r.assert_stderr_mentions(&[&format!("descriptor {fd}"), "open file description"]);
+    assert!(!sock.exists(), "{name}: a refused template made its socket");
+    nothing_left(name);
 }

@@ -235,6 +235,8 @@ pub mod nr {
     pub const PRLIMIT64: u64 = libc::SYS_prlimit64 as u64;
     pub const RT_TGSIGQUEUEINFO: u64 = libc::SYS_rt_tgsigqueueinfo as u64;
     pub const GETPID: u64 = libc::SYS_getpid as u64;
+    pub const MOUNT: u64 = libc::SYS_mount as u64;
+    pub const EXECVEAT: u64 = libc::SYS_execveat as u64;
     pub const MREMAP: u64 = libc::SYS_mremap as u64;
     pub const RESTART_SYSCALL: u64 = libc::SYS_restart_syscall as u64;
 }
@@ -728,6 +730,8 @@ mod nr_tests {
             (PRLIMIT64, 302),
             (RT_TGSIGQUEUEINFO, 297),
             (GETPID, 39),
+            (MOUNT, 165),
+            (EXECVEAT, 322),
             (MREMAP, 25),
             (RESTART_SYSCALL, 219),
         ];

@@ -335,6 +335,30 @@ without --detach, the restored root process's own exit status, or 128+N if a sig
 killed it\n  0  with --detach: the process runs (its PID is printed on standard output)\n  \
 1  nothing was restored (the source runs on)\n  2  bad usage")]
     Receive(ReceiveArgs),
+    /// Start a copy of the image a template (`ckpt restore --template SOCKET`) holds.
+    ///
+    /// The template forks its staged process into a new PID namespace (where the copy
+    /// has the image's PID, under an init of its own) and lets it run: its memory is
+    /// shared copy-on-write with the template and every other copy (a page is copied
+    /// only when one of them writes it), and its standard input, output and error are
+    /// ours. Without --detach, ckpt waits for the copy and exits with its status, as
+    /// `ckpt restore` does; the copy runs on if the template ends meanwhile.
+    #[command(
+        after_long_help = "OUTPUT:\n  --json prints one line once the copy runs: \
+{\"pid\", \"init\", \"ns_pid\", \"spawn_us\", \"request_us\"}: the copy's PID and its \
+init's as seen here, its PID in its namespace, the template's time from the request \
+to the copy's release, and ours from connecting to the answer. --detach alone prints \
+the copy's PID.\n\n\
+EXIT STATUS:\n  \
+without --detach, the copy's own exit status, or 128+N if a signal N killed it\n  \
+0  with --detach or --stop: done\n  \
+1  no copy was made (no template answers, or it failed: nothing of the copy is left)\n  \
+2  bad usage"
+    )]
+    Spawn(SpawnArgs),
+    /// The init of a copy's PID namespace (internal, executed by a template's fork).
+    #[command(hide = true, name = "copy-init")]
+    CopyInit { root: i32 },
     /// The holder of a tracked tree (internal, started by `dump --track`).
     #[command(hide = true, name = "track-hold")]
     TrackHold { spec: String },
@@ -548,6 +572,43 @@ struct RestoreArgs {
         conflicts_with = "new_tty"
     )]
     lazy: Option<LazyArg>,
+    /// Restore-many: stage the image once (everything but the point of no return: the
+    /// process fully built, its memory in place, collapsed into huge pages where its
+    /// areas allow), stopped, and serve copies of it to `ckpt spawn SOCKET` on the unix
+    /// socket SOCKET, each one a fork of the staged process that shares its memory
+    /// copy-on-write, in a PID namespace of its own (needs --new-pidns). Prints the
+    /// server's PID on standard output once it listens, and runs until `ckpt spawn
+    /// --stop SOCKET` or its own end (SIGTERM): the staged process is then killed and
+    /// SOCKET removed; the copies run on. Only single-process, single-threaded images
+    /// whose descriptors are standard ones connected outside (each copy gets its
+    /// `ckpt spawn`'s), without timers, pending signals, locked or wipe-on-fork
+    /// memory, shared mappings, seccomp or own namespaces; the rest is refused before
+    /// anything is made, naming the object.
+    #[arg(
+        long,
+        value_name = "SOCKET",
+        requires = "new_pidns",
+        conflicts_with_all = ["lazy", "new_tty", "detach", "pid_file"]
+    )]
+    template: Option<PathBuf>,
+}
+
+// The options of `ckpt spawn`.
+#[derive(clap::Args)]
+struct SpawnArgs {
+    /// The template's socket (`ckpt restore --template SOCKET`).
+    socket: PathBuf,
+    /// Return as soon as the copy runs instead of waiting for it; prints its PID
+    /// (unless --json).
+    #[arg(long)]
+    detach: bool,
+    /// Print the copy's PIDs and the times as one line of JSON once it runs.
+    #[arg(long)]
+    json: bool,
+    /// Stop the template instead: its staged process is killed and SOCKET removed
+    /// (copies made before run on).
+    #[arg(long, conflicts_with_all = ["detach", "json"])]
+    stop: bool,
 }
 
 /// `restore --lazy[=fill|touch]`.
@@ -804,6 +865,8 @@ pub fn main() -> i32 {
         Cmd::Migrate(a) => cmd_migrate(a),
         Cmd::Receive(a) => cmd_receive(a),
         Cmd::TrackHold { spec } => dump::track::hold_main(&spec),
+        Cmd::Spawn(a) => cmd_spawn(a),
+        Cmd::CopyInit { root } => restore::template::copy_init(root),
         Cmd::Demo => demo::run(),
         Cmd::DemoWorkload { steps } => demo::workload(steps),
     }
@@ -932,6 +995,7 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
         new_tty,
         parent,
         lazy,
+        template,
     } = a;
     let lazy = lazy.map(|l| match l {
         LazyArg::Fill => restore::LazyMode::Fill,
@@ -1023,6 +1087,19 @@ fn cmd_restore(a: RestoreArgs) -> i32 {
         None
     };
     ckpt::error::time_mark("restore: lazy index read");
+    if let Some(socket) = template {
+        return match prepared.launch_template(&socket) {
+            Ok(t) => {
+                println!("{}", t.server);
+                let _ = io::stdout().flush();
+                match t.wait() {
+                    Ok(()) => 0,
+                    Err(e) => err(e),
+                }
+            }
+            Err(e) => err(e),
+        };
+    }
     let launched = match prepared.launch(new_pidns) {
         Ok(l) => l,
         // The conventional status of a program ended by that signal.
@@ -1139,6 +1216,42 @@ fn write_pid_file(pid_file: Option<&std::path::Path>, pid: i32) {
 /// The end of a restore: write the restored root's PID to the pid file; with
 /// `--detach` print it and return, else wait for the tree (the root, or the init of its
 /// new PID namespace, which exits with the root's status) and exit as it did.
+fn cmd_spawn(a: SpawnArgs) -> i32 {
+    if a.stop {
+        return match restore::template::stop(&a.socket) {
+            Ok(()) => 0,
+            Err(e) => err(e),
+        };
+    }
+    let s = match restore::template::spawn(&a.socket) {
+        Ok(s) => s,
+        Err(e) => return err(e),
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "pid": s.pid,
+                "init": s.init,
+                "ns_pid": s.ns_pid,
+                "spawn_us": s.spawn_us,
+                "request_us": s.request_us,
+            })
+        );
+    } else if a.detach {
+        println!("{}", s.pid);
+    }
+    let _ = io::stdout().flush();
+    if a.detach {
+        return 0;
+    }
+    host::ignore_keyboard_signals();
+    match s.wait() {
+        Ok(status) => restore::exit_code(status),
+        Err(e) => err(e),
+    }
+}
+
 fn detach_or_wait(
     launched: restore::Launched,
     pid_file: Option<&std::path::Path>,

@@ -15,6 +15,7 @@ pub(crate) mod pidns;
 pub(crate) mod plan;
 pub(crate) mod source;
 pub(crate) mod stage;
+pub mod template;
 
 use std::io::Read;
 use std::time::{Duration, Instant};

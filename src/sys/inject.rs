@@ -364,6 +364,17 @@ impl Injector {
         }
     }
 
+    /// Let the task go into syscall `nr` (one that replaces its program, `execveat`):
+    /// its registers are set for the call at the gadget and it is detached, so it runs
+    /// the call on its own. Should the call fail, it returns to the breakpoint after the
+    /// gadget, untraced, and dies of the SIGTRAP.
+    pub fn release_into(&mut self, nr: u64, args: [u64; 6]) -> Result<()> {
+        let mut regs = self.base;
+        arch::native::set_syscall(&mut regs, self.gadget, nr, &args);
+        ptrace::set_regs(self.pid, &regs)?;
+        ptrace::detach(self.pid, 0)
+    }
+
     /// Run syscall `nr`; a negative result becomes an error naming `what`.
     pub fn call(&mut self, what: &str, nr: u64, args: [u64; 6]) -> Result<u64> {
         Ok(checked(what, self.raw(nr, args)?)? as u64)

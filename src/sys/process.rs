@@ -754,6 +754,47 @@ pub fn fork_into_new_pid_namespace() -> Result<Option<i32>> {
     Ok(None)
 }
 
+/// Fork a child of ours (`restore --template`: the template's server below the init of
+/// its PID namespace). Returns `Ok(Some(child))` in the parent and `Ok(None)` in the
+/// child.
+///
+/// Must be called while this process is single-threaded.
+pub fn fork_child() -> Result<Option<i32>> {
+    // SAFETY: the caller guarantees a single-threaded process, so the child's copy of
+    // every lock and of the allocator is consistent and it may go on running Rust code.
+    let pid = unsafe { libc::fork() };
+    check(pid as libc::c_long, || "fork".into())?;
+    Ok((pid > 0).then_some(pid))
+}
+
+/// Point descriptors 0-2 of this process at /dev/null (a helper that must not hold
+/// its caller's terminal or pipes open).
+pub fn stdio_to_null() -> Result<()> {
+    use std::os::fd::AsFd;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| SysError::io("open /dev/null", e))?;
+    for n in 0..3 {
+        // SAFETY: dup2 onto 0-2 replaces what they held; no Rust object owns 0-2.
+        let r = unsafe { libc::dup2(null.as_fd().as_raw_fd(), n) };
+        check(r as libc::c_long, || format!("dup2 onto {n}"))?;
+    }
+    Ok(())
+}
+
+/// The PID that pidfd `fd` names, as our /proc sees it (its fdinfo's "Pid:"; -1 once
+/// reaped, 0 outside our namespace).
+pub fn pidfd_pid(fd: BorrowedFd<'_>) -> Result<i32> {
+    let path = format!("/proc/self/fdinfo/{}", fd.as_raw_fd());
+    let text = std::fs::read_to_string(&path).map_err(|e| SysError::io(path.clone(), e))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| SysError::Other(format!("{path} tells no PID")))
+}
+
 /// Give this process a private mount namespace with a fresh /proc, so that /proc/PID
 /// means PIDs of the PID namespace it lives in (for ckpt and for what it restores).
 pub fn mount_own_proc() -> Result<()> {

@@ -11,7 +11,7 @@ pub(super) fn sigbit(sig: i32) -> u64 {
 /// Whether injected calls may stop on the helper area's breakpoint: not if a process of
 /// the image ignores SIGTRAP (see `Injector::trap_after`), has one pending (it is queued
 /// during stage, when SIGTRAP is not blocked) or a timer that sends one.
-pub(super) fn trap_mode(procs: &[Process]) -> bool {
+pub(crate) fn trap_mode(procs: &[Process]) -> bool {
     let trap = libc::SIGTRAP as u32;
     !procs.iter().any(|p| {
         p.sigactions

@@ -15,6 +15,7 @@ mod stub;
 
 use build::*;
 pub use commit::commit;
+pub(crate) use commit::trap_mode;
 use commit::*;
 use stub::*;
 pub use stub::{RootStub, Stub};
@@ -60,6 +61,13 @@ pub struct Staged {
     pub(crate) forking: std::time::Duration,
     /// The release gate of each process (zombies have none), if the threads wait on it.
     gates: Option<Vec<Option<Gate>>>,
+}
+
+impl Staged {
+    /// The helper area's address (the same in every process of the tree).
+    pub(crate) fn stub_addr(&self) -> u64 {
+        self.stub_addr
+    }
 }
 
 /// Create the stub tree and build every process in it (everything but commit).

@@ -216,9 +216,16 @@ impl Snapshot {
     /// (the root's parent) by `outside`: what two runs of one tree in two PID namespaces
     /// have in common, for a tree restored into a new namespace with the same IDs inside.
     pub fn as_seen_in_its_pid_namespace(&self) -> Snapshot {
-        // (The ID one level below ours: a process of a namespace nested inside the tree
-        // has more, which stay as they are.)
-        let level = harness_pidns_levels();
+        self.as_seen_levels_below(1)
+    }
+
+    /// [`Snapshot::as_seen_in_its_pid_namespace`] for a tree `depth` PID namespaces
+    /// below the harness's (a copy forked from a template: 2, its namespace being a
+    /// child of the template's).
+    pub fn as_seen_levels_below(&self, depth: usize) -> Snapshot {
+        // (The ID `depth` levels below ours: a process of a namespace nested inside the
+        // tree has more, which stay as they are.)
+        let level = harness_pidns_levels() + depth.saturating_sub(1);
         let inner = |v: &str| {
             v.split_whitespace()
                 .nth(level)
