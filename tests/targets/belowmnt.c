@@ -122,9 +122,11 @@ static void check(struct rep *r, int want_apart)
 		answer(r, "%s=ok\n", r->name);
 }
 
-/* Count and answer reports until the root says exit. */
+/* Count and answer reports (each after the next count, so that it shows the counting
+ * went on) until the root says exit. */
 static void serve(struct rep *r, int want_apart)
 {
+	int pending = 0;
 	answer(r, "ready\n");
 	for (;;) {
 		struct pollfd p[2] = { { r->cmd[0], POLLIN, 0 }, { life[0], POLLIN, 0 } };
@@ -142,11 +144,14 @@ static void serve(struct rep *r, int want_apart)
 			if (k <= 0 && !(k < 0 && errno == EINTR))
 				_exit(0);
 			if (k == 1)
-				check(r, want_apart);
+				pending = 1;
 			continue;
 		}
 		count++;
 		write_count(r->name);
+		if (pending)
+			check(r, want_apart);
+		pending = 0;
 	}
 }
 
