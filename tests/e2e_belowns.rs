@@ -514,36 +514,3 @@ fn unix_socket_in_a_network_namespace_made_below_the_root_is_refused() {
     t.close_stdin();
     assert_eq!(t.finish().status.code(), Some(0));
 }
-
-/// A mount namespace a process below the root made is refused at dump (not restored
-/// yet), naming the process and the kind; the tree runs on.
-#[test]
-fn mount_namespace_made_below_the_root_is_refused() {
-    let name = "mount_namespace_made_below_the_root_is_refused";
-    let ctx = Ctx::new(name);
-    let unshare = PathBuf::from("/usr/bin/unshare");
-    assert!(unshare.exists(), "needs unshare(1) (util-linux)");
-    let spec = Spec::new("/bin/sh").arg("-c").arg(format!(
-        "{} --mount --propagation private sleep 600 & echo started; wait",
-        unshare.display()
-    ));
-    let mut t = ctx.spawn(&spec);
-    t.wait_lines(1);
-    let tree = wait_process_tree(t.pid, 2, name);
-    let deadline = std::time::Instant::now() + timeout();
-    while ns(tree[1], "mnt") == ns(t.pid, "mnt") {
-        assert!(std::time::Instant::now() < deadline, "unshare never ran");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let r = ctx.try_dump(t.pid, &ctx.path("mnt.img"));
-    r.assert_fails(1);
-    assert!(
-        r.stderr.contains(&format!("{}", tree[1])) && r.stderr.contains("mount namespace"),
-        "dump of a tree whose child made a mount namespace: {}",
-        r.stderr
-    );
-    for &p in &tree {
-        assert_running_untraced(p, "after the refused dump");
-    }
-    t.kill();
-}

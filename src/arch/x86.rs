@@ -225,6 +225,7 @@ pub mod nr {
     pub const MLOCK: u64 = libc::SYS_mlock as u64;
     pub const MLOCK2: u64 = libc::SYS_mlock2 as u64;
     pub const FCHDIR: u64 = libc::SYS_fchdir as u64;
+    pub const CHDIR: u64 = libc::SYS_chdir as u64;
     pub const UMASK: u64 = libc::SYS_umask as u64;
     pub const SETRESUID: u64 = libc::SYS_setresuid as u64;
     pub const SETRESGID: u64 = libc::SYS_setresgid as u64;
@@ -720,6 +721,7 @@ mod nr_tests {
             (MLOCK, 149),
             (MLOCK2, 325),
             (FCHDIR, 81),
+            (CHDIR, 80),
             (UMASK, 95),
             (SETRESUID, 117),
             (SETRESGID, 119),

@@ -199,7 +199,11 @@ fn check_host_files(
     held: &Held,
     problems: &mut Vec<Problem>,
 ) {
-    attrs::check_dirs(files, proc_, problems);
+    // (In a mount namespace a process below the root made, they are looked up there,
+    // once it is built: `attrs::set_cwd_root`.)
+    if !crate::kinds::ns::mnt_below_root(image.procs, proc_) {
+        attrs::check_dirs(files, proc_, problems);
+    }
     if let Some(exe) = &proc_.mm.exe {
         fd::file::check_file(files, exe, "executable", problems);
     }

@@ -57,6 +57,13 @@ pub fn clone_flag(kind: &str) -> Option<libc::c_int> {
     }
 }
 
+/// The calling thread's namespace of kind `kind`, opened (/proc/thread-self/ns/KIND):
+/// it lasts while the descriptor is open, after the thread ends.
+pub fn open_thread_ns(kind: &str) -> Result<fs::File> {
+    let p = format!("/proc/thread-self/ns/{kind}");
+    fs::File::open(&p).map_err(|e| SysError::io(format!("open {p}"), e))
+}
+
 /// The kind of namespace (`clone_flag`'s CLONE_NEW* flag) of the namespace file at
 /// `path` (/proc/PID/ns/KIND, or a bind mount of one), kept open for [`join_file`].
 pub fn open_ns_file(path: &std::path::Path) -> Result<(fs::File, libc::c_int)> {

@@ -134,6 +134,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("nsmixed", "nsmixed.c", &[]),
     // tests/e2e_belowns.rs: network, IPC, time and cgroup namespaces made below the root
     ("belowns", "belowns.c", &[]),
+    // tests/e2e_belowmnt.rs: a mount namespace made below the root
+    ("belowmnt", "belowmnt.c", &[]),
     // tests/e2e_userns.rs: a user namespace of the tree's own
     ("userns", "userns.c", &["-pthread"]),
     // tests/e2e_userns_more.rs: with cgroup and time namespaces, threads

@@ -156,11 +156,79 @@ pub(crate) fn enter_new(
     if pidns_init {
         crate::kinds::ns::check_joins(ckpt, joins, &mut problems);
     }
-    let same_boot = !ckpt.info.boot_id.is_empty() && ckpt.info.boot_id == sys::process::boot_id();
     if !problems.is_empty() {
         return Err(RestoreError::Problems(problems));
     }
     crate::error::fault_point("create the tree's mount namespace")?;
+    let how = How {
+        pidns_init,
+        sibling,
+        below: false,
+    };
+    build(ckpt, tree, how, joins, cgroup_root, cgroups)
+}
+
+/// What [`build`] makes besides the mounts: the init of the tree's PID namespace and
+/// the tree's other namespaces first (`pidns_init`, see [`enter_new`]), the init a child
+/// of our parent (`sibling`); `below`: the namespace is one a process below the root
+/// made ([`make_below`]: nothing but its mounts, no terminal of the tree's).
+#[derive(Clone, Copy)]
+struct How {
+    pidns_init: bool,
+    sibling: bool,
+    below: bool,
+}
+
+/// Build the mount namespace of a process below the tree's root, `tree` (the image's
+/// record of it: `kinds::mnt::below` checked at dump that it was made in ckpt's mount,
+/// user and PID namespaces), on a thread of ckpt's own, as [`enter_new`] builds the
+/// tree's (its external sources checked first; a cgroup mount's cgroup made again
+/// into `cgroups`, below `cgroup_root` if given); returns the namespace (a descriptor
+/// of it: the thread that built it ended), for the process's stub to join. A failure
+/// leaves nothing: the thread's namespace ended with it, the staging tmpfs with it.
+pub(crate) fn make_below(
+    ckpt: &Checkpoint,
+    tree: &MountTree,
+    cgroup_root: Option<&str>,
+    cgroups: &mut crate::kinds::cgroup::MadeCgroups,
+) -> RestoreResult<std::fs::File> {
+    crate::error::fault_point("make a mount namespace a process below the root made")?;
+    let how = How {
+        pidns_init: false,
+        sibling: false,
+        below: true,
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| -> RestoreResult<std::fs::File> {
+            // (unshare(CLONE_NEWNS) gives this thread a file system context of its own
+            // first: ckpt's other threads stay where they are.)
+            build(ckpt, tree, how, &[], cgroup_root, cgroups)?;
+            Ok(sys::ns::open_thread_ns("mnt")?)
+        })
+        .join()
+        .map_err(|_| {
+            RestoreError::Reported("the thread building a mount namespace panicked".into())
+        })?
+    })
+}
+
+/// Build the mount namespace `tree` (the tree's own, or one a process below its root
+/// made: `how`) on the calling thread, and move that thread into it, at its root.
+fn build(
+    ckpt: &Checkpoint,
+    tree: &MountTree,
+    how: How,
+    joins: &[(String, std::path::PathBuf)],
+    cgroup_root: Option<&str>,
+    cgroups: &mut crate::kinds::cgroup::MadeCgroups,
+) -> RestoreResult<Entered> {
+    let How {
+        pidns_init,
+        sibling,
+        below,
+    } = how;
+    let mut problems = Vec::new();
+    let same_boot = !ckpt.info.boot_id.is_empty() && ckpt.info.boot_id == sys::process::boot_id();
     // ckpt's working directory stays where it was (the host's, detached below), for
     // the relative paths of its command line.
     let cwd = sys::mount::open_path(b".")?;
@@ -307,7 +375,11 @@ pub(crate) fn enter_new(
                     sys::mount::write_files(target, files)?;
                 }
                 // The tree's terminal, before binds of it (/dev/console) are made.
-                if let Some(index) = crate::kinds::fd::tty::console_in(ckpt, m) {
+                let index = match below {
+                    true => None,
+                    false => crate::kinds::fd::tty::console_in(ckpt, m),
+                };
+                if let Some(index) = index {
                     if console.borrow().is_none() {
                         let c = crate::kinds::fd::tty::make_console(target, index)?;
                         *console.borrow_mut() = Some(c);

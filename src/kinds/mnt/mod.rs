@@ -31,10 +31,16 @@
 //! detaches the host's mounts), then their propagation. A failed restore leaves nothing
 //! on the host: the namespace ends with ckpt and the processes started in it.
 //!
+//! A mount namespace a process below the tree's root made is recorded the same way and
+//! built by the same builder, on a thread of ckpt's, for that process's stub to join
+//! ([`below`]: what dump refuses of it, and how restore makes it).
+//!
 //! The files: [`collect`] reads the mounts at dump, [`checks`] checks an image's tree at
 //! plan, [`external`] finds the external mounts' sources again, [`build`] makes the
-//! namespace at restore; [`prop`] is the mounts' propagation (dump and restore).
+//! namespace at restore; [`prop`] is the mounts' propagation (dump and restore);
+//! [`below`] a namespace a process below the root made.
 
+mod below;
 mod build;
 mod checks;
 mod collect;
@@ -43,7 +49,8 @@ mod prop;
 
 use crate::model::{Checkpoint, MountTree};
 
-pub(crate) use build::{PidnsInit, enter_new, unstack_proc};
+pub(crate) use below::check_below;
+pub(crate) use build::{PidnsInit, enter_new, make_below, unstack_proc};
 pub(crate) use checks::{
     check_tree, external_points, fresh_devs, manifest, own_cgroup_mount_sources,
 };

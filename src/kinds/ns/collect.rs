@@ -107,7 +107,7 @@ pub(crate) fn collect(
             per_proc[i].push((kind.to_string(), ino));
         }
         all.extend(child_namespaces(
-            pids, &per_proc, kind, root_ns, own, &tree_user,
+            pids, &per_proc, kind, root_ns, ckpts, &tree_user,
         )?);
         if root_ns == own {
             all.push(Namespace {
@@ -182,9 +182,10 @@ fn child_namespaces(
     per_proc: &[Vec<(String, u64)>],
     kind: &str,
     root_ns: u64,
-    own: u64,
+    ckpts: &OwnNamespaces,
     tree_user: &TreeUser,
 ) -> DumpResult<Vec<Namespace>> {
+    let own = ckpts.get(kind).copied().unwrap_or(0);
     let ino_of = |i: usize| per_proc[i].iter().find(|(k, _)| k == kind).map(|(_, n)| *n);
     let mut made: BTreeMap<u64, i32> = BTreeMap::new();
     for (i, &(pid, live)) in pids.iter().enumerate() {
@@ -233,6 +234,15 @@ fn child_namespaces(
                     title(kind)
                 ),
             });
+        }
+        if kind == "mnt" {
+            let members: Vec<i32> = pids
+                .iter()
+                .enumerate()
+                .filter(|&(i, &(_, live))| live && ino_of(i) == Some(ino))
+                .map(|(_, &(p, _))| p)
+                .collect();
+            crate::kinds::mnt::check_below(pid, ino, root_ns, ckpts, &members)?;
         }
         out.push(own_namespace(pid, kind, ino, tree_user, true)?);
     }

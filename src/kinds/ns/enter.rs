@@ -28,6 +28,8 @@ pub(crate) fn enter_child_namespaces(
 ) -> crate::error::RestoreResult<()> {
     use std::os::fd::AsRawFd;
     let p = cx.proc_;
+    let (cgroup_root, made_cgroups) = cgroups;
+    enter_below_mnt(cx, ckpt, parent, cgroup_root, made_cgroups)?;
     let mut flags = 0;
     let mut made = Vec::new();
     for (kind, inode) in &p.namespaces {
@@ -35,6 +37,7 @@ pub(crate) fn enter_child_namespaces(
             || !MIXABLE.contains(&kind.as_str())
             || kind == "user"
             || kind == "time"
+            || kind == "mnt"
         {
             continue;
         }
@@ -70,7 +73,6 @@ pub(crate) fn enter_child_namespaces(
     }
     crate::error::fault_point("make a namespace a process below the root made")?;
     // A cgroup namespace is rooted where its maker is when it makes it.
-    let (cgroup_root, made_cgroups) = cgroups;
     for c in made.iter().filter_map(|n| n.cgroup.as_ref()) {
         for d in crate::kinds::cgroup::namespace_roots(&c.roots, cgroup_root, made_cgroups)? {
             sys::cgroup::move_into(&d, p.pid)?;
@@ -98,6 +100,48 @@ pub(crate) fn enter_child_namespaces(
             sys::ns::inside(p.pid, &["net"], || Ok(set_up_net(n)))??;
         }
     }
+    Ok(())
+}
+
+/// In the stub of process `cx.proc_` (just forked from `parent`): if it made a mount
+/// namespace (below the tree's root), build it on a thread of ckpt's
+/// (`kinds::mnt::make_below`, its cgroup mounts' cgroups made into `made_cgroups`,
+/// below `cgroup_root`) and join it there (its descriptor taken from ckpt, injected
+/// `setns`): its root and working directory are the namespace's root until
+/// `attrs::set_cwd_root` looks its own up there; its children are forked in it.
+fn enter_below_mnt(
+    cx: &mut crate::remote::Ctx<'_>,
+    ckpt: &Checkpoint,
+    parent: &crate::model::Process,
+    cgroup_root: Option<&str>,
+    made_cgroups: &mut crate::kinds::cgroup::MadeCgroups,
+) -> crate::error::RestoreResult<()> {
+    use std::os::fd::AsRawFd;
+    let mine = super::inode_of(cx.proc_, "mnt");
+    if mine.is_none() || mine == super::inode_of(parent, "mnt") {
+        return Ok(());
+    }
+    let Some(tree) = ckpt
+        .namespaces
+        .iter()
+        .find(|n| n.kind == "mnt" && Some(n.inode) == mine && !n.external)
+        .and_then(|n| n.mounts.as_ref())
+    else {
+        return Ok(());
+    };
+    let ns = crate::kinds::mnt::make_below(ckpt, tree, cgroup_root, made_cgroups)?;
+    let fd = crate::remote::take_remote_fd(
+        cx,
+        std::process::id() as i32,
+        ns.as_raw_fd() as u64,
+        "take a mount namespace made below the root",
+    )?;
+    cx.call(
+        "setns (a mount namespace a process below the root made)",
+        crate::arch::native::nr::SETNS,
+        [fd, libc::CLONE_NEWNS as u64, 0, 0, 0, 0],
+    )?;
+    cx.call("close", crate::arch::native::nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
     Ok(())
 }
 

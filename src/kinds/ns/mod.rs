@@ -12,7 +12,8 @@
 //! addresses, and the network settings of /proc/sys/net that differ from a new
 //! namespace's; every socket of the tree is made again inside it) and cgroup (rooted
 //! at the same cgroups, see `kinds::cgroup`); a mount namespace is built by
-//! `kinds::mnt`, before plan, a user namespace (and the namespaces it owns) by
+//! `kinds::mnt`, before plan (one a process below the root made: in its stub,
+//! `kinds::mnt::below`), a user namespace (and the namespaces it owns) by
 //! `kinds::userns`. Everything else is refused at dump, naming the process and the
 //! namespace: a namespace of the tree's own that another user namespace than the
 //! tree's owns, a network namespace with
@@ -34,7 +35,9 @@ use crate::model::{Checkpoint, Namespace, Process};
 
 pub use checks::manifest;
 pub(crate) use checks::{check_joins, check_namespaces};
-pub(crate) use collect::{collect_into, join_own_ipc, join_tree_net, made_outside, own_namespaces};
+pub(crate) use collect::{
+    OwnNamespaces, collect_into, join_own_ipc, join_tree_net, made_outside, own_namespaces,
+};
 pub(crate) use enter::{enter_child_namespaces, enter_new, make_time_for_children};
 
 /// The kinds of namespace recorded (as in /proc/PID/ns/), PID namespaces aside.
@@ -49,8 +52,9 @@ pub(crate) const RESTORED: [&str; 7] = ["uts", "ipc", "time", "net", "cgroup", "
 /// the stub joins it then; a user namespace is made beforehand and joined by each of
 /// its processes at the credentials step: `kinds::userns`). A time namespace is the
 /// one a process made for its children (`unshare(CLONE_NEWTIME)` leaves the caller
-/// where it was): its parent's stub makes it before it forks the first of them.
-pub(crate) const MIXABLE: [&str; 6] = ["uts", "user", "ipc", "net", "cgroup", "time"];
+/// where it was): its parent's stub makes it before it forks the first of them. A mount
+/// namespace is built on a thread of ckpt's and joined by the stub (`kinds::mnt::below`).
+pub(crate) const MIXABLE: [&str; 7] = ["uts", "user", "ipc", "net", "cgroup", "time", "mnt"];
 
 /// Of [`MIXABLE`], the kinds a process below the root may have made in a user namespace
 /// of the tree's (made beforehand owned by it, `kinds::userns::make_below`); the others
@@ -180,6 +184,15 @@ pub(crate) fn below_ipc(ckpt: &Checkpoint) -> Vec<(&Namespace, Vec<&Process>)> {
             (n, procs)
         })
         .collect()
+}
+
+/// Whether process `p` of `procs` (the root first) is in another mount namespace than
+/// the root: one a process below the root made (`kinds::mnt::below`; the root's is then
+/// ckpt's), where paths (its working and root directories) are looked up in it.
+pub(crate) fn mnt_below_root(procs: &[Process], p: &Process) -> bool {
+    let root = procs.first().and_then(|r| inode_of(r, "mnt"));
+    let mine = inode_of(p, "mnt");
+    mine.is_some() && root.is_some() && mine != root
 }
 
 /// The TCP connections of the image that the dump locked (`sys::netlock`): none when

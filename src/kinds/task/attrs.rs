@@ -498,9 +498,28 @@ fn held_one(cx: &mut Ctx<'_>, files: &FileData, path: &[u8], flags: i32) -> Rest
 }
 
 /// Working directory and root directory, after the descriptors: the directories plan
-/// held (`files.held`), never looked up by path again.
-pub(crate) fn set_cwd_root(cx: &mut Ctx<'_>, files: &FileData) -> RestoreResult<()> {
+/// held (`files.held`), never looked up by path again; or, `by_path`, for a process in a
+/// mount namespace a process below the root made (`kinds::mnt::below`; its stub is in
+/// it), their paths looked up there by the stub (chdir, chroot).
+pub(crate) fn set_cwd_root(cx: &mut Ctx<'_>, files: &FileData, by_path: bool) -> RestoreResult<()> {
     let proc_ = cx.proc_;
+    if by_path {
+        let a = cx.put_cstr(0, &proc_.cwd)?;
+        cx.call(
+            "chdir (in its mount namespace)",
+            nr::CHDIR,
+            [a, 0, 0, 0, 0, 0],
+        )?;
+        if proc_.root != b"/" {
+            let a = cx.put_cstr(0, &proc_.root)?;
+            cx.call(
+                "chroot (in its mount namespace)",
+                nr::CHROOT,
+                [a, 0, 0, 0, 0, 0],
+            )?;
+        }
+        return Ok(());
+    }
     // A removed one was made again for an instant (`file::alias_unlinked`): held under
     // its name " (deleted)".
     let key = |path: &[u8], removed: &Option<crate::model::FileId>| match removed {

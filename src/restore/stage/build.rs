@@ -155,7 +155,8 @@ pub(super) fn build_process(
     // Shared working and root directories once, by their last sharer (the others'
     // steps above use paths from the host's root).
     if share::restores_fs(&plan.ckpt.processes, cx.proc_.pid) {
-        attrs::set_cwd_root(cx, &sh.files)?;
+        let by_path = crate::kinds::ns::mnt_below_root(&plan.ckpt.processes, cx.proc_);
+        attrs::set_cwd_root(cx, &sh.files, by_path)?;
     }
     lock::restore_locks(cx)?;
     attrs::restore_attrs(cx)?;

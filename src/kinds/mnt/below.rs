@@ -1,0 +1,186 @@
+//! A mount namespace a process below the tree's root made for itself and its children
+//! (`unshare -m cmd`, a sandboxed helper): dump checks what restore can make again of
+//! it ([`check_below`]); restore builds it on a thread of ckpt's own ([`make_below`],
+//! with `build`'s builder) and the process's stub joins it before its children are
+//! forked (`kinds::ns::enter_child_namespaces`).
+//!
+//! Restored: one made in ckpt's mount, user and PID namespaces (the tree's root in
+//! ckpt's mount namespace), its mounts copied from the parent's private ones or made
+//! inside it (tmpfs with their files, binds of host directories, propagation between
+//! its own mounts); the working and root directories of its processes, looked up in it
+//! by path. Refused, naming the process: one nested in a mount namespace of the tree's
+//! (its root's, or another one made below the root), one made in another user or PID
+//! namespace, mounts in a peer group of the namespace it was copied from (restore does
+//! not rebuild propagation between two namespaces), and files its processes hold open
+//! or map that ckpt would not find again at the same path from the host (on a file
+//! system of the namespace's own, or bound elsewhere).
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+
+use crate::error::{DumpError, DumpResult};
+use crate::sys;
+
+// ---- collect (dump) ----
+
+/// Checks, at dump, the mount namespace `mnt:[ino]` process `pid` made below the tree's
+/// root (whose own is `root_mnt`; ckpt's namespaces are `ckpts`), `members` the
+/// processes of the tree in it; refuses what restore cannot make again (see the
+/// module's comment), naming the process.
+pub(crate) fn check_below(
+    pid: i32,
+    ino: u64,
+    root_mnt: u64,
+    ckpts: &crate::kinds::ns::OwnNamespaces,
+    members: &[i32],
+) -> DumpResult<()> {
+    let refuse = |pid: i32, why: String| Err(DumpError::Unsupported { pid, why });
+    let ckpt_ns = |kind: &str| ckpts.get(kind).copied().unwrap_or(0);
+    if root_mnt != ckpt_ns("mnt") {
+        return refuse(
+            pid,
+            format!(
+                "it made a mount namespace (mnt:[{ino}]) while the tree's root is in a \
+                 mount namespace of the tree's own (mnt:[{root_mnt}]); mount namespaces \
+                 nested in the tree's are not restored yet"
+            ),
+        );
+    }
+    for kind in ["user", "pid"] {
+        let mine = sys::ns::inode(pid, kind)?;
+        // (ckpt's PID namespace is not among those read at the start: it never joins
+        // another.)
+        let ckpts = match kind {
+            "pid" => sys::ns::inode(0, "pid")?,
+            _ => ckpt_ns(kind),
+        };
+        if mine != ckpts {
+            return refuse(
+                pid,
+                format!(
+                    "it made a mount namespace (mnt:[{ino}]) in a {kind} namespace \
+                     ({kind}:[{mine}]) other than ckpt's ({kind}:[{ckpts}]); a mount namespace \
+                     made below the root is restored only in ckpt's user and PID \
+                     namespaces yet"
+                ),
+            );
+        }
+    }
+    let ppid = sys::proc::status(pid)?.ppid;
+    let lines = sys::mount::mountinfo(pid)?;
+    let parents = sys::mount::mountinfo(ppid)?;
+    let theirs: BTreeSet<&str> = parents
+        .iter()
+        .flat_map(|l| &l.optional)
+        .filter_map(|o| o.strip_prefix("shared:"))
+        .collect();
+    for l in &lines {
+        let group = l
+            .optional
+            .iter()
+            .filter_map(|o| o.strip_prefix("shared:"))
+            .find(|g| theirs.contains(g));
+        if let Some(g) = group {
+            return refuse(
+                pid,
+                format!(
+                    "its mount namespace (mnt:[{ino}]) has {} mounted on {} in peer group \
+                     {g} with mounts of the namespace it was copied from (its parent's, \
+                     PID {ppid}): unshare(CLONE_NEWNS) keeps shared mounts shared with \
+                     their copies (unshare -m --propagation unchanged); propagation \
+                     between two namespaces is not restored yet (make them private: \
+                     unshare -m --propagation private, or mount --make-rprivate /)",
+                    l.fstype,
+                    String::from_utf8_lossy(&l.point)
+                ),
+            );
+        }
+    }
+    let parent_mnt = sys::ns::inode(ppid, "mnt")?;
+    if parent_mnt != ckpt_ns("mnt") {
+        return refuse(
+            pid,
+            format!(
+                "it made a mount namespace (mnt:[{ino}]) inside another one a process of \
+                 the tree made (mnt:[{parent_mnt}], its parent's, PID {ppid}); mount \
+                 namespaces nested two deep are not restored yet"
+            ),
+        );
+    }
+    // The devices of file systems only the namespace has: nothing on them is found
+    // from the host.
+    let host = sys::mount::mountinfo(0)?;
+    let host_devs: BTreeSet<u64> = host.iter().map(|l| l.dev()).collect();
+    let own_devs: BTreeSet<u64> = lines
+        .iter()
+        .map(|l| l.dev())
+        .filter(|d| !host_devs.contains(d))
+        .collect();
+    for &m in members {
+        check_files(m, ino, &own_devs)?;
+    }
+    Ok(())
+}
+
+/// The files process `pid` (in the mount namespace `mnt:[ino]` a process below the root
+/// made, whose own file systems are `own_devs`) holds open or maps are found again at
+/// their paths from the host, which is where plan opens them; its working and root
+/// directories (looked up in the namespace at restore) are not removed.
+fn check_files(pid: i32, ino: u64, own_devs: &BTreeSet<u64>) -> DumpResult<()> {
+    let refuse = |what: String, why: &str| {
+        Err(DumpError::Unsupported {
+            pid,
+            why: format!(
+                "{what}, in the mount namespace mnt:[{ino}] a process below the tree's \
+                 root made, {why}; only files found at the same path from the host are \
+                 restored there yet"
+            ),
+        })
+    };
+    for (name, what) in [("cwd", "working directory"), ("root", "root directory")] {
+        let p = sys::proc::readlink(&format!("/proc/{pid}/{name}"))?;
+        if p.ends_with(b" (deleted)") {
+            return refuse(
+                format!("its {what} {}", String::from_utf8_lossy(&p)),
+                "was removed",
+            );
+        }
+    }
+    let mut held = Vec::new();
+    for fd in sys::proc::fds(pid)? {
+        let link = format!("/proc/{pid}/fd/{fd}");
+        // (Gone since it was listed: nothing to find again.)
+        let Ok(path) = sys::proc::readlink(&link) else {
+            continue;
+        };
+        if path.first() != Some(&b'/') {
+            continue;
+        }
+        let Ok(f) = sys::proc::file_id(std::path::Path::new(&link), &path) else {
+            continue;
+        };
+        held.push((format!("its descriptor {fd}"), path, f.dev, f.ino));
+    }
+    for m in sys::proc::maps(pid)? {
+        if m.inode != 0 && m.path.first() == Some(&b'/') {
+            let dev = libc::makedev(m.dev_major, m.dev_minor);
+            held.push(("its memory mapping of".into(), m.path, dev, m.inode));
+        }
+    }
+    for (what, path, dev, ino) in held {
+        let shown = format!("{what} {}", String::from_utf8_lossy(&path));
+        if own_devs.contains(&dev) {
+            return refuse(shown, "is on a file system of that namespace's own");
+        }
+        // (A removed file, a memfd, a System V segment: not looked up by path.)
+        if path.ends_with(b" (deleted)") {
+            continue;
+        }
+        let os = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&path);
+        let same = std::fs::metadata(os).is_ok_and(|h| h.dev() == dev && h.ino() == ino);
+        if !same {
+            return refuse(shown, "is another file at that path from the host");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! A mount namespace a process below the tree's root made (issue 15): the child of the
+//! root calls unshare(CLONE_NEWNS), makes its copy's mounts private, mounts a tmpfs with
+//! files, binds a host directory into it, works there (its working directory in the
+//! tmpfs, counting into a file there) and forks a grandchild that stays in it. Restored,
+//! the namespace is built again and joined by the child's stub before the grandchild is
+//! forked: the processes check themselves (the count goes on and its file holds it, the
+//! bind shows the host's file, the working directory is on the tmpfs), the mounts seen
+//! from inside (mountinfo, normalised by the state oracle), the tmpfs's files and the
+//! namespace relations (root and child apart, the grandchild with the child) are the
+//! original's. What is not restored (a copy that keeps its mounts shared with its
+//! parent's namespace, a namespace nested two deep) is refused at dump, the tree
+//! running on; a restore that fails while building the namespace leaves nothing.
+//!
+//! The target is `tests/targets/belowmnt.c`. Needs root (unshare, mount, ptrace).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::oracle::{self, Cmp, Snapshot};
+use common::*;
+
+const ALL_OK: &str = "report: child=ok grandchild=ok";
+
+/// The directories the target mounts on and binds (in the test's directory, on the
+/// host, where nothing is mounted: the mounts are in the child's namespace).
+fn layout(dir: &Path) {
+    std::fs::create_dir_all(dir.join("inner")).expect("mkdir inner");
+    std::fs::create_dir_all(dir.join("host")).expect("mkdir host");
+    std::fs::write(dir.join("host/host.txt"), "host\n").expect("write host.txt");
+}
+
+/// The target started in `ctx`'s directory with `mode` ("" for the restorable one),
+/// once ready, with its root, child and grandchild.
+fn start(ctx: &Ctx, mode: &str) -> (Proc, [i32; 3]) {
+    layout(&ctx.dir);
+    let mut spec = Spec::new(target("belowmnt"))
+        .arg(&ctx.dir)
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    if !mode.is_empty() {
+        spec = spec.arg(mode);
+    }
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let tree = wait_process_tree(t.pid, 3, "belowmnt");
+    (t, shape(tree[0], "original"))
+}
+
+fn ppid(pid: i32) -> i32 {
+    proc_stat(pid).map(|(_, p)| p).unwrap_or(0)
+}
+
+/// The root, its child and grandchild; checks their mount namespaces: the child's is
+/// not the root's, the grandchild is in the child's.
+fn shape(root: i32, what: &str) -> [i32; 3] {
+    let tree = wait_process_tree(root, 3, what);
+    let child = tree.iter().copied().find(|&p| ppid(p) == root);
+    let child = child.unwrap_or_else(|| panic!("{what}: no child of {root}: {tree:?}"));
+    let grandchild = tree.iter().copied().find(|&p| ppid(p) == child);
+    let grandchild = grandchild.unwrap_or_else(|| panic!("{what}: no grandchild: {tree:?}"));
+    let mnt = |p: i32| ns_inode(&p.to_string(), "mnt");
+    assert_eq!(
+        mnt(root),
+        ns_inode("self", "mnt"),
+        "{what}: the root in ours"
+    );
+    assert_ne!(mnt(child), mnt(root), "{what}: the child's own");
+    [root, child, grandchild]
+}
+
+/// The last line of `p`'s output starting with "report:" (the `nth`), after asking.
+fn report(p: &mut Proc, nth: usize) -> String {
+    p.write_stdin(b"report\n");
+    p.wait_until("a report", |p| {
+        p.stdout
+            .text()
+            .lines()
+            .filter(|l| l.starts_with("report:"))
+            .count()
+            >= nth
+    });
+    let out = p.stdout.text();
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("report:")).collect();
+    lines[nth - 1].to_string()
+}
+
+/// The file `name` of the child's tmpfs, read through its namespace (/proc/PID/root).
+fn tmpfs_file(child: i32, dir: &Path, name: &str) -> String {
+    let p = PathBuf::from(format!("/proc/{child}/root")).join(dir.strip_prefix("/").unwrap_or(dir));
+    std::fs::read_to_string(p.join("inner").join(name))
+        .unwrap_or_else(|e| panic!("read {name}: {e}"))
+}
+
+/// The restorable case: restored with its mounts, files, relations and behaviour.
+#[test]
+fn mount_namespace_made_below_the_root_is_restored() {
+    let name = "mount_namespace_made_below_the_root_is_restored";
+    let ctx = Ctx::new(name);
+    let (mut t, [root, child, grandchild]) = start(&ctx, "");
+    assert_eq!(
+        ns_inode(&grandchild.to_string(), "mnt"),
+        ns_inode(&child.to_string(), "mnt")
+    );
+    let said = report(&mut t, 1);
+    assert_eq!(said, ALL_OK, "the original's own checks");
+    assert_eq!(tmpfs_file(child, &ctx.dir, "notes.txt"), "made inside\n");
+    let before = Snapshot::at_rest(root, name).with_report(root, &said);
+    let mi_before = std::fs::read_to_string(format!("/proc/{child}/mountinfo")).unwrap_or_default();
+    assert!(
+        mi_before.contains(" - tmpfs belowmnt "),
+        "the child's tmpfs: {mi_before}"
+    );
+    let pids = process_tree(root);
+    let img = ctx.path("belowmnt.img");
+    ctx.dump(root, &img);
+    t.expect_killed();
+    wait_pids_gone(&pids, name);
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    let deadline = std::time::Instant::now() + timeout();
+    while !oracle::restored_tree_up(&before) {
+        assert!(
+            std::time::Instant::now() < deadline && r.try_wait().is_none(),
+            "{name}: the restored tree does not run; ckpt restore: {:?}\n{}",
+            r.try_wait(),
+            r.stderr.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let [_, c2, g2] = shape(root, "restored");
+    assert_eq!((c2, g2), (child, grandchild), "the same PIDs");
+    assert_eq!(
+        ns_inode(&grandchild.to_string(), "mnt"),
+        ns_inode(&child.to_string(), "mnt")
+    );
+    let after = Snapshot::at_rest(root, name);
+    let said = report(&mut r, 1);
+    assert_eq!(said, ALL_OK, "the restored tree's own checks");
+    let after = after.with_report(root, &said);
+    // (The oracle compares each process's mountinfo, seen from inside its namespace
+    // and normalised: mount IDs by place, file systems made anew numbered.)
+    oracle::assert_same_kernel_state(
+        name,
+        &format!("{name}: belowmnt"),
+        Cmp::Restored,
+        &before,
+        &after,
+        &[],
+    );
+    assert_eq!(
+        tmpfs_file(child, &ctx.dir, "notes.txt"),
+        "made inside\n",
+        "the tmpfs's files"
+    );
+    assert_eq!(
+        report(&mut r, 2),
+        ALL_OK,
+        "the restored tree's second checks"
+    );
+    // Nothing of the namespace reached ours.
+    let ours = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(
+        !ours.contains(" - tmpfs belowmnt "),
+        "a tmpfs of the child's in ours: {ours}"
+    );
+    r.write_stdin(b"exit\n");
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "{name}: exit; stderr:\n{}",
+        text(&fin.stderr)
+    );
+}
+
+/// Restores failing while the namespace is built (before, while mounting, while giving
+/// propagation) and after leave no process, and nothing mounted in ours.
+#[test]
+fn failed_restores_of_a_mount_namespace_below_the_root_leave_nothing() {
+    let name = "failed_restores_of_a_mount_namespace_below_the_root_leave_nothing";
+    let ctx = Ctx::new(name);
+    let (mut t, tree) = start(&ctx, "");
+    let img = ctx.path("belowmnt.img");
+    ctx.dump(tree[0], &img);
+    t.expect_killed();
+    wait_pids_gone(&tree, name);
+    let mounts = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    for f in [
+        "make a mount namespace a process below the root made",
+        "mount the tree's file systems",
+        "set the tree's mount propagation",
+        "fill memory",
+    ] {
+        let n = mounts();
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
+        let ours = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        assert!(
+            !ours.contains(" - tmpfs belowmnt ") && !ours.contains("ckpt-stage"),
+            "{f}: {ours}"
+        );
+        assert!(mounts() <= n, "{f}: a mount left in ours");
+    }
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    shape(tree[0], "restored after the failures");
+    assert_eq!(report(&mut r, 1), ALL_OK, "restored after the failures");
+    r.write_stdin(b"exit\n");
+    r.close_stdin();
+    assert_eq!(r.finish().status.code(), Some(0));
+}
+
+/// Dump of the target in `mode` refused, naming the grandchild and with `words`; the
+/// tree runs on and still works.
+fn refused(name: &str, mode: &str, words: &[&str]) {
+    let ctx = Ctx::new(name);
+    let (mut t, [_, _, grandchild]) = start(&ctx, mode);
+    let r = ctx.try_dump(t.pid, &ctx.path("refused.img"));
+    r.assert_fails(1);
+    assert!(
+        r.stderr.contains(&format!("process {grandchild}"))
+            && words.iter().all(|w| r.stderr.contains(w)),
+        "dump of belowmnt {mode}: {}",
+        r.stderr
+    );
+    for p in process_tree(t.pid) {
+        assert_running_untraced(p, "after the refused dump");
+    }
+    assert_eq!(report(&mut t, 1), ALL_OK, "after the refused dump");
+    t.write_stdin(b"exit\n");
+    t.close_stdin();
+    assert_eq!(t.finish().status.code(), Some(0));
+}
+
+/// unshare(CLONE_NEWNS) keeps a shared mount's copy in its peer group: the
+/// grandchild's copy of the child's shared tmpfs is refused (propagation between two
+/// namespaces is not restored yet).
+#[test]
+fn mount_namespace_sharing_peers_with_its_parents_is_refused() {
+    refused(
+        "mount_namespace_sharing_peers_with_its_parents_is_refused",
+        "shared",
+        &["peer group", "not restored yet", "--propagation private"],
+    );
+}
+
+/// A mount namespace made inside another one a process below the root made is
+/// refused (two deep).
+#[test]
+fn mount_namespace_nested_two_deep_is_refused() {
+    refused(
+        "mount_namespace_nested_two_deep_is_refused",
+        "nested",
+        &["nested two deep", "not restored yet"],
+    );
+}
