@@ -40,18 +40,7 @@ fn pidns(pid: i32) -> u64 {
 
 /// The processes (host PIDs) whose PID namespace is `ino`.
 fn members(ino: u64) -> Vec<i32> {
-    let mut out: Vec<i32> = fs::read_dir("/proc")
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-                .filter(|&p| {
-                    fs::metadata(format!("/proc/{p}/ns/pid")).is_ok_and(|m| m.ino() == ino)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
+    ns_members("pid", ino)
 }
 
 /// The IDs of every thread of process `pid` (host TIDs).
@@ -451,4 +440,324 @@ fn criu_front_end_takes_runcs_external_pid_namespace() {
         text(&fin.stderr)
     );
     drop(nsf);
+}
+
+// ---- with a mount namespace of the tree's own ----
+
+/// `nsenter -t INIT -p unshare -m --mount-proc --propagation private mntpid BASE STEPS`
+/// (`init` Some: PID 2 of the holder's namespace, as a pod's app container, in a mount
+/// namespace of its own whose /proc is a proc of the pod's PID namespace, mounted from
+/// inside it) or, with `init` None, the same in the test's PID namespace. The target
+/// (`tests/targets/mntpid.c`) prints, each step, its PID and those /proc shows.
+fn mntpid(ctx: &Ctx, init: Option<i32>, dir: &str, steps: u32) -> Spec {
+    let base = ctx.dir.join(dir);
+    fs::create_dir_all(&base).expect("mkdir base");
+    let spec = match init {
+        Some(init) => Spec::new(util_linux("nsenter"))
+            .arg("-t")
+            .arg(init.to_string())
+            .arg("-p")
+            .arg(util_linux("unshare")),
+        None => Spec::new(util_linux("unshare")),
+    };
+    spec.arg("-m")
+        .arg("--mount-proc")
+        .arg("--propagation")
+        .arg("private")
+        .arg(target("mntpid"))
+        .arg(base)
+        .arg(steps.to_string())
+        .arg("sleep=40")
+}
+
+/// The last "step" line of an output, from its " pid " on (what the program saw of its
+/// PID and of /proc).
+fn seen(out: &str) -> String {
+    let last = out
+        .lines()
+        .rfind(|l| l.starts_with("step "))
+        .unwrap_or_default();
+    last.split_once(" pid ")
+        .map(|(_, r)| format!("pid {r}"))
+        .unwrap_or_default()
+}
+
+/// The mount namespace's inode of process `pid`.
+fn mntns(pid: i32) -> u64 {
+    ns_inode(&pid.to_string(), "mnt")
+}
+
+/// The reference run of mntpid in a holder's namespace of its own (PID 2 there), and
+/// that holder (kept: its init, a child of the test's once orphaned, would stay a
+/// zombie).
+fn mntpid_reference(ctx: &Ctx, steps: u32) -> (Proc, String) {
+    let (h, init) = holder(ctx);
+    let r = ctx.spawn(&mntpid(ctx, Some(init), "ref", steps)).finish();
+    let out = text(&r.stdout);
+    assert!(
+        out.contains(" pid 2 stat 2 self 2 proc 1,2\n") && out.ends_with("done\n"),
+        "the reference sees the pod's PID namespace in its /proc:\n{out}"
+    );
+    (h, out)
+}
+
+/// A pod's app with a mount namespace of its own (its /proc the pod's PID namespace's):
+/// dumped with `--external pidns[INO]:pod`, restored INSIDE the holder's namespace
+/// (`--join-ns pid:PATH`) with its ID there (2), its mounts (normalised mountinfo) and a
+/// /proc that shows the pod's namespace (the program prints its PID, /proc/self and
+/// the PIDs /proc lists: 1,2, as before; a proc of ckpt's would show ours); its output
+/// is an uninterrupted run's. Restores failing at each step of building the mount
+/// namespace and at sampled later ones leave nothing in the namespace nor on the host,
+/// and the next one works.
+#[test]
+fn mount_namespace_in_a_pid_namespace_made_outside_is_restored_inside_it() {
+    let name = "mount_namespace_in_a_pid_namespace_made_outside_is_restored_inside_it";
+    let ctx = Ctx::new(name);
+    let steps = 60;
+    let (rh, reference) = mntpid_reference(&ctx, steps);
+    let (h, init) = holder(&ctx);
+    let ino = pidns(init);
+    let mut t = ctx.spawn(&mntpid(&ctx, Some(init), "m", steps));
+    t.wait_lines(4);
+    let tree = wait_process_tree(t.pid, 2, "nsenter and mntpid");
+    for &p in &tree {
+        ctx.track(p);
+    }
+    let r = tree[1];
+    assert_eq!(pidns(r), ino, "in the holder's namespace");
+    assert_eq!(nspids(r), vec![r, 2], "PID 2 there");
+    assert_ne!(mntns(r), mntns(std::process::id() as i32));
+    assert_eq!(proc_listing(r), vec![1, 2], "its /proc shows the pod's");
+    let before = mountinfo(r);
+    let host = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let img = ctx.path("pod.img");
+    ctx.oracle_before_dump(r, &img);
+    ctx.ckpt(&[
+        OsStr::new("dump"),
+        OsStr::new(&r.to_string()),
+        OsStr::new("-o"),
+        img.as_os_str(),
+        OsStr::new("--external"),
+        OsStr::new(&format!("pidns[{ino}]:pod")),
+    ])
+    .assert_ok();
+    let out_before = t.finish().stdout;
+    wait_pids_gone(&[r], "mntpid after its dump");
+    assert_eq!(members(ino), vec![init]);
+
+    let join = format!("pid:/proc/{init}/ns/pid");
+    let extra = ["--join-ns", join.as_str()];
+    let trace = ctx
+        .spawn(
+            &extra.iter().fold(
+                Spec::new(ckpt_bin())
+                    .arg("restore")
+                    .arg(&img)
+                    .env("CKPT_FAULT", "no such step")
+                    .env("CKPT_FAULT_TRACE", "1")
+                    .cwd(&ctx.dir),
+                |s, a| s.arg(a),
+            ),
+        )
+        .finish();
+    let trace_text = text(&trace.stderr);
+    assert_eq!(
+        trace.status.code(),
+        Some(0),
+        "the traced restore: {trace_text}"
+    );
+    let total = trace_text
+        .lines()
+        .filter(|l| l.starts_with("ckpt: step #"))
+        .count();
+    assert!(
+        trace_text.contains("mount a proc from inside the tree's PID namespace"),
+        "{trace_text}"
+    );
+    assert_eq!(members(ino), vec![init], "the traced restore ended");
+    let faults = fault_walk(
+        &[
+            "create the tree's mount namespace",
+            "mount the tree's file systems",
+            "mount a proc from inside the tree's PID namespace",
+            "set the tree's mount propagation",
+            "create the root in the external PID namespace",
+        ],
+        total,
+        |n| n % 11 == 0 || n + 1 == total,
+    );
+    for f in &faults {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &extra, f, &[], &[rh.pid, h.pid, init]);
+        assert_eq!(
+            members(ino),
+            vec![init],
+            "restore failing at {f} left something in the namespace"
+        );
+        assert_eq!(
+            fs::read_to_string("/proc/self/mountinfo").expect("mountinfo"),
+            host,
+            "restore failing at {f} left a mount on the host"
+        );
+    }
+    eprintln!("{} failing restores of {total} steps", faults.len());
+
+    let mut rs = ctx.restore(&img, &extra, In::Null);
+    rs.wait_lines(1);
+    let restored = wait_process_tree(rs.pid, 2, "ckpt restore and mntpid");
+    let r2 = restored[1];
+    ctx.track(r2);
+    assert_eq!(pidns(r2), ino, "restored in the holder's namespace");
+    assert_eq!(nspids(r2), vec![r2, 2], "with its ID there");
+    assert_eq!(
+        members(ino),
+        vec![init, r2],
+        "nothing of ckpt's in the namespace"
+    );
+    assert_ne!(mntns(r2), mntns(std::process::id() as i32));
+    assert_eq!(
+        mountinfo(r2),
+        before,
+        "the restored mounts (normalised mountinfo)"
+    );
+    assert_eq!(proc_listing(r2), vec![1, 2], "its /proc shows the pod's");
+    let fin = rs.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore: {}",
+        text(&fin.stderr)
+    );
+    let whole = format!("{}{}", text(&out_before), text(&fin.stdout));
+    assert_eq!(whole, reference, "the output is an uninterrupted run's");
+    assert_eq!(
+        members(ino),
+        vec![init],
+        "the tree ended; the namespace lives on"
+    );
+}
+
+/// The same app dumped without `--external`: it ran in a PID namespace whose init was
+/// outside it, and is restored in a new one below ckpt's reaper (PID 1 there), with its
+/// ID (2), its mounts, and a /proc showing that new namespace (1,2, as before); its
+/// output is an uninterrupted run's. A restore failing at the reaper or at the proc
+/// mount leaves nothing.
+#[test]
+fn mount_namespace_in_a_pid_namespace_without_its_init_is_restored_below_a_reaper() {
+    let name = "mount_namespace_in_a_pid_namespace_without_its_init_is_restored_below_a_reaper";
+    let ctx = Ctx::new(name);
+    let steps = 50;
+    let (rh, reference) = mntpid_reference(&ctx, steps);
+    let (h, init) = holder(&ctx);
+    let ino = pidns(init);
+    let mut t = ctx.spawn(&mntpid(&ctx, Some(init), "m", steps));
+    t.wait_lines(4);
+    let tree = wait_process_tree(t.pid, 2, "nsenter and mntpid");
+    let r = tree[1];
+    let before = mountinfo(r);
+    let img = ctx.path("outside.img");
+    ctx.dump(r, &img);
+    let out_before = t.finish().stdout;
+    wait_pids_gone(&[r], "mntpid after its dump");
+    let j = ctx.inspect_json(&img);
+    assert_eq!(j["pid_namespace_init_outside"], true);
+    for f in [
+        "create the PID namespace's reaper",
+        "mount a proc from inside the tree's PID namespace",
+    ] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &[], &[rh.pid, h.pid, init]);
+    }
+    let mut rs = ctx.restore(&img, &[], In::Null);
+    rs.wait_lines(1);
+    let restored = wait_process_tree(rs.pid, 3, "ckpt restore, the reaper and mntpid");
+    let r2 = restored[2];
+    assert_ne!(pidns(r2), ino, "a new namespace");
+    assert_eq!(nspids(restored[1])[1], 1, "the reaper is its init");
+    assert_eq!(nspids(r2)[1..], [2], "with its ID there");
+    assert_eq!(
+        mountinfo(r2),
+        before,
+        "the restored mounts (normalised mountinfo)"
+    );
+    assert_eq!(
+        proc_listing(r2),
+        vec![1, 2],
+        "its /proc shows the new namespace"
+    );
+    let fin = rs.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore: {}",
+        text(&fin.stderr)
+    );
+    let whole = format!("{}{}", text(&out_before), text(&fin.stdout));
+    assert_eq!(whole, reference, "the output is an uninterrupted run's");
+}
+
+/// A tree with a mount namespace of its own in the test's PID namespace (its /proc a
+/// proc of that namespace) restored with `--new-pidns`: in a new PID namespace below
+/// ckpt's reaper, with its PID as ID there, its mounts, and a /proc that shows the new
+/// namespace (the reaper and itself only); it goes on counting where it was.
+#[test]
+fn mount_namespace_with_new_pidns_gets_a_proc_of_the_new_namespace() {
+    let name = "mount_namespace_with_new_pidns_gets_a_proc_of_the_new_namespace";
+    let ctx = Ctx::new(name);
+    let steps = 50;
+    let mut t = ctx.spawn(&mntpid(&ctx, None, "m", steps));
+    t.wait_lines(4);
+    let r = t.pid;
+    let before = mountinfo(r);
+    let img = ctx.path("new.img");
+    ctx.dump(r, &img);
+    let out_before = text(&t.finish().stdout);
+    wait_pids_gone(&[r], "mntpid after its dump");
+    let mut rs = ctx.restore(&img, &["--new-pidns"], In::Null);
+    rs.wait_lines(1);
+    let restored = wait_process_tree(rs.pid, 3, "ckpt restore, the reaper and mntpid");
+    let r2 = restored[2];
+    assert_ne!(pidns(r2), pidns(std::process::id() as i32));
+    assert_eq!(
+        nspids(r2)[1..],
+        [r],
+        "its PID as its ID in the new namespace"
+    );
+    assert_eq!(
+        mountinfo(r2),
+        before,
+        "the restored mounts (normalised mountinfo)"
+    );
+    assert_eq!(
+        proc_listing(r2),
+        vec![1, r],
+        "its /proc shows the new namespace"
+    );
+    let fin = rs.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore: {}",
+        text(&fin.stderr)
+    );
+    let after = text(&fin.stdout);
+    assert_eq!(
+        seen(&after),
+        format!("pid {r} stat {r} self {r} proc 1,{r}"),
+        "{after}"
+    );
+    // The steps go on where they were (each once, the file's hash as an uninterrupted
+    // run's: mntpid's hashes depend on the steps only).
+    let steps_of = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.starts_with("step "))
+            .map(|l| l.split(" pid ").next().unwrap_or_default().to_string())
+            .collect()
+    };
+    let (_rh, reference) = mntpid_reference(&ctx, steps);
+    let mut got = steps_of(&out_before);
+    got.extend(steps_of(&after));
+    assert_eq!(
+        got,
+        steps_of(&reference),
+        "the steps of an uninterrupted run"
+    );
 }

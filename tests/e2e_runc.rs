@@ -92,9 +92,27 @@ impl Container {
         }
     }
 
+    /// Change the bundle's config.json.
+    fn edit(&self, f: impl FnOnce(&mut serde_json::Value)) {
+        let p = self.bundle.join("config.json");
+        let mut cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&p).expect("read config.json"))
+                .expect("parse config.json");
+        f(&mut cfg);
+        std::fs::write(&p, serde_json::to_vec_pretty(&cfg).expect("json"))
+            .expect("write config.json");
+    }
+
     /// `runc run -d`, standard input the host's /dev/null, output to a host file (or
     /// with `null`, to /dev/null too); the container's init's PID once it answers.
     fn run(&self, null: bool) -> i32 {
+        let pid = self.start(null);
+        self.ask();
+        pid
+    }
+
+    /// [`Container::run`] without waiting for an answer.
+    fn start(&self, null: bool) -> i32 {
         let out = std::fs::File::create(&self.out).expect("create the output file");
         let (stdout, stderr) = if null {
             (Stdio::null(), Stdio::null())
@@ -121,9 +139,7 @@ impl Container {
             .output()
             .expect("runc state");
         let v: serde_json::Value = serde_json::from_slice(&state.stdout).expect("runc state json");
-        let pid = v["pid"].as_i64().expect("runc state pid") as i32;
-        self.ask();
-        pid
+        v["pid"].as_i64().expect("runc state pid") as i32
     }
 
     /// The program's answer on its socket: (count, host name).
@@ -868,4 +884,231 @@ fn runc_container_is_restored_twice_side_by_side() {
         norm(before),
         "the second copy's mount points"
     );
+}
+
+/// A pod as Kubernetes or `podman pod create --share pid` runs it: a "pause" container
+/// (`extpidns hold`, reaping, PID 1 of a PID namespace of its own) and an app container (runcsrv)
+/// whose config.json joins the pause's PID namespace (`{"type": "pid", "path":
+/// "/proc/PAUSE/ns/pid"}`), with its own mount namespace whose /proc runc mounted from
+/// inside the pod's namespace. `ckpt dump APP --external pidns[INO]:pod` (a dump naming
+/// another namespace is refused, the app answering on); after `runc delete`, `ckpt
+/// restore --detach --inherit-fd N:pod` (N a descriptor of the pause's namespace, as a
+/// pod runtime gives it) brings the app back INSIDE the pod's namespace with its ID
+/// there: its /proc lists the pod's processes as before, its mounts (normalised
+/// mountinfo), cgroups, host name and other namespaces are the original's, and it goes
+/// on counting and answering. Restores failing while the mount namespace and the root
+/// are made leave nothing in the pod's namespace, no mount on the host, no cgroup.
+#[test]
+fn runc_pod_member_is_restored() {
+    // (A short name: the socket's path in the test's directory must fit sun_path.)
+    let ctx = Ctx::new("runc_pod_member_is_restored");
+    let pause = Container::new(&ctx, "pause");
+    // (As a pod's pause does, it reaps the pod's orphans.)
+    std::fs::copy(
+        target("extpidns-static"),
+        pause.bundle.join("rootfs/bin/pause"),
+    )
+    .expect("copy the pause");
+    pause.edit(|cfg| {
+        cfg["process"]["args"] = serde_json::json!(["/bin/pause", "hold"]);
+    });
+    let pause_pid = pause.start(true);
+    let pod = ns_inode(&pause_pid.to_string(), "pid");
+    let c = Container::new(&ctx, "app");
+    c.edit(|cfg| {
+        for ns in cfg["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("config.json namespaces")
+        {
+            if ns["type"] == "pid" {
+                ns["path"] = format!("/proc/{pause_pid}/ns/pid").into();
+            }
+        }
+    });
+    let pid = c.run(false);
+    let p = pid.to_string();
+    assert_eq!(
+        ns_inode(&p, "pid"),
+        pod,
+        "the app is in the pod's PID namespace"
+    );
+    let id_there = *nspids(pid).last().expect("NSpid");
+    assert_ne!(id_there, 1, "the app is not the namespace's init");
+    // The pod's processes: the pause (1 there), the app and its child.
+    let app_tree = wait_process_tree(pid, 2, "the app and its child");
+    let mut members = vec![pause_pid];
+    members.extend(&app_tree);
+    members.sort();
+    assert_eq!(ns_members("pid", pod), members);
+    let mut ids: Vec<i32> = app_tree
+        .iter()
+        .filter_map(|&p| nspids(p).last().copied())
+        .collect();
+    ids.push(1);
+    ids.sort();
+    let listing = proc_listing(pid);
+    assert_eq!(listing, ids, "the app's /proc lists the pod's processes");
+    wait_count(&c, 20);
+    let mounts = mountinfo(pid);
+    let cgroup = std::fs::read_to_string(format!("/proc/{p}/cgroup")).expect("cgroup");
+    let own_ns: Vec<u64> = ["mnt", "uts", "ipc", "net"]
+        .iter()
+        .map(|k| ns_inode(&p, k))
+        .collect();
+    for (k, ino) in ["mnt", "uts", "ipc", "net"].iter().zip(&own_ns) {
+        assert_ne!(
+            *ino,
+            ns_inode("self", k),
+            "the app's {k} namespace is its own"
+        );
+    }
+    let img = ctx.path("app.img");
+    let dump = |ext: &str| {
+        ctx.ckpt(&[
+            std::ffi::OsStr::new("dump"),
+            std::ffi::OsStr::new(&p),
+            std::ffi::OsStr::new("-o"),
+            img.as_os_str(),
+            std::ffi::OsStr::new("--external"),
+            std::ffi::OsStr::new(ext),
+        ])
+    };
+    // Another namespace named: refused, naming both; the app runs on.
+    dump("pidns[1]:pod")
+        .assert_fails(1)
+        .assert_stderr_mentions(&["pidns[1]", &format!("pid:[{pod}]")]);
+    assert!(!img.exists(), "a refused dump left an image");
+    assert_running_untraced(pid, "the app after a refused dump");
+    let n = c.ask().0;
+    wait_count(&c, n + 3);
+    ctx.track(pid);
+    dump(&format!("pidns[{pod}]:pod")).assert_ok();
+    wait_pids_gone(&app_tree, "the app after its dump");
+    let at_dump = count_in_tmpfs_of(&c);
+    c.delete();
+    assert!(c.cgroups().is_empty(), "runc delete left cgroups");
+    assert_eq!(
+        ns_members("pid", pod),
+        vec![pause_pid],
+        "only the pause is left"
+    );
+
+    let host = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let join = format!("pid:/proc/{pause_pid}/ns/pid");
+    for f in [
+        "create the tree's mount namespace",
+        "mount a proc from inside the tree's PID namespace",
+        "create the root in the external PID namespace",
+        "place the processes in their cgroups",
+    ] {
+        assert_restore_fault_leaves_nothing(
+            &ctx,
+            &img,
+            &["--detach", "--join-ns", &join],
+            f,
+            &[],
+            &[pause_pid],
+        );
+        assert_eq!(
+            ns_members("pid", pod),
+            vec![pause_pid],
+            "restore failing at {f} left something in the pod's namespace"
+        );
+        assert_eq!(
+            std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo"),
+            host,
+            "restore failing at {f} left a mount on the host"
+        );
+        assert!(
+            c.cgroups().is_empty(),
+            "restore failing at {f} left cgroups: {:?}",
+            c.cgroups()
+        );
+    }
+
+    // As a pod runtime gives it: a descriptor of the pod's namespace, by its key.
+    let nsf = std::fs::File::open(format!("/proc/{pause_pid}/ns/pid")).expect("open the pod's");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&nsf);
+    let r = ctx
+        .spawn(
+            &Spec::new(ckpt_bin())
+                .arg("restore")
+                .arg("--detach")
+                .arg(&img)
+                .arg("--inherit-fd")
+                .arg(format!("{fd}:pod"))
+                .keep_fd(fd)
+                .cwd(&ctx.dir),
+        )
+        .finish();
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "ckpt restore: {}",
+        text(&r.stderr)
+    );
+    let rp: i32 = text(&r.stdout)
+        .lines()
+        .find_map(|l| l.trim().parse().ok())
+        .expect("the restored app's PID");
+    ctx.track(rp);
+    drop(nsf);
+    let q = rp.to_string();
+    assert_eq!(
+        ns_inode(&q, "pid"),
+        pod,
+        "restored in the pod's PID namespace"
+    );
+    assert_eq!(nspids(rp).last(), Some(&id_there), "with its ID there");
+    let tree2 = wait_process_tree(rp, 2, "the restored app and its child");
+    let mut members2 = vec![pause_pid];
+    members2.extend(&tree2);
+    members2.sort();
+    assert_eq!(ns_members("pid", pod), members2, "nothing of ckpt's there");
+    assert_eq!(
+        proc_listing(rp),
+        listing,
+        "its /proc lists the pod's processes"
+    );
+    let first = count_in_tmpfs(rp);
+    assert!(
+        first >= at_dump && first < at_dump + 100,
+        "the app counts on from where it was: {first} after {at_dump}"
+    );
+    let (n, host_name) = c.ask();
+    assert_eq!(host_name, "ckpt-runc");
+    wait_count(&c, n + 10);
+    assert_eq!(
+        mountinfo(rp),
+        mounts,
+        "the restored app's mounts (normalised)"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{q}/cgroup")).expect("cgroup"),
+        cgroup,
+        "the restored app's cgroups"
+    );
+    // (Not compared with the original's inodes: a freed namespace's may be reused.)
+    for k in ["mnt", "uts", "ipc", "net"] {
+        let now = ns_inode(&q, k);
+        assert!(
+            now != ns_inode("self", k) && now != ns_inode(&pause_pid.to_string(), k),
+            "the restored app's {k} namespace is one of its own"
+        );
+    }
+    assert_eq!(
+        ns_inode(&pause_pid.to_string(), "pid"),
+        pod,
+        "the pause is untouched"
+    );
+}
+
+/// The last count the container printed to its output file (every tenth): at most
+/// the count in its tmpfs (for a container that is gone).
+fn count_in_tmpfs_of(c: &Container) -> u64 {
+    let text = std::fs::read_to_string(&c.out).unwrap_or_default();
+    text.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("tick ")?.parse().ok())
+        .unwrap_or(0)
 }

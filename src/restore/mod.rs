@@ -72,7 +72,7 @@ fn check_records(
         view.new_pid_namespace,
         false,
         false,
-        &view.join_ns,
+        (&view.join_ns, &view.inherit),
         view.cgroup_root.as_deref(),
         &mut cgroups,
     ) {
@@ -256,6 +256,9 @@ pub struct Prepared<R: Read> {
     outer_ptmx: Option<std::os::fd::OwnedFd>,
     /// The records come from here, not the reader ([`Prepared::set_composite`]).
     composite: Option<composite::Composite>,
+    /// The PID namespace not the tree's own that it is restored in, made or opened with
+    /// its mount namespace (see `kinds::mnt::enter_new`).
+    other_pidns: crate::kinds::mnt::OtherPidns,
 }
 
 /// The points of a restore where a front end may act (the `criu` front end's notify
@@ -297,7 +300,7 @@ pub fn prepare_for<R: Read>(input: R, view: &HostView, sibling: bool) -> Result<
         view.new_pid_namespace,
         true,
         sibling,
-        &view.join_ns,
+        (&view.join_ns, &view.inherit),
         view.cgroup_root.as_deref(),
         &mut mount_cgroups,
     )?;
@@ -330,6 +333,7 @@ pub fn prepare_for<R: Read>(input: R, view: &HostView, sibling: bool) -> Result<
         console: entered.console,
         outer_ptmx: entered.outer_ptmx,
         composite: None,
+        other_pidns: entered.other_pidns,
     })
 }
 
@@ -375,7 +379,11 @@ impl<R: Read> Prepared<R> {
         };
         // The PID namespace made with the mount namespace would not survive the
         // execution (its init is our child, its proc mounts its).
-        if self.pidns_init.is_some() || self.entered.is_some() {
+        if self.pidns_init.is_some()
+            || self.entered.is_some()
+            || self.other_pidns.proc_stacked
+            || self.other_pidns.reaper.is_some()
+        {
             return Err(RestoreError::Problems(vec![Problem {
                 code: "randomization",
                 message: format!(
@@ -428,6 +436,7 @@ impl<R: Read + Send> Prepared<R> {
     /// ([`Prepared::launch`] refuses it otherwise).
     pub fn set_lazy(&mut self, image: std::fs::File, mode: LazyMode) -> Result<()> {
         if self.pidns_init.is_some()
+            || self.other_pidns.reaper.is_some()
             || self.own_pid_namespace()
             || self.plan.ckpt.pid_namespace_init_outside
         {
@@ -459,6 +468,7 @@ impl<R: Read + Send> Prepared<R> {
     /// [`Prepared::set_lazy`]): the pages are served from the chain's images.
     pub fn set_composite_lazy(&mut self, c: composite::Composite, mode: LazyMode) -> Result<()> {
         if self.pidns_init.is_some()
+            || self.other_pidns.reaper.is_some()
             || self.own_pid_namespace()
             || self.plan.ckpt.pid_namespace_init_outside
         {
@@ -538,6 +548,7 @@ impl<R: Read + Send> Prepared<R> {
             console: _,
             outer_ptmx: _,
             composite,
+            other_pidns: _,
         } = self;
         let tty_ref = tty.as_ref().map(|(tp, slave)| {
             use std::os::fd::AsRawFd;

@@ -112,18 +112,22 @@ impl<R: Read + Send> Prepared<R> {
                     .into(),
             ));
         }
-        let external = crate::kinds::task::extpidns::open_given(
-            &self.plan.ckpt,
-            &self.plan.joins,
-            &self.plan.inherit,
-        );
+        // (Opened with the tree's mount namespace, before ckpt entered it, or now.)
+        let external = match self.other_pidns.external.take() {
+            Some(ns) => Ok(Some(ns)),
+            None => crate::kinds::task::extpidns::open_given(
+                &self.plan.ckpt,
+                &self.plan.joins,
+                &self.plan.inherit,
+            ),
+        };
         let launched = if let Err(e) = external {
             Err(e)
         } else if let Ok(Some(ns)) = external {
             launch_in_external_pidns(self, ns, false)
         } else if self.own_pid_namespace() {
             launch_own_pidns(self, false)
-        } else if self.plan.ckpt.pid_namespace_init_outside {
+        } else if self.plan.ckpt.pid_namespace_init_outside || self.other_pidns.reaper.is_some() {
             launch_below_reaper(self)
         } else if new_pidns {
             launch_in_new_pidns(self)
@@ -178,8 +182,9 @@ impl<R: Read + Send> Prepared<R> {
                     .into(),
             ));
         }
-        if self.plan.ckpt.pid_namespace_init_outside
-            && self.plan.ckpt.external_pid_namespace.is_none()
+        if (self.plan.ckpt.pid_namespace_init_outside
+            && self.plan.ckpt.external_pid_namespace.is_none())
+            || self.other_pidns.reaper.is_some()
         {
             return Err(RestoreError::Reported(
                 "a tree that ran in a PID namespace whose init was outside it is not \
@@ -205,11 +210,15 @@ impl<R: Read + Send> Prepared<R> {
                 made
             }
         };
-        let external = crate::kinds::task::extpidns::open_given(
-            &self.plan.ckpt,
-            &self.plan.joins,
-            &self.plan.inherit,
-        );
+        // (Opened with the tree's mount namespace, before ckpt entered it, or now.)
+        let external = match self.other_pidns.external.take() {
+            Some(ns) => Ok(Some(ns)),
+            None => crate::kinds::task::extpidns::open_given(
+                &self.plan.ckpt,
+                &self.plan.joins,
+                &self.plan.inherit,
+            ),
+        };
         let launched = if let Err(e) = external {
             Err(e)
         } else if let Ok(Some(ns)) = external {
@@ -226,6 +235,17 @@ impl<R: Read + Send> Prepared<R> {
         mount_cgroups.keep = launched.is_ok();
         launched
     }
+}
+
+/// The builder's /proc, once it is in the tree's PID namespace: ckpt's proc stacked on
+/// the tree's /proc (`stacked`: a mount namespace of the tree's own, see
+/// `kinds::mnt::enter_new`) comes off first, in the tree's mount namespace, before the
+/// builder's private copy of it gets a proc of its own.
+fn builder_proc(stacked: bool) -> Result<()> {
+    if stacked {
+        crate::kinds::mnt::unstack_proc()?;
+    }
+    Ok(sys::process::mount_own_proc()?)
 }
 
 /// What a child that restores in a new PID namespace reported through its pipe: "ok",
@@ -359,14 +379,7 @@ fn launch_own_pidns<R: Read + Send>(mut prepared: Prepared<R>, sibling: bool) ->
             let mut prepared = prepared.without_reading_thread();
             let _gate = gate.use_in(&mut prepared);
             let _hold = go.try_clone();
-            // Ckpt's proc stacked on the tree's /proc comes off first (in the tree's
-            // mount namespace, before our private copy of it).
-            let unstacked = match stacked {
-                true => crate::kinds::mnt::unstack_proc(),
-                false => Ok(()),
-            };
-            let res = unstacked
-                .and_then(|()| sys::process::mount_own_proc().map_err(RestoreError::from))
+            let res = builder_proc(stacked)
                 .and_then(|()| prepared.run(RootStub::Seize { pid: 1, go }).map(|_| ()));
             if res.is_ok() {
                 sys::deferred::linger_point("builder released the tree");
@@ -396,7 +409,7 @@ fn launch_own_pidns<R: Read + Send>(mut prepared: Prepared<R>, sibling: bool) ->
 /// the original's was the one it had). The reaper reaps the namespace's orphans and
 /// exits with the root's exit code once nobody is left; until the restore succeeded it
 /// waits, and exits (ending the namespace) if we give up or die.
-fn launch_below_reaper<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched> {
+fn launch_below_reaper<R: Read + Send>(mut prepared: Prepared<R>) -> Result<Launched> {
     let root = prepared
         .plan
         .ckpt
@@ -404,8 +417,15 @@ fn launch_below_reaper<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched
         .first()
         .map(|p| p.pid)
         .ok_or_else(|| RestoreError::Malformed("the image holds no process".into()))?;
-    crate::error::fault_point("create the PID namespace's reaper")?;
-    let reaper = sys::process::spawn_pidns_reaper(root)?;
+    // Made with the tree's mount namespace (with its root stub's PID here), or now.
+    let stacked = std::mem::take(&mut prepared.other_pidns.proc_stacked);
+    let (reaper, root_here) = match prepared.other_pidns.reaper.take().and_then(|r| r.take()) {
+        Some((r, here)) => (r, Some(here)),
+        None => {
+            crate::error::fault_point("create the PID namespace's reaper")?;
+            (sys::process::spawn_pidns_reaper(root)?, None)
+        }
+    };
     let init = reaper.pid;
     let give_up = |e: RestoreError| {
         let _ = sys::process::kill(init, libc::SIGKILL);
@@ -423,8 +443,7 @@ fn launch_below_reaper<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched
             drop((rd, hold));
             let mut prepared = prepared.without_reading_thread();
             let _gate = gate.use_in(&mut prepared);
-            let res = sys::process::mount_own_proc()
-                .map_err(RestoreError::from)
+            let res = builder_proc(stacked)
                 .and_then(|()| prepared.run(RootStub::Seize { pid: root, go }).map(|_| ()));
             if res.is_ok() {
                 sys::deferred::linger_point("builder released the tree");
@@ -439,9 +458,14 @@ fn launch_below_reaper<R: Read + Send>(prepared: Prepared<R>) -> Result<Launched
             sys::process::release_reaper(hold).map_err(|e| give_up(e.into()))?;
             // The builder is gone from the namespace: now the tree may run.
             gate.open();
-            let root = sys::proc::children(init)
-                .ok()
-                .and_then(|c| c.first().copied())
+            // (Our /proc may be the tree's now, where the reaper is 1: the root's PID
+            // here was taken when it was made, if it was made with the mount namespace.)
+            let root = root_here
+                .or_else(|| {
+                    sys::proc::children(init)
+                        .ok()
+                        .and_then(|c| c.first().copied())
+                })
                 .unwrap_or(0);
             Ok(Launched { root, child: init })
         }
@@ -488,24 +512,15 @@ fn launch_in_external_pidns<R: Read + Send>(
     let gate = ReleaseGate::new(&prepared).map_err(give_up)?;
     // An ID no process of the image has that is free there (the namespace has other
     // processes, which may have taken the first one tried).
-    let mut spare = prepared.spare_pid();
-    let forked = loop {
-        match sys::extpidns::fork_into(&ns, spare) {
-            Err(e) if e.errno() == Some(libc::EEXIST) && spare < prepared.spare_pid() + 64 => {
-                spare += 1;
-            }
-            other => break other,
-        }
-    };
-    match forked {
+    let stacked = std::mem::take(&mut prepared.other_pidns.proc_stacked);
+    match crate::kinds::task::extpidns::fork_into_free(&ns, prepared.spare_pid()) {
         Err(e) => Err(give_up(e.into())),
         Ok(None) => {
             // The builder, inside the namespace.
             drop((rd, ns));
             let mut prepared = prepared.without_reading_thread();
             let _gate = gate.use_in(&mut prepared);
-            let res = sys::process::mount_own_proc()
-                .map_err(RestoreError::from)
+            let res = builder_proc(stacked)
                 .and_then(|()| prepared.run(RootStub::Seize { pid: root, go }).map(|_| ()));
             if res.is_ok() {
                 sys::deferred::linger_point("builder released the tree");

@@ -151,6 +151,41 @@ pub fn in_mount_ns_own_proc<T: Send>(pid: i32, f: impl FnOnce() -> T + Send) -> 
     })
 }
 
+/// Whether the proc mounted at `point` in the mount namespace of process `pid` shows
+/// that process as `id` (its ID in its own PID namespace): its entry there is the same
+/// process (same PID namespace and start time as /proc/PID shows). `Ok(false)` when it
+/// has no such entry or another process's.
+pub fn proc_shows_as(pid: i32, point: &[u8], id: i32) -> Result<bool> {
+    let mut p = format!("/proc/{pid}/root").into_bytes();
+    if point != b"/" {
+        p.extend(point);
+    }
+    p.extend(format!("/{id}").as_bytes());
+    let os = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes;
+    let at = os(&p).to_os_string();
+    let ours = format!("/proc/{pid}");
+    let ident = |dir: &std::ffi::OsStr| -> std::io::Result<(u64, String)> {
+        let d = std::path::Path::new(dir);
+        let ns = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(d.join("ns/pid"))?);
+        let stat = std::fs::read_to_string(d.join("stat"))?;
+        // (starttime: the 20th field after the command's closing parenthesis)
+        let start = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(19))
+            .unwrap_or_default()
+            .to_string();
+        Ok((ns, start))
+    };
+    let theirs = match ident(&at) {
+        Ok(x) => x,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(SysError::io(format!("read {}", at.to_string_lossy()), e)),
+    };
+    let own =
+        ident(std::ffi::OsStr::new(&ours)).map_err(|e| SysError::io(format!("read {ours}"), e))?;
+    Ok(theirs == own)
+}
+
 /// The files of the file system mounted at `point` in the mount namespace of process
 /// `pid` (that mount alone, without what is mounted below it), at most `cap` bytes of
 /// data. Read by a thread of ckpt in a private copy of that namespace (which ends with

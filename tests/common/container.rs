@@ -92,6 +92,37 @@ pub fn ns_inode(pid: &str, kind: &str) -> u64 {
         .ino()
 }
 
+/// The processes (host PIDs, ascending) whose `kind` namespace is `ino`: a pod's
+/// members in its shared PID namespace, say.
+pub fn ns_members(kind: &str, ino: u64) -> Vec<i32> {
+    let mut out: Vec<i32> = std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|&p| {
+                    std::fs::metadata(format!("/proc/{p}/ns/{kind}")).is_ok_and(|m| m.ino() == ino)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// The PIDs the /proc of process `pid`'s mount namespace lists (read through its root:
+/// those of the PID namespace that proc shows).
+pub fn proc_listing(pid: i32) -> Vec<i32> {
+    let mut v: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/root/proc"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 /// What the kernel shows of a container's terminal: its termios and window size (read
 /// through the init's descriptor 0), and, as the container's PID namespace shows them
 /// (its own /proc), each process's PID, session, controlling terminal (tty_nr) and

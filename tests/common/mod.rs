@@ -249,6 +249,8 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("uring", "uring.c", &[]),
     // tests/e2e_runc.rs: the program of a runc container (static: its rootfs is busybox)
     ("runcsrv-static", "runcsrv.c", &["-static"]),
+    // tests/e2e_runc.rs: a pod's "pause" container, reaping the pod's orphans
+    ("extpidns-static", "extpidns.c", &["-pthread", "-static"]),
     // tests/e2e_podman_net.rs: a TCP server in a container on Podman's bridge network
     ("podnet-static", "podnet.c", &["-static"]),
     // tests/e2e_incr.rs: memory written a little at a time, for incremental dumps

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::OwnedFd;
 
 use super::check_tree;
+use super::checks::{PidnsWay, pidns_way};
 use super::external::{EXTERNAL, open_sources};
 use super::owned_tree;
 use super::prop::{prop_in, propagate};
@@ -71,6 +72,50 @@ impl Drop for PidnsInit {
     }
 }
 
+/// The init of a new PID namespace below ckpt's, a reaper of ckpt's
+/// (`sys::process::spawn_pidns_reaper`), with the tree's root stub as its child, made
+/// while the tree's mount namespace is built (its proc mounts must be made from inside
+/// that PID namespace): for a tree that ran in a PID namespace whose init was outside
+/// it, or with `--new-pidns`. Killed (which ends the namespace, the stub with it) and
+/// reaped when dropped before [`Reaper::take`].
+pub(crate) struct Reaper {
+    made: Option<sys::process::PidnsReaper>,
+    /// The root stub's PID here.
+    root: i32,
+}
+
+impl Reaper {
+    /// The reaper, and the root stub's PID here.
+    pub(crate) fn take(mut self) -> Option<(sys::process::PidnsReaper, i32)> {
+        let root = self.root;
+        self.made.take().map(|m| (m, root))
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(m) = self.made.take() {
+            let _ = sys::process::kill(m.pid, libc::SIGKILL);
+            let _ = sys::process::wait_exit(m.pid);
+        }
+    }
+}
+
+/// What [`enter_new`] made for a tree restored in a PID namespace that is not its own
+/// (made outside it and given, or a new one below ckpt's reaper): the proc mounts of
+/// its mount namespace show that namespace.
+#[derive(Default)]
+pub(crate) struct OtherPidns {
+    /// The PID namespace given for the tree's external one, opened before ckpt left its
+    /// mount namespace (the path given may not be there in the tree's).
+    pub(crate) external: Option<std::fs::File>,
+    /// The new namespace's reaper, with the root's stub.
+    pub(crate) reaper: Option<Reaper>,
+    /// A proc of ckpt's is stacked on the namespace's /proc ([`unstack_proc`]), taken
+    /// off by the builder before the tree runs.
+    pub(crate) proc_stacked: bool,
+}
+
 /// What [`enter_new`] made for the tree before its processes: the init of its PID
 /// namespace, and the namespaces it entered (`kinds::ns::enter_new`: the cgroups made
 /// for a cgroup namespace, the tree's user namespace with its PID namespace).
@@ -88,14 +133,31 @@ pub(crate) struct Entered {
         crate::kinds::cgroup::MadeCgroups,
         Option<crate::kinds::userns::Made>,
     )>,
+    /// The PID namespace that is not the tree's own it is restored in, if any.
+    pub(crate) other_pidns: OtherPidns,
 }
 
-/// Mount a proc on `target` from inside the PID namespace of `init` (a proc shows the
-/// PID namespace of the process that mounts it): by a helper forked into it as
-/// `spare`, which exits once it is done (and frees that ID).
-fn mount_proc_in(init: i32, spare: i32, m: &Mount, target: &[u8]) -> RestoreResult<()> {
+/// Where a proc of the tree's is mounted from: a process forked into the PID namespace
+/// of process N (the tree's new init, or ckpt's reaper), or into the one a namespace
+/// file names (the external one given).
+#[derive(Clone, Copy)]
+enum ProcFrom<'a> {
+    Init(i32),
+    Ns(&'a std::fs::File),
+}
+
+/// Mount a proc on `target` from inside the PID namespace `from` names (a proc shows
+/// the PID namespace of the process that mounts it): by a helper forked into it as
+/// `spare` (or the next free ID, in a namespace with other processes), which exits once
+/// it is done (and frees that ID).
+fn mount_proc_in(from: ProcFrom<'_>, spare: i32, m: &Mount, target: &[u8]) -> RestoreResult<()> {
     let at = String::from_utf8_lossy(target).into_owned();
-    match sys::process::fork_into_pid_namespace_of(init, spare)? {
+    crate::error::fault_point("mount a proc from inside the tree's PID namespace")?;
+    let forked = match from {
+        ProcFrom::Init(init) => sys::process::fork_into_pid_namespace_of(init, spare)?,
+        ProcFrom::Ns(ns) => crate::kinds::task::extpidns::fork_into_free(ns, spare)?,
+    };
+    match forked {
         None => {
             // The helper: single-threaded, in our mount namespace.
             let code = match sys::mount::mount_new(&m.source, target, "proc", false, &data_of(m)) {
@@ -116,6 +178,10 @@ fn mount_proc_in(init: i32, spare: i32, m: &Mount, target: &[u8]) -> RestoreResu
     }
 }
 
+/// What restore was given for the tree's namespaces: `--join-ns TYPE:PATH` and
+/// `--inherit-fd N:KEY`.
+pub(crate) type Given<'a> = (&'a [(String, std::path::PathBuf)], &'a [(i32, String)]);
+
 /// Build the tree's mount namespace, if it had one of its own, and move ckpt's main
 /// thread (the calling thread) into it, at its root; every process started afterwards
 /// is in it. Checks what it can first (the image's tree, the external sources) and
@@ -130,13 +196,17 @@ fn mount_proc_in(init: i32, spare: i32, m: &Mount, target: &[u8]) -> RestoreResu
 /// (`kinds::ns::enter_new`, with the `--join-ns` joins `joins`): the init is made in
 /// them, and a user namespace of the tree's own owns the mount namespace built here
 /// (made by its helper, joined by ckpt's main thread, which builds the mounts in it
-/// with its own privileges); what that made is returned too ([`Entered`]).
+/// with its own privileges); what that made is returned too ([`Entered`]). When the
+/// tree is restored in a PID namespace not its own (the external one given, by
+/// `--join-ns pid:PATH` or `--inherit-fd N:KEY` in `inherit`; or a new one below a
+/// reaper of ckpt's, made here with the root's stub), the proc mounts are made from
+/// inside that one ([`OtherPidns`]).
 pub(crate) fn enter_new(
     ckpt: &Checkpoint,
     new_pidns: bool,
     pidns_init: bool,
     sibling: bool,
-    joins: &[(String, std::path::PathBuf)],
+    (joins, inherit): Given<'_>,
     cgroup_root: Option<&str>,
     cgroups: &mut crate::kinds::cgroup::MadeCgroups,
 ) -> RestoreResult<Entered> {
@@ -152,31 +222,54 @@ pub(crate) fn enter_new(
     }
     let mut problems = Vec::new();
     check_tree(ckpt, new_pidns, &mut problems);
-    // (The joins are made below, before plan would check them.)
+    let way = pidns_way(ckpt, new_pidns);
+    // (The joins are made below, before plan would check them; the PID namespace
+    // given for an external one is entered for the proc mounts.)
     if pidns_init {
         crate::kinds::ns::check_joins(ckpt, joins, &mut problems);
+        crate::kinds::task::extpidns::check(ckpt, joins, inherit, new_pidns, false, &mut problems);
+        if sibling && way == PidnsWay::Reaper {
+            crate::kinds::check::p(
+                &mut problems,
+                "namespace",
+                "a tree restored in a new PID namespace below a reaper of ckpt's (it ran in \
+                 one whose init was outside it, or --new-pidns) is not restored as a \
+                 sibling yet (the reaper is ckpt's child)"
+                    .into(),
+            );
+        }
     }
     if !problems.is_empty() {
         return Err(RestoreError::Problems(problems));
     }
     crate::error::fault_point("create the tree's mount namespace")?;
+    // The PID namespace given for the tree's external one, opened where its path is.
+    let external = match (pidns_init, way) {
+        (true, PidnsWay::External) => {
+            crate::kinds::task::extpidns::open_given(ckpt, joins, inherit)?
+        }
+        _ => None,
+    };
     let how = How {
         pidns_init,
         sibling,
         below: false,
+        way,
     };
-    build(ckpt, tree, how, joins, cgroup_root, cgroups)
+    build(ckpt, tree, how, external, joins, cgroup_root, cgroups)
 }
 
 /// What [`build`] makes besides the mounts: the init of the tree's PID namespace and
 /// the tree's other namespaces first (`pidns_init`, see [`enter_new`]), the init a child
 /// of our parent (`sibling`); `below`: the namespace is one a process below the root
-/// made ([`make_below`]: nothing but its mounts, no terminal of the tree's).
+/// made ([`make_below`]: nothing but its mounts, no terminal of the tree's); `way`:
+/// the PID namespace the proc mounts are made from inside of (with `pidns_init`).
 #[derive(Clone, Copy)]
 struct How {
     pidns_init: bool,
     sibling: bool,
     below: bool,
+    way: PidnsWay,
 }
 
 /// Build the mount namespace of a process below the tree's root, `tree` (the image's
@@ -197,12 +290,13 @@ pub(crate) fn make_below(
         pidns_init: false,
         sibling: false,
         below: true,
+        way: PidnsWay::Ours,
     };
     std::thread::scope(|s| {
         s.spawn(|| -> RestoreResult<std::fs::File> {
             // (unshare(CLONE_NEWNS) gives this thread a file system context of its own
             // first: ckpt's other threads stay where they are.)
-            build(ckpt, tree, how, &[], cgroup_root, cgroups)?;
+            build(ckpt, tree, how, None, &[], cgroup_root, cgroups)?;
             Ok(sys::ns::open_thread_ns("mnt")?)
         })
         .join()
@@ -213,11 +307,13 @@ pub(crate) fn make_below(
 }
 
 /// Build the mount namespace `tree` (the tree's own, or one a process below its root
-/// made: `how`) on the calling thread, and move that thread into it, at its root.
+/// made: `how`) on the calling thread, and move that thread into it, at its root;
+/// `external`: the PID namespace given for the tree's external one (see [`enter_new`]).
 fn build(
     ckpt: &Checkpoint,
     tree: &MountTree,
     how: How,
+    external: Option<std::fs::File>,
     joins: &[(String, std::path::PathBuf)],
     cgroup_root: Option<&str>,
     cgroups: &mut crate::kinds::cgroup::MadeCgroups,
@@ -226,6 +322,7 @@ fn build(
         pidns_init,
         sibling,
         below,
+        way,
     } = how;
     let mut problems = Vec::new();
     let same_boot = !ckpt.info.boot_id.is_empty() && ckpt.info.boot_id == sys::process::boot_id();
@@ -267,8 +364,10 @@ fn build(
     // user namespace and those it owns; `check_tree` refuses the rest), for ckpt's main
     // thread, as `Prepared::launch` makes them otherwise: the PID namespace's init is
     // made in them, and a user namespace's mount namespace is the one built below.
+    // (Also for the reaper, whose child is the root: its stub is made in them; and for
+    // an external PID namespace: a sysfs shows the network namespace of who mounts it.)
     let early =
-        pidns_init && (ckpt.own_pid_namespace || crate::kinds::userns::owned(ckpt).is_some());
+        pidns_init && (way != PidnsWay::Ours || crate::kinds::userns::owned(ckpt).is_some());
     let namespaces = if early {
         Some(crate::kinds::ns::enter_new(
             ckpt,
@@ -317,6 +416,22 @@ fn build(
         Some(_) => None,
         None => make_init()?,
     };
+    // The new PID namespace's reaper, with the root's stub (`check_tree` refuses it
+    // with a user namespace of the tree's own).
+    let reaper = match (pidns_init, way, userns) {
+        (true, PidnsWay::Reaper, None) => Some(make_reaper(ckpt)?),
+        _ => None,
+    };
+    // What the proc mounts are made from inside of (none: ckpt's own, for `ckpt check`
+    // and for a tree in ckpt's PID namespace).
+    let proc_from = |init: &Option<PidnsInit>| -> Option<ProcFrom<'_>> {
+        match (init, &reaper, &external) {
+            (Some(i), _, _) => Some(ProcFrom::Init(i.pid)),
+            (None, Some(r), _) => r.made.as_ref().map(|m| ProcFrom::Init(m.pid)),
+            (None, None, Some(f)) => Some(ProcFrom::Ns(f)),
+            (None, None, None) => None,
+        }
+    };
     let spare = crate::restore::spare_pid_of(ckpt);
     let stage = STAGES
         .iter()
@@ -342,7 +457,7 @@ fn build(
     // is named by its mount point, not through our /proc, which the tree's may cover.
     let mount_one = |m: &Mount,
                      target: &[u8],
-                     init: &Option<PidnsInit>,
+                     from: Option<ProcFrom<'_>>,
                      roots: &BTreeMap<u32, OwnedFd>,
                      pivoted: bool|
      -> RestoreResult<()> {
@@ -365,9 +480,9 @@ fn build(
             }
             MountOrigin::Fresh { files } => {
                 let ro = m.super_options.split(',').any(|o| o == "ro");
-                match init {
-                    Some(init) if m.fstype == "proc" => {
-                        mount_proc_in(init.pid, spare, m, target)?;
+                match from {
+                    Some(from) if m.fstype == "proc" => {
+                        mount_proc_in(from, spare, m, target)?;
                     }
                     _ => sys::mount::mount_new(&m.source, target, &m.fstype, false, &data_of(m))?,
                 }
@@ -413,7 +528,7 @@ fn build(
         if i > 0 {
             target.extend(&m.point);
         }
-        mount_one(m, &target, &init, &roots, false)?;
+        mount_one(m, &target, proc_from(&init), &roots, false)?;
         roots.insert(m.id, sys::mount::open_path(&target)?);
     }
     // Flags and propagation once every mount is there (a read-only parent stays
@@ -456,7 +571,7 @@ fn build(
                     String::from_utf8_lossy(&m.point)
                 )));
             }
-            mount_one(m, &m.point, &init, &roots, true)?;
+            mount_one(m, &m.point, proc_from(&init), &roots, true)?;
             roots.insert(m.id, sys::mount::open_path(&m.point)?);
             // (By its point, while it is the last mount there.)
             sys::mount::set_mount_flags(&m.point, sys::mount::mount_flags(&m.options))?;
@@ -467,9 +582,13 @@ fn build(
     // The namespace's /proc is the tree's PID namespace's, where ckpt has no ID (no
     // /proc/self): a proc of ckpt's own is stacked on it for ckpt's work, which the
     // builder takes off before the tree runs (`unstack_proc`).
-    if let Some(init) = &mut init {
+    let mut proc_stacked = false;
+    if init.is_some() || reaper.is_some() || external.is_some() {
         sys::mount::mount_new(b"proc", b"/proc", "proc", false, "")?;
-        init.proc_stacked = true;
+        match &mut init {
+            Some(init) => init.proc_stacked = true,
+            None => proc_stacked = true,
+        }
     }
     // After the pivot (pivot_root refuses a shared root): our descriptors of the mounts
     // name them, through the namespace's /proc.
@@ -491,7 +610,36 @@ fn build(
         console: console.into_inner(),
         outer_ptmx,
         namespaces,
+        other_pidns: OtherPidns {
+            external,
+            reaper,
+            proc_stacked,
+        },
     })
+}
+
+/// The reaper of a new PID namespace for the tree, with the root's stub as its child
+/// (with the root's ID there), in the mount namespace being built.
+fn make_reaper(ckpt: &Checkpoint) -> RestoreResult<Reaper> {
+    let root = ckpt
+        .processes
+        .first()
+        .map(|p| p.pid)
+        .ok_or_else(|| RestoreError::Malformed("the image holds no process".into()))?;
+    crate::error::fault_point("create the PID namespace's reaper")?;
+    let made = sys::process::spawn_pidns_reaper(root)?;
+    let pid = made.pid;
+    let mut reaper = Reaper {
+        root: 0,
+        made: Some(made),
+    };
+    // (Its only child, made before spawn_pidns_reaper returned; our /proc is the
+    // host's still. On an error the reaper is dropped: killed.)
+    reaper.root = sys::proc::children(pid)?
+        .first()
+        .copied()
+        .ok_or_else(|| RestoreError::Reported("the reaper's root stub is not there".into()))?;
+    Ok(reaper)
 }
 
 /// How many of the tree's first mounts came with the copy its mount namespace was

@@ -74,55 +74,82 @@ fn clean_abs(p: &[u8]) -> bool {
             .all(|c| c != b"." && c != b"..")
 }
 
+/// How the tree's PID namespace is restored with a mount namespace of its own: what
+/// the proc mounts are made from inside of (see `build::enter_new`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PidnsWay {
+    /// The tree's root is the init of a PID namespace of its own, made again.
+    Own,
+    /// The PID namespace was made outside the tree and recorded as external: the tree
+    /// is restored in the one given for it.
+    External,
+    /// A new PID namespace whose init is a reaper of ckpt's: the tree ran in one whose
+    /// init was outside it (not recorded as external), or `--new-pidns` asks for one.
+    Reaper,
+    /// ckpt's own PID namespace.
+    Ours,
+}
+
+/// See [`PidnsWay`].
+pub(crate) fn pidns_way(ckpt: &Checkpoint, new_pidns: bool) -> PidnsWay {
+    if ckpt.own_pid_namespace {
+        PidnsWay::Own
+    } else if ckpt.external_pid_namespace.is_some() {
+        PidnsWay::External
+    } else if ckpt.pid_namespace_init_outside || new_pidns {
+        PidnsWay::Reaper
+    } else {
+        PidnsWay::Ours
+    }
+}
+
 /// The image's mount tree is one restore can build: the root first, every mount on one
-/// before it, clean paths, known types and options; not with `--new-pidns`, nor with a
-/// PID namespace of the tree's own when the tree has other namespaces too (not restored
-/// together yet).
+/// before it, clean paths, known types and options; with a PID namespace of the tree's
+/// own, an external one, or a new one below ckpt's reaper, only with the other
+/// namespaces those are restored together with yet.
 pub(crate) fn check_tree(ckpt: &Checkpoint, new_pidns: bool, problems: &mut Vec<Problem>) {
     let Some(tree) = owned_tree(ckpt) else {
         return;
     };
-    if ckpt.external_pid_namespace.is_some() {
-        p(
-            problems,
-            "namespace",
-            "the tree has a mount namespace of its own and ran in a PID namespace made \
-             outside it (recorded as external); the two are not restored together yet"
-                .into(),
-        );
-    } else if ckpt.pid_namespace_init_outside {
-        p(
-            problems,
-            "namespace",
-            "the tree has a mount namespace of its own and ran in a PID namespace whose \
-             init was outside it (restored into a new PID namespace with a reaper of \
-             ckpt's as its init); the two are not restored together yet"
-                .into(),
-        );
-    } else if new_pidns && !ckpt.own_pid_namespace {
-        p(
-            problems,
-            "namespace",
-            "the tree has a mount namespace of its own and --new-pidns asks for a new PID \
-             namespace; the two are not restored together yet"
-                .into(),
-        );
-    }
+    let way = pidns_way(ckpt, new_pidns);
     // (Made or joined before the init, in `enter_new`: UTS, IPC, network, time, user;
     // cgroup with a user namespace, whose helper makes it: tests/e2e_rootless.rs.)
     let with_user = crate::kinds::userns::owned(ckpt).is_some();
+    if with_user && matches!(way, PidnsWay::External | PidnsWay::Reaper) {
+        let what = match way {
+            PidnsWay::External => "ran in a PID namespace made outside it (recorded as external)",
+            _ if ckpt.pid_namespace_init_outside => {
+                "ran in a PID namespace whose init was outside it (restored into a new \
+                 one with a reaper of ckpt's as its init)"
+            }
+            _ => "is restored in a new PID namespace (--new-pidns)",
+        };
+        p(
+            problems,
+            "namespace",
+            format!(
+                "the tree has mount and user namespaces of its own and {what}; these are \
+                 not restored together yet"
+            ),
+        );
+    }
     let others: Vec<String> = crate::kinds::ns::owned_kinds(ckpt)
         .into_iter()
         .filter(|k| !["mnt", "uts", "ipc", "net", "time", "user"].contains(&k.as_str()))
         .filter(|k| !(with_user && k == "cgroup"))
         .collect();
-    if ckpt.own_pid_namespace && !others.is_empty() {
+    if way != PidnsWay::Ours && !others.is_empty() {
+        let pid = match way {
+            PidnsWay::Own => "a PID namespace of its own",
+            PidnsWay::External => "the PID namespace given for its external one",
+            _ => "a new PID namespace below a reaper of ckpt's",
+        };
         p(
             problems,
             "namespace",
             format!(
-                "the tree has a mount namespace and a PID namespace of its own, and other \
-                 namespaces ({}); mount and PID namespaces are restored together only \
+                "the tree has a mount namespace of its own, is restored in {pid}, and has \
+                 other namespaces ({}); mount and PID namespaces are restored together only \
                  with UTS, IPC, network, time and user namespaces of the tree's own \
                  (and joined ones; cgroup ones with a user namespace) yet",
                 others.join(", ")

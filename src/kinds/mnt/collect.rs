@@ -169,6 +169,9 @@ pub(crate) fn collect(pid: i32) -> DumpResult<MountTree> {
             } else {
                 Vec::new()
             };
+            if l.fstype == "proc" {
+                check_proc_pidns(pid, l).map_err(|why| refuse(l, why))?;
+            }
             MountOrigin::Fresh { files }
         } else {
             return Err(refuse(
@@ -197,4 +200,26 @@ pub(crate) fn collect(pid: i32) -> DumpResult<MountTree> {
         });
     }
     Ok(MountTree { mounts })
+}
+
+/// A proc of the namespace's own shows the PID namespace of the tree's root: restore
+/// mounts it anew for the root's namespace (its own made again, the one given for an
+/// external one, a new one below ckpt's reaper, or ckpt's), from inside it. One that
+/// does not show the root under its ID there (mounted for a namespace above or below
+/// the root's) is refused.
+fn check_proc_pidns(pid: i32, l: &MountLine) -> Result<(), String> {
+    let ids = sys::proc::thread_nspid(pid, pid).map_err(|e| e.to_string())?;
+    let id = ids
+        .last()
+        .copied()
+        .ok_or_else(|| "the tree's root has no ID (no NSpid)".to_string())?;
+    match sys::mount::proc_shows_as(pid, &l.point, id) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!(
+            "it does not show the tree's root as {id}, its ID in its PID namespace: it \
+             was mounted for another PID namespace, and restore mounts a proc for the \
+             root's only"
+        )),
+        Err(e) => Err(format!("cannot tell which PID namespace it shows: {e}")),
+    }
 }

@@ -50,7 +50,9 @@ mod prop;
 use crate::model::{Checkpoint, MountTree};
 
 pub(crate) use below::check_below;
-pub(crate) use build::{PidnsInit, enter_new, make_below, unstack_proc};
+pub(crate) use build::{OtherPidns, PidnsInit, enter_new, make_below, unstack_proc};
+#[cfg(test)]
+use checks::{PidnsWay, pidns_way};
 pub(crate) use checks::{
     check_tree, external_points, fresh_devs, manifest, own_cgroup_mount_sources,
 };

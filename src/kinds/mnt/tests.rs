@@ -91,7 +91,9 @@ fn trees_restore_can_build_or_not() {
     ];
     assert!(problems(&image(good.clone()), false).is_empty());
     assert_eq!(fresh_devs(&image(good.clone())), BTreeSet::from([2]));
-    assert!(problems(&image(good.clone()), true)[0].contains("new PID namespace"));
+    // (--new-pidns: a new PID namespace below ckpt's reaper, the proc mounts made
+    // from inside it.)
+    assert!(problems(&image(good.clone()), true).is_empty());
 
     let mut bad = good.clone();
     bad[2].origin = MountOrigin::Bind { of: 1 };
@@ -181,17 +183,66 @@ fn own_pid_namespace_with_the_mount_namespace_alone() {
     );
 }
 
-/// A tree that ran in a PID namespace without its init is restored below ckpt's
-/// reaper in a new PID namespace: not together with a mount namespace of its own.
+/// A tree that ran in a PID namespace without its init (restored below ckpt's reaper in
+/// a new PID namespace), one recorded as external (restored in the one given), and
+/// `--new-pidns` (below a reaper too) are restored with a mount namespace of the tree's
+/// own; not with a user namespace of its own, nor with a cgroup namespace of its own
+/// (the tree's namespaces are entered before the mounts are made): refused, naming what.
 #[test]
-fn pid_namespace_without_its_init_with_a_mount_namespace_is_refused() {
+fn pid_namespaces_not_the_trees_own_with_a_mount_namespace() {
     let good = vec![mount(1, 0, "/", MountOrigin::Fresh { files: Vec::new() })];
-    let mut ck = image(good);
-    ck.pid_namespace_init_outside = true;
-    for new_pidns in [false, true] {
-        let p = problems(&ck, new_pidns);
-        assert_eq!(p.len(), 1, "{p:?}");
-        assert!(p[0].contains("whose init was outside it"), "{p:?}");
+    let outside = {
+        let mut ck = image(good.clone());
+        ck.pid_namespace_init_outside = true;
+        ck
+    };
+    let external = {
+        let mut ck = outside.clone();
+        ck.external_pid_namespace = Some(crate::model::ExternalPidNs {
+            inode: 9,
+            key: "pod".into(),
+        });
+        ck
+    };
+    let plain = image(good);
+    for (ck, new_pidns, way) in [
+        (&outside, false, PidnsWay::Reaper),
+        (&outside, true, PidnsWay::Reaper),
+        (&external, false, PidnsWay::External),
+        (&plain, true, PidnsWay::Reaper),
+        (&plain, false, PidnsWay::Ours),
+    ] {
+        assert_eq!(pidns_way(ck, new_pidns), way);
+        let p = problems(ck, new_pidns);
+        assert!(p.is_empty(), "{way:?}: {p:?}");
+        let mut user = ck.clone();
+        user.processes[0].namespaces.push(("user".into(), 11));
+        user.namespaces.push(Namespace {
+            kind: "user".into(),
+            inode: 11,
+            ..Default::default()
+        });
+        let p = problems(&user, new_pidns);
+        if way == PidnsWay::Ours {
+            assert!(p.is_empty(), "{p:?}");
+        } else {
+            assert_eq!(p.len(), 1, "{way:?}: {p:?}");
+            assert!(p[0].contains("mount and user namespaces"), "{p:?}");
+        }
+        let mut cg = ck.clone();
+        cg.processes[0].namespaces.push(("cgroup".into(), 12));
+        cg.namespaces.push(Namespace {
+            kind: "cgroup".into(),
+            inode: 12,
+            ..Default::default()
+        });
+        let p = problems(&cg, new_pidns);
+        if way == PidnsWay::Ours {
+            assert!(p.is_empty(), "{way:?}: {p:?}");
+        } else {
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert!(p[0].contains("(cgroup)"), "{p:?}");
+        }
     }
 }
 

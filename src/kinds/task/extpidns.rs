@@ -263,6 +263,22 @@ pub(crate) fn open_given(
     Ok(Some(f))
 }
 
+/// Fork a child of ours into PID namespace `ns` (the one given for the tree's external
+/// one) with ID `first` there, or the next one free (the namespace has other processes,
+/// which may hold it): `Ok(Some(child))` in the parent (its PID here), `Ok(None)` in the
+/// child. Must be called while this process is single-threaded.
+pub(crate) fn fork_into_free(ns: &std::fs::File, first: i32) -> sys::Result<Option<i32>> {
+    let mut id = first;
+    loop {
+        match sys::extpidns::fork_into(ns, id) {
+            Err(e) if e.errno() == Some(libc::EEXIST) && id < first.saturating_add(64) => {
+                id += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
