@@ -4,9 +4,10 @@
 //! SO_PASSCRED, a connection waiting in a listener's queue, descriptors in flight
 //! inside SCM_RIGHTS messages that the tree holds (on pairs of every type and to a
 //! named datagram socket); and the states dump refuses, naming the descriptor, while
-//! the program runs on: a stream message carrying
-//! descriptors after other bytes, connections waiting to be accepted whose client
-//! already sent data or is outside the tree. Names relative to the working directory they were bound
+//! the program runs on: connections waiting to be accepted whose client
+//! sent descriptors or is outside the tree. A stream message carrying descriptors
+//! after other bytes comes back in place (the BPF socket reader shows where it begins).
+//! Names relative to the working directory they were bound
 //! in come back relative (bound again from that directory), or are refused when no
 //! process's working directory leads to them any more.
 //!
@@ -220,18 +221,49 @@ fn refused_with(name: &str, mode: &str, words: &[&str], client: bool) {
     );
 }
 
+/// `urefuse stream-boundary`: "aa", then "bbbb" carrying the socket itself, on a stream
+/// pair. A peek reads the six bytes and the descriptor at once; the BPF socket reader
+/// shows the two messages, so the descriptor comes back on "bbbb": one-byte reads of
+/// the restored program bring "a", "a" alone and then "b" with the descriptor, as an
+/// undisturbed run's do (the oracle compares the pair and its queues).
 #[test]
-fn descriptors_in_flight_after_other_bytes_on_a_unix_stream_pair_refuse_the_dump() {
-    refused(
-        "descriptors_in_flight_after_other_bytes_on_a_unix_stream_pair_refuse_the_dump",
-        "stream-boundary",
-        &[
-            "file descriptor 3",
-            "other end, descriptor 4 of process",
-            "SCM_RIGHTS",
-            "in a read of 6 bytes",
-            "does not show where in them the message that carried the descriptors begins",
-        ],
+fn descriptors_in_flight_after_other_bytes_on_a_unix_stream_pair_come_back_in_place() {
+    let ctx = Ctx::new(
+        "descriptors_in_flight_after_other_bytes_on_a_unix_stream_pair_come_back_in_place",
+    );
+    let spec = |dir: &SockDir| {
+        Spec::new(target("urefuse"))
+            .arg("stream-boundary")
+            .arg(&dir.0)
+            .arg("60")
+    };
+    let rdir = SockDir::new("urefuse-boundary-ref");
+    let reference = ctx.spawn(&spec(&rdir)).finish();
+    assert_eq!(
+        reference.status.code(),
+        Some(0),
+        "urefuse stream-boundary: reference run"
+    );
+    assert!(
+        text(&reference.stdout).contains("read 2: [b] with a descriptor"),
+        "urefuse stream-boundary: the reference run:\n{}",
+        text(&reference.stdout)
+    );
+    let dir = SockDir::new("urefuse-boundary-run");
+    let mut t = ctx.spawn(&spec(&dir));
+    t.wait_for("step 3\n");
+    let img = ctx.path("boundary.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish("urefuse stream-boundary: original");
+    wait_pids_gone(&[t.pid], "urefuse stream-boundary: original after the dump");
+    let fin = ctx.restore(&img, &[], In::Null).finish();
+    assert_tree_finished_like_reference(
+        "urefuse stream-boundary (restored)",
+        &reference.stdout,
+        before,
+        &fin,
+        &[t.pid],
     );
 }
 
@@ -322,14 +354,15 @@ fn descriptors_in_flight_to_a_named_unix_datagram_socket_come_back() {
 }
 
 #[test]
-fn a_unix_listener_with_a_client_that_already_sent_data_refuses_the_dump() {
+fn a_unix_listener_with_a_client_that_sent_descriptors_refuses_the_dump() {
     refused(
-        "a_unix_listener_with_a_client_that_already_sent_data_refuses_the_dump",
+        "a_unix_listener_with_a_client_that_sent_descriptors_refuses_the_dump",
         "backlog",
         &[
             "file descriptor 3",
             "waiting to be accepted whose client (descriptor 4 of process",
             "already sent data",
+            "carries descriptors (SCM_RIGHTS)",
         ],
     );
 }

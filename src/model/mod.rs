@@ -449,6 +449,12 @@ pub enum FdKind {
         dir: Vec<u8>,
         #[serde(default, with = "serde_bytes")]
         listener_dir: Vec<u8>,
+        /// What the client had sent that waited on the listener's side of the
+        /// connection (read without accepting it, `sys::bpf`), one message per socket
+        /// buffer, in order, each with its sender's credentials: restore sends it again
+        /// from this socket once it is connected. Empty if it had sent nothing.
+        #[serde(default)]
+        queued: Vec<SockMessage>,
     },
     /// One side of a pseudo-terminal pair whose master is held inside the image (`index`
     /// names the pair in `Checkpoint::ptys`, and is its /dev/pts number): the master

@@ -4,6 +4,8 @@
 
 #![allow(unsafe_code)]
 
+pub(crate) mod bpf;
+pub(crate) mod btf;
 pub(crate) mod cgroup;
 pub(crate) mod deferred;
 pub(crate) mod extpidns;

@@ -350,7 +350,15 @@ pub fn peek_stream(fd: &OwnedFd, len: usize) -> Result<Vec<u8>> {
 /// offset before the buffer brings its descriptors (a peek goes on to the next buffers
 /// with nothing left to copy). So only a read of one byte with descriptors is certain
 /// to be that message; a longer one is refused (`PeekError::Rights`).
-pub fn peek_unix_stream(fd: &OwnedFd, len: usize) -> std::result::Result<StreamQueue, PeekError> {
+///
+/// `bounds`, where known (`sys::bpf`), are the messages that make the queue, in order:
+/// (unread length, descriptors carried); they place descriptors in flight on a message
+/// longer than one byte, which a peek alone cannot.
+pub fn peek_unix_stream(
+    fd: &OwnedFd,
+    len: usize,
+    bounds: Option<&[(usize, u32)]>,
+) -> std::result::Result<StreamQueue, PeekError> {
     use super::tcp::{getsockopt_u32 as get, setsockopt_u32 as set};
     if len == 0 {
         return Ok((Vec::new(), Vec::new()));
@@ -362,7 +370,7 @@ pub fn peek_unix_stream(fd: &OwnedFd, len: usize) -> std::result::Result<StreamQ
     }
     let r = set(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
         .map_err(PeekError::from)
-        .and_then(|()| peek_stream_all(fd, len));
+        .and_then(|()| peek_stream_all(fd, len, bounds));
     let back = set(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old as u32);
     let cred_back = if passcred == 0 {
         set(fd, libc::SOL_SOCKET, libc::SO_PASSCRED, 0)
@@ -373,6 +381,21 @@ pub fn peek_unix_stream(fd: &OwnedFd, len: usize) -> std::result::Result<StreamQ
     back?;
     cred_back?;
     Ok(data)
+}
+
+/// The message of `bounds` (lengths, descriptors) that ends `end` bytes into the queue.
+fn message_ending_at(bounds: &[(usize, u32)], end: usize) -> Option<(usize, u32)> {
+    let mut at = 0usize;
+    for &(l, f) in bounds {
+        at += l;
+        if at == end {
+            return Some((l, f));
+        }
+        if at > end {
+            return None;
+        }
+    }
+    None
 }
 
 /// A unix stream socket's queued bytes, and the runs of them each writer sent.
@@ -389,7 +412,11 @@ pub struct Run {
     pub rights: Vec<OwnedFd>,
 }
 
-fn peek_stream_all(fd: &OwnedFd, len: usize) -> std::result::Result<StreamQueue, PeekError> {
+fn peek_stream_all(
+    fd: &OwnedFd,
+    len: usize,
+    bounds: Option<&[(usize, u32)]>,
+) -> std::result::Result<StreamQueue, PeekError> {
     let mut data = vec![0u8; len];
     let mut runs: Vec<Run> = Vec::new();
     let mut ctl = vec![0u8; 4096];
@@ -404,9 +431,39 @@ fn peek_stream_all(fd: &OwnedFd, len: usize) -> std::result::Result<StreamQueue,
             break;
         }
         // Descriptors end a read, but the kernel's peek does not show where the
-        // message that carried them begins: only a read of one byte is certain.
+        // message that carried them begins: only a read of one byte is certain, or
+        // the queue's messages as the BPF reader saw them.
         if !rights.is_empty() && n > 1 {
-            return Err(PeekError::Rights(format!(
+            if let Some(b) = bounds {
+                let m = message_ending_at(b, done + n)
+                    .filter(|&(l, f)| f as usize == rights.len() && l <= n && l > 0)
+                    .ok_or_else(|| {
+                        PeekError::Boundary(
+                            "whose queue as the BPF socket reader saw it does not end a \
+                             message where the read of its descriptors ended"
+                                .into(),
+                        )
+                    })?;
+                let plain = n - m.0;
+                if plain > 0 {
+                    match runs.last_mut() {
+                        Some(r) if r.creds == creds && r.rights.is_empty() => r.len += plain,
+                        _ => runs.push(Run {
+                            len: plain,
+                            creds,
+                            rights: Vec::new(),
+                        }),
+                    }
+                }
+                runs.push(Run {
+                    len: m.0,
+                    creds,
+                    rights,
+                });
+                done += n;
+                continue;
+            }
+            return Err(PeekError::Boundary(format!(
                 "in a read of {n} bytes: the kernel does not show where in them the \
                  message that carried the descriptors begins, so restore could not give \
                  them with the same byte (only a one-byte message carrying descriptors \
@@ -508,6 +565,9 @@ pub enum PeekError {
     TooLarge,
     /// Descriptors in flight that restore could not give back (why).
     Rights(String),
+    /// Descriptors in flight on a stream socket whose message's start is not known
+    /// (why): the BPF socket reader could place it.
+    Boundary(String),
     Sys(SysError),
 }
 
@@ -720,4 +780,18 @@ pub fn sock_opts(fd: &OwnedFd, unix: bool) -> Result<SockOpts> {
         reuseport: get(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT)? != 0,
         buf_lock: get(fd, libc::SOL_SOCKET, linux_raw_sys::net::SO_BUF_LOCK as i32).ok(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message_ending_at;
+
+    #[test]
+    fn the_message_a_read_ends_with_is_found_by_its_end() {
+        let b = [(2usize, 0u32), (4, 1), (3, 0)];
+        assert_eq!(message_ending_at(&b, 6), Some((4, 1)));
+        assert_eq!(message_ending_at(&b, 2), Some((2, 0)));
+        assert_eq!(message_ending_at(&b, 5), None, "inside a message");
+        assert_eq!(message_ending_at(&b, 10), None, "past the queue");
+    }
 }

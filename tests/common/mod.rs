@@ -169,6 +169,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     // tests/e2e_unix.rs: unix sockets shut down, named, accepted, autobound; refusals
     ("ushut", "ushut.c", &[]),
     ("urefuse", "urefuse.c", &[]),
+    ("ubacklog", "ubacklog.c", &[]),
     ("urel", "urel.c", &[]),
     ("ucreds", "ucreds.c", &[]),
     ("urights", "urights.c", &[]),

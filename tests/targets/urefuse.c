@@ -9,12 +9,15 @@
  *   dgram-rights    the same on a datagram socketpair;
  *   stream-boundary a stream socketpair (fds 3, 4) with "aa" sent on 3, then "bbbb"
  *                   carrying 4 itself (which the tree holds): where that message begins
- *                   after "aa" cannot be told;
+ *                   after "aa" a peek cannot tell (restored since, through the BPF
+ *                   socket reader: tests/e2e_unix.rs);
  *   named-rights    a datagram socket (fd 3) bound to DIR/g.sock with a message carrying
  *                   an eventfd queued on it, from an unnamed socket, the eventfd closed
  *                   after sending it;
  *   backlog         a stream listener (fd 3) bound to DIR/l.sock with a client (fd 4)
- *                   connected, not accepted yet, that sent "hi";
+ *                   connected, not accepted yet, that sent "hi" carrying its own socket
+ *                   (SCM_RIGHTS; what it sent without descriptors is restored since,
+ *                   tests/e2e_unix.rs with ubacklog);
  *   outside         a stream listener (fd 3) bound to DIR/l.sock (the test connects a
  *                   client of its own to it, outside the tree);
  * It prints "ready", then "step N" every 20 ms for STEPS steps, then takes what was in
@@ -131,8 +134,7 @@ int main(int argc, char **argv)
 			C = socket(AF_UNIX, SOCK_STREAM, 0);
 			if (C != 4 || connect(C, (struct sockaddr *)&sa, sl))
 				die("connect: %s", strerror(errno));
-			if (write(C, "hi", 2) != 2)
-				die("write: %s", strerror(errno));
+			send_fd(C, C, NULL, 0, "hi");
 		}
 	} else {
 		die("unknown mode %s", mode);

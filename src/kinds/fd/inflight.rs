@@ -414,7 +414,7 @@ fn queued_rights(sock: &OwnedFd, s: &UnixSock) -> Vec<OwnedFd> {
         if s.rqueue == 0 {
             return Vec::new();
         }
-        return match sockdiag::peek_unix_stream(sock, s.rqueue as usize) {
+        return match sockdiag::peek_unix_stream(sock, s.rqueue as usize, None) {
             Ok((_, runs)) => runs.into_iter().flat_map(|r| r.rights).collect(),
             Err(_) => Vec::new(),
         };

@@ -55,6 +55,36 @@ pub(crate) struct UnixTable {
     /// Every descriptor of the tree (process, descriptor), for descriptors in flight.
     fds: Vec<(i32, i32)>,
     pub(crate) pairs: Vec<SocketPairState>,
+    /// What the clients waiting on each listener sent: listener inode -> client inode
+    /// -> its messages (read once per listener).
+    backlogs: BTreeMap<u64, BTreeMap<u64, Vec<SockMessage>>>,
+    /// The BPF reader of queues no system call shows, loaded when first needed (or why
+    /// it cannot be).
+    reader: Reader,
+}
+
+/// The BPF socket reader, loaded when first needed (or why it cannot be).
+type Reader = Option<std::result::Result<sys::bpf::SockReader, String>>;
+
+/// The messages queued on stream socket `ino` (held by process `pid`), as the BPF
+/// socket reader sees them: (unread length, descriptors carried), in order.
+fn stream_bounds(
+    reader: &mut Reader,
+    pid: i32,
+    ino: u64,
+) -> std::result::Result<Vec<(usize, u32)>, String> {
+    let r = reader
+        .get_or_insert_with(sys::bpf::SockReader::new)
+        .as_ref()
+        .map_err(|why| why.clone())?;
+    let socks = r.sockets(Some(pid), &[ino]).map_err(|e| e.to_string())?;
+    let sk = socks
+        .get(&ino)
+        .ok_or("the BPF socket iterator does not list it")?;
+    let q = r.queue(*sk).map_err(|e| e.to_string())?;
+    Ok(q.iter()
+        .map(|m| (m.data.len().saturating_sub(m.consumed as usize), m.fds))
+        .collect())
 }
 
 impl UnixTable {
@@ -93,6 +123,8 @@ impl UnixTable {
                 .flat_map(|p| p.fds.iter().map(move |f| (p.pid, f.fd)))
                 .collect(),
             pairs: Vec::new(),
+            backlogs: BTreeMap::new(),
+            reader: None,
         })
     }
 
@@ -115,16 +147,29 @@ impl UnixTable {
         refuse: &dyn Fn(&str) -> DumpError,
     ) -> DumpResult<()> {
         let (diag, held, pids, fds) = (&self.diag, &self.held, &self.pids, &self.fds);
+        let reader = &mut self.reader;
         let Some(s) = diag.get(&ino) else {
             return Ok(());
         };
         if s.state == STATE_LISTEN {
             f.kind = listen(s, flags, held, refuse)?;
-            check_backlog(s, held, refuse)?;
+            self.backlog(ino, refuse)?;
             return Ok(());
         }
         if let Some(&(l, pos)) = self.pending.get(&ino) {
-            f.kind = pending(s, l, pos, diag, held, flags, refuse)?;
+            let queued = match self.diag.get(&l) {
+                Some(_) if self.held.contains_key(&l) => self
+                    .backlog(l, refuse)?
+                    .get(&ino)
+                    .cloned()
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            let (diag, held) = (&self.diag, &self.held);
+            let Some(s) = diag.get(&ino) else {
+                return Ok(());
+            };
+            f.kind = pending(s, l, pos, diag, held, flags, refuse, queued)?;
             return Ok(());
         }
         if s.typ == libc::SOCK_DGRAM {
@@ -166,7 +211,7 @@ impl UnixTable {
         let id = ino.min(s.peer);
         let end = u8::from(ino != id);
         if !self.pairs.iter().any(|x| x.id == id) {
-            let st = pair_state(s, id, end, diag, held, (pids, fds), refuse)?;
+            let st = pair_state(s, id, end, diag, held, (pids, fds), refuse, reader)?;
             self.pairs.push(st);
         }
         f.kind = FdKind::UnixPair { id, end, flags };
@@ -200,42 +245,129 @@ fn listen(
     })
 }
 
-/// A listener's connections waiting to be accepted can be made again if each client
-/// is a socket of the tree that has sent nothing yet: what it sent waits on the
-/// listener's side of the connection, which only accept could reach.
-fn check_backlog(
-    s: &UnixSock,
-    held: &BTreeMap<u64, (i32, i32)>,
-    refuse: &dyn Fn(&str) -> DumpError,
-) -> DumpResult<()> {
-    if s.icons.len() != s.rqueue as usize {
-        return Err(refuse(&format!(
-            "a listening unix socket with {} connections waiting to be accepted, of which \
-             sock_diag names {}",
-            s.rqueue,
-            s.icons.len()
-        )));
+impl UnixTable {
+    /// What each client waiting on listener `l` sent (client inode -> messages), read
+    /// once per listener. The connections can be made again if each client is a
+    /// socket of the tree; what a client sent waits on the listener's side of the
+    /// connection, which only accept reaches: it is read without accepting through the
+    /// BPF socket reader (`sys::bpf`), and refused where that cannot be.
+    fn backlog(
+        &mut self,
+        l: u64,
+        refuse: &dyn Fn(&str) -> DumpError,
+    ) -> DumpResult<&BTreeMap<u64, Vec<SockMessage>>> {
+        if !self.backlogs.contains_key(&l) {
+            let b = self.read_backlog(l, refuse)?;
+            self.backlogs.insert(l, b);
+        }
+        self.backlogs
+            .get(&l)
+            .ok_or_else(|| refuse("a listening unix socket whose queue was not kept"))
     }
-    for c in &s.icons {
-        let Some(&(hp, hfd)) = held.get(c) else {
-            return Err(refuse(&format!(
-                "a listening unix socket with a connection waiting to be accepted from a \
-                 process outside the dumped tree (socket:[{c}]); not supported"
-            )));
+
+    fn read_backlog(
+        &mut self,
+        l: u64,
+        refuse: &dyn Fn(&str) -> DumpError,
+    ) -> DumpResult<BTreeMap<u64, Vec<SockMessage>>> {
+        let Some(s) = self.diag.get(&l) else {
+            return Ok(BTreeMap::new());
         };
-        let dup = sys::process::steal_fd(hp, hfd)?;
-        if sockdiag::unread_sent(&dup)? != 0 {
+        let held = &self.held;
+        if s.icons.len() != s.rqueue as usize {
             return Err(refuse(&format!(
-                "a listening unix socket with a connection waiting to be accepted whose \
-                 client (descriptor {hfd} of process {hp}) already sent data, which cannot \
-                 be read before it is accepted"
+                "a listening unix socket with {} connections waiting to be accepted, of which \
+                 sock_diag names {}",
+                s.rqueue,
+                s.icons.len()
             )));
         }
+        let mut sent = None;
+        for c in &s.icons {
+            let Some(&(hp, hfd)) = held.get(c) else {
+                return Err(refuse(&format!(
+                    "a listening unix socket with a connection waiting to be accepted from a \
+                     process outside the dumped tree (socket:[{c}]); not supported"
+                )));
+            };
+            let dup = sys::process::steal_fd(hp, hfd)?;
+            if sent.is_none() && sockdiag::unread_sent(&dup)? != 0 {
+                sent = Some((hp, hfd));
+            }
+        }
+        let Some((hp, hfd)) = sent else {
+            return Ok(BTreeMap::new());
+        };
+        let (icons, lholder) = (s.icons.clone(), held.get(&l).copied());
+        let cannot = |why: &str| {
+            refuse(&format!(
+                "a listening unix socket with a connection waiting to be accepted whose \
+                 client (descriptor {hfd} of process {hp}) already sent data, which cannot \
+                 be read before it is accepted: {why}"
+            ))
+        };
+        let Some((lp, lfd)) = lholder else {
+            return Err(cannot("the listener vanished during the dump"));
+        };
+        let reader = self
+            .reader
+            .get_or_insert_with(sys::bpf::SockReader::new)
+            .as_ref()
+            .map_err(|why| cannot(why))?;
+        let want: Vec<u64> = std::iter::once(l).chain(icons.iter().copied()).collect();
+        let socks = reader
+            .sockets(Some(lp), &want)
+            .map_err(|e| cannot(&e.to_string()))?;
+        let Some(&addr) = socks.get(&l) else {
+            return Err(cannot("the BPF socket iterator does not list the listener"));
+        };
+        let inos: BTreeMap<u64, u64> = socks.iter().map(|(&i, &a)| (a, i)).collect();
+        let waiting = reader
+            .waiting(addr, &inos)
+            .map_err(|e| cannot(&e.to_string()))?;
+        let read: Vec<u64> = waiting.iter().map(|w| w.client_ino).collect();
+        if read != icons {
+            return Err(cannot(&format!(
+                "the listener's queue read through BPF (clients {read:?}) is not the one \
+                 sock_diag shows ({icons:?})"
+            )));
+        }
+        let lopts = sockdiag::sock_opts(&sys::process::steal_fd(lp, lfd)?, true)?;
+        let mut out = BTreeMap::new();
+        for w in waiting {
+            if w.queue.len() > MAX_MESSAGES {
+                return Err(cannot(&format!("over {MAX_MESSAGES} messages queued")));
+            }
+            let mut msgs = Vec::with_capacity(w.queue.len());
+            for m in w.queue {
+                if m.fds != 0 {
+                    return Err(cannot(
+                        "a message that carries descriptors (SCM_RIGHTS); not supported",
+                    ));
+                }
+                msgs.push(SockMessage {
+                    from: Vec::new(),
+                    data: m.data,
+                    creds: (m.pid != 0).then_some(SockCreds {
+                        pid: m.pid,
+                        uid: m.uid,
+                        gid: m.gid,
+                    }),
+                    rights: Vec::new(),
+                });
+            }
+            // The accepted socket shows credentials if the listener does (SO_PASSCRED
+            // is inherited at accept).
+            keep_creds(&mut msgs, &self.pids, lopts.passcred).map_err(|why| cannot(&why))?;
+            out.insert(w.client_ino, msgs);
+        }
+        Ok(out)
     }
-    Ok(())
 }
 
-/// Client `s` of a connection waiting in the queue of listener `l` at place `pos`.
+/// Client `s` of a connection waiting in the queue of listener `l` at place `pos`,
+/// which had sent `queued`.
+#[allow(clippy::too_many_arguments)]
 fn pending(
     s: &UnixSock,
     l: u64,
@@ -244,6 +376,7 @@ fn pending(
     held: &BTreeMap<u64, (i32, i32)>,
     flags: u32,
     refuse: &dyn Fn(&str) -> DumpError,
+    queued: Vec<SockMessage>,
 ) -> DumpResult<FdKind> {
     let Some(ls) = diag.get(&l).filter(|_| held.contains_key(&l)) else {
         return Err(refuse(&format!(
@@ -281,6 +414,7 @@ fn pending(
         flags,
         dir,
         listener_dir,
+        queued,
     })
 }
 
@@ -349,6 +483,7 @@ fn peer_holder(peer: u64) -> String {
 
 /// The pair `id` of which `s` is end `end`: both ends' options and the data queued on
 /// each (peeked without consuming it).
+#[allow(clippy::too_many_arguments)]
 fn pair_state(
     s: &UnixSock,
     id: u64,
@@ -357,6 +492,7 @@ fn pair_state(
     held: &BTreeMap<u64, (i32, i32)>,
     (pids, fds): (&BTreeSet<i32>, &[(i32, i32)]),
     refuse: &dyn Fn(&str) -> DumpError,
+    reader: &mut Reader,
 ) -> DumpResult<SocketPairState> {
     let peer = diag.get(&s.peer).cloned().unwrap_or_default();
     let (a, b) = if end == 0 {
@@ -420,8 +556,21 @@ fn pair_state(
             if sock.rqueue == 0 {
                 continue;
             }
-            let (data, runs) = sockdiag::peek_unix_stream(&dup, sock.rqueue as usize)
-                .map_err(|e| unkept(e, "unix stream socket"))?;
+            let (data, runs) = match sockdiag::peek_unix_stream(&dup, sock.rqueue as usize, None) {
+                // Descriptors on a message longer than one byte: placed by the
+                // messages the BPF socket reader sees on the queue.
+                Err(sockdiag::PeekError::Boundary(why)) => {
+                    let b = stream_bounds(reader, hp, sock.ino).map_err(|e| {
+                        unkept(
+                            sockdiag::PeekError::Boundary(format!("{why} ({e})")),
+                            "unix stream socket",
+                        )
+                    })?;
+                    sockdiag::peek_unix_stream(&dup, sock.rqueue as usize, Some(&b))
+                }
+                r => r,
+            }
+            .map_err(|e| unkept(e, "unix stream socket"))?;
             // Runs as messages, for their credentials and descriptors in flight.
             let mut as_msgs = Vec::with_capacity(runs.len());
             for r in &runs {
@@ -720,6 +869,9 @@ pub(crate) fn peek_refusal(e: &sys::sockdiag::PeekError, what: &str) -> String {
             sys::sockdiag::MAX_MESSAGES
         ),
         sys::sockdiag::PeekError::Sys(e) => format!("a {what} whose queue cannot be read ({e})"),
+        sys::sockdiag::PeekError::Boundary(why) => {
+            format!("a {what} with a queued message that carries descriptors (SCM_RIGHTS) {why}")
+        }
         sys::sockdiag::PeekError::Rights(why) => {
             format!("a {what} with a queued message that carries descriptors (SCM_RIGHTS) {why}")
         }
@@ -897,6 +1049,7 @@ pub(crate) fn check_creds(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
         .flat_map(|p| p.fds.iter())
         .filter_map(|f| match &f.kind {
             FdKind::UnixDgram { sock, .. } => Some(sock.msgs.iter()),
+            FdKind::UnixPending { queued, .. } => Some(queued.iter()),
             _ => None,
         })
         .flatten();
@@ -1594,10 +1747,16 @@ pub(crate) fn create_pending(
 }
 
 /// Connect the sockets that waited to be accepted to their listeners, in each queue's
-/// order (plan made sure each queue fits its backlog: no connect waits).
-pub(crate) fn connect_pending(ctxs: &mut [Ctx<'_>], dirs: &HeldDirs) -> RestoreResult<()> {
-    // (listener, place, process, descriptor, listener's directory)
-    type Waiting<'a> = (&'a [u8], u32, usize, i32, &'a [u8]);
+/// order (plan made sure each queue fits its backlog: no connect waits), then send
+/// again what each had sent, with its sender's credentials: the listener's side of
+/// each connection holds it, as before, until accept.
+pub(crate) fn connect_pending(
+    ctxs: &mut [Ctx<'_>],
+    ckpt: &Checkpoint,
+    dirs: &HeldDirs,
+) -> RestoreResult<()> {
+    // (listener, place, process, descriptor, listener's directory, what it sent)
+    type Waiting<'a> = (&'a [u8], u32, usize, i32, &'a [u8], &'a [SockMessage]);
     let mut waiting: Vec<Waiting<'_>> = ctxs
         .iter()
         .enumerate()
@@ -1611,20 +1770,33 @@ pub(crate) fn connect_pending(ctxs: &mut [Ctx<'_>], dirs: &HeldDirs) -> RestoreR
                         listener,
                         pos,
                         listener_dir,
+                        queued,
                         ..
-                    } => Some((&listener[..], *pos, i, f.fd, &listener_dir[..])),
+                    } => Some((&listener[..], *pos, i, f.fd, &listener_dir[..], &queued[..])),
                     _ => None,
                 })
         })
         .collect();
-    waiting.sort();
-    for (listener, _, i, fd, dir) in waiting {
+    waiting.sort_by_key(|w| (w.0, w.1, w.2, w.3));
+    for &(listener, _, i, fd, dir, _) in &waiting {
         let what = format!(
             "connect unix socket {fd} to the listener {}",
             show_name(listener)
         );
         enter_dir(&mut ctxs[i], dir, dirs)?;
         ctxs[i].connect(&what, fd as u64, &SockAddr::Unix(listener))?;
+    }
+    for (listener, _, i, fd, _, queued) in waiting {
+        let what = format!(
+            "send again what unix socket {fd} had sent to the listener {} before it \
+             was accepted",
+            show_name(listener)
+        );
+        let cx = &mut ctxs[i];
+        for m in queued {
+            let c = creds_from(ckpt, cx, m.creds, &what)?;
+            cx.send_message_as(fd as u64, &m.data, None, c, &[], &what)?;
+        }
     }
     Ok(())
 }

@@ -240,7 +240,7 @@ pub(super) fn link_processes(
 ) -> Result<()> {
     unix::fill_deferred_pairs(ctxs, ckpt, pairs, &pipe_holders)?;
     unix::unix_dgram_links(ctxs, ckpt)?;
-    unix::connect_pending(ctxs, dirs)?;
+    unix::connect_pending(ctxs, ckpt, dirs)?;
     // Every message is queued again: what only they held is theirs alone again.
     fd::inflight::close_in_flight(ctxs)?;
     udp::requeue_udp(procs)?;

@@ -19,6 +19,9 @@ pub(super) struct Reader {
     pub(super) labels: BTreeMap<String, String>,
     pub(super) unix: BTreeMap<u64, UnixDiag>,
     pub(super) tcp: BTreeMap<u64, TcpDiag>,
+    /// Listeners with connections waiting ("pPID.fdN", their clients' inodes), named
+    /// once every descriptor of the tree has its label.
+    pub(super) icons: Vec<(String, Vec<u64>)>,
 }
 
 impl Reader {
@@ -40,9 +43,25 @@ pub(super) fn read_tree(root: i32) -> (Entries, Vec<i32>) {
         labels: BTreeMap::new(),
         unix: unix_diag_in_net_of(root).unwrap_or_default(),
         tcp: tcp_diag(),
+        icons: Vec::new(),
     };
     for &pid in &pids {
         read_process(&mut r, pid);
+    }
+    // The clients waiting on each listener, in accept's order, by the descriptor of the
+    // tree that holds each (the first one, as for peers).
+    for (k, icons) in std::mem::take(&mut r.icons) {
+        let named: Vec<String> = icons
+            .iter()
+            .map(|i| {
+                let l = format!("socket:[{i}]");
+                r.labels
+                    .get(&l)
+                    .cloned()
+                    .unwrap_or_else(|| "outside".into())
+            })
+            .collect();
+        r.conf(format!("{k}.sock.unix.icons"), named.join(","));
     }
     read_sharing(&mut r, &pids);
     (r.e, pids)
@@ -572,6 +591,9 @@ fn read_fds(r: &mut Reader, pid: i32) {
                     r.conf(format!("{k}.sock.unix.name"), d.name.clone());
                     r.prog(format!("{k}.sock.unix.rqlen"), d.rqlen.to_string());
                     r.prog(format!("{k}.sock.unix.wqlen"), d.wqlen.to_string());
+                    if !d.icons.is_empty() {
+                        r.icons.push((k.clone(), d.icons.clone()));
+                    }
                     let peer = if d.peer == 0 {
                         "none".to_string()
                     } else {

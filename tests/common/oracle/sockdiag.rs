@@ -14,11 +14,15 @@ pub(super) struct UnixDiag {
     pub(super) rqlen: u32,
     pub(super) wqlen: u32,
     pub(super) name: String,
+    /// A listener's connections waiting to be accepted: their clients' inodes, in the
+    /// order accept takes them (UNIX_DIAG_ICONS).
+    pub(super) icons: Vec<u64>,
 }
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const UDIAG_SHOW_NAME: u32 = 1;
 const UDIAG_SHOW_PEER: u32 = 4;
+const UDIAG_SHOW_ICONS: u32 = 8;
 const UDIAG_SHOW_RQLEN: u32 = 16;
 
 /// [`unix_diag`] of the network namespace process `pid` is in (unix sockets are listed
@@ -63,7 +67,7 @@ pub(super) fn unix_diag() -> Option<BTreeMap<u64, UnixDiag>> {
     req[8..12].copy_from_slice(&1u32.to_ne_bytes());
     req[16] = libc::AF_UNIX as u8;
     req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes()); // all states
-    let show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN;
+    let show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
     req[28..32].copy_from_slice(&show.to_ne_bytes());
     req[32..40].copy_from_slice(&[0xff; 8]); // no cookie
     let sent = unsafe { libc::send(s, req.as_ptr().cast(), req.len(), 0) };
@@ -118,6 +122,12 @@ pub(super) fn unix_diag() -> Option<BTreeMap<u64, UnixDiag>> {
                             d.peer = u64::from(u32::from_ne_bytes(
                                 p[0..4].try_into().unwrap_or_default(),
                             ))
+                        }
+                        3 => {
+                            d.icons = p
+                                .chunks_exact(4)
+                                .map(|c| u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
+                                .collect()
                         }
                         4 if p.len() >= 8 => {
                             d.rqlen = u32::from_ne_bytes(p[0..4].try_into().unwrap_or_default());

@@ -417,6 +417,7 @@ fn waiting(n: i32, listener: &[u8], typ: i32, pos: u32) -> crate::model::Fd {
             flags: 0,
             dir: Vec::new(),
             listener_dir: Vec::new(),
+            queued: Vec::new(),
         },
     )
 }
