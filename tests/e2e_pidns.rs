@@ -276,7 +276,22 @@ fn nested_pid_namespaces_come_back_at_every_level() {
         ctx.track(x);
     }
     let img = ctx.path("p.img");
-    ctx.dump(tree[3], &img);
+    // A dump that finds a process between its opening and closing /proc/self/status
+    // (each step reads it) is refused, the tree running on: the descriptor names it by
+    // the PID ckpt's /proc shows, which it will not have below the reaper. Tried again.
+    // (The oracle does not compare this restore: the tree never ran whole in its PID
+    // namespace, see the note it prints.)
+    for attempt in 1.. {
+        let r = ctx.try_dump(tree[3], &img);
+        if r.status.success() {
+            break;
+        }
+        assert!(
+            attempt < 5 && r.stderr.contains("the /proc entry of process"),
+            "dump of P (attempt {attempt}): {}",
+            r.stderr
+        );
+    }
     let mut r = ctx.restore(&img, &[], In::Null);
     r.wait_lines(1);
     let restored = wait_process_tree(r.pid, 5, "ckpt restore, its reaper, P, Q and S");

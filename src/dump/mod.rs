@@ -563,7 +563,8 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     fds::link_shared_fds(&mut processes).map_err(named)?;
     fds::mqueue::refuse_split_deleted(&processes).map_err(named)?;
     fds::file::check_kept_files(&processes).map_err(named)?;
-    fds::file::check_proc_files(&processes).map_err(named)?;
+    // (Before the IDs become the tree's PID namespace's: those of ckpt's /proc here.)
+    fds::file::check_proc_files(&processes, pidns != PidnsShape::Ckpts).map_err(named)?;
     fds::check_fd_owners(&processes).map_err(named)?;
     let in_flight_data = flight.place(&mut processes, &mut socketpairs)?;
     crate::kinds::ipc::collect_undo_lists(&mut processes, &undo_ref)?;

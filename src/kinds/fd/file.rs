@@ -328,9 +328,13 @@ pub(crate) fn proc_pid_path(path: &[u8]) -> Option<(i32, &[u8])> {
 /// Descriptors on /proc/PID/... (ckpt's /proc: same device): restore reopens them by
 /// path, which is right for a process of the tree (it has its PID again, and exists
 /// before any descriptor is opened). Refused: the entry of a thread other than a main
-/// one (threads are created after the descriptors). (An entry of a process outside the
-/// tree is a file like any other: plan compares what it can of it.)
-pub(crate) fn check_proc_files(procs: &[Process]) -> DumpResult<()> {
+/// one (threads are created after the descriptors), and, for a tree whose IDs are
+/// those of a PID namespace not ckpt's (`renumbered`: restore makes a new one, where its
+/// processes get other PIDs than ckpt's /proc shows now), the entry of any process of
+/// the tree (its path names it by the PID ckpt sees, which it will not have). (An entry
+/// of a process outside the tree is a file like any other: plan compares what it can of
+/// it.)
+pub(crate) fn check_proc_files(procs: &[Process], renumbered: bool) -> DumpResult<()> {
     let Ok(proc_dev) = std::fs::metadata("/proc").map(|m| m.dev()) else {
         return Ok(());
     };
@@ -354,6 +358,19 @@ pub(crate) fn check_proc_files(procs: &[Process]) -> DumpResult<()> {
                 proc_pid_path(&[b"/proc/", rest.strip_prefix(b"/task/").unwrap_or(b"")].concat())
                     .map(|(t, _)| t)
                     .filter(|&t| t != n);
+            if renumbered && procs.iter().any(|q| q.pid == n) {
+                return Err(unsupported(
+                    p.pid,
+                    format!(
+                        "file descriptor {} is {}, the /proc entry of process {n} of the \
+                         tree as ckpt's /proc numbers it; the tree runs in a PID namespace \
+                         other than ckpt's, where restore gives it other PIDs as ckpt sees \
+                         them, so the path would name another process; not supported",
+                        f.fd,
+                        String::from_utf8_lossy(&file.path)
+                    ),
+                ));
+            }
             if tids.contains(&n) || thread.is_some() {
                 return Err(unsupported(
                     p.pid,

@@ -462,3 +462,48 @@ fn a_file_outside_the_mount_namespace_is_held_apart() {
         "{v:?}"
     );
 }
+
+/// A descriptor on /proc/PID/... of a process of the tree (ckpt's /proc: its device) is
+/// refused at dump when the tree's IDs are a PID namespace's other than ckpt's (restore
+/// gives its processes other PIDs as ckpt's /proc shows them), and let through when
+/// they are ckpt's own; an entry of a process outside the tree is a file like any other.
+#[test]
+fn a_proc_entry_of_the_tree_is_refused_when_its_pids_change() {
+    use crate::kinds::fd::file::check_proc_files;
+    use crate::model::{FdKind, Process};
+    let Ok(dev) = std::fs::metadata("/proc").map(|m| m.dev()) else {
+        return;
+    };
+    let file = |path: &str| FdKind::File {
+        file: FileId {
+            path: path.as_bytes().to_vec(),
+            dev,
+            ..Default::default()
+        },
+        flags: 0,
+        pos: 0,
+        unlinked: Vec::new(),
+    };
+    let procs = |path: &str| {
+        vec![
+            Process {
+                pid: 100,
+                fds: vec![fd(3, file(path))],
+                ..Default::default()
+            },
+            Process {
+                pid: 101,
+                ..Default::default()
+            },
+        ]
+    };
+    let e = check_proc_files(&procs("/proc/101/status"), true)
+        .expect_err("another PID namespace: refused");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("file descriptor 3") && msg.contains("/proc/101/status"),
+        "{msg}"
+    );
+    assert!(check_proc_files(&procs("/proc/101/status"), false).is_ok());
+    assert!(check_proc_files(&procs("/proc/7/status"), true).is_ok());
+}
