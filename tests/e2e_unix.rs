@@ -199,9 +199,10 @@ fn refused_with(name: &str, mode: &str, words: &[&str], client: bool) {
         "urefuse {mode}: the dump should be refused; stderr:\n{err}"
     );
     assert!(!err.contains("panicked"), "panic:\n{err}");
+    // (A word with `|` in it: one of its alternatives.)
     for w in std::iter::once("cannot dump process ").chain(words.iter().copied()) {
         assert!(
-            err.contains(w),
+            w.split('|').any(|alt| err.contains(alt)),
             "urefuse {mode}: the refusal should say {w:?}:\n{err}"
         );
     }
@@ -253,7 +254,10 @@ fn descriptors_in_flight_after_other_bytes_on_a_unix_stream_pair_come_back_in_pl
     let mut t = ctx.spawn(&spec(&dir));
     t.wait_for("step 3\n");
     let img = ctx.path("boundary.img");
-    ctx.dump(t.pid, &img);
+    ctx.track(t.pid);
+    let Some(mut t) = dump_unless_the_iterator_misses(&ctx, t, &img, &reference.stdout) else {
+        return;
+    };
     t.expect_killed();
     let before = t.stdout.finish("urefuse stream-boundary: original");
     wait_pids_gone(&[t.pid], "urefuse stream-boundary: original after the dump");
@@ -265,6 +269,45 @@ fn descriptors_in_flight_after_other_bytes_on_a_unix_stream_pair_come_back_in_pl
         &fin,
         &[t.pid],
     );
+}
+
+/// `ckpt dump PID -o IMG` of a tree whose stream socket holds descriptors in flight on a
+/// message longer than one byte, which only ckpt's BPF socket reader places: the
+/// program back when it was dumped (the oracle's snapshot taken first). On Linux 6.18
+/// the unix socket iterator leaves some sockets out of its listing (README, "Not yet"):
+/// the dump is then refused, naming that, and the program must run on untouched and
+/// finish as `reference` did (checked here; `None`).
+fn dump_unless_the_iterator_misses(
+    ctx: &Ctx,
+    mut t: Proc,
+    img: &std::path::Path,
+    reference: &[u8],
+) -> Option<Proc> {
+    ctx.oracle_before_dump(t.pid, img);
+    let r = ctx.try_dump(t.pid, img);
+    if r.status.code() != Some(1)
+        || !r
+            .stderr
+            .contains("the BPF socket iterator does not list it")
+    {
+        r.assert_ok();
+        return Some(t);
+    }
+    eprintln!(
+        "the BPF socket iterator left the socket out: the dump was refused\n{}",
+        r.stderr
+    );
+    assert!(!img.exists(), "the refused dump wrote {}", img.display());
+    assert_running_untraced(t.pid, "the program after the refused dump");
+    let fin = t.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "after the refused dump: {}",
+        text(&fin.stderr)
+    );
+    assert_same_output("after the refused dump", reference, &fin.stdout);
+    None
 }
 
 /// `uflight MODE` dumped mid-run, restored, and finishing as an undisturbed run does:
@@ -293,7 +336,10 @@ fn in_flight_restored(name: &str, mode: &str, expected: &[&str]) {
     t.wait_for("step 3\n");
     let pids = wait_process_tree(t.pid, if mode == "stream" { 2 } else { 1 }, "uflight");
     let img = ctx.path("uflight.img");
-    ctx.dump(t.pid, &img);
+    ctx.track(t.pid);
+    let Some(mut t) = dump_unless_the_iterator_misses(&ctx, t, &img, &reference.stdout) else {
+        return;
+    };
     t.expect_killed();
     let before = t.stdout.finish("uflight: original");
     wait_pids_gone(&pids, "uflight: original after the dump");
@@ -362,7 +408,9 @@ fn a_unix_listener_with_a_client_that_sent_descriptors_refuses_the_dump() {
             "file descriptor 3",
             "waiting to be accepted whose client (descriptor 4 of process",
             "already sent data",
-            "carries descriptors (SCM_RIGHTS)",
+            // Or, when the BPF unix socket iterator left the client out of its listing
+            // (seen on 6.18, see README "Not yet"), the mismatch refused first.
+            "carries descriptors (SCM_RIGHTS)|is not the one sock_diag shows",
         ],
     );
 }
