@@ -223,17 +223,20 @@ fn counter_leave_running_then_restore_a_copy() {
     let original = t.stdout.finish("original");
     let mut r = ctx.restore(&img, &[], In::Null);
     let fin = r.finish();
+    // (The status first: a restore that failed printed nothing, which the output
+    // check would report as a copy resuming at the end.)
+    assert_eq!(
+        fin.status.code(),
+        Some(3),
+        "exit status of the restored copy; ckpt restore's stderr:\n{}",
+        text(&fin.stderr)
+    );
     assert_continues_from_dump(
         "counter --leave-running",
         &reference.stdout,
         &original,
         &fin.stdout,
         printed_before_dump,
-    );
-    assert_eq!(
-        fin.status.code(),
-        Some(3),
-        "exit status of the restored copy"
     );
 }
 
