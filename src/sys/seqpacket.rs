@@ -74,27 +74,7 @@ pub fn send(fd: &OwnedFd, msg: &[u8]) -> Result<()> {
 /// Send `msg` as one packet with descriptor `fd` attached (SCM_RIGHTS): the receiver
 /// gets its own copy of the open file.
 pub fn send_with_fd(sock: &OwnedFd, msg: &[u8], fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
-    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
-    let fds = [fd];
-    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut anc = SendAncillaryBuffer::new(&mut space);
-    if !anc.push(SendAncillaryMessage::ScmRights(&fds)) {
-        return Err(SysError::Other("no room for SCM_RIGHTS".into()));
-    }
-    let iov = [std::io::IoSlice::new(msg)];
-    loop {
-        match rustix::net::sendmsg(sock.as_fd(), &iov, &mut anc, SendFlags::NOSIGNAL) {
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(rerr("sendmsg (SCM_RIGHTS)", e)),
-            Ok(n) if n == msg.len() => return Ok(()),
-            Ok(n) => {
-                return Err(SysError::Other(format!(
-                    "sent {n} bytes of a {}-byte message",
-                    msg.len()
-                )));
-            }
-        }
-    }
+    send_with_fds(sock, msg, &[fd])
 }
 
 /// A connected pair of SOCK_SEQPACKET unix sockets, close-on-exec (for a helper of ours
