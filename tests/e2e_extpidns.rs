@@ -501,6 +501,32 @@ fn mntpid_reference(ctx: &Ctx, steps: u32) -> (Proc, String) {
     (h, out)
 }
 
+/// The end of a restored mntpid's checks: its mounts are the dumped ones (normalised
+/// mountinfo), its /proc lists `listing` (`what` it shows), and `ckpt restore` ends
+/// with status 0. Returns what the restored program printed.
+fn finish_restored_mntpid(
+    mut rs: Proc,
+    r2: i32,
+    before: &[String],
+    listing: Vec<i32>,
+    what: &str,
+) -> String {
+    assert_eq!(
+        mountinfo(r2),
+        before,
+        "the restored mounts (normalised mountinfo)"
+    );
+    assert_eq!(proc_listing(r2), listing, "its /proc shows {what}");
+    let fin = rs.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore: {}",
+        text(&fin.stderr)
+    );
+    text(&fin.stdout)
+}
+
 /// A pod's app with a mount namespace of its own (its /proc the pod's PID namespace's):
 /// dumped with `--external pidns[INO]:pod`, restored INSIDE the holder's namespace
 /// (`--join-ns pid:PATH`) with its ID there (2), its mounts (normalised mountinfo) and a
@@ -614,20 +640,8 @@ fn mount_namespace_in_a_pid_namespace_made_outside_is_restored_inside_it() {
         "nothing of ckpt's in the namespace"
     );
     assert_ne!(mntns(r2), mntns(std::process::id() as i32));
-    assert_eq!(
-        mountinfo(r2),
-        before,
-        "the restored mounts (normalised mountinfo)"
-    );
-    assert_eq!(proc_listing(r2), vec![1, 2], "its /proc shows the pod's");
-    let fin = rs.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "ckpt restore: {}",
-        text(&fin.stderr)
-    );
-    let whole = format!("{}{}", text(&out_before), text(&fin.stdout));
+    let after = finish_restored_mntpid(rs, r2, &before, vec![1, 2], "the pod's");
+    let whole = format!("{}{after}", text(&out_before));
     assert_eq!(whole, reference, "the output is an uninterrupted run's");
     assert_eq!(
         members(ino),
@@ -673,24 +687,8 @@ fn mount_namespace_in_a_pid_namespace_without_its_init_is_restored_below_a_reape
     assert_ne!(pidns(r2), ino, "a new namespace");
     assert_eq!(nspids(restored[1])[1], 1, "the reaper is its init");
     assert_eq!(nspids(r2)[1..], [2], "with its ID there");
-    assert_eq!(
-        mountinfo(r2),
-        before,
-        "the restored mounts (normalised mountinfo)"
-    );
-    assert_eq!(
-        proc_listing(r2),
-        vec![1, 2],
-        "its /proc shows the new namespace"
-    );
-    let fin = rs.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "ckpt restore: {}",
-        text(&fin.stderr)
-    );
-    let whole = format!("{}{}", text(&out_before), text(&fin.stdout));
+    let after = finish_restored_mntpid(rs, r2, &before, vec![1, 2], "the new namespace");
+    let whole = format!("{}{after}", text(&out_before));
     assert_eq!(whole, reference, "the output is an uninterrupted run's");
 }
 
@@ -721,24 +719,7 @@ fn mount_namespace_with_new_pidns_gets_a_proc_of_the_new_namespace() {
         [r],
         "its PID as its ID in the new namespace"
     );
-    assert_eq!(
-        mountinfo(r2),
-        before,
-        "the restored mounts (normalised mountinfo)"
-    );
-    assert_eq!(
-        proc_listing(r2),
-        vec![1, r],
-        "its /proc shows the new namespace"
-    );
-    let fin = rs.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "ckpt restore: {}",
-        text(&fin.stderr)
-    );
-    let after = text(&fin.stdout);
+    let after = finish_restored_mntpid(rs, r2, &before, vec![1, r], "the new namespace");
     assert_eq!(
         seen(&after),
         format!("pid {r} stat {r} self {r} proc 1,{r}"),
