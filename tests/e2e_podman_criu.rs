@@ -418,6 +418,35 @@ impl Podman {
 
 impl Drop for Podman {
     fn drop(&mut self) {
+        // Pods (with the cgroupfs manager `pod rm` leaves each pod's directory below
+        // libpod_parent in some hierarchies, name=systemd and a v1 host's unified one:
+        // removed here, empty, by the pods' IDs).
+        let pods = self
+            .cmd(&["pod", "ps", "-q", "--no-trunc"])
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| text(&o.stdout))
+            .unwrap_or_default();
+        let _ = self
+            .cmd(&["pod", "rm", "-af", "-t", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        for id in pods.split_whitespace() {
+            let hierarchies = std::fs::read_dir("/sys/fs/cgroup")
+                .map(|rd| rd.flatten().map(|e| e.path()).collect::<Vec<_>>())
+                .unwrap_or_default();
+            for h in hierarchies.iter().chain([&PathBuf::from("/sys/fs/cgroup")]) {
+                let d = h.join("libpod_parent").join(id);
+                if d.is_dir() {
+                    let _ = Command::new("find")
+                        .arg(&d)
+                        .args(["-depth", "-type", "d", "-exec", "rmdir", "{}", ";"])
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
+        }
         let _ = self
             .cmd(&["rm", "-af", "-t", "0"])
             .stdout(Stdio::null())
@@ -1593,6 +1622,7 @@ fn podman_pod_member_comes_back_into_its_pod() {
         &["/bin/podnet", "8080"],
     );
     let infra_id = pm.ok(&["pod", "inspect", "--format", "{{.InfraContainerID}}", "p1"]);
+    let pod_id = pm.ok(&["pod", "inspect", "--format", "{{.Id}}", "p1"]);
     let infra = pm.pid(infra_id.trim());
     let ns_of = |p: i32| -> Vec<String> {
         ["net", "ipc", "uts"]
@@ -1664,6 +1694,14 @@ fn podman_pod_member_comes_back_into_its_pod() {
     );
     let (_c, n) = talk.stop();
     assert!(n >= stalled + 50, "{n} lines answered");
-    pm.ok(&["pod", "rm", "-f", "-t", "0", "p1"]);
+    drop(pm);
     wait_pids_gone(&[rp, infra], "the pod after podman pod rm");
+    let left: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .map(|rd| rd.flatten().map(|e| e.path()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| h.join("libpod_parent").join(pod_id.trim()))
+        .filter(|d| d.exists())
+        .collect();
+    assert!(left.is_empty(), "the pod's cgroups left: {left:?}");
 }
