@@ -146,6 +146,17 @@ impl Bundle {
         }
     }
 
+    /// Change the bundle's config.json.
+    fn edit(&self, f: impl FnOnce(&mut serde_json::Value)) {
+        let p = self.dir.join("config.json");
+        let mut cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&p).expect("read config.json"))
+                .expect("parse config.json");
+        f(&mut cfg);
+        std::fs::write(&p, serde_json::to_vec_pretty(&cfg).expect("json"))
+            .expect("write config.json");
+    }
+
     fn id(&self, name: &str) -> String {
         let id = format!("ckpt-e2e-{}-{name}", std::process::id());
         if let Ok(mut ids) = self.ids.lock() {
@@ -1121,4 +1132,162 @@ fn runc_checkpoint_of_a_terminal_held_by_another_session_is_refused() {
     let (n, _) = b.ask();
     b.wait_count(n + 5);
     assert_eq!(kernel_view(pid, "the container after the refusal"), before);
+}
+
+/// A pod member as runc runs one (what Kubernetes and `podman pod create --share
+/// pid,net` ask of it): a pause container (`extpidns hold`, PID 1 of the pod's PID
+/// namespace, reaping) and an app container (runcsrv) whose config.json joins the
+/// pause's PID and network namespaces by path. `runc checkpoint` through ckpt as `criu`:
+/// runc 1.1.5 names both as external in its DUMP request (`pid[INO]:extRootPidNS`,
+/// `net[INO]:extRootNetNS`, which dump.log records), the app goes, the pause alone is
+/// left in the pod. `runc restore -d` passes the pod's namespaces as `inherit_fd`
+/// (restore.log: "the pid namespace to join"): the app comes back INSIDE them (the
+/// pause's, by inode) with its ID there, not 1, in namespaces of its own for the rest
+/// (mount, UTS, IPC: not the pause's); the kernel shows its mounts (normalised),
+/// cgroups and credentials as before, the pod's PID namespace holds the pause and the
+/// restored app's two processes; it counts on from the checkpoint, `runc exec`, `kill`
+/// and `delete` work.
+#[test]
+fn runc_pod_member_through_ckpt_as_criu() {
+    let ctx = Ctx::new("runc_pod_member_through_ckpt_as_criu");
+    let pause = Bundle::new(&ctx, "pod");
+    std::fs::copy(
+        target("extpidns-static"),
+        pause.dir.join("rootfs/bin/pause"),
+    )
+    .expect("copy the pause");
+    pause.edit(|cfg| cfg["process"]["args"] = serde_json::json!(["/bin/pause", "hold"]));
+    let pause_id = pause.id("pause");
+    let (ok, err) = pause.runc(&["run", "-d", &pause_id], &[]);
+    assert!(ok, "runc run -d {pause_id}: {err}");
+    let pp = state(&pause_id).1;
+    assert!(pp > 0, "runc state {pause_id}");
+    let app = Bundle::new(&ctx, "app");
+    app.edit(|cfg| {
+        for ns in cfg["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("config.json namespaces")
+        {
+            match ns["type"].as_str() {
+                Some("pid") => ns["path"] = format!("/proc/{pp}/ns/pid").into(),
+                Some("network") => ns["path"] = format!("/proc/{pp}/ns/net").into(),
+                _ => {}
+            }
+        }
+    });
+    let id = app.id("app");
+    let pid = app.run(&id);
+    let in_pod = |p: i32| -> Vec<u64> {
+        ["pid", "net"]
+            .iter()
+            .map(|k| ns_inode(&p.to_string(), k))
+            .collect()
+    };
+    let own = |p: i32| -> Vec<u64> {
+        ["mnt", "uts", "ipc"]
+            .iter()
+            .map(|k| ns_inode(&p.to_string(), k))
+            .collect()
+    };
+    let pod = in_pod(pp);
+    assert_eq!(in_pod(pid), pod, "the app in the pod's namespaces");
+    let id_there = *nspids(pid).last().expect("NSpid");
+    assert_ne!(id_there, 1, "the app is not the pod's init");
+    let tree = wait_process_tree(pid, 2, "the app and its child");
+    app.wait_count(20);
+    let mounts = mountinfo(pid);
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    let cred = creds(pid);
+    let (img, work) = dirs(&ctx, "app");
+    let at_dump = count_in_tmpfs(pid);
+    let (ok, err) = app.runc(
+        &[
+            "checkpoint",
+            "--image-path",
+            &img,
+            "--work-path",
+            &work,
+            &id,
+        ],
+        &[],
+    );
+    let log = std::fs::read_to_string(Path::new(&work).join("dump.log")).unwrap_or_default();
+    assert!(ok, "runc checkpoint: {err}\n{log}");
+    for (k, ino) in ["pid", "net"].iter().zip(&pod) {
+        assert!(
+            log.contains(&format!("external {k}[{ino}]")),
+            "runc names the pod's {k} namespace as external: {log}"
+        );
+    }
+    wait_pids_gone(&tree, "the app after the checkpoint");
+    // (the pause reaped the app's child: the app's IDs in the pod are free again)
+    let deadline = Instant::now() + timeout();
+    while ns_members("pid", pod[0]) != vec![pp] {
+        assert!(
+            Instant::now() < deadline,
+            "the pod's processes after the checkpoint: {:?}",
+            ns_members("pid", pod[0])
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, work2) = dirs(&ctx, "app-restore");
+    let (ok, err) = app.runc(
+        &[
+            "restore",
+            "-d",
+            "--image-path",
+            &img,
+            "--work-path",
+            &work2,
+            &id,
+        ],
+        &[],
+    );
+    let log = std::fs::read_to_string(Path::new(&work2).join("restore.log")).unwrap_or_default();
+    assert!(ok, "runc restore: {err}\n{log}");
+    assert!(
+        log.contains("is the pid namespace to join")
+            && log.contains("is the net namespace to join"),
+        "runc passes the pod's namespaces: {log}"
+    );
+    let (status, rp) = state(&id);
+    assert_eq!(status, "running", "runc state {id}");
+    assert_eq!(in_pod(rp), pod, "the restored app in the pod's namespaces");
+    assert_ne!(own(rp), own(pp), "the restored app's own namespaces");
+    assert_eq!(
+        nspids(rp).last(),
+        Some(&id_there),
+        "the restored app's ID in the pod"
+    );
+    let first = count_in_tmpfs(rp);
+    assert!(
+        first >= at_dump && first < at_dump + 100,
+        "the restored program counts from where it was: {first} after {at_dump}"
+    );
+    let (_, host) = app.ask();
+    assert_eq!(host, "ckpt-runc", "the restored app's host name");
+    app.wait_count(first + 25);
+    assert_eq!(
+        mountinfo(rp),
+        mounts,
+        "the restored app's mounts (normalised)"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{rp}/cgroup")).expect("cgroup"),
+        cgroup,
+        "the restored app's cgroups"
+    );
+    assert_eq!(creds(rp), cred, "the restored app's credentials");
+    let rtree = wait_process_tree(rp, 2, "the restored app and its child");
+    let mut members = vec![pp];
+    members.extend(&rtree);
+    members.sort_unstable();
+    assert_eq!(ns_members("pid", pod[0]), members, "the pod's processes");
+    let exec = Command::new(runc())
+        .args(["exec", &id, "/bin/sh", "-c", "cat /tmp/count"])
+        .output()
+        .expect("runc exec");
+    assert!(exec.status.success(), "runc exec: {}", text(&exec.stderr));
+    assert_killed_and_deleted(&id, rp);
+    assert_eq!(state(&pause_id).0, "running", "the pause runs on");
 }

@@ -292,6 +292,9 @@ pub fn prepare_for<R: Read>(input: R, view: &HostView, sibling: bool) -> Result<
     if ckpt.host_lock.is_some() {
         sys::ns::first_net()?;
     }
+    // (and the tree's network namespace, when it joins one made outside it: a pod's,
+    // with the dump's lock in it, which the restore replaces and removes from there)
+    let tree_net = crate::kinds::ns::joined_net(&ckpt, &view.join_ns)?;
     // A mount namespace of the tree's own is built before plan opens the files in it;
     // ckpt's main thread stays in it (see `kinds::mnt`).
     let mut mount_cgroups = crate::kinds::cgroup::MadeCgroups::default();
@@ -308,6 +311,7 @@ pub fn prepare_for<R: Read>(input: R, view: &HostView, sibling: bool) -> Result<
     if !plan.problems.is_empty() {
         return Err(RestoreError::Problems(plan.problems));
     }
+    plan.tree_net = tree_net;
     crate::error::pause_after_plan();
     // The namespaces entered with the mount namespace: the stubs join its user
     // namespace (see `kinds::userns`).
@@ -655,7 +659,10 @@ impl<R: Read + Send> Prepared<R> {
             Some(l) => l.release(),
             None => {
                 let conns = crate::kinds::ns::locked_connections(&plan.ckpt);
-                sys::netlock::unlock(&conns);
+                match &plan.tree_net {
+                    Some(n) => n.unlock(&conns),
+                    None => sys::netlock::unlock(&conns),
+                }
             }
         }
         sys::deferred::die_point("unlocked");

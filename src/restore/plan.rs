@@ -26,6 +26,9 @@ pub struct Plan {
     pub inherit: Vec<(i32, String)>,
     /// `--join-ns` pairs (namespace kind, namespace file).
     pub joins: Vec<(String, std::path::PathBuf)>,
+    /// The tree's network namespace when the restore joins one made outside it, with
+    /// the dump's lock in it (`sys::netlock::TreeNet`, set by `restore::prepare_for`).
+    pub tree_net: Option<crate::sys::netlock::TreeNet>,
     /// `--cgroup-root`: the cgroup the tree's cgroups are restored below.
     pub cgroup_root: Option<String>,
     /// `--cgroups`: where the processes go (see `kinds::cglimits`).
@@ -286,6 +289,7 @@ pub fn plan(ckpt: Checkpoint, view: &HostView) -> Plan {
         ckpt,
         inherit: view.inherit.clone(),
         joins: view.join_ns.clone(),
+        tree_net: None,
         cgroup_root: view.cgroup_root.clone(),
         cgroup_mode: view.cgroup_mode,
         cgroup_limits: view.cgroup_limits,

@@ -120,6 +120,61 @@ pub fn unlock(conns: &[(Vec<u8>, Vec<u8>)]) {
     }
 }
 
+/// The tree's network namespace when a restore joins one made outside it that outlived
+/// the checkpoint (a pod's: its infra container holds it), which then still holds the
+/// dump's lock: the namespace and the dump's rules as `nft` listed them there, both
+/// taken before the restore enters the tree's mount namespace (where no `nft` may be
+/// found). The handover at the point of no return ([`Handover::prepare_in`]) and the
+/// unlock after it ([`TreeNet::unlock`]) then work there over netlink.
+pub struct TreeNet {
+    ns: std::fs::File,
+    /// `nft -a list chain inet ckpt_lock input` in it (None: no such chain).
+    listing: Option<String>,
+}
+
+impl TreeNet {
+    /// The network namespace of file `ns` and the dump's rules in it.
+    pub fn open(ns: std::fs::File) -> Result<TreeNet> {
+        let listing = in_net(Some(&ns), || {
+            Ok(nft(&format!("-a list chain inet {TABLE} input")).ok())
+        })?;
+        Ok(TreeNet { ns, listing })
+    }
+
+    /// Remove the dump's rules of these connections from the namespace (the table too
+    /// once they were all it held), in one transaction; best effort, as [`unlock`].
+    pub fn unlock(&self, conns: &[(Vec<u8>, Vec<u8>)]) {
+        if conns.is_empty() || self.listing.is_none() {
+            return;
+        }
+        let _ = in_net(Some(&self.ns), || {
+            let mut h = Handover::open(String::new())?;
+            let msgs = h.del_dump_rules(rules_of(self.listing.as_deref(), conns));
+            if msgs.is_empty() {
+                return Ok(());
+            }
+            h.transaction(msgs)
+        });
+    }
+}
+
+/// `f` on a thread of ours that joined the network namespace of file `ns` (the `nft`
+/// it runs and the sockets it makes are in that namespace: a child and a socket take
+/// the namespace of the thread that makes them), or on the calling thread.
+fn in_net<T: Send>(ns: Option<&std::fs::File>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let Some(ns) = ns else {
+        return f();
+    };
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            super::ns::join_file(ns, libc::CLONE_NEWNET, "the tree's network namespace")?;
+            f()
+        })
+        .join()
+        .map_err(|_| SysError::Other("a thread in the tree's network namespace panicked".into()))?
+    })
+}
+
 // ---- handing the lock over to the restore (nf_tables over netlink) ----
 
 /// Kernel constants of `linux/netfilter/nf_tables.h` (the attribute enums; libc has only
@@ -429,7 +484,18 @@ impl SentHandover {
 /// The handles of the dump's rules for these connections in the chain of `inet
 /// ckpt_lock`, and whether they are all of its rules.
 fn dump_rules(conns: &[(Vec<u8>, Vec<u8>)]) -> (Vec<u64>, bool) {
-    let Ok(list) = nft(&format!("-a list chain inet {TABLE} input")) else {
+    rules_of(
+        nft(&format!("-a list chain inet {TABLE} input"))
+            .ok()
+            .as_deref(),
+        conns,
+    )
+}
+
+/// [`dump_rules`] from `list`, what `nft -a list chain inet ckpt_lock input` printed
+/// (None: no such chain).
+fn rules_of(list: Option<&str>, conns: &[(Vec<u8>, Vec<u8>)]) -> (Vec<u64>, bool) {
+    let Some(list) = list else {
         return (Vec::new(), false);
     };
     let wanted: Vec<String> = conns.iter().filter_map(|(l, p)| comment(l, p)).collect();
@@ -469,14 +535,31 @@ impl Handover {
 
     /// Everything up to the transaction: our netlink socket, the dump's rules listed, the
     /// batch built (see [`Handover::take`]). None when there is nothing to lock.
+    #[cfg(test)]
     pub fn prepare(conns: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<PreparedHandover>> {
+        Handover::prepare_in(None, conns)
+    }
+
+    /// [`Handover::prepare`] in the tree's network namespace `net` (joined at restore,
+    /// when it outlived the checkpoint: a pod's, see [`TreeNet`]), or the calling
+    /// thread's.
+    pub fn prepare_in(
+        net: Option<&TreeNet>,
+        conns: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<Option<PreparedHandover>> {
         if conns.is_empty() {
             return Ok(None);
         }
-        let mut h = Handover::open(format!("ckpt_restore_{}", std::process::id()))?;
-        let msgs = h.hand_over(conns)?;
-        let batch = h.batch(msgs);
-        Ok(Some(PreparedHandover { h, batch }))
+        in_net(net.map(|n| &n.ns), || {
+            let mut h = Handover::open(format!("ckpt_restore_{}", std::process::id()))?;
+            let rules = match net {
+                Some(n) => rules_of(n.listing.as_deref(), conns),
+                None => dump_rules(conns),
+            };
+            let msgs = h.hand_over(rules, conns)?;
+            let batch = h.batch(msgs);
+            Ok(Some(PreparedHandover { h, batch }))
+        })
     }
 
     /// A lock of our own for these connections (`ckpt migrate`, on both sides): a table
@@ -550,9 +633,20 @@ impl Handover {
         self.seq
     }
 
-    fn hand_over(&mut self, conns: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Vec<u8>>> {
-        let (dump_handles, all) = dump_rules(conns);
+    fn hand_over(
+        &mut self,
+        rules: (Vec<u64>, bool),
+        conns: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<Vec<Vec<u8>>> {
         let mut msgs = self.table_and_rules(conns)?;
+        msgs.extend(self.del_dump_rules(rules));
+        Ok(msgs)
+    }
+
+    /// The messages removing the dump's rules `(handles, all)` ([`dump_rules`]), and its
+    /// table when they were all of its rules.
+    fn del_dump_rules(&mut self, (dump_handles, all): (Vec<u64>, bool)) -> Vec<Vec<u8>> {
+        let mut msgs = Vec::new();
         let inet = libc::NFPROTO_INET as u8;
         let req = libc::NLM_F_REQUEST as u16;
         let ack = libc::NLM_F_ACK as u16;
@@ -594,7 +688,7 @@ impl Handover {
             d.str(nft::NFTA_TABLE_NAME, TABLE);
             msgs.push(d.done());
         }
-        Ok(msgs)
+        msgs
     }
 
     /// Our table (owner flag), its input chain and a rule per connection.
@@ -938,5 +1032,55 @@ mod tests {
             assert!(!after.contains(&c), "{after}");
         }
         h.release();
+    }
+
+    /// The dump's lock in another network namespace than the caller's (a pod's, which a
+    /// restore joins): [`TreeNet`] lists its rules there, the handover replaces the
+    /// rules of its connections there (our table made there), and [`TreeNet::unlock`]
+    /// removes the others with the dump's table. (Needs root and nftables.)
+    #[test]
+    fn tree_net_hands_over_and_unlocks_in_its_namespace() {
+        let a = (sin([10, 0, 0, 2], 40011), sin([10, 0, 0, 1], 40012));
+        let b = (sin([10, 0, 0, 2], 40013), sin([10, 0, 0, 1], 40014));
+        let (ca, cb) = (
+            comment(&a.0, &a.1).expect("comment"),
+            comment(&b.0, &b.1).expect("comment"),
+        );
+        let both = vec![a.clone(), b.clone()];
+        let ns = std::thread::spawn(move || {
+            // SAFETY: unshare(CLONE_NEWNET) moves only this thread into a new network
+            // namespace; the thread ends right after, the file keeping the namespace.
+            let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "unshare(CLONE_NEWNET) (needs root)");
+            lock(&both).expect("nft lock (needs root and nft)");
+            std::fs::File::open("/proc/thread-self/ns/net").expect("open the namespace")
+        })
+        .join()
+        .expect("the thread making the namespace");
+        let table_in = |ns: &std::fs::File, t: &str| -> Option<String> {
+            in_net(Some(ns), || Ok(nft(&format!("list table inet {t}")).ok())).expect("in_net")
+        };
+        let net = TreeNet::open(ns.try_clone().expect("dup")).expect("TreeNet::open");
+        let listed = net.listing.clone().unwrap_or_default();
+        assert!(listed.contains(&ca) && listed.contains(&cb), "{listed}");
+        let h = Handover::prepare_in(Some(&net), std::slice::from_ref(&a))
+            .expect("prepare")
+            .expect("some")
+            .send()
+            .expect("send")
+            .confirm()
+            .expect("confirm");
+        let dump = table_in(&ns, TABLE).unwrap_or_default();
+        assert!(!dump.contains(&ca) && dump.contains(&cb), "{dump}");
+        let ours = table_in(&ns, &h.table).unwrap_or_default();
+        assert!(ours.contains(&ca), "our table in the namespace: {ours}");
+        h.release();
+        assert_eq!(
+            table_in(&ns, &format!("ckpt_restore_{}", std::process::id())),
+            None
+        );
+        let net = TreeNet::open(ns.try_clone().expect("dup")).expect("TreeNet::open");
+        net.unlock(std::slice::from_ref(&b));
+        assert_eq!(table_in(&ns, TABLE), None, "the dump's table is gone");
     }
 }

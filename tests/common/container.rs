@@ -273,17 +273,20 @@ impl PrivateMounts {
     /// interfaces and firewall (Podman's bridge, veths, CNI's iptables rules) stays in
     /// that namespace, and goes with it. Mounted in it: tmpfs on /run/netns (the
     /// network namespaces' files Podman makes; the directory made first where the
-    /// host has none: ip netns makes it, and a host that never ran it lacks it) and on
-    /// /var/lib (CNI's cache, /var/lib/cni), so nothing is left in the host's
-    /// directories either.
+    /// host has none: ip netns makes it, and a host that never ran it lacks it), on
+    /// /var/lib (CNI's cache, /var/lib/cni) and on /run/containers (netavark's address
+    /// leases, /run/containers/networks/ipam.db, shared by every Podman of the host
+    /// otherwise), so nothing is left in the host's directories either.
     pub fn with_network() -> PrivateMounts {
         let m = PrivateMounts::make(true);
         let st = m
             .command(std::path::Path::new("/"), "sh")
             .args([
                 "-c",
-                "mkdir -p /run/netns && mount -t tmpfs -o mode=755 ckpt-test /run/netns && \
-                 mount -t tmpfs -o mode=755 ckpt-test /var/lib && ip link set lo up",
+                "mkdir -p /run/netns /run/containers && \
+                 mount -t tmpfs -o mode=755 ckpt-test /run/netns && \
+                 mount -t tmpfs -o mode=755 ckpt-test /var/lib && \
+                 mount -t tmpfs -o mode=755 ckpt-test /run/containers && ip link set lo up",
             ])
             .status()
             .expect("run sh in the private namespaces");

@@ -1,4 +1,4 @@
-/* A container's TCP server for tests/e2e_podman_net.rs (built static: the container's
+/* A container's TCP server for tests/e2e_podman_criu.rs (built static: the container's
  * rootfs has nothing but busybox and this). As PID 1 of the container it forks one child
  * that waits (so the tree has two processes in the container's namespaces), then listens
  * on 0.0.0.0:PORT and serves up to 16 connections at once. It answers each line L a
@@ -9,9 +9,18 @@
  * 1.5 s (what the client sends meanwhile waits in the server's receive queue); it is
  * answered first, "C N hold".
  *
- * Usage: podnet PORT */
+ * With PEER_IP and PEER_PORT it is a relay: it connects once to another podnet there
+ * (retrying for 30 s while that one starts), and passes each line a connection sends
+ * on over that one connection, answering with the peer's answer as it came (so the
+ * client sees "1 N L": N counting the lines of the relay's one connection to its peer,
+ * which goes on intact or not). The relay's connection to its peer is the one a test
+ * of two containers on one bridge checkpoints one end of; a reset or a lost byte on it
+ * ends the relay ("peer: ...", exit 1), which closes the client's connection.
+ *
+ * Usage: podnet PORT [PEER_IP PEER_PORT] */
 #include "util.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -34,10 +43,63 @@ static long ms_until(const struct timespec *t)
 	return (t->tv_sec - now.tv_sec) * 1000 + (t->tv_nsec - now.tv_nsec) / 1000000;
 }
 
+/* The relay's connection to its peer (-1: none, it answers itself). */
+static int peer = -1;
+static char peer_buf[600];
+static size_t peer_have;
+
+static void connect_peer(const char *ip, int port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	if (inet_pton(AF_INET, ip, &a.sin_addr) != 1)
+		die("bad peer address %s", ip);
+	for (int i = 0; i < 600; i++) {
+		int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (s < 0)
+			die("socket: %s", strerror(errno));
+		if (connect(s, (struct sockaddr *)&a, sizeof a) == 0) {
+			peer = s;
+			return;
+		}
+		close(s);
+		sleep_ms(50);
+	}
+	die("connect to the peer %s:%d: %s", ip, port, strerror(errno));
+}
+
+/* Pass `line` (without its newline) to the peer; its answer (with its newline) in
+ * `ans`, at most `cap` bytes: the length. */
+static size_t ask_peer(const char *line, char *ans, size_t cap)
+{
+	char req[520];
+	int len = snprintf(req, sizeof req, "%s\n", line);
+	write_all(peer, req, (size_t)len);
+	for (;;) {
+		char *nl = memchr(peer_buf, '\n', peer_have);
+		if (nl != NULL) {
+			size_t n = (size_t)(nl + 1 - peer_buf);
+			if (n > cap)
+				die("peer: answer too long");
+			memcpy(ans, peer_buf, n);
+			peer_have -= n;
+			memmove(peer_buf, nl + 1, peer_have);
+			return n;
+		}
+		if (peer_have == sizeof peer_buf)
+			die("peer: answer too long");
+		ssize_t got = read(peer, peer_buf + peer_have, sizeof peer_buf - peer_have);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			die("peer: %s", got < 0 ? strerror(errno) : "closed the connection");
+		peer_have += (size_t)got;
+	}
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2)
-		die("usage: podnet PORT");
+		die("usage: podnet PORT [PEER_IP PEER_PORT]");
 	int port = atoi(argv[1]);
 	pid_t child = fork();
 	if (child < 0)
@@ -46,6 +108,8 @@ int main(int argc, char **argv)
 		for (;;)
 			pause();
 	}
+	if (argc >= 4)
+		connect_peer(argv[2], atoi(argv[3]));
 	int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	int one = 1;
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -108,8 +172,13 @@ int main(int argc, char **argv)
 				*nl = 0;
 				k->lines++;
 				char ans[600];
-				int len = snprintf(ans, sizeof ans, "%ld %ld %s\n", k->id, k->lines, k->buf);
-				write_all(k->fd, ans, (size_t)len);
+				size_t len;
+				if (peer >= 0)
+					len = ask_peer(k->buf, ans, sizeof ans);
+				else
+					len = (size_t)snprintf(ans, sizeof ans, "%ld %ld %s\n", k->id, k->lines,
+							       k->buf);
+				write_all(k->fd, ans, len);
 				int hold = strcmp(k->buf, "hold") == 0;
 				k->have -= (size_t)(nl + 1 - k->buf);
 				memmove(k->buf, nl + 1, k->have);

@@ -119,6 +119,26 @@ pub(crate) fn owns(ckpt: &Checkpoint, kind: &str) -> bool {
     owned(ckpt).iter().any(|ns| ns.kind == kind)
 }
 
+/// The tree's network namespace a restore joins (`--join-ns`, or the criu front end's
+/// `inherit_fd`) when the image's was made outside the tree and held TCP connections
+/// the dump locked there, with the dump's lock rules in it (`sys::netlock::TreeNet`):
+/// taken before the restore enters the tree's mount namespace. None otherwise.
+pub(crate) fn joined_net(
+    ckpt: &Checkpoint,
+    joins: &[(String, std::path::PathBuf)],
+) -> crate::error::RestoreResult<Option<crate::sys::netlock::TreeNet>> {
+    if !ckpt.namespaces.iter().any(|n| n.foreign && n.kind == "net")
+        || locked_connections(ckpt).is_empty()
+    {
+        return Ok(None);
+    }
+    let Some((_, path)) = joins.iter().find(|(k, _)| k == "net") else {
+        return Ok(None);
+    };
+    let (f, _) = crate::sys::ns::open_ns_file(path)?;
+    Ok(Some(crate::sys::netlock::TreeNet::open(f)?))
+}
+
 /// The IPC namespace of the tree's own, if restore creates one: its limits and POSIX
 /// message queues.
 pub(crate) fn own_ipc(ckpt: &Checkpoint) -> Option<&crate::model::IpcLimits> {

@@ -113,7 +113,11 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<(i32, Option<sys::netlock::H
     } else {
         procs.iter().flat_map(|p| p.tcp_connections()).collect()
     };
-    let prepared = sys::netlock::Handover::prepare(&tcp).ok().flatten();
+    // (In the tree's network namespace when the restore joins one made outside it: a
+    // pod's outlives the checkpoint, holding the dump's lock.)
+    let prepared = sys::netlock::Handover::prepare_in(plan.tree_net.as_ref(), &tcp)
+        .ok()
+        .flatten();
     fault_point("detach")?;
     sys::deferred::die_point("before the point of no return");
     for (sock, c) in &conns {
