@@ -196,13 +196,23 @@ pub(crate) fn mnt_below_root(procs: &[Process], p: &Process) -> bool {
 }
 
 /// The TCP connections of the image that the dump locked (`sys::netlock`): none when
-/// the tree had a network namespace of its own (it ended with the tree).
+/// the tree had a network namespace of its own (it ended with the tree), nor those of
+/// processes in a network namespace a process below the root made (the same: every
+/// peer is in the tree there, see `fd::belownet`).
 pub(crate) fn locked_connections(ckpt: &Checkpoint) -> Vec<(Vec<u8>, Vec<u8>)> {
-    if owns(ckpt, "net") {
+    lockable_connections(&ckpt.processes, owns(ckpt, "net"))
+}
+
+/// The TCP connections of `procs` (the root first) a lock in the root's network
+/// namespace covers: none if that is the tree's own (`own_net`), and none of a process
+/// in a network namespace a process below the root made.
+pub(crate) fn lockable_connections(procs: &[Process], own_net: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+    if own_net {
         return Vec::new();
     }
-    ckpt.processes
+    procs
         .iter()
+        .filter(|p| !net_below_root(procs, p))
         .flat_map(|p| p.tcp_connections())
         .collect()
 }

@@ -26,6 +26,9 @@ struct NetRead {
 pub(super) fn own_net(pid: i32, inode: u64) -> DumpResult<NetState> {
     let read = sys::ns::inside(pid, &["net"], || {
         let mut tables = sys::rtnl::nft_tables()?;
+        // (The dump's own lock in a namespace a process below the root made.)
+        let ours = crate::kinds::fd::belownet::dump_lock_table();
+        tables.retain(|t| *t != ours);
         tables.extend(sys::ns::legacy_tables());
         Ok(NetRead {
             links: sys::rtnl::links()?,
