@@ -39,6 +39,7 @@ pub(crate) use collect::{
     OwnNamespaces, collect_into, join_own_ipc, join_tree_net, made_outside, own_namespaces,
 };
 pub(crate) use enter::{enter_child_namespaces, enter_new, make_time_for_children};
+pub(crate) use net::set_up_net;
 
 /// The kinds of namespace recorded (as in /proc/PID/ns/), PID namespaces aside.
 pub(crate) const KINDS: [&str; 7] = ["uts", "ipc", "net", "mnt", "cgroup", "time", "user"];
@@ -57,9 +58,11 @@ pub(crate) const RESTORED: [&str; 7] = ["uts", "ipc", "time", "net", "cgroup", "
 pub(crate) const MIXABLE: [&str; 7] = ["uts", "user", "ipc", "net", "cgroup", "time", "mnt"];
 
 /// Of [`MIXABLE`], the kinds a process below the root may have made in a user namespace
-/// of the tree's (made beforehand owned by it, `kinds::userns::make_below`); the others
-/// only in ckpt's user namespace.
-pub(crate) const IN_TREE_USER: [&str; 2] = ["uts", "user"];
+/// of the tree's (made beforehand owned by it, with their state, `kinds::userns::
+/// make_below`); the others only in ckpt's user namespace. (A cgroup namespace would
+/// need its maker moved into its root cgroups first; a time namespace is its maker's
+/// for its children, which a `setns` cannot give it without moving the maker in too.)
+pub(crate) const IN_TREE_USER: [&str; 4] = ["uts", "user", "ipc", "net"];
 
 /// Kinds of a namespace made outside the tree that restore joins (`--join-ns`): those
 /// a thread of ckpt may join alone.

@@ -217,7 +217,7 @@ fn same_addr(a: &sys::rtnl::Addr, b: &sys::rtnl::Addr) -> bool {
 /// settings, its loopback interface up or down with its MTU, exactly its addresses
 /// (those the kernel added when it went up and the dump had not are removed); the
 /// settings are read back.
-pub(super) fn set_up_net(n: &NetState) -> crate::error::RestoreResult<()> {
+pub(crate) fn set_up_net(n: &NetState) -> crate::error::RestoreResult<()> {
     for (k, v) in &n.sysctls {
         sys::ns::write_sysctl(k, v)?;
     }
