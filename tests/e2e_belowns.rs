@@ -90,15 +90,7 @@ fn ns(pid: i32, kind: &str) -> u64 {
 /// are in against each other.
 fn assert_shape(root: i32, what: &str) {
     let tree = wait_process_tree(root, 8, what);
-    let kids = |p: i32| -> Vec<i32> {
-        let mut k: Vec<i32> = tree
-            .iter()
-            .copied()
-            .filter(|&q| q != p && ppid_of(q) == p)
-            .collect();
-        k.sort();
-        k
-    };
+    let kids = |p: i32| children_in(&tree, p);
     let top = kids(root);
     assert_eq!(top.len(), 4, "{what}: the root's children: {top:?}");
     let (net, ipc, time, cg) = (top[0], top[1], top[2], top[3]);
@@ -146,6 +138,46 @@ fn assert_shape(root: i32, what: &str) {
     }
 }
 
+/// The processes of `tree` whose parent is `p`, by PID.
+fn children_in(tree: &[i32], p: i32) -> Vec<i32> {
+    let mut k: Vec<i32> = tree
+        .iter()
+        .copied()
+        .filter(|&q| q != p && ppid_of(q) == p)
+        .collect();
+    k.sort();
+    k
+}
+
+/// Restore `img` (stdin a pipe) and wait until the tree of `before` runs again.
+fn restore_up(ctx: &Ctx, img: &std::path::Path, before: &Snapshot, name: &str) -> Proc {
+    let mut r = ctx.restore(img, &[], In::Pipe);
+    let deadline = std::time::Instant::now() + timeout();
+    while !oracle::restored_tree_up(before) {
+        assert!(
+            std::time::Instant::now() < deadline && r.try_wait().is_none(),
+            "{name}: the restored tree does not run; ckpt restore: {:?}\n{}",
+            r.try_wait(),
+            r.stderr.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    r
+}
+
+/// Tell the restored `belowns` tree of `r` to exit; it must end with status 0.
+fn exit_ok(mut r: Proc, name: &str) {
+    r.write_stdin(b"exit\n");
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "{name}: the restored tree's exit; stderr:\n{}",
+        text(&fin.stderr)
+    );
+}
+
 fn ppid_of(pid: i32) -> i32 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     s.rsplit_once(')')
@@ -184,17 +216,7 @@ fn namespaces_made_below_the_root_are_restored() {
     ctx.dump(pid, &img);
     t.expect_killed();
     wait_pids_gone(&pids, name);
-    let mut r = ctx.restore(&img, &[], In::Pipe);
-    let deadline = std::time::Instant::now() + timeout();
-    while !oracle::restored_tree_up(&before) {
-        assert!(
-            std::time::Instant::now() < deadline && r.try_wait().is_none(),
-            "{name}: the restored tree does not run; ckpt restore: {:?}\n{}",
-            r.try_wait(),
-            r.stderr.text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let mut r = restore_up(&ctx, &img, &before, name);
     assert_shape(pid, "restored");
     let after = Snapshot::at_rest(pid, name);
     let said = report(&mut r, 1);
@@ -214,15 +236,7 @@ fn namespaces_made_below_the_root_are_restored() {
         ALL_OK,
         "the restored tree's second checks"
     );
-    r.write_stdin(b"exit\n");
-    r.close_stdin();
-    let fin = r.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "{name}: the restored tree's exit; stderr:\n{}",
-        text(&fin.stderr)
-    );
+    exit_ok(r, name);
 }
 
 /// Restores of that tree failing once a namespace below the root was made (in a
@@ -259,9 +273,7 @@ fn failed_restores_after_a_namespace_below_the_root_leave_nothing() {
     let mut r = ctx.restore(&img, &[], In::Pipe);
     assert_shape(pid, "restored after the failures");
     assert_eq!(report(&mut r, 1), ALL_OK, "restored after the failures");
-    r.write_stdin(b"exit\n");
-    r.close_stdin();
-    assert_eq!(r.finish().status.code(), Some(0));
+    exit_ok(r, name);
 }
 
 /// The named POSIX queue `belowns ipc sysv` makes in its IPC namespace.
@@ -359,17 +371,7 @@ fn objects_of_an_ipc_namespace_made_below_the_root_come_back() {
     ctx.dump(pid, &img);
     t.expect_killed();
     wait_pids_gone(&pids, name);
-    let mut r = ctx.restore(&img, &[], In::Pipe);
-    let deadline = std::time::Instant::now() + timeout();
-    while !oracle::restored_tree_up(&before) {
-        assert!(
-            std::time::Instant::now() < deadline && r.try_wait().is_none(),
-            "{name}: the restored tree does not run; ckpt restore: {:?}\n{}",
-            r.try_wait(),
-            r.stderr.text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let mut r = restore_up(&ctx, &img, &before, name);
     let (rchild, _) = ipc_child(pid, "restored");
     assert_eq!(rchild, child, "the ipc child keeps its PID");
     let said = report(&mut r, 1);
@@ -389,13 +391,7 @@ fn objects_of_an_ipc_namespace_made_below_the_root_come_back() {
         "report: ipc=ok",
         "the restored tree's second checks"
     );
-    r.write_stdin(b"exit\n");
-    r.close_stdin();
-    assert_eq!(
-        r.finish().status.code(),
-        Some(0),
-        "{name}: the restored tree's exit"
-    );
+    exit_ok(r, name);
 }
 
 /// Restores of that tree failing while the namespace's objects are made (a System V
@@ -433,9 +429,7 @@ fn failed_restores_of_objects_below_the_root_leave_nothing() {
         "report: ipc=ok",
         "restored after the failures"
     );
-    r.write_stdin(b"exit\n");
-    r.close_stdin();
-    assert_eq!(r.finish().status.code(), Some(0));
+    exit_ok(r, name);
 }
 
 /// A semaphore undo adjustment (SEM_UNDO) in an IPC namespace a process below the root
@@ -527,15 +521,7 @@ const CONNS_OK: &str = "report: net=ok nested-net=ok net-peer=ok";
 /// first: forked first), checked against the root's and each other's namespaces.
 fn conns_shape(root: i32, what: &str) -> (Vec<i32>, i32, i32) {
     let tree = wait_process_tree(root, 4, what);
-    let kids = |p: i32| -> Vec<i32> {
-        let mut k: Vec<i32> = tree
-            .iter()
-            .copied()
-            .filter(|&q| q != p && ppid_of(q) == p)
-            .collect();
-        k.sort();
-        k
-    };
+    let kids = |p: i32| children_in(&tree, p);
     let net = kids(root)[0];
     let grand = kids(net);
     assert_eq!(grand.len(), 2, "{what}: the net child's children");
@@ -613,17 +599,7 @@ fn connections_in_a_network_namespace_made_below_the_root_come_back() {
     ctx.dump(pid, &img);
     t.expect_killed();
     wait_pids_gone(&pids, name);
-    let mut r = ctx.restore(&img, &[], In::Pipe);
-    let deadline = std::time::Instant::now() + timeout();
-    while !oracle::restored_tree_up(&before) {
-        assert!(
-            std::time::Instant::now() < deadline && r.try_wait().is_none(),
-            "{name}: the restored tree does not run; ckpt restore: {:?}\n{}",
-            r.try_wait(),
-            r.stderr.text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let mut r = restore_up(&ctx, &img, &before, name);
     let (_, rnet, rpeer) = conns_shape(pid, "restored");
     assert_eq!((rnet, rpeer), (net, peer), "the same processes");
     let after = Snapshot::at_rest(pid, name);
@@ -644,15 +620,7 @@ fn connections_in_a_network_namespace_made_below_the_root_come_back() {
         CONNS_OK,
         "the restored tree's second checks"
     );
-    r.write_stdin(b"exit\n");
-    r.close_stdin();
-    let fin = r.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "{name}: the restored tree's exit; stderr:\n{}",
-        text(&fin.stderr)
-    );
+    exit_ok(r, name);
 }
 
 /// Restores of that tree failing once its connections are being made in the namespace
@@ -689,7 +657,5 @@ fn failed_restores_of_connections_below_the_root_leave_nothing() {
     let mut r = ctx.restore(&img, &[], In::Pipe);
     conns_shape(t.pid, "restored after the failures");
     assert_eq!(report(&mut r, 1), CONNS_OK, "restored after the failures");
-    r.write_stdin(b"exit\n");
-    r.close_stdin();
-    assert_eq!(r.finish().status.code(), Some(0));
+    exit_ok(r, name);
 }

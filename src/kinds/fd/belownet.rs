@@ -205,7 +205,7 @@ pub(super) fn below_root_sockets(
 /// below the root made): the two ends of each unix connection are held in one network
 /// namespace, and each TCP connection in such a namespace has its peer among the
 /// tree's connections there.
-pub(super) fn check_peers(procs: &[Process], below: &[bool]) -> DumpResult<()> {
+pub(crate) fn check_peers(procs: &[Process], below: &[bool]) -> DumpResult<()> {
     if !below.iter().any(|&b| b) {
         return Ok(());
     }
