@@ -6,7 +6,10 @@
 //! its children are forked: the processes check their own state (the sockets answer,
 //! the limit, the clocks continue, /proc/self/cgroup), and the state oracle compares
 //! the kernel's view (which processes share which namespace, sockets, cgroups).
-//! What is not restored is refused at dump, naming the process and the namespace.
+//! Connections between processes in such a network namespace (TCP over its loopback, a
+//! unix pair, an abstract listener and its accepted client), with data queued both
+//! ways, come back there. What is not restored is refused at dump, naming the process
+//! and the namespace.
 //!
 //! The target is `tests/targets/belowns.c`. Needs root (unshare, ptrace, cgroups).
 
@@ -87,15 +90,7 @@ fn ns(pid: i32, kind: &str) -> u64 {
 /// are in against each other.
 fn assert_shape(root: i32, what: &str) {
     let tree = wait_process_tree(root, 8, what);
-    let kids = |p: i32| -> Vec<i32> {
-        let mut k: Vec<i32> = tree
-            .iter()
-            .copied()
-            .filter(|&q| q != p && ppid_of(q) == p)
-            .collect();
-        k.sort();
-        k
-    };
+    let kids = |p: i32| children_in(&tree, p);
     let top = kids(root);
     assert_eq!(top.len(), 4, "{what}: the root's children: {top:?}");
     let (net, ipc, time, cg) = (top[0], top[1], top[2], top[3]);
@@ -143,6 +138,46 @@ fn assert_shape(root: i32, what: &str) {
     }
 }
 
+/// The processes of `tree` whose parent is `p`, by PID.
+fn children_in(tree: &[i32], p: i32) -> Vec<i32> {
+    let mut k: Vec<i32> = tree
+        .iter()
+        .copied()
+        .filter(|&q| q != p && ppid_of(q) == p)
+        .collect();
+    k.sort();
+    k
+}
+
+/// Restore `img` (stdin a pipe) and wait until the tree of `before` runs again.
+fn restore_up(ctx: &Ctx, img: &std::path::Path, before: &Snapshot, name: &str) -> Proc {
+    let mut r = ctx.restore(img, &[], In::Pipe);
+    let deadline = std::time::Instant::now() + timeout();
+    while !oracle::restored_tree_up(before) {
+        assert!(
+            std::time::Instant::now() < deadline && r.try_wait().is_none(),
+            "{name}: the restored tree does not run; ckpt restore: {:?}\n{}",
+            r.try_wait(),
+            r.stderr.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    r
+}
+
+/// Tell the restored `belowns` tree of `r` to exit; it must end with status 0.
+fn exit_ok(mut r: Proc, name: &str) {
+    r.write_stdin(b"exit\n");
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "{name}: the restored tree's exit; stderr:\n{}",
+        text(&fin.stderr)
+    );
+}
+
 fn ppid_of(pid: i32) -> i32 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     s.rsplit_once(')')
@@ -181,17 +216,7 @@ fn namespaces_made_below_the_root_are_restored() {
     ctx.dump(pid, &img);
     t.expect_killed();
     wait_pids_gone(&pids, name);
-    let mut r = ctx.restore(&img, &[], In::Pipe);
-    let deadline = std::time::Instant::now() + timeout();
-    while !oracle::restored_tree_up(&before) {
-        assert!(
-            std::time::Instant::now() < deadline && r.try_wait().is_none(),
-            "{name}: the restored tree does not run; ckpt restore: {:?}\n{}",
-            r.try_wait(),
-            r.stderr.text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let mut r = restore_up(&ctx, &img, &before, name);
     assert_shape(pid, "restored");
     let after = Snapshot::at_rest(pid, name);
     let said = report(&mut r, 1);
@@ -211,15 +236,7 @@ fn namespaces_made_below_the_root_are_restored() {
         ALL_OK,
         "the restored tree's second checks"
     );
-    r.write_stdin(b"exit\n");
-    r.close_stdin();
-    let fin = r.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "{name}: the restored tree's exit; stderr:\n{}",
-        text(&fin.stderr)
-    );
+    exit_ok(r, name);
 }
 
 /// Restores of that tree failing once a namespace below the root was made (in a
@@ -256,9 +273,7 @@ fn failed_restores_after_a_namespace_below_the_root_leave_nothing() {
     let mut r = ctx.restore(&img, &[], In::Pipe);
     assert_shape(pid, "restored after the failures");
     assert_eq!(report(&mut r, 1), ALL_OK, "restored after the failures");
-    r.write_stdin(b"exit\n");
-    r.close_stdin();
-    assert_eq!(r.finish().status.code(), Some(0));
+    exit_ok(r, name);
 }
 
 /// The named POSIX queue `belowns ipc sysv` makes in its IPC namespace.
@@ -356,17 +371,7 @@ fn objects_of_an_ipc_namespace_made_below_the_root_come_back() {
     ctx.dump(pid, &img);
     t.expect_killed();
     wait_pids_gone(&pids, name);
-    let mut r = ctx.restore(&img, &[], In::Pipe);
-    let deadline = std::time::Instant::now() + timeout();
-    while !oracle::restored_tree_up(&before) {
-        assert!(
-            std::time::Instant::now() < deadline && r.try_wait().is_none(),
-            "{name}: the restored tree does not run; ckpt restore: {:?}\n{}",
-            r.try_wait(),
-            r.stderr.text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let mut r = restore_up(&ctx, &img, &before, name);
     let (rchild, _) = ipc_child(pid, "restored");
     assert_eq!(rchild, child, "the ipc child keeps its PID");
     let said = report(&mut r, 1);
@@ -386,13 +391,7 @@ fn objects_of_an_ipc_namespace_made_below_the_root_come_back() {
         "report: ipc=ok",
         "the restored tree's second checks"
     );
-    r.write_stdin(b"exit\n");
-    r.close_stdin();
-    assert_eq!(
-        r.finish().status.code(),
-        Some(0),
-        "{name}: the restored tree's exit"
-    );
+    exit_ok(r, name);
 }
 
 /// Restores of that tree failing while the namespace's objects are made (a System V
@@ -430,9 +429,7 @@ fn failed_restores_of_objects_below_the_root_leave_nothing() {
         "report: ipc=ok",
         "restored after the failures"
     );
-    r.write_stdin(b"exit\n");
-    r.close_stdin();
-    assert_eq!(r.finish().status.code(), Some(0));
+    exit_ok(r, name);
 }
 
 /// A semaphore undo adjustment (SEM_UNDO) in an IPC namespace a process below the root
@@ -473,12 +470,12 @@ fn undo_adjustment_in_an_ipc_namespace_made_below_the_root_is_refused() {
     assert_eq!(t.finish().status.code(), Some(0));
 }
 
-/// A unix socket made in a network namespace a process below the root made is refused
-/// at dump (not restored there yet), naming the process and the descriptor; the tree
-/// runs on.
+/// A unix socket pair a process made in the root's network namespace and holds in one it
+/// made below the root is refused at dump (restore makes a socket in its holder's
+/// namespace), naming the process and the descriptor; the tree runs on.
 #[test]
-fn unix_socket_in_a_network_namespace_made_below_the_root_is_refused() {
-    let name = "unix_socket_in_a_network_namespace_made_below_the_root_is_refused";
+fn socket_made_outside_a_network_namespace_made_below_the_root_is_refused() {
+    let name = "socket_made_outside_a_network_namespace_made_below_the_root_is_refused";
     let ctx = Ctx::new(name);
     let spec = Spec::new(target("belowns"))
         .arg("net")
@@ -497,9 +494,10 @@ fn unix_socket_in_a_network_namespace_made_below_the_root_is_refused() {
     r.assert_fails(1);
     assert!(
         r.stderr.contains(&format!("process {net_child}"))
-            && r.stderr.contains("is a unix socket")
-            && r.stderr.contains("network namespace"),
-        "dump of a tree whose child holds a unix socket in its network namespace: {}",
+            && r.stderr.contains("was made in another network namespace")
+            && r.stderr
+                .contains(&format!("net:[{}]", ns(net_child, "net"))),
+        "dump of a tree whose child holds a unix socket made before its network namespace: {}",
         r.stderr
     );
     for &p in &tree {
@@ -513,4 +511,151 @@ fn unix_socket_in_a_network_namespace_made_below_the_root_is_refused() {
     t.write_stdin(b"exit\n");
     t.close_stdin();
     assert_eq!(t.finish().status.code(), Some(0));
+}
+
+/// Every check of `belowns net conns` passing.
+const CONNS_OK: &str = "report: net=ok nested-net=ok net-peer=ok";
+
+/// The tree of `belowns net conns` (4 processes): the net child (the root's only
+/// child) and its child that stays in its network namespace (the one whose PID comes
+/// first: forked first), checked against the root's and each other's namespaces.
+fn conns_shape(root: i32, what: &str) -> (Vec<i32>, i32, i32) {
+    let tree = wait_process_tree(root, 4, what);
+    let kids = |p: i32| children_in(&tree, p);
+    let net = kids(root)[0];
+    let grand = kids(net);
+    assert_eq!(grand.len(), 2, "{what}: the net child's children");
+    let peer = grand
+        .iter()
+        .copied()
+        .find(|&g| ns(g, "net") == ns(net, "net"))
+        .expect("the child that stays in the net child's namespace");
+    assert_ne!(
+        ns(net, "net"),
+        ns(root, "net"),
+        "{what}: the net child's own"
+    );
+    (tree, net, peer)
+}
+
+/// Whether the abstract unix name @belowns-abs is bound in the test's (ckpt's) network
+/// namespace: /proc/net/unix lists the reader's.
+fn abstract_name_on_host() -> bool {
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.ends_with(" @belowns-abs"))
+}
+
+/// How many of the snapshot's entries end with `suffix` and have the value `value`.
+fn count_entries(s: &Snapshot, suffix: &str, value: &str) -> usize {
+    s.entries
+        .iter()
+        .filter(|(k, (_, v))| k.ends_with(suffix) && v == value)
+        .count()
+}
+
+/// A TCP connection over the loopback of a network namespace a process below the root
+/// made, a unix stream pair and a client accepted on an abstract name there, their
+/// ends split between two processes, each with 8 bytes queued for the other way, come
+/// back in the namespace the restored net child makes: the processes read what the
+/// other side queued before the dump and go on exchanging (twice), the abstract
+/// listener takes a new client there, the name is not bound in ckpt's namespace, and
+/// the oracle sees the same sockets (sock_diag in that namespace: states, peers,
+/// queues; TCP_INFO, FIONREAD) before and after.
+#[test]
+fn connections_in_a_network_namespace_made_below_the_root_come_back() {
+    let name = "connections_in_a_network_namespace_made_below_the_root_come_back";
+    let ctx = Ctx::new(name);
+    let spec = Spec::new(target("belowns"))
+        .arg("net")
+        .arg("conns")
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let pid = t.pid;
+    let (pids, net, peer) = conns_shape(pid, "original");
+    let said = report(&mut t, 1);
+    assert_eq!(said, CONNS_OK, "the original's own checks");
+    assert!(!abstract_name_on_host(), "@belowns-abs in ckpt's namespace");
+    let before = Snapshot::at_rest(pid, name).with_report(pid, &said);
+    // The oracle sees them: 4 unix ends and 2 TCP ones with a message queued each.
+    assert_eq!(
+        count_entries(&before, ".sock.unix.rqlen", "8"),
+        4,
+        "unix ends with a message queued"
+    );
+    assert_eq!(
+        count_entries(&before, ".sock.inq", "8"),
+        6,
+        "ends with a message queued (FIONREAD)"
+    );
+    assert!(
+        count_entries(&before, ".sock.tcp_state", "1") >= 2,
+        "established TCP connections"
+    );
+    let img = ctx.path("conns.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&pids, name);
+    let mut r = restore_up(&ctx, &img, &before, name);
+    let (_, rnet, rpeer) = conns_shape(pid, "restored");
+    assert_eq!((rnet, rpeer), (net, peer), "the same processes");
+    let after = Snapshot::at_rest(pid, name);
+    assert!(!abstract_name_on_host(), "@belowns-abs in ckpt's namespace");
+    let said = report(&mut r, 1);
+    assert_eq!(said, CONNS_OK, "the restored tree's own checks");
+    let after = after.with_report(pid, &said);
+    oracle::assert_same_kernel_state(
+        name,
+        &format!("{name}: belowns net conns"),
+        Cmp::Restored,
+        &before,
+        &after,
+        &[],
+    );
+    assert_eq!(
+        report(&mut r, 2),
+        CONNS_OK,
+        "the restored tree's second checks"
+    );
+    exit_ok(r, name);
+}
+
+/// Restores of that tree failing once its connections are being made in the namespace
+/// (a TCP connection in repair mode, the accepted abstract connection) or after (just
+/// before the point of no return) leave no process and nothing bound on ckpt's side; a
+/// restore after them works.
+#[test]
+fn failed_restores_of_connections_below_the_root_leave_nothing() {
+    let name = "failed_restores_of_connections_below_the_root_leave_nothing";
+    let ctx = Ctx::new(name);
+    let spec = Spec::new(target("belowns"))
+        .arg("net")
+        .arg("conns")
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let (tree, _, _) = conns_shape(t.pid, name);
+    let img = ctx.path("conns.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&tree, name);
+    for f in [
+        "connect (repair)",
+        "listen to accept a connection",
+        "detach",
+    ] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
+        assert!(
+            !abstract_name_on_host(),
+            "{f}: @belowns-abs in ckpt's namespace"
+        );
+    }
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    conns_shape(t.pid, "restored after the failures");
+    assert_eq!(report(&mut r, 1), CONNS_OK, "restored after the failures");
+    exit_ok(r, name);
 }

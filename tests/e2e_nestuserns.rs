@@ -7,7 +7,9 @@
 //! which processes share which namespace, who owns each (NS_GET_USERNS; a user
 //! namespace's parent), the creators (NS_GET_OWNER_UID), the maps and
 //! /proc/PID/status (Cap*, NSpid); the programs check their capabilities by using them
-//! (renaming their host). What restore cannot do is refused at dump, naming it; a
+//! (renaming their host). IPC and network namespaces a child made in its user namespace
+//! come back owned by the new one, with their state (msgmax, a System V segment, the
+//! loopback and a UDP socket), which the processes check. What restore cannot do is refused at dump, naming it; a
 //! failed restore leaves nothing. Target: `tests/targets/nestuserns.c`. Needs root.
 
 mod common;
@@ -152,6 +154,111 @@ fn a_user_namespace_a_child_made_is_restored() {
         checked = true;
     });
     assert!(checked);
+}
+
+/// The child and grandchild of `tree` (`nestuserns ... ipcnet grand`, no joiner) share
+/// IPC and network namespaces that the root does not, both owned (NS_GET_USERNS) by the
+/// child's user namespace.
+fn assert_ipcnet(tree: &[i32], what: &str) {
+    let r = tree[0].to_string();
+    let c = tree
+        .iter()
+        .copied()
+        .find(|&p| status(p, "PPid") == r)
+        .expect("the child");
+    let g = tree
+        .iter()
+        .copied()
+        .find(|&p| status(p, "PPid") == c.to_string())
+        .expect("the grandchild");
+    let user = ns(&c.to_string(), "user");
+    for kind in ["ipc", "net"] {
+        let mine = ns(&c.to_string(), kind);
+        assert_ne!(mine, ns(&r, kind), "{what}: the child's own {kind}");
+        assert_eq!(ns(&g.to_string(), kind), mine, "{what}: {kind} shared");
+        assert_eq!(
+            oracle::ns_owner(c, kind),
+            Some(user),
+            "{what}: the {kind} namespace is owned by the child's user namespace"
+        );
+    }
+}
+
+/// A child that made a user namespace and, in it, UTS, IPC (msgmax set, a System V
+/// segment attached) and network namespaces (loopback up, a UDP socket bound), shared
+/// with its grandchild: restored with all three made again owned by the new user
+/// namespace (the oracle compares owners and sharing), the IPC limit and segment and
+/// the network's loopback and socket there (the child and grandchild check them, and
+/// that they may write msgmax as the namespace's root, at every step: the output
+/// continues as the uninterrupted run's).
+#[test]
+fn ipc_and_network_namespaces_made_in_a_childs_user_namespace_are_restored() {
+    let ctx = Ctx::new("ipc_and_network_namespaces_made_in_a_childs_user_namespace_are_restored");
+    let spec = Spec::new(target("nestuserns"))
+        .arg("40")
+        .arg("sleep=40")
+        .arg("uts")
+        .arg("ipcnet")
+        .arg("grand");
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(2);
+    let tree = wait_process_tree(t.pid, 3, "nestuserns ipcnet");
+    assert_shape(&tree, None, "0 0 1", false, "original");
+    assert_ipcnet(&tree, "original");
+    t.kill();
+    let mut checked = false;
+    dump_restore_compare(
+        &ctx,
+        &spec,
+        &spec,
+        6,
+        &[],
+        "nestuserns-ipcnet",
+        &mut |pid| {
+            let tree = wait_process_tree(pid, 3, "restored nestuserns ipcnet");
+            assert_shape(&tree, None, "0 0 1", false, "restored");
+            assert_ipcnet(&tree, "restored");
+            checked = true;
+        },
+    );
+    assert!(checked);
+}
+
+/// Restores of that tree failing while those namespaces are made in the new user
+/// namespace, or when the child's stub joins them, leave no process and nothing in a
+/// user namespace; the next restore runs on.
+#[test]
+fn failed_restores_of_ipc_and_network_namespaces_in_a_user_namespace_leave_nothing() {
+    let ctx = Ctx::new("failed_restores_of_ipc_and_network_namespaces_in_a_user_namespace");
+    let spec = Spec::new(target("nestuserns"))
+        .arg("60")
+        .arg("sleep=40")
+        .arg("ipcnet")
+        .arg("grand");
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(2);
+    let tree = wait_process_tree(t.pid, 3, "nestuserns ipcnet");
+    let img = ctx.path("ipcnet.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&tree, "nestuserns ipcnet after the dump");
+    for f in [
+        "create a namespace in a user namespace below the root",
+        "setns (a namespace a process made in a user namespace)",
+        "fill memory",
+    ] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
+    }
+    let mut r = ctx.restore(&img, &[], In::Null);
+    let tree = wait_process_tree(tree[0], 3, "restored after the failures");
+    assert_ipcnet(&tree, "restored after the failures");
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "restored after the failures: {}",
+        text(&fin.stdout)
+    );
 }
 
 /// Two levels: the root made a user namespace of its own (0-65535 mapped to

@@ -466,6 +466,13 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         let host = host_net.filter(|_| opts.tcp_established);
         crate::kinds::fd::tcp::lock_at_freeze(pid, &pids, ckpts_ns.get("net").copied(), host)?
     };
+    // (And those in network namespaces processes below the root made, in each.)
+    let _below_lock = if opts.leave_running || opts.net_locked {
+        Vec::new()
+    } else {
+        let pids: Vec<(i32, bool)> = tree.nodes.iter().map(|(p, f)| (*p, f.is_some())).collect();
+        crate::kinds::fd::belownet::lock_at_freeze(&pids)
+    };
     sys::deferred::die_point("connections locked at the freeze");
     run_hook(opts, DumpStep::Frozen)?;
     crate::error::time_mark("dump: frozen hook done");
@@ -773,15 +780,11 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         // them with a reset once the sockets are gone)... In a network namespace of
         // the tree's own, every peer is in the tree and the namespace ends with it:
         // nothing to lock.
-        let conns: Vec<_> = if opts.net_locked || crate::kinds::ns::owns(&collected.ckpt, "net") {
+        // (Nor in one a process below the root made.)
+        let conns: Vec<_> = if opts.net_locked {
             Vec::new()
         } else {
-            collected
-                .ckpt
-                .processes
-                .iter()
-                .flat_map(|p| p.tcp_connections())
-                .collect()
+            crate::kinds::ns::locked_connections(&collected.ckpt)
         };
         // Outside the tree's namespace too, where its runtime makes it anew (the
         // image names these tables; the restore removes them): without them the

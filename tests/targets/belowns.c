@@ -1,4 +1,4 @@
-/* belowns MODE... [cgroup=DIR] [sysv] [semundo] [unixsock]
+/* belowns MODE... [cgroup=DIR] [sysv] [semundo] [unixsock] [conns]
  *
  * A tree whose processes below the root made namespaces of their own (issue 15). Each
  * MODE starts one child of the root:
@@ -8,7 +8,15 @@
  *           forks two grandchildren: one stays in it (and waits), the other makes a
  *           network namespace of its own (nested) with its loopback up and a UDP socket
  *           bound to the same address (with `unixsock`, the child also holds a unix
- *           socket pair made there, which ckpt refuses).
+ *           socket pair it made before it made its namespace, which ckpt refuses). With
+ *           `conns`, the child also makes there, before it forks: a TCP connection to
+ *           its listener, a unix stream socket pair, and a listener on the abstract
+ *           name @belowns-abs with a client connected and accepted; it keeps the
+ *           accepted and first ends, the grandchild that stays keeps the others and
+ *           reports too ("net-peer"); each side has one 8-byte message queued for the
+ *           other on each connection, which each check reads (the one the other sent
+ *           last) before it queues the next one; the child's check also connects to
+ *           @belowns-abs again.
  *   ipc     the child makes an IPC namespace and sets its kernel.msgmax to 12345. With
  *           `sysv`, it also makes there: a SysV segment (key 0x4242, 3 pages) it keeps
  *           attached and counts in, another (IPC_PRIVATE, 2 pages, mode 0640) with
@@ -46,7 +54,9 @@
 #include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+#include <stddef.h>
 
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
@@ -70,6 +80,7 @@ static const char *cgdir;
 static int with_sysv;
 static int with_semundo;
 static int with_unix;
+static int with_conns;
 
 static struct rep *new_rep(const char *name)
 {
@@ -251,6 +262,8 @@ static const char *tcp_ok(void)
 	return NULL;
 }
 
+static const char *conns_ok(int side);
+
 static void check_net(struct rep *r)
 {
 	const char *bad = !lo_is_up()                   ? "lo-down"
@@ -258,6 +271,8 @@ static void check_net(struct rep *r)
 						      : udp_ok();
 	if (!bad)
 		bad = tcp_ok();
+	if (!bad && with_conns)
+		bad = conns_ok(0);
 	if (bad)
 		say(r, "%s=bad:%s\n", r->name, bad);
 	else
@@ -275,23 +290,162 @@ static void check_nested_net(struct rep *r)
 		say(r, "%s=ok\n", r->name);
 }
 
-static void run_net(struct rep *r, struct rep *nested)
+/* ---- connections in the namespace (conns) ---- */
+
+#define ABSNAME "belowns-abs"
+#define MSGLEN 8
+
+/* The child's ends [0] (TCP accepted, pair end, @belowns-abs accepted), the
+ * grandchild's [1] (TCP client, pair end, @belowns-abs client), and the listener. */
+static int conn_end[2][3] = { { -1, -1, -1 }, { -1, -1, -1 } };
+static int abs_fd = -1;
+static int gen;
+static const char *const tags[2][3] = { { "tsv", "psv", "asv" }, { "tcl", "pcl", "acl" } };
+
+static socklen_t abs_addr(struct sockaddr_un *a)
 {
+	memset(a, 0, sizeof *a);
+	a->sun_family = AF_UNIX;
+	memcpy(a->sun_path + 1, ABSNAME, strlen(ABSNAME));
+	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(ABSNAME));
+}
+
+static int abs_connect(void)
+{
+	struct sockaddr_un a;
+	socklen_t len = abs_addr(&a);
+	int c = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (c < 0 || connect(c, (struct sockaddr *)&a, len) != 0) {
+		if (c >= 0)
+			close(c);
+		return -1;
+	}
+	return c;
+}
+
+/* Queue message `g` of side `side` on each of its ends. */
+static int queue_msgs(int side, int g)
+{
+	for (int i = 0; i < 3; i++) {
+		char m[MSGLEN + 1];
+		snprintf(m, sizeof m, "%s-%04d", tags[side][i], g);
+		if (write(conn_end[side][i], m, MSGLEN) != MSGLEN)
+			return -1;
+	}
+	return 0;
+}
+
+static void make_conns(void)
+{
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = lo_addr(4243);
+	if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof a) != 0)
+		die("connect 4243: %s", strerror(errno));
+	conn_end[1][0] = c;
+	conn_end[0][0] = accept(tcp_fd, NULL, NULL);
+	int pair[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair) != 0)
+		die("socketpair: %s", strerror(errno));
+	conn_end[0][1] = pair[0];
+	conn_end[1][1] = pair[1];
+	struct sockaddr_un u;
+	socklen_t len = abs_addr(&u);
+	abs_fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (abs_fd < 0 || bind(abs_fd, (struct sockaddr *)&u, len) != 0 || listen(abs_fd, 4) != 0)
+		die("@%s: %s", ABSNAME, strerror(errno));
+	conn_end[1][2] = abs_connect();
+	conn_end[0][2] = accept(abs_fd, NULL, NULL);
+	if (conn_end[0][0] < 0 || conn_end[1][2] < 0 || conn_end[0][2] < 0)
+		die("connections: %s", strerror(errno));
+	if (queue_msgs(0, 0) != 0 || queue_msgs(1, 0) != 0)
+		die("queue: %s", strerror(errno));
+}
+
+/* Keep the ends of side `side` (-1: none). */
+static void keep_side(int side)
+{
+	for (int s = 0; s < 2; s++)
+		for (int i = 0; i < 3; i++)
+			if (s != side && conn_end[s][i] >= 0) {
+				close(conn_end[s][i]);
+				conn_end[s][i] = -1;
+			}
+	if (side != 0 && abs_fd >= 0) {
+		close(abs_fd);
+		abs_fd = -1;
+	}
+}
+
+/* Why side `side`'s connections do not carry what the other side queued last (NULL:
+ * they do); then its next messages are queued. */
+static const char *conns_ok(int side)
+{
+	static const char *const bad[3] = { "tcp-queue", "pair-queue", "abs-queue" };
+	for (int i = 0; i < 3; i++) {
+		char want[MSGLEN + 1], got[MSGLEN + 1] = { 0 };
+		snprintf(want, sizeof want, "%s-%04d", tags[1 - side][i], gen);
+		size_t have = 0;
+		while (have < MSGLEN) {
+			struct pollfd p = { conn_end[side][i], POLLIN, 0 };
+			if (poll(&p, 1, 2000) != 1)
+				return bad[i];
+			ssize_t n = read(conn_end[side][i], got + have, MSGLEN - have);
+			if (n <= 0)
+				return bad[i];
+			have += (size_t)n;
+		}
+		if (memcmp(want, got, MSGLEN) != 0)
+			return bad[i];
+	}
+	gen++;
+	if (queue_msgs(side, gen) != 0)
+		return "queue";
+	if (side == 0) {
+		int c = abs_connect();
+		if (c < 0)
+			return "abs-connect";
+		int s = accept(abs_fd, NULL, NULL);
+		close(c);
+		if (s < 0)
+			return "abs-accept";
+		close(s);
+	}
+	return NULL;
+}
+
+static void check_net_peer(struct rep *r)
+{
+	const char *bad = !lo_is_up() ? "lo-down" : conns_ok(1);
+	if (bad)
+		say(r, "%s=bad:%s\n", r->name, bad);
+	else
+		say(r, "%s=ok\n", r->name);
+}
+
+static void run_net(struct rep *r, struct rep *nested, struct rep *peer)
+{
+	int pair[2];
+	/* (made in the root's network namespace, held in the child's: refused) */
+	if (with_unix && socketpair(AF_UNIX, SOCK_STREAM, 0, pair) != 0)
+		die("socketpair: %s", strerror(errno));
 	if (unshare(CLONE_NEWNET) != 0)
 		die("unshare(CLONE_NEWNET): %s", strerror(errno));
 	lo_up();
 	udp_fd = bound(SOCK_DGRAM, 4242);
 	tcp_fd = bound(SOCK_STREAM, 4243);
-	int pair[2];
-	if (with_unix && socketpair(AF_UNIX, SOCK_STREAM, 0, pair) != 0)
-		die("socketpair: %s", strerror(errno));
+	if (with_conns)
+		make_conns();
 	pid_t g = fork();
 	if (g < 0)
 		die("fork: %s", strerror(errno));
 	if (g == 0) {
 		close(udp_fd);
 		close(tcp_fd);
-		wait_life();
+		keep_side(1);
+		if (peer)
+			serve(peer, check_net_peer);
+		else
+			wait_life();
 		_exit(0);
 	}
 	g = fork();
@@ -300,6 +454,7 @@ static void run_net(struct rep *r, struct rep *nested)
 	if (g == 0) {
 		close(udp_fd);
 		close(tcp_fd);
+		keep_side(-1);
 		if (unshare(CLONE_NEWNET) != 0)
 			die("unshare(CLONE_NEWNET): %s", strerror(errno));
 		lo_up();
@@ -307,6 +462,7 @@ static void run_net(struct rep *r, struct rep *nested)
 		serve(nested, check_nested_net);
 		_exit(0);
 	}
+	keep_side(0);
 	serve(r, check_net);
 	reap_all();
 	_exit(0);
@@ -562,11 +718,11 @@ static void start(void (*run)(void *), void *arg)
 	kids[nkids++] = k;
 }
 
-static struct rep *net_rep, *nested_rep;
+static struct rep *net_rep, *nested_rep, *peer_rep;
 static void go_net(void *a)
 {
 	(void)a;
-	run_net(net_rep, nested_rep);
+	run_net(net_rep, nested_rep, peer_rep);
 }
 static void go_ipc(void *a)
 {
@@ -616,6 +772,8 @@ int main(int argc, char **argv)
 			with_sysv = with_semundo = 1;
 		else if (!strcmp(argv[i], "unixsock"))
 			with_unix = 1;
+		else if (!strcmp(argv[i], "conns"))
+			with_conns = 1;
 		else if (!strncmp(argv[i], "cgroup=", 7))
 			cgdir = argv[i] + 7;
 		else
@@ -627,6 +785,8 @@ int main(int argc, char **argv)
 	if (net) {
 		net_rep = new_rep("net");
 		nested_rep = new_rep("nested-net");
+		if (with_conns)
+			peer_rep = new_rep("net-peer");
 	}
 	if (ipc)
 		ipc_rep = new_rep("ipc");

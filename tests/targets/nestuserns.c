@@ -1,4 +1,4 @@
-/* nestuserns STEPS [sleep=MS] [top] [wide] [base=N] [uts] [mnt] [grand] [join]
+/* nestuserns STEPS [sleep=MS] [top] [wide] [base=N] [uts] [ipcnet] [mnt] [grand] [join]
  *
  * A tree in which a process below the root makes a user namespace (run as root).
  *
@@ -12,7 +12,11 @@
  * The root forks a child that unshares CLONE_NEWUSER, denies setgroups and maps root
  * inside to its own user and group IDs (one each, as its parent namespace shows them);
  * with `uts` it then unshares CLONE_NEWUTS (owned by its new user namespace) and names
- * the host "ckpt-nested"; with `mnt` it unshares CLONE_NEWNS. With `grand`, the child
+ * the host "ckpt-nested"; with `ipcnet` it then unshares CLONE_NEWIPC and
+ * CLONE_NEWNET (owned by its new user namespace), sets the IPC namespace's msgmax to
+ * 23456, makes a System V segment there (key 0x4545, "nested-shm") it keeps attached,
+ * brings the loopback up and binds a UDP socket to 127.0.0.1:4242; with `mnt` it
+ * unshares CLONE_NEWNS. With `grand`, the child
  * forks a grandchild that stays in its namespaces. With `join`, the root then forks a
  * second child that enters the first child's user namespace with setns (and stays in
  * the root's other namespaces).
@@ -21,14 +25,24 @@
  * the child and grandchild check every step, by using them, that they are still root
  * with every capability in their user namespace, with the same maps, and (`uts`) that
  * they may rename their host (CAP_SYS_ADMIN over the UTS namespace: it is owned by
- * their user namespace) and read back the name; one that finds anything else exits
+ * their user namespace) and read back the name, and (`ipcnet`) that msgmax reads
+ * 23456, that they may write it (they are the IPC namespace's root), that the segment
+ * is found by its key with its data, and (the child) that a datagram sent to
+ * 127.0.0.1:4242 reaches its socket; one that finds anything else exits
  * 43, which the root reports ("child lost: ..."). At the end the root stops the
  * child (SIGTERM), which kills and reaps the grandchild first. Nothing printed
  * depends on IDs outside the namespaces but the maps. */
 #include "util.h"
 #include "usermap.h"
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/shm.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -50,6 +64,80 @@ static void on_term(int sig)
 {
 	(void)sig;
 	stop = 1;
+}
+
+/* `ipcnet`: the segment, and the UDP socket of the process that made it. */
+static int ipcnet, shm_id = -1, udp_fd = -1;
+static pid_t udp_owner;
+static char *shm;
+
+static struct sockaddr_in lo4242(void)
+{
+	struct sockaddr_in a;
+	memset(&a, 0, sizeof a);
+	a.sin_family = AF_INET;
+	a.sin_port = htons(4242);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	return a;
+}
+
+static int write_msgmax(void)
+{
+	int fd = open("/proc/sys/kernel/msgmax", O_WRONLY);
+	int ok = fd >= 0 && write(fd, "23456", 5) == 5;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+static void make_ipcnet(void)
+{
+	if (unshare(CLONE_NEWIPC | CLONE_NEWNET) != 0)
+		die("child: unshare(CLONE_NEWIPC|CLONE_NEWNET): %s", strerror(errno));
+	if (!write_msgmax())
+		die("child: write msgmax: %s", strerror(errno));
+	shm_id = shmget(0x4545, 4096, IPC_CREAT | IPC_EXCL | 0600);
+	shm = shm_id < 0 ? (char *)-1 : shmat(shm_id, NULL, 0);
+	if (shm == (char *)-1)
+		die("child: shm: %s", strerror(errno));
+	strcpy(shm, "nested-shm");
+	int s = socket(AF_INET, SOCK_DGRAM, 0);
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof ifr);
+	strcpy(ifr.ifr_name, "lo");
+	if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) != 0)
+		die("child: SIOCGIFFLAGS: %s", strerror(errno));
+	ifr.ifr_flags |= IFF_UP;
+	if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0)
+		die("child: SIOCSIFFLAGS: %s", strerror(errno));
+	close(s);
+	udp_fd = socket(AF_INET, SOCK_DGRAM, 0);
+	struct sockaddr_in a = lo4242();
+	if (udp_fd < 0 || bind(udp_fd, (struct sockaddr *)&a, sizeof a) != 0)
+		die("child: bind 4242: %s", strerror(errno));
+	udp_owner = getpid();
+}
+
+/* Whether the IPC and network namespaces are as made (see the top). */
+static int ipcnet_ok(void)
+{
+	char buf[32] = {0};
+	get("/proc/sys/kernel/msgmax", buf, sizeof buf);
+	if (strtol(buf, NULL, 10) != 23456 || !write_msgmax())
+		return 0;
+	if (shmget(0x4545, 0, 0) != shm_id || strcmp(shm, "nested-shm") != 0)
+		return 0;
+	if (getpid() != udp_owner)
+		return 1;
+	int s = socket(AF_INET, SOCK_DGRAM, 0);
+	struct sockaddr_in a = lo4242();
+	int sent = s >= 0 && sendto(s, "ping", 4, 0, (struct sockaddr *)&a, sizeof a) == 4;
+	if (s >= 0)
+		close(s);
+	struct pollfd p = {udp_fd, POLLIN, 0};
+	char b[8];
+	return sent && poll(&p, 1, 2000) == 1 && recv(udp_fd, b, sizeof b, 0) == 4 &&
+	       memcmp(b, "ping", 4) == 0;
 }
 
 /* The child's (and grandchild's) life: check every step; 43 on a difference. The
@@ -76,6 +164,8 @@ static void nested(long ms, int uts, const char *map0, unsigned long long caps0,
 			if (gethostname(host, sizeof host) != 0 || strcmp(host, "ckpt-nested") != 0)
 				_exit(43);
 		}
+		if (ipcnet && !ipcnet_ok())
+			_exit(43);
 		sleep_ms(ms);
 	}
 }
@@ -99,6 +189,8 @@ int main(int argc, char **argv)
 			uts = 1;
 		else if (strcmp(argv[i], "mnt") == 0)
 			mnt = 1;
+		else if (strcmp(argv[i], "ipcnet") == 0)
+			ipcnet = 1;
 		else if (strcmp(argv[i], "grand") == 0)
 			grand = 1;
 		else if (strcmp(argv[i], "join") == 0)
@@ -133,6 +225,8 @@ int main(int argc, char **argv)
 			if (sethostname("ckpt-nested", 11) != 0)
 				die("child: sethostname: %s", strerror(errno));
 		}
+		if (ipcnet)
+			make_ipcnet();
 		if (mnt && unshare(CLONE_NEWNS) != 0)
 			die("child: unshare(CLONE_NEWNS): %s", strerror(errno));
 		char map0[256];
@@ -173,6 +267,7 @@ int main(int argc, char **argv)
 				_exit(45);
 			close(fd);
 			char jmap[256];
+			ipcnet = 0;
 			get("/proc/self/uid_map", jmap, sizeof jmap);
 			nested(ms, 0, jmap, effective(), -1);
 		}

@@ -340,99 +340,30 @@ pub(crate) fn resolve_sockets(
     let mut unix = unix::UnixTable::read(procs, socket_ino)?;
     // Processes in a network namespace a process below the root made: their sockets are
     // looked at from there (ckpt's dumping thread joins it for them, then the root's
-    // again), and must all have been made there.
+    // again), and must all have been made there (`belownet`).
     let below: Vec<bool> = procs
         .iter()
         .map(|p| crate::kinds::ns::net_below_root(procs, p))
         .collect();
     let root = procs.first().map_or(0, |r| r.pid);
+    let nets = super::belownet::add_namespaces(procs, &below, &mut unix)?;
     for (p, &below) in procs.iter_mut().zip(&below) {
         if !below {
+            super::belownet::made_here(p, &nets)?;
             resolve_process_sockets(p, &mut unix, repair, external)?;
             continue;
         }
         sys::ns::join(p.pid, "net")?;
-        let r = below_root_sockets(p, &mut unix, repair, external);
+        let r = super::belownet::below_root_sockets(p, &mut unix, repair, external);
         sys::ns::join(root, "net")?;
         r?;
     }
+    super::belownet::check_peers(procs, &below)?;
     Ok(unix.pairs)
 }
 
-/// [`resolve_process_sockets`] for process `p` in a network namespace a process below
-/// the root made (the calling thread joined it): a socket made in another namespace,
-/// a unix socket, and other sockets than UDP ones, TCP listeners and unconnected TCP
-/// ones are refused there (not restored yet).
-fn below_root_sockets(
-    p: &mut Process,
-    unix: &mut unix::UnixTable,
-    repair: &mut Vec<(std::os::fd::OwnedFd, bool)>,
-    external: bool,
-) -> DumpResult<()> {
-    let pid = p.pid;
-    let net = crate::kinds::ns::inode_of(p, "net").unwrap_or(0);
-    for f in &p.fds {
-        let Some(ino) = socket_ino(&f.kind) else {
-            continue;
-        };
-        let refuse = |what: String| {
-            unsupported(
-                pid,
-                format!(
-                    "file descriptor {} (socket:[{ino}]) {what}; it is in a network \
-                     namespace (net:[{net}]) a process below the tree's root made, where \
-                     only UDP sockets and TCP listeners are restored yet",
-                    f.fd
-                ),
-            )
-        };
-        if unix.lists(ino) {
-            return Err(refuse("is a unix socket".into()));
-        }
-        let dup = sys::process::steal_fd(pid, f.fd)?;
-        // (The unix table, read in the root's namespace, does not list those of this
-        // one.)
-        if sys::tcp::getsockopt_u32(&dup, libc::SOL_SOCKET, libc::SO_DOMAIN)? as i32
-            == libc::AF_UNIX
-        {
-            return Err(refuse("is a unix socket".into()));
-        }
-        let made_in = sys::ns::socket_netns(&dup)?;
-        if made_in != net {
-            return Err(refuse(format!(
-                "was made in another network namespace (net:[{made_in}])"
-            )));
-        }
-    }
-    let sockets: Vec<i32> = p
-        .fds
-        .iter()
-        .filter(|f| socket_ino(&f.kind).is_some())
-        .map(|f| f.fd)
-        .collect();
-    resolve_process_sockets(p, unix, repair, external)?;
-    for f in p.fds.iter().filter(|f| sockets.contains(&f.fd)) {
-        if !matches!(
-            f.kind,
-            FdKind::Udp { .. } | FdKind::TcpListen { .. } | FdKind::TcpUnconnected { .. }
-        ) {
-            return Err(unsupported(
-                pid,
-                format!(
-                    "file descriptor {} is a socket other than a UDP socket, a TCP \
-                     listener or an unconnected TCP socket (a connection, or a raw, \
-                     packet or netlink socket) in a network namespace (net:[{net}]) a \
-                     process below the tree's root made; it is not restored there yet",
-                    f.fd
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// The sockets of process `p` (see [`resolve_sockets`]).
-fn resolve_process_sockets(
+pub(super) fn resolve_process_sockets(
     p: &mut Process,
     unix: &mut unix::UnixTable,
     repair: &mut Vec<(std::os::fd::OwnedFd, bool)>,

@@ -3,6 +3,7 @@
 //! sharing and socket resolution of dump, in `collect.rs`).
 
 pub(crate) mod anon;
+pub(crate) mod belownet;
 mod collect;
 pub(crate) mod epoll;
 pub(crate) mod external;

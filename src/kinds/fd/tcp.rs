@@ -987,8 +987,16 @@ fn peer_segment(
     };
     let sock = sys::process::steal_fd(pid, n as i32)
         .map_err(|e| fail(format!("cannot reach the restored socket: {e}")))?;
-    sys::tcp::inject_segment(&c.local, &c.peer, seq, ack, window, fin)
-        .map_err(|e| fail(e.to_string()))?;
+    // From the restored socket's network namespace (one a process below the root
+    // made is not ckpt's).
+    let inject = || sys::tcp::inject_segment(&c.local, &c.peer, seq, ack, window, fin);
+    let theirs = sys::ns::inode(pid, "net").ok();
+    if theirs.is_some() && theirs != sys::ns::thread_inode("net").ok() {
+        sys::ns::inside(pid, &["net"], inject)
+    } else {
+        inject()
+    }
+    .map_err(|e| fail(e.to_string()))?;
     let deadline = std::time::Instant::now() + SEGMENT_WAIT;
     loop {
         let now = sys::tcp::state_of(&sock).map_err(|e| fail(e.to_string()))?;
@@ -1166,7 +1174,10 @@ pub(crate) fn rebuild_in_place(
 /// connection. (With it, the dump locks them outside that namespace, see
 /// [`lock_at_freeze`].)
 pub(crate) fn refuse_in_remade_net(ckpt: &crate::model::Checkpoint) -> DumpResult<()> {
-    for p in &ckpt.processes {
+    // (One in a network namespace a process below the root made is not in the
+    // remade one.)
+    let below = |p: &crate::model::Process| crate::kinds::ns::net_below_root(&ckpt.processes, p);
+    for p in ckpt.processes.iter().filter(|p| !below(p)) {
         if let Some((local, peer)) = p.tcp_connections().first() {
             return Err(DumpError::Unsupported {
                 pid: p.pid,
@@ -1245,11 +1256,7 @@ pub(crate) fn host_lock_record(
     host: &std::fs::File,
 ) -> DumpResult<Option<crate::model::HostLock>> {
     use std::os::unix::fs::MetadataExt;
-    if ckpt
-        .processes
-        .iter()
-        .all(|p| p.tcp_connections().is_empty())
-    {
+    if crate::kinds::ns::locked_connections(ckpt).is_empty() {
         return Ok(None);
     }
     let netns = host
@@ -1284,10 +1291,8 @@ pub(crate) fn check_host_lock(
     let Some(hl) = &ckpt.host_lock else {
         return;
     };
-    let conns: Vec<std::net::SocketAddr> = ckpt
-        .processes
-        .iter()
-        .flat_map(|p| p.tcp_connections())
+    let conns: Vec<std::net::SocketAddr> = crate::kinds::ns::locked_connections(ckpt)
+        .into_iter()
         .filter_map(|(local, _)| inet_addr(&local))
         .collect();
     let bind_all = || -> Vec<(std::net::SocketAddr, std::io::Error)> {

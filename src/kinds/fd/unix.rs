@@ -128,6 +128,24 @@ impl UnixTable {
         })
     }
 
+    /// Add the unix sockets of the calling thread's network namespace (sock_diag lists
+    /// those of one namespace only): a thread of ckpt that joined a network namespace
+    /// a process below the tree's root made, whose sockets (and the clients waiting on
+    /// its listeners) are then resolved like the others. Socket inodes are unique on
+    /// the host, so the tables merge.
+    pub(crate) fn add_namespace(&mut self) -> DumpResult<()> {
+        let more = sockdiag::unix_sockets()?;
+        for l in more.values().filter(|l| l.state == STATE_LISTEN) {
+            for (i, &c) in l.icons.iter().enumerate() {
+                self.pending.entry(c).or_insert((l.ino, i as u32));
+            }
+        }
+        for (ino, s) in more {
+            self.diag.entry(ino).or_insert(s);
+        }
+        Ok(())
+    }
+
     /// Whether socket `ino` is a unix socket.
     pub(crate) fn lists(&self, ino: u64) -> bool {
         self.diag.contains_key(&ino)
@@ -1310,13 +1328,22 @@ pub(crate) fn check_pair_names(
                 continue;
             }
             // A descriptor on that end, to name in the message.
-            let fd = ckpt
-                .processes
-                .iter()
-                .flat_map(|p| p.fds.iter())
-                .find(|f| matches!(f.kind, FdKind::UnixPair { id, end: e, .. } if id == sp.id && e == end))
-                .map(|f| f.fd)
-                .unwrap_or(-1);
+            let holder = ckpt.processes.iter().find_map(|p| {
+                p.fds
+                    .iter()
+                    .find(|f| matches!(f.kind, FdKind::UnixPair { id, end: e, .. } if id == sp.id && e == end))
+                    .map(|f| (p, f.fd))
+            });
+            let fd = holder.map_or(-1, |(_, fd)| fd);
+            // An abstract name is its network namespace's: not checked against ckpt's
+            // when the end is made in another (the tree's own, a joined one, or one a
+            // process below the root made).
+            let elsewhere = crate::kinds::ns::net_elsewhere(ckpt)
+                || holder
+                    .is_some_and(|(p, _)| crate::kinds::ns::net_below_root(&ckpt.processes, p));
+            if elsewhere && name.first() == Some(&0) {
+                continue;
+            }
             if relative(name) {
                 check_relative_name(files, (name, dir), true, fd, held, problems);
             } else {

@@ -255,7 +255,7 @@ fn made_below_root(ckpt: &Checkpoint, kind: &str, inode: u64) -> bool {
 }
 
 /// The namespaces processes below the root made in ckpt's user namespace (those made
-/// in a user namespace of the tree's are UTS ones only), and the order in which a
+/// in a user namespace of the tree's are UTS, IPC or network ones only), and the order in which a
 /// process that made a time namespace for its children forked them: restore forks
 /// them in the image's order and makes that namespace before the first child in it,
 /// so no child in its parent's own may come after one in it.
@@ -285,8 +285,8 @@ fn check_below_root(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
                 "namespace",
                 format!(
                     "process {} ({}) made the {} namespace {}:[{}] in the user namespace \
-                     user:[{}] of the tree's; only UTS namespaces made in one are \
-                     restored yet",
+                     user:[{}] of the tree's; only UTS, IPC and network namespaces made \
+                     in one are restored yet",
                     maker.pid,
                     String::from_utf8_lossy(&maker.comm),
                     title(&ns.kind),

@@ -39,6 +39,7 @@ pub(crate) use collect::{
     OwnNamespaces, collect_into, join_own_ipc, join_tree_net, made_outside, own_namespaces,
 };
 pub(crate) use enter::{enter_child_namespaces, enter_new, make_time_for_children};
+pub(crate) use net::set_up_net;
 
 /// The kinds of namespace recorded (as in /proc/PID/ns/), PID namespaces aside.
 pub(crate) const KINDS: [&str; 7] = ["uts", "ipc", "net", "mnt", "cgroup", "time", "user"];
@@ -57,9 +58,11 @@ pub(crate) const RESTORED: [&str; 7] = ["uts", "ipc", "time", "net", "cgroup", "
 pub(crate) const MIXABLE: [&str; 7] = ["uts", "user", "ipc", "net", "cgroup", "time", "mnt"];
 
 /// Of [`MIXABLE`], the kinds a process below the root may have made in a user namespace
-/// of the tree's (made beforehand owned by it, `kinds::userns::make_below`); the others
-/// only in ckpt's user namespace.
-pub(crate) const IN_TREE_USER: [&str; 2] = ["uts", "user"];
+/// of the tree's (made beforehand owned by it, with their state, `kinds::userns::
+/// make_below`); the others only in ckpt's user namespace. (A cgroup namespace would
+/// need its maker moved into its root cgroups first; a time namespace is its maker's
+/// for its children, which a `setns` cannot give it without moving the maker in too.)
+pub(crate) const IN_TREE_USER: [&str; 4] = ["uts", "user", "ipc", "net"];
 
 /// Kinds of a namespace made outside the tree that restore joins (`--join-ns`): those
 /// a thread of ckpt may join alone.
@@ -216,13 +219,23 @@ pub(crate) fn mnt_below_root(procs: &[Process], p: &Process) -> bool {
 }
 
 /// The TCP connections of the image that the dump locked (`sys::netlock`): none when
-/// the tree had a network namespace of its own (it ended with the tree).
+/// the tree had a network namespace of its own (it ended with the tree), nor those of
+/// processes in a network namespace a process below the root made (the same: every
+/// peer is in the tree there, see `fd::belownet`).
 pub(crate) fn locked_connections(ckpt: &Checkpoint) -> Vec<(Vec<u8>, Vec<u8>)> {
-    if owns(ckpt, "net") {
+    lockable_connections(&ckpt.processes, owns(ckpt, "net"))
+}
+
+/// The TCP connections of `procs` (the root first) a lock in the root's network
+/// namespace covers: none if that is the tree's own (`own_net`), and none of a process
+/// in a network namespace a process below the root made.
+pub(crate) fn lockable_connections(procs: &[Process], own_net: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+    if own_net {
         return Vec::new();
     }
-    ckpt.processes
+    procs
         .iter()
+        .filter(|p| !net_below_root(procs, p))
         .flat_map(|p| p.tcp_connections())
         .collect()
 }

@@ -26,6 +26,9 @@ struct NetRead {
 pub(super) fn own_net(pid: i32, inode: u64) -> DumpResult<NetState> {
     let read = sys::ns::inside(pid, &["net"], || {
         let mut tables = sys::rtnl::nft_tables()?;
+        // (The dump's own lock in a namespace a process below the root made.)
+        let ours = crate::kinds::fd::belownet::dump_lock_table();
+        tables.retain(|t| *t != ours);
         tables.extend(sys::ns::legacy_tables());
         Ok(NetRead {
             links: sys::rtnl::links()?,
@@ -214,7 +217,7 @@ fn same_addr(a: &sys::rtnl::Addr, b: &sys::rtnl::Addr) -> bool {
 /// settings, its loopback interface up or down with its MTU, exactly its addresses
 /// (those the kernel added when it went up and the dump had not are removed); the
 /// settings are read back.
-pub(super) fn set_up_net(n: &NetState) -> crate::error::RestoreResult<()> {
+pub(crate) fn set_up_net(n: &NetState) -> crate::error::RestoreResult<()> {
     for (k, v) in &n.sysctls {
         sys::ns::write_sysctl(k, v)?;
     }

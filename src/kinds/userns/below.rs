@@ -4,16 +4,18 @@
 //! **Below the root** (a rootless container running a sandbox, `unshare -U -r` in a
 //! child): a user namespace a process below the tree's root made, nested in ckpt's, in
 //! the tree's own or in another such one (`UserNsState::parent`), is recorded the same
-//! way, and so is a UTS namespace a process made in one (owned by it: dump checks
+//! way, and so are UTS, IPC and network namespaces a process made in one (owned by it: dump checks
 //! that a namespace a process made below the root is owned by the user namespace that
 //! process is in). Restore makes them before the stubs ([`make_below`]), parents first:
 //! a helper joins the parent (ckpt's needs no join), takes the creator's IDs as the
 //! parent shows them and unshares CLONE_NEWUSER; the kernel takes a map only from a
 //! process in the namespace's parent, so for a nested one a second helper that joined
 //! the parent writes setgroups and the maps, their outside IDs translated through the
-//! parent's maps ([`translate_map`]). A UTS namespace made in one is made by a helper
-//! that joined it (`sys::userns::make_owned`, named there). The stub of the process
-//! that made it joins that UTS namespace right after its fork, before its children
+//! parent's maps ([`translate_map`]). A UTS, IPC or network namespace made in one is
+//! made by a helper that joined it (`sys::userns::make_owned`, a UTS one named there)
+//! and given its state by a thread of ckpt that joins it ([`set_state`]: the
+//! network's loopback, the IPC limits). The stub of the process that made it joins
+//! that namespace right after its fork, before its children
 //! are forked (`kinds::ns::enter_child_namespaces`), and every process of a user
 //! namespace joins its own at the credentials step, as for the tree's own (so one
 //! that entered it with setns comes back in it too).
@@ -260,8 +262,58 @@ pub(crate) fn make_below(
             },
         };
         for (_, f) in made {
+            set_state(ns, user, &f, flag)?;
             out.others.insert((ns.kind.clone(), ns.inode), f);
         }
     }
     Ok(out)
+}
+
+/// Give namespace `ns` (made anew, `fd`, of CLONE_NEW* kind `flag`, owned by the user
+/// namespace `user` of the tree's; nothing is in it yet) its dumped state, from a thread
+/// of ckpt that joins it: a network namespace's loopback and settings
+/// (`kinds::ns::set_up_net`), an IPC namespace's limits, which only the namespace's
+/// root may write (as its effective user ID, the outside ID `user` maps 0 to: else
+/// ckpt's own). (Its System V objects and queues are made once its maker's stub is in
+/// it, `kinds::ipc::create_below_root`; a UTS namespace was named by its maker.)
+fn set_state(
+    ns: &Namespace,
+    user: &Namespace,
+    fd: &std::os::fd::OwnedFd,
+    flag: libc::c_int,
+) -> RestoreResult<()> {
+    if ns.net.is_none() && ns.ipc.is_none() {
+        return Ok(());
+    }
+    let file =
+        std::fs::File::from(fd.try_clone().map_err(|e| {
+            RestoreError::Stage(format!("duplicate a namespace's descriptor: {e}"))
+        })?);
+    let root = user
+        .user
+        .as_ref()
+        .and_then(|u| parse_map(&u.uid_map))
+        .and_then(|m| super::to_outside(&m, 0))
+        .unwrap_or(0);
+    let what = format!("{}:[{}], made again", ns.kind, ns.inode);
+    std::thread::scope(|s| {
+        s.spawn(|| -> RestoreResult<()> {
+            sys::ns::join_file(&file, flag, &what)?;
+            if let Some(n) = &ns.net {
+                crate::kinds::ns::set_up_net(n)?;
+            }
+            if let Some(l) = &ns.ipc {
+                if root == 0 {
+                    for (k, v) in &l.values {
+                        sys::ns::write_sysctl(k, v)?;
+                    }
+                } else {
+                    sys::userns::write_sysctls_as(root, &l.values)?;
+                }
+            }
+            Ok(())
+        })
+        .join()
+        .map_err(|_| RestoreError::Stage(format!("the thread setting up {what} panicked")))?
+    })
 }

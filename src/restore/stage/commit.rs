@@ -108,11 +108,7 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<(i32, Option<sys::netlock::H
     // `ckpt unlock`; after (3), the lock never outlives ckpt. Killed inside (1)-(2), a
     // few microseconds, the tree dies with ckpt and its connections are lost. (A kernel
     // without owned tables: the dump's rules stay until `unlock` after commit.)
-    let tcp: Vec<_> = if crate::kinds::ns::owns(&plan.ckpt, "net") {
-        Vec::new()
-    } else {
-        procs.iter().flat_map(|p| p.tcp_connections()).collect()
-    };
+    let tcp = crate::kinds::ns::locked_connections(&plan.ckpt);
     // (In the tree's network namespace when the restore joins one made outside it: a
     // pod's outlives the checkpoint, holding the dump's lock.)
     let prepared = sys::netlock::Handover::prepare_in(plan.tree_net.as_ref(), &tcp)

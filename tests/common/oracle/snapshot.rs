@@ -45,6 +45,23 @@ pub(super) fn read_tree(root: i32) -> (Entries, Vec<i32>) {
         tcp: tcp_diag(),
         icons: Vec::new(),
     };
+    // Sockets are listed per network namespace: those of the other namespaces the
+    // tree's processes are in (made below its root) too (inodes are unique).
+    let mut nets = std::collections::BTreeSet::new();
+    for &pid in &pids {
+        let Ok(m) = fs::metadata(format!("/proc/{pid}/ns/net")) else {
+            continue;
+        };
+        if !nets.insert(m.ino()) || pid == root {
+            continue;
+        }
+        for (i, d) in unix_diag_in_net_of(pid).unwrap_or_default() {
+            r.unix.entry(i).or_insert(d);
+        }
+        for (i, d) in tcp_diag_in_net_of(pid) {
+            r.tcp.entry(i).or_insert(d);
+        }
+    }
     for &pid in &pids {
         read_process(&mut r, pid);
     }

@@ -28,19 +28,30 @@ const UDIAG_SHOW_RQLEN: u32 = 16;
 /// [`unix_diag`] of the network namespace process `pid` is in (unix sockets are listed
 /// per network namespace): from a thread that joined it when it is not ours.
 pub(super) fn unix_diag_in_net_of(pid: i32) -> Option<BTreeMap<u64, UnixDiag>> {
+    in_net_of(pid, unix_diag).flatten()
+}
+
+/// [`tcp_diag`] of the network namespace process `pid` is in.
+pub(super) fn tcp_diag_in_net_of(pid: i32) -> BTreeMap<u64, TcpDiag> {
+    in_net_of(pid, tcp_diag).unwrap_or_default()
+}
+
+/// `f` run in the network namespace process `pid` is in: from a thread that joined it
+/// when it is not ours. None if it cannot be joined.
+fn in_net_of<T: Send + 'static>(pid: i32, f: fn() -> T) -> Option<T> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
     let theirs = std::fs::File::open(format!("/proc/{pid}/ns/net")).ok()?;
     let ours = std::fs::metadata("/proc/self/ns/net").ok()?;
     if theirs.metadata().ok()?.ino() == ours.ino() {
-        return unix_diag();
+        return Some(f());
     }
     std::thread::spawn(move || {
         // SAFETY: setns on this thread only, which ends right after.
         if unsafe { libc::setns(theirs.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             return None;
         }
-        unix_diag()
+        Some(f())
     })
     .join()
     .ok()
