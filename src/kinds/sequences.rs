@@ -1853,6 +1853,7 @@ fn tcp_socket_whose_connection_ended_is_made_through_a_connection_it_reset() {
     u.ended = Some(crate::model::TcpEnded {
         rcvq: b"rest".to_vec(),
         holds_port: false,
+        ..Default::default()
     });
     assert!(tcp::unconn_ok(&u));
     let rec = Recorder::new(p.pid);
@@ -1902,6 +1903,7 @@ fn tcp_socket_whose_connection_ended_is_made_through_a_connection_it_reset() {
     u.ended = Some(crate::model::TcpEnded {
         rcvq: Vec::new(),
         holds_port: true,
+        ..Default::default()
     });
     u.sock.reuseaddr = true;
     let rec = Recorder::new(p.pid);
