@@ -71,17 +71,7 @@ fn round_trip(name: &str, mode: &str, four: &str, faults: &[&str]) {
     for step in faults {
         assert_restore_fault_leaves_nothing(&ctx, &img, &[], step, &[pid], &[]);
     }
-    let mut r = ctx.restore(&img, &[], In::Pipe);
-    let deadline = std::time::Instant::now() + timeout();
-    while !oracle::restored_tree_up(&before) {
-        assert!(
-            std::time::Instant::now() < deadline && r.try_wait().is_none(),
-            "{name}: the restored tree does not run: {}",
-            r.stderr.text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let after = Snapshot::at_rest(pid, name);
+    let (mut r, after) = restore_until_up(&ctx, &img, &before, pid, name);
     oracle::assert_same_kernel_state(name, name, Cmp::Restored, &before, &after, &[]);
     assert_eq!(use_all(&mut r), want, "{name}: the restored run");
 }
@@ -177,17 +167,7 @@ fn leave_running_dump_leaves_the_pending_error_to_the_original() {
     ctx.dump_leave_running(pid, &img);
     assert_eq!(use_all(&mut t), want, "{name}: the original after the dump");
     wait_pids_gone(&[pid], name);
-    let mut r = ctx.restore(&img, &[], In::Pipe);
-    let deadline = std::time::Instant::now() + timeout();
-    while !oracle::restored_tree_up(&before) {
-        assert!(
-            std::time::Instant::now() < deadline && r.try_wait().is_none(),
-            "{name}: the restored tree does not run: {}",
-            r.stderr.text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let after = Snapshot::at_rest(pid, name);
+    let (mut r, after) = restore_until_up(&ctx, &img, &before, pid, name);
     oracle::assert_same_kernel_state(name, name, Cmp::Restored, &before, &after, &[]);
     assert_eq!(use_all(&mut r), want, "{name}: the restored run");
 }
