@@ -51,17 +51,7 @@ fn restored_like_reference(name: &str, prog: &str, kind: &str) {
         inspect.contains(kind),
         "{name}: the image should hold {kind}: {inspect}"
     );
-    let mut r = ctx.restore(&img, &[], In::Pipe);
-    let deadline = std::time::Instant::now() + timeout();
-    while !oracle::restored_tree_up(&before) {
-        assert!(
-            std::time::Instant::now() < deadline && r.try_wait().is_none(),
-            "{name}: the restored tree does not run: {}",
-            r.stderr.text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let after = Snapshot::at_rest(pid, name);
+    let (mut r, after) = restore_until_up(&ctx, &img, &before, pid, name);
     oracle::assert_same_kernel_state(
         name,
         &format!("{name}: {prog}"),
@@ -132,17 +122,7 @@ fn tcp_close_wait_whose_peer_the_program_closed_comes_back() {
     ctx.dump(pid, &img);
     t.expect_killed();
     wait_pids_gone(&[pid], name);
-    let mut r = ctx.restore(&img, &[], In::Pipe);
-    let deadline = std::time::Instant::now() + timeout();
-    while !oracle::restored_tree_up(&before) {
-        assert!(
-            std::time::Instant::now() < deadline && r.try_wait().is_none(),
-            "{name}: the restored tree does not run: {}",
-            r.stderr.text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let after = Snapshot::at_rest(pid, name);
+    let (mut r, after) = restore_until_up(&ctx, &img, &before, pid, name);
     oracle::assert_same_kernel_state(name, name, Cmp::Restored, &before, &after, &[]);
     assert_eq!(use_all(&mut r), "check: read 4 rest then 0; write 1\n");
 }

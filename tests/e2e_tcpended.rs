@@ -1,11 +1,15 @@
-//! End-to-end tests of TCP sockets whose connection has ended (reset by the peer, the
-//! error read by the program) and that the program still holds: one accepted by a
-//! listener (it holds the listener's port) and one client (its port is free again),
-//! each with bytes it had not read. The restored run is compared with the original
-//! through the state oracle and through its own behaviour (getsockname, getpeername,
-//! poll, SO_ERROR, the unread bytes then end of file, send, whether the port is held,
-//! connect). The states dump refuses (an error not read yet, a connect that failed) and
-//! a restore failing in the middle of making such a socket are tested too.
+//! End-to-end tests of TCP sockets whose connection has ended and that the program
+//! still holds: one accepted by a listener (it holds the listener's port) and one client
+//! (its port is free again), each with bytes it had not read; reset by the peer with the
+//! error read by the program, or not read yet (ECONNRESET; EPIPE after the peer's FIN;
+//! after a non-blocking connect), and non-blocking connects refused (ECONNREFUSED), the
+//! error read or not. The restored run is compared with the original through the state
+//! oracle (sock_diag: whether the port is held; poll: the error still pending) and
+//! through its own behaviour (getsockname, getpeername, poll, the unread bytes then the
+//! error from read, SO_ERROR, send, whether the port is held, connect). A
+//! `--leave-running` dump leaves the error to the original; a dump where the reader of
+//! pending errors cannot run refuses, the tree untouched; a restore failing in the
+//! middle of making such a socket leaves nothing behind.
 //!
 //! Needs root. Run with cargo-nextest, one process per test (see README.md).
 
@@ -29,20 +33,25 @@ fn use_all(p: &mut Proc) -> String {
     out.trim_start_matches("ready\n").to_string()
 }
 
-const EXPECTED: &str = "check 4: name same, peername errno 107, poll 0x2015, SO_ERROR 0, \
-                        read 4 rest then 0, send errno 32, bind errno 0, connect errno 106\n\
-                        check 5: name same, peername errno 107, poll 0x2015, SO_ERROR 0, \
-                        read 4 back then 0, send errno 32, bind errno 0, connect errno 106\n\
-                        check: done\n";
+/// What "check" prints for descriptor 5 (a client reset, its error read) in every mode.
+const CHECK_5: &str = "check 5: name same, peername errno 107, poll 0x2015, reads 4 back, 0, 0, \
+                       SO_ERROR 0, send errno 32, bind errno 0, connect errno 106\n";
 
-#[test]
-fn tcp_sockets_whose_connection_was_reset_come_back_with_their_unread_bytes() {
-    let name = "tcp_sockets_whose_connection_was_reset_come_back_with_their_unread_bytes";
+/// What "check" prints in mode `mode` (descriptor 4's line `four`, then 5's).
+fn expected(four: &str) -> String {
+    format!("check 4: name same, peername errno 107, {four}\n{CHECK_5}check: done\n")
+}
+
+/// The reference run of `tcpended MODE`, then a run dumped (killed), restored after a
+/// restore failing at each of `faults` left nothing, and compared with the original:
+/// kernel state through the oracle, output with `four` (descriptor 4's check line).
+fn round_trip(name: &str, mode: &str, four: &str, faults: &[&str]) {
     let ctx = Ctx::new(name);
-    let spec = Spec::new(target("tcpended")).stdin(In::Pipe);
+    let spec = Spec::new(target("tcpended")).arg(mode).stdin(In::Pipe);
+    let want = expected(four);
     let mut reference = ctx.spawn(&spec);
     reference.wait_for("ready\n");
-    assert_eq!(use_all(&mut reference), EXPECTED, "the reference run");
+    assert_eq!(use_all(&mut reference), want, "{name}: the reference run");
 
     let mut t = ctx.spawn(&spec);
     t.wait_for("ready\n");
@@ -57,73 +66,143 @@ fn tcp_sockets_whose_connection_was_reset_come_back_with_their_unread_bytes() {
         inspect.matches("\"ended\":{").count() == 2,
         "{name}: the image should hold the ended sockets: {inspect}"
     );
-
     // A restore failing while it makes an ended socket leaves nothing behind (nor a
     // port held), and the image restores after it.
-    for step in [
-        "connect to end a connection",
-        "SO_ERROR of the ended connection",
-    ] {
+    for step in faults {
         assert_restore_fault_leaves_nothing(&ctx, &img, &[], step, &[pid], &[]);
     }
-
-    let mut r = ctx.restore(&img, &[], In::Pipe);
-    let deadline = std::time::Instant::now() + timeout();
-    while !oracle::restored_tree_up(&before) {
-        assert!(
-            std::time::Instant::now() < deadline && r.try_wait().is_none(),
-            "{name}: the restored tree does not run: {}",
-            r.stderr.text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let after = Snapshot::at_rest(pid, name);
+    let (mut r, after) = restore_until_up(&ctx, &img, &before, pid, name);
     oracle::assert_same_kernel_state(name, name, Cmp::Restored, &before, &after, &[]);
-    assert_eq!(use_all(&mut r), EXPECTED, "{name}: the restored run");
-}
-
-/// Dump of `tcpended MODE` is refused naming descriptor 4 and `why`; the target runs
-/// on untouched.
-fn refused(name: &str, mode: &str, why: &str) {
-    let ctx = Ctx::new(name);
-    let mut t = ctx.spawn(&Spec::new(target("tcpended")).arg(mode).stdin(In::Pipe));
-    t.wait_for("ready\n");
-    let img = ctx.path("refused.img");
-    ctx.try_dump(t.pid, &img)
-        .assert_fails(1)
-        .assert_stderr_mentions(&["descriptor 4", why]);
-    assert!(!img.exists(), "{name}: a refused dump left an image");
-    assert_running_untraced(t.pid, name);
-    t.write_stdin(b"check\n");
-    t.wait_for("check: done\n");
-    t.write_stdin(b"exit\n");
-    t.close_stdin();
-    let fin = t.finish();
-    let out = String::from_utf8_lossy(&fin.stdout).into_owned();
-    assert_eq!(fin.status.code(), Some(0), "{name}: the target's exit");
-    if mode == "pending" {
-        // The error is still the program's to read after the refused dump.
-        assert!(
-            out.contains("check 4: name same, peername errno 107, poll 0x201d, SO_ERROR 104"),
-            "{name}: {out}"
-        );
-    }
+    assert_eq!(use_all(&mut r), want, "{name}: the restored run");
 }
 
 #[test]
-fn tcp_socket_reset_with_its_error_not_read_is_refused_at_dump() {
-    refused(
-        "tcp_socket_reset_with_its_error_not_read_is_refused_at_dump",
+fn tcp_sockets_whose_connection_was_reset_come_back_with_their_unread_bytes() {
+    round_trip(
+        "tcp_sockets_whose_connection_was_reset_come_back_with_their_unread_bytes",
+        "ended",
+        "poll 0x2015, reads 4 rest, 0, 0, SO_ERROR 0, send errno 32, bind errno 0, \
+         connect errno 106",
+        &[
+            "connect to end a connection",
+            "SO_ERROR of the ended connection",
+        ],
+    );
+}
+
+/// Descriptor 4's check line with ECONNRESET still to be read (after its 4 bytes).
+const RESET_PENDING: &str = "poll 0x201d, reads 4 rest, -104, 0, SO_ERROR 0, send errno 32, \
+                             bind errno 0, connect errno 106";
+
+#[test]
+fn tcp_socket_reset_with_its_error_not_read_comes_back_with_the_error() {
+    round_trip(
+        "tcp_socket_reset_with_its_error_not_read_comes_back_with_the_error",
         "pending",
-        "error the program has not read yet",
+        RESET_PENDING,
+        &["connect to end a connection", "SO_LINGER"],
     );
 }
 
 #[test]
-fn tcp_socket_whose_connect_failed_is_refused_at_dump() {
-    refused(
-        "tcp_socket_whose_connect_failed_is_refused_at_dump",
+fn tcp_socket_reset_after_the_peers_fin_comes_back_with_epipe_not_read() {
+    round_trip(
+        "tcp_socket_reset_after_the_peers_fin_comes_back_with_epipe_not_read",
+        "pipe",
+        "poll 0x201d, reads 4 rest, 0, 0, SO_ERROR 32, send errno 32, bind errno 0, \
+         connect errno 106",
+        &["shutdown"],
+    );
+}
+
+#[test]
+fn tcp_socket_of_a_nonblocking_connect_reset_comes_back_still_connecting() {
+    round_trip(
+        "tcp_socket_of_a_nonblocking_connect_reset_comes_back_still_connecting",
+        "nbpending",
+        "poll 0x201d, reads 4 rest, -104, 0, SO_ERROR 0, send errno 32, bind errno 0, \
+         connect errno 103",
+        &[],
+    );
+}
+
+#[test]
+fn tcp_socket_whose_connect_was_refused_comes_back_refused() {
+    round_trip(
+        "tcp_socket_whose_connect_was_refused_comes_back_refused",
         "refused",
-        "whose connect failed",
+        "poll 0x2015, reads 0, 0, 0, SO_ERROR 0, send errno 32, bind errno 0, \
+         connect errno 103",
+        &["connect to end a connection"],
+    );
+}
+
+#[test]
+fn tcp_socket_whose_connect_was_refused_comes_back_with_the_error_not_read() {
+    round_trip(
+        "tcp_socket_whose_connect_was_refused_comes_back_with_the_error_not_read",
+        "refusedpending",
+        "poll 0x201d, reads -111, 0, 0, SO_ERROR 0, send errno 32, bind errno 0, \
+         connect errno 103",
+        &["bind TCP listener to end a connection"],
+    );
+}
+
+/// A dump with `--leave-running` reads the pending error without taking it: the
+/// original still reads it afterwards (as the reference run), and the image restores
+/// once the original is gone.
+#[test]
+fn leave_running_dump_leaves_the_pending_error_to_the_original() {
+    let name = "leave_running_dump_leaves_the_pending_error_to_the_original";
+    let ctx = Ctx::new(name);
+    let spec = Spec::new(target("tcpended")).arg("pending").stdin(In::Pipe);
+    let want = expected(RESET_PENDING);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let pid = t.pid;
+    let before = Snapshot::at_rest(pid, name);
+    let img = ctx.path("left.img");
+    // (dump_leave_running compares the original's kernel state after the dump with its
+    // state before: the poll of descriptor 4 still shows the error.)
+    ctx.dump_leave_running(pid, &img);
+    assert_eq!(use_all(&mut t), want, "{name}: the original after the dump");
+    wait_pids_gone(&[pid], name);
+    let (mut r, after) = restore_until_up(&ctx, &img, &before, pid, name);
+    oracle::assert_same_kernel_state(name, name, Cmp::Restored, &before, &after, &[]);
+    assert_eq!(use_all(&mut r), want, "{name}: the restored run");
+}
+
+/// Where the reader of pending errors cannot run (a kernel without BTF or the task
+/// file iterator; here made to fail with `CKPT_FAULT`), a socket whose error is still
+/// to be read is refused naming descriptor 4, and the program runs on untouched: it
+/// still reads its error.
+#[test]
+fn tcp_socket_with_an_error_not_read_is_refused_where_it_cannot_be_read() {
+    let name = "tcp_socket_with_an_error_not_read_is_refused_where_it_cannot_be_read";
+    let ctx = Ctx::new(name);
+    let mut t = ctx.spawn(&Spec::new(target("tcpended")).arg("pending").stdin(In::Pipe));
+    t.wait_for("ready\n");
+    let img = ctx.path("refused.img");
+    let f = ctx
+        .spawn(
+            &Spec::new(ckpt_bin())
+                .arg("dump")
+                .arg(t.pid.to_string())
+                .arg("-o")
+                .arg(&img)
+                .env("CKPT_FAULT", "read a socket's pending error"),
+        )
+        .finish();
+    let stderr = text(&f.stderr);
+    assert_eq!(f.status.code(), Some(1), "{name}: {stderr}");
+    for what in ["descriptor 4", "not read yet", "injected fault"] {
+        assert!(stderr.contains(what), "{name}: no {what:?} in: {stderr}");
+    }
+    assert!(!img.exists(), "{name}: a refused dump left an image");
+    assert_running_untraced(t.pid, name);
+    assert_eq!(
+        use_all(&mut t),
+        expected(RESET_PENDING),
+        "{name}: the target after the refused dump"
     );
 }

@@ -66,17 +66,7 @@ fn half_closed(name: &str, mode: &str, fam: &str, state: &str) {
         inspect.contains(kind),
         "{name}: the image should hold the connection: {inspect}"
     );
-    let mut r = ctx.restore(&img, &[], In::Pipe);
-    let deadline = std::time::Instant::now() + timeout();
-    while !oracle::restored_tree_up(&before) {
-        assert!(
-            std::time::Instant::now() < deadline && r.try_wait().is_none(),
-            "{name}: the restored tree does not run: {}",
-            r.stderr.text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let after = Snapshot::at_rest(pid, name);
+    let (mut r, after) = restore_until_up(&ctx, &img, &before, pid, name);
     oracle::assert_same_kernel_state(
         name,
         &format!("{name}: tcphalf {mode} {fam}"),

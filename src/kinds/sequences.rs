@@ -1853,6 +1853,7 @@ fn tcp_socket_whose_connection_ended_is_made_through_a_connection_it_reset() {
     u.ended = Some(crate::model::TcpEnded {
         rcvq: b"rest".to_vec(),
         holds_port: false,
+        ..Default::default()
     });
     assert!(tcp::unconn_ok(&u));
     let rec = Recorder::new(p.pid);
@@ -1902,6 +1903,7 @@ fn tcp_socket_whose_connection_ended_is_made_through_a_connection_it_reset() {
     u.ended = Some(crate::model::TcpEnded {
         rcvq: Vec::new(),
         holds_port: true,
+        ..Default::default()
     });
     u.sock.reuseaddr = true;
     let rec = Recorder::new(p.pid);
@@ -1925,4 +1927,47 @@ fn tcp_socket_whose_connection_ended_is_made_through_a_connection_it_reset() {
     let mut bad = u.clone();
     bad.connecting_to = Some(u.local.clone());
     assert!(!tcp::unconn_ok(&bad));
+
+    // A refused non-blocking connect whose error the program has not read: the other
+    // end is bound and does not listen, the connect does not wait, and the error is
+    // left to the program (no SO_ERROR).
+    u.ended = Some(crate::model::TcpEnded {
+        err: libc::ECONNREFUSED,
+        connecting: true,
+        never_connected: true,
+        ..Default::default()
+    });
+    assert!(tcp::unconn_ok(&u));
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| tcp::create_tcp_unconnected(cx, &u)).expect("refused socket");
+    let n = names(&rec);
+    assert!(
+        n.contains(&"bind TCP listener to end a connection".to_string())
+            && n.contains(&"connect to end a connection".to_string()),
+        "{n:?}"
+    );
+    for absent in [
+        "listen to end a connection",
+        "accept4",
+        "SO_ERROR of the ended connection",
+    ] {
+        assert!(!n.iter().any(|x| x == absent), "{absent}: {n:?}");
+    }
+    // The errors restore does not make are malformed records.
+    for (err, fin, never) in [
+        (libc::ETIMEDOUT, false, false),
+        (libc::ECONNRESET, true, false),
+        (libc::EPIPE, false, false),
+        (libc::ECONNRESET, false, true),
+    ] {
+        let mut bad = u.clone();
+        bad.ended = Some(crate::model::TcpEnded {
+            err,
+            fin,
+            never_connected: never,
+            connecting: true,
+            ..Default::default()
+        });
+        assert!(!tcp::unconn_ok(&bad), "{err} {fin} {never}");
+    }
 }

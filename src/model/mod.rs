@@ -817,6 +817,23 @@ pub struct TcpEnded {
     /// accepted it); otherwise the port is free for others while getsockname shows it.
     #[serde(default)]
     pub holds_port: bool,
+    /// The error the program had not read yet (an errno; 0: none, or read already):
+    /// ECONNRESET (reset while connected), EPIPE (reset after the peer's FIN),
+    /// ECONNREFUSED (a connect refused). 0 in images made before it was recorded.
+    #[serde(default)]
+    pub err: i32,
+    /// The peer's FIN had come before the end (the kernel's SOCK_DONE): a read gives end
+    /// of file, not the error.
+    #[serde(default)]
+    pub fin: bool,
+    /// The program's connect was a non-blocking one and it has not called connect
+    /// since (the socket layer's SS_CONNECTING): connect now gives the error, or
+    /// ECONNABORTED, where a socket connected otherwise gives EISCONN.
+    #[serde(default)]
+    pub connecting: bool,
+    /// Its connect failed: it never had a connection (no bytes, no FIN).
+    #[serde(default)]
+    pub never_connected: bool,
 }
 
 /// Options of a TCP socket that a program sets and reads back, beyond those of

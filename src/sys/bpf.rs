@@ -69,6 +69,7 @@ pub mod reg {
     pub const R6: u8 = 6;
     pub const R7: u8 = 7;
     pub const R8: u8 = 8;
+    pub const R9: u8 = 9;
     pub const R10: u8 = 10;
 }
 
@@ -109,6 +110,18 @@ pub mod asm {
     pub const fn stx64(dst: u8, off: i16, src: u8) -> Insn {
         i(0x7b, dst, src, off, 0)
     }
+    /// dst = *(u8 *)(src + off).
+    pub const fn ldx8(dst: u8, src: u8, off: i16) -> Insn {
+        i(0x71, dst, src, off, 0)
+    }
+    /// *(u32 *)(dst + off) = src.
+    pub const fn stx32(dst: u8, off: i16, src: u8) -> Insn {
+        i(0x63, dst, src, off, 0)
+    }
+    /// *(u8 *)(dst + off) = src.
+    pub const fn stx8(dst: u8, off: i16, src: u8) -> Insn {
+        i(0x73, dst, src, off, 0)
+    }
     /// *(u32 *)(dst + off) = imm.
     pub const fn st32_imm(dst: u8, off: i16, imm: i32) -> Insn {
         i(0x62, dst, 0, off, imm)
@@ -143,9 +156,10 @@ pub mod asm {
 }
 
 /// Helper function IDs (include/uapi/linux/bpf.h `__BPF_FUNC_MAPPER`).
-const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
+pub(super) const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_PROBE_READ_KERNEL: i32 = 113;
-const HELPER_SEQ_WRITE: i32 = 127;
+pub(super) const HELPER_SEQ_WRITE: i32 = 127;
+pub(super) const HELPER_SOCK_FROM_FILE: i32 = 162;
 
 /// The most bytes one run of the read program copies.
 pub const READ_MAX: usize = 4096;
@@ -246,30 +260,31 @@ const CMD_MAP_UPDATE_ELEM: libc::c_long = 2;
 const CMD_PROG_LOAD: libc::c_long = 5;
 const CMD_LINK_CREATE: libc::c_long = 28;
 const CMD_ITER_CREATE: libc::c_long = 33;
+pub(super) const MAP_TYPE_HASH: u32 = 1;
 const MAP_TYPE_ARRAY: u32 = 2;
 const PROG_TYPE_TRACING: u32 = 26;
 const ATTACH_TRACE_ITER: u32 = 28;
 
 /// `union bpf_attr`, as bytes written at the fields' offsets (the kernel takes the
 /// size given and wants the rest zero).
-struct Attr([u8; 128]);
+pub(super) struct Attr([u8; 128]);
 
 impl Attr {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Attr([0; 128])
     }
-    fn u32(mut self, at: usize, v: u32) -> Self {
+    pub(super) fn u32(mut self, at: usize, v: u32) -> Self {
         self.0[at..at + 4].copy_from_slice(&v.to_le_bytes());
         self
     }
-    fn u64(mut self, at: usize, v: u64) -> Self {
+    pub(super) fn u64(mut self, at: usize, v: u64) -> Self {
         self.0[at..at + 8].copy_from_slice(&v.to_le_bytes());
         self
     }
 }
 
 /// bpf(cmd, attr): the descriptor or value it returns.
-fn bpf(cmd: libc::c_long, attr: &mut Attr, what: &str) -> Result<i64> {
+pub(super) fn bpf(cmd: libc::c_long, attr: &mut Attr, what: &str) -> Result<i64> {
     // SAFETY: `attr` is a live 128-byte buffer laid out as the command's part of
     // `union bpf_attr` (the size passed); every pointer inside it points at memory the
     // caller keeps alive for the call (instructions, license, log, key, value).
@@ -288,7 +303,7 @@ fn bpf(cmd: libc::c_long, attr: &mut Attr, what: &str) -> Result<i64> {
 }
 
 /// A descriptor the bpf system call returned.
-fn owned(fd: i64) -> OwnedFd {
+pub(super) fn owned(fd: i64) -> OwnedFd {
     // SAFETY: a successful bpf() that makes an object returns a new descriptor that
     // nothing else owns.
     unsafe { OwnedFd::from_raw_fd(fd as i32) }
@@ -296,7 +311,7 @@ fn owned(fd: i64) -> OwnedFd {
 
 /// Load tracing program `insns` for the iterator function `btf_id`; on refusal, the
 /// verifier's last words in the error.
-fn load(insns: &[Insn], btf_id: u32, name: &str) -> Result<OwnedFd> {
+pub(super) fn load(insns: &[Insn], btf_id: u32, name: &str) -> Result<OwnedFd> {
     let code: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
     let license = b"GPL\0";
     let mut pname = [0u8; 16];
@@ -344,20 +359,49 @@ fn load(insns: &[Insn], btf_id: u32, name: &str) -> Result<OwnedFd> {
 
 /// A link of program `prog` to its iterator.
 fn link(prog: &OwnedFd) -> Result<OwnedFd> {
+    link_with(prog, None, "the unix socket iterator")
+}
+
+/// A link of program `prog` to its iterator (`what`, for errors), with the iterator's
+/// parameters `info` (`union bpf_iter_link_info`, e.g. the task of a task iterator).
+pub(super) fn link_with(prog: &OwnedFd, info: Option<&[u8]>, what: &str) -> Result<OwnedFd> {
     let mut a = Attr::new()
         .u32(0, prog.as_raw_fd() as u32)
         .u32(8, ATTACH_TRACE_ITER);
+    if let Some(i) = info {
+        // link_create.iter_info (a pointer) and iter_info_len.
+        a = a.u64(16, i.as_ptr() as u64).u32(24, i.len() as u32);
+    }
     bpf(
         CMD_LINK_CREATE,
         &mut a,
-        "bpf(BPF_LINK_CREATE) of the unix socket iterator",
+        &format!("bpf(BPF_LINK_CREATE) of {what}"),
     )
     .map(owned)
 }
 
+/// A map of type `kind` with `key`- and `value`-byte entries, at most `max` of them.
+pub(super) fn map_create(kind: u32, key: u32, value: u32, max: u32) -> Result<OwnedFd> {
+    let mut a = Attr::new()
+        .u32(0, kind)
+        .u32(4, key)
+        .u32(8, value)
+        .u32(12, max);
+    bpf(CMD_MAP_CREATE, &mut a, "bpf(BPF_MAP_CREATE)").map(owned)
+}
+
+/// Set entry `key` of map `map` to `value`.
+pub(super) fn map_update(map: &OwnedFd, key: &[u8], value: &[u8]) -> Result<()> {
+    let mut a = Attr::new()
+        .u32(0, map.as_raw_fd() as u32)
+        .u64(8, key.as_ptr() as u64)
+        .u64(16, value.as_ptr() as u64);
+    bpf(CMD_MAP_UPDATE_ELEM, &mut a, "bpf(BPF_MAP_UPDATE_ELEM)").map(|_| ())
+}
+
 /// One run of the iterator of `link`: all it wrote. The sockets it visits are those of
 /// the network namespace of the calling thread.
-fn iterate(link: &OwnedFd) -> Result<Vec<u8>> {
+pub(super) fn iterate(link: &OwnedFd) -> Result<Vec<u8>> {
     let mut a = Attr::new().u32(0, link.as_raw_fd() as u32);
     let fd = owned(bpf(CMD_ITER_CREATE, &mut a, "bpf(BPF_ITER_CREATE)")?);
     let mut out = Vec::new();

@@ -27,6 +27,7 @@ pub(crate) mod ptrace;
 pub(crate) mod rtnl;
 pub(crate) mod seqpacket;
 pub(crate) mod sockdiag;
+pub(crate) mod sockerr;
 pub(crate) mod tcp;
 pub(crate) mod tmpfile;
 pub(crate) mod transient;

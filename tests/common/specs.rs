@@ -363,3 +363,28 @@ pub fn blocked_read_dumped_in_read(
     t.expect_killed();
     (reference, pid, t.stdout.finish("original"))
 }
+
+/// `ckpt restore IMG` (stdin a pipe) of the tree the state oracle read as `before`
+/// (pid `before`'s root, at rest), waited for until that tree runs whole (a failure
+/// naming `what` with restore's stderr if restore ends or the time runs out first), and
+/// the oracle's reading of it then: the running restore and that snapshot.
+pub fn restore_until_up(
+    ctx: &Ctx,
+    img: &Path,
+    before: &oracle::Snapshot,
+    pid: i32,
+    what: &str,
+) -> (Proc, oracle::Snapshot) {
+    let mut r = ctx.restore(img, &[], In::Pipe);
+    let deadline = Instant::now() + timeout();
+    while !oracle::restored_tree_up(before) {
+        assert!(
+            Instant::now() < deadline && r.try_wait().is_none(),
+            "{what}: the restored tree does not run: {}",
+            r.stderr.text()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    let after = oracle::Snapshot::at_rest(pid, what);
+    (r, after)
+}

@@ -7,14 +7,21 @@
  * The program reads the error of both (ECONNRESET) and keeps them, data unread, and
  * closes the listener (restore does not share an ended socket's port yet).
  *
- * With "pending" it leaves descriptor 4's error unread (dump refuses it); with
- * "refused" descriptor 4 is instead a non-blocking connect to a closed port, its error
- * (ECONNREFUSED) read (dump refuses it: never connected).
+ * The mode (first argument) changes descriptor 4:
+ *   pending         its error (ECONNRESET) is left unread;
+ *   pipe            its client sent "rest", then a FIN, then the reset: the error (EPIPE)
+ *                   is left unread, after the end of file;
+ *   refused         it is a non-blocking connect to a closed port, its error
+ *                   (ECONNREFUSED) read with SO_ERROR;
+ *   refusedpending  the same, the error left unread;
+ *   nbpending       a non-blocking connect that succeeded, then was reset: its error
+ *                   left unread (the socket layer still says "connecting").
  *
  * It prints "ready" once set up. On "check" it prints, for 4 and 5: whether getsockname
- * gives the same address, getpeername's errno, what poll shows, SO_ERROR, two reads,
- * a send's errno, whether another socket can bind its address, and a connect's errno;
- * then "check: done". On "exit" or end of file it exits 0. */
+ * gives the same address, getpeername's errno, what poll shows, three reads (bytes, or
+ * minus the errno), SO_ERROR, a send's errno, whether another socket can bind its
+ * address, and a connect's errno; then "check: done". On "exit" or end of file it exits
+ * 0. */
 #include "util.h"
 
 #include <arpa/inet.h>
@@ -88,7 +95,9 @@ static void setup(const char *mode)
 		die("descriptors 4 and 5 are taken");
 
 	int s4;
-	if (strcmp(mode, "refused") == 0) {
+	int pending = !strcmp(mode, "pending") || !strcmp(mode, "pipe") ||
+		      !strcmp(mode, "refusedpending") || !strcmp(mode, "nbpending");
+	if (!strncmp(mode, "refused", 7)) {
 		int t = socket(AF_INET, SOCK_STREAM, 0);
 		struct sockaddr_in closed = lis;
 		closed.sin_port = 0;
@@ -101,17 +110,31 @@ static void setup(const char *mode)
 		if (connect(s4, (struct sockaddr *)&closed, sizeof closed) == 0 || errno != EINPROGRESS)
 			die("connect to a closed port");
 		sleep_ms(100);
-		if (so_error(s4) != ECONNREFUSED)
+		if (!pending && so_error(s4) != ECONNREFUSED)
 			die("not refused");
 	} else {
-		int c = dial();
-		s4 = accept(3, NULL, NULL);
-		if (s4 < 0 || write(c, "rest", 4) != 4)
+		int c;
+		if (!strcmp(mode, "nbpending")) {
+			/* the server's side is the client here: a non-blocking connect */
+			int a = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+			if (connect(a, (struct sockaddr *)&lis, sizeof lis) == 0 || errno != EINPROGRESS)
+				die("non-blocking connect");
+			c = accept(3, NULL, NULL);
+			s4 = a;
+		} else {
+			c = dial();
+			s4 = accept(3, NULL, NULL);
+		}
+		if (s4 < 0 || c < 0 || write(c, "rest", 4) != 4)
 			die("accept");
 		sleep_ms(50);
+		if (!strcmp(mode, "pipe")) {
+			shutdown(c, SHUT_WR);
+			sleep_ms(50);
+		}
 		reset_by(c);
 		sleep_ms(100);
-		if (strcmp(mode, "pending") != 0 && so_error(s4) != ECONNRESET)
+		if (!pending && so_error(s4) != ECONNRESET)
 			die("not reset");
 	}
 	to(s4, 4);
@@ -144,18 +167,24 @@ static void check(void)
 		int pe = getpeername(fd, (struct sockaddr *)&peer, &l) ? errno : 0;
 		struct pollfd p = { fd, POLLIN | POLLOUT | POLLRDHUP, 0 };
 		poll(&p, 1, 0);
+		char buf[16] = { 0 }, reads[64];
+		int at = 0;
+		for (int i = 0; i < 3; i++) {
+			ssize_t n = read(fd, buf, sizeof buf - 1);
+			if (n > 0)
+				at += snprintf(reads + at, sizeof reads - at, "%s%zd %.*s", i ? ", " : "", n, (int)n, buf);
+			else
+				at += snprintf(reads + at, sizeof reads - at, "%s%d", i ? ", " : "", n < 0 ? -errno : 0);
+		}
 		int err = so_error(fd);
-		char buf[16] = { 0 };
-		ssize_t n = read(fd, buf, sizeof buf - 1);
-		ssize_t e = read(fd, buf + 8, 1);
 		int se = send(fd, "x", 1, MSG_NOSIGNAL) < 0 ? errno : 0;
 		int b = socket(AF_INET, SOCK_STREAM, 0);
 		int be = bind(b, (struct sockaddr *)&now, sizeof now) ? errno : 0;
 		close(b);
 		int ce = connect(fd, (struct sockaddr *)&lis, sizeof lis) ? errno : 0;
-		out("check %d: name %s, peername errno %d, poll %#x, SO_ERROR %d, read %zd %.4s then %zd, "
+		out("check %d: name %s, peername errno %d, poll %#x, reads %s, SO_ERROR %d, "
 		    "send errno %d, bind errno %d, connect errno %d\n",
-		    fd, same, pe, p.revents, err, n, buf, e, se, be, ce);
+		    fd, same, pe, p.revents, reads, err, se, be, ce);
 	}
 	out("check: done\n");
 }

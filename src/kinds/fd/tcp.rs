@@ -127,7 +127,7 @@ pub(crate) fn collect_inet(
         } => unconnected(f, flags, &dup, family, local, v6only, Some(peer))?,
         sys::tcp::TcpSock::Ended(e) => {
             if f.fd > 2 {
-                ended(f, flags, &dup, e, refuse)?;
+                ended(pid, f, flags, &dup, e, refuse)?;
             }
         }
         sys::tcp::TcpSock::Established(c) => {
@@ -218,31 +218,94 @@ fn unconnected(
     Ok(())
 }
 
-/// A TCP socket whose connection has ended, as the image keeps it: one that had a
-/// connection and whose error (if any) the program has read. An error still to be
-/// read is refused (reading it clears it, and no other interface shows it), as is a
-/// socket whose connect failed (restore makes the end through a connection).
+/// A TCP socket whose connection has ended (or whose connect failed), as the image
+/// keeps it, with the error the program has not read yet: read without clearing it by
+/// the BPF socket error reader ([`sys::sockerr`]; SO_ERROR or a read would take it from
+/// the program). What restore can make again ([`ended_ok`]): a connection reset while
+/// connected (ECONNRESET) or after the peer's FIN (EPIPE), or ended with its error read;
+/// a non-blocking connect refused (ECONNREFUSED) or whose error was read. Any other
+/// error is refused, naming it, as is an error still to be read where the reader cannot
+/// run (no BTF, an older kernel).
 fn ended(
+    pid: i32,
     f: &mut Fd,
     flags: u32,
     dup: &std::os::fd::OwnedFd,
     e: sys::tcp::TcpEnded,
     refuse: &dyn Fn(&str) -> DumpError,
 ) -> DumpResult<()> {
-    if e.err_pending {
-        return Err(refuse(&format!(
-            "a TCP socket ({}) whose connection has ended with an error the program has \
-             not read yet (poll shows POLLERR): reading it would clear it, and nothing \
-             else shows which error it is (read it with SO_ERROR or recv first)",
-            show_inet(&e.local)
-        )));
-    }
-    if !e.connected {
-        return Err(refuse(&format!(
-            "a TCP socket ({}) whose connect failed (state CLOSE, never connected): \
-             restore cannot make a socket in that state",
-            show_inet(&e.local)
-        )));
+    let sock = show_inet(&e.local);
+    let ino = rustix::fs::fstat(dup)
+        .map_err(|x| refuse(&format!("fstat of the TCP socket ({sock}): {x}")))?
+        .st_ino;
+    let rec = crate::error::fault_point("dump: read a socket's pending error")
+        .map_err(|x| x.to_string())
+        .and_then(|()| sys::sockerr::read(pid, &[ino]));
+    let rec = match rec {
+        Ok(m) => match m.get(&ino) {
+            Some(r) => Ok(*r),
+            None => Err("the reader did not find it".to_string()),
+        },
+        Err(why) => Err(why),
+    };
+    let mut rec_ended = crate::model::TcpEnded {
+        rcvq: Vec::new(),
+        holds_port: e.holds_port,
+        err: 0,
+        fin: false,
+        connecting: false,
+        never_connected: !e.connected,
+    };
+    match rec {
+        Err(why) => {
+            // Without the reader: an error read already, on a connection (as before it).
+            let what = if e.err_pending {
+                "whose connection has ended with an error the program has not read yet \
+                 (poll shows POLLERR): reading it would take it from the program, and"
+            } else if !e.connected {
+                "whose connect failed: whether the program's connect still shows it \
+                 (the socket layer's state) is not known, as"
+            } else {
+                ""
+            };
+            if !what.is_empty() {
+                return Err(refuse(&format!(
+                    "a TCP socket ({sock}) {what} the BPF socket error reader, which reads \
+                     it without changing it, cannot run here ({why})"
+                )));
+            }
+        }
+        Ok(r) => {
+            rec_ended.err = r.err;
+            rec_ended.fin = r.flags & sys::sockerr::SOCK_DONE != 0;
+            rec_ended.connecting = r.sock_state == sys::sockerr::SS_CONNECTING;
+            if r.err_soft != 0 {
+                return Err(refuse(&format!(
+                    "a TCP socket ({sock}) whose connection has ended with a soft error \
+                     ({}, from an ICMP message) SO_ERROR would still report: restore \
+                     cannot make one; not restored yet",
+                    crate::sys::errno_name(r.err_soft)
+                )));
+            }
+            if r.state != sys::tcp::TCP_CLOSE
+                || r.shutdown != 3
+                || !matches!(
+                    r.sock_state,
+                    sys::sockerr::SS_CONNECTING | sys::sockerr::SS_CONNECTED
+                )
+            {
+                return Err(refuse(&format!(
+                    "a TCP socket ({sock}) whose connection has ended, in a state restore \
+                     does not make (TCP state {}, shutdown {}, socket state {})",
+                    state_name(r.state),
+                    r.shutdown,
+                    r.sock_state
+                )));
+            }
+            if let Err(why) = ended_ok(&rec_ended) {
+                return Err(refuse(&format!("a TCP socket ({sock}) {why}")));
+            }
+        }
     }
     // Restore takes the port again as connect would, which needs it free: another
     // socket on it (the listener that accepted this one) would have to share it.
@@ -250,20 +313,51 @@ fn ended(
         && inet_addr(&e.local).is_some_and(|a| sys::tcp::try_bind(e.family, a, e.v6only).is_err());
     if shared_port {
         return Err(refuse(&format!(
-            "a TCP socket ({}) whose connection has ended, on a port another socket holds \
+            "a TCP socket ({sock}) whose connection has ended, on a port another socket holds \
              (the listener that accepted it?): restore cannot give it that port without \
-             holding it after that socket closes; not restored yet",
-            show_inet(&e.local)
+             holding it after that socket closes; not restored yet"
         )));
     }
+    rec_ended.rcvq = e.rcvq;
     unconnected(f, flags, dup, e.family, e.local, e.v6only, None)?;
     if let FdKind::TcpUnconnected { sock, .. } = &mut f.kind {
-        sock.ended = Some(crate::model::TcpEnded {
-            rcvq: e.rcvq,
-            holds_port: e.holds_port,
-        });
+        sock.ended = Some(rec_ended);
     }
     Ok(())
+}
+
+/// Whether restore can make ended socket `e` again (`Err`: why not, after "a TCP socket
+/// (ADDRESS)"): the error with the way it came (a reset while connected gives
+/// ECONNRESET, one after the peer's FIN EPIPE, a refused connect ECONNREFUSED).
+pub(crate) fn ended_ok(e: &crate::model::TcpEnded) -> Result<(), String> {
+    let name = || crate::sys::errno_name(e.err);
+    if e.never_connected {
+        if e.fin || !e.rcvq.is_empty() || !matches!(e.err, 0 | libc::ECONNREFUSED) {
+            return Err(format!(
+                "whose connect failed with {} not read yet: restore makes a failed \
+                 connect only as a refused one (ECONNREFUSED); not restored yet",
+                name()
+            ));
+        }
+        if !e.connecting {
+            return Err(
+                "whose connect failed, no longer connecting (the socket layer's \
+                 state): restore cannot make that; not restored yet"
+                    .to_string(),
+            );
+        }
+        return Ok(());
+    }
+    match (e.err, e.fin) {
+        (0, _) | (libc::ECONNRESET, false) | (libc::EPIPE, true) => Ok(()),
+        (_, fin) => Err(format!(
+            "whose connection has ended with {} not read yet{}: restore makes only a \
+             reset while connected (ECONNRESET) or after the peer's FIN (EPIPE); not \
+             restored yet",
+            name(),
+            if fin { " after the peer's FIN" } else { "" }
+        )),
+    }
 }
 
 /// The name of a TCP state (net/tcp_states.h).
@@ -385,8 +479,11 @@ pub(crate) fn unconn_ok(u: &TcpUnconnState) -> bool {
         && u.connecting_to
             .as_deref()
             .is_none_or(|p| addr_ok(p) && inet_addr(p).is_some_and(|a| a.port() != 0))
-        && (u.ended.is_none()
-            || (u.connecting_to.is_none() && inet_addr(&u.local).is_some_and(|a| a.port() != 0)))
+        && u.ended.as_ref().is_none_or(|e| {
+            u.connecting_to.is_none()
+                && inet_addr(&u.local).is_some_and(|a| a.port() != 0)
+                && ended_ok(e).is_ok()
+        })
 }
 
 /// A bound TCP socket's address must be free here (unless the reuse options let it be
@@ -596,8 +693,14 @@ fn connect_again(cx: &mut Ctx<'_>, n: u64, u: &TcpUnconnState, peer: &[u8]) -> R
 /// connections of the image; a port it no longer holds taken through
 /// IP_LOCAL_PORT_RANGE, as connect would, so that it is free again at the end), the
 /// accepted end sends the bytes it had not read, then resets the connection (SO_LINGER
-/// 0); the reset's error is read, as the program had. Nothing waits on the program: the
-/// connection is the kernel's, on this host.
+/// 0): ECONNRESET; after a FIN of its own first (shutdown, waited for: CLOSE_WAIT),
+/// EPIPE. A connect that failed is a non-blocking connect to a port of its address that
+/// a socket of ours holds without listening: the reset that answers the SYN gives
+/// ECONNREFUSED. The connect is a non-blocking one where the program's was (the socket
+/// layer's state then stays "connecting", as connect() later shows). The error is read
+/// off when the program had read it; otherwise it is left for the program, and checked
+/// with the BPF reader ([`sys::sockerr`]) without clearing it. Nothing waits on the
+/// program: the connection is the kernel's, on this host.
 fn create_tcp_ended(
     cx: &mut Ctx<'_>,
     u: &TcpUnconnState,
@@ -609,9 +712,16 @@ fn create_tcp_ended(
             show_inet(&u.local)
         ))
     };
+    if let Err(why) = ended_ok(e) {
+        return Err(crate::error::RestoreError::Malformed(format!(
+            "TCP socket {} {why}",
+            show_inet(&u.local)
+        )));
+    }
     let port = inet_addr(&u.local).map_or(0, |a| a.port());
     let stream = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
-    let n = cx.socket("socket(TCP)", u.family, stream, 0)?;
+    let nonblock = if e.connecting { libc::SOCK_NONBLOCK } else { 0 };
+    let n = cx.socket("socket(TCP)", u.family, stream | nonblock, 0)?;
     let lock = u.sock.buf_lock.unwrap_or(3);
     let sizes = SockOpts {
         sndbuf: if lock & 1 != 0 { u.sock.sndbuf } else { 0 },
@@ -636,6 +746,8 @@ fn create_tcp_ended(
         let both = (u32::from(port) << 16 | u32::from(port)) as i32;
         cx.setsockopt(n, &SockOpt::Int(libc::IPPROTO_IP, range, both))?;
     }
+    // The other end: a listener on the socket's address (any port), or for a refused
+    // connect a socket bound there that does not listen.
     let l = cx.socket("socket(TCP) to end a connection", u.family, stream, 0)?;
     if u.family == libc::AF_INET6 {
         cx.setsockopt(l, &SockOpt::V6Only(u.v6only))?;
@@ -649,44 +761,145 @@ fn create_tcp_ended(
         l,
         &SockAddr::Raw(&any_port),
     )?;
-    cx.listen("listen to end a connection", l, 1)?;
-    let to = cx.getsockname("getsockname of the listener", l)?;
-    cx.connect("connect to end a connection", n, &SockAddr::Raw(&to))?;
-    let a = cx.accept4(l, libc::SOCK_CLOEXEC)?;
-    cx.close(l)?;
-    if !e.rcvq.is_empty() {
-        cx.send_all(a, &e.rcvq, "the bytes a ended TCP connection had not read")?;
+    if !e.never_connected {
+        cx.listen("listen to end a connection", l, 1)?;
     }
-    cx.setsockopt(a, &SockOpt::Linger([1, 0]))?;
-    cx.close(a)?;
+    let to = cx.getsockname("getsockname of the listener", l)?;
+    if e.connecting {
+        cx.connect_started("connect to end a connection", n, &SockAddr::Raw(&to))?;
+    } else {
+        cx.connect("connect to end a connection", n, &SockAddr::Raw(&to))?;
+    }
+    let sock = match cx.live_pid() {
+        Some(pid) => Some(
+            sys::process::steal_fd(pid, n as i32)
+                .map_err(|x| fail(format!("cannot reach the restored socket: {x}")))?,
+        ),
+        None => None,
+    };
+    if e.never_connected {
+        // The reset that answers the SYN closes it.
+        if let Some(s) = &sock {
+            wait_state(s, sys::tcp::TCP_CLOSE).map_err(fail)?;
+        }
+        cx.close(l)?;
+    } else {
+        // accept returns once the handshake is through (a non-blocking connect's too).
+        let a = cx.accept4(l, libc::SOCK_CLOEXEC)?;
+        cx.close(l)?;
+        if !e.rcvq.is_empty() {
+            cx.send_all(a, &e.rcvq, "the bytes a ended TCP connection had not read")?;
+        }
+        if e.fin {
+            cx.shutdown(a, libc::SHUT_WR)?;
+            if let Some(s) = &sock {
+                wait_state(s, sys::tcp::TCP_CLOSE_WAIT).map_err(fail)?;
+            }
+        }
+        cx.setsockopt(a, &SockOpt::Linger([1, 0]))?;
+        cx.close(a)?;
+        if let Some(s) = &sock {
+            wait_state(s, sys::tcp::TCP_CLOSE).map_err(fail)?;
+        }
+    }
     if !e.holds_port {
         cx.setsockopt(n, &SockOpt::Int(libc::IPPROTO_IP, range, 0))?;
     }
-    let err = cx.getsockopt_int(
-        "SO_ERROR of the ended connection",
-        n,
-        libc::SOL_SOCKET,
-        libc::SO_ERROR,
-    )?;
-    if let Some(pid) = cx.live_pid() {
-        if err != libc::ECONNRESET {
-            return Err(fail(format!("the reset did not come (SO_ERROR {err})")));
+    let made = if e.never_connected {
+        libc::ECONNREFUSED
+    } else if e.fin {
+        libc::EPIPE
+    } else {
+        libc::ECONNRESET
+    };
+    if e.err == 0 {
+        let err = cx.getsockopt_int(
+            "SO_ERROR of the ended connection",
+            n,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+        )?;
+        if sock.is_some() && err != made {
+            return Err(fail(format!(
+                "the end did not come as it should ({} instead of {})",
+                crate::sys::errno_name(err),
+                crate::sys::errno_name(made)
+            )));
         }
-        let sock = sys::process::steal_fd(pid, n as i32)
-            .map_err(|x| fail(format!("cannot reach the restored socket: {x}")))?;
-        let now = sys::tcp::sockname(&sock, false).map_err(|x| fail(x.to_string()))?;
+    }
+    if let (Some(s), Some(pid)) = (&sock, cx.live_pid()) {
+        let now = sys::tcp::sockname(s, false).map_err(|x| fail(x.to_string()))?;
         if inet_addr(&now) != inet_addr(&u.local) {
             return Err(fail(format!("it got address {} here", show_inet(&now))));
         }
-        let inq = sys::tcp::unread(&sock).map_err(|x| fail(x.to_string()))?;
+        let inq = sys::tcp::unread(s).map_err(|x| fail(x.to_string()))?;
         if inq != e.rcvq.len() {
             return Err(fail(format!(
                 "{inq} bytes to read instead of {}",
                 e.rcvq.len()
             )));
         }
+        if e.err != 0 {
+            check_pending(s, pid, e).map_err(fail)?;
+        }
     }
     Ok(n)
+}
+
+/// The error restored ended socket `s` (descriptor of the stub `pid`) holds for the
+/// program, read without clearing it: the recorded one, with its FIN and the socket
+/// layer's state.
+fn check_pending(
+    s: &std::os::fd::OwnedFd,
+    pid: i32,
+    e: &crate::model::TcpEnded,
+) -> Result<(), String> {
+    let ino = rustix::fs::fstat(s).map_err(|x| x.to_string())?.st_ino;
+    let got = sys::sockerr::read(pid, &[ino])?;
+    let r = got
+        .get(&ino)
+        .ok_or_else(|| "the socket error reader did not find it".to_string())?;
+    let want = (
+        e.err,
+        e.fin,
+        if e.connecting {
+            sys::sockerr::SS_CONNECTING
+        } else {
+            sys::sockerr::SS_CONNECTED
+        },
+    );
+    let have = (r.err, r.flags & sys::sockerr::SOCK_DONE != 0, r.sock_state);
+    if have != want {
+        return Err(format!(
+            "it holds error {} (FIN {}, socket state {}), not {} (FIN {}, socket state {})",
+            crate::sys::errno_name(have.0),
+            have.1,
+            have.2,
+            crate::sys::errno_name(want.0),
+            want.1,
+            want.2
+        ));
+    }
+    Ok(())
+}
+
+/// Wait (at most [`SEGMENT_WAIT`]) until TCP socket `s` is in state `want`.
+fn wait_state(s: &std::os::fd::OwnedFd, want: u8) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + SEGMENT_WAIT;
+    loop {
+        let now = sys::tcp::state_of(s).map_err(|x| x.to_string())?;
+        if now == want {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "it stays in state {}, not {}",
+                state_name(now),
+                state_name(want)
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// Whether a raw address is an IPv6 one that is not v4-mapped.

@@ -960,6 +960,24 @@ fn read_dup(r: &mut Reader, k: &str, d: i32, socket: bool) {
     // came, when the queue cannot change under the two reads).
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(d, &mut st) } == 0 {
+        // A socket whose connection ended (CLOSE): whether it still holds its port
+        // (sock_diag lists it, bound but inactive), and what poll shows (POLLERR: an
+        // error not read yet; poll does not clear it, as SO_ERROR would).
+        if len > 0 && ti.tcpi_state == 7 {
+            let listed = r.tcp.get(&st.st_ino).map(|t| t.state);
+            r.conf(
+                format!("{k}.sock.tcp.listed"),
+                listed.map_or("no".into(), |s| format!("state {s}")),
+            );
+            let mut p = libc::pollfd {
+                fd: d,
+                events: libc::POLLIN | libc::POLLOUT | libc::POLLRDHUP,
+                revents: 0,
+            };
+            if unsafe { libc::poll(&mut p, 1, 0) } >= 0 {
+                r.conf(format!("{k}.sock.tcp.poll"), format!("{:#x}", p.revents));
+            }
+        }
         if let Some(t) = r.tcp.get(&st.st_ino).cloned() {
             r.conf(format!("{k}.sock.tcp.shutdown"), t.shutdown.to_string());
             if let (Some(n), true) = (inq, fin_came) {

@@ -169,6 +169,9 @@ pub(super) struct TcpDiag {
     pub(super) rqueue: u32,
     /// sk_shutdown (INET_DIAG_SHUTDOWN): RCV_SHUTDOWN 1, SEND_SHUTDOWN 2.
     pub(super) shutdown: u8,
+    /// The state it is listed in (13, bound but inactive, for a socket that holds its
+    /// port without listening or connecting).
+    pub(super) state: u8,
 }
 
 /// Every TCP socket of this network namespace (IPv4 and IPv6), by inode.
@@ -223,6 +226,7 @@ pub(super) fn tcp_diag() -> BTreeMap<u64, TcpDiag> {
                     };
                     let mut d = TcpDiag {
                         rqueue: at(56),
+                        state: body[1],
                         ..TcpDiag::default()
                     };
                     let mut a = &body[72..];
