@@ -255,6 +255,27 @@ fn an_epoll_instance_with_items_only_in_flight_comes_back_with_its_items() {
     );
 }
 
+/// `uinflight pty`: a pseudo-terminal master and a second open description of its
+/// slave only in flight (the sender keeps the slave open, as a terminal server passing
+/// a client's terminal): the oracle compares the receiver's terminals once it took them
+/// (settings, window, the pair), and the receiver checks the pair and sends a line each
+/// way as an undisturbed run does.
+#[test]
+fn a_pty_master_and_slave_only_in_flight_come_back() {
+    taken_then_used(
+        "a_pty_master_and_slave_only_in_flight_come_back",
+        "pty",
+        &[
+            "C: a came with fd 3, b with fd 6, f alone; b is a's slave: yes; ECHO off, \
+             window 30x100",
+            "C: the slave read [ping]",
+            "C: the master read [pong]",
+            "C exited with 0",
+        ],
+        &["pseudo-terminal"],
+    );
+}
+
 /// `uinflight TYPE` (with `args` after its file), whose only message carries `what` (as
 /// /proc names it, a socket's inode left out) that restore cannot make only in flight:
 /// the dump is refused saying `why`, writes nothing, and the program runs on as an

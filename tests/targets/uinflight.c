@@ -28,6 +28,13 @@
  * items as fdinfo shows them, checks with kcmp (KCMP_EPOLL_TFD) that each item watches
  * P's s[0], its own descriptor 20 and b, and what epoll_wait reports before and after
  * it writes to b, to q[1] and to its end of the pair.
+ * With TYPE pty, on a seqpacket pair, P opens a pseudo-terminal pair (its slave with
+ * ECHO off and a 30x100 window, P keeping that slave open) and sends (and closes):
+ *   a  its master;
+ *   b  the slave opened a second time;
+ *   f  a plain message.
+ * C receives them, prints "received" and waits for a second line, then checks that b
+ * is a's slave, its settings and window, and sends a line each way.
  * With TYPE epollout OUTFD, P sends only an epoll instance (closed) watching its s[0]
  * and descriptor OUTFD, a pipe end the harness holds outside the tree, which P and C
  * close: a dump refuses it. With TYPE tcpconn, P sends only the client end of a TCP
@@ -54,6 +61,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/fanotify.h>
+#include <sys/sysmacros.h>
+#include <termios.h>
 #include <sys/inotify.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -493,12 +502,70 @@ static void receive_epoll(int s, int go, int s0, int q0, int q1)
 	out("C: the next descriptor opened is %d\n", next);
 }
 
+/* ---- TYPE pty ---- */
+
+static void send_pty(int s)
+{
+	int m = posix_openpt(O_RDWR | O_NOCTTY);
+	if (m < 0 || grantpt(m) || unlockpt(m))
+		die("openpt: %s", strerror(errno));
+	const char *name = ptsname(m);
+	int sl = name ? open(name, O_RDWR | O_NOCTTY) : -1;
+	int sl2 = name ? open(name, O_RDWR | O_NOCTTY) : -1;
+	struct termios t;
+	struct winsize w = {.ws_row = 30, .ws_col = 100};
+	if (sl < 0 || sl2 < 0 || tcgetattr(sl, &t))
+		die("slave: %s", strerror(errno));
+	t.c_lflag &= ~(tcflag_t)ECHO;
+	if (tcsetattr(sl, TCSANOW, &t) || ioctl(sl, TIOCSWINSZ, &w))
+		die("slave settings: %s", strerror(errno));
+	send_fd(s, m, "a");
+	close(m);
+	send_fd(s, sl2, "b");
+	close(sl2);
+	send_fd(s, -1, "f");
+}
+
+static void receive_pty(int s, int go)
+{
+	char buf[64];
+	int m = recv_fd(s, buf, sizeof buf), sl = recv_fd(s, buf, sizeof buf);
+	int f = recv_fd(s, buf, sizeof buf);
+	out("C: received\n");
+	char b;
+	if (read(go, &b, 1) != 1)
+		die("go: %s", strerror(errno));
+	int index = -1;
+	struct stat st;
+	struct termios t;
+	struct winsize w = {0};
+	if (m < 0 || sl < 0 || ioctl(m, TIOCGPTN, &index) || fstat(sl, &st) || tcgetattr(sl, &t) ||
+	    ioctl(sl, TIOCGWINSZ, &w))
+		die("pty: %s", strerror(errno));
+	out("C: a came with fd %d, b with fd %d, f %s; b is a's slave: %s; ECHO %s, window "
+	    "%dx%d\n",
+	    m, sl, f < 0 ? "alone" : "WITH one", (int)minor(st.st_rdev) == index ? "yes" : "NO",
+	    t.c_lflag & ECHO ? "on" : "off", w.ws_row, w.ws_col);
+	char data[64];
+	ssize_t n = write(m, "ping\n", 5) == 5 ? read(sl, data, sizeof data - 1) : -1;
+	data[n > 0 ? n : 0] = 0;
+	data[strcspn(data, "\n")] = 0;
+	out("C: the slave read [%s]\n", data);
+	n = write(sl, "pong", 4) == 4 ? read(m, data, sizeof data - 1) : -1;
+	data[n > 0 ? n : 0] = 0;
+	out("C: the master read [%s]\n", data);
+	close(m);
+	close(sl);
+	int next = open("/dev/null", O_RDONLY);
+	out("C: the next descriptor opened is %d\n", next);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3)
 		die("usage: uinflight TYPE FILE");
 	const char *t = argv[1];
-	int kinds = !strcmp(t, "kinds"), ep_mode = !strcmp(t, "epoll");
+	int kinds = !strcmp(t, "kinds"), ep_mode = !strcmp(t, "epoll"), pty = !strcmp(t, "pty");
 	int out_fd = !strcmp(t, "epollout") ? (int)arg_long(argc, argv, 3, -1) : -1;
 	int refused = out_fd >= 0 || !strcmp(t, "tcpconn");
 
@@ -549,6 +616,8 @@ int main(int argc, char **argv)
 			receive_kinds(s[1], go[0], argv[2]);
 		} else if (ep_mode) {
 			receive_epoll(s[1], go[0], s[0], q[0], q[1]);
+		} else if (pty) {
+			receive_pty(s[1], go[0]);
 		} else {
 			receive(s[1], x[0]);
 		}
@@ -588,6 +657,8 @@ int main(int argc, char **argv)
 		close(c);
 	} else if (kinds) {
 		send_kinds(s[0], argv[2]);
+	} else if (pty) {
+		send_pty(s[0]);
 	} else {
 		int p[2];
 		if (pipe(p) || write(p[1], "pipe-data", 9) != 9)
@@ -633,7 +704,7 @@ int main(int argc, char **argv)
 		die("stdin: %s", strerror(errno));
 	if (write(go[1], "g", 1) != 1)
 		die("go: %s", strerror(errno));
-	if ((kinds || ep_mode) && (read(0, line, sizeof line) <= 0 || write(go[1], "g", 1) != 1))
+	if ((kinds || ep_mode || pty) && (read(0, line, sizeof line) <= 0 || write(go[1], "g", 1) != 1))
 		die("second go: %s", strerror(errno));
 	int st = 0;
 	if (waitpid(child, &st, 0) != child)

@@ -431,9 +431,11 @@ pub(crate) fn restorable(f: &Fd) -> Result<(), &'static str> {
              meanwhile would be lost; not supported yet",
         ),
         FdKind::Epoll { .. } => Ok(()),
-        FdKind::Pty { .. } | FdKind::DevTty { .. } => {
-            Err("it is a terminal (a pseudo-terminal side or /dev/tty); not supported yet")
-        }
+        FdKind::Pty { .. } => Ok(()),
+        FdKind::DevTty { .. } => Err(
+            "it is /dev/tty, whose terminal is the controlling one of whoever opened it, \
+             which ckpt cannot tell of a descriptor only in flight; not supported yet",
+        ),
         _ => Err("restore cannot make this kind of descriptor only in flight yet"),
     }
 }

@@ -121,7 +121,14 @@ fn kinds_made_only_in_flight_and_the_refused_ones_say_why() {
             held_by: Some(FdRef { pid: 11, fd: 5 }),
         }],
     });
+    ok(FdKind::Pty {
+        index: 2,
+        master: true,
+        flags: 2,
+    });
     let why = |kind: FdKind| restorable(&flying(4, kind)).unwrap_err();
+    let w = why(FdKind::DevTty { index: 2, flags: 2 });
+    assert!(w.contains("/dev/tty"), "{w}");
     let w = why(FdKind::Inotify {
         flags: 0,
         watches: vec![watch(Some(7))],
