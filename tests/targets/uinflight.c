@@ -414,6 +414,18 @@ static void receive_kinds(int s, int go, const char *file)
 
 /* ---- TYPE epoll ---- */
 
+/* Receive the three messages "a", "b" and "f" on s (their descriptors into fds), print
+ * "received" and wait for the go through `go`. */
+static void receive_three(int s, int go, int fds[3])
+{
+	char buf[64];
+	for (int k = 0; k < 3; k++)
+		fds[k] = recv_fd(s, buf, sizeof buf);
+	out("C: received\n");
+	if (read(go, buf, 1) != 1)
+		die("go: %s", strerror(errno));
+}
+
 static void epoll_add(int ep, int fd, unsigned events, unsigned long long data)
 {
 	struct epoll_event ev = {.events = events, .data.u64 = data};
@@ -453,13 +465,9 @@ static void ready(int ep, const char *when)
 
 static void receive_epoll(int s, int go, int s0, int q0, int q1)
 {
-	char buf[64];
-	int ep = recv_fd(s, buf, sizeof buf), ev = recv_fd(s, buf, sizeof buf);
-	int f = recv_fd(s, buf, sizeof buf);
-	out("C: received\n");
-	char b;
-	if (read(go, &b, 1) != 1)
-		die("go: %s", strerror(errno));
+	int fds[3];
+	receive_three(s, go, fds);
+	int ep = fds[0], ev = fds[1], f = fds[2];
 	out("C: a came with fd %d, b with fd %d, f %s\n", ep, ev, f < 0 ? "alone" : "WITH one");
 	/* The items as fdinfo lists them (in the order of the kernel's tree: sorted here). */
 	char path[64], line[256];
@@ -528,13 +536,9 @@ static void send_pty(int s)
 
 static void receive_pty(int s, int go)
 {
-	char buf[64];
-	int m = recv_fd(s, buf, sizeof buf), sl = recv_fd(s, buf, sizeof buf);
-	int f = recv_fd(s, buf, sizeof buf);
-	out("C: received\n");
-	char b;
-	if (read(go, &b, 1) != 1)
-		die("go: %s", strerror(errno));
+	int fds[3];
+	receive_three(s, go, fds);
+	int m = fds[0], sl = fds[1], f = fds[2];
 	int index = -1;
 	struct stat st;
 	struct termios t;
