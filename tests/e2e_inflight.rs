@@ -118,40 +118,23 @@ fn descriptors_only_in_flight_in_one_byte_messages_on_a_unix_stream_pair_come_ba
     );
 }
 
-/// `uinflight kinds`: a TCP listener, a UDP socket with a datagram queued, an
-/// unconnected TCP socket, a pidfd of the sender, a pidfd of a child it reaped, an
-/// inotify instance and a fanotify group, each only in flight. Dumped (the original
-/// left running), then the original's receiver takes them out of the queue and the
-/// state oracle reads the tree (fdinfo, socket options and addresses, queues, the
-/// inotify watch and fanotify mark, pidfds' Pid); the original is killed, the image
-/// restored, the restored receiver takes them out in turn and the oracle's reading of
-/// the restored tree must be the same. Then the receiver uses each (a connection to the
-/// listener, the queued datagram, a signal through the pidfd, PIDFD_GET_INFO's exit
-/// status and cgroup, an inotify and a fanotify event) and says what an undisturbed run
-/// says.
-#[test]
-fn sockets_pidfds_inotify_and_fanotify_only_in_flight_come_back() {
-    let name = "sockets_pidfds_inotify_and_fanotify_only_in_flight_come_back";
+/// `uinflight TYPE` (kinds or epoll, which pause once the receiver took what came in
+/// flight), whose undisturbed run says each of `lines`: dumped (the original left
+/// running), then the original's receiver takes the descriptors out of the queue and
+/// the state oracle reads the tree; the original is killed, the image restored (`inspect`
+/// shows each of `inspected` only in flight), the restored receiver takes them out in
+/// turn and the oracle's reading of the restored tree must be the same. Then the
+/// receiver uses each and says what the undisturbed run says.
+fn taken_then_used(name: &str, typ: &str, lines: &[&str], inspected: &[&str]) {
     let ctx = Ctx::new(name);
-    let expected = reference_after_ready(&ctx, "kinds", &["go\n", "C: received\n", "go\n"]);
-    for line in [
-        "C: a came with fd 3: listening 1, SO_REUSEADDR 1, on the port P bound: yes",
-        "C: a: a connection to it said [hello]",
-        "on the port P bound: yes; read [udp-queued], then [self]",
-        "listening 0, SO_KEEPALIVE 1, TCP_NODELAY 1, port 0",
-        "C: c: connected to a, it said [hello]",
-        "Pid is P's: yes; signal 0 through it: ok",
-        "Pid -1; exit status 0x300; in P's cgroup: yes",
-        "no event before: yes; then wd 1 mask 0x100 [inflight-created]",
-        "no event before: yes; then mask 0x2",
-        "C exited with 0",
-    ] {
+    let expected = reference_after_ready(&ctx, typ, &["go\n", "C: received\n", "go\n"]);
+    for line in lines {
         assert!(
             expected.contains(line),
-            "the reference run should say {line:?}:\n{expected}"
+            "uinflight {typ}: the reference run should say {line:?}:\n{expected}"
         );
     }
-    let mut t = ctx.spawn(&uinflight(&ctx, "kinds", "run.dat"));
+    let mut t = ctx.spawn(&uinflight(&ctx, typ, "run.dat"));
     t.wait_for("ready\n");
     let pids = wait_process_tree(t.pid, 2, "uinflight");
     let img = ctx.path("uinflight.img");
@@ -168,14 +151,7 @@ fn sockets_pidfds_inotify_and_fanotify_only_in_flight_come_back() {
         &ctx.ckpt(&[std::ffi::OsStr::new("inspect"), img.as_os_str()])
             .stdout,
     );
-    for w in [
-        "TCP listening",
-        "UDP socket",
-        "TCP socket, not bound",
-        "pidfd of process",
-        "pidfd of a process reaped",
-        "inotify watching",
-    ] {
+    for w in inspected {
         assert!(
             info.lines()
                 .any(|l| l.contains(w) && l.contains("only in flight")),
@@ -203,18 +179,116 @@ fn sockets_pidfds_inotify_and_fanotify_only_in_flight_come_back() {
     assert_eq!(
         fin.status.code(),
         Some(0),
-        "the restored run; stderr:\n{}",
+        "uinflight {typ}: the restored run; stderr:\n{}",
         text(&fin.stderr)
     );
-    assert_same_output("the restored run", expected.as_bytes(), &fin.stdout);
+    assert_same_output(
+        &format!("uinflight {typ}: the restored run"),
+        expected.as_bytes(),
+        &fin.stdout,
+    );
 }
 
-/// `uinflight TYPE`, whose only message carries `what` (as /proc names it, a socket's
-/// inode left out) that restore cannot make only in flight: the dump is refused saying
-/// `why`, writes nothing, and the program runs on as an undisturbed run does.
-fn refused_in_flight(name: &str, typ: &str, what: &str, why: &str) {
+/// `uinflight kinds`: a TCP listener, a UDP socket with a datagram queued, an
+/// unconnected TCP socket, a pidfd of the sender, a pidfd of a child it reaped, an
+/// inotify instance and a fanotify group, each only in flight ([`taken_then_used`]: the
+/// oracle reads fdinfo, socket options and addresses, queues, the inotify watch and
+/// fanotify mark, pidfds' Pid). Then the receiver uses each (a connection to the
+/// listener, the queued datagram, a signal through the pidfd, PIDFD_GET_INFO's exit
+/// status and cgroup, an inotify and a fanotify event) and says what an undisturbed run
+/// says.
+#[test]
+fn sockets_pidfds_inotify_and_fanotify_only_in_flight_come_back() {
+    taken_then_used(
+        "sockets_pidfds_inotify_and_fanotify_only_in_flight_come_back",
+        "kinds",
+        &[
+            "C: a came with fd 3: listening 1, SO_REUSEADDR 1, on the port P bound: yes",
+            "C: a: a connection to it said [hello]",
+            "on the port P bound: yes; read [udp-queued], then [self]",
+            "listening 0, SO_KEEPALIVE 1, TCP_NODELAY 1, port 0",
+            "C: c: connected to a, it said [hello]",
+            "Pid is P's: yes; signal 0 through it: ok",
+            "Pid -1; exit status 0x300; in P's cgroup: yes",
+            "no event before: yes; then wd 1 mask 0x100 [inflight-created]",
+            "no event before: yes; then mask 0x2",
+            "C exited with 0",
+        ],
+        &[
+            "TCP listening",
+            "UDP socket",
+            "TCP socket, not bound",
+            "pidfd of process",
+            "pidfd of a process reaped",
+            "inotify watching",
+        ],
+    );
+}
+
+/// `uinflight epoll`: an epoll instance only in flight whose items its sender added
+/// under its own numbers: on the sender's end of the pair (held by the sender), on a
+/// pipe end only the receiver holds (at another number) and on an eventfd only a later
+/// message holds. The oracle compares the receiver's items as fdinfo shows them (`tfd`
+/// numbers, events, data) once it took the instance; the receiver checks with kcmp
+/// (KCMP_EPOLL_TFD) that each item watches the file it should, then what epoll_wait
+/// reports as it writes to each file, as in an undisturbed run.
+#[test]
+fn an_epoll_instance_with_items_only_in_flight_comes_back_with_its_items() {
+    taken_then_used(
+        "an_epoll_instance_with_items_only_in_flight_comes_back_with_its_items",
+        "epoll",
+        &[
+            "C: a came with fd 3, b with fd 6, f alone",
+            "C: item data 0x10: tfd 3 events 0x19",
+            "C: item data 0x20: tfd 13 events 0x19",
+            "C: item data 0x30: tfd 5 events 0x80000019",
+            "C: 3 items; 0x10 watches P's s[0]: yes; 0x20 watches C's 20: yes; 0x30 watches \
+             b: yes",
+            "C: at first: 0 ready: none",
+            "C: after writing to b: 1 ready: 0x30",
+            "C: again (b edge-triggered): 0 ready: none",
+            "C: after writing to the pipe: 1 ready: 0x20",
+            "C: after writing to P's end: 2 ready: 0x10 0x20",
+            "C exited with 0",
+        ],
+        &["epoll watching", "eventfd"],
+    );
+}
+
+/// `uinflight pty`: a pseudo-terminal master and a second open description of its
+/// slave only in flight (the sender keeps the slave open, as a terminal server passing
+/// a client's terminal): the oracle compares the receiver's terminals once it took them
+/// (settings, window, the pair), and the receiver checks the pair and sends a line each
+/// way as an undisturbed run does.
+#[test]
+fn a_pty_master_and_slave_only_in_flight_come_back() {
+    taken_then_used(
+        "a_pty_master_and_slave_only_in_flight_come_back",
+        "pty",
+        &[
+            "C: a came with fd 3, b with fd 6, f alone; b is a's slave: yes; ECHO off, \
+             window 30x100",
+            "C: the slave read [ping]",
+            "C: the master read [pong]",
+            "C exited with 0",
+        ],
+        &["pseudo-terminal"],
+    );
+}
+
+/// `uinflight TYPE` (with `args` after its file), whose only message carries `what` (as
+/// /proc names it, a socket's inode left out) that restore cannot make only in flight:
+/// the dump is refused saying `why`, writes nothing, and the program runs on as an
+/// undisturbed run does.
+fn refused_in_flight(name: &str, typ: &str, args: &[&str], what: &str, why: &str) {
     let ctx = Ctx::new(name);
-    let spec = uinflight(&ctx, typ, "unused.dat");
+    let mut spec = uinflight(&ctx, typ, "unused.dat");
+    for a in args {
+        spec = spec.arg(a);
+    }
+    if let Some(fd) = args.first().and_then(|a| a.parse::<i32>().ok()) {
+        spec = spec.keep_fd(fd);
+    }
     let mut rp = ctx.spawn(&spec);
     rp.wait_for("ready\n");
     rp.write_stdin(b"go\n");
@@ -262,15 +336,26 @@ fn refused_in_flight(name: &str, typ: &str, what: &str, why: &str) {
     );
 }
 
+/// `uinflight epollout FD`: an epoll instance only in flight with an item on a pipe end
+/// only the test holds (outside the tree): refused, naming the item.
 #[test]
-fn an_epoll_instance_with_items_only_in_flight_refuses_the_dump_and_the_program_runs_on() {
+fn an_epoll_instance_only_in_flight_watching_a_file_held_outside_refuses_the_dump() {
+    use std::os::fd::AsRawFd;
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe2");
+    // (At a number the program's own descriptors do not reach.)
+    let w = rustix::io::fcntl_dupfd_cloexec(&w, 40).expect("dup");
+    let held = w.as_raw_fd();
     refused_in_flight(
-        "an_epoll_instance_with_items_only_in_flight_refuses_the_dump_and_the_program_runs_on",
-        "epoll",
+        "an_epoll_instance_only_in_flight_watching_a_file_held_outside_refuses_the_dump",
+        "epollout",
+        &[&held.to_string()],
         "anon_inode:[eventpoll]",
-        "it is an epoll instance with items, which name descriptors of the process that \
-         added them, not of its receiver",
+        &format!(
+            "it is an epoll instance with an item added as descriptor {held} whose file no \
+             process of the dumped tree holds, nor a message in flight"
+        ),
     );
+    drop((r, w));
 }
 
 #[test]
@@ -278,6 +363,7 @@ fn a_tcp_connection_only_in_flight_refuses_the_dump_and_the_program_runs_on() {
     refused_in_flight(
         "a_tcp_connection_only_in_flight_refuses_the_dump_and_the_program_runs_on",
         "tcpconn",
+        &[],
         "socket:[",
         "it is a TCP connection, which the dump's network lock (taken at the freeze, on \
          the connections processes hold) does not cover",

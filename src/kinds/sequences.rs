@@ -1433,6 +1433,7 @@ fn epoll_items_of_moved_or_closed_descriptors_are_added_under_their_old_numbers(
         events: 1,
         data,
         held_at,
+        held_by: None,
     };
     let mut occupant = fd(5, eventfd());
     occupant.cloexec = true;
@@ -1483,6 +1484,89 @@ fn epoll_items_of_moved_or_closed_descriptors_are_added_under_their_old_numbers(
     assert_eq!(c[6].args[2], 8);
     assert_eq!(c[7].args[0], 8);
     each_failure_stops_there(&p, 9, epoll::register_targets);
+}
+
+/// Items of an epoll instance (one only in flight) whose files another process holds:
+/// the file is taken from that process, put at the item's number for the registration
+/// (what is there set aside and put back), and the copy closed; the items the process
+/// holds itself are left to `register_targets`.
+#[test]
+fn epoll_items_held_by_another_process_are_taken_and_added_under_their_numbers() {
+    use crate::kinds::fd::epoll;
+    use crate::kinds::testutil::{eventfd, fd};
+    use crate::model::{EpollTarget, FdKind, FdRef};
+    let p = Process {
+        fds: vec![
+            fd(
+                3,
+                FdKind::Epoll {
+                    flags: 0,
+                    targets: vec![
+                        EpollTarget {
+                            fd: 4,
+                            events: 1,
+                            data: 0x11,
+                            ..Default::default()
+                        },
+                        EpollTarget {
+                            fd: 5,
+                            events: 1,
+                            data: 0x22,
+                            held_at: None,
+                            held_by: Some(FdRef { pid: 77, fd: 9 }),
+                        },
+                    ],
+                },
+            ),
+            fd(4, eventfd()),
+            fd(5, eventfd()),
+        ],
+        ..process()
+    };
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| {
+        epoll::register_held_elsewhere(std::slice::from_mut(cx))
+    })
+    .expect("register");
+    let n = names(&rec);
+    assert_eq!(n.len(), 9, "{n:?}");
+    assert_eq!(n[0], "pidfd_open");
+    assert!(n[1].starts_with("take descriptor 9 of process 77"), "{n:?}");
+    assert_eq!(
+        n[2..],
+        [
+            "close",
+            "fcntl(F_DUPFD_CLOEXEC)",
+            "dup3",
+            "epoll_ctl(ADD 5)",
+            "dup3",
+            "close",
+            "close",
+        ]
+    );
+    let c = rec.calls();
+    assert_eq!(c[0].args[0], 77);
+    assert_eq!(c[1].args[1], 9);
+    let taken = 101;
+    // 5 set aside above the table, the taken file put at 5 and added there
+    assert_eq!(c[3].args[..3], [5, libc::F_DUPFD_CLOEXEC as u64, 6]);
+    assert_eq!(c[4].args[..3], [taken, 5, 0]);
+    assert_eq!(c[5].args[..3], [3, libc::EPOLL_CTL_ADD as u64, 5]);
+    assert_eq!(arg_bytes(&rec, &c[5], 3, 12)[4..], 0x22u64.to_le_bytes());
+    // ... put back, and the copy closed
+    assert_eq!(c[6].args[1], 5);
+    assert_eq!(c[8].args[0], taken);
+    // A failure names its call (the take closes its pidfd first) and stops the step.
+    for k in [1, 4, 5] {
+        let rec = Recorder::new(p.pid).fail_at(k, libc::EIO);
+        let err = run(&p, &rec, |cx| {
+            epoll::register_held_elsewhere(std::slice::from_mut(cx))
+        })
+        .expect_err("a failed call fails the step");
+        assert!(err.to_string().contains(&n[k]), "{err}");
+        let made = names(&rec);
+        assert_eq!(made.len(), if k == 1 { 3 } else { k + 1 }, "{made:?}");
+    }
 }
 
 #[test]

@@ -927,7 +927,7 @@ pub struct PidfdReaped {
     pub cgroup_id: u64,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EpollTarget {
     /// The descriptor number it was added under (what fdinfo shows as `tfd`).
     pub fd: i32,
@@ -938,6 +938,12 @@ pub struct EpollTarget {
     /// Restore puts the file at `fd` for the time of the registration.
     #[serde(default)]
     pub held_at: Option<i32>,
+    /// When no descriptor of the epoll instance's own process holds the watched file
+    /// (an instance only in flight, whose items its sender added): the descriptor of
+    /// the image that does (another process's, or one only in flight). Restore takes
+    /// that file and puts it at `fd` for the time of the registration.
+    #[serde(default)]
+    pub held_by: Option<FdRef>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -1901,6 +1907,11 @@ impl Checkpoint {
                 } = &mut fd.kind
                 {
                     *pid = f(*pid);
+                }
+                if let FdKind::Epoll { targets, .. } = &mut fd.kind {
+                    for r in targets.iter_mut().filter_map(|t| t.held_by.as_mut()) {
+                        r.pid = f(r.pid);
+                    }
                 }
                 if let FdKind::UnixDgram { sock, .. } = &mut fd.kind {
                     for c in sock.msgs.iter_mut().filter_map(|m| m.creds.as_mut()) {

@@ -428,6 +428,20 @@ pub fn same_file_description(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> Result
 /// watches as its `toff`-th item registered under number `tfd` (kcmp KCMP_EPOLL_TFD).
 /// ENOENT: no such item.
 pub fn is_epoll_target(pid: i32, fd: i32, efd: i32, tfd: i32, toff: u32) -> Result<bool> {
+    is_epoll_target_of(pid, fd, pid, efd, tfd, toff)
+}
+
+/// Whether descriptor `fd` of `pid` is the file that epoll instance `efd` of process
+/// `epid` watches as its `toff`-th item registered under number `tfd` (kcmp
+/// KCMP_EPOLL_TFD across two processes). ENOENT: no such item.
+pub fn is_epoll_target_of(
+    pid: i32,
+    fd: i32,
+    epid: i32,
+    efd: i32,
+    tfd: i32,
+    toff: u32,
+) -> Result<bool> {
     // linux/kcmp.h (KCMP_EPOLL_TFD and struct kcmp_epoll_slot); neither libc nor
     // linux-raw-sys has them.
     const KCMP_EPOLL_TFD: libc::c_long = 7;
@@ -437,14 +451,14 @@ pub fn is_epoll_target(pid: i32, fd: i32, efd: i32, tfd: i32, toff: u32) -> Resu
         libc::syscall(
             libc::SYS_kcmp,
             pid,
-            pid,
+            epid,
             KCMP_EPOLL_TFD,
             fd as libc::c_long,
             slot.as_ptr(),
         )
     };
     check(r, || {
-        format!("kcmp({pid}:{fd}, epoll {efd} item {tfd}/{toff})")
+        format!("kcmp({pid}:{fd}, epoll {epid}:{efd} item {tfd}/{toff})")
     })?;
     Ok(r == 0)
 }

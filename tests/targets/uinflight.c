@@ -17,9 +17,28 @@
  *      them); P keeps y[0];
  *   g  a memfd holding "memfd-data", at offset 2, sealed against shrinking;
  *   f  a plain message without descriptors.
- * With TYPE epoll, P sends only an epoll instance (closed) watching its own end of the
- * pair, which a dump refuses; with TYPE tcpconn, only the client end of a TCP connection
- * on 127.0.0.1 (closed; P keeps the listener and the accepted end), refused too.
+ * With TYPE epoll, on a seqpacket pair, C moves its copy of the read end q[0] of a pipe
+ * q to descriptor 20 (keeping the write end q[1]), and P sends (and closes):
+ *   a  an epoll instance with three items P added: its own end s[0] (EPOLLIN, data
+ *      0x10; P keeps it), q[0] (EPOLLIN, data 0x20; P closes it: only C holds that
+ *      pipe end, at 20) and the eventfd b (EPOLLIN|EPOLLET, data 0x30);
+ *   b  an eventfd with counter 0, which P closes: only this message holds it;
+ *   f  a plain message.
+ * C receives them, prints "received" and waits for a second line, then prints the
+ * items as fdinfo shows them, checks with kcmp (KCMP_EPOLL_TFD) that each item watches
+ * P's s[0], its own descriptor 20 and b, and what epoll_wait reports before and after
+ * it writes to b, to q[1] and to its end of the pair.
+ * With TYPE pty, on a seqpacket pair, P opens a pseudo-terminal pair (its slave with
+ * ECHO off and a 30x100 window, P keeping that slave open) and sends (and closes):
+ *   a  its master;
+ *   b  the slave opened a second time;
+ *   f  a plain message.
+ * C receives them, prints "received" and waits for a second line, then checks that b
+ * is a's slave, its settings and window, and sends a line each way.
+ * With TYPE epollout OUTFD, P sends only an epoll instance (closed) watching its s[0]
+ * and descriptor OUTFD, a pipe end the harness holds outside the tree, which P and C
+ * close: a dump refuses it. With TYPE tcpconn, P sends only the client end of a TCP
+ * connection on 127.0.0.1 (closed; P keeps the listener and the accepted end), refused.
  * With TYPE kinds, on a datagram pair, P sends (and closes) other kinds restore makes
  * only in flight, and writes to FILE what C checks them against (the ports it bound,
  * its cgroup's ID):
@@ -42,12 +61,15 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/fanotify.h>
+#include <sys/sysmacros.h>
+#include <termios.h>
 #include <sys/inotify.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 static void send_fd(int s, int fd, const char *what)
@@ -390,12 +412,167 @@ static void receive_kinds(int s, int go, const char *file)
 	out("C: the next descriptor opened is %d\n", next);
 }
 
+/* ---- TYPE epoll ---- */
+
+/* Receive the three messages "a", "b" and "f" on s (their descriptors into fds), print
+ * "received" and wait for the go through `go`. */
+static void receive_three(int s, int go, int fds[3])
+{
+	char buf[64];
+	for (int k = 0; k < 3; k++)
+		fds[k] = recv_fd(s, buf, sizeof buf);
+	out("C: received\n");
+	if (read(go, buf, 1) != 1)
+		die("go: %s", strerror(errno));
+}
+
+static void epoll_add(int ep, int fd, unsigned events, unsigned long long data)
+{
+	struct epoll_event ev = {.events = events, .data.u64 = data};
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev))
+		die("epoll_ctl %d: %s", fd, strerror(errno));
+}
+
+/* Whether descriptor `fd` of `pid` is the file item `tfd` of C's epoll `ep` watches. */
+static const char *watches(pid_t pid, int fd, int ep, int tfd)
+{
+	unsigned slot[3] = {(unsigned)ep, (unsigned)tfd, 0};
+	long r = syscall(SYS_kcmp, (long)pid, (long)getpid(), 7 /* KCMP_EPOLL_TFD */, (long)fd,
+			 slot);
+	return r == 0 ? "yes" : r < 0 ? strerror(errno) : "NO";
+}
+
+/* What epoll_wait on `ep` reports now: the items' data, sorted. */
+static void ready(int ep, const char *when)
+{
+	struct epoll_event evs[8];
+	int n = epoll_wait(ep, evs, 8, 0);
+	unsigned long long d[8];
+	for (int i = 0; i < n; i++)
+		d[i] = evs[i].data.u64;
+	for (int i = 0; i < n; i++)
+		for (int j = i + 1; j < n; j++)
+			if (d[j] < d[i]) {
+				unsigned long long x = d[i];
+				d[i] = d[j];
+				d[j] = x;
+			}
+	char line[128] = "";
+	for (int i = 0; i < n; i++)
+		snprintf(line + strlen(line), sizeof line - strlen(line), " %#llx", d[i]);
+	out("C: %s: %d ready:%s\n", when, n, n > 0 ? line : " none");
+}
+
+static void receive_epoll(int s, int go, int s0, int q0, int q1)
+{
+	int fds[3];
+	receive_three(s, go, fds);
+	int ep = fds[0], ev = fds[1], f = fds[2];
+	out("C: a came with fd %d, b with fd %d, f %s\n", ep, ev, f < 0 ? "alone" : "WITH one");
+	/* The items as fdinfo lists them (in the order of the kernel's tree: sorted here). */
+	char path[64], line[256];
+	snprintf(path, sizeof path, "/proc/self/fdinfo/%d", ep);
+	FILE *fi = fopen(path, "r");
+	int tfd[8], n = 0, tev = -1;
+	unsigned events[8];
+	unsigned long long data[8];
+	while (fi && n < 8 && fgets(line, sizeof line, fi))
+		if (sscanf(line, "tfd: %d events: %x data: %llx", &tfd[n], &events[n], &data[n]) == 3)
+			n++;
+	if (fi)
+		fclose(fi);
+	for (unsigned long long want = 0x10; want <= 0x30; want += 0x10)
+		for (int i = 0; i < n; i++)
+			if (data[i] == want) {
+				out("C: item data %#llx: tfd %d events %#x\n", data[i], tfd[i], events[i]);
+				if (want == 0x30)
+					tev = tfd[i];
+			}
+	out("C: %d items; 0x10 watches P's s[0]: %s; 0x20 watches C's 20: %s; 0x30 watches b: "
+	    "%s\n",
+	    n, watches(getppid(), s0, ep, s0), watches(getpid(), 20, ep, q0),
+	    ev < 0 ? "no b" : watches(getpid(), ev, ep, tev));
+	ready(ep, "at first");
+	unsigned long long one = 1;
+	if (ev < 0 || write(ev, &one, sizeof one) != sizeof one)
+		die("write b: %s", strerror(errno));
+	ready(ep, "after writing to b");
+	ready(ep, "again (b edge-triggered)");
+	if (write(q1, "x", 1) != 1)
+		die("write q: %s", strerror(errno));
+	ready(ep, "after writing to the pipe");
+	if (write(s, "m", 1) != 1)
+		die("write s: %s", strerror(errno));
+	ready(ep, "after writing to P's end");
+	close(ep);
+	close(ev);
+	int next = open("/dev/null", O_RDONLY);
+	out("C: the next descriptor opened is %d\n", next);
+}
+
+/* ---- TYPE pty ---- */
+
+static void send_pty(int s)
+{
+	int m = posix_openpt(O_RDWR | O_NOCTTY);
+	if (m < 0 || grantpt(m) || unlockpt(m))
+		die("openpt: %s", strerror(errno));
+	const char *name = ptsname(m);
+	int sl = name ? open(name, O_RDWR | O_NOCTTY) : -1;
+	int sl2 = name ? open(name, O_RDWR | O_NOCTTY) : -1;
+	struct termios t;
+	struct winsize w = {.ws_row = 30, .ws_col = 100};
+	if (sl < 0 || sl2 < 0 || tcgetattr(sl, &t))
+		die("slave: %s", strerror(errno));
+	t.c_lflag &= ~(tcflag_t)ECHO;
+	if (tcsetattr(sl, TCSANOW, &t) || ioctl(sl, TIOCSWINSZ, &w))
+		die("slave settings: %s", strerror(errno));
+	send_fd(s, m, "a");
+	close(m);
+	send_fd(s, sl2, "b");
+	close(sl2);
+	send_fd(s, -1, "f");
+}
+
+static void receive_pty(int s, int go)
+{
+	int fds[3];
+	receive_three(s, go, fds);
+	int m = fds[0], sl = fds[1], f = fds[2];
+	int index = -1;
+	struct stat st;
+	struct termios t;
+	struct winsize w = {0};
+	if (m < 0 || sl < 0 || ioctl(m, TIOCGPTN, &index) || fstat(sl, &st) || tcgetattr(sl, &t) ||
+	    ioctl(sl, TIOCGWINSZ, &w))
+		die("pty: %s", strerror(errno));
+	out("C: a came with fd %d, b with fd %d, f %s; b is a's slave: %s; ECHO %s, window "
+	    "%dx%d\n",
+	    m, sl, f < 0 ? "alone" : "WITH one", (int)minor(st.st_rdev) == index ? "yes" : "NO",
+	    t.c_lflag & ECHO ? "on" : "off", w.ws_row, w.ws_col);
+	char data[64];
+	ssize_t n = write(m, "ping\n", 5) == 5 ? read(sl, data, sizeof data - 1) : -1;
+	data[n > 0 ? n : 0] = 0;
+	data[strcspn(data, "\n")] = 0;
+	out("C: the slave read [%s]\n", data);
+	n = write(sl, "pong", 4) == 4 ? read(m, data, sizeof data - 1) : -1;
+	data[n > 0 ? n : 0] = 0;
+	out("C: the master read [%s]\n", data);
+	close(m);
+	close(sl);
+	int next = open("/dev/null", O_RDONLY);
+	out("C: the next descriptor opened is %d\n", next);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3)
 		die("usage: uinflight TYPE FILE");
 	const char *t = argv[1];
-	int kinds = !strcmp(t, "kinds"), refused = !strcmp(t, "epoll") || !strcmp(t, "tcpconn");
+	int kinds = !strcmp(t, "kinds"), ep_mode = !strcmp(t, "epoll"), pty = !strcmp(t, "pty");
+	int out_fd = !strcmp(t, "epollout") ? (int)arg_long(argc, argv, 3, -1) : -1;
+	int refused = out_fd >= 0 || !strcmp(t, "tcpconn");
+
 	int type = !strcmp(t, "stream")		   ? SOCK_STREAM
 		   : !strcmp(t, "dgram") || kinds ? SOCK_DGRAM
 						   : SOCK_SEQPACKET;
@@ -405,6 +582,9 @@ int main(int argc, char **argv)
 		die("socketpair: %s", strerror(errno));
 	if (write(x[0], "queued", 6) != 6)
 		die("write: %s", strerror(errno));
+	int q[2] = {-1, -1};
+	if ((ep_mode || out_fd >= 0) && pipe(q))
+		die("pipe: %s", strerror(errno));
 	pid_t child = fork();
 	if (child < 0)
 		die("fork: %s", strerror(errno));
@@ -415,6 +595,10 @@ int main(int argc, char **argv)
 		close(x[1]);
 		close(y[0]);
 		close(y[1]);
+		if (out_fd >= 0)
+			close(out_fd);
+		if (q[0] >= 0 && (dup2(q[0], 20) != 20 || close(q[0])))
+			die("move q: %s", strerror(errno));
 		if (write(rd[1], "r", 1) != 1)
 			die("ready: %s", strerror(errno));
 		close(rd[1]);
@@ -434,6 +618,10 @@ int main(int argc, char **argv)
 			out("C: a came with fd %d: %s\n", fd, link);
 		} else if (kinds) {
 			receive_kinds(s[1], go[0], argv[2]);
+		} else if (ep_mode) {
+			receive_epoll(s[1], go[0], s[0], q[0], q[1]);
+		} else if (pty) {
+			receive_pty(s[1], go[0]);
 		} else {
 			receive(s[1], x[0]);
 		}
@@ -443,13 +631,26 @@ int main(int argc, char **argv)
 	close(rd[1]);
 	close(s[1]);
 	close(x[0]);
-	if (!strcmp(t, "epoll")) {
-		int ep = epoll_create1(0);
-		struct epoll_event ev = {.events = EPOLLIN};
-		if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, s[0], &ev))
+	if (ep_mode || out_fd >= 0) {
+		close(q[1]);
+		int ep = epoll_create1(0), ev = eventfd(0, EFD_NONBLOCK);
+		if (ep < 0 || ev < 0)
 			die("epoll: %s", strerror(errno));
+		epoll_add(ep, s[0], EPOLLIN, 0x10);
+		epoll_add(ep, q[0], EPOLLIN, 0x20);
+		epoll_add(ep, ev, EPOLLIN | EPOLLET, 0x30);
+		if (out_fd >= 0) {
+			epoll_add(ep, out_fd, EPOLLOUT, 0x40);
+			close(out_fd);
+		}
+		close(q[0]);
 		send_fd(s[0], ep, "a");
 		close(ep);
+		if (ep_mode) {
+			send_fd(s[0], ev, "b");
+			send_fd(s[0], -1, "f");
+		}
+		close(ev);
 	} else if (!strcmp(t, "tcpconn")) {
 		int l = inet_bound(SOCK_STREAM), c = socket(AF_INET, SOCK_STREAM, 0);
 		struct sockaddr_in a = loopback(port_of(l));
@@ -460,6 +661,8 @@ int main(int argc, char **argv)
 		close(c);
 	} else if (kinds) {
 		send_kinds(s[0], argv[2]);
+	} else if (pty) {
+		send_pty(s[0]);
 	} else {
 		int p[2];
 		if (pipe(p) || write(p[1], "pipe-data", 9) != 9)
@@ -505,7 +708,7 @@ int main(int argc, char **argv)
 		die("stdin: %s", strerror(errno));
 	if (write(go[1], "g", 1) != 1)
 		die("go: %s", strerror(errno));
-	if (kinds && (read(0, line, sizeof line) <= 0 || write(go[1], "g", 1) != 1))
+	if ((kinds || ep_mode || pty) && (read(0, line, sizeof line) <= 0 || write(go[1], "g", 1) != 1))
 		die("second go: %s", strerror(errno));
 	int st = 0;
 	if (waitpid(child, &st, 0) != child)

@@ -53,11 +53,31 @@ pub(crate) fn fdinfo_unparsed(pid: i32, fd: i32, kind: &str) -> DumpError {
 
 /// Descriptor `fd` of process `pid`, with the file locks held through it.
 pub(crate) fn fd_entry(pid: i32, fd: i32) -> DumpResult<Fd> {
+    fd_entry_by(pid, fd, &collect_kind)
+}
+
+/// ckpt's copy `fd` of a descriptor only in flight (`inflight`), as [`fd_entry`] reads
+/// it, but an epoll instance's items looked for among `holders` (descriptors of the
+/// tree's processes and ckpt's copies: its sender added them, in its own table).
+pub(crate) fn fd_entry_in_flight(fd: i32, holders: &[(i32, i32)]) -> DumpResult<Fd> {
+    let me = std::process::id() as i32;
+    fd_entry_by(me, fd, &|d: &OpenFd| {
+        let kind = d.name.strip_prefix("anon_inode:").unwrap_or("");
+        if matches!(kind, "[eventpoll]" | "eventpoll") {
+            let info = procfs::fdinfo_text(d.pid, d.fd)?;
+            return epoll::collect_in_flight(d, kind, &info, holders);
+        }
+        collect_kind(d)
+    })
+}
+
+/// [`fd_entry`], what the descriptor is asked of `kind`.
+fn fd_entry_by(pid: i32, fd: i32, kind: &dyn Fn(&OpenFd) -> DumpResult<FdKind>) -> DumpResult<Fd> {
     let link_path = format!("/proc/{pid}/fd/{fd}");
     let link = procfs::readlink(&link_path)?;
     let name = String::from_utf8_lossy(&link).into_owned();
     let locks = lock::fd_locks(pid, fd, &name)?;
-    let mut f = fd_entry_kind(pid, fd, &link)?;
+    let mut f = fd_entry_kind(pid, fd, &link, kind)?;
     if !locks.is_empty() {
         // Locks are taken again on descriptors reopened by path; elsewhere they would
         // silently vanish.
@@ -146,7 +166,12 @@ pub(crate) fn check_fd_owners(procs: &[Process]) -> DumpResult<()> {
     Ok(())
 }
 
-fn fd_entry_kind(pid: i32, fd: i32, link: &[u8]) -> DumpResult<Fd> {
+fn fd_entry_kind(
+    pid: i32,
+    fd: i32,
+    link: &[u8],
+    collect_kind: &dyn Fn(&OpenFd) -> DumpResult<FdKind>,
+) -> DumpResult<Fd> {
     let link_path = format!("/proc/{pid}/fd/{fd}");
     let link = link.to_vec();
     let (pos, flags) = procfs::fdinfo(pid, fd)?;

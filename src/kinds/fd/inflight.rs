@@ -134,7 +134,19 @@ impl InFlight {
             if let Err(why) = before_collect(f, root) {
                 return Err(self.refusal(f, &why));
             }
-            let mut e = super::fd_entry(self.me, raw).map_err(|e| self.name(e))?;
+            // Where an epoll instance's items may be held: its receiver's descriptors
+            // first (restore adds the items there), then ckpt's copies, then the rest.
+            let fds_of = |p: &Process| p.fds.iter().map(move |g| (p.pid, g.fd)).collect();
+            let mut holders: Vec<(i32, i32)> = Vec::new();
+            for p in procs.iter().filter(|p| p.pid == f.holder) {
+                holders.extend::<Vec<_>>(fds_of(p));
+            }
+            holders.extend(self.found.iter().map(|g| (self.me, g.fd.as_raw_fd())));
+            for p in procs.iter().filter(|p| p.pid != f.holder) {
+                holders.extend::<Vec<_>>(fds_of(p));
+            }
+            let mut e =
+                super::fd_entry_in_flight(raw, &holders).map_err(|e| self.collect_refusal(f, e))?;
             e.in_flight = true;
             fds.push(e);
         }
@@ -161,6 +173,21 @@ impl InFlight {
                 f.queue
             ),
         )
+    }
+
+    /// A refusal of collecting ckpt's copy `f` named by the queue it waits on.
+    fn collect_refusal(&self, f: &Found, e: DumpError) -> DumpError {
+        let tag = format!("file descriptor {} is ", f.fd.as_raw_fd());
+        let rest = match &e {
+            DumpError::Unsupported { pid, why } if *pid == self.me => {
+                why.strip_prefix(&tag).map(str::to_string)
+            }
+            _ => None,
+        };
+        match rest {
+            Some(rest) => self.refusal(f, &format!("it is {rest}")),
+            None => self.name(e),
+        }
     }
 
     /// A refusal that names a descriptor of ckpt's own process of [`InFlight::join`]
@@ -228,7 +255,7 @@ impl InFlight {
         let ckpts_mnt = sys::ns::inode(0, "mnt").ok();
         let mut next: BTreeMap<i32, i32> = BTreeMap::new();
         let mut map: BTreeMap<i32, (i32, i32)> = BTreeMap::new();
-        let mut placed: Vec<(i32, Fd)> = Vec::new();
+        let mut placed: Vec<(i32, Fd, &Found)> = Vec::new();
         for (mut f, found) in synth.fds.into_iter().zip(&self.found) {
             let raw = f.fd;
             let refuse = |why: String| self.refusal(found, &why);
@@ -275,7 +302,7 @@ impl InFlight {
             map.insert(raw, (found.holder, *n));
             f.fd = *n;
             *n += 1;
-            placed.push((found.holder, f));
+            placed.push((found.holder, f, found));
         }
         let me = self.me;
         let fix = |r: &mut FdRef| {
@@ -290,6 +317,12 @@ impl InFlight {
                 if q == me {
                     f.shared_with = map.get(&qfd).copied();
                 }
+            }
+            if let FdKind::Epoll { targets, .. } = &mut f.kind {
+                targets
+                    .iter_mut()
+                    .filter_map(|t| t.held_by.as_mut())
+                    .for_each(fix);
             }
             if let FdKind::UnixDgram { sock, .. } = &mut f.kind {
                 sock.msgs
@@ -309,21 +342,55 @@ impl InFlight {
         for p in procs.iter_mut() {
             p.fds.iter_mut().for_each(fix_fd);
         }
-        for (_, f) in placed.iter_mut() {
+        for (_, f, _) in placed.iter_mut() {
             fix_fd(f);
         }
-        let carried = carried_by(procs, pairs, placed.iter().map(|(_, f)| f));
-        for (holder, f) in placed {
-            // One only a queue that is not given back carries (a socket's the tree
-            // holds on a standard descriptor, connected outside) is not made.
-            if !carried.contains(&(holder, f.fd)) {
-                continue;
+        let carried = carried_by(procs, pairs, placed.iter().map(|(_, f, _)| f));
+        // One only a queue that is not given back carries (a socket's the tree holds
+        // on a standard descriptor, connected outside) is not made.
+        placed.retain(|(holder, f, _)| carried.contains(&(*holder, f.fd)));
+        let made: BTreeSet<(i32, i32)> = procs
+            .iter()
+            .flat_map(|p| p.fds.iter().map(move |f| (p.pid, f.fd)))
+            .chain(placed.iter().map(|(h, f, _)| (*h, f.fd)))
+            .collect();
+        for (holder, f, found) in placed.iter_mut() {
+            if let FdKind::Epoll { targets, .. } = &mut f.kind {
+                held_in_receiver(*holder, targets);
+                if let Some(t) = targets
+                    .iter()
+                    .find(|t| t.held_by.is_some_and(|r| !made.contains(&(r.pid, r.fd))))
+                {
+                    return Err(self.refusal(
+                        found,
+                        &format!(
+                            "it is an epoll instance with an item added as descriptor {}, \
+                             whose file only a message that is not given back carries; not \
+                             supported yet",
+                            t.fd
+                        ),
+                    ));
+                }
             }
+        }
+        for (holder, f, _) in placed {
             if let Some(p) = procs.iter_mut().find(|p| p.pid == holder) {
                 p.fds.push(f);
             }
         }
         Ok(data)
+    }
+}
+
+/// The items of an epoll instance made in process `receiver` whose files it holds
+/// itself: [`EpollTarget::held_at`] (or nothing, at the item's own number) rather than
+/// [`EpollTarget::held_by`], so they are added with its other descriptors.
+fn held_in_receiver(receiver: i32, targets: &mut [crate::model::EpollTarget]) {
+    for t in targets.iter_mut() {
+        if let Some(r) = t.held_by.filter(|r| r.pid == receiver) {
+            t.held_by = None;
+            t.held_at = (r.fd != t.fd).then_some(r.fd);
+        }
     }
 }
 
@@ -363,11 +430,12 @@ pub(crate) fn restorable(f: &Fd) -> Result<(), &'static str> {
              on the connections processes hold) does not cover: segments its peer sends \
              meanwhile would be lost; not supported yet",
         ),
-        FdKind::Epoll { targets, .. } if targets.is_empty() => Ok(()),
-        FdKind::Epoll { .. } => Err(EPOLL_ITEMS),
-        FdKind::Pty { .. } | FdKind::DevTty { .. } => {
-            Err("it is a terminal (a pseudo-terminal side or /dev/tty); not supported yet")
-        }
+        FdKind::Epoll { .. } => Ok(()),
+        FdKind::Pty { .. } => Ok(()),
+        FdKind::DevTty { .. } => Err(
+            "it is /dev/tty, whose terminal is the controlling one of whoever opened it, \
+             which ckpt cannot tell of a descriptor only in flight; not supported yet",
+        ),
         _ => Err("restore cannot make this kind of descriptor only in flight yet"),
     }
 }
@@ -375,10 +443,8 @@ pub(crate) fn restorable(f: &Fd) -> Result<(), &'static str> {
 /// What is refused of descriptor `f` only in flight before it is collected (the reason),
 /// `root` the tree's root: a socket made in another network namespace than its
 /// receiver's and the root's (it is looked at, and made again, in the receiver's; the
-/// dump reads the tree's sockets from the root's), and an epoll instance with items
-/// (they name descriptors of whoever added them, not of the receiver).
+/// dump reads the tree's sockets from the root's).
 fn before_collect(f: &Found, root: i32) -> Result<(), String> {
-    let raw = f.fd.as_raw_fd();
     if socket_inode(&f.fd).is_some() {
         let made_in = sys::ns::socket_netns(&f.fd).map_err(|e| e.to_string())?;
         let holder = sys::ns::inode(f.holder, "net").ok();
@@ -389,19 +455,9 @@ fn before_collect(f: &Found, root: i32) -> Result<(), String> {
                  its receiver's or the tree's root's; not supported yet"
             ));
         }
-        return Ok(());
-    }
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}")).unwrap_or_default();
-    if info.lines().any(|l| l.starts_with("tfd:")) {
-        return Err(EPOLL_ITEMS.into());
     }
     Ok(())
 }
-
-/// Why an epoll instance with items is not made only in flight.
-const EPOLL_ITEMS: &str = "it is an epoll instance with items, which name descriptors of \
-                           the process that added them, not of its receiver; not supported \
-                           yet";
 
 /// The descriptors the messages queued on socket `sock` (a duplicate; `s` as sock_diag
 /// shows it) carry, installed in ckpt by peeks that consume nothing. None when its

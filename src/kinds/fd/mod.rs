@@ -45,7 +45,8 @@ use std::collections::BTreeSet;
 
 // In collect.rs, re-exported here for the kinds and dump/.
 pub(crate) use collect::{
-    OpenFd, check_fd_owners, fd_entry, fdinfo_unparsed, link_shared_fds, resolve_sockets,
+    OpenFd, check_fd_owners, fd_entry, fd_entry_in_flight, fdinfo_unparsed, link_shared_fds,
+    resolve_sockets,
 };
 
 // ---- checks (plan) ----
@@ -515,10 +516,18 @@ pub(crate) type PipeHolders = BTreeMap<(u8, u64), (i32, u64, u64)>;
 
 /// Where a process keeps pipe ends temporarily: above all its own descriptors.
 pub(crate) fn pipe_tmp_base(proc_: &Process) -> u64 {
+    // (Above the numbers epoll items are added under too: `epoll::register_targets`
+    // puts files there for a moment.)
+    let items = proc_.fds.iter().flat_map(|f| match &f.kind {
+        FdKind::Epoll { targets, .. } => targets.as_slice(),
+        _ => &[],
+    });
     proc_
         .fds
         .iter()
-        .map(|f| f.fd as u64 + 1)
+        .map(|f| f.fd)
+        .chain(items.map(|t| t.fd))
+        .map(|fd| fd as u64 + 1)
         .max()
         .unwrap_or(3)
         .max(3)

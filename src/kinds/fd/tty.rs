@@ -145,7 +145,9 @@ pub(crate) fn resolve_ptys(
     }
     // Each process's controlling terminal and its foreground group (/proc/PID/stat).
     let mut ctty: BTreeMap<i32, (u64, i32)> = BTreeMap::new();
-    for p in procs.iter().filter(|p| !p.is_zombie()) {
+    // (Not ckpt's own, which stands for the descriptors only in flight: `inflight`.)
+    let me = std::process::id() as i32;
+    for p in procs.iter().filter(|p| !p.is_zombie() && p.pid != me) {
         let st = procfs::stat(p.pid)?;
         ctty.insert(p.pid, (st.field(7), st.field(8) as i64 as i32));
     }

@@ -241,6 +241,9 @@ pub(super) fn link_processes(
     unix::fill_deferred_pairs(ctxs, ckpt, pairs, &pipe_holders)?;
     unix::unix_dgram_links(ctxs, ckpt)?;
     unix::connect_pending(ctxs, ckpt, dirs)?;
+    // Items of epoll instances on files another process holds (an instance only in
+    // flight, its items added by its sender), while those only in flight are still held.
+    fd::epoll::register_held_elsewhere(ctxs)?;
     // Every message is queued again: what only they held is theirs alone again.
     fd::inflight::close_in_flight(ctxs)?;
     udp::requeue_udp(procs)?;

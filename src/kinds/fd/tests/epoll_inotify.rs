@@ -15,6 +15,7 @@ fn epoll(targets: &[i32]) -> FdKind {
                 events: 1,
                 data: 0,
                 held_at: None,
+                held_by: None,
             })
             .collect(),
     }
@@ -55,6 +56,7 @@ fn epoll_items_moved_or_closed_are_held_by_a_descriptor_of_the_process() {
             events: 1,
             data: 7,
             held_at: Some(held_at),
+            held_by: None,
         }],
     };
     // Added as 8 (closed since), held at 4: fine.
@@ -71,6 +73,38 @@ fn epoll_items_moved_or_closed_are_held_by_a_descriptor_of_the_process() {
             ..process(10)
         };
         let v = run(|v| check_targets(&[p], v));
+        assert_eq!(codes(&v), ["malformed"], "{v:?}");
+    }
+}
+
+/// An item whose file another process's descriptor holds (an instance only in flight):
+/// that descriptor must exist.
+#[test]
+fn epoll_items_held_by_another_process_name_one_of_its_descriptors() {
+    let by = |pid: i32, fd: i32, held_at: Option<i32>| FdKind::Epoll {
+        flags: 0,
+        targets: vec![EpollTarget {
+            fd: 8,
+            events: 1,
+            data: 7,
+            held_at,
+            held_by: Some(crate::model::FdRef { pid, fd }),
+        }],
+    };
+    let q = Process {
+        fds: vec![fd(5, eventfd())],
+        ..child(11, 10, 10, 10)
+    };
+    let with = |kind: FdKind| Process {
+        fds: vec![fd(3, kind)],
+        ..process(10)
+    };
+    assert_none(&run(|v| {
+        check_targets(&[with(by(11, 5, None)), q.clone()], v)
+    }));
+    // Another number of that process, a process not in the image, or both places.
+    for kind in [by(11, 6, None), by(12, 5, None), by(11, 5, Some(3))] {
+        let v = run(|v| check_targets(&[with(kind), q.clone()], v));
         assert_eq!(codes(&v), ["malformed"], "{v:?}");
     }
 }

@@ -110,17 +110,25 @@ fn kinds_made_only_in_flight_and_the_refused_ones_say_why() {
         flags: 0,
         watches: vec![watch(None)],
     });
-    let why = |kind: FdKind| restorable(&flying(4, kind)).unwrap_err();
-    let w = why(FdKind::Epoll {
+    // An epoll instance with items, one on a file another process holds.
+    ok(FdKind::Epoll {
         flags: 0,
         targets: vec![EpollTarget {
             fd: 3,
             events: 1,
             data: 0,
             held_at: None,
+            held_by: Some(FdRef { pid: 11, fd: 5 }),
         }],
     });
-    assert!(w.contains("epoll instance with items"), "{w}");
+    ok(FdKind::Pty {
+        index: 2,
+        master: true,
+        flags: 2,
+    });
+    let why = |kind: FdKind| restorable(&flying(4, kind)).unwrap_err();
+    let w = why(FdKind::DevTty { index: 2, flags: 2 });
+    assert!(w.contains("/dev/tty"), "{w}");
     let w = why(FdKind::Inotify {
         flags: 0,
         watches: vec![watch(Some(7))],
