@@ -307,6 +307,10 @@ pub enum FdKind {
         /// which restore binds the name again; empty otherwise.
         #[serde(default, with = "serde_bytes")]
         dir: Vec<u8>,
+        /// Its options (SO_PASSCRED, which accepted connections inherit; buffer
+        /// sizes); all unset in images made before they were recorded.
+        #[serde(default)]
+        opts: SockOpts,
     },
     /// A memfd (memfd_create): its name, seals, and its contents, stored in the image as
     /// `FILE_DATA` records under `data`.

@@ -152,7 +152,7 @@ impl UnixTable {
             return Ok(());
         };
         if s.state == STATE_LISTEN {
-            f.kind = listen(s, flags, held, refuse)?;
+            f.kind = listen(s, (pid, f.fd), flags, held, refuse)?;
             self.backlog(ino, refuse)?;
             return Ok(());
         }
@@ -219,10 +219,25 @@ impl UnixTable {
     }
 }
 
-/// A listening unix socket: kept with its name (an absolute path or an abstract name)
-/// and backlog, if no connection waits to be accepted.
+/// The options of a unix socket as the image keeps them (SO_REUSEADDR and SO_REUSEPORT
+/// mean nothing there).
+fn unix_opts(o: &sockdiag::SockOpts) -> SockOpts {
+    SockOpts {
+        sndbuf: o.sndbuf,
+        rcvbuf: o.rcvbuf,
+        passcred: o.passcred,
+        reuseaddr: false,
+        reuseport: false,
+        buf_lock: o.buf_lock,
+    }
+}
+
+/// A listening unix socket (descriptor `fd` of process `pid`): kept with its name (an
+/// absolute path or an abstract name), backlog and options (SO_PASSCRED, which the
+/// connections it accepts inherit, and its buffer sizes).
 fn listen(
     s: &UnixSock,
+    (pid, fd): (i32, i32),
     flags: u32,
     held: &BTreeMap<u64, (i32, i32)>,
     refuse: &dyn Fn(&str) -> DumpError,
@@ -236,12 +251,14 @@ fn listen(
     if s.shutdown != 0 {
         return Err(refuse("a listening unix socket that was shut down"));
     }
+    let o = sockdiag::sock_opts(&sys::process::steal_fd(pid, fd)?, true)?;
     Ok(FdKind::UnixListen {
         name,
         typ: s.typ,
         backlog: s.wqueue,
         flags,
         dir,
+        opts: unix_opts(&o),
     })
 }
 
@@ -403,14 +420,7 @@ fn pending(
         typ: s.typ,
         pos,
         name,
-        opts: SockOpts {
-            sndbuf: o.sndbuf,
-            rcvbuf: o.rcvbuf,
-            passcred: o.passcred,
-            reuseaddr: false,
-            reuseport: false,
-            buf_lock: o.buf_lock,
-        },
+        opts: unix_opts(&o),
         flags,
         dir,
         listener_dir,
@@ -544,14 +554,7 @@ fn pair_state(
             )),
         };
         let o = sockdiag::sock_opts(&dup, true)?;
-        st.opts[usize::from(which)] = SockOpts {
-            sndbuf: o.sndbuf,
-            rcvbuf: o.rcvbuf,
-            passcred: o.passcred,
-            reuseaddr: false,
-            reuseport: false,
-            buf_lock: o.buf_lock,
-        };
+        st.opts[usize::from(which)] = unix_opts(&o);
         if s.typ == libc::SOCK_STREAM {
             if sock.rqueue == 0 {
                 continue;
@@ -959,14 +962,7 @@ fn unix_dgram(
         sock: Box::new(UnixDgramState {
             name,
             peer_name,
-            opts: SockOpts {
-                sndbuf: opts.sndbuf,
-                rcvbuf: opts.rcvbuf,
-                passcred: opts.passcred,
-                reuseaddr: false,
-                reuseport: false,
-                buf_lock: opts.buf_lock,
-            },
+            opts: unix_opts(&opts),
             msgs,
             shutdown: s.shutdown,
         }),
