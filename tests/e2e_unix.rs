@@ -192,32 +192,52 @@ fn refused_with(name: &str, mode: &str, words: &[&str], client: bool) {
     ctx.track(pid);
     let img = ctx.path("img");
     let r = ctx.try_dump(pid, &img);
-    let err = r.stderr.clone();
+    refused_runs_on(
+        t,
+        (r.status.code(), &r.stderr),
+        &img,
+        words,
+        &reference.stdout,
+        &format!("urefuse {mode}"),
+    );
+}
+
+/// After a dump of `t` to `img` that ended with `(status, stderr)`: it was refused, with
+/// a message naming the process and each of `words` (a word with `|` in it: one of its
+/// alternatives); nothing was written and the program runs on, untraced, to the end an
+/// undisturbed run reaches (`reference`, its output).
+fn refused_runs_on(
+    mut t: Proc,
+    (status, err): (Option<i32>, &str),
+    img: &std::path::Path,
+    words: &[&str],
+    reference: &[u8],
+    what: &str,
+) {
     assert_eq!(
-        r.status.code(),
+        status,
         Some(1),
-        "urefuse {mode}: the dump should be refused; stderr:\n{err}"
+        "{what}: the dump should be refused; stderr:\n{err}"
     );
     assert!(!err.contains("panicked"), "panic:\n{err}");
-    // (A word with `|` in it: one of its alternatives.)
     for w in std::iter::once("cannot dump process ").chain(words.iter().copied()) {
         assert!(
             w.split('|').any(|alt| err.contains(alt)),
-            "urefuse {mode}: the refusal should say {w:?}:\n{err}"
+            "{what}: the refusal should say {w:?}:\n{err}"
         );
     }
     assert!(!img.exists(), "the refused dump wrote {}", img.display());
-    assert_running_untraced(pid, "the program after the refused dump");
+    assert_running_untraced(t.pid, "the program after the refused dump");
     let fin = t.finish();
     assert_eq!(
         fin.status.code(),
         Some(0),
-        "urefuse {mode}: exit status after the refused dump; stderr:\n{}",
+        "{what}: exit status after the refused dump; stderr:\n{}",
         text(&fin.stderr)
     );
     assert_same_output(
-        &format!("urefuse {mode} after the refused dump"),
-        &reference.stdout,
+        &format!("{what} after the refused dump"),
+        reference,
         &fin.stdout,
     );
 }
@@ -490,6 +510,53 @@ fn a_unix_listener_backlog_with_data_in_its_own_network_namespace_comes_back() {
         "stream",
         false,
         true,
+    );
+}
+
+/// Where the BPF socket reader cannot load (a kernel without BTF or the unix socket
+/// iterator; here the fault point that stands for one), `ubacklog`'s listener, whose
+/// waiting clients sent data, is refused at dump, naming it and why, and the program
+/// runs on to the end of an undisturbed run.
+#[test]
+fn a_unix_listener_backlog_with_data_is_refused_where_the_bpf_reader_cannot_load() {
+    let ctx =
+        Ctx::new("a_unix_listener_backlog_with_data_is_refused_where_the_bpf_reader_cannot_load");
+    let spec = |dir: &SockDir| {
+        Spec::new(target("ubacklog"))
+            .arg("stream")
+            .arg(&dir.0)
+            .arg("60")
+    };
+    let reference = ctx
+        .spawn(&spec(&SockDir::new("ubacklog-nobpf-ref")))
+        .finish();
+    let dir = SockDir::new("ubacklog-nobpf-run");
+    let mut t = ctx.spawn(&spec(&dir));
+    t.wait_for("step 3\n");
+    ctx.track(t.pid);
+    let img = ctx.path("img");
+    let pid = t.pid.to_string();
+    let r = common::arch::ckpt_env(
+        &ctx,
+        &[
+            "dump".as_ref(),
+            pid.as_ref(),
+            "-o".as_ref(),
+            img.as_os_str(),
+        ],
+        &[("CKPT_FAULT", "load the BPF socket reader")],
+    );
+    refused_runs_on(
+        t,
+        (r.status.code(), &text(&r.stderr)),
+        &img,
+        &[
+            "file descriptor 3",
+            "already sent data",
+            "the BPF socket reader cannot be loaded",
+        ],
+        &reference.stdout,
+        "ubacklog without the BPF socket reader",
     );
 }
 

@@ -434,8 +434,8 @@ pub enum FdKind {
     /// A unix socket whose connection waits in a listener's queue, not accepted yet: the
     /// listener (a socket of the image, by its name) and its place in that queue (0 is
     /// accepted first). Restore connects it again, in that order, once the listener
-    /// exists. (Dump refuses one that already sent data: that data cannot be read
-    /// without accepting the connection.)
+    /// exists. (What it already sent, `queued`, is read at dump without accepting the
+    /// connection, through the BPF socket reader.)
     UnixPending {
         #[serde(with = "serde_bytes")]
         listener: Vec<u8>,

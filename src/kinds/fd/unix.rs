@@ -66,6 +66,14 @@ pub(crate) struct UnixTable {
 /// The BPF socket reader, loaded when first needed (or why it cannot be).
 type Reader = Option<std::result::Result<sys::bpf::SockReader, String>>;
 
+/// Load the BPF socket reader, or say why it cannot be (the fault point stands for a
+/// kernel without BTF or the unix socket iterator, for the tests of that refusal).
+fn load_reader() -> std::result::Result<sys::bpf::SockReader, String> {
+    crate::error::fault_point("load the BPF socket reader")
+        .map_err(|e| format!("the BPF socket reader cannot be loaded ({e})"))?;
+    sys::bpf::SockReader::new()
+}
+
 /// The messages queued on stream socket `ino` (held by process `pid`), as the BPF
 /// socket reader sees them: (unread length, descriptors carried), in order.
 fn stream_bounds(
@@ -74,7 +82,7 @@ fn stream_bounds(
     ino: u64,
 ) -> std::result::Result<Vec<(usize, u32)>, String> {
     let r = reader
-        .get_or_insert_with(sys::bpf::SockReader::new)
+        .get_or_insert_with(load_reader)
         .as_ref()
         .map_err(|why| why.clone())?;
     let socks = r.sockets(Some(pid), &[ino]).map_err(|e| e.to_string())?;
@@ -328,7 +336,7 @@ impl UnixTable {
         };
         let reader = self
             .reader
-            .get_or_insert_with(sys::bpf::SockReader::new)
+            .get_or_insert_with(load_reader)
             .as_ref()
             .map_err(|why| cannot(why))?;
         let want: Vec<u64> = std::iter::once(l).chain(icons.iter().copied()).collect();
