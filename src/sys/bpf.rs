@@ -902,20 +902,24 @@ mod tests {
         }
     }
 
+    /// The reader, where it loads: as root, on a kernel with BTF and the unix socket
+    /// iterator (`None`, saying why, elsewhere).
+    fn loaded() -> Option<SockReader> {
+        if !rustix::process::geteuid().is_root() {
+            return None;
+        }
+        SockReader::new()
+            .map_err(|why| eprintln!("no BPF socket reader here: {why}"))
+            .ok()
+    }
+
     /// Where this kernel has them: the list names every one of 600 sockets asked for,
     /// in each of 5 runs, and nothing else (before the list filtered, each run of a
     /// listing of the whole host left some of 80 such sockets out).
     #[test]
     fn the_list_names_every_wanted_socket() {
-        if !rustix::process::geteuid().is_root() {
+        let Some(r) = loaded() else {
             return;
-        }
-        let r = match SockReader::new() {
-            Ok(r) => r,
-            Err(why) => {
-                eprintln!("no BPF socket reader here: {why}");
-                return;
-            }
         };
         use std::os::unix::fs::MetadataExt;
         let mut pairs = Vec::new();
@@ -940,15 +944,8 @@ mod tests {
     /// made, and the reader reads its queue without consuming it.
     #[test]
     fn the_reader_sees_a_queued_message_without_taking_it() {
-        if !rustix::process::geteuid().is_root() {
+        let Some(r) = loaded() else {
             return;
-        }
-        let r = match SockReader::new() {
-            Ok(r) => r,
-            Err(why) => {
-                eprintln!("no BPF socket reader here: {why}");
-                return;
-            }
         };
         use std::io::Write;
         use std::os::unix::fs::MetadataExt;
