@@ -307,6 +307,10 @@ pub enum FdKind {
         /// which restore binds the name again; empty otherwise.
         #[serde(default, with = "serde_bytes")]
         dir: Vec<u8>,
+        /// Its options (SO_PASSCRED, which accepted connections inherit; buffer
+        /// sizes); all unset in images made before they were recorded.
+        #[serde(default)]
+        opts: SockOpts,
     },
     /// A memfd (memfd_create): its name, seals, and its contents, stored in the image as
     /// `FILE_DATA` records under `data`.
@@ -430,8 +434,8 @@ pub enum FdKind {
     /// A unix socket whose connection waits in a listener's queue, not accepted yet: the
     /// listener (a socket of the image, by its name) and its place in that queue (0 is
     /// accepted first). Restore connects it again, in that order, once the listener
-    /// exists. (Dump refuses one that already sent data: that data cannot be read
-    /// without accepting the connection.)
+    /// exists. (What it already sent, `queued`, is read at dump without accepting the
+    /// connection, through the BPF socket reader.)
     UnixPending {
         #[serde(with = "serde_bytes")]
         listener: Vec<u8>,

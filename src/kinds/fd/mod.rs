@@ -1012,8 +1012,10 @@ fn restore_fd(
             backlog,
             flags,
             dir,
+            opts,
         } => {
             let n = unix::create_listener(cx, (name, dir), *typ, *backlog, &files.held)?;
+            set_sock_opts(cx, n, opts)?;
             install(cx, n, f, *flags)
         }
         FdKind::UnixPending {

@@ -66,6 +66,14 @@ pub(crate) struct UnixTable {
 /// The BPF socket reader, loaded when first needed (or why it cannot be).
 type Reader = Option<std::result::Result<sys::bpf::SockReader, String>>;
 
+/// Load the BPF socket reader, or say why it cannot be (the fault point stands for a
+/// kernel without BTF or the unix socket iterator, for the tests of that refusal).
+fn load_reader() -> std::result::Result<sys::bpf::SockReader, String> {
+    crate::error::fault_point("load the BPF socket reader")
+        .map_err(|e| format!("the BPF socket reader cannot be loaded ({e})"))?;
+    sys::bpf::SockReader::new()
+}
+
 /// The messages queued on stream socket `ino` (held by process `pid`), as the BPF
 /// socket reader sees them: (unread length, descriptors carried), in order.
 fn stream_bounds(
@@ -74,7 +82,7 @@ fn stream_bounds(
     ino: u64,
 ) -> std::result::Result<Vec<(usize, u32)>, String> {
     let r = reader
-        .get_or_insert_with(sys::bpf::SockReader::new)
+        .get_or_insert_with(load_reader)
         .as_ref()
         .map_err(|why| why.clone())?;
     let socks = r.sockets(Some(pid), &[ino]).map_err(|e| e.to_string())?;
@@ -170,7 +178,7 @@ impl UnixTable {
             return Ok(());
         };
         if s.state == STATE_LISTEN {
-            f.kind = listen(s, flags, held, refuse)?;
+            f.kind = listen(s, (pid, f.fd), flags, held, refuse)?;
             self.backlog(ino, refuse)?;
             return Ok(());
         }
@@ -237,10 +245,25 @@ impl UnixTable {
     }
 }
 
-/// A listening unix socket: kept with its name (an absolute path or an abstract name)
-/// and backlog, if no connection waits to be accepted.
+/// The options of a unix socket as the image keeps them (SO_REUSEADDR and SO_REUSEPORT
+/// mean nothing there).
+fn unix_opts(o: &sockdiag::SockOpts) -> SockOpts {
+    SockOpts {
+        sndbuf: o.sndbuf,
+        rcvbuf: o.rcvbuf,
+        passcred: o.passcred,
+        reuseaddr: false,
+        reuseport: false,
+        buf_lock: o.buf_lock,
+    }
+}
+
+/// A listening unix socket (descriptor `fd` of process `pid`): kept with its name (an
+/// absolute path or an abstract name), backlog and options (SO_PASSCRED, which the
+/// connections it accepts inherit, and its buffer sizes).
 fn listen(
     s: &UnixSock,
+    (pid, fd): (i32, i32),
     flags: u32,
     held: &BTreeMap<u64, (i32, i32)>,
     refuse: &dyn Fn(&str) -> DumpError,
@@ -254,12 +277,14 @@ fn listen(
     if s.shutdown != 0 {
         return Err(refuse("a listening unix socket that was shut down"));
     }
+    let o = sockdiag::sock_opts(&sys::process::steal_fd(pid, fd)?, true)?;
     Ok(FdKind::UnixListen {
         name,
         typ: s.typ,
         backlog: s.wqueue,
         flags,
         dir,
+        opts: unix_opts(&o),
     })
 }
 
@@ -329,7 +354,7 @@ impl UnixTable {
         };
         let reader = self
             .reader
-            .get_or_insert_with(sys::bpf::SockReader::new)
+            .get_or_insert_with(load_reader)
             .as_ref()
             .map_err(|why| cannot(why))?;
         let want: Vec<u64> = std::iter::once(l).chain(icons.iter().copied()).collect();
@@ -421,14 +446,7 @@ fn pending(
         typ: s.typ,
         pos,
         name,
-        opts: SockOpts {
-            sndbuf: o.sndbuf,
-            rcvbuf: o.rcvbuf,
-            passcred: o.passcred,
-            reuseaddr: false,
-            reuseport: false,
-            buf_lock: o.buf_lock,
-        },
+        opts: unix_opts(&o),
         flags,
         dir,
         listener_dir,
@@ -562,14 +580,7 @@ fn pair_state(
             )),
         };
         let o = sockdiag::sock_opts(&dup, true)?;
-        st.opts[usize::from(which)] = SockOpts {
-            sndbuf: o.sndbuf,
-            rcvbuf: o.rcvbuf,
-            passcred: o.passcred,
-            reuseaddr: false,
-            reuseport: false,
-            buf_lock: o.buf_lock,
-        };
+        st.opts[usize::from(which)] = unix_opts(&o);
         if s.typ == libc::SOCK_STREAM {
             if sock.rqueue == 0 {
                 continue;
@@ -977,14 +988,7 @@ fn unix_dgram(
         sock: Box::new(UnixDgramState {
             name,
             peer_name,
-            opts: SockOpts {
-                sndbuf: opts.sndbuf,
-                rcvbuf: opts.rcvbuf,
-                passcred: opts.passcred,
-                reuseaddr: false,
-                reuseport: false,
-                buf_lock: opts.buf_lock,
-            },
+            opts: unix_opts(&opts),
             msgs,
             shutdown: s.shutdown,
         }),

@@ -211,6 +211,7 @@ fn datagram_udp_and_listening_sockets() {
         backlog: 5,
         flags: 0,
         dir: Vec::new(),
+        opts: Default::default(),
     };
     assert_none(&sockets(listen(b"/run/x.sock"), &[]));
     let long = [b"/".as_slice(), &[b'a'; 106]].concat();
@@ -396,6 +397,7 @@ fn host_checks_dispatch_to_the_kind() {
             backlog: 1,
             flags: 0,
             dir: Vec::new(),
+            opts: Default::default(),
         },
         FdKind::UnixDgram {
             sock: Box::new(UnixDgramState {

@@ -401,6 +401,7 @@ fn listener(n: i32, name: &[u8], typ: i32, backlog: u32) -> crate::model::Fd {
             backlog,
             flags: 0,
             dir: Vec::new(),
+            opts: Default::default(),
         },
     )
 }
