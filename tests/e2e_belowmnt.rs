@@ -112,10 +112,12 @@ fn mount_namespace_made_below_the_root_is_restored() {
         "the child's tmpfs: {mi_before}"
     );
     let pids = process_tree(root);
+    let child_mnt = ns_inode(&child.to_string(), "mnt");
     let img = ctx.path("belowmnt.img");
     ctx.dump(root, &img);
     t.expect_killed();
     wait_pids_gone(&pids, name);
+    assert_below_in_manifest(&ctx, &img, child, child_mnt);
     let mut r = ctx.restore(&img, &[], In::Pipe);
     let deadline = std::time::Instant::now() + timeout();
     while !oracle::restored_tree_up(&before) {
@@ -171,6 +173,51 @@ fn mount_namespace_made_below_the_root_is_restored() {
         Some(0),
         "{name}: exit; stderr:\n{}",
         text(&fin.stderr)
+    );
+}
+
+/// `ckpt check IMG --json` lists the child's mount namespace (`mnt:[ino]`, made by
+/// `child`) under requirements.namespaces as one a process below the root made, with
+/// what its mounts need of the host: the host directory bound in (external) and the
+/// tmpfs made anew; the others are not "below".
+fn assert_below_in_manifest(ctx: &Ctx, img: &Path, child: i32, ino: u64) {
+    let m = common::arch::check_json(ctx, img, &[], &[]);
+    let list = m["requirements"]["namespaces"]
+        .as_array()
+        .unwrap_or_else(|| panic!("check --json has no requirements.namespaces: {m}"));
+    let below: Vec<_> = list.iter().filter(|n| n["below"] == true).collect();
+    assert_eq!(
+        below.len(),
+        1,
+        "one namespace made below the root: {list:?}"
+    );
+    let n = below[0];
+    assert_eq!(
+        (n["kind"].as_str(), n["inode"].as_u64(), n["as"].as_str()),
+        (Some("mnt"), Some(ino), Some("own")),
+        "{n}"
+    );
+    assert_eq!(n["made_by"].as_i64(), Some(i64::from(child)), "{n}");
+    let host = ctx.dir.join("host");
+    let external = n["mounts"]["external"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        external
+            .iter()
+            .any(|e| e["source"].as_str() == host.to_str()),
+        "the bind of {} among the external mounts: {n}",
+        host.display()
+    );
+    let fs = n["mounts"]["filesystems"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(fs.iter().any(|f| f == "tmpfs"), "the tmpfs made anew: {n}");
+    assert!(
+        list.iter().all(|x| x["below"] == false || x == n),
+        "the others are not below: {list:?}"
     );
 }
 
