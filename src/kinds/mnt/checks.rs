@@ -228,7 +228,8 @@ pub(crate) fn check_tree(ckpt: &Checkpoint, new_pidns: bool, problems: &mut Vec<
         }
         seen.insert(m.id, matches!(m.origin, MountOrigin::Fresh { .. }));
     }
-    if let Err((i, why)) = prop_plan(&prop_in(tree)) {
+    let outside = tree.outside.iter().map(|o| o.group.clone()).collect();
+    if let Err((i, why)) = prop_plan(&prop_in(tree), &outside) {
         let at = tree
             .mounts
             .get(i)
