@@ -391,16 +391,7 @@ fn mount_namespace_sharing_peers_with_ckpts_is_restored() {
     t.expect_killed();
     wait_pids_gone(&pids, name);
     let mut r = ctx.restore(&img, &[], In::Pipe);
-    let deadline = std::time::Instant::now() + timeout();
-    while !oracle::restored_tree_up(&before) {
-        assert!(
-            std::time::Instant::now() < deadline && r.try_wait().is_none(),
-            "{name}: the restored tree does not run; ckpt restore: {:?}\n{}",
-            r.try_wait(),
-            r.stderr.text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_restored_up(&before, &mut r, name);
     let [_, c2, _] = shape(root, "restored");
     assert_eq!(c2, child, "the same PIDs");
     let after = Snapshot::at_rest(root, name);

@@ -480,16 +480,7 @@ fn undo_adjustment_in_an_ipc_namespace_made_below_the_root_comes_back() {
     t.expect_killed();
     wait_pids_gone(&pids, name);
     let mut r = ctx.restore(&img, &[], In::Pipe);
-    let deadline = std::time::Instant::now() + timeout();
-    while !oracle::restored_tree_up(&before) {
-        assert!(
-            std::time::Instant::now() < deadline && r.try_wait().is_none(),
-            "{name}: the restored tree does not run; ckpt restore: {:?}\n{}",
-            r.try_wait(),
-            r.stderr.text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_restored_up(&before, &mut r, name);
     let (rchild, _) = ipc_child(pid, "restored");
     assert_eq!(rchild, child, "the ipc child keeps its PID");
     let said = report(&mut r, 1);

@@ -363,3 +363,18 @@ pub fn blocked_read_dumped_in_read(
     t.expect_killed();
     (reference, pid, t.stdout.finish("original"))
 }
+
+/// Wait until the tree restored by `r` runs whole (as the state oracle's `before` knows
+/// it), failing `name` if the restore ends or the time runs out first.
+pub fn wait_restored_up(before: &super::oracle::Snapshot, r: &mut Proc, name: &str) {
+    let deadline = std::time::Instant::now() + timeout();
+    while !super::oracle::restored_tree_up(before) {
+        assert!(
+            std::time::Instant::now() < deadline && r.try_wait().is_none(),
+            "{name}: the restored tree does not run; ckpt restore: {:?}\n{}",
+            r.try_wait(),
+            r.stderr.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
