@@ -7,14 +7,20 @@
 //! bind shows the host's file, the working directory is on the tmpfs), the mounts seen
 //! from inside (mountinfo, normalised by the state oracle), the tmpfs's files and the
 //! namespace relations (root and child apart, the grandchild with the child) are the
-//! original's. What is not restored (a copy that keeps its mounts shared with its
-//! parent's namespace, a namespace nested two deep) is refused at dump, the tree
-//! running on; a restore that fails while building the namespace leaves nothing.
+//! original's, and `ckpt check --json` lists the namespace as made below the root. A
+//! copy that keeps ckpt's shared mounts in their peer groups (the test's thread in a
+//! mount namespace of its own, with a shared tmpfs) comes back in them: mounts made on
+//! either side propagate as before. What is not restored (a namespace nested two deep,
+//! with or without peers in its parent's) is refused at dump, the tree running on; a
+//! restore that fails while building the namespace leaves nothing.
 //!
 //! The target is `tests/targets/belowmnt.c`. Needs root (unshare, mount, ptrace).
 
+#![allow(unsafe_code)]
+
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use common::oracle::{self, Cmp, Snapshot};
@@ -60,9 +66,10 @@ fn shape(root: i32, what: &str) -> [i32; 3] {
     let grandchild = tree.iter().copied().find(|&p| ppid(p) == child);
     let grandchild = grandchild.unwrap_or_else(|| panic!("{what}: no grandchild: {tree:?}"));
     let mnt = |p: i32| ns_inode(&p.to_string(), "mnt");
+    // (This thread's: a test may have given it one of its own, `thread_mount_ns`.)
     assert_eq!(
         mnt(root),
-        ns_inode("self", "mnt"),
+        ns_inode("thread-self", "mnt"),
         "{what}: the root in ours"
     );
     assert_ne!(mnt(child), mnt(root), "{what}: the child's own");
@@ -112,10 +119,12 @@ fn mount_namespace_made_below_the_root_is_restored() {
         "the child's tmpfs: {mi_before}"
     );
     let pids = process_tree(root);
+    let child_mnt = ns_inode(&child.to_string(), "mnt");
     let img = ctx.path("belowmnt.img");
     ctx.dump(root, &img);
     t.expect_killed();
     wait_pids_gone(&pids, name);
+    assert_below_in_manifest(&ctx, &img, child, child_mnt);
     let mut r = ctx.restore(&img, &[], In::Pipe);
     let deadline = std::time::Instant::now() + timeout();
     while !oracle::restored_tree_up(&before) {
@@ -174,6 +183,51 @@ fn mount_namespace_made_below_the_root_is_restored() {
     );
 }
 
+/// `ckpt check IMG --json` lists the child's mount namespace (`mnt:[ino]`, made by
+/// `child`) under requirements.namespaces as one a process below the root made, with
+/// what its mounts need of the host: the host directory bound in (external) and the
+/// tmpfs made anew; the others are not "below".
+fn assert_below_in_manifest(ctx: &Ctx, img: &Path, child: i32, ino: u64) {
+    let m = common::arch::check_json(ctx, img, &[], &[]);
+    let list = m["requirements"]["namespaces"]
+        .as_array()
+        .unwrap_or_else(|| panic!("check --json has no requirements.namespaces: {m}"));
+    let below: Vec<_> = list.iter().filter(|n| n["below"] == true).collect();
+    assert_eq!(
+        below.len(),
+        1,
+        "one namespace made below the root: {list:?}"
+    );
+    let n = below[0];
+    assert_eq!(
+        (n["kind"].as_str(), n["inode"].as_u64(), n["as"].as_str()),
+        (Some("mnt"), Some(ino), Some("own")),
+        "{n}"
+    );
+    assert_eq!(n["made_by"].as_i64(), Some(i64::from(child)), "{n}");
+    let host = ctx.dir.join("host");
+    let external = n["mounts"]["external"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        external
+            .iter()
+            .any(|e| e["source"].as_str() == host.to_str()),
+        "the bind of {} among the external mounts: {n}",
+        host.display()
+    );
+    let fs = n["mounts"]["filesystems"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(fs.iter().any(|f| f == "tmpfs"), "the tmpfs made anew: {n}");
+    assert!(
+        list.iter().all(|x| x["below"] == false || x == n),
+        "the others are not below: {list:?}"
+    );
+}
+
 /// Restores failing while the namespace is built (before, while mounting, while giving
 /// propagation) and after leave no process, and nothing mounted in ours.
 #[test]
@@ -214,6 +268,199 @@ fn failed_restores_of_a_mount_namespace_below_the_root_leave_nothing() {
     assert_eq!(r.finish().status.code(), Some(0));
 }
 
+/// `mount(2)` by this thread (`src` on `target`, of type `fstype`, with `flags`).
+fn mount(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: libc::c_ulong) {
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+    let (src, fstype) = (src.map(c), fstype.map(c));
+    let t = c(target.to_str().expect("a UTF-8 path"));
+    let ptr = |o: &Option<std::ffi::CString>| o.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
+    // SAFETY: NUL-terminated strings (or null where mount(2) takes none), no data.
+    let r = unsafe { libc::mount(ptr(&src), t.as_ptr(), ptr(&fstype), flags, std::ptr::null()) };
+    assert_eq!(
+        r,
+        0,
+        "mount on {}: {}",
+        target.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Give this thread (and what it starts: the target, ckpt) a mount namespace of its own,
+/// every mount private there (nothing reaches the host's), with a tmpfs on `dir`/peer
+/// made shared: the peer group the child's copy shares with it (the host's mounts are
+/// private here). It ends with the test's thread and its processes.
+fn thread_mount_ns(dir: &Path) -> PathBuf {
+    // SAFETY: unshare(CLONE_NEWNS) gives the calling thread (its file system context
+    // unshared with it) a namespace of its own; the test's other threads keep theirs.
+    let r = unsafe { libc::unshare(libc::CLONE_NEWNS) };
+    assert_eq!(r, 0, "unshare: {}", std::io::Error::last_os_error());
+    mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE);
+    let peer = dir.join("peer");
+    std::fs::create_dir_all(&peer).expect("mkdir peer");
+    mount(Some("belowpeer"), &peer, Some("tmpfs"), 0);
+    mount(None, &peer, None, libc::MS_SHARED);
+    peer
+}
+
+/// The optional fields (shared:N, master:N) of the mount on `point` in `mountinfo`
+/// (None: nothing mounted there).
+fn optional_at(mountinfo: &str, point: &Path) -> Option<String> {
+    let p = point.to_str()?;
+    mountinfo.lines().rev().find_map(|l| {
+        let head = l.split(" - ").next()?;
+        let w: Vec<&str> = head.split(' ').collect();
+        (w.get(4) == Some(&p)).then(|| w.get(6..).unwrap_or_default().join(" "))
+    })
+}
+
+fn mountinfo_of(who: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{who}/mountinfo")).unwrap_or_default()
+}
+
+/// Propagation between this thread's namespace and `child`'s, both ways, through the
+/// shared tmpfs `peer`: a tmpfs mounted on peer/from-parent here shows in the child's
+/// namespace and its unmount too; one the child's namespace mounts (nsenter) on
+/// peer/from-child shows here, and its unmount too. Both see peer in one peer group.
+fn assert_propagates(child: i32, peer: &Path, what: &str) {
+    let ours = optional_at(&mountinfo_of("thread-self"), peer);
+    let theirs = optional_at(&mountinfo_of(&child.to_string()), peer);
+    assert!(
+        ours.as_deref().is_some_and(|o| o.starts_with("shared:")) && ours == theirs,
+        "{what}: {} in one peer group here and in the child's namespace: {ours:?} {theirs:?}",
+        peer.display()
+    );
+    let here = peer.join("from-parent");
+    std::fs::create_dir_all(&here).expect("mkdir from-parent");
+    mount(Some("peerprobe"), &here, Some("tmpfs"), 0);
+    let shown = optional_at(&mountinfo_of(&child.to_string()), &here).is_some();
+    let c = std::ffi::CString::new(here.to_str().unwrap_or_default()).expect("no NUL");
+    // SAFETY: a NUL-terminated path.
+    let r = unsafe { libc::umount2(c.as_ptr(), 0) };
+    assert_eq!(r, 0, "umount: {}", std::io::Error::last_os_error());
+    assert!(
+        shown,
+        "{what}: a mount made here shows in the child's namespace"
+    );
+    assert!(
+        optional_at(&mountinfo_of(&child.to_string()), &here).is_none(),
+        "{what}: its unmount too"
+    );
+    let there = peer.join("from-child");
+    std::fs::create_dir_all(&there).expect("mkdir from-child");
+    let nsenter = |args: &[&str]| {
+        let st = std::process::Command::new("nsenter")
+            .args(["-t", &child.to_string(), "-m", "--"])
+            .args(args)
+            .status()
+            .expect("run nsenter");
+        assert!(st.success(), "{what}: nsenter {args:?}: {st}");
+    };
+    let at = there.to_str().unwrap_or_default();
+    nsenter(&["mount", "-t", "tmpfs", "peerprobe", at]);
+    let shown = optional_at(&mountinfo_of("thread-self"), &there).is_some();
+    nsenter(&["umount", at]);
+    assert!(
+        shown,
+        "{what}: a mount the child's namespace made shows here"
+    );
+    assert!(
+        optional_at(&mountinfo_of("thread-self"), &there).is_none(),
+        "{what}: its unmount too"
+    );
+}
+
+/// A child's mount namespace copied with unshare(CLONE_NEWNS) from ckpt's (here the
+/// test thread's own, `thread_mount_ns`) keeps its copy of a shared tmpfs in that
+/// mount's peer group: restored, the copy joins the group again (MOVE_MOUNT_SET_GROUP
+/// from ckpt's mount), and propagation works both ways as before (checked before the
+/// dump and after the restore); the mounts seen from inside (oracle), the processes'
+/// own checks and the tmpfs's files are the original's.
+#[test]
+fn mount_namespace_sharing_peers_with_ckpts_is_restored() {
+    let name = "mount_namespace_sharing_peers_with_ckpts_is_restored";
+    let ctx = Ctx::new(name);
+    let peer = thread_mount_ns(&ctx.dir);
+    let (mut t, [root, child, _]) = start(&ctx, "peers");
+    let said = report(&mut t, 1);
+    assert_eq!(said, ALL_OK, "the original's own checks");
+    assert_propagates(child, &peer, "original");
+    let before = Snapshot::at_rest(root, name).with_report(root, &said);
+    let pids = process_tree(root);
+    let img = ctx.path("belowpeers.img");
+    ctx.dump(root, &img);
+    t.expect_killed();
+    wait_pids_gone(&pids, name);
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    wait_restored_up(&before, &mut r, name);
+    let [_, c2, _] = shape(root, "restored");
+    assert_eq!(c2, child, "the same PIDs");
+    let after = Snapshot::at_rest(root, name);
+    let said = report(&mut r, 1);
+    assert_eq!(said, ALL_OK, "the restored tree's own checks");
+    let after = after.with_report(root, &said);
+    oracle::assert_same_kernel_state(
+        name,
+        &format!("{name}: belowmnt peers"),
+        Cmp::Restored,
+        &before,
+        &after,
+        &[],
+    );
+    assert_propagates(child, &peer, "restored");
+    assert_eq!(tmpfs_file(child, &ctx.dir, "notes.txt"), "made inside\n");
+    r.write_stdin(b"exit\n");
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "{name}: exit; stderr:\n{}",
+        text(&fin.stderr)
+    );
+}
+
+/// Restores of that tree failing while its namespace is built (while mounting, while
+/// joining the peer group) and after (memory) leave no process and no mount in ckpt's
+/// namespace; one whose peer in ckpt's namespace is no longer shared is refused before
+/// anything is made, naming the mount point; a restore after them works, with
+/// propagation both ways.
+#[test]
+fn failed_restores_of_a_namespace_sharing_peers_leave_nothing() {
+    let name = "failed_restores_of_a_namespace_sharing_peers_leave_nothing";
+    let ctx = Ctx::new(name);
+    let peer = thread_mount_ns(&ctx.dir);
+    let (mut t, tree) = start(&ctx, "peers");
+    let img = ctx.path("belowpeers.img");
+    ctx.dump(tree[0], &img);
+    t.expect_killed();
+    wait_pids_gone(&tree, name);
+    let ours = || mountinfo_of("thread-self");
+    let before = ours();
+    for f in [
+        "mount the tree's file systems",
+        "set the tree's mount propagation",
+        "fill memory",
+    ] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
+        assert_eq!(ours(), before, "{f}: our mounts");
+    }
+    mount(None, &peer, None, libc::MS_PRIVATE);
+    let r = ctx.ckpt(&[OsStr::new("restore"), img.as_os_str()]);
+    r.assert_fails(1)
+        .assert_stderr_mentions(&[peer.to_str().unwrap_or_default(), "not shared now"]);
+    for &p in &tree {
+        assert_no_process(p, "the refused restore");
+    }
+    mount(None, &peer, None, libc::MS_SHARED);
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    let [_, child, _] = shape(tree[0], "restored after the failures");
+    assert_eq!(report(&mut r, 1), ALL_OK, "restored after the failures");
+    assert_propagates(child, &peer, "restored after the failures");
+    r.write_stdin(b"exit\n");
+    r.close_stdin();
+    assert_eq!(r.finish().status.code(), Some(0));
+}
+
 /// Dump of the target in `mode` refused, naming the grandchild and with `words`; the
 /// tree runs on and still works.
 fn refused(name: &str, mode: &str, words: &[&str]) {
@@ -237,14 +484,14 @@ fn refused(name: &str, mode: &str, words: &[&str]) {
 }
 
 /// unshare(CLONE_NEWNS) keeps a shared mount's copy in its peer group: the
-/// grandchild's copy of the child's shared tmpfs is refused (propagation between two
-/// namespaces is not restored yet).
+/// grandchild's copy of the child's shared tmpfs, nested in the child's namespace, is
+/// refused (two deep).
 #[test]
 fn mount_namespace_sharing_peers_with_its_parents_is_refused() {
     refused(
         "mount_namespace_sharing_peers_with_its_parents_is_refused",
         "shared",
-        &["peer group", "not restored yet", "--propagation private"],
+        &["nested two deep", "not restored yet"],
     );
 }
 

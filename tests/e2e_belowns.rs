@@ -433,41 +433,81 @@ fn failed_restores_of_objects_below_the_root_leave_nothing() {
 }
 
 /// A semaphore undo adjustment (SEM_UNDO) in an IPC namespace a process below the root
-/// made is refused at dump (not restored there yet), naming the process and the
-/// namespace; the tree runs on, its objects as they were.
+/// made comes back there: the child raised semaphore 1 of its set by 2 with SEM_UNDO
+/// (5 to 7); restored, the namespace as read inside it is the original's (the oracle),
+/// the value is 7 still, and when the child exits the kernel takes the adjustment back
+/// exactly: the value read inside the namespace (kept by its file) is 5 again, as it is
+/// when the original exits undisturbed (without the adjustment restored it stays 7).
 #[test]
-fn undo_adjustment_in_an_ipc_namespace_made_below_the_root_is_refused() {
-    let name = "undo_adjustment_in_an_ipc_namespace_made_below_the_root_is_refused";
+fn undo_adjustment_in_an_ipc_namespace_made_below_the_root_comes_back() {
+    let name = "undo_adjustment_in_an_ipc_namespace_made_below_the_root_comes_back";
     let ctx = Ctx::new(name);
     let spec = Spec::new(target("belowns"))
         .arg("ipc")
         .arg("semundo")
         .stdin(In::Pipe)
         .cwd(&ctx.dir);
+    let values = |ns: &std::fs::File| -> Vec<Vec<i32>> {
+        common::ipcview::sem_values_in(ns).into_values().collect()
+    };
+    // The original, undisturbed: its exit undoes the adjustment.
     let mut t = ctx.spawn(&spec);
     t.wait_for("ready\n");
-    let (child, tree) = ipc_child(t.pid, name);
-    let view = common::ipcview::ipc_view(child, t.pid, &BELOW_QUEUES);
-    let r = ctx.try_dump(t.pid, &ctx.path("undo.img"));
-    r.assert_fails(1);
-    assert!(
-        r.stderr.contains(&format!("process {child}"))
-            && r.stderr.contains("undo")
-            && r.stderr.contains(&format!("ipc:[{}]", ns(child, "ipc"))),
-        "dump of a tree whose child made a SEM_UNDO operation in its IPC namespace: {}",
-        r.stderr
-    );
-    for &p in &tree {
-        assert_running_untraced(p, "after the refused dump");
-    }
-    assert_eq!(
-        common::ipcview::ipc_view(child, t.pid, &BELOW_QUEUES),
-        view,
-        "the namespace's objects after the refused dump"
-    );
+    let (child, _) = ipc_child(t.pid, "undisturbed");
+    let ns = common::ipcview::ipc_ns_file(child);
+    assert_eq!(values(&ns), vec![vec![3, 7, 7]], "undisturbed, running");
     t.write_stdin(b"exit\n");
     t.close_stdin();
     assert_eq!(t.finish().status.code(), Some(0));
+    assert_eq!(
+        values(&ns),
+        vec![vec![3, 5, 7]],
+        "undisturbed, after its exit"
+    );
+    // Dumped and restored.
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let pid = t.pid;
+    let (child, pids) = ipc_child(pid, "original");
+    let said = report(&mut t, 1);
+    assert_eq!(said, "report: ipc=ok", "the original's own checks");
+    let before = ipc_at_rest(pid, child, name, &said);
+    let img = ctx.path("undo.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&pids, name);
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    wait_restored_up(&before, &mut r, name);
+    let (rchild, _) = ipc_child(pid, "restored");
+    assert_eq!(rchild, child, "the ipc child keeps its PID");
+    let said = report(&mut r, 1);
+    assert_eq!(said, "report: ipc=ok", "the restored tree's own checks");
+    let after = ipc_at_rest(pid, child, name, &said);
+    oracle::assert_same_kernel_state(
+        name,
+        &format!("{name}: belowns ipc semundo"),
+        Cmp::Restored,
+        &before,
+        &after,
+        &[],
+    );
+    assert_ipc_nothing_on_host("restored");
+    let ns = common::ipcview::ipc_ns_file(child);
+    assert_eq!(values(&ns), vec![vec![3, 7, 7]], "restored, running");
+    r.write_stdin(b"exit\n");
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "{name}: the restored tree's exit; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    assert_eq!(
+        values(&ns),
+        vec![vec![3, 5, 7]],
+        "after the restored child's exit: its undo adjustment taken back exactly"
+    );
 }
 
 /// A unix socket pair a process made in the root's network namespace and holds in one it

@@ -484,9 +484,10 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     // processes (see kinds::ipc).
     let tree_pids: std::collections::BTreeSet<i32> = tree.nodes.iter().map(|(p, _)| *p).collect();
     let undo_sets = crate::kinds::ipc::undo_candidates(&tree_pids)?;
-    // (They are sets of the root's IPC namespace: not asked of a process in another,
-    // which `kinds::ipc::collect_below_root` refuses if it could have adjustments.)
+    // (They are sets of the root's IPC namespace: a process in another, one a process
+    // below the root made, is asked about the sets of its own, read inside it.)
     let root_ipc = sys::ns::inode(pid, "ipc")?;
+    let mut undo_sets_in: std::collections::BTreeMap<u64, Vec<i32>> = Default::default();
     for (p, fr) in tree.nodes.iter_mut() {
         check_signals()?;
         // As the parent sees them (in the tree's own PID namespace, if it has one).
@@ -495,14 +496,31 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
             .filter(|(_, parent, _)| parent == p)
             .map(|(_, _, local)| *local)
             .collect();
-        let other_ipc = fr.is_some() && sys::ns::inode(*p, "ipc").ok() != Some(root_ipc);
+        let ipc = match fr {
+            Some(_) => sys::ns::inode(*p, "ipc").ok(),
+            None => None,
+        };
+        let other_ipc = ipc.filter(|&i| i != root_ipc);
+        if let Some(i) = other_ipc {
+            if let std::collections::btree_map::Entry::Vacant(e) = undo_sets_in.entry(i) {
+                let sets = sys::ns::inside(*p, &["ipc"], || {
+                    Ok(crate::kinds::ipc::undo_candidates(&tree_pids))
+                })??;
+                e.insert(sets);
+            }
+        }
+        let sets = match other_ipc {
+            Some(i) => undo_sets_in.get(&i).map_or(&[][..], |v| &v[..]),
+            None => &undo_sets[..],
+        };
         let (process, collected) = match fr {
             Some(fr) => collect::collect_process(
                 fr,
                 &mut seen,
                 &crate::kinds::task::query::Ask {
                     stopped_children: &kids,
-                    undo_sets: if other_ipc { &[] } else { &undo_sets },
+                    undo_sets: sets,
+                    undo_elsewhere: other_ipc.is_some(),
                     undo_ref: Some(&undo_ref),
                 },
             )?,

@@ -225,10 +225,10 @@ pub(crate) fn collect(
 /// from a thread of ckpt that joins it: all of them are the tree's (nothing outside it
 /// is in that namespace, `kinds::ns` checked), saved in the namespace's `IpcLimits`,
 /// with those of the segments the processes in it (`processes`, host PIDs, each with
-/// its namespaces) attach. Refused, naming the process: a descriptor of a named queue
-/// that is not the namespace's, and a process in it with a semaphore undo list while
-/// the namespace has semaphore sets (its adjustments there are not read yet: the
-/// questions [`probe_undo`] asks are made from the tree's root's IPC namespace).
+/// its namespaces) attach, and the semaphore undo adjustments they have there (asked
+/// of each by [`probe_undo`] on the namespace's sets, restored by [`restore_undo`]).
+/// Refused, naming the process: a descriptor of a named queue that is not the
+/// namespace's.
 pub(crate) fn collect_below_root(
     processes: &[Process],
     namespaces: &mut [crate::model::Namespace],
@@ -247,27 +247,8 @@ pub(crate) fn collect_below_root(
             continue;
         };
         crate::kinds::fd::mqueue::refuse_outside_namespace(in_ns.iter().copied(), &l.mqueues)?;
-        let ino = ns.inode;
         let objects =
             crate::sys::ns::inside(maker.pid, &["ipc"], || Ok(collect(&in_ns, &tree, true)))??;
-        if !objects.sem.is_empty() {
-            if let Some(p) = in_ns.iter().find(|p| {
-                matches!(
-                    p.sem_undo_list,
-                    Some(SemUndoList::Own | SemUndoList::Shared(_))
-                )
-            }) {
-                return Err(DumpError::Unsupported {
-                    pid: p.pid,
-                    why: format!(
-                        "it has a System V semaphore undo list (a SEM_UNDO operation, or \
-                         threads) in the IPC namespace ipc:[{ino}] that a process below the \
-                         tree's root made, which holds semaphore sets; undo adjustments \
-                         there are not restored yet"
-                    ),
-                });
-            }
-        }
         l.sysv = objects;
     }
     Ok(())
@@ -513,21 +494,29 @@ pub(crate) fn probe_undo(
     inj: &mut Injector,
     mem: &RemoteMem,
     out: u64,
-    sets: &[i32],
+    (sets, elsewhere): (&[i32], bool),
     has_list: bool,
 ) -> DumpResult<Vec<SemUndo>> {
     let pid = inj.pid();
     if sets.is_empty() || !has_list {
         return Ok(Vec::new());
     }
+    // The sets and their values as the process's IPC namespace shows them: read from a
+    // thread that joins it when it is not ckpt's (`elsewhere`: one a process below the
+    // root made). The questions themselves are the process's calls, made in its own.
+    let list = || match elsewhere {
+        true => crate::sys::ns::inside(pid, &["ipc"], || sysipc::list(IpcKind::Sem)),
+        false => sysipc::list(IpcKind::Sem),
+    };
+    let values_of = |id: i32, n: usize| match elsewhere {
+        true => crate::sys::ns::inside(pid, &["ipc"], || sysipc::sem_values(id, n)),
+        false => sysipc::sem_values(id, n),
+    };
     'attempt: for _ in 0..3 {
         let mut found = Vec::new();
-        for o in sysipc::list(IpcKind::Sem)?
-            .into_iter()
-            .filter(|o| sets.contains(&o.id))
-        {
+        for o in list()?.into_iter().filter(|o| sets.contains(&o.id)) {
             let n = o.size as usize;
-            let Ok(values) = sysipc::sem_values(o.id, n) else {
+            let Ok(values) = values_of(o.id, n) else {
                 continue;
             };
             let mut adj = vec![0i16; n];
@@ -561,7 +550,7 @@ pub(crate) fn probe_undo(
             if !asked {
                 continue;
             }
-            if sysipc::sem_values(o.id, n).ok().as_deref() != Some(&values[..]) {
+            if values_of(o.id, n).ok().as_deref() != Some(&values[..]) {
                 continue 'attempt;
             }
             if adj.iter().any(|&a| a != 0) {
@@ -634,7 +623,7 @@ pub(crate) fn check_objects(
 
 /// Every undo adjustment of the image's processes is on a set of the image, with one
 /// adjustment per semaphore; a segment's data fits in it.
-pub(crate) fn check_undo(ipc: &SysvIpc, procs: &[Process], problems: &mut Vec<Problem>) {
+pub(crate) fn check_undo(ipc: &SysvIpc, procs: &[&Process], problems: &mut Vec<Problem>) {
     for s in ipc.shm.iter().filter(|s| s.data.len() as u64 > s.size) {
         check::p(
             problems,
@@ -707,7 +696,7 @@ pub(crate) fn check_undo(ipc: &SysvIpc, procs: &[Process], problems: &mut Vec<Pr
 /// The objects of each IPC namespace processes below the tree's root made can be made
 /// again there (in a new namespace every ID is free: only whether this kernel lets ckpt
 /// choose them), fit its limits, and are those its processes use: each segment one of
-/// them attaches is among them, no undo adjustment (not restored there), its named
+/// them attaches is among them, its processes' undo adjustments on its sets, its named
 /// queues well formed and those its processes open.
 pub(crate) fn check_below_root(ckpt: &crate::model::Checkpoint, problems: &mut Vec<Problem>) {
     for (ns, procs) in crate::kinds::ns::below_ipc(ckpt) {
@@ -716,20 +705,9 @@ pub(crate) fn check_below_root(ckpt: &crate::model::Checkpoint, problems: &mut V
         };
         check_objects(&l.sysv, &Held::default(), false, problems);
         check_limits(&l.sysv, &l.values, problems);
-        check_undo(&l.sysv, &[], problems);
+        check_undo(&l.sysv, &procs, problems);
         crate::kinds::fd::mqueue::check_namespace(procs.iter().copied(), &l.mqueues, problems);
         for p in procs {
-            if !p.sem_undo.is_empty() {
-                check::p(
-                    problems,
-                    "malformed",
-                    format!(
-                        "process {} has System V semaphore undo adjustments in the IPC \
-                         namespace ipc:[{}] a process below the root made: not restored",
-                        p.pid, ns.inode
-                    ),
-                );
-            }
             for v in &p.vmas {
                 if let VmaKind::SysvShm { shmid, .. } = v.kind {
                     if !l.sysv.shm.iter().any(|s| s.perm.id == shmid) {
@@ -1005,11 +983,17 @@ pub(crate) fn create_below_root(
 
 /// The process's semaphore undo adjustments, set again by semops it makes itself (its
 /// own undo list; threads made with CLONE_SYSVSEM share it), each leaving the value as
-/// it is (see [`undo_ops`]).
-pub(crate) fn restore_undo(cx: &mut Ctx<'_>) -> RestoreResult<()> {
+/// it is (see [`undo_ops`]). `elsewhere`: it is in an IPC namespace a process below the
+/// root made, whose sets' values ckpt reads from a thread that joins it.
+pub(crate) fn restore_undo(cx: &mut Ctx<'_>, elsewhere: bool) -> RestoreResult<()> {
     let undo = cx.proc_.sem_undo.clone();
+    let pid = cx.pid();
     for u in &undo {
-        let values = sysipc::sem_values(u.semid, u.adj.len())?;
+        let n = u.adj.len();
+        let values = match elsewhere {
+            true => crate::sys::ns::inside(pid, &["ipc"], || sysipc::sem_values(u.semid, n))?,
+            false => sysipc::sem_values(u.semid, n)?,
+        };
         for (num, &a) in u.adj.iter().enumerate() {
             if a == 0 {
                 continue;
@@ -1354,7 +1338,7 @@ mod tests {
             },
         ];
         let mut v = Vec::new();
-        check_undo(&ipc, &[p], &mut v);
+        check_undo(&ipc, &[&p], &mut v);
         assert_eq!(v.len(), 3, "{v:?}");
         assert!(v.iter().all(|p| p.code == "malformed"), "{v:?}");
     }
@@ -1371,7 +1355,8 @@ mod tests {
         use SemUndoList::*;
         let run = |procs: &[Process]| {
             let mut v = Vec::new();
-            check_undo(&SysvIpc::default(), procs, &mut v);
+            let procs: Vec<&Process> = procs.iter().collect();
+            check_undo(&SysvIpc::default(), &procs, &mut v);
             v
         };
         // 10 owns it, 11 (its child) and 12 (11's child) share it: made by forking with

@@ -1727,6 +1727,31 @@ pub struct NetAddr {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct MountTree {
     pub mounts: Vec<Mount>,
+    /// In a mount namespace a process below the tree's root made (copied from ckpt's
+    /// with unshare(CLONE_NEWNS), keeping shared mounts shared): the peer groups its
+    /// mounts share with, or are slaves of, that namespace, each with a mount of ckpt's
+    /// namespace that restore takes the group from (`MOVE_MOUNT_SET_GROUP`).
+    #[serde(default)]
+    pub outside: Vec<OutsidePeer>,
+}
+
+/// A peer group of ckpt's mount namespace that mounts of a namespace a process below
+/// the root made are in (or slaves of), found there through one of its mounts.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct OutsidePeer {
+    /// The group's ID at dump, as the mounts' "shared:N" and "master:N" name it.
+    pub group: String,
+    /// Where that mount is mounted in ckpt's namespace (the last mount there).
+    #[serde(with = "serde_bytes")]
+    pub point: Vec<u8>,
+    /// The directory of its file system it shows (which holds the roots of the mounts
+    /// that join its group).
+    #[serde(with = "serde_bytes")]
+    pub root: Vec<u8>,
+    pub dev: u64,
+    /// It is a member of the group ("shared:N"); false: a slave of it only ("master:N"),
+    /// through which a mount becomes a slave of the group too.
+    pub member: bool,
 }
 
 /// One mount, as /proc/PID/mountinfo shows it, and where restore gets it from.

@@ -421,7 +421,13 @@ fn check_all(ckpt: &Checkpoint, view: &HostView, held: &Held) -> (Vec<Problem>, 
             procs: &ckpt.processes,
         };
         crate::kinds::ipc::check_objects(&ckpt.sysv, held, !image.new_ipcns, &mut problems);
-        crate::kinds::ipc::check_undo(&ckpt.sysv, &ckpt.processes, &mut problems);
+        // (Those in an IPC namespace a process below the root made: `check_below_root`.)
+        let in_root_ipc: Vec<&crate::model::Process> = ckpt
+            .processes
+            .iter()
+            .filter(|p| !crate::kinds::ns::ipc_below_root(&ckpt.processes, p))
+            .collect();
+        crate::kinds::ipc::check_undo(&ckpt.sysv, &in_root_ipc, &mut problems);
         crate::kinds::ipc::check_below_root(ckpt, &mut problems);
         if let Some(l) = crate::kinds::ns::own_ipc(ckpt) {
             crate::kinds::ipc::check_limits(&ckpt.sysv, &l.values, &mut problems);

@@ -12,7 +12,40 @@ use super::process_tree;
 
 /// Run `f` on a thread that joined the IPC namespace of process `pid`.
 pub fn in_ipc_ns<T: Send>(pid: i32, f: impl FnOnce() -> T + Send) -> T {
-    let ns = fs::File::open(format!("/proc/{pid}/ns/ipc")).expect("the tree's IPC namespace");
+    in_ipc_ns_file(&ipc_ns_file(pid), f)
+}
+
+/// The IPC namespace file of process `pid`, opened (it keeps the namespace once its
+/// processes are gone).
+pub fn ipc_ns_file(pid: i32) -> fs::File {
+    fs::File::open(format!("/proc/{pid}/ns/ipc")).expect("the tree's IPC namespace")
+}
+
+/// Each semaphore set of the IPC namespace `ns` (a namespace file), by ID, with its
+/// values (semctl GETVAL, read from a thread that joined it).
+pub fn sem_values_in(ns: &fs::File) -> BTreeMap<i32, Vec<i32>> {
+    in_ipc_ns_file(ns, || {
+        let text = fs::read_to_string("/proc/sysvipc/sem").unwrap_or_default();
+        let mut out = BTreeMap::new();
+        for l in text.lines().skip(1) {
+            // key semid perms nsems ...
+            let c: Vec<i32> = l
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            let (Some(&id), Some(&n)) = (c.get(1), c.get(3)) else {
+                continue;
+            };
+            // SAFETY: GETVAL takes no fourth argument.
+            let v = (0..n).map(|i| unsafe { libc::semctl(id, i, libc::GETVAL) });
+            out.insert(id, v.collect());
+        }
+        out
+    })
+}
+
+/// Run `f` on a thread that joined the IPC namespace `ns` (a namespace file).
+pub fn in_ipc_ns_file<T: Send>(ns: &fs::File, f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: setns with a namespace file held open; it changes this thread's

@@ -376,15 +376,22 @@ pub fn restore_until_up(
     what: &str,
 ) -> (Proc, oracle::Snapshot) {
     let mut r = ctx.restore(img, &[], In::Pipe);
+    wait_restored_up(before, &mut r, what);
+    let after = oracle::Snapshot::at_rest(pid, what);
+    (r, after)
+}
+
+/// Wait until the tree restored by `r` runs whole (as the state oracle's `before` knows
+/// it), failing `name` if the restore ends or the time runs out first.
+pub fn wait_restored_up(before: &oracle::Snapshot, r: &mut Proc, name: &str) {
     let deadline = Instant::now() + timeout();
     while !oracle::restored_tree_up(before) {
         assert!(
             Instant::now() < deadline && r.try_wait().is_none(),
-            "{what}: the restored tree does not run: {}",
+            "{name}: the restored tree does not run; ckpt restore: {:?}\n{}",
+            r.try_wait(),
             r.stderr.text()
         );
         thread::sleep(Duration::from_millis(5));
     }
-    let after = oracle::Snapshot::at_rest(pid, what);
-    (r, after)
 }

@@ -1,4 +1,4 @@
-/* belowmnt DIR [shared|nested]
+/* belowmnt DIR [shared|nested|peers]
  *
  * A tree whose child made a mount namespace of its own (issue 15). The root forks a
  * child that calls unshare(CLONE_NEWNS), makes every mount of its copy private, mounts a
@@ -12,6 +12,8 @@
  *           the grandchild makes a mount namespace of its own (a copy whose tmpfs is a
  *           peer of the child's: ckpt refuses it).
  *   nested  the grandchild makes a mount namespace of its own (private): two deep.
+ *   peers   the child leaves its copy's propagation as it is: its copies of the shared
+ *           mounts of the namespace it was copied from stay in their peer groups.
  *
  * Each says "ready" on its own pipe once set up; the root then prints "ready". On a line
  * "report" from stdin the root asks each to check itself and prints "report: " and the
@@ -192,7 +194,7 @@ static void as_child(const char *dir)
 	snprintf(host, sizeof host, "%s/host", dir);
 	snprintf(bound, sizeof bound, "%s/bound", inner);
 	int shared = strcmp(mode, "shared") == 0;
-	new_mount_ns(!shared);
+	new_mount_ns(!shared && strcmp(mode, "peers") != 0);
 	if (mount("belowmnt", inner, "tmpfs", 0, "size=1m,mode=755") != 0)
 		die("mount tmpfs on %s: %s", inner, strerror(errno));
 	if (mkdir(bound, 0755) != 0)
@@ -240,7 +242,7 @@ static int read_line(int fd, char *buf, size_t len)
 int main(int argc, char **argv)
 {
 	if (argc < 2)
-		die("usage: belowmnt DIR [shared|nested]");
+		die("usage: belowmnt DIR [shared|nested|peers]");
 	if (argc > 2)
 		mode = argv[2];
 	reps[0].name = "child";

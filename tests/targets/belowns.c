@@ -24,8 +24,8 @@
  *           queue (key 0x4343, two messages) and a named POSIX queue /belowq (one
  *           message, priority 3) it holds open; its check finds them all and uses
  *           them (counts in the segment, a semop up and down, a message sent and taken
- *           back). With `semundo`, it also makes a semaphore operation with SEM_UNDO
- *           there (ckpt refuses that).
+ *           back). With `semundo`, it also raises semaphore 1 of the set by 2 with
+ *           SEM_UNDO there (to 7, its undo adjustment -2: its exit takes it back to 5).
  *   time    the child makes a time namespace for its children with CLOCK_MONOTONIC
  *           and CLOCK_BOOTTIME 100 days ahead, and forks a grandchild in it.
  *   cgroup  the child moves into a new cgroup (cgroup=DIR: a cgroup v2 directory the
@@ -531,7 +531,7 @@ static void make_sysv(void)
 	if (mq == (mqd_t)-1 || mq_send(mq, "hello", 6, 3) != 0)
 		die("mq_open: %s", strerror(errno));
 	if (with_semundo) {
-		struct sembuf up = { 1, 1, SEM_UNDO };
+		struct sembuf up = { 1, 2, SEM_UNDO };
 		if (semop(sem_id, &up, 1) != 0)
 			die("semop: %s", strerror(errno));
 	}
@@ -560,7 +560,8 @@ static const char *check_sysv(void)
 		return "shm-loose-data";
 	unsigned short v[3];
 	union semun arg = { .array = v };
-	if (semctl(sem_id, 0, GETALL, arg) != 0 || v[0] != 3 || v[1] != 5 || v[2] != 7)
+	if (semctl(sem_id, 0, GETALL, arg) != 0 || v[0] != 3 || v[1] != (with_semundo ? 7 : 5) ||
+	    v[2] != 7)
 		return "sem-values";
 	struct sembuf ops[2] = { { 0, 1, 0 }, { 0, -1, 0 } };
 	if (semop(sem_id, ops, 2) != 0)

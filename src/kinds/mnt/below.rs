@@ -7,13 +7,15 @@
 //! Restored: one made in ckpt's mount, user and PID namespaces (the tree's root in
 //! ckpt's mount namespace), its mounts copied from the parent's private ones or made
 //! inside it (tmpfs with their files, binds of host directories, propagation between
-//! its own mounts); the working and root directories of its processes, looked up in it
-//! by path. Refused, naming the process: one nested in a mount namespace of the tree's
-//! (its root's, or another one made below the root), one made in another user or PID
-//! namespace, mounts in a peer group of the namespace it was copied from (restore does
-//! not rebuild propagation between two namespaces), and files its processes hold open
-//! or map that ckpt would not find again at the same path from the host (on a file
-//! system of the namespace's own, or bound elsewhere).
+//! its own mounts), and mounts in a peer group of ckpt's namespace, which it was copied
+//! from (`unshare(CLONE_NEWNS)` keeps shared mounts' copies in their groups: recorded
+//! in `MountTree::outside` by `collect`, joined again at restore from a mount of ckpt's,
+//! `prop::propagate`); the working and root directories of its processes, looked up in
+//! it by path. Refused, naming the process: one nested in a mount namespace of the
+//! tree's (its root's, or another one made below the root), one made in another user or
+//! PID namespace, and files its processes hold open or map that ckpt would not find
+//! again at the same path from the host (on a file system of the namespace's own, or
+//! bound elsewhere).
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
@@ -68,34 +70,6 @@ pub(crate) fn check_below(
     }
     let ppid = sys::proc::status(pid)?.ppid;
     let lines = sys::mount::mountinfo(pid)?;
-    let parents = sys::mount::mountinfo(ppid)?;
-    let theirs: BTreeSet<&str> = parents
-        .iter()
-        .flat_map(|l| &l.optional)
-        .filter_map(|o| o.strip_prefix("shared:"))
-        .collect();
-    for l in &lines {
-        let group = l
-            .optional
-            .iter()
-            .filter_map(|o| o.strip_prefix("shared:"))
-            .find(|g| theirs.contains(g));
-        if let Some(g) = group {
-            return refuse(
-                pid,
-                format!(
-                    "its mount namespace (mnt:[{ino}]) has {} mounted on {} in peer group \
-                     {g} with mounts of the namespace it was copied from (its parent's, \
-                     PID {ppid}): unshare(CLONE_NEWNS) keeps shared mounts shared with \
-                     their copies (unshare -m --propagation unchanged); propagation \
-                     between two namespaces is not restored yet (make them private: \
-                     unshare -m --propagation private, or mount --make-rprivate /)",
-                    l.fstype,
-                    String::from_utf8_lossy(&l.point)
-                ),
-            );
-        }
-    }
     let parent_mnt = sys::ns::inode(ppid, "mnt")?;
     if parent_mnt != ckpt_ns("mnt") {
         return refuse(

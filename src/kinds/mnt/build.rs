@@ -332,6 +332,12 @@ fn build(
     // (none if ckpt's namespace has no /dev/ptmx: a new terminal is then made in the
     // tree's)
     let outer_ptmx = sys::mount::open_path(b"/dev/ptmx").ok();
+    // The peer groups of ckpt's namespace the mounts of one a process below the root
+    // made join, through mounts of ckpt's opened before the copy.
+    let outside = open_outside(tree, &mut problems)?;
+    if !problems.is_empty() {
+        return Err(RestoreError::Problems(problems));
+    }
     // Everything below is made in a private copy of the host's namespace (what is done
     // there, such as uncovering stacked mounts, never reaches the host).
     sys::mount::unshare_private()?;
@@ -602,7 +608,7 @@ fn build(
                 .ok_or_else(|| RestoreError::Reported("a mount went".into()))
         })
         .collect::<RestoreResult<_>>()?;
-    propagate(&prop_in(tree), &fds)?;
+    propagate(&prop_in(tree), &fds, &outside)?;
     drop(roots);
     sys::mount::fchdir(&cwd)?;
     Ok(Entered {
@@ -616,6 +622,54 @@ fn build(
             proc_stacked,
         },
     })
+}
+
+/// The mounts of ckpt's namespace that the peer groups of `tree` found there at dump
+/// are taken from (`MountTree::outside`: a namespace a process below the root made),
+/// opened by their mount points, by group. Each must still be the last mount there, of
+/// the same file system and directory, a member of a peer group (or, for a group the
+/// namespace's mounts were slaves of only, a slave): the group it is in now is the one
+/// restore joins (the same one on the same boot while it stays mounted). What is not
+/// goes to `problems`, naming the mount point.
+fn open_outside(
+    tree: &MountTree,
+    problems: &mut Vec<crate::error::Problem>,
+) -> RestoreResult<BTreeMap<String, OwnedFd>> {
+    let mut out = BTreeMap::new();
+    if tree.outside.is_empty() {
+        return Ok(out);
+    }
+    let ours = sys::mount::mountinfo(0)?;
+    for o in &tree.outside {
+        let point = String::from_utf8_lossy(&o.point);
+        let last = ours.iter().rev().find(|l| l.point == o.point);
+        let field =
+            |l: &sys::mount::MountLine, k: &str| l.optional.iter().any(|f| f.starts_with(k));
+        let why = match last {
+            None => Some("nothing is mounted there now".to_string()),
+            Some(l) if l.dev() != o.dev || l.root != o.root => Some(format!(
+                "another file system or directory is mounted there now ({} {})",
+                l.fstype,
+                String::from_utf8_lossy(&l.root)
+            )),
+            Some(l) if o.member && !field(l, "shared:") => Some("it is not shared now".into()),
+            Some(l) if !o.member && !field(l, "master:") => Some("it is not a slave now".into()),
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            crate::kinds::check::p(
+                problems,
+                "external-mount",
+                format!(
+                    "a mount namespace a process below the root made had mounts in peer                      group {} of ckpt's mount namespace, which restore joins through the                      mount on {point} there: {why}",
+                    o.group
+                ),
+            );
+            continue;
+        }
+        out.insert(o.group.clone(), sys::mount::open_path(&o.point)?);
+    }
+    Ok(out)
 }
 
 /// The reaper of a new PID namespace for the tree, with the root's stub as its child

@@ -9,7 +9,7 @@ use super::prop::{prop_in, prop_plan};
 use super::{FRESH, owned_tree};
 use crate::error::Problem;
 use crate::kinds::check::p;
-use crate::model::{Checkpoint, MountOrigin};
+use crate::model::{Checkpoint, MountOrigin, MountTree};
 use crate::sys;
 
 // ---- checks (plan) ----
@@ -228,7 +228,8 @@ pub(crate) fn check_tree(ckpt: &Checkpoint, new_pidns: bool, problems: &mut Vec<
         }
         seen.insert(m.id, matches!(m.origin, MountOrigin::Fresh { .. }));
     }
-    if let Err((i, why)) = prop_plan(&prop_in(tree)) {
+    let outside = tree.outside.iter().map(|o| o.group.clone()).collect();
+    if let Err((i, why)) = prop_plan(&prop_in(tree), &outside) {
         let at = tree
             .mounts
             .get(i)
@@ -249,7 +250,12 @@ pub(crate) fn check_tree(ckpt: &Checkpoint, new_pidns: bool, problems: &mut Vec<
 /// device and inode that path had, whether it binds a cgroup, known by its path) and
 /// the file systems mounted anew.
 pub(crate) fn manifest(ckpt: &Checkpoint) -> Option<serde_json::Value> {
-    let tree = owned_tree(ckpt)?;
+    owned_tree(ckpt).map(tree_manifest)
+}
+
+/// What the mount tree `tree` needs of a host (see [`manifest`]; also a mount namespace
+/// a process below the root made, `kinds::ns::manifest`).
+pub(crate) fn tree_manifest(tree: &MountTree) -> serde_json::Value {
     let show = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let external: Vec<serde_json::Value> = tree
         .mounts
@@ -277,5 +283,5 @@ pub(crate) fn manifest(ckpt: &Checkpoint) -> Option<serde_json::Value> {
         .filter(|m| matches!(m.origin, MountOrigin::Fresh { .. }))
         .map(|m| m.fstype.as_str())
         .collect();
-    Some(serde_json::json!({ "external": external, "filesystems": fresh }))
+    serde_json::json!({ "external": external, "filesystems": fresh })
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::prop::{PropIn, prop_plan};
 use super::{FRESH, TMPFS_CAP};
 use crate::error::{DumpError, DumpResult};
-use crate::model::{Mount, MountOrigin, MountTree};
+use crate::model::{Mount, MountOrigin, MountTree, OutsidePeer};
 use crate::sys;
 use crate::sys::mount::MountLine;
 
@@ -43,9 +43,10 @@ pub(super) fn host_path(host: &[MountLine], dev: u64, root: &[u8]) -> Option<Vec
 }
 
 /// The mounts of the mount namespace of process `pid` (the tree's root, in a namespace
-/// of the tree's own), each with where restore gets it from. Refuses, naming the mount,
-/// what restore cannot bring back.
-pub(crate) fn collect(pid: i32) -> DumpResult<MountTree> {
+/// of the tree's own; `below`: one a process below the root made, copied from ckpt's),
+/// each with where restore gets it from. Refuses, naming the mount, what restore cannot
+/// bring back.
+pub(crate) fn collect(pid: i32, below: bool) -> DumpResult<MountTree> {
     let lines = sys::mount::mountinfo(pid)?;
     let host = sys::mount::mountinfo(0)?;
     let refuse = |m: &MountLine, why: String| DumpError::Unsupported {
@@ -61,7 +62,15 @@ pub(crate) fn collect(pid: i32) -> DumpResult<MountTree> {
         .iter()
         .map(|l| (l.dev(), l.root.as_slice(), l.optional.as_slice()))
         .collect();
-    if let Err((i, why)) = prop_plan(&prop) {
+    let outside = match below {
+        true => outside_peers(&lines, &host).map_err(|(i, why)| match lines.get(i) {
+            Some(l) => refuse(l, why),
+            None => DumpError::Unsupported { pid, why },
+        })?,
+        false => Vec::new(),
+    };
+    let keys: BTreeSet<String> = outside.iter().map(|o| o.group.clone()).collect();
+    if let Err((i, why)) = prop_plan(&prop, &keys) {
         if let Some(l) = lines.get(i) {
             return Err(refuse(l, why));
         }
@@ -199,7 +208,80 @@ pub(crate) fn collect(pid: i32) -> DumpResult<MountTree> {
             origin,
         });
     }
-    Ok(MountTree { mounts })
+    Ok(MountTree { mounts, outside })
+}
+
+/// The peer groups the mounts `lines` (of a namespace a process below the root made)
+/// share with ckpt's namespace (`host`), or are slaves of there, each with the mount of
+/// ckpt's that restore takes it from: of the same file system, its root holding the
+/// roots of every mount of `lines` in or below that group, the last mount on its
+/// point (what opening that path finds); a member of the group, else (for a group
+/// the namespace's mounts are slaves of only) a slave of it that is not shared. A group
+/// none of ckpt's mounts can give is the place of the first mount in it, and why.
+fn outside_peers(
+    lines: &[MountLine],
+    host: &[MountLine],
+) -> std::result::Result<Vec<OutsidePeer>, (usize, String)> {
+    let field = |l: &MountLine, k: &str| -> Option<String> {
+        l.optional
+            .iter()
+            .find_map(|o| o.strip_prefix(k))
+            .map(str::to_string)
+    };
+    let in_host = |k: &str, n: &str| host.iter().any(|h| field(h, k).as_deref() == Some(n));
+    // The groups: those of the namespace's mounts ckpt's has too (shared), and the
+    // master groups of its slaves ckpt's has a mount in or a slave of.
+    let mut wanted: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, l) in lines.iter().enumerate() {
+        for k in ["shared:", "master:"] {
+            if let Some(n) = field(l, k) {
+                if in_host("shared:", &n) || (k == "master:" && in_host("master:", &n)) {
+                    wanted.entry(n).or_default().push(i);
+                }
+            }
+        }
+    }
+    let covered = |h: &MountLine| host.iter().any(|o| o.parent == h.id && o.point == h.point);
+    let mut out = Vec::new();
+    for (n, users) in wanted {
+        let first = users.first().copied().unwrap_or_default();
+        let dev = lines[first].dev();
+        let holds = |h: &MountLine| {
+            h.dev() == dev
+                && users
+                    .iter()
+                    .all(|&i| lines[i].dev() == dev && super::prop::within(&lines[i].root, &h.root))
+        };
+        let member = |h: &MountLine| field(h, "shared:").as_deref() == Some(n.as_str());
+        let slave = |h: &MountLine| {
+            field(h, "master:").as_deref() == Some(n.as_str()) && field(h, "shared:").is_none()
+        };
+        let pick = |want: &dyn Fn(&MountLine) -> bool| {
+            host.iter()
+                .filter(|h| want(h) && holds(h) && !covered(h))
+                .min_by_key(|h| h.root.len())
+        };
+        let (h, is_member) = match (pick(&member), pick(&slave)) {
+            (Some(h), _) => (h, true),
+            (None, Some(h)) => (h, false),
+            (None, None) => {
+                return Err((
+                    first,
+                    format!(
+                        "it is in (or a slave of) peer group {n} of the mount namespace it                          was copied from (ckpt's), and no mount of that namespace in the                          group shows a directory holding its root, uncovered, for restore                          to take the group from; this is not restored"
+                    ),
+                ));
+            }
+        };
+        out.push(OutsidePeer {
+            group: n,
+            point: h.point.clone(),
+            root: h.root.clone(),
+            dev,
+            member: is_member,
+        });
+    }
+    Ok(out)
 }
 
 /// A proc of the namespace's own shows the PID namespace of the tree's root: restore

@@ -54,7 +54,7 @@ pub(crate) use build::{OtherPidns, PidnsInit, enter_new, make_below, unstack_pro
 #[cfg(test)]
 use checks::{PidnsWay, pidns_way};
 pub(crate) use checks::{
-    check_tree, external_points, fresh_devs, manifest, own_cgroup_mount_sources,
+    check_tree, external_points, fresh_devs, manifest, own_cgroup_mount_sources, tree_manifest,
 };
 pub(crate) use collect::collect;
 pub(crate) use external::copied_devs;

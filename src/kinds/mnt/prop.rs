@@ -21,19 +21,26 @@ pub(super) struct PropPlan {
     /// (a mount that is a slave only, its master group).
     slaves: Vec<(usize, String)>,
     unbindable: Vec<usize>,
+    /// The groups found outside the namespace (`MountTree::outside`): a group's leader
+    /// joins it from there, and takes its master with it.
+    outside: BTreeSet<String>,
 }
 
 /// One mount as [`prop_plan`] sees it: device, root, optional fields.
 pub(super) type PropIn<'a> = (u64, &'a [u8], &'a [String]);
 
 /// Whether `root` is `top` or below it.
-fn within(root: &[u8], top: &[u8]) -> bool {
+pub(super) fn within(root: &[u8], top: &[u8]) -> bool {
     top == b"/" || root == top || (root.starts_with(top) && root.get(top.len()) == Some(&b'/'))
 }
 
 /// The [`PropPlan`] of mounts, or the place of one restore cannot give its
-/// propagation, and why.
-pub(super) fn prop_plan(mounts: &[PropIn]) -> std::result::Result<PropPlan, (usize, String)> {
+/// propagation, and why. `outside`: the groups a mount of ckpt's namespace is in or a
+/// slave of (a namespace a process below the root made, `MountTree::outside`).
+pub(super) fn prop_plan(
+    mounts: &[PropIn],
+    outside: &BTreeSet<String>,
+) -> std::result::Result<PropPlan, (usize, String)> {
     let field = |i: usize, k: &str| {
         mounts[i]
             .2
@@ -42,7 +49,10 @@ pub(super) fn prop_plan(mounts: &[PropIn]) -> std::result::Result<PropPlan, (usi
             .map(str::to_string)
     };
     let mut members: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    let mut plan = PropPlan::default();
+    let mut plan = PropPlan {
+        outside: outside.clone(),
+        ..PropPlan::default()
+    };
     for (i, (_, _, opts)) in mounts.iter().enumerate() {
         for o in opts.iter() {
             if let Some(g) = o.strip_prefix("shared:") {
@@ -80,6 +90,10 @@ pub(super) fn prop_plan(mounts: &[PropIn]) -> std::result::Result<PropPlan, (usi
         let Some(n) = field(i, "master:") else {
             return Ok(None);
         };
+        // (One outside: checked at dump, where the group was found.)
+        if outside.contains(&n) && !leader.contains_key(&n) {
+            return Ok(Some(n));
+        }
         let Some(&l) = leader.get(&n) else {
             return Err((
                 i,
@@ -103,7 +117,11 @@ pub(super) fn prop_plan(mounts: &[PropIn]) -> std::result::Result<PropPlan, (usi
         let before = done.len();
         for (g, ms) in &members {
             let l = leader[g];
-            let master = master_of(l)?;
+            // (A group joined from outside has its master from there.)
+            let master = match outside.contains(g) {
+                true => None,
+                false => master_of(l)?,
+            };
             if done.contains(g) || master.as_ref().is_some_and(|n| !done.contains(n)) {
                 continue;
             }
@@ -137,9 +155,15 @@ pub(super) fn prop_in(tree: &MountTree) -> Vec<PropIn<'_>> {
 }
 
 /// Give the mounts (all private, `fds` their roots, in the tree's order) their
-/// propagation (see [`PropPlan`]).
-pub(super) fn propagate(mounts: &[PropIn], fds: &[&OwnedFd]) -> RestoreResult<()> {
-    let plan = prop_plan(mounts).map_err(|(_, why)| RestoreError::Reported(why))?;
+/// propagation (see [`PropPlan`]); `outside`: a mount of ckpt's namespace for each
+/// group found there (`MountTree::outside`, opened and checked by the caller).
+pub(super) fn propagate(
+    mounts: &[PropIn],
+    fds: &[&OwnedFd],
+    outside: &BTreeMap<String, OwnedFd>,
+) -> RestoreResult<()> {
+    let keys = outside.keys().cloned().collect();
+    let plan = prop_plan(mounts, &keys).map_err(|(_, why)| RestoreError::Reported(why))?;
     let fd = |i: usize| {
         fds.get(i)
             .copied()
@@ -151,24 +175,33 @@ pub(super) fn propagate(mounts: &[PropIn], fds: &[&OwnedFd]) -> RestoreResult<()
         .iter()
         .map(|(g, l, _, _)| (g.as_str(), *l))
         .collect();
-    let leader_of = |n: &str| {
-        leader
+    // A mount of group `n`, or a slave of it: the namespace's leader, or one outside.
+    let source_of = |n: &str| match leader.get(n) {
+        Some(&l) => fd(l),
+        None => outside
             .get(n)
-            .copied()
-            .ok_or_else(|| RestoreError::Reported(format!("no peer group {n}")))
+            .ok_or_else(|| RestoreError::Reported(format!("no peer group {n}"))),
     };
-    for (_, l, master, others) in &plan.groups {
-        if let Some(n) = master {
-            sys::mount::set_group(fd(leader_of(n)?)?, fd(*l)?)?;
-            sys::mount::set_propagation(&path(*l)?, "slave")?;
+    for (g, l, master, others) in &plan.groups {
+        if plan.outside.contains(g) {
+            // (Its leader joins the group where it is, with the group's master.)
+            let from = outside
+                .get(g)
+                .ok_or_else(|| RestoreError::Reported(format!("no peer group {g}")))?;
+            sys::mount::set_group(from, fd(*l)?)?;
+        } else {
+            if let Some(n) = master {
+                sys::mount::set_group(source_of(n)?, fd(*l)?)?;
+                sys::mount::set_propagation(&path(*l)?, "slave")?;
+            }
+            sys::mount::set_propagation(&path(*l)?, "shared")?;
         }
-        sys::mount::set_propagation(&path(*l)?, "shared")?;
         for &x in others {
             sys::mount::set_group(fd(*l)?, fd(x)?)?;
         }
     }
     for (m, n) in &plan.slaves {
-        sys::mount::set_group(fd(leader_of(n)?)?, fd(*m)?)?;
+        sys::mount::set_group(source_of(n)?, fd(*m)?)?;
         sys::mount::set_propagation(&path(*m)?, "slave")?;
     }
     for &u in &plan.unbindable {
@@ -200,7 +233,8 @@ mod tests {
             (2, b"/", &e),
             (1, b"/z/w", &f),
         ];
-        let plan = prop_plan(&mounts).expect("restorable");
+        let none = BTreeSet::new();
+        let plan = prop_plan(&mounts, &none).expect("restorable");
         assert_eq!(
             plan.groups,
             vec![
@@ -213,10 +247,26 @@ mod tests {
         // A slave of a group outside the namespace; a group whose roots do not nest;
         // propagate_from.
         let m = o("master:9");
-        assert!(prop_plan(&[(1, b"/", &m)]).is_err_and(|(i, w)| i == 0 && w.contains("outside")));
-        assert!(prop_plan(&[(1, b"/a", &a), (1, b"/b", &b)]).is_err());
-        assert!(prop_plan(&[(1, b"/a", &a), (2, b"/a", &b)]).is_err());
+        assert!(
+            prop_plan(&[(1, b"/", &m)], &none).is_err_and(|(i, w)| i == 0 && w.contains("outside"))
+        );
+        assert!(prop_plan(&[(1, b"/a", &a), (1, b"/b", &b)], &none).is_err());
+        assert!(prop_plan(&[(1, b"/a", &a), (2, b"/a", &b)], &none).is_err());
         let pf = o("master:5 propagate_from:2");
-        assert!(prop_plan(&[(1, b"/", &a), (1, b"/", &pf)]).is_err());
+        assert!(prop_plan(&[(1, b"/", &a), (1, b"/", &pf)], &none).is_err());
+        // Groups found outside the namespace (one below the root made): a slave of one
+        // is restorable; a group joined from there takes its master from there.
+        let out: BTreeSet<String> = ["9".to_string(), "5".to_string()].into();
+        let plan = prop_plan(&[(1, b"/", &m), (1, b"/x", &d), (1, b"/", &a)], &out)
+            .expect("restorable with groups outside");
+        assert_eq!(plan.slaves, vec![(0, "9".to_string())]);
+        assert_eq!(
+            plan.groups,
+            vec![
+                ("5".into(), 2, None, vec![]),
+                ("7".into(), 1, Some("5".into()), vec![]),
+            ]
+        );
+        assert!(plan.outside.contains("5"));
     }
 }

@@ -63,7 +63,10 @@ fn image(mounts: Vec<Mount>) -> Checkpoint {
     ck.namespaces = vec![Namespace {
         kind: "mnt".into(),
         inode: 4,
-        mounts: Some(MountTree { mounts }),
+        mounts: Some(MountTree {
+            mounts,
+            ..MountTree::default()
+        }),
         ..Default::default()
     }];
     ck

@@ -91,8 +91,12 @@ pub(crate) fn check_joins(
 /// whether the tree owns it ("own": restore creates it), joins it ("external": made
 /// outside the tree, `--join-ns`) or shares ckpt's ("host"); a user namespace of the
 /// tree's own with its ID maps ("INSIDE OUTSIDE COUNT" lines), setgroups and owner;
-/// a PID namespace of the tree's own as kind "pid", "own".
+/// a PID namespace of the tree's own as kind "pid", "own". Each says whether a process
+/// below the tree's root made it ("below": true, "made_by": that process's image PID,
+/// the first in it whose parent is not), and a mount namespace made so what its mounts
+/// need ("mounts", as `kinds::mnt::manifest` for the tree's own).
 pub fn manifest(ckpt: &Checkpoint) -> serde_json::Value {
+    let root = ckpt.processes.first();
     let list: Vec<serde_json::Value> = ckpt
         .namespaces
         .iter()
@@ -102,7 +106,28 @@ pub fn manifest(ckpt: &Checkpoint) -> serde_json::Value {
                 (true, true) => "external",
                 (true, false) => "host",
             };
-            let mut v = serde_json::json!({"kind": ns.kind, "inode": ns.inode, "as": how});
+            let key = (ns.kind.clone(), ns.inode);
+            let below = !ns.external && root.is_some_and(|r| !r.namespaces.contains(&key));
+            let mut v = serde_json::json!({
+                "kind": ns.kind, "inode": ns.inode, "as": how, "below": below,
+            });
+            if let (true, Some(o)) = (below, v.as_object_mut()) {
+                let inside = |pid: i32| {
+                    ckpt.processes
+                        .iter()
+                        .any(|p| p.pid == pid && p.namespaces.contains(&key))
+                };
+                let maker = ckpt
+                    .processes
+                    .iter()
+                    .find(|p| p.namespaces.contains(&key) && !inside(p.ppid));
+                if let Some(m) = maker {
+                    o.insert("made_by".into(), m.pid.into());
+                }
+                if let Some(t) = &ns.mounts {
+                    o.insert("mounts".into(), crate::kinds::mnt::tree_manifest(t));
+                }
+            }
             if let (Some(u), Some(o)) = (&ns.user, v.as_object_mut()) {
                 let lines = |m: &str| -> Vec<String> {
                     m.lines()

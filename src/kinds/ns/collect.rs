@@ -479,7 +479,7 @@ fn own_namespace(
                 boottime_ns: b.saturating_add(bo),
             });
         }
-        "mnt" => ns.mounts = Some(crate::kinds::mnt::collect(pid)?),
+        "mnt" => ns.mounts = Some(crate::kinds::mnt::collect(pid, below)?),
         "user" => {
             ns.user = Some(crate::kinds::userns::collect(
                 pid,

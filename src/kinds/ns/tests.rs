@@ -265,6 +265,7 @@ fn a_namespace_made_outside_the_tree_needs_a_join() {
     );
     let m = manifest(&ck);
     assert_eq!(m[0]["as"], "own");
+    assert_eq!(m[0]["below"], false);
     assert_eq!(m[1]["as"], "host");
     assert_eq!(m[3]["as"], "external");
 }

@@ -45,6 +45,9 @@ pub(crate) struct Injected {
 pub(crate) struct Ask<'a> {
     pub(crate) stopped_children: &'a [i32],
     pub(crate) undo_sets: &'a [i32],
+    /// Those sets are of another IPC namespace than ckpt's (one a process below the
+    /// root made, the process's): read from a thread that joins it.
+    pub(crate) undo_elsewhere: bool,
     /// A task without an undo list, to tell the processes that have one (only those
     /// are asked).
     pub(crate) undo_ref: Option<&'a crate::sys::ipc::NoUndoList>,
@@ -125,7 +128,13 @@ fn inject_queries(
         Some(r) => r.has(inj.pid())?,
         None => true,
     };
-    let sem_undo = crate::kinds::ipc::probe_undo(inj, mem, out, ask.undo_sets, has_list)?;
+    let sem_undo = crate::kinds::ipc::probe_undo(
+        inj,
+        mem,
+        out,
+        (ask.undo_sets, ask.undo_elsewhere),
+        has_list,
+    )?;
     Ok(Injected {
         unreported_stops,
         sem_undo,

@@ -197,7 +197,8 @@ pub(super) fn build_process(
     signals::queue_pending(cx)?;
     // Timers may signal a particular thread: after the threads exist.
     timers::restore_timers(cx)?;
-    crate::kinds::ipc::restore_undo(cx)?;
+    let below = crate::kinds::ns::ipc_below_root(&plan.ckpt.processes, cx.proc_);
+    crate::kinds::ipc::restore_undo(cx, below)?;
     Ok(threads)
 }
 
