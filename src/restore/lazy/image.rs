@@ -19,7 +19,7 @@ pub(crate) struct LazyImage {
 
 impl LazyImage {
     pub(crate) fn open(file: File) -> Result<Self> {
-        let entries = index::scan(&file)?;
+        let entries = index::open(&file)?;
         Ok(Self {
             file,
             entries,
