@@ -36,6 +36,11 @@ fn registered(pid: i32) -> bool {
 /// (killing it). Returns the image (under a name the automatic oracle of `Ctx::restore`
 /// does not know: the lazy test compares after the fill) and the snapshot.
 fn dumped(ctx: &Ctx, mode: &str) -> (PathBuf, i32, oracle::Snapshot) {
+    dumped_with(ctx, mode, &[])
+}
+
+/// [`dumped`], ckpt dump run with `env` added.
+fn dumped_with(ctx: &Ctx, mode: &str, env: &[(&str, &str)]) -> (PathBuf, i32, oracle::Snapshot) {
     let spec = Spec::new(target("lazy"))
         .arg(mode)
         .arg(MIB)
@@ -47,7 +52,10 @@ fn dumped(ctx: &Ctx, mode: &str) -> (PathBuf, i32, oracle::Snapshot) {
     ctx.track(pid);
     let before = oracle::Snapshot::take_once(pid);
     let img = ctx.path("lazy.img");
-    ctx.try_dump(pid, &img).assert_ok();
+    let pid_s = pid.to_string();
+    let args = ["dump", pid_s.as_str(), "-o"].map(std::ffi::OsStr::new);
+    let d = arch::ckpt_env(ctx, &[&args[..], &[img.as_os_str()]].concat(), env);
+    assert_eq!(d.status.code(), Some(0), "dump: {}", text(&d.stderr));
     t.expect_killed();
     wait_pids_gone(&[pid], mode);
     (img, pid, before)
@@ -73,8 +81,27 @@ fn wait_up(before: &oracle::Snapshot, r: &mut Proc, what: &str) {
 /// `oracle`: compare the kernel's view too (only for a program that changed nothing of
 /// its own state meanwhile: the others create threads, pipes, children and mappings).
 fn lazy_case(name: &str, mode: &str, expect: &str, oracle: bool) {
+    lazy_case_with(name, mode, expect, oracle, &[]);
+}
+
+/// Whether the image ends with an index record (`image::tag::INDEX`: its payload ends
+/// in "CKPTIDX1", then come its checksum and the end record, 64 bytes): a lazy restore
+/// then finds the records' places in it instead of walking their headers.
+fn has_index(img: &std::path::Path) -> bool {
+    let b = std::fs::read(img).unwrap_or_default();
+    b.len() >= 80 && &b[b.len() - 72..b.len() - 64] == b"CKPTIDX1"
+}
+
+/// [`lazy_case`] of an image dumped with `dump_env` (`CKPT_NO_INDEX=1`: an image as
+/// written before the index record).
+fn lazy_case_with(name: &str, mode: &str, expect: &str, oracle: bool, dump_env: &[(&str, &str)]) {
     let ctx = Ctx::new(name);
-    let (img, pid, before) = dumped(&ctx, mode);
+    let (img, pid, before) = dumped_with(&ctx, mode, dump_env);
+    assert_eq!(
+        has_index(&img),
+        dump_env.is_empty(),
+        "{name}: the image's index record"
+    );
     let mut r = ctx.restore_with(
         &img,
         &["--lazy"],
@@ -120,6 +147,20 @@ fn lazy_case(name: &str, mode: &str, expect: &str, oracle: bool) {
 #[test]
 fn a_lazily_restored_area_reads_back_its_pattern() {
     lazy_case("lazy_sum", "sum", "sum ok\n", true);
+}
+
+/// An image without the index record (as dumped before it existed) is still restored
+/// lazily, its records found by walking their headers: the area's pattern reads back
+/// and the oracle finds the original.
+#[test]
+fn an_image_without_an_index_record_is_read_through_its_headers() {
+    lazy_case_with(
+        "lazy_noindex",
+        "sum",
+        "sum ok\n",
+        true,
+        &[("CKPT_NO_INDEX", "1")],
+    );
 }
 
 #[test]

@@ -289,6 +289,12 @@ pub(crate) fn write_image<W: Write>(
             0
         };
         let mut w = ImageWriter::with_features(out, required)?;
+        if !opts.transient {
+            // Only `ckpt dump`'s images have one so far: with it in the images of
+            // `ckpt migrate` (its sender's and its receiver's), a `--lazy` migration's
+            // last pages stopped arriving in e2e_migpost; not understood yet.
+            w.with_index();
+        }
         w.write_meta(tag::CHECKPOINT, &c.ckpt)?;
         write_file_data(c, &mut w)?;
         for chunk in rx {

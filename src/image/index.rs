@@ -1,4 +1,6 @@
-//! Random access to an image file, for `restore --lazy`: [`scan`] walks the record
+//! Random access to an image file, for `restore --lazy`: [`open`] takes the records'
+//! places from the image's `INDEX` record (written last by the writer: three reads
+//! whatever the image's size) or, for an image without one, [`scan`] walks the record
 //! headers without reading the payloads (each record's stored checksum is read, so the
 //! end record's count and chained hash are still checked: a file cut short, or with
 //! records dropped or reordered, is refused before anything is built), and
@@ -61,29 +63,7 @@ pub fn scan<F: FileExt>(f: &F) -> Result<Vec<IndexEntry>> {
 pub fn scan_with_identity<F: FileExt>(f: &F) -> Result<(Vec<IndexEntry>, (u64, u64))> {
     let mut h = [0u8; HEADER_LEN];
     read_at(f, &mut h, 0, "file header")?;
-    if h[0..8] != MAGIC {
-        return Err(ImageError::BadMagic);
-    }
-    if xxh3_64(&h[0..32]) != le64(&h[32..40]) {
-        return Err(ImageError::HeaderChecksum);
-    }
-    let version = le32(&h[8..12]);
-    if version != VERSION {
-        return Err(ImageError::UnsupportedVersion {
-            found: version,
-            supported: VERSION,
-        });
-    }
-    if le32(&h[12..16]) as usize != HEADER_LEN {
-        return Err(ImageError::HeaderChecksum);
-    }
-    let known = KNOWN_REQUIRED_FEATURES.iter().fold(0, |a, (b, _)| a | b);
-    let required = le64(&h[16..24]);
-    if required & !known != 0 {
-        return Err(ImageError::UnknownRequiredFeature {
-            bits: required & !known,
-        });
-    }
+    check_file_header(&h)?;
     let mut out = Vec::new();
     let mut at = HEADER_LEN as u64;
     let (mut records, mut ch) = (0u64, 0u64);
@@ -154,17 +134,7 @@ pub fn scan_with_identity<F: FileExt>(f: &F) -> Result<(Vec<IndexEntry>, (u64, u
         let checksum = le64(&tail[0..8]);
         records += 1;
         ch = chain(ch, checksum);
-        let known = matches!(
-            t,
-            tag::CHECKPOINT
-                | tag::PAGES
-                | tag::PAGES_PID
-                | tag::FILE_DATA
-                | tag::FILE_EXTENTS
-                | tag::PAGES_LZ4
-                | tag::PAGES_ZSTD
-        );
-        if known {
+        if known(t) {
             out.push(IndexEntry {
                 tag: t,
                 flags,
@@ -186,6 +156,179 @@ pub fn scan_with_identity<F: FileExt>(f: &F) -> Result<(Vec<IndexEntry>, (u64, u
         }
         rh.copy_from_slice(&tail[8..]);
     }
+}
+
+/// The records an index lists (the others are skipped, or refused if required).
+fn known(t: u32) -> bool {
+    matches!(
+        t,
+        tag::CHECKPOINT
+            | tag::PAGES
+            | tag::PAGES_PID
+            | tag::FILE_DATA
+            | tag::FILE_EXTENTS
+            | tag::PAGES_LZ4
+            | tag::PAGES_ZSTD
+    )
+}
+
+/// Bytes of one entry of the `INDEX` record (see [`tag::INDEX`]), and its last 8 bytes.
+pub(super) const INDEX_ENTRY_LEN: u64 = 40;
+pub(super) const INDEX_MAGIC: &[u8; 8] = b"CKPTIDX1";
+/// The index record's payload tail, its checksum and the end record: the bytes
+/// [`from_index`] reads first, at the end of the file.
+const TAIL_LEN: usize = 16 + 8 + super::END_RECORD_LEN;
+
+/// One entry of the `INDEX` record.
+pub(super) fn index_entry(
+    t: u32,
+    flags: u32,
+    arg: u64,
+    len: u64,
+    checksum: u64,
+    pad: u32,
+) -> [u8; 40] {
+    let mut b = [0u8; 40];
+    b[0..4].copy_from_slice(&t.to_le_bytes());
+    b[4..8].copy_from_slice(&flags.to_le_bytes());
+    b[8..16].copy_from_slice(&arg.to_le_bytes());
+    b[16..24].copy_from_slice(&len.to_le_bytes());
+    b[24..32].copy_from_slice(&checksum.to_le_bytes());
+    b[32..36].copy_from_slice(&pad.to_le_bytes());
+    b
+}
+
+/// The records of the image `f` as [`scan`] gives them, from its `INDEX` record when
+/// it has one that checks out (three reads, whatever the image's size), else by
+/// [`scan`]. What the index path checks before anything is built: the file header, the
+/// end record, the index record's header and checksum, that its entries are as many as
+/// the end record counts and chain to its hash, that they lie end to end from the file
+/// header to the index, each within its tag's size, with its padding under a page, and
+/// no unknown required record. Not read: the other records' headers (their fields are
+/// in their checksums, which [`read_payload`] checks with every payload).
+pub fn open(f: &std::fs::File) -> Result<Vec<IndexEntry>> {
+    let size = f.metadata()?.len();
+    match from_index(f, size)? {
+        Some(v) => Ok(v),
+        None => scan(f),
+    }
+}
+
+/// [`open`]'s index path over `f` of `size` bytes: `None` when the image has no index,
+/// or one that does not check out (the caller scans then, which names what is wrong).
+pub fn from_index<F: FileExt>(f: &F, size: u64) -> Result<Option<Vec<IndexEntry>>> {
+    let mut h = [0u8; HEADER_LEN];
+    if size < (HEADER_LEN + RECORD_HEADER_LEN + TAIL_LEN) as u64
+        || read_most(f, &mut h, 0)? < HEADER_LEN
+        || check_file_header(&h).is_err()
+    {
+        return Ok(None);
+    }
+    let mut t = [0u8; TAIL_LEN];
+    let tail_at = size - TAIL_LEN as u64;
+    if read_most(f, &mut t, tail_at)? < TAIL_LEN || &t[8..16] != INDEX_MAGIC {
+        return Ok(None);
+    }
+    let Ok((records, hash)) = super::identity(&t[24..]) else {
+        return Ok(None);
+    };
+    let n = le64(&t[0..8]);
+    let sum = le64(&t[16..24]);
+    let plen = match n
+        .checked_mul(INDEX_ENTRY_LEN)
+        .and_then(|x| x.checked_add(16))
+    {
+        Some(p) if p <= max_payload(tag::INDEX) && n.checked_add(1) == Some(records) => p,
+        _ => return Ok(None),
+    };
+    let Some(at) = (tail_at + 16)
+        .checked_sub(plen + RECORD_HEADER_LEN as u64)
+        .filter(|&a| a >= HEADER_LEN as u64)
+    else {
+        return Ok(None);
+    };
+    let mut buf = vec![0u8; RECORD_HEADER_LEN + plen as usize];
+    if read_most(f, &mut buf, at)? < buf.len() {
+        return Ok(None);
+    }
+    let (hdr, payload) = buf.split_at(RECORD_HEADER_LEN);
+    if hdr != super::layout::record_header(tag::INDEX, 0, plen, 0, 0)
+        || payload_checksum(tag::INDEX, 0, 0, payload) != sum
+    {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    let (mut off, mut ch) = (HEADER_LEN as u64, 0u64);
+    for e in payload[..(n * INDEX_ENTRY_LEN) as usize].chunks_exact(INDEX_ENTRY_LEN as usize) {
+        let (t, flags, arg, len, checksum, pad) = (
+            le32(&e[0..4]),
+            le32(&e[4..8]),
+            le64(&e[8..16]),
+            le64(&e[16..24]),
+            le64(&e[24..32]),
+            le32(&e[32..36]),
+        );
+        if t == tag::END || len > max_payload(t) || u64::from(pad) >= PAGE_SIZE {
+            return Ok(None);
+        }
+        let data_off = off + RECORD_HEADER_LEN as u64 + u64::from(pad);
+        let Some(next) = data_off.checked_add(len).and_then(|x| x.checked_add(8)) else {
+            return Ok(None);
+        };
+        if next > at {
+            return Ok(None);
+        }
+        ch = chain(ch, checksum);
+        if known(t) {
+            out.push(IndexEntry {
+                tag: t,
+                flags,
+                arg,
+                offset: off,
+                data_off,
+                len,
+                checksum,
+            });
+        } else if flags & FLAG_REQUIRED != 0 {
+            return Err(ImageError::UnknownRequiredRecord {
+                offset: off,
+                tag: t,
+            });
+        }
+        off = next;
+    }
+    if off != at || chain(ch, sum) != hash {
+        return Ok(None);
+    }
+    Ok(Some(out))
+}
+
+/// The checks of the file header `h` that [`ImageReader`](super::ImageReader) makes.
+fn check_file_header(h: &[u8; HEADER_LEN]) -> Result<()> {
+    if h[0..8] != MAGIC {
+        return Err(ImageError::BadMagic);
+    }
+    if xxh3_64(&h[0..32]) != le64(&h[32..40]) {
+        return Err(ImageError::HeaderChecksum);
+    }
+    let version = le32(&h[8..12]);
+    if version != VERSION {
+        return Err(ImageError::UnsupportedVersion {
+            found: version,
+            supported: VERSION,
+        });
+    }
+    if le32(&h[12..16]) as usize != HEADER_LEN {
+        return Err(ImageError::HeaderChecksum);
+    }
+    let known = KNOWN_REQUIRED_FEATURES.iter().fold(0, |a, (b, _)| a | b);
+    let required = le64(&h[16..24]);
+    if required & !known != 0 {
+        return Err(ImageError::UnknownRequiredFeature {
+            bits: required & !known,
+        });
+    }
+    Ok(())
 }
 
 /// Read as much of `buf` as the file has at `at` (short only at its end).
@@ -309,6 +452,7 @@ mod tests {
 
     fn image(records: u64) -> Vec<u8> {
         let mut w = ImageWriter::new(Vec::new()).unwrap();
+        w.with_index();
         w.write_meta(tag::CHECKPOINT, &vec![1u32, 2, 3]).unwrap();
         w.write_record(tag::PAGES_PID, FLAG_REQUIRED, 42, &[], false)
             .unwrap();
@@ -330,7 +474,7 @@ mod tests {
     fn a_scan_finds_every_record_with_one_read_each() {
         let f = bytes(image(20));
         let got = scan(&f).unwrap();
-        assert_eq!(got.len(), 22);
+        assert_eq!(got.len(), 22, "the index record is not listed");
         assert_eq!(got[0].tag, tag::CHECKPOINT);
         assert_eq!(got[1].tag, tag::PAGES_PID);
         assert_eq!(got[1].arg, 42);
@@ -348,7 +492,7 @@ mod tests {
         // two reads per record.)
         f.reads.set(0);
         scan(&f).unwrap();
-        assert_eq!(f.reads.get(), 1 + 1 + 22 + 1 + 1);
+        assert_eq!(f.reads.get(), 1 + 1 + 23 + 1 + 1);
     }
 
     #[test]
@@ -382,5 +526,59 @@ mod tests {
             scan(&bytes(b)),
             Err(ImageError::RecordHeaderChecksum { .. })
         ));
+    }
+
+    #[test]
+    fn the_index_record_gives_what_a_scan_gives_in_three_reads() {
+        for n in [0, 1, 20] {
+            let b = image(n);
+            let f = bytes(b.clone());
+            let scanned = scan(&f).unwrap();
+            f.reads.set(0);
+            let got = from_index(&f, b.len() as u64).unwrap();
+            assert_eq!(got.as_ref(), Some(&scanned), "{n} page records");
+            assert_eq!(f.reads.get(), 3);
+        }
+    }
+
+    /// Anything wrong with the index record, or none at all: `None`, and the caller
+    /// scans (which still reads the image, or names what is wrong with it).
+    #[test]
+    fn a_damaged_or_missing_index_is_not_used() {
+        let whole = image(3);
+        let size = whole.len() as u64;
+        let at = size as usize - 80;
+        // Every byte of the index's tail, its checksum and some of its entries.
+        for i in (at - 200)..(at + 24) {
+            let mut b = whole.clone();
+            b[i] ^= 0x40;
+            assert_eq!(from_index(&bytes(b), size).unwrap(), None, "byte {i}");
+        }
+        // A record changed elsewhere: its checksum in the index is still right (the
+        // payload is checked against it when read), but a changed stored checksum no
+        // longer chains the same for a scan.
+        let mut b = whole.clone();
+        let e = scan(&bytes(whole.clone())).unwrap()[3];
+        b[e.data_off as usize] ^= 1;
+        let got = from_index(&bytes(b.clone()), size).unwrap().unwrap();
+        let mut buf = Vec::new();
+        assert!(matches!(
+            read_payload(&bytes(b), &got[3], &mut buf),
+            Err(ImageError::RecordChecksum { .. })
+        ));
+        // Cut short: no end record where it should be.
+        assert_eq!(
+            from_index(&bytes(whole[..at].to_vec()), at as u64).unwrap(),
+            None
+        );
+        // An image without an index (written before it existed) is scanned.
+        let mut w = ImageWriter::new(Vec::new()).unwrap();
+        w.write_meta(tag::CHECKPOINT, &vec![1u32]).unwrap();
+        let old = w.finish().unwrap();
+        assert_eq!(
+            from_index(&bytes(old.clone()), old.len() as u64).unwrap(),
+            None
+        );
+        assert_eq!(scan(&bytes(old)).unwrap().len(), 1);
     }
 }

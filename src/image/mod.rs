@@ -24,8 +24,9 @@
 //! - `writer.rs`: [`ImageWriter`], which writes a stream of records;
 //! - `reader.rs`: [`ImageReader`], which reads and checks one, whole records
 //!   ([`Record`]) or page records in pieces ([`OwnedRecord`]);
-//! - `index.rs`: random access for `restore --lazy` ([`index::scan`] of the record
-//!   headers, each payload read and checked later);
+//! - `index.rs`: random access for `restore --lazy` ([`index::open`]: the index record
+//!   the writer puts last, or [`index::scan`] of the record headers; each payload read
+//!   and checked later);
 //! - `payload.rs`: what is inside records: CBOR metadata ([`decode_meta`]) and compressed
 //!   page data (LZ4, zstd).
 //!
@@ -147,6 +148,14 @@ pub mod tag {
     /// the contents. Right after the file's `FILE_DATA` records. Optional: a reader that
     /// does not know it gives the file back without holes (the contents are whole).
     pub const FILE_EXTENTS: u32 = 7;
+    /// Where every record before it is, for random access (`restore --lazy`), written
+    /// last before the end record: for each record in order `tag u32 | flags u32 | arg
+    /// u64 | len u64 | checksum u64 | pad u32 | 0 u32` (40 bytes; its offset is the sum
+    /// of the ones before), then `count u64 | "CKPTIDX1"`. Optional: a reader that does
+    /// not know it skips it; one that does checks it against the end record (which
+    /// counts and chains it as any record) and falls back to walking the headers if it
+    /// is missing or does not check out (see [`super::index::open`]).
+    pub const INDEX: u32 = 8;
     /// End of image: payload is `record_count u64 | chain_hash u64`.
     pub const END: u32 = 0xffff_fff0;
 
@@ -159,6 +168,7 @@ pub mod tag {
             PAGES_LZ4 => "compressed page data",
             PAGES_ZSTD => "zstd-compressed page data",
             FILE_EXTENTS => "file data extents",
+            INDEX => "record index",
             END => "end of image",
             _ => "unknown",
         }
@@ -175,6 +185,7 @@ pub fn max_payload(tag: u32) -> u64 {
         tag::PAGES_PID => 0,
         tag::FILE_DATA => 64 << 20,
         tag::FILE_EXTENTS => 64 << 20,
+        tag::INDEX => 64 << 20,
         tag::END => 16,
         _ => 256 << 20,
     }

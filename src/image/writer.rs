@@ -1,14 +1,26 @@
 //! [`ImageWriter`]: writes the header, records (page records aligned so that their data
-//! can be read straight into place) and the end record.
+//! can be read straight into place), the index record (where each record is:
+//! `tag::INDEX`) and the end record.
 
 use std::io::Write;
 
 use serde::Serialize;
 
+use super::index::{INDEX_ENTRY_LEN, INDEX_MAGIC, index_entry};
 use super::layout::{chain, header_bytes, record_checksum, record_header};
 use super::{
     FLAG_REQUIRED, HEADER_LEN, ImageError, PAGE_SIZE, RECORD_HEADER_LEN, Result, max_payload, tag,
 };
+
+/// `fault-injection` builds: `CKPT_NO_INDEX=1` writes images without the `INDEX` record,
+/// as before it existed (the tests of old images' reading).
+fn no_index() -> bool {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var_os("CKPT_NO_INDEX").is_some_and(|v| v == "1") {
+        return true;
+    }
+    false
+}
 
 /// Writes an image as a stream.
 pub struct ImageWriter<W: Write> {
@@ -16,6 +28,9 @@ pub struct ImageWriter<W: Write> {
     offset: u64,
     records: u64,
     chain: u64,
+    /// The `INDEX` record's entries so far (`None` once it would be too large: the
+    /// image then has none, and readers walk its headers).
+    pub(super) index: Option<Vec<u8>>,
 }
 
 static ZEROS: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
@@ -33,7 +48,16 @@ impl<W: Write> ImageWriter<W> {
             offset: HEADER_LEN as u64,
             records: 0,
             chain: 0,
+            index: None,
         })
+    }
+
+    /// Write an `INDEX` record before the end record (not in `fault-injection` builds
+    /// run with `CKPT_NO_INDEX=1`). Called before any record is written.
+    pub fn with_index(&mut self) {
+        if !no_index() && self.records == 0 {
+            self.index = Some(Vec::new());
+        }
     }
 
     /// Bytes written so far.
@@ -89,6 +113,23 @@ impl<W: Write> ImageWriter<W> {
         self.offset += RECORD_HEADER_LEN as u64 + u64::from(pad) + payload.len() as u64 + 8;
         self.records += 1;
         self.chain = chain(self.chain, sum);
+        let full = self
+            .index
+            .as_ref()
+            .is_some_and(|ix| ix.len() as u64 + INDEX_ENTRY_LEN + 16 > max_payload(tag::INDEX));
+        if full {
+            self.index = None;
+        }
+        if let Some(ix) = &mut self.index {
+            ix.extend_from_slice(&index_entry(
+                tag,
+                flags,
+                arg,
+                payload.len() as u64,
+                sum,
+                pad,
+            ));
+        }
         Ok(())
     }
 
@@ -107,8 +148,15 @@ impl<W: Write> ImageWriter<W> {
         self.write_record(tag::PAGES, FLAG_REQUIRED, addr, data, true)
     }
 
-    /// Write the end record and flush; returns the underlying writer.
+    /// Write the index record and the end record, and flush; returns the underlying
+    /// writer.
     pub fn finish(mut self) -> Result<W> {
+        if let Some(mut ix) = self.index.take() {
+            let n = ix.len() as u64 / INDEX_ENTRY_LEN;
+            ix.extend_from_slice(&n.to_le_bytes());
+            ix.extend_from_slice(INDEX_MAGIC);
+            self.write_record(tag::INDEX, 0, 0, &ix, false)?;
+        }
         let mut p = [0u8; 16];
         p[0..8].copy_from_slice(&self.records.to_le_bytes());
         p[8..16].copy_from_slice(&self.chain.to_le_bytes());
