@@ -109,6 +109,10 @@ pub mod asm {
     pub const fn stx64(dst: u8, off: i16, src: u8) -> Insn {
         i(0x7b, dst, src, off, 0)
     }
+    /// *(u32 *)(dst + off) = src.
+    pub const fn stx32(dst: u8, off: i16, src: u8) -> Insn {
+        i(0x63, dst, src, off, 0)
+    }
     /// *(u32 *)(dst + off) = imm.
     pub const fn st32_imm(dst: u8, off: i16, imm: i32) -> Insn {
         i(0x62, dst, 0, off, imm)
@@ -145,7 +149,7 @@ pub mod asm {
 /// Helper function IDs (include/uapi/linux/bpf.h `__BPF_FUNC_MAPPER`).
 const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_PROBE_READ_KERNEL: i32 = 113;
-const HELPER_SEQ_WRITE: i32 = 127;
+pub(super) const HELPER_SEQ_WRITE: i32 = 127;
 
 /// The most bytes one run of the read program copies.
 pub const READ_MAX: usize = 4096;
@@ -295,8 +299,8 @@ fn owned(fd: i64) -> OwnedFd {
 }
 
 /// Load tracing program `insns` for the iterator function `btf_id`; on refusal, the
-/// verifier's last words in the error.
-fn load(insns: &[Insn], btf_id: u32, name: &str) -> Result<OwnedFd> {
+/// verifier's last words in the error. (Also `sys::mmseq`'s loader.)
+pub(super) fn load(insns: &[Insn], btf_id: u32, name: &str) -> Result<OwnedFd> {
     let code: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
     let license = b"GPL\0";
     let mut pname = [0u8; 16];
@@ -343,27 +347,27 @@ fn load(insns: &[Insn], btf_id: u32, name: &str) -> Result<OwnedFd> {
 }
 
 /// A link of program `prog` to its iterator.
-fn link(prog: &OwnedFd) -> Result<OwnedFd> {
+pub(super) fn link(prog: &OwnedFd) -> Result<OwnedFd> {
     let mut a = Attr::new()
         .u32(0, prog.as_raw_fd() as u32)
         .u32(8, ATTACH_TRACE_ITER);
     bpf(
         CMD_LINK_CREATE,
         &mut a,
-        "bpf(BPF_LINK_CREATE) of the unix socket iterator",
+        "bpf(BPF_LINK_CREATE) of a BPF iterator",
     )
     .map(owned)
 }
 
-/// One run of the iterator of `link`: all it wrote. The sockets it visits are those of
-/// the network namespace of the calling thread.
-fn iterate(link: &OwnedFd) -> Result<Vec<u8>> {
+/// One run of the iterator of `link`: all it wrote. The unix socket iterator visits the
+/// sockets of the network namespace of the calling thread.
+pub(super) fn iterate(link: &OwnedFd) -> Result<Vec<u8>> {
     let mut a = Attr::new().u32(0, link.as_raw_fd() as u32);
     let fd = owned(bpf(CMD_ITER_CREATE, &mut a, "bpf(BPF_ITER_CREATE)")?);
     let mut out = Vec::new();
     std::fs::File::from(fd)
         .read_to_end(&mut out)
-        .map_err(|e| SysError::io("read the unix socket iterator", e))?;
+        .map_err(|e| SysError::io("read a BPF iterator", e))?;
     Ok(out)
 }
 
@@ -709,7 +713,7 @@ impl std::fmt::Display for QueueError {
 }
 
 /// ckpt's PID namespace level (the number of IDs in /proc/self/status's NSpid, less one).
-fn own_pid_level() -> Result<u64> {
+pub(super) fn own_pid_level() -> Result<u64> {
     let s = std::fs::read_to_string("/proc/self/status")
         .map_err(|e| SysError::io("read /proc/self/status", e))?;
     let n = s

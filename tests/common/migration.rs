@@ -11,11 +11,18 @@ use super::*;
 
 /// The source: `migrate MIB RATE`, RATE pages written per second.
 pub fn source(ctx: &Ctx, mib: u32, rate: u32) -> Proc {
-    let spec = Spec::new(target("migrate"))
+    source_with(ctx, mib, rate, &[])
+}
+
+/// [`source`] with EXTRA arguments (`areas`: the side areas its `f` command changes).
+pub fn source_with(ctx: &Ctx, mib: u32, rate: u32, extra: &[&str]) -> Proc {
+    let mut spec = Spec::new(target("migrate"))
         .arg(mib.to_string())
-        .arg(rate.to_string())
-        .stdin(In::Pipe)
-        .cwd(&ctx.dir);
+        .arg(rate.to_string());
+    for a in extra {
+        spec = spec.arg(a);
+    }
+    let spec = spec.stdin(In::Pipe).cwd(&ctx.dir);
     let mut t = ctx.spawn(&spec);
     t.wait_for("ready\n");
     t
