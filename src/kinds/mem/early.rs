@@ -33,6 +33,9 @@ impl EarlySmaps {
     /// after an even count; `Err(why)` where the counts cannot be read here (the dump
     /// then reads smaps in the window, as without this).
     pub fn read(root: i32) -> Result<EarlySmaps, String> {
+        if skipped() {
+            return Err("CKPT_EARLY_SMAPS=never (testing)".into());
+        }
         let reader = MmSeqReader::new()?;
         let counts = reader.read().map_err(|e| e.to_string())?;
         let mut at = BTreeMap::new();
@@ -105,5 +108,17 @@ fn forced_reuse() -> bool {
 
 #[cfg(not(feature = "fault-injection"))]
 fn forced_reuse() -> bool {
+    false
+}
+
+/// Test hook (feature `fault-injection`): CKPT_EARLY_SMAPS=never reads no early smaps
+/// (the final dump reads smaps frozen, as before the early read existed).
+#[cfg(feature = "fault-injection")]
+fn skipped() -> bool {
+    std::env::var("CKPT_EARLY_SMAPS").is_ok_and(|v| v == "never")
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn skipped() -> bool {
     false
 }
