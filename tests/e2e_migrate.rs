@@ -494,16 +494,7 @@ fn flags_changed_before_the_freeze(n: u32, name: &str, force: bool) -> Result<()
         oracle::Cmp::Restored,
         &shown,
         &after,
-        &[
-            // The receiver's own namespaces (as in the first test).
-            "*.ns.net",
-            "*.ns.pid",
-            "*.ns.pid.parent",
-            "*.ns.pid_for_children",
-            "*.ns.mnt",
-            "*.mountinfo",
-            "*.fdinfo.mnt_id",
-        ],
+        RECEIVER_NAMESPACES,
     );
     r.close_stdin();
     let fin = r.finish();

@@ -459,13 +459,14 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         pid,
         cgfreeze.as_mut().map_or(&mut no_seized, |c| &mut c.seized),
     )?;
+    // The tree's processes that are not zombies.
+    let live: Vec<i32> = tree
+        .nodes
+        .iter()
+        .filter(|(_, f)| f.is_some())
+        .map(|(p, _)| *p)
+        .collect();
     if let Some(cg) = &cgfreeze {
-        let live: Vec<i32> = tree
-            .nodes
-            .iter()
-            .filter(|(_, f)| f.is_some())
-            .map(|(p, _)| *p)
-            .collect();
         freezer::refuse_outside(cg, pid, &live)?;
     }
     let freezing = tree.frozen_at.elapsed();
@@ -474,12 +475,6 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
     // early VmFlags still true.
     let mut early = match &opts.early_smaps {
         Some(e) => {
-            let live: Vec<i32> = tree
-                .nodes
-                .iter()
-                .filter(|(_, f)| f.is_some())
-                .map(|(p, _)| *p)
-                .collect();
             let still = e.still_true(&live);
             crate::error::time_mark("dump: early VmFlags checked");
             still

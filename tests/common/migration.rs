@@ -28,6 +28,20 @@ pub fn source_with(ctx: &Ctx, mib: u32, rate: u32, extra: &[&str]) -> Proc {
     t
 }
 
+/// What differs by design between a source and its copy restored by `receive
+/// --new-pidns` in another network namespace (oracle patterns): the receiver's own
+/// network namespace, the new PID namespace, and the mount namespace its init made to
+/// mount that namespace's /proc (the descriptors' mounts are then another namespace's).
+pub const RECEIVER_NAMESPACES: &[&str] = &[
+    "*.ns.net",
+    "*.ns.pid",
+    "*.ns.pid.parent",
+    "*.ns.pid_for_children",
+    "*.ns.mnt",
+    "*.mountinfo",
+    "*.fdinfo.mnt_id",
+];
+
 /// Processes (pid, state) running the target NAME with ARG at position IDX of its
 /// command line, zombies left out: how the migration tests count the copies.
 pub fn copies_of(name: &str, idx: usize, arg: &str) -> Vec<(i32, char)> {
