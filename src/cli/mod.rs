@@ -945,6 +945,7 @@ fn cmd_dump(a: DumpArgs) -> i32 {
         net_remade: false,
         tcp_established: false,
         transient: false,
+        early_smaps: None,
     };
     let res = dump::dump(pid, out, &opts);
     bar.finish_and_clear();

@@ -151,7 +151,9 @@ fn read_threads(fr: &mut Frozen, mem: &RemoteMem, ask: &Ask<'_>) -> Result<Threa
 }
 
 /// The memory map and the descriptors of process `pid` (whose resident pages `rss`
-/// decide whether smaps is read on a thread of its own).
+/// decide whether smaps is read on a thread of its own). `early`: its smaps read before
+/// the freeze and still true (`kinds::mem::early`), used if /proc/PID/maps lists the
+/// same areas; `*early_used` counts the processes that used it.
 ///
 /// Only /proc/PID/smaps has the VmFlags, and making it walks the page tables of every
 /// area (16-24 ms per GiB resident here). In a big process a second thread reads it
@@ -165,15 +167,22 @@ fn memory_and_fds(
     mem: &RemoteMem,
     rss: u64,
     seen: &mut SharedSeen,
+    early: Option<Vec<MapEntry>>,
+    early_used: &mut usize,
 ) -> Result<(MemoryMap, Vec<Fd>)> {
-    let on_thread = rss >= mem::SMAPS_THREAD_PAGES;
+    let early = early.and_then(|e| mem::early::take_early(pid, e));
+    if early.is_some() {
+        *early_used += 1;
+        crate::error::time_mark("collect: VmFlags from before the freeze");
+    }
+    let on_thread = early.is_none() && rss >= mem::SMAPS_THREAD_PAGES;
     let pm = procfs::Pagemap::open(pid)?;
     let (mut maps, mut map, fds, smaps) = std::thread::scope(|s| -> Result<_> {
         let reading = on_thread.then(|| s.spawn(move || procfs::smaps(pid)));
-        let maps = if on_thread {
-            procfs::maps(pid)?
-        } else {
-            procfs::smaps(pid)?
+        let maps = match early {
+            Some(m) => m,
+            None if on_thread => procfs::maps(pid)?,
+            None => procfs::smaps(pid)?,
         };
         let map = mem::memory_map(pid, mem, &pm, &maps, seen);
         // Held back, like any error of `memory_map`, until the areas' flags are checked.
@@ -223,6 +232,8 @@ fn check_areas(pid: i32, map: &mut MemoryMap, maps: &mut [MapEntry]) -> Result<(
 pub(crate) fn collect_process(
     fr: &mut Frozen,
     seen: &mut SharedSeen,
+    early: Option<Vec<MapEntry>>,
+    early_used: &mut usize,
     ask: &Ask<'_>,
 ) -> Result<(Process, ProcCollected)> {
     let pid = fr.pid;
@@ -237,7 +248,7 @@ pub(crate) fn collect_process(
     let thread_creds = creds::thread_creds(&fr.threads, &creds, &read.thread_inj)?;
     let mm = attrs::mm_info(pid, &stat, inj.brk)?;
 
-    let (map, fds) = memory_and_fds(pid, &mem, stat.field(24), seen)?;
+    let (map, fds) = memory_and_fds(pid, &mem, stat.field(24), seen, early, early_used)?;
     crate::error::time_mark("collect: memory map and descriptors read");
     let MemoryMap {
         vmas,

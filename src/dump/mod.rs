@@ -91,6 +91,10 @@ pub struct DumpOptions {
     /// migrate`'s rounds): it is neither handed to the disk as it is written nor
     /// synced, so the frozen tree never waits for the disk.
     pub transient: bool,
+    /// The tree's smaps read before the freeze (`ckpt migrate`'s final dump): each
+    /// process whose address space took no write lock since keeps those VmFlags, and
+    /// its smaps is not read in the frozen window (see `kinds::mem::early`).
+    pub early_smaps: Option<std::sync::Arc<crate::kinds::mem::early::EarlySmaps>>,
 }
 
 /// The points of a dump where a front end may act, and stop it.
@@ -123,6 +127,7 @@ impl std::fmt::Debug for DumpOptions {
             .field("net_remade", &self.net_remade)
             .field("tcp_established", &self.tcp_established)
             .field("transient", &self.transient)
+            .field("early_smaps", &self.early_smaps)
             .finish()
     }
 }
@@ -166,6 +171,14 @@ pub struct DumpStats {
     /// The cgroup frozen with `--freeze-cgroup`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup_freeze: Option<CgroupFreezeStats>,
+    /// Processes whose VmFlags came from the smaps read before the freeze
+    /// (`DumpOptions::early_smaps`), not from one in the frozen window.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub early_smaps: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// How much of the image is written before its writeback to disk is started.
@@ -446,17 +459,29 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         pid,
         cgfreeze.as_mut().map_or(&mut no_seized, |c| &mut c.seized),
     )?;
+    // The tree's processes that are not zombies.
+    let live: Vec<i32> = tree
+        .nodes
+        .iter()
+        .filter(|(_, f)| f.is_some())
+        .map(|(p, _)| *p)
+        .collect();
     if let Some(cg) = &cgfreeze {
-        let live: Vec<i32> = tree
-            .nodes
-            .iter()
-            .filter(|(_, f)| f.is_some())
-            .map(|(p, _)| *p)
-            .collect();
         freezer::refuse_outside(cg, pid, &live)?;
     }
     let freezing = tree.frozen_at.elapsed();
     crate::error::time_mark("dump: frozen");
+    // Before ckpt changes anything in the tree (its injected calls map and unmap): the
+    // early VmFlags still true.
+    let mut early = match &opts.early_smaps {
+        Some(e) => {
+            let still = e.still_true(&live);
+            crate::error::time_mark("dump: early VmFlags checked");
+            still
+        }
+        None => Default::default(),
+    };
+    let mut early_used = 0;
     // A dump that kills the tree locks its TCP connections now, before their queues are
     // read (`kinds::fd::tcp::lock_at_freeze`).
     let (early_lock, early_host_lock) = if opts.leave_running || opts.net_locked {
@@ -517,6 +542,8 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
             Some(fr) => collect::collect_process(
                 fr,
                 &mut seen,
+                early.remove(p),
+                &mut early_used,
                 &crate::kinds::task::query::Ask {
                     stopped_children: &kids,
                     undo_sets: sets,
@@ -667,6 +694,7 @@ fn dump_tx(pid: i32, out: &Output, opts: &DumpOptions) -> Result<DumpStats> {
         cgroup_freeze: cgfreeze.as_ref().map(|c| c.stats.clone()),
         processes: ckpt.processes.len(),
         vmas: ckpt.processes.iter().map(|p| p.vmas.len()).sum(),
+        early_smaps: early_used,
         ..Default::default()
     };
     if ckpt.pid_namespace_init_outside && ckpt.external_pid_namespace.is_none() {

@@ -70,6 +70,9 @@ pub struct MigrateStats {
     pub post_copy_ms: f64,
     /// `--lazy`: the final image's page bytes sent after it.
     pub post_copy_bytes: u64,
+    /// Processes of the final dump whose VmFlags came from the smaps read before the
+    /// freeze (no write lock of their address space since), not read frozen.
+    pub early_smaps: usize,
 }
 
 /// How a migration failed.
@@ -315,6 +318,19 @@ pub fn migrate(pid: i32, to: &str, opts: &MigrateOptions) -> Result<MigrateStats
             return Err(fail(e));
         }
     };
+    // Its VmFlags, read while the tree runs: the final dump keeps those of each process
+    // whose address space took no write lock since (`kinds::mem::early`).
+    let early = match crate::kinds::mem::early::EarlySmaps::read(pid) {
+        Ok(e) => Some(Arc::new(e)),
+        Err(why) => {
+            say(&format!(
+                "VmFlags are read with the tree frozen (no early read: {why})"
+            ));
+            None
+        }
+    };
+    crate::error::time_mark("migrate: early VmFlags read");
+    point("migrate: early VmFlags read", &conn);
     // The final dump: frozen, the tree killed only once the receiver confirms.
     let k = last + 1;
     let path = dir.round(k);
@@ -356,6 +372,7 @@ pub fn migrate(pid: i32, to: &str, opts: &MigrateOptions) -> Result<MigrateStats
         hook: Some(hook),
         net_locked: true,
         transient: true,
+        early_smaps: early,
         ..opts.dump.clone()
     };
     let t = Instant::now();
@@ -412,6 +429,7 @@ pub fn migrate(pid: i32, to: &str, opts: &MigrateOptions) -> Result<MigrateStats
     stats.lazy = st.lazy;
     stats.post_copy_ms = st.post_copy.as_secs_f64() * 1e3;
     stats.post_copy_bytes = st.post_copy_bytes;
+    stats.early_smaps = dumped.early_smaps;
     stats.bytes_sent = st.conn.sent;
     stats.restored_pid = st.restored_pid;
     stats.total_ms = t0.elapsed().as_secs_f64() * 1e3;

@@ -128,6 +128,10 @@ pub mod asm {
     pub const fn st32_imm(dst: u8, off: i16, imm: i32) -> Insn {
         i(0x62, dst, 0, off, imm)
     }
+    /// *(u64 *)(dst + off) = imm.
+    pub const fn st64_imm(dst: u8, off: i16, imm: i32) -> Insn {
+        i(0x7a, dst, 0, off, imm)
+    }
     /// if dst == imm goto +off.
     pub const fn jeq_imm(dst: u8, imm: i32, off: i16) -> Insn {
         i(0x15, dst, 0, off, imm)
@@ -317,7 +321,7 @@ pub(super) fn owned(fd: i64) -> OwnedFd {
 }
 
 /// Load tracing program `insns` for the iterator function `btf_id`; on refusal, the
-/// verifier's last words in the error.
+/// verifier's last words in the error. (Also `sys::mmseq`'s loader.)
 pub(super) fn load(insns: &[Insn], btf_id: u32, name: &str) -> Result<OwnedFd> {
     let code: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
     let license = b"GPL\0";
@@ -365,8 +369,8 @@ pub(super) fn load(insns: &[Insn], btf_id: u32, name: &str) -> Result<OwnedFd> {
 }
 
 /// A link of program `prog` to its iterator.
-fn link(prog: &OwnedFd) -> Result<OwnedFd> {
-    link_with(prog, None, "the unix socket iterator")
+pub(super) fn link(prog: &OwnedFd) -> Result<OwnedFd> {
+    link_with(prog, None, "a BPF iterator")
 }
 
 /// A link of program `prog` to its iterator (`what`, for errors), with the iterator's
@@ -412,8 +416,8 @@ const ITER_READ: usize = 8 << 12;
 
 /// One run of the iterator of `link`: all it wrote, and whether the kernel had to
 /// resume the iteration in a later read (it stops a read when its buffer or the
-/// caller's is full). The sockets it visits are those of the network namespace of the
-/// calling thread.
+/// caller's is full). The unix socket iterator visits the sockets of the network
+/// namespace of the calling thread.
 ///
 /// A resumed unix iteration may skip sockets (see [`SockReader::sockets`]), so the
 /// buffer given to each read is larger than the kernel's own (an output that fits
@@ -429,7 +433,7 @@ pub(super) fn iterate(link: &OwnedFd) -> Result<(Vec<u8>, bool)> {
         let n = match f.read(&mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(SysError::io("read the unix socket iterator", e)),
+            Err(e) => return Err(SysError::io("read a BPF iterator", e)),
         };
         if n == 0 {
             return Ok((out, reads > 1));
@@ -849,7 +853,7 @@ impl std::fmt::Display for QueueError {
 }
 
 /// ckpt's PID namespace level (the number of IDs in /proc/self/status's NSpid, less one).
-fn own_pid_level() -> Result<u64> {
+pub(super) fn own_pid_level() -> Result<u64> {
     let s = std::fs::read_to_string("/proc/self/status")
         .map_err(|e| SysError::io("read /proc/self/status", e))?;
     let n = s

@@ -14,6 +14,7 @@ pub(crate) mod inetraw;
 pub(crate) mod inject;
 pub(crate) mod ipc;
 pub(crate) mod mem;
+pub(crate) mod mmseq;
 pub(crate) mod mount;
 pub(crate) mod netlink;
 pub(crate) mod netlock;

@@ -11,15 +11,36 @@ use super::*;
 
 /// The source: `migrate MIB RATE`, RATE pages written per second.
 pub fn source(ctx: &Ctx, mib: u32, rate: u32) -> Proc {
-    let spec = Spec::new(target("migrate"))
+    source_with(ctx, mib, rate, &[])
+}
+
+/// [`source`] with EXTRA arguments (`areas`: the side areas its `f` command changes).
+pub fn source_with(ctx: &Ctx, mib: u32, rate: u32, extra: &[&str]) -> Proc {
+    let mut spec = Spec::new(target("migrate"))
         .arg(mib.to_string())
-        .arg(rate.to_string())
-        .stdin(In::Pipe)
-        .cwd(&ctx.dir);
+        .arg(rate.to_string());
+    for a in extra {
+        spec = spec.arg(a);
+    }
+    let spec = spec.stdin(In::Pipe).cwd(&ctx.dir);
     let mut t = ctx.spawn(&spec);
     t.wait_for("ready\n");
     t
 }
+
+/// What differs by design between a source and its copy restored by `receive
+/// --new-pidns` in another network namespace (oracle patterns): the receiver's own
+/// network namespace, the new PID namespace, and the mount namespace its init made to
+/// mount that namespace's /proc (the descriptors' mounts are then another namespace's).
+pub const RECEIVER_NAMESPACES: &[&str] = &[
+    "*.ns.net",
+    "*.ns.pid",
+    "*.ns.pid.parent",
+    "*.ns.pid_for_children",
+    "*.ns.mnt",
+    "*.mountinfo",
+    "*.fdinfo.mnt_id",
+];
 
 /// Processes (pid, state) running the target NAME with ARG at position IDX of its
 /// command line, zombies left out: how the migration tests count the copies.

@@ -1,7 +1,7 @@
 /* migrate: memory written all the time, for `ckpt migrate` (tests/e2e_migrate.rs,
  * bench/migrate).
  *
- *   migrate MIB RATE
+ *   migrate MIB RATE [areas]
  *
  * Maps an area of MIB MiB (private anonymous), fills every page with a pattern, prints
  * "ready", and from then on writes RATE pages per second (in 1 ms steps), in order,
@@ -12,7 +12,15 @@
  *   c   verify every page against the step count and answer
  *       "count C sum HEX ok" (or "... bad PAGE" at the first wrong page)
  *   q   exit 0
- * At end of input it exits 0. */
+ *   f   (with "areas") change the side areas' flags and layout, answer "flags done"
+ * At end of input it exits 0.
+ *
+ * With "areas" it also maps AREAS side areas of 4 pages, written, each its own VMA
+ * (PROT_NONE gaps between them), which "f" changes as a program may between two
+ * rounds of a migration: MADV_HUGEPAGE, MADV_DONTFORK, MADV_WIPEONFORK, MADV_DONTDUMP
+ * and mlock of whole areas (only VmFlags show these), mprotect read-only, mremap to
+ * another place, and MADV_DONTNEED of two pages of the last one (which read back as
+ * zero). */
 #include "util.h"
 
 #include <poll.h>
@@ -24,6 +32,58 @@
 static uint64_t *area;
 static unsigned long npages;
 static unsigned long count;
+
+#define AREAS 8
+#define SIDE (4 * PAGE)
+static char *side[AREAS];
+static int side_changed;
+
+/* The first side area whose bytes are not what they must be, or -1. */
+static int side_bad(void)
+{
+	for (int i = 0; side[0] && i < AREAS; i++) {
+		unsigned long len = (side_changed && i == 6) ? 2 * SIDE : SIDE;
+		for (unsigned long b = 0; b < len; b++) {
+			char want = (char)('a' + i);
+			if (side_changed && ((i == 6 && b >= SIDE) || (i == 7 && b >= PAGE && b < 3 * PAGE)))
+				want = 0;
+			if (side[i][b] != want)
+				return i;
+		}
+	}
+	return -1;
+}
+
+static void map_side(void)
+{
+	/* One reservation, every other 4 pages made writable: separate VMAs. */
+	char *r = mmap(NULL, 2 * AREAS * SIDE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (r == MAP_FAILED)
+		exit(1);
+	for (int i = 0; i < AREAS; i++) {
+		side[i] = r + 2 * i * SIDE;
+		if (mprotect(side[i], SIDE, PROT_READ | PROT_WRITE))
+			exit(1);
+		memset(side[i], 'a' + i, SIDE);
+	}
+}
+
+static void change_side(void)
+{
+	int ok = !madvise(side[0], SIDE, MADV_HUGEPAGE) && !madvise(side[1], SIDE, MADV_DONTFORK) &&
+		 !madvise(side[2], SIDE, MADV_WIPEONFORK) && !madvise(side[3], SIDE, MADV_DONTDUMP) &&
+		 !mlock(side[4], SIDE) && !mprotect(side[5], SIDE, PROT_READ);
+	/* Grown, it cannot stay where the gap after it is: it moves. */
+	char *moved = mremap(side[6], SIDE, 2 * SIDE, MREMAP_MAYMOVE);
+	if (moved == MAP_FAILED || moved == side[6])
+		ok = 0;
+	else
+		side[6] = moved;
+	side_changed = 1;
+	ok = ok && !madvise(side[7] + PAGE, 2 * PAGE, MADV_DONTNEED);
+	printf(ok ? "flags done\n" : "flags failed\n");
+	fflush(stdout);
+}
 
 static uint64_t pattern(unsigned long page, unsigned long word)
 {
@@ -60,7 +120,10 @@ static void verify(void)
 		for (unsigned long i = 0; i < PAGE / 8; i++)
 			sum = sum * 31 + w[i];
 	}
-	if (bad < 0)
+	int sb = side_bad();
+	if (bad < 0 && sb >= 0)
+		printf("count %lu sum %016llx bad side %d\n", count, (unsigned long long)sum, sb);
+	else if (bad < 0)
 		printf("count %lu sum %016llx ok\n", count, (unsigned long long)sum);
 	else
 		printf("count %lu sum %016llx bad %ld\n", count, (unsigned long long)sum, bad);
@@ -84,6 +147,8 @@ int main(int argc, char **argv)
 		for (unsigned long i = 1; i < PAGE / 8; i++)
 			w[i] = pattern(p, i);
 	}
+	if (argc > 3 && !strcmp(argv[3], "areas"))
+		map_side();
 	printf("ready\n");
 	fflush(stdout);
 	uint64_t t0 = now_ms();
@@ -116,6 +181,8 @@ int main(int argc, char **argv)
 				verify();
 			else if (line[0] == 'q')
 				return 0;
+			else if (line[0] == 'f' && side[0])
+				change_side();
 			size_t used = (size_t)(nl - line) + 1;
 			memmove(line, nl + 1, len - used);
 			len -= used;

@@ -3,6 +3,7 @@
 
 pub(crate) mod aio;
 pub(crate) mod cow;
+pub mod early;
 pub(crate) mod pages;
 pub(crate) mod shmem;
 #[cfg(test)]
