@@ -6,7 +6,7 @@
 
 use crate::error::{DumpError, DumpResult, Problem, RestoreError, RestoreResult};
 use crate::kinds::check;
-use crate::model::{Fd, FdKind, NetlinkState, SockOpts};
+use crate::model::{Fd, FdKind, NetlinkState};
 use crate::remote::{Ctx, SockAddr, SockOpt};
 use crate::sys;
 
@@ -47,14 +47,7 @@ pub(crate) fn collect(
             dst_portid: n.dst_portid,
             dst_group: n.dst_group,
             nl_opts: n.opts,
-            opts: SockOpts {
-                sndbuf: o.sndbuf,
-                rcvbuf: o.rcvbuf,
-                passcred: o.passcred,
-                reuseaddr: false,
-                reuseport: false,
-                buf_lock: o.buf_lock,
-            },
+            opts: super::unix::unix_opts(&o),
         }),
         flags,
     };

@@ -246,8 +246,8 @@ impl UnixTable {
 }
 
 /// The options of a unix socket as the image keeps them (SO_REUSEADDR and SO_REUSEPORT
-/// mean nothing there).
-fn unix_opts(o: &sockdiag::SockOpts) -> SockOpts {
+/// mean nothing there; likewise for netlink sockets).
+pub(super) fn unix_opts(o: &sockdiag::SockOpts) -> SockOpts {
     SockOpts {
         sndbuf: o.sndbuf,
         rcvbuf: o.rcvbuf,

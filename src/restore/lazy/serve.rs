@@ -284,34 +284,16 @@ fn serve_inner(lazy: &Lazy) -> Result<LazyStats> {
                     }),
                     Event::Remap { from, to, len } => {
                         move_range(&mut mm.pieces, from, to, len);
-                        let mut regs: Vec<Piece> = mm
-                            .regs
-                            .iter()
-                            .map(|&(s, e)| Piece {
-                                addr: s,
-                                len: e - s,
-                                rec: 0,
-                                skip: 0,
-                            })
-                            .collect();
+                        let mut regs = as_pieces(&mm.regs);
                         move_range(&mut regs, from, to, len);
-                        mm.regs = regs.iter().map(|p| (p.addr, p.end())).collect();
+                        mm.regs = as_ranges(&regs);
                     }
                     Event::Remove { start, end } => remove_range(&mut mm.pieces, start, end),
                     Event::Unmap { start, end } => {
                         remove_range(&mut mm.pieces, start, end);
-                        let mut regs: Vec<Piece> = mm
-                            .regs
-                            .iter()
-                            .map(|&(s, e)| Piece {
-                                addr: s,
-                                len: e - s,
-                                rec: 0,
-                                skip: 0,
-                            })
-                            .collect();
+                        let mut regs = as_pieces(&mm.regs);
                         remove_range(&mut regs, start, end);
-                        mm.regs = regs.iter().map(|p| (p.addr, p.end())).collect();
+                        mm.regs = as_ranges(&regs);
                     }
                 }
             }
@@ -377,4 +359,21 @@ fn serve_inner(lazy: &Lazy) -> Result<LazyStats> {
         ),
     });
     Ok(stats)
+}
+
+/// Registered ranges as pieces, so the pieces' moves and removals apply to them too.
+fn as_pieces(regs: &[(u64, u64)]) -> Vec<Piece> {
+    regs.iter()
+        .map(|&(s, e)| Piece {
+            addr: s,
+            len: e - s,
+            rec: 0,
+            skip: 0,
+        })
+        .collect()
+}
+
+/// The ranges of pieces made by [`as_pieces`].
+fn as_ranges(pieces: &[Piece]) -> Vec<(u64, u64)> {
+    pieces.iter().map(|p| (p.addr, p.end())).collect()
 }
