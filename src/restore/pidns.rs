@@ -64,26 +64,8 @@ impl<R: Read + Send> Prepared<R> {
         // The cgroups made for the tree's cgroup mounts stay if it runs (taken here: a
         // helper forked below must not remove them when it ends).
         let mut mount_cgroups = std::mem::take(&mut self.mount_cgroups);
-        // With a PID namespace of the tree's own, the builder places the processes; the
-        // cgroups are made here, and removed here (after the init's end) on failure.
-        // (Their limits first, `--manage-cgroups`: made here, the builder's stage sees
-        // them as existing.)
-        if self.own_pid_namespace()
-            && self.plan.cgroup_mode != crate::kinds::cglimits::CgroupMode::Ignore
-        {
-            crate::kinds::cglimits::restore(
-                &self.plan.ckpt,
-                self.plan.cgroup_root.as_deref(),
-                self.plan.cgroup_mode,
-                self.plan.cgroup_limits,
-                &mut mount_cgroups,
-            )?;
-            crate::kinds::cgroup::make_all(
-                &self.plan.ckpt,
-                self.plan.cgroup_root.as_deref(),
-                &mut mount_cgroups,
-            )?;
-        }
+        // (With a PID namespace of the tree's own, the builder places the processes.)
+        self.own_pidns_cgroups(&mut mount_cgroups)?;
         // The namespaces made outside the tree it joins (--join-ns) and those it had of
         // its own (UTS, IPC, time, network), for our thread before any process of the
         // tree exists: every one started below is in them.
@@ -112,15 +94,7 @@ impl<R: Read + Send> Prepared<R> {
                     .into(),
             ));
         }
-        // (Opened with the tree's mount namespace, before ckpt entered it, or now.)
-        let external = match self.other_pidns.external.take() {
-            Some(ns) => Ok(Some(ns)),
-            None => crate::kinds::task::extpidns::open_given(
-                &self.plan.ckpt,
-                &self.plan.joins,
-                &self.plan.inherit,
-            ),
-        };
+        let external = self.external_pidns();
         let launched = if let Err(e) = external {
             Err(e)
         } else if let Ok(Some(ns)) = external {
@@ -153,26 +127,8 @@ impl<R: Read + Send> Prepared<R> {
     pub fn launch_as_sibling(mut self) -> Result<Launched> {
         self.check_console()?;
         let mut mount_cgroups = std::mem::take(&mut self.mount_cgroups);
-        // With a PID namespace of the tree's own, the builder places the processes; the
-        // cgroups are made here, and removed here (after the init's end) on failure.
-        // (Their limits first, `--manage-cgroups`: made here, the builder's stage sees
-        // them as existing.)
-        if self.own_pid_namespace()
-            && self.plan.cgroup_mode != crate::kinds::cglimits::CgroupMode::Ignore
-        {
-            crate::kinds::cglimits::restore(
-                &self.plan.ckpt,
-                self.plan.cgroup_root.as_deref(),
-                self.plan.cgroup_mode,
-                self.plan.cgroup_limits,
-                &mut mount_cgroups,
-            )?;
-            crate::kinds::cgroup::make_all(
-                &self.plan.ckpt,
-                self.plan.cgroup_root.as_deref(),
-                &mut mount_cgroups,
-            )?;
-        }
+        // (With a PID namespace of the tree's own, the builder places the processes.)
+        self.own_pidns_cgroups(&mut mount_cgroups)?;
         // Made with the tree's mount namespace (`restore::prepare_for`): it must be our
         // parent's child already.
         if self.pidns_init.as_ref().is_some_and(|i| !i.is_sibling()) {
@@ -210,15 +166,7 @@ impl<R: Read + Send> Prepared<R> {
                 made
             }
         };
-        // (Opened with the tree's mount namespace, before ckpt entered it, or now.)
-        let external = match self.other_pidns.external.take() {
-            Some(ns) => Ok(Some(ns)),
-            None => crate::kinds::task::extpidns::open_given(
-                &self.plan.ckpt,
-                &self.plan.joins,
-                &self.plan.inherit,
-            ),
-        };
+        let external = self.external_pidns();
         let launched = if let Err(e) = external {
             Err(e)
         } else if let Ok(Some(ns)) = external {
@@ -234,6 +182,47 @@ impl<R: Read + Send> Prepared<R> {
         made.keep = launched.is_ok();
         mount_cgroups.keep = launched.is_ok();
         launched
+    }
+}
+
+impl<R: Read + Send> Prepared<R> {
+    /// With a PID namespace of the tree's own, its cgroups (their limits first,
+    /// `--manage-cgroups`), made here so that the builder's stage sees them as existing
+    /// and removed here (after the init's end) on failure.
+    fn own_pidns_cgroups(
+        &self,
+        mount_cgroups: &mut crate::kinds::cgroup::MadeCgroups,
+    ) -> Result<()> {
+        if self.own_pid_namespace()
+            && self.plan.cgroup_mode != crate::kinds::cglimits::CgroupMode::Ignore
+        {
+            crate::kinds::cglimits::restore(
+                &self.plan.ckpt,
+                self.plan.cgroup_root.as_deref(),
+                self.plan.cgroup_mode,
+                self.plan.cgroup_limits,
+                mount_cgroups,
+            )?;
+            crate::kinds::cgroup::make_all(
+                &self.plan.ckpt,
+                self.plan.cgroup_root.as_deref(),
+                mount_cgroups,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The PID namespace made outside the tree that it is restored into, if any: opened
+    /// with the tree's mount namespace (before ckpt entered it), or now.
+    fn external_pidns(&mut self) -> Result<Option<std::fs::File>> {
+        match self.other_pidns.external.take() {
+            Some(ns) => Ok(Some(ns)),
+            None => crate::kinds::task::extpidns::open_given(
+                &self.plan.ckpt,
+                &self.plan.joins,
+                &self.plan.inherit,
+            ),
+        }
     }
 }
 
