@@ -167,6 +167,23 @@ impl Bundle {
         id
     }
 
+    /// `runc ACTION [FLAGS] --image-path IMG --work-path WORK ID` (ACTION `checkpoint`
+    /// or `restore`) with `env`, as [`Bundle::runc`].
+    fn runc_images(
+        &self,
+        action: &str,
+        flags: &[&str],
+        img: &str,
+        work: &str,
+        id: &str,
+        env: &[(&str, &str)],
+    ) -> (bool, String) {
+        let mut args = vec![action];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--image-path", img, "--work-path", work, id]);
+        self.runc(&args, env)
+    }
+
     /// runc with ckpt as its criu, the standard output a new pipe the test reads (the
     /// standard input /dev/null, the standard error a new file: the container may keep
     /// both); (exit status, its standard error).
@@ -543,17 +560,7 @@ fn runc_checkpoint_and_restore_through_ckpt_as_criu() {
     let (img, work) = dirs(&ctx, "c1");
     let at_dump = count_in_tmpfs(pid);
     let t0 = Instant::now();
-    let (ok, err) = b.runc(
-        &[
-            "checkpoint",
-            "--image-path",
-            &img,
-            "--work-path",
-            &work,
-            &id,
-        ],
-        &[],
-    );
+    let (ok, err) = b.runc_images("checkpoint", &[], &img, &work, &id, &[]);
     let took = t0.elapsed();
     assert!(
         ok,
@@ -579,18 +586,7 @@ fn runc_checkpoint_and_restore_through_ckpt_as_criu() {
     assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
     let (_, work2) = dirs(&ctx, "c1-restore");
     let t1 = Instant::now();
-    let (ok, err) = b.runc(
-        &[
-            "restore",
-            "-d",
-            "--image-path",
-            &img,
-            "--work-path",
-            &work2,
-            &id,
-        ],
-        &[],
-    );
+    let (ok, err) = b.runc_images("restore", &["-d"], &img, &work2, &id, &[]);
     assert!(
         ok,
         "runc restore: {err}\n{}",
@@ -624,18 +620,7 @@ fn runc_checkpoint_leave_running_then_restore_under_a_new_name() {
     let before = kernel_view(pid, "the original container");
     let (img, work) = dirs(&ctx, "c2");
     let at_dump = count_in_tmpfs(pid);
-    let (ok, err) = b.runc(
-        &[
-            "checkpoint",
-            "--leave-running",
-            "--image-path",
-            &img,
-            "--work-path",
-            &work,
-            &id,
-        ],
-        &[],
-    );
+    let (ok, err) = b.runc_images("checkpoint", &["--leave-running"], &img, &work, &id, &[]);
     assert!(ok, "runc checkpoint --leave-running: {err}");
     assert_eq!(state(&id), ("running".to_string(), pid), "runc state");
     let (n, _) = b.ask();
@@ -654,18 +639,7 @@ fn runc_checkpoint_leave_running_then_restore_under_a_new_name() {
     wait_pids_gone(&[pid], "the original container");
     let id2 = b.id("c2-new");
     let (_, work2) = dirs(&ctx, "c2-restore");
-    let (ok, err) = b.runc(
-        &[
-            "restore",
-            "-d",
-            "--image-path",
-            &img,
-            "--work-path",
-            &work2,
-            &id2,
-        ],
-        &[],
-    );
+    let (ok, err) = b.runc_images("restore", &["-d"], &img, &work2, &id2, &[]);
     assert!(
         ok,
         "runc restore under a new name: {err}\n{}",
@@ -700,17 +674,7 @@ fn failed_runc_checkpoint_and_restores_leave_things_as_they_were() {
         std::fs::write(d.join("cgroup.procs"), sp.to_string()).expect("move the stranger");
     }
     let (img, work) = dirs(&ctx, "c3");
-    let (ok, err) = b.runc(
-        &[
-            "checkpoint",
-            "--image-path",
-            &img,
-            "--work-path",
-            &work,
-            &id,
-        ],
-        &[],
-    );
+    let (ok, err) = b.runc_images("checkpoint", &[], &img, &work, &id, &[]);
     let log = std::fs::read_to_string(Path::new(&work).join("dump.log")).unwrap_or_default();
     assert!(
         !ok,
@@ -728,17 +692,7 @@ fn failed_runc_checkpoint_and_restores_leave_things_as_they_were() {
     let _ = stranger.wait();
     // Now it is taken.
     let at_dump = count_in_tmpfs(pid);
-    let (ok, err) = b.runc(
-        &[
-            "checkpoint",
-            "--image-path",
-            &img,
-            "--work-path",
-            &work,
-            &id,
-        ],
-        &[],
-    );
+    let (ok, err) = b.runc_images("checkpoint", &[], &img, &work, &id, &[]);
     assert!(ok, "runc checkpoint: {err}");
     wait_pids_gone(&[pid], "the container after the checkpoint");
     assert_eq!(
@@ -769,18 +723,7 @@ fn failed_runc_checkpoint_and_restores_leave_things_as_they_were() {
     .enumerate()
     {
         let (_, w) = dirs(&ctx, &format!("c3-fail{i}"));
-        let (ok, _) = b.runc(
-            &[
-                "restore",
-                "-d",
-                "--image-path",
-                &img,
-                "--work-path",
-                &w,
-                &id,
-            ],
-            &[("CKPT_FAULT", fault)],
-        );
+        let (ok, _) = b.runc_images("restore", &["-d"], &img, &w, &id, &[("CKPT_FAULT", fault)]);
         let log = std::fs::read_to_string(Path::new(&w).join("restore.log")).unwrap_or_default();
         assert!(!ok, "runc restore failing at {fault} succeeded:\n{log}");
         assert!(log.contains("Error"), "restore.log at {fault}:\n{log}");
@@ -807,18 +750,7 @@ fn failed_runc_checkpoint_and_restores_leave_things_as_they_were() {
         );
     }
     let (_, w) = dirs(&ctx, "c3-restore");
-    let (ok, err) = b.runc(
-        &[
-            "restore",
-            "-d",
-            "--image-path",
-            &img,
-            "--work-path",
-            &w,
-            &id,
-        ],
-        &[],
-    );
+    let (ok, err) = b.runc_images("restore", &["-d"], &img, &w, &id, &[]);
     assert!(ok, "runc restore after the failed ones: {err}");
     let rp = assert_restored(&b, &id, &id, at_dump, &before);
     assert_killed_and_deleted(&id, rp);
@@ -948,17 +880,7 @@ fn runc_container_with_a_terminal_comes_back_on_a_new_console() {
     );
     let (img, work) = dirs(&ctx, "c4");
     let at_dump = count_in_tmpfs(pid);
-    let (ok, err) = b.runc(
-        &[
-            "checkpoint",
-            "--image-path",
-            &img,
-            "--work-path",
-            &work,
-            &id,
-        ],
-        &[],
-    );
+    let (ok, err) = b.runc_images("checkpoint", &[], &img, &work, &id, &[]);
     assert!(
         ok,
         "runc checkpoint of a container with a terminal: {err}\n{}",
@@ -1001,18 +923,12 @@ fn runc_container_with_a_terminal_comes_back_on_a_new_console() {
     {
         let failing = ConsoleSocket::new(&format!("console-f{k}"));
         let (_, w) = dirs(&ctx, &format!("c4-fail{k}"));
-        let (ok, _) = b.runc(
-            &[
-                "restore",
-                "-d",
-                "--console-socket",
-                &failing.arg(),
-                "--image-path",
-                &img,
-                "--work-path",
-                &w,
-                &id,
-            ],
+        let (ok, _) = b.runc_images(
+            "restore",
+            &["-d", "--console-socket", &failing.arg()],
+            &img,
+            &w,
+            &id,
             &[("CKPT_FAULT", fault)],
         );
         let log = std::fs::read_to_string(Path::new(&w).join("restore.log")).unwrap_or_default();
@@ -1032,18 +948,12 @@ fn runc_container_with_a_terminal_comes_back_on_a_new_console() {
     }
     let mut console2 = ConsoleSocket::new("console2");
     let (_, work2) = dirs(&ctx, "c4-restore");
-    let (ok, err) = b.runc(
-        &[
-            "restore",
-            "-d",
-            "--console-socket",
-            &console2.arg(),
-            "--image-path",
-            &img,
-            "--work-path",
-            &work2,
-            &id,
-        ],
+    let (ok, err) = b.runc_images(
+        "restore",
+        &["-d", "--console-socket", &console2.arg()],
+        &img,
+        &work2,
+        &id,
         &[],
     );
     assert!(
@@ -1110,17 +1020,7 @@ fn runc_checkpoint_of_a_terminal_held_by_another_session_is_refused() {
     b.ask();
     let before = kernel_view(pid, "the container with a terminal");
     let (img, work) = dirs(&ctx, "c5");
-    let (ok, err) = b.runc(
-        &[
-            "checkpoint",
-            "--image-path",
-            &img,
-            "--work-path",
-            &work,
-            &id,
-        ],
-        &[],
-    );
+    let (ok, err) = b.runc_images("checkpoint", &[], &img, &work, &id, &[]);
     let log = std::fs::read_to_string(Path::new(&work).join("dump.log")).unwrap_or_default();
     assert!(!ok, "runc checkpoint succeeded");
     assert!(
@@ -1200,17 +1100,7 @@ fn runc_pod_member_through_ckpt_as_criu() {
     let cred = creds(pid);
     let (img, work) = dirs(&ctx, "app");
     let at_dump = count_in_tmpfs(pid);
-    let (ok, err) = app.runc(
-        &[
-            "checkpoint",
-            "--image-path",
-            &img,
-            "--work-path",
-            &work,
-            &id,
-        ],
-        &[],
-    );
+    let (ok, err) = app.runc_images("checkpoint", &[], &img, &work, &id, &[]);
     let log = std::fs::read_to_string(Path::new(&work).join("dump.log")).unwrap_or_default();
     assert!(ok, "runc checkpoint: {err}\n{log}");
     for (k, ino) in ["pid", "net"].iter().zip(&pod) {
@@ -1231,18 +1121,7 @@ fn runc_pod_member_through_ckpt_as_criu() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let (_, work2) = dirs(&ctx, "app-restore");
-    let (ok, err) = app.runc(
-        &[
-            "restore",
-            "-d",
-            "--image-path",
-            &img,
-            "--work-path",
-            &work2,
-            &id,
-        ],
-        &[],
-    );
+    let (ok, err) = app.runc_images("restore", &["-d"], &img, &work2, &id, &[]);
     let log = std::fs::read_to_string(Path::new(&work2).join("restore.log")).unwrap_or_default();
     assert!(ok, "runc restore: {err}\n{log}");
     assert!(
