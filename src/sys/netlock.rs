@@ -991,47 +991,70 @@ mod tests {
     /// socket is closed. (Needs root and nftables, as restoring TCP does.)
     #[test]
     fn handover_replaces_the_dump_rules_and_goes_with_its_socket() {
-        let a = (sin([127, 0, 0, 1], 40001), sin([127, 0, 0, 2], 40002));
-        let b = (
-            sin6("::1".parse().expect("v6"), 40003),
-            sin6("::1".parse().expect("v6"), 40004),
-        );
-        let other = (sin([127, 0, 0, 1], 40005), sin([127, 0, 0, 3], 40006));
-        let conns = vec![a.clone(), b.clone()];
-        lock(&[a.clone(), b.clone(), other.clone()]).expect("nft lock (needs root and nft)");
-        let dump = nft(&format!("list chain inet {TABLE} input")).expect("list");
-        let h = Handover::take(&conns).expect("handover").expect("some");
-        let ours = nft(&format!("list chain inet {} input", h.table)).expect("list ours");
-        let after = nft(&format!("list chain inet {TABLE} input")).unwrap_or_default();
-        let table = h.table.clone();
-        for (l, p) in &conns {
-            let c = comment(l, p).expect("comment");
-            let rule = |s: &str| {
-                s.lines()
-                    .find(|x| x.contains(&c))
-                    .map(|x| x.trim().to_string())
-            };
-            assert!(rule(&dump).is_some(), "{c} in {dump}");
-            assert_eq!(rule(&ours), rule(&dump), "{ours}");
-            assert_eq!(rule(&after), None, "{after}");
-        }
-        assert!(ours.contains("hook input priority raw"), "{ours}");
-        let oc = comment(&other.0, &other.1).expect("comment");
-        assert!(after.contains(&oc), "{after}");
-        drop(h);
-        let gone = nft(&format!("list table inet {table}"));
-        assert!(gone.is_err(), "{gone:?}");
-        unlock(&[other]);
-        // The dump's rules all ours (when no other test holds a lock meanwhile): its
-        // chain and table go in the same transaction; either way ours are gone.
-        lock(&conns).expect("nft lock");
-        let h = Handover::take(&conns).expect("handover").expect("some");
-        let after = nft(&format!("list chain inet {TABLE} input")).unwrap_or_default();
-        for (l, p) in &conns {
-            let c = comment(l, p).expect("comment");
-            assert!(!after.contains(&c), "{after}");
-        }
-        h.release();
+        // In a network namespace of the test's own: the dump's table in the host's is
+        // shared with every dump running meanwhile (other tests, other runs).
+        std::thread::spawn(|| {
+            // SAFETY: unshare(CLONE_NEWNET) moves only this thread (and the `nft` it
+            // runs) into a new network namespace; the thread ends with the test.
+            let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "unshare(CLONE_NEWNET) (needs root)");
+            let a = (sin([127, 0, 0, 1], 40001), sin([127, 0, 0, 2], 40002));
+            let b = (
+                sin6("::1".parse().expect("v6"), 40003),
+                sin6("::1".parse().expect("v6"), 40004),
+            );
+            let other = (sin([127, 0, 0, 1], 40005), sin([127, 0, 0, 3], 40006));
+            let conns = vec![a.clone(), b.clone()];
+            lock(&[a.clone(), b.clone(), other.clone()]).expect("nft lock (needs root and nft)");
+            let dump = nft(&format!("list chain inet {TABLE} input")).expect("list");
+            let h = Handover::take(&conns).expect("handover").expect("some");
+            let ours = nft(&format!("list chain inet {} input", h.table)).expect("list ours");
+            let after = nft(&format!("list chain inet {TABLE} input")).unwrap_or_default();
+            let table = h.table.clone();
+            for (l, p) in &conns {
+                let c = comment(l, p).expect("comment");
+                let rule = |s: &str| {
+                    s.lines()
+                        .find(|x| x.contains(&c))
+                        .map(|x| x.trim().to_string())
+                };
+                assert!(rule(&dump).is_some(), "{c} in {dump}");
+                assert_eq!(rule(&ours), rule(&dump), "{ours}");
+                assert_eq!(rule(&after), None, "{after}");
+            }
+            assert!(ours.contains("hook input priority raw"), "{ours}");
+            let oc = comment(&other.0, &other.1).expect("comment");
+            assert!(after.contains(&oc), "{after}");
+            drop(h);
+            // The kernel removes an owned table once it has released the closed socket,
+            // which may come a moment after `close` returns.
+            let gone = (0..200)
+                .map(|i| {
+                    if i > 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    nft(&format!("list table inet {table}"))
+                })
+                .find(|r| r.is_err());
+            assert!(
+                gone.is_some(),
+                "table {table} still there 2 s after its socket closed"
+            );
+            unlock(&[other]);
+            // The dump's rules all ours: its chain and table go in the same transaction.
+            lock(&conns).expect("nft lock");
+            let h = Handover::take(&conns).expect("handover").expect("some");
+            let after = nft(&format!("list chain inet {TABLE} input")).unwrap_or_default();
+            for (l, p) in &conns {
+                let c = comment(l, p).expect("comment");
+                assert!(!after.contains(&c), "{after}");
+            }
+            let dump_table = nft(&format!("list table inet {TABLE}"));
+            assert!(dump_table.is_err(), "{dump_table:?}");
+            h.release();
+        })
+        .join()
+        .expect("the test's thread");
     }
 
     /// The dump's lock in another network namespace than the caller's (a pod's, which a
