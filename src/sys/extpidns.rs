@@ -191,14 +191,7 @@ pub fn spawn_stub_in(ns: &fs::File, pid: i32, sibling: bool) -> Result<(i32, Own
             // SAFETY: raw syscalls only; see above. _exit never returns.
             unsafe {
                 libc::syscall(libc::SYS_close, wfd);
-                let mut b = 0u8;
-                if libc::syscall(libc::SYS_read, rfd, &mut b as *mut u8, 1) != 1 {
-                    libc::_exit(125);
-                }
-                libc::syscall(libc::SYS_close, rfd);
-                let me = libc::syscall(libc::SYS_getpid);
-                libc::syscall(libc::SYS_kill, me, libc::SIGSTOP);
-                libc::_exit(127);
+                super::process::stop_when_told(rfd);
             }
         }
         if r < 0 {

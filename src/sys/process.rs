@@ -94,6 +94,29 @@ pub(crate) unsafe fn die_with_parent(parent: libc::pid_t) {
     }
 }
 
+/// In a stub child just made by `clone3`: wait for one byte on `go` (written by its
+/// tracer once it seized the child), close it and stop with SIGSTOP; exit with status 125
+/// if every writer of the pipe went away first (ckpt died), 127 if it is ever continued
+/// past the stop without being given other registers.
+///
+/// # Safety
+/// Only for a child of a fork/clone, before anything else runs in it: it makes raw
+/// system calls only (no libc or Rust runtime state, which a fork of a multi-threaded
+/// process may hold locked) and never returns.
+pub(crate) unsafe fn stop_when_told(go: libc::c_int) -> ! {
+    // SAFETY: raw system calls on plain values and a local byte; `_exit` never returns.
+    unsafe {
+        let mut b = 0u8;
+        if libc::syscall(libc::SYS_read, go, &mut b as *mut u8, 1) != 1 {
+            libc::_exit(125);
+        }
+        libc::syscall(libc::SYS_close, go);
+        let me = libc::syscall(libc::SYS_getpid);
+        libc::syscall(libc::SYS_kill, me, libc::SIGSTOP);
+        libc::_exit(127);
+    }
+}
+
 /// Fork a stub child with PID `pid` (if given) that immediately asks to be traced and
 /// stops itself with SIGSTOP. The caller must `wait` for that stop. Returns the child PID.
 ///
@@ -898,14 +921,7 @@ pub fn spawn_pidns_init_stub(
                 0,
             );
             libc::syscall(libc::SYS_close, wfd);
-            let mut b = 0u8;
-            if libc::syscall(libc::SYS_read, rfd, &mut b as *mut u8, 1) != 1 {
-                libc::_exit(125);
-            }
-            libc::syscall(libc::SYS_close, rfd);
-            let me = libc::syscall(libc::SYS_getpid);
-            libc::syscall(libc::SYS_kill, me, libc::SIGSTOP);
-            libc::_exit(127);
+            stop_when_told(rfd);
         }
     }
     let err = (r < 0).then(|| SysError::os("clone3 (a PID namespace's init)".to_string()));
@@ -992,14 +1008,7 @@ pub fn spawn_pidns_reaper(root: i32) -> Result<PidnsReaper> {
                 // The root stub.
                 libc::syscall(libc::SYS_close, made_w);
                 libc::syscall(libc::SYS_close, hold_r);
-                let mut b = 0u8;
-                if libc::syscall(libc::SYS_read, go_r, &mut b as *mut u8, 1) != 1 {
-                    libc::_exit(125);
-                }
-                libc::syscall(libc::SYS_close, go_r);
-                let me = libc::syscall(libc::SYS_getpid);
-                libc::syscall(libc::SYS_kill, me, libc::SIGSTOP);
-                libc::_exit(127);
+                stop_when_told(go_r);
             }
             libc::syscall(libc::SYS_close, go_r);
             let made = u8::from(s > 0);
@@ -1080,14 +1089,7 @@ pub fn spawn_sibling_stub(pid: i32) -> Result<(i32, std::os::fd::OwnedFd)> {
         // SAFETY: raw syscalls only; see above. _exit never returns.
         unsafe {
             libc::syscall(libc::SYS_close, wfd);
-            let mut b = 0u8;
-            if libc::syscall(libc::SYS_read, rfd, &mut b as *mut u8, 1) != 1 {
-                libc::_exit(125);
-            }
-            libc::syscall(libc::SYS_close, rfd);
-            let me = libc::syscall(libc::SYS_getpid);
-            libc::syscall(libc::SYS_kill, me, libc::SIGSTOP);
-            libc::_exit(127);
+            stop_when_told(rfd);
         }
     }
     if r < 0 {
