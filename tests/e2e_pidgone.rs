@@ -36,15 +36,7 @@ fn comes_back(tag: &str, mode: &[&str], want: &[&str], fault: Option<&str>) {
             text(&reference.stdout)
         );
     }
-    let mut t = ctx.spawn(&spec);
-    t.wait_for("step 3\n");
-    let pid = t.pid;
-    ctx.track(pid);
-    let img = ctx.path("pidgone.img");
-    ctx.dump(pid, &img);
-    t.expect_killed();
-    let before = t.stdout.finish(&format!("{tag}: original"));
-    wait_pids_gone(&[pid], tag);
+    let (pid, img, before) = run_and_dump(&ctx, &spec, tag);
     assert_has_kinds(&ctx, &img, &["Pidfd"], tag);
     if let Some(fault) = fault {
         assert_restore_fault_leaves_nothing(&ctx, &img, &[], fault, &[pid], &[]);
@@ -57,6 +49,21 @@ fn comes_back(tag: &str, mode: &[&str], want: &[&str], fault: Option<&str>) {
         &fin,
         &[pid],
     );
+}
+
+/// A run of `spec` dumped (killed) at its third step, once gone: its PID, the image and
+/// what it printed.
+fn run_and_dump(ctx: &Ctx, spec: &Spec, tag: &str) -> (i32, std::path::PathBuf, Vec<u8>) {
+    let mut t = ctx.spawn(spec);
+    t.wait_for("step 3\n");
+    let pid = t.pid;
+    ctx.track(pid);
+    let img = ctx.path("pidgone.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let before = t.stdout.finish(&format!("{tag}: original"));
+    wait_pids_gone(&[pid], tag);
+    (pid, img, before)
 }
 
 #[test]
@@ -122,14 +129,7 @@ fn a_reaped_pidfd_whose_cgroup_is_gone_comes_back_in_ckpts() {
         .arg("60")
         .arg("reapedcg")
         .arg(&cg.0);
-    let mut t = ctx.spawn(&spec);
-    t.wait_for("step 3\n");
-    let pid = t.pid;
-    ctx.track(pid);
-    let img = ctx.path("pidgone.img");
-    ctx.dump(pid, &img);
-    t.expect_killed();
-    wait_pids_gone(&[pid], tag);
+    let (_, img, _) = run_and_dump(&ctx, &spec, tag);
     drop(cg);
     let fin = ctx.restore(&img, &[], In::Null).finish();
     assert_eq!(fin.status.code(), Some(0), "{tag}: {}", text(&fin.stderr));
