@@ -2,7 +2,9 @@
 //! still holds: one accepted by a listener (it holds the listener's port) and one client
 //! (its port is free again), each with bytes it had not read; reset by the peer with the
 //! error read by the program, or not read yet (ECONNRESET; EPIPE after the peer's FIN;
-//! after a non-blocking connect), and non-blocking connects refused (ECONNREFUSED), the
+//! ECONNRESET after the peer's FIN and the program's own, not acknowledged; after a
+//! non-blocking connect), ended by keepalive towards a peer that stopped answering
+//! (ETIMEDOUT, not read yet), and non-blocking connects refused (ECONNREFUSED), the
 //! error read or not. The restored run is compared with the original through the state
 //! oracle (sock_diag: whether the port is held; poll: the error still pending) and
 //! through its own behaviour (getsockname, getpeername, poll, the unread bytes then the
@@ -148,15 +150,70 @@ fn tcp_socket_whose_connect_was_refused_comes_back_with_the_error_not_read() {
     );
 }
 
+/// Descriptor 4's check line after a reset that came in LAST_ACK (the peer's FIN, then
+/// the program's, not acknowledged): the end of file, never the error, from read;
+/// ECONNRESET from SO_ERROR.
+const LAST_ACK_RESET: &str = "poll 0x201d, reads 4 rest, 0, 0, SO_ERROR 104, send errno 32, \
+                              bind errno 0, connect errno 106";
+
+/// Descriptor 4's check line once keepalive gave up on its peer: ETIMEDOUT after the
+/// 4 bytes.
+const TIMED_OUT: &str = "poll 0x201d, reads 4 rest, -110, 0, SO_ERROR 0, send errno 32, \
+                         bind errno 0, connect errno 106";
+
+#[test]
+fn tcp_socket_reset_after_both_fins_comes_back_with_econnreset_not_read() {
+    round_trip(
+        "tcp_socket_reset_after_both_fins_comes_back_with_econnreset_not_read",
+        "lastack",
+        LAST_ACK_RESET,
+        &["TCP_REPAIR_QUEUE"],
+    );
+}
+
+#[test]
+fn tcp_socket_whose_keepalive_timed_out_comes_back_with_etimedout_not_read() {
+    round_trip(
+        "tcp_socket_whose_keepalive_timed_out_comes_back_with_etimedout_not_read",
+        "timedout",
+        TIMED_OUT,
+        &["SO_ATTACH_FILTER", "a byte its peer does not acknowledge"],
+    );
+}
+
 /// A dump with `--leave-running` reads the pending error without taking it: the
 /// original still reads it afterwards (as the reference run), and the image restores
 /// once the original is gone.
 #[test]
 fn leave_running_dump_leaves_the_pending_error_to_the_original() {
-    let name = "leave_running_dump_leaves_the_pending_error_to_the_original";
+    leave_running(
+        "leave_running_dump_leaves_the_pending_error_to_the_original",
+        "pending",
+        RESET_PENDING,
+    );
+}
+
+/// The same with ETIMEDOUT and with ECONNRESET in LAST_ACK.
+#[test]
+fn leave_running_dump_leaves_a_timeout_or_a_late_reset_to_the_original() {
+    leave_running(
+        "leave_running_dump_leaves_a_timeout_or_a_late_reset_to_the_original",
+        "timedout",
+        TIMED_OUT,
+    );
+    leave_running(
+        "leave_running_dump_leaves_a_timeout_or_a_late_reset_to_the_original_2",
+        "lastack",
+        LAST_ACK_RESET,
+    );
+}
+
+/// `tcpended MODE` dumped with `--leave-running`: the original reads `four` afterwards,
+/// and the image restores (same kernel state, same reads) once the original is gone.
+fn leave_running(name: &str, mode: &str, four: &str) {
     let ctx = Ctx::new(name);
-    let spec = Spec::new(target("tcpended")).arg("pending").stdin(In::Pipe);
-    let want = expected(RESET_PENDING);
+    let spec = Spec::new(target("tcpended")).arg(mode).stdin(In::Pipe);
+    let want = expected(four);
     let mut t = ctx.spawn(&spec);
     t.wait_for("ready\n");
     let pid = t.pid;

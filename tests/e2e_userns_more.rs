@@ -36,18 +36,6 @@ fn unshare() -> PathBuf {
     p
 }
 
-/// Where the cgroup v2 hierarchy is mounted.
-fn cgroup2() -> PathBuf {
-    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    mi.lines()
-        .find_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            (post.split(' ').next() == Some("cgroup2"))
-                .then(|| PathBuf::from(pre.split(' ').nth(4).unwrap_or_default()))
-        })
-        .expect("needs a cgroup v2 hierarchy mounted (cgroup2 in /proc/self/mountinfo)")
-}
-
 /// The cgroup v2 line ("0::PATH") of /proc/PID/cgroup.
 fn cgroup_v2_of(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
@@ -122,7 +110,7 @@ fn user_namespace_with_cgroup_and_time_namespaces_is_restored() {
     let ctx = Ctx::new("user_namespace_with_cgroup_and_time_namespaces_is_restored");
     let name = format!("ckpt-e2e-uscg-{}", std::process::id());
     let mut cgs = Cgroups(Vec::new());
-    let top = cgs.make(cgroup2().join(&name));
+    let top = cgs.make(cgroup_v2().join(&name));
     cgs.make(top.join("kid"));
     let spec = Spec::new(target("usernstc"))
         .arg("40")
@@ -192,7 +180,7 @@ fn failed_restores_with_cgroup_and_time_namespaces_leave_nothing() {
     let ctx = Ctx::new("failed_restores_with_cgroup_and_time_namespaces_leave_nothing");
     let name = format!("ckpt-e2e-uscgf-{}", std::process::id());
     let mut cgs = Cgroups(Vec::new());
-    let top = cgs.make(cgroup2().join(&name));
+    let top = cgs.make(cgroup_v2().join(&name));
     let kid = cgs.make(top.join("kid"));
     let spec = Spec::new(target("usernstc"))
         .arg("25")

@@ -2039,10 +2039,11 @@ fn tcp_socket_whose_connection_ended_is_made_through_a_connection_it_reset() {
     }
     // The errors restore does not make are malformed records.
     for (err, fin, never) in [
-        (libc::ETIMEDOUT, false, false),
-        (libc::ECONNRESET, true, false),
+        (libc::EHOSTUNREACH, false, false),
+        (libc::ENETUNREACH, true, false),
         (libc::EPIPE, false, false),
         (libc::ECONNRESET, false, true),
+        (libc::ETIMEDOUT, false, true),
     ] {
         let mut bad = u.clone();
         bad.ended = Some(crate::model::TcpEnded {
@@ -2054,4 +2055,68 @@ fn tcp_socket_whose_connection_ended_is_made_through_a_connection_it_reset() {
         });
         assert!(!tcp::unconn_ok(&bad), "{err} {fin} {never}");
     }
+}
+
+#[test]
+fn tcp_socket_reset_after_both_fins_or_timed_out_is_made_so() {
+    let p = process();
+    let mut u = tcp_unconn();
+    u.opts = crate::model::TcpOpts::default();
+    let ended = |err, fin| crate::model::TcpEnded {
+        rcvq: b"rest".to_vec(),
+        err,
+        fin,
+        ..Default::default()
+    };
+    // ECONNRESET after the peer's FIN: the socket in CLOSE_WAIT sends its FIN in repair
+    // mode (counted, not sent), so the reset finds it in LAST_ACK.
+    u.ended = Some(ended(libc::ECONNRESET, true));
+    assert!(tcp::unconn_ok(&u));
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| tcp::create_tcp_unconnected(cx, &u)).expect("ended socket");
+    let n = names(&rec);
+    let q = n
+        .iter()
+        .position(|x| x == "TCP_REPAIR_QUEUE")
+        .unwrap_or_else(|| panic!("{n:?}"));
+    assert_eq!(
+        n[q - 1..q + 2],
+        ["TCP_REPAIR on", "TCP_REPAIR_QUEUE", "shutdown"]
+    );
+    let calls = rec.calls();
+    assert_eq!(calls[q + 2].args[2], libc::TCP_REPAIR as u64, "{n:?}");
+    assert_eq!(arg_bytes(&rec, &calls[q + 2], 3, 4), (-1i32).to_le_bytes());
+    let fin = n.iter().position(|x| x == "shutdown").unwrap_or(0);
+    let linger = n.iter().position(|x| x == "SO_LINGER").unwrap_or(0);
+    assert!(
+        fin < q && q < linger,
+        "the peer's FIN, ours, then the reset: {n:?}"
+    );
+
+    // ETIMEDOUT: the other end deaf (a filter dropping all), one byte sent with a 1 ms
+    // user timeout, the program's user timeout put back, then the other end closed.
+    u.ended = Some(ended(libc::ETIMEDOUT, false));
+    assert!(tcp::unconn_ok(&u));
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| tcp::create_tcp_unconnected(cx, &u)).expect("ended socket");
+    let n = names(&rec);
+    let at = |s: &str| {
+        n.iter()
+            .position(|x| x.contains(s))
+            .unwrap_or_else(|| panic!("{s} missing: {n:?}"))
+    };
+    let order = [
+        "SO_ATTACH_FILTER",
+        "TCP_USER_TIMEOUT of the ended connection",
+        "queue a byte its peer does not acknowledge",
+        "SO_LINGER",
+    ];
+    let pos: Vec<usize> = order.iter().map(|s| at(s)).collect();
+    assert!(pos.windows(2).all(|w| w[0] < w[1]), "{n:?}");
+    assert!(!n.iter().any(|x| x.starts_with("TCP_REPAIR")), "{n:?}");
+    let set: Vec<&String> = n[pos[1] + 1..pos[3]]
+        .iter()
+        .filter(|x| *x == "TCP_USER_TIMEOUT")
+        .collect();
+    assert_eq!(set.len(), 2, "set to 1 ms, then put back: {n:?}");
 }

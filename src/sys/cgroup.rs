@@ -549,6 +549,66 @@ pub fn write_limit(dir: &CgroupDir, name: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// The cgroup v2 directory whose cgroup ID (its inode number on a 64-bit kernel, as
+/// PIDFD_GET_INFO and `name_to_handle_at` tell it) is `id`, looked for below the v2
+/// mount ckpt holds ([`hierarchies`]), breadth first, at most [`BY_ID_MAX`] directories;
+/// None when that cgroup is gone or not below the mount.
+pub fn v2_by_id(id: u64) -> Option<CgroupDir> {
+    let root = hierarchies()
+        .ok()?
+        .into_iter()
+        .find(|h| h.controllers.is_empty())
+        .and_then(|h| dir_of(&h, &h.root))?;
+    let mut queue = std::collections::VecDeque::from([root]);
+    let mut seen = 0usize;
+    while let Some(d) = queue.pop_front() {
+        seen += 1;
+        if seen > BY_ID_MAX {
+            return None;
+        }
+        let Ok(fd) = rustix::fs::openat(
+            &*d.base,
+            d.rel_or_dot(),
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ) else {
+            continue;
+        };
+        if rustix::fs::fstat(&fd).is_ok_and(|st| st.st_ino == id) {
+            return Some(d);
+        }
+        let Ok(entries) = rustix::fs::Dir::read_from(&fd) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_bytes();
+            if e.file_type() != rustix::fs::FileType::Directory || name == b"." || name == b".." {
+                continue;
+            }
+            use std::os::unix::ffi::OsStrExt;
+            let rel = d.rel.join(std::ffi::OsStr::from_bytes(name));
+            queue.push_back(d.with_rel(rel));
+        }
+    }
+    None
+}
+
+/// How many cgroup directories [`v2_by_id`] looks at, at most.
+pub const BY_ID_MAX: usize = 100_000;
+
+/// Cgroup `dir` opened `O_PATH` (for `clone3`'s `CLONE_INTO_CGROUP`).
+pub fn open_path(dir: &CgroupDir) -> Result<OwnedFd> {
+    rustix::fs::openat(
+        &*dir.base,
+        dir.rel_or_dot(),
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| rerr(format!("open {dir}"), e))
+}
+
 /// The controllers a cgroup v2 directory enables for its children
 /// (cgroup.subtree_control); empty when it has none or is no cgroup.
 pub fn subtree_control(dir: &CgroupDir) -> Vec<String> {

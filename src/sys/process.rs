@@ -562,11 +562,21 @@ pub fn pidfd_exit_info(fd: BorrowedFd<'_>) -> Result<Option<(i32, u64)>> {
     Ok(Some((info.exit_code, cgroup)))
 }
 
+/// `CLONE_INTO_CGROUP` (linux/sched.h, Linux 5.7): clone3 starts the child in the
+/// cgroup v2 directory `clone_args.cgroup` names.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
 /// A pidfd (pidfd_open with `flags`: PIDFD_NONBLOCK, PIDFD_THREAD) of a process that
 /// has exited with wait status `status` and been reaped: a child of ckpt made for it
-/// exits at once (`_exit`, or killed by the signal of `status`, not dumpable and
-/// without a core limit, so it dumps no core), is opened while a zombie, and reaped.
-pub fn reaped_pidfd(status: i32, flags: u32) -> Result<std::os::fd::OwnedFd> {
+/// (in cgroup v2 directory `cgroup` where given and the kernel lets it, so that
+/// PIDFD_GET_INFO tells that cgroup's ID; in ckpt's own otherwise) exits at once
+/// (`_exit`, or killed by the signal of `status`, not dumpable and without a core
+/// limit, so it dumps no core), is opened while a zombie, and reaped.
+pub fn reaped_pidfd(
+    status: i32,
+    flags: u32,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     let (code, sig) = if libc::WIFSIGNALED(status) && !libc::WCOREDUMP(status) {
         (0, libc::WTERMSIG(status))
@@ -577,11 +587,27 @@ pub fn reaped_pidfd(status: i32, flags: u32) -> Result<std::os::fd::OwnedFd> {
             "wait status {status:#x} is no end a new process can come to"
         )));
     };
-    // SAFETY: the child runs async-signal-safe calls only (prctl, setrlimit,
-    // sigaction, sigprocmask, kill, _exit) and never returns into ckpt's code.
-    let pid = unsafe {
-        let pid = libc::fork();
-        if pid == 0 {
+    // Into the cgroup asked for (CLONE_INTO_CGROUP, Linux 5.7); where the kernel will
+    // not put it there (a cgroup with controllers for its children, threaded, or
+    // outside ckpt's cgroup namespace), in ckpt's own.
+    let mut args = libc::clone_args {
+        exit_signal: libc::SIGCHLD as u64,
+        ..clone_args()
+    };
+    if let Some(cg) = cgroup {
+        args.flags = CLONE_INTO_CGROUP;
+        args.cgroup = cg.as_raw_fd() as u64;
+    }
+    let mut pid = clone3(&args);
+    if pid < 0 && cgroup.is_some() {
+        args.flags = 0;
+        args.cgroup = 0;
+        pid = clone3(&args);
+    }
+    if pid == 0 {
+        // SAFETY: the child runs async-signal-safe calls only (prctl, setrlimit,
+        // sigaction, sigprocmask, kill, _exit) and never returns into ckpt's code.
+        unsafe {
             if sig != 0 {
                 let none = libc::rlimit {
                     rlim_cur: 0,
@@ -598,8 +624,8 @@ pub fn reaped_pidfd(status: i32, flags: u32) -> Result<std::os::fd::OwnedFd> {
             }
             libc::_exit(code);
         }
-        pid
-    };
+    }
+    let pid = pid as i32;
     if pid < 0 {
         return Err(SysError::io(
             "fork a process to exit for a pidfd",

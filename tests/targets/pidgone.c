@@ -1,4 +1,4 @@
-/* pidgone STEPS MODE
+/* pidgone STEPS MODE [CGROUP]
  *
  * Pidfds restore used to refuse.
  *   thread  a pidfd of one of its threads (pidfd_open with PIDFD_THREAD, Linux 6.9) as
@@ -11,6 +11,9 @@
  *           At the end, for each: status flags, fdinfo's Pid and NSpid, what poll says,
  *           what pidfd_send_signal and waitid(P_PIDFD) answer, and the exit status
  *           PIDFD_GET_INFO tells (Linux 6.15; "not told" before).
+ *   reapedcg CGROUP  as reaped, the child that exits with code 3 first moving itself
+ *           into cgroup v2 directory CGROUP; at the end also whether PIDFD_GET_INFO's
+ *           cgroup ID of each is CGROUP's (its inode number).
  * It prints "ready", then "step N" every 20 ms for STEPS steps, then the above. */
 #include "pidinfo.h"
 #include <fcntl.h>
@@ -19,6 +22,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #ifndef P_PIDFD
@@ -62,6 +66,8 @@ static const char *err(long r)
 	return r < 0 ? strerrorname_np(errno) : "ok";
 }
 
+static const char *cgroup_dir;
+
 static void show_reaped(int fd, const char *what)
 {
 	out("%s: flags %o, Pid %s, NSpid %s, poll %#x\n", what, fcntl(fd, F_GETFL) & ~O_LARGEFILE,
@@ -72,11 +78,16 @@ static void show_reaped(int fd, const char *what)
 	out("%s: waitid %s\n", what, err(waitid(P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG)));
 	struct info in;
 	memset(&in, 0, sizeof in);
-	in.mask = INFO_EXIT;
-	if (ioctl(fd, GET_INFO, &in) == 0 && (in.mask & INFO_EXIT))
+	in.mask = INFO_EXIT | INFO_CGROUPID;
+	int got = ioctl(fd, GET_INFO, &in) == 0;
+	if (got && (in.mask & INFO_EXIT))
 		out("%s: exit status %#x\n", what, in.exit_code);
 	else
 		out("%s: exit status not told\n", what);
+	struct stat st;
+	if (cgroup_dir && stat(cgroup_dir, &st) == 0)
+		out("%s: cgroup ID is CGROUP's: %s\n", what,
+		    got && (in.mask & INFO_CGROUPID) && in.cgroupid == (uint64_t)st.st_ino ? "yes" : "no");
 }
 
 int main(int argc, char **argv)
@@ -94,7 +105,12 @@ int main(int argc, char **argv)
 			sleep_ms(1);
 		if (pidfd_open(thread_tid, PIDFD_THREAD) != 3 || dup(3) != 4)
 			die("pidfd_open(thread): %s", strerror(errno));
-	} else if (!strcmp(mode, "reaped")) {
+	} else if (!strcmp(mode, "reaped") || !strcmp(mode, "reapedcg")) {
+		if (!strcmp(mode, "reapedcg")) {
+			if (argc < 4)
+				die("usage: pidgone STEPS reapedcg CGROUP");
+			cgroup_dir = argv[3];
+		}
 		/* Each child waits for its pidfd to exist before it ends. */
 		int go[2];
 		for (int k = 0; k < 2; k++) {
@@ -108,6 +124,14 @@ int main(int argc, char **argv)
 				close(go[1]);
 				if (read(go[0], &b, 1) < 0)
 					_exit(100);
+				if (k == 0 && cgroup_dir) {
+					char p[4096];
+					snprintf(p, sizeof p, "%s/cgroup.procs", cgroup_dir);
+					int f = open(p, O_WRONLY);
+					if (f < 0 || write(f, "0", 1) != 1)
+						_exit(101);
+					close(f);
+				}
 				if (k == 1)
 					kill(getpid(), SIGTERM);
 				_exit(3);
@@ -128,7 +152,7 @@ int main(int argc, char **argv)
 		out("step %ld\n", i);
 		sleep_ms(20);
 	}
-	if (!strcmp(mode, "reaped")) {
+	if (strcmp(mode, "thread")) {
 		show_reaped(3, "exited");
 		show_reaped(4, "killed");
 		out("done\n");

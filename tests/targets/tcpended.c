@@ -15,7 +15,14 @@
  *                   (ECONNREFUSED) read with SO_ERROR;
  *   refusedpending  the same, the error left unread;
  *   nbpending       a non-blocking connect that succeeded, then was reset: its error
- *                   left unread (the socket layer still says "connecting").
+ *                   left unread (the socket layer still says "connecting");
+ *   lastack         its client sent "rest" and a FIN, then stopped hearing (a socket
+ *                   filter on it drops everything), the program shut its side down
+ *                   (LAST_ACK: its FIN never acknowledged), then the client reset it:
+ *                   the error (ECONNRESET after the peer's FIN) left unread;
+ *   timedout        its client sent "rest", then stopped answering (the filter), and
+ *                   the program's keepalive (1 s idle, 1 s apart, 1 probe) gave up on
+ *                   it: the error (ETIMEDOUT) left unread.
  *
  * It prints "ready" once set up. On "check" it prints, for 4 and 5: whether getsockname
  * gives the same address, getpeername's errno, what poll shows, three reads (bytes, or
@@ -26,7 +33,9 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/filter.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -65,6 +74,26 @@ static void reset_by(int fd)
 	close(fd);
 }
 
+/* `fd` hears nothing any more: a classic filter dropping every packet. */
+static void deaf(int fd)
+{
+	struct sock_filter drop = BPF_STMT(BPF_RET | BPF_K, 0);
+	struct sock_fprog prog = { 1, &drop };
+	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog))
+		die("SO_ATTACH_FILTER: %s", strerror(errno));
+}
+
+/* Wait (10 s at most) until `fd` shows POLLERR. */
+static void until_error(int fd)
+{
+	for (int i = 0; i < 1000; i++) {
+		struct pollfd p = { fd, 0, 0 };
+		if (poll(&p, 1, 10) == 1 && (p.revents & POLLERR))
+			return;
+	}
+	die("no error came");
+}
+
 static int dial(void)
 {
 	int c = socket(AF_INET, SOCK_STREAM, 0);
@@ -96,7 +125,8 @@ static void setup(const char *mode)
 
 	int s4;
 	int pending = !strcmp(mode, "pending") || !strcmp(mode, "pipe") ||
-		      !strcmp(mode, "refusedpending") || !strcmp(mode, "nbpending");
+		      !strcmp(mode, "refusedpending") || !strcmp(mode, "nbpending") ||
+		      !strcmp(mode, "lastack") || !strcmp(mode, "timedout");
 	if (!strncmp(mode, "refused", 7)) {
 		int t = socket(AF_INET, SOCK_STREAM, 0);
 		struct sockaddr_in closed = lis;
@@ -128,9 +158,24 @@ static void setup(const char *mode)
 		if (s4 < 0 || c < 0 || write(c, "rest", 4) != 4)
 			die("accept");
 		sleep_ms(50);
-		if (!strcmp(mode, "pipe")) {
+		if (!strcmp(mode, "pipe") || !strcmp(mode, "lastack")) {
 			shutdown(c, SHUT_WR);
 			sleep_ms(50);
+		}
+		if (!strcmp(mode, "lastack")) {
+			deaf(c);
+			shutdown(s4, SHUT_WR);
+			sleep_ms(50);
+		}
+		if (!strcmp(mode, "timedout")) {
+			int one = 1;
+			deaf(c);
+			if (setsockopt(s4, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) ||
+			    setsockopt(s4, IPPROTO_TCP, TCP_KEEPIDLE, &one, sizeof one) ||
+			    setsockopt(s4, IPPROTO_TCP, TCP_KEEPINTVL, &one, sizeof one) ||
+			    setsockopt(s4, IPPROTO_TCP, TCP_KEEPCNT, &one, sizeof one))
+				die("keepalive: %s", strerror(errno));
+			until_error(s4);
 		}
 		reset_by(c);
 		sleep_ms(100);

@@ -207,13 +207,19 @@ pub(crate) fn create_pidfd(cx: &mut Ctx<'_>, pid: i32, flags: u32) -> RestoreRes
 }
 
 /// A pidfd of a process reaped: ckpt makes one that ends the same way (an exit code of
-/// 0 where the kernel did not tell), takes its pidfd and reaps it, and gives the task
-/// that descriptor; returns the task's.
+/// 0 where the kernel did not tell), in the cgroup the original exited in where that
+/// cgroup is still there ([`exit_cgroup`]), takes its pidfd and reaps it, and gives the
+/// task that descriptor; returns the task's.
 pub(crate) fn create_reaped(cx: &mut Ctx<'_>, r: &PidfdReaped, flags: u32) -> RestoreResult<u64> {
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsFd, AsRawFd};
     crate::error::fault_point("make a reaped process's pidfd")?;
     let open = u32::try_from(open_flags(flags)).unwrap_or(0);
-    let ours = crate::sys::process::reaped_pidfd(r.status.unwrap_or(0), open)?;
+    let cgroup = exit_cgroup(r.cgroup_id);
+    let ours = crate::sys::process::reaped_pidfd(
+        r.status.unwrap_or(0),
+        open,
+        cgroup.as_ref().map(|c| c.as_fd()),
+    )?;
     let me = std::process::id() as i32;
     crate::remote::take_remote_fd(
         cx,
@@ -221,6 +227,26 @@ pub(crate) fn create_reaped(cx: &mut Ctx<'_>, r: &PidfdReaped, flags: u32) -> Re
         ours.as_raw_fd() as u64,
         "take the pidfd of a reaped process",
     )
+}
+
+/// The cgroup v2 directory (opened `O_PATH`) of cgroup ID `id` (0: not told), where a
+/// process ckpt makes to end as a reaped one did can be started so that PIDFD_GET_INFO
+/// tells the same cgroup: None when it is gone (ckpt's own cgroup then, a difference
+/// the README lists) or frozen (the process would stop there before it ends).
+fn exit_cgroup(id: u64) -> Option<std::os::fd::OwnedFd> {
+    use crate::sys::cgroup;
+    if id == 0 {
+        return None;
+    }
+    let dir = cgroup::v2_by_id(id)?;
+    // (Frozen itself or below a frozen one: "frozen 1" in cgroup.events.)
+    let events = cgroup::read_limit(&dir, "cgroup.events").ok().flatten();
+    let freeze = cgroup::read_limit(&dir, "cgroup.freeze").ok().flatten();
+    if freeze.as_deref() == Some("1") || events.is_some_and(|e| e.lines().any(|l| l == "frozen 1"))
+    {
+        return None;
+    }
+    cgroup::open_path(&dir).ok()
 }
 
 /// Once the threads of `cx`'s process exist: its pidfds of threads ([`after_threads`]),

@@ -222,10 +222,11 @@ fn unconnected(
 /// keeps it, with the error the program has not read yet: read without clearing it by
 /// the BPF socket error reader ([`sys::sockerr`]; SO_ERROR or a read would take it from
 /// the program). What restore can make again ([`ended_ok`]): a connection reset while
-/// connected (ECONNRESET) or after the peer's FIN (EPIPE), or ended with its error read;
-/// a non-blocking connect refused (ECONNREFUSED) or whose error was read. Any other
-/// error is refused, naming it, as is an error still to be read where the reader cannot
-/// run (no BTF, an older kernel).
+/// connected (ECONNRESET), after the peer's FIN (EPIPE) or after both FINs (ECONNRESET),
+/// one whose peer stopped answering (ETIMEDOUT, with no soft error), or ended with its
+/// error read; a non-blocking connect refused (ECONNREFUSED) or whose error was read.
+/// Any other error is refused, naming it, as is an error still to be read where the
+/// reader cannot run (no BTF, an older kernel).
 fn ended(
     pid: i32,
     f: &mut Fd,
@@ -328,7 +329,9 @@ fn ended(
 
 /// Whether restore can make ended socket `e` again (`Err`: why not, after "a TCP socket
 /// (ADDRESS)"): the error with the way it came (a reset while connected gives
-/// ECONNRESET, one after the peer's FIN EPIPE, a refused connect ECONNREFUSED).
+/// ECONNRESET, one after the peer's FIN EPIPE while the socket had not sent its own,
+/// ECONNRESET once it had; a peer that stopped answering ETIMEDOUT; a refused connect
+/// ECONNREFUSED).
 pub(crate) fn ended_ok(e: &crate::model::TcpEnded) -> Result<(), String> {
     let name = || crate::sys::errno_name(e.err);
     if e.never_connected {
@@ -349,11 +352,11 @@ pub(crate) fn ended_ok(e: &crate::model::TcpEnded) -> Result<(), String> {
         return Ok(());
     }
     match (e.err, e.fin) {
-        (0, _) | (libc::ECONNRESET, false) | (libc::EPIPE, true) => Ok(()),
+        (0 | libc::ECONNRESET | libc::ETIMEDOUT, _) | (libc::EPIPE, true) => Ok(()),
         (_, fin) => Err(format!(
             "whose connection has ended with {} not read yet{}: restore makes only a \
-             reset while connected (ECONNRESET) or after the peer's FIN (EPIPE); not \
-             restored yet",
+             reset (ECONNRESET; EPIPE after the peer's FIN) or a retransmission or \
+             keepalive timeout (ETIMEDOUT); not restored yet",
             name(),
             if fin { " after the peer's FIN" } else { "" }
         )),
@@ -796,6 +799,15 @@ fn create_tcp_ended(
                 wait_state(s, sys::tcp::TCP_CLOSE_WAIT).map_err(fail)?;
             }
         }
+        if e.fin && e.err == libc::ECONNRESET {
+            fin_not_acked(cx, n, u)?;
+            if let Some(s) = &sock {
+                wait_state(s, sys::tcp::TCP_LAST_ACK).map_err(fail)?;
+            }
+        }
+        if e.err == libc::ETIMEDOUT {
+            time_out(cx, n, a, sock.as_ref(), &fail)?;
+        }
         cx.setsockopt(a, &SockOpt::Linger([1, 0]))?;
         cx.close(a)?;
         if let Some(s) = &sock {
@@ -807,7 +819,9 @@ fn create_tcp_ended(
     }
     let made = if e.never_connected {
         libc::ECONNREFUSED
-    } else if e.fin {
+    } else if e.err == libc::ETIMEDOUT {
+        libc::ETIMEDOUT
+    } else if e.fin && e.err != libc::ECONNRESET {
         libc::EPIPE
     } else {
         libc::ECONNRESET
@@ -844,6 +858,70 @@ fn create_tcp_ended(
         }
     }
     Ok(n)
+}
+
+/// Ended socket `n` (in CLOSE_WAIT: its peer's FIN came) sends its own FIN without it
+/// leaving: a shutdown in repair mode with the send queue chosen
+/// (`TCP_REPAIR_QUEUE` = `TCP_SEND_QUEUE`), where the kernel counts the FIN as sent
+/// without sending it, then repair mode off without the window probe it would send
+/// (`TCP_REPAIR_OFF_NO_WP`): `n` is in LAST_ACK, its FIN never acknowledged, so the
+/// reset that follows gives ECONNRESET (and not EPIPE, as in CLOSE_WAIT). The
+/// SO_REUSEADDR repair mode's end clears is set again.
+fn fin_not_acked(cx: &mut Ctx<'_>, n: u64, u: &TcpUnconnState) -> RestoreResult<()> {
+    cx.setsockopt(n, &SockOpt::TcpRepair(true))?;
+    cx.setsockopt(n, &SockOpt::TcpRepairQueue(TcpQueue::Send))?;
+    cx.shutdown(n, libc::SHUT_WR)?;
+    cx.setsockopt(
+        n,
+        &SockOpt::Int(libc::SOL_TCP, libc::TCP_REPAIR, TCP_REPAIR_OFF_NO_WP),
+    )?;
+    if u.sock.reuseaddr {
+        cx.setsockopt(n, &SockOpt::ReuseAddr)?;
+    }
+    Ok(())
+}
+
+/// `TCP_REPAIR_OFF_NO_WP` (linux/tcp.h): repair mode off, no window probe sent.
+const TCP_REPAIR_OFF_NO_WP: i32 = -1;
+
+/// A classic socket filter that drops every packet (`ret #0`).
+const DROP_ALL: [u8; 8] = [0x06, 0, 0, 0, 0, 0, 0, 0];
+
+/// How long [`time_out`] lets the restored socket wait for acknowledgments at most.
+const USER_TIMEOUT_MS: i32 = 1;
+
+/// Connection `n` (its other end `a`, ours) ends as one whose peer stopped answering:
+/// `a` drops every segment that comes to it (a socket filter that drops all, so it
+/// neither acknowledges nor resets), `n` sends one byte with `TCP_USER_TIMEOUT` at
+/// [`USER_TIMEOUT_MS`], and at the first retransmission timeout (the RTO, 200 ms at
+/// least) the kernel gives up on it as it gives up on a peer that does not answer
+/// retransmissions or keepalive probes (`tcp_write_err`): state CLOSE, ETIMEDOUT, the
+/// byte dropped with the send queue. The program's `TCP_USER_TIMEOUT` is put back.
+/// (`sock`: ckpt's duplicate of `n`, to wait on; `fail` names the socket in an error.)
+fn time_out(
+    cx: &mut Ctx<'_>,
+    n: u64,
+    a: u64,
+    sock: Option<&std::os::fd::OwnedFd>,
+    fail: &dyn Fn(String) -> crate::error::RestoreError,
+) -> RestoreResult<()> {
+    cx.attach_filter(a, &DROP_ALL)?;
+    let was = cx.getsockopt_int(
+        "TCP_USER_TIMEOUT of the ended connection",
+        n,
+        libc::SOL_TCP,
+        libc::TCP_USER_TIMEOUT,
+    )?;
+    cx.setsockopt(
+        n,
+        &SockOpt::Int(libc::SOL_TCP, libc::TCP_USER_TIMEOUT, USER_TIMEOUT_MS),
+    )?;
+    cx.send_all(n, &[0], "a byte its peer does not acknowledge")?;
+    if let Some(s) = sock {
+        wait_state(s, sys::tcp::TCP_CLOSE).map_err(fail)?;
+    }
+    cx.setsockopt(n, &SockOpt::Int(libc::SOL_TCP, libc::TCP_USER_TIMEOUT, was))?;
+    Ok(())
 }
 
 /// The error restored ended socket `s` (descriptor of the stub `pid`) holds for the
