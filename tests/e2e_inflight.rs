@@ -118,6 +118,53 @@ fn descriptors_only_in_flight_in_one_byte_messages_on_a_unix_stream_pair_come_ba
     );
 }
 
+/// `uinflight stream` as PID 1 of a PID namespace of its own (`unshare -p -f`): the
+/// dump renumbers the tree into that namespace, the processes whose descriptors the
+/// queued messages carry with it (they were left with ckpt's numbers, and the restore
+/// was refused: "only in flight but no queued message carries it"). Restored (in a new
+/// PID namespace), the receiver takes and uses each descriptor as an undisturbed run
+/// does.
+#[test]
+fn descriptors_only_in_flight_in_a_tree_with_its_own_pid_namespace_come_back() {
+    let name = "descriptors_only_in_flight_in_a_tree_with_its_own_pid_namespace_come_back";
+    let ctx = Ctx::new(name);
+    let expected = reference_after_ready(&ctx, "stream", &["go\n"]);
+    let spec = Spec::new("/usr/bin/unshare")
+        .arg("-p")
+        .arg("-f")
+        .arg(target("uinflight"))
+        .arg("stream")
+        .arg(ctx.path("run.dat"))
+        .stdin(In::Pipe);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let tree = wait_process_tree(t.pid, 3, "unshare, uinflight's P and C");
+    let root = tree[1];
+    assert_eq!(
+        nspids(root).get(1),
+        Some(&1),
+        "P is PID 1 of its own namespace"
+    );
+    let img = ctx.path("uinflight.img");
+    ctx.dump(root, &img);
+    let _ = t.finish();
+    wait_pids_gone(&tree[1..], "uinflight: original after the dump");
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    r.write_stdin(b"go\n");
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "uinflight stream in its own PID namespace: the restored run; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "uinflight stream in its own PID namespace: the restored run after the dump point",
+        expected.as_bytes(),
+        &fin.stdout,
+    );
+}
+
 /// `uinflight TYPE` (kinds or epoll, which pause once the receiver took what came in
 /// flight), whose undisturbed run says each of `lines`: dumped (the original left
 /// running), then the original's receiver takes the descriptors out of the queue and
@@ -276,6 +323,117 @@ fn a_pty_master_and_slave_only_in_flight_come_back() {
     );
 }
 
+/// What an undisturbed run of `uinflight tcpconn` says once its receiver used the
+/// connection it took: the bytes each end had not read, those waiting unacknowledged
+/// in the sender's queue behind a closed window, and the close of each side, in order.
+const TCP_LINES: &[&str] = &[
+    "C: a came with fd 3: a TCP connection, no error pending: yes; read [to-c]",
+    "P: a read [to-a] and then all of what c wrote, in order: yes; then end of file",
+    "C: then [pong], then end of file",
+    "C exited with 0",
+];
+
+/// `uinflight tcpconn`: a TCP connection on 127.0.0.1 only in flight, its peer in the
+/// tree, with unread data both ways and up to 256 KiB waiting unacknowledged behind the
+/// peer's closed window. The dump (which kills the tree) locks it at the freeze with the
+/// connections processes hold, before it is read in repair mode; the state oracle
+/// compares the tree at the dump with the restored one (sock_diag, fdinfo's `scm_fds`),
+/// and once restored the receiver takes it and the connection carries on with its peer
+/// as in an undisturbed run.
+#[test]
+fn a_tcp_connection_only_in_flight_comes_back_and_carries_on_with_its_peer() {
+    let ctx = Ctx::new("a_tcp_connection_only_in_flight_comes_back_and_carries_on_with_its_peer");
+    let steps = ["go\n", "C: received\n", "go\n"];
+    let expected = reference_after_ready(&ctx, "tcpconn", &steps);
+    for line in TCP_LINES {
+        assert!(
+            expected.contains(line),
+            "uinflight tcpconn: the reference run should say {line:?}:\n{expected}"
+        );
+    }
+    let mut t = ctx.spawn(&uinflight(&ctx, "tcpconn", "run.dat"));
+    t.wait_for("ready\n");
+    let pids = wait_process_tree(t.pid, 2, "uinflight");
+    let img = ctx.path("uinflight.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&pids, "uinflight: original after the dump");
+    let info = text(
+        &ctx.ckpt(&[std::ffi::OsStr::new("inspect"), img.as_os_str()])
+            .stdout,
+    );
+    assert!(
+        info.lines()
+            .any(|l| l.contains("TCP connection") && l.contains("only in flight")),
+        "inspect should show a TCP connection only in flight:\n{info}"
+    );
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    r.write_stdin(b"go\n");
+    r.wait_for("C: received\n");
+    r.write_stdin(b"go\n");
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "uinflight tcpconn: the restored run; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        "uinflight tcpconn: the restored run after the dump point",
+        expected.as_bytes(),
+        &fin.stdout,
+    );
+}
+
+/// `uinflight tcpconn` dumped with `--leave-running` (the oracle finds the tree as it
+/// was: the connection out of repair mode, its queues and sequence numbers unchanged),
+/// then [`taken_then_used`]: the oracle compares the receiver once it took the
+/// connection with the restored receiver once it did (sock_diag), and the connection
+/// carries on with its peer as in an undisturbed run.
+#[test]
+fn a_tcp_connection_only_in_flight_dumped_leaving_the_tree_running_comes_back() {
+    taken_then_used(
+        "a_tcp_connection_only_in_flight_dumped_leaving_the_tree_running_comes_back",
+        "tcpconn",
+        TCP_LINES,
+        &["TCP connection"],
+    );
+}
+
+/// `uinflight devtty`: /dev/tty only in flight, opened by the session leader on its
+/// controlling terminal (a pseudo-terminal pair of the tree), sent to a process of its
+/// session: dump finds its terminal (TIOCGDEV on its copy) and restore opens /dev/tty
+/// in the receiver, whose controlling terminal it is. The oracle compares the receiver
+/// once it took it; it leads to the pair's slave and a write through it reaches the
+/// master, as in an undisturbed run.
+#[test]
+fn dev_tty_only_in_flight_to_a_process_of_its_session_comes_back() {
+    taken_then_used(
+        "dev_tty_only_in_flight_to_a_process_of_its_session_comes_back",
+        "devtty",
+        &[
+            "C: a came with fd 3: /dev/tty, leading to the pair's slave: yes",
+            "C: the master read [ping]",
+            "C exited with 0",
+        ],
+        &["/dev/tty"],
+    );
+}
+
+/// `uinflight devttyelse`: /dev/tty only in flight to a process that made a session of
+/// its own (no controlling terminal): restore could only open /dev/tty in it, on
+/// another terminal or none, so the dump is refused, naming the terminal.
+#[test]
+fn dev_tty_only_in_flight_to_a_process_of_another_session_refuses_the_dump() {
+    refused_in_flight(
+        "dev_tty_only_in_flight_to_a_process_of_another_session_refuses_the_dump",
+        "devttyelse",
+        &[],
+        "/dev/tty",
+        "it is /dev/tty opened on /dev/pts/",
+    );
+}
+
 /// `uinflight TYPE` (with `args` after its file), whose only message carries `what` (as
 /// /proc names it, a socket's inode left out) that restore cannot make only in flight:
 /// the dump is refused saying `why`, writes nothing, and the program runs on as an
@@ -356,18 +514,6 @@ fn an_epoll_instance_only_in_flight_watching_a_file_held_outside_refuses_the_dum
         ),
     );
     drop((r, w));
-}
-
-#[test]
-fn a_tcp_connection_only_in_flight_refuses_the_dump_and_the_program_runs_on() {
-    refused_in_flight(
-        "a_tcp_connection_only_in_flight_refuses_the_dump_and_the_program_runs_on",
-        "tcpconn",
-        &[],
-        "socket:[",
-        "it is a TCP connection, which the dump's network lock (taken at the freeze, on \
-         the connections processes hold) does not cover",
-    );
 }
 
 /// A short directory for socket files (sun_path holds 108 bytes), removed at the end.
