@@ -26,13 +26,7 @@ fn uinflight(ctx: &Ctx, typ: &str, file: &str) -> Spec {
 fn reference_after_ready(ctx: &Ctx, typ: &str, steps: &[&str]) -> String {
     let mut rp = ctx.spawn(&uinflight(ctx, typ, "ref.dat"));
     rp.wait_for("ready\n");
-    for step in steps {
-        if step.starts_with("C: ") {
-            rp.wait_for(step);
-        } else {
-            rp.write_stdin(step.as_bytes());
-        }
-    }
+    give_steps(&mut rp, steps);
     let reference = rp.finish();
     assert_eq!(
         reference.status.code(),
@@ -43,22 +37,69 @@ fn reference_after_ready(ctx: &Ctx, typ: &str, steps: &[&str]) -> String {
     text(&reference.stdout).replacen("ready\n", "", 1)
 }
 
+/// Each of `steps` written to `p`'s stdin, or waited for when it starts with "C: ".
+fn give_steps(p: &mut Proc, steps: &[&str]) {
+    for step in steps {
+        if step.starts_with("C: ") {
+            p.wait_for(step);
+        } else {
+            p.write_stdin(step.as_bytes());
+        }
+    }
+}
+
+/// `img` restored and given `steps` ([`give_steps`]): the restored tree ends with 0,
+/// saying `expected` (`what` names the run in the messages).
+fn restored_says(ctx: &Ctx, img: &std::path::Path, steps: &[&str], expected: &str, what: &str) {
+    let mut r = ctx.restore(img, &[], In::Pipe);
+    give_steps(&mut r, steps);
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "{what}: the restored run; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        &format!("{what}: the restored run after the dump point"),
+        expected.as_bytes(),
+        &fin.stdout,
+    );
+}
+
 /// `uinflight TYPE` dumped while its messages wait, restored, and the receiver's
 /// findings after it are those of an undisturbed run.
 fn in_flight_only_restored(name: &str, typ: &str) {
+    in_flight_restored_saying(name, typ, &["go\n"], KINDS_LINES, "");
+}
+
+/// What an undisturbed run of `uinflight` stream, dgram or seqpacket says after "go".
+const KINDS_LINES: &[&str] = &[
+    "C: a came with fd 3: read [pipe-data], then end of file",
+    "C: b came with fd 3: read [456] at 4, now at 7",
+    "C: c came with fd 3: read [queued]; its peer got [back]",
+    "C: d came with fd 3: counter 5",
+    "on it: [ev] with fd 6: counter 7",
+    "with fd 7: the socket itself",
+    "C: g came with fd 3: read [mfd-data] from 2, seals 0x2",
+    "C: the next descriptor opened is 3",
+    "C exited with 0",
+];
+
+/// `uinflight TYPE` dumped while its messages wait (`inspect` shows a descriptor only
+/// in flight whose line says `inspected`), a restore made to fail once it took the
+/// descriptors leaving nothing, then restored and given `steps`: it says what an
+/// undisturbed run says, each of `lines` among it.
+fn in_flight_restored_saying(
+    name: &str,
+    typ: &str,
+    steps: &[&str],
+    lines: &[&str],
+    inspected: &str,
+) {
     let ctx = Ctx::new(name);
-    let expected = reference_after_ready(&ctx, typ, &["go\n"]);
-    for line in [
-        "C: a came with fd 3: read [pipe-data], then end of file",
-        "C: b came with fd 3: read [456] at 4, now at 7",
-        "C: c came with fd 3: read [queued]; its peer got [back]",
-        "C: d came with fd 3: counter 5",
-        "on it: [ev] with fd 6: counter 7",
-        "with fd 7: the socket itself",
-        "C: g came with fd 3: read [mfd-data] from 2, seals 0x2",
-        "C: the next descriptor opened is 3",
-        "C exited with 0",
-    ] {
+    let expected = reference_after_ready(&ctx, typ, steps);
+    for line in lines {
         assert!(
             expected.contains(line),
             "uinflight {typ}: the reference run should say {line:?}:\n{expected}"
@@ -71,27 +112,17 @@ fn in_flight_only_restored(name: &str, typ: &str) {
     ctx.dump(t.pid, &img);
     t.expect_killed();
     wait_pids_gone(&pids, "uinflight: original after the dump");
-    let info = ctx.ckpt(&[std::ffi::OsStr::new("inspect"), img.as_os_str()]);
+    let info = text(
+        &ctx.ckpt(&[std::ffi::OsStr::new("inspect"), img.as_os_str()])
+            .stdout,
+    );
     assert!(
-        text(&info.stdout).contains("only in flight"),
-        "uinflight {typ}: inspect should show the descriptors only in flight:\n{}",
-        text(&info.stdout)
+        info.lines()
+            .any(|l| l.contains(inspected) && l.contains("only in flight")),
+        "uinflight {typ}: inspect should show a descriptor only in flight ({inspected}):\n{info}"
     );
     assert_restore_fault_leaves_nothing(&ctx, &img, &[], "take descriptor", &pids, &[]);
-    let mut r = ctx.restore(&img, &[], In::Pipe);
-    r.write_stdin(b"go\n");
-    let fin = r.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "uinflight {typ}: the restored run; stderr:\n{}",
-        text(&fin.stderr)
-    );
-    assert_same_output(
-        &format!("uinflight {typ}: the restored run after the dump point"),
-        expected.as_bytes(),
-        &fin.stdout,
-    );
+    restored_says(&ctx, &img, steps, &expected, &format!("uinflight {typ}"));
 }
 
 #[test]
@@ -149,19 +180,12 @@ fn descriptors_only_in_flight_in_a_tree_with_its_own_pid_namespace_come_back() {
     ctx.dump(root, &img);
     let _ = t.finish();
     wait_pids_gone(&tree[1..], "uinflight: original after the dump");
-    let mut r = ctx.restore(&img, &[], In::Pipe);
-    r.write_stdin(b"go\n");
-    let fin = r.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "uinflight stream in its own PID namespace: the restored run; stderr:\n{}",
-        text(&fin.stderr)
-    );
-    assert_same_output(
-        "uinflight stream in its own PID namespace: the restored run after the dump point",
-        expected.as_bytes(),
-        &fin.stdout,
+    restored_says(
+        &ctx,
+        &img,
+        &["go\n"],
+        &expected,
+        "uinflight stream in its own PID namespace",
     );
 }
 
@@ -337,51 +361,18 @@ const TCP_LINES: &[&str] = &[
 /// tree, with unread data both ways and up to 256 KiB waiting unacknowledged behind the
 /// peer's closed window. The dump (which kills the tree) locks it at the freeze with the
 /// connections processes hold, before it is read in repair mode; the state oracle
-/// compares the tree at the dump with the restored one (sock_diag, fdinfo's `scm_fds`),
-/// and once restored the receiver takes it and the connection carries on with its peer
-/// as in an undisturbed run.
+/// compares the tree at the dump with the restored one (sock_diag, fdinfo's `scm_fds`);
+/// a restore made to fail once it took the descriptors leaves nothing, and once
+/// restored the receiver takes it and the connection carries on with its peer as in an
+/// undisturbed run ([`in_flight_restored_saying`]).
 #[test]
 fn a_tcp_connection_only_in_flight_comes_back_and_carries_on_with_its_peer() {
-    let ctx = Ctx::new("a_tcp_connection_only_in_flight_comes_back_and_carries_on_with_its_peer");
-    let steps = ["go\n", "C: received\n", "go\n"];
-    let expected = reference_after_ready(&ctx, "tcpconn", &steps);
-    for line in TCP_LINES {
-        assert!(
-            expected.contains(line),
-            "uinflight tcpconn: the reference run should say {line:?}:\n{expected}"
-        );
-    }
-    let mut t = ctx.spawn(&uinflight(&ctx, "tcpconn", "run.dat"));
-    t.wait_for("ready\n");
-    let pids = wait_process_tree(t.pid, 2, "uinflight");
-    let img = ctx.path("uinflight.img");
-    ctx.dump(t.pid, &img);
-    t.expect_killed();
-    wait_pids_gone(&pids, "uinflight: original after the dump");
-    let info = text(
-        &ctx.ckpt(&[std::ffi::OsStr::new("inspect"), img.as_os_str()])
-            .stdout,
-    );
-    assert!(
-        info.lines()
-            .any(|l| l.contains("TCP connection") && l.contains("only in flight")),
-        "inspect should show a TCP connection only in flight:\n{info}"
-    );
-    let mut r = ctx.restore(&img, &[], In::Pipe);
-    r.write_stdin(b"go\n");
-    r.wait_for("C: received\n");
-    r.write_stdin(b"go\n");
-    let fin = r.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "uinflight tcpconn: the restored run; stderr:\n{}",
-        text(&fin.stderr)
-    );
-    assert_same_output(
-        "uinflight tcpconn: the restored run after the dump point",
-        expected.as_bytes(),
-        &fin.stdout,
+    in_flight_restored_saying(
+        "a_tcp_connection_only_in_flight_comes_back_and_carries_on_with_its_peer",
+        "tcpconn",
+        &["go\n", "C: received\n", "go\n"],
+        TCP_LINES,
+        "TCP connection",
     );
 }
 
