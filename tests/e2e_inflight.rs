@@ -26,13 +26,7 @@ fn uinflight(ctx: &Ctx, typ: &str, file: &str) -> Spec {
 fn reference_after_ready(ctx: &Ctx, typ: &str, steps: &[&str]) -> String {
     let mut rp = ctx.spawn(&uinflight(ctx, typ, "ref.dat"));
     rp.wait_for("ready\n");
-    for step in steps {
-        if step.starts_with("C: ") {
-            rp.wait_for(step);
-        } else {
-            rp.write_stdin(step.as_bytes());
-        }
-    }
+    give_steps(&mut rp, steps);
     let reference = rp.finish();
     assert_eq!(
         reference.status.code(),
@@ -43,22 +37,69 @@ fn reference_after_ready(ctx: &Ctx, typ: &str, steps: &[&str]) -> String {
     text(&reference.stdout).replacen("ready\n", "", 1)
 }
 
+/// Each of `steps` written to `p`'s stdin, or waited for when it starts with "C: ".
+fn give_steps(p: &mut Proc, steps: &[&str]) {
+    for step in steps {
+        if step.starts_with("C: ") {
+            p.wait_for(step);
+        } else {
+            p.write_stdin(step.as_bytes());
+        }
+    }
+}
+
+/// `img` restored and given `steps` ([`give_steps`]): the restored tree ends with 0,
+/// saying `expected` (`what` names the run in the messages).
+fn restored_says(ctx: &Ctx, img: &std::path::Path, steps: &[&str], expected: &str, what: &str) {
+    let mut r = ctx.restore(img, &[], In::Pipe);
+    give_steps(&mut r, steps);
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "{what}: the restored run; stderr:\n{}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        &format!("{what}: the restored run after the dump point"),
+        expected.as_bytes(),
+        &fin.stdout,
+    );
+}
+
 /// `uinflight TYPE` dumped while its messages wait, restored, and the receiver's
 /// findings after it are those of an undisturbed run.
 fn in_flight_only_restored(name: &str, typ: &str) {
+    in_flight_restored_saying(name, typ, &["go\n"], KINDS_LINES, "");
+}
+
+/// What an undisturbed run of `uinflight` stream, dgram or seqpacket says after "go".
+const KINDS_LINES: &[&str] = &[
+    "C: a came with fd 3: read [pipe-data], then end of file",
+    "C: b came with fd 3: read [456] at 4, now at 7",
+    "C: c came with fd 3: read [queued]; its peer got [back]",
+    "C: d came with fd 3: counter 5",
+    "on it: [ev] with fd 6: counter 7",
+    "with fd 7: the socket itself",
+    "C: g came with fd 3: read [mfd-data] from 2, seals 0x2",
+    "C: the next descriptor opened is 3",
+    "C exited with 0",
+];
+
+/// `uinflight TYPE` dumped while its messages wait (`inspect` shows a descriptor only
+/// in flight whose line says `inspected`), a restore made to fail once it took the
+/// descriptors leaving nothing, then restored and given `steps`: it says what an
+/// undisturbed run says, each of `lines` among it.
+fn in_flight_restored_saying(
+    name: &str,
+    typ: &str,
+    steps: &[&str],
+    lines: &[&str],
+    inspected: &str,
+) {
     let ctx = Ctx::new(name);
-    let expected = reference_after_ready(&ctx, typ, &["go\n"]);
-    for line in [
-        "C: a came with fd 3: read [pipe-data], then end of file",
-        "C: b came with fd 3: read [456] at 4, now at 7",
-        "C: c came with fd 3: read [queued]; its peer got [back]",
-        "C: d came with fd 3: counter 5",
-        "on it: [ev] with fd 6: counter 7",
-        "with fd 7: the socket itself",
-        "C: g came with fd 3: read [mfd-data] from 2, seals 0x2",
-        "C: the next descriptor opened is 3",
-        "C exited with 0",
-    ] {
+    let expected = reference_after_ready(&ctx, typ, steps);
+    for line in lines {
         assert!(
             expected.contains(line),
             "uinflight {typ}: the reference run should say {line:?}:\n{expected}"
@@ -71,27 +112,17 @@ fn in_flight_only_restored(name: &str, typ: &str) {
     ctx.dump(t.pid, &img);
     t.expect_killed();
     wait_pids_gone(&pids, "uinflight: original after the dump");
-    let info = ctx.ckpt(&[std::ffi::OsStr::new("inspect"), img.as_os_str()]);
+    let info = text(
+        &ctx.ckpt(&[std::ffi::OsStr::new("inspect"), img.as_os_str()])
+            .stdout,
+    );
     assert!(
-        text(&info.stdout).contains("only in flight"),
-        "uinflight {typ}: inspect should show the descriptors only in flight:\n{}",
-        text(&info.stdout)
+        info.lines()
+            .any(|l| l.contains(inspected) && l.contains("only in flight")),
+        "uinflight {typ}: inspect should show a descriptor only in flight ({inspected}):\n{info}"
     );
     assert_restore_fault_leaves_nothing(&ctx, &img, &[], "take descriptor", &pids, &[]);
-    let mut r = ctx.restore(&img, &[], In::Pipe);
-    r.write_stdin(b"go\n");
-    let fin = r.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "uinflight {typ}: the restored run; stderr:\n{}",
-        text(&fin.stderr)
-    );
-    assert_same_output(
-        &format!("uinflight {typ}: the restored run after the dump point"),
-        expected.as_bytes(),
-        &fin.stdout,
-    );
+    restored_says(&ctx, &img, steps, &expected, &format!("uinflight {typ}"));
 }
 
 #[test]
@@ -115,6 +146,46 @@ fn descriptors_only_in_flight_in_one_byte_messages_on_a_unix_stream_pair_come_ba
     in_flight_only_restored(
         "descriptors_only_in_flight_in_one_byte_messages_on_a_unix_stream_pair_come_back",
         "stream",
+    );
+}
+
+/// `uinflight stream` as PID 1 of a PID namespace of its own (`unshare -p -f`): the
+/// dump renumbers the tree into that namespace, the processes whose descriptors the
+/// queued messages carry with it (they were left with ckpt's numbers, and the restore
+/// was refused: "only in flight but no queued message carries it"). Restored (in a new
+/// PID namespace), the receiver takes and uses each descriptor as an undisturbed run
+/// does.
+#[test]
+fn descriptors_only_in_flight_in_a_tree_with_its_own_pid_namespace_come_back() {
+    let name = "descriptors_only_in_flight_in_a_tree_with_its_own_pid_namespace_come_back";
+    let ctx = Ctx::new(name);
+    let expected = reference_after_ready(&ctx, "stream", &["go\n"]);
+    let spec = Spec::new("/usr/bin/unshare")
+        .arg("-p")
+        .arg("-f")
+        .arg(target("uinflight"))
+        .arg("stream")
+        .arg(ctx.path("run.dat"))
+        .stdin(In::Pipe);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let tree = wait_process_tree(t.pid, 3, "unshare, uinflight's P and C");
+    let root = tree[1];
+    assert_eq!(
+        nspids(root).get(1),
+        Some(&1),
+        "P is PID 1 of its own namespace"
+    );
+    let img = ctx.path("uinflight.img");
+    ctx.dump(root, &img);
+    let _ = t.finish();
+    wait_pids_gone(&tree[1..], "uinflight: original after the dump");
+    restored_says(
+        &ctx,
+        &img,
+        &["go\n"],
+        &expected,
+        "uinflight stream in its own PID namespace",
     );
 }
 
@@ -276,6 +347,84 @@ fn a_pty_master_and_slave_only_in_flight_come_back() {
     );
 }
 
+/// What an undisturbed run of `uinflight tcpconn` says once its receiver used the
+/// connection it took: the bytes each end had not read, those waiting unacknowledged
+/// in the sender's queue behind a closed window, and the close of each side, in order.
+const TCP_LINES: &[&str] = &[
+    "C: a came with fd 3: a TCP connection, no error pending: yes; read [to-c]",
+    "P: a read [to-a] and then all of what c wrote, in order: yes; then end of file",
+    "C: then [pong], then end of file",
+    "C exited with 0",
+];
+
+/// `uinflight tcpconn`: a TCP connection on 127.0.0.1 only in flight, its peer in the
+/// tree, with unread data both ways and up to 256 KiB waiting unacknowledged behind the
+/// peer's closed window. The dump (which kills the tree) locks it at the freeze with the
+/// connections processes hold, before it is read in repair mode; the state oracle
+/// compares the tree at the dump with the restored one (sock_diag, fdinfo's `scm_fds`);
+/// a restore made to fail once it took the descriptors leaves nothing, and once
+/// restored the receiver takes it and the connection carries on with its peer as in an
+/// undisturbed run ([`in_flight_restored_saying`]).
+#[test]
+fn a_tcp_connection_only_in_flight_comes_back_and_carries_on_with_its_peer() {
+    in_flight_restored_saying(
+        "a_tcp_connection_only_in_flight_comes_back_and_carries_on_with_its_peer",
+        "tcpconn",
+        &["go\n", "C: received\n", "go\n"],
+        TCP_LINES,
+        "TCP connection",
+    );
+}
+
+/// `uinflight tcpconn` dumped with `--leave-running` (the oracle finds the tree as it
+/// was: the connection out of repair mode, its queues and sequence numbers unchanged),
+/// then [`taken_then_used`]: the oracle compares the receiver once it took the
+/// connection with the restored receiver once it did (sock_diag), and the connection
+/// carries on with its peer as in an undisturbed run.
+#[test]
+fn a_tcp_connection_only_in_flight_dumped_leaving_the_tree_running_comes_back() {
+    taken_then_used(
+        "a_tcp_connection_only_in_flight_dumped_leaving_the_tree_running_comes_back",
+        "tcpconn",
+        TCP_LINES,
+        &["TCP connection"],
+    );
+}
+
+/// `uinflight devtty`: /dev/tty only in flight, opened by the session leader on its
+/// controlling terminal (a pseudo-terminal pair of the tree), sent to a process of its
+/// session: dump finds its terminal (TIOCGDEV on its copy) and restore opens /dev/tty
+/// in the receiver, whose controlling terminal it is. The oracle compares the receiver
+/// once it took it; it leads to the pair's slave and a write through it reaches the
+/// master, as in an undisturbed run.
+#[test]
+fn dev_tty_only_in_flight_to_a_process_of_its_session_comes_back() {
+    taken_then_used(
+        "dev_tty_only_in_flight_to_a_process_of_its_session_comes_back",
+        "devtty",
+        &[
+            "C: a came with fd 3: /dev/tty, leading to the pair's slave: yes",
+            "C: the master read [ping]",
+            "C exited with 0",
+        ],
+        &["/dev/tty"],
+    );
+}
+
+/// `uinflight devttyelse`: /dev/tty only in flight to a process that made a session of
+/// its own (no controlling terminal): restore could only open /dev/tty in it, on
+/// another terminal or none, so the dump is refused, naming the terminal.
+#[test]
+fn dev_tty_only_in_flight_to_a_process_of_another_session_refuses_the_dump() {
+    refused_in_flight(
+        "dev_tty_only_in_flight_to_a_process_of_another_session_refuses_the_dump",
+        "devttyelse",
+        &[],
+        "/dev/tty",
+        "it is /dev/tty opened on /dev/pts/",
+    );
+}
+
 /// `uinflight TYPE` (with `args` after its file), whose only message carries `what` (as
 /// /proc names it, a socket's inode left out) that restore cannot make only in flight:
 /// the dump is refused saying `why`, writes nothing, and the program runs on as an
@@ -356,18 +505,6 @@ fn an_epoll_instance_only_in_flight_watching_a_file_held_outside_refuses_the_dum
         ),
     );
     drop((r, w));
-}
-
-#[test]
-fn a_tcp_connection_only_in_flight_refuses_the_dump_and_the_program_runs_on() {
-    refused_in_flight(
-        "a_tcp_connection_only_in_flight_refuses_the_dump_and_the_program_runs_on",
-        "tcpconn",
-        &[],
-        "socket:[",
-        "it is a TCP connection, which the dump's network lock (taken at the freeze, on \
-         the connections processes hold) does not cover",
-    );
 }
 
 /// A short directory for socket files (sun_path holds 108 bytes), removed at the end.

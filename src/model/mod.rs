@@ -1889,6 +1889,15 @@ pub struct TimeClocks {
     pub boottime_ns: i64,
 }
 
+/// A queued unix message's IDs through `f`: its sender's (SCM_CREDENTIALS) and the
+/// processes whose descriptors it carries (SCM_RIGHTS).
+fn map_message(m: &mut SockMessage, f: &dyn Fn(i32) -> i32) {
+    if let Some(c) = m.creds.as_mut() {
+        c.pid = f(c.pid);
+    }
+    m.rights.iter_mut().for_each(|d| d.pid = f(d.pid));
+}
+
 impl Checkpoint {
     /// The tree ran in a PID namespace below the dumping ckpt's (its own, or one whose
     /// init was outside it): its IDs are that namespace's, and restore makes a new one.
@@ -1898,7 +1907,8 @@ impl Checkpoint {
 
     /// Rewrite every process and thread ID the image holds through `f` (the one place
     /// that knows which fields are IDs), the senders of queued unix messages too (ckpt
-    /// read their SCM_CREDENTIALS in its own namespace). Signal information needs no
+    /// read their SCM_CREDENTIALS in its own namespace) and the processes whose
+    /// descriptors they carry (SCM_RIGHTS). Signal information needs no
     /// rewrite: the kernel stores a sender's ID as the receiver's namespace sees it.
     pub fn map_pids(&mut self, f: &dyn Fn(i32) -> i32) {
         for p in &mut self.processes {
@@ -1943,21 +1953,24 @@ impl Checkpoint {
                     }
                 }
                 if let FdKind::UnixDgram { sock, .. } = &mut fd.kind {
-                    for c in sock.msgs.iter_mut().filter_map(|m| m.creds.as_mut()) {
-                        c.pid = f(c.pid);
-                    }
+                    sock.msgs.iter_mut().for_each(|m| map_message(m, f));
+                }
+                if let FdKind::UnixPending { queued, .. } = &mut fd.kind {
+                    queued.iter_mut().for_each(|m| map_message(m, f));
                 }
             }
         }
-        // The senders of queued unix messages (SCM_CREDENTIALS), processes of the tree.
+        // The senders of queued unix messages (SCM_CREDENTIALS) and the descriptors
+        // they carry (SCM_RIGHTS), processes of the tree.
         for sp in &mut self.socketpairs {
-            let msgs = sp.msgs0.iter_mut().chain(sp.msgs1.iter_mut());
-            for c in msgs.filter_map(|m| m.creds.as_mut()) {
-                c.pid = f(c.pid);
+            for m in sp.msgs0.iter_mut().chain(sp.msgs1.iter_mut()) {
+                map_message(m, f);
             }
-            let runs = sp.runs0.iter_mut().chain(sp.runs1.iter_mut());
-            for c in runs.filter_map(|r| r.creds.as_mut()) {
-                c.pid = f(c.pid);
+            for r in sp.runs0.iter_mut().chain(sp.runs1.iter_mut()) {
+                if let Some(c) = r.creds.as_mut() {
+                    c.pid = f(c.pid);
+                }
+                r.rights.iter_mut().for_each(|d| d.pid = f(d.pid));
             }
         }
         for t in &mut self.ptys {

@@ -378,6 +378,16 @@ pub fn exclusive(fd: BorrowedFd<'_>) -> Result<bool> {
     Ok(ioctl_get_int(fd, libc::TIOCGEXCL, "TIOCGEXCL")? != 0)
 }
 
+/// The device number of the terminal a descriptor leads to (TIOCGDEV): for one open on
+/// /dev/tty, the terminal that was its opener's controlling one.
+pub fn device(fd: BorrowedFd<'_>) -> Result<u64> {
+    // (The kernel's 32-bit encoding of a device number, as /proc/PID/stat's tty_nr,
+    // which `libc::major` and `minor` read as they read a 64-bit one.)
+    Ok(u64::from(
+        ioctl_get_int(fd, libc::TIOCGDEV, "TIOCGDEV")? as u32
+    ))
+}
+
 /// The line discipline of a terminal (TIOCGETD; N_TTY is 0).
 pub fn line_discipline(fd: BorrowedFd<'_>) -> Result<i32> {
     ioctl_get_int(fd, libc::TIOCGETD, "TIOCGETD")

@@ -37,8 +37,22 @@
  * is a's slave, its settings and window, and sends a line each way.
  * With TYPE epollout OUTFD, P sends only an epoll instance (closed) watching its s[0]
  * and descriptor OUTFD, a pipe end the harness holds outside the tree, which P and C
- * close: a dump refuses it. With TYPE tcpconn, P sends only the client end of a TCP
- * connection on 127.0.0.1 (closed; P keeps the listener and the accepted end), refused.
+ * close: a dump refuses it.
+ * With TYPE tcpconn, on a seqpacket pair, P connects a TCP client c to a listener of its
+ * own on 127.0.0.1 (its receive buffer made small), keeps the accepted end a and writes
+ * "to-c" on it; c writes "to-a" and then as much as it can without blocking (up to
+ * 256 KiB): a's receive window fills, and the rest waits unacknowledged in c's send
+ * queue. P sends c (and closes it) as "a". C receives it, prints "received" and waits
+ * for a second line, then reads "to-c", shuts down its writing side and reads to end of
+ * file; P meanwhile reads a to end of file, checks that it got "to-a" and every byte c
+ * wrote, in order, writes "pong" and closes a.
+ * With TYPE devtty, P becomes a session leader with a pseudo-terminal pair as its
+ * controlling terminal (the slave in raw mode; P and C keep both sides open), opens
+ * /dev/tty and sends it (closed) as "a". C, in P's session with the same controlling
+ * terminal, receives it, prints "received" and waits for a second line, then checks
+ * that it leads to the pair's slave (TIOCGDEV) and writes "ping" through it, which it
+ * reads from the master. With TYPE devttyelse C makes a session of its own first (no
+ * controlling terminal): refused.
  * With TYPE kinds, on a datagram pair, P sends (and closes) other kinds restore makes
  * only in flight, and writes to FILE what C checks them against (the ports it bound,
  * its cgroup's ID):
@@ -564,6 +578,178 @@ static void receive_pty(int s, int go)
 	out("C: the next descriptor opened is %d\n", next);
 }
 
+/* The TCP connection of TYPE tcpconn: P's accepted end, and how many bytes c wrote
+ * after "to-a". */
+static int tcp_a = -1;
+static size_t tcp_sent;
+
+static unsigned char pattern(size_t i)
+{
+	return (unsigned char)(i * 7 + 3);
+}
+
+static void send_tcp(int s)
+{
+	int l = inet_bound(SOCK_STREAM), c = socket(AF_INET, SOCK_STREAM, 0), small = 4096;
+	struct sockaddr_in a = loopback(port_of(l));
+	if (setsockopt(l, SOL_SOCKET, SO_RCVBUF, &small, sizeof small) || listen(l, 4) ||
+	    c < 0 || connect(c, (struct sockaddr *)&a, sizeof a) ||
+	    (tcp_a = accept(l, NULL, NULL)) < 0)
+		die("tcp: %s", strerror(errno));
+	close(l);
+	if (write(tcp_a, "to-c", 4) != 4 || write(c, "to-a", 4) != 4)
+		die("tcp write: %s", strerror(errno));
+	int fl = fcntl(c, F_GETFL);
+	if (fl < 0 || fcntl(c, F_SETFL, fl | O_NONBLOCK))
+		die("fcntl: %s", strerror(errno));
+	unsigned char buf[4096];
+	while (tcp_sent < 256 * 1024) {
+		for (size_t i = 0; i < sizeof buf; i++)
+			buf[i] = pattern(tcp_sent + i);
+		ssize_t n = write(c, buf, sizeof buf);
+		if (n < 0 && errno == EAGAIN)
+			break;
+		if (n <= 0)
+			die("tcp fill: %s", strerror(errno));
+		tcp_sent += (size_t)n;
+	}
+	if (fcntl(c, F_SETFL, fl))
+		die("fcntl: %s", strerror(errno));
+	send_fd(s, c, "a");
+	close(c);
+}
+
+/* Read `fd` to end of file into buf (at most cap - 1 bytes kept, NUL-terminated);
+ * returns the count read. */
+static size_t read_to_end(int fd, char *buf, size_t cap)
+{
+	size_t got = 0;
+	for (;;) {
+		char b[4096];
+		ssize_t n = read(fd, b, sizeof b);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			die("read: %s", strerror(errno));
+		if (n == 0)
+			break;
+		for (ssize_t i = 0; i < n; i++, got++)
+			if (got < cap - 1)
+				buf[got] = b[i];
+	}
+	buf[got < cap - 1 ? got : cap - 1] = 0;
+	return got;
+}
+
+static void receive_tcp(int s, int go)
+{
+	char buf[64], c;
+	int fd = recv_fd(s, buf, sizeof buf);
+	out("C: received\n");
+	if (read(go, &c, 1) != 1)
+		die("go: %s", strerror(errno));
+	char data[8] = "";
+	if (fd < 0 || recv(fd, data, 4, MSG_WAITALL) != 4)
+		die("tcp recv: %s", strerror(errno));
+	out("C: a came with fd %d: a TCP connection, no error pending: %s; read [%s]\n", fd,
+	    opt(fd, SOL_SOCKET, SO_ERROR) == 0 ? "yes" : "no", data);
+	if (shutdown(fd, SHUT_WR))
+		die("shutdown: %s", strerror(errno));
+	read_to_end(fd, buf, sizeof buf);
+	out("C: then [%s], then end of file\n", buf);
+	close(fd);
+}
+
+/* P's side of TYPE tcpconn, once C took its end. */
+static void finish_tcp(void)
+{
+	size_t got = 0, bad = 0;
+	char head[5] = "";
+	for (;;) {
+		unsigned char b[4096];
+		ssize_t n = read(tcp_a, b, sizeof b);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			die("tcp read: %s", strerror(errno));
+		if (n == 0)
+			break;
+		for (ssize_t i = 0; i < n; i++, got++) {
+			if (got < 4)
+				head[got] = (char)b[i];
+			else if (b[i] != pattern(got - 4))
+				bad++;
+		}
+	}
+	out("P: a read [%s] and then %s of what c wrote, in order: %s; then end of file\n",
+	    head, got == tcp_sent + 4 ? "all" : "not all", bad ? "no" : "yes");
+	if (write(tcp_a, "pong", 4) != 4)
+		die("tcp write: %s", strerror(errno));
+	close(tcp_a);
+}
+
+/* TYPE devtty: P's pseudo-terminal pair, its controlling terminal. */
+static int tty_m = -1, tty_s = -1;
+
+static void make_ctty(void)
+{
+	if (setsid() < 0)
+		die("setsid: %s", strerror(errno));
+	tty_m = posix_openpt(O_RDWR | O_NOCTTY);
+	if (tty_m < 0 || grantpt(tty_m) || unlockpt(tty_m))
+		die("ptmx: %s", strerror(errno));
+	tty_s = open(ptsname(tty_m), O_RDWR | O_NOCTTY);
+	struct termios t;
+	if (tty_s < 0 || ioctl(tty_s, TIOCSCTTY, 0) || tcgetattr(tty_s, &t))
+		die("slave: %s", strerror(errno));
+	cfmakeraw(&t);
+	if (tcsetattr(tty_s, TCSANOW, &t))
+		die("tcsetattr: %s", strerror(errno));
+}
+
+static void send_devtty(int s)
+{
+	int t = open("/dev/tty", O_RDWR);
+	if (t < 0)
+		die("/dev/tty: %s", strerror(errno));
+	send_fd(s, t, "a");
+	close(t);
+}
+
+static void receive_devtty(int s, int go)
+{
+	char buf[64], c;
+	int fd = recv_fd(s, buf, sizeof buf);
+	out("C: received\n");
+	if (read(go, &c, 1) != 1)
+		die("go: %s", strerror(errno));
+	unsigned dev = 0;
+	struct stat st;
+	if (fd < 0 || ioctl(fd, TIOCGDEV, &dev) || fstat(tty_s, &st))
+		die("TIOCGDEV: %s", strerror(errno));
+	char link[64] = "";
+	snprintf(buf, sizeof buf, "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(buf, link, sizeof link - 1);
+	link[n > 0 ? n : 0] = 0;
+	out("C: a came with fd %d: %s, leading to the pair's slave: %s\n", fd, link,
+	    major(st.st_rdev) == ((dev >> 8) & 0xfff) &&
+		    minor(st.st_rdev) == ((dev & 0xff) | ((dev >> 12) & 0xfff00))
+		? "yes"
+		: "no");
+	if (write(fd, "ping", 4) != 4)
+		die("write /dev/tty: %s", strerror(errno));
+	char got[8] = "";
+	size_t have = 0;
+	while (have < 4) {
+		ssize_t r = read(tty_m, got + have, 4 - have);
+		if (r <= 0)
+			die("read master: %s", strerror(errno));
+		have += (size_t)r;
+	}
+	out("C: the master read [%s]\n", got);
+	close(fd);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3)
@@ -571,7 +757,9 @@ int main(int argc, char **argv)
 	const char *t = argv[1];
 	int kinds = !strcmp(t, "kinds"), ep_mode = !strcmp(t, "epoll"), pty = !strcmp(t, "pty");
 	int out_fd = !strcmp(t, "epollout") ? (int)arg_long(argc, argv, 3, -1) : -1;
-	int refused = out_fd >= 0 || !strcmp(t, "tcpconn");
+	int tcp = !strcmp(t, "tcpconn"), devtty = !strcmp(t, "devtty");
+	int devtty_else = !strcmp(t, "devttyelse");
+	int refused = out_fd >= 0 || devtty_else;
 
 	int type = !strcmp(t, "stream")		   ? SOCK_STREAM
 		   : !strcmp(t, "dgram") || kinds ? SOCK_DGRAM
@@ -585,6 +773,8 @@ int main(int argc, char **argv)
 	int q[2] = {-1, -1};
 	if ((ep_mode || out_fd >= 0) && pipe(q))
 		die("pipe: %s", strerror(errno));
+	if (devtty || devtty_else)
+		make_ctty();
 	pid_t child = fork();
 	if (child < 0)
 		die("fork: %s", strerror(errno));
@@ -599,6 +789,8 @@ int main(int argc, char **argv)
 			close(out_fd);
 		if (q[0] >= 0 && (dup2(q[0], 20) != 20 || close(q[0])))
 			die("move q: %s", strerror(errno));
+		if (devtty_else && setsid() < 0)
+			die("setsid: %s", strerror(errno));
 		if (write(rd[1], "r", 1) != 1)
 			die("ready: %s", strerror(errno));
 		close(rd[1]);
@@ -622,6 +814,10 @@ int main(int argc, char **argv)
 			receive_epoll(s[1], go[0], s[0], q[0], q[1]);
 		} else if (pty) {
 			receive_pty(s[1], go[0]);
+		} else if (tcp) {
+			receive_tcp(s[1], go[0]);
+		} else if (devtty) {
+			receive_devtty(s[1], go[0]);
 		} else {
 			receive(s[1], x[0]);
 		}
@@ -651,14 +847,10 @@ int main(int argc, char **argv)
 			send_fd(s[0], -1, "f");
 		}
 		close(ev);
-	} else if (!strcmp(t, "tcpconn")) {
-		int l = inet_bound(SOCK_STREAM), c = socket(AF_INET, SOCK_STREAM, 0);
-		struct sockaddr_in a = loopback(port_of(l));
-		if (listen(l, 4) || c < 0 || connect(c, (struct sockaddr *)&a, sizeof a) ||
-		    accept(l, NULL, NULL) < 0)
-			die("tcp: %s", strerror(errno));
-		send_fd(s[0], c, "a");
-		close(c);
+	} else if (tcp) {
+		send_tcp(s[0]);
+	} else if (devtty || devtty_else) {
+		send_devtty(s[0]);
 	} else if (kinds) {
 		send_kinds(s[0], argv[2]);
 	} else if (pty) {
@@ -708,8 +900,11 @@ int main(int argc, char **argv)
 		die("stdin: %s", strerror(errno));
 	if (write(go[1], "g", 1) != 1)
 		die("go: %s", strerror(errno));
-	if ((kinds || ep_mode || pty) && (read(0, line, sizeof line) <= 0 || write(go[1], "g", 1) != 1))
+	if ((kinds || ep_mode || pty || tcp || devtty) &&
+	    (read(0, line, sizeof line) <= 0 || write(go[1], "g", 1) != 1))
 		die("second go: %s", strerror(errno));
+	if (tcp)
+		finish_tcp();
 	int st = 0;
 	if (waitpid(child, &st, 0) != child)
 		die("waitpid: %s", strerror(errno));

@@ -68,55 +68,36 @@ impl InFlight {
             return Ok(out);
         }
         let diag = sockdiag::unix_sockets()?;
-        let tree_socks: BTreeSet<u64> = socks.iter().map(|s| s.2).collect();
-        let mut seen = BTreeSet::new();
-        let mut work = VecDeque::new();
-        for (pid, fd, ino) in socks {
-            let Some(s) = diag.get(&ino) else { continue };
-            // A socket connected outside the tree: its queue is not the tree's to give
-            // back (it stays outside, or is refused by its own collect).
-            let outside = s.peer != 0 && !tree_socks.contains(&s.peer);
-            if outside || !seen.insert(ino) || !carries(&format!("/proc/{pid}/fdinfo/{fd}")) {
-                continue;
-            }
-            // (A descriptor closed meanwhile: nothing to look at.)
-            if let Ok(dup) = sys::process::steal_fd(pid, fd) {
-                work.push_back((dup, pid, fd, ino));
-            }
-        }
         let mut tree: Option<TreeFiles> = None;
-        while let Some((sock, holder, queue, ino)) = work.pop_front() {
-            let Some(s) = diag.get(&ino) else { continue };
-            for r in queued_rights(&sock, s) {
-                let tree = tree.get_or_insert_with(|| TreeFiles::read(procs));
-                if tree.holds(me, &r) || out.found.iter().any(|f| same(me, &f.fd, &r)) {
-                    continue;
-                }
-                if out.found.len() >= MAX_IN_FLIGHT {
-                    return Err(unsupported(
-                        holder,
-                        format!(
-                            "more than {MAX_IN_FLIGHT} descriptors in flight (SCM_RIGHTS) \
-                             that no process of the dumped tree holds"
-                        ),
-                    ));
-                }
-                if let Some(rino) = socket_inode(&r) {
-                    let own = format!("/proc/self/fdinfo/{}", r.as_raw_fd());
-                    if diag.contains_key(&rino) && seen.insert(rino) && carries(&own) {
-                        let dup = r.try_clone().map_err(|e| {
-                            sys::SysError::io("duplicate a descriptor in flight", e)
-                        })?;
-                        work.push_back((dup, holder, queue, rino));
-                    }
-                }
-                out.found.push(Found {
-                    fd: r,
-                    holder,
-                    queue,
-                });
+        let found = &mut out.found;
+        walk(&diag, socks, |r, holder, queue| {
+            let tree = tree.get_or_insert_with(|| TreeFiles::read(procs));
+            if tree.holds(me, &r) || found.iter().any(|f| same(me, &f.fd, &r)) {
+                return Ok(None);
             }
-        }
+            if found.len() >= MAX_IN_FLIGHT {
+                return Err(unsupported(
+                    holder,
+                    format!(
+                        "more than {MAX_IN_FLIGHT} descriptors in flight (SCM_RIGHTS) \
+                         that no process of the dumped tree holds"
+                    ),
+                ));
+            }
+            let dup = match socket_inode(&r) {
+                Some(_) => Some(
+                    r.try_clone()
+                        .map_err(|e| sys::SysError::io("duplicate a descriptor in flight", e))?,
+                ),
+                None => None,
+            };
+            found.push(Found {
+                fd: r,
+                holder,
+                queue,
+            });
+            Ok(dup)
+        })?;
         Ok(out)
     }
 
@@ -283,6 +264,19 @@ impl InFlight {
                 .iter()
                 .find(|p| p.pid == found.holder)
                 .ok_or_else(|| refuse("its receiver is not in the dumped tree".into()))?;
+            if let FdKind::DevTty { index, .. } = f.kind {
+                // Restore opens /dev/tty in the receiver: the terminal it leads to (the
+                // controlling one of whoever opened it, TIOCGDEV) must be the receiver's.
+                let ctty = sys::proc::stat(found.holder).map_or(0, |s| s.field(7));
+                if super::tty::pts_index(ctty) != Some(index) {
+                    return Err(refuse(format!(
+                        "it is /dev/tty opened on /dev/pts/{index}, which is not the \
+                         controlling terminal of its receiver, process {} (restore opens \
+                         /dev/tty in the process that receives it); not supported yet",
+                        found.holder
+                    )));
+                }
+            }
             let n = next.entry(found.holder).or_insert_with(|| {
                 holder
                     .fds
@@ -382,6 +376,94 @@ impl InFlight {
     }
 }
 
+/// Peek at the queues of unix sockets `socks` (process, descriptor, inode) as `diag`
+/// shows them, each once: every descriptor their messages carry goes to `each` (ckpt's
+/// copy, the process whose queue led to it, that queue's descriptor), which may hand
+/// back a copy of a socket whose own queue is looked at in turn (a socket in flight
+/// with messages of its own). A socket connected outside the tree (its queue is not
+/// the tree's to give back), one whose fdinfo shows no `scm_fds` and one closed
+/// meanwhile are not peeked; a queue that cannot be read here is left to the socket's
+/// own collect, which says why.
+fn walk(
+    diag: &BTreeMap<u64, UnixSock>,
+    socks: Vec<(i32, i32, u64)>,
+    mut each: impl FnMut(OwnedFd, i32, i32) -> DumpResult<Option<OwnedFd>>,
+) -> DumpResult<()> {
+    let tree_socks: BTreeSet<u64> = socks.iter().map(|s| s.2).collect();
+    let mut seen = BTreeSet::new();
+    let mut work = VecDeque::new();
+    for (pid, fd, ino) in socks {
+        let Some(s) = diag.get(&ino) else { continue };
+        let outside = s.peer != 0 && !tree_socks.contains(&s.peer);
+        if outside || !seen.insert(ino) || !carries(&format!("/proc/{pid}/fdinfo/{fd}")) {
+            continue;
+        }
+        if let Ok(dup) = sys::process::steal_fd(pid, fd) {
+            work.push_back((dup, pid, fd, ino));
+        }
+    }
+    while let Some((sock, holder, queue, ino)) = work.pop_front() {
+        let Some(s) = diag.get(&ino) else { continue };
+        for r in queued_rights(&sock, s) {
+            let Some(dup) = each(r, holder, queue)? else {
+                continue;
+            };
+            let Some(rino) = socket_inode(&dup) else {
+                continue;
+            };
+            let own = format!("/proc/self/fdinfo/{}", dup.as_raw_fd());
+            if diag.contains_key(&rino) && seen.insert(rino) && carries(&own) {
+                work.push_back((dup, holder, queue, rino));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The TCP connections (local and peer addresses) that messages queued on the unix
+/// sockets of processes `pids` (frozen) carry in flight, sockets in flight among them
+/// looked at in turn: what the freeze's network lock covers besides the connections
+/// the processes hold (`tcp::lock_at_freeze`), before any is read in repair mode.
+/// Looked at from /proc, before the tree's descriptors are collected; a queue that
+/// cannot be read is skipped (the collect that follows reads it again, or refuses).
+pub(crate) fn tcp_connections(pids: &[i32]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut socks = Vec::new();
+    for &p in pids {
+        for fd in sys::proc::fds(p).unwrap_or_default() {
+            let Ok(link) = sys::proc::readlink(&format!("/proc/{p}/fd/{fd}")) else {
+                continue;
+            };
+            let ino = link
+                .strip_prefix(b"socket:[")
+                .and_then(|x| x.strip_suffix(b"]"))
+                .and_then(|x| std::str::from_utf8(x).ok())
+                .and_then(|x| x.parse::<u64>().ok());
+            if let Some(ino) = ino {
+                socks.push((p, fd, ino));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let Ok(diag) = sockdiag::unix_sockets() else {
+        return out;
+    };
+    let mut looked = 0;
+    let _ = walk(&diag, socks, |r, _, _| {
+        looked += 1;
+        if looked > MAX_IN_FLIGHT {
+            return Ok(None);
+        }
+        if let Ok(Some(sys::tcp::Endpoint::Conn { local, peer })) = sys::tcp::endpoint_of(&r) {
+            if !out.contains(&(local.clone(), peer.clone())) {
+                out.push((local, peer));
+            }
+            return Ok(None);
+        }
+        Ok(Some(r))
+    });
+    out
+}
+
 /// The items of an epoll instance made in process `receiver` whose files it holds
 /// itself: [`EpollTarget::held_at`] (or nothing, at the item's own number) rather than
 /// [`EpollTarget::held_by`], so they are added with its other descriptors.
@@ -415,6 +497,7 @@ pub(crate) fn restorable(f: &Fd) -> Result<(), &'static str> {
         | FdKind::SignalFd { .. }
         | FdKind::TcpListen { .. }
         | FdKind::TcpUnconnected { .. }
+        | FdKind::TcpConn { .. }
         | FdKind::Udp { .. }
         | FdKind::Pidfd { .. } => Ok(()),
         FdKind::Inotify { watches, .. } if watches.iter().any(|w| w.deleted.is_some()) => Err(
@@ -425,17 +508,10 @@ pub(crate) fn restorable(f: &Fd) -> Result<(), &'static str> {
         FdKind::Inherited { .. } | FdKind::External { .. } => {
             Err("it leads outside the dumped tree")
         }
-        FdKind::TcpConn { .. } => Err(
-            "it is a TCP connection, which the dump's network lock (taken at the freeze, \
-             on the connections processes hold) does not cover: segments its peer sends \
-             meanwhile would be lost; not supported yet",
-        ),
         FdKind::Epoll { .. } => Ok(()),
         FdKind::Pty { .. } => Ok(()),
-        FdKind::DevTty { .. } => Err(
-            "it is /dev/tty, whose terminal is the controlling one of whoever opened it, \
-             which ckpt cannot tell of a descriptor only in flight; not supported yet",
-        ),
+        // (Its terminal must be its receiver's controlling one: `place`.)
+        FdKind::DevTty { .. } => Ok(()),
         _ => Err("restore cannot make this kind of descriptor only in flight yet"),
     }
 }
@@ -607,19 +683,26 @@ fn carried_by<'a>(
 // ---- restore (stage) ----
 
 /// Once every queued message is sent again: close the descriptors that were only in
-/// flight (the messages hold them now, as at dump).
-pub(crate) fn close_in_flight(ctxs: &mut [Ctx<'_>]) -> RestoreResult<()> {
+/// flight (the messages hold them now, as at dump). Returns ckpt's copies of the TCP
+/// connections among them (process, descriptor, copy), still in repair mode, which
+/// commit takes out of it as it does those processes hold.
+pub(crate) fn close_in_flight(ctxs: &mut [Ctx<'_>]) -> RestoreResult<Vec<(i32, i32, OwnedFd)>> {
+    let mut conns = Vec::new();
     for cx in ctxs.iter_mut().filter(|c| !c.proc_.is_zombie()) {
-        let fds: Vec<i32> = cx
+        let pid = cx.proc_.pid;
+        let fds: Vec<(i32, bool)> = cx
             .proc_
             .fds
             .iter()
             .filter(|f| f.in_flight)
-            .map(|f| f.fd)
+            .map(|f| (f.fd, matches!(f.kind, FdKind::TcpConn { .. })))
             .collect();
-        for fd in fds {
+        for (fd, conn) in fds {
+            if conn {
+                conns.push((pid, fd, sys::process::steal_fd(pid, fd)?));
+            }
             cx.close(fd as u64)?;
         }
     }
-    Ok(())
+    Ok(conns)
 }

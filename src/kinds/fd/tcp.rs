@@ -1630,19 +1630,22 @@ pub(crate) fn check_host_lock(
 
 /// The TCP connections (local and peer addresses) of the processes `pids` (frozen) in
 /// the dumping thread's network namespace (the lock's rules act there), as their
-/// descriptors show
-/// them now: what a dump locks before it reads their queues. Descriptors that cannot
-/// be looked at are skipped (the dump's own collect reads them again, and the lock
-/// made after the image covers every connection it found).
+/// descriptors show them now, and those that messages queued on their unix sockets
+/// carry in flight (`inflight::tcp_connections`): what a dump locks before it reads
+/// their queues. Descriptors that cannot be looked at are skipped (the dump's own
+/// collect reads them again, and the lock made after the image covers every
+/// connection it found).
 pub(crate) fn live_connections(pids: &[i32]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     // The dumping thread's (it joined the tree's when that was made outside it).
     let ours = sys::ns::thread_inode("net").ok();
-    for &p in pids {
-        if ours.is_none() || sys::ns::inode(p, "net").ok() != ours {
-            continue;
-        }
+    let pids: Vec<i32> = pids
+        .iter()
+        .copied()
+        .filter(|&p| ours.is_some() && sys::ns::inode(p, "net").ok() == ours)
+        .collect();
+    for &p in &pids {
         for fd in sys::proc::fds(p).unwrap_or_default() {
             let Ok(link) = sys::proc::readlink(&format!("/proc/{p}/fd/{fd}")) else {
                 continue;
@@ -1657,6 +1660,11 @@ pub(crate) fn live_connections(pids: &[i32]) -> Vec<(Vec<u8>, Vec<u8>)> {
             {
                 out.push((local, peer));
             }
+        }
+    }
+    for c in super::inflight::tcp_connections(&pids) {
+        if !out.contains(&c) {
+            out.push(c);
         }
     }
     out

@@ -289,6 +289,15 @@ pub(crate) fn resolve_ptys(
         let pid = p.pid;
         let own = ctty.get(&pid).map_or(0, |c| c.0);
         for f in p.fds.iter_mut() {
+            // ckpt's copy of a /dev/tty only in flight: the terminal it leads to
+            // (TIOCGDEV), its opener's controlling one.
+            let own = match f.kind {
+                FdKind::DevTty { .. } if pid == me => {
+                    let copy = sys::process::steal_fd(pid, f.fd)?;
+                    sys::tty::device(copy.as_fd()).unwrap_or(0)
+                }
+                _ => own,
+            };
             let (rdev, flags, what) = match f.kind {
                 FdKind::Pty {
                     index,

@@ -82,7 +82,13 @@ pub(super) fn tcp_sockets(pid: i32) -> Result<Vec<Held>, String> {
 /// segment the peer sent later would be acknowledged by the kernel and lost).
 pub(super) fn lock_at_freeze(pid: i32, st: &mut State) -> Result<(), String> {
     st.tcp.held = tcp_sockets(pid)?;
-    let conns: Vec<_> = st.tcp.held.iter().filter_map(Held::conn).collect();
+    let mut conns: Vec<_> = st.tcp.held.iter().filter_map(Held::conn).collect();
+    // And those only a queued unix message carries in flight (no process holds them).
+    for c in crate::kinds::fd::inflight::tcp_connections(&tree_pids(pid)) {
+        if !conns.contains(&c) {
+            conns.push(c);
+        }
+    }
     st.tcp.lock = sys::netlock::Handover::hold(&conns)
         .map_err(|e| format!("cannot lock the tree's TCP connections: {e}"))?;
     Ok(())

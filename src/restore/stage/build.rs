@@ -230,7 +230,8 @@ pub(super) fn build_memory(
 
 /// Once every process has its descriptors: what links processes to each other (unix
 /// datagram peers and queues, UDP queues), System V segments removed at dump, and the
-/// pipe holders' temporaries.
+/// pipe holders' temporaries. Returns ckpt's copies of the TCP connections only in
+/// flight (`inflight::close_in_flight`), for commit.
 pub(super) fn link_processes(
     ctxs: &mut [Ctx<'_>],
     ckpt: &crate::model::Checkpoint,
@@ -238,7 +239,7 @@ pub(super) fn link_processes(
     pairs: &[crate::model::SocketPairState],
     pipe_holders: PipeHolders,
     dirs: &unix::HeldDirs,
-) -> Result<()> {
+) -> Result<Vec<(i32, i32, std::os::fd::OwnedFd)>> {
     unix::fill_deferred_pairs(ctxs, ckpt, pairs, &pipe_holders)?;
     unix::unix_dgram_links(ctxs, ckpt)?;
     unix::connect_pending(ctxs, ckpt, dirs)?;
@@ -246,14 +247,15 @@ pub(super) fn link_processes(
     // flight, its items added by its sender), while those only in flight are still held.
     fd::epoll::register_held_elsewhere(ctxs)?;
     // Every message is queued again: what only they held is theirs alone again.
-    fd::inflight::close_in_flight(ctxs)?;
+    let conns = fd::inflight::close_in_flight(ctxs)?;
     udp::requeue_udp(procs)?;
     let mut removed = std::collections::BTreeSet::new();
     for cx in ctxs.iter_mut().filter(|c| !c.proc_.is_zombie()) {
         shmem::remove_destroyed_sysv(cx, &mut removed)?;
     }
     // Every process has its pipe ends now: the holders drop their temporaries.
-    fd::close_holders(ctxs, pipe_holders)
+    fd::close_holders(ctxs, pipe_holders)?;
+    Ok(conns)
 }
 
 /// The user namespace of the tree's own that the stubs join: ckpt's descriptor of it

@@ -87,12 +87,18 @@ pub fn commit(mut s: Staged, plan: &Plan) -> Result<(i32, Option<sys::netlock::H
             park_at_gate(&mem, t, *fd, g)?;
         }
     }
-    // The restored TCP connections, still in repair mode: ours to take out of it.
+    // The restored TCP connections, still in repair mode: ours to take out of it
+    // (those only in flight through the copies stage kept).
     let mut conns = Vec::new();
+    let mut flying = std::mem::take(&mut s.in_flight_conns);
     for p in procs.iter().filter(|p| !p.is_zombie()) {
         for f in p.fds.iter().filter(|f| f.shared_with.is_none()) {
             if let crate::model::FdKind::TcpConn { conn, .. } = &f.kind {
-                conns.push((sys::process::steal_fd(p.pid, f.fd)?, conn));
+                let sock = match flying.iter().position(|c| (c.0, c.1) == (p.pid, f.fd)) {
+                    Some(i) => flying.swap_remove(i).2,
+                    None => sys::process::steal_fd(p.pid, f.fd)?,
+                };
+                conns.push((sock, conn));
             }
         }
     }

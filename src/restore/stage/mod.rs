@@ -61,6 +61,9 @@ pub struct Staged {
     pub(crate) forking: std::time::Duration,
     /// The release gate of each process (zombies have none), if the threads wait on it.
     gates: Option<Vec<Option<Gate>>>,
+    /// ckpt's copies of the TCP connections only in flight (process, descriptor, copy),
+    /// in repair mode until commit (the processes do not hold them).
+    in_flight_conns: Vec<(i32, i32, std::os::fd::OwnedFd)>,
 }
 
 impl Staged {
@@ -217,7 +220,7 @@ pub(crate) fn stage(
         files,
         ..
     } = shared;
-    link_processes(
+    let in_flight_conns = link_processes(
         &mut ctxs,
         &plan.ckpt,
         procs,
@@ -259,6 +262,7 @@ pub(crate) fn stage(
         bytes,
         forking,
         gates,
+        in_flight_conns,
     })
 }
 
