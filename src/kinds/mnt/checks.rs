@@ -156,6 +156,16 @@ pub(crate) fn check_tree(ckpt: &Checkpoint, new_pidns: bool, problems: &mut Vec<
             ),
         );
     }
+    // (A copy into a user namespace makes shared mounts slaves: dump refuses this.)
+    if with_user && !tree.outside.is_empty() {
+        p(
+            problems,
+            "namespace",
+            "the tree's mount namespace, owned by a user namespace of the tree's own, has \
+             mounts in peer groups of ckpt's mount namespace; this is not restored yet"
+                .into(),
+        );
+    }
     // With a user namespace of the tree's own, the external mounts are those the
     // namespace was copied with (locked); one made inside it afterwards is not locked,
     // which restore cannot tell (see `enter_new`).
