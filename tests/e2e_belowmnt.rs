@@ -10,7 +10,9 @@
 //! original's, and `ckpt check --json` lists the namespace as made below the root. A
 //! copy that keeps ckpt's shared mounts in their peer groups (the test's thread in a
 //! mount namespace of its own, with a shared tmpfs) comes back in them: mounts made on
-//! either side propagate as before. What is not restored (a namespace nested two deep,
+//! either side propagate as before; so does one copied from the tree's own mount
+//! namespace (the root's, with a shared mount the child's tmpfs propagates back into).
+//! What is not restored (a namespace nested two deep,
 //! with or without peers in its parent's) is refused at dump, the tree running on; a
 //! restore that fails while building the namespace leaves nothing.
 //!

@@ -6,7 +6,10 @@
 //! its descriptors and working directory in them; what restore cannot rebuild (an
 //! overlay) is refused at dump, naming it; failed restores leave no mount on the host.
 //! With a PID namespace of the tree's own too (`unshare -p -f unshare -m --mount-proc`),
-//! the restored /proc shows the new PID namespace.
+//! the restored /proc shows the new PID namespace. Made with `--propagation unchanged`
+//! or `slave` (in a mount namespace of the test's own with a shared tmpfs), its copy
+//! of that tmpfs comes back in its peer group, or a slave of it, and mounts propagate
+//! as before.
 //!
 //! The targets are `tests/targets/mntns.c` and `tests/targets/mntpid.c`. Needs root (unshare, mount, ptrace).
 
@@ -384,7 +387,8 @@ fn shared_and_slave_mounts_keep_their_propagation() {
 /// from the test's side only for a slave); the tree's mounts (normalised mountinfo)
 /// and output are an uninterrupted run's. Restores that fail before and after the
 /// group is joined leave no process and nothing mounted in the test's namespace; one
-/// whose peer there was made private is refused, naming it. For the slave case, a dump
+/// whose peer there was made private is refused, naming it; `ckpt check --json` lists
+/// that mount under requirements.mounts.peers. For the slave case, a dump
 /// while the test's peer is covered (no mount of the group shows the directory) is
 /// refused, naming the mount, the tree running on.
 fn propagation_from_outside_is_restored(name: &str, prop: Prop) {
@@ -424,6 +428,19 @@ fn propagation_from_outside_is_restored(name: &str, prop: Prop) {
     t.expect_killed();
     let out_before = t.stdout.finish("mntns: original");
     wait_pids_gone(&[pid], "mntns after the dump");
+    // `ckpt check --json` names the mount of ours the group is joined through.
+    let m = common::arch::check_json(&ctx, &img, &[], &[]);
+    let peers = m["requirements"]["mounts"]["peers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        peers
+            .iter()
+            .any(|p| p["point"].as_str() == peer.to_str() && p["member"] == true),
+        "check --json lists {} under requirements.mounts.peers: {m}",
+        peer.display()
+    );
     let ours = mountinfo_of("thread-self");
     for f in ["set the tree's mount propagation", "fill memory"] {
         assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &[pid], &[]);
