@@ -10,19 +10,23 @@
 //! original's, and `ckpt check --json` lists the namespace as made below the root. A
 //! copy that keeps ckpt's shared mounts in their peer groups (the test's thread in a
 //! mount namespace of its own, with a shared tmpfs) comes back in them: mounts made on
-//! either side propagate as before. What is not restored (a namespace nested two deep,
+//! either side propagate as before; so does one copied from the tree's own mount
+//! namespace (the root's, with a shared mount the child's tmpfs propagates back into).
+//! What is not restored (a namespace nested two deep,
 //! with or without peers in its parent's) is refused at dump, the tree running on; a
 //! restore that fails while building the namespace leaves nothing.
 //!
 //! The target is `tests/targets/belowmnt.c`. Needs root (unshare, mount, ptrace).
-
-#![allow(unsafe_code)]
 
 mod common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
+use common::mntprop::{
+    Prop, assert_propagates, assert_propagates_between, mount, mountinfo_of, optional_at,
+    thread_mount_ns,
+};
 use common::oracle::{self, Cmp, Snapshot};
 use common::*;
 
@@ -57,9 +61,14 @@ fn ppid(pid: i32) -> i32 {
     proc_stat(pid).map(|(_, p)| p).unwrap_or(0)
 }
 
-/// The root, its child and grandchild; checks their mount namespaces: the child's is
-/// not the root's, the grandchild is in the child's.
+/// The root, its child and grandchild; checks their mount namespaces: the root in ours,
+/// the child's not the root's, the grandchild in the child's.
 fn shape(root: i32, what: &str) -> [i32; 3] {
+    shape_in(root, what, false)
+}
+
+/// [`shape`], the root in a mount namespace of its own (`own`) or in ours.
+fn shape_in(root: i32, what: &str, own: bool) -> [i32; 3] {
     let tree = wait_process_tree(root, 3, what);
     let child = tree.iter().copied().find(|&p| ppid(p) == root);
     let child = child.unwrap_or_else(|| panic!("{what}: no child of {root}: {tree:?}"));
@@ -68,9 +77,9 @@ fn shape(root: i32, what: &str) -> [i32; 3] {
     let mnt = |p: i32| ns_inode(&p.to_string(), "mnt");
     // (This thread's: a test may have given it one of its own, `thread_mount_ns`.)
     assert_eq!(
-        mnt(root),
-        ns_inode("thread-self", "mnt"),
-        "{what}: the root in ours"
+        mnt(root) == ns_inode("thread-self", "mnt"),
+        !own,
+        "{what}: the root in ours, or in its own ({own})"
     );
     assert_ne!(mnt(child), mnt(root), "{what}: the child's own");
     [root, child, grandchild]
@@ -90,6 +99,36 @@ fn report(p: &mut Proc, nth: usize) -> String {
     let out = p.stdout.text();
     let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("report:")).collect();
     lines[nth - 1].to_string()
+}
+
+/// The restored tree's own checks (its first report) and its kernel state, through the
+/// state oracle, compared with `before` (the original's, with its report).
+fn assert_restored_state(name: &str, what: &str, root: i32, r: &mut Proc, before: &Snapshot) {
+    let after = Snapshot::at_rest(root, name);
+    let said = report(r, 1);
+    assert_eq!(said, ALL_OK, "the restored tree's own checks");
+    let after = after.with_report(root, &said);
+    oracle::assert_same_kernel_state(
+        name,
+        &format!("{name}: {what}"),
+        Cmp::Restored,
+        before,
+        &after,
+        &[],
+    );
+}
+
+/// Tell the restored tree to exit; `ckpt restore` exits 0.
+fn exit_ok(name: &str, mut r: Proc) {
+    r.write_stdin(b"exit\n");
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "{name}: exit; stderr:\n{}",
+        text(&fin.stderr)
+    );
 }
 
 /// The file `name` of the child's tmpfs, read through its namespace (/proc/PID/root).
@@ -142,20 +181,9 @@ fn mount_namespace_made_below_the_root_is_restored() {
         ns_inode(&grandchild.to_string(), "mnt"),
         ns_inode(&child.to_string(), "mnt")
     );
-    let after = Snapshot::at_rest(root, name);
-    let said = report(&mut r, 1);
-    assert_eq!(said, ALL_OK, "the restored tree's own checks");
-    let after = after.with_report(root, &said);
     // (The oracle compares each process's mountinfo, seen from inside its namespace
     // and normalised: mount IDs by place, file systems made anew numbered.)
-    oracle::assert_same_kernel_state(
-        name,
-        &format!("{name}: belowmnt"),
-        Cmp::Restored,
-        &before,
-        &after,
-        &[],
-    );
+    assert_restored_state(name, "belowmnt", root, &mut r, &before);
     assert_eq!(
         tmpfs_file(child, &ctx.dir, "notes.txt"),
         "made inside\n",
@@ -172,15 +200,7 @@ fn mount_namespace_made_below_the_root_is_restored() {
         !ours.contains(" - tmpfs belowmnt "),
         "a tmpfs of the child's in ours: {ours}"
     );
-    r.write_stdin(b"exit\n");
-    r.close_stdin();
-    let fin = r.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "{name}: exit; stderr:\n{}",
-        text(&fin.stderr)
-    );
+    exit_ok(name, r);
 }
 
 /// `ckpt check IMG --json` lists the child's mount namespace (`mnt:[ino]`, made by
@@ -268,107 +288,6 @@ fn failed_restores_of_a_mount_namespace_below_the_root_leave_nothing() {
     assert_eq!(r.finish().status.code(), Some(0));
 }
 
-/// `mount(2)` by this thread (`src` on `target`, of type `fstype`, with `flags`).
-fn mount(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: libc::c_ulong) {
-    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
-    let (src, fstype) = (src.map(c), fstype.map(c));
-    let t = c(target.to_str().expect("a UTF-8 path"));
-    let ptr = |o: &Option<std::ffi::CString>| o.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
-    // SAFETY: NUL-terminated strings (or null where mount(2) takes none), no data.
-    let r = unsafe { libc::mount(ptr(&src), t.as_ptr(), ptr(&fstype), flags, std::ptr::null()) };
-    assert_eq!(
-        r,
-        0,
-        "mount on {}: {}",
-        target.display(),
-        std::io::Error::last_os_error()
-    );
-}
-
-/// Give this thread (and what it starts: the target, ckpt) a mount namespace of its own,
-/// every mount private there (nothing reaches the host's), with a tmpfs on `dir`/peer
-/// made shared: the peer group the child's copy shares with it (the host's mounts are
-/// private here). It ends with the test's thread and its processes.
-fn thread_mount_ns(dir: &Path) -> PathBuf {
-    // SAFETY: unshare(CLONE_NEWNS) gives the calling thread (its file system context
-    // unshared with it) a namespace of its own; the test's other threads keep theirs.
-    let r = unsafe { libc::unshare(libc::CLONE_NEWNS) };
-    assert_eq!(r, 0, "unshare: {}", std::io::Error::last_os_error());
-    mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE);
-    let peer = dir.join("peer");
-    std::fs::create_dir_all(&peer).expect("mkdir peer");
-    mount(Some("belowpeer"), &peer, Some("tmpfs"), 0);
-    mount(None, &peer, None, libc::MS_SHARED);
-    peer
-}
-
-/// The optional fields (shared:N, master:N) of the mount on `point` in `mountinfo`
-/// (None: nothing mounted there).
-fn optional_at(mountinfo: &str, point: &Path) -> Option<String> {
-    let p = point.to_str()?;
-    mountinfo.lines().rev().find_map(|l| {
-        let head = l.split(" - ").next()?;
-        let w: Vec<&str> = head.split(' ').collect();
-        (w.get(4) == Some(&p)).then(|| w.get(6..).unwrap_or_default().join(" "))
-    })
-}
-
-fn mountinfo_of(who: &str) -> String {
-    std::fs::read_to_string(format!("/proc/{who}/mountinfo")).unwrap_or_default()
-}
-
-/// Propagation between this thread's namespace and `child`'s, both ways, through the
-/// shared tmpfs `peer`: a tmpfs mounted on peer/from-parent here shows in the child's
-/// namespace and its unmount too; one the child's namespace mounts (nsenter) on
-/// peer/from-child shows here, and its unmount too. Both see peer in one peer group.
-fn assert_propagates(child: i32, peer: &Path, what: &str) {
-    let ours = optional_at(&mountinfo_of("thread-self"), peer);
-    let theirs = optional_at(&mountinfo_of(&child.to_string()), peer);
-    assert!(
-        ours.as_deref().is_some_and(|o| o.starts_with("shared:")) && ours == theirs,
-        "{what}: {} in one peer group here and in the child's namespace: {ours:?} {theirs:?}",
-        peer.display()
-    );
-    let here = peer.join("from-parent");
-    std::fs::create_dir_all(&here).expect("mkdir from-parent");
-    mount(Some("peerprobe"), &here, Some("tmpfs"), 0);
-    let shown = optional_at(&mountinfo_of(&child.to_string()), &here).is_some();
-    let c = std::ffi::CString::new(here.to_str().unwrap_or_default()).expect("no NUL");
-    // SAFETY: a NUL-terminated path.
-    let r = unsafe { libc::umount2(c.as_ptr(), 0) };
-    assert_eq!(r, 0, "umount: {}", std::io::Error::last_os_error());
-    assert!(
-        shown,
-        "{what}: a mount made here shows in the child's namespace"
-    );
-    assert!(
-        optional_at(&mountinfo_of(&child.to_string()), &here).is_none(),
-        "{what}: its unmount too"
-    );
-    let there = peer.join("from-child");
-    std::fs::create_dir_all(&there).expect("mkdir from-child");
-    let nsenter = |args: &[&str]| {
-        let st = std::process::Command::new("nsenter")
-            .args(["-t", &child.to_string(), "-m", "--"])
-            .args(args)
-            .status()
-            .expect("run nsenter");
-        assert!(st.success(), "{what}: nsenter {args:?}: {st}");
-    };
-    let at = there.to_str().unwrap_or_default();
-    nsenter(&["mount", "-t", "tmpfs", "peerprobe", at]);
-    let shown = optional_at(&mountinfo_of("thread-self"), &there).is_some();
-    nsenter(&["umount", at]);
-    assert!(
-        shown,
-        "{what}: a mount the child's namespace made shows here"
-    );
-    assert!(
-        optional_at(&mountinfo_of("thread-self"), &there).is_none(),
-        "{what}: its unmount too"
-    );
-}
-
 /// A child's mount namespace copied with unshare(CLONE_NEWNS) from ckpt's (here the
 /// test thread's own, `thread_mount_ns`) keeps its copy of a shared tmpfs in that
 /// mount's peer group: restored, the copy joins the group again (MOVE_MOUNT_SET_GROUP
@@ -383,7 +302,7 @@ fn mount_namespace_sharing_peers_with_ckpts_is_restored() {
     let (mut t, [root, child, _]) = start(&ctx, "peers");
     let said = report(&mut t, 1);
     assert_eq!(said, ALL_OK, "the original's own checks");
-    assert_propagates(child, &peer, "original");
+    assert_propagates(child, &peer, Prop::Peer, "original");
     let before = Snapshot::at_rest(root, name).with_report(root, &said);
     let pids = process_tree(root);
     let img = ctx.path("belowpeers.img");
@@ -394,29 +313,10 @@ fn mount_namespace_sharing_peers_with_ckpts_is_restored() {
     wait_restored_up(&before, &mut r, name);
     let [_, c2, _] = shape(root, "restored");
     assert_eq!(c2, child, "the same PIDs");
-    let after = Snapshot::at_rest(root, name);
-    let said = report(&mut r, 1);
-    assert_eq!(said, ALL_OK, "the restored tree's own checks");
-    let after = after.with_report(root, &said);
-    oracle::assert_same_kernel_state(
-        name,
-        &format!("{name}: belowmnt peers"),
-        Cmp::Restored,
-        &before,
-        &after,
-        &[],
-    );
-    assert_propagates(child, &peer, "restored");
+    assert_restored_state(name, "belowmnt peers", root, &mut r, &before);
+    assert_propagates(child, &peer, Prop::Peer, "restored");
     assert_eq!(tmpfs_file(child, &ctx.dir, "notes.txt"), "made inside\n");
-    r.write_stdin(b"exit\n");
-    r.close_stdin();
-    let fin = r.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "{name}: exit; stderr:\n{}",
-        text(&fin.stderr)
-    );
+    exit_ok(name, r);
 }
 
 /// Restores of that tree failing while its namespace is built (while mounting, while
@@ -455,10 +355,135 @@ fn failed_restores_of_a_namespace_sharing_peers_leave_nothing() {
     let mut r = ctx.restore(&img, &[], In::Pipe);
     let [_, child, _] = shape(tree[0], "restored after the failures");
     assert_eq!(report(&mut r, 1), ALL_OK, "restored after the failures");
-    assert_propagates(child, &peer, "restored after the failures");
+    assert_propagates(child, &peer, Prop::Peer, "restored after the failures");
     r.write_stdin(b"exit\n");
     r.close_stdin();
     assert_eq!(r.finish().status.code(), Some(0));
+}
+
+/// The optional fields of every mount of the processes `pids`' namespaces, by mount
+/// point, their group numbers renumbered in order of appearance across all of them: the
+/// relation between the namespaces' mounts (peers, masters), not the kernel's numbers.
+fn joint_groups(pids: &[i32]) -> Vec<Vec<String>> {
+    let mut n: std::collections::BTreeMap<String, usize> = Default::default();
+    pids.iter()
+        .map(|p| {
+            mountinfo_of(&p.to_string())
+                .lines()
+                .map(|l| {
+                    let head = l.split(" - ").next().unwrap_or_default();
+                    let w: Vec<&str> = head.split(' ').collect();
+                    let opt: Vec<String> = w
+                        .get(6..)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|o| match o.split_once(':') {
+                            Some((k, g)) => {
+                                let next = n.len();
+                                format!("{k}:{}", *n.entry(g.to_string()).or_insert(next))
+                            }
+                            None => o.to_string(),
+                        })
+                        .collect();
+                    format!("{} [{}]", w.get(4).unwrap_or(&""), opt.join(" "))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `unshare -m` then DIR bound on itself and made shared, `belowmnt DIR peers`: the
+/// tree's root in a mount namespace of its own with a shared mount; its child's copy of
+/// it keeps that in its peer group, so its tmpfs on DIR/inner and the bind in it propagate back to
+/// the root's namespace (one file system seen from both). Restored, the root's
+/// namespace is built first and the child's as a copy of it, its mounts joining the
+/// groups of the root's (the tmpfs bound from the root's restored one, not made again):
+/// the joint optional fields of both namespaces (groups renumbered) are the original's,
+/// a mount made in either shows in the other as before, a file written through the
+/// child's view shows in the root's, the processes' own checks and the oracle's
+/// comparison hold. Restores failing while the child's namespace is built, once its
+/// groups are joined (before its maker's stub enters it) and later leave no process and
+/// nothing mounted in ours.
+#[test]
+fn mount_namespace_sharing_peers_with_the_trees_own_is_restored() {
+    let name = "mount_namespace_sharing_peers_with_the_trees_own_is_restored";
+    let ctx = Ctx::new(name);
+    layout(&ctx.dir);
+    // (Only DIR shared: this host stacks two mounts on /dev/shm, and a covered mount's
+    // group is refused, restore finding the base's mounts by path.)
+    let d = ctx.dir.to_str().unwrap_or_default();
+    let spec = Spec::new("/usr/bin/unshare")
+        .arg("-m")
+        .arg("--propagation")
+        .arg("private")
+        .arg("sh")
+        .arg("-c")
+        .arg(format!(
+            "mount --bind {d} {d} && mount --make-shared {d} && exec \"$0\" {d} peers"
+        ))
+        .arg(target("belowmnt"))
+        .stdin(In::Pipe)
+        .cwd(&ctx.dir);
+    let mut t = ctx.spawn(&spec);
+    t.wait_for("ready\n");
+    let [root, child, grandchild] = shape_in(t.pid, "original", true);
+    let inner = ctx.dir.join("inner");
+    let said = report(&mut t, 1);
+    assert_eq!(said, ALL_OK, "the original's own checks");
+    let shared_in = |p: i32| optional_at(&mountinfo_of(&p.to_string()), &inner);
+    assert!(
+        shared_in(root).is_some_and(|o| o.starts_with("shared:"))
+            && shared_in(root) == shared_in(child),
+        "the child's tmpfs propagated to the root's namespace, as its peer: {:?} {:?}",
+        shared_in(root),
+        shared_in(child)
+    );
+    assert_propagates_between(Some(root), child, &inner, Prop::Peer, "original");
+    let groups = joint_groups(&[root, child]);
+    let before = Snapshot::at_rest(root, name).with_report(root, &said);
+    let ours = mountinfo_of("thread-self");
+    let img = ctx.path("belowtree.img");
+    ctx.dump(root, &img);
+    t.expect_killed();
+    let tree = [root, child, grandchild];
+    wait_pids_gone(&tree, name);
+    for f in [
+        "make a mount namespace a process below the root made",
+        "set the tree's mount propagation",
+        "join a mount namespace a process below the root made",
+        "fill memory",
+    ] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
+        assert_eq!(mountinfo_of("thread-self"), ours, "{f}: our mounts");
+    }
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    wait_restored_up(&before, &mut r, name);
+    assert_eq!(
+        shape_in(root, "restored", true),
+        tree,
+        "the same PIDs, namespaces apart"
+    );
+    assert_restored_state(name, "belowmnt in the tree's own", root, &mut r, &before);
+    assert_eq!(
+        joint_groups(&[root, child]),
+        groups,
+        "the two namespaces' peer groups and masters (renumbered)"
+    );
+    assert_propagates_between(Some(root), child, &inner, Prop::Peer, "restored");
+    let seen = |p: i32| {
+        PathBuf::from(format!("/proc/{p}/root")).join(inner.strip_prefix("/").unwrap_or(&inner))
+    };
+    std::fs::write(seen(child).join("late.txt"), "one file system\n").expect("write late.txt");
+    assert_eq!(
+        std::fs::read_to_string(seen(root).join("late.txt"))
+            .ok()
+            .as_deref(),
+        Some("one file system\n"),
+        "the child's tmpfs and the root's are one"
+    );
+    assert_eq!(tmpfs_file(child, &ctx.dir, "notes.txt"), "made inside\n");
+    assert_eq!(mountinfo_of("thread-self"), ours, "our mounts");
+    exit_ok(name, r);
 }
 
 /// Dump of the target in `mode` refused, naming the grandchild and with `words`; the

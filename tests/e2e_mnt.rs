@@ -6,14 +6,19 @@
 //! its descriptors and working directory in them; what restore cannot rebuild (an
 //! overlay) is refused at dump, naming it; failed restores leave no mount on the host.
 //! With a PID namespace of the tree's own too (`unshare -p -f unshare -m --mount-proc`),
-//! the restored /proc shows the new PID namespace.
+//! the restored /proc shows the new PID namespace. Made with `--propagation unchanged`
+//! or `slave` (in a mount namespace of the test's own with a shared tmpfs), its copy
+//! of that tmpfs comes back in its peer group, or a slave of it, and mounts propagate
+//! as before.
 //!
 //! The targets are `tests/targets/mntns.c` and `tests/targets/mntpid.c`. Needs root (unshare, mount, ptrace).
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
+use common::mntprop::{Prop, assert_propagates, mount, mountinfo_of, thread_mount_ns, umount};
 use common::*;
 
 /// `unshare` (util-linux).
@@ -33,10 +38,15 @@ fn base(ctx: &Ctx, name: &str) -> PathBuf {
 }
 
 fn spec(base: &Path, steps: u32, more: &[&str]) -> Spec {
+    spec_prop(base, steps, "private", more)
+}
+
+/// [`spec`] with `unshare --propagation prop`.
+fn spec_prop(base: &Path, steps: u32, prop: &str, more: &[&str]) -> Spec {
     let mut s = Spec::new(unshare())
         .arg("-m")
         .arg("--propagation")
-        .arg("private")
+        .arg(prop)
         .arg(target("mntns"))
         .arg(base)
         .arg(steps.to_string())
@@ -366,6 +376,119 @@ fn shared_and_slave_mounts_keep_their_propagation() {
         "mntns shared (dumped, restored)",
         &reference.stdout,
         &[out_before, fin.stdout].concat(),
+    );
+}
+
+/// `unshare -m --propagation unchanged` (`Prop::Peer`) or `slave` in a mount namespace
+/// of the test's own ([`thread_mount_ns`]) whose tmpfs on DIR/peer is shared: the tree's
+/// copy of it is in its peer group, or a slave of it. Restored, it is again (the
+/// relation of the optional fields, the group renumbered: the test's peer's number at
+/// restore), and mounts made on either side propagate as before (both ways for a peer,
+/// from the test's side only for a slave); the tree's mounts (normalised mountinfo)
+/// and output are an uninterrupted run's. Restores that fail before and after the
+/// group is joined leave no process and nothing mounted in the test's namespace; one
+/// whose peer there was made private is refused, naming it; `ckpt check --json` lists
+/// that mount under requirements.mounts.peers. For the slave case, a dump
+/// while the test's peer is covered (no mount of the group shows the directory) is
+/// refused, naming the mount, the tree running on.
+fn propagation_from_outside_is_restored(name: &str, prop: Prop) {
+    let ctx = Ctx::new(name);
+    let peer = thread_mount_ns(&ctx.dir);
+    let how = match prop {
+        Prop::Peer => "unchanged",
+        Prop::Slave => "slave",
+    };
+    let b = base(&ctx, "m");
+    let rb = base(&ctx, "r");
+    let steps = 80;
+    let reference = ctx.reference(&spec_prop(&rb, steps, how, &[]));
+    let mut t = ctx.spawn(&spec_prop(&b, steps, how, &[]));
+    t.wait_lines(4);
+    let pid = t.pid;
+    assert_propagates(pid, &peer, prop, "original");
+    if prop == Prop::Slave {
+        // Covered here (the cover propagates to the tree's copy): no mount of the
+        // group shows the directory its copy shows.
+        mount(Some("cover"), &peer, Some("tmpfs"), 0);
+        let r = ctx.try_dump(pid, &ctx.path("covered.img"));
+        r.assert_fails(1);
+        assert!(
+            r.stderr
+                .contains(&format!("tmpfs mounted on {}", peer.display()))
+                && r.stderr.contains("no mount of that namespace in the group"),
+            "dump with the peer covered: {}",
+            r.stderr
+        );
+        assert_running_untraced(pid, "the target after the refused dump");
+        umount(&peer);
+    }
+    let before = mountinfo(pid);
+    let img = ctx.path("mntprop.img");
+    ctx.dump(pid, &img);
+    t.expect_killed();
+    let out_before = t.stdout.finish("mntns: original");
+    wait_pids_gone(&[pid], "mntns after the dump");
+    // `ckpt check --json` names the mount of ours the group is joined through.
+    let m = common::arch::check_json(&ctx, &img, &[], &[]);
+    let peers = m["requirements"]["mounts"]["peers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        peers
+            .iter()
+            .any(|p| p["point"].as_str() == peer.to_str() && p["member"] == true),
+        "check --json lists {} under requirements.mounts.peers: {m}",
+        peer.display()
+    );
+    let ours = mountinfo_of("thread-self");
+    for f in ["set the tree's mount propagation", "fill memory"] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &[pid], &[]);
+        assert_eq!(mountinfo_of("thread-self"), ours, "{f}: our mounts");
+    }
+    mount(None, &peer, None, libc::MS_PRIVATE);
+    let r = ctx.ckpt(&[OsStr::new("restore"), img.as_os_str()]);
+    r.assert_fails(1).assert_stderr_mentions(&[
+        peer.to_str().unwrap_or_default(),
+        "the tree's mount namespace",
+        "not shared now",
+    ]);
+    assert_no_process(pid, "the refused restore");
+    mount(None, &peer, None, libc::MS_SHARED);
+    let ours = mountinfo_of("thread-self");
+    let mut r = ctx.restore(&img, &[], In::Null);
+    r.wait_lines(1);
+    assert_propagates(pid, &peer, prop, "restored");
+    assert_eq!(mountinfo(pid), before, "the restored tree's mounts");
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "ckpt restore: {}",
+        text(&fin.stderr)
+    );
+    assert_same_output(
+        &format!("mntns --propagation {how} (dumped, restored)"),
+        &reference.stdout,
+        &[out_before, fin.stdout].concat(),
+    );
+    assert_eq!(
+        mountinfo_of("thread-self"),
+        ours,
+        "our mounts after the run"
+    );
+}
+
+#[test]
+fn trees_namespace_keeps_its_peers_outside_it() {
+    propagation_from_outside_is_restored("trees_namespace_keeps_its_peers_outside_it", Prop::Peer);
+}
+
+#[test]
+fn trees_namespace_keeps_its_masters_outside_it() {
+    propagation_from_outside_is_restored(
+        "trees_namespace_keeps_its_masters_outside_it",
+        Prop::Slave,
     );
 }
 

@@ -1727,16 +1727,20 @@ pub struct NetAddr {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct MountTree {
     pub mounts: Vec<Mount>,
-    /// In a mount namespace a process below the tree's root made (copied from ckpt's
-    /// with unshare(CLONE_NEWNS), keeping shared mounts shared): the peer groups its
-    /// mounts share with, or are slaves of, that namespace, each with a mount of ckpt's
-    /// namespace that restore takes the group from (`MOVE_MOUNT_SET_GROUP`).
+    /// The peer groups the namespace's mounts share with ckpt's namespace, or are slaves
+    /// of there (one a process below the tree's root made, copied from ckpt's with
+    /// unshare(CLONE_NEWNS), keeping shared mounts shared; the tree's own, made with its
+    /// propagation unchanged or as slaves), each with a mount of ckpt's namespace that
+    /// restore takes the group from (`MOVE_MOUNT_SET_GROUP`). (Before this was recorded
+    /// for the tree's own namespace, its groups were made anew there: such images have
+    /// none.)
     #[serde(default)]
     pub outside: Vec<OutsidePeer>,
 }
 
-/// A peer group of ckpt's mount namespace that mounts of a namespace a process below
-/// the root made are in (or slaves of), found there through one of its mounts.
+/// A peer group of ckpt's mount namespace that mounts of the tree's mount namespace (or
+/// of one a process below the root made) are in (or slaves of), found there through one
+/// of its mounts.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct OutsidePeer {
     /// The group's ID at dump, as the mounts' "shared:N" and "master:N" name it.

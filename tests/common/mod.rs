@@ -33,6 +33,7 @@ pub mod hostile;
 pub mod ipcview;
 pub mod killwalk;
 pub mod migration;
+pub mod mntprop;
 pub mod more;
 pub mod oracle;
 pub mod twohosts;

@@ -4,18 +4,22 @@
 //! with `build`'s builder) and the process's stub joins it before its children are
 //! forked (`kinds::ns::enter_child_namespaces`).
 //!
-//! Restored: one made in ckpt's mount, user and PID namespaces (the tree's root in
-//! ckpt's mount namespace), its mounts copied from the parent's private ones or made
-//! inside it (tmpfs with their files, binds of host directories, propagation between
-//! its own mounts), and mounts in a peer group of ckpt's namespace, which it was copied
-//! from (`unshare(CLONE_NEWNS)` keeps shared mounts' copies in their groups: recorded
-//! in `MountTree::outside` by `collect`, joined again at restore from a mount of ckpt's,
-//! `prop::propagate`); the working and root directories of its processes, looked up in
-//! it by path. Refused, naming the process: one nested in a mount namespace of the
-//! tree's (its root's, or another one made below the root), one made in another user or
-//! PID namespace, and files its processes hold open or map that ckpt would not find
-//! again at the same path from the host (on a file system of the namespace's own, or
-//! bound elsewhere).
+//! Restored: one made in ckpt's user and PID namespaces, copied from the root's mount
+//! namespace (ckpt's, or the tree's own: the *base*, [`base_of`]), its mounts copied
+//! from the base's private ones or made inside it (tmpfs with their files, binds of host
+//! directories, propagation between its own mounts), and mounts in a peer group of the
+//! base, which it was copied from (`unshare(CLONE_NEWNS)` keeps shared mounts' copies in
+//! their groups: recorded in `MountTree::outside` by `collect`, joined again at restore
+//! from a mount of the base, `prop::propagate`); the working and root directories of
+//! its processes, looked up in it by path. With the tree's own namespace as its base,
+//! restore builds that one first (ckpt's main thread is in it when the process's stub
+//! is made), so the mounts this one shares with it are found there, by the dump's
+//! paths in the base: a file system restore made anew there (a tmpfs) is bound from
+//! it, not made again (`build`: `made_anew`), and its groups joined from it. Refused,
+//! naming the process: one nested in another one made below the root (two deep), one
+//! made in another user or PID namespace, and files its processes hold open or map
+//! that ckpt would not find again at the same path from the base (on a file system of
+//! the namespace's own, or bound elsewhere).
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
@@ -26,7 +30,7 @@ use crate::sys;
 // ---- collect (dump) ----
 
 /// Checks, at dump, the mount namespace `mnt:[ino]` process `pid` made below the tree's
-/// root (whose own is `root_mnt`; ckpt's namespaces are `ckpts`), `members` the
+/// root (whose own is `root_mnt`, its parent's; ckpt's namespaces are `ckpts`), `members` the
 /// processes of the tree in it; refuses what restore cannot make again (see the
 /// module's comment), naming the process.
 pub(crate) fn check_below(
@@ -38,16 +42,6 @@ pub(crate) fn check_below(
 ) -> DumpResult<()> {
     let refuse = |pid: i32, why: String| Err(DumpError::Unsupported { pid, why });
     let ckpt_ns = |kind: &str| ckpts.get(kind).copied().unwrap_or(0);
-    if root_mnt != ckpt_ns("mnt") {
-        return refuse(
-            pid,
-            format!(
-                "it made a mount namespace (mnt:[{ino}]) while the tree's root is in a \
-                 mount namespace of the tree's own (mnt:[{root_mnt}]); mount namespaces \
-                 nested in the tree's are not restored yet"
-            ),
-        );
-    }
     for kind in ["user", "pid"] {
         let mine = sys::ns::inode(pid, kind)?;
         // (ckpt's PID namespace is not among those read at the start: it never joins
@@ -71,7 +65,9 @@ pub(crate) fn check_below(
     let ppid = sys::proc::status(pid)?.ppid;
     let lines = sys::mount::mountinfo(pid)?;
     let parent_mnt = sys::ns::inode(ppid, "mnt")?;
-    if parent_mnt != ckpt_ns("mnt") {
+    // (Made in the tree's root's, ckpt's or the tree's own: the one restore builds
+    // first and then builds this one in.)
+    if parent_mnt != root_mnt {
         return refuse(
             pid,
             format!(
@@ -81,9 +77,10 @@ pub(crate) fn check_below(
             ),
         );
     }
+    let base = base_of(pid)?;
     // The devices of file systems only the namespace has: nothing on them is found
-    // from the host.
-    let host = sys::mount::mountinfo(0)?;
+    // from the host (ckpt's namespace, or the tree's its parent is in).
+    let host = sys::mount::mountinfo(base.unwrap_or(0))?;
     let host_devs: BTreeSet<u64> = host.iter().map(|l| l.dev()).collect();
     let own_devs: BTreeSet<u64> = lines
         .iter()
@@ -91,23 +88,34 @@ pub(crate) fn check_below(
         .filter(|d| !host_devs.contains(d))
         .collect();
     for &m in members {
-        check_files(m, ino, &own_devs)?;
+        check_files(m, ino, &own_devs, base)?;
     }
     Ok(())
 }
 
+/// For process `pid`, in a mount namespace a process below the tree's root made: its
+/// parent, when that is in a mount namespace of the tree's own (the root's: restore
+/// builds it first, and this one as a copy of it), whose view the namespace's mounts
+/// and files are found from, as ckpt's would be otherwise (`None`).
+pub(super) fn base_of(pid: i32) -> DumpResult<Option<i32>> {
+    let ppid = sys::proc::status(pid)?.ppid;
+    Ok((sys::ns::inode(ppid, "mnt")? != sys::ns::inode(0, "mnt")?).then_some(ppid))
+}
+
 /// The files process `pid` (in the mount namespace `mnt:[ino]` a process below the root
 /// made, whose own file systems are `own_devs`) holds open or maps are found again at
-/// their paths from the host, which is where plan opens them; its working and root
-/// directories (looked up in the namespace at restore) are not removed.
-fn check_files(pid: i32, ino: u64, own_devs: &BTreeSet<u64>) -> DumpResult<()> {
+/// their paths from the host (or from the tree's namespace process `base` is in, see
+/// [`base_of`]), which is where plan opens them; its working and root directories
+/// (looked up in the namespace at restore) are not removed.
+fn check_files(pid: i32, ino: u64, own_devs: &BTreeSet<u64>, base: Option<i32>) -> DumpResult<()> {
     let refuse = |what: String, why: &str| {
         Err(DumpError::Unsupported {
             pid,
             why: format!(
                 "{what}, in the mount namespace mnt:[{ino}] a process below the tree's \
-                 root made, {why}; only files found at the same path from the host are \
-                 restored there yet"
+                 root made, {why}; only files found at the same path from the host (or \
+                 from the tree's mount namespace it was copied from) are restored there \
+                 yet"
             ),
         })
     };
@@ -150,7 +158,9 @@ fn check_files(pid: i32, ino: u64, own_devs: &BTreeSet<u64>) -> DumpResult<()> {
         if path.ends_with(b" (deleted)") {
             continue;
         }
-        let os = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&path);
+        let mut seen = base.map_or(Vec::new(), |b| format!("/proc/{b}/root").into_bytes());
+        seen.extend(&path);
+        let os = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&seen);
         let same = std::fs::metadata(os).is_ok_and(|h| h.dev() == dev && h.ino() == ino);
         if !same {
             return refuse(shown, "is another file at that path from the host");

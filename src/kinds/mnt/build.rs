@@ -332,22 +332,34 @@ fn build(
     // (none if ckpt's namespace has no /dev/ptmx: a new terminal is then made in the
     // tree's)
     let outer_ptmx = sys::mount::open_path(b"/dev/ptmx").ok();
-    // The peer groups of ckpt's namespace the mounts of one a process below the root
-    // made join, through mounts of ckpt's opened before the copy.
-    let outside = open_outside(tree, &mut problems)?;
+    // The peer groups of ckpt's namespace the mounts join (or become slaves of),
+    // through mounts of ckpt's opened before the copy.
+    // (One a process below the root made in the tree's own namespace, built first, is
+    // copied from that: its external mounts are the tree's, found there by the dump's
+    // paths, and those of the file systems restore made anew there are other devices
+    // now. What `--external-mount` gives is the tree's own namespace's.)
+    let nested = below && owned_tree(ckpt).is_some();
+    let made_anew = match nested {
+        true => super::fresh_devs(ckpt),
+        false => BTreeSet::new(),
+    };
+    let outside = open_outside(tree, below, &made_anew, &mut problems)?;
     if !problems.is_empty() {
         return Err(RestoreError::Problems(problems));
     }
     // Everything below is made in a private copy of the host's namespace (what is done
     // there, such as uncovering stacked mounts, never reaches the host).
     sys::mount::unshare_private()?;
+    let mut given = match nested {
+        true => Vec::new(),
+        false => EXTERNAL.lock().map(|g| g.clone()).unwrap_or_default(),
+    };
     // The cgroups its cgroup mounts bind, made again if they went with the tree (a
     // container's, removed by `runc delete`): a cgroup is known by its path, not its
     // inode (removed again if the restore fails).
     // With `--cgroup-root`, those below it instead (unless `--external-mount` names the
     // mount).
-    let mut given = EXTERNAL.lock().map(|g| g.clone()).unwrap_or_default();
-    for m in &tree.mounts {
+    for m in tree.mounts.iter().filter(|_| !nested) {
         if let MountOrigin::External { host_path, .. } = &m.origin {
             // (One whose source is given is bound from that: nothing is made.)
             if crate::kinds::cgroup::is_cgroup_fs(&m.fstype)
@@ -362,7 +374,7 @@ fn build(
             }
         }
     }
-    let sources = open_sources(tree, same_boot, &given, &mut problems);
+    let sources = open_sources(tree, same_boot, &given, &made_anew, &mut problems);
     if !problems.is_empty() {
         return Err(RestoreError::Problems(problems));
     }
@@ -625,14 +637,17 @@ fn build(
 }
 
 /// The mounts of ckpt's namespace that the peer groups of `tree` found there at dump
-/// are taken from (`MountTree::outside`: a namespace a process below the root made),
-/// opened by their mount points, by group. Each must still be the last mount there, of
-/// the same file system and directory, a member of a peer group (or, for a group the
+/// are taken from (`MountTree::outside`: of the tree's namespace, or of one a process
+/// below the root made, `below`), opened by their mount points, by group. Each must
+/// still be the last mount there, of the same file system (or, for a device of
+/// `made_anew`, one restore made anew in the tree's namespace) and directory, a member of a peer group (or, for a group the
 /// namespace's mounts were slaves of only, a slave): the group it is in now is the one
 /// restore joins (the same one on the same boot while it stays mounted). What is not
 /// goes to `problems`, naming the mount point.
 fn open_outside(
     tree: &MountTree,
+    below: bool,
+    made_anew: &BTreeSet<u64>,
     problems: &mut Vec<crate::error::Problem>,
 ) -> RestoreResult<BTreeMap<String, OwnedFd>> {
     let mut out = BTreeMap::new();
@@ -647,11 +662,13 @@ fn open_outside(
             |l: &sys::mount::MountLine, k: &str| l.optional.iter().any(|f| f.starts_with(k));
         let why = match last {
             None => Some("nothing is mounted there now".to_string()),
-            Some(l) if l.dev() != o.dev || l.root != o.root => Some(format!(
-                "another file system or directory is mounted there now ({} {})",
-                l.fstype,
-                String::from_utf8_lossy(&l.root)
-            )),
+            Some(l) if (l.dev() != o.dev && !made_anew.contains(&o.dev)) || l.root != o.root => {
+                Some(format!(
+                    "another file system or directory is mounted there now ({} {})",
+                    l.fstype,
+                    String::from_utf8_lossy(&l.root)
+                ))
+            }
             Some(l) if o.member && !field(l, "shared:") => Some("it is not shared now".into()),
             Some(l) if !o.member && !field(l, "master:") => Some("it is not a slave now".into()),
             Some(_) => None,
@@ -661,7 +678,12 @@ fn open_outside(
                 problems,
                 "external-mount",
                 format!(
-                    "a mount namespace a process below the root made had mounts in peer                      group {} of ckpt's mount namespace, which restore joins through the                      mount on {point} there: {why}",
+                    "{} had mounts in peer group {} of ckpt's mount namespace, which \
+                     restore joins through the mount on {point} there: {why}",
+                    match below {
+                        true => "a mount namespace a process below the root made",
+                        false => "the tree's mount namespace",
+                    },
                     o.group
                 ),
             );

@@ -156,6 +156,16 @@ pub(crate) fn check_tree(ckpt: &Checkpoint, new_pidns: bool, problems: &mut Vec<
             ),
         );
     }
+    // (A copy into a user namespace makes shared mounts slaves: dump refuses this.)
+    if with_user && !tree.outside.is_empty() {
+        p(
+            problems,
+            "namespace",
+            "the tree's mount namespace, owned by a user namespace of the tree's own, has \
+             mounts in peer groups of ckpt's mount namespace; this is not restored yet"
+                .into(),
+        );
+    }
     // With a user namespace of the tree's own, the external mounts are those the
     // namespace was copied with (locked); one made inside it afterwards is not locked,
     // which restore cannot tell (see `enter_new`).
@@ -247,8 +257,10 @@ pub(crate) fn check_tree(ckpt: &Checkpoint, new_pidns: bool, problems: &mut Vec<
 
 /// What the image's mount namespace needs of a host (`ckpt check --json`): each
 /// external mount (where it is mounted, the host path it is bound from by default, the
-/// device and inode that path had, whether it binds a cgroup, known by its path) and
-/// the file systems mounted anew.
+/// device and inode that path had, whether it binds a cgroup, known by its path), the
+/// file systems mounted anew, and the mounts of ckpt's namespace whose peer groups (or
+/// masters) its mounts join ("peers": the dump's group, where it is mounted, whether a
+/// member of the group or a slave of it).
 pub(crate) fn manifest(ckpt: &Checkpoint) -> Option<serde_json::Value> {
     owned_tree(ckpt).map(tree_manifest)
 }
@@ -283,5 +295,17 @@ pub(crate) fn tree_manifest(tree: &MountTree) -> serde_json::Value {
         .filter(|m| matches!(m.origin, MountOrigin::Fresh { .. }))
         .map(|m| m.fstype.as_str())
         .collect();
-    serde_json::json!({ "external": external, "filesystems": fresh })
+    // The mounts of ckpt's namespace whose peer groups the tree's mounts join again.
+    let peers: Vec<serde_json::Value> = tree
+        .outside
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "group": o.group,
+                "point": show(&o.point),
+                "member": o.member,
+            })
+        })
+        .collect();
+    serde_json::json!({ "external": external, "filesystems": fresh, "peers": peers })
 }

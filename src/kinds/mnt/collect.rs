@@ -44,11 +44,18 @@ pub(super) fn host_path(host: &[MountLine], dev: u64, root: &[u8]) -> Option<Vec
 
 /// The mounts of the mount namespace of process `pid` (the tree's root, in a namespace
 /// of the tree's own; `below`: one a process below the root made, copied from ckpt's),
-/// each with where restore gets it from. Refuses, naming the mount, what restore cannot
-/// bring back.
+/// each with where restore gets it from, and the peer groups of ckpt's namespace its
+/// mounts are in or slaves of ([`outside_peers`]). Refuses, naming the mount, what
+/// restore cannot bring back.
 pub(crate) fn collect(pid: i32, below: bool) -> DumpResult<MountTree> {
     let lines = sys::mount::mountinfo(pid)?;
-    let host = sys::mount::mountinfo(0)?;
+    // Whose mounts it was copied from and restore finds its external mounts in: ckpt's,
+    // or (one a process below the root made in the tree's own) its maker's parent's.
+    let base = match below {
+        true => super::below::base_of(pid)?,
+        false => None,
+    };
+    let host = sys::mount::mountinfo(base.unwrap_or(0))?;
     let refuse = |m: &MountLine, why: String| DumpError::Unsupported {
         pid,
         why: format!(
@@ -62,13 +69,30 @@ pub(crate) fn collect(pid: i32, below: bool) -> DumpResult<MountTree> {
         .iter()
         .map(|l| (l.dev(), l.root.as_slice(), l.optional.as_slice()))
         .collect();
-    let outside = match below {
-        true => outside_peers(&lines, &host).map_err(|(i, why)| match lines.get(i) {
-            Some(l) => refuse(l, why),
-            None => DumpError::Unsupported { pid, why },
-        })?,
-        false => Vec::new(),
-    };
+    // The peer groups its mounts share with ckpt's namespace (or are slaves of there):
+    // one a process below the root made, copied from ckpt's; the tree's own, made with
+    // its propagation unchanged or as slaves (`unshare -m --propagation unchanged|slave`).
+    let outside = outside_peers(&lines, &host).map_err(|(i, why)| match lines.get(i) {
+        Some(l) => refuse(l, why),
+        None => DumpError::Unsupported { pid, why },
+    })?;
+    if let Some(o) = outside.first() {
+        // With a user namespace of the tree's own, restore makes the mount namespace by
+        // copying one of ckpt's into it, where the kernel makes shared mounts slaves.
+        if !below && sys::ns::inode(pid, "user")? != sys::ns::inode(0, "user")? {
+            return Err(DumpError::Unsupported {
+                pid,
+                why: format!(
+                    "its mount namespace, owned by a user namespace of the tree's own, has \
+                     mounts in (or slaves of) peer group {} of ckpt's mount namespace \
+                     (mounted on {} there); propagation from outside a user namespace of \
+                     the tree's is not restored yet",
+                    o.group,
+                    String::from_utf8_lossy(&o.point)
+                ),
+            });
+        }
+    }
     let keys: BTreeSet<String> = outside.iter().map(|o| o.group.clone()).collect();
     if let Err((i, why)) = prop_plan(&prop, &keys) {
         if let Some(l) = lines.get(i) {
@@ -119,11 +143,19 @@ pub(crate) fn collect(pid: i32, below: bool) -> DumpResult<MountTree> {
         }
         let dev = l.dev();
         let origin = if let Some(hp) = host_path(&host, dev, &l.root) {
-            let found = sys::mount::in_private_copy(|| {
-                sys::mount::open_uncovered(&hp, dev)?
-                    .map(|f| sys::mount::dev_ino(&f).map(|(d, i)| (d, i, sys::mount::born_ns(&f))))
-                    .transpose()
-            });
+            let open = || {
+                sys::mount::in_private_copy(|| {
+                    sys::mount::open_uncovered(&hp, dev)?
+                        .map(|f| {
+                            sys::mount::dev_ino(&f).map(|(d, i)| (d, i, sys::mount::born_ns(&f)))
+                        })
+                        .transpose()
+                })
+            };
+            let found = match base {
+                Some(b) => sys::mount::in_mount_ns(b, open).and_then(|r| r),
+                None => open(),
+            };
             let (d, ino, born_ns) = match found {
                 Ok(Some(x)) => x,
                 Ok(None) => {
@@ -194,6 +226,25 @@ pub(crate) fn collect(pid: i32, below: bool) -> DumpResult<MountTree> {
                 ),
             ));
         };
+        // (A group of ckpt's namespace is joined through a mount of the same file
+        // system: one restore makes anew cannot join it.)
+        if !matches!(origin, MountOrigin::External { .. }) {
+            if let Some(o) = outside.iter().find(|o| {
+                l.optional
+                    .iter()
+                    .any(|f| f.split_once(':').map(|x| x.1) == Some(o.group.as_str()))
+            }) {
+                return Err(refuse(
+                    l,
+                    format!(
+                        "it is in (or a slave of) peer group {} of ckpt's mount namespace, \
+                         and restore mounts its file system anew, which cannot join that \
+                         group",
+                        o.group
+                    ),
+                ));
+            }
+        }
         mounts.push(Mount {
             id: l.id,
             parent: l.parent,
@@ -211,8 +262,9 @@ pub(crate) fn collect(pid: i32, below: bool) -> DumpResult<MountTree> {
     Ok(MountTree { mounts, outside })
 }
 
-/// The peer groups the mounts `lines` (of a namespace a process below the root made)
-/// share with ckpt's namespace (`host`), or are slaves of there, each with the mount of
+/// The peer groups the mounts `lines` (of the tree's mount namespace, or of one a
+/// process below the root made) share with ckpt's namespace (`host`), or are slaves of
+/// there, each with the mount of
 /// ckpt's that restore takes it from: of the same file system, its root holding the
 /// roots of every mount of `lines` in or below that group, the last mount on its
 /// point (what opening that path finds); a member of the group, else (for a group
@@ -268,7 +320,10 @@ fn outside_peers(
                 return Err((
                     first,
                     format!(
-                        "it is in (or a slave of) peer group {n} of the mount namespace it                          was copied from (ckpt's), and no mount of that namespace in the                          group shows a directory holding its root, uncovered, for restore                          to take the group from; this is not restored"
+                        "it is in (or a slave of) peer group {n} of ckpt's mount namespace, \
+                         and no mount of that namespace in the group shows a directory \
+                         holding its root, uncovered, for restore to take the group \
+                         from; this is not restored"
                     ),
                 ));
             }

@@ -38,11 +38,14 @@ pub fn set_external_mounts(pairs: Vec<(Vec<u8>, Vec<u8>)>) {
 /// The external sources, opened (`O_PATH`) and checked: the given one for a mount
 /// `--external-mount` names, else the path of the dump, the same file (device and
 /// inode, on the dump's boot). By mount ID: (a detached copy of its mount from that
-/// file, to attach; the file).
+/// file, to attach; the file). `made_anew`: the dump's devices of file systems restore
+/// made anew in the namespace the sources are found in (the tree's, for one a process
+/// below the root made in it): found by path alone.
 pub(super) fn open_sources(
     tree: &MountTree,
     same_boot: bool,
     given: &[(Vec<u8>, Vec<u8>)],
+    made_anew: &BTreeSet<u64>,
     problems: &mut Vec<Problem>,
 ) -> BTreeMap<u32, (OwnedFd, OwnedFd)> {
     for (point, _) in given {
@@ -91,7 +94,8 @@ pub(super) fn open_sources(
         let mapped = given.iter().rev().find(|(pt, _)| *pt == m.point);
         let src = mapped.map_or(host_path, |(_, s)| s);
         let show = |x: &[u8]| String::from_utf8_lossy(x).into_owned();
-        let opened = if mapped.is_some() {
+        let anew = made_anew.contains(dev);
+        let opened = if mapped.is_some() || anew {
             sys::mount::open_path(src).map(Some)
         } else if let Some((fd, c)) = first.remove(&m.id) {
             out.insert(m.id, (c, fd));
@@ -144,7 +148,8 @@ pub(super) fn open_sources(
             }
         }
         // A cgroup is known by its path (one made again is another inode).
-        if mapped.is_none() && same_boot && !crate::kinds::cgroup::is_cgroup_fs(&m.fstype) {
+        if mapped.is_none() && !anew && same_boot && !crate::kinds::cgroup::is_cgroup_fs(&m.fstype)
+        {
             match sys::mount::dev_ino(&fd) {
                 Ok(now) if now == (*dev, *ino) => {}
                 Ok(_) => {

@@ -15,13 +15,17 @@
 //!   re-bind, a directory of a tmpfs bound elsewhere), bound again from it.
 //!
 //! Anything else (overlay, fuse, a block device's file system not mounted on the
-//! host...) is refused at dump, naming the mount point and the type, and so are a slave
-//! of a mount outside the namespace and a tree with a PID namespace of its own too when
-//! it has a cgroup namespace of its own. With a user namespace of the tree's own, the
+//! host...) is refused at dump, naming the mount point and the type, and so is a tree
+//! with a PID namespace of its own too when it has a cgroup namespace of its own. With a user namespace of the tree's own, the
 //! mount namespace is one it owns (made by its helper, `kinds::userns`), where ckpt
 //! replays the mounts with its own privileges.
 //! Propagation between the namespace's mounts (peer groups, slaves) is restored
-//! ([`prop::PropPlan`]). With a PID namespace of the tree's own, its init is made while the
+//! ([`prop::PropPlan`]), and so are its mounts' peer groups shared with ckpt's
+//! namespace, or their masters there (`unshare -m --propagation unchanged` or `slave`):
+//! recorded in `MountTree::outside` with a mount of ckpt's in (or a slave of) each
+//! group, through which restore joins it again (`MOVE_MOUNT_SET_GROUP`); a group none
+//! of ckpt's mounts gives (none holds the mount's directory, uncovered) is refused at
+//! dump, and so is one in a namespace a user namespace of the tree's owns. With a PID namespace of the tree's own, its init is made while the
 //! namespace is built and the proc mounts from inside it (see [`enter_new`]).
 //!
 //! Restore builds the namespace before plan opens any file, on ckpt's main thread

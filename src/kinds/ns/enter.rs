@@ -130,6 +130,8 @@ fn enter_below_mnt(
         return Ok(());
     };
     let ns = crate::kinds::mnt::make_below(ckpt, tree, cgroup_root, made_cgroups)?;
+    // (Made, its peer groups joined: a failure now drops it.)
+    crate::error::fault_point("join a mount namespace a process below the root made")?;
     let fd = crate::remote::take_remote_fd(
         cx,
         std::process::id() as i32,
