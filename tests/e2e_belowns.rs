@@ -15,9 +15,8 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::oracle::{self, Cmp, Snapshot};
+use common::testcgroup::TestCgroup;
 use common::*;
 
 /// Every check of `belowns net ipc time cgroup` passing.
@@ -39,40 +38,6 @@ fn report(p: &mut Proc, nth: usize) -> String {
             p.label
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
-/// Where the cgroup v2 hierarchy is mounted.
-fn cgroup_v2() -> PathBuf {
-    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    mi.lines()
-        .find_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            (post.split(' ').next() == Some("cgroup2"))
-                .then(|| PathBuf::from(pre.split(' ').nth(4).unwrap_or_default()))
-        })
-        .expect("needs a cgroup v2 hierarchy mounted (cgroup2 in /proc/self/mountinfo)")
-}
-
-/// A cgroup the test made, removed when dropped (once its processes are gone).
-struct TestCgroup(PathBuf);
-
-impl TestCgroup {
-    fn make(tag: &str) -> TestCgroup {
-        let d = cgroup_v2().join(format!("ckpt-e2e-belowns-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
-        TestCgroup(d)
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        for _ in 0..200 {
-            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
     }
 }
 
@@ -195,7 +160,7 @@ fn ppid_of(pid: i32) -> i32 {
 fn namespaces_made_below_the_root_are_restored() {
     let name = "namespaces_made_below_the_root_are_restored";
     let ctx = Ctx::new(name);
-    let cg = TestCgroup::make("all");
+    let cg = TestCgroup::make("belowns", "all");
     let spec = Spec::new(target("belowns"))
         .arg("net")
         .arg("ipc")
@@ -245,7 +210,7 @@ fn namespaces_made_below_the_root_are_restored() {
 fn failed_restores_after_a_namespace_below_the_root_leave_nothing() {
     let name = "failed_restores_after_a_namespace_below_the_root_leave_nothing";
     let ctx = Ctx::new(name);
-    let cg = TestCgroup::make("fail");
+    let cg = TestCgroup::make("belowns", "fail");
     let spec = Spec::new(target("belowns"))
         .arg("net")
         .arg("ipc")

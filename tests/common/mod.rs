@@ -35,6 +35,7 @@ pub mod killwalk;
 pub mod migration;
 pub mod more;
 pub mod oracle;
+pub mod testcgroup;
 pub mod twohosts;
 
 mod ctx;
