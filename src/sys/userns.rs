@@ -155,6 +155,26 @@ pub fn can_open_empty_pid_namespaces() -> bool {
     pid_for_children(super::process::own_pid()).is_ok()
 }
 
+/// In a helper forked from ckpt (raw system calls only): move the calling process into
+/// each cgroup of `cgroups` (a directory descriptor and the NUL-terminated path of a
+/// `cgroup.procs` below it, from [`super::cgroup::procs_targets`], kept alive by the
+/// caller). False as soon as one fails.
+fn move_into_cgroups(cgroups: &[(libc::c_int, *const libc::c_char)]) -> bool {
+    cgroups.iter().all(|(dfd, p)| {
+        // SAFETY: `p` points to a NUL-terminated path the caller keeps alive, the
+        // write reads one byte of a static string, and the descriptor opened here is
+        // closed here.
+        unsafe {
+            let fd = libc::syscall(libc::SYS_openat, *dfd, *p, libc::O_WRONLY | libc::O_CLOEXEC);
+            let ok = fd >= 0 && libc::syscall(libc::SYS_write, fd, c"0".as_ptr(), 1) == 1;
+            if fd >= 0 {
+                libc::syscall(libc::SYS_close, fd);
+            }
+            ok
+        }
+    })
+}
+
 /// Make a new user namespace as `spec` says: a helper forked from ckpt takes the
 /// owner's IDs and unshares CLONE_NEWUSER; ckpt, in the parent namespace, writes its
 /// setgroups, uid_map and gid_map; the helper, root with every capability in the new
@@ -197,13 +217,8 @@ pub fn make(spec: &UserNsSpec<'_>) -> Result<NewUserNs> {
             let mut b = [0u8; 1];
             libc::syscall(libc::SYS_close, pwr);
             libc::syscall(libc::SYS_close, prd);
-            for (dfd, p) in &cgroups {
-                let fd =
-                    libc::syscall(libc::SYS_openat, *dfd, *p, libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 || libc::syscall(libc::SYS_write, fd, c"0".as_ptr(), 1) != 1 {
-                    fail(9);
-                }
-                libc::syscall(libc::SYS_close, fd);
+            if !move_into_cgroups(&cgroups) {
+                fail(9);
             }
             if parent_ns >= 0 && libc::syscall(libc::SYS_setns, parent_ns, libc::CLONE_NEWUSER) != 0
             {
@@ -448,13 +463,8 @@ pub fn make_owned(
             let mut b = [0u8; 1];
             libc::syscall(libc::SYS_close, pwr);
             libc::syscall(libc::SYS_close, prd);
-            for (dfd, p) in &cgroups {
-                let fd =
-                    libc::syscall(libc::SYS_openat, *dfd, *p, libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 || libc::syscall(libc::SYS_write, fd, c"0".as_ptr(), 1) != 1 {
-                    libc::_exit(6);
-                }
-                libc::syscall(libc::SYS_close, fd);
+            if !move_into_cgroups(&cgroups) {
+                libc::_exit(6);
             }
             if libc::syscall(libc::SYS_setns, ufd, libc::CLONE_NEWUSER) != 0 {
                 libc::_exit(2);
