@@ -9,8 +9,12 @@
 //! /proc/PID/status (Cap*, NSpid); the programs check their capabilities by using them
 //! (renaming their host). IPC and network namespaces a child made in its user namespace
 //! come back owned by the new one, with their state (msgmax, a System V segment, the
-//! loopback and a UDP socket), which the processes check. What restore cannot do is refused at dump, naming it; a
-//! failed restore leaves nothing. Target: `tests/targets/nestuserns.c`. Needs root.
+//! loopback and a UDP socket), which the processes check, and so does a cgroup
+//! namespace made there (rooted at a cgroup of the test's: /proc/self/cgroup at "/"),
+//! one level deep and two (in a user namespace nested in the tree's own). What restore
+//! cannot do (a mount namespace, a time namespace made for the children there) is
+//! refused at dump, naming it; a failed restore leaves nothing (no process, user
+//! namespace or cgroup it made). Target: `tests/targets/nestuserns.c`. Needs root.
 
 mod common;
 
@@ -261,6 +265,190 @@ fn failed_restores_of_ipc_and_network_namespaces_in_a_user_namespace_leave_nothi
     );
 }
 
+/// The child and grandchild of `tree` (`nestuserns ... cgroup=DIR grand`, no joiner)
+/// share a cgroup namespace the root does not, owned (NS_GET_USERNS) by the child's
+/// user namespace, and are in cgroup `dir` (as the host's v2 hierarchy shows it).
+fn assert_cgroupns(tree: &[i32], dir: &std::path::Path, what: &str) {
+    let r = tree[0].to_string();
+    let c = tree
+        .iter()
+        .copied()
+        .find(|&p| status(p, "PPid") == r)
+        .expect("the child");
+    let g = tree
+        .iter()
+        .copied()
+        .find(|&p| status(p, "PPid") == c.to_string())
+        .expect("the grandchild");
+    let mine = ns(&c.to_string(), "cgroup");
+    assert_ne!(
+        mine,
+        ns(&r, "cgroup"),
+        "{what}: the child's own cgroup namespace"
+    );
+    assert_eq!(
+        ns(&g.to_string(), "cgroup"),
+        mine,
+        "{what}: cgroup namespace shared"
+    );
+    assert_eq!(
+        oracle::ns_owner(c, "cgroup"),
+        Some(ns(&c.to_string(), "user")),
+        "{what}: the cgroup namespace is owned by the child's user namespace"
+    );
+    let rel = dir
+        .strip_prefix(cgroup_v2())
+        .expect("the test's cgroup below the v2 hierarchy");
+    for p in [c, g] {
+        let line = std::fs::read_to_string(format!("/proc/{p}/cgroup"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("0::"))
+            .map(str::to_string);
+        assert_eq!(
+            line,
+            Some(format!("0::/{}", rel.display())),
+            "{what}: the cgroup of {p} as the host sees it"
+        );
+    }
+}
+
+/// A child that moved into a cgroup of the test's, made a user namespace and, in it,
+/// a cgroup namespace (rooted at that cgroup), shared with its grandchild: restored
+/// with the cgroup namespace made again owned by the new user namespace, rooted at the
+/// same cgroup (the child and grandchild check at every step that /proc/self/cgroup
+/// shows every hierarchy at "/", and that they are not in the root's cgroup
+/// namespace; the oracle compares owners, sharing and /proc/PID/cgroup), the output
+/// that of an uninterrupted run.
+#[test]
+fn a_cgroup_namespace_made_in_a_childs_user_namespace_is_restored() {
+    let ctx = Ctx::new("a_cgroup_namespace_made_in_a_childs_user_namespace_is_restored");
+    let cg = TestCgroup::make("nestuserns-one");
+    let spec = Spec::new(target("nestuserns"))
+        .arg("40")
+        .arg("sleep=40")
+        .arg("uts")
+        .arg(format!("cgroup={}", cg.0.display()))
+        .arg("grand");
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(2);
+    let tree = wait_process_tree(t.pid, 3, "nestuserns cgroup");
+    assert_shape(&tree, None, "0 0 1", false, "original");
+    assert_cgroupns(&tree, &cg.0, "original");
+    t.kill();
+    let mut checked = false;
+    dump_restore_compare(
+        &ctx,
+        &spec,
+        &spec,
+        6,
+        &[],
+        "nestuserns-cgroup",
+        &mut |pid| {
+            let tree = wait_process_tree(pid, 3, "restored nestuserns cgroup");
+            assert_shape(&tree, None, "0 0 1", false, "restored");
+            assert_cgroupns(&tree, &cg.0, "restored");
+            checked = true;
+        },
+    );
+    assert!(checked);
+}
+
+/// Two levels (issue 15): the root made a user namespace of its own (0-65535 mapped
+/// to 123400-188935), its child one nested in it, and in that UTS, IPC (msgmax, a
+/// System V segment), network (loopback up, a UDP socket) and cgroup namespaces,
+/// shared with its grandchild: restored with each made again owned by the new nested
+/// user namespace, with its state, which the child and grandchild check at every step
+/// (as the one-level tests above), the oracle comparing owners, parents and sharing.
+#[test]
+fn ipc_network_and_cgroup_namespaces_two_user_namespaces_deep_are_restored() {
+    let ctx = Ctx::new("ipc_network_and_cgroup_namespaces_two_user_namespaces_deep");
+    let cg = TestCgroup::make("nestuserns-two");
+    let spec = Spec::new(target("nestuserns"))
+        .arg("40")
+        .arg("sleep=40")
+        .arg("top")
+        .arg("wide")
+        .arg("uts")
+        .arg("ipcnet")
+        .arg(format!("cgroup={}", cg.0.display()))
+        .arg("grand");
+    let wide = "0 123400 65536";
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(2);
+    let tree = wait_process_tree(t.pid, 3, "nestuserns top ipcnet cgroup");
+    assert_shape(&tree, Some(wide), "0 123400 1", false, "original");
+    assert_ipcnet(&tree, "original");
+    assert_cgroupns(&tree, &cg.0, "original");
+    t.kill();
+    let mut checked = false;
+    dump_restore_compare(&ctx, &spec, &spec, 6, &[], "nestuserns-deep", &mut |pid| {
+        let tree = wait_process_tree(pid, 3, "restored nestuserns top ipcnet cgroup");
+        assert_shape(&tree, Some(wide), "0 123400 1", false, "restored");
+        assert_ipcnet(&tree, "restored");
+        assert_cgroupns(&tree, &cg.0, "restored");
+        checked = true;
+    });
+    assert!(checked);
+}
+
+/// Restores of the two-level tree with IPC, network and cgroup namespaces in the
+/// nested user namespace, its cgroup removed after the dump (so that the restore makes
+/// it), failing while those namespaces are made, when the child's stub joins them or
+/// later, leave no process, nothing in a user namespace and not the cgroup; the next
+/// restore runs on in it.
+#[test]
+fn failed_restores_of_namespaces_two_user_namespaces_deep_leave_nothing() {
+    let ctx = Ctx::new("failed_restores_of_namespaces_two_user_namespaces_deep");
+    let cg = TestCgroup::make("nestuserns-fail");
+    let spec = Spec::new(target("nestuserns"))
+        .arg("60")
+        .arg("sleep=40")
+        .arg("top")
+        .arg("wide")
+        .arg("base=423400")
+        .arg("ipcnet")
+        .arg(format!("cgroup={}", cg.0.display()))
+        .arg("grand");
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(2);
+    let tree = wait_process_tree(t.pid, 3, "nestuserns deep");
+    let img = ctx.path("deep.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&tree, "nestuserns deep after the dump");
+    std::fs::remove_dir(&cg.0).unwrap_or_else(|e| panic!("rmdir {}: {e}", cg.0.display()));
+    for f in [
+        "create a namespace in a user namespace below the root",
+        "setns (a namespace a process made in a user namespace)",
+        "setns (the tree's user namespace)",
+        "fill memory",
+    ] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
+        assert_eq!(
+            namespaces_with_our_map("423400"),
+            Vec::<i32>::new(),
+            "restore failing at {f} left a process in a user namespace"
+        );
+        assert!(
+            !cg.0.exists(),
+            "restore failing at {f} left the cgroup {} it made",
+            cg.0.display()
+        );
+    }
+    let mut r = ctx.restore(&img, &[], In::Null);
+    let tree = wait_process_tree(tree[0], 3, "restored after the failures");
+    assert_ipcnet(&tree, "restored after the failures");
+    assert_cgroupns(&tree, &cg.0, "restored after the failures");
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "restored after the failures: {}",
+        text(&fin.stdout)
+    );
+}
+
 /// Two levels: the root made a user namespace of its own (0-65535 mapped to
 /// 123400-188935 from outside), and its child one nested in it (root inside mapped to
 /// the root's root: 123400 on the host, written as 0 from inside the root's) with a
@@ -329,16 +517,53 @@ fn a_mount_namespace_made_in_a_nested_user_namespace_is_refused() {
     t.kill();
 }
 
-/// Processes on the host whose user namespace maps IDs from 323400 (this test's map):
+/// A child that made a time namespace for its children (its grandchild is in it) in
+/// the user namespace it made: refused at dump, naming the time namespace and the
+/// child, and the tree runs on.
+#[test]
+fn a_time_namespace_made_in_a_childs_user_namespace_is_refused() {
+    let ctx = Ctx::new("a_time_namespace_made_in_a_childs_user_namespace_is_refused");
+    let spec = Spec::new(target("nestuserns"))
+        .arg("200")
+        .arg("sleep=40")
+        .arg("time")
+        .arg("grand");
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(1);
+    let tree = wait_process_tree(t.pid, 3, "nestuserns time");
+    for &p in &tree {
+        ctx.track(p);
+    }
+    let c = tree
+        .iter()
+        .copied()
+        .find(|&p| status(p, "PPid") == tree[0].to_string())
+        .expect("the child");
+    let img = ctx.path("refused.img");
+    let r = ctx.try_dump(t.pid, &img);
+    r.assert_fails(1);
+    assert!(
+        r.stderr.contains("time namespace") && r.stderr.contains(&format!("process {c} ")),
+        "dump: {}",
+        r.stderr
+    );
+    assert!(!img.exists());
+    for &p in &tree {
+        assert_running_untraced(p, "after the refused dump");
+    }
+    t.kill();
+}
+
+/// Processes on the host whose user namespace maps IDs from `base` (a test's map):
 /// none once a restore failed.
-fn namespaces_with_our_map() -> Vec<i32> {
+fn namespaces_with_our_map(base: &str) -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").expect("read /proc").flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
         let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap_or_default();
-        if map.split_whitespace().nth(1) == Some("323400") {
+        if map.split_whitespace().nth(1) == Some(base) {
             out.push(pid);
         }
     }
@@ -370,7 +595,7 @@ fn failed_restores_of_nested_user_namespaces_leave_nothing() {
     let before = t.stdout.finish("nestuserns: original");
     wait_pids_gone(&tree, "nestuserns after the dump");
     assert_eq!(
-        namespaces_with_our_map(),
+        namespaces_with_our_map("323400"),
         Vec::<i32>::new(),
         "after the dump"
     );
@@ -395,7 +620,7 @@ fn failed_restores_of_nested_user_namespaces_leave_nothing() {
         |n, total| n <= 4 || n % 17 == 0 || n == total,
         |f| {
             assert_eq!(
-                namespaces_with_our_map(),
+                namespaces_with_our_map("323400"),
                 Vec::<i32>::new(),
                 "restore failing at {f} left a process in a user namespace"
             )

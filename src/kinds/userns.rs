@@ -883,6 +883,60 @@ mod tests {
     }
 
     #[test]
+    fn a_cgroup_namespace_in_a_nested_user_namespace_passes_and_a_time_one_does_not() {
+        // The child made cgroup namespace 22 in user namespace 20, shared with the
+        // grandchild: made beforehand in that one, like its UTS namespace.
+        let mut ck = nested_image();
+        ck.processes[0].namespaces.push(("cgroup".into(), 5));
+        for p in &mut ck.processes[1..] {
+            p.namespaces.push(("cgroup".into(), 22));
+        }
+        ck.namespaces.push(Namespace {
+            kind: "cgroup".into(),
+            inode: 5,
+            external: true,
+            ..Default::default()
+        });
+        ck.namespaces.push(Namespace {
+            kind: "cgroup".into(),
+            inode: 22,
+            cgroup: Some(crate::model::CgroupNsRoots::default()),
+            ..Default::default()
+        });
+        assert_eq!(problems(&ck), Vec::<String>::new());
+        assert!(
+            made_below_in_own_user(&ck)
+                .iter()
+                .any(|n| n.kind == "cgroup" && n.inode == 22)
+        );
+        // The child made time namespace 23 for its child there: refused, naming it.
+        let mut ck = nested_image();
+        for (i, p) in ck.processes.iter_mut().enumerate() {
+            p.namespaces
+                .push(("time".into(), if i == 2 { 23 } else { 6 }));
+        }
+        ck.namespaces.push(Namespace {
+            kind: "time".into(),
+            inode: 6,
+            external: true,
+            ..Default::default()
+        });
+        ck.namespaces.push(Namespace {
+            kind: "time".into(),
+            inode: 23,
+            time: Some(crate::model::TimeClocks::default()),
+            ..Default::default()
+        });
+        let p = problems(&ck);
+        assert!(
+            p.iter().any(|m| m.contains("process 11")
+                && m.contains("time:[23]")
+                && m.contains("user:[20]")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
     fn what_a_nested_user_namespace_cannot_come_back_with_is_refused() {
         // A map its parent does not map.
         let mut ck = nested_image();

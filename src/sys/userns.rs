@@ -155,6 +155,26 @@ pub fn can_open_empty_pid_namespaces() -> bool {
     pid_for_children(super::process::own_pid()).is_ok()
 }
 
+/// In a helper forked from ckpt (raw system calls only): move the calling process into
+/// each cgroup of `cgroups` (a directory descriptor and the NUL-terminated path of a
+/// `cgroup.procs` below it, from [`super::cgroup::procs_targets`], kept alive by the
+/// caller). False as soon as one fails.
+fn move_into_cgroups(cgroups: &[(libc::c_int, *const libc::c_char)]) -> bool {
+    cgroups.iter().all(|(dfd, p)| {
+        // SAFETY: `p` points to a NUL-terminated path the caller keeps alive, the
+        // write reads one byte of a static string, and the descriptor opened here is
+        // closed here.
+        unsafe {
+            let fd = libc::syscall(libc::SYS_openat, *dfd, *p, libc::O_WRONLY | libc::O_CLOEXEC);
+            let ok = fd >= 0 && libc::syscall(libc::SYS_write, fd, c"0".as_ptr(), 1) == 1;
+            if fd >= 0 {
+                libc::syscall(libc::SYS_close, fd);
+            }
+            ok
+        }
+    })
+}
+
 /// Make a new user namespace as `spec` says: a helper forked from ckpt takes the
 /// owner's IDs and unshares CLONE_NEWUSER; ckpt, in the parent namespace, writes its
 /// setgroups, uid_map and gid_map; the helper, root with every capability in the new
@@ -197,13 +217,8 @@ pub fn make(spec: &UserNsSpec<'_>) -> Result<NewUserNs> {
             let mut b = [0u8; 1];
             libc::syscall(libc::SYS_close, pwr);
             libc::syscall(libc::SYS_close, prd);
-            for (dfd, p) in &cgroups {
-                let fd =
-                    libc::syscall(libc::SYS_openat, *dfd, *p, libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 || libc::syscall(libc::SYS_write, fd, c"0".as_ptr(), 1) != 1 {
-                    fail(9);
-                }
-                libc::syscall(libc::SYS_close, fd);
+            if !move_into_cgroups(&cgroups) {
+                fail(9);
             }
             if parent_ns >= 0 && libc::syscall(libc::SYS_setns, parent_ns, libc::CLONE_NEWUSER) != 0
             {
@@ -407,14 +422,18 @@ fn write_maps_from(parent: &OwnedFd, child: i32, spec: &UserNsSpec<'_>) -> Resul
 }
 
 /// New namespaces of the CLONE_NEW* kinds `kinds` (flag, name as in /proc/PID/ns/),
-/// owned by the user namespace `user`: a helper forked from ckpt joins `user` (where it
-/// has every capability), unshares them, names a new UTS namespace `uts` (host, domain)
-/// and waits until ckpt has opened them. ckpt must be single-threaded for the fork's
-/// child to be sound (raw system calls only).
+/// owned by the user namespace `user`: a helper forked from ckpt moves itself into
+/// `cgroups` first, while it has ckpt's privileges (their `cgroup.procs`, from
+/// [`super::cgroup::procs_targets`]: a CLONE_NEWCGROUP among `kinds` makes a cgroup
+/// namespace rooted at them), joins `user` (where it has every capability), unshares
+/// them, names a new UTS namespace `uts` (host, domain) and waits until ckpt has
+/// opened them. ckpt must be single-threaded for the fork's child to be sound (raw
+/// system calls only).
 pub fn make_owned(
     user: &OwnedFd,
     kinds: &[(&str, libc::c_int)],
     uts: Option<(&[u8], &[u8])>,
+    cgroups: &[(libc::c_int, std::ffi::CString)],
 ) -> Result<Vec<(libc::c_int, OwnedFd)>> {
     use std::io::Read;
     let (to_child_rd, to_child_wr) = super::process::pipe()?;
@@ -427,6 +446,8 @@ pub fn make_owned(
     let set_names = uts.is_some();
     let (host, dom) = uts.unwrap_or((&[], &[]));
     let (hp, hl, dp, dl) = (host.as_ptr(), host.len(), dom.as_ptr(), dom.len());
+    let cgroups: Vec<(libc::c_int, *const libc::c_char)> =
+        cgroups.iter().map(|(d, p)| (*d, p.as_ptr())).collect();
     let parent = super::process::own_pid();
     let args = libc::clone_args {
         exit_signal: libc::SIGCHLD as u64,
@@ -436,12 +457,15 @@ pub fn make_owned(
     if child == 0 {
         // SAFETY: the forked child runs raw system calls only, on descriptors it
         // inherited and buffers made before the fork, and ends with `_exit`; what it
-        // changes (its namespaces) is its own.
+        // changes (its cgroups, its namespaces) is its own.
         unsafe {
             super::process::die_with_parent(parent);
             let mut b = [0u8; 1];
             libc::syscall(libc::SYS_close, pwr);
             libc::syscall(libc::SYS_close, prd);
+            if !move_into_cgroups(&cgroups) {
+                libc::_exit(6);
+            }
             if libc::syscall(libc::SYS_setns, ufd, libc::CLONE_NEWUSER) != 0 {
                 libc::_exit(2);
             }
@@ -494,6 +518,7 @@ pub fn make_owned(
                 2 => "setns into the user namespace",
                 3 => "unshare",
                 5 => "naming the new UTS namespace",
+                6 => "moving itself into the cgroup namespace's cgroups",
                 _ => "see the status",
             }
         ))),
@@ -508,7 +533,7 @@ pub fn make_owned(
 /// ckpt must be single-threaded for the fork's child to be sound (raw system calls
 /// only).
 pub fn copy_mount_ns(user: &OwnedFd) -> Result<OwnedFd> {
-    make_owned(user, &[("mnt", libc::CLONE_NEWNS)], None)?
+    make_owned(user, &[("mnt", libc::CLONE_NEWNS)], None, &[])?
         .pop()
         .map(|(_, f)| f)
         .ok_or_else(|| SysError::Other("copying the mount namespace gave none".into()))

@@ -1,4 +1,5 @@
-/* nestuserns STEPS [sleep=MS] [top] [wide] [base=N] [uts] [ipcnet] [mnt] [grand] [join]
+/* nestuserns STEPS [sleep=MS] [top] [wide] [base=N] [uts] [ipcnet] [cgroup=DIR] [mnt] [time]
+ *            [grand] [join]
  *
  * A tree in which a process below the root makes a user namespace (run as root).
  *
@@ -15,8 +16,12 @@
  * the host "ckpt-nested"; with `ipcnet` it then unshares CLONE_NEWIPC and
  * CLONE_NEWNET (owned by its new user namespace), sets the IPC namespace's msgmax to
  * 23456, makes a System V segment there (key 0x4545, "nested-shm") it keeps attached,
- * brings the loopback up and binds a UDP socket to 127.0.0.1:4242; with `mnt` it
- * unshares CLONE_NEWNS. With `grand`, the child
+ * brings the loopback up and binds a UDP socket to 127.0.0.1:4242; with `cgroup=DIR`
+ * it moves into cgroup v2 directory DIR before it makes its user namespace (through
+ * DIR/cgroup.procs, which the root opened before `top`) and then unshares
+ * CLONE_NEWCGROUP (owned by its new user namespace, rooted at DIR); with `mnt` it
+ * unshares CLONE_NEWNS; with `time` it unshares CLONE_NEWTIME (for its children: the
+ * grandchild is in it). With `grand`, the child
  * forks a grandchild that stays in its namespaces. With `join`, the root then forks a
  * second child that enters the first child's user namespace with setns (and stays in
  * the root's other namespaces).
@@ -28,7 +33,9 @@
  * their user namespace) and read back the name, and (`ipcnet`) that msgmax reads
  * 23456, that they may write it (they are the IPC namespace's root), that the segment
  * is found by its key with its data, and (the child) that a datagram sent to
- * 127.0.0.1:4242 reaches its socket; one that finds anything else exits
+ * 127.0.0.1:4242 reaches its socket, and (`cgroup=DIR`) that /proc/self/cgroup shows
+ * every hierarchy at "/" (the namespace's root) and that it is not the root's cgroup
+ * namespace; one that finds anything else exits
  * 43, which the root reports ("child lost: ..."). At the end the root stops the
  * child (SIGTERM), which kills and reaps the grandchild first. Nothing printed
  * depends on IDs outside the namespaces but the maps. */
@@ -43,6 +50,7 @@
 #include <sys/ioctl.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -68,6 +76,10 @@ static void on_term(int sig)
 
 /* `ipcnet`: the segment, and the UDP socket of the process that made it. */
 static int ipcnet, shm_id = -1, udp_fd = -1;
+/* `cgroup=DIR`: DIR/cgroup.procs opened by the root; the cgroup namespace the root is
+ * in (its inode). */
+static int cg_procs = -1, cgns;
+static ino_t root_cgns;
 static pid_t udp_owner;
 static char *shm;
 
@@ -140,6 +152,29 @@ static int ipcnet_ok(void)
 	       memcmp(b, "ping", 4) == 0;
 }
 
+/* Whether every line of /proc/self/cgroup ends in ":/" (the cgroup namespace's root)
+ * and the cgroup namespace is not the root's. */
+static int cgroup_ok(void)
+{
+	char buf[1024] = {0};
+	int fd = open("/proc/self/cgroup", O_RDONLY);
+	ssize_t r = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+	if (fd >= 0)
+		close(fd);
+	if (r <= 0)
+		return 0;
+	int lines = 0;
+	for (char *l = buf; *l; lines++) {
+		char *nl = strchr(l, '\n');
+		size_t n = nl ? (size_t)(nl - l) : strlen(l);
+		if (n < 2 || l[n - 2] != ':' || l[n - 1] != '/')
+			return 0;
+		l += n + (nl ? 1 : 0);
+	}
+	struct stat st;
+	return lines > 0 && stat("/proc/self/ns/cgroup", &st) == 0 && st.st_ino != root_cgns;
+}
+
 /* The child's (and grandchild's) life: check every step; 43 on a difference. The
  * child ends on SIGTERM from the root, once it has killed and reaped the grandchild
  * (`grand`: its PID). */
@@ -166,6 +201,8 @@ static void nested(long ms, int uts, const char *map0, unsigned long long caps0,
 		}
 		if (ipcnet && !ipcnet_ok())
 			_exit(43);
+		if (cgns && !cgroup_ok())
+			_exit(43);
 		sleep_ms(ms);
 	}
 }
@@ -174,13 +211,22 @@ int main(int argc, char **argv)
 {
 	long steps = arg_long(argc, argv, 1, 40);
 	long ms = 40;
-	int top = 0, wide = 0, uts = 0, mnt = 0, grand = 0, join = 0;
+	int top = 0, wide = 0, uts = 0, mnt = 0, time_ns = 0, grand = 0, join = 0;
 	long base = 123400;
 	for (int i = 2; i < argc; i++)
 		if (strncmp(argv[i], "sleep=", 6) == 0)
 			ms = strtol(argv[i] + 6, NULL, 10);
 		else if (strncmp(argv[i], "base=", 5) == 0)
 			base = strtol(argv[i] + 5, NULL, 10);
+		else if (strncmp(argv[i], "cgroup=", 7) == 0) {
+			char p[512];
+			snprintf(p, sizeof p, "%s/cgroup.procs", argv[i] + 7);
+			/* Opened as the host's root: written from inside the user namespaces
+			 * with the opener's rights. */
+			cg_procs = open(p, O_WRONLY | O_CLOEXEC);
+			if (cg_procs < 0)
+				die("open %s: %s", p, strerror(errno));
+		}
 		else if (strcmp(argv[i], "top") == 0)
 			top = 1;
 		else if (strcmp(argv[i], "wide") == 0)
@@ -189,12 +235,18 @@ int main(int argc, char **argv)
 			uts = 1;
 		else if (strcmp(argv[i], "mnt") == 0)
 			mnt = 1;
+		else if (strcmp(argv[i], "time") == 0)
+			time_ns = 1;
 		else if (strcmp(argv[i], "ipcnet") == 0)
 			ipcnet = 1;
 		else if (strcmp(argv[i], "grand") == 0)
 			grand = 1;
 		else if (strcmp(argv[i], "join") == 0)
 			join = 1;
+	struct stat cgst;
+	if (stat("/proc/self/ns/cgroup", &cgst) != 0)
+		die("stat /proc/self/ns/cgroup: %s", strerror(errno));
+	root_cgns = cgst.st_ino;
 	if (top) {
 		enter_user_ns(wide, base);
 		/* (Changing IDs made it undumpable: its /proc files, and its child's,
@@ -216,6 +268,8 @@ int main(int argc, char **argv)
 		close(ready[0]);
 		uid_t uid = geteuid();
 		gid_t gid = getegid();
+		if (cg_procs >= 0 && write(cg_procs, "0", 1) != 1)
+			die("child: move into the cgroup: %s", strerror(errno));
 		if (unshare(CLONE_NEWUSER) != 0)
 			die("child: unshare(CLONE_NEWUSER): %s", strerror(errno));
 		self_map(uid, gid);
@@ -227,8 +281,16 @@ int main(int argc, char **argv)
 		}
 		if (ipcnet)
 			make_ipcnet();
+		if (cg_procs >= 0) {
+			if (unshare(CLONE_NEWCGROUP) != 0)
+				die("child: unshare(CLONE_NEWCGROUP): %s", strerror(errno));
+			close(cg_procs);
+			cgns = 1;
+		}
 		if (mnt && unshare(CLONE_NEWNS) != 0)
 			die("child: unshare(CLONE_NEWNS): %s", strerror(errno));
+		if (time_ns && unshare(CLONE_NEWTIME) != 0)
+			die("child: unshare(CLONE_NEWTIME): %s", strerror(errno));
 		char map0[256];
 		get("/proc/self/uid_map", map0, sizeof map0);
 		unsigned long long caps0 = effective();
@@ -248,6 +310,10 @@ int main(int argc, char **argv)
 		nested(ms, uts, map0, caps0, g);
 	}
 	close(ready[1]);
+	if (cg_procs >= 0) {
+		close(cg_procs);
+		cg_procs = -1;
+	}
 	char b;
 	if (read(ready[0], &b, 1) != 1)
 		die("the child failed to start");

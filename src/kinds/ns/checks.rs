@@ -280,7 +280,8 @@ fn made_below_root(ckpt: &Checkpoint, kind: &str, inode: u64) -> bool {
 }
 
 /// The namespaces processes below the root made in ckpt's user namespace (those made
-/// in a user namespace of the tree's are UTS, IPC or network ones only), and the order in which a
+/// in a user namespace of the tree's are UTS, IPC, network or cgroup ones only,
+/// [`IN_TREE_USER`]), and the order in which a
 /// process that made a time namespace for its children forked them: restore forks
 /// them in the image's order and makes that namespace before the first child in it,
 /// so no child in its parent's own may come after one in it.
@@ -310,14 +311,22 @@ fn check_below_root(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
                 "namespace",
                 format!(
                     "process {} ({}) made the {} namespace {}:[{}] in the user namespace \
-                     user:[{}] of the tree's; only UTS, IPC and network namespaces made \
-                     in one are restored yet",
+                     user:[{}] of the tree's; only UTS, IPC, network and cgroup namespaces \
+                     made in one are restored yet{}",
                     maker.pid,
                     String::from_utf8_lossy(&maker.comm),
                     title(&ns.kind),
                     ns.kind,
                     ns.inode,
-                    u.inode
+                    u.inode,
+                    match ns.kind.as_str() {
+                        "time" => {
+                            " (a time namespace a process made for its children is owned by \
+                             the user namespace it was in then, and its stub, which must fork \
+                             its children with their PIDs, joins that one only afterwards)"
+                        }
+                        _ => "",
+                    }
                 ),
             );
         }

@@ -59,10 +59,14 @@ pub(crate) const MIXABLE: [&str; 7] = ["uts", "user", "ipc", "net", "cgroup", "t
 
 /// Of [`MIXABLE`], the kinds a process below the root may have made in a user namespace
 /// of the tree's (made beforehand owned by it, with their state, `kinds::userns::
-/// make_below`); the others only in ckpt's user namespace. (A cgroup namespace would
-/// need its maker moved into its root cgroups first; a time namespace is its maker's
-/// for its children, which a `setns` cannot give it without moving the maker in too.)
-pub(crate) const IN_TREE_USER: [&str; 4] = ["uts", "user", "ipc", "net"];
+/// make_below`: a cgroup namespace by a helper that moved into its root cgroups
+/// first); the others only in ckpt's user namespace. (A time namespace is its maker's
+/// for its children: the kernel gives a process one for its children apart from its
+/// own only through `unshare(CLONE_NEWTIME)`, owned by the user namespace it is in
+/// then, and `setns` would move the maker in too; the maker's stub joins its user
+/// namespace only at the credentials step, after it forked its children with their
+/// PIDs, which takes ckpt's privileges. A mount namespace: see `kinds::mnt::below`.)
+pub(crate) const IN_TREE_USER: [&str; 5] = ["uts", "user", "ipc", "net", "cgroup"];
 
 /// Kinds of a namespace made outside the tree that restore joins (`--join-ns`): those
 /// a thread of ckpt may join alone.

@@ -192,6 +192,8 @@ pub(crate) struct Below {
 pub(crate) fn make_below(
     ckpt: &Checkpoint,
     tree_user: Option<&std::os::fd::OwnedFd>,
+    cgroup_root: Option<&str>,
+    made_cgroups: &mut crate::kinds::cgroup::MadeCgroups,
 ) -> RestoreResult<Below> {
     let mut out = Below::default();
     let root_user = owned(ckpt).map(|n| n.inode);
@@ -247,11 +249,20 @@ pub(crate) fn make_below(
             .uts
             .as_ref()
             .map(|u| (u.hostname.as_slice(), u.domainname.as_slice()));
+        // A cgroup namespace is rooted where its maker is when it makes it: the
+        // helper moves into its root cgroups first (made when missing; `dirs` holds
+        // their hierarchies' descriptors open until then).
+        let dirs = match &ns.cgroup {
+            Some(c) => crate::kinds::cgroup::namespace_roots(&c.roots, cgroup_root, made_cgroups)?,
+            None => Vec::new(),
+        };
+        let targets = sys::cgroup::procs_targets(&dirs)?;
+        let kinds = [(ns.kind.as_str(), flag)];
         let made = match out.users.get(&user.inode) {
-            Some(f) => sys::userns::make_owned(f, &[(ns.kind.as_str(), flag)], names)?,
+            Some(f) => sys::userns::make_owned(f, &kinds, names, &targets)?,
             None => match tree_user {
                 Some(f) if Some(user.inode) == root_user => {
-                    sys::userns::make_owned(f, &[(ns.kind.as_str(), flag)], names)?
+                    sys::userns::make_owned(f, &kinds, names, &targets)?
                 }
                 _ => {
                     return Err(RestoreError::Stage(format!(

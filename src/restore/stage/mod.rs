@@ -94,7 +94,12 @@ pub(crate) fn stage(
     )?;
     // The namespaces processes below the root made in user namespaces of the tree's,
     // before any stub (see `kinds::userns`).
-    let below = crate::kinds::userns::make_below(&plan.ckpt, plan.userns.as_ref())?;
+    let below = crate::kinds::userns::make_below(
+        &plan.ckpt,
+        plan.userns.as_ref(),
+        plan.cgroup_root.as_deref(),
+        &mut cgroups,
+    )?;
     let forking_from = std::time::Instant::now();
     let ia32 = starts_ia32(procs, &root_stub);
     let mut stub = start_root(procs, root_stub, ia32)?;
