@@ -231,6 +231,18 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
         "killsafe.c",
         &["-pthread", "-mavx2", "-m32", "-DNO_ROOM"],
     ),
+    // tests/e2e_killgo.rs: a static program without libc (no rt_sigreturn nor
+    // `syscall; ret` of its own)
+    (
+        "bare",
+        "bare.c",
+        &[
+            "-ffreestanding",
+            "-nostdlib",
+            "-static",
+            "-fno-stack-protector",
+        ],
+    ),
     // tests/e2e_pipes.rs: pipes whose other end everybody closed, second descriptions
     ("halfpipe", "halfpipe.c", &[]),
     // tests/e2e_killrestore.rs: a tree with a TCP connection and a deleted file, whose

@@ -3,6 +3,7 @@
 pub(crate) mod attrs;
 pub(crate) mod creds;
 pub(crate) mod extpidns;
+pub(crate) mod padding;
 pub(crate) mod pidns;
 pub(crate) mod query;
 pub(crate) mod seccomp;

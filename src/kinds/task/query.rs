@@ -6,7 +6,7 @@
 //! them and owns the frames and the scratch area.
 
 use super::threads::FrozenThread;
-use super::{attrs, signals, timers};
+use super::{attrs, padding, signals, timers};
 use crate::arch::{self, native::nr, sigframe};
 use crate::error::{DumpError, DumpResult};
 use crate::kinds::unsupported;
@@ -452,6 +452,10 @@ struct Frames {
     at: Vec<u64>,
     /// Where each frame lies.
     place: Vec<Place>,
+    /// The instructions ckpt wrote into the padding after the task's code, for a task
+    /// that has none of its own ([`padding`]): removed again once every thread has its
+    /// own registers back.
+    patch: Option<padding::Patch>,
 }
 
 /// Where a thread's signal frame and the results of its queries lie.
@@ -579,7 +583,18 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
     let maps = procfs::maps(pid)?;
     let go = runs_go(&maps, mem);
     let abis = |abi| threads.iter().any(|t| t.orig_regs.abi() == abi);
-    let returns = find_returns(&maps, mem, (abis(arch::Abi::X86_64), abis(arch::Abi::Ia32)))?;
+    let mut returns = find_returns(&maps, mem, (abis(arch::Abi::X86_64), abis(arch::Abi::Ia32)))?;
+    // No `rt_sigreturn` or no `syscall; ret` for the x86-64 threads: ckpt's own, in the
+    // padding after the task's code (written below, once every thread has its place).
+    let patch = if abis(arch::Abi::X86_64) && returns.native.is_none() {
+        let Some(p) = padding::find(pid, &maps, mem) else {
+            return Ok(None);
+        };
+        returns.native = Some((p.syscall_ret(), p.sigreturn()));
+        Some(p)
+    } else {
+        None
+    };
     let mut slots = host_slots(&maps, threads, go).into_iter();
     let mut frames = Vec::new();
     let mut place = Vec::new();
@@ -641,15 +656,34 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
         }
     }
     // Nothing is written unless every thread has its place.
+    let undo = |patch: &Option<padding::Patch>| {
+        if let Some(p) = patch {
+            // Best effort: the gadgets are in padding no code reaches.
+            let _ = p.undo(mem);
+        }
+    };
+    if let Some(p) = &patch {
+        if p.apply(mem).is_err() {
+            undo(&patch);
+            return Ok(None);
+        }
+        sys::deferred::die_point("gadgets written");
+    }
     let mut at = Vec::new();
     for f in &frames {
         let zero = vec![0u8; FRAME_OUT_LEN as usize];
         if mem.write(f.at - FRAME_OUT_LEN, &zero).is_err() || mem.write(f.at, &f.bytes).is_err() {
+            undo(&patch);
             return Ok(None);
         }
         at.push(f.at);
     }
-    Ok(Some(Frames { returns, at, place }))
+    Ok(Some(Frames {
+        returns,
+        at,
+        place,
+        patch,
+    }))
 }
 
 /// The size of a slot for another thread's frame ([`Place::Hosted`]): a frame with the
@@ -764,7 +798,7 @@ fn framed_queries(
     fr: &Frames,
     ask: &Ask<'_>,
 ) -> DumpResult<(Injected, Vec<ThreadInjected>)> {
-    framed(threads, fr, |threads| {
+    framed(threads, mem, fr, |threads| {
         // The process's queries in its leader (`pid`, the first thread).
         let mut inj = fr.injector(&threads[0], fr.at[0])?;
         let out = (fr.at[0] - FRAME_OUT_LEN, FRAME_OUT_LEN as usize);
@@ -798,7 +832,7 @@ pub(crate) fn leader_calls<T>(
             format!("{why}: the process cannot take a signal frame for the calls"),
         ));
     };
-    framed(threads, &fr, |threads| {
+    framed(threads, mem, &fr, |threads| {
         let mut inj = fr.injector(&threads[0], fr.at[0])?;
         run(&mut inj)
     })
@@ -807,6 +841,7 @@ pub(crate) fn leader_calls<T>(
 /// Park every thread on its frame, run `run`, and put every thread back.
 fn framed<T>(
     threads: &mut [FrozenThread],
+    mem: &RemoteMem,
     fr: &Frames,
     run: impl FnOnce(&[FrozenThread]) -> DumpResult<T>,
 ) -> DumpResult<T> {
@@ -829,6 +864,11 @@ fn framed<T>(
         sys::deferred::die_point("mask back");
         ptrace::set_regs(t.tid, &arch::native::release_regs(&t.orig_regs))?;
         sys::deferred::die_point("registers back");
+    }
+    // No thread runs the gadgets any more: the padding gets its own bytes back.
+    if let Some(p) = &fr.patch {
+        p.undo(mem)?;
+        sys::deferred::die_point("gadgets removed");
     }
     // Better: back to the interrupt stop, where the kernel decides alone how the thread
     // runs on (see FrozenThread::park): a call interrupted by a signal that arrived
