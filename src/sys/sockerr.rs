@@ -156,7 +156,7 @@ pub fn program(l: &Layout, map_fd: i32) -> Vec<Insn> {
 }
 
 /// The program's layout on this kernel.
-fn layout(b: &Btf) -> std::result::Result<Layout, String> {
+pub(super) fn layout(b: &Btf) -> std::result::Result<Layout, String> {
     let off = |s: &str, m: &str| -> std::result::Result<i16, String> {
         let o = b.offset_of(s, m).map_err(|e| e.to_string())?;
         i16::try_from(o).map_err(|_| format!("{s}.{m} is too far for a BPF load"))

@@ -439,6 +439,7 @@ mod tests {
                 ints,
                 ..TcpOpts::default()
             })),
+            queue: Vec::new(),
         }
     }
 
