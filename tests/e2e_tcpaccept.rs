@@ -3,8 +3,8 @@
 //! accepted any, dumped and restored, then accepting them in the original queue order
 //! (which is not the children's order), each client getting its reply; over IPv4 and
 //! IPv6; with `--leave-running` (the original accepts them all afterwards); and the
-//! refusals: a client outside the tree, and one that already sent data (both leave the
-//! tree running). The restored tree is compared with the original through the state
+//! failures: a dump whose queue reader fails and a client outside the tree are refused
+//! (the tree runs on), restores failing after the handshakes leave nothing. The restored tree is compared with the original through the state
 //! oracle, which reads the listener's accept queue length from sock_diag.
 //!
 //! Needs root. Run with cargo-nextest, one process per test (see README.md).
@@ -61,13 +61,42 @@ fn accepts_in_order(p: &mut Proc, name: &str) {
     }
 }
 
-/// Dumped with its queue, restored, compared, then it accepts them in order.
+/// Dumped with its queue (after a dump whose queue reader fails, which refuses and
+/// leaves the tree running), restores failing after the first handshake and after
+/// every connection is made leaving nothing, restored, compared, then it accepts them
+/// in order.
 fn queued_restored(name: &str, fam: &str) {
     let ctx = Ctx::new(name);
     let t = server(&ctx, fam);
     let pid = t.pid;
     let before = Snapshot::at_rest(pid, name);
     let img = ctx.path("queued.img");
+    let f = ctx
+        .spawn(
+            &Spec::new(ckpt_bin())
+                .arg("dump")
+                .arg(pid.to_string())
+                .arg("-o")
+                .arg(&img)
+                .env("CKPT_FAULT", "read a TCP accept queue"),
+        )
+        .finish();
+    let stderr = text(&f.stderr);
+    assert_eq!(f.status.code(), Some(1), "{name}: {stderr}");
+    for what in ["descriptor 3", "waiting to be accepted", "injected fault"] {
+        assert!(stderr.contains(what), "{name}: no {what:?} in: {stderr}");
+    }
+    assert!(!img.exists(), "{name}: a refused dump left an image");
+    assert_running_untraced(pid, name);
+    let still = Snapshot::at_rest(pid, name);
+    oracle::assert_same_kernel_state(
+        name,
+        &format!("{name}: after the refused dump"),
+        Cmp::LeftRunning,
+        &before,
+        &still,
+        &[],
+    );
     ctx.dump(pid, &img);
     let mut t = t;
     t.expect_killed();
@@ -79,6 +108,9 @@ fn queued_restored(name: &str, fam: &str) {
         3,
         "{name}: the image should hold the three waiting clients: {inspect}"
     );
+    for step in ["connect to its listener", "take TCP socket"] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], step, &before.pids, &[]);
+    }
     let (mut r, after) = restore_until_up(&ctx, &img, &before, pid, name);
     oracle::assert_same_kernel_state(
         name,
