@@ -116,14 +116,7 @@ pub fn program(l: &super::sockerr::Layout, map_fd: i32) -> Vec<Insn> {
         mov_imm(R0, 0),
         exit(),
     ]);
-    // Every NULL check jumps to the final `r0 = 0; exit`.
-    let end = p.len() - 2;
-    for (n, i) in p.iter_mut().enumerate() {
-        if i.code == 0x15 && i.off == 0 {
-            i.off = (end - n - 1) as i16;
-        }
-    }
-    p
+    super::sockerr::nulls_to_end(p)
 }
 
 /// The address of the `struct sock` of socket inode `ino`, a descriptor of `pid`.
@@ -259,30 +252,8 @@ mod tests {
     /// Every NULL check of the program lands on its final `r0 = 0; exit`.
     #[test]
     fn the_programs_null_checks_go_to_its_end() {
-        let l = super::super::sockerr::Layout {
-            ctx_file: 24,
-            ctx_meta: 0,
-            meta_seq: 0,
-            file_inode: 32,
-            inode_ino: 64,
-            socket_state: 0,
-            socket_sk: 24,
-            sk_err: 100,
-            sk_err_soft: 104,
-            sk_flags: 200,
-            sk_state: 18,
-            sk_shutdown: 300,
-        };
-        let p = program(&l, 3);
-        assert_eq!(p.last().map(|i| i.code), Some(0x95));
-        let mut checks = 0;
-        for (n, i) in p.iter().enumerate() {
-            if i.code == 0x15 {
-                checks += 1;
-                assert_eq!(n as i64 + 1 + i64::from(i.off), p.len() as i64 - 2);
-            }
-        }
-        assert_eq!(checks, 5);
+        use super::super::sockerr::tests::{assert_nulls_go_to_end, test_layout};
+        assert_nulls_go_to_end(&program(&test_layout(), 3), 5);
     }
 
     /// Where this kernel has it (root, BTF): three connections waiting, in the order
