@@ -268,7 +268,8 @@ fn tcp_listener_with_connections_waiting_to_be_accepted_is_refused_and_runs_on()
         .assert_stderr_mentions(&[
             "descriptor 3",
             &format!("TCP listener on 127.0.0.1:{port}"),
-            "2 connections waiting to be accepted",
+            "a connection waiting to be accepted from 127.0.0.1:",
+            "holds 5 bytes its client sent",
         ]);
     assert!(!img.exists(), "{name}: a refused dump left an image");
     assert_running_untraced(t.pid, name);

@@ -346,6 +346,25 @@ pub enum FdKind {
         /// Options set on it (none in images made before they were recorded).
         #[serde(default)]
         opts: Option<Box<TcpOpts>>,
+        /// The connections waiting in its accept queue, in the order accept() takes
+        /// them, each from a client of the tree ([`FdKind::TcpQueued`]); empty in
+        /// images made before they were kept.
+        #[serde(default)]
+        queue: Vec<TcpWaiting>,
+    },
+    /// The client end of a connection waiting in the accept queue of a listener of
+    /// the tree ([`TcpWaiting`]): made again by a real handshake with the restored
+    /// listener (both ends are the tree's: the sequence numbers are new), not in
+    /// repair mode. `conn` is the client as repair mode showed it at dump (options,
+    /// addresses, state); its queues were empty.
+    TcpQueued {
+        conn: Box<TcpState>,
+        /// The listener's descriptor: process and number (the record that is not a
+        /// shared one), and this connection's place in its queue.
+        listener_pid: i32,
+        listener_fd: i32,
+        pos: u32,
+        flags: u32,
     },
     /// An established TCP connection, restored with TCP_REPAIR.
     TcpConn { conn: Box<TcpState>, flags: u32 },
@@ -680,6 +699,20 @@ pub struct InotifyWatch {
     /// sets the watch on; `None` otherwise (older images too).
     #[serde(default)]
     pub deleted: Option<u64>,
+}
+
+/// A connection waiting in a TCP listener's accept queue ([`FdKind::TcpListen`]),
+/// read at dump without taking it (`sys::tcpqueue`). Its client is a descriptor of the
+/// tree ([`FdKind::TcpQueued`]); the listener's side had nothing to read.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct TcpWaiting {
+    /// Raw socket addresses of the listener's side and of the client.
+    #[serde(with = "serde_bytes")]
+    pub local: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub peer: Vec<u8>,
+    /// The client had shut down writing: its FIN came (CLOSE_WAIT on this side).
+    pub fin: bool,
 }
 
 /// An established TCP connection as TCP repair mode shows it.

@@ -30,6 +30,7 @@ pub(crate) mod seqpacket;
 pub(crate) mod sockdiag;
 pub(crate) mod sockerr;
 pub(crate) mod tcp;
+pub(crate) mod tcpqueue;
 pub(crate) mod tmpfile;
 pub(crate) mod transient;
 pub(crate) mod tty;

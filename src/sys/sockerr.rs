@@ -145,7 +145,12 @@ pub fn program(l: &Layout, map_fd: i32) -> Vec<Insn> {
         mov_imm(R0, 0),
         exit(),
     ]);
-    // Every NULL check jumps to the final `r0 = 0; exit`.
+    nulls_to_end(p)
+}
+
+/// Program `p` with every NULL check (a `jeq 0` left with offset 0) jumping to its
+/// final `r0 = 0; exit`. (Also `sys::tcpqueue`'s program.)
+pub(super) fn nulls_to_end(mut p: Vec<Insn>) -> Vec<Insn> {
     let end = p.len() - 2;
     for (n, i) in p.iter_mut().enumerate() {
         if i.code == 0x15 && i.off == 0 {
@@ -156,7 +161,7 @@ pub fn program(l: &Layout, map_fd: i32) -> Vec<Insn> {
 }
 
 /// The program's layout on this kernel.
-fn layout(b: &Btf) -> std::result::Result<Layout, String> {
+pub(super) fn layout(b: &Btf) -> std::result::Result<Layout, String> {
     let off = |s: &str, m: &str| -> std::result::Result<i16, String> {
         let o = b.offset_of(s, m).map_err(|e| e.to_string())?;
         i16::try_from(o).map_err(|_| format!("{s}.{m} is too far for a BPF load"))
@@ -221,13 +226,12 @@ fn run(prog: &OwnedFd, pid: i32) -> Result<BTreeMap<u64, Record>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    /// Every NULL check of the program lands on its final `r0 = 0; exit`.
-    #[test]
-    fn the_programs_null_checks_go_to_its_end() {
-        let l = Layout {
+    /// A layout for the programs' tests (any offsets do).
+    pub(in crate::sys) fn test_layout() -> Layout {
+        Layout {
             ctx_file: 24,
             ctx_meta: 0,
             meta_seq: 0,
@@ -240,17 +244,27 @@ mod tests {
             sk_flags: 200,
             sk_state: 18,
             sk_shutdown: 300,
-        };
-        let p = program(&l, 3);
+        }
+    }
+
+    /// Program `p` ends by exit, and its `checks` NULL checks land on its final
+    /// `r0 = 0; exit`.
+    pub(in crate::sys) fn assert_nulls_go_to_end(p: &[Insn], checks: usize) {
         assert_eq!(p.last().map(|i| i.code), Some(0x95));
-        let mut checks = 0;
+        let mut seen = 0;
         for (n, i) in p.iter().enumerate() {
             if i.code == 0x15 {
-                checks += 1;
+                seen += 1;
                 assert_eq!(n as i64 + 1 + i64::from(i.off), p.len() as i64 - 2);
             }
         }
-        assert_eq!(checks, 5);
+        assert_eq!(seen, checks);
+    }
+
+    /// Every NULL check of the program lands on its final `r0 = 0; exit`.
+    #[test]
+    fn the_programs_null_checks_go_to_its_end() {
+        assert_nulls_go_to_end(&program(&test_layout(), 3), 5);
     }
 
     /// Where this kernel has it: a TCP socket reset by its peer shows ECONNRESET to the

@@ -630,6 +630,22 @@ pub fn repair_off(fd: &OwnedFd) {
     let _ = setsockopt_u32(fd, libc::SOL_TCP, libc::TCP_REPAIR, 0);
 }
 
+/// TCP_REPAIR_OFF_NO_WP (include/uapi/linux/tcp.h).
+const TCP_REPAIR_OFF_NO_WP: i32 = -1;
+
+/// Take a socket a dump read out of repair mode without the window probe the plain
+/// way sends: nothing of it changed, so the peer has nothing to learn, and the probe
+/// would change the socket (a connection that never sent has its segment size set
+/// by the probe's send).
+pub fn repair_off_quiet(fd: &OwnedFd) {
+    let _ = setsockopt_u32(
+        fd,
+        libc::SOL_TCP,
+        libc::TCP_REPAIR,
+        TCP_REPAIR_OFF_NO_WP as u32,
+    );
+}
+
 /// Whether a TCP socket of `family` (IPV6_V6ONLY as `v6only`) could bind `addr` here
 /// now (`Err`: why not).
 pub fn try_bind(family: i32, addr: std::net::SocketAddr, v6only: bool) -> std::io::Result<()> {

@@ -185,6 +185,9 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("packetsock", "packetsock.c", &[]),
     // tests/e2e_tcphalf.rs: TCP connections closed on one side or both, with a peer
     ("tcphalf", "tcphalf.c", &[]),
+    // tests/e2e_tcpaccept.rs: a TCP listener with connections from its own children
+    // waiting to be accepted
+    ("tcpaccept", "tcpaccept.c", &[]),
     // tests/e2e_tcpended.rs: TCP sockets whose connection ended (reset, error read)
     ("tcpended", "tcpended.c", &[]),
     // tests/e2e_mapfile.rs: mapped memfds and mapped deleted files

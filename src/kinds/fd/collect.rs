@@ -298,6 +298,7 @@ pub(crate) fn link_shared_fds(procs: &mut [Process]) -> DumpResult<()> {
             FdKind::UnixListen { .. } => Some((2, 4, 0)),
             FdKind::TcpListen { .. } => Some((2, 5, 0)),
             FdKind::TcpConn { .. } => Some((2, 6, 0)),
+            FdKind::TcpQueued { .. } => Some((2, 7, 0)),
             FdKind::Inotify { .. } => Some((2, 7, 0)),
             FdKind::Udp { .. } => Some((2, 8, 0)),
             FdKind::UnixDgram { .. } => Some((2, 9, 0)),
@@ -384,6 +385,7 @@ pub(crate) fn resolve_sockets(
         r?;
     }
     super::belownet::check_peers(procs, &below)?;
+    tcp::resolve_queued(procs)?;
     Ok(unix.pairs)
 }
 

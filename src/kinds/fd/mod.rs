@@ -203,6 +203,16 @@ pub(crate) fn check_sockets(
                         f.fd, q.pid
                     ),
                 ),
+                FdKind::TcpQueued { .. } if !tcp::queued_ok(procs, f) => check::p(
+                    problems,
+                    "malformed",
+                    format!(
+                        "descriptor {} of process {} is a TCP connection waiting to be \
+                         accepted that its listener's queue does not hold, or in a state \
+                         restore cannot make",
+                        f.fd, q.pid
+                    ),
+                ),
                 FdKind::TcpConn { conn, .. } if !tcp::conn_state_ok(conn) => check::p(
                     problems,
                     "malformed",
@@ -419,6 +429,7 @@ pub(crate) fn check_fd(
         FdKind::Memfd { .. }
         | FdKind::TcpListen { .. }
         | FdKind::TcpConn { .. }
+        | FdKind::TcpQueued { .. }
         | FdKind::Udp { .. } => {}
         FdKind::Inherited { .. }
         | FdKind::Pty { .. }
@@ -459,6 +470,7 @@ pub(crate) fn describe(ckpt: &Checkpoint, f: &Fd) -> String {
         FdKind::SignalFd { mask, .. } => anon::describe_signalfd(*mask),
         FdKind::TcpListen { addr, backlog, .. } => tcp::describe_listen(addr, *backlog),
         FdKind::TcpConn { conn, .. } => tcp::describe_conn(conn),
+        FdKind::TcpQueued { conn, pos, .. } => tcp::describe_queued(conn, *pos),
         FdKind::TcpUnconnected { sock, .. } => tcp::describe_unconn(sock),
         FdKind::Netlink { sock, .. } => netlink::describe(sock),
         FdKind::InetRaw { sock, .. } => inetraw::describe(sock),
@@ -785,6 +797,7 @@ pub(crate) fn restore_inode_owner(cx: &mut Ctx<'_>, f: &Fd) -> RestoreResult<()>
             | FdKind::UnixDgram { .. }
             | FdKind::TcpListen { .. }
             | FdKind::TcpConn { .. }
+            | FdKind::TcpQueued { .. }
             | FdKind::TcpUnconnected { .. }
             | FdKind::Netlink { .. }
             | FdKind::InetRaw { .. }
@@ -934,6 +947,17 @@ fn restore_fd(
                 &files.held,
             )
         }
+        FdKind::TcpListen { flags, .. } | FdKind::TcpQueued { flags, .. }
+            if tcp::take_queued(cx, f, *flags, holders)? =>
+        {
+            Ok(())
+        }
+        FdKind::TcpQueued { conn, .. } => Err(RestoreError::Malformed(format!(
+            "descriptor {}: no listener of the image made its connection {} -> {}",
+            f.fd,
+            tcp::show_inet(&conn.local),
+            tcp::show_inet(&conn.peer)
+        ))),
         FdKind::TcpListen {
             family,
             addr,
@@ -942,6 +966,7 @@ fn restore_fd(
             v6only,
             flags,
             opts,
+            ..
         } => {
             let n = tcp::create_tcp_listener(
                 cx,

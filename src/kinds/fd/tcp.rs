@@ -28,11 +28,11 @@ impl RepairGuard {
     }
 }
 
-/// Take a socket the dump read out of repair mode, with the SO_REUSEADDR it had (the
-/// kernel clears it when repair mode ends; an accepted connection inherits its
-/// listener's).
+/// Take a socket the dump read out of repair mode (sending nothing), with the
+/// SO_REUSEADDR it had (the kernel clears it when repair mode ends; an accepted
+/// connection inherits its listener's).
 pub(crate) fn leave_repair(fd: &std::os::fd::OwnedFd, reuseaddr: bool) {
-    sys::tcp::repair_off(fd);
+    sys::tcp::repair_off_quiet(fd);
     if reuseaddr {
         let _ = sys::tcp::setsockopt_u32(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
     }
@@ -81,29 +81,15 @@ pub(crate) fn collect_inet(
             v6only,
         } => {
             // Repair mode rebuilds a connection on its own, never inside a listener's
-            // queue, and a connection made again by a handshake would not have the
-            // sequence numbers its client holds: accept() could not return them.
+            // queue: a waiting connection is made again by a handshake, which only a
+            // client of the tree can make (its sequence numbers are new), with nothing
+            // sent yet to be read on the listener's side (`accept_queue`).
             let half_open = sys::sockdiag::tcp_half_open(family, &addr)?;
-            if pending != 0 || half_open != 0 {
-                let n = |k: u32, what: &str| match k {
-                    0 => None,
-                    1 => Some(format!("1 connection {what}")),
-                    k => Some(format!("{k} connections {what}")),
-                };
-                let counts: Vec<String> = [
-                    n(pending, "waiting to be accepted"),
-                    n(half_open, "still in their handshake"),
-                ]
-                .into_iter()
-                .flatten()
-                .collect();
-                return Err(refuse(&format!(
-                    "the TCP listener on {} has {}: restore cannot put connections back \
-                     into a listener's queue (the program must accept them first)",
-                    show_inet(&addr),
-                    counts.join(" and ")
-                )));
-            }
+            let queue = if pending != 0 || half_open != 0 {
+                accept_queue(pid, &dup, &addr, pending, half_open, refuse)?
+            } else {
+                Vec::new()
+            };
             f.kind = FdKind::TcpListen {
                 family,
                 addr,
@@ -112,6 +98,7 @@ pub(crate) fn collect_inet(
                 v6only,
                 flags,
                 opts: Some(Box::new(opts(family)?)),
+                queue,
             };
         }
         sys::tcp::TcpSock::Unconnected {
@@ -180,6 +167,184 @@ pub(crate) fn collect_inet(
             {
                 udp::collect(f, flags, &dup, refuse)?
             }
+        }
+    }
+    Ok(())
+}
+
+/// The connections waiting in the accept queue of listener `dup` (on `addr`, of process
+/// `pid`), read without taking them ([`sys::tcpqueue`]), as the image keeps them; their
+/// clients are matched with the tree's descriptors afterwards ([`resolve_queued`]).
+/// Refused: connections still in their handshake (SYN_RECV: a request, no socket yet),
+/// a queue the reader cannot read here, and a connection whose listener's side holds
+/// bytes its client sent (the reader does not read a TCP receive queue yet: its data
+/// sits in memory pages).
+fn accept_queue(
+    pid: i32,
+    dup: &std::os::fd::OwnedFd,
+    addr: &[u8],
+    pending: u32,
+    half_open: u32,
+    refuse: &dyn Fn(&str) -> DumpError,
+) -> DumpResult<Vec<crate::model::TcpWaiting>> {
+    let listener = format!("the TCP listener on {}", show_inet(addr));
+    if half_open != 0 {
+        return Err(refuse(&format!(
+            "{listener} with {} still in their handshake (SYN_RECV: the kernel holds a \
+             request, not a socket, until the client's ACK): restore cannot make one \
+             again; not restored yet",
+            count(half_open)
+        )));
+    }
+    let ino = rustix::fs::fstat(dup)
+        .map_err(|x| refuse(&format!("fstat of {listener}: {x}")))?
+        .st_ino;
+    let read = crate::error::fault_point("dump: read a TCP accept queue")
+        .map_err(|x| x.to_string())
+        .and_then(|()| sys::tcpqueue::accept_queue(pid, ino, pending));
+    let queue = read.map_err(|why| {
+        refuse(&format!(
+            "{listener} with {} waiting to be accepted: the accept queue cannot be read \
+             here without taking them ({why})",
+            count(pending)
+        ))
+    })?;
+    let mut out = Vec::with_capacity(queue.len());
+    for w in queue {
+        if w.unread != 0 {
+            return Err(refuse(&format!(
+                "{listener} with a connection waiting to be accepted from {} that holds {} \
+                 bytes its client sent: ckpt cannot read them without accepting it (they \
+                 sit in memory pages); not restored yet",
+                show_inet(&w.peer),
+                w.unread
+            )));
+        }
+        if !matches!(
+            w.state,
+            sys::tcp::TCP_ESTABLISHED | sys::tcp::TCP_CLOSE_WAIT
+        ) {
+            return Err(refuse(&format!(
+                "{listener} with a connection waiting to be accepted from {} in state {}: \
+                 restore makes them only ESTABLISHED or CLOSE_WAIT",
+                show_inet(&w.peer),
+                state_name(w.state)
+            )));
+        }
+        out.push(crate::model::TcpWaiting {
+            local: w.local,
+            peer: w.peer,
+            fin: w.state == sys::tcp::TCP_CLOSE_WAIT,
+        });
+    }
+    Ok(out)
+}
+
+/// "1 connection", "N connections".
+fn count(n: u32) -> String {
+    if n == 1 {
+        "1 connection".into()
+    } else {
+        format!("{n} connections")
+    }
+}
+
+/// Whether raw addresses `a` and `b` name the same endpoint (an IPv4-mapped IPv6 one
+/// is its IPv4 address: a dual-stack listener's side shows its IPv4 client so).
+fn same_endpoint(a: &[u8], b: &[u8]) -> bool {
+    let canon = |x: &[u8]| inet_addr(x).map(|s| (s.ip().to_canonical(), s.port()));
+    canon(a).is_some() && canon(a) == canon(b)
+}
+
+/// The clients of the connections waiting in the tree's TCP listeners' queues, once
+/// every descriptor of the tree is read: each must be a connection of the tree, from
+/// the waiting connection's client address to its listener's side, with nothing
+/// unsent or unread and its FIN sent (FIN_WAIT2) exactly when the listener's side got
+/// one; it becomes a [`FdKind::TcpQueued`] naming its listener and place. A client
+/// outside the tree is refused, naming it: restore cannot put a connection into a
+/// listener's queue, and a handshake made again by ckpt would not have the sequence
+/// numbers that client holds.
+pub(crate) fn resolve_queued(procs: &mut [crate::model::Process]) -> DumpResult<()> {
+    let mut waiting = Vec::new();
+    for p in procs.iter() {
+        for f in p.fds.iter().filter(|f| f.shared_with.is_none()) {
+            if let FdKind::TcpListen { addr, queue, .. } = &f.kind {
+                for (pos, w) in queue.iter().enumerate() {
+                    waiting.push((p.pid, f.fd, addr.clone(), pos as u32, w.clone()));
+                }
+            }
+        }
+    }
+    for (lpid, lfd, addr, pos, w) in waiting {
+        let listener = format!(
+            "file descriptor {lfd} is the TCP listener on {} with a connection waiting to \
+             be accepted from {}",
+            show_inet(&addr),
+            show_inet(&w.peer)
+        );
+        // Every descriptor of it (a client socket a fork shares is read once per
+        // process; `link_shared_fds` links them afterwards). A second descriptor of the
+        // listener (a fork's too) finds them made already.
+        let ends = |k: &FdKind| match k {
+            FdKind::TcpConn { conn, .. } | FdKind::TcpQueued { conn, .. } => {
+                same_endpoint(&conn.local, &w.peer) && same_endpoint(&conn.peer, &w.local)
+            }
+            _ => false,
+        };
+        let mut found = false;
+        for p in procs.iter_mut() {
+            let cpid = p.pid;
+            for f in p.fds.iter_mut().filter(|f| ends(&f.kind)) {
+                found = true;
+                let FdKind::TcpConn { conn, flags } = &f.kind else {
+                    continue;
+                };
+                let want = if w.fin {
+                    sys::tcp::TCP_FIN_WAIT2
+                } else {
+                    sys::tcp::TCP_ESTABLISHED
+                };
+                if conn.state != want
+                    || !conn.sndq.is_empty()
+                    || !conn.rcvq.is_empty()
+                    || conn.rd_shut
+                {
+                    return Err(crate::kinds::unsupported(
+                        cpid,
+                        format!(
+                            "file descriptor {} is the client ({}) of a connection waiting to \
+                             be accepted by the TCP listener on {} (process {lpid}), in state \
+                             {} with {} bytes unsent and {} unread: restore makes such a \
+                             client only ESTABLISHED, or FIN_WAIT2 after shutting down \
+                             writing, with nothing queued; not restored yet",
+                            f.fd,
+                            show_inet(&conn.local),
+                            show_inet(&addr),
+                            state_name(conn.state),
+                            conn.sndq.len(),
+                            conn.rcvq.len()
+                        ),
+                    ));
+                }
+                f.kind = FdKind::TcpQueued {
+                    conn: conn.clone(),
+                    listener_pid: lpid,
+                    listener_fd: lfd,
+                    pos,
+                    flags: *flags,
+                };
+            }
+        }
+        if !found {
+            return Err(crate::kinds::unsupported(
+                lpid,
+                format!(
+                    "{listener}, a client outside the dumped tree: restore cannot put a \
+                     connection back into a listener's queue, and one made again by a \
+                     handshake would not have the sequence numbers that client holds (the \
+                     program must accept it first, or dump its client with it)"
+                ),
+            ));
         }
     }
     Ok(())
@@ -1018,6 +1183,258 @@ pub(crate) fn create_tcp_listener(
     cx.bind("bind TCP listener", n, &SockAddr::Raw(addr))?;
     cx.listen("listen", n, backlog)?;
     Ok(n)
+}
+
+/// The holders' key of the listener with waiting connections at descriptor `fd` of
+/// process `pid` (kind 2), or of the client at `fd` of `pid` (kind 3).
+fn queued_key(kind: u8, pid: i32, fd: i32) -> (u8, u64) {
+    (kind, u64::from(pid as u32) << 32 | u64::from(fd as u32))
+}
+
+/// The tree's listeners with connections waiting to be accepted, and those connections,
+/// made before any process's own descriptors (`restore_fds`), in each listener's
+/// process: the listener first, then each waiting connection's client in queue order,
+/// by a real handshake from the client's address ([`create_tcp_unconnected`] with the
+/// listener as the peer), its FIN after it where it had shut down writing, so that the
+/// kernel queues them as they were (accept returns them in that order; sock_diag shows
+/// the listener's count). Each stays at a temporary descriptor of the listener's
+/// process (in `holders`, dropped with the others' by `close_holders`) until its own
+/// descriptor takes it ([`take_queued`]). The sequence numbers are new: both ends are
+/// the tree's, and the listener's side had nothing to read.
+pub(crate) fn create_queued(
+    ctxs: &mut [Ctx<'_>],
+    ckpt: &crate::model::Checkpoint,
+    holders: &mut super::PipeHolders,
+) -> RestoreResult<()> {
+    for cx in ctxs.iter_mut().filter(|c| !c.proc_.is_zombie()) {
+        let p = cx.proc_;
+        for f in p.fds.iter().filter(|f| f.shared_with.is_none()) {
+            let FdKind::TcpListen {
+                family,
+                addr,
+                backlog,
+                reuseaddr,
+                v6only,
+                opts,
+                queue,
+                ..
+            } = &f.kind
+            else {
+                continue;
+            };
+            if queue.is_empty() {
+                continue;
+            }
+            let mut clients: Vec<(&crate::model::Process, &crate::model::Fd, u32)> = ckpt
+                .processes
+                .iter()
+                .flat_map(|q| q.fds.iter().map(move |g| (q, g)))
+                .filter(|(_, g)| g.shared_with.is_none())
+                .filter_map(|(q, g)| match &g.kind {
+                    FdKind::TcpQueued {
+                        listener_pid,
+                        listener_fd,
+                        pos,
+                        ..
+                    } if *listener_pid == p.pid && *listener_fd == f.fd => Some((q, g, *pos)),
+                    _ => None,
+                })
+                .collect();
+            clients.sort_by_key(|c| c.2);
+            let n = create_tcp_listener(
+                cx,
+                *family,
+                addr,
+                *backlog,
+                *reuseaddr,
+                *v6only,
+                opts.as_deref(),
+            )?;
+            park(cx, holders, queued_key(2, p.pid, f.fd), n)?;
+            for (pos, (q, g, at)) in clients.into_iter().enumerate() {
+                let (FdKind::TcpQueued { conn, .. }, Some(w)) = (&g.kind, queue.get(pos)) else {
+                    continue;
+                };
+                if at as usize != pos {
+                    return Err(crate::error::RestoreError::Malformed(format!(
+                        "the TCP listener on {} has no client for place {pos} of its queue",
+                        show_inet(addr)
+                    )));
+                }
+                let c = connect_queued(cx, conn, w.fin)?;
+                park(cx, holders, queued_key(3, q.pid, g.fd), c)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keep descriptor `n` of `cx`'s process at a temporary number, as `holders[key]`.
+fn park(
+    cx: &mut Ctx<'_>,
+    holders: &mut super::PipeHolders,
+    key: (u8, u64),
+    n: u64,
+) -> RestoreResult<()> {
+    let pid = cx.proc_.pid;
+    let k = holders.values().filter(|h| h.0 == pid).count() as u64;
+    let tmp = super::pipe_tmp_base(cx.proc_) + 2 * k;
+    let t = cx.dup_above(n, tmp)?;
+    cx.close(n)?;
+    holders.insert(key, (pid, t, t));
+    Ok(())
+}
+
+/// The client of a waiting connection (`c`, as dumped), connected for real to its
+/// listener, which exists: options and address as [`create_tcp_unconnected`] gives a
+/// connecting socket (its port bound in repair mode), then the handshake waited for, then its FIN (`fin`) waited for
+/// until acknowledged (FIN_WAIT2), then the options repair mode had shown.
+fn connect_queued(cx: &mut Ctx<'_>, c: &crate::model::TcpState, fin: bool) -> RestoreResult<u64> {
+    let fail = |what: String| {
+        crate::error::RestoreError::Stage(format!(
+            "TCP connection {} -> {} waiting to be accepted: {what}",
+            show_inet(&c.local),
+            show_inet(&c.peer)
+        ))
+    };
+    check_sockaddr(c.family, &c.local)?;
+    check_sockaddr(c.family, &c.peer)?;
+    let n = cx.socket(
+        "socket(TCP)",
+        c.family,
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        0,
+    )?;
+    let lock = c.buf_lock;
+    let sizes = SockOpts {
+        sndbuf: if lock & 1 != 0 { c.sndbuf } else { 0 },
+        rcvbuf: if lock & 2 != 0 { c.rcvbuf } else { 0 },
+        passcred: false,
+        reuseaddr: false,
+        reuseport: false,
+        buf_lock: Some(lock),
+    };
+    super::set_sock_opts(cx, n, &sizes)?;
+    if let Some(v6only) = c.v6only {
+        cx.setsockopt(n, &SockOpt::V6Only(v6only))?;
+    }
+    if let Some(o) = &c.opts {
+        set_tcp_opts(cx, n, o)?;
+    }
+    // Its port, bound in repair mode, which forces it: a copy restored next to its
+    // original finds the port in TIME_WAIT there (the connect then reuses it as the
+    // kernel allows, on loopback). An IPv6 socket that is not IPv6-only is bound to
+    // its port alone (see `connect_again`).
+    let by_route = c.v6only == Some(false) && v6_not_mapped(&c.local);
+    let mut local = c.local.clone();
+    if by_route {
+        if let Some(a) = local.get_mut(8..24) {
+            a.fill(0);
+        }
+    }
+    cx.setsockopt(n, &SockOpt::TcpRepair(true))?;
+    cx.bind("bind TCP socket (repair)", n, &SockAddr::Raw(&local))?;
+    cx.setsockopt(n, &SockOpt::TcpRepair(false))?;
+    if c.reuseaddr {
+        cx.setsockopt(n, &SockOpt::ReuseAddr)?;
+    }
+    cx.connect_started("connect to its listener", n, &SockAddr::Raw(&c.peer))?;
+    if by_route {
+        check_sock_addr(cx, n, &c.local, &c.peer)?;
+    }
+    let Some(pid) = cx.live_pid() else {
+        return Ok(n);
+    };
+    let s = sys::process::steal_fd(pid, n as i32)
+        .map_err(|x| fail(format!("cannot reach the restored socket: {x}")))?;
+    wait_state(&s, sys::tcp::TCP_ESTABLISHED).map_err(fail)?;
+    if fin {
+        cx.shutdown(n, libc::SHUT_WR)?;
+        wait_state(&s, sys::tcp::TCP_FIN_WAIT2).map_err(fail)?;
+    }
+    for (on, level, opt) in [
+        (c.nodelay, libc::SOL_TCP, libc::TCP_NODELAY),
+        (c.keepalive, libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+    ] {
+        if on {
+            cx.setsockopt(n, &SockOpt::Int(level, opt, 1))?;
+        }
+    }
+    Ok(n)
+}
+
+/// Descriptor `f` of `cx`'s process, a listener or a client [`create_queued`] made,
+/// taken from where it waits: `false` if it made none for `f`.
+pub(crate) fn take_queued(
+    cx: &mut Ctx<'_>,
+    f: &crate::model::Fd,
+    flags: u32,
+    holders: &super::PipeHolders,
+) -> RestoreResult<bool> {
+    let kind = match f.kind {
+        FdKind::TcpListen { .. } => 2,
+        FdKind::TcpQueued { .. } => 3,
+        _ => return Ok(false),
+    };
+    let Some(&(holder, t, _)) = holders.get(&queued_key(kind, cx.proc_.pid, f.fd)) else {
+        return Ok(false);
+    };
+    if holder == cx.proc_.pid {
+        cx.dup3(t, f.fd as u64, f.cloexec)?;
+    } else {
+        let what = format!("take TCP socket {t} of process {holder}");
+        let n = crate::remote::take_remote_fd(cx, holder, t, &what)?;
+        crate::remote::move_fd(cx, n, f.fd, f.cloexec)?;
+    }
+    crate::remote::set_status_flags(cx, f.fd, flags)?;
+    Ok(true)
+}
+
+/// What `inspect` says of the client of a connection waiting to be accepted.
+pub(crate) fn describe_queued(conn: &crate::model::TcpState, pos: u32) -> String {
+    format!(
+        "TCP connection {} -> {} waiting to be accepted (place {} of the listener's queue{})",
+        show_inet(&conn.local),
+        show_inet(&conn.peer),
+        pos + 1,
+        if conn.state == sys::tcp::TCP_FIN_WAIT2 {
+            ", shut down for writing"
+        } else {
+            ""
+        }
+    )
+}
+
+/// A client of a waiting connection whose listener, a descriptor of the image, keeps
+/// its place in its queue, with options restore can set.
+pub(crate) fn queued_ok(procs: &[crate::model::Process], f: &crate::model::Fd) -> bool {
+    let FdKind::TcpQueued {
+        conn,
+        listener_pid,
+        listener_fd,
+        pos,
+        ..
+    } = &f.kind
+    else {
+        return true;
+    };
+    let listener = procs
+        .iter()
+        .filter(|p| p.pid == *listener_pid)
+        .flat_map(|p| p.fds.iter())
+        .find(|g| g.fd == *listener_fd && g.shared_with.is_none());
+    let placed = match listener.map(|g| &g.kind) {
+        Some(FdKind::TcpListen { queue, .. }) => queue.get(*pos as usize).is_some_and(|w| {
+            same_endpoint(&w.peer, &conn.local) && same_endpoint(&w.local, &conn.peer)
+        }),
+        _ => false,
+    };
+    placed
+        && conn.opts.as_ref().is_none_or(tcp_opts_ok)
+        && matches!(
+            conn.state,
+            sys::tcp::TCP_ESTABLISHED | sys::tcp::TCP_FIN_WAIT2
+        )
 }
 
 /// The options negotiated at connection time, as `TCP_REPAIR_OPTIONS` takes them.

@@ -445,6 +445,7 @@ mod tests {
                 ints,
                 ..TcpOpts::default()
             })),
+            queue: Vec::new(),
         }
     }
 

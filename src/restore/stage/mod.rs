@@ -205,6 +205,7 @@ pub(crate) fn stage(
         &mut shared.pipe_holders,
         &shared.files.held,
     )?;
+    fd::tcp::create_queued(&mut ctxs, &plan.ckpt, &mut shared.pipe_holders)?;
     let mut staged = Vec::new();
     for (i, cx) in ctxs.iter_mut().enumerate() {
         if cx.proc_.is_zombie() {
