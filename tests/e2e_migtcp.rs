@@ -7,18 +7,19 @@
 //! on both. Whichever copy runs afterwards must deliver the queued bytes in order,
 //! read what was queued for it plus what comes next, and answer on both connections.
 //! Failures before the receiver's confirmation leave the source running with its
-//! connections; no rule of ours is left in netfilter.
+//! connections; no rule of ours is left in netfilter. With `--lazy` (post-copy) the
+//! copy owns the connections from its commit on while the frozen source still serves
+//! its pages; a failure after that ends the source's connections (the copy may have
+//! used them) and it runs on without them.
 //!
 //! Needs root and nftables. Run with cargo-nextest.
 
 mod common;
 
-use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::arch::ckpt_env;
 use common::migration::*;
 use common::*;
 
@@ -35,6 +36,8 @@ struct Setup {
     lport: u16,
     /// Bytes the target queued towards `pa` ("fill").
     filled: usize,
+    /// The target's address.
+    local: String,
 }
 
 const A1: &[u8] = b"hello-A-1";
@@ -42,12 +45,26 @@ const A2: &[u8] = b"hello-A-2";
 const B1: &[u8] = b"hello-B-1";
 
 fn setup(ctx: &Ctx) -> Setup {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    setup_with(ctx, 0, None)
+}
+
+/// [`setup`] with the target writing `rate` pages a second (a final image with pages
+/// for post-copy) and, with `at` (the test's address, the target's), the connections
+/// between those addresses instead of 127.0.0.1.
+fn setup_with(ctx: &Ctx, rate: u32, at: Option<(&str, &str)>) -> Setup {
+    let (peer, local) = at.unwrap_or(("127.0.0.1", "127.0.0.1"));
+    let l = TcpListener::bind((peer, 0)).unwrap_or_else(|e| panic!("bind: {e}"));
     let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
-    let spec = Spec::new(target("migtcp"))
+    let mut spec = Spec::new(target("migtcp"))
         .arg(port.to_string())
         .stdin(In::Pipe)
         .cwd(&ctx.dir);
+    if rate > 0 || at.is_some() {
+        spec = spec.arg(rate.to_string());
+    }
+    if at.is_some() {
+        spec = spec.arg(peer).arg(local);
+    }
     let mut t = ctx.spawn(&spec);
     t.wait_for("ready ");
     let lport: u16 = t
@@ -59,7 +76,7 @@ fn setup(ctx: &Ctx) -> Setup {
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
     let (mut pa, _) = l.accept().unwrap_or_else(|e| panic!("accept: {e}"));
-    let mut pb = TcpStream::connect(("127.0.0.1", lport)).unwrap_or_else(|e| panic!("{e}"));
+    let mut pb = connect_from(peer, (local, lport));
     t.wait_for("accepted\n");
     t.write_stdin(b"fill\n");
     t.wait_for("filled ");
@@ -86,7 +103,21 @@ fn setup(ctx: &Ctx) -> Setup {
         port,
         lport,
         filled,
+        local: local.to_string(),
     }
+}
+
+/// A connection to `to` from address `from` (bound first: the kernel would pick the
+/// destination itself when it is an address of ours).
+fn connect_from(from: &str, to: (&str, u16)) -> TcpStream {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
+    let ip = |a: &str| -> std::net::Ipv4Addr { a.parse().unwrap_or_else(|e| panic!("{a}: {e}")) };
+    let s = socket(AddressFamily::INET, SocketType::STREAM, None)
+        .unwrap_or_else(|e| panic!("socket: {e}"));
+    bind(&s, &std::net::SocketAddrV4::new(ip(from), 0)).unwrap_or_else(|e| panic!("bind: {e}"));
+    connect(&s, &std::net::SocketAddrV4::new(ip(to.0), to.1))
+        .unwrap_or_else(|e| panic!("connect to {to:?}: {e}"));
+    TcpStream::from(s)
 }
 
 fn free_port() -> u16 {
@@ -108,8 +139,8 @@ fn receiver(ctx: &Ctx, port: u16, env: &[(&str, &str)]) -> Proc {
     )
 }
 
-fn migrate(ctx: &Ctx, pid: i32, port: u16, env: &[(&str, &str)]) -> Finished {
-    migrate_to(ctx, pid, &format!("127.0.0.1:{port}"), 2, &[], env)
+fn migrate(ctx: &Ctx, pid: i32, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Finished {
+    migrate_to(ctx, pid, &format!("127.0.0.1:{port}"), 2, extra, env)
 }
 
 /// The peer's side of the test: the bytes the target queued arrive in order (the
@@ -171,7 +202,7 @@ fn no_lock_left(s: &Setup, what: &str) {
         .unwrap_or_else(|e| panic!("nft: {e}"));
     let rules = String::from_utf8_lossy(&out.stdout);
     for port in [s.port, s.lport] {
-        let mine = format!("127.0.0.1 {port} ");
+        let mine = format!("{} {port} ", s.local);
         assert!(
             !rules
                 .lines()
@@ -193,13 +224,30 @@ fn copies(port: u16) -> Vec<(i32, char)> {
 /// no lock is left.
 #[test]
 fn tcp_connections_move_with_the_process() {
-    let ctx = Ctx::new("tcp_connections_move_with_the_process");
-    let mut s = setup(&ctx);
+    connections_move("tcp_connections_move_with_the_process", false);
+}
+
+/// The same with `--lazy` (post-copy): the target writes pages all the time, so the
+/// final image has pages that come after the copy runs; once every one is in, the copy
+/// is the source as the kernel shows it and carries the connections on.
+#[test]
+fn tcp_connections_move_with_a_lazy_migration() {
+    connections_move("tcp_connections_move_with_a_lazy_migration", true);
+}
+
+fn connections_move(name: &str, lazy: bool) {
+    let ctx = Ctx::new(name);
+    let mut s = setup_with(&ctx, if lazy { 300 } else { 0 }, None);
     let pid = s.t.pid;
     let shown = oracle::Snapshot::take(pid);
     let rport = free_port();
     let mut r = receiver(&ctx, rport, &[]);
-    let m = migrate(&ctx, pid, rport, &[]);
+    let (extra, env): (&[&str], &[(&str, &str)]) = if lazy {
+        (&["--lazy"], &[("CKPT_MIGRATE_PUSH_MS", "5")])
+    } else {
+        (&[], &[])
+    };
+    let m = migrate(&ctx, pid, rport, extra, env);
     let err = text(&m.stderr);
     assert_eq!(
         m.status.code(),
@@ -207,17 +255,39 @@ fn tcp_connections_move_with_the_process() {
         "migrate: {err}\nreceiver: {}",
         r.stderr.text()
     );
+    let v: serde_json::Value = serde_json::from_slice(&m.stdout).unwrap_or_default();
+    assert_eq!(v["lazy"], lazy, "{v}");
+    if lazy {
+        let post = v["post_copy_bytes"].as_u64().unwrap_or(0);
+        assert!(post >= 4096, "no page came after the copy ran: {v}");
+    }
     s.t.expect_killed();
     r.wait_until("receive's JSON", |p| p.stdout.text().contains("restore_ms"));
     let c = copies(s.port);
     assert_eq!(c.len(), 1, "copies: {c:?}");
+    if lazy {
+        // Every page is in: no area of the copy still registered for missing pages.
+        wait_for(
+            "the copy's areas unregistered",
+            Duration::from_secs(20),
+            || {
+                !std::fs::read_to_string(format!("/proc/{}/smaps", c[0].0))
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| l.starts_with("VmFlags:") && l.split_whitespace().any(|f| f == "um"))
+            },
+        );
+    }
     let after = oracle::Snapshot::take(c[0].0)
         .moved(true)
         .as_seen_in_its_pid_namespace();
     oracle::assert_same_kernel_state(
         "migtcp",
-        "a process with TCP connections migrated within one network namespace, \
-         received with --new-pidns",
+        &format!(
+            "a process with TCP connections migrated within one network namespace{}, \
+             received with --new-pidns",
+            if lazy { " with --lazy" } else { "" }
+        ),
         oracle::Cmp::Restored,
         &shown,
         &after,
@@ -249,16 +319,18 @@ fn tcp_connections_move_with_the_process() {
 /// queued data, both ways), and no lock is left.
 fn source_keeps_its_connections(
     name: &str,
+    extra: &[&str],
     sender_env: &[(&str, &str)],
     recv_env: &[(&str, &str)],
     says: &[&str],
 ) {
     let ctx = Ctx::new(name);
-    let mut s = setup(&ctx);
+    let lazy = extra.contains(&"--lazy");
+    let mut s = setup_with(&ctx, if lazy { 300 } else { 0 }, None);
     let pid = s.t.pid;
     let rport = free_port();
     let mut r = receiver(&ctx, rport, recv_env);
-    let m = migrate(&ctx, pid, rport, sender_env);
+    let m = migrate(&ctx, pid, rport, extra, sender_env);
     let err = text(&m.stderr);
     eprintln!(
         "migrate: {:?}\n{err}\nreceiver: {}",
@@ -289,6 +361,7 @@ fn plan_refusal_on_the_receiver_leaves_the_source_its_connections() {
     source_keeps_its_connections(
         "plan_refusal_on_the_receiver_leaves_the_source_its_connections",
         &[],
+        &[],
         &[("CKPT_HOST_MASK", "no-kernel=clone3-set-tid")],
         &["the receiver cannot restore it"],
     );
@@ -301,6 +374,7 @@ fn plan_refusal_on_the_receiver_leaves_the_source_its_connections() {
 fn receiver_killed_after_staged_leaves_the_source_its_connections() {
     source_keeps_its_connections(
         "receiver_killed_after_staged_leaves_the_source_its_connections",
+        &[],
         &[],
         &[("CKPT_DIE_AT", "name:receive: staged")],
         // Its ERROR, or, when it closed the connection before COMMIT went, that.
@@ -344,7 +418,7 @@ fn receiver_killed_before_its_commit_is_settled_by_the_connections() {
             let _ = send_signal(p, libc::SIGKILL);
         }
     });
-    let m = migrate(&ctx, pid, rport, &[]);
+    let m = migrate(&ctx, pid, rport, &[], &[]);
     let _ = killer.join();
     let err = text(&m.stderr);
     eprintln!("migrate: {:?}\n{err}", m.status);
@@ -394,7 +468,7 @@ fn confirmation_lost_leaves_one_copy_holding_the_connections() {
     let pid = s.t.pid;
     let rport = free_port();
     let mut r = receiver(&ctx, rport, &[("CKPT_DIE_AT", "name:receive: committed")]);
-    let m = migrate(&ctx, pid, rport, &[]);
+    let m = migrate(&ctx, pid, rport, &[], &[]);
     let err = text(&m.stderr);
     assert_eq!(m.status.code(), Some(3), "{err}");
     assert!(
@@ -423,34 +497,102 @@ fn confirmation_lost_leaves_one_copy_holding_the_connections() {
     s.t.kill();
 }
 
-/// `migrate --lazy` does not move TCP connections: refused at the first round, while
-/// the process runs, which goes on with its connections (queued data both ways), no
-/// lock left, nothing restored on the receiver.
+/// `--lazy`, the receiver's plan refuses the image: the source's sockets, which made
+/// room for the copy's, are built again and it runs on with its connections.
 #[test]
-fn lazy_migration_of_tcp_connections_is_refused() {
-    let name = "lazy_migration_of_tcp_connections_is_refused";
+fn lazy_plan_refusal_leaves_the_source_its_connections() {
+    source_keeps_its_connections(
+        "lazy_plan_refusal_leaves_the_source_its_connections",
+        &["--lazy"],
+        &[],
+        &[("CKPT_HOST_MASK", "no-kernel=clone3-set-tid")],
+        &["the receiver cannot restore it"],
+    );
+}
+
+/// `--lazy`, the receiver dies once it planned, before it staged (so before COMMIT
+/// could go): its copy never ran, and the source runs on with its connections.
+#[test]
+fn lazy_receiver_killed_before_its_commit_leaves_the_source_its_connections() {
+    source_keeps_its_connections(
+        "lazy_receiver_killed_before_its_commit_leaves_the_source_its_connections",
+        &["--lazy"],
+        &[],
+        &[("CKPT_DIE_AT", "name:receive: planned")],
+        &["the connection to the peer", "the receiver"],
+    );
+}
+
+/// `--lazy`, the connection is cut once the final image (without its pages) went,
+/// before COMMIT: nothing ran there, the source runs on with its connections.
+#[test]
+fn lazy_connection_cut_before_commit_leaves_the_source_its_connections() {
+    source_keeps_its_connections(
+        "lazy_connection_cut_before_commit_leaves_the_source_its_connections",
+        &["--lazy"],
+        &[("CKPT_MIGRATE_CUT", "migrate: final sent")],
+        &[],
+        &["connection"],
+    );
+}
+
+/// `--lazy`, the connection is cut once the copy ran (COMMITTED), pages still unsent:
+/// the copy cannot go on and is killed there; the source runs on alone, but the copy
+/// may have used the connections, so the source's are ended (silently: repair mode)
+/// and migrate says so; the test, their peer, sees them end (the copy's close); no
+/// lock is left.
+#[test]
+fn lazy_connection_cut_after_commit_ends_the_connections_and_the_source_runs_on() {
+    let name = "lazy_connection_cut_after_commit_ends_the_connections_and_the_source_runs_on";
     let ctx = Ctx::new(name);
-    let mut s = setup(&ctx);
+    let mut s = setup_with(&ctx, 300, None);
     let pid = s.t.pid;
     let rport = free_port();
     let mut r = receiver(&ctx, rport, &[]);
-    let (p, to) = (pid.to_string(), format!("127.0.0.1:{rport}"));
-    let args: Vec<&OsStr> = ["migrate", &p, &to, "--lazy", "--rounds", "2"]
-        .into_iter()
-        .map(OsStr::new)
-        .collect();
-    let m = ckpt_env(&ctx, &args, &[]);
+    let m = migrate(
+        &ctx,
+        pid,
+        rport,
+        &["--lazy"],
+        &[
+            ("CKPT_MIGRATE_PUSH_MS", "300"),
+            ("CKPT_MIGRATE_CUT", "migrate: committed"),
+        ],
+    );
     let err = text(&m.stderr);
+    eprintln!(
+        "migrate: {:?}\n{err}\nreceiver: {}",
+        m.status,
+        r.stderr.text()
+    );
     assert_eq!(m.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("`ckpt migrate --lazy` does not move TCP connections"),
+        err.contains("had not been sent") && err.contains("2 TCP connection(s): they were ended"),
         "{err}"
     );
     assert_ne!(r.wait().code(), Some(0), "receive: {}", r.stderr.text());
+    wait_for("the source is let go", Duration::from_secs(10), || {
+        matches!(proc_stat(pid), Some(('R' | 'S', _)))
+    });
     assert_running_untraced(pid, name);
     let c = copies(s.port);
-    assert!(c.len() == 1 && c[0].0 == pid, "copies {c:?}");
+    assert!(c.len() == 1 && c[0].0 == pid, "{name}: copies {c:?}");
     no_lock_left(&s, name);
-    peer_reads_the_queued_bytes(&mut s, name);
-    the_copy_reads_and_answers(&mut s.pa, &mut s.pb, &mut s.t, name);
+    // The peer's ends: closed (end of file or a reset) once whatever came is read.
+    for (what, sock) in [("A", &mut s.pa), ("B", &mut s.pb)] {
+        let mut buf = vec![0u8; 1 << 16];
+        let ended = loop {
+            match sock.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        assert!(
+            ended.is_ok(),
+            "{name}: connection {what} did not end: {ended:?}"
+        );
+    }
+    s.t.kill();
 }

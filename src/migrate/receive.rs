@@ -502,9 +502,14 @@ fn receive_lazy(
         if let Ok(g) = out.lock() {
             super::point_on("receive: planned", &g);
         }
+        // The connections locked here until the copy runs, as in pre-copy.
+        let lock = ConnLock::hold(last)?;
+        let hook_lock = lock.clone();
+        let me = std::process::id();
         let hook_out = out.clone();
         let hook: restore::RestoreHook = Arc::new(move |step| {
             let restore::RestoreStep::Staged { .. } = step;
+            hook_lock.forget_in_child(me);
             {
                 let g = hook_out
                     .lock()
@@ -531,8 +536,9 @@ fn receive_lazy(
         let launched = prepared
             .with_hook(hook)
             .launch(opts.new_pidns)
-            .map_err(|e| e.to_string())?;
-        Ok((launched, fetch))
+            .map_err(|e| e.to_string());
+        lock.release();
+        Ok((launched?, fetch))
     })();
     match r {
         Ok((launched, fetch)) => {
@@ -731,15 +737,7 @@ fn restore_last(
             crate::error::time_mark("receive: planned");
         }
     }
-    // The connections are locked here too until the copy runs (a table of ours that
-    // goes with this process, however it ends; within one network namespace the
-    // source's lock is there as well): restore builds them in repair mode, takes the
-    // lock over at its commit and releases it once the tree runs; ours goes after.
-    let meta = restore::chain::meta_of(&last.path()).map_err(|e| e.to_string())?;
-    let conns = crate::kinds::ns::locked_connections(&meta);
-    let lock = crate::sys::netlock::Handover::hold(&conns)
-        .map_err(|e| format!("cannot lock the TCP connections here: {e}"))?;
-    let lock = Arc::new(Mutex::new(lock));
+    let lock = ConnLock::hold(last)?;
     let hook_lock = lock.clone();
     let hook_conn = conn.clone();
     let me = std::process::id();
@@ -762,10 +760,7 @@ fn restore_last(
         // source sees the end of the connection when we end.
         if std::process::id() != me {
             g.take();
-            // Its copy of the lock's socket too: the lock must go with us.
-            if let Ok(mut l) = hook_lock.lock() {
-                drop(l.take());
-            }
+            hook_lock.forget_in_child(me);
         }
         r
     });
@@ -773,10 +768,44 @@ fn restore_last(
         .with_hook(hook)
         .launch(opts.new_pidns)
         .map_err(|e| e.to_string());
-    if let Ok(mut l) = lock.lock() {
-        if let Some(l) = l.take() {
-            l.release();
+    lock.release();
+    r
+}
+
+/// The lock of the last image's TCP connections on this side, until the copy runs (a
+/// table of ours that goes with this process, however it ends; within one network
+/// namespace the source's lock is there as well): restore builds them in repair mode,
+/// takes the lock over at its commit and releases it once the tree runs; ours goes
+/// after ([`ConnLock::release`], after `launch`). `--lazy` as well as pre-copy.
+#[derive(Clone)]
+struct ConnLock(Arc<Mutex<Option<crate::sys::netlock::Handover>>>);
+
+impl ConnLock {
+    fn hold(last: &Received) -> Result<ConnLock, String> {
+        let meta = restore::chain::meta_of(&last.path()).map_err(|e| e.to_string())?;
+        let conns = crate::kinds::ns::locked_connections(&meta);
+        let lock = crate::sys::netlock::Handover::hold(&conns)
+            .map_err(|e| format!("cannot lock the TCP connections here: {e}"))?;
+        Ok(ConnLock(Arc::new(Mutex::new(lock))))
+    }
+
+    /// In a forked child of ours (`--new-pidns`'s init, which stays as the tree's
+    /// reaper; `me` is our PID): its copy of the lock's socket goes, so that the lock
+    /// goes with us.
+    fn forget_in_child(&self, me: u32) {
+        if std::process::id() == me {
+            return;
+        }
+        if let Ok(mut l) = self.0.lock() {
+            drop(l.take());
         }
     }
-    r
+
+    fn release(&self) {
+        if let Ok(mut l) = self.0.lock() {
+            if let Some(l) = l.take() {
+                l.release();
+            }
+        }
+    }
 }

@@ -179,6 +179,9 @@ struct State {
     post_copy_bytes: u64,
     /// When the receiver confirmed that its copy runs.
     committed_at: Option<Instant>,
+    /// `--lazy`: COMMIT went, and no word since says the copy never ran: it may have
+    /// used the tree's connections (see `abort_connections`).
+    copy_may_run: bool,
     /// The tree's TCP sockets and their lock, from the freeze on (see `tcp_sockets`).
     tcp: TcpPart,
 }
@@ -277,10 +280,6 @@ pub fn migrate(pid: i32, to: &str, opts: &MigrateOptions) -> Result<MigrateStats
             let dump_ms = t.elapsed().as_secs_f64() * 1e3;
             let meta = crate::restore::chain::meta_of(&path).map_err(|e| e.to_string())?;
             check_tcp(&meta, make_room)?;
-            if opts.lazy {
-                // Refused while the process runs (and once more at the final image).
-                refuse_tcp_post_copy(&meta)?;
-            }
             let t = Instant::now();
             let bytes = send_image(&mut conn, &path, k, false)?;
             point("migrate: round sent", &conn);
@@ -348,6 +347,7 @@ pub fn migrate(pid: i32, to: &str, opts: &MigrateOptions) -> Result<MigrateStats
         post_copy: Duration::ZERO,
         post_copy_bytes: 0,
         committed_at: None,
+        copy_may_run: false,
     }));
     let hook_state = state.clone();
     let hook_path = path.clone();
@@ -443,8 +443,8 @@ fn final_phase(pid: i32, path: &Path, k: u32, st: &mut State) -> Result<(), Stri
     let meta = crate::restore::chain::meta_of(path).map_err(|e| e.to_string())?;
     crate::error::time_mark("migrate: final image's metadata read");
     if st.lazy {
-        refuse_tcp_post_copy(&meta)?;
-        return final_phase_lazy(pid, path, k, st);
+        let r = prepare_tcp(&meta, st).and_then(|()| final_phase_lazy(pid, path, k, st));
+        return r.map_err(|e| after_lazy_failure(&meta, st, e));
     }
     let r = prepare_tcp(&meta, st).and_then(|()| final_exchange(pid, path, k, st));
     if let Err(e) = &r {

@@ -17,6 +17,11 @@ use super::*;
 pub const SLEEP_SYSCALLS: &[i64] = &[35, 230, 162, 267, 407];
 /// `ckpt ARGS` with extra environment variables, to its end (bounded).
 pub fn ckpt_env(ctx: &Ctx, args: &[&OsStr], env: &[(&str, &str)]) -> Finished {
+    ctx.spawn(&ckpt_spec(ctx, args, env)).finish()
+}
+
+/// What [`ckpt_env`] runs, for a caller that starts it and waits for it later.
+pub fn ckpt_spec(ctx: &Ctx, args: &[&OsStr], env: &[(&str, &str)]) -> Spec {
     let mut spec = Spec::new(ckpt_bin())
         .env("RUST_BACKTRACE", "1")
         .cwd(&ctx.dir);
@@ -26,7 +31,7 @@ pub fn ckpt_env(ctx: &Ctx, args: &[&OsStr], env: &[(&str, &str)]) -> Finished {
     for (k, v) in env {
         spec = spec.env(k, v);
     }
-    ctx.spawn(&spec).finish()
+    spec
 }
 /// Start `spec` alongside its reference run; once it printed `k` lines and is asleep in
 /// nanosleep (so the dump interrupts a sleep that must be restarted), dump it to

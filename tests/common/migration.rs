@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::arch::ckpt_env;
+use super::arch::ckpt_spec;
 use super::*;
 
 /// The source: `migrate MIB RATE`, RATE pages written per second.
@@ -118,6 +118,18 @@ pub fn migrate_to(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Finished {
+    migrate_start(ctx, pid, to, rounds, extra, env).finish()
+}
+
+/// [`migrate_to`], started and not waited for.
+pub fn migrate_start(
+    ctx: &Ctx,
+    pid: i32,
+    to: &str,
+    rounds: u32,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
     let pid = pid.to_string();
     let rounds = rounds.to_string();
     let mut args: Vec<&OsStr> = ["migrate", &pid, to, "--rounds", &rounds, "--json"]
@@ -125,7 +137,7 @@ pub fn migrate_to(
         .map(OsStr::new)
         .collect();
     args.extend(extra.iter().map(OsStr::new));
-    ckpt_env(ctx, &args, env)
+    ctx.spawn(&ckpt_spec(ctx, &args, env))
 }
 
 /// Send "c" to whoever relays the program's stdin and return its answer line.

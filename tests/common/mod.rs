@@ -279,7 +279,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     // tests/e2e_migrate.rs: memory written all the time, a function of a step count
     ("migrate", "migrate.c", &[]),
     // tests/e2e_migtcp.rs: TCP connections to the test and a listener, moved by migrate
-    ("migtcp", "migtcp.c", &[]),
+    ("migtcp", "migtcp.c", &["-pthread"]),
     // tests/e2e_rmdirs.rs: working and root directories removed under a process
     ("rmdirs", "rmdirs.c", &[]),
     // tests/e2e_pidgone.rs: pidfds of one thread, of processes reaped

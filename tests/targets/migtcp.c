@@ -1,12 +1,19 @@
 // tests/e2e_migtcp.rs: a process holding a TCP connection to the test (it connects
 // to 127.0.0.1:PORT, argv[1]) and a listener on 127.0.0.1 with the connection it
-// accepted from the test. Commands on standard input, one per line:
+// accepted from the test (other addresses: below). Commands on standard input, one per line:
 //   fill  write a pattern to the first connection without waiting until nothing more
 //         fits (the test does not read yet): prints "filled N"
 //   read  read what is queued on both connections without waiting, answer each with
 //         "got N SUM\n" and print "read A N SUM B N SUM"
 // The pattern's byte at stream offset i is (i * 7 + 3) % 251.
+//   migtcp PORT [RATE [PEER LOCAL]]
+// RATE > 0: a thread writes RATE pages a second over 4 MiB (so that a migration's
+// final image has pages written since its last round). PEER, LOCAL: the addresses of
+// the connection it makes (from LOCAL to PEER:PORT) and of its listener (LOCAL),
+// 127.0.0.1 for both by default.
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <time.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -50,19 +57,45 @@ static void drain(int fd, long *n, unsigned long *sum) {
     }
 }
 
+#define AREA (4 << 20)
+static char area[AREA];
+
+static void *writer(void *arg) {
+    unsigned long rate = *(unsigned long *)arg, page = 0, step = 0;
+    struct timespec ts = {0, (long)(1000000000UL / rate)};
+    for (;;) {
+        area[(page % (AREA / 4096)) * 4096] = (char)++step;
+        page++;
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2)
         return 2;
+    static unsigned long rate;
+    rate = argc > 2 ? strtoul(argv[2], NULL, 10) : 0;
+    pthread_t th;
+    if (rate > 0 && pthread_create(&th, NULL, writer, &rate) != 0)
+        die("pthread_create");
     struct sockaddr_in sa = {.sin_family = AF_INET};
+    struct sockaddr_in me = {.sin_family = AF_INET};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    me.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (argc > 4 && (inet_pton(AF_INET, argv[3], &sa.sin_addr) != 1 ||
+                     inet_pton(AF_INET, argv[4], &me.sin_addr) != 1))
+        return 2;
     sa.sin_port = htons((unsigned short)atoi(argv[1]));
     int a = socket(AF_INET, SOCK_STREAM, 0);
-    if (a < 0 || connect(a, (struct sockaddr *)&sa, sizeof sa) < 0)
+    if (a < 0 || (argc > 4 && bind(a, (struct sockaddr *)&me, sizeof me) < 0) ||
+        connect(a, (struct sockaddr *)&sa, sizeof sa) < 0)
         die("connect");
     int l = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
     if (l < 0 || setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
         die("socket");
+    sa = me;
     sa.sin_port = 0;
     if (bind(l, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(l, 4) < 0)
         die("listen");

@@ -17,6 +17,12 @@ pub(super) struct TcpPart {
     pub(super) lock: Option<sys::netlock::Handover>,
     /// Indexes into `held` of the sockets disconnected to make room.
     pub(super) parked: Vec<usize>,
+    /// `--lazy`: indexes into `held` of the connections ended here for good, the
+    /// copy's from its commit on ([`abort_connections`]).
+    pub(super) ended: Vec<usize>,
+    /// Connections of the final image were not among the tree's descriptors at the
+    /// freeze (locked at `Written`, not in `held`): ckpt cannot end them itself.
+    pub(super) unheld: bool,
 }
 
 /// A TCP socket of the frozen tree: ckpt's duplicate of descriptor `fd` of `pid`.
@@ -108,6 +114,7 @@ pub(super) fn prepare_tcp(meta: &crate::model::Checkpoint, st: &mut State) -> Re
         .into_iter()
         .filter(|c| !st.tcp.held.iter().any(|h| h.conn().as_ref() == Some(c)))
         .collect();
+    st.tcp.unheld = !missing.is_empty();
     if let Some((l, p)) = missing.first() {
         if st.tcp.make_room {
             return Err(format!(
@@ -323,20 +330,127 @@ pub(super) fn check_tcp(meta: &crate::model::Checkpoint, make_room: bool) -> Res
     Ok(())
 }
 
-/// `--lazy` does not move TCP connections yet: the copy would run on them while the
-/// source, frozen until every page is in, still holds them in the lock.
-pub(super) fn refuse_tcp_post_copy(meta: &crate::model::Checkpoint) -> Result<(), String> {
-    if crate::kinds::ns::owns(meta, "net") {
-        return Ok(());
+/// `--lazy`, the receiver's copy runs (COMMITTED): it owns the connections now, while
+/// the tree here stays frozen until every page arrived. The source's sockets end
+/// without a word ([`abort_connections`]: closed in repair mode; within one network
+/// namespace they were disconnected already, before the final image went) and the
+/// lock goes, as in pre-copy when the tree is killed: from now on nothing of the
+/// connections is left here to send or to hold a packet (within one namespace the
+/// copy's sockets have the same four addresses, which the lock would otherwise keep
+/// locked until the last page). If a socket cannot be ended (or was not found among
+/// the descriptors, `unheld`: its dump's duplicate keeps it in repair mode) the lock
+/// stays until the tree is killed.
+pub(super) fn handed_over(t: &mut TcpPart) {
+    if abort_connections(t, false).is_ok() && !t.unheld {
+        if let Some(l) = t.lock.take() {
+            l.release();
+        }
     }
-    match crate::kinds::ns::locked_connections(meta).first() {
-        Some((l, p)) => Err(format!(
-            "the tree has a TCP connection ({} -> {}): `ckpt migrate --lazy` does not move \
-             TCP connections yet (migrate without --lazy does)",
-            tcp::show_inet(l),
-            tcp::show_inet(p)
-        )),
-        None => Ok(()),
+}
+
+/// `--lazy`: the migration failed (`e` says how) and the tree is let go here, or kept
+/// stopped if `st.unresolved`. If the copy never ran, the source's connections are as
+/// they were (those disconnected to make room built again, as in pre-copy). If it may
+/// have run (COMMIT went and no ERROR came back before COMMITTED) it may have sent or
+/// acknowledged data on them that the source's sockets know nothing of, before it was
+/// killed there for want of pages (or while it runs, unresolved): going on with them
+/// could corrupt either stream without a sign, so they end here instead (see
+/// [`abort_connections`]), and migrate's message says so.
+pub(super) fn after_lazy_failure(
+    meta: &crate::model::Checkpoint,
+    st: &mut State,
+    e: String,
+) -> String {
+    if !st.copy_may_run {
+        if st.tcp.parked.is_empty() {
+            return e;
+        }
+        return match unpark_within(meta, &mut st.tcp, UNPARK_WAIT) {
+            Ok(()) => e,
+            Err(u) => format!("{e}; {u}"),
+        };
+    }
+    // Unresolved, the copy may run there with a listener of its own: the parked
+    // listeners stay as they are.
+    let relisten = st.unresolved.is_none();
+    match abort_connections(&mut st.tcp, relisten) {
+        Ok(0) => e,
+        Ok(n) if st.unresolved.is_none() => format!(
+            "{e}. The copy may have run on the receiver (it cannot go on there) and used \
+             the process's {n} TCP connection(s): they were ended here (closed in repair \
+             mode: nothing was sent to the peer; the program sees ECONNABORTED)"
+        ),
+        Ok(_) => e,
+        Err(u) => format!("{e}; {u}"),
+    }
+}
+
+/// The tree's connections ended on the source, silently: each disconnected in repair
+/// mode (state CLOSE, queues emptied, no FIN or reset; the program's next call on it
+/// fails with ECONNABORTED, then reads end of file), those parked to make room left so.
+/// With `relisten` the listeners parked to make room listen again (retried for up to
+/// `UNPARK_WAIT` while the dead copy's listener still holds the port). Returns how many
+/// connections ended.
+pub(super) fn abort_connections(t: &mut TcpPart, relisten: bool) -> Result<usize, String> {
+    let mut errs = Vec::new();
+    for (i, h) in t.held.iter().enumerate() {
+        if h.conn().is_none() || t.parked.contains(&i) || t.ended.contains(&i) {
+            continue;
+        }
+        match sys::tcp::disconnect(&h.sock) {
+            Ok(()) => t.ended.push(i),
+            Err(e) => errs.push(format!(
+                "process {}, descriptor {}: cannot end the connection: {e}",
+                h.pid, h.fd
+            )),
+        }
+    }
+    // Those parked are never built again.
+    let mut parked = std::mem::take(&mut t.parked);
+    parked.retain(|i| {
+        let listens = t
+            .held
+            .get(*i)
+            .is_some_and(|h| matches!(h.what, sys::tcp::Endpoint::Listen { .. }));
+        if !listens {
+            t.ended.push(*i);
+        }
+        listens
+    });
+    t.parked = parked;
+    let ended = t.ended.len();
+    if relisten {
+        let deadline = Instant::now() + UNPARK_WAIT;
+        loop {
+            let mut left = Vec::new();
+            let mut last = Vec::new();
+            for &i in &t.parked {
+                let Some(h) = t.held.get(i) else { continue };
+                if let sys::tcp::Endpoint::Listen { backlog } = &h.what {
+                    if let Err(e) = sys::tcp::listen(&h.sock, *backlog) {
+                        last.push(format!("process {}, descriptor {}: {e}", h.pid, h.fd));
+                        left.push(i);
+                    }
+                }
+            }
+            t.parked = left;
+            if t.parked.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                errs.extend(last);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    if errs.is_empty() {
+        Ok(ended)
+    } else {
+        Err(format!(
+            "the source's TCP sockets could not all be ended or listen again ({})",
+            errs.join("; ")
+        ))
     }
 }
 
@@ -387,7 +501,14 @@ pub(super) fn unresolved_tcp(t: &TcpPart) -> Option<String> {
     }
     let lock = "The lock of its TCP connections here (netfilter table inet \
                 ckpt_migrate_<this ckpt's PID>) went with this ckpt: nothing to remove";
-    Some(if t.parked.is_empty() {
+    Some(if !t.ended.is_empty() {
+        format!(
+            "{lock}. Its {} TCP connection(s) were ended here (closed in repair mode, \
+             nothing sent to the peer): the copy, if it runs, holds them; resumed, this \
+             one would find them aborted (ECONNABORTED)",
+            t.ended.len()
+        )
+    } else if t.parked.is_empty() {
         lock.to_string()
     } else {
         format!(

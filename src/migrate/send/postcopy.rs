@@ -171,8 +171,11 @@ pub(super) fn final_phase_lazy(
     point("migrate: staged", &st.conn);
     crate::error::time_mark("migrate: staged");
     arm(pid, st);
+    // From here on the copy may run, on the tree's connections too.
+    st.copy_may_run = true;
     if let Err(e) = st.conn.send(Kind::Commit, b"") {
         disarm(st);
+        st.copy_may_run = false;
         return Err(e);
     }
     point("migrate: commit sent", &st.conn);
@@ -185,6 +188,7 @@ pub(super) fn final_phase_lazy(
                     committed_at = Some(Instant::now());
                     st.committed_at = committed_at;
                     st.restored_pid = f.json::<Message>().map(|m| m.pid).unwrap_or(0);
+                    handed_over(&mut st.tcp);
                     point("migrate: committed", &st.conn);
                     crate::error::time_mark("migrate: committed");
                 }
@@ -204,8 +208,10 @@ pub(super) fn final_phase_lazy(
     match r {
         Ok(()) => Ok(()),
         Err(e) if e.starts_with('\u{0}') => {
-            // The receiver failed, its copy gone (or never run).
+            // The receiver failed, its copy gone (or, before COMMITTED, never run: a
+            // restore that failed before its point of no return).
             disarm(st);
+            st.copy_may_run = committed_at.is_some();
             Err(format!("the receiver failed to restore it: {}", &e[1..]))
         }
         Err(e) if push.left > 0 => {
