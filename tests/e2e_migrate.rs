@@ -147,18 +147,20 @@ fn a_writing_process_moves_to_the_other_namespace_with_its_memory() {
         "the receiver left files in {}",
         tmp.display()
     );
-    assert!(
-        !Path::new("/run/ckpt/migrate").exists()
-            || std::fs::read_dir("/run/ckpt/migrate")
+    // Its rounds' images, and the final one (in /dev/shm when /run is on a disk).
+    for (dir, prefix) in [
+        ("/run/ckpt/migrate", format!("{pid}-")),
+        ("/dev/shm", format!("ckpt-migrate-{pid}-")),
+    ] {
+        assert!(
+            std::fs::read_dir(dir)
                 .into_iter()
                 .flatten()
                 .flatten()
-                .all(|e| !e
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with(&format!("{pid}-"))),
-        "the source left its images"
-    );
+                .all(|e| !e.file_name().to_string_lossy().starts_with(&prefix)),
+            "the source left its images in {dir}"
+        );
+    }
     r.close_stdin();
     let fin = r.finish();
     assert_eq!(fin.status.code(), Some(0), "receive: {}", text(&fin.stderr));

@@ -81,7 +81,7 @@ pub fn receive(
     // round so far: each round is merged onto it as it arrives, while the source runs,
     // so the frozen window never follows the chain.
     let mut prev: Option<Received> = None;
-    let mut store: Option<File> = None;
+    let mut store: Option<(File, restore::chain::Link)> = None;
     let mut bytes = 0u64;
     let mut rounds = 0usize;
     let last = loop {
@@ -112,7 +112,7 @@ pub fn receive(
         // (which reads and writes every page received so far) while its tree is frozen.
         let t = std::time::Instant::now();
         let merged = match (&store, &prev) {
-            (Some(s), Some(p)) => restore::chain::merge_onto(
+            (Some((s, _)), Some(p)) => restore::chain::merge_onto(
                 &img.path(),
                 &fd_path(s),
                 (p.id.records, p.id.hash),
@@ -131,8 +131,19 @@ pub fn receive(
         // The store and the image it replaces are freed first (the kernel gives back
         // every page of the old store, in time proportional to it: measured 390 ms
         // of a frozen window at 1 GiB on a loaded machine), before the source may
-        // freeze its tree.
-        store = Some(merged);
+        // freeze its tree. The new store is indexed now too (one record header per
+        // 4 MiB of pages read, its metadata decoded), not in the frozen window.
+        drop(store.take());
+        let indexed = merged.try_clone().map_err(|e| e.to_string()).and_then(|f| {
+            restore::composite::Composite::base(f).map_err(|e| format!("round {}: {e}", head.round))
+        });
+        match indexed {
+            Ok(l) => store = Some((merged, l)),
+            Err(e) => {
+                conn.send_error(&e);
+                return Err(e);
+            }
+        }
         prev = Some(img);
         conn.send(Kind::Received, b"")?;
         say(&format!(
@@ -143,7 +154,7 @@ pub fn receive(
     };
     let t = std::time::Instant::now();
     let conn = Arc::new(Mutex::new(Some(conn)));
-    let (Some(store), Some(prev)) = (store, prev) else {
+    let (Some((_, store)), Some(prev)) = (store, prev) else {
         let e = "the source sent no round before the last".to_string();
         if let Ok(mut g) = conn.lock() {
             if let Some(c) = g.as_mut() {
@@ -158,9 +169,9 @@ pub fn receive(
         let Some(c) = c else {
             return Err("internal error: the connection is gone".into());
         };
-        return receive_lazy(c, &last, &store, &prev, &opts, rounds, bytes, t);
+        return receive_lazy(c, &last, store, &prev, &opts, rounds, bytes, t);
     }
-    let r = restore_last(&last, &store, &prev, &opts, conn.clone(), &mut merge_ms);
+    let r = restore_last(&last, store, &prev, &opts, conn.clone(), &mut merge_ms);
     let Ok(mut g) = conn.lock() else {
         return Err("internal error: the connection's lock is poisoned".into());
     };
@@ -423,7 +434,7 @@ impl restore::composite::Fetch for NetFetch {
 fn receive_lazy(
     conn: Conn,
     last: &Received,
-    store: &File,
+    store: restore::chain::Link,
     prev: &Received,
     opts: &ReceiveOptions,
     rounds: usize,
@@ -485,13 +496,14 @@ fn receive_lazy(
             .name("ckpt-migrate-rx".into())
             .spawn(move || f.take(conn, ctl_w))
             .map_err(|e| format!("cannot start the page receiver: {e}"))?;
-        let c = restore::composite::Composite::open(
+        let c = restore::composite::Composite::open_over(
             last.file.try_clone().map_err(|e| e.to_string())?,
-            store.try_clone().map_err(|e| e.to_string())?,
+            store,
             (prev.id.records, prev.id.hash),
             Some(fetch.clone() as Arc<dyn restore::composite::Fetch>),
         )
         .map_err(|e| e.to_string())?;
+        crate::error::time_mark("receive: composite opened");
         let meta = c.meta_image().map_err(|e| e.to_string())?;
         let mut prepared =
             restore::prepare(std::io::Cursor::new(meta), &opts.view).map_err(|e| e.to_string())?;
@@ -502,6 +514,7 @@ fn receive_lazy(
         if let Ok(g) = out.lock() {
             super::point_on("receive: planned", &g);
         }
+        crate::error::time_mark("receive: planned");
         // The connections locked here until the copy runs, as in pre-copy.
         let lock = ConnLock::hold(last)?;
         let hook_lock = lock.clone();
@@ -703,7 +716,7 @@ fn take_image(
 /// the rounds up to `prev`), plan, stage, and commit once the source says so.
 fn restore_last(
     last: &Received,
-    store: &File,
+    store: restore::chain::Link,
     prev: &Received,
     opts: &ReceiveOptions,
     conn: Arc<Mutex<Option<Conn>>>,
@@ -712,9 +725,9 @@ fn restore_last(
     // The last image's records over the full image of the rounds before, read in
     // place (no merged image is written).
     let t = std::time::Instant::now();
-    let c = restore::composite::Composite::open(
+    let c = restore::composite::Composite::open_over(
         last.file.try_clone().map_err(|e| e.to_string())?,
-        store.try_clone().map_err(|e| e.to_string())?,
+        store,
         (prev.id.records, prev.id.hash),
         None,
     )

@@ -245,8 +245,24 @@ impl Composite {
         base_is_of: (u64, u64),
         fetch: Option<Arc<dyn Fetch>>,
     ) -> Result<Self> {
+        Self::open_over(top, Self::base(base)?, base_is_of, fetch)
+    }
+
+    /// The base image of [`Composite::open_over`], indexed (its record headers read,
+    /// its metadata decoded): `ckpt receive` does it once per round, while the source
+    /// runs, so that the last image's restore reads only the last image's headers.
+    pub(crate) fn base(base: File) -> Result<Link> {
+        Link::index(Path::new("the base image"), base)
+    }
+
+    /// [`Composite::open`] over a base indexed already ([`Composite::base`]).
+    pub(crate) fn open_over(
+        top: File,
+        base: Link,
+        base_is_of: (u64, u64),
+        fetch: Option<Arc<dyn Fetch>>,
+    ) -> Result<Self> {
         let top = Link::index(Path::new("the last image"), top)?;
-        let base = Link::index(Path::new("the base image"), base)?;
         match &top.meta.parent {
             Some(p) if (p.records, p.hash) == base_is_of => {}
             Some(p) => {

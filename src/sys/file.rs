@@ -107,6 +107,22 @@ pub fn dup2(src: i32, dst: i32) -> super::Result<()> {
     Ok(())
 }
 
+/// Whether `path` is on a file system kept in memory (tmpfs: TMPFS_MAGIC,
+/// linux/magic.h), where a write is a copy into memory with no disk behind it and no
+/// dirty-page throttling.
+pub fn in_memory(path: &std::path::Path) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs is plain data; all zeros is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a statfs the call fills.
+    let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    r == 0 && st.f_type as i64 == TMPFS_MAGIC
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
