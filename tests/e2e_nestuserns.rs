@@ -128,6 +128,25 @@ fn assert_shape(tree: &[i32], root_map: Option<&str>, child_map: &str, joiner: b
     }
 }
 
+/// Check the tree of `n` processes that `spec` makes with `check` ("original"), then
+/// dump and restore it (`dump_restore_compare`: the oracle, and the output of an
+/// uninterrupted run) and check the restored tree the same way ("restored").
+fn round_trip(ctx: &Ctx, spec: &Spec, n: usize, tag: &str, check: &dyn Fn(&[i32], &str)) {
+    let mut t = ctx.spawn(spec);
+    t.wait_lines(2);
+    check(&wait_process_tree(t.pid, n, tag), "original");
+    t.kill();
+    let mut checked = false;
+    dump_restore_compare(ctx, spec, spec, 6, &[], tag, &mut |pid| {
+        check(
+            &wait_process_tree(pid, n, &format!("restored {tag}")),
+            "restored",
+        );
+        checked = true;
+    });
+    assert!(checked);
+}
+
 /// A tree in the test's user namespace whose child made a user namespace (root mapped
 /// to root) and a UTS namespace in it, and forked a grandchild: restored with the
 /// child's user namespace nested in ours and its UTS namespace owned by it; the child
@@ -141,23 +160,9 @@ fn a_user_namespace_a_child_made_is_restored() {
         .arg("sleep=40")
         .arg("uts")
         .arg("grand");
-    let mut t = ctx.spawn(&spec);
-    t.wait_lines(2);
-    assert_shape(
-        &wait_process_tree(t.pid, 3, "nestuserns"),
-        None,
-        "0 0 1",
-        false,
-        "original",
-    );
-    t.kill();
-    let mut checked = false;
-    dump_restore_compare(&ctx, &spec, &spec, 6, &[], "nestuserns", &mut |pid| {
-        let tree = wait_process_tree(pid, 3, "restored nestuserns");
-        assert_shape(&tree, None, "0 0 1", false, "restored");
-        checked = true;
+    round_trip(&ctx, &spec, 3, "nestuserns", &|tree, what| {
+        assert_shape(tree, None, "0 0 1", false, what);
     });
-    assert!(checked);
 }
 
 /// The child and grandchild of `tree` (`nestuserns ... ipcnet grand`, no joiner) share
@@ -204,28 +209,10 @@ fn ipc_and_network_namespaces_made_in_a_childs_user_namespace_are_restored() {
         .arg("uts")
         .arg("ipcnet")
         .arg("grand");
-    let mut t = ctx.spawn(&spec);
-    t.wait_lines(2);
-    let tree = wait_process_tree(t.pid, 3, "nestuserns ipcnet");
-    assert_shape(&tree, None, "0 0 1", false, "original");
-    assert_ipcnet(&tree, "original");
-    t.kill();
-    let mut checked = false;
-    dump_restore_compare(
-        &ctx,
-        &spec,
-        &spec,
-        6,
-        &[],
-        "nestuserns-ipcnet",
-        &mut |pid| {
-            let tree = wait_process_tree(pid, 3, "restored nestuserns ipcnet");
-            assert_shape(&tree, None, "0 0 1", false, "restored");
-            assert_ipcnet(&tree, "restored");
-            checked = true;
-        },
-    );
-    assert!(checked);
+    round_trip(&ctx, &spec, 3, "nestuserns-ipcnet", &|tree, what| {
+        assert_shape(tree, None, "0 0 1", false, what);
+        assert_ipcnet(tree, what);
+    });
 }
 
 /// Restores of that tree failing while those namespaces are made in the new user
@@ -330,28 +317,10 @@ fn a_cgroup_namespace_made_in_a_childs_user_namespace_is_restored() {
         .arg("uts")
         .arg(format!("cgroup={}", cg.0.display()))
         .arg("grand");
-    let mut t = ctx.spawn(&spec);
-    t.wait_lines(2);
-    let tree = wait_process_tree(t.pid, 3, "nestuserns cgroup");
-    assert_shape(&tree, None, "0 0 1", false, "original");
-    assert_cgroupns(&tree, &cg.0, "original");
-    t.kill();
-    let mut checked = false;
-    dump_restore_compare(
-        &ctx,
-        &spec,
-        &spec,
-        6,
-        &[],
-        "nestuserns-cgroup",
-        &mut |pid| {
-            let tree = wait_process_tree(pid, 3, "restored nestuserns cgroup");
-            assert_shape(&tree, None, "0 0 1", false, "restored");
-            assert_cgroupns(&tree, &cg.0, "restored");
-            checked = true;
-        },
-    );
-    assert!(checked);
+    round_trip(&ctx, &spec, 3, "nestuserns-cgroup", &|tree, what| {
+        assert_shape(tree, None, "0 0 1", false, what);
+        assert_cgroupns(tree, &cg.0, what);
+    });
 }
 
 /// Two levels (issue 15): the root made a user namespace of its own (0-65535 mapped
@@ -374,22 +343,11 @@ fn ipc_network_and_cgroup_namespaces_two_user_namespaces_deep_are_restored() {
         .arg(format!("cgroup={}", cg.0.display()))
         .arg("grand");
     let wide = "0 123400 65536";
-    let mut t = ctx.spawn(&spec);
-    t.wait_lines(2);
-    let tree = wait_process_tree(t.pid, 3, "nestuserns top ipcnet cgroup");
-    assert_shape(&tree, Some(wide), "0 123400 1", false, "original");
-    assert_ipcnet(&tree, "original");
-    assert_cgroupns(&tree, &cg.0, "original");
-    t.kill();
-    let mut checked = false;
-    dump_restore_compare(&ctx, &spec, &spec, 6, &[], "nestuserns-deep", &mut |pid| {
-        let tree = wait_process_tree(pid, 3, "restored nestuserns top ipcnet cgroup");
-        assert_shape(&tree, Some(wide), "0 123400 1", false, "restored");
-        assert_ipcnet(&tree, "restored");
-        assert_cgroupns(&tree, &cg.0, "restored");
-        checked = true;
+    round_trip(&ctx, &spec, 3, "nestuserns-deep", &|tree, what| {
+        assert_shape(tree, Some(wide), "0 123400 1", false, what);
+        assert_ipcnet(tree, what);
+        assert_cgroupns(tree, &cg.0, what);
     });
-    assert!(checked);
 }
 
 /// Restores of the two-level tree with IPC, network and cgroup namespaces in the
@@ -468,23 +426,9 @@ fn a_user_namespace_nested_in_the_trees_is_restored() {
         .arg("grand")
         .arg("join");
     let wide = "0 123400 65536";
-    let mut t = ctx.spawn(&spec);
-    t.wait_lines(2);
-    assert_shape(
-        &wait_process_tree(t.pid, 4, "nestuserns top"),
-        Some(wide),
-        "0 123400 1",
-        true,
-        "original",
-    );
-    t.kill();
-    let mut checked = false;
-    dump_restore_compare(&ctx, &spec, &spec, 6, &[], "nestuserns-top", &mut |pid| {
-        let tree = wait_process_tree(pid, 4, "restored nestuserns top");
-        assert_shape(&tree, Some(wide), "0 123400 1", true, "restored");
-        checked = true;
+    round_trip(&ctx, &spec, 4, "nestuserns-top", &|tree, what| {
+        assert_shape(tree, Some(wide), "0 123400 1", true, what);
     });
-    assert!(checked);
 }
 
 /// A child that made a mount namespace in the user namespace it made: refused at dump,
