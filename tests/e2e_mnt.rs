@@ -365,17 +365,12 @@ fn shared_and_slave_mounts_keep_their_propagation() {
         after[..before.len().min(after.len())],
         "the restored mounts"
     );
-    let fin = r.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "ckpt restore: {}",
-        text(&fin.stderr)
-    );
-    assert_same_output(
+    assert_tree_finished_like_reference(
         "mntns shared (dumped, restored)",
         &reference.stdout,
-        &[out_before, fin.stdout].concat(),
+        out_before,
+        &r.finish(),
+        &[],
     );
 }
 
@@ -460,17 +455,12 @@ fn propagation_from_outside_is_restored(name: &str, prop: Prop) {
     r.wait_lines(1);
     assert_propagates(pid, &peer, prop, "restored");
     assert_eq!(mountinfo(pid), before, "the restored tree's mounts");
-    let fin = r.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "ckpt restore: {}",
-        text(&fin.stderr)
-    );
-    assert_same_output(
+    assert_tree_finished_like_reference(
         &format!("mntns --propagation {how} (dumped, restored)"),
         &reference.stdout,
-        &[out_before, fin.stdout].concat(),
+        out_before,
+        &r.finish(),
+        &[],
     );
     assert_eq!(
         mountinfo_of("thread-self"),
@@ -526,17 +516,12 @@ fn restore_executing_itself_again_stays_in_the_built_namespace() {
     let mut r = ctx.restore(&img, &[], In::Null);
     r.wait_lines(1);
     assert_eq!(mountinfo(pid), before, "the restored mounts");
-    let fin = r.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "ckpt restore: {}",
-        text(&fin.stderr)
-    );
-    assert_same_output(
+    assert_tree_finished_like_reference(
         "mntns -R (dumped, restored)",
         &reference.stdout,
-        &[out_before, fin.stdout].concat(),
+        out_before,
+        &r.finish(),
+        &[],
     );
 }
 
@@ -646,17 +631,12 @@ fn mount_namespace_with_own_pid_namespace_is_restored_with_its_proc() {
         before,
         "the restored tree's mounts (normalised mountinfo)"
     );
-    let fin = r.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "ckpt restore: {}",
-        text(&fin.stderr)
-    );
-    assert_same_output(
+    assert_tree_finished_like_reference(
         "mntpid (dumped, restored)",
         &reference.stdout,
-        &[out_before, fin.stdout].concat(),
+        out_before,
+        &r.finish(),
+        &[],
     );
     assert_eq!(
         std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo"),
@@ -707,16 +687,11 @@ fn mount_and_pid_namespaces_with_uts_ipc_net_ones_are_restored() {
         );
     }
     assert_eq!(mountinfo(restored[1]), before, "the restored tree's mounts");
-    let fin = r.finish();
-    assert_eq!(
-        fin.status.code(),
-        Some(0),
-        "ckpt restore: {}",
-        text(&fin.stderr)
-    );
-    assert_same_output(
+    assert_tree_finished_like_reference(
         "mntpid with UTS, IPC, network namespaces (dumped, restored)",
         &reference.stdout,
-        &[out_before, fin.stdout].concat(),
+        out_before,
+        &r.finish(),
+        &[],
     );
 }
