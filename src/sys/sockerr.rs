@@ -100,26 +100,8 @@ pub fn program(l: &Layout, map_fd: i32) -> Vec<Insn> {
     use reg::*;
     // The record is built on the stack at r10-40 (32 bytes); the map key at r10-8.
     const R: i16 = -40;
-    let mut p = vec![
-        mov(R9, R1),
-        ldx64(R7, R9, l.ctx_file),
-        // The last call of an iteration has no file.
-        jeq_imm(R7, 0, 0), // -> end (patched below)
-        ldx64(R1, R7, l.file_inode),
-        jeq_imm(R1, 0, 0),
-        ldx64(R1, R1, l.inode_ino),
-        stx64(R10, -8, R1),
-        stx64(R10, R, R1),
-    ];
-    p.extend(asm::ld_map_fd(R1, map_fd));
+    let mut p = wanted_socket(l, map_fd, R);
     p.extend([
-        mov(R2, R10),
-        add_imm(R2, -8),
-        call(bpf::HELPER_MAP_LOOKUP_ELEM),
-        jeq_imm(R0, 0, 0),
-        mov(R1, R7),
-        call(bpf::HELPER_SOCK_FROM_FILE),
-        jeq_imm(R0, 0, 0),
         ldx32(R1, R0, l.socket_state),
         stx32(R10, R + 24, R1),
         ldx64(R8, R0, l.socket_sk),
@@ -146,6 +128,38 @@ pub fn program(l: &Layout, map_fd: i32) -> Vec<Insn> {
         exit(),
     ]);
     nulls_to_end(p)
+}
+
+/// The start of a task-file iterator program that acts only on sockets whose inode is
+/// in hash map `map_fd`: with r9 the context, r7 the file, the inode number stored at
+/// r10-8 (the map key) and at r10+`ino_at`, it goes on with r0 the `struct socket`; every
+/// other call ends at the program's `r0 = 0; exit` (its NULL checks are left for
+/// [`nulls_to_end`]). Shared with `sys::tcpqueue`'s program.
+pub(super) fn wanted_socket(l: &Layout, map_fd: i32, ino_at: i16) -> Vec<Insn> {
+    use asm::*;
+    use reg::*;
+    let mut p = vec![
+        mov(R9, R1),
+        ldx64(R7, R9, l.ctx_file),
+        // The last call of an iteration has no file.
+        jeq_imm(R7, 0, 0),
+        ldx64(R1, R7, l.file_inode),
+        jeq_imm(R1, 0, 0),
+        ldx64(R1, R1, l.inode_ino),
+        stx64(R10, -8, R1),
+        stx64(R10, ino_at, R1),
+    ];
+    p.extend(asm::ld_map_fd(R1, map_fd));
+    p.extend([
+        mov(R2, R10),
+        add_imm(R2, -8),
+        call(bpf::HELPER_MAP_LOOKUP_ELEM),
+        jeq_imm(R0, 0, 0),
+        mov(R1, R7),
+        call(bpf::HELPER_SOCK_FROM_FILE),
+        jeq_imm(R0, 0, 0),
+    ]);
+    p
 }
 
 /// Program `p` with every NULL check (a `jeq 0` left with offset 0) jumping to its

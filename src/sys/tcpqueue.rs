@@ -84,26 +84,8 @@ pub fn program(l: &super::sockerr::Layout, map_fd: i32) -> Vec<Insn> {
     use asm::*;
     use reg::*;
     // The record at r10-24 (16 bytes); the map key at r10-8.
-    let mut p = vec![
-        mov(R9, R1),
-        ldx64(R7, R9, l.ctx_file),
-        // The last call of an iteration has no file.
-        jeq_imm(R7, 0, 0),
-        ldx64(R1, R7, l.file_inode),
-        jeq_imm(R1, 0, 0),
-        ldx64(R1, R1, l.inode_ino),
-        stx64(R10, -8, R1),
-        stx64(R10, -24, R1),
-    ];
-    p.extend(asm::ld_map_fd(R1, map_fd));
+    let mut p = super::sockerr::wanted_socket(l, map_fd, -24);
     p.extend([
-        mov(R2, R10),
-        add_imm(R2, -8),
-        call(bpf::HELPER_MAP_LOOKUP_ELEM),
-        jeq_imm(R0, 0, 0),
-        mov(R1, R7),
-        call(bpf::HELPER_SOCK_FROM_FILE),
-        jeq_imm(R0, 0, 0),
         ldx64(R8, R0, l.socket_sk),
         jeq_imm(R8, 0, 0),
         stx64(R10, -16, R8),
