@@ -346,9 +346,16 @@ fn random_kills(test: &str, t: Target, tries: u32) {
         };
         let delay = Duration::from_micros(rng.below(span));
         let st = killed_dump(r.p.pid, &img, How::Signal(sig), leave, delay);
+        let ended = !st.success() && !leave && committed_then_killed(&img, &mut r.p);
         let _ = fs::remove_file(&img);
         let e = tally.entry(label).or_default();
         e.0 += 1;
+        if ended {
+            // Killed after its image was safe, while it was killing the target.
+            e.2 += 1;
+            r = spawn(&ctx, t, &go);
+            continue;
+        }
         if st.success() {
             e.2 += 1;
             if !leave {

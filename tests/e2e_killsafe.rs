@@ -134,9 +134,16 @@ fn random_kills(test: &str, name: &str, plan: &[(How, bool, u32)]) {
         };
         let delay = Duration::from_micros(rng.below(span));
         let st = killed_dump(p.pid, &img, how, leave, delay);
+        let ended = !st.success() && !leave && committed_then_killed(&img, &mut p);
         let _ = fs::remove_file(&img);
         let e = tally.entry(label(how, leave)).or_default();
         e.0 += 1;
+        if ended {
+            // Killed after its image was safe, while it was killing the target.
+            e.2 += 1;
+            (p, before) = spawn_target(&ctx);
+            continue;
+        }
         if st.success() {
             e.2 += 1;
             if !leave {

@@ -125,6 +125,42 @@ pub fn killed_dump(pid: i32, img: &Path, how: How, leave: bool, delay: Duration)
     }
 }
 
+/// Whether a dump that kills its target, itself killed late, had reached its end: the
+/// image committed at its final path and then the target killed by it (SIGKILL), before
+/// ckpt could exit. That is the dump's own outcome, not a loss: the image is whole (a
+/// dump renames it into place only once it is synced) and `ckpt check` accepts it.
+pub fn committed_then_killed(img: &Path, p: &mut Proc) -> bool {
+    if !img.exists() {
+        return false;
+    }
+    // The dump sent its SIGKILL before it was killed itself: the target ends at once.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let st = loop {
+        if let Some(st) = p.try_wait() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    if std::os::unix::process::ExitStatusExt::signal(&st) != Some(libc::SIGKILL) {
+        return false;
+    }
+    let check = Command::new(ckpt_bin())
+        .arg("check")
+        .arg(img)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ckpt check");
+    assert!(
+        check.status.success(),
+        "the image a killed dump committed before killing its target is refused: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    true
+}
+
 /// After a killed dump: waits (3 s at most) until the target is no longer traced; what
 /// is wrong if it died or is still traced.
 pub fn let_go(p: &mut Proc) -> Option<String> {
