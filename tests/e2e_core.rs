@@ -97,10 +97,11 @@ fn counter_with_stdout_to_a_regular_file() {
 #[test]
 fn counter_dumped_at_different_moments() {
     // 0 lines: right after exec (possibly still in the dynamic loader); 1: first sleep;
-    // 38: near the end.
+    // 36: near the end, with four steps of 50 ms left for the dump to begin (two of 10
+    // ms were too few on a loaded machine: the counter had exited).
     let ctx = Ctx::new("counter_dumped_at_different_moments");
-    let spec = counter_spec(&ctx, "counter", 40, &["sleep=10"]);
-    for k in [0, 1, 38] {
+    let spec = counter_spec(&ctx, "counter", 40, &["sleep=50"]);
+    for k in [0, 1, 36] {
         dump_kill_restore(&ctx, &spec, k, &format!("counter-at-{k}"));
     }
 }
