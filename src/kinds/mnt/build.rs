@@ -19,6 +19,63 @@ use crate::sys;
 /// mounted on it in ckpt's private copy of the host's namespace, never in the host's).
 const STAGES: [&[u8]; 5] = [b"/tmp", b"/mnt", b"/var/tmp", b"/run", b"/dev"];
 
+/// The mounts of the tree's own namespace that [`build`] made and a namespace a process
+/// below the root made in it takes peer groups from (`OutsidePeer::mount`), by their
+/// dump IDs: kept while the tree's processes are made (a mount covered by another on
+/// its point cannot be opened again by path), dropped by [`release_kept`] before the
+/// tree runs (a descriptor on a mount would make the tree's unmount of it fail).
+static KEPT: std::sync::Mutex<BTreeMap<u32, OwnedFd>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// Whether the image has a mount namespace a process below the root made in the
+/// tree's own, `tree` (which takes its peer groups and its sources of file systems
+/// restore made anew from [`KEPT`]).
+fn made_below_in(ckpt: &Checkpoint, tree: &MountTree) -> bool {
+    ckpt.namespaces
+        .iter()
+        .filter(|ns| ns.kind == "mnt" && !ns.external)
+        .filter_map(|ns| ns.mounts.as_ref())
+        .any(|t| !std::ptr::eq(t, tree))
+}
+
+/// The devices now of the file systems restore made anew in the tree's namespace
+/// (`base`), by their devices at dump (`made_anew`), through the mounts [`build`] made
+/// of them there and kept: a source of one is then found as the one of that device,
+/// uncovered, as any other (a covered one included), not by its path alone.
+fn renewed_devs(base: &MountTree, made_anew: &BTreeSet<u64>) -> BTreeMap<u64, u64> {
+    let Ok(kept) = KEPT.lock() else {
+        return BTreeMap::new();
+    };
+    base.mounts
+        .iter()
+        .filter(|m| made_anew.contains(&m.dev))
+        .filter_map(|m| {
+            let now = sys::mount::dev_ino(kept.get(&m.id)?).ok()?.0;
+            Some((m.dev, now))
+        })
+        .collect()
+}
+
+/// Drop the mounts [`build`] kept (see [`KEPT`]): once the tree's processes are made,
+/// before it runs, in every process of ckpt's that holds them (a builder forked with
+/// them, and the one it was forked from).
+pub(crate) fn release_kept() {
+    if let Ok(mut k) = KEPT.lock() {
+        k.clear();
+    }
+}
+
+/// Drops the mounts [`build`] kept ([`release_kept`]) when it goes: held by
+/// `restore::Prepared`, so that a process of ckpt's that forked a builder (which took
+/// them along) and dropped its own `Prepared` holds none while the tree runs.
+#[derive(Debug, Default)]
+pub(crate) struct KeptMounts;
+
+impl Drop for KeptMounts {
+    fn drop(&mut self) {
+        release_kept();
+    }
+}
+
 /// A file system's options for mount(2): those mountinfo shows, but "ro"/"rw" (made
 /// flags) and, for devpts, with a new instance.
 pub(super) fn data_of(m: &Mount) -> String {
@@ -374,7 +431,17 @@ fn build(
             }
         }
     }
-    let sources = open_sources(tree, same_boot, &given, &made_anew, &mut problems);
+    let renewed = match owned_tree(ckpt).filter(|_| nested) {
+        Some(base) => renewed_devs(base, &made_anew),
+        None => BTreeMap::new(),
+    };
+    let sources = open_sources(
+        tree,
+        same_boot,
+        &given,
+        (&made_anew, &renewed),
+        &mut problems,
+    );
     if !problems.is_empty() {
         return Err(RestoreError::Problems(problems));
     }
@@ -621,7 +688,13 @@ fn build(
         })
         .collect::<RestoreResult<_>>()?;
     propagate(&prop_in(tree), &fds, &outside)?;
-    drop(roots);
+    // (Those the namespaces made below the root in this one take groups from.)
+    if !below && made_below_in(ckpt, tree) {
+        let mut kept = KEPT
+            .lock()
+            .map_err(|_| RestoreError::Reported("the kept mounts' lock is poisoned".into()))?;
+        *kept = roots;
+    }
     sys::mount::fchdir(&cwd)?;
     Ok(Entered {
         init,
@@ -655,7 +728,19 @@ fn open_outside(
         return Ok(out);
     }
     let ours = sys::mount::mountinfo(0)?;
+    let kept = KEPT
+        .lock()
+        .map_err(|_| RestoreError::Reported("the kept mounts' lock is poisoned".into()))?;
     for o in &tree.outside {
+        // A mount of the tree's own namespace that `build` made and kept: by its dump
+        // ID, wherever it is now (covered or not); it is in the group restore gave it.
+        if let Some(fd) = kept.get(&o.mount).filter(|_| o.mount != 0) {
+            let fd = fd
+                .try_clone()
+                .map_err(|e| sys::SysError::io("dup a kept mount", e))?;
+            out.insert(o.group.clone(), fd);
+            continue;
+        }
         let point = String::from_utf8_lossy(&o.point);
         let last = ours.iter().rev().find(|l| l.point == o.point);
         let field =
