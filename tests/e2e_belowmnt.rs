@@ -12,9 +12,10 @@
 //! mount namespace of its own, with a shared tmpfs) comes back in them: mounts made on
 //! either side propagate as before; so does one copied from the tree's own mount
 //! namespace (the root's, with a shared mount the child's tmpfs propagates back into).
-//! What is not restored (a namespace nested two deep,
-//! with or without peers in its parent's) is refused at dump, the tree running on; a
-//! restore that fails while building the namespace leaves nothing.
+//! A namespace nested two deep (the grandchild's private copy of the child's) is
+//! restored as a copy of the child's restored one. What is not restored (one nested
+//! two deep with peers in its parent's) is refused at dump, the tree running on; a
+//! restore that fails while building a namespace leaves nothing.
 //!
 //! The target is `tests/targets/belowmnt.c`. Needs root (unshare, mount, ptrace).
 
@@ -573,7 +574,7 @@ fn refused(name: &str, mode: &str, words: &[&str]) {
 
 /// unshare(CLONE_NEWNS) keeps a shared mount's copy in its peer group: the
 /// grandchild's copy of the child's shared tmpfs, nested in the child's namespace, is
-/// refused (two deep).
+/// refused (two deep, sharing a peer group with the one it was copied from).
 #[test]
 fn mount_namespace_sharing_peers_with_its_parents_is_refused() {
     refused(
@@ -583,13 +584,58 @@ fn mount_namespace_sharing_peers_with_its_parents_is_refused() {
     );
 }
 
-/// A mount namespace made inside another one a process below the root made is
-/// refused (two deep).
+/// A mount namespace made inside another one a process below the root made (two deep:
+/// the grandchild's private copy of the child's, `belowmnt DIR nested`): restored as a
+/// copy of the child's restored namespace, with its copies of the child's tmpfs (bound
+/// from the child's restored one: a file written through the grandchild's view shows
+/// in the child's, one file system as before) and of the host directory bound in it;
+/// the three namespaces apart as before, the mounts seen from inside each (the
+/// oracle's mountinfo), the processes' own checks and the tmpfs's files are the
+/// original's. Restores failing while the child's or the grandchild's namespace is
+/// built, or after, leave no process and nothing mounted in ours.
 #[test]
-fn mount_namespace_nested_two_deep_is_refused() {
-    refused(
-        "mount_namespace_nested_two_deep_is_refused",
-        "nested",
-        &["nested two deep", "not restored yet"],
+fn mount_namespace_nested_two_deep_is_restored() {
+    let name = "mount_namespace_nested_two_deep_is_restored";
+    let ctx = Ctx::new(name);
+    let (mut t, tree) = start(&ctx, "nested");
+    let [root, child, grandchild] = tree;
+    let mnt = |p: i32| ns_inode(&p.to_string(), "mnt");
+    assert_ne!(mnt(grandchild), mnt(child), "the grandchild's own");
+    let said = report(&mut t, 1);
+    assert_eq!(said, ALL_OK, "the original's own checks");
+    let before = Snapshot::at_rest(root, name).with_report(root, &said);
+    let img = ctx.path("nested.img");
+    ctx.dump(root, &img);
+    t.expect_killed();
+    wait_pids_gone(&tree, name);
+    let ours = mountinfo_of("thread-self");
+    for f in [
+        "make a mount namespace a process below the root made",
+        "make a mount namespace nested two deep",
+        "fill memory",
+    ] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
+        assert_eq!(mountinfo_of("thread-self"), ours, "{f}: our mounts");
+    }
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    wait_restored_up(&before, &mut r, name);
+    assert_eq!(shape(root, "restored"), tree, "the same PIDs");
+    assert!(
+        mnt(grandchild) != mnt(child) && mnt(child) != mnt(root),
+        "three namespaces apart"
     );
+    assert_restored_state(name, "belowmnt nested", root, &mut r, &before);
+    std::fs::write(
+        seen_by(grandchild, &ctx.dir, "inner/late.txt"),
+        "one file system\n",
+    )
+    .expect("write late.txt");
+    assert_eq!(
+        tmpfs_file(child, &ctx.dir, "late.txt"),
+        "one file system\n",
+        "the grandchild's copy of the child's tmpfs is the child's"
+    );
+    assert_eq!(tmpfs_file(child, &ctx.dir, "notes.txt"), "made inside\n");
+    assert_eq!(mountinfo_of("thread-self"), ours, "our mounts");
+    exit_ok(name, r);
 }

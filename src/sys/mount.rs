@@ -121,6 +121,12 @@ fn enter_mount_ns_of(pid: i32) -> Result<()> {
     Ok(())
 }
 
+/// Put the calling thread (its file system context its own first) in the mount
+/// namespace of process `pid`, at its root.
+pub fn enter_mount_ns(pid: i32) -> Result<()> {
+    enter_mount_ns_of(pid)
+}
+
 /// Run `f` on a thread of ckpt in the mount namespace of process `pid` (at its root):
 /// paths it opens are the namespace's. The thread ends with `f`.
 pub fn in_mount_ns<T: Send>(pid: i32, f: impl FnOnce() -> T + Send) -> Result<T> {

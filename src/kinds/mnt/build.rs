@@ -312,6 +312,7 @@ pub(crate) fn enter_new(
         sibling,
         below: false,
         way,
+        parent: None,
     };
     build(ckpt, tree, how, external, joins, cgroup_root, cgroups)
 }
@@ -320,18 +321,23 @@ pub(crate) fn enter_new(
 /// the tree's other namespaces first (`pidns_init`, see [`enter_new`]), the init a child
 /// of our parent (`sibling`); `below`: the namespace is one a process below the root
 /// made ([`make_below`]: nothing but its mounts, no terminal of the tree's); `way`:
-/// the PID namespace the proc mounts are made from inside of (with `pidns_init`).
+/// the PID namespace the proc mounts are made from inside of (with `pidns_init`);
+/// `parent`: for one made below the root two deep, the one it was copied from (made
+/// below the root too, built before it: the calling thread is in it).
 #[derive(Clone, Copy)]
-struct How {
+struct How<'a> {
     pidns_init: bool,
     sibling: bool,
     below: bool,
     way: PidnsWay,
+    parent: Option<&'a MountTree>,
 }
 
 /// Build the mount namespace of a process below the tree's root, `tree` (the image's
-/// record of it: `kinds::mnt::below` checked at dump that it was made in ckpt's mount,
-/// user and PID namespaces), on a thread of ckpt's own, as [`enter_new`] builds the
+/// record of it: `kinds::mnt::below` checked at dump that it was made in ckpt's user
+/// and PID namespaces, from the root's mount namespace or, two deep, from one made
+/// below the root: `parent`, the PID of the stub in that one, restored already, and its
+/// record), on a thread of ckpt's own, as [`enter_new`] builds the
 /// tree's (its external sources checked first; a cgroup mount's cgroup made again
 /// into `cgroups`, below `cgroup_root` if given); returns the namespace (a descriptor
 /// of it: the thread that built it ended), for the process's stub to join. A failure
@@ -339,18 +345,28 @@ struct How {
 pub(crate) fn make_below(
     ckpt: &Checkpoint,
     tree: &MountTree,
+    parent: Option<(i32, &MountTree)>,
     cgroup_root: Option<&str>,
     cgroups: &mut crate::kinds::cgroup::MadeCgroups,
 ) -> RestoreResult<std::fs::File> {
     crate::error::fault_point("make a mount namespace a process below the root made")?;
+    if parent.is_some() {
+        crate::error::fault_point("make a mount namespace nested two deep")?;
+    }
     let how = How {
         pidns_init: false,
         sibling: false,
         below: true,
         way: PidnsWay::Ours,
+        parent: parent.map(|(_, t)| t),
     };
     std::thread::scope(|s| {
         s.spawn(|| -> RestoreResult<std::fs::File> {
+            // Two deep: copied from the namespace its parent's stub joined (the
+            // thread's file system context its own first, at that namespace's root).
+            if let Some((pid, _)) = parent {
+                sys::mount::enter_mount_ns(pid)?;
+            }
             // (unshare(CLONE_NEWNS) gives this thread a file system context of its own
             // first: ckpt's other threads stay where they are.)
             build(ckpt, tree, how, None, &[], cgroup_root, cgroups)?;
@@ -369,7 +385,7 @@ pub(crate) fn make_below(
 fn build(
     ckpt: &Checkpoint,
     tree: &MountTree,
-    how: How,
+    how: How<'_>,
     external: Option<std::fs::File>,
     joins: &[(String, std::path::PathBuf)],
     cgroup_root: Option<&str>,
@@ -380,6 +396,7 @@ fn build(
         sibling,
         below,
         way,
+        parent,
     } = how;
     let mut problems = Vec::new();
     let same_boot = !ckpt.info.boot_id.is_empty() && ckpt.info.boot_id == sys::process::boot_id();
@@ -395,11 +412,17 @@ fn build(
     // copied from that: its external mounts are the tree's, found there by the dump's
     // paths, and those of the file systems restore made anew there are other devices
     // now. What `--external-mount` gives is the tree's own namespace's.)
-    let nested = below && owned_tree(ckpt).is_some();
-    let made_anew = match nested {
-        true => super::fresh_devs(ckpt),
-        false => BTreeSet::new(),
+    // (Two deep, the namespace it was copied from is its parent's, made below the root
+    // too: found the same way, in that one.)
+    let base_tree = match (below, parent) {
+        (true, Some(t)) => Some(t),
+        (true, None) => owned_tree(ckpt),
+        (false, _) => None,
     };
+    let nested = base_tree.is_some();
+    let made_anew = base_tree
+        .map(super::checks::fresh_devs_of)
+        .unwrap_or_default();
     let outside = open_outside(tree, below, &made_anew, &mut problems)?;
     if !problems.is_empty() {
         return Err(RestoreError::Problems(problems));
@@ -431,7 +454,7 @@ fn build(
             }
         }
     }
-    let renewed = match owned_tree(ckpt).filter(|_| nested) {
+    let renewed = match base_tree.filter(|_| parent.is_none()) {
         Some(base) => renewed_devs(base, &made_anew),
         None => BTreeMap::new(),
     };
