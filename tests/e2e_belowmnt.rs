@@ -12,9 +12,10 @@
 //! mount namespace of its own, with a shared tmpfs) comes back in them: mounts made on
 //! either side propagate as before; so does one copied from the tree's own mount
 //! namespace (the root's, with a shared mount the child's tmpfs propagates back into).
-//! What is not restored (a namespace nested two deep,
-//! with or without peers in its parent's) is refused at dump, the tree running on; a
-//! restore that fails while building the namespace leaves nothing.
+//! A namespace nested two deep (the grandchild's private copy of the child's) is
+//! restored as a copy of the child's restored one. What is not restored (one nested
+//! two deep with peers in its parent's) is refused at dump, the tree running on; a
+//! restore that fails while building a namespace leaves nothing.
 //!
 //! The target is `tests/targets/belowmnt.c`. Needs root (unshare, mount, ptrace).
 
@@ -398,29 +399,71 @@ fn joint_groups(pids: &[i32]) -> Vec<Vec<String>> {
 /// the root's namespace (one file system seen from both). Restored, the root's
 /// namespace is built first and the child's as a copy of it, its mounts joining the
 /// groups of the root's (the tmpfs bound from the root's restored one, not made again):
-/// the joint optional fields of both namespaces (groups renumbered) are the original's,
-/// a mount made in either shows in the other as before, a file written through the
-/// child's view shows in the root's, the processes' own checks and the oracle's
-/// comparison hold. Restores failing while the child's namespace is built, once its
-/// groups are joined (before its maker's stub enters it) and later leave no process and
-/// nothing mounted in ours.
+/// see [`round_trip_sharing_with_the_trees_own`].
 #[test]
 fn mount_namespace_sharing_peers_with_the_trees_own_is_restored() {
-    let name = "mount_namespace_sharing_peers_with_the_trees_own_is_restored";
+    round_trip_sharing_with_the_trees_own(
+        "mount_namespace_sharing_peers_with_the_trees_own_is_restored",
+        "private",
+        "mount --bind {d} {d} && mount --make-shared {d}",
+        false,
+    );
+}
+
+/// The same with every mount of the root's namespace shared (`unshare -m --propagation
+/// shared`, the simplest set-up) and two tmpfs stacked on DIR/stack there (each with a
+/// file `which` saying "under" or "over"), as this host stacks two on /dev/shm: the
+/// child's copies of both stay in the root's mounts' groups, the covered one's too,
+/// whose mount in the root's namespace no path opens. Restore takes the groups from the
+/// mounts it made for the root's namespace, kept by their dump IDs, not by path: the
+/// joint peer groups of both namespaces, the stacked one's included, are the
+/// original's.
+#[test]
+fn mount_namespace_sharing_stacked_mounts_with_the_trees_own_is_restored() {
+    round_trip_sharing_with_the_trees_own(
+        "mount_namespace_sharing_stacked_mounts_with_the_trees_own_is_restored",
+        "shared",
+        "mkdir -p {d}/stack && mount -t tmpfs stack-under {d}/stack && echo under > \
+         {d}/stack/which && mount -t tmpfs stack-over {d}/stack && echo over > {d}/stack/which",
+        true,
+    );
+}
+
+/// The file `rel` (below the test's directory `dir`) as process `p`'s mount namespace
+/// shows it.
+fn seen_by(p: i32, dir: &Path, rel: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{p}/root"))
+        .join(dir.strip_prefix("/").unwrap_or(dir))
+        .join(rel)
+}
+
+/// The tree `unshare -m --propagation PROPAGATION sh -c "SETUP && exec belowmnt DIR
+/// peers"` (`{d}` in SETUP is the test's directory): the root in a mount namespace of
+/// its own, its child's copy of it keeping the root's shared mounts in their groups
+/// (`stacked`: with the two tmpfs SETUP stacked on DIR/stack). Dumped and restored: the
+/// joint optional fields of both namespaces (groups renumbered) are the original's, a
+/// mount made in either on DIR/inner shows in the other as before, a file written
+/// through the child's view shows in the root's, the stacked mounts show the top one's
+/// file to both, the processes' own checks and the oracle's comparison hold. Restores
+/// failing while the child's namespace is built, once its groups are joined (before its
+/// maker's stub enters it) and later leave no process and nothing mounted in ours.
+fn round_trip_sharing_with_the_trees_own(
+    name: &str,
+    propagation: &str,
+    setup: &str,
+    stacked: bool,
+) {
     let ctx = Ctx::new(name);
     layout(&ctx.dir);
-    // (Only DIR shared: this host stacks two mounts on /dev/shm, and a covered mount's
-    // group is refused, restore finding the base's mounts by path.)
     let d = ctx.dir.to_str().unwrap_or_default();
+    let setup = setup.replace("{d}", d);
     let spec = Spec::new("/usr/bin/unshare")
         .arg("-m")
         .arg("--propagation")
-        .arg("private")
+        .arg(propagation)
         .arg("sh")
         .arg("-c")
-        .arg(format!(
-            "mount --bind {d} {d} && mount --make-shared {d} && exec \"$0\" {d} peers"
-        ))
+        .arg(format!("{setup} && exec \"$0\" {d} peers"))
         .arg(target("belowmnt"))
         .stdin(In::Pipe)
         .cwd(&ctx.dir);
@@ -439,6 +482,18 @@ fn mount_namespace_sharing_peers_with_the_trees_own_is_restored() {
         shared_in(child)
     );
     assert_propagates_between(Some(root), child, &inner, Prop::Peer, "original");
+    let which = |p: i32| std::fs::read_to_string(seen_by(p, &ctx.dir, "stack/which")).ok();
+    let stack = ctx.dir.join("stack");
+    if stacked {
+        let mi = mountinfo_of(&child.to_string());
+        let on_stack = mi
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == stack.to_str())
+            .count();
+        assert_eq!(on_stack, 2, "two mounts stacked in the child's copy: {mi}");
+        assert_eq!(which(child).as_deref(), Some("over\n"), "the top one shows");
+        assert_propagates_between(Some(root), child, &stack, Prop::Peer, "original stack");
+    }
     let groups = joint_groups(&[root, child]);
     let before = Snapshot::at_rest(root, name).with_report(root, &said);
     let ours = mountinfo_of("thread-self");
@@ -470,12 +525,21 @@ fn mount_namespace_sharing_peers_with_the_trees_own_is_restored() {
         "the two namespaces' peer groups and masters (renumbered)"
     );
     assert_propagates_between(Some(root), child, &inner, Prop::Peer, "restored");
-    let seen = |p: i32| {
-        PathBuf::from(format!("/proc/{p}/root")).join(inner.strip_prefix("/").unwrap_or(&inner))
-    };
-    std::fs::write(seen(child).join("late.txt"), "one file system\n").expect("write late.txt");
+    if stacked {
+        assert_eq!(
+            (which(root).as_deref(), which(child).as_deref()),
+            (Some("over\n"), Some("over\n")),
+            "the top stacked mount shows in both"
+        );
+        assert_propagates_between(Some(root), child, &stack, Prop::Peer, "restored stack");
+    }
+    std::fs::write(
+        seen_by(child, &ctx.dir, "inner/late.txt"),
+        "one file system\n",
+    )
+    .expect("write late.txt");
     assert_eq!(
-        std::fs::read_to_string(seen(root).join("late.txt"))
+        std::fs::read_to_string(seen_by(root, &ctx.dir, "inner/late.txt"))
             .ok()
             .as_deref(),
         Some("one file system\n"),
@@ -510,7 +574,7 @@ fn refused(name: &str, mode: &str, words: &[&str]) {
 
 /// unshare(CLONE_NEWNS) keeps a shared mount's copy in its peer group: the
 /// grandchild's copy of the child's shared tmpfs, nested in the child's namespace, is
-/// refused (two deep).
+/// refused (two deep, sharing a peer group with the one it was copied from).
 #[test]
 fn mount_namespace_sharing_peers_with_its_parents_is_refused() {
     refused(
@@ -520,13 +584,58 @@ fn mount_namespace_sharing_peers_with_its_parents_is_refused() {
     );
 }
 
-/// A mount namespace made inside another one a process below the root made is
-/// refused (two deep).
+/// A mount namespace made inside another one a process below the root made (two deep:
+/// the grandchild's private copy of the child's, `belowmnt DIR nested`): restored as a
+/// copy of the child's restored namespace, with its copies of the child's tmpfs (bound
+/// from the child's restored one: a file written through the grandchild's view shows
+/// in the child's, one file system as before) and of the host directory bound in it;
+/// the three namespaces apart as before, the mounts seen from inside each (the
+/// oracle's mountinfo), the processes' own checks and the tmpfs's files are the
+/// original's. Restores failing while the child's or the grandchild's namespace is
+/// built, or after, leave no process and nothing mounted in ours.
 #[test]
-fn mount_namespace_nested_two_deep_is_refused() {
-    refused(
-        "mount_namespace_nested_two_deep_is_refused",
-        "nested",
-        &["nested two deep", "not restored yet"],
+fn mount_namespace_nested_two_deep_is_restored() {
+    let name = "mount_namespace_nested_two_deep_is_restored";
+    let ctx = Ctx::new(name);
+    let (mut t, tree) = start(&ctx, "nested");
+    let [root, child, grandchild] = tree;
+    let mnt = |p: i32| ns_inode(&p.to_string(), "mnt");
+    assert_ne!(mnt(grandchild), mnt(child), "the grandchild's own");
+    let said = report(&mut t, 1);
+    assert_eq!(said, ALL_OK, "the original's own checks");
+    let before = Snapshot::at_rest(root, name).with_report(root, &said);
+    let img = ctx.path("nested.img");
+    ctx.dump(root, &img);
+    t.expect_killed();
+    wait_pids_gone(&tree, name);
+    let ours = mountinfo_of("thread-self");
+    for f in [
+        "make a mount namespace a process below the root made",
+        "make a mount namespace nested two deep",
+        "fill memory",
+    ] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
+        assert_eq!(mountinfo_of("thread-self"), ours, "{f}: our mounts");
+    }
+    let mut r = ctx.restore(&img, &[], In::Pipe);
+    wait_restored_up(&before, &mut r, name);
+    assert_eq!(shape(root, "restored"), tree, "the same PIDs");
+    assert!(
+        mnt(grandchild) != mnt(child) && mnt(child) != mnt(root),
+        "three namespaces apart"
     );
+    assert_restored_state(name, "belowmnt nested", root, &mut r, &before);
+    std::fs::write(
+        seen_by(grandchild, &ctx.dir, "inner/late.txt"),
+        "one file system\n",
+    )
+    .expect("write late.txt");
+    assert_eq!(
+        tmpfs_file(child, &ctx.dir, "late.txt"),
+        "one file system\n",
+        "the grandchild's copy of the child's tmpfs is the child's"
+    );
+    assert_eq!(tmpfs_file(child, &ctx.dir, "notes.txt"), "made inside\n");
+    assert_eq!(mountinfo_of("thread-self"), ours, "our mounts");
+    exit_ok(name, r);
 }

@@ -1789,6 +1789,13 @@ pub struct OutsidePeer {
     /// It is a member of the group ("shared:N"); false: a slave of it only ("master:N"),
     /// through which a mount becomes a slave of the group too.
     pub member: bool,
+    /// For a namespace a process below the root made in the tree's own: that mount's ID
+    /// at dump in the tree's namespace (`Mount::id` there). Restore takes the group from
+    /// the mount it made for that one, kept by this ID while it builds the tree, not
+    /// from the mount `point` shows, which another one stacked there may cover. 0
+    /// (ckpt's namespace, or an image made before this): found by its point.
+    #[serde(default)]
+    pub mount: u32,
 }
 
 /// One mount, as /proc/PID/mountinfo shows it, and where restore gets it from.

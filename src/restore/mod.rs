@@ -259,6 +259,10 @@ pub struct Prepared<R: Read> {
     /// The PID namespace not the tree's own that it is restored in, made or opened with
     /// its mount namespace (see `kinds::mnt::enter_new`).
     other_pidns: crate::kinds::mnt::OtherPidns,
+    /// The mounts of the tree's namespace kept for the namespaces made below the root
+    /// in it (`kinds::mnt::release_kept`): dropped with this, and by the stage once the
+    /// processes are made.
+    _kept_mounts: crate::kinds::mnt::KeptMounts,
 }
 
 /// The points of a restore where a front end may act (the `criu` front end's notify
@@ -338,6 +342,7 @@ pub fn prepare_for<R: Read>(input: R, view: &HostView, sibling: bool) -> Result<
         outer_ptmx: entered.outer_ptmx,
         composite: None,
         other_pidns: entered.other_pidns,
+        _kept_mounts: crate::kinds::mnt::KeptMounts,
     })
 }
 
@@ -553,6 +558,7 @@ impl<R: Read + Send> Prepared<R> {
             outer_ptmx: _,
             composite,
             other_pidns: _,
+            _kept_mounts: _,
         } = self;
         let tty_ref = tty.as_ref().map(|(tp, slave)| {
             use std::os::fd::AsRawFd;

@@ -97,6 +97,14 @@ pub fn mountinfo(pid: i32) -> Result<Vec<MountLine>> {
     parse_mountinfo(&text).ok_or_else(|| SysError::Other(format!("cannot parse {p}")))
 }
 
+/// The mounts the calling thread sees (its mount namespace may be another than ckpt's
+/// main thread's, which /proc/self shows: [`in_mount_ns`], [`in_private_copy`]).
+fn thread_mountinfo() -> Result<Vec<MountLine>> {
+    let p = "/proc/thread-self/mountinfo";
+    let text = fs::read_to_string(p).map_err(|e| SysError::io(format!("read {p}"), e))?;
+    parse_mountinfo(&text).ok_or_else(|| SysError::Other(format!("cannot parse {p}")))
+}
+
 /// Give the calling thread a file system context (root, working directory) of its own,
 /// then put it in the mount namespace of process `pid`.
 fn enter_mount_ns_of(pid: i32) -> Result<()> {
@@ -111,6 +119,12 @@ fn enter_mount_ns_of(pid: i32) -> Result<()> {
     let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNS) };
     super::check(r as libc::c_long, || format!("setns {p}"))?;
     Ok(())
+}
+
+/// Put the calling thread (its file system context its own first) in the mount
+/// namespace of process `pid`, at its root.
+pub fn enter_mount_ns(pid: i32) -> Result<()> {
+    enter_mount_ns_of(pid)
 }
 
 /// Run `f` on a thread of ckpt in the mount namespace of process `pid` (at its root):
@@ -576,8 +590,9 @@ pub fn open_uncovered(p: &[u8], dev: u64) -> Result<Option<OwnedFd>> {
         if dev_ino(&fd)?.0 == dev {
             return Ok(Some(fd));
         }
-        // The mount that shows `p`: the last listed of the longest point above it.
-        let lines = mountinfo(0)?;
+        // The mount that shows `p`: the last listed of the longest point above it (in
+        // the calling thread's namespace).
+        let lines = thread_mountinfo()?;
         let above = |pt: &[u8]| {
             pt == b"/" || p == pt || (p.starts_with(pt) && p.get(pt.len()) == Some(&b'/'))
         };

@@ -15,11 +15,15 @@
 //! restore builds that one first (ckpt's main thread is in it when the process's stub
 //! is made), so the mounts this one shares with it are found there, by the dump's
 //! paths in the base: a file system restore made anew there (a tmpfs) is bound from
-//! it, not made again (`build`: `made_anew`), and its groups joined from it. Refused,
-//! naming the process: one nested in another one made below the root (two deep), one
-//! made in another user or PID namespace, and files its processes hold open or map
-//! that ckpt would not find again at the same path from the base (on a file system of
-//! the namespace's own, or bound elsewhere).
+//! it, not made again (`build`: `made_anew`), and its groups joined from it. Two deep
+//! (a process in one made below the root makes another): restored as a copy of its
+//! parent's, built on a thread that joined that one (the parent's stub is in it by
+//! then), its mounts found there by the dump's paths, those of file systems made anew
+//! there bound from them. Refused, naming the process: one nested three deep, or two
+//! deep sharing peer groups with the one it was copied from, one made in another user
+//! or PID namespace, and files its processes hold open or map that ckpt would not find
+//! again at the same path from the base (on a file system of the namespace's own, or
+//! bound elsewhere).
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
@@ -66,16 +70,42 @@ pub(crate) fn check_below(
     let lines = sys::mount::mountinfo(pid)?;
     let parent_mnt = sys::ns::inode(ppid, "mnt")?;
     // (Made in the tree's root's, ckpt's or the tree's own: the one restore builds
-    // first and then builds this one in.)
+    // first and then builds this one in; or, two deep, in one its parent's maker made
+    // there, which restore builds before its parent's children are forked.)
     if parent_mnt != root_mnt {
-        return refuse(
-            pid,
-            format!(
-                "it made a mount namespace (mnt:[{ino}]) inside another one a process of \
-                 the tree made (mnt:[{parent_mnt}], its parent's, PID {ppid}); mount \
-                 namespaces nested two deep are not restored yet"
-            ),
-        );
+        let gp = sys::proc::status(ppid)?.ppid;
+        let gp_mnt = sys::ns::inode(gp, "mnt")?;
+        if gp_mnt != root_mnt && gp_mnt != parent_mnt {
+            return refuse(
+                pid,
+                format!(
+                    "it made a mount namespace (mnt:[{ino}]) inside another one a process \
+                     of the tree made (mnt:[{parent_mnt}], its parent's, PID {ppid}), \
+                     itself made inside another one (mnt:[{gp_mnt}]); mount namespaces \
+                     nested more than two deep are not restored yet"
+                ),
+            );
+        }
+        let theirs = sys::mount::mountinfo(ppid)?;
+        let groups = |ls: &[sys::mount::MountLine]| -> BTreeSet<String> {
+            ls.iter()
+                .flat_map(|l| &l.optional)
+                .filter_map(|o| o.split_once(':').map(|(_, g)| g.to_string()))
+                .collect()
+        };
+        let shared = groups(&lines);
+        if let Some(g) = groups(&theirs).intersection(&shared).next() {
+            return refuse(
+                pid,
+                format!(
+                    "it made a mount namespace (mnt:[{ino}]) inside another one a process \
+                     of the tree made (mnt:[{parent_mnt}], its parent's, PID {ppid}) whose \
+                     mounts are in (or slaves of) its peer group {g}; mount namespaces \
+                     nested two deep are restored only apart from the one they were \
+                     copied from, propagation between them is not restored yet"
+                ),
+            );
+        }
     }
     let base = base_of(pid)?;
     // The devices of file systems only the namespace has: nothing on them is found

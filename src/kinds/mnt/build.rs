@@ -19,6 +19,63 @@ use crate::sys;
 /// mounted on it in ckpt's private copy of the host's namespace, never in the host's).
 const STAGES: [&[u8]; 5] = [b"/tmp", b"/mnt", b"/var/tmp", b"/run", b"/dev"];
 
+/// The mounts of the tree's own namespace that [`build`] made and a namespace a process
+/// below the root made in it takes peer groups from (`OutsidePeer::mount`), by their
+/// dump IDs: kept while the tree's processes are made (a mount covered by another on
+/// its point cannot be opened again by path), dropped by [`release_kept`] before the
+/// tree runs (a descriptor on a mount would make the tree's unmount of it fail).
+static KEPT: std::sync::Mutex<BTreeMap<u32, OwnedFd>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// Whether the image has a mount namespace a process below the root made in the
+/// tree's own, `tree` (which takes its peer groups and its sources of file systems
+/// restore made anew from [`KEPT`]).
+fn made_below_in(ckpt: &Checkpoint, tree: &MountTree) -> bool {
+    ckpt.namespaces
+        .iter()
+        .filter(|ns| ns.kind == "mnt" && !ns.external)
+        .filter_map(|ns| ns.mounts.as_ref())
+        .any(|t| !std::ptr::eq(t, tree))
+}
+
+/// The devices now of the file systems restore made anew in the tree's namespace
+/// (`base`), by their devices at dump (`made_anew`), through the mounts [`build`] made
+/// of them there and kept: a source of one is then found as the one of that device,
+/// uncovered, as any other (a covered one included), not by its path alone.
+fn renewed_devs(base: &MountTree, made_anew: &BTreeSet<u64>) -> BTreeMap<u64, u64> {
+    let Ok(kept) = KEPT.lock() else {
+        return BTreeMap::new();
+    };
+    base.mounts
+        .iter()
+        .filter(|m| made_anew.contains(&m.dev))
+        .filter_map(|m| {
+            let now = sys::mount::dev_ino(kept.get(&m.id)?).ok()?.0;
+            Some((m.dev, now))
+        })
+        .collect()
+}
+
+/// Drop the mounts [`build`] kept (see [`KEPT`]): once the tree's processes are made,
+/// before it runs, in every process of ckpt's that holds them (a builder forked with
+/// them, and the one it was forked from).
+pub(crate) fn release_kept() {
+    if let Ok(mut k) = KEPT.lock() {
+        k.clear();
+    }
+}
+
+/// Drops the mounts [`build`] kept ([`release_kept`]) when it goes: held by
+/// `restore::Prepared`, so that a process of ckpt's that forked a builder (which took
+/// them along) and dropped its own `Prepared` holds none while the tree runs.
+#[derive(Debug, Default)]
+pub(crate) struct KeptMounts;
+
+impl Drop for KeptMounts {
+    fn drop(&mut self) {
+        release_kept();
+    }
+}
+
 /// A file system's options for mount(2): those mountinfo shows, but "ro"/"rw" (made
 /// flags) and, for devpts, with a new instance.
 pub(super) fn data_of(m: &Mount) -> String {
@@ -255,6 +312,7 @@ pub(crate) fn enter_new(
         sibling,
         below: false,
         way,
+        parent: None,
     };
     build(ckpt, tree, how, external, joins, cgroup_root, cgroups)
 }
@@ -263,18 +321,23 @@ pub(crate) fn enter_new(
 /// the tree's other namespaces first (`pidns_init`, see [`enter_new`]), the init a child
 /// of our parent (`sibling`); `below`: the namespace is one a process below the root
 /// made ([`make_below`]: nothing but its mounts, no terminal of the tree's); `way`:
-/// the PID namespace the proc mounts are made from inside of (with `pidns_init`).
+/// the PID namespace the proc mounts are made from inside of (with `pidns_init`);
+/// `parent`: for one made below the root two deep, the one it was copied from (made
+/// below the root too, built before it: the calling thread is in it).
 #[derive(Clone, Copy)]
-struct How {
+struct How<'a> {
     pidns_init: bool,
     sibling: bool,
     below: bool,
     way: PidnsWay,
+    parent: Option<&'a MountTree>,
 }
 
 /// Build the mount namespace of a process below the tree's root, `tree` (the image's
-/// record of it: `kinds::mnt::below` checked at dump that it was made in ckpt's mount,
-/// user and PID namespaces), on a thread of ckpt's own, as [`enter_new`] builds the
+/// record of it: `kinds::mnt::below` checked at dump that it was made in ckpt's user
+/// and PID namespaces, from the root's mount namespace or, two deep, from one made
+/// below the root: `parent`, the PID of the stub in that one, restored already, and its
+/// record), on a thread of ckpt's own, as [`enter_new`] builds the
 /// tree's (its external sources checked first; a cgroup mount's cgroup made again
 /// into `cgroups`, below `cgroup_root` if given); returns the namespace (a descriptor
 /// of it: the thread that built it ended), for the process's stub to join. A failure
@@ -282,18 +345,28 @@ struct How {
 pub(crate) fn make_below(
     ckpt: &Checkpoint,
     tree: &MountTree,
+    parent: Option<(i32, &MountTree)>,
     cgroup_root: Option<&str>,
     cgroups: &mut crate::kinds::cgroup::MadeCgroups,
 ) -> RestoreResult<std::fs::File> {
     crate::error::fault_point("make a mount namespace a process below the root made")?;
+    if parent.is_some() {
+        crate::error::fault_point("make a mount namespace nested two deep")?;
+    }
     let how = How {
         pidns_init: false,
         sibling: false,
         below: true,
         way: PidnsWay::Ours,
+        parent: parent.map(|(_, t)| t),
     };
     std::thread::scope(|s| {
         s.spawn(|| -> RestoreResult<std::fs::File> {
+            // Two deep: copied from the namespace its parent's stub joined (the
+            // thread's file system context its own first, at that namespace's root).
+            if let Some((pid, _)) = parent {
+                sys::mount::enter_mount_ns(pid)?;
+            }
             // (unshare(CLONE_NEWNS) gives this thread a file system context of its own
             // first: ckpt's other threads stay where they are.)
             build(ckpt, tree, how, None, &[], cgroup_root, cgroups)?;
@@ -312,7 +385,7 @@ pub(crate) fn make_below(
 fn build(
     ckpt: &Checkpoint,
     tree: &MountTree,
-    how: How,
+    how: How<'_>,
     external: Option<std::fs::File>,
     joins: &[(String, std::path::PathBuf)],
     cgroup_root: Option<&str>,
@@ -323,6 +396,7 @@ fn build(
         sibling,
         below,
         way,
+        parent,
     } = how;
     let mut problems = Vec::new();
     let same_boot = !ckpt.info.boot_id.is_empty() && ckpt.info.boot_id == sys::process::boot_id();
@@ -338,11 +412,17 @@ fn build(
     // copied from that: its external mounts are the tree's, found there by the dump's
     // paths, and those of the file systems restore made anew there are other devices
     // now. What `--external-mount` gives is the tree's own namespace's.)
-    let nested = below && owned_tree(ckpt).is_some();
-    let made_anew = match nested {
-        true => super::fresh_devs(ckpt),
-        false => BTreeSet::new(),
+    // (Two deep, the namespace it was copied from is its parent's, made below the root
+    // too: found the same way, in that one.)
+    let base_tree = match (below, parent) {
+        (true, Some(t)) => Some(t),
+        (true, None) => owned_tree(ckpt),
+        (false, _) => None,
     };
+    let nested = base_tree.is_some();
+    let made_anew = base_tree
+        .map(super::checks::fresh_devs_of)
+        .unwrap_or_default();
     let outside = open_outside(tree, below, &made_anew, &mut problems)?;
     if !problems.is_empty() {
         return Err(RestoreError::Problems(problems));
@@ -374,7 +454,17 @@ fn build(
             }
         }
     }
-    let sources = open_sources(tree, same_boot, &given, &made_anew, &mut problems);
+    let renewed = match base_tree.filter(|_| parent.is_none()) {
+        Some(base) => renewed_devs(base, &made_anew),
+        None => BTreeMap::new(),
+    };
+    let sources = open_sources(
+        tree,
+        same_boot,
+        &given,
+        (&made_anew, &renewed),
+        &mut problems,
+    );
     if !problems.is_empty() {
         return Err(RestoreError::Problems(problems));
     }
@@ -621,7 +711,13 @@ fn build(
         })
         .collect::<RestoreResult<_>>()?;
     propagate(&prop_in(tree), &fds, &outside)?;
-    drop(roots);
+    // (Those the namespaces made below the root in this one take groups from.)
+    if !below && made_below_in(ckpt, tree) {
+        let mut kept = KEPT
+            .lock()
+            .map_err(|_| RestoreError::Reported("the kept mounts' lock is poisoned".into()))?;
+        *kept = roots;
+    }
     sys::mount::fchdir(&cwd)?;
     Ok(Entered {
         init,
@@ -655,7 +751,19 @@ fn open_outside(
         return Ok(out);
     }
     let ours = sys::mount::mountinfo(0)?;
+    let kept = KEPT
+        .lock()
+        .map_err(|_| RestoreError::Reported("the kept mounts' lock is poisoned".into()))?;
     for o in &tree.outside {
+        // A mount of the tree's own namespace that `build` made and kept: by its dump
+        // ID, wherever it is now (covered or not); it is in the group restore gave it.
+        if let Some(fd) = kept.get(&o.mount).filter(|_| o.mount != 0) {
+            let fd = fd
+                .try_clone()
+                .map_err(|e| sys::SysError::io("dup a kept mount", e))?;
+            out.insert(o.group.clone(), fd);
+            continue;
+        }
         let point = String::from_utf8_lossy(&o.point);
         let last = ours.iter().rev().find(|l| l.point == o.point);
         let field =

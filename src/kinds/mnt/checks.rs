@@ -54,15 +54,17 @@ pub(crate) fn own_cgroup_mount_sources(ckpt: &Checkpoint) -> Vec<(String, String
 /// The devices of the file systems restore mounts anew: a file on one is another inode
 /// after restore (compared by type, size and times only).
 pub(crate) fn fresh_devs(ckpt: &Checkpoint) -> BTreeSet<u64> {
-    owned_tree(ckpt)
-        .map(|t| {
-            t.mounts
-                .iter()
-                .filter(|m| matches!(m.origin, MountOrigin::Fresh { .. }))
-                .map(|m| m.dev)
-                .collect()
-        })
-        .unwrap_or_default()
+    owned_tree(ckpt).map(fresh_devs_of).unwrap_or_default()
+}
+
+/// The devices at dump of the file systems restore makes anew in the mount namespace
+/// `t`.
+pub(super) fn fresh_devs_of(t: &MountTree) -> BTreeSet<u64> {
+    t.mounts
+        .iter()
+        .filter(|m| matches!(m.origin, MountOrigin::Fresh { .. }))
+        .map(|m| m.dev)
+        .collect()
 }
 
 /// A path of the image that is absolute and has no "." or ".." part.

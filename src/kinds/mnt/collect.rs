@@ -72,10 +72,11 @@ pub(crate) fn collect(pid: i32, below: bool) -> DumpResult<MountTree> {
     // The peer groups its mounts share with ckpt's namespace (or are slaves of there):
     // one a process below the root made, copied from ckpt's; the tree's own, made with
     // its propagation unchanged or as slaves (`unshare -m --propagation unchanged|slave`).
-    let outside = outside_peers(&lines, &host).map_err(|(i, why)| match lines.get(i) {
-        Some(l) => refuse(l, why),
-        None => DumpError::Unsupported { pid, why },
-    })?;
+    let outside =
+        outside_peers(&lines, &host, base.is_some()).map_err(|(i, why)| match lines.get(i) {
+            Some(l) => refuse(l, why),
+            None => DumpError::Unsupported { pid, why },
+        })?;
     if let Some(o) = outside.first() {
         // With a user namespace of the tree's own, restore makes the mount namespace by
         // copying one of ckpt's into it, where the kernel makes shared mounts slaves.
@@ -270,9 +271,13 @@ pub(crate) fn collect(pid: i32, below: bool) -> DumpResult<MountTree> {
 /// point (what opening that path finds); a member of the group, else (for a group
 /// the namespace's mounts are slaves of only) a slave of it that is not shared. A group
 /// none of ckpt's mounts can give is the place of the first mount in it, and why.
+/// `by_id`: `host` is the tree's own namespace (the base of one a process below the
+/// root made), whose mounts restore makes and keeps by their dump IDs: a mount covered
+/// by another on its point gives its group too (recorded with its ID, `OutsidePeer::mount`).
 fn outside_peers(
     lines: &[MountLine],
     host: &[MountLine],
+    by_id: bool,
 ) -> std::result::Result<Vec<OutsidePeer>, (usize, String)> {
     let field = |l: &MountLine, k: &str| -> Option<String> {
         l.optional
@@ -293,7 +298,8 @@ fn outside_peers(
             }
         }
     }
-    let covered = |h: &MountLine| host.iter().any(|o| o.parent == h.id && o.point == h.point);
+    let covered =
+        |h: &MountLine| !by_id && host.iter().any(|o| o.parent == h.id && o.point == h.point);
     let mut out = Vec::new();
     for (n, users) in wanted {
         let first = users.first().copied().unwrap_or_default();
@@ -334,6 +340,7 @@ fn outside_peers(
             root: h.root.clone(),
             dev,
             member: is_member,
+            mount: if by_id { h.id } else { 0 },
         });
     }
     Ok(out)

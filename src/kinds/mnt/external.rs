@@ -40,12 +40,14 @@ pub fn set_external_mounts(pairs: Vec<(Vec<u8>, Vec<u8>)>) {
 /// inode, on the dump's boot). By mount ID: (a detached copy of its mount from that
 /// file, to attach; the file). `made_anew`: the dump's devices of file systems restore
 /// made anew in the namespace the sources are found in (the tree's, for one a process
-/// below the root made in it): found by path alone.
+/// below the root made in it), with their devices now where known (`renewed`, from the
+/// mounts restore made there): found as the file system of that device (uncovered, as
+/// any other), else by path alone.
 pub(super) fn open_sources(
     tree: &MountTree,
     same_boot: bool,
     given: &[(Vec<u8>, Vec<u8>)],
-    made_anew: &BTreeSet<u64>,
+    (made_anew, renewed): (&BTreeSet<u64>, &BTreeMap<u64, u64>),
     problems: &mut Vec<Problem>,
 ) -> BTreeMap<u32, (OwnedFd, OwnedFd)> {
     for (point, _) in given {
@@ -71,6 +73,7 @@ pub(super) fn open_sources(
     for m in &tree.mounts {
         if let MountOrigin::External { host_path, dev, .. } = &m.origin {
             if given.iter().all(|(pt, _)| *pt != m.point) {
+                let dev = renewed.get(dev).unwrap_or(dev);
                 if let Ok(fd) = sys::mount::open_path(host_path) {
                     if sys::mount::dev_ino(&fd).is_ok_and(|(d, _)| d == *dev) {
                         if let Ok(c) = sys::mount::clone_of(&fd) {
@@ -95,13 +98,13 @@ pub(super) fn open_sources(
         let src = mapped.map_or(host_path, |(_, s)| s);
         let show = |x: &[u8]| String::from_utf8_lossy(x).into_owned();
         let anew = made_anew.contains(dev);
-        let opened = if mapped.is_some() || anew {
+        let opened = if mapped.is_some() || (anew && !renewed.contains_key(dev)) {
             sys::mount::open_path(src).map(Some)
         } else if let Some((fd, c)) = first.remove(&m.id) {
             out.insert(m.id, (c, fd));
             continue;
         } else {
-            sys::mount::open_uncovered(src, *dev)
+            sys::mount::open_uncovered(src, *renewed.get(dev).unwrap_or(dev))
         };
         let fd = match opened {
             Ok(Some(fd)) => fd,

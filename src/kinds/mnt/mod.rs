@@ -54,7 +54,9 @@ mod prop;
 use crate::model::{Checkpoint, MountTree};
 
 pub(crate) use below::check_below;
-pub(crate) use build::{OtherPidns, PidnsInit, enter_new, make_below, unstack_proc};
+pub(crate) use build::{
+    KeptMounts, OtherPidns, PidnsInit, enter_new, make_below, release_kept, unstack_proc,
+};
 #[cfg(test)]
 use checks::{PidnsWay, pidns_way};
 pub(crate) use checks::{

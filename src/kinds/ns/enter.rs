@@ -129,7 +129,23 @@ fn enter_below_mnt(
     else {
         return Ok(());
     };
-    let ns = crate::kinds::mnt::make_below(ckpt, tree, cgroup_root, made_cgroups)?;
+    // Two deep: the parent's namespace (made below the root too, which its stub,
+    // forked with the parent's PID, is in by now) is the one it is copied from.
+    let root_mnt = ckpt
+        .processes
+        .first()
+        .and_then(|r| super::inode_of(r, "mnt"));
+    let parents = super::inode_of(parent, "mnt");
+    let base = match parents != root_mnt {
+        true => ckpt
+            .namespaces
+            .iter()
+            .find(|n| n.kind == "mnt" && Some(n.inode) == parents && !n.external)
+            .and_then(|n| n.mounts.as_ref())
+            .map(|t| (parent.pid, t)),
+        false => None,
+    };
+    let ns = crate::kinds::mnt::make_below(ckpt, tree, base, cgroup_root, made_cgroups)?;
     // (Made, its peer groups joined: a failure now drops it.)
     crate::error::fault_point("join a mount namespace a process below the root made")?;
     let fd = crate::remote::take_remote_fd(

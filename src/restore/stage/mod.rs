@@ -163,6 +163,9 @@ pub(crate) fn stage(
         &mut cgroups,
         &below,
     )?;
+    // (The tree's mounts kept for the namespaces made below the root are not needed
+    // any more: none stays held while the tree runs.)
+    crate::kinds::mnt::release_kept();
     let forking = forking_from.elapsed();
     let EarlyMemory {
         built: mem_built,
