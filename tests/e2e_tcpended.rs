@@ -49,7 +49,34 @@ fn expected(four: &str) -> String {
 /// kernel state through the oracle, output with `four` (descriptor 4's check line).
 fn round_trip(name: &str, mode: &str, four: &str, faults: &[&str]) {
     let ctx = Ctx::new(name);
-    let spec = Spec::new(target("tcpended")).arg(mode).stdin(In::Pipe);
+    round_trip_in(&ctx, None, name, mode, four, faults);
+}
+
+/// [`round_trip`] in context `ctx`, the program in the network namespace of `holder`
+/// (entered with nsenter, joined again at restore) if given.
+fn round_trip_in(
+    ctx: &Ctx,
+    holder: Option<&Proc>,
+    name: &str,
+    mode: &str,
+    four: &str,
+    faults: &[&str],
+) {
+    let net = holder.map(|h| format!("/proc/{}/ns/net", h.pid));
+    let keep: Vec<i32> = holder.map(|h| h.pid).into_iter().collect();
+    let spec = match &net {
+        Some(path) => Spec::new("nsenter")
+            .arg(format!("--net={path}"))
+            .arg(target("tcpended")),
+        None => Spec::new(target("tcpended")),
+    }
+    .arg(mode)
+    .stdin(In::Pipe);
+    let join = net.map(|p| format!("net:{p}"));
+    let extra: Vec<&str> = match &join {
+        Some(j) => vec!["--join-ns", j],
+        None => Vec::new(),
+    };
     let want = expected(four);
     let mut reference = ctx.spawn(&spec);
     reference.wait_for("ready\n");
@@ -71,11 +98,38 @@ fn round_trip(name: &str, mode: &str, four: &str, faults: &[&str]) {
     // A restore failing while it makes an ended socket leaves nothing behind (nor a
     // port held), and the image restores after it.
     for step in faults {
-        assert_restore_fault_leaves_nothing(&ctx, &img, &[], step, &[pid], &[]);
+        assert_restore_fault_leaves_nothing(ctx, &img, &extra, step, &[pid], &keep);
     }
-    let (mut r, after) = restore_until_up(&ctx, &img, &before, pid, name);
+    let (mut r, after) = restore_until_up_with(ctx, &img, &extra, &before, pid, name);
     oracle::assert_same_kernel_state(name, name, Cmp::Restored, &before, &after, &[]);
     assert_eq!(use_all(&mut r), want, "{name}: the restored run");
+}
+
+/// A network namespace of the test's own, made outside the tree (held by an
+/// `unshare --net` child, as another container's would be; never the host's), with
+/// loopback up and a firewall that answers with an ICMP error (host unreachable) the
+/// segments to port 9 after the first of each connection (which it drops: an ICMP
+/// error that came while connect() holds the socket, as the first one on loopback
+/// would, leaves a soft error only), and every segment but SYNs to port 10. Its holder.
+fn icmp_net(ctx: &Ctx) -> Proc {
+    let script = "ip link set lo up && nft add table inet ckicmp && \
+                  nft add set inet ckicmp seen \
+                  '{ type ipv4_addr . inet_service; flags dynamic; timeout 1m; }' && \
+                  nft add chain inet ckicmp c '{ type filter hook input priority 0 ; }' && \
+                  nft add rule inet ckicmp c tcp dport 9 ip saddr . tcp sport @seen \
+                  reject with icmpx type host-unreachable && \
+                  nft add rule inet ckicmp c tcp dport 9 add @seen '{ ip saddr . tcp sport }' drop && \
+                  nft add rule inet ckicmp c tcp dport 10 'tcp flags & syn == 0' \
+                  reject with icmpx type host-unreachable && echo up && exec sleep 600";
+    let mut holder = ctx.spawn(
+        &Spec::new("unshare")
+            .arg("--net")
+            .arg("sh")
+            .arg("-c")
+            .arg(script),
+    );
+    holder.wait_for("up\n");
+    holder
 }
 
 #[test]
@@ -178,6 +232,66 @@ fn tcp_socket_whose_keepalive_timed_out_comes_back_with_etimedout_not_read() {
         "timedout",
         TIMED_OUT,
         &["SO_ATTACH_FILTER", "a byte its peer does not acknowledge"],
+    );
+}
+
+/// Descriptor 4's check line after a failed connect whose error `errno` (ETIMEDOUT,
+/// EHOSTUNREACH) was left unread: the error from the first read.
+fn connect_failed(errno: i32) -> String {
+    format!(
+        "poll 0x201d, reads -{errno}, 0, 0, SO_ERROR 0, send errno 32, bind errno 0, \
+         connect errno 103"
+    )
+}
+
+#[test]
+fn tcp_socket_whose_connect_timed_out_comes_back_with_etimedout_not_read() {
+    round_trip(
+        "tcp_socket_whose_connect_timed_out_comes_back_with_etimedout_not_read",
+        "synto",
+        &connect_failed(libc::ETIMEDOUT),
+        &["SO_ATTACH_FILTER", "TCP_USER_TIMEOUT"],
+    );
+}
+
+/// A connect answered by an ICMP error (host unreachable) in a network namespace of
+/// the test's own whose firewall sends it: EHOSTUNREACH, not read yet; restore makes it
+/// with an ICMP error of its own about the SYN.
+#[test]
+fn tcp_socket_whose_connect_an_icmp_error_ended_comes_back_with_ehostunreach() {
+    let name = "tcp_socket_whose_connect_an_icmp_error_ended_comes_back_with_ehostunreach";
+    let ctx = Ctx::new(name);
+    let holder = icmp_net(&ctx);
+    round_trip_in(
+        &ctx,
+        Some(&holder),
+        name,
+        "unreach",
+        &connect_failed(libc::EHOSTUNREACH),
+        &[
+            "TCP_QUEUE_SEQ",
+            "socket(raw ICMP) to end a connection",
+            "an ICMP error about the connection",
+        ],
+    );
+}
+
+/// A connection whose segments the firewall answered with ICMP errors (host
+/// unreachable) until its user timeout gave up: EHOSTUNREACH not read yet (after the 4
+/// bytes), then the soft error the ICMP error left, from SO_ERROR.
+#[test]
+fn tcp_socket_ended_after_icmp_errors_comes_back_with_the_error_and_the_soft_one() {
+    let name = "tcp_socket_ended_after_icmp_errors_comes_back_with_the_error_and_the_soft_one";
+    let ctx = Ctx::new(name);
+    let holder = icmp_net(&ctx);
+    round_trip_in(
+        &ctx,
+        Some(&holder),
+        name,
+        "icmpended",
+        "poll 0x201d, reads 4 rest, -113, 0, SO_ERROR 113, send errno 32, bind errno 0, \
+         connect errno 106",
+        &["an ICMP error about the connection", "SO_ATTACH_FILTER"],
     );
 }
 

@@ -2043,7 +2043,7 @@ fn tcp_socket_whose_connection_ended_is_made_through_a_connection_it_reset() {
         (libc::ENETUNREACH, true, false),
         (libc::EPIPE, false, false),
         (libc::ECONNRESET, false, true),
-        (libc::ETIMEDOUT, false, true),
+        (libc::EPROTO, false, true),
     ] {
         let mut bad = u.clone();
         bad.ended = Some(crate::model::TcpEnded {
@@ -2119,4 +2119,114 @@ fn tcp_socket_reset_after_both_fins_or_timed_out_is_made_so() {
         .filter(|x| *x == "TCP_USER_TIMEOUT")
         .collect();
     assert_eq!(set.len(), 2, "set to 1 ms, then put back: {n:?}");
+}
+
+#[test]
+fn tcp_socket_whose_connect_an_icmp_error_ended_is_made_with_one_about_its_syn() {
+    let p = process();
+    let mut u = tcp_unconn();
+    u.opts = crate::model::TcpOpts::default();
+    u.ended = Some(crate::model::TcpEnded {
+        err: libc::EHOSTUNREACH,
+        connecting: true,
+        never_connected: true,
+        ..Default::default()
+    });
+    assert!(tcp::unconn_ok(&u));
+    let rec = Recorder::new(p.pid);
+    run(&p, &rec, |cx| tcp::create_tcp_unconnected(cx, &u)).expect("failed connect");
+    let n = names(&rec);
+    let at = |s: &str| {
+        n.iter()
+            .position(|x| x.contains(s))
+            .unwrap_or_else(|| panic!("{s} missing: {n:?}"))
+    };
+    // Its SYN's sequence number chosen in repair mode, a deaf listener, the connect,
+    // then the ICMP error about the SYN from a raw socket; nothing accepted, no error
+    // read (the program had not).
+    let order = [
+        "TCP_QUEUE_SEQ",
+        "TCP_REPAIR off",
+        "listen to end a connection",
+        "SO_ATTACH_FILTER",
+        "connect to end a connection",
+        "socket(raw ICMP) to end a connection",
+        "connect the raw ICMP socket",
+        "an ICMP error about the connection",
+    ];
+    let pos: Vec<usize> = order.iter().map(|s| at(s)).collect();
+    assert!(pos.windows(2).all(|w| w[0] < w[1]), "{n:?}");
+    for absent in ["accept4", "SO_ERROR of the ended connection"] {
+        assert!(!n.iter().any(|x| x == absent), "{absent}: {n:?}");
+    }
+    // A soft error left by an ICMP error, on a failed connect, is not made; nor an
+    // error no ICMP error gives, on a connection, with a soft error.
+    for (err, soft, never) in [
+        (libc::EHOSTUNREACH, libc::EHOSTUNREACH, true),
+        (libc::ETIMEDOUT, libc::EHOSTUNREACH, false),
+        (libc::ECONNRESET, libc::EPROTO, false),
+        (libc::ENETUNREACH, libc::EHOSTUNREACH, false),
+    ] {
+        let mut bad = u.clone();
+        bad.ended = Some(crate::model::TcpEnded {
+            err,
+            err_soft: soft,
+            never_connected: never,
+            connecting: true,
+            ..Default::default()
+        });
+        assert!(!tcp::unconn_ok(&bad), "{err} {soft} {never}");
+    }
+    // With IP_RECVERR on, an ICMP error would also queue on the error queue: refused.
+    let mut bad = u.clone();
+    bad.opts.ints.push(crate::model::IntSockOpt {
+        level: libc::SOL_IP,
+        name: libc::IP_RECVERR,
+        value: 1,
+    });
+    assert!(!tcp::unconn_ok(&bad));
+}
+
+#[test]
+fn icmp_errors_quote_the_segment_and_check_out() {
+    let from: std::net::SocketAddr = "127.0.0.1:4000".parse().unwrap();
+    let to: std::net::SocketAddr = "127.0.0.2:80".parse().unwrap();
+    let (dom, proto, dest, msg) =
+        tcp::icmp_error(libc::EHOSTUNREACH, from, to, 0x0102_0304).expect("v4");
+    assert_eq!((dom, proto), (libc::AF_INET, libc::IPPROTO_ICMP));
+    assert_eq!(tcp::inet_addr(&dest), Some("127.0.0.1:0".parse().unwrap()));
+    assert_eq!(msg.len(), 8 + 20 + 8);
+    assert_eq!(msg[..2], [3, 1]);
+    // the checksums (ICMP's, the quoted IP header's) add up
+    let sum = |b: &[u8]| {
+        let mut s: u32 = b
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        s
+    };
+    assert_eq!(sum(&msg), 0xffff);
+    assert_eq!(sum(&msg[8..28]), 0xffff);
+    assert_eq!(msg[20..28], [127, 0, 0, 1, 127, 0, 0, 2]);
+    assert_eq!(msg[28..], [0x0f, 0xa0, 0, 80, 1, 2, 3, 4]);
+    // v4-mapped addresses: IPv4
+    let m: std::net::SocketAddr = "[::ffff:127.0.0.1]:4000".parse().unwrap();
+    let m2: std::net::SocketAddr = "[::ffff:127.0.0.2]:80".parse().unwrap();
+    assert_eq!(
+        tcp::icmp_error(libc::EHOSTUNREACH, m, m2, 0x0102_0304).map(|x| x.3),
+        Some(msg)
+    );
+    let f6: std::net::SocketAddr = "[::1]:4000".parse().unwrap();
+    let t6: std::net::SocketAddr = "[::1]:80".parse().unwrap();
+    let (dom, proto, dest, msg) = tcp::icmp_error(libc::EACCES, f6, t6, 7).expect("v6");
+    assert_eq!((dom, proto), (libc::AF_INET6, libc::IPPROTO_ICMPV6));
+    assert_eq!(tcp::inet_addr(&dest), Some("[::1]:0".parse().unwrap()));
+    assert_eq!((msg.len(), msg[0], msg[1], msg[14]), (8 + 40 + 8, 1, 1, 6));
+    // none gives EACCES on IPv4, ENOPROTOOPT on IPv6, ETIMEDOUT at all
+    assert!(tcp::icmp_error(libc::EACCES, from, to, 0).is_none());
+    assert!(tcp::icmp_error(libc::ENOPROTOOPT, f6, t6, 0).is_none());
+    assert!(tcp::icmp_error(libc::ETIMEDOUT, from, to, 0).is_none());
 }

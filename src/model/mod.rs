@@ -856,7 +856,9 @@ pub struct TcpEnded {
     pub holds_port: bool,
     /// The error the program had not read yet (an errno; 0: none, or read already):
     /// ECONNRESET (reset while connected), EPIPE (reset after the peer's FIN),
-    /// ECONNREFUSED (a connect refused). 0 in images made before it was recorded.
+    /// ECONNREFUSED (a connect refused), ETIMEDOUT (no answer), or an error an ICMP
+    /// message gave (EHOSTUNREACH, ENETUNREACH...). 0 in images made before it was
+    /// recorded.
     #[serde(default)]
     pub err: i32,
     /// The peer's FIN had come before the end (the kernel's SOCK_DONE): a read gives end
@@ -871,6 +873,12 @@ pub struct TcpEnded {
     /// Its connect failed: it never had a connection (no bytes, no FIN).
     #[serde(default)]
     pub never_connected: bool,
+    /// The soft error an ICMP error left while it was connected (the kernel's
+    /// `sk_err_soft`, an errno; 0: none): SO_ERROR reports it once `err` is read, and a
+    /// connection that timed out after it ended with it as `err`. 0 in images made before
+    /// it was recorded (dump refused such sockets then).
+    #[serde(default)]
+    pub err_soft: i32,
 }
 
 /// Options of a TCP socket that a program sets and reads back, beyond those of

@@ -375,7 +375,19 @@ pub fn restore_until_up(
     pid: i32,
     what: &str,
 ) -> (Proc, oracle::Snapshot) {
-    let mut r = ctx.restore(img, &[], In::Pipe);
+    restore_until_up_with(ctx, img, &[], before, pid, what)
+}
+
+/// [`restore_until_up`] with `extra` arguments to `ckpt restore` (`--join-ns ...`).
+pub fn restore_until_up_with(
+    ctx: &Ctx,
+    img: &Path,
+    extra: &[&str],
+    before: &oracle::Snapshot,
+    pid: i32,
+    what: &str,
+) -> (Proc, oracle::Snapshot) {
+    let mut r = ctx.restore(img, extra, In::Pipe);
     wait_restored_up(before, &mut r, what);
     let after = oracle::Snapshot::at_rest(pid, what);
     (r, after)

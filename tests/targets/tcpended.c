@@ -22,7 +22,20 @@
  *                   the error (ECONNRESET after the peer's FIN) left unread;
  *   timedout        its client sent "rest", then stopped answering (the filter), and
  *                   the program's keepalive (1 s idle, 1 s apart, 1 probe) gave up on
- *                   it: the error (ETIMEDOUT) left unread.
+ *                   it: the error (ETIMEDOUT) left unread;
+ *   synto           a non-blocking connect to a listener that drops everything (the
+ *                   filter), given up by its user timeout (300 ms) at the SYN's first
+ *                   retransmission: ETIMEDOUT left unread;
+ *   unreach         a non-blocking connect to port 9, answered by an ICMP error (host
+ *                   unreachable: in a network namespace whose firewall rejects so):
+ *                   EHOSTUNREACH left unread;
+ *   icmpended       its client is bound to port 10, where the firewall answers every
+ *                   segment but SYNs with an ICMP error (host unreachable): its
+ *                   acknowledgment of "rest" already left a soft error; then it sent a
+ *                   byte that nothing acknowledged, and its user timeout (300 ms) gave
+ *                   up: the error (EHOSTUNREACH, the soft error's) left unread, the soft
+ *                   error still there for SO_ERROR after it.
+ * The last two need that network namespace (the test makes it).
  *
  * It prints "ready" once set up. On "check" it prints, for 4 and 5: whether getsockname
  * gives the same address, getpeername's errno, what poll shows, three reads (bytes, or
@@ -94,6 +107,19 @@ static void until_error(int fd)
 	die("no error came");
 }
 
+/* Wait (10 s at most) until `fd`'s TCP state is CLOSE (TCP_INFO). */
+static void until_closed(int fd)
+{
+	for (int i = 0; i < 1000; i++) {
+		struct tcp_info ti;
+		socklen_t l = sizeof ti;
+		if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) == 0 && ti.tcpi_state == TCP_CLOSE)
+			return;
+		sleep_ms(10);
+	}
+	die("the connect did not end");
+}
+
 static int dial(void)
 {
 	int c = socket(AF_INET, SOCK_STREAM, 0);
@@ -126,8 +152,31 @@ static void setup(const char *mode)
 	int s4;
 	int pending = !strcmp(mode, "pending") || !strcmp(mode, "pipe") ||
 		      !strcmp(mode, "refusedpending") || !strcmp(mode, "nbpending") ||
-		      !strcmp(mode, "lastack") || !strcmp(mode, "timedout");
-	if (!strncmp(mode, "refused", 7)) {
+		      !strcmp(mode, "lastack") || !strcmp(mode, "timedout") ||
+		      !strcmp(mode, "icmpended");
+	if (!strcmp(mode, "synto") || !strcmp(mode, "unreach")) {
+		int d = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in at = lis;
+		at.sin_port = !strcmp(mode, "unreach") ? htons(9) : 0;
+		if (at.sin_port == 0) {
+			if (bind(d, (struct sockaddr *)&at, sizeof at) || listen(d, 1))
+				die("deaf listener");
+			deaf(d);
+			socklen_t al = sizeof at;
+			getsockname(d, (struct sockaddr *)&at, &al);
+		}
+		s4 = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		int ut = 300;
+		if (setsockopt(s4, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof ut))
+			die("TCP_USER_TIMEOUT");
+		if (connect(s4, (struct sockaddr *)&at, sizeof at) == 0 || errno != EINPROGRESS)
+			die("connect: %s", strerror(errno));
+		/* (an ICMP error that comes while connect() still holds the socket, as on
+		 * loopback, only leaves a soft error: the SYN's retransmission, 1 s later,
+		 * draws the one that ends it) */
+		until_closed(s4);
+		close(d);
+	} else if (!strncmp(mode, "refused", 7)) {
 		int t = socket(AF_INET, SOCK_STREAM, 0);
 		struct sockaddr_in closed = lis;
 		closed.sin_port = 0;
@@ -151,6 +200,14 @@ static void setup(const char *mode)
 				die("non-blocking connect");
 			c = accept(3, NULL, NULL);
 			s4 = a;
+		} else if (!strcmp(mode, "icmpended")) {
+			c = socket(AF_INET, SOCK_STREAM, 0);
+			struct sockaddr_in ten = lis;
+			ten.sin_port = htons(10);
+			if (c < 0 || bind(c, (struct sockaddr *)&ten, sizeof ten) ||
+			    connect(c, (struct sockaddr *)&lis, sizeof lis))
+				die("connect from port 10: %s", strerror(errno));
+			s4 = accept(3, NULL, NULL);
 		} else {
 			c = dial();
 			s4 = accept(3, NULL, NULL);
@@ -175,6 +232,13 @@ static void setup(const char *mode)
 			    setsockopt(s4, IPPROTO_TCP, TCP_KEEPINTVL, &one, sizeof one) ||
 			    setsockopt(s4, IPPROTO_TCP, TCP_KEEPCNT, &one, sizeof one))
 				die("keepalive: %s", strerror(errno));
+			until_error(s4);
+		}
+		if (!strcmp(mode, "icmpended")) {
+			int ut = 300;
+			if (setsockopt(s4, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof ut) ||
+			    write(s4, "x", 1) != 1)
+				die("send to port 10");
 			until_error(s4);
 		}
 		reset_by(c);

@@ -421,6 +421,7 @@ fn ended(
         fin: false,
         connecting: false,
         never_connected: !e.connected,
+        err_soft: 0,
     };
     match rec {
         Err(why) => {
@@ -445,14 +446,7 @@ fn ended(
             rec_ended.err = r.err;
             rec_ended.fin = r.flags & sys::sockerr::SOCK_DONE != 0;
             rec_ended.connecting = r.sock_state == sys::sockerr::SS_CONNECTING;
-            if r.err_soft != 0 {
-                return Err(refuse(&format!(
-                    "a TCP socket ({sock}) whose connection has ended with a soft error \
-                     ({}, from an ICMP message) SO_ERROR would still report: restore \
-                     cannot make one; not restored yet",
-                    crate::sys::errno_name(r.err_soft)
-                )));
-            }
+            rec_ended.err_soft = r.err_soft;
             if r.state != sys::tcp::TCP_CLOSE
                 || r.shutdown != 3
                 || !matches!(
@@ -468,7 +462,7 @@ fn ended(
                     r.sock_state
                 )));
             }
-            if let Err(why) = ended_ok(&rec_ended) {
+            if let Err(why) = ended_ok(&rec_ended, wire_v4(&e.local)) {
                 return Err(refuse(&format!("a TCP socket ({sock}) {why}")));
             }
         }
@@ -486,25 +480,94 @@ fn ended(
     }
     rec_ended.rcvq = e.rcvq;
     unconnected(f, flags, dup, e.family, e.local, e.v6only, None)?;
-    if let FdKind::TcpUnconnected { sock, .. } = &mut f.kind {
-        sock.ended = Some(rec_ended);
+    if let FdKind::TcpUnconnected { sock: u, .. } = &mut f.kind {
+        if from_icmp(&rec_ended, wire_v4(&u.local)) && recverr_on(&u.opts) {
+            return Err(refuse(&format!(
+                "a TCP socket ({sock}) whose connection has ended with an error an ICMP \
+                 message gave, with IP_RECVERR on: its error queue (MSG_ERRQUEUE) is not \
+                 saved; not restored yet"
+            )));
+        }
+        u.ended = Some(rec_ended);
     }
     Ok(())
 }
 
+/// Whether the packets of a socket on raw address `local` are IPv4 ones (an IPv4
+/// address, or an IPv4-mapped IPv6 one).
+fn wire_v4(local: &[u8]) -> bool {
+    match inet_addr(local) {
+        Some(std::net::SocketAddr::V4(_)) => true,
+        Some(std::net::SocketAddr::V6(a)) => a.ip().to_ipv4_mapped().is_some(),
+        None => false,
+    }
+}
+
+/// The ICMP error (type, code) whose arrival makes the kernel's TCP give error `err`,
+/// on IPv4 (`icmp_err_convert`: destination unreachable) or IPv6
+/// (`icmpv6_err_convert`); `None`: no ICMP error restore sends gives it.
+pub(crate) fn icmp_for(err: i32, v4: bool) -> Option<(u8, u8)> {
+    match (v4, err) {
+        (true, libc::ENETUNREACH) => Some((3, 0)),
+        (true, libc::EHOSTUNREACH) => Some((3, 1)),
+        (true, libc::ENOPROTOOPT) => Some((3, 2)),
+        (true, libc::ECONNREFUSED) => Some((3, 3)),
+        (false, libc::ENETUNREACH) => Some((1, 0)),
+        (false, libc::EACCES) => Some((1, 1)),
+        (false, libc::EHOSTUNREACH) => Some((1, 3)),
+        (false, libc::ECONNREFUSED) => Some((1, 4)),
+        _ => None,
+    }
+}
+
+/// Whether restore makes ended socket `e` with an ICMP error: a connect failed with an
+/// error only one gives (not ECONNREFUSED, which a reset gives), a connection ended by
+/// a timeout after one, or a soft error one left.
+fn from_icmp(e: &crate::model::TcpEnded, v4: bool) -> bool {
+    e.err_soft != 0
+        || (e.err != libc::ECONNREFUSED && e.never_connected && icmp_for(e.err, v4).is_some())
+}
+
+/// Whether IP_RECVERR or IPV6_RECVERR is on among options `o` (an ICMP error then also
+/// goes to the error queue, and is a hard error on a connection).
+fn recverr_on(o: &TcpOpts) -> bool {
+    o.ints.iter().any(|i| {
+        i.value != 0
+            && ((i.level == libc::SOL_IP && i.name == libc::IP_RECVERR)
+                || (i.level == libc::SOL_IPV6 && i.name == libc::IPV6_RECVERR))
+    })
+}
+
 /// Whether restore can make ended socket `e` again (`Err`: why not, after "a TCP socket
-/// (ADDRESS)"): the error with the way it came (a reset while connected gives
-/// ECONNRESET, one after the peer's FIN EPIPE while the socket had not sent its own,
-/// ECONNRESET once it had; a peer that stopped answering ETIMEDOUT; a refused connect
-/// ECONNREFUSED).
-pub(crate) fn ended_ok(e: &crate::model::TcpEnded) -> Result<(), String> {
-    let name = || crate::sys::errno_name(e.err);
+/// (ADDRESS)"), its packets IPv4 ones if `v4`: the error with the way it came (a reset
+/// while connected gives ECONNRESET, one after the peer's FIN EPIPE while the socket had
+/// not sent its own, ECONNRESET once it had; a peer that stopped answering ETIMEDOUT, or
+/// the soft error an ICMP error left before, which stays soft too; a refused connect
+/// ECONNREFUSED, one unanswered ETIMEDOUT, one answered by an ICMP error what that
+/// gives ([`icmp_for`]); any of these after an ICMP error that left a soft one).
+pub(crate) fn ended_ok(e: &crate::model::TcpEnded, v4: bool) -> Result<(), String> {
+    let name = crate::sys::errno_name;
+    let by_icmp = |x: i32| icmp_for(x, v4).is_some();
+    let made = "restore makes a soft error only with an ICMP error that gives it \
+                (EHOSTUNREACH, ENETUNREACH, ECONNREFUSED; ENOPROTOOPT on IPv4, EACCES on \
+                IPv6)";
     if e.never_connected {
-        if e.fin || !e.rcvq.is_empty() || !matches!(e.err, 0 | libc::ECONNREFUSED) {
+        if e.fin
+            || !e.rcvq.is_empty()
+            || e.err_soft != 0
+            || !(matches!(e.err, 0 | libc::ECONNREFUSED | libc::ETIMEDOUT) || by_icmp(e.err))
+        {
             return Err(format!(
-                "whose connect failed with {} not read yet: restore makes a failed \
-                 connect only as a refused one (ECONNREFUSED); not restored yet",
-                name()
+                "whose connect failed with {} not read yet{}: restore makes a failed \
+                 connect refused (ECONNREFUSED), unanswered (ETIMEDOUT) or answered by an \
+                 ICMP error (EHOSTUNREACH, ENETUNREACH; ENOPROTOOPT on IPv4, EACCES on \
+                 IPv6), with no soft error; not restored yet",
+                name(e.err),
+                if e.err_soft != 0 {
+                    format!(" and a soft error ({})", name(e.err_soft))
+                } else {
+                    String::new()
+                }
             ));
         }
         if !e.connecting {
@@ -516,14 +579,29 @@ pub(crate) fn ended_ok(e: &crate::model::TcpEnded) -> Result<(), String> {
         }
         return Ok(());
     }
+    if e.err_soft != 0 && !by_icmp(e.err_soft) {
+        return Err(format!(
+            "whose connection has ended with a soft error ({}) SO_ERROR still reports: \
+             {made}; not restored yet",
+            name(e.err_soft)
+        ));
+    }
     match (e.err, e.fin) {
-        (0 | libc::ECONNRESET | libc::ETIMEDOUT, _) | (libc::EPIPE, true) => Ok(()),
+        (0 | libc::ECONNRESET, _) | (libc::EPIPE, true) => Ok(()),
+        (libc::ETIMEDOUT, _) if e.err_soft == 0 => Ok(()),
+        (x, _) if x == e.err_soft => Ok(()),
         (_, fin) => Err(format!(
-            "whose connection has ended with {} not read yet{}: restore makes only a \
-             reset (ECONNRESET; EPIPE after the peer's FIN) or a retransmission or \
-             keepalive timeout (ETIMEDOUT); not restored yet",
-            name(),
-            if fin { " after the peer's FIN" } else { "" }
+            "whose connection has ended with {} not read yet{}{}: restore makes only a \
+             reset (ECONNRESET; EPIPE after the peer's FIN), a retransmission or \
+             keepalive timeout (ETIMEDOUT) or one after an ICMP error (its error, left \
+             soft too); not restored yet",
+            name(e.err),
+            if fin { " after the peer's FIN" } else { "" },
+            if e.err_soft != 0 {
+                format!(" and a soft error ({})", name(e.err_soft))
+            } else {
+                String::new()
+            }
         )),
     }
 }
@@ -650,7 +728,8 @@ pub(crate) fn unconn_ok(u: &TcpUnconnState) -> bool {
         && u.ended.as_ref().is_none_or(|e| {
             u.connecting_to.is_none()
                 && inet_addr(&u.local).is_some_and(|a| a.port() != 0)
-                && ended_ok(e).is_ok()
+                && ended_ok(e, wire_v4(&u.local)).is_ok()
+                && !(from_icmp(e, wire_v4(&u.local)) && recverr_on(&u.opts))
         })
 }
 
@@ -864,11 +943,16 @@ fn connect_again(cx: &mut Ctx<'_>, n: u64, u: &TcpUnconnState, peer: &[u8]) -> R
 /// 0): ECONNRESET; after a FIN of its own first (shutdown, waited for: CLOSE_WAIT),
 /// EPIPE. A connect that failed is a non-blocking connect to a port of its address that
 /// a socket of ours holds without listening: the reset that answers the SYN gives
-/// ECONNREFUSED. The connect is a non-blocking one where the program's was (the socket
-/// layer's state then stays "connecting", as connect() later shows). The error is read
-/// off when the program had read it; otherwise it is left for the program, and checked
-/// with the BPF reader ([`sys::sockerr`]) without clearing it. Nothing waits on the
-/// program: the connection is the kernel's, on this host.
+/// ECONNREFUSED; or to a listener of ours that drops everything, where the SYN goes
+/// unanswered until a 1 ms user timeout gives up on it (ETIMEDOUT), or an ICMP error
+/// about the SYN ends it ([`send_icmp`]: EHOSTUNREACH...). A soft error is left on the
+/// connection by an ICMP error about it once it is established (SO_ERROR then reports
+/// it after the error; a timeout ends it with that error, as the kernel does). The
+/// connect is a non-blocking one where the program's was (the socket layer's state then
+/// stays "connecting", as connect() later shows). The error is read off when the
+/// program had read it; otherwise it is left for the program, and checked with the BPF
+/// reader ([`sys::sockerr`]) without clearing it. Nothing waits on the program: the
+/// connection is the kernel's, on this host.
 fn create_tcp_ended(
     cx: &mut Ctx<'_>,
     u: &TcpUnconnState,
@@ -880,12 +964,21 @@ fn create_tcp_ended(
             show_inet(&u.local)
         ))
     };
-    if let Err(why) = ended_ok(e) {
+    let v4 = wire_v4(&u.local);
+    if let Err(why) = ended_ok(e, v4) {
         return Err(crate::error::RestoreError::Malformed(format!(
             "TCP socket {} {why}",
             show_inet(&u.local)
         )));
     }
+    // How the end comes: a reset (also for an error the program read), a timeout, or
+    // (a connect only) an ICMP error about its SYN.
+    let unanswered = if e.never_connected {
+        !matches!(e.err, 0 | libc::ECONNREFUSED)
+    } else {
+        e.err == libc::ETIMEDOUT || (e.err != 0 && e.err == e.err_soft)
+    };
+    let icmp = from_icmp(e, v4);
     let port = inet_addr(&u.local).map_or(0, |a| a.port());
     let stream = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
     let nonblock = if e.connecting { libc::SOCK_NONBLOCK } else { 0 };
@@ -902,20 +995,30 @@ fn create_tcp_ended(
     }
     set_tcp_opts(cx, n, &u.opts)?;
     let range = linux_raw_sys::net::IP_LOCAL_PORT_RANGE as i32;
-    if e.holds_port {
+    if e.holds_port || icmp {
         cx.setsockopt(n, &SockOpt::TcpRepair(true))?;
-        cx.bind("bind TCP socket (repair)", n, &SockAddr::Raw(&u.local))?;
+        if e.holds_port {
+            cx.bind("bind TCP socket (repair)", n, &SockAddr::Raw(&u.local))?;
+        }
+        if icmp {
+            // The sequence number its SYN will have, which an ICMP error must quote
+            // (connect takes a send sequence already set as the initial one).
+            cx.setsockopt(n, &SockOpt::TcpRepairQueue(TcpQueue::Send))?;
+            cx.setsockopt(n, &SockOpt::TcpQueueSeq(ENDED_ISN))?;
+        }
         cx.setsockopt(n, &SockOpt::TcpRepair(false))?;
         // Repair mode's end resets SO_REUSEADDR.
         if u.sock.reuseaddr {
             cx.setsockopt(n, &SockOpt::ReuseAddr)?;
         }
-    } else {
+    }
+    if !e.holds_port {
         let both = (u32::from(port) << 16 | u32::from(port)) as i32;
         cx.setsockopt(n, &SockOpt::Int(libc::IPPROTO_IP, range, both))?;
     }
-    // The other end: a listener on the socket's address (any port), or for a refused
-    // connect a socket bound there that does not listen.
+    // The other end: a listener on the socket's address (any port), deaf to a connect
+    // that must go unanswered, or for a refused connect a socket bound there that does
+    // not listen.
     let l = cx.socket("socket(TCP) to end a connection", u.family, stream, 0)?;
     if u.family == libc::AF_INET6 {
         cx.setsockopt(l, &SockOpt::V6Only(u.v6only))?;
@@ -929,10 +1032,19 @@ fn create_tcp_ended(
         l,
         &SockAddr::Raw(&any_port),
     )?;
-    if !e.never_connected {
+    if !e.never_connected || unanswered {
         cx.listen("listen to end a connection", l, 1)?;
     }
+    if e.never_connected && unanswered {
+        cx.attach_filter(l, &DROP_ALL)?;
+    }
     let to = cx.getsockname("getsockname of the listener", l)?;
+    // A connect that times out does so at the SYN's first retransmission after 1 ms.
+    let user_timeout = if e.never_connected && e.err == libc::ETIMEDOUT {
+        Some(quick_timeout(cx, n)?)
+    } else {
+        None
+    };
     if e.connecting {
         cx.connect_started("connect to end a connection", n, &SockAddr::Raw(&to))?;
     } else {
@@ -946,9 +1058,16 @@ fn create_tcp_ended(
         None => None,
     };
     if e.never_connected {
-        // The reset that answers the SYN closes it.
+        if unanswered && e.err != libc::ETIMEDOUT {
+            send_icmp(cx, &u.local, &to, e.err, ENDED_ISN)?;
+        }
+        // The reset that answers the SYN closes it (or the ICMP error, or the timeout,
+        // the SYN's first retransmission timeout: 1 s).
         if let Some(s) = &sock {
-            wait_state(s, sys::tcp::TCP_CLOSE).map_err(fail)?;
+            wait_state_within(s, sys::tcp::TCP_CLOSE, CONNECT_TIMEOUT_WAIT).map_err(fail)?;
+        }
+        if let Some(was) = user_timeout {
+            cx.setsockopt(n, &SockOpt::Int(libc::SOL_TCP, libc::TCP_USER_TIMEOUT, was))?;
         }
         cx.close(l)?;
     } else {
@@ -970,7 +1089,16 @@ fn create_tcp_ended(
                 wait_state(s, sys::tcp::TCP_LAST_ACK).map_err(fail)?;
             }
         }
-        if e.err == libc::ETIMEDOUT {
+        if e.err_soft != 0 {
+            // Last before the end (a segment acknowledged clears a soft error): the
+            // first sequence number after the SYN's, which it has sent or will send
+            // next (a FIN counted in repair mode was not sent).
+            send_icmp(cx, &u.local, &to, e.err_soft, ENDED_ISN.wrapping_add(1))?;
+            if let (Some(s), Some(pid)) = (&sock, cx.live_pid()) {
+                wait_soft(s, pid, e.err_soft).map_err(fail)?;
+            }
+        }
+        if unanswered {
             time_out(cx, n, a, sock.as_ref(), &fail)?;
         }
         cx.setsockopt(a, &SockOpt::Linger([1, 0]))?;
@@ -982,10 +1110,10 @@ fn create_tcp_ended(
     if !e.holds_port {
         cx.setsockopt(n, &SockOpt::Int(libc::IPPROTO_IP, range, 0))?;
     }
-    let made = if e.never_connected {
+    let made = if e.never_connected && !unanswered {
         libc::ECONNREFUSED
-    } else if e.err == libc::ETIMEDOUT {
-        libc::ETIMEDOUT
+    } else if unanswered {
+        e.err
     } else if e.fin && e.err != libc::ECONNRESET {
         libc::EPIPE
     } else {
@@ -1018,11 +1146,168 @@ fn create_tcp_ended(
                 e.rcvq.len()
             )));
         }
-        if e.err != 0 {
+        if e.err != 0 || e.err_soft != 0 {
             check_pending(s, pid, e).map_err(fail)?;
         }
     }
     Ok(n)
+}
+
+/// The initial sequence number an ended socket restore makes with an ICMP error gets
+/// (any: the connection is between two sockets of ours).
+const ENDED_ISN: u32 = 0x0c4b_7000;
+
+/// How long a failed connect restore makes may take to end: a timeout comes at the
+/// SYN's first retransmission (1 s, `TCP_TIMEOUT_INIT`), then the user timeout.
+const CONNECT_TIMEOUT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Socket `n`'s `TCP_USER_TIMEOUT` set to [`USER_TIMEOUT_MS`]; what it was, to put back.
+fn quick_timeout(cx: &mut Ctx<'_>, n: u64) -> RestoreResult<i32> {
+    let was = cx.getsockopt_int(
+        "TCP_USER_TIMEOUT of the ended connection",
+        n,
+        libc::SOL_TCP,
+        libc::TCP_USER_TIMEOUT,
+    )?;
+    cx.setsockopt(
+        n,
+        &SockOpt::Int(libc::SOL_TCP, libc::TCP_USER_TIMEOUT, USER_TIMEOUT_MS),
+    )?;
+    Ok(was)
+}
+
+/// An ICMP error that makes TCP error `err` ([`icmp_for`]) about a segment with
+/// sequence number `seq` from raw address `from` (the restored socket's) to `to` (ours,
+/// on `from`'s address: only its port is taken), sent from a raw ICMP socket of the
+/// process to `from`'s address: the kernel's TCP finds the connection by the addresses
+/// and ports the message quotes, and takes it if `seq` is one it has sent and not had
+/// acknowledged (or the next one).
+fn send_icmp(cx: &mut Ctx<'_>, from: &[u8], to: &[u8], err: i32, seq: u32) -> RestoreResult<()> {
+    let port = to.get(2..4).map_or(0, |p| u16::from_be_bytes([p[0], p[1]]));
+    let msg = inet_addr(from).and_then(|f| {
+        let t = std::net::SocketAddr::new(f.ip(), port);
+        icmp_error(err, f, t, seq)
+    });
+    let Some((domain, proto, dest, msg)) = msg else {
+        return Err(crate::error::RestoreError::Malformed(format!(
+            "TCP socket {}: no ICMP error gives {}",
+            show_inet(from),
+            crate::sys::errno_name(err)
+        )));
+    };
+    let r = cx.socket(
+        "socket(raw ICMP) to end a connection",
+        domain,
+        libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+        proto,
+    )?;
+    cx.connect("connect the raw ICMP socket", r, &SockAddr::Raw(&dest))?;
+    cx.send_all(r, &msg, "an ICMP error about the connection")?;
+    cx.close(r)?;
+    Ok(())
+}
+
+/// The ICMP error message ([`icmp_for`] `err`) about a TCP segment from `from` to `to`
+/// with sequence number `seq`, quoting its IP header and the first 8 bytes of its TCP
+/// header, as a raw ICMP socket sends it (the kernel adds the outer IP header, and for
+/// ICMPv6 the checksum): (domain, protocol, the raw address to send it to (`from`'s
+/// address), the message). IPv4 packets for an IPv4-mapped address. `None`: no ICMP
+/// error gives `err`, or the two addresses are not of one family.
+pub(crate) fn icmp_error(
+    err: i32,
+    from: std::net::SocketAddr,
+    to: std::net::SocketAddr,
+    seq: u32,
+) -> Option<(i32, i32, Vec<u8>, Vec<u8>)> {
+    use std::net::IpAddr;
+    let v4 = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(a) => a.to_ipv4_mapped(),
+    };
+    let mut tcp = Vec::with_capacity(8);
+    tcp.extend_from_slice(&from.port().to_be_bytes());
+    tcp.extend_from_slice(&to.port().to_be_bytes());
+    tcp.extend_from_slice(&seq.to_be_bytes());
+    if let (Some(f), Some(t)) = (v4(from.ip()), v4(to.ip())) {
+        let (typ, code) = icmp_for(err, true)?;
+        let mut ip = vec![
+            0x45,
+            0,
+            0,
+            40,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            libc::IPPROTO_TCP as u8,
+            0,
+            0,
+        ];
+        ip.extend_from_slice(&f.octets());
+        ip.extend_from_slice(&t.octets());
+        let sum = inet_checksum(&ip).to_be_bytes();
+        ip[10..12].copy_from_slice(&sum);
+        let mut msg = vec![typ, code, 0, 0, 0, 0, 0, 0];
+        msg.extend_from_slice(&ip);
+        msg.extend_from_slice(&tcp);
+        let sum = inet_checksum(&msg).to_be_bytes();
+        msg[2..4].copy_from_slice(&sum);
+        let mut dest = (libc::AF_INET as u16).to_ne_bytes().to_vec();
+        dest.extend_from_slice(&[0, 0]);
+        dest.extend_from_slice(&f.octets());
+        dest.extend_from_slice(&[0; 8]);
+        return Some((libc::AF_INET, libc::IPPROTO_ICMP, dest, msg));
+    }
+    let (std::net::SocketAddr::V6(f), std::net::SocketAddr::V6(t)) = (from, to) else {
+        return None;
+    };
+    let (typ, code) = icmp_for(err, false)?;
+    let mut ip = vec![0x60, 0, 0, 0, 0, 20, libc::IPPROTO_TCP as u8, 64];
+    ip.extend_from_slice(&f.ip().octets());
+    ip.extend_from_slice(&t.ip().octets());
+    let mut msg = vec![typ, code, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&ip);
+    msg.extend_from_slice(&tcp);
+    let mut dest = (libc::AF_INET6 as u16).to_ne_bytes().to_vec();
+    dest.extend_from_slice(&[0; 6]);
+    dest.extend_from_slice(&f.ip().octets());
+    dest.extend_from_slice(&f.scope_id().to_ne_bytes());
+    Some((libc::AF_INET6, libc::IPPROTO_ICMPV6, dest, msg))
+}
+
+/// The Internet checksum (RFC 1071) of `b`.
+fn inet_checksum(b: &[u8]) -> u16 {
+    let mut sum: u32 = b
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Wait (at most [`SEGMENT_WAIT`]) until restored socket `s` (of the stub `pid`) holds
+/// soft error `want`, which only the BPF socket error reader shows.
+fn wait_soft(s: &std::os::fd::OwnedFd, pid: i32, want: i32) -> Result<(), String> {
+    let ino = rustix::fs::fstat(s).map_err(|x| x.to_string())?.st_ino;
+    let deadline = std::time::Instant::now() + SEGMENT_WAIT;
+    loop {
+        let got = sys::sockerr::read(pid, &[ino])?;
+        let have = got.get(&ino).map_or(0, |r| r.err_soft);
+        if have == want {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "the ICMP error left soft error {}, not {}",
+                crate::sys::errno_name(have),
+                crate::sys::errno_name(want)
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 /// Ended socket `n` (in CLOSE_WAIT: its peer's FIN came) sends its own FIN without it
@@ -1071,16 +1356,7 @@ fn time_out(
     fail: &dyn Fn(String) -> crate::error::RestoreError,
 ) -> RestoreResult<()> {
     cx.attach_filter(a, &DROP_ALL)?;
-    let was = cx.getsockopt_int(
-        "TCP_USER_TIMEOUT of the ended connection",
-        n,
-        libc::SOL_TCP,
-        libc::TCP_USER_TIMEOUT,
-    )?;
-    cx.setsockopt(
-        n,
-        &SockOpt::Int(libc::SOL_TCP, libc::TCP_USER_TIMEOUT, USER_TIMEOUT_MS),
-    )?;
+    let was = quick_timeout(cx, n)?;
     cx.send_all(n, &[0], "a byte its peer does not acknowledge")?;
     if let Some(s) = sock {
         wait_state(s, sys::tcp::TCP_CLOSE).map_err(fail)?;
@@ -1110,17 +1386,27 @@ fn check_pending(
         } else {
             sys::sockerr::SS_CONNECTED
         },
+        e.err_soft,
     );
-    let have = (r.err, r.flags & sys::sockerr::SOCK_DONE != 0, r.sock_state);
+    let have = (
+        r.err,
+        r.flags & sys::sockerr::SOCK_DONE != 0,
+        r.sock_state,
+        r.err_soft,
+    );
     if have != want {
+        let name = crate::sys::errno_name;
         return Err(format!(
-            "it holds error {} (FIN {}, socket state {}), not {} (FIN {}, socket state {})",
-            crate::sys::errno_name(have.0),
+            "it holds error {} (FIN {}, socket state {}, soft error {}), not {} (FIN {}, \
+             socket state {}, soft error {})",
+            name(have.0),
             have.1,
             have.2,
-            crate::sys::errno_name(want.0),
+            name(have.3),
+            name(want.0),
             want.1,
-            want.2
+            want.2,
+            name(want.3)
         ));
     }
     Ok(())
@@ -1128,7 +1414,16 @@ fn check_pending(
 
 /// Wait (at most [`SEGMENT_WAIT`]) until TCP socket `s` is in state `want`.
 fn wait_state(s: &std::os::fd::OwnedFd, want: u8) -> Result<(), String> {
-    let deadline = std::time::Instant::now() + SEGMENT_WAIT;
+    wait_state_within(s, want, SEGMENT_WAIT)
+}
+
+/// Wait (at most `within`) until TCP socket `s` is in state `want`.
+fn wait_state_within(
+    s: &std::os::fd::OwnedFd,
+    want: u8,
+    within: std::time::Duration,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + within;
     loop {
         let now = sys::tcp::state_of(s).map_err(|x| x.to_string())?;
         if now == want {
