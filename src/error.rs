@@ -205,14 +205,24 @@ fn interrupted() -> RestoreResult<()> {
 /// Python's `time.monotonic()`), ckpt's PID and `what`. Used to see where the
 /// milliseconds of a restore go (`scripts/many-bench` with `MANY_TIMES=1`).
 pub fn time_mark(what: &str) {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if !*ON.get_or_init(|| std::env::var_os("CKPT_TIMES").is_some()) {
+    if !times_on() {
         return;
     }
     let ns = crate::sys::ns::clock_ns(libc::CLOCK_MONOTONIC).unwrap_or(0);
-    eprintln!(
-        "ckpt[{}]: at {:.3} ms: {what}",
-        std::process::id(),
-        ns as f64 / 1e6
-    );
+    time_mark_of(std::process::id() as i32, ns.max(0) as u64, what);
+}
+
+/// Whether `CKPT_TIMES` is set (see [`time_mark`]).
+pub fn times_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("CKPT_TIMES").is_some())
+}
+
+/// A mark another ckpt took (process `pid`, at CLOCK_MONOTONIC `ns`) and sent us,
+/// printed as [`time_mark`] prints ours: the template's server, whose standard error
+/// goes nowhere, sends its marks of a copy with its reply to `ckpt spawn`.
+pub fn time_mark_of(pid: i32, ns: u64, what: &str) {
+    if times_on() {
+        eprintln!("ckpt[{pid}]: at {:.3} ms: {what}", ns as f64 / 1e6);
+    }
 }

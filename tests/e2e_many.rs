@@ -539,27 +539,37 @@ fn compare_template_copy(name: &str, before: &oracle::Snapshot, root: i32) {
     );
 }
 
-/// A copy that fails at its last step before it runs leaves nothing (the template
-/// serves on); `--stop` ends the template, removing its socket; an image a fork
-/// could not copy faithfully is refused by name before anything is made.
+/// A copy that fails at any step before it runs leaves nothing (the template serves
+/// on): in the init's batch before the copy is forked (taking the client's
+/// descriptors), once the copy exists (its first call), at its last step; `--stop`
+/// ends the template, removing its socket; an image a fork could not copy faithfully
+/// is refused by name before anything is made.
 #[test]
 fn template_failures_leave_nothing() {
     let name = "many_template_fail";
     let ctx = Ctx::new(name);
     let (img, _, _) = warmed_up(&ctx);
-    let (mut tpl, _, sock) = template(&ctx, &img, &[("CKPT_FAULT", "release the copy")]);
-    for _ in 0..2 {
-        let r = ctx.ckpt(&["spawn".as_ref(), sock.as_os_str()]);
-        r.assert_fails(1);
-        r.assert_stderr_mentions(&["release the copy"]);
+    let mut sock = PathBuf::new();
+    for step in [
+        "take the client's descriptor",
+        "set_tid_address (the copy)",
+        "release the copy",
+    ] {
+        let (mut tpl, _, s) = template(&ctx, &img, &[("CKPT_FAULT", step)]);
+        for _ in 0..2 {
+            let r = ctx.ckpt(&["spawn".as_ref(), s.as_os_str()]);
+            r.assert_fails(1);
+            r.assert_stderr_mentions(&[step]);
+        }
+        // Only the template is left: its ckpt, its init, server and staged process.
+        let r = ctx.ckpt(&["spawn".as_ref(), "--stop".as_ref(), s.as_os_str()]);
+        r.assert_ok();
+        let st = tpl.wait();
+        assert_eq!(st.code(), Some(0), "{name}: {step}: {}", tpl.stderr.text());
+        assert!(!s.exists(), "{name}: {step}: the socket is left");
+        nothing_left(name);
+        sock = s;
     }
-    // Only the template is left: its ckpt, its init, server and staged process.
-    let r = ctx.ckpt(&["spawn".as_ref(), "--stop".as_ref(), sock.as_os_str()]);
-    r.assert_ok();
-    let st = tpl.wait();
-    assert_eq!(st.code(), Some(0), "{name}: {}", tpl.stderr.text());
-    assert!(!sock.exists(), "{name}: the socket is left");
-    nothing_left(name);
     // Without --new-pidns: bad usage.
     let s = sock.to_str().unwrap_or_default();
     let r = ctx.ckpt(&["restore", "--template", s, img.to_str().unwrap_or_default()]);

@@ -316,9 +316,13 @@ pub(crate) fn move_fd_calls(n: u64, fd: i32, cloexec: bool) -> Vec<Call> {
     }
 }
 
+/// The status flags F_SETFL sets (and restore gives back).
+pub(crate) const SETTABLE_STATUS_FLAGS: u32 =
+    (libc::O_NONBLOCK | libc::O_APPEND | libc::O_ASYNC) as u32;
+
 /// Status flags (O_NONBLOCK...) belong to the open file description.
 pub(crate) fn set_status_flags(cx: &mut Ctx<'_>, fd: i32, flags: u32) -> Result<()> {
-    let settable = (libc::O_NONBLOCK | libc::O_APPEND | libc::O_ASYNC) as u32;
+    let settable = SETTABLE_STATUS_FLAGS;
     cx.call(
         "fcntl(F_SETFL)",
         nr::FCNTL,

@@ -7,22 +7,27 @@
 //! credentials) and stays stopped, traced by a server (a ckpt process) that waits on a
 //! unix socket. Each request makes one copy, by system calls injected into the stub:
 //!
-//! 1. the client's standard descriptors (sent with the request) are taken into the
-//!    stub, at [`CLIENT_AT`];
-//! 2. the stub forks (`clone3(CLONE_VM | CLONE_PARENT | CLONE_NEWPID | CLONE_NEWNS)`)
+//! 1. the stub forks (`clone3(CLONE_VM | CLONE_PARENT | CLONE_NEWPID | CLONE_NEWNS)`)
 //!    the copy's *init*: PID 1 of a new PID namespace, sharing the stub's address space
 //!    (no page-table copy) and a child of the template's init (so that it outlives the
-//!    template). It gets the client's descriptors at 0-2 and mounts the namespace's
-//!    /proc;
-//! 3. the init forks the *copy* (`clone3` with `set_tid`: the image's PID inside), a
+//!    template);
+//! 2. in one batch the init takes the client's standard descriptors (sent with the
+//!    request) from the server at 0-2 (`pidfd_getfd`), closes the rest but ckpt's
+//!    executable, mounts the namespace's /proc, and
+//! 3. forks the *copy* (`clone3` with `set_tid`: the image's PID inside), a
 //!    copy-on-write copy of the stub's memory: pages stay shared between the template
 //!    and every copy until one writes; a fork copies one page-table entry per 2 MiB of
 //!    huge pages;
 //! 4. the copy finishes as commit would (what a fork does not keep is set again: the
 //!    TID address, the robust list, the parent-death signal, its session or group; the
-//!    helper area goes; signal mask and registers) and is detached: it runs;
+//!    standard descriptors' status flags, set by the server on the descriptions it
+//!    shares with the copy; the helper area goes; signal mask and registers) and is
+//!    detached: it runs;
 //! 5. the init executes `ckpt copy-init` (from a descriptor of ckpt's executable the
 //!    stub holds), which reaps and exits with the copy's status, ending the namespace.
+//!
+//! Each step notes the time it ended (the reply carries the marks; `CKPT_TIMES=1 ckpt
+//! spawn` prints them).
 //!
 //! The server replies with pidfds of the copy and its init. What fork could not give a
 //! copy of its own (open file descriptions beyond the standard ones, threads, timers,
@@ -48,8 +53,6 @@ use crate::sys::{self, ptrace};
 const PIDFD_AT: u64 = 997;
 /// Where the stub keeps a descriptor of ckpt's executable (for the copy's init).
 const EXE_AT: u64 = 998;
-/// Where the client's standard descriptors go in the stub, one request at a time.
-const CLIENT_AT: u64 = 1000;
 /// The largest request or reply.
 const MSG_MAX: usize = 4096;
 
@@ -347,7 +350,8 @@ fn serve_in_child<R: Read + Send>(
     report: &OwnedFd,
 ) -> Result<()> {
     // Our PID as the caller sees it (before our /proc is the namespace's).
-    let _ = write_all(&srv_wr, own_outer_pid().to_string().as_bytes());
+    let outer_pid = own_outer_pid();
+    let _ = write_all(&srv_wr, outer_pid.to_string().as_bytes());
     drop(srv_wr);
     sys::process::mount_own_proc()?;
     let Prepared {
@@ -361,7 +365,7 @@ fn serve_in_child<R: Read + Send>(
         None,
     )?;
     drop(reader);
-    let t = Template::new(plan, staged)?;
+    let t = Template::new(plan, staged, outer_pid)?;
     let listener = sys::seqpacket::listen_at(socket)?;
     let served = (|| {
         write_all(report, b"ok")?;
@@ -394,6 +398,12 @@ struct Template {
     plan: Plan,
     staged: Staged,
     trap: bool,
+    /// Our PID as the template's caller sees it (for the marks' lines).
+    outer_pid: i32,
+    /// Where the current copy's time went: CLOCK_MONOTONIC readings (ns) after each
+    /// step, sent with the reply (our standard error goes nowhere) and printed by
+    /// `ckpt spawn` under `CKPT_TIMES` as `crate::error::time_mark` prints its own.
+    marks: std::cell::RefCell<Vec<(u64, &'static str)>>,
 }
 
 /// One copy made: its PID and its init's, as the server sees them, and how long from
@@ -408,9 +418,15 @@ impl Template {
     /// After stage: the stub keeps a pidfd of ours and a descriptor of ckpt's
     /// executable, and its private anonymous memory goes into huge pages where the
     /// areas allow it (MADV_COLLAPSE; a fork then copies one entry per 2 MiB).
-    fn new(plan: Plan, staged: Staged) -> Result<Self> {
+    fn new(plan: Plan, staged: Staged, outer_pid: i32) -> Result<Self> {
         let trap = super::stage::trap_mode(&plan.ckpt.processes);
-        let t = Template { plan, staged, trap };
+        let t = Template {
+            plan,
+            staged,
+            trap,
+            outer_pid,
+            marks: Default::default(),
+        };
         let exe = std::fs::File::open("/proc/self/exe")
             .map_err(|e| sys::SysError::io("open ckpt's executable", e))?;
         let mut cs = t.stub_ctx()?;
@@ -524,9 +540,12 @@ impl Template {
         let res = self.spawn(client).and_then(|m| {
             let c = sys::process::pidfd_open(m.copy)?;
             let i = sys::process::pidfd_open(m.init)?;
+            self.mark("template: pidfds opened");
             let msg = serde_json::json!({
                 "ns_pid": self.root().pid,
                 "spawn_us": m.micros as u64,
+                "server": self.outer_pid,
+                "marks": *self.marks.borrow(),
             })
             .to_string();
             sys::seqpacket::send_with_fds(conn, msg.as_bytes(), &[c.as_fd(), i.as_fd()])?;
@@ -538,10 +557,18 @@ impl Template {
         }
     }
 
+    /// Note that step `what` of the current copy is done (see [`Template::marks`]).
+    fn mark(&self, what: &'static str) {
+        let ns = sys::ns::clock_ns(libc::CLOCK_MONOTONIC).unwrap_or(0).max(0) as u64;
+        self.marks.borrow_mut().push((ns, what));
+    }
+
     /// One copy: see the module's text. On failure, nothing of it is left (its init is
     /// killed, which ends its namespace) and the stub is as before.
     fn spawn(&self, client: &[OwnedFd]) -> Result<Made> {
         let t0 = Instant::now();
+        self.marks.borrow_mut().clear();
+        self.mark("template: request read");
         if client.len() != 3 {
             return Err(RestoreError::Reported(format!(
                 "a request must carry 3 descriptors (standard input, output, error), not {}",
@@ -553,54 +580,14 @@ impl Template {
             RestoreError::Malformed(format!("process {} has no thread", root.pid))
         })?;
         let mut cs = self.stub_ctx()?;
-        // (1) The client's descriptors into the stub.
-        let take: Vec<Call> = client
-            .iter()
-            .map(|f| {
-                Call::new(
-                    "take the client's descriptor",
-                    nr::PIDFD_GETFD,
-                    [PIDFD_AT, f.as_raw_fd() as u64, 0, 0, 0, 0],
-                )
-            })
-            .collect();
-        let got = cs.batch(&BatchArgs::new(), &take)?;
-        let mut moves = Vec::new();
-        for (i, n) in got.iter().enumerate() {
-            moves.push(Call::new(
-                "dup3",
-                nr::DUP3,
-                [*n, CLIENT_AT + i as u64, 0, 0, 0, 0],
-            ));
-            moves.push(Call::new("close", nr::CLOSE, [*n, 0, 0, 0, 0, 0]));
-        }
-        cs.batch(&BatchArgs::new(), &moves)?;
-        let res = self.fork_copy(&mut cs, root, thread, t0);
-        // The stub keeps nothing of the client.
-        let _ = cs.batch(
-            &BatchArgs::new(),
-            &[Call::new(
-                "close_range (the client's descriptors)",
-                nr::CLOSE_RANGE,
-                [CLIENT_AT, CLIENT_AT + 16, 0, 0, 0, 0],
-            )],
-        );
-        res
-    }
-
-    fn fork_copy(
-        &self,
-        cs: &mut Ctx<'_>,
-        root: &crate::model::Process,
-        thread: &crate::model::Thread,
-        t0: Instant,
-    ) -> Result<Made> {
-        // (2) The copy's init.
+        // (1) The copy's init.
         fault_point("template: fork the copy's init")?;
         let flags =
             (libc::CLONE_VM | libc::CLONE_PARENT | libc::CLONE_NEWPID | libc::CLONE_NEWNS) as u64;
         let a = cs.put(0, &clone_args(cs.scratch(), flags, 0, None))?;
         let init = cs.call("clone3 (the copy's init)", nr::CLONE3, [a, 88, 0, 0, 0, 0])? as i32;
+        drop(cs);
+        self.mark("template: init forked");
         let kill_init = |e: RestoreError| {
             sys::process::kill_and_reap(init, &[]);
             e
@@ -609,48 +596,83 @@ impl Template {
             .map_err(RestoreError::from)
             .and_then(|_| self.ctx_for(init))
             .map_err(kill_init)?;
-        let copy = self.init_and_fork(&mut ci, root).map_err(kill_init)?;
+        self.mark("template: init stopped");
+        let copy = self
+            .init_and_fork(&mut ci, root, client)
+            .map_err(kill_init)?;
         let kill_both = |e: RestoreError| {
             sys::process::kill_and_reap(copy, &[]);
             sys::process::kill_and_reap(init, &[]);
             e
         };
         let micros = self
-            .release_copy(copy, root, thread)
+            .release_copy(copy, root, thread, client)
             .map(|()| t0.elapsed().as_micros())
             .map_err(kill_both)?;
+        self.mark("template: copy released");
         // (5) The init becomes `ckpt copy-init`.
         self.exec_init(&mut ci, init, root.pid).map_err(|e| {
             // The copy runs already; its init cannot be made: the copy goes with it.
             let _ = sys::process::kill(copy, libc::SIGKILL);
             kill_init(e)
         })?;
+        self.mark("template: init released into copy-init");
         Ok(Made { copy, init, micros })
     }
 
-    /// In the init: the client's descriptors at 0-2 (those the image has), the rest
-    /// closed but ckpt's executable; the namespace's /proc; then the copy forked with
-    /// the image's PID. Returns the copy's PID (as we see it).
-    fn init_and_fork(&self, ci: &mut Ctx<'_>, root: &crate::model::Process) -> Result<i32> {
+    /// (2) In the init, one batch: every descriptor closed but ckpt's executable and
+    /// the server's pidfd; the client's three taken from the server with
+    /// `pidfd_getfd` (each lands at the lowest free number: 0, 1, 2, close-on-exec),
+    /// given the image's close-on-exec flag or closed if the image has no such
+    /// descriptor; the server's pidfd closed; the namespace's /proc mounted; and (3)
+    /// the copy forked with the image's PID in the new namespace (last: the fork stops
+    /// at once, traced, before it runs anything). Returns the copy's PID (as we see it).
+    fn init_and_fork(
+        &self,
+        ci: &mut Ctx<'_>,
+        root: &crate::model::Process,
+        client: &[OwnedFd],
+    ) -> Result<i32> {
         let mut args = BatchArgs::new();
-        let mut calls = Vec::new();
-        for f in &root.fds {
-            let cl = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+        let mut calls = vec![
+            Call::new(
+                "close_range",
+                nr::CLOSE_RANGE,
+                [0, PIDFD_AT - 1, 0, 0, 0, 0],
+            ),
+            Call::new(
+                "close_range",
+                nr::CLOSE_RANGE,
+                [EXE_AT + 1, u32::MAX as u64, 0, 0, 0, 0],
+            ),
+        ];
+        let take = calls.len();
+        for f in client {
             calls.push(Call::new(
-                "dup3 (a standard descriptor of the client)",
-                nr::DUP3,
-                [CLIENT_AT + f.fd as u64, f.fd as u64, cl, 0, 0, 0],
+                "take the client's descriptor",
+                nr::PIDFD_GETFD,
+                [PIDFD_AT, f.as_raw_fd() as u64, 0, 0, 0, 0],
             ));
         }
+        for n in 0..client.len() as u64 {
+            match root.fds.iter().find(|f| f.fd as u64 == n) {
+                Some(f) if !f.cloexec => calls.push(Call::new(
+                    "fcntl(F_SETFD) (a standard descriptor of the client)",
+                    nr::FCNTL,
+                    [n, libc::F_SETFD as u64, 0, 0, 0, 0],
+                )),
+                Some(_) => {}
+                None => calls.push(Call::new(
+                    "close (a standard descriptor the image has not)",
+                    nr::CLOSE,
+                    [n, 0, 0, 0, 0, 0],
+                )),
+            }
+        }
         calls.push(Call::new(
-            "close_range",
-            nr::CLOSE_RANGE,
-            [3, EXE_AT - 1, 0, 0, 0, 0],
-        ));
-        calls.push(Call::new(
-            "close_range",
-            nr::CLOSE_RANGE,
-            [EXE_AT + 1, u32::MAX as u64, 0, 0, 0, 0],
+            "close (the server's pidfd)",
+            nr::CLOSE,
+            [PIDFD_AT, 0, 0, 0, 0, 0],
         ));
         let proc_ = args.add_cstr(ci, b"proc")?;
         let target = args.add_cstr(ci, b"/proc")?;
@@ -660,26 +682,46 @@ impl Template {
             nr::MOUNT,
             [proc_, target, proc_, mflags, 0, 0],
         ));
-        ci.batch(&args, &calls)?;
-        // (3) The copy, with the image's PID in the new namespace.
         fault_point("template: fork the copy")?;
         let a = ci.put(
             0,
             &clone_args(ci.scratch(), 0, libc::SIGCHLD as u64, Some(root.pid)),
         )?;
-        let got = ci.call("clone3 (the copy)", nr::CLONE3, [a, 88, 0, 0, 0, 0])?;
-        if got != root.pid as u64 {
+        calls.push(Call::new(
+            "clone3 (the copy)",
+            nr::CLONE3,
+            [a, 88, 0, 0, 0, 0],
+        ));
+        let got = ci.batch(&args, &calls)?;
+        self.mark("template: init's batch ran (descriptors, /proc, the copy forked)");
+        let init = ci.pid();
+        // The copy exists from here on: found before any check, so that an error
+        // kills it too (as the init's child it would end with the namespace anyway).
+        let copy = sys::proc::children(init)?.first().copied();
+        let landed = got.get(take..take + client.len());
+        if landed != Some(&[0, 1, 2][..client.len()]) {
+            if let Some(c) = copy {
+                sys::process::kill_and_reap(c, &[]);
+            }
             return Err(RestoreError::Stage(format!(
-                "the copy got process ID {got} instead of {}",
+                "the client's descriptors landed at {landed:?} in the copy's init, not 0-2"
+            )));
+        }
+        let copy = copy.ok_or_else(|| {
+            RestoreError::Stage("the copy's init has no child after its fork".into())
+        })?;
+        let pid_seen = got.last().copied().unwrap_or(0);
+        if pid_seen != root.pid as u64 {
+            sys::process::kill_and_reap(copy, &[]);
+            return Err(RestoreError::Stage(format!(
+                "the copy got process ID {pid_seen} instead of {}",
                 root.pid
             )));
         }
-        let init = ci.pid();
-        let children = sys::proc::children(init)?;
-        let copy = children.first().copied().ok_or_else(|| {
-            RestoreError::Stage("the copy's init has no child after its fork".into())
+        ptrace::get_regs_after_stop(copy, "the copy").inspect_err(|_| {
+            sys::process::kill_and_reap(copy, &[]);
         })?;
-        ptrace::get_regs_after_stop(copy, "the copy")?;
+        self.mark("template: copy stopped");
         Ok(copy)
     }
 
@@ -690,6 +732,7 @@ impl Template {
         copy: i32,
         root: &crate::model::Process,
         thread: &crate::model::Thread,
+        client: &[OwnedFd],
     ) -> Result<()> {
         let mut cc = self.ctx_for(copy)?;
         let mut calls = vec![
@@ -699,7 +742,7 @@ impl Template {
                 [3, u32::MAX as u64, 0, 0, 0, 0],
             ),
             Call::new(
-                "set_tid_address",
+                "set_tid_address (the copy)",
                 nr::SET_TID_ADDRESS,
                 [thread.clear_child_tid, 0, 0, 0, 0, 0],
             ),
@@ -731,9 +774,18 @@ impl Template {
             calls.push(Call::new("setpgid", nr::SETPGID, [0; 6]));
         }
         cc.batch(&BatchArgs::new(), &calls)?;
+        self.mark("template: copy's batch ran");
+        // Each standard descriptor's status flags as `place_inherited` sets them, here:
+        // they belong to the open file description, which the server holds too.
         for f in &root.fds {
             if let FdKind::Inherited { flags, .. } = &f.kind {
-                crate::kinds::fd::place_inherited(&mut cc, f, *flags)?;
+                let fd = client.get(f.fd as usize).ok_or_else(|| {
+                    RestoreError::Malformed(format!("inherited descriptor {}", f.fd))
+                })?;
+                let cur = sys::file::status_flags(fd.as_fd())?;
+                let want = crate::kinds::fd::inherited_status_flags(cur, *flags)
+                    & crate::remote::SETTABLE_STATUS_FLAGS;
+                sys::file::set_status_flags(fd.as_fd(), want)?;
             }
         }
         fault_point("template: release the copy")?;
@@ -748,6 +800,7 @@ impl Template {
             [self.staged.stub_addr(), STUB_SIZE, 0, 0, 0, 0],
         )?;
         drop(cc);
+        self.mark("template: copy's helper area unmapped");
         ptrace::set_sigmask(copy, thread.sigmask)?;
         let xsave = self
             .plan
@@ -885,6 +938,18 @@ pub fn spawn(socket: &Path) -> Result<Spawned> {
         return Err(RestoreError::Reported(format!(
             "the template could not make a copy: {e}"
         )));
+    }
+    // The server's marks of this copy (`CKPT_TIMES`), as if it had printed them.
+    let server = v.get("server").and_then(|p| p.as_i64()).unwrap_or(0) as i32;
+    for m in v
+        .get("marks")
+        .and_then(|m| m.as_array())
+        .into_iter()
+        .flatten()
+    {
+        if let (Some(ns), Some(what)) = (m.get(0).and_then(|n| n.as_u64()), m.get(1)) {
+            crate::error::time_mark_of(server, ns, what.as_str().unwrap_or("?"));
+        }
     }
     let mut fds = fds.into_iter();
     let (Some(c), Some(i)) = (fds.next(), fds.next()) else {

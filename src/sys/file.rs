@@ -107,6 +107,21 @@ pub fn dup2(src: i32, dst: i32) -> super::Result<()> {
     Ok(())
 }
 
+/// The status flags (F_GETFL) of the open file description `fd` refers to.
+pub fn status_flags(fd: std::os::fd::BorrowedFd<'_>) -> super::Result<u32> {
+    rustix::fs::fcntl_getfl(fd)
+        .map(|f| f.bits())
+        .map_err(|e| super::SysError::Other(format!("fcntl(F_GETFL): {e}")))
+}
+
+/// Set the status flags (F_SETFL: O_APPEND, O_NONBLOCK, O_ASYNC... the kernel takes
+/// only those) of the open file description `fd` refers to: every descriptor of it, in
+/// any process, sees them.
+pub fn set_status_flags(fd: std::os::fd::BorrowedFd<'_>, flags: u32) -> super::Result<()> {
+    rustix::fs::fcntl_setfl(fd, rustix::fs::OFlags::from_bits_retain(flags))
+        .map_err(|e| super::SysError::Other(format!("fcntl(F_SETFL): {e}")))
+}
+
 /// Whether `path` is on a file system kept in memory (tmpfs: TMPFS_MAGIC,
 /// linux/magic.h), where a write is a copy into memory with no disk behind it and no
 /// dirty-page throttling.

@@ -890,9 +890,15 @@ pub(crate) fn place_inherited(cx: &mut Ctx<'_>, f: &Fd, flags: u32) -> RestoreRe
         }
         .into());
     }
-    let append = (cur as u32 | flags) & libc::O_APPEND as u32;
     move_fd(cx, fd, f.fd, f.cloexec)?;
-    set_status_flags(cx, f.fd, (flags & !(libc::O_APPEND as u32)) | append)
+    set_status_flags(cx, f.fd, inherited_status_flags(cur as u32, flags))
+}
+
+/// The status flags an inherited descriptor gets: the image's `flags`, O_APPEND kept if
+/// the description has it now (`cur`: the caller's, shared with whoever gave it).
+pub(crate) fn inherited_status_flags(cur: u32, flags: u32) -> u32 {
+    let append = (cur | flags) & libc::O_APPEND as u32;
+    (flags & !(libc::O_APPEND as u32)) | append
 }
 
 /// Give the process descriptor `f`: the one dispatch over [`FdKind`] at restore.
