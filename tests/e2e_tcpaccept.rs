@@ -131,6 +131,15 @@ fn queued_restored(name: &str, fam: &str, sizes: &str) {
     t.expect_killed();
     // (The children, reparented to the test when the server died, are reaped.)
     wait_pids_gone(&before.pids, name);
+    // Bytes waiting make the image one an older ckpt must refuse (it would restore the
+    // connections without them): required feature bit 2 in the file header.
+    let head = std::fs::read(&img).expect("the image");
+    let required = u64::from_le_bytes(head[16..24].try_into().expect("a header"));
+    assert_eq!(
+        required & 2 != 0,
+        sizes == BYTES,
+        "{name}: the image's required feature bits {required:#x}"
+    );
     let inspect = ctx.inspect_json(&img).to_string();
     assert_eq!(
         inspect.matches("TcpQueued").count(),
