@@ -236,9 +236,10 @@ fn tcp_connect_in_progress_is_issued_again_and_completes_ipv6() {
     half_closed("tcp_syn_sent_ipv6", "synsent", "6", "SYN_SENT");
 }
 
-/// A listener with connections waiting to be accepted (one with data already sent):
-/// dump refuses it naming the listener and the count, and the program runs on: it
-/// accepts both and reads the data.
+/// A listener with connections waiting to be accepted from a peer outside the tree
+/// (one with data already sent, which the dump reads): dump refuses it naming the
+/// listener and the client, and the program runs on: it accepts both and reads the
+/// data.
 #[test]
 fn tcp_listener_with_connections_waiting_to_be_accepted_is_refused_and_runs_on() {
     let name = "tcp_listener_with_connections_waiting_to_be_accepted_is_refused";
@@ -269,7 +270,7 @@ fn tcp_listener_with_connections_waiting_to_be_accepted_is_refused_and_runs_on()
             "descriptor 3",
             &format!("TCP listener on 127.0.0.1:{port}"),
             "a connection waiting to be accepted from 127.0.0.1:",
-            "holds 5 bytes its client sent",
+            "a client outside the dumped tree",
         ]);
     assert!(!img.exists(), "{name}: a refused dump left an image");
     assert_running_untraced(t.pid, name);

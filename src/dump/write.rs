@@ -283,11 +283,20 @@ pub(crate) fn write_image<W: Write>(
         scope.spawn(move || read_pages(c, opts.compress, piece, &tx, &back_rx));
         // An incremental image needs its parent: a reader that does not know that
         // refuses it instead of restoring its unchanged pages as zeros.
-        let required = if c.ckpt.parent.is_some() {
+        let mut required = if c.ckpt.parent.is_some() {
             crate::image::FEATURE_PARENT
         } else {
             0
         };
+        // So does one whose waiting TCP connections hold bytes (restored without them
+        // by a reader that ignores the field).
+        let waiting_bytes = c.ckpt.processes.iter().flat_map(|p| p.fds.iter()).any(|f| {
+            matches!(&f.kind, crate::model::FdKind::TcpListen { queue, .. }
+                if queue.iter().any(|w| !w.data.is_empty()))
+        });
+        if waiting_bytes {
+            required |= crate::image::FEATURE_WAITING_BYTES;
+        }
         let mut w = ImageWriter::with_features(out, required)?;
         if !opts.transient {
             // Only `ckpt dump`'s images have one so far: with it in the images of

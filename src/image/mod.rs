@@ -61,14 +61,25 @@ pub const PAGE_SIZE: u64 = 4096;
 pub const FLAG_REQUIRED: u32 = 1;
 
 /// Required-feature bits of the file header known to this reader, with their names.
-pub const KNOWN_REQUIRED_FEATURES: &[(u64, &str)] = &[(
-    FEATURE_PARENT,
-    "incremental image (its unchanged pages are in its parent image)",
-)];
+pub const KNOWN_REQUIRED_FEATURES: &[(u64, &str)] = &[
+    (
+        FEATURE_PARENT,
+        "incremental image (its unchanged pages are in its parent image)",
+    ),
+    (
+        FEATURE_WAITING_BYTES,
+        "TCP connections waiting to be accepted hold bytes their clients sent",
+    ),
+];
 
 /// Required feature: the image is incremental (`model::Checkpoint::parent`): a reader
 /// that does not follow the parent would restore its unchanged pages as zeros.
 pub const FEATURE_PARENT: u64 = 1;
+
+/// Required feature: a connection waiting in a TCP listener's queue holds bytes its
+/// client sent (`model::TcpWaiting::data`): a reader that does not know the field would
+/// restore the connection without them.
+pub const FEATURE_WAITING_BYTES: u64 = 2;
 
 /// The file header's required features (`required`, from
 /// [`ImageReader::required_features`]) against the image's metadata: an image is

@@ -703,7 +703,7 @@ pub struct InotifyWatch {
 
 /// A connection waiting in a TCP listener's accept queue ([`FdKind::TcpListen`]),
 /// read at dump without taking it (`sys::tcpqueue`). Its client is a descriptor of the
-/// tree ([`FdKind::TcpQueued`]); the listener's side had nothing to read.
+/// tree ([`FdKind::TcpQueued`]); the listener's side holds `data` unread.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct TcpWaiting {
     /// Raw socket addresses of the listener's side and of the client.
@@ -713,6 +713,11 @@ pub struct TcpWaiting {
     pub peer: Vec<u8>,
     /// The client had shut down writing: its FIN came (CLOSE_WAIT on this side).
     pub fin: bool,
+    /// The bytes its client sent, received on the listener's side and not read (nobody
+    /// accepted it yet); restore has the client send them again after the handshake
+    /// (before its FIN). Empty in images from before they were kept.
+    #[serde(default, with = "serde_bytes")]
+    pub data: Vec<u8>,
 }
 
 /// An established TCP connection as TCP repair mode shows it.

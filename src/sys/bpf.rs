@@ -767,7 +767,7 @@ impl SockReader {
     }
 
     /// The buffers of queue `head` (a `struct sk_buff_head` address), in order.
-    fn skbs(&self, head: u64) -> std::result::Result<Vec<u64>, QueueError> {
+    pub fn skbs(&self, head: u64) -> std::result::Result<Vec<u64>, QueueError> {
         let l = self.layout;
         let qlen = self.read(head + l.head_qlen, 4)?;
         let qlen = u32::from_le_bytes(qlen[..4].try_into().unwrap_or_default()) as usize;

@@ -8,6 +8,7 @@ pub(crate) mod bpf;
 pub(crate) mod btf;
 pub(crate) mod cgroup;
 pub(crate) mod deferred;
+pub(crate) mod directmap;
 pub(crate) mod extpidns;
 pub(crate) mod file;
 pub(crate) mod inetraw;

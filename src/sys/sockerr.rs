@@ -29,8 +29,9 @@ pub struct Layout {
     /// `struct bpf_iter__task_file`: meta; `struct bpf_iter_meta`: seq.
     pub ctx_meta: i16,
     pub meta_seq: i16,
-    /// file.f_inode, inode.i_ino.
+    /// file.f_inode, file.private_data, inode.i_ino.
     pub file_inode: i16,
+    pub file_private: i16,
     pub inode_ino: i16,
     /// socket.state, socket.sk.
     pub socket_state: i16,
@@ -131,11 +132,26 @@ pub fn program(l: &Layout, map_fd: i32) -> Vec<Insn> {
 }
 
 /// The start of a task-file iterator program that acts only on sockets whose inode is
-/// in hash map `map_fd`: with r9 the context, r7 the file, the inode number stored at
-/// r10-8 (the map key) and at r10+`ino_at`, it goes on with r0 the `struct socket`; every
-/// other call ends at the program's `r0 = 0; exit` (its NULL checks are left for
+/// in hash map `map_fd`: [`wanted_file`], then it goes on with r0 the `struct socket`;
+/// every other call ends at the program's `r0 = 0; exit` (its NULL checks are left for
 /// [`nulls_to_end`]). Shared with `sys::tcpqueue`'s program.
 pub(super) fn wanted_socket(l: &Layout, map_fd: i32, ino_at: i16) -> Vec<Insn> {
+    use asm::*;
+    use reg::*;
+    let mut p = wanted_file(l, map_fd, ino_at);
+    p.extend([
+        mov(R1, R7),
+        call(bpf::HELPER_SOCK_FROM_FILE),
+        jeq_imm(R0, 0, 0),
+    ]);
+    p
+}
+
+/// The start of a task-file iterator program that acts only on files whose inode is in
+/// hash map `map_fd`: with r9 the context, r7 the file, the inode number stored at
+/// r10-8 (the map key) and at r10+`ino_at`; other files end at the program's
+/// `r0 = 0; exit` (its NULL checks are left for [`nulls_to_end`]).
+pub(super) fn wanted_file(l: &Layout, map_fd: i32, ino_at: i16) -> Vec<Insn> {
     use asm::*;
     use reg::*;
     let mut p = vec![
@@ -154,9 +170,6 @@ pub(super) fn wanted_socket(l: &Layout, map_fd: i32, ino_at: i16) -> Vec<Insn> {
         mov(R2, R10),
         add_imm(R2, -8),
         call(bpf::HELPER_MAP_LOOKUP_ELEM),
-        jeq_imm(R0, 0, 0),
-        mov(R1, R7),
-        call(bpf::HELPER_SOCK_FROM_FILE),
         jeq_imm(R0, 0, 0),
     ]);
     p
@@ -185,6 +198,7 @@ pub(super) fn layout(b: &Btf) -> std::result::Result<Layout, String> {
         ctx_meta: off("bpf_iter__task_file", "meta")?,
         meta_seq: off("bpf_iter_meta", "seq")?,
         file_inode: off("file", "f_inode")?,
+        file_private: off("file", "private_data")?,
         inode_ino: off("inode", "i_ino")?,
         socket_state: off("socket", "state")?,
         socket_sk: off("socket", "sk")?,
@@ -250,6 +264,7 @@ pub(super) mod tests {
             ctx_meta: 0,
             meta_seq: 0,
             file_inode: 32,
+            file_private: 40,
             inode_ino: 64,
             socket_state: 0,
             socket_sk: 24,

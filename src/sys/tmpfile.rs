@@ -52,7 +52,7 @@ fn random_name(dest: &Path) -> PathBuf {
     dir_of(dest).join(format!(".{name}.ckpt-tmp.{tag:016x}"))
 }
 
-fn getrandom(buf: &mut [u8]) -> usize {
+pub(super) fn getrandom(buf: &mut [u8]) -> usize {
     // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes for the call.
     let r = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
     usize::try_from(r).unwrap_or(0)

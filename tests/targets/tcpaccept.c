@@ -1,22 +1,27 @@
 /* A TCP listener with connections waiting to be accepted, from its own children (and
  * from a client outside, run separately).
  *
- *   tcpaccept FAMILY ORDER SHUT EXTERNAL   the server, with one child per digit of ORDER
- *   tcpaccept client FAMILY PORT           a client outside the server's tree
+ *   tcpaccept FAMILY ORDER SHUT EXTERNAL [SIZES]   the server, one child per digit of ORDER
+ *   tcpaccept client FAMILY PORT                   a client outside the server's tree
  *
  * FAMILY: 4 (127.0.0.1) or 6 (::1). The server listens (backlog 8) on descriptor 3,
  * prints "port N", forks child 0, 1, ... (one per digit of ORDER), then lets them
  * connect one by one in the order ORDER gives (e.g. "120": child 1 first, then 2, then
  * 0), each before the next, so the accept queue holds them in that order, not in the
  * children's order. Child SHUT (a digit, or "-" for none) shuts its writing side down
- * after connecting (its FIN waits on the listener's side). Nobody sends anything. Once
+ * after connecting (its FIN waits on the listener's side). SIZES (comma-separated, by
+ * child: "0,20000,5") gives how many bytes each child sends right after connecting
+ * (before its shutdown), bytes of a pattern of its own, and waits until they are
+ * acknowledged (they wait, unread, on the listener's side); nothing by default. Once
  * the queue holds every child's connection and EXTERNAL more (from `tcpaccept client`),
  * it prints "ready N waiting" (N from the listener's TCP_INFO).
  *
  * On "check" (stdin) the server accepts them all, one at a time: to each it writes
  * "go", then reads until end of file what the client answers ("hello I" from child I,
  * "hello x" from an external client; nothing from the one that shut down), and
- * prints "accepted K: 'ANSWER'". Each client, blocked reading its socket until then,
+ * prints "accepted K: 'ANSWER'", or "accepted K: 'ANSWER' after N bytes" when child I's
+ * N bytes came first, each as its pattern has it ("accepted K: unexpected bytes" if
+ * not). Each client, blocked reading its socket until then,
  * reads "go", answers (unless shut down) then shuts its writing side down, reads to
  * the end of file and prints "client I: got 'go'". On "exit" the server waits for its
  * children and exits 0 if they all did. */
@@ -25,10 +30,35 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
 static int family;
+static long sizes[10];
+
+/* Byte J of what child I sends before it is accepted. */
+static unsigned char pattern(int i, long j)
+{
+	return (unsigned char)(j * 31 + i * 101 + (j >> 8));
+}
+
+/* Whether BUF (LEN bytes) is child I's bytes then its answer (none if SHUT). */
+static int from_child(const unsigned char *buf, size_t len, int i, int shut)
+{
+	size_t n = (size_t)sizes[i];
+	char answer[16];
+	if (i == shut)
+		answer[0] = 0;
+	else
+		snprintf(answer, sizeof answer, "hello %d", i);
+	if (len != n + strlen(answer) || memcmp(buf + n, answer, strlen(answer)))
+		return 0;
+	for (size_t j = 0; j < n; j++)
+		if (buf[j] != pattern(i, (long)j))
+			return 0;
+	return 1;
+}
 
 static socklen_t addr_of(struct sockaddr_storage *ss, int port)
 {
@@ -106,8 +136,18 @@ int main(int argc, char **argv)
 		client_part(s, "x", 0);
 		return 0;
 	}
-	if (argc != 5)
-		die("usage: tcpaccept FAMILY ORDER SHUT EXTERNAL | client FAMILY PORT");
+	if (argc != 5 && argc != 6)
+		die("usage: tcpaccept FAMILY ORDER SHUT EXTERNAL [SIZES] | client FAMILY PORT");
+	long total = 0;
+	if (argc == 6) {
+		char *p = argv[5];
+		for (int i = 0; i < 10 && *p; i++) {
+			sizes[i] = strtol(p, &p, 10);
+			total += sizes[i];
+			if (*p == ',')
+				p++;
+		}
+	}
 	family = atoi(argv[1]);
 	const char *order = argv[2];
 	int n = (int)strlen(order);
@@ -153,6 +193,22 @@ int main(int argc, char **argv)
 			socklen_t tl = addr_of(&to, port);
 			if (connect(s, (struct sockaddr *)&to, tl))
 				die("connect");
+			if (sizes[i] > 0) {
+				char *d = malloc((size_t)sizes[i]);
+				if (!d)
+					die("malloc");
+				for (long j = 0; j < sizes[i]; j++)
+					d[j] = (char)pattern(i, j);
+				write_all(s, d, (size_t)sizes[i]);
+				free(d);
+				int left = 1;
+				while (left > 0) {
+					if (ioctl(s, TIOCOUTQ, &left))
+						die("SIOCOUTQ");
+					if (left > 0)
+						usleep(1000);
+				}
+			}
 			if (i == shut && shutdown(s, SHUT_WR))
 				die("shutdown");
 			write_all(done[1], "c", 1);
@@ -182,10 +238,12 @@ int main(int argc, char **argv)
 				if (a < 0)
 					die("accept");
 				write_all(a, "go", 2);
-				char buf[64];
-				size_t got = 0;
+				size_t cap = (size_t)total + 64, got = 0;
+				unsigned char *buf = malloc(cap + 1);
+				if (!buf)
+					die("malloc");
 				for (;;) {
-					ssize_t r = read(a, buf + got, sizeof buf - 1 - got);
+					ssize_t r = read(a, buf + got, cap - got);
 					if (r < 0 && errno == EINTR)
 						continue;
 					if (r <= 0)
@@ -194,7 +252,18 @@ int main(int argc, char **argv)
 				}
 				buf[got] = 0;
 				close(a);
-				out("accepted %d: '%s'\n", k, buf);
+				int who = -1;
+				for (int i = 0; i < n && who < 0; i++)
+					if (sizes[i] > 0 && from_child(buf, got, i, shut))
+						who = i;
+				if (who >= 0)
+					out("accepted %d: '%s' after %ld bytes\n", k,
+					    (char *)buf + sizes[who], sizes[who]);
+				else if (got < 64 && !memchr(buf, 0, got))
+					out("accepted %d: '%s'\n", k, (char *)buf);
+				else
+					out("accepted %d: unexpected bytes\n", k);
+				free(buf);
 			}
 		} else if (!strncmp(line, "exit", 4)) {
 			break;

@@ -175,10 +175,11 @@ pub(crate) fn collect_inet(
 /// The connections waiting in the accept queue of listener `dup` (on `addr`, of process
 /// `pid`), read without taking them ([`sys::tcpqueue`]), as the image keeps them; their
 /// clients are matched with the tree's descriptors afterwards ([`resolve_queued`]).
-/// Refused: connections still in their handshake (SYN_RECV: a request, no socket yet),
-/// a queue the reader cannot read here, and a connection whose listener's side holds
-/// bytes its client sent (the reader does not read a TCP receive queue yet: its data
-/// sits in memory pages).
+/// The bytes a client sent that wait on the listener's side are read too (through the
+/// direct map for those in page fragments: `sys::directmap`). Refused: connections
+/// still in their handshake (SYN_RECV: a request, no socket yet), a queue the reader
+/// cannot read here, and bytes it cannot read (out of order, device memory, a count
+/// that does not add up: the reason is given).
 fn accept_queue(
     pid: i32,
     dup: &std::os::fd::OwnedFd,
@@ -211,15 +212,22 @@ fn accept_queue(
     })?;
     let mut out = Vec::with_capacity(queue.len());
     for w in queue {
-        if w.unread != 0 {
-            return Err(refuse(&format!(
+        let data = if w.unread == 0 {
+            w.data
+        } else {
+            crate::error::fault_point("dump: read the bytes a waiting client sent")
+                .map_err(|x| x.to_string())
+                .and(w.data)
+        };
+        let data = data.map_err(|why| {
+            refuse(&format!(
                 "{listener} with a connection waiting to be accepted from {} that holds {} \
-                 bytes its client sent: ckpt cannot read them without accepting it (they \
-                 sit in memory pages); not restored yet",
+                 bytes its client sent: ckpt cannot read them here without accepting it \
+                 ({why})",
                 show_inet(&w.peer),
                 w.unread
-            )));
-        }
+            ))
+        })?;
         if !matches!(
             w.state,
             sys::tcp::TCP_ESTABLISHED | sys::tcp::TCP_CLOSE_WAIT
@@ -235,6 +243,7 @@ fn accept_queue(
             local: w.local,
             peer: w.peer,
             fin: w.state == sys::tcp::TCP_CLOSE_WAIT,
+            data,
         });
     }
     Ok(out)
@@ -1412,6 +1421,42 @@ fn check_pending(
     Ok(())
 }
 
+/// Send `data` on connected TCP socket `s` (non-blocking) and wait until its peer
+/// acknowledged all of it, at most [`SEGMENT_WAIT`] without progress.
+fn send_acked(s: &std::os::fd::OwnedFd, data: &[u8]) -> Result<(), String> {
+    let mut sent = 0;
+    let mut last = std::time::Instant::now();
+    let mut was_left = u32::MAX;
+    loop {
+        if sent < data.len() {
+            match rustix::net::send(s, &data[sent..], rustix::net::SendFlags::NOSIGNAL) {
+                Ok(n) => {
+                    sent += n;
+                    last = std::time::Instant::now();
+                }
+                Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(format!("sending the bytes it had sent: {e}")),
+            }
+        }
+        let left = sys::sockdiag::unread_sent(s).map_err(|x| x.to_string())?;
+        if sent == data.len() && left == 0 {
+            return Ok(());
+        }
+        if left < was_left {
+            was_left = left;
+            last = std::time::Instant::now();
+        }
+        if last.elapsed() > SEGMENT_WAIT {
+            return Err(format!(
+                "the listener's side took {} of the {} bytes its client had sent",
+                sent.saturating_sub(left as usize),
+                data.len()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// Wait (at most [`SEGMENT_WAIT`]) until TCP socket `s` is in state `want`.
 fn wait_state(s: &std::os::fd::OwnedFd, want: u8) -> Result<(), String> {
     wait_state_within(s, want, SEGMENT_WAIT)
@@ -1556,7 +1601,7 @@ pub(crate) fn create_queued(
                         show_inet(addr)
                     )));
                 }
-                let c = connect_queued(cx, conn, w.fin)?;
+                let c = connect_queued(cx, conn, w)?;
                 park(cx, holders, queued_key(3, q.pid, g.fd), c)?;
             }
         }
@@ -1582,9 +1627,16 @@ fn park(
 
 /// The client of a waiting connection (`c`, as dumped), connected for real to its
 /// listener, which exists: options and address as [`create_tcp_unconnected`] gives a
-/// connecting socket (its port bound in repair mode), then the handshake waited for, then its FIN (`fin`) waited for
-/// until acknowledged (FIN_WAIT2), then the options repair mode had shown.
-fn connect_queued(cx: &mut Ctx<'_>, c: &crate::model::TcpState, fin: bool) -> RestoreResult<u64> {
+/// connecting socket (its port bound in repair mode), then the handshake waited for,
+/// then the bytes it had sent (`w.data`) sent again and waited for until acknowledged
+/// (they wait on the listener's side as they did: the client's own side shows them
+/// acknowledged, as it did), then its FIN (`w.fin`) waited for until acknowledged
+/// (FIN_WAIT2), then the options repair mode had shown.
+fn connect_queued(
+    cx: &mut Ctx<'_>,
+    c: &crate::model::TcpState,
+    w: &crate::model::TcpWaiting,
+) -> RestoreResult<u64> {
     let fail = |what: String| {
         crate::error::RestoreError::Stage(format!(
             "TCP connection {} -> {} waiting to be accepted: {what}",
@@ -1643,7 +1695,11 @@ fn connect_queued(cx: &mut Ctx<'_>, c: &crate::model::TcpState, fin: bool) -> Re
     let s = sys::process::steal_fd(pid, n as i32)
         .map_err(|x| fail(format!("cannot reach the restored socket: {x}")))?;
     wait_state(&s, sys::tcp::TCP_ESTABLISHED).map_err(fail)?;
-    if fin {
+    if !w.data.is_empty() {
+        crate::error::fault_point("send the bytes a waiting client had sent")?;
+        send_acked(&s, &w.data).map_err(fail)?;
+    }
+    if w.fin {
         cx.shutdown(n, libc::SHUT_WR)?;
         wait_state(&s, sys::tcp::TCP_FIN_WAIT2).map_err(fail)?;
     }

@@ -993,6 +993,7 @@ fn read_dup(r: &mut Reader, k: &str, d: i32, socket: bool) {
             }
         }
     }
+    let mut ports = [None, None];
     for (name, get) in [
         (
             "sockname",
@@ -1003,6 +1004,11 @@ fn read_dup(r: &mut Reader, k: &str, d: i32, socket: bool) {
         let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         let rc = unsafe { get(d, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len) };
+        if rc == 0 && matches!(i32::from(ss.ss_family), libc::AF_INET | libc::AF_INET6) {
+            // (sin_port and sin6_port are at the same place)
+            let a = unsafe { &*(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            ports[usize::from(name == "peername")] = Some(u16::from_be(a.sin_port));
+        }
         let v = if rc < 0 {
             format!(
                 "err {}",
@@ -1012,6 +1018,16 @@ fn read_dup(r: &mut Reader, k: &str, d: i32, socket: bool) {
             sockaddr_text(&ss, len as usize)
         };
         r.conf(format!("{k}.sock.{name}"), v);
+    }
+    // The client of a connection its listener has not accepted yet: what waits unread
+    // on the listener's side (the bytes it sent, and its FIN), from sock_diag.
+    if let [Some(local), Some(peer)] = ports {
+        if let Some(t) = r.tcp.get(&super::sockdiag::unaccepted_key(peer, local)) {
+            r.conf(
+                format!("{k}.sock.tcp.unaccepted_rqueue"),
+                t.rqueue.to_string(),
+            );
+        }
     }
 }
 

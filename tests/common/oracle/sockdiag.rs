@@ -174,7 +174,15 @@ pub(super) struct TcpDiag {
     pub(super) state: u8,
 }
 
-/// Every TCP socket of this network namespace (IPv4 and IPv6), by inode.
+/// The key [`tcp_diag`] lists a connection waiting to be accepted under (it has no
+/// inode yet): its listener's port and its client's (a socket inode is 32 bits).
+pub(super) fn unaccepted_key(listener_port: u16, client_port: u16) -> u64 {
+    1 << 63 | u64::from(listener_port) << 16 | u64::from(client_port)
+}
+
+/// Every TCP socket of this network namespace (IPv4 and IPv6), by inode; connections
+/// waiting in a listener's queue (inode 0, ESTABLISHED or CLOSE_WAIT) by
+/// [`unaccepted_key`].
 pub(super) fn tcp_diag() -> BTreeMap<u64, TcpDiag> {
     let mut out = BTreeMap::new();
     for family in [libc::AF_INET, libc::AF_INET6] {
@@ -243,7 +251,13 @@ pub(super) fn tcp_diag() -> BTreeMap<u64, TcpDiag> {
                         let step = (alen + 3) & !3;
                         a = &a[step.min(a.len())..];
                     }
-                    out.insert(u64::from(at(68)), d);
+                    let ino = u64::from(at(68));
+                    if ino != 0 {
+                        out.insert(ino, d);
+                    } else if matches!(d.state, 1 | 8) {
+                        let port = |i: usize| u16::from_be_bytes([body[i], body[i + 1]]);
+                        out.insert(unaccepted_key(port(4), port(6)), d);
+                    }
                 }
                 let step = (len + 3) & !3;
                 m = &m[step.min(m.len())..];
