@@ -4,7 +4,8 @@
 //! program whose threads run on coroutine stacks with data right below them (their
 //! frames go at the bottom of another thread's stack), and a static program without
 //! libc that has no `rt_sigreturn` nor `syscall; ret` of its own (ckpt writes them into
-//! the padding after its code, and takes them out again). `ckpt dump` killed at random
+//! the padding after its code, and takes them out again; also its ia32 build, without
+//! a vDSO, which gets ia32 ones). `ckpt dump` killed at random
 //! moments and at each of its die points leaves the program running exactly as before:
 //! its behaviour (it checks its own memory and registers and goes on printing) and what
 //! the kernel shows (the state oracle). And a whole dump and restore of the Go program,
@@ -86,11 +87,25 @@ enum Target {
     Room32,
     /// `bare` (static, no libc: no instructions of its own for the frames).
     Bare,
+    /// `bare32`: its ia32 build, without a vDSO.
+    Bare32,
 }
 
 impl Target {
     fn go(self) -> bool {
         self == Target::Go
+    }
+
+    /// A `bare` build: its name and the gadgets ckpt writes into its padding.
+    fn bare(self) -> Option<(&'static str, [u8; 10])> {
+        match self {
+            Target::Bare => Some(("bare", [0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05, 0x0f, 0x05, 0xc3])),
+            Target::Bare32 => Some((
+                "bare32",
+                [0xb8, 0xad, 0, 0, 0, 0xcd, 0x80, 0xcd, 0x80, 0xc3],
+            )),
+            _ => None,
+        }
     }
 
     /// The program, built if it is Go.
@@ -114,6 +129,7 @@ fn spawn(ctx: &Ctx, t: Target, go: &Path) -> Running {
         Target::Room => Spec::new(target("killroom")).arg("16"),
         Target::Room32 => Spec::new(target("killroom32")).arg("16"),
         Target::Bare => Spec::new(target("bare")),
+        Target::Bare32 => Spec::new(target("bare32")),
     };
     let mut p = ctx.spawn(&spec);
     // Past its start (Go starts its threads as it needs them: let it settle).
@@ -121,7 +137,7 @@ fn spawn(ctx: &Ctx, t: Target, go: &Path) -> Running {
     let quick = snapshot(p.pid);
     let threads = match t {
         Target::Go => quick.masks.len(),
-        Target::Bare => 1,
+        Target::Bare | Target::Bare32 => 1,
         Target::Room | Target::Room32 => 5,
     };
     assert_eq!(quick.masks.len(), threads, "target threads: {quick:?}");
@@ -176,8 +192,8 @@ fn check_target(test: &str, t: Target, r: &mut Running) -> Option<String> {
     if let Some(w) = makes_progress(p) {
         return Some(w);
     }
-    if t == Target::Bare {
-        if let Some(w) = bare_code(p.pid).1 {
+    if let Some(bare) = t.bare() {
+        if let Some(w) = bare_code(p.pid, bare).1 {
             return Some(w);
         }
     }
@@ -270,17 +286,18 @@ fn go_maps_same(before: &str, now: &str) -> bool {
     kept && added_whole
 }
 
-/// The executable mapping of `bare` (its code, with the padding after it in its last
-/// page) against the file: whether its last 16 bytes (where ckpt writes the gadgets)
-/// differ, and what is wrong if anything else differs, or they differ otherwise than by
-/// holding the gadgets (a ckpt killed while a thread may still run them leaves them).
-fn bare_code(pid: i32) -> (bool, Option<String>) {
+/// The executable mapping of a `bare` build (`name`, its code with the padding after it
+/// in its last page) against the file: whether its last 16 bytes (where ckpt writes the
+/// gadgets) differ, and what is wrong if anything else differs, or they differ otherwise
+/// than by holding the gadgets `gadgets` (a ckpt killed while a thread may still run
+/// them leaves them).
+fn bare_code(pid: i32, (name, gadgets): (&str, [u8; 10])) -> (bool, Option<String>) {
     let maps = fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
     let Some(line) = maps
         .lines()
-        .find(|l| l.contains(" r-xp ") && l.ends_with("/bare"))
+        .find(|l| l.contains(" r-xp ") && l.ends_with(&format!("/{name}")))
     else {
-        return (false, Some(format!("no code mapping of bare:\n{maps}")));
+        return (false, Some(format!("no code mapping of {name}:\n{maps}")));
     };
     let f: Vec<&str> = line.split_whitespace().collect();
     let (a, b) = f[0].split_once('-').expect("range");
@@ -290,21 +307,20 @@ fn bare_code(pid: i32) -> (bool, Option<String>) {
     let mem = fs::File::open(format!("/proc/{pid}/mem")).expect("open mem");
     use std::os::unix::fs::FileExt;
     mem.read_exact_at(&mut now, start).expect("read code");
-    let file = fs::read(target("bare")).expect("read bare");
+    let file = fs::read(target(name)).expect("read bare");
     let mut want = file[off as usize..].to_vec();
     want.resize(now.len(), 0);
     let n = now.len();
     if now[..n - 16] != want[..n - 16] {
-        return (true, Some("bare's code changed".to_string()));
+        return (true, Some(format!("{name}'s code changed")));
     }
-    const GADGETS: [u8; 10] = [0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05, 0x0f, 0x05, 0xc3];
     let tail = &now[n - 16..];
     let patched = tail != &want[n - 16..];
-    if patched && (tail[..10] != GADGETS || tail[10..] != want[n - 6..]) {
+    if patched && (tail[..10] != gadgets || tail[10..] != want[n - 6..]) {
         return (
             true,
             Some(format!(
-                "bare's padding is {tail:02x?}, not its own nor the gadgets"
+                "{name}'s padding is {tail:02x?}, not its own nor the gadgets"
             )),
         );
     }
@@ -487,27 +503,73 @@ fn ia32_no_room_killed_dump_leaves_target_as_before() {
 /// the program running as before (at most the gadgets in the padding).
 #[test]
 fn bare_killed_dump_leaves_target_as_before() {
-    let ctx = Ctx::new("bare_killed_dump_leaves_target_as_before");
-    let file = fs::read(target("bare")).expect("read bare");
+    bare_dumps("bare_killed_dump_leaves_target_as_before", Target::Bare, 80);
+}
+
+/// The same for its ia32 build, which has unmapped its vDSO (the ia32 vDSO has both
+/// instructions): ckpt writes their ia32 twins into the padding of its ELF32 code.
+#[test]
+fn bare32_killed_dump_leaves_target_as_before() {
+    bare_dumps(
+        "bare32_killed_dump_leaves_target_as_before",
+        Target::Bare32,
+        80,
+    );
+}
+
+/// A `bare` build `t` has none of the instructions its frames need (nor a vDSO that has
+/// them); a whole dump leaves its code the file's; `tries` killed dumps leave it running
+/// as before.
+fn bare_dumps(test: &str, t: Target, tries: u32) {
+    let ctx = Ctx::new(test);
+    let bare = t.bare().expect("a bare target");
+    let file = fs::read(target(bare.0)).expect("read bare");
     let has = |code: &[u8], pat: &[u8]| code.windows(pat.len()).any(|w| w == pat);
-    let r = spawn(&ctx, Target::Bare, Path::new(""));
-    let vdso = vdso_bytes(r.p.pid);
-    for code in [&file, &vdso] {
-        assert!(!has(code, &[0x0f, 0x05, 0xc3]), "a syscall; ret of its own");
+    let r = spawn(&ctx, t, Path::new(""));
+    let code: Vec<Vec<u8>> = match vdso_bytes(r.p.pid) {
+        Some(vdso) => vec![file, vdso],
+        None => vec![file],
+    };
+    // The instructions the frames look for (arch/sigframe.rs), of the target's ABI.
+    let (syscall_ret, sigreturn): (&[&[u8]], &[&[u8]]) = if t == Target::Bare32 {
+        (
+            &[&[0xcd, 0x80, 0xc3], &[0xcd, 0x80, 0x5d, 0x5a, 0x59, 0xc3]],
+            &[&[0xb8, 0xad, 0, 0, 0, 0xcd, 0x80]],
+        )
+    } else {
+        (
+            &[&[0x0f, 0x05, 0xc3]],
+            &[
+                &[0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05],
+                &[0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0, 0x0f, 0x05],
+            ],
+        )
+    };
+    for code in &code {
         assert!(
-            !has(code, &[0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05])
-                && !has(code, &[0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0, 0x0f, 0x05]),
+            !syscall_ret.iter().any(|p| has(code, p)),
+            "a system call and ret of its own"
+        );
+        assert!(
+            !sigreturn.iter().any(|p| has(code, p)),
             "an rt_sigreturn of its own"
         );
     }
-    assert_eq!(bare_code(r.p.pid), (false, None));
+    if t == Target::Bare32 {
+        assert_eq!(code.len(), 1, "bare32 has unmapped its vDSO");
+    }
+    assert_eq!(bare_code(r.p.pid, bare), (false, None));
     let img = ctx.path("img");
     ctx.dump_leave_running(r.p.pid, &img);
-    assert_eq!(bare_code(r.p.pid), (false, None), "padding after a dump");
+    assert_eq!(
+        bare_code(r.p.pid, bare),
+        (false, None),
+        "padding after a dump"
+    );
     let smaps = fs::read_to_string(format!("/proc/{}/smaps", r.p.pid)).expect("smaps");
     let code = smaps
         .split("\n")
-        .skip_while(|l| !(l.contains(" r-xp ") && l.ends_with("/bare")))
+        .skip_while(|l| !(l.contains(" r-xp ") && l.ends_with(&format!("/{}", bare.0))))
         .find(|l| l.starts_with("Anonymous:"))
         .expect("smaps of the code");
     assert!(
@@ -515,7 +577,7 @@ fn bare_killed_dump_leaves_target_as_before() {
         "the padding's page was written: {code}"
     );
     drop(r);
-    random_kills("bare_killed_dump_leaves_target_as_before", Target::Bare, 80);
+    random_kills(test, t, tries);
 }
 
 #[test]
@@ -526,14 +588,19 @@ fn bare_ckpt_killed_at_every_injection_stop_leaves_target_as_before() {
     );
 }
 
-/// The task's vDSO.
-fn vdso_bytes(pid: i32) -> Vec<u8> {
+#[test]
+fn bare32_ckpt_killed_at_every_injection_stop_leaves_target_as_before() {
+    every_die_point(
+        "bare32_ckpt_killed_at_every_injection_stop_leaves_target_as_before",
+        Target::Bare32,
+    );
+}
+
+/// The task's vDSO, if it has one.
+fn vdso_bytes(pid: i32) -> Option<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     let maps = fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
-    let line = maps
-        .lines()
-        .find(|l| l.ends_with("[vdso]"))
-        .expect("a vDSO");
+    let line = maps.lines().find(|l| l.ends_with("[vdso]"))?;
     let (a, b) = line
         .split_whitespace()
         .next()
@@ -545,7 +612,7 @@ fn vdso_bytes(pid: i32) -> Vec<u8> {
         .expect("open mem")
         .read_exact_at(&mut v, hex(a))
         .expect("read vdso");
-    v
+    Some(v)
 }
 
 #[test]

@@ -453,9 +453,9 @@ struct Frames {
     /// Where each frame lies.
     place: Vec<Place>,
     /// The instructions ckpt wrote into the padding after the task's code, for a task
-    /// that has none of its own ([`padding`]): removed again once every thread has its
-    /// own registers back.
-    patch: Option<padding::Patch>,
+    /// that has none of its own ([`padding`]; x86-64 ones, ia32 ones, or both): removed
+    /// again once every thread has its own registers back.
+    patches: Vec<padding::Patch>,
 }
 
 /// Where a thread's signal frame and the results of its queries lie.
@@ -584,17 +584,25 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
     let go = runs_go(&maps, mem);
     let abis = |abi| threads.iter().any(|t| t.orig_regs.abi() == abi);
     let mut returns = find_returns(&maps, mem, (abis(arch::Abi::X86_64), abis(arch::Abi::Ia32)))?;
-    // No `rt_sigreturn` or no `syscall; ret` for the x86-64 threads: ckpt's own, in the
-    // padding after the task's code (written below, once every thread has its place).
-    let patch = if abis(arch::Abi::X86_64) && returns.native.is_none() {
-        let Some(p) = padding::find(pid, &maps, mem) else {
+    // No `rt_sigreturn` or no `syscall; ret` for the x86-64 threads (no ia32 ones below
+    // 4 GiB for the ia32 threads): ckpt's own, in the padding after the task's code
+    // (written below, once every thread has its place).
+    let mut patches = Vec::new();
+    if abis(arch::Abi::X86_64) && returns.native.is_none() {
+        let Some(p) = padding::find(pid, &maps, mem, false) else {
             return Ok(None);
         };
         returns.native = Some((p.syscall_ret(), p.sigreturn()));
-        Some(p)
-    } else {
-        None
-    };
+        patches.push(p);
+    }
+    if abis(arch::Abi::Ia32) && returns.ia32.is_none() {
+        let Some(p) = padding::find(pid, &maps, mem, true) else {
+            return Ok(None);
+        };
+        // `int $0x80; ret`: no words popped before the `ret`.
+        returns.ia32 = Some((p.syscall_ret(), 0, p.sigreturn()));
+        patches.push(p);
+    }
     let mut slots = host_slots(&maps, threads, go).into_iter();
     let mut frames = Vec::new();
     let mut place = Vec::new();
@@ -656,15 +664,15 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
         }
     }
     // Nothing is written unless every thread has its place.
-    let undo = |patch: &Option<padding::Patch>| {
-        if let Some(p) = patch {
+    let undo = |patches: &[padding::Patch]| {
+        for p in patches {
             // Best effort: the gadgets are in padding no code reaches.
             let _ = p.undo(mem);
         }
     };
-    if let Some(p) = &patch {
+    for (i, p) in patches.iter().enumerate() {
         if p.apply(mem).is_err() {
-            undo(&patch);
+            undo(&patches[..=i]);
             return Ok(None);
         }
         sys::deferred::die_point("gadgets written");
@@ -673,7 +681,7 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
     for f in &frames {
         let zero = vec![0u8; FRAME_OUT_LEN as usize];
         if mem.write(f.at - FRAME_OUT_LEN, &zero).is_err() || mem.write(f.at, &f.bytes).is_err() {
-            undo(&patch);
+            undo(&patches);
             return Ok(None);
         }
         at.push(f.at);
@@ -682,7 +690,7 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
         returns,
         at,
         place,
-        patch,
+        patches,
     }))
 }
 
@@ -866,7 +874,7 @@ fn framed<T>(
         sys::deferred::die_point("registers back");
     }
     // No thread runs the gadgets any more: the padding gets its own bytes back.
-    if let Some(p) = &fr.patch {
+    for p in &fr.patches {
         p.undo(mem)?;
         sys::deferred::die_point("gadgets removed");
     }
