@@ -246,6 +246,20 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
             "-fno-stack-protector",
         ],
     ),
+    // its ia32 build, which unmaps its vDSO (the ia32 vDSO has both)
+    (
+        "bare32",
+        "bare.c",
+        &[
+            "-m32",
+            "-ffreestanding",
+            "-nostdlib",
+            "-static",
+            "-fno-stack-protector",
+            "-fno-pie",
+            "-no-pie",
+        ],
+    ),
     // tests/e2e_pipes.rs: pipes whose other end everybody closed, second descriptions
     ("halfpipe", "halfpipe.c", &[]),
     // tests/e2e_killrestore.rs: a tree with a TCP connection and a deleted file, whose

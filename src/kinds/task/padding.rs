@@ -2,7 +2,9 @@
 //! ret` for the queries: see `query::framed_queries`), written by ckpt itself into the
 //! padding after the code of an executable file mapping, for a task that has neither
 //! (a static program without libc that never installs a signal handler; the x86-64
-//! vDSO has neither).
+//! vDSO has neither). For ia32 threads their ia32 twins (`mov $173, %eax; int $0x80`
+//! and `int $0x80; ret`), in an ELF32 file's padding below 4 GiB (an ia32 program
+//! without them and without a vDSO, which holds both).
 //!
 //! The place: the bytes of the last page of an executable private file mapping that lie
 //! beyond the end (`p_filesz`, `p_memsz`) of the ELF segment mapped there, as the file's
@@ -22,15 +24,22 @@ use crate::sys::proc::MapEntry;
 /// `mov $15, %eax; syscall` (rt_sigreturn) then `syscall; ret`, as the padding holds
 /// them ([`Patch::sigreturn`], [`Patch::syscall_ret`]).
 pub(crate) const GADGETS: [u8; 10] = [0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05, 0x0f, 0x05, 0xc3];
+/// Their ia32 twins: `mov $173, %eax; int $0x80` (ia32 rt_sigreturn) then `int $0x80;
+/// ret` (a query's `ret` pops the frame's `pretcode` right away: no words popped
+/// before it), at the same offsets.
+pub(crate) const GADGETS_IA32: [u8; 10] =
+    [0xb8, 0xad, 0x00, 0x00, 0x00, 0xcd, 0x80, 0xcd, 0x80, 0xc3];
 /// Where in the padding: the last 16 bytes of the page.
 const SLOT: u64 = 16;
 const PAGE: u64 = 4096;
 
-/// Gadgets written at `at` over `orig`.
+/// Gadgets written at `at` over `orig`: the x86-64 ones ([`GADGETS`]) or, for ia32
+/// threads (`ia32`), [`GADGETS_IA32`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Patch {
     pub(crate) at: u64,
     pub(crate) orig: Vec<u8>,
+    pub(crate) ia32: bool,
 }
 
 impl Patch {
@@ -42,9 +51,13 @@ impl Patch {
         self.at + 7
     }
 
+    fn gadgets(&self) -> &'static [u8; 10] {
+        if self.ia32 { &GADGETS_IA32 } else { &GADGETS }
+    }
+
     /// Write the gadgets.
     pub(crate) fn apply(&self, mem: &RemoteMem) -> crate::sys::Result<()> {
-        mem.write(self.at, &GADGETS)
+        mem.write(self.at, self.gadgets())
     }
 
     /// Write the original bytes back.
@@ -77,29 +90,52 @@ fn u64_at(b: &[u8], i: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?))
 }
 
-/// The PT_LOAD headers of an x86-64 ELF file, `read(offset, len)` reading the file.
-fn loads(read: impl Fn(u64, usize) -> Option<Vec<u8>>) -> Option<Vec<Load>> {
+/// The PT_LOAD headers of an x86-64 ELF file (`ia32`: of an i386 ELF32 file),
+/// `read(offset, len)` reading the file.
+fn loads(read: impl Fn(u64, usize) -> Option<Vec<u8>>, ia32: bool) -> Option<Vec<Load>> {
     let eh = read(0, 64)?;
-    // \x7fELF, 64-bit, little-endian, EM_X86_64.
-    if eh.get(..6)? != b"\x7fELF\x02\x01" || u16_at(&eh, 18)? != 62 {
+    // \x7fELF, 64-bit, little-endian, EM_X86_64; or 32-bit, little-endian, EM_386.
+    let (class, machine) = if ia32 { (1u8, 3u16) } else { (2, 62) };
+    if eh.get(..4)? != b"\x7fELF" || eh.get(4..6)? != [class, 1] || u16_at(&eh, 18)? != machine {
         return None;
     }
-    let (phoff, phentsize, phnum) = (u64_at(&eh, 32)?, u16_at(&eh, 54)?, u16_at(&eh, 56)?);
-    if phentsize < 56 || phnum == 0 {
+    let (phoff, phentsize, phnum) = if ia32 {
+        (
+            u64::from(u32_at(&eh, 28)?),
+            u16_at(&eh, 42)?,
+            u16_at(&eh, 44)?,
+        )
+    } else {
+        (u64_at(&eh, 32)?, u16_at(&eh, 54)?, u16_at(&eh, 56)?)
+    };
+    if phentsize < if ia32 { 32 } else { 56 } || phnum == 0 {
         return None;
     }
     let ph = read(phoff, usize::from(phentsize) * usize::from(phnum))?;
     let mut out = Vec::new();
+    let word = |p: &[u8], i| u32_at(p, i).map(u64::from);
     for p in ph.chunks_exact(usize::from(phentsize)) {
-        if u32_at(p, 0)? == PT_LOAD {
-            out.push(Load {
+        if u32_at(p, 0)? != PT_LOAD {
+            continue;
+        }
+        // Elf32_Phdr: type, offset, vaddr, paddr, filesz, memsz, flags (4 bytes each).
+        out.push(if ia32 {
+            Load {
+                flags: u32_at(p, 24)?,
+                offset: word(p, 4)?,
+                vaddr: word(p, 8)?,
+                filesz: word(p, 16)?,
+                memsz: word(p, 20)?,
+            }
+        } else {
+            Load {
                 flags: u32_at(p, 4)?,
                 offset: u64_at(p, 8)?,
                 vaddr: u64_at(p, 16)?,
                 filesz: u64_at(p, 32)?,
                 memsz: u64_at(p, 40)?,
-            });
-        }
+            }
+        });
     }
     Some(out)
 }
@@ -142,12 +178,14 @@ fn slot_in(m: &MapEntry, loads: &[Load]) -> Option<u64> {
 }
 
 /// A place for the gadgets in the task (`pid`, `maps`), with the bytes there now; None
-/// if no executable file mapping has such padding.
-pub(crate) fn find(pid: i32, maps: &[MapEntry], mem: &RemoteMem) -> Option<Patch> {
+/// if no executable file mapping has such padding. For ia32 threads (`ia32`): the
+/// padding of an ELF32 file's code, below 4 GiB.
+pub(crate) fn find(pid: i32, maps: &[MapEntry], mem: &RemoteMem, ia32: bool) -> Option<Patch> {
     use std::os::unix::fs::FileExt;
     maps.iter()
         .filter(|m| m.exec && m.read && !m.shared && m.inode != 0)
         .filter(|m| m.path.first() == Some(&b'/'))
+        .filter(|m| !ia32 || m.end <= 1 << 32)
         .find_map(|m| {
             // The very file mapped there (not whatever has its path now).
             let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
@@ -156,10 +194,10 @@ pub(crate) fn find(pid: i32, maps: &[MapEntry], mem: &RemoteMem) -> Option<Patch
                 let mut b = vec![0u8; len];
                 f.read_exact_at(&mut b, off).ok().map(|()| b)
             };
-            let at = slot_in(m, &loads(read)?)?;
+            let at = slot_in(m, &loads(read, ia32)?)?;
             let mut orig = vec![0u8; GADGETS.len()];
             mem.read(at, &mut orig).ok()?;
-            Some(Patch { at, orig })
+            Some(Patch { at, orig, ia32 })
         })
 }
 
@@ -259,25 +297,75 @@ mod tests {
         ph(&mut f, 1, 4, 4, 0x190, 0x40_0190, 0x24);
         let read =
             |off: u64, len: usize| f.get(off as usize..off as usize + len).map(<[u8]>::to_vec);
-        assert_eq!(loads(read), Some(vec![load(5, 0x1000, 0x40_1000, 0x45d)]));
+        assert_eq!(
+            loads(read, false),
+            Some(vec![load(5, 0x1000, 0x40_1000, 0x45d)])
+        );
+        // Not an ELF32 file.
+        assert_eq!(loads(read, true), None);
         // Not x86-64.
         let mut g = f.clone();
         g[18] = 183;
         let read =
             |off: u64, len: usize| g.get(off as usize..off as usize + len).map(<[u8]>::to_vec);
-        assert_eq!(loads(read), None);
+        assert_eq!(loads(read, false), None);
+    }
+
+    #[test]
+    fn elf32_program_headers() {
+        let mut f = vec![0u8; 64 + 2 * 32];
+        f[..6].copy_from_slice(b"\x7fELF\x01\x01");
+        f[18] = 3;
+        f[28] = 64;
+        f[42] = 32;
+        f[44] = 2;
+        let ph = |f: &mut Vec<u8>, i: usize, ty: u32, fl: u32, off: u32, va: u32, sz: u32| {
+            let b = 64 + 32 * i;
+            f[b..b + 4].copy_from_slice(&ty.to_le_bytes());
+            f[b + 4..b + 8].copy_from_slice(&off.to_le_bytes());
+            f[b + 8..b + 12].copy_from_slice(&va.to_le_bytes());
+            f[b + 16..b + 20].copy_from_slice(&sz.to_le_bytes());
+            f[b + 20..b + 24].copy_from_slice(&sz.to_le_bytes());
+            f[b + 24..b + 28].copy_from_slice(&fl.to_le_bytes());
+        };
+        ph(&mut f, 0, PT_LOAD, 5, 0x1000, 0x804_9000, 0x3a1);
+        ph(&mut f, 1, 4, 4, 0xd4, 0x804_80d4, 0x24);
+        let read =
+            |off: u64, len: usize| f.get(off as usize..off as usize + len).map(<[u8]>::to_vec);
+        assert_eq!(
+            loads(read, true),
+            Some(vec![load(5, 0x1000, 0x804_9000, 0x3a1)])
+        );
+        assert_eq!(loads(read, false), None);
+        // Not i386.
+        let mut g = f.clone();
+        g[18] = 62;
+        let read =
+            |off: u64, len: usize| g.get(off as usize..off as usize + len).map(<[u8]>::to_vec);
+        assert_eq!(loads(read, true), None);
     }
 
     #[test]
     fn gadgets_are_what_the_frames_look_for() {
-        use crate::arch::sigframe::{SIGRETURN_INSNS, SYSCALL_RET_INSN};
+        use crate::arch::sigframe::{
+            IA32_SIGRETURN_INSNS, IA32_SYSCALL_RET_INSNS, SIGRETURN_INSNS, SYSCALL_RET_INSN,
+        };
         let p = Patch {
             at: 0x1000,
             orig: Vec::new(),
+            ia32: false,
         };
         let off = |a: u64| (a - p.at) as usize;
         assert!(GADGETS[off(p.sigreturn())..].starts_with(SIGRETURN_INSNS[1]));
         assert!(GADGETS[off(p.syscall_ret())..].starts_with(&SYSCALL_RET_INSN));
         assert!(GADGETS.len() as u64 <= SLOT);
+        assert_eq!(p.gadgets(), &GADGETS);
+        // ia32: the `int $0x80; ret` with no words popped before the `ret`.
+        let q = Patch { ia32: true, ..p };
+        assert_eq!(q.gadgets(), &GADGETS_IA32);
+        let (int80_ret, pops) = IA32_SYSCALL_RET_INSNS[0];
+        assert_eq!(pops, 0);
+        assert!(GADGETS_IA32[off(q.sigreturn())..].starts_with(IA32_SIGRETURN_INSNS[0]));
+        assert!(GADGETS_IA32[off(q.syscall_ret())..].starts_with(int80_ret));
     }
 }

@@ -453,9 +453,9 @@ struct Frames {
     /// Where each frame lies.
     place: Vec<Place>,
     /// The instructions ckpt wrote into the padding after the task's code, for a task
-    /// that has none of its own ([`padding`]): removed again once every thread has its
-    /// own registers back.
-    patch: Option<padding::Patch>,
+    /// that has none of its own ([`padding`]; x86-64 ones, ia32 ones, or both): removed
+    /// again once every thread has its own registers back.
+    patches: Vec<padding::Patch>,
 }
 
 /// Where a thread's signal frame and the results of its queries lie.
@@ -584,17 +584,25 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
     let go = runs_go(&maps, mem);
     let abis = |abi| threads.iter().any(|t| t.orig_regs.abi() == abi);
     let mut returns = find_returns(&maps, mem, (abis(arch::Abi::X86_64), abis(arch::Abi::Ia32)))?;
-    // No `rt_sigreturn` or no `syscall; ret` for the x86-64 threads: ckpt's own, in the
-    // padding after the task's code (written below, once every thread has its place).
-    let patch = if abis(arch::Abi::X86_64) && returns.native.is_none() {
-        let Some(p) = padding::find(pid, &maps, mem) else {
+    // No `rt_sigreturn` or no `syscall; ret` for the x86-64 threads (no ia32 ones below
+    // 4 GiB for the ia32 threads): ckpt's own, in the padding after the task's code
+    // (written below, once every thread has its place).
+    let mut patches = Vec::new();
+    if abis(arch::Abi::X86_64) && returns.native.is_none() {
+        let Some(p) = padding::find(pid, &maps, mem, false) else {
             return Ok(None);
         };
         returns.native = Some((p.syscall_ret(), p.sigreturn()));
-        Some(p)
-    } else {
-        None
-    };
+        patches.push(p);
+    }
+    if abis(arch::Abi::Ia32) && returns.ia32.is_none() {
+        let Some(p) = padding::find(pid, &maps, mem, true) else {
+            return Ok(None);
+        };
+        // `int $0x80; ret`: no words popped before the `ret`.
+        returns.ia32 = Some((p.syscall_ret(), 0, p.sigreturn()));
+        patches.push(p);
+    }
     let mut slots = host_slots(&maps, threads, go).into_iter();
     let mut frames = Vec::new();
     let mut place = Vec::new();
@@ -611,6 +619,9 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
         let sp = t.orig_regs.rsp;
         let built = match (t.orig_regs.abi(), returns.native, returns.ia32) {
             (arch::Abi::X86_64, Some((_, sigreturn)), _) => {
+                // A thread of C code in a Go task on its C library's thread stack:
+                // its frame goes below its stack pointer, as in a C program.
+                let c_stack = go && c_thread_stack(&maps, |a| mem.read_u64(a).ok(), &t.orig_regs);
                 let build = |p: Place| {
                     let f = sigframe::build_below(
                         &ctx,
@@ -619,7 +630,7 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
                         &xstate,
                         sigreturn,
                     )?;
-                    p.fits(&maps, f.at, sp, go).then_some((f, p))
+                    p.fits(&maps, f.at, sp, go && !c_stack).then_some((f, p))
                 };
                 let alt = if go {
                     go_altstack(&maps, |a| mem.read_u64(a).ok(), &t.orig_regs)
@@ -656,15 +667,15 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
         }
     }
     // Nothing is written unless every thread has its place.
-    let undo = |patch: &Option<padding::Patch>| {
-        if let Some(p) = patch {
+    let undo = |patches: &[padding::Patch]| {
+        for p in patches {
             // Best effort: the gadgets are in padding no code reaches.
             let _ = p.undo(mem);
         }
     };
-    if let Some(p) = &patch {
+    for (i, p) in patches.iter().enumerate() {
         if p.apply(mem).is_err() {
-            undo(&patch);
+            undo(&patches[..=i]);
             return Ok(None);
         }
         sys::deferred::die_point("gadgets written");
@@ -673,7 +684,7 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
     for f in &frames {
         let zero = vec![0u8; FRAME_OUT_LEN as usize];
         if mem.write(f.at - FRAME_OUT_LEN, &zero).is_err() || mem.write(f.at, &f.bytes).is_err() {
-            undo(&patch);
+            undo(&patches);
             return Ok(None);
         }
         at.push(f.at);
@@ -682,7 +693,7 @@ fn write_frames(pid: i32, threads: &[FrozenThread], mem: &RemoteMem) -> DumpResu
         returns,
         at,
         place,
-        patch,
+        patches,
     }))
 }
 
@@ -728,6 +739,30 @@ fn host_slots(maps: &[procfs::MapEntry], threads: &[FrozenThread], go: bool) -> 
         }
     }
     slots
+}
+
+/// Whether a thread of a Go task runs on a thread stack its C library made (a thread
+/// that C code of the program started and that never ran Go code, whose runtime data
+/// tell nothing: [`go_altstack`]): its stack pointer in a private anonymous read-write
+/// area right above a PROT_NONE guard ([`guarded_stack`]), and its thread pointer
+/// (`fs_base`) in that same area above it, at a thread control block that starts with
+/// its own address (glibc's `tcbhead_t.tcb`, musl's `pthread.self`): glibc and musl
+/// put that block at the top of the area they map for a thread's stack. Go's heap,
+/// where goroutine stacks lie, holds no such block: the thread pointer of a thread
+/// running Go code is in another area (its `m.tls`, or its C library's block at the
+/// top of its own stack, while it runs on a goroutine stack in Go's heap), and a
+/// block found there while the thread runs on its C stack (its `g0` stack) only
+/// says what is true: below its stack pointer is its own free stack.
+fn c_thread_stack(
+    maps: &[procfs::MapEntry],
+    read: impl Fn(u64) -> Option<u64>,
+    regs: &arch::Regs,
+) -> bool {
+    let (sp, tp) = (regs.rsp, regs.fs_base);
+    let Some(m) = maps.iter().find(|m| m.start < sp && sp <= m.end) else {
+        return false;
+    };
+    guarded_stack(maps, m) && sp < tp && tp < m.end && read(tp) == Some(tp)
 }
 
 /// A Go thread's alternate signal stack `lo..hi`, as its runtime tells it, when the
@@ -866,7 +901,7 @@ fn framed<T>(
         sys::deferred::die_point("registers back");
     }
     // No thread runs the gadgets any more: the padding gets its own bytes back.
-    if let Some(p) = &fr.patch {
+    for p in &fr.patches {
         p.undo(mem)?;
         sys::deferred::die_point("gadgets removed");
     }
@@ -1078,6 +1113,40 @@ mod tests {
         assert_eq!(super::go_altstack(&maps[1..], rd(&w), &regs), None);
         // A C thread: its TLS word is no g.
         assert_eq!(found(&std::collections::HashMap::new(), &regs), None);
+    }
+
+    #[test]
+    fn c_threads_of_a_go_task() {
+        let maps = [
+            area(0x10_0000, 0x10_1000, "", ""),
+            area(0x10_1000, 0x90_1000, "rw", ""),
+            area(0xc000_0000, 0xc400_0000, "rw", ""),
+        ];
+        let tcb = 0x90_0700u64;
+        let regs = |rsp, fs_base| crate::arch::Regs {
+            rsp,
+            fs_base,
+            ..Default::default()
+        };
+        let self_ptr = |a: u64| (a == tcb).then_some(tcb);
+        let c = |r: &crate::arch::Regs| super::c_thread_stack(&maps, self_ptr, r);
+        assert!(
+            c(&regs(0x8f_0000, tcb)),
+            "a pthread's stack with its TCB on top"
+        );
+        // On a goroutine stack in Go's heap (the TCB elsewhere).
+        assert!(!c(&regs(0xc010_0000, tcb)));
+        // Go's own thread pointer (m.tls): no self pointer there.
+        assert!(!c(&regs(0x8f_0000, 0x90_0800)));
+        // The thread pointer below the stack pointer: not the block at the top.
+        assert!(!c(&regs(0x90_0800, tcb)));
+        // No guard below the area.
+        let unguarded = &maps[1..];
+        assert!(!super::c_thread_stack(
+            unguarded,
+            self_ptr,
+            &regs(0x8f_0000, tcb)
+        ));
     }
 
     fn thread(tid: i32, rsp: u64) -> super::FrozenThread {

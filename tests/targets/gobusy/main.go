@@ -1,6 +1,7 @@
 // A Go program that checks itself while ckpt dumps it (tests/e2e_killgo.rs): worker
 // goroutines that keep writing and checking their own memory, timers, channels, and
-// a main goroutine that prints a progress line every 10 ms once every worker moved on.
+// a main goroutine that prints a progress line every 10 ms once every worker moved on
+// (and, built with cgo, a thread of its C code that never runs Go: cthread.go).
 //
 //	gobusy MIB WORKERS
 //
@@ -82,7 +83,9 @@ func main() {
 			}
 		}(w)
 	}
+	cThread()
 	seen := make([]uint64, workers)
+	cSeen := cTurns()
 	for tick := 0; ; tick++ {
 		for w := range seen {
 			deadline := time.Now().Add(5 * time.Second)
@@ -94,6 +97,13 @@ func main() {
 			}
 			seen[w] = turns[w].Load()
 		}
+		for deadline := time.Now().Add(5 * time.Second); cTurns() == cSeen; {
+			if time.Now().After(deadline) {
+				corrupt("stalled C thread")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		cSeen = cTurns()
 		fmt.Printf("tick %d usr1 %d\n", tick, usr1seen.Load())
 		time.Sleep(10 * time.Millisecond)
 	}
