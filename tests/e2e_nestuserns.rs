@@ -134,7 +134,12 @@ fn assert_shape(tree: &[i32], root_map: Option<&str>, child_map: &str, joiner: b
 fn round_trip(ctx: &Ctx, spec: &Spec, n: usize, tag: &str, check: &dyn Fn(&[i32], &str)) {
     let mut t = ctx.spawn(spec);
     t.wait_lines(2);
-    check(&wait_process_tree(t.pid, n, tag), "original");
+    let tree = wait_process_tree(t.pid, n, tag);
+    check(&tree, "original");
+    // (Its other processes first: they run on, orphaned, until they are told to stop.)
+    for &p in &tree[1..] {
+        send_signal(p, libc::SIGKILL);
+    }
     t.kill();
     let mut checked = false;
     dump_restore_compare(ctx, spec, spec, 6, &[], tag, &mut |pid| {
@@ -461,41 +466,166 @@ fn a_mount_namespace_made_in_a_nested_user_namespace_is_refused() {
     t.kill();
 }
 
-/// A child that made a time namespace for its children (its grandchild is in it) in
-/// the user namespace it made: refused at dump, naming the time namespace and the
-/// child, and the tree runs on.
-#[test]
-fn a_time_namespace_made_in_a_childs_user_namespace_is_refused() {
-    let ctx = Ctx::new("a_time_namespace_made_in_a_childs_user_namespace_is_refused");
-    let spec = Spec::new(target("nestuserns"))
-        .arg("200")
-        .arg("sleep=40")
-        .arg("time")
-        .arg("grand");
-    let mut t = ctx.spawn(&spec);
-    t.wait_lines(1);
-    let tree = wait_process_tree(t.pid, 3, "nestuserns time");
-    for &p in &tree {
-        ctx.track(p);
-    }
+/// The child and grandchild of `tree` (`nestuserns ... time grand`, no joiner): the
+/// child in the root's time namespace, its grandchild in the one the child made for
+/// its children (the child's `time_for_children`), owned (NS_GET_USERNS) by the
+/// child's user namespace, its clocks 100 days ahead of the host's (its offsets, as
+/// /proc/PID/timens_offsets shows them: at least 99 days, the dump's downtime aside).
+fn assert_time(tree: &[i32], what: &str) {
+    let r = tree[0].to_string();
     let c = tree
         .iter()
         .copied()
-        .find(|&p| status(p, "PPid") == tree[0].to_string())
+        .find(|&p| status(p, "PPid") == r)
         .expect("the child");
-    let img = ctx.path("refused.img");
-    let r = ctx.try_dump(t.pid, &img);
-    r.assert_fails(1);
-    assert!(
-        r.stderr.contains("time namespace") && r.stderr.contains(&format!("process {c} ")),
-        "dump: {}",
-        r.stderr
+    let g = tree
+        .iter()
+        .copied()
+        .find(|&p| status(p, "PPid") == c.to_string())
+        .expect("the grandchild");
+    let (cs, gs) = (c.to_string(), g.to_string());
+    let t = ns(&gs, "time");
+    assert_eq!(ns(&cs, "time"), ns(&r, "time"), "{what}: the child's own");
+    assert_ne!(t, ns(&r, "time"), "{what}: the grandchild's is another");
+    assert_eq!(
+        ns(&cs, "time_for_children"),
+        t,
+        "{what}: the one the child made for its children"
     );
-    assert!(!img.exists());
-    for &p in &tree {
-        assert_running_untraced(p, "after the refused dump");
+    assert_eq!(
+        oracle::ns_owner(g, "time"),
+        Some(ns(&cs, "user")),
+        "{what}: the time namespace is owned by the child's user namespace"
+    );
+    let offsets = proc_text(g, "timens_offsets");
+    let secs: Vec<i64> = offsets
+        .split(' ')
+        .filter_map(|w| w.parse().ok())
+        .step_by(2)
+        .collect();
+    assert!(
+        secs.len() == 2 && secs.iter().all(|s| (99 * 86400..=100 * 86400).contains(s)),
+        "{what}: the grandchild's offsets: {offsets}"
+    );
+}
+
+/// A child that made a user namespace and, in it, a time namespace for its children
+/// (100 days ahead), which its grandchild is in: restored with the time namespace made
+/// again by the child's stub once in its new user namespace (so owned by it), for its
+/// children only, the grandchild in it; the grandchild checks at every step that its
+/// clocks never go back and stay 100 days ahead, the child that its own do not (the
+/// oracle compares which process is in which time namespace, the children's ones and
+/// their owners), the output that of an uninterrupted run.
+#[test]
+fn a_time_namespace_made_in_a_childs_user_namespace_is_restored() {
+    let ctx = Ctx::new("a_time_namespace_made_in_a_childs_user_namespace_is_restored");
+    let spec = Spec::new(target("nestuserns"))
+        .arg("40")
+        .arg("sleep=40")
+        .arg("uts")
+        .arg("time")
+        .arg("grand");
+    round_trip(&ctx, &spec, 3, "nestuserns-time", &|tree, what| {
+        assert_shape(tree, None, "0 0 1", false, what);
+        assert_time(tree, what);
+    });
+}
+
+/// Two levels: the root made a user namespace of its own, its child one nested in it
+/// and there a time namespace for its children (100 days ahead), with threads in the
+/// child and the grandchild: restored as one level deep, the time namespace owned by
+/// the nested user namespace, every thread root with every capability there (each
+/// checks its own credentials at every step).
+#[test]
+fn a_time_namespace_and_threads_two_user_namespaces_deep_are_restored() {
+    let ctx = Ctx::new("a_time_namespace_and_threads_two_user_namespaces_deep_are_restored");
+    let spec = Spec::new(target("nestuserns"))
+        .arg("40")
+        .arg("sleep=40")
+        .arg("top")
+        .arg("wide")
+        .arg("uts")
+        .arg("time")
+        .arg("grand")
+        .arg("threads");
+    let wide = "0 123400 65536";
+    round_trip(&ctx, &spec, 3, "nestuserns-time-deep", &|tree, what| {
+        assert_shape(tree, Some(wide), "0 123400 1", false, what);
+        assert_time(tree, what);
+        assert_threads(tree, what);
+    });
+}
+
+/// The child and grandchild of `tree` have two threads each.
+fn assert_threads(tree: &[i32], what: &str) {
+    for &p in &tree[1..] {
+        assert_eq!(status(p, "Threads"), "2", "{what}: threads of {p}");
     }
-    t.kill();
+}
+
+/// A child that made a user namespace, and it and its grandchild with a thread each:
+/// restored with each process joining the new user namespace before its thread is
+/// made (its ID set from outside), every thread root with every capability there
+/// (each checks its own at every step; the oracle compares each thread's status:
+/// IDs, capabilities, NSpid), the output that of an uninterrupted run.
+#[test]
+fn threads_in_a_childs_user_namespace_are_restored() {
+    let ctx = Ctx::new("threads_in_a_childs_user_namespace_are_restored");
+    let spec = Spec::new(target("nestuserns"))
+        .arg("40")
+        .arg("sleep=40")
+        .arg("uts")
+        .arg("grand")
+        .arg("threads");
+    round_trip(&ctx, &spec, 3, "nestuserns-threads", &|tree, what| {
+        assert_shape(tree, None, "0 0 1", false, what);
+        assert_threads(tree, what);
+    });
+}
+
+/// Restores of the tree with a time namespace made in a child's user namespace failing
+/// when the child's stub makes it, when the grandchild's joins it or
+/// later leave no process and nothing in a user namespace; the next restore runs on.
+#[test]
+fn failed_restores_of_a_time_namespace_in_a_user_namespace_leave_nothing() {
+    let ctx = Ctx::new("failed_restores_of_a_time_namespace_in_a_user_namespace");
+    let spec = Spec::new(target("nestuserns"))
+        .arg("60")
+        .arg("sleep=40")
+        .arg("top")
+        .arg("wide")
+        .arg("base=523400")
+        .arg("time")
+        .arg("grand");
+    let mut t = ctx.spawn(&spec);
+    t.wait_lines(2);
+    let tree = wait_process_tree(t.pid, 3, "nestuserns time");
+    let img = ctx.path("time.img");
+    ctx.dump(t.pid, &img);
+    t.expect_killed();
+    wait_pids_gone(&tree, "nestuserns time after the dump");
+    for f in [
+        "make a time namespace a process made in a user namespace",
+        "join a time namespace a process made in a user namespace",
+        "setns (the tree's user namespace)",
+    ] {
+        assert_restore_fault_leaves_nothing(&ctx, &img, &[], f, &tree, &[]);
+        assert_eq!(
+            namespaces_with_our_map("523400"),
+            Vec::<i32>::new(),
+            "restore failing at {f} left a process in a user namespace"
+        );
+    }
+    let mut r = ctx.restore(&img, &[], In::Null);
+    let tree = wait_process_tree(tree[0], 3, "restored after the failures");
+    assert_time(&tree, "restored after the failures");
+    let fin = r.finish();
+    assert_eq!(
+        fin.status.code(),
+        Some(0),
+        "restored after the failures: {}",
+        text(&fin.stdout)
+    );
 }
 
 /// Processes on the host whose user namespace maps IDs from `base` (a test's map):

@@ -14,7 +14,10 @@
 //! translated through the maps (the image holds them as ckpt saw them), and its
 //! capabilities, which are relative to the namespace. A multi-threaded process joins it
 //! before its threads are made (their IDs in the tree's PID namespace, which the user
-//! namespace owns), and each thread gets its credentials translated the same way.
+//! namespace owns, or set from outside), and each thread gets its credentials
+//! translated the same way; so does a process that made a time namespace for its
+//! children there, which its stub makes again once in it (`kinds::ns::
+//! make_time_in_userns`).
 //!
 //! The tree's cgroup and time namespaces are made by the same helper, owned by it:
 //! it first moves itself into the cgroup namespace's root cgroups (with ckpt's
@@ -29,10 +32,11 @@
 //! Refused (plan, so at dump too), naming what: the tree's root in a user namespace
 //! nested in another than ckpt's; a user namespace made below the root nested in one
 //! that is neither ckpt's nor the tree's, whose maps or creator its parent does not
-//! map, holding a multi-threaded process, owning a PID namespace, or in a tree with a
-//! PID namespace of its own (the builder in it makes the tree); another kind of
-//! namespace made below the root in a user namespace of the tree's (mount, IPC,
-//! network, cgroup, time: "processes in different namespaces"); a PID namespace
+//! map, holding a multi-threaded process whose threads have IDs at more than one
+//! level, owning a PID namespace, or in a tree with a PID namespace of its own (the
+//! builder in it makes the tree); a time namespace made in a user namespace of the
+//! tree's in such a tree too; a mount namespace made below the root in a user
+//! namespace of the tree's; a PID namespace
 //! of the tree's own that it does not own (dump); a namespace made below the root
 //! owned by another user namespace than its maker's; a
 //! namespace of the tree's own not owned by the tree's user namespace; a process with
@@ -45,9 +49,9 @@
 
 mod below;
 
-pub(crate) use below::{Below, below, make_below};
+pub(crate) use below::{Below, below, creator, make_below};
 #[cfg(test)]
-use below::{below_spec, creator, translate_map};
+use below::{below_spec, translate_map};
 use below::{check_below, made_below_in_own_user};
 
 use crate::error::{DumpError, DumpResult, Problem, RestoreError, RestoreResult};
@@ -235,6 +239,24 @@ pub(crate) fn check(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
                 ),
             );
         }
+        // (Made by their makers' stubs, which the builder there makes.)
+        for ns in ckpt
+            .namespaces
+            .iter()
+            .filter(|n| n.kind == "time" && !n.external)
+            .filter(|n| crate::kinds::ns::time_maker_in_userns(ckpt, n.inode).is_some())
+        {
+            p(
+                problems,
+                "namespace",
+                format!(
+                    "a process below the tree's root made the time namespace time:[{}] \
+                     for its children in a user namespace of the tree's, and the tree has \
+                     a PID namespace of its own; the two together are not restored yet",
+                    ns.inode
+                ),
+            );
+        }
     }
     for ns in all_own(ckpt) {
         let Some(u) = ns.user.as_ref().filter(|u| state_ok(u)) else {
@@ -308,7 +330,11 @@ fn check_root_user(ckpt: &Checkpoint, this: &str, problems: &mut Vec<Problem>) {
         }
         let key = (other.kind.clone(), other.inode);
         if !root.namespaces.contains(&key) {
-            if !crate::kinds::ns::IN_TREE_USER.contains(&other.kind.as_str()) {
+            // (A time namespace a process made for its children in it is made by that
+            // process's stub: `kinds::ns::make_time_in_userns`.)
+            if !crate::kinds::ns::IN_TREE_USER.contains(&other.kind.as_str())
+                && other.kind != "time"
+            {
                 p(
                     problems,
                     "namespace",
@@ -754,7 +780,8 @@ mod tests {
             p[0].contains("2 threads") && p[0].contains("nested in ckpt's"),
             "{p:?}"
         );
-        // A namespace a process below the root made.
+        // A time namespace the root made for its child in it passes: the root's stub
+        // makes it once it joined the user namespace.
         let mut ck = image();
         ck.processes[1].namespaces.push(("time".into(), 9));
         ck.namespaces.push(Namespace {
@@ -763,10 +790,32 @@ mod tests {
             time: Some(crate::model::TimeClocks::default()),
             ..Default::default()
         });
+        assert_eq!(problems(&ck), Vec::<String>::new());
+        let maker = crate::kinds::ns::time_maker_in_userns(&ck, 9).map(|p| p.pid);
+        assert_eq!(maker, Some(10));
+        let made = crate::kinds::ns::time_made_in_userns(&ck, &ck.processes[0]);
+        assert_eq!(made.map(|n| n.inode), Some(9));
+        assert!(crate::kinds::ns::time_made_in_userns(&ck, &ck.processes[1]).is_none());
+        // Not with a PID namespace of the tree's own.
+        ck.own_pid_namespace = true;
         let p = problems(&ck);
         assert!(
             p.iter()
-                .any(|m| m.contains("below its root made a time namespace")),
+                .any(|m| m.contains("time:[9]") && m.contains("PID namespace of its own")),
+            "{p:?}"
+        );
+        // Another kind of namespace a process below the root made.
+        let mut ck = image();
+        ck.processes[1].namespaces.push(("mnt".into(), 9));
+        ck.namespaces.push(Namespace {
+            kind: "mnt".into(),
+            inode: 9,
+            ..Default::default()
+        });
+        let p = problems(&ck);
+        assert!(
+            p.iter()
+                .any(|m| m.contains("below its root made a mnt namespace")),
             "{p:?}"
         );
         let mut ck = image();
@@ -883,7 +932,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cgroup_namespace_in_a_nested_user_namespace_passes_and_a_time_one_does_not() {
+    fn cgroup_and_time_namespaces_in_a_nested_user_namespace_pass() {
         // The child made cgroup namespace 22 in user namespace 20, shared with the
         // grandchild: made beforehand in that one, like its UTS namespace.
         let mut ck = nested_image();
@@ -909,7 +958,7 @@ mod tests {
                 .iter()
                 .any(|n| n.kind == "cgroup" && n.inode == 22)
         );
-        // The child made time namespace 23 for its child there: refused, naming it.
+        // The child made time namespace 23 for its child there: its stub makes it.
         let mut ck = nested_image();
         for (i, p) in ck.processes.iter_mut().enumerate() {
             p.namespaces
@@ -927,13 +976,13 @@ mod tests {
             time: Some(crate::model::TimeClocks::default()),
             ..Default::default()
         });
-        let p = problems(&ck);
-        assert!(
-            p.iter().any(|m| m.contains("process 11")
-                && m.contains("time:[23]")
-                && m.contains("user:[20]")),
-            "{p:?}"
-        );
+        assert_eq!(problems(&ck), Vec::<String>::new());
+        let maker = crate::kinds::ns::time_maker_in_userns(&ck, 23).map(|p| p.pid);
+        assert_eq!(maker, Some(11));
+        // (Not one the root's user namespace's helper makes, nor an external one.)
+        assert!(crate::kinds::ns::time_maker_in_userns(&ck, 6).is_none());
+        let made = crate::kinds::ns::time_made_in_userns(&ck, &ck.processes[1]);
+        assert_eq!(made.map(|n| n.inode), Some(23));
     }
 
     #[test]
@@ -947,10 +996,13 @@ mod tests {
                 .any(|m| m.contains("user:[20]") && m.contains("does not map")),
             "{p:?}"
         );
-        // A multi-threaded process in it.
+        // A multi-threaded process in it passes; with its threads' IDs at two levels,
+        // refused.
         let mut ck = nested_image();
         let t = ck.processes[2].threads[0].clone();
         ck.processes[2].threads.push(t);
+        assert_eq!(problems(&ck), Vec::<String>::new());
+        ck.processes[2].threads[1].nstid = vec![3];
         let p = problems(&ck);
         assert!(
             p.iter()

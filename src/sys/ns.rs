@@ -21,6 +21,15 @@ pub fn inode(pid: i32, kind: &str) -> Result<u64> {
         .map_err(|e| SysError::io(format!("stat {p}"), e))
 }
 
+/// The namespace file of kind `kind` ("time_for_children"...) of process `pid`,
+/// opened (it holds the namespace, even one no process is in yet).
+pub fn open_of(pid: i32, kind: &str) -> Result<std::os::fd::OwnedFd> {
+    let p = format!("/proc/{pid}/ns/{kind}");
+    fs::File::open(&p)
+        .map(std::os::fd::OwnedFd::from)
+        .map_err(|e| SysError::io(format!("open {p}"), e))
+}
+
 /// The inode of the calling thread's namespace of kind `kind` (/proc/thread-self: a
 /// thread that joined another namespace sees its own, not the process's main thread's).
 pub fn thread_inode(kind: &str) -> Result<u64> {
@@ -472,6 +481,28 @@ pub fn clock_ns(clock: libc::clockid_t) -> Result<i64> {
         .tv_sec
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.tv_nsec))
+}
+
+/// The host's CLOCK_MONOTONIC and CLOCK_BOOTTIME (nanoseconds), which the offsets of
+/// every time namespace are relative to: ckpt's readings less the offsets of the time
+/// namespace it is in (a restore joins the tree's own when a user namespace of the
+/// tree's owns it). /proc/self/timens_offsets shows those of its children's, which are
+/// its own unless it made one for its children only (a restore without a user
+/// namespace of the tree's: it stays in the one it started in, taken to be the host's,
+/// as dump takes it). CLOCK_BOOTTIME is read first: dump reads CLOCK_MONOTONIC first,
+/// so that with offsets made from both, a process's CLOCK_BOOTTIME never falls behind
+/// its CLOCK_MONOTONIC (as it cannot on a host) for the time between the two readings.
+pub fn host_clocks() -> Result<(i64, i64)> {
+    let boot = clock_ns(libc::CLOCK_BOOTTIME)?;
+    let now = (clock_ns(libc::CLOCK_MONOTONIC)?, boot);
+    if inode(0, "time")? != inode(0, "time_for_children")? {
+        return Ok(now);
+    }
+    let p = "/proc/self/timens_offsets";
+    let text = fs::read_to_string(p).map_err(|e| SysError::io(format!("read {p}"), e))?;
+    let (m, b) =
+        parse_timens_offsets(&text).ok_or_else(|| SysError::Other(format!("cannot parse {p}")))?;
+    Ok((now.0.saturating_sub(m), now.1.saturating_sub(b)))
 }
 
 /// The offsets (monotonic, boottime; nanoseconds) of the time namespace process `pid`

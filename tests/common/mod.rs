@@ -142,7 +142,7 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     // tests/e2e_userns_more.rs: with cgroup and time namespaces, threads
     ("usernstc", "usernstc.c", &["-pthread"]),
     // tests/e2e_nestuserns.rs: user namespaces made below the root, nested ones
-    ("nestuserns", "nestuserns.c", &[]),
+    ("nestuserns", "nestuserns.c", &["-pthread"]),
     // tests/e2e_rootless.rs: a rootless container's init, its runtime gone
     ("orphan", "orphan.c", &[]),
     ("sysv", "sysv.c", &[]),

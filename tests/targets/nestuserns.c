@@ -1,5 +1,5 @@
 /* nestuserns STEPS [sleep=MS] [top] [wide] [base=N] [uts] [ipcnet] [cgroup=DIR] [mnt] [time]
- *            [grand] [join]
+ *            [grand] [join] [threads]
  *
  * A tree in which a process below the root makes a user namespace (run as root).
  *
@@ -21,10 +21,13 @@
  * DIR/cgroup.procs, which the root opened before `top`) and then unshares
  * CLONE_NEWCGROUP (owned by its new user namespace, rooted at DIR); with `mnt` it
  * unshares CLONE_NEWNS; with `time` it unshares CLONE_NEWTIME (for its children: the
- * grandchild is in it). With `grand`, the child
+ * grandchild is in it) and sets that namespace's CLOCK_MONOTONIC and CLOCK_BOOTTIME
+ * 100 days ahead (as its root: CAP_SYS_TIME over it). With `grand`, the child
  * forks a grandchild that stays in its namespaces. With `join`, the root then forks a
  * second child that enters the first child's user namespace with setns (and stays in
- * the root's other namespaces).
+ * the root's other namespaces). With `threads`, the child and the grandchild each
+ * start a thread that checks, as they do, its own IDs and capabilities (each thread
+ * has its own) every step.
  *
  * Every step the root prints its step, IDs and capabilities, uid_map and host name;
  * the child and grandchild check every step, by using them, that they are still root
@@ -35,8 +38,10 @@
  * is found by its key with its data, and (the child) that a datagram sent to
  * 127.0.0.1:4242 reaches its socket, and (`cgroup=DIR`) that /proc/self/cgroup shows
  * every hierarchy at "/" (the namespace's root) and that it is not the root's cgroup
- * namespace; one that finds anything else exits
- * 43, which the root reports ("child lost: ..."). At the end the root stops the
+ * namespace, and (`time`) that its clocks never go back and are (the grandchild) at
+ * least 100 days or (the child) less than 100 days ahead of the boot; one that finds
+ * anything else exits 43 (the child also when its grandchild ended), which the root
+ * reports ("child lost: ..."). At the end the root stops the
  * child (SIGTERM), which kills and reaps the grandchild first. Nothing printed
  * depends on IDs outside the namespaces but the maps. */
 #include "util.h"
@@ -56,6 +61,15 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <linux/capability.h>
+#include <pthread.h>
+#include <time.h>
+
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+
+/* `time`: how far ahead the time namespace the child makes for its children is. */
+#define AHEAD_S (100LL * 86400)
 
 static unsigned long long effective(void)
 {
@@ -175,6 +189,66 @@ static int cgroup_ok(void)
 	return lines > 0 && stat("/proc/self/ns/cgroup", &st) == 0 && st.st_ino != root_cgns;
 }
 
+/* `time`: this process is in the time namespace the child made (1) or in the root's
+ * (0); -1 without `time`. The clocks it read last (they never go back). */
+static int in_time = -1;
+static long long last_mono, last_boot;
+
+static long long clock_ns(clockid_t c)
+{
+	struct timespec ts;
+	if (clock_gettime(c, &ts) != 0)
+		return -1;
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Whether the clocks are as the top says (`time`). */
+static int time_ok(void)
+{
+	if (in_time < 0)
+		return 1;
+	long long mono = clock_ns(CLOCK_MONOTONIC), boot = clock_ns(CLOCK_BOOTTIME);
+	long long ahead = AHEAD_S * 1000000000LL;
+	int ok = mono >= last_mono && boot >= last_boot && boot >= mono &&
+		 (in_time ? mono >= ahead && boot >= ahead : mono < ahead && boot < ahead);
+	last_mono = mono;
+	last_boot = boot;
+	return ok;
+}
+
+/* `threads`: what the thread checks against (its process's, at its start). */
+struct thread_want {
+	char map[256];
+	unsigned long long caps;
+};
+
+/* A thread of the child or grandchild (`threads`): the process's checks of its own
+ * credentials (each thread has its own) and clocks, every 20 ms; the whole process
+ * exits 43 on a difference. */
+static void *checker(void *arg)
+{
+	struct thread_want *w = arg;
+	char map[256];
+	for (;;) {
+		get("/proc/thread-self/uid_map", map, sizeof map);
+		if (strcmp(map, w->map) != 0 || geteuid() != 0 || getegid() != 0 ||
+		    effective() != w->caps)
+			_exit(43);
+		sleep_ms(20);
+	}
+	return NULL;
+}
+
+static void start_checker(const char *map0, unsigned long long caps0)
+{
+	static struct thread_want w;
+	snprintf(w.map, sizeof w.map, "%s", map0);
+	w.caps = caps0;
+	pthread_t t;
+	if (pthread_create(&t, NULL, checker, &w) != 0)
+		die("pthread_create");
+}
+
 /* The child's (and grandchild's) life: check every step; 43 on a difference. The
  * child ends on SIGTERM from the root, once it has killed and reaped the grandchild
  * (`grand`: its PID). */
@@ -203,6 +277,10 @@ static void nested(long ms, int uts, const char *map0, unsigned long long caps0,
 			_exit(43);
 		if (cgns && !cgroup_ok())
 			_exit(43);
+		if (!time_ok())
+			_exit(43);
+		if (grand > 0 && waitpid(grand, NULL, WNOHANG) == grand)
+			_exit(43);
 		sleep_ms(ms);
 	}
 }
@@ -211,7 +289,7 @@ int main(int argc, char **argv)
 {
 	long steps = arg_long(argc, argv, 1, 40);
 	long ms = 40;
-	int top = 0, wide = 0, uts = 0, mnt = 0, time_ns = 0, grand = 0, join = 0;
+	int top = 0, wide = 0, uts = 0, mnt = 0, time_ns = 0, grand = 0, join = 0, threads = 0;
 	long base = 123400;
 	for (int i = 2; i < argc; i++)
 		if (strncmp(argv[i], "sleep=", 6) == 0)
@@ -243,6 +321,8 @@ int main(int argc, char **argv)
 			grand = 1;
 		else if (strcmp(argv[i], "join") == 0)
 			join = 1;
+		else if (strcmp(argv[i], "threads") == 0)
+			threads = 1;
 	struct stat cgst;
 	if (stat("/proc/self/ns/cgroup", &cgst) != 0)
 		die("stat /proc/self/ns/cgroup: %s", strerror(errno));
@@ -289,8 +369,18 @@ int main(int argc, char **argv)
 		}
 		if (mnt && unshare(CLONE_NEWNS) != 0)
 			die("child: unshare(CLONE_NEWNS): %s", strerror(errno));
-		if (time_ns && unshare(CLONE_NEWTIME) != 0)
-			die("child: unshare(CLONE_NEWTIME): %s", strerror(errno));
+		if (time_ns) {
+			if (unshare(CLONE_NEWTIME) != 0)
+				die("child: unshare(CLONE_NEWTIME): %s", strerror(errno));
+			char off[128];
+			int n = snprintf(off, sizeof off, "monotonic %lld 0\nboottime %lld 0\n",
+					 AHEAD_S, AHEAD_S);
+			int fd = open("/proc/self/timens_offsets", O_WRONLY);
+			if (fd < 0 || write(fd, off, n) != n)
+				die("child: write timens_offsets: %s", strerror(errno));
+			close(fd);
+			in_time = 0;
+		}
 		char map0[256];
 		get("/proc/self/uid_map", map0, sizeof map0);
 		unsigned long long caps0 = effective();
@@ -301,9 +391,15 @@ int main(int argc, char **argv)
 				die("child: fork: %s", strerror(errno));
 			if (g == 0) {
 				close(ready[1]);
+				if (time_ns)
+					in_time = 1;
+				if (threads)
+					start_checker(map0, caps0);
 				nested(ms, uts, map0, caps0, -1);
 			}
 		}
+		if (threads)
+			start_checker(map0, caps0);
 		if (write(ready[1], "r", 1) != 1)
 			_exit(44);
 		close(ready[1]);

@@ -281,7 +281,7 @@ fn made_below_root(ckpt: &Checkpoint, kind: &str, inode: u64) -> bool {
 
 /// The namespaces processes below the root made in ckpt's user namespace (those made
 /// in a user namespace of the tree's are UTS, IPC, network or cgroup ones only,
-/// [`IN_TREE_USER`]), and the order in which a
+/// [`IN_TREE_USER`], or time ones, `enter::make_time_in_userns`), and the order in which a
 /// process that made a time namespace for its children forked them: restore forks
 /// them in the image's order and makes that namespace before the first child in it,
 /// so no child in its parent's own may come after one in it.
@@ -305,28 +305,25 @@ fn check_below_root(ckpt: &Checkpoint, problems: &mut Vec<Problem>) {
         let Some(maker) = maker else {
             continue;
         };
+        // (A time namespace made in one is made by the maker's stub once it joined
+        // it: `make_time_in_userns`.)
+        if ns.kind == "time" {
+            continue;
+        }
         if let Some(u) = crate::kinds::userns::of_process(ckpt, maker) {
             p(
                 problems,
                 "namespace",
                 format!(
                     "process {} ({}) made the {} namespace {}:[{}] in the user namespace \
-                     user:[{}] of the tree's; only UTS, IPC, network and cgroup namespaces \
-                     made in one are restored yet{}",
+                     user:[{}] of the tree's; only UTS, IPC, network, cgroup and time \
+                     namespaces made in one are restored yet",
                     maker.pid,
                     String::from_utf8_lossy(&maker.comm),
                     title(&ns.kind),
                     ns.kind,
                     ns.inode,
                     u.inode,
-                    match ns.kind.as_str() {
-                        "time" => {
-                            " (a time namespace a process made for its children is owned by \
-                             the user namespace it was in then, and its stub, which must fork \
-                             its children with their PIDs, joins that one only afterwards)"
-                        }
-                        _ => "",
-                    }
                 ),
             );
         }

@@ -472,6 +472,7 @@ fn own_namespace(
         "cgroup" => ns.cgroup = Some(own_cgroup(pid, inode)?),
         "time" => {
             let (mo, bo) = sys::ns::timens_offsets(maker)?;
+            // (CLOCK_MONOTONIC first: see `sys::ns::host_clocks`.)
             let m = sys::ns::clock_ns(libc::CLOCK_MONOTONIC)?;
             let b = sys::ns::clock_ns(libc::CLOCK_BOOTTIME)?;
             ns.time = Some(TimeClocks {

@@ -181,7 +181,9 @@ pub(crate) fn make_time_for_children(
     ) else {
         return Ok(());
     };
-    if *made || mine == theirs {
+    // (One its parent made in a user namespace of the tree's is made later, by the
+    // parent's stub once it joined that namespace: [`make_time_in_userns`].)
+    if *made || mine == theirs || time_maker_in_userns(ckpt, theirs).is_some() {
         return Ok(());
     }
     let Some(t) = ckpt
@@ -202,15 +204,137 @@ pub(crate) fn make_time_for_children(
         [libc::CLONE_NEWTIME as u64, 0, 0, 0, 0, 0],
     )?;
     *made = true;
-    let now = (
-        sys::ns::clock_ns(libc::CLOCK_MONOTONIC)?,
-        sys::ns::clock_ns(libc::CLOCK_BOOTTIME)?,
-    );
+    let now = sys::ns::host_clocks()?;
     sys::ns::write_timens_offsets(
         cx.proc_.pid,
         t.monotonic_ns.saturating_sub(now.0),
         t.boottime_ns.saturating_sub(now.1),
     )?;
+    Ok(())
+}
+
+/// The process of the image that made time namespace `inode` for its children while
+/// it was in a user namespace of the tree's (which owns it), if that is how it was
+/// made (not the root's, nor ckpt's): the parent of the first process in it whose
+/// parent is not.
+pub(crate) fn time_maker_in_userns(
+    ckpt: &Checkpoint,
+    inode: u64,
+) -> Option<&crate::model::Process> {
+    let root = ckpt.processes.first()?;
+    if super::inode_of(root, "time") == Some(inode)
+        || !ckpt
+            .namespaces
+            .iter()
+            .any(|n| n.kind == "time" && n.inode == inode && !n.external)
+    {
+        return None;
+    }
+    let first = crate::kinds::userns::creator(ckpt, "time", inode)?;
+    let maker = ckpt.processes.iter().find(|q| q.pid == first.ppid)?;
+    crate::kinds::userns::of_process(ckpt, maker).map(|_| maker)
+}
+
+/// The time namespace process `p` made for its children while in a user namespace of
+/// the tree's ([`time_maker_in_userns`]), if it did.
+pub(crate) fn time_made_in_userns<'a>(
+    ckpt: &'a Checkpoint,
+    p: &crate::model::Process,
+) -> Option<&'a crate::model::Namespace> {
+    let mine = super::inode_of(p, "time");
+    ckpt.processes
+        .iter()
+        .filter(|k| k.ppid == p.pid && !k.is_zombie())
+        .filter_map(|k| super::inode_of(k, "time"))
+        .filter(|&t| Some(t) != mine)
+        .find(|&t| time_maker_in_userns(ckpt, t).is_some_and(|m| m.pid == p.pid))
+        .and_then(|t| {
+            ckpt.namespaces
+                .iter()
+                .find(|n| n.kind == "time" && n.inode == t && !n.external)
+        })
+}
+
+/// In the stub of process `cx.proc_`, once it joined its user namespace (of the
+/// tree's) and before its threads are made: if it made a time namespace for its
+/// children there ([`time_made_in_userns`]), make it again the same way (an injected
+/// `unshare(CLONE_NEWTIME)`: owned by that user namespace, for its children only, the
+/// stub staying in its own), with offsets for which its clocks continue from the
+/// values dumped (ckpt writes them before anything is in it), and keep ckpt's
+/// descriptor of it in `times` (by its inode at dump) for the processes of the image
+/// in it to join ([`enter_time_made_in_userns`]). Its children were forked before
+/// (with their PIDs, which takes ckpt's privileges), in its own.
+pub(crate) fn make_time_in_userns(
+    cx: &mut crate::remote::Ctx<'_>,
+    ckpt: &Checkpoint,
+    times: &mut std::collections::BTreeMap<u64, std::os::fd::OwnedFd>,
+) -> crate::error::RestoreResult<()> {
+    let Some(ns) = time_made_in_userns(ckpt, cx.proc_) else {
+        return Ok(());
+    };
+    let Some(t) = ns.time else {
+        return Err(crate::error::RestoreError::Malformed(format!(
+            "time:[{}] has no recorded clocks",
+            ns.inode
+        )));
+    };
+    crate::error::fault_point("make a time namespace a process made in a user namespace")?;
+    cx.call(
+        "unshare (a time namespace for its children, in its user namespace)",
+        crate::arch::native::nr::UNSHARE,
+        [libc::CLONE_NEWTIME as u64, 0, 0, 0, 0, 0],
+    )?;
+    let now = sys::ns::host_clocks()?;
+    sys::ns::write_timens_offsets(
+        cx.proc_.pid,
+        t.monotonic_ns.saturating_sub(now.0),
+        t.boottime_ns.saturating_sub(now.1),
+    )?;
+    times.insert(
+        ns.inode,
+        sys::ns::open_of(cx.proc_.pid, "time_for_children")?,
+    );
+    Ok(())
+}
+
+/// In the stub of process `cx.proc_`, first of its build (before its descriptors,
+/// timers and threads, which take the clocks of the time namespace they are made
+/// in): if it is in a time namespace a process made in a user namespace of the
+/// tree's ([`time_maker_in_userns`]), join it (ckpt's descriptor in `times`, made by
+/// the maker's stub, whose build came first: parents are built before their
+/// children; injected `setns`, the stub single-threaded, still with ckpt's
+/// privileges). It was forked in its parent's before that namespace existed.
+pub(crate) fn enter_time_made_in_userns(
+    cx: &mut crate::remote::Ctx<'_>,
+    ckpt: &Checkpoint,
+    times: &std::collections::BTreeMap<u64, std::os::fd::OwnedFd>,
+) -> crate::error::RestoreResult<()> {
+    use std::os::fd::AsRawFd;
+    let Some(t) = super::inode_of(cx.proc_, "time") else {
+        return Ok(());
+    };
+    if time_maker_in_userns(ckpt, t).is_none() {
+        return Ok(());
+    }
+    let Some(f) = times.get(&t) else {
+        return Err(crate::error::RestoreError::Stage(format!(
+            "time:[{t}] of process {} was not made",
+            cx.proc_.pid
+        )));
+    };
+    crate::error::fault_point("join a time namespace a process made in a user namespace")?;
+    let fd = crate::remote::take_remote_fd(
+        cx,
+        std::process::id() as i32,
+        f.as_raw_fd() as u64,
+        "take a time namespace made in a user namespace",
+    )?;
+    cx.call(
+        "setns (a time namespace a process made in a user namespace)",
+        crate::arch::native::nr::SETNS,
+        [fd, libc::CLONE_NEWTIME as u64, 0, 0, 0, 0],
+    )?;
+    cx.call("close", crate::arch::native::nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
     Ok(())
 }
 
@@ -321,10 +445,7 @@ pub(crate) fn enter_new(
             crate::kinds::cgroup::enter_new_namespace(&c.roots, cgroup_root, &mut made)?;
         }
     }
-    let now = (
-        sys::ns::clock_ns(libc::CLOCK_MONOTONIC)?,
-        sys::ns::clock_ns(libc::CLOCK_BOOTTIME)?,
-    );
+    let now = sys::ns::host_clocks()?;
     let (flags, names, sysctls, offsets) = new_namespaces(ckpt, now);
     // A user namespace of the tree's own owns the others: made first, they with it.
     let (flags, userns) = crate::kinds::userns::enter_new(

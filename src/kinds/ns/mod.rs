@@ -38,7 +38,10 @@ pub(crate) use checks::{check_joins, check_namespaces};
 pub(crate) use collect::{
     OwnNamespaces, collect_into, join_own_ipc, join_tree_net, made_outside, own_namespaces,
 };
-pub(crate) use enter::{enter_child_namespaces, enter_new, make_time_for_children};
+pub(crate) use enter::{
+    enter_child_namespaces, enter_new, enter_time_made_in_userns, make_time_for_children,
+    make_time_in_userns, time_made_in_userns, time_maker_in_userns,
+};
 pub(crate) use net::set_up_net;
 
 /// The kinds of namespace recorded (as in /proc/PID/ns/), PID namespaces aside.
@@ -58,14 +61,13 @@ pub(crate) const RESTORED: [&str; 7] = ["uts", "ipc", "time", "net", "cgroup", "
 pub(crate) const MIXABLE: [&str; 7] = ["uts", "user", "ipc", "net", "cgroup", "time", "mnt"];
 
 /// Of [`MIXABLE`], the kinds a process below the root may have made in a user namespace
-/// of the tree's (made beforehand owned by it, with their state, `kinds::userns::
-/// make_below`: a cgroup namespace by a helper that moved into its root cgroups
-/// first); the others only in ckpt's user namespace. (A time namespace is its maker's
-/// for its children: the kernel gives a process one for its children apart from its
-/// own only through `unshare(CLONE_NEWTIME)`, owned by the user namespace it is in
-/// then, and `setns` would move the maker in too; the maker's stub joins its user
-/// namespace only at the credentials step, after it forked its children with their
-/// PIDs, which takes ckpt's privileges. A mount namespace: see `kinds::mnt::below`.)
+/// of the tree's that are made beforehand owned by it, with their state
+/// (`kinds::userns::make_below`: a cgroup namespace by a helper that moved into its
+/// root cgroups first). (A time namespace made in one is made by its maker's stub once
+/// it joined it, [`make_time_in_userns`]: the kernel gives a process one for its
+/// children apart from its own only through `unshare(CLONE_NEWTIME)`, owned by the
+/// user namespace it is in then, and `setns` would move the maker in too. A mount
+/// namespace made in one is refused: see `kinds::mnt::below`.)
 pub(crate) const IN_TREE_USER: [&str; 5] = ["uts", "user", "ipc", "net", "cgroup"];
 
 /// Kinds of a namespace made outside the tree that restore joins (`--join-ns`): those

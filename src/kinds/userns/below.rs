@@ -127,7 +127,9 @@ pub(crate) fn below_spec(ckpt: &Checkpoint, ns: &Namespace) -> Option<(String, S
 }
 
 /// A user namespace a process below the root made (`ns`): its maps and creator fit
-/// its parent's, and its processes are single-threaded.
+/// its parent's, and its multi-threaded processes have their threads' IDs at one
+/// level (ckpt's PID namespace: set from outside once the process joined it, before
+/// its threads are made, `restore::stage`).
 pub(super) fn check_below(ckpt: &Checkpoint, ns: &Namespace, problems: &mut Vec<Problem>) {
     let this = format!(
         "user namespace user:[{}] that a process below the tree's root made",
@@ -148,15 +150,18 @@ pub(super) fn check_below(ckpt: &Checkpoint, ns: &Namespace, problems: &mut Vec<
         );
     }
     for proc_ in ckpt.processes.iter().filter(|p| !p.is_zombie()) {
-        if proc_.threads.len() > 1 && of_process(ckpt, proc_).is_some_and(|n| n.inode == ns.inode) {
+        if proc_.threads.len() > 1
+            && proc_.threads.iter().any(|t| !t.nstid.is_empty())
+            && of_process(ckpt, proc_).is_some_and(|n| n.inode == ns.inode)
+        {
             p(
                 problems,
                 "namespace",
                 format!(
-                    "process {} ({}) has {} threads and is in the {this}; a multi-threaded \
-                     process there is not restored yet (a process joins a user namespace \
-                     only single-threaded, and its threads are made with ckpt's \
-                     privileges)",
+                    "process {} ({}) has {} threads and is in the {this} and in a PID \
+                     namespace nested in ckpt's: its threads would have to be made inside \
+                     the user namespace with their IDs at more than one level, which \
+                     needs privileges there that it does not have",
                     proc_.pid,
                     String::from_utf8_lossy(&proc_.comm),
                     proc_.threads.len()
@@ -180,6 +185,11 @@ pub(crate) struct Below {
     /// inode at dump): the stub of the process that made it joins it right after it
     /// is forked (`kinds::ns::enter_child_namespaces`).
     pub(crate) others: std::collections::BTreeMap<(String, u64), std::os::fd::OwnedFd>,
+    /// The time namespaces processes made for their children in a user namespace of
+    /// the tree's, by their inode at dump: not made here but by the maker's stub, once
+    /// it joined that user namespace (`kinds::ns::make_time_in_userns`), then joined
+    /// by the processes in them (`kinds::ns::enter_time_made_in_userns`).
+    pub(crate) times: std::collections::BTreeMap<u64, std::os::fd::OwnedFd>,
 }
 
 /// Make the namespaces processes below the tree's root made in a user namespace of

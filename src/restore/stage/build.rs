@@ -137,7 +137,11 @@ pub(super) fn build_process(
     tids: &mut Vec<i32>,
     tty: Option<(&crate::restore::plan::TtyPlan, i32)>,
     ptys: &fd::tty::PtyMasters,
+    below: &mut crate::kinds::userns::Below,
 ) -> Result<Vec<Injector>> {
+    // In a time namespace a process made in a user namespace of the tree's: joined
+    // first, before its descriptors, timers and threads take its clocks.
+    crate::kinds::ns::enter_time_made_in_userns(cx, &plan.ckpt, &below.times)?;
     // A shared descriptor table's descriptors are restored once, by its first sharer.
     if share::restores_fds(cx.proc_) {
         fd::restore_fds(
@@ -170,21 +174,21 @@ pub(super) fn build_process(
             [ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA, 0, 0, 0, 0],
         )?;
     }
-    // In a user namespace of the tree's own, a process's threads are made inside it
-    // (their IDs in the tree's PID namespace, which it owns): the process joins it
+    // In a user namespace of the tree's (its own, or one a process below its root
+    // made), a process's threads are made inside it (their IDs in the tree's PID
+    // namespace, which it owns, or set from outside) and a time namespace it made for
+    // its children there is made by it there (owned by it): the process joins it
     // first, while it is single-threaded (see `kinds::userns`).
     let p = cx.proc_;
     let mut by_last_pid = false;
-    let in_tree_userns = crate::kinds::userns::of_process(&plan.ckpt, p).map(|n| n.inode)
-        == crate::kinds::userns::owned(&plan.ckpt).map(|n| n.inode);
-    if p.threads.len() > 1 && in_tree_userns {
-        if let Some((fd, _)) = tree_userns(plan) {
-            let own = creds::Own::detect()?;
-            crate::kinds::userns::enter(cx, &own, &p.creds.groups, fd)?;
-            // (In ckpt's PID namespace, which the user namespace does not own, its
-            // threads' IDs are set from outside.)
-            by_last_pid = !plan.ckpt.own_pid_namespace;
-        }
+    if joins_user_early(&plan.ckpt, p) {
+        let fd = userns_fd(plan, below, p)?;
+        let own = creds::Own::detect()?;
+        crate::kinds::userns::enter(cx, &own, &p.creds.groups, fd)?;
+        // (In ckpt's PID namespace, which the user namespace does not own, its
+        // threads' IDs are set from outside.)
+        by_last_pid = !plan.ckpt.own_pid_namespace;
+        crate::kinds::ns::make_time_in_userns(cx, &plan.ckpt, &mut below.times)?;
     }
     // Threads after the memory they run on, before credentials change.
     let threads = threads::create_threads(cx, tids, by_last_pid)?;
@@ -268,9 +272,38 @@ pub(super) fn tree_userns(plan: &Plan) -> Option<(i32, &crate::model::UserNsStat
     }
 }
 
-/// In a user namespace of the tree's own, each single-threaded process joins it (a
-/// multi-threaded one joined it before its threads were made, `build_process`), before
-/// its seccomp filters and credentials; a process in one a process below the root made
+/// Whether process `p`, in a user namespace of the tree's, joins it in
+/// `build_process`, before its threads are made: it has threads, or made a time
+/// namespace for its children there (`kinds::ns::time_made_in_userns`). The others
+/// join it last ([`enter_tree_userns`]).
+fn joins_user_early(ckpt: &crate::model::Checkpoint, p: &Process) -> bool {
+    crate::kinds::userns::of_process(ckpt, p).is_some()
+        && (p.threads.len() > 1 || crate::kinds::ns::time_made_in_userns(ckpt, p).is_some())
+}
+
+/// ckpt's descriptor of the user namespace of the tree's that process `p` is in (its
+/// own, or one a process below its root made: `below`, made before the stubs).
+fn userns_fd(plan: &Plan, below: &crate::kinds::userns::Below, p: &Process) -> Result<i32> {
+    use std::os::fd::AsRawFd;
+    let root_user = crate::kinds::userns::owned(&plan.ckpt).map(|n| n.inode);
+    let ns = crate::kinds::userns::of_process(&plan.ckpt, p);
+    let fd = match ns {
+        Some(n) if Some(n.inode) == root_user => tree_userns(plan).map(|(fd, _)| fd),
+        Some(n) => below.users.get(&n.inode).map(|f| f.as_raw_fd()),
+        None => None,
+    };
+    fd.ok_or_else(|| {
+        RestoreError::Stage(format!(
+            "the user namespace user:[{}] of process {} was not made",
+            ns.map_or(0, |n| n.inode),
+            p.pid
+        ))
+    })
+}
+
+/// In a user namespace of the tree's own, each process joins it (but those that
+/// joined it already, before their threads were made: [`joins_user_early`]) before its
+/// seccomp filters and credentials; a process in one a process below the root made
 /// joins that one (`below`, made before the stubs).
 pub(super) fn enter_tree_userns(
     ctxs: &mut [Ctx<'_>],
@@ -279,27 +312,14 @@ pub(super) fn enter_tree_userns(
     ckpt_own: &creds::Own,
     below: &crate::kinds::userns::Below,
 ) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let tree = tree_userns(plan).map(|(fd, _)| fd);
-    let root_user = crate::kinds::userns::owned(&plan.ckpt).map(|n| n.inode);
     for (cx, threads) in ctxs.iter_mut().zip(staged.iter()) {
-        if !threads.as_ref().is_some_and(|t| t.is_empty()) {
+        if threads.is_none()
+            || crate::kinds::userns::of_process(&plan.ckpt, cx.proc_).is_none()
+            || joins_user_early(&plan.ckpt, cx.proc_)
+        {
             continue;
         }
-        let Some(ns) = crate::kinds::userns::of_process(&plan.ckpt, cx.proc_) else {
-            continue;
-        };
-        let fd = if Some(ns.inode) == root_user {
-            tree
-        } else {
-            below.users.get(&ns.inode).map(|f| f.as_raw_fd())
-        };
-        let Some(fd) = fd else {
-            return Err(RestoreError::Stage(format!(
-                "the user namespace user:[{}] of process {} was not made",
-                ns.inode, cx.proc_.pid
-            )));
-        };
+        let fd = userns_fd(plan, below, cx.proc_)?;
         let groups = cx.proc_.creds.groups.clone();
         crate::kinds::userns::enter(cx, ckpt_own, &groups, fd)?;
     }

@@ -94,7 +94,7 @@ pub(crate) fn stage(
     )?;
     // The namespaces processes below the root made in user namespaces of the tree's,
     // before any stub (see `kinds::userns`).
-    let below = crate::kinds::userns::make_below(
+    let mut below = crate::kinds::userns::make_below(
         &plan.ckpt,
         plan.userns.as_ref(),
         plan.cgroup_root.as_deref(),
@@ -219,7 +219,7 @@ pub(crate) fn stage(
         if !mem_built[i] {
             bytes += build_memory(cx, &mut pages, &mut shared)?;
         }
-        let threads = build_process(cx, plan, &mut shared, tids, tty, &ptys)?;
+        let threads = build_process(cx, plan, &mut shared, tids, tty, &ptys, &mut below)?;
         staged.push(Some(threads));
     }
     pages.finish()?;
