@@ -36,8 +36,96 @@ pub struct ReceiveStats {
     pub restore_ms: f64,
     /// Of which reading the last image's index over the pages received before it.
     pub merge_ms: f64,
+    /// Each round but the last: from its last byte received to its answer (indexed and
+    /// kept in the store; see [`Store`]).
+    pub store_ms: Vec<f64>,
     /// `--lazy`: the copy ran before the last pages came (see `migrate::send`).
     pub lazy: bool,
+}
+
+/// The pages of the rounds before the last image: a log of the rounds, each kept as
+/// it came (its unnamed file) and indexed as it arrives ([`Composite::link`]), so that
+/// a round costs its own size, never the store's. The last image is opened over it
+/// ([`Composite::over`]), which reads every page from the newest round that has it and
+/// only the pages the last image's processes still have (`Process::inherited`, each
+/// round's own ranges intersected on the way down: a page of an area unmapped or moved
+/// since does not come back). Compacted rarely: once the deltas kept hold more bytes
+/// than the image they start from, the rounds are merged into one full image
+/// ([`chain::merge`](restore::chain::merge), each record checked as it is read), so
+/// the files kept stay under twice the memory received and the merge's cost is paid
+/// back by the rounds that filled the log.
+///
+/// [`Composite::link`]: restore::composite::Composite::link
+/// [`Composite::over`]: restore::composite::Composite::over
+#[derive(Default)]
+struct Store {
+    /// The oldest first: a full image, then the rounds after it, each with the
+    /// identity its child names as its parent.
+    links: Vec<(restore::chain::Link, (u64, u64))>,
+    /// Bytes of the full image the log starts from.
+    base: u64,
+    /// Bytes of the rounds after it.
+    log: u64,
+}
+
+/// Whether a store whose full image has `base` bytes and whose deltas after it have
+/// `log` is due to be merged into one full image (see [`Store`]).
+fn compaction_due(base: u64, log: u64) -> bool {
+    log > base
+}
+
+/// Test hook (feature `fault-injection`): CKPT_RECEIVE_COMPACT=always merges the store
+/// after every round, so that the tests go through the compaction with real rounds.
+fn compaction_forced() -> bool {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var("CKPT_RECEIVE_COMPACT").is_ok_and(|v| v == "always") {
+        return true;
+    }
+    false
+}
+
+impl Store {
+    fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    /// Keep round `img` (`size` bytes; checked by [`take_image`] to be the child of the
+    /// newest round kept); returns whether the store was compacted.
+    fn add(&mut self, img: &Received, size: u64, dir: &Path) -> Result<bool, String> {
+        crate::error::fault_point("receive: store a round").map_err(|e| e.to_string())?;
+        let name = format!("round {}", img.round);
+        let file = img.file.try_clone().map_err(|e| e.to_string())?;
+        let link = restore::composite::Composite::link(&name, file).map_err(|e| e.to_string())?;
+        let id = (img.id.records, img.id.hash);
+        if self.links.is_empty() {
+            self.base = size;
+        } else {
+            self.log += size;
+        }
+        self.links.push((link, id));
+        if !compaction_due(self.base, self.log) && !compaction_forced() {
+            return Ok(false);
+        }
+        crate::error::time_mark("receive: compacting the rounds");
+        crate::error::fault_point("receive: compact the rounds").map_err(|e| e.to_string())?;
+        let links = std::mem::take(&mut self.links);
+        let merged =
+            restore::composite::Composite::of_links(links.into_iter().rev().collect(), None)
+                .and_then(|c| restore::chain::merge(&c, dir))
+                .map_err(|e| format!("cannot merge the rounds received: {e}"))?;
+        self.base = merged.metadata().map(|m| m.len()).unwrap_or(0);
+        self.log = 0;
+        let link =
+            restore::composite::Composite::link(&format!("rounds 0 to {}", img.round), merged)
+                .map_err(|e| e.to_string())?;
+        self.links.push((link, id));
+        Ok(true)
+    }
+
+    /// The links, the newest first, for [`restore::composite::Composite::over`].
+    fn newest_first(self) -> Vec<(restore::chain::Link, (u64, u64))> {
+        self.links.into_iter().rev().collect()
+    }
 }
 
 /// One image received.
@@ -77,15 +165,18 @@ pub fn receive(
     say(&format!("connection from {from}"));
     let mut conn = Conn::new(stream).map_err(|e| e.to_string())?;
     conn.handshake(false)?;
-    // The last round received (the next one's parent), and the full image of every
-    // round so far: each round is merged onto it as it arrives, while the source runs,
-    // so the frozen window never follows the chain.
-    let mut prev: Option<Received> = None;
-    let mut store: Option<(File, restore::chain::Link)> = None;
+    // The last round received (the next one's parent), and the pages of every round
+    // before the last image (the store: each round kept and indexed as it arrives,
+    // while the source runs, so that a round costs its own size and the frozen window
+    // never follows the store).
+    // (Its round and identity only: its file is the store's, which may let it go.)
+    let mut prev: Option<(u32, (u64, u64))> = None;
+    let mut store = Store::default();
     let mut bytes = 0u64;
     let mut rounds = 0usize;
+    let mut store_ms = Vec::new();
     let last = loop {
-        let r = take_image(&mut conn, &opts.dir, prev.as_ref());
+        let r = take_image(&mut conn, &opts.dir, prev);
         let (img, head) = match r {
             Ok(x) => x,
             Err(e) => {
@@ -107,54 +198,38 @@ pub fn receive(
             conn.send(Kind::Received, b"")?;
             break img;
         }
-        // A round is answered once it is merged into the store: the source dumps its
-        // next round only then, so its final image never waits here behind a merge
-        // (which reads and writes every page received so far) while its tree is frozen.
+        // A round is answered once it is in the store: the source dumps its next round
+        // only then, so its final image never waits here behind the store's work (a
+        // compaction, rarely) while its tree is frozen.
         let t = std::time::Instant::now();
-        let merged = match (&store, &prev) {
-            (Some((s, _)), Some(p)) => restore::chain::merge_onto(
-                &img.path(),
-                &fd_path(s),
-                (p.id.records, p.id.hash),
-                &opts.dir,
-            )
-            .map_err(|e| format!("round {}: {e}", head.round)),
-            _ => img.file.try_clone().map_err(|e| e.to_string()),
-        };
-        let merged = match merged {
-            Ok(f) => f,
+        let compacted = match store.add(&img, head.size, &opts.dir) {
+            Ok(c) => c,
             Err(e) => {
+                let e = format!("round {}: {e}", head.round);
                 conn.send_error(&e);
                 return Err(e);
             }
         };
-        // The store and the image it replaces are freed first (the kernel gives back
-        // every page of the old store, in time proportional to it: measured 390 ms
-        // of a frozen window at 1 GiB on a loaded machine), before the source may
-        // freeze its tree. The new store is indexed now too (one record header per
-        // 4 MiB of pages read, its metadata decoded), not in the frozen window.
-        drop(store.take());
-        let indexed = merged.try_clone().map_err(|e| e.to_string()).and_then(|f| {
-            restore::composite::Composite::base(f).map_err(|e| format!("round {}: {e}", head.round))
-        });
-        match indexed {
-            Ok(l) => store = Some((merged, l)),
-            Err(e) => {
-                conn.send_error(&e);
-                return Err(e);
-            }
-        }
-        prev = Some(img);
+        point("receive: round stored", &conn);
+        prev = Some((img.round, (img.id.records, img.id.hash)));
+        drop(img);
         conn.send(Kind::Received, b"")?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        store_ms.push(ms);
         say(&format!(
-            "round {} merged into the pages received so far in {:.1} ms",
+            "round {} stored in {ms:.1} ms{}",
             head.round,
-            t.elapsed().as_secs_f64() * 1e3
+            if compacted {
+                " (the rounds so far merged into one image)"
+            } else {
+                ""
+            }
         ));
     };
     let t = std::time::Instant::now();
     let conn = Arc::new(Mutex::new(Some(conn)));
-    let (Some((_, store)), Some(prev)) = (store, prev) else {
+    // (The last image was checked to be the child of the newest round in the store.)
+    if store.is_empty() {
         let e = "the source sent no round before the last".to_string();
         if let Ok(mut g) = conn.lock() {
             if let Some(c) = g.as_mut() {
@@ -162,16 +237,16 @@ pub fn receive(
             }
         }
         return Err(e);
-    };
+    }
     let mut merge_ms = 0.0;
     if !last.held.is_empty() {
         let c = conn.lock().ok().and_then(|mut g| g.take());
         let Some(c) = c else {
             return Err("internal error: the connection is gone".into());
         };
-        return receive_lazy(c, &last, store, &prev, &opts, rounds, bytes, t);
+        return receive_lazy(c, &last, store, &opts, (rounds, bytes, store_ms), t);
     }
-    let r = restore_last(&last, store, &prev, &opts, conn.clone(), &mut merge_ms);
+    let r = restore_last(&last, store, &opts, conn.clone(), &mut merge_ms);
     let Ok(mut g) = conn.lock() else {
         return Err("internal error: the connection's lock is poisoned".into());
     };
@@ -196,6 +271,7 @@ pub fn receive(
                 bytes_received: bytes,
                 restore_ms: t.elapsed().as_secs_f64() * 1e3,
                 merge_ms,
+                store_ms,
                 lazy: false,
             };
             Ok((launched, st))
@@ -434,11 +510,9 @@ impl restore::composite::Fetch for NetFetch {
 fn receive_lazy(
     conn: Conn,
     last: &Received,
-    store: restore::chain::Link,
-    prev: &Received,
+    store: Store,
     opts: &ReceiveOptions,
-    rounds: usize,
-    bytes: u64,
+    (rounds, bytes, store_ms): (usize, u64, Vec<f64>),
     t: std::time::Instant,
 ) -> Result<(restore::Launched, ReceiveStats), String> {
     let io = |e: std::io::Error| format!("the connection to the source: {e}");
@@ -496,10 +570,9 @@ fn receive_lazy(
             .name("ckpt-migrate-rx".into())
             .spawn(move || f.take(conn, ctl_w))
             .map_err(|e| format!("cannot start the page receiver: {e}"))?;
-        let c = restore::composite::Composite::open_over(
+        let c = restore::composite::Composite::over(
             last.file.try_clone().map_err(|e| e.to_string())?,
-            store,
-            (prev.id.records, prev.id.hash),
+            store.newest_first(),
             Some(fetch.clone() as Arc<dyn restore::composite::Fetch>),
         )
         .map_err(|e| e.to_string())?;
@@ -574,6 +647,7 @@ fn receive_lazy(
                 bytes_received: bytes,
                 restore_ms: t.elapsed().as_secs_f64() * 1e3,
                 merge_ms: 0.0,
+                store_ms,
                 lazy: true,
             };
             Ok((launched, st))
@@ -586,13 +660,14 @@ fn receive_lazy(
 }
 
 /// Receive the next image into an unnamed file in `dir` and check it: its bytes have
-/// the identity the source gave, and it is the child of the one before.
+/// the identity the source gave, and it is the child of the one before (`prev`: its
+/// round and identity).
 fn take_image(
     conn: &mut Conn,
     dir: &Path,
-    prev: Option<&Received>,
+    prev: Option<(u32, (u64, u64))>,
 ) -> Result<(Received, ImageHead), String> {
-    let due = prev.map_or(0, |p| p.round + 1);
+    let due = prev.map_or(0, |p| p.0 + 1);
     let f = conn.recv()?;
     let head: ImageHead = match f.kind {
         Kind::Image => f.json()?,
@@ -691,7 +766,7 @@ fn take_image(
     let meta = crate::restore::chain::meta_of(&img.path()).map_err(|e| e.to_string())?;
     match (&meta.parent, prev) {
         (None, None) => {}
-        (Some(p), Some(prev)) if (p.records, p.hash) == (prev.id.records, prev.id.hash) => {}
+        (Some(p), Some(prev)) if (p.records, p.hash) == prev.1 => {}
         (Some(_), Some(_)) => {
             return Err(format!(
                 "round {}: the image is not the child of round {}",
@@ -712,23 +787,21 @@ fn take_image(
     Ok((img, head))
 }
 
-/// Merge the last image onto the pages received before it (`store`, the full image of
-/// the rounds up to `prev`), plan, stage, and commit once the source says so.
+/// Open the last image over the pages received before it (`store`), plan, stage, and
+/// commit once the source says so.
 fn restore_last(
     last: &Received,
-    store: restore::chain::Link,
-    prev: &Received,
+    store: Store,
     opts: &ReceiveOptions,
     conn: Arc<Mutex<Option<Conn>>>,
     merge_ms: &mut f64,
 ) -> Result<restore::Launched, String> {
-    // The last image's records over the full image of the rounds before, read in
-    // place (no merged image is written).
+    // The last image's records over the rounds before, read in place (no merged image
+    // is written).
     let t = std::time::Instant::now();
-    let c = restore::composite::Composite::open_over(
+    let c = restore::composite::Composite::over(
         last.file.try_clone().map_err(|e| e.to_string())?,
-        store,
-        (prev.id.records, prev.id.hash),
+        store.newest_first(),
         None,
     )
     .map_err(|e| e.to_string())?;
@@ -820,5 +893,20 @@ impl ConnLock {
                 l.release();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The store is merged once its deltas outgrow the image they start from, not
+    /// before (a round costs its own size until then).
+    #[test]
+    fn the_store_is_compacted_only_once_its_log_outgrows_its_base() {
+        assert!(!compaction_due(4 << 30, 0));
+        assert!(!compaction_due(4 << 30, 4 << 30));
+        assert!(compaction_due(4 << 30, (4 << 30) + 1));
+        assert!(compaction_due(0, 1));
     }
 }

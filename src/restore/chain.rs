@@ -69,6 +69,9 @@ pub(crate) struct Link {
     pub(crate) file: File,
     pub(crate) entries: Vec<IndexEntry>,
     pub(crate) meta: Checkpoint,
+    /// Its identity (record count and chained hash of its end record), as a child
+    /// records it in `ParentImage`.
+    pub(crate) id: (u64, u64),
 }
 
 impl Link {
@@ -77,7 +80,7 @@ impl Link {
     pub(crate) fn index(path: &Path, file: File) -> Result<Self> {
         let named =
             |e: &dyn std::fmt::Display| RestoreError::Malformed(format!("{}: {e}", path.display()));
-        let (entries, _) = index::scan_with_identity(&file).map_err(|e| named(&e))?;
+        let (entries, id) = index::scan_with_identity(&file).map_err(|e| named(&e))?;
         let first = entries
             .first()
             .filter(|e| e.tag == tag::CHECKPOINT)
@@ -95,6 +98,7 @@ impl Link {
             file,
             entries,
             meta,
+            id,
         })
     }
 }
@@ -154,22 +158,17 @@ pub(crate) fn links_with(path: &Path, resolve: Resolve) -> Result<Vec<Link>> {
     Ok(out)
 }
 
-/// The full image of the incremental image at `path` whose parent is the full image at
-/// `base` (the link verified: `base` must have the identity `path` records for its
-/// parent, or be the full image made of that parent, `base_is_of`), an unnamed file in
-/// `dir`. `ckpt receive` keeps one full image of the rounds so far and merges each
-/// round onto it as it arrives, while the source runs, so the chain is never followed
-/// in the frozen window. Written from [`Composite`](super::composite::Composite)'s
-/// records, each checked as it is read.
-pub fn merge_onto(path: &Path, base: &Path, base_is_of: (u64, u64), dir: &Path) -> Result<File> {
-    let c = super::composite::Composite::open(open(path)?, open(base)?, base_is_of, None)?;
+/// The full image `c` stands for, written into an unnamed file in `dir` from its
+/// records, each checked as it is read. `ckpt receive` compacts its log of rounds with
+/// it, rarely (see `migrate::receive::Store`).
+pub(crate) fn merge(c: &super::composite::Composite, dir: &Path) -> Result<File> {
     let out = unnamed_file(&dir.join("full"))?;
     let mut w = ImageWriter::new(std::io::BufWriter::with_capacity(
         1 << 20,
         out.try_clone().map_err(io_err)?,
     ))?;
     w.write_meta(tag::CHECKPOINT, c.meta())?;
-    let mut src = super::composite::CompositeSource::new(&c, false);
+    let mut src = super::composite::CompositeSource::new(c, false);
     // A record's pieces are put together again (one record per run of pages).
     let mut run: Vec<u8> = Vec::new();
     while let Some(rec) = crate::kinds::mem::pages::RecordSource::next_record(&mut src)? {

@@ -127,9 +127,34 @@ fn intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
     out
 }
 
+/// The parts of `[s, e)` inside `want` (sorted, disjoint ranges), found by binary
+/// search: planning a link of R page records against W wanted ranges costs R log W,
+/// not R W (a receiver's rounds of spread writes have tens of thousands of each).
+fn clip(s: u64, e: u64, want: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let first = want.partition_point(|r| r.1 <= s);
+    want[first..]
+        .iter()
+        .take_while(|r| r.0 < e)
+        .map(|r| (r.0.max(s), r.1.min(e)))
+        .filter(|(a, b)| a < b)
+        .collect()
+}
+
+/// `v` sorted, overlapping or touching ranges joined (what [`clip`] and [`intersect`]
+/// need, whatever an image holds).
 fn sorted(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     v.sort_unstable();
-    v
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
+    for (s, e) in v {
+        if s >= e {
+            continue;
+        }
+        match out.last_mut() {
+            Some(l) if s <= l.1 => l.1 = l.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
 }
 
 /// The page records of each process in `entries` (index in them), in order.
@@ -175,7 +200,7 @@ impl Planner<'_> {
                 e.offset
             ))
         })?;
-        let parts = intersect(&[(e.arg, end)], want);
+        let parts = clip(e.arg, end, want);
         if parts.is_empty() {
             return Ok(());
         }
@@ -236,48 +261,76 @@ impl Composite {
         Self::plan(super::chain::links(path, first_parent)?, None).map(Some)
     }
 
-    /// `top`: an incremental image whose parent has the identity `base_is_of`; `base`:
-    /// the full image made of that parent's chain (`ckpt receive`'s store). `fetch`:
-    /// where the top image's missing page payloads come from (none: it is whole).
-    pub fn open(
-        top: File,
-        base: File,
-        base_is_of: (u64, u64),
-        fetch: Option<Arc<dyn Fetch>>,
-    ) -> Result<Self> {
-        Self::open_over(top, Self::base(base)?, base_is_of, fetch)
+    /// An image of a chain read elsewhere (`ckpt receive`'s rounds, as each arrives):
+    /// indexed (its record headers read, its metadata decoded), named `name` in errors,
+    /// for [`Composite::over`].
+    pub(crate) fn link(name: &str, file: File) -> Result<Link> {
+        Link::index(Path::new(name), file)
     }
 
-    /// The base image of [`Composite::open_over`], indexed (its record headers read,
-    /// its metadata decoded): `ckpt receive` does it once per round, while the source
-    /// runs, so that the last image's restore reads only the last image's headers.
-    pub(crate) fn base(base: File) -> Result<Link> {
-        Link::index(Path::new("the base image"), base)
-    }
-
-    /// [`Composite::open`] over a base indexed already ([`Composite::base`]).
-    pub(crate) fn open_over(
+    /// `top`, an incremental image, over `older`, the images before it, the newest
+    /// first, each indexed already ([`Composite::link`]) with the identity the image
+    /// after it must name as its parent: its own, or, for a full image made of several
+    /// rounds ([`chain::merge`](super::chain::merge)), that of the newest round in it.
+    /// The oldest must be a full image. Only `top`'s headers are read here: `ckpt
+    /// receive` indexes each round as it arrives, while the source runs, so that after
+    /// the freeze only the last image's are. `fetch`: where `top`'s missing page
+    /// payloads come from (none: it is whole).
+    pub(crate) fn over(
         top: File,
-        base: Link,
-        base_is_of: (u64, u64),
+        older: Vec<(Link, (u64, u64))>,
         fetch: Option<Arc<dyn Fetch>>,
     ) -> Result<Self> {
         let top = Link::index(Path::new("the last image"), top)?;
-        match &top.meta.parent {
-            Some(p) if (p.records, p.hash) == base_is_of => {}
-            Some(p) => {
+        let id = top.id;
+        let mut links = vec![(top, id)];
+        links.extend(older);
+        Self::of_links(links, fetch)
+    }
+
+    /// The chain `links` (the newest first, each with the identity its child must name
+    /// as its parent), every link checked to be the parent its child names and the
+    /// oldest to be a full image. One link alone is a full image.
+    pub(crate) fn of_links(
+        links: Vec<(Link, (u64, u64))>,
+        fetch: Option<Arc<dyn Fetch>>,
+    ) -> Result<Self> {
+        for w in links.windows(2) {
+            let (child, (parent, parent_is)) = (&w[0].0, (&w[1].0, w[1].1));
+            match &child.meta.parent {
+                Some(p) if (p.records, p.hash) == parent_is => {}
+                Some(p) => {
+                    return Err(bad(format!(
+                        "{} was made from an image with hash {:016x} ({} records), not from \
+                         {} (hash {:016x}, {} records)",
+                        child.path.display(),
+                        p.hash,
+                        p.records,
+                        parent.path.display(),
+                        parent_is.1,
+                        parent_is.0
+                    )));
+                }
+                None => {
+                    return Err(bad(format!(
+                        "{} is not incremental, but {} is before it",
+                        child.path.display(),
+                        parent.path.display()
+                    )));
+                }
+            }
+        }
+        match links.last() {
+            None => return Err(bad("a chain of no image".into())),
+            Some((l, _)) if l.meta.parent.is_some() => {
                 return Err(bad(format!(
-                    "the last image was made from an image with hash {:016x} ({} records), \
-                     not from the one received before it",
-                    p.hash, p.records
+                    "{} is the oldest image of the chain but not a full image",
+                    l.path.display()
                 )));
             }
-            None => return Err(bad("the last image is not incremental".into())),
+            Some(_) => {}
         }
-        if base.meta.parent.is_some() {
-            return Err(bad("the base image is not a full image".into()));
-        }
-        Self::plan(vec![top, base], fetch)
+        Self::plan(links.into_iter().map(|(l, _)| l).collect(), fetch)
     }
 
     fn plan(links: Vec<Link>, fetch: Option<Arc<dyn Fetch>>) -> Result<Self> {
@@ -948,5 +1001,143 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    /// `clip` (binary search) gives what `intersect` of the one range gives; `sorted`
+    /// joins overlapping and touching ranges and drops empty ones.
+    #[test]
+    fn clipping_by_binary_search_agrees_with_the_intersection() {
+        assert_eq!(
+            sorted(vec![(20, 30), (0, 10), (5, 12), (12, 15), (40, 40)]),
+            vec![(0, 15), (20, 30)]
+        );
+        let want: Vec<(u64, u64)> = (0..50u64).map(|i| (i * 10, i * 10 + 4)).collect();
+        for s in 0..120u64 {
+            for len in [1, 3, 6, 10, 37, 200] {
+                assert_eq!(
+                    clip(s, s + len, &want),
+                    intersect(&[(s, s + len)], &want),
+                    "[{s}, {})",
+                    s + len
+                );
+            }
+        }
+        assert!(clip(0, 10, &[]).is_empty());
+    }
+
+    /// Each image of `paths` indexed, with its own identity (as `ckpt receive` keeps
+    /// its rounds), the newest first.
+    fn links_of(paths: &[PathBuf]) -> Vec<(Link, (u64, u64))> {
+        paths
+            .iter()
+            .rev()
+            .map(|p| {
+                let l = Composite::link("a round", std::fs::File::open(p).unwrap()).unwrap();
+                let id = l.id;
+                (l, id)
+            })
+            .collect()
+    }
+
+    /// The receiver's store (`migrate::receive::Store`): the rounds indexed one by
+    /// one and opened under the last give the chain's memory; merged into one full
+    /// image (its compaction), and the last round over that, the same.
+    #[test]
+    fn rounds_kept_as_they_came_or_merged_give_the_newest_pages() {
+        let d = dir("rounds");
+        let (paths, want) = chain3(&d.0);
+        let mut older = links_of(&paths[..2]);
+        let c = Composite::over(std::fs::File::open(&paths[2]).unwrap(), older, None).unwrap();
+        assert_eq!(memory(&c, false).unwrap(), want);
+        assert_eq!(memory(&c, true).unwrap(), want);
+        // Rounds 0 and 1 merged: a full image, named by round 1's identity.
+        older = links_of(&paths[..2]);
+        let id1 = older[0].1;
+        let merged =
+            super::super::chain::merge(&Composite::of_links(older, None).unwrap(), &d.0).unwrap();
+        let merged = Composite::link("rounds 0 to 1", merged).unwrap();
+        assert!(merged.meta.parent.is_none());
+        assert!(merged.meta.processes.iter().all(|p| p.inherited.is_empty()));
+        let c = Composite::over(
+            std::fs::File::open(&paths[2]).unwrap(),
+            vec![(merged, id1)],
+            None,
+        )
+        .unwrap();
+        assert_eq!(memory(&c, false).unwrap(), want);
+        // Nothing of the merge is left in the directory (an unnamed file).
+        let names: Vec<_> = std::fs::read_dir(&d.0).unwrap().flatten().collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+    }
+
+    /// A round missing from the store (round 2 over round 0), a store that does not
+    /// start with a full image, or the last image over itself: refused when opened,
+    /// naming the images.
+    #[test]
+    fn a_store_whose_rounds_do_not_follow_each_other_is_refused() {
+        let d = dir("gaps");
+        let (paths, _) = chain3(&d.0);
+        let top = || std::fs::File::open(&paths[2]).unwrap();
+        let err = Composite::over(top(), links_of(&paths[..1]), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("the last image was made from"), "{err}");
+        let err = Composite::over(top(), links_of(&paths[1..2]), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("not a full image"), "{err}");
+        let err = Composite::over(top(), vec![], None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("not a full image"), "{err}");
+        // Two full images.
+        let mut two = links_of(&paths[..1]);
+        two.extend(links_of(&paths[..1]));
+        let err = Composite::of_links(two, None).err().unwrap().to_string();
+        assert!(err.contains("is not incremental"), "{err}");
+    }
+
+    /// An area unmapped between rounds (pages 50-63 of the base) whose address gets a
+    /// new area later (page 50 written, 51-63 never): the pages of the old area do not
+    /// come back, though the base still holds them.
+    #[test]
+    fn pages_of_an_area_gone_between_rounds_do_not_come_back() {
+        let d = dir("gone");
+        let paths: Vec<PathBuf> = (0..3).map(|i| d.0.join(format!("r{i}.img"))).collect();
+        let id0 = write(&paths[0], None, vec![], &[run(0, 64, 1)]);
+        let id1 = write(
+            &paths[1],
+            Some((&paths[0], id0)),
+            vec![(page(0), page(3)), (page(4), page(50))],
+            &[run(3, 1, 0x11)],
+        );
+        write(
+            &paths[2],
+            Some((&paths[1], id1)),
+            vec![(page(0), page(50))],
+            &[run(50, 1, 0x22)],
+        );
+        let mut want = std::collections::BTreeMap::new();
+        for n in 0..51 {
+            want.insert(
+                page(n),
+                match n {
+                    3 => 0x11,
+                    50 => 0x22,
+                    _ => 1,
+                },
+            );
+        }
+        let c = Composite::over(
+            std::fs::File::open(&paths[2]).unwrap(),
+            links_of(&paths[..2]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(memory(&c, false).unwrap(), want);
+        assert_eq!(memory(&c, true).unwrap(), want);
     }
 }

@@ -197,3 +197,29 @@ pub fn assert_source_runs_alone(t: &mut Proc, rate: u32, what: &str) {
     assert_eq!(c.len(), 1, "{what}: copies running: {c:?}");
     assert_eq!(c[0].0, pid, "{what}: copies running: {c:?}");
 }
+
+/// The files under `dir` that processes hold open, as (PID, inode), each file once per
+/// process: `ckpt receive`'s unnamed files (O_TMPFILE, which /proc shows as
+/// `DIR/#INODE (deleted)`) are found this way, since the directory never lists them.
+pub fn files_held_in(dir: &Path) -> Vec<(i32, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let fds = e.path().join("fd");
+        for fd in std::fs::read_dir(&fds).into_iter().flatten().flatten() {
+            let held = std::fs::read_link(fd.path()).unwrap_or_default();
+            if !held.starts_with(dir) {
+                continue;
+            }
+            if let Ok(m) = std::fs::metadata(fd.path()) {
+                if !out.contains(&(pid, m.ino())) {
+                    out.push((pid, m.ino()));
+                }
+            }
+        }
+    }
+    out
+}

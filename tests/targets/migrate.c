@@ -13,6 +13,7 @@
  *       "count C sum HEX ok" (or "... bad PAGE" at the first wrong page)
  *   q   exit 0
  *   f   (with "areas") change the side areas' flags and layout, answer "flags done"
+ *   u   (with "churn") the next churn step (below), answer "churned N"
  * At end of input it exits 0.
  *
  * With "areas" it also maps AREAS side areas of 4 pages, written, each its own VMA
@@ -20,7 +21,15 @@
  * rounds of a migration: MADV_HUGEPAGE, MADV_DONTFORK, MADV_WIPEONFORK, MADV_DONTDUMP
  * and mlock of whole areas (only VmFlags show these), mprotect read-only, mremap to
  * another place, and MADV_DONTNEED of two pages of the last one (which read back as
- * zero). */
+ * zero).
+ *
+ * With "churn" it maps CHURN areas of CPAGES pages, written, each its own VMA, which
+ * "u" changes as a program may between two pre-copy rounds (tests/e2e_migstore.rs):
+ * step N rewrites areas 0 to 3-N (at least area 0) with new bytes (fewer pages each
+ * step, so that the rounds keep shrinking), unmaps area 4 and maps a new one at the
+ * same address with only its first page written, moves area 5 elsewhere (mremap) and
+ * writes one of its pages, unmaps area 6 for good (step 0) and the second half of
+ * area 7 (step 1). "c" also checks every byte of the churn areas still mapped. */
 #include "util.h"
 
 #include <poll.h>
@@ -85,6 +94,84 @@ static void change_side(void)
 	fflush(stdout);
 }
 
+#define CHURN 8
+#define CPAGES 16UL
+static char *churn[CHURN];
+/* The byte every byte of each page must hold, and whether the page is mapped. */
+static char cwant[CHURN][CPAGES];
+static char cmapped[CHURN][CPAGES];
+static int churns;
+
+static void map_churn(void)
+{
+	char *r = mmap(NULL, 2 * CHURN * CPAGES * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (r == MAP_FAILED)
+		exit(1);
+	for (int i = 0; i < CHURN; i++) {
+		churn[i] = r + 2 * i * CPAGES * PAGE;
+		if (mprotect(churn[i], CPAGES * PAGE, PROT_READ | PROT_WRITE))
+			exit(1);
+		for (unsigned long p = 0; p < CPAGES; p++) {
+			cwant[i][p] = (char)('0' + i);
+			cmapped[i][p] = 1;
+			memset(churn[i] + p * PAGE, cwant[i][p], PAGE);
+		}
+	}
+}
+
+static void churn_write(int i, unsigned long p, char v)
+{
+	memset(churn[i] + p * PAGE, v, PAGE);
+	cwant[i][p] = v;
+}
+
+static void churn_step(void)
+{
+	int n = churns++, ok = 1;
+	for (int i = 0; i <= (n < 3 ? 3 - n : 0); i++)
+		for (unsigned long p = 0; p < CPAGES; p++)
+			churn_write(i, p, (char)('A' + n * 4 + i));
+	/* Area 4 unmapped and mapped again: its old pages must not come back. */
+	if (munmap(churn[4], CPAGES * PAGE) ||
+	    mmap(churn[4], CPAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+		 -1, 0) != churn[4])
+		ok = 0;
+	for (unsigned long p = 0; p < CPAGES; p++)
+		cwant[4][p] = 0;
+	churn_write(4, 0, (char)('m' + n));
+	/* Area 5 moved to a new reservation. */
+	char *to = mmap(NULL, CPAGES * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *moved = to == MAP_FAILED ? MAP_FAILED
+				       : mremap(churn[5], CPAGES * PAGE, CPAGES * PAGE,
+						MREMAP_MAYMOVE | MREMAP_FIXED, to);
+	if (moved == MAP_FAILED)
+		ok = 0;
+	else
+		churn[5] = moved;
+	churn_write(5, (unsigned long)n % CPAGES, (char)('r' + n));
+	if (n == 0) {
+		ok = ok && !munmap(churn[6], CPAGES * PAGE);
+		memset(cmapped[6], 0, CPAGES);
+	}
+	if (n == 1) {
+		ok = ok && !munmap(churn[7] + CPAGES / 2 * PAGE, CPAGES / 2 * PAGE);
+		memset(cmapped[7] + CPAGES / 2, 0, CPAGES / 2);
+	}
+	printf(ok ? "churned %d\n" : "churn failed %d\n", n);
+	fflush(stdout);
+}
+
+/* The first churn area with a byte that is not what it must be, or -1. */
+static int churn_bad(void)
+{
+	for (int i = 0; churn[0] && i < CHURN; i++)
+		for (unsigned long p = 0; p < CPAGES; p++)
+			for (unsigned long b = 0; cmapped[i][p] && b < PAGE; b++)
+				if (churn[i][p * PAGE + b] != cwant[i][p])
+					return i;
+	return -1;
+}
+
 static uint64_t pattern(unsigned long page, unsigned long word)
 {
 	return (page * 2654435761UL) ^ (word * 40503UL) ^ 0x5a5a5a5aUL;
@@ -121,6 +208,8 @@ static void verify(void)
 			sum = sum * 31 + w[i];
 	}
 	int sb = side_bad();
+	if (sb < 0 && churn_bad() >= 0)
+		sb = 100 + churn_bad();
 	if (bad < 0 && sb >= 0)
 		printf("count %lu sum %016llx bad side %d\n", count, (unsigned long long)sum, sb);
 	else if (bad < 0)
@@ -149,6 +238,8 @@ int main(int argc, char **argv)
 	}
 	if (argc > 3 && !strcmp(argv[3], "areas"))
 		map_side();
+	if (argc > 3 && !strcmp(argv[3], "churn"))
+		map_churn();
 	printf("ready\n");
 	fflush(stdout);
 	uint64_t t0 = now_ms();
@@ -183,6 +274,8 @@ int main(int argc, char **argv)
 				return 0;
 			else if (line[0] == 'f' && side[0])
 				change_side();
+			else if (line[0] == 'u' && churn[0])
+				churn_step();
 			size_t used = (size_t)(nl - line) + 1;
 			memmove(line, nl + 1, len - used);
 			len -= used;
