@@ -194,6 +194,30 @@ fn the_copy_reads_and_answers(pa: &mut TcpStream, pb: &mut TcpStream, via: &mut 
     }
 }
 
+/// A new client connects to the listener of whichever copy runs (`via` relays its
+/// stdin) and talks both ways: the listener listens and takes it as before.
+fn listener_takes_a_new_client(at: (&str, u16), via: &mut Proc, what: &str) {
+    let ip: std::net::Ipv4Addr = at.0.parse().unwrap_or_else(|e| panic!("{e}"));
+    let to = std::net::SocketAddr::from((ip, at.1));
+    let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{what}: a new client's connect to the listener {to}: {e}"));
+    c.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let msg = b"a-new-client\n";
+    c.write_all(msg)
+        .unwrap_or_else(|e| panic!("{what}: write to the new connection: {e}"));
+    let n = via.stdout.lines();
+    via.write_stdin(b"take\n");
+    let want = format!("took {} {}", msg.len(), sum(msg));
+    let mut got = vec![0u8; want.len() + 1];
+    c.read_exact(&mut got)
+        .unwrap_or_else(|e| panic!("{what}: the new connection's answer: {e}"));
+    assert_eq!(String::from_utf8_lossy(&got), format!("{want}\n"), "{what}");
+    via.wait_until("the program took the new client", |p| {
+        p.stdout.text().lines().skip(n).any(|l| l == want)
+    });
+}
+
 /// No netfilter rule for the target's connections is left, and no table of ours.
 fn no_lock_left(s: &Setup, what: &str) {
     let out = std::process::Command::new("nft")
@@ -305,10 +329,7 @@ fn connections_move(name: &str, lazy: bool) {
     no_lock_left(&s, "after the migration");
     peer_reads_the_queued_bytes(&mut s, "the copy");
     the_copy_reads_and_answers(&mut s.pa, &mut s.pb, &mut r, "the copy");
-    // The copy's listener takes a new connection (it is not accepted: the program
-    // accepts once).
-    let c2 = TcpStream::connect(("127.0.0.1", s.lport));
-    assert!(c2.is_ok(), "connect to the copy's listener: {c2:?}");
+    listener_takes_a_new_client((&s.local, s.lport), &mut r, "the copy");
     r.close_stdin();
     let fin = r.finish();
     assert_eq!(fin.status.code(), Some(0), "receive: {}", text(&fin.stderr));
@@ -328,6 +349,7 @@ fn source_keeps_its_connections(
     let lazy = extra.contains(&"--lazy");
     let mut s = setup_with(&ctx, if lazy { 300 } else { 0 }, None);
     let pid = s.t.pid;
+    let shown = oracle::Snapshot::take(pid);
     let rport = free_port();
     let mut r = receiver(&ctx, rport, recv_env);
     let m = migrate(&ctx, pid, rport, extra, sender_env);
@@ -343,14 +365,34 @@ fn source_keeps_its_connections(
         "{name}: migrate's message has none of {says:?}: {err}"
     );
     assert_ne!(r.wait().code(), Some(0), "receive: {}", r.stderr.text());
+    source_runs_on_with_its_sockets(&mut s, &shown, name);
+}
+
+/// After a failed migration: the source runs alone, untraced, no lock left; the kernel
+/// shows its sockets as before the migration (the oracle: the listener in LISTEN with
+/// its backlog and options, the connections with their queues); its listener takes a
+/// new client; its connections deliver what was queued both ways and carry on.
+fn source_runs_on_with_its_sockets(s: &mut Setup, shown: &oracle::Snapshot, name: &str) {
+    let pid = s.t.pid;
     wait_for("the source is let go", Duration::from_secs(10), || {
         matches!(proc_stat(pid), Some(('R' | 'S', _)))
     });
     assert_running_untraced(pid, name);
     let c = copies(s.port);
     assert!(c.len() == 1 && c[0].0 == pid, "{name}: copies {c:?}");
-    no_lock_left(&s, name);
-    peer_reads_the_queued_bytes(&mut s, name);
+    no_lock_left(s, name);
+    let after = oracle::Snapshot::take(pid);
+    oracle::assert_same_kernel_state(
+        name,
+        "a process with TCP connections after a failed migration within one network \
+         namespace, against itself before it",
+        oracle::Cmp::LeftRunning,
+        shown,
+        &after,
+        &[],
+    );
+    listener_takes_a_new_client((&s.local, s.lport), &mut s.t, name);
+    peer_reads_the_queued_bytes(s, name);
     the_copy_reads_and_answers(&mut s.pa, &mut s.pb, &mut s.t, name);
 }
 
@@ -395,6 +437,7 @@ fn receiver_killed_before_its_commit_is_settled_by_the_connections() {
     let ctx = Ctx::new(name);
     let mut s = setup(&ctx);
     let pid = s.t.pid;
+    let shown = oracle::Snapshot::take(pid);
     let rport = free_port();
     // The receiver's restore waits 3 s after STAGED before it reads COMMIT.
     let mut r = receiver(&ctx, rport, &[("CKPT_LINGER", "receive: staged:3000")]);
@@ -425,15 +468,7 @@ fn receiver_killed_before_its_commit_is_settled_by_the_connections() {
     assert_eq!(m.status.code(), Some(1), "{err}");
     assert!(err.contains("no copy runs on the receiver"), "{err}");
     let _ = r.wait();
-    wait_for("the source is let go", Duration::from_secs(10), || {
-        matches!(proc_stat(pid), Some(('R' | 'S', _)))
-    });
-    assert_running_untraced(pid, name);
-    let c = copies(s.port);
-    assert!(c.len() == 1 && c[0].0 == pid, "{name}: copies {c:?}");
-    no_lock_left(&s, name);
-    peer_reads_the_queued_bytes(&mut s, name);
-    the_copy_reads_and_answers(&mut s.pa, &mut s.pb, &mut s.t, name);
+    source_runs_on_with_its_sockets(&mut s, &shown, name);
 }
 
 fn descendants(pid: i32) -> Vec<i32> {
@@ -594,5 +629,7 @@ fn lazy_connection_cut_after_commit_ends_the_connections_and_the_source_runs_on(
             "{name}: connection {what} did not end: {ended:?}"
         );
     }
+    // Its listener, parked to make room for the copy's, listens again.
+    listener_takes_a_new_client((&s.local, s.lport), &mut s.t, name);
     s.t.kill();
 }

@@ -5,6 +5,9 @@
 //         fits (the test does not read yet): prints "filled N"
 //   read  read what is queued on both connections without waiting, answer each with
 //         "got N SUM\n" and print "read A N SUM B N SUM"
+//   take  accept one more connection on the listener, read a line from it, answer
+//         "took N SUM\n" (its length and byte sum, newline included), close it and
+//         print "took N SUM"
 // The pattern's byte at stream offset i is (i * 7 + 3) % 251.
 //   migtcp PORT [RATE [PEER LOCAL]]
 // RATE > 0: a thread writes RATE pages a second over 4 MiB (so that a migration's
@@ -136,6 +139,27 @@ int main(int argc, char **argv) {
             m = snprintf(msg, sizeof msg, "got %ld %lu\n", nb, sb);
             send_all(b, msg, (size_t)m);
             printf("read A %ld %lu B %ld %lu\n", na, sa_, nb, sb);
+        } else if (strncmp(line, "take", 4) == 0) {
+            int c = accept(l, NULL, NULL);
+            if (c < 0)
+                die("accept");
+            long n = 0;
+            unsigned long sum = 0;
+            char ch = 0;
+            while (ch != '\n') {
+                ssize_t r = recv(c, &ch, 1, 0);
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r <= 0)
+                    die("recv");
+                sum += (unsigned char)ch;
+                n++;
+            }
+            char msg[64];
+            int m = snprintf(msg, sizeof msg, "took %ld %lu\n", n, sum);
+            send_all(c, msg, (size_t)m);
+            close(c);
+            printf("took %ld %lu\n", n, sum);
         }
         fflush(stdout);
     }

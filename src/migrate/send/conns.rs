@@ -167,8 +167,8 @@ pub(super) fn unpark(meta: &crate::model::Checkpoint, t: &mut TcpPart) -> Result
     if errs.is_empty() {
         for &i in &t.parked {
             let Some(h) = t.held.get(i) else { continue };
-            if let sys::tcp::Endpoint::Listen { backlog } = &h.what {
-                if let Err(e) = sys::tcp::listen(&h.sock, *backlog) {
+            if let sys::tcp::Endpoint::Listen { backlog, addr } = &h.what {
+                if let Err(e) = sys::tcp::listen_again(&h.sock, addr, *backlog) {
                     errs.push(format!("process {}, descriptor {}: {e}", h.pid, h.fd));
                     left.push(i);
                 }
@@ -426,8 +426,8 @@ pub(super) fn abort_connections(t: &mut TcpPart, relisten: bool) -> Result<usize
             let mut last = Vec::new();
             for &i in &t.parked {
                 let Some(h) = t.held.get(i) else { continue };
-                if let sys::tcp::Endpoint::Listen { backlog } = &h.what {
-                    if let Err(e) = sys::tcp::listen(&h.sock, *backlog) {
+                if let sys::tcp::Endpoint::Listen { backlog, addr } = &h.what {
+                    if let Err(e) = sys::tcp::listen_again(&h.sock, addr, *backlog) {
                         last.push(format!("process {}, descriptor {}: {e}", h.pid, h.fd));
                         left.push(i);
                     }

@@ -981,9 +981,10 @@ fn read_dup(r: &mut Reader, k: &str, d: i32, socket: bool) {
         if let Some(t) = r.tcp.get(&st.st_ino).cloned() {
             r.conf(format!("{k}.sock.tcp.shutdown"), t.shutdown.to_string());
             // A listener's rqueue is its accept queue's length: the connections
-            // waiting to be accepted.
+            // waiting to be accepted; its wqueue the backlog listen() gave.
             if t.state == 10 {
                 r.conf(format!("{k}.sock.tcp.accept_queue"), t.rqueue.to_string());
+                r.conf(format!("{k}.sock.tcp.backlog"), t.wqueue.to_string());
             }
             if let (Some(n), true) = (inq, fin_came) {
                 r.conf(
