@@ -42,7 +42,8 @@ pub(super) fn read_tree(root: i32) -> (Entries, Vec<i32>) {
         e: BTreeMap::new(),
         labels: BTreeMap::new(),
         unix: unix_diag_in_net_of(root).unwrap_or_default(),
-        tcp: tcp_diag(),
+        // (The root's namespace's, which need not be ours: a tree restored elsewhere.)
+        tcp: tcp_diag_in_net_of(root),
         icons: Vec::new(),
     };
     // Sockets are listed per network namespace: those of the other namespaces the
