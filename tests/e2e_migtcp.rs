@@ -516,6 +516,65 @@ fn connections_move_to_another_namespace(name: &str, n: u32, lazy: bool) {
     assert_eq!(fin.status.code(), Some(0), "receive: {}", text(&fin.stderr));
 }
 
+/// A connection only in flight (the target sent it to itself over a unix socket pair
+/// and closed it: only the queued `SCM_RIGHTS` message holds it) moves with a
+/// migration to a receiver in this network namespace: ckpt holds its copy of it from a
+/// peek at the freeze, so it makes room for the copy's like the others. The copy is
+/// the source as the kernel shows it (the oracle), takes the connection back, the
+/// megabytes queued on it arrive in order and both ends talk.
+#[test]
+fn a_tcp_connection_only_in_flight_moves_within_one_namespace() {
+    let name = "a_tcp_connection_only_in_flight_moves_within_one_namespace";
+    let ctx = Ctx::new(name);
+    let mut s = setup(&ctx);
+    let pid = s.t.pid;
+    s.t.write_stdin(b"park\n");
+    s.t.wait_for("parked\n");
+    let shown = oracle::Snapshot::take(pid);
+    let rport = free_port();
+    let mut r = receiver(&ctx, rport, &[]);
+    let m = migrate(&ctx, pid, rport, &[], &[]);
+    assert_eq!(
+        m.status.code(),
+        Some(0),
+        "migrate: {}\nreceiver: {}",
+        text(&m.stderr),
+        r.stderr.text()
+    );
+    s.t.expect_killed();
+    r.wait_until("receive's JSON", |p| p.stdout.text().contains("restore_ms"));
+    let c = copies(s.port);
+    assert_eq!(c.len(), 1, "copies: {c:?}");
+    let after = oracle::Snapshot::take(c[0].0)
+        .moved(true)
+        .as_seen_in_its_pid_namespace();
+    oracle::assert_same_kernel_state(
+        "migtcp",
+        "a process with a TCP connection only in flight migrated within one network \
+         namespace, received with --new-pidns",
+        oracle::Cmp::Restored,
+        &shown,
+        &after,
+        &[
+            "*.ns.pid",
+            "*.ns.pid.parent",
+            "*.ns.pid_for_children",
+            "*.ns.mnt",
+            "*.mountinfo",
+            "*.fdinfo.mnt_id",
+        ],
+    );
+    no_lock_left(&s, name);
+    r.write_stdin(b"unpark\n");
+    r.wait_for("unparked\n");
+    peer_reads_the_queued_bytes(&mut s, "the copy");
+    the_copy_reads_and_answers(&mut s.pa, &mut s.pb, &mut r, "the copy");
+    listener_takes_a_new_client((&s.local, s.lport), s.net.as_deref(), &mut r, "the copy");
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(fin.status.code(), Some(0), "receive: {}", text(&fin.stderr));
+}
+
 /// A failure before the receiver's confirmation: migrate fails saying `says`, the
 /// receiver restores nothing, the source runs on alone with its connections (their
 /// queued data, both ways), and no lock is left.

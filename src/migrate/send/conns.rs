@@ -88,13 +88,24 @@ pub(super) fn tcp_sockets(pid: i32) -> Result<Vec<Held>, String> {
 /// segment the peer sent later would be acknowledged by the kernel and lost).
 pub(super) fn lock_at_freeze(pid: i32, st: &mut State) -> Result<(), String> {
     st.tcp.held = tcp_sockets(pid)?;
-    let mut conns: Vec<_> = st.tcp.held.iter().filter_map(Held::conn).collect();
-    // And those only a queued unix message carries in flight (no process holds them).
-    for c in crate::kinds::fd::inflight::tcp_connections(&tree_pids(pid)) {
-        if !conns.contains(&c) {
-            conns.push(c);
+    // And those only a queued unix message carries in flight (no process holds them):
+    // ckpt's copy of each, from a peek, is held as the others (named by the unix
+    // socket whose queue carries it).
+    for t in crate::kinds::fd::inflight::tcp_sockets(&tree_pids(pid)) {
+        let c = Some((t.local.clone(), t.peer.clone()));
+        if !st.tcp.held.iter().any(|h| h.conn() == c) {
+            st.tcp.held.push(Held {
+                pid: t.holder,
+                fd: t.queue,
+                sock: t.sock,
+                what: sys::tcp::Endpoint::Conn {
+                    local: t.local,
+                    peer: t.peer,
+                },
+            });
         }
     }
+    let conns: Vec<_> = st.tcp.held.iter().filter_map(Held::conn).collect();
     st.tcp.lock = sys::netlock::Handover::hold(&conns)
         .map_err(|e| format!("cannot lock the tree's TCP connections: {e}"))?;
     Ok(())
