@@ -1,6 +1,8 @@
-//! `ckpt migrate` of a process with TCP connections (issue 17): the source and the
-//! receiver share the test's network namespace (one machine), so the connections'
-//! peers are the test's own sockets, which must not notice anything but a delay. The
+//! `ckpt migrate` of a process with TCP connections (issue 17): mostly the source and
+//! the receiver share the test's network namespace (one machine), so the connections'
+//! peers are the test's own sockets, which must not notice anything but a delay; two
+//! tests move it to a receiver in another namespace (see
+//! `connections_move_to_another_namespace`). The
 //! target (`tests/targets/migtcp.c`) holds a connection it made to the test and one it
 //! accepted from the test on its listener; before the migration it has megabytes
 //! queued towards the test (which does not read yet) and unread bytes from the test
@@ -21,6 +23,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use common::migration::*;
+use common::twohosts::Net;
 use common::*;
 
 /// The target and the test's ends of its two connections.
@@ -38,6 +41,8 @@ struct Setup {
     filled: usize,
     /// The target's address.
     local: String,
+    /// The network namespace the test's ends live in (a path), if not the test's own.
+    net: Option<String>,
 }
 
 const A1: &[u8] = b"hello-A-1";
@@ -49,11 +54,15 @@ fn setup(ctx: &Ctx) -> Setup {
 }
 
 /// [`setup`] with the target writing `rate` pages a second (a final image with pages
-/// for post-copy) and, with `at` (the test's address, the target's), the connections
-/// between those addresses instead of 127.0.0.1.
-fn setup_with(ctx: &Ctx, rate: u32, at: Option<(&str, &str)>) -> Setup {
-    let (peer, local) = at.unwrap_or(("127.0.0.1", "127.0.0.1"));
-    let l = TcpListener::bind((peer, 0)).unwrap_or_else(|e| panic!("bind: {e}"));
+/// for post-copy) and, with `at` (the test's address, the target's, and the network
+/// namespace the test's ends are made in), the connections between those addresses
+/// instead of 127.0.0.1.
+fn setup_with(ctx: &Ctx, rate: u32, at: Option<(&str, &str, &str)>) -> Setup {
+    let (peer, local, net) = match at {
+        Some((p, l, n)) => (p, l, Some(n)),
+        None => ("127.0.0.1", "127.0.0.1", None),
+    };
+    let l = in_net(net, || TcpListener::bind((peer, 0))).unwrap_or_else(|e| panic!("bind: {e}"));
     let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
     let mut spec = Spec::new(target("migtcp"))
         .arg(port.to_string())
@@ -76,7 +85,7 @@ fn setup_with(ctx: &Ctx, rate: u32, at: Option<(&str, &str)>) -> Setup {
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
     let (mut pa, _) = l.accept().unwrap_or_else(|e| panic!("accept: {e}"));
-    let mut pb = connect_from(peer, (local, lport));
+    let mut pb = in_net(net, || connect_from(peer, (local, lport)));
     t.wait_for("accepted\n");
     t.write_stdin(b"fill\n");
     t.wait_for("filled ");
@@ -104,7 +113,27 @@ fn setup_with(ctx: &Ctx, rate: u32, at: Option<(&str, &str)>) -> Setup {
         lport,
         filled,
         local: local.to_string(),
+        net: net.map(str::to_string),
     }
+}
+
+/// `f` run in the network namespace at path `net` (from a thread that joined it: the
+/// sockets it makes stay that namespace's), or here.
+fn in_net<T: Send>(net: Option<&str>, f: impl FnOnce() -> T + Send) -> T {
+    let Some(net) = net else { return f() };
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let ns = std::fs::File::open(net).unwrap_or_else(|e| panic!("{net}: {e}"));
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&ns),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .unwrap_or_else(|e| panic!("setns {net}: {e}"));
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| panic!("in {net}: failed"))
+    })
 }
 
 /// A connection to `to` from address `from` (bound first: the kernel would pick the
@@ -194,12 +223,43 @@ fn the_copy_reads_and_answers(pa: &mut TcpStream, pb: &mut TcpStream, via: &mut 
     }
 }
 
+/// A new client connects to the listener of whichever copy runs (`via` relays its
+/// stdin) and talks both ways: the listener listens and takes it as before.
+fn listener_takes_a_new_client(at: (&str, u16), net: Option<&str>, via: &mut Proc, what: &str) {
+    let ip: std::net::Ipv4Addr = at.0.parse().unwrap_or_else(|e| panic!("{e}"));
+    let to = std::net::SocketAddr::from((ip, at.1));
+    let mut c = in_net(net, || {
+        TcpStream::connect_timeout(&to, Duration::from_secs(10))
+    })
+    .unwrap_or_else(|e| panic!("{what}: a new client's connect to the listener {to}: {e}"));
+    c.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let msg = b"a-new-client\n";
+    c.write_all(msg)
+        .unwrap_or_else(|e| panic!("{what}: write to the new connection: {e}"));
+    let n = via.stdout.lines();
+    via.write_stdin(b"take\n");
+    let want = format!("took {} {}", msg.len(), sum(msg));
+    let mut got = vec![0u8; want.len() + 1];
+    c.read_exact(&mut got)
+        .unwrap_or_else(|e| panic!("{what}: the new connection's answer: {e}"));
+    assert_eq!(String::from_utf8_lossy(&got), format!("{want}\n"), "{what}");
+    via.wait_until("the program took the new client", |p| {
+        p.stdout.text().lines().skip(n).any(|l| l == want)
+    });
+}
+
 /// No netfilter rule for the target's connections is left, and no table of ours.
 fn no_lock_left(s: &Setup, what: &str) {
-    let out = std::process::Command::new("nft")
-        .args(["list", "ruleset"])
-        .output()
-        .unwrap_or_else(|e| panic!("nft: {e}"));
+    no_lock_left_in(None, s, what);
+}
+
+/// [`no_lock_left`] in the network namespace at path `net` (ours if None).
+fn no_lock_left_in(net: Option<&str>, s: &Setup, what: &str) {
+    let mut nft = std::process::Command::new("nsenter");
+    nft.arg(format!("--net={}", net.unwrap_or("/proc/self/ns/net")))
+        .args(["nft", "list", "ruleset"]);
+    let out = nft.output().unwrap_or_else(|e| panic!("nft: {e}"));
     let rules = String::from_utf8_lossy(&out.stdout);
     for port in [s.port, s.lport] {
         let mine = format!("{} {port} ", s.local);
@@ -305,10 +365,211 @@ fn connections_move(name: &str, lazy: bool) {
     no_lock_left(&s, "after the migration");
     peer_reads_the_queued_bytes(&mut s, "the copy");
     the_copy_reads_and_answers(&mut s.pa, &mut s.pb, &mut r, "the copy");
-    // The copy's listener takes a new connection (it is not accepted: the program
-    // accepts once).
-    let c2 = TcpStream::connect(("127.0.0.1", s.lport));
-    assert!(c2.is_ok(), "connect to the copy's listener: {c2:?}");
+    listener_takes_a_new_client((&s.local, s.lport), s.net.as_deref(), &mut r, "the copy");
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(fin.status.code(), Some(0), "receive: {}", text(&fin.stderr));
+}
+
+/// The receiver in another network namespace (another "host", `twohosts::Net`), the
+/// test's ends of the connections in a third, the client's, joined to ours (the
+/// source's) and to the receiver's by veth pairs. The service address, the target's,
+/// is on our end of the client's link and, for the copy's sockets, on the receiver's
+/// loopback; the client reaches it by a route through us that the test turns to the
+/// receiver's link while the migration holds the connections locked on both sides
+/// (the source frozen, the receiver staged: `CKPT_LINGER` at `migrate: staged`), as
+/// the network would move the address. The copy carries the connections on (the
+/// megabytes queued towards the client arrive in order, both ends talk), its listener
+/// takes a new client, the oracle sees the source's sockets in the copy, no lock is
+/// left on either side.
+#[test]
+fn tcp_connections_move_to_a_receiver_in_another_network_namespace() {
+    connections_move_to_another_namespace(
+        "tcp_connections_move_to_a_receiver_in_another_network_namespace",
+        1,
+        false,
+    );
+}
+
+/// The same with `--lazy`: the copy owns the connections from its commit on while the
+/// source, frozen, still serves its pages.
+#[test]
+fn tcp_connections_move_to_another_network_namespace_with_a_lazy_migration() {
+    connections_move_to_another_namespace(
+        "tcp_connections_move_to_another_network_namespace_with_a_lazy_migration",
+        2,
+        true,
+    );
+}
+
+fn connections_move_to_another_namespace(name: &str, n: u32, lazy: bool) {
+    let ctx = Ctx::new(name);
+    // The receiver's "host" (10.235.n.2, the migration's channel) and the client's
+    // (10.235.n+50.2).
+    let rnet = Net::new("ckt", 235, n);
+    let cnet = Net::new("ckc", 235, n + 50);
+    // The client's link to the receiver: 10.236.n.1 (client) / .2 (receiver).
+    let (cr, rc) = (format!("ckcr{n}"), format!("ckrc{n}"));
+    let holder = rnet.holder().to_string();
+    cnet.ip(&[
+        "link", "add", &cr, "type", "veth", "peer", "name", &rc, "netns", &holder,
+    ]);
+    cnet.ip(&["addr", "add", &format!("10.236.{n}.1/24"), "dev", &cr]);
+    cnet.ip(&["link", "set", &cr, "up"]);
+    rnet.ip(&["addr", "add", &format!("10.236.{n}.2/24"), "dev", &rc]);
+    rnet.ip(&["link", "set", &rc, "up"]);
+    let client = cnet.theirs();
+    let service = format!("10.237.{n}.10");
+    let service32 = format!("{service}/32");
+    let (ours, via_us) = cnet.ours();
+    let st = std::process::Command::new("ip")
+        .args(["addr", "add", &service32, "dev", &ours])
+        .status();
+    assert!(st.is_ok_and(|s| s.success()), "ip addr add {service32}");
+    rnet.ip(&["addr", "add", &service32, "dev", "lo"]);
+    cnet.ip(&["route", "add", &service32, "via", &via_us]);
+    rnet.ip(&[
+        "route",
+        "add",
+        &format!("{client}/32"),
+        "via",
+        &format!("10.236.{n}.1"),
+    ]);
+    let cpath = cnet.path();
+    let mut s = setup_with(
+        &ctx,
+        if lazy { 300 } else { 0 },
+        Some((&client, &service, &cpath)),
+    );
+    let pid = s.t.pid;
+    let shown = oracle::Snapshot::take(pid);
+    let mut r = receive(
+        &ctx,
+        Some(&rnet.path()),
+        &rnet.to(),
+        &ctx.path("recv-tmp"),
+        &[],
+    );
+    let mut env = vec![
+        ("CKPT_DIE_TRACE", "1"),
+        ("CKPT_LINGER", "migrate: staged:3000"),
+    ];
+    if lazy {
+        env.push(("CKPT_MIGRATE_PUSH_MS", "5"));
+    }
+    let extra: &[&str] = if lazy { &["--lazy"] } else { &[] };
+    let mut mig = migrate_start(&ctx, pid, &rnet.to(), 2, extra, &env);
+    mig.wait_until("the receiver staged", |p| {
+        p.stderr.text().contains("migrate: staged")
+    });
+    // Both sides hold the connections locked: the network moves the address.
+    let to_receiver = format!("10.236.{n}.2");
+    cnet.ip(&["route", "replace", &service32, "via", &to_receiver]);
+    let m = mig.finish();
+    let err = text(&m.stderr);
+    assert_eq!(
+        m.status.code(),
+        Some(0),
+        "migrate: {err}\nreceiver: {}",
+        r.stderr.text()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&m.stdout).unwrap_or_default();
+    assert_eq!(v["lazy"], lazy, "{v}");
+    s.t.expect_killed();
+    r.wait_until("receive's JSON", |p| p.stdout.text().contains("restore_ms"));
+    let c = copies(s.port);
+    assert_eq!(c.len(), 1, "copies: {c:?}");
+    if lazy {
+        wait_for(
+            "the copy's areas unregistered",
+            Duration::from_secs(20),
+            || {
+                !std::fs::read_to_string(format!("/proc/{}/smaps", c[0].0))
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| l.starts_with("VmFlags:") && l.split_whitespace().any(|f| f == "um"))
+            },
+        );
+    }
+    let after = oracle::Snapshot::take(c[0].0)
+        .moved(true)
+        .as_seen_in_its_pid_namespace();
+    oracle::assert_same_kernel_state(
+        "migtcp",
+        &format!(
+            "a process with TCP connections migrated to a receiver in another network \
+             namespace{}, received with --new-pidns",
+            if lazy { " with --lazy" } else { "" }
+        ),
+        oracle::Cmp::Restored,
+        &shown,
+        &after,
+        RECEIVER_NAMESPACES,
+    );
+    no_lock_left(&s, name);
+    no_lock_left_in(Some(&rnet.path()), &s, name);
+    peer_reads_the_queued_bytes(&mut s, "the copy");
+    the_copy_reads_and_answers(&mut s.pa, &mut s.pb, &mut r, "the copy");
+    listener_takes_a_new_client((&s.local, s.lport), s.net.as_deref(), &mut r, "the copy");
+    r.close_stdin();
+    let fin = r.finish();
+    assert_eq!(fin.status.code(), Some(0), "receive: {}", text(&fin.stderr));
+}
+
+/// A connection only in flight (the target sent it to itself over a unix socket pair
+/// and closed it: only the queued `SCM_RIGHTS` message holds it) moves with a
+/// migration to a receiver in this network namespace: ckpt holds its copy of it from a
+/// peek at the freeze, so it makes room for the copy's like the others. The copy is
+/// the source as the kernel shows it (the oracle), takes the connection back, the
+/// megabytes queued on it arrive in order and both ends talk.
+#[test]
+fn a_tcp_connection_only_in_flight_moves_within_one_namespace() {
+    let name = "a_tcp_connection_only_in_flight_moves_within_one_namespace";
+    let ctx = Ctx::new(name);
+    let mut s = setup(&ctx);
+    let pid = s.t.pid;
+    s.t.write_stdin(b"park\n");
+    s.t.wait_for("parked\n");
+    let shown = oracle::Snapshot::take(pid);
+    let rport = free_port();
+    let mut r = receiver(&ctx, rport, &[]);
+    let m = migrate(&ctx, pid, rport, &[], &[]);
+    assert_eq!(
+        m.status.code(),
+        Some(0),
+        "migrate: {}\nreceiver: {}",
+        text(&m.stderr),
+        r.stderr.text()
+    );
+    s.t.expect_killed();
+    r.wait_until("receive's JSON", |p| p.stdout.text().contains("restore_ms"));
+    let c = copies(s.port);
+    assert_eq!(c.len(), 1, "copies: {c:?}");
+    let after = oracle::Snapshot::take(c[0].0)
+        .moved(true)
+        .as_seen_in_its_pid_namespace();
+    oracle::assert_same_kernel_state(
+        "migtcp",
+        "a process with a TCP connection only in flight migrated within one network \
+         namespace, received with --new-pidns",
+        oracle::Cmp::Restored,
+        &shown,
+        &after,
+        &[
+            "*.ns.pid",
+            "*.ns.pid.parent",
+            "*.ns.pid_for_children",
+            "*.ns.mnt",
+            "*.mountinfo",
+            "*.fdinfo.mnt_id",
+        ],
+    );
+    no_lock_left(&s, name);
+    r.write_stdin(b"unpark\n");
+    r.wait_for("unparked\n");
+    peer_reads_the_queued_bytes(&mut s, "the copy");
+    the_copy_reads_and_answers(&mut s.pa, &mut s.pb, &mut r, "the copy");
+    listener_takes_a_new_client((&s.local, s.lport), s.net.as_deref(), &mut r, "the copy");
     r.close_stdin();
     let fin = r.finish();
     assert_eq!(fin.status.code(), Some(0), "receive: {}", text(&fin.stderr));
@@ -328,6 +589,7 @@ fn source_keeps_its_connections(
     let lazy = extra.contains(&"--lazy");
     let mut s = setup_with(&ctx, if lazy { 300 } else { 0 }, None);
     let pid = s.t.pid;
+    let shown = oracle::Snapshot::take(pid);
     let rport = free_port();
     let mut r = receiver(&ctx, rport, recv_env);
     let m = migrate(&ctx, pid, rport, extra, sender_env);
@@ -343,14 +605,34 @@ fn source_keeps_its_connections(
         "{name}: migrate's message has none of {says:?}: {err}"
     );
     assert_ne!(r.wait().code(), Some(0), "receive: {}", r.stderr.text());
+    source_runs_on_with_its_sockets(&mut s, &shown, name);
+}
+
+/// After a failed migration: the source runs alone, untraced, no lock left; the kernel
+/// shows its sockets as before the migration (the oracle: the listener in LISTEN with
+/// its backlog and options, the connections with their queues); its listener takes a
+/// new client; its connections deliver what was queued both ways and carry on.
+fn source_runs_on_with_its_sockets(s: &mut Setup, shown: &oracle::Snapshot, name: &str) {
+    let pid = s.t.pid;
     wait_for("the source is let go", Duration::from_secs(10), || {
         matches!(proc_stat(pid), Some(('R' | 'S', _)))
     });
     assert_running_untraced(pid, name);
     let c = copies(s.port);
     assert!(c.len() == 1 && c[0].0 == pid, "{name}: copies {c:?}");
-    no_lock_left(&s, name);
-    peer_reads_the_queued_bytes(&mut s, name);
+    no_lock_left(s, name);
+    let after = oracle::Snapshot::take(pid);
+    oracle::assert_same_kernel_state(
+        name,
+        "a process with TCP connections after a failed migration within one network \
+         namespace, against itself before it",
+        oracle::Cmp::LeftRunning,
+        shown,
+        &after,
+        &[],
+    );
+    listener_takes_a_new_client((&s.local, s.lport), s.net.as_deref(), &mut s.t, name);
+    peer_reads_the_queued_bytes(s, name);
     the_copy_reads_and_answers(&mut s.pa, &mut s.pb, &mut s.t, name);
 }
 
@@ -395,6 +677,7 @@ fn receiver_killed_before_its_commit_is_settled_by_the_connections() {
     let ctx = Ctx::new(name);
     let mut s = setup(&ctx);
     let pid = s.t.pid;
+    let shown = oracle::Snapshot::take(pid);
     let rport = free_port();
     // The receiver's restore waits 3 s after STAGED before it reads COMMIT.
     let mut r = receiver(&ctx, rport, &[("CKPT_LINGER", "receive: staged:3000")]);
@@ -425,15 +708,7 @@ fn receiver_killed_before_its_commit_is_settled_by_the_connections() {
     assert_eq!(m.status.code(), Some(1), "{err}");
     assert!(err.contains("no copy runs on the receiver"), "{err}");
     let _ = r.wait();
-    wait_for("the source is let go", Duration::from_secs(10), || {
-        matches!(proc_stat(pid), Some(('R' | 'S', _)))
-    });
-    assert_running_untraced(pid, name);
-    let c = copies(s.port);
-    assert!(c.len() == 1 && c[0].0 == pid, "{name}: copies {c:?}");
-    no_lock_left(&s, name);
-    peer_reads_the_queued_bytes(&mut s, name);
-    the_copy_reads_and_answers(&mut s.pa, &mut s.pb, &mut s.t, name);
+    source_runs_on_with_its_sockets(&mut s, &shown, name);
 }
 
 fn descendants(pid: i32) -> Vec<i32> {
@@ -594,5 +869,7 @@ fn lazy_connection_cut_after_commit_ends_the_connections_and_the_source_runs_on(
             "{name}: connection {what} did not end: {ended:?}"
         );
     }
+    // Its listener, parked to make room for the copy's, listens again.
+    listener_takes_a_new_client((&s.local, s.lport), s.net.as_deref(), &mut s.t, name);
     s.t.kill();
 }

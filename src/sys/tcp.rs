@@ -863,8 +863,8 @@ pub fn consume_fin(fd: &OwnedFd) {
 pub enum Endpoint {
     /// A connection, established or half-closed.
     Conn { local: Vec<u8>, peer: Vec<u8> },
-    /// A listener (its backlog).
-    Listen { backlog: u32 },
+    /// A listener (its backlog, and its address as getsockname gives it).
+    Listen { backlog: u32, addr: Vec<u8> },
 }
 
 /// What TCP socket `fd` is, if a connection or a listener (None for anything else).
@@ -887,6 +887,7 @@ pub fn endpoint_of(fd: &OwnedFd) -> Result<Option<Endpoint>> {
                 .and_then(|s| s.try_into().ok())
                 .map(u32::from_ne_bytes)
                 .unwrap_or(0),
+            addr: sockname(fd, false)?,
         }),
         s if s == TCP_ESTABLISHED || HALF_CLOSED.contains(&s) => Some(Endpoint::Conn {
             local: sockname(fd, false)?,
@@ -957,6 +958,23 @@ pub fn connect_raw(fd: &OwnedFd, addr: &[u8]) -> Result<()> {
     raw_addr_call(fd, addr, true)
 }
 
+/// A listener that [`disconnect`] stopped listens again at `addr`, its address before.
+/// The disconnect gave its port back to the kernel if the port was not chosen by the
+/// program (bound to port 0, or not bound before listen: the kernel drops a port it
+/// picked itself when the socket leaves LISTEN), though getsockname still shows it; a
+/// plain listen() would then take a new port and clients of the old one would be
+/// refused. So it binds `addr` again first: EINVAL means the socket still holds its
+/// port. EADDRINUSE means another socket took the port meanwhile (the caller may retry
+/// once that one is gone).
+pub fn listen_again(fd: &OwnedFd, addr: &[u8], backlog: u32) -> Result<()> {
+    match bind_raw(fd, addr) {
+        Ok(()) => {}
+        Err(e) if e.errno() == Some(libc::EINVAL) => {}
+        Err(e) => return Err(e),
+    }
+    listen(fd, backlog)
+}
+
 /// listen(2).
 pub fn listen(fd: &OwnedFd, backlog: u32) -> Result<()> {
     rustix::net::listen(fd, i32::try_from(backlog).unwrap_or(i32::MAX))
@@ -978,4 +996,38 @@ pub fn send_all_nowait(fd: &OwnedFd, data: &[u8]) -> Result<()> {
         at += n;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener on a port the kernel picked, disconnected as `ckpt migrate` parks it:
+    /// a plain listen() takes another port (what refused a failed migration's clients),
+    /// listen_again the same one, and a client reaches it there. A listener on a port
+    /// of its own choosing keeps it through the disconnect (bind answers EINVAL).
+    #[test]
+    fn a_parked_listener_listens_again_on_its_port() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+        let fd = OwnedFd::from(l);
+        let Ok(Some(Endpoint::Listen { backlog, addr })) = endpoint_of(&fd) else {
+            panic!("not a listener");
+        };
+        disconnect(&fd).unwrap_or_else(|e| panic!("{e}"));
+        listen_again(&fd, &addr, backlog).unwrap_or_else(|e| panic!("{e}"));
+        let again = std::net::TcpListener::from(fd);
+        assert_eq!(again.local_addr().map(|a| a.port()).ok(), Some(port));
+        let c = std::net::TcpStream::connect(("127.0.0.1", port));
+        assert!(c.is_ok(), "{c:?}");
+        assert!(again.accept().is_ok());
+        // Disconnected again, now bound by listen_again's bind: the port stays, the
+        // second bind is refused (EINVAL) and listen_again listens all the same.
+        let fd = OwnedFd::from(again);
+        disconnect(&fd).unwrap_or_else(|e| panic!("{e}"));
+        listen_again(&fd, &addr, backlog).unwrap_or_else(|e| panic!("{e}"));
+        let again = std::net::TcpListener::from(fd);
+        assert_eq!(again.local_addr().map(|a| a.port()).ok(), Some(port));
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    }
 }

@@ -10,6 +10,7 @@
 /// processes inside have gone.
 pub struct Net {
     holder: std::process::Child,
+    tag: String,
     subnet: u8,
     n: u32,
 }
@@ -35,7 +36,12 @@ impl Net {
             .args(["--net", "sleep", "infinity"])
             .spawn()
             .expect("run unshare --net");
-        let net = Net { holder, subnet, n };
+        let net = Net {
+            holder,
+            tag: tag.to_string(),
+            subnet,
+            n,
+        };
         let ours = std::fs::read_link("/proc/self/ns/net").expect("our netns");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::fs::read_link(net.path()).ok().as_ref() == Some(&ours) {
@@ -58,16 +64,36 @@ impl Net {
             &a,
         ]);
         sh(&["ip", "link", "set", &a, "up"]);
-        let inside = |args: &[&str]| {
-            let net_arg = format!("--net={}", net.path());
-            let mut v = vec!["nsenter", net_arg.as_str(), "ip"];
-            v.extend_from_slice(args);
-            sh(&v);
-        };
-        inside(&["addr", "add", &format!("10.{subnet}.{n}.2/24"), "dev", &b]);
-        inside(&["link", "set", &b, "up"]);
-        inside(&["link", "set", "lo", "up"]);
+        net.ip(&["addr", "add", &format!("10.{subnet}.{n}.2/24"), "dev", &b]);
+        net.ip(&["link", "set", &b, "up"]);
+        net.ip(&["link", "set", "lo", "up"]);
         net
+    }
+
+    /// `ip ARGS` run in the namespace.
+    pub fn ip(&self, args: &[&str]) {
+        let net_arg = format!("--net={}", self.path());
+        let mut v = vec!["nsenter", net_arg.as_str(), "ip"];
+        v.extend_from_slice(args);
+        sh(&v);
+    }
+
+    /// The PID of the process holding the namespace (for `ip link ... netns PID`).
+    pub fn holder(&self) -> u32 {
+        self.holder.id()
+    }
+
+    /// Our end of the veth pair (`{tag}A{n}`), its address 10.`subnet`.`n`.1.
+    pub fn ours(&self) -> (String, String) {
+        (
+            format!("{}A{}", self.tag, self.n),
+            format!("10.{}.{}.1", self.subnet, self.n),
+        )
+    }
+
+    /// The namespace's end's address, 10.`subnet`.`n`.2.
+    pub fn theirs(&self) -> String {
+        format!("10.{}.{}.2", self.subnet, self.n)
     }
 
     /// The namespace's file (the holder's).

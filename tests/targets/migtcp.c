@@ -5,6 +5,12 @@
 //         fits (the test does not read yet): prints "filled N"
 //   read  read what is queued on both connections without waiting, answer each with
 //         "got N SUM\n" and print "read A N SUM B N SUM"
+//   park  send the first connection to itself over a unix socket pair (SCM_RIGHTS)
+//         and close it: only the queued message holds it; prints "parked"
+//   unpark  receive it back onto its old descriptor; prints "unparked"
+//   take  accept one more connection on the listener, read a line from it, answer
+//         "took N SUM\n" (its length and byte sum, newline included), close it and
+//         print "took N SUM"
 // The pattern's byte at stream offset i is (i * 7 + 3) % 251.
 //   migtcp PORT [RATE [PEER LOCAL]]
 // RATE > 0: a thread writes RATE pages a second over 4 MiB (so that a migration's
@@ -20,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static void die(const char *what) {
@@ -110,6 +117,7 @@ int main(int argc, char **argv) {
     printf("accepted\n");
     fflush(stdout);
     long filled = 0;
+    int pair[2] = {-1, -1};
     char line[64];
     while (fgets(line, sizeof line, stdin)) {
         if (strncmp(line, "fill", 4) == 0) {
@@ -136,6 +144,70 @@ int main(int argc, char **argv) {
             m = snprintf(msg, sizeof msg, "got %ld %lu\n", nb, sb);
             send_all(b, msg, (size_t)m);
             printf("read A %ld %lu B %ld %lu\n", na, sa_, nb, sb);
+        } else if (strncmp(line, "park", 4) == 0) {
+            if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair) < 0)
+                die("socketpair");
+            char byte = 'p';
+            struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+            union {
+                char buf[CMSG_SPACE(sizeof(int))];
+                struct cmsghdr align;
+            } u;
+            memset(&u, 0, sizeof u);
+            struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                                .msg_controllen = sizeof u.buf};
+            struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+            cm->cmsg_level = SOL_SOCKET;
+            cm->cmsg_type = SCM_RIGHTS;
+            cm->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(cm), &a, sizeof(int));
+            if (sendmsg(pair[0], &mh, 0) != 1)
+                die("sendmsg");
+            close(a);
+            printf("parked\n");
+        } else if (strncmp(line, "unpark", 6) == 0) {
+            char byte;
+            struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+            union {
+                char buf[CMSG_SPACE(sizeof(int))];
+                struct cmsghdr align;
+            } u;
+            struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                                .msg_controllen = sizeof u.buf};
+            if (recvmsg(pair[1], &mh, 0) != 1)
+                die("recvmsg");
+            struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+            int got;
+            if (!cm || cm->cmsg_type != SCM_RIGHTS)
+                die("no descriptor");
+            memcpy(&got, CMSG_DATA(cm), sizeof(int));
+            if (got != a) {
+                if (dup2(got, a) < 0)
+                    die("dup2");
+                close(got);
+            }
+            printf("unparked\n");
+        } else if (strncmp(line, "take", 4) == 0) {
+            int c = accept(l, NULL, NULL);
+            if (c < 0)
+                die("accept");
+            long n = 0;
+            unsigned long sum = 0;
+            char ch = 0;
+            while (ch != '\n') {
+                ssize_t r = recv(c, &ch, 1, 0);
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r <= 0)
+                    die("recv");
+                sum += (unsigned char)ch;
+                n++;
+            }
+            char msg[64];
+            int m = snprintf(msg, sizeof msg, "took %ld %lu\n", n, sum);
+            send_all(c, msg, (size_t)m);
+            close(c);
+            printf("took %ld %lu\n", n, sum);
         }
         fflush(stdout);
     }

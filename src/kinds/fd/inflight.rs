@@ -427,6 +427,26 @@ fn walk(
 /// Looked at from /proc, before the tree's descriptors are collected; a queue that
 /// cannot be read is skipped (the collect that follows reads it again, or refuses).
 pub(crate) fn tcp_connections(pids: &[i32]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    tcp_sockets(pids)
+        .into_iter()
+        .map(|t| (t.local, t.peer))
+        .collect()
+}
+
+/// A TCP connection only in flight: ckpt's copy of it (installed by a peek), its
+/// addresses, and the process and descriptor of the unix socket whose queue led to it.
+pub(crate) struct InFlightTcp {
+    pub(crate) sock: OwnedFd,
+    pub(crate) local: Vec<u8>,
+    pub(crate) peer: Vec<u8>,
+    pub(crate) holder: i32,
+    pub(crate) queue: i32,
+}
+
+/// [`tcp_connections`] with ckpt's copy of each socket (`ckpt migrate` disconnects it
+/// to make room for the copy's on one host, and builds it again if the copy does not
+/// come), each connection once.
+pub(crate) fn tcp_sockets(pids: &[i32]) -> Vec<InFlightTcp> {
     let mut socks = Vec::new();
     for &p in pids {
         for fd in sys::proc::fds(p).unwrap_or_default() {
@@ -448,14 +468,23 @@ pub(crate) fn tcp_connections(pids: &[i32]) -> Vec<(Vec<u8>, Vec<u8>)> {
         return out;
     };
     let mut looked = 0;
-    let _ = walk(&diag, socks, |r, _, _| {
+    let _ = walk(&diag, socks, |r, holder, queue| {
         looked += 1;
         if looked > MAX_IN_FLIGHT {
             return Ok(None);
         }
         if let Ok(Some(sys::tcp::Endpoint::Conn { local, peer })) = sys::tcp::endpoint_of(&r) {
-            if !out.contains(&(local.clone(), peer.clone())) {
-                out.push((local, peer));
+            if !out
+                .iter()
+                .any(|t: &InFlightTcp| t.local == local && t.peer == peer)
+            {
+                out.push(InFlightTcp {
+                    sock: r,
+                    local,
+                    peer,
+                    holder,
+                    queue,
+                });
             }
             return Ok(None);
         }

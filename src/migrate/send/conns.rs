@@ -88,13 +88,24 @@ pub(super) fn tcp_sockets(pid: i32) -> Result<Vec<Held>, String> {
 /// segment the peer sent later would be acknowledged by the kernel and lost).
 pub(super) fn lock_at_freeze(pid: i32, st: &mut State) -> Result<(), String> {
     st.tcp.held = tcp_sockets(pid)?;
-    let mut conns: Vec<_> = st.tcp.held.iter().filter_map(Held::conn).collect();
-    // And those only a queued unix message carries in flight (no process holds them).
-    for c in crate::kinds::fd::inflight::tcp_connections(&tree_pids(pid)) {
-        if !conns.contains(&c) {
-            conns.push(c);
+    // And those only a queued unix message carries in flight (no process holds them):
+    // ckpt's copy of each, from a peek, is held as the others (named by the unix
+    // socket whose queue carries it).
+    for t in crate::kinds::fd::inflight::tcp_sockets(&tree_pids(pid)) {
+        let c = Some((t.local.clone(), t.peer.clone()));
+        if !st.tcp.held.iter().any(|h| h.conn() == c) {
+            st.tcp.held.push(Held {
+                pid: t.holder,
+                fd: t.queue,
+                sock: t.sock,
+                what: sys::tcp::Endpoint::Conn {
+                    local: t.local,
+                    peer: t.peer,
+                },
+            });
         }
     }
+    let conns: Vec<_> = st.tcp.held.iter().filter_map(Held::conn).collect();
     st.tcp.lock = sys::netlock::Handover::hold(&conns)
         .map_err(|e| format!("cannot lock the tree's TCP connections: {e}"))?;
     Ok(())
@@ -167,8 +178,8 @@ pub(super) fn unpark(meta: &crate::model::Checkpoint, t: &mut TcpPart) -> Result
     if errs.is_empty() {
         for &i in &t.parked {
             let Some(h) = t.held.get(i) else { continue };
-            if let sys::tcp::Endpoint::Listen { backlog } = &h.what {
-                if let Err(e) = sys::tcp::listen(&h.sock, *backlog) {
+            if let sys::tcp::Endpoint::Listen { backlog, addr } = &h.what {
+                if let Err(e) = sys::tcp::listen_again(&h.sock, addr, *backlog) {
                     errs.push(format!("process {}, descriptor {}: {e}", h.pid, h.fd));
                     left.push(i);
                 }
@@ -426,8 +437,8 @@ pub(super) fn abort_connections(t: &mut TcpPart, relisten: bool) -> Result<usize
             let mut last = Vec::new();
             for &i in &t.parked {
                 let Some(h) = t.held.get(i) else { continue };
-                if let sys::tcp::Endpoint::Listen { backlog } = &h.what {
-                    if let Err(e) = sys::tcp::listen(&h.sock, *backlog) {
+                if let sys::tcp::Endpoint::Listen { backlog, addr } = &h.what {
+                    if let Err(e) = sys::tcp::listen_again(&h.sock, addr, *backlog) {
                         last.push(format!("process {}, descriptor {}: {e}", h.pid, h.fd));
                         left.push(i);
                     }

@@ -42,7 +42,8 @@ pub(super) fn read_tree(root: i32) -> (Entries, Vec<i32>) {
         e: BTreeMap::new(),
         labels: BTreeMap::new(),
         unix: unix_diag_in_net_of(root).unwrap_or_default(),
-        tcp: tcp_diag(),
+        // (The root's namespace's, which need not be ours: a tree restored elsewhere.)
+        tcp: tcp_diag_in_net_of(root),
         icons: Vec::new(),
     };
     // Sockets are listed per network namespace: those of the other namespaces the
@@ -981,9 +982,10 @@ fn read_dup(r: &mut Reader, k: &str, d: i32, socket: bool) {
         if let Some(t) = r.tcp.get(&st.st_ino).cloned() {
             r.conf(format!("{k}.sock.tcp.shutdown"), t.shutdown.to_string());
             // A listener's rqueue is its accept queue's length: the connections
-            // waiting to be accepted.
+            // waiting to be accepted; its wqueue the backlog listen() gave.
             if t.state == 10 {
                 r.conf(format!("{k}.sock.tcp.accept_queue"), t.rqueue.to_string());
+                r.conf(format!("{k}.sock.tcp.backlog"), t.wqueue.to_string());
             }
             if let (Some(n), true) = (inq, fin_came) {
                 r.conf(

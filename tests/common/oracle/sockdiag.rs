@@ -165,8 +165,11 @@ pub(super) fn unix_diag() -> Option<BTreeMap<u64, UnixDiag>> {
 
 #[derive(Clone, Debug, Default)]
 pub(super) struct TcpDiag {
-    /// rcv_nxt - copied_seq: the bytes not read yet, and a FIN not read yet.
+    /// rcv_nxt - copied_seq: the bytes not read yet, and a FIN not read yet (a
+    /// listener's: its accept queue's length).
     pub(super) rqueue: u32,
+    /// A listener's: its backlog (sk_max_ack_backlog).
+    pub(super) wqueue: u32,
     /// sk_shutdown (INET_DIAG_SHUTDOWN): RCV_SHUTDOWN 1, SEND_SHUTDOWN 2.
     pub(super) shutdown: u8,
     /// The state it is listed in (13, bound but inactive, for a socket that holds its
@@ -234,6 +237,7 @@ pub(super) fn tcp_diag() -> BTreeMap<u64, TcpDiag> {
                     };
                     let mut d = TcpDiag {
                         rqueue: at(56),
+                        wqueue: at(60),
                         state: body[1],
                         ..TcpDiag::default()
                     };
