@@ -176,6 +176,30 @@ fn start(ctx: &Ctx, mode: &str) -> (Proc, TcpStream) {
     (p, s)
 }
 
+/// `ckpt dump PID -o IMG` (the tree killed), held for 300 ms after it read the
+/// connection's queues (`CKPT_LINGER`, with the `fault-injection` feature): the peer's
+/// segments of those moments must not be taken by the socket in repair mode and lost
+/// with it (without the lock from the freeze on, the stream stalls on the missing
+/// bytes). The state oracle reads the tree right before.
+fn dump_lingering(ctx: &Ctx, pid: i32, img: &std::path::Path) {
+    ctx.track(pid);
+    ctx.oracle_before_dump(pid, img);
+    let out = std::process::Command::new(ckpt_bin())
+        .arg("dump")
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(img)
+        .env("CKPT_LINGER", "tcp queues read:300")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run ckpt dump");
+    assert!(
+        out.status.success(),
+        "ckpt dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Integers the peer sends after the restore before it ends the stream (a few MB).
 const AFTER: u64 = 400_000;
 
@@ -195,7 +219,7 @@ fn a_stream_from_a_peer_outside_that_never_pauses_reaches_the_restored_tree_whol
         s > 100_000 && b > 50_000
     });
     let img = ctx.path("img");
-    ctx.dump(t.pid, &img);
+    dump_lingering(&ctx, t.pid, &img);
     t.expect_killed();
     wait_pids_gone(&pids, "peerstream after the dump");
     let at_dump = peer.sent.load(Ordering::SeqCst);
@@ -224,7 +248,10 @@ fn restored_ends(mut r: Proc, peer: Peer, before: &str) {
         "the restored tree's count"
     );
     assert_eq!(back, sent, "integers sent, and integers that came back");
-    eprintln!("{sent} integers ({} MB) each way, in order", (sent * 8) >> 20);
+    eprintln!(
+        "{sent} integers ({} MB) each way, in order",
+        (sent * 8) >> 20
+    );
 }
 
 /// `peerstream inflight`: the connection held only by a queued SCM_RIGHTS message (its
@@ -241,7 +268,7 @@ fn a_stream_from_a_peer_outside_to_a_connection_only_in_flight_reaches_the_recei
     let peer = Peer::start(s);
     peer.wait_blocked();
     let img = ctx.path("img");
-    ctx.dump(t.pid, &img);
+    dump_lingering(&ctx, t.pid, &img);
     t.expect_killed();
     wait_pids_gone(&pids, "peerstream after the dump");
     let info = text(
