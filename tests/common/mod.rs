@@ -190,6 +190,9 @@ pub const C_TARGETS: &[(&str, &str, &[&str])] = &[
     ("tcpaccept", "tcpaccept.c", &[]),
     // tests/e2e_tcpended.rs: TCP sockets whose connection ended (reset, error read)
     ("tcpended", "tcpended.c", &[]),
+    // tests/e2e_peerstream.rs: a TCP stream from a peer outside the tree that never
+    // pauses, read directly or after taking the connection out of a queued message
+    ("peerstream", "peerstream.c", &[]),
     // tests/e2e_mapfile.rs: mapped memfds and mapped deleted files
     ("memmap", "memmap.c", &[]),
     // tests/e2e_lazy.rs: a large area with a known pattern, restored lazily

@@ -394,3 +394,22 @@ impl Drop for TestCgroup {
         }
     }
 }
+
+/// Give this thread (and what it starts from now on: the target, ckpt, `nft`) a network
+/// namespace of its own with its loopback up: a test's connections and the dump's
+/// netfilter lock stay out of the host's namespace and other tests'. It ends with the
+/// test's process and what it started.
+pub fn thread_net_ns() {
+    // SAFETY: unshare(CLONE_NEWNET) moves the calling thread alone into a new network
+    // namespace; no memory is passed, and the test's other threads keep theirs.
+    let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "unshare: {}", io::Error::last_os_error());
+    let st = std::process::Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("run ip (iproute2)");
+    assert!(
+        st.success(),
+        "ip link set lo up in the test's network namespace"
+    );
+}
