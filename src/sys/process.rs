@@ -1393,3 +1393,12 @@ pub fn set_ns_last_pid(last: i32) -> Result<()> {
     let p = "/proc/sys/kernel/ns_last_pid";
     std::fs::write(p, last.to_string()).map_err(|e| SysError::io(format!("write {last} to {p}"), e))
 }
+
+/// The last ID given in ckpt's PID namespace (/proc/sys/kernel/ns_last_pid).
+pub fn ns_last_pid() -> Result<i32> {
+    let p = "/proc/sys/kernel/ns_last_pid";
+    let s = std::fs::read_to_string(p).map_err(|e| SysError::io(format!("read {p}"), e))?;
+    s.trim()
+        .parse()
+        .map_err(|_| SysError::io(format!("read {p}"), std::io::Error::other(format!("{s:?}"))))
+}

@@ -582,7 +582,10 @@ fn discard_thread(cx: &mut Ctx<'_>, tid: i32, what: &str) -> RestoreResult<()> {
 /// one before each thread's, and the thread is made without `set_tid`; another task
 /// made on the host in between takes that ID: the thread made with another one exits
 /// before it ever runs (`discard_thread`) and the thread is made again, up to
-/// [`LAST_PID_TRIES`] times, after which the restore fails, naming the ID it got.
+/// [`LAST_PID_TRIES`] times, after which the restore fails, naming the ID it got. The
+/// last ID is then put back where it was if it was further on: moved back, the host's
+/// next processes would take IDs just freed (a tree another dump killed, whose restore
+/// then finds them taken: seen in CI, two restores running side by side).
 pub(crate) fn create_threads(
     cx: &mut Ctx<'_>,
     tids: &mut Vec<i32>,
@@ -627,8 +630,9 @@ pub(crate) fn create_threads(
             while crate::sys::proc::stat(t.tid).is_ok() && std::time::Instant::now() < until {
                 std::thread::sleep(std::time::Duration::from_micros(200));
             }
+            let was = crate::sys::process::ns_last_pid()?;
             let mut tries = 1;
-            loop {
+            let got = loop {
                 crate::sys::process::set_ns_last_pid(t.tid - 1)?;
                 crate::error::take_next_id_once();
                 let got = cx.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0])?;
@@ -637,7 +641,11 @@ pub(crate) fn create_threads(
                 }
                 discard_thread(cx, got as i32, &what)?;
                 tries += 1;
+            };
+            if was > t.tid && crate::sys::process::ns_last_pid()? < was {
+                crate::sys::process::set_ns_last_pid(was)?;
             }
+            got
         } else {
             super::tree::once_released(t.tid, || cx.call(&what, nr::CLONE3, [a, 88, 0, 0, 0, 0]))?
         };
